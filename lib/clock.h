@@ -1,0 +1,35 @@
+/* Clocks behind an ops struct, so tests can swap in a fake clock (lease logic, backoff, timeouts).
+ *
+ * Production code receives a `struct clock *` (usually clock_system()) and never calls
+ * clock_gettime directly. The fake clock never moves unless the test advances it; its sleep
+ * advances it instead of sleeping, so retry loops run instantly and deterministically. */
+#ifndef GANTRY_LIB_CLOCK_H
+#define GANTRY_LIB_CLOCK_H
+
+#include <stdint.h>
+
+struct clock {
+    uint64_t (*mono_ns)(struct clock *c); /* monotonic, arbitrary origin */
+    uint64_t (*wall_ms)(struct clock *c); /* Unix time in milliseconds */
+    void (*sleep_ns)(struct clock *c, uint64_t ns);
+};
+
+/* The process-wide real clock (CLOCK_MONOTONIC, CLOCK_REALTIME, nanosleep). Never NULL. */
+struct clock *clock_system(void);
+
+struct clock_fake {
+    struct clock base; /* first member: pass &fake.base where a struct clock * is wanted */
+    uint64_t mono;     /* ns */
+    uint64_t wall;     /* ms */
+    uint64_t slept;    /* total ns "slept", for assertions on backoff */
+};
+
+void clock_fake_init(struct clock_fake *f, uint64_t mono_ns, uint64_t wall_ms);
+void clock_fake_advance(struct clock_fake *f, uint64_t ns); /* moves both clocks */
+
+static inline uint64_t clock_mono_ms(struct clock *c)
+{
+    return c->mono_ns(c) / 1000000u;
+}
+
+#endif

@@ -1,0 +1,48 @@
+#include "rand.h"
+
+#include <errno.h>
+#include <sys/random.h>
+
+#include "err.h"
+
+int rand_bytes(void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n > 0) {
+        ssize_t got = getrandom(c, n, 0);
+        if (got < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return GERR_IO;
+        }
+        c += got;
+        n -= (size_t)got;
+    }
+    return 0;
+}
+
+/* xorshift64* seeded per thread from getrandom; jitter does not need to be unpredictable. */
+static _Thread_local uint64_t rand_state;
+
+static uint64_t rand_next(void)
+{
+    if (rand_state == 0) {
+        if (rand_bytes(&rand_state, sizeof rand_state) != 0 || rand_state == 0) {
+            rand_state = 0x9e3779b97f4a7c15ull;
+        }
+    }
+    rand_state ^= rand_state >> 12;
+    rand_state ^= rand_state << 25;
+    rand_state ^= rand_state >> 27;
+    return rand_state * 0x2545f4914f6cdd1dull;
+}
+
+uint64_t rand_range(uint64_t lo, uint64_t hi)
+{
+    if (hi <= lo) {
+        return lo;
+    }
+    uint64_t span = hi - lo + 1;
+    return span == 0 ? rand_next() : lo + rand_next() % span;
+}

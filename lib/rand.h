@@ -1,0 +1,14 @@
+/* Randomness: cryptographic bytes from the kernel, and cheap jitter. Thread-safe. */
+#ifndef GANTRY_LIB_RAND_H
+#define GANTRY_LIB_RAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Fill @p with @n bytes from getrandom(2). Returns 0 or GERR_IO (only if the kernel refuses). */
+int rand_bytes(void *p, size_t n);
+
+/* A uniformly distributed value in [lo, hi] (inclusive), not for secrets. */
+uint64_t rand_range(uint64_t lo, uint64_t hi);
+
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian bookworm packages Gantry builds, tests and runs with (DESIGN.md section 2).
+# Idempotent: packages already present are skipped without touching apt's lists, so a warm
+# machine pays nothing. Run as root, or with sudo available.
+set -euo pipefail
+
+pkgs=(
+  # toolchain
+  build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+  # libraries
+  libuv1-dev libdqlite-dev libraft-dev libsqlite3-dev
+  libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  libssl-dev libjansson-dev libnghttp2-dev libcurl4-openssl-dev
+  libcmocka-dev node-llhttp
+  # test and run tools
+  python3 python3-grpcio python3-protobuf nghttp2-client openssl
+  bubblewrap procps iproute2 iptables faketime
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
