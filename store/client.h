@@ -1,0 +1,114 @@
+/* A client of a dqlite cluster that finds and follows the leader.
+ *
+ * It holds at most one connection, always to the node it believes is the leader, with the
+ * database open and a Raft barrier issued (a no-op statement) before anything else runs on it.
+ * Leader discovery follows go-dqlite: ask each known node LEADER, keep the connection when the
+ * answer is string-equal to the address dialled, follow a redirect otherwise; full passes repeat
+ * with jittered exponential backoff (10 ms doubling to 1 s) until leader_timeout_ms. After
+ * connecting, the address list is refreshed from CLUSTER.
+ *
+ * Retry rules (dqlite-protocol.md 1.10 and 4.3):
+ *  - connection failures before a request is sent, NOT_LEADER (not executed): reconnect, retry.
+ *  - SQLITE_BUSY, "checkpoint in progress": jittered backoff (1..8 ms, doubling to 50 ms), retry
+ *    until busy_timeout_ms, then GERR_BUSY.
+ *  - LEADERSHIP_LOST, a disk-write failure, or any I/O error or timeout after a *write* was sent:
+ *    GERR_UNKNOWN_OUTCOME. The connection is dropped (the next call reconnects); the caller decides
+ *    with its idempotency key. Reads are retried instead, since they change nothing.
+ *
+ * Thread safety: one thread at a time per client. Use store_pool for several readers and
+ * store_writer for the one writer per replica. */
+#ifndef GANTRY_STORE_CLIENT_H
+#define GANTRY_STORE_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "store/conn.h"
+
+#define STORE_MAX_ADDRESSES 16u
+
+struct store_client_config {
+    const char *const *addresses;  /* seed list ("a.b.c.d:port"), copied */
+    unsigned n_addresses;
+    const char *database;          /* copied; default "gantry" when NULL */
+    unsigned connect_timeout_ms;   /* default 1000 */
+    unsigned request_timeout_ms;   /* default 10000: above 2x the election timeout plus margin */
+    unsigned leader_timeout_ms;    /* total time to find a leader, default 15000 */
+    unsigned busy_timeout_ms;      /* total time to retry BUSY, default 10000 */
+    struct clock *clock;           /* default clock_system() */
+};
+
+struct store_client_stats {
+    uint64_t busy_retries;
+    uint64_t reconnects;
+    uint64_t unknown_outcomes;
+};
+
+struct store_client {
+    char addresses[STORE_MAX_ADDRESSES][256];
+    unsigned n_addresses;
+    char database[128];
+    unsigned connect_timeout_ms, request_timeout_ms, leader_timeout_ms, busy_timeout_ms;
+    struct clock *clock;
+    struct store_conn conn;
+    bool connected;                /* conn is open to the leader, db open, barrier done */
+    uint64_t leader_id;
+    struct store_client_stats stats;
+    char errmsg[GERR_MSG_SIZE];
+};
+
+/* Copies the configuration; does not connect. Returns 0 or GERR_INVAL (no address, an address
+ * longer than 255 bytes, more than STORE_MAX_ADDRESSES). */
+int store_client_init(struct store_client *cl, const struct store_client_config *cfg);
+void store_client_close(struct store_client *cl);
+
+/* Connect to the leader now (otherwise the first call does). GERR_NOLEADER after leader_timeout_ms. */
+int store_client_connect(struct store_client *cl);
+/* Drop the current connection (the next call rediscovers the leader). */
+void store_client_disconnect(struct store_client *cl);
+
+/* Autocommit statement(s) on the leader, with the retry rules above. Several statements in one
+ * text are NOT atomic in autocommit mode (each commits alone); use store_client_tx for that. */
+int store_client_exec(struct store_client *cl, const char *sql, const struct proto_value *params, unsigned n,
+                      struct store_result *res);
+/* One read-only statement on the leader, retried across reconnects. @rows initialised by the caller. */
+int store_client_query(struct store_client *cl, const char *sql, const struct proto_value *params, unsigned n,
+                       struct proto_rows *rows);
+/* Convenience: the first column of the first row as an integer; GERR_NOTFOUND if no row. */
+int store_client_query_int(struct store_client *cl, const char *sql, const struct proto_value *params,
+                           unsigned n, int64_t *out);
+
+/* ---- Transactions. @fn runs between BEGIN IMMEDIATE and COMMIT on the leader connection and
+ * uses only store_tx_* calls. It returns 0 to commit or an error to roll back. If it (or BEGIN,
+ * or COMMIT) fails with a retryable error (BUSY, NOT_LEADER, a dropped connection before COMMIT),
+ * the whole transaction is rolled back and @fn runs again from the start, so @fn must derive
+ * everything it writes from what it reads inside the transaction and from @arg. A COMMIT whose
+ * outcome is unknown returns GERR_UNKNOWN_OUTCOME. Any other error from @fn is returned as is
+ * after ROLLBACK; @fn's message is in cl->errmsg if it put one there via store_tx_errmsg. */
+struct store_tx {
+    struct store_client *cl;
+};
+typedef int (*store_tx_fn)(struct store_tx *tx, void *arg);
+
+int store_client_tx(struct store_client *cl, store_tx_fn fn, void *arg);
+int store_tx_exec(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
+                  struct store_result *res);
+int store_tx_query(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
+                   struct proto_rows *rows);
+int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
+                       int64_t *out);
+/* Where @fn writes its own failure message (GERR_MSG_SIZE bytes). */
+char *store_tx_errmsg(struct store_tx *tx);
+
+/* ---- Cluster operations, sent to the leader (reconnecting as needed). */
+int store_client_cluster(struct store_client *cl, struct proto_node_info **nodes, unsigned *n);
+int store_client_add(struct store_client *cl, uint64_t id, const char *address);
+int store_client_assign(struct store_client *cl, uint64_t id, int role);
+int store_client_remove(struct store_client *cl, uint64_t id);
+int store_client_transfer(struct store_client *cl, uint64_t target_id);
+/* Consistent online backup taken from the leader right after a barrier: @dir/<db>, @dir/<db>-wal. */
+int store_client_dump(struct store_client *cl, const char *dir);
+
+#endif

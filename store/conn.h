@@ -1,0 +1,101 @@
+/* One blocking connection to one dqlite node.
+ *
+ * A connection is used by one thread at a time. Every request has a deadline (the connection's
+ * request timeout): the socket is non-blocking and every wait goes through poll(2), so a dead or
+ * black-holed peer costs at most that timeout. Messages are framed here; bodies are decoded by
+ * store/proto.h, which refuses the requests that would crash or wedge a 1.11 node.
+ *
+ * Errors: every function returns 0 or a GERR_* code and, on error, leaves a message naming the
+ * node and the request in c->errmsg. Server FAILUREs are translated by store_err_from_dqlite()
+ * (the one translation of SQLite/dqlite codes); the raw code is kept in c->last_code.
+ *
+ * A connection that saw an I/O error, a timeout or a protocol violation is marked broken: every
+ * later call returns GERR_CLOSED and the owner must close it. Whether a failed *write* may have
+ * committed is for the caller to judge (store/client.h does): on a broken connection after the
+ * request was sent, it may have. c->sent tells whether the last request left this process. */
+#ifndef GANTRY_STORE_CONN_H
+#define GANTRY_STORE_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "lib/err.h"
+#include "store/proto.h"
+
+struct store_conn {
+    int fd;                        /* -1 when closed */
+    char address[256];             /* the node dialled, exactly as given */
+    unsigned timeout_ms;           /* per request */
+    size_t max_message;            /* cap on one response message body */
+    bool broken;
+    bool sent;                     /* last request was (at least partly) written */
+    bool db_open;
+    uint32_t db_id;
+    uint64_t last_code;            /* last FAILURE code from the server, 0 if none */
+    struct buf wbuf;
+    struct buf rbuf;
+    char errmsg[GERR_MSG_SIZE];
+};
+
+#define STORE_CONN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
+#define STORE_CONN_DUMP_MAX_MESSAGE (4ull * 1024u * 1024u * 1024u)
+
+/* Translate a FAILURE code from dqlite/SQLite: 10250/8202 -> GERR_NOTLEADER; 10506/8458 and 778
+ * (SQLITE_IOERR_WRITE) -> GERR_UNKNOWN_OUTCOME; 5 and 6 (BUSY/LOCKED, their extended forms, and
+ * "checkpoint in progress") -> GERR_BUSY; 12 -> GERR_NOTLEADER (leader connection closed after a
+ * step-down: reconnect); 4 -> GERR_CLOSED; 19 and its extended codes -> GERR_CONSTRAINT; others -> GERR_SQL. */
+int store_err_from_dqlite(uint64_t code);
+
+/* Connect to @address ("a.b.c.d:port") within @timeout_ms and send the protocol handshake.
+ * @c is caller-owned memory; on success it must be closed with store_conn_close. On error it is
+ * left closed (store_conn_close is still allowed) with the reason in c->errmsg. */
+int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms);
+void store_conn_close(struct store_conn *c);
+
+/* LEADER: the node this node believes is the leader (id 0 and "" when unknown). */
+int store_conn_leader(struct store_conn *c, struct proto_server *out);
+/* CLIENT: register (optional). */
+int store_conn_client(struct store_conn *c, uint64_t client_id);
+/* OPEN @name. Sets c->db_open/db_id. */
+int store_conn_open_db(struct store_conn *c, const char *name);
+
+struct store_result {
+    uint64_t last_insert_id;
+    uint64_t rows_affected;
+};
+
+/* EXEC_SQL: one or more statements; @params bind to the first. @res may be NULL. */
+int store_conn_exec_sql(struct store_conn *c, const char *sql, const struct proto_value *params, unsigned n,
+                        struct store_result *res);
+/* QUERY_SQL of one read-only statement (refused with GERR_REFUSED otherwise). @rows must be
+ * initialised by the caller (proto_rows_init) and is appended to. Drains every batch. A FAILURE
+ * after some rows has an unreliable code (1.11 bug): it is reported as GERR_SQL. */
+int store_conn_query_sql(struct store_conn *c, const char *sql, const struct proto_value *params, unsigned n,
+                         struct proto_rows *rows);
+
+/* Prepared statements. store_conn_prepare_query refuses statements that are not read-only. */
+int store_conn_prepare(struct store_conn *c, const char *sql, uint32_t *stmt_id, uint64_t *n_params);
+int store_conn_prepare_query(struct store_conn *c, const char *sql, uint32_t *stmt_id, uint64_t *n_params);
+int store_conn_exec(struct store_conn *c, uint32_t stmt_id, const struct proto_value *params, unsigned n,
+                    struct store_result *res);
+int store_conn_query(struct store_conn *c, uint32_t stmt_id, const struct proto_value *params, unsigned n,
+                     struct proto_rows *rows);
+int store_conn_finalize(struct store_conn *c, uint32_t stmt_id);
+/* INTERRUPT: stop a running statement; reads and discards until EMPTY. */
+int store_conn_interrupt(struct store_conn *c);
+
+/* Membership and operations. */
+int store_conn_add(struct store_conn *c, uint64_t id, const char *address);
+int store_conn_assign(struct store_conn *c, uint64_t id, int role);
+int store_conn_remove(struct store_conn *c, uint64_t id);
+int store_conn_transfer(struct store_conn *c, uint64_t target_id);
+/* CLUSTER format 1. *@nodes is allocated and owned by the caller (mem_free). */
+int store_conn_cluster(struct store_conn *c, struct proto_node_info **nodes, unsigned *n);
+int store_conn_describe(struct store_conn *c, uint64_t *failure_domain, uint64_t *weight);
+int store_conn_weight(struct store_conn *c, uint64_t weight);
+
+/* DUMP @db into @dir as files named @db and @db-wal (created 0600, replaced atomically). */
+int store_conn_dump(struct store_conn *c, const char *db, const char *dir);
+
+#endif
