@@ -1,0 +1,60 @@
+/* The replica's single writer: one thread, one leader connection, one FIFO of transactions.
+ *
+ * dqlite 1.11 answers a second concurrent writer with SQLITE_BUSY at once, so every write of a
+ * replica funnels through here; collisions are then only with other replicas and are retried by
+ * store_client_tx with jittered backoff.
+ *
+ * Contract (libuv's): store_writer_submit returns 0 and the request's callback then fires exactly
+ * once, on the writer thread, never inside submit; or it returns an error and the callback never
+ * fires. The request struct is caller-owned and must stay valid until its callback; the callback
+ * may free it. Callbacks must not block for long: they delay every later write. */
+#ifndef GANTRY_STORE_WRITER_H
+#define GANTRY_STORE_WRITER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "lib/queue.h"
+#include "store/client.h"
+
+struct store_write;
+typedef void (*store_write_cb)(struct store_write *req, int status);
+
+struct store_write {
+    void *data;                   /* user data */
+    store_tx_fn fn;               /* runs inside one transaction */
+    void *arg;                    /* passed to fn */
+    store_write_cb cb;
+    /* read-only after the callback fired: */
+    int status;
+    char errmsg[GERR_MSG_SIZE];
+    /* private */
+    struct queue link;
+};
+
+struct store_writer {
+    struct store_client client;   /* used only on the writer thread */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct queue pending;
+    bool stopping;
+    bool started;
+};
+
+/* Start the writer thread with its own client (configuration copied). 0, or GERR_INVAL. */
+int store_writer_start(struct store_writer *w, const struct store_client_config *cfg);
+
+/* Queue a transaction. GERR_CLOSED if the writer is stopping (the callback will not fire). */
+int store_writer_submit(struct store_writer *w, struct store_write *req, store_tx_fn fn, void *arg,
+                        store_write_cb cb);
+
+/* Submit and wait for the result on the calling thread (not for use on the writer thread).
+ * Returns the transaction's status; the failure text goes to @errmsg if not NULL. */
+int store_writer_run(struct store_writer *w, store_tx_fn fn, void *arg, char *errmsg);
+
+/* Stop: the transaction in progress finishes, requests still queued get GERR_CANCELED, then the
+ * thread exits and the client closes. Blocks until done. */
+void store_writer_stop(struct store_writer *w);
+
+#endif
