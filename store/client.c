@@ -244,22 +244,22 @@ static int with_leader(struct store_client *cl, enum op_kind kind, leader_op op,
         case GERR_CLOSED:
         case GERR_TIMEOUT:
         case GERR_IO:
-        case GERR_PROTO:
-            if (!cl->conn.broken && cl->conn.fd >= 0) {
-                return rv; /* e.g. SQLITE_ABORT answered by a live server */
-            }
-            {
-                bool sent = cl->conn.sent;
-                store_client_disconnect(cl);
-                if (kind == OP_WRITE && sent) {
-                    cl->stats.unknown_outcomes++;
-                    gerr_wrap(cl->errmsg, "write outcome unknown");
-                    return GERR_UNKNOWN_OUTCOME;
-                }
+        case GERR_PROTO: {
+            /* conn.c marks the connection broken for all of these. */
+            bool sent = cl->conn.sent;
+            store_client_disconnect(cl);
+            if (kind == OP_WRITE && sent) {
+                cl->stats.unknown_outcomes++;
+                gerr_wrap(cl->errmsg, "write outcome unknown");
+                return GERR_UNKNOWN_OUTCOME;
             }
             break;
+        }
         default:
-            return rv; /* SQL errors, constraints, refusals: final */
+            if (cl->conn.broken) {
+                store_client_disconnect(cl); /* e.g. a result over the size cap */
+            }
+            return rv; /* SQL errors, constraints, refusals, oversized results: final */
         }
         if (now_ms(cl) >= leader_deadline) {
             gerr_wrap(cl->errmsg, "gave up after %u ms", cl->leader_timeout_ms);

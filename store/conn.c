@@ -52,9 +52,8 @@ int store_err_from_dqlite(uint64_t code)
     case DQLITE_IOERR_LEADERSHIP_LOST:
     case DQLITE_IOERR_LEADERSHIP_LOST_LEGACY:
     case SQLITE_IOERR_WRITE_CODE:
+    case SQLITE_CODE_ABORT: /* the server shut down while the request was in flight */
         return GERR_UNKNOWN_OUTCOME;
-    case SQLITE_CODE_ABORT:
-        return GERR_CLOSED;
     default:
         break;
     }

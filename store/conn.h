@@ -41,10 +41,11 @@ struct store_conn {
 #define STORE_CONN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
 #define STORE_CONN_DUMP_MAX_MESSAGE (4ull * 1024u * 1024u * 1024u)
 
-/* Translate a FAILURE code from dqlite/SQLite: 10250/8202 -> GERR_NOTLEADER; 10506/8458 and 778
- * (SQLITE_IOERR_WRITE) -> GERR_UNKNOWN_OUTCOME; 5 and 6 (BUSY/LOCKED, their extended forms, and
- * "checkpoint in progress") -> GERR_BUSY; 12 -> GERR_NOTLEADER (leader connection closed after a
- * step-down: reconnect); 4 -> GERR_CLOSED; 19 and its extended codes -> GERR_CONSTRAINT; others -> GERR_SQL. */
+/* Translate a FAILURE code from dqlite/SQLite: 10250/8202 -> GERR_NOTLEADER; 10506/8458, 778
+ * (SQLITE_IOERR_WRITE) and 4 (SQLITE_ABORT: server shutting down mid-request) ->
+ * GERR_UNKNOWN_OUTCOME; 5 and 6 (BUSY/LOCKED, their extended forms, and "checkpoint in progress")
+ * -> GERR_BUSY; 12 -> GERR_NOTLEADER (leader connection closed after a step-down: reconnect); 19
+ * and its extended codes -> GERR_CONSTRAINT; others -> GERR_SQL. */
 int store_err_from_dqlite(uint64_t code);
 
 /* Connect to @address ("a.b.c.d:port") within @timeout_ms and send the protocol handshake.
