@@ -1,0 +1,50 @@
+/* The roles planner: which single membership change brings the cluster closer to its target.
+ *
+ * Policy: 3 voters, or 5 once 5 or more members are healthy (reachable, or unreachable for less
+ * than the grace period); 1 voter while the cluster has fewer than 3 members; every other healthy member a
+ * standby. Voters are spread over failure domains when there is a choice. A voter that has been
+ * unreachable for longer than the grace period is replaced by a healthy standby (promote first,
+ * then demote the dead voter, so the voter count never dips). The leader is never demoted.
+ *
+ * Pure function over a snapshot of the membership: no I/O, no clock. The caller (the leader's
+ * replica) gathers the snapshot, applies the returned change with ASSIGN, and calls again. Raft
+ * allows one configuration change at a time, hence one change per call. */
+#ifndef GANTRY_RAFT_ROLES_H
+#define GANTRY_RAFT_ROLES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store/proto.h" /* PROTO_ROLE_VOTER, _STANDBY, _SPARE */
+
+struct roles_node {
+    uint64_t id;
+    int role;                /* enum proto_role */
+    bool online;             /* answered the last probe */
+    uint64_t offline_ms;     /* how long it has been unreachable (0 when online) */
+    uint64_t failure_domain; /* 0 = unknown */
+    uint64_t weight;         /* lower is preferred for promotion */
+};
+
+struct roles_policy {
+    uint64_t grace_ms; /* how long a voter or standby may be unreachable before it is replaced */
+};
+
+#define ROLES_DEFAULT_GRACE_MS 30000u
+
+struct roles_change {
+    uint64_t id;
+    int role;
+    const char *reason; /* static text for the log and the audit trail */
+};
+
+/* The number of voters the policy wants for this membership. Members unreachable for less than
+ * the grace period count as healthy. */
+unsigned roles_target_voters(const struct roles_node *nodes, unsigned n, const struct roles_policy *policy);
+
+/* Returns true and fills @out when a change is due, false when the membership matches the
+ * policy (or nothing safe can be done yet, e.g. no healthy candidate). */
+bool roles_plan(const struct roles_node *nodes, unsigned n, uint64_t leader_id, const struct roles_policy *policy,
+                struct roles_change *out);
+
+#endif
