@@ -1,0 +1,59 @@
+/* The cluster's PKI: a CA created at bootstrap, and the certificates it signs for replicas.
+ *
+ * Every replica holds a certificate from the cluster CA and uses it for mutually authenticated
+ * TLS on peer traffic (Raft and dqlite client traffic). A joining replica generates its own key
+ * and sends a certificate signing request with its join token; the CA signs it with the
+ * identity and addresses the *cluster* decided, never extensions copied from the request. A
+ * join token carries the CA's fingerprint so the joiner can verify it reached the right cluster
+ * before trusting anything it says (as kubeadm's discovery-token-ca-cert-hash does).
+ *
+ * Keys are ECDSA P-256; signatures SHA-256. Everything is exchanged as PEM text in heap strings
+ * owned by the caller (mem_free). OpenSSL's errors are translated in one place
+ * (pki_openssl_error), which drains OpenSSL's thread-local error queue into @errmsg. */
+#ifndef GANTRY_RAFT_PKI_H
+#define GANTRY_RAFT_PKI_H
+
+#include <stdint.h>
+
+#include "lib/err.h"
+
+#define PKI_CA_DAYS 3650u
+#define PKI_CERT_DAYS 825u
+#define PKI_FINGERPRINT_SIZE 72 /* "sha256:" + 64 hex digits + NUL */
+
+/* What a certificate identifies and where it may be used. */
+struct pki_subject {
+    const char *common_name;        /* e.g. "replica-2" or the CA's name */
+    const char *const *ip_sans;     /* IPv4/IPv6 literals */
+    unsigned n_ip_sans;
+    const char *const *dns_sans;
+    unsigned n_dns_sans;
+};
+
+/* Translate OpenSSL's queued errors: "@what: <openssl reason>" into @errmsg; returns
+ * GERR_INVAL when the reason points at the input (bad PEM, mismatched key), GERR_INTERNAL otherwise. */
+int pki_openssl_error(char *errmsg, const char *what);
+
+/* A new CA: its key and self-signed certificate. 0, or an error with @errmsg. */
+int pki_ca_create(const char *name, char **key_pem, char **cert_pem, char *errmsg);
+
+/* A new private key and a CSR for @common_name (the joiner's side). */
+int pki_csr_create(const char *common_name, char **key_pem, char **csr_pem, char *errmsg);
+
+/* Sign @csr_pem with the CA: the certificate carries @subject (not the CSR's names or
+ * extensions), the CSR's public key (after checking the CSR's own signature), usage for both
+ * TLS server and client auth, and a random serial. GERR_INVAL for a bad CSR. */
+int pki_sign_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *csr_pem,
+                 const struct pki_subject *subject, unsigned days, char **cert_pem, char *errmsg);
+
+/* Convenience for bootstrap: a key and a certificate for @subject signed by the CA. */
+int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_subject *subject, unsigned days,
+              char **key_pem, char **cert_pem, char *errmsg);
+
+/* "sha256:<hex of the DER certificate>". */
+int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *errmsg);
+
+/* 0 if @cert_pem chains to @ca_pem and is valid now; GERR_PERM (with the reason) otherwise. */
+int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg);
+
+#endif
