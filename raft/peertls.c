@@ -1,0 +1,732 @@
+/* Mutual-TLS relay between replicas. See peertls.h.
+ *
+ * Happy path (inbound): accept -> non-blocking TLS handshake in the relay loop -> the peer's
+ * certificate verified against the cluster CA -> connect to the backend (the node's private
+ * socket) -> relay. Outbound: peertls_dial connects and handshakes on the caller's thread, then
+ * hands the TLS socket and one end of a socketpair to the relay loop through a locked queue and
+ * an eventfd.
+ *
+ * Failure modes: a handshake that fails or does not finish within the timeout (logged, counted
+ * as rejected, closed); a backend that refuses (closed); any read or write error or EOF on either
+ * side of a relayed pair (pending bytes flushed where possible, both sides closed). */
+#include "raft/peertls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/queue.h"
+#include "raft/pki.h"
+
+#define RELAY_BUF 16384
+#define MAX_RELAYS 4096
+
+enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
+
+struct relay {
+    struct queue link;
+    enum relay_state state;
+    bool inbound;
+    int tls_fd;
+    int plain_fd; /* backend socket (inbound) or our end of the socketpair (outbound) */
+    SSL *ssl;
+    uint64_t deadline_ms; /* handshake deadline */
+    char peer[64];
+    /* Bytes read from the plain side, waiting to be written into TLS, and the reverse. */
+    uint8_t p2t[RELAY_BUF];
+    size_t p2t_off, p2t_len;
+    uint8_t t2p[RELAY_BUF];
+    size_t t2p_off, t2p_len;
+    bool plain_eof, tls_eof;
+    /* What the last attempt was blocked on, for poll. */
+    short plain_events, tls_events;
+};
+
+struct peertls {
+    SSL_CTX *server_ctx;
+    SSL_CTX *client_ctx;
+    int listen_fd; /* -1 when dial-only */
+    char listen_address[64];
+    char backend[128];
+    unsigned handshake_timeout_ms;
+    int wake_fd; /* eventfd */
+    pthread_t thread;
+    pthread_mutex_t mu; /* guards incoming, stopping, stats */
+    struct queue incoming;
+    bool stopping;
+    struct peertls_stats stats;
+    struct queue relays; /* relay thread only */
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * Setup */
+
+static int parse_ipv4(const char *address, struct sockaddr_in *sa)
+{
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    if (colon == NULL || colon == address || (size_t)(colon - address) >= sizeof host) {
+        return GERR_INVAL;
+    }
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535) {
+        return GERR_INVAL;
+    }
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : GERR_INVAL;
+}
+
+static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg)
+{
+    BIO *b;
+    X509 *cert = NULL, *ca = NULL;
+    EVP_PKEY *key = NULL;
+    int rv = GERR_INVAL;
+
+    b = BIO_new_mem_buf(cfg->cert_pem, -1);
+    cert = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    b = BIO_new_mem_buf(cfg->key_pem, -1);
+    key = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    b = BIO_new_mem_buf(cfg->ca_pem, -1);
+    ca = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (cert == NULL || key == NULL || ca == NULL) {
+        pki_openssl_error(errmsg, "peer TLS: load certificate, key or CA");
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        pki_openssl_error(errmsg, "peer TLS: key does not match the certificate");
+        goto out;
+    }
+    if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
+        pki_openssl_error(errmsg, "peer TLS: load CA");
+        goto out;
+    }
+    /* TLS 1.2 exactly: in 1.3 the server judges the client's certificate after the client's
+     * handshake has finished, so a dialer holding a foreign certificate would only find out on
+     * its first read; in 1.2 the handshake itself fails on both sides. Forward-secret AEAD only. */
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                     "ECDHE-ECDSA-CHACHA20-POLY1305") != 1) {
+        pki_openssl_error(errmsg, "peer TLS: cipher list");
+        goto out;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    rv = 0;
+out:
+    X509_free(cert);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    return rv;
+}
+
+static void *relay_main(void *arg);
+
+int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg)
+{
+    struct peertls *p = mem_zalloc(sizeof *p);
+    struct sockaddr_in sa;
+    int rv;
+
+    p->listen_fd = -1;
+    p->wake_fd = -1;
+    queue_init(&p->incoming);
+    queue_init(&p->relays);
+    p->handshake_timeout_ms = cfg->handshake_timeout_ms != 0 ? cfg->handshake_timeout_ms : 5000;
+    if (cfg->listen_address != NULL) {
+        if (cfg->backend_address == NULL || strlen(cfg->backend_address) >= sizeof p->backend) {
+            gerr_set(errmsg, "peer TLS: a listener needs a backend address");
+            rv = GERR_INVAL;
+            goto err;
+        }
+        snprintf(p->backend, sizeof p->backend, "%s", cfg->backend_address);
+    }
+    p->server_ctx = SSL_CTX_new(TLS_server_method());
+    p->client_ctx = SSL_CTX_new(TLS_client_method());
+    if (p->server_ctx == NULL || p->client_ctx == NULL) {
+        rv = pki_openssl_error(errmsg, "peer TLS: create context");
+        goto err;
+    }
+    if ((rv = load_ctx(p->server_ctx, cfg, errmsg)) != 0 || (rv = load_ctx(p->client_ctx, cfg, errmsg)) != 0) {
+        goto err;
+    }
+    if (cfg->listen_address != NULL) {
+        if (parse_ipv4(cfg->listen_address, &sa) != 0) {
+            gerr_set(errmsg, "peer TLS: listen address %s is not a.b.c.d:port", cfg->listen_address);
+            rv = GERR_INVAL;
+            goto err;
+        }
+        p->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (p->listen_fd < 0 || setsockopt(p->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+            bind(p->listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(p->listen_fd, 128) != 0) {
+            rv = gerr_from_errno(errno);
+            gerr_set(errmsg, "peer TLS: listen on %s: %s", cfg->listen_address, strerror(errno));
+            goto err;
+        }
+        socklen_t len = sizeof sa;
+        getsockname(p->listen_fd, (struct sockaddr *)&sa, &len);
+        char host[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
+        snprintf(p->listen_address, sizeof p->listen_address, "%s:%u", host, ntohs(sa.sin_port));
+    }
+    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->wake_fd < 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "peer TLS: eventfd: %s", strerror(errno));
+        goto err;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    if (pthread_create(&p->thread, NULL, relay_main, p) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        gerr_set(errmsg, "peer TLS: cannot start the relay thread");
+        rv = GERR_IO;
+        goto err;
+    }
+    *out = p;
+    return 0;
+err:
+    if (p->wake_fd >= 0) {
+        close(p->wake_fd);
+    }
+    if (p->listen_fd >= 0) {
+        close(p->listen_fd);
+    }
+    SSL_CTX_free(p->server_ctx);
+    SSL_CTX_free(p->client_ctx);
+    mem_free(p);
+    return rv;
+}
+
+const char *peertls_listen_address(const struct peertls *p)
+{
+    return p->listen_address;
+}
+
+static void wake(struct peertls *p)
+{
+    uint64_t one = 1;
+    ssize_t w = write(p->wake_fd, &one, sizeof one);
+    (void)w;
+}
+
+static void relay_free(struct relay *r)
+{
+    if (r->ssl != NULL) {
+        SSL_free(r->ssl);
+    }
+    if (r->tls_fd >= 0) {
+        close(r->tls_fd);
+    }
+    if (r->plain_fd >= 0) {
+        close(r->plain_fd);
+    }
+    mem_free(r);
+}
+
+void peertls_stop(struct peertls *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_mutex_unlock(&p->mu);
+    wake(p);
+    pthread_join(p->thread, NULL);
+    /* Dials that raced with stop and were never picked up. */
+    while (!queue_empty(&p->incoming)) {
+        struct queue *q = queue_head(&p->incoming);
+        queue_remove(q);
+        relay_free(QUEUE_DATA(q, struct relay, link));
+    }
+    if (p->listen_fd >= 0) {
+        close(p->listen_fd);
+    }
+    close(p->wake_fd);
+    SSL_CTX_free(p->server_ctx);
+    SSL_CTX_free(p->client_ctx);
+    pthread_mutex_destroy(&p->mu);
+    mem_free(p);
+}
+
+void peertls_get_stats(struct peertls *p, struct peertls_stats *out)
+{
+    pthread_mutex_lock(&p->mu);
+    *out = p->stats;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void count(struct peertls *p, uint64_t *field, int delta)
+{
+    pthread_mutex_lock(&p->mu);
+    *field += (uint64_t)(int64_t)delta;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The relay loop */
+
+static uint64_t now_ms(void)
+{
+    return clock_mono_ms(clock_system());
+}
+
+static void relay_kill(struct peertls *p, struct relay *r, const char *why)
+{
+    if (r->state == RELAY_HANDSHAKE && r->inbound) {
+        LOG_WARN("peer TLS: refused %s: %s", r->peer, why);
+        count(p, &p->stats.rejected, 1);
+    } else if (r->state == RELAY_PIPE) {
+        LOG_DEBUG("peer TLS: closed %s: %s", r->peer, why);
+        count(p, &p->stats.active, -1);
+    }
+    r->state = RELAY_DEAD;
+}
+
+static const char *ssl_reason(SSL *ssl)
+{
+    long v = SSL_get_verify_result(ssl);
+    unsigned long e = ERR_peek_error();
+    static _Thread_local char buf[256];
+    if (v != X509_V_OK) {
+        snprintf(buf, sizeof buf, "certificate verification failed: %s", X509_verify_cert_error_string(v));
+    } else if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof buf);
+    } else {
+        snprintf(buf, sizeof buf, "TLS handshake failed");
+    }
+    ERR_clear_error();
+    return buf;
+}
+
+static int connect_backend(const char *backend)
+{
+    int fd;
+    if (backend[0] == '@') {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        size_t n = strlen(backend);
+        if (n > sizeof su.sun_path) {
+            return -1;
+        }
+        memcpy(su.sun_path, backend, n);
+        su.sun_path[0] = '\0'; /* abstract namespace */
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) != 0) {
+            if (fd >= 0) {
+                close(fd);
+            }
+            return -1;
+        }
+    } else {
+        struct sockaddr_in sa;
+        if (parse_ipv4(backend, &sa) != 0) {
+            return -1;
+        }
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+            if (fd >= 0) {
+                close(fd);
+            }
+            return -1;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+static void step_handshake(struct peertls *p, struct relay *r)
+{
+    int rc = SSL_do_handshake(r->ssl);
+    if (rc == 1) {
+        r->plain_fd = connect_backend(p->backend);
+        if (r->plain_fd < 0) {
+            LOG_WARN("peer TLS: backend %s unreachable for %s: %s", p->backend, r->peer, strerror(errno));
+            r->state = RELAY_DEAD;
+            return;
+        }
+        r->state = RELAY_PIPE;
+        count(p, &p->stats.accepted, 1);
+        count(p, &p->stats.active, 1);
+        LOG_DEBUG("peer TLS: accepted %s", r->peer);
+        return;
+    }
+    switch (SSL_get_error(r->ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+        r->tls_events = POLLIN;
+        break;
+    case SSL_ERROR_WANT_WRITE:
+        r->tls_events = POLLOUT;
+        break;
+    default:
+        relay_kill(p, r, ssl_reason(r->ssl));
+    }
+}
+
+/* Move as many bytes as possible in both directions without blocking. */
+static void step_pipe(struct peertls *p, struct relay *r)
+{
+    bool progress = true;
+    r->plain_events = r->tls_events = 0;
+    while (progress && r->state == RELAY_PIPE) {
+        progress = false;
+        /* TLS -> plain */
+        if (r->t2p_len == 0 && !r->tls_eof) {
+            int n = SSL_read(r->ssl, r->t2p, sizeof r->t2p);
+            if (n > 0) {
+                r->t2p_off = 0;
+                r->t2p_len = (size_t)n;
+                progress = true;
+            } else {
+                int e = SSL_get_error(r->ssl, n);
+                if (e == SSL_ERROR_WANT_READ) {
+                    r->tls_events |= POLLIN;
+                } else if (e == SSL_ERROR_WANT_WRITE) {
+                    r->tls_events |= POLLOUT;
+                } else {
+                    r->tls_eof = true;
+                    ERR_clear_error();
+                }
+            }
+        }
+        if (r->t2p_len > 0) {
+            ssize_t w = send(r->plain_fd, r->t2p + r->t2p_off, r->t2p_len, MSG_NOSIGNAL);
+            if (w > 0) {
+                r->t2p_off += (size_t)w;
+                r->t2p_len -= (size_t)w;
+                progress = true;
+            } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                r->plain_events |= POLLOUT;
+            } else if (w < 0 && errno != EINTR) {
+                relay_kill(p, r, "local side write failed");
+                return;
+            }
+        }
+        /* plain -> TLS */
+        if (r->p2t_len == 0 && !r->plain_eof) {
+            ssize_t n = recv(r->plain_fd, r->p2t, sizeof r->p2t, 0);
+            if (n > 0) {
+                r->p2t_off = 0;
+                r->p2t_len = (size_t)n;
+                progress = true;
+            } else if (n == 0) {
+                r->plain_eof = true;
+            } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                r->plain_events |= POLLIN;
+            } else if (errno != EINTR) {
+                r->plain_eof = true;
+            }
+        }
+        if (r->p2t_len > 0) {
+            int n = SSL_write(r->ssl, r->p2t + r->p2t_off, (int)r->p2t_len);
+            if (n > 0) {
+                r->p2t_off += (size_t)n;
+                r->p2t_len -= (size_t)n;
+                progress = true;
+            } else {
+                int e = SSL_get_error(r->ssl, n);
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    r->tls_events |= POLLOUT;
+                } else if (e == SSL_ERROR_WANT_READ) {
+                    r->tls_events |= POLLIN;
+                } else {
+                    ERR_clear_error();
+                    relay_kill(p, r, "peer write failed");
+                    return;
+                }
+            }
+        }
+    }
+    /* Either side finished: flush what is pending toward the other, then close. */
+    if ((r->tls_eof && r->t2p_len == 0) || (r->plain_eof && r->p2t_len == 0)) {
+        if (r->plain_eof) {
+            SSL_shutdown(r->ssl);
+        }
+        relay_kill(p, r, r->tls_eof ? "peer closed" : "local side closed");
+    }
+}
+
+static void accept_all(struct peertls *p)
+{
+    for (;;) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        int fd = accept4(p->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            return; /* EAGAIN, or a transient error: poll will tell us again */
+        }
+        struct relay *r = mem_zalloc(sizeof *r);
+        char host[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
+        snprintf(r->peer, sizeof r->peer, "%s:%u", host, ntohs(sa.sin_port));
+        r->inbound = true;
+        r->tls_fd = fd;
+        r->plain_fd = -1;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        r->ssl = SSL_new(p->server_ctx);
+        if (r->ssl == NULL || SSL_set_fd(r->ssl, fd) != 1) {
+            ERR_clear_error();
+            relay_free(r);
+            continue;
+        }
+        SSL_set_accept_state(r->ssl);
+        r->state = RELAY_HANDSHAKE;
+        r->deadline_ms = now_ms() + p->handshake_timeout_ms;
+        queue_insert_tail(&p->relays, &r->link);
+        step_handshake(p, r);
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    struct peertls *p = arg;
+    struct pollfd *pfds = mem_alloc(sizeof *pfds * (2 + 2 * MAX_RELAYS));
+    struct relay **owners = mem_alloc(sizeof *owners * (2 + 2 * MAX_RELAYS));
+
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        bool stopping = p->stopping;
+        queue_move(&p->incoming, &p->relays);
+        pthread_mutex_unlock(&p->mu);
+        if (stopping) {
+            break;
+        }
+
+        /* Drive every connection, drop the dead, and collect what each waits for. */
+        nfds_t n = 0;
+        int timeout = -1;
+        uint64_t now = now_ms();
+        pfds[n++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+        owners[0] = NULL;
+        if (p->listen_fd >= 0) {
+            owners[n] = NULL;
+            pfds[n++] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
+        }
+        struct queue *q = p->relays.next;
+        while (q != &p->relays) {
+            struct relay *r = QUEUE_DATA(q, struct relay, link);
+            q = q->next;
+            if (r->state == RELAY_HANDSHAKE && now >= r->deadline_ms) {
+                relay_kill(p, r, "handshake timed out");
+            }
+            if (r->state == RELAY_PIPE) {
+                step_pipe(p, r);
+            }
+            if (r->state == RELAY_DEAD || n + 2 > 2 + 2 * MAX_RELAYS) {
+                queue_remove(&r->link);
+                relay_free(r);
+                continue;
+            }
+            if (r->state == RELAY_HANDSHAKE) {
+                int left = (int)(r->deadline_ms - now);
+                timeout = timeout < 0 || left < timeout ? left : timeout;
+            }
+            if (r->tls_events != 0) {
+                owners[n] = r;
+                pfds[n++] = (struct pollfd){.fd = r->tls_fd, .events = r->tls_events};
+            }
+            if (r->state == RELAY_PIPE && r->plain_events != 0) {
+                owners[n] = r;
+                pfds[n++] = (struct pollfd){.fd = r->plain_fd, .events = r->plain_events};
+            }
+        }
+
+        int ready = poll(pfds, n, timeout);
+        if (ready < 0 && errno != EINTR) {
+            LOG_ERROR("peer TLS: poll: %s", strerror(errno));
+            break;
+        }
+        if (ready <= 0) {
+            continue;
+        }
+        if (pfds[0].revents != 0) {
+            uint64_t v;
+            ssize_t r = read(p->wake_fd, &v, sizeof v);
+            (void)r;
+        }
+        for (nfds_t i = 1; i < n; i++) {
+            if (pfds[i].revents == 0) {
+                continue;
+            }
+            if (owners[i] == NULL) {
+                accept_all(p);
+            } else if (owners[i]->state == RELAY_HANDSHAKE) {
+                step_handshake(p, owners[i]);
+            }
+            /* Piped relays are stepped at the top of the next iteration. */
+        }
+    }
+
+    while (!queue_empty(&p->relays)) {
+        struct queue *q = queue_head(&p->relays);
+        queue_remove(q);
+        relay_free(QUEUE_DATA(q, struct relay, link));
+    }
+    pthread_mutex_lock(&p->mu);
+    p->stats.active = 0;
+    pthread_mutex_unlock(&p->mu);
+    mem_free(pfds);
+    mem_free(owners);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Dialing */
+
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            return GERR_TIMEOUT;
+        }
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int n = poll(&pfd, 1, (int)(deadline - now));
+        if (n > 0) {
+            return 0;
+        }
+        if (n < 0 && errno != EINTR) {
+            return gerr_from_errno(errno);
+        }
+    }
+}
+
+int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
+{
+    struct sockaddr_in sa;
+    uint64_t deadline = now_ms() + timeout_ms;
+    int sv[2] = {-1, -1};
+    int rv;
+
+    *fd = -1;
+    if (address == NULL || parse_ipv4(address, &sa) != 0) {
+        gerr_set(errmsg, "peer TLS: dial %s: not an a.b.c.d:port address", address != NULL ? address : "(null)");
+        return GERR_INVAL;
+    }
+    pthread_mutex_lock(&p->mu);
+    bool stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (stopping) {
+        gerr_set(errmsg, "peer TLS: stopped");
+        return GERR_CLOSED;
+    }
+    int tcp = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (tcp < 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "peer TLS: dial %s: socket: %s", address, strerror(errno));
+        goto err_count;
+    }
+    int one = 1;
+    setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(tcp, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int err = errno;
+        if (err == EINPROGRESS) {
+            socklen_t len = sizeof err;
+            rv = wait_fd(tcp, POLLOUT, deadline);
+            if (rv == 0 && getsockopt(tcp, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
+                goto connected;
+            }
+            if (rv == 0) {
+                rv = gerr_from_errno(err);
+            }
+        } else {
+            rv = gerr_from_errno(err);
+        }
+        gerr_set(errmsg, "peer TLS: dial %s: connect: %s", address, err != 0 && err != EINPROGRESS ? strerror(err) : gerr_str(rv));
+        close(tcp);
+        goto err_count;
+    }
+connected:;
+    SSL *ssl = SSL_new(p->client_ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, tcp) != 1) {
+        rv = pki_openssl_error(errmsg, "peer TLS: dial");
+        SSL_free(ssl);
+        close(tcp);
+        goto err_count;
+    }
+    SSL_set_connect_state(ssl);
+    for (;;) {
+        int rc = SSL_do_handshake(ssl);
+        if (rc == 1) {
+            break;
+        }
+        int e = SSL_get_error(ssl, rc);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            rv = wait_fd(tcp, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
+            if (rv == 0) {
+                continue;
+            }
+            gerr_set(errmsg, "peer TLS: dial %s: handshake: %s", address, gerr_str(rv));
+        } else {
+            gerr_set(errmsg, "peer TLS: dial %s: %s", address, ssl_reason(ssl));
+            rv = GERR_PERM;
+        }
+        SSL_free(ssl);
+        close(tcp);
+        goto err_count;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "peer TLS: socketpair: %s", strerror(errno));
+        SSL_free(ssl);
+        close(tcp);
+        goto err_count;
+    }
+    fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
+    struct relay *r = mem_zalloc(sizeof *r);
+    snprintf(r->peer, sizeof r->peer, "%s", address);
+    r->tls_fd = tcp;
+    r->plain_fd = sv[1];
+    r->ssl = ssl;
+    r->state = RELAY_PIPE;
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        relay_free(r);
+        close(sv[0]);
+        gerr_set(errmsg, "peer TLS: stopped");
+        return GERR_CLOSED;
+    }
+    queue_insert_tail(&p->incoming, &r->link);
+    p->stats.dialed++;
+    p->stats.active++;
+    pthread_mutex_unlock(&p->mu);
+    wake(p);
+    *fd = sv[0];
+    return 0;
+
+err_count:
+    count(p, &p->stats.dial_failed, 1);
+    return rv;
+}

@@ -1,0 +1,67 @@
+/* Mutually authenticated TLS for all traffic between replicas.
+ *
+ * dqlite 1.11 speaks plaintext and has no authentication, so each replica binds its dqlite node to
+ * a private address only it can reach (an abstract unix socket, which 1.11 accepts only from its
+ * own process) and puts this relay in front of it:
+ *
+ *   peer replica --TLS--> [listen address] peertls --plain--> [backend: the node's private socket]
+ *   local dqlite / store client --plain--> socketpair --> peertls --TLS--> [peer's listen address]
+ *
+ * Both directions require a certificate from the cluster CA on the other end. Chain
+ * verification against the cluster CA is the authentication, since only the cluster's CA issues
+ * replica certificates. The protocol is TLS 1.2 with ECDHE-ECDSA AEAD suites: in TLS 1.3 a
+ * server rejects a client certificate only after the client's handshake is done, so a dialer with
+ * a foreign certificate would learn it late; in 1.2 the dial itself fails. A peer with no certificate, or one from another CA, is refused
+ * and logged with its address and the reason.
+ *
+ * One relay thread moves bytes for every connection with non-blocking sockets and poll(2);
+ * outgoing handshakes run on the caller's thread (peertls_dial blocks up to its timeout), so a
+ * slow peer never stalls the relay. When either side of a relayed connection closes or fails, its
+ * pending bytes are flushed and both sides are closed: neither Raft nor the dqlite client needs
+ * half-closed connections. */
+#ifndef GANTRY_RAFT_PEERTLS_H
+#define GANTRY_RAFT_PEERTLS_H
+
+#include <stdint.h>
+
+#include "lib/err.h"
+
+struct peertls_config {
+    const char *ca_pem;          /* the cluster CA (copied) */
+    const char *cert_pem;        /* this replica's certificate (copied) */
+    const char *key_pem;         /* and its key (copied) */
+    const char *listen_address;  /* "a.b.c.d:port" for inbound peers, or NULL for dial-only */
+    const char *backend_address; /* where inbound connections go: "@abstract-name" or "a.b.c.d:port" */
+    unsigned handshake_timeout_ms; /* inbound handshakes; 0 = 5000 */
+};
+
+struct peertls_stats {
+    uint64_t accepted;    /* inbound handshakes that succeeded */
+    uint64_t rejected;    /* inbound connections refused (bad or no certificate, timeout, not TLS) */
+    uint64_t dialed;      /* outbound connections established */
+    uint64_t dial_failed; /* outbound connections that failed (including a peer with a foreign cert) */
+    uint64_t active;      /* connections being relayed now */
+};
+
+struct peertls;
+
+/* Start the relay thread (and the listener, if configured). On error nothing is left running and
+ * @errmsg says why: GERR_INVAL (bad PEM, key not matching the certificate, bad address) or GERR_IO. */
+int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg);
+
+/* Close the listener and every connection, join the thread, free everything. */
+void peertls_stop(struct peertls *p);
+
+/* The bound listen address (useful with port 0), "" for dial-only. */
+const char *peertls_listen_address(const struct peertls *p);
+
+/* Connect to the peer at @address ("a.b.c.d:port") over mutual TLS within @timeout_ms. On success
+ * *@fd is a connected, blocking local socket owned by the caller (close it when done): what is
+ * written to it reaches the peer over TLS. Thread-safe. Errors: GERR_CLOSED/GERR_TIMEOUT (peer
+ * unreachable), GERR_PERM (the peer's certificate is not from the cluster CA, or it refused ours),
+ * GERR_INVAL (bad address), GERR_CLOSED after peertls_stop. */
+int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+
+void peertls_get_stats(struct peertls *p, struct peertls_stats *out);
+
+#endif
