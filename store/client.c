@@ -47,6 +47,8 @@ int store_client_init(struct store_client *cl, const struct store_client_config 
     cl->leader_timeout_ms = cfg->leader_timeout_ms != 0 ? cfg->leader_timeout_ms : 15000;
     cl->busy_timeout_ms = cfg->busy_timeout_ms != 0 ? cfg->busy_timeout_ms : 10000;
     cl->clock = cfg->clock != NULL ? cfg->clock : clock_system();
+    cl->dial = cfg->dial;
+    cl->dial_arg = cfg->dial_arg;
     return 0;
 }
 
@@ -74,6 +76,7 @@ static void refresh_addresses(struct store_client *cl)
 {
     struct proto_node_info *nodes;
     unsigned n;
+    cl->refreshed_ms = now_ms(cl);
     if (store_conn_cluster(&cl->conn, &nodes, &n) != 0) {
         return; /* not fatal: the seed list still works */
     }
@@ -98,7 +101,7 @@ static void refresh_addresses(struct store_client *cl)
 static int try_node(struct store_client *cl, const char *address, char *redirect, size_t redirect_len)
 {
     struct proto_server leader;
-    int rv = store_conn_open(&cl->conn, address, cl->connect_timeout_ms);
+    int rv = store_conn_open(&cl->conn, address, cl->connect_timeout_ms, cl->dial, cl->dial_arg);
     if (rv != 0) {
         memcpy(cl->errmsg, cl->conn.errmsg, sizeof cl->errmsg);
         store_conn_close(&cl->conn);
@@ -216,6 +219,9 @@ static int with_leader(struct store_client *cl, enum op_kind kind, leader_op op,
         int rv = connect_until(cl, leader_deadline);
         if (rv != 0) {
             return rv;
+        }
+        if (now_ms(cl) - cl->refreshed_ms >= STORE_CLIENT_REFRESH_MS) {
+            refresh_addresses(cl);
         }
         rv = op(&cl->conn, ctx);
         if (rv == 0) {
@@ -513,22 +519,32 @@ int store_client_cluster(struct store_client *cl, struct proto_node_info **nodes
     return with_leader(cl, OP_READ, op_admin, &x);
 }
 
+/* A membership change through this client: learn the new list at once. */
+static int membership_change(struct store_client *cl, struct admin_ctx *x)
+{
+    int rv = with_leader(cl, OP_WRITE, op_admin, x);
+    if (rv == 0 && cl->connected) {
+        refresh_addresses(cl);
+    }
+    return rv;
+}
+
 int store_client_add(struct store_client *cl, uint64_t id, const char *address)
 {
     struct admin_ctx x = {.what = ADMIN_ADD, .id = id, .address = address};
-    return with_leader(cl, OP_WRITE, op_admin, &x);
+    return membership_change(cl, &x);
 }
 
 int store_client_assign(struct store_client *cl, uint64_t id, int role)
 {
     struct admin_ctx x = {.what = ADMIN_ASSIGN, .id = id, .role = role};
-    return with_leader(cl, OP_WRITE, op_admin, &x);
+    return membership_change(cl, &x);
 }
 
 int store_client_remove(struct store_client *cl, uint64_t id)
 {
     struct admin_ctx x = {.what = ADMIN_REMOVE, .id = id};
-    return with_leader(cl, OP_WRITE, op_admin, &x);
+    return membership_change(cl, &x);
 }
 
 int store_client_transfer(struct store_client *cl, uint64_t target_id)

@@ -4,8 +4,10 @@
  * database open and a Raft barrier issued (a no-op statement) before anything else runs on it.
  * Leader discovery follows go-dqlite: ask each known node LEADER, keep the connection when the
  * answer is string-equal to the address dialled, follow a redirect otherwise; full passes repeat
- * with jittered exponential backoff (10 ms doubling to 1 s) until leader_timeout_ms. After
- * connecting, the address list is refreshed from CLUSTER.
+ * with jittered exponential backoff (10 ms doubling to 1 s) until leader_timeout_ms. The address
+ * list is refreshed from CLUSTER after connecting, after every membership change made through
+ * this client, and before a request when the last refresh is older than
+ * STORE_CLIENT_REFRESH_MS, so a client seeded with one address survives that node's loss.
  *
  * Retry rules (dqlite-protocol.md 1.10 and 4.3):
  *  - connection failures before a request is sent, NOT_LEADER (not executed): reconnect, retry.
@@ -28,6 +30,7 @@
 #include "store/conn.h"
 
 #define STORE_MAX_ADDRESSES 16u
+#define STORE_CLIENT_REFRESH_MS 10000u
 
 struct store_client_config {
     const char *const *addresses;  /* seed list ("a.b.c.d:port"), copied */
@@ -38,6 +41,8 @@ struct store_client_config {
     unsigned leader_timeout_ms;    /* total time to find a leader, default 15000 */
     unsigned busy_timeout_ms;      /* total time to retry BUSY, default 10000 */
     struct clock *clock;           /* default clock_system() */
+    store_dial_fn dial;            /* default plain TCP (store_conn_tcp_dial) */
+    void *dial_arg;
 };
 
 struct store_client_stats {
@@ -52,8 +57,11 @@ struct store_client {
     char database[128];
     unsigned connect_timeout_ms, request_timeout_ms, leader_timeout_ms, busy_timeout_ms;
     struct clock *clock;
+    store_dial_fn dial;
+    void *dial_arg;
     struct store_conn conn;
     bool connected;                /* conn is open to the leader, db open, barrier done */
+    uint64_t refreshed_ms;         /* when the address list was last refreshed from CLUSTER */
     uint64_t leader_id;
     struct store_client_stats stats;
     char errmsg[GERR_MSG_SIZE];

@@ -244,31 +244,20 @@ static int read_all(struct store_conn *c, uint8_t *p, size_t n, uint64_t deadlin
     return 0;
 }
 
-int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms)
+int store_conn_tcp_dial(void *arg, const char *address, unsigned timeout_ms, int *fd_out, char *errmsg)
 {
     struct sockaddr_in sa;
     int rv;
-
-    memset(c, 0, sizeof *c);
-    c->fd = -1;
-    c->timeout_ms = timeout_ms == 0 ? 10000 : timeout_ms;
-    c->max_message = STORE_CONN_DEFAULT_MAX_MESSAGE;
-    buf_init(&c->wbuf);
-    buf_init(&c->rbuf);
-    if (address == NULL || strlen(address) >= sizeof c->address) {
-        gerr_set(c->errmsg, "bad node address");
-        return GERR_INVAL;
-    }
-    snprintf(c->address, sizeof c->address, "%s", address);
+    (void)arg;
     if (parse_ipv4(address, &sa) != 0) {
-        gerr_set(c->errmsg, "node %s: address is not an IPv4 a.b.c.d:port", address);
+        gerr_set(errmsg, "node %s: address is not an IPv4 a.b.c.d:port", address);
         return GERR_INVAL;
     }
     uint64_t deadline = deadline_after(timeout_ms == 0 ? 1000 : timeout_ms);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         rv = gerr_from_errno(errno);
-        gerr_set(c->errmsg, "node %s: socket: %s", address, strerror(errno));
+        gerr_set(errmsg, "node %s: socket: %s", address, strerror(errno));
         return rv;
     }
     int one = 1;
@@ -276,7 +265,7 @@ int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         if (errno != EINPROGRESS) {
             rv = gerr_from_errno(errno);
-            gerr_set(c->errmsg, "node %s: connect: %s", address, strerror(errno));
+            gerr_set(errmsg, "node %s: connect: %s", address, strerror(errno));
             close(fd);
             return rv;
         }
@@ -290,11 +279,40 @@ int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_
             if (rv == 0) {
                 rv = gerr_from_errno(err);
             }
-            gerr_set(c->errmsg, "node %s: connect: %s", address, err != 0 ? strerror(err) : gerr_str(rv));
+            gerr_set(errmsg, "node %s: connect: %s", address, err != 0 ? strerror(err) : gerr_str(rv));
             close(fd);
             return rv;
         }
     }
+    *fd_out = fd;
+    return 0;
+}
+
+int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
+                    void *dial_arg)
+{
+    int rv;
+
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->timeout_ms = timeout_ms == 0 ? 10000 : timeout_ms;
+    c->max_message = STORE_CONN_DEFAULT_MAX_MESSAGE;
+    buf_init(&c->wbuf);
+    buf_init(&c->rbuf);
+    if (address == NULL || strlen(address) >= sizeof c->address) {
+        gerr_set(c->errmsg, "bad node address");
+        return GERR_INVAL;
+    }
+    snprintf(c->address, sizeof c->address, "%s", address);
+    uint64_t deadline = deadline_after(timeout_ms == 0 ? 1000 : timeout_ms);
+    int fd = -1;
+    rv = (dial != NULL ? dial : store_conn_tcp_dial)(dial_arg, address, timeout_ms == 0 ? 1000 : timeout_ms, &fd,
+                                                      c->errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Every wait below is a poll with a deadline, whatever the dialer handed us. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
     /* Handshake: the protocol version as a u64; the server answers nothing. */
     uint8_t hello[8] = {PROTO_VERSION, 0, 0, 0, 0, 0, 0, 0};

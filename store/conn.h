@@ -48,10 +48,20 @@ struct store_conn {
  * and its extended codes -> GERR_CONSTRAINT; others -> GERR_SQL. */
 int store_err_from_dqlite(uint64_t code);
 
-/* Connect to @address ("a.b.c.d:port") within @timeout_ms and send the protocol handshake.
- * @c is caller-owned memory; on success it must be closed with store_conn_close. On error it is
- * left closed (store_conn_close is still allowed) with the reason in c->errmsg. */
-int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms);
+/* How to reach a node. The default (store_conn_tcp_dial) opens a TCP connection with
+ * TCP_NODELAY; a replica with peer TLS passes a dialer that returns a local socket relayed over
+ * mutual TLS (raft/peertls.h). On success *@fd is a connected stream socket that the connection
+ * then owns; on error the function returns a GERR_* code with the reason in @errmsg. May be
+ * called from any thread. */
+typedef int (*store_dial_fn)(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+int store_conn_tcp_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+
+/* Connect to @address ("a.b.c.d:port") within @timeout_ms with @dial (NULL: store_conn_tcp_dial)
+ * and send the protocol handshake. @c is caller-owned memory; on success it must be closed with
+ * store_conn_close. On error it is left closed (store_conn_close is still allowed) with the
+ * reason in c->errmsg. */
+int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
+                    void *dial_arg);
 void store_conn_close(struct store_conn *c);
 
 /* LEADER: the node this node believes is the leader (id 0 and "" when unknown). */
