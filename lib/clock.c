@@ -59,10 +59,13 @@ void clock_fake_init(struct clock_fake *f, uint64_t mono_ns, uint64_t wall_ms)
     f->mono = mono_ns;
     f->wall = wall_ms;
     f->slept = 0;
+    f->wall_rem = 0;
 }
 
 void clock_fake_advance(struct clock_fake *f, uint64_t ns)
 {
     f->mono += ns;
-    f->wall += ns / 1000000u;
+    f->wall_rem += ns;
+    f->wall += f->wall_rem / 1000000u;
+    f->wall_rem %= 1000000u;
 }

@@ -21,6 +21,7 @@ struct clock_fake {
     struct clock base; /* first member: pass &fake.base where a struct clock * is wanted */
     uint64_t mono;     /* ns */
     uint64_t wall;     /* ms */
+    uint64_t wall_rem; /* ns not yet added to wall */
     uint64_t slept;    /* total ns "slept", for assertions on backoff */
 };
 

@@ -575,9 +575,6 @@ int store_conn_prepare(struct store_conn *c, const char *sql, uint32_t *stmt_id,
     if (!usable(c, PROTO_REQ_PREPARE, &rv)) {
         return rv;
     }
-    if (sql != NULL && proto_sql_check_ddl(sql) != 0) {
-        return encoded(c, GERR_REFUSED, PROTO_REQ_PREPARE);
-    }
     if ((rv = encoded(c, proto_enc_prepare(&c->wbuf, c->db_id, sql), PROTO_REQ_PREPARE)) != 0) {
         return rv;
     }

@@ -55,6 +55,8 @@ struct proto_value proto_null(void)
 /* ------------------------------------------------------------------------------------------------
  * Encoding */
 
+static bool sql_multiple_statements(const char *sql);
+
 static size_t pad8(size_t n)
 {
     return (n + 7u) & ~(size_t)7u;
@@ -226,6 +228,10 @@ int proto_enc_prepare(struct buf *out, uint32_t db_id, const char *sql)
     if (sql == NULL) {
         return GERR_INVAL;
     }
+    /* 1.11 compiles the first statement and silently drops the rest (an error since 1.15.1). */
+    if (sql_multiple_statements(sql) || proto_sql_check_ddl(sql) != 0) {
+        return GERR_REFUSED;
+    }
     size_t off = msg_begin(out);
     buf_put_u64(out, db_id);
     put_text(out, sql, strlen(sql));
@@ -369,7 +375,7 @@ int proto_enc_weight(struct buf *out, uint64_t weight)
 /* ------------------------------------------------------------------------------------------------
  * SQL screening: a tokenizer that understands literals, quoted identifiers and comments. */
 
-enum sql_tok { SQL_END, SQL_WORD, SQL_SEMI, SQL_OTHER };
+enum sql_tok { SQL_END, SQL_WORD, SQL_QUOTED, SQL_SEMI, SQL_LPAREN, SQL_RPAREN, SQL_COMMA, SQL_OTHER };
 
 struct sql_lexer {
     const char *p;
@@ -421,13 +427,20 @@ static enum sql_tok sql_next(struct sql_lexer *lx)
             continue;
         }
         if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            /* A literal or a quoted identifier: never a keyword, but SQLite accepts one as a
+             * type name, so its content is kept for proto_sql_check_ddl. */
             lx->p++;
+            lx->word = lx->p;
             sql_skip_quoted(lx, c == '[' ? ']' : c);
-            return SQL_OTHER; /* a literal or a quoted identifier: never a keyword */
+            lx->word_len = (size_t)(lx->p - lx->word);
+            if (lx->word_len > 0 && lx->p[-1] == (c == '[' ? ']' : c)) {
+                lx->word_len--; /* not the closing quote */
+            }
+            return SQL_QUOTED;
         }
-        if (c == ';') {
+        if (c == ';' || c == '(' || c == ')' || c == ',') {
             lx->p++;
-            return SQL_SEMI;
+            return c == ';' ? SQL_SEMI : c == '(' ? SQL_LPAREN : c == ')' ? SQL_RPAREN : SQL_COMMA;
         }
         if (isalpha((unsigned char)c) || c == '_') {
             lx->word = lx->p;
@@ -509,31 +522,168 @@ bool proto_sql_is_read_only(const char *sql)
     return !first;
 }
 
-int proto_sql_check_ddl(const char *sql)
+static bool sql_bad_type(const struct sql_lexer *lx)
 {
     static const char *const bad_types[] = {"DATETIME", "DATE", "TIMESTAMP", "BOOLEAN", NULL};
-    static const char *const ddl[] = {"CREATE", "ALTER", NULL};
-    struct sql_lexer lx = {.p = sql};
-    enum sql_tok t;
-    bool stmt_start = true;
-    bool in_ddl = false;
+    return sql_word_in(lx, bad_types);
+}
 
-    while ((t = sql_next(&lx)) != SQL_END) {
-        if (t == SQL_SEMI) {
-            stmt_start = true;
-            in_ddl = false;
+/* Words that end a column's type name in a column definition. */
+static bool sql_column_constraint(const struct sql_lexer *lx)
+{
+    static const char *const words[] = {"CONSTRAINT", "PRIMARY", "NOT",       "NULL", "UNIQUE", "CHECK",
+                                        "DEFAULT",    "COLLATE", "REFERENCES", "GENERATED", "AS", NULL};
+    return sql_word_in(lx, words);
+}
+
+/* After a column's name: read its type name (words and quoted names, as SQLite allows) and
+ * refuse a dangerous one. Returns the first token after the type name. */
+static enum sql_tok sql_check_type(struct sql_lexer *lx, bool *bad)
+{
+    enum sql_tok t;
+    while ((t = sql_next(lx)) == SQL_WORD || t == SQL_QUOTED) {
+        if (t == SQL_WORD && sql_column_constraint(lx)) {
+            break;
+        }
+        if (sql_bad_type(lx)) {
+            *bad = true;
+        }
+    }
+    return t;
+}
+
+/* Skip to the end of the current element of a parenthesised list (a ',' or the closing ')' at
+ * the same depth). Returns that token, or SQL_SEMI/SQL_END. */
+static enum sql_tok sql_skip_element(struct sql_lexer *lx, enum sql_tok t)
+{
+    int depth = 0;
+    for (;; t = sql_next(lx)) {
+        if (t == SQL_END || t == SQL_SEMI) {
+            return t;
+        }
+        if (t == SQL_LPAREN) {
+            depth++;
+        } else if (t == SQL_RPAREN) {
+            if (depth == 0) {
+                return t;
+            }
+            depth--;
+        } else if (t == SQL_COMMA && depth == 0) {
+            return t;
+        }
+    }
+}
+
+/* CREATE [TEMP] TABLE name (coldef, ...): check each column's type. */
+static enum sql_tok sql_check_create_table(struct sql_lexer *lx, bool *bad)
+{
+    static const char *const table_constraints[] = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", NULL};
+    enum sql_tok t;
+    /* Up to the column list; "AS SELECT" tables have no declared types. */
+    while ((t = sql_next(lx)) != SQL_LPAREN) {
+        if (t == SQL_END || t == SQL_SEMI || (t == SQL_WORD && sql_word_is(lx, "AS"))) {
+            return t;
+        }
+    }
+    for (;;) {
+        t = sql_next(lx); /* first token of an element */
+        if (t == SQL_END || t == SQL_SEMI || t == SQL_RPAREN) {
+            return t;
+        }
+        if ((t == SQL_WORD && !sql_word_in(lx, table_constraints)) || t == SQL_QUOTED) {
+            t = sql_check_type(lx, bad); /* after the column name */
+        }
+        t = sql_skip_element(lx, t);
+        if (t != SQL_COMMA) {
+            return t;
+        }
+    }
+}
+
+/* ALTER TABLE name ADD [COLUMN] coldef. */
+static enum sql_tok sql_check_alter(struct sql_lexer *lx, bool *bad)
+{
+    enum sql_tok t;
+    while ((t = sql_next(lx)) != SQL_END && t != SQL_SEMI) {
+        if (t == SQL_WORD && sql_word_is(lx, "ADD")) {
+            t = sql_next(lx);
+            if (t == SQL_WORD && sql_word_is(lx, "COLUMN")) {
+                t = sql_next(lx);
+            }
+            if (t == SQL_WORD || t == SQL_QUOTED) {
+                t = sql_check_type(lx, bad);
+            }
+            return t;
+        }
+    }
+    return t;
+}
+
+int proto_sql_check_ddl(const char *sql)
+{
+    struct sql_lexer lx = {.p = sql};
+    enum sql_tok t = SQL_SEMI;
+    bool bad = false;
+
+    if (sql == NULL) {
+        return 0;
+    }
+    while (t != SQL_END) {
+        if (t != SQL_SEMI) {
+            /* Skip the rest of a statement that is not a table definition. Statements inside a
+             * trigger body (BEGIN ... END) are never CREATE or ALTER, so splitting them at ';'
+             * does no harm. */
+            t = sql_next(&lx);
             continue;
         }
-        if (stmt_start) {
-            in_ddl = t == SQL_WORD && sql_word_in(&lx, ddl);
-            stmt_start = false;
+        t = sql_next(&lx); /* first token of the next statement */
+        if (t != SQL_WORD) {
             continue;
         }
-        if (in_ddl && t == SQL_WORD && sql_word_in(&lx, bad_types)) {
+        if (sql_word_is(&lx, "CREATE")) {
+            t = sql_next(&lx);
+            if (t == SQL_WORD && (sql_word_is(&lx, "TEMP") || sql_word_is(&lx, "TEMPORARY"))) {
+                t = sql_next(&lx);
+            }
+            if (t == SQL_WORD && sql_word_is(&lx, "TABLE")) {
+                t = sql_check_create_table(&lx, &bad);
+            }
+        } else if (sql_word_is(&lx, "ALTER")) {
+            t = sql_check_alter(&lx, &bad);
+        }
+        if (bad) {
             return GERR_REFUSED;
         }
     }
     return 0;
+}
+
+/* True iff @sql holds more than one statement (ignoring empty ones and a trailing ';'). */
+static bool sql_multiple_statements(const char *sql)
+{
+    struct sql_lexer lx = {.p = sql};
+    enum sql_tok t;
+    unsigned statements = 0;
+    bool in_statement = false;
+    int depth = 0; /* BEGIN ... END of a trigger body holds ';' inside one statement; CASE ... END nests */
+    while ((t = sql_next(&lx)) != SQL_END) {
+        if (t == SQL_SEMI) {
+            if (depth == 0) {
+                in_statement = false;
+            }
+            continue;
+        }
+        if (t == SQL_WORD && in_statement && (sql_word_is(&lx, "BEGIN") || sql_word_is(&lx, "CASE"))) {
+            depth++;
+        } else if (t == SQL_WORD && depth > 0 && sql_word_is(&lx, "END")) {
+            depth--;
+        }
+        if (!in_statement) {
+            in_statement = true;
+            statements++;
+        }
+    }
+    return statements > 1;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -720,7 +870,11 @@ int proto_dec_servers(const uint8_t *p, size_t n, struct proto_node_info **out, 
         return rv;
     }
     /* Each entry takes at least 24 bytes (id, one text word, role): check before allocating. */
-    if (count > PROTO_MAX_SERVERS || count > c.n / 24) {
+    if (count > PROTO_MAX_SERVERS) {
+        gerr_set(errmsg, "SERVERS count %llu exceeds the limit of %u", (unsigned long long)count, PROTO_MAX_SERVERS);
+        return GERR_TOOBIG;
+    }
+    if (count > c.n / 24) {
         return bad(&c, "SERVERS count larger than the body");
     }
     struct proto_node_info *nodes = mem_zalloc(sizeof *nodes * (count == 0 ? 1 : count));
@@ -843,8 +997,13 @@ static int rows_columns(struct proto_rows *r, struct cursor *c)
         return rv;
     }
     /* Each name takes at least one word. */
-    if (ncols > PROTO_MAX_COLUMNS || ncols > c->n / 8) {
-        return bad(c, "ROWS column count out of range");
+    if (ncols > PROTO_MAX_COLUMNS) {
+        gerr_set(c->errmsg, "ROWS column count %llu exceeds the limit of %u", (unsigned long long)ncols,
+                 PROTO_MAX_COLUMNS);
+        return GERR_TOOBIG;
+    }
+    if (ncols > c->n / 8) {
+        return bad(c, "ROWS column count larger than the body");
     }
     bool first = r->cols == NULL;
     if (!first && ncols != r->n_cols) {

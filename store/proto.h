@@ -128,8 +128,11 @@ int proto_enc_weight(struct buf *out, uint64_t weight);
  * VALUES or WITH and contains none of the keywords that write or change state (INSERT, UPDATE,
  * DELETE, REPLACE, RETURNING, CREATE, DROP, ALTER, ...). Conservative: an unquoted identifier
  * spelled like one of those keywords makes the statement "not read-only"; quote it.
- * proto_sql_check_ddl: 0, or GERR_REFUSED if the text declares a column type DATETIME, DATE,
- * TIMESTAMP or BOOLEAN (1.11 asserts on reading such a column holding another storage class). */
+ * proto_sql_check_ddl: 0, or GERR_REFUSED if a CREATE TABLE column definition or an ALTER TABLE
+ * ADD COLUMN declares a type name containing DATETIME, DATE, TIMESTAMP or BOOLEAN, bare or quoted
+ * (1.11 asserts on reading such a column holding another storage class). Only type positions are
+ * checked: date('now') in a trigger or a column named created_date is fine.
+ * PREPARE also refuses text with more than one statement: 1.11 silently drops the tail. */
 bool proto_sql_is_read_only(const char *sql);
 int proto_sql_check_ddl(const char *sql);
 
