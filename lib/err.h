@@ -51,8 +51,10 @@ const char *gerr_str(int code);
 /* Static symbolic name ("GERR_TIMEOUT") for @code. Never NULL. */
 const char *gerr_name(int code);
 
-/* The one translation of errno values. EAGAIN/ETIMEDOUT -> GERR_TIMEOUT, ENOMEM -> GERR_NOMEM,
- * ECONNREFUSED/ECONNRESET/EPIPE/ENOTCONN -> GERR_CLOSED, EINVAL -> GERR_INVAL, others -> GERR_IO. */
+/* The one translation of errno values: EAGAIN/ETIMEDOUT -> GERR_TIMEOUT; ENOMEM -> GERR_NOMEM;
+ * ECONNREFUSED/ECONNRESET/ECONNABORTED/EPIPE/ENOTCONN/EHOSTUNREACH/ENETUNREACH -> GERR_CLOSED;
+ * EINVAL -> GERR_INVAL; ENOENT -> GERR_NOTFOUND; EEXIST -> GERR_EXISTS; EACCES/EPERM -> GERR_PERM;
+ * 0 -> GERR_OK; anything else -> GERR_IO. */
 int gerr_from_errno(int err);
 
 /* printf-style into @msg (GERR_MSG_SIZE bytes). Always NUL-terminates; truncates silently. */

@@ -516,6 +516,13 @@ bool proto_sql_is_read_only(const char *sql)
             continue;
         }
         if (t == SQL_WORD && sql_word_in(&lx, sql_writing_words)) {
+            /* replace(x, y, z) is a string function; REPLACE the statement is never followed by '('. */
+            if (sql_word_is(&lx, "REPLACE")) {
+                struct sql_lexer peek = lx;
+                if (sql_next(&peek) == SQL_LPAREN) {
+                    continue;
+                }
+            }
             return false;
         }
     }

@@ -126,7 +126,7 @@ int proto_enc_weight(struct buf *out, uint64_t weight);
 /* SQL screening, by tokenizing outside literals, quoted identifiers and comments.
  * proto_sql_is_read_only: true iff the text is exactly one statement that starts with SELECT,
  * VALUES or WITH and contains none of the keywords that write or change state (INSERT, UPDATE,
- * DELETE, REPLACE, RETURNING, CREATE, DROP, ALTER, ...). Conservative: an unquoted identifier
+ * DELETE, REPLACE, RETURNING, CREATE, DROP, ALTER, ...); replace(...) the function is allowed. Conservative: an unquoted identifier
  * spelled like one of those keywords makes the statement "not read-only"; quote it.
  * proto_sql_check_ddl: 0, or GERR_REFUSED if a CREATE TABLE column definition or an ALTER TABLE
  * ADD COLUMN declares a type name containing DATETIME, DATE, TIMESTAMP or BOOLEAN, bare or quoted
@@ -203,7 +203,8 @@ void proto_rows_init(struct proto_rows *r, size_t max_bytes);
 void proto_rows_close(struct proto_rows *r); /* frees everything; r may be re-initialised */
 
 /* Decode one ROWS body and append its rows to @r. Sets *@done to true when the batch ends with
- * DONE and false for PART. The column count and names of a later batch must match the first. */
+ * DONE and false for PART. The column count and names of a later batch must match the first.
+ * After an error the content of @r is unspecified: only proto_rows_close may be called on it. */
 int proto_dec_rows(const uint8_t *p, size_t n, struct proto_rows *r, bool *done, char *errmsg);
 
 /* Accessors (asserting bounds). */

@@ -1,0 +1,2 @@
+# Harnesses for the store module (see CMakeLists.txt beside this file for the convention).
+gantry_fuzzer(dqlite_response gantry_store_proto gantry_lib)

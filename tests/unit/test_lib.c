@@ -1,0 +1,611 @@
+/* Unit tests for lib/: the error table and messages, buffers, the intrusive queue, the fake clock
+ * and rand_range. Written from the headers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/buf.h"
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "lib/mem.h"
+#include "lib/queue.h"
+#include "lib/rand.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * err */
+
+static void test_err_names_and_strings(void **state)
+{
+    (void)state;
+    assert_string_equal(gerr_name(GERR_OK), "GERR_OK");
+    assert_string_equal(gerr_name(GERR_TIMEOUT), "GERR_TIMEOUT");
+    assert_string_equal(gerr_name(GERR_REFUSED), "GERR_REFUSED");
+    assert_string_equal(gerr_name(GERR_INTERNAL), "GERR_INTERNAL");
+    assert_string_equal(gerr_str(GERR_OK), "ok");
+    assert_string_equal(gerr_str(GERR_PROTO), "protocol violation by peer");
+    assert_string_equal(gerr_str(GERR_TOOBIG), "message or result too large");
+
+    /* Every code in the table has a distinct name with the prefix and a non-empty text. */
+    for (int a = 0; a < GERR__COUNT; a++) {
+        const char *name = gerr_name(a);
+        assert_non_null(name);
+        assert_int_equal(strncmp(name, "GERR_", 5), 0);
+        assert_non_null(gerr_str(a));
+        assert_true(strlen(gerr_str(a)) > 0);
+        assert_string_not_equal(gerr_str(a), "unknown error");
+        for (int b = a + 1; b < GERR__COUNT; b++) {
+            assert_string_not_equal(name, gerr_name(b));
+        }
+    }
+
+    /* Outside the table: never NULL. */
+    static const int outside[] = {-1, GERR__COUNT, 1000, -2147483647 - 1, 2147483647};
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++) {
+        assert_non_null(gerr_name(outside[i]));
+        assert_string_equal(gerr_str(outside[i]), "unknown error");
+    }
+}
+
+static void test_err_from_errno(void **state)
+{
+    (void)state;
+    assert_int_equal(gerr_from_errno(EAGAIN), GERR_TIMEOUT);
+    assert_int_equal(gerr_from_errno(ETIMEDOUT), GERR_TIMEOUT);
+    assert_int_equal(gerr_from_errno(ENOMEM), GERR_NOMEM);
+    assert_int_equal(gerr_from_errno(ECONNREFUSED), GERR_CLOSED);
+    assert_int_equal(gerr_from_errno(ECONNRESET), GERR_CLOSED);
+    assert_int_equal(gerr_from_errno(EPIPE), GERR_CLOSED);
+    assert_int_equal(gerr_from_errno(ENOTCONN), GERR_CLOSED);
+    assert_int_equal(gerr_from_errno(EINVAL), GERR_INVAL);
+    assert_int_equal(gerr_from_errno(EIO), GERR_IO);
+    assert_int_equal(gerr_from_errno(EBADF), GERR_IO);
+    assert_int_equal(gerr_from_errno(ENOSPC), GERR_IO);
+}
+
+static void test_err_set(void **state)
+{
+    (void)state;
+    char msg[GERR_MSG_SIZE];
+    gerr_set(msg, "node %d: %s", 3, "down");
+    assert_string_equal(msg, "node 3: down");
+
+    /* Truncated silently, always terminated. */
+    char big[2 * GERR_MSG_SIZE];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memset(msg, 'X', sizeof msg);
+    gerr_set(msg, "%s", big);
+    assert_int_equal(strlen(msg), GERR_MSG_SIZE - 1);
+}
+
+static void test_err_wrap(void **state)
+{
+    (void)state;
+    char msg[GERR_MSG_SIZE];
+    gerr_set(msg, "connection refused");
+    gerr_wrap(msg, "connect %s", "127.0.0.1:9001");
+    assert_string_equal(msg, "connect 127.0.0.1:9001: connection refused");
+    gerr_wrap(msg, "find leader");
+    assert_string_equal(msg, "find leader: connect 127.0.0.1:9001: connection refused");
+
+    /* The old message may be passed as an argument too (it is read before being overwritten). */
+    gerr_set(msg, "inner");
+    gerr_wrap(msg, "[%s]", msg);
+    assert_string_equal(msg, "[inner]: inner");
+}
+
+static void test_err_wrap_truncation(void **state)
+{
+    (void)state;
+    char msg[GERR_MSG_SIZE];
+    char fill[GERR_MSG_SIZE];
+
+    /* A full-length inner message: the prefix goes first, the tail of the inner one is cut. */
+    memset(fill, 'i', sizeof fill - 1);
+    fill[sizeof fill - 1] = '\0';
+    gerr_set(msg, "%s", fill);
+    assert_int_equal(strlen(msg), GERR_MSG_SIZE - 1);
+    gerr_wrap(msg, "ctx");
+    assert_int_equal(strlen(msg), GERR_MSG_SIZE - 1);
+    assert_memory_equal(msg, "ctx: iii", 8);
+
+    /* A prefix longer than the buffer: terminated, nothing past the end. */
+    char wide[GERR_MSG_SIZE + 100];
+    memset(wide, 'p', sizeof wide - 1);
+    wide[sizeof wide - 1] = '\0';
+    gerr_set(msg, "inner");
+    gerr_wrap(msg, "%s", wide);
+    assert_int_equal(strlen(msg), GERR_MSG_SIZE - 1);
+    assert_int_equal(msg[0], 'p');
+
+    /* A prefix that leaves room for exactly part of ": inner". */
+    char near[GERR_MSG_SIZE];
+    memset(near, 'q', GERR_MSG_SIZE - 4);
+    near[GERR_MSG_SIZE - 4] = '\0';
+    gerr_set(msg, "inner");
+    gerr_wrap(msg, "%s", near);
+    assert_int_equal(strlen(msg), GERR_MSG_SIZE - 1);
+    assert_memory_equal(msg + GERR_MSG_SIZE - 4, ": ", 2);
+    assert_int_equal(msg[GERR_MSG_SIZE - 2], 'i');
+
+    /* An unterminated buffer (a caller bug elsewhere) still yields a terminated result. */
+    memset(msg, 'z', sizeof msg);
+    gerr_wrap(msg, "ctx");
+    assert_non_null(memchr(msg, '\0', sizeof msg));
+    assert_memory_equal(msg, "ctx: zzz", 8);
+
+    /* Many nested wraps never overflow. */
+    gerr_set(msg, "root");
+    for (int i = 0; i < 200; i++) {
+        gerr_wrap(msg, "layer %d", i);
+        assert_true(strlen(msg) < GERR_MSG_SIZE);
+    }
+    assert_memory_equal(msg, "layer 199: layer 198: ", 22);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * buf */
+
+static void test_buf_init_close(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0);
+    buf_append(&b, "x", 0); /* nothing to do, no allocation needed */
+    assert_int_equal(b.len, 0);
+    buf_close(&b);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0);
+    /* Close of a closed buffer is harmless (it is re-initialised). */
+    buf_close(&b);
+}
+
+static void test_buf_growth(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    /* Grow by odd sizes across many reallocations; content must survive every move. */
+    uint8_t chunk[97];
+    size_t total = 0;
+    for (int round = 0; round < 300; round++) {
+        size_t n = (size_t)(round % 97) + 1;
+        for (size_t i = 0; i < n; i++) {
+            chunk[i] = (uint8_t)(total + i);
+        }
+        buf_append(&b, chunk, n);
+        total += n;
+        assert_int_equal(b.len, total);
+        assert_true(b.cap >= b.len);
+    }
+    for (size_t i = 0; i < total; i++) {
+        assert_int_equal(b.data[i], (uint8_t)i);
+    }
+
+    /* One big append at once. */
+    size_t big = 1u << 20;
+    uint8_t *p = malloc(big);
+    assert_non_null(p);
+    memset(p, 0x5a, big);
+    buf_append(&b, p, big);
+    assert_int_equal(b.len, total + big);
+    assert_int_equal(b.data[total], 0x5a);
+    assert_int_equal(b.data[total + big - 1], 0x5a);
+    assert_int_equal(b.data[total - 1], (uint8_t)(total - 1));
+    free(p);
+    buf_close(&b);
+}
+
+static void test_buf_reserve_reset_zero(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    uint8_t *p = buf_reserve(&b, 100);
+    assert_non_null(p);
+    assert_int_equal(b.len, 0); /* reserve does not change len */
+    assert_true(b.cap >= 100);
+    memcpy(p, "hello", 5);
+    b.len += 5;
+    assert_memory_equal(b.data, "hello", 5);
+
+    uint8_t *z = buf_append_zero(&b, 11);
+    assert_ptr_equal(z, b.data + 5);
+    assert_int_equal(b.len, 16);
+    for (int i = 0; i < 11; i++) {
+        assert_int_equal(z[i], 0);
+    }
+
+    /* append_zero really zeroes, even over bytes that were used before a reset. */
+    size_t cap = b.cap;
+    memset(b.data, 0xff, b.len);
+    buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, cap);
+    z = buf_append_zero(&b, 16);
+    for (int i = 0; i < 16; i++) {
+        assert_int_equal(z[i], 0);
+    }
+    /* Reserve within the capacity keeps the allocation. */
+    uint8_t *before = b.data;
+    (void)buf_reserve(&b, cap - b.len);
+    assert_ptr_equal(b.data, before);
+    buf_close(&b);
+}
+
+static void test_buf_le_puts(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    buf_put_u64(&b, UINT64_C(0x0102030405060708));
+    buf_put_u32(&b, 0x0a0b0c0du);
+    buf_put_u8(&b, 0xee);
+    buf_put_u64(&b, UINT64_MAX);
+    buf_put_u32(&b, 0);
+    static const uint8_t want[] = {0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0d,
+                                   0x0c, 0x0b, 0x0a, 0xee, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                   0xff, 0xff, 0xff, 0,    0,    0,    0};
+    assert_int_equal(b.len, sizeof want);
+    assert_memory_equal(b.data, want, sizeof want);
+    buf_close(&b);
+
+    /* Many puts cross growth boundaries. */
+    buf_init(&b);
+    for (uint64_t i = 0; i < 1000; i++) {
+        buf_put_u64(&b, (i % 256) * UINT64_C(0x0101010101010101));
+    }
+    assert_int_equal(b.len, 8000);
+    for (uint64_t i = 0; i < 1000; i++) {
+        for (int k = 0; k < 8; k++) {
+            assert_int_equal(b.data[i * 8 + (uint64_t)k], (uint8_t)i);
+        }
+    }
+    buf_close(&b);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * queue */
+
+struct item {
+    int v;
+    struct queue link;
+};
+
+/* Values of @h in order, into @out (at most @max); returns the count. */
+static int queue_values(struct queue *h, int *out, int max)
+{
+    struct queue *q;
+    int n = 0;
+    QUEUE_FOREACH (q, h) {
+        assert_true(n < max);
+        out[n++] = QUEUE_DATA(q, struct item, link)->v;
+    }
+    /* The backward links agree with the forward ones. */
+    int m = 0;
+    for (q = h->prev; q != h; q = q->prev) {
+        m++;
+        assert_int_equal(QUEUE_DATA(q, struct item, link)->v, out[n - m]);
+    }
+    assert_int_equal(m, n);
+    return n;
+}
+
+static void expect_queue(struct queue *h, const int *want, int n)
+{
+    int got[16];
+    assert_int_equal(queue_values(h, got, 16), n);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(got[i], want[i]);
+    }
+    assert_int_equal(queue_empty(h), n == 0);
+}
+
+static void test_queue_insert_remove(void **state)
+{
+    (void)state;
+    struct queue h;
+    queue_init(&h);
+    assert_true(queue_empty(&h));
+    assert_null(queue_head(&h));
+
+    struct item it[5];
+    for (int i = 0; i < 5; i++) {
+        it[i].v = i;
+        queue_init(&it[i].link);
+    }
+    queue_insert_tail(&h, &it[1].link);
+    queue_insert_tail(&h, &it[2].link);
+    queue_insert_head(&h, &it[0].link);
+    queue_insert_tail(&h, &it[3].link);
+    expect_queue(&h, (const int[]){0, 1, 2, 3}, 4);
+    assert_ptr_equal(queue_head(&h), &it[0].link);
+
+    queue_remove(&it[2].link);
+    expect_queue(&h, (const int[]){0, 1, 3}, 3);
+    /* Removed nodes are self-linked: removing twice is harmless. */
+    assert_ptr_equal(it[2].link.next, &it[2].link);
+    assert_ptr_equal(it[2].link.prev, &it[2].link);
+    queue_remove(&it[2].link);
+    expect_queue(&h, (const int[]){0, 1, 3}, 3);
+
+    queue_remove(&it[0].link);
+    expect_queue(&h, (const int[]){1, 3}, 2);
+    queue_remove(&it[3].link);
+    queue_remove(&it[1].link);
+    expect_queue(&h, NULL, 0);
+    assert_null(queue_head(&h));
+
+    /* Drain pattern from the header: queue_head in a while loop. */
+    for (int i = 0; i < 5; i++) {
+        queue_insert_tail(&h, &it[i].link);
+    }
+    int drained = 0;
+    struct queue *q;
+    while ((q = queue_head(&h)) != NULL) {
+        assert_int_equal(QUEUE_DATA(q, struct item, link)->v, drained);
+        queue_remove(q);
+        drained++;
+    }
+    assert_int_equal(drained, 5);
+    assert_true(queue_empty(&h));
+}
+
+static void test_queue_move(void **state)
+{
+    (void)state;
+    struct queue a, b;
+    queue_init(&a);
+    queue_init(&b);
+    struct item it[6];
+    for (int i = 0; i < 6; i++) {
+        it[i].v = i;
+    }
+
+    /* Empty into empty. */
+    queue_move(&a, &b);
+    assert_true(queue_empty(&a));
+    assert_true(queue_empty(&b));
+
+    /* Non-empty into empty. */
+    queue_insert_tail(&a, &it[0].link);
+    queue_insert_tail(&a, &it[1].link);
+    queue_move(&a, &b);
+    assert_true(queue_empty(&a));
+    expect_queue(&b, (const int[]){0, 1}, 2);
+
+    /* Non-empty onto the tail of non-empty. */
+    queue_insert_tail(&a, &it[2].link);
+    queue_insert_tail(&a, &it[3].link);
+    queue_insert_tail(&a, &it[4].link);
+    queue_move(&a, &b);
+    assert_true(queue_empty(&a));
+    expect_queue(&b, (const int[]){0, 1, 2, 3, 4}, 5);
+
+    /* Empty onto non-empty changes nothing. */
+    queue_move(&a, &b);
+    expect_queue(&b, (const int[]){0, 1, 2, 3, 4}, 5);
+
+    /* A single node, and the source is reusable afterwards. */
+    queue_insert_tail(&a, &it[5].link);
+    queue_move(&a, &b);
+    expect_queue(&b, (const int[]){0, 1, 2, 3, 4, 5}, 6);
+    queue_remove(&it[0].link);
+    queue_insert_tail(&a, &it[0].link);
+    expect_queue(&a, (const int[]){0}, 1);
+    expect_queue(&b, (const int[]){1, 2, 3, 4, 5}, 5);
+}
+
+static void test_queue_foreach_data(void **state)
+{
+    (void)state;
+    struct queue h;
+    queue_init(&h);
+    struct item it[10];
+    for (int i = 0; i < 10; i++) {
+        it[i].v = i * i;
+        queue_insert_tail(&h, &it[i].link);
+    }
+    int sum = 0, count = 0;
+    struct queue *q;
+    QUEUE_FOREACH (q, &h) {
+        struct item *e = QUEUE_DATA(q, struct item, link);
+        assert_ptr_equal(e, &it[count]);
+        sum += e->v;
+        count++;
+    }
+    assert_int_equal(count, 10);
+    assert_int_equal(sum, 285);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * clock */
+
+static void test_clock_fake(void **state)
+{
+    (void)state;
+    struct clock_fake f;
+    clock_fake_init(&f, 5000000000u, 1700000000000u);
+    struct clock *c = &f.base;
+    assert_int_equal(c->mono_ns(c), 5000000000u);
+    assert_int_equal(c->wall_ms(c), 1700000000000u);
+    assert_int_equal(clock_mono_ms(c), 5000);
+    assert_int_equal(f.slept, 0);
+
+    /* It never moves on its own. */
+    assert_int_equal(c->mono_ns(c), 5000000000u);
+
+    clock_fake_advance(&f, 250000000u); /* 250 ms */
+    assert_int_equal(c->mono_ns(c), 5250000000u);
+    assert_int_equal(c->wall_ms(c), 1700000000250u);
+    assert_int_equal(clock_mono_ms(c), 5250);
+    assert_int_equal(f.slept, 0); /* advancing is not sleeping */
+
+    /* Sleep advances both clocks instantly and is recorded. */
+    c->sleep_ns(c, 1000000000u);
+    assert_int_equal(c->mono_ns(c), 6250000000u);
+    assert_int_equal(c->wall_ms(c), 1700000001250u);
+    assert_int_equal(f.slept, 1000000000u);
+    c->sleep_ns(c, 3000000u);
+    assert_int_equal(f.slept, 1003000000u);
+    assert_int_equal(c->mono_ns(c), 6253000000u);
+    assert_int_equal(c->wall_ms(c), 1700000001253u);
+}
+
+/* Sub-millisecond steps must add up on the wall clock as they do on the monotonic one: a retry loop
+ * sleeping 500 us at a time for one second has moved wall time by one second. */
+static void test_clock_fake_sub_ms_steps(void **state)
+{
+    (void)state;
+    struct clock_fake f;
+    clock_fake_init(&f, 0, 1000);
+    struct clock *c = &f.base;
+    for (int i = 0; i < 2000; i++) {
+        c->sleep_ns(c, 500000u);
+    }
+    assert_int_equal(c->mono_ns(c), 1000000000u);
+    assert_int_equal(f.slept, 1000000000u);
+    uint64_t wall = c->wall_ms(c);
+    if (wall != 2000) {
+        fail_msg("2000 sleeps of 0.5 ms: wall_ms moved by %" PRIu64 " ms, mono by 1000 ms", wall - 1000);
+    }
+
+    clock_fake_init(&f, 0, 0);
+    clock_fake_advance(&f, 600000u);
+    clock_fake_advance(&f, 600000u);
+    assert_int_equal(c->mono_ns(c), 1200000u);
+    assert_int_equal(c->wall_ms(c), 1);
+}
+
+static void test_clock_system(void **state)
+{
+    (void)state;
+    struct clock *c = clock_system();
+    assert_non_null(c);
+    assert_ptr_equal(c, clock_system());
+    uint64_t a = c->mono_ns(c);
+    uint64_t b = c->mono_ns(c);
+    assert_true(b >= a);
+    uint64_t wall = c->wall_ms(c);
+    assert_true(wall > UINT64_C(1600000000000)); /* after 2020 */
+    uint64_t before = c->mono_ns(c);
+    c->sleep_ns(c, 2000000u); /* 2 ms: checks the sleep actually waits */
+    assert_true(c->mono_ns(c) - before >= 2000000u);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * rand */
+
+static void test_rand_range(void **state)
+{
+    (void)state;
+    /* Bounds are inclusive and both ends are reached. */
+    bool seen[11] = {false};
+    for (int i = 0; i < 10000; i++) {
+        uint64_t v = rand_range(10, 20);
+        assert_in_range(v, 10, 20);
+        seen[v - 10] = true;
+    }
+    for (int i = 0; i < 11; i++) {
+        assert_true(seen[i]);
+    }
+
+    assert_int_equal(rand_range(7, 7), 7);
+    assert_int_equal(rand_range(0, 0), 0);
+    assert_true(rand_range(UINT64_MAX, UINT64_MAX) == UINT64_MAX);
+
+    bool lo = false, hi = false;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t v = rand_range(5, 6);
+        assert_in_range(v, 5, 6);
+        lo = lo || v == 5;
+        hi = hi || v == 6;
+    }
+    assert_true(lo && hi);
+
+    /* The full range must not divide by zero (span overflows to 0). */
+    for (int i = 0; i < 100; i++) {
+        (void)rand_range(0, UINT64_MAX);
+    }
+    /* Near the top. */
+    for (int i = 0; i < 1000; i++) {
+        uint64_t v = rand_range(UINT64_MAX - 3, UINT64_MAX);
+        assert_true(v >= UINT64_MAX - 3);
+    }
+}
+
+static void test_rand_bytes(void **state)
+{
+    (void)state;
+    uint8_t a[64], b[64];
+    memset(a, 0, sizeof a);
+    memset(b, 0, sizeof b);
+    assert_int_equal(rand_bytes(a, sizeof a), 0);
+    assert_int_equal(rand_bytes(b, sizeof b), 0);
+    assert_memory_not_equal(a, b, sizeof a);
+    assert_int_equal(rand_bytes(a, 0), 0);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * mem (small: the rest is exercised by every other test) */
+
+static void test_mem_strings(void **state)
+{
+    (void)state;
+    char *s = mem_strdup("gantry");
+    assert_string_equal(s, "gantry");
+    mem_free(s);
+    s = mem_strndup("gantry", 3);
+    assert_string_equal(s, "gan");
+    mem_free(s);
+    s = mem_strndup("ab", 10);
+    assert_string_equal(s, "ab");
+    mem_free(s);
+    uint8_t *z = mem_zalloc(64);
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(z[i], 0);
+    }
+    z = mem_realloc(z, 128);
+    assert_non_null(z);
+    assert_int_equal(z[63], 0);
+    mem_free(z);
+    mem_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_names_and_strings),
+        cmocka_unit_test(test_err_from_errno),
+        cmocka_unit_test(test_err_set),
+        cmocka_unit_test(test_err_wrap),
+        cmocka_unit_test(test_err_wrap_truncation),
+        cmocka_unit_test(test_buf_init_close),
+        cmocka_unit_test(test_buf_growth),
+        cmocka_unit_test(test_buf_reserve_reset_zero),
+        cmocka_unit_test(test_buf_le_puts),
+        cmocka_unit_test(test_queue_insert_remove),
+        cmocka_unit_test(test_queue_move),
+        cmocka_unit_test(test_queue_foreach_data),
+        cmocka_unit_test(test_clock_fake),
+        cmocka_unit_test(test_clock_fake_sub_ms_steps),
+        cmocka_unit_test(test_clock_system),
+        cmocka_unit_test(test_rand_range),
+        cmocka_unit_test(test_rand_bytes),
+        cmocka_unit_test(test_mem_strings),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,363 @@
+/* The peer TLS relay over real sockets on 127.0.0.1 with certificates from a test CA. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib/clock.h"
+#include "lib/mem.h"
+#include "lib/rand.h"
+#include "raft/peertls.h"
+#include "raft/pki.h"
+
+static char errmsg[GERR_MSG_SIZE];
+
+/* ---- An echo server (TCP or abstract unix), one thread per connection. */
+
+struct echo {
+    int fd;
+    char address[128];
+    pthread_t thread;
+};
+
+static void *echo_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[8192];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        ssize_t off = 0;
+        while (off < n) {
+            ssize_t w = write(fd, buf + off, (size_t)(n - off));
+            if (w <= 0) {
+                goto out;
+            }
+            off += w;
+        }
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+static void *echo_accept(void *arg)
+{
+    struct echo *e = arg;
+    for (;;) {
+        int fd = accept(e->fd, NULL, NULL);
+        if (fd < 0) {
+            return NULL; /* listener shut down */
+        }
+        pthread_t t;
+        pthread_create(&t, NULL, echo_conn, (void *)(intptr_t)fd);
+        pthread_detach(t);
+    }
+}
+
+static void echo_start(struct echo *e, bool abstract)
+{
+    if (abstract) {
+        struct sockaddr_un su = {.sun_family = AF_UNIX};
+        snprintf(e->address, sizeof e->address, "@gantry-test-echo-%d", (int)getpid());
+        size_t n = strlen(e->address);
+        memcpy(su.sun_path, e->address, n);
+        su.sun_path[0] = '\0';
+        e->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(e->fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    } else {
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        socklen_t len = sizeof sa;
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        e->fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_int_equal(bind(e->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        getsockname(e->fd, (struct sockaddr *)&sa, &len);
+        snprintf(e->address, sizeof e->address, "127.0.0.1:%u", ntohs(sa.sin_port));
+    }
+    assert_int_equal(listen(e->fd, 16), 0);
+    pthread_create(&e->thread, NULL, echo_accept, e);
+}
+
+static void echo_stop(struct echo *e)
+{
+    shutdown(e->fd, SHUT_RDWR);
+    close(e->fd);
+    pthread_join(e->thread, NULL);
+}
+
+/* ---- Certificates */
+
+struct pem {
+    char *ca, *ca_key, *cert, *key;
+};
+
+static void make_ca(struct pem *p, const char *name)
+{
+    assert_int_equal(pki_ca_create(name, &p->ca_key, &p->ca, errmsg), 0);
+}
+
+static void make_cert(struct pem *p, const struct pem *ca, const char *cn)
+{
+    const char *ips[] = {"127.0.0.1"};
+    struct pki_subject s = {.common_name = cn, .ip_sans = ips, .n_ip_sans = 1};
+    p->ca = mem_strdup(ca->ca);
+    p->ca_key = NULL;
+    assert_int_equal(pki_issue(ca->ca_key, ca->ca, &s, 0, &p->key, &p->cert, errmsg), 0);
+}
+
+static void pem_free(struct pem *p)
+{
+    mem_free(p->ca);
+    mem_free(p->ca_key);
+    mem_free(p->cert);
+    mem_free(p->key);
+}
+
+struct world {
+    struct pem ca, foreign_ca, a, b, foreign;
+    struct echo echo;
+    struct peertls *server; /* listens, relays to the echo server */
+    struct peertls *client; /* dial-only, same CA */
+};
+
+static struct peertls *start(const struct pem *p, const char *listen, const char *backend, unsigned hs_ms)
+{
+    struct peertls_config cfg = {.ca_pem = p->ca,
+                                 .cert_pem = p->cert,
+                                 .key_pem = p->key,
+                                 .listen_address = listen,
+                                 .backend_address = backend,
+                                 .handshake_timeout_ms = hs_ms};
+    struct peertls *t = NULL;
+    int rv = peertls_start(&cfg, &t, errmsg);
+    if (rv != 0) {
+        fail_msg("peertls_start: %s", errmsg);
+    }
+    return t;
+}
+
+static int setup_world(void **state, bool abstract)
+{
+    struct world *w = mem_zalloc(sizeof *w);
+    make_ca(&w->ca, "test-cluster");
+    make_ca(&w->foreign_ca, "other-cluster");
+    make_cert(&w->a, &w->ca, "replica-a");
+    make_cert(&w->b, &w->ca, "replica-b");
+    make_cert(&w->foreign, &w->foreign_ca, "intruder");
+    echo_start(&w->echo, abstract);
+    w->server = start(&w->a, "127.0.0.1:0", w->echo.address, 400);
+    w->client = start(&w->b, NULL, NULL, 0);
+    *state = w;
+    return 0;
+}
+
+static int setup_tcp(void **state)
+{
+    return setup_world(state, false);
+}
+
+static int setup_abstract(void **state)
+{
+    return setup_world(state, true);
+}
+
+static int teardown_world(void **state)
+{
+    struct world *w = *state;
+    peertls_stop(w->client);
+    peertls_stop(w->server);
+    echo_stop(&w->echo);
+    pem_free(&w->ca);
+    pem_free(&w->foreign_ca);
+    pem_free(&w->a);
+    pem_free(&w->b);
+    pem_free(&w->foreign);
+    mem_free(w);
+    return 0;
+}
+
+static void read_exact(int fd, void *p, size_t n)
+{
+    char *c = p;
+    while (n > 0) {
+        ssize_t r = read(fd, c, n);
+        assert_true(r > 0);
+        c += r;
+        n -= (size_t)r;
+    }
+}
+
+static void write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        assert_true(w > 0);
+        c += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Poll a stats field until it reaches @want or 5 s pass. */
+static uint64_t wait_stat(struct peertls *t, size_t offset, uint64_t want)
+{
+    uint64_t deadline = clock_mono_ms(clock_system()) + 5000;
+    struct peertls_stats s;
+    for (;;) {
+        peertls_get_stats(t, &s);
+        uint64_t v = *(uint64_t *)((char *)&s + offset);
+        if (v >= want || clock_mono_ms(clock_system()) > deadline) {
+            return v;
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void echo_through_the_relay(void **state)
+{
+    struct world *w = *state;
+    int fd;
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), 0);
+    write_all(fd, "hello, peer", 11);
+    char buf[16] = {0};
+    read_exact(fd, buf, 11);
+    assert_string_equal(buf, "hello, peer");
+    close(fd);
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, accepted), 1), 1);
+}
+
+struct bulk {
+    int fd;
+    uint8_t *data;
+    size_t n;
+};
+
+static void *bulk_writer(void *arg)
+{
+    struct bulk *b = arg;
+    write_all(b->fd, b->data, b->n);
+    return NULL;
+}
+
+static void four_mib_both_ways_at_once(void **state)
+{
+    struct world *w = *state;
+    struct bulk b = {.n = 4u << 20};
+    b.data = mem_alloc(b.n);
+    rand_bytes(b.data, b.n);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &b.fd, errmsg), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, bulk_writer, &b);
+    uint8_t *back = mem_alloc(b.n);
+    read_exact(b.fd, back, b.n);
+    pthread_join(t, NULL);
+    assert_memory_equal(back, b.data, b.n);
+    close(b.fd);
+    mem_free(back);
+    mem_free(b.data);
+}
+
+static void foreign_certificate_is_refused_both_ways(void **state)
+{
+    struct world *w = *state;
+    int fd;
+    struct peertls *intruder = start(&w->foreign, NULL, NULL, 0);
+    uint64_t before = wait_stat(w->server, offsetof(struct peertls_stats, rejected), 0);
+    assert_int_equal(peertls_dial(intruder, peertls_listen_address(w->server), 5000, &fd, errmsg), GERR_PERM);
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, rejected), before + 1), before + 1);
+    /* And a legitimate replica does not trust a server with a foreign certificate either. */
+    struct echo e2;
+    echo_start(&e2, false);
+    struct peertls *rogue = start(&w->foreign, "127.0.0.1:0", e2.address, 0);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(rogue), 5000, &fd, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "certificate"));
+    peertls_stop(rogue);
+    echo_stop(&e2);
+    peertls_stop(intruder);
+}
+
+static int tcp_connect(const char *address)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void plaintext_and_silent_clients_are_refused(void **state)
+{
+    struct world *w = *state;
+    uint64_t before = wait_stat(w->server, offsetof(struct peertls_stats, rejected), 0);
+    /* Someone speaking the dqlite protocol in clear text. */
+    int fd = tcp_connect(peertls_listen_address(w->server));
+    write_all(fd, "\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00", 16);
+    close(fd);
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, rejected), before + 1), before + 1);
+    /* Someone who connects and says nothing: cut off after the handshake timeout (400 ms). */
+    fd = tcp_connect(peertls_listen_address(w->server));
+    char c;
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, rejected), before + 2), before + 2);
+    assert_int_equal(read(fd, &c, 1), 0); /* closed by the relay */
+    close(fd);
+}
+
+static void unreachable_peer_and_bad_address(void **state)
+{
+    struct world *w = *state;
+    int fd;
+    /* A port nobody listens on: bind one, close it, dial it. */
+    struct echo e;
+    echo_start(&e, false);
+    char dead[128];
+    snprintf(dead, sizeof dead, "%s", e.address);
+    echo_stop(&e);
+    assert_int_equal(peertls_dial(w->client, dead, 2000, &fd, errmsg), GERR_CLOSED);
+    assert_int_equal(peertls_dial(w->client, "not-an-address", 2000, &fd, errmsg), GERR_INVAL);
+    assert_int_equal(fd, -1);
+}
+
+static void bad_key_material_is_refused(void **state)
+{
+    struct world *w = *state;
+    struct peertls *t = NULL;
+    struct peertls_config cfg = {.ca_pem = w->ca.ca, .cert_pem = w->a.cert, .key_pem = w->b.key};
+    assert_int_equal(peertls_start(&cfg, &t, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "does not match"));
+    cfg.key_pem = "garbage";
+    assert_int_equal(peertls_start(&cfg, &t, errmsg), GERR_INVAL);
+    assert_null(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(echo_through_the_relay, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(echo_through_the_relay, setup_abstract, teardown_world),
+        cmocka_unit_test_setup_teardown(four_mib_both_ways_at_once, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(foreign_certificate_is_refused_both_ways, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(plaintext_and_silent_clients_are_refused, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(unreachable_peer_and_bad_address, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
