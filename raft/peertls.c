@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -81,26 +82,6 @@ struct peertls {
 
 /* ------------------------------------------------------------------------------------------------
  * Setup */
-
-static int parse_ipv4(const char *address, struct sockaddr_in *sa)
-{
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    if (colon == NULL || colon == address || (size_t)(colon - address) >= sizeof host) {
-        return GERR_INVAL;
-    }
-    memcpy(host, address, (size_t)(colon - address));
-    host[colon - address] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535) {
-        return GERR_INVAL;
-    }
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : GERR_INVAL;
-}
 
 static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg)
 {
@@ -182,7 +163,7 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         goto err;
     }
     if (cfg->listen_address != NULL) {
-        if (parse_ipv4(cfg->listen_address, &sa) != 0) {
+        if (addr_parse_ipv4(cfg->listen_address, &sa, 1) != 0) {
             gerr_set(errmsg, "peer TLS: listen address %s is not a.b.c.d:port", cfg->listen_address);
             rv = GERR_INVAL;
             goto err;
@@ -348,7 +329,7 @@ static int connect_backend(const char *backend)
         }
     } else {
         struct sockaddr_in sa;
-        if (parse_ipv4(backend, &sa) != 0) {
+        if (addr_parse_ipv4(backend, &sa, 0) != 0) {
             return -1;
         }
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -630,7 +611,7 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
     int rv;
 
     *fd = -1;
-    if (address == NULL || parse_ipv4(address, &sa) != 0) {
+    if (address == NULL || addr_parse_ipv4(address, &sa, 0) != 0) {
         gerr_set(errmsg, "peer TLS: dial %s: not an a.b.c.d:port address", address != NULL ? address : "(null)");
         return GERR_INVAL;
     }

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/mem.h"
 
@@ -162,29 +163,6 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
-static int parse_ipv4(const char *address, struct sockaddr_in *sa)
-{
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    if (colon == NULL || (size_t)(colon - address) >= sizeof host || colon == address) {
-        return GERR_INVAL;
-    }
-    memcpy(host, address, (size_t)(colon - address));
-    host[colon - address] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port <= 0 || port > 65535) {
-        return GERR_INVAL;
-    }
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
-        return GERR_INVAL;
-    }
-    return 0;
-}
-
 static int write_all(struct store_conn *c, const uint8_t *p, size_t n, uint64_t deadline)
 {
     while (n > 0) {
@@ -249,7 +227,7 @@ int store_conn_tcp_dial(void *arg, const char *address, unsigned timeout_ms, int
     struct sockaddr_in sa;
     int rv;
     (void)arg;
-    if (parse_ipv4(address, &sa) != 0) {
+    if (addr_parse_ipv4(address, &sa, 0) != 0) {
         gerr_set(errmsg, "node %s: address is not an IPv4 a.b.c.d:port", address);
         return GERR_INVAL;
     }
