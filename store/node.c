@@ -1,0 +1,304 @@
+/* The dqlite node embedded in a replica. See node.h.
+ *
+ * Happy path: ignore SIGPIPE for the whole process, check the address, create the data dir
+ * (0700), dqlite_node_create, bind the same address, set the Raft timing, snapshot parameters,
+ * failure domain and our connect function, dqlite_node_start. dqlite then runs the node on its own
+ * thread; store_node_stop stops it and waits for that thread.
+ *
+ * Failure modes: a bad configuration (GERR_INVAL, nothing created); dqlite refusing a setting or
+ * the start (GERR_IO with dqlite's own message, the node destroyed). At run time the only code of
+ * ours that runs is the connect function, on a libuv worker thread: a peer that does not answer
+ * costs at most connect_timeout_ms of that worker, and every failure is just "no connection"
+ * to Raft, which retries on its next heartbeat. Only the public dqlite.h is used. */
+#include "store/node.h"
+
+#include <dqlite.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/addr.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+
+struct store_node {
+    dqlite_node *dq;
+    uint64_t id;
+    char address[64];
+    unsigned connect_timeout_ms;
+};
+
+/* The one translation of dqlite's int return codes. */
+static int node_err_from_dqlite(int rv)
+{
+    switch (rv) {
+    case 0:
+        return GERR_OK;
+    case DQLITE_MISUSE:
+        return GERR_INVAL; /* a setting dqlite rejects (e.g. trailing < threshold) */
+    default:
+        return GERR_IO; /* DQLITE_ERROR, DQLITE_NOMEM and anything newer */
+    }
+}
+
+static const char *dqlite_code_name(int rv)
+{
+    switch (rv) {
+    case DQLITE_ERROR:
+        return "DQLITE_ERROR";
+    case DQLITE_MISUSE:
+        return "DQLITE_MISUSE";
+    case DQLITE_NOMEM:
+        return "DQLITE_NOMEM";
+    default:
+        return "dqlite error";
+    }
+}
+
+/* Raft's connect function. It runs on a libuv worker thread and must block until connected:
+ * dqlite then writes its handshake on the fd with blocking writes before handing it to libuv.
+ * So: connect non-blocking, wait at most connect_timeout_ms, then return the socket in blocking
+ * mode with TCP_NODELAY (without it Nagle plus delayed ACK put ~40 ms into the p99 of writes). */
+static int node_connect(void *arg, const char *address, int *fd_out)
+{
+    struct store_node *n = arg;
+    struct sockaddr_in sa;
+    int fd, err, flags;
+
+    if (addr_parse_ipv4(address, &sa, 0) != 0) {
+        LOG_WARN("node %llu: cannot connect to peer \"%s\": not an a.b.c.d:port address",
+                 (unsigned long long)n->id, address);
+        return DQLITE_ERROR;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        char eb[128];
+        LOG_WARN("node %llu: socket for peer %s: %s", (unsigned long long)n->id, address,
+                 strerror_r(errno, eb, sizeof eb));
+        return DQLITE_ERROR;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            err = errno;
+            goto err_after_socket;
+        }
+        uint64_t deadline = clock_mono_ms(clock_system()) + n->connect_timeout_ms;
+        for (;;) {
+            uint64_t now = clock_mono_ms(clock_system());
+            if (now >= deadline) {
+                err = ETIMEDOUT;
+                goto err_after_socket;
+            }
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int rv = poll(&pfd, 1, (int)(deadline - now));
+            if (rv < 0 && errno == EINTR) {
+                continue;
+            }
+            if (rv < 0) {
+                err = errno;
+                goto err_after_socket;
+            }
+            if (rv > 0) {
+                break;
+            }
+        }
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+            goto err_after_socket;
+        }
+        if (err != 0) {
+            goto err_after_socket;
+        }
+    }
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+        err = errno;
+        goto err_after_socket;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        err = errno;
+        goto err_after_socket;
+    }
+    *fd_out = fd;
+    LOG_TRACE("node %llu: connected to peer %s", (unsigned long long)n->id, address);
+    return 0;
+
+err_after_socket:
+    close(fd);
+    /* Peers that are down are normal (Raft retries every heartbeat): keep it out of INFO logs. */
+    char eb[128]; /* strerror_r (GNU): this runs on several worker threads at once */
+    LOG_DEBUG("node %llu: connect to peer %s: %s", (unsigned long long)n->id, address,
+              strerror_r(err, eb, sizeof eb));
+    return DQLITE_ERROR;
+}
+
+/* mkdir -p with mode 0700 for every directory it creates; an existing directory is kept as is. */
+static int make_dir(const char *dir, char *errmsg)
+{
+    char path[4096];
+    struct stat st;
+    size_t len = strlen(dir);
+
+    if (len == 0 || len >= sizeof path) {
+        gerr_set(errmsg, "bad data dir \"%s\"", dir);
+        return GERR_INVAL;
+    }
+    memcpy(path, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') {
+            continue;
+        }
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+            int err = errno;
+            gerr_set(errmsg, "create data dir %s: %s", path, strerror(err));
+            return gerr_from_errno(err);
+        }
+        path[i] = saved;
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        gerr_set(errmsg, "data dir %s is not a directory", dir);
+        return GERR_INVAL;
+    }
+    return 0;
+}
+
+/* Wrap a failed dqlite call into @errmsg and translate its code. */
+static int node_fail(struct store_node *n, int rv, const char *what, char *errmsg)
+{
+    const char *msg = n->dq != NULL ? dqlite_node_errmsg(n->dq) : NULL;
+    gerr_set(errmsg, "node %llu (%s): %s: %s (%d)%s%s", (unsigned long long)n->id, n->address, what,
+             dqlite_code_name(rv), rv, msg != NULL && msg[0] != '\0' ? ": " : "", msg != NULL ? msg : "");
+    return node_err_from_dqlite(rv);
+}
+
+int store_node_start(const struct store_node_config *cfg, struct store_node **out, char *errmsg)
+{
+    struct sockaddr_in sa;
+    struct sigaction ign;
+    struct store_node *n;
+    int rv;
+
+    *out = NULL;
+    /* Before anything else: when a peer dies, dqlite's writes to it must fail with EPIPE instead
+     * of killing this process (dqlite-protocol.md 0.2). */
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, NULL);
+
+    if (cfg->id == 0) {
+        gerr_set(errmsg, "node id must be non-zero");
+        return GERR_INVAL;
+    }
+    if (cfg->address == NULL || strlen(cfg->address) >= sizeof n->address ||
+        addr_parse_ipv4(cfg->address, &sa, 0) != 0) {
+        gerr_set(errmsg,
+                 "node %llu: address \"%s\" is not a.b.c.d:port (dqlite 1.11 binds IPv4 literals only)",
+                 (unsigned long long)cfg->id, cfg->address != NULL ? cfg->address : "(null)");
+        return GERR_INVAL;
+    }
+    if (cfg->dir == NULL) {
+        gerr_set(errmsg, "node %llu: no data dir", (unsigned long long)cfg->id);
+        return GERR_INVAL;
+    }
+    unsigned latency = cfg->latency_ms != 0 ? cfg->latency_ms : STORE_NODE_DEFAULT_LATENCY_MS;
+    unsigned threshold =
+        cfg->snapshot_threshold != 0 ? cfg->snapshot_threshold : STORE_NODE_DEFAULT_SNAPSHOT_THRESHOLD;
+    unsigned trailing =
+        cfg->snapshot_trailing != 0 ? cfg->snapshot_trailing : STORE_NODE_DEFAULT_SNAPSHOT_TRAILING;
+    if (latency > 3600000u) {
+        gerr_set(errmsg, "node %llu: latency %u ms out of range 1..3600000", (unsigned long long)cfg->id,
+                 latency);
+        return GERR_INVAL;
+    }
+    if (trailing < 4 || trailing < threshold) {
+        gerr_set(errmsg, "node %llu: snapshot trailing %u must be >= 4 and >= threshold %u",
+                 (unsigned long long)cfg->id, trailing, threshold);
+        return GERR_INVAL;
+    }
+    rv = make_dir(cfg->dir, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "node %llu", (unsigned long long)cfg->id);
+        return rv;
+    }
+
+    n = mem_zalloc(sizeof *n);
+    n->id = cfg->id;
+    snprintf(n->address, sizeof n->address, "%s", cfg->address);
+    n->connect_timeout_ms =
+        cfg->connect_timeout_ms != 0 ? cfg->connect_timeout_ms : STORE_NODE_DEFAULT_CONNECT_TIMEOUT_MS;
+
+    rv = dqlite_node_create(cfg->id, cfg->address, cfg->dir, &n->dq);
+    if (rv != 0) {
+        rv = node_fail(n, rv, "create", errmsg);
+        goto err_after_create;
+    }
+    if ((rv = dqlite_node_set_bind_address(n->dq, cfg->address)) != 0) {
+        rv = node_fail(n, rv, "bind address", errmsg);
+        goto err_after_create;
+    }
+    if ((rv = dqlite_node_set_connect_func(n->dq, node_connect, n)) != 0) {
+        rv = node_fail(n, rv, "set connect function", errmsg);
+        goto err_after_create;
+    }
+    if ((rv = dqlite_node_set_network_latency_ms(n->dq, latency)) != 0) {
+        rv = node_fail(n, rv, "set network latency", errmsg);
+        goto err_after_create;
+    }
+    if ((rv = dqlite_node_set_snapshot_params(n->dq, threshold, trailing)) != 0) {
+        rv = node_fail(n, rv, "set snapshot parameters", errmsg);
+        goto err_after_create;
+    }
+    if (cfg->failure_domain != 0 && (rv = dqlite_node_set_failure_domain(n->dq, cfg->failure_domain)) != 0) {
+        rv = node_fail(n, rv, "set failure domain", errmsg);
+        goto err_after_create;
+    }
+    if ((rv = dqlite_node_start(n->dq)) != 0) {
+        rv = node_fail(n, rv, "start", errmsg);
+        goto err_after_create;
+    }
+    LOG_INFO("node %llu: started at %s, data dir %s, latency %u ms (heartbeat %u ms, election %u ms), "
+             "snapshot %u/%u",
+             (unsigned long long)n->id, n->address, cfg->dir, latency, latency * 3 / 2, latency * 15,
+             threshold, trailing);
+    *out = n;
+    return 0;
+
+err_after_create:
+    /* dqlite_node_create may fail after allocating the node; like go-dqlite, read the message
+     * first (done in node_fail) and then destroy what exists. */
+    if (n->dq != NULL) {
+        dqlite_node_destroy(n->dq);
+    }
+    mem_free(n);
+    return rv;
+}
+
+void store_node_stop(struct store_node *n)
+{
+    if (n == NULL) {
+        return;
+    }
+    int rv = dqlite_node_stop(n->dq);
+    if (rv != 0) {
+        LOG_WARN("node %llu: stop: %s (%d): %s", (unsigned long long)n->id, dqlite_code_name(rv), rv,
+                 dqlite_node_errmsg(n->dq));
+    }
+    dqlite_node_destroy(n->dq);
+    LOG_INFO("node %llu: stopped", (unsigned long long)n->id);
+    mem_free(n);
+}
