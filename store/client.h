@@ -4,7 +4,8 @@
  * database open and a Raft barrier issued (a no-op statement) before anything else runs on it.
  * Leader discovery follows go-dqlite: ask each known node LEADER, keep the connection when the
  * answer is string-equal to the address dialled, follow a redirect otherwise; full passes repeat
- * with jittered exponential backoff (10 ms doubling to 1 s) until leader_timeout_ms. The address
+ * with jittered exponential backoff (10 ms doubling to STORE_CLIENT_LEADER_BACKOFF_CAP_MS) until
+ * leader_timeout_ms. The address
  * list is refreshed from CLUSTER after connecting, after every membership change made through
  * this client, and before a request when the last refresh is older than
  * STORE_CLIENT_REFRESH_MS, so a client seeded with one address survives that node's loss.
@@ -31,6 +32,7 @@
 
 #define STORE_MAX_ADDRESSES 16u
 #define STORE_CLIENT_REFRESH_MS 10000u
+#define STORE_CLIENT_LEADER_BACKOFF_CAP_MS 200u
 
 struct store_client_config {
     const char *const *addresses;  /* seed list ("a.b.c.d:port"), copied */

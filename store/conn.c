@@ -43,12 +43,15 @@
 #define DQLITE_IOERR_LEADERSHIP_LOST_LEGACY 8458u
 #define SQLITE_IOERR_WRITE_CODE 778u
 
-int store_err_from_dqlite(uint64_t code)
+int store_err_from_dqlite(uint64_t code, int req)
 {
     switch (code) {
+    case SQLITE_CODE_NOTFOUND:
+        /* "no statement with the given id" for FINALIZE; otherwise "no database opened": our
+         * leader connection was closed after a step-down. */
+        return req == PROTO_REQ_FINALIZE ? GERR_NOTFOUND : GERR_NOTLEADER;
     case DQLITE_IOERR_NOT_LEADER:
     case DQLITE_IOERR_NOT_LEADER_LEGACY:
-    case SQLITE_CODE_NOTFOUND: /* "no database opened": our leader connection was closed */
         return GERR_NOTLEADER;
     case DQLITE_IOERR_LEADERSHIP_LOST:
     case DQLITE_IOERR_LEADERSHIP_LOST_LEGACY:
@@ -355,7 +358,7 @@ static int failure(struct store_conn *c, int req, bool code_unreliable)
                  req_name(req));
         return GERR_SQL;
     }
-    int rv = store_err_from_dqlite(f.code);
+    int rv = store_err_from_dqlite(f.code, req);
     gerr_set(c->errmsg, "node %s: %s: %s (%llu)", c->address, req_name(req), f.message,
              (unsigned long long)f.code);
     return rv;

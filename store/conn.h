@@ -41,12 +41,14 @@ struct store_conn {
 #define STORE_CONN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
 #define STORE_CONN_DUMP_MAX_MESSAGE (4ull * 1024u * 1024u * 1024u)
 
-/* Translate a FAILURE code from dqlite/SQLite: 10250/8202 -> GERR_NOTLEADER; 10506/8458, 778
- * (SQLITE_IOERR_WRITE) and 4 (SQLITE_ABORT: server shutting down mid-request) ->
- * GERR_UNKNOWN_OUTCOME; 5 and 6 (BUSY/LOCKED, their extended forms, and "checkpoint in progress")
- * -> GERR_BUSY; 12 -> GERR_NOTLEADER (leader connection closed after a step-down: reconnect); 19
- * and its extended codes -> GERR_CONSTRAINT; others -> GERR_SQL. */
-int store_err_from_dqlite(uint64_t code);
+/* Translate a FAILURE code that answered request @req (enum proto_req): 10250/8202 ->
+ * GERR_NOTLEADER; 10506/8458, 778 (SQLITE_IOERR_WRITE) and 4 (SQLITE_ABORT: server shutting down
+ * mid-request) -> GERR_UNKNOWN_OUTCOME; 5 and 6 (BUSY/LOCKED, their extended forms, and
+ * "checkpoint in progress") -> GERR_BUSY; 19 and its extended codes -> GERR_CONSTRAINT. dqlite
+ * overloads 12 (SQLITE_NOTFOUND): answering FINALIZE it means "no statement with the given id"
+ * (GERR_NOTFOUND); otherwise "no database opened", i.e. our leader connection was closed after a
+ * step-down (GERR_NOTLEADER: reconnect). Everything else -> GERR_SQL. */
+int store_err_from_dqlite(uint64_t code, int req);
 
 /* How to reach a node. The default (store_conn_tcp_dial) opens a TCP connection with
  * TCP_NODELAY; a replica with peer TLS passes a dialer that returns a local socket relayed over
