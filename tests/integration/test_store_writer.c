@@ -1,0 +1,332 @@
+/* The replica's write path against a real 3-process cluster: the single writer queue, whole
+ * transactions retried between competing writers, rollback on error, the read pool, and stop. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "it_common.h"
+#include "store/pool.h"
+#include "store/writer.h"
+
+static struct cluster cl3;
+static char errmsg[GERR_MSG_SIZE];
+
+static int setup(void **state)
+{
+    (void)state;
+    struct cluster_opts o = {.node_bin = it_node_bin()};
+    if (cluster_start(&cl3, 3, &o, errmsg) != 0) {
+        fprintf(stderr, "cluster_start: %s\n", errmsg);
+        return -1;
+    }
+    struct store_client_config cfg = {0};
+    struct store_client c;
+    cluster_client_config(&cl3, &cfg);
+    store_client_init(&c, &cfg);
+    int rv = store_client_exec(&c,
+                               "CREATE TABLE items (id INTEGER PRIMARY KEY, writer INTEGER NOT NULL) STRICT;"
+                               "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT;"
+                               "INSERT INTO counter VALUES (1, 0)",
+                               NULL, 0, NULL);
+    store_client_close(&c);
+    return rv == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int alive = cluster_check_alive(&cl3, errmsg);
+    if (alive != 0) {
+        fprintf(stderr, "%s\n", errmsg);
+    }
+    cluster_stop(&cl3);
+    return alive == 0 ? 0 : -1;
+}
+
+static void writer_config(struct store_client_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cluster_client_config(&cl3, cfg);
+}
+
+/* One API call's worth of work: an item and the counter, atomically. */
+struct item {
+    int64_t id;
+    int64_t writer;
+};
+
+static int insert_item_tx(struct store_tx *tx, void *arg)
+{
+    struct item *it = arg;
+    struct proto_value p[2] = {proto_int(it->id), proto_int(it->writer)};
+    int rv = store_tx_exec(tx, "INSERT INTO items (id, writer) VALUES (?, ?)", p, 2, NULL);
+    if (rv != 0) {
+        return rv;
+    }
+    return store_tx_exec(tx, "UPDATE counter SET n = n + 1 WHERE id = 1", NULL, 0, NULL);
+}
+
+static int64_t query_int(const char *sql)
+{
+    struct store_client_config cfg;
+    struct store_client c;
+    int64_t v = -1;
+    writer_config(&cfg);
+    store_client_init(&c, &cfg);
+    int rv = store_client_query_int(&c, sql, NULL, 0, &v);
+    if (rv != 0) {
+        fprintf(stderr, "query %s: %s\n", sql, c.errmsg);
+    }
+    store_client_close(&c);
+    assert_int_equal(rv, 0);
+    return v;
+}
+
+/* ---- 8 threads, one writer: every call commits, none collides inside the replica. */
+
+#define THREADS 8
+#define PER_THREAD 60
+
+struct submitter {
+    struct store_writer *w;
+    int64_t base;
+    int64_t writer;
+    int failures;
+};
+
+static void *submit_many(void *arg)
+{
+    struct submitter *s = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        struct item it = {.id = s->base + i, .writer = s->writer};
+        char em[GERR_MSG_SIZE];
+        if (store_writer_run(s->w, insert_item_tx, &it, em) != 0) {
+            fprintf(stderr, "write %lld: %s\n", (long long)it.id, em);
+            s->failures++;
+        }
+    }
+    return NULL;
+}
+
+static void one_writer_serves_many_threads(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    int64_t before = query_int("SELECT n FROM counter WHERE id = 1");
+
+    pthread_t t[THREADS];
+    struct submitter s[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        s[i] = (struct submitter){.w = &w, .base = 1000000 + i * 1000, .writer = 1};
+        pthread_create(&t[i], NULL, submit_many, &s[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].failures, 0);
+    }
+    /* One writer per replica: its own transactions never met SQLITE_BUSY. */
+    assert_int_equal(w.client.stats.busy_retries, 0);
+    store_writer_stop(&w);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 1"), THREADS * PER_THREAD);
+    assert_int_equal(query_int("SELECT n FROM counter WHERE id = 1") - before, THREADS * PER_THREAD);
+}
+
+/* ---- Two writers (two replicas) competing: BUSY is retried, transactions stay whole. */
+
+static void competing_writers_lose_nothing(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w1, w2;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w1, &cfg), 0);
+    assert_int_equal(store_writer_start(&w2, &cfg), 0);
+    int64_t before = query_int("SELECT n FROM counter WHERE id = 1");
+
+    pthread_t t[4];
+    struct submitter s[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = (struct submitter){.w = i % 2 == 0 ? &w1 : &w2, .base = 2000000 + i * 1000, .writer = 2};
+        pthread_create(&t[i], NULL, submit_many, &s[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(s[i].failures, 0);
+    }
+    fprintf(stderr, "BUSY retries between the two writers: %llu\n",
+            (unsigned long long)(w1.client.stats.busy_retries + w2.client.stats.busy_retries));
+    store_writer_stop(&w1);
+    store_writer_stop(&w2);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 2"), 4 * PER_THREAD);
+    assert_int_equal(query_int("SELECT n FROM counter WHERE id = 1") - before, 4 * PER_THREAD);
+}
+
+/* ---- A failing statement rolls the whole transaction back. */
+
+static int insert_then_duplicate_tx(struct store_tx *tx, void *arg)
+{
+    (void)arg;
+    struct item a = {.id = 3000001, .writer = 3};
+    int rv = insert_item_tx(tx, &a);
+    if (rv != 0) {
+        return rv;
+    }
+    return insert_item_tx(tx, &a); /* same id: UNIQUE constraint */
+}
+
+static void failed_transaction_changes_nothing(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    char em[GERR_MSG_SIZE];
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    int64_t before = query_int("SELECT n FROM counter WHERE id = 1");
+    assert_int_equal(store_writer_run(&w, insert_then_duplicate_tx, NULL, em), GERR_CONSTRAINT);
+    assert_non_null(strstr(em, "UNIQUE"));
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 3"), 0);
+    assert_int_equal(query_int("SELECT n FROM counter WHERE id = 1"), before);
+    /* The writer's connection is still good afterwards. */
+    struct item ok = {.id = 3000002, .writer = 3};
+    assert_int_equal(store_writer_run(&w, insert_item_tx, &ok, em), 0);
+    store_writer_stop(&w);
+}
+
+/* ---- Stop: the running transaction finishes, queued ones are canceled. */
+
+static atomic_int slow_started;
+
+static int slow_tx(struct store_tx *tx, void *arg)
+{
+    struct item *it = arg;
+    atomic_store(&slow_started, 1);
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    return insert_item_tx(tx, it);
+}
+
+struct done {
+    struct store_write req;
+    atomic_int status;
+    atomic_int fired;
+};
+
+static void done_cb(struct store_write *req, int status)
+{
+    struct done *d = req->data;
+    atomic_store(&d->status, status);
+    atomic_fetch_add(&d->fired, 1);
+}
+
+static void stop_cancels_queued_writes(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    struct item items[6];
+    struct done d[6];
+    memset(d, 0, sizeof d);
+    atomic_store(&slow_started, 0);
+    for (int i = 0; i < 6; i++) {
+        items[i] = (struct item){.id = 4000000 + i, .writer = 4};
+        d[i].req.data = &d[i];
+    }
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &items[0], done_cb), 0);
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&slow_started), 1);
+    for (int i = 1; i < 6; i++) {
+        assert_int_equal(store_writer_submit(&w, &d[i].req, insert_item_tx, &items[i], done_cb), 0);
+    }
+    store_writer_stop(&w);
+    assert_int_equal(atomic_load(&d[0].fired), 1);
+    assert_int_equal(atomic_load(&d[0].status), 0);
+    for (int i = 1; i < 6; i++) {
+        assert_int_equal(atomic_load(&d[i].fired), 1); /* exactly once */
+        assert_int_equal(atomic_load(&d[i].status), GERR_CANCELED);
+    }
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 4"), 1);
+}
+
+/* ---- The read pool: bounded, reused, and a clear timeout when exhausted. */
+
+struct reader {
+    struct store_pool *pool;
+    int failures;
+};
+
+static void *read_many(void *arg)
+{
+    struct reader *r = arg;
+    for (int i = 0; i < 50; i++) {
+        struct store_client *c;
+        int64_t v;
+        if (store_pool_acquire(r->pool, 30000, &c) != 0) {
+            r->failures++;
+            continue;
+        }
+        if (store_client_query_int(c, "SELECT count(*) FROM items", NULL, 0, &v) != 0 || v < 0) {
+            r->failures++;
+        }
+        store_pool_release(r->pool, c);
+    }
+    return NULL;
+}
+
+static void pool_is_bounded_and_shared(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_pool pool;
+    writer_config(&cfg);
+    assert_int_equal(store_pool_init(&pool, &cfg, 2), 0);
+    pthread_t t[4];
+    struct reader r[4];
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct reader){.pool = &pool};
+        pthread_create(&t[i], NULL, read_many, &r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].failures, 0);
+    }
+    struct store_client *a, *b, *c;
+    assert_int_equal(store_pool_acquire(&pool, 1000, &a), 0);
+    assert_int_equal(store_pool_acquire(&pool, 1000, &b), 0);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(store_pool_acquire(&pool, 50, &c), GERR_TIMEOUT);
+    store_pool_release(&pool, a);
+    assert_int_equal(store_pool_acquire(&pool, 50, &c), 0);
+    assert_ptr_equal(c, a);
+    store_pool_release(&pool, b);
+    store_pool_release(&pool, c);
+    store_pool_close(&pool);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(one_writer_serves_many_threads),
+        cmocka_unit_test(competing_writers_lose_nothing),
+        cmocka_unit_test(failed_transaction_changes_nothing),
+        cmocka_unit_test(stop_cancels_queued_writes),
+        cmocka_unit_test(pool_is_bounded_and_shared),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
