@@ -711,3 +711,8 @@ err_count:
     count(p, &p->stats.dial_failed, 1);
     return rv;
 }
+
+int peertls_store_dial(void *relay, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
+{
+    return peertls_dial(relay, address, timeout_ms, fd, errmsg);
+}

@@ -62,6 +62,10 @@ const char *peertls_listen_address(const struct peertls *p);
  * GERR_INVAL (bad address), GERR_CLOSED after peertls_stop. */
 int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 
+/* peertls_dial with the store's dialer signature (store/conn.h store_dial_fn): pass it with the
+ * relay as @arg to store_client_config.dial and store_node_config.dial. */
+int peertls_store_dial(void *relay, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+
 void peertls_get_stats(struct peertls *p, struct peertls_stats *out);
 
 #endif

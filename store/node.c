@@ -1,33 +1,28 @@
 /* The dqlite node embedded in a replica. See node.h.
  *
- * Happy path: ignore SIGPIPE for the whole process, check the address, create the data dir
- * (0700), dqlite_node_create, bind the same address, set the Raft timing, snapshot parameters,
- * failure domain and our connect function, dqlite_node_start. dqlite then runs the node on its own
+ * Happy path: ignore SIGPIPE for the whole process, check the addresses, create the data dir
+ * (0700), dqlite_node_create, bind the Raft address (or the private one behind the TLS relay), set
+ * the Raft timing, snapshot parameters, failure domain and our connect function, dqlite_node_start. dqlite then runs the node on its own
  * thread; store_node_stop stops it and waits for that thread.
  *
  * Failure modes: a bad configuration (GERR_INVAL, nothing created); dqlite refusing a setting or
  * the start (GERR_IO with dqlite's own message, the node destroyed). At run time the only code of
  * ours that runs is the connect function, on a libuv worker thread: a peer that does not answer
- * costs at most connect_timeout_ms of that worker, and every failure is just "no connection"
- * to Raft, which retries on its next heartbeat. Only the public dqlite.h is used. */
+ * costs at most connect_timeout_ms of that worker (the dialer enforces it), and every failure is
+ * just "no connection" to Raft, which retries on its next heartbeat. Only the public dqlite.h is used. */
 #include "store/node.h"
 
 #include <dqlite.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/addr.h"
-#include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -36,6 +31,8 @@ struct store_node {
     uint64_t id;
     char address[64];
     unsigned connect_timeout_ms;
+    store_dial_fn dial;
+    void *dial_arg;
 };
 
 /* The one translation of dqlite's int return codes. */
@@ -67,81 +64,35 @@ static const char *dqlite_code_name(int rv)
 
 /* Raft's connect function. It runs on a libuv worker thread and must block until connected:
  * dqlite then writes its handshake on the fd with blocking writes before handing it to libuv.
- * So: connect non-blocking, wait at most connect_timeout_ms, then return the socket in blocking
- * mode with TCP_NODELAY (without it Nagle plus delayed ACK put ~40 ms into the p99 of writes). */
+ * So: dial through the configured dialer (which bounds the wait by connect_timeout_ms and, for
+ * TCP, sets TCP_NODELAY: without it Nagle plus delayed ACK put ~40 ms into the p99 of writes),
+ * then hand the socket over in blocking mode. */
 static int node_connect(void *arg, const char *address, int *fd_out)
 {
     struct store_node *n = arg;
-    struct sockaddr_in sa;
-    int fd, err, flags;
+    char errmsg[GERR_MSG_SIZE];
+    int fd = -1;
 
-    if (addr_parse_ipv4(address, &sa, 0) != 0) {
-        LOG_WARN("node %llu: cannot connect to peer \"%s\": not an a.b.c.d:port address",
-                 (unsigned long long)n->id, address);
+    int rv = n->dial(n->dial_arg, address, n->connect_timeout_ms, &fd, errmsg);
+    if (rv != 0) {
+        /* Peers that are down are normal (Raft retries every heartbeat): keep it out of INFO
+         * logs, but a peer refused by TLS is worth a warning. */
+        if (rv == GERR_PERM) {
+            LOG_WARN("node %llu: peer %s refused: %s", (unsigned long long)n->id, address, errmsg);
+        } else {
+            LOG_DEBUG("node %llu: connect to peer %s: %s", (unsigned long long)n->id, address, errmsg);
+        }
         return DQLITE_ERROR;
     }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        char eb[128];
-        LOG_WARN("node %llu: socket for peer %s: %s", (unsigned long long)n->id, address,
-                 strerror_r(errno, eb, sizeof eb));
-        return DQLITE_ERROR;
-    }
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            err = errno;
-            goto err_after_socket;
-        }
-        uint64_t deadline = clock_mono_ms(clock_system()) + n->connect_timeout_ms;
-        for (;;) {
-            uint64_t now = clock_mono_ms(clock_system());
-            if (now >= deadline) {
-                err = ETIMEDOUT;
-                goto err_after_socket;
-            }
-            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            int rv = poll(&pfd, 1, (int)(deadline - now));
-            if (rv < 0 && errno == EINTR) {
-                continue;
-            }
-            if (rv < 0) {
-                err = errno;
-                goto err_after_socket;
-            }
-            if (rv > 0) {
-                break;
-            }
-        }
-        socklen_t len = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
-            err = errno;
-            goto err_after_socket;
-        }
-        if (err != 0) {
-            goto err_after_socket;
-        }
-    }
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
-        err = errno;
-        goto err_after_socket;
-    }
-    flags = fcntl(fd, F_GETFL);
+    int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        err = errno;
-        goto err_after_socket;
+        LOG_WARN("node %llu: peer %s: fcntl: %s", (unsigned long long)n->id, address, strerror(errno));
+        close(fd);
+        return DQLITE_ERROR;
     }
     *fd_out = fd;
     LOG_TRACE("node %llu: connected to peer %s", (unsigned long long)n->id, address);
     return 0;
-
-err_after_socket:
-    close(fd);
-    /* Peers that are down are normal (Raft retries every heartbeat): keep it out of INFO logs. */
-    char eb[128]; /* strerror_r (GNU): this runs on several worker threads at once */
-    LOG_DEBUG("node %llu: connect to peer %s: %s", (unsigned long long)n->id, address,
-              strerror_r(err, eb, sizeof eb));
-    return DQLITE_ERROR;
 }
 
 /* mkdir -p with mode 0700 for every directory it creates; an existing directory is kept as is. */
@@ -211,6 +162,18 @@ int store_node_start(const struct store_node_config *cfg, struct store_node **ou
                  (unsigned long long)cfg->id, cfg->address != NULL ? cfg->address : "(null)");
         return GERR_INVAL;
     }
+    if (cfg->bind_address != NULL && cfg->bind_address[0] != '@' &&
+        addr_parse_ipv4(cfg->bind_address, &sa, 0) != 0) {
+        gerr_set(errmsg, "node %llu: bind address \"%s\" is neither a.b.c.d:port nor @abstract-name",
+                 (unsigned long long)cfg->id, cfg->bind_address);
+        return GERR_INVAL;
+    }
+    if (cfg->bind_address != NULL && cfg->bind_address[0] == '@' &&
+        (strlen(cfg->bind_address) < 2 || strlen(cfg->bind_address) > 100)) {
+        gerr_set(errmsg, "node %llu: abstract bind address must have 1 to 99 characters after '@'",
+                 (unsigned long long)cfg->id);
+        return GERR_INVAL;
+    }
     if (cfg->dir == NULL) {
         gerr_set(errmsg, "node %llu: no data dir", (unsigned long long)cfg->id);
         return GERR_INVAL;
@@ -247,7 +210,10 @@ int store_node_start(const struct store_node_config *cfg, struct store_node **ou
         rv = node_fail(n, rv, "create", errmsg);
         goto err_after_create;
     }
-    if ((rv = dqlite_node_set_bind_address(n->dq, cfg->address)) != 0) {
+    n->dial = cfg->dial != NULL ? cfg->dial : store_conn_tcp_dial;
+    n->dial_arg = cfg->dial_arg;
+    if ((rv = dqlite_node_set_bind_address(n->dq, cfg->bind_address != NULL ? cfg->bind_address : cfg->address)) !=
+        0) {
         rv = node_fail(n, rv, "bind address", errmsg);
         goto err_after_create;
     }

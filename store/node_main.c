@@ -2,6 +2,10 @@
  *
  * Used by the integration tests, the benchmark and the dev cluster until gantryd exists.
  *
+ * With --tls-dir, every byte between nodes and from clients goes over mutual TLS: the node binds a
+ * private abstract socket and a peer TLS relay listens on --address in front of it; Raft and the
+ * join client dial through the same relay.
+ *
  * Happy path: parse flags, block SIGTERM/SIGINT (so every thread, dqlite's included, inherits the
  * mask and the main thread alone takes them), start the node; with --join, ask the cluster's
  * leader (through the store client) to ADD this node and ASSIGN it the requested role, then print
@@ -22,9 +26,11 @@
 #include <time.h>
 
 #include "lib/clock.h"
+#include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/peertls.h"
 #include "store/client.h"
 #include "store/node.h"
 
@@ -40,6 +46,9 @@ static const char usage[] =
     "  --voter | --standby  role requested with --join (default voter)\n"
     "  --join-timeout-ms N  give up joining after N ms (default 60000)\n"
     "  --snapshot-threshold N, --snapshot-trailing N, --failure-domain N\n"
+    "  --tls-dir D          peer traffic over mutual TLS: D holds ca.pem, cert.pem and key.pem\n"
+    "                       from the cluster CA. The node then listens on a private abstract\n"
+    "                       socket and a TLS relay serves --address (raft/peertls.h)\n"
     "  --log-level L        error, warn, info (default), debug, trace\n"
     "\n"
     "Prints \"READY <id> <address>\" on stdout once the node runs (and has joined); stops cleanly\n"
@@ -110,7 +119,7 @@ static int lookup_self(struct store_client *cl, uint64_t id, int *role, char *ad
  * re-reads the configuration first, so a retry after an unknown outcome or a concurrent
  * configuration change ("busy") does the right next step. */
 static int join_cluster(const char *join, uint64_t id, const char *address, int role, unsigned timeout_ms,
-                        const sigset_t *stop_set)
+                        const sigset_t *stop_set, store_dial_fn dial, void *dial_arg)
 {
     const char *addrs[STORE_MAX_ADDRESSES];
     char list[STORE_MAX_ADDRESSES * 64];
@@ -139,6 +148,8 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
         .request_timeout_ms = 30000, /* ASSIGN blocks while Raft catches this node up */
         /* One leader search per attempt; short, so SIGTERM and the deadline are checked often. */
         .leader_timeout_ms = timeout_ms < 5000 ? timeout_ms : 5000,
+        .dial = dial,
+        .dial_arg = dial_arg,
     };
     rv = store_client_init(&cl, &cfg);
     if (rv != 0) {
@@ -194,6 +205,34 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
     return rv;
 }
 
+/* Start the peer TLS relay on @address in front of a private abstract socket for the node. */
+static int start_relay(const char *dir, const char *address, char *bind, size_t bind_len, struct peertls **out,
+                       char *errmsg)
+{
+    static const char *const names[] = {"ca.pem", "cert.pem", "key.pem"};
+    char *pem[3] = {NULL, NULL, NULL};
+    int rv = 0;
+    for (int i = 0; i < 3 && rv == 0; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        rv = file_read_all(path, 1u << 20, &pem[i], NULL, errmsg);
+    }
+    if (rv == 0) {
+        /* Abstract names are per host: derive it from the address, which is unique per host. */
+        snprintf(bind, bind_len, "@gantry-store-%s", address);
+        struct peertls_config tc = {
+            .ca_pem = pem[0], .cert_pem = pem[1], .key_pem = pem[2], .listen_address = address, .backend_address = bind};
+        rv = peertls_start(&tc, out, errmsg);
+    }
+    for (int i = 0; i < 3; i++) {
+        mem_free(pem[i]);
+    }
+    if (rv == 0) {
+        LOG_INFO("peer TLS relay on %s in front of %s", address, bind);
+    }
+    return rv;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -206,6 +245,7 @@ int main(int argc, char **argv)
         OPT_TRAILING,
         OPT_DOMAIN,
         OPT_LOG_LEVEL,
+        OPT_TLS_DIR,
         OPT_HELP
     };
     static const struct option opts[] = {
@@ -221,11 +261,13 @@ int main(int argc, char **argv)
         {"snapshot-trailing", required_argument, NULL, OPT_TRAILING},
         {"failure-domain", required_argument, NULL, OPT_DOMAIN},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"tls-dir", required_argument, NULL, OPT_TLS_DIR},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct store_node_config cfg = {0};
     const char *join = NULL;
+    const char *tls_dir = NULL;
     int role = -1;
     uint64_t v, join_timeout_ms = 60000;
     int c;
@@ -291,6 +333,9 @@ int main(int argc, char **argv)
                 return bad_flag("--log-level must be error, warn, info, debug or trace, got \"%s\"", optarg);
             }
             break;
+        case OPT_TLS_DIR:
+            tls_dir = optarg;
+            break;
         case OPT_HELP:
             fputs(usage, stdout);
             return 0;
@@ -327,17 +372,37 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 
     struct store_node *node;
+    struct peertls *relay = NULL;
     char errmsg[GERR_MSG_SIZE];
-    int rv = store_node_start(&cfg, &node, errmsg);
+    char private_bind[128];
+    int rv;
+    if (tls_dir != NULL) {
+        rv = start_relay(tls_dir, cfg.address, private_bind, sizeof private_bind, &relay, errmsg);
+        if (rv != 0) {
+            fprintf(stderr, "gantry-store-node: %s\n", errmsg);
+            return 1;
+        }
+        cfg.bind_address = private_bind;
+        cfg.dial = peertls_store_dial;
+        cfg.dial_arg = relay;
+    }
+    rv = store_node_start(&cfg, &node, errmsg);
     if (rv != 0) {
         LOG_ERROR("%s (%s)", errmsg, gerr_name(rv));
         fprintf(stderr, "gantry-store-node: %s\n", errmsg);
+        if (relay != NULL) {
+            peertls_stop(relay);
+        }
         return 1;
     }
     if (join != NULL) {
-        rv = join_cluster(join, cfg.id, cfg.address, role, (unsigned)join_timeout_ms, &stop_set);
+        rv = join_cluster(join, cfg.id, cfg.address, role, (unsigned)join_timeout_ms, &stop_set, cfg.dial,
+                          cfg.dial_arg);
         if (rv != 0) {
             store_node_stop(node);
+            if (relay != NULL) {
+                peertls_stop(relay);
+            }
             if (rv == GERR_CANCELED) {
                 return 0;
             }
@@ -357,5 +422,8 @@ int main(int argc, char **argv)
         }
     }
     store_node_stop(node);
+    if (relay != NULL) {
+        peertls_stop(relay);
+    }
     return 0;
 }

@@ -243,8 +243,8 @@ static void node_failure_message(struct cluster_node *nd, char *errmsg)
 static int spawn_node(struct cluster *c, unsigned i, char *errmsg)
 {
     struct cluster_node *nd = &c->nodes[i];
-    char id[24], latency[24];
-    const char *argv[16];
+    char id[24], latency[24], tls_dir[PROC_PATH_MAX + 32];
+    const char *argv[20];
     int k = 0;
     const char *level = getenv("GANTRY_IT_LOG_LEVEL");
 
@@ -263,6 +263,11 @@ static int spawn_node(struct cluster *c, unsigned i, char *errmsg)
     }
     argv[k++] = "--log-level";
     argv[k++] = level != NULL ? level : "info";
+    if (c->tls_root[0] != '\0') {
+        snprintf(tls_dir, sizeof tls_dir, "%s/node%" PRIu64, c->tls_root, nd->id);
+        argv[k++] = "--tls-dir";
+        argv[k++] = tls_dir;
+    }
     if (i != 0 && (nd->starts == 0 || c->join_on_restart)) {
         argv[k++] = "--join";
         argv[k++] = c->join;
@@ -344,6 +349,8 @@ void cluster_client_config(const struct cluster *c, struct store_client_config *
 {
     cfg->addresses = c->addrs;
     cfg->n_addresses = c->n;
+    cfg->dial = c->dial;
+    cfg->dial_arg = c->dial_arg;
 }
 
 int cluster_start(struct cluster *c, unsigned n, const struct cluster_opts *o, char *errmsg)
@@ -363,6 +370,11 @@ int cluster_start(struct cluster *c, unsigned n, const struct cluster_opts *o, c
     snprintf(c->node_bin, sizeof c->node_bin, "%s", o->node_bin);
     c->latency_ms = o->latency_ms;
     c->ready_timeout_ms = o->ready_timeout_ms != 0 ? o->ready_timeout_ms : 60000;
+    if (o->tls_root != NULL) {
+        snprintf(c->tls_root, sizeof c->tls_root, "%s", o->tls_root);
+    }
+    c->dial = o->dial;
+    c->dial_arg = o->dial_arg;
     const char *tmp = getenv("TMPDIR");
     snprintf(c->root, sizeof c->root, "%s/gantry-it-XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
     if (mkdtemp(c->root) == NULL) {
@@ -536,7 +548,7 @@ int cluster_node_query_int(struct cluster *c, unsigned i, const char *db, const 
         gerr_set(errmsg, "mkdir %s: %s", dir, strerror(errno));
         return GERR_IO;
     }
-    rv = store_conn_open(&conn, c->nodes[i].address, 5000, NULL, NULL);
+    rv = store_conn_open(&conn, c->nodes[i].address, 5000, c->dial, c->dial_arg);
     if (rv == 0) {
         rv = store_conn_dump(&conn, db, dir);
     }

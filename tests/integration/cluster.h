@@ -28,6 +28,9 @@ struct cluster_opts {
     const char *node_bin;      /* path of gantry-store-node (required) */
     unsigned latency_ms;       /* --latency-ms; 0 = the node's default */
     unsigned ready_timeout_ms; /* per node start (and join); 0 = 60000 */
+    const char *tls_root;      /* if set, node with id N runs with --tls-dir <tls_root>/node<N> */
+    store_dial_fn dial;        /* how the harness's own clients reach nodes (NULL = plain TCP) */
+    void *dial_arg;
 };
 
 struct cluster_node {
@@ -47,6 +50,9 @@ struct cluster {
     char node_bin[PROC_PATH_MAX];
     unsigned latency_ms;
     unsigned ready_timeout_ms;
+    char tls_root[PROC_PATH_MAX];
+    store_dial_fn dial;
+    void *dial_arg;
     struct cluster_node nodes[CLUSTER_MAX_NODES];
     const char *addrs[CLUSTER_MAX_NODES]; /* nodes[i].address, for store_client_config */
     char join[CLUSTER_MAX_NODES * 32];
@@ -83,7 +89,7 @@ int cluster_node_term(struct cluster *c, unsigned i, unsigned timeout_ms);
 /* Index of node @id, or -1. */
 int cluster_index_of(const struct cluster *c, uint64_t id);
 
-/* Fill the addresses of @cfg (other fields untouched). */
+/* Fill the addresses and the dialer of @cfg (other fields untouched). */
 void cluster_client_config(const struct cluster *c, struct store_client_config *cfg);
 
 /* Poll CLUSTER until it lists @voters voters (and nothing else), within @timeout_ms. */
