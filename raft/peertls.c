@@ -35,6 +35,7 @@
 
 #include "lib/addr.h"
 #include "lib/clock.h"
+#include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/queue.h"
@@ -207,6 +208,31 @@ err:
     SSL_CTX_free(p->server_ctx);
     SSL_CTX_free(p->client_ctx);
     mem_free(p);
+    return rv;
+}
+
+int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
+                      struct peertls **out, char *errmsg)
+{
+    static const char *const names[] = {"ca.pem", "cert.pem", "key.pem"};
+    char *pem[3] = {NULL, NULL, NULL};
+    int rv = 0;
+    for (int i = 0; i < 3 && rv == 0; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        rv = file_read_all(path, 1u << 20, &pem[i], NULL, errmsg);
+    }
+    if (rv == 0) {
+        struct peertls_config cfg = {.ca_pem = pem[0],
+                                     .cert_pem = pem[1],
+                                     .key_pem = pem[2],
+                                     .listen_address = listen_address,
+                                     .backend_address = backend_address};
+        rv = peertls_start(&cfg, out, errmsg);
+    }
+    for (int i = 0; i < 3; i++) {
+        mem_free(pem[i]);
+    }
     return rv;
 }
 

@@ -49,6 +49,11 @@ struct peertls;
  * @errmsg says why: GERR_INVAL (bad PEM, key not matching the certificate, bad address) or GERR_IO. */
 int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg);
 
+/* peertls_start with the identity read from @dir: ca.pem, cert.pem and key.pem (each at most
+ * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
+int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
+                      struct peertls **out, char *errmsg);
+
 /* Close the listener and every connection, join the thread, free everything. */
 void peertls_stop(struct peertls *p);
 

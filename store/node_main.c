@@ -26,7 +26,6 @@
 #include <time.h>
 
 #include "lib/clock.h"
-#include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
@@ -205,34 +204,6 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
     return rv;
 }
 
-/* Start the peer TLS relay on @address in front of a private abstract socket for the node. */
-static int start_relay(const char *dir, const char *address, char *bind, size_t bind_len, struct peertls **out,
-                       char *errmsg)
-{
-    static const char *const names[] = {"ca.pem", "cert.pem", "key.pem"};
-    char *pem[3] = {NULL, NULL, NULL};
-    int rv = 0;
-    for (int i = 0; i < 3 && rv == 0; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        rv = file_read_all(path, 1u << 20, &pem[i], NULL, errmsg);
-    }
-    if (rv == 0) {
-        /* Abstract names are per host: derive it from the address, which is unique per host. */
-        snprintf(bind, bind_len, "@gantry-store-%s", address);
-        struct peertls_config tc = {
-            .ca_pem = pem[0], .cert_pem = pem[1], .key_pem = pem[2], .listen_address = address, .backend_address = bind};
-        rv = peertls_start(&tc, out, errmsg);
-    }
-    for (int i = 0; i < 3; i++) {
-        mem_free(pem[i]);
-    }
-    if (rv == 0) {
-        LOG_INFO("peer TLS relay on %s in front of %s", address, bind);
-    }
-    return rv;
-}
-
 int main(int argc, char **argv)
 {
     enum {
@@ -377,7 +348,12 @@ int main(int argc, char **argv)
     char private_bind[128];
     int rv;
     if (tls_dir != NULL) {
-        rv = start_relay(tls_dir, cfg.address, private_bind, sizeof private_bind, &relay, errmsg);
+        /* Abstract names are per host: derive it from the address, which is unique per host. */
+        snprintf(private_bind, sizeof private_bind, "@gantry-store-%s", cfg.address);
+        rv = peertls_start_dir(tls_dir, cfg.address, private_bind, &relay, errmsg);
+        if (rv == 0) {
+            LOG_INFO("peer TLS relay on %s in front of %s", cfg.address, private_bind);
+        }
         if (rv != 0) {
             fprintf(stderr, "gantry-store-node: %s\n", errmsg);
             return 1;

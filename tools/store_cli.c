@@ -11,11 +11,16 @@
 
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "raft/peertls.h"
 #include "store/client.h"
 #include "store/migrate.h"
 
 static const char usage[] =
-    "usage: gantry-store --address A[,B,...] [--database NAME] [--timeout-ms N] COMMAND [ARGS]\n"
+    "usage: gantry-store --address A[,B,...] [--database NAME] [--timeout-ms N] [--tls-dir D]\n"
+    "                    COMMAND [ARGS]\n"
+    "\n"
+    "  --tls-dir D  reach nodes that run behind the peer TLS relay, with D/ca.pem, D/cert.pem and\n"
+    "               D/key.pem from the cluster CA\n"
     "\n"
     "Commands:\n"
     "  members             list the cluster's nodes with their roles, and the leader\n"
@@ -125,15 +130,17 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"address", required_argument, NULL, 'a'},
                                          {"database", required_argument, NULL, 'd'},
                                          {"timeout-ms", required_argument, NULL, 't'},
+                                         {"tls-dir", required_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     char *addresses = NULL;
     const char *database = NULL;
     unsigned timeout_ms = 15000;
+    const char *tls_dir = NULL;
     int c;
 
     log_set_level(LOG_LEVEL_WARN);
-    while ((c = getopt_long(argc, argv, "a:d:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "a:d:t:T:h", opts, NULL)) != -1) {
         switch (c) {
         case 'a':
             addresses = optarg;
@@ -143,6 +150,9 @@ int main(int argc, char **argv)
             break;
         case 't':
             timeout_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
+        case 'T':
+            tls_dir = optarg;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -165,6 +175,16 @@ int main(int argc, char **argv)
     }
     struct store_client_config cfg = {
         .addresses = list, .n_addresses = n_list, .database = database, .leader_timeout_ms = timeout_ms};
+    struct peertls *relay = NULL;
+    if (tls_dir != NULL) {
+        char errmsg[GERR_MSG_SIZE];
+        if (peertls_start_dir(tls_dir, NULL, NULL, &relay, errmsg) != 0) {
+            fprintf(stderr, "gantry-store: %s\n", errmsg);
+            return 2;
+        }
+        cfg.dial = peertls_store_dial;
+        cfg.dial_arg = relay;
+    }
     struct store_client cl;
     int rv = store_client_init(&cl, &cfg);
     if (rv != 0) {
@@ -280,5 +300,8 @@ int main(int argc, char **argv)
         status = 2;
     }
     store_client_close(&cl);
+    if (relay != NULL) {
+        peertls_stop(relay);
+    }
     return status;
 }
