@@ -16,7 +16,8 @@ unsigned roles_target_voters(const struct roles_node *nodes, unsigned n, const s
     for (unsigned i = 0; i < n; i++) {
         healthy += dead(&nodes[i], p) ? 0u : 1u;
     }
-    if (healthy >= 5) {
+    unsigned five_at = p->five_voters_at != 0 ? p->five_voters_at : ROLES_DEFAULT_FIVE_VOTERS_AT;
+    if (healthy >= five_at && healthy >= 5) {
         return 5;
     }
     return n >= 3 ? 3 : 1;

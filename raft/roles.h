@@ -1,8 +1,10 @@
 /* The roles planner: which single membership change brings the cluster closer to its target.
  *
- * Policy: 3 voters, or 5 once 5 or more members are healthy (reachable, or unreachable for less
- * than the grace period); 1 voter while the cluster has fewer than 3 members; every other healthy member a
- * standby. Voters are spread over failure domains when there is a choice. A voter that has been
+ * Policy: 3 voters, or 5 once policy->five_voters_at (default 6) or more members are healthy
+ * (reachable, or unreachable for less than the grace period); 1 voter while the cluster has fewer
+ * than 3 members; every other healthy member a standby. The default keeps 3 voters and 2
+ * standbys at 5 members, so a standby is always there to replace a failed voter; 5 voters start
+ * at 6 members (docs/operations.md, "Roles"). Voters are spread over failure domains when there is a choice. A voter that has been
  * unreachable for longer than the grace period is replaced by a healthy standby (promote first,
  * then demote the dead voter, so the voter count never dips). The leader is never demoted.
  *
@@ -27,10 +29,12 @@ struct roles_node {
 };
 
 struct roles_policy {
-    uint64_t grace_ms; /* how long a voter or standby may be unreachable before it is replaced */
+    uint64_t grace_ms;       /* how long a voter or standby may be unreachable before it is replaced */
+    unsigned five_voters_at; /* healthy members from which 5 voters are kept; 0 = default */
 };
 
 #define ROLES_DEFAULT_GRACE_MS 30000u
+#define ROLES_DEFAULT_FIVE_VOTERS_AT 6u
 
 struct roles_change {
     uint64_t id;

@@ -42,6 +42,7 @@
 #define DQLITE_IOERR_NOT_LEADER_LEGACY 8202u
 #define DQLITE_IOERR_LEADERSHIP_LOST_LEGACY 8458u
 #define SQLITE_IOERR_WRITE_CODE 778u
+#define RAFT_CODE_NOTLEADER_LEAKED 7u /* RAFT_NOTLEADER in raft 0.15, == SQLITE_NOMEM */
 
 int store_err_from_dqlite(uint64_t code, int req)
 {
@@ -53,6 +54,14 @@ int store_err_from_dqlite(uint64_t code, int req)
     case DQLITE_IOERR_NOT_LEADER:
     case DQLITE_IOERR_NOT_LEADER_LEGACY:
         return GERR_NOTLEADER;
+    case RAFT_CODE_NOTLEADER_LEAKED:
+        /* dqlite 1.11 forwards raft_apply's RAFT_NOTLEADER (7, which reads as SQLITE_NOMEM) when
+         * a write reaches a leader that is handing leadership over; it aborted the frames, so
+         * nothing was applied. Seen during TRANSFER under write load. */
+        if (req == PROTO_REQ_EXEC || req == PROTO_REQ_EXEC_SQL) {
+            return GERR_NOTLEADER;
+        }
+        return GERR_SQL;
     case DQLITE_IOERR_LEADERSHIP_LOST:
     case DQLITE_IOERR_LEADERSHIP_LOST_LEGACY:
     case SQLITE_IOERR_WRITE_CODE:

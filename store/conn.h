@@ -47,7 +47,9 @@ struct store_conn {
  * "checkpoint in progress") -> GERR_BUSY; 19 and its extended codes -> GERR_CONSTRAINT. dqlite
  * overloads 12 (SQLITE_NOTFOUND): answering FINALIZE it means "no statement with the given id"
  * (GERR_NOTFOUND); otherwise "no database opened", i.e. our leader connection was closed after a
- * step-down (GERR_NOTLEADER: reconnect). Everything else -> GERR_SQL. */
+ * step-down (GERR_NOTLEADER: reconnect). 7 answering EXEC or EXEC_SQL is raft's RAFT_NOTLEADER
+ * leaked by dqlite 1.11 during a leadership transfer (frames aborted, nothing applied):
+ * GERR_NOTLEADER. Everything else -> GERR_SQL. */
 int store_err_from_dqlite(uint64_t code, int req);
 
 /* How to reach a node. The default (store_conn_tcp_dial) opens a TCP connection with

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/membership.h"
 #include "raft/peertls.h"
 #include "store/client.h"
 #include "store/node.h"
@@ -45,6 +47,12 @@ static const char usage[] =
     "  --voter | --standby  role requested with --join (default voter)\n"
     "  --join-timeout-ms N  give up joining after N ms (default 60000)\n"
     "  --snapshot-threshold N, --snapshot-trailing N, --failure-domain N\n"
+    "  --manage-roles       while this node leads, keep voters and standbys per the roles policy\n"
+    "                       (raft/roles.h): 3 voters, 5 from --five-voters-at healthy members\n"
+    "                       (default 6), the rest standbys; a member unreachable for --grace-ms\n"
+    "                       (default 30000) is replaced. --roles-interval-ms N (default 1000)\n"
+    "  --handover           on SIGTERM, hand over first: promote a replacement voter, transfer\n"
+    "                       leadership, demote this node (--handover-timeout-ms, default 30000)\n"
     "  --tls-dir D          peer traffic over mutual TLS: D holds ca.pem, cert.pem and key.pem\n"
     "                       from the cluster CA. The node then listens on a private abstract\n"
     "                       socket and a TLS relay serves --address (raft/peertls.h)\n"
@@ -204,6 +212,69 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
     return rv;
 }
 
+/* The roles thread: one policy round per interval, until stopped. */
+struct roles_loop {
+    struct membership m;
+    struct store_client cl;
+    uint64_t self_id;
+    unsigned interval_ms;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stop;
+};
+
+static void *roles_main(void *arg)
+{
+    struct roles_loop *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        bool changed;
+        struct roles_change ch;
+        membership_adjust(&r->m, r->self_id, &changed, &ch);
+        pthread_mutex_lock(&r->mu);
+        if (changed) {
+            continue; /* converge quickly: one change per round */
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += r->interval_ms / 1000;
+        until.tv_nsec += (long)(r->interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* A client for membership work: this node first, then the join list. */
+static int membership_client(struct store_client *cl, const char *self, const char *join, store_dial_fn dial,
+                             void *dial_arg, char *list, size_t list_len)
+{
+    const char *addrs[STORE_MAX_ADDRESSES];
+    unsigned n = 0;
+    addrs[n++] = self;
+    snprintf(list, list_len, "%s", join != NULL ? join : "");
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL && n < STORE_MAX_ADDRESSES;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (*tok != '\0' && strcmp(tok, self) != 0) {
+            addrs[n++] = tok;
+        }
+    }
+    struct store_client_config cfg = {.addresses = addrs,
+                                      .n_addresses = n,
+                                      .leader_timeout_ms = 5000,
+                                      .request_timeout_ms = 30000,
+                                      .dial = dial,
+                                      .dial_arg = dial_arg};
+    return store_client_init(cl, &cfg);
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -217,6 +288,12 @@ int main(int argc, char **argv)
         OPT_DOMAIN,
         OPT_LOG_LEVEL,
         OPT_TLS_DIR,
+        OPT_MANAGE_ROLES,
+        OPT_ROLES_INTERVAL,
+        OPT_GRACE,
+        OPT_FIVE_AT,
+        OPT_HANDOVER,
+        OPT_HANDOVER_TIMEOUT,
         OPT_HELP
     };
     static const struct option opts[] = {
@@ -233,12 +310,21 @@ int main(int argc, char **argv)
         {"failure-domain", required_argument, NULL, OPT_DOMAIN},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"tls-dir", required_argument, NULL, OPT_TLS_DIR},
+        {"manage-roles", no_argument, NULL, OPT_MANAGE_ROLES},
+        {"roles-interval-ms", required_argument, NULL, OPT_ROLES_INTERVAL},
+        {"grace-ms", required_argument, NULL, OPT_GRACE},
+        {"five-voters-at", required_argument, NULL, OPT_FIVE_AT},
+        {"handover", no_argument, NULL, OPT_HANDOVER},
+        {"handover-timeout-ms", required_argument, NULL, OPT_HANDOVER_TIMEOUT},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct store_node_config cfg = {0};
     const char *join = NULL;
     const char *tls_dir = NULL;
+    bool manage_roles = false, handover = false;
+    uint64_t roles_interval_ms = 1000, handover_timeout_ms = 30000;
+    struct roles_policy policy = {.grace_ms = ROLES_DEFAULT_GRACE_MS, .five_voters_at = ROLES_DEFAULT_FIVE_VOTERS_AT};
     int role = -1;
     uint64_t v, join_timeout_ms = 60000;
     int c;
@@ -306,6 +392,32 @@ int main(int argc, char **argv)
             break;
         case OPT_TLS_DIR:
             tls_dir = optarg;
+            break;
+        case OPT_MANAGE_ROLES:
+            manage_roles = true;
+            break;
+        case OPT_HANDOVER:
+            handover = true;
+            break;
+        case OPT_ROLES_INTERVAL:
+        case OPT_GRACE:
+        case OPT_FIVE_AT:
+        case OPT_HANDOVER_TIMEOUT:
+            if (parse_uint(optarg, 24u * 3600u * 1000u, &v) != 0 || v == 0) {
+                return bad_flag("%s must be a positive integer, got \"%s\"", argv[optind - 1], optarg);
+            }
+            if (c == OPT_ROLES_INTERVAL) {
+                roles_interval_ms = v;
+            } else if (c == OPT_GRACE) {
+                policy.grace_ms = v;
+            } else if (c == OPT_FIVE_AT) {
+                if (v < 5) {
+                    return bad_flag("--five-voters-at must be at least 5");
+                }
+                policy.five_voters_at = (unsigned)v;
+            } else {
+                handover_timeout_ms = v;
+            }
             break;
         case OPT_HELP:
             fputs(usage, stdout);
@@ -387,15 +499,56 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    struct roles_loop roles = {.self_id = cfg.id, .interval_ms = (unsigned)roles_interval_ms};
+    char roles_list[STORE_MAX_ADDRESSES * 64];
+    bool membership_ready = false;
+    if (manage_roles || handover) {
+        if (membership_client(&roles.cl, cfg.address, join, cfg.dial, cfg.dial_arg, roles_list, sizeof roles_list) ==
+            0) {
+            membership_init(&roles.m, &roles.cl, &policy, cfg.dial, cfg.dial_arg, NULL);
+            membership_ready = true;
+        }
+    }
+    if (manage_roles && membership_ready) {
+        pthread_mutex_init(&roles.mu, NULL);
+        pthread_cond_init(&roles.cond, NULL);
+        if (pthread_create(&roles.thread, NULL, roles_main, &roles) != 0) {
+            fprintf(stderr, "gantry-store-node: cannot start the roles thread\n");
+            manage_roles = false;
+        }
+    }
+
     printf("READY %" PRIu64 " %s\n", cfg.id, cfg.address);
     fflush(stdout);
 
+    int sig;
     for (;;) {
-        int sig = sigwaitinfo(&stop_set, NULL);
+        sig = sigwaitinfo(&stop_set, NULL);
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_INFO("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
+    }
+    if (manage_roles && membership_ready) {
+        pthread_mutex_lock(&roles.mu);
+        roles.stop = true;
+        pthread_cond_signal(&roles.cond);
+        pthread_mutex_unlock(&roles.mu);
+        pthread_join(roles.thread, NULL);
+        pthread_cond_destroy(&roles.cond);
+        pthread_mutex_destroy(&roles.mu);
+    }
+    if (handover && membership_ready && sig == SIGTERM) {
+        uint64_t t0 = clock_mono_ms(clock_system());
+        rv = membership_handover(&roles.m, cfg.id, (unsigned)handover_timeout_ms);
+        if (rv == 0) {
+            LOG_INFO("handover done in %" PRIu64 " ms", clock_mono_ms(clock_system()) - t0);
+        } else {
+            LOG_WARN("handover incomplete: %s", roles.m.errmsg);
+        }
+    }
+    if (membership_ready) {
+        store_client_close(&roles.cl);
     }
     store_node_stop(node);
     if (relay != NULL) {

@@ -244,7 +244,7 @@ static int spawn_node(struct cluster *c, unsigned i, char *errmsg)
 {
     struct cluster_node *nd = &c->nodes[i];
     char id[24], latency[24], tls_dir[PROC_PATH_MAX + 32];
-    const char *argv[20];
+    const char *argv[20 + CLUSTER_MAX_EXTRA_ARGS];
     int k = 0;
     const char *level = getenv("GANTRY_IT_LOG_LEVEL");
 
@@ -271,7 +271,10 @@ static int spawn_node(struct cluster *c, unsigned i, char *errmsg)
     if (i != 0 && (nd->starts == 0 || c->join_on_restart)) {
         argv[k++] = "--join";
         argv[k++] = c->join;
-        argv[k++] = "--voter";
+        argv[k++] = c->join_as_standby ? "--standby" : "--voter";
+    }
+    for (unsigned e = 0; e < c->n_extra_args; e++) {
+        argv[k++] = c->extra_args[e];
     }
     argv[k] = NULL;
     struct proc_spec spec = {
@@ -375,6 +378,15 @@ int cluster_start(struct cluster *c, unsigned n, const struct cluster_opts *o, c
     }
     c->dial = o->dial;
     c->dial_arg = o->dial_arg;
+    c->join_as_standby = o->join_as_standby;
+    for (const char *const *a = o->extra_args; a != NULL && *a != NULL; a++) {
+        if (c->n_extra_args == CLUSTER_MAX_EXTRA_ARGS) {
+            gerr_set(errmsg, "cluster: more than %u extra node arguments", CLUSTER_MAX_EXTRA_ARGS);
+            return GERR_INVAL;
+        }
+        c->extra_args[c->n_extra_args++] = *a;
+    }
+    unsigned start_n = o->start_nodes != 0 && o->start_nodes < n ? o->start_nodes : n;
     const char *tmp = getenv("TMPDIR");
     snprintf(c->root, sizeof c->root, "%s/gantry-it-XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
     if (mkdtemp(c->root) == NULL) {
@@ -407,17 +419,18 @@ int cluster_start(struct cluster *c, unsigned n, const struct cluster_opts *o, c
     }
     /* The joiners start together: their ADD/ASSIGN requests collide on purpose (one
      * configuration change at a time), which gantry-store-node must retry. */
-    for (unsigned i = 1; i < n; i++) {
+    for (unsigned i = 1; i < start_n; i++) {
         if ((rv = spawn_node(c, i, errmsg)) != 0) {
             goto err_after_root;
         }
     }
-    for (unsigned i = 1; i < n; i++) {
+    for (unsigned i = 1; i < start_n; i++) {
         if ((rv = wait_ready(c, i, errmsg)) != 0) {
             goto err_after_root;
         }
     }
-    if ((rv = cluster_wait_voters(c, n, c->ready_timeout_ms, errmsg)) != 0) {
+    /* Standby joiners get their final roles from the roles policy: the test waits for those. */
+    if (!c->join_as_standby && (rv = cluster_wait_voters(c, start_n, c->ready_timeout_ms, errmsg)) != 0) {
         goto err_after_root;
     }
     return 0;
@@ -483,11 +496,12 @@ static void init_client(struct cluster *c, struct store_client *cl, unsigned lea
     store_client_init(cl, &cfg);
 }
 
-int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms, char *errmsg)
+int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares, unsigned timeout_ms,
+                       char *errmsg)
 {
     struct store_client cl;
     uint64_t deadline = now_ms() + timeout_ms;
-    unsigned seen_voters = 0, seen_total = 0;
+    unsigned seen[3] = {0, 0, 0};
     int rv;
 
     init_client(c, &cl, timeout_ms);
@@ -496,19 +510,22 @@ int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms,
         unsigned n = 0;
         rv = store_client_cluster(&cl, &nodes, &n);
         if (rv == 0) {
-            seen_voters = 0;
-            seen_total = n;
+            seen[0] = seen[1] = seen[2] = 0;
             for (unsigned i = 0; i < n; i++) {
-                seen_voters += nodes[i].role == PROTO_ROLE_VOTER;
+                if (nodes[i].role >= 0 && nodes[i].role <= 2) {
+                    seen[nodes[i].role]++;
+                }
             }
             mem_free(nodes);
-            if (seen_voters == voters && seen_total == voters) {
+            if (seen[0] == voters && seen[1] == standbys && seen[2] == spares) {
                 break;
             }
         }
         if (now_ms() >= deadline) {
-            gerr_set(errmsg, "cluster: wanted %u voters, saw %u of %u nodes within %u ms (%s)", voters,
-                     seen_voters, seen_total, timeout_ms, rv != 0 ? cl.errmsg : "membership incomplete");
+            gerr_set(errmsg,
+                     "cluster: wanted %u voters, %u standbys, %u spares; saw %u, %u, %u within %u ms (%s)", voters,
+                     standbys, spares, seen[0], seen[1], seen[2], timeout_ms,
+                     rv != 0 ? cl.errmsg : "membership not there yet");
             rv = GERR_TIMEOUT;
             break;
         }
@@ -517,6 +534,11 @@ int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms,
     }
     store_client_close(&cl);
     return rv;
+}
+
+int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms, char *errmsg)
+{
+    return cluster_wait_roles(c, voters, 0, 0, timeout_ms, errmsg);
 }
 
 int cluster_leader(struct cluster *c, unsigned timeout_ms, uint64_t *id, char *errmsg)

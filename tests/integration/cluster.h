@@ -23,6 +23,7 @@
 #include "store/client.h"
 
 #define CLUSTER_MAX_NODES 7u
+#define CLUSTER_MAX_EXTRA_ARGS 16u
 
 struct cluster_opts {
     const char *node_bin;      /* path of gantry-store-node (required) */
@@ -31,6 +32,12 @@ struct cluster_opts {
     const char *tls_root;      /* if set, node with id N runs with --tls-dir <tls_root>/node<N> */
     store_dial_fn dial;        /* how the harness's own clients reach nodes (NULL = plain TCP) */
     void *dial_arg;
+    const char *const *extra_args; /* NULL-terminated, appended to every node's arguments */
+    bool join_as_standby;      /* joiners ask for --standby (roles then come from the policy) and
+                                * cluster_start does not wait for voters */
+    unsigned start_nodes;      /* start only the first N of the @n nodes (0 = all); the others
+                                * have their ports and directories and start with
+                                * cluster_node_start */
 };
 
 struct cluster_node {
@@ -53,6 +60,9 @@ struct cluster {
     char tls_root[PROC_PATH_MAX];
     store_dial_fn dial;
     void *dial_arg;
+    const char *extra_args[CLUSTER_MAX_EXTRA_ARGS];
+    unsigned n_extra_args;
+    bool join_as_standby;
     struct cluster_node nodes[CLUSTER_MAX_NODES];
     const char *addrs[CLUSTER_MAX_NODES]; /* nodes[i].address, for store_client_config */
     char join[CLUSTER_MAX_NODES * 32];
@@ -94,6 +104,10 @@ void cluster_client_config(const struct cluster *c, struct store_client_config *
 
 /* Poll CLUSTER until it lists @voters voters (and nothing else), within @timeout_ms. */
 int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms, char *errmsg);
+
+/* Poll CLUSTER until it lists exactly @voters voters, @standbys standbys and @spares spares. */
+int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares, unsigned timeout_ms,
+                       char *errmsg);
 
 /* The leader's id as the cluster reports it (through a fresh client), within @timeout_ms. */
 int cluster_leader(struct cluster *c, unsigned timeout_ms, uint64_t *id, char *errmsg);

@@ -70,18 +70,34 @@ static void three_nodes_become_three_voters(void **state)
     assert_int_equal(count(nodes, 3, V), 3);
 }
 
-static void five_healthy_members_get_five_voters(void **state)
+static void five_members_keep_three_voters_six_get_five(void **state)
 {
     (void)state;
-    struct roles_node nodes[6];
-    for (unsigned i = 0; i < 6; i++) {
+    struct roles_node nodes[7];
+    for (unsigned i = 0; i < 7; i++) {
         nodes[i] = (struct roles_node){.id = i + 1, .role = i == 0 ? V : P, .online = true};
     }
     converge(nodes, 5, 1);
-    assert_int_equal(count(nodes, 5, V), 5);
+    assert_int_equal(count(nodes, 5, V), 3); /* a standby stays ready to replace a voter */
+    assert_int_equal(count(nodes, 5, S), 2);
     converge(nodes, 6, 1);
     assert_int_equal(count(nodes, 6, V), 5);
     assert_int_equal(count(nodes, 6, S), 1);
+    converge(nodes, 7, 1);
+    assert_int_equal(count(nodes, 7, V), 5);
+    assert_int_equal(count(nodes, 7, S), 2);
+}
+
+static void five_voters_threshold_is_configurable(void **state)
+{
+    (void)state;
+    struct roles_policy p5 = {.grace_ms = 30000, .five_voters_at = 5};
+    struct roles_node nodes[5];
+    for (unsigned i = 0; i < 5; i++) {
+        nodes[i] = (struct roles_node){.id = i + 1, .role = i == 0 ? V : S, .online = true};
+    }
+    assert_int_equal(roles_target_voters(nodes, 5, &p5), 5);
+    assert_int_equal(roles_target_voters(nodes, 5, &policy), 3);
 }
 
 static void four_nodes_spread_voters_over_failure_domains(void **state)
@@ -129,17 +145,17 @@ static void dead_voter_without_replacement_is_kept(void **state)
 static void five_voters_do_not_shrink_during_grace(void **state)
 {
     (void)state;
-    struct roles_node nodes[5];
-    for (unsigned i = 0; i < 5; i++) {
-        nodes[i] = (struct roles_node){.id = i + 1, .role = V, .online = true};
+    struct roles_node nodes[6];
+    for (unsigned i = 0; i < 6; i++) {
+        nodes[i] = (struct roles_node){.id = i + 1, .role = i < 5 ? V : S, .online = true};
     }
     nodes[4].online = false;
     nodes[4].offline_ms = 5000;
-    assert_int_equal(converge(nodes, 5, 1), 0); /* would otherwise demote a healthy voter */
+    assert_int_equal(converge(nodes, 6, 1), 0); /* would otherwise demote a healthy voter */
     nodes[4].offline_ms = policy.grace_ms + 1;
-    converge(nodes, 5, 1);
-    assert_int_equal(nodes[4].role, P);
-    assert_int_equal(count(nodes, 5, V), 3);
+    converge(nodes, 6, 1);
+    assert_int_equal(nodes[4].role, P);      /* the dead voter is out... */
+    assert_int_equal(count(nodes, 6, V), 3); /* ...and 5 healthy members keep 3 voters */
     assert_int_equal(nodes[0].role, V);
 }
 
@@ -173,7 +189,8 @@ int main(void)
         cmocka_unit_test(single_node_stays_voter),
         cmocka_unit_test(two_nodes_keep_one_voter),
         cmocka_unit_test(three_nodes_become_three_voters),
-        cmocka_unit_test(five_healthy_members_get_five_voters),
+        cmocka_unit_test(five_members_keep_three_voters_six_get_five),
+        cmocka_unit_test(five_voters_threshold_is_configurable),
         cmocka_unit_test(four_nodes_spread_voters_over_failure_domains),
         cmocka_unit_test(dead_voter_is_replaced_after_grace_only),
         cmocka_unit_test(dead_voter_without_replacement_is_kept),

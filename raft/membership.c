@@ -1,0 +1,218 @@
+/* Membership management: probes, the roles policy, clean-stop handover. See membership.h. */
+#include "raft/membership.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/rand.h"
+
+void membership_init(struct membership *m, struct store_client *cl, const struct roles_policy *policy,
+                     store_dial_fn dial, void *dial_arg, struct clock *clock)
+{
+    memset(m, 0, sizeof *m);
+    m->cl = cl;
+    m->dial = dial;
+    m->dial_arg = dial_arg;
+    m->policy = *policy;
+    if (m->policy.grace_ms == 0) {
+        m->policy.grace_ms = ROLES_DEFAULT_GRACE_MS;
+    }
+    m->probe_timeout_ms = MEMBERSHIP_DEFAULT_PROBE_TIMEOUT_MS;
+    m->clock = clock != NULL ? clock : clock_system();
+}
+
+static struct membership_seen *seen_entry(struct membership *m, uint64_t id, uint64_t now)
+{
+    for (unsigned i = 0; i < m->n_seen; i++) {
+        if (m->seen[i].id == id) {
+            return &m->seen[i];
+        }
+    }
+    if (m->n_seen == MEMBERSHIP_MAX_NODES) {
+        return NULL;
+    }
+    struct membership_seen *s = &m->seen[m->n_seen++];
+    s->id = id;
+    s->first_ms = now;
+    s->last_ok_ms = 0;
+    return s;
+}
+
+/* DESCRIBE a member directly. */
+static bool probe(struct membership *m, const char *address, uint64_t *domain, uint64_t *weight)
+{
+    struct store_conn c;
+    bool ok = false;
+    if (store_conn_open(&c, address, m->probe_timeout_ms, m->dial, m->dial_arg) == 0) {
+        c.timeout_ms = m->probe_timeout_ms;
+        ok = store_conn_describe(&c, domain, weight) == 0;
+    }
+    store_conn_close(&c);
+    return ok;
+}
+
+int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigned *n, uint64_t *leader_id)
+{
+    struct proto_node_info *info;
+    unsigned count;
+    int rv = store_client_cluster(m->cl, &info, &count);
+    if (rv != 0) {
+        memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
+        return rv;
+    }
+    *leader_id = m->cl->leader_id;
+    uint64_t now = clock_mono_ms(m->clock);
+    struct roles_node *out = mem_zalloc(sizeof *out * (count == 0 ? 1 : count));
+    for (unsigned i = 0; i < count; i++) {
+        uint64_t domain = 0, weight = 0;
+        struct membership_seen *s = seen_entry(m, info[i].id, now);
+        bool online = probe(m, info[i].address, &domain, &weight);
+        if (online && s != NULL) {
+            s->last_ok_ms = now;
+        }
+        uint64_t since = s == NULL ? now : (s->last_ok_ms != 0 ? s->last_ok_ms : s->first_ms);
+        out[i] = (struct roles_node){.id = info[i].id,
+                                     .role = info[i].role,
+                                     .online = online,
+                                     .offline_ms = online ? 0 : now - since,
+                                     .failure_domain = domain,
+                                     .weight = weight};
+    }
+    mem_free(info);
+    *nodes = out;
+    *n = count;
+    return 0;
+}
+
+static const char *role_name(int role)
+{
+    return role == PROTO_ROLE_VOTER ? "voter" : role == PROTO_ROLE_STANDBY ? "standby" : "spare";
+}
+
+int membership_adjust(struct membership *m, uint64_t self_id, bool *changed, struct roles_change *change)
+{
+    struct roles_node *nodes;
+    unsigned n;
+    uint64_t leader;
+    *changed = false;
+    int rv = membership_snapshot(m, &nodes, &n, &leader);
+    if (rv != 0) {
+        return rv;
+    }
+    if (leader == self_id && roles_plan(nodes, n, leader, &m->policy, change)) {
+        rv = store_client_assign(m->cl, change->id, change->role);
+        if (rv == 0) {
+            *changed = true;
+            LOG_INFO("roles: node %" PRIu64 " is now a %s (%s)", change->id, role_name(change->role), change->reason);
+        } else {
+            memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
+            LOG_WARN("roles: make node %" PRIu64 " a %s (%s): %s", change->id, role_name(change->role),
+                     change->reason, m->errmsg);
+        }
+    }
+    mem_free(nodes);
+    return rv;
+}
+
+static const struct roles_node *find(const struct roles_node *nodes, unsigned n, uint64_t id)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (nodes[i].id == id) {
+            return &nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* The healthy non-voter to take our place: standbys first (they hold the data), then spares. */
+static const struct roles_node *replacement(const struct roles_node *nodes, unsigned n, uint64_t self_id)
+{
+    const struct roles_node *best = NULL;
+    for (unsigned i = 0; i < n; i++) {
+        const struct roles_node *x = &nodes[i];
+        if (x->id == self_id || !x->online || x->role == PROTO_ROLE_VOTER) {
+            continue;
+        }
+        if (best == NULL || (x->role == PROTO_ROLE_STANDBY && best->role != PROTO_ROLE_STANDBY)) {
+            best = x;
+        }
+    }
+    return best;
+}
+
+/* One step of the handover: 0 with *@done set when there is nothing left to do, 0 after a
+ * successful step (call again), or an error. */
+static int handover_step(struct membership *m, uint64_t self_id, bool *done)
+{
+    struct roles_node *nodes;
+    unsigned n;
+    uint64_t leader;
+    int rv = membership_snapshot(m, &nodes, &n, &leader);
+    if (rv != 0) {
+        return rv;
+    }
+    const struct roles_node *self = find(nodes, n, self_id);
+    unsigned healthy_voters = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id) {
+            healthy_voters++;
+        }
+    }
+    unsigned target = roles_target_voters(nodes, n, &m->policy);
+    const struct roles_node *repl = replacement(nodes, n, self_id);
+    *done = false;
+    if (self == NULL || self->role != PROTO_ROLE_VOTER) {
+        *done = true; /* not a voter: quorum does not depend on us */
+    } else if (healthy_voters < target && repl != NULL) {
+        LOG_INFO("handover: promoting node %" PRIu64 " to take this voter's place", repl->id);
+        rv = store_client_assign(m->cl, repl->id, PROTO_ROLE_VOTER);
+    } else if (leader == self_id && healthy_voters > 0) {
+        uint64_t to = 0;
+        for (unsigned i = 0; i < n && to == 0; i++) {
+            if (nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id) {
+                to = nodes[i].id;
+            }
+        }
+        LOG_INFO("handover: transferring leadership to node %" PRIu64, to);
+        rv = store_client_transfer(m->cl, to);
+    } else if (leader != self_id && healthy_voters >= target) {
+        LOG_INFO("handover: a replacement voter is in place; demoting this node to spare");
+        rv = store_client_assign(m->cl, self_id, PROTO_ROLE_SPARE);
+    } else {
+        *done = true; /* a voter with no replacement stays one: demoting it would shrink quorum */
+    }
+    if (rv != 0) {
+        memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
+    }
+    mem_free(nodes);
+    return rv;
+}
+
+int membership_handover(struct membership *m, uint64_t self_id, unsigned timeout_ms)
+{
+    uint64_t deadline = clock_mono_ms(m->clock) + timeout_ms;
+    unsigned delay = 20;
+    for (unsigned steps = 0; steps < 16; steps++) {
+        bool done = false;
+        int rv = handover_step(m, self_id, &done);
+        if (rv == 0 && done) {
+            return 0;
+        }
+        if (rv != 0) {
+            LOG_WARN("handover: %s (%s); retrying", m->errmsg, gerr_name(rv));
+            if (clock_mono_ms(m->clock) >= deadline) {
+                return GERR_TIMEOUT;
+            }
+            m->clock->sleep_ns(m->clock, rand_range(delay / 2, delay) * 1000000u);
+            delay = delay * 2 > 500 ? 500 : delay * 2;
+        }
+        if (clock_mono_ms(m->clock) >= deadline) {
+            gerr_set(m->errmsg, "handover did not finish within %u ms", timeout_ms);
+            return GERR_TIMEOUT;
+        }
+    }
+    gerr_set(m->errmsg, "handover did not settle after 16 steps");
+    return GERR_TIMEOUT;
+}
