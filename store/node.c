@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,4 +269,53 @@ void store_node_stop(struct store_node *n)
     dqlite_node_destroy(n->dq);
     LOG_INFO("node %llu: stopped", (unsigned long long)n->id);
     mem_free(n);
+}
+
+int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members, unsigned n,
+                       char *errmsg)
+{
+    struct sockaddr_in sa;
+    bool self_listed = false;
+    int rv;
+
+    if (cfg->id == 0 || cfg->address == NULL || cfg->dir == NULL || n == 0 || n > 64) {
+        gerr_set(errmsg, "recover: need this node's id, address, data dir and 1 to 64 members");
+        return GERR_INVAL;
+    }
+    dqlite_node_info_ext *infos = mem_zalloc(sizeof *infos * n);
+    for (unsigned i = 0; i < n; i++) {
+        if (members[i].id == 0 || members[i].address == NULL || addr_parse_ipv4(members[i].address, &sa, 0) != 0 ||
+            members[i].role < 0 || members[i].role > 2) {
+            gerr_set(errmsg, "recover: member #%u needs a non-zero id, an a.b.c.d:port address and a role", i);
+            mem_free(infos);
+            return GERR_INVAL;
+        }
+        self_listed = self_listed || members[i].id == cfg->id;
+        infos[i].size = sizeof infos[i];
+        infos[i].id = members[i].id;
+        infos[i].address = (uint64_t)(uintptr_t)members[i].address;
+        infos[i].dqlite_role = (uint64_t)members[i].role; /* dqlite's roles are the wire protocol's */
+    }
+    if (!self_listed) {
+        gerr_set(errmsg, "recover: node %llu must be one of the members it recovers to",
+                 (unsigned long long)cfg->id);
+        mem_free(infos);
+        return GERR_INVAL;
+    }
+    struct store_node tmp = {.id = cfg->id};
+    snprintf(tmp.address, sizeof tmp.address, "%s", cfg->address);
+    rv = dqlite_node_create(cfg->id, cfg->address, cfg->dir, &tmp.dq);
+    if (rv == 0) {
+        rv = dqlite_node_recover_ext(tmp.dq, infos, (int)n);
+    }
+    if (rv != 0) {
+        rv = node_fail(&tmp, rv, "recover", errmsg);
+    } else {
+        LOG_INFO("node %llu: recovered: the cluster now has %u member(s)", (unsigned long long)cfg->id, n);
+    }
+    if (tmp.dq != NULL) {
+        dqlite_node_destroy(tmp.dq);
+    }
+    mem_free(infos);
+    return rv;
 }

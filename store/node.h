@@ -50,4 +50,21 @@ int store_node_start(const struct store_node_config *cfg, struct store_node **ou
 /* Stop the node (blocking until dqlite's thread exits) and free it. */
 void store_node_stop(struct store_node *n);
 
+/* A member of a recovered cluster. */
+struct store_node_member {
+    uint64_t id;
+    const char *address;
+    int role; /* enum proto_role */
+};
+
+/* Disaster recovery when a majority is lost for good (dqlite_node_recover_ext). Rewrites the
+ * Raft configuration in @cfg->dir so the cluster consists of @members only (they must include
+ * @cfg->id). Run it on a STOPPED node, the survivor with the most up-to-date log, exactly once;
+ * then start that node, copy its data dir to any other survivor listed in @members, and grow the
+ * cluster again with fresh nodes (docs/operations.md, "Recovering from the loss of a majority").
+ * Returns 0, GERR_INVAL (bad arguments, or @cfg->id not among @members) or GERR_IO (dqlite's
+ * message in @errmsg). */
+int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members, unsigned n,
+                       char *errmsg);
+
 #endif

@@ -53,6 +53,10 @@ static const char usage[] =
     "                       (default 30000) is replaced. --roles-interval-ms N (default 1000)\n"
     "  --handover           on SIGTERM, hand over first: promote a replacement voter, transfer\n"
     "                       leadership, demote this node (--handover-timeout-ms, default 30000)\n"
+    "  --recover MEMBERS    disaster recovery, then exit: rewrite the stopped node's Raft\n"
+    "                       configuration so the cluster is MEMBERS only, given as\n"
+    "                       ID=A.B.C.D:PORT[/voter|/standby|/spare],... and including --id\n"
+    "                       (docs/operations.md, \"Recovering from the loss of a majority\")\n"
     "  --tls-dir D          peer traffic over mutual TLS: D holds ca.pem, cert.pem and key.pem\n"
     "                       from the cluster CA. The node then listens on a private abstract\n"
     "                       socket and a TLS relay serves --address (raft/peertls.h)\n"
@@ -212,6 +216,41 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
     return rv;
 }
 
+/* Parse "ID=ADDR[/role],..." for --recover into @out (addresses point into @buf). */
+static int parse_members(const char *spec, char *buf, size_t buf_len, struct store_node_member *out, unsigned max,
+                         unsigned *n)
+{
+    *n = 0;
+    snprintf(buf, buf_len, "%s", spec);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        uint64_t id;
+        if (eq == NULL || *n == max) {
+            return -1;
+        }
+        *eq = '\0';
+        if (parse_uint(tok, UINT64_MAX, &id) != 0 || id == 0) {
+            return -1;
+        }
+        char *address = eq + 1;
+        int role = PROTO_ROLE_VOTER;
+        char *slash = strchr(address, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            const char *r = slash + 1;
+            role = strcmp(r, "voter") == 0 ? PROTO_ROLE_VOTER
+                   : strcmp(r, "standby") == 0 ? PROTO_ROLE_STANDBY
+                   : strcmp(r, "spare") == 0   ? PROTO_ROLE_SPARE
+                                               : -1;
+            if (role < 0) {
+                return -1;
+            }
+        }
+        out[(*n)++] = (struct store_node_member){.id = id, .address = address, .role = role};
+    }
+    return *n > 0 ? 0 : -1;
+}
+
 /* The roles thread: one policy round per interval, until stopped. */
 struct roles_loop {
     struct membership m;
@@ -294,6 +333,7 @@ int main(int argc, char **argv)
         OPT_FIVE_AT,
         OPT_HANDOVER,
         OPT_HANDOVER_TIMEOUT,
+        OPT_RECOVER,
         OPT_HELP
     };
     static const struct option opts[] = {
@@ -316,12 +356,14 @@ int main(int argc, char **argv)
         {"five-voters-at", required_argument, NULL, OPT_FIVE_AT},
         {"handover", no_argument, NULL, OPT_HANDOVER},
         {"handover-timeout-ms", required_argument, NULL, OPT_HANDOVER_TIMEOUT},
+        {"recover", required_argument, NULL, OPT_RECOVER},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
     struct store_node_config cfg = {0};
     const char *join = NULL;
     const char *tls_dir = NULL;
+    const char *recover = NULL;
     bool manage_roles = false, handover = false;
     uint64_t roles_interval_ms = 1000, handover_timeout_ms = 30000;
     struct roles_policy policy = {.grace_ms = ROLES_DEFAULT_GRACE_MS, .five_voters_at = ROLES_DEFAULT_FIVE_VOTERS_AT};
@@ -396,6 +438,9 @@ int main(int argc, char **argv)
         case OPT_MANAGE_ROLES:
             manage_roles = true;
             break;
+        case OPT_RECOVER:
+            recover = optarg;
+            break;
         case OPT_HANDOVER:
             handover = true;
             break;
@@ -440,6 +485,20 @@ int main(int argc, char **argv)
     }
     if (join != NULL && cfg.id == 1) {
         return bad_flag("node 1 bootstraps a cluster and cannot --join one");
+    }
+    if (recover != NULL) {
+        struct store_node_member members[64];
+        char buf[4096], errmsg[GERR_MSG_SIZE];
+        unsigned n;
+        if (join != NULL || parse_members(recover, buf, sizeof buf, members, 64, &n) != 0) {
+            return bad_flag("--recover wants ID=A.B.C.D:PORT[/voter|/standby|/spare],... and no --join");
+        }
+        if (store_node_recover(&cfg, members, n, errmsg) != 0) {
+            fprintf(stderr, "gantry-store-node: %s\n", errmsg);
+            return 1;
+        }
+        printf("RECOVERED %" PRIu64 " members=%u\n", cfg.id, n);
+        return 0;
     }
 
     char replica[32];
