@@ -65,6 +65,26 @@ static const char usage[] =
     "Prints \"READY <id> <address>\" on stdout once the node runs (and has joined); stops cleanly\n"
     "on SIGTERM or SIGINT. Logs go to stderr.\n";
 
+#if defined(__SANITIZE_ADDRESS__)
+#define NODE_MAIN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NODE_MAIN_ASAN 1
+#endif
+#endif
+#ifdef NODE_MAIN_ASAN
+/* dqlite 1.11 leaks a node that was created but never started (dqlite_node_destroy skips the
+ * raft and libuv teardown that only dqlite_node_stop does), which --recover must do. These are
+ * allocations inside libraft and the loop dqlite initialises for the node. One libuv frame has
+ * no symbol, hence the library-wide entry: acceptable only because this binary uses libuv solely
+ * through dqlite. The suppressions are compiled into this program alone. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:raft_uv_init\nleak:raft_init\nleak:uv_loop_init\nleak:libuv.so.1\n";
+}
+#endif
+
 static int bad_flag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int bad_flag(const char *fmt, ...)
 {

@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "raft/peertls.h"
+#include "store/backup.h"
 #include "store/client.h"
 #include "store/migrate.h"
 
@@ -35,6 +36,7 @@ static const char usage[] =
     "  remove ID           remove a node from the cluster\n"
     "  transfer [ID]       hand leadership to node ID (0 or absent: let Raft pick)\n"
     "  dump DIR            write a consistent backup of the database into DIR\n"
+    "  restore DIR         load a backup made by dump into this (new, empty) cluster\n"
     "\n"
     "Example:\n"
     "  gantry-store --address 127.0.0.1:7001,127.0.0.1:7002 members\n"
@@ -294,6 +296,16 @@ int main(int argc, char **argv)
             status = fail(&cl, rv, "dump");
         } else {
             printf("backup written to %s/%s and %s/%s-wal\n", args[0], cl.database, args[0], cl.database);
+        }
+    } else if (strcmp(cmd, "restore") == 0 && nargs == 1) {
+        struct store_restore_stats st;
+        char errmsg[GERR_MSG_SIZE];
+        if ((rv = store_restore(&cl, args[0], &st, errmsg)) != 0) {
+            fprintf(stderr, "gantry-store: restore failed: %s (%s)\n", errmsg, gerr_name(rv));
+            status = 1;
+        } else {
+            printf("restored %u tables, %" PRIu64 " rows, %u indexes/views/triggers\n", st.tables, st.rows,
+                   st.other_objects);
         }
     } else {
         fputs(usage, stderr);

@@ -1,0 +1,31 @@
+/* Restoring a backup (store_client_dump's two files) into a new, empty cluster.
+ *
+ * dqlite 1.11 has no RESTORE request, so the backup is opened read-only with the local SQLite
+ * library (which replays its WAL) and replayed through the store client: every table's CREATE
+ * statement, its rows in transactions of up to STORE_RESTORE_BATCH rows, then indexes, views and
+ * triggers. Values keep their SQLite storage class. The target must hold no tables (so a restore
+ * never merges into live data); a failure part-way leaves a partial copy that the operator drops
+ * together with the new cluster. */
+#ifndef GANTRY_STORE_BACKUP_H
+#define GANTRY_STORE_BACKUP_H
+
+#include <stdint.h>
+
+#include "store/client.h"
+
+#define STORE_RESTORE_BATCH 500u
+
+struct store_restore_stats {
+    unsigned tables;
+    unsigned other_objects; /* indexes, views, triggers */
+    uint64_t rows;
+};
+
+/* Restore the backup in @dir (files <database> and <database>-wal, as written by
+ * store_client_dump for @cl's database name) into @cl's cluster. Errors: GERR_NOTFOUND (no
+ * backup there), GERR_EXISTS (the target already has tables), GERR_INVAL (a table with more than
+ * PROTO_MAX_PARAMS columns, or a backup SQLite cannot read), and the client's errors; the reason is
+ * in @errmsg (GERR_MSG_SIZE). */
+int store_restore(struct store_client *cl, const char *dir, struct store_restore_stats *stats, char *errmsg);
+
+#endif
