@@ -69,7 +69,7 @@ static int run_node(const char *const *args, char *err_tail, size_t len)
 
 static void test_bad_flags(void **state)
 {
-    char tail[1024];
+    char tail[8192];
     char ndir[300];
     (void)state;
     snprintf(ndir, sizeof ndir, "%s/n", dir);
@@ -110,7 +110,7 @@ static void test_bad_flags(void **state)
 
 static void test_join_times_out(void **state)
 {
-    char tail[1024], ndir[300], addr[32];
+    char tail[8192], ndir[300], addr[32];
     (void)state;
     snprintf(ndir, sizeof ndir, "%s/lonely", dir);
     /* The cluster's port + 3 is free or not ours; either way nobody there is a leader. */
@@ -130,7 +130,7 @@ static void test_join_times_out(void **state)
 
 static void test_id_taken_by_another_address(void **state)
 {
-    char tail[1024], ndir[300], addr[32];
+    char tail[8192], ndir[300], addr[32];
     (void)state;
     snprintf(ndir, sizeof ndir, "%s/dup", dir);
     const char *port = strrchr(cluster.nodes[0].address, ':') + 1;
