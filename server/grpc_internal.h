@@ -1,0 +1,211 @@
+/* Shared between the gRPC server's files: server.c (listener, dispatch table, shutdown,
+ * metrics), h2.c (one connection: socket, TLS, nghttp2 session, flushing, timers) and call.c
+ * (one call: framing, deadlines, responses, asynchronous completion). Not a public header. */
+#ifndef GANTRY_SERVER_GRPC_INTERNAL_H
+#define GANTRY_SERVER_GRPC_INTERNAL_H
+
+#include <pthread.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "lib/err.h"
+#include "lib/queue.h"
+#include "server/grpc_server.h"
+#include "server/tls.h"
+
+/* Latency histogram buckets in seconds (upper bounds); +Inf is implicit. */
+#define GRPC__BUCKETS 12
+extern const double grpc__bucket_bounds[GRPC__BUCKETS];
+
+struct grpc__method {
+    char *path;    /* "/pkg.Svc/Method" */
+    char *service; /* "pkg.Svc" */
+    const ProtobufCMessageDescriptor *input;
+    const ProtobufCMessageDescriptor *output;
+    bool has_handler;
+    struct grpc_handler handler;
+    /* Metrics, loop thread only. */
+    uint64_t handled[GRPC_STATUS__COUNT];
+    uint64_t buckets[GRPC__BUCKETS]; /* non-cumulative counts */
+    uint64_t latency_count;
+    double latency_sum;
+};
+
+struct grpc_server {
+    uv_loop_t *loop;
+    struct grpc_server_config cfg; /* strings point to the copies below */
+    char *listen_copy, *cert_copy, *key_copy, *ca_copy;
+    SSL_CTX *tls; /* NULL for h2c */
+    uv_tcp_t listener;
+    bool started;
+    bool closing;
+    int port;
+    struct grpc__method *methods; /* sorted by path once started */
+    size_t n_methods, cap_methods;
+    char **services; /* sorted distinct service names */
+    size_t n_services;
+    struct grpc__method unknown; /* metrics of calls to unknown paths */
+    nghttp2_session_callbacks *callbacks;
+    nghttp2_option *options;
+    struct queue conns;
+    size_t n_conns;
+    size_t n_calls;        /* allocated calls (alive until the last unref) */
+    size_t n_open_streams; /* calls with an open HTTP/2 stream */
+    uint64_t conns_total;
+    uint64_t conns_rejected;
+    /* Cross-thread completions (grpc_call_finish_async). */
+    uv_async_t async;
+    pthread_mutex_t async_mu;
+    struct queue async_q;
+    /* Shutdown. */
+    uv_timer_t grace_timer;
+    grpc_server_closed_cb closed_cb;
+    void *closed_data;
+    int handles_open; /* listener, async, grace timer */
+    bool handles_closing;
+    uint8_t read_buf[65536]; /* shared by every connection's read (loop thread only) */
+};
+
+struct h2_conn {
+    struct grpc_server *server;
+    struct queue link; /* in server->conns */
+    uv_tcp_t tcp;
+    bool has_socket; /* false for a detached connection (the fuzzer) */
+    bool use_tls;
+    struct tls_session tls;
+    nghttp2_session *session;
+    char peer[64];
+    struct queue calls; /* calls with an open stream */
+    size_t n_streams;
+    size_t in_bytes;      /* buffered request bytes of every call */
+    size_t write_pending; /* bytes handed to uv_write and not yet completed */
+    size_t out_buffered;  /* response bytes queued in calls and not yet taken by nghttp2 */
+    bool drain_waiting;   /* some call's output fell below its low-water mark */
+    X509 *peer_cert;      /* verified client certificate (a reference), or NULL */
+    struct buf out;       /* bytes waiting to be handed to uv_write */
+    bool reading;
+    bool in_recv;    /* inside nghttp2 (receiving or sending): no reentry, no closing */
+    bool want_flush; /* a flush was asked for during in_recv */
+    bool goaway;     /* GOAWAY submitted: close once streams are done */
+    bool closing;
+    bool ping_outstanding;
+    uint64_t ping_sent_ms;
+    bool close_when_written; /* a fatal error: close once the last bytes (alert, GOAWAY) are out */
+    bool lingering;          /* GOAWAY done: wait briefly for the client to close first */
+    uint64_t last_active_ms;
+    uv_timer_t idle_timer;
+    uv_timer_t ping_timer;
+    int handles_open;
+    char errmsg[GERR_MSG_SIZE];
+};
+
+struct grpc__meta {
+    const char *key;
+    const char *value;
+};
+
+struct grpc_call {
+    struct grpc_server *server;
+    struct h2_conn *conn; /* NULL once the stream closed */
+    int32_t stream_id;
+    struct queue link;           /* in conn->calls while the stream is open */
+    struct grpc__method *method; /* NULL: unknown path */
+    const char *path;
+    int refs;
+    struct arena arena;
+    /* Request headers. */
+    struct grpc__meta *meta;
+    size_t n_meta, cap_meta;
+    size_t header_bytes;
+    const char *http_method;
+    const char *content_type;
+    int reject_status;      /* nonzero: answer with this gRPC status at end of headers */
+    const char *reject_msg; /* arena */
+    bool headers_too_big;
+    uint64_t deadline_ms;
+    uv_timer_t timer;
+    /* Request body framing. */
+    uint8_t prefix[5];
+    size_t prefix_have;
+    uint32_t msg_len;
+    struct buf msg; /* the message being received */
+    bool in_message;
+    uint32_t n_received;
+    ProtobufCMessage *request;
+    /* State. */
+    bool started;     /* on_start fired */
+    bool half_closed; /* the client sent END_STREAM */
+    bool finished;    /* grpc_call_finish ran */
+    bool cancelled;
+    bool stream_closed;
+    bool headers_sent;
+    bool trailers_sent;
+    bool deferred;     /* the data provider returned DEFERRED */
+    bool drain_wanted; /* grpc_call_send reported GERR_BUSY */
+    int status;
+    const char *status_msg; /* arena */
+    struct buf out;         /* prefixed response messages not yet given to nghttp2 */
+    size_t out_off;
+    uint64_t start_ns;
+    void *user;
+    char peer[64];
+    bool tls;
+    X509 *peer_cert; /* a reference, or NULL */
+};
+
+/* An answer from another thread, queued for the loop thread. */
+struct grpc__completion {
+    struct queue link;
+    struct grpc_call *call;
+    int status;
+    char *message;  /* mem_strdup or NULL */
+    uint8_t *reply; /* serialized reply, or NULL */
+    size_t reply_len;
+    bool has_reply;
+};
+
+/* The one translation of nghttp2 errors (libuv: server/uverr.h, OpenSSL: server/tls.h). */
+int h2__err_from_nghttp2(int rv, char *errmsg);
+
+/* server.c */
+/* For the fuzzer: index the dispatch table and open the async handle without listening, then
+ * create connections with no socket (output is discarded). Shut down as usual. */
+void grpc__server_prepare_detached(struct grpc_server *s);
+struct h2_conn *grpc__server_feed_conn(struct grpc_server *s);
+struct grpc__method *grpc__method_find(struct grpc_server *s, const char *path, size_t len);
+void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int status, uint64_t start_ns);
+void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c); /* after a connection is freed */
+void grpc__call_gone(struct grpc_server *s);                    /* after a call is freed */
+void grpc__async_cb(uv_async_t *h);
+
+/* h2.c */
+int h2__callbacks_new(nghttp2_session_callbacks **out);
+/* Accept-side setup for a new connection (socket already accepted into c->tcp when
+ * has_socket). Returns 0 or an error (the connection is then closed by the caller). */
+int h2__conn_init(struct h2_conn *c, struct grpc_server *s, bool has_socket);
+/* Process received plaintext HTTP/2 bytes. Returns 0 or an error (the caller closes). */
+int h2__conn_recv(struct h2_conn *c, const uint8_t *data, size_t len);
+/* Send what nghttp2 has queued (deferred while inside a receive). */
+void h2__conn_flush(struct h2_conn *c);
+/* Start closing; the memory is freed asynchronously. Safe to call twice. */
+void h2__conn_close(struct h2_conn *c, const char *why);
+/* Graceful: GOAWAY with the last processed stream id; close when the streams are done. */
+void h2__conn_goaway(struct h2_conn *c);
+void h2__conn_accept(struct grpc_server *s);
+
+/* call.c: the nghttp2 callbacks route stream events here. */
+struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id);
+int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
+                      size_t valuelen);
+void grpc__call_headers_done(struct grpc_call *call);
+void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len);
+void grpc__call_end_stream(struct grpc_call *call);
+/* The stream is gone (closed, reset, or the connection closed). Drops the stream's reference. */
+void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code);
+/* The frame ending our side of the stream was sent. */
+void grpc__call_sent_end(struct grpc_call *call);
+void grpc__conn_notify_drain(struct h2_conn *c);
+void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
+                             size_t reply_len, bool has_reply);
+
+#endif

@@ -1,0 +1,225 @@
+/* The gRPC server: HTTP/2 (nghttp2) over TLS (OpenSSL, ALPN h2) or loopback-only h2c, on a libuv
+ * loop, dispatching protobuf-c messages to handlers by :path.
+ *
+ * Threading: everything here runs on the loop thread, except grpc_call_finish_async(), which
+ * any thread may call (it is how a handler answers after waiting on the store elsewhere).
+ *
+ * The happy path of one unary call:
+ *   HEADERS (:path, content-type application/grpc, grpc-timeout, metadata)
+ *     -> a struct grpc_call with its arena, metadata, deadline timer
+ *   DATA (5-byte prefix + message, possibly across frames) + END_STREAM
+ *     -> the message is unpacked into the call's arena -> handler->on_start(call)
+ *   handler calls grpc_call_finish(call, 0, NULL, reply) now or later
+ *     -> HEADERS(:status 200), DATA (prefixed reply), trailers (grpc-status, grpc-message)
+ *   the stream closes -> the call is freed once no handler holds a reference.
+ *
+ * Failure modes and what the client sees:
+ *   - content-type not application/grpc*: HTTP 415, no gRPC status;
+ *   - unknown :path, or a known method with no handler yet: UNIMPLEMENTED;
+ *   - a message over max_recv_message_bytes, or buffered input over conn_memory_bytes:
+ *     RESOURCE_EXHAUSTED (checked on the 5-byte prefix, before anything is allocated);
+ *   - headers over max_header_list_bytes: RESOURCE_EXHAUSTED;
+ *   - an undecodable message: INTERNAL; compressed messages: UNIMPLEMENTED (no encoding offered);
+ *   - grpc-timeout expires: DEADLINE_EXCEEDED, and the handler's on_cancel fires;
+ *   - the client resets the stream or the connection drops: on_cancel fires, late answers are
+ *     dropped;
+ *   - HTTP/2 protocol errors, failed TLS handshakes, a missing ALPN h2: the connection is closed
+ *     (with GOAWAY where the session exists) and the reason logged at DEBUG.
+ */
+#ifndef GANTRY_SERVER_GRPC_SERVER_H
+#define GANTRY_SERVER_GRPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+#include <protobuf-c/protobuf-c.h>
+#include <uv.h>
+
+#include "lib/buf.h"
+#include "server/arena.h"
+#include "server/grpc_status.h"
+
+struct grpc_server;
+struct grpc_call;
+
+struct grpc_server_config {
+    const char *listen;              /* "host:port"; port 0 picks a free one (grpc_server_port) */
+    const char *cert_file;           /* PEM chain; required unless h2c */
+    const char *key_file;            /* PEM private key; required unless h2c */
+    const char *client_ca_file;      /* optional: ask for client certificates and verify them */
+    bool h2c;                        /* plaintext HTTP/2; refused unless listen is a loopback IP */
+    uint32_t max_recv_message_bytes; /* default 4 MiB */
+    uint32_t max_send_message_bytes; /* default 16 MiB */
+    uint32_t max_concurrent_streams; /* per connection, advertised in SETTINGS; default 100 */
+    uint32_t max_header_list_bytes;  /* per request, name + value + 32 per field; default 16 KiB */
+    size_t conn_memory_bytes;        /* buffered input + unsent output per connection; default 64 MiB */
+    uint32_t max_connections;        /* further connections are closed at accept; default 1024 */
+    uint64_t idle_timeout_ms;        /* no open stream for this long: GOAWAY; 0 disables; default 5 min */
+    uint64_t keepalive_ms;           /* PING interval while streams are open; 0 disables; default 30 s */
+    uint64_t keepalive_timeout_ms;   /* no PING ACK for this long closes the connection; default 20 s */
+};
+
+/* Fill @cfg with the defaults above (listen "127.0.0.1:0", TLS, no files). */
+void grpc_server_config_defaults(struct grpc_server_config *cfg);
+
+enum grpc_method_kind {
+    GRPC_UNARY = 0,
+    GRPC_SERVER_STREAMING,
+    GRPC_CLIENT_STREAMING,
+    GRPC_BIDI_STREAMING,
+};
+
+/* Handler callbacks. All fire on the loop thread, never synchronously from a grpc_* call the
+ * handler itself makes.
+ *
+ * on_start: unary and server-streaming: once the single request message has arrived
+ *   (grpc_call_request); client-streaming and bidi: once the request headers have arrived.
+ *   Required.
+ * on_message: client-streaming and bidi only: each request message, owned by the server and
+ *   valid only during the callback; then once with @msg NULL when the client half-closes.
+ * on_cancel: the call ended before the handler finished it (deadline, client reset, connection
+ *   lost, server forced shutdown). Further grpc_call_send/finish calls are accepted and dropped.
+ *   Fires at most once, and never after the handler finished the call. Optional.
+ * on_drain: the call's unsent output fell below the low-water mark after grpc_call_send()
+ *   reported it above (see grpc_call_send). Optional. */
+typedef void (*grpc_start_cb)(struct grpc_call *call, void *data);
+typedef void (*grpc_message_cb)(struct grpc_call *call, const ProtobufCMessage *msg, void *data);
+typedef void (*grpc_cancel_cb)(struct grpc_call *call, void *data);
+typedef void (*grpc_drain_cb)(struct grpc_call *call, void *data);
+
+struct grpc_handler {
+    enum grpc_method_kind kind;
+    grpc_start_cb on_start;
+    grpc_message_cb on_message;
+    grpc_cancel_cb on_cancel;
+    grpc_drain_cb on_drain;
+    void *data;
+};
+
+typedef void (*grpc_server_closed_cb)(struct grpc_server *s, void *data);
+
+/* Allocate a server on @loop. @cfg and the strings in it are copied. Loads the certificate and
+ * key (unless h2c) and checks the h2c loopback rule. Returns 0 or GERR_INVAL (bad config, with
+ * the reason in @errmsg), GERR_IO (certificate or key unreadable). On error *out is untouched. */
+int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struct grpc_server **out,
+                    char *errmsg);
+
+/* Make every method of @svc routable. Methods without a handler answer UNIMPLEMENTED ("method
+ * /pkg.Svc/M is not implemented"). Idempotent. Returns 0. Before grpc_server_start only. */
+int grpc_server_add_service(struct grpc_server *s, const ProtobufCServiceDescriptor *svc);
+
+/* Route @svc's method @method to @h (copied). Adds the service if needed. Returns 0 or GERR_INVAL
+ * (no such method). Before grpc_server_start only. */
+int grpc_server_handle(struct grpc_server *s, const ProtobufCServiceDescriptor *svc, const char *method,
+                       const struct grpc_handler *h);
+
+/* Route an explicit @path ("/pkg.Svc/Method") of service @service_name, decoding requests with
+ * @input and encoding replies with @output (for wire-identical services such as reflection
+ * v1alpha). Strings are copied. Returns 0 or GERR_EXISTS. */
+int grpc_server_handle_path(struct grpc_server *s, const char *service_name, const char *path,
+                            const ProtobufCMessageDescriptor *input, const ProtobufCMessageDescriptor *output,
+                            const struct grpc_handler *h);
+
+/* Number of distinct services routable, and the name of the @i'th (sorted). Names are static
+ * until the server is freed. */
+size_t grpc_server_service_count(const struct grpc_server *s);
+const char *grpc_server_service_name(const struct grpc_server *s, size_t i);
+
+/* Bind and listen. Returns 0, GERR_INVAL (unparseable address) or the translated libuv error
+ * (GERR_REFUSED for an address in use), with the reason in @errmsg. Handles are open even on
+ * failure: call grpc_server_shutdown and wait for its callback before grpc_server_free. */
+int grpc_server_start(struct grpc_server *s, char *errmsg);
+
+/* The bound TCP port (after grpc_server_start). */
+int grpc_server_port(const struct grpc_server *s);
+
+/* Graceful stop: close the listener, send GOAWAY (last stream id = the last one accepted) on every
+ * connection, let in-flight calls finish for up to @grace_ms, then cancel what is left and close
+ * every connection. @cb fires once, asynchronously, after every connection, timer and call is
+ * gone (calls a handler still holds keep it waiting: finish them). Call once. */
+void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms, grpc_server_closed_cb cb, void *data);
+
+/* Free a server that was never started, or whose shutdown callback has fired. */
+void grpc_server_free(struct grpc_server *s);
+
+/* True once grpc_server_shutdown has been called. */
+bool grpc_server_closing(const struct grpc_server *s);
+
+/* Append the server's metrics in the Prometheus text format: per-method call counts by status
+ * code (gantry_grpc_server_handled_total), latency histograms
+ * (gantry_grpc_server_handling_seconds), open connections and streams. */
+void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out);
+
+/* --- The request context, for handlers. Loop thread only unless stated. --- */
+
+/* The decoded request (unary and server-streaming; NULL for the others). Lives in the call's
+ * arena: valid until the call is freed. */
+const ProtobufCMessage *grpc_call_request(const struct grpc_call *call);
+
+/* The path ("/gantry.v1.Sandboxes/Create"). */
+const char *grpc_call_method(const struct grpc_call *call);
+
+/* First value of request metadata @key (lowercase, e.g. "authorization"), or NULL. Binary keys
+ * ("-bin") return the base64 text as sent. Pseudo-headers and transport headers are excluded. */
+const char *grpc_call_metadata(const struct grpc_call *call, const char *key);
+
+/* Number of metadata entries, and the @i'th. */
+size_t grpc_call_metadata_count(const struct grpc_call *call);
+void grpc_call_metadata_at(const struct grpc_call *call, size_t i, const char **key, const char **value);
+
+/* The peer's address ("127.0.0.1:54321", "[::1]:54321"). */
+const char *grpc_call_peer(const struct grpc_call *call);
+
+/* Whether the connection is TLS, and the verified client certificate (borrowed, valid for the
+ * call's life; NULL without mTLS). */
+bool grpc_call_tls(const struct grpc_call *call);
+X509 *grpc_call_peer_cert(const struct grpc_call *call);
+
+/* The deadline from grpc-timeout as clock_system() monotonic milliseconds, or 0 for none. */
+uint64_t grpc_call_deadline_ms(const struct grpc_call *call);
+
+/* The loop the call runs on (for handler timers). */
+uv_loop_t *grpc_call_loop(const struct grpc_call *call);
+
+/* The call's arena: freed with the call. */
+struct arena *grpc_call_arena(struct grpc_call *call);
+
+/* A pointer of the handler's choosing, NULL at first. */
+void grpc_call_set_data(struct grpc_call *call, void *data);
+void *grpc_call_get_data(const struct grpc_call *call);
+
+/* True if the call ended before the handler finished it (on_cancel has fired or will). */
+bool grpc_call_cancelled(const struct grpc_call *call);
+
+/* Queue one response message (streaming methods). The message is serialized at once, so it
+ * may be freed on return. Returns 0 (sent or dropped because the call was cancelled),
+ * GERR_TOOBIG (over max_send_message_bytes, nothing queued), GERR_BUSY (queued, but the
+ * call's unsent output is above the high-water mark: wait for on_drain before sending more),
+ * GERR_INVAL (after finish, or on a unary method). */
+int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg);
+
+/* End the call with gRPC @status (enum grpc_status) and @message (copied, may be NULL), after
+ * sending @reply if not NULL (unary and client-streaming methods answer OK with a reply).
+ * An error status before any response message gives a trailers-only response. A reply over
+ * max_send_message_bytes turns into RESOURCE_EXHAUSTED. Calling it twice is API misuse (the
+ * second is ignored and logged). */
+void grpc_call_finish(struct grpc_call *call, int status, const char *message, const ProtobufCMessage *reply);
+
+/* grpc_call_finish with the status grpc_status_from_gerr(@gerr) and no reply. */
+void grpc_call_finish_gerr(struct grpc_call *call, int gerr, const char *message);
+
+/* Keep the call's memory alive past the stream (for asynchronous answers). Every ref needs one
+ * unref or one grpc_call_finish_async. */
+void grpc_call_ref(struct grpc_call *call);
+void grpc_call_unref(struct grpc_call *call);
+
+/* From ANY thread: finish the call like grpc_call_finish and drop one reference taken with
+ * grpc_call_ref. @reply is serialized on the calling thread before return (the caller keeps
+ * ownership of it); @message is copied. The finish happens on the loop thread soon after; if the
+ * call was cancelled meanwhile it is dropped. Returns 0. */
+int grpc_call_finish_async(struct grpc_call *call, int status, const char *message,
+                           const ProtobufCMessage *reply);
+
+#endif

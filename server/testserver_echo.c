@@ -1,0 +1,432 @@
+#include "server/testserver_echo.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "gantry/testing/v1/echo.pb-c.h"
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "lib/mem.h"
+#include "lib/queue.h"
+
+struct echo_delay {
+    struct queue link;
+    struct grpc_call *call;
+    uint64_t due_ms;
+    char *message;
+};
+
+struct echo {
+    pthread_t worker;
+    bool worker_running;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stop;
+    struct queue delays;
+};
+
+/* --- Unary --- */
+
+static void echo_unary(struct grpc_call *call, void *data)
+{
+    (void)data;
+    const Gantry__Testing__V1__EchoRequest *req = (const void *)grpc_call_request(call);
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.message = req->message;
+    resp.payload = req->payload;
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+static void echo_fail(struct grpc_call *call, void *data)
+{
+    (void)data;
+    const Gantry__Testing__V1__FailRequest *req = (const void *)grpc_call_request(call);
+    int code = req->code <= 16 ? (int)req->code : GRPC_STATUS_UNKNOWN;
+    if (code == GRPC_STATUS_OK) {
+        Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+        resp.message = req->message;
+        grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+        return;
+    }
+    grpc_call_finish(call, code, req->message, NULL);
+}
+
+static void echo_size(struct grpc_call *call, void *data)
+{
+    (void)data;
+    const Gantry__Testing__V1__SizeRequest *req = (const void *)grpc_call_request(call);
+    if (req->size > (64u << 20)) {
+        grpc_call_finish_gerr(call, GERR_INVAL, "size over 64 MiB");
+        return;
+    }
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.payload.len = req->size;
+    resp.payload.data = arena_alloc(grpc_call_arena(call), req->size + 1);
+    memset(resp.payload.data, 'x', req->size);
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+static void echo_context(struct grpc_call *call, void *data)
+{
+    (void)data;
+    struct arena *a = grpc_call_arena(call);
+    Gantry__Testing__V1__ContextResponse resp = GANTRY__TESTING__V1__CONTEXT_RESPONSE__INIT;
+    resp.peer = (char *)grpc_call_peer(call);
+    const char *auth = grpc_call_metadata(call, "authorization");
+    resp.authorization = (char *)(auth != NULL ? auth : "");
+    resp.tls = grpc_call_tls(call);
+    X509 *cert = grpc_call_peer_cert(call);
+    resp.peer_certificate_subject = "";
+    if (cert != NULL) {
+        char *subject = arena_alloc(a, 256);
+        X509_NAME_oneline(X509_get_subject_name(cert), subject, 256);
+        resp.peer_certificate_subject = subject;
+    }
+    uint64_t deadline = grpc_call_deadline_ms(call);
+    uint64_t now = clock_mono_ms(clock_system());
+    resp.deadline_remaining_ms = deadline == 0 ? -1 : (deadline > now ? (int64_t)(deadline - now) : 0);
+    size_t n = grpc_call_metadata_count(call);
+    resp.metadata_keys = arena_alloc(a, (n + 1) * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        grpc_call_metadata_at(call, i, &k, &v);
+        resp.metadata_keys[i] = (char *)k;
+    }
+    resp.n_metadata_keys = n;
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+/* --- Server streaming: timer-driven or as fast as flow control allows --- */
+
+struct echo_stream {
+    struct grpc_call *call;
+    uv_timer_t timer;
+    uint32_t sent;
+    uint32_t count;
+    bool fail;
+    bool ended;
+    bool waiting_drain;
+    ProtobufCBinaryData payload;
+    char *message;
+};
+
+static void echo_stream_closed(uv_handle_t *h)
+{
+    struct echo_stream *st = h->data;
+    grpc_call_unref(st->call);
+    mem_free(st->payload.data);
+    mem_free(st->message);
+    mem_free(st);
+}
+
+static void echo_stream_end(struct echo_stream *st)
+{
+    if (st->ended) {
+        return;
+    }
+    st->ended = true;
+    grpc_call_set_data(st->call, NULL);
+    uv_close((uv_handle_t *)&st->timer, echo_stream_closed);
+}
+
+/* Send one message; returns the grpc_call_send result. */
+static int echo_stream_send(struct echo_stream *st)
+{
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.message = st->message;
+    resp.payload = st->payload;
+    resp.index = st->sent++;
+    return grpc_call_send(st->call, &resp.base);
+}
+
+static void echo_stream_done(struct echo_stream *st)
+{
+    if (st->fail) {
+        grpc_call_finish(st->call, GRPC_STATUS_ABORTED, "failing after the stream as asked", NULL);
+    } else {
+        grpc_call_finish(st->call, GRPC_STATUS_OK, NULL, NULL);
+    }
+    echo_stream_end(st);
+}
+
+static void echo_stream_pump(struct echo_stream *st)
+{
+    while (st->sent < st->count) {
+        int rv = echo_stream_send(st);
+        if (rv == GERR_BUSY) {
+            st->waiting_drain = true;
+            if (st->sent == st->count) {
+                break;
+            }
+            return;
+        }
+        if (rv != 0) {
+            grpc_call_finish_gerr(st->call, rv, "could not send a stream message");
+            echo_stream_end(st);
+            return;
+        }
+    }
+    echo_stream_done(st);
+}
+
+static void echo_stream_tick(uv_timer_t *t)
+{
+    struct echo_stream *st = t->data;
+    if (st->ended) {
+        return;
+    }
+    if (st->sent < st->count) {
+        echo_stream_send(st);
+    }
+    if (st->sent >= st->count) {
+        echo_stream_done(st);
+    }
+}
+
+static void echo_stream_start(struct grpc_call *call, void *data)
+{
+    (void)data;
+    const Gantry__Testing__V1__StreamRequest *req = (const void *)grpc_call_request(call);
+    if (req->payload_size > (4u << 20)) {
+        grpc_call_finish_gerr(call, GERR_INVAL, "payload_size over 4 MiB");
+        return;
+    }
+    struct echo_stream *st = mem_zalloc(sizeof(*st));
+    st->call = call;
+    st->count = req->count;
+    st->fail = req->fail_after;
+    st->message = mem_strdup(req->message);
+    st->payload.len = req->payload_size;
+    st->payload.data = mem_alloc(req->payload_size + 1);
+    memset(st->payload.data, 'p', req->payload_size);
+    grpc_call_ref(call);
+    grpc_call_set_data(call, st);
+    uv_timer_init(grpc_call_loop(call), &st->timer);
+    st->timer.data = st;
+    if (req->interval_ms == 0) {
+        echo_stream_pump(st);
+    } else {
+        uv_timer_start(&st->timer, echo_stream_tick, req->interval_ms, req->interval_ms);
+    }
+}
+
+static void echo_stream_cancel(struct grpc_call *call, void *data)
+{
+    (void)data;
+    struct echo_stream *st = grpc_call_get_data(call);
+    if (st != NULL) {
+        echo_stream_end(st);
+    }
+}
+
+static void echo_stream_drain(struct grpc_call *call, void *data)
+{
+    (void)data;
+    struct echo_stream *st = grpc_call_get_data(call);
+    if (st != NULL && st->waiting_drain) {
+        st->waiting_drain = false;
+        echo_stream_pump(st);
+    }
+}
+
+/* --- Client streaming and bidi --- */
+
+struct echo_count {
+    uint32_t n;
+    size_t bytes;
+};
+
+static void echo_client_start(struct grpc_call *call, void *data)
+{
+    (void)data;
+    grpc_call_set_data(call, arena_alloc(grpc_call_arena(call), sizeof(struct echo_count)));
+    memset(grpc_call_get_data(call), 0, sizeof(struct echo_count));
+}
+
+static void echo_client_message(struct grpc_call *call, const ProtobufCMessage *m, void *data)
+{
+    (void)data;
+    struct echo_count *cnt = grpc_call_get_data(call);
+    if (m != NULL) {
+        const Gantry__Testing__V1__EchoRequest *req = (const void *)m;
+        cnt->n++;
+        cnt->bytes += req->payload.len;
+        return;
+    }
+    char msg[64];
+    snprintf(msg, sizeof(msg), "received %u messages, %zu payload bytes", cnt->n, cnt->bytes);
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.message = msg;
+    resp.index = cnt->n;
+    grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
+}
+
+static void echo_bidi_message(struct grpc_call *call, const ProtobufCMessage *m, void *data)
+{
+    (void)data;
+    struct echo_count *cnt = grpc_call_get_data(call);
+    if (m == NULL) {
+        grpc_call_finish(call, GRPC_STATUS_OK, NULL, NULL);
+        return;
+    }
+    const Gantry__Testing__V1__EchoRequest *req = (const void *)m;
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.message = req->message;
+    resp.payload = req->payload;
+    resp.index = cnt->n++;
+    grpc_call_send(call, &resp.base);
+}
+
+/* --- Delay: answered from the worker thread --- */
+
+static void echo_delay_complete(struct echo_delay *d, bool cancelled)
+{
+    if (cancelled) {
+        grpc_call_finish_async(d->call, GRPC_STATUS_CANCELLED, "server shutting down", NULL);
+    } else {
+        Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+        resp.message = d->message;
+        grpc_call_finish_async(d->call, GRPC_STATUS_OK, NULL, &resp.base);
+    }
+    mem_free(d->message);
+    mem_free(d);
+}
+
+static void *echo_worker(void *arg)
+{
+    struct echo *e = arg;
+    pthread_mutex_lock(&e->mu);
+    while (!e->stop) {
+        struct echo_delay *next = NULL;
+        struct queue *q;
+        QUEUE_FOREACH (q, &e->delays) {
+            struct echo_delay *d = QUEUE_DATA(q, struct echo_delay, link);
+            if (next == NULL || d->due_ms < next->due_ms) {
+                next = d;
+            }
+        }
+        if (next == NULL) {
+            pthread_cond_wait(&e->cond, &e->mu);
+            continue;
+        }
+        uint64_t now = clock_mono_ms(clock_system());
+        if (next->due_ms <= now) {
+            queue_remove(&next->link);
+            pthread_mutex_unlock(&e->mu);
+            echo_delay_complete(next, false);
+            pthread_mutex_lock(&e->mu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t wait = next->due_ms - now;
+        ts.tv_sec += (time_t)(wait / 1000);
+        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&e->cond, &e->mu, &ts);
+    }
+    struct queue *q;
+    while ((q = queue_head(&e->delays)) != NULL) {
+        queue_remove(q);
+        echo_delay_complete(QUEUE_DATA(q, struct echo_delay, link), true);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+static void echo_delay_start(struct grpc_call *call, void *data)
+{
+    struct echo *e = data;
+    const Gantry__Testing__V1__DelayRequest *req = (const void *)grpc_call_request(call);
+    struct echo_delay *d = mem_zalloc(sizeof(*d));
+    d->call = call;
+    d->due_ms = clock_mono_ms(clock_system()) + req->delay_ms;
+    d->message = mem_strdup(req->message);
+    grpc_call_ref(call); /* dropped by grpc_call_finish_async */
+    pthread_mutex_lock(&e->mu);
+    if (e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        echo_delay_complete(d, true);
+        return;
+    }
+    queue_insert_tail(&e->delays, &d->link);
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* --- Registration --- */
+
+int echo_new(struct grpc_server *s, struct echo **out)
+{
+    const ProtobufCServiceDescriptor *svc = &gantry__testing__v1__echo__descriptor;
+    struct echo *e = mem_zalloc(sizeof(*e));
+    queue_init(&e->delays);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    struct {
+        const char *name;
+        struct grpc_handler h;
+    } table[] = {
+        {"Unary", {.kind = GRPC_UNARY, .on_start = echo_unary}},
+        {"Fail", {.kind = GRPC_UNARY, .on_start = echo_fail}},
+        {"Size", {.kind = GRPC_UNARY, .on_start = echo_size}},
+        {"Context", {.kind = GRPC_UNARY, .on_start = echo_context}},
+        {"Delay", {.kind = GRPC_UNARY, .on_start = echo_delay_start, .data = e}},
+        {"ServerStream",
+         {.kind = GRPC_SERVER_STREAMING,
+          .on_start = echo_stream_start,
+          .on_cancel = echo_stream_cancel,
+          .on_drain = echo_stream_drain}},
+        {"ClientStream",
+         {.kind = GRPC_CLIENT_STREAMING, .on_start = echo_client_start, .on_message = echo_client_message}},
+        {"Bidi",
+         {.kind = GRPC_BIDI_STREAMING, .on_start = echo_client_start, .on_message = echo_bidi_message}},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        int rv = grpc_server_handle(s, svc, table[i].name, &table[i].h);
+        if (rv != 0) {
+            echo_free(e);
+            return rv;
+        }
+    }
+    if (pthread_create(&e->worker, NULL, echo_worker, e) != 0) {
+        echo_free(e);
+        return GERR_IO;
+    }
+    e->worker_running = true;
+    *out = e;
+    return 0;
+}
+
+void echo_stop(struct echo *e)
+{
+    if (!e->worker_running) {
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->cond);
+    pthread_mutex_unlock(&e->mu);
+    pthread_join(e->worker, NULL);
+    e->worker_running = false;
+}
+
+void echo_free(struct echo *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    echo_stop(e);
+    pthread_cond_destroy(&e->cond);
+    pthread_mutex_destroy(&e->mu);
+    mem_free(e);
+}

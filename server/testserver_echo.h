@@ -1,0 +1,21 @@
+/* The test-only gantry.testing.v1.Echo service (api/proto/gantry/testing/v1/echo.proto), served
+ * by gantry-grpc-testserver so the interop suite can drive every server path: unary, the three
+ * streaming kinds, chosen errors, answers from another thread after a delay (Delay), large
+ * responses (Size) and the request context (Context). Never linked into gantryd. */
+#ifndef GANTRY_SERVER_TESTSERVER_ECHO_H
+#define GANTRY_SERVER_TESTSERVER_ECHO_H
+
+#include "server/grpc_server.h"
+
+struct echo;
+
+/* Register every Echo method on @s and start the Delay worker thread. */
+int echo_new(struct grpc_server *s, struct echo **out);
+
+/* Answer every pending Delay call now (CANCELLED) and join the worker. Idempotent. */
+void echo_stop(struct echo *e);
+
+/* After echo_stop and once the server is closed. */
+void echo_free(struct echo *e);
+
+#endif

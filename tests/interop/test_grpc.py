@@ -1,0 +1,1012 @@
+#!/usr/bin/python3
+"""Interoperability suite for Gantry's gRPC server, driven by Debian's python3-grpcio.
+
+Run: /usr/bin/python3 test_grpc.py <group> [unittest args]
+Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdown (or "all").
+
+Environment (set by tests/interop/CMakeLists.txt):
+  GANTRY_TESTSERVER   path of gantry-grpc-testserver
+  GANTRY_PROTO_DIR    api/proto
+  GANTRY_PROTOC       Debian's protoc (stubs are generated at test time, never committed)
+  GANTRY_INTEROP_WORK scratch directory inside the build tree
+
+Every test starts its own server on 127.0.0.1 with port 0, learns the ports from --port-file
+(polled with a deadline), and stops it with SIGTERM at the end; a server that does not exit in
+time is killed and the test fails. The server's exit status must be 0: under ASan that includes
+LeakSanitizer's check at exit, so every group is also a leak check.
+"""
+
+import glob
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+import grpc
+
+SERVER_BIN = os.environ.get("GANTRY_TESTSERVER", "")
+PROTO_DIR = os.environ.get("GANTRY_PROTO_DIR", "")
+PROTOC = os.environ.get("GANTRY_PROTOC", "protoc")
+WORK_ROOT = os.environ.get("GANTRY_INTEROP_WORK", tempfile.gettempdir())
+
+# Generous bounds: a loaded 2-core machine under ASan is slow. Nothing waits this long on success.
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+RPC_TIMEOUT = 30.0
+
+WORK = tempfile.mkdtemp(prefix="grpc-interop-", dir=WORK_ROOT)
+
+
+def _gen_stubs():
+    out = os.path.join(WORK, "py")
+    os.makedirs(out)
+    protos = [os.path.relpath(p, PROTO_DIR) for p in glob.glob(os.path.join(PROTO_DIR, "**", "*.proto"), recursive=True)]
+    subprocess.run([PROTOC, "-I" + PROTO_DIR, "--python_out=" + out] + protos, check=True, timeout=120)
+    sys.path.insert(0, out)
+
+
+_gen_stubs()
+
+from gantry.testing.v1 import echo_pb2  # noqa: E402
+from gantry.v1 import api_keys_pb2, audit_pb2, cluster_pb2, namespaces_pb2, policies_pb2  # noqa: E402,F401
+from gantry.v1 import principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2  # noqa: E402,F401
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
+
+
+def _load_generated(name, relpath):
+    # The generated grpc/health/v1/... modules would collide with grpcio's own `grpc` package,
+    # so they are loaded by path under a private name (they import nothing else).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(WORK, "py", relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+health_pb2 = _load_generated("gantry_test_health_pb2", "grpc/health/v1/health_pb2.py")
+reflection_pb2 = _load_generated("gantry_test_reflection_pb2", "grpc/reflection/v1/reflection_pb2.py")
+reflection_v1alpha_pb2 = _load_generated("gantry_test_reflection_v1alpha_pb2",
+                                         "grpc/reflection/v1alpha/reflection_pb2.py")
+
+GANTRY_MODULES = [api_keys_pb2, audit_pb2, cluster_pb2, namespaces_pb2, policies_pb2, principals_pb2,
+                  providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2]
+
+
+# --- certificates (openssl CLI, once per process) ---
+
+def _openssl(*args):
+    subprocess.run(["openssl"] + list(args), check=True, timeout=60, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def _make_certs():
+    d = os.path.join(WORK, "pki")
+    os.makedirs(d)
+    p = lambda n: os.path.join(d, n)  # noqa: E731
+    for ca in ("ca", "evilca"):
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                 "-subj", "/CN=gantry test " + ca, "-keyout", p(ca + ".key"), "-out", p(ca + ".crt"))
+    with open(p("server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    with open(p("client.ext"), "w") as f:
+        f.write("extendedKeyUsage=clientAuth\n")
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("evilclient", "evilca", "client.ext")):
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+                 "/CN=" + name, "-keyout", p(name + ".key"), "-out", p(name + ".csr"))
+        _openssl("x509", "-req", "-in", p(name + ".csr"), "-CA", p(ca + ".crt"), "-CAkey", p(ca + ".key"),
+                 "-CAcreateserial", "-days", "2", "-extfile", p(ext), "-out", p(name + ".crt"))
+    return {n: p(n) for n in os.listdir(d)}
+
+
+CERTS = None
+
+
+def certs():
+    global CERTS
+    if CERTS is None:
+        CERTS = _make_certs()
+    return CERTS
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# --- the server under test ---
+
+class Server:
+    def __init__(self, *extra, tls=True, client_ca=False):
+        self.tls = tls
+        self.dir = tempfile.mkdtemp(prefix="srv-", dir=WORK)
+        self.port_file = os.path.join(self.dir, "ports")
+        self.log_path = os.path.join(self.dir, "server.log")
+        args = [SERVER_BIN, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--port-file", self.port_file]
+        if tls:
+            c = certs()
+            args += ["--cert", c["server.crt"], "--key", c["server.key"]]
+            if client_ca:
+                args += ["--client-ca", c["ca.crt"]]
+        else:
+            args += ["--h2c"]
+        args += list(extra)
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not os.path.exists(self.port_file):
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited early (%s):\n%s" % (self.proc.returncode, self.tail()))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError("server did not start in time:\n" + self.tail())
+            time.sleep(0.02)
+        ports = dict(line.split("=") for line in read(self.port_file).decode().split())
+        self.port = int(ports["grpc"])
+        self.admin_port = int(ports["admin"])
+        self.target = "127.0.0.1:%d" % self.port
+        self.channels = []
+        self.signalled = False
+
+    def tail(self, n=60):
+        if not self.log.closed:
+            self.log.flush()
+        try:
+            lines = read(self.log_path).decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def channel(self, client_cert=None, options=()):
+        opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        opts += list(options)
+        if self.tls:
+            c = certs()
+            key = read(c[client_cert + ".key"]) if client_cert else None
+            crt = read(c[client_cert + ".crt"]) if client_cert else None
+            creds = grpc.ssl_channel_credentials(read(c["ca.crt"]), key, crt)
+            ch = grpc.secure_channel(self.target, creds, options=opts)
+        else:
+            ch = grpc.insecure_channel(self.target, options=opts)
+        self.channels.append(ch)
+        return ch
+
+    def admin_get(self, path, method="GET"):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.admin_port, path), method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=RPC_TIMEOUT) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name, **labels):
+        """Sum of the samples of @name whose labels include @labels (0 if none)."""
+        _, body = self.admin_get("/metrics")
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith("#"):
+                continue
+            m = re.match(r'^([a-zA-Z_:]+)(\{([^}]*)\})? (\S+)$', line)
+            if not m or m.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(m.group(4))
+        return total
+
+    def stop(self, sig=signal.SIGTERM):
+        """SIGTERM and wait; returns the exit status (killing and failing on timeout)."""
+        for ch in self.channels:
+            ch.close()
+        self.channels = []
+        if self.proc.poll() is None and not self.signalled:
+            self.signal(sig)
+        try:
+            rc = self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("server did not exit within %ss of SIGTERM:\n%s" % (STOP_TIMEOUT, self.tail()))
+        self.log.close()
+        return rc
+
+    def signal(self, sig=signal.SIGTERM):
+        self.signalled = True
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if not self.log.closed:
+            self.log.close()
+
+
+def wait_until(cond, timeout=RPC_TIMEOUT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+def unary(ch, path, req_cls, resp_cls):
+    return ch.unary_unary(path, request_serializer=req_cls.SerializeToString,
+                          response_deserializer=resp_cls.FromString)
+
+
+def echo(ch, method):
+    kinds = {
+        "Unary": ("uu", echo_pb2.EchoRequest, echo_pb2.EchoResponse),
+        "Fail": ("uu", echo_pb2.FailRequest, echo_pb2.EchoResponse),
+        "Delay": ("uu", echo_pb2.DelayRequest, echo_pb2.EchoResponse),
+        "Size": ("uu", echo_pb2.SizeRequest, echo_pb2.EchoResponse),
+        "Context": ("uu", echo_pb2.ContextRequest, echo_pb2.ContextResponse),
+        "ServerStream": ("us", echo_pb2.StreamRequest, echo_pb2.EchoResponse),
+        "ClientStream": ("su", echo_pb2.EchoRequest, echo_pb2.EchoResponse),
+        "Bidi": ("ss", echo_pb2.EchoRequest, echo_pb2.EchoResponse),
+    }
+    kind, req, resp = kinds[method]
+    fn = {"uu": ch.unary_unary, "us": ch.unary_stream, "su": ch.stream_unary, "ss": ch.stream_stream}[kind]
+    return fn("/gantry.testing.v1.Echo/" + method, request_serializer=req.SerializeToString,
+              response_deserializer=resp.FromString)
+
+
+def grpc_frame(msg_bytes):
+    return struct.pack(">BI", 0, len(msg_bytes)) + msg_bytes
+
+
+def nghttp(server, path, body, headers, timeout=RPC_TIMEOUT):
+    """A raw HTTP/2 request with nghttp (nghttp2-client); returns its verbose output."""
+    body_file = os.path.join(server.dir, "body-%d" % time.monotonic_ns())
+    with open(body_file, "wb") as f:
+        f.write(body)
+    scheme = "https" if server.tls else "http"
+    args = ["nghttp", "-v", "-n", "-t", str(int(timeout)), "-d", body_file]
+    for h in headers:
+        args += ["-H", h]
+    args.append("%s://127.0.0.1:%d%s" % (scheme, server.port, path))
+    r = subprocess.run(args, capture_output=True, timeout=timeout + 10)
+    return r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def h2_frame(t, flags, sid, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([t, flags]) + struct.pack(">I", sid) + payload
+
+
+def raw_h2_call(port, path, request):
+    """Open a plaintext HTTP/2 connection by hand and send one complete gRPC request on stream 1
+    (HPACK literals without indexing). Returns the socket; the caller reads (or does not)."""
+    def lit(n, v):
+        n, v = n.encode(), v.encode()
+        return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+
+    hdrs = (lit(":method", "POST") + lit(":scheme", "http") + lit(":path", path) + lit(":authority", "x") +
+            lit("content-type", "application/grpc") + lit("te", "trailers"))
+    s = socket.create_connection(("127.0.0.1", port), timeout=RPC_TIMEOUT)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b"") + h2_frame(1, 4, 1, hdrs) +
+              h2_frame(0, 1, 1, grpc_frame(request)))
+    return s
+
+
+def read_h2_frames(s):
+    """Yield (type, flags, stream_id, payload) until EOF."""
+    data = b""
+    while True:
+        while len(data) >= 9:
+            n = int.from_bytes(data[:3], "big")
+            if len(data) < 9 + n:
+                break
+            yield data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9:9 + n]
+            data = data[9 + n:]
+        chunk = s.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
+class ServerCase(unittest.TestCase):
+    """One server per test class; its clean exit is checked at teardown."""
+    server_args = ()
+    tls = True
+    client_ca = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(*cls.server_args, tls=cls.tls, client_ca=cls.client_ca)
+
+    @classmethod
+    def tearDownClass(cls):
+        # Connection-leak check: once every client channel is closed, the server must hold no
+        # connection and no stream (then exit 0 with every libuv handle closed, and under ASan
+        # with no heap leak).
+        for ch in cls.server.channels:
+            ch.close()
+        cls.server.channels = []
+        try:
+            wait_until(lambda: cls.server.metric("gantry_grpc_server_connections") == 0 and
+                       cls.server.metric("gantry_grpc_server_streams") == 0, what="connections to close")
+        except AssertionError:
+            cls.server.kill()
+            raise
+        rc = cls.server.stop()
+        if rc != 0:
+            raise AssertionError("server exited with %s (leak or error at exit):\n%s" % (rc, cls.server.tail()))
+
+    def setUp(self):
+        self.ch = self.server.channel()
+
+
+# --- unary ---
+
+class UnaryTests:
+    def test_echo_small_and_large(self):
+        call = echo(self.ch, "Unary")
+        r = call(echo_pb2.EchoRequest(message="hi", payload=b"x"), timeout=RPC_TIMEOUT)
+        self.assertEqual((r.message, r.payload), ("hi", b"x"))
+        big = os.urandom(3 << 20)  # spans many DATA frames and flow-control windows
+        r = call(echo_pb2.EchoRequest(message="big", payload=big), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.payload, big)
+        r = call(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)  # empty message: a zero-length frame
+        self.assertEqual(r.message, "")
+
+    def test_every_gantry_method_is_unimplemented_for_now(self):
+        n = 0
+        for mod in GANTRY_MODULES:
+            for svc in mod.DESCRIPTOR.services_by_name.values():
+                for m in svc.methods:
+                    path = "/%s/%s" % (svc.full_name, m.name)
+                    fn = self.ch.unary_stream(path) if m.server_streaming else self.ch.unary_unary(path)
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        r = fn(b"", timeout=RPC_TIMEOUT)
+                        if m.server_streaming:
+                            list(r)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED, path)
+                    self.assertIn("not implemented", cm.exception.details())
+                    n += 1
+        self.assertGreater(n, 50)
+
+    def test_unknown_method_and_service(self):
+        for path in ("/gantry.testing.v1.Echo/Nope", "/no.such.Service/Call", "/"):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.ch.unary_unary(path)(b"", timeout=RPC_TIMEOUT)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_status_codes_and_percent_encoded_messages(self):
+        call = echo(self.ch, "Fail")
+        for code in grpc.StatusCode:
+            if code == grpc.StatusCode.OK:
+                continue
+            msg = "failed: %s 100%% ✓ \n tab\t end" % code.name
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(echo_pb2.FailRequest(code=code.value[0], message=msg), timeout=RPC_TIMEOUT)
+            self.assertEqual(cm.exception.code(), code)
+            self.assertEqual(cm.exception.details(), msg)
+
+    def test_request_context(self):
+        call = echo(self.ch, "Context")
+        md = (("authorization", "Bearer gantry_abc.secret"), ("x-gantry-request", "42"),
+              ("trace-bin", b"\x00\x01\x02"))
+        r = call(echo_pb2.ContextRequest(), metadata=md, timeout=10)
+        self.assertEqual(r.authorization, "Bearer gantry_abc.secret")
+        self.assertIn("x-gantry-request", r.metadata_keys)
+        self.assertIn("trace-bin", r.metadata_keys)
+        self.assertTrue(r.peer.startswith("127.0.0.1:"), r.peer)
+        # grpcio rounds the timeout it sends up a little; the server rounds up to whole ms.
+        self.assertTrue(0 < r.deadline_remaining_ms <= 11000, r.deadline_remaining_ms)
+        self.assertEqual(r.tls, self.tls)
+        r = call(echo_pb2.ContextRequest())
+        self.assertEqual(r.deadline_remaining_ms, -1)
+
+    def test_async_completion_from_another_thread(self):
+        call = echo(self.ch, "Delay")
+        futs = [call.future(echo_pb2.DelayRequest(delay_ms=50 + i % 7 * 10, message=str(i)), timeout=RPC_TIMEOUT)
+                for i in range(50)]
+        self.assertEqual([f.result().message for f in futs], [str(i) for i in range(50)])
+
+    def test_many_concurrent_calls(self):
+        call = echo(self.ch, "Unary")
+        futs = [call.future(echo_pb2.EchoRequest(message=str(i)), timeout=RPC_TIMEOUT) for i in range(500)]
+        self.assertEqual([f.result().message for f in futs], [str(i) for i in range(500)])
+        chans = [self.server.channel() for _ in range(8)]
+        futs = [echo(c, "Unary").future(echo_pb2.EchoRequest(message="c"), timeout=RPC_TIMEOUT) for c in chans]
+        self.assertTrue(all(f.result().message == "c" for f in futs))
+
+
+class UnaryTLS(UnaryTests, ServerCase):
+    tls = True
+
+
+class UnaryH2C(UnaryTests, ServerCase):
+    tls = False
+
+
+# --- streaming ---
+
+class StreamingTests(ServerCase):
+    tls = False
+
+    def test_server_stream(self):
+        call = echo(self.ch, "ServerStream")
+        msgs = list(call(echo_pb2.StreamRequest(message="s", count=2000, payload_size=4096), timeout=RPC_TIMEOUT))
+        self.assertEqual([m.index for m in msgs], list(range(2000)))
+        self.assertTrue(all(len(m.payload) == 4096 for m in msgs))
+        msgs = list(call(echo_pb2.StreamRequest(count=5, interval_ms=10), timeout=RPC_TIMEOUT))
+        self.assertEqual(len(msgs), 5)
+        self.assertEqual(list(call(echo_pb2.StreamRequest(count=0), timeout=RPC_TIMEOUT)), [])
+
+    def test_server_stream_large_volume_with_backpressure(self):
+        # 64 MiB: the C server produces faster than the Python client reads, so it passes its
+        # high-water mark and must wait for on_drain (checked on the server through a full stream).
+        it = echo(self.ch, "ServerStream")(echo_pb2.StreamRequest(count=256, payload_size=256 << 10),
+                                            timeout=RPC_TIMEOUT * 2)
+        first = next(it)
+        rest = list(it)
+        self.assertEqual(first.index, 0)
+        self.assertEqual(len(rest), 255)
+
+    def test_server_stream_error_after_messages(self):
+        it = echo(self.ch, "ServerStream")(echo_pb2.StreamRequest(count=3, fail_after=True), timeout=RPC_TIMEOUT)
+        got = []
+        with self.assertRaises(grpc.RpcError) as cm:
+            for m in it:
+                got.append(m.index)
+        self.assertEqual(got, [0, 1, 2])
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.ABORTED)
+
+    def test_cancel_mid_stream(self):
+        call = echo(self.ch, "ServerStream")
+        it = call(echo_pb2.StreamRequest(count=1000000, interval_ms=1), timeout=RPC_TIMEOUT)
+        next(it)
+        it.cancel()
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(it)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.CANCELLED)
+        wait_until(lambda: self.server.metric("gantry_grpc_server_handled_total", grpc_method="ServerStream",
+                                              grpc_code="CANCELLED") >= 1, what="server-side cancel")
+        wait_until(lambda: self.server.metric("gantry_grpc_server_streams") == 0, what="streams to close")
+        r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(message="after"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "after")
+
+    def test_client_stream(self):
+        call = echo(self.ch, "ClientStream")
+        r = call(iter([echo_pb2.EchoRequest(payload=b"y" * 1000) for _ in range(300)]), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.index, 300)
+        self.assertIn("300000 payload bytes", r.message)
+        r = call(iter([]), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.index, 0)
+
+    def test_bidi_ping_pong(self):
+        q = queue.Queue()
+
+        def gen():
+            while True:
+                item = q.get(timeout=RPC_TIMEOUT)
+                if item is None:
+                    return
+                yield item
+
+        it = echo(self.ch, "Bidi")(gen(), timeout=RPC_TIMEOUT)
+        for i in range(20):
+            q.put(echo_pb2.EchoRequest(message="m%d" % i))
+            r = next(it)  # the server answers each message before the next is sent
+            self.assertEqual((r.message, r.index), ("m%d" % i, i))
+        q.put(None)
+        self.assertEqual(list(it), [])
+
+
+# --- errors ---
+
+class ErrorTests(ServerCase):
+    tls = False
+
+    def test_non_grpc_content_type_is_415(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", b"hello",
+                     ["content-type: text/plain", "te: trailers"])
+        self.assertRegex(out, r":status: 415")
+
+    def test_trailers_only_error(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Fail",
+                     grpc_frame(echo_pb2.FailRequest(code=5, message="no such thing").SerializeToString()),
+                     ["content-type: application/grpc", "te: trailers"])
+        # One HEADERS frame carrying :status, grpc-status and grpc-message, ending the stream.
+        self.assertRegex(out, r"recv HEADERS frame <[^>]*flags=0x05")
+        self.assertIn("grpc-status: 5", out)
+        self.assertIn("grpc-message: no such thing", out)
+        self.assertNotIn("recv DATA frame", out)
+
+    def test_server_side_deadline(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Delay",
+                     grpc_frame(echo_pb2.DelayRequest(delay_ms=5000).SerializeToString()),
+                     ["content-type: application/grpc", "te: trailers", "grpc-timeout: 200m"])
+        self.assertIn("grpc-status: 4", out)
+        self.assertIn("grpc-message: deadline exceeded", out)
+
+    def test_client_deadline_exceeded(self):
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(self.ch, "Delay")(echo_pb2.DelayRequest(delay_ms=3000), timeout=0.3)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertLess(time.monotonic() - t0, 2.9)
+        # The late answer from the worker thread is dropped; the server stays healthy.
+        r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(message="ok"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "ok")
+
+    def test_malformed_timeout(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", grpc_frame(b""),
+                     ["content-type: application/grpc", "te: trailers", "grpc-timeout: soon"])
+        self.assertIn("grpc-status: 13", out)
+
+    def test_undecodable_message_is_internal(self):
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.unary_unary("/gantry.testing.v1.Echo/Unary")(b"\xff\xff\xff\xff", timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INTERNAL)
+
+    def test_two_messages_on_unary(self):
+        body = grpc_frame(b"") + grpc_frame(b"")
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", body,
+                     ["content-type: application/grpc", "te: trailers"])
+        self.assertIn("grpc-status: 13", out)
+
+    def test_truncated_message(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", struct.pack(">BI", 0, 100) + b"abc",
+                     ["content-type: application/grpc", "te: trailers"])
+        self.assertIn("grpc-status: 13", out)
+        self.assertIn("ended inside a message", out)
+
+    def test_compressed_message_refused(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", struct.pack(">BI", 1, 0),
+                     ["content-type: application/grpc", "te: trailers", "grpc-encoding: gzip"])
+        self.assertIn("grpc-status: 12", out)
+
+    def test_garbage_connection_is_closed_and_server_survives(self):
+        for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(512),
+                     os.urandom(4096)):
+            s = socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT)
+            s.sendall(junk)
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+            s.close()
+        r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(message="alive"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "alive")
+
+
+# --- limits ---
+
+class LimitTests(ServerCase):
+    tls = False
+    server_args = ("--max-recv-bytes", str(1 << 20), "--max-send-bytes", str(2 << 20), "--max-streams", "4",
+                   "--max-header-bytes", "4096", "--idle-timeout-ms", "400", "--keepalive-ms", "200",
+                   "--keepalive-timeout-ms", "300")
+
+    def test_oversized_request(self):
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(self.ch, "Unary")(echo_pb2.EchoRequest(payload=b"z" * (2 << 20)), timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("larger than max", cm.exception.details())
+        r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(payload=b"z" * (1 << 19)), timeout=RPC_TIMEOUT)
+        self.assertEqual(len(r.payload), 1 << 19)
+
+    def test_oversized_response(self):
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(self.ch, "Size")(echo_pb2.SizeRequest(size=3 << 20), timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("exceeds the limit", cm.exception.details())
+
+    def test_oversized_headers(self):
+        out = nghttp(self.server, "/gantry.testing.v1.Echo/Unary", grpc_frame(b""),
+                     ["content-type: application/grpc", "te: trailers", "x-big: " + "a" * 6000])
+        self.assertIn("grpc-status: 8", out)
+        self.assertIn("request headers exceed the limit of 4096 bytes", out)
+
+    def test_concurrent_stream_limit_queues_calls(self):
+        call = echo(self.ch, "Delay")
+        futs = [call.future(echo_pb2.DelayRequest(delay_ms=300, message=str(i)), timeout=RPC_TIMEOUT)
+                for i in range(12)]
+        # Sample the server's open-stream gauge while the calls run: never above the limit.
+        most = 0
+        while not all(f.done() for f in futs):
+            most = max(most, self.server.metric("gantry_grpc_server_streams"))
+        self.assertEqual(sorted(int(f.result().message) for f in futs), list(range(12)))
+        self.assertGreaterEqual(most, 1)
+        self.assertLessEqual(most, 4)
+
+    def test_idle_connection_gets_goaway_and_client_reconnects(self):
+        ch = self.server.channel()
+        echo(ch, "Unary")(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)
+        before = self.server.metric("gantry_grpc_server_connections_total")
+        # The idle timer closes the connection: wait until the server has none open.
+        wait_until(lambda: self.server.metric("gantry_grpc_server_connections") == 0, what="idle close")
+        r = echo(ch, "Unary")(echo_pb2.EchoRequest(message="again"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "again")
+        self.assertGreater(self.server.metric("gantry_grpc_server_connections_total"), before)
+
+    def test_keepalive_closes_a_peer_that_stops_answering(self):
+        # A raw HTTP/2 client that starts a long call and then never reads nor acknowledges PINGs.
+        before = self.server.metric("gantry_grpc_server_handled_total", grpc_method="Delay", grpc_code="CANCELLED")
+        s = raw_h2_call(self.server.port, "/gantry.testing.v1.Echo/Delay",
+                        echo_pb2.DelayRequest(delay_ms=3000).SerializeToString())
+        wait_until(lambda: self.server.metric("gantry_grpc_server_handled_total", grpc_method="Delay",
+                                              grpc_code="CANCELLED") > before, what="keepalive close")
+        s.close()
+
+    def test_keepalive_pings_keep_an_active_connection(self):
+        # A stream lasting several keepalive intervals: the client acknowledges every PING.
+        it = echo(self.ch, "ServerStream")(echo_pb2.StreamRequest(count=10, interval_ms=100), timeout=RPC_TIMEOUT)
+        self.assertEqual(len(list(it)), 10)
+
+
+class ConnectionLimitTests(ServerCase):
+    tls = False
+    server_args = ("--conn-memory", str(1 << 20), "--max-recv-bytes", str(4 << 20), "--max-connections", "1")
+
+    def test_connection_memory_budget(self):
+        # Under the message limit but over the connection's budget for buffered request bytes.
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(self.ch, "Unary")(echo_pb2.EchoRequest(payload=b"m" * (2 << 20)), timeout=RPC_TIMEOUT)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("connection memory limit", cm.exception.details())
+        r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(payload=b"m" * 1000), timeout=RPC_TIMEOUT)
+        self.assertEqual(len(r.payload), 1000)
+
+    def test_max_connections(self):
+        echo(self.ch, "Unary")(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)  # holds the one connection
+        ch2 = self.server.channel(options=[("grpc.use_local_subchannel_pool", 1)])
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(ch2, "Unary")(echo_pb2.EchoRequest(), timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertGreaterEqual(self.server.metric("gantry_grpc_server_connections_rejected_total"), 1)
+        echo(self.ch, "Unary")(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)
+
+
+# --- TLS ---
+
+class TLSTests(ServerCase):
+    client_ca = True
+
+    def test_tls_without_client_certificate(self):
+        r = echo(self.ch, "Context")(echo_pb2.ContextRequest(), timeout=RPC_TIMEOUT)
+        self.assertTrue(r.tls)
+        self.assertEqual(r.peer_certificate_subject, "")
+
+    def test_mtls_client_certificate_reaches_the_handler(self):
+        ch = self.server.channel(client_cert="client")
+        r = echo(ch, "Context")(echo_pb2.ContextRequest(), timeout=RPC_TIMEOUT)
+        self.assertIn("CN=client", r.peer_certificate_subject)
+
+    def test_untrusted_client_certificate_is_refused(self):
+        ch = self.server.channel(client_cert="evilclient")
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(ch, "Unary")(echo_pb2.EchoRequest(), timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+
+    def test_plaintext_client_on_tls_port_fails(self):
+        ch = grpc.insecure_channel(self.server.target)
+        with self.assertRaises(grpc.RpcError) as cm:
+            echo(ch, "Unary")(echo_pb2.EchoRequest(), timeout=5)
+        ch.close()
+        self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
+
+    def test_alpn_h2_is_required(self):
+        ctx = ssl.create_default_context(cafile=certs()["ca.crt"])
+        ctx.set_alpn_protocols(["http/1.1"])
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT) as raw:
+            with self.assertRaises(ssl.SSLError) as cm:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.recv(1)
+        self.assertIn("NO APPLICATION PROTOCOL", str(cm.exception).upper().replace("_", " "))
+
+    def test_h2c_refused_off_loopback(self):
+        r = subprocess.run([SERVER_BIN, "--h2c", "--listen", "0.0.0.0:0", "--admin", "off"], capture_output=True,
+                           timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"only allowed on a loopback address", r.stderr)
+
+
+# --- reflection ---
+
+def reflect(ch, requests, alpha=False):
+    mod = reflection_v1alpha_pb2 if alpha else reflection_pb2
+    pkg = "grpc.reflection.v1alpha" if alpha else "grpc.reflection.v1"
+    fn = ch.stream_stream("/%s.ServerReflection/ServerReflectionInfo" % pkg,
+                          request_serializer=mod.ServerReflectionRequest.SerializeToString,
+                          response_deserializer=mod.ServerReflectionResponse.FromString)
+    return list(fn(iter([mod.ServerReflectionRequest(**r) for r in requests]), timeout=RPC_TIMEOUT))
+
+
+class ReflectionTests(ServerCase):
+    EXPECTED = {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection", "gantry.testing.v1.Echo"} | {
+        "gantry.v1." + s for s in ("Namespaces", "Principals", "ApiKeys", "Sandboxes", "Providers", "Policies",
+                                   "Quotas", "Usage", "Audit", "Cluster")}
+
+    def test_list_services_v1_and_v1alpha(self):
+        for alpha in (False, True):
+            (r,) = reflect(self.ch, [{"list_services": ""}], alpha=alpha)
+            self.assertEqual({s.name for s in r.list_services_response.service}, self.EXPECTED)
+
+    def pool_for(self, symbol):
+        (r,) = reflect(self.ch, [{"file_containing_symbol": symbol}])
+        self.assertEqual(r.WhichOneof("message_response"), "file_descriptor_response")
+        pool = descriptor_pool.DescriptorPool()
+        protos = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                  for b in r.file_descriptor_response.file_descriptor_proto]
+        added = set()
+        while len(added) < len(protos):  # add dependencies first
+            for fdp in protos:
+                if fdp.name not in added and all(d in added for d in fdp.dependency):
+                    pool.Add(fdp)
+                    added.add(fdp.name)
+        return pool
+
+    def test_descriptors_for_every_gantry_service(self):
+        for svc in sorted(s for s in self.EXPECTED if s.startswith("gantry.v1.")):
+            pool = self.pool_for(svc)
+            sd = pool.FindServiceByName(svc)
+            self.assertGreater(len(sd.methods), 0)
+        sd = self.pool_for("gantry.v1.Sandboxes").FindServiceByName("gantry.v1.Sandboxes")
+        self.assertEqual([m.name for m in sd.methods],
+                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch"])
+        self.assertTrue(sd.methods_by_name["Watch"].server_streaming)
+        meta = self.pool_for("gantry.v1.ObjectMeta").FindMessageTypeByName("gantry.v1.ObjectMeta")
+        self.assertIn("resource_version", meta.fields_by_name)
+
+    def test_call_a_method_built_only_from_reflection(self):
+        pool = self.pool_for("gantry.testing.v1.Echo.Unary")  # a method symbol resolves too
+        method = pool.FindServiceByName("gantry.testing.v1.Echo").methods_by_name["Unary"]
+        factory = message_factory.MessageFactory(pool)
+        Req = factory.GetPrototype(method.input_type)
+        Resp = factory.GetPrototype(method.output_type)
+        fn = self.ch.unary_unary("/gantry.testing.v1.Echo/Unary", request_serializer=Req.SerializeToString,
+                                 response_deserializer=Resp.FromString)
+        r = fn(Req(message="reflected"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "reflected")
+
+    def test_file_by_filename_and_not_found(self):
+        rs = reflect(self.ch, [{"file_by_filename": "gantry/v1/sandboxes.proto"},
+                               {"file_by_filename": "nope.proto"},
+                               {"file_containing_symbol": "gantry.v1.Nope"},
+                               {"all_extension_numbers_of_type": "gantry.v1.Sandbox"}])
+        names = [descriptor_pb2.FileDescriptorProto.FromString(b).name
+                 for b in rs[0].file_descriptor_response.file_descriptor_proto]
+        self.assertEqual(names[0], "gantry/v1/sandboxes.proto")
+        self.assertIn("gantry/v1/meta.proto", names)
+        self.assertEqual(rs[1].error_response.error_code, 5)
+        self.assertEqual(rs[2].error_response.error_code, 5)
+        self.assertEqual(rs[3].all_extension_numbers_response.base_type_name, "gantry.v1.Sandbox")
+
+
+# --- health ---
+
+class HealthTests(ServerCase):
+    def check(self, service):
+        return unary(self.ch, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest,
+                     health_pb2.HealthCheckResponse)(health_pb2.HealthCheckRequest(service=service),
+                                                     timeout=RPC_TIMEOUT)
+
+    def test_check(self):
+        SERVING = health_pb2.HealthCheckResponse.SERVING
+        self.assertEqual(self.check("").status, SERVING)
+        self.assertEqual(self.check("gantry.v1.Sandboxes").status, SERVING)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.check("no.such.Service")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_watch_unknown_service(self):
+        it = self.ch.unary_stream("/grpc.health.v1.Health/Watch",
+                                  request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                                  response_deserializer=health_pb2.HealthCheckResponse.FromString)(
+            health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=RPC_TIMEOUT)
+        self.assertEqual(next(it).status, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        it.cancel()
+
+
+class HealthWatchShutdownTest(unittest.TestCase):
+    def test_watch_sees_not_serving_on_sigterm(self):
+        srv = Server()
+        try:
+            ch = srv.channel()
+            it = ch.unary_stream("/grpc.health.v1.Health/Watch",
+                                 request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                                 response_deserializer=health_pb2.HealthCheckResponse.FromString)(
+                health_pb2.HealthCheckRequest(service=""), timeout=RPC_TIMEOUT)
+            self.assertEqual(next(it).status, health_pb2.HealthCheckResponse.SERVING)
+            srv.signal()
+            self.assertEqual(next(it).status, health_pb2.HealthCheckResponse.NOT_SERVING)
+            self.assertEqual(list(it), [])  # the watch ends with OK so the connection can drain
+            self.assertEqual(srv.stop(), 0, srv.tail())
+        finally:
+            srv.kill()
+
+
+# --- admin ---
+
+class AdminTests(ServerCase):
+    tls = False
+
+    def test_healthz_readyz(self):
+        self.assertEqual(self.server.admin_get("/healthz"), (200, "ok\n"))
+        self.assertEqual(self.server.admin_get("/readyz"), (200, "ready\n"))
+        self.assertEqual(self.server.admin_get("/healthz", method="HEAD")[0], 200)
+
+    def test_metrics_count_calls_by_code_with_latency(self):
+        call = echo(self.ch, "Unary")
+        for _ in range(7):
+            call(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)
+        with self.assertRaises(grpc.RpcError):
+            echo(self.ch, "Fail")(echo_pb2.FailRequest(code=7, message="no"), timeout=RPC_TIMEOUT)
+        m = self.server.metric
+        self.assertEqual(m("gantry_grpc_server_handled_total", grpc_service="gantry.testing.v1.Echo",
+                           grpc_method="Unary", grpc_code="OK"), 7)
+        self.assertEqual(m("gantry_grpc_server_handled_total", grpc_method="Fail", grpc_code="PERMISSION_DENIED"), 1)
+        self.assertEqual(m("gantry_grpc_server_handling_seconds_count", grpc_method="Unary"), 7)
+        self.assertEqual(m("gantry_grpc_server_handling_seconds_bucket", grpc_method="Unary", le="+Inf"), 7)
+        self.assertGreaterEqual(m("gantry_grpc_server_connections"), 1)
+        status, body = self.server.admin_get("/metrics")
+        self.assertIn("# TYPE gantry_grpc_server_handling_seconds histogram", body)
+
+    def test_errors(self):
+        self.assertEqual(self.server.admin_get("/nope")[0], 404)
+        self.assertEqual(self.server.admin_get("/metrics", method="POST")[0], 405)
+        s = socket.create_connection(("127.0.0.1", self.server.admin_port), timeout=RPC_TIMEOUT)
+        s.sendall(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b" 414 ", s.recv(4096))
+        s.close()
+        s = socket.create_connection(("127.0.0.1", self.server.admin_port), timeout=RPC_TIMEOUT)
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        self.assertIn(b" 400 ", s.recv(4096))
+        s.close()
+
+    def test_keep_alive(self):
+        s = socket.create_connection(("127.0.0.1", self.server.admin_port), timeout=RPC_TIMEOUT)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2:
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "connection closed early")
+            data += chunk
+        s.close()
+
+
+# --- shutdown ---
+
+class ShutdownTests(unittest.TestCase):
+    def test_in_flight_calls_finish_after_sigterm(self):
+        srv = Server("--grace-ms", "20000")
+        try:
+            ch = srv.channel()
+            call = echo(ch, "Delay")
+            futs = [call.future(echo_pb2.DelayRequest(delay_ms=800, message=str(i)), timeout=RPC_TIMEOUT)
+                    for i in range(5)]
+            wait_until(lambda: srv.metric("gantry_grpc_server_streams") == 5, what="calls in flight")
+            srv.signal()
+            self.assertEqual([f.result().message for f in futs], [str(i) for i in range(5)])
+            wait_until(lambda: srv.proc.poll() is not None, timeout=STOP_TIMEOUT, what="exit")
+            self.assertEqual(srv.proc.returncode, 0, srv.tail())
+            self.assertIn("shutting down: GOAWAY", srv.tail(200))
+        finally:
+            srv.kill()
+
+    def test_goaway_on_sigterm_at_the_frame_level(self):
+        srv = Server("--grace-ms", "20000", tls=False)
+        try:
+            s = raw_h2_call(srv.port, "/gantry.testing.v1.Echo/Delay",
+                            echo_pb2.DelayRequest(delay_ms=1000, message="late").SerializeToString())
+            wait_until(lambda: srv.metric("gantry_grpc_server_streams") == 1, what="call in flight")
+            srv.signal()
+            seen = []
+            for ftype, flags, sid, payload in read_h2_frames(s):
+                if ftype == 7:  # GOAWAY: last stream id, error code
+                    seen.append(("GOAWAY", int.from_bytes(payload[:4], "big"), int.from_bytes(payload[4:8], "big")))
+                elif ftype == 0 and sid == 1:
+                    seen.append(("DATA", len(payload)))
+                elif ftype == 1 and sid == 1 and flags & 1:
+                    seen.append(("TRAILERS",))
+                    break
+            s.close()
+            goaway = [x for x in seen if x[0] == "GOAWAY"]
+            self.assertEqual(goaway[0][1:], (1, 0), seen)  # last stream 1, NO_ERROR
+            # The call accepted before the GOAWAY still completes: its reply and trailers follow.
+            self.assertLess(seen.index(goaway[0]), seen.index(("TRAILERS",)), seen)
+            self.assertTrue(any(x[0] == "DATA" and x[1] > 5 for x in seen), seen)
+            wait_until(lambda: srv.proc.poll() is not None, timeout=STOP_TIMEOUT, what="exit")
+            self.assertEqual(srv.proc.returncode, 0, srv.tail())
+        finally:
+            srv.kill()
+
+    def test_grace_period_bounds_shutdown(self):
+        srv = Server("--grace-ms", "300")
+        try:
+            ch = srv.channel()
+            fut = echo(ch, "Delay").future(echo_pb2.DelayRequest(delay_ms=60000), timeout=RPC_TIMEOUT)
+            stream = echo(ch, "ServerStream")(echo_pb2.StreamRequest(count=1000000, interval_ms=5),
+                                              timeout=RPC_TIMEOUT)
+            next(stream)
+            wait_until(lambda: srv.metric("gantry_grpc_server_streams") == 2, what="calls in flight")
+            t0 = time.monotonic()
+            srv.signal()
+            with self.assertRaises(grpc.RpcError) as cm:
+                fut.result()
+            self.assertIn(cm.exception.code(), (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE))
+            with self.assertRaises(grpc.RpcError):
+                list(stream)
+            wait_until(lambda: srv.proc.poll() is not None, timeout=STOP_TIMEOUT, what="exit")
+            self.assertLess(time.monotonic() - t0, STOP_TIMEOUT)
+            self.assertEqual(srv.proc.returncode, 0, srv.tail())
+        finally:
+            srv.kill()
+
+    def test_new_connections_refused_after_shutdown(self):
+        srv = Server("--grace-ms", "20000")
+        try:
+            ch = srv.channel()
+            fut = echo(ch, "Delay").future(echo_pb2.DelayRequest(delay_ms=1500), timeout=RPC_TIMEOUT)
+            wait_until(lambda: srv.metric("gantry_grpc_server_streams") == 1, what="call in flight")
+            srv.signal()
+            # The listener closes at once; the in-flight call still completes.
+            def refused():
+                try:
+                    socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                    return False
+                except OSError:
+                    return True
+            wait_until(refused, what="listener to close")
+            fut.result()
+            wait_until(lambda: srv.proc.poll() is not None, timeout=STOP_TIMEOUT, what="exit")
+            self.assertEqual(srv.proc.returncode, 0, srv.tail())
+        finally:
+            srv.kill()
+
+
+GROUPS = {
+    "unary": [UnaryTLS, UnaryH2C],
+    "streaming": [StreamingTests],
+    "errors": [ErrorTests],
+    "limits": [LimitTests, ConnectionLimitTests],
+    "tls": [TLSTests],
+    "reflection": [ReflectionTests],
+    "health": [HealthTests, HealthWatchShutdownTest],
+    "admin": [AdminTests],
+    "shutdown": [ShutdownTests],
+}
+
+
+def main():
+    if len(sys.argv) < 2 or (sys.argv[1] not in GROUPS and sys.argv[1] != "all"):
+        print(__doc__)
+        return 2
+    group = sys.argv[1]
+    classes = sum(GROUPS.values(), []) if group == "all" else GROUPS[group]
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite([loader.loadTestsFromTestCase(c) for c in classes])
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    if result.wasSuccessful():
+        shutil.rmtree(WORK, ignore_errors=True)
+        return 0
+    print("server logs kept under", WORK)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
