@@ -1,0 +1,1776 @@
+/* gantryd's configuration. See config.h for the contract.
+ *
+ * Everything is driven by the field table below: one row per key with its type, where it lives in
+ * struct config, its default (as text, parsed by the same code as an environment variable, so the
+ * documented default is exactly what runs), an optional validator, the help line and flags. Adding a
+ * key means adding a member to struct config and a row here; the JSON loader, the environment and
+ * flag parsers, --help, config_dump_json and docs/configuration.md (whose test compares it with
+ * config_doc_markdown) follow.
+ *
+ * Setting a value happens in two steps. set_*() checks the syntax and the range of one value and
+ * stores it, so a value that is not an integer never lands in an integer field; config_validate()
+ * then runs each field's validator (formats: addresses, DNS labels) and the rules between fields
+ * (TLS presence, h2c only on loopback, join needs a token, snapshot trailing >= threshold). */
+#include "server/config.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "lib/addr.h"
+#include "lib/mem.h"
+
+/* Input limits: a config is small; anything larger is a mistake or an attack on the parser. */
+#define CONFIG_FILE_MAX   (1u << 20)
+#define CONFIG_STRING_MAX 4096u
+#define CONFIG_LIST_MAX   64u
+#define CONFIG_TOKEN_MAX  4096u
+
+/* How a value in an error message is shown: quoted, escaped, and cut after this many bytes. */
+#define QUOTE_MAX 80u
+
+enum field_type {
+    FT_STRING, /* char * */
+    FT_BOOL,   /* bool */
+    FT_U32,    /* unsigned, range [min, max] */
+    FT_U64,    /* uint64_t, range [min, max] */
+    FT_LIST,   /* struct config_list */
+    FT_DOMAIN, /* failure_domain: uint64_t plus its name (see set_domain) */
+};
+
+enum {
+    F_SECRET = 1u << 0,  /* never shown: redacted in dumps and messages */
+    F_NO_FLAG = 1u << 1, /* may not come from a flag (secrets: flags show in ps) */
+    F_NO_FILE = 1u << 2, /* may not come from the file (the file's own path) */
+};
+
+struct field;
+/* A validator checks the field's current value. On failure it writes the reason (completing
+ * "config: <key> (from <origin>): <value> ...") into @why and returns GERR_INVAL. */
+typedef int (*field_check_fn)(struct config *cfg, const struct field *f, char *why);
+
+struct field {
+    const char *key;  /* JSON key */
+    const char *env;  /* GANTRY_ + upper(key); test_config checks the spelling */
+    const char *flag; /* -- + kebab(key) */
+    enum field_type type;
+    size_t offset;   /* of the member in struct config */
+    const char *def; /* default as text, NULL = required / no default ("" or 0) */
+    field_check_fn check;
+    uint64_t min, max;     /* integer range */
+    unsigned flags;        /* F_* */
+    const char *type_name; /* for --help and docs */
+    const char *help;
+};
+
+static int check_name63(struct config *cfg, const struct field *f, char *why);
+static int check_nonempty(struct config *cfg, const struct field *f, char *why);
+static int check_listen(struct config *cfg, const struct field *f, char *why);
+static int check_peer(struct config *cfg, const struct field *f, char *why);
+static int check_gateway_id(struct config *cfg, const struct field *f, char *why);
+static int check_domain(struct config *cfg, const struct field *f, char *why);
+static int check_join(struct config *cfg, const struct field *f, char *why);
+static int check_token(struct config *cfg, const struct field *f, char *why);
+static int check_log_level(struct config *cfg, const struct field *f, char *why);
+
+static int cur_error(const struct config *cfg, const char *key, char *errmsg, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool is_set(const char *s);
+static int token_conflict(const struct config *cfg, char *errmsg);
+
+#define OFF(member) offsetof(struct config, member)
+
+/* The one table. Order: identity, addresses, Kubernetes identity, TLS, join, Raft, logging, limits.
+ * Keep docs/configuration.md in step by regenerating its table (see that file). */
+static const struct field fields[] = {
+    {.key = "config",
+     .env = "GANTRY_CONFIG",
+     .flag = "--config",
+     .type = FT_STRING,
+     .offset = OFF(config_file),
+     .def = "",
+     .flags = F_NO_FILE,
+     .type_name = "path",
+     .help = "JSON configuration file to load (lowest precedence after the defaults)"},
+    {.key = "replica_id",
+     .env = "GANTRY_REPLICA_ID",
+     .flag = "--replica-id",
+     .type = FT_U64,
+     .offset = OFF(replica_id),
+     .min = 1,
+     .max = INT64_MAX,
+     .type_name = "integer",
+     .help = "this replica's stable, non-zero id in the cluster; 1 bootstraps a new cluster"},
+    {.key = "replica_name",
+     .env = "GANTRY_REPLICA_NAME",
+     .flag = "--replica-name",
+     .type = FT_STRING,
+     .offset = OFF(replica_name),
+     .def = "",
+     .check = check_name63,
+     .type_name = "DNS-1123 label",
+     .help = "human name in logs, audit and the Cluster API; empty means replica-N for replica_id N"},
+    {.key = "data_dir",
+     .env = "GANTRY_DATA_DIR",
+     .flag = "--data-dir",
+     .type = FT_STRING,
+     .offset = OFF(data_dir),
+     .def = "/var/lib/gantry",
+     .check = check_nonempty,
+     .type_name = "path",
+     .help = "directory for the database and this replica's cluster identity"},
+    {.key = "api_address",
+     .env = "GANTRY_API_ADDRESS",
+     .flag = "--api-address",
+     .type = FT_STRING,
+     .offset = OFF(api_address),
+     .def = "127.0.0.1:8443",
+     .check = check_listen,
+     .type_name = "host:port",
+     .help = "gRPC API listen address, a.b.c.d:port or [v6]:port"},
+    {.key = "peer_address",
+     .env = "GANTRY_PEER_ADDRESS",
+     .flag = "--peer-address",
+     .type = FT_STRING,
+     .offset = OFF(peer_address),
+     .def = "127.0.0.1:9443",
+     .check = check_peer,
+     .type_name = "a.b.c.d:port",
+     .help = "Raft/dqlite peer TLS address, bound and advertised to peers: IPv4 literal, not 0.0.0.0, not "
+             "port 0"},
+    {.key = "admin_address",
+     .env = "GANTRY_ADMIN_ADDRESS",
+     .flag = "--admin-address",
+     .type = FT_STRING,
+     .offset = OFF(admin_address),
+     .def = "127.0.0.1:8081",
+     .check = check_listen,
+     .type_name = "host:port",
+     .help = "HTTP /healthz, /readyz and /metrics listen address"},
+    {.key = "gateway_id",
+     .env = "GANTRY_GATEWAY_ID",
+     .flag = "--gateway-id",
+     .type = FT_STRING,
+     .offset = OFF(gateway_id),
+     .def = "gantry",
+     .check = check_gateway_id,
+     .type_name = "DNS-1123 label",
+     .help = "this gateway cluster's id in Kubernetes names and labels, at most 20 characters"},
+    {.key = "failure_domain",
+     .env = "GANTRY_FAILURE_DOMAIN",
+     .flag = "--failure-domain",
+     .type = FT_DOMAIN,
+     .offset = OFF(failure_domain),
+     .def = "0",
+     .check = check_domain,
+     .max = UINT64_MAX,
+     .type_name = "integer or name",
+     .help = "rack or zone for spreading voters: an integer, or a name hashed to one; 0 = unknown"},
+    {.key = "api_tls_cert",
+     .env = "GANTRY_API_TLS_CERT",
+     .flag = "--api-tls-cert",
+     .type = FT_STRING,
+     .offset = OFF(api_tls_cert),
+     .def = "",
+     .type_name = "path",
+     .help = "API server certificate (PEM); empty: the replica certificate issued by the cluster CA"},
+    {.key = "api_tls_key",
+     .env = "GANTRY_API_TLS_KEY",
+     .flag = "--api-tls-key",
+     .type = FT_STRING,
+     .offset = OFF(api_tls_key),
+     .def = "",
+     .type_name = "path",
+     .help = "API server private key (PEM); set together with api_tls_cert"},
+    {.key = "api_tls_client_ca",
+     .env = "GANTRY_API_TLS_CLIENT_CA",
+     .flag = "--api-tls-client-ca",
+     .type = FT_STRING,
+     .offset = OFF(api_tls_client_ca),
+     .def = "",
+     .type_name = "path",
+     .help = "CA bundle for API client certificates (enables mTLS authentication)"},
+    {.key = "api_h2c",
+     .env = "GANTRY_API_H2C",
+     .flag = "--api-h2c",
+     .type = FT_BOOL,
+     .offset = OFF(api_h2c),
+     .def = "false",
+     .type_name = "bool",
+     .help = "serve the API as plaintext HTTP/2; only on a loopback api_address, for tests and local tools"},
+    {.key = "peer_tls_ca",
+     .env = "GANTRY_PEER_TLS_CA",
+     .flag = "--peer-tls-ca",
+     .type = FT_STRING,
+     .offset = OFF(peer_tls_ca),
+     .def = "",
+     .type_name = "path",
+     .help =
+         "cluster CA for peer TLS; the three peer_tls_* come together, empty: the files init/join create"},
+    {.key = "peer_tls_cert",
+     .env = "GANTRY_PEER_TLS_CERT",
+     .flag = "--peer-tls-cert",
+     .type = FT_STRING,
+     .offset = OFF(peer_tls_cert),
+     .def = "",
+     .type_name = "path",
+     .help = "this replica's peer certificate (PEM), issued by the cluster CA"},
+    {.key = "peer_tls_key",
+     .env = "GANTRY_PEER_TLS_KEY",
+     .flag = "--peer-tls-key",
+     .type = FT_STRING,
+     .offset = OFF(peer_tls_key),
+     .def = "",
+     .type_name = "path",
+     .help = "this replica's peer private key (PEM)"},
+    {.key = "join",
+     .env = "GANTRY_JOIN",
+     .flag = "--join",
+     .type = FT_LIST,
+     .offset = OFF(join),
+     .def = "",
+     .check = check_join,
+     .type_name = "list of host:port",
+     .help = "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
+             "--join may repeat"},
+    {.key = "join_token",
+     .env = "GANTRY_JOIN_TOKEN",
+     .flag = "",
+     .type = FT_STRING,
+     .offset = OFF(join_token),
+     .def = "",
+     .check = check_token,
+     .flags = F_SECRET | F_NO_FLAG,
+     .type_name = "secret",
+     .help =
+         "join token from a Platform Admin; never a flag (flags show in ps): file, env or join_token_file"},
+    {.key = "join_token_file",
+     .env = "GANTRY_JOIN_TOKEN_FILE",
+     .flag = "--join-token-file",
+     .type = FT_STRING,
+     .offset = OFF(join_token_file),
+     .def = "",
+     .type_name = "path",
+     .help = "file holding the join token (trailing newline ignored)"},
+    {.key = "latency_ms",
+     .env = "GANTRY_LATENCY_MS",
+     .flag = "--latency-ms",
+     .type = FT_U32,
+     .offset = OFF(latency_ms),
+     .def = "20",
+     .min = 1,
+     .max = 3600000,
+     .type_name = "integer",
+     .help = "typical peer round trip; heartbeat = 1.5x, election timeout = 15x"},
+    {.key = "snapshot_threshold",
+     .env = "GANTRY_SNAPSHOT_THRESHOLD",
+     .flag = "--snapshot-threshold",
+     .type = FT_U32,
+     .offset = OFF(snapshot_threshold),
+     .def = "1024",
+     .min = 1,
+     .max = UINT32_MAX,
+     .type_name = "integer",
+     .help = "Raft log entries between snapshots"},
+    {.key = "snapshot_trailing",
+     .env = "GANTRY_SNAPSHOT_TRAILING",
+     .flag = "--snapshot-trailing",
+     .type = FT_U32,
+     .offset = OFF(snapshot_trailing),
+     .def = "8192",
+     .min = 4,
+     .max = UINT32_MAX,
+     .type_name = "integer",
+     .help = "Raft log entries kept after a snapshot; >= 4 and >= snapshot_threshold"},
+    {.key = "roles_grace_ms",
+     .env = "GANTRY_ROLES_GRACE_MS",
+     .flag = "--roles-grace-ms",
+     .type = FT_U64,
+     .offset = OFF(roles_grace_ms),
+     .def = "30000",
+     .min = 1,
+     .max = 86400000,
+     .type_name = "integer",
+     .help =
+         "how long a member may be unreachable before it is replaced; > election timeout (15 x latency_ms)"},
+    {.key = "log_level",
+     .env = "GANTRY_LOG_LEVEL",
+     .flag = "--log-level",
+     .type = FT_STRING,
+     .offset = OFF(log_level),
+     .def = "info",
+     .check = check_log_level,
+     .type_name = "level",
+     .help = "log verbosity: error, warn, info, debug or trace (any case)"},
+    {.key = "max_message_bytes",
+     .env = "GANTRY_MAX_MESSAGE_BYTES",
+     .flag = "--max-message-bytes",
+     .type = FT_U32,
+     .offset = OFF(max_message_bytes),
+     .def = "4194304",
+     .min = 1024,
+     .max = 268435456,
+     .type_name = "integer",
+     .help = "largest gRPC message accepted or sent (1 KiB..256 MiB)"},
+    {.key = "max_concurrent_streams",
+     .env = "GANTRY_MAX_CONCURRENT_STREAMS",
+     .flag = "--max-concurrent-streams",
+     .type = FT_U32,
+     .offset = OFF(max_concurrent_streams),
+     .def = "100",
+     .min = 1,
+     .max = 10000,
+     .type_name = "integer",
+     .help = "HTTP/2 streams per client connection"},
+};
+
+#define NFIELDS (sizeof fields / sizeof fields[0])
+_Static_assert(sizeof fields / sizeof fields[0] <= CONFIG_MAX_FIELDS, "raise CONFIG_MAX_FIELDS");
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+/* snprintf for message text, which may be cut like every errmsg (lib/err.h): the key and the source
+ * come first, so a cut only loses the end of a long value or reason. */
+static void msg_printf(char *dst, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void msg_printf(char *dst, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, size, fmt, ap);
+    va_end(ap);
+}
+
+#define FIELD_PTR(cfg, f, T) ((T *)(void *)((char *)(cfg) + (f)->offset))
+
+static size_t field_index(const struct field *f)
+{
+    return (size_t)(f - fields);
+}
+
+static const struct field *field_by_key(const char *key)
+{
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (strcmp(fields[i].key, key) == 0) {
+            return &fields[i];
+        }
+    }
+    return NULL;
+}
+
+const char *config_source_name(enum config_source src)
+{
+    switch (src) {
+    case CONFIG_SRC_FILE:
+        return "file";
+    case CONFIG_SRC_ENV:
+        return "env";
+    case CONFIG_SRC_FLAG:
+        return "flag";
+    default:
+        return "default";
+    }
+}
+
+/* Where a field's current value came from, as a message shows it: the file's path, the variable, the
+ * flag, or "default". */
+static const char *origin_text(const struct config *cfg, const struct field *f)
+{
+    switch (cfg->origin[field_index(f)]) {
+    case CONFIG_SRC_FILE:
+        return cfg->loaded_file != NULL && cfg->loaded_file[0] != '\0' ? cfg->loaded_file : "the file";
+    case CONFIG_SRC_ENV:
+        return f->env;
+    case CONFIG_SRC_FLAG:
+        return f->flag;
+    default:
+        return "default";
+    }
+}
+
+/* Quote @s for a message: "...", with ", \ and non-printable bytes escaped, cut after QUOTE_MAX
+ * bytes. @out has room for 4 * QUOTE_MAX + 8 bytes. */
+#define QUOTE_SIZE (4 * QUOTE_MAX + 8)
+static void quote(const char *s, char *out)
+{
+    size_t n = 0;
+    size_t i;
+    out[n++] = '"';
+    for (i = 0; s[i] != '\0' && i < QUOTE_MAX; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            n += (size_t)snprintf(out + n, 5, "\\x%02x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n++] = '"';
+    if (s[i] != '\0') {
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
+    out[n] = '\0';
+}
+
+/* The value of a field as a message shows it (quoted strings; secrets redacted). */
+static void value_text(const struct config *cfg, const struct field *f, char *out)
+{
+    if (f->flags & F_SECRET) {
+        snprintf(out, QUOTE_SIZE, "(redacted)");
+        return;
+    }
+    switch (f->type) {
+    case FT_STRING:
+        quote(*FIELD_PTR(cfg, f, char *const), out);
+        break;
+    case FT_BOOL:
+        snprintf(out, QUOTE_SIZE, "%s", *FIELD_PTR(cfg, f, const bool) ? "true" : "false");
+        break;
+    case FT_U32:
+        snprintf(out, QUOTE_SIZE, "%u", *FIELD_PTR(cfg, f, const unsigned));
+        break;
+    case FT_U64:
+        snprintf(out, QUOTE_SIZE, "%llu", (unsigned long long)*FIELD_PTR(cfg, f, const uint64_t));
+        break;
+    case FT_DOMAIN:
+        if (cfg->failure_domain_name[0] != '\0') {
+            quote(cfg->failure_domain_name, out);
+        } else {
+            snprintf(out, QUOTE_SIZE, "%llu", (unsigned long long)cfg->failure_domain);
+        }
+        break;
+    case FT_LIST:
+        snprintf(out, QUOTE_SIZE, "(list of %zu)", FIELD_PTR(cfg, f, const struct config_list)->n);
+        break;
+    }
+}
+
+/* "config: <key> (from <where>): <why>" */
+static int field_error(const struct field *f, const char *where, char *errmsg, const char *why)
+{
+    gerr_set(errmsg, "config: %s (from %s): %s", f->key, where, why);
+    return GERR_INVAL;
+}
+
+/* Levenshtein distance, for "did you mean". Inputs longer than 64 bytes get no suggestion. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a);
+    size_t lb = strlen(b);
+    size_t row[65];
+    if (la > 64 || lb > 64) {
+        return SIZE_MAX;
+    }
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+            if (up + 1 < best) {
+                best = up + 1;
+            }
+            if (row[j - 1] + 1 < best) {
+                best = row[j - 1] + 1;
+            }
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The field whose key is closest to @key (already in snake_case), if it is close enough to be a
+ * typo: at most @limit edits, or for long keys a third of the length. */
+static const struct field *suggest(const char *key, size_t limit, unsigned exclude_flags)
+{
+    const struct field *best = NULL;
+    size_t best_d = SIZE_MAX;
+    size_t len = strlen(key);
+    size_t allowed = len / 3 > limit ? len / 3 : limit;
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (fields[i].flags & exclude_flags) {
+            continue;
+        }
+        size_t d = edit_distance(key, fields[i].key);
+        if (d < best_d) {
+            best_d = d;
+            best = &fields[i];
+        }
+    }
+    return best_d <= allowed ? best : NULL;
+}
+
+static bool has_control_char(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Strict unsigned decimal: digits only, no sign, no spaces, no overflow. */
+static bool parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9') {
+            return false;
+        }
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+            return false;
+        }
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* ---- setting values --------------------------------------------------------------------- */
+
+static void list_clear(struct config_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        mem_free(l->items[i]);
+    }
+    mem_free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static int list_add(const struct field *f, struct config_list *l, const char *item, size_t len,
+                    const char *where, char *errmsg)
+{
+    if (l->n >= CONFIG_LIST_MAX) {
+        char why[64];
+        snprintf(why, sizeof why, "more than %u entries", CONFIG_LIST_MAX);
+        return field_error(f, where, errmsg, why);
+    }
+    l->items = mem_realloc(l->items, (l->n + 1) * sizeof *l->items);
+    l->items[l->n++] = mem_strndup(item, len);
+    return 0;
+}
+
+static void replace_string(char **slot, const char *s)
+{
+    char *copy = mem_strdup(s);
+    mem_free(*slot);
+    *slot = copy;
+}
+
+static int string_ok(const struct field *f, const char *s, const char *where, char *errmsg)
+{
+    char why[QUOTE_SIZE + 64];
+    char q[QUOTE_SIZE];
+    if (strlen(s) > CONFIG_STRING_MAX) {
+        snprintf(why, sizeof why, "longer than %u bytes", CONFIG_STRING_MAX);
+        return field_error(f, where, errmsg, why);
+    }
+    if (has_control_char(s)) {
+        if (f->flags & F_SECRET) {
+            snprintf(why, sizeof why, "(redacted) contains a control character");
+        } else {
+            quote(s, q);
+            snprintf(why, sizeof why, "%s contains a control character", q);
+        }
+        return field_error(f, where, errmsg, why);
+    }
+    return 0;
+}
+
+static int set_uint(struct config *cfg, const struct field *f, uint64_t v, const char *shown,
+                    const char *where, char *errmsg)
+{
+    char why[QUOTE_SIZE + 96];
+    if (v < f->min || v > f->max) {
+        snprintf(why, sizeof why, "%s is out of range (%llu..%llu)", shown, (unsigned long long)f->min,
+                 (unsigned long long)f->max);
+        return field_error(f, where, errmsg, why);
+    }
+    if (f->type == FT_U32) {
+        *FIELD_PTR(cfg, f, unsigned) = (unsigned)v;
+    } else {
+        *FIELD_PTR(cfg, f, uint64_t) = v;
+    }
+    return 0;
+}
+
+/* failure_domain: all digits is the integer itself; anything else is a name, hashed. */
+static int set_domain(struct config *cfg, const struct field *f, const char *text, const char *where,
+                      char *errmsg)
+{
+    uint64_t v;
+    int rv = string_ok(f, text, where, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (parse_u64(text, &v)) {
+        cfg->failure_domain = v;
+        replace_string(&cfg->failure_domain_name, "");
+    } else {
+        cfg->failure_domain = config_failure_domain_hash(text);
+        replace_string(&cfg->failure_domain_name, text);
+    }
+    return 0;
+}
+
+/* Set field @f from @text (an environment variable, a flag or a default). */
+static int set_from_text(struct config *cfg, const struct field *f, const char *text, enum config_source src,
+                         const char *where, char *errmsg)
+{
+    char why[QUOTE_SIZE + 96];
+    char q[QUOTE_SIZE];
+    uint64_t v;
+    int rv;
+
+    switch (f->type) {
+    case FT_STRING:
+        if ((rv = string_ok(f, text, where, errmsg)) != 0) {
+            return rv;
+        }
+        replace_string(FIELD_PTR(cfg, f, char *), text);
+        return 0;
+    case FT_BOOL:
+        if (strcmp(text, "true") == 0 || strcmp(text, "1") == 0) {
+            *FIELD_PTR(cfg, f, bool) = true;
+        } else if (strcmp(text, "false") == 0 || strcmp(text, "0") == 0) {
+            *FIELD_PTR(cfg, f, bool) = false;
+        } else {
+            quote(text, q);
+            snprintf(why, sizeof why, "%s is not a bool (true, false, 1 or 0)", q);
+            return field_error(f, where, errmsg, why);
+        }
+        return 0;
+    case FT_U32:
+    case FT_U64:
+        if (!parse_u64(text, &v)) {
+            quote(text, q);
+            snprintf(why, sizeof why, "%s is not an unsigned decimal integer", q);
+            return field_error(f, where, errmsg, why);
+        }
+        quote(text, q);
+        return set_uint(cfg, f, v, q, where, errmsg);
+    case FT_DOMAIN:
+        return set_domain(cfg, f, text, where, errmsg);
+    case FT_LIST: {
+        struct config_list *l = FIELD_PTR(cfg, f, struct config_list);
+        if ((rv = string_ok(f, text, where, errmsg)) != 0) {
+            return rv;
+        }
+        /* A new layer replaces the list; repeated flags add to it. */
+        if (!(src == CONFIG_SRC_FLAG && cfg->origin[field_index(f)] == CONFIG_SRC_FLAG)) {
+            list_clear(l);
+        }
+        if (text[0] == '\0') {
+            return 0;
+        }
+        const char *p = text;
+        for (;;) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+            while (len > 0 && *p == ' ') {
+                p++;
+                len--;
+            }
+            while (len > 0 && p[len - 1] == ' ') {
+                len--;
+            }
+            if ((rv = list_add(f, l, p, len, where, errmsg)) != 0) {
+                return rv;
+            }
+            if (comma == NULL) {
+                break;
+            }
+            p = comma + 1;
+        }
+        return 0;
+    }
+    }
+    return GERR_INTERNAL;
+}
+
+/* Layers never override a higher one (see config.h). */
+static bool outranked(const struct config *cfg, const struct field *f, enum config_source src)
+{
+    return cfg->origin[field_index(f)] > src;
+}
+
+/* ---- defaults and free ------------------------------------------------------------------ */
+
+void config_init_defaults(struct config *cfg)
+{
+    char errmsg[GERR_MSG_SIZE];
+    memset(cfg, 0, sizeof *cfg);
+    cfg->failure_domain_name = mem_strdup("");
+    cfg->loaded_file = mem_strdup("");
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        if (f->type == FT_STRING) {
+            *FIELD_PTR(cfg, f, char *) = mem_strdup("");
+        }
+        if (f->def != NULL) {
+            int rv = set_from_text(cfg, f, f->def, CONFIG_SRC_DEFAULT, "default", errmsg);
+            if (rv != 0) {
+                /* A bad default is a bug in the table, caught by the first test run. */
+                fprintf(stderr, "%s\n", errmsg);
+                abort();
+            }
+        }
+        cfg->origin[i] = CONFIG_SRC_DEFAULT;
+    }
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        if (f->type == FT_STRING) {
+            mem_free(*FIELD_PTR(cfg, f, char *));
+            *FIELD_PTR(cfg, f, char *) = NULL;
+        } else if (f->type == FT_LIST) {
+            list_clear(FIELD_PTR(cfg, f, struct config_list));
+        }
+    }
+    mem_free(cfg->failure_domain_name);
+    cfg->failure_domain_name = NULL;
+    mem_free(cfg->loaded_file);
+    cfg->loaded_file = NULL;
+}
+
+/* ---- the JSON file ---------------------------------------------------------------------- */
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a bool";
+    default:
+        return "null";
+    }
+}
+
+static int type_error(const struct field *f, const char *where, const char *expected, const json_t *v,
+                      char *errmsg)
+{
+    char why[128];
+    snprintf(why, sizeof why, "expected %s, got %s", expected, json_type_name(v));
+    return field_error(f, where, errmsg, why);
+}
+
+static int set_from_json(struct config *cfg, const struct field *f, const json_t *v, const char *where,
+                         char *errmsg)
+{
+    char why[QUOTE_SIZE + 96];
+    int rv;
+
+    switch (f->type) {
+    case FT_STRING:
+        if (!json_is_string(v)) {
+            return type_error(f, where, "a string", v, errmsg);
+        }
+        if ((rv = string_ok(f, json_string_value(v), where, errmsg)) != 0) {
+            return rv;
+        }
+        replace_string(FIELD_PTR(cfg, f, char *), json_string_value(v));
+        return 0;
+    case FT_BOOL:
+        if (!json_is_boolean(v)) {
+            return type_error(f, where, "a bool (true or false)", v, errmsg);
+        }
+        *FIELD_PTR(cfg, f, bool) = json_is_true(v);
+        return 0;
+    case FT_U32:
+    case FT_U64: {
+        if (!json_is_integer(v)) {
+            return type_error(f, where, "an integer", v, errmsg);
+        }
+        json_int_t n = json_integer_value(v);
+        char shown[32];
+        snprintf(shown, sizeof shown, "%lld", (long long)n);
+        if (n < 0) {
+            snprintf(why, sizeof why, "%s is out of range (%llu..%llu)", shown, (unsigned long long)f->min,
+                     (unsigned long long)f->max);
+            return field_error(f, where, errmsg, why);
+        }
+        return set_uint(cfg, f, (uint64_t)n, shown, where, errmsg);
+    }
+    case FT_DOMAIN:
+        if (json_is_integer(v)) {
+            if (json_integer_value(v) < 0) {
+                snprintf(why, sizeof why, "%lld is negative", (long long)json_integer_value(v));
+                return field_error(f, where, errmsg, why);
+            }
+            cfg->failure_domain = (uint64_t)json_integer_value(v);
+            replace_string(&cfg->failure_domain_name, "");
+            return 0;
+        }
+        if (!json_is_string(v)) {
+            return type_error(f, where, "an integer or a string", v, errmsg);
+        }
+        return set_domain(cfg, f, json_string_value(v), where, errmsg);
+    case FT_LIST: {
+        struct config_list *l = FIELD_PTR(cfg, f, struct config_list);
+        size_t i;
+        json_t *item;
+        if (!json_is_array(v)) {
+            return type_error(f, where, "an array of strings", v, errmsg);
+        }
+        list_clear(l);
+        json_array_foreach(v, i, item)
+        {
+            if (!json_is_string(item)) {
+                snprintf(why, sizeof why, "entry %zu: expected a string, got %s", i, json_type_name(item));
+                return field_error(f, where, errmsg, why);
+            }
+            const char *s = json_string_value(item);
+            if ((rv = string_ok(f, s, where, errmsg)) != 0 ||
+                (rv = list_add(f, l, s, strlen(s), where, errmsg)) != 0) {
+                return rv;
+            }
+        }
+        return 0;
+    }
+    }
+    return GERR_INTERNAL;
+}
+
+int config_load_buffer(struct config *cfg, const char *data, size_t len, const char *name, char *errmsg)
+{
+    json_error_t jerr;
+    const char *key;
+    json_t *value;
+    char q[QUOTE_SIZE];
+    int rv = 0;
+
+    replace_string(&cfg->loaded_file, name);
+    /* Duplicate keys are rejected for the same reason as unknown ones: one of the two is a mistake
+     * that would otherwise be silently ignored. */
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        if (json_error_code(&jerr) == json_error_out_of_memory) {
+            gerr_set(errmsg, "config: %s: out of memory while parsing", name);
+            return GERR_NOMEM;
+        }
+        gerr_set(errmsg, "config: %s: line %d, column %d: %s", name, jerr.line, jerr.column, jerr.text);
+        return GERR_INVAL;
+    }
+    if (!json_is_object(root)) {
+        gerr_set(errmsg, "config: %s: the top level must be a JSON object, got %s", name,
+                 json_type_name(root));
+        rv = GERR_INVAL;
+        goto err_after_parse;
+    }
+    /* Unknown keys first, so a typo is reported as such and not as a missing value elsewhere. */
+    json_object_foreach(root, key, value)
+    {
+        const struct field *f = field_by_key(key);
+        if (f == NULL) {
+            const struct field *s = suggest(key, 2, F_NO_FILE);
+            quote(key, q);
+            if (s != NULL) {
+                gerr_set(errmsg, "config: unknown key %s in %s (did you mean \"%s\"?)", q, name, s->key);
+            } else {
+                gerr_set(errmsg, "config: unknown key %s in %s", q, name);
+            }
+            rv = GERR_INVAL;
+            goto err_after_parse;
+        }
+        if (f->flags & F_NO_FILE) {
+            gerr_set(errmsg, "config: key \"%s\" in %s is not allowed in the file (use %s or %s)", key, name,
+                     f->env, f->flag);
+            rv = GERR_INVAL;
+            goto err_after_parse;
+        }
+    }
+    /* Then the values, in table order so the first error reported does not depend on hashing. */
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        value = json_object_get(root, f->key);
+        if (value == NULL) {
+            continue;
+        }
+        if (outranked(cfg, f, CONFIG_SRC_FILE)) {
+            /* Overridden, but a wrong value in the file is still a mistake worth reporting. */
+            struct config scratch;
+            config_init_defaults(&scratch);
+            rv = set_from_json(&scratch, f, value, name, errmsg);
+            config_free(&scratch);
+        } else {
+            rv = set_from_json(cfg, f, value, name, errmsg);
+            cfg->origin[i] = CONFIG_SRC_FILE;
+        }
+        if (rv != 0) {
+            goto err_after_parse;
+        }
+    }
+err_after_parse:
+    json_decref(root);
+    return rv;
+}
+
+/* Read at most @max bytes of the regular file @path into a new NUL-terminated buffer. */
+static int read_small_file(const char *path, size_t max, const char *what, char **out, size_t *len,
+                           char *errmsg)
+{
+    struct stat st;
+    int rv;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "config: cannot open %s %s: %s", what, path, strerror(errno));
+        return rv;
+    }
+    if (fstat(fd, &st) != 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "config: cannot stat %s %s: %s", what, path, strerror(errno));
+        goto err_after_open;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        gerr_set(errmsg, "config: %s %s is not a regular file", what, path);
+        rv = GERR_INVAL;
+        goto err_after_open;
+    }
+    if ((uint64_t)st.st_size > max) {
+        gerr_set(errmsg, "config: %s %s is larger than %zu bytes", what, path, max);
+        rv = GERR_INVAL;
+        goto err_after_open;
+    }
+    char *data = mem_alloc((size_t)st.st_size + 1);
+    size_t n = 0;
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, data + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            rv = gerr_from_errno(errno);
+            gerr_set(errmsg, "config: cannot read %s %s: %s", what, path, strerror(errno));
+            goto err_after_alloc;
+        }
+        if (r == 0) {
+            break; /* shrank while we read: take what is there */
+        }
+        n += (size_t)r;
+    }
+    data[n] = '\0';
+    close(fd);
+    *out = data;
+    *len = n;
+    return 0;
+
+err_after_alloc:
+    mem_free(data);
+err_after_open:
+    close(fd);
+    return rv;
+}
+
+int config_load_file(struct config *cfg, const char *path, char *errmsg)
+{
+    char *data;
+    size_t len;
+    int rv = read_small_file(path, CONFIG_FILE_MAX, "config file", &data, &len, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = config_load_buffer(cfg, data, len, path, errmsg);
+    mem_free(data);
+    return rv;
+}
+
+int config_read_join_token_file(struct config *cfg, char *errmsg)
+{
+    const struct field *f = field_by_key("join_token");
+    char *data;
+    size_t len;
+    if (cfg->join_token_file[0] == '\0') {
+        return 0;
+    }
+    if (is_set(cfg->join_token) && !cfg->join_token_from_file) {
+        return token_conflict(cfg, errmsg);
+    }
+    int rv = read_small_file(cfg->join_token_file, CONFIG_TOKEN_MAX, "join token file", &data, &len, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r')) {
+        data[--len] = '\0';
+    }
+    if (strlen(data) != len) {
+        mem_free(data);
+        gerr_set(errmsg, "config: join token file %s contains a NUL byte", cfg->join_token_file);
+        return GERR_INVAL;
+    }
+    mem_free(cfg->join_token);
+    cfg->join_token = data;
+    /* The token now comes from the file named by join_token_file; report it as that file's source. */
+    cfg->origin[field_index(f)] = cfg->origin[field_index(field_by_key("join_token_file"))];
+    cfg->join_token_from_file = true;
+    return 0;
+}
+
+/* ---- environment and flags -------------------------------------------------------------- */
+
+int config_apply_env(struct config *cfg, char *const envp[], char *errmsg)
+{
+    static const char prefix[] = "GANTRY_";
+    if (envp == NULL) {
+        return 0;
+    }
+    for (size_t e = 0; envp[e] != NULL; e++) {
+        const char *entry = envp[e];
+        const char *eq = strchr(entry, '=');
+        if (eq == NULL || strncmp(entry, prefix, sizeof prefix - 1) != 0) {
+            continue;
+        }
+        size_t name_len = (size_t)(eq - entry);
+        const struct field *f = NULL;
+        for (size_t i = 0; i < NFIELDS; i++) {
+            if (strlen(fields[i].env) == name_len && memcmp(fields[i].env, entry, name_len) == 0) {
+                f = &fields[i];
+                break;
+            }
+        }
+        if (f == NULL) {
+            /* Not ours (tools, tests and Kubernetes service links use GANTRY_* too), unless it is a
+             * near miss of one of ours: a typo must not be silently ignored. */
+            char key[65];
+            size_t klen = name_len - (sizeof prefix - 1);
+            if (klen == 0 || klen >= sizeof key) {
+                continue;
+            }
+            for (size_t k = 0; k < klen; k++) {
+                char c = entry[sizeof prefix - 1 + k];
+                key[k] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+            }
+            key[klen] = '\0';
+            const struct field *s = suggest(key, klen < 8 ? 1 : 2, 0);
+            if (s != NULL && edit_distance(key, s->key) <= (klen < 8 ? 1u : 2u)) {
+                gerr_set(errmsg, "config: unknown variable %.*s in the environment (did you mean %s?)",
+                         (int)name_len, entry, s->env);
+                return GERR_INVAL;
+            }
+            continue;
+        }
+        int rv;
+        if (outranked(cfg, f, CONFIG_SRC_ENV)) {
+            /* Overridden by a flag: still report a malformed value. */
+            struct config scratch;
+            config_init_defaults(&scratch);
+            rv = set_from_text(&scratch, f, eq + 1, CONFIG_SRC_ENV, f->env, errmsg);
+            config_free(&scratch);
+            if (rv != 0) {
+                return rv;
+            }
+            continue;
+        }
+        if ((rv = set_from_text(cfg, f, eq + 1, CONFIG_SRC_ENV, f->env, errmsg)) != 0) {
+            return rv;
+        }
+        cfg->origin[field_index(f)] = CONFIG_SRC_ENV;
+    }
+    return 0;
+}
+
+static const struct field *field_by_flag(const char *flag, size_t len)
+{
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (fields[i].flag[0] != '\0' && strlen(fields[i].flag) == len &&
+            memcmp(fields[i].flag, flag, len) == 0) {
+            return &fields[i];
+        }
+    }
+    return NULL;
+}
+
+int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *help, char *errmsg)
+{
+    char q[QUOTE_SIZE];
+    *help = false;
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            *help = true;
+            return 0;
+        }
+        if (strcmp(arg, "--") == 0) {
+            if (a + 1 < argc) {
+                quote(argv[a + 1], q);
+                gerr_set(errmsg, "config: unexpected argument %s", q);
+                return GERR_INVAL;
+            }
+            return 0;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            quote(arg, q);
+            gerr_set(errmsg, "config: unexpected argument %s (flags look like --key value or --key=value)",
+                     q);
+            return GERR_INVAL;
+        }
+        const char *eq = strchr(arg, '=');
+        size_t name_len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+        const struct field *f = field_by_flag(arg, name_len);
+        if (f == NULL) {
+            static const char token_flag[] = "--join-token";
+            if (name_len == sizeof token_flag - 1 && memcmp(arg, token_flag, name_len) == 0) {
+                /* Say why, and never echo the value. */
+                gerr_set(errmsg,
+                         "config: join_token may not be given as a flag (command lines are visible in ps); "
+                         "use GANTRY_JOIN_TOKEN, the config file or --join-token-file");
+                return GERR_INVAL;
+            }
+            /* Only the flag's name goes into the message: its value might be a secret. */
+            char name[65];
+            char key[65];
+            const struct field *s = NULL;
+            size_t klen = name_len - 2;
+            if (klen < sizeof key) {
+                for (size_t k = 0; k < klen; k++) {
+                    key[k] = arg[2 + k] == '-' ? '_' : arg[2 + k];
+                }
+                key[klen] = '\0';
+                s = suggest(key, 2, F_NO_FLAG);
+            }
+            snprintf(name, sizeof name, "%.*s", (int)(name_len < 64 ? name_len : 64), arg);
+            quote(name, q);
+            if (s != NULL) {
+                gerr_set(errmsg, "config: unknown flag %s (did you mean %s?)", q, s->flag);
+            } else {
+                gerr_set(errmsg, "config: unknown flag %s (see --help)", q);
+            }
+            return GERR_INVAL;
+        }
+        const char *value;
+        if (eq != NULL) {
+            value = eq + 1;
+        } else if (f->type == FT_BOOL) {
+            value = "true";
+        } else if (a + 1 < argc) {
+            value = argv[++a];
+        } else {
+            gerr_set(errmsg, "config: flag %s needs a value (%s)", f->flag, f->type_name);
+            return GERR_INVAL;
+        }
+        int rv = set_from_text(cfg, f, value, CONFIG_SRC_FLAG, f->flag, errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+        cfg->origin[field_index(f)] = CONFIG_SRC_FLAG;
+    }
+    return 0;
+}
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+/* A DNS-1123 label of at most @max characters: lowercase alphanumerics and '-', starting and ending
+ * with an alphanumeric. Writes the reason into @why. */
+static bool dns_label_ok(const char *s, size_t max, char *why, size_t why_size)
+{
+    size_t len = strlen(s);
+    if (len == 0) {
+        snprintf(why, why_size, "must not be empty");
+        return false;
+    }
+    if (len > max) {
+        snprintf(why, why_size, "is %zu characters long, at most %zu are allowed", len, max);
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && c != '-') {
+            if (c >= 'A' && c <= 'Z') {
+                snprintf(why, why_size, "contains uppercase '%c' (only lowercase letters, digits and '-')",
+                         c);
+            } else {
+                snprintf(why, why_size, "contains a character other than lowercase letters, digits and '-'");
+            }
+            return false;
+        }
+    }
+    if (s[0] == '-' || s[len - 1] == '-') {
+        snprintf(why, why_size, "must start and end with a letter or digit");
+        return false;
+    }
+    return true;
+}
+
+/* Builds "<value> <reason>" into @why for the validators. */
+static int why_value(struct config *cfg, const struct field *f, char *why, const char *reason)
+{
+    char v[QUOTE_SIZE];
+    value_text(cfg, f, v);
+    msg_printf(why, GERR_MSG_SIZE, "%s %s", v, reason);
+    return GERR_INVAL;
+}
+
+static int check_nonempty(struct config *cfg, const struct field *f, char *why)
+{
+    if ((*FIELD_PTR(cfg, f, char *))[0] == '\0') {
+        snprintf(why, GERR_MSG_SIZE, "must not be empty");
+        return GERR_INVAL;
+    }
+    return 0;
+}
+
+static int check_name63(struct config *cfg, const struct field *f, char *why)
+{
+    char reason[160];
+    if (!dns_label_ok(*FIELD_PTR(cfg, f, char *), 63, reason, sizeof reason)) {
+        return why_value(cfg, f, why, reason);
+    }
+    return 0;
+}
+
+static int check_gateway_id(struct config *cfg, const struct field *f, char *why)
+{
+    char reason[160];
+    if (!dns_label_ok(*FIELD_PTR(cfg, f, char *), 20, reason, sizeof reason)) {
+        char full[300];
+        snprintf(full, sizeof full, "is not a DNS-1123 label of at most 20 characters: %s", reason);
+        return why_value(cfg, f, why, full);
+    }
+    return 0;
+}
+
+/* A numeric listen or dial address: "a.b.c.d:port" or "[v6]:port". */
+struct hostport {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned port;
+};
+
+static bool parse_hostport(const char *s, struct hostport *out)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *port;
+    memset(out, 0, sizeof *out);
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof host) {
+            return false;
+        }
+        memcpy(host, s + 1, (size_t)(end - s - 1));
+        host[end - s - 1] = '\0';
+        port = end + 2;
+        out->family = AF_INET6;
+        if (inet_pton(AF_INET6, host, out->addr) != 1) {
+            return false;
+        }
+    } else {
+        const char *colon = strchr(s, ':');
+        if (colon == NULL || (size_t)(colon - s) >= sizeof host) {
+            return false;
+        }
+        memcpy(host, s, (size_t)(colon - s));
+        host[colon - s] = '\0';
+        port = colon + 1;
+        out->family = AF_INET;
+        if (inet_pton(AF_INET, host, out->addr) != 1) {
+            return false;
+        }
+    }
+    uint64_t p;
+    if (!parse_u64(port, &p) || p > 65535 || strlen(port) > 5) {
+        return false;
+    }
+    out->port = (unsigned)p;
+    return true;
+}
+
+static bool hostport_is_loopback(const struct hostport *h)
+{
+    static const unsigned char v6_loop[16] = {[15] = 1};
+    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (h->family == AF_INET) {
+        return h->addr[0] == 127;
+    }
+    return memcmp(h->addr, v6_loop, 16) == 0 || (memcmp(h->addr, v4_mapped, 12) == 0 && h->addr[12] == 127);
+}
+
+static bool hostport_is_any(const struct hostport *h)
+{
+    static const unsigned char zero[16];
+    return memcmp(h->addr, zero, h->family == AF_INET ? 4 : 16) == 0;
+}
+
+static int check_listen(struct config *cfg, const struct field *f, char *why)
+{
+    struct hostport h;
+    if (!parse_hostport(*FIELD_PTR(cfg, f, char *), &h)) {
+        return why_value(cfg, f, why, "is not a.b.c.d:port or [v6]:port (numeric host, port 0..65535)");
+    }
+    return 0;
+}
+
+static int check_peer(struct config *cfg, const struct field *f, char *why)
+{
+    struct sockaddr_in sa;
+    if (addr_parse_ipv4(*FIELD_PTR(cfg, f, char *), &sa, 0) != 0) {
+        return why_value(cfg, f, why,
+                         "is not a.b.c.d:port (dqlite 1.11 takes IPv4 literals only; port 1..65535)");
+    }
+    if (sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+        return why_value(cfg, f, why,
+                         "is a wildcard: peers dial this address, so it must be one they can reach");
+    }
+    return 0;
+}
+
+static int check_domain(struct config *cfg, const struct field *f, char *why)
+{
+    const char *name = cfg->failure_domain_name;
+    size_t len = strlen(name);
+    if (len == 0) {
+        return 0;
+    }
+    if (len > 63) {
+        return why_value(cfg, f, why, "is longer than 63 characters");
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == '/')) {
+            return why_value(cfg, f, why, "is not a name of letters, digits, '-', '_', '.' and '/'");
+        }
+    }
+    return 0;
+}
+
+/* A DNS name a joiner may dial: dot-separated labels of letters, digits and '-' (not at either end
+ * of a label), at most 253 characters, with an optional trailing dot (an absolute name). Names are fine here,
+ * unlike in listen addresses, because the joiner dials them once (a Kubernetes Service or StatefulSet name is
+ * the usual join address). */
+static bool dns_name_ok(const char *s, size_t len)
+{
+    size_t label = 0;
+    if (len == 0 || len > 253) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-') {
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!(alnum || (c == '-' && label > 0)) || ++label > 63) {
+            return false;
+        }
+    }
+    return s[len - 1] != '-';
+}
+
+/* A join address: a numeric host:port, or name:port; never port 0 or a wildcard. */
+static bool join_address_ok(const char *s)
+{
+    struct hostport h;
+    if (parse_hostport(s, &h)) {
+        return h.port != 0 && !hostport_is_any(&h);
+    }
+    const char *colon = strrchr(s, ':');
+    uint64_t port;
+    if (s[0] == '[' || colon == NULL || !parse_u64(colon + 1, &port) || port == 0 || port > 65535 ||
+        strlen(colon + 1) > 5) {
+        return false;
+    }
+    /* All-numeric dotted names are malformed IPv4 addresses, not names. */
+    bool numeric = true;
+    for (const char *p = s; p < colon; p++) {
+        numeric = numeric && ((*p >= '0' && *p <= '9') || *p == '.');
+    }
+    return !numeric && dns_name_ok(s, (size_t)(colon - s));
+}
+
+static int check_join(struct config *cfg, const struct field *f, char *why)
+{
+    const struct config_list *l = FIELD_PTR(cfg, f, struct config_list);
+    for (size_t i = 0; i < l->n; i++) {
+        if (!join_address_ok(l->items[i])) {
+            char q[QUOTE_SIZE];
+            quote(l->items[i], q);
+            msg_printf(why, GERR_MSG_SIZE,
+                       "entry %zu %s is not a member's API address (a.b.c.d:port, [v6]:port or name:port)", i,
+                       q);
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_token(struct config *cfg, const struct field *f, char *why)
+{
+    const char *t = *FIELD_PTR(cfg, f, char *);
+    for (; *t != '\0'; t++) {
+        if ((unsigned char)*t <= 0x20 || (unsigned char)*t >= 0x7f) {
+            snprintf(why, GERR_MSG_SIZE, "(redacted) contains whitespace or a non-ASCII byte");
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_log_level(struct config *cfg, const struct field *f, char *why)
+{
+    /* The names lib/log.c accepts; stored lowercase so the dump is canonical. */
+    static const char *const levels[] = {"error", "warn", "info", "debug", "trace"};
+    char **slot = FIELD_PTR(cfg, f, char *);
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        if (strcasecmp(*slot, levels[i]) == 0) {
+            replace_string(slot, levels[i]);
+            return 0;
+        }
+    }
+    return why_value(cfg, f, why, "is not one of error, warn, info, debug, trace");
+}
+
+/* "config: <key> (from <origin>): <why>" for a field's current value. */
+static int cur_error(const struct config *cfg, const char *key, char *errmsg, const char *fmt, ...)
+{
+    char why[GERR_MSG_SIZE];
+    const struct field *f = field_by_key(key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return field_error(f, origin_text(cfg, f), errmsg, why);
+}
+
+static bool is_set(const char *s)
+{
+    return s[0] != '\0';
+}
+
+static int token_conflict(const struct config *cfg, char *errmsg)
+{
+    return cur_error(cfg, "join_token", errmsg, "is set and so is join_token_file (from %s): choose one",
+                     origin_text(cfg, field_by_key("join_token_file")));
+}
+
+/* Two listen addresses that would fight over one port. */
+static int check_port_clash(const struct config *cfg, const char *ka, const char *a, const char *kb,
+                            const char *b, char *errmsg)
+{
+    struct hostport ha, hb;
+    if (!parse_hostport(a, &ha) || !parse_hostport(b, &hb) || ha.port == 0 || ha.port != hb.port) {
+        return 0;
+    }
+    bool overlap = ha.family != hb.family ? (hostport_is_any(&ha) || hostport_is_any(&hb))
+                                          : (hostport_is_any(&ha) || hostport_is_any(&hb) ||
+                                             memcmp(ha.addr, hb.addr, ha.family == AF_INET ? 4 : 16) == 0);
+    if (overlap) {
+        return cur_error(cfg, kb, errmsg, "port %u is already used by %s (from %s)", hb.port, ka,
+                         origin_text(cfg, field_by_key(ka)));
+    }
+    return 0;
+}
+
+int config_validate(struct config *cfg, char *errmsg)
+{
+    char why[GERR_MSG_SIZE];
+    int rv;
+
+    /* Required values. */
+    if (cfg->replica_id == 0) {
+        gerr_set(errmsg, "config: replica_id is required: a stable non-zero integer (file key replica_id, "
+                         "GANTRY_REPLICA_ID or --replica-id)");
+        return GERR_INVAL;
+    }
+    if (cfg->replica_name[0] == '\0') {
+        char name[32];
+        snprintf(name, sizeof name, "replica-%llu", (unsigned long long)cfg->replica_id);
+        replace_string(&cfg->replica_name, name);
+    }
+
+    /* Each field on its own, in table order. */
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        if (f->check != NULL && (rv = f->check(cfg, f, why)) != 0) {
+            return field_error(f, origin_text(cfg, f), errmsg, why);
+        }
+    }
+
+    /* Rules between fields. */
+    if (cfg->snapshot_trailing < cfg->snapshot_threshold) {
+        return cur_error(cfg, "snapshot_trailing", errmsg, "%u is less than snapshot_threshold %u (from %s)",
+                         cfg->snapshot_trailing, cfg->snapshot_threshold,
+                         origin_text(cfg, field_by_key("snapshot_threshold")));
+    }
+    uint64_t election_ms = 15ull * cfg->latency_ms;
+    if (cfg->roles_grace_ms <= election_ms) {
+        return cur_error(
+            cfg, "roles_grace_ms", errmsg,
+            "%llu is not longer than the election timeout of %llu ms (15 x latency_ms %u, from %s): "
+            "members would be replaced during ordinary elections",
+            (unsigned long long)cfg->roles_grace_ms, (unsigned long long)election_ms, cfg->latency_ms,
+            origin_text(cfg, field_by_key("latency_ms")));
+    }
+
+    if (cfg->api_h2c) {
+        struct hostport h;
+        if (!parse_hostport(cfg->api_address, &h) || !hostport_is_loopback(&h)) {
+            char q[QUOTE_SIZE];
+            quote(cfg->api_address, q);
+            return cur_error(
+                cfg, "api_h2c", errmsg,
+                "plaintext h2c is allowed only on a loopback api_address, and api_address (from %s) is %s",
+                origin_text(cfg, field_by_key("api_address")), q);
+        }
+        static const char *const tls_keys[] = {"api_tls_cert", "api_tls_key", "api_tls_client_ca"};
+        for (size_t i = 0; i < 3; i++) {
+            const struct field *f = field_by_key(tls_keys[i]);
+            if (is_set(*FIELD_PTR(cfg, f, char *))) {
+                return cur_error(cfg, "api_h2c", errmsg,
+                                 "plaintext h2c cannot use %s (from %s): drop one of them", f->key,
+                                 origin_text(cfg, f));
+            }
+        }
+    }
+    if (is_set(cfg->api_tls_cert) != is_set(cfg->api_tls_key)) {
+        const char *have = is_set(cfg->api_tls_cert) ? "api_tls_cert" : "api_tls_key";
+        const char *missing = is_set(cfg->api_tls_cert) ? "api_tls_key" : "api_tls_cert";
+        return cur_error(cfg, have, errmsg, "is set but %s is not: they come as a pair", missing);
+    }
+    {
+        const char *peer[] = {cfg->peer_tls_ca, cfg->peer_tls_cert, cfg->peer_tls_key};
+        static const char *const peer_keys[] = {"peer_tls_ca", "peer_tls_cert", "peer_tls_key"};
+        int n = is_set(peer[0]) + is_set(peer[1]) + is_set(peer[2]);
+        if (n != 0 && n != 3) {
+            size_t have = is_set(peer[0]) ? 0 : is_set(peer[1]) ? 1 : 2;
+            size_t missing = !is_set(peer[0]) ? 0 : !is_set(peer[1]) ? 1 : 2;
+            return cur_error(
+                cfg, peer_keys[have], errmsg,
+                "is set but %s is not: set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none "
+                "of them to use the files init/join create",
+                peer_keys[missing]);
+        }
+    }
+
+    if (is_set(cfg->join_token) && is_set(cfg->join_token_file) && !cfg->join_token_from_file) {
+        return token_conflict(cfg, errmsg);
+    }
+    bool have_token = is_set(cfg->join_token) || is_set(cfg->join_token_file);
+    if (cfg->join.n > 0 && !have_token) {
+        return cur_error(cfg, "join", errmsg,
+                         "joining needs a join token (GANTRY_JOIN_TOKEN, join_token in the file, "
+                         "or --join-token-file)");
+    }
+    if (cfg->join.n == 0 && have_token) {
+        const char *k = is_set(cfg->join_token) ? "join_token" : "join_token_file";
+        return cur_error(cfg, k, errmsg,
+                         "is set but join is empty: give the API address of a member to join");
+    }
+    if (cfg->join.n > 0 && cfg->replica_id == 1) {
+        return cur_error(cfg, "replica_id", errmsg,
+                         "1 is the id that bootstraps a new cluster; a joining replica needs another id");
+    }
+
+    if ((rv = check_port_clash(cfg, "api_address", cfg->api_address, "admin_address", cfg->admin_address,
+                               errmsg)) != 0 ||
+        (rv = check_port_clash(cfg, "api_address", cfg->api_address, "peer_address", cfg->peer_address,
+                               errmsg)) != 0 ||
+        (rv = check_port_clash(cfg, "admin_address", cfg->admin_address, "peer_address", cfg->peer_address,
+                               errmsg)) != 0) {
+        return rv;
+    }
+    return 0;
+}
+
+/* ---- output: dump, help, docs ----------------------------------------------------------- */
+
+void config_dump_json(const struct config *cfg, struct buf *out)
+{
+    json_t *root = json_object();
+    if (root == NULL) {
+        abort(); /* jansson could not allocate a few bytes: same policy as lib/mem.h */
+    }
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        json_t *v;
+        if (f->flags & F_NO_FILE) {
+            continue; /* the dump is a file: it cannot name itself */
+        }
+        switch (f->type) {
+        case FT_STRING: {
+            const char *s = *FIELD_PTR(cfg, f, char *const);
+            v = json_string((f->flags & F_SECRET) && s[0] != '\0' ? "(redacted)" : s);
+            break;
+        }
+        case FT_BOOL:
+            v = json_boolean(*FIELD_PTR(cfg, f, const bool));
+            break;
+        case FT_U32:
+            v = json_integer((json_int_t)*FIELD_PTR(cfg, f, const unsigned));
+            break;
+        case FT_U64:
+            v = json_integer((json_int_t)*FIELD_PTR(cfg, f, const uint64_t));
+            break;
+        case FT_DOMAIN:
+            /* A name stays a name. Integers above 2^63 cannot be JSON integers here: give text. */
+            if (cfg->failure_domain_name[0] != '\0') {
+                v = json_string(cfg->failure_domain_name);
+            } else if (cfg->failure_domain > INT64_MAX) {
+                char n[32];
+                snprintf(n, sizeof n, "%llu", (unsigned long long)cfg->failure_domain);
+                v = json_string(n);
+            } else {
+                v = json_integer((json_int_t)cfg->failure_domain);
+            }
+            break;
+        default: {
+            const struct config_list *l = FIELD_PTR(cfg, f, const struct config_list);
+            v = json_array();
+            for (size_t k = 0; v != NULL && k < l->n; k++) {
+                json_array_append_new(v, json_string(l->items[k]));
+            }
+            break;
+        }
+        }
+        if (v == NULL || json_object_set_new(root, f->key, v) != 0) {
+            abort();
+        }
+    }
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (text == NULL) {
+        abort();
+    }
+    buf_append(out, text, strlen(text));
+    buf_append(out, "\n", 1);
+    free(text); /* jansson's allocator is malloc */
+    json_decref(root);
+}
+
+static void buf_printf(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(struct buf *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0) {
+        return;
+    }
+    char *p = (char *)buf_reserve(out, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    out->len += (size_t)n;
+}
+
+static void buf_terminate(struct buf *out)
+{
+    *buf_reserve(out, 1) = '\0';
+}
+
+static const char *default_text(const struct field *f)
+{
+    if (f->def == NULL) {
+        return "(required)";
+    }
+    return f->def[0] == '\0' ? "(none)" : f->def;
+}
+
+void config_help(struct buf *out)
+{
+    buf_printf(out,
+               "Usage: gantryd [flags]\n\n"
+               "Configuration comes from, in increasing precedence: the JSON file (--config), environment\n"
+               "variables (GANTRY_<KEY>) and these flags. See docs/configuration.md.\n\n");
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        if (f->flag[0] == '\0') {
+            buf_printf(out, "  (%s: the file or %s, never a flag)\n", f->key, f->env);
+        } else if (f->type == FT_BOOL) {
+            buf_printf(out, "  %s[=true|false]\n", f->flag);
+        } else {
+            buf_printf(out, "  %s <%s>\n", f->flag, f->type_name);
+        }
+        buf_printf(out, "        %s\n        default: %s; environment: %s\n", f->help, default_text(f),
+                   f->env);
+    }
+    buf_printf(out, "  --help, -h\n        show this text\n");
+    buf_terminate(out);
+}
+
+void config_doc_markdown(struct buf *out)
+{
+    buf_printf(out, "| key | environment | flag | type | default | meaning |\n"
+                    "|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        char key[64];
+        char flag[64];
+        snprintf(key, sizeof key, f->flags & F_NO_FILE ? "`%s` (not in the file)" : "`%s`", f->key);
+        snprintf(flag, sizeof flag, f->flag[0] == '\0' ? "(never a flag)" : "`%s`", f->flag);
+        buf_printf(out, "| %s | `%s` | %s | %s | %s%s%s | %s%s |\n", key, f->env, flag, f->type_name,
+                   f->def != NULL && f->def[0] != '\0' ? "`" : "", default_text(f),
+                   f->def != NULL && f->def[0] != '\0' ? "`" : "", f->help,
+                   f->flags & F_SECRET ? " (secret: redacted in `gantryd config show`)" : "");
+    }
+    buf_terminate(out);
+}
+
+size_t config_field_count(void)
+{
+    return NFIELDS;
+}
+
+void config_field_get(size_t i, struct config_field_info *out)
+{
+    assert(i < NFIELDS);
+    const struct field *f = &fields[i];
+    out->key = f->key;
+    out->env = f->env;
+    out->flag = f->flag;
+    out->type = f->type_name;
+    out->default_text = default_text(f);
+    out->help = f->help;
+    out->secret = (f->flags & F_SECRET) != 0;
+    out->file_ok = (f->flags & F_NO_FILE) == 0;
+}
+
+uint64_t config_failure_domain_hash(const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    return h == 0 ? 1 : h;
+}

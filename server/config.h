@@ -1,0 +1,227 @@
+/* gantryd's configuration: defaults, a JSON file, environment variables and flags, validated.
+ *
+ * Precedence, lowest to highest: built-in default < JSON file < environment (GANTRY_<KEY>) < flags
+ * (--<kebab-key>). Every field remembers which of those set it, and a layer never overrides a value
+ * set by a higher one, so the order of the calls does not matter. That lets gantryd read the flags
+ * and the environment first (one of them names the file, --config or GANTRY_CONFIG) and the file
+ * last:
+ *
+ *   struct config cfg;
+ *   bool help;
+ *   config_init_defaults(&cfg);
+ *   int rv = config_apply_env(&cfg, environ, errmsg);
+ *   if (rv == 0) rv = config_apply_flags(&cfg, argc, argv, &help, errmsg);
+ *   if (rv == 0 && help) { config_help(&b); print it; exit 0 }
+ *   if (rv == 0 && cfg.config_file[0] != '\0') rv = config_load_file(&cfg, cfg.config_file, errmsg);
+ *   if (rv == 0) rv = config_read_join_token_file(&cfg, errmsg);
+ *   if (rv == 0) rv = config_validate(&cfg, errmsg);
+ *   if (rv != 0) { print errmsg; exit 2 }
+ *   ...
+ *   config_free(&cfg);
+ *
+ * Every field is described once, in the field table in config.c (key, type, offset, default,
+ * validator, help). The JSON keys, the environment variable names, the flags, the --help text,
+ * docs/configuration.md and config_dump_json all come from that table.
+ *
+ * Errors are GERR_INVAL (bad input), GERR_IO / GERR_NOTFOUND / GERR_PERM (a file could not be read)
+ * or GERR_NOMEM (jansson could not allocate). The message in @errmsg starts with "config: " and names
+ * the key and where its value came from, e.g.
+ *   config: peer_address (from GANTRY_PEER_ADDRESS): "10.0.0.1" is not a.b.c.d:port
+ * Messages never contain the value of a secret (join_token).
+ *
+ * Nothing here starts threads, opens sockets or touches global state (not even the log level): the
+ * module is pure apart from reading the files it is asked to read. */
+#ifndef GANTRY_SERVER_CONFIG_H
+#define GANTRY_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "lib/err.h"
+
+/* Where a field's value came from, in increasing precedence. */
+enum config_source { CONFIG_SRC_DEFAULT = 0, CONFIG_SRC_FILE, CONFIG_SRC_ENV, CONFIG_SRC_FLAG };
+
+/* Room for the provenance of every field; config.c checks the table fits at compile time. */
+#define CONFIG_MAX_FIELDS 48
+
+/* A list of strings (the join addresses). Owned by the config. */
+struct config_list {
+    char **items;
+    size_t n;
+};
+
+/* The effective configuration. The caller owns the struct; every string and list in it is owned by
+ * the struct (heap, freed by config_free). Strings are never NULL after config_init_defaults: an
+ * unset optional string is "". Defaults are listed with each field; docs/configuration.md explains
+ * them at more length. */
+struct config {
+    /* config: path of the JSON file to load (flag/env only). Default "": no file. gantryd has no
+     * implicit file path, so what a replica runs with is always visible on its command line or in
+     * its environment. */
+    char *config_file;
+
+    /* replica_id: this replica's id in the cluster (the dqlite node id). Required, 1..2^63-1, and
+     * stable forever: a replica that comes back with a new id is a new member. Id 1 bootstraps a new
+     * cluster when its data dir is empty (store/node.h), so a joining replica must not use 1. */
+    uint64_t replica_id;
+    /* replica_name: human name in logs, audit and the Cluster API. Default "": config_validate
+     * derives "replica-<id>". DNS-1123 label, at most 63 characters. */
+    char *replica_name;
+    /* data_dir: dqlite's data and this replica's cluster identity. Default "/var/lib/gantry". */
+    char *data_dir;
+
+    /* api_address: gRPC listen address, "a.b.c.d:port" or "[v6]:port" (numeric: a control plane
+     * binds where it is told, it does not resolve names). Default "127.0.0.1:8443": nothing is
+     * exposed until the operator says so. */
+    char *api_address;
+    /* peer_address: Raft/dqlite peer TLS address, "a.b.c.d:port". Default "127.0.0.1:9443". It is
+     * both bound and advertised to the other members (dqlite 1.11 dials IPv4 literals and identifies
+     * the leader by exact string), so it must be a concrete address: no 0.0.0.0, no port 0. */
+    char *peer_address;
+    /* admin_address: HTTP /healthz, /readyz, /metrics. Default "127.0.0.1:8081". Same syntax as
+     * api_address. */
+    char *admin_address;
+
+    /* gateway_id: identifies this gateway cluster in Kubernetes names and labels
+     * (openshell-{gateway_id}-{namespace}). Default "gantry". DNS-1123 label of at most 20
+     * characters so that the derived names stay under Kubernetes' 63. */
+    char *gateway_id;
+    /* failure_domain: 0 = unknown (default). Either an integer, or a name (rack, zone) that is
+     * hashed to a non-zero integer (FNV-1a 64, see config_failure_domain_hash); the name is kept in
+     * failure_domain_name for display ("" when an integer was given). */
+    uint64_t failure_domain;
+    char *failure_domain_name;
+
+    /* API TLS. Empty cert and key (the default) mean the replica's certificate issued by the
+     * cluster CA at init/join. Cert and key come as a pair. api_tls_client_ca enables client
+     * certificate authentication (mTLS principals). */
+    char *api_tls_cert;
+    char *api_tls_key;
+    char *api_tls_client_ca;
+    /* api_h2c: plaintext HTTP/2, for tests and local tools only. Default false. Allowed only when
+     * api_address is a loopback address, and excludes the api_tls_* paths. */
+    bool api_h2c;
+
+    /* Peer TLS. All three or none; none (the default) means the files init/join create in
+     * data_dir. */
+    char *peer_tls_ca;
+    char *peer_tls_cert;
+    char *peer_tls_key;
+
+    /* join: API addresses of existing members to join through ("a.b.c.d:port", "[v6]:port" or
+     * "name:port": dialled once, so a DNS name such as a Kubernetes Service is fine here). Default empty: no
+     * join (bootstrap, or restart of an existing member). From env or a flag: comma-separated;
+     * repeating --join adds to the list. */
+    struct config_list join;
+    /* join_token: the secret a Platform Admin created. Never from a flag (flags show in ps): from the
+     * file, GANTRY_JOIN_TOKEN, or join_token_file. Redacted in config_dump_json and never quoted in
+     * error messages. */
+    char *join_token;
+    /* join_token_file: a file holding the join token; read by config_read_join_token_file. */
+    char *join_token_file;
+    /* Set by config_read_join_token_file: join_token holds that file's content. */
+    bool join_token_from_file;
+
+    /* Raft timing (store/node.h). latency_ms: typical peer round trip; dqlite derives heartbeat =
+     * 1.5x and election timeout = 15x. Default 20, range 1..3600000. */
+    unsigned latency_ms;
+    /* snapshot_threshold: entries between snapshots. Default 1024, >= 1. */
+    unsigned snapshot_threshold;
+    /* snapshot_trailing: entries kept after a snapshot. Default 8192, >= 4 and >= threshold. */
+    unsigned snapshot_trailing;
+    /* roles_grace_ms: how long a member may be unreachable before it is replaced (raft/roles.h).
+     * Default 30000; must exceed the election timeout (15 x latency_ms). */
+    uint64_t roles_grace_ms;
+
+    /* log_level: error, warn, info (default), debug or trace (case-insensitive, stored lowercase). */
+    char *log_level;
+
+    /* Limits. max_message_bytes: largest gRPC message accepted, default 4 MiB (gRPC's own default),
+     * range 1 KiB..256 MiB. max_concurrent_streams: HTTP/2 streams per connection, default 100,
+     * range 1..10000. */
+    unsigned max_message_bytes;
+    unsigned max_concurrent_streams;
+
+    /* Provenance, indexed like the field table. */
+    enum config_source origin[CONFIG_MAX_FIELDS];
+    /* The file the CONFIG_SRC_FILE values came from ("" if none), for messages. */
+    char *loaded_file;
+};
+
+/* A read-only view of one row of the field table, for --help, the docs and their test. */
+struct config_field_info {
+    const char *key;          /* JSON key, e.g. "api_address" */
+    const char *env;          /* "GANTRY_API_ADDRESS" */
+    const char *flag;         /* "--api-address", or "" when the field may not come from a flag */
+    const char *type;         /* "string", "integer", "bool", "host:port", ... */
+    const char *default_text; /* as shown in the docs, e.g. "127.0.0.1:8443" or "(none)" */
+    const char *help;         /* one line */
+    bool secret;              /* redacted in dumps, never quoted in messages */
+    bool file_ok;             /* may appear in the JSON file */
+};
+
+/* Number of rows in the field table, and row @i (0 <= i < count). */
+size_t config_field_count(void);
+void config_field_get(size_t i, struct config_field_info *out);
+
+/* Fill @cfg with the defaults; every origin is CONFIG_SRC_DEFAULT. Cannot fail (allocation aborts,
+ * see lib/mem.h). */
+void config_init_defaults(struct config *cfg);
+
+/* Free what @cfg owns (not @cfg itself). @cfg may then be re-initialised. Safe on a zeroed struct. */
+void config_free(struct config *cfg);
+
+/* Load the JSON object in @path (at most 1 MiB). Values from the file replace defaults but not
+ * values already set from the environment or flags (those file values are still checked, so a
+ * mistake in the file is reported even while it is overridden). Unknown keys, duplicate keys, wrong JSON
+ * types and malformed JSON (message with line and column) are GERR_INVAL; an unreadable file is GERR_NOTFOUND
+ * / GERR_PERM / GERR_IO. On error @cfg may hold some of the file's values: discard it. */
+int config_load_file(struct config *cfg, const char *path, char *errmsg);
+
+/* The same from @len bytes at @data; @name stands for the file in messages. */
+int config_load_buffer(struct config *cfg, const char *data, size_t len, const char *name, char *errmsg);
+
+/* Apply GANTRY_<KEY> variables from @envp (NULL-terminated "NAME=value" strings, e.g. environ),
+ * except over values set by flags (checked all the same).
+ * Variables outside the table are ignored, since tools, tests and Kubernetes service links set
+ * other GANTRY_* variables, unless the name is a near miss of a config variable
+ * (GANTRY_API_ADRESS): that is GERR_INVAL with a suggestion. */
+int config_apply_env(struct config *cfg, char *const envp[], char *errmsg);
+
+/* Apply flags from @argv[1 .. argc) (argv[0], the program or subcommand name, is skipped):
+ * "--key value", "--key=value"; bool flags take no separate value ("--api-h2c",
+ * "--api-h2c=false"). "--help"/"-h" set *@help and stop (nothing else is applied after it).
+ * Positional arguments, unknown flags (with a suggestion), a missing value and --join-token are
+ * GERR_INVAL. */
+int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *help, char *errmsg);
+
+/* If join_token_file is set, read the token from it (trailing newline stripped, at most 4 KiB),
+ * replacing join_token. 0 if nothing to do. Call after the layers and before config_validate. */
+int config_read_join_token_file(struct config *cfg, char *errmsg);
+
+/* Check every field and the rules between fields, and fill derived defaults (replica_name).
+ * Returns 0 or GERR_INVAL with the first problem found, in table order. */
+int config_validate(struct config *cfg, char *errmsg);
+
+/* Append the effective configuration to @out as a JSON object that config_load_buffer accepts, with
+ * secrets replaced by "(redacted)" (so a dump with a join token does not load back unchanged, on
+ * purpose). No trailing NUL. */
+void config_dump_json(const struct config *cfg, struct buf *out);
+
+/* Append the --help text for gantryd's flags to @out (NUL-terminated). */
+void config_help(struct buf *out);
+
+/* Append the generated reference table for docs/configuration.md to @out (NUL-terminated). */
+void config_doc_markdown(struct buf *out);
+
+/* The failure-domain hash of a name: FNV-1a 64 of its bytes, with 0 mapped to 1 (0 means
+ * "unknown"). Stable across versions: changing it would silently regroup every cluster. */
+uint64_t config_failure_domain_hash(const char *name);
+
+/* "default", "file", "env" or "flag". */
+const char *config_source_name(enum config_source src);
+
+#endif
