@@ -30,6 +30,9 @@ int pki_openssl_error(char *errmsg, const char *what)
     if (first == 0) {
         return GERR_INTERNAL;
     }
+    if (ERR_GET_REASON(first) == ERR_R_MALLOC_FAILURE) {
+        return GERR_NOMEM;
+    }
     int lib = ERR_GET_LIB(first);
     if (lib == ERR_LIB_PEM || lib == ERR_LIB_ASN1 || lib == ERR_LIB_X509 || lib == ERR_LIB_X509V3) {
         return GERR_INVAL;

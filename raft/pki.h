@@ -30,8 +30,10 @@ struct pki_subject {
     unsigned n_dns_sans;
 };
 
-/* Translate OpenSSL's queued errors: "@what: <openssl reason>" into @errmsg; returns
- * GERR_INVAL when the reason points at the input (bad PEM, mismatched key), GERR_INTERNAL otherwise. */
+/* The project's one translation of OpenSSL's error queue (drained by the call): "@what: <first
+ * reason>" into @errmsg; returns GERR_NOMEM for an allocation failure, GERR_INVAL when the reason
+ * points at the input (bad PEM, ASN.1, X.509), GERR_INTERNAL otherwise. server/tls.c adds the
+ * mapping of SSL_get_error's result on top of it. */
 int pki_openssl_error(char *errmsg, const char *what);
 
 /* A new CA: its key and self-signed certificate. 0, or an error with @errmsg. */

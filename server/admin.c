@@ -12,7 +12,7 @@
 #include "lib/mem.h"
 #include "lib/queue.h"
 #include "llhttp.h"
-#include "server/addr.h"
+#include "lib/addr.h"
 #include "server/uverr.h"
 
 #define ADMIN_MAX_URL     1024

@@ -1266,71 +1266,10 @@ static int check_gateway_id(struct config *cfg, const struct field *f, char *why
     return 0;
 }
 
-/* A numeric listen or dial address: "a.b.c.d:port" or "[v6]:port". */
-struct hostport {
-    int family; /* AF_INET or AF_INET6 */
-    unsigned char addr[16];
-    unsigned port;
-};
-
-static bool parse_hostport(const char *s, struct hostport *out)
-{
-    char host[INET6_ADDRSTRLEN];
-    const char *port;
-    memset(out, 0, sizeof *out);
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':' || (size_t)(end - s - 1) >= sizeof host) {
-            return false;
-        }
-        memcpy(host, s + 1, (size_t)(end - s - 1));
-        host[end - s - 1] = '\0';
-        port = end + 2;
-        out->family = AF_INET6;
-        if (inet_pton(AF_INET6, host, out->addr) != 1) {
-            return false;
-        }
-    } else {
-        const char *colon = strchr(s, ':');
-        if (colon == NULL || (size_t)(colon - s) >= sizeof host) {
-            return false;
-        }
-        memcpy(host, s, (size_t)(colon - s));
-        host[colon - s] = '\0';
-        port = colon + 1;
-        out->family = AF_INET;
-        if (inet_pton(AF_INET, host, out->addr) != 1) {
-            return false;
-        }
-    }
-    uint64_t p;
-    if (!parse_u64(port, &p) || p > 65535 || strlen(port) > 5) {
-        return false;
-    }
-    out->port = (unsigned)p;
-    return true;
-}
-
-static bool hostport_is_loopback(const struct hostport *h)
-{
-    static const unsigned char v6_loop[16] = {[15] = 1};
-    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
-    if (h->family == AF_INET) {
-        return h->addr[0] == 127;
-    }
-    return memcmp(h->addr, v6_loop, 16) == 0 || (memcmp(h->addr, v4_mapped, 12) == 0 && h->addr[12] == 127);
-}
-
-static bool hostport_is_any(const struct hostport *h)
-{
-    static const unsigned char zero[16];
-    return memcmp(h->addr, zero, h->family == AF_INET ? 4 : 16) == 0;
-}
-
 static int check_listen(struct config *cfg, const struct field *f, char *why)
 {
-    struct hostport h;
-    if (!parse_hostport(*FIELD_PTR(cfg, f, char *), &h)) {
+    struct sockaddr_storage h;
+    if (addr_parse(*FIELD_PTR(cfg, f, char *), &h, NULL) != 0) {
         return why_value(cfg, f, why, "is not a.b.c.d:port or [v6]:port (numeric host, port 0..65535)");
     }
     return 0;
@@ -1400,9 +1339,9 @@ static bool dns_name_ok(const char *s, size_t len)
 /* A join address: a numeric host:port, or name:port; never port 0 or a wildcard. */
 static bool join_address_ok(const char *s)
 {
-    struct hostport h;
-    if (parse_hostport(s, &h)) {
-        return h.port != 0 && !hostport_is_any(&h);
+    struct sockaddr_storage h;
+    if (addr_parse(s, &h, NULL) == 0) {
+        return addr_port(&h) != 0 && !addr_is_any(&h);
     }
     const char *colon = strrchr(s, ':');
     uint64_t port;
@@ -1487,15 +1426,14 @@ static int token_conflict(const struct config *cfg, char *errmsg)
 static int check_port_clash(const struct config *cfg, const char *ka, const char *a, const char *kb,
                             const char *b, char *errmsg)
 {
-    struct hostport ha, hb;
-    if (!parse_hostport(a, &ha) || !parse_hostport(b, &hb) || ha.port == 0 || ha.port != hb.port) {
+    struct sockaddr_storage ha, hb;
+    if (addr_parse(a, &ha, NULL) != 0 || addr_parse(b, &hb, NULL) != 0 || addr_port(&ha) == 0 ||
+        addr_port(&ha) != addr_port(&hb)) {
         return 0;
     }
-    bool overlap = ha.family != hb.family ? (hostport_is_any(&ha) || hostport_is_any(&hb))
-                                          : (hostport_is_any(&ha) || hostport_is_any(&hb) ||
-                                             memcmp(ha.addr, hb.addr, ha.family == AF_INET ? 4 : 16) == 0);
+    bool overlap = addr_is_any(&ha) || addr_is_any(&hb) || addr_same_host(&ha, &hb);
     if (overlap) {
-        return cur_error(cfg, kb, errmsg, "port %u is already used by %s (from %s)", hb.port, ka,
+        return cur_error(cfg, kb, errmsg, "port %d is already used by %s (from %s)", addr_port(&hb), ka,
                          origin_text(cfg, field_by_key(ka)));
     }
     return 0;
@@ -1543,8 +1481,8 @@ int config_validate(struct config *cfg, char *errmsg)
     }
 
     if (cfg->api_h2c) {
-        struct hostport h;
-        if (!parse_hostport(cfg->api_address, &h) || !hostport_is_loopback(&h)) {
+        struct sockaddr_storage h;
+        if (addr_parse(cfg->api_address, &h, NULL) != 0 || !addr_is_loopback(&h)) {
             char q[QUOTE_SIZE];
             quote(cfg->api_address, q);
             return cur_error(

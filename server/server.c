@@ -14,7 +14,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "server/addr.h"
+#include "lib/addr.h"
 #include "server/grpc_internal.h"
 #include "server/uverr.h"
 

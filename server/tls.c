@@ -5,39 +5,24 @@
 #include <openssl/err.h>
 
 #include "lib/err.h"
+#include "raft/pki.h"
 
 int tls_err_from_openssl(int ssl_error, char *errmsg)
 {
-    char detail[256] = "";
-    unsigned long e;
-    int rv = GERR_IO;
-    while ((e = ERR_get_error()) != 0) {
-        if (detail[0] == '\0') {
-            ERR_error_string_n(e, detail, sizeof(detail));
-        }
-        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE) {
-            rv = GERR_NOMEM;
-        }
-    }
+    char scratch[GERR_MSG_SIZE];
+    /* The error queue is translated in one place for the whole project (raft/pki.h); this adds
+     * what libssl's state machine says about the connection. */
+    int rv = pki_openssl_error(errmsg != NULL ? errmsg : scratch, "TLS");
     switch (ssl_error) {
     case SSL_ERROR_ZERO_RETURN:
-        rv = GERR_CLOSED;
-        break;
+        return GERR_CLOSED;
     case SSL_ERROR_SSL:
-        if (rv != GERR_NOMEM) {
-            rv = GERR_PROTO;
-        }
-        break;
+        return rv == GERR_NOMEM ? GERR_NOMEM : GERR_PROTO;
     case SSL_ERROR_SYSCALL:
-        rv = GERR_IO;
-        break;
+        return GERR_IO;
     default:
-        break;
+        return rv == GERR_NOMEM ? GERR_NOMEM : GERR_IO;
     }
-    if (errmsg != NULL) {
-        gerr_set(errmsg, "%s", detail[0] != '\0' ? detail : "TLS failure");
-    }
-    return rv;
 }
 
 static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,

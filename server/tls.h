@@ -14,8 +14,9 @@
 
 #include "lib/buf.h"
 
-/* The one translation of OpenSSL failures into GERR_* codes. @ssl_error is SSL_get_error()'s
- * result (or 0 for non-SSL calls); the OpenSSL error queue is drained into @errmsg (may be NULL).
+/* OpenSSL failures of a TLS connection as GERR_* codes. @ssl_error is SSL_get_error()'s result
+ * (or 0 for non-SSL calls); the error queue is drained into @errmsg (may be NULL) by the project's
+ * one queue translator, pki_openssl_error (raft/pki.h).
  * Returns GERR_NOMEM, GERR_CLOSED (peer closed), GERR_PROTO (handshake or record failure) or
  * GERR_IO. */
 int tls_err_from_openssl(int ssl_error, char *errmsg);

@@ -7,12 +7,14 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/err.h"
@@ -585,6 +587,50 @@ static void test_mem_strings(void **state)
     mem_free(NULL);
 }
 
+static void test_addr(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    struct sockaddr_in sa;
+    char em[GERR_MSG_SIZE];
+
+    assert_int_equal(addr_parse("127.0.0.1:8443", &ss, em), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(addr_port(&ss), 8443);
+    assert_true(addr_is_loopback(&ss));
+    assert_int_equal(addr_parse("[::1]:0", &ss, em), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_true(addr_is_loopback(&ss));
+    assert_int_equal(addr_parse("10.1.2.3:1", &ss, NULL), 0);
+    assert_false(addr_is_loopback(&ss));
+    assert_false(addr_is_any(&ss));
+    struct sockaddr_storage other;
+    assert_int_equal(addr_parse("10.1.2.3:2", &other, NULL), 0);
+    assert_true(addr_same_host(&ss, &other));
+    assert_int_equal(addr_parse("0.0.0.0:2", &other, NULL), 0);
+    assert_true(addr_is_any(&other));
+    assert_false(addr_same_host(&ss, &other));
+    assert_int_equal(addr_parse("[::]:2", &other, NULL), 0);
+    assert_true(addr_is_any(&other));
+    static const char *const bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:+5", "127.0.0.1: 5",
+                                      "127.0.0.1:65536", "127.0.0.1:-1", "localhost:80", "[::1]80", "[::1",
+                                      ":80", "1.2.3:80", "::1:80", NULL};
+    for (int i = 0; bad[i] != NULL; i++) {
+        em[0] = '\0';
+        if (addr_parse(bad[i], &ss, em) != GERR_INVAL) {
+            fail_msg("addr_parse accepted \"%s\"", bad[i]);
+        }
+        assert_true(em[0] != '\0');
+    }
+    /* Node addresses: IPv4 only (dqlite 1.11), port 0 only where asked for. */
+    assert_int_equal(addr_parse_ipv4("127.0.0.1:7001", &sa, 0), 0);
+    assert_int_equal(ntohs(sa.sin_port), 7001);
+    assert_int_equal(addr_parse_ipv4("127.0.0.1:0", &sa, 0), GERR_INVAL);
+    assert_int_equal(addr_parse_ipv4("127.0.0.1:0", &sa, 1), 0);
+    assert_int_equal(addr_parse_ipv4("[::1]:7001", &sa, 1), GERR_INVAL);
+    assert_int_equal(addr_parse_ipv4(NULL, &sa, 1), GERR_INVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -606,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_rand_range),
         cmocka_unit_test(test_rand_bytes),
         cmocka_unit_test(test_mem_strings),
+        cmocka_unit_test(test_addr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
