@@ -33,6 +33,9 @@ void buf_append(struct buf *b, const void *p, size_t n);
 /* Append @n zero bytes and return a pointer to the first of them. */
 uint8_t *buf_append_zero(struct buf *b, size_t n);
 
+/* Append printf-formatted text (no NUL is counted in len; one is written past it). */
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Little-endian fixed-width appends. */
 void buf_put_u64(struct buf *b, uint64_t v);
 void buf_put_u32(struct buf *b, uint32_t v);

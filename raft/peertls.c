@@ -40,6 +40,7 @@
 #include "lib/mem.h"
 #include "lib/queue.h"
 #include "raft/pki.h"
+#include "store/conn.h"
 
 #define RELAY_BUF 16384
 #define MAX_RELAYS 4096
@@ -648,33 +649,12 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
         gerr_set(errmsg, "peer TLS: stopped");
         return GERR_CLOSED;
     }
-    int tcp = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (tcp < 0) {
-        rv = gerr_from_errno(errno);
-        gerr_set(errmsg, "peer TLS: dial %s: socket: %s", address, strerror(errno));
+    int tcp = -1;
+    rv = store_conn_tcp_dial(NULL, address, timeout_ms, &tcp, errmsg); /* non-blocking, TCP_NODELAY */
+    if (rv != 0) {
+        gerr_wrap(errmsg, "peer TLS: dial %s", address);
         goto err_count;
     }
-    int one = 1;
-    setsockopt(tcp, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(tcp, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        int err = errno;
-        if (err == EINPROGRESS) {
-            socklen_t len = sizeof err;
-            rv = wait_fd(tcp, POLLOUT, deadline);
-            if (rv == 0 && getsockopt(tcp, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
-                goto connected;
-            }
-            if (rv == 0) {
-                rv = gerr_from_errno(err);
-            }
-        } else {
-            rv = gerr_from_errno(err);
-        }
-        gerr_set(errmsg, "peer TLS: dial %s: connect: %s", address, err != 0 && err != EINPROGRESS ? strerror(err) : gerr_str(rv));
-        close(tcp);
-        goto err_count;
-    }
-connected:;
     SSL *ssl = SSL_new(p->client_ctx);
     if (ssl == NULL || SSL_set_fd(ssl, tcp) != 1) {
         rv = pki_openssl_error(errmsg, "peer TLS: dial");

@@ -1614,23 +1614,6 @@ void config_dump_json(const struct config *cfg, struct buf *out)
     json_decref(root);
 }
 
-static void buf_printf(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *out, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0) {
-        return;
-    }
-    char *p = (char *)buf_reserve(out, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(p, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    out->len += (size_t)n;
-}
-
 static void buf_terminate(struct buf *out)
 {
     *buf_reserve(out, 1) = '\0';

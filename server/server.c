@@ -449,24 +449,6 @@ void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int sta
     }
 }
 
-static void metrics_printf(struct buf *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void metrics_printf(struct buf *out, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0) {
-        return;
-    }
-    char *dst = (char *)buf_reserve(out, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(dst, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    out->len += (size_t)n;
-}
-
 static void metrics_method(const struct grpc__method *m, struct buf *out, bool histogram)
 {
     const char *name = strrchr(m->path, '/');
@@ -474,7 +456,7 @@ static void metrics_method(const struct grpc__method *m, struct buf *out, bool h
     if (!histogram) {
         for (int code = 0; code < GRPC_STATUS__COUNT; code++) {
             if (m->handled[code] > 0) {
-                metrics_printf(out,
+                buf_printf(out,
                                "gantry_grpc_server_handled_total{grpc_service=\"%s\",grpc_method=\"%s\","
                                "grpc_code=\"%s\"} %llu\n",
                                m->service, name, grpc_status_name(code),
@@ -489,42 +471,42 @@ static void metrics_method(const struct grpc__method *m, struct buf *out, bool h
     uint64_t cum = 0;
     for (int i = 0; i < GRPC__BUCKETS; i++) {
         cum += m->buckets[i];
-        metrics_printf(
+        buf_printf(
             out,
             "gantry_grpc_server_handling_seconds_bucket{grpc_service=\"%s\",grpc_method=\"%s\",le=\"%g\"} "
             "%llu\n",
             m->service, name, grpc__bucket_bounds[i], (unsigned long long)cum);
     }
-    metrics_printf(
+    buf_printf(
         out,
         "gantry_grpc_server_handling_seconds_bucket{grpc_service=\"%s\",grpc_method=\"%s\",le=\"+Inf\"} "
         "%llu\n",
         m->service, name, (unsigned long long)m->latency_count);
-    metrics_printf(out,
+    buf_printf(out,
                    "gantry_grpc_server_handling_seconds_sum{grpc_service=\"%s\",grpc_method=\"%s\"} %.9f\n",
                    m->service, name, m->latency_sum);
-    metrics_printf(out,
+    buf_printf(out,
                    "gantry_grpc_server_handling_seconds_count{grpc_service=\"%s\",grpc_method=\"%s\"} %llu\n",
                    m->service, name, (unsigned long long)m->latency_count);
 }
 
 void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out)
 {
-    metrics_printf(out,
+    buf_printf(out,
                    "# HELP gantry_grpc_server_handled_total RPCs completed, by method and gRPC status code.\n"
                    "# TYPE gantry_grpc_server_handled_total counter\n");
     for (size_t i = 0; i < s->n_methods; i++) {
         metrics_method(&s->methods[i], out, false);
     }
     metrics_method(&s->unknown, out, false);
-    metrics_printf(
+    buf_printf(
         out, "# HELP gantry_grpc_server_handling_seconds Time from request headers to the final status.\n"
              "# TYPE gantry_grpc_server_handling_seconds histogram\n");
     for (size_t i = 0; i < s->n_methods; i++) {
         metrics_method(&s->methods[i], out, true);
     }
     metrics_method(&s->unknown, out, true);
-    metrics_printf(
+    buf_printf(
         out,
         "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
         "# TYPE gantry_grpc_server_connections gauge\n"
