@@ -1,0 +1,3 @@
+# Harnesses for api/auth (see CMakeLists.txt beside this file for the convention).
+gantry_fuzzer(jwt gantry_auth)
+gantry_fuzzer(apikey gantry_auth)
