@@ -7,11 +7,11 @@
 
 #include "lib/err.h"
 
-#define addr_err(errmsg, ...)                 \
-    do {                                      \
-        if ((errmsg) != NULL) {               \
-            gerr_set((errmsg), __VA_ARGS__);  \
-        }                                     \
+#define addr_err(errmsg, ...)                                                                                \
+    do {                                                                                                     \
+        if ((errmsg) != NULL) {                                                                              \
+            gerr_set((errmsg), __VA_ARGS__);                                                                 \
+        }                                                                                                    \
     } while (0)
 
 int addr_parse(const char *s, struct sockaddr_storage *out, char *errmsg)
@@ -101,11 +101,12 @@ bool addr_same_host(const struct sockaddr_storage *a, const struct sockaddr_stor
         return false;
     }
     if (a->ss_family == AF_INET) {
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
     }
     if (a->ss_family == AF_INET6) {
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
     }
     return false;
 }

@@ -8,8 +8,8 @@
 const char *gerr_str(int code)
 {
     switch (code) {
-#define GERR__STR(name, value, text) \
-    case value:                      \
+#define GERR__STR(name, value, text)                                                                         \
+    case value:                                                                                              \
         return text;
         GERR_MAP(GERR__STR)
 #undef GERR__STR
@@ -21,8 +21,8 @@ const char *gerr_str(int code)
 const char *gerr_name(int code)
 {
     switch (code) {
-#define GERR__NAME(name, value, text) \
-    case value:                       \
+#define GERR__NAME(name, value, text)                                                                        \
+    case value:                                                                                              \
         return #name;
         GERR_MAP(GERR__NAME)
 #undef GERR__NAME

@@ -13,29 +13,29 @@
 #define GERR_MSG_SIZE 512
 
 /* X(name, value, text). Values are stable: they appear in logs and metrics. */
-#define GERR_MAP(X)                                                                         \
-    X(GERR_OK, 0, "ok")                                                                     \
-    X(GERR_NOMEM, 1, "out of memory")                                                       \
-    X(GERR_INVAL, 2, "invalid argument")                                                    \
-    X(GERR_IO, 3, "I/O error")                                                              \
-    X(GERR_TIMEOUT, 4, "timed out")                                                         \
-    X(GERR_PROTO, 5, "protocol violation by peer")                                          \
-    X(GERR_TOOBIG, 6, "message or result too large")                                        \
-    X(GERR_REFUSED, 7, "request refused by client-side safety check")                       \
-    X(GERR_CLOSED, 8, "connection closed")                                                  \
-    X(GERR_NOTLEADER, 9, "node is not the leader")                                          \
-    X(GERR_NOLEADER, 10, "no leader could be found")                                        \
-    X(GERR_UNKNOWN_OUTCOME, 11, "write outcome unknown (it may or may not have committed)") \
-    X(GERR_BUSY, 12, "database busy")                                                       \
-    X(GERR_NOTFOUND, 13, "not found")                                                       \
-    X(GERR_EXISTS, 14, "already exists")                                                    \
-    X(GERR_CONSTRAINT, 15, "constraint violated")                                           \
-    X(GERR_SQL, 16, "SQL error")                                                            \
-    X(GERR_ABORTED, 17, "aborted")                                                          \
-    X(GERR_UNAVAILABLE, 18, "unavailable")                                                  \
-    X(GERR_CANCELED, 19, "canceled")                                                        \
-    X(GERR_PERM, 20, "permission denied")                                                   \
-    X(GERR_UNAUTH, 21, "unauthenticated")                                                   \
+#define GERR_MAP(X)                                                                                          \
+    X(GERR_OK, 0, "ok")                                                                                      \
+    X(GERR_NOMEM, 1, "out of memory")                                                                        \
+    X(GERR_INVAL, 2, "invalid argument")                                                                     \
+    X(GERR_IO, 3, "I/O error")                                                                               \
+    X(GERR_TIMEOUT, 4, "timed out")                                                                          \
+    X(GERR_PROTO, 5, "protocol violation by peer")                                                           \
+    X(GERR_TOOBIG, 6, "message or result too large")                                                         \
+    X(GERR_REFUSED, 7, "request refused by client-side safety check")                                        \
+    X(GERR_CLOSED, 8, "connection closed")                                                                   \
+    X(GERR_NOTLEADER, 9, "node is not the leader")                                                           \
+    X(GERR_NOLEADER, 10, "no leader could be found")                                                         \
+    X(GERR_UNKNOWN_OUTCOME, 11, "write outcome unknown (it may or may not have committed)")                  \
+    X(GERR_BUSY, 12, "database busy")                                                                        \
+    X(GERR_NOTFOUND, 13, "not found")                                                                        \
+    X(GERR_EXISTS, 14, "already exists")                                                                     \
+    X(GERR_CONSTRAINT, 15, "constraint violated")                                                            \
+    X(GERR_SQL, 16, "SQL error")                                                                             \
+    X(GERR_ABORTED, 17, "aborted")                                                                           \
+    X(GERR_UNAVAILABLE, 18, "unavailable")                                                                   \
+    X(GERR_CANCELED, 19, "canceled")                                                                         \
+    X(GERR_PERM, 20, "permission denied")                                                                    \
+    X(GERR_UNAUTH, 21, "unauthenticated")                                                                    \
     X(GERR_INTERNAL, 22, "internal error")
 
 enum {

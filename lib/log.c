@@ -59,8 +59,8 @@ void log_write(enum log_level level, const char *file, int line, const char *fmt
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-    k = snprintf(out + n, sizeof out - n, ".%03ldZ %-5s %s %s:%d ", ts.tv_nsec / 1000000,
-                 level_names[level], log_replica, file, line);
+    k = snprintf(out + n, sizeof out - n, ".%03ldZ %-5s %s %s:%d ", ts.tv_nsec / 1000000, level_names[level],
+                 log_replica, file, line);
     if (k > 0) {
         n += (size_t)k < sizeof out - n ? (size_t)k : sizeof out - n - 1;
     }

@@ -23,16 +23,16 @@ void log_set_fd(int fd);
 void log_write(enum log_level level, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define LOG__AT(lvl, ...)                                     \
-    do {                                                      \
-        if ((lvl) <= log_get_level()) {                       \
-            log_write((lvl), __FILE__, __LINE__, __VA_ARGS__); \
-        }                                                     \
+#define LOG__AT(lvl, ...)                                                                                    \
+    do {                                                                                                     \
+        if ((lvl) <= log_get_level()) {                                                                      \
+            log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);                                               \
+        }                                                                                                    \
     } while (0)
 
 #define LOG_ERROR(...) LOG__AT(LOG_LEVEL_ERROR, __VA_ARGS__)
-#define LOG_WARN(...) LOG__AT(LOG_LEVEL_WARN, __VA_ARGS__)
-#define LOG_INFO(...) LOG__AT(LOG_LEVEL_INFO, __VA_ARGS__)
+#define LOG_WARN(...)  LOG__AT(LOG_LEVEL_WARN, __VA_ARGS__)
+#define LOG_INFO(...)  LOG__AT(LOG_LEVEL_INFO, __VA_ARGS__)
 #define LOG_DEBUG(...) LOG__AT(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define LOG_TRACE(...) LOG__AT(LOG_LEVEL_TRACE, __VA_ARGS__)
 

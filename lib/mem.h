@@ -10,11 +10,11 @@
 
 #include <stddef.h>
 
-void *mem_alloc(size_t size);                /* uninitialised */
-void *mem_zalloc(size_t size);               /* zeroed */
-void *mem_realloc(void *p, size_t size);     /* like realloc; size 0 frees and returns NULL */
-char *mem_strdup(const char *s);             /* s must not be NULL */
-char *mem_strndup(const char *s, size_t n);  /* copies at most n bytes and NUL-terminates */
-void mem_free(void *p);                      /* NULL is fine */
+void *mem_alloc(size_t size);               /* uninitialised */
+void *mem_zalloc(size_t size);              /* zeroed */
+void *mem_realloc(void *p, size_t size);    /* like realloc; size 0 frees and returns NULL */
+char *mem_strdup(const char *s);            /* s must not be NULL */
+char *mem_strndup(const char *s, size_t n); /* copies at most n bytes and NUL-terminates */
+void mem_free(void *p);                     /* NULL is fine */
 
 #endif

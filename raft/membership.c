@@ -105,7 +105,8 @@ int membership_adjust(struct membership *m, uint64_t self_id, bool *changed, str
         rv = store_client_assign(m->cl, change->id, change->role);
         if (rv == 0) {
             *changed = true;
-            LOG_INFO("roles: node %" PRIu64 " is now a %s (%s)", change->id, role_name(change->role), change->reason);
+            LOG_INFO("roles: node %" PRIu64 " is now a %s (%s)", change->id, role_name(change->role),
+                     change->reason);
         } else {
             memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
             LOG_WARN("roles: make node %" PRIu64 " a %s (%s): %s", change->id, role_name(change->role),

@@ -19,18 +19,18 @@
 #include "raft/roles.h"
 #include "store/client.h"
 
-#define MEMBERSHIP_MAX_NODES 64u
+#define MEMBERSHIP_MAX_NODES                64u
 #define MEMBERSHIP_DEFAULT_PROBE_TIMEOUT_MS 1000u
 
 struct membership_seen {
     uint64_t id;
-    uint64_t first_ms; /* when this replica first saw it in the configuration */
+    uint64_t first_ms;   /* when this replica first saw it in the configuration */
     uint64_t last_ok_ms; /* when it last answered a probe (0: never) */
 };
 
 struct membership {
-    struct store_client *cl;     /* caller-owned, leader-following */
-    store_dial_fn dial;          /* for probes; NULL = plain TCP */
+    struct store_client *cl; /* caller-owned, leader-following */
+    store_dial_fn dial;      /* for probes; NULL = plain TCP */
     void *dial_arg;
     struct roles_policy policy;
     unsigned probe_timeout_ms;

@@ -42,7 +42,7 @@
 #include "raft/pki.h"
 #include "store/conn.h"
 
-#define RELAY_BUF 16384
+#define RELAY_BUF  16384
 #define MAX_RELAYS 4096
 
 enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
@@ -161,7 +161,8 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         rv = pki_openssl_error(errmsg, "peer TLS: create context");
         goto err;
     }
-    if ((rv = load_ctx(p->server_ctx, cfg, errmsg)) != 0 || (rv = load_ctx(p->client_ctx, cfg, errmsg)) != 0) {
+    if ((rv = load_ctx(p->server_ctx, cfg, errmsg)) != 0 ||
+        (rv = load_ctx(p->client_ctx, cfg, errmsg)) != 0) {
         goto err;
     }
     if (cfg->listen_address != NULL) {
@@ -348,7 +349,8 @@ static int connect_backend(const char *backend)
         memcpy(su.sun_path, backend, n);
         su.sun_path[0] = '\0'; /* abstract namespace */
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) != 0) {
+        if (fd < 0 || connect(fd, (struct sockaddr *)&su,
+                              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) != 0) {
             if (fd >= 0) {
                 close(fd);
             }
@@ -639,7 +641,8 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
 
     *fd = -1;
     if (address == NULL || addr_parse_ipv4(address, &sa, 0) != 0) {
-        gerr_set(errmsg, "peer TLS: dial %s: not an a.b.c.d:port address", address != NULL ? address : "(null)");
+        gerr_set(errmsg, "peer TLS: dial %s: not an a.b.c.d:port address",
+                 address != NULL ? address : "(null)");
         return GERR_INVAL;
     }
     pthread_mutex_lock(&p->mu);

@@ -11,8 +11,8 @@
  * verification against the cluster CA is the authentication, since only the cluster's CA issues
  * replica certificates. The protocol is TLS 1.2 with ECDHE-ECDSA AEAD suites: in TLS 1.3 a
  * server rejects a client certificate only after the client's handshake is done, so a dialer with
- * a foreign certificate would learn it late; in 1.2 the dial itself fails. A peer with no certificate, or one from another CA, is refused
- * and logged with its address and the reason.
+ * a foreign certificate would learn it late; in 1.2 the dial itself fails. A peer with no certificate, or one
+ * from another CA, is refused and logged with its address and the reason.
  *
  * One relay thread moves bytes for every connection with non-blocking sockets and poll(2);
  * outgoing handshakes run on the caller's thread (peertls_dial blocks up to its timeout), so a
@@ -27,11 +27,11 @@
 #include "lib/err.h"
 
 struct peertls_config {
-    const char *ca_pem;          /* the cluster CA (copied) */
-    const char *cert_pem;        /* this replica's certificate (copied) */
-    const char *key_pem;         /* and its key (copied) */
-    const char *listen_address;  /* "a.b.c.d:port" for inbound peers, or NULL for dial-only */
-    const char *backend_address; /* where inbound connections go: "@abstract-name" or "a.b.c.d:port" */
+    const char *ca_pem;            /* the cluster CA (copied) */
+    const char *cert_pem;          /* this replica's certificate (copied) */
+    const char *key_pem;           /* and its key (copied) */
+    const char *listen_address;    /* "a.b.c.d:port" for inbound peers, or NULL for dial-only */
+    const char *backend_address;   /* where inbound connections go: "@abstract-name" or "a.b.c.d:port" */
     unsigned handshake_timeout_ms; /* inbound handshakes; 0 = 5000 */
 };
 

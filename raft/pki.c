@@ -134,8 +134,10 @@ static int set_serial(X509 *cert)
 
 static int set_name(X509_NAME *name, const char *cn)
 {
-    return X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"gantry", -1, -1, 0) == 1 &&
-                   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) == 1
+    return X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"gantry", -1, -1, 0) ==
+                       1 &&
+                   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                              0) == 1
                ? 0
                : -1;
 }
@@ -366,8 +368,8 @@ int pki_sign_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *cs
     return rv;
 }
 
-int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_subject *subject, unsigned days,
-              char **key_pem, char **cert_pem, char *errmsg)
+int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_subject *subject,
+              unsigned days, char **key_pem, char **cert_pem, char *errmsg)
 {
     *key_pem = *cert_pem = NULL;
     EVP_PKEY *key = new_key();

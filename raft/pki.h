@@ -17,14 +17,14 @@
 
 #include "lib/err.h"
 
-#define PKI_CA_DAYS 3650u
-#define PKI_CERT_DAYS 825u
+#define PKI_CA_DAYS          3650u
+#define PKI_CERT_DAYS        825u
 #define PKI_FINGERPRINT_SIZE 72 /* "sha256:" + 64 hex digits + NUL */
 
 /* What a certificate identifies and where it may be used. */
 struct pki_subject {
-    const char *common_name;        /* e.g. "replica-2" or the CA's name */
-    const char *const *ip_sans;     /* IPv4/IPv6 literals */
+    const char *common_name;    /* e.g. "replica-2" or the CA's name */
+    const char *const *ip_sans; /* IPv4/IPv6 literals */
     unsigned n_ip_sans;
     const char *const *dns_sans;
     unsigned n_dns_sans;
@@ -49,8 +49,8 @@ int pki_sign_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *cs
                  const struct pki_subject *subject, unsigned days, char **cert_pem, char *errmsg);
 
 /* Convenience for bootstrap: a key and a certificate for @subject signed by the CA. */
-int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_subject *subject, unsigned days,
-              char **key_pem, char **cert_pem, char *errmsg);
+int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_subject *subject,
+              unsigned days, char **key_pem, char **cert_pem, char *errmsg);
 
 /* "sha256:<hex of the DER certificate>". */
 int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *errmsg);

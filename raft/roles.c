@@ -93,8 +93,8 @@ static const struct roles_node *worst_voter(const struct roles_node *nodes, unsi
         }
         unsigned load = domain_load(nodes, n, x->failure_domain);
         bool worse = worst == NULL || load > worst_load ||
-                     (load == worst_load && (x->weight > worst->weight ||
-                                             (x->weight == worst->weight && x->id > worst->id)));
+                     (load == worst_load &&
+                      (x->weight > worst->weight || (x->weight == worst->weight && x->id > worst->id)));
         if (worse) {
             worst = x;
             worst_load = load;

@@ -4,9 +4,9 @@
  * (reachable, or unreachable for less than the grace period); 1 voter while the cluster has fewer
  * than 3 members; every other healthy member a standby. The default keeps 3 voters and 2
  * standbys at 5 members, so a standby is always there to replace a failed voter; 5 voters start
- * at 6 members (docs/operations.md, "Roles"). Voters are spread over failure domains when there is a choice. A voter that has been
- * unreachable for longer than the grace period is replaced by a healthy standby (promote first,
- * then demote the dead voter, so the voter count never dips). The leader is never demoted.
+ * at 6 members (docs/operations.md, "Roles"). Voters are spread over failure domains when there is a choice.
+ * A voter that has been unreachable for longer than the grace period is replaced by a healthy standby
+ * (promote first, then demote the dead voter, so the voter count never dips). The leader is never demoted.
  *
  * Pure function over a snapshot of the membership: no I/O, no clock. The caller (the leader's
  * replica) gathers the snapshot, applies the returned change with ASSIGN, and calls again. Raft
@@ -33,7 +33,7 @@ struct roles_policy {
     unsigned five_voters_at; /* healthy members from which 5 voters are kept; 0 = default */
 };
 
-#define ROLES_DEFAULT_GRACE_MS 30000u
+#define ROLES_DEFAULT_GRACE_MS       30000u
 #define ROLES_DEFAULT_FIVE_VOTERS_AT 6u
 
 struct roles_change {
@@ -48,7 +48,7 @@ unsigned roles_target_voters(const struct roles_node *nodes, unsigned n, const s
 
 /* Returns true and fills @out when a change is due, false when the membership matches the
  * policy (or nothing safe can be done yet, e.g. no healthy candidate). */
-bool roles_plan(const struct roles_node *nodes, unsigned n, uint64_t leader_id, const struct roles_policy *policy,
-                struct roles_change *out);
+bool roles_plan(const struct roles_node *nodes, unsigned n, uint64_t leader_id,
+                const struct roles_policy *policy, struct roles_change *out);
 
 #endif

@@ -457,10 +457,9 @@ static void metrics_method(const struct grpc__method *m, struct buf *out, bool h
         for (int code = 0; code < GRPC_STATUS__COUNT; code++) {
             if (m->handled[code] > 0) {
                 buf_printf(out,
-                               "gantry_grpc_server_handled_total{grpc_service=\"%s\",grpc_method=\"%s\","
-                               "grpc_code=\"%s\"} %llu\n",
-                               m->service, name, grpc_status_name(code),
-                               (unsigned long long)m->handled[code]);
+                           "gantry_grpc_server_handled_total{grpc_service=\"%s\",grpc_method=\"%s\","
+                           "grpc_code=\"%s\"} %llu\n",
+                           m->service, name, grpc_status_name(code), (unsigned long long)m->handled[code]);
             }
         }
         return;
@@ -482,44 +481,42 @@ static void metrics_method(const struct grpc__method *m, struct buf *out, bool h
         "gantry_grpc_server_handling_seconds_bucket{grpc_service=\"%s\",grpc_method=\"%s\",le=\"+Inf\"} "
         "%llu\n",
         m->service, name, (unsigned long long)m->latency_count);
+    buf_printf(out, "gantry_grpc_server_handling_seconds_sum{grpc_service=\"%s\",grpc_method=\"%s\"} %.9f\n",
+               m->service, name, m->latency_sum);
     buf_printf(out,
-                   "gantry_grpc_server_handling_seconds_sum{grpc_service=\"%s\",grpc_method=\"%s\"} %.9f\n",
-                   m->service, name, m->latency_sum);
-    buf_printf(out,
-                   "gantry_grpc_server_handling_seconds_count{grpc_service=\"%s\",grpc_method=\"%s\"} %llu\n",
-                   m->service, name, (unsigned long long)m->latency_count);
+               "gantry_grpc_server_handling_seconds_count{grpc_service=\"%s\",grpc_method=\"%s\"} %llu\n",
+               m->service, name, (unsigned long long)m->latency_count);
 }
 
 void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out)
 {
     buf_printf(out,
-                   "# HELP gantry_grpc_server_handled_total RPCs completed, by method and gRPC status code.\n"
-                   "# TYPE gantry_grpc_server_handled_total counter\n");
+               "# HELP gantry_grpc_server_handled_total RPCs completed, by method and gRPC status code.\n"
+               "# TYPE gantry_grpc_server_handled_total counter\n");
     for (size_t i = 0; i < s->n_methods; i++) {
         metrics_method(&s->methods[i], out, false);
     }
     metrics_method(&s->unknown, out, false);
-    buf_printf(
-        out, "# HELP gantry_grpc_server_handling_seconds Time from request headers to the final status.\n"
-             "# TYPE gantry_grpc_server_handling_seconds histogram\n");
+    buf_printf(out,
+               "# HELP gantry_grpc_server_handling_seconds Time from request headers to the final status.\n"
+               "# TYPE gantry_grpc_server_handling_seconds histogram\n");
     for (size_t i = 0; i < s->n_methods; i++) {
         metrics_method(&s->methods[i], out, true);
     }
     metrics_method(&s->unknown, out, true);
-    buf_printf(
-        out,
-        "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
-        "# TYPE gantry_grpc_server_connections gauge\n"
-        "gantry_grpc_server_connections %zu\n"
-        "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
-        "# TYPE gantry_grpc_server_connections_total counter\n"
-        "gantry_grpc_server_connections_total %llu\n"
-        "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept (limit).\n"
-        "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
-        "gantry_grpc_server_connections_rejected_total %llu\n"
-        "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
-        "# TYPE gantry_grpc_server_streams gauge\n"
-        "gantry_grpc_server_streams %zu\n",
-        s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
-        s->n_open_streams);
+    buf_printf(out,
+               "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
+               "# TYPE gantry_grpc_server_connections gauge\n"
+               "gantry_grpc_server_connections %zu\n"
+               "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
+               "# TYPE gantry_grpc_server_connections_total counter\n"
+               "gantry_grpc_server_connections_total %llu\n"
+               "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept (limit).\n"
+               "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
+               "gantry_grpc_server_connections_rejected_total %llu\n"
+               "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
+               "# TYPE gantry_grpc_server_streams gauge\n"
+               "gantry_grpc_server_streams %zu\n",
+               s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
+               s->n_open_streams);
 }

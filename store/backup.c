@@ -33,8 +33,8 @@ static int backup_err(sqlite3 *db, int rc, const char *what, char *errmsg)
 }
 
 struct batch {
-    sqlite3_stmt *rows;  /* SELECT * FROM table, stepping */
-    const char *insert;  /* INSERT INTO "table" VALUES (?, ...) */
+    sqlite3_stmt *rows; /* SELECT * FROM table, stepping */
+    const char *insert; /* INSERT INTO "table" VALUES (?, ...) */
     int ncols;
     bool done;
     uint64_t copied;   /* rows committed by earlier batches */
@@ -82,7 +82,8 @@ static int copy_batch(struct store_tx *tx, void *arg)
                 params[c] = proto_text((const char *)sqlite3_column_text(b->rows, c));
                 break;
             case SQLITE_BLOB:
-                params[c] = proto_blob(sqlite3_column_blob(b->rows, c), (size_t)sqlite3_column_bytes(b->rows, c));
+                params[c] =
+                    proto_blob(sqlite3_column_blob(b->rows, c), (size_t)sqlite3_column_bytes(b->rows, c));
                 break;
             default:
                 params[c] = proto_null();
@@ -158,13 +159,15 @@ int store_restore(struct store_client *cl, const char *dir, struct store_restore
         return GERR_NOTFOUND;
     }
     int64_t existing;
-    rv = store_client_query_int(cl, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, 0, &existing);
+    rv = store_client_query_int(cl, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", NULL, 0,
+                                &existing);
     if (rv != 0) {
         memcpy(errmsg, cl->errmsg, GERR_MSG_SIZE);
         return rv;
     }
     if (existing != 0) {
-        gerr_set(errmsg, "restore: the target cluster already has %" PRId64 " table(s); restore only into a new one",
+        gerr_set(errmsg,
+                 "restore: the target cluster already has %" PRId64 " table(s); restore only into a new one",
                  existing);
         return GERR_EXISTS;
     }
@@ -213,8 +216,8 @@ int store_restore(struct store_client *cl, const char *dir, struct store_restore
         st = NULL;
     }
     rv = 0;
-    LOG_INFO("restore: %u tables, %" PRIu64 " rows, %u indexes/views/triggers from %s", stats->tables, stats->rows,
-             stats->other_objects, dir);
+    LOG_INFO("restore: %u tables, %" PRIu64 " rows, %u indexes/views/triggers from %s", stats->tables,
+             stats->rows, stats->other_objects, dir);
 out:
     sqlite3_finalize(st);
     sqlite3_close(db);

@@ -420,8 +420,8 @@ static void tx_rollback(struct store_client *cl)
 int store_client_tx(struct store_client *cl, store_tx_fn fn, void *arg)
 {
     uint64_t start = now_ms(cl);
-    uint64_t deadline = start + (cl->busy_timeout_ms > cl->leader_timeout_ms ? cl->busy_timeout_ms
-                                                                             : cl->leader_timeout_ms);
+    uint64_t deadline =
+        start + (cl->busy_timeout_ms > cl->leader_timeout_ms ? cl->busy_timeout_ms : cl->leader_timeout_ms);
     struct store_tx tx = {cl};
     unsigned busy_delay = 8;
     unsigned retry_delay = 10;
@@ -465,7 +465,8 @@ int store_client_tx(struct store_client *cl, store_tx_fn fn, void *arg)
             store_client_disconnect(cl);
         }
         if (now_ms(cl) >= deadline) {
-            gerr_wrap(cl->errmsg, "transaction gave up after %llu ms", (unsigned long long)(now_ms(cl) - start));
+            gerr_wrap(cl->errmsg, "transaction gave up after %llu ms",
+                      (unsigned long long)(now_ms(cl) - start));
             return rv == GERR_NOTLEADER ? GERR_NOLEADER : rv;
         }
         if (rv == GERR_BUSY) {

@@ -30,20 +30,20 @@
 #include "lib/err.h"
 #include "store/conn.h"
 
-#define STORE_MAX_ADDRESSES 16u
-#define STORE_CLIENT_REFRESH_MS 10000u
+#define STORE_MAX_ADDRESSES                16u
+#define STORE_CLIENT_REFRESH_MS            10000u
 #define STORE_CLIENT_LEADER_BACKOFF_CAP_MS 200u
 
 struct store_client_config {
-    const char *const *addresses;  /* seed list ("a.b.c.d:port"), copied */
+    const char *const *addresses; /* seed list ("a.b.c.d:port"), copied */
     unsigned n_addresses;
-    const char *database;          /* copied; default "gantry" when NULL */
-    unsigned connect_timeout_ms;   /* default 1000 */
-    unsigned request_timeout_ms;   /* default 10000: above 2x the election timeout plus margin */
-    unsigned leader_timeout_ms;    /* total time to find a leader, default 15000 */
-    unsigned busy_timeout_ms;      /* total time to retry BUSY, default 10000 */
-    struct clock *clock;           /* default clock_system() */
-    store_dial_fn dial;            /* default plain TCP (store_conn_tcp_dial) */
+    const char *database;        /* copied; default "gantry" when NULL */
+    unsigned connect_timeout_ms; /* default 1000 */
+    unsigned request_timeout_ms; /* default 10000: above 2x the election timeout plus margin */
+    unsigned leader_timeout_ms;  /* total time to find a leader, default 15000 */
+    unsigned busy_timeout_ms;    /* total time to retry BUSY, default 10000 */
+    struct clock *clock;         /* default clock_system() */
+    store_dial_fn dial;          /* default plain TCP (store_conn_tcp_dial) */
     void *dial_arg;
 };
 
@@ -62,8 +62,8 @@ struct store_client {
     store_dial_fn dial;
     void *dial_arg;
     struct store_conn conn;
-    bool connected;                /* conn is open to the leader, db open, barrier done */
-    uint64_t refreshed_ms;         /* when the address list was last refreshed from CLUSTER */
+    bool connected;        /* conn is open to the leader, db open, barrier done */
+    uint64_t refreshed_ms; /* when the address list was last refreshed from CLUSTER */
     uint64_t leader_id;
     struct store_client_stats stats;
     char errmsg[GERR_MSG_SIZE];

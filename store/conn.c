@@ -30,19 +30,19 @@
 #include "lib/mem.h"
 
 /* SQLite primary result codes (we do not include sqlite3.h on the client side). */
-#define SQLITE_CODE_ERROR 1
-#define SQLITE_CODE_ABORT 4
-#define SQLITE_CODE_BUSY 5
-#define SQLITE_CODE_LOCKED 6
-#define SQLITE_CODE_IOERR 10
-#define SQLITE_CODE_NOTFOUND 12
-#define SQLITE_CODE_CONSTRAINT 19
-#define DQLITE_IOERR_NOT_LEADER 10250u     /* SQLITE_IOERR | (40 << 8) */
-#define DQLITE_IOERR_LEADERSHIP_LOST 10506u /* SQLITE_IOERR | (41 << 8) */
-#define DQLITE_IOERR_NOT_LEADER_LEGACY 8202u
+#define SQLITE_CODE_ERROR                   1
+#define SQLITE_CODE_ABORT                   4
+#define SQLITE_CODE_BUSY                    5
+#define SQLITE_CODE_LOCKED                  6
+#define SQLITE_CODE_IOERR                   10
+#define SQLITE_CODE_NOTFOUND                12
+#define SQLITE_CODE_CONSTRAINT              19
+#define DQLITE_IOERR_NOT_LEADER             10250u /* SQLITE_IOERR | (40 << 8) */
+#define DQLITE_IOERR_LEADERSHIP_LOST        10506u /* SQLITE_IOERR | (41 << 8) */
+#define DQLITE_IOERR_NOT_LEADER_LEGACY      8202u
 #define DQLITE_IOERR_LEADERSHIP_LOST_LEGACY 8458u
-#define SQLITE_IOERR_WRITE_CODE 778u
-#define RAFT_CODE_NOTLEADER_LEAKED 7u /* RAFT_NOTLEADER in raft 0.15, == SQLITE_NOMEM */
+#define SQLITE_IOERR_WRITE_CODE             778u
+#define RAFT_CODE_NOTLEADER_LEAKED          7u /* RAFT_NOTLEADER in raft 0.15, == SQLITE_NOMEM */
 
 int store_err_from_dqlite(uint64_t code, int req)
 {
@@ -296,8 +296,8 @@ int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_
     snprintf(c->address, sizeof c->address, "%s", address);
     uint64_t deadline = deadline_after(timeout_ms == 0 ? 1000 : timeout_ms);
     int fd = -1;
-    rv = (dial != NULL ? dial : store_conn_tcp_dial)(dial_arg, address, timeout_ms == 0 ? 1000 : timeout_ms, &fd,
-                                                      c->errmsg);
+    rv = (dial != NULL ? dial : store_conn_tcp_dial)(dial_arg, address, timeout_ms == 0 ? 1000 : timeout_ms,
+                                                     &fd, c->errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -484,7 +484,8 @@ static int result(struct store_conn *c, int req, struct store_result *res)
     if (res == NULL) {
         res = &tmp;
     }
-    return decoded(c, proto_dec_result(c->rbuf.data, c->rbuf.len, &res->last_insert_id, &res->rows_affected, em),
+    return decoded(c,
+                   proto_dec_result(c->rbuf.data, c->rbuf.len, &res->last_insert_id, &res->rows_affected, em),
                    em, req);
 }
 
@@ -550,7 +551,8 @@ int store_conn_query_sql(struct store_conn *c, const char *sql, const struct pro
     if (!usable(c, PROTO_REQ_QUERY_SQL, &rv)) {
         return rv;
     }
-    if ((rv = encoded(c, proto_enc_query_sql(&c->wbuf, c->db_id, sql, params, n), PROTO_REQ_QUERY_SQL)) != 0) {
+    if ((rv = encoded(c, proto_enc_query_sql(&c->wbuf, c->db_id, sql, params, n), PROTO_REQ_QUERY_SQL)) !=
+        0) {
         return rv;
     }
     return rows_stream(c, PROTO_REQ_QUERY_SQL, rows);

@@ -24,22 +24,22 @@
 #include "store/proto.h"
 
 struct store_conn {
-    int fd;                        /* -1 when closed */
-    char address[256];             /* the node dialled, exactly as given */
-    unsigned timeout_ms;           /* per request */
-    size_t max_message;            /* cap on one response message body */
+    int fd;              /* -1 when closed */
+    char address[256];   /* the node dialled, exactly as given */
+    unsigned timeout_ms; /* per request */
+    size_t max_message;  /* cap on one response message body */
     bool broken;
-    bool sent;                     /* last request was (at least partly) written */
+    bool sent; /* last request was (at least partly) written */
     bool db_open;
     uint32_t db_id;
-    uint64_t last_code;            /* last FAILURE code from the server, 0 if none */
+    uint64_t last_code; /* last FAILURE code from the server, 0 if none */
     struct buf wbuf;
     struct buf rbuf;
     char errmsg[GERR_MSG_SIZE];
 };
 
 #define STORE_CONN_DEFAULT_MAX_MESSAGE (64u * 1024u * 1024u)
-#define STORE_CONN_DUMP_MAX_MESSAGE (4ull * 1024u * 1024u * 1024u)
+#define STORE_CONN_DUMP_MAX_MESSAGE    (4ull * 1024u * 1024u * 1024u)
 
 /* Translate a FAILURE code that answered request @req (enum proto_req): 10250/8202 ->
  * GERR_NOTLEADER; 10506/8458, 778 (SQLITE_IOERR_WRITE) and 4 (SQLITE_ABORT: server shutting down

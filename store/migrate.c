@@ -5,8 +5,8 @@
 
 #include "lib/log.h"
 
-#define MIGRATIONS_TABLE                                                                          \
-    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL," \
+#define MIGRATIONS_TABLE                                                                                     \
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"         \
     " applied_at_ms INTEGER NOT NULL) STRICT"
 
 struct migrate_step {
@@ -42,8 +42,9 @@ static int migrate_tx(struct store_tx *tx, void *arg)
         return rv;
     }
     struct proto_value p[3] = {proto_int(s->m->version), proto_text(s->m->name), proto_int(s->wall_ms)};
-    if ((rv = store_tx_exec(tx, "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)", p,
-                            3, NULL)) != 0) {
+    if ((rv = store_tx_exec(tx,
+                            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
+                            p, 3, NULL)) != 0) {
         return rv;
     }
     s->applied = true;
@@ -71,7 +72,8 @@ int store_migrate(struct store_client *cl, const struct store_migration *m, unsi
         return rv;
     }
     if (current > (int64_t)n) {
-        gerr_set(cl->errmsg, "database schema version %" PRId64 " is newer than this binary's %u: refusing a downgrade",
+        gerr_set(cl->errmsg,
+                 "database schema version %" PRId64 " is newer than this binary's %u: refusing a downgrade",
                  current, n);
         return GERR_INVAL;
     }
@@ -101,5 +103,6 @@ int store_schema_version(struct store_client *cl, int64_t *version)
         *version = 0;
         return 0;
     }
-    return store_client_query_int(cl, "SELECT coalesce(max(version), 0) FROM schema_migrations", NULL, 0, version);
+    return store_client_query_int(cl, "SELECT coalesce(max(version), 0) FROM schema_migrations", NULL, 0,
+                                  version);
 }

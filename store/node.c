@@ -2,8 +2,8 @@
  *
  * Happy path: ignore SIGPIPE for the whole process, check the addresses, create the data dir
  * (0700), dqlite_node_create, bind the Raft address (or the private one behind the TLS relay), set
- * the Raft timing, snapshot parameters, failure domain and our connect function, dqlite_node_start. dqlite then runs the node on its own
- * thread; store_node_stop stops it and waits for that thread.
+ * the Raft timing, snapshot parameters, failure domain and our connect function, dqlite_node_start. dqlite
+ * then runs the node on its own thread; store_node_stop stops it and waits for that thread.
  *
  * Failure modes: a bad configuration (GERR_INVAL, nothing created); dqlite refusing a setting or
  * the start (GERR_IO with dqlite's own message, the node destroyed). At run time the only code of
@@ -214,8 +214,8 @@ int store_node_start(const struct store_node_config *cfg, struct store_node **ou
     }
     n->dial = cfg->dial != NULL ? cfg->dial : store_conn_tcp_dial;
     n->dial_arg = cfg->dial_arg;
-    if ((rv = dqlite_node_set_bind_address(n->dq, cfg->bind_address != NULL ? cfg->bind_address : cfg->address)) !=
-        0) {
+    if ((rv = dqlite_node_set_bind_address(n->dq, cfg->bind_address != NULL ? cfg->bind_address
+                                                                            : cfg->address)) != 0) {
         rv = node_fail(n, rv, "bind address", errmsg);
         goto err_after_create;
     }
@@ -271,8 +271,8 @@ void store_node_stop(struct store_node *n)
     mem_free(n);
 }
 
-int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members, unsigned n,
-                       char *errmsg)
+int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members,
+                       unsigned n, char *errmsg)
 {
     struct sockaddr_in sa;
     bool self_listed = false;
@@ -284,9 +284,10 @@ int store_node_recover(const struct store_node_config *cfg, const struct store_n
     }
     dqlite_node_info_ext *infos = mem_zalloc(sizeof *infos * n);
     for (unsigned i = 0; i < n; i++) {
-        if (members[i].id == 0 || members[i].address == NULL || addr_parse_ipv4(members[i].address, &sa, 0) != 0 ||
-            members[i].role < 0 || members[i].role > 2) {
-            gerr_set(errmsg, "recover: member #%u needs a non-zero id, an a.b.c.d:port address and a role", i);
+        if (members[i].id == 0 || members[i].address == NULL ||
+            addr_parse_ipv4(members[i].address, &sa, 0) != 0 || members[i].role < 0 || members[i].role > 2) {
+            gerr_set(errmsg, "recover: member #%u needs a non-zero id, an a.b.c.d:port address and a role",
+                     i);
             mem_free(infos);
             return GERR_INVAL;
         }

@@ -19,26 +19,26 @@
 
 /* Raft timing: dqlite derives heartbeat = 1.5 x latency and election timeout = 15 x latency.
  * 20 ms gives ~0.6 s failover on loopback (dqlite-protocol.md 5.3). */
-#define STORE_NODE_DEFAULT_LATENCY_MS 20u
+#define STORE_NODE_DEFAULT_LATENCY_MS         20u
 #define STORE_NODE_DEFAULT_SNAPSHOT_THRESHOLD 1024u
-#define STORE_NODE_DEFAULT_SNAPSHOT_TRAILING 8192u
+#define STORE_NODE_DEFAULT_SNAPSHOT_TRAILING  8192u
 #define STORE_NODE_DEFAULT_CONNECT_TIMEOUT_MS 1000u
 
 struct store_node_config {
-    uint64_t id;                  /* non-zero, unique in the cluster, stable forever */
-    const char *address;          /* "a.b.c.d:port": what peers and clients dial (Raft address) */
-    const char *bind_address;     /* where the node listens: NULL = @address; or "@name", an
-                                   * abstract unix socket only this process can reach, for a
-                                   * node behind the peer TLS relay (raft/peertls.h) */
-    store_dial_fn dial;           /* how Raft reaches peers: NULL = plain TCP (store_conn_tcp_dial);
-                                   * peertls_dial for mutual TLS. Called on a libuv worker thread. */
+    uint64_t id;              /* non-zero, unique in the cluster, stable forever */
+    const char *address;      /* "a.b.c.d:port": what peers and clients dial (Raft address) */
+    const char *bind_address; /* where the node listens: NULL = @address; or "@name", an
+                               * abstract unix socket only this process can reach, for a
+                               * node behind the peer TLS relay (raft/peertls.h) */
+    store_dial_fn dial;       /* how Raft reaches peers: NULL = plain TCP (store_conn_tcp_dial);
+                               * peertls_dial for mutual TLS. Called on a libuv worker thread. */
     void *dial_arg;
-    const char *dir;              /* data dir, created 0700 if missing */
-    unsigned latency_ms;          /* 0 = STORE_NODE_DEFAULT_LATENCY_MS */
-    unsigned snapshot_threshold;  /* 0 = default */
-    unsigned snapshot_trailing;   /* 0 = default; must be >= threshold and >= 4 */
-    unsigned connect_timeout_ms;  /* Raft peer connect timeout; 0 = default */
-    uint64_t failure_domain;      /* 0 = none */
+    const char *dir;             /* data dir, created 0700 if missing */
+    unsigned latency_ms;         /* 0 = STORE_NODE_DEFAULT_LATENCY_MS */
+    unsigned snapshot_threshold; /* 0 = default */
+    unsigned snapshot_trailing;  /* 0 = default; must be >= threshold and >= 4 */
+    unsigned connect_timeout_ms; /* Raft peer connect timeout; 0 = default */
+    uint64_t failure_domain;     /* 0 = none */
 };
 
 struct store_node;
@@ -64,7 +64,7 @@ struct store_node_member {
  * cluster again with fresh nodes (docs/operations.md, "Recovering from the loss of a majority").
  * Returns 0, GERR_INVAL (bad arguments, or @cfg->id not among @members) or GERR_IO (dqlite's
  * message in @errmsg). */
-int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members, unsigned n,
-                       char *errmsg);
+int store_node_recover(const struct store_node_config *cfg, const struct store_node_member *members,
+                       unsigned n, char *errmsg);
 
 #endif

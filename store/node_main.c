@@ -237,8 +237,8 @@ static int join_cluster(const char *join, uint64_t id, const char *address, int 
 }
 
 /* Parse "ID=ADDR[/role],..." for --recover into @out (addresses point into @buf). */
-static int parse_members(const char *spec, char *buf, size_t buf_len, struct store_node_member *out, unsigned max,
-                         unsigned *n)
+static int parse_members(const char *spec, char *buf, size_t buf_len, struct store_node_member *out,
+                         unsigned max, unsigned *n)
 {
     *n = 0;
     snprintf(buf, buf_len, "%s", spec);
@@ -258,7 +258,7 @@ static int parse_members(const char *spec, char *buf, size_t buf_len, struct sto
         if (slash != NULL) {
             *slash = '\0';
             const char *r = slash + 1;
-            role = strcmp(r, "voter") == 0 ? PROTO_ROLE_VOTER
+            role = strcmp(r, "voter") == 0     ? PROTO_ROLE_VOTER
                    : strcmp(r, "standby") == 0 ? PROTO_ROLE_STANDBY
                    : strcmp(r, "spare") == 0   ? PROTO_ROLE_SPARE
                                                : -1;
@@ -386,7 +386,8 @@ int main(int argc, char **argv)
     const char *recover = NULL;
     bool manage_roles = false, handover = false;
     uint64_t roles_interval_ms = 1000, handover_timeout_ms = 30000;
-    struct roles_policy policy = {.grace_ms = ROLES_DEFAULT_GRACE_MS, .five_voters_at = ROLES_DEFAULT_FIVE_VOTERS_AT};
+    struct roles_policy policy = {.grace_ms = ROLES_DEFAULT_GRACE_MS,
+                                  .five_voters_at = ROLES_DEFAULT_FIVE_VOTERS_AT};
     int role = -1;
     uint64_t v, join_timeout_ms = 60000;
     int c;
@@ -582,8 +583,8 @@ int main(int argc, char **argv)
     char roles_list[STORE_MAX_ADDRESSES * 64];
     bool membership_ready = false;
     if (manage_roles || handover) {
-        if (membership_client(&roles.cl, cfg.address, join, cfg.dial, cfg.dial_arg, roles_list, sizeof roles_list) ==
-            0) {
+        if (membership_client(&roles.cl, cfg.address, join, cfg.dial, cfg.dial_arg, roles_list,
+                              sizeof roles_list) == 0) {
             membership_init(&roles.m, &roles.cl, &policy, cfg.dial, cfg.dial_arg, NULL);
             membership_ready = true;
         }

@@ -478,9 +478,9 @@ static bool sql_word_in(const struct sql_lexer *lx, const char *const *kws)
 }
 
 static const char *const sql_writing_words[] = {
-    "INSERT", "UPDATE",  "DELETE",  "REPLACE", "RETURNING", "CREATE",   "DROP",   "ALTER", "ATTACH",
-    "DETACH", "VACUUM",  "REINDEX", "ANALYZE", "BEGIN",     "COMMIT",   "ROLLBACK", "SAVEPOINT",
-    "RELEASE", "PRAGMA", "UPSERT",  NULL,
+    "INSERT", "UPDATE",   "DELETE",    "REPLACE", "RETURNING", "CREATE",  "DROP",
+    "ALTER",  "ATTACH",   "DETACH",    "VACUUM",  "REINDEX",   "ANALYZE", "BEGIN",
+    "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA",    "UPSERT",  NULL,
 };
 
 bool proto_sql_is_read_only(const char *sql)
@@ -538,8 +538,8 @@ static bool sql_bad_type(const struct sql_lexer *lx)
 /* Words that end a column's type name in a column definition. */
 static bool sql_column_constraint(const struct sql_lexer *lx)
 {
-    static const char *const words[] = {"CONSTRAINT", "PRIMARY", "NOT",       "NULL", "UNIQUE", "CHECK",
-                                        "DEFAULT",    "COLLATE", "REFERENCES", "GENERATED", "AS", NULL};
+    static const char *const words[] = {"CONSTRAINT", "PRIMARY", "NOT",        "NULL",      "UNIQUE", "CHECK",
+                                        "DEFAULT",    "COLLATE", "REFERENCES", "GENERATED", "AS",     NULL};
     return sql_word_in(lx, words);
 }
 
@@ -584,7 +584,8 @@ static enum sql_tok sql_skip_element(struct sql_lexer *lx, enum sql_tok t)
 /* CREATE [TEMP] TABLE name (coldef, ...): check each column's type. */
 static enum sql_tok sql_check_create_table(struct sql_lexer *lx, bool *bad)
 {
-    static const char *const table_constraints[] = {"CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", NULL};
+    static const char *const table_constraints[] = {"CONSTRAINT", "PRIMARY", "UNIQUE",
+                                                    "CHECK",      "FOREIGN", NULL};
     enum sql_tok t;
     /* Up to the column list; "AS SELECT" tables have no declared types. */
     while ((t = sql_next(lx)) != SQL_LPAREN) {
@@ -878,7 +879,8 @@ int proto_dec_servers(const uint8_t *p, size_t n, struct proto_node_info **out, 
     }
     /* Each entry takes at least 24 bytes (id, one text word, role): check before allocating. */
     if (count > PROTO_MAX_SERVERS) {
-        gerr_set(errmsg, "SERVERS count %llu exceeds the limit of %u", (unsigned long long)count, PROTO_MAX_SERVERS);
+        gerr_set(errmsg, "SERVERS count %llu exceeds the limit of %u", (unsigned long long)count,
+                 PROTO_MAX_SERVERS);
         return GERR_TOOBIG;
     }
     if (count > c.n / 24) {

@@ -20,9 +20,9 @@
 
 #include "lib/buf.h"
 
-#define PROTO_VERSION 1u
+#define PROTO_VERSION     1u
 #define PROTO_HEADER_SIZE 8u
-#define PROTO_MAX_PARAMS 255u
+#define PROTO_MAX_PARAMS  255u
 
 /* Request types we send. HEARTBEAT (2) and CONNECT (11) are deliberately absent. */
 enum proto_req {
@@ -126,8 +126,8 @@ int proto_enc_weight(struct buf *out, uint64_t weight);
 /* SQL screening, by tokenizing outside literals, quoted identifiers and comments.
  * proto_sql_is_read_only: true iff the text is exactly one statement that starts with SELECT,
  * VALUES or WITH and contains none of the keywords that write or change state (INSERT, UPDATE,
- * DELETE, REPLACE, RETURNING, CREATE, DROP, ALTER, ...); replace(...) the function is allowed. Conservative: an unquoted identifier
- * spelled like one of those keywords makes the statement "not read-only"; quote it.
+ * DELETE, REPLACE, RETURNING, CREATE, DROP, ALTER, ...); replace(...) the function is allowed. Conservative:
+ * an unquoted identifier spelled like one of those keywords makes the statement "not read-only"; quote it.
  * proto_sql_check_ddl: 0, or GERR_REFUSED if a CREATE TABLE column definition or an ALTER TABLE
  * ADD COLUMN declares a type name containing DATETIME, DATE, TIMESTAMP or BOOLEAN, bare or quoted
  * (1.11 asserts on reading such a column holding another storage class). Only type positions are
@@ -174,7 +174,8 @@ struct proto_node_info {
     int role; /* enum proto_role */
 };
 /* Decodes a format-1 SERVERS body. *@out is allocated (mem_alloc) and owned by the caller. */
-int proto_dec_servers(const uint8_t *p, size_t n, struct proto_node_info **out, unsigned *n_out, char *errmsg);
+int proto_dec_servers(const uint8_t *p, size_t n, struct proto_node_info **out, unsigned *n_out,
+                      char *errmsg);
 
 /* FILES (DUMP): two files. Pointers point into @p (no copy). */
 struct proto_file {
@@ -189,13 +190,13 @@ int proto_dec_files(const uint8_t *p, size_t n, struct proto_file files[2], char
 
 struct proto_rows {
     unsigned n_cols;
-    char **cols;               /* n_cols names, in the arena */
+    char **cols; /* n_cols names, in the arena */
     size_t n_rows;
-    struct proto_value *vals;  /* n_rows * n_cols, row-major; text/blob bytes in the arena */
-    size_t vals_cap;           /* allocated entries in vals */
+    struct proto_value *vals;        /* n_rows * n_cols, row-major; text/blob bytes in the arena */
+    size_t vals_cap;                 /* allocated entries in vals */
     struct proto_rows_chunk *chunks; /* string storage: stable pointers */
-    size_t bytes;              /* total decoded payload bytes, checked against max_bytes */
-    size_t max_bytes;          /* cap on the result set (0 = PROTO_DEFAULT_MAX_RESULT) */
+    size_t bytes;                    /* total decoded payload bytes, checked against max_bytes */
+    size_t max_bytes;                /* cap on the result set (0 = PROTO_DEFAULT_MAX_RESULT) */
 };
 #define PROTO_DEFAULT_MAX_RESULT (64u * 1024u * 1024u)
 

@@ -9,7 +9,8 @@
 static const struct store_migration schema[] = {
     {1, "cluster revision and change events",
      /* The cluster-wide revision: one row, bumped by every committed change. */
-     "CREATE TABLE cluster_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL) STRICT;"
+     "CREATE TABLE cluster_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL) "
+     "STRICT;"
      "INSERT INTO cluster_revision (id, revision) VALUES (1, 0);"
      /* One row per committed change, in revision order: feeds Watch and the reconciler. */
      "CREATE TABLE events (revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT NULL,"

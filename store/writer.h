@@ -21,9 +21,9 @@ struct store_write;
 typedef void (*store_write_cb)(struct store_write *req, int status);
 
 struct store_write {
-    void *data;                   /* user data */
-    store_tx_fn fn;               /* runs inside one transaction */
-    void *arg;                    /* passed to fn */
+    void *data;     /* user data */
+    store_tx_fn fn; /* runs inside one transaction */
+    void *arg;      /* passed to fn */
     store_write_cb cb;
     /* read-only after the callback fired: */
     int status;
@@ -33,7 +33,7 @@ struct store_write {
 };
 
 struct store_writer {
-    struct store_client client;   /* used only on the writer thread */
+    struct store_client client; /* used only on the writer thread */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -496,8 +496,8 @@ static void init_client(struct cluster *c, struct store_client *cl, unsigned lea
     store_client_init(cl, &cfg);
 }
 
-int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares, unsigned timeout_ms,
-                       char *errmsg)
+int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares,
+                       unsigned timeout_ms, char *errmsg)
 {
     struct store_client cl;
     uint64_t deadline = now_ms() + timeout_ms;
@@ -523,8 +523,8 @@ int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, un
         }
         if (now_ms() >= deadline) {
             gerr_set(errmsg,
-                     "cluster: wanted %u voters, %u standbys, %u spares; saw %u, %u, %u within %u ms (%s)", voters,
-                     standbys, spares, seen[0], seen[1], seen[2], timeout_ms,
+                     "cluster: wanted %u voters, %u standbys, %u spares; saw %u, %u, %u within %u ms (%s)",
+                     voters, standbys, spares, seen[0], seen[1], seen[2], timeout_ms,
                      rv != 0 ? cl.errmsg : "membership not there yet");
             rv = GERR_TIMEOUT;
             break;

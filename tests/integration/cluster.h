@@ -22,7 +22,7 @@
 #include "lib/proc.h"
 #include "store/client.h"
 
-#define CLUSTER_MAX_NODES 7u
+#define CLUSTER_MAX_NODES      7u
 #define CLUSTER_MAX_EXTRA_ARGS 16u
 
 struct cluster_opts {
@@ -33,11 +33,11 @@ struct cluster_opts {
     store_dial_fn dial;        /* how the harness's own clients reach nodes (NULL = plain TCP) */
     void *dial_arg;
     const char *const *extra_args; /* NULL-terminated, appended to every node's arguments */
-    bool join_as_standby;      /* joiners ask for --standby (roles then come from the policy) and
-                                * cluster_start does not wait for voters */
-    unsigned start_nodes;      /* start only the first N of the @n nodes (0 = all); the others
-                                * have their ports and directories and start with
-                                * cluster_node_start */
+    bool join_as_standby;          /* joiners ask for --standby (roles then come from the policy) and
+                                    * cluster_start does not wait for voters */
+    unsigned start_nodes;          /* start only the first N of the @n nodes (0 = all); the others
+                                    * have their ports and directories and start with
+                                    * cluster_node_start */
 };
 
 struct cluster_node {
@@ -106,8 +106,8 @@ void cluster_client_config(const struct cluster *c, struct store_client_config *
 int cluster_wait_voters(struct cluster *c, unsigned voters, unsigned timeout_ms, char *errmsg);
 
 /* Poll CLUSTER until it lists exactly @voters voters, @standbys standbys and @spares spares. */
-int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares, unsigned timeout_ms,
-                       char *errmsg);
+int cluster_wait_roles(struct cluster *c, unsigned voters, unsigned standbys, unsigned spares,
+                       unsigned timeout_ms, char *errmsg);
 
 /* The leader's id as the cluster reports it (through a fresh client), within @timeout_ms. */
 int cluster_leader(struct cluster *c, unsigned timeout_ms, uint64_t *id, char *errmsg);

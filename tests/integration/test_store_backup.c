@@ -106,18 +106,19 @@ static void backup_under_load_restores_consistently(void **state)
     struct store_client ca, cb;
     client(&a, &ca);
     IT_CHECK(&a,
-             store_client_exec(&ca,
-                               "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB, score REAL)"
-                               " STRICT;"
-                               "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT;"
-                               "INSERT INTO counter VALUES (1, 0);"
-                               "CREATE INDEX items_by_name ON items (name);"
-                               "CREATE VIEW item_count AS SELECT count(*) AS n FROM items;"
-                               /* More rows than one restore batch (STORE_RESTORE_BATCH). */
-                               "CREATE TABLE bulk (id INTEGER PRIMARY KEY, v TEXT NOT NULL) STRICT;"
-                               "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1234)"
-                               " INSERT INTO bulk SELECT x, 'row ' || x FROM c",
-                               NULL, 0, NULL),
+             store_client_exec(
+                 &ca,
+                 "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, data BLOB, score REAL)"
+                 " STRICT;"
+                 "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT;"
+                 "INSERT INTO counter VALUES (1, 0);"
+                 "CREATE INDEX items_by_name ON items (name);"
+                 "CREATE VIEW item_count AS SELECT count(*) AS n FROM items;"
+                 /* More rows than one restore batch (STORE_RESTORE_BATCH). */
+                 "CREATE TABLE bulk (id INTEGER PRIMARY KEY, v TEXT NOT NULL) STRICT;"
+                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1234)"
+                 " INSERT INTO bulk SELECT x, 'row ' || x FROM c",
+                 NULL, 0, NULL),
              ca.errmsg);
 
     struct load l = {0};
@@ -153,7 +154,8 @@ static void backup_under_load_restores_consistently(void **state)
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
     sqlite3_finalize(st);
     sqlite3_close(db);
-    fprintf(stderr, "backup holds %" PRId64 " items (%" PRId64 " acknowledged before the dump, %" PRId64 " after)\n",
+    fprintf(stderr,
+            "backup holds %" PRId64 " items (%" PRId64 " acknowledged before the dump, %" PRId64 " after)\n",
             items, before_dump, after_dump);
 
     /* Restore into the new cluster. */
@@ -161,8 +163,8 @@ static void backup_under_load_restores_consistently(void **state)
     struct store_restore_stats stats;
     uint64_t t0 = it_now_ms();
     IT_CHECK(&b, store_restore(&cb, backup_dir, &stats, errmsg), errmsg);
-    fprintf(stderr, "restored %u tables, %" PRIu64 " rows, %u other objects in %" PRIu64 " ms\n", stats.tables,
-             stats.rows, stats.other_objects, it_now_ms() - t0);
+    fprintf(stderr, "restored %u tables, %" PRIu64 " rows, %u other objects in %" PRIu64 " ms\n",
+            stats.tables, stats.rows, stats.other_objects, it_now_ms() - t0);
     assert_int_equal(stats.tables, 3);
     assert_int_equal(stats.other_objects, 2);
     assert_int_equal(stats.rows, (uint64_t)items + 1 + 1234);
@@ -180,8 +182,9 @@ static void backup_under_load_restores_consistently(void **state)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     IT_CHECK(&b,
-             store_client_query(&cb, "SELECT name, data, score, typeof(score) FROM items WHERE id IN (3, 4) ORDER BY id",
-                                NULL, 0, &rows),
+             store_client_query(
+                 &cb, "SELECT name, data, score, typeof(score) FROM items WHERE id IN (3, 4) ORDER BY id",
+                 NULL, 0, &rows),
              cb.errmsg);
     assert_int_equal(rows.n_rows, 2);
     assert_string_equal(proto_rows_at(&rows, 0, 0)->u.b.s, "item 3");
@@ -192,7 +195,8 @@ static void backup_under_load_restores_consistently(void **state)
     assert_true(proto_rows_at(&rows, 1, 2)->u.f == 0.5);
     proto_rows_close(&rows);
     IT_CHECK(&b,
-             store_client_query_int(&cb, "SELECT count(*) FROM sqlite_master WHERE name = 'items_by_name'", NULL, 0, &n),
+             store_client_query_int(&cb, "SELECT count(*) FROM sqlite_master WHERE name = 'items_by_name'",
+                                    NULL, 0, &n),
              cb.errmsg);
     assert_int_equal(n, 1);
 

@@ -51,8 +51,8 @@ static int run_recover(unsigned survivor)
     snprintf(members, sizeof members, "%" PRIu64 "=%s/voter", nd->id, nd->address);
     snprintf(out, sizeof out, "%s/recover.out", cl3.root);
     snprintf(err, sizeof err, "%s/recover.log", cl3.root);
-    const char *argv[] = {it_node_bin(), "--id", id, "--address", nd->address, "--dir", nd->dir,
-                          "--recover", members, NULL};
+    const char *argv[] = {it_node_bin(), "--id",  id,          "--address", nd->address,
+                          "--dir",       nd->dir, "--recover", members,     NULL};
     struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
     struct proc p;
     int status;
@@ -116,16 +116,16 @@ static void lose_two_of_three_and_recover_the_survivor(void **state)
     client(&c, 15000);
     int64_t n;
     IT_CHECK(&cl3, store_client_query_int(&c, "SELECT count(*) FROM acked", NULL, 0, &n), c.errmsg);
-    fprintf(stderr, "recovered node %" PRIu64 " serving again %" PRIu64 " ms after the recovery started\n", leader,
-            it_now_ms() - t0);
+    fprintf(stderr, "recovered node %" PRIu64 " serving again %" PRIu64 " ms after the recovery started\n",
+            leader, it_now_ms() - t0);
     /* Every acknowledged write, plus at most the one whose outcome was unknown. */
     int64_t extra;
     IT_CHECK(&cl3, store_client_query_int(&c, "SELECT count(*) FROM acked WHERE id = 1000", NULL, 0, &extra),
              c.errmsg);
     assert_true(extra == 0 || in_doubt);
     assert_int_equal(n, acked + extra);
-    fprintf(stderr, "after recovery: %" PRId64 " rows (%" PRId64 " acknowledged, in-doubt write %s)\n", n, acked,
-            extra ? "committed" : "absent");
+    fprintf(stderr, "after recovery: %" PRId64 " rows (%" PRId64 " acknowledged, in-doubt write %s)\n", n,
+            acked, extra ? "committed" : "absent");
     v = proto_int(1001);
     IT_CHECK(&cl3, store_client_exec(&c, "INSERT INTO acked (id) VALUES (?)", &v, 1, NULL), c.errmsg);
     acked += extra;
@@ -146,8 +146,9 @@ static void lose_two_of_three_and_recover_the_survivor(void **state)
     }
     IT_CHECK(&cl3, cluster_wait_voters(&cl3, 3, 60000, errmsg), errmsg);
     for (unsigned i = 0; i < 3; i++) {
-        IT_CHECK(&cl3, cluster_wait_node_value(&cl3, i, "gantry", "SELECT count(*) FROM acked", acked + 1, 30000,
-                                               errmsg),
+        IT_CHECK(&cl3,
+                 cluster_wait_node_value(&cl3, i, "gantry", "SELECT count(*) FROM acked", acked + 1, 30000,
+                                         errmsg),
                  errmsg);
     }
 }

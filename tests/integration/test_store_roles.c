@@ -25,8 +25,8 @@ static char errmsg[GERR_MSG_SIZE];
 static int setup(void **state)
 {
     (void)state;
-    static const char *const extra[] = {"--manage-roles", "--roles-interval-ms", "200", "--grace-ms", GRACE_MS,
-                                        "--handover",     NULL};
+    static const char *const extra[] = {"--manage-roles", "--roles-interval-ms", "200", "--grace-ms",
+                                        GRACE_MS,         "--handover",          NULL};
     struct cluster_opts o = {
         .node_bin = it_node_bin(), .extra_args = extra, .join_as_standby = true, .start_nodes = 3};
     if (cluster_start(&cl5, 5, &o, errmsg) != 0) {
@@ -107,9 +107,9 @@ static void dead_voter_is_replaced_after_grace(void **state)
 struct writer {
     pthread_t thread;
     atomic_int stop;
-    int64_t next;    /* next id to write */
-    int failed;      /* writes that never succeeded within their deadline */
-    int retried;     /* extra attempts needed */
+    int64_t next;      /* next id to write */
+    int failed;        /* writes that never succeeded within their deadline */
+    int retried;       /* extra attempts needed */
     uint64_t worst_ms; /* longest time one write took, retries included */
 };
 
@@ -124,10 +124,12 @@ static void *write_steadily(void *arg)
         struct proto_value v = proto_int(w->next);
         uint64_t t0 = it_now_ms(), deadline = t0 + 20000;
         int rv;
-        while ((rv = store_client_exec(&c, "INSERT OR IGNORE INTO steady (id) VALUES (?)", &v, 1, NULL)) != 0 &&
+        while ((rv = store_client_exec(&c, "INSERT OR IGNORE INTO steady (id) VALUES (?)", &v, 1, NULL)) !=
+                   0 &&
                it_now_ms() < deadline) {
             if (w->retried++ < 3) {
-                fprintf(stderr, "write %" PRId64 ": retrying after %s: %s\n", w->next, gerr_name(rv), c.errmsg);
+                fprintf(stderr, "write %" PRId64 ": retrying after %s: %s\n", w->next, gerr_name(rv),
+                        c.errmsg);
             }
             if (rv != GERR_UNKNOWN_OUTCOME && rv != GERR_NOLEADER && rv != GERR_BUSY) {
                 break; /* not something a documented retry covers: count it as failed */
@@ -154,7 +156,8 @@ static void sigterm_of_the_leader_hands_over_under_load(void **state)
     struct store_client_config cfg = {0};
     cluster_client_config(&cl5, &cfg);
     store_client_init(&c, &cfg);
-    IT_CHECK(&cl5, store_client_exec(&c, "CREATE TABLE steady (id INTEGER PRIMARY KEY) STRICT", NULL, 0, NULL),
+    IT_CHECK(&cl5,
+             store_client_exec(&c, "CREATE TABLE steady (id INTEGER PRIMARY KEY) STRICT", NULL, 0, NULL),
              c.errmsg);
 
     struct writer w = {0};
@@ -169,7 +172,8 @@ static void sigterm_of_the_leader_hands_over_under_load(void **state)
     int li = cluster_index_of(&cl5, leader);
     uint64_t t0 = it_now_ms();
     assert_int_equal(cluster_node_term(&cl5, (unsigned)li, 40000), 0); /* exited on SIGTERM */
-    fprintf(stderr, "leader %" PRIu64 " handed over and stopped in %" PRIu64 " ms\n", leader, it_now_ms() - t0);
+    fprintf(stderr, "leader %" PRIu64 " handed over and stopped in %" PRIu64 " ms\n", leader,
+            it_now_ms() - t0);
     until = it_now_ms() + 1000;
     while (it_now_ms() < until) {
         struct timespec ts = {0, 10000000};
@@ -177,8 +181,8 @@ static void sigterm_of_the_leader_hands_over_under_load(void **state)
     }
     atomic_store(&w.stop, 1);
     pthread_join(w.thread, NULL);
-    fprintf(stderr, "steady writer: %" PRId64 " writes, %d retries, worst %" PRIu64 " ms, %d failed\n", w.next,
-            w.retried, w.worst_ms, w.failed);
+    fprintf(stderr, "steady writer: %" PRId64 " writes, %d retries, worst %" PRIu64 " ms, %d failed\n",
+            w.next, w.retried, w.worst_ms, w.failed);
     assert_int_equal(w.failed, 0);
     int64_t n;
     IT_CHECK(&cl5, store_client_query_int(&c, "SELECT count(*) FROM steady", NULL, 0, &n), c.errmsg);

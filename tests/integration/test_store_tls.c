@@ -86,8 +86,10 @@ static int setup(void **state)
     mem_free(ca_key);
     mem_free(ca_cert);
 
-    struct cluster_opts o = {
-        .node_bin = it_node_bin(), .tls_root = tls_root, .dial = peertls_store_dial, .dial_arg = client_relay};
+    struct cluster_opts o = {.node_bin = it_node_bin(),
+                             .tls_root = tls_root,
+                             .dial = peertls_store_dial,
+                             .dial_arg = client_relay};
     if (cluster_start(&cl3, 3, &o, errmsg) != 0) {
         fprintf(stderr, "cluster_start: %s\n", errmsg);
         return -1;
@@ -124,7 +126,8 @@ static void writes_and_failover_over_tls(void **state)
     (void)state;
     struct store_client c;
     client(&c, 15000, true);
-    IT_CHECK(&cl3, store_client_exec(&c, "CREATE TABLE t (id INTEGER PRIMARY KEY) STRICT", NULL, 0, NULL), c.errmsg);
+    IT_CHECK(&cl3, store_client_exec(&c, "CREATE TABLE t (id INTEGER PRIMARY KEY) STRICT", NULL, 0, NULL),
+             c.errmsg);
     int64_t acked = 0;
     for (int i = 0; i < 50; i++) {
         struct proto_value v = proto_int(i);
@@ -155,8 +158,10 @@ static void writes_and_failover_over_tls(void **state)
     IT_CHECK(&cl3, store_client_query_int(&c, "SELECT count(*) FROM t", NULL, 0, &n), c.errmsg);
     assert_true(n >= acked && n <= acked + unknown); /* no acknowledged write lost */
     IT_CHECK(&cl3, cluster_node_start(&cl3, (unsigned)li, errmsg), errmsg);
-    IT_CHECK(&cl3, cluster_wait_node_value(&cl3, (unsigned)li, "gantry", "SELECT count(*) FROM t", n, 30000, errmsg),
-             errmsg);
+    IT_CHECK(
+        &cl3,
+        cluster_wait_node_value(&cl3, (unsigned)li, "gantry", "SELECT count(*) FROM t", n, 30000, errmsg),
+        errmsg);
     store_client_close(&c);
 }
 
@@ -193,8 +198,9 @@ static void node_from_another_ca_cannot_join(void **state)
     snprintf(out, sizeof out, "%s/node4.out", tls_root);
     snprintf(err, sizeof err, "%s/node4.err", tls_root);
     snprintf(join, sizeof join, "%s,%s,%s", cl3.addrs[0], cl3.addrs[1], cl3.addrs[2]);
-    const char *argv[] = {it_node_bin(), "--id", "4", "--address", address, "--dir", dir, "--tls-dir", tls,
-                          "--join", join, "--join-timeout-ms", "3000", NULL};
+    const char *argv[] = {it_node_bin(), "--id",      "4", "--address", address, "--dir",
+                          dir,           "--tls-dir", tls, "--join",    join,    "--join-timeout-ms",
+                          "3000",        NULL};
     struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
     struct proc p;
     IT_CHECK(&cl3, proc_spawn(&p, &spec, errmsg), errmsg);

@@ -91,7 +91,7 @@ static int64_t query_int(const char *sql)
 
 /* ---- 8 threads, one writer: every call commits, none collides inside the replica. */
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 60
 
 struct submitter {

@@ -612,9 +612,20 @@ static void test_addr(void **state)
     assert_false(addr_same_host(&ss, &other));
     assert_int_equal(addr_parse("[::]:2", &other, NULL), 0);
     assert_true(addr_is_any(&other));
-    static const char *const bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:+5", "127.0.0.1: 5",
-                                      "127.0.0.1:65536", "127.0.0.1:-1", "localhost:80", "[::1]80", "[::1",
-                                      ":80", "1.2.3:80", "::1:80", NULL};
+    static const char *const bad[] = {"",
+                                      "127.0.0.1",
+                                      "127.0.0.1:",
+                                      "127.0.0.1:+5",
+                                      "127.0.0.1: 5",
+                                      "127.0.0.1:65536",
+                                      "127.0.0.1:-1",
+                                      "localhost:80",
+                                      "[::1]80",
+                                      "[::1",
+                                      ":80",
+                                      "1.2.3:80",
+                                      "::1:80",
+                                      NULL};
     for (int i = 0; bad[i] != NULL; i++) {
         em[0] = '\0';
         if (addr_parse(bad[i], &ss, em) != GERR_INVAL) {

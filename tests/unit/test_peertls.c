@@ -77,7 +77,8 @@ static void echo_start(struct echo *e, bool abstract)
         memcpy(su.sun_path, e->address, n);
         su.sun_path[0] = '\0';
         e->fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        assert_int_equal(bind(e->fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+        assert_int_equal(
+            bind(e->fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
     } else {
         struct sockaddr_in sa = {.sin_family = AF_INET};
         socklen_t len = sizeof sa;

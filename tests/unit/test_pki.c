@@ -68,7 +68,8 @@ static void issued_cert_verifies_only_against_its_ca(void **state)
     char *key, *cert;
     const char *ips[] = {"127.0.0.1", "::1"};
     const char *dns[] = {"gantry-0.gantry.svc"};
-    struct pki_subject s = {.common_name = "replica-1", .ip_sans = ips, .n_ip_sans = 2, .dns_sans = dns, .n_dns_sans = 1};
+    struct pki_subject s = {
+        .common_name = "replica-1", .ip_sans = ips, .n_ip_sans = 2, .dns_sans = dns, .n_dns_sans = 1};
     ca_new(&a, "cluster-a");
     ca_new(&b, "cluster-b");
     assert_int_equal(pki_issue(a.key, a.cert, &s, 0, &key, &cert, errmsg), 0);

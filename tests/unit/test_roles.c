@@ -64,8 +64,9 @@ static void two_nodes_keep_one_voter(void **state)
 static void three_nodes_become_three_voters(void **state)
 {
     (void)state;
-    struct roles_node nodes[] = {
-        {.id = 1, .role = V, .online = true}, {.id = 2, .role = P, .online = true}, {.id = 3, .role = S, .online = true}};
+    struct roles_node nodes[] = {{.id = 1, .role = V, .online = true},
+                                 {.id = 2, .role = P, .online = true},
+                                 {.id = 3, .role = S, .online = true}};
     converge(nodes, 3, 1);
     assert_int_equal(count(nodes, 3, V), 3);
 }
