@@ -101,6 +101,7 @@ static void refresh_addresses(struct store_client *cl)
 static int try_node(struct store_client *cl, const char *address, char *redirect, size_t redirect_len)
 {
     struct proto_server leader;
+    redirect[0] = '\0';
     int rv = store_conn_open(&cl->conn, address, cl->connect_timeout_ms, cl->dial, cl->dial_arg);
     if (rv != 0) {
         memcpy(cl->errmsg, cl->conn.errmsg, sizeof cl->errmsg);
@@ -225,6 +226,10 @@ static int with_leader(struct store_client *cl, enum op_kind kind, leader_op op,
         }
         if (now_ms(cl) - cl->refreshed_ms >= STORE_CLIENT_REFRESH_MS) {
             refresh_addresses(cl);
+            if (cl->conn.broken) {
+                store_client_disconnect(cl); /* the leader went away under the refresh */
+                continue;
+            }
         }
         rv = op(&cl->conn, ctx);
         if (rv == 0) {
@@ -266,7 +271,13 @@ static int with_leader(struct store_client *cl, enum op_kind kind, leader_op op,
         }
         default:
             if (cl->conn.broken) {
+                bool sent = cl->conn.sent;
                 store_client_disconnect(cl); /* e.g. a result over the size cap */
+                if (kind == OP_WRITE && sent) {
+                    cl->stats.unknown_outcomes++;
+                    gerr_wrap(cl->errmsg, "write outcome unknown");
+                    return GERR_UNKNOWN_OUTCOME;
+                }
             }
             return rv; /* SQL errors, constraints, refusals, oversized results: final */
         }
@@ -299,10 +310,22 @@ static int op_query(struct store_conn *c, void *arg)
     return store_conn_query_sql(c, x->sql, x->params, x->n, x->rows);
 }
 
+static int exec_in_tx(struct store_tx *tx, void *arg)
+{
+    struct sql_ctx *x = arg;
+    return store_tx_exec(tx, x->sql, x->params, x->n, x->res);
+}
+
 int store_client_exec(struct store_client *cl, const char *sql, const struct proto_value *params, unsigned n,
                       struct store_result *res)
 {
     struct sql_ctx x = {sql, params, n, res, NULL};
+    if (sql != NULL && !proto_sql_is_single_statement(sql)) {
+        /* In autocommit every statement commits on its own, so a BUSY or NOT_LEADER on the k-th
+         * means the first k-1 are in: retrying the text would repeat them. One transaction makes
+         * the text atomic, and then retrying it whole is safe. */
+        return store_client_tx(cl, exec_in_tx, &x);
+    }
     return with_leader(cl, OP_WRITE, op_exec, &x);
 }
 

@@ -79,8 +79,10 @@ int store_client_connect(struct store_client *cl);
 /* Drop the current connection (the next call rediscovers the leader). */
 void store_client_disconnect(struct store_client *cl);
 
-/* Autocommit statement(s) on the leader, with the retry rules above. Several statements in one
- * text are NOT atomic in autocommit mode (each commits alone); use store_client_tx for that. */
+/* A statement on the leader, autocommit, with the retry rules above. Text with several statements
+ * runs as one transaction (store_client_tx), so it commits whole or not at all and a retry never
+ * repeats part of it; such text must not contain BEGIN/COMMIT itself. @params bind to the first
+ * statement; @res describes the last. */
 int store_client_exec(struct store_client *cl, const char *sql, const struct proto_value *params, unsigned n,
                       struct store_result *res);
 /* One read-only statement on the leader, retried across reconnects. @rows initialised by the caller. */

@@ -362,9 +362,17 @@ static int failure(struct store_conn *c, int req, bool code_unreliable)
         return conn_break(c, GERR_PROTO, em, req);
     }
     c->last_code = f.code;
+    /* A clean FAILURE is exactly a code and one padded message. dqlite 1.11 appends a run-time
+     * failure to a rows buffer (dqlite-protocol.md 1.7), also in the first batch: the body then
+     * starts with the column count and names, and "code" is really the column count. */
+    const uint8_t *nul = c->rbuf.len > 8 ? memchr(c->rbuf.data + 8, '\0', c->rbuf.len - 8) : NULL;
+    size_t clean_len = nul != NULL ? 8 + (((size_t)(nul - (c->rbuf.data + 8)) + 1 + 7) & ~(size_t)7) : 0;
+    if (c->rbuf.len != clean_len) {
+        code_unreliable = true;
+    }
     if (code_unreliable) {
-        gerr_set(c->errmsg, "node %s: %s: query failed after returning rows (code unreliable)", c->address,
-                 req_name(req));
+        gerr_set(c->errmsg, "node %s: %s: query failed at run time (dqlite 1.11 garbles this code)",
+                 c->address, req_name(req));
         return GERR_SQL;
     }
     int rv = store_err_from_dqlite(f.code, req);
@@ -376,6 +384,7 @@ static int failure(struct store_conn *c, int req, bool code_unreliable)
 static bool usable(struct store_conn *c, int req, int *rv)
 {
     if (c->fd < 0 || c->broken) {
+        c->sent = false; /* this request never left: the flag must not describe an earlier one */
         gerr_set(c->errmsg, "node %s: %s: connection is closed or broken", c->address, req_name(req));
         *rv = GERR_CLOSED;
         return false;

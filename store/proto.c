@@ -1150,3 +1150,8 @@ int proto_dec_rows(const uint8_t *p, size_t n, struct proto_rows *r, bool *done,
         r->n_rows++;
     }
 }
+
+bool proto_sql_is_single_statement(const char *sql)
+{
+    return sql != NULL && !sql_multiple_statements(sql);
+}

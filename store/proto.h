@@ -134,6 +134,9 @@ int proto_enc_weight(struct buf *out, uint64_t weight);
  * checked: date('now') in a trigger or a column named created_date is fine.
  * PREPARE also refuses text with more than one statement: 1.11 silently drops the tail. */
 bool proto_sql_is_read_only(const char *sql);
+/* True iff @sql holds at most one statement (empty statements, a trailing ';', and the ';' inside a
+ * trigger's BEGIN ... END do not count). */
+bool proto_sql_is_single_statement(const char *sql);
 int proto_sql_check_ddl(const char *sql);
 
 /* ---- Framing. */

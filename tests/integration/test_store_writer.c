@@ -197,6 +197,21 @@ static void failed_transaction_changes_nothing(void **state)
     assert_non_null(strstr(em, "UNIQUE"));
     assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 3"), 0);
     assert_int_equal(query_int("SELECT n FROM counter WHERE id = 1"), before);
+    /* Several statements in one store_client_exec text commit together or not at all: the
+     * second fails, so the first must not be there. */
+    {
+        struct store_client_config ccfg;
+        struct store_client c;
+        writer_config(&ccfg);
+        store_client_init(&c, &ccfg);
+        assert_int_equal(store_client_exec(&c,
+                                           "INSERT INTO items (id, writer) VALUES (3000100, 3);"
+                                           "INSERT INTO items (id, writer) VALUES (3000100, 3)",
+                                           NULL, 0, NULL),
+                         GERR_CONSTRAINT);
+        store_client_close(&c);
+        assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 3000100"), 0);
+    }
     /* The writer's connection is still good afterwards. */
     struct item ok = {.id = 3000002, .writer = 3};
     assert_int_equal(store_writer_run(&w, insert_item_tx, &ok, em), 0);
