@@ -53,16 +53,37 @@ static bool probe(struct membership *m, const char *address, uint64_t *domain, u
     return ok;
 }
 
+/* Forget members that left the configuration, so the table never fills up with old ids. */
+static void seen_prune(struct membership *m, const struct proto_node_info *info, unsigned count)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < m->n_seen; i++) {
+        bool present = false;
+        for (unsigned j = 0; j < count && !present; j++) {
+            present = info[j].id == m->seen[i].id;
+        }
+        if (present) {
+            m->seen[k++] = m->seen[i];
+        }
+    }
+    m->n_seen = k;
+}
+
 int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigned *n, uint64_t *leader_id)
 {
     struct proto_node_info *info;
     unsigned count;
+    /* Ask who leads now: dqlite 1.11 answers CLUSTER without a leader check, and an ex-leader
+     * keeps its client connections open, so a kept connection would keep naming the old leader
+     * and the policy would run on the wrong replica, or on none. */
+    store_client_disconnect(m->cl);
     int rv = store_client_cluster(m->cl, &info, &count);
     if (rv != 0) {
         memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
         return rv;
     }
     *leader_id = m->cl->leader_id;
+    seen_prune(m, info, count);
     uint64_t now = clock_mono_ms(m->clock);
     struct roles_node *out = mem_zalloc(sizeof *out * (count == 0 ? 1 : count));
     for (unsigned i = 0; i < count; i++) {

@@ -4,11 +4,12 @@
  * Everything here blocks (store client round trips, probes with a timeout) and belongs on a
  * dedicated thread, never on an event loop. One struct membership per replica; not thread-safe.
  *
- * Probing: the member list comes from the leader (CLUSTER); each member is then asked DESCRIBE
- * directly, through the same dialer as the client, within probe_timeout_ms. A member that does not
- * answer is offline; how long it has been offline is measured on this replica's monotonic clock
- * from the last time it answered (or from when this replica first saw it). A replica that just
- * started therefore waits a full grace period before it judges anyone dead. */
+ * Probing: each snapshot rediscovers the leader (a kept connection could be to an ex-leader,
+ * which dqlite 1.11 lets answer CLUSTER), then takes the member list from it (CLUSTER); each member is then
+ * asked DESCRIBE directly, through the same dialer as the client, within probe_timeout_ms. A member that does
+ * not answer is offline; how long it has been offline is measured on this replica's monotonic clock from the
+ * last time it answered (or from when this replica first saw it). A replica that just started therefore waits
+ * a full grace period before it judges anyone dead. */
 #ifndef GANTRY_RAFT_MEMBERSHIP_H
 #define GANTRY_RAFT_MEMBERSHIP_H
 

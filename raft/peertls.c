@@ -44,6 +44,10 @@
 
 #define RELAY_BUF  16384
 #define MAX_RELAYS 4096
+/* Connections still in their TLS handshake: anyone can open these without a certificate, so they
+ * are capped; above the cap the listener is not polled until some finish or time out. */
+#define MAX_HANDSHAKES  256
+#define ACCEPT_PAUSE_MS 100
 
 enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
 
@@ -73,7 +77,8 @@ struct peertls {
     char listen_address[64];
     char backend[128];
     unsigned handshake_timeout_ms;
-    int wake_fd; /* eventfd */
+    int wake_fd;                  /* eventfd */
+    uint64_t accept_paused_until; /* relay thread only: out of descriptors, retry accept later */
     pthread_t thread;
     pthread_mutex_t mu; /* guards incoming, stopping, stats */
     struct queue incoming;
@@ -493,6 +498,12 @@ static void accept_all(struct peertls *p)
         socklen_t len = sizeof sa;
         int fd = accept4(p->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The pending connection keeps the listener readable: polling it now would spin. */
+                LOG_WARN("peer TLS: cannot accept (%s); pausing the listener for %d ms", strerror(errno),
+                         ACCEPT_PAUSE_MS);
+                p->accept_paused_until = now_ms() + ACCEPT_PAUSE_MS;
+            }
             return; /* EAGAIN, or a transient error: poll will tell us again */
         }
         struct relay *r = mem_zalloc(sizeof *r);
@@ -539,10 +550,12 @@ static void *relay_main(void *arg)
         uint64_t now = now_ms();
         pfds[n++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
         owners[0] = NULL;
+        nfds_t listen_slot = n;
         if (p->listen_fd >= 0) {
             owners[n] = NULL;
             pfds[n++] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
         }
+        unsigned handshaking = 0;
         struct queue *q = p->relays.next;
         while (q != &p->relays) {
             struct relay *r = QUEUE_DATA(q, struct relay, link);
@@ -561,6 +574,7 @@ static void *relay_main(void *arg)
             if (r->state == RELAY_HANDSHAKE) {
                 int left = (int)(r->deadline_ms - now);
                 timeout = timeout < 0 || left < timeout ? left : timeout;
+                handshaking++;
             }
             if (r->tls_events != 0) {
                 owners[n] = r;
@@ -572,6 +586,13 @@ static void *relay_main(void *arg)
             }
         }
 
+        if (p->listen_fd >= 0 && (now < p->accept_paused_until || handshaking >= MAX_HANDSHAKES)) {
+            pfds[listen_slot].fd = -1; /* poll ignores negative fds */
+            if (now < p->accept_paused_until) {
+                int left = (int)(p->accept_paused_until - now);
+                timeout = timeout < 0 || left < timeout ? left : timeout;
+            }
+        }
         int ready = poll(pfds, n, timeout);
         if (ready < 0 && errno != EINTR) {
             LOG_ERROR("peer TLS: poll: %s", strerror(errno));

@@ -591,7 +591,11 @@ int main(int argc, char **argv)
     }
     if (manage_roles && membership_ready) {
         pthread_mutex_init(&roles.mu, NULL);
-        pthread_cond_init(&roles.cond, NULL);
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* roles_main's deadlines are monotonic */
+        pthread_cond_init(&roles.cond, &attr);
+        pthread_condattr_destroy(&attr);
         if (pthread_create(&roles.thread, NULL, roles_main, &roles) != 0) {
             fprintf(stderr, "gantry-store-node: cannot start the roles thread\n");
             manage_roles = false;
