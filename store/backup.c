@@ -32,6 +32,23 @@ static int backup_err(sqlite3 *db, int rc, const char *what, char *errmsg)
     }
 }
 
+/* "name" with embedded quotes doubled, in a new heap string. */
+static char *quote_ident(const char *name)
+{
+    size_t n = strlen(name), k = 0;
+    char *q = mem_alloc(2 * n + 3);
+    q[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (name[i] == '"') {
+            q[k++] = '"';
+        }
+        q[k++] = name[i];
+    }
+    q[k++] = '"';
+    q[k] = '\0';
+    return q;
+}
+
 struct batch {
     sqlite3_stmt *rows; /* SELECT * FROM table, stepping */
     const char *insert; /* INSERT INTO "table" VALUES (?, ...) */
@@ -61,6 +78,12 @@ static int copy_batch(struct store_tx *tx, void *arg)
     }
     b->done = false;
     b->in_batch = 0;
+    /* dqlite turns foreign keys on; check them at each batch's commit, not row by row, so rows
+     * may reference rows later in the same batch. */
+    int fk = store_tx_exec(tx, "PRAGMA defer_foreign_keys = ON", NULL, 0, NULL);
+    if (fk != 0) {
+        return fk;
+    }
     for (unsigned n = 0; n < STORE_RESTORE_BATCH; n++) {
         rc = sqlite3_step(b->rows);
         if (rc == SQLITE_DONE) {
@@ -100,13 +123,16 @@ static int copy_batch(struct store_tx *tx, void *arg)
 
 static int copy_table(struct store_client *cl, sqlite3 *db, const char *table, uint64_t *rows, char *errmsg)
 {
-    char sql[512];
     sqlite3_stmt *st = NULL;
     int rv;
 
-    snprintf(sql, sizeof sql, "SELECT * FROM \"%s\"", table);
+    char *quoted = quote_ident(table);
+    char *sql = mem_alloc(strlen(quoted) + 32);
+    sprintf(sql, "SELECT * FROM %s", quoted);
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    mem_free(sql);
     if (rc != SQLITE_OK) {
+        mem_free(quoted);
         return backup_err(db, rc, "read table", errmsg);
     }
     int ncols = sqlite3_column_count(st);
@@ -114,10 +140,12 @@ static int copy_table(struct store_client *cl, sqlite3 *db, const char *table, u
         gerr_set(errmsg, "backup: table %s has %d columns; at most %u can be restored", table, ncols,
                  PROTO_MAX_PARAMS);
         sqlite3_finalize(st);
+        mem_free(quoted);
         return GERR_INVAL;
     }
-    char *insert = mem_alloc(64 + strlen(table) + 3u * (unsigned)ncols);
-    size_t k = (size_t)sprintf(insert, "INSERT INTO \"%s\" VALUES (", table);
+    char *insert = mem_alloc(64 + strlen(quoted) + 3u * (unsigned)ncols);
+    size_t k = (size_t)sprintf(insert, "INSERT INTO %s VALUES (", quoted);
+    mem_free(quoted);
     for (int c = 0; c < ncols; c++) {
         k += (size_t)sprintf(insert + k, c == 0 ? "?" : ", ?");
     }
@@ -177,45 +205,119 @@ int store_restore(struct store_client *cl, const char *dir, struct store_restore
         rv = backup_err(db, rc, "open", errmsg);
         goto out;
     }
-    /* Tables first (in creation order), their rows, then everything else. */
-    static const char *const phases[] = {
-        "SELECT type, name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+    /* Every table first, so foreign keys can point anywhere; then the rows, parents before
+     * children; then indexes, views and triggers (after the data, so triggers do not fire). */
+    struct table {
+        char *name;
+        bool copied;
+    } *tables = NULL;
+    unsigned n_tables = 0;
+    rc = sqlite3_prepare_v2(
+        db,
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "AND sql IS NOT NULL ORDER BY rowid",
-        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'view', 'trigger') "
-        "AND name NOT LIKE 'sqlite_%' AND sql IS NOT NULL ORDER BY rowid",
-    };
-    for (int phase = 0; phase < 2; phase++) {
-        rc = sqlite3_prepare_v2(db, phases[phase], -1, &st, NULL);
-        if (rc != SQLITE_OK) {
-            rv = backup_err(db, rc, "read schema", errmsg);
-            goto out;
+        -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rv = backup_err(db, rc, "read schema", errmsg);
+        goto out;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        rv = store_client_exec(cl, (const char *)sqlite3_column_text(st, 1), NULL, 0, NULL);
+        if (rv != 0) {
+            memcpy(errmsg, cl->errmsg, GERR_MSG_SIZE);
+            gerr_wrap(errmsg, "restore: create table %s", name);
+            goto out_tables;
         }
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *name = (const char *)sqlite3_column_text(st, 1);
-            const char *sql = (const char *)sqlite3_column_text(st, 2);
-            rv = store_client_exec(cl, sql, NULL, 0, NULL);
-            if (rv != 0) {
-                memcpy(errmsg, cl->errmsg, GERR_MSG_SIZE);
-                gerr_wrap(errmsg, "restore: create %s", name);
-                goto out;
+        tables = mem_realloc(tables, sizeof *tables * (n_tables + 1));
+        tables[n_tables++] = (struct table){.name = mem_strdup(name)};
+        stats->tables++;
+    }
+    if (rc != SQLITE_DONE) {
+        rv = backup_err(db, rc, "read schema", errmsg);
+        goto out_tables;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    /* Copy a table once every table it references is copied; with a cycle, copy in creation order
+     * (a reference that still fails then names the table in the error). */
+    for (unsigned done = 0; done < n_tables;) {
+        unsigned before = done;
+        for (unsigned i = 0; i < n_tables; i++) {
+            if (tables[i].copied) {
+                continue;
             }
-            if (phase == 0) {
-                stats->tables++;
-                if ((rv = copy_table(cl, db, name, &stats->rows, errmsg)) != 0) {
-                    goto out;
+            bool ready = true;
+            char *quoted = quote_ident(tables[i].name);
+            char *sql = mem_alloc(strlen(quoted) + 32);
+            sprintf(sql, "PRAGMA foreign_key_list(%s)", quoted);
+            mem_free(quoted);
+            if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+                while (ready && sqlite3_step(st) == SQLITE_ROW) {
+                    const char *parent = (const char *)sqlite3_column_text(st, 2);
+                    for (unsigned j = 0; j < n_tables; j++) {
+                        if (j != i && !tables[j].copied && parent != NULL &&
+                            strcmp(tables[j].name, parent) == 0) {
+                            ready = false;
+                        }
+                    }
                 }
-            } else {
-                stats->other_objects++;
+            }
+            sqlite3_finalize(st);
+            st = NULL;
+            mem_free(sql);
+            if (!ready) {
+                continue;
+            }
+            if ((rv = copy_table(cl, db, tables[i].name, &stats->rows, errmsg)) != 0) {
+                goto out_tables;
+            }
+            tables[i].copied = true;
+            done++;
+        }
+        if (done == before) { /* a cycle: take the first remaining table */
+            for (unsigned i = 0; i < n_tables; i++) {
+                if (!tables[i].copied) {
+                    if ((rv = copy_table(cl, db, tables[i].name, &stats->rows, errmsg)) != 0) {
+                        goto out_tables;
+                    }
+                    tables[i].copied = true;
+                    done++;
+                    break;
+                }
             }
         }
-        if (rc != SQLITE_DONE) {
-            rv = backup_err(db, rc, "read schema", errmsg);
-            goto out;
+    }
+    rc = sqlite3_prepare_v2(db,
+                            "SELECT name, sql FROM sqlite_master WHERE type IN ('index', 'view', 'trigger') "
+                            "AND name NOT LIKE 'sqlite_%' AND sql IS NOT NULL ORDER BY rowid",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        rv = backup_err(db, rc, "read schema", errmsg);
+        goto out_tables;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rv = store_client_exec(cl, (const char *)sqlite3_column_text(st, 1), NULL, 0, NULL);
+        if (rv != 0) {
+            memcpy(errmsg, cl->errmsg, GERR_MSG_SIZE);
+            gerr_wrap(errmsg, "restore: create %s", (const char *)sqlite3_column_text(st, 0));
+            goto out_tables;
         }
-        sqlite3_finalize(st);
-        st = NULL;
+        stats->other_objects++;
+    }
+    if (rc != SQLITE_DONE) {
+        rv = backup_err(db, rc, "read schema", errmsg);
+        goto out_tables;
     }
     rv = 0;
+out_tables:
+    for (unsigned i = 0; i < n_tables; i++) {
+        mem_free(tables[i].name);
+    }
+    mem_free(tables);
+    if (rv != 0) {
+        goto out;
+    }
     LOG_INFO("restore: %u tables, %" PRIu64 " rows, %u indexes/views/triggers from %s", stats->tables,
              stats->rows, stats->other_objects, dir);
 out:

@@ -2,9 +2,10 @@
  *
  * dqlite 1.11 has no RESTORE request, so the backup is opened read-only with the local SQLite
  * library (which replays its WAL) and replayed through the store client: every table's CREATE
- * statement, its rows in transactions of up to STORE_RESTORE_BATCH rows, then indexes, views and
- * triggers. Values keep their SQLite storage class. The target must hold no tables (so a restore
- * never merges into live data); a failure part-way leaves a partial copy that the operator drops
+ * statement, then the rows in transactions of up to STORE_RESTORE_BATCH rows, parent tables before
+ * the tables whose foreign keys point at them (foreign keys checked at each batch's commit), then
+ * indexes, views and triggers. Values keep their SQLite storage class. The target must hold no tables (so a
+ * restore never merges into live data); a failure part-way leaves a partial copy that the operator drops
  * together with the new cluster. */
 #ifndef GANTRY_STORE_BACKUP_H
 #define GANTRY_STORE_BACKUP_H

@@ -117,7 +117,14 @@ static void backup_under_load_restores_consistently(void **state)
                  /* More rows than one restore batch (STORE_RESTORE_BATCH). */
                  "CREATE TABLE bulk (id INTEGER PRIMARY KEY, v TEXT NOT NULL) STRICT;"
                  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1234)"
-                 " INSERT INTO bulk SELECT x, 'row ' || x FROM c",
+                 " INSERT INTO bulk SELECT x, 'row ' || x FROM c;"
+                 /* A child table created before its parent (foreign keys are on in dqlite), and a
+                  * name that needs quoting. */
+                 "CREATE TABLE child (id INTEGER PRIMARY KEY,"
+                 " parent_id INTEGER NOT NULL REFERENCES parent (id)) STRICT;"
+                 "CREATE TABLE parent (id INTEGER PRIMARY KEY) STRICT;"
+                 "INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (11, 2);"
+                 "CREATE TABLE \"odd\"\"name\" (v TEXT) STRICT; INSERT INTO \"odd\"\"name\" VALUES ('q')",
                  NULL, 0, NULL),
              ca.errmsg);
 
@@ -165,9 +172,9 @@ static void backup_under_load_restores_consistently(void **state)
     IT_CHECK(&b, store_restore(&cb, backup_dir, &stats, errmsg), errmsg);
     fprintf(stderr, "restored %u tables, %" PRIu64 " rows, %u other objects in %" PRIu64 " ms\n",
             stats.tables, stats.rows, stats.other_objects, it_now_ms() - t0);
-    assert_int_equal(stats.tables, 3);
+    assert_int_equal(stats.tables, 6);
     assert_int_equal(stats.other_objects, 2);
-    assert_int_equal(stats.rows, (uint64_t)items + 1 + 1234);
+    assert_int_equal(stats.rows, (uint64_t)items + 1 + 1234 + 2 + 2 + 1);
     int64_t n;
     IT_CHECK(&b, store_client_query_int(&cb, "SELECT sum(id) FROM bulk WHERE v = 'row ' || id", NULL, 0, &n),
              cb.errmsg);
@@ -200,6 +207,15 @@ static void backup_under_load_restores_consistently(void **state)
              cb.errmsg);
     assert_int_equal(n, 1);
 
+    IT_CHECK(&b,
+             store_client_query_int(
+                 &cb, "SELECT count(*) FROM child JOIN parent ON parent.id = child.parent_id", NULL, 0, &n),
+             cb.errmsg);
+    assert_int_equal(n, 2);
+    IT_CHECK(&b,
+             store_client_query_int(&cb, "SELECT count(*) FROM \"odd\"\"name\" WHERE v = 'q'", NULL, 0, &n),
+             cb.errmsg);
+    assert_int_equal(n, 1);
     /* A restore never merges into a cluster that has data, and needs a backup. */
     assert_int_equal(store_restore(&cb, backup_dir, &stats, errmsg), GERR_EXISTS);
     assert_int_equal(store_restore(&cb, "/nonexistent/backup", &stats, errmsg), GERR_NOTFOUND);
