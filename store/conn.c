@@ -498,20 +498,27 @@ static int result(struct store_conn *c, int req, struct store_result *res)
                    em, req);
 }
 
+/* A request answered by RESULT (EXEC, EXEC_SQL), already encoded into wbuf with result @rv_enc. */
+static int result_request(struct store_conn *c, int req, int rv_enc, struct store_result *res)
+{
+    int rv;
+    if (!usable(c, req, &rv)) {
+        buf_reset(&c->wbuf);
+        return rv;
+    }
+    if ((rv = encoded(c, rv_enc, req)) != 0) {
+        return rv;
+    }
+    if ((rv = roundtrip(c, req, PROTO_RESP_RESULT, 4096)) != 0) {
+        return rv;
+    }
+    return result(c, req, res);
+}
+
 int store_conn_exec_sql(struct store_conn *c, const char *sql, const struct proto_value *params, unsigned n,
                         struct store_result *res)
 {
-    int rv;
-    if (!usable(c, PROTO_REQ_EXEC_SQL, &rv)) {
-        return rv;
-    }
-    if ((rv = encoded(c, proto_enc_exec_sql(&c->wbuf, c->db_id, sql, params, n), PROTO_REQ_EXEC_SQL)) != 0) {
-        return rv;
-    }
-    if ((rv = roundtrip(c, PROTO_REQ_EXEC_SQL, PROTO_RESP_RESULT, 4096)) != 0) {
-        return rv;
-    }
-    return result(c, PROTO_REQ_EXEC_SQL, res);
+    return result_request(c, PROTO_REQ_EXEC_SQL, proto_enc_exec_sql(&c->wbuf, c->db_id, sql, params, n), res);
 }
 
 /* Read ROWS messages until DONE. A FAILURE before any row is a clean error; after rows the code
@@ -600,17 +607,7 @@ int store_conn_prepare_query(struct store_conn *c, const char *sql, uint32_t *st
 int store_conn_exec(struct store_conn *c, uint32_t stmt_id, const struct proto_value *params, unsigned n,
                     struct store_result *res)
 {
-    int rv;
-    if (!usable(c, PROTO_REQ_EXEC, &rv)) {
-        return rv;
-    }
-    if ((rv = encoded(c, proto_enc_exec(&c->wbuf, c->db_id, stmt_id, params, n), PROTO_REQ_EXEC)) != 0) {
-        return rv;
-    }
-    if ((rv = roundtrip(c, PROTO_REQ_EXEC, PROTO_RESP_RESULT, 4096)) != 0) {
-        return rv;
-    }
-    return result(c, PROTO_REQ_EXEC, res);
+    return result_request(c, PROTO_REQ_EXEC, proto_enc_exec(&c->wbuf, c->db_id, stmt_id, params, n), res);
 }
 
 int store_conn_query(struct store_conn *c, uint32_t stmt_id, const struct proto_value *params, unsigned n,
