@@ -7,7 +7,7 @@
 # It ends with one line "N passed, N failed" and exits non-zero if anything failed.
 #
 # Knobs (environment): JOBS (build parallelism, default nproc), GANTRY_FUZZ_SECONDS,
-# GANTRY_TEST_ONLY=plain|asan|fuzz (run one stage), GANTRY_FAILOVER_ITERATIONS (plain build; the
+# GANTRY_TEST_ONLY=plain|asan|deploy|fuzz (run one stage), GANTRY_FAILOVER_ITERATIONS (plain build; the
 # sanitizer build runs GANTRY_ASAN_FAILOVER_ITERATIONS, default 3, because it is ~3x slower).
 set -uo pipefail
 
@@ -69,6 +69,21 @@ if [ -z "$ONLY" ] || [ "$ONLY" = asan ]; then
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   GANTRY_FAILOVER_ITERATIONS=${GANTRY_ASAN_FAILOVER_ITERATIONS:-3} \
     ctest_stage asan "$out/asan" -DCMAKE_BUILD_TYPE=Debug -DGANTRY_SANITIZE=ON
+fi
+
+# Deployment checks (the Helm chart): each executable deploy/*/check.sh is one result.
+if [ -z "$ONLY" ] || [ "$ONLY" = deploy ]; then
+  for check in deploy/*/check.sh; do
+    [ -x "$check" ] || continue
+    echo "=== deploy: $check"
+    if "$check" >"$out/deploy-$(basename "$(dirname "$check")").log" 2>&1; then
+      tail -3 "$out/deploy-$(basename "$(dirname "$check")").log"
+      note_result "deploy $check" 0
+    else
+      tail -40 "$out/deploy-$(basename "$(dirname "$check")").log"
+      note_result "deploy $check" 1
+    fi
+  done
 fi
 
 if [ -z "$ONLY" ] || [ "$ONLY" = fuzz ]; then
