@@ -2,6 +2,7 @@
 #include "raft/membership.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lib/log.h"
@@ -99,7 +100,9 @@ int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigne
                                      .online = online,
                                      .offline_ms = online ? 0 : now - since,
                                      .failure_domain = domain,
-                                     .weight = weight};
+                                     .weight = weight,
+                                     .last_ok_ms = s != NULL ? s->last_ok_ms : 0};
+        snprintf(out[i].address, sizeof out[i].address, "%s", info[i].address);
     }
     mem_free(info);
     *nodes = out;
@@ -112,6 +115,26 @@ static const char *role_name(int role)
     return role == PROTO_ROLE_VOTER ? "voter" : role == PROTO_ROLE_STANDBY ? "standby" : "spare";
 }
 
+int membership_apply(struct membership *m, uint64_t self_id, const struct roles_node *nodes, unsigned n,
+                     uint64_t leader_id, bool *changed, struct roles_change *change)
+{
+    *changed = false;
+    if (leader_id != self_id || !roles_plan(nodes, n, leader_id, &m->policy, change)) {
+        return 0;
+    }
+    int rv = store_client_assign(m->cl, change->id, change->role);
+    if (rv == 0) {
+        *changed = true;
+        LOG_INFO("roles: node %" PRIu64 " is now a %s (%s)", change->id, role_name(change->role),
+                 change->reason);
+    } else {
+        memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
+        LOG_WARN("roles: make node %" PRIu64 " a %s (%s): %s", change->id, role_name(change->role),
+                 change->reason, m->errmsg);
+    }
+    return rv;
+}
+
 int membership_adjust(struct membership *m, uint64_t self_id, bool *changed, struct roles_change *change)
 {
     struct roles_node *nodes;
@@ -122,18 +145,7 @@ int membership_adjust(struct membership *m, uint64_t self_id, bool *changed, str
     if (rv != 0) {
         return rv;
     }
-    if (leader == self_id && roles_plan(nodes, n, leader, &m->policy, change)) {
-        rv = store_client_assign(m->cl, change->id, change->role);
-        if (rv == 0) {
-            *changed = true;
-            LOG_INFO("roles: node %" PRIu64 " is now a %s (%s)", change->id, role_name(change->role),
-                     change->reason);
-        } else {
-            memcpy(m->errmsg, m->cl->errmsg, sizeof m->errmsg);
-            LOG_WARN("roles: make node %" PRIu64 " a %s (%s): %s", change->id, role_name(change->role),
-                     change->reason, m->errmsg);
-        }
-    }
+    rv = membership_apply(m, self_id, nodes, n, leader, changed, change);
     mem_free(nodes);
     return rv;
 }

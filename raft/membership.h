@@ -54,6 +54,11 @@ int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigne
  * nothing (*@changed = false). */
 int membership_adjust(struct membership *m, uint64_t self_id, bool *changed, struct roles_change *change);
 
+/* The second half of membership_adjust, for a caller that also wants the snapshot: apply the
+ * policy to @nodes (from membership_snapshot) when @self_id is @leader_id. */
+int membership_apply(struct membership *m, uint64_t self_id, const struct roles_node *nodes, unsigned n,
+                     uint64_t leader_id, bool *changed, struct roles_change *change);
+
 /* Clean stop, within @timeout_ms: if @self_id is a voter, promote the best healthy standby (or
  * spare) in its place; if it leads, transfer leadership to another healthy voter; then, if a
  * replacement voter exists, demote itself to spare. Each step re-reads the membership, so a

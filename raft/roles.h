@@ -26,6 +26,9 @@ struct roles_node {
     uint64_t offline_ms;     /* how long it has been unreachable (0 when online) */
     uint64_t failure_domain; /* 0 = unknown */
     uint64_t weight;         /* lower is preferred for promotion */
+    /* Informational, not used by the policy (membership fills them for the Cluster API). */
+    char address[256];       /* the member's peer address */
+    uint64_t last_ok_ms;     /* monotonic time of the last answered probe, 0: never */
 };
 
 struct roles_policy {

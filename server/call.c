@@ -503,7 +503,8 @@ static void call_kick(struct grpc_call *call)
     h2__conn_flush(call->conn);
 }
 
-int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
+/* Queue @len packed bytes as one response message. Checks as grpc_call_send. */
+static int call_send_bytes(struct grpc_call *call, const uint8_t *msg, size_t len)
 {
     if (call->finished || call->method == NULL) {
         return GERR_INVAL;
@@ -512,7 +513,6 @@ int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
     if (kind == GRPC_UNARY || kind == GRPC_CLIENT_STREAMING) {
         return GERR_INVAL;
     }
-    size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > call->server->cfg.max_send_message_bytes) {
         return GERR_TOOBIG;
     }
@@ -525,7 +525,9 @@ int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
     dst[2] = (uint8_t)(len >> 16);
     dst[3] = (uint8_t)(len >> 8);
     dst[4] = (uint8_t)len;
-    protobuf_c_message_pack(msg, dst + 5);
+    if (len > 0) {
+        memcpy(dst + 5, msg, len);
+    }
     call->out.len += len + 5;
     call->conn->out_buffered += len + 5;
     struct h2_conn *c = call->conn;
@@ -536,6 +538,22 @@ int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
         return GERR_BUSY;
     }
     return 0;
+}
+
+int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    if (len > call->server->cfg.max_send_message_bytes) {
+        return GERR_TOOBIG; /* before packing anything */
+    }
+    uint8_t stackbuf[512];
+    uint8_t *packed = len <= sizeof stackbuf ? stackbuf : mem_alloc(len);
+    protobuf_c_message_pack(msg, packed);
+    int rv = call_send_bytes(call, packed, len);
+    if (packed != stackbuf) {
+        mem_free(packed);
+    }
+    return rv;
 }
 
 void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
@@ -682,6 +700,27 @@ void grpc__conn_notify_drain(struct h2_conn *c)
 
 /* --- Cross-thread completion --- */
 
+int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    struct grpc_server *s = call->server;
+    struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
+    comp->call = call;
+    comp->is_send = true;
+    comp->reply_len = protobuf_c_message_get_packed_size(msg);
+    if (comp->reply_len > s->cfg.max_send_message_bytes) {
+        mem_free(comp);
+        return GERR_TOOBIG;
+    }
+    comp->reply = mem_alloc(comp->reply_len > 0 ? comp->reply_len : 1);
+    protobuf_c_message_pack(msg, comp->reply);
+    grpc_call_ref(call); /* dropped when the completion runs */
+    pthread_mutex_lock(&s->async_mu);
+    queue_insert_tail(&s->async_q, &comp->link);
+    pthread_mutex_unlock(&s->async_mu);
+    uv_async_send(&s->async);
+    return 0;
+}
+
 int grpc_call_finish_async(struct grpc_call *call, int status, const char *message,
                            const ProtobufCMessage *reply)
 {
@@ -716,7 +755,9 @@ void grpc__async_cb(uv_async_t *h)
         queue_remove(q);
         struct grpc__completion *comp = QUEUE_DATA(q, struct grpc__completion, link);
         struct grpc_call *call = comp->call;
-        if (!call->finished) {
+        if (comp->is_send) {
+            (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
+        } else if (!call->finished) {
             grpc__call_finish_bytes(call, comp->status, comp->message, comp->reply, comp->reply_len,
                                     comp->has_reply);
         }

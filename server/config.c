@@ -28,6 +28,7 @@
 
 #include <jansson.h>
 
+#include "lib/names.h"
 #include "lib/addr.h"
 #include "lib/mem.h"
 
@@ -78,6 +79,8 @@ static int check_name63(struct config *cfg, const struct field *f, char *why);
 static int check_nonempty(struct config *cfg, const struct field *f, char *why);
 static int check_listen(struct config *cfg, const struct field *f, char *why);
 static int check_peer(struct config *cfg, const struct field *f, char *why);
+static int check_peer_advertise(struct config *cfg, const struct field *f, char *why);
+static int check_sans(struct config *cfg, const struct field *f, char *why);
 static int check_gateway_id(struct config *cfg, const struct field *f, char *why);
 static int check_domain(struct config *cfg, const struct field *f, char *why);
 static int check_join(struct config *cfg, const struct field *f, char *why);
@@ -147,8 +150,18 @@ static const struct field fields[] = {
      .def = "127.0.0.1:9443",
      .check = check_peer,
      .type_name = "a.b.c.d:port",
-     .help = "Raft/dqlite peer TLS address, bound and advertised to peers: IPv4 literal, not 0.0.0.0, not "
-             "port 0"},
+     .help = "Raft/dqlite peer TLS address, bound and advertised to peers: IPv4 literal, not port 0; "
+             "0.0.0.0 only with peer_advertise_address"},
+    {.key = "peer_advertise_address",
+     .env = "GANTRY_PEER_ADVERTISE_ADDRESS",
+     .flag = "--peer-advertise-address",
+     .type = FT_STRING,
+     .offset = OFF(peer_advertise_address),
+     .def = "",
+     .check = check_peer_advertise,
+     .type_name = "a.b.c.d:port",
+     .help = "the peer address other members dial, when it differs from peer_address (a Kubernetes "
+             "Service IP); empty: peer_address"},
     {.key = "admin_address",
      .env = "GANTRY_ADMIN_ADDRESS",
      .flag = "--admin-address",
@@ -263,6 +276,25 @@ static const struct field fields[] = {
      .def = "",
      .type_name = "path",
      .help = "file holding the join token (trailing newline ignored)"},
+    {.key = "join_ca_file",
+     .env = "GANTRY_JOIN_CA_FILE",
+     .flag = "--join-ca-file",
+     .type = FT_STRING,
+     .offset = OFF(join_ca_file),
+     .def = "",
+     .type_name = "path",
+     .help = "CA certificate that verifies the member joined through, for a join token without a CA "
+             "fingerprint"},
+    {.key = "cert_sans",
+     .env = "GANTRY_CERT_SANS",
+     .flag = "--cert-sans",
+     .type = FT_LIST,
+     .offset = OFF(cert_sans),
+     .def = "",
+     .check = check_sans,
+     .type_name = "list of names",
+     .help = "extra DNS names or IP addresses for this replica's certificate (a load balancer's name); "
+             "comma-separated"},
     {.key = "latency_ms",
      .env = "GANTRY_LATENCY_MS",
      .flag = "--latency-ms",
@@ -1195,38 +1227,6 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
 
 /* ---- validation ------------------------------------------------------------------------- */
 
-/* A DNS-1123 label of at most @max characters: lowercase alphanumerics and '-', starting and ending
- * with an alphanumeric. Writes the reason into @why. */
-static bool dns_label_ok(const char *s, size_t max, char *why, size_t why_size)
-{
-    size_t len = strlen(s);
-    if (len == 0) {
-        snprintf(why, why_size, "must not be empty");
-        return false;
-    }
-    if (len > max) {
-        snprintf(why, why_size, "is %zu characters long, at most %zu are allowed", len, max);
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (!alnum && c != '-') {
-            if (c >= 'A' && c <= 'Z') {
-                snprintf(why, why_size, "contains uppercase '%c' (only lowercase letters, digits and '-')",
-                         c);
-            } else {
-                snprintf(why, why_size, "contains a character other than lowercase letters, digits and '-'");
-            }
-            return false;
-        }
-    }
-    if (s[0] == '-' || s[len - 1] == '-') {
-        snprintf(why, why_size, "must start and end with a letter or digit");
-        return false;
-    }
-    return true;
-}
 
 /* Builds "<value> <reason>" into @why for the validators. */
 static int why_value(struct config *cfg, const struct field *f, char *why, const char *reason)
@@ -1249,7 +1249,7 @@ static int check_nonempty(struct config *cfg, const struct field *f, char *why)
 static int check_name63(struct config *cfg, const struct field *f, char *why)
 {
     char reason[160];
-    if (!dns_label_ok(*FIELD_PTR(cfg, f, char *), 63, reason, sizeof reason)) {
+    if (!names_dns_label_ok(*FIELD_PTR(cfg, f, char *), 63, reason, sizeof reason)) {
         return why_value(cfg, f, why, reason);
     }
     return 0;
@@ -1258,7 +1258,7 @@ static int check_name63(struct config *cfg, const struct field *f, char *why)
 static int check_gateway_id(struct config *cfg, const struct field *f, char *why)
 {
     char reason[160];
-    if (!dns_label_ok(*FIELD_PTR(cfg, f, char *), 20, reason, sizeof reason)) {
+    if (!names_dns_label_ok(*FIELD_PTR(cfg, f, char *), 20, reason, sizeof reason)) {
         char full[300];
         snprintf(full, sizeof full, "is not a DNS-1123 label of at most 20 characters: %s", reason);
         return why_value(cfg, f, why, full);
@@ -1282,9 +1282,38 @@ static int check_peer(struct config *cfg, const struct field *f, char *why)
         return why_value(cfg, f, why,
                          "is not a.b.c.d:port (dqlite 1.11 takes IPv4 literals only; port 1..65535)");
     }
-    if (sa.sin_addr.s_addr == htonl(INADDR_ANY)) {
+    if (sa.sin_addr.s_addr == htonl(INADDR_ANY) && (strcmp(f->key, "peer_address") != 0 ||
+                                                    cfg->peer_advertise_address == NULL ||
+                                                    cfg->peer_advertise_address[0] == '\0')) {
         return why_value(cfg, f, why,
-                         "is a wildcard: peers dial this address, so it must be one they can reach");
+                         "is a wildcard: peers dial this address, so it must be one they can reach "
+                         "(bind 0.0.0.0 only together with peer_advertise_address)");
+    }
+    return 0;
+}
+
+static int check_peer_advertise(struct config *cfg, const struct field *f, char *why)
+{
+    const char *v = *FIELD_PTR(cfg, f, char *);
+    return v[0] == '\0' ? 0 : check_peer(cfg, f, why);
+}
+
+static int check_sans(struct config *cfg, const struct field *f, char *why)
+{
+    const struct config_list *l = FIELD_PTR(cfg, f, struct config_list);
+    for (size_t i = 0; i < l->n; i++) {
+        const char *v = l->items[i];
+        size_t n = strlen(v);
+        bool ok = n > 0 && n <= 253;
+        for (size_t k = 0; ok && k < n; k++) {
+            char c = v[k];
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 c == '-' || c == ':';
+        }
+        if (!ok) {
+            msg_printf(why, GERR_MSG_SIZE, "entry %zu is not a DNS name or an IP address", i);
+            return GERR_INVAL;
+        }
     }
     return 0;
 }

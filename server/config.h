@@ -81,6 +81,10 @@ struct config {
      * both bound and advertised to the other members (dqlite 1.11 dials IPv4 literals and identifies
      * the leader by exact string), so it must be a concrete address: no 0.0.0.0, no port 0. */
     char *peer_address;
+    /* peer_advertise_address: what the other members dial when it differs from peer_address (for
+     * example a Kubernetes Service's stable IP in front of a pod whose own IP changes). Default "":
+     * the same as peer_address. When set, peer_address may be 0.0.0.0:port. */
+    char *peer_advertise_address;
     /* admin_address: HTTP /healthz, /readyz, /metrics. Default "127.0.0.1:8081". Same syntax as
      * api_address. */
     char *admin_address;
@@ -122,6 +126,11 @@ struct config {
     char *join_token;
     /* join_token_file: a file holding the join token; read by config_read_join_token_file. */
     char *join_token_file;
+    /* join_ca_file: a CA certificate that verifies the member joined through, for join tokens that
+     * carry no CA fingerprint (a token pre-shared by the Helm chart). Default "". */
+    char *join_ca_file;
+    /* cert_sans: extra DNS names / IPs for this replica's certificate. Default empty. */
+    struct config_list cert_sans;
     /* Set by config_read_join_token_file: join_token holds that file's content. */
     bool join_token_from_file;
 

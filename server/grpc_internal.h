@@ -162,6 +162,7 @@ struct grpc__completion {
     uint8_t *reply; /* serialized reply, or NULL */
     size_t reply_len;
     bool has_reply;
+    bool is_send; /* grpc_call_send_async: reply holds one message to send */
 };
 
 /* The one translation of nghttp2 errors (libuv: server/uverr.h, OpenSSL: server/tls.h). */

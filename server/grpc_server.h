@@ -215,6 +215,14 @@ void grpc_call_finish_gerr(struct grpc_call *call, int gerr, const char *message
 void grpc_call_ref(struct grpc_call *call);
 void grpc_call_unref(struct grpc_call *call);
 
+/* From ANY thread: queue one response message like grpc_call_send, for a streaming call the
+ * caller holds a reference to (grpc_call_ref). @msg is serialized before return; it is sent on
+ * the loop thread in the order of this thread's grpc_call_send_async and grpc_call_finish_async
+ * calls, or dropped if the call was cancelled meanwhile. There is no flow control: the caller
+ * bounds what it queues (the backup stream queues the database once). Returns 0, or GERR_TOOBIG
+ * (over max_send_message_bytes, nothing queued). */
+int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
+
 /* From ANY thread: finish the call like grpc_call_finish and drop one reference taken with
  * grpc_call_ref. @reply is serialized on the calling thread before return (the caller keeps
  * ownership of it); @message is copied. The finish happens on the loop thread soon after; if the

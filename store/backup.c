@@ -325,3 +325,32 @@ out:
     sqlite3_close(db);
     return rv;
 }
+
+int store_backup_revision(const char *dir, const char *database, int64_t *out, char *errmsg)
+{
+    char path[4096];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, database);
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL); /* replays the WAL into our copy */
+    int rv = 0;
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(db, "SELECT revision FROM cluster_revision WHERE id = 1", -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            gerr_set(errmsg, "backup: %s has no cluster revision", path);
+            rv = GERR_NOTFOUND;
+        }
+    }
+    if (rv == 0 && rc != SQLITE_OK) {
+        rv = backup_err(db, rc, "read the revision", errmsg);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rv;
+}

@@ -29,4 +29,9 @@ struct store_restore_stats {
  * in @errmsg (GERR_MSG_SIZE). */
 int store_restore(struct store_client *cl, const char *dir, struct store_restore_stats *stats, char *errmsg);
 
+/* The cluster revision recorded in the dump in @dir (file @database): what a backup is consistent
+ * at. Opens the copy read-write (SQLite replays its WAL into it): call it after the files were
+ * archived. GERR_NOTFOUND (no revision row), GERR_INVAL/GERR_IO (SQLite cannot read it). */
+int store_backup_revision(const char *dir, const char *database, int64_t *out, char *errmsg);
+
 #endif

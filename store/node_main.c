@@ -30,8 +30,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
-#include "raft/membership.h"
-#include "raft/peertls.h"
+#include "raft/replica.h"
 #include "store/client.h"
 #include "store/node.h"
 
@@ -113,8 +112,9 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *out)
 }
 
 /* True if SIGTERM or SIGINT arrived (they are blocked; this consumes one). */
-static bool stop_requested(const sigset_t *set)
+static bool stop_requested(void *arg)
 {
+    const sigset_t *set = arg;
     struct timespec zero = {0, 0};
     int sig = sigtimedwait(set, NULL, &zero);
     if (sig == SIGTERM || sig == SIGINT) {
@@ -122,216 +122,6 @@ static bool stop_requested(const sigset_t *set)
         return true;
     }
     return false;
-}
-
-/* Find @id in the cluster's configuration. Returns 0 with *@role (-1 if absent) and the stored
- * address in @addr, or the client's error. */
-static int lookup_self(struct store_client *cl, uint64_t id, int *role, char *addr, size_t addr_len)
-{
-    struct proto_node_info *nodes = NULL;
-    unsigned n = 0;
-    int rv = store_client_cluster(cl, &nodes, &n);
-    if (rv != 0) {
-        return rv;
-    }
-    *role = -1;
-    addr[0] = '\0';
-    for (unsigned i = 0; i < n; i++) {
-        if (nodes[i].id == id) {
-            *role = nodes[i].role;
-            snprintf(addr, addr_len, "%s", nodes[i].address);
-        }
-    }
-    mem_free(nodes);
-    return 0;
-}
-
-/* ADD + ASSIGN through the leader, until this node holds @role or the deadline passes. Every step
- * re-reads the configuration first, so a retry after an unknown outcome or a concurrent
- * configuration change ("busy") does the right next step. */
-static int join_cluster(const char *join, uint64_t id, const char *address, int role, unsigned timeout_ms,
-                        const sigset_t *stop_set, store_dial_fn dial, void *dial_arg)
-{
-    const char *addrs[STORE_MAX_ADDRESSES];
-    char list[STORE_MAX_ADDRESSES * 64];
-    unsigned n_addrs = 0;
-    struct store_client cl;
-    struct clock *clk = clock_system();
-    uint64_t deadline = clock_mono_ms(clk) + timeout_ms;
-    unsigned delay_ms = 20;
-    int rv;
-
-    snprintf(list, sizeof list, "%s", join);
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (*tok == '\0') {
-            continue;
-        }
-        if (n_addrs == STORE_MAX_ADDRESSES) {
-            LOG_ERROR("--join: more than %u addresses", STORE_MAX_ADDRESSES);
-            return GERR_INVAL;
-        }
-        addrs[n_addrs++] = tok;
-    }
-    struct store_client_config cfg = {
-        .addresses = addrs,
-        .n_addresses = n_addrs,
-        .request_timeout_ms = 30000, /* ASSIGN blocks while Raft catches this node up */
-        /* One leader search per attempt; short, so SIGTERM and the deadline are checked often. */
-        .leader_timeout_ms = timeout_ms < 5000 ? timeout_ms : 5000,
-        .dial = dial,
-        .dial_arg = dial_arg,
-    };
-    rv = store_client_init(&cl, &cfg);
-    if (rv != 0) {
-        LOG_ERROR("--join: %s", cl.errmsg);
-        return rv;
-    }
-    for (;;) {
-        int current;
-        char stored[256];
-        const char *step = "CLUSTER";
-        rv = lookup_self(&cl, id, &current, stored, sizeof stored);
-        if (rv == 0 && current >= 0 && strcmp(stored, address) != 0) {
-            LOG_ERROR("join: the cluster already has node %" PRIu64 " at %s, not %s: pick another id", id,
-                      stored, address);
-            rv = GERR_EXISTS;
-            break;
-        }
-        if (rv == 0 && current == role) {
-            LOG_INFO("join: node %" PRIu64 " is a %s of the cluster", id, role == 0 ? "voter" : "standby");
-            break;
-        }
-        if (rv == 0 && current < 0) {
-            step = "ADD";
-            rv = store_client_add(&cl, id, address);
-            if (rv == 0) {
-                LOG_INFO("join: added node %" PRIu64 " (%s) as a spare", id, address);
-            }
-        }
-        if (rv == 0) {
-            step = "ASSIGN";
-            rv = store_client_assign(&cl, id, role);
-            if (rv == 0) {
-                LOG_INFO("join: assigned node %" PRIu64 " the role %s", id, role == 0 ? "voter" : "standby");
-                continue; /* confirm from the configuration */
-            }
-        }
-        /* BUSY here means another configuration change is in progress (raft allows one at a
-         * time); an unknown outcome is settled by reading the configuration again. */
-        LOG_WARN("join: %s: %s (%s); retrying", step, cl.errmsg, gerr_name(rv));
-        if (clock_mono_ms(clk) >= deadline) {
-            LOG_ERROR("join: gave up after %u ms", timeout_ms);
-            rv = GERR_TIMEOUT;
-            break;
-        }
-        if (stop_requested(stop_set)) {
-            rv = GERR_CANCELED;
-            break;
-        }
-        clk->sleep_ns(clk, rand_range(delay_ms / 2, delay_ms) * 1000000u);
-        delay_ms = delay_ms * 2 > 1000 ? 1000 : delay_ms * 2;
-    }
-    store_client_close(&cl);
-    return rv;
-}
-
-/* Parse "ID=ADDR[/role],..." for --recover into @out (addresses point into @buf). */
-static int parse_members(const char *spec, char *buf, size_t buf_len, struct store_node_member *out,
-                         unsigned max, unsigned *n)
-{
-    *n = 0;
-    snprintf(buf, buf_len, "%s", spec);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(tok, '=');
-        uint64_t id;
-        if (eq == NULL || *n == max) {
-            return -1;
-        }
-        *eq = '\0';
-        if (parse_uint(tok, UINT64_MAX, &id) != 0 || id == 0) {
-            return -1;
-        }
-        char *address = eq + 1;
-        int role = PROTO_ROLE_VOTER;
-        char *slash = strchr(address, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-            const char *r = slash + 1;
-            role = strcmp(r, "voter") == 0     ? PROTO_ROLE_VOTER
-                   : strcmp(r, "standby") == 0 ? PROTO_ROLE_STANDBY
-                   : strcmp(r, "spare") == 0   ? PROTO_ROLE_SPARE
-                                               : -1;
-            if (role < 0) {
-                return -1;
-            }
-        }
-        out[(*n)++] = (struct store_node_member){.id = id, .address = address, .role = role};
-    }
-    return *n > 0 ? 0 : -1;
-}
-
-/* The roles thread: one policy round per interval, until stopped. */
-struct roles_loop {
-    struct membership m;
-    struct store_client cl;
-    uint64_t self_id;
-    unsigned interval_ms;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    bool stop;
-};
-
-static void *roles_main(void *arg)
-{
-    struct roles_loop *r = arg;
-    pthread_mutex_lock(&r->mu);
-    while (!r->stop) {
-        pthread_mutex_unlock(&r->mu);
-        bool changed;
-        struct roles_change ch;
-        membership_adjust(&r->m, r->self_id, &changed, &ch);
-        pthread_mutex_lock(&r->mu);
-        if (changed) {
-            continue; /* converge quickly: one change per round */
-        }
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += r->interval_ms / 1000;
-        until.tv_nsec += (long)(r->interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &until) == 0) {
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
-}
-
-/* A client for membership work: this node first, then the join list. */
-static int membership_client(struct store_client *cl, const char *self, const char *join, store_dial_fn dial,
-                             void *dial_arg, char *list, size_t list_len)
-{
-    const char *addrs[STORE_MAX_ADDRESSES];
-    unsigned n = 0;
-    addrs[n++] = self;
-    snprintf(list, list_len, "%s", join != NULL ? join : "");
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL && n < STORE_MAX_ADDRESSES;
-         tok = strtok_r(NULL, ",", &save)) {
-        if (*tok != '\0' && strcmp(tok, self) != 0) {
-            addrs[n++] = tok;
-        }
-    }
-    struct store_client_config cfg = {.addresses = addrs,
-                                      .n_addresses = n,
-                                      .leader_timeout_ms = 5000,
-                                      .request_timeout_ms = 30000,
-                                      .dial = dial,
-                                      .dial_arg = dial_arg};
-    return store_client_init(cl, &cfg);
 }
 
 int main(int argc, char **argv)
@@ -511,7 +301,7 @@ int main(int argc, char **argv)
         struct store_node_member members[64];
         char buf[4096], errmsg[GERR_MSG_SIZE];
         unsigned n;
-        if (join != NULL || parse_members(recover, buf, sizeof buf, members, 64, &n) != 0) {
+        if (join != NULL || replica_parse_members(recover, buf, sizeof buf, members, 64, &n) != 0) {
             return bad_flag("--recover wants ID=A.B.C.D:PORT[/voter|/standby|/spare],... and no --join");
         }
         if (store_node_recover(&cfg, members, n, errmsg) != 0) {
@@ -534,72 +324,37 @@ int main(int argc, char **argv)
     sigaddset(&stop_set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 
-    struct store_node *node;
-    struct peertls *relay = NULL;
+    struct replica_config rcfg = {.id = cfg.id,
+                                  .address = cfg.address,
+                                  .dir = cfg.dir,
+                                  .tls_dir = tls_dir,
+                                  .latency_ms = cfg.latency_ms,
+                                  .snapshot_threshold = cfg.snapshot_threshold,
+                                  .snapshot_trailing = cfg.snapshot_trailing,
+                                  .failure_domain = cfg.failure_domain,
+                                  .join = join,
+                                  .join_role = role == 0 ? PROTO_ROLE_VOTER : PROTO_ROLE_STANDBY,
+                                  .join_timeout_ms = (unsigned)join_timeout_ms,
+                                  .manage_roles = manage_roles,
+                                  .policy = policy,
+                                  .roles_interval_ms = (unsigned)roles_interval_ms,
+                                  .should_stop = stop_requested,
+                                  .should_stop_arg = &stop_set};
+    struct replica *r;
     char errmsg[GERR_MSG_SIZE];
-    char private_bind[128];
-    int rv;
-    if (tls_dir != NULL) {
-        /* Abstract names are per host: derive it from the address, which is unique per host. */
-        snprintf(private_bind, sizeof private_bind, "@gantry-store-%s", cfg.address);
-        rv = peertls_start_dir(tls_dir, cfg.address, private_bind, &relay, errmsg);
-        if (rv == 0) {
-            LOG_INFO("peer TLS relay on %s in front of %s", cfg.address, private_bind);
-        }
-        if (rv != 0) {
-            fprintf(stderr, "gantry-store-node: %s\n", errmsg);
-            return 1;
-        }
-        cfg.bind_address = private_bind;
-        cfg.dial = peertls_store_dial;
-        cfg.dial_arg = relay;
+    int rv = replica_start(&rcfg, &r, errmsg);
+    if (rv == GERR_CANCELED) {
+        return 0;
     }
-    rv = store_node_start(&cfg, &node, errmsg);
     if (rv != 0) {
         LOG_ERROR("%s (%s)", errmsg, gerr_name(rv));
-        fprintf(stderr, "gantry-store-node: %s\n", errmsg);
-        if (relay != NULL) {
-            peertls_stop(relay);
+        if (join != NULL) {
+            fprintf(stderr, "gantry-store-node: node %" PRIu64 " could not join the cluster (%s): %s\n",
+                    cfg.id, gerr_name(rv), errmsg);
+        } else {
+            fprintf(stderr, "gantry-store-node: %s\n", errmsg);
         }
         return 1;
-    }
-    if (join != NULL) {
-        rv = join_cluster(join, cfg.id, cfg.address, role, (unsigned)join_timeout_ms, &stop_set, cfg.dial,
-                          cfg.dial_arg);
-        if (rv != 0) {
-            store_node_stop(node);
-            if (relay != NULL) {
-                peertls_stop(relay);
-            }
-            if (rv == GERR_CANCELED) {
-                return 0;
-            }
-            fprintf(stderr, "gantry-store-node: node %" PRIu64 " could not join the cluster (%s)\n", cfg.id,
-                    gerr_name(rv));
-            return 1;
-        }
-    }
-    struct roles_loop roles = {.self_id = cfg.id, .interval_ms = (unsigned)roles_interval_ms};
-    char roles_list[STORE_MAX_ADDRESSES * 64];
-    bool membership_ready = false;
-    if (manage_roles || handover) {
-        if (membership_client(&roles.cl, cfg.address, join, cfg.dial, cfg.dial_arg, roles_list,
-                              sizeof roles_list) == 0) {
-            membership_init(&roles.m, &roles.cl, &policy, cfg.dial, cfg.dial_arg, NULL);
-            membership_ready = true;
-        }
-    }
-    if (manage_roles && membership_ready) {
-        pthread_mutex_init(&roles.mu, NULL);
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* roles_main's deadlines are monotonic */
-        pthread_cond_init(&roles.cond, &attr);
-        pthread_condattr_destroy(&attr);
-        if (pthread_create(&roles.thread, NULL, roles_main, &roles) != 0) {
-            fprintf(stderr, "gantry-store-node: cannot start the roles thread\n");
-            manage_roles = false;
-        }
     }
 
     printf("READY %" PRIu64 " %s\n", cfg.id, cfg.address);
@@ -613,30 +368,9 @@ int main(int argc, char **argv)
             break;
         }
     }
-    if (manage_roles && membership_ready) {
-        pthread_mutex_lock(&roles.mu);
-        roles.stop = true;
-        pthread_cond_signal(&roles.cond);
-        pthread_mutex_unlock(&roles.mu);
-        pthread_join(roles.thread, NULL);
-        pthread_cond_destroy(&roles.cond);
-        pthread_mutex_destroy(&roles.mu);
+    if (handover && sig == SIGTERM) {
+        replica_handover(r, (unsigned)handover_timeout_ms);
     }
-    if (handover && membership_ready && sig == SIGTERM) {
-        uint64_t t0 = clock_mono_ms(clock_system());
-        rv = membership_handover(&roles.m, cfg.id, (unsigned)handover_timeout_ms);
-        if (rv == 0) {
-            LOG_INFO("handover done in %" PRIu64 " ms", clock_mono_ms(clock_system()) - t0);
-        } else {
-            LOG_WARN("handover incomplete: %s", roles.m.errmsg);
-        }
-    }
-    if (membership_ready) {
-        store_client_close(&roles.cl);
-    }
-    store_node_stop(node);
-    if (relay != NULL) {
-        peertls_stop(relay);
-    }
+    replica_stop(r);
     return 0;
 }

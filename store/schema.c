@@ -3,7 +3,7 @@
  * Rules for every migration: tables are STRICT, columns are INTEGER, REAL, TEXT or BLOB only
  * (dqlite 1.11 aborts reading DATETIME/BOOLEAN columns that hold another storage class), times are
  * INTEGER milliseconds since the Unix epoch, and a migration is never edited once released: add a
- * new one. Later issues add the tenant resources (DESIGN.md section 3). */
+ * new one. Later migrations add the tenant resources (DESIGN.md section 3). */
 #include "store/migrate.h"
 
 static const struct store_migration schema[] = {
@@ -15,6 +15,44 @@ static const struct store_migration schema[] = {
      /* One row per committed change, in revision order: feeds Watch and the reconciler. */
      "CREATE TABLE events (revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT NULL,"
      " object_id TEXT NOT NULL, type TEXT NOT NULL, at_ms INTEGER NOT NULL) STRICT;"},
+    {2, "cluster identity, members, join tokens, namespaces, principals, bindings, API keys",
+     /* Cluster-wide facts by key: cluster_id, gateway_id, ca_pem (public), created_at_ms. Secrets
+      * (the CA key, the API-key pepper) are never stored here: server/identity.h. */
+     "CREATE TABLE cluster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) "
+     "STRICT;"
+     /* What Raft's configuration does not hold about a member: its name, API address and failure
+      * domain. Raft's configuration (id, address, role) stays the authority on membership. */
+     "CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT NOT NULL, peer_address TEXT NOT NULL,"
+     " api_address TEXT NOT NULL, failure_domain INTEGER NOT NULL, failure_domain_name TEXT NOT NULL,"
+     " joined_at_ms INTEGER NOT NULL) STRICT;"
+     /* Join tokens: the SHA-256 of the secret, never the secret; uses_left counts down to 0. */
+     "CREATE TABLE join_tokens (id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, uses_left INTEGER NOT NULL,"
+     " expires_at_ms INTEGER NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL) STRICT;"
+     "CREATE TABLE namespaces (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+     " phase TEXT NOT NULL CHECK (phase IN ('ACTIVE', 'TERMINATING')), labels TEXT NOT NULL,"
+     " annotations TEXT NOT NULL, created_by TEXT NOT NULL, resource_version INTEGER NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, deletion_timestamp_ms INTEGER NOT NULL)"
+     " STRICT;"
+     /* Users and service accounts. OIDC users are (issuer, subject); local ones have issuer ''. */
+     "CREATE TABLE principals (id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('user', 'service_account')),"
+     " name TEXT NOT NULL, namespace TEXT NOT NULL, issuer TEXT NOT NULL, subject TEXT NOT NULL,"
+     " display_name TEXT NOT NULL, disabled INTEGER NOT NULL, labels TEXT NOT NULL, created_by TEXT NOT NULL,"
+     " resource_version INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,"
+     " UNIQUE (kind, namespace, name)) STRICT;"
+     "CREATE UNIQUE INDEX principals_by_subject ON principals (issuer, subject) WHERE issuer <> '';"
+     /* Role bindings: namespace '' for the global roles. scope: RFC 0005 delegation (JSON) or ''. */
+     "CREATE TABLE role_bindings (id TEXT PRIMARY KEY,"
+     " principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE,"
+     " role TEXT NOT NULL CHECK (role IN ('platform_admin', 'namespace_admin', 'auditor', 'user')),"
+     " namespace TEXT NOT NULL, scope TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL,"
+     " UNIQUE (principal_id, role, namespace)) STRICT;"
+     "CREATE INDEX role_bindings_by_principal ON role_bindings (principal_id);"
+     /* API keys: id is the public key id of gtk_<id>_<secret>; hash = HMAC-SHA256(pepper, secret). */
+     "CREATE TABLE api_keys (id TEXT PRIMARY KEY, principal_id TEXT NOT NULL REFERENCES principals (id)"
+     " ON DELETE CASCADE, name TEXT NOT NULL, hash BLOB NOT NULL, created_by TEXT NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, last_used_ms INTEGER NOT NULL,"
+     " revoked_at_ms INTEGER NOT NULL) STRICT;"
+     "CREATE INDEX api_keys_by_principal ON api_keys (principal_id);"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

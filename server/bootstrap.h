@@ -1,0 +1,50 @@
+/* Making a replica part of a cluster: `gantryd init` (a new cluster, or one restored from a
+ * backup) and the client side of joining (the Cluster API's Join, then Raft's ADD/ASSIGN at the
+ * next start of the replica runtime).
+ *
+ * Both write the data directory laid out in server/identity.h, identity.json last, so a data dir
+ * with identity.json is complete. A failure part-way leaves a partial directory and says so: the
+ * operator removes it and runs the command again (init refuses a non-empty directory).
+ *
+ * Everything blocks; run from gantryd's main thread before serving. Errors: GERR_EXISTS (the data
+ * dir is not empty), GERR_INVAL (bad options, a malformed token or backup), GERR_PERM (a join was
+ * refused: bad token, or the member's certificate does not match the token), GERR_UNAVAILABLE (no
+ * member answered the join before the timeout), and the store's and files' errors, each with a
+ * message in @errmsg. */
+#ifndef GANTRY_SERVER_BOOTSTRAP_H
+#define GANTRY_SERVER_BOOTSTRAP_H
+
+#include "api/auth/apikey.h"
+#include "server/config.h"
+
+struct bootstrap_init_opts {
+    const char *ca_cert_file; /* use this CA instead of generating one (with ca_key_file) */
+    const char *ca_key_file;
+    const char *join_token_file; /* register this pre-shared join token ... */
+    unsigned join_token_uses;    /* ... for this many joins (default 1) ... */
+    unsigned join_token_ttl_s;   /* ... valid this long (default 24 h) */
+    const char *restore_from;    /* a backup archive: start from its data instead of a fresh database */
+    const char
+        *secrets_dir; /* restore only: the old cluster's <data_dir>/secrets, so its API keys keep working */
+};
+
+/* Initialise @cfg->data_dir as replica 1 of a new cluster. On success @admin_key holds a new
+ * Platform Admin API key to show once (empty when a restore kept the old secrets and so the old
+ * keys). The node is started and stopped inside. */
+int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o,
+                   char admin_key[APIKEY_LEN + 1], char *errmsg);
+
+/* The peer address this replica advertises (peer_advertise_address, or peer_address). */
+const char *bootstrap_peer_address(const struct config *cfg);
+
+/* Join through the members in @cfg->join with @cfg->join_token: get a certificate and the cluster
+ * secrets, write the data dir, and record the members' peer addresses in <data_dir>/join-peers
+ * for the replica runtime's Raft join. Retries unreachable members for up to @timeout_ms. */
+int bootstrap_join(const struct config *cfg, unsigned timeout_ms, char *errmsg);
+
+/* The pending Raft join: the comma-separated peers in <data_dir>/join-peers, or "" if none. */
+int bootstrap_pending_join(const char *data_dir, char *out, size_t len, char *errmsg);
+/* The Raft join finished: remove the marker. */
+void bootstrap_join_done(const char *data_dir);
+
+#endif

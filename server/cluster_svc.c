@@ -1,0 +1,791 @@
+/* The gantry.v1.Cluster service (server/cluster_svc.h). */
+#include "server/cluster_svc.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "api/services.h"
+#include "gantry/v1/cluster.pb-c.h"
+#include "lib/addr.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/names.h"
+#include "server/clusterdb.h"
+#include "store/archive.h"
+#include "store/backup.h"
+#include "store/migrate.h"
+
+enum method { M_LIST, M_LEADER, M_TRANSFER, M_REMOVE, M_TOKEN, M_JOIN, M_HEALTH, M_BACKUP };
+
+struct job {
+    struct cluster_svc *svc;
+    struct grpc_call *call;
+    enum method m;
+};
+
+/* What one method answers: status, message and the reply (owned by the method's code). */
+struct answer {
+    int status;
+    char msg[GERR_MSG_SIZE];
+};
+
+static int64_t wall_ms(void)
+{
+    struct clock *c = clock_system();
+    return (int64_t)c->wall_ms(c);
+}
+
+static void fail(struct answer *a, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(struct answer *a, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+    a->status = status;
+}
+
+static void fail_store(struct answer *a, int gerr, const char *what, const char *detail)
+{
+    fail(a, grpc_status_from_gerr(gerr), "%s: %s", what,
+         detail != NULL && detail[0] != '\0' ? detail : gerr_str(gerr));
+}
+
+static Gantry__V1__MemberRole role_of(int role)
+{
+    return role == PROTO_ROLE_VOTER     ? GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_VOTER
+           : role == PROTO_ROLE_STANDBY ? GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_STANDBY
+                                        : GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_SPARE;
+}
+
+/* Members as the API shows them: the view (roles, health) joined with the member rows. */
+struct member_set {
+    Gantry__V1__Member *m;
+    Gantry__V1__Member **ptrs;
+    unsigned n;
+    char (*text)[3][160]; /* name, failure domain, address per member */
+};
+
+static void member_set_build(struct member_set *s, const struct replica_view *v,
+                             const struct clusterdb_member *rows, unsigned n_rows)
+{
+    uint64_t now_mono = clock_mono_ms(clock_system());
+    int64_t now_wall = wall_ms();
+    s->n = v->n;
+    s->m = mem_zalloc(sizeof *s->m * (v->n + 1));
+    s->ptrs = mem_zalloc(sizeof *s->ptrs * (v->n + 1));
+    s->text = mem_zalloc(sizeof *s->text * (v->n + 1));
+    for (unsigned i = 0; i < v->n; i++) {
+        const struct roles_node *node = &v->nodes[i];
+        const struct clusterdb_member *row = NULL;
+        for (unsigned j = 0; j < n_rows; j++) {
+            if (rows[j].id == node->id) {
+                row = &rows[j];
+            }
+        }
+        Gantry__V1__Member *m = &s->m[i];
+        gantry__v1__member__init(m);
+        m->id = node->id;
+        if (row != NULL && row->name[0] != '\0') {
+            snprintf(s->text[i][0], sizeof s->text[i][0], "%s", row->name);
+        } else {
+            snprintf(s->text[i][0], sizeof s->text[i][0], "replica-%" PRIu64, node->id);
+        }
+        if (row != NULL && row->failure_domain_name[0] != '\0') {
+            snprintf(s->text[i][1], sizeof s->text[i][1], "%s", row->failure_domain_name);
+        } else if (node->failure_domain != 0) {
+            snprintf(s->text[i][1], sizeof s->text[i][1], "%" PRIu64, node->failure_domain);
+        }
+        snprintf(s->text[i][2], sizeof s->text[i][2], "%s", node->address);
+        m->name = s->text[i][0];
+        m->failure_domain = s->text[i][1];
+        m->address = s->text[i][2];
+        m->api_address = row != NULL ? (char *)row->api_address : "";
+        m->role = role_of(node->role);
+        m->reachable = node->online;
+        m->leader = node->id == v->leader_id;
+        if (node->last_ok_ms != 0 && node->last_ok_ms <= now_mono) {
+            m->last_contact_ms = now_wall - (int64_t)(now_mono - node->last_ok_ms);
+        }
+        s->ptrs[i] = m;
+    }
+}
+
+static void member_set_free(struct member_set *s)
+{
+    mem_free(s->m);
+    mem_free(s->ptrs);
+    mem_free(s->text);
+}
+
+/* The view, or UNAVAILABLE. */
+static bool get_view(struct cluster_svc *svc, struct replica_view *v, struct answer *a)
+{
+    replica_view(svc->replica, v);
+    if (!v->valid) {
+        fail(a, GRPC_STATUS_UNAVAILABLE, "cluster membership is not known yet%s%s",
+             v->errmsg[0] != '\0' ? ": " : "", v->errmsg);
+        return false;
+    }
+    return true;
+}
+
+/* --- ListMembers / GetLeader / GetHealth --- */
+
+static void do_list(struct job *j, struct store_client *cl, struct answer *a)
+{
+    struct replica_view *v = mem_alloc(sizeof *v);
+    struct clusterdb_member *rows = NULL;
+    unsigned n_rows = 0;
+    int64_t revision = 0;
+    if (get_view(j->svc, v, a)) {
+        int rv = clusterdb_members(cl, &rows, &n_rows);
+        if (rv == 0) {
+            rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                        &revision);
+        }
+        if (rv != 0) {
+            fail_store(a, rv, "list members", cl->errmsg);
+        } else {
+            struct member_set s;
+            member_set_build(&s, v, rows, n_rows);
+            Gantry__V1__ListMembersResponse resp = GANTRY__V1__LIST_MEMBERS_RESPONSE__INIT;
+            resp.n_members = s.n;
+            resp.members = s.ptrs;
+            resp.revision = (uint64_t)revision;
+            grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+            member_set_free(&s);
+            a->status = -1; /* answered */
+        }
+    }
+    mem_free(rows);
+    mem_free(v);
+}
+
+static void do_leader(struct job *j, struct store_client *cl, struct answer *a)
+{
+    struct replica_view *v = mem_alloc(sizeof *v);
+    struct clusterdb_member *rows = NULL;
+    unsigned n_rows = 0;
+    if (get_view(j->svc, v, a)) {
+        int rv = clusterdb_members(cl, &rows, &n_rows);
+        if (rv != 0) {
+            fail_store(a, rv, "get leader", cl->errmsg);
+        } else {
+            struct member_set s;
+            member_set_build(&s, v, rows, n_rows);
+            Gantry__V1__GetLeaderResponse resp = GANTRY__V1__GET_LEADER_RESPONSE__INIT;
+            for (unsigned i = 0; i < s.n; i++) {
+                if (s.m[i].leader) {
+                    resp.leader = &s.m[i];
+                }
+            }
+            if (resp.leader == NULL) {
+                fail(a, GRPC_STATUS_UNAVAILABLE, "the cluster has no leader now");
+            } else {
+                grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+                a->status = -1;
+            }
+            member_set_free(&s);
+        }
+    }
+    mem_free(rows);
+    mem_free(v);
+}
+
+static void do_health(struct job *j, struct store_client *cl, struct answer *a)
+{
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(j->svc->replica, v);
+    Gantry__V1__ClusterHealth resp = GANTRY__V1__CLUSTER_HEALTH__INIT;
+    char problems[8][GERR_MSG_SIZE];
+    char *pp[8];
+    unsigned np = 0;
+    unsigned n_schema;
+    store_schema(&n_schema);
+    const struct store_migration *schema = store_schema(&n_schema);
+    resp.schema_version_wanted = schema[n_schema - 1].version;
+    resp.cluster_id = (char *)j->svc->id->cluster_id;
+    resp.gateway_id = (char *)j->svc->id->gateway_id;
+    if (!v->valid) {
+        snprintf(problems[np++], GERR_MSG_SIZE, "membership unknown: %.400s", v->errmsg);
+    } else {
+        resp.leader_id = v->leader_id;
+        resp.members = v->n;
+        for (unsigned i = 0; i < v->n; i++) {
+            if (v->nodes[i].role == PROTO_ROLE_VOTER) {
+                resp.voters++;
+                resp.voters_reachable += v->nodes[i].online ? 1 : 0;
+            } else if (v->nodes[i].role == PROTO_ROLE_STANDBY) {
+                resp.standbys++;
+            }
+            if (!v->nodes[i].online && np < 6) {
+                snprintf(problems[np++], GERR_MSG_SIZE, "member %" PRIu64 " (%s) does not answer",
+                         v->nodes[i].id, v->nodes[i].address);
+            }
+        }
+        if (v->leader_id == 0) {
+            snprintf(problems[np++], GERR_MSG_SIZE, "no leader");
+        }
+        if (resp.voters_reachable * 2 <= resp.voters && np < 8) {
+            snprintf(problems[np++], GERR_MSG_SIZE, "only %u of %u voters answer: no quorum",
+                     resp.voters_reachable, resp.voters);
+        }
+    }
+    int rv = store_schema_version(cl, &resp.schema_version);
+    int64_t revision = 0;
+    if (rv == 0) {
+        rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                    &revision);
+    }
+    resp.revision = (uint64_t)revision;
+    if (rv != 0 && np < 8) {
+        snprintf(problems[np++], GERR_MSG_SIZE, "the store does not answer: %.400s", cl->errmsg);
+    } else if (resp.schema_version != resp.schema_version_wanted && np < 8) {
+        snprintf(problems[np++], GERR_MSG_SIZE, "schema version %" PRId64 ", this replica wants %" PRId64,
+                 resp.schema_version, resp.schema_version_wanted);
+    }
+    for (unsigned i = 0; i < np; i++) {
+        pp[i] = problems[i];
+    }
+    resp.n_problems = np;
+    resp.problems = pp;
+    resp.healthy = np == 0;
+    grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+    a->status = -1;
+    mem_free(v);
+}
+
+/* --- TransferLeadership / RemoveMember --- */
+
+static const struct roles_node *find_node(const struct replica_view *v, uint64_t id)
+{
+    for (unsigned i = 0; i < v->n; i++) {
+        if (v->nodes[i].id == id) {
+            return &v->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* Reconnect until the client names a leader other than @old (or @timeout_ms passes). */
+static uint64_t wait_new_leader(struct store_client *cl, uint64_t old, unsigned timeout_ms)
+{
+    struct clock *clk = clock_system();
+    uint64_t deadline = clock_mono_ms(clk) + timeout_ms;
+    while (clock_mono_ms(clk) < deadline) {
+        store_client_disconnect(cl);
+        if (store_client_connect(cl) == 0 && cl->leader_id != 0 && cl->leader_id != old) {
+            return cl->leader_id;
+        }
+        clk->sleep_ns(clk, 50 * 1000000ull);
+    }
+    return 0;
+}
+
+static void do_transfer(struct job *j, struct store_client *cl, struct answer *a)
+{
+    const Gantry__V1__TransferLeadershipRequest *req = (const void *)grpc_call_request(j->call);
+    struct replica_view *v = mem_alloc(sizeof *v);
+    if (get_view(j->svc, v, a)) {
+        uint64_t target = req->target_id;
+        const struct roles_node *t = target != 0 ? find_node(v, target) : NULL;
+        if (target == 0) {
+            for (unsigned i = 0; i < v->n && t == NULL; i++) {
+                if (v->nodes[i].role == PROTO_ROLE_VOTER && v->nodes[i].online &&
+                    v->nodes[i].id != v->leader_id) {
+                    t = &v->nodes[i];
+                }
+            }
+        }
+        if (target != 0 && t == NULL) {
+            fail(a, GRPC_STATUS_NOT_FOUND, "member %" PRIu64 " is not in the cluster", target);
+        } else if (t == NULL) {
+            fail(a, GRPC_STATUS_FAILED_PRECONDITION, "no other reachable voter to transfer leadership to");
+        } else if (t->role != PROTO_ROLE_VOTER) {
+            fail(a, GRPC_STATUS_FAILED_PRECONDITION,
+                 "member %" PRIu64 " is not a voter; only voters can lead", t->id);
+        } else if (t->id == v->leader_id) {
+            a->status = 0; /* already there: answer below */
+        } else {
+            uint64_t id = t->id;
+            int rv = store_client_transfer(cl, id);
+            if (rv != 0) {
+                fail_store(a, rv, "transfer leadership", cl->errmsg);
+            } else if (wait_new_leader(cl, v->leader_id, 5000) == 0) {
+                fail(a, GRPC_STATUS_UNAVAILABLE, "leadership transfer to %" PRIu64 " did not complete in 5 s",
+                     id);
+            } else {
+                LOG_INFO("cluster: leadership transferred to %" PRIu64 " by request", cl->leader_id);
+            }
+        }
+        if (a->status == 0) {
+            Gantry__V1__Member leader = GANTRY__V1__MEMBER__INIT;
+            char addr[256] = "";
+            leader.id = cl->leader_id != 0 ? cl->leader_id : v->leader_id;
+            const struct roles_node *ln = find_node(v, leader.id);
+            if (ln != NULL) {
+                snprintf(addr, sizeof addr, "%s", ln->address);
+                leader.role = role_of(ln->role);
+                leader.reachable = true;
+            }
+            leader.address = addr;
+            leader.leader = true;
+            Gantry__V1__TransferLeadershipResponse resp = GANTRY__V1__TRANSFER_LEADERSHIP_RESPONSE__INIT;
+            resp.leader = &leader;
+            grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+            a->status = -1;
+        }
+    }
+    mem_free(v);
+}
+
+static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
+{
+    const Gantry__V1__RemoveMemberRequest *req = (const void *)grpc_call_request(j->call);
+    struct replica_view *v = mem_alloc(sizeof *v);
+    if (get_view(j->svc, v, a)) {
+        const struct roles_node *t = find_node(v, req->id);
+        if (req->id == 0) {
+            fail(a, GRPC_STATUS_INVALID_ARGUMENT, "id: the member id to remove is required");
+        } else if (t == NULL) {
+            fail(a, GRPC_STATUS_NOT_FOUND, "member %" PRIu64 " is not in the cluster", req->id);
+        } else if (req->id == v->leader_id) {
+            fail(a, GRPC_STATUS_FAILED_PRECONDITION,
+                 "member %" PRIu64 " leads the cluster: transfer leadership first (TransferLeadership)",
+                 req->id);
+        } else if (t->online && !req->force) {
+            fail(a, GRPC_STATUS_FAILED_PRECONDITION,
+                 "member %" PRIu64
+                 " still answers: stop it first (SIGTERM hands over cleanly), or pass force",
+                 req->id);
+        } else {
+            int rv = store_client_remove(cl, req->id);
+            if (rv == 0) {
+                struct clusterdb_forget f = {.id = req->id};
+                char err[GERR_MSG_SIZE] = "";
+                if (store_writer_run(j->svc->writer, clusterdb_forget_tx, &f, err) != 0) {
+                    LOG_WARN("cluster: member %" PRIu64 " removed, but its row stays: %s", req->id, err);
+                }
+                LOG_INFO("cluster: member %" PRIu64 " removed by request", req->id);
+                struct proto_node_info *nodes = NULL;
+                unsigned n = 0;
+                rv = store_client_cluster(cl, &nodes, &n);
+                if (rv == 0) {
+                    Gantry__V1__RemoveMemberResponse resp = GANTRY__V1__REMOVE_MEMBER_RESPONSE__INIT;
+                    Gantry__V1__Member *ms = mem_zalloc(sizeof *ms * (n + 1));
+                    Gantry__V1__Member **ps = mem_zalloc(sizeof *ps * (n + 1));
+                    for (unsigned i = 0; i < n; i++) {
+                        gantry__v1__member__init(&ms[i]);
+                        ms[i].id = nodes[i].id;
+                        ms[i].address = nodes[i].address;
+                        ms[i].role = role_of(nodes[i].role);
+                        ms[i].leader = nodes[i].id == cl->leader_id;
+                        ps[i] = &ms[i];
+                    }
+                    resp.n_members = n;
+                    resp.members = ps;
+                    grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+                    a->status = -1;
+                    mem_free(ms);
+                    mem_free(ps);
+                }
+                mem_free(nodes);
+            }
+            if (rv != 0) {
+                fail_store(a, rv, "remove member", cl->errmsg);
+            }
+        }
+    }
+    mem_free(v);
+}
+
+/* --- CreateJoinToken / Join --- */
+
+static void do_token(struct job *j, const char *principal, struct answer *a)
+{
+    const Gantry__V1__CreateJoinTokenRequest *req = (const void *)grpc_call_request(j->call);
+    unsigned ttl = req->ttl_seconds != 0 ? req->ttl_seconds : 3600;
+    unsigned uses = req->uses != 0 ? req->uses : 1;
+    if (ttl > 86400) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "ttl_seconds: %u is over the maximum of 86400 (one day)", ttl);
+        return;
+    }
+    if (uses > 100) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "uses: %u is over the maximum of 100", uses);
+        return;
+    }
+    char token[JOIN_TOKEN_MAX_LEN + 1];
+    struct join_token_parts parts;
+    join_token_generate(j->svc->ca_fingerprint, token, &parts);
+    struct clusterdb_token_new t = {.parts = &parts,
+                                    .uses = uses,
+                                    .expires_ms = wall_ms() + (int64_t)ttl * 1000,
+                                    .created_by = principal};
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(j->svc->writer, clusterdb_token_create_tx, &t, err);
+    if (rv != 0) {
+        fail_store(a, rv, "create join token", err);
+    } else {
+        LOG_INFO("cluster: join token %s created by %s (%u uses, %u s)", parts.id, principal, uses, ttl);
+        Gantry__V1__JoinToken resp = GANTRY__V1__JOIN_TOKEN__INIT;
+        resp.token = token;
+        resp.id = parts.id;
+        resp.expires_at_ms = t.expires_ms;
+        resp.uses = uses;
+        resp.ca_fingerprint = j->svc->ca_fingerprint;
+        grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+        a->status = -1;
+    }
+    memset(token, 0, sizeof token);
+    memset(&parts, 0, sizeof parts);
+}
+
+/* Split the joiner's addresses and extra names into IP and DNS SANs. */
+struct sans {
+    const char *ip[12];
+    const char *dns[12];
+    unsigned n_ip, n_dns;
+    char hosts[4][64];
+};
+
+static void add_host(struct sans *s, const char *host)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
+        if (s->n_ip < 12 && strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0) {
+            s->ip[s->n_ip++] = host;
+        }
+    } else if (s->n_dns < 12 && host[0] != '\0') {
+        s->dns[s->n_dns++] = host;
+    }
+}
+
+static void host_of(const char *address, char *out, size_t len)
+{
+    if (address[0] == '[') {
+        const char *end = strchr(address, ']');
+        snprintf(out, len, "%.*s", end != NULL ? (int)(end - address - 1) : 0, address + 1);
+    } else {
+        const char *colon = strrchr(address, ':');
+        snprintf(out, len, "%.*s", colon != NULL ? (int)(colon - address) : (int)strlen(address), address);
+    }
+}
+
+static bool join_check(const Gantry__V1__JoinRequest *req, struct answer *a)
+{
+    char why[160];
+    struct sockaddr_in sa;
+    struct sockaddr_storage ss;
+    char err[GERR_MSG_SIZE];
+    if (req->replica_id == 0) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "replica_id: must be a positive integer");
+    } else if (!names_dns_label_ok(req->replica_name, 63, why, sizeof why)) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "replica_name: %s", why);
+    } else if (addr_parse_ipv4(req->peer_address, &sa, 0) != 0 || sa.sin_addr.s_addr == 0) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "peer_address: must be a concrete a.b.c.d:port");
+    } else if (addr_parse(req->api_address, &ss, err) != 0) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "api_address: %s", err);
+    } else if (req->csr_pem[0] == '\0' || strlen(req->csr_pem) > 16384) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "csr_pem: a PEM certificate signing request is required");
+    } else if (req->n_sans > 8) {
+        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "sans: at most 8 extra names");
+    } else {
+        for (size_t i = 0; i < req->n_sans; i++) {
+            if (strlen(req->sans[i]) == 0 || strlen(req->sans[i]) > 253 ||
+                strpbrk(req->sans[i], " ,/") != NULL) {
+                fail(a, GRPC_STATUS_INVALID_ARGUMENT, "sans[%zu]: not a DNS name or IP address", i);
+                return false;
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+static void do_join(struct job *j, struct answer *a)
+{
+    const Gantry__V1__JoinRequest *req = (const void *)grpc_call_request(j->call);
+    struct cluster_svc *svc = j->svc;
+    struct join_token_parts parts;
+    char err[GERR_MSG_SIZE] = "";
+    if (join_token_parse(req->token, &parts, err) != 0) {
+        fail(a, GRPC_STATUS_UNAUTHENTICATED, "%s", err);
+        LOG_WARN("cluster: join refused for %s: malformed token", grpc_call_peer(j->call));
+        return;
+    }
+    if (parts.ca_fingerprint[0] != '\0' && strcmp(parts.ca_fingerprint, svc->ca_fingerprint) != 0) {
+        fail(a, GRPC_STATUS_UNAUTHENTICATED,
+             "the join token was made for another cluster (CA fingerprint differs)");
+        return;
+    }
+    if (!join_check(req, a)) {
+        return;
+    }
+    struct replica_view *v = mem_alloc(sizeof *v);
+    if (!get_view(svc, v, a)) {
+        mem_free(v);
+        return;
+    }
+    const struct roles_node *same = find_node(v, req->replica_id);
+    if (same != NULL && strcmp(same->address, req->peer_address) != 0) {
+        fail(a, GRPC_STATUS_ALREADY_EXISTS, "replica id %" PRIu64 " is already a member at %s",
+             req->replica_id, same->address);
+        mem_free(v);
+        return;
+    }
+    struct clusterdb_join jn = {.parts = &parts,
+                                .now_ms = wall_ms(),
+                                .replica_id = req->replica_id,
+                                .replica_name = req->replica_name,
+                                .peer_address = req->peer_address,
+                                .api_address = req->api_address,
+                                .failure_domain = req->failure_domain,
+                                .failure_domain_name = req->failure_domain_name};
+    int rv = store_writer_run(svc->writer, clusterdb_join_tx, &jn, err);
+    if (rv == GERR_PERM) {
+        fail(a, GRPC_STATUS_UNAUTHENTICATED, "%s", err);
+        LOG_WARN("cluster: join refused for replica %" PRIu64 " from %s: %s", req->replica_id,
+                 grpc_call_peer(j->call), err);
+    } else if (rv != 0) {
+        fail_store(a, rv, "join", err);
+    } else {
+        struct sans s = {0};
+        host_of(req->peer_address, s.hosts[0], sizeof s.hosts[0]);
+        host_of(req->api_address, s.hosts[1], sizeof s.hosts[1]);
+        add_host(&s, s.hosts[0]);
+        add_host(&s, s.hosts[1]);
+        add_host(&s, "localhost");
+        for (size_t i = 0; i < req->n_sans; i++) {
+            add_host(&s, req->sans[i]);
+        }
+        struct pki_subject subj = {.common_name = req->replica_name,
+                                   .ip_sans = s.ip,
+                                   .n_ip_sans = s.n_ip,
+                                   .dns_sans = s.dns,
+                                   .n_dns_sans = s.n_dns};
+        char *cert = NULL;
+        rv = pki_sign_csr(svc->secrets->ca_key_pem, svc->secrets->ca_pem, req->csr_pem, &subj, PKI_CERT_DAYS,
+                          &cert, err);
+        if (rv != 0) {
+            fail(a, GRPC_STATUS_INVALID_ARGUMENT, "csr_pem: %s", err);
+        } else {
+            Gantry__V1__JoinResponse resp = GANTRY__V1__JOIN_RESPONSE__INIT;
+            char *peers[REPLICA_MAX_MEMBERS];
+            for (unsigned i = 0; i < v->n; i++) {
+                peers[i] = v->nodes[i].address;
+            }
+            resp.cert_pem = cert;
+            resp.ca_pem = svc->secrets->ca_pem;
+            resp.cluster_id = (char *)svc->id->cluster_id;
+            resp.gateway_id = (char *)svc->id->gateway_id;
+            resp.n_peer_addresses = v->n;
+            resp.peer_addresses = peers;
+            resp.ca_key_pem = svc->secrets->ca_key_pem;
+            resp.apikey_pepper.data = (uint8_t *)svc->secrets->pepper;
+            resp.apikey_pepper.len = IDENTITY_PEPPER_SIZE;
+            grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+            a->status = -1;
+            LOG_INFO("cluster: admitted replica %" PRIu64 " (%s) at %s", req->replica_id, req->replica_name,
+                     req->peer_address);
+        }
+        mem_free(cert);
+    }
+    memset(&parts, 0, sizeof parts);
+    mem_free(v);
+}
+
+/* --- Backup --- */
+
+static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/backup-XXXXXX", j->svc->scratch_dir);
+    if (mkdtemp(dir) == NULL) {
+        fail(a, GRPC_STATUS_INTERNAL, "backup: cannot create a scratch directory under %s",
+             j->svc->scratch_dir);
+        return;
+    }
+    int rv = store_client_dump(cl, dir);
+    struct buf out;
+    buf_init(&out);
+    char err[GERR_MSG_SIZE] = "";
+    int64_t revision = 0;
+    if (rv != 0) {
+        snprintf(err, sizeof err, "%s", cl->errmsg);
+    } else {
+        rv = store_archive_pack_dir(dir, &out, err);
+    }
+    if (rv == 0) {
+        /* The dump is atomic on the leader; the revision inside it is what it is consistent at. */
+        rv = store_backup_revision(dir, cl->database, &revision, err);
+    }
+    char f[4300];
+    snprintf(f, sizeof f, "%s/%s", dir, cl->database);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/%s-wal", dir, cl->database);
+    unlink(f);
+    snprintf(f, sizeof f, "%s/%s-shm", dir, cl->database);
+    unlink(f);
+    rmdir(dir);
+    if (rv != 0) {
+        fail_store(a, rv, "backup", err);
+        buf_close(&out);
+        return;
+    }
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    char hexd[2 * SHA256_DIGEST_LENGTH + 1];
+    SHA256(out.data, out.len, digest);
+    for (unsigned i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        snprintf(hexd + 2 * i, 3, "%02x", digest[i]);
+    }
+    const size_t chunk = 1u << 20;
+    for (size_t off = 0; off == 0 || off < out.len; off += chunk) {
+        Gantry__V1__BackupChunk c = GANTRY__V1__BACKUP_CHUNK__INIT;
+        size_t n = out.len - off < chunk ? out.len - off : chunk;
+        c.data.data = (uint8_t *)out.data + off;
+        c.data.len = n;
+        c.offset = off;
+        if (off == 0) {
+            c.revision = (uint64_t)revision;
+        }
+        if (off + n >= out.len) {
+            c.last = true;
+            c.sha256 = hexd;
+        }
+        grpc_call_send_async(j->call, &c.base);
+        if (c.last) {
+            break;
+        }
+    }
+    LOG_INFO("cluster: backup of %zu bytes at revision %" PRId64 " streamed", out.len, revision);
+    buf_close(&out);
+    a->status = 0;
+    a->msg[0] = '\0';
+}
+
+/* --- Dispatch --- */
+
+static void run_job(void *arg)
+{
+    struct job *j = arg;
+    struct answer a = {.status = 0};
+    struct store_client *cl = NULL;
+    char principal[64] = "";
+    int rv = store_pool_acquire(j->svc->pool, 10000, &cl);
+    if (rv != 0) {
+        fail(&a, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded: no store connection free");
+    } else if (j->m != M_JOIN) {
+        const char *auth = grpc_call_metadata(j->call, "authorization");
+        char msg[GERR_MSG_SIZE];
+        rv = clusterdb_auth_platform_admin(cl, j->svc->secrets->pepper, IDENTITY_PEPPER_SIZE, auth, wall_ms(),
+                                           principal, sizeof principal, msg);
+        if (rv != 0) {
+            fail(&a, grpc_status_from_gerr(rv), "%s", msg);
+            if (rv == GERR_UNAUTH || rv == GERR_PERM) {
+                LOG_WARN("cluster: %s refused for %s: %s", grpc_call_method(j->call), grpc_call_peer(j->call),
+                         msg);
+            }
+        }
+    }
+    if (a.status == 0) {
+        switch (j->m) {
+        case M_LIST:
+            do_list(j, cl, &a);
+            break;
+        case M_LEADER:
+            do_leader(j, cl, &a);
+            break;
+        case M_HEALTH:
+            do_health(j, cl, &a);
+            break;
+        case M_TRANSFER:
+            do_transfer(j, cl, &a);
+            break;
+        case M_REMOVE:
+            do_remove(j, cl, &a);
+            break;
+        case M_TOKEN:
+            do_token(j, principal, &a);
+            break;
+        case M_JOIN:
+            do_join(j, &a);
+            break;
+        case M_BACKUP:
+            do_backup(j, cl, &a);
+            break;
+        }
+    }
+    if (cl != NULL) {
+        store_pool_release(j->svc->pool, cl);
+    }
+    if (a.status >= 0) {
+        grpc_call_finish_async(j->call, a.status, a.status != 0 ? a.msg : NULL, NULL);
+    }
+    mem_free(j);
+}
+
+static void start(struct grpc_call *call, void *data, enum method m)
+{
+    struct job *j = mem_zalloc(sizeof *j);
+    j->svc = data;
+    j->call = call;
+    j->m = m;
+    grpc_call_ref(call); /* dropped by grpc_call_finish_async */
+    jobs_submit(j->svc->jobs, run_job, j);
+}
+
+#define HANDLER(fn, m)                                                                                       \
+    static void fn(struct grpc_call *call, void *data)                                                       \
+    {                                                                                                        \
+        start(call, data, m);                                                                                \
+    }
+HANDLER(on_list, M_LIST)
+HANDLER(on_leader, M_LEADER)
+HANDLER(on_transfer, M_TRANSFER)
+HANDLER(on_remove, M_REMOVE)
+HANDLER(on_token, M_TOKEN)
+HANDLER(on_join, M_JOIN)
+HANDLER(on_health, M_HEALTH)
+HANDLER(on_backup, M_BACKUP)
+#undef HANDLER
+
+int cluster_svc_register(struct grpc_server *s, struct cluster_svc *svc, char *errmsg)
+{
+    int rv = pki_fingerprint(svc->secrets->ca_pem, svc->ca_fingerprint, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    const struct {
+        const char *name;
+        grpc_start_cb cb;
+        enum grpc_method_kind kind;
+    } routes[] = {
+        {"ListMembers", on_list, GRPC_UNARY},
+        {"GetLeader", on_leader, GRPC_UNARY},
+        {"TransferLeadership", on_transfer, GRPC_UNARY},
+        {"RemoveMember", on_remove, GRPC_UNARY},
+        {"CreateJoinToken", on_token, GRPC_UNARY},
+        {"Join", on_join, GRPC_UNARY},
+        {"GetHealth", on_health, GRPC_UNARY},
+        {"Backup", on_backup, GRPC_SERVER_STREAMING},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        struct grpc_handler h = {.kind = routes[i].kind, .on_start = routes[i].cb, .data = svc};
+        rv = grpc_server_handle(s, &gantry__v1__cluster__descriptor, routes[i].name, &h);
+        if (rv != 0) {
+            gerr_set(errmsg, "cluster service: cannot route %s", routes[i].name);
+            return rv;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,113 @@
+/* The cluster's own rows in the store: cluster_meta, members, join tokens, and the bootstrap
+ * objects (the default namespace, the first Platform Admin). Each write is one transaction that
+ * also bumps the cluster revision and appends a change event (store/schema.c), so it commits or
+ * vanishes whole.
+ *
+ * All functions block (store round trips) and run on worker threads with the caller's client or
+ * through the writer (the *_tx functions are store_tx_fn-shaped pieces to run inside
+ * store_client_tx / store_writer_run). Errors: the store's (store/client.h), GERR_NOTFOUND,
+ * GERR_EXISTS, GERR_PERM (a bad or spent join token; the message never says which part of it was
+ * wrong), with a message in the transaction's errmsg. */
+#ifndef GANTRY_SERVER_CLUSTERDB_H
+#define GANTRY_SERVER_CLUSTERDB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/auth/apikey.h"
+#include "store/client.h"
+
+/* Join tokens: gjt_<16 hex id>_<32 hex secret>[_<64 hex CA fingerprint>]. */
+#define JOIN_TOKEN_ID_HEX     16
+#define JOIN_TOKEN_SECRET_HEX 32
+#define JOIN_TOKEN_MAX_LEN    (4 + JOIN_TOKEN_ID_HEX + 1 + JOIN_TOKEN_SECRET_HEX + 1 + 64)
+
+struct join_token_parts {
+    char id[JOIN_TOKEN_ID_HEX + 1];
+    char secret[JOIN_TOKEN_SECRET_HEX + 1];
+    char ca_fingerprint[80]; /* "sha256:<hex>" or "" */
+};
+
+/* Parse a token. 0 or GERR_INVAL (the message does not quote the token). */
+int join_token_parse(const char *token, struct join_token_parts *out, char *errmsg);
+/* A new random token with @ca_fingerprint ("sha256:..." or NULL for none). */
+void join_token_generate(const char *ca_fingerprint, char out[JOIN_TOKEN_MAX_LEN + 1],
+                         struct join_token_parts *parts);
+
+/* Bump the revision and append an event; *@revision gets the new revision (may be NULL). */
+int clusterdb_event(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
+                    const char *type, int64_t *revision);
+
+/* The bootstrap content of a new cluster, in one transaction: cluster_meta (cluster id, gateway
+ * id, CA certificate), this replica's members row, the default namespace, a user principal
+ * "admin" with a global platform_admin binding, and its API key (id + hash only). */
+struct clusterdb_seed {
+    const char *cluster_id, *gateway_id, *ca_pem;
+    uint64_t replica_id;
+    const char *replica_name, *peer_address, *api_address, *failure_domain_name;
+    uint64_t failure_domain;
+    bool default_namespace; /* false for a restore: the backup has its own */
+    const char *admin_name; /* principal name, e.g. "admin"; NULL: no admin */
+    const char *admin_key_id;
+    const uint8_t *admin_key_hash; /* APIKEY_HASH_SIZE bytes */
+    /* An optional pre-shared join token (Helm): id + secret, for @join_uses uses until @join_expires_ms. */
+    const struct join_token_parts *join;
+    unsigned join_uses;
+    int64_t join_expires_ms;
+};
+int clusterdb_seed_tx(struct store_tx *tx, void *seed);
+
+/* Insert a join token (hash of the secret) for @uses uses until @expires_ms. */
+struct clusterdb_token_new {
+    const struct join_token_parts *parts;
+    unsigned uses;
+    int64_t expires_ms;
+    const char *created_by;
+};
+int clusterdb_token_create_tx(struct store_tx *tx, void *arg);
+
+/* Spend one use of a token and record the joining member, atomically. GERR_PERM: unknown, expired
+ * or spent token, or a wrong secret. GERR_EXISTS: the replica id or name is taken by another
+ * member row with another peer address. */
+struct clusterdb_join {
+    const struct join_token_parts *parts;
+    int64_t now_ms;
+    uint64_t replica_id;
+    const char *replica_name, *peer_address, *api_address, *failure_domain_name;
+    uint64_t failure_domain;
+};
+int clusterdb_join_tx(struct store_tx *tx, void *arg);
+
+/* Forget a member's row (after it left Raft's configuration). */
+struct clusterdb_forget {
+    uint64_t id;
+};
+int clusterdb_forget_tx(struct store_tx *tx, void *arg);
+
+/* Read one cluster_meta value into @out (NUL-terminated, truncated to @len). GERR_NOTFOUND. */
+int clusterdb_meta_get(struct store_client *cl, const char *key, char *out, size_t len);
+
+/* Ensure this replica's members row says what its configuration says (a restart with a new API
+ * address or failure domain updates it). */
+int clusterdb_member_upsert_tx(struct store_tx *tx, void *arg); /* arg: struct clusterdb_join (no token) */
+
+/* One member row. */
+struct clusterdb_member {
+    uint64_t id;
+    char name[64];
+    char api_address[128];
+    char failure_domain_name[128];
+    uint64_t failure_domain;
+};
+/* All member rows; *@out allocated (mem_free). */
+int clusterdb_members(struct store_client *cl, struct clusterdb_member **out, unsigned *n);
+
+/* Authenticate a bearer API key as a Platform Admin (until the authorization layer lands, the
+ * Cluster service's rule). Returns 0 with the principal id in @principal, GERR_UNAUTH (missing,
+ * malformed, unknown, revoked or expired key; disabled principal) or GERR_PERM (no global
+ * platform_admin binding), with a message fit for the client in @msg; or the store's error. */
+int clusterdb_auth_platform_admin(struct store_client *cl, const uint8_t *pepper, size_t pepper_len,
+                                  const char *authorization, int64_t now_ms, char *principal,
+                                  size_t principal_len, char *msg);
+
+#endif

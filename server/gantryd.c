@@ -1,0 +1,806 @@
+/* gantryd: one Gantry replica.
+ *
+ *   gantryd [run] [config flags]     run a replica (joining first when the data dir is empty and
+ *                                    join + a join token are configured)
+ *   gantryd init [config flags] [--ca-cert F --ca-key F] [--admin-key-file F]
+ *                [--join-token-file F [--join-token-uses N] [--join-token-ttl-s S]]
+ *                                    make replica 1 of a new cluster, print the first Platform
+ *                                    Admin key once, exit
+ *   gantryd restore --from BACKUP [--secrets DIR] [init flags]
+ *                                    make replica 1 of a new cluster from a backup, exit
+ *   gantryd recover --members ID=ADDR[/role],... [config flags]
+ *                                    rewrite this stopped replica's Raft configuration (quorum
+ *                                    lost for good), exit
+ *   gantryd version | help
+ *
+ * Threads while running: the main thread waits for SIGTERM/SIGINT (blocked everywhere else);
+ * one thread runs the libuv loop with the gRPC server and the admin endpoint; workers
+ * (server/jobs.h) run handler work; the replica runtime (raft/replica.h) runs dqlite, the peer
+ * TLS relay and the roles thread; the writer thread (store/writer.h); a maintenance thread
+ * applies migrations and keeps this replica's member row current.
+ *
+ * Clean stop (SIGTERM): the gRPC server stops accepting (GOAWAY) and gives in-flight calls up to
+ * 10 s while the replica hands leadership over (and demotes itself when a replacement exists);
+ * then everything stops in reverse order. SIGINT skips the handover. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/services.h"
+#include "lib/clock.h"
+#include "lib/file.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "raft/replica.h"
+#include "server/admin.h"
+#include "server/bootstrap.h"
+#include "server/clusterdb.h"
+#include "server/cluster_svc.h"
+#include "server/config.h"
+#include "server/grpc_server.h"
+#include "server/health.h"
+#include "server/identity.h"
+#include "server/jobs.h"
+#include "server/reflection.h"
+#include "store/migrate.h"
+#include "store/node.h"
+#include "store/pool.h"
+#include "store/writer.h"
+
+#ifndef GANTRY_VERSION
+#define GANTRY_VERSION "0.1.0-dev"
+#endif
+
+extern char **environ;
+
+#define SHUTDOWN_GRACE_MS   10000u
+#define HANDOVER_TIMEOUT_MS 30000u
+#define JOIN_TIMEOUT_MS     120000u
+
+/* Flags that belong to a subcommand, not to the configuration. */
+struct sub_flags {
+    const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members;
+    unsigned join_token_uses, join_token_ttl_s;
+};
+
+static int take_flags(int *argc, char **argv, struct sub_flags *sf, char *errmsg)
+{
+    static const char *names[] = {
+        "--ca-cert", "--ca-key",  "--admin-key-file",  "--join-token-file", "--from",
+        "--secrets", "--members", "--join-token-uses", "--join-token-ttl-s"};
+    const char **slots[] = {&sf->ca_cert,         &sf->ca_key, &sf->admin_key_file,
+                            &sf->join_token_file, &sf->from,   &sf->secrets,
+                            &sf->members,         NULL,        NULL};
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        int which = -1;
+        const char *value = NULL;
+        for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++) {
+            size_t n = strlen(names[k]);
+            if (strcmp(argv[i], names[k]) == 0) {
+                which = k;
+                if (i + 1 >= *argc) {
+                    gerr_set(errmsg, "%s needs a value", names[k]);
+                    return GERR_INVAL;
+                }
+                value = argv[++i];
+            } else if (strncmp(argv[i], names[k], n) == 0 && argv[i][n] == '=') {
+                which = k;
+                value = argv[i] + n + 1;
+            }
+            if (which >= 0) {
+                break;
+            }
+        }
+        if (which < 0) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (slots[which] != NULL) {
+            *slots[which] = value;
+        } else {
+            char *end;
+            unsigned long v = strtoul(value, &end, 10);
+            if (*value == '\0' || *end != '\0' || v == 0 || v > 100000000ul) {
+                gerr_set(errmsg, "%s must be a positive integer", names[which]);
+                return GERR_INVAL;
+            }
+            *(which == 7 ? &sf->join_token_uses : &sf->join_token_ttl_s) = (unsigned)v;
+        }
+    }
+    *argc = out;
+    argv[out] = NULL;
+    return 0;
+}
+
+static int load_config(int argc, char **argv, struct config *cfg, bool *help, char *errmsg)
+{
+    config_init_defaults(cfg);
+    int rv = config_apply_env(cfg, environ, errmsg);
+    if (rv == 0) {
+        rv = config_apply_flags(cfg, argc, argv, help, errmsg);
+    }
+    if (rv == 0 && *help) {
+        return 0;
+    }
+    if (rv == 0 && cfg->config_file[0] != '\0') {
+        rv = config_load_file(cfg, cfg->config_file, errmsg);
+    }
+    if (rv == 0) {
+        rv = config_read_join_token_file(cfg, errmsg);
+    }
+    if (rv == 0) {
+        rv = config_validate(cfg, errmsg);
+    }
+    if (rv == 0) {
+        log_set_level_name(cfg->log_level);
+        log_set_replica(cfg->replica_name);
+    }
+    return rv;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gantryd [run|init|restore|recover|version|help] [flags]\n\n"
+            "  run (default)  run this replica; with an empty data dir and --join plus a join token\n"
+            "                 (GANTRY_JOIN_TOKEN or --join-token-file), join the cluster first\n"
+            "  init           make replica 1 of a new cluster in an empty data dir and print the\n"
+            "                 first Platform Admin API key once. Extra flags: --ca-cert F --ca-key F\n"
+            "                 (use an existing CA), --admin-key-file F (write the key there, 0600,\n"
+            "                 instead of stdout), --join-token-file F [--join-token-uses N]\n"
+            "                 [--join-token-ttl-s S] (register a pre-shared join token)\n"
+            "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
+            "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
+            "  version        print the version\n\n"
+            "Configuration flags (also GANTRY_* environment variables and a JSON --config file):\n\n");
+    struct buf b;
+    buf_init(&b);
+    config_help(&b);
+    fputs((const char *)b.data, f);
+    buf_close(&b);
+    fprintf(
+        f,
+        "\nExamples:\n"
+        "  gantryd init --data-dir /var/lib/gantry --peer-address 10.0.0.1:9443 --api-address 10.0.0.1:8443\n"
+        "  gantryd --data-dir /var/lib/gantry --peer-address 10.0.0.1:9443 --api-address 10.0.0.1:8443\n"
+        "  GANTRY_JOIN_TOKEN=gjt_... gantryd --replica-id 2 --join 10.0.0.1:8443 ...\n"
+        "Docs: docs/operations.md\n");
+}
+
+/* --- init / restore / recover --- */
+
+static int show_admin_key(const char *key, const char *file)
+{
+    char errmsg[GERR_MSG_SIZE];
+    if (key[0] == '\0') {
+        printf("The restored cluster keeps the old cluster's API keys (its secrets were given).\n");
+        return 0;
+    }
+    if (file != NULL) {
+        char line[APIKEY_LEN + 2];
+        snprintf(line, sizeof line, "%s\n", key);
+        if (identity_write_file(file, line, strlen(line), 0600, errmsg) != 0) {
+            fprintf(stderr, "gantryd: %s\n", errmsg);
+            return 1;
+        }
+        printf("The first Platform Admin API key was written to %s (mode 0600). It is not stored anywhere\n"
+               "else: keep it safe, then delete that file.\n",
+               file);
+        return 0;
+    }
+    printf("The first Platform Admin API key (shown once, never stored in clear):\n\n    %s\n\n"
+           "Use it as \"authorization: Bearer <key>\" or GANTRY_TOKEN.\n",
+           key);
+    return 0;
+}
+
+static int cmd_init(struct config *cfg, const struct sub_flags *sf, bool restore)
+{
+    char errmsg[GERR_MSG_SIZE] = "";
+    char key[APIKEY_LEN + 1];
+    if (restore && sf->from == NULL) {
+        fprintf(stderr, "gantryd restore: --from BACKUP is required\n");
+        return 2;
+    }
+    struct bootstrap_init_opts o = {.ca_cert_file = sf->ca_cert,
+                                    .ca_key_file = sf->ca_key,
+                                    .join_token_file = sf->join_token_file,
+                                    .join_token_uses = sf->join_token_uses,
+                                    .join_token_ttl_s = sf->join_token_ttl_s,
+                                    .restore_from = restore ? sf->from : NULL,
+                                    .secrets_dir = restore ? sf->secrets : NULL};
+    int rv = bootstrap_init(cfg, &o, key, errmsg);
+    if (rv != 0) {
+        fprintf(stderr, "gantryd %s: %s\n", restore ? "restore" : "init", errmsg);
+        return 1;
+    }
+    printf("Initialised replica 1 of a new cluster in %s.\n", cfg->data_dir);
+    rv = show_admin_key(key, sf->admin_key_file);
+    memset(key, 0, sizeof key);
+    printf("Start it with: gantryd --data-dir %s (and the same flags)\n", cfg->data_dir);
+    return rv;
+}
+
+static int cmd_recover(struct config *cfg, const struct sub_flags *sf)
+{
+    char errmsg[GERR_MSG_SIZE] = "";
+    struct store_node_member members[REPLICA_MAX_MEMBERS];
+    char buf[8192], store_dir[4096];
+    unsigned n;
+    if (sf->members == NULL ||
+        replica_parse_members(sf->members, buf, sizeof buf, members, REPLICA_MAX_MEMBERS, &n) != 0) {
+        fprintf(stderr, "gantryd recover: --members wants ID=A.B.C.D:PORT[/voter|/standby|/spare],...\n");
+        return 2;
+    }
+    if (!identity_exists(cfg->data_dir)) {
+        fprintf(stderr, "gantryd recover: %s holds no replica\n", cfg->data_dir);
+        return 1;
+    }
+    identity_path(cfg->data_dir, "store", store_dir, sizeof store_dir);
+    struct store_node_config nc = {
+        .id = cfg->replica_id, .address = bootstrap_peer_address(cfg), .dir = store_dir};
+    if (store_node_recover(&nc, members, n, errmsg) != 0) {
+        fprintf(stderr, "gantryd recover: %s\n", errmsg);
+        return 1;
+    }
+    printf("Recovered: replica %" PRIu64
+           " now believes the cluster is %u member(s). Start the listed members\n"
+           "with their data directories; replace the lost ones by joining new replicas.\n",
+           cfg->replica_id, n);
+    return 0;
+}
+
+/* --- run --- */
+
+struct daemon {
+    struct config *cfg;
+    struct identity id;
+    struct identity_secrets secrets;
+    struct replica *replica;
+    struct store_writer writer;
+    bool writer_started;
+    struct store_pool pool;
+    bool pool_started;
+    struct jobs jobs;
+    bool jobs_started;
+    struct cluster_svc csvc;
+    char scratch[4096];
+    /* loop thread */
+    uv_loop_t loop;
+    uv_async_t stop_async;
+    pthread_t loop_thread;
+    struct grpc_server *server;
+    struct health *health;
+    struct reflection *refl;
+    struct admin *admin;
+    /* maintenance thread */
+    pthread_t maint_thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stopping; /* under mu */
+    bool migrated; /* under mu */
+    char maint_err[GERR_MSG_SIZE];
+};
+
+static bool is_stopping(struct daemon *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool s = d->stopping;
+    pthread_mutex_unlock(&d->mu);
+    return s;
+}
+
+static bool ready(void *data, char *reason, size_t len)
+{
+    struct daemon *d = data;
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    pthread_mutex_lock(&d->mu);
+    bool migrated = d->migrated, stopping = d->stopping;
+    char err[GERR_MSG_SIZE];
+    snprintf(err, sizeof err, "%s", d->maint_err);
+    pthread_mutex_unlock(&d->mu);
+    bool member = false;
+    for (unsigned i = 0; i < v->n; i++) {
+        member = member || v->nodes[i].id == d->cfg->replica_id;
+    }
+    bool ok = false;
+    if (stopping) {
+        snprintf(reason, len, "shutting down");
+    } else if (!v->valid) {
+        snprintf(reason, len, "cluster membership not known yet: %.200s", v->errmsg);
+    } else if (!member) {
+        snprintf(reason, len, "this replica is not a member of the cluster");
+    } else if (v->leader_id == 0) {
+        snprintf(reason, len, "the cluster has no leader");
+    } else if (!migrated) {
+        snprintf(reason, len, "schema migrations not applied yet%s%.200s", err[0] != '\0' ? ": " : "", err);
+    } else {
+        ok = true;
+    }
+    mem_free(v);
+    return ok;
+}
+
+static void metrics(void *data, struct buf *out)
+{
+    struct daemon *d = data;
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    unsigned voters = 0, reachable = 0, standbys = 0;
+    int role = -1;
+    for (unsigned i = 0; i < v->n; i++) {
+        voters += v->nodes[i].role == PROTO_ROLE_VOTER;
+        standbys += v->nodes[i].role == PROTO_ROLE_STANDBY;
+        reachable += v->nodes[i].online;
+        if (v->nodes[i].id == d->cfg->replica_id) {
+            role = v->nodes[i].role;
+        }
+    }
+    buf_printf(out,
+               "# HELP gantry_cluster_members Members in the cluster's Raft configuration, by role.\n"
+               "# TYPE gantry_cluster_members gauge\n"
+               "gantry_cluster_members{role=\"voter\"} %u\ngantry_cluster_members{role=\"standby\"} %u\n"
+               "gantry_cluster_members{role=\"spare\"} %u\n"
+               "# HELP gantry_cluster_members_reachable Members that answered the last probe.\n"
+               "# TYPE gantry_cluster_members_reachable gauge\ngantry_cluster_members_reachable %u\n"
+               "# HELP gantry_replica_is_leader 1 if this replica's node leads the cluster.\n"
+               "# TYPE gantry_replica_is_leader gauge\ngantry_replica_is_leader %d\n"
+               "# HELP gantry_replica_role This replica's role: 0 voter, 1 standby, 2 spare, -1 unknown.\n"
+               "# TYPE gantry_replica_role gauge\ngantry_replica_role %d\n",
+               voters, standbys, v->n - voters - standbys, reachable, v->leader_id == d->cfg->replica_id,
+               role);
+    mem_free(v);
+    grpc_server_metrics_write(d->server, out);
+}
+
+/* Remember the members' peer addresses in <data_dir>/peers, so a restart can find the leader even
+ * when this replica is a spare (spares hear no heartbeats). */
+static void save_peers(struct daemon *d, char *last, size_t last_len)
+{
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    struct buf b;
+    buf_init(&b);
+    for (unsigned i = 0; v->valid && i < v->n; i++) {
+        if (v->nodes[i].id != d->cfg->replica_id) {
+            buf_printf(&b, "%s%s", b.len > 0 ? "," : "", v->nodes[i].address);
+        }
+    }
+    buf_append(&b, "", 1);
+    if (v->valid && b.len > 1 && strcmp((const char *)b.data, last) != 0 && b.len < last_len) {
+        char p[4096], err[GERR_MSG_SIZE];
+        identity_path(d->cfg->data_dir, "peers", p, sizeof p);
+        if (identity_write_file(p, b.data, b.len - 1, 0600, err) == 0) {
+            snprintf(last, last_len, "%s", (const char *)b.data);
+        } else {
+            LOG_WARN("%s", err);
+        }
+    }
+    buf_close(&b);
+    mem_free(v);
+}
+
+/* Migrations, then this replica's member row, retried until done; and the peers file, kept
+ * current. One round per second until stop. */
+static void *maint_main(void *arg)
+{
+    struct daemon *d = arg;
+    struct store_client *cl = NULL;
+    bool row_done = false, migrated = false;
+    unsigned n_schema;
+    const struct store_migration *schema = store_schema(&n_schema);
+    char last_peers[2048] = "";
+    while (!is_stopping(d)) {
+        int rv = 0;
+        if (!migrated || !row_done) {
+            rv = store_pool_acquire(&d->pool, 1000, &cl);
+        }
+        if (rv == 0 && !migrated) {
+            rv = store_migrate(cl, schema, n_schema);
+            migrated = rv == 0;
+            pthread_mutex_lock(&d->mu);
+            d->migrated = migrated;
+            snprintf(d->maint_err, sizeof d->maint_err, "%s", rv == 0 ? "" : cl->errmsg);
+            pthread_mutex_unlock(&d->mu);
+            if (rv == 0) {
+                LOG_INFO("schema at version %" PRId64, schema[n_schema - 1].version);
+            } else {
+                LOG_WARN("migrations: %s", cl->errmsg);
+            }
+        }
+        if (rv == 0 && migrated && !row_done) {
+            struct clusterdb_join self = {.replica_id = d->cfg->replica_id,
+                                          .replica_name = d->cfg->replica_name,
+                                          .peer_address = bootstrap_peer_address(d->cfg),
+                                          .api_address = d->cfg->api_address,
+                                          .failure_domain = d->cfg->failure_domain,
+                                          .failure_domain_name = d->cfg->failure_domain_name};
+            char err[GERR_MSG_SIZE] = "";
+            row_done = store_writer_run(&d->writer, clusterdb_member_upsert_tx, &self, err) == 0;
+            if (!row_done) {
+                LOG_WARN("member row: %s", err);
+            }
+        }
+        if (cl != NULL) {
+            store_pool_release(&d->pool, cl);
+            cl = NULL;
+        }
+        save_peers(d, last_peers, sizeof last_peers);
+        pthread_mutex_lock(&d->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        if (!d->stopping) {
+            pthread_cond_timedwait(&d->cond, &d->mu, &until);
+        }
+        pthread_mutex_unlock(&d->mu);
+    }
+    return NULL;
+}
+
+static void on_closed_handle(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void admin_closed(struct admin *a, void *data)
+{
+    (void)a;
+    struct daemon *d = data;
+    d->admin = NULL;
+}
+
+static void server_closed(struct grpc_server *s, void *data)
+{
+    (void)s;
+    struct daemon *d = data;
+    LOG_INFO("gRPC server closed");
+    if (d->admin != NULL) {
+        admin_close(d->admin, admin_closed, d);
+    }
+    uv_close((uv_handle_t *)&d->stop_async, on_closed_handle);
+}
+
+static void stop_cb(uv_async_t *a)
+{
+    struct daemon *d = a->data;
+    if (grpc_server_closing(d->server)) {
+        return;
+    }
+    health_shutdown(d->health);
+    grpc_server_shutdown(d->server, SHUTDOWN_GRACE_MS, server_closed, d);
+}
+
+static void *loop_main(void *arg)
+{
+    struct daemon *d = arg;
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* Build the gRPC server, the services and the admin endpoint on the loop (before it runs). */
+static int serve(struct daemon *d, char *errmsg)
+{
+    struct config *cfg = d->cfg;
+    char cert[4096], key[4096];
+    struct grpc_server_config gc;
+    grpc_server_config_defaults(&gc);
+    gc.listen = cfg->api_address;
+    gc.h2c = cfg->api_h2c;
+    if (!cfg->api_h2c) {
+        if (cfg->api_tls_cert[0] != '\0') {
+            snprintf(cert, sizeof cert, "%s", cfg->api_tls_cert);
+            snprintf(key, sizeof key, "%s", cfg->api_tls_key);
+        } else {
+            identity_path(cfg->data_dir, "tls/api.pem", cert, sizeof cert);
+            identity_path(cfg->data_dir, "tls/key.pem", key, sizeof key);
+        }
+        gc.cert_file = cert;
+        gc.key_file = key;
+        gc.client_ca_file = cfg->api_tls_client_ca[0] != '\0' ? cfg->api_tls_client_ca : NULL;
+    }
+    gc.max_recv_message_bytes = cfg->max_message_bytes;
+    gc.max_concurrent_streams = cfg->max_concurrent_streams;
+    int rv = grpc_server_new(&d->loop, &gc, &d->server, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = 0; api_services[i] != NULL; i++) {
+        grpc_server_add_service(d->server, api_services[i]);
+    }
+    d->csvc = (struct cluster_svc){.replica = d->replica,
+                                   .writer = &d->writer,
+                                   .pool = &d->pool,
+                                   .jobs = &d->jobs,
+                                   .id = &d->id,
+                                   .secrets = &d->secrets,
+                                   .replica_id = cfg->replica_id,
+                                   .scratch_dir = d->scratch};
+    if ((rv = cluster_svc_register(d->server, &d->csvc, errmsg)) != 0 ||
+        (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
+        (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=
+            0) {
+        if (errmsg[0] == '\0') {
+            gerr_set(errmsg, "cannot set up the services");
+        }
+        return rv;
+    }
+    health_serve_all(d->health, d->server);
+    rv = grpc_server_start(d->server, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct admin_config ac = {.listen = cfg->admin_address, .ready = ready, .metrics = metrics, .data = d};
+    rv = admin_start(&d->loop, &ac, &d->admin, errmsg);
+    if (rv != 0) {
+        d->admin = NULL;
+        return rv;
+    }
+    uv_async_init(&d->loop, &d->stop_async, stop_cb);
+    d->stop_async.data = d;
+    return 0;
+}
+
+static int store_config(struct daemon *d, const char *join_peers, const char **addrs, char *list,
+                        size_t list_len, struct store_client_config *sc)
+{
+    unsigned n = 0;
+    addrs[n++] = bootstrap_peer_address(d->cfg);
+    snprintf(list, list_len, "%s", join_peers);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok != NULL && n < STORE_MAX_ADDRESSES;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, addrs[0]) != 0) {
+            addrs[n++] = tok;
+        }
+    }
+    *sc = (struct store_client_config){.addresses = addrs,
+                                       .n_addresses = n,
+                                       .leader_timeout_ms = 5000,
+                                       .request_timeout_ms = 10000,
+                                       .dial = replica_dial(d->replica),
+                                       .dial_arg = replica_dial_arg(d->replica)};
+    return 0;
+}
+
+static bool stop_signalled(void *arg)
+{
+    const sigset_t *set = arg;
+    struct timespec zero = {0, 0};
+    int sig = sigtimedwait(set, NULL, &zero);
+    return sig == SIGTERM || sig == SIGINT;
+}
+
+static int cmd_run(struct config *cfg)
+{
+    char errmsg[GERR_MSG_SIZE] = "";
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!identity_exists(cfg->data_dir)) {
+        if (cfg->join.n == 0) {
+            fprintf(
+                stderr,
+                "gantryd: %s holds no replica. Run `gantryd init` for the first replica of a new cluster,\n"
+                "or give --join <member API address> and a join token to join an existing one.\n",
+                cfg->data_dir);
+            return 1;
+        }
+        if (bootstrap_join(cfg, JOIN_TIMEOUT_MS, errmsg) != 0) {
+            fprintf(stderr, "gantryd: %s\n", errmsg);
+            return 1;
+        }
+    }
+    struct daemon *d = mem_zalloc(sizeof *d);
+    d->cfg = cfg;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cond, NULL);
+    int rv = identity_load(cfg->data_dir, &d->id, errmsg);
+    if (rv == 0 && d->id.replica_id != cfg->replica_id) {
+        gerr_set(errmsg, "%s belongs to replica %" PRIu64 ", not replica_id %" PRIu64, cfg->data_dir,
+                 d->id.replica_id, cfg->replica_id);
+        rv = GERR_INVAL;
+    }
+    if (rv == 0 && strcmp(d->id.gateway_id, cfg->gateway_id) != 0 && strcmp(cfg->gateway_id, "gantry") != 0) {
+        /* Two gateway clusters sharing one Kubernetes cluster must never swap names. */
+        gerr_set(errmsg, "%s belongs to gateway \"%s\", but gateway_id is \"%s\"", cfg->data_dir,
+                 d->id.gateway_id, cfg->gateway_id);
+        rv = GERR_INVAL;
+    }
+    if (rv == 0) {
+        rv = identity_secrets_load(cfg->data_dir, &d->secrets, errmsg);
+    }
+    char peers[2048] = "", seeds[2048] = "";
+    if (rv == 0) {
+        rv = bootstrap_pending_join(cfg->data_dir, peers, sizeof peers, errmsg);
+    }
+    if (rv == 0) {
+        char p[4096], *text = NULL;
+        identity_path(cfg->data_dir, "peers", p, sizeof p);
+        if (file_read_all(p, sizeof seeds - 1, &text, NULL, errmsg) == 0) {
+            snprintf(seeds, sizeof seeds, "%s", text);
+        }
+        mem_free(text);
+        errmsg[0] = '\0';
+    }
+    char tls_dir[4096], store_dir[4096];
+    identity_path(cfg->data_dir, "tls", tls_dir, sizeof tls_dir);
+    identity_path(cfg->data_dir, "store", store_dir, sizeof store_dir);
+    identity_path(cfg->data_dir, "scratch", d->scratch, sizeof d->scratch);
+    mkdir(d->scratch, 0700);
+    if (rv == 0) {
+        struct replica_config rc = {.id = cfg->replica_id,
+                                    .address = bootstrap_peer_address(cfg),
+                                    .listen = cfg->peer_address,
+                                    .dir = store_dir,
+                                    .tls_dir = cfg->peer_tls_ca[0] != '\0' ? NULL : tls_dir,
+                                    .latency_ms = cfg->latency_ms,
+                                    .snapshot_threshold = cfg->snapshot_threshold,
+                                    .snapshot_trailing = cfg->snapshot_trailing,
+                                    .failure_domain = cfg->failure_domain,
+                                    .join = peers[0] != '\0' ? peers : NULL,
+                                    .seeds = seeds,
+                                    .join_role = PROTO_ROLE_STANDBY,
+                                    .join_timeout_ms = JOIN_TIMEOUT_MS,
+                                    .manage_roles = true,
+                                    .policy = {.grace_ms = cfg->roles_grace_ms},
+                                    .should_stop = stop_signalled,
+                                    .should_stop_arg = &stop_set};
+        if (cfg->peer_tls_ca[0] != '\0') {
+            gerr_set(errmsg, "peer_tls_* files other than the data dir's are not supported yet");
+            rv = GERR_INVAL;
+        } else {
+            rv = replica_start(&rc, &d->replica, errmsg);
+        }
+    }
+    if (rv == 0 && peers[0] != '\0') {
+        bootstrap_join_done(cfg->data_dir);
+        LOG_INFO("joined the cluster's Raft configuration as a standby");
+    }
+    const char *addrs[STORE_MAX_ADDRESSES];
+    char list[4300];
+    struct store_client_config sc;
+    if (rv == 0) {
+        char known[4200];
+        snprintf(known, sizeof known, "%s,%s", peers, seeds);
+        store_config(d, known, addrs, list, sizeof list, &sc);
+        rv = store_writer_start(&d->writer, &sc);
+        d->writer_started = rv == 0;
+    }
+    if (rv == 0) {
+        rv = store_pool_init(&d->pool, &sc, 8);
+        d->pool_started = rv == 0;
+    }
+    if (rv == 0) {
+        rv = jobs_start(&d->jobs, 4);
+        d->jobs_started = rv == 0;
+    }
+    if (rv == 0) {
+        uv_loop_init(&d->loop);
+        rv = serve(d, errmsg);
+    }
+    if (rv == 0 && pthread_create(&d->maint_thread, NULL, maint_main, d) != 0) {
+        rv = GERR_NOMEM;
+    }
+    if (rv == 0 && pthread_create(&d->loop_thread, NULL, loop_main, d) != 0) {
+        rv = GERR_NOMEM;
+    }
+    if (rv != 0) {
+        fprintf(stderr, "gantryd: %s\n", errmsg[0] != '\0' ? errmsg : gerr_str(rv));
+        LOG_ERROR("start failed: %s", errmsg);
+        _exit(1); /* threads of half-started parts may hold locks: leave without unwinding */
+    }
+    LOG_INFO("replica %" PRIu64
+             " (%s) of cluster %s serving the API on %s (port %d), admin on %s, peers on %s",
+             cfg->replica_id, cfg->replica_name, d->id.cluster_id, cfg->api_address,
+             grpc_server_port(d->server), cfg->admin_address, bootstrap_peer_address(cfg));
+    printf("READY %" PRIu64 " api=%s admin=%s peer=%s\n", cfg->replica_id, cfg->api_address,
+           cfg->admin_address, bootstrap_peer_address(cfg));
+    fflush(stdout);
+
+    int sig;
+    do {
+        sig = sigwaitinfo(&stop_set, NULL);
+    } while (sig != SIGTERM && sig != SIGINT);
+    LOG_INFO("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    pthread_mutex_lock(&d->mu);
+    d->stopping = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mu);
+    uv_async_send(&d->stop_async);
+    if (sig == SIGTERM) {
+        replica_handover(d->replica, HANDOVER_TIMEOUT_MS);
+    }
+    pthread_join(d->loop_thread, NULL);
+    pthread_join(d->maint_thread, NULL);
+    jobs_stop(&d->jobs);
+    health_free(d->health);
+    reflection_free(d->refl);
+    grpc_server_free(d->server);
+    uv_loop_close(&d->loop);
+    store_pool_close(&d->pool);
+    store_writer_stop(&d->writer);
+    replica_stop(d->replica);
+    identity_secrets_free(&d->secrets);
+    pthread_cond_destroy(&d->cond);
+    pthread_mutex_destroy(&d->mu);
+    mem_free(d);
+    LOG_INFO("stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *sub = "run";
+    if (argc > 1 && argv[1][0] != '-') {
+        sub = argv[1];
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
+    if (strcmp(sub, "version") == 0) {
+        printf("gantryd %s\n", GANTRY_VERSION);
+        return 0;
+    }
+    if (strcmp(sub, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
+                 strcmp(sub, "recover") == 0;
+    if (!known) {
+        fprintf(stderr, "gantryd: unknown command \"%s\" (run, init, restore, recover, version, help)\n",
+                sub);
+        return 2;
+    }
+    char errmsg[GERR_MSG_SIZE] = "";
+    struct sub_flags sf = {0};
+    if (strcmp(sub, "run") != 0 && take_flags(&argc, argv, &sf, errmsg) != 0) {
+        fprintf(stderr, "gantryd %s: %s\n", sub, errmsg);
+        return 2;
+    }
+    /* init and restore make replica 1: say so for the user unless they did. */
+    char **args = mem_zalloc(sizeof *args * ((size_t)argc + 2));
+    memcpy(args, argv, sizeof *args * (size_t)argc);
+    bool has_id = getenv("GANTRY_REPLICA_ID") != NULL;
+    for (int i = 1; i < argc; i++) {
+        has_id = has_id || strncmp(argv[i], "--replica-id", 12) == 0;
+    }
+    if (!has_id && (strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0)) {
+        args[argc++] = "--replica-id=1";
+    }
+    struct config cfg;
+    bool help = false;
+    int lrv = load_config(argc, args, &cfg, &help, errmsg);
+    mem_free(args);
+    if (lrv != 0) {
+        fprintf(stderr, "gantryd: %s\n", errmsg);
+        config_free(&cfg);
+        return 2;
+    }
+    int rc;
+    if (help) {
+        usage(stdout);
+        rc = 0;
+    } else if (strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0) {
+        rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
+    } else if (strcmp(sub, "recover") == 0) {
+        rc = cmd_recover(&cfg, &sf);
+    } else {
+        rc = cmd_run(&cfg);
+    }
+    config_free(&cfg);
+    return rc;
+}
