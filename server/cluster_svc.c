@@ -71,7 +71,7 @@ struct member_set {
     Gantry__V1__Member *m;
     Gantry__V1__Member **ptrs;
     unsigned n;
-    char (*text)[3][160]; /* name, failure domain, address per member */
+    char (*text)[3][256]; /* name, failure domain, address per member */
 };
 
 static void member_set_build(struct member_set *s, const struct replica_view *v,
@@ -176,7 +176,14 @@ static void do_leader(struct job *j, struct store_client *cl, struct answer *a)
     struct clusterdb_member *rows = NULL;
     unsigned n_rows = 0;
     if (get_view(j->svc, v, a)) {
-        int rv = clusterdb_members(cl, &rows, &n_rows);
+        /* Ask dqlite now rather than trust the view (up to a roles interval old): a fresh
+         * connection finds the current leader. */
+        store_client_disconnect(cl);
+        int rv = store_client_connect(cl);
+        if (rv == 0) {
+            v->leader_id = cl->leader_id;
+            rv = clusterdb_members(cl, &rows, &n_rows);
+        }
         if (rv != 0) {
             fail_store(a, rv, "get leader", cl->errmsg);
         } else {

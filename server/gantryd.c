@@ -798,6 +798,14 @@ int main(int argc, char **argv)
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
     } else if (strcmp(sub, "recover") == 0) {
         rc = cmd_recover(&cfg, &sf);
+        /* dqlite 1.11 leaks the node dqlite_node_recover_ext needs and never starts (its destroy
+         * skips the raft and libuv teardown that only a stop does: see store/node_main.c). The
+         * process ends here anyway; leave without running exit handlers, so LeakSanitizer builds
+         * do not report that library leak. Everything of ours is freed first. */
+        config_free(&cfg);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
     } else {
         rc = cmd_run(&cfg);
     }

@@ -1,102 +1,129 @@
 #!/usr/bin/env bash
-# A local 3-node cluster of the replicated store on 127.0.0.1, for development and the README's
-# run command. Data, logs and pid files live under one directory (default: .devcluster/ in the
-# repository). Starting again reuses a running or stopped cluster and its data.
+# A local 3-replica gantryd cluster on 127.0.0.1, for development and the README's run command.
+# Data, logs, pid files and the bootstrap admin key live under one directory (default:
+# .devcluster/ in the repository). Starting again reuses a running or stopped cluster and its data.
 #
-#   tools/dev-cluster.sh start    start (or restart) the 3 nodes; node 1 bootstraps, 2 and 3 join
-#   tools/dev-cluster.sh status   show which nodes run and the cluster membership
-#   tools/dev-cluster.sh stop     stop the nodes (SIGTERM), keep the data
-#   tools/dev-cluster.sh clean    stop the nodes and remove the directory
+#   tools/dev-cluster.sh start    start (or restart) the 3 replicas; replica 1 is initialised on the
+#                                 first start, 2 and 3 join with join tokens
+#   tools/dev-cluster.sh status   show which replicas run and the cluster membership
+#   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
+#   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
+#   tools/dev-cluster.sh clean    stop the replicas and remove the directory
 #
-# Environment: GANTRY_DEV_DIR (data directory), GANTRY_DEV_PORT (first port, default 7001),
-# GANTRY_BIN_DIR (build tree, default build-test/plain).
+# Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+2, API BASE+100.., admin BASE+200...
+# Environment: GANTRY_DEV_DIR (data directory), GANTRY_BIN_DIR (build tree, default
+# build-test/plain). The admin key is kept in $GANTRY_DEV_DIR/admin.key (mode 0600) for this
+# local cluster's convenience; a real deployment keeps it elsewhere (docs/operations.md).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${GANTRY_DEV_DIR:-$top/.devcluster}
 base=${GANTRY_DEV_PORT:-7001}
 bin=${GANTRY_BIN_DIR:-$top/build-test/plain}
-node_bin=$bin/store/gantry-store-node
-store_bin=$bin/tools/gantry-store
-addr() { echo "127.0.0.1:$((base + $1 - 1))"; }
-addresses="$(addr 1),$(addr 2),$(addr 3)"
+gantryd=$bin/server/gantryd
+gantry=$bin/tools/gantry
+peer() { echo "127.0.0.1:$((base + $1 - 1))"; }
+api() { echo "127.0.0.1:$((base + 99 + $1))"; }
+admin() { echo "127.0.0.1:$((base + 199 + $1))"; }
+endpoints="$(api 1),$(api 2),$(api 3)"
 
 running() { # id
-  local pidf="$dir/node$1.pid"
+  local pidf="$dir/replica$1.pid"
   [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null
 }
 
-start_node() { # id
-  local id=$1 ndir="$dir/node$1" join=()
+flags() { # id
+  echo --replica-id "$1" --data-dir "$dir/replica$1" --peer-address "$(peer "$1")" \
+    --api-address "$(api "$1")" --admin-address "$(admin "$1")"
+}
+
+cli() {
+  GANTRY_TOKEN=$(cat "$dir/admin.key") "$gantry" --endpoint "$endpoints" --ca "$dir/replica1/tls/ca.pem" "$@"
+}
+
+start_replica() { # id
+  local id=$1 env=()
   if running "$id"; then
-    echo "node $id already running (pid $(cat "$dir/node$id.pid"))"
+    echo "replica $id already running (pid $(cat "$dir/replica$id.pid"))"
     return
   fi
-  # Only a node whose data dir is new joins; a restarted node is already a member.
-  if [ "$id" -ne 1 ] && [ ! -d "$ndir" ]; then
-    join=(--join "$(addr 1),$(addr 2),$(addr 3)" --voter)
+  if [ "$id" -eq 1 ] && [ ! -f "$dir/replica1/identity.json" ]; then
+    rm -rf "$dir/replica1"
+    # shellcheck disable=SC2046
+    "$gantryd" init $(flags 1) --admin-key-file "$dir/admin.key" >"$dir/init.log" 2>&1 ||
+      { cat "$dir/init.log" >&2; exit 1; }
+    echo "replica 1 initialised a new cluster (admin key in $dir/admin.key)"
   fi
-  mkdir -p "$ndir"
-  : >"$dir/node$id.log"
-  setsid "$node_bin" --id "$id" --address "$(addr "$id")" --dir "$ndir" "${join[@]}" \
-    >>"$dir/node$id.log" 2>&1 </dev/null &
-  echo $! >"$dir/node$id.pid"
-  for _ in $(seq 1 300); do
-    if grep -q '^READY' "$dir/node$id.log"; then
-      echo "node $id running at $(addr "$id") (pid $(cat "$dir/node$id.pid"), log $dir/node$id.log)"
+  local join=()
+  if [ "$id" -ne 1 ] && [ ! -f "$dir/replica$id/identity.json" ]; then
+    rm -rf "$dir/replica$id"
+    env=(GANTRY_JOIN_TOKEN="$(cli cluster join-token --uses 1 2>/dev/null)")
+    join=(--join "$(api 1)")
+  fi
+  : >"$dir/replica$id.log"
+  # shellcheck disable=SC2046
+  env "${env[@]}" setsid "$gantryd" $(flags "$id") "${join[@]}" >>"$dir/replica$id.log" 2>&1 </dev/null &
+  echo $! >"$dir/replica$id.pid"
+  for _ in $(seq 1 600); do
+    if grep -q '^READY' "$dir/replica$id.log"; then
+      echo "replica $id running: API $(api "$id"), peers $(peer "$id"), admin http://$(admin "$id") (pid $(cat "$dir/replica$id.pid"), log $dir/replica$id.log)"
       return
     fi
     if ! running "$id"; then
-      echo "node $id exited; last lines of its log:" >&2
-      tail -20 "$dir/node$id.log" >&2
+      echo "replica $id exited; last lines of its log:" >&2
+      tail -20 "$dir/replica$id.log" >&2
       exit 1
     fi
     sleep 0.1
   done
-  echo "node $id did not become ready within 30 s; see $dir/node$id.log" >&2
+  echo "replica $id did not become ready within 60 s; see $dir/replica$id.log" >&2
   exit 1
 }
 
-stop_node() { # id
-  local pidf="$dir/node$1.pid"
+stop_replica() { # id
+  local pidf="$dir/replica$1.pid"
   if running "$1"; then
     local pid
     pid=$(cat "$pidf")
     kill -TERM "$pid"
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 400); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    echo "node $1 stopped"
+    echo "replica $1 stopped"
   fi
   rm -f "$pidf"
 }
 
 case "${1:-}" in
 start)
-  [ -x "$node_bin" ] || { echo "build first: $node_bin is missing" >&2; exit 1; }
+  [ -x "$gantryd" ] || { echo "build first: $gantryd is missing" >&2; exit 1; }
   mkdir -p "$dir"
   chmod 700 "$dir"
-  for id in 1 2 3; do start_node "$id"; done
-  "$store_bin" --address "$addresses" migrate
+  for id in 1 2 3; do start_replica "$id"; done
   ;;
 status)
   for id in 1 2 3; do
-    if running "$id"; then echo "node $id: running (pid $(cat "$dir/node$id.pid"))"; else echo "node $id: stopped"; fi
+    if running "$id"; then echo "replica $id: running (pid $(cat "$dir/replica$id.pid"))"; else echo "replica $id: stopped"; fi
   done
-  "$store_bin" --address "$addresses" --timeout-ms 3000 members || true
+  cli cluster members || true
+  ;;
+env)
+  echo "export GANTRY_ENDPOINT=$endpoints"
+  echo "export GANTRY_CA=$dir/replica1/tls/ca.pem"
+  echo "export GANTRY_TOKEN=\$(cat $dir/admin.key)"
   ;;
 stop)
-  for id in 3 2 1; do stop_node "$id"; done
+  for id in 3 2 1; do stop_replica "$id"; done
   ;;
 clean)
-  for id in 3 2 1; do stop_node "$id"; done
+  for id in 3 2 1; do stop_replica "$id"; done
   rm -rf "$dir"
   echo "removed $dir"
   ;;
 *)
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

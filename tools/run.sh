@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The README's run command: install what is missing, build, start a local 3-node cluster of
-# Gantry's replicated store (tools/dev-cluster.sh), and show it working: membership, the schema,
-# a replicated write read back through the leader, a leadership transfer, and a write after it.
+# The README's run command: install what is missing, build, start a local 3-replica gantryd
+# cluster on 127.0.0.1 (tools/dev-cluster.sh), and show it working through the gantry CLI:
+# membership and roles, health, a join token, a leadership transfer, and an online backup.
 #
-# What runs today is the store layer (embedded dqlite nodes and Gantry's client for them). The
-# gRPC API, gantryd and the gantry CLI arrive with later issues; this script will then start them.
+# The tenant resources (namespaces, sandboxes, ...) and the reconciler arrive with later issues;
+# this script will then also create a namespace, a user and a sandbox.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,30 +13,36 @@ bash tools/install-deps.sh
 build=build-test/plain
 echo "== building into $build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$(nproc)" >/dev/null
+cmake --build "$build" -j "$(nproc)" --target gantryd gantry gantry-store >/dev/null
 
-echo "== starting the 3-node store cluster"
+dir=${GANTRY_DEV_DIR:-$top/.devcluster}
+echo "== starting the 3-replica cluster (data and logs in $dir)"
 GANTRY_BIN_DIR=$top/$build tools/dev-cluster.sh start
-base=${GANTRY_DEV_PORT:-7001}
-addresses="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
-store() { "$build/tools/gantry-store" --address "$addresses" "$@"; }
+eval "$(GANTRY_BIN_DIR=$top/$build tools/dev-cluster.sh env)"
+export GANTRY_ENDPOINT GANTRY_CA GANTRY_TOKEN
+gantry() { "$build/tools/gantry" "$@"; }
 
-echo "== members"
-store members
-echo "== a replicated write, read back from the leader"
-store exec "CREATE TABLE IF NOT EXISTS demo (id INTEGER PRIMARY KEY, note TEXT NOT NULL, at_ms INTEGER NOT NULL) STRICT"
-store exec "INSERT INTO demo (note, at_ms) VALUES (?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))" "written by run.sh"
-store query "SELECT count(*) AS rows_in_demo FROM demo"
-echo "== handing leadership over, then writing through the new leader"
-store transfer
-store members
-store exec "INSERT INTO demo (note, at_ms) VALUES (?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))" "after transfer"
-store query "SELECT id, note FROM demo ORDER BY id DESC LIMIT 3"
+echo "== waiting for the cluster to settle (3 voters, all reachable)"
+for _ in $(seq 1 100); do
+  if [ "$(gantry -o json cluster members 2>/dev/null | grep -o '"role":"voter","reachable":true' | wc -l)" -eq 3 ]; then
+    break
+  fi
+  sleep 0.2
+done
+echo "== gantry cluster members"
+gantry cluster members
+echo "== gantry cluster health"
+gantry cluster health
+echo "== gantry cluster transfer (hand leadership to another voter)"
+gantry cluster transfer
+echo "== gantry cluster backup"
+gantry cluster backup "$dir/backup.gbk"
 
 cat <<MSG
 
-The cluster is running (data and logs in ${GANTRY_DEV_DIR:-$top/.devcluster}).
-  Talk to it:   $build/tools/gantry-store --address $addresses members
+The cluster is running (data, logs and the bootstrap admin key in $dir).
+  Use the CLI:  eval "\$(GANTRY_BIN_DIR=$top/$build tools/dev-cluster.sh env)"
+                $build/tools/gantry cluster members
   Status:       tools/dev-cluster.sh status
   Stop it:      tools/dev-cluster.sh stop      (keeps the data; run this script again to reuse it)
   Remove it:    tools/dev-cluster.sh clean     (stops it and deletes its data)
