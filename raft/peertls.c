@@ -218,16 +218,15 @@ err:
     return rv;
 }
 
-int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
-                      struct peertls **out, char *errmsg)
+int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
+                        const char *listen_address, const char *backend_address, struct peertls **out,
+                        char *errmsg)
 {
-    static const char *const names[] = {"ca.pem", "cert.pem", "key.pem"};
+    const char *const paths[] = {ca_file, cert_file, key_file};
     char *pem[3] = {NULL, NULL, NULL};
     int rv = 0;
     for (int i = 0; i < 3 && rv == 0; i++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        rv = file_read_all(path, 1u << 20, &pem[i], NULL, errmsg);
+        rv = file_read_all(paths[i], 1u << 20, &pem[i], NULL, errmsg);
     }
     if (rv == 0) {
         struct peertls_config cfg = {.ca_pem = pem[0],
@@ -241,6 +240,16 @@ int peertls_start_dir(const char *dir, const char *listen_address, const char *b
         mem_free(pem[i]);
     }
     return rv;
+}
+
+int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
+                      struct peertls **out, char *errmsg)
+{
+    char ca[4096], cert[4096], key[4096];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    return peertls_start_files(ca, cert, key, listen_address, backend_address, out, errmsg);
 }
 
 const char *peertls_listen_address(const struct peertls *p)

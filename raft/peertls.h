@@ -51,6 +51,10 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
 
 /* peertls_start with the identity read from @dir: ca.pem, cert.pem and key.pem (each at most
  * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
+/* The same with the CA, certificate and key read from three PEM files. */
+int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file, const char *listen_address,
+                        const char *backend_address, struct peertls **out, char *errmsg);
+
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
                       struct peertls **out, char *errmsg);
 

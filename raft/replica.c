@@ -284,11 +284,16 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
                                      .snapshot_trailing = cfg->snapshot_trailing,
                                      .failure_domain = cfg->failure_domain};
     int rv;
-    if (cfg->tls_dir != NULL) {
+    if (cfg->tls_dir != NULL || cfg->tls_ca_file != NULL) {
         /* Abstract names are per host: derive it from the address, unique per host. */
         snprintf(r->private_bind, sizeof r->private_bind, "@gantry-store-%s", r->address);
         const char *listen = cfg->listen != NULL ? cfg->listen : r->address;
-        rv = peertls_start_dir(cfg->tls_dir, listen, r->private_bind, &r->relay, errmsg);
+        if (cfg->tls_ca_file != NULL) {
+            rv = peertls_start_files(cfg->tls_ca_file, cfg->tls_cert_file, cfg->tls_key_file, listen,
+                                     r->private_bind, &r->relay, errmsg);
+        } else {
+            rv = peertls_start_dir(cfg->tls_dir, listen, r->private_bind, &r->relay, errmsg);
+        }
         if (rv != 0) {
             teardown(r);
             return rv;

@@ -34,8 +34,9 @@ struct replica_config {
     const char *address; /* the advertised peer address (what the other members dial), copied */
     const char *listen;  /* where the TLS relay binds; NULL = address */
     const char *dir;     /* dqlite data dir */
-    const char *tls_dir; /* ca.pem, cert.pem, key.pem; NULL = plain TCP (tests only) */
-    unsigned latency_ms; /* 0 = default */
+    const char *tls_dir; /* ca.pem, cert.pem, key.pem; NULL = plain TCP (tests only) ... */
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file; /* ... or these three files (they win) */
+    unsigned latency_ms;                                    /* 0 = default */
     unsigned snapshot_threshold, snapshot_trailing;
     uint64_t failure_domain;
     const char *join;         /* comma-separated peer addresses of members; NULL or "" = no join */

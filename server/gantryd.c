@@ -645,7 +645,10 @@ static int cmd_run(struct config *cfg)
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
                                     .dir = store_dir,
-                                    .tls_dir = cfg->peer_tls_ca[0] != '\0' ? NULL : tls_dir,
+                                    .tls_dir = tls_dir,
+                                    .tls_ca_file = cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
+                                    .tls_cert_file = cfg->peer_tls_cert,
+                                    .tls_key_file = cfg->peer_tls_key,
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
@@ -658,12 +661,7 @@ static int cmd_run(struct config *cfg)
                                     .policy = {.grace_ms = cfg->roles_grace_ms},
                                     .should_stop = stop_signalled,
                                     .should_stop_arg = &stop_set};
-        if (cfg->peer_tls_ca[0] != '\0') {
-            gerr_set(errmsg, "peer_tls_* files other than the data dir's are not supported yet");
-            rv = GERR_INVAL;
-        } else {
-            rv = replica_start(&rc, &d->replica, errmsg);
-        }
+        rv = replica_start(&rc, &d->replica, errmsg);
     }
     if (rv == 0 && peers[0] != '\0') {
         bootstrap_join_done(cfg->data_dir);
