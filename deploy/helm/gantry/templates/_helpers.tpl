@@ -1,0 +1,150 @@
+{{/*
+Names. The fullname is cut to 40 characters: pod names (<fullname>-<ordinal>), the per-ordinal peer
+Services (<fullname>-peer-<ordinal>) and the StatefulSet's controller-revision-hash label must all
+stay DNS labels of at most 63 characters.
+*/}}
+{{- define "gantry.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gantry.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gantry.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every object. The gateway id is an annotation, never a label: the Kubernetes driver
+garbage-collects by its own labels, and the chart's objects must never look like its sandboxes. */}}
+{{- define "gantry.labels" -}}
+helm.sh/chart: {{ include "gantry.chart" . }}
+{{ include "gantry.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gantry
+{{- end -}}
+
+{{- define "gantry.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gantry.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "gantry.annotations" -}}
+gantry/gateway-id: {{ .Values.gatewayId | quote }}
+{{- end -}}
+
+{{- define "gantry.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gantry.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gantry.headlessName" -}}
+{{- printf "%s-headless" (include "gantry.fullname" .) -}}
+{{- end -}}
+
+{{- define "gantry.caSecretName" -}}
+{{- default (printf "%s-ca" (include "gantry.fullname" .)) .Values.tls.ca.existingSecret -}}
+{{- end -}}
+
+{{- define "gantry.joinTokenSecretName" -}}
+{{- default (printf "%s-join-token" (include "gantry.fullname" .)) .Values.bootstrap.joinToken.existingSecret -}}
+{{- end -}}
+
+{{/* Cluster-scoped objects (ClusterRoles, bindings, admission policies) carry the release namespace
+in their name, so two releases of the same name in different namespaces never collide. */}}
+{{- define "gantry.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "gantry.fullname" .) | trunc 230 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gantry.sharedNamespace" -}}
+{{- default .Release.Namespace .Values.driver.kubernetes.sharedNamespace -}}
+{{- end -}}
+
+{{- define "gantry.kubernetesDriver" -}}
+{{- if eq .Values.driver.name "kubernetes" -}}true{{- end -}}
+{{- end -}}
+
+{{- define "gantry.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where things live inside the pod. The volume is mounted at stateDir; gantryd's data_dir is a
+directory inside it, so that the file system's lost+found never makes a fresh volume look used and
+the bootstrap admin key sits beside, not inside, gantryd's data. */}}
+{{- define "gantry.stateDir" -}}/var/lib/gantry{{- end -}}
+{{- define "gantry.dataDir" -}}/var/lib/gantry/data{{- end -}}
+{{- define "gantry.adminKeyFile" -}}/var/lib/gantry/bootstrap-admin.key{{- end -}}
+
+{{/*
+Checks that values.schema.json cannot express (it sees one value at a time). Each failure says what
+to change.
+*/}}
+{{- define "gantry.validate" -}}
+{{- $k := .Values.driver.kubernetes -}}
+{{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "operator") (empty $k.namespaces) -}}
+{{- fail "driver.kubernetes.namespaceMode=operator needs driver.kubernetes.namespaces: the allowlist of existing namespaces the driver may use" -}}
+{{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (ne $k.namespaceMode "operator") (not (empty $k.namespaces)) -}}
+{{- fail (printf "driver.kubernetes.namespaces is only used in operator mode, but namespaceMode is %s: remove it or switch the mode" $k.namespaceMode) -}}
+{{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (ne $k.namespaceMode "shared") $k.sharedNamespace -}}
+{{- fail (printf "driver.kubernetes.sharedNamespace is only used in shared mode, but namespaceMode is %s" $k.namespaceMode) -}}
+{{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (not .Values.rbac.create) (not .Values.serviceAccount.name) -}}
+{{- fail "rbac.create=false with the kubernetes driver: set serviceAccount.name to an account that already has the driver's rights" -}}
+{{- end -}}
+{{- if gt (int .Values.updateStrategy.partition) (int .Values.replicaCount) -}}
+{{- fail (printf "updateStrategy.partition (%d) is larger than replicaCount (%d): no replica would ever be updated" (int .Values.updateStrategy.partition) (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- $reserved := list "config" "replica_id" "replica_name" "data_dir" "api_address" "peer_address" "peer_advertise_address" "admin_address" "gateway_id" "failure_domain" "join" "join_token" "join_token_file" "join_ca_file" "cert_sans" "api_tls_cert" "api_tls_key" "api_tls_client_ca" "log_level" "latency_ms" "roles_grace_ms" "max_message_bytes" "max_concurrent_streams" "driver" "k8s_namespace_mode" "k8s_namespaces" "k8s_shared_namespace" -}}
+{{- range $key, $_ := .Values.config.extra -}}
+{{- if has $key $reserved -}}
+{{- fail (printf "config.extra.%s is set by the chart itself (from its own value, per replica, or by the start script): remove it from config.extra" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $rule := $k.rules -}}
+{{- range $f := list "apiGroups" "resources" "verbs" -}}
+{{- range $v := get $rule $f -}}
+{{- if or (eq $v "*") (eq $v "*/*") (has $v (list "escalate" "bind" "impersonate")) -}}
+{{- fail (printf "driver.kubernetes.rules[%d].%s contains %q: the driver gets no wildcards and no escalate, bind or impersonate rights" $i $f $v) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $ordinal, $id := .Values.bootstrap.replicaIdOverrides -}}
+{{- if hasKey $seen (toString $id) -}}
+{{- fail (printf "bootstrap.replicaIdOverrides gives id %v to two ordinals: replica ids are unique" $id) -}}
+{{- end -}}
+{{- $_ := set $seen (toString $id) true -}}
+{{- end -}}
+{{- /* Two releases with one gateway id would garbage-collect each other's sandboxes. The cluster-scoped
+objects of managed and operator modes make a clash visible at install ("helm template" sees none). */ -}}
+{{- if and (eq .Values.driver.name "kubernetes") (ne $k.namespaceMode "shared") -}}
+{{- $mine := include "gantry.clusterName" . -}}
+{{- range $cr := (lookup "rbac.authorization.k8s.io/v1" "ClusterRole" "" "").items | default list -}}
+{{- $ann := $cr.metadata.annotations | default dict -}}
+{{- if and (eq (get $ann "gantry/gateway-id") $.Values.gatewayId) (ne $cr.metadata.name (printf "%s-driver" $mine)) (ne $cr.metadata.name (printf "%s-driver-namespaces" $mine)) -}}
+{{- fail (printf "gatewayId %q is already used by another gantry release (ClusterRole %s, release %s in namespace %s): every gateway cluster in one Kubernetes cluster needs its own gatewayId" $.Values.gatewayId $cr.metadata.name (get $ann "meta.helm.sh/release-name") (get $ann "meta.helm.sh/release-namespace")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
