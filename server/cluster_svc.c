@@ -19,6 +19,7 @@
 #include "lib/mem.h"
 #include "lib/names.h"
 #include "server/clusterdb.h"
+#include "server/gate.h"
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"
@@ -680,117 +681,82 @@ static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
     a->msg[0] = '\0';
 }
 
-/* --- Dispatch --- */
+/* --- Dispatch: the gate (server/gate.h) authenticated and authorized the call already. --- */
 
-static void run_job(void *arg)
+static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum method m)
 {
-    struct job *j = arg;
+    struct job j = {.svc = svc, .call = ctx->call, .m = m};
     struct answer a = {.status = 0};
-    struct store_client *cl = NULL;
-    char principal[64] = "";
-    int rv = store_pool_acquire(j->svc->pool, 10000, &cl);
-    if (rv != 0) {
-        fail(&a, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded: no store connection free");
-    } else if (j->m != M_JOIN) {
-        const char *auth = grpc_call_metadata(j->call, "authorization");
-        char msg[GERR_MSG_SIZE];
-        rv = clusterdb_auth_platform_admin(cl, j->svc->secrets->pepper, IDENTITY_PEPPER_SIZE, auth, wall_ms(),
-                                           principal, sizeof principal, msg);
-        if (rv != 0) {
-            fail(&a, grpc_status_from_gerr(rv), "%s", msg);
-            if (rv == GERR_UNAUTH || rv == GERR_PERM) {
-                LOG_WARN("cluster: %s refused for %s: %s", grpc_call_method(j->call), grpc_call_peer(j->call),
-                         msg);
-            }
-        }
-    }
-    if (a.status == 0) {
-        switch (j->m) {
-        case M_LIST:
-            do_list(j, cl, &a);
-            break;
-        case M_LEADER:
-            do_leader(j, cl, &a);
-            break;
-        case M_HEALTH:
-            do_health(j, cl, &a);
-            break;
-        case M_TRANSFER:
-            do_transfer(j, cl, &a);
-            break;
-        case M_REMOVE:
-            do_remove(j, cl, &a);
-            break;
-        case M_TOKEN:
-            do_token(j, principal, &a);
-            break;
-        case M_JOIN:
-            do_join(j, &a);
-            break;
-        case M_BACKUP:
-            do_backup(j, cl, &a);
-            break;
-        }
-    }
-    if (cl != NULL) {
-        store_pool_release(j->svc->pool, cl);
+    struct store_client *cl = ctx->cl;
+    switch (m) {
+    case M_LIST:
+        do_list(&j, cl, &a);
+        break;
+    case M_LEADER:
+        do_leader(&j, cl, &a);
+        break;
+    case M_HEALTH:
+        do_health(&j, cl, &a);
+        break;
+    case M_TRANSFER:
+        do_transfer(&j, cl, &a);
+        break;
+    case M_REMOVE:
+        do_remove(&j, cl, &a);
+        break;
+    case M_TOKEN:
+        do_token(&j, ctx->who.id, &a);
+        break;
+    case M_JOIN:
+        do_join(&j, &a);
+        break;
+    case M_BACKUP:
+        do_backup(&j, cl, &a);
+        break;
     }
     if (a.status >= 0) {
-        grpc_call_finish_async(j->call, a.status, a.status != 0 ? a.msg : NULL, NULL);
+        grpc_call_finish_async(ctx->call, a.status, a.status != 0 ? a.msg : NULL, NULL);
     }
-    mem_free(j);
 }
 
-static void start(struct grpc_call *call, void *data, enum method m)
-{
-    struct job *j = mem_zalloc(sizeof *j);
-    j->svc = data;
-    j->call = call;
-    j->m = m;
-    grpc_call_ref(call); /* dropped by grpc_call_finish_async */
-    jobs_submit(j->svc->jobs, run_job, j);
-}
-
-#define HANDLER(fn, m)                                                                                       \
-    static void fn(struct grpc_call *call, void *data)                                                       \
+#define IMPL(fn, m)                                                                                          \
+    static void fn(struct gate_ctx *ctx, void *data)                                                         \
     {                                                                                                        \
-        start(call, data, m);                                                                                \
+        run_method(ctx, data, m);                                                                            \
     }
-HANDLER(on_list, M_LIST)
-HANDLER(on_leader, M_LEADER)
-HANDLER(on_transfer, M_TRANSFER)
-HANDLER(on_remove, M_REMOVE)
-HANDLER(on_token, M_TOKEN)
-HANDLER(on_join, M_JOIN)
-HANDLER(on_health, M_HEALTH)
-HANDLER(on_backup, M_BACKUP)
-#undef HANDLER
+IMPL(impl_list, M_LIST)
+IMPL(impl_leader, M_LEADER)
+IMPL(impl_transfer, M_TRANSFER)
+IMPL(impl_remove, M_REMOVE)
+IMPL(impl_token, M_TOKEN)
+IMPL(impl_join, M_JOIN)
+IMPL(impl_health, M_HEALTH)
+IMPL(impl_backup, M_BACKUP)
+#undef IMPL
 
-int cluster_svc_register(struct grpc_server *s, struct cluster_svc *svc, char *errmsg)
+int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
 {
     int rv = pki_fingerprint(svc->secrets->ca_pem, svc->ca_fingerprint, errmsg);
     if (rv != 0) {
         return rv;
     }
     const struct {
-        const char *name;
-        grpc_start_cb cb;
-        enum grpc_method_kind kind;
+        const char *path;
+        gate_impl_fn fn;
     } routes[] = {
-        {"ListMembers", on_list, GRPC_UNARY},
-        {"GetLeader", on_leader, GRPC_UNARY},
-        {"TransferLeadership", on_transfer, GRPC_UNARY},
-        {"RemoveMember", on_remove, GRPC_UNARY},
-        {"CreateJoinToken", on_token, GRPC_UNARY},
-        {"Join", on_join, GRPC_UNARY},
-        {"GetHealth", on_health, GRPC_UNARY},
-        {"Backup", on_backup, GRPC_SERVER_STREAMING},
+        {"/gantry.v1.Cluster/ListMembers", impl_list},
+        {"/gantry.v1.Cluster/GetLeader", impl_leader},
+        {"/gantry.v1.Cluster/TransferLeadership", impl_transfer},
+        {"/gantry.v1.Cluster/RemoveMember", impl_remove},
+        {"/gantry.v1.Cluster/CreateJoinToken", impl_token},
+        {"/gantry.v1.Cluster/Join", impl_join},
+        {"/gantry.v1.Cluster/GetHealth", impl_health},
+        {"/gantry.v1.Cluster/Backup", impl_backup},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        struct grpc_handler h = {.kind = routes[i].kind, .on_start = routes[i].cb, .data = svc};
-        rv = grpc_server_handle(s, &gantry__v1__cluster__descriptor, routes[i].name, &h);
+        rv = gate_route(g, routes[i].path, routes[i].fn, svc);
         if (rv != 0) {
-            gerr_set(errmsg, "cluster service: cannot route %s", routes[i].name);
+            gerr_set(errmsg, "cluster service: cannot route %s", routes[i].path);
             return rv;
         }
     }

@@ -1,11 +1,11 @@
 /* The gantry.v1.Cluster service: members, leader, transfer, remove, join tokens, join, health,
  * backup.
  *
- * Every handler hands its call to a worker (server/jobs.h) at once; the worker authenticates,
- * talks to the store and answers with grpc_call_finish_async (and grpc_call_send_async for the
- * backup stream). Authentication: a bearer API key of a principal with a global platform_admin
- * binding (server/clusterdb.h), except Join, which the join token in its request authenticates.
- * GetLease is not registered (the lease arrives with the reconciler) and answers UNIMPLEMENTED.
+ The gate (server/gate.h) authenticates and authorizes each call (platform_admin; Join is
+ * authenticated by the join token in its request) and runs these implementations on a worker;
+ * they talk to the store and answer with grpc_call_finish_async (and grpc_call_send_async for the
+ * backup stream). GetLease has no implementation yet (the lease arrives with the reconciler) and
+ * answers UNIMPLEMENTED after the gate's checks.
  *
  * Status codes: UNAUTHENTICATED (no, bad, revoked or expired key; a bad or spent join token),
  * PERMISSION_DENIED (not a Platform Admin), INVALID_ARGUMENT (bad fields, named in the message),
@@ -21,7 +21,6 @@
 #include "raft/replica.h"
 #include "server/grpc_server.h"
 #include "server/identity.h"
-#include "server/jobs.h"
 #include "store/pool.h"
 #include "store/writer.h"
 
@@ -30,7 +29,6 @@ struct cluster_svc {
     struct replica *replica;
     struct store_writer *writer;
     struct store_pool *pool;
-    struct jobs *jobs;
     const struct identity *id;
     const struct identity_secrets *secrets;
     uint64_t replica_id;
@@ -39,7 +37,9 @@ struct cluster_svc {
     char ca_fingerprint[PKI_FINGERPRINT_SIZE];
 };
 
-/* Route the Cluster methods to @svc. Returns 0, or GERR_INVAL (the CA does not parse). */
-int cluster_svc_register(struct grpc_server *s, struct cluster_svc *svc, char *errmsg);
+/* Implement the Cluster methods in @g (server/gate.h). Returns 0, or GERR_INVAL (the CA does not
+ * parse). */
+struct gate;
+int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg);
 
 #endif

@@ -102,12 +102,4 @@ struct clusterdb_member {
 /* All member rows; *@out allocated (mem_free). */
 int clusterdb_members(struct store_client *cl, struct clusterdb_member **out, unsigned *n);
 
-/* Authenticate a bearer API key as a Platform Admin (until the authorization layer lands, the
- * Cluster service's rule). Returns 0 with the principal id in @principal, GERR_UNAUTH (missing,
- * malformed, unknown, revoked or expired key; disabled principal) or GERR_PERM (no global
- * platform_admin binding), with a message fit for the client in @msg; or the store's error. */
-int clusterdb_auth_platform_admin(struct store_client *cl, const uint8_t *pepper, size_t pepper_len,
-                                  const char *authorization, int64_t now_ms, char *principal,
-                                  size_t principal_len, char *msg);
-
 #endif

@@ -44,6 +44,8 @@
 #include "server/clusterdb.h"
 #include "server/cluster_svc.h"
 #include "server/config.h"
+#include "server/gate.h"
+#include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
 #include "server/identity.h"
@@ -272,6 +274,8 @@ struct daemon {
     struct jobs jobs;
     bool jobs_started;
     struct cluster_svc csvc;
+    struct authn *authn;
+    struct gate *gate;
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -514,18 +518,17 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    for (size_t i = 0; api_services[i] != NULL; i++) {
-        grpc_server_add_service(d->server, api_services[i]);
-    }
+    d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    d->gate = gate_new(&d->jobs, &d->pool, d->authn);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
                                    .pool = &d->pool,
-                                   .jobs = &d->jobs,
                                    .id = &d->id,
                                    .secrets = &d->secrets,
                                    .replica_id = cfg->replica_id,
                                    .scratch_dir = d->scratch};
-    if ((rv = cluster_svc_register(d->server, &d->csvc, errmsg)) != 0 ||
+    if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
+        (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=
             0) {
@@ -724,6 +727,8 @@ static int cmd_run(struct config *cfg)
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
     jobs_stop(&d->jobs);
+    gate_free(d->gate);
+    authn_free(d->authn);
     health_free(d->health);
     reflection_free(d->refl);
     grpc_server_free(d->server);

@@ -1,0 +1,394 @@
+/* The authorization table and decisions (api/authz.h). */
+#include "api/authz.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define R(path, action, field, optional, mutating)                                                           \
+    {                                                                                                        \
+        "/gantry.v1." path, action, field, optional, mutating                                                \
+    }
+
+/* One row per RPC. Keep it sorted by service as the protos are; docs/api.md is generated from it. */
+static const struct authz_rule rules[] = {
+    /* Cluster: operations on the gateway cluster itself. */
+    R("Cluster/ListMembers", AZ_CLUSTER, NULL, false, false),
+    R("Cluster/GetLeader", AZ_CLUSTER, NULL, false, false),
+    R("Cluster/GetLease", AZ_CLUSTER, NULL, false, false),
+    R("Cluster/TransferLeadership", AZ_CLUSTER, NULL, false, true),
+    R("Cluster/RemoveMember", AZ_CLUSTER, NULL, false, true),
+    R("Cluster/Backup", AZ_CLUSTER, NULL, false, false),
+    R("Cluster/CreateJoinToken", AZ_CLUSTER, NULL, false, true),
+    R("Cluster/Join", AZ_TOKEN, NULL, false, true),
+    R("Cluster/GetHealth", AZ_CLUSTER, NULL, false, false),
+    /* Namespaces. */
+    R("Namespaces/Create", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Namespaces/Get", AZ_NS_READ, "name", false, false),
+    R("Namespaces/List", AZ_AUTHENTICATED, NULL, false, false),
+    R("Namespaces/Update", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Namespaces/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
+    /* Principals and role bindings. */
+    R("Principals/Create", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/Get", AZ_PRINCIPAL_READ, NULL, false, false),
+    R("Principals/WhoAmI", AZ_AUTHENTICATED, NULL, false, false),
+    R("Principals/List", AZ_PRINCIPAL_READ, NULL, false, false),
+    R("Principals/Update", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/CreateRoleBinding", AZ_BINDING_WRITE, "binding.namespace", true, true),
+    R("Principals/DeleteRoleBinding", AZ_BINDING_WRITE, NULL, false, true),
+    R("Principals/ListRoleBindings", AZ_PRINCIPAL_READ, NULL, false, false),
+    /* API keys. */
+    R("ApiKeys/Create", AZ_APIKEY, NULL, false, true),
+    R("ApiKeys/Get", AZ_APIKEY_READ, NULL, false, false),
+    R("ApiKeys/List", AZ_APIKEY_READ, NULL, false, false),
+    R("ApiKeys/Revoke", AZ_APIKEY, NULL, false, true),
+    R("ApiKeys/Delete", AZ_APIKEY, NULL, false, true),
+    /* Sandboxes. */
+    R("Sandboxes/Create", AZ_SANDBOX_CREATE, "sandbox.meta.namespace", false, true),
+    R("Sandboxes/Get", AZ_SANDBOX_READ, "namespace", false, false),
+    R("Sandboxes/List", AZ_NS_READ, "namespace", true, false),
+    R("Sandboxes/Delete", AZ_SANDBOX_WRITE, "namespace", false, true),
+    R("Sandboxes/Share", AZ_SANDBOX_WRITE, "namespace", false, true),
+    R("Sandboxes/Unshare", AZ_SANDBOX_WRITE, "namespace", false, true),
+    R("Sandboxes/ListSharedWithMe", AZ_AUTHENTICATED, NULL, false, false),
+    R("Sandboxes/Watch", AZ_NS_READ, "namespace", true, false),
+    /* Providers: namespace-scoped credentials, managed by namespace admins. */
+    R("Providers/Create", AZ_NS_ADMIN, "provider.meta.namespace", false, true),
+    R("Providers/Get", AZ_NS_READ, "namespace", false, false),
+    R("Providers/List", AZ_NS_READ, "namespace", false, false),
+    R("Providers/Update", AZ_NS_ADMIN, "provider.meta.namespace", false, true),
+    R("Providers/Delete", AZ_NS_ADMIN, "namespace", false, true),
+    R("Providers/Grant", AZ_NS_ADMIN, "namespace", false, true),
+    R("Providers/RevokeGrant", AZ_NS_ADMIN, "namespace", false, true),
+    R("Providers/ListGrants", AZ_NS_READ, "namespace", false, false),
+    /* Policies: the gateway policy (empty namespace) and namespace policies. */
+    R("Policies/Get", AZ_NS_READ, "namespace", true, false),
+    R("Policies/GetEffective", AZ_NS_READ, "namespace", false, false),
+    R("Policies/Set", AZ_POLICY_WRITE, "policy.meta.namespace", true, true),
+    R("Policies/Delete", AZ_POLICY_WRITE, "namespace", true, true),
+    /* Quotas: set by platform admins, readable in the namespace. */
+    R("Quotas/Get", AZ_NS_READ, "namespace", false, false),
+    R("Quotas/List", AZ_GLOBAL_READ, NULL, false, false),
+    R("Quotas/Set", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Quotas/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
+    /* Usage and audit. */
+    R("Usage/Query", AZ_NS_READ, "namespace", true, false),
+    R("Audit/Query", AZ_GLOBAL_READ, NULL, false, false),
+    R("Audit/Export", AZ_GLOBAL_READ, NULL, false, false),
+};
+#undef R
+
+const struct authz_rule *authz_rule_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        if (strcmp(rules[i].path, path) == 0) {
+            return &rules[i];
+        }
+    }
+    return NULL;
+}
+
+size_t authz_rule_count(void)
+{
+    return sizeof rules / sizeof rules[0];
+}
+
+const struct authz_rule *authz_rule_at(size_t i)
+{
+    return i < authz_rule_count() ? &rules[i] : NULL;
+}
+
+int authz_table_check(const ProtobufCServiceDescriptor *const *services, char *errmsg)
+{
+    size_t methods = 0;
+    for (size_t s = 0; services[s] != NULL; s++) {
+        for (unsigned m = 0; m < services[s]->n_methods; m++) {
+            char path[256];
+            snprintf(path, sizeof path, "/%s/%s", services[s]->name, services[s]->methods[m].name);
+            if (authz_rule_find(path) == NULL) {
+                gerr_set(errmsg, "authorization: %s has no entry in the authorization table (api/authz.c)",
+                         path);
+                return GERR_INVAL;
+            }
+            methods++;
+        }
+    }
+    if (methods != authz_rule_count()) {
+        gerr_set(errmsg,
+                 "authorization: the table has %zu entries for %zu methods: a rule names a method that does "
+                 "not exist",
+                 authz_rule_count(), methods);
+        return GERR_INVAL;
+    }
+    return 0;
+}
+
+const char *authz_role_name(enum authz_role r)
+{
+    switch (r) {
+    case AZ_ROLE_PLATFORM_ADMIN:
+        return "platform_admin";
+    case AZ_ROLE_NAMESPACE_ADMIN:
+        return "namespace_admin";
+    case AZ_ROLE_AUDITOR:
+        return "auditor";
+    case AZ_ROLE_USER:
+        return "user";
+    }
+    return "unknown";
+}
+
+enum authz_role authz_role_parse(const char *name)
+{
+    for (int r = AZ_ROLE_PLATFORM_ADMIN; r <= AZ_ROLE_USER; r++) {
+        if (strcmp(name, authz_role_name((enum authz_role)r)) == 0) {
+            return (enum authz_role)r;
+        }
+    }
+    return 0;
+}
+
+const char *authz_action_describe(enum authz_action a)
+{
+    switch (a) {
+    case AZ_TOKEN:
+        return "a join token in the request (no principal)";
+    case AZ_AUTHENTICATED:
+        return "any authenticated principal";
+    case AZ_CLUSTER:
+        return "platform_admin";
+    case AZ_GLOBAL_WRITE:
+        return "platform_admin";
+    case AZ_GLOBAL_READ:
+        return "platform_admin or auditor";
+    case AZ_NS_READ:
+        return "platform_admin, auditor, or any role in the namespace";
+    case AZ_NS_ADMIN:
+        return "platform_admin or namespace_admin of the namespace";
+    case AZ_SANDBOX_CREATE:
+        return "platform_admin, or namespace_admin or user of the namespace";
+    case AZ_SANDBOX_READ:
+        return "platform_admin, auditor, namespace_admin of the namespace, or a user of it who owns the "
+               "sandbox or "
+               "has it shared";
+    case AZ_SANDBOX_WRITE:
+        return "platform_admin, namespace_admin of the namespace, or a user of it who owns the sandbox";
+    case AZ_POLICY_WRITE:
+        return "platform_admin (gateway policy) or namespace_admin of the namespace (tighten only)";
+    case AZ_BINDING_WRITE:
+        return "platform_admin, or namespace_admin of the namespace for the user role";
+    case AZ_PRINCIPAL_READ:
+        return "platform_admin, auditor or a namespace_admin; anyone for themselves";
+    case AZ_APIKEY:
+        return "platform_admin, or the key's own principal (not an auditor)";
+    case AZ_APIKEY_READ:
+        return "platform_admin or auditor, or the key's own principal";
+    }
+    return "?";
+}
+
+/* The string at the dotted @path in @msg ("" when a message on the way is unset). */
+static const char *field_string(const ProtobufCMessage *msg, const char *path)
+{
+    char part[64];
+    while (msg != NULL && *path != '\0') {
+        const char *dot = strchr(path, '.');
+        size_t n = dot != NULL ? (size_t)(dot - path) : strlen(path);
+        if (n >= sizeof part) {
+            return "";
+        }
+        memcpy(part, path, n);
+        part[n] = '\0';
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, part);
+        if (f == NULL || f->label == PROTOBUF_C_LABEL_REPEATED) {
+            return "";
+        }
+        const void *at = (const char *)msg + f->offset;
+        if (dot == NULL) {
+            if (f->type != PROTOBUF_C_TYPE_STRING) {
+                return "";
+            }
+            const char *s = *(char *const *)at;
+            return s != NULL ? s : "";
+        }
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) {
+            return "";
+        }
+        msg = *(const ProtobufCMessage *const *)at;
+        path = dot + 1;
+    }
+    return "";
+}
+
+static bool has_role(const struct authz_caller *c, enum authz_role role, const char *ns)
+{
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        if (c->bindings[i].role == role && (ns == NULL || strcmp(c->bindings[i].ns, ns) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool any_in(const struct authz_caller *c, const char *ns)
+{
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        if (c->bindings[i].ns[0] != '\0' && strcmp(c->bindings[i].ns, ns) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_binding_write(const struct authz_caller *c, enum authz_role role, const char *ns, char *why,
+                         size_t len)
+{
+    if (has_role(c, AZ_ROLE_PLATFORM_ADMIN, "")) {
+        return true;
+    }
+    if (role != AZ_ROLE_USER) {
+        snprintf(why, len, "only a platform_admin may grant or revoke the %s role", authz_role_name(role));
+        return false;
+    }
+    if (ns[0] == '\0' || !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+        snprintf(
+            why, len,
+            "granting or revoking the user role in namespace \"%.63s\" needs the namespace_admin role there "
+            "(or platform_admin)",
+            ns);
+        return false;
+    }
+    return true;
+}
+
+static void deny(struct authz_decision *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void deny(struct authz_decision *d, const char *fmt, ...)
+{
+    va_list ap;
+    d->allowed = false;
+    va_start(ap, fmt);
+    vsnprintf(d->why, sizeof d->why, fmt, ap);
+    va_end(ap);
+}
+
+void authz_decide(const struct authz_rule *r, const struct authz_caller *c, const ProtobufCMessage *req,
+                  struct authz_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    const char *ns = r->ns_field != NULL && req != NULL ? field_string(req, r->ns_field) : "";
+    snprintf(d->ns, sizeof d->ns, "%s", ns);
+    bool pa = has_role(c, AZ_ROLE_PLATFORM_ADMIN, "");
+    bool auditor = has_role(c, AZ_ROLE_AUDITOR, "");
+    d->allowed = true;
+    if (pa || r->action == AZ_TOKEN || r->action == AZ_AUTHENTICATED) {
+        d->filter = r->action == AZ_AUTHENTICATED && !pa && !auditor;
+        return;
+    }
+    if (r->ns_field != NULL && !r->ns_optional && ns[0] == '\0') {
+        snprintf(d->why, sizeof d->why, "%s is required", r->ns_field);
+        d->allowed = false;
+        return;
+    }
+    switch (r->action) {
+    case AZ_CLUSTER:
+    case AZ_GLOBAL_WRITE:
+        deny(d, "%sneeds the platform_admin role", "");
+        return;
+    case AZ_GLOBAL_READ:
+        if (!auditor) {
+            deny(d, "%sneeds the platform_admin or auditor role", "");
+        }
+        return;
+    case AZ_NS_READ:
+        if (ns[0] == '\0') {
+            d->filter = !auditor; /* all the caller may read */
+        } else if (!auditor && !any_in(c, ns)) {
+            deny(d, "needs a role in namespace \"%.63s\" (or the auditor or platform_admin role)", ns);
+        }
+        return;
+    case AZ_NS_ADMIN:
+        if (!has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            deny(d, "needs the namespace_admin role in namespace \"%.63s\" (or platform_admin)", ns);
+        }
+        return;
+    case AZ_SANDBOX_CREATE:
+        if (!has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns) && !has_role(c, AZ_ROLE_USER, ns)) {
+            deny(d, "creating sandboxes in namespace \"%.63s\" needs the user or namespace_admin role there",
+                 ns);
+        }
+        return;
+    case AZ_SANDBOX_READ:
+        /* A user (or anyone a sandbox is shared with) reads own or shared sandboxes only. */
+        d->owner_check = !auditor && !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns);
+        return;
+    case AZ_SANDBOX_WRITE:
+        if (has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            return;
+        }
+        if (has_role(c, AZ_ROLE_USER, ns)) {
+            d->owner_check = true;
+            return;
+        }
+        deny(
+            d,
+            "changing sandboxes in namespace \"%.63s\" needs the user role there (for your own sandboxes) or "
+            "namespace_admin",
+            ns);
+        return;
+    case AZ_POLICY_WRITE:
+        if (ns[0] == '\0') {
+            deny(d, "%sthe gateway policy needs the platform_admin role", "");
+        } else if (!has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            deny(d,
+                 "the policy of namespace \"%.63s\" needs the namespace_admin role there (or platform_admin)",
+                 ns);
+        }
+        return;
+    case AZ_BINDING_WRITE: {
+        if (req != NULL && r->ns_field != NULL) {
+            const ProtobufCFieldDescriptor *bf =
+                protobuf_c_message_descriptor_get_field_by_name(req->descriptor, "binding");
+            const ProtobufCMessage *b =
+                bf != NULL ? *(const ProtobufCMessage *const *)((const char *)req + bf->offset) : NULL;
+            const ProtobufCFieldDescriptor *rf =
+                b != NULL ? protobuf_c_message_descriptor_get_field_by_name(b->descriptor, "role") : NULL;
+            int role_value = rf != NULL ? *(const int *)((const char *)b + rf->offset) : 0;
+            /* gantry.v1.Role and enum authz_role share their numbering (1..4). */
+            if (!authz_binding_write(c, (enum authz_role)role_value, ns, d->why, sizeof d->why)) {
+                d->allowed = false;
+            }
+            return;
+        }
+        if (!has_role(c, AZ_ROLE_NAMESPACE_ADMIN, NULL)) {
+            deny(d, "%sneeds the platform_admin role, or namespace_admin for bindings in that namespace", "");
+        } else {
+            d->binding_check = true;
+        }
+        return;
+    }
+    case AZ_PRINCIPAL_READ:
+        if (!auditor && !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, NULL)) {
+            d->self_check = true;
+        }
+        return;
+    case AZ_APIKEY_READ:
+        if (!auditor) {
+            d->self_check = true;
+        }
+        return;
+    case AZ_APIKEY:
+        if (auditor && c->n_bindings > 0 && !has_role(c, AZ_ROLE_USER, NULL) &&
+            !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, NULL)) {
+            deny(d, "%sauditors never write: API keys are managed by their owner or a platform_admin", "");
+            return;
+        }
+        d->self_check = true;
+        return;
+    case AZ_TOKEN:
+    case AZ_AUTHENTICATED:
+        return;
+    }
+    deny(d, "%sno rule allows this call", "");
+}

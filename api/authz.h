@@ -1,0 +1,125 @@
+/* Authorization: the one table that says, for every gantry.v1 RPC, what the caller needs and
+ * where the target namespace is found, and the decision for one call. A pure module (no store,
+ * no I/O): the gate (server/gate.h) feeds it the authenticated caller and the decoded request.
+ *
+ * The five roles (DESIGN.md section 4):
+ *   platform_admin   global: everything
+ *   auditor          global: read every namespace, sandbox, policy, quota, principal and the
+ *                    audit log; never writes, never credentials, never exec
+ *   namespace_admin  one namespace: its role bindings below admin (the user role), providers
+ *                    and grants, its policy (tighten only), every sandbox in it
+ *   user             one namespace: create sandboxes; read, exec, delete and share its own
+ *                    and those shared with it; read the namespace's objects
+ *   service accounts hold bindings like users.
+ *
+ * Actions (what a rule asks for):
+ *   AZ_TOKEN            no principal: the request carries its own credential (Cluster.Join)
+ *   AZ_AUTHENTICATED    any principal (WhoAmI, ListSharedWithMe; lists the handler filters)
+ *   AZ_CLUSTER          platform_admin (cluster operations)
+ *   AZ_GLOBAL_WRITE     platform_admin (namespaces, quotas, principals, global policy)
+ *   AZ_GLOBAL_READ      platform_admin, auditor
+ *   AZ_NS_READ          platform_admin, auditor, or any binding in the namespace; an empty
+ *                       namespace (when the rule allows it) means "every namespace the caller may
+ *                       read": allowed, and the handler filters (decision.filter)
+ *   AZ_NS_ADMIN         platform_admin, namespace_admin of the namespace
+ *   AZ_SANDBOX_CREATE   platform_admin, namespace_admin or user of the namespace
+ *   AZ_SANDBOX_READ     as AZ_NS_READ; a user only for own or shared sandboxes (decision.owner_check)
+ *   AZ_SANDBOX_WRITE    platform_admin, namespace_admin; a user only for own sandboxes
+ *                       (decision.owner_check); never an auditor
+ *   AZ_POLICY_WRITE     empty namespace (the gateway policy): platform_admin; else AZ_NS_ADMIN
+ *   AZ_BINDING_WRITE    platform_admin; a namespace_admin for the user role in their namespace
+ *                       (from the request's binding; for deletes the handler re-checks with
+ *                       authz_binding_write on the stored binding: decision.binding_check)
+ *   AZ_PRINCIPAL_READ   platform_admin, auditor, any namespace_admin; anyone for themselves
+ *                       (decision.self_check when the caller has none of those roles)
+ *   AZ_APIKEY           platform_admin; anyone but an auditor for their own keys (the handler
+ *                       checks that the key or principal is the caller's: decision.self_check)
+ *   AZ_APIKEY_READ      as AZ_APIKEY, and auditors may read (metadata only, never a secret)
+ *
+ * Messages on denial say what is missing ("needs the namespace_admin role in namespace \"team-a\"
+ * (or platform_admin)") and never echo secrets. */
+#ifndef GANTRY_API_AUTHZ_H
+#define GANTRY_API_AUTHZ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "lib/err.h"
+
+enum authz_action {
+    AZ_TOKEN = 1,
+    AZ_AUTHENTICATED,
+    AZ_CLUSTER,
+    AZ_GLOBAL_WRITE,
+    AZ_GLOBAL_READ,
+    AZ_NS_READ,
+    AZ_NS_ADMIN,
+    AZ_SANDBOX_CREATE,
+    AZ_SANDBOX_READ,
+    AZ_SANDBOX_WRITE,
+    AZ_POLICY_WRITE,
+    AZ_BINDING_WRITE,
+    AZ_PRINCIPAL_READ,
+    AZ_APIKEY,
+    AZ_APIKEY_READ,
+};
+
+enum authz_role { AZ_ROLE_PLATFORM_ADMIN = 1, AZ_ROLE_NAMESPACE_ADMIN, AZ_ROLE_AUDITOR, AZ_ROLE_USER };
+
+struct authz_rule {
+    const char *path; /* "/gantry.v1.Sandboxes/Create" */
+    enum authz_action action;
+    const char *ns_field; /* dotted field path of the namespace in the request, or NULL */
+    bool ns_optional;     /* an empty namespace means "all I may read" (lists) */
+    bool mutating;        /* changes state: audited */
+};
+
+struct authz_binding {
+    enum authz_role role;
+    char ns[64]; /* "" for the global roles */
+};
+
+struct authz_caller {
+    const char *principal_id;
+    const struct authz_binding *bindings;
+    size_t n_bindings;
+};
+
+struct authz_decision {
+    bool allowed;
+    char ns[64];             /* the namespace the call targets ("" for none or all) */
+    bool filter;             /* the handler must restrict results to what the caller may read */
+    bool owner_check;        /* the handler must check ownership or shares (sandboxes) */
+    bool self_check;         /* the handler must check the target is the caller's own */
+    bool binding_check;      /* the handler must re-check with authz_binding_write */
+    char why[GERR_MSG_SIZE]; /* on denial */
+};
+
+/* The rule for @path, or NULL. */
+const struct authz_rule *authz_rule_find(const char *path);
+
+/* Every method of every service in @services (NULL-terminated) has a rule, and every rule names
+ * a method that exists. Returns 0, or GERR_INVAL naming the first gap in @errmsg. */
+int authz_table_check(const ProtobufCServiceDescriptor *const *services, char *errmsg);
+
+/* Decide. @req is the decoded request (its namespace is read by the rule's field path). Always
+ * fills @d. */
+void authz_decide(const struct authz_rule *r, const struct authz_caller *c, const ProtobufCMessage *req,
+                  struct authz_decision *d);
+
+/* May @c create or delete a binding of @role in @ns? (The AZ_BINDING_WRITE rule, for handlers.) */
+bool authz_binding_write(const struct authz_caller *c, enum authz_role role, const char *ns, char *why,
+                         size_t len);
+
+/* Role names as stored and shown ("platform_admin", ...); 0 for an unknown name. */
+const char *authz_role_name(enum authz_role r);
+enum authz_role authz_role_parse(const char *name);
+
+/* Number of rules and the @i'th (for docs/api.md generation and tests). */
+size_t authz_rule_count(void);
+const struct authz_rule *authz_rule_at(size_t i);
+const char *authz_action_describe(enum authz_action a);
+
+#endif

@@ -1,0 +1,428 @@
+/* Authentication of API calls (server/authn.h). */
+#include "server/authn.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/x509.h>
+
+#include "api/auth/apikey.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+
+#define KEY_SLOTS          512u
+#define PRINCIPAL_SLOTS    512u
+#define FAIL_SLOTS         256u
+#define LAST_USED_EVERY_MS 60000
+
+struct key_entry {
+    char keyid[APIKEY_ID_LEN + 1];
+    uint8_t hash[APIKEY_HASH_SIZE];
+    char principal_id[40];
+    int64_t expires_ms, revoked_ms;
+    int64_t fetched_ms; /* 0: empty slot */
+    int64_t last_used_written_ms;
+    bool missing; /* no such key (cached too, so a flood of bad keys costs no reads) */
+};
+
+struct principal_entry {
+    struct authn_principal p;
+    bool disabled, missing;
+    int64_t fetched_ms;
+};
+
+struct fail_entry {
+    char source[64];
+    int64_t window_start_ms;
+    unsigned count;
+};
+
+struct authn {
+    pthread_mutex_t mu;
+    uint8_t pepper[APIKEY_PEPPER_MAX];
+    size_t pepper_len;
+    struct store_writer *writer;
+    struct key_entry keys[KEY_SLOTS];
+    struct principal_entry principals[PRINCIPAL_SLOTS];
+    struct fail_entry fails[FAIL_SLOTS];
+};
+
+struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer)
+{
+    struct authn *a = mem_zalloc(sizeof *a);
+    pthread_mutex_init(&a->mu, NULL);
+    a->pepper_len = pepper_len < sizeof a->pepper ? pepper_len : sizeof a->pepper;
+    memcpy(a->pepper, pepper, a->pepper_len);
+    a->writer = writer;
+    return a;
+}
+
+void authn_free(struct authn *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    pthread_mutex_destroy(&a->mu);
+    memset(a->pepper, 0, sizeof a->pepper);
+    mem_free(a);
+}
+
+void authn_flush(struct authn *a)
+{
+    pthread_mutex_lock(&a->mu);
+    memset(a->keys, 0, sizeof a->keys);
+    memset(a->principals, 0, sizeof a->principals);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* --- rate limiting of failures --- */
+
+static bool over_limit(struct authn *a, const char *source, int64_t now)
+{
+    bool over = false;
+    pthread_mutex_lock(&a->mu);
+    for (unsigned i = 0; i < FAIL_SLOTS; i++) {
+        struct fail_entry *f = &a->fails[i];
+        if (strcmp(f->source, source) == 0 && now - f->window_start_ms < AUTHN_FAIL_WINDOW_MS) {
+            over = f->count >= AUTHN_FAIL_LIMIT;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return over;
+}
+
+static void note_failure(struct authn *a, const char *source, int64_t now, const char *why)
+{
+    pthread_mutex_lock(&a->mu);
+    struct fail_entry *slot = NULL, *oldest = &a->fails[0];
+    for (unsigned i = 0; i < FAIL_SLOTS; i++) {
+        struct fail_entry *f = &a->fails[i];
+        if (strcmp(f->source, source) == 0) {
+            slot = f;
+        }
+        if (f->window_start_ms < oldest->window_start_ms) {
+            oldest = f;
+        }
+    }
+    if (slot == NULL) {
+        slot = oldest;
+        snprintf(slot->source, sizeof slot->source, "%s", source);
+        slot->count = 0;
+        slot->window_start_ms = now;
+    }
+    if (now - slot->window_start_ms >= AUTHN_FAIL_WINDOW_MS) {
+        slot->count = 0;
+        slot->window_start_ms = now;
+    }
+    slot->count++;
+    unsigned count = slot->count;
+    pthread_mutex_unlock(&a->mu);
+    LOG_WARN("authn: refused a call from %s (%u failure(s) in this window): %s", source, count, why);
+}
+
+/* The peer's host part ("127.0.0.1:5000" -> "127.0.0.1"), so ports do not dodge the limit. */
+static void source_host(const char *peer, char *out, size_t len)
+{
+    const char *end = peer[0] == '[' ? strchr(peer, ']') : strrchr(peer, ':');
+    size_t n = end != NULL ? (size_t)(end - peer) + (peer[0] == '[' ? 1 : 0) : strlen(peer);
+    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), peer);
+}
+
+/* --- the store side of the caches --- */
+
+static void text_of(const struct proto_value *v, char *out, size_t len)
+{
+    if (v->type == PROTO_TEXT || v->type == PROTO_BLOB) {
+        snprintf(out, len, "%.*s", (int)v->u.b.n, v->u.b.s);
+    } else {
+        out[0] = '\0';
+    }
+}
+
+static int fetch_key(struct store_client *cl, const char *keyid, struct key_entry *e, int64_t now)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(keyid)};
+    int rv = store_client_query(
+        cl,
+        "SELECT hash, principal_id, expires_at_ms, revoked_at_ms, last_used_ms FROM api_keys WHERE id = ?", p,
+        1, &rows);
+    if (rv == 0) {
+        memset(e, 0, sizeof *e);
+        snprintf(e->keyid, sizeof e->keyid, "%s", keyid);
+        e->fetched_ms = now;
+        const struct proto_value *h = rows.n_rows == 1 ? proto_rows_at(&rows, 0, 0) : NULL;
+        if (h == NULL || h->type != PROTO_BLOB || h->u.b.n != APIKEY_HASH_SIZE) {
+            e->missing = true;
+        } else {
+            memcpy(e->hash, h->u.b.s, APIKEY_HASH_SIZE);
+            text_of(proto_rows_at(&rows, 0, 1), e->principal_id, sizeof e->principal_id);
+            e->expires_ms = proto_rows_at(&rows, 0, 2)->u.i;
+            e->revoked_ms = proto_rows_at(&rows, 0, 3)->u.i;
+            e->last_used_written_ms = proto_rows_at(&rows, 0, 4)->u.i;
+        }
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static int fetch_principal(struct store_client *cl, const char *id, struct principal_entry *e, int64_t now)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    int rv = store_client_query(cl, "SELECT name, kind, disabled FROM principals WHERE id = ?", p, 1, &rows);
+    memset(e, 0, sizeof *e);
+    e->fetched_ms = now;
+    snprintf(e->p.id, sizeof e->p.id, "%s", id);
+    if (rv == 0 && rows.n_rows == 0) {
+        e->missing = true;
+    } else if (rv == 0) {
+        text_of(proto_rows_at(&rows, 0, 0), e->p.name, sizeof e->p.name);
+        text_of(proto_rows_at(&rows, 0, 1), e->p.kind, sizeof e->p.kind);
+        e->disabled = proto_rows_at(&rows, 0, 2)->u.i != 0;
+        proto_rows_close(&rows);
+        proto_rows_init(&rows, 0);
+        rv = store_client_query(
+            cl, "SELECT role, namespace FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1, &rows);
+        for (size_t i = 0; rv == 0 && i < rows.n_rows && e->p.n_bindings < AUTHN_MAX_BINDINGS; i++) {
+            char role[32];
+            text_of(proto_rows_at(&rows, i, 0), role, sizeof role);
+            struct authz_binding *b = &e->p.bindings[e->p.n_bindings];
+            b->role = authz_role_parse(role);
+            text_of(proto_rows_at(&rows, i, 1), b->ns, sizeof b->ns);
+            if (b->role != 0) {
+                e->p.n_bindings++;
+            }
+        }
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* Cached lookups: copy out under the lock; refresh outside it. */
+static int get_key(struct authn *a, struct store_client *cl, const char *keyid, int64_t now,
+                   struct key_entry *out)
+{
+    pthread_mutex_lock(&a->mu);
+    struct key_entry *slot = NULL, *oldest = &a->keys[0];
+    for (unsigned i = 0; i < KEY_SLOTS; i++) {
+        if (a->keys[i].fetched_ms != 0 && strcmp(a->keys[i].keyid, keyid) == 0) {
+            slot = &a->keys[i];
+        }
+        if (a->keys[i].fetched_ms < oldest->fetched_ms) {
+            oldest = &a->keys[i];
+        }
+    }
+    if (slot != NULL && now - slot->fetched_ms < (int64_t)AUTHN_CACHE_TTL_MS) {
+        *out = *slot;
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&a->mu);
+    struct key_entry fresh;
+    int rv = fetch_key(cl, keyid, &fresh, now);
+    if (rv != 0) {
+        return rv;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (slot == NULL || strcmp(slot->keyid, keyid) != 0) {
+        slot = oldest;
+    }
+    if (slot->fetched_ms != 0 && strcmp(slot->keyid, keyid) == 0 &&
+        slot->last_used_written_ms > fresh.last_used_written_ms) {
+        fresh.last_used_written_ms = slot->last_used_written_ms;
+    }
+    *slot = fresh;
+    *out = fresh;
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+}
+
+static int get_principal(struct authn *a, struct store_client *cl, const char *id, int64_t now,
+                         struct principal_entry *out)
+{
+    pthread_mutex_lock(&a->mu);
+    struct principal_entry *slot = NULL, *oldest = &a->principals[0];
+    for (unsigned i = 0; i < PRINCIPAL_SLOTS; i++) {
+        if (a->principals[i].fetched_ms != 0 && strcmp(a->principals[i].p.id, id) == 0) {
+            slot = &a->principals[i];
+        }
+        if (a->principals[i].fetched_ms < oldest->fetched_ms) {
+            oldest = &a->principals[i];
+        }
+    }
+    if (slot != NULL && now - slot->fetched_ms < (int64_t)AUTHN_CACHE_TTL_MS) {
+        *out = *slot;
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&a->mu);
+    struct principal_entry *fresh = mem_alloc(sizeof *fresh);
+    int rv = fetch_principal(cl, id, fresh, now);
+    if (rv == 0) {
+        pthread_mutex_lock(&a->mu);
+        if (slot == NULL || strcmp(slot->p.id, id) != 0) {
+            slot = oldest;
+        }
+        *slot = *fresh;
+        *out = *fresh;
+        pthread_mutex_unlock(&a->mu);
+    }
+    mem_free(fresh);
+    return rv;
+}
+
+/* --- last-used times: fire-and-forget writes, at most one a minute per key --- */
+
+struct last_used {
+    struct store_write w;
+    char keyid[APIKEY_ID_LEN + 1];
+    int64_t at;
+};
+
+static int last_used_tx(struct store_tx *tx, void *arg)
+{
+    struct last_used *u = arg;
+    struct proto_value p[] = {proto_int(u->at), proto_text(u->keyid)};
+    return store_tx_exec(tx, "UPDATE api_keys SET last_used_ms = ? WHERE id = ? AND last_used_ms < ?1", p, 2,
+                         NULL);
+}
+
+static void last_used_done(struct store_write *w, int status)
+{
+    (void)status; /* best effort: the next call retries a minute later */
+    mem_free(w->data);
+}
+
+static void touch(struct authn *a, const struct key_entry *k, int64_t now)
+{
+    if (a->writer == NULL || now - k->last_used_written_ms < LAST_USED_EVERY_MS) {
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    for (unsigned i = 0; i < KEY_SLOTS; i++) {
+        if (a->keys[i].fetched_ms != 0 && strcmp(a->keys[i].keyid, k->keyid) == 0) {
+            a->keys[i].last_used_written_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    struct last_used *u = mem_zalloc(sizeof *u);
+    snprintf(u->keyid, sizeof u->keyid, "%s", k->keyid);
+    u->at = now;
+    u->w.data = u;
+    if (store_writer_submit(a->writer, &u->w, last_used_tx, u, last_used_done) != 0) {
+        mem_free(u);
+    }
+}
+
+/* --- the credentials --- */
+
+static int by_api_key(struct authn *a, struct store_client *cl, const char *key, int64_t now,
+                      char *principal_id, char *msg)
+{
+    struct apikey_parts parts;
+    char err[GERR_MSG_SIZE];
+    if (apikey_parse(key, strlen(key), &parts, err) != 0) {
+        gerr_set(msg, "malformed API key: %s", err);
+        return GERR_UNAUTH;
+    }
+    struct key_entry k;
+    int rv = get_key(a, cl, parts.keyid, now, &k);
+    if (rv != 0) {
+        gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
+        return rv;
+    }
+    if (k.missing || apikey_verify(key, strlen(key), k.hash, a->pepper, a->pepper_len, err) != 0) {
+        gerr_set(msg, "unknown API key");
+        return GERR_UNAUTH;
+    }
+    if (k.revoked_ms != 0) {
+        gerr_set(msg, "the API key was revoked");
+        return GERR_UNAUTH;
+    }
+    if (k.expires_ms != 0 && k.expires_ms <= now) {
+        gerr_set(msg, "the API key expired");
+        return GERR_UNAUTH;
+    }
+    touch(a, &k, now);
+    snprintf(principal_id, 40, "%s", k.principal_id);
+    return 0;
+}
+
+static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char *msg)
+{
+    char cn[256] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+    if (cn[0] == '\0') {
+        gerr_set(msg, "the client certificate has no common name");
+        return GERR_UNAUTH;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(cn)};
+    int rv = store_client_query(cl, "SELECT id FROM principals WHERE issuer = 'mtls' AND subject = ?", p, 1,
+                                &rows);
+    if (rv != 0) {
+        gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
+    } else if (rows.n_rows != 1) {
+        gerr_set(msg, "no principal is mapped to client certificate \"%.64s\"", cn);
+        rv = GERR_UNAUTH;
+    } else {
+        text_of(proto_rows_at(&rows, 0, 0), principal_id, 40);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
+               const char *source, int64_t now_ms, struct authn_principal *out, char *msg)
+{
+    char host[64];
+    source_host(source != NULL ? source : "", host, sizeof host);
+    if (over_limit(a, host, now_ms)) {
+        gerr_set(msg, "too many failed authentication attempts from %s; try again later", host);
+        return GERR_TOOBIG;
+    }
+    char principal_id[40] = "";
+    const char *via;
+    int rv;
+    if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 &&
+        strncmp(authorization + 7, "gtk_", 4) == 0) {
+        via = "api_key";
+        rv = by_api_key(a, cl, authorization + 7, now_ms, principal_id, msg);
+    } else if (authorization != NULL) {
+        via = "?";
+        gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key>\"");
+        rv = GERR_UNAUTH;
+    } else if (peer_cert != NULL) {
+        via = "mtls";
+        rv = by_cert(cl, peer_cert, principal_id, msg);
+    } else {
+        via = "none";
+        gerr_set(msg, "missing credentials: send \"authorization: Bearer <API key>\"");
+        rv = GERR_UNAUTH;
+    }
+    struct principal_entry *pe = NULL;
+    if (rv == 0) {
+        pe = mem_alloc(sizeof *pe);
+        rv = get_principal(a, cl, principal_id, now_ms, pe);
+        if (rv != 0) {
+            gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
+        } else if (pe->missing || pe->disabled) {
+            gerr_set(msg, "the principal of these credentials is %s", pe->missing ? "gone" : "disabled");
+            rv = GERR_UNAUTH;
+        } else {
+            *out = pe->p;
+            snprintf(out->via, sizeof out->via, "%s", via);
+        }
+    }
+    mem_free(pe);
+    if (rv == GERR_UNAUTH) {
+        note_failure(a, host, now_ms, msg);
+    }
+    return rv;
+}

@@ -1,0 +1,69 @@
+/* Authentication of API calls: who is calling, and with which role bindings.
+ *
+ * Credentials, in order:
+ *   "authorization: Bearer gtk_..."   an API key (api/auth/apikey.h), checked against its stored
+ *                                     hash with the cluster pepper, in constant time;
+ *   "authorization: Bearer <JWT>"     an OIDC token, when an OIDC verifier is configured (the
+ *                                     principal is <issuer name>#<claim>, see docs/security.md);
+ *   a verified client certificate     when the API asks for client certificates (api_tls_client_ca):
+ *                                     the principal whose issuer is "mtls" and subject the
+ *                                     certificate's common name.
+ * A credential that names no enabled principal is refused.
+ *
+ * Caching and the revocation bound: key rows and a principal's bindings are cached per replica
+ * for at most AUTHN_CACHE_TTL_MS; a revoked or expired key, a disabled principal or a removed
+ * binding therefore takes effect on every replica within that bound (docs/security.md; checked
+ * by test_identity.py). Expiry itself is checked on every call against the cached expiry time.
+ *
+ * Failed attempts are counted per source address: more than AUTHN_FAIL_LIMIT in
+ * AUTHN_FAIL_WINDOW_MS makes that source's further attempts fail at once (RESOURCE_EXHAUSTED)
+ * until the window passes; each failure is logged without the credential.
+ *
+ * Thread-safe: worker threads call authn_call concurrently. Blocking (store round trips on a
+ * cache miss). */
+#ifndef GANTRY_SERVER_AUTHN_H
+#define GANTRY_SERVER_AUTHN_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+
+#include "api/authz.h"
+#include "store/client.h"
+#include "store/writer.h"
+
+#define AUTHN_CACHE_TTL_MS   2000u
+#define AUTHN_FAIL_LIMIT     20u
+#define AUTHN_FAIL_WINDOW_MS 60000u
+#define AUTHN_MAX_BINDINGS   64u
+
+struct authn_principal {
+    char id[40];
+    char name[128];
+    char kind[20]; /* "user" or "service_account" */
+    struct authz_binding bindings[AUTHN_MAX_BINDINGS];
+    size_t n_bindings;
+    char via[16]; /* "api_key", "oidc", "mtls" */
+};
+
+struct authn;
+struct oidc; /* api/auth/oidc.h, optional */
+
+/* @pepper is copied. @writer records last-used times (at most once a minute per key). */
+struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer);
+void authn_free(struct authn *a);
+
+/* Authenticate a call: @authorization is the metadata value (or NULL), @peer_cert the verified
+ * client certificate (or NULL), @source the peer address for rate limiting. Returns 0 with @out
+ * filled; GERR_UNAUTH (missing or bad credentials), GERR_TOOBIG (rate limited: too many failures
+ * from @source), or the store's error (GERR_NOLEADER, ...), with a message for the client in @msg
+ * that never contains the credential. */
+int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
+               const char *source, int64_t now_ms, struct authn_principal *out, char *msg);
+
+/* Forget cached entries (tests; after a local revocation this replica need not wait). */
+void authn_flush(struct authn *a);
+
+#endif
