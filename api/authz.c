@@ -320,8 +320,16 @@ void authz_decide(const struct authz_rule *r, const struct authz_caller *c, cons
         }
         return;
     case AZ_SANDBOX_READ:
-        /* A user (or anyone a sandbox is shared with) reads own or shared sandboxes only. */
-        d->owner_check = !auditor && !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns);
+        /* Shares stay inside a namespace: a caller without a role there reads nothing in it; a
+         * user reads own or shared sandboxes only. */
+        if (auditor || has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            return;
+        }
+        if (!any_in(c, ns)) {
+            deny(d, "needs a role in namespace \"%.63s\" (or the auditor or platform_admin role)", ns);
+            return;
+        }
+        d->owner_check = true;
         return;
     case AZ_SANDBOX_WRITE:
         if (has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {

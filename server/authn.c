@@ -421,8 +421,8 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         }
     }
     mem_free(pe);
-    if (rv == GERR_UNAUTH) {
-        note_failure(a, host, now_ms, msg);
+    if (rv == GERR_UNAUTH && (authorization != NULL || peer_cert != NULL)) {
+        note_failure(a, host, now_ms, msg); /* presenting no credential at all is not guessing */
     }
     return rv;
 }

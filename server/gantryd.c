@@ -45,6 +45,7 @@
 #include "server/cluster_svc.h"
 #include "server/config.h"
 #include "server/gate.h"
+#include "server/principals_svc.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -274,6 +275,7 @@ struct daemon {
     struct jobs jobs;
     bool jobs_started;
     struct cluster_svc csvc;
+    struct principals_svc psvc;
     struct authn *authn;
     struct gate *gate;
     char scratch[4096];
@@ -527,7 +529,10 @@ static int serve(struct daemon *d, char *errmsg)
                                    .secrets = &d->secrets,
                                    .replica_id = cfg->replica_id,
                                    .scratch_dir = d->scratch};
+    d->psvc = (struct principals_svc){
+        .writer = &d->writer, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
+        (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=

@@ -53,6 +53,10 @@ static const struct store_migration schema[] = {
      " created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, last_used_ms INTEGER NOT NULL,"
      " revoked_at_ms INTEGER NOT NULL) STRICT;"
      "CREATE INDEX api_keys_by_principal ON api_keys (principal_id);"},
+    {3, "principal e-mail; resource versions of bindings and API keys",
+     "ALTER TABLE principals ADD COLUMN email TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE role_bindings ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE api_keys ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

@@ -1,0 +1,1023 @@
+/* gantry.v1.Principals and gantry.v1.ApiKeys (server/principals_svc.h). */
+#include "server/principals_svc.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/auth/apikey.h"
+#include "api/authz.h"
+#include "gantry/v1/api_keys.pb-c.h"
+#include "gantry/v1/principals.pb-c.h"
+#include "lib/mem.h"
+#include "lib/names.h"
+#include "server/clusterdb.h"
+#include "server/gate.h"
+#include "server/identity.h"
+
+#define PAGE_DEFAULT 100u
+#define PAGE_MAX     500u
+
+#define PRINCIPAL_COLS                                                                                       \
+    "id, kind, name, display_name, email, issuer, subject, disabled, created_by, resource_version, "         \
+    "created_at_ms, "                                                                                        \
+    "updated_at_ms"
+#define BINDING_COLS "id, principal_id, role, namespace, created_by, resource_version, created_at_ms"
+#define KEY_COLS                                                                                             \
+    "id, principal_id, name, created_by, created_at_ms, expires_at_ms, last_used_ms, revoked_at_ms, "        \
+    "resource_version"
+
+/* --- small helpers --- */
+
+static char *col(const struct proto_rows *r, size_t row, unsigned c)
+{
+    const struct proto_value *v = proto_rows_at(r, row, c);
+    /* TEXT values are NUL-terminated in the result (store/proto.h). */
+    return v->type == PROTO_TEXT ? (char *)v->u.b.s : "";
+}
+
+static int64_t coli(const struct proto_rows *r, size_t row, unsigned c)
+{
+    return proto_rows_at(r, row, c)->u.i;
+}
+
+static int64_t now_ms(const struct gate_ctx *ctx)
+{
+    return ctx->now_ms;
+}
+
+static void fail_gerr(struct gate_ctx *ctx, int rv, const char *what, const char *detail)
+{
+    gate_fail(ctx, grpc_status_from_gerr(rv), "%s: %s", what,
+              detail != NULL && detail[0] != '\0' ? detail : gerr_str(rv));
+}
+
+static unsigned page_size(const Gantry__V1__PageRequest *p)
+{
+    unsigned n = p != NULL && p->page_size != 0 ? p->page_size : PAGE_DEFAULT;
+    return n > PAGE_MAX ? PAGE_MAX : n;
+}
+
+static const char *page_token(const Gantry__V1__PageRequest *p)
+{
+    return p != NULL && p->page_token != NULL ? p->page_token : "";
+}
+
+static const char *kind_text(Gantry__V1__PrincipalKind k)
+{
+    return k == GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER              ? "user"
+           : k == GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT ? "service_account"
+                                                                             : NULL;
+}
+
+static Gantry__V1__PrincipalKind kind_enum(const char *s)
+{
+    return strcmp(s, "user") == 0 ? GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER
+                                  : GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT;
+}
+
+/* --- conversions (the messages point into @rows; pack before closing them) --- */
+
+struct principal_msg {
+    Gantry__V1__Principal p;
+    Gantry__V1__ObjectMeta meta;
+};
+
+static void principal_from_row(struct principal_msg *m, const struct proto_rows *r, size_t i)
+{
+    gantry__v1__principal__init(&m->p);
+    gantry__v1__object_meta__init(&m->meta);
+    m->meta.id = col(r, i, 0);
+    m->p.kind = kind_enum(col(r, i, 1));
+    m->meta.name = col(r, i, 2);
+    m->p.display_name = col(r, i, 3);
+    m->p.email = col(r, i, 4);
+    m->p.oidc_issuer = col(r, i, 5);
+    m->p.oidc_subject = col(r, i, 6);
+    m->p.disabled = coli(r, i, 7) != 0;
+    m->meta.created_by = col(r, i, 8);
+    m->meta.resource_version = (uint64_t)coli(r, i, 9);
+    m->meta.created_at_ms = coli(r, i, 10);
+    m->meta.updated_at_ms = coli(r, i, 11);
+    m->p.meta = &m->meta;
+}
+
+struct binding_msg {
+    Gantry__V1__RoleBinding b;
+    Gantry__V1__ObjectMeta meta;
+};
+
+static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, size_t i)
+{
+    gantry__v1__role_binding__init(&m->b);
+    gantry__v1__object_meta__init(&m->meta);
+    m->meta.id = col(r, i, 0);
+    m->b.principal_id = col(r, i, 1);
+    m->b.role = (Gantry__V1__Role)authz_role_parse(col(r, i, 2));
+    m->b.namespace_ = col(r, i, 3);
+    m->meta.namespace_ = col(r, i, 3);
+    m->meta.created_by = col(r, i, 4);
+    m->meta.resource_version = (uint64_t)coli(r, i, 5);
+    m->meta.created_at_ms = coli(r, i, 6);
+    m->b.meta = &m->meta;
+}
+
+struct key_msg {
+    Gantry__V1__ApiKey k;
+    Gantry__V1__ObjectMeta meta;
+    char prefix[APIKEY_PREFIX_LEN + APIKEY_ID_LEN + 1];
+};
+
+static void key_from_row(struct key_msg *m, const struct proto_rows *r, size_t i)
+{
+    gantry__v1__api_key__init(&m->k);
+    gantry__v1__object_meta__init(&m->meta);
+    m->meta.id = col(r, i, 0);
+    m->k.principal_id = col(r, i, 1);
+    m->meta.name = col(r, i, 2);
+    m->meta.created_by = col(r, i, 3);
+    m->meta.created_at_ms = coli(r, i, 4);
+    m->k.expires_at_ms = coli(r, i, 5);
+    m->k.last_used_at_ms = coli(r, i, 6);
+    m->k.revoked = coli(r, i, 7) != 0;
+    m->meta.resource_version = (uint64_t)coli(r, i, 8);
+    snprintf(m->prefix, sizeof m->prefix, "%s%s", APIKEY_PREFIX, m->meta.id);
+    m->k.prefix = m->prefix;
+    m->k.meta = &m->meta;
+}
+
+/* Read one row by @sql with one text parameter. GERR_NOTFOUND when absent. */
+static int read_one(struct gate_ctx *ctx, const char *sql, const char *param, struct proto_rows *rows)
+{
+    proto_rows_init(rows, 0);
+    struct proto_value p[] = {proto_text(param), proto_text(param)};
+    unsigned n = 0;
+    for (const char *q = sql; *q != '\0'; q++) {
+        n += *q == '?';
+    }
+    int rv = store_client_query(ctx->cl, sql, p, n, rows);
+    if (rv == 0 && rows->n_rows == 0) {
+        rv = GERR_NOTFOUND;
+    }
+    return rv;
+}
+
+static int read_principal(struct gate_ctx *ctx, const char *id_or_name, struct proto_rows *rows)
+{
+    return read_one(ctx,
+                    "SELECT " PRINCIPAL_COLS
+                    " FROM principals WHERE id = ? OR name = ? ORDER BY kind = 'user' DESC LIMIT 1",
+                    id_or_name, rows);
+}
+
+/* The writes. Each returns a GERR_* with its message in store_tx_errmsg. */
+
+static int tx_fail(struct store_tx *tx, int rv, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int tx_fail(struct store_tx *tx, int rv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(store_tx_errmsg(tx), GERR_MSG_SIZE, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+/* Would removing @principal_id's platform_admin powers (disable, delete, unbind @binding_id) leave
+ * no enabled platform admin? */
+static int keeps_an_admin(struct store_tx *tx, const char *principal_id, const char *binding_id)
+{
+    struct proto_value p[] = {proto_text(principal_id != NULL ? principal_id : ""),
+                              proto_text(binding_id != NULL ? binding_id : "")};
+    int64_t others = 0;
+    int rv =
+        store_tx_query_int(tx,
+                           "SELECT count(*) FROM role_bindings b JOIN principals p ON p.id = b.principal_id "
+                           "WHERE b.role = 'platform_admin' AND b.namespace = '' AND p.disabled = 0 "
+                           "AND p.id <> ?1 AND b.id <> ?2",
+                           p, 2, &others);
+    if (rv == 0 && others == 0) {
+        return tx_fail(tx, GERR_REFUSED, "this would leave the cluster without an enabled platform_admin");
+    }
+    return rv;
+}
+
+static int check_version(struct store_tx *tx, const char *table, const char *id, uint64_t expected)
+{
+    if (expected == 0) {
+        return 0;
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT resource_version FROM %s WHERE id = ?", table);
+    struct proto_value p[] = {proto_text(id)};
+    int64_t v = 0;
+    int rv = store_tx_query_int(tx, sql, p, 1, &v);
+    if (rv == 0 && (uint64_t)v != expected) {
+        return tx_fail(tx, GERR_ABORTED, "resource_version is %" PRId64 ", not the expected %" PRIu64, v,
+                       expected);
+    }
+    return rv;
+}
+
+/* --- Principals --- */
+
+struct principal_write {
+    struct gate_ctx *ctx;
+    const Gantry__V1__Principal *in;
+    const char *kind;
+    char id[40];
+    uint64_t expected;
+    bool delete;
+};
+
+static int tx_create_principal(struct store_tx *tx, void *arg)
+{
+    struct principal_write *w = arg;
+    const Gantry__V1__Principal *in = w->in;
+    struct proto_value q[] = {proto_text(w->kind), proto_text(in->meta->name)};
+    int64_t n = 0;
+    int rv = store_tx_query_int(tx, "SELECT count(*) FROM principals WHERE kind = ? AND name = ?", q, 2, &n);
+    if (rv == 0 && n > 0) {
+        return tx_fail(tx, GERR_EXISTS, "a %s named \"%s\" already exists", w->kind, in->meta->name);
+    }
+    if (rv == 0 && in->oidc_issuer[0] != '\0') {
+        struct proto_value o[] = {proto_text(in->oidc_issuer), proto_text(in->oidc_subject)};
+        rv = store_tx_query_int(tx, "SELECT count(*) FROM principals WHERE issuer = ? AND subject = ?", o, 2,
+                                &n);
+        if (rv == 0 && n > 0) {
+            return tx_fail(tx, GERR_EXISTS, "another principal already has this OIDC issuer and subject");
+        }
+    }
+    int64_t rev = 0;
+    if (rv == 0) {
+        identity_uuid(w->id);
+        rv = clusterdb_event(tx, "Principal", "", w->id, "ADDED", &rev);
+    }
+    if (rv == 0) {
+        int64_t now = now_ms(w->ctx);
+        struct proto_value p[] = {proto_text(w->id),
+                                  proto_text(w->kind),
+                                  proto_text(in->meta->name),
+                                  proto_text(in->oidc_issuer),
+                                  proto_text(in->oidc_subject),
+                                  proto_text(in->display_name),
+                                  proto_int(in->disabled),
+                                  proto_text(w->ctx->who.id),
+                                  proto_int(rev),
+                                  proto_int(now),
+                                  proto_int(now),
+                                  proto_text(in->email)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO principals (id, kind, name, namespace, issuer, subject, display_name, disabled, "
+            "labels, created_by, resource_version, created_at_ms, updated_at_ms, email) "
+            "VALUES (?, ?, ?, '', ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
+            p, 12, NULL);
+    }
+    return rv;
+}
+
+static void reply_principal(struct gate_ctx *ctx, const char *id_or_name)
+{
+    struct proto_rows rows;
+    int rv = read_principal(ctx, id_or_name, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "principal", rv == GERR_NOTFOUND ? "no such principal" : ctx->cl->errmsg);
+    } else {
+        struct principal_msg m;
+        principal_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.p.base);
+    }
+    proto_rows_close(&rows);
+}
+
+static void p_create(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__CreatePrincipalRequest *req = (const void *)grpc_call_request(ctx->call);
+    const Gantry__V1__Principal *in = req->principal;
+    char why[160];
+    const char *kind = in != NULL ? kind_text(in->kind) : NULL;
+    if (in == NULL || in->meta == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "principal.meta.name is required");
+        return;
+    }
+    if (!names_dns_label_ok(in->meta->name, 63, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "principal.meta.name %s", why);
+        return;
+    }
+    if (kind == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "principal.kind must be USER or SERVICE_ACCOUNT");
+        return;
+    }
+    if ((in->oidc_issuer[0] == '\0') != (in->oidc_subject[0] == '\0')) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "principal.oidc_issuer and oidc_subject go together");
+        return;
+    }
+    if (in->oidc_issuer[0] != '\0' && strcmp(kind, "user") != 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "service accounts authenticate with API keys only: no oidc_issuer");
+        return;
+    }
+    if (strlen(in->display_name) > 256 || strlen(in->email) > 256 || strlen(in->oidc_subject) > 256 ||
+        strlen(in->oidc_issuer) > 256) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "display_name, email and the OIDC fields are at most 256 bytes");
+        return;
+    }
+    struct principal_write w = {.ctx = ctx, .in = in, .kind = kind};
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(svc->writer, tx_create_principal, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "create principal", err);
+        return;
+    }
+    reply_principal(ctx, w.id);
+}
+
+static void p_get(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__GetPrincipalRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "id (an id or a name) is required");
+        return;
+    }
+    struct proto_rows rows;
+    int rv = read_principal(ctx, req->id, &rows);
+    if (rv == 0 && ctx->decision.self_check && strcmp(col(&rows, 0, 0), ctx->who.id) != 0) {
+        rv = GERR_PERM;
+    }
+    if (rv == GERR_PERM) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                  "reading other principals needs the platform_admin, auditor or namespace_admin role");
+    } else if (rv != 0) {
+        fail_gerr(ctx, rv, "get principal", rv == GERR_NOTFOUND ? "no such principal" : ctx->cl->errmsg);
+    } else {
+        struct principal_msg m;
+        principal_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.p.base);
+    }
+    proto_rows_close(&rows);
+}
+
+static int list_bindings(struct gate_ctx *ctx, const char *principal_id, const char *ns, const char *after,
+                         unsigned limit, struct proto_rows *rows)
+{
+    proto_rows_init(rows, 0);
+    struct proto_value p[] = {proto_text(principal_id), proto_text(ns), proto_text(after), proto_int(limit)};
+    return store_client_query(ctx->cl,
+                              "SELECT " BINDING_COLS
+                              " FROM role_bindings WHERE (?1 = '' OR principal_id = ?1) "
+                              "AND (?2 = '' OR namespace = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
+                              p, 4, rows);
+}
+
+static void p_whoami(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    struct proto_rows prow, brows;
+    int rv = read_principal(ctx, ctx->who.id, &prow);
+    if (rv == 0) {
+        rv = list_bindings(ctx, ctx->who.id, "", "", PAGE_MAX, &brows);
+        if (rv == 0) {
+            struct principal_msg m;
+            principal_from_row(&m, &prow, 0);
+            struct binding_msg *bm = mem_zalloc(sizeof *bm * (brows.n_rows + 1));
+            Gantry__V1__RoleBinding **bp = mem_zalloc(sizeof *bp * (brows.n_rows + 1));
+            for (size_t i = 0; i < brows.n_rows; i++) {
+                binding_from_row(&bm[i], &brows, i);
+                bp[i] = &bm[i].b;
+            }
+            Gantry__V1__WhoAmIResponse resp = GANTRY__V1__WHO_AM_IRESPONSE__INIT;
+            resp.principal = &m.p;
+            resp.n_bindings = brows.n_rows;
+            resp.bindings = bp;
+            grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+            mem_free(bm);
+            mem_free(bp);
+        }
+        proto_rows_close(&brows);
+    }
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "whoami", ctx->cl->errmsg);
+    }
+    proto_rows_close(&prow);
+}
+
+static void p_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListPrincipalsRequest *req = (const void *)grpc_call_request(ctx->call);
+    unsigned limit = page_size(req->page);
+    const char *kind = req->kind != 0 ? kind_text(req->kind) : "";
+    if (kind == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "kind: unknown principal kind %d", (int)req->kind);
+        return;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(kind), proto_text(req->namespace_),
+                              proto_text(page_token(req->page)), proto_int(limit + 1),
+                              proto_text(ctx->decision.self_check ? ctx->who.id : "")};
+    int rv = store_client_query(
+        ctx->cl,
+        "SELECT " PRINCIPAL_COLS " FROM principals p WHERE (?1 = '' OR kind = ?1) AND (?2 = '' "
+        "OR EXISTS (SELECT 1 FROM role_bindings b WHERE b.principal_id = p.id AND b.namespace = ?2)) "
+        "AND id > ?3 AND (?5 = '' OR id = ?5) ORDER BY id LIMIT ?4",
+        p, 5, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "list principals", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    size_t n = rows.n_rows > limit ? limit : rows.n_rows;
+    struct principal_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__Principal **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        principal_from_row(&ms[i], &rows, i);
+        ps[i] = &ms[i].p;
+    }
+    Gantry__V1__ListPrincipalsResponse resp = GANTRY__V1__LIST_PRINCIPALS_RESPONSE__INIT;
+    resp.n_principals = n;
+    resp.principals = ps;
+    resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+static int tx_update_principal(struct store_tx *tx, void *arg)
+{
+    struct principal_write *w = arg;
+    const Gantry__V1__Principal *in = w->in;
+    int rv = check_version(tx, "principals", w->id, w->expected);
+    if (rv == 0 && in->disabled) {
+        rv = keeps_an_admin(tx, w->id, NULL);
+    }
+    int64_t rev = 0;
+    if (rv == 0) {
+        rv = clusterdb_event(tx, "Principal", "", w->id, "MODIFIED", &rev);
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(in->display_name), proto_text(in->email),
+                                  proto_int(in->disabled),      proto_int(rev),
+                                  proto_int(now_ms(w->ctx)),    proto_text(w->id)};
+        rv = store_tx_exec(
+            tx,
+            "UPDATE principals SET display_name = ?, email = ?, disabled = ?, resource_version = ?, "
+            "updated_at_ms = ? WHERE id = ?",
+            p, 6, NULL);
+    }
+    return rv;
+}
+
+/* Resolve the principal a write targets; answers the call and returns false when it cannot. */
+static bool resolve_principal(struct gate_ctx *ctx, const char *id_or_name, char id[40])
+{
+    struct proto_rows rows;
+    int rv = read_principal(ctx, id_or_name, &rows);
+    if (rv == 0) {
+        snprintf(id, 40, "%s", col(&rows, 0, 0));
+    } else {
+        fail_gerr(ctx, rv, "principal", rv == GERR_NOTFOUND ? "no such principal" : ctx->cl->errmsg);
+    }
+    proto_rows_close(&rows);
+    return rv == 0;
+}
+
+static void p_update(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__UpdatePrincipalRequest *req = (const void *)grpc_call_request(ctx->call);
+    const Gantry__V1__Principal *in = req->principal;
+    if (in == NULL || in->meta == NULL || (in->meta->id[0] == '\0' && in->meta->name[0] == '\0')) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "principal.meta.id or principal.meta.name selects the principal");
+        return;
+    }
+    if (strlen(in->display_name) > 256 || strlen(in->email) > 256) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "display_name and email are at most 256 bytes");
+        return;
+    }
+    struct principal_write w = {.ctx = ctx, .in = in, .expected = req->expected_resource_version};
+    if (!resolve_principal(ctx, in->meta->id[0] != '\0' ? in->meta->id : in->meta->name, w.id)) {
+        return;
+    }
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(svc->writer, tx_update_principal, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "update principal", err);
+        return;
+    }
+    reply_principal(ctx, w.id);
+}
+
+static int tx_delete_principal(struct store_tx *tx, void *arg)
+{
+    struct principal_write *w = arg;
+    int rv = check_version(tx, "principals", w->id, w->expected);
+    if (rv == 0) {
+        rv = keeps_an_admin(tx, w->id, NULL);
+    }
+    struct proto_value p[] = {proto_text(w->id)};
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM api_keys WHERE principal_id = ?", p, 1, NULL);
+    }
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM role_bindings WHERE principal_id = ?", p, 1, NULL);
+    }
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM principals WHERE id = ?", p, 1, NULL);
+    }
+    int64_t rev = 0;
+    if (rv == 0) {
+        rv = clusterdb_event(tx, "Principal", "", w->id, "DELETED", &rev);
+        w->expected = (uint64_t)rev;
+    }
+    return rv;
+}
+
+static void reply_deleted(struct gate_ctx *ctx, const char *id, uint64_t revision)
+{
+    Gantry__V1__DeleteResponse resp = GANTRY__V1__DELETE_RESPONSE__INIT;
+    resp.id = (char *)id;
+    resp.revision = revision;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+}
+
+static void p_delete(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__DeletePrincipalRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "id (an id or a name) is required");
+        return;
+    }
+    struct principal_write w = {.ctx = ctx, .expected = req->expected_resource_version, .delete = true};
+    if (!resolve_principal(ctx, req->id, w.id)) {
+        return;
+    }
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(svc->writer, tx_delete_principal, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "delete principal", err);
+        return;
+    }
+    reply_deleted(ctx, w.id, w.expected);
+}
+
+/* --- Role bindings --- */
+
+struct binding_write {
+    struct gate_ctx *ctx;
+    const char *principal_id, *role, *ns;
+    char id[40];
+    uint64_t expected;
+    int64_t revision;
+};
+
+static int tx_create_binding(struct store_tx *tx, void *arg)
+{
+    struct binding_write *w = arg;
+    struct proto_value pp[] = {proto_text(w->principal_id)};
+    int64_t n = 0;
+    int rv = store_tx_query_int(tx, "SELECT count(*) FROM principals WHERE id = ?", pp, 1, &n);
+    if (rv == 0 && n == 0) {
+        return tx_fail(tx, GERR_NOTFOUND, "binding.principal_id: no such principal");
+    }
+    if (rv == 0 && w->ns[0] != '\0') {
+        struct proto_value np[] = {proto_text(w->ns)};
+        rv = store_tx_query_int(tx, "SELECT count(*) FROM namespaces WHERE name = ? AND phase = 'ACTIVE'", np,
+                                1, &n);
+        if (rv == 0 && n == 0) {
+            return tx_fail(tx, GERR_NOTFOUND, "binding.namespace: no active namespace \"%s\"", w->ns);
+        }
+    }
+    if (rv == 0) {
+        struct proto_value dp[] = {proto_text(w->principal_id), proto_text(w->role), proto_text(w->ns)};
+        rv = store_tx_query_int(
+            tx, "SELECT count(*) FROM role_bindings WHERE principal_id = ? AND role = ? AND namespace = ?",
+            dp, 3, &n);
+        if (rv == 0 && n > 0) {
+            return tx_fail(tx, GERR_EXISTS, "the principal already holds this role here");
+        }
+    }
+    if (rv == 0) {
+        identity_uuid(w->id);
+        rv = clusterdb_event(tx, "RoleBinding", w->ns, w->id, "ADDED", &w->revision);
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {
+            proto_text(w->id),          proto_text(w->principal_id), proto_text(w->role),   proto_text(w->ns),
+            proto_text(w->ctx->who.id), proto_int(now_ms(w->ctx)),   proto_int(w->revision)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO role_bindings (id, principal_id, role, namespace, scope, created_by, created_at_ms, "
+            "resource_version) VALUES (?, ?, ?, ?, '', ?, ?, ?)",
+            p, 7, NULL);
+    }
+    return rv;
+}
+
+static void reply_binding(struct gate_ctx *ctx, const char *id)
+{
+    struct proto_rows rows;
+    int rv = read_one(ctx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", id, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "role binding", ctx->cl->errmsg);
+    } else {
+        struct binding_msg m;
+        binding_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.b.base);
+    }
+    proto_rows_close(&rows);
+}
+
+static void b_create(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__CreateRoleBindingRequest *req = (const void *)grpc_call_request(ctx->call);
+    const Gantry__V1__RoleBinding *b = req->binding;
+    if (b == NULL || b->principal_id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.principal_id is required");
+        return;
+    }
+    if (b->role < 1 || b->role > 4) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "binding.role must be PLATFORM_ADMIN, NAMESPACE_ADMIN, AUDITOR or USER");
+        return;
+    }
+    enum authz_role role = (enum authz_role)b->role;
+    bool global = role == AZ_ROLE_PLATFORM_ADMIN || role == AZ_ROLE_AUDITOR;
+    if (global && b->namespace_[0] != '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.namespace must be empty: %s is a global role",
+                  authz_role_name(role));
+        return;
+    }
+    if (!global && b->namespace_[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.namespace is required for the %s role",
+                  authz_role_name(role));
+        return;
+    }
+    if (b->delegation != NULL) {
+        gate_fail(ctx, GRPC_STATUS_UNIMPLEMENTED, "delegation scopes are not implemented yet");
+        return;
+    }
+    struct binding_write w = {
+        .ctx = ctx, .principal_id = b->principal_id, .role = authz_role_name(role), .ns = b->namespace_};
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(svc->writer, tx_create_binding, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "create role binding", err);
+        return;
+    }
+    reply_binding(ctx, w.id);
+}
+
+static int tx_delete_binding(struct store_tx *tx, void *arg)
+{
+    struct binding_write *w = arg;
+    int rv = check_version(tx, "role_bindings", w->id, w->expected);
+    if (rv == 0 && strcmp(w->role, "platform_admin") == 0) {
+        rv = keeps_an_admin(tx, NULL, w->id);
+    }
+    struct proto_value p[] = {proto_text(w->id)};
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM role_bindings WHERE id = ?", p, 1, NULL);
+    }
+    if (rv == 0) {
+        rv = clusterdb_event(tx, "RoleBinding", w->ns, w->id, "DELETED", &w->revision);
+    }
+    return rv;
+}
+
+static void b_delete(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__DeleteRoleBindingRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows rows;
+    int rv = read_one(ctx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", req->id, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "delete role binding",
+                  rv == GERR_NOTFOUND ? "no such role binding" : ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    char role[32], ns[64], why[GERR_MSG_SIZE];
+    snprintf(role, sizeof role, "%s", col(&rows, 0, 2));
+    snprintf(ns, sizeof ns, "%s", col(&rows, 0, 3));
+    proto_rows_close(&rows);
+    if (!authz_binding_write(&ctx->caller, authz_role_parse(role), ns, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
+        return;
+    }
+    struct binding_write w = {.ctx = ctx, .role = role, .ns = ns, .expected = req->expected_resource_version};
+    snprintf(w.id, sizeof w.id, "%s", req->id);
+    char err[GERR_MSG_SIZE] = "";
+    rv = store_writer_run(svc->writer, tx_delete_binding, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "delete role binding", err);
+        return;
+    }
+    reply_deleted(ctx, w.id, (uint64_t)w.revision);
+}
+
+static void b_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListRoleBindingsRequest *req = (const void *)grpc_call_request(ctx->call);
+    const char *principal = req->principal_id;
+    if (ctx->decision.self_check) {
+        if (principal[0] != '\0' && strcmp(principal, ctx->who.id) != 0) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "listing other principals' bindings needs the platform_admin, auditor or "
+                      "namespace_admin role");
+            return;
+        }
+        principal = ctx->who.id;
+    }
+    unsigned limit = page_size(req->page);
+    struct proto_rows rows;
+    int rv = list_bindings(ctx, principal, req->namespace_, page_token(req->page), limit + 1, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "list role bindings", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    size_t n = rows.n_rows > limit ? limit : rows.n_rows;
+    struct binding_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__RoleBinding **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        binding_from_row(&ms[i], &rows, i);
+        ps[i] = &ms[i].b;
+    }
+    Gantry__V1__ListRoleBindingsResponse resp = GANTRY__V1__LIST_ROLE_BINDINGS_RESPONSE__INIT;
+    resp.n_bindings = n;
+    resp.bindings = ps;
+    resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+/* --- API keys --- */
+
+struct key_write {
+    struct gate_ctx *ctx;
+    struct principals_svc *svc;
+    const char *principal_id, *name;
+    int64_t expires;
+    char keyid[APIKEY_ID_LEN + 1];
+    uint8_t hash[APIKEY_HASH_SIZE];
+    uint64_t expected;
+    int64_t revision;
+    bool delete;
+};
+
+static int tx_create_key(struct store_tx *tx, void *arg)
+{
+    struct key_write *w = arg;
+    struct proto_value pp[] = {proto_text(w->principal_id)};
+    int64_t disabled = 0;
+    int rv = store_tx_query_int(tx, "SELECT disabled FROM principals WHERE id = ?", pp, 1, &disabled);
+    if (rv == GERR_NOTFOUND) {
+        return tx_fail(tx, GERR_NOTFOUND, "principal_id: no such principal");
+    }
+    if (rv == 0 && disabled) {
+        return tx_fail(tx, GERR_REFUSED, "the principal is disabled");
+    }
+    if (rv == 0) {
+        rv = clusterdb_event(tx, "ApiKey", "", w->keyid, "ADDED", &w->revision);
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(w->keyid),       proto_text(w->principal_id),
+                                  proto_text(w->name),        proto_blob(w->hash, sizeof w->hash),
+                                  proto_text(w->ctx->who.id), proto_int(now_ms(w->ctx)),
+                                  proto_int(w->expires),      proto_int(w->revision)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO api_keys (id, principal_id, name, hash, created_by, created_at_ms, expires_at_ms, "
+            "last_used_ms, revoked_at_ms, resource_version) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
+            p, 8, NULL);
+    }
+    return rv;
+}
+
+static void k_create(struct gate_ctx *ctx, void *data)
+{
+    struct principals_svc *svc = data;
+    const Gantry__V1__CreateApiKeyRequest *req = (const void *)grpc_call_request(ctx->call);
+    const char *principal = req->principal_id[0] != '\0' ? req->principal_id : ctx->who.id;
+    if (ctx->decision.self_check && strcmp(principal, ctx->who.id) != 0) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                  "creating API keys for another principal needs the platform_admin role");
+        return;
+    }
+    if (strlen(req->name) > 63) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "name is at most 63 bytes");
+        return;
+    }
+    if (req->expires_at_ms != 0 && req->expires_at_ms <= ctx->now_ms) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "expires_at_ms is in the past");
+        return;
+    }
+    char key[APIKEY_LEN + 1], err[GERR_MSG_SIZE] = "";
+    struct key_write w = {
+        .ctx = ctx, .svc = svc, .principal_id = principal, .name = req->name, .expires = req->expires_at_ms};
+    int rv = apikey_generate(svc->pepper, svc->pepper_len, key, w.keyid, w.hash, err);
+    if (rv == 0) {
+        rv = store_writer_run(svc->writer, tx_create_key, &w, err);
+    }
+    if (rv != 0) {
+        memset(key, 0, sizeof key);
+        fail_gerr(ctx, rv, "create API key", err);
+        return;
+    }
+    struct proto_rows rows;
+    rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", w.keyid, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "create API key", ctx->cl->errmsg);
+    } else {
+        struct key_msg m;
+        key_from_row(&m, &rows, 0);
+        Gantry__V1__CreateApiKeyResponse resp = GANTRY__V1__CREATE_API_KEY_RESPONSE__INIT;
+        resp.key = &m.k;
+        resp.secret = key;
+        grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    }
+    memset(key, 0, sizeof key);
+    proto_rows_close(&rows);
+}
+
+/* Read a key and apply the self check; answers and returns false when the call cannot go on. */
+static bool read_key(struct gate_ctx *ctx, const char *id, struct proto_rows *rows)
+{
+    if (id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "id (the key id) is required");
+        proto_rows_init(rows, 0);
+        return false;
+    }
+    int rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", id, rows);
+    if (rv == 0 && ctx->decision.self_check && strcmp(col(rows, 0, 1), ctx->who.id) != 0) {
+        rv = GERR_NOTFOUND; /* other principals' keys are not even confirmed to exist */
+    }
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "API key", rv == GERR_NOTFOUND ? "no such API key" : ctx->cl->errmsg);
+        return false;
+    }
+    return true;
+}
+
+static void k_get(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__GetApiKeyRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows rows;
+    if (read_key(ctx, req->id, &rows)) {
+        struct key_msg m;
+        key_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.k.base);
+    }
+    proto_rows_close(&rows);
+}
+
+static void k_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListApiKeysRequest *req = (const void *)grpc_call_request(ctx->call);
+    const char *principal = req->principal_id;
+    if (ctx->decision.self_check) {
+        if (principal[0] != '\0' && strcmp(principal, ctx->who.id) != 0) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "listing other principals' API keys needs the platform_admin or auditor role");
+            return;
+        }
+        principal = ctx->who.id;
+    }
+    unsigned limit = page_size(req->page);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(principal), proto_text(page_token(req->page)), proto_int(limit + 1)};
+    int rv = store_client_query(ctx->cl,
+                                "SELECT " KEY_COLS
+                                " FROM api_keys WHERE (?1 = '' OR principal_id = ?1) AND id > ?2 "
+                                "ORDER BY id LIMIT ?3",
+                                p, 3, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "list API keys", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    size_t n = rows.n_rows > limit ? limit : rows.n_rows;
+    struct key_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__ApiKey **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        key_from_row(&ms[i], &rows, i);
+        ps[i] = &ms[i].k;
+    }
+    Gantry__V1__ListApiKeysResponse resp = GANTRY__V1__LIST_API_KEYS_RESPONSE__INIT;
+    resp.n_keys = n;
+    resp.keys = ps;
+    resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+static int tx_revoke_key(struct store_tx *tx, void *arg)
+{
+    struct key_write *w = arg;
+    int rv = check_version(tx, "api_keys", w->keyid, w->expected);
+    if (rv == 0) {
+        rv = clusterdb_event(tx, "ApiKey", "", w->keyid, w->delete ? "DELETED" : "MODIFIED", &w->revision);
+    }
+    struct proto_value p[] = {proto_int(now_ms(w->ctx)), proto_int(w->revision), proto_text(w->keyid)};
+    if (rv == 0 && w->delete) {
+        rv = store_tx_exec(tx, "DELETE FROM api_keys WHERE id = ?", p + 2, 1, NULL);
+    } else if (rv == 0) {
+        rv = store_tx_exec(
+            tx,
+            "UPDATE api_keys SET revoked_at_ms = CASE WHEN revoked_at_ms = 0 THEN ?1 ELSE revoked_at_ms END, "
+            "resource_version = ?2 WHERE id = ?3",
+            p, 3, NULL);
+    }
+    return rv;
+}
+
+static void k_revoke_or_delete(struct gate_ctx *ctx, struct principals_svc *svc, bool delete)
+{
+    const Gantry__V1__RevokeApiKeyRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows rows;
+    if (!read_key(ctx, req->id, &rows)) {
+        proto_rows_close(&rows);
+        return;
+    }
+    proto_rows_close(&rows);
+    struct key_write w = {
+        .ctx = ctx, .svc = svc, .expected = req->expected_resource_version, .delete = delete};
+    snprintf(w.keyid, sizeof w.keyid, "%s", req->id);
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(svc->writer, tx_revoke_key, &w, err);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, delete ? "delete API key" : "revoke API key", err);
+        return;
+    }
+    if (delete) {
+        reply_deleted(ctx, w.keyid, (uint64_t)w.revision);
+        return;
+    }
+    rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", w.keyid, &rows);
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "revoke API key", ctx->cl->errmsg);
+    } else {
+        struct key_msg m;
+        key_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.k.base);
+    }
+    proto_rows_close(&rows);
+}
+
+static void k_revoke(struct gate_ctx *ctx, void *data)
+{
+    k_revoke_or_delete(ctx, data, false);
+}
+
+static void k_delete(struct gate_ctx *ctx, void *data)
+{
+    k_revoke_or_delete(ctx, data, true);
+}
+
+int principals_svc_register(struct gate *g, struct principals_svc *svc, char *errmsg)
+{
+    const struct {
+        const char *path;
+        gate_impl_fn fn;
+    } routes[] = {
+        {"/gantry.v1.Principals/Create", p_create},
+        {"/gantry.v1.Principals/Get", p_get},
+        {"/gantry.v1.Principals/WhoAmI", p_whoami},
+        {"/gantry.v1.Principals/List", p_list},
+        {"/gantry.v1.Principals/Update", p_update},
+        {"/gantry.v1.Principals/Delete", p_delete},
+        {"/gantry.v1.Principals/CreateRoleBinding", b_create},
+        {"/gantry.v1.Principals/DeleteRoleBinding", b_delete},
+        {"/gantry.v1.Principals/ListRoleBindings", b_list},
+        {"/gantry.v1.ApiKeys/Create", k_create},
+        {"/gantry.v1.ApiKeys/Get", k_get},
+        {"/gantry.v1.ApiKeys/List", k_list},
+        {"/gantry.v1.ApiKeys/Revoke", k_revoke},
+        {"/gantry.v1.ApiKeys/Delete", k_delete},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (gate_route(g, routes[i].path, routes[i].fn, svc) != 0) {
+            gerr_set(errmsg, "principals service: cannot route %s", routes[i].path);
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,34 @@
+/* gantry.v1.Principals and gantry.v1.ApiKeys: users, service accounts, role bindings and API
+ * keys. Implementations behind the gate (server/gate.h), which has already authenticated the
+ * caller and applied the authorization table; these check what the table delegates to them
+ * (decision.self_check, decision.binding_check) and validate the request.
+ *
+ * Rules beyond the table:
+ *   - names are DNS-1123 labels, unique per kind; a service account's key is its only credential;
+ *   - bindings: platform_admin and auditor are global (namespace must be empty); namespace_admin
+ *     and user need an existing namespace; a binding is unique per (principal, role, namespace);
+ *   - the last enabled principal holding platform_admin cannot be disabled, deleted or lose that
+ *     binding (FAILED_PRECONDITION), so a cluster never locks its admins out;
+ *   - API keys: the secret is returned once by Create and never again; Revoke stops the key on
+ *     every replica within the authentication cache bound (server/authn.h);
+ *   - updates and deletes honour expected_resource_version (ABORTED on mismatch).
+ * Every write is one transaction with its change event (server/clusterdb.h). */
+#ifndef GANTRY_SERVER_PRINCIPALS_SVC_H
+#define GANTRY_SERVER_PRINCIPALS_SVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/writer.h"
+
+struct gate;
+
+struct principals_svc {
+    struct store_writer *writer; /* borrowed */
+    const uint8_t *pepper;       /* borrowed, the API-key pepper */
+    size_t pepper_len;
+};
+
+int principals_svc_register(struct gate *g, struct principals_svc *svc, char *errmsg);
+
+#endif

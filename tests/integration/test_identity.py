@@ -1,0 +1,351 @@
+"""Identity and authorization on a real gantryd cluster, driven by Debian's python3-grpcio.
+
+Run: /usr/bin/python3 test_identity.py <group>
+Groups: matrix, principals, revocation.
+
+matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
+covered the day it is added) against every role and checks the gate's answer against the
+expectation below, which is written from DESIGN.md section 4's role table, not from api/authz.c.
+A denied call must answer PERMISSION_DENIED; an allowed one must get past the gate (any other
+status: OK, INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED for what is not built yet). A call without
+credentials must answer UNAUTHENTICATED, except Cluster.Join, whose token is its credential.
+
+The environment is test_gantryd.py's (GANTRYD, GANTRY_STORE, GANTRY_PROTO_DIR, ...).
+"""
+
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_gantryd as g  # noqa: E402  (generates the stubs, provides the cluster harness)
+
+import grpc  # noqa: E402
+from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, namespaces_pb2, policies_pb2,  # noqa: E402
+                       principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2)
+
+MODULES = [cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, policies_pb2,
+           quotas_pb2, usage_pb2, audit_pb2]
+ROLES = ["pa", "auditor", "na", "user", "sa", "other"]
+NS_READERS = {"pa", "auditor", "na", "user", "sa"}       # any role in "default", or global read
+NS_ADMINS = {"pa", "na"}
+SANDBOX_WRITERS = {"pa", "na", "user", "sa"}
+ALL = set(ROLES)
+
+# Where each RPC's namespace is (set to "default" in the request), and who may call it.
+EXPECT = {
+    "Cluster/ListMembers": (None, {"pa"}), "Cluster/GetLeader": (None, {"pa"}), "Cluster/GetLease": (None, {"pa"}),
+    "Cluster/TransferLeadership": (None, {"pa"}), "Cluster/RemoveMember": (None, {"pa"}),
+    "Cluster/Backup": (None, {"pa"}), "Cluster/CreateJoinToken": (None, {"pa"}), "Cluster/GetHealth": (None, {"pa"}),
+    "Cluster/Join": (None, ALL),
+    "Namespaces/Create": (None, {"pa"}), "Namespaces/Update": (None, {"pa"}), "Namespaces/Delete": (None, {"pa"}),
+    "Namespaces/Get": ("name", NS_READERS), "Namespaces/List": (None, ALL),
+    "Principals/Create": (None, {"pa"}), "Principals/Update": (None, {"pa"}), "Principals/Delete": (None, {"pa"}),
+    "Principals/Get": (None, ALL), "Principals/List": (None, ALL), "Principals/WhoAmI": (None, ALL),
+    "Principals/CreateRoleBinding": ("binding.namespace", NS_ADMINS),
+    "Principals/DeleteRoleBinding": (None, NS_ADMINS), "Principals/ListRoleBindings": (None, ALL),
+    "ApiKeys/Create": (None, ALL - {"auditor"}), "ApiKeys/Get": (None, ALL), "ApiKeys/List": (None, ALL),
+    "ApiKeys/Revoke": (None, ALL - {"auditor"}), "ApiKeys/Delete": (None, ALL - {"auditor"}),
+    "Sandboxes/Create": ("sandbox.meta.namespace", SANDBOX_WRITERS), "Sandboxes/Get": ("namespace", NS_READERS),
+    "Sandboxes/List": ("namespace", NS_READERS), "Sandboxes/Delete": ("namespace", SANDBOX_WRITERS),
+    "Sandboxes/Share": ("namespace", SANDBOX_WRITERS), "Sandboxes/Unshare": ("namespace", SANDBOX_WRITERS),
+    "Sandboxes/ListSharedWithMe": (None, ALL), "Sandboxes/Watch": ("namespace", NS_READERS),
+    "Providers/Create": ("provider.meta.namespace", NS_ADMINS), "Providers/Update": ("provider.meta.namespace", NS_ADMINS),
+    "Providers/Delete": ("namespace", NS_ADMINS), "Providers/Grant": ("namespace", NS_ADMINS),
+    "Providers/RevokeGrant": ("namespace", NS_ADMINS), "Providers/Get": ("namespace", NS_READERS),
+    "Providers/List": ("namespace", NS_READERS), "Providers/ListGrants": ("namespace", NS_READERS),
+    "Policies/Get": ("namespace", NS_READERS), "Policies/GetEffective": ("namespace", NS_READERS),
+    "Policies/Set": ("policy.meta.namespace", NS_ADMINS), "Policies/Delete": ("namespace", NS_ADMINS),
+    "Quotas/Get": ("namespace", NS_READERS), "Quotas/List": (None, {"pa", "auditor"}),
+    "Quotas/Set": (None, {"pa"}), "Quotas/Delete": (None, {"pa"}),
+    "Usage/Query": ("namespace", NS_READERS),
+    "Audit/Query": (None, {"pa", "auditor"}), "Audit/Export": (None, {"pa", "auditor"}),
+}
+# Calls that would change the cluster under the test's feet are sent with fields that make the
+# handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
+STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export"}
+
+
+def methods():
+    for mod in MODULES:
+        for svc in mod.DESCRIPTOR.services_by_name.values():
+            for m in svc.methods:
+                yield "%s/%s" % (svc.name, m.name), svc.full_name, m
+
+
+def msg_class(desc):
+    from google.protobuf import symbol_database
+    return symbol_database.Default().GetSymbol(desc.full_name)
+
+
+def set_path(msg, path, value):
+    parts = path.split(".")
+    for p in parts[:-1]:
+        msg = getattr(msg, p)
+    setattr(msg, parts[-1], value)
+
+
+class Identity:
+    """A 2-replica cluster with a principal per role and an API key for each."""
+
+    def __init__(self, test):
+        c = g.Cluster("id-" + test._testMethodName).init()
+        test.clusters.append(c)
+        c.join(1)
+        c.wait_ready()
+        self.c = c
+        r1 = c.replicas[0]
+        r1.store("exec", "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, resource_version, "
+                 "created_at_ms, updated_at_ms, deletion_timestamp_ms) VALUES ('ns-team-b', 'team-b', 'ACTIVE', '{}', "
+                 "'{}', 'test', 1, 0, 0, 0)")
+        self.keys = {"pa": c.key}
+        self.ids = {}
+        specs = {"auditor": ("user", "AUDITOR", ""), "na": ("user", "NAMESPACE_ADMIN", "default"),
+                 "user": ("user", "USER", "default"), "sa": ("service_account", "USER", "default"),
+                 "other": ("user", "USER", "team-b")}
+        for role, (kind, brole, ns) in specs.items():
+            p = self.call("pa", principals_pb2, "Principals", "Create", principals_pb2.CreatePrincipalRequest(
+                principal=principals_pb2.Principal(
+                    meta=self.meta(name="p-" + role.replace("_", "-")),
+                    kind=getattr(principals_pb2, "PRINCIPAL_KIND_" + kind.upper()))))
+            self.ids[role] = p.meta.id
+            self.call("pa", principals_pb2, "Principals", "CreateRoleBinding", principals_pb2.CreateRoleBindingRequest(
+                binding=principals_pb2.RoleBinding(principal_id=p.meta.id, role=getattr(principals_pb2, "ROLE_" + brole),
+                                                   namespace=ns)))
+            k = self.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+                principal_id=p.meta.id, name="test"))
+            self.keys[role] = k.secret
+        who = self.call("pa", principals_pb2, "Principals", "WhoAmI", principals_pb2.WhoAmIRequest())
+        self.ids["pa"] = who.principal.meta.id
+
+    @staticmethod
+    def meta(**kw):
+        from gantry.v1 import meta_pb2
+        return meta_pb2.ObjectMeta(**kw)
+
+    def stub(self, service_full, method, req_cls, resp_cls, streaming=False, replica=0):
+        ch = self.c.client.channel(self.c.replicas[replica])
+        path = "/%s/%s" % (service_full, method)
+        if streaming:
+            return ch.unary_stream(path, request_serializer=req_cls.SerializeToString,
+                                   response_deserializer=resp_cls.FromString)
+        return ch.unary_unary(path, request_serializer=req_cls.SerializeToString,
+                              response_deserializer=resp_cls.FromString)
+
+    def call(self, role, mod, svc, method, req, replica=0, key=None):
+        d = mod.DESCRIPTOR.services_by_name[svc].methods_by_name[method]
+        resp_cls = msg_class(d.output_type)
+        fn = self.stub(d.containing_service.full_name, method, type(req), resp_cls, replica=replica)
+        md = [] if key == "" else [("authorization", "Bearer " + (key or self.keys[role]))]
+        return fn(req, metadata=md, timeout=15)
+
+    def code_of(self, role, name, full, m, ns_path, key=None):
+        req_cls = msg_class(m.input_type)
+        resp_cls = msg_class(m.output_type)
+        req = req_cls()
+        if ns_path:
+            set_path(req, ns_path, "default")
+        if name == "Principals/Get":
+            req.id = self.ids.get(role, "nobody")
+        if name == "Principals/CreateRoleBinding":
+            req.binding.role = principals_pb2.ROLE_USER
+            req.binding.principal_id = "no-such-principal"
+        if name == "Principals/DeleteRoleBinding" or name.startswith("ApiKeys/") and name != "ApiKeys/Create":
+            if hasattr(req, "id"):
+                req.id = "no-such-id"
+        if name == "Cluster/TransferLeadership":
+            req.target_id = 999
+        md = [] if key == "" else [("authorization", "Bearer " + (key or self.keys[role]))]
+        fn = self.stub(full, m.name, req_cls, resp_cls, streaming=name in STREAMING)
+        try:
+            out = fn(req, metadata=md, timeout=15)
+            if name in STREAMING:
+                for _ in out:
+                    pass
+            return grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+
+class Matrix(g.GantrydTest):
+    def test_every_rpc_against_every_role(self):
+        ident = Identity(self)
+        seen = set()
+        failures = []
+        counts = {"allowed": 0, "denied": 0}
+        for name, full, m in methods():
+            self.assertIn(name, EXPECT, "no expectation for %s: add it to EXPECT (and to api/authz.c)" % name)
+            seen.add(name)
+            ns_path, allowed = EXPECT[name]
+            code, msg = ident.code_of("pa", name, full, m, ns_path, key="")
+            want_unauth = name != "Cluster/Join"
+            if want_unauth and code != grpc.StatusCode.UNAUTHENTICATED:
+                failures.append("%s without credentials: %s %s" % (name, code, msg))
+            for role in ROLES:
+                code, msg = ident.code_of(role, name, full, m, ns_path)
+                if role in allowed:
+                    counts["allowed"] += 1
+                    bad = code == grpc.StatusCode.PERMISSION_DENIED or (
+                        code == grpc.StatusCode.UNAUTHENTICATED and name != "Cluster/Join")
+                    if bad:
+                        failures.append("%s as %s: expected to pass the gate, got %s: %s" % (name, role, code, msg))
+                else:
+                    counts["denied"] += 1
+                    if code != grpc.StatusCode.PERMISSION_DENIED:
+                        failures.append("%s as %s: expected PERMISSION_DENIED, got %s: %s" % (name, role, code, msg))
+                    elif not msg:
+                        failures.append("%s as %s: PERMISSION_DENIED without a message" % (name, role))
+        self.assertEqual(set(EXPECT) - seen, set(), "expectations for RPCs that do not exist")
+        self.assertEqual(failures, [], "\n".join(failures))
+        print("matrix: %d RPCs x %d roles: %d allowed, %d denied, all as expected" % (len(seen), len(ROLES),
+                                                                                    counts["allowed"], counts["denied"]))
+
+
+class Principals(g.GantrydTest):
+    def test_principals_bindings_and_keys(self):
+        ident = Identity(self)
+        P = principals_pb2
+
+        def code(fn):
+            with self.assertRaises(grpc.RpcError) as cm:
+                fn()
+            return cm.exception.code(), cm.exception.details()
+
+        # Bad input: clear statuses.
+        c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(name="Bad_Name"), kind=P.PRINCIPAL_KIND_USER))))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("principal.meta.name", m)
+        c, _ = code(lambda: ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(name="p-user"), kind=P.PRINCIPAL_KIND_USER))))
+        self.assertEqual(c, grpc.StatusCode.ALREADY_EXISTS)
+        c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ident.ids["user"], role=P.ROLE_AUDITOR, namespace="default"))))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
+        c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ident.ids["user"], role=P.ROLE_USER, namespace="nope"))))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND)
+        # A namespace admin binds users in their namespace, nothing else.
+        b = ident.call("na", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ident.ids["other"], role=P.ROLE_USER, namespace="default")))
+        self.assertEqual(b.namespace, "default")
+        for role, ns in ((P.ROLE_NAMESPACE_ADMIN, "default"), (P.ROLE_NAMESPACE_ADMIN, "team-b"),
+                         (P.ROLE_PLATFORM_ADMIN, ""), (P.ROLE_AUDITOR, ""), (P.ROLE_USER, "team-b")):
+            c, m = code(lambda: ident.call("na", principals_pb2, "Principals", "CreateRoleBinding",
+                                           P.CreateRoleBindingRequest(binding=P.RoleBinding(
+                                               principal_id=ident.ids["na"], role=role, namespace=ns))))
+            self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, (role, ns))
+            self.assertIn("platform_admin", m)
+        r = ident.call("na", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
+        self.assertEqual(r.id, b.meta.id)
+        # WhoAmI shows the caller and its bindings.
+        w = ident.call("user", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest())
+        self.assertEqual(w.principal.meta.name, "p-user")
+        self.assertEqual([(x.role, x.namespace) for x in w.bindings], [(P.ROLE_USER, "default")])
+        # Users see only themselves in lists; admins page through everyone.
+        lst = ident.call("user", principals_pb2, "Principals", "List", P.ListPrincipalsRequest())
+        self.assertEqual([p.meta.name for p in lst.principals], ["p-user"])
+        names, token = [], ""
+        while True:
+            from gantry.v1 import meta_pb2
+            page = ident.call("pa", principals_pb2, "Principals", "List", P.ListPrincipalsRequest(
+                page=meta_pb2.PageRequest(page_size=2, page_token=token)))
+            names += [p.meta.name for p in page.principals]
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(sorted(names), sorted(["admin", "p-auditor", "p-na", "p-user", "p-sa", "p-other"]))
+        # Optimistic concurrency.
+        p = ident.call("pa", principals_pb2, "Principals", "Get", P.GetPrincipalRequest(id="p-sa"))
+        c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(id=p.meta.id), display_name="x"),
+            expected_resource_version=p.meta.resource_version + 1000)))
+        self.assertEqual(c, grpc.StatusCode.ABORTED)
+        u = ident.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(id=p.meta.id), display_name="robot"),
+            expected_resource_version=p.meta.resource_version))
+        self.assertEqual(u.display_name, "robot")
+        self.assertGreater(u.meta.resource_version, p.meta.resource_version)
+        # The last platform admin cannot lock the cluster out.
+        c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "Delete", P.DeletePrincipalRequest(
+            id=ident.ids["pa"])))
+        self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("platform_admin", m)
+        # API keys: secret once, listed without it, users see only their own; auditors cannot create.
+        k = ident.call("user", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(name="laptop"))
+        self.assertTrue(k.secret.startswith("gtk_" + k.key.meta.id))
+        self.assertEqual(k.key.prefix, "gtk_" + k.key.meta.id)
+        listed = ident.call("user", api_keys_pb2, "ApiKeys", "List", api_keys_pb2.ListApiKeysRequest())
+        self.assertEqual(sorted(x.principal_id for x in listed.keys), [ident.ids["user"]] * 2)
+        self.assertNotIn(k.secret.encode(), listed.SerializeToString())
+        c, _ = code(lambda: ident.call("user", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=ident.ids["na"])))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
+        c, _ = code(lambda: ident.call("auditor", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest()))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
+        c, _ = code(lambda: ident.call("user", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            expires_at_ms=1000)))
+        self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
+        # A disabled principal's keys stop working.
+        ident.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(id=ident.ids["sa"]), disabled=True)))
+        time.sleep(2.5)
+        c, m = code(lambda: ident.call("sa", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest()))
+        self.assertEqual(c, grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("disabled", m)
+
+
+class Revocation(g.GantrydTest):
+    def test_revoked_and_expired_keys_stop_on_every_replica(self):
+        ident = Identity(self)
+        P = principals_pb2
+        k = ident.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=ident.ids["user"]))
+        # Warm the other replica's cache, then revoke on the first and poll the second.
+        ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=k.secret)
+        t0 = time.monotonic()
+        ident.call("pa", api_keys_pb2, "ApiKeys", "Revoke", api_keys_pb2.RevokeApiKeyRequest(id=k.key.meta.id))
+        while True:
+            try:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=k.secret)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
+                self.assertIn("revoked", e.details())
+                break
+            self.assertLess(time.monotonic() - t0, 3.0, "a revoked key still worked after 3 s")
+            time.sleep(0.05)
+        bound = (time.monotonic() - t0) * 1000
+        # Expiry: a key that expires in 1.5 s works, then stops on every replica.
+        exp = ident.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=ident.ids["user"], expires_at_ms=int(time.time() * 1000) + 1500))
+        ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=exp.secret)
+        time.sleep(1.7)
+        for rep in (0, 1):
+            with self.assertRaises(grpc.RpcError) as cm:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=rep, key=exp.secret)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertIn("expired", cm.exception.details())
+        # Failed attempts from one source are rate limited.
+        bad = ident.keys["user"][:-4] + "AAAA"
+        codes = []
+        for _ in range(25):
+            try:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=bad)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+        self.assertEqual(codes[0], grpc.StatusCode.UNAUTHENTICATED)
+        self.assertEqual(codes[-1], grpc.StatusCode.RESOURCE_EXHAUSTED)
+        print("revocation reached the other replica after %.0f ms (bound: 2000 ms cache)" % bound)
+
+
+GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation}
+
+if __name__ == "__main__":
+    group = sys.argv[1] if len(sys.argv) > 1 else "all"
+    suite = unittest.TestSuite()
+    for name, cls in GROUPS.items():
+        if group in ("all", name):
+            suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(cls))
+    ok = unittest.TextTestRunner(verbosity=2).run(suite).wasSuccessful()
+    sys.exit(0 if ok else 1)
