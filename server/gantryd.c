@@ -46,6 +46,7 @@
 #include "server/config.h"
 #include "server/gate.h"
 #include "server/principals_svc.h"
+#include "server/tenants_svc.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -276,6 +277,7 @@ struct daemon {
     bool jobs_started;
     struct cluster_svc csvc;
     struct principals_svc psvc;
+    struct res_env env;
     struct authn *authn;
     struct gate *gate;
     char scratch[4096];
@@ -521,7 +523,7 @@ static int serve(struct daemon *d, char *errmsg)
         return rv;
     }
     d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
-    d->gate = gate_new(&d->jobs, &d->pool, d->authn);
+    d->gate = gate_new(&d->jobs, &d->pool, d->authn, &d->writer, cfg->replica_id, d->id.gateway_id);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
                                    .pool = &d->pool,
@@ -529,10 +531,13 @@ static int serve(struct daemon *d, char *errmsg)
                                    .secrets = &d->secrets,
                                    .replica_id = cfg->replica_id,
                                    .scratch_dir = d->scratch};
+    d->env =
+        (struct res_env){.writer = &d->writer, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->psvc = (struct principals_svc){
         .writer = &d->writer, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
+        (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=

@@ -8,6 +8,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "server/audit.h"
 
 #define MAX_ROUTES 128u
 
@@ -18,6 +19,9 @@ struct route {
 };
 
 struct gate {
+    struct store_writer *writer;
+    uint64_t replica_id;
+    char gateway_id[32];
     struct jobs *jobs;
     struct store_pool *pool;
     struct authn *authn;
@@ -30,9 +34,13 @@ struct pending {
     struct gate_ctx ctx;
 };
 
-struct gate *gate_new(struct jobs *jobs, struct store_pool *pool, struct authn *authn)
+struct gate *gate_new(struct jobs *jobs, struct store_pool *pool, struct authn *authn,
+                      struct store_writer *writer, uint64_t replica_id, const char *gateway_id)
 {
     struct gate *g = mem_zalloc(sizeof *g);
+    g->writer = writer;
+    g->replica_id = replica_id;
+    snprintf(g->gateway_id, sizeof g->gateway_id, "%s", gateway_id);
     g->jobs = jobs;
     g->pool = pool;
     g->authn = authn;
@@ -74,6 +82,29 @@ void gate_fail(struct gate_ctx *ctx, int status, const char *fmt, ...)
     grpc_call_finish_async(ctx->call, status, msg, NULL);
 }
 
+/* Denials and failed logins go to the audit trail in a transaction of their own. */
+static void audit_refusal(struct gate *g, struct gate_ctx *ctx, int class_uid, int status,
+                          const char *message)
+{
+    struct audit_record r = {.time_ms = ctx->now_ms,
+                             .class_uid = class_uid,
+                             .activity = class_uid == AUDIT_CLASS_AUTHENTICATION
+                                             ? AUDIT_CREATE
+                                             : audit_activity_of(grpc_call_method(ctx->call)),
+                             .actor_id = ctx->who.id,
+                             .actor_name = ctx->who.name,
+                             .actor_kind = ctx->who.kind,
+                             .operation = grpc_call_method(ctx->call),
+                             .ns = ctx->decision.ns,
+                             .success = false,
+                             .status_code = status,
+                             .message = message,
+                             .source = grpc_call_peer(ctx->call),
+                             .replica_id = g->replica_id,
+                             .gateway_id = g->gateway_id};
+    audit_submit(g->writer, &r);
+}
+
 static void run(void *arg)
 {
     struct pending *p = arg;
@@ -99,6 +130,9 @@ static void run(void *arg)
             int status = rv == GERR_UNAUTH   ? GRPC_STATUS_UNAUTHENTICATED
                          : rv == GERR_TOOBIG ? GRPC_STATUS_RESOURCE_EXHAUSTED
                                              : grpc_status_from_gerr(rv);
+            if (rv == GERR_UNAUTH && g->writer != NULL) {
+                audit_refusal(g, ctx, AUDIT_CLASS_AUTHENTICATION, status, msg);
+            }
             grpc_call_finish_async(ctx->call, status, msg, NULL);
             goto out;
         }
@@ -109,6 +143,9 @@ static void run(void *arg)
     if (!ctx->decision.allowed) {
         LOG_WARN("authz: %s denied to %s (%s) from %s: %s", path, ctx->who.name, ctx->who.id,
                  grpc_call_peer(ctx->call), ctx->decision.why);
+        if (g->writer != NULL) {
+            audit_refusal(g, ctx, AUDIT_CLASS_API_ACTIVITY, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why);
+        }
         grpc_call_finish_async(ctx->call, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why, NULL);
         goto out;
     }

@@ -12,7 +12,8 @@
  *
  * Statuses the gate answers itself: UNAUTHENTICATED, RESOURCE_EXHAUSTED (too many failed
  * attempts from one source), PERMISSION_DENIED (with what is missing), UNAVAILABLE (no store
- * connection or leader), UNIMPLEMENTED (authorized, but not built yet). Denials are logged. */
+ * connection or leader), UNIMPLEMENTED (authorized, but not built yet). Denials and failed
+ * authentications are logged and audited. */
 #ifndef GANTRY_SERVER_GATE_H
 #define GANTRY_SERVER_GATE_H
 
@@ -23,6 +24,7 @@
 #include "server/grpc_server.h"
 #include "server/jobs.h"
 #include "store/pool.h"
+#include "store/writer.h"
 
 struct gate_ctx {
     struct grpc_call *call;
@@ -38,7 +40,10 @@ typedef void (*gate_impl_fn)(struct gate_ctx *ctx, void *data);
 
 struct gate;
 
-struct gate *gate_new(struct jobs *jobs, struct store_pool *pool, struct authn *authn);
+/* @writer records audit events of denials (OCSF API Activity, Failure) and failed
+ * authentications (OCSF Authentication 3002), tagged with @replica_id and @gateway_id (copied). */
+struct gate *gate_new(struct jobs *jobs, struct store_pool *pool, struct authn *authn,
+                      struct store_writer *writer, uint64_t replica_id, const char *gateway_id);
 void gate_free(struct gate *g);
 
 /* Implement @path with @fn. Before gate_register. Returns 0 or GERR_INVAL (no such rule). */

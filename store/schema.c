@@ -57,6 +57,53 @@ static const struct store_migration schema[] = {
      "ALTER TABLE principals ADD COLUMN email TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE role_bindings ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE api_keys ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0;"},
+    {4, "tenant resources: idempotency, audit, sandboxes, shares, quotas, providers, policies, usage, leases",
+     /* A retried write under the same (principal, request_id) returns the stored response. */
+     "CREATE TABLE idempotency (principal_id TEXT NOT NULL, request_id TEXT NOT NULL, method TEXT NOT NULL,"
+     " response BLOB NOT NULL, revision INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
+     " PRIMARY KEY (principal_id, request_id)) STRICT;"
+     "CREATE INDEX idempotency_by_time ON idempotency (created_at_ms);"
+     /* OCSF events, one row each; the JSON is built on export (server/audit.h). */
+     "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, class_uid INTEGER NOT NULL,"
+     " activity_id INTEGER NOT NULL, actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, actor_kind TEXT NOT NULL,"
+     " operation TEXT NOT NULL, namespace TEXT NOT NULL, resource_type TEXT NOT NULL, resource_id TEXT NOT NULL,"
+     " resource_name TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER NOT NULL, message TEXT NOT NULL,"
+     " source TEXT NOT NULL, request_id TEXT NOT NULL, replica_id INTEGER NOT NULL, gateway_id TEXT NOT NULL,"
+     " revision INTEGER NOT NULL) STRICT;"
+     "CREATE INDEX audit_by_time ON audit (time_ms);"
+     /* Sandboxes: spec and status are packed gantry.v1.SandboxSpec / SandboxStatus messages. */
+     "CREATE TABLE sandboxes (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,"
+     " owner_id TEXT NOT NULL, created_by TEXT NOT NULL, labels TEXT NOT NULL, annotations TEXT NOT NULL,"
+     " spec BLOB NOT NULL, status BLOB NOT NULL, phase TEXT NOT NULL, gpus INTEGER NOT NULL,"
+     " resource_version INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,"
+     " deletion_timestamp_ms INTEGER NOT NULL, UNIQUE (namespace, name)) STRICT;"
+     "CREATE INDEX sandboxes_by_owner ON sandboxes (owner_id);"
+     "CREATE TABLE shares (sandbox_id TEXT NOT NULL, namespace TEXT NOT NULL, grantee_id TEXT NOT NULL,"
+     " access TEXT NOT NULL CHECK (access IN ('read', 'exec')), created_by TEXT NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, PRIMARY KEY (sandbox_id, grantee_id)) STRICT;"
+     "CREATE INDEX shares_by_grantee ON shares (grantee_id);"
+     /* Quotas and their usage counters, changed in the same transaction as the sandbox. */
+     "CREATE TABLE quotas (namespace TEXT PRIMARY KEY, max_sandboxes INTEGER NOT NULL, max_gpus INTEGER NOT NULL,"
+     " max_lifetime_s INTEGER NOT NULL, mode TEXT NOT NULL CHECK (mode IN ('hard', 'soft')),"
+     " resource_version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"
+     "CREATE TABLE quota_usage (namespace TEXT PRIMARY KEY, sandboxes INTEGER NOT NULL, gpus INTEGER NOT NULL) STRICT;"
+     /* Providers: secret is AES-256-GCM ciphertext under the cluster key key_id. */
+     "CREATE TABLE providers (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,"
+     " config TEXT NOT NULL, secret_keys TEXT NOT NULL, secret BLOB NOT NULL, key_id TEXT NOT NULL,"
+     " labels TEXT NOT NULL, created_by TEXT NOT NULL, resource_version INTEGER NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, UNIQUE (namespace, name)) STRICT;"
+     "CREATE TABLE provider_grants (provider_id TEXT NOT NULL, namespace TEXT NOT NULL, principal_id TEXT NOT NULL,"
+     " created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL, PRIMARY KEY (provider_id, principal_id)) STRICT;"
+     /* Policies: '' is the gateway policy; the value is a packed gantry.v1.Policy. */
+     "CREATE TABLE policies (namespace TEXT PRIMARY KEY, policy BLOB NOT NULL, resource_version INTEGER NOT NULL,"
+     " created_by TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"
+     /* Usage: one row per sandbox run, for cost attribution. */
+     "CREATE TABLE usage (sandbox_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, owner_id TEXT NOT NULL,"
+     " labels TEXT NOT NULL, gpus INTEGER NOT NULL, started_at_ms INTEGER NOT NULL, ended_at_ms INTEGER NOT NULL)"
+     " STRICT;"
+     "ALTER TABLE namespaces ADD COLUMN description TEXT NOT NULL DEFAULT '';"
+     "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL,"
+     " renewed_at_ms INTEGER NOT NULL, duration_ms INTEGER NOT NULL) STRICT;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

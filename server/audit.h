@@ -1,0 +1,75 @@
+/* The control-plane audit trail: OCSF events in the replicated `audit` table.
+ *
+ *   API Activity (class_uid 6003): every mutating call (committed in the same transaction as the
+ *   change, so an acknowledged change always has its event) and every denied call;
+ *   Authentication (class_uid 3002): every failed authentication.
+ *
+ * Rows hold the fields; audit_row_json builds the OCSF JSON object an export line carries:
+ *   class_uid, category_uid, activity_id, time, severity_id, status, status_id, status_code,
+ *   status_detail, actor.user {uid, name, type}, api {operation, request.uid}, resources [{type,
+ *   uid, name, namespace}], src_endpoint.ip, metadata {product, version}, unmapped {replica_id,
+ *   gateway_id, revision}.
+ * Messages never carry credentials: callers pass the status message they send to the client,
+ * which never contains one. */
+#ifndef GANTRY_SERVER_AUDIT_H
+#define GANTRY_SERVER_AUDIT_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "store/client.h"
+#include "store/writer.h"
+
+#define AUDIT_CLASS_API_ACTIVITY   6003
+#define AUDIT_CLASS_AUTHENTICATION 3002
+
+enum audit_activity {
+    AUDIT_CREATE = 1,
+    AUDIT_READ = 2,
+    AUDIT_UPDATE = 3,
+    AUDIT_DELETE = 4,
+    AUDIT_OTHER = 99
+};
+
+struct audit_record {
+    int64_t time_ms;
+    int class_uid;
+    enum audit_activity activity;
+    const char *actor_id, *actor_name, *actor_kind;
+    const char *operation; /* "/gantry.v1.Sandboxes/Create" */
+    const char *ns, *resource_type, *resource_id, *resource_name;
+    bool success;
+    int status_code; /* gRPC status */
+    const char *message;
+    const char *source, *request_id;
+    uint64_t replica_id;
+    const char *gateway_id;
+    int64_t revision;
+};
+
+/* Insert inside the caller's transaction. */
+int audit_insert_tx(struct store_tx *tx, const struct audit_record *r);
+
+/* Insert in a transaction of its own, through the writer, without waiting (denials, failed
+ * logins, failed mutations). Strings are copied. Best effort: a failure is logged. */
+void audit_submit(struct store_writer *w, const struct audit_record *r);
+
+/* The activity of an operation from its method name (Create -> CREATE, Delete/Revoke -> DELETE,
+ * Update/Set/Share/... -> UPDATE, reads -> READ). */
+enum audit_activity audit_activity_of(const char *operation);
+
+/* The columns audit_row_json expects, in order, for SELECT. */
+#define AUDIT_COLUMNS                                                                                        \
+    "seq, time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, namespace, "         \
+    "resource_type, "                                                                                        \
+    "resource_id, resource_name, status, status_code, message, source, request_id, replica_id, gateway_id, " \
+    "revision"
+
+/* The OCSF JSON object for row @i of @rows (selected with AUDIT_COLUMNS). New reference. */
+json_t *audit_row_json(const struct proto_rows *rows, size_t i);
+
+/* Delete events older than @before_ms, at most @limit rows. Returns the store's error. */
+int audit_prune(struct store_client *cl, int64_t before_ms, unsigned limit, int64_t *deleted);
+
+#endif

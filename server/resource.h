@@ -1,0 +1,88 @@
+/* The shape every mutating call of the tenant resources shares (DESIGN.md sections 3 and 7):
+ *
+ *   one writer transaction =  idempotency lookup (principal, request_id)
+ *                           + the change (the service's apply function)
+ *                           + the cluster revision bump and change event
+ *                           + the OCSF audit event
+ *                           + the idempotency record (the packed reply)
+ *
+ * so an acknowledged change always has its event and its audit record, and a retry under the same
+ * request_id, on any replica, after any failover, returns the first reply without applying twice.
+ * A commit whose outcome is unknown (a leader change at the wrong moment) is retried under the
+ * request_id; without one the client gets UNAVAILABLE with the advice to use request ids.
+ * A request_id reused for a different method is INVALID_ARGUMENT. Failed mutations get an audit
+ * event of their own (status Failure) outside the rolled-back transaction.
+ *
+ * Also here: label and page helpers shared by the list calls. Blocking; worker threads only. */
+#ifndef GANTRY_SERVER_RESOURCE_H
+#define GANTRY_SERVER_RESOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "gantry/v1/meta.pb-c.h"
+#include "lib/buf.h"
+#include "server/gate.h"
+#include "store/writer.h"
+
+#define RES_REQUEST_ID_MAX 128u
+
+/* Where audit events say they come from. */
+struct res_env {
+    struct store_writer *writer;
+    uint64_t replica_id;
+    const char *gateway_id;
+};
+
+struct res_call {
+    struct gate_ctx *ctx;
+    const struct res_env *env;
+    void *arg; /* the service's */
+    /* Filled by the apply function: */
+    char resource_type[32];
+    char resource_id[40];
+    char resource_name[64];
+    char ns[64];
+    int64_t revision;            /* from res_event */
+    struct buf reply;            /* the packed reply (res_reply) */
+    char warning[GERR_MSG_SIZE]; /* e.g. a soft quota exceeded: recorded in the audit event */
+};
+
+/* The change itself, inside the transaction. Return 0, or a GERR_* with a message in
+ * store_tx_errmsg(tx) (GERR_INVAL, GERR_NOTFOUND, GERR_EXISTS, GERR_ABORTED, GERR_REFUSED for
+ * failed preconditions, GERR_TOOBIG for RESOURCE_EXHAUSTED). It may run more than once (retries):
+ * derive everything from what it reads and from c->arg, and reset what it fills. */
+typedef int (*res_apply_fn)(struct store_tx *tx, struct res_call *c);
+
+/* Run a mutation and answer the call (OK with the reply, or the mapped error). @reply_desc
+ * unpacks the stored reply for the answer. */
+void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
+                const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg);
+
+/* In apply: bump the revision with a change event (kind "Sandbox", type "ADDED" ...). Sets
+ * c->revision and the audited resource. */
+int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const char *ns, const char *id,
+              const char *name, const char *type);
+
+/* In apply: pack @msg as the reply. */
+void res_reply(struct res_call *c, const ProtobufCMessage *msg);
+
+/* In apply: fail with a message. */
+int res_fail(struct store_tx *tx, int gerr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The gRPC status for a GERR_* from apply. */
+int res_status(int gerr);
+
+/* Labels as stored: a JSON object text. res_labels_json never fails (allocation aborts); the
+ * result is a heap string (mem_free). Keys and values are checked by res_labels_check:
+ * at most 64 labels, keys 1..63 of [a-z0-9A-Z._/-], values up to 256 bytes. */
+char *res_labels_json(Gantry__V1__ObjectMeta__LabelsEntry *const *labels, size_t n);
+int res_labels_check(Gantry__V1__ObjectMeta__LabelsEntry *const *labels, size_t n, const char *what,
+                     char *errmsg);
+
+/* Does the stored labels JSON @json match every requirement of @sel (NULL: everything)? */
+bool res_labels_match(const char *json, const Gantry__V1__LabelSelector *sel);
+
+#endif

@@ -1,0 +1,817 @@
+/* gantry.v1.Namespaces and gantry.v1.Quotas (server/tenants_svc.h). */
+#include "server/tenants_svc.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gantry/v1/namespaces.pb-c.h"
+#include "gantry/v1/quotas.pb-c.h"
+#include "lib/mem.h"
+#include "lib/names.h"
+#include "server/gate.h"
+#include "server/identity.h"
+#include "server/audit.h"
+#include "server/clusterdb.h"
+
+#define NS_COLS                                                                                              \
+    "id, name, phase, labels, annotations, created_by, resource_version, created_at_ms, updated_at_ms, "     \
+    "deletion_timestamp_ms, description"
+#define PAGE_DEFAULT 100u
+#define PAGE_MAX     500u
+
+static _Atomic uint64_t soft_exceeded;
+
+uint64_t tenants_soft_exceeded(void)
+{
+    return atomic_load(&soft_exceeded);
+}
+
+static const char *col(const struct proto_rows *r, size_t i, unsigned c)
+{
+    const struct proto_value *v = proto_rows_at(r, i, c);
+    return v->type == PROTO_TEXT ? v->u.b.s : "";
+}
+
+static int64_t coli(const struct proto_rows *r, size_t i, unsigned c)
+{
+    return proto_rows_at(r, i, c)->u.i;
+}
+
+/* --- Namespace messages from rows --- */
+
+struct ns_msg {
+    Gantry__V1__Namespace n;
+    Gantry__V1__ObjectMeta meta;
+    Gantry__V1__ObjectMeta__LabelsEntry *entries;
+    Gantry__V1__ObjectMeta__LabelsEntry **ptrs;
+    json_t *labels;
+};
+
+static void labels_into(Gantry__V1__ObjectMeta *meta, const char *json, struct ns_msg *m)
+{
+    m->labels = json_loads(json, 0, NULL);
+    size_t n = json_is_object(m->labels) ? json_object_size(m->labels) : 0;
+    m->entries = mem_zalloc(sizeof *m->entries * (n + 1));
+    m->ptrs = mem_zalloc(sizeof *m->ptrs * (n + 1));
+    const char *k;
+    json_t *v;
+    size_t i = 0;
+    if (n > 0) {
+        json_object_foreach(m->labels, k, v)
+        {
+            gantry__v1__object_meta__labels_entry__init(&m->entries[i]);
+            m->entries[i].key = (char *)k;
+            m->entries[i].value = (char *)(json_string_value(v) != NULL ? json_string_value(v) : "");
+            m->ptrs[i] = &m->entries[i];
+            i++;
+        }
+    }
+    meta->n_labels = i;
+    meta->labels = m->ptrs;
+}
+
+static void ns_from_row(struct ns_msg *m, const struct proto_rows *r, size_t i)
+{
+    memset(m, 0, sizeof *m);
+    gantry__v1__namespace__init(&m->n);
+    gantry__v1__object_meta__init(&m->meta);
+    m->meta.id = (char *)col(r, i, 0);
+    m->meta.name = (char *)col(r, i, 1);
+    m->n.phase = strcmp(col(r, i, 2), "ACTIVE") == 0 ? GANTRY__V1__NAMESPACE__PHASE__PHASE_ACTIVE
+                                                     : GANTRY__V1__NAMESPACE__PHASE__PHASE_TERMINATING;
+    labels_into(&m->meta, col(r, i, 3), m);
+    m->meta.created_by = (char *)col(r, i, 5);
+    m->meta.resource_version = (uint64_t)coli(r, i, 6);
+    m->meta.created_at_ms = coli(r, i, 7);
+    m->meta.updated_at_ms = coli(r, i, 8);
+    m->meta.deletion_timestamp_ms = coli(r, i, 9);
+    m->n.description = (char *)col(r, i, 10);
+    m->n.meta = &m->meta;
+}
+
+static void ns_msg_free(struct ns_msg *m)
+{
+    json_decref(m->labels);
+    mem_free(m->entries);
+    mem_free(m->ptrs);
+}
+
+static int ns_read_tx(struct store_tx *tx, const char *name, struct proto_rows *rows)
+{
+    proto_rows_init(rows, 0);
+    struct proto_value p[] = {proto_text(name)};
+    int rv = store_tx_query(tx, "SELECT " NS_COLS " FROM namespaces WHERE name = ?", p, 1, rows);
+    return rv == 0 && rows->n_rows == 0 ? GERR_NOTFOUND : rv;
+}
+
+static void reply_ns(struct store_tx *tx, struct res_call *c, const char *name)
+{
+    struct proto_rows rows;
+    if (ns_read_tx(tx, name, &rows) == 0) {
+        struct ns_msg m;
+        ns_from_row(&m, &rows, 0);
+        res_reply(c, &m.n.base);
+        ns_msg_free(&m);
+    }
+    proto_rows_close(&rows);
+}
+
+/* --- Namespaces.Create / Update / Delete --- */
+
+static int ns_create_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__CreateNamespaceRequest *req = c->arg;
+    const Gantry__V1__Namespace *in = req->namespace_;
+    struct proto_rows rows;
+    int rv = ns_read_tx(tx, in->meta->name, &rows);
+    proto_rows_close(&rows);
+    if (rv == 0) {
+        return res_fail(tx, GERR_EXISTS, "namespace \"%s\" already exists", in->meta->name);
+    }
+    if (rv != GERR_NOTFOUND) {
+        return rv;
+    }
+    char id[37];
+    identity_uuid(id);
+    rv = res_event(tx, c, "Namespace", in->meta->name, id, in->meta->name, "ADDED");
+    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(id),
+                                  proto_text(in->meta->name),
+                                  proto_text(labels),
+                                  proto_text(c->ctx->who.id),
+                                  proto_int(c->revision),
+                                  proto_int(c->ctx->now_ms),
+                                  proto_int(c->ctx->now_ms),
+                                  proto_text(in->description)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, resource_version, "
+            "created_at_ms, updated_at_ms, deletion_timestamp_ms, description) "
+            "VALUES (?, ?, 'ACTIVE', ?, '{}', ?, ?, ?, ?, 0, ?)",
+            p, 8, NULL);
+    }
+    mem_free(labels);
+    if (rv == 0) {
+        reply_ns(tx, c, in->meta->name);
+    }
+    return rv;
+}
+
+static bool ns_input_ok(struct gate_ctx *ctx, const Gantry__V1__Namespace *in)
+{
+    char why[160], err[GERR_MSG_SIZE];
+    if (in == NULL || in->meta == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace.meta.name is required");
+        return false;
+    }
+    if (!names_dns_label_ok(in->meta->name, 63, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace.meta.name %s", why);
+        return false;
+    }
+    if (strlen(in->description) > 1024) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace.description is at most 1024 bytes");
+        return false;
+    }
+    if (res_labels_check(in->meta->labels, in->meta->n_labels, "namespace.meta.labels", err) != 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+        return false;
+    }
+    return true;
+}
+
+static void ns_create(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__CreateNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (ns_input_ok(ctx, req->namespace_)) {
+        res_mutate(ctx, data, req->request_id, &gantry__v1__namespace__descriptor, ns_create_tx, (void *)req);
+    }
+}
+
+static int check_rv(struct store_tx *tx, const struct proto_rows *rows, uint64_t expected)
+{
+    if (expected != 0 && (uint64_t)coli(rows, 0, 6) != expected) {
+        return res_fail(tx, GERR_ABORTED, "resource_version is %" PRId64 ", not the expected %" PRIu64,
+                        coli(rows, 0, 6), expected);
+    }
+    return 0;
+}
+
+static int ns_update_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__UpdateNamespaceRequest *req = c->arg;
+    const Gantry__V1__Namespace *in = req->namespace_;
+    struct proto_rows rows;
+    int rv = ns_read_tx(tx, in->meta->name, &rows);
+    if (rv == GERR_NOTFOUND) {
+        rv = res_fail(tx, rv, "namespace \"%s\" does not exist", in->meta->name);
+    }
+    if (rv == 0) {
+        rv = check_rv(tx, &rows, req->expected_resource_version);
+    }
+    char id[40];
+    snprintf(id, sizeof id, "%s", rv == 0 ? col(&rows, 0, 0) : "");
+    proto_rows_close(&rows);
+    if (rv == 0) {
+        rv = res_event(tx, c, "Namespace", in->meta->name, id, in->meta->name, "MODIFIED");
+    }
+    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(labels), proto_text(in->description), proto_int(c->revision),
+                                  proto_int(c->ctx->now_ms), proto_text(id)};
+        rv = store_tx_exec(
+            tx,
+            "UPDATE namespaces SET labels = ?, description = ?, resource_version = ?, updated_at_ms = ? "
+            "WHERE id = ?",
+            p, 5, NULL);
+    }
+    mem_free(labels);
+    if (rv == 0) {
+        reply_ns(tx, c, in->meta->name);
+    }
+    return rv;
+}
+
+static void ns_update(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__UpdateNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (ns_input_ok(ctx, req->namespace_)) {
+        res_mutate(ctx, data, req->request_id, &gantry__v1__namespace__descriptor, ns_update_tx, (void *)req);
+    }
+}
+
+/* Up to 5 names of what remains in @ns, for the refusal message. */
+static int remaining(struct store_tx *tx, const char *ns, char *out, size_t len, int64_t *count)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ns)};
+    int rv = store_tx_query(tx,
+                            "SELECT 'sandbox ' || name FROM sandboxes WHERE namespace = ?1 UNION ALL "
+                            "SELECT 'provider ' || name FROM providers WHERE namespace = ?1 LIMIT 6",
+                            p, 1, &rows);
+    out[0] = '\0';
+    *count = rv == 0 ? (int64_t)rows.n_rows : 0;
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && i < 5; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s%s", i > 0 ? ", " : "", col(&rows, i, 0));
+    }
+    if (rv == 0 && rows.n_rows > 5) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, ", ...");
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static int ns_delete_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__DeleteNamespaceRequest *req = c->arg;
+    if (strcmp(req->name, "default") == 0) {
+        return res_fail(tx, GERR_REFUSED, "the default namespace cannot be deleted");
+    }
+    struct proto_rows rows;
+    int rv = ns_read_tx(tx, req->name, &rows);
+    if (rv == GERR_NOTFOUND) {
+        rv = res_fail(tx, rv, "namespace \"%s\" does not exist", req->name);
+    }
+    if (rv == 0) {
+        rv = check_rv(tx, &rows, req->expected_resource_version);
+    }
+    char id[40];
+    snprintf(id, sizeof id, "%s", rv == 0 ? col(&rows, 0, 0) : "");
+    proto_rows_close(&rows);
+    char left[GERR_MSG_SIZE / 2];
+    int64_t n_left = 0;
+    if (rv == 0) {
+        rv = remaining(tx, req->name, left, sizeof left, &n_left);
+    }
+    if (rv == 0 && n_left > 0) {
+        return res_fail(tx, GERR_REFUSED, "namespace \"%.63s\" still holds %s: delete them first", req->name,
+                        left);
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(id), proto_text(req->name)};
+        rv = store_tx_exec(tx, "DELETE FROM namespaces WHERE id = ?", p, 1, NULL);
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM role_bindings WHERE namespace = ?", p + 1, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM quotas WHERE namespace = ?", p + 1, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM quota_usage WHERE namespace = ?", p + 1, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM policies WHERE namespace = ?", p + 1, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = res_event(tx, c, "Namespace", req->name, id, req->name, "DELETED");
+        }
+        if (rv == 0) {
+            Gantry__V1__Namespace gone = GANTRY__V1__NAMESPACE__INIT;
+            Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+            meta.id = id;
+            meta.name = (char *)req->name;
+            meta.resource_version = (uint64_t)c->revision;
+            meta.deletion_timestamp_ms = c->ctx->now_ms;
+            gone.meta = &meta;
+            gone.phase = GANTRY__V1__NAMESPACE__PHASE__PHASE_TERMINATING;
+            res_reply(c, &gone.base);
+        }
+    }
+    return rv;
+}
+
+/* Phase one of a delete: mark the namespace TERMINATING (so nothing new lands in it) and report
+ * what still remains. Its own transaction, committed even though the delete is then refused. */
+struct terminating {
+    const struct res_env *env;
+    struct gate_ctx *ctx;
+    const char *name;
+    char left[GERR_MSG_SIZE / 2];
+    int64_t n_left;
+};
+
+static int mark_terminating_tx(struct store_tx *tx, void *arg)
+{
+    struct terminating *t = arg;
+    t->n_left = 0;
+    int rv = remaining(tx, t->name, t->left, sizeof t->left, &t->n_left);
+    if (rv != 0 || t->n_left == 0) {
+        return rv;
+    }
+    struct proto_value p[] = {proto_int(t->ctx->now_ms), proto_text(t->name)};
+    struct store_result res = {0};
+    rv = store_tx_exec(tx,
+                       "UPDATE namespaces SET phase = 'TERMINATING', deletion_timestamp_ms = ?1 "
+                       "WHERE name = ?2 AND phase = 'ACTIVE'",
+                       p, 2, &res);
+    if (rv == 0 && res.rows_affected > 0) {
+        int64_t rev = 0;
+        rv = clusterdb_event(tx, "Namespace", t->name, t->name, "MODIFIED", &rev);
+        struct audit_record r = {.time_ms = t->ctx->now_ms,
+                                 .class_uid = AUDIT_CLASS_API_ACTIVITY,
+                                 .activity = AUDIT_UPDATE,
+                                 .actor_id = t->ctx->who.id,
+                                 .actor_name = t->ctx->who.name,
+                                 .actor_kind = t->ctx->who.kind,
+                                 .operation = grpc_call_method(t->ctx->call),
+                                 .ns = t->name,
+                                 .resource_type = "Namespace",
+                                 .resource_name = t->name,
+                                 .success = true,
+                                 .message = "namespace is TERMINATING",
+                                 .source = grpc_call_peer(t->ctx->call),
+                                 .replica_id = t->env->replica_id,
+                                 .gateway_id = t->env->gateway_id,
+                                 .revision = rev};
+        if (rv == 0) {
+            rv = audit_insert_tx(tx, &r);
+        }
+    }
+    return rv;
+}
+
+static void ns_delete(struct gate_ctx *ctx, void *data)
+{
+    const struct res_env *env = data;
+    const Gantry__V1__DeleteNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->name[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "name is required");
+        return;
+    }
+    if (strcmp(req->name, "default") == 0) {
+        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "the default namespace cannot be deleted");
+        return;
+    }
+    struct terminating t = {.env = env, .ctx = ctx, .name = req->name};
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(env->writer, mark_terminating_tx, &t, err);
+    if (rv != 0) {
+        gate_fail(ctx, res_status(rv), "delete namespace: %s", err[0] != '\0' ? err : gerr_str(rv));
+        return;
+    }
+    if (t.n_left > 0) {
+        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION,
+                  "namespace \"%.63s\" is TERMINATING but still holds %s: delete them, then delete the "
+                  "namespace again",
+                  req->name, t.left);
+        return;
+    }
+    res_mutate(ctx, env, req->request_id, &gantry__v1__namespace__descriptor, ns_delete_tx, (void *)req);
+}
+
+/* --- reads --- */
+
+static void ns_get(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__GetNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(req->name)};
+    int rv = store_client_query(ctx->cl, "SELECT " NS_COLS " FROM namespaces WHERE name = ?", p, 1, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "get namespace: %s", ctx->cl->errmsg);
+    } else if (rows.n_rows == 0) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->name);
+    } else {
+        struct ns_msg m;
+        ns_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.n.base);
+        ns_msg_free(&m);
+    }
+    proto_rows_close(&rows);
+}
+
+static bool may_see(const struct gate_ctx *ctx, const char *ns)
+{
+    if (!ctx->decision.filter) {
+        return true;
+    }
+    for (size_t i = 0; i < ctx->who.n_bindings; i++) {
+        if (strcmp(ctx->who.bindings[i].ns, ns) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void ns_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListNamespacesRequest *req = (const void *)grpc_call_request(ctx->call);
+    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
+    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    const char *after = req->page != NULL ? req->page->page_token : "";
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(after)};
+    int64_t revision = 0;
+    int rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                    &revision);
+    if (rv == 0) {
+        rv = store_client_query(ctx->cl, "SELECT " NS_COLS " FROM namespaces WHERE name > ? ORDER BY name", p,
+                                1, &rows);
+    }
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list namespaces: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    struct ns_msg *ms = mem_zalloc(sizeof *ms * (rows.n_rows + 1));
+    Gantry__V1__Namespace **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
+    size_t n = 0;
+    bool more = false;
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        if (!may_see(ctx, col(&rows, i, 1)) || !res_labels_match(col(&rows, i, 3), req->selector)) {
+            continue;
+        }
+        if (n == limit) {
+            more = true;
+            break;
+        }
+        ns_from_row(&ms[n], &rows, i);
+        ps[n] = &ms[n].n;
+        n++;
+    }
+    Gantry__V1__ListNamespacesResponse resp = GANTRY__V1__LIST_NAMESPACES_RESPONSE__INIT;
+    resp.n_namespaces = n;
+    resp.namespaces = ps;
+    resp.next_page_token = more ? ms[n - 1].meta.name : "";
+    resp.revision = (uint64_t)revision;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    for (size_t i = 0; i < n; i++) {
+        ns_msg_free(&ms[i]);
+    }
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+/* --- Quotas --- */
+
+int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus, uint64_t lifetime_s,
+                   char *warning, size_t warning_len)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ns)};
+    int rv = store_tx_query(tx,
+                            "SELECT n.phase, q.max_sandboxes, q.max_gpus, q.max_lifetime_s, q.mode, "
+                            "coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), q.namespace IS NOT NULL "
+                            "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name "
+                            "LEFT JOIN quota_usage u ON u.namespace = n.name WHERE n.name = ?",
+                            p, 1, &rows);
+    if (rv != 0) {
+        proto_rows_close(&rows);
+        return rv;
+    }
+    if (rows.n_rows == 0) {
+        proto_rows_close(&rows);
+        return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
+    }
+    if (sandboxes > 0 && strcmp(col(&rows, 0, 0), "ACTIVE") != 0) {
+        proto_rows_close(&rows);
+        return res_fail(tx, GERR_REFUSED, "namespace \"%.63s\" is being deleted (TERMINATING)", ns);
+    }
+    bool has_quota = coli(&rows, 0, 7) != 0;
+    int64_t max_sb = has_quota ? coli(&rows, 0, 1) : 0, max_gpu = has_quota ? coli(&rows, 0, 2) : 0;
+    int64_t max_life = has_quota ? coli(&rows, 0, 3) : 0;
+    bool hard = has_quota && strcmp(col(&rows, 0, 4), "hard") == 0;
+    int64_t used_sb = coli(&rows, 0, 5), used_gpu = coli(&rows, 0, 6);
+    proto_rows_close(&rows);
+    char over[GERR_MSG_SIZE] = "";
+    if (sandboxes > 0 && max_sb > 0 && used_sb + sandboxes > max_sb) {
+        snprintf(over, sizeof over,
+                 "quota of namespace \"%.63s\": at most %" PRId64 " concurrent sandboxes (%" PRId64
+                 " in use)",
+                 ns, max_sb, used_sb);
+    } else if (gpus > 0 && max_gpu > 0 && used_gpu + gpus > max_gpu) {
+        snprintf(over, sizeof over,
+                 "quota of namespace \"%.63s\": at most %" PRId64 " GPUs in use (%" PRId64
+                 " in use, %d asked)",
+                 ns, max_gpu, used_gpu, gpus);
+    } else if (sandboxes > 0 && max_life > 0 && lifetime_s > (uint64_t)max_life) {
+        snprintf(over, sizeof over,
+                 "quota of namespace \"%.63s\": lifetime at most %" PRId64 " s (%" PRIu64 " asked)", ns,
+                 max_life, lifetime_s);
+    }
+    if (over[0] != '\0' && hard) {
+        return res_fail(tx, GERR_TOOBIG, "%s", over);
+    }
+    if (over[0] != '\0') {
+        snprintf(warning, warning_len, "soft %s", over);
+        atomic_fetch_add(&soft_exceeded, 1);
+    }
+    struct proto_value u[] = {proto_text(ns), proto_int(sandboxes), proto_int(gpus)};
+    return store_tx_exec(
+        tx,
+        "INSERT INTO quota_usage (namespace, sandboxes, gpus) VALUES (?1, max(?2, 0), max(?3, 0)) "
+        "ON CONFLICT (namespace) DO UPDATE SET sandboxes = max(sandboxes + ?2, 0), gpus = max(gpus + ?3, 0)",
+        u, 3, NULL);
+}
+
+#define QUOTA_COLS                                                                                           \
+    "q.namespace, q.max_sandboxes, q.max_gpus, q.max_lifetime_s, q.mode, q.resource_version, "               \
+    "q.updated_at_ms"
+
+struct quota_msg {
+    Gantry__V1__GetQuotaResponse r;
+    Gantry__V1__Quota q;
+    Gantry__V1__ObjectMeta meta;
+    Gantry__V1__QuotaUsage u;
+};
+
+static void quota_from(struct quota_msg *m, const char *ns, const struct proto_rows *q,
+                       const struct proto_rows *u, uint64_t revision)
+{
+    gantry__v1__get_quota_response__init(&m->r);
+    gantry__v1__quota__init(&m->q);
+    gantry__v1__object_meta__init(&m->meta);
+    gantry__v1__quota_usage__init(&m->u);
+    m->meta.namespace_ = (char *)ns;
+    m->meta.name = (char *)ns;
+    if (q != NULL && q->n_rows > 0) {
+        m->q.max_concurrent_sandboxes = (uint32_t)coli(q, 0, 1);
+        m->q.max_gpus = (uint32_t)coli(q, 0, 2);
+        m->q.max_lifetime_seconds = (uint64_t)coli(q, 0, 3);
+        m->q.mode = strcmp(col(q, 0, 4), "hard") == 0 ? GANTRY__V1__QUOTA_MODE__QUOTA_MODE_HARD
+                                                      : GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT;
+        m->meta.resource_version = (uint64_t)coli(q, 0, 5);
+        m->meta.updated_at_ms = coli(q, 0, 6);
+        m->q.meta = &m->meta;
+        m->r.quota = &m->q;
+    }
+    m->u.namespace_ = (char *)ns;
+    if (u != NULL && u->n_rows > 0) {
+        m->u.sandboxes = (uint32_t)coli(u, 0, 0);
+        m->u.gpus = (uint32_t)coli(u, 0, 1);
+    }
+    m->u.revision = revision;
+    m->r.usage = &m->u;
+}
+
+static void q_get(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__GetQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows q, u;
+    proto_rows_init(&q, 0);
+    proto_rows_init(&u, 0);
+    struct proto_value p[] = {proto_text(req->namespace_)};
+    int64_t revision = 0, exists = 0;
+    int rv = store_client_query_int(ctx->cl, "SELECT count(*) FROM namespaces WHERE name = ?", p, 1, &exists);
+    if (rv == 0) {
+        rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                    &revision);
+    }
+    if (rv == 0) {
+        rv = store_client_query(ctx->cl, "SELECT " QUOTA_COLS " FROM quotas q WHERE q.namespace = ?", p, 1,
+                                &q);
+    }
+    if (rv == 0) {
+        rv = store_client_query(ctx->cl, "SELECT sandboxes, gpus FROM quota_usage WHERE namespace = ?", p, 1,
+                                &u);
+    }
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "get quota: %s", ctx->cl->errmsg);
+    } else if (exists == 0) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->namespace_);
+    } else {
+        struct quota_msg m;
+        quota_from(&m, req->namespace_, &q, &u, (uint64_t)revision);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.r.base);
+    }
+    proto_rows_close(&q);
+    proto_rows_close(&u);
+}
+
+static void q_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_client_query(
+        ctx->cl,
+        "SELECT " QUOTA_COLS ", coalesce(u.sandboxes, 0), coalesce(u.gpus, 0) FROM quotas q "
+        "LEFT JOIN quota_usage u ON u.namespace = q.namespace ORDER BY q.namespace LIMIT 1000",
+        NULL, 0, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list quotas: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    struct quota_msg *ms = mem_zalloc(sizeof *ms * (rows.n_rows + 1));
+    Gantry__V1__GetQuotaResponse **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        struct quota_msg *m = &ms[i];
+        quota_from(m, col(&rows, i, 0), NULL, NULL, 0);
+        m->q.max_concurrent_sandboxes = (uint32_t)coli(&rows, i, 1);
+        m->q.max_gpus = (uint32_t)coli(&rows, i, 2);
+        m->q.max_lifetime_seconds = (uint64_t)coli(&rows, i, 3);
+        m->q.mode = strcmp(col(&rows, i, 4), "hard") == 0 ? GANTRY__V1__QUOTA_MODE__QUOTA_MODE_HARD
+                                                          : GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT;
+        m->meta.resource_version = (uint64_t)coli(&rows, i, 5);
+        m->q.meta = &m->meta;
+        m->r.quota = &m->q;
+        m->u.sandboxes = (uint32_t)coli(&rows, i, 7);
+        m->u.gpus = (uint32_t)coli(&rows, i, 8);
+        ps[i] = &m->r;
+    }
+    Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
+    resp.n_quotas = rows.n_rows;
+    resp.quotas = ps;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+static void reply_quota_tx(struct store_tx *tx, struct res_call *c, const char *ns, bool deleted)
+{
+    struct proto_rows q;
+    proto_rows_init(&q, 0);
+    struct proto_value p[] = {proto_text(ns)};
+    if (!deleted) {
+        store_tx_query(tx, "SELECT " QUOTA_COLS " FROM quotas q WHERE q.namespace = ?", p, 1, &q);
+    }
+    struct quota_msg m;
+    quota_from(&m, ns, &q, NULL, (uint64_t)c->revision);
+    if (m.r.quota == NULL) {
+        m.meta.resource_version = (uint64_t)c->revision;
+        m.q.meta = &m.meta;
+    }
+    res_reply(c, &m.q.base);
+    proto_rows_close(&q);
+}
+
+static int quota_version(struct store_tx *tx, const char *ns, uint64_t expected, bool must_exist)
+{
+    struct proto_value p[] = {proto_text(ns)};
+    int64_t v = 0;
+    int rv = store_tx_query_int(tx, "SELECT resource_version FROM quotas WHERE namespace = ?", p, 1, &v);
+    if (rv == GERR_NOTFOUND && !must_exist) {
+        rv = 0;
+        v = 0;
+    } else if (rv == GERR_NOTFOUND) {
+        return res_fail(tx, rv, "namespace \"%.63s\" has no quota", ns);
+    }
+    if (rv == 0 && expected != 0 && (uint64_t)v != expected) {
+        return res_fail(tx, GERR_ABORTED, "resource_version is %" PRId64 ", not the expected %" PRIu64, v,
+                        expected);
+    }
+    return rv;
+}
+
+static int q_set_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__SetQuotaRequest *req = c->arg;
+    const Gantry__V1__Quota *q = req->quota;
+    const char *ns = q->meta->namespace_;
+    struct proto_value np[] = {proto_text(ns)};
+    int64_t exists = 0;
+    int rv = store_tx_query_int(tx, "SELECT count(*) FROM namespaces WHERE name = ?", np, 1, &exists);
+    if (rv == 0 && exists == 0) {
+        return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
+    }
+    if (rv == 0) {
+        rv = quota_version(tx, ns, req->expected_resource_version, false);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "Quota", ns, ns, ns, "MODIFIED");
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {
+            proto_text(ns),
+            proto_int(q->max_concurrent_sandboxes),
+            proto_int(q->max_gpus),
+            proto_int((int64_t)q->max_lifetime_seconds),
+            proto_text(q->mode == GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT ? "soft" : "hard"),
+            proto_int(c->revision),
+            proto_int(c->ctx->now_ms)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO quotas (namespace, max_sandboxes, max_gpus, max_lifetime_s, mode, resource_version, "
+            "updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET "
+            "max_sandboxes = excluded.max_sandboxes, max_gpus = excluded.max_gpus, "
+            "max_lifetime_s = excluded.max_lifetime_s, mode = excluded.mode, "
+            "resource_version = excluded.resource_version, updated_at_ms = excluded.updated_at_ms",
+            p, 7, NULL);
+    }
+    if (rv == 0) {
+        reply_quota_tx(tx, c, ns, false);
+    }
+    return rv;
+}
+
+static void q_set(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__SetQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->quota == NULL || req->quota->meta == NULL || req->quota->meta->namespace_[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.meta.namespace is required");
+        return;
+    }
+    if (req->quota->mode == GANTRY__V1__QUOTA_MODE__QUOTA_MODE_UNSPECIFIED) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.mode must be HARD or SOFT");
+        return;
+    }
+    if (req->quota->max_lifetime_seconds > (uint64_t)INT64_MAX / 1000) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.max_lifetime_seconds is out of range");
+        return;
+    }
+    res_mutate(ctx, data, req->request_id, &gantry__v1__quota__descriptor, q_set_tx, (void *)req);
+}
+
+static int q_delete_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__DeleteQuotaRequest *req = c->arg;
+    int rv = quota_version(tx, req->namespace_, req->expected_resource_version, true);
+    struct proto_value p[] = {proto_text(req->namespace_)};
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM quotas WHERE namespace = ?", p, 1, NULL);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "Quota", req->namespace_, req->namespace_, req->namespace_, "DELETED");
+    }
+    if (rv == 0) {
+        reply_quota_tx(tx, c, req->namespace_, true);
+    }
+    return rv;
+}
+
+static void q_delete(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__DeleteQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->namespace_[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
+        return;
+    }
+    res_mutate(ctx, data, req->request_id, &gantry__v1__quota__descriptor, q_delete_tx, (void *)req);
+}
+
+int tenants_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
+{
+    const struct {
+        const char *path;
+        gate_impl_fn fn;
+    } routes[] = {
+        {"/gantry.v1.Namespaces/Create", ns_create}, {"/gantry.v1.Namespaces/Get", ns_get},
+        {"/gantry.v1.Namespaces/List", ns_list},     {"/gantry.v1.Namespaces/Update", ns_update},
+        {"/gantry.v1.Namespaces/Delete", ns_delete}, {"/gantry.v1.Quotas/Get", q_get},
+        {"/gantry.v1.Quotas/List", q_list},          {"/gantry.v1.Quotas/Set", q_set},
+        {"/gantry.v1.Quotas/Delete", q_delete},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (gate_route(g, routes[i].path, routes[i].fn, (void *)env) != 0) {
+            gerr_set(errmsg, "tenants service: cannot route %s", routes[i].path);
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
