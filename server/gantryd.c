@@ -47,6 +47,7 @@
 #include "server/gate.h"
 #include "server/principals_svc.h"
 #include "server/tenants_svc.h"
+#include "server/sandboxes_svc.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -278,6 +279,7 @@ struct daemon {
     struct cluster_svc csvc;
     struct principals_svc psvc;
     struct res_env env;
+    struct sandboxes_svc ssvc;
     struct authn *authn;
     struct gate *gate;
     char scratch[4096];
@@ -538,6 +540,7 @@ static int serve(struct daemon *d, char *errmsg)
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=
@@ -687,6 +690,8 @@ static int cmd_run(struct config *cfg)
         char known[4200];
         snprintf(known, sizeof known, "%s,%s", peers, seeds);
         store_config(d, known, addrs, list, sizeof list, &sc);
+        d->ssvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
+        d->ssvc.env = &d->env;
         rv = store_writer_start(&d->writer, &sc);
         d->writer_started = rv == 0;
     }
@@ -730,6 +735,7 @@ static int cmd_run(struct config *cfg)
     d->stopping = true;
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->mu);
+    sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
         replica_handover(d->replica, HANDOVER_TIMEOUT_MS);

@@ -202,7 +202,7 @@ static int parse_u32(const char *s, uint32_t *out)
 static int cmd_join_token(struct cli *c, int argc, char **argv)
 {
     Gantry__V1__CreateJoinTokenRequest req = GANTRY__V1__CREATE_JOIN_TOKEN_REQUEST__INIT;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < argc; i += 2) { /* flag, value */
         uint32_t *dst = strcmp(argv[i], "--uses") == 0    ? &req.uses
                         : strcmp(argv[i], "--ttl-s") == 0 ? &req.ttl_seconds
                                                           : NULL;
@@ -210,7 +210,6 @@ static int cmd_join_token(struct cli *c, int argc, char **argv)
             fprintf(stderr, "gantry cluster join-token: unknown or bad option \"%s\"\n", argv[i]);
             return 2;
         }
-        i++;
     }
     ProtobufCMessage *out;
     if (call(c, "/gantry.v1.Cluster/CreateJoinToken", &req.base, &gantry__v1__join_token__descriptor, NULL,
@@ -379,7 +378,7 @@ int main(int argc, char **argv)
     const char *token_file = NULL;
     c.ca = getenv("GANTRY_CA");
     int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
+    for (; i < argc && argv[i][0] == '-'; i += 2) { /* flag, value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -401,7 +400,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "gantry: unknown flag %s (see gantry --help)\n", a);
             return 2;
         }
-        i++;
     }
     if (i >= argc) {
         return usage(stderr, 2);

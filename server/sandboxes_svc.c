@@ -1,0 +1,999 @@
+/* gantry.v1.Sandboxes (server/sandboxes_svc.h). */
+#include "server/sandboxes_svc.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "gantry/v1/sandboxes.pb-c.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/names.h"
+#include "server/gate.h"
+#include "server/identity.h"
+#include "server/tenants_svc.h"
+
+#define SB_COLS                                                                                              \
+    "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
+    "resource_version, "                                                                                     \
+    "created_at_ms, updated_at_ms, deletion_timestamp_ms"
+#define PAGE_DEFAULT       100u
+#define PAGE_MAX           500u
+#define MAX_GPUS           64u
+#define MAX_LIFETIME_S     (30ull * 24 * 3600)
+#define DEFAULT_LIFETIME_S (24ull * 3600)
+
+static const char *col(const struct proto_rows *r, size_t i, unsigned c)
+{
+    const struct proto_value *v = proto_rows_at(r, i, c);
+    return v->type == PROTO_TEXT ? v->u.b.s : "";
+}
+
+static int64_t coli(const struct proto_rows *r, size_t i, unsigned c)
+{
+    return proto_rows_at(r, i, c)->u.i;
+}
+
+static bool role_in(const struct authn_principal *who, enum authz_role role, const char *ns)
+{
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        if (who->bindings[i].role == role && (ns == NULL || strcmp(who->bindings[i].ns, ns) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool global_reader(const struct authn_principal *who)
+{
+    return role_in(who, AZ_ROLE_PLATFORM_ADMIN, "") || role_in(who, AZ_ROLE_AUDITOR, "");
+}
+
+/* Namespaces where @who administers everything, as a JSON array text (mem_free). */
+static char *admin_namespaces(const struct authn_principal *who)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        if (who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN) {
+            json_array_append_new(a, json_string(who->bindings[i].ns));
+        }
+    }
+    char *t = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    char *out = mem_strdup(t != NULL ? t : "[]");
+    free(t);
+    return out;
+}
+
+/* --- messages from rows --- */
+
+struct sb_msg {
+    Gantry__V1__Sandbox s;
+    Gantry__V1__ObjectMeta meta;
+    Gantry__V1__SandboxSpec *spec;
+    Gantry__V1__SandboxStatus *status;
+    json_t *labels;
+    Gantry__V1__ObjectMeta__LabelsEntry *entries;
+    Gantry__V1__ObjectMeta__LabelsEntry **ptrs;
+};
+
+static void sb_from_row(struct sb_msg *m, const struct proto_rows *r, size_t i)
+{
+    memset(m, 0, sizeof *m);
+    gantry__v1__sandbox__init(&m->s);
+    gantry__v1__object_meta__init(&m->meta);
+    m->meta.id = (char *)col(r, i, 0);
+    m->meta.namespace_ = (char *)col(r, i, 1);
+    m->meta.name = (char *)col(r, i, 2);
+    m->meta.created_by = (char *)col(r, i, 4);
+    m->meta.resource_version = (uint64_t)coli(r, i, 11);
+    m->meta.created_at_ms = coli(r, i, 12);
+    m->meta.updated_at_ms = coli(r, i, 13);
+    m->meta.deletion_timestamp_ms = coli(r, i, 14);
+    m->labels = json_loads(col(r, i, 5), 0, NULL);
+    size_t n = json_is_object(m->labels) ? json_object_size(m->labels) : 0;
+    m->entries = mem_zalloc(sizeof *m->entries * (n + 1));
+    m->ptrs = mem_zalloc(sizeof *m->ptrs * (n + 1));
+    const char *k;
+    json_t *v;
+    size_t j = 0;
+    if (n > 0) {
+        json_object_foreach(m->labels, k, v)
+        {
+            gantry__v1__object_meta__labels_entry__init(&m->entries[j]);
+            m->entries[j].key = (char *)k;
+            m->entries[j].value = (char *)(json_string_value(v) != NULL ? json_string_value(v) : "");
+            m->ptrs[j] = &m->entries[j];
+            j++;
+        }
+    }
+    m->meta.n_labels = j;
+    m->meta.labels = m->ptrs;
+    const struct proto_value *spec = proto_rows_at(r, i, 7), *status = proto_rows_at(r, i, 8);
+    m->spec = (Gantry__V1__SandboxSpec *)protobuf_c_message_unpack(
+        &gantry__v1__sandbox_spec__descriptor, NULL, spec->u.b.n, (const uint8_t *)spec->u.b.s);
+    m->status = (Gantry__V1__SandboxStatus *)protobuf_c_message_unpack(
+        &gantry__v1__sandbox_status__descriptor, NULL, status->u.b.n, (const uint8_t *)status->u.b.s);
+    m->s.meta = &m->meta;
+    m->s.spec = m->spec;
+    m->s.status = m->status;
+}
+
+static void sb_msg_free(struct sb_msg *m)
+{
+    if (m->spec != NULL) {
+        protobuf_c_message_free_unpacked(&m->spec->base, NULL);
+    }
+    if (m->status != NULL) {
+        protobuf_c_message_free_unpacked(&m->status->base, NULL);
+    }
+    json_decref(m->labels);
+    mem_free(m->entries);
+    mem_free(m->ptrs);
+}
+
+static int sb_read_tx(struct store_tx *tx, const char *ns, const char *name, struct proto_rows *rows)
+{
+    proto_rows_init(rows, 0);
+    struct proto_value p[] = {proto_text(ns), proto_text(name)};
+    int rv =
+        store_tx_query(tx, "SELECT " SB_COLS " FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, rows);
+    if (rv == 0 && rows->n_rows == 0) {
+        rv = res_fail(tx, GERR_NOTFOUND, "sandbox \"%.63s\" does not exist in namespace \"%.63s\"", name, ns);
+    }
+    return rv;
+}
+
+static void reply_sb_tx(struct store_tx *tx, struct res_call *c, const char *ns, const char *name)
+{
+    struct proto_rows rows;
+    if (sb_read_tx(tx, ns, name, &rows) == 0) {
+        struct sb_msg m;
+        sb_from_row(&m, &rows, 0);
+        res_reply(c, &m.s.base);
+        sb_msg_free(&m);
+    }
+    proto_rows_close(&rows);
+}
+
+/* --- Create --- */
+
+static bool env_key_ok(const char *k)
+{
+    if (!(isalpha((unsigned char)k[0]) || k[0] == '_')) {
+        return false;
+    }
+    for (const char *p = k; *p != '\0'; p++) {
+        if (!(isalnum((unsigned char)*p) || *p == '_')) {
+            return false;
+        }
+    }
+    return strlen(k) <= 128;
+}
+
+static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
+{
+    char why[160], err[GERR_MSG_SIZE];
+    const Gantry__V1__SandboxSpec *s = sb->spec;
+    if (!names_dns_label_ok(sb->meta->name, 63, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.meta.name %s", why);
+        return false;
+    }
+    if (res_labels_check(sb->meta->labels, sb->meta->n_labels, "sandbox.meta.labels", err) != 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
+        return false;
+    }
+    if (s == NULL || s->image[0] == '\0' || strlen(s->image) > 512 || strpbrk(s->image, " \t\n") != NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "sandbox.spec.image is required (at most 512 bytes, no spaces)");
+        return false;
+    }
+    if (s->n_command > 256) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.command has at most 256 arguments");
+        return false;
+    }
+    for (size_t i = 0; i < s->n_command; i++) {
+        if (strlen(s->command[i]) > 8192) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.command[%zu] is over 8192 bytes", i);
+            return false;
+        }
+    }
+    if (s->n_env > 256) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.env has at most 256 variables");
+        return false;
+    }
+    for (size_t i = 0; i < s->n_env; i++) {
+        if (!env_key_ok(s->env[i]->key) || strlen(s->env[i]->value) > 32768) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "sandbox.spec.env: variable %zu needs a name of letters, digits and '_' (not starting "
+                      "with a digit) "
+                      "and a value of at most 32 KiB",
+                      i);
+            return false;
+        }
+    }
+    if (s->gpu_count > MAX_GPUS) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.gpu_count is at most %u", MAX_GPUS);
+        return false;
+    }
+    if (s->lifetime_seconds > MAX_LIFETIME_S) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "sandbox.spec.lifetime_seconds is at most %llu (30 days)",
+                  (unsigned long long)MAX_LIFETIME_S);
+        return false;
+    }
+    if (s->n_providers > 32) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.providers has at most 32 entries");
+        return false;
+    }
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
+        bool ok = json_is_object(o) && strlen(s->driver_config[i]->value) <= 65536;
+        json_decref(o);
+        if (!ok || !names_dns_label_ok(s->driver_config[i]->key, 63, why, sizeof why)) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "sandbox.spec.driver_config: the entry for driver %zu must be a driver name with a "
+                      "JSON object "
+                      "(at most 64 KiB)",
+                      i);
+            return false;
+        }
+    }
+    if (s->owner_id[0] != '\0' && strcmp(s->owner_id, ctx->who.id) != 0 &&
+        !role_in(&ctx->who, AZ_ROLE_PLATFORM_ADMIN, "")) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                  "creating a sandbox on behalf of another principal needs a delegation scope (not available "
+                  "yet) or "
+                  "platform_admin");
+        return false;
+    }
+    return true;
+}
+
+/* Each provider exists in the namespace, and the caller may attach it: namespace admins and
+ * platform admins always, others with a grant. */
+static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry__V1__SandboxSpec *s,
+                           const char *ns)
+{
+    bool admin = role_in(&c->ctx->who, AZ_ROLE_PLATFORM_ADMIN, "") ||
+                 role_in(&c->ctx->who, AZ_ROLE_NAMESPACE_ADMIN, ns);
+    for (size_t i = 0; i < s->n_providers; i++) {
+        struct proto_value p[] = {proto_text(ns), proto_text(s->providers[i]), proto_text(c->ctx->who.id)};
+        int64_t exists = 0, granted = 0;
+        int rv = store_tx_query_int(tx, "SELECT count(*) FROM providers WHERE namespace = ? AND name = ?", p,
+                                    2, &exists);
+        if (rv == 0 && exists == 0) {
+            return res_fail(tx, GERR_NOTFOUND, "provider \"%.63s\" does not exist in namespace \"%.63s\"",
+                            s->providers[i], ns);
+        }
+        if (rv == 0 && !admin) {
+            rv = store_tx_query_int(
+                tx,
+                "SELECT count(*) FROM provider_grants g JOIN providers p ON p.id = g.provider_id "
+                "WHERE p.namespace = ?1 AND p.name = ?2 AND g.principal_id = ?3",
+                p, 3, &granted);
+            if (rv == 0 && granted == 0) {
+                return res_fail(tx, GERR_PERM,
+                                "attaching provider \"%.63s\" needs a grant (or namespace_admin)",
+                                s->providers[i]);
+            }
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+static int create_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__CreateSandboxRequest *req = c->arg;
+    const Gantry__V1__Sandbox *in = req->sandbox;
+    const char *ns = in->meta->namespace_, *name = in->meta->name;
+    struct proto_value q[] = {proto_text(ns), proto_text(name)};
+    int64_t n = 0;
+    int rv =
+        store_tx_query_int(tx, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?", q, 2, &n);
+    if (rv == 0 && n > 0) {
+        return res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
+    }
+    if (rv == 0) {
+        rv = providers_ok_tx(tx, c, in->spec, ns);
+    }
+    if (rv == 0) {
+        rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, in->spec->lifetime_seconds, c->warning,
+                            sizeof c->warning);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    char id[37];
+    identity_uuid(id);
+    rv = res_event(tx, c, "Sandbox", ns, id, name, "ADDED");
+    Gantry__V1__SandboxSpec spec = *in->spec;
+    if (spec.owner_id[0] == '\0') {
+        spec.owner_id = c->ctx->who.id;
+    }
+    if (spec.lifetime_seconds == 0) {
+        spec.lifetime_seconds = DEFAULT_LIFETIME_S;
+    }
+    Gantry__V1__SandboxStatus st = GANTRY__V1__SANDBOX_STATUS__INIT;
+    st.phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_PROVISIONING;
+    st.expires_at_ms = c->ctx->now_ms + (int64_t)spec.lifetime_seconds * 1000;
+    size_t spec_len = protobuf_c_message_get_packed_size(&spec.base),
+           st_len = protobuf_c_message_get_packed_size(&st.base);
+    uint8_t *spec_buf = mem_alloc(spec_len + 1), *st_buf = mem_alloc(st_len + 1);
+    protobuf_c_message_pack(&spec.base, spec_buf);
+    protobuf_c_message_pack(&st.base, st_buf);
+    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(id),
+                                  proto_text(ns),
+                                  proto_text(name),
+                                  proto_text(spec.owner_id),
+                                  proto_text(c->ctx->who.id),
+                                  proto_text(labels),
+                                  proto_blob(spec_buf, spec_len),
+                                  proto_blob(st_buf, st_len),
+                                  proto_int(spec.gpu_count),
+                                  proto_int(c->revision),
+                                  proto_int(c->ctx->now_ms)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO sandboxes (id, namespace, name, owner_id, created_by, labels, annotations, spec, "
+            "status, phase, gpus, resource_version, created_at_ms, updated_at_ms, deletion_timestamp_ms) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, 'PROVISIONING', ?9, ?10, ?11, ?11, 0)",
+            p, 11, NULL);
+    }
+    mem_free(labels);
+    mem_free(spec_buf);
+    mem_free(st_buf);
+    if (rv == 0) {
+        reply_sb_tx(tx, c, ns, name);
+    }
+    return rv;
+}
+
+static void sb_create(struct gate_ctx *ctx, void *data)
+{
+    struct sandboxes_svc *svc = data;
+    const Gantry__V1__CreateSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->sandbox == NULL || req->sandbox->meta == NULL || !spec_ok(ctx, req->sandbox)) {
+        if (req->sandbox == NULL || req->sandbox->meta == NULL) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.meta and sandbox.spec are required");
+        }
+        return;
+    }
+    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, (void *)req);
+}
+
+/* --- Get / List / ListSharedWithMe --- */
+
+/* May the caller read row @i? (Owner, a share, or a decision without owner_check.) */
+static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
+{
+    if (!ctx->decision.owner_check) {
+        return true;
+    }
+    if (strcmp(col(r, i, 3), ctx->who.id) == 0) {
+        return true;
+    }
+    struct proto_value p[] = {proto_text(col(r, i, 0)), proto_text(ctx->who.id)};
+    int64_t n = 0;
+    return store_client_query_int(ctx->cl,
+                                  "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?", p, 2,
+                                  &n) == 0 &&
+           n > 0;
+}
+
+static void sb_get(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__GetSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(req->namespace_), proto_text(req->name)};
+    int rv = store_client_query(ctx->cl, "SELECT " SB_COLS " FROM sandboxes WHERE namespace = ? AND name = ?",
+                                p, 2, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "get sandbox: %s", ctx->cl->errmsg);
+    } else if (rows.n_rows == 0 || !may_read(ctx, &rows, 0)) {
+        /* Not confirming that someone else's sandbox exists. */
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
+                  "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours)", req->name,
+                  req->namespace_);
+    } else {
+        struct sb_msg m;
+        sb_from_row(&m, &rows, 0);
+        grpc_call_finish_async(ctx->call, 0, NULL, &m.s.base);
+        sb_msg_free(&m);
+    }
+    proto_rows_close(&rows);
+}
+
+/* The visible sandboxes of @ns ("" for all) after @after ("ns/name"), at most @limit rows. */
+static int list_visible(struct store_client *cl, const struct authn_principal *who, const char *ns,
+                        const char *owner, const char *after, unsigned limit, struct proto_rows *rows)
+{
+    char *admin_ns = admin_namespaces(who);
+    proto_rows_init(rows, 0);
+    struct proto_value p[] = {
+        proto_text(ns),       proto_text(who->id), proto_int(global_reader(who) ? 1 : 0),
+        proto_text(admin_ns), proto_text(owner),   proto_text(after),
+        proto_int(limit)};
+    int rv = store_client_query(
+        cl,
+        "SELECT " SB_COLS " FROM sandboxes WHERE (?1 = '' OR namespace = ?1) AND (?3 = 1 OR "
+        "namespace IN (SELECT value FROM json_each(?4)) OR owner_id = ?2 OR EXISTS (SELECT 1 FROM "
+        "shares s WHERE s.sandbox_id = sandboxes.id AND s.grantee_id = ?2)) AND (?5 = '' OR "
+        "owner_id = ?5) AND (namespace || '/' || name) > ?6 ORDER BY namespace, name LIMIT ?7",
+        p, 7, rows);
+    mem_free(admin_ns);
+    return rv;
+}
+
+static void send_list(struct gate_ctx *ctx, const struct proto_rows *rows, unsigned limit,
+                      const Gantry__V1__LabelSelector *sel, int64_t revision)
+{
+    struct sb_msg *ms = mem_zalloc(sizeof *ms * (rows->n_rows + 1));
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (rows->n_rows + 1));
+    size_t n = 0, scanned = 0;
+    char token[160] = "";
+    for (size_t i = 0; i < rows->n_rows && scanned < limit; i++, scanned++) {
+        snprintf(token, sizeof token, "%s/%s", col(rows, i, 1), col(rows, i, 2));
+        if (!res_labels_match(col(rows, i, 5), sel)) {
+            continue;
+        }
+        sb_from_row(&ms[n], rows, i);
+        ps[n] = &ms[n].s;
+        n++;
+    }
+    Gantry__V1__ListSandboxesResponse resp = GANTRY__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    resp.n_sandboxes = n;
+    resp.sandboxes = ps;
+    resp.next_page_token = rows->n_rows > limit ? token : "";
+    resp.revision = (uint64_t)revision;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    for (size_t i = 0; i < n; i++) {
+        sb_msg_free(&ms[i]);
+    }
+    mem_free(ms);
+    mem_free(ps);
+}
+
+static void sb_list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
+    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
+    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    int64_t revision = 0;
+    struct proto_rows rows;
+    int rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                    &revision);
+    if (rv == 0) {
+        rv = list_visible(ctx->cl, &ctx->who, req->namespace_, req->owner_id,
+                          req->page != NULL ? req->page->page_token : "", limit + 1, &rows);
+    } else {
+        proto_rows_init(&rows, 0);
+    }
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list sandboxes: %s", ctx->cl->errmsg);
+    } else {
+        send_list(ctx, &rows, limit, req->selector, revision);
+    }
+    proto_rows_close(&rows);
+}
+
+/* --- Delete --- */
+
+static int owner_or_admin_tx(struct store_tx *tx, struct res_call *c, const struct proto_rows *r)
+{
+    if (c->ctx->decision.owner_check && strcmp(col(r, 0, 3), c->ctx->who.id) != 0) {
+        return res_fail(tx, GERR_PERM,
+                        "sandbox \"%.63s\" belongs to another principal: only its owner or a "
+                        "namespace_admin may do this",
+                        col(r, 0, 2));
+    }
+    return 0;
+}
+
+static int delete_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__DeleteSandboxRequest *req = c->arg;
+    struct proto_rows rows;
+    int rv = sb_read_tx(tx, req->namespace_, req->name, &rows);
+    if (rv == 0) {
+        rv = owner_or_admin_tx(tx, c, &rows);
+    }
+    if (rv == 0 && req->expected_resource_version != 0 &&
+        (uint64_t)coli(&rows, 0, 11) != req->expected_resource_version) {
+        rv = res_fail(tx, GERR_ABORTED, "resource_version is %" PRId64 ", not the expected %" PRIu64,
+                      coli(&rows, 0, 11), req->expected_resource_version);
+    }
+    if (rv != 0) {
+        proto_rows_close(&rows);
+        return rv;
+    }
+    struct sb_msg m;
+    sb_from_row(&m, &rows, 0);
+    char id[40];
+    snprintf(id, sizeof id, "%s", m.meta.id);
+    bool untouched = m.status == NULL || m.status->driver_handle[0] == '\0';
+    int64_t gpus = coli(&rows, 0, 10);
+    struct proto_value p[] = {proto_text(id)};
+    if (untouched) {
+        rv = store_tx_exec(tx, "DELETE FROM shares WHERE sandbox_id = ?", p, 1, NULL);
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM sandboxes WHERE id = ?", p, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = tenants_charge(tx, req->namespace_, -1, -(int)gpus, 0, c->warning, sizeof c->warning);
+        }
+        if (rv == 0) {
+            rv = res_event(tx, c, "Sandbox", req->namespace_, id, req->name, "DELETED");
+        }
+        if (rv == 0) {
+            m.meta.deletion_timestamp_ms = c->ctx->now_ms;
+            m.meta.resource_version = (uint64_t)c->revision;
+            if (m.status != NULL) {
+                m.status->phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING;
+            }
+            res_reply(c, &m.s.base);
+        }
+    } else {
+        rv = res_event(tx, c, "Sandbox", req->namespace_, id, req->name, "MODIFIED");
+        if (rv == 0 && m.status != NULL) {
+            m.status->phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING;
+            size_t len = protobuf_c_message_get_packed_size(&m.status->base);
+            uint8_t *buf = mem_alloc(len + 1);
+            protobuf_c_message_pack(&m.status->base, buf);
+            struct proto_value u[] = {proto_blob(buf, len), proto_int(c->revision), proto_int(c->ctx->now_ms),
+                                      proto_text(id)};
+            rv = store_tx_exec(
+                tx,
+                "UPDATE sandboxes SET status = ?1, phase = 'DELETING', resource_version = ?2, "
+                "updated_at_ms = ?3, deletion_timestamp_ms = CASE WHEN deletion_timestamp_ms = 0 THEN ?3 "
+                "ELSE deletion_timestamp_ms END WHERE id = ?4",
+                u, 4, NULL);
+            mem_free(buf);
+        }
+        if (rv == 0) {
+            reply_sb_tx(tx, c, req->namespace_, req->name);
+        }
+    }
+    sb_msg_free(&m);
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static void sb_delete(struct gate_ctx *ctx, void *data)
+{
+    struct sandboxes_svc *svc = data;
+    const Gantry__V1__DeleteSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->name[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "name is required");
+        return;
+    }
+    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, delete_tx, (void *)req);
+}
+
+/* --- Share / Unshare --- */
+
+struct share_arg {
+    const char *ns, *name, *grantee;
+    Gantry__V1__ShareAccess access; /* 0 for unshare */
+    uint64_t expected;
+};
+
+static void reply_shares_tx(struct store_tx *tx, struct res_call *c, const char *id)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    store_tx_query(tx,
+                   "SELECT sandbox_id, namespace, grantee_id, access, created_by, created_at_ms FROM shares "
+                   "WHERE sandbox_id = ? ORDER BY grantee_id",
+                   p, 1, &rows);
+    Gantry__V1__Share *ss = mem_zalloc(sizeof *ss * (rows.n_rows + 1));
+    Gantry__V1__Share **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        gantry__v1__share__init(&ss[i]);
+        ss[i].sandbox_id = (char *)col(&rows, i, 0);
+        ss[i].namespace_ = (char *)col(&rows, i, 1);
+        ss[i].grantee_principal_id = (char *)col(&rows, i, 2);
+        ss[i].access = strcmp(col(&rows, i, 3), "exec") == 0 ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
+                                                             : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
+        ss[i].created_by = (char *)col(&rows, i, 4);
+        ss[i].created_at_ms = coli(&rows, i, 5);
+        ps[i] = &ss[i];
+    }
+    Gantry__V1__ListSharesResponse resp = GANTRY__V1__LIST_SHARES_RESPONSE__INIT;
+    resp.n_shares = rows.n_rows;
+    resp.shares = ps;
+    res_reply(c, &resp.base);
+    mem_free(ss);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+static int share_tx(struct store_tx *tx, struct res_call *c)
+{
+    const struct share_arg *a = c->arg;
+    struct proto_rows rows;
+    int rv = sb_read_tx(tx, a->ns, a->name, &rows);
+    if (rv == 0) {
+        rv = owner_or_admin_tx(tx, c, &rows);
+    }
+    char id[40];
+    snprintf(id, sizeof id, "%s", rv == 0 ? col(&rows, 0, 0) : "");
+    proto_rows_close(&rows);
+    if (rv != 0) {
+        return rv;
+    }
+    struct proto_value g[] = {proto_text(a->grantee), proto_text(a->ns), proto_text(id)};
+    int64_t n = 0;
+    if (a->access != 0) {
+        rv = store_tx_query_int(
+            tx,
+            "SELECT count(*) FROM principals p WHERE p.id = ?1 AND p.disabled = 0 AND EXISTS (SELECT 1 "
+            "FROM role_bindings b WHERE b.principal_id = p.id AND (b.namespace = ?2 OR b.namespace = ''))",
+            g, 2, &n);
+        if (rv == 0 && n == 0) {
+            return res_fail(
+                tx, GERR_REFUSED,
+                "shares stay inside the namespace: the grantee must be an enabled principal with a role in "
+                "\"%.63s\"",
+                a->ns);
+        }
+        struct proto_value p[] = {
+            proto_text(id),
+            proto_text(a->ns),
+            proto_text(a->grantee),
+            proto_text(a->access == GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC ? "exec" : "read"),
+            proto_text(c->ctx->who.id),
+            proto_int(c->ctx->now_ms)};
+        if (rv == 0) {
+            rv = store_tx_exec(
+                tx,
+                "INSERT INTO shares (sandbox_id, namespace, grantee_id, access, created_by, created_at_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sandbox_id, grantee_id) DO UPDATE SET "
+                "access = excluded.access",
+                p, 6, NULL);
+        }
+    } else {
+        struct store_result res = {0};
+        struct proto_value p[] = {proto_text(id), proto_text(a->grantee)};
+        rv = store_tx_exec(tx, "DELETE FROM shares WHERE sandbox_id = ? AND grantee_id = ?", p, 2, &res);
+        if (rv == 0 && res.rows_affected == 0) {
+            return res_fail(tx, GERR_NOTFOUND, "the sandbox is not shared with that principal");
+        }
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "Sandbox", a->ns, id, a->name, "MODIFIED");
+    }
+    if (rv == 0) {
+        reply_shares_tx(tx, c, id);
+    }
+    return rv;
+}
+
+static void sb_share(struct gate_ctx *ctx, void *data)
+{
+    struct sandboxes_svc *svc = data;
+    const Gantry__V1__ShareSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->name[0] == '\0' || req->grantee_principal_id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "name and grantee_principal_id are required");
+        return;
+    }
+    if (req->access != GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ &&
+        req->access != GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "access must be READ or EXEC");
+        return;
+    }
+    struct share_arg a = {.ns = req->namespace_,
+                          .name = req->name,
+                          .grantee = req->grantee_principal_id,
+                          .access = req->access};
+    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__list_shares_response__descriptor, share_tx, &a);
+}
+
+static void sb_unshare(struct gate_ctx *ctx, void *data)
+{
+    struct sandboxes_svc *svc = data;
+    const Gantry__V1__UnshareSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->name[0] == '\0' || req->grantee_principal_id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "name and grantee_principal_id are required");
+        return;
+    }
+    struct share_arg a = {.ns = req->namespace_, .name = req->name, .grantee = req->grantee_principal_id};
+    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__list_shares_response__descriptor, share_tx, &a);
+}
+
+static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListSharedWithMeRequest *req = (const void *)grpc_call_request(ctx->call);
+    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
+    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ctx->who.id), proto_text(req->namespace_),
+                              proto_text(req->page != NULL ? req->page->page_token : ""),
+                              proto_int(limit + 1)};
+    int rv = store_client_query(
+        ctx->cl,
+        "SELECT " SB_COLS " FROM sandboxes WHERE id IN (SELECT sandbox_id FROM shares WHERE "
+        "grantee_id = ?1) AND (?2 = '' OR namespace = ?2) AND (namespace || '/' || name) > ?3 "
+        "ORDER BY namespace, name LIMIT ?4",
+        p, 4, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list shared sandboxes: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    size_t n = rows.n_rows > limit ? limit : rows.n_rows;
+    struct sb_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        sb_from_row(&ms[i], &rows, i);
+        ps[i] = &ms[i].s;
+    }
+    char token[160] = "";
+    if (rows.n_rows > limit) {
+        snprintf(token, sizeof token, "%s/%s", col(&rows, n - 1, 1), col(&rows, n - 1, 2));
+    }
+    Gantry__V1__ListSharedWithMeResponse resp = GANTRY__V1__LIST_SHARED_WITH_ME_RESPONSE__INIT;
+    resp.n_sandboxes = n;
+    resp.sandboxes = ps;
+    resp.next_page_token = token;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    for (size_t i = 0; i < n; i++) {
+        sb_msg_free(&ms[i]);
+    }
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+/* --- Watch --- */
+
+struct watch {
+    struct sandboxes_svc *svc;
+    struct grpc_call *call;
+    struct authn_principal who;
+    bool owner_check;
+    char ns[64];
+    const Gantry__V1__LabelSelector *selector; /* in the call's arena, which our reference keeps */
+    uint64_t since;
+};
+
+static bool watch_visible(struct store_client *cl, const struct watch *w, const struct proto_rows *r,
+                          size_t i)
+{
+    if (!res_labels_match(col(r, i, 5), w->selector)) {
+        return false;
+    }
+    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, col(r, i, 1))) {
+        return true;
+    }
+    if (strcmp(col(r, i, 3), w->who.id) == 0) {
+        return true;
+    }
+    struct proto_value p[] = {proto_text(col(r, i, 0)), proto_text(w->who.id)};
+    int64_t n = 0;
+    return store_client_query_int(cl, "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?",
+                                  p, 2, &n) == 0 &&
+           n > 0;
+}
+
+static void send_event(struct watch *w, Gantry__V1__EventType type, Gantry__V1__Sandbox *sb,
+                       uint64_t revision)
+{
+    Gantry__V1__SandboxEvent ev = GANTRY__V1__SANDBOX_EVENT__INIT;
+    ev.type = type;
+    ev.sandbox = sb;
+    ev.revision = revision;
+    grpc_call_send_async(w->call, &ev.base);
+}
+
+static int watch_initial(struct store_client *cl, struct watch *w, uint64_t *last)
+{
+    int64_t rev = 0;
+    int rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    if (rv == 0) {
+        rv = list_visible(cl, &w->who, w->ns, "", "", 100000, &rows);
+    }
+    for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
+        if (watch_visible(cl, w, &rows, i)) {
+            struct sb_msg m;
+            sb_from_row(&m, &rows, i);
+            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED, &m.s, (uint64_t)rev);
+            sb_msg_free(&m);
+        }
+    }
+    proto_rows_close(&rows);
+    if (rv == 0) {
+        *last = (uint64_t)rev;
+        send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, (uint64_t)rev);
+    }
+    return rv;
+}
+
+/* Changes after *@last up to the revision read first; *@last advances. */
+static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, bool *sent)
+{
+    int64_t upto = 0;
+    int rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &upto);
+    if (rv != 0 || (uint64_t)upto <= *last) {
+        return rv;
+    }
+    struct proto_rows ev;
+    proto_rows_init(&ev, 0);
+    struct proto_value p[] = {proto_text(w->ns), proto_int((int64_t)*last), proto_int(upto)};
+    rv = store_client_query(
+        cl,
+        "SELECT revision, object_id, type, namespace FROM events WHERE kind = 'Sandbox' AND "
+        "(?1 = '' OR namespace = ?1) AND revision > ?2 AND revision <= ?3 ORDER BY revision LIMIT 1000",
+        p, 3, &ev);
+    uint64_t reached = (uint64_t)upto;
+    if (rv == 0 && ev.n_rows == 1000) {
+        reached = (uint64_t)coli(&ev, ev.n_rows - 1, 0); /* more to come: continue from there */
+    }
+    for (size_t i = 0; rv == 0 && i < ev.n_rows; i++) {
+        uint64_t rev = (uint64_t)coli(&ev, i, 0);
+        const char *type = col(&ev, i, 2);
+        if (strcmp(type, "DELETED") == 0) {
+            /* Deleted rows are gone; the event says which. Callers that never saw it ignore it. */
+            Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
+            Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+            meta.id = (char *)col(&ev, i, 1);
+            meta.namespace_ = (char *)col(&ev, i, 3);
+            meta.resource_version = rev;
+            sb.meta = &meta;
+            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED, &sb, rev);
+            *sent = true;
+            continue;
+        }
+        struct proto_rows r;
+        proto_rows_init(&r, 0);
+        struct proto_value q[] = {proto_text(col(&ev, i, 1))};
+        rv = store_client_query(cl, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", q, 1, &r);
+        /* Send the object only at its latest event (older ones would show a newer state). */
+        if (rv == 0 && r.n_rows == 1 && (uint64_t)coli(&r, 0, 11) == rev && watch_visible(cl, w, &r, 0)) {
+            struct sb_msg m;
+            sb_from_row(&m, &r, 0);
+            send_event(w,
+                       strcmp(type, "ADDED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                                  : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED,
+                       &m.s, rev);
+            sb_msg_free(&m);
+            *sent = true;
+        }
+        proto_rows_close(&r);
+    }
+    proto_rows_close(&ev);
+    if (rv == 0) {
+        *last = reached;
+    }
+    return rv;
+}
+
+static void *watch_main(void *arg)
+{
+    struct watch *w = arg;
+    struct store_client cl;
+    int rv = store_client_init(&cl, &w->svc->store_cfg);
+    uint64_t last = w->since;
+    if (rv == 0 && w->since == 0) {
+        rv = watch_initial(&cl, w, &last);
+    }
+    struct clock *clk = clock_system();
+    uint64_t last_bookmark = clock_mono_ms(clk);
+    while (rv == 0 && !atomic_load(&w->svc->stopping) && !grpc_call_cancelled(w->call)) {
+        bool sent = false;
+        int prv = watch_poll(&cl, w, &last, &sent);
+        if (prv != 0 && prv != GERR_NOLEADER && prv != GERR_CLOSED && prv != GERR_TIMEOUT) {
+            rv = prv; /* transient store errors are retried; others end the watch */
+            break;
+        }
+        uint64_t now = clock_mono_ms(clk);
+        if (prv == 0 && (sent || now - last_bookmark >= 5000)) {
+            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, last);
+            last_bookmark = now;
+        }
+        clk->sleep_ns(clk, (uint64_t)SANDBOXES_WATCH_POLL_MS * 1000000u);
+    }
+    if (rv != 0) {
+        grpc_call_finish_async(w->call, grpc_status_from_gerr(rv),
+                               cl.errmsg[0] != '\0' ? cl.errmsg : gerr_str(rv), NULL);
+    } else if (atomic_load(&w->svc->stopping)) {
+        grpc_call_finish_async(w->call, GRPC_STATUS_UNAVAILABLE,
+                               "the replica is stopping: watch again from the last revision", NULL);
+    } else {
+        grpc_call_finish_async(w->call, GRPC_STATUS_CANCELLED, "cancelled", NULL);
+    }
+    store_client_close(&cl);
+    atomic_fetch_sub(&w->svc->watches, 1);
+    mem_free(w);
+    return NULL;
+}
+
+static void sb_watch(struct gate_ctx *ctx, void *data)
+{
+    struct sandboxes_svc *svc = data;
+    const Gantry__V1__WatchSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
+    int64_t rev = 0;
+    if (store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                               &rev) == 0 &&
+        req->since_revision > (uint64_t)rev) {
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRId64 ")",
+                  req->since_revision, rev);
+        return;
+    }
+    if (atomic_fetch_add(&svc->watches, 1) >= SANDBOXES_MAX_WATCHES || atomic_load(&svc->stopping)) {
+        atomic_fetch_sub(&svc->watches, 1);
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "this replica serves %u watches already: try another replica", SANDBOXES_MAX_WATCHES);
+        return;
+    }
+    struct watch *w = mem_zalloc(sizeof *w);
+    w->svc = svc;
+    w->call = ctx->call;
+    w->who = ctx->who;
+    w->owner_check = ctx->decision.filter;
+    snprintf(w->ns, sizeof w->ns, "%s", req->namespace_);
+    w->selector = req->selector;
+    w->since = req->since_revision;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, watch_main, w) != 0) {
+        atomic_fetch_sub(&svc->watches, 1);
+        mem_free(w);
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a watch thread");
+    }
+    pthread_attr_destroy(&attr);
+}
+
+void sandboxes_svc_stop(struct sandboxes_svc *svc)
+{
+    atomic_store(&svc->stopping, true);
+    struct clock *clk = clock_system();
+    for (int i = 0; i < 300 && atomic_load(&svc->watches) > 0; i++) {
+        clk->sleep_ns(clk, 10 * 1000000ull);
+    }
+}
+
+int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg)
+{
+    const struct {
+        const char *path;
+        gate_impl_fn fn;
+    } routes[] = {
+        {"/gantry.v1.Sandboxes/Create", sb_create},
+        {"/gantry.v1.Sandboxes/Get", sb_get},
+        {"/gantry.v1.Sandboxes/List", sb_list},
+        {"/gantry.v1.Sandboxes/Delete", sb_delete},
+        {"/gantry.v1.Sandboxes/Share", sb_share},
+        {"/gantry.v1.Sandboxes/Unshare", sb_unshare},
+        {"/gantry.v1.Sandboxes/ListSharedWithMe", sb_shared_with_me},
+        {"/gantry.v1.Sandboxes/Watch", sb_watch},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (gate_route(g, routes[i].path, routes[i].fn, svc) != 0) {
+            gerr_set(errmsg, "sandboxes service: cannot route %s", routes[i].path);
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
