@@ -74,8 +74,8 @@ static const struct authz_rule rules[] = {
     R("Quotas/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
     /* Usage and audit. */
     R("Usage/Query", AZ_NS_READ, "namespace", true, false),
-    R("Audit/Query", AZ_GLOBAL_READ, NULL, false, false),
-    R("Audit/Export", AZ_GLOBAL_READ, NULL, false, false),
+    R("Audit/Query", AZ_AUDIT_READ, "namespace", true, false),
+    R("Audit/Export", AZ_AUDIT_READ, "namespace", true, false),
 };
 #undef R
 
@@ -184,6 +184,8 @@ const char *authz_action_describe(enum authz_action a)
         return "platform_admin, or the key's own principal (not an auditor)";
     case AZ_APIKEY_READ:
         return "platform_admin or auditor, or the key's own principal";
+    case AZ_AUDIT_READ:
+        return "platform_admin or auditor; namespace_admin for their namespace";
     }
     return "?";
 }
@@ -393,6 +395,14 @@ void authz_decide(const struct authz_rule *r, const struct authz_caller *c, cons
             return;
         }
         d->self_check = true;
+        return;
+    case AZ_AUDIT_READ:
+        if (!auditor && (ns[0] == '\0' || !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns))) {
+            deny(d,
+                 "reading the audit log needs the auditor or platform_admin role, or namespace_admin of the "
+                 "namespace named in the request%s",
+                 "");
+        }
         return;
     case AZ_TOKEN:
     case AZ_AUTHENTICATED:

@@ -35,6 +35,8 @@
  *   AZ_APIKEY           platform_admin; anyone but an auditor for their own keys (the handler
  *                       checks that the key or principal is the caller's: decision.self_check)
  *   AZ_APIKEY_READ      as AZ_APIKEY, and auditors may read (metadata only, never a secret)
+ *   AZ_AUDIT_READ       platform_admin, auditor; a namespace_admin for the namespace the request
+ *                       names (an empty namespace needs a global role)
  *
  * Messages on denial say what is missing ("needs the namespace_admin role in namespace \"team-a\"
  * (or platform_admin)") and never echo secrets. */
@@ -64,6 +66,7 @@ enum authz_action {
     AZ_PRINCIPAL_READ,
     AZ_APIKEY,
     AZ_APIKEY_READ,
+    AZ_AUDIT_READ,
 };
 
 enum authz_role { AZ_ROLE_PLATFORM_ADMIN = 1, AZ_ROLE_NAMESPACE_ADMIN, AZ_ROLE_AUDITOR, AZ_ROLE_USER };

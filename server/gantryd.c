@@ -48,6 +48,7 @@
 #include "server/principals_svc.h"
 #include "server/tenants_svc.h"
 #include "server/sandboxes_svc.h"
+#include "server/audit_svc.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -541,6 +542,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
+        (rv = audit_svc_register(d->gate, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=

@@ -60,7 +60,7 @@ EXPECT = {
     "Quotas/Get": ("namespace", NS_READERS), "Quotas/List": (None, {"pa", "auditor"}),
     "Quotas/Set": (None, {"pa"}), "Quotas/Delete": (None, {"pa"}),
     "Usage/Query": ("namespace", NS_READERS),
-    "Audit/Query": (None, {"pa", "auditor"}), "Audit/Export": (None, {"pa", "auditor"}),
+    "Audit/Query": ("namespace", {"pa", "auditor", "na"}), "Audit/Export": ("namespace", {"pa", "auditor", "na"}),
 }
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
@@ -160,7 +160,10 @@ class Identity:
         fn = self.stub(full, m.name, req_cls, resp_cls, streaming=name in STREAMING)
         try:
             out = fn(req, metadata=md, timeout=15)
-            if name in STREAMING:
+            if name == "Sandboxes/Watch":
+                next(out)  # a watch never ends by itself: its first message shows it got past the gate
+                out.cancel()
+            elif name in STREAMING:
                 for _ in out:
                     pass
             return grpc.StatusCode.OK, ""
