@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 
 #include "api/auth/apikey.h"
+#include "api/auth/oidc.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -40,6 +41,7 @@ struct fail_entry {
 };
 
 struct authn {
+    struct oidc *oidc;
     pthread_mutex_t mu;
     uint8_t pepper[APIKEY_PEPPER_MAX];
     size_t pepper_len;
@@ -67,6 +69,11 @@ void authn_free(struct authn *a)
     pthread_mutex_destroy(&a->mu);
     memset(a->pepper, 0, sizeof a->pepper);
     mem_free(a);
+}
+
+void authn_set_oidc(struct authn *a, struct oidc *o)
+{
+    a->oidc = o;
 }
 
 void authn_flush(struct authn *a)
@@ -353,6 +360,36 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
     return 0;
 }
 
+static int by_token(struct authn *a, struct store_client *cl, const char *token, char *principal_id,
+                    char *msg)
+{
+    struct jwt_result res;
+    char err[GERR_MSG_SIZE];
+    int rv = oidc_verify(a->oidc, token, strlen(token), &res, err);
+    if (rv != 0) {
+        gerr_set(msg, "invalid token: %s", err);
+        return rv == GERR_UNAVAILABLE ? rv : GERR_UNAUTH;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(res.issuer_name), proto_text(res.subject)};
+    rv = store_client_query(cl, "SELECT id FROM principals WHERE issuer = ? AND subject = ?", p, 2, &rows);
+    if (rv != 0) {
+        gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
+    } else if (rows.n_rows != 1) {
+        gerr_set(
+            msg,
+            "no principal is registered for %.200s: an admin creates it with this OIDC issuer and subject",
+            res.principal);
+        rv = GERR_UNAUTH;
+    } else {
+        text_of(proto_rows_at(&rows, 0, 0), principal_id, 40);
+    }
+    proto_rows_close(&rows);
+    jwt_result_close(&res);
+    return rv;
+}
+
 static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char *msg)
 {
     char cn[256] = "";
@@ -394,9 +431,12 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         strncmp(authorization + 7, "gtk_", 4) == 0) {
         via = "api_key";
         rv = by_api_key(a, cl, authorization + 7, now_ms, principal_id, msg);
+    } else if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 && a->oidc != NULL) {
+        via = "oidc";
+        rv = by_token(a, cl, authorization + 7, principal_id, msg);
     } else if (authorization != NULL) {
         via = "?";
-        gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key>\"");
+        gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key or OIDC token>\"");
         rv = GERR_UNAUTH;
     } else if (peer_cert != NULL) {
         via = "mtls";

@@ -3,8 +3,10 @@
  * Credentials, in order:
  *   "authorization: Bearer gtk_..."   an API key (api/auth/apikey.h), checked against its stored
  *                                     hash with the cluster pepper, in constant time;
- *   "authorization: Bearer <JWT>"     an OIDC token, when an OIDC verifier is configured (the
- *                                     principal is <issuer name>#<claim>, see docs/security.md);
+ *   "authorization: Bearer <JWT>"     an OIDC token, when issuers are configured (api/auth/oidc.h):
+ *                                     the principal whose oidc_issuer is the issuer's local name
+ *                                     and oidc_subject the token's principal claim (created by an
+ *                                     admin beforehand: no principal, no access);
  *   a verified client certificate     when the API asks for client certificates (api_tls_client_ca):
  *                                     the principal whose issuer is "mtls" and subject the
  *                                     certificate's common name.
@@ -62,6 +64,9 @@ void authn_free(struct authn *a);
  * that never contains the credential. */
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
                const char *source, int64_t now_ms, struct authn_principal *out, char *msg);
+
+/* Accept OIDC tokens verified by @o (borrowed, outlives @a). Before the first authn_call. */
+void authn_set_oidc(struct authn *a, struct oidc *o);
 
 /* Forget cached entries (tests; after a local revocation this replica need not wait). */
 void authn_flush(struct authn *a);

@@ -126,6 +126,8 @@ struct config {
     char *join_token;
     /* join_token_file: a file holding the join token; read by config_read_join_token_file. */
     char *join_token_file;
+    /* oidc_issuers_file: a JSON file holding {"oidc_issuers": [...]} (docs/oidc.md). Default "". */
+    char *oidc_issuers_file;
     /* join_ca_file: a CA certificate that verifies the member joined through, for join tokens that
      * carry no CA fingerprint (a token pre-shared by the Helm chart). Default "". */
     char *join_ca_file;

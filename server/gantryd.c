@@ -49,6 +49,7 @@
 #include "server/tenants_svc.h"
 #include "server/sandboxes_svc.h"
 #include "server/audit_svc.h"
+#include "server/oidc_config.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -282,6 +283,7 @@ struct daemon {
     struct res_env env;
     struct sandboxes_svc ssvc;
     struct authn *authn;
+    struct oidc *oidc;
     struct gate *gate;
     char scratch[4096];
     /* loop thread */
@@ -446,6 +448,12 @@ static void *maint_main(void *arg)
             cl = NULL;
         }
         save_peers(d, last_peers, sizeof last_peers);
+        if (d->oidc != NULL) {
+            char oerr[GERR_MSG_SIZE];
+            if (oidc_refresh_due(d->oidc, oerr) != 0) {
+                LOG_WARN("oidc: %s", oerr);
+            }
+        }
         pthread_mutex_lock(&d->mu);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
@@ -526,6 +534,13 @@ static int serve(struct daemon *d, char *errmsg)
         return rv;
     }
     d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    if (cfg->oidc_issuers_file[0] != '\0') {
+        int orv = oidc_config_load(cfg->oidc_issuers_file, &d->oidc, errmsg);
+        if (orv != 0) {
+            return orv;
+        }
+        authn_set_oidc(d->authn, d->oidc);
+    }
     d->gate = gate_new(&d->jobs, &d->pool, d->authn, &d->writer, cfg->replica_id, d->id.gateway_id);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
@@ -747,6 +762,9 @@ static int cmd_run(struct config *cfg)
     jobs_stop(&d->jobs);
     gate_free(d->gate);
     authn_free(d->authn);
+    if (d->oidc != NULL) {
+        oidc_free(d->oidc);
+    }
     health_free(d->health);
     reflection_free(d->refl);
     grpc_server_free(d->server);

@@ -82,10 +82,12 @@ class Replica:
         self.proc = None
         self.log = os.path.join(root, "r%d.log" % rid)
 
+    extra = []  # flags every replica of the cluster gets (Cluster(run_flags=...))
+
     def flags(self):
         return ["--replica-id", str(self.rid), "--data-dir", self.dir, "--api-address", self.api,
                 "--peer-address", self.peer, "--admin-address", self.admin, "--latency-ms", "10",
-                "--roles-grace-ms", "2000"]
+                "--roles-grace-ms", "2000"] + list(self.extra)
 
     def start(self, join=None, token=None, extra=(), wait=True):
         env = dict(os.environ)
@@ -185,14 +187,20 @@ class Client:
 
 
 class Cluster:
-    def __init__(self, name):
+    def __init__(self, name, run_flags=()):
         self.root = os.path.join(WORK, name)
         os.makedirs(self.root)
         self.replicas = []
         self.key = None
+        self.run_flags = list(run_flags)
+
+    def new_replica(self, rid):
+        r = Replica(self.root, rid)
+        r.extra = self.run_flags
+        return r
 
     def init(self, extra=()):
-        r1 = Replica(self.root, 1)
+        r1 = self.new_replica(1)
         out = subprocess.run([GANTRYD, "init"] + r1.flags() + list(extra), capture_output=True, timeout=120)
         if out.returncode != 0:
             raise AssertionError("init failed: " + out.stderr.decode())
@@ -210,7 +218,7 @@ class Cluster:
         tok = self.token(uses=n)
         new = []
         for _ in range(n):
-            r = Replica(self.root, len(self.replicas) + 1)
+            r = self.new_replica(len(self.replicas) + 1)
             self.replicas.append(r)
             r.start(join=(via or self.replicas[0]).api, token=tok)
             new.append(r)

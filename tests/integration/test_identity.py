@@ -342,7 +342,61 @@ class Revocation(g.GantrydTest):
         print("revocation reached the other replica after %.0f ms (bound: 2000 ms cache)" % bound)
 
 
-GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation}
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Oidc(g.GantrydTest):
+    def test_oidc_tokens_authenticate_registered_principals(self):
+        import json
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = key.public_key().public_numbers()
+        jwks = {"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                          "n": b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
+                          "e": b64url(pub.e.to_bytes(3, "big"))}]}
+        root = os.path.join(g.WORK, "oidc-files-" + self._testMethodName)
+        os.makedirs(root)
+        with open(os.path.join(root, "jwks.json"), "w") as f:
+            json.dump(jwks, f)
+        issuers = os.path.join(root, "issuers.json")
+        with open(issuers, "w") as f:
+            json.dump({"oidc_issuers": [{"name": "corp", "issuer": "https://idp.test", "audiences": ["gantry"],
+                                         "jwks_file": os.path.join(root, "jwks.json")}]}, f)
+
+        def token(sub, exp_in=300, alg="RS256", aud="gantry"):
+            now = int(time.time())
+            header = b64url(json.dumps({"alg": alg, "kid": "k1", "typ": "JWT"}).encode())
+            payload = b64url(json.dumps({"iss": "https://idp.test", "aud": aud, "sub": sub, "iat": now,
+                                         "exp": now + exp_in}).encode())
+            signing = (header + "." + payload).encode()
+            sig = key.sign(signing, padding.PKCS1v15(), hashes.SHA256()) if alg == "RS256" else b""
+            return header + "." + payload + "." + b64url(sig)
+
+        c = g.Cluster("oidc-" + self._testMethodName, run_flags=["--oidc-issuers-file", issuers]).init()
+        self.clusters.append(c)
+        c.wait_ready()
+        ident = Identity.__new__(Identity)
+        ident.c, ident.keys, ident.ids = c, {"pa": c.key}, {}
+        P = principals_pb2
+        alice = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="alice"), kind=P.PRINCIPAL_KIND_USER, oidc_issuer="corp", oidc_subject="alice")))
+        ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=alice.meta.id, role=P.ROLE_USER, namespace="default")))
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=token("alice"))
+        self.assertEqual(who.principal.meta.name, "alice")
+        self.assertEqual([(b.role, b.namespace) for b in who.bindings], [(P.ROLE_USER, "default")])
+        for bad, why in ((token("alice", exp_in=-600), "expired"), (token("alice", alg="none"), "none"),
+                         (token("alice", aud="other"), "audience"), (token("bob"), "no principal is registered")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=bad)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertIn(why, cm.exception.details().lower() if why != "none" else cm.exception.details())
+
+
+GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation, "oidc": Oidc}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
