@@ -20,6 +20,7 @@
 #include "lib/names.h"
 #include "server/clusterdb.h"
 #include "server/gate.h"
+#include "server/audit.h"
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"
@@ -30,7 +31,60 @@ struct job {
     struct cluster_svc *svc;
     struct grpc_call *call;
     enum method m;
+    struct gate_ctx *ctx;
 };
+
+/* A cluster write and its audit event in one transaction. */
+struct audited {
+    store_tx_fn fn;
+    void *arg;
+    struct audit_record rec;
+};
+
+static int audited_tx(struct store_tx *tx, void *arg)
+{
+    struct audited *a = arg;
+    int rv = a->fn(tx, a->arg);
+    if (rv == 0) {
+        rv = audit_insert_tx(tx, &a->rec);
+    }
+    return rv;
+}
+
+static struct audit_record audit_rec(const struct job *j, const char *type, const char *id, const char *name,
+                                     bool ok, int status, const char *message)
+{
+    const struct gate_ctx *ctx = j->ctx;
+    return (struct audit_record){.time_ms = ctx->now_ms,
+                                 .class_uid = AUDIT_CLASS_API_ACTIVITY,
+                                 .activity = audit_activity_of(grpc_call_method(j->call)),
+                                 .actor_id = ctx->who.id,
+                                 .actor_name = ctx->who.name,
+                                 .actor_kind = ctx->who.kind,
+                                 .operation = grpc_call_method(j->call),
+                                 .resource_type = type,
+                                 .resource_id = id,
+                                 .resource_name = name,
+                                 .success = ok,
+                                 .status_code = status,
+                                 .message = message,
+                                 .source = grpc_call_peer(j->call),
+                                 .replica_id = j->svc->replica_id,
+                                 .gateway_id = j->svc->id->gateway_id};
+}
+
+/* Run @fn with its audit event; a failure is audited on its own. */
+static int run_audited(struct job *j, store_tx_fn fn, void *arg, const char *type, const char *id,
+                       const char *name, char *err)
+{
+    struct audited a = {.fn = fn, .arg = arg, .rec = audit_rec(j, type, id, name, true, 0, "")};
+    int rv = store_writer_run(j->svc->writer, audited_tx, &a, err);
+    if (rv != 0) {
+        struct audit_record r = audit_rec(j, type, id, name, false, grpc_status_from_gerr(rv), err);
+        audit_submit(j->svc->writer, &r);
+    }
+    return rv;
+}
 
 /* What one method answers: status, message and the reply (owned by the method's code). */
 struct answer {
@@ -333,6 +387,10 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                      id);
             } else {
                 LOG_INFO("cluster: leadership transferred to %" PRIu64 " by request", cl->leader_id);
+                char idtext[24];
+                snprintf(idtext, sizeof idtext, "%" PRIu64, id);
+                struct audit_record r = audit_rec(j, "Member", idtext, "", true, 0, "leadership transferred");
+                audit_submit(j->svc->writer, &r); /* no store write of ours to share a transaction with */
             }
         }
         if (a->status == 0) {
@@ -380,7 +438,9 @@ static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
             if (rv == 0) {
                 struct clusterdb_forget f = {.id = req->id};
                 char err[GERR_MSG_SIZE] = "";
-                if (store_writer_run(j->svc->writer, clusterdb_forget_tx, &f, err) != 0) {
+                char idtext[24];
+                snprintf(idtext, sizeof idtext, "%" PRIu64, req->id);
+                if (run_audited(j, clusterdb_forget_tx, &f, "Member", idtext, "", err) != 0) {
                     LOG_WARN("cluster: member %" PRIu64 " removed, but its row stays: %s", req->id, err);
                 }
                 LOG_INFO("cluster: member %" PRIu64 " removed by request", req->id);
@@ -439,7 +499,7 @@ static void do_token(struct job *j, const char *principal, struct answer *a)
                                     .expires_ms = wall_ms() + (int64_t)ttl * 1000,
                                     .created_by = principal};
     char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(j->svc->writer, clusterdb_token_create_tx, &t, err);
+    int rv = run_audited(j, clusterdb_token_create_tx, &t, "JoinToken", parts.id, "", err);
     if (rv != 0) {
         fail_store(a, rv, "create join token", err);
     } else {
@@ -559,7 +619,9 @@ static void do_join(struct job *j, struct answer *a)
                                 .api_address = req->api_address,
                                 .failure_domain = req->failure_domain,
                                 .failure_domain_name = req->failure_domain_name};
-    int rv = store_writer_run(svc->writer, clusterdb_join_tx, &jn, err);
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%" PRIu64, req->replica_id);
+    int rv = run_audited(j, clusterdb_join_tx, &jn, "Member", idtext, req->replica_name, err);
     if (rv == GERR_PERM) {
         fail(a, GRPC_STATUS_UNAUTHENTICATED, "%s", err);
         LOG_WARN("cluster: join refused for replica %" PRIu64 " from %s: %s", req->replica_id,
@@ -685,7 +747,7 @@ static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
 
 static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum method m)
 {
-    struct job j = {.svc = svc, .call = ctx->call, .m = m};
+    struct job j = {.svc = svc, .call = ctx->call, .m = m, .ctx = ctx};
     struct answer a = {.status = 0};
     struct store_client *cl = ctx->cl;
     switch (m) {

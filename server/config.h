@@ -126,6 +126,11 @@ struct config {
     char *join_token;
     /* join_token_file: a file holding the join token; read by config_read_join_token_file. */
     char *join_token_file;
+    /* audit_retention_hours: audit events older than this are pruned by the leader's replica.
+     * Default 2160 (90 days), range 1..876000. */
+    unsigned audit_retention_hours;
+    /* retention_interval_s: how often retention runs. Default 60, range 1..86400. */
+    unsigned retention_interval_s;
     /* oidc_issuers_file: a JSON file holding {"oidc_issuers": [...]} (docs/oidc.md). Default "". */
     char *oidc_issuers_file;
     /* join_ca_file: a CA certificate that verifies the member joined through, for join tokens that

@@ -49,6 +49,7 @@
 #include "server/tenants_svc.h"
 #include "server/sandboxes_svc.h"
 #include "server/audit_svc.h"
+#include "server/audit.h"
 #include "server/oidc_config.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
@@ -402,6 +403,40 @@ static void save_peers(struct daemon *d, char *last, size_t last_len)
     mem_free(v);
 }
 
+/* Retention, every retention_interval_s, by the replica whose node leads (one pruner per cluster): audit
+ * events past audit_retention_hours, and idempotency records older than a day (retries come
+ * within minutes; a day leaves room for long outages). Bounded batches keep each transaction
+ * short. */
+static void prune_history(struct daemon *d, uint64_t *last_ms)
+{
+    struct clock *clk = clock_system();
+    uint64_t now_mono = clock_mono_ms(clk);
+    if (*last_ms != 0 && now_mono - *last_ms < (uint64_t)d->cfg->retention_interval_s * 1000) {
+        return;
+    }
+    *last_ms = now_mono;
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    bool leads = v->valid && v->leader_id == d->cfg->replica_id;
+    mem_free(v);
+    struct store_client *cl;
+    if (!leads || store_pool_acquire(&d->pool, 1000, &cl) != 0) {
+        return;
+    }
+    int64_t now = (int64_t)clk->wall_ms(clk), deleted = 0;
+    if (audit_prune(cl, now - (int64_t)d->cfg->audit_retention_hours * 3600000, 5000, &deleted) == 0 &&
+        deleted > 0) {
+        LOG_INFO("retention: deleted %" PRId64 " audit event(s) older than %u h", deleted,
+                 d->cfg->audit_retention_hours);
+    }
+    struct proto_value p[] = {proto_int(now - 24 * 3600000LL)};
+    store_client_exec(cl,
+                      "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE "
+                      "created_at_ms < ? LIMIT 5000)",
+                      p, 1, NULL);
+    store_pool_release(&d->pool, cl);
+}
+
 /* Migrations, then this replica's member row, retried until done; and the peers file, kept
  * current. One round per second until stop. */
 static void *maint_main(void *arg)
@@ -412,6 +447,7 @@ static void *maint_main(void *arg)
     unsigned n_schema;
     const struct store_migration *schema = store_schema(&n_schema);
     char last_peers[2048] = "";
+    uint64_t last_prune_ms = 0;
     while (!is_stopping(d)) {
         int rv = 0;
         if (!migrated || !row_done) {
@@ -448,6 +484,7 @@ static void *maint_main(void *arg)
             cl = NULL;
         }
         save_peers(d, last_peers, sizeof last_peers);
+        prune_history(d, &last_prune_ms);
         if (d->oidc != NULL) {
             char oerr[GERR_MSG_SIZE];
             if (oidc_refresh_due(d->oidc, oerr) != 0) {

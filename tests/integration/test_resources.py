@@ -381,7 +381,30 @@ class Watch(g.GantrydTest):
         print("watch from a follower: 20 creates, a leader SIGKILL between them, each seen once and in order")
 
 
-GROUPS = {"namespaces": Namespaces, "sandboxes": Sandboxes, "quota": Quota, "idempotency": Idempotency,
+class Retention(g.GantrydTest):
+    def test_old_audit_events_are_deleted(self):
+        c = g.Cluster("ret-" + self._testMethodName,
+                      run_flags=["--audit-retention-hours", "1", "--retention-interval-s", "1"]).init()
+        self.clusters.append(c)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        old_ms = int(time.time() * 1000) - 2 * 3600 * 1000
+        r1.store("exec", "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, "
+                 "operation, namespace, resource_type, resource_id, resource_name, status, status_code, message, "
+                 "source, request_id, replica_id, gateway_id, revision) VALUES (%d, 6003, 1, 'x', 'x', 'user', 'old', "
+                 "'', '', '', '', 'Success', 0, '', '', '', 1, 'gantry', 0)" % old_ms)
+        c.token()  # a fresh event that must stay
+        deadline = time.monotonic() + 30
+        while True:
+            rows = g.query(r1, "SELECT operation FROM audit ORDER BY seq")
+            if "old" not in rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertNotIn("old", rows)
+        self.assertIn("/gantry.v1.Cluster/CreateJoinToken", rows)
+
+
+GROUPS = {"retention": Retention, "namespaces": Namespaces, "sandboxes": Sandboxes, "quota": Quota, "idempotency": Idempotency,
           "audit": Audit, "watch": Watch}
 
 if __name__ == "__main__":
