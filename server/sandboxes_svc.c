@@ -305,9 +305,19 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         rv = providers_ok_tx(tx, c, in->spec, ns);
     }
+    /* 0 means a day, or the namespace's quota maximum when that is lower. */
+    uint64_t lifetime = in->spec->lifetime_seconds;
+    if (rv == 0 && lifetime == 0) {
+        int64_t max_life = 0;
+        struct proto_value np[] = {proto_text(ns)};
+        int qrv =
+            store_tx_query_int(tx, "SELECT max_lifetime_s FROM quotas WHERE namespace = ?", np, 1, &max_life);
+        rv = qrv == GERR_NOTFOUND ? 0 : qrv;
+        lifetime =
+            max_life > 0 && (uint64_t)max_life < DEFAULT_LIFETIME_S ? (uint64_t)max_life : DEFAULT_LIFETIME_S;
+    }
     if (rv == 0) {
-        rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, in->spec->lifetime_seconds, c->warning,
-                            sizeof c->warning);
+        rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, lifetime, c->warning, sizeof c->warning);
     }
     if (rv != 0) {
         return rv;
@@ -319,9 +329,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     if (spec.owner_id[0] == '\0') {
         spec.owner_id = c->ctx->who.id;
     }
-    if (spec.lifetime_seconds == 0) {
-        spec.lifetime_seconds = DEFAULT_LIFETIME_S;
-    }
+    spec.lifetime_seconds = lifetime;
     Gantry__V1__SandboxStatus st = GANTRY__V1__SANDBOX_STATUS__INIT;
     st.phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_PROVISIONING;
     st.expires_at_ms = c->ctx->now_ms + (int64_t)spec.lifetime_seconds * 1000;
