@@ -36,7 +36,8 @@
     X(GERR_CANCELED, 19, "canceled")                                                                         \
     X(GERR_PERM, 20, "permission denied")                                                                    \
     X(GERR_UNAUTH, 21, "unauthenticated")                                                                    \
-    X(GERR_INTERNAL, 22, "internal error")
+    X(GERR_INTERNAL, 22, "internal error")                                                                   \
+    X(GERR_STALE, 23, "stale lease epoch")
 
 enum {
 #define GERR__ENUM(name, value, text) name = value,

@@ -20,6 +20,7 @@ int grpc_status_from_gerr(int gerr)
         return GRPC_STATUS_ALREADY_EXISTS;
     case GERR_CONSTRAINT:
     case GERR_REFUSED:
+    case GERR_STALE:
         return GRPC_STATUS_FAILED_PRECONDITION;
     case GERR_ABORTED:
     case GERR_BUSY:

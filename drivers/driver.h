@@ -1,0 +1,207 @@
+/* The compute driver interface: the one seam between the reconciler and whatever runs sandboxes.
+ *
+ * Three implementations sit behind it: `process` (drivers/process.h, the embedded default: local
+ * process trees under bubblewrap), `kubernetes` (drivers/k8s.h: Pods through the API server) and
+ * `fake` (drivers/fake.h: in memory, for tests and benchmarks). A driver is made by its own
+ * constructor and used only through the functions below, which check the arguments every driver
+ * shares and then call the driver.
+ *
+ * Calls are synchronous and blocking: each one returns when the backend has done the work, refused
+ * it, or failed. There are no callbacks. The reconciler calls drivers from its own thread; the API
+ * layer may call driver_capabilities() and driver_validate() from any thread. Every driver
+ * instance serialises its own calls with an internal mutex, so one instance may be shared between
+ * threads; calls that reach a backend take as long as the backend does (bounded by the timeouts in
+ * each driver's configuration).
+ *
+ * Epoch fencing. Every call that reaches the backend carries the caller's lease epoch (> 0). A
+ * driver remembers the newest epoch it has seen, in the backend where the backend allows it (the
+ * process driver in its state directory, the Kubernetes driver in a fence ConfigMap, the fake
+ * driver in memory or in its shared state file), and refuses a call tagged with an older epoch
+ * with DRIVER_ERR_STALE before touching anything. A call with a newer epoch raises the mark. So a
+ * replica that lost its lease cannot create or delete anything once the new holder has made one
+ * call. The refusal is final for that epoch: the caller must stop acting and wait for a new
+ * lease. driver_capabilities() and driver_validate() carry no epoch: they are pure functions of
+ * the configuration and the spec, used at admission time by replicas that hold no lease.
+ *
+ * Adoption. Backend state, not driver memory, is the truth: a second driver instance over the same
+ * backend (another replica after a failover, or the same replica after a restart) sees, gets and
+ * deletes what the first created. create() of an id that already exists returns the existing
+ * sandbox (0), never a second copy.
+ *
+ * Memory. Specs and strings passed in are borrowed for the duration of the call and copied if kept.
+ * Results are written into caller-owned structs whose strings the driver allocates; release them
+ * with driver_sandbox_close() / driver_sandbox_list_close(). On failure a result struct is left
+ * zeroed (safe to close). errmsg is a caller buffer of GERR_MSG_SIZE bytes that receives the reason
+ * of any failure (never a secret, token or environment value).
+ *
+ * Errors (lib/err.h), the same meaning for every driver:
+ *   DRIVER_ERR_STALE  (GERR_STALE) the epoch is older than the newest the driver has seen;
+ *   GERR_INVAL        a malformed argument or spec (field, size, format), or a driver_config key the
+ *                     driver does not know or a value it cannot use;
+ *   GERR_PERM         a driver_config key the caller's allowed list excludes, a namespace outside
+ *                     the driver's allowlist, or an object the driver does not own;
+ *   GERR_NOTFOUND     get(): no such sandbox; create(): the namespace was never ensured;
+ *   GERR_EXISTS       create(): the id exists with a different namespace or name, or a backend
+ *                     object of that name belongs to someone else;
+ *   GERR_CONSTRAINT   delete_namespace() while sandboxes remain in it;
+ *   GERR_UNAVAILABLE  the backend cannot run sandboxes here (see capabilities) or did not answer;
+ *   GERR_TIMEOUT      the backend did not finish within the driver's timeout (outcome unknown:
+ *                     call again, every call is idempotent);
+ *   GERR_ABORTED      the backend kept reporting conflicting concurrent writes (retry);
+ *   GERR_UNAUTH       the backend refused our credentials;
+ *   GERR_IO, GERR_PROTO, GERR_TOOBIG, GERR_INTERNAL  local I/O, a malformed or oversized backend
+ *                     answer, or a bug.
+ * delete() of something absent and delete_namespace() of an absent namespace succeed (0). */
+#ifndef GANTRY_DRIVERS_DRIVER_H
+#define GANTRY_DRIVERS_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/err.h"
+
+/* A stale epoch (gRPC FAILED_PRECONDITION). Callers compare against this name. */
+#define DRIVER_ERR_STALE GERR_STALE
+
+/* Limits on a spec, checked by driver_validate() and driver_create() before any driver sees it. */
+#define DRIVER_NAME_MAX     63u   /* DNS-1123 label: namespace and name */
+#define DRIVER_ID_LEN       36u   /* canonical lowercase UUID */
+#define DRIVER_OWNER_MAX    256u  /* principal id, printable */
+#define DRIVER_IMAGE_MAX    1024u /* container image reference, printable, no spaces */
+#define DRIVER_ARGV_MAX     256u  /* command arguments */
+#define DRIVER_ARG_MAX      8192u /* bytes per argument */
+#define DRIVER_ENV_MAX      256u  /* environment entries */
+#define DRIVER_ENV_VAL_MAX  32768u
+#define DRIVER_LABELS_MAX   64u
+#define DRIVER_LABEL_MAX    63u /* bytes of a label key (after any prefix) and of a label value */
+#define DRIVER_CONFIG_MAX   32u /* driver_config entries */
+#define DRIVER_CONFIG_VAL   4096u
+#define DRIVER_GPU_MAX      64u
+#define DRIVER_LIFETIME_MAX (366ull * 24 * 3600) /* seconds */
+
+enum driver_phase {
+    DRIVER_PHASE_PROVISIONING = 0, /* accepted, not running yet */
+    DRIVER_PHASE_READY,            /* running */
+    DRIVER_PHASE_ERROR,            /* failed; the message says why */
+    DRIVER_PHASE_DELETING,         /* deletion accepted, not finished */
+    DRIVER_PHASE_STOPPED,          /* the command ended (or the lifetime did) */
+    DRIVER_PHASE_UNKNOWN,          /* the backend cannot tell (state unreadable, node lost) */
+};
+
+/* "PROVISIONING", "READY", ... (static; "UNKNOWN" for values outside the enum). */
+const char *driver_phase_name(enum driver_phase phase);
+
+struct driver_kv {
+    const char *key;
+    const char *value;
+};
+
+/* What the reconciler asks for. Every pointer is borrowed for the call. */
+struct driver_sandbox_spec {
+    const char *id;             /* canonical lowercase UUID, 8-4-4-4-12 */
+    const char *namespace;      /* gantry namespace, DNS-1123 label */
+    const char *name;           /* DNS-1123 label, unique in the namespace */
+    const char *owner;          /* principal id of the owner (recorded, never interpreted) */
+    const char *image;          /* container image; may be NULL or "" where caps.images is false */
+    const char *const *command; /* argv, n_command >= 1 entries (argv[0] looked up in the sandbox's PATH) */
+    size_t n_command;
+    const struct driver_kv *env; /* NAME=value pairs; NAME is [A-Za-z_][A-Za-z0-9_]* */
+    size_t n_env;
+    uint32_t gpu_count;             /* 0..DRIVER_GPU_MAX */
+    uint64_t lifetime_s;            /* 0 = until deleted; the reconciler enforces it, drivers may too */
+    const struct driver_kv *labels; /* Kubernetes-style labels; keys under gantry.dev/ are reserved */
+    size_t n_labels;
+    const struct driver_kv *driver_config; /* this driver's settings; keys from caps.config_keys */
+    size_t n_driver_config;
+};
+
+/* What the backend has. Strings are heap copies owned by the struct (driver_sandbox_close). */
+struct driver_sandbox {
+    char *id;
+    char *namespace;
+    char *name;
+    enum driver_phase phase;
+    char *handle;           /* the driver's name for it, e.g. "bwrap:4711@123456" or "k8s:ns/pod" */
+    char *message;          /* why the phase is what it is ("" when there is nothing to say) */
+    uint64_t epoch;         /* the epoch that created it (0 when the backend lost that fact) */
+    uint64_t created_at_ms; /* Unix ms (0 when unknown) */
+};
+
+struct driver_sandbox_list {
+    struct driver_sandbox *items; /* heap array of n items */
+    size_t n;
+};
+
+void driver_sandbox_close(struct driver_sandbox *s);           /* frees the strings; zeroes @s */
+void driver_sandbox_list_close(struct driver_sandbox_list *l); /* closes every item; zeroes @l */
+
+struct driver_caps {
+    const char *name;               /* "process", "kubernetes", "fake" (static) */
+    bool available;                 /* false: this backend cannot run sandboxes here; @detail says why */
+    bool isolation;                 /* sandboxes get their own PID, mount and network namespaces */
+    bool images;                    /* the spec's image is used (false: ignored, the host's files are seen) */
+    bool gpus;                      /* gpu_count > 0 can be honoured */
+    bool namespaces;                /* ensure/delete_namespace create and remove backend objects */
+    bool shared_backend;            /* several replicas (or gateway clusters) may share the backend */
+    const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
+    char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
+};
+
+struct driver; /* opaque; made by driver_fake_new, driver_process_new, driver_k8s_new */
+
+/* Fill @caps. Never fails; never touches the backend (availability was probed at construction). */
+void driver_capabilities(struct driver *d, struct driver_caps *caps);
+
+/* Check @spec without touching the backend: the shared limits above, then the driver's own rules
+ * (its driver_config schema, gpu support, namespace allowlists, availability). @allowed_config_keys
+ * (NULL-terminated; NULL = every key the driver knows) is the caller's delegation scope: a known key
+ * outside it is GERR_PERM, an unknown key GERR_INVAL; the message names the key and the allowed
+ * ones. Returns 0, GERR_INVAL, GERR_PERM or GERR_UNAVAILABLE. */
+int driver_validate(struct driver *d, const struct driver_sandbox_spec *spec,
+                    const char *const *allowed_config_keys, char *errmsg);
+
+/* Start the sandbox @spec (validated again, against every key the driver knows) in its namespace,
+ * which ensure_namespace() must have made. On 0, @out describes it (usually PROVISIONING or READY).
+ * An id that exists already: 0 and @out describes the existing one if its namespace and name
+ * match, else GERR_EXISTS. */
+int driver_create(struct driver *d, uint64_t epoch, const struct driver_sandbox_spec *spec,
+                  struct driver_sandbox *out, char *errmsg);
+
+/* Describe sandbox @id of namespace @ns into @out. GERR_NOTFOUND if the backend has no such
+ * sandbox (including one that was fully deleted). */
+int driver_get(struct driver *d, uint64_t epoch, const char *ns, const char *id, struct driver_sandbox *out,
+               char *errmsg);
+
+/* Every sandbox this driver (this gateway id) owns, in namespace @ns or, with @ns NULL, in all
+ * namespaces, in no particular order. Never lists what other gateways or other tools created. */
+int driver_list(struct driver *d, uint64_t epoch, const char *ns, struct driver_sandbox_list *out,
+                char *errmsg);
+
+/* Stop sandbox @id of @ns and release everything it had (process tree, workspace, backend
+ * objects). 0 also when it did not exist. Where the backend deletes asynchronously (Kubernetes),
+ * get() may report DELETING after 0 until it is gone. */
+int driver_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg);
+
+/* Make namespace @ns usable for create(). Idempotent. */
+int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
+
+/* Remove what ensure_namespace() made. GERR_CONSTRAINT while sandboxes of this driver remain in
+ * @ns; otherwise 0, also when the namespace is absent, and at once for drivers or modes that never
+ * delete backend namespaces (Kubernetes operator and shared modes). */
+int driver_delete_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
+
+/* Release the driver's memory and connections. Sandboxes keep running: they belong to the
+ * backend, and the next driver instance adopts them. NULL is fine. */
+void driver_free(struct driver *d);
+
+/* ---- Helpers the drivers share (also useful to callers that validate input early). */
+
+bool driver_is_dns_label(const char *s);     /* [a-z0-9]([-a-z0-9]*[a-z0-9])?, 1..63 bytes */
+bool driver_is_dns_subdomain(const char *s); /* dot-separated DNS labels, 1..253 bytes */
+bool driver_is_uuid(const char *s);          /* canonical lowercase 8-4-4-4-12 */
+
+/* The value of the first @key in @kv (validate refuses duplicate keys), or NULL. */
+const char *driver_kv_get(const struct driver_kv *kv, size_t n, const char *key);
+
+#endif

@@ -1,0 +1,280 @@
+/* HTTPS to the Kubernetes API server (see k8s_http.h). */
+#include "drivers/k8s_http.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "drivers/driver_internal.h"
+#include "lib/file.h"
+#include "lib/mem.h"
+
+#define DEFAULT_TIMEOUT_MS 10000u
+
+struct k8s_http {
+    CURL *curl;
+    char *server;
+    char *token_file;
+    char *ca_file;
+    char *cert;
+    char *key;
+    unsigned timeout_ms;
+    unsigned max_body;
+    struct buf *resp; /* the response being received */
+    bool too_big;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rv;
+
+static void curl_init(void)
+{
+    curl_init_rv = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int k8s_http_err_from_curl(int curl_code)
+{
+    switch ((CURLcode)curl_code) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return GERR_UNAVAILABLE;
+    case CURLE_OPERATION_TIMEDOUT:
+        return GERR_TIMEOUT;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+        return GERR_UNAUTH;
+    case CURLE_WRITE_ERROR:
+        return GERR_TOOBIG;
+    case CURLE_OUT_OF_MEMORY:
+        return GERR_NOMEM;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+        return GERR_CLOSED;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        return GERR_INVAL;
+    default:
+        return GERR_IO;
+    }
+}
+
+int k8s_http_err_from_status(long status, const char *reason)
+{
+    if (status >= 200 && status < 300) {
+        return 0;
+    }
+    switch (status) {
+    case 400:
+    case 422:
+        return GERR_INVAL;
+    case 401:
+        return GERR_UNAUTH;
+    case 403:
+        return GERR_PERM;
+    case 404:
+        return GERR_NOTFOUND;
+    case 409:
+        return reason != NULL && strcmp(reason, "AlreadyExists") == 0 ? GERR_EXISTS : GERR_ABORTED;
+    case 410:
+        return GERR_ABORTED;
+    case 429:
+        return GERR_BUSY;
+    case 504:
+        return GERR_TIMEOUT;
+    default:
+        return status >= 400 && status < 500   ? GERR_INVAL
+               : status >= 500 && status < 600 ? GERR_UNAVAILABLE
+                                               : GERR_PROTO;
+    }
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg)
+{
+    struct k8s_http *h = arg;
+    size_t len = size * n;
+    if (h->resp->len + len > h->max_body) {
+        h->too_big = true;
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    }
+    buf_append(h->resp, p, len);
+    return len;
+}
+
+static bool server_ok(const char *s)
+{
+    if (s == NULL || strncmp(s, "https://", 8) != 0 || strlen(s) > 512 || s[8] == '\0') {
+        return false;
+    }
+    for (const char *p = s + 8; *p != '\0'; p++) {
+        if (*p == '/' || *p == '?' || *p == '#' || *p == '@' || (unsigned char)*p <= 0x20 ||
+            (unsigned char)*p >= 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static char *dup_opt(const char *s)
+{
+    return s != NULL ? mem_strdup(s) : NULL;
+}
+
+int k8s_http_new(const struct k8s_http_config *cfg, struct k8s_http **out, char *errmsg)
+{
+    *out = NULL;
+    pthread_once(&curl_once, curl_init);
+    if (curl_init_rv != CURLE_OK) {
+        gerr_set(errmsg, "curl_global_init: %s", curl_easy_strerror(curl_init_rv));
+        return GERR_INTERNAL;
+    }
+    if (!server_ok(cfg->server)) {
+        gerr_set(errmsg, "kubernetes server must be https://host[:port] without a path");
+        return GERR_INVAL;
+    }
+    if ((cfg->client_cert_file == NULL) != (cfg->client_key_file == NULL)) {
+        gerr_set(errmsg, "kubernetes client certificate and key go together");
+        return GERR_INVAL;
+    }
+    struct k8s_http *h = mem_zalloc(sizeof *h);
+    h->curl = curl_easy_init();
+    if (h->curl == NULL) {
+        mem_free(h);
+        gerr_set(errmsg, "curl_easy_init failed");
+        return GERR_NOMEM;
+    }
+    h->server = mem_strdup(cfg->server);
+    h->token_file = dup_opt(cfg->token_file);
+    h->ca_file = dup_opt(cfg->ca_file);
+    h->cert = dup_opt(cfg->client_cert_file);
+    h->key = dup_opt(cfg->client_key_file);
+    h->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+    h->max_body = cfg->max_body;
+    *out = h;
+    return 0;
+}
+
+void k8s_http_free(struct k8s_http *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    curl_easy_cleanup(h->curl);
+    mem_free(h->server);
+    mem_free(h->token_file);
+    mem_free(h->ca_file);
+    mem_free(h->cert);
+    mem_free(h->key);
+    mem_free(h);
+}
+
+/* The "Authorization: Bearer ..." header from the token file, or NULL without one. */
+static int auth_header(struct k8s_http *h, char **out, char *errmsg)
+{
+    char *tok;
+    size_t len;
+    *out = NULL;
+    if (h->token_file == NULL) {
+        return 0;
+    }
+    int rv = file_read_all(h->token_file, K8S_TOKEN_MAX, &tok, &len, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "kubernetes bearer token");
+        return GERR_UNAUTH;
+    }
+    while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r' || tok[len - 1] == ' ')) {
+        tok[--len] = '\0';
+    }
+    if (!driver__printable(tok, K8S_TOKEN_MAX, true)) {
+        mem_free(tok);
+        gerr_set(errmsg, "kubernetes bearer token in %s is empty or not printable ASCII", h->token_file);
+        return GERR_UNAUTH;
+    }
+    struct buf b;
+    buf_init(&b);
+    buf_printf(&b, "Authorization: Bearer %s", tok);
+    memset(tok, 0, len);
+    mem_free(tok);
+    *out = (char *)b.data;
+    return 0;
+}
+
+static void set_options(struct k8s_http *h, const char *method, const char *url, const char *body,
+                        struct curl_slist *headers)
+{
+    CURL *c = h->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    } else if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    }
+    if (h->ca_file != NULL) {
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+    }
+    if (h->cert != NULL) {
+        curl_easy_setopt(c, CURLOPT_SSLCERT, h->cert);
+        curl_easy_setopt(c, CURLOPT_SSLKEY, h->key);
+    }
+}
+
+int k8s_http_request(struct k8s_http *h, const char *method, const char *path, const char *body, long *status,
+                     struct buf *resp, char *errmsg)
+{
+    char *auth;
+    *status = 0;
+    buf_reset(resp);
+    int rv = auth_header(h, &auth, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (auth != NULL) {
+        headers = curl_slist_append(headers, auth);
+        memset(auth, 0, strlen(auth));
+        mem_free(auth);
+    }
+    struct buf url;
+    buf_init(&url);
+    buf_printf(&url, "%s%s", h->server, path);
+    h->resp = resp;
+    h->too_big = false;
+    set_options(h, method, (const char *)url.data, body, headers);
+    CURLcode cc = curl_easy_perform(h->curl);
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    if (cc != CURLE_OK) {
+        rv = k8s_http_err_from_curl((int)cc);
+        gerr_set(errmsg, "%s %s: %s", method, path,
+                 h->too_big ? "response larger than the limit" : curl_easy_strerror(cc));
+    } else {
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
+        buf_append_zero(resp, 1);
+        resp->len--; /* NUL-terminated past len */
+    }
+    buf_close(&url);
+    h->resp = NULL;
+    return rv;
+}

@@ -1,0 +1,728 @@
+/* Kubernetes API documents (see k8s_json.h). */
+#include "drivers/k8s_json.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "drivers/driver_internal.h"
+#include "lib/buf.h"
+#include "lib/mem.h"
+
+#define MAX_NAME     253u  /* object names, resource versions, label values we keep */
+#define MAX_CONTINUE 4096u /* a continue token */
+#define MAX_PAIRS    32u   /* node_selector pairs, tolerations */
+
+const char *const k8s_config_keys[] = {"runtime_class",   "node_selector", "tolerations",
+                                       "service_account", "resources",     NULL};
+
+/* ---- Decoding helpers */
+
+static json_t *load(const char *text, size_t len, char *errmsg)
+{
+    json_error_t jerr;
+    if (len > K8S_MAX_BODY) {
+        gerr_set(errmsg, "response of %zu bytes is larger than %u", len, K8S_MAX_BODY);
+        return NULL;
+    }
+    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL) {
+        gerr_set(errmsg, "response is not JSON: %s (byte %d)", jerr.text, jerr.position);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        gerr_set(errmsg, "response is not a JSON object");
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* A string member of at most @max bytes without NUL, or NULL (absent, other type, too long). */
+static const char *str_member(json_t *obj, const char *key, size_t max)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!json_is_string(j) || json_string_length(j) > max ||
+        strlen(json_string_value(j)) != json_string_length(j)) {
+        return NULL;
+    }
+    return json_string_value(j);
+}
+
+static char *dup_member(json_t *obj, const char *key, size_t max)
+{
+    const char *s = str_member(obj, key, max);
+    return s != NULL ? mem_strdup(s) : NULL;
+}
+
+/* Copy @s into @out (@len bytes) with anything but printable ASCII replaced by '?'. */
+static void copy_printable(char *out, size_t len, const char *s)
+{
+    size_t i = 0;
+    for (; s != NULL && s[i] != '\0' && i + 1 < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
+    }
+    out[i] = '\0';
+}
+
+static uint64_t parse_epoch(const char *s)
+{
+    uint64_t v = 0;
+    if (s == NULL || s[0] == '\0' || strlen(s) > 19) {
+        return 0;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return 0;
+        }
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    return v;
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* "2026-11-23T10:00:00Z" (what the API server writes) to Unix ms; 0 if it is anything else. */
+static uint64_t parse_time(const char *s)
+{
+    struct tm tm = {0};
+    int y, mo, d, h, mi, se;
+    if (s == NULL || strlen(s) != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+        s[16] != ':' || s[19] != 'Z' || !digits(s, 4, &y) || !digits(s + 5, 2, &mo) ||
+        !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) ||
+        !digits(s + 17, 2, &se) || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+        se > 60) {
+        return 0;
+    }
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    time_t t = timegm(&tm);
+    return t > 0 ? (uint64_t)t * 1000u : 0;
+}
+
+/* ---- Status */
+
+int k8s_status_decode(const char *text, size_t len, struct k8s_status *out)
+{
+    char err[GERR_MSG_SIZE];
+    memset(out, 0, sizeof *out);
+    json_t *j = load(text, len, err);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    const char *kind = str_member(j, "kind", 64);
+    if (kind == NULL || strcmp(kind, "Status") != 0) {
+        json_decref(j);
+        return GERR_PROTO;
+    }
+    json_t *code = json_object_get(j, "code");
+    if (json_is_integer(code) && json_integer_value(code) >= 0 && json_integer_value(code) < 1000) {
+        out->code = (long)json_integer_value(code);
+    }
+    copy_printable(out->reason, sizeof out->reason, str_member(j, "reason", 1024));
+    copy_printable(out->message, sizeof out->message, str_member(j, "message", 65536));
+    json_decref(j);
+    return 0;
+}
+
+/* ---- Metadata */
+
+void k8s_meta_close(struct k8s_meta *m)
+{
+    mem_free(m->name);
+    mem_free(m->ns);
+    mem_free(m->resource_version);
+    mem_free(m->gateway_id);
+    mem_free(m->managed_by);
+    mem_free(m->sandbox_id);
+    mem_free(m->gantry_ns);
+    mem_free(m->gantry_name);
+    memset(m, 0, sizeof *m);
+}
+
+static int meta_from(json_t *obj, struct k8s_meta *m, char *errmsg)
+{
+    json_t *md = json_object_get(obj, "metadata");
+    memset(m, 0, sizeof *m);
+    if (!json_is_object(md)) {
+        gerr_set(errmsg, "object without metadata");
+        return GERR_PROTO;
+    }
+    m->name = dup_member(md, "name", MAX_NAME);
+    m->resource_version = dup_member(md, "resourceVersion", MAX_NAME);
+    if (m->name == NULL || m->resource_version == NULL || m->name[0] == '\0') {
+        gerr_set(errmsg, "object without a name or a resourceVersion");
+        k8s_meta_close(m);
+        return GERR_PROTO;
+    }
+    const char *ns = str_member(md, "namespace", MAX_NAME);
+    m->ns = mem_strdup(ns != NULL ? ns : "");
+    json_t *labels = json_object_get(md, "labels");
+    json_t *ann = json_object_get(md, "annotations");
+    if ((labels != NULL && !json_is_object(labels)) || (ann != NULL && !json_is_object(ann))) {
+        gerr_set(errmsg, "labels or annotations are not objects");
+        k8s_meta_close(m);
+        return GERR_PROTO;
+    }
+    m->gateway_id = dup_member(labels, K8S_LABEL_GATEWAY, 63);
+    m->managed_by = dup_member(labels, K8S_LABEL_MANAGED, 63);
+    m->sandbox_id = dup_member(labels, K8S_LABEL_SANDBOX, 63);
+    m->gantry_ns = dup_member(labels, K8S_LABEL_NAMESPACE, 63);
+    m->gantry_name = dup_member(labels, K8S_LABEL_NAME, 63);
+    m->epoch = parse_epoch(str_member(ann, K8S_ANN_EPOCH, 32));
+    m->created_at_ms = parse_time(str_member(md, "creationTimestamp", 64));
+    m->deleting = json_object_get(md, "deletionTimestamp") != NULL &&
+                  !json_is_null(json_object_get(md, "deletionTimestamp"));
+    const char *phase = str_member(json_object_get(obj, "status"), "phase", 64);
+    m->terminating = phase != NULL && strcmp(phase, "Terminating") == 0;
+    return 0;
+}
+
+int k8s_meta_decode(const char *text, size_t len, struct k8s_meta *out, char *errmsg)
+{
+    memset(out, 0, sizeof *out);
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    int rv = meta_from(j, out, errmsg);
+    json_decref(j);
+    return rv;
+}
+
+/* ---- Pods: mapping status to a phase */
+
+static bool is_fatal_waiting(const char *reason)
+{
+    static const char *const fatal[] = {"ErrImagePull",
+                                        "ImagePullBackOff",
+                                        "InvalidImageName",
+                                        "CrashLoopBackOff",
+                                        "CreateContainerConfigError",
+                                        "CreateContainerError",
+                                        "RunContainerError",
+                                        NULL};
+    return reason != NULL && driver__in_list(fatal, reason);
+}
+
+/* The first container's waiting or terminated state: reason and message, exit code. */
+struct container_view {
+    const char *waiting;
+    const char *waiting_msg;
+    const char *terminated;
+    long exit_code;
+    bool has_exit;
+};
+
+static void first_container(json_t *status, struct container_view *v)
+{
+    memset(v, 0, sizeof *v);
+    json_t *cs = json_array_get(json_object_get(status, "containerStatuses"), 0);
+    json_t *state = json_object_get(cs, "state");
+    json_t *w = json_object_get(state, "waiting");
+    json_t *t = json_object_get(state, "terminated");
+    v->waiting = str_member(w, "reason", 128);
+    v->waiting_msg = str_member(w, "message", 1024);
+    v->terminated = str_member(t, "reason", 128);
+    json_t *code = json_object_get(t, "exitCode");
+    if (json_is_integer(code)) {
+        v->has_exit = true;
+        v->exit_code = (long)json_integer_value(code);
+    }
+}
+
+static bool pod_ready(json_t *status)
+{
+    json_t *conds = json_object_get(status, "conditions");
+    for (size_t i = 0; i < json_array_size(conds); i++) {
+        json_t *c = json_array_get(conds, i);
+        const char *type = str_member(c, "type", 64);
+        const char *st = str_member(c, "status", 16);
+        if (type != NULL && st != NULL && strcmp(type, "Ready") == 0) {
+            return strcmp(st, "True") == 0;
+        }
+    }
+    return false;
+}
+
+static enum driver_phase map_phase(json_t *obj, const struct k8s_meta *m, char *msg, size_t len)
+{
+    json_t *status = json_object_get(obj, "status");
+    const char *phase = str_member(status, "phase", 64);
+    const char *reason = str_member(status, "reason", 128);
+    const char *smsg = str_member(status, "message", 1024);
+    struct container_view c;
+    char tmp[K8S_MAX_MESSAGE] = "";
+    enum driver_phase out;
+    first_container(status, &c);
+    if (m->deleting) {
+        out = DRIVER_PHASE_DELETING;
+    } else if (phase == NULL || strcmp(phase, "Pending") == 0) {
+        out = is_fatal_waiting(c.waiting) ? DRIVER_PHASE_ERROR : DRIVER_PHASE_PROVISIONING;
+        snprintf(tmp, sizeof tmp, "%s%s%s", c.waiting != NULL ? c.waiting : "",
+                 c.waiting_msg != NULL ? ": " : "", c.waiting_msg != NULL ? c.waiting_msg : "");
+    } else if (strcmp(phase, "Running") == 0) {
+        out = pod_ready(status)             ? DRIVER_PHASE_READY
+              : is_fatal_waiting(c.waiting) ? DRIVER_PHASE_ERROR
+                                            : DRIVER_PHASE_PROVISIONING;
+        snprintf(tmp, sizeof tmp, "%s",
+                 out == DRIVER_PHASE_READY ? ""
+                 : c.waiting != NULL       ? c.waiting
+                                           : "not ready");
+    } else if (strcmp(phase, "Succeeded") == 0) {
+        out = DRIVER_PHASE_STOPPED;
+        snprintf(tmp, sizeof tmp, "the command exited with status 0");
+    } else if (strcmp(phase, "Failed") == 0) {
+        bool deadline = reason != NULL && strcmp(reason, "DeadlineExceeded") == 0;
+        out = deadline ? DRIVER_PHASE_STOPPED : DRIVER_PHASE_ERROR;
+        if (deadline) {
+            snprintf(tmp, sizeof tmp, "the lifetime ended (activeDeadlineSeconds)");
+        } else if (c.has_exit) {
+            snprintf(tmp, sizeof tmp, "the command exited with status %ld%s%s", c.exit_code,
+                     c.terminated != NULL ? ": " : "", c.terminated != NULL ? c.terminated : "");
+        } else {
+            snprintf(tmp, sizeof tmp, "%s%s%s", reason != NULL ? reason : "failed", smsg != NULL ? ": " : "",
+                     smsg != NULL ? smsg : "");
+        }
+    } else {
+        out = DRIVER_PHASE_UNKNOWN;
+        snprintf(tmp, sizeof tmp, "pod phase %s", phase);
+    }
+    copy_printable(msg, len, tmp);
+    return out;
+}
+
+static int pod_from(json_t *obj, struct k8s_pod *p, char *errmsg)
+{
+    char msg[K8S_MAX_MESSAGE];
+    memset(p, 0, sizeof *p);
+    if (!json_is_object(obj)) {
+        gerr_set(errmsg, "a pod is not a JSON object");
+        return GERR_PROTO;
+    }
+    int rv = meta_from(obj, &p->meta, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    p->phase = map_phase(obj, &p->meta, msg, sizeof msg);
+    p->message = mem_strdup(msg);
+    return 0;
+}
+
+void k8s_pod_close(struct k8s_pod *p)
+{
+    k8s_meta_close(&p->meta);
+    mem_free(p->message);
+    memset(p, 0, sizeof *p);
+}
+
+int k8s_pod_decode(const char *text, size_t len, struct k8s_pod *out, char *errmsg)
+{
+    memset(out, 0, sizeof *out);
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    int rv = pod_from(j, out, errmsg);
+    json_decref(j);
+    return rv;
+}
+
+void k8s_pod_list_close(struct k8s_pod_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        k8s_pod_close(&l->items[i]);
+    }
+    mem_free(l->items);
+    mem_free(l->next);
+    memset(l, 0, sizeof *l);
+}
+
+int k8s_pod_list_decode(const char *text, size_t len, struct k8s_pod_list *out, char *errmsg)
+{
+    int rv = 0;
+    memset(out, 0, sizeof *out);
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    json_t *items = json_object_get(j, "items");
+    if (!json_is_array(items) && !json_is_null(items)) {
+        gerr_set(errmsg, "a list without an items array");
+        rv = GERR_PROTO;
+    } else if (json_array_size(items) > K8S_MAX_ITEMS) {
+        gerr_set(errmsg, "a list page of %zu items (at most %u)", json_array_size(items), K8S_MAX_ITEMS);
+        rv = GERR_TOOBIG;
+    }
+    if (rv == 0 && json_array_size(items) > 0) {
+        out->items = mem_zalloc(json_array_size(items) * sizeof *out->items);
+    }
+    for (size_t i = 0; rv == 0 && i < json_array_size(items); i++) {
+        rv = pod_from(json_array_get(items, i), &out->items[i], errmsg);
+        if (rv == 0) {
+            out->n++;
+        }
+    }
+    const char *next = str_member(json_object_get(j, "metadata"), "continue", MAX_CONTINUE);
+    if (rv == 0 && next != NULL && next[0] != '\0') {
+        out->next = mem_strdup(next);
+    }
+    json_decref(j);
+    if (rv != 0) {
+        k8s_pod_list_close(out);
+    }
+    return rv;
+}
+
+/* ---- driver_config values */
+
+static bool quantity_ok(const char *q)
+{
+    static const char *const suffixes[] = {"",   "m",  "k",  "M",  "G",  "T",  "P", "E",
+                                           "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", NULL};
+    size_t i = 0, dots = 0, n = 0;
+    for (; q[i] != '\0' && ((q[i] >= '0' && q[i] <= '9') || q[i] == '.'); i++) {
+        dots += q[i] == '.';
+        n++;
+    }
+    return n > 0 && dots <= 1 && q[0] != '.' && strlen(q) <= 32 && driver__in_list(suffixes, q + i);
+}
+
+static int parse_node_selector(const char *v, json_t **out, char *errmsg)
+{
+    char *copy = mem_strdup(v), *save = NULL;
+    json_t *sel = json_object();
+    unsigned n = 0;
+    int rv = 0;
+    for (char *pair = strtok_r(copy, ",", &save); pair != NULL; pair = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(pair, '=');
+        if (eq != NULL) {
+            *eq = '\0';
+        }
+        if (eq == NULL || ++n > MAX_PAIRS || !driver__label_key_ok(pair) || !driver__label_value_ok(eq + 1) ||
+            json_object_get(sel, pair) != NULL) {
+            gerr_set(errmsg,
+                     "driver_config node_selector must be key=value pairs separated by commas (at most %u, "
+                     "Kubernetes label syntax, no repeats)",
+                     MAX_PAIRS);
+            rv = GERR_INVAL;
+            break;
+        }
+        json_object_set_new(sel, pair, json_string(eq + 1));
+    }
+    mem_free(copy);
+    if (rv == 0 && n == 0) {
+        gerr_set(errmsg, "driver_config node_selector is empty");
+        rv = GERR_INVAL;
+    }
+    if (rv != 0) {
+        json_decref(sel);
+        sel = NULL;
+    }
+    *out = sel;
+    return rv;
+}
+
+static bool toleration_ok(json_t *t)
+{
+    static const char *const ops[] = {"Exists", "Equal", NULL};
+    static const char *const effects[] = {"NoSchedule", "PreferNoSchedule", "NoExecute", NULL};
+    const char *key;
+    json_t *v;
+    if (!json_is_object(t)) {
+        return false;
+    }
+    json_object_foreach(t, key, v)
+    {
+        const char *s = json_string_value(v);
+        bool ok = (strcmp(key, "key") == 0 && s != NULL && (s[0] == '\0' || driver__label_key_ok(s))) ||
+                  (strcmp(key, "operator") == 0 && s != NULL && driver__in_list(ops, s)) ||
+                  (strcmp(key, "value") == 0 && s != NULL && driver__label_value_ok(s)) ||
+                  (strcmp(key, "effect") == 0 && s != NULL && driver__in_list(effects, s)) ||
+                  (strcmp(key, "tolerationSeconds") == 0 && json_is_integer(v));
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int parse_tolerations(const char *v, json_t **out, char *errmsg)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+    bool ok = json_is_array(arr) && json_array_size(arr) <= MAX_PAIRS;
+    for (size_t i = 0; ok && i < json_array_size(arr); i++) {
+        ok = toleration_ok(json_array_get(arr, i));
+    }
+    if (!ok) {
+        json_decref(arr);
+        gerr_set(errmsg,
+                 "driver_config tolerations must be a JSON array of at most %u objects with key, operator "
+                 "(Exists|Equal), value, effect (NoSchedule|PreferNoSchedule|NoExecute), tolerationSeconds",
+                 MAX_PAIRS);
+        *out = NULL;
+        return GERR_INVAL;
+    }
+    *out = arr;
+    return 0;
+}
+
+static bool resource_map_ok(json_t *m)
+{
+    const char *key;
+    json_t *v;
+    if (!json_is_object(m) || json_object_size(m) > MAX_PAIRS) {
+        return false;
+    }
+    json_object_foreach(m, key, v)
+    {
+        if (!driver__label_key_ok(key) || !json_is_string(v) || !quantity_ok(json_string_value(v))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int parse_resources(const char *v, json_t **out, char *errmsg)
+{
+    json_error_t jerr;
+    const char *key;
+    json_t *val;
+    json_t *obj = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+    bool ok = json_is_object(obj);
+    json_object_foreach(obj, key, val)
+    {
+        ok = ok && (strcmp(key, "requests") == 0 || strcmp(key, "limits") == 0) && resource_map_ok(val);
+    }
+    if (!ok) {
+        json_decref(obj);
+        gerr_set(errmsg,
+                 "driver_config resources must be a JSON object {\"requests\": {...}, \"limits\": {...}} "
+                 "mapping resource names to quantities such as \"500m\" or \"2Gi\"");
+        *out = NULL;
+        return GERR_INVAL;
+    }
+    *out = obj;
+    return 0;
+}
+
+/* The pod spec members that driver_config sets, checked; added to @pod_spec and @container. */
+static int apply_config(const struct driver_sandbox_spec *s, json_t *pod_spec, json_t *container,
+                        char *errmsg)
+{
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        const char *k = s->driver_config[i].key, *v = s->driver_config[i].value;
+        json_t *j = NULL;
+        int rv = 0;
+        if (strcmp(k, "runtime_class") == 0 || strcmp(k, "service_account") == 0) {
+            if (!driver_is_dns_subdomain(v)) {
+                gerr_set(errmsg, "driver_config %s must be a DNS subdomain (a Kubernetes object name)", k);
+                return GERR_INVAL;
+            }
+            json_object_set_new(pod_spec, k[0] == 'r' ? "runtimeClassName" : "serviceAccountName",
+                                json_string(v));
+            if (k[0] == 's') {
+                json_object_set_new(pod_spec, "automountServiceAccountToken", json_true());
+            }
+            continue;
+        }
+        if (strcmp(k, "node_selector") == 0 && (rv = parse_node_selector(v, &j, errmsg)) == 0) {
+            json_object_set_new(pod_spec, "nodeSelector", j);
+        } else if (strcmp(k, "tolerations") == 0 && (rv = parse_tolerations(v, &j, errmsg)) == 0) {
+            json_object_set_new(pod_spec, "tolerations", j);
+        } else if (strcmp(k, "resources") == 0 && (rv = parse_resources(v, &j, errmsg)) == 0) {
+            json_object_update(json_object_get(container, "resources"), j);
+            json_decref(j);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int k8s_check_config(const struct driver_sandbox_spec *spec, char *errmsg)
+{
+    json_t *pod_spec = json_object();
+    json_t *container = json_pack("{s:{}}", "resources");
+    int rv = apply_config(spec, pod_spec, container, errmsg);
+    json_decref(pod_spec);
+    json_decref(container);
+    return rv;
+}
+
+/* ---- Encoders */
+
+static char *dump(json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (text == NULL) {
+        return NULL;
+    }
+    char *out = mem_strdup(text);
+    free(text);
+    return out;
+}
+
+static json_t *labels_for(const char *gateway_id, const char *gantry_ns)
+{
+    json_t *l = json_pack("{s:s,s:s}", K8S_LABEL_GATEWAY, gateway_id, K8S_LABEL_MANAGED, K8S_MANAGED_BY);
+    if (gantry_ns != NULL) {
+        json_object_set_new(l, K8S_LABEL_NAMESPACE, json_string(gantry_ns));
+    }
+    return l;
+}
+
+static json_t *epoch_annotations(uint64_t epoch)
+{
+    char e[24];
+    snprintf(e, sizeof e, "%llu", (unsigned long long)epoch);
+    return json_pack("{s:s}", K8S_ANN_EPOCH, e);
+}
+
+/* NULL if every command argument and environment value is valid UTF-8 (JSON needs it), else
+ * the reason. */
+static int check_utf8(const struct driver_sandbox_spec *s, char *errmsg)
+{
+    for (size_t i = 0; i < s->n_command + s->n_env; i++) {
+        const char *v = i < s->n_command ? s->command[i] : s->env[i - s->n_command].value;
+        json_t *j = json_string(v);
+        if (j == NULL) {
+            gerr_set(errmsg, "%s %zu is not valid UTF-8",
+                     i < s->n_command ? "command argument" : "environment value",
+                     i < s->n_command ? i : i - s->n_command);
+            return GERR_INVAL;
+        }
+        json_decref(j);
+    }
+    return 0;
+}
+
+static json_t *container_for(const struct k8s_pod_params *p)
+{
+    const struct driver_sandbox_spec *s = p->spec;
+    json_t *cmd = json_array();
+    json_t *env = json_array();
+    for (size_t i = 0; i < s->n_command; i++) {
+        json_array_append_new(cmd, json_string(s->command[i]));
+    }
+    for (size_t i = 0; i < s->n_env; i++) {
+        json_array_append_new(env, json_pack("{s:s,s:s}", "name", s->env[i].key, "value", s->env[i].value));
+    }
+    return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b}}", "name", "sandbox", "image", s->image, "command", cmd,
+                     "env", env, "resources", "securityContext", "allowPrivilegeEscalation", 0);
+}
+
+/* gpu_count becomes a limit on the GPU resource, unless driver_config resources set one. */
+static void add_gpu_limit(json_t *container, const struct k8s_pod_params *p)
+{
+    char n[16];
+    json_t *res = json_object_get(container, "resources");
+    if (p->spec->gpu_count == 0) {
+        return;
+    }
+    if (json_object_get(res, "limits") == NULL) {
+        json_object_set_new(res, "limits", json_object());
+    }
+    json_t *limits = json_object_get(res, "limits");
+    if (json_object_get(limits, p->gpu_resource) == NULL) {
+        snprintf(n, sizeof n, "%u", p->spec->gpu_count);
+        json_object_set_new(limits, p->gpu_resource, json_string(n));
+    }
+}
+
+int k8s_pod_manifest(const struct k8s_pod_params *p, char **out, char *errmsg)
+{
+    const struct driver_sandbox_spec *s = p->spec;
+    *out = NULL;
+    if (s->image == NULL || s->image[0] == '\0') {
+        gerr_set(errmsg, "the kubernetes driver needs an image");
+        return GERR_INVAL;
+    }
+    int rv = check_utf8(s, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    json_t *labels = labels_for(p->gateway_id, s->namespace);
+    json_t *ann = epoch_annotations(p->epoch);
+    json_t *container = container_for(p);
+    json_t *pod_spec =
+        json_pack("{s:s,s:b,s:b,s:i}", "restartPolicy", "Never", "automountServiceAccountToken", 0,
+                  "enableServiceLinks", 0, "terminationGracePeriodSeconds", 10);
+    rv = apply_config(s, pod_spec, container, errmsg);
+    add_gpu_limit(container, p);
+    json_object_set_new(labels, K8S_LABEL_SANDBOX, json_string(s->id));
+    json_object_set_new(labels, K8S_LABEL_NAME, json_string(s->name));
+    for (size_t i = 0; i < s->n_labels; i++) {
+        json_object_set_new(labels, s->labels[i].key, json_string(s->labels[i].value));
+    }
+    if (s->owner != NULL && s->owner[0] != '\0') {
+        json_object_set_new(ann, K8S_ANN_OWNER, json_string(s->owner));
+    }
+    if (s->lifetime_s > 0) {
+        json_object_set_new(pod_spec, "activeDeadlineSeconds", json_integer((json_int_t)s->lifetime_s));
+    }
+    json_object_set_new(pod_spec, "containers", json_pack("[o]", container));
+    json_t *pod = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:o}", "apiVersion", "v1", "kind", "Pod",
+                            "metadata", "name", p->pod_name, "namespace", p->k8s_namespace, "labels", labels,
+                            "annotations", ann, "spec", pod_spec);
+    if (rv != 0) {
+        json_decref(pod);
+        return rv;
+    }
+    *out = dump(pod);
+    if (*out == NULL) {
+        gerr_set(errmsg, "cannot encode the pod");
+        return GERR_INTERNAL;
+    }
+    return 0;
+}
+
+char *k8s_namespace_manifest(const char *name, const char *gateway_id, const char *gantry_ns, uint64_t epoch)
+{
+    return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata",
+                          "name", name, "labels", labels_for(gateway_id, gantry_ns), "annotations",
+                          epoch_annotations(epoch)));
+}
+
+char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_id, uint64_t epoch,
+                         const char *resource_version)
+{
+    char e[24];
+    snprintf(e, sizeof e, "%llu", (unsigned long long)epoch);
+    json_t *cm = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:{s:s}}", "apiVersion", "v1", "kind", "ConfigMap",
+                           "metadata", "name", name, "namespace", ns, "labels", labels_for(gateway_id, NULL),
+                           "annotations", epoch_annotations(epoch), "data", "epoch", e);
+    if (resource_version != NULL) {
+        json_object_set_new(json_object_get(cm, "metadata"), "resourceVersion",
+                            json_string(resource_version));
+    }
+    return dump(cm);
+}
+
+char *k8s_delete_options(const char *resource_version)
+{
+    return dump(json_pack("{s:s,s:s,s:s,s:{s:s}}", "apiVersion", "v1", "kind", "DeleteOptions",
+                          "propagationPolicy", "Background", "preconditions", "resourceVersion",
+                          resource_version));
+}

@@ -1,0 +1,579 @@
+/* The process driver with real bubblewrap sandboxes: the shared conformance checks, then what
+ * process.h promises: the whole tree (background children, new sessions) dies on delete; the
+ * sandbox is isolated (own network, hostname, uid, hidden state dir) with a writable workspace and
+ * the spec's environment, which never shows on bwrap's command line; exits show as STOPPED/ERROR;
+ * a sandbox outlives the process that created it and is adopted by another; a recorded pid whose
+ * start time does not match is never signalled; interrupted and corrupt records are reported and
+ * deletable.
+ *
+ * If bubblewrap cannot create namespaces here, the tests that need it are skipped: the program
+ * prints why and exits 77 (ctest SKIP_RETURN_CODE), after running the tests that need no bwrap.
+ * GANTRY_TEST_BWRAP=/bin/false shows that path on a machine where bwrap works. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "conformance.h"
+#include "drivers/process.h"
+#include "lib/clock.h"
+#include "lib/file.h"
+#include "lib/mem.h"
+
+static char dir[256];
+static const char *const sleeper[] = {"sleep", "infinity"};
+
+static struct driver *open_at(const char *state_dir, const char *bwrap)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d;
+    struct driver_process_config cfg = {.state_dir = state_dir,
+                                        .bwrap_path = bwrap,
+                                        .sandbox_uid = -1,
+                                        .sandbox_gid = -1,
+                                        .stop_timeout_ms = 10000};
+    if (driver_process_new(&cfg, &d, errmsg) != 0) {
+        fail_msg("driver_process_new: %s", errmsg);
+    }
+    return d;
+}
+
+/* GANTRY_TEST_BWRAP overrides the bwrap binary (e.g. /bin/false, to see the skip path). */
+static struct driver *open_shared(void *ctx)
+{
+    (void)ctx;
+    return open_at(dir, getenv("GANTRY_TEST_BWRAP"));
+}
+
+static const struct conf_env env = {
+    .open = open_shared,
+    .command = sleeper,
+    .n_command = 2,
+    .image = "",
+    .config_key = "network",
+    .config_value = "none",
+    .ns = "team-a",
+    .ready_timeout_ms = 10000,
+};
+
+static void test_lifecycle(void **state)
+{
+    conf_lifecycle(&env);
+}
+
+static void test_stale_epoch(void **state)
+{
+    conf_stale_epoch(&env);
+}
+
+static void test_adoption(void **state)
+{
+    conf_adoption(&env);
+}
+
+static void test_namespaces(void **state)
+{
+    conf_namespaces(&env);
+}
+
+static void test_config_keys(void **state)
+{
+    conf_config_keys(&env);
+}
+
+static void test_bad_arguments(void **state)
+{
+    conf_bad_arguments(&env);
+}
+
+/* ---- Helpers */
+
+static long handle_pid(const char *handle)
+{
+    long pid = 0;
+    assert_int_equal(sscanf(handle, "bwrap:%ld@", &pid), 1);
+    return pid;
+}
+
+static unsigned long long pidns_of(long pid)
+{
+    char path[64], link[64];
+    unsigned long long ino = 0;
+    snprintf(path, sizeof path, "/proc/%ld/ns/pid", pid);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n <= 0) {
+        return 0;
+    }
+    link[n] = '\0';
+    return sscanf(link, "pid:[%llu]", &ino) == 1 ? ino : 0;
+}
+
+/* True if process @pid runs @comm (NULL: anything). */
+static bool runs(long pid, const char *comm)
+{
+    char path[64], buf[64] = "";
+    if (comm == NULL) {
+        return true;
+    }
+    snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    bool ok = fgets(buf, sizeof buf, f) != NULL && strncmp(buf, comm, strlen(comm)) == 0 &&
+              buf[strlen(comm)] == '\n';
+    fclose(f);
+    return ok;
+}
+
+/* Processes in PID namespace @ns (zombies included: they would still be a leak of the test's
+ * count, and the driver's delete must not leave them behind either), running @comm if not NULL. */
+static size_t count_in_ns_comm(unsigned long long ns, const char *comm)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        n += *end == '\0' && pid > 0 && pidns_of(pid) == ns && runs(pid, comm);
+    }
+    closedir(d);
+    return n;
+}
+
+static size_t count_in_ns(unsigned long long ns)
+{
+    return count_in_ns_comm(ns, NULL);
+}
+
+static void workspace_file(const char *id, const char *name, char *path, size_t len)
+{
+    snprintf(path, len, "%s/namespaces/%s/%s/%s", dir, env.ns, id, name);
+}
+
+/* Wait until the sandbox has written @name into its workspace; return its content (mem_free). */
+static char *await_file(const char *id, const char *name)
+{
+    char path[512], errmsg[GERR_MSG_SIZE];
+    struct clock *c = clock_system();
+    uint64_t deadline = clock_mono_ms(c) + 10000;
+    workspace_file(id, name, path, sizeof path);
+    for (;;) {
+        char *text;
+        if (file_read_all(path, 4096, &text, NULL, errmsg) == 0 && strchr(text, '\n') != NULL) {
+            *strchr(text, '\n') = '\0';
+            return text;
+        }
+        if (clock_mono_ms(c) > deadline) {
+            fail_msg("the sandbox never wrote %s", path);
+        }
+        c->sleep_ns(c, 5000000);
+    }
+}
+
+static void create_ready(struct driver *d, uint64_t e, struct conf_spec *cs, struct driver_sandbox *s)
+{
+    char errmsg[GERR_MSG_SIZE];
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    if (driver_create(d, e, &cs->spec, s, errmsg) != 0) {
+        fail_msg("create: %s", errmsg);
+    }
+}
+
+/* ---- Tests */
+
+static void test_tree_killed(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    /* Background children, a child in its own session and a double fork: none may survive. */
+    const char *const cmd[] = {"sh", "-c",
+                               "sleep 1000 & sleep 1000 & setsid sleep 1000 & (sh -c 'sleep 1000 &' &); "
+                               "echo started > started; exec sleep 1000"};
+    conf_spec(&env, &cs, "tree");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 3;
+    create_ready(d, e, &cs, &s);
+    mem_free(await_file(cs.id, "started"));
+    long init = handle_pid(s.handle);
+    unsigned long long ns = pidns_of(init);
+    assert_true(ns != 0);
+    assert_true(pidns_of(getpid()) != ns);
+    struct clock *c = clock_system();
+    uint64_t deadline = clock_mono_ms(c) + 5000;
+    while (count_in_ns_comm(ns, "sleep") < 5 && clock_mono_ms(c) < deadline) { /* the 5 sleeps */
+        c->sleep_ns(c, 5000000);
+    }
+    assert_int_equal(count_in_ns_comm(ns, "sleep"), 5);
+
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(count_in_ns(ns), 0); /* delete returns only when the tree is gone */
+    char path[512];
+    workspace_file(cs.id, "", path, sizeof path);
+    assert_int_equal(access(path, F_OK), -1);
+    driver_sandbox_close(&s);
+    driver_free(d);
+}
+
+static void test_isolation_and_workspace(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const char *const cmd[] = {
+        "sh", "-c",
+        "hostname > host; id -u > uid; pwd > cwd; echo \"$SECRET_TOKEN\" > env; "
+        "grep -c : /proc/net/dev > netdevs; ls -A \"$STATE_DIR\" | wc -l > statedir; "
+        "echo $GANTRY_SANDBOX_ID > id; touch /usr/forbidden 2>/dev/null; echo $? > rofs; "
+        "echo done > done; exec sleep 1000"};
+    struct driver_kv envs[] = {{"SECRET_TOKEN", "hunter2-value"}, {"STATE_DIR", dir}};
+    conf_spec(&env, &cs, "iso");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 3;
+    cs.spec.env = envs;
+    cs.spec.n_env = 2;
+    create_ready(d, e, &cs, &s);
+    mem_free(await_file(cs.id, "done"));
+
+    const char *want[][2] = {{"host", "iso"},  {"cwd", "/home/sandbox"}, {"env", "hunter2-value"},
+                             {"netdevs", "1"}, {"statedir", "0"},        {"id", cs.id},
+                             {"rofs", "1"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char *got = await_file(cs.id, want[i][0]);
+        if (strcmp(got, want[i][1]) != 0) {
+            fail_msg("%s: got \"%s\", want \"%s\"", want[i][0], got, want[i][1]);
+        }
+        mem_free(got);
+    }
+    char *uid = await_file(cs.id, "uid");
+    assert_string_equal(uid, geteuid() == 0 ? "65534" : "");
+    mem_free(uid);
+
+    /* The environment's values travel on a memfd, never on a command line. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/cmdline", handle_pid(s.handle));
+    FILE *f = fopen(path, "r");
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = buf[i] == '\0' ? ' ' : buf[i];
+    }
+    assert_null(strstr(buf, "hunter2"));
+
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_sandbox_close(&s);
+    driver_free(d);
+}
+
+static enum driver_phase await_end(struct driver *d, uint64_t e, const char *id, char *message, size_t len)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct clock *c = clock_system();
+    uint64_t deadline = clock_mono_ms(c) + 10000;
+    for (;;) {
+        struct driver_sandbox s;
+        assert_int_equal(driver_get(d, e, env.ns, id, &s, errmsg), 0);
+        enum driver_phase p = s.phase;
+        snprintf(message, len, "%s", s.message);
+        driver_sandbox_close(&s);
+        if (p != DRIVER_PHASE_READY && p != DRIVER_PHASE_PROVISIONING) {
+            return p;
+        }
+        assert_true(clock_mono_ms(c) < deadline);
+        c->sleep_ns(c, 5000000);
+    }
+}
+
+static void test_exit_status(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], msg[256];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec ok, bad;
+    struct driver_sandbox s;
+    const char *const t[] = {"true"};
+    const char *const f[] = {"sh", "-c", "exit 3"};
+    conf_spec(&env, &ok, "exits-zero");
+    ok.spec.command = t;
+    ok.spec.n_command = 1;
+    conf_spec(&env, &bad, "exits-three");
+    bad.spec.command = f;
+    bad.spec.n_command = 3;
+    create_ready(d, e, &ok, &s);
+    driver_sandbox_close(&s);
+    create_ready(d, e, &bad, &s);
+    driver_sandbox_close(&s);
+    assert_int_equal(await_end(d, e, ok.id, msg, sizeof msg), DRIVER_PHASE_STOPPED);
+    assert_non_null(strstr(msg, "status 0"));
+    assert_int_equal(await_end(d, e, bad.id, msg, sizeof msg), DRIVER_PHASE_ERROR);
+    assert_non_null(strstr(msg, "status 3"));
+    assert_int_equal(driver_delete(d, e, env.ns, ok.id, errmsg), 0);
+    assert_int_equal(driver_delete(d, e, env.ns, bad.id, errmsg), 0);
+    driver_free(d);
+}
+
+static void test_bad_command(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], msg[256];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const char *const cmd[] = {"/no/such/program"};
+    conf_spec(&env, &cs, "missing");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 1;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+    assert_int_equal(await_end(d, e, cs.id, msg, sizeof msg), DRIVER_PHASE_ERROR);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* A sandbox made by a process that then exits keeps running and is adopted by this one. */
+static void test_outlives_creator(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    uint64_t e1 = conf_epoch(), e2 = conf_epoch();
+    conf_spec(&env, &cs, "orphan");
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct driver *d = open_shared(NULL);
+        int rv = driver_ensure_namespace(d, e1, env.ns, errmsg);
+        rv = rv != 0 ? rv : driver_create(d, e1, &cs.spec, &s, errmsg);
+        _exit(rv == 0 ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    struct driver *d = open_shared(NULL);
+    conf_wait_ready(&env, d, e2, env.ns, cs.id);
+    assert_int_equal(driver_get(d, e2, env.ns, cs.id, &s, errmsg), 0);
+    assert_int_equal(s.epoch, e1);
+    unsigned long long ns = pidns_of(handle_pid(s.handle));
+    assert_true(ns != 0 && count_in_ns(ns) >= 1);
+    assert_int_equal(driver_delete(d, e2, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(count_in_ns(ns), 0);
+    driver_sandbox_close(&s);
+    driver_free(d);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A record whose pid now belongs to another process (start time differs) is "gone" and that
+ * process is never signalled. */
+static void test_pid_reuse_not_killed(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[512], id[DRIVER_ID_LEN + 1], text[1024];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct driver_sandbox s;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    pid_t victim = fork();
+    if (victim == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+        close(1);
+        close(2);
+        pause();
+        _exit(0);
+    }
+    conf_uuid(id);
+    snprintf(
+        text, sizeof text,
+        "{\"version\":1,\"id\":\"%s\",\"namespace\":\"%s\",\"name\":\"reused\",\"epoch\":1,\"created_at_ms\":"
+        "1,"
+        "\"lifetime_s\":0,\"bwrap_pid\":%d,\"bwrap_start\":1,\"init_pid\":%d,\"init_start\":2,\"pidns\":0}",
+        id, env.ns, (int)victim, (int)victim);
+    snprintf(path, sizeof path, "%s/sandboxes/%s.json", dir, id);
+    write_file(path, text);
+    assert_int_equal(driver_get(d, e, env.ns, id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_ERROR); /* gone, as far as the driver can tell */
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, env.ns, id, errmsg), 0);
+    assert_int_equal(waitpid(victim, NULL, WNOHANG), 0); /* still alive */
+    kill(victim, SIGKILL);
+    waitpid(victim, NULL, 0);
+    assert_int_equal(access(path, F_OK), -1);
+    driver_free(d);
+}
+
+/* A record written before bwrap started, by a replica that died: reported, and deletable. */
+static void test_interrupted_and_corrupt_records(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[512], id[DRIVER_ID_LEN + 1], id2[DRIVER_ID_LEN + 1], text[1024];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    conf_uuid(id);
+    snprintf(text, sizeof text,
+             "{\"version\":1,\"id\":\"%s\",\"namespace\":\"%s\",\"name\":\"interrupted\",\"epoch\":1,"
+             "\"created_at_ms\":1000,\"lifetime_s\":0,\"bwrap_pid\":0,\"bwrap_start\":0,\"init_pid\":0,"
+             "\"init_start\":0,\"pidns\":0}",
+             id, env.ns);
+    snprintf(path, sizeof path, "%s/sandboxes/%s.json", dir, id);
+    write_file(path, text);
+    assert_int_equal(driver_get(d, e, env.ns, id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_ERROR);
+    assert_non_null(strstr(s.message, "interrupted"));
+    driver_sandbox_close(&s);
+
+    conf_uuid(id2);
+    snprintf(path, sizeof path, "%s/sandboxes/%s.json", dir, id2);
+    write_file(path, "{\"version\":1,\"id\":");
+    assert_int_equal(driver_list(d, e, NULL, &l, errmsg), 0);
+    assert_int_equal(conf_count(&l, id2), 1);
+    for (size_t i = 0; i < l.n; i++) {
+        if (strcmp(l.items[i].id, id2) == 0) {
+            assert_int_equal(l.items[i].phase, DRIVER_PHASE_UNKNOWN);
+        }
+    }
+    driver_sandbox_list_close(&l);
+    assert_int_equal(driver_get(d, e, env.ns, id2, &s, errmsg), GERR_PROTO);
+    assert_int_equal(driver_delete(d, e, env.ns, id2, errmsg), 0);
+    assert_int_equal(driver_delete(d, e, env.ns, id, errmsg), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    driver_free(d);
+}
+
+static void test_no_gpus(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_shared(NULL);
+    struct conf_spec cs;
+    struct driver_kv net[] = {{"network", "bridge"}};
+    conf_spec(&env, &cs, "gpu");
+    cs.spec.gpu_count = 1;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "GPU"));
+    cs.spec.gpu_count = 0;
+    cs.spec.driver_config = net;
+    cs.spec.n_driver_config = 1;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "network"));
+    driver_free(d);
+}
+
+/* Needs no working bwrap: a driver whose bwrap is missing says so and refuses work. */
+static void test_unavailable(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], sub[300];
+    struct driver_caps caps;
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    snprintf(sub, sizeof sub, "%s/unavailable", dir);
+    struct driver *d = open_at(sub, "/nonexistent/bwrap");
+    driver_capabilities(d, &caps);
+    assert_false(caps.available);
+    assert_non_null(strstr(caps.detail, "/nonexistent/bwrap"));
+    conf_spec(&env, &cs, "nope");
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "/nonexistent/bwrap"));
+    assert_int_equal(driver_ensure_namespace(d, conf_epoch(), env.ns, errmsg), 0);
+    assert_int_equal(driver_create(d, conf_epoch(), &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    driver_free(d);
+}
+
+static void test_bad_config(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = NULL;
+    struct driver_process_config rel = {.state_dir = "relative/dir", .sandbox_uid = -1, .sandbox_gid = -1};
+    assert_int_equal(driver_process_new(&rel, &d, errmsg), GERR_INVAL);
+    struct driver_process_config missing = {
+        .state_dir = "/nonexistent/a/b", .sandbox_uid = -1, .sandbox_gid = -1};
+    assert_int_equal(driver_process_new(&missing, &d, errmsg), GERR_NOTFOUND);
+    assert_null(d);
+}
+
+/* Whatever a failed test left running is deleted, so no sandbox outlives the test program. */
+static void cleanup(void)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_at(dir, NULL);
+    struct driver_sandbox_list l;
+    uint64_t e = conf_epoch();
+    if (driver_list(d, e, NULL, &l, errmsg) == 0) {
+        for (size_t i = 0; i < l.n; i++) {
+            const char *ns = l.items[i].namespace[0] != '\0' ? l.items[i].namespace : env.ns;
+            if (driver_delete(d, e, ns, l.items[i].id, errmsg) != 0) {
+                fprintf(stderr, "cleanup: delete %s: %s\n", l.items[i].id, errmsg);
+            }
+        }
+        driver_sandbox_list_close(&l);
+    }
+    driver_free(d);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/gantry-driver-process-XXXXXX");
+    if (mkdtemp(dir) == NULL || chmod(dir, 0711) != 0) {
+        perror("mkdtemp");
+        return 1;
+    }
+    const struct CMUnitTest always[] = {
+        cmocka_unit_test(test_unavailable),          cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_bad_arguments),        cmocka_unit_test(test_no_gpus),
+        cmocka_unit_test(test_pid_reuse_not_killed), cmocka_unit_test(test_interrupted_and_corrupt_records),
+    };
+    const struct CMUnitTest with_bwrap[] = {
+        cmocka_unit_test(test_lifecycle),        cmocka_unit_test(test_stale_epoch),
+        cmocka_unit_test(test_adoption),         cmocka_unit_test(test_namespaces),
+        cmocka_unit_test(test_config_keys), /* validate answers GERR_UNAVAILABLE without bwrap */
+        cmocka_unit_test(test_tree_killed),      cmocka_unit_test(test_isolation_and_workspace),
+        cmocka_unit_test(test_exit_status),      cmocka_unit_test(test_bad_command),
+        cmocka_unit_test(test_outlives_creator),
+    };
+    struct driver *probe = open_shared(NULL);
+    struct driver_caps caps;
+    driver_capabilities(probe, &caps);
+    driver_free(probe);
+
+    int failed = cmocka_run_group_tests_name("driver_process (no bwrap needed)", always, NULL, NULL);
+    int skipped = !caps.available;
+    if (skipped) {
+        fprintf(stderr, "SKIP: driver_process sandbox tests: %s\n", caps.detail);
+    } else {
+        failed += cmocka_run_group_tests_name("driver_process (bubblewrap)", with_bwrap, NULL, NULL);
+    }
+    cleanup();
+    if (failed == 0) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "could not remove %s\n", dir);
+        }
+    }
+    return failed != 0 ? 1 : skipped ? 77 : 0;
+}

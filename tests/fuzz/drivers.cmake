@@ -1,0 +1,9 @@
+# Harnesses for drivers/ (see CMakeLists.txt beside this file for the convention).
+#   fuzz_k8s_json      Kubernetes API documents and driver_config values (drivers/k8s_json.h)
+#   fuzz_driver_state  the process and fake drivers' state files, bwrap's status stream,
+#                      /proc/<pid>/stat
+#                      (source: tests/drivers/fuzz_driver_state.c; seeds: corpus/driver_state/)
+gantry_fuzzer(k8s_json gantry_drivers)
+add_executable(fuzz_driver_state ${PROJECT_SOURCE_DIR}/tests/drivers/fuzz_driver_state.c)
+target_link_libraries(fuzz_driver_state PRIVATE gantry_drivers)
+target_link_options(fuzz_driver_state PRIVATE -fsanitize=fuzzer)

@@ -1,0 +1,167 @@
+/* libFuzzer harness for drivers/k8s_json.h: everything the kubernetes driver decodes from the API
+ * server, and the driver_config values it parses from callers.
+ *
+ * Input layout: byte 0 selects the decoder ((byte - '0') % 5, so the digits '0' to '4' that start
+ * the seeds in corpus/k8s_json/ name them), the rest is the body.
+ *   0: a Pod (k8s_pod_decode)
+ *   1: a PodList (k8s_pod_list_decode)
+ *   2: a Status (k8s_status_decode)
+ *   3: any object's metadata (k8s_meta_decode: Namespaces, the fence ConfigMap)
+ *   4: a driver_config value: the body's first byte picks the key (the same way) (runtime_class,
+ * node_selector, tolerations, service_account, resources), the rest is the value; checked by k8s_check_config
+ * and, when accepted, turned into a Pod manifest by k8s_pod_manifest. Bodies are copied into heap blocks of
+ * exactly their size so ASan sees any overread.
+ *
+ * Besides "no crash, no leak, no overread", the harness checks the header's promises: decoders
+ * answer 0 or GERR_PROTO (a list page may also be GERR_TOOBIG) and leave their output zeroed on
+ * failure; on success the name and resourceVersion are set, the phase is in range, a message
+ * holds printable ASCII only; config checks answer 0 or GERR_INVAL, and an accepted config
+ * always yields a manifest that is valid JSON. A broken promise calls abort(). */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "drivers/k8s_json.h"
+#include "lib/mem.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define ID "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+static void check(bool ok)
+{
+    if (!ok) {
+        abort();
+    }
+}
+
+static bool zeroed(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool printable(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void check_pod(const struct k8s_pod *p)
+{
+    check(p->meta.name != NULL && p->meta.name[0] != '\0' && p->meta.resource_version != NULL);
+    check(p->meta.ns != NULL && p->message != NULL && printable(p->message));
+    check(p->phase >= DRIVER_PHASE_PROVISIONING && p->phase <= DRIVER_PHASE_UNKNOWN);
+    check(!p->meta.deleting || p->phase == DRIVER_PHASE_DELETING);
+}
+
+static void fuzz_config(const char *body, size_t n)
+{
+    char errmsg[GERR_MSG_SIZE];
+    if (n == 0) {
+        return;
+    }
+    char *value = mem_strndup(body + 1, n - 1); /* stops at a NUL: values are C strings */
+    const char *const cmd[] = {"sh"};
+    struct driver_kv kv = {k8s_config_keys[(uint8_t)(body[0] - '0') % 5], value};
+    struct driver_sandbox_spec spec = {.id = ID,
+                                       .namespace = "ns",
+                                       .name = "n",
+                                       .image = "img",
+                                       .command = cmd,
+                                       .n_command = 1,
+                                       .driver_config = &kv,
+                                       .n_driver_config = 1,
+                                       .gpu_count = 1};
+    int rv = k8s_check_config(&spec, errmsg);
+    check(rv == 0 || rv == GERR_INVAL);
+    if (rv == 0) {
+        struct k8s_pod_params p = {.spec = &spec,
+                                   .gateway_id = "gw",
+                                   .k8s_namespace = "k",
+                                   .pod_name = "gw-" ID,
+                                   .epoch = 1,
+                                   .gpu_resource = "nvidia.com/gpu"};
+        char *doc = NULL;
+        check(k8s_pod_manifest(&p, &doc, errmsg) == 0 && doc != NULL);
+        json_error_t jerr;
+        json_t *j = json_loads(doc, 0, &jerr);
+        check(j != NULL);
+        json_decref(j);
+        mem_free(doc);
+    } else {
+        check(memchr(errmsg, '\0', sizeof errmsg) != NULL && strstr(errmsg, kv.key) != NULL);
+    }
+    mem_free(value);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char errmsg[GERR_MSG_SIZE];
+    if (size == 0) {
+        return 0;
+    }
+    size_t n = size - 1;
+    char *body = mem_alloc(n > 0 ? n : 1);
+    memcpy(body, data + 1, n);
+    switch ((uint8_t)(data[0] - '0') % 5) {
+    case 0: {
+        struct k8s_pod p;
+        int rv = k8s_pod_decode(body, n, &p, errmsg);
+        check(rv == 0 || rv == GERR_PROTO);
+        if (rv == 0) {
+            check_pod(&p);
+        } else {
+            check(zeroed(&p, sizeof p));
+        }
+        k8s_pod_close(&p);
+        break;
+    }
+    case 1: {
+        struct k8s_pod_list l;
+        int rv = k8s_pod_list_decode(body, n, &l, errmsg);
+        check(rv == 0 || rv == GERR_PROTO || rv == GERR_TOOBIG);
+        check(rv == 0 || zeroed(&l, sizeof l));
+        for (size_t i = 0; i < l.n; i++) {
+            check_pod(&l.items[i]);
+        }
+        check(l.next == NULL || l.next[0] != '\0');
+        k8s_pod_list_close(&l);
+        break;
+    }
+    case 2: {
+        struct k8s_status st;
+        int rv = k8s_status_decode(body, n, &st);
+        check(rv == 0 || rv == GERR_PROTO);
+        check(printable(st.reason) && printable(st.message));
+        break;
+    }
+    case 3: {
+        struct k8s_meta m;
+        int rv = k8s_meta_decode(body, n, &m, errmsg);
+        check(rv == 0 || rv == GERR_PROTO);
+        check(rv != 0 || (m.name != NULL && m.resource_version != NULL && m.ns != NULL));
+        check(rv == 0 || zeroed(&m, sizeof m));
+        k8s_meta_close(&m);
+        break;
+    }
+    default:
+        fuzz_config(body, n);
+        break;
+    }
+    mem_free(body);
+    return 0;
+}
