@@ -160,7 +160,7 @@ int lease_check_tx(struct store_tx *tx, const char *name, const char *holder, ui
     if (rv == 0 && n != 1) {
         snprintf(store_tx_errmsg(tx), GERR_MSG_SIZE, "lease %s lost: epoch %" PRIu64 " is no longer current",
                  name, epoch);
-        return GERR_REFUSED;
+        return GERR_STALE;
     }
     return rv;
 }

@@ -75,7 +75,7 @@ int lease_tick(struct lease *l, struct store_client *cl, bool *held, uint64_t *e
 /* May the holder act now? (held, and the last renewal started less than renew_deadline ago.) */
 bool lease_valid(const struct lease *l);
 
-/* In a write transaction of the holder: GERR_REFUSED ("lease lost") unless the row still names
+/* In a write transaction of the holder: GERR_STALE ("lease lost") unless the row still names
  * this holder with this epoch. */
 int lease_check_tx(struct store_tx *tx, const char *name, const char *holder, uint64_t epoch);
 

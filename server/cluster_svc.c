@@ -20,12 +20,13 @@
 #include "lib/names.h"
 #include "server/clusterdb.h"
 #include "server/gate.h"
+#include "leases/reconciler.h"
 #include "server/audit.h"
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"
 
-enum method { M_LIST, M_LEADER, M_TRANSFER, M_REMOVE, M_TOKEN, M_JOIN, M_HEALTH, M_BACKUP };
+enum method { M_LIST, M_LEADER, M_TRANSFER, M_REMOVE, M_TOKEN, M_JOIN, M_HEALTH, M_BACKUP, M_LEASE };
 
 struct job {
     struct cluster_svc *svc;
@@ -663,10 +664,11 @@ static void do_join(struct job *j, struct answer *a)
             resp.ca_key_pem = svc->secrets->ca_key_pem;
             resp.apikey_pepper.data = (uint8_t *)svc->secrets->pepper;
             resp.apikey_pepper.len = IDENTITY_PEPPER_SIZE;
-            grpc_call_finish_async(j->call, 0, NULL, &resp.base);
-            a->status = -1;
+            /* Log first: once finished, the call (and the request in its arena) may be freed. */
             LOG_INFO("cluster: admitted replica %" PRIu64 " (%s) at %s", req->replica_id, req->replica_name,
                      req->peer_address);
+            grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+            a->status = -1;
         }
         mem_free(cert);
     }
@@ -743,6 +745,34 @@ static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
     a->msg[0] = '\0';
 }
 
+/* --- GetLease --- */
+
+static void do_lease(struct job *j, struct store_client *cl, struct answer *a)
+{
+    const Gantry__V1__GetLeaseRequest *req = (const void *)grpc_call_request(j->call);
+    const char *name = req->name[0] != '\0' ? req->name : RECONCILER_LEASE;
+    char holder[128];
+    uint64_t epoch = 0, duration = 0;
+    int64_t renewed = 0;
+    int rv = lease_read(cl, name, holder, sizeof holder, &epoch, &renewed, &duration);
+    if (rv == GERR_NOTFOUND) {
+        fail(a, GRPC_STATUS_NOT_FOUND, "no lease named \"%.64s\" has been taken yet", name);
+        return;
+    }
+    if (rv != 0) {
+        fail_store(a, rv, "get lease", cl->errmsg);
+        return;
+    }
+    Gantry__V1__Lease resp = GANTRY__V1__LEASE__INIT;
+    resp.name = (char *)name;
+    resp.holder = holder;
+    resp.epoch = epoch;
+    resp.renewed_at_ms = renewed;
+    resp.duration_ms = duration;
+    grpc_call_finish_async(j->call, 0, NULL, &resp.base);
+    a->status = -1;
+}
+
 /* --- Dispatch: the gate (server/gate.h) authenticated and authorized the call already. --- */
 
 static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum method m)
@@ -775,6 +805,9 @@ static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum metho
     case M_BACKUP:
         do_backup(&j, cl, &a);
         break;
+    case M_LEASE:
+        do_lease(&j, cl, &a);
+        break;
     }
     if (a.status >= 0) {
         grpc_call_finish_async(ctx->call, a.status, a.status != 0 ? a.msg : NULL, NULL);
@@ -794,6 +827,7 @@ IMPL(impl_token, M_TOKEN)
 IMPL(impl_join, M_JOIN)
 IMPL(impl_health, M_HEALTH)
 IMPL(impl_backup, M_BACKUP)
+IMPL(impl_lease, M_LEASE)
 #undef IMPL
 
 int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
@@ -814,6 +848,7 @@ int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
         {"/gantry.v1.Cluster/Join", impl_join},
         {"/gantry.v1.Cluster/GetHealth", impl_health},
         {"/gantry.v1.Cluster/Backup", impl_backup},
+        {"/gantry.v1.Cluster/GetLease", impl_lease},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         rv = gate_route(g, routes[i].path, routes[i].fn, svc);

@@ -4,8 +4,7 @@
  The gate (server/gate.h) authenticates and authorizes each call (platform_admin; Join is
  * authenticated by the join token in its request) and runs these implementations on a worker;
  * they talk to the store and answer with grpc_call_finish_async (and grpc_call_send_async for the
- * backup stream). GetLease has no implementation yet (the lease arrives with the reconciler) and
- * answers UNIMPLEMENTED after the gate's checks.
+ * backup stream). GetLease reads the reconciler lease (leases/lease.h).
  *
  * Status codes: UNAUTHENTICATED (no, bad, revoked or expired key; a bad or spent join token),
  * PERMISSION_DENIED (not a Platform Admin), INVALID_ARGUMENT (bad fields, named in the message),

@@ -12,6 +12,7 @@
 #include "lib/mem.h"
 #include "lib/rand.h"
 #include "server/identity.h"
+#include "store/events.h"
 
 static int64_t now_wall_ms(void)
 {
@@ -82,24 +83,7 @@ static void secret_hash(const char *secret, uint8_t out[SHA256_DIGEST_LENGTH])
 int clusterdb_event(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
                     const char *type, int64_t *revision)
 {
-    int rv =
-        store_tx_exec(tx, "UPDATE cluster_revision SET revision = revision + 1 WHERE id = 1", NULL, 0, NULL);
-    int64_t rev = 0;
-    if (rv == 0) {
-        rv = store_tx_query_int(tx, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
-    }
-    if (rv == 0) {
-        struct proto_value p[] = {proto_int(rev),        proto_text(kind), proto_text(ns),
-                                  proto_text(object_id), proto_text(type), proto_int((int64_t)now_wall_ms())};
-        rv = store_tx_exec(tx,
-                           "INSERT INTO events (revision, kind, namespace, object_id, type, at_ms) VALUES "
-                           "(?, ?, ?, ?, ?, ?)",
-                           p, 6, NULL);
-    }
-    if (rv == 0 && revision != NULL) {
-        *revision = rev;
-    }
-    return rv;
+    return store_event_tx(tx, kind, ns, object_id, type, revision);
 }
 
 static int meta_put(struct store_tx *tx, const char *key, const char *value, int64_t now)

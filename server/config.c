@@ -81,6 +81,7 @@ static int check_listen(struct config *cfg, const struct field *f, char *why);
 static int check_peer(struct config *cfg, const struct field *f, char *why);
 static int check_peer_advertise(struct config *cfg, const struct field *f, char *why);
 static int check_sans(struct config *cfg, const struct field *f, char *why);
+static int check_driver(struct config *cfg, const struct field *f, char *why);
 static int check_gateway_id(struct config *cfg, const struct field *f, char *why);
 static int check_domain(struct config *cfg, const struct field *f, char *why);
 static int check_join(struct config *cfg, const struct field *f, char *why);
@@ -305,6 +306,66 @@ static const struct field fields[] = {
      .max = 86400,
      .type_name = "integer",
      .help = "how often the leader's replica deletes audit events and idempotency records past retention"},
+    {.key = "driver",
+     .env = "GANTRY_DRIVER",
+     .flag = "--driver",
+     .type = FT_STRING,
+     .offset = OFF(driver),
+     .def = "process",
+     .check = check_driver,
+     .type_name = "process|fake|none",
+     .help =
+         "the compute driver the lease holder drives: process (local bubblewrap sandboxes), fake (tests), "
+         "none (no reconciler)"},
+    {.key = "driver_state_dir",
+     .env = "GANTRY_DRIVER_STATE_DIR",
+     .flag = "--driver-state-dir",
+     .type = FT_STRING,
+     .offset = OFF(driver_state_dir),
+     .def = "",
+     .type_name = "path",
+     .help =
+         "process driver: where sandbox state lives, shared by the replicas of one host so any adopts the "
+         "others' sandboxes; fake driver: its shared state file. Empty: <data_dir>/sandboxes"},
+    {.key = "driver_journal",
+     .env = "GANTRY_DRIVER_JOURNAL",
+     .flag = "--driver-journal",
+     .type = FT_STRING,
+     .offset = OFF(driver_journal),
+     .def = "",
+     .type_name = "path",
+     .help = "fake driver: append a JSON line per driver call (with its epoch) to this file"},
+    {.key = "lease_duration_ms",
+     .env = "GANTRY_LEASE_DURATION_MS",
+     .flag = "--lease-duration-ms",
+     .type = FT_U32,
+     .offset = OFF(lease_duration_ms),
+     .def = "15000",
+     .min = 300,
+     .max = 3600000,
+     .type_name = "integer",
+     .help = "how long a contender must see the reconciler lease unchanged before taking it"},
+    {.key = "lease_renew_deadline_ms",
+     .env = "GANTRY_LEASE_RENEW_DEADLINE_MS",
+     .flag = "--lease-renew-deadline-ms",
+     .type = FT_U32,
+     .offset = OFF(lease_renew_deadline_ms),
+     .def = "10000",
+     .min = 200,
+     .max = 3600000,
+     .type_name = "integer",
+     .help =
+         "the holder stops acting when its last renewal started longer ago than this (below the duration)"},
+    {.key = "lease_retry_ms",
+     .env = "GANTRY_LEASE_RETRY_MS",
+     .flag = "--lease-retry-ms",
+     .type = FT_U32,
+     .offset = OFF(lease_retry_ms),
+     .def = "2000",
+     .min = 50,
+     .max = 3600000,
+     .type_name = "integer",
+     .help = "how often the holder renews and contenders try (below the renew deadline)"},
     {.key = "join_ca_file",
      .env = "GANTRY_JOIN_CA_FILE",
      .flag = "--join-ca-file",
@@ -1256,7 +1317,6 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
 
 /* ---- validation ------------------------------------------------------------------------- */
 
-
 /* Builds "<value> <reason>" into @why for the validators. */
 static int why_value(struct config *cfg, const struct field *f, char *why, const char *reason)
 {
@@ -1311,12 +1371,23 @@ static int check_peer(struct config *cfg, const struct field *f, char *why)
         return why_value(cfg, f, why,
                          "is not a.b.c.d:port (dqlite 1.11 takes IPv4 literals only; port 1..65535)");
     }
-    if (sa.sin_addr.s_addr == htonl(INADDR_ANY) && (strcmp(f->key, "peer_address") != 0 ||
-                                                    cfg->peer_advertise_address == NULL ||
-                                                    cfg->peer_advertise_address[0] == '\0')) {
+    if (sa.sin_addr.s_addr == htonl(INADDR_ANY) &&
+        (strcmp(f->key, "peer_address") != 0 || cfg->peer_advertise_address == NULL ||
+         cfg->peer_advertise_address[0] == '\0')) {
         return why_value(cfg, f, why,
                          "is a wildcard: peers dial this address, so it must be one they can reach "
                          "(bind 0.0.0.0 only together with peer_advertise_address)");
+    }
+    return 0;
+}
+
+static int check_driver(struct config *cfg, const struct field *f, char *why)
+{
+    const char *v = *FIELD_PTR(cfg, f, char *);
+    if (strcmp(v, "process") != 0 && strcmp(v, "fake") != 0 && strcmp(v, "none") != 0) {
+        return why_value(
+            cfg, f, why,
+            "is not process, fake or none (the kubernetes driver is not wired into gantryd yet)");
     }
     return 0;
 }
@@ -1597,6 +1668,13 @@ int config_validate(struct config *cfg, char *errmsg)
                          "1 is the id that bootstraps a new cluster; a joining replica needs another id");
     }
 
+    if (!(cfg->lease_retry_ms < cfg->lease_renew_deadline_ms &&
+          cfg->lease_renew_deadline_ms < cfg->lease_duration_ms)) {
+        return cur_error(
+            cfg, "lease_renew_deadline_ms", errmsg,
+            "must lie strictly between lease_retry_ms and lease_duration_ms (the holder must stop acting "
+            "before a contender may take over)");
+    }
     if ((rv = check_port_clash(cfg, "api_address", cfg->api_address, "admin_address", cfg->admin_address,
                                errmsg)) != 0 ||
         (rv = check_port_clash(cfg, "api_address", cfg->api_address, "peer_address", cfg->peer_address,

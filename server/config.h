@@ -131,6 +131,15 @@ struct config {
     unsigned audit_retention_hours;
     /* retention_interval_s: how often retention runs. Default 60, range 1..86400. */
     unsigned retention_interval_s;
+    /* The compute driver and the reconciler lease (docs/reconciler.md). driver: "process" (default),
+     * "fake" or "none". driver_state_dir: the process driver's state (shared by the replicas of a
+     * host) or the fake driver's state file; "" = <data_dir>/sandboxes. driver_journal: the fake
+     * driver's call journal. Lease timing: duration 15000, renew deadline 10000, retry 2000 ms;
+     * config_validate checks retry < renew deadline < duration. */
+    char *driver;
+    char *driver_state_dir;
+    char *driver_journal;
+    unsigned lease_duration_ms, lease_renew_deadline_ms, lease_retry_ms;
     /* oidc_issuers_file: a JSON file holding {"oidc_issuers": [...]} (docs/oidc.md). Default "". */
     char *oidc_issuers_file;
     /* join_ca_file: a CA certificate that verifies the member joined through, for join tokens that

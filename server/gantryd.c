@@ -51,6 +51,9 @@
 #include "server/audit_svc.h"
 #include "server/audit.h"
 #include "server/oidc_config.h"
+#include "drivers/fake.h"
+#include "drivers/process.h"
+#include "leases/reconciler.h"
 #include "server/authn.h"
 #include "server/grpc_server.h"
 #include "server/health.h"
@@ -285,6 +288,8 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct authn *authn;
     struct oidc *oidc;
+    struct driver *driver;
+    struct reconciler *reconciler;
     struct gate *gate;
     char scratch[4096];
     /* loop thread */
@@ -373,6 +378,29 @@ static void metrics(void *data, struct buf *out)
                voters, standbys, v->n - voters - standbys, reachable, v->leader_id == d->cfg->replica_id,
                role);
     mem_free(v);
+    if (d->reconciler != NULL) {
+        struct reconciler_status rs;
+        reconciler_status(d->reconciler, &rs);
+        buf_printf(out,
+                   "# HELP gantry_lease_held 1 while this replica holds the reconciler lease.\n"
+                   "# TYPE gantry_lease_held gauge\ngantry_lease_held %d\n"
+                   "# HELP gantry_lease_epoch The reconciler lease epoch this replica holds (0: none).\n"
+                   "# TYPE gantry_lease_epoch gauge\ngantry_lease_epoch %" PRIu64 "\n"
+                   "# HELP gantry_reconciler_total Reconciler actions by kind, since this replica started.\n"
+                   "# TYPE gantry_reconciler_total counter\n"
+                   "gantry_reconciler_total{kind=\"resync\"} %" PRIu64 "\n"
+                   "gantry_reconciler_total{kind=\"create\"} %" PRIu64 "\n"
+                   "gantry_reconciler_total{kind=\"delete\"} %" PRIu64 "\n"
+                   "gantry_reconciler_total{kind=\"driver_error\"} %" PRIu64 "\n"
+                   "gantry_reconciler_total{kind=\"stale_refusal\"} %" PRIu64 "\n",
+                   rs.held, rs.epoch, rs.resyncs, rs.creates, rs.deletes, rs.driver_errors,
+                   rs.stale_refusals);
+    }
+    buf_printf(out,
+               "# HELP gantry_quota_soft_exceeded_total Creates allowed past a soft quota.\n"
+               "# TYPE gantry_quota_soft_exceeded_total counter\ngantry_quota_soft_exceeded_total %" PRIu64
+               "\n",
+               tenants_soft_exceeded());
     grpc_server_metrics_write(d->server, out);
 }
 
@@ -641,6 +669,54 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
     return 0;
 }
 
+/* The compute driver named by the configuration, and the reconciler that drives it while this
+ * replica holds the lease. driver "none": neither. */
+static int start_reconciler(struct daemon *d, const struct store_client_config *sc, char *errmsg)
+{
+    struct config *cfg = d->cfg;
+    if (strcmp(cfg->driver, "none") == 0) {
+        return 0;
+    }
+    char state[4096];
+    if (cfg->driver_state_dir[0] != '\0') {
+        snprintf(state, sizeof state, "%s", cfg->driver_state_dir);
+    } else {
+        identity_path(cfg->data_dir, strcmp(cfg->driver, "fake") == 0 ? "sandboxes.json" : "sandboxes", state,
+                      sizeof state);
+    }
+    int rv;
+    if (strcmp(cfg->driver, "fake") == 0) {
+        struct driver_fake_config fc = {.state_path = state,
+                                        .journal_path =
+                                            cfg->driver_journal[0] != '\0' ? cfg->driver_journal : NULL,
+                                        .ready_after_ms = 200};
+        rv = driver_fake_new(&fc, &d->driver, errmsg);
+    } else {
+        struct driver_process_config pc = {.state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1};
+        rv = driver_process_new(&pc, &d->driver, errmsg);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    struct driver_caps caps;
+    driver_capabilities(d->driver, &caps);
+    LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
+    char holder[128], uuid[37];
+    identity_uuid(uuid);
+    snprintf(holder, sizeof holder, "%s/%.8s", cfg->replica_name, uuid);
+    struct reconciler_config rc = {.store = *sc,
+                                   .writer = &d->writer,
+                                   .driver = d->driver,
+                                   .driver_name = caps.name,
+                                   .holder = holder,
+                                   .replica_id = cfg->replica_id,
+                                   .gateway_id = d->id.gateway_id,
+                                   .lease = {.duration_ms = cfg->lease_duration_ms,
+                                             .renew_deadline_ms = cfg->lease_renew_deadline_ms,
+                                             .retry_ms = cfg->lease_retry_ms}};
+    return reconciler_start(&rc, &d->reconciler, errmsg);
+}
+
 static bool stop_signalled(void *arg)
 {
     const sigset_t *set = arg;
@@ -761,6 +837,9 @@ static int cmd_run(struct config *cfg)
         uv_loop_init(&d->loop);
         rv = serve(d, errmsg);
     }
+    if (rv == 0) {
+        rv = start_reconciler(d, &sc, errmsg);
+    }
     if (rv == 0 && pthread_create(&d->maint_thread, NULL, maint_main, d) != 0) {
         rv = GERR_NOMEM;
     }
@@ -789,6 +868,8 @@ static int cmd_run(struct config *cfg)
     d->stopping = true;
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->mu);
+    reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
+    d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
@@ -808,6 +889,7 @@ static int cmd_run(struct config *cfg)
     uv_loop_close(&d->loop);
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
+    driver_free(d->driver);
     replica_stop(d->replica);
     identity_secrets_free(&d->secrets);
     pthread_cond_destroy(&d->cond);

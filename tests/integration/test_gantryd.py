@@ -380,8 +380,20 @@ class Bootstrap(GantrydTest):
         code, _ = self.code(lambda: c.client.call(r, "RemoveMember", cpb.RemoveMemberRequest(id=99),
                                                   cpb.RemoveMemberResponse))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
-        code, _ = self.code(lambda: c.client.call(r, "GetLease", cpb.GetLeaseRequest(), cpb.Lease))
-        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+        end = time.monotonic() + 10
+        while True:  # the reconciler of some replica takes the lease
+            try:
+                lease = c.client.call(r, "GetLease", cpb.GetLeaseRequest(), cpb.Lease)
+                break
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+                self.assertLess(time.monotonic(), end)
+                time.sleep(0.2)
+        self.assertEqual(lease.name, "reconciler")
+        self.assertGreaterEqual(lease.epoch, 1)
+        self.assertTrue(lease.holder.startswith("replica-"))
+        code, _ = self.code(lambda: c.client.call(r, "GetLease", cpb.GetLeaseRequest(name="nope"), cpb.Lease))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
         join = cpb.JoinRequest(token="gjt_0000000000000000_00000000000000000000000000000000", replica_id=9,
                                replica_name="x", peer_address="127.0.0.1:1", api_address="127.0.0.1:2", csr_pem="x")
         code, _ = self.code(lambda: c.client.call(r, "Join", join, cpb.JoinResponse, key=""))

@@ -111,7 +111,7 @@ static void test_fencing(void **state)
     assert_true(held);
     assert_int_equal(epoch, 2);
     /* a's write with its old epoch is refused in the transaction itself. */
-    assert_int_equal(store_client_tx(&ca, fenced_write, &fa_write), GERR_REFUSED);
+    assert_int_equal(store_client_tx(&ca, fenced_write, &fa_write), GERR_STALE);
     assert_non_null(strstr(ca.errmsg, "lost"));
     IT_CHECK(&cl3, lease_tick(&a, &ca, &held, &epoch), "a sees b");
     assert_false(held);

@@ -1,0 +1,715 @@
+/* The reconciler (leases/reconciler.h). */
+#include "leases/reconciler.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gantry/v1/sandboxes.pb-c.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "store/events.h"
+
+#define SB_COLS        "id, namespace, name, owner_id, labels, spec, status, phase, gpus, deletion_timestamp_ms"
+#define MAX_ATTEMPTS   5
+#define BACKOFF_CAP_MS 60000u
+#define MAX_TRACKED    4096u
+
+/* Per-sandbox retry state for transient driver failures. */
+struct attempt {
+    char id[40];
+    unsigned failures;
+    uint64_t next_mono_ms;
+};
+
+struct reconciler {
+    struct reconciler_config cfg;
+    char holder[128], driver_name[64], gateway_id[32];
+    struct lease lease;
+    struct store_client cl;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool stop;
+    struct reconciler_status st; /* under mu */
+    uint64_t epoch;              /* thread only */
+    uint64_t last_revision;
+    uint64_t last_resync_ms;
+    int64_t next_expiry_ms;        /* the earliest lifetime end seen (wall ms), 0: none: resync then */
+    uint64_t last_transitional_ms; /* when sandboxes in transition were last re-checked */
+    struct attempt *attempts;
+    unsigned n_attempts;
+};
+
+static uint64_t now_mono(void)
+{
+    return clock_mono_ms(clock_system());
+}
+
+static int64_t now_wall(void)
+{
+    struct clock *c = clock_system();
+    return (int64_t)c->wall_ms(c);
+}
+
+static void bump(struct reconciler *r, uint64_t *counter)
+{
+    pthread_mutex_lock(&r->mu);
+    (*counter)++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* --- one sandbox row --- */
+
+struct row {
+    char id[40], ns[64], name[64], owner[64];
+    char *labels;
+    Gantry__V1__SandboxSpec *spec;
+    Gantry__V1__SandboxStatus *status;
+    char phase[16];
+    int64_t gpus, deletion_ms;
+};
+
+static void row_close(struct row *w)
+{
+    mem_free(w->labels);
+    if (w->spec != NULL) {
+        protobuf_c_message_free_unpacked(&w->spec->base, NULL);
+    }
+    if (w->status != NULL) {
+        protobuf_c_message_free_unpacked(&w->status->base, NULL);
+    }
+    memset(w, 0, sizeof *w);
+}
+
+static void text(const struct proto_value *v, char *out, size_t len)
+{
+    snprintf(out, len, "%.*s", v->type == PROTO_TEXT ? (int)v->u.b.n : 0,
+             v->type == PROTO_TEXT ? v->u.b.s : "");
+}
+
+static void row_from(struct row *w, const struct proto_rows *r, size_t i)
+{
+    memset(w, 0, sizeof *w);
+    text(proto_rows_at(r, i, 0), w->id, sizeof w->id);
+    text(proto_rows_at(r, i, 1), w->ns, sizeof w->ns);
+    text(proto_rows_at(r, i, 2), w->name, sizeof w->name);
+    text(proto_rows_at(r, i, 3), w->owner, sizeof w->owner);
+    const struct proto_value *l = proto_rows_at(r, i, 4);
+    w->labels = mem_strdup(l->type == PROTO_TEXT ? l->u.b.s : "{}");
+    const struct proto_value *sp = proto_rows_at(r, i, 5), *st = proto_rows_at(r, i, 6);
+    w->spec = (Gantry__V1__SandboxSpec *)protobuf_c_message_unpack(
+        &gantry__v1__sandbox_spec__descriptor, NULL, sp->u.b.n, (const uint8_t *)sp->u.b.s);
+    w->status = (Gantry__V1__SandboxStatus *)protobuf_c_message_unpack(
+        &gantry__v1__sandbox_status__descriptor, NULL, st->u.b.n, (const uint8_t *)st->u.b.s);
+    text(proto_rows_at(r, i, 7), w->phase, sizeof w->phase);
+    w->gpus = proto_rows_at(r, i, 8)->u.i;
+    w->deletion_ms = proto_rows_at(r, i, 9)->u.i;
+}
+
+/* --- the driver spec from the stored one --- */
+
+struct dspec {
+    struct driver_sandbox_spec s;
+    const char **argv;
+    struct driver_kv *env, *labels, *config;
+    json_t *labels_json, *config_json;
+    char **config_values;
+};
+
+static void dspec_build(struct dspec *d, const struct row *w, const char *driver_name)
+{
+    memset(d, 0, sizeof *d);
+    const Gantry__V1__SandboxSpec *s = w->spec;
+    d->s.id = w->id;
+    d->s.namespace = w->ns;
+    d->s.name = w->name;
+    d->s.owner = w->owner;
+    d->s.image = s->image;
+    static const char *default_cmd[] = {"sleep", "infinity"};
+    d->argv = mem_zalloc(sizeof *d->argv * (s->n_command + 2));
+    for (size_t i = 0; i < s->n_command; i++) {
+        d->argv[i] = s->command[i];
+    }
+    d->s.command = s->n_command > 0 ? d->argv : default_cmd;
+    d->s.n_command = s->n_command > 0 ? s->n_command : 2;
+    d->env = mem_zalloc(sizeof *d->env * (s->n_env + 1));
+    for (size_t i = 0; i < s->n_env; i++) {
+        d->env[i] = (struct driver_kv){s->env[i]->key, s->env[i]->value};
+    }
+    d->s.env = d->env;
+    d->s.n_env = s->n_env;
+    d->s.gpu_count = s->gpu_count;
+    d->s.lifetime_s = s->lifetime_seconds;
+    d->labels_json = json_loads(w->labels, 0, NULL);
+    size_t nl = json_is_object(d->labels_json) ? json_object_size(d->labels_json) : 0;
+    d->labels = mem_zalloc(sizeof *d->labels * (nl + 1));
+    const char *k;
+    json_t *v;
+    size_t j = 0;
+    if (nl > 0) {
+        json_object_foreach(d->labels_json, k, v)
+        {
+            d->labels[j++] = (struct driver_kv){k, json_string_value(v) != NULL ? json_string_value(v) : ""};
+        }
+    }
+    d->s.labels = d->labels;
+    d->s.n_labels = j;
+    /* This driver's settings: the JSON object stored under its name. */
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        if (strcmp(s->driver_config[i]->key, driver_name) == 0) {
+            d->config_json = json_loads(s->driver_config[i]->value, 0, NULL);
+        }
+    }
+    size_t nc = json_is_object(d->config_json) ? json_object_size(d->config_json) : 0;
+    d->config = mem_zalloc(sizeof *d->config * (nc + 1));
+    d->config_values = mem_zalloc(sizeof *d->config_values * (nc + 1));
+    j = 0;
+    if (nc > 0) {
+        json_object_foreach(d->config_json, k, v)
+        {
+            char *dumped = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT);
+            d->config_values[j] =
+                mem_strdup(json_is_string(v) ? json_string_value(v) : (dumped != NULL ? dumped : ""));
+            free(dumped);
+            d->config[j] = (struct driver_kv){k, d->config_values[j] != NULL ? d->config_values[j] : ""};
+            j++;
+        }
+    }
+    d->s.driver_config = d->config;
+    d->s.n_driver_config = j;
+}
+
+static void dspec_close(struct dspec *d)
+{
+    size_t nc = json_is_object(d->config_json) ? json_object_size(d->config_json) : 0;
+    for (size_t i = 0; i < nc; i++) {
+        mem_free(d->config_values[i]);
+    }
+    mem_free(d->config_values);
+    mem_free(d->config);
+    mem_free(d->argv);
+    mem_free(d->env);
+    mem_free(d->labels);
+    json_decref(d->labels_json);
+    json_decref(d->config_json);
+}
+
+/* --- fenced writes --- */
+
+struct write {
+    struct reconciler *r;
+    const struct row *w;
+    Gantry__V1__SandboxStatus *status; /* new status (update) */
+    const char *phase;
+    bool remove;
+    bool open_usage;
+};
+
+static int fenced_tx(struct store_tx *tx, void *arg)
+{
+    struct write *x = arg;
+    struct reconciler *r = x->r;
+    int rv = lease_check_tx(tx, RECONCILER_LEASE, r->holder, r->epoch);
+    if (rv != 0) {
+        return rv;
+    }
+    int64_t rev = 0, now = now_wall();
+    struct proto_value idp[] = {proto_text(x->w->id)};
+    int64_t exists = 0;
+    rv = store_tx_query_int(tx, "SELECT count(*) FROM sandboxes WHERE id = ?", idp, 1, &exists);
+    if (rv != 0 || exists == 0) {
+        return rv; /* deleted meanwhile: nothing to write */
+    }
+    if (x->remove) {
+        struct proto_value q[] = {proto_text(x->w->ns), proto_int(x->w->gpus)};
+        rv = store_tx_exec(tx, "DELETE FROM shares WHERE sandbox_id = ?", idp, 1, NULL);
+        if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM sandboxes WHERE id = ?", idp, 1, NULL);
+        }
+        if (rv == 0) {
+            rv = store_tx_exec(
+                tx,
+                "UPDATE quota_usage SET sandboxes = max(sandboxes - 1, 0), gpus = max(gpus - ?2, 0) "
+                "WHERE namespace = ?1",
+                q, 2, NULL);
+        }
+        if (rv == 0) {
+            struct proto_value u[] = {proto_int(now), proto_text(x->w->id)};
+            rv = store_tx_exec(
+                tx, "UPDATE usage SET ended_at_ms = ? WHERE sandbox_id = ? AND ended_at_ms = 0", u, 2, NULL);
+        }
+        if (rv == 0) {
+            rv = store_event_tx(tx, "Sandbox", x->w->ns, x->w->id, "DELETED", &rev);
+        }
+        return rv;
+    }
+    rv = store_event_tx(tx, "Sandbox", x->w->ns, x->w->id, "MODIFIED", &rev);
+    size_t len = protobuf_c_message_get_packed_size(&x->status->base);
+    uint8_t *buf = mem_alloc(len + 1);
+    protobuf_c_message_pack(&x->status->base, buf);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_blob(buf, len), proto_text(x->phase), proto_int(rev), proto_int(now),
+                                  proto_text(x->w->id)};
+        rv = store_tx_exec(
+            tx,
+            "UPDATE sandboxes SET status = ?, phase = ?, resource_version = ?, updated_at_ms = ? "
+            "WHERE id = ?",
+            p, 5, NULL);
+    }
+    mem_free(buf);
+    if (rv == 0 && x->open_usage) {
+        struct proto_value u[] = {proto_text(x->w->id),     proto_text(x->w->ns),  proto_text(x->w->owner),
+                                  proto_text(x->w->labels), proto_int(x->w->gpus), proto_int(now)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO usage (sandbox_id, namespace, owner_id, labels, gpus, started_at_ms, ended_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (sandbox_id) DO NOTHING",
+            u, 6, NULL);
+    }
+    return rv;
+}
+
+static int write(struct reconciler *r, struct write *x)
+{
+    char err[GERR_MSG_SIZE] = "";
+    int rv = store_writer_run(r->cfg.writer, fenced_tx, x, err);
+    if (rv == GERR_STALE) {
+        LOG_WARN("reconciler: %s", err);
+        bump(r, &r->st.stale_refusals);
+        r->lease.held = false; /* stop at once: the next tick re-reads the lease */
+    } else if (rv != 0) {
+        LOG_WARN("reconciler: writing sandbox %s: %s", x->w->id, err);
+    }
+    return rv;
+}
+
+static const char *phase_text(enum driver_phase p)
+{
+    switch (p) {
+    case DRIVER_PHASE_PROVISIONING:
+        return "PROVISIONING";
+    case DRIVER_PHASE_READY:
+        return "READY";
+    case DRIVER_PHASE_ERROR:
+        return "ERROR";
+    case DRIVER_PHASE_DELETING:
+        return "DELETING";
+    case DRIVER_PHASE_STOPPED:
+        return "STOPPED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+static Gantry__V1__SandboxStatus__Phase phase_enum(const char *p)
+{
+    return strcmp(p, "PROVISIONING") == 0 ? GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_PROVISIONING
+           : strcmp(p, "READY") == 0      ? GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_READY
+           : strcmp(p, "ERROR") == 0      ? GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_ERROR
+           : strcmp(p, "DELETING") == 0   ? GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING
+           : strcmp(p, "STOPPED") == 0    ? GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_STOPPED
+                                          : GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_UNKNOWN;
+}
+
+/* Write the driver's view of @w if it differs from the stored status. */
+static void record(struct reconciler *r, const struct row *w, const char *phase, const char *handle,
+                   const char *message, const char *condition_reason)
+{
+    Gantry__V1__SandboxStatus *old = w->status;
+    bool same =
+        old != NULL && strcmp(w->phase, phase) == 0 && strcmp(old->driver_handle, handle) == 0 &&
+        (old->n_conditions > 0 ? strcmp(old->conditions[0]->message, message) == 0 : message[0] == '\0');
+    if (same) {
+        return;
+    }
+    Gantry__V1__SandboxStatus st = GANTRY__V1__SANDBOX_STATUS__INIT;
+    if (old != NULL) {
+        st.started_at_ms = old->started_at_ms;
+        st.expires_at_ms = old->expires_at_ms;
+    }
+    st.phase = phase_enum(phase);
+    st.driver = r->driver_name;
+    st.driver_handle = (char *)handle;
+    st.lease_epoch = r->epoch;
+    if (strcmp(phase, "READY") == 0 && st.started_at_ms == 0) {
+        st.started_at_ms = now_wall();
+    }
+    Gantry__V1__SandboxCondition cond = GANTRY__V1__SANDBOX_CONDITION__INIT;
+    Gantry__V1__SandboxCondition *conds[1] = {&cond};
+    if (message[0] != '\0') {
+        cond.type = condition_reason != NULL ? "DriverError" : "Driver";
+        cond.status = condition_reason == NULL;
+        cond.reason = (char *)(condition_reason != NULL ? condition_reason : phase);
+        cond.message = (char *)message;
+        cond.last_transition_ms = now_wall();
+        st.n_conditions = 1;
+        st.conditions = conds;
+    }
+    struct write x = {
+        .r = r, .w = w, .status = &st, .phase = phase, .open_usage = strcmp(phase, "READY") == 0};
+    write(r, &x);
+}
+
+static struct attempt *attempt_of(struct reconciler *r, const char *id, bool create)
+{
+    for (unsigned i = 0; i < r->n_attempts; i++) {
+        if (strcmp(r->attempts[i].id, id) == 0) {
+            return &r->attempts[i];
+        }
+    }
+    if (!create || r->n_attempts == MAX_TRACKED) {
+        return NULL;
+    }
+    struct attempt *a = &r->attempts[r->n_attempts++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->id, sizeof a->id, "%s", id);
+    return a;
+}
+
+static void forget_attempts(struct reconciler *r, const char *id)
+{
+    for (unsigned i = 0; i < r->n_attempts; i++) {
+        if (strcmp(r->attempts[i].id, id) == 0) {
+            r->attempts[i] = r->attempts[--r->n_attempts];
+            return;
+        }
+    }
+}
+
+static bool permanent(int rv)
+{
+    return rv == GERR_INVAL || rv == GERR_PERM || rv == GERR_EXISTS;
+}
+
+/* A driver call failed for @w: a condition now, ERROR when it is permanent or keeps failing. */
+static void driver_failed(struct reconciler *r, const struct row *w, const char *what, int rv,
+                          const char *err)
+{
+    bump(r, &r->st.driver_errors);
+    if (rv == DRIVER_ERR_STALE) {
+        LOG_WARN("reconciler: the driver refused epoch %" PRIu64 " (%s): stop acting", r->epoch, err);
+        bump(r, &r->st.stale_refusals);
+        r->lease.held = false;
+        return;
+    }
+    struct attempt *a = attempt_of(r, w->id, true);
+    unsigned failures = a != NULL ? ++a->failures : MAX_ATTEMPTS;
+    char msg[GERR_MSG_SIZE];
+    snprintf(msg, sizeof msg, "%s: %s", what, err);
+    LOG_WARN("reconciler: sandbox %s/%s: %s (%s, attempt %u)", w->ns, w->name, msg, gerr_name(rv), failures);
+    if (permanent(rv) || failures >= MAX_ATTEMPTS) {
+        record(r, w, "ERROR", w->status != NULL ? w->status->driver_handle : "", msg, gerr_name(rv));
+        forget_attempts(r, w->id);
+        return;
+    }
+    uint64_t backoff = 1000u << (failures - 1);
+    a->next_mono_ms = now_mono() + (backoff > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : backoff);
+    record(r, w, w->phase, w->status != NULL ? w->status->driver_handle : "", msg, gerr_name(rv));
+}
+
+static void remove_sandbox(struct reconciler *r, const struct row *w, const char *why)
+{
+    char err[GERR_MSG_SIZE] = "";
+    int rv = driver_delete(r->cfg.driver, r->epoch, w->ns, w->id, err);
+    if (rv != 0) {
+        driver_failed(r, w, "delete", rv, err);
+        return;
+    }
+    struct write x = {.r = r, .w = w, .remove = true};
+    if (write(r, &x) == 0) {
+        LOG_INFO("reconciler: sandbox %s/%s removed (%s)", w->ns, w->name, why);
+        bump(r, &r->st.deletes);
+        forget_attempts(r, w->id);
+    }
+}
+
+static void sync_row(struct reconciler *r, const struct row *w)
+{
+    if (!lease_valid(&r->lease)) {
+        return;
+    }
+    struct attempt *a = attempt_of(r, w->id, false);
+    if (a != NULL && now_mono() < a->next_mono_ms) {
+        return; /* backing off */
+    }
+    if (strcmp(w->phase, "DELETING") == 0) {
+        remove_sandbox(r, w, "deleted");
+        return;
+    }
+    if (strcmp(w->phase, "ERROR") == 0) {
+        return; /* terminal until deleted */
+    }
+    if (w->status != NULL && w->status->expires_at_ms != 0 && w->status->expires_at_ms <= now_wall()) {
+        remove_sandbox(r, w, "lifetime over");
+        return;
+    }
+    if (w->status != NULL && w->status->expires_at_ms != 0 &&
+        (r->next_expiry_ms == 0 || w->status->expires_at_ms < r->next_expiry_ms)) {
+        r->next_expiry_ms = w->status->expires_at_ms;
+    }
+    char err[GERR_MSG_SIZE] = "";
+    struct driver_sandbox ds = {0};
+    int rv = driver_get(r->cfg.driver, r->epoch, w->ns, w->id, &ds, err);
+    if (rv == GERR_NOTFOUND && (strcmp(w->phase, "PROVISIONING") == 0 || strcmp(w->phase, "UNKNOWN") == 0)) {
+        struct dspec d;
+        dspec_build(&d, w, r->driver_name);
+        rv = driver_ensure_namespace(r->cfg.driver, r->epoch, w->ns, err);
+        if (rv == 0) {
+            rv = driver_create(r->cfg.driver, r->epoch, &d.s, &ds, err);
+        }
+        dspec_close(&d);
+        if (rv != 0) {
+            driver_failed(r, w, "create", rv, err);
+            return;
+        }
+        bump(r, &r->st.creates);
+        LOG_INFO("reconciler: sandbox %s/%s created (%s)", w->ns, w->name, ds.handle);
+    } else if (rv == GERR_NOTFOUND) {
+        /* It ran and is gone (a lost node, or removed behind our back): say so. */
+        record(r, w, "UNKNOWN", w->status != NULL ? w->status->driver_handle : "",
+               "the driver no longer has this sandbox", NULL);
+        return;
+    } else if (rv != 0) {
+        driver_failed(r, w, "get", rv, err);
+        return;
+    }
+    forget_attempts(r, w->id);
+    record(r, w, phase_text(ds.phase), ds.handle != NULL ? ds.handle : "",
+           ds.message != NULL ? ds.message : "", NULL);
+    driver_sandbox_close(&ds);
+}
+
+/* --- passes --- */
+
+static int sync_ids(struct reconciler *r, const char *where, const struct proto_value *p, unsigned n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT " SB_COLS " FROM sandboxes %s", where);
+    int rv = store_client_query(&r->cl, sql, p, n, &rows);
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && lease_valid(&r->lease); i++) {
+        struct row w;
+        row_from(&w, &rows, i);
+        if (w.spec != NULL) {
+            sync_row(r, &w);
+        }
+        row_close(&w);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* The store against the driver: every live row synced, every driver sandbox without a row gone. */
+static int resync(struct reconciler *r)
+{
+    int64_t rev = 0;
+    int rv =
+        store_client_query_int(&r->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
+    if (rv == 0) {
+        rv = sync_ids(r, "WHERE phase NOT IN ('ERROR', 'STOPPED') ORDER BY created_at_ms", NULL, 0);
+    }
+    struct driver_sandbox_list list = {0};
+    char err[GERR_MSG_SIZE] = "";
+    if (rv == 0 && lease_valid(&r->lease)) {
+        int drv = driver_list(r->cfg.driver, r->epoch, NULL, &list, err);
+        if (drv == DRIVER_ERR_STALE) {
+            r->lease.held = false;
+        } else if (drv != 0) {
+            LOG_WARN("reconciler: listing the driver: %s", err);
+        }
+    }
+    for (size_t i = 0; rv == 0 && i < list.n && lease_valid(&r->lease); i++) {
+        struct proto_value p[] = {proto_text(list.items[i].id)};
+        int64_t n = 0;
+        rv = store_client_query_int(&r->cl, "SELECT count(*) FROM sandboxes WHERE id = ?", p, 1, &n);
+        if (rv == 0 && n == 0) {
+            if (driver_delete(r->cfg.driver, r->epoch, list.items[i].namespace, list.items[i].id, err) == 0) {
+                LOG_INFO("reconciler: removed orphan sandbox %s/%s", list.items[i].namespace,
+                         list.items[i].id);
+                bump(r, &r->st.deletes);
+            }
+        }
+    }
+    driver_sandbox_list_close(&list);
+    if (rv == 0) {
+        r->last_revision = (uint64_t)rev > r->last_revision ? (uint64_t)rev : r->last_revision;
+        r->last_resync_ms = now_mono();
+        bump(r, &r->st.resyncs);
+    }
+    return rv;
+}
+
+/* The change feed since the last revision: sync what changed. */
+static int follow(struct reconciler *r)
+{
+    struct proto_rows ev;
+    proto_rows_init(&ev, 0);
+    struct proto_value p[] = {proto_int((int64_t)r->last_revision)};
+    int rv =
+        store_client_query(&r->cl,
+                           "SELECT revision, object_id FROM events WHERE kind = 'Sandbox' AND revision > ? "
+                           "ORDER BY revision LIMIT 500",
+                           p, 1, &ev);
+    for (size_t i = 0; rv == 0 && i < ev.n_rows && lease_valid(&r->lease); i++) {
+        struct proto_value q[] = {proto_text(proto_rows_at(&ev, i, 1)->u.b.s)};
+        rv = sync_ids(r, "WHERE id = ?", q, 1);
+        if (rv == 0) {
+            r->last_revision = (uint64_t)proto_rows_at(&ev, i, 0)->u.i;
+        }
+    }
+    proto_rows_close(&ev);
+    return rv;
+}
+
+static void publish(struct reconciler *r, bool held)
+{
+    pthread_mutex_lock(&r->mu);
+    r->st.held = held;
+    r->st.epoch = held ? r->epoch : 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static bool wait_or_stop(struct reconciler *r, unsigned ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &until) == 0) {
+    }
+    bool stop = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    return stop;
+}
+
+static void *reconciler_main(void *arg)
+{
+    struct reconciler *r = arg;
+    unsigned poll_ms = r->cfg.poll_ms != 0 ? r->cfg.poll_ms : 200;
+    unsigned resync_ms = r->cfg.resync_ms != 0 ? r->cfg.resync_ms : 30000;
+    uint64_t last_tick = 0;
+    bool held = false;
+    for (;;) {
+        uint64_t now = now_mono();
+        if (last_tick == 0 || now - last_tick >= r->lease.retry_ms || !held) {
+            uint64_t epoch = 0;
+            bool was = held;
+            lease_tick(&r->lease, &r->cl, &held, &epoch);
+            last_tick = now;
+            if (held && (!was || epoch != r->epoch)) {
+                r->epoch = epoch;
+                r->n_attempts = 0;
+                publish(r, true);
+                resync(r); /* a new holder adopts what exists before anything else */
+            } else if (!held && was) {
+                publish(r, false);
+            }
+        }
+        if (held && lease_valid(&r->lease)) {
+            bool expired = r->next_expiry_ms != 0 && now_wall() >= r->next_expiry_ms;
+            if (now_mono() - r->last_resync_ms >= resync_ms || expired) {
+                r->next_expiry_ms = 0; /* recomputed by the pass */
+                resync(r);
+            } else {
+                follow(r);
+            }
+            /* Backends move on without telling us (PROVISIONING -> READY): poll those in
+             * transition every second. */
+            if (lease_valid(&r->lease) && now_mono() - r->last_transitional_ms >= 1000) {
+                r->last_transitional_ms = now_mono();
+                sync_ids(r,
+                         "WHERE phase IN ('PROVISIONING', 'DELETING', 'UNKNOWN') ORDER BY created_at_ms "
+                         "LIMIT 1000",
+                         NULL, 0);
+            }
+        }
+        held = held && lease_valid(&r->lease);
+        if (wait_or_stop(r, held ? poll_ms : (unsigned)r->lease.retry_ms)) {
+            break;
+        }
+    }
+    publish(r, false);
+    lease_release(&r->lease, &r->cl);
+    return NULL;
+}
+
+int reconciler_start(const struct reconciler_config *cfg, struct reconciler **out, char *errmsg)
+{
+    struct reconciler *r = mem_zalloc(sizeof *r);
+    r->cfg = *cfg;
+    snprintf(r->holder, sizeof r->holder, "%s", cfg->holder);
+    snprintf(r->driver_name, sizeof r->driver_name, "%s", cfg->driver_name);
+    snprintf(r->gateway_id, sizeof r->gateway_id, "%s", cfg->gateway_id != NULL ? cfg->gateway_id : "");
+    r->cfg.holder = r->holder;
+    r->cfg.driver_name = r->driver_name;
+    r->cfg.gateway_id = r->gateway_id;
+    struct lease_config lc = cfg->lease;
+    lc.name = RECONCILER_LEASE;
+    lc.holder = r->holder;
+    int rv = lease_init(&r->lease, &lc);
+    if (rv != 0) {
+        gerr_set(errmsg,
+                 "reconciler: bad lease timing (renew deadline below duration, retry below deadline)");
+        mem_free(r);
+        return rv;
+    }
+    rv = store_client_init(&r->cl, &cfg->store);
+    if (rv != 0) {
+        gerr_set(errmsg, "reconciler: %s", r->cl.errmsg);
+        mem_free(r);
+        return rv;
+    }
+    r->attempts = mem_zalloc(sizeof *r->attempts * MAX_TRACKED);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&r->thread, NULL, reconciler_main, r) != 0) {
+        store_client_close(&r->cl);
+        mem_free(r->attempts);
+        mem_free(r);
+        gerr_set(errmsg, "reconciler: cannot start its thread");
+        return GERR_NOMEM;
+    }
+    *out = r;
+    return 0;
+}
+
+void reconciler_status(struct reconciler *r, struct reconciler_status *out)
+{
+    pthread_mutex_lock(&r->mu);
+    *out = r->st;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void reconciler_stop(struct reconciler *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    store_client_close(&r->cl);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    mem_free(r->attempts);
+    mem_free(r);
+}

@@ -1,0 +1,61 @@
+/* The reconciler: run by the holder of the "reconciler" lease only, it makes the compute driver
+ * (drivers/driver.h) match the sandboxes in the store (DESIGN.md section 6).
+ *
+ * On gaining the lease: a full resync (the store's sandboxes against driver_list). Then it follows
+ * the change feed (events of kind Sandbox) every poll interval, with a full resync every resync
+ * interval. For each sandbox:
+ *   - PROVISIONING and absent from the driver: ensure its namespace, create it (adopting what
+ *     exists: creates are idempotent by id, so a new holder never makes a second copy);
+ *   - present in the driver: copy its phase, handle and message into the status, open the usage
+ *     record when it first runs;
+ *   - DELETING, or past its lifetime: delete it in the driver, then remove the row, its shares and
+ *     its quota charge, and close its usage record;
+ *   - sandboxes the driver has and the store does not (ours only: drivers list only their gateway's
+ *     objects): deleted.
+ * Every store write it makes checks its lease epoch in the same transaction (lease_check_tx), and
+ * every driver call carries the epoch, which drivers refuse once a newer one was seen. Driver
+ * failures are retried with backoff (1 s doubling to 60 s) and shown as a DriverError condition
+ * and an audit event; permanent failures (GERR_INVAL, GERR_PERM, GERR_EXISTS) and five transient
+ * ones in a row end the sandbox in ERROR with the reason.
+ *
+ * Threads: one of its own (reconciler_start .. reconciler_stop). Blocking inside. */
+#ifndef GANTRY_LEASES_RECONCILER_H
+#define GANTRY_LEASES_RECONCILER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "drivers/driver.h"
+#include "leases/lease.h"
+#include "store/client.h"
+#include "store/writer.h"
+
+#define RECONCILER_LEASE "reconciler"
+
+struct reconciler_config {
+    struct store_client_config store; /* its own leader-following client (addresses must outlive it) */
+    struct store_writer *writer;      /* where its writes go (borrowed) */
+    struct driver *driver;            /* borrowed */
+    const char *driver_name;          /* the spec's driver_config key for this driver */
+    const char *holder;               /* lease holder identity, unique per process start */
+    uint64_t replica_id;
+    const char *gateway_id;
+    struct lease_config lease; /* name and holder are filled in */
+    unsigned poll_ms;          /* 0 = 200 */
+    unsigned resync_ms;        /* 0 = 30000 */
+};
+
+struct reconciler_status {
+    bool held;
+    uint64_t epoch;
+    uint64_t resyncs, creates, deletes, driver_errors, stale_refusals;
+};
+
+struct reconciler;
+
+int reconciler_start(const struct reconciler_config *cfg, struct reconciler **out, char *errmsg);
+void reconciler_status(struct reconciler *r, struct reconciler_status *out);
+/* Stop acting, release the lease (so another replica takes over at once), join, free. */
+void reconciler_stop(struct reconciler *r);
+
+#endif

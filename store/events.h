@@ -1,0 +1,16 @@
+/* The change feed (store/schema.c: cluster_revision, events): every committed change bumps the
+ * cluster revision and appends one event (revision, kind, namespace, object id, type). Watch and
+ * the reconciler read it. */
+#ifndef GANTRY_STORE_EVENTS_H
+#define GANTRY_STORE_EVENTS_H
+
+#include <stdint.h>
+
+#include "store/client.h"
+
+/* Inside a write transaction: bump the revision and append the event (type "ADDED", "MODIFIED",
+ * "DELETED"); *@revision gets the new revision (may be NULL). The store's errors. */
+int store_event_tx(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
+                   const char *type, int64_t *revision);
+
+#endif
