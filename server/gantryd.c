@@ -48,6 +48,8 @@
 #include "server/principals_svc.h"
 #include "server/tenants_svc.h"
 #include "server/sandboxes_svc.h"
+#include "server/policies_svc.h"
+#include "server/providers_svc.h"
 #include "server/audit_svc.h"
 #include "server/audit.h"
 #include "server/oidc_config.h"
@@ -286,6 +288,7 @@ struct daemon {
     struct principals_svc psvc;
     struct res_env env;
     struct sandboxes_svc ssvc;
+    struct providers_svc prov;
     struct authn *authn;
     struct oidc *oidc;
     struct driver *driver;
@@ -616,11 +619,15 @@ static int serve(struct daemon *d, char *errmsg)
                                    .scratch_dir = d->scratch};
     d->env =
         (struct res_env){.writer = &d->writer, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
+    d->prov = (struct providers_svc){
+        .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     d->psvc = (struct principals_svc){
         .writer = &d->writer, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
+        (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
         (rv = audit_svc_register(d->gate, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
@@ -822,6 +829,7 @@ static int cmd_run(struct config *cfg)
         store_config(d, known, addrs, list, sizeof list, &sc);
         d->ssvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
         d->ssvc.env = &d->env;
+        d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;
         rv = store_writer_start(&d->writer, &sc);
         d->writer_started = rv == 0;
     }
@@ -891,6 +899,7 @@ static int cmd_run(struct config *cfg)
     store_writer_stop(&d->writer);
     driver_free(d->driver);
     replica_stop(d->replica);
+    providers_svc_close(&d->prov);
     identity_secrets_free(&d->secrets);
     pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->mu);
@@ -917,7 +926,7 @@ int main(int argc, char **argv)
         return 0;
     }
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
-                 strcmp(sub, "recover") == 0;
+                 strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0;
     if (!known) {
         fprintf(stderr, "gantryd: unknown command \"%s\" (run, init, restore, recover, version, help)\n",
                 sub);
@@ -954,6 +963,8 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0) {
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
+    } else if (strcmp(sub, "rotate-provider-key") == 0) {
+        rc = providers_rotate_command(&cfg, stdout);
     } else if (strcmp(sub, "recover") == 0) {
         rc = cmd_recover(&cfg, &sf);
         /* dqlite 1.11 leaks the node dqlite_node_recover_ext needs and never starts (its destroy

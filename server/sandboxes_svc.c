@@ -17,6 +17,7 @@
 #include "server/gate.h"
 #include "server/identity.h"
 #include "server/tenants_svc.h"
+#include "server/policies_svc.h"
 
 #define SB_COLS                                                                                              \
     "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
@@ -290,9 +291,15 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
     return 0;
 }
 
+struct create_arg {
+    const Gantry__V1__CreateSandboxRequest *req;
+    const char *driver; /* the driver the policy's allowed_drivers is checked against */
+};
+
 static int create_tx(struct store_tx *tx, struct res_call *c)
 {
-    const Gantry__V1__CreateSandboxRequest *req = c->arg;
+    const struct create_arg *a = c->arg;
+    const Gantry__V1__CreateSandboxRequest *req = a->req;
     const Gantry__V1__Sandbox *in = req->sandbox;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
     struct proto_value q[] = {proto_text(ns), proto_text(name)};
@@ -315,6 +322,29 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         rv = qrv == GERR_NOTFOUND ? 0 : qrv;
         lifetime =
             max_life > 0 && (uint64_t)max_life < DEFAULT_LIFETIME_S ? (uint64_t)max_life : DEFAULT_LIFETIME_S;
+    }
+    if (rv == 0) {
+        /* The effective policy (gateway, then namespace) with the lifetime as it will be. */
+        char why[GERR_MSG_SIZE];
+        rv = policies_check_sandbox(tx, ns, in->spec, a->driver, why, sizeof why);
+        if (rv == 0 && in->spec->lifetime_seconds == 0) {
+            /* The default lifetime also stays within the policies' maxima. */
+            Gantry__V1__Policy *gw = NULL, *nsp = NULL;
+            rv = policies_load_tx(tx, ns, &gw, &nsp);
+            uint64_t pmax[2] = {gw != NULL ? gw->max_lifetime_seconds : 0,
+                                nsp != NULL ? nsp->max_lifetime_seconds : 0};
+            for (int k = 0; rv == 0 && k < 2; k++) {
+                lifetime = pmax[k] != 0 && pmax[k] < lifetime ? pmax[k] : lifetime;
+            }
+            policies_free(gw);
+            policies_free(nsp);
+        }
+        if (rv != 0 && rv != GERR_REFUSED) {
+            return rv;
+        }
+        if (rv == GERR_REFUSED) {
+            return res_fail(tx, GERR_REFUSED, "%s", why);
+        }
     }
     if (rv == 0) {
         rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, lifetime, c->warning, sizeof c->warning);
@@ -377,7 +407,8 @@ static void sb_create(struct gate_ctx *ctx, void *data)
         }
         return;
     }
-    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, (void *)req);
+    struct create_arg a = {.req = req, .driver = svc->driver_name};
+    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, &a);
 }
 
 /* --- Get / List / ListSharedWithMe --- */

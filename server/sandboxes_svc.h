@@ -32,6 +32,7 @@ struct gate;
 
 struct sandboxes_svc {
     const struct res_env *env;            /* borrowed */
+    const char *driver_name;              /* policies' allowed_drivers apply to it; NULL: not checked */
     struct store_client_config store_cfg; /* for watch connections; addresses must outlive the svc */
     atomic_bool stopping;
     atomic_uint watches;

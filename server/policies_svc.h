@@ -1,0 +1,68 @@
+/* gantry.v1.Policies: the gateway policy (namespace "", set by a platform_admin) and one policy
+ * per namespace (set by its namespace_admin) that may only tighten the gateway's. Behind the gate
+ * (server/gate.h); writes through server/resource.h.
+ *
+ * Semantics of each field (api/proto/gantry/v1/policies.proto):
+ *   allowed_images              fnmatch(3) globs over the image reference; empty: any image
+ *   allowed_drivers             driver names; empty: any driver
+ *   max_lifetime_seconds        0: unlimited
+ *   max_gpus_per_sandbox        0: unlimited
+ *   deny_gpus                   true: no GPUs at all
+ *   allowed_driver_config_keys  globs over "<driver>.<key>" (each top-level key of each
+ *                               driver_config JSON object); empty: any key
+ *   allow_shares, allow_exec_shares   false forbids; with no gateway policy stored (the built-in
+ *                               default) both are true
+ *   egress_allow                "host:port" patterns (host a glob of [a-z0-9.*?_-], port "*", N
+ *                               or N-M); empty: any destination
+ * Set replaces the whole policy; a field left out takes its zero value.
+ *
+ * Tightening. A namespace policy N is accepted only when, field by field, it allows no more than
+ * the gateway policy G (the stored one, or the built-in default): a maximum is tighter when G's
+ * is 0 or N's is nonzero and not above G's; a flag when it does not allow what G forbids; a list
+ * when G's is empty, or N's is non-empty and every entry of N is covered by some entry of G.
+ * Coverage of a glob p by a glob q is judged conservatively (possibly refusing a pattern that is
+ * in fact narrower, never accepting a wider one): p equals q; q is "*"; p has no glob
+ * characters and q matches it; or q is a literal prefix followed by "*" and p starts with that
+ * prefix. Egress entries need host coverage and port-range containment. Set of a looser policy
+ * fails with FAILED_PRECONDITION naming EACH loosening field.
+ *
+ * The gateway policy may later be tightened below a namespace's; then both apply: enforcement
+ * (policies_check_sandbox) always checks the gateway policy and the namespace policy separately,
+ * so the effective rule is exact. GetEffective returns, per field, the tighter value: the minimum
+ * nonzero maximum, the AND of the allow flags, the OR of deny_gpus, and for a list the one that
+ * lies within the other; when neither list lies within the other, it returns the gateway's list
+ * and names the field in the annotation "gantry.io/also-enforced" (the namespace's list applies
+ * as well). */
+#ifndef GANTRY_SERVER_POLICIES_SVC_H
+#define GANTRY_SERVER_POLICIES_SVC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gantry/v1/policies.pb-c.h"
+#include "gantry/v1/sandboxes.pb-c.h"
+#include "server/resource.h"
+
+struct gate;
+
+int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg);
+
+/* For sandboxes: may a sandbox of @spec run in @ns on @driver (NULL or "": not checked)? 0, or
+ * GERR_REFUSED with @why naming every violated field and the policy that forbids it
+ * (allowed_images, max_lifetime_seconds, deny_gpus, max_gpus_per_sandbox, allowed_drivers,
+ * allowed_driver_config_keys); GERR_INVAL when a driver_config value is not a JSON object; the
+ * store's errors otherwise. A lifetime of 0 (the namespace's maximum) passes. */
+int policies_check_sandbox(struct store_tx *tx, const char *ns, const Gantry__V1__SandboxSpec *spec,
+                           const char *driver, char *why, size_t len);
+
+/* For the reconciler and drivers: the gateway policy (*@gateway, the built-in default when none is
+ * stored) and the namespace's (*@ns_policy, NULL when none). Free both with policies_free. */
+int policies_load_tx(struct store_tx *tx, const char *ns, Gantry__V1__Policy **gateway,
+                     Gantry__V1__Policy **ns_policy);
+void policies_free(Gantry__V1__Policy *p);
+
+/* May a sandbox open a connection to @host:@port under both policies (@ns_policy may be NULL)? */
+bool policies_egress_allowed(const Gantry__V1__Policy *gateway, const Gantry__V1__Policy *ns_policy,
+                             const char *host, unsigned port);
+
+#endif

@@ -1,0 +1,81 @@
+/* gantry.v1.Providers: namespace-scoped credentials, behind the gate (server/gate.h), writes
+ * through server/resource.h (idempotency, change event and audit event in one transaction).
+ *
+ * A provider is (namespace, name, type, config, labels) in the clear plus a `secret` map that is
+ * write-only: Create and Update seal it with the provider key ring's newest key (server/keyring.h:
+ * AES-256-GCM, a random 96-bit nonce per encryption, AAD = provider id, namespace and key id), and
+ * no read returns it. Responses carry the secret's key NAMES (secret_keys) and the key id only.
+ * No response, log line, audit event, metric or error message carries a secret value: the
+ * validation messages name the offending secret key, never its value.
+ *
+ * Rules beyond the authorization table (api/authz.c):
+ *   - names are DNS-1123 labels, unique per namespace; the namespace must exist and be ACTIVE
+ *     for Create (a TERMINATING one refuses new objects);
+ *   - Update replaces type (when given), config and labels; an empty `secret` keeps the stored one
+ *     (and its key id), a non-empty one replaces it whole under the newest key;
+ *   - Delete is refused (FAILED_PRECONDITION, naming one sandbox) while a sandbox of the namespace
+ *     lists the provider; it removes the provider's grants with it;
+ *   - Grant (provider, principal): the principal (id or name) must hold a role in the namespace;
+ *     a second grant of the same pair is ALREADY_EXISTS; RevokeGrant of a missing one NOT_FOUND;
+ *   - updates and deletes honour expected_resource_version (ABORTED on mismatch).
+ *
+ * Limits: 64 config entries (keys as label keys, values up to 4096 bytes); 64 secret entries, keys
+ * 1..128 of [A-Za-z0-9_.-], values up to 16 KiB, 64 KiB in all; type 1..63 of [a-z0-9_.-]. */
+#ifndef GANTRY_SERVER_PROVIDERS_SVC_H
+#define GANTRY_SERVER_PROVIDERS_SVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "server/keyring.h"
+#include "server/resource.h"
+
+struct gate;
+struct config;
+
+struct providers_svc {
+    const struct res_env *env; /* borrowed */
+    const uint8_t *pepper;     /* borrowed: the cluster's API-key pepper (server/identity.h) */
+    size_t pepper_len;
+    struct keyring ring; /* derived by providers_svc_register */
+};
+
+/* Derive the key ring from svc->pepper and route the Providers methods. 0 or GERR_INVAL. */
+int providers_svc_register(struct gate *g, struct providers_svc *svc, char *errmsg);
+void providers_svc_close(struct providers_svc *svc);
+
+/* For sandboxes: may the caller of @ctx attach provider @provider_name of namespace @ns? 0 for a
+ * platform_admin, a namespace_admin of @ns, or a holder of a grant; GERR_NOTFOUND (no such
+ * provider) or GERR_PERM (no grant) otherwise, with the reason in @why (never a secret). Other
+ * codes are the store's. */
+int providers_check_attach(struct store_tx *tx, const char *ns, const char *provider_name,
+                           const struct gate_ctx *ctx, char *why, size_t len);
+
+/* For the reconciler and drivers: the decrypted secret of provider @name in @ns. On success
+ * @out holds n entries whose keys and values point into out->plain; providers_secret_close wipes
+ * and frees it. Errors: GERR_NOTFOUND, GERR_PERM (does not open), the store's; message in the
+ * transaction's errmsg. */
+struct providers_secret {
+    size_t n;
+    const char **keys, **values;
+    struct buf plain;
+};
+int providers_secret_open_tx(struct store_tx *tx, const struct keyring *ring, const char *ns,
+                             const char *name, struct providers_secret *out);
+void providers_secret_close(struct providers_secret *s);
+
+/* Move every provider secret that is not sealed under the ring's newest key to it, in batches of
+ * one transaction each (a change event and an audit event per provider). @cl is a client no
+ * other thread uses. Providers whose secret does not open are left as they are and counted in
+ * *@failed (their names are logged). Returns 0 or the store's error, with @errmsg. */
+int providers_reencrypt_all(struct store_client *cl, const struct keyring *ring, int64_t now_ms,
+                            unsigned *done, unsigned *failed, char *errmsg);
+
+/* `gantryd rotate-provider-key`: against the running cluster this replica belongs to (through
+ * its peer TLS, like gantry-store), add a key to the ring and re-encrypt every provider under
+ * it; prints what it did to @out. Returns the process exit status (0, or 1 with a message on
+ * stderr). */
+int providers_rotate_command(const struct config *cfg, FILE *out);
+
+#endif
