@@ -33,8 +33,11 @@ running() { # id
 }
 
 flags() { # id
+  # The process driver's state is shared by the 3 replicas, so whichever holds the reconciler lease
+  # adopts the sandboxes the others started. Short lease timings make a local failover quick.
   echo --replica-id "$1" --data-dir "$dir/replica$1" --peer-address "$(peer "$1")" \
-    --api-address "$(api "$1")" --admin-address "$(admin "$1")"
+    --api-address "$(api "$1")" --admin-address "$(admin "$1")" --driver-state-dir "$dir/sandboxes" \
+    --lease-duration-ms 3000 --lease-renew-deadline-ms 2000 --lease-retry-ms 500
 }
 
 cli() {
@@ -100,7 +103,7 @@ case "${1:-}" in
 start)
   [ -x "$gantryd" ] || { echo "build first: $gantryd is missing" >&2; exit 1; }
   mkdir -p "$dir"
-  chmod 700 "$dir"
+  chmod 711 "$dir" # traversable by the sandboxes' uid (the process driver state is under it); each replica dir is 0700
   for id in 1 2 3; do start_replica "$id"; done
   ;;
 status)
@@ -118,6 +121,17 @@ stop)
   for id in 3 2 1; do stop_replica "$id"; done
   ;;
 clean)
+  # Sandboxes belong to the driver's backend and outlive the replicas: delete them through the API
+  # first (the reconciler stops their process trees), then stop the replicas.
+  if running 1 || running 2 || running 3; then
+    cli sandbox list 2>/dev/null | awk 'NR > 1 {print $1, $2}' | while read -r ns name; do
+      cli sandbox delete "$name" --namespace "$ns" >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 1 100); do
+      [ "$(cli sandbox list 2>/dev/null | awk 'NR > 1' | wc -l)" -eq 0 ] && break
+      sleep 0.2
+    done
+  fi
   for id in 3 2 1; do stop_replica "$id"; done
   rm -rf "$dir"
   echo "removed $dir"

@@ -25,14 +25,7 @@
 #include "lib/mem.h"
 #include "server/grpc_client.h"
 #include "server/grpc_status.h"
-
-struct cli {
-    char *endpoints[16];
-    unsigned n_endpoints;
-    const char *ca;
-    char token[512];
-    bool json;
-};
+#include "tools/gantry.h"
 
 static int usage(FILE *f, int rc)
 {
@@ -47,17 +40,18 @@ static int usage(FILE *f, int rc)
             "  cluster transfer [ID]        hand leadership to member ID (default: any healthy voter)\n"
             "  cluster remove ID [--force]  remove a member (stopped, or --force)\n"
             "  cluster backup FILE          stream a consistent backup into FILE\n"
-            "  version                      print the version\n\n"
-            "The endpoint defaults to GANTRY_ENDPOINT, the CA to GANTRY_CA, the API key to GANTRY_TOKEN.\n"
+            "  version                      print the version\n");
+    gantry_res_usage(f);
+    fprintf(f,
+            "\nThe endpoint defaults to GANTRY_ENDPOINT, the CA to GANTRY_CA, the API key to GANTRY_TOKEN.\n"
             "Example:\n"
-            "  GANTRY_TOKEN=$(cat admin.key) gantry --endpoint 127.0.0.1:8443 --ca ca.pem cluster members\n");
+            "  GANTRY_TOKEN=$(cat admin.key) gantry --endpoint 127.0.0.1:8443 --ca ca.pem cluster members\n"
+            "  gantry sandbox create demo --image busybox --wait -- sleep 3600\n");
     return rc;
 }
 
-/* Call @path on the endpoints in turn until one answers (not UNAVAILABLE). */
-static int call(struct cli *c, const char *path, const ProtobufCMessage *req,
-                const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
-                ProtobufCMessage **out, unsigned timeout_ms)
+int call(struct cli *c, const char *path, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp,
+         grpc_client_msg_cb cb, void *arg, ProtobufCMessage **out, unsigned timeout_ms)
 {
     char auth[600];
     snprintf(auth, sizeof auth, "Bearer %s", c->token);
@@ -408,16 +402,17 @@ int main(int argc, char **argv)
         printf("gantry 0.1.0-dev\n");
         return 0;
     }
-    if (strcmp(argv[i], "cluster") != 0 || i + 1 >= argc) {
-        fprintf(stderr, "gantry: unknown command \"%s\" (today: cluster, version)\n", argv[i]);
-        return 2;
+    const char *group = argv[i];
+    bool cluster = strcmp(group, "cluster") == 0;
+    if (cluster && i + 1 >= argc) {
+        return usage(stderr, 2);
     }
-    const char *sub = argv[i + 1];
+    const char *sub = cluster ? argv[i + 1] : "";
     if (strcmp(sub, "--help") == 0) {
         return usage(stdout, 0);
     }
-    int rest_c = argc - i - 2;
-    char **rest = argv + i + 2;
+    int rest_c = argc - i - (cluster ? 2 : 1);
+    char **rest = argv + i + (cluster ? 2 : 1);
     if (endpoint == NULL || c.ca == NULL) {
         fprintf(stderr, "gantry: give --endpoint (or GANTRY_ENDPOINT) and --ca (or GANTRY_CA)\n");
         return 2;
@@ -430,6 +425,17 @@ int main(int argc, char **argv)
     for (char *save = NULL, *t = strtok_r(eps, ",", &save); t != NULL && c.n_endpoints < 16;
          t = strtok_r(NULL, ",", &save)) {
         c.endpoints[c.n_endpoints++] = t;
+    }
+    if (!cluster) {
+        int rc = gantry_res_main(&c, group, rest_c, rest);
+        if (rc < 0) {
+            fprintf(stderr, "gantry: unknown command \"%s\" (see gantry --help)\n", group);
+            return 2;
+        }
+        return rc;
+    }
+    if (strcmp(sub, "lease") == 0 && rest_c == 0) {
+        return gantry_res_main(&c, "lease", 0, rest);
     }
     if (strcmp(sub, "members") == 0 && rest_c == 0) {
         return cmd_members(&c);
