@@ -82,6 +82,7 @@ static int check_peer(struct config *cfg, const struct field *f, char *why);
 static int check_peer_advertise(struct config *cfg, const struct field *f, char *why);
 static int check_sans(struct config *cfg, const struct field *f, char *why);
 static int check_driver(struct config *cfg, const struct field *f, char *why);
+static int check_k8s_mode(struct config *cfg, const struct field *f, char *why);
 static int check_gateway_id(struct config *cfg, const struct field *f, char *why);
 static int check_domain(struct config *cfg, const struct field *f, char *why);
 static int check_join(struct config *cfg, const struct field *f, char *why);
@@ -313,10 +314,9 @@ static const struct field fields[] = {
      .offset = OFF(driver),
      .def = "process",
      .check = check_driver,
-     .type_name = "process|fake|none",
-     .help =
-         "the compute driver the lease holder drives: process (local bubblewrap sandboxes), fake (tests), "
-         "none (no reconciler)"},
+     .type_name = "process|kubernetes|fake|none",
+     .help = "the compute driver the lease holder drives: process (local bubblewrap sandboxes), kubernetes "
+             "(Pods), fake (tests), none (no reconciler)"},
     {.key = "driver_state_dir",
      .env = "GANTRY_DRIVER_STATE_DIR",
      .flag = "--driver-state-dir",
@@ -327,6 +327,56 @@ static const struct field fields[] = {
      .help =
          "process driver: where sandbox state lives, shared by the replicas of one host so any adopts the "
          "others' sandboxes; fake driver: its shared state file. Empty: <data_dir>/sandboxes"},
+    {.key = "k8s_namespace_mode",
+     .env = "GANTRY_K8S_NAMESPACE_MODE",
+     .flag = "--k8s-namespace-mode",
+     .type = FT_STRING,
+     .offset = OFF(k8s_namespace_mode),
+     .def = "managed",
+     .check = check_k8s_mode,
+     .type_name = "managed|operator|shared",
+     .help = "kubernetes driver: managed (creates openshell-<gateway>-<namespace>), operator (existing "
+             "namespaces from k8s_namespaces) or shared (one namespace, k8s_shared_namespace)"},
+    {.key = "k8s_namespaces",
+     .env = "GANTRY_K8S_NAMESPACES",
+     .flag = "--k8s-namespaces",
+     .type = FT_LIST,
+     .offset = OFF(k8s_namespaces),
+     .def = "",
+     .type_name = "list",
+     .help = "kubernetes driver, operator mode: the allowlist of Kubernetes namespaces (N or gantry=N)"},
+    {.key = "k8s_shared_namespace",
+     .env = "GANTRY_K8S_SHARED_NAMESPACE",
+     .flag = "--k8s-shared-namespace",
+     .type = FT_STRING,
+     .offset = OFF(k8s_shared_namespace),
+     .def = "",
+     .type_name = "name",
+     .help = "kubernetes driver, shared mode: the one Kubernetes namespace for every sandbox"},
+    {.key = "k8s_server",
+     .env = "GANTRY_K8S_SERVER",
+     .flag = "--k8s-server",
+     .type = FT_STRING,
+     .offset = OFF(k8s_server),
+     .def = "",
+     .type_name = "https URL",
+     .help = "kubernetes driver: the API server; empty: in cluster (service account token and CA)"},
+    {.key = "k8s_token_file",
+     .env = "GANTRY_K8S_TOKEN_FILE",
+     .flag = "--k8s-token-file",
+     .type = FT_STRING,
+     .offset = OFF(k8s_token_file),
+     .def = "",
+     .type_name = "path",
+     .help = "kubernetes driver: bearer token file (re-read per request); empty: in cluster"},
+    {.key = "k8s_ca_file",
+     .env = "GANTRY_K8S_CA_FILE",
+     .flag = "--k8s-ca-file",
+     .type = FT_STRING,
+     .offset = OFF(k8s_ca_file),
+     .def = "",
+     .type_name = "path",
+     .help = "kubernetes driver: CA of the API server; empty: in cluster"},
     {.key = "driver_journal",
      .env = "GANTRY_DRIVER_JOURNAL",
      .flag = "--driver-journal",
@@ -1384,10 +1434,18 @@ static int check_peer(struct config *cfg, const struct field *f, char *why)
 static int check_driver(struct config *cfg, const struct field *f, char *why)
 {
     const char *v = *FIELD_PTR(cfg, f, char *);
-    if (strcmp(v, "process") != 0 && strcmp(v, "fake") != 0 && strcmp(v, "none") != 0) {
-        return why_value(
-            cfg, f, why,
-            "is not process, fake or none (the kubernetes driver is not wired into gantryd yet)");
+    if (strcmp(v, "process") != 0 && strcmp(v, "kubernetes") != 0 && strcmp(v, "fake") != 0 &&
+        strcmp(v, "none") != 0) {
+        return why_value(cfg, f, why, "is not process, kubernetes, fake or none");
+    }
+    return 0;
+}
+
+static int check_k8s_mode(struct config *cfg, const struct field *f, char *why)
+{
+    const char *v = *FIELD_PTR(cfg, f, char *);
+    if (strcmp(v, "managed") != 0 && strcmp(v, "operator") != 0 && strcmp(v, "shared") != 0) {
+        return why_value(cfg, f, why, "is not managed, operator or shared");
     }
     return 0;
 }

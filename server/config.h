@@ -137,6 +137,13 @@ struct config {
      * driver's call journal. Lease timing: duration 15000, renew deadline 10000, retry 2000 ms;
      * config_validate checks retry < renew deadline < duration. */
     char *driver;
+    /* The kubernetes driver (drivers/k8s.h): namespace mode managed (default), operator (the
+     * k8s_namespaces allowlist) or shared (k8s_shared_namespace); the API server, token and CA
+     * files ("" = in cluster). */
+    char *k8s_namespace_mode;
+    struct config_list k8s_namespaces;
+    char *k8s_shared_namespace;
+    char *k8s_server, *k8s_token_file, *k8s_ca_file;
     char *driver_state_dir;
     char *driver_journal;
     unsigned lease_duration_ms, lease_renew_deadline_ms, lease_retry_ms;

@@ -54,6 +54,7 @@
 #include "server/audit.h"
 #include "server/oidc_config.h"
 #include "drivers/fake.h"
+#include "drivers/k8s.h"
 #include "drivers/process.h"
 #include "leases/reconciler.h"
 #include "server/authn.h"
@@ -698,6 +699,26 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
                                             cfg->driver_journal[0] != '\0' ? cfg->driver_journal : NULL,
                                         .ready_after_ms = 200};
         rv = driver_fake_new(&fc, &d->driver, errmsg);
+    } else if (strcmp(cfg->driver, "kubernetes") == 0) {
+        const char *allow[DRIVER_K8S_ALLOWLIST_MAX + 1];
+        size_t n = cfg->k8s_namespaces.n < DRIVER_K8S_ALLOWLIST_MAX ? cfg->k8s_namespaces.n
+                                                                    : DRIVER_K8S_ALLOWLIST_MAX;
+        for (size_t i = 0; i < n; i++) {
+            allow[i] = cfg->k8s_namespaces.items[i];
+        }
+        allow[n] = NULL;
+        const char *mode = cfg->k8s_namespace_mode;
+        struct driver_k8s_config kc = {
+            .server = cfg->k8s_server[0] != '\0' ? cfg->k8s_server : NULL,
+            .token_file = cfg->k8s_token_file[0] != '\0' ? cfg->k8s_token_file : NULL,
+            .ca_file = cfg->k8s_ca_file[0] != '\0' ? cfg->k8s_ca_file : NULL,
+            .gateway_id = d->id.gateway_id,
+            .mode = strcmp(mode, "operator") == 0 ? DRIVER_K8S_OPERATOR
+                    : strcmp(mode, "shared") == 0 ? DRIVER_K8S_SHARED
+                                                  : DRIVER_K8S_MANAGED,
+            .shared_namespace = cfg->k8s_shared_namespace[0] != '\0' ? cfg->k8s_shared_namespace : NULL,
+            .operator_namespaces = allow};
+        rv = driver_k8s_new(&kc, &d->driver, errmsg);
     } else {
         struct driver_process_config pc = {.state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1};
         rv = driver_process_new(&pc, &d->driver, errmsg);

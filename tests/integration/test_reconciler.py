@@ -150,7 +150,52 @@ class Lifetime(g.GantrydTest):
         self.assertEqual([s["name"] for s in e.driver_state()["sandboxes"]], ["long"])
 
 
-GROUPS = {"failover": Failover, "lifetime": Lifetime}
+class Kubernetes(g.GantrydTest):
+    def test_gantryd_drives_the_kubernetes_driver(self):
+        import subprocess
+        root = os.path.join(g.WORK, "kubeapi-" + self._testMethodName)
+        os.makedirs(root)
+        cert, key, token = (os.path.join(root, n) for n in ("api.crt", "api.key", "token"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(token, "w") as f:
+            f.write("sekret-token\n")
+        api = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                                 "drivers", "fake_kube_apiserver.py"),
+                                "--cert", cert, "--key", key, "--token-file", token], stdout=subprocess.PIPE)
+        try:
+            port = int(api.stdout.readline().split()[1])
+            flags = ["--driver", "kubernetes", "--k8s-server", "https://127.0.0.1:%d" % port, "--k8s-token-file",
+                     token, "--k8s-ca-file", cert, "--k8s-namespace-mode", "managed"] + LEASE_FLAGS
+            c = g.Cluster("k8s-" + self._testMethodName, run_flags=flags)
+            self.clusters.append(c)
+            c.init(extra=["--gateway-id", "gw-test"])
+            c.wait_ready()
+            e = Env.__new__(Env)
+            e.state = None
+            tr.Env._setup(e, c)
+            e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pod1")))
+            end = time.monotonic() + 30
+            while True:
+                got = e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="pod1")).status
+                if got.phase == S.SandboxStatus.PHASE_READY or time.monotonic() > end:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(S.SandboxStatus.Phase.Name(got.phase), "PHASE_READY")
+            self.assertEqual(got.driver, "kubernetes")
+            self.assertIn("openshell-gw-test-team-b", got.driver_handle)
+            e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="pod1"))
+            end = time.monotonic() + 30
+            while e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes:
+                self.assertLess(time.monotonic(), end, "the sandbox was not removed")
+                time.sleep(0.2)
+        finally:
+            api.kill()
+            api.wait()
+
+
+GROUPS = {"failover": Failover, "lifetime": Lifetime, "kubernetes": Kubernetes}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
