@@ -666,7 +666,15 @@ int reconciler_start(const struct reconciler_config *cfg, struct reconciler **ou
         mem_free(r);
         return rv;
     }
-    rv = store_client_init(&r->cl, &cfg->store);
+    /* A request stuck on a paused or partitioned leader must not outlive the lease's renew
+     * deadline: the holder has to notice it lost the store in time, and a contender must not sit
+     * behind a frozen connection while the lease expires. */
+    struct store_client_config sc = cfg->store;
+    unsigned bound = (unsigned)(r->lease.renew_deadline_ms / 2);
+    sc.request_timeout_ms = bound;
+    sc.leader_timeout_ms = bound;
+    sc.connect_timeout_ms = bound;
+    rv = store_client_init(&r->cl, &sc);
     if (rv != 0) {
         gerr_set(errmsg, "reconciler: %s", r->cl.errmsg);
         mem_free(r);
