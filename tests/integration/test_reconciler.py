@@ -236,6 +236,83 @@ class Chaos(g.GantrydTest):
               % (len(accepted), sorted(owners), stale_refused))
 
 
+class Process(g.GantrydTest):
+    """The process driver through gantryd: a real bubblewrap process tree, adopted by the next
+    holder without a restart, stopped on delete and at the end of its lifetime."""
+
+    def test_process_sandboxes(self):
+        import shutil
+        import tempfile
+        if shutil.which("bwrap") is None:
+            self.skipTest("bubblewrap is not installed")
+        state = tempfile.mkdtemp(prefix="gantry-proc-")
+        os.chmod(state, 0o711)  # the sandboxes' uid traverses it
+        self.addCleanup(shutil.rmtree, state, True)
+        c = g.Cluster("proc-" + self._testMethodName,
+                      run_flags=["--driver", "process", "--driver-state-dir", os.path.join(state, "sandboxes")]
+                      + LEASE_FLAGS)
+        self.clusters.append(c)
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        e = Env.__new__(Env)
+        e.state = None
+        tr.Env._setup(e, c)
+
+        def pid_of(handle):
+            return int(handle.split(":")[1].split("@")[0])  # "bwrap:<pid>@<start time>"
+
+        def alive(pid):
+            return os.path.exists("/proc/%d" % pid)
+
+        def status(name):
+            k = [i for i, r in enumerate(c.replicas) if r.proc.poll() is None][0]
+            return e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name=name), replica=k).status
+
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "p1", command=["sleep", "600"])))
+        e.wait_phases({"p1": "PHASE_READY"})
+        first = status("p1")
+        pid = pid_of(first.driver_handle)
+        self.assertTrue(alive(pid))
+        # The holder dies; the next one adopts the running sandbox without restarting it.
+        holder = e.holder()
+        holder.kill()
+        e.c.client.replicas = e.c.alive()
+        old_epoch = first.lease_epoch
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if e.lease().epoch > old_epoch:
+                    break
+            except grpc.RpcError:
+                pass
+            self.assertLess(time.monotonic(), deadline, "no new lease holder")
+            time.sleep(0.2)
+        time.sleep(1.5)  # its resync has run (it starts right after taking the lease)
+        self.assertEqual(status("p1").driver_handle, first.driver_handle)
+        self.assertTrue(alive(pid), "the new holder restarted the sandbox")
+        # Delete stops the whole tree.
+        k = [i for i, r in enumerate(c.replicas) if r.proc.poll() is None][0]
+        e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="p1"), replica=k)
+        deadline = time.monotonic() + 20
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(alive(pid), "the sandbox still runs after delete")
+        # A lifetime ends it too.
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "p2", command=["sleep", "600"],
+                                                                        lifetime_seconds=3)), replica=k)
+        e.wait_phases({"p2": "PHASE_READY"})
+        pid2 = pid_of(status("p2").driver_handle)
+        e.wait_phases({}, timeout=20)
+        deadline = time.monotonic() + 10
+        while alive(pid2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(alive(pid2), "the sandbox still runs after its lifetime")
+        print("process driver: READY as pid %d, adopted by the next holder without a restart, stopped on delete and "
+              "at the end of its lifetime" % pid)
+
+
 class Lifetime(g.GantrydTest):
     def test_sandbox_past_its_lifetime_is_removed(self):
         e = Env(self)
@@ -291,7 +368,7 @@ class Kubernetes(g.GantrydTest):
             api.wait()
 
 
-GROUPS = {"failover": Failover, "chaos": Chaos, "lifetime": Lifetime, "kubernetes": Kubernetes}
+GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
