@@ -230,8 +230,17 @@ class Cluster:
         return [r for r in self.replicas if r.proc is not None and r.proc.poll() is None]
 
     def members(self, via=None):
+        """ListMembers; a replica answers UNAVAILABLE until its first membership probe (it starts
+        with the replica), so that is retried briefly."""
         via = via or self.alive()[0]
-        return self.client.call(via, "ListMembers", cpb.ListMembersRequest(), cpb.ListMembersResponse).members
+        end = time.monotonic() + 10
+        while True:
+            try:
+                return self.client.call(via, "ListMembers", cpb.ListMembersRequest(), cpb.ListMembersResponse).members
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
 
     def wait_roles(self, voters, standbys, timeout=30):
         end = time.monotonic() + timeout
@@ -625,6 +634,7 @@ class Backup(GantrydTest):
         n.replicas.append(r1.start())
         n.key = c.key
         n.client = Client(n.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+        n.wait_ready()
         self.assertEqual([m.id for m in n.members()], [1])
         got_rev = int(query(r1, "SELECT revision FROM cluster_revision")[0])
         events = int(query(r1, "SELECT count(*) FROM events WHERE revision <= %d" % rev)[0])
@@ -645,6 +655,7 @@ class Backup(GantrydTest):
         newkey = [w for w in out.stdout.decode().split() if w.startswith("gtk_")][0]
         m.replicas.append(q1.start())
         m.client = Client(m.replicas, os.path.join(q1.dir, "tls", "ca.pem"), newkey)
+        m.wait_ready()
         self.assertEqual(len(m.members()), 1)
         code, _ = self.code(lambda: m.client.call(q1, "ListMembers", cpb.ListMembersRequest(),
                                                   cpb.ListMembersResponse, key=c.key))
