@@ -4,7 +4,8 @@ Run: /usr/bin/python3 test_identity.py <group>
 Groups: matrix, principals, revocation.
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
-covered the day it is added) against every role and checks the gate's answer against the
+covered the day it is added) against every role, on a 3-replica cluster calling each replica in
+turn, and checks the gate's answer against the
 expectation below, which is written from DESIGN.md section 4's role table, not from api/authz.c.
 A denied call must answer PERMISSION_DENIED; an allowed one must get past the gate (any other
 status: OK, INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED for what is not built yet). A call without
@@ -92,9 +93,10 @@ class Identity:
     def __init__(self, test):
         c = g.Cluster("id-" + test._testMethodName).init()
         test.clusters.append(c)
-        c.join(1)
+        c.join(2)
         c.wait_ready()
         self.c = c
+        self.turn = 0
         r1 = c.replicas[0]
         r1.store("exec", "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, resource_version, "
                  "created_at_ms, updated_at_ms, deletion_timestamp_ms) VALUES ('ns-team-b', 'team-b', 'ACTIVE', '{}', "
@@ -157,7 +159,9 @@ class Identity:
         if name == "Cluster/TransferLeadership":
             req.target_id = 999
         md = [] if key == "" else [("authorization", "Bearer " + (key or self.keys[role]))]
-        fn = self.stub(full, m.name, req_cls, resp_cls, streaming=name in STREAMING)
+        self.turn = getattr(self, "turn", 0) + 1  # each call to the next replica in turn
+        fn = self.stub(full, m.name, req_cls, resp_cls, streaming=name in STREAMING,
+                       replica=self.turn % len(self.c.replicas))
         try:
             out = fn(req, metadata=md, timeout=15)
             if name == "Sandboxes/Watch":
