@@ -51,6 +51,7 @@
 #include "server/policies_svc.h"
 #include "server/providers_svc.h"
 #include "server/audit_svc.h"
+#include "server/usage_svc.h"
 #include "server/audit.h"
 #include "server/oidc_config.h"
 #include "drivers/fake.h"
@@ -630,7 +631,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
-        (rv = audit_svc_register(d->gate, errmsg)) != 0 ||
+        (rv = audit_svc_register(d->gate, errmsg)) != 0 || (rv = usage_svc_register(d->gate, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
         (rv = reflection_add_descriptor_set(d->refl, api_descriptor_set, api_descriptor_set_len, errmsg)) !=

@@ -321,6 +321,24 @@ class Lifetime(g.GantrydTest):
         e.wait_phases({"short": "PHASE_READY", "long": "PHASE_READY"})
         e.wait_phases({"long": "PHASE_READY"}, timeout=15)  # removed when its lifetime ends
         self.assertEqual([s["name"] for s in e.driver_state()["sandboxes"]], ["long"])
+        # Usage: one record per run, the ended one closed, totals grouped by owner and namespace.
+        from gantry.v1 import usage_pb2
+        u = e.call("pa", usage_pb2, "Usage", "Query", usage_pb2.QueryUsageRequest(
+            namespace="default", group_by=["namespace", "owner"]))
+        recs = {r.sandbox_id: r for r in u.records}
+        self.assertEqual(len(recs), 2)
+        ended = [r for r in u.records if r.end_ms != 0]
+        self.assertEqual(len(ended), 1)
+        self.assertGreaterEqual(ended[0].sandbox_seconds, 1)
+        self.assertEqual(len(u.totals), 1)
+        self.assertEqual(dict(u.totals[0].group), {"namespace": "default", "owner": e.ids["pa"]})
+        self.assertEqual(u.totals[0].sandbox_seconds, sum(r.sandbox_seconds for r in u.records))
+        with self.assertRaises(grpc.RpcError) as cm:
+            e.call("pa", usage_pb2, "Usage", "Query", usage_pb2.QueryUsageRequest(group_by=["colour"]))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(grpc.RpcError) as cm:
+            e.call("other", usage_pb2, "Usage", "Query", usage_pb2.QueryUsageRequest(namespace="default"))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
 
 
 class Kubernetes(g.GantrydTest):
