@@ -264,6 +264,25 @@ static int fenced_tx(struct store_tx *tx, void *arg)
             p, 5, NULL);
     }
     mem_free(buf);
+    if (rv == 0) {
+        /* The event carries the sandbox as this change left it (a watch delivers every state). */
+        Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+        Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
+        meta.id = (char *)x->w->id;
+        meta.namespace_ = (char *)x->w->ns;
+        meta.name = (char *)x->w->name;
+        meta.resource_version = (uint64_t)rev;
+        meta.updated_at_ms = now;
+        sb.meta = &meta;
+        sb.spec = x->w->spec;
+        sb.status = x->status;
+        size_t plen = protobuf_c_message_get_packed_size(&sb.base);
+        uint8_t *pbuf = mem_alloc(plen + 1);
+        protobuf_c_message_pack(&sb.base, pbuf);
+        struct proto_value pp[] = {proto_blob(pbuf, plen), proto_int(rev)};
+        rv = store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", pp, 2, NULL);
+        mem_free(pbuf);
+    }
     if (rv == 0 && x->open_usage) {
         struct proto_value u[] = {proto_text(x->w->id),     proto_text(x->w->ns),  proto_text(x->w->owner),
                                   proto_text(x->w->labels), proto_int(x->w->gpus), proto_int(now)};

@@ -162,6 +162,32 @@ static void reply_sb_tx(struct store_tx *tx, struct res_call *c, const char *ns,
     proto_rows_close(&rows);
 }
 
+/* The event of this change carries the sandbox as the change left it (packed in c->reply by the
+ * caller, or read back), so a watch can deliver every state. */
+static int event_payload_tx(struct store_tx *tx, int64_t revision, const void *data, size_t len)
+{
+    struct proto_value p[] = {proto_blob(data, len), proto_int(revision)};
+    return store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", p, 2, NULL);
+}
+
+static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char *ns, const char *name)
+{
+    struct proto_rows rows;
+    int rv = sb_read_tx(tx, ns, name, &rows);
+    if (rv == 0) {
+        struct sb_msg m;
+        sb_from_row(&m, &rows, 0);
+        size_t len = protobuf_c_message_get_packed_size(&m.s.base);
+        uint8_t *buf = mem_alloc(len + 1);
+        protobuf_c_message_pack(&m.s.base, buf);
+        rv = event_payload_tx(tx, revision, buf, len);
+        mem_free(buf);
+        sb_msg_free(&m);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
 /* --- Create --- */
 
 static bool env_key_ok(const char *k)
@@ -393,6 +419,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     mem_free(st_buf);
     if (rv == 0) {
         reply_sb_tx(tx, c, ns, name);
+        rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
     }
     return rv;
 }
@@ -584,6 +611,7 @@ static int delete_tx(struct store_tx *tx, struct res_call *c)
                 m.status->phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING;
             }
             res_reply(c, &m.s.base);
+            rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
         }
     } else {
         rv = res_event(tx, c, "Sandbox", req->namespace_, id, req->name, "MODIFIED");
@@ -604,6 +632,7 @@ static int delete_tx(struct store_tx *tx, struct res_call *c)
         }
         if (rv == 0) {
             reply_sb_tx(tx, c, req->namespace_, req->name);
+            rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
         }
     }
     sb_msg_free(&m);
@@ -715,6 +744,9 @@ static int share_tx(struct store_tx *tx, struct res_call *c)
     }
     if (rv == 0) {
         rv = res_event(tx, c, "Sandbox", a->ns, id, a->name, "MODIFIED");
+    }
+    if (rv == 0) {
+        rv = payload_from_row_tx(tx, c->revision, a->ns, a->name);
     }
     if (rv == 0) {
         reply_shares_tx(tx, c, id);
@@ -831,6 +863,34 @@ static bool watch_visible(struct store_client *cl, const struct watch *w, const 
            n > 0;
 }
 
+/* The watch's visibility rule for a sandbox message (from an event payload). */
+static bool payload_visible(struct store_client *cl, const struct watch *w, const Gantry__V1__Sandbox *sb)
+{
+    if (sb->meta == NULL || sb->spec == NULL) {
+        return false;
+    }
+    const Gantry__V1__LabelSelector *sel = w->selector;
+    for (size_t i = 0; sel != NULL && i < sel->n_match_labels; i++) {
+        bool found = false;
+        for (size_t j = 0; j < sb->meta->n_labels; j++) {
+            found = found || (strcmp(sb->meta->labels[j]->key, sel->match_labels[i]->key) == 0 &&
+                              strcmp(sb->meta->labels[j]->value, sel->match_labels[i]->value) == 0);
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_) ||
+        strcmp(sb->spec->owner_id, w->who.id) == 0) {
+        return true;
+    }
+    struct proto_value p[] = {proto_text(sb->meta->id), proto_text(w->who.id)};
+    int64_t n = 0;
+    return store_client_query_int(cl, "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?",
+                                  p, 2, &n) == 0 &&
+           n > 0;
+}
+
 static void send_event(struct watch *w, Gantry__V1__EventType type, Gantry__V1__Sandbox *sb,
                        uint64_t revision)
 {
@@ -879,7 +939,7 @@ static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, 
     struct proto_value p[] = {proto_text(w->ns), proto_int((int64_t)*last), proto_int(upto)};
     rv = store_client_query(
         cl,
-        "SELECT revision, object_id, type, namespace FROM events WHERE kind = 'Sandbox' AND "
+        "SELECT revision, object_id, type, namespace, payload FROM events WHERE kind = 'Sandbox' AND "
         "(?1 = '' OR namespace = ?1) AND revision > ?2 AND revision <= ?3 ORDER BY revision LIMIT 1000",
         p, 3, &ev);
     uint64_t reached = (uint64_t)upto;
@@ -899,6 +959,23 @@ static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, 
             sb.meta = &meta;
             send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED, &sb, rev);
             *sent = true;
+            continue;
+        }
+        const struct proto_value *payload = proto_rows_at(&ev, i, 4);
+        if (payload->type == PROTO_BLOB && payload->u.b.n > 0) {
+            /* The state this change left: every change is delivered, none merged. */
+            Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
+                &gantry__v1__sandbox__descriptor, NULL, payload->u.b.n, (const uint8_t *)payload->u.b.s);
+            if (sb != NULL && payload_visible(cl, w, sb)) {
+                send_event(w,
+                           strcmp(type, "ADDED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                                      : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED,
+                           sb, rev);
+                *sent = true;
+            }
+            if (sb != NULL) {
+                protobuf_c_message_free_unpacked(&sb->base, NULL);
+            }
             continue;
         }
         struct proto_rows r;

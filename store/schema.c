@@ -104,6 +104,10 @@ static const struct store_migration schema[] = {
      "ALTER TABLE namespaces ADD COLUMN description TEXT NOT NULL DEFAULT '';"
      "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL,"
      " renewed_at_ms INTEGER NOT NULL, duration_ms INTEGER NOT NULL) STRICT;"},
+    {5, "change events carry the object's state at that change",
+     /* A packed message of the object as the change left it (sandboxes), so a watch delivers every
+      * state, not only the latest; empty for kinds that do not need it. */
+     "ALTER TABLE events ADD COLUMN payload BLOB NOT NULL DEFAULT x'';"},
 };
 
 const struct store_migration *store_schema(unsigned *n)
