@@ -1,9 +1,15 @@
 /* The authorization table and decisions (api/authz.h). */
 #include "api/authz.h"
 
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
+
+#include "lib/mem.h"
 
 #define R(path, action, field, optional, mutating)                                                           \
     {                                                                                                        \
@@ -38,6 +44,9 @@ static const struct authz_rule rules[] = {
     R("Principals/CreateRoleBinding", AZ_BINDING_WRITE, "binding.namespace", true, true),
     R("Principals/DeleteRoleBinding", AZ_BINDING_WRITE, NULL, false, true),
     R("Principals/ListRoleBindings", AZ_PRINCIPAL_READ, NULL, false, false),
+    R("Principals/LinkIdentity", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/UnlinkIdentity", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/ListIdentities", AZ_PRINCIPAL_READ, NULL, false, false),
     /* API keys. */
     R("ApiKeys/Create", AZ_APIKEY, NULL, false, true),
     R("ApiKeys/Get", AZ_APIKEY_READ, NULL, false, false),
@@ -224,10 +233,26 @@ static const char *field_string(const ProtobufCMessage *msg, const char *path)
     return "";
 }
 
+bool authz_binding_covers(const struct authz_binding *b, const char *ns)
+{
+    if (!b->scope.set) {
+        return strcmp(b->ns, ns) == 0;
+    }
+    if (ns[0] == '\0') {
+        return false;
+    }
+    for (unsigned i = 0; i < b->scope.n_patterns; i++) {
+        if (fnmatch(b->scope.patterns[i], ns, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool has_role(const struct authz_caller *c, enum authz_role role, const char *ns)
 {
     for (size_t i = 0; i < c->n_bindings; i++) {
-        if (c->bindings[i].role == role && (ns == NULL || strcmp(c->bindings[i].ns, ns) == 0)) {
+        if (c->bindings[i].role == role && (ns == NULL || authz_binding_covers(&c->bindings[i], ns))) {
             return true;
         }
     }
@@ -237,11 +262,81 @@ static bool has_role(const struct authz_caller *c, enum authz_role role, const c
 static bool any_in(const struct authz_caller *c, const char *ns)
 {
     for (size_t i = 0; i < c->n_bindings; i++) {
-        if (c->bindings[i].ns[0] != '\0' && strcmp(c->bindings[i].ns, ns) == 0) {
+        if ((c->bindings[i].ns[0] != '\0' || c->bindings[i].scope.set) &&
+            authz_binding_covers(&c->bindings[i], ns)) {
             return true;
         }
     }
     return false;
+}
+
+static int scope_list(json_t *o, const char *key, char (*out)[48], unsigned *n)
+{
+    json_t *a = json_object_get(o, key);
+    *n = 0;
+    if (a == NULL) {
+        return 0;
+    }
+    if (!json_is_array(a) || json_array_size(a) > AUTHZ_SCOPE_MAX) {
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v == NULL || v[0] == '\0' || strlen(v) >= 48) {
+            return GERR_INVAL;
+        }
+        snprintf(out[(*n)++], 48, "%s", v);
+    }
+    return 0;
+}
+
+int authz_scope_parse(const char *text, struct authz_scope *out)
+{
+    memset(out, 0, sizeof *out);
+    if (text == NULL || text[0] == '\0') {
+        return 0;
+    }
+    json_t *o = json_loads(text, 0, NULL);
+    int rv = json_is_object(o) ? 0 : GERR_INVAL;
+    if (rv == 0) {
+        rv = scope_list(o, "namespace_patterns", out->patterns, &out->n_patterns);
+    }
+    if (rv == 0) {
+        rv = scope_list(o, "allowed_driver_config_keys", out->config_keys, &out->n_config_keys);
+    }
+    if (rv == 0) {
+        rv = scope_list(o, "allowed_credential_sources", out->sources, &out->n_sources);
+    }
+    if (rv == 0) {
+        out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
+        out->set = true;
+    }
+    json_decref(o);
+    return rv;
+}
+
+static json_t *scope_array(char (*items)[48], unsigned n)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; i < n; i++) {
+        json_array_append_new(a, json_string(items[i]));
+    }
+    return a;
+}
+
+char *authz_scope_json(const struct authz_scope *s)
+{
+    struct authz_scope copy = *s;
+    json_t *o = json_object();
+    json_object_set_new(o, "namespace_patterns", scope_array(copy.patterns, copy.n_patterns));
+    json_object_set_new(o, "allowed_driver_config_keys", scope_array(copy.config_keys, copy.n_config_keys));
+    json_object_set_new(o, "allowed_credential_sources", scope_array(copy.sources, copy.n_sources));
+    json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
+    char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    char *out = mem_strdup(t != NULL ? t : "{}");
+    free(t);
+    return out;
 }
 
 bool authz_binding_write(const struct authz_caller *c, enum authz_role role, const char *ns, char *why,
@@ -275,11 +370,19 @@ static void deny(struct authz_decision *d, const char *fmt, ...)
     va_end(ap);
 }
 
+static void decide_in(const struct authz_rule *r, const struct authz_caller *c, const ProtobufCMessage *req,
+                      const char *ns, struct authz_decision *d);
+
 void authz_decide(const struct authz_rule *r, const struct authz_caller *c, const ProtobufCMessage *req,
                   struct authz_decision *d)
 {
+    decide_in(r, c, req, r->ns_field != NULL && req != NULL ? field_string(req, r->ns_field) : "", d);
+}
+
+static void decide_in(const struct authz_rule *r, const struct authz_caller *c, const ProtobufCMessage *req,
+                      const char *ns, struct authz_decision *d)
+{
     memset(d, 0, sizeof *d);
-    const char *ns = r->ns_field != NULL && req != NULL ? field_string(req, r->ns_field) : "";
     snprintf(d->ns, sizeof d->ns, "%s", ns);
     bool pa = has_role(c, AZ_ROLE_PLATFORM_ADMIN, "");
     bool auditor = has_role(c, AZ_ROLE_AUDITOR, "");
@@ -409,4 +512,119 @@ void authz_decide(const struct authz_rule *r, const struct authz_caller *c, cons
         return;
     }
     deny(d, "%sno rule allows this call", "");
+}
+
+size_t authz_delegations(const struct authz_caller *c, const char *ns, const struct authz_scope **out,
+                         size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct authz_binding *b = &c->bindings[i];
+        if (b->role == AZ_ROLE_PLATFORM_ADMIN ||
+            (!b->scope.set && b->role != AZ_ROLE_AUDITOR && b->ns[0] != '\0' && strcmp(b->ns, ns) == 0)) {
+            return 0;
+        }
+        if (b->scope.set && authz_binding_covers(b, ns) && n < max) {
+            out[n++] = &b->scope;
+        }
+    }
+    return n;
+}
+
+static bool glob_any(const char (*globs)[48], unsigned n, const char *a, const char *b)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (fnmatch(globs[i], a, 0) == 0 || (b != NULL && fnmatch(globs[i], b, 0) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_config(const struct authz_scope *s, const char *driver, const char *key)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", driver, key);
+    return glob_any((const char(*)[48])s->config_keys, s->n_config_keys, full, key);
+}
+
+bool authz_scope_allows_source(const struct authz_scope *s, const char *name)
+{
+    return glob_any((const char(*)[48])s->sources, s->n_sources, name, NULL);
+}
+
+static const char *condition_of(const struct authz_decision *d)
+{
+    if (d->owner_check) {
+        return "own sandboxes and those shared with you";
+    }
+    if (d->self_check) {
+        return "your own principal and keys only";
+    }
+    if (d->binding_check) {
+        return "bindings of the user role in namespaces you administer";
+    }
+    if (d->filter) {
+        return "results limited to namespaces you hold a role in";
+    }
+    return "";
+}
+
+void authz_effective(const struct authz_caller *c, authz_permission_fn fn, void *arg)
+{
+    /* Where to ask: every namespace ("*": what global roles give), then each binding's own
+     * namespace or delegated pattern, once each. */
+    const char *wheres[1 + 64];
+    size_t n_where = 0;
+    wheres[n_where++] = "*";
+    for (size_t i = 0; i < c->n_bindings && n_where < 1 + 64; i++) {
+        const struct authz_binding *b = &c->bindings[i];
+        const char *list[AUTHZ_SCOPE_MAX + 1];
+        size_t n = 0;
+        if (b->scope.set) {
+            for (unsigned j = 0; j < b->scope.n_patterns; j++) {
+                list[n++] = b->scope.patterns[j];
+            }
+        } else if (b->ns[0] != '\0') {
+            list[n++] = b->ns;
+        }
+        for (size_t j = 0; j < n && n_where < 1 + 64; j++) {
+            bool seen = false;
+            for (size_t k = 0; k < n_where; k++) {
+                seen = seen || strcmp(wheres[k], list[j]) == 0;
+            }
+            if (!seen) {
+                wheres[n_where++] = list[j];
+            }
+        }
+    }
+    bool global = has_role(c, AZ_ROLE_PLATFORM_ADMIN, "") || has_role(c, AZ_ROLE_AUDITOR, "");
+    for (size_t i = 0; i < authz_rule_count(); i++) {
+        const struct authz_rule *r = authz_rule_at(i);
+        struct authz_decision d;
+        if (r->action == AZ_TOKEN) {
+            continue;
+        }
+        if (r->ns_field == NULL) {
+            decide_in(r, c, NULL, "", &d);
+            if (d.allowed) {
+                fn(arg, r, "", condition_of(&d));
+            }
+            continue;
+        }
+        for (size_t w = 0; w < n_where; w++) {
+            /* "*" stands for any namespace: only global roles act there; a binding named "*"
+             * does not exist (names are DNS labels), a pattern "*" is a delegated scope. */
+            if (w == 0 && !global) {
+                continue;
+            }
+            decide_in(r, c, NULL, wheres[w], &d);
+            if (d.allowed) {
+                fn(arg, r, wheres[w], condition_of(&d));
+                if (w == 0) {
+                    break; /* allowed everywhere: no need to list namespaces */
+                }
+            }
+        }
+    }
 }

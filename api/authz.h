@@ -79,10 +79,38 @@ struct authz_rule {
     bool mutating;        /* changes state: audited */
 };
 
+/* A delegation scope on a service account's binding (RFC 0005 platform controller): the binding
+ * has no namespace of its own and gives its role in every namespace matching one of the patterns
+ * (fnmatch globs), restricted to the listed driver_config keys and credential sources (provider
+ * names), and optionally lets the account create sandboxes on behalf of another principal. */
+#define AUTHZ_SCOPE_MAX 8u
+struct authz_scope {
+    bool set;
+    char patterns[AUTHZ_SCOPE_MAX][48];
+    unsigned n_patterns;
+    char config_keys[AUTHZ_SCOPE_MAX][48];
+    unsigned n_config_keys;
+    char sources[AUTHZ_SCOPE_MAX][48];
+    unsigned n_sources;
+    bool on_behalf;
+};
+
 struct authz_binding {
     enum authz_role role;
-    char ns[64]; /* "" for the global roles */
+    char ns[64]; /* "" for the global roles and for delegated bindings */
+    struct authz_scope scope;
 };
+
+/* Does @b give its role in namespace @ns? Its own namespace, or, for a delegated binding, a
+ * pattern match. Delegated bindings never cover "" (they are not global). */
+bool authz_binding_covers(const struct authz_binding *b, const char *ns);
+
+/* The scope as stored (role_bindings.scope): "" for none, else a JSON object {"namespace_patterns":
+ * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
+ * "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for anything else. */
+int authz_scope_parse(const char *json, struct authz_scope *out);
+/* Heap JSON text (mem_free). */
+char *authz_scope_json(const struct authz_scope *s);
 
 struct authz_caller {
     const char *principal_id;
@@ -115,6 +143,26 @@ void authz_decide(const struct authz_rule *r, const struct authz_caller *c, cons
 /* May @c create or delete a binding of @role in @ns? (The AZ_BINDING_WRITE rule, for handlers.) */
 bool authz_binding_write(const struct authz_caller *c, enum authz_role role, const char *ns, char *why,
                          size_t len);
+
+/* Delegation (RFC 0005). When @c's authority in @ns comes only from delegated bindings, the
+ * scopes of those covering @ns are stored in @out (at most @max) and their number returned; 0
+ * when a global role or a plain binding covers @ns (no scope restricts the call). A call is
+ * within scope when ONE of the returned scopes allows all of it. */
+size_t authz_delegations(const struct authz_caller *c, const char *ns, const struct authz_scope **out,
+                         size_t max);
+/* Does @s allow key @key of the driver_config entry for @driver? An allowed entry is a glob
+ * matched against "<driver>.<key>" and against "<key>" ("kubernetes.node_selector",
+ * "node_selector", "kubernetes.*"). */
+bool authz_scope_allows_config(const struct authz_scope *s, const char *driver, const char *key);
+/* Does @s allow attaching the provider (credential source) @name? Globs, as above. */
+bool authz_scope_allows_source(const struct authz_scope *s, const char *name);
+
+/* Effective permissions (WhoAmI): calls @fn once for every rule @c may call, with where
+ * ("" cluster-wide, "*" every namespace, a namespace, or a delegated pattern) and what the
+ * handler still checks ("" for nothing; a static string). */
+typedef void (*authz_permission_fn)(void *arg, const struct authz_rule *r, const char *where,
+                                    const char *condition);
+void authz_effective(const struct authz_caller *c, authz_permission_fn fn, void *arg);
 
 /* Role names as stored and shown ("platform_admin", ...); 0 for an unknown name. */
 const char *authz_role_name(enum authz_role r);

@@ -194,13 +194,19 @@ static int fetch_principal(struct store_client *cl, const char *id, struct princ
         proto_rows_close(&rows);
         proto_rows_init(&rows, 0);
         rv = store_client_query(
-            cl, "SELECT role, namespace FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1, &rows);
+            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+            &rows);
         for (size_t i = 0; rv == 0 && i < rows.n_rows && e->p.n_bindings < AUTHN_MAX_BINDINGS; i++) {
             char role[32];
             text_of(proto_rows_at(&rows, i, 0), role, sizeof role);
             struct authz_binding *b = &e->p.bindings[e->p.n_bindings];
             b->role = authz_role_parse(role);
             text_of(proto_rows_at(&rows, i, 1), b->ns, sizeof b->ns);
+            char scope[4096];
+            text_of(proto_rows_at(&rows, i, 2), scope, sizeof scope);
+            if (authz_scope_parse(scope, &b->scope) != 0) {
+                b->role = 0; /* an unreadable scope grants nothing */
+            }
             if (b->role != 0) {
                 e->p.n_bindings++;
             }
@@ -373,7 +379,10 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(res.issuer_name), proto_text(res.subject)};
-    rv = store_client_query(cl, "SELECT id FROM principals WHERE issuer = ? AND subject = ?", p, 2, &rows);
+    rv = store_client_query(cl,
+                            "SELECT id FROM principals WHERE issuer = ?1 AND subject = ?2 UNION ALL "
+                            "SELECT principal_id FROM principal_links WHERE issuer = ?1 AND subject = ?2",
+                            p, 2, &rows);
     if (rv != 0) {
         gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
     } else if (rows.n_rows != 1) {
@@ -401,8 +410,11 @@ static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(cn)};
-    int rv = store_client_query(cl, "SELECT id FROM principals WHERE issuer = 'mtls' AND subject = ?", p, 1,
-                                &rows);
+    int rv =
+        store_client_query(cl,
+                           "SELECT id FROM principals WHERE issuer = 'mtls' AND subject = ?1 UNION ALL "
+                           "SELECT principal_id FROM principal_links WHERE issuer = 'mtls' AND subject = ?1",
+                           p, 1, &rows);
     if (rv != 0) {
         gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
     } else if (rows.n_rows != 1) {

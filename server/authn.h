@@ -39,7 +39,7 @@
 #define AUTHN_CACHE_TTL_MS   2000u
 #define AUTHN_FAIL_LIMIT     20u
 #define AUTHN_FAIL_WINDOW_MS 60000u
-#define AUTHN_MAX_BINDINGS   64u
+#define AUTHN_MAX_BINDINGS   32u
 
 struct authn_principal {
     char id[40];

@@ -45,6 +45,7 @@
 #include "server/cluster_svc.h"
 #include "server/config.h"
 #include "server/gate.h"
+#include "server/links_svc.h"
 #include "server/principals_svc.h"
 #include "server/tenants_svc.h"
 #include "server/sandboxes_svc.h"
@@ -627,6 +628,7 @@ static int serve(struct daemon *d, char *errmsg)
         .writer = &d->writer, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
+        (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||

@@ -24,7 +24,7 @@
     "id, kind, name, display_name, email, issuer, subject, disabled, created_by, resource_version, "         \
     "created_at_ms, "                                                                                        \
     "updated_at_ms"
-#define BINDING_COLS "id, principal_id, role, namespace, created_by, resource_version, created_at_ms"
+#define BINDING_COLS "id, principal_id, role, namespace, created_by, resource_version, created_at_ms, scope"
 #define KEY_COLS                                                                                             \
     "id, principal_id, name, created_by, created_at_ms, expires_at_ms, last_used_ms, revoked_at_ms, "        \
     "resource_version"
@@ -107,7 +107,19 @@ static void principal_from_row(struct principal_msg *m, const struct proto_rows 
 struct binding_msg {
     Gantry__V1__RoleBinding b;
     Gantry__V1__ObjectMeta meta;
+    Gantry__V1__DelegationScope ds;
+    struct authz_scope sc; /* ds points into it */
+    char *ptrs[3][AUTHZ_SCOPE_MAX];
 };
+
+static void scope_strings(char (*items)[48], unsigned n, char **ptrs, char ***out, size_t *n_out)
+{
+    for (unsigned i = 0; i < n; i++) {
+        ptrs[i] = items[i];
+    }
+    *out = ptrs;
+    *n_out = n;
+}
 
 static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, size_t i)
 {
@@ -122,6 +134,17 @@ static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, 
     m->meta.resource_version = (uint64_t)coli(r, i, 5);
     m->meta.created_at_ms = coli(r, i, 6);
     m->b.meta = &m->meta;
+    if (authz_scope_parse(col(r, i, 7), &m->sc) == 0 && m->sc.set) {
+        gantry__v1__delegation_scope__init(&m->ds);
+        scope_strings(m->sc.patterns, m->sc.n_patterns, m->ptrs[0], &m->ds.namespace_patterns,
+                      &m->ds.n_namespace_patterns);
+        scope_strings(m->sc.config_keys, m->sc.n_config_keys, m->ptrs[1], &m->ds.allowed_driver_config_keys,
+                      &m->ds.n_allowed_driver_config_keys);
+        scope_strings(m->sc.sources, m->sc.n_sources, m->ptrs[2], &m->ds.allowed_credential_sources,
+                      &m->ds.n_allowed_credential_sources);
+        m->ds.create_on_behalf_of_owner = m->sc.on_behalf;
+        m->b.delegation = &m->ds;
+    }
 }
 
 struct key_msg {
@@ -374,6 +397,27 @@ static int list_bindings(struct gate_ctx *ctx, const char *principal_id, const c
                               p, 4, rows);
 }
 
+struct perm_list {
+    Gantry__V1__Permission *items;
+    Gantry__V1__Permission **ptrs;
+    size_t n, cap;
+};
+
+static void perm_add(void *arg, const struct authz_rule *r, const char *where, const char *condition)
+{
+    struct perm_list *l = arg;
+    if (l->n == l->cap) {
+        l->cap = l->cap != 0 ? l->cap * 2 : 64;
+        l->items = mem_realloc(l->items, sizeof *l->items * l->cap);
+    }
+    Gantry__V1__Permission *p = &l->items[l->n++];
+    gantry__v1__permission__init(p);
+    /* The strings live in the rule table, the caller's bindings (ctx->who) or are static. */
+    p->method = (char *)r->path;
+    p->namespace_ = (char *)where;
+    p->condition = (char *)condition;
+}
+
 static void p_whoami(struct gate_ctx *ctx, void *data)
 {
     (void)data;
@@ -390,11 +434,24 @@ static void p_whoami(struct gate_ctx *ctx, void *data)
                 binding_from_row(&bm[i], &brows, i);
                 bp[i] = &bm[i].b;
             }
+            /* Permissions from the bindings this call was authorized with (the authentication
+             * cache's view, at most its bound old), so they match what the gate enforces. */
+            struct perm_list perms = {0};
+            authz_effective(&ctx->caller, perm_add, &perms);
+            perms.ptrs = mem_zalloc(sizeof *perms.ptrs * (perms.n + 1));
+            for (size_t i = 0; i < perms.n; i++) {
+                perms.ptrs[i] = &perms.items[i];
+            }
             Gantry__V1__WhoAmIResponse resp = GANTRY__V1__WHO_AM_IRESPONSE__INIT;
             resp.principal = &m.p;
             resp.n_bindings = brows.n_rows;
             resp.bindings = bp;
+            resp.n_permissions = perms.n;
+            resp.permissions = perms.ptrs;
+            resp.authenticated_via = ctx->who.via;
             grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+            mem_free(perms.items);
+            mem_free(perms.ptrs);
             mem_free(bm);
             mem_free(bp);
         }
@@ -526,11 +583,17 @@ static int tx_delete_principal(struct store_tx *tx, void *arg)
     if (rv == 0) {
         rv = store_tx_exec(tx, "DELETE FROM api_keys WHERE principal_id = ?", p, 1, NULL);
     }
-    if (rv == 0) {
-        rv = store_tx_exec(tx, "DELETE FROM role_bindings WHERE principal_id = ?", p, 1, NULL);
-    }
-    if (rv == 0) {
-        rv = store_tx_exec(tx, "DELETE FROM principals WHERE id = ?", p, 1, NULL);
+    /* Nothing the principal was given outlives it: a new principal can never inherit a stale
+     * share, provider grant or linked identity. */
+    static const char *const cleanup[] = {
+        "DELETE FROM role_bindings WHERE principal_id = ?",
+        "DELETE FROM shares WHERE grantee_id = ?",
+        "DELETE FROM provider_grants WHERE principal_id = ?",
+        "DELETE FROM principal_links WHERE principal_id = ?",
+        "DELETE FROM principals WHERE id = ?",
+    };
+    for (size_t i = 0; rv == 0 && i < sizeof cleanup / sizeof cleanup[0]; i++) {
+        rv = store_tx_exec(tx, cleanup[i], p, 1, NULL);
     }
     int64_t rev = 0;
     if (rv == 0) {
@@ -574,6 +637,7 @@ static void p_delete(struct gate_ctx *ctx, void *data)
 struct binding_write {
     struct gate_ctx *ctx;
     const char *principal_id, *role, *ns;
+    const char *scope; /* delegation JSON or "" */
     char id[40];
     uint64_t expected;
     int64_t revision;
@@ -587,6 +651,15 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
     int rv = store_tx_query_int(tx, "SELECT count(*) FROM principals WHERE id = ?", pp, 1, &n);
     if (rv == 0 && n == 0) {
         return tx_fail(tx, GERR_NOTFOUND, "binding.principal_id: no such principal");
+    }
+    if (rv == 0 && w->scope[0] != '\0') {
+        rv = store_tx_query_int(
+            tx, "SELECT count(*) FROM principals WHERE id = ? AND kind = 'service_account'", pp, 1, &n);
+        if (rv == 0 && n == 0) {
+            return tx_fail(tx, GERR_INVAL,
+                           "binding.delegation: only a service account's binding may carry a "
+                           "delegation scope");
+        }
     }
     if (rv == 0 && w->ns[0] != '\0') {
         struct proto_value np[] = {proto_text(w->ns)};
@@ -610,14 +683,15 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
         rv = clusterdb_event(tx, "RoleBinding", w->ns, w->id, "ADDED", &w->revision);
     }
     if (rv == 0) {
-        struct proto_value p[] = {
-            proto_text(w->id),          proto_text(w->principal_id), proto_text(w->role),   proto_text(w->ns),
-            proto_text(w->ctx->who.id), proto_int(now_ms(w->ctx)),   proto_int(w->revision)};
+        struct proto_value p[] = {proto_text(w->id),         proto_text(w->principal_id),
+                                  proto_text(w->role),       proto_text(w->ns),
+                                  proto_text(w->scope),      proto_text(w->ctx->who.id),
+                                  proto_int(now_ms(w->ctx)), proto_int(w->revision)};
         rv = store_tx_exec(
             tx,
             "INSERT INTO role_bindings (id, principal_id, role, namespace, scope, created_by, created_at_ms, "
-            "resource_version) VALUES (?, ?, ?, ?, '', ?, ?, ?)",
-            p, 7, NULL);
+            "resource_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            p, 8, NULL);
     }
     return rv;
 }
@@ -636,6 +710,64 @@ static void reply_binding(struct gate_ctx *ctx, const char *id)
     proto_rows_close(&rows);
 }
 
+/* A delegation scope from the request, checked: globs of DNS-label characters, at most
+ * AUTHZ_SCOPE_MAX each. Returns false after answering the call. */
+static bool scope_from_request(struct gate_ctx *ctx, const Gantry__V1__DelegationScope *d,
+                               struct authz_scope *sc)
+{
+    struct {
+        const char *field;
+        char **items;
+        size_t n;
+        char (*out)[48];
+        unsigned *n_out;
+        const char *extra; /* characters allowed besides [a-z0-9-*?] */
+    } lists[] = {
+        {"namespace_patterns", d->namespace_patterns, d->n_namespace_patterns, sc->patterns, &sc->n_patterns,
+         ""},
+        {"allowed_driver_config_keys", d->allowed_driver_config_keys, d->n_allowed_driver_config_keys,
+         sc->config_keys, &sc->n_config_keys, "._"},
+        {"allowed_credential_sources", d->allowed_credential_sources, d->n_allowed_credential_sources,
+         sc->sources, &sc->n_sources, ""},
+    };
+    memset(sc, 0, sizeof *sc);
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        if (lists[l].n > AUTHZ_SCOPE_MAX) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.delegation.%s has at most %u entries",
+                      lists[l].field, AUTHZ_SCOPE_MAX);
+            return false;
+        }
+        for (size_t i = 0; i < lists[l].n; i++) {
+            const char *v = lists[l].items[i];
+            size_t len = strlen(v);
+            bool ok = len > 0 && len < 48;
+            for (size_t k = 0; ok && k < len; k++) {
+                char ch = v[k];
+                ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '*' ||
+                     ch == '?' || (ch >= 'A' && ch <= 'Z' && lists[l].extra[0] != '\0') ||
+                     strchr(lists[l].extra, ch) != NULL;
+            }
+            if (!ok) {
+                gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                          "binding.delegation.%s[%zu] must be 1..47 characters of a-z, 0-9, '-'%s and the "
+                          "wildcards '*' and '?'",
+                          lists[l].field, i, lists[l].extra[0] != '\0' ? ", A-Z, '.', '_'" : "");
+                return false;
+            }
+            snprintf(lists[l].out[i], 48, "%s", v);
+        }
+        *lists[l].n_out = (unsigned)lists[l].n;
+    }
+    if (sc->n_patterns == 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "binding.delegation.namespace_patterns needs at least one pattern (e.g. \"team-*\")");
+        return false;
+    }
+    sc->on_behalf = d->create_on_behalf_of_owner;
+    sc->set = true;
+    return true;
+}
+
 static void b_create(struct gate_ctx *ctx, void *data)
 {
     struct principals_svc *svc = data;
@@ -652,24 +784,51 @@ static void b_create(struct gate_ctx *ctx, void *data)
     }
     enum authz_role role = (enum authz_role)b->role;
     bool global = role == AZ_ROLE_PLATFORM_ADMIN || role == AZ_ROLE_AUDITOR;
-    if (global && b->namespace_[0] != '\0') {
+    char *scope = NULL;
+    if (b->delegation != NULL) {
+        /* A delegated binding has no namespace of its own: its patterns say where it applies. */
+        struct authz_scope sc;
+        bool pa = false;
+        for (size_t i = 0; i < ctx->who.n_bindings; i++) {
+            pa = pa || ctx->who.bindings[i].role == AZ_ROLE_PLATFORM_ADMIN;
+        }
+        if (!pa) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "granting a delegation scope needs the platform_admin role");
+            return;
+        }
+        if (global) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "binding.delegation: only the user and namespace_admin roles can be delegated");
+            return;
+        }
+        if (b->namespace_[0] != '\0') {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "binding.namespace must be empty with a delegation scope: its namespace_patterns say "
+                      "where it applies");
+            return;
+        }
+        if (!scope_from_request(ctx, b->delegation, &sc)) {
+            return;
+        }
+        scope = authz_scope_json(&sc);
+    } else if (global && b->namespace_[0] != '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.namespace must be empty: %s is a global role",
                   authz_role_name(role));
         return;
-    }
-    if (!global && b->namespace_[0] == '\0') {
+    } else if (!global && b->namespace_[0] == '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "binding.namespace is required for the %s role",
                   authz_role_name(role));
         return;
     }
-    if (b->delegation != NULL) {
-        gate_fail(ctx, GRPC_STATUS_UNIMPLEMENTED, "delegation scopes are not implemented yet");
-        return;
-    }
-    struct binding_write w = {
-        .ctx = ctx, .principal_id = b->principal_id, .role = authz_role_name(role), .ns = b->namespace_};
+    struct binding_write w = {.ctx = ctx,
+                              .principal_id = b->principal_id,
+                              .role = authz_role_name(role),
+                              .ns = b->namespace_,
+                              .scope = scope != NULL ? scope : ""};
     char err[GERR_MSG_SIZE] = "";
     int rv = store_writer_run(svc->writer, tx_create_binding, &w, err);
+    mem_free(scope);
     if (rv != 0) {
         fail_gerr(ctx, rv, "create role binding", err);
         return;

@@ -999,7 +999,7 @@ static bool admin_of(const struct gate_ctx *ctx, const char *ns)
     for (size_t i = 0; i < ctx->who.n_bindings; i++) {
         const struct authz_binding *b = &ctx->who.bindings[i];
         if (b->role == AZ_ROLE_PLATFORM_ADMIN ||
-            (b->role == AZ_ROLE_NAMESPACE_ADMIN && strcmp(b->ns, ns) == 0)) {
+            (b->role == AZ_ROLE_NAMESPACE_ADMIN && authz_binding_covers(b, ns))) {
             return true;
         }
     }

@@ -43,7 +43,7 @@ static int64_t coli(const struct proto_rows *r, size_t i, unsigned c)
 static bool role_in(const struct authn_principal *who, enum authz_role role, const char *ns)
 {
     for (size_t i = 0; i < who->n_bindings; i++) {
-        if (who->bindings[i].role == role && (ns == NULL || strcmp(who->bindings[i].ns, ns) == 0)) {
+        if (who->bindings[i].role == role && (ns == NULL || authz_binding_covers(&who->bindings[i], ns))) {
             return true;
         }
     }
@@ -55,13 +55,17 @@ static bool global_reader(const struct authn_principal *who)
     return role_in(who, AZ_ROLE_PLATFORM_ADMIN, "") || role_in(who, AZ_ROLE_AUDITOR, "");
 }
 
-/* Namespaces where @who administers everything, as a JSON array text (mem_free). */
-static char *admin_namespaces(const struct authn_principal *who)
+/* Namespaces where @who administers everything, as a JSON array text (mem_free). A delegated
+ * namespace_admin binding names patterns, not namespaces: it counts for @ns when it covers it. */
+static char *admin_namespaces(const struct authn_principal *who, const char *ns)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < who->n_bindings; i++) {
-        if (who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN) {
-            json_array_append_new(a, json_string(who->bindings[i].ns));
+        const struct authz_binding *b = &who->bindings[i];
+        if (b->role == AZ_ROLE_NAMESPACE_ADMIN && !b->scope.set) {
+            json_array_append_new(a, json_string(b->ns));
+        } else if (b->role == AZ_ROLE_NAMESPACE_ADMIN && ns[0] != '\0' && authz_binding_covers(b, ns)) {
+            json_array_append_new(a, json_string(ns));
         }
     }
     char *t = json_dumps(a, JSON_COMPACT);
@@ -203,6 +207,71 @@ static bool env_key_ok(const char *k)
     return strlen(k) <= 128;
 }
 
+/* Is @sc's scope wide enough for this spec? Fills @why when not. */
+static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__SandboxSpec *s, bool on_behalf,
+                         char *why, size_t len)
+{
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
+        const char *key;
+        json_t *v;
+        bool ok = true;
+        json_object_foreach(o, key, v)
+        {
+            if (ok && !authz_scope_allows_config(sc, s->driver_config[i]->key, key)) {
+                snprintf(why, len, "driver_config key \"%.40s.%.60s\" is outside the delegation scope",
+                         s->driver_config[i]->key, key);
+                ok = false;
+            }
+        }
+        json_decref(o);
+        if (!ok) {
+            return false;
+        }
+    }
+    for (size_t i = 0; i < s->n_providers; i++) {
+        if (!authz_scope_allows_source(sc, s->providers[i])) {
+            snprintf(why, len, "credential source (provider) \"%.63s\" is outside the delegation scope",
+                     s->providers[i]);
+            return false;
+        }
+    }
+    if (on_behalf && !sc->on_behalf) {
+        snprintf(why, len,
+                 "the delegation scope does not allow creating sandboxes on behalf of another principal");
+        return false;
+    }
+    return true;
+}
+
+/* Delegation (RFC 0005): a caller whose authority in the namespace comes only from delegated
+ * bindings stays inside one of their scopes; creating on behalf of another owner needs a scope
+ * that allows it (or platform_admin). The owner's own role is checked in the transaction. */
+static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
+{
+    const Gantry__V1__SandboxSpec *s = sb->spec;
+    bool on_behalf = s->owner_id[0] != '\0' && strcmp(s->owner_id, ctx->who.id) != 0;
+    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
+    size_t n = authz_delegations(&ctx->caller, sb->meta->namespace_, scopes, AUTHN_MAX_BINDINGS);
+    if (n == 0) {
+        if (on_behalf && !role_in(&ctx->who, AZ_ROLE_PLATFORM_ADMIN, "")) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "creating a sandbox on behalf of another principal needs a delegation scope with "
+                      "create_on_behalf_of_owner, or platform_admin");
+            return false;
+        }
+        return true;
+    }
+    char why[GERR_MSG_SIZE] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (scope_allows(scopes[i], s, on_behalf, why, sizeof why)) {
+            return true;
+        }
+    }
+    gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
+    return false;
+}
+
 static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
 {
     char why[160], err[GERR_MSG_SIZE];
@@ -271,15 +340,7 @@ static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
             return false;
         }
     }
-    if (s->owner_id[0] != '\0' && strcmp(s->owner_id, ctx->who.id) != 0 &&
-        !role_in(&ctx->who, AZ_ROLE_PLATFORM_ADMIN, "")) {
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
-                  "creating a sandbox on behalf of another principal needs a delegation scope (not available "
-                  "yet) or "
-                  "platform_admin");
-        return false;
-    }
-    return true;
+    return delegation_ok(ctx, sb);
 }
 
 /* Each provider exists in the namespace, and the caller may attach it: namespace admins and
@@ -334,6 +395,23 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         store_tx_query_int(tx, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?", q, 2, &n);
     if (rv == 0 && n > 0) {
         return res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
+    }
+    if (rv == 0 && in->spec->owner_id[0] != '\0' && strcmp(in->spec->owner_id, c->ctx->who.id) != 0) {
+        /* On behalf of another owner (delegation or platform_admin): the owner must be an
+         * enabled principal who may have sandboxes here. */
+        struct proto_value op[] = {proto_text(in->spec->owner_id), proto_text(ns)};
+        rv = store_tx_query_int(tx,
+                                "SELECT count(*) FROM principals p WHERE p.id = ?1 AND p.disabled = 0 AND "
+                                "EXISTS (SELECT 1 FROM role_bindings b WHERE b.principal_id = p.id AND "
+                                "(b.role = 'platform_admin' OR (b.role IN ('user', 'namespace_admin') AND "
+                                "b.namespace = ?2)))",
+                                op, 2, &n);
+        if (rv == 0 && n == 0) {
+            return res_fail(tx, GERR_REFUSED,
+                            "sandbox.spec.owner_id \"%.40s\" is not an enabled principal with the user or "
+                            "namespace_admin role in namespace \"%.63s\"",
+                            in->spec->owner_id, ns);
+        }
     }
     if (rv == 0) {
         rv = providers_ok_tx(tx, c, in->spec, ns);
@@ -486,7 +564,7 @@ static void sb_get(struct gate_ctx *ctx, void *data)
 static int list_visible(struct store_client *cl, const struct authn_principal *who, const char *ns,
                         const char *owner, const char *after, unsigned limit, struct proto_rows *rows)
 {
-    char *admin_ns = admin_namespaces(who);
+    char *admin_ns = admin_namespaces(who, ns);
     proto_rows_init(rows, 0);
     struct proto_value p[] = {
         proto_text(ns),       proto_text(who->id), proto_int(global_reader(who) ? 1 : 0),
@@ -690,6 +768,30 @@ static void reply_shares_tx(struct store_tx *tx, struct res_call *c, const char 
     proto_rows_close(&rows);
 }
 
+/* The gateway policy and the namespace's both allow shares (and exec shares for @exec)?
+ * Existing shares stay when a policy later forbids new ones; unsharing is always allowed. */
+static int shares_allowed_tx(struct store_tx *tx, const char *ns, bool exec)
+{
+    Gantry__V1__Policy *gw = NULL, *np = NULL;
+    int rv = policies_load_tx(tx, ns, &gw, &np);
+    if (rv == 0) {
+        const char *by = NULL, *what = exec ? "allow_exec_shares" : "allow_shares";
+        if (!gw->allow_shares || (exec && !gw->allow_exec_shares)) {
+            by = "the gateway policy";
+            what = !gw->allow_shares ? "allow_shares" : what;
+        } else if (np != NULL && (!np->allow_shares || (exec && !np->allow_exec_shares))) {
+            by = "the namespace policy";
+            what = !np->allow_shares ? "allow_shares" : what;
+        }
+        if (by != NULL) {
+            rv = res_fail(tx, GERR_REFUSED, "%s of \"%.63s\" forbids this share (%s is false)", by, ns, what);
+        }
+    }
+    policies_free(gw);
+    policies_free(np);
+    return rv;
+}
+
 static int share_tx(struct store_tx *tx, struct res_call *c)
 {
     const struct share_arg *a = c->arg;
@@ -710,7 +812,8 @@ static int share_tx(struct store_tx *tx, struct res_call *c)
         rv = store_tx_query_int(
             tx,
             "SELECT count(*) FROM principals p WHERE p.id = ?1 AND p.disabled = 0 AND EXISTS (SELECT 1 "
-            "FROM role_bindings b WHERE b.principal_id = p.id AND (b.namespace = ?2 OR b.namespace = ''))",
+            "FROM role_bindings b WHERE b.principal_id = p.id AND (b.namespace = ?2 OR (b.namespace = '' AND "
+            "b.scope = '')))",
             g, 2, &n);
         if (rv == 0 && n == 0) {
             return res_fail(
@@ -718,6 +821,9 @@ static int share_tx(struct store_tx *tx, struct res_call *c)
                 "shares stay inside the namespace: the grantee must be an enabled principal with a role in "
                 "\"%.63s\"",
                 a->ns);
+        }
+        if (rv == 0) {
+            rv = shares_allowed_tx(tx, a->ns, a->access == GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC);
         }
         struct proto_value p[] = {
             proto_text(id),

@@ -435,7 +435,7 @@ static bool may_see(const struct gate_ctx *ctx, const char *ns)
         return true;
     }
     for (size_t i = 0; i < ctx->who.n_bindings; i++) {
-        if (strcmp(ctx->who.bindings[i].ns, ns) == 0) {
+        if (authz_binding_covers(&ctx->who.bindings[i], ns)) {
             return true;
         }
     }

@@ -31,10 +31,12 @@ static const struct store_migration schema[] = {
      "CREATE TABLE namespaces (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
      " phase TEXT NOT NULL CHECK (phase IN ('ACTIVE', 'TERMINATING')), labels TEXT NOT NULL,"
      " annotations TEXT NOT NULL, created_by TEXT NOT NULL, resource_version INTEGER NOT NULL,"
-     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, deletion_timestamp_ms INTEGER NOT NULL)"
+     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, deletion_timestamp_ms INTEGER NOT "
+     "NULL)"
      " STRICT;"
      /* Users and service accounts. OIDC users are (issuer, subject); local ones have issuer ''. */
-     "CREATE TABLE principals (id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('user', 'service_account')),"
+     "CREATE TABLE principals (id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('user', "
+     "'service_account')),"
      " name TEXT NOT NULL, namespace TEXT NOT NULL, issuer TEXT NOT NULL, subject TEXT NOT NULL,"
      " display_name TEXT NOT NULL, disabled INTEGER NOT NULL, labels TEXT NOT NULL, created_by TEXT NOT NULL,"
      " resource_version INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,"
@@ -44,7 +46,8 @@ static const struct store_migration schema[] = {
      "CREATE TABLE role_bindings (id TEXT PRIMARY KEY,"
      " principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE,"
      " role TEXT NOT NULL CHECK (role IN ('platform_admin', 'namespace_admin', 'auditor', 'user')),"
-     " namespace TEXT NOT NULL, scope TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL,"
+     " namespace TEXT NOT NULL, scope TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT "
+     "NULL,"
      " UNIQUE (principal_id, role, namespace)) STRICT;"
      "CREATE INDEX role_bindings_by_principal ON role_bindings (principal_id);"
      /* API keys: id is the public key id of gtk_<id>_<secret>; hash = HMAC-SHA256(pepper, secret). */
@@ -65,9 +68,12 @@ static const struct store_migration schema[] = {
      "CREATE INDEX idempotency_by_time ON idempotency (created_at_ms);"
      /* OCSF events, one row each; the JSON is built on export (server/audit.h). */
      "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, class_uid INTEGER NOT NULL,"
-     " activity_id INTEGER NOT NULL, actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, actor_kind TEXT NOT NULL,"
-     " operation TEXT NOT NULL, namespace TEXT NOT NULL, resource_type TEXT NOT NULL, resource_id TEXT NOT NULL,"
-     " resource_name TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER NOT NULL, message TEXT NOT NULL,"
+     " activity_id INTEGER NOT NULL, actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, actor_kind TEXT NOT "
+     "NULL,"
+     " operation TEXT NOT NULL, namespace TEXT NOT NULL, resource_type TEXT NOT NULL, resource_id TEXT NOT "
+     "NULL,"
+     " resource_name TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER NOT NULL, message TEXT NOT "
+     "NULL,"
      " source TEXT NOT NULL, request_id TEXT NOT NULL, replica_id INTEGER NOT NULL, gateway_id TEXT NOT NULL,"
      " revision INTEGER NOT NULL) STRICT;"
      "CREATE INDEX audit_by_time ON audit (time_ms);"
@@ -83,23 +89,30 @@ static const struct store_migration schema[] = {
      " created_at_ms INTEGER NOT NULL, PRIMARY KEY (sandbox_id, grantee_id)) STRICT;"
      "CREATE INDEX shares_by_grantee ON shares (grantee_id);"
      /* Quotas and their usage counters, changed in the same transaction as the sandbox. */
-     "CREATE TABLE quotas (namespace TEXT PRIMARY KEY, max_sandboxes INTEGER NOT NULL, max_gpus INTEGER NOT NULL,"
+     "CREATE TABLE quotas (namespace TEXT PRIMARY KEY, max_sandboxes INTEGER NOT NULL, max_gpus INTEGER NOT "
+     "NULL,"
      " max_lifetime_s INTEGER NOT NULL, mode TEXT NOT NULL CHECK (mode IN ('hard', 'soft')),"
      " resource_version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"
-     "CREATE TABLE quota_usage (namespace TEXT PRIMARY KEY, sandboxes INTEGER NOT NULL, gpus INTEGER NOT NULL) STRICT;"
+     "CREATE TABLE quota_usage (namespace TEXT PRIMARY KEY, sandboxes INTEGER NOT NULL, gpus INTEGER NOT "
+     "NULL) STRICT;"
      /* Providers: secret is AES-256-GCM ciphertext under the cluster key key_id. */
-     "CREATE TABLE providers (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,"
+     "CREATE TABLE providers (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT "
+     "NOT NULL,"
      " config TEXT NOT NULL, secret_keys TEXT NOT NULL, secret BLOB NOT NULL, key_id TEXT NOT NULL,"
      " labels TEXT NOT NULL, created_by TEXT NOT NULL, resource_version INTEGER NOT NULL,"
      " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, UNIQUE (namespace, name)) STRICT;"
-     "CREATE TABLE provider_grants (provider_id TEXT NOT NULL, namespace TEXT NOT NULL, principal_id TEXT NOT NULL,"
-     " created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL, PRIMARY KEY (provider_id, principal_id)) STRICT;"
+     "CREATE TABLE provider_grants (provider_id TEXT NOT NULL, namespace TEXT NOT NULL, principal_id TEXT "
+     "NOT NULL,"
+     " created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL, PRIMARY KEY (provider_id, principal_id)) "
+     "STRICT;"
      /* Policies: '' is the gateway policy; the value is a packed gantry.v1.Policy. */
-     "CREATE TABLE policies (namespace TEXT PRIMARY KEY, policy BLOB NOT NULL, resource_version INTEGER NOT NULL,"
+     "CREATE TABLE policies (namespace TEXT PRIMARY KEY, policy BLOB NOT NULL, resource_version INTEGER NOT "
+     "NULL,"
      " created_by TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"
      /* Usage: one row per sandbox run, for cost attribution. */
      "CREATE TABLE usage (sandbox_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, owner_id TEXT NOT NULL,"
-     " labels TEXT NOT NULL, gpus INTEGER NOT NULL, started_at_ms INTEGER NOT NULL, ended_at_ms INTEGER NOT NULL)"
+     " labels TEXT NOT NULL, gpus INTEGER NOT NULL, started_at_ms INTEGER NOT NULL, ended_at_ms INTEGER NOT "
+     "NULL)"
      " STRICT;"
      "ALTER TABLE namespaces ADD COLUMN description TEXT NOT NULL DEFAULT '';"
      "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch INTEGER NOT NULL,"
@@ -108,6 +121,14 @@ static const struct store_migration schema[] = {
      /* A packed message of the object as the change left it (sandboxes), so a watch delivers every
       * state, not only the latest; empty for kinds that do not need it. */
      "ALTER TABLE events ADD COLUMN payload BLOB NOT NULL DEFAULT x'';"},
+    {6, "external identities linked to principals",
+     /* (issuer, subject) pairs an admin linked to an existing principal: the same person from a
+      * second OIDC issuer or a client certificate. A pair belongs to one principal, either as its
+      * own issuer and subject (principals) or here. */
+     "CREATE TABLE principal_links (issuer TEXT NOT NULL, subject TEXT NOT NULL,"
+     " principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE, created_by TEXT NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, PRIMARY KEY (issuer, subject)) STRICT;"
+     "CREATE INDEX principal_links_by_principal ON principal_links (principal_id);"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

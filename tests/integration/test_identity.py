@@ -1,7 +1,7 @@
 """Identity and authorization on a real gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_identity.py <group>
-Groups: matrix, principals, revocation.
+Groups: matrix, principals, revocation, oidc, delegation.
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
@@ -46,6 +46,8 @@ EXPECT = {
     "Principals/Get": (None, ALL), "Principals/List": (None, ALL), "Principals/WhoAmI": (None, ALL),
     "Principals/CreateRoleBinding": ("binding.namespace", NS_ADMINS),
     "Principals/DeleteRoleBinding": (None, NS_ADMINS), "Principals/ListRoleBindings": (None, ALL),
+    "Principals/LinkIdentity": (None, {"pa"}), "Principals/UnlinkIdentity": (None, {"pa"}),
+    "Principals/ListIdentities": (None, ALL),
     "ApiKeys/Create": (None, ALL - {"auditor"}), "ApiKeys/Get": (None, ALL), "ApiKeys/List": (None, ALL),
     "ApiKeys/Revoke": (None, ALL - {"auditor"}), "ApiKeys/Delete": (None, ALL - {"auditor"}),
     "Sandboxes/Create": ("sandbox.meta.namespace", SANDBOX_WRITERS), "Sandboxes/Get": ("namespace", NS_READERS),
@@ -204,9 +206,63 @@ class Matrix(g.GantrydTest):
                     elif not msg:
                         failures.append("%s as %s: PERMISSION_DENIED without a message" % (name, role))
         self.assertEqual(set(EXPECT) - seen, set(), "expectations for RPCs that do not exist")
+        failures += self.ownership(ident)
         self.assertEqual(failures, [], "\n".join(failures))
         print("matrix: %d RPCs x %d roles: %d allowed, %d denied, all as expected" % (len(seen), len(ROLES),
                                                                                     counts["allowed"], counts["denied"]))
+
+
+    def ownership(self, ident):
+        """Every sandbox RPC that names one sandbox, for its owner, a read-share holder, an
+        exec-share holder and a stranger, all holding the user role in its namespace, and for
+        the namespace admin: allowed (OK) or refused (PERMISSION_DENIED, or NOT_FOUND where
+        a read must not confirm that someone else's sandbox exists)."""
+        S, P = sandboxes_pb2, principals_pb2
+        for who in ("reader", "runner", "stranger"):
+            p = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+                principal=P.Principal(meta=ident.meta(name="p-" + who), kind=P.PRINCIPAL_KIND_USER)))
+            ident.ids[who] = p.meta.id
+            ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+                binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_USER, namespace="default")))
+            ident.keys[who] = ident.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+                principal_id=p.meta.id)).secret
+        ok, denied, hidden = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
+        # (call, owner, reader, runner, stranger, namespace admin); each row on a fresh sandbox.
+        rows = [("Get", ok, ok, ok, hidden, ok), ("Delete", ok, denied, denied, denied, ok),
+                ("Share", ok, denied, denied, denied, ok), ("Unshare", ok, denied, denied, denied, ok),
+                ("ListSharedWithMe", ok, ok, ok, ok, ok)]
+        failures = []
+        n = 0
+        for method, *want in rows:
+            for role, expect in zip(("user", "reader", "runner", "stranger", "na"), want):
+                n += 1
+                name = "own-%d" % n
+                ident.call("user", sandboxes_pb2, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                    meta=ident.meta(name=name, namespace="default"), spec=S.SandboxSpec(image="busybox"))))
+                for grantee, access in (("reader", S.SHARE_ACCESS_READ), ("runner", S.SHARE_ACCESS_EXEC)):
+                    ident.call("user", sandboxes_pb2, "Sandboxes", "Share", S.ShareSandboxRequest(
+                        namespace="default", name=name, grantee_principal_id=ident.ids[grantee], access=access))
+                req = {"Get": S.GetSandboxRequest(namespace="default", name=name),
+                       "Delete": S.DeleteSandboxRequest(namespace="default", name=name),
+                       "Share": S.ShareSandboxRequest(namespace="default", name=name,
+                                                      grantee_principal_id=ident.ids["stranger"],
+                                                      access=S.SHARE_ACCESS_READ),
+                       "Unshare": S.UnshareSandboxRequest(namespace="default", name=name,
+                                                          grantee_principal_id=ident.ids["reader"]),
+                       "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default")}[method]
+                try:
+                    out = ident.call(role, sandboxes_pb2, "Sandboxes", method, req, replica=n % len(ident.c.replicas))
+                    code = ok
+                    if method == "ListSharedWithMe":
+                        names = {x.meta.name for x in out.sandboxes}
+                        if (name in names) != (role in ("reader", "runner")):
+                            failures.append("ListSharedWithMe as %s: %s listed=%s" % (role, name, name in names))
+                except grpc.RpcError as e:
+                    code = e.code()
+                if code != expect:
+                    failures.append("Sandboxes/%s as %s: expected %s, got %s" % (method, role, expect, code))
+        print("ownership: %d sandbox calls for owner, read share, exec share, stranger and namespace admin" % n)
+        return failures
 
 
 class Principals(g.GantrydTest):
@@ -351,56 +407,295 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class Oidc(g.GantrydTest):
-    def test_oidc_tokens_authenticate_registered_principals(self):
+class OidcFixture:
+    """A 1-replica cluster trusting two OIDC issuers, from JWKS files written here with keys
+    generated here: "corp" (RS256) and "partner" (ES256)."""
+
+    def __init__(self, test):
+        import json
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.ec = ec.generate_private_key(ec.SECP256R1())
+        pub = self.rsa.public_key().public_numbers()
+        ecpub = self.ec.public_key().public_numbers()
+        root = os.path.join(g.WORK, "oidc-files-" + test._testMethodName)
+        os.makedirs(root)
+        jwks = {
+            "corp": {"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                               "n": b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
+                               "e": b64url(pub.e.to_bytes(3, "big"))}]},
+            "partner": {"keys": [{"kty": "EC", "kid": "p1", "alg": "ES256", "use": "sig", "crv": "P-256",
+                                  "x": b64url(ecpub.x.to_bytes(32, "big")),
+                                  "y": b64url(ecpub.y.to_bytes(32, "big"))}]}}
+        issuers = []
+        for name, keys in jwks.items():
+            path = os.path.join(root, name + ".jwks.json")
+            with open(path, "w") as f:
+                json.dump(keys, f)
+            issuers.append({"name": name, "issuer": "https://%s.test" % name, "audiences": ["gantry"],
+                            "jwks_file": path})
+        cfg = os.path.join(root, "issuers.json")
+        with open(cfg, "w") as f:
+            json.dump({"oidc_issuers": issuers}, f)
+        self.c = g.Cluster("oidc-" + test._testMethodName, run_flags=["--oidc-issuers-file", cfg]).init()
+        test.clusters.append(self.c)
+        self.c.wait_ready()
+        self.ident = Identity.__new__(Identity)
+        self.ident.c, self.ident.keys, self.ident.ids = self.c, {"pa": self.c.key}, {}
+
+    def token(self, sub, exp_in=300, alg=None, aud="gantry", issuer="corp", iss=None, nbf_in=None, sign=True,
+              kid=None, hmac_secret=None):
+        import hashlib
+        import hmac
         import json
         from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding, rsa
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pub = key.public_key().public_numbers()
-        jwks = {"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
-                          "n": b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
-                          "e": b64url(pub.e.to_bytes(3, "big"))}]}
-        root = os.path.join(g.WORK, "oidc-files-" + self._testMethodName)
-        os.makedirs(root)
-        with open(os.path.join(root, "jwks.json"), "w") as f:
-            json.dump(jwks, f)
-        issuers = os.path.join(root, "issuers.json")
-        with open(issuers, "w") as f:
-            json.dump({"oidc_issuers": [{"name": "corp", "issuer": "https://idp.test", "audiences": ["gantry"],
-                                         "jwks_file": os.path.join(root, "jwks.json")}]}, f)
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+        alg = alg or ("RS256" if issuer == "corp" else "ES256")
+        now = int(time.time())
+        header = b64url(json.dumps({"alg": alg, "kid": kid or ("k1" if issuer == "corp" else "p1"),
+                                    "typ": "JWT"}).encode())
+        claims = {"iss": iss or "https://%s.test" % issuer, "aud": aud, "sub": sub, "iat": now, "exp": now + exp_in}
+        if nbf_in is not None:
+            claims["nbf"] = now + nbf_in
+        payload = b64url(json.dumps(claims).encode())
+        signing = (header + "." + payload).encode()
+        sig = b""
+        if hmac_secret is not None:
+            sig = hmac.new(hmac_secret, signing, hashlib.sha256).digest()
+        elif sign and alg == "RS256":
+            sig = self.rsa.sign(signing, padding.PKCS1v15(), hashes.SHA256())
+        elif sign and alg == "ES256":
+            r, s_ = utils.decode_dss_signature(self.ec.sign(signing, ec.ECDSA(hashes.SHA256())))
+            sig = r.to_bytes(32, "big") + s_.to_bytes(32, "big")
+        return header + "." + payload + "." + b64url(sig)
 
-        def token(sub, exp_in=300, alg="RS256", aud="gantry"):
-            now = int(time.time())
-            header = b64url(json.dumps({"alg": alg, "kid": "k1", "typ": "JWT"}).encode())
-            payload = b64url(json.dumps({"iss": "https://idp.test", "aud": aud, "sub": sub, "iat": now,
-                                         "exp": now + exp_in}).encode())
-            signing = (header + "." + payload).encode()
-            sig = key.sign(signing, padding.PKCS1v15(), hashes.SHA256()) if alg == "RS256" else b""
-            return header + "." + payload + "." + b64url(sig)
 
-        c = g.Cluster("oidc-" + self._testMethodName, run_flags=["--oidc-issuers-file", issuers]).init()
-        self.clusters.append(c)
-        c.wait_ready()
-        ident = Identity.__new__(Identity)
-        ident.c, ident.keys, ident.ids = c, {"pa": c.key}, {}
-        P = principals_pb2
+class Oidc(g.GantrydTest):
+    def test_oidc_tokens_authenticate_registered_principals(self):
+        from cryptography.hazmat.primitives import serialization
+        oidc = OidcFixture(self)
+        ident, P = oidc.ident, principals_pb2
+        for name, issuer in (("alice", "corp"), ("bob", "partner")):
+            p = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+                meta=Identity.meta(name=name), kind=P.PRINCIPAL_KIND_USER, oidc_issuer=issuer, oidc_subject=name)))
+            ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+                binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_USER, namespace="default")))
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=oidc.token("alice"))
+        self.assertEqual(who.principal.meta.name, "alice")
+        self.assertEqual([(b.role, b.namespace) for b in who.bindings], [(P.ROLE_USER, "default")])
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(),
+                         key=oidc.token("bob", issuer="partner"))
+        self.assertEqual(who.principal.meta.name, "bob", "ES256 from the second issuer")
+        # Within the leeway (60 s) an expired token still passes; beyond it, not.
+        ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=oidc.token("alice", exp_in=-20))
+        rsa_pem = oidc.rsa.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        for bad, why in ((oidc.token("alice", exp_in=-600), "expired"),
+                         (oidc.token("alice", alg="none", sign=False), "none"),
+                         (oidc.token("alice", alg="HS256", hmac_secret=rsa_pem), "hs256"),
+                         (oidc.token("alice", sign=False), "signature"),
+                         (oidc.token("alice", nbf_in=600), "not"),
+                         (oidc.token("alice", iss="https://evil.test"), "issuer"),
+                         (oidc.token("alice", aud="other"), "audience"),
+                         (oidc.token("alice", kid="unknown"), "unknown key id"),
+                         (oidc.token("alice", issuer="partner"), "no principal is registered"),
+                         (oidc.token("bob"), "no principal is registered")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=bad)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, why)
+            self.assertIn(why, cm.exception.details().lower() if why != "none" else cm.exception.details(), why)
+
+
+class Delegation(g.GantrydTest):
+    def test_delegated_service_account_stays_in_scope(self):
+        ident = Identity(self)
+        P, S = principals_pb2, sandboxes_pb2
+        r1 = ident.c.replicas[0]
+        for ns in ("team-c", "ops"):
+            r1.store("exec", "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, "
+                     "resource_version, created_at_ms, updated_at_ms, deletion_timestamp_ms) VALUES ('ns-%s', '%s', "
+                     "'ACTIVE', '{}', '{}', 'test', 1, 0, 0, 0)" % (ns, ns))
+
+        def code(fn):
+            with self.assertRaises(grpc.RpcError) as cm:
+                fn()
+            return cm.exception.code(), cm.exception.details()
+
+        def principal(name, kind):
+            p = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+                principal=P.Principal(meta=ident.meta(name=name), kind=kind)))
+            ident.ids[name] = p.meta.id
+            ident.keys[name] = ident.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+                principal_id=p.meta.id)).secret
+            return p.meta.id
+
+        def bind(role_key, pid, role, ns="", scope=None):
+            b = P.RoleBinding(principal_id=pid, role=role, namespace=ns)
+            if scope is not None:
+                b.delegation.CopyFrom(scope)
+            return ident.call(role_key, principals_pb2, "Principals", "CreateRoleBinding",
+                              P.CreateRoleBindingRequest(binding=b))
+
+        ctrl = principal("ctrl", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
+        narrow = principal("narrow", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
+        scope = P.DelegationScope(namespace_patterns=["team-*"], allowed_driver_config_keys=["kubernetes.node_selector"],
+                                  allowed_credential_sources=["gh-*"], create_on_behalf_of_owner=True)
+        # Only a platform admin grants a scope; only to a service account, for user or
+        # namespace_admin, with patterns and no namespace of its own; bad input changes nothing.
+        for who, pid, role, ns, sc, want in (
+                ("na", ctrl, P.ROLE_USER, "", scope, grpc.StatusCode.PERMISSION_DENIED),
+                ("pa", ident.ids["user"], P.ROLE_USER, "", scope, grpc.StatusCode.INVALID_ARGUMENT),
+                ("pa", ctrl, P.ROLE_USER, "default", scope, grpc.StatusCode.INVALID_ARGUMENT),
+                ("pa", ctrl, P.ROLE_AUDITOR, "", scope, grpc.StatusCode.INVALID_ARGUMENT),
+                ("pa", ctrl, P.ROLE_USER, "", P.DelegationScope(create_on_behalf_of_owner=True),
+                 grpc.StatusCode.INVALID_ARGUMENT),
+                ("pa", ctrl, P.ROLE_USER, "", P.DelegationScope(namespace_patterns=["Team A"]),
+                 grpc.StatusCode.INVALID_ARGUMENT),
+                ("pa", ctrl, P.ROLE_USER, "", P.DelegationScope(namespace_patterns=["x"] * 9),
+                 grpc.StatusCode.INVALID_ARGUMENT)):
+            c, m = code(lambda: bind(who, pid, role, ns, sc))
+            self.assertEqual(c, want, (who, role, ns, m))
+            self.assertTrue(m)
+        listed = ident.call("pa", principals_pb2, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(
+            principal_id=ctrl))
+        self.assertEqual(len(listed.bindings), 0, "a refused binding was stored")
+        b = bind("pa", ctrl, P.ROLE_USER, "", scope)
+        self.assertEqual(list(b.delegation.namespace_patterns), ["team-*"])
+        self.assertTrue(b.delegation.create_on_behalf_of_owner)
+        bind("pa", narrow, P.ROLE_USER, "", P.DelegationScope(namespace_patterns=["team-c"]))
+        # The owner it acts for: a user of team-b ("other").
+        def create(key, name, ns="team-b", driver_config=None, providers=(), owner=""):
+            return ident.call(key, sandboxes_pb2, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=ident.meta(name=name, namespace=ns),
+                spec=S.SandboxSpec(image="busybox", driver_config=driver_config or {}, providers=list(providers),
+                                   owner_id=owner))), replica=1)
+
+        sb = create("ctrl", "d1", driver_config={"kubernetes": '{"node_selector": {"pool": "agents"}}'})
+        self.assertEqual(sb.meta.namespace, "team-b")
+        self.assertEqual(sb.spec.owner_id, ctrl)
+        sb = create("ctrl", "d2", owner=ident.ids["other"])
+        self.assertEqual(sb.spec.owner_id, ident.ids["other"])
+        self.assertEqual(sb.meta.created_by, ctrl)
+        # The owner sees it as theirs.
+        got = ident.call("other", sandboxes_pb2, "Sandboxes", "Get", S.GetSandboxRequest(namespace="team-b", name="d2"))
+        self.assertEqual(got.meta.name, "d2")
+        for args, want, text in (
+                (dict(name="x1", ns="default"), grpc.StatusCode.PERMISSION_DENIED, "default"),
+                (dict(name="x2", ns="ops"), grpc.StatusCode.PERMISSION_DENIED, "ops"),
+                (dict(name="x3", driver_config={"kubernetes": '{"tolerations": []}'}),
+                 grpc.StatusCode.PERMISSION_DENIED, "kubernetes.tolerations"),
+                (dict(name="x4", providers=["aws-prod"]), grpc.StatusCode.PERMISSION_DENIED, "aws-prod"),
+                (dict(name="x5", providers=["gh-bot"]), grpc.StatusCode.NOT_FOUND, "gh-bot"),
+                (dict(name="x6", owner=ident.ids["user"]), grpc.StatusCode.FAILED_PRECONDITION, "owner_id")):
+            c, m = code(lambda: create("ctrl", **args))
+            self.assertEqual(c, want, (args, m))
+            self.assertIn(text, m)
+        # Without create_on_behalf_of_owner, or without any scope, acting for another owner is denied.
+        c, m = code(lambda: create("narrow", "y1", ns="team-c", owner=ident.ids["other"]))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("on behalf", m)
+        c, m = code(lambda: create("narrow", "y2", ns="team-b"))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
+        c, m = code(lambda: create("user", "y3", ns="default", owner=ident.ids["other"]))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("delegation", m)
+        self.assertEqual(create("narrow", "y4", ns="team-c").meta.namespace, "team-c")
+        # WhoAmI: bindings with their scope and the effective permissions.
+        w = ident.call("ctrl", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest())
+        self.assertEqual(w.authenticated_via, "api_key")
+        self.assertEqual([list(x.delegation.namespace_patterns) for x in w.bindings], [["team-*"]])
+        perms = {(p.method, p.namespace) for p in w.permissions}
+        self.assertIn(("/gantry.v1.Sandboxes/Create", "team-*"), perms)
+        self.assertNotIn("/gantry.v1.Cluster/ListMembers", {m for m, _ in perms})
+        self.assertNotIn(("/gantry.v1.Sandboxes/Create", "default"), perms)
+        w = ident.call("pa", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest())
+        self.assertIn(("/gantry.v1.Cluster/ListMembers", ""), {(p.method, p.namespace) for p in w.permissions})
+        w = ident.call("user", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest())
+        conds = {p.method: p.condition for p in w.permissions if p.namespace == "default"}
+        self.assertIn("own", conds["/gantry.v1.Sandboxes/Delete"])
+        self.assertNotIn("/gantry.v1.Namespaces/Create", conds)
+        # Revoking the delegated binding ends it on every replica within the cache bound.
+        ident.call("pa", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
+        t0 = time.monotonic()
+        while True:
+            try:
+                create("ctrl", "late-%d" % int((time.monotonic() - t0) * 1000))
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+                break
+            self.assertLess(time.monotonic() - t0, 3.0, "a revoked delegation still worked after 3 s")
+            time.sleep(0.1)
+        # Deleting a principal removes its shares and grants with it.
+        bind("pa", narrow, P.ROLE_USER, "team-b")
+        ident.call("other", sandboxes_pb2, "Sandboxes", "Share", S.ShareSandboxRequest(
+            namespace="team-b", name="d2", grantee_principal_id=narrow, access=S.SHARE_ACCESS_READ))
+        r1.store("exec", "INSERT INTO provider_grants (provider_id, namespace, principal_id, created_by, "
+                 "created_at_ms) VALUES ('prov-x', 'team-b', '%s', 'test', 0)" % narrow)
+        ident.call("pa", principals_pb2, "Principals", "Delete", P.DeletePrincipalRequest(id=narrow))
+        for table, column in (("provider_grants", "principal_id"), ("shares", "grantee_id")):
+            left = r1.store("query", "SELECT count(*) FROM %s WHERE %s = '%s'" % (table, column, narrow))
+            self.assertEqual(left.strip().splitlines()[-1].strip(), "0", (table, left))
+
+    def test_linked_identities(self):
+        oidc = OidcFixture(self)
+        ident, P = oidc.ident, principals_pb2
         alice = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
             meta=Identity.meta(name="alice"), kind=P.PRINCIPAL_KIND_USER, oidc_issuer="corp", oidc_subject="alice")))
         ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
             binding=P.RoleBinding(principal_id=alice.meta.id, role=P.ROLE_USER, namespace="default")))
-        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=token("alice"))
-        self.assertEqual(who.principal.meta.name, "alice")
-        self.assertEqual([(b.role, b.namespace) for b in who.bindings], [(P.ROLE_USER, "default")])
-        for bad, why in ((token("alice", exp_in=-600), "expired"), (token("alice", alg="none"), "none"),
-                         (token("alice", aud="other"), "audience"), (token("bob"), "no principal is registered")):
+        partner = oidc.token("a.smith@partner", issuer="partner")
+        with self.assertRaises(grpc.RpcError) as cm:
+            ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=partner)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, "two issuers are two principals")
+        link = P.ExternalIdentity(principal_id="alice", issuer="partner", subject="a.smith@partner")
+        for bad in (P.ExternalIdentity(principal_id="alice", issuer="Partner IdP", subject="x"),
+                    P.ExternalIdentity(principal_id="alice", issuer="partner", subject=""),
+                    P.ExternalIdentity(issuer="partner", subject="x")):
             with self.assertRaises(grpc.RpcError) as cm:
-                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=bad)
-            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
-            self.assertIn(why, cm.exception.details().lower() if why != "none" else cm.exception.details())
+                ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=bad))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(grpc.RpcError) as cm:
+            ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+                identity=P.ExternalIdentity(principal_id="nobody", issuer="partner", subject="x")))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        got = ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            request_id="link-1", identity=link))
+        self.assertEqual(got.principal_id, alice.meta.id)
+        again = ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            request_id="link-1", identity=link))
+        self.assertEqual(again, got, "a retry under the same request_id returns the first answer")
+        with self.assertRaises(grpc.RpcError) as cm:
+            ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=link))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+        with self.assertRaises(grpc.RpcError) as cm:  # alice's own pair cannot be linked elsewhere
+            ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+                identity=P.ExternalIdentity(principal_id="admin", issuer="corp", subject="alice")))
+        self.assertIn(cm.exception.code(), (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION))
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=partner, replica=0)
+        self.assertEqual(who.principal.meta.id, alice.meta.id)
+        self.assertEqual(who.authenticated_via, "oidc")
+        mine = ident.call(None, principals_pb2, "Principals", "ListIdentities", P.ListIdentitiesRequest(),
+                          key=oidc.token("alice"))
+        self.assertEqual([(x.issuer, x.subject) for x in mine.identities], [("partner", "a.smith@partner")])
+        # The link is audited like every write.
+        from gantry.v1 import audit_pb2 as A
+        events = ident.call("pa", audit_pb2, "Audit", "Query", A.QueryAuditRequest())
+        self.assertIn("LinkIdentity", " ".join(e.api_operation for e in events.events))
+        ident.call("pa", principals_pb2, "Principals", "UnlinkIdentity", P.UnlinkIdentityRequest(
+            issuer="partner", subject="a.smith@partner"))
+        t0 = time.monotonic()
+        while True:
+            try:
+                ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=partner)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
+                break
+            self.assertLess(time.monotonic() - t0, 3.0, "an unlinked identity still worked after 3 s")
+            time.sleep(0.1)
 
 
-GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation, "oidc": Oidc}
+GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation, "oidc": Oidc,
+          "delegation": Delegation}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -308,6 +308,22 @@ class Policies(Base):
         self.err(lambda: env.po("pa", "Get", PO.GetPolicyRequest(namespace="nope")), SC.NOT_FOUND, "nope")
         # A namespace admin may tighten even the default (anything is within "any").
         env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", max_lifetime_seconds=60, allow_shares=True)))
+        # Shares follow the policies: read shares allowed, exec shares not (left false here).
+        SB = sandboxes_pb2
+        env.call("user", sandboxes_pb2, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+            meta=SB.Sandbox().meta.__class__(name="shared", namespace="default"), spec=SB.SandboxSpec(image="busybox"))))
+
+        def share(access):
+            return env.call("user", sandboxes_pb2, "Sandboxes", "Share", SB.ShareSandboxRequest(
+                namespace="default", name="shared", grantee_principal_id=env.ids["sa"], access=access))
+        self.assertEqual(len(share(SB.SHARE_ACCESS_READ).shares), 1)
+        self.err(lambda: share(SB.SHARE_ACCESS_EXEC), SC.FAILED_PRECONDITION, "namespace policy", "allow_exec_shares")
+        env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", max_lifetime_seconds=60)))
+        self.err(lambda: share(SB.SHARE_ACCESS_READ), SC.FAILED_PRECONDITION, "allow_shares")
+        # Existing shares stay and can always be removed.
+        env.call("user", sandboxes_pb2, "Sandboxes", "Unshare", SB.UnshareSandboxRequest(
+            namespace="default", name="shared", grantee_principal_id=env.ids["sa"]))
+        env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", max_lifetime_seconds=60, allow_shares=True)))
         # The gateway policy: platform_admin only; bad input refused.
         self.err(lambda: env.po("na", "Set", PO.SetPolicyRequest(policy=pol(**GATEWAY))), SC.PERMISSION_DENIED,
                  "platform_admin")

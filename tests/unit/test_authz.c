@@ -19,10 +19,10 @@
 
 #define DOC_PATH GANTRY_SOURCE_DIR "/docs/api.md"
 
-static struct authz_binding b_pa[] = {{AZ_ROLE_PLATFORM_ADMIN, ""}};
-static struct authz_binding b_aud[] = {{AZ_ROLE_AUDITOR, ""}};
-static struct authz_binding b_na[] = {{AZ_ROLE_NAMESPACE_ADMIN, "team-a"}};
-static struct authz_binding b_user[] = {{AZ_ROLE_USER, "team-a"}};
+static struct authz_binding b_pa[] = {{.role = AZ_ROLE_PLATFORM_ADMIN, .ns = ""}};
+static struct authz_binding b_aud[] = {{.role = AZ_ROLE_AUDITOR, .ns = ""}};
+static struct authz_binding b_na[] = {{.role = AZ_ROLE_NAMESPACE_ADMIN, .ns = "team-a"}};
+static struct authz_binding b_user[] = {{.role = AZ_ROLE_USER, .ns = "team-a"}};
 
 static struct authz_caller caller(struct authz_binding *b, size_t n)
 {
@@ -138,6 +138,120 @@ static void test_no_bindings_no_access(void **state)
     assert_true(denied > open);
 }
 
+/* --- delegation scopes (RFC 0005) --- */
+
+static void test_scope_parse(void **state)
+{
+    (void)state;
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("", &sc), 0);
+    assert_false(sc.set);
+    assert_int_equal(
+        authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                          "[\"kubernetes.node_selector\"],\"allowed_credential_sources\":[\"gh\"],"
+                          "\"create_on_behalf_of_owner\":true}",
+                          &sc),
+        0);
+    assert_true(sc.set && sc.on_behalf);
+    assert_int_equal(sc.n_patterns, 1);
+    char *json = authz_scope_json(&sc);
+    struct authz_scope again;
+    assert_int_equal(authz_scope_parse(json, &again), 0);
+    assert_memory_equal(&sc, &again, sizeof sc);
+    mem_free(json);
+    /* Anything else grants nothing. */
+    assert_int_equal(authz_scope_parse("[]", &sc), GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":\"team-*\"}", &sc), GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[1]}", &sc), GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\","
+                                       "\"h\",\"i\"]}",
+                                       &sc),
+                     GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{not json", &sc), GERR_INVAL);
+}
+
+static void test_delegated_binding(void **state)
+{
+    (void)state;
+    struct authz_binding b[2] = {{.role = AZ_ROLE_USER, .ns = ""}};
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.node_selector\",\"runtime_class\"],"
+                                       "\"allowed_credential_sources\":[\"gh-*\"]}",
+                                       &b[0].scope),
+                     0);
+    assert_true(authz_binding_covers(&b[0], "team-a"));
+    assert_false(authz_binding_covers(&b[0], "ops"));
+    assert_false(authz_binding_covers(&b[0], "")); /* never global */
+    struct authz_caller c = caller(b, 1);
+    const struct authz_rule *create = authz_rule_find("/gantry.v1.Sandboxes/Create");
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
+    Gantry__V1__CreateSandboxRequest req = GANTRY__V1__CREATE_SANDBOX_REQUEST__INIT;
+    sb.meta = &meta;
+    req.sandbox = &sb;
+    struct authz_decision d;
+    meta.namespace_ = "team-b";
+    authz_decide(create, &c, &req.base, &d);
+    assert_true(d.allowed);
+    meta.namespace_ = "ops";
+    authz_decide(create, &c, &req.base, &d);
+    assert_false(d.allowed);
+    /* Not an admin anywhere, not global. */
+    authz_decide(authz_rule_find("/gantry.v1.Cluster/ListMembers"), &c, NULL, &d);
+    assert_false(d.allowed);
+
+    const struct authz_scope *scopes[4];
+    assert_int_equal(authz_delegations(&c, "team-a", scopes, 4), 1);
+    assert_true(authz_scope_allows_config(scopes[0], "kubernetes", "node_selector"));
+    assert_true(authz_scope_allows_config(scopes[0], "process", "runtime_class"));
+    assert_false(authz_scope_allows_config(scopes[0], "kubernetes", "tolerations"));
+    assert_true(authz_scope_allows_source(scopes[0], "gh-bot"));
+    assert_false(authz_scope_allows_source(scopes[0], "aws"));
+    /* A plain binding in the namespace lifts the restriction there, not elsewhere. */
+    b[1] = (struct authz_binding){.role = AZ_ROLE_USER, .ns = "team-a"};
+    c = caller(b, 2);
+    assert_int_equal(authz_delegations(&c, "team-a", scopes, 4), 0);
+    assert_int_equal(authz_delegations(&c, "team-c", scopes, 4), 1);
+    assert_int_equal(authz_delegations(&c, "ops", scopes, 4), 0); /* and no authority at all there */
+    c = caller(b_pa, 1);
+    assert_int_equal(authz_delegations(&c, "team-a", scopes, 4), 0);
+}
+
+struct perms {
+    size_t n;
+    bool create_team, create_star, members, shared_own;
+};
+
+static void count_perm(void *arg, const struct authz_rule *r, const char *where, const char *condition)
+{
+    struct perms *p = arg;
+    p->n++;
+    p->create_team |= strcmp(r->path, "/gantry.v1.Sandboxes/Create") == 0 && strcmp(where, "team-a") == 0;
+    p->create_star |= strcmp(r->path, "/gantry.v1.Sandboxes/Create") == 0 && strcmp(where, "*") == 0;
+    p->members |= strcmp(r->path, "/gantry.v1.Cluster/ListMembers") == 0;
+    p->shared_own |= strcmp(r->path, "/gantry.v1.Sandboxes/Delete") == 0 && condition[0] != '\0';
+}
+
+static void test_effective_permissions(void **state)
+{
+    (void)state;
+    struct perms user = {0}, pa = {0}, aud = {0}, none = {0};
+    struct authz_caller c = caller(b_user, 1);
+    authz_effective(&c, count_perm, &user);
+    assert_true(user.create_team && !user.create_star && !user.members && user.shared_own);
+    c = caller(b_pa, 1);
+    authz_effective(&c, count_perm, &pa);
+    assert_true(pa.create_star && pa.members && !pa.shared_own);
+    /* Every rule but Join (a token call) is the platform admin's. */
+    assert_int_equal(pa.n, authz_rule_count() - 1);
+    c = caller(b_aud, 1);
+    authz_effective(&c, count_perm, &aud);
+    assert_true(!aud.create_star && !aud.create_team && !aud.members);
+    c = caller(NULL, 0);
+    authz_effective(&c, count_perm, &none);
+    assert_true(none.n < user.n && !none.create_team);
+}
+
 /* --- docs/api.md --- */
 
 static void doc(struct buf *out)
@@ -202,9 +316,15 @@ int main(int argc, char **argv)
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table_covers_every_rpc),         cmocka_unit_test(test_namespace_from_request),
-        cmocka_unit_test(test_sandbox_ownership_is_delegated), cmocka_unit_test(test_binding_rules),
-        cmocka_unit_test(test_no_bindings_no_access),          cmocka_unit_test(test_doc_is_current),
+        cmocka_unit_test(test_table_covers_every_rpc),
+        cmocka_unit_test(test_namespace_from_request),
+        cmocka_unit_test(test_sandbox_ownership_is_delegated),
+        cmocka_unit_test(test_binding_rules),
+        cmocka_unit_test(test_no_bindings_no_access),
+        cmocka_unit_test(test_scope_parse),
+        cmocka_unit_test(test_delegated_binding),
+        cmocka_unit_test(test_effective_permissions),
+        cmocka_unit_test(test_doc_is_current),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

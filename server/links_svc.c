@@ -1,0 +1,219 @@
+/* Principals.LinkIdentity, UnlinkIdentity and ListIdentities (server/links_svc.h). */
+#include "server/links_svc.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "gantry/v1/principals.pb-c.h"
+#include "lib/mem.h"
+#include "server/gate.h"
+
+#define SUBJECT_MAX 255u
+
+static char *col(const struct proto_rows *r, size_t row, unsigned c)
+{
+    const struct proto_value *v = proto_rows_at(r, row, c);
+    return v->type == PROTO_TEXT ? (char *)v->u.b.s : "";
+}
+
+/* issuer: "mtls" or an issuer name (a DNS label, as the issuers file requires). */
+static bool pair_ok(struct gate_ctx *ctx, const char *issuer, const char *subject)
+{
+    size_t il = strlen(issuer), sl = strlen(subject);
+    bool ok = il > 0 && il <= 63;
+    for (size_t i = 0; ok && i < il; i++) {
+        ok = (issuer[i] >= 'a' && issuer[i] <= 'z') || (issuer[i] >= '0' && issuer[i] <= '9') ||
+             issuer[i] == '-';
+    }
+    if (!ok) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "identity.issuer must be the name of a configured OIDC issuer or \"mtls\"");
+        return false;
+    }
+    if (sl == 0 || sl > SUBJECT_MAX) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "identity.subject is required (at most %u bytes)",
+                  SUBJECT_MAX);
+        return false;
+    }
+    return true;
+}
+
+static void identity_msg(Gantry__V1__ExternalIdentity *m, const struct proto_rows *r, size_t i)
+{
+    gantry__v1__external_identity__init(m);
+    m->principal_id = col(r, i, 0);
+    m->issuer = col(r, i, 1);
+    m->subject = col(r, i, 2);
+    m->created_by = col(r, i, 3);
+    m->created_at_ms = proto_rows_at(r, i, 4)->u.i;
+}
+
+#define LINK_COLS "principal_id, issuer, subject, created_by, created_at_ms"
+
+static int link_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__LinkIdentityRequest *req = c->arg;
+    const Gantry__V1__ExternalIdentity *in = req->identity;
+    struct proto_value pp[] = {proto_text(in->principal_id)};
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_tx_query(tx,
+                            "SELECT id, kind, name FROM principals WHERE id = ?1 OR name = ?1 "
+                            "ORDER BY kind = 'user' DESC LIMIT 1",
+                            pp, 1, &rows);
+    if (rv == 0 && rows.n_rows == 0) {
+        rv = res_fail(tx, GERR_NOTFOUND, "identity.principal_id: no principal \"%.63s\"", in->principal_id);
+    } else if (rv == 0 && strcmp(col(&rows, 0, 1), "user") != 0) {
+        rv = res_fail(tx, GERR_REFUSED,
+                      "identity.principal_id: \"%.63s\" is a service account; service accounts authenticate "
+                      "with API keys only",
+                      in->principal_id);
+    }
+    char id[40] = "", name[64] = "";
+    if (rv == 0) {
+        snprintf(id, sizeof id, "%s", col(&rows, 0, 0));
+        snprintf(name, sizeof name, "%s", col(&rows, 0, 2));
+    }
+    proto_rows_close(&rows);
+    int64_t taken = 0;
+    struct proto_value kp[] = {proto_text(in->issuer), proto_text(in->subject)};
+    if (rv == 0) {
+        rv = store_tx_query_int(
+            tx,
+            "SELECT (SELECT count(*) FROM principals WHERE issuer = ?1 AND subject = ?2) + "
+            "(SELECT count(*) FROM principal_links WHERE issuer = ?1 AND subject = ?2)",
+            kp, 2, &taken);
+    }
+    if (rv == 0 && taken > 0) {
+        rv = res_fail(tx, GERR_EXISTS,
+                      "issuer \"%.63s\" subject \"%.100s\" already belongs to a principal: unlink it first",
+                      in->issuer, in->subject);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "PrincipalLink", "", id, name, "ADDED");
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(in->issuer), proto_text(in->subject), proto_text(id),
+                                  proto_text(c->ctx->who.id), proto_int(c->ctx->now_ms)};
+        rv = store_tx_exec(tx,
+                           "INSERT INTO principal_links (issuer, subject, principal_id, created_by, "
+                           "created_at_ms) VALUES (?, ?, ?, ?, ?)",
+                           p, 5, NULL);
+    }
+    if (rv == 0) {
+        Gantry__V1__ExternalIdentity out = GANTRY__V1__EXTERNAL_IDENTITY__INIT;
+        out.principal_id = id;
+        out.issuer = in->issuer;
+        out.subject = in->subject;
+        out.created_by = c->ctx->who.id;
+        out.created_at_ms = c->ctx->now_ms;
+        res_reply(c, &out.base);
+    }
+    return rv;
+}
+
+static void link_(struct gate_ctx *ctx, void *data)
+{
+    const struct res_env *env = data;
+    const Gantry__V1__LinkIdentityRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->identity == NULL || req->identity->principal_id[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "identity.principal_id is required");
+        return;
+    }
+    if (!pair_ok(ctx, req->identity->issuer, req->identity->subject)) {
+        return;
+    }
+    res_mutate(ctx, env, req->request_id, &gantry__v1__external_identity__descriptor, link_tx, (void *)req);
+}
+
+static int unlink_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__UnlinkIdentityRequest *req = c->arg;
+    struct proto_value kp[] = {proto_text(req->issuer), proto_text(req->subject)};
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_tx_query(tx, "SELECT principal_id FROM principal_links WHERE issuer = ? AND subject = ?",
+                            kp, 2, &rows);
+    char id[40] = "";
+    if (rv == 0 && rows.n_rows == 0) {
+        rv = res_fail(tx, GERR_NOTFOUND, "issuer \"%.63s\" subject \"%.100s\" is not linked to any principal",
+                      req->issuer, req->subject);
+    } else if (rv == 0) {
+        snprintf(id, sizeof id, "%s", col(&rows, 0, 0));
+    }
+    proto_rows_close(&rows);
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM principal_links WHERE issuer = ? AND subject = ?", kp, 2, NULL);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "PrincipalLink", "", id, "", "DELETED");
+    }
+    if (rv == 0) {
+        Gantry__V1__DeleteResponse out = GANTRY__V1__DELETE_RESPONSE__INIT;
+        out.id = id;
+        out.revision = (uint64_t)c->revision;
+        res_reply(c, &out.base);
+    }
+    return rv;
+}
+
+static void unlink_(struct gate_ctx *ctx, void *data)
+{
+    const struct res_env *env = data;
+    const Gantry__V1__UnlinkIdentityRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (!pair_ok(ctx, req->issuer, req->subject)) {
+        return;
+    }
+    res_mutate(ctx, env, req->request_id, &gantry__v1__delete_response__descriptor, unlink_tx, (void *)req);
+}
+
+static void list(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__ListIdentitiesRequest *req = (const void *)grpc_call_request(ctx->call);
+    const char *who = req->principal_id[0] != '\0' ? req->principal_id : ctx->who.id;
+    if (ctx->decision.self_check && strcmp(who, ctx->who.id) != 0 && strcmp(who, ctx->who.name) != 0) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                  "listing another principal's linked identities needs the platform_admin, auditor or "
+                  "namespace_admin role");
+        return;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(who)};
+    int rv =
+        store_client_query(ctx->cl,
+                           "SELECT " LINK_COLS " FROM principal_links WHERE principal_id = (SELECT id FROM "
+                           "principals WHERE id = ?1 OR name = ?1 ORDER BY kind = 'user' DESC LIMIT 1) "
+                           "ORDER BY issuer, subject LIMIT 1000",
+                           p, 1, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list identities: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    Gantry__V1__ExternalIdentity *ms = mem_zalloc(sizeof *ms * (rows.n_rows + 1));
+    Gantry__V1__ExternalIdentity **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        identity_msg(&ms[i], &rows, i);
+        ps[i] = &ms[i];
+    }
+    Gantry__V1__ListIdentitiesResponse resp = GANTRY__V1__LIST_IDENTITIES_RESPONSE__INIT;
+    resp.n_identities = rows.n_rows;
+    resp.identities = ps;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    proto_rows_close(&rows);
+}
+
+int links_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
+{
+    if (gate_route(g, "/gantry.v1.Principals/LinkIdentity", link_, (void *)env) != 0 ||
+        gate_route(g, "/gantry.v1.Principals/UnlinkIdentity", unlink_, (void *)env) != 0 ||
+        gate_route(g, "/gantry.v1.Principals/ListIdentities", list, NULL) != 0) {
+        gerr_set(errmsg, "links service: cannot route the identity methods");
+        return GERR_INVAL;
+    }
+    return 0;
+}
