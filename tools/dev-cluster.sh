@@ -8,7 +8,8 @@
 #   tools/dev-cluster.sh status   show which replicas run and the cluster membership
 #   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
 #   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
-#   tools/dev-cluster.sh clean    stop the replicas and remove the directory
+#   tools/dev-cluster.sh clean    delete the sandboxes, stop the replicas, remove the directory and
+#                                 the gantry contexts tools/run.sh wrote (gantry-dev, gantry-dev-admin)
 #
 # Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+2, API BASE+100.., admin BASE+200...
 # Environment: GANTRY_DEV_DIR (data directory), GANTRY_BIN_DIR (build tree, default
@@ -124,20 +125,27 @@ clean)
   # Sandboxes belong to the driver's backend and outlive the replicas: delete them through the API
   # first (the reconciler stops their process trees), then stop the replicas.
   if running 1 || running 2 || running 3; then
-    cli sandbox list 2>/dev/null | awk 'NR > 1 {print $1, $2}' | while read -r ns name; do
+    cli sandbox list -A 2>/dev/null | awk 'NR > 1 {print $1, $2}' | while read -r ns name; do
       cli sandbox delete "$name" --namespace "$ns" >/dev/null 2>&1 || true
     done
     for _ in $(seq 1 100); do
-      [ "$(cli sandbox list 2>/dev/null | awk 'NR > 1' | wc -l)" -eq 0 ] && break
+      [ "$(cli sandbox list -A 2>/dev/null | awk 'NR > 1' | wc -l)" -eq 0 ] && break
       sleep 0.2
     done
   fi
   for id in 3 2 1; do stop_replica "$id"; done
   rm -rf "$dir"
   echo "removed $dir"
+  # The contexts tools/run.sh wrote point into the removed directory.
+  if [ -x "$gantry" ]; then
+    for ctx in gantry-dev gantry-dev-admin; do
+      "$gantry" context delete "$ctx" >/dev/null 2>&1 && echo "removed the gantry context $ctx"
+    done
+  fi
+  true
   ;;
 *)
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

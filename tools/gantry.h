@@ -1,32 +1,173 @@
-/* The gantry CLI's shared parts (tools/gantry.c: main and the cluster commands;
- * tools/gantry_res.c: the resource commands). */
+/* The gantry CLI's shared parts. The command table is the single source of the commands: main
+ * dispatches through it, --help prints its synopsis and example, `gantry help --commands` lists it
+ * for the documentation test, and `gantry completion bash` is generated from it.
+ *
+ *   tools/gantry.c            main: global flags, contexts applied, dispatch, help, completion
+ *   tools/gantry_call.c       the call with failover across endpoints, exit codes, hints
+ *   tools/gantry_out.c        protobuf messages as JSON, YAML or a table
+ *   tools/gantry_ctx.c        contexts in $XDG_CONFIG_HOME/gantry/config.json
+ *   tools/gantry_cluster.c    cluster
+ *   tools/gantry_principals.c whoami, user, sa, role, key
+ *   tools/gantry_tenants.c    namespace, quota, policy, usage, audit
+ *   tools/gantry_providers.c  provider
+ *   tools/gantry_sandbox.c    sandbox */
 #ifndef GANTRY_TOOLS_GANTRY_H
 #define GANTRY_TOOLS_GANTRY_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
+#include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "server/grpc_client.h"
 
-struct cli {
-    char *endpoints[16];
-    unsigned n_endpoints;
-    const char *ca;
-    char token[512];
-    bool json;
+/* Exit codes (docs/cli.md). */
+enum {
+    GANTRY_EXIT_OK = 0,
+    GANTRY_EXIT_FAILED = 1,      /* the server refused or failed the call */
+    GANTRY_EXIT_USAGE = 2,       /* bad command line or configuration */
+    GANTRY_EXIT_UNAVAILABLE = 3, /* no endpoint answered (connection refused, UNAVAILABLE, TLS) */
+    GANTRY_EXIT_DENIED = 4,      /* UNAUTHENTICATED or PERMISSION_DENIED */
+    GANTRY_EXIT_NOT_READY = 5,   /* a waited-for sandbox ended in ERROR or was not READY in time */
 };
 
-/* Call @path on the endpoints in turn until one answers other than UNAVAILABLE; the same request
- * (with its request_id) is sent each time, so a retried write applies once. Unary: *@out gets the
- * reply (protobuf_c_message_free_unpacked); streaming: @cb per message, @out NULL. Prints the
- * failure and returns 1, or 0. */
-int call(struct cli *c, const char *path, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp,
-         grpc_client_msg_cb cb, void *arg, ProtobufCMessage **out, unsigned timeout_ms);
+enum gantry_format { GANTRY_OUT_TABLE, GANTRY_OUT_JSON, GANTRY_OUT_YAML };
 
-/* The resource commands: @group is "namespace", "user", "sa", "role", "key", "sandbox", "audit",
- * "whoami". Returns the exit code, or -1 when @group is not one of them. */
-int gantry_res_main(struct cli *c, const char *group, int argc, char **argv);
-void gantry_res_usage(FILE *f);
+#define GANTRY_MAX_ENDPOINTS 16
+
+struct cli {
+    char endpoint_buf[2048]; /* the endpoints, comma-separated, split in place */
+    const char *endpoints[GANTRY_MAX_ENDPOINTS];
+    unsigned n_endpoints;
+    unsigned preferred; /* the endpoint that answered last; calls start there */
+    char ca[1024];
+    char token[8192]; /* an API key or an OIDC token; never from a flag */
+    char ns[256];     /* --namespace, else the context's namespace, else "" */
+    bool ns_flag;     /* the namespace came from --namespace on this command line */
+    bool all_namespaces;
+    char context[128]; /* the context in use, "" when none */
+    enum gantry_format out;
+    unsigned retry_ms; /* how long a call keeps retrying while no endpoint answers */
+    /* For streams and probes: */
+    bool quiet;       /* print nothing about a call the server failed (the caller handles it) */
+    bool deadline_ok; /* a stream that reaches its deadline ends normally */
+    bool stream_done; /* set by a stream callback that has seen enough (it then returns nonzero) */
+    int last_status;  /* the gRPC status of the last call that completed, -1 otherwise */
+};
+
+/* One command. @args is the synopsis after "gantry GROUP NAME"; @example is one or more lines of
+ * shell. @offline commands do not need an endpoint or a credential. */
+struct gantry_cmd {
+    const char *group;
+    const char *name; /* NULL for a group without subcommands (whoami, version) */
+    const char *args;
+    const char *summary;
+    const char *example;
+    int (*run)(struct cli *c, int argc, char **argv);
+    bool offline;
+};
+
+/* The command tables, each ended by an entry with a NULL group. */
+extern const struct gantry_cmd gantry_cluster_cmds[];
+extern const struct gantry_cmd gantry_principal_cmds[];
+extern const struct gantry_cmd gantry_tenant_cmds[];
+extern const struct gantry_cmd gantry_provider_cmds[];
+extern const struct gantry_cmd gantry_sandbox_cmds[];
+extern const struct gantry_cmd gantry_ctx_cmds[];
+
+/* --- gantry_call.c --- */
+
+/* Call @path on the endpoints, starting with the one that answered last, until one answers other
+ * than UNAVAILABLE or a transport failure; while none does, retry for up to c->retry_ms. The
+ * same request (with its request_id) is sent each time, so a retried write applies once. Unary:
+ * *@out gets the reply (protobuf_c_message_free_unpacked); streaming: @cb per message, @out NULL
+ * (a stream that breaks after its first message is not retried: the caller resumes it). Prints
+ * what went wrong and what to do, and returns a GANTRY_EXIT_* code. */
+int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
+                ProtobufCMessage **out, unsigned timeout_ms);
+
+/* A unary call whose reply is converted to JSON (*@out, json_decref it). A list call follows
+ * next_page_token when @req has a "page" field, appending @items of each page to the first. */
+int gantry_call_json(struct cli *c, const char *path, ProtobufCMessage *req,
+                     const ProtobufCMessageDescriptor *resp, const char *items, json_t **out);
+
+/* gantry_call_json, then gantry_print. */
+struct gantry_col;
+int gantry_simple(struct cli *c, const char *path, ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp, const char *items, const struct gantry_col *cols);
+
+/* A fresh UUIDv4 for request_id. */
+void gantry_request_id(char out[37]);
+
+/* --- gantry_out.c --- */
+
+/* @m as JSON: fields by their proto names, enums by name, maps as objects, bytes as base64. */
+json_t *gantry_json(const ProtobufCMessage *m);
+
+/* A table column: @path is dotted into the JSON ("meta.name"); @strip is a prefix removed from
+ * the value (enum names: "PHASE_"); @time formats milliseconds as UTC. */
+struct gantry_col {
+    const char *header;
+    const char *path;
+    const char *strip;
+    bool time;
+};
+
+/* Print @doc in c->out. Tables: one row per element of the array at @items, or one row for @doc
+ * itself when @items is NULL. */
+void gantry_print(struct cli *c, json_t *doc, const char *items, const struct gantry_col *cols);
+
+/* Print @doc as YAML (also used by `context show`). */
+void gantry_yaml(FILE *f, json_t *doc, int indent);
+
+/* The value at dotted @path, or NULL. */
+json_t *gantry_json_path(json_t *doc, const char *path);
+
+/* --- argument helpers (gantry_call.c) --- */
+
+/* Take "--name VALUE" out of argv (before any "--"); NULL when absent. */
+const char *gantry_opt(int *argc, char **argv, const char *name);
+/* Take every "--name VALUE"; returns how many were stored in @vals (at most @max). */
+int gantry_opt_all(int *argc, char **argv, const char *name, const char **vals, int max);
+/* Take "--name"; true when present. */
+bool gantry_flag(int *argc, char **argv, const char *name);
+/* Check that what is left is @min..@max positional arguments and no unknown option; otherwise
+ * print the command's usage and return GANTRY_EXIT_USAGE (0 when fine). @max < 0: no limit. */
+int gantry_args(const struct gantry_cmd *cmd, int argc, char **argv, int min, int max);
+/* Parse a non-negative integer option; prints an error and returns -1 when malformed. */
+int gantry_u64(const char *what, const char *s, uint64_t *out);
+/* The namespace for a single object: --namespace, the context's, else "default". */
+const char *gantry_ns(struct cli *c);
+/* The namespace for a list: "" with --all-namespaces or when none is set. */
+const char *gantry_list_ns(struct cli *c);
+/* "KEY=VALUE" pairs as a protobuf map field: entries of type @entry (a map's *Entry message).
+ * Fills *@out and *@n; free with gantry_map_free. Prints an error and returns -1 on a pair
+ * without "=". */
+int gantry_map(const ProtobufCMessageDescriptor *entry, const char **pairs, int n_pairs, void *out,
+               size_t *n);
+void gantry_map_free(void *out, size_t n);
+/* Resolve a principal given by id or name to its id (@out). */
+int gantry_principal_id(struct cli *c, const char *id_or_name, char *out, size_t len);
+/* Parse a time into *@ms (left alone when @s is NULL): milliseconds since the epoch, "-1h",
+ * "+30d" (s, m, h, d) relative to now, or "YYYY-MM-DDTHH:MM:SSZ". Prints why and returns -1 when
+ * malformed. */
+int gantry_time(const char *s, int64_t *ms);
+/* Find the command for `gantry GROUP NAME` (NAME NULL for groups without subcommands). */
+const struct gantry_cmd *gantry_find(const char *group, const char *name);
+void gantry_cmd_help(FILE *f, const struct gantry_cmd *cmd);
+
+/* --- gantry_ctx.c --- */
+
+/* Fill what the flags and environment left unset (endpoints, CA, credential, namespace) from
+ * the context named @name, else GANTRY_CONTEXT, else the current one. Returns 0, or
+ * GANTRY_EXIT_USAGE after printing why (a named context that does not exist, a bad file). */
+int gantry_ctx_apply(struct cli *c, const char *name, bool have_endpoint, bool have_ca, bool have_token,
+                     bool have_ns);
+/* The names of the contexts, one per line (for completion). */
+void gantry_ctx_names(FILE *f);
+/* Read a credential file into c->token (trailing whitespace removed). */
+int gantry_read_token(struct cli *c, const char *file);
 
 #endif

@@ -3,63 +3,106 @@
 # cluster on 127.0.0.1 with the process driver (tools/dev-cluster.sh), and show it working through
 # the gantry CLI: membership and health, a namespace, a user with a role and an API key, a sandbox
 # created by that user and READY (a bubblewrap process tree), the lease holder, a leadership
-# transfer, an online backup and the audit trail.
+# transfer, an online backup and the audit trail. It leaves two gantry contexts behind
+# ($XDG_CONFIG_HOME/gantry/config.json): gantry-dev (the user alice in namespace demo, made the
+# current context, so `gantry` works right away) and gantry-dev-admin (the bootstrap admin).
+# Running it again reuses the cluster, the user and the sandbox.
+#
+# Environment: GANTRY_BUILD_DIR (build tree, default build-test/plain), GANTRY_BIN_DIR (use the
+# binaries already built in this tree: skips installing packages and building), GANTRY_DEV_DIR
+# and GANTRY_DEV_PORT (tools/dev-cluster.sh).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-bash tools/install-deps.sh
-build=${GANTRY_BUILD_DIR:-build-test/plain} # GANTRY_BUILD_DIR: reuse another build tree
-case "$build" in /*) bin=$build ;; *) bin=$top/$build ;; esac
-echo "== building into $build"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$(nproc)" --target gantryd gantry gantry-store >/dev/null
+if [ -n "${GANTRY_BIN_DIR:-}" ]; then
+  bin=$GANTRY_BIN_DIR
+  echo "== using the binaries in $bin"
+  for t in server/gantryd tools/gantry; do
+    [ -x "$bin/$t" ] || { echo "GANTRY_BIN_DIR: $bin/$t is missing; build it or unset GANTRY_BIN_DIR" >&2; exit 1; }
+  done
+else
+  bash tools/install-deps.sh
+  build=${GANTRY_BUILD_DIR:-build-test/plain}
+  case "$build" in /*) bin=$build ;; *) bin=$top/$build ;; esac
+  echo "== building into $bin"
+  cmake -S . -B "$bin" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$bin" -j "$(nproc)" --target gantryd gantry gantry-store >/dev/null
+fi
+export GANTRY_BIN_DIR=$bin
 
 dir=${GANTRY_DEV_DIR:-$top/.devcluster}
+export GANTRY_DEV_DIR=$dir
 echo "== starting the 3-replica cluster (data and logs in $dir)"
-GANTRY_BIN_DIR=$bin tools/dev-cluster.sh start
-eval "$(GANTRY_BIN_DIR=$bin tools/dev-cluster.sh env)"
-export GANTRY_ENDPOINT GANTRY_CA GANTRY_TOKEN
-gantry() { "$build/tools/gantry" "$@"; }
+tools/dev-cluster.sh start
+gantry() { "$bin/tools/gantry" "$@"; }
+# The contexts: the endpoints of the three replicas (tried in turn), the cluster CA, a key file.
+eval "$(tools/dev-cluster.sh env)"
+endpoints=$GANTRY_ENDPOINT ca=$GANTRY_CA
+unset GANTRY_ENDPOINT GANTRY_CA GANTRY_TOKEN
+gantry context create gantry-dev-admin --endpoint "$endpoints" --ca "$ca" --token-file "$dir/admin.key" \
+  --overwrite >/dev/null
+admin() { gantry --context gantry-dev-admin "$@"; }
 
 echo "== waiting for the cluster to settle (3 voters, all reachable)"
 for _ in $(seq 1 100); do
-  if [ "$(gantry -o json cluster members 2>/dev/null | grep -o '"role":"voter","reachable":true' | wc -l)" -eq 3 ]; then
+  if admin -o json cluster members 2>/dev/null | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["members"]
+sys.exit(0 if sum(1 for x in m if x["role"] == "MEMBER_ROLE_VOTER" and x["reachable"]) == 3 else 1)'; then
     break
   fi
   sleep 0.2
 done
 echo "== gantry cluster members"
-gantry cluster members
+admin cluster members
 echo "== gantry cluster health"
-gantry cluster health
+admin cluster health
 echo "== a namespace, a user with the user role in it, and an API key for that user"
-gantry namespace get demo >/dev/null 2>&1 || gantry namespace create demo --description "made by tools/run.sh"
-gantry user create alice 2>/dev/null || echo "user alice exists"
-gantry role grant alice user --namespace demo 2>/dev/null || echo "alice already holds the user role in demo"
-[ -s "$dir/alice.key" ] || gantry key create --principal alice --name run.sh >"$dir/alice.key"
-echo "== as alice: gantry whoami, then a sandbox (waits until READY)"
-GANTRY_TOKEN=$(cat "$dir/alice.key") gantry whoami
-if ! GANTRY_TOKEN=$(cat "$dir/alice.key") gantry sandbox get hello --namespace demo >/dev/null 2>&1; then
-  GANTRY_TOKEN=$(cat "$dir/alice.key") gantry sandbox create hello --namespace demo --image busybox --wait -- sleep 86400
+admin namespace get demo >/dev/null 2>&1 || admin namespace create demo --description "made by tools/run.sh"
+admin user get alice >/dev/null 2>&1 || admin user create alice
+admin role list --principal alice | grep -q 'USER *demo' || admin role grant alice user --namespace demo
+if [ ! -s "$dir/alice.key" ]; then
+  (umask 077 && admin key create --principal alice --name run.sh >"$dir/alice.key.tmp")
+  mv "$dir/alice.key.tmp" "$dir/alice.key"
 fi
-GANTRY_TOKEN=$(cat "$dir/alice.key") gantry sandbox list --namespace demo
+gantry context create gantry-dev --endpoint "$endpoints" --ca "$ca" --token-file "$dir/alice.key" \
+  --namespace demo --use --overwrite
+echo "== as alice (the current context): gantry whoami, then a sandbox (waits until READY)"
+gantry whoami
+if ! gantry sandbox get hello >/dev/null 2>&1; then
+  gantry sandbox create hello --image busybox --wait -- sleep 86400
+fi
+gantry sandbox list
 echo "== gantry cluster lease (the replica driving the sandboxes)"
-gantry cluster lease
+admin cluster lease
 echo "== gantry cluster transfer (hand leadership to another voter)"
-gantry cluster transfer
+admin cluster transfer
 echo "== gantry cluster backup"
-gantry cluster backup "$dir/backup.gbk"
+admin cluster backup "$dir/backup.gbk"
+echo "== the last audit events (gantry audit query)"
+admin audit query -A --limit 5
 
-echo "== the last audit events (gantry audit export)"
-gantry audit export | tail -3 | cut -c1-160
-
+# The environment the dev-cluster.sh commands below need, when not the defaults.
+envp=
+[ "$bin" = "$top/build-test/plain" ] || envp="GANTRY_BIN_DIR=$bin "
+[ "$dir" = "$top/.devcluster" ] || envp="${envp}GANTRY_DEV_DIR=$dir "
+[ -z "${GANTRY_DEV_PORT:-}" ] || envp="${envp}GANTRY_DEV_PORT=$GANTRY_DEV_PORT "
 cat <<MSG
 
-The cluster is running (data, logs and the bootstrap admin key in $dir).
-  Use the CLI:  eval "\$(GANTRY_BIN_DIR=$bin tools/dev-cluster.sh env)"
-                $build/tools/gantry cluster members
-  Status:       tools/dev-cluster.sh status
-  Stop it:      tools/dev-cluster.sh stop      (keeps the data; run this script again to reuse it)
-  Remove it:    tools/dev-cluster.sh clean     (stops it and deletes its data)
+The cluster is running: 3 replicas on 127.0.0.1, data, logs and the bootstrap admin key in $dir.
+Use the CLI (the current context, gantry-dev, is the user alice in namespace demo):
+  export PATH="$bin/tools:\$PATH"
+  source <(gantry completion bash)
+  gantry sandbox list
+  gantry sandbox create my-agent --image busybox --wait -- sleep 3600
+  gantry sandbox watch --timeout 30
+  gantry --context gantry-dev-admin cluster members      (the platform admin)
+  gantry --help, and gantry GROUP COMMAND --help; docs/cli.md
+Status:  ${envp}tools/dev-cluster.sh status
+Stop:    ${envp}tools/dev-cluster.sh stop
+         (keeps the data; run tools/run.sh again to reuse it)
+Remove:  ${envp}tools/dev-cluster.sh clean
+         (deletes the sandboxes, stops the replicas, removes $dir and the contexts
+         gantry-dev and gantry-dev-admin)
 MSG

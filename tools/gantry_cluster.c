@@ -1,0 +1,274 @@
+/* gantry cluster: membership, leadership, health, join tokens, backups and the reconciler lease
+ * (the Cluster service, docs/cli.md). */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "gantry/v1/cluster.pb-c.h"
+#include "tools/gantry.h"
+
+static const struct gantry_col member_cols[] = {
+    {"ID", "id", NULL, false},
+    {"NAME", "name", NULL, false},
+    {"PEER ADDRESS", "address", NULL, false},
+    {"API ADDRESS", "api_address", NULL, false},
+    {"ROLE", "role", "MEMBER_ROLE_", false},
+    {"REACHABLE", "reachable", NULL, false},
+    {"LEADER", "leader", NULL, false},
+    {NULL, NULL, NULL, false},
+};
+
+static int cmd_members(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("cluster", "members"), argc, argv, 0, 0);
+    Gantry__V1__ListMembersRequest req = GANTRY__V1__LIST_MEMBERS_REQUEST__INIT;
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Cluster/ListMembers", &req.base,
+                                   &gantry__v1__list_members_response__descriptor, "members", member_cols);
+}
+
+static int cmd_leader(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("cluster", "leader"), argc, argv, 0, 0);
+    Gantry__V1__GetLeaderRequest req = GANTRY__V1__GET_LEADER_REQUEST__INIT;
+    json_t *doc;
+    if (rc != 0 || (rc = gantry_call_json(c, "/gantry.v1.Cluster/GetLeader", &req.base,
+                                          &gantry__v1__get_leader_response__descriptor, NULL, &doc)) != 0) {
+        return rc;
+    }
+    if (c->out == GANTRY_OUT_TABLE) {
+        gantry_print(c, json_object_get(doc, "leader"), NULL, member_cols);
+    } else {
+        gantry_print(c, doc, NULL, NULL);
+    }
+    json_decref(doc);
+    return 0;
+}
+
+static int cmd_health(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("cluster", "health"), argc, argv, 0, 0);
+    Gantry__V1__GetHealthRequest req = GANTRY__V1__GET_HEALTH_REQUEST__INIT;
+    ProtobufCMessage *out;
+    if (rc != 0 ||
+        (rc = gantry_call(c, "/gantry.v1.Cluster/GetHealth", &req.base,
+                          &gantry__v1__cluster_health__descriptor, NULL, NULL, &out, 10000)) != 0) {
+        return rc;
+    }
+    Gantry__V1__ClusterHealth *h = (Gantry__V1__ClusterHealth *)out;
+    if (c->out != GANTRY_OUT_TABLE) {
+        json_t *doc = gantry_json(out);
+        gantry_print(c, doc, NULL, NULL);
+        json_decref(doc);
+    } else {
+        printf("%s: leader %" PRIu64 ", %u members (%u voters, %u reachable; %u standbys), schema %" PRId64
+               "/%" PRId64 ", revision %" PRIu64 ", cluster %s, gateway %s\n",
+               h->healthy ? "healthy" : "UNHEALTHY", h->leader_id, h->members, h->voters, h->voters_reachable,
+               h->standbys, h->schema_version, h->schema_version_wanted, h->revision, h->cluster_id,
+               h->gateway_id);
+        for (size_t i = 0; i < h->n_problems; i++) {
+            printf("  problem: %s\n", h->problems[i]);
+        }
+    }
+    rc = h->healthy ? 0 : GANTRY_EXIT_FAILED;
+    protobuf_c_message_free_unpacked(out, NULL);
+    return rc;
+}
+
+static int cmd_join_token(struct cli *c, int argc, char **argv)
+{
+    Gantry__V1__CreateJoinTokenRequest req = GANTRY__V1__CREATE_JOIN_TOKEN_REQUEST__INIT;
+    uint64_t uses = 0, ttl = 0;
+    char rid[37];
+    gantry_request_id(rid);
+    req.request_id = rid;
+    if (gantry_u64("--uses", gantry_opt(&argc, argv, "--uses"), &uses) != 0 ||
+        gantry_u64("--ttl-s", gantry_opt(&argc, argv, "--ttl-s"), &ttl) != 0 || uses > 100 || ttl > 86400) {
+        fprintf(stderr, "gantry cluster join-token: --uses is at most 100, --ttl-s at most 86400\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    int rc = gantry_args(gantry_find("cluster", "join-token"), argc, argv, 0, 0);
+    req.uses = (uint32_t)uses;
+    req.ttl_seconds = (uint32_t)ttl;
+    ProtobufCMessage *out;
+    if (rc != 0 || (rc = gantry_call(c, "/gantry.v1.Cluster/CreateJoinToken", &req.base,
+                                     &gantry__v1__join_token__descriptor, NULL, NULL, &out, 10000)) != 0) {
+        return rc;
+    }
+    Gantry__V1__JoinToken *t = (Gantry__V1__JoinToken *)out;
+    if (c->out != GANTRY_OUT_TABLE) {
+        json_t *doc = gantry_json(out);
+        gantry_print(c, doc, NULL, NULL);
+        json_decref(doc);
+    } else {
+        printf("%s\n", t->token);
+    }
+    fprintf(stderr,
+            "join token %s: %u use(s), expires at %" PRId64 " ms; give it to the new replica as "
+            "GANTRY_JOIN_TOKEN or in --join-token-file\n",
+            t->id, t->uses, t->expires_at_ms);
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int cmd_transfer(struct cli *c, int argc, char **argv)
+{
+    Gantry__V1__TransferLeadershipRequest req = GANTRY__V1__TRANSFER_LEADERSHIP_REQUEST__INIT;
+    char rid[37];
+    gantry_request_id(rid);
+    req.request_id = rid;
+    int rc = gantry_args(gantry_find("cluster", "transfer"), argc, argv, 0, 1);
+    if (rc != 0 || (argc == 1 && gantry_u64("ID", argv[0], &req.target_id) != 0)) {
+        return rc != 0 ? rc : GANTRY_EXIT_USAGE;
+    }
+    json_t *doc;
+    if ((rc = gantry_call_json(c, "/gantry.v1.Cluster/TransferLeadership", &req.base,
+                               &gantry__v1__transfer_leadership_response__descriptor, NULL, &doc)) != 0) {
+        return rc;
+    }
+    if (c->out == GANTRY_OUT_TABLE) {
+        gantry_print(c, json_object_get(doc, "leader"), NULL, member_cols);
+    } else {
+        gantry_print(c, doc, NULL, NULL);
+    }
+    json_decref(doc);
+    return 0;
+}
+
+static int cmd_remove(struct cli *c, int argc, char **argv)
+{
+    Gantry__V1__RemoveMemberRequest req = GANTRY__V1__REMOVE_MEMBER_REQUEST__INIT;
+    char rid[37];
+    gantry_request_id(rid);
+    req.request_id = rid;
+    req.force = gantry_flag(&argc, argv, "--force");
+    int rc = gantry_args(gantry_find("cluster", "remove"), argc, argv, 1, 1);
+    if (rc != 0 || gantry_u64("ID", argv[0], &req.id) != 0 || req.id == 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    return gantry_simple(c, "/gantry.v1.Cluster/RemoveMember", &req.base,
+                         &gantry__v1__remove_member_response__descriptor, "members", member_cols);
+}
+
+struct backup_ctx {
+    FILE *f;
+    EVP_MD_CTX *sha;
+    uint64_t bytes, revision;
+    char want[80];
+    bool last;
+};
+
+static int on_chunk(const ProtobufCMessage *msg, void *arg)
+{
+    struct backup_ctx *b = arg;
+    const Gantry__V1__BackupChunk *c = (const Gantry__V1__BackupChunk *)msg;
+    if (c->offset != b->bytes || b->last) {
+        fprintf(stderr, "gantry: the backup stream is out of order\n");
+        return GERR_PROTO;
+    }
+    if (b->bytes == 0) {
+        b->revision = c->revision;
+    }
+    if (fwrite(c->data.data, 1, c->data.len, b->f) != c->data.len) {
+        fprintf(stderr, "gantry: cannot write the backup file\n");
+        return GERR_IO;
+    }
+    EVP_DigestUpdate(b->sha, c->data.data, c->data.len);
+    b->bytes += c->data.len;
+    if (c->last) {
+        b->last = true;
+        snprintf(b->want, sizeof b->want, "%s", c->sha256);
+    }
+    return 0;
+}
+
+static int cmd_backup(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("cluster", "backup"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.partial", argv[0]);
+    struct backup_ctx b = {.f = fopen(tmp, "wb")};
+    if (b.f == NULL) {
+        fprintf(stderr, "gantry: cannot create %s\n", tmp);
+        return GANTRY_EXIT_FAILED;
+    }
+    b.sha = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(b.sha, EVP_sha256(), NULL);
+    Gantry__V1__BackupRequest req = GANTRY__V1__BACKUP_REQUEST__INIT;
+    char rid[37];
+    gantry_request_id(rid);
+    req.request_id = rid;
+    rc = gantry_call(c, "/gantry.v1.Cluster/Backup", &req.base, &gantry__v1__backup_chunk__descriptor,
+                     on_chunk, &b, NULL, 600000);
+    bool closed = fclose(b.f) == 0;
+    uint8_t d[32];
+    char hex[65];
+    unsigned int dlen = 0;
+    EVP_DigestFinal_ex(b.sha, d, &dlen);
+    EVP_MD_CTX_free(b.sha);
+    for (unsigned i = 0; i < sizeof d; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    }
+    if (rc == 0 && (!b.last || !closed || strcmp(hex, b.want) != 0)) {
+        fprintf(stderr,
+                "gantry: the backup is incomplete or its checksum does not match; discarded\n  run the "
+                "command again\n");
+        rc = GANTRY_EXIT_FAILED;
+    }
+    if (rc != 0) {
+        remove(tmp);
+        return rc;
+    }
+    if (rename(tmp, argv[0]) != 0) {
+        fprintf(stderr, "gantry: cannot rename %s to %s\n", tmp, argv[0]);
+        return GANTRY_EXIT_FAILED;
+    }
+    printf("backup: %" PRIu64 " bytes at revision %" PRIu64 ", sha256 %s, in %s\n", b.bytes, b.revision, hex,
+           argv[0]);
+    return 0;
+}
+
+static int cmd_lease(struct cli *c, int argc, char **argv)
+{
+    Gantry__V1__GetLeaseRequest req = GANTRY__V1__GET_LEASE_REQUEST__INIT;
+    const char *name = gantry_opt(&argc, argv, "--name");
+    req.name = (char *)(name != NULL ? name : "");
+    int rc = gantry_args(gantry_find("cluster", "lease"), argc, argv, 0, 0);
+    static const struct gantry_col cols[] = {
+        {"LEASE", "name", NULL, false},
+        {"HOLDER", "holder", NULL, false},
+        {"EPOCH", "epoch", NULL, false},
+        {"RENEWED", "renewed_at_ms", NULL, true},
+        {"DURATION MS", "duration_ms", NULL, false},
+        {NULL, NULL, NULL, false},
+    };
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Cluster/GetLease", &req.base,
+                                   &gantry__v1__lease__descriptor, NULL, cols);
+}
+
+const struct gantry_cmd gantry_cluster_cmds[] = {
+    {"cluster", "members", "", "list the members: id, name, peer and API addresses, role, reachable, leader",
+     "gantry cluster members -o json", cmd_members, false},
+    {"cluster", "leader", "", "show the current leader", "gantry cluster leader", cmd_leader, false},
+    {"cluster", "health", "", "the cluster's health and any problems (exit 1 when unhealthy)",
+     "gantry cluster health", cmd_health, false},
+    {"cluster", "join-token", "[--uses N] [--ttl-s SECONDS]",
+     "create a join token for new replicas, printed once on stdout",
+     "gantry cluster join-token --uses 1 > join.token", cmd_join_token, false},
+    {"cluster", "transfer", "[ID]", "hand leadership to member ID (default: the most up-to-date voter)",
+     "gantry cluster transfer 2", cmd_transfer, false},
+    {"cluster", "remove", "ID [--force]", "remove a member (stopped, or --force)", "gantry cluster remove 3",
+     cmd_remove, false},
+    {"cluster", "backup", "FILE", "stream a consistent backup into FILE (checked by SHA-256)",
+     "gantry cluster backup gantry-$(date +%F).gbk", cmd_backup, false},
+    {"cluster", "lease", "[--name LEASE]",
+     "the reconciler lease: which replica drives the sandboxes, and its epoch", "gantry cluster lease",
+     cmd_lease, false},
+    {NULL, NULL, NULL, NULL, NULL, NULL, false},
+};

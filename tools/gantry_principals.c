@@ -1,0 +1,511 @@
+/* gantry whoami, user, sa, role, key: the Principals and ApiKeys services (docs/cli.md).
+ * Principals are named by id or name everywhere; the server resolves either. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gantry/v1/api_keys.pb-c.h"
+#include "gantry/v1/principals.pb-c.h"
+#include "tools/gantry.h"
+
+static const struct gantry_col principal_cols[] = {
+    {"NAME", "meta.name", NULL, false},
+    {"KIND", "kind", "PRINCIPAL_KIND_", false},
+    {"ID", "meta.id", NULL, false},
+    {"DISABLED", "disabled", NULL, false},
+    {"DISPLAY NAME", "display_name", NULL, false},
+    {"OIDC ISSUER", "oidc_issuer", NULL, false},
+    {"OIDC SUBJECT", "oidc_subject", NULL, false},
+    {NULL, NULL, NULL, false},
+};
+
+static const struct gantry_col binding_cols[] = {
+    {"ID", "meta.id", NULL, false},
+    {"PRINCIPAL", "principal_id", NULL, false},
+    {"ROLE", "role", "ROLE_", false},
+    {"NAMESPACE", "namespace", NULL, false},
+    {"CREATED", "meta.created_at_ms", NULL, true},
+    {NULL, NULL, NULL, false},
+};
+
+static const struct gantry_col key_cols[] = {
+    {"ID", "meta.id", NULL, false},
+    {"NAME", "meta.name", NULL, false},
+    {"PREFIX", "prefix", NULL, false},
+    {"PRINCIPAL", "principal_id", NULL, false},
+    {"REVOKED", "revoked", NULL, false},
+    {"EXPIRES", "expires_at_ms", NULL, true},
+    {"LAST USED", "last_used_at_ms", NULL, true},
+    {NULL, NULL, NULL, false},
+};
+
+/* --- whoami --- */
+
+static int whoami(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("whoami", NULL), argc, argv, 0, 0);
+    Gantry__V1__WhoAmIRequest req = GANTRY__V1__WHO_AM_IREQUEST__INIT;
+    json_t *doc;
+    if (rc != 0 || (rc = gantry_call_json(c, "/gantry.v1.Principals/WhoAmI", &req.base,
+                                          &gantry__v1__who_am_iresponse__descriptor, NULL, &doc)) != 0) {
+        return rc;
+    }
+    if (c->out != GANTRY_OUT_TABLE) {
+        gantry_print(c, doc, NULL, NULL);
+        json_decref(doc);
+        return 0;
+    }
+    gantry_print(c, json_object_get(doc, "principal"), NULL, principal_cols);
+    printf("\nROLE BINDINGS\n");
+    gantry_print(c, doc, "bindings", binding_cols);
+    /* The effective permissions, when the server reports them. */
+    json_t *perms = json_object_get(doc, "permissions");
+    if (json_array_size(perms) > 0) {
+        static const struct gantry_col perm_cols[] = {{"METHOD", "method", "/gantry.v1.", false},
+                                                      {"NAMESPACE", "namespace", NULL, false},
+                                                      {"CONDITION", "condition", NULL, false},
+                                                      {NULL, NULL, NULL, false}};
+        printf("\nPERMISSIONS\n");
+        gantry_print(c, doc, "permissions", perm_cols);
+    }
+    json_decref(doc);
+    return 0;
+}
+
+/* --- users and service accounts --- */
+
+static bool is_sa(const char *group)
+{
+    return strcmp(group, "sa") == 0;
+}
+
+static int p_create(struct cli *c, const char *group, int argc, char **argv)
+{
+    const char *iss = gantry_opt(&argc, argv, "--oidc-issuer"),
+               *sub = gantry_opt(&argc, argv, "--oidc-subject");
+    const char *dn = gantry_opt(&argc, argv, "--display-name"), *email = gantry_opt(&argc, argv, "--email");
+    int rc = gantry_args(gantry_find(group, "create"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    if ((iss == NULL) != (sub == NULL) || (is_sa(group) && iss != NULL)) {
+        fprintf(stderr,
+                "gantry %s create: --oidc-issuer and --oidc-subject go together, and only for users\n",
+                group);
+        return GANTRY_EXIT_USAGE;
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    Gantry__V1__Principal p = GANTRY__V1__PRINCIPAL__INIT;
+    Gantry__V1__CreatePrincipalRequest req = GANTRY__V1__CREATE_PRINCIPAL_REQUEST__INIT;
+    meta.name = argv[0];
+    p.meta = &meta;
+    p.kind = is_sa(group) ? GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT
+                          : GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+    p.oidc_issuer = (char *)(iss != NULL ? iss : "");
+    p.oidc_subject = (char *)(sub != NULL ? sub : "");
+    p.display_name = (char *)(dn != NULL ? dn : "");
+    p.email = (char *)(email != NULL ? email : "");
+    req.principal = &p;
+    req.request_id = rid;
+    return gantry_simple(c, "/gantry.v1.Principals/Create", &req.base, &gantry__v1__principal__descriptor,
+                         NULL, principal_cols);
+}
+
+static int p_get(struct cli *c, const char *group, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find(group, "get"), argc, argv, 1, 1);
+    Gantry__V1__GetPrincipalRequest req = GANTRY__V1__GET_PRINCIPAL_REQUEST__INIT;
+    req.id = argv[0];
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Principals/Get", &req.base,
+                                   &gantry__v1__principal__descriptor, NULL, principal_cols);
+}
+
+static int p_list(struct cli *c, const char *group, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find(group, "list"), argc, argv, 0, 0);
+    Gantry__V1__ListPrincipalsRequest req = GANTRY__V1__LIST_PRINCIPALS_REQUEST__INIT;
+    req.kind = is_sa(group) ? GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT
+                            : GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+    req.namespace_ = (char *)(c->ns_flag ? c->ns : ""); /* only a namespace given on this command line */
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Principals/List", &req.base,
+                                   &gantry__v1__list_principals_response__descriptor, "principals",
+                                   principal_cols);
+}
+
+/* Read, change what was asked, write back with the version read (ABORTED if it changed between). */
+static int p_update(struct cli *c, const char *group, const char *name, int argc, char **argv)
+{
+    const char *dn = NULL, *email = NULL;
+    if (strcmp(name, "update") == 0) {
+        dn = gantry_opt(&argc, argv, "--display-name");
+        email = gantry_opt(&argc, argv, "--email");
+    }
+    int rc = gantry_args(gantry_find(group, name), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    if (strcmp(name, "update") == 0 && dn == NULL && email == NULL) {
+        fprintf(stderr, "gantry %s update: nothing to change: give --display-name and/or --email\n", group);
+        return GANTRY_EXIT_USAGE;
+    }
+    Gantry__V1__GetPrincipalRequest get = GANTRY__V1__GET_PRINCIPAL_REQUEST__INIT;
+    get.id = argv[0];
+    ProtobufCMessage *out;
+    if ((rc = gantry_call(c, "/gantry.v1.Principals/Get", &get.base, &gantry__v1__principal__descriptor, NULL,
+                          NULL, &out, 10000)) != 0) {
+        return rc;
+    }
+    Gantry__V1__Principal *p = (Gantry__V1__Principal *)out;
+    char *old_dn = p->display_name, *old_email = p->email;
+    p->display_name = (char *)(dn != NULL ? dn : old_dn);
+    p->email = (char *)(email != NULL ? email : old_email);
+    if (strcmp(name, "disable") == 0 || strcmp(name, "enable") == 0) {
+        p->disabled = strcmp(name, "disable") == 0;
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__UpdatePrincipalRequest req = GANTRY__V1__UPDATE_PRINCIPAL_REQUEST__INIT;
+    req.request_id = rid;
+    req.principal = p;
+    req.expected_resource_version = p->meta->resource_version;
+    rc = gantry_simple(c, "/gantry.v1.Principals/Update", &req.base, &gantry__v1__principal__descriptor, NULL,
+                       principal_cols);
+    p->display_name = old_dn;
+    p->email = old_email;
+    protobuf_c_message_free_unpacked(out, NULL);
+    return rc;
+}
+
+static int p_delete(struct cli *c, const char *group, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find(group, "delete"), argc, argv, 1, 1);
+    char id[64], rid[37];
+    if (rc != 0 || (rc = gantry_principal_id(c, argv[0], id, sizeof id)) != 0) {
+        return rc;
+    }
+    gantry_request_id(rid);
+    Gantry__V1__DeletePrincipalRequest req = GANTRY__V1__DELETE_PRINCIPAL_REQUEST__INIT;
+    req.request_id = rid;
+    req.id = id;
+    static const struct gantry_col cols[] = {
+        {"DELETED", "id", NULL, false}, {"REVISION", "revision", NULL, false}, {NULL, NULL, NULL, false}};
+    return gantry_simple(c, "/gantry.v1.Principals/Delete", &req.base,
+                         &gantry__v1__delete_response__descriptor, NULL, cols);
+}
+
+#define PRINCIPAL_CMDS(G)                                                                                    \
+    static int G##_create(struct cli *c, int argc, char **argv)                                              \
+    {                                                                                                        \
+        return p_create(c, #G, argc, argv);                                                                  \
+    }                                                                                                        \
+    static int G##_get(struct cli *c, int argc, char **argv)                                                 \
+    {                                                                                                        \
+        return p_get(c, #G, argc, argv);                                                                     \
+    }                                                                                                        \
+    static int G##_list(struct cli *c, int argc, char **argv)                                                \
+    {                                                                                                        \
+        return p_list(c, #G, argc, argv);                                                                    \
+    }                                                                                                        \
+    static int G##_update(struct cli *c, int argc, char **argv)                                              \
+    {                                                                                                        \
+        return p_update(c, #G, "update", argc, argv);                                                        \
+    }                                                                                                        \
+    static int G##_disable(struct cli *c, int argc, char **argv)                                             \
+    {                                                                                                        \
+        return p_update(c, #G, "disable", argc, argv);                                                       \
+    }                                                                                                        \
+    static int G##_enable(struct cli *c, int argc, char **argv)                                              \
+    {                                                                                                        \
+        return p_update(c, #G, "enable", argc, argv);                                                        \
+    }                                                                                                        \
+    static int G##_delete(struct cli *c, int argc, char **argv)                                              \
+    {                                                                                                        \
+        return p_delete(c, #G, argc, argv);                                                                  \
+    }
+PRINCIPAL_CMDS(user)
+PRINCIPAL_CMDS(sa)
+
+/* --- role bindings --- */
+
+static int role_of(const char *name)
+{
+    char buf[64] = "ROLE_";
+    size_t at = 5;
+    for (const char *p = name; *p && at + 1 < sizeof buf; p++) {
+        buf[at++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    }
+    buf[at] = '\0';
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value_by_name(&gantry__v1__role__descriptor, buf);
+    if (v == NULL || v->value == 0) {
+        fprintf(stderr,
+                "gantry role: \"%s\" is not a role: platform_admin, namespace_admin, auditor or user\n",
+                name);
+        return -1;
+    }
+    return v->value;
+}
+
+static bool global_role(int role)
+{
+    return role == GANTRY__V1__ROLE__ROLE_PLATFORM_ADMIN || role == GANTRY__V1__ROLE__ROLE_AUDITOR;
+}
+
+static int role_grant(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("role", "grant"), argc, argv, 2, 2), role;
+    if (rc != 0 || (role = role_of(argv[1])) < 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    if (global_role(role) && c->ns_flag) {
+        fprintf(stderr, "gantry role grant: %s is cluster-wide: leave out --namespace\n", argv[1]);
+        return GANTRY_EXIT_USAGE;
+    }
+    char id[64], rid[37];
+    if ((rc = gantry_principal_id(c, argv[0], id, sizeof id)) != 0) {
+        return rc;
+    }
+    gantry_request_id(rid);
+    Gantry__V1__RoleBinding b = GANTRY__V1__ROLE_BINDING__INIT;
+    Gantry__V1__CreateRoleBindingRequest req = GANTRY__V1__CREATE_ROLE_BINDING_REQUEST__INIT;
+    b.principal_id = id;
+    b.role = (Gantry__V1__Role)role;
+    b.namespace_ = (char *)(global_role(role) ? "" : gantry_ns(c));
+    req.binding = &b;
+    req.request_id = rid;
+    return gantry_simple(c, "/gantry.v1.Principals/CreateRoleBinding", &req.base,
+                         &gantry__v1__role_binding__descriptor, NULL, binding_cols);
+}
+
+static int role_revoke(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("role", "revoke"), argc, argv, 1, 2), role = 0;
+    if (rc != 0 || (argc == 2 && (role = role_of(argv[1])) < 0)) {
+        return GANTRY_EXIT_USAGE;
+    }
+    char bid[64];
+    snprintf(bid, sizeof bid, "%s", argv[0]);
+    if (argc == 2) { /* PRINCIPAL ROLE: find the binding */
+        char id[64];
+        if ((rc = gantry_principal_id(c, argv[0], id, sizeof id)) != 0) {
+            return rc;
+        }
+        Gantry__V1__ListRoleBindingsRequest lr = GANTRY__V1__LIST_ROLE_BINDINGS_REQUEST__INIT;
+        lr.principal_id = id;
+        json_t *doc;
+        if ((rc = gantry_call_json(c, "/gantry.v1.Principals/ListRoleBindings", &lr.base,
+                                   &gantry__v1__list_role_bindings_response__descriptor, "bindings", &doc)) !=
+            0) {
+            return rc;
+        }
+        const char *want_ns = global_role(role) ? "" : gantry_ns(c);
+        const char *want_role =
+            protobuf_c_enum_descriptor_get_value(&gantry__v1__role__descriptor, role)->name;
+        size_t i;
+        json_t *b;
+        bid[0] = '\0';
+        json_array_foreach(json_object_get(doc, "bindings"), i, b)
+        {
+            if (strcmp(json_string_value(json_object_get(b, "role")), want_role) == 0 &&
+                strcmp(json_string_value(json_object_get(b, "namespace")), want_ns) == 0) {
+                snprintf(bid, sizeof bid, "%s", json_string_value(gantry_json_path(b, "meta.id")));
+            }
+        }
+        json_decref(doc);
+        if (bid[0] == '\0') {
+            fprintf(stderr,
+                    "gantry role revoke: %s does not hold %s%s%s\n  see `gantry role list --principal %s`\n",
+                    argv[0], argv[1], want_ns[0] ? " in " : "", want_ns, argv[0]);
+            return GANTRY_EXIT_FAILED;
+        }
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__DeleteRoleBindingRequest req = GANTRY__V1__DELETE_ROLE_BINDING_REQUEST__INIT;
+    req.request_id = rid;
+    req.id = bid;
+    static const struct gantry_col cols[] = {
+        {"DELETED", "id", NULL, false}, {"REVISION", "revision", NULL, false}, {NULL, NULL, NULL, false}};
+    return gantry_simple(c, "/gantry.v1.Principals/DeleteRoleBinding", &req.base,
+                         &gantry__v1__delete_response__descriptor, NULL, cols);
+}
+
+static int role_list(struct cli *c, int argc, char **argv)
+{
+    const char *who = gantry_opt(&argc, argv, "--principal");
+    int rc = gantry_args(gantry_find("role", "list"), argc, argv, 0, 0);
+    char id[64] = "";
+    if (rc != 0 || (who != NULL && (rc = gantry_principal_id(c, who, id, sizeof id)) != 0)) {
+        return rc;
+    }
+    Gantry__V1__ListRoleBindingsRequest req = GANTRY__V1__LIST_ROLE_BINDINGS_REQUEST__INIT;
+    req.principal_id = id;
+    req.namespace_ = (char *)(c->ns_flag ? c->ns : "");
+    return gantry_simple(c, "/gantry.v1.Principals/ListRoleBindings", &req.base,
+                         &gantry__v1__list_role_bindings_response__descriptor, "bindings", binding_cols);
+}
+
+/* --- API keys --- */
+
+static int key_create(struct cli *c, int argc, char **argv)
+{
+    const char *who = gantry_opt(&argc, argv, "--principal"), *name = gantry_opt(&argc, argv, "--name");
+    const char *exp = gantry_opt(&argc, argv, "--expires");
+    int rc = gantry_args(gantry_find("key", "create"), argc, argv, 0, 0);
+    char id[64] = "", rid[37];
+    Gantry__V1__CreateApiKeyRequest req = GANTRY__V1__CREATE_API_KEY_REQUEST__INIT;
+    if (rc != 0 || gantry_time(exp, &req.expires_at_ms) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    if (who != NULL && (rc = gantry_principal_id(c, who, id, sizeof id)) != 0) {
+        return rc;
+    }
+    gantry_request_id(rid);
+    req.principal_id = id;
+    req.name = (char *)(name != NULL ? name : "");
+    req.request_id = rid;
+    ProtobufCMessage *out;
+    if ((rc = gantry_call(c, "/gantry.v1.ApiKeys/Create", &req.base,
+                          &gantry__v1__create_api_key_response__descriptor, NULL, NULL, &out, 10000)) != 0) {
+        return rc;
+    }
+    Gantry__V1__CreateApiKeyResponse *r = (Gantry__V1__CreateApiKeyResponse *)out;
+    if (c->out != GANTRY_OUT_TABLE) {
+        json_t *doc = gantry_json(out);
+        gantry_print(c, doc, NULL, NULL);
+        json_decref(doc);
+    } else {
+        printf("%s\n", r->secret);
+    }
+    fprintf(stderr,
+            "API key %s (id %s) for principal %s: shown once, keep it in a file (mode 0600) and use it with "
+            "--token-file, GANTRY_TOKEN or `gantry context create --token-file`\n",
+            r->key->prefix, r->key->meta->id, r->key->principal_id);
+    protobuf_c_message_free_unpacked(out, NULL);
+    return 0;
+}
+
+static int key_list(struct cli *c, int argc, char **argv)
+{
+    const char *who = gantry_opt(&argc, argv, "--principal");
+    int rc = gantry_args(gantry_find("key", "list"), argc, argv, 0, 0);
+    char id[64] = "";
+    if (rc != 0 || (who != NULL && (rc = gantry_principal_id(c, who, id, sizeof id)) != 0)) {
+        return rc;
+    }
+    Gantry__V1__ListApiKeysRequest req = GANTRY__V1__LIST_API_KEYS_REQUEST__INIT;
+    req.principal_id = id;
+    return gantry_simple(c, "/gantry.v1.ApiKeys/List", &req.base,
+                         &gantry__v1__list_api_keys_response__descriptor, "keys", key_cols);
+}
+
+static int key_get(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("key", "get"), argc, argv, 1, 1);
+    Gantry__V1__GetApiKeyRequest req = GANTRY__V1__GET_API_KEY_REQUEST__INIT;
+    req.id = argv[0];
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.ApiKeys/Get", &req.base, &gantry__v1__api_key__descriptor,
+                                   NULL, key_cols);
+}
+
+static int key_revoke_or_delete(struct cli *c, int argc, char **argv, bool del)
+{
+    int rc = gantry_args(gantry_find("key", del ? "delete" : "revoke"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__RevokeApiKeyRequest req = GANTRY__V1__REVOKE_API_KEY_REQUEST__INIT;
+    req.request_id = rid;
+    req.id = argv[0];
+    static const struct gantry_col del_cols[] = {
+        {"DELETED", "id", NULL, false}, {"REVISION", "revision", NULL, false}, {NULL, NULL, NULL, false}};
+    return del ? gantry_simple(c, "/gantry.v1.ApiKeys/Delete", &req.base,
+                               &gantry__v1__delete_response__descriptor, NULL, del_cols)
+               : gantry_simple(c, "/gantry.v1.ApiKeys/Revoke", &req.base, &gantry__v1__api_key__descriptor,
+                               NULL, key_cols);
+}
+
+static int key_revoke(struct cli *c, int argc, char **argv)
+{
+    return key_revoke_or_delete(c, argc, argv, false);
+}
+
+static int key_delete(struct cli *c, int argc, char **argv)
+{
+    return key_revoke_or_delete(c, argc, argv, true);
+}
+
+#define PRINCIPAL_TABLE(G, WHAT, EX)                                                                         \
+    {#G,                                                                                                     \
+     "create",                                                                                               \
+     "NAME [--display-name D] [--email E]" EX,                                                               \
+     "create a " WHAT,                                                                                       \
+     "gantry " #G " create ci-bot",                                                                          \
+     G##_create,                                                                                             \
+     false},                                                                                                 \
+        {#G, "get", "ID|NAME", "show a " WHAT, "gantry " #G " get ci-bot -o yaml", G##_get, false},          \
+        {#G,                                                                                                 \
+         "list",                                                                                             \
+         "[--namespace NS]",                                                                                 \
+         "list the " WHAT "s (--namespace: only those bound in NS)",                                         \
+         "gantry " #G " list --namespace demo",                                                              \
+         G##_list,                                                                                           \
+         false},                                                                                             \
+        {#G,                                                                                                 \
+         "update",                                                                                           \
+         "ID|NAME [--display-name D] [--email E]",                                                           \
+         "change a " WHAT "'s display name or email",                                                        \
+         "gantry " #G " update ci-bot --display-name \"CI robot\"",                                          \
+         G##_update,                                                                                         \
+         false},                                                                                             \
+        {#G,                                                                                                 \
+         "disable",                                                                                          \
+         "ID|NAME",                                                                                          \
+         "disable a " WHAT ": its credentials stop working within 2 s",                                      \
+         "gantry " #G " disable ci-bot",                                                                     \
+         G##_disable,                                                                                        \
+         false},                                                                                             \
+        {#G,         "enable", "ID|NAME", "enable a disabled " WHAT, "gantry " #G " enable ci-bot",          \
+         G##_enable, false},                                                                                 \
+    {                                                                                                        \
+#G, "delete", "ID|NAME", "delete a " WHAT ", its role bindings and API keys",                        \
+            "gantry " #G " delete ci-bot", G##_delete, false                                                 \
+    }
+
+const struct gantry_cmd gantry_principal_cmds[] = {
+    {"whoami", NULL, "",
+     "who the credential is: the principal, its role bindings and its effective permissions",
+     "gantry whoami -o yaml", whoami, false},
+    PRINCIPAL_TABLE(user, "user", " [--oidc-issuer ISSUER --oidc-subject SUBJECT]"),
+    PRINCIPAL_TABLE(sa, "service account", ""),
+    {"role", "grant", "PRINCIPAL ROLE [--namespace NS]",
+     "bind ROLE (platform_admin, auditor: cluster-wide; namespace_admin, user: in NS, default the context's "
+     "or "
+     "\"default\") to PRINCIPAL (an id or a name)",
+     "gantry role grant alice namespace_admin --namespace team-a", role_grant, false},
+    {"role", "revoke", "BINDING-ID | PRINCIPAL ROLE [--namespace NS]", "remove a role binding",
+     "gantry role revoke alice user --namespace team-a", role_revoke, false},
+    {"role", "list", "[--principal P] [--namespace NS]", "list role bindings",
+     "gantry role list --principal alice", role_list, false},
+    {"key", "create", "[--principal P] [--name N] [--expires TIME]",
+     "create an API key (default: for yourself), printed once on stdout; TIME: +30d, +12h, ms since the "
+     "epoch "
+     "or 2027-01-31T00:00:00Z",
+     "gantry key create --principal ci-bot --name ci --expires +90d > ci-bot.key && chmod 600 ci-bot.key",
+     key_create, false},
+    {"key", "list", "[--principal P]", "list API keys (never their secrets)",
+     "gantry key list --principal ci-bot", key_list, false},
+    {"key", "get", "ID", "show an API key", "gantry key get 5f0c...", key_get, false},
+    {"key", "revoke", "ID", "revoke an API key: it stops working within 2 s; the record stays",
+     "gantry key revoke 5f0c...", key_revoke, false},
+    {"key", "delete", "ID", "delete an API key and its record", "gantry key delete 5f0c...", key_delete,
+     false},
+    {NULL, NULL, NULL, NULL, NULL, NULL, false},
+};
