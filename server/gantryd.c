@@ -625,7 +625,7 @@ static int serve(struct daemon *d, char *errmsg)
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     d->psvc = (struct principals_svc){
-        .writer = &d->writer, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
+        .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||

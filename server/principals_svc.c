@@ -16,6 +16,7 @@
 #include "server/clusterdb.h"
 #include "server/gate.h"
 #include "server/identity.h"
+#include "server/resource.h"
 
 #define PAGE_DEFAULT 100u
 #define PAGE_MAX     500u
@@ -243,10 +244,58 @@ static int check_version(struct store_tx *tx, const char *table, const char *id,
     return rv;
 }
 
+/* Every write is one res_mutate transaction (server/resource.h): idempotent under request_id,
+ * audited (OCSF API Activity, success or failure), with its change event. @fn makes the change
+ * and records the event with write_event through *@call; @reply packs the answer in the same
+ * transaction, so a replay returns exactly what the first call returned. */
+typedef int (*write_fn)(struct store_tx *tx, void *arg);
+typedef int (*reply_fn)(struct store_tx *tx, struct res_call *c, void *arg);
+
+struct write_op {
+    write_fn fn;
+    reply_fn reply;
+    void *arg;
+    struct res_call **call;
+};
+
+static int write_tx(struct store_tx *tx, struct res_call *c)
+{
+    struct write_op *op = c->arg;
+    *op->call = c;
+    int rv = op->fn(tx, op->arg);
+    return rv == 0 ? op->reply(tx, c, op->arg) : rv;
+}
+
+static void run_write(struct gate_ctx *ctx, const struct principals_svc *svc, const char *request_id,
+                      const ProtobufCMessageDescriptor *desc, write_fn fn, reply_fn reply, void *arg,
+                      struct res_call **call)
+{
+    struct write_op op = {.fn = fn, .reply = reply, .arg = arg, .call = call};
+    res_mutate(ctx, svc->env, request_id, desc, write_tx, &op);
+}
+
+static int write_event(struct res_call *c, struct store_tx *tx, const char *kind, const char *ns,
+                       const char *id, const char *name, const char *type, int64_t *rev)
+{
+    int rv = res_event(tx, c, kind, ns, id, name, type);
+    *rev = c->revision;
+    return rv;
+}
+
+static int reply_deleted_tx(struct res_call *c, const char *id)
+{
+    Gantry__V1__DeleteResponse resp = GANTRY__V1__DELETE_RESPONSE__INIT;
+    resp.id = (char *)id;
+    resp.revision = (uint64_t)c->revision;
+    res_reply(c, &resp.base);
+    return 0;
+}
+
 /* --- Principals --- */
 
 struct principal_write {
     struct gate_ctx *ctx;
+    struct res_call *call;
     const Gantry__V1__Principal *in;
     const char *kind;
     char id[40];
@@ -268,14 +317,20 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
         struct proto_value o[] = {proto_text(in->oidc_issuer), proto_text(in->oidc_subject)};
         rv = store_tx_query_int(tx, "SELECT count(*) FROM principals WHERE issuer = ? AND subject = ?", o, 2,
                                 &n);
+        if (rv == 0 && n == 0) {
+            rv = store_tx_query_int(
+                tx, "SELECT count(*) FROM principal_links WHERE issuer = ? AND subject = ?", o, 2, &n);
+        }
         if (rv == 0 && n > 0) {
-            return tx_fail(tx, GERR_EXISTS, "another principal already has this OIDC issuer and subject");
+            return tx_fail(
+                tx, GERR_EXISTS,
+                "another principal already has this OIDC issuer and subject (as its own or linked)");
         }
     }
     int64_t rev = 0;
     if (rv == 0) {
         identity_uuid(w->id);
-        rv = clusterdb_event(tx, "Principal", "", w->id, "ADDED", &rev);
+        rv = write_event(w->call, tx, "Principal", "", w->id, in->meta->name, "ADDED", &rev);
     }
     if (rv == 0) {
         int64_t now = now_ms(w->ctx);
@@ -301,18 +356,22 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
     return rv;
 }
 
-static void reply_principal(struct gate_ctx *ctx, const char *id_or_name)
+static int reply_principal_tx(struct store_tx *tx, struct res_call *c, void *arg)
 {
+    const struct principal_write *w = arg;
     struct proto_rows rows;
-    int rv = read_principal(ctx, id_or_name, &rows);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "principal", rv == GERR_NOTFOUND ? "no such principal" : ctx->cl->errmsg);
-    } else {
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(w->id)};
+    int rv = store_tx_query(tx, "SELECT " PRINCIPAL_COLS " FROM principals WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 1) {
         struct principal_msg m;
         principal_from_row(&m, &rows, 0);
-        grpc_call_finish_async(ctx->call, 0, NULL, &m.p.base);
+        res_reply(c, &m.p.base);
+    } else if (rv == 0) {
+        rv = tx_fail(tx, GERR_NOTFOUND, "no such principal");
     }
     proto_rows_close(&rows);
+    return rv;
 }
 
 static void p_create(struct gate_ctx *ctx, void *data)
@@ -350,13 +409,8 @@ static void p_create(struct gate_ctx *ctx, void *data)
         return;
     }
     struct principal_write w = {.ctx = ctx, .in = in, .kind = kind};
-    char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(svc->writer, tx_create_principal, &w, err);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "create principal", err);
-        return;
-    }
-    reply_principal(ctx, w.id);
+    run_write(ctx, svc, req->request_id, &gantry__v1__principal__descriptor, tx_create_principal,
+              reply_principal_tx, &w, &w.call);
 }
 
 static void p_get(struct gate_ctx *ctx, void *data)
@@ -516,7 +570,7 @@ static int tx_update_principal(struct store_tx *tx, void *arg)
     }
     int64_t rev = 0;
     if (rv == 0) {
-        rv = clusterdb_event(tx, "Principal", "", w->id, "MODIFIED", &rev);
+        rv = write_event(w->call, tx, "Principal", "", w->id, "", "MODIFIED", &rev);
     }
     if (rv == 0) {
         struct proto_value p[] = {proto_text(in->display_name), proto_text(in->email),
@@ -563,13 +617,8 @@ static void p_update(struct gate_ctx *ctx, void *data)
     if (!resolve_principal(ctx, in->meta->id[0] != '\0' ? in->meta->id : in->meta->name, w.id)) {
         return;
     }
-    char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(svc->writer, tx_update_principal, &w, err);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "update principal", err);
-        return;
-    }
-    reply_principal(ctx, w.id);
+    run_write(ctx, svc, req->request_id, &gantry__v1__principal__descriptor, tx_update_principal,
+              reply_principal_tx, &w, &w.call);
 }
 
 static int tx_delete_principal(struct store_tx *tx, void *arg)
@@ -597,18 +646,15 @@ static int tx_delete_principal(struct store_tx *tx, void *arg)
     }
     int64_t rev = 0;
     if (rv == 0) {
-        rv = clusterdb_event(tx, "Principal", "", w->id, "DELETED", &rev);
-        w->expected = (uint64_t)rev;
+        rv = write_event(w->call, tx, "Principal", "", w->id, "", "DELETED", &rev);
     }
     return rv;
 }
 
-static void reply_deleted(struct gate_ctx *ctx, const char *id, uint64_t revision)
+static int reply_principal_deleted_tx(struct store_tx *tx, struct res_call *c, void *arg)
 {
-    Gantry__V1__DeleteResponse resp = GANTRY__V1__DELETE_RESPONSE__INIT;
-    resp.id = (char *)id;
-    resp.revision = revision;
-    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    (void)tx;
+    return reply_deleted_tx(c, ((const struct principal_write *)arg)->id);
 }
 
 static void p_delete(struct gate_ctx *ctx, void *data)
@@ -623,19 +669,15 @@ static void p_delete(struct gate_ctx *ctx, void *data)
     if (!resolve_principal(ctx, req->id, w.id)) {
         return;
     }
-    char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(svc->writer, tx_delete_principal, &w, err);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "delete principal", err);
-        return;
-    }
-    reply_deleted(ctx, w.id, w.expected);
+    run_write(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_principal,
+              reply_principal_deleted_tx, &w, &w.call);
 }
 
 /* --- Role bindings --- */
 
 struct binding_write {
     struct gate_ctx *ctx;
+    struct res_call *call;
     const char *principal_id, *role, *ns;
     const char *scope; /* delegation JSON or "" */
     char id[40];
@@ -680,7 +722,7 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
     }
     if (rv == 0) {
         identity_uuid(w->id);
-        rv = clusterdb_event(tx, "RoleBinding", w->ns, w->id, "ADDED", &w->revision);
+        rv = write_event(w->call, tx, "RoleBinding", w->ns, w->id, w->role, "ADDED", &w->revision);
     }
     if (rv == 0) {
         struct proto_value p[] = {proto_text(w->id),         proto_text(w->principal_id),
@@ -696,18 +738,28 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
     return rv;
 }
 
-static void reply_binding(struct gate_ctx *ctx, const char *id)
+static int reply_binding_tx(struct store_tx *tx, struct res_call *c, void *arg)
 {
+    const struct binding_write *w = arg;
     struct proto_rows rows;
-    int rv = read_one(ctx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", id, &rows);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "role binding", ctx->cl->errmsg);
-    } else {
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(w->id)};
+    int rv = store_tx_query(tx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 1) {
         struct binding_msg m;
         binding_from_row(&m, &rows, 0);
-        grpc_call_finish_async(ctx->call, 0, NULL, &m.b.base);
+        res_reply(c, &m.b.base);
+    } else if (rv == 0) {
+        rv = tx_fail(tx, GERR_NOTFOUND, "no such role binding");
     }
     proto_rows_close(&rows);
+    return rv;
+}
+
+static int reply_binding_deleted_tx(struct store_tx *tx, struct res_call *c, void *arg)
+{
+    (void)tx;
+    return reply_deleted_tx(c, ((const struct binding_write *)arg)->id);
 }
 
 /* A delegation scope from the request, checked: globs of DNS-label characters, at most
@@ -826,14 +878,9 @@ static void b_create(struct gate_ctx *ctx, void *data)
                               .role = authz_role_name(role),
                               .ns = b->namespace_,
                               .scope = scope != NULL ? scope : ""};
-    char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(svc->writer, tx_create_binding, &w, err);
+    run_write(ctx, svc, req->request_id, &gantry__v1__role_binding__descriptor, tx_create_binding,
+              reply_binding_tx, &w, &w.call);
     mem_free(scope);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "create role binding", err);
-        return;
-    }
-    reply_binding(ctx, w.id);
 }
 
 static int tx_delete_binding(struct store_tx *tx, void *arg)
@@ -848,7 +895,7 @@ static int tx_delete_binding(struct store_tx *tx, void *arg)
         rv = store_tx_exec(tx, "DELETE FROM role_bindings WHERE id = ?", p, 1, NULL);
     }
     if (rv == 0) {
-        rv = clusterdb_event(tx, "RoleBinding", w->ns, w->id, "DELETED", &w->revision);
+        rv = write_event(w->call, tx, "RoleBinding", w->ns, w->id, w->role, "DELETED", &w->revision);
     }
     return rv;
 }
@@ -875,13 +922,8 @@ static void b_delete(struct gate_ctx *ctx, void *data)
     }
     struct binding_write w = {.ctx = ctx, .role = role, .ns = ns, .expected = req->expected_resource_version};
     snprintf(w.id, sizeof w.id, "%s", req->id);
-    char err[GERR_MSG_SIZE] = "";
-    rv = store_writer_run(svc->writer, tx_delete_binding, &w, err);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "delete role binding", err);
-        return;
-    }
-    reply_deleted(ctx, w.id, (uint64_t)w.revision);
+    run_write(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_binding,
+              reply_binding_deleted_tx, &w, &w.call);
 }
 
 static void b_list(struct gate_ctx *ctx, void *data)
@@ -927,6 +969,8 @@ static void b_list(struct gate_ctx *ctx, void *data)
 
 struct key_write {
     struct gate_ctx *ctx;
+    struct res_call *call;
+    const char *secret; /* the new key (create): answered once, never stored */
     struct principals_svc *svc;
     const char *principal_id, *name;
     int64_t expires;
@@ -950,7 +994,7 @@ static int tx_create_key(struct store_tx *tx, void *arg)
         return tx_fail(tx, GERR_REFUSED, "the principal is disabled");
     }
     if (rv == 0) {
-        rv = clusterdb_event(tx, "ApiKey", "", w->keyid, "ADDED", &w->revision);
+        rv = write_event(w->call, tx, "ApiKey", "", w->keyid, w->name, "ADDED", &w->revision);
     }
     if (rv == 0) {
         struct proto_value p[] = {proto_text(w->keyid),       proto_text(w->principal_id),
@@ -963,6 +1007,50 @@ static int tx_create_key(struct store_tx *tx, void *arg)
             "last_used_ms, revoked_at_ms, resource_version) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
             p, 8, NULL);
     }
+    return rv;
+}
+
+/* The stored reply has the key without its secret; this call's answer has the secret too. */
+static int reply_key_created_tx(struct store_tx *tx, struct res_call *c, void *arg)
+{
+    const struct key_write *w = arg;
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(w->keyid)};
+    int rv = store_tx_query(tx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 1) {
+        struct key_msg m;
+        key_from_row(&m, &rows, 0);
+        Gantry__V1__CreateApiKeyResponse resp = GANTRY__V1__CREATE_API_KEY_RESPONSE__INIT;
+        resp.key = &m.k;
+        res_reply(c, &resp.base);
+        resp.secret = (char *)w->secret;
+        res_answer(c, &resp.base);
+    } else if (rv == 0) {
+        rv = tx_fail(tx, GERR_NOTFOUND, "no such API key");
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static int reply_key_tx(struct store_tx *tx, struct res_call *c, void *arg)
+{
+    const struct key_write *w = arg;
+    if (w->delete) {
+        return reply_deleted_tx(c, w->keyid);
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(w->keyid)};
+    int rv = store_tx_query(tx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 1) {
+        struct key_msg m;
+        key_from_row(&m, &rows, 0);
+        res_reply(c, &m.k.base);
+    } else if (rv == 0) {
+        rv = tx_fail(tx, GERR_NOTFOUND, "no such API key");
+    }
+    proto_rows_close(&rows);
     return rv;
 }
 
@@ -985,31 +1073,20 @@ static void k_create(struct gate_ctx *ctx, void *data)
         return;
     }
     char key[APIKEY_LEN + 1], err[GERR_MSG_SIZE] = "";
-    struct key_write w = {
-        .ctx = ctx, .svc = svc, .principal_id = principal, .name = req->name, .expires = req->expires_at_ms};
+    struct key_write w = {.ctx = ctx,
+                          .svc = svc,
+                          .principal_id = principal,
+                          .name = req->name,
+                          .expires = req->expires_at_ms,
+                          .secret = key};
     int rv = apikey_generate(svc->pepper, svc->pepper_len, key, w.keyid, w.hash, err);
-    if (rv == 0) {
-        rv = store_writer_run(svc->writer, tx_create_key, &w, err);
-    }
     if (rv != 0) {
-        memset(key, 0, sizeof key);
         fail_gerr(ctx, rv, "create API key", err);
-        return;
-    }
-    struct proto_rows rows;
-    rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", w.keyid, &rows);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "create API key", ctx->cl->errmsg);
     } else {
-        struct key_msg m;
-        key_from_row(&m, &rows, 0);
-        Gantry__V1__CreateApiKeyResponse resp = GANTRY__V1__CREATE_API_KEY_RESPONSE__INIT;
-        resp.key = &m.k;
-        resp.secret = key;
-        grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+        run_write(ctx, svc, req->request_id, &gantry__v1__create_api_key_response__descriptor, tx_create_key,
+                  reply_key_created_tx, &w, &w.call);
     }
     memset(key, 0, sizeof key);
-    proto_rows_close(&rows);
 }
 
 /* Read a key and apply the self check; answers and returns false when the call cannot go on. */
@@ -1093,7 +1170,8 @@ static int tx_revoke_key(struct store_tx *tx, void *arg)
     struct key_write *w = arg;
     int rv = check_version(tx, "api_keys", w->keyid, w->expected);
     if (rv == 0) {
-        rv = clusterdb_event(tx, "ApiKey", "", w->keyid, w->delete ? "DELETED" : "MODIFIED", &w->revision);
+        rv = write_event(w->call, tx, "ApiKey", "", w->keyid, "", w->delete ? "DELETED" : "MODIFIED",
+                         &w->revision);
     }
     struct proto_value p[] = {proto_int(now_ms(w->ctx)), proto_int(w->revision), proto_text(w->keyid)};
     if (rv == 0 && w->delete) {
@@ -1120,25 +1198,9 @@ static void k_revoke_or_delete(struct gate_ctx *ctx, struct principals_svc *svc,
     struct key_write w = {
         .ctx = ctx, .svc = svc, .expected = req->expected_resource_version, .delete = delete};
     snprintf(w.keyid, sizeof w.keyid, "%s", req->id);
-    char err[GERR_MSG_SIZE] = "";
-    int rv = store_writer_run(svc->writer, tx_revoke_key, &w, err);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, delete ? "delete API key" : "revoke API key", err);
-        return;
-    }
-    if (delete) {
-        reply_deleted(ctx, w.keyid, (uint64_t)w.revision);
-        return;
-    }
-    rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", w.keyid, &rows);
-    if (rv != 0) {
-        fail_gerr(ctx, rv, "revoke API key", ctx->cl->errmsg);
-    } else {
-        struct key_msg m;
-        key_from_row(&m, &rows, 0);
-        grpc_call_finish_async(ctx->call, 0, NULL, &m.k.base);
-    }
-    proto_rows_close(&rows);
+    run_write(ctx, svc, req->request_id,
+              delete ? &gantry__v1__delete_response__descriptor : &gantry__v1__api_key__descriptor,
+              tx_revoke_key, reply_key_tx, &w, &w.call);
 }
 
 static void k_revoke(struct gate_ctx *ctx, void *data)

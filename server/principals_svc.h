@@ -12,20 +12,23 @@
  *   - API keys: the secret is returned once by Create and never again; Revoke stops the key on
  *     every replica within the authentication cache bound (server/authn.h);
  *   - updates and deletes honour expected_resource_version (ABORTED on mismatch).
- * Every write is one transaction with its change event (server/clusterdb.h). */
+ * Every write goes through res_mutate (server/resource.h): one transaction with its change event
+ * and its OCSF audit event, idempotent under request_id. ApiKeys.Create is the exception to
+ * "a retry returns the same reply": the secret is never stored, so a retry under the same
+ * request_id returns the key without its secret (revoke it and create another). */
 #ifndef GANTRY_SERVER_PRINCIPALS_SVC_H
 #define GANTRY_SERVER_PRINCIPALS_SVC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/writer.h"
+#include "server/resource.h"
 
 struct gate;
 
 struct principals_svc {
-    struct store_writer *writer; /* borrowed */
-    const uint8_t *pepper;       /* borrowed, the API-key pepper */
+    const struct res_env *env; /* borrowed: the writer, and where audit events come from */
+    const uint8_t *pepper;     /* borrowed, the API-key pepper */
     size_t pepper_len;
 };
 

@@ -63,6 +63,15 @@ void res_reply(struct res_call *c, const ProtobufCMessage *msg)
     c->reply.len = n;
 }
 
+void res_answer(struct res_call *c, const ProtobufCMessage *msg)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    c->answer.len = 0;
+    uint8_t *p = buf_reserve(&c->answer, n + 1);
+    protobuf_c_message_pack(msg, p);
+    c->answer.len = n;
+}
+
 static void audit_of(const struct mutation *m, bool ok, int status, const char *message,
                      struct audit_record *r)
 {
@@ -95,9 +104,15 @@ static int mutation_tx(struct store_tx *tx, void *arg)
     m->replayed = false;
     m->c.revision = 0;
     m->c.reply.len = 0;
+    m->c.answer.len = 0;
     m->c.warning[0] = '\0';
     int rv = 0;
+#ifdef GANTRY_PLANT_BUG_SKIP_IDEMPOTENCY
+    /* Planted bug (tests/jepsen, docs/reliability.md): the idempotency record is never looked up. */
+    if (false) {
+#else
     if (m->request_id[0] != '\0') {
+#endif
         struct proto_rows rows;
         proto_rows_init(&rows, 0);
         struct proto_value p[] = {proto_text(ctx->who.id), proto_text(m->request_id)};
@@ -132,7 +147,12 @@ static int mutation_tx(struct store_tx *tx, void *arg)
                                   proto_int(m->c.revision), proto_int(ctx->now_ms)};
         rv = store_tx_exec(
             tx,
+#ifdef GANTRY_PLANT_BUG_SKIP_IDEMPOTENCY
+            "INSERT OR REPLACE INTO idempotency (principal_id, request_id, method, response, revision, "
+            "created_at_ms) "
+#else
             "INSERT INTO idempotency (principal_id, request_id, method, response, revision, created_at_ms) "
+#endif
             "VALUES (?, ?, ?, ?, ?, ?)",
             p, 6, NULL);
     }
@@ -154,6 +174,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     m->method = grpc_call_method(ctx->call);
     m->fn = fn;
     buf_init(&m->c.reply);
+    buf_init(&m->c.answer);
     buf_init(&m->stored);
     char err[GERR_MSG_SIZE] = "";
     int rv;
@@ -162,6 +183,14 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     for (int attempt = 0;; attempt++) {
         err[0] = '\0';
         rv = store_writer_run(env->writer, mutation_tx, m, err);
+#ifdef GANTRY_PLANT_BUG_ACK_BEFORE_COMMIT
+        /* Planted bug (tests/jepsen, docs/reliability.md): the reply built inside the transaction
+         * is sent whatever became of the commit. */
+        if (rv != 0 && m->c.reply.len > 0) {
+            rv = 0;
+            break;
+        }
+#endif
         if (rv != GERR_UNKNOWN_OUTCOME || request_id[0] == '\0' || attempt == 3) {
             break;
         }
@@ -181,7 +210,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         audit_submit(env->writer, &r);
         grpc_call_finish_async(ctx->call, status, err, NULL);
     } else {
-        const struct buf *b = m->replayed ? &m->stored : &m->c.reply;
+        const struct buf *b = m->replayed ? &m->stored : m->c.answer.len > 0 ? &m->c.answer : &m->c.reply;
         ProtobufCMessage *reply = protobuf_c_message_unpack(reply_desc, NULL, b->len, b->data);
         if (reply == NULL) {
             grpc_call_finish_async(ctx->call, GRPC_STATUS_INTERNAL, "the stored reply does not decode", NULL);
@@ -191,6 +220,10 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         }
     }
     buf_close(&m->c.reply);
+    if (m->c.answer.len > 0) {
+        memset(m->c.answer.data, 0, m->c.answer.len); /* it may hold a secret */
+    }
+    buf_close(&m->c.answer);
     buf_close(&m->stored);
     mem_free(m);
 }

@@ -47,6 +47,7 @@ struct res_call {
     char ns[64];
     int64_t revision;            /* from res_event */
     struct buf reply;            /* the packed reply (res_reply) */
+    struct buf answer;           /* this call's reply when it differs from the stored one (res_answer) */
     char warning[GERR_MSG_SIZE]; /* e.g. a soft quota exceeded: recorded in the audit event */
 };
 
@@ -68,6 +69,11 @@ int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const c
 
 /* In apply: pack @msg as the reply. */
 void res_reply(struct res_call *c, const ProtobufCMessage *msg);
+
+/* In apply, after res_reply: answer THIS call with @msg instead, while the idempotency record
+ * keeps res_reply's message. For replies that carry a secret which must never be stored (a new
+ * API key): a retry under the same request_id gets the stored reply, without the secret. */
+void res_answer(struct res_call *c, const ProtobufCMessage *msg);
 
 /* In apply: fail with a message. */
 int res_fail(struct store_tx *tx, int gerr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

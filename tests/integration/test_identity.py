@@ -350,6 +350,37 @@ class Principals(g.GantrydTest):
         c, _ = code(lambda: ident.call("user", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
             expires_at_ms=1000)))
         self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT)
+        # Retries under a request_id return the first answer, except the key's secret, which is
+        # never stored (not even in the idempotency record).
+        req = api_keys_pb2.CreateApiKeyRequest(request_id="key-once", name="ci")
+        first = ident.call("user", api_keys_pb2, "ApiKeys", "Create", req)
+        again = ident.call("user", api_keys_pb2, "ApiKeys", "Create", req, replica=1)
+        self.assertTrue(first.secret)
+        self.assertEqual((again.key.meta.id, again.secret), (first.key.meta.id, ""))
+        stored = ident.c.replicas[0].store("query", "SELECT hex(response) FROM idempotency")
+        self.assertNotIn(first.secret.encode().hex().upper(), stored)
+        b1 = ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            request_id="bind-once", binding=P.RoleBinding(principal_id=ident.ids["other"], role=P.ROLE_USER,
+                                                          namespace="default")))
+        b2 = ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            request_id="bind-once", binding=P.RoleBinding(principal_id=ident.ids["other"], role=P.ROLE_USER,
+                                                          namespace="default")), replica=1)
+        self.assertEqual(b1, b2)
+        # Every identity write is audited, the refused ones too.
+        from gantry.v1 import audit_pb2 as A
+        from gantry.v1 import meta_pb2
+        deadline = time.monotonic() + 5
+        while True:  # failures are audited in a transaction of their own, just after the answer
+            ops = [(e.api_operation, e.status) for e in ident.call("auditor", audit_pb2, "Audit", "Query",
+                   A.QueryAuditRequest(page=meta_pb2.PageRequest(page_size=500))).events]
+            if any(o == "/gantry.v1.Principals/Delete" for o, _ in ops) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for method in ("Principals/Create", "Principals/Update", "Principals/CreateRoleBinding",
+                       "Principals/DeleteRoleBinding", "ApiKeys/Create"):
+            self.assertIn("/gantry.v1." + method, {o for o, _ in ops}, method)
+        self.assertTrue(any(o == "/gantry.v1.Principals/Delete" and st != "Success" for o, st in ops),
+                        "the refused delete of the last platform_admin is audited")
         # A disabled principal's keys stop working.
         ident.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
             principal=P.Principal(meta=ident.meta(id=ident.ids["sa"]), disabled=True)))
