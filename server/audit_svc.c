@@ -32,20 +32,21 @@ static int64_t coli(const struct proto_rows *r, size_t i, unsigned c)
 
 /* Rows after @after_seq matching the filters. */
 static int query(struct store_client *cl, int64_t start, int64_t end, const char *ns, const char *actor,
-                 const char *operation, uint32_t class_uid, int64_t after_seq, unsigned limit,
-                 struct proto_rows *rows)
+                 const char *operation, uint32_t class_uid, const char *status, int64_t after_seq,
+                 unsigned limit, struct proto_rows *rows)
 {
     proto_rows_init(rows, 0);
     struct proto_value p[] = {proto_int(start),      proto_int(end != 0 ? end : INT64_MAX),
                               proto_text(ns),        proto_text(actor),
                               proto_text(operation), proto_int(class_uid),
-                              proto_int(after_seq),  proto_int(limit)};
+                              proto_int(after_seq),  proto_int(limit),
+                              proto_text(status)};
     return store_client_query(
         cl,
         "SELECT " AUDIT_COLUMNS " FROM audit WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 = '' OR "
         "namespace = ?3) AND (?4 = '' OR actor_id = ?4) AND (?5 = '' OR operation = ?5) AND (?6 = 0 "
-        "OR class_uid = ?6) AND seq > ?7 ORDER BY seq LIMIT ?8",
-        p, 8, rows);
+        "OR class_uid = ?6) AND (?9 = '' OR status = ?9) AND seq > ?7 ORDER BY seq LIMIT ?8",
+        p, 9, rows);
 }
 
 static void q_query(struct gate_ctx *ctx, void *data)
@@ -56,9 +57,15 @@ static void q_query(struct gate_ctx *ctx, void *data)
     limit = limit > PAGE_MAX ? PAGE_MAX : limit;
     int64_t after =
         req->page != NULL && req->page->page_token[0] != '\0' ? strtoll(req->page->page_token, NULL, 10) : 0;
+    if (req->status[0] != '\0' && strcmp(req->status, "Success") != 0 &&
+        strcmp(req->status, "Failure") != 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "status must be \"Success\", \"Failure\" or empty (both)");
+        return;
+    }
     struct proto_rows rows;
     int rv = query(ctx->cl, req->start_ms, req->end_ms, req->namespace_, req->actor_principal_id,
-                   req->api_operation, req->class_uid, after, limit + 1, &rows);
+                   req->api_operation, req->class_uid, req->status, after, limit + 1, &rows);
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "query audit: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -137,7 +144,7 @@ static void q_export(struct gate_ctx *ctx, void *data)
     int rv = 0;
     for (;;) {
         struct proto_rows rows;
-        rv = query(ctx->cl, req->start_ms, req->end_ms, req->namespace_, "", "", 0, after, EXPORT_BATCH,
+        rv = query(ctx->cl, req->start_ms, req->end_ms, req->namespace_, "", "", 0, "", after, EXPORT_BATCH,
                    &rows);
         for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
             json_t *o = audit_row_json(&rows, i);

@@ -328,6 +328,12 @@ class Audit(g.GantrydTest):
         q = e.call("auditor", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
             actor_principal_id=e.ids["other"], page=meta_pb2.PageRequest(page_size=100)), replica=alive)
         self.assertTrue(any(x.status == "Failure" and "needs a role" in x.status_detail for x in q.events))
+        failed = e.call("auditor", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            status="Failure", page=meta_pb2.PageRequest(page_size=500)), replica=alive)
+        self.assertTrue(failed.events)
+        self.assertEqual({x.status for x in failed.events}, {"Failure"})
+        self.assertEqual(code_of(lambda: e.call("auditor", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            status="failed"), replica=alive))[0], grpc.StatusCode.INVALID_ARGUMENT)
         print("audit: %d acknowledged creates across a leader kill, all with their audit event; %d events exported, "
               "%d denials before" % (len(acked), len(events), len(denied)))
 
