@@ -297,6 +297,19 @@ static const struct field fields[] = {
      .max = 876000,
      .type_name = "integer",
      .help = "audit events older than this are deleted in the background (default 90 days)"},
+    {.key = "event_retention_s",
+     .env = "GANTRY_EVENT_RETENTION_S",
+     .flag = "--event-retention-s",
+     .type = FT_U32,
+     .offset = OFF(event_retention_s),
+     .def = "86400",
+     .min = 1,
+     .max = 31536000,
+     .type_name = "integer",
+     .help =
+         "change events (the feed of Sandboxes.Watch and the reconciler) older than this are deleted in the "
+         "background; a watch resuming from an older revision gets OUT_OF_RANGE and lists again (default 1 "
+         "day)"},
     {.key = "retention_interval_s",
      .env = "GANTRY_RETENTION_INTERVAL_S",
      .flag = "--retention-interval-s",
@@ -306,7 +319,9 @@ static const struct field fields[] = {
      .min = 1,
      .max = 86400,
      .type_name = "integer",
-     .help = "how often the leader's replica deletes audit events and idempotency records past retention"},
+     .help =
+         "how often the leader's replica deletes audit events, change events and idempotency records past "
+         "retention"},
     {.key = "driver",
      .env = "GANTRY_DRIVER",
      .flag = "--driver",

@@ -129,6 +129,9 @@ struct config {
     /* audit_retention_hours: audit events older than this are pruned by the leader's replica.
      * Default 2160 (90 days), range 1..876000. */
     unsigned audit_retention_hours;
+    /* event_retention_s: change events (the Watch and reconciler feed) older than this are pruned;
+     * a watch resuming from before the oldest kept revision gets OUT_OF_RANGE. Default 86400. */
+    unsigned event_retention_s;
     /* retention_interval_s: how often retention runs. Default 60, range 1..86400. */
     unsigned retention_interval_s;
     /* The compute driver and the reconciler lease (docs/reconciler.md). driver: "process" (default),

@@ -437,10 +437,47 @@ static void save_peers(struct daemon *d, char *last, size_t last_len)
     mem_free(v);
 }
 
+/* Change events older than @before_ms, at most 5000 per run, in one transaction with the marker
+ * "events_compacted_revision" (the newest revision deleted): a watch that needs an event at or
+ * below the marker knows it is gone (server/sandboxes_svc.c). */
+struct events_prune {
+    int64_t before_ms, now_ms, upto;
+};
+
+static int prune_events_tx(struct store_tx *tx, void *arg)
+{
+    struct events_prune *e = arg;
+    struct proto_value p[] = {proto_int(e->before_ms)};
+    e->upto = 0;
+    int rv = store_tx_query_int(
+        tx,
+        "SELECT coalesce(max(revision), 0) FROM (SELECT revision FROM events WHERE at_ms < ? "
+        "ORDER BY revision LIMIT 5000)",
+        p, 1, &e->upto);
+    if (rv != 0 || e->upto == 0) {
+        return rv;
+    }
+    struct proto_value d[] = {proto_int(e->upto)};
+    rv = store_tx_exec(tx, "DELETE FROM events WHERE revision <= ?", d, 1, NULL);
+    if (rv == 0) {
+        char v[24];
+        snprintf(v, sizeof v, "%" PRId64, e->upto);
+        struct proto_value m[] = {proto_text(v), proto_int(e->now_ms)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO cluster_meta (key, value, updated_at_ms) VALUES "
+            "('events_compacted_revision', ?1, ?2) ON CONFLICT (key) DO UPDATE SET value = "
+            "excluded.value, updated_at_ms = excluded.updated_at_ms WHERE CAST(value AS INTEGER) < "
+            "CAST(excluded.value AS INTEGER)",
+            m, 2, NULL);
+    }
+    return rv;
+}
+
 /* Retention, every retention_interval_s, by the replica whose node leads (one pruner per cluster): audit
- * events past audit_retention_hours, and idempotency records older than a day (retries come
- * within minutes; a day leaves room for long outages). Bounded batches keep each transaction
- * short. */
+ * events past audit_retention_hours, change events past event_retention_s, and idempotency
+ * records older than a day (retries come within minutes; a day leaves room for long outages).
+ * Bounded batches keep each transaction short. */
 static void prune_history(struct daemon *d, uint64_t *last_ms)
 {
     struct clock *clk = clock_system();
@@ -462,6 +499,12 @@ static void prune_history(struct daemon *d, uint64_t *last_ms)
         deleted > 0) {
         LOG_INFO("retention: deleted %" PRId64 " audit event(s) older than %u h", deleted,
                  d->cfg->audit_retention_hours);
+    }
+    struct events_prune ep = {.before_ms = now - (int64_t)d->cfg->event_retention_s * 1000, .now_ms = now};
+    char err[GERR_MSG_SIZE] = "";
+    if (store_writer_run(&d->writer, prune_events_tx, &ep, err) == 0 && ep.upto > 0) {
+        LOG_INFO("retention: change events up to revision %" PRId64 " deleted (older than %u s)", ep.upto,
+                 d->cfg->event_retention_s);
     }
     struct proto_value p[] = {proto_int(now - 24 * 3600000LL)};
     store_client_exec(cl,

@@ -1032,12 +1032,36 @@ static int watch_initial(struct store_client *cl, struct watch *w, uint64_t *las
     return rv;
 }
 
-/* Changes after *@last up to the revision read first; *@last advances. */
-static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, bool *sent)
+/* The newest change event deleted by retention (0: none). */
+static int compacted_revision(struct store_client *cl, int64_t *out)
 {
-    int64_t upto = 0;
+    int rv = store_client_query_int(
+        cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'", NULL,
+        0, out);
+    if (rv == GERR_NOTFOUND) {
+        *out = 0;
+        rv = 0;
+    }
+    return rv;
+}
+
+/* Changes after *@last up to the revision read first; *@last advances. *@gone is set (and
+ * GERR_ABORTED returned) when events the watch still needs were deleted by retention: the marker
+ * is read after the events, and retention moves it in the transaction that deletes them, so a
+ * marker at or below *@last proves nothing needed was missing. */
+static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, bool *sent, int64_t *gone)
+{
+    int64_t upto = 0, compacted = 0;
     int rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &upto);
-    if (rv != 0 || (uint64_t)upto <= *last) {
+    if (rv == 0 && (uint64_t)upto <= *last) {
+        rv = compacted_revision(cl, &compacted);
+        if (rv == 0 && (uint64_t)compacted > *last) {
+            *gone = compacted;
+            rv = GERR_ABORTED;
+        }
+        return rv;
+    }
+    if (rv != 0) {
         return rv;
     }
     struct proto_rows ev;
@@ -1051,6 +1075,14 @@ static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, 
     uint64_t reached = (uint64_t)upto;
     if (rv == 0 && ev.n_rows == 1000) {
         reached = (uint64_t)coli(&ev, ev.n_rows - 1, 0); /* more to come: continue from there */
+    }
+    if (rv == 0) {
+        rv = compacted_revision(cl, &compacted);
+    }
+    if (rv == 0 && (uint64_t)compacted > *last) {
+        *gone = compacted;
+        proto_rows_close(&ev);
+        return GERR_ABORTED;
     }
     for (size_t i = 0; rv == 0 && i < ev.n_rows; i++) {
         uint64_t rev = (uint64_t)coli(&ev, i, 0);
@@ -1119,9 +1151,10 @@ static void *watch_main(void *arg)
     }
     struct clock *clk = clock_system();
     uint64_t last_bookmark = clock_mono_ms(clk);
+    int64_t gone = 0;
     while (rv == 0 && !atomic_load(&w->svc->stopping) && !grpc_call_cancelled(w->call)) {
         bool sent = false;
-        int prv = watch_poll(&cl, w, &last, &sent);
+        int prv = watch_poll(&cl, w, &last, &sent, &gone);
         if (prv != 0 && prv != GERR_NOLEADER && prv != GERR_CLOSED && prv != GERR_TIMEOUT) {
             rv = prv; /* transient store errors are retried; others end the watch */
             break;
@@ -1133,7 +1166,14 @@ static void *watch_main(void *arg)
         }
         clk->sleep_ns(clk, (uint64_t)SANDBOXES_WATCH_POLL_MS * 1000000u);
     }
-    if (rv != 0) {
+    if (gone > 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64
+                 " were deleted): list again and watch from the list's revision",
+                 last, gone);
+        grpc_call_finish_async(w->call, GRPC_STATUS_OUT_OF_RANGE, msg, NULL);
+    } else if (rv != 0) {
         grpc_call_finish_async(w->call, grpc_status_from_gerr(rv),
                                cl.errmsg[0] != '\0' ? cl.errmsg : gerr_str(rv), NULL);
     } else if (atomic_load(&w->svc->stopping)) {

@@ -411,6 +411,37 @@ class Retention(g.GantrydTest):
         self.assertNotIn("old", rows)
         self.assertIn("/gantry.v1.Cluster/CreateJoinToken", rows)
 
+    def test_old_change_events_end_stale_watches(self):
+        c = g.Cluster("evret-" + self._testMethodName,
+                      run_flags=["--event-retention-s", "2", "--retention-interval-s", "1"]).init()
+        self.clusters.append(c)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        for _ in range(3):
+            c.token()  # writes: change events
+        head = int(r1.store("query", "SELECT revision FROM cluster_revision").split()[-1])
+        deadline = time.monotonic() + 30
+        while True:
+            out = r1.store("query", "SELECT value FROM cluster_meta WHERE key = 'events_compacted_revision'").split()
+            if (len(out) > 1 and int(out[-1]) >= head) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertGreaterEqual(int(out[-1]), head, "change events were not pruned")
+        self.assertEqual(r1.store("query", "SELECT count(*) FROM events WHERE revision <= %d" % head).split()[-1], "0")
+        md = [("authorization", "Bearer " + c.key)]
+        watch = c.client.channel(c.replicas[0]).unary_stream(
+            "/gantry.v1.Sandboxes/Watch", request_serializer=S.WatchSandboxesRequest.SerializeToString,
+            response_deserializer=S.SandboxEvent.FromString)
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in watch(S.WatchSandboxesRequest(namespace="default", since_revision=1), metadata=md, timeout=20):
+                pass
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.OUT_OF_RANGE)
+        self.assertIn("list again", cm.exception.details())
+        # From the current state (since_revision 0), or from the head, a watch works.
+        stream = watch(S.WatchSandboxesRequest(namespace="default"), metadata=md, timeout=20)
+        self.assertEqual(next(stream).type, meta_pb2.EVENT_TYPE_BOOKMARK)
+        stream.cancel()
+
 
 GROUPS = {"retention": Retention, "namespaces": Namespaces, "sandboxes": Sandboxes, "quota": Quota, "idempotency": Idempotency,
           "audit": Audit, "watch": Watch}
