@@ -90,7 +90,7 @@ def set_path(msg, path, value):
 
 
 class Identity:
-    """A 2-replica cluster with a principal per role and an API key for each."""
+    """A 3-replica cluster with a principal per role and an API key for each."""
 
     def __init__(self, test):
         c = g.Cluster("id-" + test._testMethodName).init()
