@@ -1,7 +1,7 @@
 """Identity and authorization on a real gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_identity.py <group>
-Groups: matrix, principals, revocation, oidc, delegation.
+Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation.
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
@@ -537,6 +537,62 @@ class Oidc(g.GantrydTest):
             self.assertIn(why, cm.exception.details().lower() if why != "none" else cm.exception.details(), why)
 
 
+class Mtls(g.GantrydTest):
+    def test_client_certificates_map_to_principals(self):
+        import subprocess
+        root = os.path.join(g.WORK, "mtls-files-" + self._testMethodName)
+        os.makedirs(root)
+
+        def openssl(*args):
+            subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=root)
+
+        for ca in ("ca", "rogue"):  # the configured client CA, and another one
+            openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                    ca + ".key", "-out", ca + ".crt", "-days", "2", "-subj", "/CN=" + ca)
+        for name, ca in (("carol-laptop", "ca"), ("dave", "ca"), ("carol-rogue", "rogue")):
+            openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", name + ".key",
+                    "-out", name + ".csr", "-subj", "/CN=" + name.replace("-rogue", "-laptop"))
+            openssl("x509", "-req", "-in", name + ".csr", "-CA", ca + ".crt", "-CAkey", ca + ".key",
+                    "-CAcreateserial", "-out", name + ".crt", "-days", "2")
+        c = g.Cluster("mtls-" + self._testMethodName,
+                      run_flags=["--api-tls-client-ca", os.path.join(root, "ca.crt")]).init()
+        self.clusters.append(c)
+        c.wait_ready()
+        ident = Identity.__new__(Identity)
+        ident.c, ident.keys, ident.ids = c, {"pa": c.key}, {}
+        P = principals_pb2
+        carol = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="carol"), kind=P.PRINCIPAL_KIND_USER, oidc_issuer="mtls",
+            oidc_subject="carol-laptop")))
+
+        def whoami(name):
+            read = lambda f: open(os.path.join(root, f), "rb").read()  # noqa: E731
+            creds = grpc.ssl_channel_credentials(root_certificates=c.client.ca, private_key=read(name + ".key"),
+                                                 certificate_chain=read(name + ".crt"))
+            ch = grpc.secure_channel(c.replicas[0].api, creds,
+                                     options=[("grpc.ssl_target_name_override", "localhost")])
+            try:
+                return ch.unary_unary("/gantry.v1.Principals/WhoAmI",
+                                      request_serializer=P.WhoAmIRequest.SerializeToString,
+                                      response_deserializer=P.WhoAmIResponse.FromString)(P.WhoAmIRequest(), timeout=15)
+            finally:
+                ch.close()
+
+        w = whoami("carol-laptop")
+        self.assertEqual((w.principal.meta.id, w.authenticated_via), (carol.meta.id, "mtls"))
+        with self.assertRaises(grpc.RpcError) as cm:  # a valid certificate nobody is mapped to
+            whoami("dave")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("dave", cm.exception.details())
+        with self.assertRaises(grpc.RpcError) as cm:  # the same name from another CA never gets in
+            whoami("carol-rogue")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        # Linking maps a second certificate name to the same principal.
+        ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            identity=P.ExternalIdentity(principal_id="carol", issuer="mtls", subject="dave")))
+        self.assertEqual(whoami("dave").principal.meta.id, carol.meta.id)
+
+
 class Delegation(g.GantrydTest):
     def test_delegated_service_account_stays_in_scope(self):
         ident = Identity(self)
@@ -725,14 +781,15 @@ class Delegation(g.GantrydTest):
             time.sleep(0.1)
 
 
-GROUPS = {"matrix": Matrix, "principals": Principals, "revocation": Revocation, "oidc": Oidc,
-          "delegation": Delegation}
+# ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
+GROUPS = {"matrix": [Matrix], "principals": [Principals], "revocation": [Revocation], "oidc": [Oidc, Mtls],
+          "delegation": [Delegation]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
     suite = unittest.TestSuite()
-    for name, cls in GROUPS.items():
-        if group in ("all", name):
+    for name, classes in GROUPS.items():
+        for cls in classes if group in ("all", name) else []:
             suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(cls))
     ok = unittest.TextTestRunner(verbosity=2).run(suite).wasSuccessful()
     sys.exit(0 if ok else 1)
