@@ -1,4 +1,4 @@
-/* gantry whoami, user, sa, role, key: the Principals and ApiKeys services (docs/cli.md).
+/* gantry whoami, user, sa, role, identity, key: the Principals and ApiKeys services (docs/cli.md).
  * Principals are named by id or name everywhere; the server resolves either. */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -442,6 +442,73 @@ static int key_delete(struct cli *c, int argc, char **argv)
     return key_revoke_or_delete(c, argc, argv, true);
 }
 
+/* --- external identities: the same person from a second OIDC issuer, or a client certificate --- */
+
+static const struct gantry_col identity_cols[] = {
+    {"PRINCIPAL", "principal_id", NULL, false}, {"ISSUER", "issuer", NULL, false},
+    {"SUBJECT", "subject", NULL, false},        {"LINKED BY", "created_by", NULL, false},
+    {"AT", "created_at_ms", NULL, true},        {NULL, NULL, NULL, false},
+};
+
+static int identity_link(struct cli *c, int argc, char **argv)
+{
+    const char *iss = gantry_opt(&argc, argv, "--issuer"), *sub = gantry_opt(&argc, argv, "--subject");
+    int rc = gantry_args(gantry_find("identity", "link"), argc, argv, 1, 1);
+    if (rc != 0 || iss == NULL || sub == NULL) {
+        if (rc == 0) {
+            fprintf(stderr, "gantry identity link: --issuer and --subject are required\n");
+        }
+        return GANTRY_EXIT_USAGE;
+    }
+    char id[64], rid[37];
+    if ((rc = gantry_principal_id(c, argv[0], id, sizeof id)) != 0) {
+        return rc;
+    }
+    gantry_request_id(rid);
+    Gantry__V1__ExternalIdentity e = GANTRY__V1__EXTERNAL_IDENTITY__INIT;
+    Gantry__V1__LinkIdentityRequest req = GANTRY__V1__LINK_IDENTITY_REQUEST__INIT;
+    e.principal_id = id;
+    e.issuer = (char *)iss;
+    e.subject = (char *)sub;
+    req.request_id = rid;
+    req.identity = &e;
+    return gantry_simple(c, "/gantry.v1.Principals/LinkIdentity", &req.base,
+                         &gantry__v1__external_identity__descriptor, NULL, identity_cols);
+}
+
+static int identity_unlink(struct cli *c, int argc, char **argv)
+{
+    const char *iss = gantry_opt(&argc, argv, "--issuer"), *sub = gantry_opt(&argc, argv, "--subject");
+    int rc = gantry_args(gantry_find("identity", "unlink"), argc, argv, 0, 0);
+    if (rc != 0 || iss == NULL || sub == NULL) {
+        if (rc == 0) {
+            fprintf(stderr, "gantry identity unlink: --issuer and --subject are required\n");
+        }
+        return GANTRY_EXIT_USAGE;
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__UnlinkIdentityRequest req = GANTRY__V1__UNLINK_IDENTITY_REQUEST__INIT;
+    req.request_id = rid;
+    req.issuer = (char *)iss;
+    req.subject = (char *)sub;
+    static const struct gantry_col cols[] = {
+        {"UNLINKED", "id", NULL, false}, {"REVISION", "revision", NULL, false}, {NULL, NULL, NULL, false}};
+    return gantry_simple(c, "/gantry.v1.Principals/UnlinkIdentity", &req.base,
+                         &gantry__v1__delete_response__descriptor, NULL, cols);
+}
+
+static int identity_list(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("identity", "list"), argc, argv, 0, 1);
+    Gantry__V1__ListIdentitiesRequest req = GANTRY__V1__LIST_IDENTITIES_REQUEST__INIT;
+    req.principal_id = argc == 1 ? argv[0] : ""; /* the server takes an id or a name */
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Principals/ListIdentities", &req.base,
+                                   &gantry__v1__list_identities_response__descriptor, "identities",
+                                   identity_cols);
+}
+
 #define PRINCIPAL_TABLE(G, WHAT, EX)                                                                         \
     {#G,                                                                                                     \
      "create",                                                                                               \
@@ -468,15 +535,14 @@ static int key_delete(struct cli *c, int argc, char **argv)
         {#G,                                                                                                 \
          "disable",                                                                                          \
          "ID|NAME",                                                                                          \
-         "disable a " WHAT ": its credentials stop working within 2 s",                                      \
+         "disable a " WHAT ": its credentials stop authenticating",                                          \
          "gantry " #G " disable ci-bot",                                                                     \
          G##_disable,                                                                                        \
          false},                                                                                             \
         {#G,         "enable", "ID|NAME", "enable a disabled " WHAT, "gantry " #G " enable ci-bot",          \
          G##_enable, false},                                                                                 \
     {                                                                                                        \
-#G, "delete", "ID|NAME", "delete a " WHAT ", its role bindings and API keys",                        \
-            "gantry " #G " delete ci-bot", G##_delete, false                                                 \
+#G, "delete", "ID|NAME", "delete a " WHAT "", "gantry " #G " delete ci-bot", G##_delete, false       \
     }
 
 const struct gantry_cmd gantry_principal_cmds[] = {
@@ -494,6 +560,15 @@ const struct gantry_cmd gantry_principal_cmds[] = {
      "gantry role revoke alice user --namespace team-a", role_revoke, false},
     {"role", "list", "[--principal P] [--namespace NS]", "list role bindings",
      "gantry role list --principal alice", role_list, false},
+    {"identity", "link", "PRINCIPAL --issuer ISSUER --subject SUBJECT",
+     "link an external identity to PRINCIPAL (id or name): an OIDC issuer name from the issuers file and its "
+     "subject, or --issuer mtls and a client certificate's common name; that identity then authenticates as "
+     "PRINCIPAL",
+     "gantry identity link alice --issuer corp-google --subject 1090218", identity_link, false},
+    {"identity", "unlink", "--issuer ISSUER --subject SUBJECT", "remove a linked identity",
+     "gantry identity unlink --issuer corp-google --subject 1090218", identity_unlink, false},
+    {"identity", "list", "[PRINCIPAL]", "the identities linked to PRINCIPAL (default: yourself)",
+     "gantry identity list alice", identity_list, false},
     {"key", "create", "[--principal P] [--name N] [--expires TIME]",
      "create an API key (default: for yourself), printed once on stdout; TIME: +30d, +12h, ms since the "
      "epoch "

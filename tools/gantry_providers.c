@@ -289,7 +289,7 @@ const struct gantry_cmd gantry_provider_cmds[] = {
     {"provider", "update", "NAME [--type TYPE] [--secret-file FILE|-] [--config K=V ...] [--label K=V ...]",
      "change a provider; without --secret-file the stored secret is kept; --config and --label replace",
      "gantry provider update openai --secret-file new-openai.env --namespace team-a", provider_update, false},
-    {"provider", "delete", "NAME [--namespace NS]", "delete a provider and its grants",
+    {"provider", "delete", "NAME [--namespace NS]", "delete a provider",
      "gantry provider delete openai --namespace team-a", provider_delete, false},
     {"provider", "grant", "NAME PRINCIPAL [--namespace NS]",
      "let PRINCIPAL (id or name; bound in the namespace) attach the provider to its sandboxes",

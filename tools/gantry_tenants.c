@@ -488,7 +488,7 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
      "change a namespace's description or labels (--label replaces the labels)",
      "gantry namespace update team-a --description \"team A\"", ns_update, false},
     {"namespace", "delete", "NAME",
-     "delete a namespace: it turns TERMINATING until its sandboxes are gone, then disappears",
+     "delete a namespace (two-phase: it is TERMINATING first; docs/resources.md)",
      "gantry namespace delete team-a", ns_delete, false},
     {"quota", "get", "[--namespace NS]", "a namespace's quota and what it uses now",
      "gantry quota get --namespace team-a", quota_get, false},
