@@ -542,7 +542,13 @@ static int fake_call(struct driver_fake *f, struct fake_call *c, char *errmsg)
         st = &loaded;
     }
     newest = st->newest;
+#ifdef GANTRY_PLANT_BUG_STALE_EPOCH
+    /* Planted bug (tests/jepsen, docs/reliability.md): no fence, every epoch is accepted. */
+    rv = 0;
+    st->newest = c->epoch > st->newest ? c->epoch : st->newest;
+#else
     rv = driver__epoch_check(c->epoch, &st->newest, "the fake backend", errmsg);
+#endif
     dirty = st->newest != newest;
     if (rv == 0 && draw(f, f->failure_ppm)) {
         gerr_set(errmsg, "injected failure (fake driver, %s)", fake_op_names[c->op]);
