@@ -89,6 +89,7 @@ def wgl(ops, init, budget=20_000_000):
     entry = head.next
     steps = 0
     best = (0, None)
+    deepest = (0, None, None)
     while entry is not None:
         steps += 1
         if steps > budget:
@@ -108,8 +109,13 @@ def wgl(ops, init, budget=20_000_000):
                     continue
             entry = entry.next
         else:
+            if len(stack) >= deepest[0]:
+                # The furthest the search got: this call's return came and no order of the calls
+                # before it could explain it.
+                deepest = (len(stack), entry.op, state)
             if not stack:
-                return False, {"stuck_at": entry.op, "longest_prefix": best[0], "last_linearized": best[1]}
+                return False, {"cannot_linearize": deepest[1], "value_there": deepest[2],
+                               "ops_linearized_before": deepest[0], "last_linearized": best[1]}
             e, state = stack.pop()
             linearized &= ~e.op["bit"]
             unlift(e)

@@ -1,0 +1,137 @@
+"""The checkers of tests/jepsen on small hand-made histories: each must accept a valid one and
+reject the anomaly it exists for. Run: /usr/bin/python3 tests/jepsen/test_checkers.py"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checkers as c  # noqa: E402
+
+INF = c.INF
+
+
+def op(f, value, typ, invoke, complete, key="k"):
+    return {"key": key, "f": f, "value": value, "type": typ, "invoke": invoke, "complete": complete}
+
+
+class Register(unittest.TestCase):
+    def test_sequential_history_is_linearizable(self):
+        h = [op("read", "0", "ok", 0, 1), op("cas", ["0", "a"], "ok", 2, 3), op("read", "a", "ok", 4, 5),
+             op("cas", ["0", "b"], "fail", 6, 7), op("read", "a", "ok", 8, 9)]
+        self.assertTrue(c.check_register(h)["valid"])
+
+    def test_concurrent_reads_may_see_either_side(self):
+        h = [op("cas", ["0", "a"], "ok", 0, 10), op("read", "a", "ok", 1, 2), op("read", "0", "ok", 3, 4)]
+        # A read of the new value, then a later read of the old one while the CAS is still pending:
+        # not linearizable (once a is visible, 0 is gone).
+        self.assertFalse(c.check_register(h)["valid"])
+        h = [op("cas", ["0", "a"], "ok", 0, 10), op("read", "0", "ok", 1, 2), op("read", "a", "ok", 3, 4)]
+        self.assertTrue(c.check_register(h)["valid"])
+
+    def test_stale_read_after_acknowledged_cas_is_caught(self):
+        h = [op("cas", ["0", "a"], "ok", 0, 1), op("read", "0", "ok", 2, 3)]
+        v = c.check_register(h)
+        self.assertFalse(v["valid"])
+        self.assertIn("non_linearizable", v["anomalies"][0])
+
+    def test_indeterminate_cas_may_apply_late_or_never(self):
+        h = [op("cas", ["0", "a"], "info", 0, 1), op("read", "0", "ok", 2, 3), op("read", "a", "ok", 4, 5)]
+        self.assertTrue(c.check_register(h)["valid"])
+        h = [op("cas", ["0", "a"], "info", 0, 1), op("read", "0", "ok", 2, 3)]
+        self.assertTrue(c.check_register(h)["valid"])
+        # ...but it applies once: a then 0 then a again is impossible.
+        h = [op("cas", ["0", "a"], "info", 0, 1), op("read", "a", "ok", 2, 3), op("read", "0", "ok", 4, 5),
+             op("read", "a", "ok", 6, 7)]
+        self.assertFalse(c.check_register(h)["valid"])
+
+    def test_failed_cas_means_the_value_differed(self):
+        h = [op("read", "0", "ok", 0, 1), op("cas", ["0", "a"], "fail", 2, 3), op("read", "0", "ok", 4, 5)]
+        self.assertFalse(c.check_register(h)["valid"])
+
+    def test_lost_acknowledged_write_between_two_writers(self):
+        h = [op("cas", ["0", "a"], "ok", 0, 1), op("cas", ["0", "b"], "ok", 2, 3)]
+        self.assertFalse(c.check_register(h)["valid"])
+
+    def test_keys_are_independent(self):
+        h = [op("cas", ["0", "a"], "ok", 0, 1, key="x"), op("read", "0", "ok", 2, 3, key="y")]
+        self.assertTrue(c.check_register(h)["valid"])
+
+
+class Set(unittest.TestCase):
+    def test_acknowledged_present_and_none_twice(self):
+        h = [{"op": 1, "type": "ok", "id": "A"}, {"op": 2, "type": "info"}, {"op": 3, "type": "info"}]
+        final = [{"id": "A", "name": "s1-a1", "op": 1}, {"id": "B", "name": "s2-a2", "op": 2}]
+        self.assertTrue(c.check_set(h, final)["valid"])
+
+    def test_lost_acknowledged_create(self):
+        h = [{"op": 1, "type": "ok", "id": "A"}]
+        self.assertFalse(c.check_set(h, [])["valid"])
+
+    def test_create_applied_twice(self):
+        h = [{"op": 1, "type": "ok", "id": "A"}]
+        final = [{"id": "A", "name": "s1-a1", "op": 1}, {"id": "B", "name": "s1-a2", "op": 1}]
+        v = c.check_set(h, final)
+        self.assertFalse(v["valid"])
+        self.assertIn("duplicate", v["anomalies"][0])
+
+
+class Quota(unittest.TestCase):
+    def test_within_the_limit(self):
+        self.assertTrue(c.check_quota(2, [(0, 5), (1, 6), (5, 9)], [(1, "usage", 2)])["valid"])
+
+    def test_over_the_limit(self):
+        self.assertFalse(c.check_quota(2, [(0, 5), (1, 6), (2, INF)], [])["valid"])
+        self.assertFalse(c.check_quota(2, [], [(1, "usage", 3)])["valid"])
+
+
+def call(replica, epoch, newest, result="GERR_OK", line=0):
+    return {"replica": replica, "epoch": epoch, "newest": newest, "result": result,
+            "code": 0 if result == "GERR_OK" else 9, "line": line, "op": "create", "id": "x"}
+
+
+class Lease(unittest.TestCase):
+    def test_fenced_journal(self):
+        calls = [call(1, 1, 0), call(1, 1, 1, line=1), call(2, 2, 1), call(1, 1, 2, "GERR_STALE", line=2)]
+        v = c.check_lease(calls, ["a"], [{"id": "a"}], {1, 2})
+        self.assertTrue(v["valid"], v)
+
+    def test_stale_call_accepted(self):
+        calls = [call(2, 2, 1), call(1, 1, 2, line=1)]
+        self.assertFalse(c.check_lease(calls, [], [], {1, 2})["valid"])
+
+    def test_epoch_from_two_replicas(self):
+        self.assertFalse(c.check_lease([call(1, 3, 2), call(2, 3, 3)], [], [], {3})["valid"])
+
+    def test_desired_exactly_once(self):
+        self.assertFalse(c.check_lease([], ["a"], [{"id": "a"}, {"id": "a"}], set())["valid"])
+        self.assertFalse(c.check_lease([], ["a", "b"], [{"id": "a"}], set())["valid"])
+        self.assertFalse(c.check_lease([], [], [{"id": "a"}], set())["valid"])
+
+
+def ev(rev, sid="a", typ="MODIFIED", epoch=1):
+    return {"revision": rev, "type": typ, "id": sid, "rv": rev, "epoch": epoch}
+
+
+class Watch(unittest.TestCase):
+    def test_every_change_once_in_order(self):
+        s = {"r1": [ev(11), ev(12), ev(13)], "r2": [ev(11), ev(12), ev(13), {"type": "BOOKMARK", "revision": 13}]}
+        self.assertTrue(c.check_watch(s, 10, 13, [(11, "a")], must_reach=["r1", "r2"])["valid"])
+
+    def test_missed_repeated_reordered(self):
+        base = [ev(11), ev(12), ev(13)]
+        self.assertFalse(c.check_watch({"r1": base, "r2": [ev(11), ev(13)]}, 10, 13, [])["valid"])
+        self.assertFalse(c.check_watch({"r1": base, "r2": [ev(11), ev(12), ev(12), ev(13)]}, 10, 13, [])["valid"])
+        self.assertFalse(c.check_watch({"r1": base, "r2": [ev(12), ev(11), ev(13)]}, 10, 13, [])["valid"])
+
+    def test_acknowledged_create_never_seen_and_lagging_watcher(self):
+        self.assertFalse(c.check_watch({"r1": [ev(11)]}, 10, 11, [(12, "b")])["valid"])
+        self.assertFalse(c.check_watch({"r1": [ev(11)]}, 10, 12, [], must_reach=["r1"])["valid"])
+
+    def test_status_epoch_going_back(self):
+        s = {"r1": [ev(11, epoch=2), ev(12, epoch=1)]}
+        self.assertFalse(c.check_watch(s, 10, 12, [])["valid"])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
