@@ -1,8 +1,11 @@
-/* The kubernetes driver (see k8s.h): Pods, namespaces and a fence ConfigMap over HTTPS.
+/* The kubernetes driver (see k8s.h): agents.x-k8s.io Sandbox objects, namespaces and a fence
+ * ConfigMap over HTTPS.
  *
  * Every mutating call is: check the fence (and raise it), then the request, then on 409 read
  * again and decide again, a bounded number of times. Every object read back is checked for this
- * gateway's labels before it is believed. */
+ * gateway's labels before it is believed. Sandboxes are found by their labels (gateway id and
+ * sandbox id), never by a name derived from the id: object names are readable and may have had
+ * to step aside for someone else's object (see driver_k8s_object_name). */
 #include "drivers/k8s.h"
 
 #include <stdio.h>
@@ -21,6 +24,7 @@
 #define LIST_MAX         100000u
 #define SA_DIR           "/var/run/secrets/kubernetes.io/serviceaccount"
 #define DEFAULT_GPU      "nvidia.com/gpu"
+#define SANDBOXES        "/apis/" K8S_SANDBOX_API
 
 struct driver_k8s {
     struct driver base;
@@ -37,6 +41,7 @@ struct driver_k8s {
     char *server;
     uint64_t newest; /* the newest epoch this instance has seen */
     struct buf resp;
+    struct k8s_status last; /* the Status of the last failed request */
 };
 
 static struct driver_k8s *k8s_of(struct driver *d)
@@ -60,13 +65,33 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
-void driver_k8s_pod_name(const char *gateway_id, const char *sandbox_id, char out[64])
+/* @s cut to 54 bytes, "-", 8 hex digits of @hash: 63 bytes, a DNS label when @s starts with one. */
+static void cut_and_hash(const char *s, uint32_t hash, char out[64])
 {
-    if (strlen(gateway_id) + 1 + DRIVER_ID_LEN <= 63) {
-        snprintf(out, 64, "%s-%s", gateway_id, sandbox_id);
-    } else {
-        snprintf(out, 64, "%.17s-%08x-%s", gateway_id, (unsigned)fnv1a(gateway_id), sandbox_id);
+    snprintf(out, 64, "%.54s-%08x", s, (unsigned)hash);
+}
+
+void driver_k8s_object_name(enum driver_k8s_mode mode, const char *ns, const char *name, char out[64])
+{
+    char full[160];
+    if (mode == DRIVER_K8S_MANAGED) {
+        snprintf(out, 64, "%.63s", name);
+        return;
     }
+    snprintf(full, sizeof full, "%s--%s", ns, name);
+    if (strlen(full) <= 63) {
+        memcpy(out, full, strlen(full) + 1);
+    } else {
+        cut_and_hash(full, fnv1a(full), out);
+    }
+}
+
+void driver_k8s_fallback_name(const char *preferred, const char *gateway_id, const char *sandbox_id,
+                              char out[64])
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s/%s", gateway_id, sandbox_id);
+    cut_and_hash(preferred, fnv1a(key), out);
 }
 
 void driver_k8s_managed_namespace(const char *gateway_id, const char *ns, char out[64])
@@ -80,7 +105,7 @@ void driver_k8s_managed_namespace(const char *gateway_id, const char *ns, char o
     }
 }
 
-/* The Kubernetes namespace that holds the pods of gantry namespace @ns. */
+/* The Kubernetes namespace that holds the Sandbox objects of gantry namespace @ns. */
 static int k8s_namespace(struct driver_k8s *k, const char *ns, char out[64], char *errmsg)
 {
     switch (k->mode) {
@@ -115,15 +140,16 @@ static int k8s_namespace(struct driver_k8s *k, const char *ns, char out[64], cha
 static int call(struct driver_k8s *k, const char *method, const char *path, const char *body, char *errmsg)
 {
     long status;
-    struct k8s_status st;
+    struct k8s_status *st = &k->last;
+    memset(st, 0, sizeof *st);
     int rv = k8s_http_request(k->http, method, path, body, &status, &k->resp, errmsg);
     if (rv != 0 || (status >= 200 && status < 300)) {
         return rv;
     }
-    k8s_status_decode((const char *)k->resp.data, k->resp.len, &st);
-    rv = k8s_http_err_from_status(status, st.reason);
-    gerr_set(errmsg, "%s %s: HTTP %ld %s%s%s", method, path, status, st.reason,
-             st.message[0] != '\0' ? ": " : "", st.message);
+    k8s_status_decode((const char *)k->resp.data, k->resp.len, st);
+    rv = k8s_http_err_from_status(status, st->reason);
+    gerr_set(errmsg, "%s %s: HTTP %ld %s%s%s", method, path, status, st->reason,
+             st->message[0] != '\0' ? ": " : "", st->message);
     return rv;
 }
 
@@ -217,16 +243,16 @@ static int read_check(struct driver_k8s *k, uint64_t epoch, char *errmsg)
     return driver__epoch_check(epoch, &k->newest, "this kubernetes driver", errmsg);
 }
 
-/* ---- Pods */
+/* ---- Sandboxes */
 
-static bool pod_ours(struct driver_k8s *k, const struct k8s_meta *m, const char *id, const char *ns)
+static bool sandbox_ours(struct driver_k8s *k, const struct k8s_meta *m, const char *id, const char *ns)
 {
     return m->gateway_id != NULL && strcmp(m->gateway_id, k->gw) == 0 && m->sandbox_id != NULL &&
            driver_is_uuid(m->sandbox_id) && (id == NULL || strcmp(m->sandbox_id, id) == 0) &&
-           m->gantry_ns != NULL && (ns == NULL || strcmp(m->gantry_ns, ns) == 0);
+           m->gantry_ns != NULL && (ns == NULL || strcmp(m->gantry_ns, ns) == 0) && m->gantry_name != NULL;
 }
 
-static void describe(const struct k8s_pod *p, struct driver_sandbox *out)
+static void describe(const struct k8s_sandbox *p, struct driver_sandbox *out)
 {
     char handle[160];
     snprintf(handle, sizeof handle, "k8s:%s/%s", p->meta.ns, p->meta.name);
@@ -234,43 +260,127 @@ static void describe(const struct k8s_pod *p, struct driver_sandbox *out)
                          p->message, p->meta.epoch, p->meta.created_at_ms);
 }
 
-static void pod_path(char *out, size_t len, const char *kns, const char *pod)
+static void sandbox_path(char *out, size_t len, const char *kns, const char *name)
 {
-    snprintf(out, len, "/api/v1/namespaces/%s/pods/%s", kns, pod);
+    snprintf(out, len, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE "/%s", kns, name);
 }
 
-/* GET the pod of sandbox @id; GERR_NOTFOUND also when the pod is not this gateway's. */
-static int get_pod(struct driver_k8s *k, const char *ns, const char *id, struct k8s_pod *p, char *errmsg)
+/* A 404 from a sandboxes URL: the namespace is missing, or the API server does not serve the
+ * resource at all (the agent-sandbox CRD is not installed). */
+static int not_served(struct driver_k8s *k, int rv, char *errmsg)
 {
-    char kns[64], pod[64], path[200];
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") != 0) {
+        gerr_wrap(errmsg, "the API server does not serve " K8S_SANDBOX_RESOURCE "." K8S_SANDBOX_GROUP
+                          "/" K8S_SANDBOX_VERSION " (is the agent-sandbox CRD installed?)");
+        return GERR_UNAVAILABLE;
+    }
+    return rv;
+}
+
+/* Growable array of decoded sandboxes. */
+struct found {
+    struct k8s_sandbox *items;
+    size_t n, cap;
+};
+
+static void found_close(struct found *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        k8s_sandbox_close(&f->items[i]);
+    }
+    mem_free(f->items);
+    memset(f, 0, sizeof *f);
+}
+
+/* Append this gateway's sandboxes from @kns (NULL: every namespace) of gantry namespace @ns
+ * (NULL: all) and, with @id, of that sandbox only, page by page, to @out. The label selector
+ * asks the server for exactly these; each item is checked again before it is believed. */
+static int list_from(struct driver_k8s *k, const char *kns, const char *ns, const char *id, struct found *out,
+                     char *errmsg)
+{
+    char *next = NULL;
+    int rv = 0;
+    do {
+        struct buf path;
+        struct k8s_sandbox_list l;
+        buf_init(&path);
+        if (kns != NULL) {
+            buf_printf(&path, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE, kns);
+        } else {
+            buf_printf(&path, SANDBOXES "/" K8S_SANDBOX_RESOURCE);
+        }
+        buf_printf(&path, "?limit=%d&labelSelector=", LIST_PAGE);
+        put_escaped(&path, K8S_LABEL_GATEWAY "=");
+        put_escaped(&path, k->gw);
+        if (ns != NULL) {
+            put_escaped(&path, "," K8S_LABEL_NAMESPACE "=");
+            put_escaped(&path, ns);
+        }
+        if (id != NULL) {
+            put_escaped(&path, "," K8S_LABEL_SANDBOX "=");
+            put_escaped(&path, id);
+        }
+        if (next != NULL) {
+            buf_printf(&path, "&continue=");
+            put_escaped(&path, next);
+            mem_free(next);
+            next = NULL;
+        }
+        buf_append_zero(&path, 1); /* buf_append does not terminate */
+        rv = call(k, "GET", (const char *)path.data, NULL, errmsg);
+        buf_close(&path);
+        if (rv != 0) {
+            return not_served(k, rv, errmsg);
+        }
+        if ((rv = k8s_sandbox_list_decode(body(k), k->resp.len, &l, errmsg)) != 0) {
+            return rv;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            if (!sandbox_ours(k, &l.items[i].meta, id, ns)) {
+                continue;
+            }
+            if (out->n == out->cap) {
+                out->cap = out->cap == 0 ? 16 : out->cap * 2;
+                out->items = mem_realloc(out->items, out->cap * sizeof *out->items);
+            }
+            out->items[out->n++] = l.items[i];
+            memset(&l.items[i], 0, sizeof l.items[i]); /* moved */
+        }
+        next = l.next;
+        l.next = NULL;
+        k8s_sandbox_list_close(&l);
+        if (out->n > LIST_MAX) {
+            mem_free(next);
+            gerr_set(errmsg, "more than %u sandboxes listed", LIST_MAX);
+            return GERR_TOOBIG;
+        }
+    } while (next != NULL);
+    return rv;
+}
+
+/* The Sandbox object(s) of sandbox @id of gantry namespace @ns, found by label. */
+static int find(struct driver_k8s *k, const char *ns, const char *id, struct found *out, char *errmsg)
+{
+    char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
-    if (rv != 0) {
-        return rv;
-    }
-    driver_k8s_pod_name(k->gw, id, pod);
-    pod_path(path, sizeof path, kns, pod);
-    if ((rv = call(k, "GET", path, NULL, errmsg)) != 0 ||
-        (rv = k8s_pod_decode(body(k), k->resp.len, p, errmsg)) != 0) {
-        return rv;
-    }
-    if (!pod_ours(k, &p->meta, id, ns)) {
-        gerr_set(errmsg, "pod %s/%s is not sandbox %s of this gateway", kns, pod, id);
-        k8s_pod_close(p);
-        return GERR_NOTFOUND;
-    }
-    return 0;
+    return rv != 0 ? rv : list_from(k, kns, ns, id, out, errmsg);
 }
 
 static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                    struct driver_sandbox *out, char *errmsg)
 {
     struct driver_k8s *k = k8s_of(d);
-    struct k8s_pod p;
+    struct found f = {0};
     int rv = read_check(k, epoch, errmsg);
-    if (rv == 0 && (rv = get_pod(k, ns, id, &p, errmsg)) == 0) {
-        describe(&p, out);
-        k8s_pod_close(&p);
+    if (rv == 0 && (rv = find(k, ns, id, &f, errmsg)) == 0) {
+        if (f.n == 0) {
+            gerr_set(errmsg, "no sandbox %s of gateway %s in %s", id, k->gw, ns);
+            rv = GERR_NOTFOUND;
+        } else {
+            describe(&f.items[0], out);
+        }
     }
+    found_close(&f);
     return rv;
 }
 
@@ -295,27 +405,73 @@ static int k8s_validate(struct driver *d, const struct driver_sandbox_spec *spec
     return validate_spec(k8s_of(d), spec, allowed, errmsg);
 }
 
-/* After 409 AlreadyExists: the existing pod is this sandbox (0, @out), or someone else's. */
-static int create_existing(struct driver_k8s *k, const struct driver_sandbox_spec *s,
-                           struct driver_sandbox *out, char *errmsg)
+/* Sandbox @s exists as @p: 0 with @out if it has the spec's name, else GERR_EXISTS. */
+static int adopt(const struct driver_sandbox_spec *s, const struct k8s_sandbox *p, struct driver_sandbox *out,
+                 char *errmsg)
 {
-    struct k8s_pod p;
-    int rv = get_pod(k, s->namespace, s->id, &p, errmsg);
-    if (rv == GERR_NOTFOUND) {
-        gerr_wrap(errmsg, "a pod of that name exists");
+    if (strcmp(p->meta.gantry_name, s->name) != 0 || strcmp(p->meta.gantry_ns, s->namespace) != 0) {
+        gerr_set(errmsg, "sandbox %s exists as %s/%s", s->id, p->meta.gantry_ns, p->meta.gantry_name);
         return GERR_EXISTS;
     }
+    describe(p, out);
+    return 0;
+}
+
+/* POST the Sandbox under @name. 0 with @out: made (or found to be ours after AlreadyExists);
+ * GERR_EXISTS with *@taken: the name holds another object; anything else: failed. */
+static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
+                     const char *kns, const char *name, bool *taken, struct driver_sandbox *out, char *errmsg)
+{
+    char path[200], *doc;
+    struct k8s_sandbox p;
+    struct k8s_sandbox_params params = {.spec = s,
+                                        .gateway_id = k->gw,
+                                        .k8s_namespace = kns,
+                                        .object_name = name,
+                                        .epoch = epoch,
+                                        .gpu_resource = k->gpu_res,
+                                        .now_ms = driver__now_ms()};
+    *taken = false;
+    int rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     if (rv != 0) {
         return rv;
     }
-    if (p.meta.gantry_name == NULL || strcmp(p.meta.gantry_name, s->name) != 0) {
-        gerr_set(errmsg, "sandbox %s exists as %s/%s", s->id, s->namespace,
-                 p.meta.gantry_name != NULL ? p.meta.gantry_name : "?");
-        rv = GERR_EXISTS;
-    } else {
-        describe(&p, out);
+    snprintf(path, sizeof path, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE, kns);
+    rv = call(k, "POST", path, doc, errmsg);
+    mem_free(doc);
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") == 0) {
+        gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", s->namespace, kns);
+        return rv;
     }
-    k8s_pod_close(&p);
+    if (rv == GERR_EXISTS) {
+        /* A lost reply to our own earlier create, or someone else's object under that name. */
+        sandbox_path(path, sizeof path, kns, name);
+        if ((rv = call(k, "GET", path, NULL, errmsg)) != 0) {
+            return rv == GERR_NOTFOUND ? GERR_ABORTED : rv; /* deleted meanwhile: try again */
+        }
+        if ((rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) != 0) {
+            return rv;
+        }
+        if (sandbox_ours(k, &p.meta, s->id, NULL)) {
+            rv = adopt(s, &p, out, errmsg);
+        } else {
+            gerr_set(errmsg, "a Sandbox named %s/%s exists and is not sandbox %s of gateway %s", kns, name,
+                     s->id, k->gw);
+            *taken = true;
+            rv = GERR_EXISTS;
+        }
+        k8s_sandbox_close(&p);
+        return rv;
+    }
+    if (rv != 0) {
+        return not_served(k, rv, errmsg);
+    }
+    if ((rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
+        describe(&p, out);
+        k8s_sandbox_close(&p);
+        LOG_INFO("kubernetes driver: sandbox %s/%s created for %s/%s, epoch %llu", kns, name, s->namespace,
+                 s->name, (unsigned long long)epoch);
+    }
     return rv;
 }
 
@@ -323,38 +479,31 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
                       struct driver_sandbox *out, char *errmsg)
 {
     struct driver_k8s *k = k8s_of(d);
-    char kns[64], pod[64], path[200], *doc;
-    struct k8s_pod p;
+    char kns[64], name[64], fallback[64];
+    struct found f = {0};
+    bool taken;
     int rv = validate_spec(k, s, NULL, errmsg);
     if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 ||
         (rv = fence(k, epoch, errmsg)) != 0) {
         return rv;
     }
-    driver_k8s_pod_name(k->gw, s->id, pod);
-    struct k8s_pod_params params = {.spec = s,
-                                    .gateway_id = k->gw,
-                                    .k8s_namespace = kns,
-                                    .pod_name = pod,
-                                    .epoch = epoch,
-                                    .gpu_resource = k->gpu_res};
-    if ((rv = k8s_pod_manifest(&params, &doc, errmsg)) != 0) {
+    /* Idempotent by id: whatever name it got, an existing one is found by its labels. */
+    if ((rv = list_from(k, kns, NULL, s->id, &f, errmsg)) != 0) {
         return rv;
     }
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods", kns);
-    rv = call(k, "POST", path, doc, errmsg);
-    mem_free(doc);
-    if (rv == GERR_EXISTS) {
-        return create_existing(k, s, out, errmsg);
-    }
-    if (rv == GERR_NOTFOUND) {
-        gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", s->namespace, kns);
+    if (f.n > 0) {
+        rv = adopt(s, &f.items[0], out, errmsg);
+        found_close(&f);
         return rv;
     }
-    if (rv == 0 && (rv = k8s_pod_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
-        describe(&p, out);
-        k8s_pod_close(&p);
-        LOG_INFO("kubernetes driver: pod %s/%s created for %s/%s, epoch %llu", kns, pod, s->namespace,
-                 s->name, (unsigned long long)epoch);
+    found_close(&f);
+    driver_k8s_object_name(k->mode, s->namespace, s->name, name);
+    rv = create_as(k, epoch, s, kns, name, &taken, out, errmsg);
+    if (rv == GERR_EXISTS && taken) {
+        /* The readable name is someone else's (another gateway in a shared namespace, or another
+         * of ours whose "ns--name" reads the same): step aside to a name of our own. */
+        driver_k8s_fallback_name(name, k->gw, s->id, fallback);
+        rv = create_as(k, epoch, s, kns, fallback, &taken, out, errmsg);
     }
     return rv;
 }
@@ -362,28 +511,23 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
 /* One pass of a delete: 0 done, GERR_ABORTED to read again, anything else final. */
 static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *id, char *errmsg)
 {
-    char kns[64], pod[64], path[200];
-    struct k8s_pod p;
-    int rv = get_pod(k, ns, id, &p, errmsg);
-    if (rv == GERR_NOTFOUND) {
-        return 0;
+    char path[200];
+    struct found f = {0};
+    int rv = find(k, ns, id, &f, errmsg);
+    for (size_t i = 0; rv == 0 && i < f.n; i++) {
+        const struct k8s_sandbox *p = &f.items[i];
+        if (p->meta.epoch > epoch) {
+            uint64_t newest = p->meta.epoch;
+            rv = driver__epoch_check(epoch, &newest, "the sandbox's epoch annotation", errmsg);
+        } else if (!p->meta.deleting) {
+            char *doc = k8s_delete_options(p->meta.resource_version);
+            sandbox_path(path, sizeof path, p->meta.ns, p->meta.name);
+            rv = call(k, "DELETE", path, doc, errmsg);
+            mem_free(doc);
+            rv = rv == GERR_NOTFOUND ? 0 : rv;
+        }
     }
-    if (rv != 0) {
-        return rv;
-    }
-    if (p.meta.epoch > epoch) {
-        uint64_t newest = p.meta.epoch;
-        rv = driver__epoch_check(epoch, &newest, "the pod's epoch annotation", errmsg);
-    } else if (!p.meta.deleting) {
-        char *doc = k8s_delete_options(p.meta.resource_version);
-        k8s_namespace(k, ns, kns, errmsg); /* succeeded in get_pod */
-        driver_k8s_pod_name(k->gw, id, pod);
-        pod_path(path, sizeof path, kns, pod);
-        rv = call(k, "DELETE", path, doc, errmsg);
-        mem_free(doc);
-        rv = rv == GERR_NOTFOUND ? 0 : rv;
-    }
-    k8s_pod_close(&p);
+    found_close(&f);
     return rv;
 }
 
@@ -396,7 +540,7 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
         if (rv != GERR_ABORTED) {
             return rv;
         }
-        rv = 0; /* 409: the pod changed since we read it; read it again */
+        rv = 0; /* 409: the sandbox changed since we read it; read it again */
     }
     if (rv == 0) {
         gerr_set(errmsg, "delete of sandbox %s: still conflicting after %d attempts", id, CONFLICT_RETRIES);
@@ -407,60 +551,12 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
 
 /* ---- Lists */
 
-/* Append this gateway's pods from @kns (NULL: every namespace), of gantry namespace @ns (NULL:
- * all), page by page. A missing Kubernetes namespace holds nothing. */
-static int list_from(struct driver_k8s *k, const char *kns, const char *ns, struct driver_sandbox_list *out,
-                     char *errmsg)
+/* Describe everything in @f onto @out. */
+static void describe_all(const struct found *f, struct driver_sandbox_list *out)
 {
-    char *next = NULL;
-    int rv = 0;
-    do {
-        struct buf path;
-        struct k8s_pod_list l;
-        buf_init(&path);
-        if (kns != NULL) {
-            buf_printf(&path, "/api/v1/namespaces/%s/pods", kns);
-        } else {
-            buf_printf(&path, "/api/v1/pods");
-        }
-        buf_printf(&path, "?limit=%d&labelSelector=", LIST_PAGE);
-        put_escaped(&path, K8S_LABEL_GATEWAY "=");
-        put_escaped(&path, k->gw);
-        if (ns != NULL) {
-            put_escaped(&path, "," K8S_LABEL_NAMESPACE "=");
-            put_escaped(&path, ns);
-        }
-        if (next != NULL) {
-            buf_printf(&path, "&continue=");
-            put_escaped(&path, next);
-            mem_free(next);
-            next = NULL;
-        }
-        buf_append_zero(&path, 1); /* buf_append does not terminate */
-        rv = call(k, "GET", (const char *)path.data, NULL, errmsg);
-        buf_close(&path);
-        if (rv == GERR_NOTFOUND && kns != NULL) {
-            return 0;
-        }
-        if (rv != 0 || (rv = k8s_pod_list_decode(body(k), k->resp.len, &l, errmsg)) != 0) {
-            return rv;
-        }
-        for (size_t i = 0; i < l.n; i++) {
-            /* The selector asked for these; believe only what carries our labels. */
-            if (pod_ours(k, &l.items[i].meta, NULL, ns)) {
-                describe(&l.items[i], driver__list_push(out));
-            }
-        }
-        next = l.next;
-        l.next = NULL;
-        k8s_pod_list_close(&l);
-        if (out->n > LIST_MAX) {
-            mem_free(next);
-            gerr_set(errmsg, "more than %u sandboxes listed", LIST_MAX);
-            return GERR_TOOBIG;
-        }
-    } while (next != NULL);
-    return rv;
+    for (size_t i = 0; i < f->n; i++) {
+        describe(&f->items[i], driver__list_push(out));
+    }
 }
 
 static bool seen_before(struct driver_k8s *k, size_t i)
@@ -473,24 +569,24 @@ static bool seen_before(struct driver_k8s *k, size_t i)
     return false;
 }
 
-static int list_all(struct driver_k8s *k, const char *ns, struct driver_sandbox_list *out, char *errmsg)
+static int list_all(struct driver_k8s *k, const char *ns, struct found *out, char *errmsg)
 {
     char kns[64];
     int rv = 0;
     if (ns != NULL) {
         rv = k8s_namespace(k, ns, kns, errmsg);
-        return rv != 0 ? rv : list_from(k, kns, ns, out, errmsg);
+        return rv != 0 ? rv : list_from(k, kns, ns, NULL, out, errmsg);
     }
     switch (k->mode) {
     case DRIVER_K8S_MANAGED:
-        return list_from(k, NULL, NULL, out, errmsg);
+        return list_from(k, NULL, NULL, NULL, out, errmsg);
     case DRIVER_K8S_SHARED:
-        return list_from(k, k->shared_ns, NULL, out, errmsg);
+        return list_from(k, k->shared_ns, NULL, NULL, out, errmsg);
     case DRIVER_K8S_OPERATOR:
     default:
         for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
             if (!seen_before(k, i)) {
-                rv = list_from(k, k->op_to[i], NULL, out, errmsg);
+                rv = list_from(k, k->op_to[i], NULL, NULL, out, errmsg);
             }
         }
         return rv;
@@ -501,8 +597,13 @@ static int k8s_list(struct driver *d, uint64_t epoch, const char *ns, struct dri
                     char *errmsg)
 {
     struct driver_k8s *k = k8s_of(d);
+    struct found f = {0};
     int rv = read_check(k, epoch, errmsg);
-    return rv != 0 ? rv : list_all(k, ns, out, errmsg);
+    if (rv == 0 && (rv = list_all(k, ns, &f, errmsg)) == 0) {
+        describe_all(&f, out);
+    }
+    found_close(&f);
+    return rv;
 }
 
 /* ---- Namespaces */
@@ -600,17 +701,17 @@ static int delete_managed(struct driver_k8s *k, const char *kns, char *errmsg)
 static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)
 {
     struct driver_k8s *k = k8s_of(d);
-    struct driver_sandbox_list l = {0};
+    struct found f = {0};
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
     if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0) {
         return rv;
     }
-    if ((rv = list_from(k, kns, ns, &l, errmsg)) == 0 && l.n > 0) {
-        gerr_set(errmsg, "namespace %s still holds %zu sandboxes", ns, l.n);
+    if ((rv = list_from(k, kns, ns, NULL, &f, errmsg)) == 0 && f.n > 0) {
+        gerr_set(errmsg, "namespace %s still holds %zu sandboxes", ns, f.n);
         rv = GERR_CONSTRAINT;
     }
-    driver_sandbox_list_close(&l);
+    found_close(&f);
     if (rv == 0 && k->mode == DRIVER_K8S_MANAGED) {
         rv = delete_managed(k, kns, errmsg);
     }
@@ -630,7 +731,8 @@ static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
     caps->namespaces = k->mode == DRIVER_K8S_MANAGED;
     caps->shared_backend = true;
     caps->config_keys = k8s_config_keys;
-    snprintf(caps->detail, sizeof caps->detail, "kubernetes %s as gateway %s, %s namespaces, fence %s/%s",
+    snprintf(caps->detail, sizeof caps->detail,
+             "kubernetes %s as gateway %s, " K8S_SANDBOX_API " Sandbox objects, %s namespaces, fence %s/%s",
              k->server, k->gw, mode_name(k->mode), k->fence_ns, k->fence_name);
 }
 

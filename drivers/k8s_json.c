@@ -139,6 +139,8 @@ int k8s_status_decode(const char *text, size_t len, struct k8s_status *out)
     }
     copy_printable(out->reason, sizeof out->reason, str_member(j, "reason", 1024));
     copy_printable(out->message, sizeof out->message, str_member(j, "message", 65536));
+    copy_printable(out->details_kind, sizeof out->details_kind,
+                   str_member(json_object_get(j, "details"), "kind", 1024));
     json_decref(j);
     return 0;
 }
@@ -208,114 +210,90 @@ int k8s_meta_decode(const char *text, size_t len, struct k8s_meta *out, char *er
     return rv;
 }
 
-/* ---- Pods: mapping status to a phase */
+/* ---- Sandboxes: mapping the controller's conditions to a phase */
 
-static bool is_fatal_waiting(const char *reason)
-{
-    static const char *const fatal[] = {"ErrImagePull",
-                                        "ImagePullBackOff",
-                                        "InvalidImageName",
-                                        "CrashLoopBackOff",
-                                        "CreateContainerConfigError",
-                                        "CreateContainerError",
-                                        "RunContainerError",
-                                        NULL};
-    return reason != NULL && driver__in_list(fatal, reason);
-}
-
-/* The first container's waiting or terminated state: reason and message, exit code. */
-struct container_view {
-    const char *waiting;
-    const char *waiting_msg;
-    const char *terminated;
-    long exit_code;
-    bool has_exit;
+struct condition {
+    const char *status; /* "True", "False", "Unknown"; NULL when the condition is absent */
+    const char *reason;
+    const char *message;
 };
 
-static void first_container(json_t *status, struct container_view *v)
+static void find_condition(json_t *status, const char *type, struct condition *c)
 {
-    memset(v, 0, sizeof *v);
-    json_t *cs = json_array_get(json_object_get(status, "containerStatuses"), 0);
-    json_t *state = json_object_get(cs, "state");
-    json_t *w = json_object_get(state, "waiting");
-    json_t *t = json_object_get(state, "terminated");
-    v->waiting = str_member(w, "reason", 128);
-    v->waiting_msg = str_member(w, "message", 1024);
-    v->terminated = str_member(t, "reason", 128);
-    json_t *code = json_object_get(t, "exitCode");
-    if (json_is_integer(code)) {
-        v->has_exit = true;
-        v->exit_code = (long)json_integer_value(code);
+    json_t *conds = json_object_get(status, "conditions");
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < json_array_size(conds); i++) {
+        json_t *x = json_array_get(conds, i);
+        const char *t = str_member(x, "type", 316);
+        if (t != NULL && strcmp(t, type) == 0) {
+            c->status = str_member(x, "status", 16);
+            c->reason = str_member(x, "reason", 1024);
+            c->message = str_member(x, "message", 32768);
+            return;
+        }
     }
 }
 
-static bool pod_ready(json_t *status)
+static bool is(const char *s, const char *want)
 {
-    json_t *conds = json_object_get(status, "conditions");
-    for (size_t i = 0; i < json_array_size(conds); i++) {
-        json_t *c = json_array_get(conds, i);
-        const char *type = str_member(c, "type", 64);
-        const char *st = str_member(c, "status", 16);
-        if (type != NULL && st != NULL && strcmp(type, "Ready") == 0) {
-            return strcmp(st, "True") == 0;
-        }
+    return s != NULL && strcmp(s, want) == 0;
+}
+
+/* "<reason>: <message>", either part optional, or @fallback when both are missing. */
+static void say(char *out, size_t len, const struct condition *c, const char *fallback)
+{
+    const char *r = c->reason != NULL && c->reason[0] != '\0' ? c->reason : NULL;
+    const char *m = c->message != NULL && c->message[0] != '\0' ? c->message : NULL;
+    if (r == NULL && m == NULL) {
+        snprintf(out, len, "%s", fallback);
+    } else {
+        snprintf(out, len, "%s%s%s", r != NULL ? r : "", r != NULL && m != NULL ? ": " : "",
+                 m != NULL ? m : "");
     }
-    return false;
 }
 
 static enum driver_phase map_phase(json_t *obj, const struct k8s_meta *m, char *msg, size_t len)
 {
     json_t *status = json_object_get(obj, "status");
-    const char *phase = str_member(status, "phase", 64);
-    const char *reason = str_member(status, "reason", 128);
-    const char *smsg = str_member(status, "message", 1024);
-    struct container_view c;
+    struct condition ready, finished;
     char tmp[K8S_MAX_MESSAGE] = "";
     enum driver_phase out;
-    first_container(status, &c);
+    find_condition(status, "Ready", &ready);
+    find_condition(status, "Finished", &finished);
     if (m->deleting) {
         out = DRIVER_PHASE_DELETING;
-    } else if (phase == NULL || strcmp(phase, "Pending") == 0) {
-        out = is_fatal_waiting(c.waiting) ? DRIVER_PHASE_ERROR : DRIVER_PHASE_PROVISIONING;
-        snprintf(tmp, sizeof tmp, "%s%s%s", c.waiting != NULL ? c.waiting : "",
-                 c.waiting_msg != NULL ? ": " : "", c.waiting_msg != NULL ? c.waiting_msg : "");
-    } else if (strcmp(phase, "Running") == 0) {
-        out = pod_ready(status)             ? DRIVER_PHASE_READY
-              : is_fatal_waiting(c.waiting) ? DRIVER_PHASE_ERROR
-                                            : DRIVER_PHASE_PROVISIONING;
-        snprintf(tmp, sizeof tmp, "%s",
-                 out == DRIVER_PHASE_READY ? ""
-                 : c.waiting != NULL       ? c.waiting
-                                           : "not ready");
-    } else if (strcmp(phase, "Succeeded") == 0) {
-        out = DRIVER_PHASE_STOPPED;
-        snprintf(tmp, sizeof tmp, "the command exited with status 0");
-    } else if (strcmp(phase, "Failed") == 0) {
-        bool deadline = reason != NULL && strcmp(reason, "DeadlineExceeded") == 0;
-        out = deadline ? DRIVER_PHASE_STOPPED : DRIVER_PHASE_ERROR;
-        if (deadline) {
-            snprintf(tmp, sizeof tmp, "the lifetime ended (activeDeadlineSeconds)");
-        } else if (c.has_exit) {
-            snprintf(tmp, sizeof tmp, "the command exited with status %ld%s%s", c.exit_code,
-                     c.terminated != NULL ? ": " : "", c.terminated != NULL ? c.terminated : "");
+    } else if (is(finished.status, "True")) {
+        out = is(finished.reason, "PodSucceeded") ? DRIVER_PHASE_STOPPED : DRIVER_PHASE_ERROR;
+        say(tmp, sizeof tmp, &finished, "finished");
+    } else if (is(ready.status, "True")) {
+        out = DRIVER_PHASE_READY;
+    } else if (is(ready.status, "False")) {
+        if (is(ready.reason, "SandboxExpired") || is(ready.reason, "PodSucceeded") ||
+            is(ready.reason, "SandboxSuspended")) {
+            out = DRIVER_PHASE_STOPPED;
+        } else if (is(ready.reason, "PodFailed") || is(ready.reason, "MultiplePods")) {
+            out = DRIVER_PHASE_ERROR;
         } else {
-            snprintf(tmp, sizeof tmp, "%s%s%s", reason != NULL ? reason : "failed", smsg != NULL ? ": " : "",
-                     smsg != NULL ? smsg : "");
+            out = DRIVER_PHASE_PROVISIONING;
         }
-    } else {
+        say(tmp, sizeof tmp, &ready, "not ready");
+    } else if (ready.status != NULL) {
         out = DRIVER_PHASE_UNKNOWN;
-        snprintf(tmp, sizeof tmp, "pod phase %s", phase);
+        say(tmp, sizeof tmp, &ready, "readiness unknown");
+    } else {
+        out = DRIVER_PHASE_PROVISIONING;
+        snprintf(tmp, sizeof tmp, "waiting for the agent-sandbox controller");
     }
     copy_printable(msg, len, tmp);
     return out;
 }
 
-static int pod_from(json_t *obj, struct k8s_pod *p, char *errmsg)
+static int sandbox_from(json_t *obj, struct k8s_sandbox *p, char *errmsg)
 {
     char msg[K8S_MAX_MESSAGE];
     memset(p, 0, sizeof *p);
     if (!json_is_object(obj)) {
-        gerr_set(errmsg, "a pod is not a JSON object");
+        gerr_set(errmsg, "a sandbox is not a JSON object");
         return GERR_PROTO;
     }
     int rv = meta_from(obj, &p->meta, errmsg);
@@ -327,36 +305,36 @@ static int pod_from(json_t *obj, struct k8s_pod *p, char *errmsg)
     return 0;
 }
 
-void k8s_pod_close(struct k8s_pod *p)
+void k8s_sandbox_close(struct k8s_sandbox *p)
 {
     k8s_meta_close(&p->meta);
     mem_free(p->message);
     memset(p, 0, sizeof *p);
 }
 
-int k8s_pod_decode(const char *text, size_t len, struct k8s_pod *out, char *errmsg)
+int k8s_sandbox_decode(const char *text, size_t len, struct k8s_sandbox *out, char *errmsg)
 {
     memset(out, 0, sizeof *out);
     json_t *j = load(text, len, errmsg);
     if (j == NULL) {
         return GERR_PROTO;
     }
-    int rv = pod_from(j, out, errmsg);
+    int rv = sandbox_from(j, out, errmsg);
     json_decref(j);
     return rv;
 }
 
-void k8s_pod_list_close(struct k8s_pod_list *l)
+void k8s_sandbox_list_close(struct k8s_sandbox_list *l)
 {
     for (size_t i = 0; i < l->n; i++) {
-        k8s_pod_close(&l->items[i]);
+        k8s_sandbox_close(&l->items[i]);
     }
     mem_free(l->items);
     mem_free(l->next);
     memset(l, 0, sizeof *l);
 }
 
-int k8s_pod_list_decode(const char *text, size_t len, struct k8s_pod_list *out, char *errmsg)
+int k8s_sandbox_list_decode(const char *text, size_t len, struct k8s_sandbox_list *out, char *errmsg)
 {
     int rv = 0;
     memset(out, 0, sizeof *out);
@@ -376,7 +354,7 @@ int k8s_pod_list_decode(const char *text, size_t len, struct k8s_pod_list *out, 
         out->items = mem_zalloc(json_array_size(items) * sizeof *out->items);
     }
     for (size_t i = 0; rv == 0 && i < json_array_size(items); i++) {
-        rv = pod_from(json_array_get(items, i), &out->items[i], errmsg);
+        rv = sandbox_from(json_array_get(items, i), &out->items[i], errmsg);
         if (rv == 0) {
             out->n++;
         }
@@ -387,7 +365,7 @@ int k8s_pod_list_decode(const char *text, size_t len, struct k8s_pod_list *out, 
     }
     json_decref(j);
     if (rv != 0) {
-        k8s_pod_list_close(out);
+        k8s_sandbox_list_close(out);
     }
     return rv;
 }
@@ -618,7 +596,7 @@ static int check_utf8(const struct driver_sandbox_spec *s, char *errmsg)
     return 0;
 }
 
-static json_t *container_for(const struct k8s_pod_params *p)
+static json_t *container_for(const struct k8s_sandbox_params *p)
 {
     const struct driver_sandbox_spec *s = p->spec;
     json_t *cmd = json_array();
@@ -634,7 +612,7 @@ static json_t *container_for(const struct k8s_pod_params *p)
 }
 
 /* gpu_count becomes a limit on the GPU resource, unless driver_config resources set one. */
-static void add_gpu_limit(json_t *container, const struct k8s_pod_params *p)
+static void add_gpu_limit(json_t *container, const struct k8s_sandbox_params *p)
 {
     char n[16];
     json_t *res = json_object_get(container, "resources");
@@ -651,7 +629,16 @@ static void add_gpu_limit(json_t *container, const struct k8s_pod_params *p)
     }
 }
 
-int k8s_pod_manifest(const struct k8s_pod_params *p, char **out, char *errmsg)
+/* RFC 3339 UTC of Unix ms @ms, whole seconds. */
+static void rfc3339(uint64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000u);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *errmsg)
 {
     const struct driver_sandbox_spec *s = p->spec;
     *out = NULL;
@@ -679,20 +666,25 @@ int k8s_pod_manifest(const struct k8s_pod_params *p, char **out, char *errmsg)
     if (s->owner != NULL && s->owner[0] != '\0') {
         json_object_set_new(ann, K8S_ANN_OWNER, json_string(s->owner));
     }
-    if (s->lifetime_s > 0) {
-        json_object_set_new(pod_spec, "activeDeadlineSeconds", json_integer((json_int_t)s->lifetime_s));
-    }
     json_object_set_new(pod_spec, "containers", json_pack("[o]", container));
-    json_t *pod = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:o}", "apiVersion", "v1", "kind", "Pod",
-                            "metadata", "name", p->pod_name, "namespace", p->k8s_namespace, "labels", labels,
-                            "annotations", ann, "spec", pod_spec);
+    json_t *spec =
+        json_pack("{s:{s:{s:O},s:o}}", "podTemplate", "metadata", "labels", labels, "spec", pod_spec);
+    if (s->lifetime_s > 0) {
+        char when[32];
+        rfc3339(p->now_ms + s->lifetime_s * 1000u, when);
+        json_object_set_new(spec, "shutdownTime", json_string(when));
+        json_object_set_new(spec, "shutdownPolicy", json_string("Retain"));
+    }
+    json_t *sbx = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:o}", "apiVersion", K8S_SANDBOX_API, "kind",
+                            K8S_SANDBOX_KIND, "metadata", "name", p->object_name, "namespace",
+                            p->k8s_namespace, "labels", labels, "annotations", ann, "spec", spec);
     if (rv != 0) {
-        json_decref(pod);
+        json_decref(sbx);
         return rv;
     }
-    *out = dump(pod);
+    *out = dump(sbx);
     if (*out == NULL) {
-        gerr_set(errmsg, "cannot encode the pod");
+        gerr_set(errmsg, "cannot encode the sandbox");
         return GERR_INTERNAL;
     }
     return 0;

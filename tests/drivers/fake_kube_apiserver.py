@@ -1,33 +1,45 @@
 #!/usr/bin/python3
 """A fake Kubernetes API server for the kubernetes driver's tests (standard library only).
 
-It speaks HTTPS (a certificate the test makes with the openssl CLI) and serves the core/v1 objects
-the driver uses, with the semantics the driver depends on:
+It speaks HTTPS (a certificate the test makes with the openssl CLI) and serves the objects the
+driver uses, with the semantics the driver depends on:
 
-  - namespaces (cluster scoped), pods and configmaps (namespaced), under /api/v1/...;
-    list across namespaces at /api/v1/pods and /api/v1/configmaps; PUT .../pods/<name>/status;
+  - namespaces (cluster scoped) and configmaps (namespaced) under /api/v1/...; the
+    kubernetes-sigs/agent-sandbox custom resource sandboxes.agents.x-k8s.io (kind Sandbox, served
+    at version v1alpha1 only) under /apis/agents.x-k8s.io/v1alpha1/namespaces/<ns>/sandboxes, with
+    its status subresource (PUT .../sandboxes/<name>/status changes status only; a PUT of the
+    object itself keeps the stored status, as for any CRD with subresources.status); lists across
+    namespaces at /api/v1/configmaps and /apis/agents.x-k8s.io/v1alpha1/sandboxes;
   - one resourceVersion counter for the whole server, increased by every write and written into
     the object; lists carry the counter in metadata.resourceVersion;
   - create of an existing name: 409 Status reason AlreadyExists; create in a namespace that does
     not exist: 404 NotFound; in a namespace being deleted: 403 Forbidden; create with a
-    resourceVersion: 400 BadRequest; invalid names, labels or pods without containers/images:
-    422 Invalid;
+    resourceVersion: 400 BadRequest; invalid names or labels: 422 Invalid; a Sandbox whose
+    apiVersion/kind are not agents.x-k8s.io/v1alpha1 Sandbox: 400; without
+    spec.podTemplate.spec.containers (each with a name and an image), with replicas outside 0..1,
+    a shutdownTime that is not an RFC 3339 time, or a shutdownPolicy other than Delete/Retain: 422;
   - PUT with a stale metadata.resourceVersion: 409 Status reason Conflict ("the object has been
-    modified"); without one: an unconditional replace; a pod's spec cannot change (422);
+    modified"); without one: an unconditional replace; a spec change increases generation;
   - DELETE with DeleteOptions preconditions (resourceVersion, uid) that do not match: 409 Conflict;
-    missing objects: 404 NotFound; deleting a namespace deletes its pods and configmaps;
+    missing objects: 404 NotFound (details.kind the resource); a create in a missing namespace: 404
+    with details.kind "namespaces"; deleting a namespace deletes its sandboxes and configmaps;
   - labelSelector on lists: key=value, key==value, key!=value, key in (a,b), key notin (a,b), key,
     !key, comma-separated (all must hold); limit and continue for paging (--max-page N caps every
     page, as a real server may, so clients must follow continue);
   - every request needs "Authorization: Bearer <token>" (the token file's content): 401 otherwise;
-  - pods start Running and Ready (real clusters take longer; --pending keeps them Pending).
+  - the agent-sandbox controller is played by the server itself: a new Sandbox gets the status
+    conditions the controller writes once its pod runs (Ready=True, reason DependenciesReady);
+    with --pending it stays Ready=False, reason DependenciesNotReady (tests move it on with a PUT
+    of the status subresource, as the controller would).
 
 Test controls (same bearer token):
   POST /_fake/inject {"method": "PUT", "path": "/api/v1/...", "times": 1,
-                      "status": 500,                      (answer with this error instead), or
+                      "status": 500, "reason": "...",     (answer with this error instead), or
                       "mutate": {"annotations": {...}, "labels": {...}}}
        (before handling the matching request, change the stored object as a concurrent writer
         would: new annotations/labels and a new resourceVersion)
+  GET  /_fake/dump   every stored object: {"namespaces": [...], "configmaps": [...],
+                     "sandboxes": [...]} (tests check what exists without going through a driver)
 
 On start it prints "LISTENING <port>" on stdout. With --log FILE it appends one JSON line per
 request: {"method", "path", "query", "status"}.
@@ -48,7 +60,10 @@ from urllib.parse import parse_qs, urlsplit
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-KINDS = {"pods": "Pod", "configmaps": "ConfigMap", "namespaces": "Namespace"}
+KINDS = {"sandboxes": "Sandbox", "configmaps": "ConfigMap", "namespaces": "Namespace"}
+SANDBOX_API = "agents.x-k8s.io/v1alpha1"
+API_VERSION = {"sandboxes": SANDBOX_API, "configmaps": "v1", "namespaces": "v1"}
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 class ApiError(Exception):
@@ -147,7 +162,7 @@ class Store:
         self.max_page = max_page
         self.rv = 100
         self.pending = pending
-        self.objects = {"namespaces": {}, "pods": {}, "configmaps": {}}  # key: (ns, name)
+        self.objects = {"namespaces": {}, "sandboxes": {}, "configmaps": {}}  # key: (ns, name)
         self.injections = []
         for ns in ("default", "kube-system"):
             self.create("namespaces", None, {"metadata": {"name": ns}})
@@ -173,27 +188,51 @@ class Store:
                 raise ApiError(422, "Invalid", f'{KINDS[plural]} "{name}" is invalid: metadata.annotations', name,
                                plural)
 
-    def check_pod(self, obj):
-        containers = (obj.get("spec") or {}).get("containers")
+    def check_sandbox(self, obj):
+        name = obj["metadata"].get("name")
+
+        def invalid(what):
+            return ApiError(422, "Invalid", f'Sandbox.agents.x-k8s.io "{name}" is invalid: {what}', name, "sandboxes")
+
+        if obj.get("apiVersion") != SANDBOX_API or obj.get("kind") != "Sandbox":
+            raise ApiError(400, "BadRequest", f"the object is {obj.get('apiVersion')}/{obj.get('kind')}, not "
+                           f"{SANDBOX_API}/Sandbox")
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            raise invalid("spec: Required value")
+        tmpl = spec.get("podTemplate")
+        if not isinstance(tmpl, dict) or not isinstance(tmpl.get("spec"), dict):
+            raise invalid("spec.podTemplate.spec: Required value")
+        containers = tmpl["spec"].get("containers")
         if not containers or not all(isinstance(c, dict) and c.get("name") and c.get("image") for c in containers):
-            name = obj["metadata"].get("name")
-            raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec.containers: Required value', name, "pods")
+            raise invalid("spec.podTemplate.spec.containers: Required value")
+        for k, v in ((tmpl.get("metadata") or {}).get("labels") or {}).items():
+            if not label_key_ok(k) or not label_value_ok(v):
+                raise invalid(f"spec.podTemplate.metadata.labels {k}")
+        if "replicas" in spec and spec["replicas"] not in (0, 1):
+            raise invalid("spec.replicas: must be 0 or 1")
+        if "shutdownTime" in spec and not (isinstance(spec["shutdownTime"], str) and RFC3339.match(spec["shutdownTime"])):
+            raise invalid("spec.shutdownTime: must be a date-time")
+        if "shutdownPolicy" in spec and spec["shutdownPolicy"] not in ("Delete", "Retain"):
+            raise invalid('spec.shutdownPolicy: Unsupported value: supported values: "Delete", "Retain"')
 
     def namespace_usable(self, ns):
         nsobj = self.objects["namespaces"].get((None, ns))
         if nsobj is None:
-            raise not_found("namespaces", ns)
+            raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', ns, "namespaces")
         if nsobj["status"].get("phase") == "Terminating":
             raise ApiError(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being "
                            "terminated", ns, "namespaces")
 
-    def pod_status(self):
-        if self.pending:
-            return {"phase": "Pending"}
+    def sandbox_status(self):
         t = self.now()
-        return {"phase": "Running", "startTime": t,
-                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": t}],
-                "containerStatuses": [{"name": "sandbox", "ready": True, "state": {"running": {"startedAt": t}}}]}
+        if self.pending:
+            return {"conditions": [{"type": "Ready", "status": "False", "reason": "DependenciesNotReady",
+                                    "message": "Pod exists with phase: Pending", "lastTransitionTime": t,
+                                    "observedGeneration": 1}]}
+        return {"conditions": [{"type": "Ready", "status": "True", "reason": "DependenciesReady",
+                                "message": "Pod is Ready", "lastTransitionTime": t, "observedGeneration": 1}],
+                "replicas": 1, "podIPs": ["10.0.0.%d" % (self.rv % 250 + 2)]}
 
     def create(self, plural, ns, obj):
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
@@ -209,15 +248,15 @@ class Store:
         if ns is not None:
             self.namespace_usable(ns)
             meta["namespace"] = ns
-        if plural == "pods":
-            self.check_pod(obj)
-            obj["status"] = self.pod_status()
+        if plural == "sandboxes":
+            self.check_sandbox(obj)
+            obj["status"] = self.sandbox_status()
         if plural == "namespaces":
             obj["status"] = {"phase": "Active"}
         key = (ns, meta["name"])
         if key in self.objects[plural]:
             raise ApiError(409, "AlreadyExists", f'{plural} "{meta["name"]}" already exists', meta["name"], plural)
-        obj.setdefault("apiVersion", "v1")
+        obj["apiVersion"] = API_VERSION[plural]
         obj["kind"] = KINDS[plural]
         meta.update({"uid": str(uuid.uuid4()), "creationTimestamp": self.now(), "generation": 1})
         self.bump(obj)
@@ -249,9 +288,11 @@ class Store:
             new["status"] = copy.deepcopy(obj.get("status") or {})
         else:
             self.check_meta(plural, meta)
-            if plural == "pods" and obj.get("spec") != cur.get("spec"):
-                raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not '
-                               "change fields other than metadata", name, plural)
+            if plural == "sandboxes":
+                self.check_sandbox(obj)
+                if obj.get("spec") != cur.get("spec"):
+                    new["spec"] = copy.deepcopy(obj["spec"])
+                    new["metadata"]["generation"] = cur["metadata"].get("generation", 1) + 1
             for field in ("labels", "annotations"):
                 new["metadata"][field] = copy.deepcopy(meta.get(field) or {})
             if plural == "configmaps":
@@ -271,7 +312,7 @@ class Store:
             raise self.conflict(plural, name, "Precondition failed: UID in precondition does not match")
         del self.objects[plural][(ns, name)]
         if plural == "namespaces":
-            for p in ("pods", "configmaps"):
+            for p in ("sandboxes", "configmaps"):
                 for key in [k for k in self.objects[p] if k[0] == name]:
                     del self.objects[p][key]
             cur = copy.deepcopy(cur)
@@ -298,7 +339,7 @@ class Store:
         meta = {"resourceVersion": str(self.rv)}
         if limit > 0 and start + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(json.dumps({"start": start + limit}).encode()).decode()
-        return {"kind": KINDS[plural] + "List", "apiVersion": "v1", "metadata": meta,
+        return {"kind": KINDS[plural] + "List", "apiVersion": API_VERSION[plural], "metadata": meta,
                 "items": [{k: v for k, v in i.items() if k not in ("kind", "apiVersion")} for i in page]}
 
     def take_injection(self, method, path):
@@ -308,13 +349,17 @@ class Store:
                 return inj
         return None
 
+    def dump(self):
+        return {plural: [copy.deepcopy(o) for _, o in sorted(objs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))]
+                for plural, objs in self.objects.items()}
+
     def mutate(self, path, mutation):
-        m = re.match(r"^/api/v1/(?:namespaces/([^/]+)/)?(pods|configmaps|namespaces)/([^/]+)$", path)
-        if not m:
+        m = route(path)
+        if not m or m.group("name") is None or m.group("sub") is not None:
             return
-        ns, plural, name = m.group(1), m.group(2), m.group(3)
+        ns, plural, name = m.group("ns"), m.group("plural"), m.group("name")
         if plural == "namespaces":
-            ns, name = None, m.group(3)
+            ns = None
         obj = self.objects[plural].get((ns, name))
         if obj is None:
             return
@@ -326,8 +371,28 @@ class Store:
 
 # ---- HTTP
 
-ROUTE = re.compile(r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>pods|configmaps|namespaces)"
+ROUTE = re.compile(r"^(?:/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>configmaps|namespaces)"
+                   r"|/apis/agents\.x-k8s\.io/v1alpha1(?:/namespaces/(?P<sns>[^/]+))?/(?P<splural>sandboxes))"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$")
+
+
+class Route:
+    """ROUTE's match with the core and the custom resource alternatives folded together."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def group(self, g):
+        if g == "ns":
+            return self.m.group("ns") or self.m.group("sns")
+        if g == "plural":
+            return self.m.group("plural") or self.m.group("splural")
+        return self.m.group(g)
+
+
+def route(path):
+    m = ROUTE.match(path)
+    return Route(m) if m else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -374,8 +439,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send_json(200, {"ok": True})
                 inj = store.take_injection(self.command, url.path)
                 if inj is not None and "status" in inj:
-                    raise ApiError(inj["status"], "InternalError" if inj["status"] >= 500 else "Injected",
-                                   "injected failure")
+                    raise ApiError(inj["status"], inj.get("reason") or ("InternalError" if inj["status"] >= 500
+                                                                        else "Injected"), "injected failure")
                 if inj is not None and "mutate" in inj:
                     store.mutate(url.path, inj["mutate"])
                 code, out = self.dispatch(store, url, body)
@@ -384,7 +449,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(e.code, e.status())
 
     def dispatch(self, store, url, body):
-        m = ROUTE.match(url.path)
+        if url.path == "/_fake/dump" and self.command == "GET":
+            return 200, store.dump()
+        m = route(url.path)
         if not m:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         ns, plural, name, sub = m.group("ns"), m.group("plural"), m.group("name"), m.group("sub")
@@ -401,7 +468,7 @@ class Handler(BaseHTTPRequestHandler):
                 return 200, store.list(plural, ns, query)
             if verb == "POST" and (ns is not None or plural == "namespaces"):
                 return 201, store.create(plural, ns, body)
-        elif sub == "status" and plural == "pods":
+        elif sub == "status" and plural == "sandboxes":
             if verb == "GET":
                 return 200, store.get(plural, ns, name)
             if verb == "PUT":
@@ -425,7 +492,7 @@ def main():
     ap.add_argument("--token-file", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log")
-    ap.add_argument("--pending", action="store_true", help="leave new pods Pending")
+    ap.add_argument("--pending", action="store_true", help="leave new sandboxes not Ready (DependenciesNotReady)")
     ap.add_argument("--max-page", type=int, default=0, help="at most this many items per list page")
     args = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

@@ -4,10 +4,13 @@
  *
  * Covers: the shared conformance checks (managed mode); managed namespaces made and removed with
  * the gateway's labels, foreign namespaces never adopted or deleted; operator mode's allowlist;
- * shared mode; two gateway ids in one API server never seeing or touching each other's pods;
- * 409 Conflict on the fence and on deletes (re-read, then succeed or refuse as stale); 404 on
- * delete is success; driver_config values in the pod; 401, untrusted certificates, 5xx, an
- * unreachable server; lists select by the gateway id label.
+ * shared mode with its "<namespace>--<name>" object names, names that read the same and names
+ * taken by another gateway (create steps aside); two gateway ids in one API server never seeing
+ * or touching each other's Sandbox objects; 409 Conflict on the fence and on deletes (re-read,
+ * then succeed or refuse as stale); 404 on delete is success; driver_config values in the
+ * Sandbox's pod template; phases from the Sandbox's conditions; an API server without the
+ * agent-sandbox CRD; 401, untrusted certificates, 5xx, an unreachable server; lists select by the
+ * gateway id label.
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
 #include <setjmp.h>
@@ -32,6 +35,7 @@
 
 #define PYTHON  "/usr/bin/python3"
 #define OPENSSL "/usr/bin/openssl"
+#define SBX     "/apis/agents.x-k8s.io/v1alpha1"
 
 static char dir[256], cert[300], key[300], token[300], bad_token[300], reqlog[300], server[64];
 static struct proc apiserver;
@@ -101,6 +105,23 @@ static long raw(const char *method, const char *path, const char *body, json_t *
 static bool exists(const char *path)
 {
     return raw("GET", path, NULL, NULL) == 200;
+}
+
+/* The path of Sandbox @name in Kubernetes namespace @kns. */
+static void sbx_path(char *out, size_t len, const char *kns, const char *name)
+{
+    snprintf(out, len, SBX "/namespaces/%s/sandboxes/%s", kns, name);
+}
+
+/* The label @label of the object at @path, copied into @out ("" if absent). */
+static void label_of(const char *path, const char *label, char *out, size_t len)
+{
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    const char *v =
+        json_string_value(json_object_get(json_object_get(json_object_get(j, "metadata"), "labels"), label));
+    snprintf(out, len, "%s", v != NULL ? v : "");
+    json_decref(j);
 }
 
 static void inject(const char *json)
@@ -228,7 +249,7 @@ static void test_operator_allowlist(void **state)
     assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_PERM);
     cs.spec.namespace = "team-a";
     assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
-    assert_non_null(strstr(s.handle, "k8s:tenant-a/gw-op-"));
+    assert_string_equal(s.handle, "k8s:tenant-a/team-a--op");
     driver_sandbox_close(&s);
     assert_int_equal(driver_list(d, e, NULL, &l, errmsg), 0);
     assert_int_equal(conf_count(&l, cs.id), 1);
@@ -257,7 +278,7 @@ static void make_in(struct driver *d, uint64_t e, const char *ns, const char *na
 
 static void test_shared_and_two_gateways(void **state)
 {
-    char errmsg[GERR_MSG_SIZE];
+    char errmsg[GERR_MSG_SIZE], path[256], fallback[64], v[64];
     assert_int_equal(raw("POST", "/api/v1/namespaces", "{\"metadata\":{\"name\":\"sandboxes\"}}", NULL), 201);
     struct driver *a = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
     struct driver *b = open_gw("gw-two", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
@@ -270,6 +291,25 @@ static void test_shared_and_two_gateways(void **state)
     make_in(a, ea, "team-a", "web", &a1);
     make_in(a, ea, "team-b", "web", &a2);
     make_in(b, eb, "team-a", "web", &b1);
+    /* gw-one got the readable names; gw-two's "team-a--web" was taken, so it stepped aside. */
+    sbx_path(path, sizeof path, "sandboxes", "team-a--web");
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-one");
+    sbx_path(path, sizeof path, "sandboxes", "team-b--web");
+    label_of(path, K8S_LABEL_SANDBOX, v, sizeof v);
+    assert_string_equal(v, a2.id);
+    driver_k8s_fallback_name("team-a--web", "gw-two", b1.id, fallback);
+    sbx_path(path, sizeof path, "sandboxes", fallback);
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-two");
+    assert_int_equal(driver_get(b, eb, "team-a", b1.id, &s, errmsg), 0);
+    assert_non_null(strstr(s.handle, fallback));
+    assert_string_equal(s.name, "web");
+    driver_sandbox_close(&s);
+    /* Creating it again finds it under the name it got: still one copy. */
+    assert_int_equal(driver_create(b, eb, &b1.spec, &s, errmsg), 0);
+    assert_non_null(strstr(s.handle, fallback));
+    driver_sandbox_close(&s);
 
     assert_int_equal(driver_list(a, ea, NULL, &l, errmsg), 0);
     assert_int_equal(l.n, 2);
@@ -295,12 +335,40 @@ static void test_shared_and_two_gateways(void **state)
     assert_true(exists("/api/v1/namespaces/sandboxes"));
     assert_int_equal(driver_delete(a, ea, "team-b", a2.id, errmsg), 0);
     assert_int_equal(driver_delete(b, eb, "team-a", b1.id, errmsg), 0);
+    assert_false(exists(path));
 
     /* Lists asked the server for this gateway's label only. */
-    assert_true(logged("GET", "/api/v1/namespaces/sandboxes/pods", "gantry.dev%2Fgateway-id%3Dgw-one") > 0);
-    assert_true(logged("GET", "/api/v1/namespaces/sandboxes/pods", "gantry.dev%2Fgateway-id%3Dgw-two") > 0);
+    assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-one") > 0);
+    assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-two") > 0);
     driver_free(a);
     driver_free(b);
+}
+
+/* "a--b"/"c" and "a"/"b--c" read the same in shared mode; both exist, each found by its labels. */
+static void test_shared_names_that_read_the_same(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[256];
+    struct driver *d = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
+    uint64_t e = conf_epoch();
+    struct conf_spec x, y;
+    struct driver_sandbox s;
+    make_in(d, e, "a--b", "c", &x);
+    make_in(d, e, "a", "b--c", &y);
+    sbx_path(path, sizeof path, "sandboxes", "a--b--c");
+    assert_true(exists(path));
+    assert_int_equal(driver_get(d, e, "a", y.id, &s, errmsg), 0);
+    assert_string_equal(s.name, "b--c");
+    assert_string_not_equal(s.handle, "k8s:sandboxes/a--b--c"); /* stepped aside */
+    assert_non_null(strstr(s.handle, "k8s:sandboxes/a--b--c-"));
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_get(d, e, "a--b", x.id, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:sandboxes/a--b--c");
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "a--b", x.id, errmsg), 0);
+    assert_int_equal(driver_get(d, e, "a", y.id, &s, errmsg), 0); /* the other one stays */
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "a", y.id, errmsg), 0);
+    driver_free(d);
 }
 
 static void test_two_gateways_managed(void **state)
@@ -324,7 +392,7 @@ static void test_two_gateways_managed(void **state)
     assert_int_equal(conf_count(&l, sb.id), 1);
     assert_int_equal(conf_count(&l, sa.id), 0);
     driver_sandbox_list_close(&l);
-    assert_true(logged("GET", "/api/v1/pods", "labelSelector=gantry.dev%2Fgateway-id%3Dgw-b") > 0);
+    assert_true(logged("GET", SBX "/sandboxes", "labelSelector=gantry.dev%2Fgateway-id%3Dgw-b") > 0);
     assert_int_equal(driver_delete(a, e, "shared-name", sa.id, errmsg), 0);
     assert_int_equal(driver_delete(b, e, "shared-name", sb.id, errmsg), 0);
     assert_int_equal(driver_delete_namespace(a, e, "shared-name", errmsg), 0);
@@ -379,15 +447,14 @@ static void test_fence_conflict_then_stale(void **state)
 
 static void test_delete_conflict_and_404(void **state)
 {
-    char errmsg[GERR_MSG_SIZE], json[512], pod[64], path[200], kns[64];
+    char errmsg[GERR_MSG_SIZE], json[512], path[200], kns[64];
     struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     struct conf_spec cs;
     make_in(d, e, env.ns, "conflicted", &cs);
-    driver_k8s_pod_name("gw-a", cs.id, pod);
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods/%s", kns, pod);
-    /* The pod changes between our read and our delete: the precondition fails, we read again. */
+    sbx_path(path, sizeof path, kns, "conflicted");
+    /* The object changes between our read and our delete: the precondition fails, we read again. */
     snprintf(json, sizeof json,
              "{\"method\":\"DELETE\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"touched\":\"yes\"}}}", path);
     inject(json);
@@ -398,8 +465,7 @@ static void test_delete_conflict_and_404(void **state)
 
     /* Gone between our read and our delete (404 on DELETE): success. */
     make_in(d, e, env.ns, "vanishing", &cs);
-    driver_k8s_pod_name("gw-a", cs.id, pod);
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods/%s", kns, pod);
+    sbx_path(path, sizeof path, kns, "vanishing");
     snprintf(json, sizeof json, "{\"method\":\"DELETE\",\"path\":\"%s\",\"status\":404}", path);
     inject(json);
     assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
@@ -407,14 +473,14 @@ static void test_delete_conflict_and_404(void **state)
     driver_free(d);
 }
 
-static void test_pod_epoch_annotation_fences_delete(void **state)
+static void test_epoch_annotation_fences_delete(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
     struct driver *d = open_managed(NULL);
     uint64_t old = conf_epoch(), newer = conf_epoch();
     struct conf_spec cs;
     make_in(d, newer, env.ns, "newer", &cs);
-    /* A stale holder that somehow passed the fence still cannot delete a newer holder's pod. */
+    /* A stale holder that somehow passed the fence still cannot delete a newer holder's sandbox. */
     struct driver *stale = open_managed(NULL);
     assert_int_equal(driver_delete(stale, old, env.ns, cs.id, errmsg), DRIVER_ERR_STALE);
     driver_free(stale);
@@ -422,11 +488,11 @@ static void test_pod_epoch_annotation_fences_delete(void **state)
     driver_free(d);
 }
 
-/* ---- The pod itself */
+/* ---- The Sandbox object itself */
 
-static void test_pod_manifest_and_config(void **state)
+static void test_manifest_and_config(void **state)
 {
-    char errmsg[GERR_MSG_SIZE], pod[64], path[200], kns[64];
+    char errmsg[GERR_MSG_SIZE], path[200], kns[64];
     struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     struct conf_spec cs;
@@ -452,13 +518,19 @@ static void test_pod_manifest_and_config(void **state)
     assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
     assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
     driver_sandbox_close(&s);
-    driver_k8s_pod_name("gw-a", cs.id, pod);
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods/%s", kns, pod);
+    sbx_path(path, sizeof path, kns, "configured");
     assert_int_equal(raw("GET", path, NULL, &p), 200);
-    json_t *md = json_object_get(p, "metadata"), *spec = json_object_get(p, "spec");
+    assert_string_equal(json_string_value(json_object_get(p, "kind")), "Sandbox");
+    json_t *md = json_object_get(p, "metadata");
+    json_t *sspec = json_object_get(p, "spec");
+    json_t *tmpl = json_object_get(sspec, "podTemplate");
+    json_t *spec = json_object_get(tmpl, "spec");
     json_t *c = json_array_get(json_object_get(spec, "containers"), 0);
     json_t *labs = json_object_get(md, "labels");
+    json_t *pod_labs = json_object_get(json_object_get(tmpl, "metadata"), "labels");
+    assert_string_equal(json_string_value(json_object_get(pod_labs, K8S_LABEL_GATEWAY)), "gw-a");
+    assert_string_equal(json_string_value(json_object_get(pod_labs, "team")), "blue");
     assert_string_equal(json_string_value(json_object_get(labs, K8S_LABEL_SANDBOX)), cs.id);
     assert_string_equal(json_string_value(json_object_get(labs, K8S_LABEL_NAME)), "configured");
     assert_string_equal(json_string_value(json_object_get(labs, "team")), "blue");
@@ -469,7 +541,9 @@ static void test_pod_manifest_and_config(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(spec, "nodeSelector"), "zone")),
                         "a");
     assert_int_equal(json_array_size(json_object_get(spec, "tolerations")), 1);
-    assert_int_equal(json_integer_value(json_object_get(spec, "activeDeadlineSeconds")), 3600);
+    assert_null(json_object_get(spec, "activeDeadlineSeconds"));
+    assert_non_null(json_string_value(json_object_get(sspec, "shutdownTime"))); /* the lifetime */
+    assert_string_equal(json_string_value(json_object_get(sspec, "shutdownPolicy")), "Retain");
     assert_string_equal(json_string_value(json_object_get(spec, "restartPolicy")), "Never");
     json_t *res = json_object_get(c, "resources");
     assert_string_equal(json_string_value(json_object_get(json_object_get(res, "requests"), "cpu")), "500m");
@@ -500,34 +574,93 @@ static void test_pod_manifest_and_config(void **state)
     driver_free(d);
 }
 
-static void test_phase_from_pod_status(void **state)
+/* Set the status of Sandbox @path as the agent-sandbox controller would. */
+static void set_status(const char *path, const char *name, const char *status_json)
 {
-    char errmsg[GERR_MSG_SIZE], pod[64], path[256], kns[64], body[1024];
+    char spath[300], body[2048];
+    json_t *p;
+    snprintf(spath, sizeof spath, "%s/status", path);
+    assert_int_equal(raw("GET", spath, NULL, &p), 200);
+    const char *rv = json_string_value(json_object_get(json_object_get(p, "metadata"), "resourceVersion"));
+    snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\",\"resourceVersion\":\"%s\"},\"status\":%s}",
+             name, rv, status_json);
+    json_decref(p);
+    assert_int_equal(raw("PUT", spath, body, NULL), 200);
+    assert_int_equal(raw("PUT", spath, body, NULL), 409); /* stale resourceVersion */
+}
+
+static void test_phase_from_sandbox_status(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[256], kns[64];
     struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     struct conf_spec cs;
     struct driver_sandbox s;
-    json_t *p;
     make_in(d, e, env.ns, "phases", &cs);
-    driver_k8s_pod_name("gw-a", cs.id, pod);
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods/%s/status", kns, pod);
-    assert_int_equal(raw("GET", path, NULL, &p), 200);
-    const char *rv = json_string_value(json_object_get(json_object_get(p, "metadata"), "resourceVersion"));
-    snprintf(body, sizeof body,
-             "{\"metadata\":{\"name\":\"%s\",\"resourceVersion\":\"%s\"},\"status\":{\"phase\":\"Pending\","
-             "\"containerStatuses\":[{\"name\":\"sandbox\",\"state\":{\"waiting\":{\"reason\":"
-             "\"ImagePullBackOff\","
-             "\"message\":\"no such image\"}}}]}}",
-             pod, rv);
-    json_decref(p);
-    assert_int_equal(raw("PUT", path, body, NULL), 200);
-    assert_int_equal(raw("PUT", path, body, NULL), 409); /* stale resourceVersion */
+    sbx_path(path, sizeof path, kns, "phases");
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_READY);
+    driver_sandbox_close(&s);
+
+    set_status(
+        path, "phases",
+        "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"PodFailed\",\"message\":"
+        "\"Pod failed\"},{\"type\":\"Finished\",\"status\":\"True\",\"reason\":\"PodFailed\",\"message\":"
+        "\"Pod failed\"}]}");
     assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
     assert_int_equal(s.phase, DRIVER_PHASE_ERROR);
-    assert_non_null(strstr(s.message, "ImagePullBackOff"));
+    assert_string_equal(s.message, "PodFailed: Pod failed");
+    driver_sandbox_close(&s);
+
+    set_status(path, "phases",
+               "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"SandboxExpired\","
+               "\"message\":\"Sandbox has expired\"}]}");
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_STOPPED);
+    driver_sandbox_close(&s);
+
+    /* A PUT of the object itself cannot change the status (the status subresource can). */
+    json_t *p;
+    assert_int_equal(raw("GET", path, NULL, &p), 200);
+    json_object_set_new(p, "status",
+                        json_pack("{s:[{s:s,s:s}]}", "conditions", "type", "Ready", "status", "True"));
+    char *doc = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    assert_int_equal(raw("PUT", path, doc, NULL), 200);
+    free(doc);
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_STOPPED);
     driver_sandbox_close(&s);
     assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* An API server without the agent-sandbox CRD answers 404 for the resource itself. */
+static void test_crd_not_installed(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], json[512], kns[64];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    conf_spec(&env, &cs, "nocrd");
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    driver_k8s_managed_namespace("gw-a", env.ns, kns);
+    snprintf(json, sizeof json,
+             "{\"method\":\"GET\",\"path\":\"" SBX
+             "/namespaces/%s/sandboxes\",\"status\":404,\"reason\":\"NotFound\"}",
+             kns);
+    inject(json);
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "CRD"));
+    snprintf(json, sizeof json,
+             "{\"method\":\"POST\",\"path\":\"" SBX
+             "/namespaces/%s/sandboxes\",\"status\":404,\"reason\":\"NotFound\"}",
+             kns);
+    inject(json);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "CRD"));
     driver_free(d);
 }
 
@@ -686,13 +819,15 @@ int main(void)
         cmocka_unit_test(test_managed_namespace_labels),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_shared_and_two_gateways),
+        cmocka_unit_test(test_shared_names_that_read_the_same),
         cmocka_unit_test(test_two_gateways_managed),
         cmocka_unit_test(test_fence_conflict_then_success),
         cmocka_unit_test(test_fence_conflict_then_stale),
         cmocka_unit_test(test_delete_conflict_and_404),
-        cmocka_unit_test(test_pod_epoch_annotation_fences_delete),
-        cmocka_unit_test(test_pod_manifest_and_config),
-        cmocka_unit_test(test_phase_from_pod_status),
+        cmocka_unit_test(test_epoch_annotation_fences_delete),
+        cmocka_unit_test(test_manifest_and_config),
+        cmocka_unit_test(test_phase_from_sandbox_status),
+        cmocka_unit_test(test_crd_not_installed),
         cmocka_unit_test(test_auth_tls_and_server_errors),
     };
     int failed = cmocka_run_group_tests_name("driver_k8s", tests, NULL, NULL);

@@ -3,14 +3,14 @@
  *
  * Input layout: byte 0 selects the decoder ((byte - '0') % 5, so the digits '0' to '4' that start
  * the seeds in corpus/k8s_json/ name them), the rest is the body.
- *   0: a Pod (k8s_pod_decode)
- *   1: a PodList (k8s_pod_list_decode)
+ *   0: a Sandbox (k8s_sandbox_decode)
+ *   1: a SandboxList (k8s_sandbox_list_decode)
  *   2: a Status (k8s_status_decode)
  *   3: any object's metadata (k8s_meta_decode: Namespaces, the fence ConfigMap)
  *   4: a driver_config value: the body's first byte picks the key (the same way) (runtime_class,
  * node_selector, tolerations, service_account, resources), the rest is the value; checked by k8s_check_config
- * and, when accepted, turned into a Pod manifest by k8s_pod_manifest. Bodies are copied into heap blocks of
- * exactly their size so ASan sees any overread.
+ * and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest. Bodies are copied into heap
+ * blocks of exactly their size so ASan sees any overread.
  *
  * Besides "no crash, no leak, no overread", the harness checks the header's promises: decoders
  * answer 0 or GERR_PROTO (a list page may also be GERR_TOOBIG) and leave their output zeroed on
@@ -60,7 +60,7 @@ static bool printable(const char *s)
     return true;
 }
 
-static void check_pod(const struct k8s_pod *p)
+static void check_sandbox(const struct k8s_sandbox *p)
 {
     check(p->meta.name != NULL && p->meta.name[0] != '\0' && p->meta.resource_version != NULL);
     check(p->meta.ns != NULL && p->message != NULL && printable(p->message));
@@ -85,18 +85,20 @@ static void fuzz_config(const char *body, size_t n)
                                        .n_command = 1,
                                        .driver_config = &kv,
                                        .n_driver_config = 1,
-                                       .gpu_count = 1};
+                                       .gpu_count = 1,
+                                       .lifetime_s = 60};
     int rv = k8s_check_config(&spec, errmsg);
     check(rv == 0 || rv == GERR_INVAL);
     if (rv == 0) {
-        struct k8s_pod_params p = {.spec = &spec,
-                                   .gateway_id = "gw",
-                                   .k8s_namespace = "k",
-                                   .pod_name = "gw-" ID,
-                                   .epoch = 1,
-                                   .gpu_resource = "nvidia.com/gpu"};
+        struct k8s_sandbox_params p = {.spec = &spec,
+                                       .gateway_id = "gw",
+                                       .k8s_namespace = "k",
+                                       .object_name = "ns--n",
+                                       .epoch = 1,
+                                       .gpu_resource = "nvidia.com/gpu",
+                                       .now_ms = 1795428000000ull};
         char *doc = NULL;
-        check(k8s_pod_manifest(&p, &doc, errmsg) == 0 && doc != NULL);
+        check(k8s_sandbox_manifest(&p, &doc, errmsg) == 0 && doc != NULL);
         json_error_t jerr;
         json_t *j = json_loads(doc, 0, &jerr);
         check(j != NULL);
@@ -119,34 +121,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(body, data + 1, n);
     switch ((uint8_t)(data[0] - '0') % 5) {
     case 0: {
-        struct k8s_pod p;
-        int rv = k8s_pod_decode(body, n, &p, errmsg);
+        struct k8s_sandbox p;
+        int rv = k8s_sandbox_decode(body, n, &p, errmsg);
         check(rv == 0 || rv == GERR_PROTO);
         if (rv == 0) {
-            check_pod(&p);
+            check_sandbox(&p);
         } else {
             check(zeroed(&p, sizeof p));
         }
-        k8s_pod_close(&p);
+        k8s_sandbox_close(&p);
         break;
     }
     case 1: {
-        struct k8s_pod_list l;
-        int rv = k8s_pod_list_decode(body, n, &l, errmsg);
+        struct k8s_sandbox_list l;
+        int rv = k8s_sandbox_list_decode(body, n, &l, errmsg);
         check(rv == 0 || rv == GERR_PROTO || rv == GERR_TOOBIG);
         check(rv == 0 || zeroed(&l, sizeof l));
         for (size_t i = 0; i < l.n; i++) {
-            check_pod(&l.items[i]);
+            check_sandbox(&l.items[i]);
         }
         check(l.next == NULL || l.next[0] != '\0');
-        k8s_pod_list_close(&l);
+        k8s_sandbox_list_close(&l);
         break;
     }
     case 2: {
         struct k8s_status st;
         int rv = k8s_status_decode(body, n, &st);
         check(rv == 0 || rv == GERR_PROTO);
-        check(printable(st.reason) && printable(st.message));
+        check(printable(st.reason) && printable(st.message) && printable(st.details_kind));
         break;
     }
     case 3: {
