@@ -398,13 +398,8 @@ int main(int argc, char **argv)
              t != NULL && c.n_endpoints < GANTRY_MAX_ENDPOINTS; t = strtok_r(NULL, ",", &save)) {
             c.endpoints[c.n_endpoints++] = t;
         }
-        if (c.n_endpoints == 0 || c.ca[0] == '\0') {
-            fprintf(stderr,
-                    "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
-                    "--ca (or GANTRY_ENDPOINT and GANTRY_CA)\n",
-                    c.n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
-            return GANTRY_EXIT_USAGE;
-        }
+        /* A missing endpoint or CA is reported by the first call (gantry_call), after the command
+         * has checked its arguments. */
         const char *retry = getenv("GANTRY_RETRY_S");
         c.retry_ms = retry != NULL ? (unsigned)strtoul(retry, NULL, 10) * 1000u : 20000u;
     }

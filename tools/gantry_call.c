@@ -85,10 +85,12 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
     char errmsg[GERR_MSG_SIZE] = "", last[GERR_MSG_SIZE + 128] = "";
     uint64_t deadline = now_ms() + c->retry_ms;
     bool said_retry = false;
-    if (c->n_endpoints == 0) {
+    if (c->n_endpoints == 0 || c->ca[0] == '\0') {
         fprintf(stderr,
-                "gantry: no endpoint: pass --endpoint HOST:PORT[,...], set GANTRY_ENDPOINT, or create a "
-                "context (gantry context create --help)\n");
+                "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
+                "--ca (or "
+                "GANTRY_ENDPOINT and GANTRY_CA)\n",
+                c->n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
         return GANTRY_EXIT_USAGE;
     }
     for (;;) {

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -28,6 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+try:
+    import yaml  # python3-yaml: checks that -o yaml parses; skipped where it is not installed
+except ImportError:
+    yaml = None
 
 SRC = os.environ.get("GANTRY_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BIN = os.environ["GANTRY_BIN_DIR"]
@@ -158,6 +164,11 @@ def drive(cli, work, dev):
     check(cli.json("context", "show")["namespace"] == "demo", "the context's namespace")
     sbs = cli.json("sandbox", "list")["sandboxes"]
     check([s["meta"]["name"] for s in sbs] == ["hello"], "alice's sandboxes: %r" % sbs)
+    if yaml is not None:
+        as_yaml = yaml.safe_load(cli.run("-o", "yaml", "sandbox", "list").stdout)
+        check(as_yaml == cli.json("sandbox", "list"), "-o yaml differs from -o json: %r" % as_yaml)
+    else:
+        print("SKIP: the -o yaml check (python3-yaml is not installed)", flush=True)
     check(sbs[0]["status"]["phase"] == "PHASE_READY", "hello is not READY")
 
     # Every resource kind, created and listed.
@@ -226,6 +237,14 @@ def drive(cli, work, dev):
     replica = int(first.rsplit(":", 1)[1]) - int(cli.env["GANTRY_DEV_PORT"]) - 99  # API port: base + 99 + id
     with open(os.path.join(dev, "replica%d.pid" % replica)) as f:
         pid = int(f.read())
+    # A watch opened now is served by that replica (a fresh gantry starts at the first endpoint); it
+    # must resume on another one and still report what happens after the kill.
+    watch = subprocess.Popen([GANTRY, "sandbox", "watch", "-o", "json", "--timeout", "300"], env=cli.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([watch.stdout], [], [], 30)  # its first event: the stream is flowing
+    check(ready, "the watch printed nothing in 30 s")
+    first_event = watch.stdout.readline()
+    check(connections_of(watch.pid, first), "the watch is not connected to %s" % first)
     print("== killing replica %d (pid %d, %s), the context's first endpoint" % (replica, pid, first), flush=True)
     os.kill(pid, signal.SIGKILL)
     sbs = cli.json("sandbox", "list")["sandboxes"]
@@ -235,6 +254,14 @@ def drive(cli, work, dev):
     wait_until("the killed replica shown unreachable", lambda: any(
         m["api_address"] == first and not m["reachable"] for m in cli.json(*admin, "cluster", "members")["members"]))
     cli.run("sandbox", "delete", "after-kill", "--wait")
+    watch.terminate()
+    out, err = watch.communicate(timeout=30)
+    out = first_event + out
+    seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+    phases = [e["sandbox"]["status"]["phase"] for e in seen if e["sandbox"]["meta"]["name"] == "after-kill"]
+    check("resuming from revision" in err, "the watch did not resume: %r %r" % (err, out))
+    check("PHASE_READY" in phases and seen[-1]["type"] == "EVENT_TYPE_DELETED",
+          "the resumed watch missed after-kill's changes: %r" % [(e["type"], e["sandbox"]["meta"]["name"]) for e in seen])
     cli.run(*admin, "sandbox", "unshare", "sb1", carol_id, "--namespace", "cli-ns")
     check(cli.json("sandbox", "shared-with-me", "-A", token_file=carol_key)["sandboxes"] == [], "unshare")
     cli.run(*admin, "sandbox", "delete", "sb1", "--namespace", "cli-ns", "--wait")
@@ -249,6 +276,12 @@ def drive(cli, work, dev):
     p = cli.run("--endpoint", "127.0.0.1:1", "--ca", cli.json("context", "show")["ca"], "whoami", ok=False)
     check(p.returncode == 3 and "no endpoint answered" in p.stderr, "no endpoint: %d %r" % (p.returncode, p.stderr))
     print("PASS readme", flush=True)
+
+
+def connections_of(pid, endpoint):
+    """Remote addresses of @pid's established TCP connections to @endpoint (from ss)."""
+    p = subprocess.run(["ss", "-tnpH", "state", "established", "dst", endpoint], capture_output=True, text=True)
+    return [line.split()[-2] for line in p.stdout.splitlines() if "pid=%d," % pid in line]
 
 
 def names(objs):
