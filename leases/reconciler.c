@@ -21,11 +21,15 @@
 #define BACKOFF_CAP_MS 60000u
 #define MAX_TRACKED    4096u
 
-/* Per-sandbox retry state for transient driver failures. */
+/* Per-sandbox retry state for driver failures, and what was last audited for it. */
 struct attempt {
     char id[40];
     unsigned failures;
     uint64_t next_mono_ms;
+    bool audited;             /* an event was written for ... */
+    char audited_op[40];      /* ... this operation ... */
+    int audited_code;         /* ... failing with this code ... */
+    uint64_t audited_mono_ms; /* ... at this time */
 };
 
 struct reconciler {
@@ -205,21 +209,29 @@ static void dspec_close(struct dspec *d)
 
 struct write {
     struct reconciler *r;
-    const struct row *w;
+    const struct row *w;               /* NULL with audit_only */
     Gantry__V1__SandboxStatus *status; /* new status (update) */
     const char *phase;
     bool remove;
     bool open_usage;
+    const struct reconciler_audit *audits[2]; /* written with the change, or alone (audit_only) */
+    unsigned n_audits;
+    bool audit_only;
 };
 
-static int fenced_tx(struct store_tx *tx, void *arg)
+static int audits_tx(struct store_tx *tx, const struct write *x)
 {
-    struct write *x = arg;
-    struct reconciler *r = x->r;
-    int rv = lease_check_tx(tx, RECONCILER_LEASE, r->holder, r->epoch);
-    if (rv != 0) {
-        return rv;
+    int rv = 0;
+    for (unsigned i = 0; rv == 0 && i < x->n_audits && x->r->cfg.audit != NULL; i++) {
+        rv = x->r->cfg.audit(tx, x->audits[i], x->r->cfg.audit_arg);
     }
+    return rv;
+}
+
+/* The sandbox row's change, and its audit events when the change is made. */
+static int change_tx(struct store_tx *tx, struct write *x)
+{
+    int rv;
     int64_t rev = 0, now = now_wall();
     struct proto_value idp[] = {proto_text(x->w->id)};
     int64_t exists = 0;
@@ -248,7 +260,7 @@ static int fenced_tx(struct store_tx *tx, void *arg)
         if (rv == 0) {
             rv = store_event_tx(tx, "Sandbox", x->w->ns, x->w->id, "DELETED", &rev);
         }
-        return rv;
+        return rv == 0 ? audits_tx(tx, x) : rv;
     }
     rv = store_event_tx(tx, "Sandbox", x->w->ns, x->w->id, "MODIFIED", &rev);
     size_t len = protobuf_c_message_get_packed_size(&x->status->base);
@@ -292,19 +304,38 @@ static int fenced_tx(struct store_tx *tx, void *arg)
             "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (sandbox_id) DO NOTHING",
             u, 6, NULL);
     }
-    return rv;
+    return rv == 0 ? audits_tx(tx, x) : rv;
+}
+
+static int fenced_tx(struct store_tx *tx, void *arg)
+{
+    struct write *x = arg;
+    struct reconciler *r = x->r;
+    int rv = lease_check_tx(tx, RECONCILER_LEASE, r->holder, r->epoch);
+    if (rv != 0 || x->audit_only) {
+        return rv != 0 ? rv : audits_tx(tx, x);
+    }
+    return change_tx(tx, x);
 }
 
 static int write(struct reconciler *r, struct write *x)
 {
     char err[GERR_MSG_SIZE] = "";
+    if (x->audit_only && (x->n_audits == 0 || r->cfg.audit == NULL)) {
+        return 0;
+    }
     int rv = store_writer_run(r->cfg.writer, fenced_tx, x, err);
     if (rv == GERR_STALE) {
         LOG_WARN("reconciler: %s", err);
         bump(r, &r->st.stale_refusals);
         r->lease.held = false; /* stop at once: the next tick re-reads the lease */
     } else if (rv != 0) {
-        LOG_WARN("reconciler: writing sandbox %s: %s", x->w->id, err);
+        LOG_WARN("reconciler: writing sandbox %s: %s", x->w != NULL ? x->w->id : x->audits[0]->sandbox_id,
+                 err);
+    } else if (r->cfg.audit != NULL && x->n_audits > 0) {
+        pthread_mutex_lock(&r->mu);
+        r->st.audit_events += x->n_audits;
+        pthread_mutex_unlock(&r->mu);
     }
     return rv;
 }
@@ -337,15 +368,36 @@ static Gantry__V1__SandboxStatus__Phase phase_enum(const char *p)
                                           : GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_UNKNOWN;
 }
 
-/* Write the driver's view of @w if it differs from the stored status. */
+/* Write the driver's view of @w if it differs from the stored status, with the audit event of a
+ * failed driver call (@failure, may be NULL) and, when @w enters ERROR now, of that (with @code,
+ * the failed call's, or 0 when the backend reported the sandbox failed: GERR_ABORTED). When the
+ * status is unchanged the events are written alone. */
 static void record(struct reconciler *r, const struct row *w, const char *phase, const char *handle,
-                   const char *message, const char *condition_reason)
+                   const char *message, const char *condition_reason, const struct reconciler_audit *failure,
+                   int code)
 {
     Gantry__V1__SandboxStatus *old = w->status;
+    struct reconciler_audit entered = {.operation = "reconciler/sandbox.error",
+                                       .ns = w->ns,
+                                       .sandbox_id = w->id,
+                                       .sandbox_name = w->name,
+                                       .actor = r->holder,
+                                       .epoch = r->epoch,
+                                       .code = code != 0 ? code : GERR_ABORTED,
+                                       .message = message};
+    struct write x = {.r = r, .w = w, .phase = phase, .open_usage = strcmp(phase, "READY") == 0};
+    if (failure != NULL) {
+        x.audits[x.n_audits++] = failure;
+    }
+    if (strcmp(phase, "ERROR") == 0 && strcmp(w->phase, "ERROR") != 0) {
+        x.audits[x.n_audits++] = &entered;
+    }
     bool same =
         old != NULL && strcmp(w->phase, phase) == 0 && strcmp(old->driver_handle, handle) == 0 &&
         (old->n_conditions > 0 ? strcmp(old->conditions[0]->message, message) == 0 : message[0] == '\0');
     if (same) {
+        x.audit_only = true;
+        write(r, &x);
         return;
     }
     Gantry__V1__SandboxStatus st = GANTRY__V1__SANDBOX_STATUS__INIT;
@@ -371,8 +423,7 @@ static void record(struct reconciler *r, const struct row *w, const char *phase,
         st.n_conditions = 1;
         st.conditions = conds;
     }
-    struct write x = {
-        .r = r, .w = w, .status = &st, .phase = phase, .open_usage = strcmp(phase, "READY") == 0};
+    x.status = &st;
     write(r, &x);
 }
 
@@ -402,35 +453,93 @@ static void forget_attempts(struct reconciler *r, const char *id)
     }
 }
 
+/* A driver call for @id succeeded: its failures are forgotten, but what was audited stays for
+ * the rest of the backoff cap, so a call that fails, works, fails... is not audited each time. */
+static void succeeded(struct reconciler *r, const char *id)
+{
+    struct attempt *a = attempt_of(r, id, false);
+    if (a == NULL) {
+        return;
+    }
+    if (a->audited && now_mono() - a->audited_mono_ms < BACKOFF_CAP_MS) {
+        a->failures = 0;
+        a->next_mono_ms = 0;
+    } else {
+        forget_attempts(r, id);
+    }
+}
+
+/* The rate limit: true (and remembered) when @op failing with @code for @a is to be audited:
+ * the first time, when the operation or code changed, or a backoff cap after the last event. An
+ * untracked sandbox (the table is full) is not audited, except when it enters ERROR. */
+static bool audit_due(struct attempt *a, const char *op, int code)
+{
+    uint64_t now = now_mono();
+    if (a == NULL || (a->audited && strcmp(a->audited_op, op) == 0 && a->audited_code == code &&
+                      now - a->audited_mono_ms < BACKOFF_CAP_MS)) {
+        return false;
+    }
+    a->audited = true;
+    snprintf(a->audited_op, sizeof a->audited_op, "%s", op);
+    a->audited_code = code;
+    a->audited_mono_ms = now;
+    return true;
+}
+
 static bool permanent(int rv)
 {
     return rv == GERR_INVAL || rv == GERR_PERM || rv == GERR_EXISTS;
 }
 
-/* A driver call failed for @w: a condition now, ERROR when it is permanent or keeps failing. */
+static bool stale(struct reconciler *r, int rv, const char *err)
+{
+    if (rv != DRIVER_ERR_STALE) {
+        return false;
+    }
+    LOG_WARN("reconciler: the driver refused epoch %" PRIu64 " (%s): stop acting", r->epoch, err);
+    bump(r, &r->st.stale_refusals);
+    r->lease.held = false;
+    return true;
+}
+
+/* A driver call (@what: "create", "ensure_namespace", "get", "delete") failed for @w: a
+ * DriverError condition and (rate-limited) an audit event now; a retry after the backoff. Only a
+ * sandbox being created ends in ERROR, when the failure is permanent or keeps happening. */
 static void driver_failed(struct reconciler *r, const struct row *w, const char *what, int rv,
                           const char *err)
 {
     bump(r, &r->st.driver_errors);
-    if (rv == DRIVER_ERR_STALE) {
-        LOG_WARN("reconciler: the driver refused epoch %" PRIu64 " (%s): stop acting", r->epoch, err);
-        bump(r, &r->st.stale_refusals);
-        r->lease.held = false;
+    if (stale(r, rv, err)) {
         return;
     }
+    bool creating = strcmp(what, "create") == 0 || strcmp(what, "ensure_namespace") == 0;
     struct attempt *a = attempt_of(r, w->id, true);
     unsigned failures = a != NULL ? ++a->failures : MAX_ATTEMPTS;
-    char msg[GERR_MSG_SIZE];
+    char msg[GERR_MSG_SIZE], op[40];
     snprintf(msg, sizeof msg, "%s: %s", what, err);
+    snprintf(op, sizeof op, "reconciler/driver.%s", what);
+    struct reconciler_audit ev = {.operation = op,
+                                  .ns = w->ns,
+                                  .sandbox_id = w->id,
+                                  .sandbox_name = w->name,
+                                  .actor = r->holder,
+                                  .epoch = r->epoch,
+                                  .code = rv,
+                                  .message = msg};
+    const struct reconciler_audit *audit = audit_due(a, op, rv) ? &ev : NULL;
     LOG_WARN("reconciler: sandbox %s/%s: %s (%s, attempt %u)", w->ns, w->name, msg, gerr_name(rv), failures);
-    if (permanent(rv) || failures >= MAX_ATTEMPTS) {
-        record(r, w, "ERROR", w->status != NULL ? w->status->driver_handle : "", msg, gerr_name(rv));
+    const char *handle = w->status != NULL ? w->status->driver_handle : "";
+    if (creating && (permanent(rv) || failures >= MAX_ATTEMPTS)) {
+        record(r, w, "ERROR", handle, msg, gerr_name(rv), audit, rv);
         forget_attempts(r, w->id);
         return;
     }
-    uint64_t backoff = 1000u << (failures - 1);
-    a->next_mono_ms = now_mono() + (backoff > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : backoff);
-    record(r, w, w->phase, w->status != NULL ? w->status->driver_handle : "", msg, gerr_name(rv));
+    if (a != NULL) {
+        unsigned shift = failures - 1 < 6 ? failures - 1 : 6;
+        uint64_t backoff = 1000u << shift;
+        a->next_mono_ms = now_mono() + (backoff > BACKOFF_CAP_MS ? BACKOFF_CAP_MS : backoff);
+    }
+    record(r, w, w->phase, handle, msg, gerr_name(rv), audit, rv);
 }
 
 static void remove_sandbox(struct reconciler *r, const struct row *w, const char *why)
@@ -445,7 +554,7 @@ static void remove_sandbox(struct reconciler *r, const struct row *w, const char
     if (write(r, &x) == 0) {
         LOG_INFO("reconciler: sandbox %s/%s removed (%s)", w->ns, w->name, why);
         bump(r, &r->st.deletes);
-        forget_attempts(r, w->id);
+        forget_attempts(r, w->id); /* gone: nothing left to rate-limit */
     }
 }
 
@@ -479,13 +588,15 @@ static void sync_row(struct reconciler *r, const struct row *w)
     if (rv == GERR_NOTFOUND && (strcmp(w->phase, "PROVISIONING") == 0 || strcmp(w->phase, "UNKNOWN") == 0)) {
         struct dspec d;
         dspec_build(&d, w, r->driver_name);
+        const char *what = "ensure_namespace";
         rv = driver_ensure_namespace(r->cfg.driver, r->epoch, w->ns, err);
         if (rv == 0) {
+            what = "create";
             rv = driver_create(r->cfg.driver, r->epoch, &d.s, &ds, err);
         }
         dspec_close(&d);
         if (rv != 0) {
-            driver_failed(r, w, "create", rv, err);
+            driver_failed(r, w, what, rv, err);
             return;
         }
         bump(r, &r->st.creates);
@@ -493,15 +604,15 @@ static void sync_row(struct reconciler *r, const struct row *w)
     } else if (rv == GERR_NOTFOUND) {
         /* It ran and is gone (a lost node, or removed behind our back): say so. */
         record(r, w, "UNKNOWN", w->status != NULL ? w->status->driver_handle : "",
-               "the driver no longer has this sandbox", NULL);
+               "the driver no longer has this sandbox", NULL, NULL, 0);
         return;
     } else if (rv != 0) {
         driver_failed(r, w, "get", rv, err);
         return;
     }
-    forget_attempts(r, w->id);
+    succeeded(r, w->id);
     record(r, w, phase_text(ds.phase), ds.handle != NULL ? ds.handle : "",
-           ds.message != NULL ? ds.message : "", NULL);
+           ds.message != NULL ? ds.message : "", NULL, NULL, 0);
     driver_sandbox_close(&ds);
 }
 
@@ -524,6 +635,38 @@ static int sync_ids(struct reconciler *r, const char *where, const struct proto_
     }
     proto_rows_close(&rows);
     return rv;
+}
+
+/* Delete @s, which the driver has and the store does not; a failure is audited like any other. */
+static void orphan(struct reconciler *r, const struct driver_sandbox *s)
+{
+    char err[GERR_MSG_SIZE] = "";
+    int rv = driver_delete(r->cfg.driver, r->epoch, s->namespace, s->id, err);
+    if (rv == 0) {
+        LOG_INFO("reconciler: removed orphan sandbox %s/%s", s->namespace, s->id);
+        bump(r, &r->st.deletes);
+        forget_attempts(r, s->id);
+        return;
+    }
+    bump(r, &r->st.driver_errors);
+    if (stale(r, rv, err)) {
+        return;
+    }
+    LOG_WARN("reconciler: removing orphan sandbox %s/%s: %s (%s)", s->namespace, s->id, err, gerr_name(rv));
+    char msg[GERR_MSG_SIZE];
+    snprintf(msg, sizeof msg, "delete of an orphan: %s", err);
+    struct reconciler_audit ev = {.operation = "reconciler/driver.delete",
+                                  .ns = s->namespace,
+                                  .sandbox_id = s->id,
+                                  .sandbox_name = s->name != NULL ? s->name : "",
+                                  .actor = r->holder,
+                                  .epoch = r->epoch,
+                                  .code = rv,
+                                  .message = msg};
+    if (audit_due(attempt_of(r, s->id, true), ev.operation, rv)) {
+        struct write x = {.r = r, .audits = {&ev}, .n_audits = 1, .audit_only = true};
+        write(r, &x);
+    }
 }
 
 /* The store against the driver: every live row synced, every driver sandbox without a row gone. */
@@ -550,11 +693,7 @@ static int resync(struct reconciler *r)
         int64_t n = 0;
         rv = store_client_query_int(&r->cl, "SELECT count(*) FROM sandboxes WHERE id = ?", p, 1, &n);
         if (rv == 0 && n == 0) {
-            if (driver_delete(r->cfg.driver, r->epoch, list.items[i].namespace, list.items[i].id, err) == 0) {
-                LOG_INFO("reconciler: removed orphan sandbox %s/%s", list.items[i].namespace,
-                         list.items[i].id);
-                bump(r, &r->st.deletes);
-            }
+            orphan(r, &list.items[i]);
         }
     }
     driver_sandbox_list_close(&list);

@@ -13,10 +13,21 @@
  *   - sandboxes the driver has and the store does not (ours only: drivers list only their gateway's
  *     objects): deleted.
  * Every store write it makes checks its lease epoch in the same transaction (lease_check_tx), and
- * every driver call carries the epoch, which drivers refuse once a newer one was seen. Driver
- * failures are retried with backoff (1 s doubling to 60 s) and shown as a DriverError condition
- * and an audit event; permanent failures (GERR_INVAL, GERR_PERM, GERR_EXISTS) and five transient
- * ones in a row end the sandbox in ERROR with the reason.
+ * every driver call carries the epoch, which drivers refuse once a newer one was seen.
+ *
+ * Driver failures are retried with backoff (1 s doubling to 60 s, per sandbox) and shown as a
+ * DriverError condition. A create that fails permanently (GERR_INVAL, GERR_PERM, GERR_EXISTS) or
+ * five times in a row ends the sandbox in ERROR with the reason; failed gets and deletes never
+ * do (the sandbox exists, or is being deleted: they keep retrying at the 60 s cap).
+ *
+ * Audit: through the @audit callback, in a transaction fenced by the epoch like every other
+ * write, an API Activity event (status Failure, actor "reconciler") for a failed driver call
+ * (operation "reconciler/driver.<create|get|delete>", the driver's message, which never holds a
+ * credential) and for a sandbox entering ERROR ("reconciler/sandbox.error", the reason). Rate
+ * limit: one event per sandbox per operation and error code, repeated at most once per backoff
+ * cap (60 s) while the same failure goes on; a success or a new lease holder starts afresh. So
+ * a retry loop, or a backend that is down for an hour, costs at most one event per sandbox and
+ * failure kind per minute.
  *
  * Threads: one of its own (reconciler_start .. reconciler_stop). Blocking inside. */
 #ifndef GANTRY_LEASES_RECONCILER_H
@@ -32,6 +43,23 @@
 
 #define RECONCILER_LEASE "reconciler"
 
+/* One audit event the reconciler asks to be recorded (an OCSF API Activity with status Failure
+ * and the reconciler as actor). Every pointer is borrowed for the call. */
+struct reconciler_audit {
+    const char *operation; /* "reconciler/driver.create", ".get", ".delete", "reconciler/sandbox.error" */
+    const char *ns;
+    const char *sandbox_id;
+    const char *sandbox_name; /* "" for an orphan the driver had and the store did not */
+    const char *actor;        /* the lease holder, "<replica>/<process id>" */
+    uint64_t epoch;
+    int code; /* GERR_* of the failure */
+    const char *message;
+};
+
+/* Insert @ev inside @tx, the reconciler's fenced transaction; return the store's error (which
+ * fails the whole transaction). */
+typedef int (*reconciler_audit_cb)(struct store_tx *tx, const struct reconciler_audit *ev, void *arg);
+
 struct reconciler_config {
     struct store_client_config store; /* its own leader-following client (addresses must outlive it) */
     struct store_writer *writer;      /* where its writes go (borrowed) */
@@ -43,12 +71,15 @@ struct reconciler_config {
     struct lease_config lease; /* name and holder are filled in */
     unsigned poll_ms;          /* 0 = 200 */
     unsigned resync_ms;        /* 0 = 30000 */
+    reconciler_audit_cb audit; /* NULL: no audit events */
+    void *audit_arg;
 };
 
 struct reconciler_status {
     bool held;
     uint64_t epoch;
     uint64_t resyncs, creates, deletes, driver_errors, stale_refusals;
+    uint64_t audit_events; /* audit events written (after the rate limit) */
 };
 
 struct reconciler;

@@ -54,6 +54,7 @@
 #include "server/audit_svc.h"
 #include "server/usage_svc.h"
 #include "server/audit.h"
+#include "server/grpc_status.h"
 #include "server/oidc_config.h"
 #include "drivers/fake.h"
 #include "drivers/k8s.h"
@@ -398,9 +399,10 @@ static void metrics(void *data, struct buf *out)
                    "gantry_reconciler_total{kind=\"create\"} %" PRIu64 "\n"
                    "gantry_reconciler_total{kind=\"delete\"} %" PRIu64 "\n"
                    "gantry_reconciler_total{kind=\"driver_error\"} %" PRIu64 "\n"
-                   "gantry_reconciler_total{kind=\"stale_refusal\"} %" PRIu64 "\n",
-                   rs.held, rs.epoch, rs.resyncs, rs.creates, rs.deletes, rs.driver_errors,
-                   rs.stale_refusals);
+                   "gantry_reconciler_total{kind=\"stale_refusal\"} %" PRIu64 "\n"
+                   "gantry_reconciler_total{kind=\"audit_event\"} %" PRIu64 "\n",
+                   rs.held, rs.epoch, rs.resyncs, rs.creates, rs.deletes, rs.driver_errors, rs.stale_refusals,
+                   rs.audit_events);
     }
     buf_printf(out,
                "# HELP gantry_quota_soft_exceeded_total Creates allowed past a soft quota.\n"
@@ -723,6 +725,36 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
     return 0;
 }
 
+/* The reconciler's audit events (leases/reconciler.h): API Activity, status Failure, the
+ * reconciler as a system actor, inside the reconciler's fenced transaction. */
+static int reconciler_audit_tx(struct store_tx *tx, const struct reconciler_audit *ev, void *arg)
+{
+    struct daemon *d = arg;
+    const char *op = ev->operation;
+    struct audit_record r = {.time_ms = (int64_t)clock_system()->wall_ms(clock_system()),
+                             .class_uid = AUDIT_CLASS_API_ACTIVITY,
+                             .activity = strstr(op, ".create") != NULL   ? AUDIT_CREATE
+                                         : strstr(op, ".delete") != NULL ? AUDIT_DELETE
+                                         : strstr(op, ".get") != NULL    ? AUDIT_READ
+                                                                         : AUDIT_UPDATE,
+                             .actor_id = "reconciler",
+                             .actor_name = ev->actor,
+                             .actor_kind = "system",
+                             .operation = op,
+                             .ns = ev->ns,
+                             .resource_type = "Sandbox",
+                             .resource_id = ev->sandbox_id,
+                             .resource_name = ev->sandbox_name,
+                             .success = false,
+                             .status_code = grpc_status_from_gerr(ev->code),
+                             .message = ev->message,
+                             .source = "local",
+                             .request_id = "",
+                             .replica_id = d->cfg->replica_id,
+                             .gateway_id = d->id.gateway_id};
+    return audit_insert_tx(tx, &r);
+}
+
 /* The compute driver named by the configuration, and the reconciler that drives it while this
  * replica holds the lease. driver "none": neither. */
 static int start_reconciler(struct daemon *d, const struct store_client_config *sc, char *errmsg)
@@ -785,6 +817,8 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
                                    .holder = holder,
                                    .replica_id = cfg->replica_id,
                                    .gateway_id = d->id.gateway_id,
+                                   .audit = reconciler_audit_tx,
+                                   .audit_arg = d,
                                    .lease = {.duration_ms = cfg->lease_duration_ms,
                                              .renew_deadline_ms = cfg->lease_renew_deadline_ms,
                                              .retry_ms = cfg->lease_retry_ms}};

@@ -2,12 +2,17 @@
 one journal per replica), driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_reconciler.py <group>
-Groups: failover, lifetime.
+Groups: failover, chaos, process, lifetime, kubernetes.
 
 Checks: sandboxes become READY; after the lease holder is SIGKILLed the next holder adopts what
 exists and never creates a second copy; deleted sandboxes disappear from the store and the driver;
 the journals show that no call of an older epoch was accepted after a newer epoch acted; a SIGTERM
 releases the lease so another replica takes it at once; a sandbox past its lifetime is removed.
+The kubernetes group runs gantryd against the fake API server (tests/drivers/fake_kube_apiserver.py):
+Sandbox objects made and removed; two gateway clusters sharing one API server and one namespace,
+with the same namespace and sandbox names, never creating, seeing or garbage-collecting each
+other's objects (checked against the server's own store); failed driver calls and sandboxes
+ending in ERROR recorded as rate-limited audit events.
 """
 
 import json
@@ -341,49 +346,244 @@ class Lifetime(g.GantrydTest):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
 
 
+class KubeApi:
+    """The fake Kubernetes API server (tests/drivers/fake_kube_apiserver.py) with its own
+    certificate and token, and raw requests to it as another client would make them."""
+
+    def __init__(self, test, *flags):
+        import subprocess
+        self.root = os.path.join(g.WORK, "kubeapi-" + test._testMethodName)
+        os.makedirs(self.root)
+        self.cert, key, self.token = (os.path.join(self.root, n) for n in ("api.crt", "api.key", "token"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", self.cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        with open(self.token, "w") as f:
+            f.write("sekret-token\n")
+        self.proc = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                       "..", "drivers", "fake_kube_apiserver.py"),
+                                      "--cert", self.cert, "--key", key, "--token-file", self.token] + list(flags),
+                                     stdout=subprocess.PIPE)
+        test.addCleanup(self.stop)
+        self.port = int(self.proc.stdout.readline().split()[1])
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def flags(self, mode, *more):
+        return ["--driver", "kubernetes", "--k8s-server", "https://127.0.0.1:%d" % self.port, "--k8s-token-file",
+                self.token, "--k8s-ca-file", self.cert, "--k8s-namespace-mode", mode] + list(more) + LEASE_FLAGS
+
+    def request(self, method, path, body=None):
+        import ssl
+        import urllib.error
+        import urllib.request
+        ctx = ssl.create_default_context(cafile=self.cert)
+        req = urllib.request.Request("https://127.0.0.1:%d%s" % (self.port, path), method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer sekret-token",
+                                              "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def sandboxes(self):
+        """Every Sandbox object in the API server, read directly (no driver in between)."""
+        code, dump = self.request("GET", "/_fake/dump")
+        assert code == 200, dump
+        return dump["sandboxes"]
+
+    def inject(self, **inj):
+        code, out = self.request("POST", "/_fake/inject", inj)
+        assert code == 200, out
+
+
+SBX = "/apis/agents.x-k8s.io/v1alpha1"
+LABEL_GW, LABEL_ID = "gantry.dev/gateway-id", "gantry.dev/sandbox-id"
+
+
+def k8s_env(test, name, api, gateway_id, mode, *more):
+    """A one-replica gantryd cluster with the kubernetes driver and gateway id @gateway_id."""
+    c = g.Cluster("k8s-%s-%s" % (name, test._testMethodName), run_flags=api.flags(mode, *more))
+    test.clusters.append(c)
+    c.init(extra=["--gateway-id", gateway_id])
+    c.wait_ready()
+    e = Env.__new__(Env)
+    e.state = None
+    tr.Env._setup(e, c)
+    return e
+
+
+def wait_for(test, what, fn, timeout=30):
+    end = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        test.assertLess(time.monotonic(), end, what)
+        time.sleep(0.2)
+
+
 class Kubernetes(g.GantrydTest):
     def test_gantryd_drives_the_kubernetes_driver(self):
-        import subprocess
-        root = os.path.join(g.WORK, "kubeapi-" + self._testMethodName)
-        os.makedirs(root)
-        cert, key, token = (os.path.join(root, n) for n in ("api.crt", "api.key", "token"))
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-        with open(token, "w") as f:
-            f.write("sekret-token\n")
-        api = subprocess.Popen(["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                                                 "drivers", "fake_kube_apiserver.py"),
-                                "--cert", cert, "--key", key, "--token-file", token], stdout=subprocess.PIPE)
-        try:
-            port = int(api.stdout.readline().split()[1])
-            flags = ["--driver", "kubernetes", "--k8s-server", "https://127.0.0.1:%d" % port, "--k8s-token-file",
-                     token, "--k8s-ca-file", cert, "--k8s-namespace-mode", "managed"] + LEASE_FLAGS
-            c = g.Cluster("k8s-" + self._testMethodName, run_flags=flags)
-            self.clusters.append(c)
-            c.init(extra=["--gateway-id", "gw-test"])
-            c.wait_ready()
-            e = Env.__new__(Env)
-            e.state = None
-            tr.Env._setup(e, c)
-            e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pod1")))
-            end = time.monotonic() + 30
-            while True:
-                got = e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="pod1")).status
-                if got.phase == S.SandboxStatus.PHASE_READY or time.monotonic() > end:
-                    break
-                time.sleep(0.2)
-            self.assertEqual(S.SandboxStatus.Phase.Name(got.phase), "PHASE_READY")
-            self.assertEqual(got.driver, "kubernetes")
-            self.assertIn("openshell-gw-test-team-b", got.driver_handle)
-            e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="pod1"))
-            end = time.monotonic() + 30
-            while e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes:
-                self.assertLess(time.monotonic(), end, "the sandbox was not removed")
-                time.sleep(0.2)
-        finally:
-            api.kill()
-            api.wait()
+        api = KubeApi(self)
+        e = k8s_env(self, "one", api, "gw-test", "managed")
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pod1")))
+        got = wait_for(self, "the sandbox did not become READY", lambda: (
+            lambda st: st if st.phase == S.SandboxStatus.PHASE_READY else None)(
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="pod1")).status))
+        self.assertEqual(got.driver, "kubernetes")
+        self.assertEqual(got.driver_handle, "k8s:openshell-gw-test-team-b/pod1")
+        objs = api.sandboxes()
+        self.assertEqual(len(objs), 1)
+        o = objs[0]
+        self.assertEqual((o["apiVersion"], o["kind"]), ("agents.x-k8s.io/v1alpha1", "Sandbox"))
+        self.assertEqual(o["metadata"]["labels"][LABEL_GW], "gw-test")
+        self.assertEqual(o["metadata"]["labels"]["gantry.dev/name"], "pod1")
+        self.assertEqual(o["spec"]["podTemplate"]["spec"]["containers"][0]["image"], "busybox:1.36")
+        e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="pod1"))
+        wait_for(self, "the sandbox was not removed",
+                 lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
+        self.assertEqual(api.sandboxes(), [])
+
+    def test_two_gateways_share_one_api_server(self):
+        """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
+        namespaces and sandbox names: neither creates, sees nor garbage-collects the other's."""
+        api = KubeApi(self)
+        self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": "agents"}})[0], 201)
+        one = k8s_env(self, "one", api, "gw-one", "shared", "--k8s-shared-namespace", "agents")
+        two = k8s_env(self, "two", api, "gw-two", "shared", "--k8s-shared-namespace", "agents")
+        names = [("default", "web"), ("team-b", "web")]
+
+        def create_all(e):
+            for ns, name in names:
+                e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(ns, name)))
+            return wait_for(self, "sandboxes did not become READY", lambda: (
+                lambda st: st if all(s.status.phase == S.SandboxStatus.PHASE_READY for s in st.values()) else None)(
+                {(ns, name): e.sb("pa", "Get", S.GetSandboxRequest(namespace=ns, name=name))
+                 for ns, name in names}))
+
+        def by_gateway(gw):
+            return {o["metadata"]["labels"][LABEL_ID]: o for o in api.sandboxes()
+                    if o["metadata"]["labels"].get(LABEL_GW) == gw}
+
+        got_one = {k: (v.meta.id, v.status) for k, v in create_all(one).items()}
+        got_two = {k: (v.meta.id, v.status) for k, v in create_all(two).items()}
+        self.assertEqual(len(api.sandboxes()), 4)
+        for gw, got in (("gw-one", got_one), ("gw-two", got_two)):
+            mine = by_gateway(gw)
+            self.assertEqual(set(mine), {sid for sid, _ in got.values()}, "%s's objects are not its sandboxes" % gw)
+            for (ns, name), (sid, st) in got.items():
+                o = mine[sid]
+                self.assertEqual(o["metadata"]["namespace"], "agents")
+                self.assertEqual((o["metadata"]["labels"]["gantry.dev/namespace"],
+                                  o["metadata"]["labels"]["gantry.dev/name"]), (ns, name))
+                # Each cluster's status points at its own object, never the other's.
+                self.assertEqual(st.driver_handle, "k8s:agents/" + o["metadata"]["name"])
+                if gw == "gw-one":  # first: the readable names
+                    self.assertEqual(o["metadata"]["name"], "%s--%s" % (ns, name))
+                else:  # "<ns>--<name>" was taken: stepped aside
+                    self.assertTrue(o["metadata"]["name"].startswith("%s--%s-" % (ns, name)), o["metadata"]["name"])
+
+        # Garbage collection selects by the gateway id: an object with gw-one's labels and no row in
+        # gw-one's store is removed by gw-one's full resync (on gaining the lease after a restart);
+        # gw-two's objects, absent from gw-one's store too, stay.
+        orphan_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
+        labels = {LABEL_GW: "gw-one", "gantry.dev/managed-by": "gantry", LABEL_ID: orphan_id,
+                  "gantry.dev/namespace": "default", "gantry.dev/name": "orphan"}
+        code, out = api.request("POST", SBX + "/namespaces/agents/sandboxes", {
+            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+            "metadata": {"name": "default--orphan", "labels": labels, "annotations": {"gantry.dev/epoch": "1"}},
+            "spec": {"podTemplate": {"spec": {"containers": [{"name": "sandbox", "image": "busybox:1.36"}]}}}})
+        self.assertEqual(code, 201, out)
+        r = one.c.replicas[0]
+        r.signal(signal.SIGTERM)
+        g.clean_stop(self, r.wait(timeout=60), r)
+        r.start()
+        one.c.wait_ready()
+        wait_for(self, "gw-one did not remove its orphan", lambda: orphan_id not in by_gateway("gw-one"))
+        self.assertEqual(set(by_gateway("gw-one")), {sid for sid, _ in got_one.values()})
+        self.assertEqual(set(by_gateway("gw-two")), {sid for sid, _ in got_two.values()})
+
+        # Deleting through one gateway removes only its own object of that name.
+        one.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="web"))
+        wait_for(self, "gw-one's default/web was not removed", lambda: got_one[("default", "web")][0] not in
+                 by_gateway("gw-one"))
+        self.assertEqual(set(by_gateway("gw-two")), {sid for sid, _ in got_two.values()})
+        self.assertEqual(two.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name="web")).status.phase,
+                         S.SandboxStatus.PHASE_READY)
+        for ns, name in names:
+            two.sb("pa", "Delete", S.DeleteSandboxRequest(namespace=ns, name=name))
+        wait_for(self, "gw-two's sandboxes were not removed", lambda: not by_gateway("gw-two"))
+        self.assertEqual(set(by_gateway("gw-one")), {got_one[("team-b", "web")][0]})
+        print("two gateways in one namespace: gw-one's objects %s, gw-two's %s; gw-one's orphan collected, "
+              "gw-two's objects untouched by gw-one's resync and deletes"
+              % (sorted(st.driver_handle for _, st in got_one.values()),
+                 sorted(st.driver_handle for _, st in got_two.values())))
+
+    def test_driver_failures_are_audited(self):
+        """Failed driver calls and sandboxes that end in ERROR are audit events written by the
+        reconciler, one per sandbox and failure kind however often the call is retried."""
+        from gantry.v1 import audit_pb2
+        api = KubeApi(self, "--pending")  # sandboxes stay PROVISIONING until the test says otherwise
+        e = k8s_env(self, "audit", api, "gw-audit", "managed")
+        collection = SBX + "/namespaces/openshell-gw-audit-default/sandboxes"
+
+        def events(op, sandbox_id):
+            out = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                api_operation=op, status="Failure"))
+            return [x for x in out.events if x.resource_id == sandbox_id]
+
+        def phase(name):
+            return S.SandboxStatus.Phase.Name(
+                e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name=name)).status.phase)
+
+        # Three failed creates (HTTP 500), retried with backoff, then success: one audit event.
+        api.inject(method="POST", path=collection, status=500, times=3)
+        flaky = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "flaky"))).meta.id
+        wait_for(self, "flaky was never created", lambda: any(
+            o["metadata"]["labels"][LABEL_ID] == flaky for o in api.sandboxes()), timeout=60)
+        ev = events("reconciler/driver.create", flaky)
+        self.assertEqual(len(ev), 1, "expected one event for three failures of one kind: %s" % ev)
+        ev = ev[0]
+        self.assertEqual((ev.class_uid, ev.actor_principal_id, ev.status, ev.resource_type, ev.resource_name,
+                          ev.namespace), (6003, "reconciler", "Failure", "Sandbox", "flaky", "default"))
+        self.assertIn("HTTP 500", ev.status_detail)
+        self.assertEqual(ev.gateway_id, "gw-audit")
+        self.assertNotIn("sekret", ev.ocsf_json)
+        self.assertEqual(json.loads(ev.ocsf_json)["actor"]["user"]["type"], "system")
+        self.assertEqual(phase("flaky"), "PHASE_PROVISIONING")
+        self.assertEqual(events("reconciler/sandbox.error", flaky), [])
+
+        # A permanent failure (422 Invalid): ERROR at once, with both events.
+        api.inject(method="POST", path=collection, status=422, reason="Invalid", times=1)
+        broken = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "broken"))).meta.id
+        wait_for(self, "broken did not end in ERROR", lambda: phase("broken") == "PHASE_ERROR")
+        self.assertEqual(len(events("reconciler/driver.create", broken)), 1)
+        err = events("reconciler/sandbox.error", broken)
+        self.assertEqual(len(err), 1)
+        self.assertIn("HTTP 422", err[0].status_detail)
+        st = e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name="broken")).status
+        self.assertIn("HTTP 422", st.conditions[0].message)
+
+        # The backend reports the sandbox failed (the controller's Finished condition): ERROR and
+        # an event with the controller's reason.
+        obj = [o for o in api.sandboxes() if o["metadata"]["labels"][LABEL_ID] == flaky][0]
+        path = "%s/%s/status" % (collection, obj["metadata"]["name"])
+        code, out = api.request("PUT", path, {"metadata": {"name": obj["metadata"]["name"],
+                                                           "resourceVersion": obj["metadata"]["resourceVersion"]},
+                                              "status": {"conditions": [
+                                                  {"type": "Finished", "status": "True", "reason": "PodFailed",
+                                                   "message": "Pod failed"}]}})
+        self.assertEqual(code, 200, out)
+        wait_for(self, "flaky did not end in ERROR", lambda: phase("flaky") == "PHASE_ERROR")
+        err = wait_for(self, "no event for flaky's ERROR", lambda: events("reconciler/sandbox.error", flaky))
+        self.assertEqual(len(err), 1)
+        self.assertIn("PodFailed", err[0].status_detail)
+        print("audit: 3 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event each")
 
 
 GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes}
