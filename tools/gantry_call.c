@@ -331,6 +331,7 @@ int gantry_map(const ProtobufCMessageDescriptor *entry, const char **pairs, int 
         if (eq == NULL || eq == pairs[i]) {
             fprintf(stderr, "gantry: \"%s\" is not KEY=VALUE\n", pairs[i]);
             gantry_map_free(arr, *n);
+            *n = 0;
             return -1;
         }
         ProtobufCMessage *m = calloc(1, entry->sizeof_message);

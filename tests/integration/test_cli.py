@@ -210,6 +210,23 @@ def drive(cli, work, dev):
     cli.run(*admin, "provider", "grant", "llm", "carol", "--namespace", "cli-ns")
     check(len(cli.json(*admin, "provider", "grants", "llm", "--namespace", "cli-ns")["grants"]) == 1, "grants")
 
+    # A context holding its token (read from stdin, never on the command line), used and removed.
+    show = cli.json("context", "show")
+    with open(carol_key) as f:
+        cli.run("context", "create", "carol", "--endpoint", ",".join(show["endpoints"]), "--ca", show["ca"],
+                "--token-stdin", "--namespace", "cli-ns", stdin=f.read())
+    check(cli.json("--context", "carol", "whoami")["principal"]["meta"]["name"] == "carol", "carol's context")
+    listed = cli.json("context", "list")
+    check(listed["current_context"] == "gantry-dev" and "carol" in [c["name"] for c in listed["contexts"]],
+          "context list: %r" % listed)
+    check("not-a-real" not in cli.run("context", "show", "carol").stdout and
+          cli.json("context", "show", "carol")["token"] == "(stored, hidden)", "context show printed the token")
+    cli.run("context", "use", "carol")
+    check(cli.json("whoami")["principal"]["meta"]["name"] == "carol", "context use")
+    cli.run("context", "use", "gantry-dev")
+    cli.run("context", "delete", "carol")
+    check(cli.run("--context", "carol", "whoami", ok=False).returncode == 2, "a deleted context still works")
+
     # A sandbox in cli-ns, shared with carol, who then sees it.
     p = cli.run(*admin, "sandbox", "create", "sb1", "--namespace", "cli-ns", "--image", "busybox", "--wait", "--",
                 "sleep", "600")
