@@ -447,6 +447,22 @@ function checkContract(r) {
       if (!target) err(b, `roleRef ${b.roleRef.kind} ${b.roleRef.name} is not rendered`);
     }
     const grantsNamespaceCreate = (r) => (r.rules || []).some((x) => (x.resources || []).includes('namespaces') && (x.verbs || []).includes('create'));
+    // The kubernetes driver's own needs (drivers/k8s.c), granted where its sandboxes live: the
+    // agent-sandbox Sandbox objects and the ConfigMap holding its epoch fence.
+    const grants = (r, group, resource, verb) => (r.rules || []).some((x) => (x.apiGroups || []).includes(group) &&
+      (x.resources || []).includes(resource) && (x.verbs || []).includes(verb));
+    const driverNeeds = [['agents.x-k8s.io', 'sandboxes', ['get', 'list', 'create', 'delete']],
+      ['', 'configmaps', ['get', 'create', 'update']]];
+    const needsDriver = (r, needs) => {
+      if (!r) return;
+      const missing = needs.flatMap(([g, res, verbs]) => verbs.filter((v) => !grants(r, g, res, v))
+        .map((v) => `${v} on ${res}${g ? '.' + g : ''}`));
+      if (missing.length) err(r, `the kubernetes driver is not granted ${missing.join(', ')}`);
+    };
+    for (const vap of byKind('ValidatingAdmissionPolicy')) {
+      const expr = (vap.spec.validations || []).map((v) => v.expression).join(' ');
+      if (!/gantry-fence-/.test(expr)) err(vap, 'the namespace guard would deny the driver its fence ConfigMap');
+    }
     switch (args.mode) {
       case 'none':
         if (roles.length + croles.length + rbs.length + crbs.length) err(null, 'RBAC rendered without the Kubernetes driver');
@@ -455,6 +471,7 @@ function checkContract(r) {
         if (roles.length || rbs.length) err(null, 'managed mode needs no Role or RoleBinding');
         if (croles.length !== 1 || !grantsNamespaceCreate(croles[0])) err(null, 'managed mode needs one ClusterRole that creates namespaces');
         if (crbs.length !== 1) err(null, 'managed mode needs one ClusterRoleBinding');
+        needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete']]]);
         break;
       case 'operator': {
         if (roles.length) err(null, 'operator mode binds a ClusterRole per namespace; no Role expected');
@@ -467,6 +484,11 @@ function checkContract(r) {
         if (crbs.length !== 1 || !nsRole || crbs[0].roleRef.name !== nsRole.metadata.name) {
           err(null, 'operator mode: the only ClusterRoleBinding is the one that reads the allowlisted namespaces');
         }
+        const sandboxRole = croles.find((r) => r !== nsRole);
+        if (!sandboxRole || !rbs.every((b) => b.roleRef.name === sandboxRole.metadata.name)) {
+          err(null, 'operator mode: the RoleBindings bind the ClusterRole with the sandbox rules');
+        }
+        needsDriver(sandboxRole, driverNeeds);
         const bound = rbs.map((b) => b.metadata.namespace).sort();
         if (JSON.stringify(bound) !== JSON.stringify([...args.namespaces].sort())) {
           err(null, `operator mode: RoleBindings in ${bound.join(',')}, expected exactly ${args.namespaces.join(',')}`);
@@ -479,6 +501,7 @@ function checkContract(r) {
         else if (args.namespaces.length && roles[0].metadata.namespace !== args.namespaces[0]) {
           err(roles[0], `Role in ${roles[0].metadata.namespace}, expected ${args.namespaces[0]}`);
         }
+        needsDriver(roles[0], driverNeeds);
         break;
       default:
         err(null, `unknown --mode ${args.mode}`);

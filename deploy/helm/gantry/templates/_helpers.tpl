@@ -129,6 +129,21 @@ to change.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* The driver's own needs (drivers/k8s.h): Sandbox objects and the fence ConfigMap. */ -}}
+{{- $needs := list (list "agents.x-k8s.io" "sandboxes" "get") (list "agents.x-k8s.io" "sandboxes" "list") (list "agents.x-k8s.io" "sandboxes" "create") (list "agents.x-k8s.io" "sandboxes" "delete") (list "" "configmaps" "get") (list "" "configmaps" "create") (list "" "configmaps" "update") -}}
+{{- if eq .Values.driver.name "kubernetes" -}}
+{{- range $need := $needs -}}
+{{- $granted := false -}}
+{{- range $rule := $k.rules -}}
+{{- if and (has (index $need 0) (default (list) $rule.apiGroups)) (has (index $need 1) $rule.resources) (has (index $need 2) $rule.verbs) -}}
+{{- $granted = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $granted -}}
+{{- fail (printf "driver.kubernetes.rules grant no %q on %s%s: the kubernetes driver needs get, list, create and delete on sandboxes.agents.x-k8s.io and get, create and update on configmaps (its epoch fence)" (index $need 2) (index $need 1) (ternary "" (printf ".%s" (index $need 0)) (eq (index $need 0) ""))) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $seen := dict -}}
 {{- range $ordinal, $id := .Values.bootstrap.replicaIdOverrides -}}
 {{- if hasKey $seen (toString $id) -}}
