@@ -2,7 +2,8 @@
  * dispatches through it, --help prints its synopsis and example, `gantry help --commands` lists it
  * for the documentation test, and `gantry completion bash` is generated from it.
  *
- *   tools/gantry.c            main: global flags, contexts applied, dispatch, help, completion
+ *   tools/gantry.c            main: global flags, contexts applied, dispatch
+ *   tools/gantry_help.c       the command registry, help, the bash completion
  *   tools/gantry_call.c       the call with failover across endpoints, exit codes, hints
  *   tools/gantry_out.c        protobuf messages as JSON, YAML or a table
  *   tools/gantry_ctx.c        contexts in $XDG_CONFIG_HOME/gantry/config.json
@@ -154,9 +155,15 @@ int gantry_principal_id(struct cli *c, const char *id_or_name, char *out, size_t
  * "+30d" (s, m, h, d) relative to now, or "YYYY-MM-DDTHH:MM:SSZ". Prints why and returns -1 when
  * malformed. */
 int gantry_time(const char *s, int64_t *ms);
+/* --- gantry_help.c --- */
+
 /* Find the command for `gantry GROUP NAME` (NAME NULL for groups without subcommands). */
 const struct gantry_cmd *gantry_find(const char *group, const char *name);
+/* Whether GROUP exists, and whether it has subcommands. */
+bool gantry_group_exists(const char *group, bool *has_subs);
 void gantry_cmd_help(FILE *f, const struct gantry_cmd *cmd);
+void gantry_group_help(FILE *f, const char *group);
+void gantry_usage(FILE *f);
 
 /* --- gantry_ctx.c --- */
 
