@@ -61,7 +61,8 @@ admin cluster health
 echo "== a namespace, a user with the user role in it, and an API key for that user"
 admin namespace get demo >/dev/null 2>&1 || admin namespace create demo --description "made by tools/run.sh"
 admin user get alice >/dev/null 2>&1 || admin user create alice
-admin role list --principal alice | grep -q 'USER *demo' || admin role grant alice user --namespace demo
+bindings=$(admin role list --principal alice)
+grep -q 'USER *demo' <<<"$bindings" || admin role grant alice user --namespace demo
 if [ ! -s "$dir/alice.key" ]; then
   (umask 077 && admin key create --principal alice --name run.sh >"$dir/alice.key.tmp")
   mv "$dir/alice.key.tmp" "$dir/alice.key"
