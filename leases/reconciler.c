@@ -654,7 +654,7 @@ static void orphan(struct reconciler *r, const struct driver_sandbox *s)
     }
     LOG_WARN("reconciler: removing orphan sandbox %s/%s: %s (%s)", s->namespace, s->id, err, gerr_name(rv));
     char msg[GERR_MSG_SIZE];
-    snprintf(msg, sizeof msg, "delete of an orphan: %s", err);
+    snprintf(msg, sizeof msg, "delete of an orphan: %.480s", err);
     struct reconciler_audit ev = {.operation = "reconciler/driver.delete",
                                   .ns = s->namespace,
                                   .sandbox_id = s->id,

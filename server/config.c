@@ -331,7 +331,7 @@ static const struct field fields[] = {
      .check = check_driver,
      .type_name = "process|kubernetes|fake|none",
      .help = "the compute driver the lease holder drives: process (local bubblewrap sandboxes), kubernetes "
-             "(Pods), fake (tests), none (no reconciler)"},
+             "(agents.x-k8s.io Sandbox objects), fake (tests), none (no reconciler)"},
     {.key = "driver_state_dir",
      .env = "GANTRY_DRIVER_STATE_DIR",
      .flag = "--driver-state-dir",
