@@ -5,8 +5,9 @@
                        committed HEAD: uncommitted changes are not in it), run the README's run
                        command there, then drive the cluster only through `gantry`: create and list
                        every resource kind, share a sandbox, query and export the audit trail; kill
-                       the replica the context lists first and keep working. The processes are
-                       stopped and the directory removed at the end, whatever happened.
+                       the replica the context lists first and keep working; run the command again,
+                       which must reuse the cluster and bring the killed replica back. The processes
+                       are stopped and the directory removed at the end, whatever happened.
   test_cli.py docs     every `gantry ...` line in a code block of docs/*.md and README.md names a
                        command that exists (its --help exits 0); every command has --help with an
                        example and is documented in docs/cli.md; the bash completion parses.
@@ -150,6 +151,15 @@ def test_readme():
         check("READY" in p.stdout and "gantry-dev" in p.stdout, "the run command did not show a READY sandbox "
               "and the context")
         drive(Cli(env), work, dev)
+        # Running it again reuses the cluster: the killed replica comes back, nothing is recreated.
+        p = subprocess.run(shlex.split(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        print(p.stdout[-1500:], p.stderr[-1500:], flush=True)
+        check(p.returncode == 0, "the run command exited %d the second time" % p.returncode)
+        check("already running" in p.stdout and "created; waiting" not in p.stderr,
+              "the second run did not reuse the cluster and the sandbox")
+        members = Cli(env).json("--context", "gantry-dev-admin", "cluster", "members")["members"]
+        check(len(members) == 3 and all(m["reachable"] for m in members), "after the rerun: %r" % members)
+        print("PASS readme", flush=True)
     finally:
         cleanup(repo, env, work, dev)
 
@@ -292,7 +302,6 @@ def drive(cli, work, dev):
     check(p.returncode == 1 and "NOT_FOUND" in p.stderr, "a missing sandbox: %d %r" % (p.returncode, p.stderr))
     p = cli.run("--endpoint", "127.0.0.1:1", "--ca", cli.json("context", "show")["ca"], "whoami", ok=False)
     check(p.returncode == 3 and "no endpoint answered" in p.stderr, "no endpoint: %d %r" % (p.returncode, p.stderr))
-    print("PASS readme", flush=True)
 
 
 def connections_of(pid, endpoint):
