@@ -1,8 +1,8 @@
 /* The compute driver interface: the one seam between the reconciler and whatever runs sandboxes.
  *
  * Three implementations sit behind it: `process` (drivers/process.h, the embedded default: local
- * process trees under bubblewrap), `kubernetes` (drivers/k8s.h: Pods through the API server) and
- * `fake` (drivers/fake.h: in memory, for tests and benchmarks). A driver is made by its own
+ * process trees under bubblewrap), `kubernetes` (drivers/k8s.h: agents.x-k8s.io Sandbox objects through the
+ * API server) and `fake` (drivers/fake.h: in memory, for tests and benchmarks). A driver is made by its own
  * constructor and used only through the functions below, which check the arguments every driver
  * shares and then call the driver.
  *
@@ -122,7 +122,7 @@ struct driver_sandbox {
     char *namespace;
     char *name;
     enum driver_phase phase;
-    char *handle;           /* the driver's name for it, e.g. "bwrap:4711@123456" or "k8s:ns/pod" */
+    char *handle;           /* the driver's name for it, e.g. "bwrap:4711@123456" or "k8s:ns/name" */
     char *message;          /* why the phase is what it is ("" when there is nothing to say) */
     uint64_t epoch;         /* the epoch that created it (0 when the backend lost that fact) */
     uint64_t created_at_ms; /* Unix ms (0 when unknown) */

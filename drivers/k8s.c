@@ -488,15 +488,16 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
         return rv;
     }
     /* Idempotent by id: whatever name it got, an existing one is found by its labels. */
-    if ((rv = list_from(k, kns, NULL, s->id, &f, errmsg)) != 0) {
-        return rv;
-    }
-    if (f.n > 0) {
+    rv = list_from(k, kns, NULL, s->id, &f, errmsg);
+    if (rv == 0 && f.n > 0) {
         rv = adopt(s, &f.items[0], out, errmsg);
         found_close(&f);
         return rv;
     }
     found_close(&f);
+    if (rv != 0) {
+        return rv;
+    }
     driver_k8s_object_name(k->mode, s->namespace, s->name, name);
     rv = create_as(k, epoch, s, kns, name, &taken, out, errmsg);
     if (rv == GERR_EXISTS && taken) {

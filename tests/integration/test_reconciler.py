@@ -583,7 +583,23 @@ class Kubernetes(g.GantrydTest):
         err = wait_for(self, "no event for flaky's ERROR", lambda: events("reconciler/sandbox.error", flaky))
         self.assertEqual(len(err), 1)
         self.assertIn("PodFailed", err[0].status_detail)
-        print("audit: 3 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event each")
+
+        # Failed deletes keep retrying (never ERROR), audited once; the sandbox goes in the end.
+        gone = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "gone"))).meta.id
+        obj = wait_for(self, "gone was never created", lambda: [
+            o for o in api.sandboxes() if o["metadata"]["labels"][LABEL_ID] == gone])[0]
+        api.inject(method="DELETE", path="%s/%s" % (collection, obj["metadata"]["name"]), status=503, times=2)
+        e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="gone"))
+        wait_for(self, "gone was not removed", lambda: not any(
+            o["metadata"]["labels"][LABEL_ID] == gone for o in api.sandboxes()), timeout=60)
+        wait_for(self, "gone's row was not removed", lambda: "gone" not in {
+            s.meta.name for s in e.sb("pa", "List", S.ListSandboxesRequest(namespace="default")).sandboxes})
+        ev = events("reconciler/driver.delete", gone)
+        self.assertEqual(len(ev), 1, ev)
+        self.assertIn("HTTP 503", ev[0].status_detail)
+        self.assertEqual(events("reconciler/sandbox.error", gone), [])
+        print("audit: 3 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event "
+              "each; 2 failed deletes -> 1 event, then deleted")
 
 
 GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes}
