@@ -49,7 +49,7 @@ struct reconciler_audit {
     const char *operation; /* "reconciler/driver.create", ".get", ".delete", "reconciler/sandbox.error" */
     const char *ns;
     const char *sandbox_id;
-    const char *sandbox_name; /* "" for an orphan the driver had and the store did not */
+    const char *sandbox_name; /* for an orphan (in the driver, not the store): the name the driver reports */
     const char *actor;        /* the lease holder, "<replica>/<process id>" */
     uint64_t epoch;
     int code; /* GERR_* of the failure */
