@@ -24,6 +24,7 @@ static const struct gantry_col binding_cols[] = {
     {"PRINCIPAL", "principal_id", NULL, false},
     {"ROLE", "role", "ROLE_", false},
     {"NAMESPACE", "namespace", NULL, false},
+    {"DELEGATED TO", "delegation.namespace_patterns", NULL, false},
     {"CREATED", "meta.created_at_ms", NULL, true},
     {NULL, NULL, NULL, false},
 };
@@ -257,12 +258,38 @@ static bool global_role(int role)
 
 static int role_grant(struct cli *c, int argc, char **argv)
 {
+    /* A delegation scope (a platform controller's service account; docs/security.md). */
+    Gantry__V1__DelegationScope ds = GANTRY__V1__DELEGATION_SCOPE__INIT;
+    const char *pats[8], *keys[32], *srcs[32];
+    ds.n_namespace_patterns = (size_t)gantry_opt_all(&argc, argv, "--delegate", pats, 8);
+    ds.n_allowed_driver_config_keys = (size_t)gantry_opt_all(&argc, argv, "--delegate-config-key", keys, 32);
+    ds.n_allowed_credential_sources =
+        (size_t)gantry_opt_all(&argc, argv, "--delegate-credential-source", srcs, 32);
+    ds.create_on_behalf_of_owner = gantry_flag(&argc, argv, "--on-behalf-of-owner");
+    ds.namespace_patterns = (char **)pats;
+    ds.allowed_driver_config_keys = (char **)keys;
+    ds.allowed_credential_sources = (char **)srcs;
+    bool delegated = ds.n_namespace_patterns > 0;
     int rc = gantry_args(gantry_find("role", "grant"), argc, argv, 2, 2), role;
     if (rc != 0 || (role = role_of(argv[1])) < 0) {
         return GANTRY_EXIT_USAGE;
     }
-    if (global_role(role) && c->ns_flag) {
-        fprintf(stderr, "gantry role grant: %s is cluster-wide: leave out --namespace\n", argv[1]);
+    if (global_role(role) && (c->ns_flag || delegated)) {
+        fprintf(stderr, "gantry role grant: %s is cluster-wide: leave out --namespace and --delegate\n",
+                argv[1]);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (!delegated && (ds.n_allowed_driver_config_keys > 0 || ds.n_allowed_credential_sources > 0 ||
+                       ds.create_on_behalf_of_owner)) {
+        fprintf(stderr,
+                "gantry role grant: the --delegate-* options and --on-behalf-of-owner need --delegate "
+                "NAMESPACE-PATTERN\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    if (delegated && c->ns_flag) {
+        fprintf(stderr,
+                "gantry role grant: a delegated binding names its namespaces with --delegate patterns: "
+                "leave out --namespace\n");
         return GANTRY_EXIT_USAGE;
     }
     char id[64], rid[37];
@@ -274,7 +301,8 @@ static int role_grant(struct cli *c, int argc, char **argv)
     Gantry__V1__CreateRoleBindingRequest req = GANTRY__V1__CREATE_ROLE_BINDING_REQUEST__INIT;
     b.principal_id = id;
     b.role = (Gantry__V1__Role)role;
-    b.namespace_ = (char *)(global_role(role) ? "" : gantry_ns(c));
+    b.namespace_ = (char *)(global_role(role) || delegated ? "" : gantry_ns(c));
+    b.delegation = delegated ? &ds : NULL;
     req.binding = &b;
     req.request_id = rid;
     return gantry_simple(c, "/gantry.v1.Principals/CreateRoleBinding", &req.base,
@@ -283,6 +311,7 @@ static int role_grant(struct cli *c, int argc, char **argv)
 
 static int role_revoke(struct cli *c, int argc, char **argv)
 {
+    bool delegated = gantry_flag(&argc, argv, "--delegated");
     int rc = gantry_args(gantry_find("role", "revoke"), argc, argv, 1, 2), role = 0;
     if (rc != 0 || (argc == 2 && (role = role_of(argv[1])) < 0)) {
         return GANTRY_EXIT_USAGE;
@@ -302,7 +331,7 @@ static int role_revoke(struct cli *c, int argc, char **argv)
             0) {
             return rc;
         }
-        const char *want_ns = global_role(role) ? "" : gantry_ns(c);
+        const char *want_ns = global_role(role) || delegated ? "" : gantry_ns(c);
         const char *want_role =
             protobuf_c_enum_descriptor_get_value(&gantry__v1__role__descriptor, role)->name;
         size_t i;
@@ -310,8 +339,10 @@ static int role_revoke(struct cli *c, int argc, char **argv)
         bid[0] = '\0';
         json_array_foreach(json_object_get(doc, "bindings"), i, b)
         {
+            bool has_scope = json_is_object(json_object_get(b, "delegation"));
             if (strcmp(json_string_value(json_object_get(b, "role")), want_role) == 0 &&
-                strcmp(json_string_value(json_object_get(b, "namespace")), want_ns) == 0) {
+                strcmp(json_string_value(json_object_get(b, "namespace")), want_ns) == 0 &&
+                has_scope == delegated) {
                 snprintf(bid, sizeof bid, "%s", json_string_value(gantry_json_path(b, "meta.id")));
             }
         }
@@ -551,12 +582,18 @@ const struct gantry_cmd gantry_principal_cmds[] = {
      "gantry whoami -o yaml", whoami, false},
     PRINCIPAL_TABLE(user, "user", " [--oidc-issuer ISSUER --oidc-subject SUBJECT]"),
     PRINCIPAL_TABLE(sa, "service account", ""),
-    {"role", "grant", "PRINCIPAL ROLE [--namespace NS]",
+    {"role", "grant",
+     "PRINCIPAL ROLE [--namespace NS | --delegate NS-PATTERN ... [--delegate-config-key GLOB ...] "
+     "[--delegate-credential-source GLOB ...] [--on-behalf-of-owner]]",
      "bind ROLE (platform_admin, auditor: cluster-wide; namespace_admin, user: in NS, default the context's "
      "or "
-     "\"default\") to PRINCIPAL (an id or a name)",
-     "gantry role grant alice namespace_admin --namespace team-a", role_grant, false},
-    {"role", "revoke", "BINDING-ID | PRINCIPAL ROLE [--namespace NS]", "remove a role binding",
+     "\"default\") to PRINCIPAL (an id or a name); --delegate gives a service account the role in every "
+     "namespace a pattern matches, within a delegation scope (docs/security.md)",
+     "gantry role grant alice namespace_admin --namespace team-a\n"
+     "gantry role grant ci-controller user --delegate 'team-*' --delegate-credential-source 'gh-*' "
+     "--on-behalf-of-owner",
+     role_grant, false},
+    {"role", "revoke", "BINDING-ID | PRINCIPAL ROLE [--namespace NS | --delegated]", "remove a role binding",
      "gantry role revoke alice user --namespace team-a", role_revoke, false},
     {"role", "list", "[--principal P] [--namespace NS]", "list role bindings",
      "gantry role list --principal alice", role_list, false},
