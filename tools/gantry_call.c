@@ -75,6 +75,21 @@ static int exit_code(int status)
                                                : GANTRY_EXIT_FAILED;
 }
 
+/* The caller's stream callback, noting whether it refused a message (it then printed why). */
+struct trampoline {
+    grpc_client_msg_cb cb;
+    void *arg;
+    bool refused;
+};
+
+static int on_message(const ProtobufCMessage *msg, void *arg)
+{
+    struct trampoline *t = arg;
+    int rv = t->cb(msg, t->arg);
+    t->refused = t->refused || rv != 0;
+    return rv;
+}
+
 int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
                 ProtobufCMessage **out, unsigned timeout_ms)
@@ -84,6 +99,7 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
     struct grpc_client_md md = {"authorization", auth};
     char errmsg[GERR_MSG_SIZE] = "", last[GERR_MSG_SIZE + 128] = "";
     uint64_t deadline = now_ms() + c->retry_ms;
+    struct trampoline t = {.cb = cb, .arg = arg};
     bool said_retry = false;
     if (c->n_endpoints == 0 || c->ca[0] == '\0') {
         fprintf(stderr,
@@ -119,13 +135,16 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
             if (out != NULL) {
                 rv = grpc_client_unary(gc, path, &md, 1, req, resp, timeout_ms, out, &res, errmsg);
             } else {
-                rv = grpc_client_call(gc, path, &md, 1, req, resp, cb, arg, timeout_ms, &res, errmsg);
+                rv = grpc_client_call(gc, path, &md, 1, req, resp, on_message, &t, timeout_ms, &res, errmsg);
             }
             grpc_client_close(gc);
             c->last_status = rv == 0 ? res.status : -1;
             if ((rv == 0 && res.status == GRPC_STATUS_OK) || (cb != NULL && c->stream_done)) {
                 c->preferred = i;
                 return GANTRY_EXIT_OK;
+            }
+            if (t.refused) {
+                return GANTRY_EXIT_FAILED; /* the callback said why */
             }
             if (cb != NULL && c->deadline_ok &&
                 (rv == GERR_TIMEOUT || (rv == 0 && res.status == GRPC_STATUS_DEADLINE_EXCEEDED))) {
@@ -149,9 +168,6 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 return GANTRY_EXIT_UNAVAILABLE;
             }
             if (rv != 0 && rv != GERR_CLOSED && rv != GERR_TIMEOUT && rv != GERR_IO) {
-                if (cb != NULL && res.n_messages == 0 && rv != GERR_PROTO) {
-                    return GANTRY_EXIT_FAILED; /* the callback refused a message and said why */
-                }
                 fprintf(stderr, "gantry: %s: %s\n", c->endpoints[i], errmsg);
                 return GANTRY_EXIT_FAILED;
             }
