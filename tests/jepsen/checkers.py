@@ -152,29 +152,39 @@ def check_register(history, init="0"):
 
 # ---------------------------------------------------------------- set
 
-def check_set(history, final):
-    """history: set creates (op n, type, ids acknowledged); final: sandboxes listed at the end after
-    healing, as dicts {id, name, op}."""
+def check_set(history, final, verified=None, watched=()):
+    """history: set creates (op n, type, id acknowledged). final: sandboxes listed at the end after
+    healing, as dicts {id, name, op}. verified: {op: id found by a read before the harness deleted
+    it, or None if that read found nothing}. watched: (op, id) of every creation a watch delivered.
+    Every acknowledged create must have been read back (before its deletion, or at the end); no op
+    may have made more than one sandbox (by id, in the final list or in any watch)."""
+    verified = verified or {}
     anomalies = []
     by_op = {}
     for s in final:
-        by_op.setdefault(s["op"], []).append(s)
+        by_op.setdefault(s["op"], set()).add(s["id"])
+    made = {}
+    for op, sid in list(watched) + [(s["op"], s["id"]) for s in final]:
+        made.setdefault(op, set()).add(sid)
     acked = [h for h in history if h["type"] == "ok"]
     for h in acked:
-        got = by_op.get(h["op"], [])
-        if not any(s["id"] == h["id"] for s in got):
-            anomalies.append({"lost": h, "present": got})
-    for op, items in by_op.items():
-        if len(items) > 1:
-            anomalies.append({"duplicate": op, "items": items})
+        if h["op"] in verified:
+            if verified[h["op"]] != h["id"]:
+                anomalies.append({"lost": h, "read_back": verified[h["op"]]})
+        elif h["id"] not in by_op.get(h["op"], ()):
+            anomalies.append({"lost": h, "present": sorted(by_op.get(h["op"], ()))})
+    for op, ids in sorted(made.items()):
+        if len(ids) > 1:
+            anomalies.append({"duplicate": op, "ids": sorted(ids)})
     attempted = {h["op"] for h in history}
-    for op in by_op:
+    for op in made:
         if op not in attempted:
             anomalies.append({"unexpected": op})
     info = sum(1 for h in history if h["type"] == "info")
-    recovered = sum(1 for h in history if h["type"] == "info" and h["op"] in by_op)
-    return verdict("set", anomalies, "%d creates attempted, %d acknowledged, %d indeterminate (%d of them present), "
-                   "%d present at the end" % (len(history), len(acked), info, recovered, len(final)))
+    recovered = sum(1 for h in history if h["type"] == "info" and h["op"] in made)
+    return verdict("set", anomalies, "%d creates attempted, %d acknowledged, %d indeterminate (%d of them applied), "
+                   "%d read back and deleted during the run, %d present at the end" % (
+                       len(history), len(acked), info, recovered, sum(1 for v in verified.values() if v), len(final)))
 
 
 # ---------------------------------------------------------------- quota

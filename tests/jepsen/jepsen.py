@@ -228,6 +228,7 @@ class Harness:
         self.nemesis_log = []
         self.epochs_seen = set()
         self.quota_obs = []
+        self.set_pending, self.set_verified = [], {}
         self.members_lock = threading.RLock()
         gen_stubs(args.proto_dir, args.protoc, os.path.join(self.work, "py"))
         global RETRYABLE
@@ -438,7 +439,53 @@ class Harness:
                     time.sleep(0.1)
             res["complete"] = now()
             self.record("set", **res)
+            if res["type"] == "ok":
+                with self.hist_lock:
+                    self.set_pending.append(res)
             time.sleep(rnd.uniform(0.05, 0.3) * self.args.pace)
+
+    def set_verifier(self, part, parts):
+        """Acknowledged set elements older than --set-keep seconds are read back by name and then
+        deleted, so the driver's state (and each reconciler pass) stays small in long runs; the
+        rest are checked against the final list. A watch still sees every creation, so an op
+        applied twice shows up even after the harness deleted the copy it knew of."""
+        S = self.S
+        while not self.stop.is_set():
+            with self.hist_lock:
+                due = [x for x in self.set_pending
+                       if x["op"] % parts == part and now() - x["complete"] >= self.args.set_keep]
+            for x in due:
+                if self.stop.is_set():
+                    return
+                r = self.pick()
+                if r is None:
+                    break
+                try:
+                    got = self.op_call(r, "Sandboxes", "Get", S.GetSandboxRequest(namespace="set", name=x["name"]),
+                                       S.Sandbox)
+                    self.set_verified[x["op"]] = got.meta.id
+                except self.grpc.RpcError as e:
+                    if e.code() != self.grpc.StatusCode.NOT_FOUND:
+                        continue  # unknown: try again later
+                    self.set_verified[x["op"]] = None
+                with self.hist_lock:
+                    self.set_pending.remove(x)
+                if self.set_verified[x["op"]] is None:
+                    continue
+                for _ in range(100):
+                    r = self.pick()
+                    if r is None:
+                        time.sleep(0.2)
+                        continue
+                    try:
+                        self.op_call(r, "Sandboxes", "Delete", S.DeleteSandboxRequest(
+                            request_id="set-del-%d" % x["op"], namespace="set", name=x["name"]), S.Sandbox)
+                        break
+                    except self.grpc.RpcError as e:
+                        if e.code() == self.grpc.StatusCode.NOT_FOUND or e.code() not in RETRYABLE:
+                            break
+                        time.sleep(0.1)
+            time.sleep(0.5)
 
     def quota_worker(self, proc):
         S = self.S
@@ -742,6 +789,9 @@ class Harness:
         for p in range(args.quota_clients):
             threads.append(threading.Thread(target=self.quota_worker, args=(200 + p,), daemon=True))
         threads.append(threading.Thread(target=self.quota_observer, daemon=True))
+        if args.set_keep > 0:
+            for part in range(2):
+                threads.append(threading.Thread(target=self.set_verifier, args=(part, 2), daemon=True))
         threads.append(threading.Thread(target=self.lease_observer, daemon=True))
         for t in threads:
             t.start()
@@ -803,10 +853,15 @@ class Harness:
         calls = checkers.read_journals(journals)
         store_ids = [s.meta.id for s in items if s.status.phase != S.SandboxStatus.PHASE_DELETING]
         acked = [(h["revision"], h["id"]) for h in sets + quota if h["type"] == "ok"]
+        watched = set()
+        for evs in self.watch_events.values():
+            for e in evs:
+                if e["type"] == "ADDED" and e.get("ns") == "set" and e["name"].startswith("s"):
+                    watched.add((int(e["name"][1:].split("-")[0]), e["id"]))
         t_check = time.monotonic()
         verdicts = [
             checkers.check_register(reg),
-            checkers.check_set(sets, final_set),
+            checkers.check_set(sets, final_set, self.set_verified, watched),
             checkers.check_quota(self.args.quota, lifetimes, self.quota_obs),
             checkers.check_lease(calls, store_ids, driver, self.epochs_seen),
             checkers.check_watch(self.watch_events, self.since, final_revision, acked, must_reach=live),
@@ -946,6 +1001,8 @@ def main():
     p.add_argument("--quota-clients", type=int, default=4)
     p.add_argument("--quota", type=int, default=2, help="hard quota of namespace quota")
     p.add_argument("--pace", type=float, default=1.0, help="multiplies the set clients' think time")
+    p.add_argument("--set-keep", type=float, default=10.0,
+                   help="seconds after which an acknowledged set element is read back and deleted (0: never)")
     p.add_argument("--hold-min", type=float, default=2.0)
     p.add_argument("--hold-max", type=float, default=6.0)
     p.add_argument("--quiet", type=float, default=3.0, help="seconds between faults")

@@ -68,6 +68,14 @@ class Set(unittest.TestCase):
         h = [{"op": 1, "type": "ok", "id": "A"}]
         self.assertFalse(c.check_set(h, [])["valid"])
 
+    def test_read_back_before_deletion(self):
+        h = [{"op": 1, "type": "ok", "id": "A"}, {"op": 2, "type": "ok", "id": "B"}]
+        self.assertTrue(c.check_set(h, [], {1: "A", 2: "B"}, [(1, "A"), (2, "B")])["valid"])
+        self.assertFalse(c.check_set(h, [], {1: "A", 2: None})["valid"])
+        # A second sandbox for one op, seen only by a watch (the harness deleted the first).
+        v = c.check_set(h, [], {1: "A", 2: "B"}, [(1, "A"), (2, "B"), (2, "C")])
+        self.assertFalse(v["valid"])
+
     def test_create_applied_twice(self):
         h = [{"op": 1, "type": "ok", "id": "A"}]
         final = [{"id": "A", "name": "s1-a1", "op": 1}, {"id": "B", "name": "s1-a2", "op": 1}]
