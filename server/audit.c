@@ -125,25 +125,61 @@ static int64_t num(const struct proto_rows *r, size_t i, unsigned c)
     return proto_rows_at(r, i, c)->u.i;
 }
 
-json_t *audit_row_json(const struct proto_rows *rows, size_t i)
+static const char *tail_text(json_t *a, size_t k)
 {
-    bool ok = strcmp(text(rows, i, 12), "Success") == 0;
-    int64_t class_uid = num(rows, i, 2);
-    json_t *resource = json_pack("{s:s, s:s, s:s, s:s}", "type", text(rows, i, 9), "uid", text(rows, i, 10),
-                                 "name", text(rows, i, 11), "namespace", text(rows, i, 8));
+    const char *v = json_string_value(json_array_get(a, k));
+    return v != NULL ? v : "";
+}
+
+void audit_row_read(const struct proto_rows *rows, size_t i, struct audit_row *out)
+{
+    *out = (struct audit_row){.seq = num(rows, i, 0),
+                              .time_ms = num(rows, i, 1),
+                              .class_uid = num(rows, i, 2),
+                              .activity_id = num(rows, i, 3),
+                              .actor_id = text(rows, i, 4),
+                              .actor_name = text(rows, i, 5),
+                              .actor_kind = text(rows, i, 6),
+                              .operation = text(rows, i, 7),
+                              .ns = text(rows, i, 8),
+                              .resource_type = text(rows, i, 9),
+                              .resource_id = text(rows, i, 10),
+                              .resource_name = text(rows, i, 11),
+                              .status = text(rows, i, 12),
+                              .status_code = num(rows, i, 13),
+                              .message = text(rows, i, 14)};
+    out->tail_ = json_loads(text(rows, i, 15), 0, NULL);
+    out->source = tail_text(out->tail_, 0);
+    out->request_id = tail_text(out->tail_, 1);
+    out->replica_id = (int64_t)json_integer_value(json_array_get(out->tail_, 2));
+    out->gateway_id = tail_text(out->tail_, 3);
+    out->revision = (int64_t)json_integer_value(json_array_get(out->tail_, 4));
+}
+
+void audit_row_close(struct audit_row *r)
+{
+    json_decref(r->tail_);
+    r->tail_ = NULL;
+}
+
+json_t *audit_row_json(const struct audit_row *r)
+{
+    bool ok = strcmp(r->status, "Success") == 0;
+    json_t *resource = json_pack("{s:s, s:s, s:s, s:s}", "type", r->resource_type, "uid", r->resource_id,
+                                 "name", r->resource_name, "namespace", r->ns);
     json_t *o = json_pack(
         "{s:I, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:s, s:{s:{s:s, s:s, s:s}}, s:{s:s, s:{s:s}}, s:[o], "
         "s:{s:s}, "
         "s:{s:{s:s, s:s}, s:s}, s:{s:I, s:I, s:s, s:I}}",
-        "class_uid", (json_int_t)class_uid, "category_uid", (json_int_t)(class_uid / 1000), "activity_id",
-        (json_int_t)num(rows, i, 3), "time", (json_int_t)num(rows, i, 1), "severity_id",
-        (json_int_t)(ok ? 1 : 3), "status", text(rows, i, 12), "status_id", (json_int_t)(ok ? 1 : 2),
-        "status_code", (json_int_t)num(rows, i, 13), "status_detail", text(rows, i, 14), "actor", "user",
-        "uid", text(rows, i, 4), "name", text(rows, i, 5), "type", text(rows, i, 6), "api", "operation",
-        text(rows, i, 7), "request", "uid", text(rows, i, 16), "resources", resource, "src_endpoint", "ip",
-        text(rows, i, 15), "metadata", "product", "name", "Gantry", "vendor_name", "Gantry", "version",
-        "1.1.0", "unmapped", "seq", (json_int_t)num(rows, i, 0), "replica_id", (json_int_t)num(rows, i, 17),
-        "gateway_id", text(rows, i, 18), "revision", (json_int_t)num(rows, i, 19));
+        "class_uid", (json_int_t)r->class_uid, "category_uid", (json_int_t)(r->class_uid / 1000),
+        "activity_id", (json_int_t)r->activity_id, "time", (json_int_t)r->time_ms, "severity_id",
+        (json_int_t)(ok ? 1 : 3), "status", r->status, "status_id", (json_int_t)(ok ? 1 : 2), "status_code",
+        (json_int_t)r->status_code, "status_detail", r->message, "actor", "user", "uid", r->actor_id, "name",
+        r->actor_name, "type", r->actor_kind, "api", "operation", r->operation, "request", "uid",
+        r->request_id, "resources", resource, "src_endpoint", "ip", r->source, "metadata", "product", "name",
+        "Gantry", "vendor_name", "Gantry", "version", "1.1.0", "unmapped", "seq", (json_int_t)r->seq,
+        "replica_id", (json_int_t)r->replica_id, "gateway_id", r->gateway_id, "revision",
+        (json_int_t)r->revision);
     return o;
 }
 

@@ -59,15 +59,28 @@ void audit_submit(struct store_writer *w, const struct audit_record *r);
  * Update/Set/Share/... -> UPDATE, reads -> READ). */
 enum audit_activity audit_activity_of(const char *operation);
 
-/* The columns audit_row_json expects, in order, for SELECT. */
+/* The columns audit_row_read expects, in order, for SELECT: 16 at most (store/conn.h
+ * STORE_MAX_RESULT_COLUMNS, a dqlite 1.11 bug), so the last five fields travel as one JSON array. */
 #define AUDIT_COLUMNS                                                                                        \
     "seq, time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, namespace, "         \
-    "resource_type, "                                                                                        \
-    "resource_id, resource_name, status, status_code, message, source, request_id, replica_id, gateway_id, " \
-    "revision"
+    "resource_type, resource_id, resource_name, status, status_code, message, "                              \
+    "json_array(source, request_id, replica_id, gateway_id, revision)"
 
-/* The OCSF JSON object for row @i of @rows (selected with AUDIT_COLUMNS). New reference. */
-json_t *audit_row_json(const struct proto_rows *rows, size_t i);
+/* One audit event as read. Strings point into the rows or into @tail_: valid until
+ * audit_row_close and while the rows are open. */
+struct audit_row {
+    int64_t seq, time_ms, class_uid, activity_id, status_code, replica_id, revision;
+    const char *actor_id, *actor_name, *actor_kind, *operation, *ns, *resource_type, *resource_id,
+        *resource_name, *status, *message, *source, *request_id, *gateway_id;
+    json_t *tail_;
+};
+
+/* Row @i of @rows (selected with AUDIT_COLUMNS). Never fails: a malformed tail reads as empty. */
+void audit_row_read(const struct proto_rows *rows, size_t i, struct audit_row *out);
+void audit_row_close(struct audit_row *r);
+
+/* The OCSF JSON object of @r. New reference. */
+json_t *audit_row_json(const struct audit_row *r);
 
 /* Delete events older than @before_ms, at most @limit rows. Returns the store's error. */
 int audit_prune(struct store_client *cl, int64_t before_ms, unsigned limit, int64_t *deleted);

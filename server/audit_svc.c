@@ -19,12 +19,6 @@
 #define EXPORT_BATCH 1000u
 #define EXPORT_CHUNK (512u * 1024u)
 
-static const char *col(const struct proto_rows *r, size_t i, unsigned c)
-{
-    const struct proto_value *v = proto_rows_at(r, i, c);
-    return v->type == PROTO_TEXT ? v->u.b.s : "";
-}
-
 static int64_t coli(const struct proto_rows *r, size_t i, unsigned c)
 {
     return proto_rows_at(r, i, c)->u.i;
@@ -76,27 +70,30 @@ static void q_query(struct gate_ctx *ctx, void *data)
     Gantry__V1__AuditEvent **ps = mem_zalloc(sizeof *ps * (n + 1));
     char **json = mem_zalloc(sizeof *json * (n + 1));
     char(*replica)[24] = mem_zalloc(sizeof *replica * (n + 1));
+    struct audit_row *ar = mem_zalloc(sizeof *ar * (n + 1));
     for (size_t i = 0; i < n; i++) {
         Gantry__V1__AuditEvent *e = &ev[i];
+        struct audit_row *r = &ar[i];
+        audit_row_read(&rows, i, r);
         gantry__v1__audit_event__init(e);
-        e->id = (uint64_t)coli(&rows, i, 0);
-        e->time_ms = coli(&rows, i, 1);
-        e->class_uid = (uint32_t)coli(&rows, i, 2);
-        e->actor_principal_id = (char *)col(&rows, i, 4);
-        e->actor_name = (char *)col(&rows, i, 5);
-        e->api_operation = (char *)col(&rows, i, 7);
-        e->namespace_ = (char *)col(&rows, i, 8);
-        e->resource_type = (char *)col(&rows, i, 9);
-        e->resource_id = (char *)col(&rows, i, 10);
-        e->resource_name = (char *)col(&rows, i, 11);
-        e->status = (char *)col(&rows, i, 12);
-        e->status_detail = (char *)col(&rows, i, 14);
-        e->source_endpoint = (char *)col(&rows, i, 15);
-        e->request_id = (char *)col(&rows, i, 16);
-        snprintf(replica[i], sizeof replica[i], "%" PRId64, coli(&rows, i, 17));
+        e->id = (uint64_t)r->seq;
+        e->time_ms = r->time_ms;
+        e->class_uid = (uint32_t)r->class_uid;
+        e->actor_principal_id = (char *)r->actor_id;
+        e->actor_name = (char *)r->actor_name;
+        e->api_operation = (char *)r->operation;
+        e->namespace_ = (char *)r->ns;
+        e->resource_type = (char *)r->resource_type;
+        e->resource_id = (char *)r->resource_id;
+        e->resource_name = (char *)r->resource_name;
+        e->status = (char *)r->status;
+        e->status_detail = (char *)r->message;
+        e->source_endpoint = (char *)r->source;
+        e->request_id = (char *)r->request_id;
+        snprintf(replica[i], sizeof replica[i], "%" PRId64, r->replica_id);
         e->replica_id = replica[i];
-        e->gateway_id = (char *)col(&rows, i, 18);
-        json_t *o = audit_row_json(&rows, i);
+        e->gateway_id = (char *)r->gateway_id;
+        json_t *o = audit_row_json(r);
         char *t = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         json[i] = mem_strdup(t != NULL ? t : "{}");
@@ -115,7 +112,9 @@ static void q_query(struct gate_ctx *ctx, void *data)
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < n; i++) {
         mem_free(json[i]);
+        audit_row_close(&ar[i]);
     }
+    mem_free(ar);
     mem_free(json);
     mem_free(replica);
     mem_free(ev);
@@ -147,7 +146,10 @@ static void q_export(struct gate_ctx *ctx, void *data)
         rv = query(ctx->cl, req->start_ms, req->end_ms, req->namespace_, "", "", 0, "", after, EXPORT_BATCH,
                    &rows);
         for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
-            json_t *o = audit_row_json(&rows, i);
+            struct audit_row r;
+            audit_row_read(&rows, i, &r);
+            json_t *o = audit_row_json(&r);
+            audit_row_close(&r);
             char *t = json_dumps(o, JSON_COMPACT);
             json_decref(o);
             if (t != NULL) {

@@ -83,6 +83,10 @@ struct store_result {
 /* EXEC_SQL: one or more statements; @params bind to the first. @res may be NULL. */
 int store_conn_exec_sql(struct store_conn *c, const char *sql, const struct proto_value *params, unsigned n,
                         struct store_result *res);
+/* Results of more than this many columns are refused (GERR_REFUSED) after they are drained: they
+ * can overflow a dqlite 1.11 node's response buffer (store/conn.c columns_ok). */
+#define STORE_MAX_RESULT_COLUMNS 16u
+
 /* QUERY_SQL of one read-only statement (refused with GERR_REFUSED otherwise). @rows must be
  * initialised by the caller (proto_rows_init) and is appended to. Drains every batch. A FAILURE
  * after some rows has an unreliable code (1.11 bug): it is reported as GERR_SQL. */

@@ -169,6 +169,23 @@ static void test_value_types(void **state)
     assert_int_equal(proto_rows_at(&rows, 0, 1)->type, PROTO_BLOB);
     assert_int_equal(proto_rows_at(&rows, 0, 1)->u.b.n, 0);
     proto_rows_close(&rows);
+    /* 16 columns are fine; 17 are refused (a dqlite 1.11 node can overflow its buffer on them),
+     * and the connection stays usable. */
+    proto_rows_init(&rows, 0);
+    IT_CHECK(&cluster,
+             store_client_query(&client, "SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", NULL, 0, &rows),
+             client.errmsg);
+    assert_int_equal(rows.n_cols, STORE_MAX_RESULT_COLUMNS);
+    proto_rows_close(&rows);
+    proto_rows_init(&rows, 0);
+    assert_int_equal(
+        store_client_query(&client, "SELECT 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", NULL, 0, &rows),
+        GERR_REFUSED);
+    assert_non_null(strstr(client.errmsg, "17 columns"));
+    proto_rows_close(&rows);
+    int64_t one = 0;
+    IT_CHECK(&cluster, store_client_query_int(&client, "SELECT 1", NULL, 0, &one), client.errmsg);
+    assert_int_equal(one, 1);
     check_alive();
 }
 
