@@ -40,6 +40,10 @@ FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 LEASE_FLAGS = ["--lease-duration-ms", "1500", "--lease-renew-deadline-ms", "1000", "--lease-retry-ms", "200"]
 NEMESES = ["partition-halves", "partition-leader", "partition-bridge", "kill", "pause", "clock", "transfer",
            "member"]
+# Not in "all": short SIGSTOPs of the dqlite leader (0.3-1.2 s, shorter than the clients'
+# deadlines), so writes in flight on it fail after their body ran and their replies still reach
+# the clients. Used to expose the ack-before-commit planted bug.
+EXTRA_NEMESES = ["pause-leader"]
 RETRYABLE = None  # grpc status codes whose outcome is unknown; set after grpc is imported
 T0 = time.monotonic()
 
@@ -662,6 +666,19 @@ class Harness:
             victim.paused = False
             self.nemesis("resume", replica=victim.rid, signal="SIGCONT")
             return True
+        if kind == "pause-leader":
+            victim = self.leader()
+            if victim is None or not victim.alive():
+                return False
+            hold = self.rnd.uniform(0.3, 1.2)
+            victim.paused = True
+            victim.signal(signal.SIGSTOP)
+            self.nemesis("pause-leader", replica=victim.rid, seconds=round(hold, 2))
+            time.sleep(hold)
+            victim.signal(signal.SIGCONT)
+            victim.paused = False
+            self.nemesis("resume", replica=victim.rid, signal="SIGCONT")
+            return True
         if kind == "clock":
             if not self.faketime:
                 return False
@@ -797,7 +814,10 @@ class Harness:
             t.start()
         self.nemesis_counts, self.nemesis_errors, self.crashes = {}, 0, []
         t_start = now()
-        kinds = [k for k in NEMESES if k in args.nemesis.split(",")] if args.nemesis != "all" else list(NEMESES)
+        kinds = ([k for k in NEMESES + EXTRA_NEMESES if k in args.nemesis.split(",")] if args.nemesis != "all"
+                 else list(NEMESES))
+        if not kinds:
+            raise RuntimeError("no known nemesis in --nemesis %s" % args.nemesis)
         self.nemesis_loop(kinds, t_start + args.time)
         self.heal_all()
         healthy = self.wait_healthy(120)
@@ -991,7 +1011,8 @@ def main():
     p.add_argument("--results", default="jepsen-results")
     p.add_argument("--work", default=None, help="scratch parent directory (default: the system's)")
     p.add_argument("--time", type=float, default=60, help="seconds of faults (then heal and check)")
-    p.add_argument("--nemesis", default="all", help="comma-separated subset of: " + ",".join(NEMESES))
+    p.add_argument("--nemesis", default="all", help="all (%s) or a comma-separated list of those and %s" % (
+        ",".join(NEMESES), ",".join(EXTRA_NEMESES)))
     p.add_argument("--require-all", action="store_true", help="fail unless every chosen nemesis ran at least once")
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     p.add_argument("--replicas", type=int, default=3)
