@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -316,6 +317,15 @@ static void describe(struct driver_process *p, const struct process_state *st, s
     enum driver_phase phase;
     locate(p, st, &loc);
     snprintf(handle, sizeof handle, "bwrap:%ld@%llu", loc.init_pid, (unsigned long long)loc.init_start);
+    /* The command has just ended but bwrap, still running, has not written its exit status yet:
+     * give it a moment (at most 1 s) rather than report a tree gone without a status. */
+    for (int i = 0; i < 100 && !loc.alive && loc.init_pid != 0 && !loc.status.exited &&
+                    proc_is(st->bwrap_pid, st->bwrap_start, 0);
+         i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+        locate(p, st, &loc);
+    }
     if (loc.alive) {
         phase = DRIVER_PHASE_READY;
     } else if (loc.init_pid == 0) {

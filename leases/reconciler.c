@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "gantry/v1/sandboxes.pb-c.h"
+#include "leases/dspec.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -115,94 +116,6 @@ static void row_from(struct row *w, const struct proto_rows *r, size_t i)
     text(proto_rows_at(r, i, 7), w->phase, sizeof w->phase);
     w->gpus = proto_rows_at(r, i, 8)->u.i;
     w->deletion_ms = proto_rows_at(r, i, 9)->u.i;
-}
-
-/* --- the driver spec from the stored one --- */
-
-struct dspec {
-    struct driver_sandbox_spec s;
-    const char **argv;
-    struct driver_kv *env, *labels, *config;
-    json_t *labels_json, *config_json;
-    char **config_values;
-};
-
-static void dspec_build(struct dspec *d, const struct row *w, const char *driver_name)
-{
-    memset(d, 0, sizeof *d);
-    const Gantry__V1__SandboxSpec *s = w->spec;
-    d->s.id = w->id;
-    d->s.namespace = w->ns;
-    d->s.name = w->name;
-    d->s.owner = w->owner;
-    d->s.image = s->image;
-    static const char *default_cmd[] = {"sleep", "infinity"};
-    d->argv = mem_zalloc(sizeof *d->argv * (s->n_command + 2));
-    for (size_t i = 0; i < s->n_command; i++) {
-        d->argv[i] = s->command[i];
-    }
-    d->s.command = s->n_command > 0 ? d->argv : default_cmd;
-    d->s.n_command = s->n_command > 0 ? s->n_command : 2;
-    d->env = mem_zalloc(sizeof *d->env * (s->n_env + 1));
-    for (size_t i = 0; i < s->n_env; i++) {
-        d->env[i] = (struct driver_kv){s->env[i]->key, s->env[i]->value};
-    }
-    d->s.env = d->env;
-    d->s.n_env = s->n_env;
-    d->s.gpu_count = s->gpu_count;
-    d->s.lifetime_s = s->lifetime_seconds;
-    d->labels_json = json_loads(w->labels, 0, NULL);
-    size_t nl = json_is_object(d->labels_json) ? json_object_size(d->labels_json) : 0;
-    d->labels = mem_zalloc(sizeof *d->labels * (nl + 1));
-    const char *k;
-    json_t *v;
-    size_t j = 0;
-    if (nl > 0) {
-        json_object_foreach(d->labels_json, k, v)
-        {
-            d->labels[j++] = (struct driver_kv){k, json_string_value(v) != NULL ? json_string_value(v) : ""};
-        }
-    }
-    d->s.labels = d->labels;
-    d->s.n_labels = j;
-    /* This driver's settings: the JSON object stored under its name. */
-    for (size_t i = 0; i < s->n_driver_config; i++) {
-        if (strcmp(s->driver_config[i]->key, driver_name) == 0) {
-            d->config_json = json_loads(s->driver_config[i]->value, 0, NULL);
-        }
-    }
-    size_t nc = json_is_object(d->config_json) ? json_object_size(d->config_json) : 0;
-    d->config = mem_zalloc(sizeof *d->config * (nc + 1));
-    d->config_values = mem_zalloc(sizeof *d->config_values * (nc + 1));
-    j = 0;
-    if (nc > 0) {
-        json_object_foreach(d->config_json, k, v)
-        {
-            char *dumped = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT);
-            d->config_values[j] =
-                mem_strdup(json_is_string(v) ? json_string_value(v) : (dumped != NULL ? dumped : ""));
-            free(dumped);
-            d->config[j] = (struct driver_kv){k, d->config_values[j] != NULL ? d->config_values[j] : ""};
-            j++;
-        }
-    }
-    d->s.driver_config = d->config;
-    d->s.n_driver_config = j;
-}
-
-static void dspec_close(struct dspec *d)
-{
-    size_t nc = json_is_object(d->config_json) ? json_object_size(d->config_json) : 0;
-    for (size_t i = 0; i < nc; i++) {
-        mem_free(d->config_values[i]);
-    }
-    mem_free(d->config_values);
-    mem_free(d->config);
-    mem_free(d->argv);
-    mem_free(d->env);
-    mem_free(d->labels);
-    json_decref(d->labels_json);
-    json_decref(d->config_json);
 }
 
 /* --- fenced writes --- */
@@ -587,7 +500,7 @@ static void sync_row(struct reconciler *r, const struct row *w)
     int rv = driver_get(r->cfg.driver, r->epoch, w->ns, w->id, &ds, err);
     if (rv == GERR_NOTFOUND && (strcmp(w->phase, "PROVISIONING") == 0 || strcmp(w->phase, "UNKNOWN") == 0)) {
         struct dspec d;
-        dspec_build(&d, w, r->driver_name);
+        dspec_build(&d, w->spec, w->id, w->ns, w->name, w->owner, w->labels, r->driver_name);
         const char *what = "ensure_namespace";
         rv = driver_ensure_namespace(r->cfg.driver, r->epoch, w->ns, err);
         if (rv == 0) {

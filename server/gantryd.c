@@ -806,6 +806,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     }
     struct driver_caps caps;
     driver_capabilities(d->driver, &caps);
+    d->ssvc.driver = d->driver; /* admission checks; before the loop thread takes calls */
     LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
     char holder[128], uuid[37];
     identity_uuid(uuid);

@@ -17,6 +17,7 @@
 #include "server/gate.h"
 #include "server/identity.h"
 #include "server/tenants_svc.h"
+#include "leases/dspec.h"
 #include "server/policies_svc.h"
 
 #define SB_COLS                                                                                              \
@@ -381,7 +382,35 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
 struct create_arg {
     const Gantry__V1__CreateSandboxRequest *req;
     const char *driver; /* the driver the policy's allowed_drivers is checked against */
+    const struct sandboxes_svc *svc;
 };
+
+/* The configured driver's own rules (its driver_config schema, label and size limits, GPU
+ * support), checked on the spec exactly as the reconciler will hand it over (leases/dspec.h), after
+ * the policies, so a spec the driver would refuse is INVALID_ARGUMENT now rather than an ERROR
+ * later. Pure (no backend call). A driver that is unavailable right now does not block admission:
+ * the reconciler reports that. */
+static int driver_admits_tx(struct store_tx *tx, struct res_call *c, const struct sandboxes_svc *svc,
+                            const Gantry__V1__Sandbox *sb)
+{
+    if (svc == NULL || svc->driver == NULL) {
+        return 0;
+    }
+    char *labels = res_labels_json(sb->meta->labels, sb->meta->n_labels);
+    struct dspec d;
+    /* The id is assigned later in the transaction; any canonical UUID stands in for it here. */
+    dspec_build(&d, sb->spec, "00000000-0000-4000-8000-000000000000", sb->meta->namespace_, sb->meta->name,
+                sb->spec->owner_id[0] != '\0' ? sb->spec->owner_id : c->ctx->who.id, labels,
+                svc->driver_name);
+    char err[GERR_MSG_SIZE] = "";
+    int rv = driver_validate(svc->driver, &d.s, NULL, err);
+    dspec_close(&d);
+    mem_free(labels);
+    if (rv == GERR_INVAL || rv == GERR_PERM) {
+        return res_fail(tx, rv, "the %s driver refuses this sandbox: %s", svc->driver_name, err);
+    }
+    return 0;
+}
 
 static int create_tx(struct store_tx *tx, struct res_call *c)
 {
@@ -451,6 +480,9 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         }
     }
     if (rv == 0) {
+        rv = driver_admits_tx(tx, c, a->svc, in);
+    }
+    if (rv == 0) {
         rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, lifetime, c->warning, sizeof c->warning);
     }
     if (rv != 0) {
@@ -512,7 +544,7 @@ static void sb_create(struct gate_ctx *ctx, void *data)
         }
         return;
     }
-    struct create_arg a = {.req = req, .driver = svc->driver_name};
+    struct create_arg a = {.req = req, .driver = svc->driver_name, .svc = svc};
     res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, &a);
 }
 

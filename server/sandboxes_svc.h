@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "drivers/driver.h"
 #include "server/resource.h"
 
 #define SANDBOXES_MAX_WATCHES   256u
@@ -33,6 +34,8 @@ struct gate;
 struct sandboxes_svc {
     const struct res_env *env;            /* borrowed */
     const char *driver_name;              /* policies' allowed_drivers apply to it; NULL: not checked */
+    struct driver *driver;                /* borrowed; Create admits a spec only if driver_validate
+                                           * does (NULL: no such check). Set before calls arrive. */
     struct store_client_config store_cfg; /* for watch connections; addresses must outlive the svc */
     atomic_bool stopping;
     atomic_uint watches;

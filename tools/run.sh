@@ -78,7 +78,13 @@ gantry sandbox list
 echo "== gantry cluster lease (the replica driving the sandboxes)"
 admin cluster lease
 echo "== gantry cluster transfer (hand leadership to another voter)"
-admin cluster transfer
+# A voter that has just restarted may still be catching up; dqlite then refuses the transfer.
+for attempt in 1 2 3 4 5; do
+  admin cluster transfer && break
+  [ "$attempt" -lt 5 ] || exit 1
+  echo "   (retrying in 2 s: the target may still be catching up)"
+  sleep 2
+done
 echo "== gantry cluster backup"
 admin cluster backup "$dir/backup.gbk"
 echo "== the last audit events (gantry audit query)"

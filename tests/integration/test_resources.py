@@ -149,7 +149,11 @@ class Sandboxes(g.GantrydTest):
                           (sandbox("default", "env", env={"1BAD": "x"}), "sandbox.spec.env"),
                           (sandbox("default", "gpus", gpu_count=1000), "gpu_count"),
                           (sandbox("default", "dc", driver_config={"process": "not json"}), "driver_config"),
-                          (sandbox("default", "prov", providers=["nope"]), "provider")):
+                          (sandbox("default", "prov", providers=["nope"]), "provider"),
+                          # The configured (process) driver's own rules, checked at admission:
+                          (sandbox("default", "gpu1", gpu_count=1), "process driver refuses"),
+                          (sandbox("default", "dck", driver_config={"process": '{"no_such_key": "x"}'}),
+                           "process driver refuses")):
             c, m = code_of(lambda: e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sbx)))
             self.assertIn(c, (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), (what, m))
             self.assertIn(what, m)
