@@ -43,6 +43,10 @@ def _step(state, op):
     raise ValueError(f)
 
 
+def _plain(op):
+    return {k: v for k, v in op.items() if k != "bit"} if op else op
+
+
 def wgl(ops, init, budget=20_000_000):
     """ops: dicts with index, f, value, type (ok/fail/info), invoke, complete (INF for info).
     Returns (True, None) if linearizable, (False, witness) if not, (None, why) if the budget ran out."""
@@ -114,8 +118,8 @@ def wgl(ops, init, budget=20_000_000):
                 # before it could explain it.
                 deepest = (len(stack), entry.op, state)
             if not stack:
-                return False, {"cannot_linearize": deepest[1], "value_there": deepest[2],
-                               "ops_linearized_before": deepest[0], "last_linearized": best[1]}
+                return False, {"cannot_linearize": _plain(deepest[1]), "value_there": deepest[2],
+                               "ops_linearized_before": deepest[0], "last_linearized": _plain(best[1])}
             e, state = stack.pop()
             linearized &= ~e.op["bit"]
             unlift(e)
