@@ -150,8 +150,9 @@ static bool proc_is(long pid, uint64_t start, uint64_t pidns)
     return pidns == 0 || proc_pidns_of(pid) == pidns;
 }
 
-/* How many live processes are members of PID namespace @pidns. */
-static size_t proc_count_in_ns(uint64_t pidns)
+/* How many processes are members of PID namespace @pidns: live ones, and zombies too when
+ * @zombies (while bwrap lives it reaps the namespace's init, so waiting for that is bounded). */
+static size_t proc_count_in_ns(uint64_t pidns, bool zombies)
 {
     size_t n = 0;
     DIR *dir = opendir("/proc");
@@ -163,9 +164,8 @@ static size_t proc_count_in_ns(uint64_t pidns)
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         struct process_stat st;
-        /* Zombies still name their namespace but run nothing: they are not counted. */
         if (*end == '\0' && pid > 0 && proc_pidns_of(pid) == pidns && proc_stat_of(pid, &st) == 0 &&
-            st.state != 'Z' && st.state != 'X') {
+            (zombies || (st.state != 'Z' && st.state != 'X'))) {
             n++;
         }
     }
@@ -357,8 +357,12 @@ static bool tree_gone(const struct process_state *st, const struct located *loc)
     if (st->bwrap_pid > 0) {
         waitpid((pid_t)st->bwrap_pid, NULL, WNOHANG); /* in case we are its reaper */
     }
+    /* Gone means no member of the namespace is left, not even the init as a zombie: until bwrap
+     * has reaped it, it still holds the namespace. If bwrap itself is gone (killed from outside),
+     * nothing we started will reap a zombie, so only live members count then. */
+    bool bwrap_lives = st->bwrap_pid > 0 && proc_is(st->bwrap_pid, st->bwrap_start, 0);
     return !proc_is(loc->init_pid, loc->init_start, loc->pidns) &&
-           (loc->pidns == 0 || proc_count_in_ns(loc->pidns) == 0);
+           (loc->pidns == 0 || proc_count_in_ns(loc->pidns, bwrap_lives) == 0);
 }
 
 static int kill_tree(struct driver_process *p, const struct process_state *st, char *errmsg)

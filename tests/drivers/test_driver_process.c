@@ -222,7 +222,10 @@ static void test_tree_killed(void **state)
     }
     assert_int_equal(count_in_ns_comm(ns, "sleep"), 5);
 
-    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    int drv = driver_delete(d, e, env.ns, cs.id, errmsg);
+    if (drv != 0) {
+        fail_msg("delete: %s (%s)", errmsg, gerr_name(drv));
+    }
     assert_int_equal(count_in_ns(ns), 0); /* delete returns only when the tree is gone */
     char path[512];
     workspace_file(cs.id, "", path, sizeof path);
@@ -323,8 +326,10 @@ static void test_exit_status(void **state)
     driver_sandbox_close(&s);
     create_ready(d, e, &bad, &s);
     driver_sandbox_close(&s);
-    assert_int_equal(await_end(d, e, ok.id, msg, sizeof msg), DRIVER_PHASE_STOPPED);
-    assert_non_null(strstr(msg, "status 0"));
+    enum driver_phase end = await_end(d, e, ok.id, msg, sizeof msg);
+    if (end != DRIVER_PHASE_STOPPED || strstr(msg, "status 0") == NULL) {
+        fail_msg("\"true\" ended %s: %s", driver_phase_name(end), msg);
+    }
     assert_int_equal(await_end(d, e, bad.id, msg, sizeof msg), DRIVER_PHASE_ERROR);
     assert_non_null(strstr(msg, "status 3"));
     assert_int_equal(driver_delete(d, e, env.ns, ok.id, errmsg), 0);
@@ -363,11 +368,17 @@ static void test_outlives_creator(void **state)
         struct driver *d = open_shared(NULL);
         int rv = driver_ensure_namespace(d, e1, env.ns, errmsg);
         rv = rv != 0 ? rv : driver_create(d, e1, &cs.spec, &s, errmsg);
+        if (rv != 0) {
+            fprintf(stderr, "the creating child failed: %s (%s)\n", errmsg, gerr_name(rv));
+        }
         _exit(rv == 0 ? 0 : 1);
     }
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fail_msg("the creating child ended with %s %d", WIFEXITED(status) ? "exit status" : "signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    }
 
     struct driver *d = open_shared(NULL);
     conf_wait_ready(&env, d, e2, env.ns, cs.id);
