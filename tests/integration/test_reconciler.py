@@ -588,6 +588,10 @@ class Kubernetes(g.GantrydTest):
         gone = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "gone"))).meta.id
         obj = wait_for(self, "gone was never created", lambda: [
             o for o in api.sandboxes() if o["metadata"]["labels"][LABEL_ID] == gone])[0]
+        # Wait until the reconciler has recorded the object on the row: deleting a row that has no
+        # driver handle yet removes it at once and leaves the object to the orphan sweep (every 30 s).
+        wait_for(self, "gone's handle was never recorded", lambda: e.sb("pa", "Get", S.GetSandboxRequest(
+            namespace="default", name="gone")).status.driver_handle)
         api.inject(method="DELETE", path="%s/%s" % (collection, obj["metadata"]["name"]), status=503, times=2)
         e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="gone"))
         wait_for(self, "gone was not removed", lambda: not any(
