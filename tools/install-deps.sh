@@ -13,7 +13,7 @@ pkgs=(
   libssl-dev libjansson-dev libnghttp2-dev libcurl4-openssl-dev
   libcmocka-dev node-llhttp
   # test and run tools
-  python3 python3-grpcio python3-protobuf nghttp2-client openssl
+  python3 python3-grpcio python3-protobuf python3-yaml nghttp2-client openssl
   bubblewrap procps iproute2 iptables faketime
 )
 
