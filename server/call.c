@@ -34,12 +34,12 @@ static void call_timer_closed(uv_handle_t *h)
 
 void grpc_call_ref(struct grpc_call *call)
 {
-    call->refs++;
+    atomic_fetch_add(&call->refs, 1);
 }
 
 void grpc_call_unref(struct grpc_call *call)
 {
-    if (--call->refs > 0) {
+    if (atomic_fetch_sub(&call->refs, 1) > 1) {
         return;
     }
     buf_close(&call->msg);
@@ -58,7 +58,7 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     call->server = s;
     call->conn = c;
     call->stream_id = stream_id;
-    call->refs = 1;
+    atomic_init(&call->refs, 1);
     arena_init(&call->arena);
     buf_init(&call->msg);
     buf_init(&call->out);
@@ -838,7 +838,7 @@ void *grpc_call_get_data(const struct grpc_call *call)
 
 bool grpc_call_cancelled(const struct grpc_call *call)
 {
-    return call->cancelled;
+    return atomic_load(&call->cancelled);
 }
 
 uv_loop_t *grpc_call_loop(const struct grpc_call *call)

@@ -5,6 +5,7 @@
 #define GANTRY_SERVER_GRPC_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <nghttp2/nghttp2.h>
 
@@ -111,7 +112,9 @@ struct grpc_call {
     struct queue link;           /* in conn->calls while the stream is open */
     struct grpc__method *method; /* NULL: unknown path */
     const char *path;
-    int refs;
+    /* Taken and dropped from any thread (grpc_call_send_async runs on workers), so atomic: a
+     * lost update here freed a call a watch thread was still sending on. */
+    atomic_int refs;
     struct arena arena;
     /* Request headers. */
     struct grpc__meta *meta;
@@ -136,7 +139,7 @@ struct grpc_call {
     bool started;     /* on_start fired */
     bool half_closed; /* the client sent END_STREAM */
     bool finished;    /* grpc_call_finish ran */
-    bool cancelled;
+    atomic_bool cancelled; /* read by workers through grpc_call_cancelled */
     bool stream_closed;
     bool headers_sent;
     bool trailers_sent;

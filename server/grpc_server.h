@@ -211,7 +211,9 @@ void grpc_call_finish(struct grpc_call *call, int status, const char *message, c
 void grpc_call_finish_gerr(struct grpc_call *call, int gerr, const char *message);
 
 /* Keep the call's memory alive past the stream (for asynchronous answers). Every ref needs one
- * unref or one grpc_call_finish_async. */
+ * unref or one grpc_call_finish_async. The count is atomic: grpc_call_ref may be called from any
+ * thread that already holds a reference; grpc_call_unref only on the loop thread (the last one
+ * closes the call's timer). */
 void grpc_call_ref(struct grpc_call *call);
 void grpc_call_unref(struct grpc_call *call);
 
