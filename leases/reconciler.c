@@ -531,6 +531,24 @@ static void sync_row(struct reconciler *r, const struct row *w)
 
 /* --- passes --- */
 
+/* May the pass go on? Renews the lease in the middle of a pass when a renewal is due, so a pass
+ * longer than the renew deadline (hundreds of sandboxes, a slow driver) is not cut at the same
+ * row every time and restarted from the top: the reconciler starvation the Jepsen lease checker
+ * found (docs/reliability.md). False once this replica may no longer act under r->epoch. */
+static bool keep_lease(struct reconciler *r)
+{
+    if (!lease_valid(&r->lease)) {
+        return false;
+    }
+    if (now_mono() - r->lease.renewed_mono_ms < r->lease.retry_ms) {
+        return true;
+    }
+    bool held = false;
+    uint64_t epoch = 0;
+    (void)lease_tick(&r->lease, &r->cl, &held, &epoch); /* a store error: valid until the deadline */
+    return held && epoch == r->epoch && lease_valid(&r->lease);
+}
+
 static int sync_ids(struct reconciler *r, const char *where, const struct proto_value *p, unsigned n)
 {
     struct proto_rows rows;
@@ -538,7 +556,7 @@ static int sync_ids(struct reconciler *r, const char *where, const struct proto_
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT " SB_COLS " FROM sandboxes %s", where);
     int rv = store_client_query(&r->cl, sql, p, n, &rows);
-    for (size_t i = 0; rv == 0 && i < rows.n_rows && lease_valid(&r->lease); i++) {
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && keep_lease(r); i++) {
         struct row w;
         row_from(&w, &rows, i);
         if (w.spec != NULL) {
@@ -593,7 +611,7 @@ static int resync(struct reconciler *r)
     }
     struct driver_sandbox_list list = {0};
     char err[GERR_MSG_SIZE] = "";
-    if (rv == 0 && lease_valid(&r->lease)) {
+    if (rv == 0 && keep_lease(r)) {
         int drv = driver_list(r->cfg.driver, r->epoch, NULL, &list, err);
         if (drv == DRIVER_ERR_STALE) {
             r->lease.held = false;
@@ -601,7 +619,7 @@ static int resync(struct reconciler *r)
             LOG_WARN("reconciler: listing the driver: %s", err);
         }
     }
-    for (size_t i = 0; rv == 0 && i < list.n && lease_valid(&r->lease); i++) {
+    for (size_t i = 0; rv == 0 && i < list.n && keep_lease(r); i++) {
         struct proto_value p[] = {proto_text(list.items[i].id)};
         int64_t n = 0;
         rv = store_client_query_int(&r->cl, "SELECT count(*) FROM sandboxes WHERE id = ?", p, 1, &n);
@@ -610,7 +628,7 @@ static int resync(struct reconciler *r)
         }
     }
     driver_sandbox_list_close(&list);
-    if (rv == 0) {
+    if (rv == 0 && keep_lease(r)) { /* a pass cut short is not a resync: the next one is due */
         r->last_revision = (uint64_t)rev > r->last_revision ? (uint64_t)rev : r->last_revision;
         r->last_resync_ms = now_mono();
         bump(r, &r->st.resyncs);
@@ -629,7 +647,7 @@ static int follow(struct reconciler *r)
                            "SELECT revision, object_id FROM events WHERE kind = 'Sandbox' AND revision > ? "
                            "ORDER BY revision LIMIT 500",
                            p, 1, &ev);
-    for (size_t i = 0; rv == 0 && i < ev.n_rows && lease_valid(&r->lease); i++) {
+    for (size_t i = 0; rv == 0 && i < ev.n_rows && keep_lease(r); i++) {
         struct proto_value q[] = {proto_text(proto_rows_at(&ev, i, 1)->u.b.s)};
         rv = sync_ids(r, "WHERE id = ?", q, 1);
         if (rv == 0) {
@@ -680,11 +698,15 @@ static void *reconciler_main(void *arg)
             bool was = held;
             lease_tick(&r->lease, &r->cl, &held, &epoch);
             last_tick = now;
-            if (held && (!was || epoch != r->epoch)) {
+            if (held && epoch != r->epoch) {
                 r->epoch = epoch;
                 r->n_attempts = 0;
                 publish(r, true);
                 resync(r); /* a new holder adopts what exists before anything else */
+            } else if (held && !was) {
+                /* The same epoch again (the deadline passed but nobody took the row): no one
+                 * else acted meanwhile, so what this replica knows still holds; go on. */
+                publish(r, true);
             } else if (!held && was) {
                 publish(r, false);
             }
@@ -707,7 +729,10 @@ static void *reconciler_main(void *arg)
                          NULL, 0);
             }
         }
-        held = held && lease_valid(&r->lease);
+        if (held && !lease_valid(&r->lease)) {
+            held = false;
+            publish(r, false);
+        }
         if (wait_or_stop(r, held ? poll_ms : (unsigned)r->lease.retry_ms)) {
             break;
         }

@@ -41,6 +41,9 @@ Test controls (same bearer token):
   GET  /_fake/dump   every stored object: {"namespaces": [...], "configmaps": [...],
                      "sandboxes": [...]} (tests check what exists without going through a driver)
 
+With --latency-ms N every request other than the test controls waits N ms before it is handled
+(outside the store's lock, as a slow API server would: requests still overlap).
+
 On start it prints "LISTENING <port>" on stdout. With --log FILE it appends one JSON line per
 request: {"method", "path", "query", "status"}.
 """
@@ -54,6 +57,7 @@ import re
 import ssl
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -433,6 +437,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             url = urlsplit(self.path)
             store = self.server.store
+            if self.server.latency > 0 and not url.path.startswith("/_fake/"):
+                time.sleep(self.server.latency)
             with store.lock:
                 if url.path == "/_fake/inject" and self.command == "POST":
                     store.injections.append(dict(body, times=body.get("times", 1)))
@@ -494,12 +500,14 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--pending", action="store_true", help="leave new sandboxes not Ready (DependenciesNotReady)")
     ap.add_argument("--max-page", type=int, default=0, help="at most this many items per list page")
+    ap.add_argument("--latency-ms", type=int, default=0, help="delay every API request by this much")
     args = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.token = open(args.token_file).read().strip()
     server.store = Store(args.pending, args.max_page)
     server.request_log = args.log
+    server.latency = args.latency_ms / 1000.0
     server.log_lock = threading.Lock()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)

@@ -606,7 +606,33 @@ class Kubernetes(g.GantrydTest):
               "each; 2 failed deletes -> 1 event, then deleted")
 
 
-GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes}
+class LongPass(g.GantrydTest):
+    def test_passes_longer_than_the_renew_deadline_finish(self):
+        """A slow backend (every API request 40 ms) and 30 sandboxes: a pass takes several times
+        the test lease's renew deadline (1 s). The holder renews inside the pass, so every sandbox
+        is created; before, the pass was cut at the deadline and restarted from the top on the
+        next tick, and sandboxes past the cut stayed PROVISIONING forever (docs/reliability.md)."""
+        api = KubeApi(self, "--latency-ms", "40")
+        e = k8s_env(self, "slow", api, "gw-slow", "managed")
+        epoch = e.lease().epoch
+        names = ["s%02d" % i for i in range(30)]
+        start = time.monotonic()
+        for n in names:
+            e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", n)))
+
+        def ready():
+            got = e.sb("pa", "List", S.ListSandboxesRequest(namespace="default")).sandboxes
+            return sum(1 for x in got if x.status.phase == S.SandboxStatus.PHASE_READY) == len(names)
+        wait_for(self, "not every sandbox became READY behind a slow API server", ready, timeout=120)
+        took = time.monotonic() - start
+        self.assertEqual(len(api.sandboxes()), len(names))
+        self.assertEqual(e.lease().epoch, epoch, "the holder lost its lease during its own passes")
+        print("slow backend: %d sandboxes READY in %.1f s with a 1 s renew deadline, lease epoch unchanged (%d)"
+              % (len(names), took, epoch))
+
+
+GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes,
+          "long_pass": LongPass}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
