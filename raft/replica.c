@@ -37,6 +37,8 @@ struct replica {
     pthread_cond_t cond;
     bool stop;
     struct replica_view view; /* under mu */
+    unsigned absent_rounds;   /* roles thread only: snapshots with a leader that lacked this node */
+    bool removed;             /* under mu */
 };
 
 /* Split a comma-separated list into @addrs (pointing into @buf). */
@@ -186,6 +188,21 @@ static void *roles_main(void *arg)
         bool changed = false;
         int rv = membership_snapshot(&r->m, &nodes, &n, &leader);
         publish(r, rv, nodes, n, leader);
+        if (rv == 0 && leader != 0) {
+            bool present = false;
+            for (unsigned i = 0; i < n; i++) {
+                present = present || nodes[i].id == r->id;
+            }
+            r->absent_rounds = present ? 0 : r->absent_rounds + 1;
+            if (r->absent_rounds == 2) { /* twice, from a leader: not a glimpse mid-change */
+                LOG_ERROR("replica %" PRIu64 " is not in the cluster's configuration (leader %" PRIu64
+                          "): it was removed and must stop",
+                          r->id, leader);
+                pthread_mutex_lock(&r->mu);
+                r->removed = true;
+                pthread_mutex_unlock(&r->mu);
+            }
+        }
         if (rv == 0 && r->manage_roles) {
             struct roles_change ch;
             membership_apply(&r->m, r->id, nodes, n, leader, &changed, &ch);
@@ -225,6 +242,57 @@ static int membership_client(struct replica *r)
                                       .dial = r->dial,
                                       .dial_arg = r->dial_arg};
     return store_client_init(&r->cl, &cfg);
+}
+
+/* A restart (no join in progress) of a replica the cluster removed must not come back: it would
+ * serve the API, contend for leases and reach the store with a certificate that is still valid
+ * (a Jepsen finding, docs/reliability.md). Ask the leader once, briefly: GERR_PERM if it answers
+ * without this node. No answer (a whole-cluster restart needs this node for quorum) is not proof;
+ * the roles thread keeps asking (replica_removed). */
+static int check_member(struct replica *r, char *errmsg)
+{
+    const char *addrs[STORE_MAX_ADDRESSES];
+    char list[2048];
+    unsigned n = split_list(r->seeds, list, sizeof list, addrs, STORE_MAX_ADDRESSES, r->address);
+    if (n == 0) {
+        return 0; /* a cluster of one (or no peer known): nobody else to ask */
+    }
+    struct store_client cl;
+    struct store_client_config cfg = {.addresses = addrs,
+                                      .n_addresses = n,
+                                      .leader_timeout_ms = 1500,
+                                      .connect_timeout_ms = 1000,
+                                      .request_timeout_ms = 3000,
+                                      .dial = r->dial,
+                                      .dial_arg = r->dial_arg};
+    if (store_client_init(&cl, &cfg) != 0) {
+        return 0;
+    }
+    int role = -1;
+    char stored[256];
+    int rv = lookup_self(&cl, r->id, &role, stored, sizeof stored);
+    if (rv != 0) {
+        LOG_INFO("membership check: no answer from the cluster yet (%s); the roles thread keeps checking",
+                 cl.errmsg);
+    } else if (role < 0) {
+        gerr_set(errmsg,
+                 "replica %" PRIu64 " was removed from the cluster (the leader's configuration does not list it); "
+                 "a removed member must not come back with its old data: empty its data dir and join again "
+                 "with a new join token (docs/operations.md, \"Removing and replacing a replica\")",
+                 r->id);
+        store_client_close(&cl);
+        return GERR_PERM;
+    }
+    store_client_close(&cl);
+    return 0;
+}
+
+bool replica_removed(struct replica *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool removed = r->removed;
+    pthread_mutex_unlock(&r->mu);
+    return removed;
 }
 
 static void stop_roles_thread(struct replica *r)
@@ -323,6 +391,14 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         gerr_set(errmsg, "replica: %s", r->cl.errmsg);
         teardown(r);
         return rv;
+    }
+    if (r->join[0] == '\0') {
+        rv = check_member(r, errmsg);
+        if (rv != 0) {
+            store_client_close(&r->cl);
+            teardown(r);
+            return rv;
+        }
     }
     membership_init(&r->m, &r->cl, &cfg->policy, r->dial, r->dial_arg, NULL);
     if (pthread_create(&r->thread, NULL, roles_main, r) != 0) {

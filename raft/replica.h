@@ -13,7 +13,8 @@
  * caller should block SIGTERM/SIGINT before replica_start so every thread inherits the mask.
  *
  * Errors from replica_start: GERR_INVAL (bad config), GERR_IO (dqlite or TLS material), GERR_EXISTS
- * (the cluster holds this id under another address), GERR_TIMEOUT (join did not finish in time),
+ * (the cluster holds this id under another address), GERR_PERM (a restart of a replica the leader's
+ * configuration no longer lists: it was removed), GERR_TIMEOUT (join did not finish in time),
  * GERR_CANCELED (the stop check said stop while joining). On error nothing is left running and
  * @errmsg says why. */
 #ifndef GANTRY_RAFT_REPLICA_H
@@ -67,6 +68,10 @@ struct replica_view {
 struct replica;
 
 int replica_start(const struct replica_config *cfg, struct replica **out, char *errmsg);
+
+/* True once the roles thread has seen, twice in a row, a leader's configuration without this
+ * replica: it was removed and must stop serving (its owner exits). Thread-safe. */
+bool replica_removed(struct replica *r);
 
 /* Copy the latest view into @out. Thread-safe. */
 void replica_view(struct replica *r, struct replica_view *out);

@@ -970,10 +970,23 @@ static int cmd_run(struct config *cfg)
     fflush(stdout);
 
     int sig;
+    bool removed = false;
+    const struct timespec tick = {.tv_sec = 1};
     do {
-        sig = sigwaitinfo(&stop_set, NULL);
-    } while (sig != SIGTERM && sig != SIGINT);
-    LOG_INFO("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        sig = sigtimedwait(&stop_set, NULL, &tick);
+        removed = sig < 0 && replica_removed(d->replica);
+    } while (sig != SIGTERM && sig != SIGINT && !removed);
+    if (removed) {
+        /* Not a member any more: stop serving at once; no handover (nothing to hand over). */
+        fprintf(stderr,
+                "gantryd: replica %" PRIu64 " was removed from the cluster: stopping. Empty %s and join "
+                "again with a new join token to bring it back (docs/operations.md).\n",
+                cfg->replica_id, cfg->data_dir);
+        LOG_ERROR("removed from the cluster: stopping");
+        sig = SIGINT;
+    } else {
+        LOG_INFO("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
     pthread_mutex_lock(&d->mu);
     d->stopping = true;
     pthread_cond_broadcast(&d->cond);
@@ -1007,7 +1020,7 @@ static int cmd_run(struct config *cfg)
     pthread_mutex_destroy(&d->mu);
     mem_free(d);
     LOG_INFO("stopped");
-    return 0;
+    return removed ? 3 : 0;
 }
 
 int main(int argc, char **argv)
