@@ -185,12 +185,67 @@ static void echo_stream_tick(uv_timer_t *t)
     }
 }
 
+/* from_thread: the whole stream from a detached thread, through the cross-thread calls only,
+ * as the Watch and Backup streams send. Each grpc_call_send_async takes a call reference on this
+ * thread while the loop thread drops the previous ones: the reference count is shared. */
+struct echo_thread_stream {
+    struct grpc_call *call; /* one reference, dropped by grpc_call_finish_async */
+    uint32_t count;
+    bool fail;
+    char *message;
+};
+
+static void *echo_thread_stream_main(void *arg)
+{
+    struct echo_thread_stream *ts = arg;
+    Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
+    resp.message = ts->message;
+    for (uint32_t i = 0; i < ts->count && !grpc_call_cancelled(ts->call); i++) {
+        resp.index = i;
+        (void)grpc_call_send_async(ts->call, &resp.base);
+    }
+    grpc_call_finish_async(ts->call, ts->fail ? GRPC_STATUS_ABORTED : GRPC_STATUS_OK,
+                           ts->fail ? "failing after the stream as asked" : NULL, NULL);
+    mem_free(ts->message);
+    mem_free(ts);
+    return NULL;
+}
+
+static void echo_thread_stream_start(struct grpc_call *call, const Gantry__Testing__V1__StreamRequest *req)
+{
+    struct echo_thread_stream *ts = mem_zalloc(sizeof(*ts));
+    ts->call = call;
+    ts->count = req->count;
+    ts->fail = req->fail_after;
+    ts->message = mem_strdup(req->message);
+    grpc_call_ref(call);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, echo_thread_stream_main, ts) != 0) {
+        grpc_call_unref(call);
+        mem_free(ts->message);
+        mem_free(ts);
+        grpc_call_finish_gerr(call, GERR_NOMEM, "cannot start a stream thread");
+    }
+    pthread_attr_destroy(&attr);
+}
+
 static void echo_stream_start(struct grpc_call *call, void *data)
 {
     (void)data;
     const Gantry__Testing__V1__StreamRequest *req = (const void *)grpc_call_request(call);
     if (req->payload_size > (4u << 20)) {
         grpc_call_finish_gerr(call, GERR_INVAL, "payload_size over 4 MiB");
+        return;
+    }
+    if (req->from_thread) {
+        if (req->payload_size != 0 || req->interval_ms != 0 || req->count > 1000000) {
+            grpc_call_finish_gerr(call, GERR_INVAL, "from_thread: no payload or interval, count at most 1000000");
+            return;
+        }
+        echo_thread_stream_start(call, req);
         return;
     }
     struct echo_stream *st = mem_zalloc(sizeof(*st));

@@ -486,6 +486,40 @@ class StreamingTests(ServerCase):
         r = echo(self.ch, "Unary")(echo_pb2.EchoRequest(message="after"), timeout=RPC_TIMEOUT)
         self.assertEqual(r.message, "after")
 
+    def test_server_streams_sent_from_other_threads(self):
+        # 6 concurrent streams of 40,000 messages, each sent by a thread of the server's own through
+        # grpc_call_send_async while the loop thread sends and drops references; two of them are
+        # cancelled part way. A lost update of the call's reference count (it was a plain int)
+        # frees a call too early (AddressSanitizer's use after free) or never (the leak check of
+        # the server's exit at teardown, and the open-calls gauge below).
+        call = echo(self.ch, "ServerStream")
+        its = [call(echo_pb2.StreamRequest(message=str(i), count=40000, from_thread=True), timeout=RPC_TIMEOUT * 4)
+               for i in range(6)]
+        results = [None] * len(its)
+
+        def drain(i):
+            got = 0
+            try:
+                for _ in its[i]:
+                    got += 1
+                    if i < 2 and got == 5000:
+                        its[i].cancel()
+            except grpc.RpcError as e:
+                results[i] = (e.code(), got)
+                return
+            results[i] = (grpc.StatusCode.OK, got)
+        threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(its))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results[2:], [(grpc.StatusCode.OK, 40000)] * 4)
+        self.assertEqual([r[0] for r in results[:2]], [grpc.StatusCode.CANCELLED] * 2)
+        wait_until(lambda: self.server.metric("gantry_grpc_server_streams") == 0, what="streams to close")
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(call(echo_pb2.StreamRequest(count=1, from_thread=True, payload_size=1), timeout=RPC_TIMEOUT))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
     def test_client_stream(self):
         call = echo(self.ch, "ClientStream")
         r = call(iter([echo_pb2.EchoRequest(payload=b"y" * 1000) for _ in range(300)]), timeout=RPC_TIMEOUT)
