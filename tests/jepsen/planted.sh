@@ -15,16 +15,18 @@ jobs=${JOBS:-2}
 mkdir -p "$results"
 
 # name -> expected failing checker, nemeses that expose it
-declare -A checker=([stale-epoch]=lease [skip-idempotency]=set [ack-before-commit]=register)
+declare -A checker=([stale-epoch]=lease [skip-idempotency]=set [ack-before-commit]=register
+                    [quota-off-by-one]=quota)
 declare -A nemeses=([stale-epoch]=pause,kill [skip-idempotency]=partition-leader,partition-halves,kill
-                    [ack-before-commit]=partition-leader)
-declare -A length=([stale-epoch]=40 [skip-idempotency]=60 [ack-before-commit]=90)
+                    [ack-before-commit]=partition-leader [quota-off-by-one]=kill)
+declare -A length=([stale-epoch]=40 [skip-idempotency]=60 [ack-before-commit]=90 [quota-off-by-one]=40)
 # A lost acknowledged write needs the dqlite leader cut off while writes sent to its own replica
 # are in flight (it steps down within ~150 ms): many short cuts and more writers.
 declare -A extra=([stale-epoch]="--quiet 1.5" [skip-idempotency]="--quiet 1.5"
-                  [ack-before-commit]="--hold-min 0.5 --hold-max 1.5 --quiet 1.0 --register-clients 8")
+                  [ack-before-commit]="--hold-min 0.5 --hold-max 1.5 --quiet 1.0 --register-clients 8"
+                  [quota-off-by-one]="--quiet 1.5")
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(stale-epoch skip-idempotency ack-before-commit)
+[ ${#names[@]} -gt 0 ] || names=(stale-epoch skip-idempotency ack-before-commit quota-off-by-one)
 
 caught=0
 missed=()

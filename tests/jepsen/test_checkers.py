@@ -93,6 +93,37 @@ class Quota(unittest.TestCase):
         self.assertFalse(c.check_quota(2, [], [(1, "usage", 3)])["valid"])
 
 
+DQLITE_BT = """#0  0x0000000000000035 in ?? ()
+#0  0x0000000000000035 in ?? ()
+#1  0x00007f23e6fab789 in ?? () from /lib/x86_64-linux-gnu/libuv.so.1
+#2  0x00007f23e6fabf08 in ?? () from /lib/x86_64-linux-gnu/libuv.so.1
+#3  0x00007f23e6fa09f6 in uv_run () from /lib/x86_64-linux-gnu/libuv.so.1
+#4  0x00007f23e69b5650 in ?? () from /lib/x86_64-linux-gnu/libdqlite.so.0
+#5  0x00007f23e66e41f5 in start_thread (arg=<optimized out>) at ./nptl/pthread_create.c:442
+#6  0x00007f23e67648ec in clone3 () at ../sysdeps/unix/sysv/linux/x86_64/clone3.S:81"""
+
+OUR_BT = """#0  0x000055cf407912b0 in grpc_call_send_async (call=0x7f39ec018cb0, msg=0x7f3a00eb03a0) at server/call.c:710
+#1  0x000055cf4076e37f in send_event (w=0x7f39f0043a70) at server/sandboxes_svc.c:1039
+#2  0x00007f3a17e281f5 in start_thread (arg=<optimized out>) at ./nptl/pthread_create.c:442
+#3  0x00007f3a17ea88ec in clone3 () at ../sysdeps/unix/sysv/linux/x86_64/clone3.S:81"""
+
+
+class Crashes(unittest.TestCase):
+    def test_dqlite_thread_crash_is_recognised(self):
+        self.assertTrue(c.dqlite_thread_crash(-11, DQLITE_BT))
+        self.assertTrue(c.dqlite_thread_crash(-6, DQLITE_BT))
+
+    def test_our_frames_missing_cores_and_other_exits_are_never_excused(self):
+        self.assertFalse(c.dqlite_thread_crash(-11, OUR_BT))
+        self.assertFalse(c.dqlite_thread_crash(-11, ""))
+        self.assertFalse(c.dqlite_thread_crash(1, DQLITE_BT))
+        # A libuv loop that is not dqlite's (gantryd's own gRPC loop) is not excused either.
+        self.assertFalse(c.dqlite_thread_crash(-11, DQLITE_BT.replace("libdqlite.so.0", "gantryd")))
+        mixed = DQLITE_BT.replace("#3  0x00007f23e6fa09f6 in uv_run () from /lib/x86_64-linux-gnu/libuv.so.1",
+                                  "#3  0x000055cf4076e37f in relay_cb (h=0x1) at raft/peertls.c:200")
+        self.assertFalse(c.dqlite_thread_crash(-11, mixed))
+
+
 def call(replica, epoch, newest, result="GERR_OK", line=0):
     return {"replica": replica, "epoch": epoch, "newest": newest, "result": result,
             "code": 0 if result == "GERR_OK" else 9, "line": line, "op": "create", "id": "x"}
