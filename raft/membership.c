@@ -38,6 +38,7 @@ static struct membership_seen *seen_entry(struct membership *m, uint64_t id, uin
     s->id = id;
     s->first_ms = now;
     s->last_ok_ms = 0;
+    s->up_since_ms = 0;
     return s;
 }
 
@@ -93,6 +94,9 @@ int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigne
         bool online = probe(m, info[i].address, &domain, &weight);
         if (online && s != NULL) {
             s->last_ok_ms = now;
+            s->up_since_ms = s->up_since_ms != 0 ? s->up_since_ms : now;
+        } else if (s != NULL) {
+            s->up_since_ms = 0;
         }
         uint64_t since = s == NULL ? now : (s->last_ok_ms != 0 ? s->last_ok_ms : s->first_ms);
         out[i] = (struct roles_node){.id = info[i].id,
@@ -101,7 +105,8 @@ int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigne
                                      .offline_ms = online ? 0 : now - since,
                                      .failure_domain = domain,
                                      .weight = weight,
-                                     .last_ok_ms = s != NULL ? s->last_ok_ms : 0};
+                                     .last_ok_ms = s != NULL ? s->last_ok_ms : 0,
+                                     .up_ms = online && s != NULL ? now - s->up_since_ms : 0};
         snprintf(out[i].address, sizeof out[i].address, "%s", info[i].address);
     }
     mem_free(info);
@@ -203,10 +208,14 @@ static int handover_step(struct membership *m, uint64_t self_id, bool *done)
         LOG_INFO("handover: promoting node %" PRIu64 " to take this voter's place", repl->id);
         rv = store_client_assign(m->cl, repl->id, PROTO_ROLE_VOTER);
     } else if (leader == self_id && healthy_voters > 0) {
-        uint64_t to = 0;
-        for (unsigned i = 0; i < n && to == 0; i++) {
-            if (nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id) {
+        /* The voter up the longest: a transfer to one still catching up (just restarted or
+         * promoted) is what crashes dqlite 1.11 (roles.h, ROLES_TRANSFER_STABLE_MS). */
+        uint64_t to = 0, up = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id &&
+                (to == 0 || nodes[i].up_ms > up)) {
                 to = nodes[i].id;
+                up = nodes[i].up_ms;
             }
         }
         LOG_INFO("handover: transferring leadership to node %" PRIu64, to);

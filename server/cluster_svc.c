@@ -362,9 +362,10 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
         uint64_t target = req->target_id;
         const struct roles_node *t = target != 0 ? find_node(v, target) : NULL;
         if (target == 0) {
-            for (unsigned i = 0; i < v->n && t == NULL; i++) {
+            /* The voter up the longest (see the stability rule below). */
+            for (unsigned i = 0; i < v->n; i++) {
                 if (v->nodes[i].role == PROTO_ROLE_VOTER && v->nodes[i].online &&
-                    v->nodes[i].id != v->leader_id) {
+                    v->nodes[i].id != v->leader_id && (t == NULL || v->nodes[i].up_ms > t->up_ms)) {
                     t = &v->nodes[i];
                 }
             }
@@ -378,6 +379,14 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                  "member %" PRIu64 " is not a voter; only voters can lead", t->id);
         } else if (t->id == v->leader_id) {
             a->status = 0; /* already there: answer below */
+        } else if (t->up_ms < ROLES_TRANSFER_STABLE_MS) {
+            /* dqlite 1.11 can crash the leader when the target is still catching up (roles.h). */
+            fail(a, GRPC_STATUS_UNAVAILABLE,
+                 "member %" PRIu64 " has been reachable for %" PRIu64 " s only; leadership goes only to a voter "
+                 "reachable for %u s (one still catching up can crash the leader, dqlite 1.11): try again in %" PRIu64
+                 " s",
+                 t->id, t->up_ms / 1000, ROLES_TRANSFER_STABLE_MS / 1000,
+                 (ROLES_TRANSFER_STABLE_MS - t->up_ms + 999) / 1000);
         } else {
             uint64_t id = t->id;
             int rv = store_client_transfer(cl, id);

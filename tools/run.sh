@@ -78,12 +78,13 @@ gantry sandbox list
 echo "== gantry cluster lease (the replica driving the sandboxes)"
 admin cluster lease
 echo "== gantry cluster transfer (hand leadership to another voter)"
-# A voter that has just restarted may still be catching up; dqlite then refuses the transfer.
-for attempt in 1 2 3 4 5; do
+# Leadership goes only to a voter reachable for 15 s (a replica that has just joined or restarted
+# may still be catching up, docs/operations.md): right after start-up the gateway says to wait.
+for attempt in $(seq 1 12); do
   admin cluster transfer && break
-  [ "$attempt" -lt 5 ] || exit 1
-  echo "   (retrying in 2 s: the target may still be catching up)"
-  sleep 2
+  [ "$attempt" -lt 12 ] || exit 1
+  echo "   (retrying in 3 s: the voters joined moments ago)"
+  sleep 3
 done
 echo "== gantry cluster backup"
 admin cluster backup "$dir/backup.gbk"

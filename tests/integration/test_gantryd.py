@@ -438,8 +438,18 @@ class Bootstrap(GantrydTest):
         # Leadership transfer on request.
         lead = c.leader()
         target = [m for m in c.members() if m.role == cpb.MEMBER_ROLE_VOTER and not m.leader][0]
-        resp = c.client.call(c.replicas[0], "TransferLeadership", cpb.TransferLeadershipRequest(target_id=target.id),
-                             cpb.TransferLeadershipResponse)
+        # Only to a voter reachable for 15 s (ROLES_TRANSFER_STABLE_MS): UNAVAILABLE until then.
+        end = time.monotonic() + 40
+        while True:
+            try:
+                resp = c.client.call(c.replicas[0], "TransferLeadership",
+                                     cpb.TransferLeadershipRequest(target_id=target.id), cpb.TransferLeadershipResponse)
+                break
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                self.assertIn("try again in", e.details())
+                self.assertLess(time.monotonic(), end, e.details())
+                time.sleep(1)
         self.assertEqual(resp.leader.id, target.id)
         end = time.monotonic() + 10
         while c.leader().rid == lead.rid and time.monotonic() < end:

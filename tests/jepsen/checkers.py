@@ -23,9 +23,28 @@ def verdict(name, anomalies, summary):
 
 # ---------------------------------------------------------------- crashes
 
-_LIB_FRAME = re.compile(r"from /(usr/)?lib/\S*/(libdqlite|libraft|libuv|libc|libpthread)\.so")
-_UNKNOWN_FRAME = re.compile(r"^#\d+\s+0x[0-9a-f]+ in \?\? \(\)$")
-_GLIBC_FRAME = re.compile(r" (start_thread|clone3?) \(.*\) at \.\./sysdeps/|start_thread \(.*\) at \./nptl/")
+# gdb ("in f () from /lib/.../libuv.so.1") and AddressSanitizer ("in f (/lib/.../libuv.so.1+0x1b789)").
+_LIB_FRAME = re.compile(r"(from |\()/(usr/)?lib/\S*/(libdqlite|libraft|libuv|libc|libpthread)\.so")
+_UNKNOWN_FRAME = re.compile(r"^#\d+\s+0x[0-9a-f]+ (in \?\? \(\)|\s*\(<unknown module>\))$")
+_GLIBC_FRAME = re.compile(r" (start_thread|clone3?) \(.*\) at \.\./sysdeps/|start_thread \(.*\) at \./nptl/|"
+                          r" in (start_thread|clone3?) (\.\./sysdeps|nptl)/")
+
+
+def asan_backtrace(log):
+    """The crashing thread's frames from an AddressSanitizer report in a replica's log ("" if none):
+    under ASan there is no core file (ASan turns core dumps off)."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if "ERROR: AddressSanitizer:" in line:
+            out = []
+            for x in lines[i + 1:]:
+                x = x.strip()
+                if x.startswith("#"):
+                    out.append(x)
+                elif out:
+                    break
+            return "\n".join(out)
+    return ""
 
 
 def dqlite_thread_crash(exit_code, backtrace):

@@ -757,7 +757,7 @@ class Harness:
                 rc = r.proc.returncode
                 r.exits.append(rc)
                 cores = sorted(os.listdir(r.cores)) if os.path.isdir(r.cores) else []
-                bt = self.backtrace(os.path.join(r.cores, cores[-1])) if cores else ""
+                bt = self.backtrace(os.path.join(r.cores, cores[-1])) if cores else checkers.asan_backtrace(r.tail(400))
                 if cores:
                     os.rename(os.path.join(r.cores, cores[-1]), os.path.join(r.cores, "%s.%d" % (cores[-1], len(self.crashes))))
                 self.crashes.append({"replica": r.rid, "exit": rc, "t": now(), "log": r.tail(15), "core": bool(cores),

@@ -108,7 +108,29 @@ OUR_BT = """#0  0x000055cf407912b0 in grpc_call_send_async (call=0x7f39ec018cb0,
 #3  0x00007f3a17ea88ec in clone3 () at ../sysdeps/unix/sysv/linux/x86_64/clone3.S:81"""
 
 
+ASAN_LOG = """2026-11-23T16:01:43.654Z WARN  replica-2 leases/reconciler.c:242 reconciler: lease lost
+AddressSanitizer:DEADLYSIGNAL
+=================================================================
+==28747==ERROR: AddressSanitizer: SEGV on unknown address 0x7fb794e51158 (pc 0x7fb794e51158 T3)
+==28747==The signal is caused by a READ memory access.
+    #0 0x7fb794e51158  (<unknown module>)
+    #1 0x7fb7e6d3b789  (/lib/x86_64-linux-gnu/libuv.so.1+0x11789)
+    #2 0x7fb7e6d309f6 in uv_run (/lib/x86_64-linux-gnu/libuv.so.1+0x69f6)
+    #3 0x7fb7e6ec9650  (/lib/x86_64-linux-gnu/libdqlite.so.0+0x11650)
+    #4 0x7fb7e6bb61f5 in start_thread nptl/pthread_create.c:442
+
+AddressSanitizer can not provide additional info.
+"""
+
+
 class Crashes(unittest.TestCase):
+    def test_asan_reports_are_read_when_there_is_no_core(self):
+        bt = c.asan_backtrace(ASAN_LOG)
+        self.assertEqual(len(bt.splitlines()), 5)
+        self.assertTrue(c.dqlite_thread_crash(-6, bt))
+        self.assertFalse(c.dqlite_thread_crash(-6, bt.replace("libdqlite.so.0", "gantryd")))
+        self.assertEqual(c.asan_backtrace("no report here"), "")
+
     def test_dqlite_thread_crash_is_recognised(self):
         self.assertTrue(c.dqlite_thread_crash(-11, DQLITE_BT))
         self.assertTrue(c.dqlite_thread_crash(-6, DQLITE_BT))
