@@ -701,12 +701,22 @@ class Harness:
             self.nemesis("clock-reset", replica=victim.rid)
             return True
         if kind == "transfer":
-            try:
-                resp = self.call("Cluster", "TransferLeadership", self.C.TransferLeadershipRequest(),
-                                 self.C.TransferLeadershipResponse, attempts=10, timeout=10)
-                self.nemesis("transfer-leadership", new_leader=resp.leader.id)
-            except (self.grpc.RpcError, RuntimeError) as e:
-                self.nemesis("transfer-leadership", error=str(e)[:200])
+            # Leadership goes only to a voter up for 15 s (docs/operations.md): right after a
+            # restart or a join the gateway answers UNAVAILABLE "try again in N s", so keep asking
+            # for up to 20 s; a transfer that never happened does not count as injected.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    resp = self.call("Cluster", "TransferLeadership", self.C.TransferLeadershipRequest(),
+                                     self.C.TransferLeadershipResponse, attempts=10, timeout=10)
+                    self.nemesis("transfer-leadership", new_leader=resp.leader.id)
+                    break
+                except (self.grpc.RpcError, RuntimeError) as e:
+                    if time.monotonic() < deadline and "try again in" in str(e):
+                        time.sleep(1)
+                        continue
+                    self.nemesis("transfer-leadership-failed", error=str(e)[:200])
+                    return False
             time.sleep(hold / 2)
             return True
         if kind == "member":
