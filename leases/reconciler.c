@@ -537,10 +537,13 @@ static void sync_row(struct reconciler *r, const struct row *w)
  * found (docs/reliability.md). False once this replica may no longer act under r->epoch. */
 static bool keep_lease(struct reconciler *r)
 {
-    if (!lease_valid(&r->lease)) {
+    pthread_mutex_lock(&r->mu);
+    bool stop = r->stop; /* a stop ends the pass: reconciler_stop joins this thread */
+    pthread_mutex_unlock(&r->mu);
+    if (stop || !lease_valid(&r->lease)) {
         return false;
     }
-    if (now_mono() - r->lease.renewed_mono_ms < r->lease.retry_ms) {
+    if (clock_mono_ms(r->lease.clock) - r->lease.renewed_mono_ms < r->lease.retry_ms) {
         return true;
     }
     bool held = false;
@@ -556,7 +559,11 @@ static int sync_ids(struct reconciler *r, const char *where, const struct proto_
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT " SB_COLS " FROM sandboxes %s", where);
     int rv = store_client_query(&r->cl, sql, p, n, &rows);
-    for (size_t i = 0; rv == 0 && i < rows.n_rows && keep_lease(r); i++) {
+    for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
+        if (!keep_lease(r)) {
+            rv = GERR_CANCELED; /* cut short: the caller must not count these rows as synced */
+            break;
+        }
         struct row w;
         row_from(&w, &rows, i);
         if (w.spec != NULL) {
@@ -704,9 +711,11 @@ static void *reconciler_main(void *arg)
                 publish(r, true);
                 resync(r); /* a new holder adopts what exists before anything else */
             } else if (held && !was) {
-                /* The same epoch again (the deadline passed but nobody took the row): no one
-                 * else acted meanwhile, so what this replica knows still holds; go on. */
+                /* The same epoch again (the deadline passed but nobody took the row): nobody
+                 * else acted meanwhile, but a pass may have been cut short: resync. A pass renews
+                 * the lease as it goes (keep_lease), so it is not cut again at the same row. */
                 publish(r, true);
+                resync(r);
             } else if (!held && was) {
                 publish(r, false);
             }

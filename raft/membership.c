@@ -39,6 +39,7 @@ static struct membership_seen *seen_entry(struct membership *m, uint64_t id, uin
     s->first_ms = now;
     s->last_ok_ms = 0;
     s->up_since_ms = 0;
+    s->role = -1;
     return s;
 }
 
@@ -94,9 +95,13 @@ int membership_snapshot(struct membership *m, struct roles_node **nodes, unsigne
         bool online = probe(m, info[i].address, &domain, &weight);
         if (online && s != NULL) {
             s->last_ok_ms = now;
-            s->up_since_ms = s->up_since_ms != 0 ? s->up_since_ms : now;
+            /* A new role starts the count again: a spare promoted to voter holds no data yet. */
+            s->up_since_ms = s->up_since_ms != 0 && s->role == info[i].role ? s->up_since_ms : now;
         } else if (s != NULL) {
             s->up_since_ms = 0;
+        }
+        if (s != NULL) {
+            s->role = info[i].role;
         }
         uint64_t since = s == NULL ? now : (s->last_ok_ms != 0 ? s->last_ok_ms : s->first_ms);
         out[i] = (struct roles_node){.id = info[i].id,

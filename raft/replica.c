@@ -373,6 +373,14 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         r->dial = peertls_store_dial;
         r->dial_arg = r->relay;
     }
+    if (r->join[0] == '\0') {
+        /* Before the node starts: a removed node must not even campaign with its old configuration. */
+        rv = check_member(r, errmsg);
+        if (rv != 0) {
+            teardown(r);
+            return rv;
+        }
+    }
     rv = store_node_start(&ncfg, &r->node, errmsg);
     if (rv != 0) {
         r->node = NULL;
@@ -391,14 +399,6 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         gerr_set(errmsg, "replica: %s", r->cl.errmsg);
         teardown(r);
         return rv;
-    }
-    if (r->join[0] == '\0') {
-        rv = check_member(r, errmsg);
-        if (rv != 0) {
-            store_client_close(&r->cl);
-            teardown(r);
-            return rv;
-        }
     }
     membership_init(&r->m, &r->cl, &cfg->policy, r->dial, r->dial_arg, NULL);
     if (pthread_create(&r->thread, NULL, roles_main, r) != 0) {

@@ -29,8 +29,9 @@ struct roles_node {
     /* Informational, not used by the policy (membership fills them for the Cluster API). */
     char address[256];       /* the member's peer address */
     uint64_t last_ok_ms;     /* monotonic time of the last answered probe, 0: never */
-    uint64_t up_ms;          /* how long it has answered every probe (0 when offline); at most
-                              * as long as this replica has been probing */
+    uint64_t up_ms;          /* how long it has answered every probe in its current role (0 when
+                              * offline); at most as long as this replica has been probing. A
+                              * restart quicker than one probe interval goes unseen. */
 };
 
 struct roles_policy {

@@ -379,6 +379,14 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                  "member %" PRIu64 " is not a voter; only voters can lead", t->id);
         } else if (t->id == v->leader_id) {
             a->status = 0; /* already there: answer below */
+        } else if (!t->online) {
+            fail(a, GRPC_STATUS_UNAVAILABLE, "member %" PRIu64 " is not reachable: it cannot take leadership",
+                 t->id);
+        } else if (clock_mono_ms(clock_system()) - v->taken_ms > 10000) {
+            fail(a, GRPC_STATUS_UNAVAILABLE,
+                 "this replica's membership view is %" PRIu64 " s old (%s): try another replica",
+                 (clock_mono_ms(clock_system()) - v->taken_ms) / 1000,
+                 v->errmsg[0] != '\0' ? v->errmsg : "no recent snapshot");
         } else if (t->up_ms < ROLES_TRANSFER_STABLE_MS) {
             /* dqlite 1.11 can crash the leader when the target is still catching up (roles.h). */
             fail(a, GRPC_STATUS_UNAVAILABLE,

@@ -713,8 +713,8 @@ class Removed(GantrydTest):
         a, b = [r for r in c.replicas if r is not lead][:2]
         self.remove(c, a)
         a.start(wait=False)
-        self.assertEqual(a.proc.stdout.readline(), b"", "a removed replica printed READY")
         rc, log = self.finished(c, a)
+        self.assertEqual(a.proc.stdout.read(), b"", "a removed replica printed READY")
         self.assertEqual(rc, 1, log)
         self.assertIn("was removed from the cluster", log)
 
@@ -726,7 +726,11 @@ class Removed(GantrydTest):
             r.signal(signal.SIGSTOP)
         try:
             b.start(wait=False)
-            time.sleep(4)
+            end = time.monotonic() + 60  # its start-up check must give up first (seconds per peer)
+            while "no answer from the cluster yet" not in b.tail(200):
+                self.assertIsNone(b.proc.poll(), b.tail())
+                self.assertLess(time.monotonic(), end, b.tail())
+                time.sleep(0.2)
         finally:
             for r in others:
                 r.signal(signal.SIGCONT)

@@ -31,11 +31,11 @@ _GLIBC_FRAME = re.compile(r" (start_thread|clone3?) \(.*\) at \.\./sysdeps/|star
 
 
 def asan_backtrace(log):
-    """The crashing thread's frames from an AddressSanitizer report in a replica's log ("" if none):
-    under ASan there is no core file (ASan turns core dumps off)."""
+    """The crashing thread's frames from the last AddressSanitizer report in what one replica
+    process wrote ("" if none): under ASan there is no core file (ASan turns core dumps off)."""
     lines = log.splitlines()
-    for i, line in enumerate(lines):
-        if "ERROR: AddressSanitizer:" in line:
+    for i in range(len(lines) - 1, -1, -1):
+        if "ERROR: AddressSanitizer:" in lines[i]:
             out = []
             for x in lines[i + 1:]:
                 x = x.strip()

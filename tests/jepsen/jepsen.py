@@ -128,6 +128,7 @@ class Replica:
             args += ["--join", join]
             env["GANTRY_JOIN_TOKEN"] = token
         logf = open(self.log, "ab")
+        self.log_start = logf.tell()  # where this process's output begins (the log spans restarts)
         gid = self.gid
         os.makedirs(self.cores, exist_ok=True)
 
@@ -151,6 +152,15 @@ class Replica:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def this_run(self):
+        """What the current (or last) process wrote to the log."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(getattr(self, "log_start", 0))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def tail(self, n=20):
         try:
@@ -767,7 +777,7 @@ class Harness:
                 rc = r.proc.returncode
                 r.exits.append(rc)
                 cores = sorted(os.listdir(r.cores)) if os.path.isdir(r.cores) else []
-                bt = self.backtrace(os.path.join(r.cores, cores[-1])) if cores else checkers.asan_backtrace(r.tail(400))
+                bt = self.backtrace(os.path.join(r.cores, cores[-1])) if cores else checkers.asan_backtrace(r.this_run())
                 if cores:
                     os.rename(os.path.join(r.cores, cores[-1]), os.path.join(r.cores, "%s.%d" % (cores[-1], len(self.crashes))))
                 self.crashes.append({"replica": r.rid, "exit": rc, "t": now(), "log": r.tail(15), "core": bool(cores),

@@ -130,6 +130,8 @@ class Crashes(unittest.TestCase):
         self.assertTrue(c.dqlite_thread_crash(-6, bt))
         self.assertFalse(c.dqlite_thread_crash(-6, bt.replace("libdqlite.so.0", "gantryd")))
         self.assertEqual(c.asan_backtrace("no report here"), "")
+        ours = "==1==ERROR: AddressSanitizer: SEGV on unknown address\n    #0 0x55 in watch_poll server/sandboxes_svc.c:1130\n"
+        self.assertIn("watch_poll", c.asan_backtrace(ASAN_LOG + ours))  # the last report counts
 
     def test_dqlite_thread_crash_is_recognised(self):
         self.assertTrue(c.dqlite_thread_crash(-11, DQLITE_BT))
