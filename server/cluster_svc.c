@@ -382,11 +382,13 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
         } else if (!t->online) {
             fail(a, GRPC_STATUS_UNAVAILABLE, "member %" PRIu64 " is not reachable: it cannot take leadership",
                  t->id);
-        } else if (clock_mono_ms(clock_system()) - v->taken_ms > 10000) {
+        } else if (clock_mono_ms(clock_system()) - v->taken_ms > 20000) {
+            /* A round probes every member in turn, so unreachable ones make it slow; past 20 s the
+             * up times are too old to judge a target by. */
             fail(a, GRPC_STATUS_UNAVAILABLE,
-                 "this replica's membership view is %" PRIu64 " s old (%s): try another replica",
+                 "this replica's membership view is %" PRIu64 " s old (%s): try again or another replica",
                  (clock_mono_ms(clock_system()) - v->taken_ms) / 1000,
-                 v->errmsg[0] != '\0' ? v->errmsg : "no recent snapshot");
+                 v->errmsg[0] != '\0' ? v->errmsg : "a probe round is still running");
         } else if (t->up_ms < ROLES_TRANSFER_STABLE_MS) {
             /* dqlite 1.11 can crash the leader when the target is still catching up (roles.h). */
             fail(a, GRPC_STATUS_UNAVAILABLE,

@@ -722,7 +722,7 @@ class Harness:
                     self.nemesis("transfer-leadership", new_leader=resp.leader.id)
                     break
                 except (self.grpc.RpcError, RuntimeError) as e:
-                    if time.monotonic() < deadline and "try again in" in str(e):
+                    if time.monotonic() < deadline and "try again" in str(e):
                         time.sleep(1)
                         continue
                     self.nemesis("transfer-leadership-failed", error=str(e)[:200])
