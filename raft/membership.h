@@ -25,8 +25,8 @@
 
 struct membership_seen {
     uint64_t id;
-    uint64_t first_ms;   /* when this replica first saw it in the configuration */
-    uint64_t last_ok_ms; /* when it last answered a probe (0: never) */
+    uint64_t first_ms;    /* when this replica first saw it in the configuration */
+    uint64_t last_ok_ms;  /* when it last answered a probe (0: never) */
     uint64_t up_since_ms; /* when its current run of answered probes began in its current role
                            * (0: the last probe failed) */
     int role;             /* the role it had at the last snapshot */

@@ -276,7 +276,8 @@ static int check_member(struct replica *r, char *errmsg)
                  cl.errmsg);
     } else if (role < 0) {
         gerr_set(errmsg,
-                 "replica %" PRIu64 " was removed from the cluster (the leader's configuration does not list it); "
+                 "replica %" PRIu64
+                 " was removed from the cluster (the leader's configuration does not list it); "
                  "a removed member must not come back with its old data: empty its data dir and join again "
                  "with a new join token (docs/operations.md, \"Removing and replacing a replica\")",
                  r->id);

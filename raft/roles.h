@@ -27,11 +27,11 @@ struct roles_node {
     uint64_t failure_domain; /* 0 = unknown */
     uint64_t weight;         /* lower is preferred for promotion */
     /* Informational, not used by the policy (membership fills them for the Cluster API). */
-    char address[256];       /* the member's peer address */
-    uint64_t last_ok_ms;     /* monotonic time of the last answered probe, 0: never */
-    uint64_t up_ms;          /* how long it has answered every probe in its current role (0 when
-                              * offline); at most as long as this replica has been probing. A
-                              * restart quicker than one probe interval goes unseen. */
+    char address[256];   /* the member's peer address */
+    uint64_t last_ok_ms; /* monotonic time of the last answered probe, 0: never */
+    uint64_t up_ms;      /* how long it has answered every probe in its current role (0 when
+                          * offline); at most as long as this replica has been probing. A
+                          * restart quicker than one probe interval goes unseen. */
 };
 
 struct roles_policy {

@@ -392,9 +392,10 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
         } else if (t->up_ms < ROLES_TRANSFER_STABLE_MS) {
             /* dqlite 1.11 can crash the leader when the target is still catching up (roles.h). */
             fail(a, GRPC_STATUS_UNAVAILABLE,
-                 "member %" PRIu64 " has been reachable for %" PRIu64 " s only; leadership goes only to a voter "
-                 "reachable for %u s (one still catching up can crash the leader, dqlite 1.11): try again in %" PRIu64
-                 " s",
+                 "member %" PRIu64 " has been reachable for %" PRIu64
+                 " s only; leadership goes only to a voter "
+                 "reachable for %u s (one still catching up can crash the leader, dqlite 1.11): try again in "
+                 "%" PRIu64 " s",
                  t->id, t->up_ms / 1000, ROLES_TRANSFER_STABLE_MS / 1000,
                  (ROLES_TRANSFER_STABLE_MS - t->up_ms + 999) / 1000);
         } else {

@@ -136,9 +136,9 @@ struct grpc_call {
     uint32_t n_received;
     ProtobufCMessage *request;
     /* State. */
-    bool started;     /* on_start fired */
-    bool half_closed; /* the client sent END_STREAM */
-    bool finished;    /* grpc_call_finish ran */
+    bool started;          /* on_start fired */
+    bool half_closed;      /* the client sent END_STREAM */
+    bool finished;         /* grpc_call_finish ran */
     atomic_bool cancelled; /* read by workers through grpc_call_cancelled */
     bool stream_closed;
     bool headers_sent;

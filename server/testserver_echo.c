@@ -242,7 +242,8 @@ static void echo_stream_start(struct grpc_call *call, void *data)
     }
     if (req->from_thread) {
         if (req->payload_size != 0 || req->interval_ms != 0 || req->count > 1000000) {
-            grpc_call_finish_gerr(call, GERR_INVAL, "from_thread: no payload or interval, count at most 1000000");
+            grpc_call_finish_gerr(call, GERR_INVAL,
+                                  "from_thread: no payload or interval, count at most 1000000");
             return;
         }
         echo_thread_stream_start(call, req);
