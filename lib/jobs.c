@@ -1,5 +1,5 @@
 /* Worker threads for blocking handler work (server/jobs.h). */
-#include "server/jobs.h"
+#include "lib/jobs.h"
 
 #include "lib/err.h"
 #include "lib/mem.h"

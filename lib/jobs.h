@@ -4,8 +4,8 @@
  * jobs_submit queues @fn(@arg); one worker runs it later, exactly once, also during jobs_stop
  * (queued jobs are drained, not dropped, so every call a job holds gets its answer). @fn owns
  * @arg. Thread-safe. */
-#ifndef GANTRY_SERVER_JOBS_H
-#define GANTRY_SERVER_JOBS_H
+#ifndef GANTRY_LIB_JOBS_H
+#define GANTRY_LIB_JOBS_H
 
 #include <pthread.h>
 #include <stdbool.h>

@@ -1,6 +1,7 @@
 #include "rand.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <sys/random.h>
 
 #include "err.h"
@@ -45,4 +46,14 @@ uint64_t rand_range(uint64_t lo, uint64_t hi)
     }
     uint64_t span = hi - lo + 1;
     return span == 0 ? rand_next() : lo + rand_next() % span;
+}
+
+void rand_uuid(char out[37])
+{
+    uint8_t b[16];
+    rand_bytes(b, sizeof b);
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }

@@ -11,4 +11,7 @@ int rand_bytes(void *p, size_t n);
 /* A uniformly distributed value in [lo, hi] (inclusive), not for secrets. */
 uint64_t rand_range(uint64_t lo, uint64_t hi);
 
+/* A random RFC 4122 version-4 UUID, lowercase, NUL-terminated. */
+void rand_uuid(char out[37]);
+
 #endif

@@ -1,4 +1,4 @@
-#include "server/uverr.h"
+#include "lib/uverr.h"
 
 #include <uv.h>
 

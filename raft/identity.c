@@ -1,5 +1,5 @@
 /* A replica's data directory and the cluster identity (server/identity.h). */
-#include "server/identity.h"
+#include "raft/identity.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -245,14 +245,4 @@ int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert
         mem_free(chain);
     }
     return rv;
-}
-
-void identity_uuid(char out[37])
-{
-    uint8_t b[16];
-    rand_bytes(b, sizeof b);
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }

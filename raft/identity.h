@@ -14,8 +14,8 @@
  * Files are written to a temporary name, fsynced and renamed; secrets are 0600. Errors: GERR_IO,
  * GERR_PERM, GERR_NOTFOUND (a file is missing), GERR_INVAL (a file does not parse), with the path
  * in @errmsg. */
-#ifndef GANTRY_SERVER_IDENTITY_H
-#define GANTRY_SERVER_IDENTITY_H
+#ifndef GANTRY_RAFT_IDENTITY_H
+#define GANTRY_RAFT_IDENTITY_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -66,7 +66,5 @@ int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert
 /* Write @len bytes atomically to @path with @mode. */
 int identity_write_file(const char *path, const void *data, size_t len, unsigned mode, char *errmsg);
 
-/* A random RFC 4122 version-4 UUID, lowercase. */
-void identity_uuid(char out[37]);
 
 #endif

@@ -39,6 +39,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/queue.h"
+#include "lib/sslerr.h"
 #include "raft/pki.h"
 #include "store/conn.h"
 
@@ -107,16 +108,16 @@ static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg
     ca = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
     if (cert == NULL || key == NULL || ca == NULL) {
-        pki_openssl_error(errmsg, "peer TLS: load certificate, key or CA");
+        sslerr_from_openssl(errmsg, "peer TLS: load certificate, key or CA");
         goto out;
     }
     if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        pki_openssl_error(errmsg, "peer TLS: key does not match the certificate");
+        sslerr_from_openssl(errmsg, "peer TLS: key does not match the certificate");
         goto out;
     }
     if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
-        pki_openssl_error(errmsg, "peer TLS: load CA");
+        sslerr_from_openssl(errmsg, "peer TLS: load CA");
         goto out;
     }
     /* TLS 1.2 exactly: in 1.3 the server judges the client's certificate after the client's
@@ -126,7 +127,7 @@ static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg
     SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
     if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
                                      "ECDHE-ECDSA-CHACHA20-POLY1305") != 1) {
-        pki_openssl_error(errmsg, "peer TLS: cipher list");
+        sslerr_from_openssl(errmsg, "peer TLS: cipher list");
         goto out;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
@@ -163,7 +164,7 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
     p->server_ctx = SSL_CTX_new(TLS_server_method());
     p->client_ctx = SSL_CTX_new(TLS_client_method());
     if (p->server_ctx == NULL || p->client_ctx == NULL) {
-        rv = pki_openssl_error(errmsg, "peer TLS: create context");
+        rv = sslerr_from_openssl(errmsg, "peer TLS: create context");
         goto err;
     }
     if ((rv = load_ctx(p->server_ctx, cfg, errmsg)) != 0 ||
@@ -690,7 +691,7 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
     }
     SSL *ssl = SSL_new(p->client_ctx);
     if (ssl == NULL || SSL_set_fd(ssl, tcp) != 1) {
-        rv = pki_openssl_error(errmsg, "peer TLS: dial");
+        rv = sslerr_from_openssl(errmsg, "peer TLS: dial");
         SSL_free(ssl);
         close(tcp);
         goto err_count;

@@ -15,30 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "lib/mem.h"
-
-int pki_openssl_error(char *errmsg, const char *what)
-{
-    unsigned long e, first = 0;
-    char reason[256] = "unknown OpenSSL error";
-    while ((e = ERR_get_error()) != 0) {
-        if (first == 0) {
-            first = e;
-            ERR_error_string_n(e, reason, sizeof reason);
-        }
-    }
-    gerr_set(errmsg, "%s: %s", what, reason);
-    if (first == 0) {
-        return GERR_INTERNAL;
-    }
-    if (ERR_GET_REASON(first) == ERR_R_MALLOC_FAILURE) {
-        return GERR_NOMEM;
-    }
-    int lib = ERR_GET_LIB(first);
-    if (lib == ERR_LIB_PEM || lib == ERR_LIB_ASN1 || lib == ERR_LIB_X509 || lib == ERR_LIB_X509V3) {
-        return GERR_INVAL;
-    }
-    return GERR_INTERNAL;
-}
+#include "lib/sslerr.h"
 
 /* ---- PEM in and out of heap strings */
 
@@ -242,17 +219,17 @@ int pki_ca_create(const char *name, char **key_pem, char **cert_pem, char *errms
     *key_pem = *cert_pem = NULL;
     EVP_PKEY *key = new_key();
     if (key == NULL) {
-        return pki_openssl_error(errmsg, "generate CA key");
+        return sslerr_from_openssl(errmsg, "generate CA key");
     }
     X509 *cert = build_cert(key, &subject, true, NULL, key, PKI_CA_DAYS);
     if (cert == NULL) {
-        rv = pki_openssl_error(errmsg, "build CA certificate");
+        rv = sslerr_from_openssl(errmsg, "build CA certificate");
         goto err_after_key;
     }
     *key_pem = key_to_pem(key);
     *cert_pem = cert_to_pem(cert);
     if (*key_pem == NULL || *cert_pem == NULL) {
-        rv = pki_openssl_error(errmsg, "encode CA");
+        rv = sslerr_from_openssl(errmsg, "encode CA");
         mem_free(*key_pem);
         mem_free(*cert_pem);
         *key_pem = *cert_pem = NULL;
@@ -271,19 +248,19 @@ int pki_csr_create(const char *common_name, char **key_pem, char **csr_pem, char
     *key_pem = *csr_pem = NULL;
     EVP_PKEY *key = new_key();
     if (key == NULL) {
-        return pki_openssl_error(errmsg, "generate key");
+        return sslerr_from_openssl(errmsg, "generate key");
     }
     X509_REQ *req = X509_REQ_new();
     if (req == NULL || X509_REQ_set_version(req, 0) != 1 ||
         set_name(X509_REQ_get_subject_name(req), common_name) != 0 || X509_REQ_set_pubkey(req, key) != 1 ||
         X509_REQ_sign(req, key, EVP_sha256()) <= 0) {
-        rv = pki_openssl_error(errmsg, "build CSR");
+        rv = sslerr_from_openssl(errmsg, "build CSR");
         goto err_after_req;
     }
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL || PEM_write_bio_X509_REQ(bio, req) != 1) {
         BIO_free(bio);
-        rv = pki_openssl_error(errmsg, "encode CSR");
+        rv = sslerr_from_openssl(errmsg, "encode CSR");
         goto err_after_req;
     }
     *csr_pem = bio_to_string(bio);
@@ -292,7 +269,7 @@ int pki_csr_create(const char *common_name, char **key_pem, char **csr_pem, char
     if (*key_pem == NULL) {
         mem_free(*csr_pem);
         *csr_pem = NULL;
-        rv = pki_openssl_error(errmsg, "encode key");
+        rv = sslerr_from_openssl(errmsg, "encode key");
         goto err_after_req;
     }
     rv = 0;
@@ -308,7 +285,7 @@ static int load_ca(const char *ca_key_pem, const char *ca_cert_pem, EVP_PKEY **k
     *key = key_from_pem(ca_key_pem);
     *cert = cert_from_pem(ca_cert_pem);
     if (*key == NULL || *cert == NULL || X509_check_private_key(*cert, *key) != 1) {
-        int rv = pki_openssl_error(errmsg, "load CA");
+        int rv = sslerr_from_openssl(errmsg, "load CA");
         EVP_PKEY_free(*key);
         X509_free(*cert);
         *key = NULL;
@@ -336,10 +313,10 @@ static int sign_pub(const char *ca_key_pem, const char *ca_cert_pem, EVP_PKEY *p
     }
     X509 *cert = build_cert(pub, subject, false, ca_cert, ca_key, days == 0 ? PKI_CERT_DAYS : days);
     if (cert == NULL) {
-        rv = pki_openssl_error(errmsg, "sign certificate");
+        rv = sslerr_from_openssl(errmsg, "sign certificate");
     } else {
         *cert_pem = cert_to_pem(cert);
-        rv = *cert_pem != NULL ? 0 : pki_openssl_error(errmsg, "encode certificate");
+        rv = *cert_pem != NULL ? 0 : sslerr_from_openssl(errmsg, "encode certificate");
         X509_free(cert);
     }
     X509_free(ca_cert);
@@ -353,13 +330,13 @@ int pki_sign_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *cs
     *cert_pem = NULL;
     X509_REQ *req = csr_from_pem(csr_pem);
     if (req == NULL) {
-        int rv = pki_openssl_error(errmsg, "parse CSR");
+        int rv = sslerr_from_openssl(errmsg, "parse CSR");
         return rv == GERR_INTERNAL ? GERR_INVAL : rv;
     }
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req);
     /* The CSR must be signed by the key it carries: proof the joiner holds that key. */
     if (pub == NULL || X509_REQ_verify(req, pub) != 1) {
-        pki_openssl_error(errmsg, "verify CSR signature");
+        sslerr_from_openssl(errmsg, "verify CSR signature");
         X509_REQ_free(req);
         return GERR_INVAL;
     }
@@ -374,13 +351,13 @@ int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_
     *key_pem = *cert_pem = NULL;
     EVP_PKEY *key = new_key();
     if (key == NULL) {
-        return pki_openssl_error(errmsg, "generate key");
+        return sslerr_from_openssl(errmsg, "generate key");
     }
     int rv = sign_pub(ca_key_pem, ca_cert_pem, key, subject, days, cert_pem, errmsg);
     if (rv == 0) {
         *key_pem = key_to_pem(key);
         if (*key_pem == NULL) {
-            rv = pki_openssl_error(errmsg, "encode key");
+            rv = sslerr_from_openssl(errmsg, "encode key");
             mem_free(*cert_pem);
             *cert_pem = NULL;
         }
@@ -395,13 +372,13 @@ int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *
     unsigned int n = 0;
     X509 *cert = cert_from_pem(cert_pem);
     if (cert == NULL) {
-        int rv = pki_openssl_error(errmsg, "parse certificate");
+        int rv = sslerr_from_openssl(errmsg, "parse certificate");
         return rv == GERR_INTERNAL ? GERR_INVAL : rv;
     }
     int ok = X509_digest(cert, EVP_sha256(), md, &n);
     X509_free(cert);
     if (ok != 1 || n != 32) {
-        return pki_openssl_error(errmsg, "certificate digest");
+        return sslerr_from_openssl(errmsg, "certificate digest");
     }
     memcpy(out, "sha256:", 7);
     for (unsigned i = 0; i < n; i++) {
@@ -419,12 +396,12 @@ int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg)
     int rv;
 
     if (ca == NULL || cert == NULL || store == NULL || ctx == NULL) {
-        rv = pki_openssl_error(errmsg, "load certificates");
+        rv = sslerr_from_openssl(errmsg, "load certificates");
         rv = rv == GERR_INTERNAL ? GERR_INVAL : rv;
         goto out;
     }
     if (X509_STORE_add_cert(store, ca) != 1 || X509_STORE_CTX_init(ctx, store, cert, NULL) != 1) {
-        rv = pki_openssl_error(errmsg, "verify setup");
+        rv = sslerr_from_openssl(errmsg, "verify setup");
         goto out;
     }
     if (X509_verify_cert(ctx) == 1) {

@@ -8,8 +8,7 @@
  * before trusting anything it says (as kubeadm's discovery-token-ca-cert-hash does).
  *
  * Keys are ECDSA P-256; signatures SHA-256. Everything is exchanged as PEM text in heap strings
- * owned by the caller (mem_free). OpenSSL's errors are translated in one place
- * (pki_openssl_error), which drains OpenSSL's thread-local error queue into @errmsg. */
+ * owned by the caller (mem_free). OpenSSL's errors are translated by lib/sslerr.h. */
 #ifndef GANTRY_RAFT_PKI_H
 #define GANTRY_RAFT_PKI_H
 
@@ -29,12 +28,6 @@ struct pki_subject {
     const char *const *dns_sans;
     unsigned n_dns_sans;
 };
-
-/* The project's one translation of OpenSSL's error queue (drained by the call): "@what: <first
- * reason>" into @errmsg; returns GERR_NOMEM for an allocation failure, GERR_INVAL when the reason
- * points at the input (bad PEM, ASN.1, X.509), GERR_INTERNAL otherwise. server/tls.c adds the
- * mapping of SSL_get_error's result on top of it. */
-int pki_openssl_error(char *errmsg, const char *what);
 
 /* A new CA: its key and self-signed certificate. 0, or an error with @errmsg. */
 int pki_ca_create(const char *name, char **key_pem, char **cert_pem, char *errmsg);

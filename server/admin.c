@@ -13,7 +13,7 @@
 #include "lib/queue.h"
 #include "llhttp.h"
 #include "lib/addr.h"
-#include "server/uverr.h"
+#include "lib/uverr.h"
 
 #define ADMIN_MAX_URL     1024
 #define ADMIN_MAX_HEADERS (8u << 10)

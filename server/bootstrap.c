@@ -9,18 +9,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/services/clusterdb.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/identity.h"
 #include "raft/pki.h"
 #include "raft/replica.h"
-#include "server/clusterdb.h"
-#include "server/grpc_client.h"
-#include "server/grpc_status.h"
-#include "server/identity.h"
+#include "server/grpc/client.h"
+#include "server/grpc/status.h"
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"
@@ -240,7 +240,7 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
     mem_free(key);
     mem_free(cert);
     struct identity id = {.replica_id = 1, .created_at_ms = (int64_t)clock_system()->wall_ms(clock_system())};
-    identity_uuid(id.cluster_id);
+    rand_uuid(id.cluster_id);
     snprintf(id.gateway_id, sizeof id.gateway_id, "%s", cfg->gateway_id);
 
     char tls_dir[4096], store_dir[4096];

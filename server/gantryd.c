@@ -33,39 +33,41 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/services.h"
-#include "lib/clock.h"
-#include "lib/file.h"
-#include "lib/log.h"
-#include "lib/mem.h"
-#include "raft/replica.h"
-#include "server/admin.h"
-#include "server/bootstrap.h"
-#include "server/clusterdb.h"
-#include "server/cluster_svc.h"
-#include "server/config.h"
-#include "server/gate.h"
-#include "server/links_svc.h"
-#include "server/principals_svc.h"
-#include "server/tenants_svc.h"
-#include "server/sandboxes_svc.h"
-#include "server/policies_svc.h"
-#include "server/providers_svc.h"
-#include "server/audit_svc.h"
-#include "server/usage_svc.h"
-#include "server/audit.h"
-#include "server/grpc_status.h"
-#include "server/oidc_config.h"
+#include "api/gate/audit.h"
+#include "api/gate/authn.h"
+#include "api/gate/gate.h"
+#include "api/proto/services.h"
+#include "api/services/audit_svc.h"
+#include "api/services/cluster_svc.h"
+#include "api/services/clusterdb.h"
+#include "api/services/links_svc.h"
+#include "api/services/policies_svc.h"
+#include "api/services/principals_svc.h"
+#include "api/services/providers_svc.h"
+#include "api/services/sandboxes_svc.h"
+#include "api/services/tenants_svc.h"
+#include "api/services/usage_svc.h"
 #include "drivers/fake.h"
 #include "drivers/k8s.h"
 #include "drivers/process.h"
 #include "leases/reconciler.h"
-#include "server/authn.h"
-#include "server/grpc_server.h"
-#include "server/health.h"
-#include "server/identity.h"
-#include "server/jobs.h"
-#include "server/reflection.h"
+#include "lib/clock.h"
+#include "lib/file.h"
+#include "lib/jobs.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/rand.h"
+#include "raft/identity.h"
+#include "raft/replica.h"
+#include "server/admin.h"
+#include "server/bootstrap.h"
+#include "server/config.h"
+#include "server/grpc/health.h"
+#include "server/grpc/reflection.h"
+#include "server/grpc/server.h"
+#include "server/grpc/status.h"
+#include "server/oidc_config.h"
+#include "server/rotate_key.h"
 #include "store/migrate.h"
 #include "store/node.h"
 #include "store/pool.h"
@@ -809,7 +811,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     d->ssvc.driver = d->driver; /* admission checks; before the loop thread takes calls */
     LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
     char holder[128], uuid[37];
-    identity_uuid(uuid);
+    rand_uuid(uuid);
     snprintf(holder, sizeof holder, "%s/%.8s", cfg->replica_name, uuid);
     struct reconciler_config rc = {.store = *sc,
                                    .writer = &d->writer,
@@ -1079,7 +1081,7 @@ int main(int argc, char **argv)
     } else if (strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0) {
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
     } else if (strcmp(sub, "rotate-provider-key") == 0) {
-        rc = providers_rotate_command(&cfg, stdout);
+        rc = rotate_key_command(&cfg, stdout);
     } else if (strcmp(sub, "recover") == 0) {
         rc = cmd_recover(&cfg, &sf);
         /* dqlite 1.11 leaks the node dqlite_node_recover_ext needs and never starts (its destroy

@@ -21,7 +21,7 @@
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
-#include "server/grpc_client.h"
+#include "server/grpc/client.h"
 
 /* Exit codes (docs/cli.md). */
 enum {

@@ -14,7 +14,7 @@
 
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/rand.h"
-#include "server/grpc_status.h"
+#include "server/grpc/status.h"
 #include "tools/gantry.h"
 
 void gantry_request_id(char out[37])

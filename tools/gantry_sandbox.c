@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "gantry/v1/sandboxes.pb-c.h"
-#include "server/grpc_status.h"
+#include "server/grpc/status.h"
 #include "tools/gantry.h"
 
 #define END                                                                                                  \

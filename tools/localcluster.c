@@ -7,7 +7,7 @@
  * Failure modes: no free ports after several tries; a node exits or stays silent past the
  * deadline (its stderr tail goes into the message); the cluster never shows all voters. In every
  * case what was started is stopped and the root removed (unless GANTRY_IT_KEEP=1). */
-#include "cluster.h"
+#include "tools/localcluster.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -12,8 +12,8 @@
  * GANTRY_IT_LOG_LEVEL sets the nodes' log level (default info).
  *
  * Indexes are 0-based; node i has id i + 1. Not thread-safe: drive a cluster from one thread. */
-#ifndef GANTRY_TESTS_CLUSTER_H
-#define GANTRY_TESTS_CLUSTER_H
+#ifndef GANTRY_TOOLS_LOCALCLUSTER_H
+#define GANTRY_TOOLS_LOCALCLUSTER_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -14,7 +14,7 @@
 #include <openssl/hmac.h>
 
 #include "lib/rand.h"
-#include "raft/pki.h"
+#include "lib/sslerr.h"
 
 #define ID_OFFSET     APIKEY_PREFIX_LEN
 #define SEP_OFFSET    (APIKEY_PREFIX_LEN + APIKEY_ID_LEN)
@@ -99,7 +99,7 @@ int apikey_hash(const uint8_t *pepper, size_t pepper_len, const char *secret, ui
     if (HMAC(EVP_sha256(), pepper, (int)pepper_len, (const unsigned char *)secret, APIKEY_SECRET_LEN, hash,
              &n) == NULL ||
         n != APIKEY_HASH_SIZE) {
-        return pki_openssl_error(errmsg, "HMAC-SHA256 of an API key");
+        return sslerr_from_openssl(errmsg, "HMAC-SHA256 of an API key");
     }
     return 0;
 }

@@ -26,7 +26,7 @@
 #include <openssl/param_build.h>
 
 #include "lib/mem.h"
-#include "raft/pki.h"
+#include "lib/sslerr.h"
 
 #define QUOTE_MAX        64
 #define NUMERIC_DATE_MAX 253402300799LL /* 9999-12-31T23:59:59Z */
@@ -241,7 +241,7 @@ static int import_rsa(json_t *jwk, EVP_PKEY **out, char *errmsg)
     BIGNUM *bn_n = BN_bin2bn(n, (int)n_len, NULL);
     BIGNUM *bn_e = BN_bin2bn(e, (int)e_len, NULL);
     if (bn_n == NULL || bn_e == NULL) {
-        rv = pki_openssl_error(errmsg, "import RSA key");
+        rv = sslerr_from_openssl(errmsg, "import RSA key");
         goto err_after_bn;
     }
     int bits = BN_num_bits(bn_n);
@@ -267,7 +267,7 @@ static int import_rsa(json_t *jwk, EVP_PKEY **out, char *errmsg)
         (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
         (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        rv = pki_openssl_error(errmsg, "import RSA key");
+        rv = sslerr_from_openssl(errmsg, "import RSA key");
     } else {
         *out = pkey;
         rv = 0;
@@ -322,7 +322,7 @@ static int import_ec(json_t *jwk, EVP_PKEY **out, char *errmsg)
     }
     EVP_PKEY_CTX *check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     if (check == NULL) {
-        rv = pki_openssl_error(errmsg, "check EC key");
+        rv = sslerr_from_openssl(errmsg, "check EC key");
         EVP_PKEY_free(pkey);
         goto err_after_ctx;
     }
@@ -792,7 +792,7 @@ static int verify_signature(const struct jwt_key *key, enum jwt_alg alg, const c
         }
         vsig_len = es256_to_der(sig, &der);
         if (vsig_len == 0) {
-            return pki_openssl_error(errmsg, "encode ES256 signature");
+            return sslerr_from_openssl(errmsg, "encode ES256 signature");
         }
         vsig = der;
     } else if (sig_len != (size_t)EVP_PKEY_get_size(key->pkey)) {
@@ -802,7 +802,7 @@ static int verify_signature(const struct jwt_key *key, enum jwt_alg alg, const c
     }
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (md == NULL || EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key->pkey) != 1) {
-        rv = pki_openssl_error(errmsg, "start signature verification");
+        rv = sslerr_from_openssl(errmsg, "start signature verification");
         goto err_after_md;
     }
     int ok = EVP_DigestVerify(md, vsig, vsig_len, (const unsigned char *)signed_part, signed_len);

@@ -41,7 +41,7 @@
  *   GERR_NOTFOUND  the issuer is configured but its installed key set (if any) has no key with
  *                  the token's kid: refresh the JWKS and retry;
  *   GERR_INTERNAL  OpenSSL failed for a reason unrelated to the input (GERR_NOMEM when it ran out
- *                  of memory), both via pki_openssl_error.
+ *                  of memory), both via sslerr_from_openssl.
  * The API layer answers GERR_INVAL, GERR_UNAUTH and (after one refresh) GERR_NOTFOUND with
  * UNAUTHENTICATED. Messages never contain the token, its signature, or any segment of it;
  * values quoted from an unverified token (issuer, kid, alg) are cut to 64 bytes with

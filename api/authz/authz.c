@@ -1,5 +1,5 @@
-/* The authorization table and decisions (api/authz.h). */
-#include "api/authz.h"
+/* The authorization table and decisions (api/authz/authz.h). */
+#include "api/authz/authz.h"
 
 #include <fnmatch.h>
 #include <stdarg.h>

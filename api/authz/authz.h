@@ -40,8 +40,8 @@
  *
  * Messages on denial say what is missing ("needs the namespace_admin role in namespace \"team-a\"
  * (or platform_admin)") and never echo secrets. */
-#ifndef GANTRY_API_AUTHZ_H
-#define GANTRY_API_AUTHZ_H
+#ifndef GANTRY_API_AUTHZ_AUTHZ_H
+#define GANTRY_API_AUTHZ_AUTHZ_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* The audit trail (server/audit.h). */
-#include "server/audit.h"
+#include "api/gate/audit.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -11,8 +11,8 @@
  *   gateway_id, revision}.
  * Messages never carry credentials: callers pass the status message they send to the client,
  * which never contains one. */
-#ifndef GANTRY_SERVER_AUDIT_H
-#define GANTRY_SERVER_AUDIT_H
+#ifndef GANTRY_API_GATE_AUDIT_H
+#define GANTRY_API_GATE_AUDIT_H
 
 #include <stdint.h>
 

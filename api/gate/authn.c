@@ -1,5 +1,5 @@
 /* Authentication of API calls (server/authn.h). */
-#include "server/authn.h"
+#include "api/gate/authn.h"
 
 #include <inttypes.h>
 #include <stdio.h>

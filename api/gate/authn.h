@@ -23,8 +23,8 @@
  *
  * Thread-safe: worker threads call authn_call concurrently. Blocking (store round trips on a
  * cache miss). */
-#ifndef GANTRY_SERVER_AUTHN_H
-#define GANTRY_SERVER_AUTHN_H
+#ifndef GANTRY_API_GATE_AUTHN_H
+#define GANTRY_API_GATE_AUTHN_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -32,7 +32,7 @@
 
 #include <openssl/x509.h>
 
-#include "api/authz.h"
+#include "api/authz/authz.h"
 #include "store/client.h"
 #include "store/writer.h"
 

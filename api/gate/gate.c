@@ -1,14 +1,14 @@
 /* Authentication, authorization and dispatch for every gantry.v1 call (server/gate.h). */
-#include "server/gate.h"
+#include "api/gate/gate.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "api/gate/audit.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "server/audit.h"
 
 #define MAX_ROUTES 128u
 

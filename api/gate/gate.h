@@ -14,15 +14,15 @@
  * attempts from one source), PERMISSION_DENIED (with what is missing), UNAVAILABLE (no store
  * connection or leader), UNIMPLEMENTED (authorized, but not built yet). Denials and failed
  * authentications are logged and audited. */
-#ifndef GANTRY_SERVER_GATE_H
-#define GANTRY_SERVER_GATE_H
+#ifndef GANTRY_API_GATE_GATE_H
+#define GANTRY_API_GATE_GATE_H
 
 #include <stdint.h>
 
-#include "api/authz.h"
-#include "server/authn.h"
-#include "server/grpc_server.h"
-#include "server/jobs.h"
+#include "api/authz/authz.h"
+#include "api/gate/authn.h"
+#include "lib/jobs.h"
+#include "server/grpc/server.h"
 #include "store/pool.h"
 #include "store/writer.h"
 

@@ -1,5 +1,5 @@
 /* The shared shape of mutating calls (server/resource.h). */
-#include "server/resource.h"
+#include "api/gate/resource.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,10 +7,10 @@
 
 #include <jansson.h>
 
+#include "api/gate/audit.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "server/audit.h"
-#include "server/clusterdb.h"
+#include "store/events.h"
 
 struct mutation {
     struct res_call c;
@@ -51,7 +51,7 @@ int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const c
     snprintf(c->resource_id, sizeof c->resource_id, "%s", id);
     snprintf(c->resource_name, sizeof c->resource_name, "%s", name != NULL ? name : "");
     snprintf(c->ns, sizeof c->ns, "%s", ns);
-    return clusterdb_event(tx, kind, ns, id, type, &c->revision);
+    return store_event_tx(tx, kind, ns, id, type, &c->revision);
 }
 
 void res_reply(struct res_call *c, const ProtobufCMessage *msg)

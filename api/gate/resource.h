@@ -14,17 +14,17 @@
  * event of their own (status Failure) outside the rolled-back transaction.
  *
  * Also here: label and page helpers shared by the list calls. Blocking; worker threads only. */
-#ifndef GANTRY_SERVER_RESOURCE_H
-#define GANTRY_SERVER_RESOURCE_H
+#ifndef GANTRY_API_GATE_RESOURCE_H
+#define GANTRY_API_GATE_RESOURCE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "api/gate/gate.h"
 #include "gantry/v1/meta.pb-c.h"
 #include "lib/buf.h"
-#include "server/gate.h"
 #include "store/writer.h"
 
 #define RES_REQUEST_ID_MAX 128u

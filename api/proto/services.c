@@ -1,4 +1,4 @@
-#include "api/services.h"
+#include "api/proto/services.h"
 
 #include "gantry/v1/api_keys.pb-c.h"
 #include "gantry/v1/audit.pb-c.h"

@@ -4,8 +4,8 @@
  * The server builds its dispatch table from api_services[]: every method of every service here
  * has a path ("/gantry.v1.Sandboxes/Create") whether or not a handler is registered yet; calls to
  * a method without a handler answer UNIMPLEMENTED. */
-#ifndef GANTRY_API_SERVICES_H
-#define GANTRY_API_SERVICES_H
+#ifndef GANTRY_API_PROTO_SERVICES_H
+#define GANTRY_API_PROTO_SERVICES_H
 
 #include <stddef.h>
 
@@ -14,8 +14,9 @@
 /* NULL-terminated list of the gantry.v1 services. Static data. */
 extern const ProtobufCServiceDescriptor *const api_services[];
 
-/* A serialized google.protobuf.FileDescriptorSet holding every gantry.v1, grpc.health.v1 and
- * grpc.reflection file (with imports). Static data, generated at build time. */
+/* A serialized google.protobuf.FileDescriptorSet holding every gantry.v1 file (with imports).
+ * Static data, generated at build time. The transport's reflection service describes its own
+ * grpc.health.v1 and grpc.reflection files. */
 extern const unsigned char api_descriptor_set[];
 extern const size_t api_descriptor_set_len;
 

@@ -1,5 +1,5 @@
 /* gantry.v1.Audit: Query and Export of the audit trail (server/audit_svc.h). */
-#include "server/audit_svc.h"
+#include "api/services/audit_svc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,11 +8,11 @@
 
 #include <jansson.h>
 
+#include "api/gate/audit.h"
+#include "api/gate/gate.h"
 #include "gantry/v1/audit.pb-c.h"
 #include "lib/buf.h"
 #include "lib/mem.h"
-#include "server/audit.h"
-#include "server/gate.h"
 
 #define PAGE_DEFAULT 100u
 #define PAGE_MAX     1000u

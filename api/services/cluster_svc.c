@@ -1,5 +1,5 @@
 /* The gantry.v1.Cluster service (server/cluster_svc.h). */
-#include "server/cluster_svc.h"
+#include "api/services/cluster_svc.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -11,17 +11,17 @@
 
 #include <openssl/sha.h>
 
-#include "api/services.h"
+#include "api/gate/audit.h"
+#include "api/gate/gate.h"
+#include "api/proto/services.h"
+#include "api/services/clusterdb.h"
 #include "gantry/v1/cluster.pb-c.h"
+#include "leases/reconciler.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/names.h"
-#include "server/clusterdb.h"
-#include "server/gate.h"
-#include "leases/reconciler.h"
-#include "server/audit.h"
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"

@@ -11,15 +11,15 @@
  * NOT_FOUND (no such member), FAILED_PRECONDITION (removing self, the leader, or a member that
  * still answers without force; transferring to a non-voter), ALREADY_EXISTS (a joiner's id or
  * name taken), UNAVAILABLE (no leader, membership not known yet). */
-#ifndef GANTRY_SERVER_CLUSTER_SVC_H
-#define GANTRY_SERVER_CLUSTER_SVC_H
+#ifndef GANTRY_API_SERVICES_CLUSTER_SVC_H
+#define GANTRY_API_SERVICES_CLUSTER_SVC_H
 
 #include <stdint.h>
 
+#include "raft/identity.h"
 #include "raft/pki.h"
 #include "raft/replica.h"
-#include "server/grpc_server.h"
-#include "server/identity.h"
+#include "server/grpc/server.h"
 #include "store/pool.h"
 #include "store/writer.h"
 

@@ -1,5 +1,5 @@
 /* The cluster's own rows in the store (server/clusterdb.h). */
-#include "server/clusterdb.h"
+#include "api/services/clusterdb.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,7 +11,7 @@
 #include "lib/clock.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
-#include "server/identity.h"
+#include "raft/identity.h"
 #include "store/events.h"
 
 static int64_t now_wall_ms(void)
@@ -80,12 +80,6 @@ static void secret_hash(const char *secret, uint8_t out[SHA256_DIGEST_LENGTH])
     SHA256((const unsigned char *)secret, strlen(secret), out);
 }
 
-int clusterdb_event(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
-                    const char *type, int64_t *revision)
-{
-    return store_event_tx(tx, kind, ns, object_id, type, revision);
-}
-
 static int meta_put(struct store_tx *tx, const char *key, const char *value, int64_t now)
 {
     struct proto_value p[] = {proto_text(key), proto_text(value), proto_int(now)};
@@ -109,7 +103,7 @@ static int token_insert(struct store_tx *tx, const struct join_token_parts *part
         "VALUES (?, ?, ?, ?, ?, ?)",
         p, 6, NULL);
     if (rv == 0) {
-        rv = clusterdb_event(tx, "JoinToken", "", parts->id, "ADDED", NULL);
+        rv = store_event_tx(tx, "JoinToken", "", parts->id, "ADDED", NULL);
     }
     return rv;
 }
@@ -133,7 +127,7 @@ static int member_upsert(struct store_tx *tx, const struct clusterdb_join *j, in
     if (rv == 0) {
         char id[24];
         snprintf(id, sizeof id, "%" PRIu64, j->replica_id);
-        rv = clusterdb_event(tx, "Member", "", id, "MODIFIED", NULL);
+        rv = store_event_tx(tx, "Member", "", id, "MODIFIED", NULL);
     }
     return rv;
 }
@@ -170,7 +164,7 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
     }
     if (rv == 0 && s->default_namespace) {
         char id[37];
-        identity_uuid(id);
+        rand_uuid(id);
         struct proto_value p[] = {proto_text(id), proto_int(now), proto_int(now)};
         rv = store_tx_exec(
             tx,
@@ -179,13 +173,13 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
             "VALUES (?, 'default', 'ACTIVE', '{}', '{}', 'system:bootstrap', 1, ?, ?, 0)",
             p, 3, NULL);
         if (rv == 0) {
-            rv = clusterdb_event(tx, "Namespace", "default", id, "ADDED", NULL);
+            rv = store_event_tx(tx, "Namespace", "default", id, "ADDED", NULL);
         }
     }
     if (rv == 0 && s->admin_name != NULL) {
         char pid[37], bid[37];
-        identity_uuid(pid);
-        identity_uuid(bid);
+        rand_uuid(pid);
+        rand_uuid(bid);
         struct proto_value pp[] = {proto_text(pid), proto_text(s->admin_name), proto_int(now),
                                    proto_int(now)};
         rv = store_tx_exec(
@@ -214,7 +208,7 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
                 kp, 4, NULL);
         }
         if (rv == 0) {
-            rv = clusterdb_event(tx, "Principal", "", pid, "ADDED", NULL);
+            rv = store_event_tx(tx, "Principal", "", pid, "ADDED", NULL);
         }
     }
     if (rv == 0 && s->join != NULL) {
@@ -294,7 +288,7 @@ int clusterdb_forget_tx(struct store_tx *tx, void *arg)
     if (rv == 0) {
         char id[24];
         snprintf(id, sizeof id, "%" PRIu64, f->id);
-        rv = clusterdb_event(tx, "Member", "", id, "DELETED", NULL);
+        rv = store_event_tx(tx, "Member", "", id, "DELETED", NULL);
     }
     return rv;
 }

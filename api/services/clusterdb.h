@@ -8,8 +8,8 @@
  * store_client_tx / store_writer_run). Errors: the store's (store/client.h), GERR_NOTFOUND,
  * GERR_EXISTS, GERR_PERM (a bad or spent join token; the message never says which part of it was
  * wrong), with a message in the transaction's errmsg. */
-#ifndef GANTRY_SERVER_CLUSTERDB_H
-#define GANTRY_SERVER_CLUSTERDB_H
+#ifndef GANTRY_API_SERVICES_CLUSTERDB_H
+#define GANTRY_API_SERVICES_CLUSTERDB_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -33,10 +33,6 @@ int join_token_parse(const char *token, struct join_token_parts *out, char *errm
 /* A new random token with @ca_fingerprint ("sha256:..." or NULL for none). */
 void join_token_generate(const char *ca_fingerprint, char out[JOIN_TOKEN_MAX_LEN + 1],
                          struct join_token_parts *parts);
-
-/* Bump the revision and append an event; *@revision gets the new revision (may be NULL). */
-int clusterdb_event(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
-                    const char *type, int64_t *revision);
 
 /* The bootstrap content of a new cluster, in one transaction: cluster_meta (cluster id, gateway
  * id, CA certificate), this replica's members row, the default namespace, a user principal

@@ -1,5 +1,5 @@
 /* The provider key ring (server/keyring.h). */
-#include "server/keyring.h"
+#include "api/services/keyring.h"
 
 #include <inttypes.h>
 #include <stdbool.h>

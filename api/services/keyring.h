@@ -26,8 +26,8 @@
  * without --secrets; a rotation adds a usable key), GERR_INTERNAL (OpenSSL), and the store's.
  * Messages go to store_tx_errmsg(tx) in *_tx functions, to @errmsg elsewhere, and never carry
  * key or plaintext bytes. Thread-safe: a struct keyring is read-only after keyring_init. */
-#ifndef GANTRY_SERVER_KEYRING_H
-#define GANTRY_SERVER_KEYRING_H
+#ifndef GANTRY_API_SERVICES_KEYRING_H
+#define GANTRY_API_SERVICES_KEYRING_H
 
 #include <stddef.h>
 #include <stdint.h>

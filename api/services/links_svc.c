@@ -1,12 +1,12 @@
 /* Principals.LinkIdentity, UnlinkIdentity and ListIdentities (server/links_svc.h). */
-#include "server/links_svc.h"
+#include "api/services/links_svc.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "api/gate/gate.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
-#include "server/gate.h"
 
 #define SUBJECT_MAX 255u
 

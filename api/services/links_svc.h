@@ -13,10 +13,10 @@
  * Writes go through res_mutate (server/resource.h): idempotent under request_id, audited, with a
  * change event. ListIdentities lists a principal's links (anyone for themselves; platform_admin,
  * auditor and namespace_admin for anyone). */
-#ifndef GANTRY_SERVER_LINKS_SVC_H
-#define GANTRY_SERVER_LINKS_SVC_H
+#ifndef GANTRY_API_SERVICES_LINKS_SVC_H
+#define GANTRY_API_SERVICES_LINKS_SVC_H
 
-#include "server/resource.h"
+#include "api/gate/resource.h"
 
 struct gate;
 

@@ -1,5 +1,5 @@
 /* gantry.v1.Policies (server/policies_svc.h). */
-#include "server/policies_svc.h"
+#include "api/services/policies_svc.h"
 
 #include <fnmatch.h>
 #include <stddef.h>
@@ -11,8 +11,8 @@
 
 #include <jansson.h>
 
+#include "api/gate/gate.h"
 #include "lib/mem.h"
-#include "server/gate.h"
 
 #define MAX_ENTRIES   64u
 #define MAX_PATTERN   256u

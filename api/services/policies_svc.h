@@ -33,15 +33,15 @@
  * lies within the other; when neither list lies within the other, it returns the gateway's list
  * and names the field in the annotation "gantry.io/also-enforced" (the namespace's list applies
  * as well). */
-#ifndef GANTRY_SERVER_POLICIES_SVC_H
-#define GANTRY_SERVER_POLICIES_SVC_H
+#ifndef GANTRY_API_SERVICES_POLICIES_SVC_H
+#define GANTRY_API_SERVICES_POLICIES_SVC_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "api/gate/resource.h"
 #include "gantry/v1/policies.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
-#include "server/resource.h"
 
 struct gate;
 

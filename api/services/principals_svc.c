@@ -1,5 +1,5 @@
 /* gantry.v1.Principals and gantry.v1.ApiKeys (server/principals_svc.h). */
-#include "server/principals_svc.h"
+#include "api/services/principals_svc.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -8,15 +8,15 @@
 #include <string.h>
 
 #include "api/auth/apikey.h"
-#include "api/authz.h"
+#include "api/authz/authz.h"
+#include "api/gate/gate.h"
+#include "api/gate/resource.h"
 #include "gantry/v1/api_keys.pb-c.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
 #include "lib/names.h"
-#include "server/clusterdb.h"
-#include "server/gate.h"
-#include "server/identity.h"
-#include "server/resource.h"
+#include "lib/rand.h"
+#include "raft/identity.h"
 
 #define PAGE_DEFAULT 100u
 #define PAGE_MAX     500u
@@ -329,7 +329,7 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
     }
     int64_t rev = 0;
     if (rv == 0) {
-        identity_uuid(w->id);
+        rand_uuid(w->id);
         rv = write_event(w->call, tx, "Principal", "", w->id, in->meta->name, "ADDED", &rev);
     }
     if (rv == 0) {
@@ -721,7 +721,7 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
         }
     }
     if (rv == 0) {
-        identity_uuid(w->id);
+        rand_uuid(w->id);
         rv = write_event(w->call, tx, "RoleBinding", w->ns, w->id, w->role, "ADDED", &w->revision);
     }
     if (rv == 0) {

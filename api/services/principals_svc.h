@@ -16,13 +16,13 @@
  * and its OCSF audit event, idempotent under request_id. ApiKeys.Create is the exception to
  * "a retry returns the same reply": the secret is never stored, so a retry under the same
  * request_id returns the key without its secret (revoke it and create another). */
-#ifndef GANTRY_SERVER_PRINCIPALS_SVC_H
-#define GANTRY_SERVER_PRINCIPALS_SVC_H
+#ifndef GANTRY_API_SERVICES_PRINCIPALS_SVC_H
+#define GANTRY_API_SERVICES_PRINCIPALS_SVC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server/resource.h"
+#include "api/gate/resource.h"
 
 struct gate;
 

@@ -1,5 +1,5 @@
 /* gantry.v1.Providers (server/providers_svc.h). */
-#include "server/providers_svc.h"
+#include "api/services/providers_svc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "api/gate/audit.h"
+#include "api/gate/gate.h"
 #include "gantry/v1/providers.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/clock.h"
@@ -15,13 +17,9 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/names.h"
-#include "raft/peertls.h"
-#include "server/audit.h"
-#include "server/bootstrap.h"
-#include "server/clusterdb.h"
-#include "server/config.h"
-#include "server/gate.h"
-#include "server/identity.h"
+#include "lib/rand.h"
+#include "raft/identity.h"
+#include "store/events.h"
 
 #define PROV_COLS                                                                                            \
     "id, namespace, name, type, config, secret_keys, key_id, labels, created_by, resource_version, "         \
@@ -474,7 +472,7 @@ static int prov_create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     char id[37], key_id[KEYRING_ID_SIZE];
-    identity_uuid(id);
+    rand_uuid(id);
     struct kv *kv = mem_zalloc(sizeof *kv * (req->n_secret + 1));
     KV_OF(req->secret, req->n_secret, kv);
     struct buf sealed;
@@ -1160,7 +1158,7 @@ static int reencrypt_row(struct store_tx *tx, struct reencrypt *st, const struct
     keyring_buf_wipe(&plain);
     int64_t rev = 0;
     if (rv == 0) {
-        rv = clusterdb_event(tx, "Provider", ns, id, "MODIFIED", &rev);
+        rv = store_event_tx(tx, "Provider", ns, id, "MODIFIED", &rev);
     }
     if (rv == 0) {
         struct proto_value p[] = {proto_blob(sealed.data, sealed.len), proto_text(cur->id), proto_int(rev),
@@ -1240,93 +1238,23 @@ static int rotate_tx(struct store_tx *tx, void *arg)
     int rv = keyring_rotate_tx(r->ring, tx, r->now_ms, r->id);
     int64_t rev = 0;
     if (rv == 0) {
-        rv = clusterdb_event(tx, "ProviderKey", "", r->id, "ADDED", &rev);
+        rv = store_event_tx(tx, "ProviderKey", "", r->id, "ADDED", &rev);
     }
     audit_system(tx, r->now_ms, "", "ProviderKey", r->id, r->id, "provider key added", rev, &rv);
     return rv;
 }
 
-/* The cluster's peer addresses as this replica knows them: its own, then <data_dir>/peers. */
-static unsigned peer_addresses(const struct config *cfg, char *list, size_t len, const char **out,
-                               unsigned max)
+int providers_add_key(struct store_client *cl, const struct keyring *ring, int64_t now_ms,
+                      char id[KEYRING_ID_SIZE], char *errmsg)
 {
-    char p[4096], err[GERR_MSG_SIZE], *text = NULL;
-    unsigned n = 0;
-    out[n++] = bootstrap_peer_address(cfg);
-    identity_path(cfg->data_dir, "peers", p, sizeof p);
-    snprintf(list, len, "%s", file_read_all(p, len - 1, &text, NULL, err) == 0 ? text : "");
-    mem_free(text);
-    for (char *save = NULL, *tok = strtok_r(list, ",\n", &save); tok != NULL && n < max;
-         tok = strtok_r(NULL, ",\n", &save)) {
-        out[n++] = tok;
-    }
-    return n;
-}
-
-static int rotate_run(const struct config *cfg, const struct keyring *ring, struct peertls *relay, FILE *out,
-                      char *errmsg)
-{
-    const char *addrs[STORE_MAX_ADDRESSES];
-    char list[4096];
-    unsigned n = peer_addresses(cfg, list, sizeof list, addrs, STORE_MAX_ADDRESSES);
-    struct store_client_config sc = {
-        .addresses = addrs, .n_addresses = n, .dial = peertls_store_dial, .dial_arg = relay};
-    struct store_client cl;
-    int rv = store_client_init(&cl, &sc);
-    struct rotation r = {.ring = ring, .now_ms = (int64_t)clock_system()->wall_ms(clock_system())};
-    if (rv == 0) {
-        rv = store_client_tx(&cl, rotate_tx, &r);
-        if (rv != 0) {
-            gerr_set(errmsg, "adding a provider key: %s", cl.errmsg[0] != '\0' ? cl.errmsg : gerr_str(rv));
-        }
-    } else {
-        gerr_set(errmsg, "%s", cl.errmsg);
-    }
-    unsigned done = 0, failed = 0;
-    if (rv == 0) {
-        fprintf(out, "Added provider key %s; new provider secrets are sealed under it.\n", r.id);
-        rv = providers_reencrypt_all(&cl, ring, r.now_ms, &done, &failed, errmsg);
-    }
-    if (rv == 0) {
-        fprintf(out, "Re-encrypted %u provider secret(s) under %s.%s\n", done, r.id,
-                failed > 0 ? " Some secrets did not open and stay as they are: see the log." : "");
-        rv = failed > 0 ? GERR_PERM : 0;
-        if (failed > 0) {
-            gerr_set(errmsg, "%u provider secret(s) did not open with the cluster's keys", failed);
-        }
-    }
-    store_client_close(&cl);
-    return rv;
-}
-
-int providers_rotate_command(const struct config *cfg, FILE *out)
-{
-    char errmsg[GERR_MSG_SIZE] = "", tls[4096];
-    struct identity_secrets sec;
-    memset(&sec, 0, sizeof sec);
-    struct keyring ring;
-    struct peertls *relay = NULL;
-    int rv = identity_secrets_load(cfg->data_dir, &sec, errmsg);
-    if (rv == 0) {
-        rv = keyring_init(&ring, sec.pepper, IDENTITY_PEPPER_SIZE, errmsg);
-    }
-    if (rv == 0) {
-        identity_path(cfg->data_dir, "tls", tls, sizeof tls);
-        rv = cfg->peer_tls_cert[0] != '\0'
-                 ? peertls_start_files(cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
-                                       cfg->peer_tls_cert, cfg->peer_tls_key, NULL, NULL, &relay, errmsg)
-                 : peertls_start_dir(tls, NULL, NULL, &relay, errmsg);
-    }
-    if (rv == 0) {
-        rv = rotate_run(cfg, &ring, relay, out, errmsg);
-        peertls_stop(relay);
-    }
-    keyring_close(&ring);
-    identity_secrets_free(&sec);
+    struct rotation r = {.ring = ring, .now_ms = now_ms};
+    cl->errmsg[0] = '\0';
+    int rv = store_client_tx(cl, rotate_tx, &r);
     if (rv != 0) {
-        fprintf(stderr, "gantryd rotate-provider-key: %s\n", errmsg[0] != '\0' ? errmsg : gerr_str(rv));
-        return 1;
+        gerr_set(errmsg, "adding a provider key: %s", cl->errmsg[0] != '\0' ? cl->errmsg : gerr_str(rv));
+        return rv;
     }
+    memcpy(id, r.id, KEYRING_ID_SIZE);
     return 0;
 }
 

@@ -21,18 +21,17 @@
  *
  * Limits: 64 config entries (keys as label keys, values up to 4096 bytes); 64 secret entries, keys
  * 1..128 of [A-Za-z0-9_.-], values up to 16 KiB, 64 KiB in all; type 1..63 of [a-z0-9_.-]. */
-#ifndef GANTRY_SERVER_PROVIDERS_SVC_H
-#define GANTRY_SERVER_PROVIDERS_SVC_H
+#ifndef GANTRY_API_SERVICES_PROVIDERS_SVC_H
+#define GANTRY_API_SERVICES_PROVIDERS_SVC_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#include "server/keyring.h"
-#include "server/resource.h"
+#include "api/gate/resource.h"
+#include "api/services/keyring.h"
 
 struct gate;
-struct config;
 
 struct providers_svc {
     const struct res_env *env; /* borrowed */
@@ -72,10 +71,10 @@ void providers_secret_close(struct providers_secret *s);
 int providers_reencrypt_all(struct store_client *cl, const struct keyring *ring, int64_t now_ms,
                             unsigned *done, unsigned *failed, char *errmsg);
 
-/* `gantryd rotate-provider-key`: against the running cluster this replica belongs to (through
- * its peer TLS, like gantry-store), add a key to the ring and re-encrypt every provider under
- * it; prints what it did to @out. Returns the process exit status (0, or 1 with a message on
- * stderr). */
-int providers_rotate_command(const struct config *cfg, FILE *out);
+/* Add a key to the ring (it becomes the one new secrets are sealed under), with a change event
+ * and an audit event, in one transaction; its id into @id. @cl is a client no other thread uses.
+ * Returns 0 or the store's error, with @errmsg. */
+int providers_add_key(struct store_client *cl, const struct keyring *ring, int64_t now_ms,
+                      char id[KEYRING_ID_SIZE], char *errmsg);
 
 #endif

@@ -1,5 +1,5 @@
 /* gantry.v1.Sandboxes (server/sandboxes_svc.h). */
-#include "server/sandboxes_svc.h"
+#include "api/services/sandboxes_svc.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -9,16 +9,17 @@
 
 #include <jansson.h>
 
+#include "api/gate/gate.h"
+#include "api/services/policies_svc.h"
+#include "api/services/tenants_svc.h"
 #include "gantry/v1/sandboxes.pb-c.h"
+#include "leases/dspec.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/names.h"
-#include "server/gate.h"
-#include "server/identity.h"
-#include "server/tenants_svc.h"
-#include "leases/dspec.h"
-#include "server/policies_svc.h"
+#include "lib/rand.h"
+#include "raft/identity.h"
 
 #define SB_COLS                                                                                              \
     "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
@@ -489,7 +490,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     char id[37];
-    identity_uuid(id);
+    rand_uuid(id);
     rv = res_event(tx, c, "Sandbox", ns, id, name, "ADDED");
     Gantry__V1__SandboxSpec spec = *in->spec;
     if (spec.owner_id[0] == '\0') {

@@ -17,14 +17,14 @@
  * time it has caught up. Each watch runs on a thread of its own with its own store connection (at
  * most SANDBOXES_MAX_WATCHES per replica: RESOURCE_EXHAUSTED beyond), polling the change feed;
  * sandboxes_svc_stop ends every watch with UNAVAILABLE so a replica can stop. */
-#ifndef GANTRY_SERVER_SANDBOXES_SVC_H
-#define GANTRY_SERVER_SANDBOXES_SVC_H
+#ifndef GANTRY_API_SERVICES_SANDBOXES_SVC_H
+#define GANTRY_API_SERVICES_SANDBOXES_SVC_H
 
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "api/gate/resource.h"
 #include "drivers/driver.h"
-#include "server/resource.h"
 
 #define SANDBOXES_MAX_WATCHES   256u
 #define SANDBOXES_WATCH_POLL_MS 100u

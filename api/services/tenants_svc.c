@@ -1,5 +1,5 @@
 /* gantry.v1.Namespaces and gantry.v1.Quotas (server/tenants_svc.h). */
-#include "server/tenants_svc.h"
+#include "api/services/tenants_svc.h"
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -8,14 +8,15 @@
 
 #include <jansson.h>
 
+#include "api/gate/audit.h"
+#include "api/gate/gate.h"
 #include "gantry/v1/namespaces.pb-c.h"
 #include "gantry/v1/quotas.pb-c.h"
 #include "lib/mem.h"
 #include "lib/names.h"
-#include "server/gate.h"
-#include "server/identity.h"
-#include "server/audit.h"
-#include "server/clusterdb.h"
+#include "lib/rand.h"
+#include "raft/identity.h"
+#include "store/events.h"
 
 #define NS_COLS                                                                                              \
     "id, name, phase, labels, annotations, created_by, resource_version, created_at_ms, updated_at_ms, "     \
@@ -136,7 +137,7 @@ static int ns_create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     char id[37];
-    identity_uuid(id);
+    rand_uuid(id);
     rv = res_event(tx, c, "Namespace", in->meta->name, id, in->meta->name, "ADDED");
     char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0) {
@@ -353,7 +354,7 @@ static int mark_terminating_tx(struct store_tx *tx, void *arg)
                        p, 2, &res);
     if (rv == 0 && res.rows_affected > 0) {
         int64_t rev = 0;
-        rv = clusterdb_event(tx, "Namespace", t->name, t->name, "MODIFIED", &rev);
+        rv = store_event_tx(tx, "Namespace", t->name, t->name, "MODIFIED", &rev);
         struct audit_record r = {.time_ms = t->ctx->now_ms,
                                  .class_uid = AUDIT_CLASS_API_ACTIVITY,
                                  .activity = AUDIT_UPDATE,

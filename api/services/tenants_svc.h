@@ -12,10 +12,10 @@
  * unlimited), mode hard (RESOURCE_EXHAUSTED naming the limit) or soft (allowed, with a warning
  * in the audit event and gantry_quota_soft_exceeded_total). The usage counters
  * (`quota_usage`) change in the sandbox's own transaction (server/sandboxes_svc.h). */
-#ifndef GANTRY_SERVER_TENANTS_SVC_H
-#define GANTRY_SERVER_TENANTS_SVC_H
+#ifndef GANTRY_API_SERVICES_TENANTS_SVC_H
+#define GANTRY_API_SERVICES_TENANTS_SVC_H
 
-#include "server/resource.h"
+#include "api/gate/resource.h"
 
 struct gate;
 

@@ -1,5 +1,5 @@
 /* gantry.v1.Usage: sandbox-seconds and GPU-seconds for cost attribution (server/usage_svc.h). */
-#include "server/usage_svc.h"
+#include "api/services/usage_svc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -7,10 +7,10 @@
 
 #include <jansson.h>
 
+#include "api/gate/gate.h"
+#include "api/gate/resource.h"
 #include "gantry/v1/usage.pb-c.h"
 #include "lib/mem.h"
-#include "server/gate.h"
-#include "server/resource.h"
 
 #define MAX_RECORDS 10000u
 #define MAX_GROUPS  1000u

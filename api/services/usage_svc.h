@@ -4,8 +4,8 @@
  * up to four keys ("namespace", "owner", "label:<key>"). Readers of a namespace see its usage; with
  * no namespace, global roles see all and others the namespaces they hold a role in. At most
  * 10000 records per query (narrow the range for more). */
-#ifndef GANTRY_SERVER_USAGE_SVC_H
-#define GANTRY_SERVER_USAGE_SVC_H
+#ifndef GANTRY_API_SERVICES_USAGE_SVC_H
+#define GANTRY_API_SERVICES_USAGE_SVC_H
 
 struct gate;
 

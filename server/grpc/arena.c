@@ -1,4 +1,4 @@
-#include "server/arena.h"
+#include "server/grpc/arena.h"
 
 #include <stdalign.h>
 #include <string.h>

@@ -3,8 +3,8 @@
  * Every gRPC call owns one (grpc_call_arena); it is freed when the call is freed, after the reply
  * has been written or the call was cancelled. Allocation aborts on OOM like lib/mem.h, so callers
  * cap peer-declared sizes first. arena_protobuf_allocator() lets protobuf-c unpack into it. */
-#ifndef GANTRY_SERVER_ARENA_H
-#define GANTRY_SERVER_ARENA_H
+#ifndef GANTRY_SERVER_GRPC_ARENA_H
+#define GANTRY_SERVER_GRPC_ARENA_H
 
 #include <stddef.h>
 

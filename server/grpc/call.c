@@ -14,7 +14,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "server/grpc_internal.h"
+#include "server/grpc/internal.h"
 
 #define CALL_OUT_HIGH (1u << 20) /* grpc_call_send reports GERR_BUSY above this */
 #define CALL_OUT_LOW  (256u << 10)

@@ -1,5 +1,5 @@
 /* A small blocking gRPC client (server/grpc_client.h). */
-#include "server/grpc_client.h"
+#include "server/grpc/client.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +18,7 @@
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/mem.h"
-#include "raft/pki.h"
+#include "lib/sslerr.h"
 
 struct grpc_client {
     int fd;
@@ -29,7 +29,7 @@ struct grpc_client {
     bool h2c;
     bool broken; /* the connection is unusable */
     uint32_t max_message_bytes;
-    char pin[PKI_FINGERPRINT_SIZE];
+    char pin[GRPC_CLIENT_PIN_SIZE];
     /* The call in progress. */
     int32_t stream_id;
     bool stream_closed;
@@ -67,7 +67,7 @@ static int pin_verify_cb(X509_STORE_CTX *xctx, void *arg)
         X509 *x = sk_X509_value(chain, i);
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int n = 0;
-        char hex[PKI_FINGERPRINT_SIZE] = "sha256:";
+        char hex[GRPC_CLIENT_PIN_SIZE] = "sha256:";
         if (X509_digest(x, EVP_sha256(), md, &n) != 1 || n != 32) {
             continue;
         }
@@ -102,7 +102,7 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
 {
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->ctx == NULL) {
-        return pki_openssl_error(errmsg, "grpc client: SSL_CTX_new");
+        return sslerr_from_openssl(errmsg, "grpc client: SSL_CTX_new");
     }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     static const unsigned char alpn[] = {2, 'h', '2'};
@@ -110,7 +110,7 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
     if (cfg->ca_pem != NULL || cfg->ca_file != NULL) {
         X509_STORE *store = SSL_CTX_get_cert_store(c->ctx);
         if (cfg->ca_file != NULL && SSL_CTX_load_verify_locations(c->ctx, cfg->ca_file, NULL) != 1) {
-            return pki_openssl_error(errmsg, "grpc client: CA file");
+            return sslerr_from_openssl(errmsg, "grpc client: CA file");
         }
         if (cfg->ca_pem != NULL) {
             BIO *bio = BIO_new_mem_buf(cfg->ca_pem, -1);
@@ -118,13 +118,13 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
             BIO_free(bio);
             if (ca == NULL || X509_STORE_add_cert(store, ca) != 1) {
                 X509_free(ca);
-                return pki_openssl_error(errmsg, "grpc client: CA certificate");
+                return sslerr_from_openssl(errmsg, "grpc client: CA certificate");
             }
             X509_free(ca);
         }
         SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     } else if (cfg->pin_sha256 != NULL) {
-        if (strlen(cfg->pin_sha256) != PKI_FINGERPRINT_SIZE - 1 ||
+        if (strlen(cfg->pin_sha256) != GRPC_CLIENT_PIN_SIZE - 1 ||
             strncmp(cfg->pin_sha256, "sha256:", 7) != 0) {
             gerr_set(errmsg, "grpc client: a pinned fingerprint is sha256:<64 hex digits>");
             return GERR_INVAL;
@@ -142,12 +142,12 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
         if (SSL_CTX_use_certificate_chain_file(c->ctx, cfg->cert_file) != 1 ||
             SSL_CTX_use_PrivateKey_file(c->ctx, cfg->key_file != NULL ? cfg->key_file : cfg->cert_file,
                                         SSL_FILETYPE_PEM) != 1) {
-            return pki_openssl_error(errmsg, "grpc client: client certificate");
+            return sslerr_from_openssl(errmsg, "grpc client: client certificate");
         }
     }
     c->ssl = SSL_new(c->ctx);
     if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
-        return pki_openssl_error(errmsg, "grpc client: SSL_new");
+        return sslerr_from_openssl(errmsg, "grpc client: SSL_new");
     }
     const char *sni = cfg->server_name != NULL ? cfg->server_name : host;
     if (sni[0] != '\0' && strchr(sni, ':') == NULL && (sni[0] < '0' || sni[0] > '9')) {
@@ -169,7 +169,7 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
                      X509_verify_cert_error_string(vr));
             return GERR_PERM;
         }
-        int rv = pki_openssl_error(errmsg, "grpc client: TLS handshake");
+        int rv = sslerr_from_openssl(errmsg, "grpc client: TLS handshake");
         return rv == GERR_INVAL ? GERR_PROTO : GERR_CLOSED;
     }
     const unsigned char *proto = NULL;

@@ -20,6 +20,10 @@
 #ifndef GANTRY_SERVER_GRPC_CLIENT_H
 #define GANTRY_SERVER_GRPC_CLIENT_H
 
+/* "sha256:" + 64 hex digits + NUL: the size of a pinned fingerprint (raft/pki.h computes the
+ * same form as PKI_FINGERPRINT_SIZE). */
+#define GRPC_CLIENT_PIN_SIZE 72
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -19,8 +19,8 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "server/grpc_internal.h"
-#include "server/uverr.h"
+#include "lib/uverr.h"
+#include "server/grpc/internal.h"
 
 #define H2_WRITE_HIGH  (1u << 20) /* stop pulling frames / reading above this many unsent bytes */
 #define H2_WRITE_CHUNK (64u << 10)

@@ -1,4 +1,4 @@
-#include "server/health.h"
+#include "server/grpc/health.h"
 
 #include <string.h>
 

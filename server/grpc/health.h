@@ -3,10 +3,10 @@
  * Statuses are HealthCheckResponse.ServingStatus values (SERVING = 1, NOT_SERVING = 2). Check on
  * an unknown service answers NOT_FOUND; Watch on one streams SERVICE_UNKNOWN and keeps watching.
  * Watchers get a message whenever their service's status changes. Loop thread only. */
-#ifndef GANTRY_SERVER_HEALTH_H
-#define GANTRY_SERVER_HEALTH_H
+#ifndef GANTRY_SERVER_GRPC_HEALTH_H
+#define GANTRY_SERVER_GRPC_HEALTH_H
 
-#include "server/grpc_server.h"
+#include "server/grpc/server.h"
 
 struct health;
 

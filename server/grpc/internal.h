@@ -11,8 +11,8 @@
 
 #include "lib/err.h"
 #include "lib/queue.h"
-#include "server/grpc_server.h"
-#include "server/tls.h"
+#include "server/grpc/server.h"
+#include "server/grpc/tls.h"
 
 /* Latency histogram buckets in seconds (upper bounds); +Inf is implicit. */
 #define GRPC__BUCKETS 12

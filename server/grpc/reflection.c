@@ -1,4 +1,4 @@
-#include "server/reflection.h"
+#include "server/grpc/reflection.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -6,7 +6,13 @@
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "lib/err.h"
+#include "lib/log.h"
 #include "lib/mem.h"
+
+/* The serialized descriptor set of the health and reflection protos (server/grpc/proto),
+ * generated at build time by cmake/protos.cmake. */
+extern const unsigned char grpc_descriptor_set[];
+extern const size_t grpc_descriptor_set_len;
 
 struct refl_file {
     char *name;
@@ -434,8 +440,14 @@ int reflection_new(struct grpc_server *s, struct reflection **out)
                                      &grpc__reflection__v1__server_reflection_request__descriptor,
                                      &grpc__reflection__v1__server_reflection_response__descriptor, &h);
     }
+    /* The transport's own services (health, reflection) are always described. */
+    char errmsg[GERR_MSG_SIZE];
+    if (rv == 0 && reflection_add_descriptor_set(r, grpc_descriptor_set, grpc_descriptor_set_len, errmsg) != 0) {
+        LOG_ERROR("reflection: the embedded grpc descriptor set does not parse: %s", errmsg);
+        rv = GERR_INTERNAL;
+    }
     if (rv != 0) {
-        mem_free(r);
+        reflection_free(r);
         return rv;
     }
     *out = r;

@@ -1,17 +1,18 @@
 /* gRPC server reflection, grpc.reflection.v1 and v1alpha (same wire format, same code), served
- * from embedded serialized FileDescriptorSets (api/services.h), so grpcurl-style tools can list
+ * from embedded serialized FileDescriptorSets (its own for health and reflection, and the ones an
+ * application adds, such as api/proto/services.h's), so grpcurl-style tools can list
  * services, fetch descriptors and build calls without local proto files.
  *
  * file_by_filename and file_containing_symbol answer with the file and everything it imports,
  * transitively; list_services lists every service routable on the server; extensions are not
  * used by Gantry's protos, so extension queries answer NOT_FOUND (or an empty number list). */
-#ifndef GANTRY_SERVER_REFLECTION_H
-#define GANTRY_SERVER_REFLECTION_H
+#ifndef GANTRY_SERVER_GRPC_REFLECTION_H
+#define GANTRY_SERVER_GRPC_REFLECTION_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server/grpc_server.h"
+#include "server/grpc/server.h"
 
 struct reflection;
 

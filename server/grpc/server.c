@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
-#include "lib/addr.h"
-#include "server/grpc_internal.h"
-#include "server/uverr.h"
+#include "lib/uverr.h"
+#include "server/grpc/internal.h"
 
 const double grpc__bucket_bounds[GRPC__BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,   0.25,   0.5,   1.0,  5.0};

@@ -38,8 +38,8 @@
 #include <uv.h>
 
 #include "lib/buf.h"
-#include "server/arena.h"
-#include "server/grpc_status.h"
+#include "server/grpc/arena.h"
+#include "server/grpc/status.h"
 
 struct grpc_server;
 struct grpc_call;

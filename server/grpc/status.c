@@ -1,4 +1,4 @@
-#include "server/grpc_status.h"
+#include "server/grpc/status.h"
 
 #include "lib/err.h"
 

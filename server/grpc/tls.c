@@ -1,18 +1,18 @@
-#include "server/tls.h"
+#include "server/grpc/tls.h"
 
 #include <string.h>
 
 #include <openssl/err.h>
 
 #include "lib/err.h"
-#include "raft/pki.h"
+#include "lib/sslerr.h"
 
 int tls_err_from_openssl(int ssl_error, char *errmsg)
 {
     char scratch[GERR_MSG_SIZE];
     /* The error queue is translated in one place for the whole project (raft/pki.h); this adds
      * what libssl's state machine says about the connection. */
-    int rv = pki_openssl_error(errmsg != NULL ? errmsg : scratch, "TLS");
+    int rv = sslerr_from_openssl(errmsg != NULL ? errmsg : scratch, "TLS");
     switch (ssl_error) {
     case SSL_ERROR_ZERO_RETURN:
         return GERR_CLOSED;

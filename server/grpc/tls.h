@@ -4,8 +4,8 @@
  *   ciphertext from the socket -> tls_session_feed -> tls_session_read (plaintext)
  *   plaintext to send -> tls_session_write -> tls_session_pending_out (ciphertext for the socket)
  */
-#ifndef GANTRY_SERVER_TLS_H
-#define GANTRY_SERVER_TLS_H
+#ifndef GANTRY_SERVER_GRPC_TLS_H
+#define GANTRY_SERVER_GRPC_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -16,7 +16,7 @@
 
 /* OpenSSL failures of a TLS connection as GERR_* codes. @ssl_error is SSL_get_error()'s result
  * (or 0 for non-SSL calls); the error queue is drained into @errmsg (may be NULL) by the project's
- * one queue translator, pki_openssl_error (raft/pki.h).
+ * one queue translator, sslerr_from_openssl (lib/sslerr.h).
  * Returns GERR_NOMEM, GERR_CLOSED (peer closed), GERR_PROTO (handshake or record failure) or
  * GERR_IO. */
 int tls_err_from_openssl(int ssl_error, char *errmsg);

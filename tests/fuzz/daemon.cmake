@@ -1,2 +1,2 @@
-# Harnesses for gantryd's own decoders (see CMakeLists.txt beside this file for the convention).
-gantry_fuzzer(join_token gantry_daemon)
+# Harnesses for the API services' own decoders (api/services/) (see CMakeLists.txt beside this file for the convention).
+gantry_fuzzer(join_token gantry_services)

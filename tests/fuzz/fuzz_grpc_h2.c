@@ -8,12 +8,12 @@
  * health and reflection. */
 #include <string.h>
 
-#include "api/services.h"
+#include "api/proto/services.h"
 #include "gantry/testing/v1/echo.pb-c.h"
 #include "lib/log.h"
-#include "server/grpc_internal.h"
-#include "server/health.h"
-#include "server/reflection.h"
+#include "server/grpc/health.h"
+#include "server/grpc/internal.h"
+#include "server/grpc/reflection.h"
 
 static uv_loop_t fuzz_loop;
 static struct grpc_server *fuzz_server;

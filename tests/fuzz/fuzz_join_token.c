@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/clusterdb.h"
+#include "api/services/clusterdb.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

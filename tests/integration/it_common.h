@@ -1,12 +1,12 @@
 /* Small helpers shared by the integration tests (header-only, static). */
-#ifndef GANTRY_TESTS_IT_COMMON_H
-#define GANTRY_TESTS_IT_COMMON_H
+#ifndef GANTRY_TESTS_INTEGRATION_IT_COMMON_H
+#define GANTRY_TESTS_INTEGRATION_IT_COMMON_H
 
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cluster.h"
 #include "lib/clock.h"
+#include "tools/localcluster.h"
 
 /* Path of gantry-store-node: $GANTRY_STORE_NODE_BIN, else the one built with this test. */
 static inline const char *it_node_bin(void)

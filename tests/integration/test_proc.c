@@ -13,10 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cluster.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/proc.h"
+#include "tools/localcluster.h"
 
 static char dir[256];
 static char out_path[300], err_path[300];

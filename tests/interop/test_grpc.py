@@ -7,6 +7,7 @@ Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdo
 Environment (set by tests/interop/CMakeLists.txt):
   GANTRY_TESTSERVER   path of gantry-grpc-testserver
   GANTRY_PROTO_DIR    api/proto
+  GANTRY_GRPC_PROTO_DIR server/grpc/proto (health, reflection)
   GANTRY_PROTOC       Debian's protoc (stubs are generated at test time, never committed)
   GANTRY_INTEROP_WORK scratch directory inside the build tree
 
@@ -38,6 +39,8 @@ import grpc
 
 SERVER_BIN = os.environ.get("GANTRY_TESTSERVER", "")
 PROTO_DIR = os.environ.get("GANTRY_PROTO_DIR", "")
+# The transport's own protos (health, reflection) live in server/grpc/proto.
+GRPC_PROTO_DIR = os.environ.get("GANTRY_GRPC_PROTO_DIR", "")
 PROTOC = os.environ.get("GANTRY_PROTOC", "protoc")
 WORK_ROOT = os.environ.get("GANTRY_INTEROP_WORK", tempfile.gettempdir())
 
@@ -52,8 +55,9 @@ WORK = tempfile.mkdtemp(prefix="grpc-interop-", dir=WORK_ROOT)
 def _gen_stubs():
     out = os.path.join(WORK, "py")
     os.makedirs(out)
-    protos = [os.path.relpath(p, PROTO_DIR) for p in glob.glob(os.path.join(PROTO_DIR, "**", "*.proto"), recursive=True)]
-    subprocess.run([PROTOC, "-I" + PROTO_DIR, "--python_out=" + out] + protos, check=True, timeout=120)
+    for d in (PROTO_DIR, GRPC_PROTO_DIR):
+        protos = [os.path.relpath(p, d) for p in glob.glob(os.path.join(d, "**", "*.proto"), recursive=True)]
+        subprocess.run([PROTOC, "-I" + d, "--python_out=" + out] + protos, check=True, timeout=120)
     sys.path.insert(0, out)
 
 

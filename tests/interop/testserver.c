@@ -12,14 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/services.h"
+#include "api/proto/services.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "server/admin.h"
-#include "server/grpc_server.h"
-#include "server/health.h"
-#include "server/reflection.h"
-#include "server/testserver_echo.h"
+#include "server/grpc/health.h"
+#include "server/grpc/reflection.h"
+#include "server/grpc/server.h"
+#include "testserver_echo.h"
 
 struct ts {
     uv_loop_t *loop;

@@ -1,4 +1,4 @@
-#include "server/testserver_echo.h"
+#include "testserver_echo.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -2,10 +2,10 @@
  * by gantry-grpc-testserver so the interop suite can drive every server path: unary, the three
  * streaming kinds, chosen errors, answers from another thread after a delay (Delay), large
  * responses (Size) and the request context (Context). Never linked into gantryd. */
-#ifndef GANTRY_SERVER_TESTSERVER_ECHO_H
-#define GANTRY_SERVER_TESTSERVER_ECHO_H
+#ifndef GANTRY_TESTS_INTEROP_TESTSERVER_ECHO_H
+#define GANTRY_TESTS_INTEROP_TESTSERVER_ECHO_H
 
-#include "server/grpc_server.h"
+#include "server/grpc/server.h"
 
 struct echo;
 

@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "api/authz.h"
-#include "api/services.h"
+#include "api/authz/authz.h"
+#include "api/proto/services.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/buf.h"

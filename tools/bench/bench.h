@@ -1,6 +1,6 @@
 /* gantry-bench: load generators. Each subcommand is one function taking the remaining arguments. */
-#ifndef GANTRY_TOOLS_BENCH_H
-#define GANTRY_TOOLS_BENCH_H
+#ifndef GANTRY_TOOLS_BENCH_BENCH_H
+#define GANTRY_TOOLS_BENCH_BENCH_H
 
 /* `gantry-bench store [options]`: the replicated store against its own 3-process cluster.
  * Returns the process exit code (0 ok, 1 failure, 2 bad flags). */

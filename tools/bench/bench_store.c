@@ -24,12 +24,12 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "cluster.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
 #include "store/writer.h"
+#include "tools/localcluster.h"
 
 #define MAX_THREADS 64
 #define PAYLOAD     "a 40-byte payload, like a small object.."
@@ -551,7 +551,7 @@ static const char usage[] =
     "  --latency-ms N  the nodes' --latency-ms (default 20)\n"
     "  --phase NAME    run only seq, writer, clients, clients-tx or failover\n"
     "  --node-bin P    gantry-store-node to run (default: $GANTRY_STORE_NODE_BIN, else\n"
-    "                  ../store/gantry-store-node relative to this binary, as in the build tree)\n"
+    "                  ../raft/gantry-store-node relative to this binary, as in the build tree)\n"
     "  --json          print one JSON object instead of the table\n";
 
 static int parse_unsigned(const char *s, unsigned lo, unsigned hi, unsigned *out)
@@ -582,7 +582,7 @@ static const char *default_node_bin(struct opts *o)
         return NULL;
     }
     *slash = '\0';
-    snprintf(o->node_bin_buf, sizeof o->node_bin_buf, "%.*s/../store/gantry-store-node", PATH_MAX - 64, self);
+    snprintf(o->node_bin_buf, sizeof o->node_bin_buf, "%.*s/../raft/gantry-store-node", PATH_MAX - 64, self);
     return o->node_bin_buf;
 }
 
