@@ -6,7 +6,7 @@ Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificate
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
 turn, and checks the gate's answer against the
-expectation below, which is written from DESIGN.md section 4's role table, not from api/authz.c.
+expectation below, which is written from DESIGN.md section 4's role table, not from api/authz/authz.c.
 A denied call must answer PERMISSION_DENIED; an allowed one must get past the gate (any other
 status: OK, INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED for what is not built yet). A call without
 credentials must answer UNAUTHENTICATED, except Cluster.Join, whose token is its credential.
@@ -184,7 +184,7 @@ class Matrix(g.GantrydTest):
         failures = []
         counts = {"allowed": 0, "denied": 0}
         for name, full, m in methods():
-            self.assertIn(name, EXPECT, "no expectation for %s: add it to EXPECT (and to api/authz.c)" % name)
+            self.assertIn(name, EXPECT, "no expectation for %s: add it to EXPECT (and to api/authz/authz.c)" % name)
             seen.add(name)
             ns_path, allowed = EXPECT[name]
             code, msg = ident.code_of("pa", name, full, m, ns_path, key="")
