@@ -1,4 +1,4 @@
-/* Worker threads for blocking handler work (server/jobs.h). */
+/* Worker threads for blocking handler work (lib/jobs.h). */
 #include "lib/jobs.h"
 
 #include "lib/err.h"

@@ -1,4 +1,4 @@
-/* A replica's data directory and the cluster identity (server/identity.h). */
+/* A replica's data directory and the cluster identity (raft/identity.h). */
 #include "raft/identity.h"
 
 #include <dirent.h>

@@ -2,7 +2,7 @@
  * backup) and the client side of joining (the Cluster API's Join, then Raft's ADD/ASSIGN at the
  * next start of the replica runtime).
  *
- * Both write the data directory laid out in server/identity.h, identity.json last, so a data dir
+ * Both write the data directory laid out in raft/identity.h, identity.json last, so a data dir
  * with identity.json is complete. A failure part-way leaves a partial directory and says so: the
  * operator removes it and runs the command again (init refuses a non-empty directory).
  *

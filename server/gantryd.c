@@ -15,7 +15,7 @@
  *
  * Threads while running: the main thread waits for SIGTERM/SIGINT (blocked everywhere else);
  * one thread runs the libuv loop with the gRPC server and the admin endpoint; workers
- * (server/jobs.h) run handler work; the replica runtime (raft/replica.h) runs dqlite, the peer
+ * (lib/jobs.h) run handler work; the replica runtime (raft/replica.h) runs dqlite, the peer
  * TLS relay and the roles thread; the writer thread (store/writer.h); a maintenance thread
  * applies migrations and keeps this replica's member row current.
  *
@@ -443,7 +443,7 @@ static void save_peers(struct daemon *d, char *last, size_t last_len)
 
 /* Change events older than @before_ms, at most 5000 per run, in one transaction with the marker
  * "events_compacted_revision" (the newest revision deleted): a watch that needs an event at or
- * below the marker knows it is gone (server/sandboxes_svc.c). */
+ * below the marker knows it is gone (api/services/sandboxes_svc.c). */
 struct events_prune {
     int64_t before_ms, now_ms, upto;
 };

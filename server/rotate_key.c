@@ -97,4 +97,3 @@ int rotate_key_command(const struct config *cfg, FILE *out)
     }
     return 0;
 }
-

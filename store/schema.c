@@ -17,7 +17,7 @@ static const struct store_migration schema[] = {
      " object_id TEXT NOT NULL, type TEXT NOT NULL, at_ms INTEGER NOT NULL) STRICT;"},
     {2, "cluster identity, members, join tokens, namespaces, principals, bindings, API keys",
      /* Cluster-wide facts by key: cluster_id, gateway_id, ca_pem (public), created_at_ms. Secrets
-      * (the CA key, the API-key pepper) are never stored here: server/identity.h. */
+      * (the CA key, the API-key pepper) are never stored here: raft/identity.h. */
      "CREATE TABLE cluster_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at_ms INTEGER NOT NULL) "
      "STRICT;"
      /* What Raft's configuration does not hold about a member: its name, API address and failure
@@ -66,7 +66,7 @@ static const struct store_migration schema[] = {
      " response BLOB NOT NULL, revision INTEGER NOT NULL, created_at_ms INTEGER NOT NULL,"
      " PRIMARY KEY (principal_id, request_id)) STRICT;"
      "CREATE INDEX idempotency_by_time ON idempotency (created_at_ms);"
-     /* OCSF events, one row each; the JSON is built on export (server/audit.h). */
+     /* OCSF events, one row each; the JSON is built on export (api/gate/audit.h). */
      "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, class_uid INTEGER NOT NULL,"
      " activity_id INTEGER NOT NULL, actor_id TEXT NOT NULL, actor_name TEXT NOT NULL, actor_kind TEXT NOT "
      "NULL,"

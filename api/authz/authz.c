@@ -116,7 +116,7 @@ int authz_table_check(const ProtobufCServiceDescriptor *const *services, char *e
             char path[256];
             snprintf(path, sizeof path, "/%s/%s", services[s]->name, services[s]->methods[m].name);
             if (authz_rule_find(path) == NULL) {
-                gerr_set(errmsg, "authorization: %s has no entry in the authorization table (api/authz.c)",
+                gerr_set(errmsg, "authorization: %s has no entry in the authorization table (api/authz/authz.c)",
                          path);
                 return GERR_INVAL;
             }

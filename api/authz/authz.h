@@ -1,6 +1,6 @@
 /* Authorization: the one table that says, for every gantry.v1 RPC, what the caller needs and
  * where the target namespace is found, and the decision for one call. A pure module (no store,
- * no I/O): the gate (server/gate.h) feeds it the authenticated caller and the decoded request.
+ * no I/O): the gate (api/gate/gate.h) feeds it the authenticated caller and the decoded request.
  *
  * The five roles (DESIGN.md section 4):
  *   platform_admin   global: everything

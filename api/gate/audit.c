@@ -1,4 +1,4 @@
-/* The audit trail (server/audit.h). */
+/* The audit trail (api/gate/audit.h). */
 #include "api/gate/audit.h"
 
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Authentication of API calls (server/authn.h). */
+/* Authentication of API calls (api/gate/authn.h). */
 #include "api/gate/authn.h"
 
 #include <inttypes.h>

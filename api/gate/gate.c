@@ -1,4 +1,4 @@
-/* Authentication, authorization and dispatch for every gantry.v1 call (server/gate.h). */
+/* Authentication, authorization and dispatch for every gantry.v1 call (api/gate/gate.h). */
 #include "api/gate/gate.h"
 
 #include <stdarg.h>

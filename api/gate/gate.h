@@ -1,5 +1,5 @@
-/* The gate every gantry.v1 call passes: authentication (server/authn.h), then the authorization
- * table (api/authz.h), then the method's implementation, on a worker thread.
+/* The gate every gantry.v1 call passes: authentication (api/gate/authn.h), then the authorization
+ * table (api/authz/authz.h), then the method's implementation, on a worker thread.
  *
  * gate_register routes EVERY method of every gantry.v1 service to the gate, so a call to a method
  * without an implementation is still authenticated and authorized first and only then answered

@@ -81,14 +81,4 @@ int res_fail(struct store_tx *tx, int gerr, const char *fmt, ...) __attribute__(
 /* The gRPC status for a GERR_* from apply. */
 int res_status(int gerr);
 
-/* Labels as stored: a JSON object text. res_labels_json never fails (allocation aborts); the
- * result is a heap string (mem_free). Keys and values are checked by res_labels_check:
- * at most 64 labels, keys 1..63 of [a-z0-9A-Z._/-], values up to 256 bytes. */
-char *res_labels_json(Gantry__V1__ObjectMeta__LabelsEntry *const *labels, size_t n);
-int res_labels_check(Gantry__V1__ObjectMeta__LabelsEntry *const *labels, size_t n, const char *what,
-                     char *errmsg);
-
-/* Does the stored labels JSON @json match every requirement of @sel (NULL: everything)? */
-bool res_labels_match(const char *json, const Gantry__V1__LabelSelector *sel);
-
 #endif

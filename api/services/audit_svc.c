@@ -1,4 +1,4 @@
-/* gantry.v1.Audit: Query and Export of the audit trail (server/audit_svc.h). */
+/* gantry.v1.Audit: Query and Export of the audit trail (api/services/audit_svc.h). */
 #include "api/services/audit_svc.h"
 
 #include <inttypes.h>

@@ -1,4 +1,4 @@
-/* The gantry.v1.Cluster service (server/cluster_svc.h). */
+/* The gantry.v1.Cluster service (api/services/cluster_svc.h). */
 #include "api/services/cluster_svc.h"
 
 #include <arpa/inet.h>
@@ -793,7 +793,7 @@ static void do_lease(struct job *j, struct store_client *cl, struct answer *a)
     a->status = -1;
 }
 
-/* --- Dispatch: the gate (server/gate.h) authenticated and authorized the call already. --- */
+/* --- Dispatch: the gate (api/gate/gate.h) authenticated and authorized the call already. --- */
 
 static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum method m)
 {

@@ -1,7 +1,7 @@
 /* The gantry.v1.Cluster service: members, leader, transfer, remove, join tokens, join, health,
  * backup.
  *
- The gate (server/gate.h) authenticates and authorizes each call (platform_admin; Join is
+ The gate (api/gate/gate.h) authenticates and authorizes each call (platform_admin; Join is
  * authenticated by the join token in its request) and runs these implementations on a worker;
  * they talk to the store and answer with grpc_call_finish_async (and grpc_call_send_async for the
  * backup stream). GetLease reads the reconciler lease (leases/lease.h).
@@ -36,7 +36,7 @@ struct cluster_svc {
     char ca_fingerprint[PKI_FINGERPRINT_SIZE];
 };
 
-/* Implement the Cluster methods in @g (server/gate.h). Returns 0, or GERR_INVAL (the CA does not
+/* Implement the Cluster methods in @g (api/gate/gate.h). Returns 0, or GERR_INVAL (the CA does not
  * parse). */
 struct gate;
 int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg);

@@ -1,4 +1,4 @@
-/* The cluster's own rows in the store (server/clusterdb.h). */
+/* The cluster's own rows in the store (api/services/clusterdb.h). */
 #include "api/services/clusterdb.h"
 
 #include <inttypes.h>

@@ -1,4 +1,4 @@
-/* The provider key ring (server/keyring.h). */
+/* The provider key ring (api/services/keyring.h). */
 #include "api/services/keyring.h"
 
 #include <inttypes.h>

@@ -7,7 +7,7 @@
  *   value hex of  nonce (12) || AES-256-GCM(KEK, the 32-byte key) || tag (16),
  *         with AAD "gantry provider key <id>"
  * where KEK = HKDF-SHA256(the API-key pepper, info "gantry provider keyring v1"). The pepper is
- * the cluster-wide secret every replica keeps in <data_dir>/secrets (server/identity.h): init
+ * the cluster-wide secret every replica keeps in <data_dir>/secrets (raft/identity.h): init
  * creates it, Join hands it to every new replica, restore --secrets keeps it. So every replica
  * reads the same ring at the same moment, a rotation reaches every replica with its commit (no
  * key file to copy around, no replica encrypting with a key another lacks), and the store alone

@@ -1,4 +1,4 @@
-/* Principals.LinkIdentity, UnlinkIdentity and ListIdentities (server/links_svc.h). */
+/* Principals.LinkIdentity, UnlinkIdentity and ListIdentities (api/services/links_svc.h). */
 #include "api/services/links_svc.h"
 
 #include <stdio.h>

@@ -1,16 +1,16 @@
 /* External identities linked to principals (Principals.LinkIdentity, UnlinkIdentity,
- * ListIdentities), behind the gate (server/gate.h).
+ * ListIdentities), behind the gate (api/gate/gate.h).
  *
  * The same person arriving from two OIDC issuers (or with a client certificate) is two
  * principals unless a platform_admin links the second (issuer, subject) to the first principal:
- * authentication (server/authn.h) then maps both to one principal, with its bindings. Rules:
+ * authentication (api/gate/authn.h) then maps both to one principal, with its bindings. Rules:
  *   - issuer is an issuer name from the OIDC issuers file or "mtls"; subject 1..255 bytes;
  *   - a pair belongs to one principal: ALREADY_EXISTS when a principal has it as its own issuer
  *     and subject, or it is linked already; the principal must exist (NOT_FOUND);
  *   - linking a service account is refused (they authenticate with API keys only);
  *   - unlinking takes effect on every replica within the authentication cache bound
  *     (docs/security.md), like a revocation.
- * Writes go through res_mutate (server/resource.h): idempotent under request_id, audited, with a
+ * Writes go through res_mutate (api/gate/resource.h): idempotent under request_id, audited, with a
  * change event. ListIdentities lists a principal's links (anyone for themselves; platform_admin,
  * auditor and namespace_admin for anyone). */
 #ifndef GANTRY_API_SERVICES_LINKS_SVC_H

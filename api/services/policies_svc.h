@@ -1,6 +1,7 @@
 /* gantry.v1.Policies: the gateway policy (namespace "", set by a platform_admin) and one policy
  * per namespace (set by its namespace_admin) that may only tighten the gateway's. Behind the gate
- * (server/gate.h); writes through server/resource.h.
+ * (api/gate/gate.h); writes through api/gate/resource.h. The decisions (validation, tightening,
+ * enforcement, the effective policy) are pure functions in api/rules/policy.h.
  *
  * Semantics of each field (api/proto/gantry/v1/policies.proto):
  *   allowed_images              fnmatch(3) globs over the image reference; empty: any image
@@ -51,18 +52,14 @@ int policies_svc_register(struct gate *g, const struct res_env *env, char *errms
  * GERR_REFUSED with @why naming every violated field and the policy that forbids it
  * (allowed_images, max_lifetime_seconds, deny_gpus, max_gpus_per_sandbox, allowed_drivers,
  * allowed_driver_config_keys); GERR_INVAL when a driver_config value is not a JSON object; the
- * store's errors otherwise. A lifetime of 0 (the namespace's maximum) passes. */
+ * store's errors otherwise. A lifetime of 0 (the namespace's maximum) passes. The decision is
+ * policy_rules_check_sandbox (api/rules/policy.h); this loads the two policies for it. */
 int policies_check_sandbox(struct store_tx *tx, const char *ns, const Gantry__V1__SandboxSpec *spec,
                            const char *driver, char *why, size_t len);
 
-/* For the reconciler and drivers: the gateway policy (*@gateway, the built-in default when none is
- * stored) and the namespace's (*@ns_policy, NULL when none). Free both with policies_free. */
+/* The gateway policy (*@gateway, the built-in default when none is stored) and the namespace's
+ * (*@ns_policy, NULL when none). Free both with policy_rules_free (api/rules/policy.h). */
 int policies_load_tx(struct store_tx *tx, const char *ns, Gantry__V1__Policy **gateway,
                      Gantry__V1__Policy **ns_policy);
-void policies_free(Gantry__V1__Policy *p);
-
-/* May a sandbox open a connection to @host:@port under both policies (@ns_policy may be NULL)? */
-bool policies_egress_allowed(const Gantry__V1__Policy *gateway, const Gantry__V1__Policy *ns_policy,
-                             const char *host, unsigned port);
 
 #endif

@@ -1,4 +1,4 @@
-/* gantry.v1.Principals and gantry.v1.ApiKeys (server/principals_svc.h). */
+/* gantry.v1.Principals and gantry.v1.ApiKeys (api/services/principals_svc.h). */
 #include "api/services/principals_svc.h"
 
 #include <inttypes.h>
@@ -244,7 +244,7 @@ static int check_version(struct store_tx *tx, const char *table, const char *id,
     return rv;
 }
 
-/* Every write is one res_mutate transaction (server/resource.h): idempotent under request_id,
+/* Every write is one res_mutate transaction (api/gate/resource.h): idempotent under request_id,
  * audited (OCSF API Activity, success or failure), with its change event. @fn makes the change
  * and records the event with write_event through *@call; @reply packs the answer in the same
  * transaction, so a replay returns exactly what the first call returned. */

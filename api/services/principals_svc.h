@@ -1,5 +1,5 @@
 /* gantry.v1.Principals and gantry.v1.ApiKeys: users, service accounts, role bindings and API
- * keys. Implementations behind the gate (server/gate.h), which has already authenticated the
+ * keys. Implementations behind the gate (api/gate/gate.h), which has already authenticated the
  * caller and applied the authorization table; these check what the table delegates to them
  * (decision.self_check, decision.binding_check) and validate the request.
  *
@@ -10,9 +10,9 @@
  *   - the last enabled principal holding platform_admin cannot be disabled, deleted or lose that
  *     binding (FAILED_PRECONDITION), so a cluster never locks its admins out;
  *   - API keys: the secret is returned once by Create and never again; Revoke stops the key on
- *     every replica within the authentication cache bound (server/authn.h);
+ *     every replica within the authentication cache bound (api/gate/authn.h);
  *   - updates and deletes honour expected_resource_version (ABORTED on mismatch).
- * Every write goes through res_mutate (server/resource.h): one transaction with its change event
+ * Every write goes through res_mutate (api/gate/resource.h): one transaction with its change event
  * and its OCSF audit event, idempotent under request_id. ApiKeys.Create is the exception to
  * "a retry returns the same reply": the secret is never stored, so a retry under the same
  * request_id returns the key without its secret (revoke it and create another). */

@@ -1,4 +1,4 @@
-/* gantry.v1.Providers (server/providers_svc.h). */
+/* gantry.v1.Providers (api/services/providers_svc.h). */
 #include "api/services/providers_svc.h"
 
 #include <inttypes.h>
@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "api/rules/labels.h"
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
 #include "gantry/v1/providers.pb-c.h"
@@ -198,7 +199,7 @@ static bool provider_ok(struct gate_ctx *ctx, const Gantry__V1__Provider *p, boo
             "\"generic\", ...)");
         return false;
     }
-    if (res_labels_check(p->meta->labels, p->meta->n_labels, "provider.meta.labels", err) != 0) {
+    if (labels_check(p->meta->labels, p->meta->n_labels, "provider.meta.labels", err) != 0) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return false;
     }
@@ -482,7 +483,7 @@ static int prov_create_tx(struct store_tx *tx, struct res_call *c)
         rv = res_event(tx, c, "Provider", ns, id, name, "ADDED");
     }
     char *config = config_json(in), *keys = keys_json(kv, req->n_secret);
-    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    char *labels = labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0) {
         struct proto_value p[] = {proto_text(id),
                                   proto_text(ns),
@@ -574,7 +575,7 @@ static int prov_update_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         rv = res_event(tx, c, "Provider", ns, id, name, "MODIFIED");
     }
-    char *config = config_json(in), *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    char *config = config_json(in), *labels = labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0 && req->n_secret > 0) {
         struct proto_value p[] = {proto_blob(sealed.data, sealed.len), proto_text(key_id), proto_text(keys),
                                   proto_text(id)};

@@ -1,14 +1,14 @@
-/* gantry.v1.Providers: namespace-scoped credentials, behind the gate (server/gate.h), writes
- * through server/resource.h (idempotency, change event and audit event in one transaction).
+/* gantry.v1.Providers: namespace-scoped credentials, behind the gate (api/gate/gate.h), writes
+ * through api/gate/resource.h (idempotency, change event and audit event in one transaction).
  *
  * A provider is (namespace, name, type, config, labels) in the clear plus a `secret` map that is
- * write-only: Create and Update seal it with the provider key ring's newest key (server/keyring.h:
+ * write-only: Create and Update seal it with the provider key ring's newest key (api/services/keyring.h:
  * AES-256-GCM, a random 96-bit nonce per encryption, AAD = provider id, namespace and key id), and
  * no read returns it. Responses carry the secret's key NAMES (secret_keys) and the key id only.
  * No response, log line, audit event, metric or error message carries a secret value: the
  * validation messages name the offending secret key, never its value.
  *
- * Rules beyond the authorization table (api/authz.c):
+ * Rules beyond the authorization table (api/authz/authz.c):
  *   - names are DNS-1123 labels, unique per namespace; the namespace must exist and be ACTIVE
  *     for Create (a TERMINATING one refuses new objects);
  *   - Update replaces type (when given), config and labels; an empty `secret` keeps the stored one
@@ -35,7 +35,7 @@ struct gate;
 
 struct providers_svc {
     const struct res_env *env; /* borrowed */
-    const uint8_t *pepper;     /* borrowed: the cluster's API-key pepper (server/identity.h) */
+    const uint8_t *pepper;     /* borrowed: the cluster's API-key pepper (raft/identity.h) */
     size_t pepper_len;
     struct keyring ring; /* derived by providers_svc_register */
 };

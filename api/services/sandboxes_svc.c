@@ -1,4 +1,4 @@
-/* gantry.v1.Sandboxes (server/sandboxes_svc.h). */
+/* gantry.v1.Sandboxes (api/services/sandboxes_svc.h). */
 #include "api/services/sandboxes_svc.h"
 
 #include <ctype.h>
@@ -9,7 +9,10 @@
 
 #include <jansson.h>
 
+#include "api/rules/labels.h"
 #include "api/gate/gate.h"
+#include "api/rules/policy.h"
+#include "api/rules/sandbox.h"
 #include "api/services/policies_svc.h"
 #include "api/services/tenants_svc.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -25,11 +28,8 @@
     "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
     "resource_version, "                                                                                     \
     "created_at_ms, updated_at_ms, deletion_timestamp_ms"
-#define PAGE_DEFAULT       100u
-#define PAGE_MAX           500u
-#define MAX_GPUS           64u
-#define MAX_LIFETIME_S     (30ull * 24 * 3600)
-#define DEFAULT_LIFETIME_S (24ull * 3600)
+#define PAGE_DEFAULT 100u
+#define PAGE_MAX     500u
 
 static const char *col(const struct proto_rows *r, size_t i, unsigned c)
 {
@@ -196,151 +196,30 @@ static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char
 
 /* --- Create --- */
 
-static bool env_key_ok(const char *k)
+/* The caller's authority for delegation checks (api/rules/sandbox.h). */
+static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
 {
-    if (!(isalpha((unsigned char)k[0]) || k[0] == '_')) {
-        return false;
-    }
-    for (const char *p = k; *p != '\0'; p++) {
-        if (!(isalnum((unsigned char)*p) || *p == '_')) {
-            return false;
-        }
-    }
-    return strlen(k) <= 128;
-}
-
-/* Is @sc's scope wide enough for this spec? Fills @why when not. */
-static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__SandboxSpec *s, bool on_behalf,
-                         char *why, size_t len)
-{
-    for (size_t i = 0; i < s->n_driver_config; i++) {
-        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
-        const char *key;
-        json_t *v;
-        bool ok = true;
-        json_object_foreach(o, key, v)
-        {
-            if (ok && !authz_scope_allows_config(sc, s->driver_config[i]->key, key)) {
-                snprintf(why, len, "driver_config key \"%.40s.%.60s\" is outside the delegation scope",
-                         s->driver_config[i]->key, key);
-                ok = false;
-            }
-        }
-        json_decref(o);
-        if (!ok) {
-            return false;
-        }
-    }
-    for (size_t i = 0; i < s->n_providers; i++) {
-        if (!authz_scope_allows_source(sc, s->providers[i])) {
-            snprintf(why, len, "credential source (provider) \"%.63s\" is outside the delegation scope",
-                     s->providers[i]);
-            return false;
-        }
-    }
-    if (on_behalf && !sc->on_behalf) {
-        snprintf(why, len,
-                 "the delegation scope does not allow creating sandboxes on behalf of another principal");
+    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
+    struct sandbox_creator c = {
+        .id = ctx->who.id,
+        .platform_admin = role_in(&ctx->who, AZ_ROLE_PLATFORM_ADMIN, ""),
+        .scopes = scopes,
+        .n_scopes = authz_delegations(&ctx->caller, sb->meta->namespace_, scopes, AUTHN_MAX_BINDINGS),
+    };
+    char why[GERR_MSG_SIZE];
+    if (!sandbox_rules_delegation(&c, sb->spec, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
         return false;
     }
     return true;
 }
 
-/* Delegation (RFC 0005): a caller whose authority in the namespace comes only from delegated
- * bindings stays inside one of their scopes; creating on behalf of another owner needs a scope
- * that allows it (or platform_admin). The owner's own role is checked in the transaction. */
-static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
-{
-    const Gantry__V1__SandboxSpec *s = sb->spec;
-    bool on_behalf = s->owner_id[0] != '\0' && strcmp(s->owner_id, ctx->who.id) != 0;
-    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
-    size_t n = authz_delegations(&ctx->caller, sb->meta->namespace_, scopes, AUTHN_MAX_BINDINGS);
-    if (n == 0) {
-        if (on_behalf && !role_in(&ctx->who, AZ_ROLE_PLATFORM_ADMIN, "")) {
-            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
-                      "creating a sandbox on behalf of another principal needs a delegation scope with "
-                      "create_on_behalf_of_owner, or platform_admin");
-            return false;
-        }
-        return true;
-    }
-    char why[GERR_MSG_SIZE] = "";
-    for (size_t i = 0; i < n; i++) {
-        if (scope_allows(scopes[i], s, on_behalf, why, sizeof why)) {
-            return true;
-        }
-    }
-    gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
-    return false;
-}
-
 static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
 {
-    char why[160], err[GERR_MSG_SIZE];
-    const Gantry__V1__SandboxSpec *s = sb->spec;
-    if (!names_dns_label_ok(sb->meta->name, 63, why, sizeof why)) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.meta.name %s", why);
+    char why[GERR_MSG_SIZE];
+    if (!sandbox_rules_validate(sb, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return false;
-    }
-    if (res_labels_check(sb->meta->labels, sb->meta->n_labels, "sandbox.meta.labels", err) != 0) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
-        return false;
-    }
-    if (s == NULL || s->image[0] == '\0' || strlen(s->image) > 512 || strpbrk(s->image, " \t\n") != NULL) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                  "sandbox.spec.image is required (at most 512 bytes, no spaces)");
-        return false;
-    }
-    if (s->n_command > 256) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.command has at most 256 arguments");
-        return false;
-    }
-    for (size_t i = 0; i < s->n_command; i++) {
-        if (strlen(s->command[i]) > 8192) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.command[%zu] is over 8192 bytes", i);
-            return false;
-        }
-    }
-    if (s->n_env > 256) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.env has at most 256 variables");
-        return false;
-    }
-    for (size_t i = 0; i < s->n_env; i++) {
-        if (!env_key_ok(s->env[i]->key) || strlen(s->env[i]->value) > 32768) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                      "sandbox.spec.env: variable %zu needs a name of letters, digits and '_' (not starting "
-                      "with a digit) "
-                      "and a value of at most 32 KiB",
-                      i);
-            return false;
-        }
-    }
-    if (s->gpu_count > MAX_GPUS) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.gpu_count is at most %u", MAX_GPUS);
-        return false;
-    }
-    if (s->lifetime_seconds > MAX_LIFETIME_S) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                  "sandbox.spec.lifetime_seconds is at most %llu (30 days)",
-                  (unsigned long long)MAX_LIFETIME_S);
-        return false;
-    }
-    if (s->n_providers > 32) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.spec.providers has at most 32 entries");
-        return false;
-    }
-    for (size_t i = 0; i < s->n_driver_config; i++) {
-        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
-        bool ok = json_is_object(o) && strlen(s->driver_config[i]->value) <= 65536;
-        json_decref(o);
-        if (!ok || !names_dns_label_ok(s->driver_config[i]->key, 63, why, sizeof why)) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                      "sandbox.spec.driver_config: the entry for driver %zu must be a driver name with a "
-                      "JSON object "
-                      "(at most 64 KiB)",
-                      i);
-            return false;
-        }
     }
     return delegation_ok(ctx, sb);
 }
@@ -397,7 +276,7 @@ static int driver_admits_tx(struct store_tx *tx, struct res_call *c, const struc
     if (svc == NULL || svc->driver == NULL) {
         return 0;
     }
-    char *labels = res_labels_json(sb->meta->labels, sb->meta->n_labels);
+    char *labels = labels_json(sb->meta->labels, sb->meta->n_labels);
     struct dspec d;
     /* The id is assigned later in the transaction; any canonical UUID stands in for it here. */
     dspec_build(&d, sb->spec, "00000000-0000-4000-8000-000000000000", sb->meta->namespace_, sb->meta->name,
@@ -446,40 +325,30 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         rv = providers_ok_tx(tx, c, in->spec, ns);
     }
-    /* 0 means a day, or the namespace's quota maximum when that is lower. */
+    /* The policies, then the lifetime: 0 means a day, or the namespace's quota maximum when that
+     * is lower, within the policies' maxima. */
+    Gantry__V1__Policy *gw = NULL, *nsp = NULL;
     uint64_t lifetime = in->spec->lifetime_seconds;
+    if (rv == 0) {
+        rv = policies_load_tx(tx, ns, &gw, &nsp);
+    }
+    if (rv == 0) {
+        char why[GERR_MSG_SIZE];
+        rv = policy_rules_check_sandbox(gw, nsp, ns, in->spec, a->driver, why, sizeof why);
+        if (rv == GERR_REFUSED || rv == GERR_INVAL) {
+            rv = res_fail(tx, rv, "%s", why);
+        }
+    }
     if (rv == 0 && lifetime == 0) {
         int64_t max_life = 0;
         struct proto_value np[] = {proto_text(ns)};
         int qrv =
             store_tx_query_int(tx, "SELECT max_lifetime_s FROM quotas WHERE namespace = ?", np, 1, &max_life);
         rv = qrv == GERR_NOTFOUND ? 0 : qrv;
-        lifetime =
-            max_life > 0 && (uint64_t)max_life < DEFAULT_LIFETIME_S ? (uint64_t)max_life : DEFAULT_LIFETIME_S;
+        lifetime = sandbox_rules_default_lifetime(max_life, gw, nsp);
     }
-    if (rv == 0) {
-        /* The effective policy (gateway, then namespace) with the lifetime as it will be. */
-        char why[GERR_MSG_SIZE];
-        rv = policies_check_sandbox(tx, ns, in->spec, a->driver, why, sizeof why);
-        if (rv == 0 && in->spec->lifetime_seconds == 0) {
-            /* The default lifetime also stays within the policies' maxima. */
-            Gantry__V1__Policy *gw = NULL, *nsp = NULL;
-            rv = policies_load_tx(tx, ns, &gw, &nsp);
-            uint64_t pmax[2] = {gw != NULL ? gw->max_lifetime_seconds : 0,
-                                nsp != NULL ? nsp->max_lifetime_seconds : 0};
-            for (int k = 0; rv == 0 && k < 2; k++) {
-                lifetime = pmax[k] != 0 && pmax[k] < lifetime ? pmax[k] : lifetime;
-            }
-            policies_free(gw);
-            policies_free(nsp);
-        }
-        if (rv != 0 && rv != GERR_REFUSED) {
-            return rv;
-        }
-        if (rv == GERR_REFUSED) {
-            return res_fail(tx, GERR_REFUSED, "%s", why);
-        }
-    }
+    policy_rules_free(gw);
+    policy_rules_free(nsp);
     if (rv == 0) {
         rv = driver_admits_tx(tx, c, a->svc, in);
     }
@@ -505,7 +374,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     uint8_t *spec_buf = mem_alloc(spec_len + 1), *st_buf = mem_alloc(st_len + 1);
     protobuf_c_message_pack(&spec.base, spec_buf);
     protobuf_c_message_pack(&st.base, st_buf);
-    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    char *labels = labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0) {
         struct proto_value p[] = {proto_text(id),
                                   proto_text(ns),
@@ -623,7 +492,7 @@ static void send_list(struct gate_ctx *ctx, const struct proto_rows *rows, unsig
     char token[160] = "";
     for (size_t i = 0; i < rows->n_rows && scanned < limit; i++, scanned++) {
         snprintf(token, sizeof token, "%s/%s", col(rows, i, 1), col(rows, i, 2));
-        if (!res_labels_match(col(rows, i, 5), sel)) {
+        if (!labels_match(col(rows, i, 5), sel)) {
             continue;
         }
         sb_from_row(&ms[n], rows, i);
@@ -807,21 +676,12 @@ static int shares_allowed_tx(struct store_tx *tx, const char *ns, bool exec)
 {
     Gantry__V1__Policy *gw = NULL, *np = NULL;
     int rv = policies_load_tx(tx, ns, &gw, &np);
-    if (rv == 0) {
-        const char *by = NULL, *what = exec ? "allow_exec_shares" : "allow_shares";
-        if (!gw->allow_shares || (exec && !gw->allow_exec_shares)) {
-            by = "the gateway policy";
-            what = !gw->allow_shares ? "allow_shares" : what;
-        } else if (np != NULL && (!np->allow_shares || (exec && !np->allow_exec_shares))) {
-            by = "the namespace policy";
-            what = !np->allow_shares ? "allow_shares" : what;
-        }
-        if (by != NULL) {
-            rv = res_fail(tx, GERR_REFUSED, "%s of \"%.63s\" forbids this share (%s is false)", by, ns, what);
-        }
+    const char *by = NULL, *what = NULL;
+    if (rv == 0 && !policy_rules_share_allowed(gw, np, exec, &by, &what)) {
+        rv = res_fail(tx, GERR_REFUSED, "%s of \"%.63s\" forbids this share (%s is false)", by, ns, what);
     }
-    policies_free(gw);
-    policies_free(np);
+    policy_rules_free(gw);
+    policy_rules_free(np);
     return rv;
 }
 
@@ -986,7 +846,7 @@ struct watch {
 static bool watch_visible(struct store_client *cl, const struct watch *w, const struct proto_rows *r,
                           size_t i)
 {
-    if (!res_labels_match(col(r, i, 5), w->selector)) {
+    if (!labels_match(col(r, i, 5), w->selector)) {
         return false;
     }
     if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, col(r, i, 1))) {

@@ -1,5 +1,5 @@
 /* gantry.v1.Sandboxes: create, get, list, delete, share, unshare, list shared with me, watch.
- * Behind the gate (server/gate.h); writes through server/resource.h.
+ * Behind the gate (api/gate/gate.h); writes through api/gate/resource.h.
  *
  * Ownership and shares (what the table delegates, decision.owner_check): platform admins, auditors
  * (reads) and the namespace's admins see and act on every sandbox of a namespace; a user or service
@@ -8,7 +8,7 @@
  *
  * Create validates the spec (image, command, environment, GPUs, lifetime, labels, driver_config
  * keyed by driver name with a JSON object each), charges the namespace's quota in the same
- * transaction (server/tenants_svc.h) and stores the sandbox PROVISIONING for the reconciler.
+ * transaction (api/services/tenants_svc.h) and stores the sandbox PROVISIONING for the reconciler.
  * Delete removes at once a sandbox no driver has touched yet (no handle) and releases its quota;
  * otherwise it marks it DELETING for the reconciler, which removes it and releases the quota.
  *

@@ -1,4 +1,4 @@
-/* gantry.v1.Namespaces and gantry.v1.Quotas (server/tenants_svc.h). */
+/* gantry.v1.Namespaces and gantry.v1.Quotas (api/services/tenants_svc.h). */
 #include "api/services/tenants_svc.h"
 
 #include <inttypes.h>
@@ -8,6 +8,8 @@
 
 #include <jansson.h>
 
+#include "api/rules/labels.h"
+#include "api/rules/quota.h"
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
 #include "gantry/v1/namespaces.pb-c.h"
@@ -139,7 +141,7 @@ static int ns_create_tx(struct store_tx *tx, struct res_call *c)
     char id[37];
     rand_uuid(id);
     rv = res_event(tx, c, "Namespace", in->meta->name, id, in->meta->name, "ADDED");
-    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    char *labels = labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0) {
         struct proto_value p[] = {proto_text(id),
                                   proto_text(in->meta->name),
@@ -178,7 +180,7 @@ static bool ns_input_ok(struct gate_ctx *ctx, const Gantry__V1__Namespace *in)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace.description is at most 1024 bytes");
         return false;
     }
-    if (res_labels_check(in->meta->labels, in->meta->n_labels, "namespace.meta.labels", err) != 0) {
+    if (labels_check(in->meta->labels, in->meta->n_labels, "namespace.meta.labels", err) != 0) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", err);
         return false;
     }
@@ -220,7 +222,7 @@ static int ns_update_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         rv = res_event(tx, c, "Namespace", in->meta->name, id, in->meta->name, "MODIFIED");
     }
-    char *labels = res_labels_json(in->meta->labels, in->meta->n_labels);
+    char *labels = labels_json(in->meta->labels, in->meta->n_labels);
     if (rv == 0) {
         struct proto_value p[] = {proto_text(labels), proto_text(in->description), proto_int(c->revision),
                                   proto_int(c->ctx->now_ms), proto_text(id)};
@@ -470,7 +472,7 @@ static void ns_list(struct gate_ctx *ctx, void *data)
     size_t n = 0;
     bool more = false;
     for (size_t i = 0; i < rows.n_rows; i++) {
-        if (!may_see(ctx, col(&rows, i, 1)) || !res_labels_match(col(&rows, i, 3), req->selector)) {
+        if (!may_see(ctx, col(&rows, i, 1)) || !labels_match(col(&rows, i, 3), req->selector)) {
             continue;
         }
         if (n == limit) {
@@ -517,41 +519,29 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
         proto_rows_close(&rows);
         return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
     }
-    if (sandboxes > 0 && strcmp(col(&rows, 0, 0), "ACTIVE") != 0) {
-        proto_rows_close(&rows);
-        return res_fail(tx, GERR_REFUSED, "namespace \"%.63s\" is being deleted (TERMINATING)", ns);
-    }
-    bool has_quota = coli(&rows, 0, 7) != 0;
-    int64_t max_sb = has_quota ? coli(&rows, 0, 1) : 0, max_gpu = has_quota ? coli(&rows, 0, 2) : 0;
-    int64_t max_life = has_quota ? coli(&rows, 0, 3) : 0;
-    bool hard = has_quota && strcmp(col(&rows, 0, 4), "hard") == 0;
-    int64_t used_sb = coli(&rows, 0, 5), used_gpu = coli(&rows, 0, 6);
+    struct quota_state st = {
+        .active = strcmp(col(&rows, 0, 0), "ACTIVE") == 0,
+        .has_quota = coli(&rows, 0, 7) != 0,
+        .max_sandboxes = coli(&rows, 0, 1),
+        .max_gpus = coli(&rows, 0, 2),
+        .max_lifetime_s = coli(&rows, 0, 3),
+        .hard = strcmp(col(&rows, 0, 4), "hard") == 0,
+        .used_sandboxes = coli(&rows, 0, 5),
+        .used_gpus = coli(&rows, 0, 6),
+    };
     proto_rows_close(&rows);
-    char over[GERR_MSG_SIZE] = "";
-#ifdef GANTRY_PLANT_BUG_QUOTA_OFF_BY_ONE
-    used_sb -= 1; /* planted (tests/jepsen only): one more sandbox than the limit is admitted */
-#endif
-    if (sandboxes > 0 && max_sb > 0 && used_sb + sandboxes > max_sb) {
-        snprintf(over, sizeof over,
-                 "quota of namespace \"%.63s\": at most %" PRId64 " concurrent sandboxes (%" PRId64
-                 " in use)",
-                 ns, max_sb, used_sb);
-    } else if (gpus > 0 && max_gpu > 0 && used_gpu + gpus > max_gpu) {
-        snprintf(over, sizeof over,
-                 "quota of namespace \"%.63s\": at most %" PRId64 " GPUs in use (%" PRId64
-                 " in use, %d asked)",
-                 ns, max_gpu, used_gpu, gpus);
-    } else if (sandboxes > 0 && max_life > 0 && lifetime_s > (uint64_t)max_life) {
-        snprintf(over, sizeof over,
-                 "quota of namespace \"%.63s\": lifetime at most %" PRId64 " s (%" PRIu64 " asked)", ns,
-                 max_life, lifetime_s);
-    }
-    if (over[0] != '\0' && hard) {
+    char over[GERR_MSG_SIZE];
+    switch (quota_rules_charge(&st, ns, sandboxes, gpus, lifetime_s, over, sizeof over)) {
+    case QUOTA_TERMINATING:
+        return res_fail(tx, GERR_REFUSED, "%s", over);
+    case QUOTA_HARD_EXCEEDED:
         return res_fail(tx, GERR_TOOBIG, "%s", over);
-    }
-    if (over[0] != '\0') {
+    case QUOTA_SOFT_EXCEEDED:
         snprintf(warning, warning_len, "soft %s", over);
         atomic_fetch_add(&soft_exceeded, 1);
+        break;
+    case QUOTA_OK:
+        break;
     }
     struct proto_value u[] = {proto_text(ns), proto_int(sandboxes), proto_int(gpus)};
     return store_tx_exec(
@@ -757,16 +747,9 @@ static int q_set_tx(struct store_tx *tx, struct res_call *c)
 static void q_set(struct gate_ctx *ctx, void *data)
 {
     const Gantry__V1__SetQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (req->quota == NULL || req->quota->meta == NULL || req->quota->meta->namespace_[0] == '\0') {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.meta.namespace is required");
-        return;
-    }
-    if (req->quota->mode == GANTRY__V1__QUOTA_MODE__QUOTA_MODE_UNSPECIFIED) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.mode must be HARD or SOFT");
-        return;
-    }
-    if (req->quota->max_lifetime_seconds > (uint64_t)INT64_MAX / 1000) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "quota.max_lifetime_seconds is out of range");
+    char why[GERR_MSG_SIZE];
+    if (!quota_rules_validate(req->quota, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
     res_mutate(ctx, data, req->request_id, &gantry__v1__quota__descriptor, q_set_tx, (void *)req);

@@ -1,5 +1,5 @@
-/* gantry.v1.Namespaces and gantry.v1.Quotas, behind the gate (server/gate.h), writes through
- * server/resource.h (idempotency, change event and audit event in one transaction).
+/* gantry.v1.Namespaces and gantry.v1.Quotas, behind the gate (api/gate/gate.h), writes through
+ * api/gate/resource.h (idempotency, change event and audit event in one transaction).
  *
  * Namespaces: names are DNS-1123 labels of at most 63 characters, unique. `default` exists from
  * bootstrap and cannot be deleted. Deletion is two-phase: Delete marks the namespace TERMINATING
@@ -11,7 +11,7 @@
  * Quotas: per namespace, maximum concurrent sandboxes, GPUs in use and sandbox lifetime (0:
  * unlimited), mode hard (RESOURCE_EXHAUSTED naming the limit) or soft (allowed, with a warning
  * in the audit event and gantry_quota_soft_exceeded_total). The usage counters
- * (`quota_usage`) change in the sandbox's own transaction (server/sandboxes_svc.h). */
+ * (`quota_usage`) change in the sandbox's own transaction (api/services/sandboxes_svc.h). */
 #ifndef GANTRY_API_SERVICES_TENANTS_SVC_H
 #define GANTRY_API_SERVICES_TENANTS_SVC_H
 

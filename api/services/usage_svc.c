@@ -1,4 +1,4 @@
-/* gantry.v1.Usage: sandbox-seconds and GPU-seconds for cost attribution (server/usage_svc.h). */
+/* gantry.v1.Usage: sandbox-seconds and GPU-seconds for cost attribution (api/services/usage_svc.h). */
 #include "api/services/usage_svc.h"
 
 #include <inttypes.h>
@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "api/rules/labels.h"
 #include "api/gate/gate.h"
 #include "api/gate/resource.h"
 #include "gantry/v1/usage.pb-c.h"
@@ -99,7 +100,7 @@ static void q_usage(struct gate_ctx *ctx, void *data)
     struct total *totals = mem_zalloc(sizeof *totals * MAX_GROUPS);
     size_t n = 0, n_totals = 0;
     for (size_t i = 0; i < rows.n_rows; i++) {
-        if (!may_see(ctx, col(&rows, i, 1)) || !res_labels_match(col(&rows, i, 3), req->selector)) {
+        if (!may_see(ctx, col(&rows, i, 1)) || !labels_match(col(&rows, i, 3), req->selector)) {
             continue;
         }
         int64_t start = coli(&rows, i, 5), end = coli(&rows, i, 6) != 0 ? coli(&rows, i, 6) : now;

@@ -1,4 +1,4 @@
-/* A small blocking gRPC client (server/grpc_client.h). */
+/* A small blocking gRPC client (server/grpc/client.h). */
 #include "server/grpc/client.h"
 
 #include <errno.h>

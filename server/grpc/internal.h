@@ -168,7 +168,7 @@ struct grpc__completion {
     bool is_send; /* grpc_call_send_async: reply holds one message to send */
 };
 
-/* The one translation of nghttp2 errors (libuv: server/uverr.h, OpenSSL: server/tls.h). */
+/* The one translation of nghttp2 errors (libuv: lib/uverr.h, OpenSSL: server/grpc/tls.h). */
 int h2__err_from_nghttp2(int rv, char *errmsg);
 
 /* server.c */

@@ -1,4 +1,4 @@
-/* libFuzzer harness for the join-token parser (server/clusterdb.h): tokens arrive from anyone who
+/* libFuzzer harness for the join-token parser (api/services/clusterdb.h): tokens arrive from anyone who
  * can reach the API (Join is authenticated by the token itself) and from operators' files.
  *
  * Checks besides "no crash, no overread": a parsed token's parts have the documented lengths and

@@ -1,4 +1,4 @@
-/* Unit tests for the authorization table (api/authz.h), and the check that docs/api.md, generated
+/* Unit tests for the authorization table (api/authz/authz.h), and the check that docs/api.md, generated
  * from the protos' descriptors and the table, is current. Run with --write-doc to regenerate it. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -258,7 +258,7 @@ static void doc(struct buf *out)
 {
     buf_printf(
         out, "# API reference\n\n"
-             "Generated from the `gantry.v1` protos and the authorization table (`api/authz.c`) by\n"
+             "Generated from the `gantry.v1` protos and the authorization table (`api/authz/authz.c`) by\n"
              "`tests/unit/test_authz --write-doc`; `unit_authz` fails when this file is out of date. Every\n"
              "call is authenticated (an API key, or a client certificate mapped to a principal) and "
              "authorized by the\n"

@@ -1,0 +1,42 @@
+/* Quota arithmetic as pure functions: whether a charge of sandboxes and GPUs fits a namespace's
+ * quota, and whether a quota to set is well formed. api/services/tenants_svc.c loads the
+ * namespace's state (phase, limits, usage) in the same transaction as the change, asks here, and
+ * writes the new usage; so quotas stay exact under concurrency (one transaction at a time). */
+#ifndef GANTRY_API_RULES_QUOTA_H
+#define GANTRY_API_RULES_QUOTA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gantry/v1/quotas.pb-c.h"
+
+/* A namespace's quota and usage as stored. */
+struct quota_state {
+    bool active;            /* the namespace's phase is ACTIVE (not TERMINATING) */
+    bool has_quota;         /* a quota is set; when false the limits are ignored */
+    int64_t max_sandboxes;  /* concurrent sandboxes; 0: unlimited */
+    int64_t max_gpus;       /* GPUs in use; 0: unlimited */
+    int64_t max_lifetime_s; /* per sandbox; 0: unlimited */
+    bool hard;              /* hard: refuse; soft: allow and warn */
+    int64_t used_sandboxes, used_gpus;
+};
+
+enum quota_verdict {
+    QUOTA_OK = 0,
+    QUOTA_SOFT_EXCEEDED, /* allowed; @why holds the warning */
+    QUOTA_HARD_EXCEEDED, /* refused (RESOURCE_EXHAUSTED); @why names the limit */
+    QUOTA_TERMINATING,   /* refused: new sandboxes cannot go into a namespace being deleted */
+};
+
+/* May namespace @ns (@st) take @sandboxes more sandboxes and @gpus more GPUs (negative: a release,
+ * always allowed) for a sandbox of @lifetime_s? The first limit exceeded is named in @why (sandboxes,
+ * then GPUs, then lifetime). */
+enum quota_verdict quota_rules_charge(const struct quota_state *st, const char *ns, int sandboxes, int gpus,
+                                      uint64_t lifetime_s, char *why, size_t len);
+
+/* Is @q a quota that can be set: a namespace named, a known mode (HARD or SOFT), a lifetime that
+ * fits in milliseconds? true, or false with the INVALID_ARGUMENT message in @why. */
+bool quota_rules_validate(const Gantry__V1__Quota *q, char *why, size_t len);
+
+#endif

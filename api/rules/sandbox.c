@@ -1,0 +1,164 @@
+/* Decisions about a sandbox to create (api/rules/sandbox.h). */
+#include "api/rules/sandbox.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api/rules/labels.h"
+#include "api/rules/policy.h"
+#include "lib/err.h"
+#include "lib/names.h"
+
+static bool env_key_ok(const char *k)
+{
+    if (!(isalpha((unsigned char)k[0]) || k[0] == '_')) {
+        return false;
+    }
+    for (const char *p = k; *p != '\0'; p++) {
+        if (!(isalnum((unsigned char)*p) || *p == '_')) {
+            return false;
+        }
+    }
+    return strlen(k) <= 128;
+}
+
+static bool refuse(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool refuse(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len)
+{
+    char reason[160], err[GERR_MSG_SIZE];
+    const Gantry__V1__SandboxSpec *s = sb->spec;
+    why[0] = '\0';
+    if (!names_dns_label_ok(sb->meta->name, 63, reason, sizeof reason)) {
+        return refuse(why, len, "sandbox.meta.name %s", reason);
+    }
+    if (labels_check(sb->meta->labels, sb->meta->n_labels, "sandbox.meta.labels", err) != 0) {
+        return refuse(why, len, "%s", err);
+    }
+    if (s == NULL || s->image[0] == '\0' || strlen(s->image) > 512 || strpbrk(s->image, " \t\n") != NULL) {
+        return refuse(why, len, "sandbox.spec.image is required (at most 512 bytes, no spaces)");
+    }
+    if (s->n_command > 256) {
+        return refuse(why, len, "sandbox.spec.command has at most 256 arguments");
+    }
+    for (size_t i = 0; i < s->n_command; i++) {
+        if (strlen(s->command[i]) > 8192) {
+            return refuse(why, len, "sandbox.spec.command[%zu] is over 8192 bytes", i);
+        }
+    }
+    if (s->n_env > 256) {
+        return refuse(why, len, "sandbox.spec.env has at most 256 variables");
+    }
+    for (size_t i = 0; i < s->n_env; i++) {
+        if (!env_key_ok(s->env[i]->key) || strlen(s->env[i]->value) > 32768) {
+            return refuse(
+                why, len,
+                "sandbox.spec.env: variable %zu needs a name of letters, digits and '_' (not starting "
+                "with a digit) and a value of at most 32 KiB",
+                i);
+        }
+    }
+    if (s->gpu_count > SANDBOX_MAX_GPUS) {
+        return refuse(why, len, "sandbox.spec.gpu_count is at most %u", SANDBOX_MAX_GPUS);
+    }
+    if (s->lifetime_seconds > SANDBOX_MAX_LIFETIME_S) {
+        return refuse(why, len, "sandbox.spec.lifetime_seconds is at most %llu (30 days)",
+                      (unsigned long long)SANDBOX_MAX_LIFETIME_S);
+    }
+    if (s->n_providers > 32) {
+        return refuse(why, len, "sandbox.spec.providers has at most 32 entries");
+    }
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
+        bool ok = json_is_object(o) && strlen(s->driver_config[i]->value) <= 65536;
+        json_decref(o);
+        if (!ok || !names_dns_label_ok(s->driver_config[i]->key, 63, reason, sizeof reason)) {
+            return refuse(
+                why, len,
+                "sandbox.spec.driver_config: the entry for driver %zu must be a driver name with a JSON "
+                "object (at most 64 KiB)",
+                i);
+        }
+    }
+    return true;
+}
+
+/* Is @sc's scope wide enough for this spec? Fills @why when not. */
+static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__SandboxSpec *s, bool on_behalf,
+                         char *why, size_t len)
+{
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
+        const char *key;
+        json_t *v;
+        bool ok = true;
+        json_object_foreach(o, key, v)
+        {
+            if (ok && !authz_scope_allows_config(sc, s->driver_config[i]->key, key)) {
+                snprintf(why, len, "driver_config key \"%.40s.%.60s\" is outside the delegation scope",
+                         s->driver_config[i]->key, key);
+                ok = false;
+            }
+        }
+        json_decref(o);
+        if (!ok) {
+            return false;
+        }
+    }
+    for (size_t i = 0; i < s->n_providers; i++) {
+        if (!authz_scope_allows_source(sc, s->providers[i])) {
+            snprintf(why, len, "credential source (provider) \"%.63s\" is outside the delegation scope",
+                     s->providers[i]);
+            return false;
+        }
+    }
+    if (on_behalf && !sc->on_behalf) {
+        snprintf(why, len,
+                 "the delegation scope does not allow creating sandboxes on behalf of another principal");
+        return false;
+    }
+    return true;
+}
+
+bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,
+                              size_t len)
+{
+    bool on_behalf = s->owner_id[0] != '\0' && strcmp(s->owner_id, c->id) != 0;
+    why[0] = '\0';
+    if (c->n_scopes == 0) {
+        if (on_behalf && !c->platform_admin) {
+            return refuse(why, len,
+                          "creating a sandbox on behalf of another principal needs a delegation scope with "
+                          "create_on_behalf_of_owner, or platform_admin");
+        }
+        return true;
+    }
+    for (size_t i = 0; i < c->n_scopes; i++) {
+        if (scope_allows(c->scopes[i], s, on_behalf, why, len)) {
+            why[0] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t sandbox_rules_default_lifetime(int64_t quota_max_s, const Gantry__V1__Policy *g,
+                                        const Gantry__V1__Policy *n)
+{
+    uint64_t lifetime = quota_max_s > 0 && (uint64_t)quota_max_s < SANDBOX_DEFAULT_LIFETIME_S
+                            ? (uint64_t)quota_max_s
+                            : SANDBOX_DEFAULT_LIFETIME_S;
+    return policy_rules_cap_lifetime(g, n, lifetime);
+}

@@ -1,0 +1,53 @@
+/* Decisions about a sandbox to create, as pure functions: the shape of its spec, the creator's
+ * delegation scope, and the lifetime it gets when it asks for none. The store-backed checks
+ * (name taken, owner eligible, providers granted, quota, policies) are made by
+ * api/services/sandboxes_svc.c with the facts it loads; policy and quota arithmetic are in
+ * api/rules/policy.h and api/rules/quota.h.
+ *
+ * @why is a caller buffer, always NUL-terminated; it holds the message of the gRPC status the
+ * handler answers with (INVALID_ARGUMENT for validation, PERMISSION_DENIED for delegation). */
+#ifndef GANTRY_API_RULES_SANDBOX_H
+#define GANTRY_API_RULES_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/authz/authz.h"
+#include "gantry/v1/policies.pb-c.h"
+#include "gantry/v1/sandboxes.pb-c.h"
+
+#define SANDBOX_MAX_GPUS           64u
+#define SANDBOX_MAX_LIFETIME_S     (30ull * 24 * 3600)
+#define SANDBOX_DEFAULT_LIFETIME_S (24ull * 3600)
+
+/* Is the sandbox of a Create request well formed: meta.name a DNS-1123 label, labels, image (1..512
+ * bytes, no spaces), command (<= 256 arguments of <= 8 KiB), env (<= 256 variables, names of
+ * letters, digits and '_' not starting with a digit, values <= 32 KiB), gpu_count, lifetime,
+ * providers (<= 32) and driver_config (driver names with JSON objects of <= 64 KiB)? @sb->meta must
+ * not be NULL. */
+bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len);
+
+/* Who creates the sandbox, as far as delegation is concerned (RFC 0005). */
+struct sandbox_creator {
+    const char *id;                          /* the caller's principal id */
+    bool platform_admin;                     /* holds the global platform_admin role */
+    const struct authz_scope *const *scopes; /* the delegation scopes of the bindings that give the
+                                              * caller its authority in the namespace */
+    size_t n_scopes;                         /* 0: that authority is not delegated */
+};
+
+/* May @c create a sandbox of @s? A caller whose authority comes only from delegated bindings stays
+ * inside one of their scopes (driver_config keys, credential sources); creating on behalf of
+ * another owner (@s->owner_id set and not the caller) needs a scope that allows it, or
+ * platform_admin. The owner's own eligibility is checked against the store by the caller. */
+bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,
+                              size_t len);
+
+/* The lifetime of a sandbox that asks for none: a day, or the namespace quota's maximum when
+ * that is lower (@quota_max_s 0: no quota maximum), then within the maxima of the gateway policy
+ * @g and the namespace policy @n (either may be NULL). */
+uint64_t sandbox_rules_default_lifetime(int64_t quota_max_s, const Gantry__V1__Policy *g,
+                                        const Gantry__V1__Policy *n);
+
+#endif

@@ -1,0 +1,211 @@
+/* Unit tests for the decisions about a sandbox to create (api/rules/sandbox.h) and labels
+ * (api/rules/labels.h), without a store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "api/rules/labels.h"
+#include "api/rules/sandbox.h"
+#include "lib/mem.h"
+
+struct sb {
+    Gantry__V1__Sandbox s;
+    Gantry__V1__ObjectMeta meta;
+    Gantry__V1__SandboxSpec spec;
+};
+
+static void sb_init(struct sb *b)
+{
+    gantry__v1__sandbox__init(&b->s);
+    gantry__v1__object_meta__init(&b->meta);
+    gantry__v1__sandbox_spec__init(&b->spec);
+    b->meta.name = "agent-1";
+    b->meta.namespace_ = "team-a";
+    b->spec.image = "busybox";
+    b->s.meta = &b->meta;
+    b->s.spec = &b->spec;
+}
+
+static void test_validate(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    struct sb b;
+    sb_init(&b);
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+
+    b.meta.name = "Agent_1";
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_non_null(strstr(why, "sandbox.meta.name "));
+    b.meta.name = "agent-1";
+
+    b.spec.image = "busy box";
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_string_equal(why, "sandbox.spec.image is required (at most 512 bytes, no spaces)");
+    b.spec.image = "";
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    b.spec.image = "busybox";
+    b.s.spec = NULL;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    b.s.spec = &b.spec;
+
+    Gantry__V1__SandboxSpec__EnvEntry e = GANTRY__V1__SANDBOX_SPEC__ENV_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__EnvEntry *ep[] = {&e};
+    e.key = "9LIVES";
+    e.value = "x";
+    b.spec.env = ep;
+    b.spec.n_env = 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_string_equal(why,
+                        "sandbox.spec.env: variable 0 needs a name of letters, digits and '_' (not starting "
+                        "with a digit) and a value of at most 32 KiB");
+    e.key = "_LIVES9";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+
+    b.spec.gpu_count = SANDBOX_MAX_GPUS + 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_string_equal(why, "sandbox.spec.gpu_count is at most 64");
+    b.spec.gpu_count = SANDBOX_MAX_GPUS;
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+
+    b.spec.lifetime_seconds = SANDBOX_MAX_LIFETIME_S + 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_string_equal(why, "sandbox.spec.lifetime_seconds is at most 2592000 (30 days)");
+    b.spec.lifetime_seconds = 0;
+
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    d.value = "\"not an object\"";
+    b.spec.driver_config = dp;
+    b.spec.n_driver_config = 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_string_equal(
+        why, "sandbox.spec.driver_config: the entry for driver 0 must be a driver name with a JSON "
+             "object (at most 64 KiB)");
+    d.value = "{}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+}
+
+static void test_labels(void **state)
+{
+    (void)state;
+    char err[GERR_MSG_SIZE];
+    Gantry__V1__ObjectMeta__LabelsEntry a = GANTRY__V1__OBJECT_META__LABELS_ENTRY__INIT,
+                                        b = GANTRY__V1__OBJECT_META__LABELS_ENTRY__INIT;
+    Gantry__V1__ObjectMeta__LabelsEntry *l[] = {&a, &b};
+    a.key = "team";
+    a.value = "red";
+    b.key = "app.kubernetes.io/name";
+    b.value = "x";
+    assert_int_equal(labels_check(l, 2, "x.labels", err), 0);
+    char *json = labels_json(l, 2);
+    assert_string_equal(json, "{\"app.kubernetes.io/name\":\"x\",\"team\":\"red\"}");
+    Gantry__V1__LabelSelector sel = GANTRY__V1__LABEL_SELECTOR__INIT;
+    Gantry__V1__LabelSelector__MatchLabelsEntry m = GANTRY__V1__LABEL_SELECTOR__MATCH_LABELS_ENTRY__INIT;
+    Gantry__V1__LabelSelector__MatchLabelsEntry *mp[] = {&m};
+    m.key = "team";
+    m.value = "red";
+    sel.match_labels = mp;
+    sel.n_match_labels = 1;
+    assert_true(labels_match(json, &sel));
+    m.value = "blue";
+    assert_false(labels_match(json, &sel));
+    assert_true(labels_match(json, NULL));
+    mem_free(json);
+    b.key = "";
+    assert_int_equal(labels_check(l, 2, "x.labels", err), GERR_INVAL);
+    assert_string_equal(err,
+                        "x.labels: key 1 is not 1..63 characters of letters, digits, '.', '_', '-', '/'");
+}
+
+static void test_delegation(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    Gantry__V1__SandboxSpec s = GANTRY__V1__SANDBOX_SPEC__INIT;
+    s.image = "busybox";
+    struct sandbox_creator c = {.id = "p1"};
+    assert_true(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    s.owner_id = "p1"; /* oneself is not "on behalf" */
+    assert_true(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    s.owner_id = "p2";
+    assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    assert_string_equal(why,
+                        "creating a sandbox on behalf of another principal needs a delegation scope with "
+                        "create_on_behalf_of_owner, or platform_admin");
+    c.platform_admin = true;
+    assert_true(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    c.platform_admin = false;
+
+    struct authz_scope narrow, wide;
+    assert_int_equal(
+        authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                          "[\"kubernetes.runtime_class\"],\"allowed_credential_sources\":[\"gh\"]}",
+                          &narrow),
+        0);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.*\"],\"allowed_credential_sources\":[\"*\"],"
+                                       "\"create_on_behalf_of_owner\":true}",
+                                       &wide),
+                     0);
+    const struct authz_scope *one[] = {&narrow}, *two[] = {&narrow, &wide};
+    c.scopes = one;
+    c.n_scopes = 1;
+    assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    assert_string_equal(
+        why, "the delegation scope does not allow creating sandboxes on behalf of another principal");
+    s.owner_id = "";
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    d.value = "{\"node_selector\":{}}";
+    s.driver_config = dp;
+    s.n_driver_config = 1;
+    assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    assert_string_equal(why,
+                        "driver_config key \"kubernetes.node_selector\" is outside the delegation scope");
+    d.value = "{\"runtime_class\":\"gvisor\"}";
+    char *prov[] = {"openai"};
+    s.providers = prov;
+    s.n_providers = 1;
+    assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    assert_string_equal(why, "credential source (provider) \"openai\" is outside the delegation scope");
+    /* Any one scope wide enough is enough. */
+    c.scopes = two;
+    c.n_scopes = 2;
+    s.owner_id = "p2";
+    d.value = "{\"node_selector\":{}}";
+    assert_true(sandbox_rules_delegation(&c, &s, why, sizeof why));
+    assert_string_equal(why, "");
+}
+
+static void test_default_lifetime(void **state)
+{
+    (void)state;
+    Gantry__V1__Policy g = GANTRY__V1__POLICY__INIT, n = GANTRY__V1__POLICY__INIT;
+    assert_int_equal(sandbox_rules_default_lifetime(0, NULL, NULL), SANDBOX_DEFAULT_LIFETIME_S);
+    assert_int_equal(sandbox_rules_default_lifetime(3600, NULL, NULL), 3600);
+    assert_int_equal(sandbox_rules_default_lifetime(2 * 86400, NULL, NULL), SANDBOX_DEFAULT_LIFETIME_S);
+    g.max_lifetime_seconds = 1800;
+    n.max_lifetime_seconds = 900;
+    assert_int_equal(sandbox_rules_default_lifetime(3600, &g, NULL), 1800);
+    assert_int_equal(sandbox_rules_default_lifetime(3600, &g, &n), 900);
+    assert_int_equal(sandbox_rules_default_lifetime(60, &g, &n), 60);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_labels),
+        cmocka_unit_test(test_delegation),
+        cmocka_unit_test(test_default_lifetime),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
