@@ -21,6 +21,7 @@
 #include "lib/mem.h"
 #include "lib/queue.h"
 #include "lib/rand.h"
+#include "lib/utf8.h"
 
 /* ------------------------------------------------------------------------------------------------
  * err */
@@ -642,6 +643,37 @@ static void test_addr(void **state)
     assert_int_equal(addr_parse_ipv4(NULL, &sa, 1), GERR_INVAL);
 }
 
+static void test_utf8(void **state)
+{
+    (void)state;
+    size_t at = 99;
+    assert_true(utf8_valid("", 0, &at));
+    assert_true(utf8_valid("plain ascii", 11, &at));
+    assert_true(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, &at));
+    assert_true(utf8_valid("a\0b", 3, &at)); /* NUL is valid UTF-8; callers forbid it separately */
+    struct {
+        const char *s;
+        size_t n, at;
+    } bad[] = {
+        {"ab\xff", 3, 2},             /* never valid */
+        {"\xc0\xaf", 2, 0},           /* overlong '/' */
+        {"\xe0\x80\xaf", 3, 0},       /* overlong */
+        {"x\xed\xa0\x80", 4, 1},      /* surrogate D800 */
+        {"\xf4\x90\x80\x80", 4, 0},   /* above U+10FFFF */
+        {"\xe2\x82", 2, 0},           /* truncated */
+        {"\xc3\x28", 2, 0},           /* bad continuation */
+        {"\x80", 1, 0},               /* lone continuation */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(utf8_valid(bad[i].s, bad[i].n, &at));
+        assert_int_equal(at, bad[i].at);
+    }
+    char *fixed = utf8_sanitize_dup("ok\xff\xc3\xa9\xc3");
+    assert_string_equal(fixed, "ok\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd");
+    assert_true(utf8_valid(fixed, strlen(fixed), NULL));
+    mem_free(fixed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -664,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_rand_bytes),
         cmocka_unit_test(test_mem_strings),
         cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
