@@ -253,7 +253,8 @@ static void help_flag(void **state)
     buf_close(&b);
 }
 
-/* The env and flag names are derived from the key by one rule; the table spells them out. */
+/* The env and flag names are derived from the key by one rule (config.c's env_name and flag_name);
+ * this spells the rule out again, so that changing it, which renames every variable and flag, shows. */
 static void names_follow_the_key(void **state)
 {
     (void)state;
