@@ -11,8 +11,9 @@
  *
  * Setting a value happens in two steps. set_*() checks the syntax and the range of one value and
  * stores it, so a value that is not an integer never lands in an integer field; config_validate()
- * then runs each field's validator (formats: addresses, DNS labels) and the rules between fields
- * (TLS presence, h2c only on loopback, join needs a token, snapshot trailing >= threshold). */
+ * then runs each field's validator (formats: addresses, DNS labels) and then the rule table, the rules
+ * between fields (TLS files that come together, h2c only on loopback, join needs a token, snapshot
+ * trailing >= threshold, lease timing, ports apart), most of them one line of a few shapes. */
 #include "server/config.h"
 
 #include <arpa/inet.h>
@@ -117,7 +118,7 @@ static int token_conflict(const struct config *cfg, char *errmsg);
 #define LIST(key_, check_, type_name_, help_)                                                                \
     FIELD(key_, key_, FT_LIST, "", check_, 0, 0, 0, type_name_, help_)
 
-/* The one table. Order: identity, addresses, Kubernetes identity, TLS, join, Raft, logging, limits.
+/* The field table. Order: identity, addresses, Kubernetes identity, TLS, join, Raft, logging, limits.
  * Keep docs/configuration.md in step by regenerating its table (see that file). */
 static const struct field fields[] = {
     FIELD(config, config_file, FT_STRING, "", NULL, 0, 0, F_NO_FILE, "path",
@@ -1362,6 +1363,28 @@ static bool is_set(const char *s)
     return s[0] != '\0';
 }
 
+/* A number field's value (FT_U32, FT_U64 or FT_DOMAIN). */
+static uint64_t field_uint(const struct config *cfg, const struct field *f)
+{
+    assert(f->type == FT_U32 || f->type == FT_U64 || f->type == FT_DOMAIN);
+    return f->type == FT_U32 ? *FIELD_PTR(cfg, f, const unsigned) : *FIELD_PTR(cfg, f, const uint64_t);
+}
+
+/* Whether a field holds a value: a non-empty string or list, true, or a non-zero number. */
+static bool field_set(const struct config *cfg, const struct field *f)
+{
+    switch (f->type) {
+    case FT_STRING:
+        return is_set(*FIELD_PTR(cfg, f, char *const));
+    case FT_BOOL:
+        return *FIELD_PTR(cfg, f, const bool);
+    case FT_LIST:
+        return FIELD_PTR(cfg, f, const struct config_list)->n > 0;
+    default:
+        return field_uint(cfg, f) != 0;
+    }
+}
+
 static int token_conflict(const struct config *cfg, char *errmsg)
 {
     char nbuf[CONFIG_NAME_SIZE];
@@ -1369,22 +1392,185 @@ static int token_conflict(const struct config *cfg, char *errmsg)
                      origin_text(cfg, field_by_key("join_token_file"), nbuf));
 }
 
-/* Two listen addresses that would fight over one port. */
-static int check_port_clash(const struct config *cfg, const char *ka, const char *a, const char *kb,
-                            const char *b, char *errmsg)
+/* The rules that fit none of the rule table's shapes. */
+
+static int rule_election(struct config *cfg, char *errmsg)
+{
+    char nbuf[CONFIG_NAME_SIZE];
+    uint64_t election_ms = 15ull * cfg->latency_ms;
+    if (cfg->roles_grace_ms <= election_ms) {
+        return cur_error(
+            cfg, "roles_grace_ms", errmsg,
+            "%llu is not longer than the election timeout of %llu ms (15 x latency_ms %u, from %s): "
+            "members would be replaced during ordinary elections",
+            (unsigned long long)cfg->roles_grace_ms, (unsigned long long)election_ms, cfg->latency_ms,
+            origin_text(cfg, field_by_key("latency_ms"), nbuf));
+    }
+    return 0;
+}
+
+static int rule_h2c_loopback(struct config *cfg, char *errmsg)
+{
+    struct sockaddr_storage h;
+    char nbuf[CONFIG_NAME_SIZE];
+    char q[QUOTE_SIZE];
+    if (cfg->api_h2c && (addr_parse(cfg->api_address, &h, NULL) != 0 || !addr_is_loopback(&h))) {
+        quote(cfg->api_address, q);
+        return cur_error(
+            cfg, "api_h2c", errmsg,
+            "plaintext h2c is allowed only on a loopback api_address, and api_address (from %s) is %s",
+            origin_text(cfg, field_by_key("api_address"), nbuf), q);
+    }
+    return 0;
+}
+
+/* One source for the token; join and a token (or its file) come together, with messages that say
+ * more than a "together" rule can; and a joiner does not take the bootstrap id. */
+static int rule_join(struct config *cfg, char *errmsg)
+{
+    if (is_set(cfg->join_token) && is_set(cfg->join_token_file) && !cfg->join_token_from_file) {
+        return token_conflict(cfg, errmsg);
+    }
+    bool have_token = is_set(cfg->join_token) || is_set(cfg->join_token_file);
+    if (cfg->join.n > 0 && !have_token) {
+        return cur_error(cfg, "join", errmsg,
+                         "joining needs a join token (GANTRY_JOIN_TOKEN, join_token in the file, "
+                         "or --join-token-file)");
+    }
+    if (cfg->join.n == 0 && have_token) {
+        const char *k = is_set(cfg->join_token) ? "join_token" : "join_token_file";
+        return cur_error(cfg, k, errmsg,
+                         "is set but join is empty: give the API address of a member to join");
+    }
+    if (cfg->join.n > 0 && cfg->replica_id == 1) {
+        return cur_error(cfg, "replica_id", errmsg,
+                         "1 is the id that bootstraps a new cluster; a joining replica needs another id");
+    }
+    return 0;
+}
+
+/* The rules between fields, checked in this order once every field has passed its own validator;
+ * the first one broken is reported. Most have one of a few shapes, each with its message:
+ *   RULE_TOGETHER      keys: all set or none. On the first set key:
+ *                      "is set but <first unset key> is not: <text>"
+ *   RULE_EXCLUDES      when keys[0] is set, none of the others. On keys[0]:
+ *                      "<text> cannot use <other> (from <its origin>): drop one of them"
+ *   RULE_AT_LEAST      numbers keys[0] >= keys[1]. On keys[0]:
+ *                      "<value> is less than <keys[1]> <value> (from <its origin>)"
+ *   RULE_BETWEEN       numbers keys[0] < keys[1] < keys[2]. On keys[1]:
+ *                      "must lie strictly between <keys[0]> and <keys[2]> (<text>)"
+ *   RULE_PORTS_APART   listen addresses that may not share a port on one host. On keys[1]:
+ *                      "port <N> is already used by <keys[0]> (from <its origin>)"
+ * The rest are functions (RULE_FN). A key the field table lacks fails an assertion when the rule
+ * runs, and every rule runs on the first config_validate of a valid config. */
+enum rule_kind { RULE_FN, RULE_TOGETHER, RULE_EXCLUDES, RULE_AT_LEAST, RULE_BETWEEN, RULE_PORTS_APART };
+
+struct rule {
+    enum rule_kind kind;
+    const char *keys[4]; /* NULL after the last when fewer */
+    const char *text;    /* completes the message, see above */
+    int (*fn)(struct config *cfg, char *errmsg);
+};
+
+static const struct rule rules[] = {
+    {.kind = RULE_AT_LEAST, .keys = {"snapshot_trailing", "snapshot_threshold"}},
+    {.kind = RULE_FN, .fn = rule_election}, /* roles_grace_ms > 15 x latency_ms */
+    {.kind = RULE_FN, .fn = rule_h2c_loopback},
+    {.kind = RULE_EXCLUDES,
+     .keys = {"api_h2c", "api_tls_cert", "api_tls_key", "api_tls_client_ca"},
+     .text = "plaintext h2c"},
+    {.kind = RULE_TOGETHER, .keys = {"api_tls_cert", "api_tls_key"}, .text = "they come as a pair"},
+    {.kind = RULE_TOGETHER,
+     .keys = {"peer_tls_ca", "peer_tls_cert", "peer_tls_key"},
+     .text = "set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none of them to use the files "
+             "init/join create"},
+    {.kind = RULE_FN, .fn = rule_join},
+    {.kind = RULE_BETWEEN,
+     .keys = {"lease_retry_ms", "lease_renew_deadline_ms", "lease_duration_ms"},
+     .text = "the holder must stop acting before a contender may take over"},
+    {.kind = RULE_PORTS_APART, .keys = {"api_address", "admin_address"}},
+    {.kind = RULE_PORTS_APART, .keys = {"api_address", "peer_address"}},
+    {.kind = RULE_PORTS_APART, .keys = {"admin_address", "peer_address"}},
+};
+
+/* Two listen addresses that would fight over one port: reported on @b. */
+static int check_ports_apart(const struct config *cfg, const struct field *fa, const struct field *fb,
+                             char *errmsg)
 {
     struct sockaddr_storage ha, hb;
     char nbuf[CONFIG_NAME_SIZE];
-    if (addr_parse(a, &ha, NULL) != 0 || addr_parse(b, &hb, NULL) != 0 || addr_port(&ha) == 0 ||
+    if (addr_parse(*FIELD_PTR(cfg, fa, char *const), &ha, NULL) != 0 ||
+        addr_parse(*FIELD_PTR(cfg, fb, char *const), &hb, NULL) != 0 || addr_port(&ha) == 0 ||
         addr_port(&ha) != addr_port(&hb)) {
         return 0;
     }
     bool overlap = addr_is_any(&ha) || addr_is_any(&hb) || addr_same_host(&ha, &hb);
     if (overlap) {
-        return cur_error(cfg, kb, errmsg, "port %d is already used by %s (from %s)", addr_port(&hb), ka,
-                         origin_text(cfg, field_by_key(ka), nbuf));
+        return cur_error(cfg, fb->key, errmsg, "port %d is already used by %s (from %s)", addr_port(&hb),
+                         fa->key, origin_text(cfg, fa, nbuf));
     }
     return 0;
+}
+
+static int check_rule(struct config *cfg, const struct rule *r, char *errmsg)
+{
+    const struct field *f[4] = {NULL};
+    const struct field *have = NULL;
+    const struct field *missing = NULL;
+    char nbuf[CONFIG_NAME_SIZE];
+    char v0[QUOTE_SIZE];
+    char v1[QUOTE_SIZE];
+    size_t n;
+
+    for (n = 0; n < 4 && r->keys[n] != NULL; n++) {
+        f[n] = field_by_key(r->keys[n]);
+        assert(f[n] != NULL); /* a key in the rule table that the field table lacks */
+    }
+    switch (r->kind) {
+    case RULE_FN:
+        return r->fn(cfg, errmsg);
+    case RULE_TOGETHER:
+        for (size_t i = 0; i < n; i++) {
+            if (field_set(cfg, f[i])) {
+                have = have != NULL ? have : f[i];
+            } else {
+                missing = missing != NULL ? missing : f[i];
+            }
+        }
+        if (have != NULL && missing != NULL) {
+            return cur_error(cfg, have->key, errmsg, "is set but %s is not: %s", missing->key, r->text);
+        }
+        return 0;
+    case RULE_EXCLUDES:
+        if (!field_set(cfg, f[0])) {
+            return 0;
+        }
+        for (size_t i = 1; i < n; i++) {
+            if (field_set(cfg, f[i])) {
+                return cur_error(cfg, f[0]->key, errmsg, "%s cannot use %s (from %s): drop one of them",
+                                 r->text, f[i]->key, origin_text(cfg, f[i], nbuf));
+            }
+        }
+        return 0;
+    case RULE_AT_LEAST:
+        if (field_uint(cfg, f[0]) < field_uint(cfg, f[1])) {
+            value_text(cfg, f[0], v0);
+            value_text(cfg, f[1], v1);
+            return cur_error(cfg, f[0]->key, errmsg, "%s is less than %s %s (from %s)", v0, f[1]->key, v1,
+                             origin_text(cfg, f[1], nbuf));
+        }
+        return 0;
+    case RULE_BETWEEN:
+        if (!(field_uint(cfg, f[0]) < field_uint(cfg, f[1]) &&
+              field_uint(cfg, f[1]) < field_uint(cfg, f[2]))) {
+            return cur_error(cfg, f[1]->key, errmsg, "must lie strictly between %s and %s (%s)", f[0]->key,
+                             f[2]->key, r->text);
+        }
+        return 0;
+    case RULE_PORTS_APART:
+        return check_ports_apart(cfg, f[0], f[1], errmsg);
+    }
+    return GERR_INTERNAL;
 }
 
 int config_validate(struct config *cfg, char *errmsg)
@@ -1413,95 +1599,11 @@ int config_validate(struct config *cfg, char *errmsg)
         }
     }
 
-    /* Rules between fields. */
-    if (cfg->snapshot_trailing < cfg->snapshot_threshold) {
-        return cur_error(cfg, "snapshot_trailing", errmsg, "%u is less than snapshot_threshold %u (from %s)",
-                         cfg->snapshot_trailing, cfg->snapshot_threshold,
-                         origin_text(cfg, field_by_key("snapshot_threshold"), nbuf));
-    }
-    uint64_t election_ms = 15ull * cfg->latency_ms;
-    if (cfg->roles_grace_ms <= election_ms) {
-        return cur_error(
-            cfg, "roles_grace_ms", errmsg,
-            "%llu is not longer than the election timeout of %llu ms (15 x latency_ms %u, from %s): "
-            "members would be replaced during ordinary elections",
-            (unsigned long long)cfg->roles_grace_ms, (unsigned long long)election_ms, cfg->latency_ms,
-            origin_text(cfg, field_by_key("latency_ms"), nbuf));
-    }
-
-    if (cfg->api_h2c) {
-        struct sockaddr_storage h;
-        if (addr_parse(cfg->api_address, &h, NULL) != 0 || !addr_is_loopback(&h)) {
-            char q[QUOTE_SIZE];
-            quote(cfg->api_address, q);
-            return cur_error(
-                cfg, "api_h2c", errmsg,
-                "plaintext h2c is allowed only on a loopback api_address, and api_address (from %s) is %s",
-                origin_text(cfg, field_by_key("api_address"), nbuf), q);
+    /* Then the rules between fields, in table order. */
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        if ((rv = check_rule(cfg, &rules[i], errmsg)) != 0) {
+            return rv;
         }
-        static const char *const tls_keys[] = {"api_tls_cert", "api_tls_key", "api_tls_client_ca"};
-        for (size_t i = 0; i < 3; i++) {
-            const struct field *f = field_by_key(tls_keys[i]);
-            if (is_set(*FIELD_PTR(cfg, f, char *))) {
-                return cur_error(cfg, "api_h2c", errmsg,
-                                 "plaintext h2c cannot use %s (from %s): drop one of them", f->key,
-                                 origin_text(cfg, f, nbuf));
-            }
-        }
-    }
-    if (is_set(cfg->api_tls_cert) != is_set(cfg->api_tls_key)) {
-        const char *have = is_set(cfg->api_tls_cert) ? "api_tls_cert" : "api_tls_key";
-        const char *missing = is_set(cfg->api_tls_cert) ? "api_tls_key" : "api_tls_cert";
-        return cur_error(cfg, have, errmsg, "is set but %s is not: they come as a pair", missing);
-    }
-    {
-        const char *peer[] = {cfg->peer_tls_ca, cfg->peer_tls_cert, cfg->peer_tls_key};
-        static const char *const peer_keys[] = {"peer_tls_ca", "peer_tls_cert", "peer_tls_key"};
-        int n = is_set(peer[0]) + is_set(peer[1]) + is_set(peer[2]);
-        if (n != 0 && n != 3) {
-            size_t have = is_set(peer[0]) ? 0 : is_set(peer[1]) ? 1 : 2;
-            size_t missing = !is_set(peer[0]) ? 0 : !is_set(peer[1]) ? 1 : 2;
-            return cur_error(
-                cfg, peer_keys[have], errmsg,
-                "is set but %s is not: set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none "
-                "of them to use the files init/join create",
-                peer_keys[missing]);
-        }
-    }
-
-    if (is_set(cfg->join_token) && is_set(cfg->join_token_file) && !cfg->join_token_from_file) {
-        return token_conflict(cfg, errmsg);
-    }
-    bool have_token = is_set(cfg->join_token) || is_set(cfg->join_token_file);
-    if (cfg->join.n > 0 && !have_token) {
-        return cur_error(cfg, "join", errmsg,
-                         "joining needs a join token (GANTRY_JOIN_TOKEN, join_token in the file, "
-                         "or --join-token-file)");
-    }
-    if (cfg->join.n == 0 && have_token) {
-        const char *k = is_set(cfg->join_token) ? "join_token" : "join_token_file";
-        return cur_error(cfg, k, errmsg,
-                         "is set but join is empty: give the API address of a member to join");
-    }
-    if (cfg->join.n > 0 && cfg->replica_id == 1) {
-        return cur_error(cfg, "replica_id", errmsg,
-                         "1 is the id that bootstraps a new cluster; a joining replica needs another id");
-    }
-
-    if (!(cfg->lease_retry_ms < cfg->lease_renew_deadline_ms &&
-          cfg->lease_renew_deadline_ms < cfg->lease_duration_ms)) {
-        return cur_error(
-            cfg, "lease_renew_deadline_ms", errmsg,
-            "must lie strictly between lease_retry_ms and lease_duration_ms (the holder must stop acting "
-            "before a contender may take over)");
-    }
-    if ((rv = check_port_clash(cfg, "api_address", cfg->api_address, "admin_address", cfg->admin_address,
-                               errmsg)) != 0 ||
-        (rv = check_port_clash(cfg, "api_address", cfg->api_address, "peer_address", cfg->peer_address,
-                               errmsg)) != 0 ||
-        (rv = check_port_clash(cfg, "admin_address", cfg->admin_address, "peer_address", cfg->peer_address,
-                               errmsg)) != 0) {
-        return rv;
     }
     return 0;
 }

@@ -22,7 +22,8 @@
  * Every field is described once, in one entry of the field table in config.c (key, type, member,
  * default, range, validator, help). The JSON keys, the environment variable names and the flags
  * (derived from the key: api_address is GANTRY_API_ADDRESS and --api-address), the --help text,
- * docs/configuration.md and config_dump_json all come from that table.
+ * docs/configuration.md and config_dump_json all come from that table. The rules between fields
+ * (keys that come together or exclude each other, orders, ports) are a second table beside it.
  *
  * Errors are GERR_INVAL (bad input), GERR_IO / GERR_NOTFOUND / GERR_PERM (a file could not be read)
  * or GERR_NOMEM (jansson could not allocate). The message in @errmsg starts with "config: " and names
@@ -243,7 +244,8 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
 int config_read_join_token_file(struct config *cfg, char *errmsg);
 
 /* Check every field and the rules between fields, and fill derived defaults (replica_name).
- * Returns 0 or GERR_INVAL with the first problem found, in table order. */
+ * Returns 0 or GERR_INVAL with the first problem found: the fields' own checks in field table order,
+ * then the rules in rule table order. */
 int config_validate(struct config *cfg, char *errmsg);
 
 /* Append the effective configuration to @out as a JSON object that config_load_buffer accepts, with
