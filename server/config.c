@@ -1,16 +1,19 @@
 /* gantryd's configuration. See config.h for the contract.
  *
- * Everything is driven by the field table below: one row per key with its type, where it lives in
- * struct config, its default (as text, parsed by the same code as an environment variable, so the
- * documented default is exactly what runs), an optional validator, the help line and flags. Adding a
- * key means adding a member to struct config and a row here; the JSON loader, the environment and
- * flag parsers, --help, config_dump_json and docs/configuration.md (whose test compares it with
+ * Everything is driven by the field table below: one entry per key with its type, the member of
+ * struct config it lives in, its default (as text, parsed by the same code as an environment
+ * variable, so the documented default is exactly what runs), its range, an optional validator, flags
+ * and the help line. The environment variable and the flag are not in the table: they are derived
+ * from the key (env_name, flag_name), so they cannot drift from it. Adding a key means adding a
+ * member to struct config and an entry here; the JSON loader, the environment and flag parsers,
+ * --help, config_dump_json and docs/configuration.md (whose test compares it with
  * config_doc_markdown) follow.
  *
  * Setting a value happens in two steps. set_*() checks the syntax and the range of one value and
  * stores it, so a value that is not an integer never lands in an integer field; config_validate()
- * then runs each field's validator (formats: addresses, DNS labels) and the rules between fields
- * (TLS presence, h2c only on loopback, join needs a token, snapshot trailing >= threshold). */
+ * then runs each field's validator (formats: addresses, DNS labels) and then the rule table, the rules
+ * between fields (TLS files that come together, h2c only on loopback, join needs a token, snapshot
+ * trailing >= threshold, lease timing, ports apart), most of them one line of a few shapes. */
 #include "server/config.h"
 
 #include <arpa/inet.h>
@@ -62,9 +65,7 @@ struct field;
 typedef int (*field_check_fn)(struct config *cfg, const struct field *f, char *why);
 
 struct field {
-    const char *key;  /* JSON key */
-    const char *env;  /* GANTRY_ + upper(key); test_config checks the spelling */
-    const char *flag; /* -- + kebab(key) */
+    const char *key; /* JSON key; the environment variable and the flag derive from it (env_name) */
     enum field_type type;
     size_t offset;   /* of the member in struct config */
     const char *def; /* default as text, NULL = required / no default ("" or 0) */
@@ -94,433 +95,134 @@ static int cur_error(const struct config *cfg, const char *key, char *errmsg, co
 static bool is_set(const char *s);
 static int token_conflict(const struct config *cfg, char *errmsg);
 
-#define OFF(member) offsetof(struct config, member)
+/* Table entries. FIELD spells out everything, for the exceptions: a member named unlike its key, a
+ * key that must not come from a flag or the file, a required key, a type of its own. The others
+ * cover the usual kinds, whose member is named like the key:
+ *   STRING(key, default, check, type name, help)
+ *   UINT(key, default, min, max, help)   FT_U32 or FT_U64 by the member's width; type name "integer"
+ *   BOOL(key, default, help)
+ *   LIST(key, check, type name, help)    default empty
+ * UINT and BOOL take their default as a literal and store it as text, like every default. */
+#define FIELD(key_, member_, type_, def_, check_, min_, max_, flags_, type_name_, help_)                     \
+    {                                                                                                        \
+        .key = #key_, .type = (type_), .offset = offsetof(struct config, member_), .def = (def_),            \
+        .check = (check_), .min = (min_), .max = (max_), .flags = (flags_), .type_name = (type_name_),       \
+        .help = (help_)                                                                                      \
+    }
+#define STRING(key_, def_, check_, type_name_, help_)                                                        \
+    FIELD(key_, key_, FT_STRING, def_, check_, 0, 0, 0, type_name_, help_)
+#define UINT(key_, def_, min_, max_, help_)                                                                  \
+    FIELD(key_, key_, sizeof(((struct config *)NULL)->key_) == sizeof(uint64_t) ? FT_U64 : FT_U32, #def_,    \
+          NULL, min_, max_, 0, "integer", help_)
+#define BOOL(key_, def_, help_) FIELD(key_, key_, FT_BOOL, #def_, NULL, 0, 0, 0, "bool", help_)
+#define LIST(key_, check_, type_name_, help_)                                                                \
+    FIELD(key_, key_, FT_LIST, "", check_, 0, 0, 0, type_name_, help_)
 
-/* The one table. Order: identity, addresses, Kubernetes identity, TLS, join, Raft, logging, limits.
+/* The field table. Order: identity, addresses, Kubernetes identity, TLS, join, Raft, logging, limits.
  * Keep docs/configuration.md in step by regenerating its table (see that file). */
 static const struct field fields[] = {
-    {.key = "config",
-     .env = "GANTRY_CONFIG",
-     .flag = "--config",
-     .type = FT_STRING,
-     .offset = OFF(config_file),
-     .def = "",
-     .flags = F_NO_FILE,
-     .type_name = "path",
-     .help = "JSON configuration file to load (lowest precedence after the defaults)"},
-    {.key = "replica_id",
-     .env = "GANTRY_REPLICA_ID",
-     .flag = "--replica-id",
-     .type = FT_U64,
-     .offset = OFF(replica_id),
-     .min = 1,
-     .max = INT64_MAX,
-     .type_name = "integer",
-     .help = "this replica's stable, non-zero id in the cluster; 1 bootstraps a new cluster"},
-    {.key = "replica_name",
-     .env = "GANTRY_REPLICA_NAME",
-     .flag = "--replica-name",
-     .type = FT_STRING,
-     .offset = OFF(replica_name),
-     .def = "",
-     .check = check_name63,
-     .type_name = "DNS-1123 label",
-     .help = "human name in logs, audit and the Cluster API; empty means replica-N for replica_id N"},
-    {.key = "data_dir",
-     .env = "GANTRY_DATA_DIR",
-     .flag = "--data-dir",
-     .type = FT_STRING,
-     .offset = OFF(data_dir),
-     .def = "/var/lib/gantry",
-     .check = check_nonempty,
-     .type_name = "path",
-     .help = "directory for the database and this replica's cluster identity"},
-    {.key = "api_address",
-     .env = "GANTRY_API_ADDRESS",
-     .flag = "--api-address",
-     .type = FT_STRING,
-     .offset = OFF(api_address),
-     .def = "127.0.0.1:8443",
-     .check = check_listen,
-     .type_name = "host:port",
-     .help = "gRPC API listen address, a.b.c.d:port or [v6]:port"},
-    {.key = "peer_address",
-     .env = "GANTRY_PEER_ADDRESS",
-     .flag = "--peer-address",
-     .type = FT_STRING,
-     .offset = OFF(peer_address),
-     .def = "127.0.0.1:9443",
-     .check = check_peer,
-     .type_name = "a.b.c.d:port",
-     .help = "Raft/dqlite peer TLS address, bound and advertised to peers: IPv4 literal, not port 0; "
-             "0.0.0.0 only with peer_advertise_address"},
-    {.key = "peer_advertise_address",
-     .env = "GANTRY_PEER_ADVERTISE_ADDRESS",
-     .flag = "--peer-advertise-address",
-     .type = FT_STRING,
-     .offset = OFF(peer_advertise_address),
-     .def = "",
-     .check = check_peer_advertise,
-     .type_name = "a.b.c.d:port",
-     .help = "the peer address other members dial, when it differs from peer_address (a Kubernetes "
-             "Service IP); empty: peer_address"},
-    {.key = "admin_address",
-     .env = "GANTRY_ADMIN_ADDRESS",
-     .flag = "--admin-address",
-     .type = FT_STRING,
-     .offset = OFF(admin_address),
-     .def = "127.0.0.1:8081",
-     .check = check_listen,
-     .type_name = "host:port",
-     .help = "HTTP /healthz, /readyz and /metrics listen address"},
-    {.key = "gateway_id",
-     .env = "GANTRY_GATEWAY_ID",
-     .flag = "--gateway-id",
-     .type = FT_STRING,
-     .offset = OFF(gateway_id),
-     .def = "gantry",
-     .check = check_gateway_id,
-     .type_name = "DNS-1123 label",
-     .help = "this gateway cluster's id in Kubernetes names and labels, at most 20 characters"},
-    {.key = "failure_domain",
-     .env = "GANTRY_FAILURE_DOMAIN",
-     .flag = "--failure-domain",
-     .type = FT_DOMAIN,
-     .offset = OFF(failure_domain),
-     .def = "0",
-     .check = check_domain,
-     .max = UINT64_MAX,
-     .type_name = "integer or name",
-     .help = "rack or zone for spreading voters: an integer, or a name hashed to one; 0 = unknown"},
-    {.key = "api_tls_cert",
-     .env = "GANTRY_API_TLS_CERT",
-     .flag = "--api-tls-cert",
-     .type = FT_STRING,
-     .offset = OFF(api_tls_cert),
-     .def = "",
-     .type_name = "path",
-     .help = "API server certificate (PEM); empty: the replica certificate issued by the cluster CA"},
-    {.key = "api_tls_key",
-     .env = "GANTRY_API_TLS_KEY",
-     .flag = "--api-tls-key",
-     .type = FT_STRING,
-     .offset = OFF(api_tls_key),
-     .def = "",
-     .type_name = "path",
-     .help = "API server private key (PEM); set together with api_tls_cert"},
-    {.key = "api_tls_client_ca",
-     .env = "GANTRY_API_TLS_CLIENT_CA",
-     .flag = "--api-tls-client-ca",
-     .type = FT_STRING,
-     .offset = OFF(api_tls_client_ca),
-     .def = "",
-     .type_name = "path",
-     .help = "CA bundle for API client certificates (enables mTLS authentication)"},
-    {.key = "api_h2c",
-     .env = "GANTRY_API_H2C",
-     .flag = "--api-h2c",
-     .type = FT_BOOL,
-     .offset = OFF(api_h2c),
-     .def = "false",
-     .type_name = "bool",
-     .help = "serve the API as plaintext HTTP/2; only on a loopback api_address, for tests and local tools"},
-    {.key = "peer_tls_ca",
-     .env = "GANTRY_PEER_TLS_CA",
-     .flag = "--peer-tls-ca",
-     .type = FT_STRING,
-     .offset = OFF(peer_tls_ca),
-     .def = "",
-     .type_name = "path",
-     .help =
-         "cluster CA for peer TLS; the three peer_tls_* come together, empty: the files init/join create"},
-    {.key = "peer_tls_cert",
-     .env = "GANTRY_PEER_TLS_CERT",
-     .flag = "--peer-tls-cert",
-     .type = FT_STRING,
-     .offset = OFF(peer_tls_cert),
-     .def = "",
-     .type_name = "path",
-     .help = "this replica's peer certificate (PEM), issued by the cluster CA"},
-    {.key = "peer_tls_key",
-     .env = "GANTRY_PEER_TLS_KEY",
-     .flag = "--peer-tls-key",
-     .type = FT_STRING,
-     .offset = OFF(peer_tls_key),
-     .def = "",
-     .type_name = "path",
-     .help = "this replica's peer private key (PEM)"},
-    {.key = "join",
-     .env = "GANTRY_JOIN",
-     .flag = "--join",
-     .type = FT_LIST,
-     .offset = OFF(join),
-     .def = "",
-     .check = check_join,
-     .type_name = "list of host:port",
-     .help = "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
-             "--join may repeat"},
-    {.key = "join_token",
-     .env = "GANTRY_JOIN_TOKEN",
-     .flag = "",
-     .type = FT_STRING,
-     .offset = OFF(join_token),
-     .def = "",
-     .check = check_token,
-     .flags = F_SECRET | F_NO_FLAG,
-     .type_name = "secret",
-     .help =
-         "join token from a Platform Admin; never a flag (flags show in ps): file, env or join_token_file"},
-    {.key = "join_token_file",
-     .env = "GANTRY_JOIN_TOKEN_FILE",
-     .flag = "--join-token-file",
-     .type = FT_STRING,
-     .offset = OFF(join_token_file),
-     .def = "",
-     .type_name = "path",
-     .help = "file holding the join token (trailing newline ignored)"},
-    {.key = "oidc_issuers_file",
-     .env = "GANTRY_OIDC_ISSUERS_FILE",
-     .flag = "--oidc-issuers-file",
-     .type = FT_STRING,
-     .offset = OFF(oidc_issuers_file),
-     .def = "",
-     .type_name = "path",
-     .help = "JSON file {\"oidc_issuers\": [...]} of the OIDC issuers whose tokens authenticate API calls "
-             "(docs/oidc.md); empty: no OIDC"},
-    {.key = "audit_retention_hours",
-     .env = "GANTRY_AUDIT_RETENTION_HOURS",
-     .flag = "--audit-retention-hours",
-     .type = FT_U32,
-     .offset = OFF(audit_retention_hours),
-     .def = "2160",
-     .min = 1,
-     .max = 876000,
-     .type_name = "integer",
-     .help = "audit events older than this are deleted in the background (default 90 days)"},
-    {.key = "event_retention_s",
-     .env = "GANTRY_EVENT_RETENTION_S",
-     .flag = "--event-retention-s",
-     .type = FT_U32,
-     .offset = OFF(event_retention_s),
-     .def = "86400",
-     .min = 1,
-     .max = 31536000,
-     .type_name = "integer",
-     .help =
+    FIELD(config, config_file, FT_STRING, "", NULL, 0, 0, F_NO_FILE, "path",
+          "JSON configuration file to load (lowest precedence after the defaults)"),
+    FIELD(replica_id, replica_id, FT_U64, NULL, NULL, 1, INT64_MAX, 0, "integer",
+          "this replica's stable, non-zero id in the cluster; 1 bootstraps a new cluster"),
+    STRING(replica_name, "", check_name63, "DNS-1123 label",
+           "human name in logs, audit and the Cluster API; empty means replica-N for replica_id N"),
+    STRING(data_dir, "/var/lib/gantry", check_nonempty, "path",
+           "directory for the database and this replica's cluster identity"),
+    STRING(api_address, "127.0.0.1:8443", check_listen, "host:port",
+           "gRPC API listen address, a.b.c.d:port or [v6]:port"),
+    STRING(peer_address, "127.0.0.1:9443", check_peer, "a.b.c.d:port",
+           "Raft/dqlite peer TLS address, bound and advertised to peers: IPv4 literal, not port 0; "
+           "0.0.0.0 only with peer_advertise_address"),
+    STRING(peer_advertise_address, "", check_peer_advertise, "a.b.c.d:port",
+           "the peer address other members dial, when it differs from peer_address (a Kubernetes "
+           "Service IP); empty: peer_address"),
+    STRING(admin_address, "127.0.0.1:8081", check_listen, "host:port",
+           "HTTP /healthz, /readyz and /metrics listen address"),
+    STRING(gateway_id, "gantry", check_gateway_id, "DNS-1123 label",
+           "this gateway cluster's id in Kubernetes names and labels, at most 20 characters"),
+    FIELD(failure_domain, failure_domain, FT_DOMAIN, "0", check_domain, 0, 0, 0, "integer or name",
+          "rack or zone for spreading voters: an integer, or a name hashed to one; 0 = unknown"),
+    STRING(api_tls_cert, "", NULL, "path",
+           "API server certificate (PEM); empty: the replica certificate issued by the cluster CA"),
+    STRING(api_tls_key, "", NULL, "path", "API server private key (PEM); set together with api_tls_cert"),
+    STRING(api_tls_client_ca, "", NULL, "path",
+           "CA bundle for API client certificates (enables mTLS authentication)"),
+    BOOL(api_h2c, false,
+         "serve the API as plaintext HTTP/2; only on a loopback api_address, for tests and local tools"),
+    STRING(peer_tls_ca, "", NULL, "path",
+           "cluster CA for peer TLS; the three peer_tls_* come together, empty: the files init/join create"),
+    STRING(peer_tls_cert, "", NULL, "path",
+           "this replica's peer certificate (PEM), issued by the cluster CA"),
+    STRING(peer_tls_key, "", NULL, "path", "this replica's peer private key (PEM)"),
+    LIST(join, check_join, "list of host:port",
+         "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
+         "--join may repeat"),
+    FIELD(join_token, join_token, FT_STRING, "", check_token, 0, 0, F_SECRET | F_NO_FLAG, "secret",
+          "join token from a Platform Admin; never a flag (flags show in ps): file, env or join_token_file"),
+    STRING(join_token_file, "", NULL, "path", "file holding the join token (trailing newline ignored)"),
+    STRING(oidc_issuers_file, "", NULL, "path",
+           "JSON file {\"oidc_issuers\": [...]} of the OIDC issuers whose tokens authenticate API calls "
+           "(docs/oidc.md); empty: no OIDC"),
+    UINT(audit_retention_hours, 2160, 1, 876000,
+         "audit events older than this are deleted in the background (default 90 days)"),
+    UINT(event_retention_s, 86400, 1, 31536000,
          "change events (the feed of Sandboxes.Watch and the reconciler) older than this are deleted in the "
          "background; a watch resuming from an older revision gets OUT_OF_RANGE and lists again (default 1 "
-         "day)"},
-    {.key = "retention_interval_s",
-     .env = "GANTRY_RETENTION_INTERVAL_S",
-     .flag = "--retention-interval-s",
-     .type = FT_U32,
-     .offset = OFF(retention_interval_s),
-     .def = "60",
-     .min = 1,
-     .max = 86400,
-     .type_name = "integer",
-     .help =
+         "day)"),
+    UINT(retention_interval_s, 60, 1, 86400,
          "how often the leader's replica deletes audit events, change events and idempotency records past "
-         "retention"},
-    {.key = "driver",
-     .env = "GANTRY_DRIVER",
-     .flag = "--driver",
-     .type = FT_STRING,
-     .offset = OFF(driver),
-     .def = "process",
-     .check = check_driver,
-     .type_name = "process|kubernetes|fake|none",
-     .help = "the compute driver the lease holder drives: process (local bubblewrap sandboxes), kubernetes "
-             "(agents.x-k8s.io Sandbox objects), fake (tests), none (no reconciler)"},
-    {.key = "driver_state_dir",
-     .env = "GANTRY_DRIVER_STATE_DIR",
-     .flag = "--driver-state-dir",
-     .type = FT_STRING,
-     .offset = OFF(driver_state_dir),
-     .def = "",
-     .type_name = "path",
-     .help =
-         "process driver: where sandbox state lives, shared by the replicas of one host so any adopts the "
-         "others' sandboxes; fake driver: its shared state file. Empty: <data_dir>/sandboxes"},
-    {.key = "k8s_namespace_mode",
-     .env = "GANTRY_K8S_NAMESPACE_MODE",
-     .flag = "--k8s-namespace-mode",
-     .type = FT_STRING,
-     .offset = OFF(k8s_namespace_mode),
-     .def = "managed",
-     .check = check_k8s_mode,
-     .type_name = "managed|operator|shared",
-     .help = "kubernetes driver: managed (creates openshell-<gateway>-<namespace>), operator (existing "
-             "namespaces from k8s_namespaces) or shared (one namespace, k8s_shared_namespace)"},
-    {.key = "k8s_namespaces",
-     .env = "GANTRY_K8S_NAMESPACES",
-     .flag = "--k8s-namespaces",
-     .type = FT_LIST,
-     .offset = OFF(k8s_namespaces),
-     .def = "",
-     .type_name = "list",
-     .help = "kubernetes driver, operator mode: the allowlist of Kubernetes namespaces (N or gantry=N)"},
-    {.key = "k8s_shared_namespace",
-     .env = "GANTRY_K8S_SHARED_NAMESPACE",
-     .flag = "--k8s-shared-namespace",
-     .type = FT_STRING,
-     .offset = OFF(k8s_shared_namespace),
-     .def = "",
-     .type_name = "name",
-     .help = "kubernetes driver, shared mode: the one Kubernetes namespace for every sandbox"},
-    {.key = "k8s_server",
-     .env = "GANTRY_K8S_SERVER",
-     .flag = "--k8s-server",
-     .type = FT_STRING,
-     .offset = OFF(k8s_server),
-     .def = "",
-     .type_name = "https URL",
-     .help = "kubernetes driver: the API server; empty: in cluster (service account token and CA)"},
-    {.key = "k8s_token_file",
-     .env = "GANTRY_K8S_TOKEN_FILE",
-     .flag = "--k8s-token-file",
-     .type = FT_STRING,
-     .offset = OFF(k8s_token_file),
-     .def = "",
-     .type_name = "path",
-     .help = "kubernetes driver: bearer token file (re-read per request); empty: in cluster"},
-    {.key = "k8s_ca_file",
-     .env = "GANTRY_K8S_CA_FILE",
-     .flag = "--k8s-ca-file",
-     .type = FT_STRING,
-     .offset = OFF(k8s_ca_file),
-     .def = "",
-     .type_name = "path",
-     .help = "kubernetes driver: CA of the API server; empty: in cluster"},
-    {.key = "driver_journal",
-     .env = "GANTRY_DRIVER_JOURNAL",
-     .flag = "--driver-journal",
-     .type = FT_STRING,
-     .offset = OFF(driver_journal),
-     .def = "",
-     .type_name = "path",
-     .help = "fake driver: append a JSON line per driver call (with its epoch) to this file"},
-    {.key = "lease_duration_ms",
-     .env = "GANTRY_LEASE_DURATION_MS",
-     .flag = "--lease-duration-ms",
-     .type = FT_U32,
-     .offset = OFF(lease_duration_ms),
-     .def = "15000",
-     .min = 300,
-     .max = 3600000,
-     .type_name = "integer",
-     .help = "how long a contender must see the reconciler lease unchanged before taking it"},
-    {.key = "lease_renew_deadline_ms",
-     .env = "GANTRY_LEASE_RENEW_DEADLINE_MS",
-     .flag = "--lease-renew-deadline-ms",
-     .type = FT_U32,
-     .offset = OFF(lease_renew_deadline_ms),
-     .def = "10000",
-     .min = 200,
-     .max = 3600000,
-     .type_name = "integer",
-     .help =
-         "the holder stops acting when its last renewal started longer ago than this (below the duration)"},
-    {.key = "lease_retry_ms",
-     .env = "GANTRY_LEASE_RETRY_MS",
-     .flag = "--lease-retry-ms",
-     .type = FT_U32,
-     .offset = OFF(lease_retry_ms),
-     .def = "2000",
-     .min = 50,
-     .max = 3600000,
-     .type_name = "integer",
-     .help = "how often the holder renews and contenders try (below the renew deadline)"},
-    {.key = "join_ca_file",
-     .env = "GANTRY_JOIN_CA_FILE",
-     .flag = "--join-ca-file",
-     .type = FT_STRING,
-     .offset = OFF(join_ca_file),
-     .def = "",
-     .type_name = "path",
-     .help = "CA certificate that verifies the member joined through, for a join token without a CA "
-             "fingerprint"},
-    {.key = "cert_sans",
-     .env = "GANTRY_CERT_SANS",
-     .flag = "--cert-sans",
-     .type = FT_LIST,
-     .offset = OFF(cert_sans),
-     .def = "",
-     .check = check_sans,
-     .type_name = "list of names",
-     .help = "extra DNS names or IP addresses for this replica's certificate (a load balancer's name); "
-             "comma-separated"},
-    {.key = "latency_ms",
-     .env = "GANTRY_LATENCY_MS",
-     .flag = "--latency-ms",
-     .type = FT_U32,
-     .offset = OFF(latency_ms),
-     .def = "20",
-     .min = 1,
-     .max = 3600000,
-     .type_name = "integer",
-     .help = "typical peer round trip; heartbeat = 1.5x, election timeout = 15x"},
-    {.key = "snapshot_threshold",
-     .env = "GANTRY_SNAPSHOT_THRESHOLD",
-     .flag = "--snapshot-threshold",
-     .type = FT_U32,
-     .offset = OFF(snapshot_threshold),
-     .def = "1024",
-     .min = 1,
-     .max = UINT32_MAX,
-     .type_name = "integer",
-     .help = "Raft log entries between snapshots"},
-    {.key = "snapshot_trailing",
-     .env = "GANTRY_SNAPSHOT_TRAILING",
-     .flag = "--snapshot-trailing",
-     .type = FT_U32,
-     .offset = OFF(snapshot_trailing),
-     .def = "8192",
-     .min = 4,
-     .max = UINT32_MAX,
-     .type_name = "integer",
-     .help = "Raft log entries kept after a snapshot; >= 4 and >= snapshot_threshold"},
-    {.key = "roles_grace_ms",
-     .env = "GANTRY_ROLES_GRACE_MS",
-     .flag = "--roles-grace-ms",
-     .type = FT_U64,
-     .offset = OFF(roles_grace_ms),
-     .def = "30000",
-     .min = 1,
-     .max = 86400000,
-     .type_name = "integer",
-     .help =
-         "how long a member may be unreachable before it is replaced; > election timeout (15 x latency_ms)"},
-    {.key = "log_level",
-     .env = "GANTRY_LOG_LEVEL",
-     .flag = "--log-level",
-     .type = FT_STRING,
-     .offset = OFF(log_level),
-     .def = "info",
-     .check = check_log_level,
-     .type_name = "level",
-     .help = "log verbosity: error, warn, info, debug or trace (any case)"},
-    {.key = "max_message_bytes",
-     .env = "GANTRY_MAX_MESSAGE_BYTES",
-     .flag = "--max-message-bytes",
-     .type = FT_U32,
-     .offset = OFF(max_message_bytes),
-     .def = "4194304",
-     .min = 1024,
-     .max = 268435456,
-     .type_name = "integer",
-     .help = "largest gRPC message accepted or sent (1 KiB..256 MiB)"},
-    {.key = "max_concurrent_streams",
-     .env = "GANTRY_MAX_CONCURRENT_STREAMS",
-     .flag = "--max-concurrent-streams",
-     .type = FT_U32,
-     .offset = OFF(max_concurrent_streams),
-     .def = "100",
-     .min = 1,
-     .max = 10000,
-     .type_name = "integer",
-     .help = "HTTP/2 streams per client connection"},
+         "retention"),
+    STRING(driver, "process", check_driver, "process|kubernetes|fake|none",
+           "the compute driver the lease holder drives: process (local bubblewrap sandboxes), kubernetes "
+           "(agents.x-k8s.io Sandbox objects), fake (tests), none (no reconciler)"),
+    STRING(driver_state_dir, "", NULL, "path",
+           "process driver: where sandbox state lives, shared by the replicas of one host so any adopts the "
+           "others' sandboxes; fake driver: its shared state file. Empty: <data_dir>/sandboxes"),
+    STRING(k8s_namespace_mode, "managed", check_k8s_mode, "managed|operator|shared",
+           "kubernetes driver: managed (creates openshell-<gateway>-<namespace>), operator (existing "
+           "namespaces from k8s_namespaces) or shared (one namespace, k8s_shared_namespace)"),
+    LIST(k8s_namespaces, NULL, "list",
+         "kubernetes driver, operator mode: the allowlist of Kubernetes namespaces (N or gantry=N)"),
+    STRING(k8s_shared_namespace, "", NULL, "name",
+           "kubernetes driver, shared mode: the one Kubernetes namespace for every sandbox"),
+    STRING(k8s_server, "", NULL, "https URL",
+           "kubernetes driver: the API server; empty: in cluster (service account token and CA)"),
+    STRING(k8s_token_file, "", NULL, "path",
+           "kubernetes driver: bearer token file (re-read per request); empty: in cluster"),
+    STRING(k8s_ca_file, "", NULL, "path", "kubernetes driver: CA of the API server; empty: in cluster"),
+    STRING(driver_journal, "", NULL, "path",
+           "fake driver: append a JSON line per driver call (with its epoch) to this file"),
+    UINT(lease_duration_ms, 15000, 300, 3600000,
+         "how long a contender must see the reconciler lease unchanged before taking it"),
+    UINT(lease_renew_deadline_ms, 10000, 200, 3600000,
+         "the holder stops acting when its last renewal started longer ago than this (below the duration)"),
+    UINT(lease_retry_ms, 2000, 50, 3600000,
+         "how often the holder renews and contenders try (below the renew deadline)"),
+    STRING(join_ca_file, "", NULL, "path",
+           "CA certificate that verifies the member joined through, for a join token without a CA "
+           "fingerprint"),
+    LIST(cert_sans, check_sans, "list of names",
+         "extra DNS names or IP addresses for this replica's certificate (a load balancer's name); "
+         "comma-separated"),
+    UINT(latency_ms, 20, 1, 3600000, "typical peer round trip; heartbeat = 1.5x, election timeout = 15x"),
+    UINT(snapshot_threshold, 1024, 1, UINT32_MAX, "Raft log entries between snapshots"),
+    UINT(snapshot_trailing, 8192, 4, UINT32_MAX,
+         "Raft log entries kept after a snapshot; >= 4 and >= snapshot_threshold"),
+    UINT(roles_grace_ms, 30000, 1, 86400000,
+         "how long a member may be unreachable before it is replaced; > election timeout (15 x latency_ms)"),
+    STRING(log_level, "info", check_log_level, "level",
+           "log verbosity: error, warn, info, debug or trace (any case)"),
+    UINT(max_message_bytes, 4194304, 1024, 268435456,
+         "largest gRPC message accepted or sent (1 KiB..256 MiB)"),
+    UINT(max_concurrent_streams, 100, 1, 10000, "HTTP/2 streams per client connection"),
 };
+
+#undef FIELD
+#undef STRING
+#undef UINT
+#undef BOOL
+#undef LIST
 
 #define NFIELDS (sizeof fields / sizeof fields[0])
 _Static_assert(sizeof fields / sizeof fields[0] <= CONFIG_MAX_FIELDS, "raise CONFIG_MAX_FIELDS");
@@ -555,6 +257,35 @@ static const struct field *field_by_key(const char *key)
     return NULL;
 }
 
+/* A field's environment variable and flag follow from its key by one rule: api_address is
+ * GANTRY_API_ADDRESS and --api-address. A key that may not come from a flag has no flag (""). @out
+ * has room for CONFIG_NAME_SIZE bytes. */
+static void env_name(const struct field *f, char *out)
+{
+    static const char prefix[] = "GANTRY_";
+    size_t n = sizeof prefix - 1;
+    assert(n + strlen(f->key) < CONFIG_NAME_SIZE);
+    memcpy(out, prefix, n);
+    for (const char *k = f->key; *k != '\0'; k++) {
+        out[n++] = (char)(*k >= 'a' && *k <= 'z' ? *k - 'a' + 'A' : *k);
+    }
+    out[n] = '\0';
+}
+
+static void flag_name(const struct field *f, char *out)
+{
+    size_t n = 0;
+    assert(2 + strlen(f->key) < CONFIG_NAME_SIZE);
+    if (!(f->flags & F_NO_FLAG)) {
+        out[n++] = '-';
+        out[n++] = '-';
+        for (const char *k = f->key; *k != '\0'; k++) {
+            out[n++] = *k == '_' ? '-' : *k;
+        }
+    }
+    out[n] = '\0';
+}
+
 const char *config_source_name(enum config_source src)
 {
     switch (src) {
@@ -570,16 +301,18 @@ const char *config_source_name(enum config_source src)
 }
 
 /* Where a field's current value came from, as a message shows it: the file's path, the variable, the
- * flag, or "default". */
-static const char *origin_text(const struct config *cfg, const struct field *f)
+ * flag, or "default". A variable or flag name is written into @name (CONFIG_NAME_SIZE bytes). */
+static const char *origin_text(const struct config *cfg, const struct field *f, char *name)
 {
     switch (cfg->origin[field_index(f)]) {
     case CONFIG_SRC_FILE:
         return cfg->loaded_file != NULL && cfg->loaded_file[0] != '\0' ? cfg->loaded_file : "the file";
     case CONFIG_SRC_ENV:
-        return f->env;
+        env_name(f, name);
+        return name;
     case CONFIG_SRC_FLAG:
-        return f->flag;
+        flag_name(f, name);
+        return name;
     default:
         return "default";
     }
@@ -1096,8 +829,12 @@ int config_load_buffer(struct config *cfg, const char *data, size_t len, const c
             goto err_after_parse;
         }
         if (f->flags & F_NO_FILE) {
+            char env[CONFIG_NAME_SIZE];
+            char flag[CONFIG_NAME_SIZE];
+            env_name(f, env);
+            flag_name(f, flag);
             gerr_set(errmsg, "config: key \"%s\" in %s is not allowed in the file (use %s or %s)", key, name,
-                     f->env, f->flag);
+                     env, flag);
             rv = GERR_INVAL;
             goto err_after_parse;
         }
@@ -1245,8 +982,10 @@ int config_apply_env(struct config *cfg, char *const envp[], char *errmsg)
         }
         size_t name_len = (size_t)(eq - entry);
         const struct field *f = NULL;
+        char env[CONFIG_NAME_SIZE];
         for (size_t i = 0; i < NFIELDS; i++) {
-            if (strlen(fields[i].env) == name_len && memcmp(fields[i].env, entry, name_len) == 0) {
+            env_name(&fields[i], env);
+            if (strlen(env) == name_len && memcmp(env, entry, name_len) == 0) {
                 f = &fields[i];
                 break;
             }
@@ -1266,8 +1005,9 @@ int config_apply_env(struct config *cfg, char *const envp[], char *errmsg)
             key[klen] = '\0';
             const struct field *s = suggest(key, klen < 8 ? 1 : 2, 0);
             if (s != NULL && edit_distance(key, s->key) <= (klen < 8 ? 1u : 2u)) {
+                env_name(s, env);
                 gerr_set(errmsg, "config: unknown variable %.*s in the environment (did you mean %s?)",
-                         (int)name_len, entry, s->env);
+                         (int)name_len, entry, env);
                 return GERR_INVAL;
             }
             continue;
@@ -1277,14 +1017,14 @@ int config_apply_env(struct config *cfg, char *const envp[], char *errmsg)
             /* Overridden by a flag: still report a malformed value. */
             struct config scratch;
             config_init_defaults(&scratch);
-            rv = set_from_text(&scratch, f, eq + 1, CONFIG_SRC_ENV, f->env, errmsg);
+            rv = set_from_text(&scratch, f, eq + 1, CONFIG_SRC_ENV, env, errmsg);
             config_free(&scratch);
             if (rv != 0) {
                 return rv;
             }
             continue;
         }
-        if ((rv = set_from_text(cfg, f, eq + 1, CONFIG_SRC_ENV, f->env, errmsg)) != 0) {
+        if ((rv = set_from_text(cfg, f, eq + 1, CONFIG_SRC_ENV, env, errmsg)) != 0) {
             return rv;
         }
         cfg->origin[field_index(f)] = CONFIG_SRC_ENV;
@@ -1294,9 +1034,10 @@ int config_apply_env(struct config *cfg, char *const envp[], char *errmsg)
 
 static const struct field *field_by_flag(const char *flag, size_t len)
 {
+    char name[CONFIG_NAME_SIZE];
     for (size_t i = 0; i < NFIELDS; i++) {
-        if (fields[i].flag[0] != '\0' && strlen(fields[i].flag) == len &&
-            memcmp(fields[i].flag, flag, len) == 0) {
+        flag_name(&fields[i], name);
+        if (name[0] != '\0' && strlen(name) == len && memcmp(name, flag, len) == 0) {
             return &fields[i];
         }
     }
@@ -1306,6 +1047,7 @@ static const struct field *field_by_flag(const char *flag, size_t len)
 int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *help, char *errmsg)
 {
     char q[QUOTE_SIZE];
+    char flag[CONFIG_NAME_SIZE];
     *help = false;
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
@@ -1354,13 +1096,15 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
             snprintf(name, sizeof name, "%.*s", (int)(name_len < 64 ? name_len : 64), arg);
             quote(name, q);
             if (s != NULL) {
-                gerr_set(errmsg, "config: unknown flag %s (did you mean %s?)", q, s->flag);
+                flag_name(s, flag);
+                gerr_set(errmsg, "config: unknown flag %s (did you mean %s?)", q, flag);
             } else {
                 gerr_set(errmsg, "config: unknown flag %s (see --help)", q);
             }
             return GERR_INVAL;
         }
         const char *value;
+        flag_name(f, flag);
         if (eq != NULL) {
             value = eq + 1;
         } else if (f->type == FT_BOOL) {
@@ -1368,10 +1112,10 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
         } else if (a + 1 < argc) {
             value = argv[++a];
         } else {
-            gerr_set(errmsg, "config: flag %s needs a value (%s)", f->flag, f->type_name);
+            gerr_set(errmsg, "config: flag %s needs a value (%s)", flag, f->type_name);
             return GERR_INVAL;
         }
-        int rv = set_from_text(cfg, f, value, CONFIG_SRC_FLAG, f->flag, errmsg);
+        int rv = set_from_text(cfg, f, value, CONFIG_SRC_FLAG, flag, errmsg);
         if (rv != 0) {
             return rv;
         }
@@ -1607,10 +1351,11 @@ static int cur_error(const struct config *cfg, const char *key, char *errmsg, co
     char why[GERR_MSG_SIZE];
     const struct field *f = field_by_key(key);
     va_list ap;
+    char nbuf[CONFIG_NAME_SIZE];
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    return field_error(f, origin_text(cfg, f), errmsg, why);
+    return field_error(f, origin_text(cfg, f, nbuf), errmsg, why);
 }
 
 static bool is_set(const char *s)
@@ -1618,60 +1363,40 @@ static bool is_set(const char *s)
     return s[0] != '\0';
 }
 
+/* A number field's value (FT_U32, FT_U64 or FT_DOMAIN). */
+static uint64_t field_uint(const struct config *cfg, const struct field *f)
+{
+    assert(f->type == FT_U32 || f->type == FT_U64 || f->type == FT_DOMAIN);
+    return f->type == FT_U32 ? *FIELD_PTR(cfg, f, const unsigned) : *FIELD_PTR(cfg, f, const uint64_t);
+}
+
+/* Whether a field holds a value: a non-empty string or list, true, or a non-zero number. */
+static bool field_set(const struct config *cfg, const struct field *f)
+{
+    switch (f->type) {
+    case FT_STRING:
+        return is_set(*FIELD_PTR(cfg, f, char *const));
+    case FT_BOOL:
+        return *FIELD_PTR(cfg, f, const bool);
+    case FT_LIST:
+        return FIELD_PTR(cfg, f, const struct config_list)->n > 0;
+    default:
+        return field_uint(cfg, f) != 0;
+    }
+}
+
 static int token_conflict(const struct config *cfg, char *errmsg)
 {
+    char nbuf[CONFIG_NAME_SIZE];
     return cur_error(cfg, "join_token", errmsg, "is set and so is join_token_file (from %s): choose one",
-                     origin_text(cfg, field_by_key("join_token_file")));
+                     origin_text(cfg, field_by_key("join_token_file"), nbuf));
 }
 
-/* Two listen addresses that would fight over one port. */
-static int check_port_clash(const struct config *cfg, const char *ka, const char *a, const char *kb,
-                            const char *b, char *errmsg)
+/* The rules that fit none of the rule table's shapes. */
+
+static int rule_election(struct config *cfg, char *errmsg)
 {
-    struct sockaddr_storage ha, hb;
-    if (addr_parse(a, &ha, NULL) != 0 || addr_parse(b, &hb, NULL) != 0 || addr_port(&ha) == 0 ||
-        addr_port(&ha) != addr_port(&hb)) {
-        return 0;
-    }
-    bool overlap = addr_is_any(&ha) || addr_is_any(&hb) || addr_same_host(&ha, &hb);
-    if (overlap) {
-        return cur_error(cfg, kb, errmsg, "port %d is already used by %s (from %s)", addr_port(&hb), ka,
-                         origin_text(cfg, field_by_key(ka)));
-    }
-    return 0;
-}
-
-int config_validate(struct config *cfg, char *errmsg)
-{
-    char why[GERR_MSG_SIZE];
-    int rv;
-
-    /* Required values. */
-    if (cfg->replica_id == 0) {
-        gerr_set(errmsg, "config: replica_id is required: a stable non-zero integer (file key replica_id, "
-                         "GANTRY_REPLICA_ID or --replica-id)");
-        return GERR_INVAL;
-    }
-    if (cfg->replica_name[0] == '\0') {
-        char name[32];
-        snprintf(name, sizeof name, "replica-%llu", (unsigned long long)cfg->replica_id);
-        replace_string(&cfg->replica_name, name);
-    }
-
-    /* Each field on its own, in table order. */
-    for (size_t i = 0; i < NFIELDS; i++) {
-        const struct field *f = &fields[i];
-        if (f->check != NULL && (rv = f->check(cfg, f, why)) != 0) {
-            return field_error(f, origin_text(cfg, f), errmsg, why);
-        }
-    }
-
-    /* Rules between fields. */
-    if (cfg->snapshot_trailing < cfg->snapshot_threshold) {
-        return cur_error(cfg, "snapshot_trailing", errmsg, "%u is less than snapshot_threshold %u (from %s)",
-                         cfg->snapshot_trailing, cfg->snapshot_threshold,
-                         origin_text(cfg, field_by_key("snapshot_threshold")));
-    }
+    char nbuf[CONFIG_NAME_SIZE];
     uint64_t election_ms = 15ull * cfg->latency_ms;
     if (cfg->roles_grace_ms <= election_ms) {
         return cur_error(
@@ -1679,49 +1404,30 @@ int config_validate(struct config *cfg, char *errmsg)
             "%llu is not longer than the election timeout of %llu ms (15 x latency_ms %u, from %s): "
             "members would be replaced during ordinary elections",
             (unsigned long long)cfg->roles_grace_ms, (unsigned long long)election_ms, cfg->latency_ms,
-            origin_text(cfg, field_by_key("latency_ms")));
+            origin_text(cfg, field_by_key("latency_ms"), nbuf));
     }
+    return 0;
+}
 
-    if (cfg->api_h2c) {
-        struct sockaddr_storage h;
-        if (addr_parse(cfg->api_address, &h, NULL) != 0 || !addr_is_loopback(&h)) {
-            char q[QUOTE_SIZE];
-            quote(cfg->api_address, q);
-            return cur_error(
-                cfg, "api_h2c", errmsg,
-                "plaintext h2c is allowed only on a loopback api_address, and api_address (from %s) is %s",
-                origin_text(cfg, field_by_key("api_address")), q);
-        }
-        static const char *const tls_keys[] = {"api_tls_cert", "api_tls_key", "api_tls_client_ca"};
-        for (size_t i = 0; i < 3; i++) {
-            const struct field *f = field_by_key(tls_keys[i]);
-            if (is_set(*FIELD_PTR(cfg, f, char *))) {
-                return cur_error(cfg, "api_h2c", errmsg,
-                                 "plaintext h2c cannot use %s (from %s): drop one of them", f->key,
-                                 origin_text(cfg, f));
-            }
-        }
+static int rule_h2c_loopback(struct config *cfg, char *errmsg)
+{
+    struct sockaddr_storage h;
+    char nbuf[CONFIG_NAME_SIZE];
+    char q[QUOTE_SIZE];
+    if (cfg->api_h2c && (addr_parse(cfg->api_address, &h, NULL) != 0 || !addr_is_loopback(&h))) {
+        quote(cfg->api_address, q);
+        return cur_error(
+            cfg, "api_h2c", errmsg,
+            "plaintext h2c is allowed only on a loopback api_address, and api_address (from %s) is %s",
+            origin_text(cfg, field_by_key("api_address"), nbuf), q);
     }
-    if (is_set(cfg->api_tls_cert) != is_set(cfg->api_tls_key)) {
-        const char *have = is_set(cfg->api_tls_cert) ? "api_tls_cert" : "api_tls_key";
-        const char *missing = is_set(cfg->api_tls_cert) ? "api_tls_key" : "api_tls_cert";
-        return cur_error(cfg, have, errmsg, "is set but %s is not: they come as a pair", missing);
-    }
-    {
-        const char *peer[] = {cfg->peer_tls_ca, cfg->peer_tls_cert, cfg->peer_tls_key};
-        static const char *const peer_keys[] = {"peer_tls_ca", "peer_tls_cert", "peer_tls_key"};
-        int n = is_set(peer[0]) + is_set(peer[1]) + is_set(peer[2]);
-        if (n != 0 && n != 3) {
-            size_t have = is_set(peer[0]) ? 0 : is_set(peer[1]) ? 1 : 2;
-            size_t missing = !is_set(peer[0]) ? 0 : !is_set(peer[1]) ? 1 : 2;
-            return cur_error(
-                cfg, peer_keys[have], errmsg,
-                "is set but %s is not: set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none "
-                "of them to use the files init/join create",
-                peer_keys[missing]);
-        }
-    }
+    return 0;
+}
 
+/* One source for the token; join and a token (or its file) come together, with messages that say
+ * more than a "together" rule can; and a joiner does not take the bootstrap id. */
+static int rule_join(struct config *cfg, char *errmsg)
+{
     if (is_set(cfg->join_token) && is_set(cfg->join_token_file) && !cfg->join_token_from_file) {
         return token_conflict(cfg, errmsg);
     }
@@ -1740,21 +1446,164 @@ int config_validate(struct config *cfg, char *errmsg)
         return cur_error(cfg, "replica_id", errmsg,
                          "1 is the id that bootstraps a new cluster; a joining replica needs another id");
     }
+    return 0;
+}
 
-    if (!(cfg->lease_retry_ms < cfg->lease_renew_deadline_ms &&
-          cfg->lease_renew_deadline_ms < cfg->lease_duration_ms)) {
-        return cur_error(
-            cfg, "lease_renew_deadline_ms", errmsg,
-            "must lie strictly between lease_retry_ms and lease_duration_ms (the holder must stop acting "
-            "before a contender may take over)");
+/* The rules between fields, checked in this order once every field has passed its own validator;
+ * the first one broken is reported. Most have one of a few shapes, each with its message:
+ *   RULE_TOGETHER      keys: all set or none. On the first set key:
+ *                      "is set but <first unset key> is not: <text>"
+ *   RULE_EXCLUDES      when keys[0] is set, none of the others. On keys[0]:
+ *                      "<text> cannot use <other> (from <its origin>): drop one of them"
+ *   RULE_AT_LEAST      numbers keys[0] >= keys[1]. On keys[0]:
+ *                      "<value> is less than <keys[1]> <value> (from <its origin>)"
+ *   RULE_BETWEEN       numbers keys[0] < keys[1] < keys[2]. On keys[1]:
+ *                      "must lie strictly between <keys[0]> and <keys[2]> (<text>)"
+ *   RULE_PORTS_APART   listen addresses that may not share a port on one host. On keys[1]:
+ *                      "port <N> is already used by <keys[0]> (from <its origin>)"
+ * The rest are functions (RULE_FN). A key the field table lacks fails an assertion when the rule
+ * runs, and every rule runs on the first config_validate of a valid config. */
+enum rule_kind { RULE_FN, RULE_TOGETHER, RULE_EXCLUDES, RULE_AT_LEAST, RULE_BETWEEN, RULE_PORTS_APART };
+
+struct rule {
+    enum rule_kind kind;
+    const char *keys[4]; /* NULL after the last when fewer */
+    const char *text;    /* completes the message, see above */
+    int (*fn)(struct config *cfg, char *errmsg);
+};
+
+static const struct rule rules[] = {
+    {.kind = RULE_AT_LEAST, .keys = {"snapshot_trailing", "snapshot_threshold"}},
+    {.kind = RULE_FN, .fn = rule_election}, /* roles_grace_ms > 15 x latency_ms */
+    {.kind = RULE_FN, .fn = rule_h2c_loopback},
+    {.kind = RULE_EXCLUDES,
+     .keys = {"api_h2c", "api_tls_cert", "api_tls_key", "api_tls_client_ca"},
+     .text = "plaintext h2c"},
+    {.kind = RULE_TOGETHER, .keys = {"api_tls_cert", "api_tls_key"}, .text = "they come as a pair"},
+    {.kind = RULE_TOGETHER,
+     .keys = {"peer_tls_ca", "peer_tls_cert", "peer_tls_key"},
+     .text = "set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none of them to use the files "
+             "init/join create"},
+    {.kind = RULE_FN, .fn = rule_join},
+    {.kind = RULE_BETWEEN,
+     .keys = {"lease_retry_ms", "lease_renew_deadline_ms", "lease_duration_ms"},
+     .text = "the holder must stop acting before a contender may take over"},
+    {.kind = RULE_PORTS_APART, .keys = {"api_address", "admin_address"}},
+    {.kind = RULE_PORTS_APART, .keys = {"api_address", "peer_address"}},
+    {.kind = RULE_PORTS_APART, .keys = {"admin_address", "peer_address"}},
+};
+
+/* Two listen addresses that would fight over one port: reported on @b. */
+static int check_ports_apart(const struct config *cfg, const struct field *fa, const struct field *fb,
+                             char *errmsg)
+{
+    struct sockaddr_storage ha, hb;
+    char nbuf[CONFIG_NAME_SIZE];
+    if (addr_parse(*FIELD_PTR(cfg, fa, char *const), &ha, NULL) != 0 ||
+        addr_parse(*FIELD_PTR(cfg, fb, char *const), &hb, NULL) != 0 || addr_port(&ha) == 0 ||
+        addr_port(&ha) != addr_port(&hb)) {
+        return 0;
     }
-    if ((rv = check_port_clash(cfg, "api_address", cfg->api_address, "admin_address", cfg->admin_address,
-                               errmsg)) != 0 ||
-        (rv = check_port_clash(cfg, "api_address", cfg->api_address, "peer_address", cfg->peer_address,
-                               errmsg)) != 0 ||
-        (rv = check_port_clash(cfg, "admin_address", cfg->admin_address, "peer_address", cfg->peer_address,
-                               errmsg)) != 0) {
-        return rv;
+    bool overlap = addr_is_any(&ha) || addr_is_any(&hb) || addr_same_host(&ha, &hb);
+    if (overlap) {
+        return cur_error(cfg, fb->key, errmsg, "port %d is already used by %s (from %s)", addr_port(&hb),
+                         fa->key, origin_text(cfg, fa, nbuf));
+    }
+    return 0;
+}
+
+static int check_rule(struct config *cfg, const struct rule *r, char *errmsg)
+{
+    const struct field *f[4] = {NULL};
+    const struct field *have = NULL;
+    const struct field *missing = NULL;
+    char nbuf[CONFIG_NAME_SIZE];
+    char v0[QUOTE_SIZE];
+    char v1[QUOTE_SIZE];
+    size_t n;
+
+    for (n = 0; n < 4 && r->keys[n] != NULL; n++) {
+        f[n] = field_by_key(r->keys[n]);
+        assert(f[n] != NULL); /* a key in the rule table that the field table lacks */
+    }
+    switch (r->kind) {
+    case RULE_FN:
+        return r->fn(cfg, errmsg);
+    case RULE_TOGETHER:
+        for (size_t i = 0; i < n; i++) {
+            if (field_set(cfg, f[i])) {
+                have = have != NULL ? have : f[i];
+            } else {
+                missing = missing != NULL ? missing : f[i];
+            }
+        }
+        if (have != NULL && missing != NULL) {
+            return cur_error(cfg, have->key, errmsg, "is set but %s is not: %s", missing->key, r->text);
+        }
+        return 0;
+    case RULE_EXCLUDES:
+        if (!field_set(cfg, f[0])) {
+            return 0;
+        }
+        for (size_t i = 1; i < n; i++) {
+            if (field_set(cfg, f[i])) {
+                return cur_error(cfg, f[0]->key, errmsg, "%s cannot use %s (from %s): drop one of them",
+                                 r->text, f[i]->key, origin_text(cfg, f[i], nbuf));
+            }
+        }
+        return 0;
+    case RULE_AT_LEAST:
+        if (field_uint(cfg, f[0]) < field_uint(cfg, f[1])) {
+            value_text(cfg, f[0], v0);
+            value_text(cfg, f[1], v1);
+            return cur_error(cfg, f[0]->key, errmsg, "%s is less than %s %s (from %s)", v0, f[1]->key, v1,
+                             origin_text(cfg, f[1], nbuf));
+        }
+        return 0;
+    case RULE_BETWEEN:
+        if (!(field_uint(cfg, f[0]) < field_uint(cfg, f[1]) &&
+              field_uint(cfg, f[1]) < field_uint(cfg, f[2]))) {
+            return cur_error(cfg, f[1]->key, errmsg, "must lie strictly between %s and %s (%s)", f[0]->key,
+                             f[2]->key, r->text);
+        }
+        return 0;
+    case RULE_PORTS_APART:
+        return check_ports_apart(cfg, f[0], f[1], errmsg);
+    }
+    return GERR_INTERNAL;
+}
+
+int config_validate(struct config *cfg, char *errmsg)
+{
+    char why[GERR_MSG_SIZE];
+    char nbuf[CONFIG_NAME_SIZE];
+    int rv;
+
+    /* Required values. */
+    if (cfg->replica_id == 0) {
+        gerr_set(errmsg, "config: replica_id is required: a stable non-zero integer (file key replica_id, "
+                         "GANTRY_REPLICA_ID or --replica-id)");
+        return GERR_INVAL;
+    }
+    if (cfg->replica_name[0] == '\0') {
+        char name[32];
+        snprintf(name, sizeof name, "replica-%llu", (unsigned long long)cfg->replica_id);
+        replace_string(&cfg->replica_name, name);
+    }
+
+    /* Each field on its own, in table order. */
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const struct field *f = &fields[i];
+        if (f->check != NULL && (rv = f->check(cfg, f, why)) != 0) {
+            return field_error(f, origin_text(cfg, f, nbuf), errmsg, why);
+        }
+    }
+
+    /* Then the rules between fields, in table order. */
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        if ((rv = check_rule(cfg, &rules[i], errmsg)) != 0) {
+            return rv;
+        }
     }
     return 0;
 }
@@ -1844,15 +1693,18 @@ void config_help(struct buf *out)
                "variables (GANTRY_<KEY>) and these flags. See docs/configuration.md.\n\n");
     for (size_t i = 0; i < NFIELDS; i++) {
         const struct field *f = &fields[i];
-        if (f->flag[0] == '\0') {
-            buf_printf(out, "  (%s: the file or %s, never a flag)\n", f->key, f->env);
+        char env[CONFIG_NAME_SIZE];
+        char flag[CONFIG_NAME_SIZE];
+        env_name(f, env);
+        flag_name(f, flag);
+        if (flag[0] == '\0') {
+            buf_printf(out, "  (%s: the file or %s, never a flag)\n", f->key, env);
         } else if (f->type == FT_BOOL) {
-            buf_printf(out, "  %s[=true|false]\n", f->flag);
+            buf_printf(out, "  %s[=true|false]\n", flag);
         } else {
-            buf_printf(out, "  %s <%s>\n", f->flag, f->type_name);
+            buf_printf(out, "  %s <%s>\n", flag, f->type_name);
         }
-        buf_printf(out, "        %s\n        default: %s; environment: %s\n", f->help, default_text(f),
-                   f->env);
+        buf_printf(out, "        %s\n        default: %s; environment: %s\n", f->help, default_text(f), env);
     }
     buf_printf(out, "  --help, -h\n        show this text\n");
     buf_terminate(out);
@@ -1865,10 +1717,14 @@ void config_doc_markdown(struct buf *out)
     for (size_t i = 0; i < NFIELDS; i++) {
         const struct field *f = &fields[i];
         char key[64];
-        char flag[64];
+        char env[CONFIG_NAME_SIZE];
+        char name[CONFIG_NAME_SIZE];
+        char flag[CONFIG_NAME_SIZE + 2];
+        env_name(f, env);
+        flag_name(f, name);
         snprintf(key, sizeof key, f->flags & F_NO_FILE ? "`%s` (not in the file)" : "`%s`", f->key);
-        snprintf(flag, sizeof flag, f->flag[0] == '\0' ? "(never a flag)" : "`%s`", f->flag);
-        buf_printf(out, "| %s | `%s` | %s | %s | %s%s%s | %s%s |\n", key, f->env, flag, f->type_name,
+        snprintf(flag, sizeof flag, name[0] == '\0' ? "(never a flag)" : "`%s`", name);
+        buf_printf(out, "| %s | `%s` | %s | %s | %s%s%s | %s%s |\n", key, env, flag, f->type_name,
                    f->def != NULL && f->def[0] != '\0' ? "`" : "", default_text(f),
                    f->def != NULL && f->def[0] != '\0' ? "`" : "", f->help,
                    f->flags & F_SECRET ? " (secret: redacted in `gantryd config show`)" : "");
@@ -1886,8 +1742,8 @@ void config_field_get(size_t i, struct config_field_info *out)
     assert(i < NFIELDS);
     const struct field *f = &fields[i];
     out->key = f->key;
-    out->env = f->env;
-    out->flag = f->flag;
+    env_name(f, out->env);
+    flag_name(f, out->flag);
     out->type = f->type_name;
     out->default_text = default_text(f);
     out->help = f->help;

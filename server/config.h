@@ -19,9 +19,11 @@
  *   ...
  *   config_free(&cfg);
  *
- * Every field is described once, in the field table in config.c (key, type, offset, default,
- * validator, help). The JSON keys, the environment variable names, the flags, the --help text,
- * docs/configuration.md and config_dump_json all come from that table.
+ * Every field is described once, in one entry of the field table in config.c (key, type, member,
+ * default, range, validator, help). The JSON keys, the environment variable names and the flags
+ * (derived from the key: api_address is GANTRY_API_ADDRESS and --api-address), the --help text,
+ * docs/configuration.md and config_dump_json all come from that table. The rules between fields
+ * (keys that come together or exclude each other, orders, ports) are a second table beside it.
  *
  * Errors are GERR_INVAL (bad input), GERR_IO / GERR_NOTFOUND / GERR_PERM (a file could not be read)
  * or GERR_NOMEM (jansson could not allocate). The message in @errmsg starts with "config: " and names
@@ -186,16 +188,20 @@ struct config {
     char *loaded_file;
 };
 
-/* A read-only view of one row of the field table, for --help, the docs and their test. */
+/* Room for a field's environment variable or flag name, with its NUL. */
+#define CONFIG_NAME_SIZE 64
+
+/* A read-only view of one row of the field table, for --help, the docs and their test. The names are
+ * derived from the key, so they are copied in; the other strings are static. */
 struct config_field_info {
-    const char *key;          /* JSON key, e.g. "api_address" */
-    const char *env;          /* "GANTRY_API_ADDRESS" */
-    const char *flag;         /* "--api-address", or "" when the field may not come from a flag */
-    const char *type;         /* "string", "integer", "bool", "host:port", ... */
-    const char *default_text; /* as shown in the docs, e.g. "127.0.0.1:8443" or "(none)" */
-    const char *help;         /* one line */
-    bool secret;              /* redacted in dumps, never quoted in messages */
-    bool file_ok;             /* may appear in the JSON file */
+    const char *key;             /* JSON key, e.g. "api_address" */
+    char env[CONFIG_NAME_SIZE];  /* "GANTRY_API_ADDRESS" */
+    char flag[CONFIG_NAME_SIZE]; /* "--api-address", or "" when the field may not come from a flag */
+    const char *type;            /* "string", "integer", "bool", "host:port", ... */
+    const char *default_text;    /* as shown in the docs, e.g. "127.0.0.1:8443" or "(none)" */
+    const char *help;            /* one line */
+    bool secret;                 /* redacted in dumps, never quoted in messages */
+    bool file_ok;                /* may appear in the JSON file */
 };
 
 /* Number of rows in the field table, and row @i (0 <= i < count). */
@@ -238,7 +244,8 @@ int config_apply_flags(struct config *cfg, int argc, char *const argv[], bool *h
 int config_read_join_token_file(struct config *cfg, char *errmsg);
 
 /* Check every field and the rules between fields, and fill derived defaults (replica_name).
- * Returns 0 or GERR_INVAL with the first problem found, in table order. */
+ * Returns 0 or GERR_INVAL with the first problem found: the fields' own checks in field table order,
+ * then the rules in rule table order. */
 int config_validate(struct config *cfg, char *errmsg);
 
 /* Append the effective configuration to @out as a JSON object that config_load_buffer accepts, with

@@ -253,7 +253,8 @@ static void help_flag(void **state)
     buf_close(&b);
 }
 
-/* The env and flag names are derived from the key by one rule; the table spells them out. */
+/* The env and flag names are derived from the key by one rule (config.c's env_name and flag_name);
+ * this spells the rule out again, so that changing it, which renames every variable and flag, shows. */
 static void names_follow_the_key(void **state)
 {
     (void)state;
@@ -511,6 +512,47 @@ static void join_token_never_from_a_flag(void **state)
                        "GANTRY_JOIN_TOKEN, the config file or --join-token-file";
     expect_error(NULL, ENV(ID2), FLAGS("--join", "10.0.0.1:8443", "--join-token=s3cret"), want);
     expect_error(NULL, ENV(ID2), FLAGS("--join", "10.0.0.1:8443", "--join-token", "s3cret"), want);
+}
+
+/* The lease timing order: retry < renew deadline < duration, reported on the renew deadline. */
+static void lease_timing_order(void **state)
+{
+    (void)state;
+#define LEASE_ORDER(from)                                                                                    \
+    "config: lease_renew_deadline_ms (from " from "): must lie strictly between lease_retry_ms and "         \
+    "lease_duration_ms (the holder must stop acting before a contender may take over)"
+    expect_error(NULL, ENV(ID2, "GANTRY_LEASE_RETRY_MS=10000"), NULL, LEASE_ORDER("default"));
+    expect_error(NULL, ENV(ID2), FLAGS("--lease-duration-ms", "10000"), LEASE_ORDER("default"));
+    expect_error(NULL, ENV(ID2), FLAGS("--lease-renew-deadline-ms=1999"),
+                 LEASE_ORDER("--lease-renew-deadline-ms"));
+#undef LEASE_ORDER
+    struct config cfg;
+    expect_ok(NULL, ENV(ID2),
+              FLAGS("--lease-retry-ms=50", "--lease-renew-deadline-ms=200", "--lease-duration-ms=300"), &cfg);
+    config_free(&cfg);
+}
+
+/* With several rules broken, the first in the documented order is the one reported: the field's own
+ * validators, then snapshots before TLS, TLS before join, join before ports. */
+static void rules_report_in_order(void **state)
+{
+    (void)state;
+    expect_error(NULL,
+                 ENV(ID2, "GANTRY_SNAPSHOT_TRAILING=100", "GANTRY_API_TLS_CERT=/c", "GANTRY_JOIN_TOKEN=t",
+                     "GANTRY_ADMIN_ADDRESS=127.0.0.1:8443", "GANTRY_LOG_LEVEL=loud"),
+                 NULL, "config: log_level (from GANTRY_LOG_LEVEL): \"loud\" is not one of*");
+    expect_error(NULL,
+                 ENV(ID2, "GANTRY_SNAPSHOT_TRAILING=100", "GANTRY_API_TLS_CERT=/c", "GANTRY_JOIN_TOKEN=t",
+                     "GANTRY_ADMIN_ADDRESS=127.0.0.1:8443"),
+                 NULL, "config: snapshot_trailing (from GANTRY_SNAPSHOT_TRAILING): 100 is less than*");
+    expect_error(
+        NULL,
+        ENV(ID2, "GANTRY_API_TLS_CERT=/c", "GANTRY_JOIN_TOKEN=t", "GANTRY_ADMIN_ADDRESS=127.0.0.1:8443"),
+        NULL, "config: api_tls_cert (from GANTRY_API_TLS_CERT): is set but api_tls_key is not*");
+    expect_error(NULL, ENV(ID2, "GANTRY_JOIN_TOKEN=t", "GANTRY_ADMIN_ADDRESS=127.0.0.1:8443"), NULL,
+                 "config: join_token (from GANTRY_JOIN_TOKEN): is set but join is empty*");
+    expect_error(NULL, ENV(ID2, "GANTRY_ADMIN_ADDRESS=127.0.0.1:8443"), NULL,
+                 "config: admin_address (from GANTRY_ADMIN_ADDRESS): port 8443 is already used by*");
 }
 
 static void join_rules(void **state)
@@ -901,6 +943,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(failure_domain_int_or_name),
         cmocka_unit_test(join_token_never_from_a_flag),
         cmocka_unit_test(join_rules),
+        cmocka_unit_test(lease_timing_order),
+        cmocka_unit_test(rules_report_in_order),
         cmocka_unit_test(unknown_keys),
         cmocka_unit_test(wrong_json_types),
         cmocka_unit_test(malformed_json),
