@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "lib/clock.h"
 #include "lib/log.h"
 
 static void *writer_main(void *arg)
@@ -18,13 +19,21 @@ static void *writer_main(void *arg)
             break; /* stopping and drained */
         }
         queue_remove(q);
+        w->n_pending--;
         struct store_write *req = QUEUE_DATA(q, struct store_write, link);
         bool cancel = w->stopping;
+        bool expired = !cancel && req->deadline_ms != 0 && clock_mono_ms(clock_system()) >= req->deadline_ms;
+        w->expired += expired;
         pthread_mutex_unlock(&w->mu);
 
         if (cancel) {
             req->status = GERR_CANCELED;
             gerr_set(req->errmsg, "store writer stopped before this write ran");
+        } else if (expired) {
+            req->status = GERR_TIMEOUT;
+            gerr_set(req->errmsg,
+                     "the deadline passed while the write waited in the replica's queue; nothing "
+                     "was applied");
         } else {
             req->status = store_client_tx(&w->client, req->fn, req->arg);
             if (req->status != 0) {
@@ -74,6 +83,12 @@ int store_writer_submit(struct store_writer *w, struct store_write *req, store_t
         pthread_mutex_unlock(&w->mu);
         return GERR_CLOSED;
     }
+    if (w->max_pending != 0 && w->n_pending >= w->max_pending) {
+        w->refused++;
+        pthread_mutex_unlock(&w->mu);
+        return GERR_UNAVAILABLE;
+    }
+    w->n_pending++;
     queue_insert_tail(&w->pending, &req->link);
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
@@ -97,11 +112,33 @@ static void wait_cb(struct store_write *req, int status)
     pthread_mutex_unlock(&ww->mu);
 }
 
+void store_writer_set_max_pending(struct store_writer *w, unsigned max_pending)
+{
+    pthread_mutex_lock(&w->mu);
+    w->max_pending = max_pending;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void store_writer_stats(struct store_writer *w, unsigned *pending, uint64_t *refused, uint64_t *expired)
+{
+    pthread_mutex_lock(&w->mu);
+    *pending = w->n_pending;
+    *refused = w->refused;
+    *expired = w->expired;
+    pthread_mutex_unlock(&w->mu);
+}
+
 int store_writer_run(struct store_writer *w, store_tx_fn fn, void *arg, char *errmsg)
+{
+    return store_writer_run_by(w, fn, arg, 0, errmsg);
+}
+
+int store_writer_run_by(struct store_writer *w, store_tx_fn fn, void *arg, uint64_t deadline_ms, char *errmsg)
 {
     struct writer_wait ww;
     memset(&ww, 0, sizeof ww);
     ww.req.data = &ww;
+    ww.req.deadline_ms = deadline_ms;
     pthread_mutex_init(&ww.mu, NULL);
     pthread_cond_init(&ww.cond, NULL);
     int rv = store_writer_submit(w, &ww.req, fn, arg, wait_cb);
@@ -115,6 +152,9 @@ int store_writer_run(struct store_writer *w, store_tx_fn fn, void *arg, char *er
         if (errmsg != NULL) {
             memcpy(errmsg, ww.req.errmsg, GERR_MSG_SIZE);
         }
+    } else if (errmsg != NULL && rv == GERR_UNAVAILABLE) {
+        gerr_set(errmsg, "the replica's write queue is full (%u writes waiting); retry with backoff",
+                 w->max_pending);
     } else if (errmsg != NULL) {
         gerr_set(errmsg, "store writer is stopping");
     }

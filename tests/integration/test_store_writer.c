@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "it_common.h"
+#include "lib/clock.h"
 #include "store/pool.h"
 #include "store/writer.h"
 
@@ -279,6 +280,60 @@ static void stop_cancels_queued_writes(void **state)
     assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 4"), 1);
 }
 
+/* ---- Bounds: a full queue refuses at once; a write whose deadline passes while it waits is
+ * dropped unrun (nothing applied), never run late. */
+
+static void full_queue_and_expired_writes_are_not_run(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    store_writer_set_max_pending(&w, 3);
+    struct item items[6];
+    struct done d[6];
+    memset(d, 0, sizeof d);
+    atomic_store(&slow_started, 0);
+    for (int i = 0; i < 6; i++) {
+        items[i] = (struct item){.id = 5000000 + i, .writer = 5};
+        d[i].req.data = &d[i];
+    }
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &items[0], done_cb), 0);
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* While the slow one runs: one write that expires in 50 ms (before the slow one ends), two
+     * without a deadline, then the queue is full. */
+    d[1].req.deadline_ms = clock_mono_ms(clock_system()) + 50;
+    assert_int_equal(store_writer_submit(&w, &d[1].req, insert_item_tx, &items[1], done_cb), 0);
+    assert_int_equal(store_writer_submit(&w, &d[2].req, insert_item_tx, &items[2], done_cb), 0);
+    assert_int_equal(store_writer_submit(&w, &d[3].req, insert_item_tx, &items[3], done_cb), 0);
+    assert_int_equal(store_writer_submit(&w, &d[4].req, insert_item_tx, &items[4], done_cb),
+                     GERR_UNAVAILABLE);
+    deadline = it_now_ms() + 30000;
+    while (atomic_load(&d[3].fired) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    unsigned pending;
+    uint64_t refused, expired;
+    store_writer_stats(&w, &pending, &refused, &expired);
+    store_writer_stop(&w);
+    assert_int_equal(atomic_load(&d[0].status), 0);
+    assert_int_equal(atomic_load(&d[1].fired), 1);
+    assert_int_equal(atomic_load(&d[1].status), GERR_TIMEOUT);
+    assert_int_equal(atomic_load(&d[2].status), 0);
+    assert_int_equal(atomic_load(&d[3].status), 0);
+    assert_int_equal(atomic_load(&d[4].fired), 0); /* refused: its callback never fires */
+    assert_int_equal(refused, 1);
+    assert_int_equal(expired, 1);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 5"), 3);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 5000001"), 0);
+}
+
 /* ---- The read pool: bounded, reused, and a clear timeout when exhausted. */
 
 struct reader {
@@ -341,6 +396,7 @@ int main(void)
         cmocka_unit_test(competing_writers_lose_nothing),
         cmocka_unit_test(failed_transaction_changes_nothing),
         cmocka_unit_test(stop_cancels_queued_writes),
+        cmocka_unit_test(full_queue_and_expired_writes_are_not_run),
         cmocka_unit_test(pool_is_bounded_and_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
