@@ -216,6 +216,32 @@ static const struct field fields[] = {
     UINT(max_message_bytes, 4194304, 1024, 268435456,
          "largest gRPC message accepted or sent (1 KiB..256 MiB)"),
     UINT(max_concurrent_streams, 100, 1, 10000, "HTTP/2 streams per client connection"),
+    UINT(workers, 4, 1, 256, "worker threads that run calls (authentication, store round trips)"),
+    UINT(call_queue_max, 4096, 1, 1000000,
+         "calls with a recently verified credential that may wait for a worker; more are UNAVAILABLE"),
+    UINT(unverified_call_queue_max, 256, 1, 1000000,
+         "calls with any other credential that may wait for a worker (served after the others)"),
+    UINT(write_queue_max, 1024, 1, 1000000,
+         "writes that may wait for the replica's writer; more are UNAVAILABLE"),
+    UINT(
+        auth_fail_limit, 20, 1, 1000000,
+        "failed authentications from one source host per auth_fail_window_ms before its unverified calls are "
+        "refused"),
+    UINT(auth_fail_window_ms, 60000, 1000, 86400000, "the window of auth_fail_limit"),
+    UINT(unverified_call_rate, 50, 1, 1000000,
+         "calls per second one source host may make without a recently verified credential"),
+    UINT(unverified_call_burst, 100, 1, 1000000, "burst allowance of unverified_call_rate"),
+    UINT(
+        known_credential_ttl_ms, 600000, 1000, 86400000,
+        "how long a verified credential keeps its calls in the first class (still re-checked on every call)"),
+    UINT(refused_credential_ttl_ms, 5000, 0, 3600000,
+         "how long a refused credential is refused again without a check; 0: always checked"),
+    UINT(audit_window_ms, 10000, 100, 3600000,
+         "repeats of one refused call (same source, actor, operation, reason) are counted per window"),
+    UINT(audit_flush_ms, 1000, 10, 60000,
+         "first occurrences of refused calls reach the audit trail within this"),
+    UINT(audit_max_keys, 1024, 1, 1000000,
+         "distinct refused-call events per audit window; more are counted in one overflow event"),
 };
 
 #undef FIELD

@@ -47,7 +47,7 @@
 enum config_source { CONFIG_SRC_DEFAULT = 0, CONFIG_SRC_FILE, CONFIG_SRC_ENV, CONFIG_SRC_FLAG };
 
 /* Room for the provenance of every field; config.c checks the table fits at compile time. */
-#define CONFIG_MAX_FIELDS 48
+#define CONFIG_MAX_FIELDS 64
 
 /* A list of strings (the join addresses). Owned by the config. */
 struct config_list {
@@ -181,6 +181,18 @@ struct config {
      * range 1..10000. */
     unsigned max_message_bytes;
     unsigned max_concurrent_streams;
+
+    /* Load and admission (docs/security.md, "Load and admission limits"): worker threads, the two
+     * bounded call queues (recently verified credentials first), the writer's bounded queue, the
+     * per-source limits on unverified calls and failed authentications, and the aggregation of
+     * refused calls in the audit trail. Defaults: 4 workers; queues 4096 / 256 calls and 1024
+     * writes; 20 failures per 60000 ms; 50 calls/s (burst 100); known 600000 ms; refused 5000 ms;
+     * audit window 10000 ms, flush 1000 ms, 1024 distinct events. */
+    unsigned workers;
+    unsigned call_queue_max, unverified_call_queue_max, write_queue_max;
+    unsigned auth_fail_limit, auth_fail_window_ms, unverified_call_rate, unverified_call_burst;
+    unsigned known_credential_ttl_ms, refused_credential_ttl_ms;
+    unsigned audit_window_ms, audit_flush_ms, audit_max_keys;
 
     /* Provenance, indexed like the field table. */
     enum config_source origin[CONFIG_MAX_FIELDS];

@@ -296,6 +296,8 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct providers_svc prov;
     struct authn *authn;
+    struct admission *admission;
+    struct audit_sink *sink;
     struct oidc *oidc;
     struct driver *driver;
     struct reconciler *reconciler;
@@ -358,6 +360,52 @@ static bool ready(void *data, char *reason, size_t len)
     return ok;
 }
 
+/* Admission, queues, the writer and the audit sink (docs/security.md, "Load and admission limits"). */
+static void load_metrics(struct daemon *d, struct buf *out)
+{
+    struct gate_stats gs;
+    gate_stats(d->gate, &gs);
+    unsigned depth[JOBS_CLASSES], wpending;
+    uint64_t shed, wrefused, wexpired; /* the gate counts what the classes shed */
+    for (unsigned c = 0; c < JOBS_CLASSES; c++) {
+        jobs_depth(&d->jobs, c, &depth[c], &shed);
+    }
+    store_writer_stats(&d->writer, &wpending, &wrefused, &wexpired);
+    struct audit_sink_stats as;
+    audit_sink_stats(d->sink, &as);
+    buf_printf(
+        out,
+        "# HELP gantry_calls_refused_total Calls answered without running them, by reason.\n"
+        "# TYPE gantry_calls_refused_total counter\n"
+        "gantry_calls_refused_total{reason=\"admission\"} %" PRIu64 "\n"
+        "gantry_calls_refused_total{reason=\"overloaded\"} %" PRIu64 "\n"
+        "gantry_calls_refused_total{reason=\"expired\"} %" PRIu64 "\n"
+        "# HELP gantry_call_queue_depth Calls waiting for a worker, by class.\n"
+        "# TYPE gantry_call_queue_depth gauge\n"
+        "gantry_call_queue_depth{class=\"verified\"} %u\ngantry_call_queue_depth{class=\"unverified\"} %u\n"
+        "# HELP gantry_write_queue_depth Writes waiting for the replica's writer.\n"
+        "# TYPE gantry_write_queue_depth gauge\ngantry_write_queue_depth %u\n"
+        "# HELP gantry_writes_refused_total Writes refused (queue full) or dropped (deadline passed in the "
+        "queue).\n"
+        "# TYPE gantry_writes_refused_total counter\n"
+        "gantry_writes_refused_total{reason=\"full\"} %" PRIu64 "\n"
+        "gantry_writes_refused_total{reason=\"expired\"} %" PRIu64 "\n"
+        "# HELP gantry_audit_sink_events_total Events outside a transaction given to the audit sink, and "
+        "how they were written.\n"
+        "# TYPE gantry_audit_sink_events_total counter\n"
+        "gantry_audit_sink_events_total{kind=\"recorded\"} %" PRIu64 "\n"
+        "gantry_audit_sink_events_total{kind=\"aggregated\"} %" PRIu64 "\n"
+        "gantry_audit_sink_events_total{kind=\"overflow\"} %" PRIu64 "\n"
+        "# HELP gantry_audit_sink_rows_total Audit rows the sink committed.\n"
+        "# TYPE gantry_audit_sink_rows_total counter\ngantry_audit_sink_rows_total %" PRIu64 "\n"
+        "# HELP gantry_audit_sink_write_failures_total Sink flushes whose transaction failed (rows "
+        "dropped).\n"
+        "# TYPE gantry_audit_sink_write_failures_total counter\ngantry_audit_sink_write_failures_total "
+        "%" PRIu64 "\n",
+        gs.refused_admission, gs.shed_overloaded, gs.dropped_expired, depth[0], depth[1], wpending, wrefused,
+        wexpired, as.recorded, as.aggregated, as.overflow, as.rows_written, as.write_failures);
+}
+
 static void metrics(void *data, struct buf *out)
 {
     struct daemon *d = data;
@@ -411,6 +459,7 @@ static void metrics(void *data, struct buf *out)
                "# TYPE gantry_quota_soft_exceeded_total counter\ngantry_quota_soft_exceeded_total %" PRIu64
                "\n",
                tenants_soft_exceeded());
+    load_metrics(d, out);
     grpc_server_metrics_write(d->server, out);
 }
 
@@ -659,16 +708,38 @@ static int serve(struct daemon *d, char *errmsg)
         }
         authn_set_oidc(d->authn, d->oidc);
     }
-    d->gate = gate_new(&d->jobs, &d->pool, d->authn, &d->writer, cfg->replica_id, d->id.gateway_id);
+    struct admission_config adc = {.fail_limit = cfg->auth_fail_limit,
+                                   .fail_window_ms = cfg->auth_fail_window_ms,
+                                   .unauth_rate = cfg->unverified_call_rate,
+                                   .unauth_burst = cfg->unverified_call_burst,
+                                   .known_ttl_ms = cfg->known_credential_ttl_ms,
+                                   .failed_ttl_ms = cfg->refused_credential_ttl_ms};
+    d->admission = admission_new(&adc);
+    struct audit_sink_config asc = {
+        .window_ms = cfg->audit_window_ms, .flush_ms = cfg->audit_flush_ms, .max_keys = cfg->audit_max_keys};
+    d->sink = audit_sink_start(&d->writer, &asc);
+    if (d->sink == NULL) {
+        gerr_set(errmsg, "cannot start the audit sink thread");
+        return GERR_NOMEM;
+    }
+    struct gate_config gcfg = {.jobs = &d->jobs,
+                               .pool = &d->pool,
+                               .authn = d->authn,
+                               .admission = d->admission,
+                               .sink = d->sink,
+                               .replica_id = cfg->replica_id,
+                               .gateway_id = d->id.gateway_id};
+    d->gate = gate_new(&gcfg);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
+                                   .sink = d->sink,
                                    .pool = &d->pool,
                                    .id = &d->id,
                                    .secrets = &d->secrets,
                                    .replica_id = cfg->replica_id,
                                    .scratch_dir = d->scratch};
-    d->env =
-        (struct res_env){.writer = &d->writer, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
+    d->env = (struct res_env){
+        .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     d->psvc = (struct principals_svc){
@@ -936,13 +1007,17 @@ static int cmd_run(struct config *cfg)
         d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;
         rv = store_writer_start(&d->writer, &sc);
         d->writer_started = rv == 0;
+        if (rv == 0) {
+            store_writer_set_max_pending(&d->writer, cfg->write_queue_max);
+        }
     }
     if (rv == 0) {
         rv = store_pool_init(&d->pool, &sc, 8);
         d->pool_started = rv == 0;
     }
     if (rv == 0) {
-        rv = jobs_start(&d->jobs, 4);
+        unsigned caps[JOBS_CLASSES] = {cfg->call_queue_max, cfg->unverified_call_queue_max};
+        rv = jobs_start(&d->jobs, cfg->workers, caps);
         d->jobs_started = rv == 0;
     }
     if (rv == 0) {
@@ -1004,6 +1079,8 @@ static int cmd_run(struct config *cfg)
     pthread_join(d->maint_thread, NULL);
     jobs_stop(&d->jobs);
     gate_free(d->gate);
+    audit_sink_stop(d->sink); /* its last rows go through the writer, stopped below */
+    admission_free(d->admission);
     authn_free(d->authn);
     if (d->oidc != NULL) {
         oidc_free(d->oidc);

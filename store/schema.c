@@ -129,6 +129,11 @@ static const struct store_migration schema[] = {
      " principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE, created_by TEXT NOT NULL,"
      " created_at_ms INTEGER NOT NULL, PRIMARY KEY (issuer, subject)) STRICT;"
      "CREATE INDEX principal_links_by_principal ON principal_links (principal_id);"},
+    {7, "audit events count repeats",
+     /* Refusals outside a mutation's transaction are aggregated (api/gate/audit_sink.h): one row
+      * stands for @count identical events between start_time_ms and time_ms. */
+     "ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
+     "ALTER TABLE audit ADD COLUMN start_time_ms INTEGER NOT NULL DEFAULT 0;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

@@ -4,95 +4,109 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "lib/utf8.h"
 
 static const char *s_or_empty(const char *s)
 {
     return s != NULL ? s : "";
 }
 
-int audit_insert_tx(struct store_tx *tx, const struct audit_record *r)
-{
-    struct proto_value p[] = {proto_int(r->time_ms),
-                              proto_int(r->class_uid),
-                              proto_int(r->activity),
-                              proto_text(s_or_empty(r->actor_id)),
-                              proto_text(s_or_empty(r->actor_name)),
-                              proto_text(s_or_empty(r->actor_kind)),
-                              proto_text(s_or_empty(r->operation)),
-                              proto_text(s_or_empty(r->ns)),
-                              proto_text(s_or_empty(r->resource_type)),
-                              proto_text(s_or_empty(r->resource_id)),
-                              proto_text(s_or_empty(r->resource_name)),
-                              proto_text(r->success ? "Success" : "Failure"),
-                              proto_int(r->status_code),
-                              proto_text(s_or_empty(r->message)),
-                              proto_text(s_or_empty(r->source)),
-                              proto_text(s_or_empty(r->request_id)),
-                              proto_int((int64_t)r->replica_id),
-                              proto_text(s_or_empty(r->gateway_id)),
-                              proto_int(r->revision)};
-    return store_tx_exec(
-        tx,
-        "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, "
-        "namespace, resource_type, resource_id, resource_name, status, status_code, message, source, "
-        "request_id, replica_id, gateway_id, revision) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        p, 19, NULL);
-}
+#define AUDIT_INSERT_COLS                                                                                    \
+    "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, "      \
+    "namespace, resource_type, resource_id, resource_name, status, status_code, message, source, "           \
+    "request_id, replica_id, gateway_id, revision, count, start_time_ms) VALUES "
+#define AUDIT_PARAMS       21u
+#define AUDIT_ROWS_PER_SQL 12u /* 12 x 21 = 252 parameters: dqlite 1.11 binds at most 255 */
 
-/* An owned copy of a record, for the writer thread. */
-struct owned {
-    struct store_write w;
-    struct audit_record r;
-    char *strs[14];
+/* The text fields of a record, in column order, each valid UTF-8 (sanitized copies in @owned when
+ * not: at most 11 of them). */
+struct texts {
+    const char *v[11];
+    char *owned[11];
 };
 
-static const char *dup(struct owned *o, int i, const char *s)
+static void texts_init(struct texts *t, const struct audit_record *r)
 {
-    o->strs[i] = mem_strdup(s_or_empty(s));
-    return o->strs[i];
+    const char *in[11] = {r->actor_id, r->actor_name,    r->actor_kind,  r->operation,
+                          r->ns,       r->resource_type, r->resource_id, r->resource_name,
+                          r->message,  r->source,        r->request_id};
+    for (int i = 0; i < 11; i++) {
+        const char *v = s_or_empty(in[i]);
+        t->owned[i] = utf8_valid(v, strlen(v), NULL) ? NULL : utf8_sanitize_dup(v);
+        t->v[i] = t->owned[i] != NULL ? t->owned[i] : v;
+    }
 }
 
-static int submit_tx(struct store_tx *tx, void *arg)
+static void texts_close(struct texts *t)
 {
-    struct owned *o = arg;
-    return audit_insert_tx(tx, &o->r);
+    for (int i = 0; i < 11; i++) {
+        mem_free(t->owned[i]);
+    }
 }
 
-static void submit_done(struct store_write *w, int status)
+static void params_of(const struct audit_record *r, const struct texts *t, struct proto_value *p)
 {
-    struct owned *o = w->data;
-    if (status != 0) {
-        LOG_WARN("audit: could not record %s by %s: %s", o->r.operation, o->r.actor_id, w->errmsg);
-    }
-    for (int i = 0; i < 14; i++) {
-        mem_free(o->strs[i]);
-    }
-    mem_free(o);
+    const char *gw = s_or_empty(r->gateway_id);
+    struct proto_value v[AUDIT_PARAMS] = {proto_int(r->time_ms),
+                                          proto_int(r->class_uid),
+                                          proto_int(r->activity),
+                                          proto_text(t->v[0]),
+                                          proto_text(t->v[1]),
+                                          proto_text(t->v[2]),
+                                          proto_text(t->v[3]),
+                                          proto_text(t->v[4]),
+                                          proto_text(t->v[5]),
+                                          proto_text(t->v[6]),
+                                          proto_text(t->v[7]),
+                                          proto_text(r->success ? "Success" : "Failure"),
+                                          proto_int(r->status_code),
+                                          proto_text(t->v[8]),
+                                          proto_text(t->v[9]),
+                                          proto_text(t->v[10]),
+                                          proto_int((int64_t)r->replica_id),
+                                          proto_text(gw),
+                                          proto_int(r->revision),
+                                          proto_int(r->count > 1 ? r->count : 1),
+                                          proto_int(r->count > 1 ? r->start_time_ms : 0)};
+    memcpy(p, v, sizeof v);
 }
 
-void audit_submit(struct store_writer *w, const struct audit_record *r)
+int audit_insert_tx(struct store_tx *tx, const struct audit_record *r)
 {
-    struct owned *o = mem_zalloc(sizeof *o);
-    o->r = *r;
-    o->r.actor_id = dup(o, 0, r->actor_id);
-    o->r.actor_name = dup(o, 1, r->actor_name);
-    o->r.actor_kind = dup(o, 2, r->actor_kind);
-    o->r.operation = dup(o, 3, r->operation);
-    o->r.ns = dup(o, 4, r->ns);
-    o->r.resource_type = dup(o, 5, r->resource_type);
-    o->r.resource_id = dup(o, 6, r->resource_id);
-    o->r.resource_name = dup(o, 7, r->resource_name);
-    o->r.message = dup(o, 8, r->message);
-    o->r.source = dup(o, 9, r->source);
-    o->r.request_id = dup(o, 10, r->request_id);
-    o->r.gateway_id = dup(o, 11, r->gateway_id);
-    o->w.data = o;
-    if (store_writer_submit(w, &o->w, submit_tx, o, submit_done) != 0) {
-        submit_done(&o->w, GERR_CLOSED);
+    return audit_insert_many_tx(tx, r, 1);
+}
+
+int audit_insert_many_tx(struct store_tx *tx, const struct audit_record *r, size_t n)
+{
+    int rv = 0;
+    struct proto_value *p = mem_alloc(sizeof *p * AUDIT_PARAMS * AUDIT_ROWS_PER_SQL);
+    struct texts *t = mem_zalloc(sizeof *t * AUDIT_ROWS_PER_SQL);
+    struct buf sql;
+    buf_init(&sql);
+    for (size_t done = 0; rv == 0 && done < n;) {
+        size_t k = n - done < AUDIT_ROWS_PER_SQL ? n - done : AUDIT_ROWS_PER_SQL;
+        buf_reset(&sql);
+        buf_append(&sql, AUDIT_INSERT_COLS, strlen(AUDIT_INSERT_COLS));
+        for (size_t i = 0; i < k; i++) {
+            static const char row[] = ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+            buf_append(&sql, i == 0 ? row + 1 : row, i == 0 ? sizeof row - 2 : sizeof row - 1);
+            texts_init(&t[i], &r[done + i]);
+            params_of(&r[done + i], &t[i], p + i * AUDIT_PARAMS);
+        }
+        buf_put_u8(&sql, 0);
+        rv = store_tx_exec(tx, (const char *)sql.data, p, (unsigned)(k * AUDIT_PARAMS), NULL);
+        for (size_t i = 0; i < k; i++) {
+            texts_close(&t[i]);
+        }
+        done += k;
     }
+    buf_close(&sql);
+    mem_free(t);
+    mem_free(p);
+    return rv;
 }
 
 enum audit_activity audit_activity_of(const char *operation)
@@ -154,6 +168,9 @@ void audit_row_read(const struct proto_rows *rows, size_t i, struct audit_row *o
     out->replica_id = (int64_t)json_integer_value(json_array_get(out->tail_, 2));
     out->gateway_id = tail_text(out->tail_, 3);
     out->revision = (int64_t)json_integer_value(json_array_get(out->tail_, 4));
+    out->count = (int64_t)json_integer_value(json_array_get(out->tail_, 5));
+    out->count = out->count > 1 ? out->count : 1;
+    out->start_time_ms = (int64_t)json_integer_value(json_array_get(out->tail_, 6));
 }
 
 void audit_row_close(struct audit_row *r)
@@ -180,6 +197,11 @@ json_t *audit_row_json(const struct audit_row *r)
         "Gantry", "vendor_name", "Gantry", "version", "1.1.0", "unmapped", "seq", (json_int_t)r->seq,
         "replica_id", (json_int_t)r->replica_id, "gateway_id", r->gateway_id, "revision",
         (json_int_t)r->revision);
+    if (o != NULL && r->count > 1) {
+        json_object_set_new(o, "count", json_integer((json_int_t)r->count));
+        json_object_set_new(o, "start_time", json_integer((json_int_t)r->start_time_ms));
+        json_object_set_new(o, "end_time", json_integer((json_int_t)r->time_ms));
+    }
     return o;
 }
 

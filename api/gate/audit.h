@@ -46,14 +46,19 @@ struct audit_record {
     uint64_t replica_id;
     const char *gateway_id;
     int64_t revision;
+    int64_t count;         /* identical events this row stands for; 0 means 1 */
+    int64_t start_time_ms; /* when count > 1: the first of them (time_ms is the last); else 0 */
 };
 
-/* Insert inside the caller's transaction. */
+/* Insert inside the caller's transaction. Text that is not valid UTF-8 is stored with each
+ * invalid sequence replaced by U+FFFD (a refused call's audit record carries what it was sent). */
 int audit_insert_tx(struct store_tx *tx, const struct audit_record *r);
 
-/* Insert in a transaction of its own, through the writer, without waiting (denials, failed
- * logins, failed mutations). Strings are copied. Best effort: a failure is logged. */
-void audit_submit(struct store_writer *w, const struct audit_record *r);
+/* Insert @n records inside the caller's transaction, several rows per statement. */
+int audit_insert_many_tx(struct store_tx *tx, const struct audit_record *r, size_t n);
+
+/* Events outside a mutation's transaction (denials, failed logins, failed mutations) go through
+ * api/gate/audit_sink.h, which aggregates repeats and writes in batches. */
 
 /* The activity of an operation from its method name (Create -> CREATE, Delete/Revoke -> DELETE,
  * Update/Set/Share/... -> UPDATE, reads -> READ). */
@@ -64,12 +69,12 @@ enum audit_activity audit_activity_of(const char *operation);
 #define AUDIT_COLUMNS                                                                                        \
     "seq, time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, namespace, "         \
     "resource_type, resource_id, resource_name, status, status_code, message, "                              \
-    "json_array(source, request_id, replica_id, gateway_id, revision)"
+    "json_array(source, request_id, replica_id, gateway_id, revision, count, start_time_ms)"
 
 /* One audit event as read. Strings point into the rows or into @tail_: valid until
  * audit_row_close and while the rows are open. */
 struct audit_row {
-    int64_t seq, time_ms, class_uid, activity_id, status_code, replica_id, revision;
+    int64_t seq, time_ms, class_uid, activity_id, status_code, replica_id, revision, count, start_time_ms;
     const char *actor_id, *actor_name, *actor_kind, *operation, *ns, *resource_type, *resource_id,
         *resource_name, *status, *message, *source, *request_id, *gateway_id;
     json_t *tail_;
@@ -79,7 +84,8 @@ struct audit_row {
 void audit_row_read(const struct proto_rows *rows, size_t i, struct audit_row *out);
 void audit_row_close(struct audit_row *r);
 
-/* The OCSF JSON object of @r. New reference. */
+/* The OCSF JSON object of @r. New reference. A row that stands for several events has OCSF's
+ * "count", "start_time" and "end_time". */
 json_t *audit_row_json(const struct audit_row *r);
 
 /* Delete events older than @before_ms, at most @limit rows. Returns the store's error. */

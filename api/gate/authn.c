@@ -15,7 +15,6 @@
 
 #define KEY_SLOTS          512u
 #define PRINCIPAL_SLOTS    512u
-#define FAIL_SLOTS         256u
 #define LAST_USED_EVERY_MS 60000
 
 struct key_entry {
@@ -34,12 +33,6 @@ struct principal_entry {
     int64_t fetched_ms;
 };
 
-struct fail_entry {
-    char source[64];
-    int64_t window_start_ms;
-    unsigned count;
-};
-
 struct authn {
     struct oidc *oidc;
     pthread_mutex_t mu;
@@ -48,7 +41,6 @@ struct authn {
     struct store_writer *writer;
     struct key_entry keys[KEY_SLOTS];
     struct principal_entry principals[PRINCIPAL_SLOTS];
-    struct fail_entry fails[FAIL_SLOTS];
 };
 
 struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer)
@@ -82,59 +74,6 @@ void authn_flush(struct authn *a)
     memset(a->keys, 0, sizeof a->keys);
     memset(a->principals, 0, sizeof a->principals);
     pthread_mutex_unlock(&a->mu);
-}
-
-/* --- rate limiting of failures --- */
-
-static bool over_limit(struct authn *a, const char *source, int64_t now)
-{
-    bool over = false;
-    pthread_mutex_lock(&a->mu);
-    for (unsigned i = 0; i < FAIL_SLOTS; i++) {
-        struct fail_entry *f = &a->fails[i];
-        if (strcmp(f->source, source) == 0 && now - f->window_start_ms < AUTHN_FAIL_WINDOW_MS) {
-            over = f->count >= AUTHN_FAIL_LIMIT;
-        }
-    }
-    pthread_mutex_unlock(&a->mu);
-    return over;
-}
-
-static void note_failure(struct authn *a, const char *source, int64_t now, const char *why)
-{
-    pthread_mutex_lock(&a->mu);
-    struct fail_entry *slot = NULL, *oldest = &a->fails[0];
-    for (unsigned i = 0; i < FAIL_SLOTS; i++) {
-        struct fail_entry *f = &a->fails[i];
-        if (strcmp(f->source, source) == 0) {
-            slot = f;
-        }
-        if (f->window_start_ms < oldest->window_start_ms) {
-            oldest = f;
-        }
-    }
-    if (slot == NULL) {
-        slot = oldest;
-        snprintf(slot->source, sizeof slot->source, "%s", source);
-        slot->count = 0;
-        slot->window_start_ms = now;
-    }
-    if (now - slot->window_start_ms >= AUTHN_FAIL_WINDOW_MS) {
-        slot->count = 0;
-        slot->window_start_ms = now;
-    }
-    slot->count++;
-    unsigned count = slot->count;
-    pthread_mutex_unlock(&a->mu);
-    LOG_WARN("authn: refused a call from %s (%u failure(s) in this window): %s", source, count, why);
-}
-
-/* The peer's host part ("127.0.0.1:5000" -> "127.0.0.1"), so ports do not dodge the limit. */
-static void source_host(const char *peer, char *out, size_t len)
-{
-    const char *end = peer[0] == '[' ? strchr(peer, ']') : strrchr(peer, ':');
-    size_t n = end != NULL ? (size_t)(end - peer) + (peer[0] == '[' ? 1 : 0) : strlen(peer);
-    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), peer);
 }
 
 /* --- the store side of the caches --- */
@@ -349,8 +288,12 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
         gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
         return rv;
     }
-    if (k.missing || apikey_verify(key, strlen(key), k.hash, a->pepper, a->pepper_len, err) != 0) {
-        gerr_set(msg, "unknown API key");
+    if (k.missing) {
+        gerr_set(msg, "unknown API key %s", parts.keyid);
+        return GERR_UNAUTH;
+    }
+    if (apikey_verify(key, strlen(key), k.hash, a->pepper, a->pepper_len, err) != 0) {
+        gerr_set(msg, "%s", err); /* "API key <keyid> does not match": never a part of the secret */
         return GERR_UNAUTH;
     }
     if (k.revoked_ms != 0) {
@@ -367,13 +310,14 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
 }
 
 static int by_token(struct authn *a, struct store_client *cl, const char *token, char *principal_id,
-                    char *msg)
+                    char *msg, bool *bad_credential)
 {
     struct jwt_result res;
     char err[GERR_MSG_SIZE];
     int rv = oidc_verify(a->oidc, token, strlen(token), &res, err);
     if (rv != 0) {
         gerr_set(msg, "invalid token: %s", err);
+        *bad_credential = rv != GERR_UNAVAILABLE;
         return rv == GERR_UNAVAILABLE ? rv : GERR_UNAUTH;
     }
     struct proto_rows rows;
@@ -428,28 +372,25 @@ static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char
 }
 
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
-               const char *source, int64_t now_ms, struct authn_principal *out, char *msg)
+               int64_t now_ms, struct authn_principal *out, char *msg, bool *bad_credential)
 {
-    char host[64];
-    source_host(source != NULL ? source : "", host, sizeof host);
-    if (over_limit(a, host, now_ms)) {
-        gerr_set(msg, "too many failed authentication attempts from %s; try again later", host);
-        return GERR_TOOBIG;
-    }
     char principal_id[40] = "";
+    *bad_credential = false;
     const char *via;
     int rv;
     if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 &&
         strncmp(authorization + 7, "gtk_", 4) == 0) {
         via = "api_key";
         rv = by_api_key(a, cl, authorization + 7, now_ms, principal_id, msg);
+        *bad_credential = rv == GERR_UNAUTH; /* malformed, unknown, wrong secret, revoked or expired */
     } else if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 && a->oidc != NULL) {
         via = "oidc";
-        rv = by_token(a, cl, authorization + 7, principal_id, msg);
+        rv = by_token(a, cl, authorization + 7, principal_id, msg, bad_credential);
     } else if (authorization != NULL) {
         via = "?";
         gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key or OIDC token>\"");
         rv = GERR_UNAUTH;
+        *bad_credential = true;
     } else if (peer_cert != NULL) {
         via = "mtls";
         rv = by_cert(cl, peer_cert, principal_id, msg);
@@ -473,8 +414,5 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         }
     }
     mem_free(pe);
-    if (rv == GERR_UNAUTH && (authorization != NULL || peer_cert != NULL)) {
-        note_failure(a, host, now_ms, msg); /* presenting no credential at all is not guessing */
-    }
     return rv;
 }

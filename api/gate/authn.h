@@ -17,9 +17,8 @@
  * binding therefore takes effect on every replica within that bound (docs/security.md; checked
  * by test_identity.py). Expiry itself is checked on every call against the cached expiry time.
  *
- * Failed attempts are counted per source address: more than AUTHN_FAIL_LIMIT in
- * AUTHN_FAIL_WINDOW_MS makes that source's further attempts fail at once (RESOURCE_EXHAUSTED)
- * until the window passes; each failure is logged without the credential.
+ * Limits on failed attempts are the gate's (api/gate/admission.h): they apply before a call gets
+ * here, and never to a credential this replica verified recently.
  *
  * Thread-safe: worker threads call authn_call concurrently. Blocking (store round trips on a
  * cache miss). */
@@ -36,10 +35,8 @@
 #include "store/client.h"
 #include "store/writer.h"
 
-#define AUTHN_CACHE_TTL_MS   2000u
-#define AUTHN_FAIL_LIMIT     20u
-#define AUTHN_FAIL_WINDOW_MS 60000u
-#define AUTHN_MAX_BINDINGS   32u
+#define AUTHN_CACHE_TTL_MS 2000u
+#define AUTHN_MAX_BINDINGS 32u
 
 struct authn_principal {
     char id[40];
@@ -58,12 +55,15 @@ struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_w
 void authn_free(struct authn *a);
 
 /* Authenticate a call: @authorization is the metadata value (or NULL), @peer_cert the verified
- * client certificate (or NULL), @source the peer address for rate limiting. Returns 0 with @out
- * filled; GERR_UNAUTH (missing or bad credentials), GERR_TOOBIG (rate limited: too many failures
- * from @source), or the store's error (GERR_NOLEADER, ...), with a message for the client in @msg
- * that never contains the credential. */
+ * client certificate (or NULL). Returns 0 with @out filled; GERR_UNAUTH (missing or bad
+ * credentials: "unknown API key <keyid>", "API key <keyid> does not match", "the API key was
+ * revoked", ...), or the store's error (GERR_NOLEADER, ...), with a message for the client in @msg
+ * that never contains the credential. *@bad_credential says whether a GERR_UNAUTH is about the
+ * credential itself (malformed, unknown, wrong secret, revoked, expired, a token that does not
+ * verify), which no later change can make valid, rather than about the principal it maps to (none
+ * registered yet, disabled), which an admin may fix at any moment. */
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
-               const char *source, int64_t now_ms, struct authn_principal *out, char *msg);
+               int64_t now_ms, struct authn_principal *out, char *msg, bool *bad_credential);
 
 /* Accept OIDC tokens verified by @o (borrowed, outlives @a). Before the first authn_call. */
 void authn_set_oidc(struct authn *a, struct oidc *o);

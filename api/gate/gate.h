@@ -10,16 +10,27 @@
  * and a store client; it must answer the call exactly once with grpc_call_finish_async (after
  * any grpc_call_send_async for streams). The gate holds one call reference for it.
  *
- * Statuses the gate answers itself: UNAUTHENTICATED, RESOURCE_EXHAUSTED (too many failed
- * attempts from one source), PERMISSION_DENIED (with what is missing), UNAVAILABLE (no store
- * connection or leader), UNIMPLEMENTED (authorized, but not built yet). Denials and failed
- * authentications are logged and audited. */
+ * Admission, on the loop thread, before any work (api/gate/admission.h): a call without
+ * credentials is answered UNAUTHENTICATED at once; a credential refused moments ago, a source over
+ * its failure limit or over its rate of calls without a known credential get their answer at once
+ * too, without a worker, a store round trip or a write. Admitted calls go to the worker pool in two
+ * bounded classes: credentials verified recently first (never starved by unauthenticated floods),
+ * then the rest; a full class answers UNAVAILABLE ("overloaded") at once. A call whose deadline has
+ * passed, or whose client went away, while it waited for a worker is dropped unrun.
+ *
+ * Statuses the gate answers itself: UNAUTHENTICATED, RESOURCE_EXHAUSTED (per-source limits),
+ * PERMISSION_DENIED (with what is missing), UNAVAILABLE (overloaded, no store connection or
+ * leader), DEADLINE_EXCEEDED (expired while queued), UNIMPLEMENTED (authorized, but not built yet).
+ * Denials and failed authentications are logged and audited through the audit sink, which
+ * aggregates repeats (api/gate/audit_sink.h). */
 #ifndef GANTRY_API_GATE_GATE_H
 #define GANTRY_API_GATE_GATE_H
 
 #include <stdint.h>
 
 #include "api/authz/authz.h"
+#include "api/gate/admission.h"
+#include "api/gate/audit_sink.h"
 #include "api/gate/authn.h"
 #include "lib/jobs.h"
 #include "server/grpc/server.h"
@@ -40,11 +51,28 @@ typedef void (*gate_impl_fn)(struct gate_ctx *ctx, void *data);
 
 struct gate;
 
-/* @writer records audit events of denials (OCSF API Activity, Failure) and failed
- * authentications (OCSF Authentication 3002), tagged with @replica_id and @gateway_id (copied). */
-struct gate *gate_new(struct jobs *jobs, struct store_pool *pool, struct authn *authn,
-                      struct store_writer *writer, uint64_t replica_id, const char *gateway_id);
+struct gate_config {
+    struct jobs *jobs;           /* the worker pool; class 0 and 1 as above */
+    struct store_pool *pool;     /* store clients lent to implementations */
+    struct authn *authn;         /* credentials to principals */
+    struct admission *admission; /* per-source and per-credential limits */
+    struct audit_sink *sink;     /* denials (OCSF API Activity, Failure) and failed authentications
+                                  * (OCSF Authentication 3002); NULL: not audited */
+    uint64_t replica_id;         /* tags the audit events */
+    const char *gateway_id;      /* copied */
+};
+
+/* Everything in @cfg is borrowed and must outlive the gate, except gateway_id (copied). */
+struct gate *gate_new(const struct gate_config *cfg);
 void gate_free(struct gate *g);
+
+/* Calls the gate answered without running them, by reason, for /metrics. */
+struct gate_stats {
+    uint64_t refused_admission; /* no credential, recently refused credential, per-source limits */
+    uint64_t shed_overloaded;   /* a worker class was full */
+    uint64_t dropped_expired;   /* deadline passed or client gone while queued */
+};
+void gate_stats(struct gate *g, struct gate_stats *out);
 
 /* Implement @path with @fn. Before gate_register. Returns 0 or GERR_INVAL (no such rule). */
 int gate_route(struct gate *g, const char *path, gate_impl_fn fn, void *data);

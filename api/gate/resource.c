@@ -8,6 +8,8 @@
 #include <jansson.h>
 
 #include "api/gate/audit.h"
+#include "api/gate/audit_sink.h"
+#include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "store/events.h"
@@ -182,7 +184,11 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
      * first attempt committed. Without a request id there is nothing to settle it with. */
     for (int attempt = 0;; attempt++) {
         err[0] = '\0';
-        rv = store_writer_run(env->writer, mutation_tx, m, err);
+        uint64_t deadline = grpc_call_deadline_ms(ctx->call);
+        if (deadline == 0) {
+            deadline = clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
+        }
+        rv = store_writer_run_by(env->writer, mutation_tx, m, deadline, err);
 #ifdef GANTRY_PLANT_BUG_ACK_BEFORE_COMMIT
         /* Planted bug (tests/jepsen, docs/reliability.md): the reply built inside the transaction
          * is sent whatever became of the commit. */
@@ -205,9 +211,11 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         if (err[0] == '\0') {
             snprintf(err, sizeof err, "%s", gerr_str(rv));
         }
-        struct audit_record r;
-        audit_of(m, false, status, err, &r);
-        audit_submit(env->writer, &r);
+        if (env->sink != NULL) {
+            struct audit_record r;
+            audit_of(m, false, status, err, &r);
+            audit_sink_record(env->sink, &r);
+        }
         grpc_call_finish_async(ctx->call, status, err, NULL);
     } else {
         const struct buf *b = m->replayed ? &m->stored : m->c.answer.len > 0 ? &m->c.answer : &m->c.reply;

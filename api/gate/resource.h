@@ -11,7 +11,11 @@
  * A commit whose outcome is unknown (a leader change at the wrong moment) is retried under the
  * request_id; without one the client gets UNAVAILABLE with the advice to use request ids.
  * A request_id reused for a different method is INVALID_ARGUMENT. Failed mutations get an audit
- * event of their own (status Failure) outside the rolled-back transaction.
+ * event of their own (status Failure) outside the rolled-back transaction, through the audit sink.
+ *
+ * Load: a mutation waits in the writer's bounded queue at most until the call's deadline (or
+ * RES_QUEUE_WAIT_MS without one): past it, it is dropped unrun (DEADLINE_EXCEEDED, nothing
+ * applied); a full queue answers UNAVAILABLE at once (nothing applied, retry with backoff).
  *
  * Also here: label and page helpers shared by the list calls. Blocking; worker threads only. */
 #ifndef GANTRY_API_GATE_RESOURCE_H
@@ -28,10 +32,12 @@
 #include "store/writer.h"
 
 #define RES_REQUEST_ID_MAX 128u
+#define RES_QUEUE_WAIT_MS  30000u
 
-/* Where audit events say they come from. */
+/* Where mutations run and where audit events say they come from. */
 struct res_env {
     struct store_writer *writer;
+    struct audit_sink *sink; /* failed mutations' audit events (aggregated); NULL: not audited */
     uint64_t replica_id;
     const char *gateway_id;
 };

@@ -80,9 +80,9 @@ static int run_audited(struct job *j, store_tx_fn fn, void *arg, const char *typ
 {
     struct audited a = {.fn = fn, .arg = arg, .rec = audit_rec(j, type, id, name, true, 0, "")};
     int rv = store_writer_run(j->svc->writer, audited_tx, &a, err);
-    if (rv != 0) {
+    if (rv != 0 && j->svc->sink != NULL) {
         struct audit_record r = audit_rec(j, type, id, name, false, grpc_status_from_gerr(rv), err);
-        audit_submit(j->svc->writer, &r);
+        audit_sink_record(j->svc->sink, &r);
     }
     return rv;
 }
@@ -411,7 +411,9 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                 char idtext[24];
                 snprintf(idtext, sizeof idtext, "%" PRIu64, id);
                 struct audit_record r = audit_rec(j, "Member", idtext, "", true, 0, "leadership transferred");
-                audit_submit(j->svc->writer, &r); /* no store write of ours to share a transaction with */
+                if (j->svc->sink != NULL) {
+                    audit_sink_record(j->svc->sink, &r); /* no store write of ours to share a transaction */
+                }
             }
         }
         if (a->status == 0) {

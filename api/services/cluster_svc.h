@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "raft/identity.h"
+#include "api/gate/audit_sink.h"
 #include "raft/pki.h"
 #include "raft/replica.h"
 #include "server/grpc/server.h"
@@ -27,6 +28,7 @@ struct cluster_svc {
     /* Borrowed, all must outlive the server. */
     struct replica *replica;
     struct store_writer *writer;
+    struct audit_sink *sink; /* audit events outside a transaction (may be NULL) */
     struct store_pool *pool;
     const struct identity *id;
     const struct identity_secrets *secrets;

@@ -1,5 +1,6 @@
 /* Unit tests for lib/: the error table and messages, buffers, the intrusive queue, the fake clock
  * and rand_range. Written from the headers. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include "lib/buf.h"
 #include "lib/clock.h"
 #include "lib/err.h"
+#include "lib/jobs.h"
 #include "lib/mem.h"
 #include "lib/queue.h"
 #include "lib/rand.h"
@@ -655,14 +657,14 @@ static void test_utf8(void **state)
         const char *s;
         size_t n, at;
     } bad[] = {
-        {"ab\xff", 3, 2},             /* never valid */
-        {"\xc0\xaf", 2, 0},           /* overlong '/' */
-        {"\xe0\x80\xaf", 3, 0},       /* overlong */
-        {"x\xed\xa0\x80", 4, 1},      /* surrogate D800 */
-        {"\xf4\x90\x80\x80", 4, 0},   /* above U+10FFFF */
-        {"\xe2\x82", 2, 0},           /* truncated */
-        {"\xc3\x28", 2, 0},           /* bad continuation */
-        {"\x80", 1, 0},               /* lone continuation */
+        {"ab\xff", 3, 2},           /* never valid */
+        {"\xc0\xaf", 2, 0},         /* overlong '/' */
+        {"\xe0\x80\xaf", 3, 0},     /* overlong */
+        {"x\xed\xa0\x80", 4, 1},    /* surrogate D800 */
+        {"\xf4\x90\x80\x80", 4, 0}, /* above U+10FFFF */
+        {"\xe2\x82", 2, 0},         /* truncated */
+        {"\xc3\x28", 2, 0},         /* bad continuation */
+        {"\x80", 1, 0},             /* lone continuation */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_false(utf8_valid(bad[i].s, bad[i].n, &at));
@@ -672,6 +674,75 @@ static void test_utf8(void **state)
     assert_string_equal(fixed, "ok\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd");
     assert_true(utf8_valid(fixed, strlen(fixed), NULL));
     mem_free(fixed);
+}
+
+struct jobs_probe {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool release;
+    int started;
+    char order[64];
+    size_t n;
+};
+
+static void job_block(void *arg)
+{
+    struct jobs_probe *p = arg;
+    pthread_mutex_lock(&p->mu);
+    p->started++;
+    pthread_cond_broadcast(&p->cond);
+    while (!p->release) {
+        pthread_cond_wait(&p->cond, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+struct jobs_mark {
+    struct jobs_probe *p;
+    char c;
+};
+
+static void job_mark(void *arg)
+{
+    struct jobs_mark *m = arg;
+    pthread_mutex_lock(&m->p->mu);
+    m->p->order[m->p->n++] = m->c;
+    pthread_mutex_unlock(&m->p->mu);
+}
+
+static void test_jobs_classes_and_bounds(void **state)
+{
+    (void)state;
+    struct jobs j;
+    unsigned caps[JOBS_CLASSES] = {0, 2};
+    assert_int_equal(jobs_start(&j, 1, caps), 0);
+    struct jobs_probe p = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    /* Hold the only worker, then queue: class 1 is bounded at 2, class 0 is not. */
+    assert_int_equal(jobs_submit(&j, 0, job_block, &p), 0);
+    pthread_mutex_lock(&p.mu);
+    while (p.started == 0) {
+        pthread_cond_wait(&p.cond, &p.mu);
+    }
+    pthread_mutex_unlock(&p.mu);
+    struct jobs_mark m[5] = {{&p, 'a'}, {&p, 'b'}, {&p, 'c'}, {&p, 'X'}, {&p, 'Y'}};
+    assert_int_equal(jobs_submit(&j, 1, job_mark, &m[0]), 0);
+    assert_int_equal(jobs_submit(&j, 1, job_mark, &m[1]), 0);
+    assert_int_equal(jobs_submit(&j, 1, job_mark, &m[2]), GERR_TOOBIG);
+    assert_int_equal(jobs_submit(&j, 0, job_mark, &m[3]), 0);
+    assert_int_equal(jobs_submit(&j, 0, job_mark, &m[4]), 0);
+    unsigned depth;
+    uint64_t shed;
+    jobs_depth(&j, 1, &depth, &shed);
+    assert_int_equal(depth, 2);
+    assert_int_equal(shed, 1);
+    pthread_mutex_lock(&p.mu);
+    p.release = true;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.mu);
+    jobs_stop(&j); /* drains what is queued */
+    /* Class 0 first, each class in order; the refused job never ran. */
+    assert_int_equal(p.n, 4);
+    assert_memory_equal(p.order, "XYab", 4);
 }
 
 int main(void)
@@ -697,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_mem_strings),
         cmocka_unit_test(test_addr),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_jobs_classes_and_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
