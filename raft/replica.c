@@ -420,14 +420,25 @@ void replica_view(struct replica *r, struct replica_view *out)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* The store clients' dialer: this replica's own node directly on its private socket (no TLS, no
+ * relay hop: the leader's writer talks to its own node), every other node through the relay. */
+static int store_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
+{
+    struct replica *r = arg;
+    if (r->private_bind[0] != '\0' && strcmp(address, r->address) == 0) {
+        return store_conn_unix_dial(NULL, r->private_bind, timeout_ms, fd, errmsg);
+    }
+    return r->dial(r->dial_arg, address, timeout_ms, fd, errmsg);
+}
+
 store_dial_fn replica_dial(const struct replica *r)
 {
-    return r->dial;
+    return r->dial != NULL ? store_dial : NULL;
 }
 
 void *replica_dial_arg(const struct replica *r)
 {
-    return r->dial_arg;
+    return r->dial != NULL ? (void *)r : NULL;
 }
 
 const char *replica_address(const struct replica *r)

@@ -76,8 +76,9 @@ bool replica_removed(struct replica *r);
 /* Copy the latest view into @out. Thread-safe. */
 void replica_view(struct replica *r, struct replica_view *out);
 
-/* The dialer every store client of this replica must use (mutual TLS through the relay, or
- * plain TCP), and its argument. */
+/* The dialer every store client of this replica must use, and its argument: the replica's own node
+ * on its private socket, other nodes over mutual TLS through the relay (or plain TCP without TLS:
+ * NULL, the store's default). */
 store_dial_fn replica_dial(const struct replica *r);
 void *replica_dial_arg(const struct replica *r);
 const char *replica_address(const struct replica *r);

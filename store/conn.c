@@ -16,7 +16,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
+#include <sys/un.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +281,39 @@ int store_conn_tcp_dial(void *arg, const char *address, unsigned timeout_ms, int
     return 0;
 }
 
+int store_conn_unix_dial(void *arg, const char *path, unsigned timeout_ms, int *fd_out, char *errmsg)
+{
+    (void)arg;
+    (void)timeout_ms; /* a local connect completes or fails at once */
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof sa.sun_path) {
+        gerr_set(errmsg, "node %s: not a unix socket path", path);
+        return GERR_INVAL;
+    }
+    memcpy(sa.sun_path, path, n);
+    if (path[0] == '@') {
+        sa.sun_path[0] = '\0'; /* abstract */
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "node %s: socket: %s", path, strerror(errno));
+        return rv;
+    }
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
+    if (connect(fd, (struct sockaddr *)&sa, len) != 0) {
+        int rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "node %s: connect: %s", path, strerror(errno));
+        close(fd);
+        return rv;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
                     void *dial_arg)
 {
@@ -393,12 +429,20 @@ static bool usable(struct store_conn *c, int req, int *rv)
 }
 
 /* Send wbuf (one encoded request) and read the single response, which must be @want. */
+static atomic_uint_fast64_t requests_sent;
+
+uint64_t store_conn_requests_total(void)
+{
+    return atomic_load(&requests_sent);
+}
+
 static int roundtrip(struct store_conn *c, int req, int want, size_t max)
 {
     uint64_t deadline = deadline_after(c->timeout_ms);
     struct proto_header h;
     int rv;
 
+    atomic_fetch_add(&requests_sent, 1);
     c->sent = false;
     c->last_code = 0;
     rv = write_all(c, c->wbuf.data, c->wbuf.len, deadline);
@@ -532,6 +576,7 @@ static int rows_stream(struct store_conn *c, int req, struct proto_rows *rows)
     bool first = true;
     int rv;
 
+    atomic_fetch_add(&requests_sent, 1);
     c->sent = false;
     c->last_code = 0;
     rv = write_all(c, c->wbuf.data, c->wbuf.len, deadline);

@@ -60,6 +60,10 @@ int store_err_from_dqlite(uint64_t code, int req);
 typedef int (*store_dial_fn)(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 int store_conn_tcp_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 
+/* A store_dial_fn for a unix socket path ("@name" is abstract): for a replica's own node, which
+ * listens on a private abstract socket behind the peer TLS relay (raft/replica.h). */
+int store_conn_unix_dial(void *arg, const char *path, unsigned timeout_ms, int *fd, char *errmsg);
+
 /* Connect to @address ("a.b.c.d:port") within @timeout_ms with @dial (NULL: store_conn_tcp_dial)
  * and send the protocol handshake. @c is caller-owned memory; on success it must be closed with
  * store_conn_close. On error it is left closed (store_conn_close is still allowed) with the
@@ -116,5 +120,9 @@ int store_conn_weight(struct store_conn *c, uint64_t weight);
 
 /* DUMP @db into @dir as files named @db and @db-wal (created 0600, replaced atomically). */
 int store_conn_dump(struct store_conn *c, const char *db, const char *dir);
+
+/* Requests this process has sent to dqlite nodes (every connection, every kind), for /metrics and
+ * the benchmark's "dqlite requests per call". Thread-safe. */
+uint64_t store_conn_requests_total(void);
 
 #endif
