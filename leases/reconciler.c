@@ -204,8 +204,7 @@ static int change_tx(struct store_tx *tx, struct write *x)
         size_t plen = protobuf_c_message_get_packed_size(&sb.base);
         uint8_t *pbuf = mem_alloc(plen + 1);
         protobuf_c_message_pack(&sb.base, pbuf);
-        struct proto_value pp[] = {proto_blob(pbuf, plen), proto_int(rev)};
-        rv = store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", pp, 2, NULL);
+        rv = store_event_payload_tx(tx, rev, pbuf, plen);
         mem_free(pbuf);
     }
     if (rv == 0 && x->open_usage) {

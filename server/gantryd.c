@@ -559,11 +559,15 @@ static void prune_history(struct daemon *d, uint64_t *last_ms)
         LOG_INFO("retention: change events up to revision %" PRId64 " deleted (older than %u s)", ep.upto,
                  d->cfg->event_retention_s);
     }
-    struct proto_value p[] = {proto_int(now - 24 * 3600000LL)};
-    store_client_exec(cl,
-                      "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE "
-                      "created_at_ms < ? LIMIT 5000)",
-                      p, 1, NULL);
+    /* Client request ids for a day; the internal keys of mutations sent without one only serve the
+     * replica's own settlement of an unknown outcome, within seconds: minutes are plenty. */
+    struct proto_value p[] = {proto_int(now - 24 * 3600000LL),
+                              proto_int(now - RES_INTERNAL_KEY_RETENTION_MS)};
+    store_client_exec(
+        cl,
+        "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency WHERE "
+        "created_at_ms < ?1 OR (created_at_ms < ?2 AND substr(request_id, 1, 1) = '~') LIMIT 5000)",
+        p, 2, NULL);
     store_pool_release(&d->pool, cl);
 }
 

@@ -445,7 +445,7 @@ int store_client_tx(struct store_client *cl, store_tx_fn fn, void *arg)
     uint64_t start = now_ms(cl);
     uint64_t deadline =
         start + (cl->busy_timeout_ms > cl->leader_timeout_ms ? cl->busy_timeout_ms : cl->leader_timeout_ms);
-    struct store_tx tx = {cl};
+    struct store_tx tx = {.cl = cl, .batch = NULL};
     unsigned busy_delay = 8;
     unsigned retry_delay = 10;
     int rv;

@@ -99,8 +99,10 @@ int store_client_query_int(struct store_client *cl, const char *sql, const struc
  * everything it writes from what it reads inside the transaction and from @arg. A COMMIT whose
  * outcome is unknown returns GERR_UNKNOWN_OUTCOME. Any other error from @fn is returned as is
  * after ROLLBACK; @fn's message is in cl->errmsg if it put one there via store_tx_errmsg. */
+struct store_batch;
 struct store_tx {
     struct store_client *cl;
+    struct store_batch *batch; /* set when @fn runs as one call of a writer batch (store/writer.h) */
 };
 typedef int (*store_tx_fn)(struct store_tx *tx, void *arg);
 
@@ -113,6 +115,20 @@ int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_
                        int64_t *out);
 /* Where @fn writes its own failure message (GERR_MSG_SIZE bytes). */
 char *store_tx_errmsg(struct store_tx *tx);
+
+/* Append-only rows (audit events, change events, idempotency records) that nothing in the same
+ * transaction reads back: inside a writer batch they are kept in memory and written at the end of
+ * the batch as multi-row INSERTs (dropped with the call's savepoint when the call fails); outside a
+ * batch the row is inserted at once. @row holds @t->ncols values, copied. */
+struct store_table {
+    const char *insert; /* "INSERT INTO audit (a, b, c) VALUES": the values are appended */
+    unsigned ncols;
+};
+int store_tx_insert(struct store_tx *tx, const struct store_table *t, const struct proto_value *row);
+
+/* What a call of a writer batch answers, for its idempotency record (store/writer.h): the packed
+ * response (copied) and the revision of its change. Ignored outside a batch. */
+void store_tx_set_result(struct store_tx *tx, const void *response, size_t len, int64_t revision);
 
 /* ---- Cluster operations, sent to the leader (reconnecting as needed). */
 int store_client_cluster(struct store_client *cl, struct proto_node_info **nodes, unsigned *n);

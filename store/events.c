@@ -2,27 +2,44 @@
 #include "store/events.h"
 
 #include "lib/clock.h"
+#include "store/batch.h"
+
+static const struct store_table events_table = {
+    "INSERT INTO events (revision, kind, namespace, object_id, type, at_ms, payload) VALUES", 7};
 
 int store_event_tx(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
                    const char *type, int64_t *revision)
 {
-    int rv =
-        store_tx_exec(tx, "UPDATE cluster_revision SET revision = revision + 1 WHERE id = 1", NULL, 0, NULL);
+    struct clock *c = clock_system();
     int64_t rev = 0;
-    if (rv == 0) {
-        rv = store_tx_query_int(tx, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
+    int rv;
+    if (tx->batch != NULL) {
+        rv = store_batch__next_revision(tx, &rev);
+    } else {
+        rv = store_tx_exec(tx, "UPDATE cluster_revision SET revision = revision + 1 WHERE id = 1", NULL, 0,
+                           NULL);
+        if (rv == 0) {
+            rv = store_tx_query_int(tx, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
+        }
     }
     if (rv == 0) {
-        struct clock *c = clock_system();
         struct proto_value p[] = {proto_int(rev),        proto_text(kind), proto_text(ns),
-                                  proto_text(object_id), proto_text(type), proto_int((int64_t)c->wall_ms(c))};
-        rv = store_tx_exec(tx,
-                           "INSERT INTO events (revision, kind, namespace, object_id, type, at_ms) VALUES "
-                           "(?, ?, ?, ?, ?, ?)",
-                           p, 6, NULL);
+                                  proto_text(object_id), proto_text(type), proto_int((int64_t)c->wall_ms(c)),
+                                  proto_blob("", 0)};
+        rv = store_tx_insert(tx, &events_table, p);
     }
     if (rv == 0 && revision != NULL) {
         *revision = rev;
     }
     return rv;
+}
+
+int store_event_payload_tx(struct store_tx *tx, int64_t revision, const void *data, size_t len)
+{
+    struct proto_value v = proto_blob(data, len);
+    if (tx->batch != NULL) {
+        return store_batch__set_value(tx->batch, &events_table, 0, revision, 6, &v);
+    }
+    struct proto_value p[] = {v, proto_int(revision)};
+    return store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", p, 2, NULL);
 }

@@ -4,6 +4,7 @@
 #ifndef GANTRY_STORE_EVENTS_H
 #define GANTRY_STORE_EVENTS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "store/client.h"
@@ -12,5 +13,9 @@
  * "DELETED"); *@revision gets the new revision (may be NULL). The store's errors. */
 int store_event_tx(struct store_tx *tx, const char *kind, const char *ns, const char *object_id,
                    const char *type, int64_t *revision);
+
+/* Inside the same transaction, after store_event_tx: the object's state at that change (a packed
+ * message, copied), which Watch delivers. The store's errors. */
+int store_event_payload_tx(struct store_tx *tx, int64_t revision, const void *data, size_t len);
 
 #endif

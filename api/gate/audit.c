@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/utf8.h"
@@ -14,15 +13,13 @@ static const char *s_or_empty(const char *s)
     return s != NULL ? s : "";
 }
 
-#define AUDIT_INSERT_COLS                                                                                    \
-    "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, "      \
-    "namespace, resource_type, resource_id, resource_name, status, status_code, message, source, "           \
-    "request_id, replica_id, gateway_id, revision, count, start_time_ms) VALUES "
-#define AUDIT_PARAMS       21u
-#define AUDIT_ROWS_PER_SQL 12u /* 12 x 21 = 252 parameters: dqlite 1.11 binds at most 255 */
+static const struct store_table audit_table = {
+    "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, "
+    "namespace, resource_type, resource_id, resource_name, status, status_code, message, source, "
+    "request_id, replica_id, gateway_id, revision, count, start_time_ms) VALUES",
+    21};
 
-/* The text fields of a record, in column order, each valid UTF-8 (sanitized copies in @owned when
- * not: at most 11 of them). */
+/* The text fields of a record, in column order, each valid UTF-8 (a sanitized copy when not). */
 struct texts {
     const char *v[11];
     char *owned[11];
@@ -47,65 +44,42 @@ static void texts_close(struct texts *t)
     }
 }
 
-static void params_of(const struct audit_record *r, const struct texts *t, struct proto_value *p)
-{
-    const char *gw = s_or_empty(r->gateway_id);
-    struct proto_value v[AUDIT_PARAMS] = {proto_int(r->time_ms),
-                                          proto_int(r->class_uid),
-                                          proto_int(r->activity),
-                                          proto_text(t->v[0]),
-                                          proto_text(t->v[1]),
-                                          proto_text(t->v[2]),
-                                          proto_text(t->v[3]),
-                                          proto_text(t->v[4]),
-                                          proto_text(t->v[5]),
-                                          proto_text(t->v[6]),
-                                          proto_text(t->v[7]),
-                                          proto_text(r->success ? "Success" : "Failure"),
-                                          proto_int(r->status_code),
-                                          proto_text(t->v[8]),
-                                          proto_text(t->v[9]),
-                                          proto_text(t->v[10]),
-                                          proto_int((int64_t)r->replica_id),
-                                          proto_text(gw),
-                                          proto_int(r->revision),
-                                          proto_int(r->count > 1 ? r->count : 1),
-                                          proto_int(r->count > 1 ? r->start_time_ms : 0)};
-    memcpy(p, v, sizeof v);
-}
-
 int audit_insert_tx(struct store_tx *tx, const struct audit_record *r)
 {
-    return audit_insert_many_tx(tx, r, 1);
+    struct texts t;
+    texts_init(&t, r);
+    struct proto_value p[] = {proto_int(r->time_ms),
+                              proto_int(r->class_uid),
+                              proto_int(r->activity),
+                              proto_text(t.v[0]),
+                              proto_text(t.v[1]),
+                              proto_text(t.v[2]),
+                              proto_text(t.v[3]),
+                              proto_text(t.v[4]),
+                              proto_text(t.v[5]),
+                              proto_text(t.v[6]),
+                              proto_text(t.v[7]),
+                              proto_text(r->success ? "Success" : "Failure"),
+                              proto_int(r->status_code),
+                              proto_text(t.v[8]),
+                              proto_text(t.v[9]),
+                              proto_text(t.v[10]),
+                              proto_int((int64_t)r->replica_id),
+                              proto_text(s_or_empty(r->gateway_id)),
+                              proto_int(r->revision),
+                              proto_int(r->count > 1 ? r->count : 1),
+                              proto_int(r->count > 1 ? r->start_time_ms : 0)};
+    int rv = store_tx_insert(tx, &audit_table, p);
+    texts_close(&t);
+    return rv;
 }
 
 int audit_insert_many_tx(struct store_tx *tx, const struct audit_record *r, size_t n)
 {
     int rv = 0;
-    struct proto_value *p = mem_alloc(sizeof *p * AUDIT_PARAMS * AUDIT_ROWS_PER_SQL);
-    struct texts *t = mem_zalloc(sizeof *t * AUDIT_ROWS_PER_SQL);
-    struct buf sql;
-    buf_init(&sql);
-    for (size_t done = 0; rv == 0 && done < n;) {
-        size_t k = n - done < AUDIT_ROWS_PER_SQL ? n - done : AUDIT_ROWS_PER_SQL;
-        buf_reset(&sql);
-        buf_append(&sql, AUDIT_INSERT_COLS, strlen(AUDIT_INSERT_COLS));
-        for (size_t i = 0; i < k; i++) {
-            static const char row[] = ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
-            buf_append(&sql, i == 0 ? row + 1 : row, i == 0 ? sizeof row - 2 : sizeof row - 1);
-            texts_init(&t[i], &r[done + i]);
-            params_of(&r[done + i], &t[i], p + i * AUDIT_PARAMS);
-        }
-        buf_put_u8(&sql, 0);
-        rv = store_tx_exec(tx, (const char *)sql.data, p, (unsigned)(k * AUDIT_PARAMS), NULL);
-        for (size_t i = 0; i < k; i++) {
-            texts_close(&t[i]);
-        }
-        done += k;
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        rv = audit_insert_tx(tx, &r[i]);
     }
-    buf_close(&sql);
-    mem_free(t);
-    mem_free(p);
     return rv;
 }
 

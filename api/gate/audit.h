@@ -50,11 +50,12 @@ struct audit_record {
     int64_t start_time_ms; /* when count > 1: the first of them (time_ms is the last); else 0 */
 };
 
-/* Insert inside the caller's transaction. Text that is not valid UTF-8 is stored with each
+/* Insert inside the caller's transaction (deferred to the end of a writer batch, where rows are
+ * written several per statement: store_tx_insert). Text that is not valid UTF-8 is stored with each
  * invalid sequence replaced by U+FFFD (a refused call's audit record carries what it was sent). */
 int audit_insert_tx(struct store_tx *tx, const struct audit_record *r);
 
-/* Insert @n records inside the caller's transaction, several rows per statement. */
+/* Insert @n records inside the caller's transaction. */
 int audit_insert_many_tx(struct store_tx *tx, const struct audit_record *r, size_t n);
 
 /* Events outside a mutation's transaction (denials, failed logins, failed mutations) go through

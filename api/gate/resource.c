@@ -12,6 +12,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "lib/rand.h"
 #include "store/events.h"
 
 struct mutation {
@@ -19,8 +20,6 @@ struct mutation {
     const char *request_id;
     const char *method;
     res_apply_fn fn;
-    bool replayed;
-    struct buf stored; /* a replayed reply */
 };
 
 int res_fail(struct store_tx *tx, int gerr, const char *fmt, ...)
@@ -99,64 +98,23 @@ static void audit_of(const struct mutation *m, bool ok, int status, const char *
                                .revision = m->c.revision};
 }
 
+/* One call's part of a writer batch: the change and its audit event. The writer looks up and
+ * stores the idempotency record (store/writer.h); store_tx_set_result gives it the reply. */
 static int mutation_tx(struct store_tx *tx, void *arg)
 {
     struct mutation *m = arg;
-    struct gate_ctx *ctx = m->c.ctx;
-    m->replayed = false;
     m->c.revision = 0;
     m->c.reply.len = 0;
     m->c.answer.len = 0;
     m->c.warning[0] = '\0';
-    int rv = 0;
-#ifdef GANTRY_PLANT_BUG_SKIP_IDEMPOTENCY
-    /* Planted bug (tests/jepsen, docs/reliability.md): the idempotency record is never looked up. */
-    if (false) {
-#else
-    if (m->request_id[0] != '\0') {
-#endif
-        struct proto_rows rows;
-        proto_rows_init(&rows, 0);
-        struct proto_value p[] = {proto_text(ctx->who.id), proto_text(m->request_id)};
-        rv = store_tx_query(
-            tx, "SELECT method, response FROM idempotency WHERE principal_id = ? AND request_id = ?", p, 2,
-            &rows);
-        if (rv == 0 && rows.n_rows == 1) {
-            const struct proto_value *method = proto_rows_at(&rows, 0, 0), *resp = proto_rows_at(&rows, 0, 1);
-            if (strcmp(method->u.b.s, m->method) != 0) {
-                rv = res_fail(tx, GERR_INVAL, "request_id \"%.64s\" was already used for %.100s",
-                              m->request_id, method->u.b.s);
-            } else {
-                m->replayed = true;
-                m->stored.len = 0;
-                buf_append(&m->stored, resp->u.b.s, resp->u.b.n);
-            }
-        }
-        proto_rows_close(&rows);
-        if (rv != 0 || m->replayed) {
-            return rv;
-        }
-    }
-    rv = m->fn(tx, &m->c);
+    int rv = m->fn(tx, &m->c);
     if (rv == 0) {
         struct audit_record r;
         audit_of(m, true, 0, m->c.warning, &r);
         rv = audit_insert_tx(tx, &r);
     }
-    if (rv == 0 && m->request_id[0] != '\0') {
-        struct proto_value p[] = {proto_text(ctx->who.id),  proto_text(m->request_id),
-                                  proto_text(m->method),    proto_blob(m->c.reply.data, m->c.reply.len),
-                                  proto_int(m->c.revision), proto_int(ctx->now_ms)};
-        rv = store_tx_exec(
-            tx,
-#ifdef GANTRY_PLANT_BUG_SKIP_IDEMPOTENCY
-            "INSERT OR REPLACE INTO idempotency (principal_id, request_id, method, response, revision, "
-            "created_at_ms) "
-#else
-            "INSERT INTO idempotency (principal_id, request_id, method, response, revision, created_at_ms) "
-#endif
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            p, 6, NULL);
+    if (rv == 0) {
+        store_tx_set_result(tx, m->c.reply.data, m->c.reply.len, m->c.revision);
     }
     return rv;
 }
@@ -168,6 +126,11 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request_id is at most %u bytes", RES_REQUEST_ID_MAX);
         return;
     }
+    if (request_id[0] == RES_INTERNAL_KEY_PREFIX) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request_id may not start with '%c' (reserved)",
+                  RES_INTERNAL_KEY_PREFIX);
+        return;
+    }
     struct mutation *m = mem_zalloc(sizeof *m);
     m->c.ctx = ctx;
     m->c.env = env;
@@ -177,18 +140,25 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     m->fn = fn;
     buf_init(&m->c.reply);
     buf_init(&m->c.answer);
-    buf_init(&m->stored);
-    char err[GERR_MSG_SIZE] = "";
+    /* Every mutation has an idempotency key: the client's request id, or an internal one, so an
+     * unknown commit outcome is settled by looking, never by guessing. */
+    char internal[40];
+    if (request_id[0] == '\0') {
+        internal[0] = RES_INTERNAL_KEY_PREFIX;
+        rand_uuid(internal + 1);
+    }
+    struct store_write req;
+    memset(&req, 0, sizeof req);
+    req.fn = mutation_tx;
+    req.arg = m;
+    req.idem_principal = ctx->who.id;
+    req.idem_key = request_id[0] != '\0' ? request_id : internal;
+    req.idem_method = m->method;
+    uint64_t deadline = grpc_call_deadline_ms(ctx->call);
+    req.deadline_ms = deadline != 0 ? deadline : clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
     int rv;
-    /* An unknown outcome is settled by running again: the idempotency record says whether the
-     * first attempt committed. Without a request id there is nothing to settle it with. */
     for (int attempt = 0;; attempt++) {
-        err[0] = '\0';
-        uint64_t deadline = grpc_call_deadline_ms(ctx->call);
-        if (deadline == 0) {
-            deadline = clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
-        }
-        rv = store_writer_run_by(env->writer, mutation_tx, m, deadline, err);
+        rv = store_writer_run_req(env->writer, &req);
 #ifdef GANTRY_PLANT_BUG_ACK_BEFORE_COMMIT
         /* Planted bug (tests/jepsen, docs/reliability.md): the reply built inside the transaction
          * is sent whatever became of the commit. */
@@ -197,11 +167,13 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
             break;
         }
 #endif
-        if (rv != GERR_UNKNOWN_OUTCOME || request_id[0] == '\0' || attempt == 3) {
+        if (rv != GERR_UNKNOWN_OUTCOME || attempt == 3) {
             break;
         }
-        LOG_WARN("resource: %s outcome unknown; settling it under request_id %s", m->method, request_id);
+        LOG_WARN("resource: %s outcome unknown; settling it under its idempotency key", m->method);
+        buf_close(&req.response);
     }
+    char *err = req.errmsg;
     if (rv == GERR_UNKNOWN_OUTCOME) {
         gate_fail(
             ctx, GRPC_STATUS_UNAVAILABLE,
@@ -209,7 +181,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     } else if (rv != 0) {
         int status = res_status(rv);
         if (err[0] == '\0') {
-            snprintf(err, sizeof err, "%s", gerr_str(rv));
+            snprintf(err, sizeof req.errmsg, "%s", gerr_str(rv));
         }
         if (env->sink != NULL) {
             struct audit_record r;
@@ -218,7 +190,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         }
         grpc_call_finish_async(ctx->call, status, err, NULL);
     } else {
-        const struct buf *b = m->replayed ? &m->stored : m->c.answer.len > 0 ? &m->c.answer : &m->c.reply;
+        const struct buf *b = req.replayed ? &req.response : m->c.answer.len > 0 ? &m->c.answer : &m->c.reply;
         ProtobufCMessage *reply = protobuf_c_message_unpack(reply_desc, NULL, b->len, b->data);
         if (reply == NULL) {
             grpc_call_finish_async(ctx->call, GRPC_STATUS_INTERNAL, "the stored reply does not decode", NULL);
@@ -227,11 +199,11 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
             protobuf_c_message_free_unpacked(reply, NULL);
         }
     }
+    buf_close(&req.response);
     buf_close(&m->c.reply);
     if (m->c.answer.len > 0) {
         memset(m->c.answer.data, 0, m->c.answer.len); /* it may hold a secret */
     }
     buf_close(&m->c.answer);
-    buf_close(&m->stored);
     mem_free(m);
 }

@@ -8,8 +8,11 @@
  *
  * so an acknowledged change always has its event and its audit record, and a retry under the same
  * request_id, on any replica, after any failover, returns the first reply without applying twice.
- * A commit whose outcome is unknown (a leader change at the wrong moment) is retried under the
- * request_id; without one the client gets UNAVAILABLE with the advice to use request ids.
+ * A mutation sent without a request_id gets an internal key, so a commit whose outcome is unknown
+ * (a leader change at the wrong moment) is always settled by running it again under its key: the
+ * writer's idempotency lookup answers with the first run's reply when it committed (never applied
+ * twice, never reported as failed when it committed). Mutations run in the writer's batches
+ * (store/writer.h): one transaction for many calls, each in its own savepoint.
  * A request_id reused for a different method is INVALID_ARGUMENT. Failed mutations get an audit
  * event of their own (status Failure) outside the rolled-back transaction, through the audit sink.
  *
@@ -33,6 +36,10 @@
 
 #define RES_REQUEST_ID_MAX 128u
 #define RES_QUEUE_WAIT_MS  30000u
+/* Internal idempotency keys (for mutations sent without a request_id) start with this; a client's
+ * request_id may not. They are pruned after RES_INTERNAL_KEY_RETENTION_MS. */
+#define RES_INTERNAL_KEY_PREFIX       '~'
+#define RES_INTERNAL_KEY_RETENTION_MS 300000
 
 /* Where mutations run and where audit events say they come from. */
 struct res_env {

@@ -23,6 +23,7 @@
 #include "lib/names.h"
 #include "lib/rand.h"
 #include "raft/identity.h"
+#include "store/events.h"
 
 #define SB_COLS                                                                                              \
     "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
@@ -170,12 +171,6 @@ static void reply_sb_tx(struct store_tx *tx, struct res_call *c, const char *ns,
 
 /* The event of this change carries the sandbox as the change left it (packed in c->reply by the
  * caller, or read back), so a watch can deliver every state. */
-static int event_payload_tx(struct store_tx *tx, int64_t revision, const void *data, size_t len)
-{
-    struct proto_value p[] = {proto_blob(data, len), proto_int(revision)};
-    return store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", p, 2, NULL);
-}
-
 static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char *ns, const char *name)
 {
     struct proto_rows rows;
@@ -186,7 +181,7 @@ static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char
         size_t len = protobuf_c_message_get_packed_size(&m.s.base);
         uint8_t *buf = mem_alloc(len + 1);
         protobuf_c_message_pack(&m.s.base, buf);
-        rv = event_payload_tx(tx, revision, buf, len);
+        rv = store_event_payload_tx(tx, revision, buf, len);
         mem_free(buf);
         sb_msg_free(&m);
     }
@@ -399,7 +394,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     mem_free(st_buf);
     if (rv == 0) {
         reply_sb_tx(tx, c, ns, name);
-        rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
+        rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
     }
     return rv;
 }
@@ -591,7 +586,7 @@ static int delete_tx(struct store_tx *tx, struct res_call *c)
                 m.status->phase = GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING;
             }
             res_reply(c, &m.s.base);
-            rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
+            rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
         }
     } else {
         rv = res_event(tx, c, "Sandbox", req->namespace_, id, req->name, "MODIFIED");
@@ -612,7 +607,7 @@ static int delete_tx(struct store_tx *tx, struct res_call *c)
         }
         if (rv == 0) {
             reply_sb_tx(tx, c, req->namespace_, req->name);
-            rv = event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
+            rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
         }
     }
     sb_msg_free(&m);

@@ -13,6 +13,7 @@
 
 #include "it_common.h"
 #include "lib/clock.h"
+#include "store/events.h"
 #include "store/pool.h"
 #include "store/writer.h"
 
@@ -31,11 +32,21 @@ static int setup(void **state)
     struct store_client c;
     cluster_client_config(&cl3, &cfg);
     store_client_init(&c, &cfg);
-    int rv = store_client_exec(&c,
-                               "CREATE TABLE items (id INTEGER PRIMARY KEY, writer INTEGER NOT NULL) STRICT;"
-                               "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT;"
-                               "INSERT INTO counter VALUES (1, 0)",
-                               NULL, 0, NULL);
+    int rv = store_client_exec(
+        &c,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, writer INTEGER NOT NULL) STRICT;"
+        "CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL) STRICT;"
+        "INSERT INTO counter VALUES (1, 0);"
+        "CREATE TABLE item_log (item INTEGER NOT NULL, note TEXT NOT NULL) STRICT;"
+        "CREATE TABLE cluster_revision (id INTEGER PRIMARY KEY, revision INTEGER NOT NULL) STRICT;"
+        "INSERT INTO cluster_revision VALUES (1, 0);"
+        "CREATE TABLE events (revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, namespace TEXT NOT "
+        "NULL, object_id TEXT NOT NULL, type TEXT NOT NULL, at_ms INTEGER NOT NULL, payload BLOB NOT "
+        "NULL DEFAULT x'') STRICT;"
+        "CREATE TABLE idempotency (principal_id TEXT NOT NULL, request_id TEXT NOT NULL, method TEXT "
+        "NOT NULL, response BLOB NOT NULL, revision INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, "
+        "PRIMARY KEY (principal_id, request_id)) STRICT",
+        NULL, 0, NULL);
     store_client_close(&c);
     return rv == 0 ? 0 : -1;
 }
@@ -334,6 +345,115 @@ static void full_queue_and_expired_writes_are_not_run(void **state)
     assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 5000001"), 0);
 }
 
+/* ---- Batches: several requests in one transaction, each in its own savepoint; a failing request
+ * rolls back alone (its writes, its deferred rows and its revisions), the others commit together;
+ * idempotency keys are looked up per batch and replayed. */
+
+static const struct store_table item_log = {"INSERT INTO item_log (item, note) VALUES", 2};
+
+struct batch_item {
+    int64_t id;
+    int fail_after_write; /* return this error after the writes (0: succeed) */
+};
+
+static int batch_item_tx(struct store_tx *tx, void *arg)
+{
+    struct batch_item *it = arg;
+    struct proto_value p[] = {proto_int(it->id), proto_int(6)};
+    int rv = store_tx_exec(tx, "INSERT INTO items (id, writer) VALUES (?, ?)", p, 2, NULL);
+    int64_t rev = 0;
+    if (rv == 0) {
+        rv = store_event_tx(tx, "Item", "", "x", "ADDED", &rev);
+    }
+    if (rv == 0) {
+        struct proto_value l[] = {proto_int(it->id), proto_text("logged")};
+        rv = store_tx_insert(tx, &item_log, l);
+    }
+    if (rv == 0 && it->fail_after_write != 0) {
+        gerr_set(store_tx_errmsg(tx), "item %lld refuses", (long long)it->id);
+        return it->fail_after_write;
+    }
+    if (rv == 0) {
+        char resp[32];
+        int n = snprintf(resp, sizeof resp, "item-%lld", (long long)it->id);
+        store_tx_set_result(tx, resp, (size_t)n, rev);
+    }
+    return rv;
+}
+
+static void batch_requests_fail_alone(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    int64_t rev0 = query_int("SELECT revision FROM cluster_revision WHERE id = 1");
+    struct item slow = {.id = 6000000, .writer = 6};
+    struct batch_item items[5] = {
+        {.id = 6000001},                                  /* commits */
+        {.id = 6000001},                                  /* the same id: the INSERT fails (constraint) */
+        {.id = 6000002, .fail_after_write = GERR_TOOBIG}, /* wrote, then refuses: rolled back alone */
+        {.id = 6000003},                                  /* commits */
+        {.id = 6000003},                                  /* same key as the one before: waits, replayed */
+    };
+    struct store_write reqs[5];
+    struct done d[6];
+    memset(d, 0, sizeof d);
+    memset(reqs, 0, sizeof reqs);
+    atomic_store(&slow_started, 0);
+    d[0].req.data = &d[0];
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    const char *keys[5] = {"k1", "k2", "k3", "k4", "k4"};
+    for (int i = 0; i < 5; i++) {
+        d[i + 1].req.data = &d[i + 1];
+        d[i + 1].req.idem_principal = "p";
+        d[i + 1].req.idem_key = keys[i];
+        d[i + 1].req.idem_method = "/test/Batch";
+        assert_int_equal(store_writer_submit(&w, &d[i + 1].req, batch_item_tx, &items[i], done_cb), 0);
+    }
+    (void)reqs;
+    deadline = it_now_ms() + 30000;
+    while (atomic_load(&d[5].fired) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    struct store_writer_stats_full st;
+    store_writer_stats_full(&w, &st);
+    store_writer_stop(&w);
+    assert_int_equal(atomic_load(&d[0].status), 0);
+    assert_int_equal(atomic_load(&d[1].status), 0);
+    assert_int_not_equal(atomic_load(&d[2].status), 0);
+    assert_int_equal(atomic_load(&d[3].status), GERR_TOOBIG);
+    assert_non_null(strstr(d[3].req.errmsg, "item 6000002 refuses"));
+    assert_int_equal(atomic_load(&d[4].status), 0);
+    assert_int_equal(atomic_load(&d[5].status), 0);
+    assert_true(d[5].req.replayed); /* the second request of key k4 ran in the next batch: replayed */
+    assert_false(d[4].req.replayed);
+    assert_memory_equal(d[5].req.response.data, "item-6000003", 12);
+    assert_int_equal(d[5].req.revision, d[4].req.revision);
+    /* The four requests of the first batch were one transaction (the slow one was a batch of its own,
+     * the replay a third). */
+    assert_int_equal(st.batches, 3);
+    /* What committed: items 1 and 3, their log rows and events, gap-free revisions. */
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 6"), 3);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 6000002"), 0);
+    assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item >= 6000001"), 2);
+    assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item = 6000002"), 0);
+    assert_int_equal(query_int("SELECT revision FROM cluster_revision WHERE id = 1"), rev0 + 2);
+    assert_int_equal(query_int("SELECT count(*) FROM events WHERE kind = 'Item'"), 2);
+    assert_int_equal(query_int("SELECT max(revision) FROM events"), rev0 + 2);
+    assert_int_equal(query_int("SELECT count(*) FROM idempotency WHERE principal_id = 'p'"), 2);
+    for (int i = 0; i < 6; i++) {
+        buf_close(&d[i].req.response);
+    }
+}
+
 /* ---- The read pool: bounded, reused, and a clear timeout when exhausted. */
 
 struct reader {
@@ -397,6 +517,7 @@ int main(void)
         cmocka_unit_test(failed_transaction_changes_nothing),
         cmocka_unit_test(stop_cancels_queued_writes),
         cmocka_unit_test(full_queue_and_expired_writes_are_not_run),
+        cmocka_unit_test(batch_requests_fail_alone),
         cmocka_unit_test(pool_is_bounded_and_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

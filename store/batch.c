@@ -1,0 +1,252 @@
+/* Deferred work of a writer batch (store/batch.h). */
+#include "store/batch.h"
+
+#include <string.h>
+
+#include "lib/mem.h"
+#include "store/proto.h"
+
+/* dqlite 1.11 binds at most PROTO_MAX_PARAMS (255) parameters per statement. */
+#define MAX_STATEMENT_PARAMS PROTO_MAX_PARAMS
+
+void store_batch__init(struct store_batch *b, unsigned n_calls)
+{
+    memset(b, 0, sizeof *b);
+    b->n_calls = n_calls;
+    b->results = mem_zalloc(sizeof *b->results * (n_calls > 0 ? n_calls : 1));
+    for (unsigned i = 0; i < n_calls; i++) {
+        buf_init(&b->results[i].response);
+    }
+}
+
+static void row_free(struct store_batch_row *r, unsigned ncols)
+{
+    for (unsigned c = 0; c < ncols; c++) {
+        struct proto_value *v = &r->v[c];
+        if (v->type == PROTO_TEXT || v->type == PROTO_BLOB || v->type == PROTO_ISO8601) {
+            mem_free((void *)v->u.b.s);
+        }
+    }
+    mem_free(r->v);
+    r->v = NULL;
+}
+
+static void table_truncate(struct store_batch_table *t, size_t n)
+{
+    while (t->n > n) {
+        row_free(&t->rows[--t->n], t->t->ncols);
+    }
+}
+
+void store_batch__reset(struct store_batch *b)
+{
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        table_truncate(&b->tables[i], 0);
+    }
+    for (unsigned i = 0; i < b->n_calls; i++) {
+        b->results[i].set = false;
+        b->results[i].revision = 0;
+        buf_reset(&b->results[i].response);
+    }
+    b->have_revision = false;
+    b->base_revision = b->revision = 0;
+    b->call = 0;
+}
+
+void store_batch__close(struct store_batch *b)
+{
+    store_batch__reset(b);
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        mem_free(b->tables[i].rows);
+    }
+    for (unsigned i = 0; i < b->n_calls; i++) {
+        buf_close(&b->results[i].response);
+    }
+    mem_free(b->results);
+    memset(b, 0, sizeof *b);
+}
+
+void store_batch__mark(const struct store_batch *b, struct store_batch_mark *m)
+{
+    memset(m, 0, sizeof *m);
+    m->revision = b->revision;
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        m->rows[i] = b->tables[i].n;
+    }
+}
+
+void store_batch__rollback(struct store_batch *b, const struct store_batch_mark *m)
+{
+    b->revision = m->revision;
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        table_truncate(&b->tables[i], i < STORE_BATCH_TABLES ? m->rows[i] : 0);
+    }
+    if (b->call < b->n_calls) {
+        b->results[b->call].set = false;
+        buf_reset(&b->results[b->call].response);
+    }
+}
+
+int store_batch__next_revision(struct store_tx *tx, int64_t *rev)
+{
+    struct store_batch *b = tx->batch;
+    if (!b->have_revision) {
+        int64_t r = 0;
+        int rv = store_tx_query_int(tx, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &r);
+        if (rv != 0) {
+            return rv;
+        }
+        b->have_revision = true;
+        b->base_revision = b->revision = r;
+    }
+    *rev = ++b->revision;
+    return 0;
+}
+
+static struct store_batch_table *table_of(struct store_batch *b, const struct store_table *t)
+{
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        if (b->tables[i].t == t) {
+            return &b->tables[i];
+        }
+    }
+    if (b->n_tables == STORE_BATCH_TABLES) {
+        return NULL;
+    }
+    struct store_batch_table *bt = &b->tables[b->n_tables++];
+    memset(bt, 0, sizeof *bt);
+    bt->t = t;
+    return bt;
+}
+
+static void copy_value(struct proto_value *dst, const struct proto_value *src)
+{
+    *dst = *src;
+    if (src->type == PROTO_TEXT || src->type == PROTO_ISO8601) {
+        char *s = mem_alloc(src->u.b.n + 1);
+        memcpy(s, src->u.b.s, src->u.b.n);
+        s[src->u.b.n] = '\0';
+        dst->u.b.s = s;
+    } else if (src->type == PROTO_BLOB) {
+        char *s = mem_alloc(src->u.b.n > 0 ? src->u.b.n : 1);
+        if (src->u.b.n > 0) {
+            memcpy(s, src->u.b.s, src->u.b.n);
+        }
+        dst->u.b.s = s;
+    }
+}
+
+int store_tx_insert(struct store_tx *tx, const struct store_table *t, const struct proto_value *row)
+{
+    if (tx->batch == NULL) {
+        struct buf sql;
+        buf_init(&sql);
+        buf_printf(&sql, "%s (", t->insert);
+        for (unsigned c = 0; c < t->ncols; c++) {
+            buf_printf(&sql, c == 0 ? "?" : ", ?");
+        }
+        buf_printf(&sql, ")");
+        int rv = store_tx_exec(tx, (const char *)sql.data, row, t->ncols, NULL);
+        buf_close(&sql);
+        return rv;
+    }
+    struct store_batch_table *bt = table_of(tx->batch, t);
+    if (bt == NULL) {
+        gerr_set(store_tx_errmsg(tx), "store batch: more than %u tables of deferred rows",
+                 STORE_BATCH_TABLES);
+        return GERR_INTERNAL;
+    }
+    if (bt->n == bt->cap) {
+        bt->cap = bt->cap == 0 ? 16 : 2 * bt->cap;
+        bt->rows = mem_realloc(bt->rows, sizeof *bt->rows * bt->cap);
+    }
+    struct store_batch_row *r = &bt->rows[bt->n++];
+    r->call = tx->batch->call;
+    r->v = mem_alloc(sizeof *r->v * t->ncols);
+    for (unsigned c = 0; c < t->ncols; c++) {
+        copy_value(&r->v[c], &row[c]);
+    }
+    return 0;
+}
+
+void store_tx_set_result(struct store_tx *tx, const void *response, size_t len, int64_t revision)
+{
+    struct store_batch *b = tx->batch;
+    if (b == NULL || b->call >= b->n_calls) {
+        return;
+    }
+    struct store_batch_result *r = &b->results[b->call];
+    buf_reset(&r->response);
+    if (len > 0) {
+        buf_append(&r->response, response, len);
+    }
+    r->revision = revision;
+    r->set = true;
+}
+
+int store_batch__set_value(struct store_batch *b, const struct store_table *t, unsigned key_col, int64_t key,
+                           unsigned col, const struct proto_value *value)
+{
+    for (unsigned i = 0; i < b->n_tables; i++) {
+        struct store_batch_table *bt = &b->tables[i];
+        if (bt->t != t) {
+            continue;
+        }
+        for (size_t k = bt->n; k-- > 0;) {
+            struct proto_value *v = bt->rows[k].v;
+            if (v[key_col].type == PROTO_INTEGER && v[key_col].u.i == key) {
+                struct proto_value *dst = &v[col];
+                if (dst->type == PROTO_TEXT || dst->type == PROTO_BLOB || dst->type == PROTO_ISO8601) {
+                    mem_free((void *)dst->u.b.s);
+                }
+                copy_value(dst, value);
+                return 0;
+            }
+        }
+    }
+    return GERR_NOTFOUND;
+}
+
+static int flush_table(struct store_tx *tx, struct store_batch_table *bt)
+{
+    unsigned ncols = bt->t->ncols;
+    size_t per = MAX_STATEMENT_PARAMS / ncols;
+    struct proto_value *params = mem_alloc(sizeof *params * per * ncols);
+    struct buf sql;
+    buf_init(&sql);
+    int rv = 0;
+    for (size_t done = 0; rv == 0 && done < bt->n;) {
+        size_t k = bt->n - done < per ? bt->n - done : per;
+        buf_reset(&sql);
+        buf_printf(&sql, "%s ", bt->t->insert);
+        for (size_t i = 0; i < k; i++) {
+            buf_printf(&sql, i == 0 ? "(" : ", (");
+            for (unsigned c = 0; c < ncols; c++) {
+                buf_printf(&sql, c == 0 ? "?" : ", ?");
+            }
+            buf_printf(&sql, ")");
+            memcpy(params + i * ncols, bt->rows[done + i].v, sizeof *params * ncols);
+        }
+        rv = store_tx_exec(tx, (const char *)sql.data, params, (unsigned)(k * ncols), NULL);
+        done += k;
+    }
+    buf_close(&sql);
+    mem_free(params);
+    return rv;
+}
+
+int store_batch__flush(struct store_tx *tx)
+{
+    struct store_batch *b = tx->batch;
+    int rv = 0;
+    if (b->have_revision && b->revision != b->base_revision) {
+        struct proto_value p[] = {proto_int(b->revision)};
+        rv = store_tx_exec(tx, "UPDATE cluster_revision SET revision = ? WHERE id = 1", p, 1, NULL);
+    }
+    for (unsigned i = 0; rv == 0 && i < b->n_tables; i++) {
+        if (b->tables[i].n > 0) {
+            rv = flush_table(tx, &b->tables[i]);
+        }
+    }
+    return rv;
+}
