@@ -373,6 +373,18 @@ static void load_metrics(struct daemon *d, struct buf *out)
     store_writer_stats(&d->writer, &wpending, &wrefused, &wexpired);
     struct audit_sink_stats as;
     audit_sink_stats(d->sink, &as);
+    struct store_writer_stats_full ws;
+    store_writer_stats_full(&d->writer, &ws);
+    buf_printf(
+        out,
+        "# HELP gantry_store_requests_total Requests this replica sent to dqlite nodes (every connection).\n"
+        "# TYPE gantry_store_requests_total counter\ngantry_store_requests_total %" PRIu64 "\n"
+        "# HELP gantry_write_batches_total Write transactions this replica's writer committed.\n"
+        "# TYPE gantry_write_batches_total counter\ngantry_write_batches_total %" PRIu64 "\n"
+        "# HELP gantry_write_batched_requests_total Requests those transactions answered.\n"
+        "# TYPE gantry_write_batched_requests_total counter\ngantry_write_batched_requests_total %" PRIu64
+        "\n",
+        store_conn_requests_total(), ws.batches, ws.requests);
     buf_printf(
         out,
         "# HELP gantry_calls_refused_total Calls answered without running them, by reason.\n"

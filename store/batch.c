@@ -1,13 +1,11 @@
 /* Deferred work of a writer batch (store/batch.h). */
 #include "store/batch.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "lib/mem.h"
 #include "store/proto.h"
-
-/* dqlite 1.11 binds at most PROTO_MAX_PARAMS (255) parameters per statement. */
-#define MAX_STATEMENT_PARAMS PROTO_MAX_PARAMS
 
 void store_batch__init(struct store_batch *b, unsigned n_calls)
 {
@@ -69,7 +67,7 @@ void store_batch__close(struct store_batch *b)
 void store_batch__mark(const struct store_batch *b, struct store_batch_mark *m)
 {
     memset(m, 0, sizeof *m);
-    m->revision = b->revision;
+    m->revision = b->have_revision ? b->revision : -1; /* -1: not read yet */
     for (unsigned i = 0; i < b->n_tables; i++) {
         m->rows[i] = b->tables[i].n;
     }
@@ -77,7 +75,9 @@ void store_batch__mark(const struct store_batch *b, struct store_batch_mark *m)
 
 void store_batch__rollback(struct store_batch *b, const struct store_batch_mark *m)
 {
-    b->revision = m->revision;
+    /* Revisions the call took are given back. When the call was the one that read the revision, the
+     * value read stays valid: nothing the call deferred reached the store. */
+    b->revision = m->revision >= 0 ? m->revision : b->base_revision;
     for (unsigned i = 0; i < b->n_tables; i++) {
         table_truncate(&b->tables[i], i < STORE_BATCH_TABLES ? m->rows[i] : 0);
     }
@@ -101,6 +101,15 @@ int store_batch__next_revision(struct store_tx *tx, int64_t *rev)
     }
     *rev = ++b->revision;
     return 0;
+}
+
+void store_tx_seed_revision(struct store_tx *tx, int64_t revision)
+{
+    struct store_batch *b = tx->batch;
+    if (b != NULL && !b->have_revision) {
+        b->have_revision = true;
+        b->base_revision = b->revision = revision;
+    }
 }
 
 static struct store_batch_table *table_of(struct store_batch *b, const struct store_table *t)
@@ -207,46 +216,98 @@ int store_batch__set_value(struct store_batch *b, const struct store_table *t, u
     return GERR_NOTFOUND;
 }
 
-static int flush_table(struct store_tx *tx, struct store_batch_table *bt)
+void store_batch__savepoint_name(const struct store_batch *b, char out[16])
 {
-    unsigned ncols = bt->t->ncols;
-    size_t per = MAX_STATEMENT_PARAMS / ncols;
-    struct proto_value *params = mem_alloc(sizeof *params * per * ncols);
+    snprintf(out, 16, "c%u", b->call);
+}
+
+int store_batch__exec(struct store_tx *tx, const struct store_stmt *stmts, unsigned n,
+                      struct store_result *res)
+{
+    struct store_batch *b = tx->batch;
     struct buf sql;
     buf_init(&sql);
+    if (b->savepoints && !b->savepoint_open) {
+        char name[16];
+        store_batch__savepoint_name(b, name);
+        buf_printf(&sql, "SAVEPOINT %s;", name);
+        b->savepoint_open = true; /* even if the statements after it fail: ROLLBACK TO it then */
+    }
     int rv = 0;
-    for (size_t done = 0; rv == 0 && done < bt->n;) {
-        size_t k = bt->n - done < per ? bt->n - done : per;
-        buf_reset(&sql);
-        buf_printf(&sql, "%s ", bt->t->insert);
-        for (size_t i = 0; i < k; i++) {
-            buf_printf(&sql, i == 0 ? "(" : ", (");
-            for (unsigned c = 0; c < ncols; c++) {
-                buf_printf(&sql, c == 0 ? "?" : ", ?");
-            }
-            buf_printf(&sql, ")");
-            memcpy(params + i * ncols, bt->rows[done + i].v, sizeof *params * ncols);
+    for (unsigned i = 0; rv == 0 && i < n; i++) {
+        rv = store__sql_append(&sql, stmts[i].sql, stmts[i].params, stmts[i].n);
+    }
+    if (rv != 0) {
+        gerr_set(store_tx_errmsg(tx), "a statement's values cannot be written as SQL literals");
+    } else {
+        buf_put_u8(&sql, 0);
+        rv = store_conn_exec_sql(&tx->cl->conn, (const char *)sql.data, NULL, 0, res);
+        if (rv != 0) {
+            memcpy(tx->cl->errmsg, tx->cl->conn.errmsg, sizeof tx->cl->errmsg);
         }
-        rv = store_tx_exec(tx, (const char *)sql.data, params, (unsigned)(k * ncols), NULL);
-        done += k;
     }
     buf_close(&sql);
-    mem_free(params);
+    return rv;
+}
+
+/* Text of one request at most this long; more rows go to the next request. */
+#define FLUSH_TEXT_MAX (1u << 20)
+
+static int flush_text(struct store_tx *tx, struct buf *sql)
+{
+    if (sql->len == 0) {
+        return 0;
+    }
+    buf_put_u8(sql, 0);
+    int rv = store_conn_exec_sql(&tx->cl->conn, (const char *)sql->data, NULL, 0, NULL);
+    if (rv != 0) {
+        memcpy(tx->cl->errmsg, tx->cl->conn.errmsg, sizeof tx->cl->errmsg);
+    }
+    buf_reset(sql);
     return rv;
 }
 
 int store_batch__flush(struct store_tx *tx)
 {
     struct store_batch *b = tx->batch;
+    struct buf sql;
+    buf_init(&sql);
     int rv = 0;
     if (b->have_revision && b->revision != b->base_revision) {
-        struct proto_value p[] = {proto_int(b->revision)};
-        rv = store_tx_exec(tx, "UPDATE cluster_revision SET revision = ? WHERE id = 1", p, 1, NULL);
+        buf_printf(&sql, "UPDATE cluster_revision SET revision = %lld WHERE id = 1;", (long long)b->revision);
     }
     for (unsigned i = 0; rv == 0 && i < b->n_tables; i++) {
-        if (b->tables[i].n > 0) {
-            rv = flush_table(tx, &b->tables[i]);
+        struct store_batch_table *bt = &b->tables[i];
+        for (size_t k = 0; rv == 0 && k < bt->n; k++) {
+            if (k == 0 || sql.len > FLUSH_TEXT_MAX) {
+                if (k > 0) {
+                    sql.data[sql.len - 1] = ';'; /* end the statement begun with this table's rows */
+                    rv = flush_text(tx, &sql);
+                    if (rv != 0) {
+                        break;
+                    }
+                }
+                buf_printf(&sql, "%s ", bt->t->insert);
+            }
+            buf_append(&sql, "(", 1);
+            for (unsigned c = 0; rv == 0 && c < bt->t->ncols; c++) {
+                if (c > 0) {
+                    buf_append(&sql, ",", 1);
+                }
+                rv = store__sql_literal(&sql, &bt->rows[k].v[c]);
+            }
+            buf_append(&sql, "),", 2);
+        }
+        if (rv == 0 && bt->n > 0) {
+            sql.data[sql.len - 1] = ';';
         }
     }
+    if (rv != 0 && store_tx_errmsg(tx)[0] == '\0') {
+        gerr_set(store_tx_errmsg(tx), "a deferred row's values cannot be written as SQL literals");
+    }
+    if (rv == 0) {
+        rv = flush_text(tx, &sql);
+    }
+    buf_close(&sql);
     return rv;
 }

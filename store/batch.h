@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
+#include "store/sqltext.h"
 #include "store/client.h"
 
 #define STORE_BATCH_TABLES 8u
@@ -40,7 +41,9 @@ struct store_batch_result {
 
 struct store_batch {
     unsigned n_calls;
-    unsigned call; /* the call running now */
+    unsigned call;       /* the call running now */
+    bool savepoints;     /* calls run in savepoints (more than one call in the batch) */
+    bool savepoint_open; /* the running call's savepoint exists (opened with its first write) */
     bool have_revision;
     int64_t base_revision, revision; /* revision: the last one assigned (== base: none) */
     struct store_batch_table tables[STORE_BATCH_TABLES];
@@ -72,7 +75,16 @@ int store_batch__next_revision(struct store_tx *tx, int64_t *rev);
 int store_batch__set_value(struct store_batch *b, const struct store_table *t, unsigned key_col, int64_t key,
                            unsigned col, const struct proto_value *value);
 
-/* At the end: the cluster revision and every deferred row, several rows per statement. */
+/* At the end: the cluster revision and every deferred row, several rows per statement, all in as few
+ * requests as the text allows (store/sqltext.h). */
 int store_batch__flush(struct store_tx *tx);
+
+/* store_tx_exec and store_tx_exec_many inside a batch: the running call's first write opens its
+ * savepoint in the same request ("SAVEPOINT c<call>; <statements with literals>"). */
+int store_batch__exec(struct store_tx *tx, const struct store_stmt *stmts, unsigned n,
+                      struct store_result *res);
+
+/* The savepoint of the running call, for its ROLLBACK TO when it fails ("c<call>"). */
+void store_batch__savepoint_name(const struct store_batch *b, char out[16]);
 
 #endif

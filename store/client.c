@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "store/batch.h"
+#include "store/sqltext.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
 
@@ -374,10 +376,39 @@ int store_client_query_int(struct store_client *cl, const char *sql, const struc
 int store_tx_exec(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
                   struct store_result *res)
 {
+    if (tx->batch != NULL && tx->batch->savepoints && !tx->batch->savepoint_open) {
+        struct store_stmt st = {sql, params, n};
+        return store_batch__exec(tx, &st, 1, res);
+    }
     int rv = store_conn_exec_sql(&tx->cl->conn, sql, params, n, res);
     if (rv != 0) {
         memcpy(tx->cl->errmsg, tx->cl->conn.errmsg, sizeof tx->cl->errmsg);
     }
+    return rv;
+}
+
+int store_tx_exec_many(struct store_tx *tx, const struct store_stmt *stmts, unsigned n,
+                       struct store_result *res)
+{
+    if (tx->batch != NULL) {
+        return store_batch__exec(tx, stmts, n, res);
+    }
+    struct buf sql;
+    buf_init(&sql);
+    int rv = 0;
+    for (unsigned i = 0; rv == 0 && i < n; i++) {
+        rv = store__sql_append(&sql, stmts[i].sql, stmts[i].params, stmts[i].n);
+    }
+    if (rv != 0) {
+        gerr_set(tx->cl->errmsg, "a statement's values cannot be written as SQL literals");
+    } else {
+        buf_put_u8(&sql, 0);
+        rv = store_conn_exec_sql(&tx->cl->conn, (const char *)sql.data, NULL, 0, res);
+        if (rv != 0) {
+            memcpy(tx->cl->errmsg, tx->cl->conn.errmsg, sizeof tx->cl->errmsg);
+        }
+    }
+    buf_close(&sql);
     return rv;
 }
 

@@ -126,6 +126,21 @@ struct store_table {
 };
 int store_tx_insert(struct store_tx *tx, const struct store_table *t, const struct proto_value *row);
 
+/* Several write statements, each with its own parameters, in one round trip (their values are
+ * written into the SQL text as literals, store/sqltext.h). Inside a writer batch the first write of
+ * a call also opens its savepoint in the same request. @res describes the last statement. */
+struct store_stmt {
+    const char *sql;
+    const struct proto_value *params;
+    unsigned n;
+};
+int store_tx_exec_many(struct store_tx *tx, const struct store_stmt *stmts, unsigned n,
+                       struct store_result *res);
+
+/* Inside a writer batch: the cluster revision as the caller just read it in this transaction, so the
+ * batch's first change event need not read it again (ignored once the batch has it). */
+void store_tx_seed_revision(struct store_tx *tx, int64_t revision);
+
 /* What a call of a writer batch answers, for its idempotency record (store/writer.h): the packed
  * response (copied) and the revision of its change. Ignored outside a batch. */
 void store_tx_set_result(struct store_tx *tx, const void *response, size_t len, int64_t revision);

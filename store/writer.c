@@ -12,6 +12,7 @@
  * COMMIT outcome answers the whole batch with GERR_UNKNOWN_OUTCOME. */
 #include "store/writer.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "lib/clock.h"
@@ -86,7 +87,7 @@ static int lookup_keys(struct store_tx *tx, struct batch_run *br)
         buf_printf(&sql, "SELECT principal_id, request_id, method, response, revision FROM idempotency WHERE "
                          "(principal_id, request_id) IN (VALUES ");
         for (; i < br->n && k < IDEM_KEYS_PER_QUERY; i++) {
-            if (!keyed(br->reqs[i])) {
+            if (!keyed(br->reqs[i]) || br->reqs[i]->idem_fresh) {
                 continue;
             }
             buf_printf(&sql, k == 0 ? "(?, ?)" : ", (?, ?)");
@@ -147,17 +148,17 @@ static int batch_tx(struct store_tx *tx, void *arg)
         return rv;
     }
     bool several = br->n > 1;
+    br->b.savepoints = several;
     for (unsigned i = 0; i < br->n; i++) {
         struct store_write *req = br->reqs[i];
         if (req->replayed || br->status[i] != 0) {
             continue;
         }
-        if (several && (rv = store_tx_exec(tx, "SAVEPOINT call", NULL, 0, NULL)) != 0) {
-            return rv;
-        }
+        /* The call's savepoint is opened by its first write, in the same request (store/batch.h). */
         struct store_batch_mark mark;
         store_batch__mark(&br->b, &mark);
         br->b.call = i;
+        br->b.savepoint_open = false;
         tx->cl->errmsg[0] = '\0';
         rv = req->fn(tx, req->arg);
         if (rv == 0) {
@@ -169,11 +170,19 @@ static int batch_tx(struct store_tx *tx, void *arg)
         br->status[i] = rv;
         memcpy(req->errmsg, tx->cl->errmsg, sizeof req->errmsg);
         store_batch__rollback(&br->b, &mark);
-        int rrv = store_tx_exec(tx, "ROLLBACK TO call", NULL, 0, NULL);
-        if (rrv != 0) {
-            return rrv;
+        if (br->b.savepoint_open) {
+            char sql[32], name[16];
+            store_batch__savepoint_name(&br->b, name);
+            snprintf(sql, sizeof sql, "ROLLBACK TO %s", name);
+            br->b.savepoints = false; /* this statement must not open another savepoint */
+            int rrv = store_tx_exec(tx, sql, NULL, 0, NULL);
+            br->b.savepoints = true;
+            if (rrv != 0) {
+                return rrv;
+            }
         }
     }
+    br->b.savepoints = false; /* the end-of-batch writes belong to no call */
     /* The idempotency records of the requests that ran and succeeded. */
     struct clock *clk = clock_system();
     int64_t now = (int64_t)clk->wall_ms(clk);

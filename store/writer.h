@@ -58,6 +58,7 @@ struct store_write {
     /* Optional idempotency, set before submit (copied strings are not made: they must stay valid
      * until the callback). NULL idem_key: none. */
     const char *idem_principal, *idem_key, *idem_method;
+    bool idem_fresh; /* the key was never submitted before (a new internal key): nothing to look up */
     store_write_cb cb;
     /* read-only after the callback fired: */
     int status;

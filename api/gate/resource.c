@@ -154,6 +154,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     req.idem_principal = ctx->who.id;
     req.idem_key = request_id[0] != '\0' ? request_id : internal;
     req.idem_method = m->method;
+    req.idem_fresh = request_id[0] == '\0'; /* a new internal key: nothing stored under it yet */
     uint64_t deadline = grpc_call_deadline_ms(ctx->call);
     req.deadline_ms = deadline != 0 ? deadline : clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
     int rv;
@@ -172,6 +173,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         }
         LOG_WARN("resource: %s outcome unknown; settling it under its idempotency key", m->method);
         buf_close(&req.response);
+        req.idem_fresh = false; /* it may have committed: look it up */
     }
     char *err = req.errmsg;
     if (rv == GERR_UNKNOWN_OUTCOME) {

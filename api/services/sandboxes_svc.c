@@ -287,22 +287,106 @@ static int driver_admits_tx(struct store_tx *tx, struct res_call *c, const struc
     return 0;
 }
 
+/* Everything create_tx decides on, in one read inside the transaction: whether the name is taken,
+ * the namespace's phase, quota and usage, both policies, and the cluster revision. */
+#define CREATE_FACTS_SQL                                                                                     \
+    "SELECT (SELECT count(*) FROM sandboxes WHERE namespace = ?1 AND name = ?2), n.phase, q.max_sandboxes, " \
+    "q.max_gpus, q.max_lifetime_s, q.mode, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "                  \
+    "q.namespace IS NOT NULL, (SELECT policy FROM policies WHERE namespace = ''), "                          \
+    "(SELECT policy FROM policies WHERE namespace = ?1), (SELECT revision FROM cluster_revision WHERE id = " \
+    "1) "                                                                                                    \
+    "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name "                                          \
+    "LEFT JOIN quota_usage u ON u.namespace = n.name WHERE n.name = ?1"
+
+struct create_facts {
+    bool exists;
+    struct quota_state quota;
+    Gantry__V1__Policy *gw, *nsp; /* gw never NULL: the built-in default when none is stored */
+    int64_t revision;
+};
+
+static Gantry__V1__Policy *policy_of(const struct proto_value *v)
+{
+    if (v->type != PROTO_BLOB) {
+        return NULL;
+    }
+    return gantry__v1__policy__unpack(NULL, v->u.b.n, (const uint8_t *)v->u.b.s);
+}
+
+static int create_facts_tx(struct store_tx *tx, const char *ns, const char *name, struct create_facts *f)
+{
+    memset(f, 0, sizeof *f);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value q[] = {proto_text(ns), proto_text(name)};
+    int rv = store_tx_query(tx, CREATE_FACTS_SQL, q, 2, &rows);
+    if (rv == 0 && rows.n_rows == 0) {
+        rv = res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
+    }
+    if (rv == 0) {
+        f->exists = coli(&rows, 0, 0) > 0;
+        f->quota = (struct quota_state){.active = strcmp(col(&rows, 0, 1), "ACTIVE") == 0,
+                                        .has_quota = coli(&rows, 0, 8) != 0,
+                                        .max_sandboxes = coli(&rows, 0, 2),
+                                        .max_gpus = coli(&rows, 0, 3),
+                                        .max_lifetime_s = coli(&rows, 0, 4),
+                                        .hard = strcmp(col(&rows, 0, 5), "hard") == 0,
+                                        .used_sandboxes = coli(&rows, 0, 6),
+                                        .used_gpus = coli(&rows, 0, 7)};
+        const struct proto_value *g = proto_rows_at(&rows, 0, 9), *n = proto_rows_at(&rows, 0, 10);
+        f->gw = g->type == PROTO_BLOB ? policy_of(g) : policy_rules_default();
+        f->nsp = n->type == PROTO_BLOB ? policy_of(n) : NULL;
+        f->revision = coli(&rows, 0, 11);
+        if (f->gw == NULL || (n->type == PROTO_BLOB && f->nsp == NULL)) {
+            rv = res_fail(tx, GERR_INTERNAL, "a stored policy does not decode");
+        } else {
+            store_tx_seed_revision(tx, f->revision);
+        }
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* The stored labels' entries in the order a read returns them (sorted by key; the last of equal
+ * keys wins, as in labels_json), pointing into @in. */
+static int label_cmp(const void *a, const void *b)
+{
+    const Gantry__V1__ObjectMeta__LabelsEntry *x = *(const Gantry__V1__ObjectMeta__LabelsEntry *const *)a,
+                                              *y = *(const Gantry__V1__ObjectMeta__LabelsEntry *const *)b;
+    int c = strcmp(x->key, y->key);
+    return c != 0 ? c : (x < y ? -1 : x > y);
+}
+
+static size_t labels_sorted(Gantry__V1__ObjectMeta__LabelsEntry *const *in, size_t n,
+                            Gantry__V1__ObjectMeta__LabelsEntry **out)
+{
+    memcpy(out, in, sizeof *out * n);
+    qsort(out, n, sizeof *out, label_cmp); /* ties by address: the later entry last */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && strcmp(out[i]->key, out[i + 1]->key) == 0) {
+            continue; /* a later entry with the same key replaces it */
+        }
+        out[k++] = out[i];
+    }
+    return k;
+}
+
 static int create_tx(struct store_tx *tx, struct res_call *c)
 {
     const struct create_arg *a = c->arg;
     const Gantry__V1__CreateSandboxRequest *req = a->req;
     const Gantry__V1__Sandbox *in = req->sandbox;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
-    struct proto_value q[] = {proto_text(ns), proto_text(name)};
-    int64_t n = 0;
-    int rv =
-        store_tx_query_int(tx, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?", q, 2, &n);
-    if (rv == 0 && n > 0) {
-        return res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
+    struct create_facts f;
+    int rv = create_facts_tx(tx, ns, name, &f);
+    if (rv == 0 && f.exists) {
+        rv = res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
     }
     if (rv == 0 && in->spec->owner_id[0] != '\0' && strcmp(in->spec->owner_id, c->ctx->who.id) != 0) {
         /* On behalf of another owner (delegation or platform_admin): the owner must be an
          * enabled principal who may have sandboxes here. */
+        int64_t n = 0;
         struct proto_value op[] = {proto_text(in->spec->owner_id), proto_text(ns)};
         rv = store_tx_query_int(tx,
                                 "SELECT count(*) FROM principals p WHERE p.id = ?1 AND p.disabled = 0 AND "
@@ -311,10 +395,10 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
                                 "b.namespace = ?2)))",
                                 op, 2, &n);
         if (rv == 0 && n == 0) {
-            return res_fail(tx, GERR_REFUSED,
-                            "sandbox.spec.owner_id \"%.40s\" is not an enabled principal with the user or "
-                            "namespace_admin role in namespace \"%.63s\"",
-                            in->spec->owner_id, ns);
+            rv = res_fail(tx, GERR_REFUSED,
+                          "sandbox.spec.owner_id \"%.40s\" is not an enabled principal with the user or "
+                          "namespace_admin role in namespace \"%.63s\"",
+                          in->spec->owner_id, ns);
         }
     }
     if (rv == 0) {
@@ -322,33 +406,26 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     }
     /* The policies, then the lifetime: 0 means a day, or the namespace's quota maximum when that
      * is lower, within the policies' maxima. */
-    Gantry__V1__Policy *gw = NULL, *nsp = NULL;
     uint64_t lifetime = in->spec->lifetime_seconds;
     if (rv == 0) {
-        rv = policies_load_tx(tx, ns, &gw, &nsp);
-    }
-    if (rv == 0) {
         char why[GERR_MSG_SIZE];
-        rv = policy_rules_check_sandbox(gw, nsp, ns, in->spec, a->driver, why, sizeof why);
+        rv = policy_rules_check_sandbox(f.gw, f.nsp, ns, in->spec, a->driver, why, sizeof why);
         if (rv == GERR_REFUSED || rv == GERR_INVAL) {
             rv = res_fail(tx, rv, "%s", why);
         }
     }
     if (rv == 0 && lifetime == 0) {
-        int64_t max_life = 0;
-        struct proto_value np[] = {proto_text(ns)};
-        int qrv =
-            store_tx_query_int(tx, "SELECT max_lifetime_s FROM quotas WHERE namespace = ?", np, 1, &max_life);
-        rv = qrv == GERR_NOTFOUND ? 0 : qrv;
-        lifetime = sandbox_rules_default_lifetime(max_life, gw, nsp);
+        lifetime =
+            sandbox_rules_default_lifetime(f.quota.has_quota ? f.quota.max_lifetime_s : 0, f.gw, f.nsp);
     }
-    policy_rules_free(gw);
-    policy_rules_free(nsp);
+    policy_rules_free(f.gw);
+    policy_rules_free(f.nsp);
     if (rv == 0) {
         rv = driver_admits_tx(tx, c, a->svc, in);
     }
     if (rv == 0) {
-        rv = tenants_charge(tx, ns, 1, (int)in->spec->gpu_count, lifetime, c->warning, sizeof c->warning);
+        rv = tenants_charge_decide(tx, ns, &f.quota, 1, (int)in->spec->gpu_count, lifetime, c->warning,
+                                   sizeof c->warning);
     }
     if (rv != 0) {
         return rv;
@@ -356,6 +433,9 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     char id[37];
     rand_uuid(id);
     rv = res_event(tx, c, "Sandbox", ns, id, name, "ADDED");
+    if (rv != 0) {
+        return rv;
+    }
     Gantry__V1__SandboxSpec spec = *in->spec;
     if (spec.owner_id[0] == '\0') {
         spec.owner_id = c->ctx->who.id;
@@ -370,32 +450,50 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     protobuf_c_message_pack(&spec.base, spec_buf);
     protobuf_c_message_pack(&st.base, st_buf);
     char *labels = labels_json(in->meta->labels, in->meta->n_labels);
+    /* The row and the quota charge in one request (behind the call's savepoint in a batch). */
+    struct proto_value p[] = {proto_text(id),
+                              proto_text(ns),
+                              proto_text(name),
+                              proto_text(spec.owner_id),
+                              proto_text(c->ctx->who.id),
+                              proto_text(labels),
+                              proto_blob(spec_buf, spec_len),
+                              proto_blob(st_buf, st_len),
+                              proto_int(spec.gpu_count),
+                              proto_int(c->revision),
+                              proto_int(c->ctx->now_ms)};
+    struct proto_value u[] = {proto_text(ns), proto_int(1), proto_int((int64_t)spec.gpu_count)};
+    struct store_stmt writes[] = {
+        {"INSERT INTO sandboxes (id, namespace, name, owner_id, created_by, labels, annotations, spec, "
+         "status, phase, gpus, resource_version, created_at_ms, updated_at_ms, deletion_timestamp_ms) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, 'PROVISIONING', ?9, ?10, ?11, ?11, 0)",
+         p, 11},
+        {TENANTS_USAGE_UPSERT_SQL, u, 3},
+    };
+    rv = store_tx_exec_many(tx, writes, 2, NULL);
     if (rv == 0) {
-        struct proto_value p[] = {proto_text(id),
-                                  proto_text(ns),
-                                  proto_text(name),
-                                  proto_text(spec.owner_id),
-                                  proto_text(c->ctx->who.id),
-                                  proto_text(labels),
-                                  proto_blob(spec_buf, spec_len),
-                                  proto_blob(st_buf, st_len),
-                                  proto_int(spec.gpu_count),
-                                  proto_int(c->revision),
-                                  proto_int(c->ctx->now_ms)};
-        rv = store_tx_exec(
-            tx,
-            "INSERT INTO sandboxes (id, namespace, name, owner_id, created_by, labels, annotations, spec, "
-            "status, phase, gpus, resource_version, created_at_ms, updated_at_ms, deletion_timestamp_ms) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8, 'PROVISIONING', ?9, ?10, ?11, ?11, 0)",
-            p, 11, NULL);
+        /* The reply as a read would return it, built from what was just written. */
+        Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+        Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
+        Gantry__V1__ObjectMeta__LabelsEntry **lp = mem_alloc(sizeof *lp * (in->meta->n_labels + 1));
+        meta.id = id;
+        meta.namespace_ = (char *)ns;
+        meta.name = (char *)name;
+        meta.created_by = c->ctx->who.id;
+        meta.resource_version = (uint64_t)c->revision;
+        meta.created_at_ms = meta.updated_at_ms = c->ctx->now_ms;
+        meta.n_labels = labels_sorted(in->meta->labels, in->meta->n_labels, lp);
+        meta.labels = lp;
+        sb.meta = &meta;
+        sb.spec = &spec;
+        sb.status = &st;
+        res_reply(c, &sb.base);
+        mem_free(lp);
+        rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
     }
     mem_free(labels);
     mem_free(spec_buf);
     mem_free(st_buf);
-    if (rv == 0) {
-        reply_sb_tx(tx, c, ns, name);
-        rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
-    }
     return rv;
 }
 

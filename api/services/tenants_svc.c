@@ -530,8 +530,19 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
         .used_gpus = coli(&rows, 0, 6),
     };
     proto_rows_close(&rows);
+    rv = tenants_charge_decide(tx, ns, &st, sandboxes, gpus, lifetime_s, warning, warning_len);
+    if (rv != 0) {
+        return rv;
+    }
+    struct proto_value u[] = {proto_text(ns), proto_int(sandboxes), proto_int(gpus)};
+    return store_tx_exec(tx, TENANTS_USAGE_UPSERT_SQL, u, 3, NULL);
+}
+
+int tenants_charge_decide(struct store_tx *tx, const char *ns, const struct quota_state *st, int sandboxes,
+                          int gpus, uint64_t lifetime_s, char *warning, size_t warning_len)
+{
     char over[GERR_MSG_SIZE];
-    switch (quota_rules_charge(&st, ns, sandboxes, gpus, lifetime_s, over, sizeof over)) {
+    switch (quota_rules_charge(st, ns, sandboxes, gpus, lifetime_s, over, sizeof over)) {
     case QUOTA_TERMINATING:
         return res_fail(tx, GERR_REFUSED, "%s", over);
     case QUOTA_HARD_EXCEEDED:
@@ -543,12 +554,7 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
     case QUOTA_OK:
         break;
     }
-    struct proto_value u[] = {proto_text(ns), proto_int(sandboxes), proto_int(gpus)};
-    return store_tx_exec(
-        tx,
-        "INSERT INTO quota_usage (namespace, sandboxes, gpus) VALUES (?1, max(?2, 0), max(?3, 0)) "
-        "ON CONFLICT (namespace) DO UPDATE SET sandboxes = max(sandboxes + ?2, 0), gpus = max(gpus + ?3, 0)",
-        u, 3, NULL);
+    return 0;
 }
 
 #define QUOTA_COLS                                                                                           \

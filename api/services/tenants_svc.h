@@ -16,6 +16,7 @@
 #define GANTRY_API_SERVICES_TENANTS_SVC_H
 
 #include "api/gate/resource.h"
+#include "api/rules/quota.h"
 
 struct gate;
 
@@ -26,6 +27,15 @@ int tenants_svc_register(struct gate *g, const struct res_env *env, char *errmsg
  * excess; GERR_REFUSED when the namespace is missing or TERMINATING. */
 int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus, uint64_t lifetime_s,
                    char *warning, size_t warning_len);
+
+/* The decision of tenants_charge for a state the caller read itself (in the same transaction), and
+ * the statement that records the charge, for a caller that sends it with its own writes:
+ * parameters (namespace, sandboxes delta, GPUs delta). */
+int tenants_charge_decide(struct store_tx *tx, const char *ns, const struct quota_state *st, int sandboxes,
+                          int gpus, uint64_t lifetime_s, char *warning, size_t warning_len);
+#define TENANTS_USAGE_UPSERT_SQL                                                                             \
+    "INSERT INTO quota_usage (namespace, sandboxes, gpus) VALUES (?1, max(?2, 0), max(?3, 0)) "              \
+    "ON CONFLICT (namespace) DO UPDATE SET sandboxes = max(sandboxes + ?2, 0), gpus = max(gpus + ?3, 0)"
 
 /* Soft quota excesses so far (for /metrics). */
 uint64_t tenants_soft_exceeded(void);

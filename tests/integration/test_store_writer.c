@@ -388,14 +388,20 @@ static void batch_requests_fail_alone(void **state)
     struct store_writer w;
     writer_config(&cfg);
     assert_int_equal(store_writer_start(&w, &cfg), 0);
+    /* A change first, so the revision the batch reads is not 0 (a forgotten read would show). */
+    struct batch_item before = {.id = 6000010};
+    char em[GERR_MSG_SIZE];
+    assert_int_equal(store_writer_run(&w, batch_item_tx, &before, em), 0);
     int64_t rev0 = query_int("SELECT revision FROM cluster_revision WHERE id = 1");
+    assert_true(rev0 > 0);
     struct item slow = {.id = 6000000, .writer = 6};
     struct batch_item items[5] = {
-        {.id = 6000001},                                  /* commits */
-        {.id = 6000001},                                  /* the same id: the INSERT fails (constraint) */
-        {.id = 6000002, .fail_after_write = GERR_TOOBIG}, /* wrote, then refuses: rolled back alone */
-        {.id = 6000003},                                  /* commits */
-        {.id = 6000003},                                  /* same key as the one before: waits, replayed */
+        /* the batch's first change, then it refuses: rolled back alone, its revision given back */
+        {.id = 6000002, .fail_after_write = GERR_TOOBIG},
+        {.id = 6000001}, /* commits */
+        {.id = 6000001}, /* the same id: the INSERT fails (constraint) */
+        {.id = 6000003}, /* commits */
+        {.id = 6000003}, /* same key as the one before: waits, replayed */
     };
     struct store_write reqs[5];
     struct done d[6];
@@ -409,7 +415,7 @@ static void batch_requests_fail_alone(void **state)
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-    const char *keys[5] = {"k1", "k2", "k3", "k4", "k4"};
+    const char *keys[5] = {"k3", "k1", "k2", "k4", "k4"};
     for (int i = 0; i < 5; i++) {
         d[i + 1].req.data = &d[i + 1];
         d[i + 1].req.idem_principal = "p";
@@ -427,26 +433,26 @@ static void batch_requests_fail_alone(void **state)
     store_writer_stats_full(&w, &st);
     store_writer_stop(&w);
     assert_int_equal(atomic_load(&d[0].status), 0);
-    assert_int_equal(atomic_load(&d[1].status), 0);
-    assert_int_not_equal(atomic_load(&d[2].status), 0);
-    assert_int_equal(atomic_load(&d[3].status), GERR_TOOBIG);
-    assert_non_null(strstr(d[3].req.errmsg, "item 6000002 refuses"));
+    assert_int_equal(atomic_load(&d[1].status), GERR_TOOBIG);
+    assert_non_null(strstr(d[1].req.errmsg, "item 6000002 refuses"));
+    assert_int_equal(atomic_load(&d[2].status), 0);
+    assert_int_not_equal(atomic_load(&d[3].status), 0);
     assert_int_equal(atomic_load(&d[4].status), 0);
     assert_int_equal(atomic_load(&d[5].status), 0);
     assert_true(d[5].req.replayed); /* the second request of key k4 ran in the next batch: replayed */
     assert_false(d[4].req.replayed);
     assert_memory_equal(d[5].req.response.data, "item-6000003", 12);
     assert_int_equal(d[5].req.revision, d[4].req.revision);
-    /* The four requests of the first batch were one transaction (the slow one was a batch of its own,
-     * the replay a third). */
-    assert_int_equal(st.batches, 3);
+    /* The four requests of the first batch were one transaction (the change before and the slow one
+     * were batches of their own, the replay a fourth). */
+    assert_int_equal(st.batches, 4);
     /* What committed: items 1 and 3, their log rows and events, gap-free revisions. */
-    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 6"), 3);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE writer = 6 AND id < 6000010"), 3);
     assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 6000002"), 0);
-    assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item >= 6000001"), 2);
+    assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item >= 6000001 AND item < 6000010"), 2);
     assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item = 6000002"), 0);
     assert_int_equal(query_int("SELECT revision FROM cluster_revision WHERE id = 1"), rev0 + 2);
-    assert_int_equal(query_int("SELECT count(*) FROM events WHERE kind = 'Item'"), 2);
+    assert_int_equal(query_int("SELECT count(*) FROM events WHERE kind = 'Item'"), 3);
     assert_int_equal(query_int("SELECT max(revision) FROM events"), rev0 + 2);
     assert_int_equal(query_int("SELECT count(*) FROM idempotency WHERE principal_id = 'p'"), 2);
     for (int i = 0; i < 6; i++) {
