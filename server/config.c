@@ -216,7 +216,9 @@ static const struct field fields[] = {
     UINT(max_message_bytes, 4194304, 1024, 268435456,
          "largest gRPC message accepted or sent (1 KiB..256 MiB)"),
     UINT(max_concurrent_streams, 100, 1, 10000, "HTTP/2 streams per client connection"),
-    UINT(workers, 4, 1, 256, "worker threads that run calls (authentication, store round trips)"),
+    UINT(workers, 64, 1, 1024,
+         "worker threads that run calls (authentication, store round trips; a write waits on one until it "
+         "commits)"),
     UINT(call_queue_max, 4096, 1, 1000000,
          "calls with a recently verified credential that may wait for a worker; more are UNAVAILABLE"),
     UINT(unverified_call_queue_max, 256, 1, 1000000,

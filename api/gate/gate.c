@@ -194,8 +194,16 @@ static void run(void *arg)
     }
     route->fn(ctx, route->data);
 out:
-    store_pool_release(g->cfg.pool, ctx->cl);
+    gate_release_store(ctx);
     mem_free(p);
+}
+
+void gate_release_store(struct gate_ctx *ctx)
+{
+    if (ctx->cl != NULL) {
+        store_pool_release(ctx->gate->cfg.pool, ctx->cl);
+        ctx->cl = NULL;
+    }
 }
 
 /* The digest of the call's credential (authorization header, else client certificate). */
@@ -244,6 +252,7 @@ static void on_start(struct grpc_call *call, void *data)
     struct pending *p = mem_zalloc(sizeof *p);
     p->g = g;
     p->ctx.call = call;
+    p->ctx.gate = g;
     admission_source_host(grpc_call_peer(call), p->host, sizeof p->host);
     int status = 0;
     char why[GERR_MSG_SIZE];

@@ -43,8 +43,9 @@ struct gate_ctx {
     struct authz_decision decision;
     struct authn_principal who; /* empty for AZ_TOKEN methods */
     struct authz_caller caller; /* points into who */
-    struct store_client *cl;    /* a pooled client, held for the implementation */
+    struct store_client *cl;    /* a pooled client, held for the implementation (NULL once released) */
     int64_t now_ms;
+    struct gate *gate;
 };
 
 typedef void (*gate_impl_fn)(struct gate_ctx *ctx, void *data);
@@ -80,6 +81,10 @@ int gate_route(struct gate *g, const char *path, gate_impl_fn fn, void *data);
 /* Route every method of @services (NULL-terminated) through the gate. */
 int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceDescriptor *const *services,
                   char *errmsg);
+
+/* Give the pooled store client back before blocking on something else (the writer, a forwarded
+ * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */
+void gate_release_store(struct gate_ctx *ctx);
 
 /* Helpers for implementations: answer with @status and a printf message. */
 void gate_fail(struct gate_ctx *ctx, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -158,6 +158,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     uint64_t deadline = grpc_call_deadline_ms(ctx->call);
     req.deadline_ms = deadline != 0 ? deadline : clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
     int rv;
+    gate_release_store(ctx); /* the handler's reads are done: do not hold a read connection while queued */
     for (int attempt = 0;; attempt++) {
         rv = store_writer_run_req(env->writer, &req);
 #ifdef GANTRY_PLANT_BUG_ACK_BEFORE_COMMIT
