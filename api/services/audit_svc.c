@@ -10,12 +10,11 @@
 
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
+#include "api/rules/page.h"
 #include "gantry/v1/audit.pb-c.h"
 #include "lib/buf.h"
 #include "lib/mem.h"
 
-#define PAGE_DEFAULT 100u
-#define PAGE_MAX     1000u
 #define EXPORT_BATCH 1000u
 #define EXPORT_CHUNK (512u * 1024u)
 
@@ -47,10 +46,13 @@ static void q_query(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__QueryAuditRequest *req = (const void *)grpc_call_request(ctx->call);
-    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
-    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
-    int64_t after =
-        req->page != NULL && req->page->page_token[0] != '\0' ? strtoll(req->page->page_token, NULL, 10) : 0;
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_SEQ, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    unsigned limit = page.limit;
     if (req->status[0] != '\0' && strcmp(req->status, "Success") != 0 &&
         strcmp(req->status, "Failure") != 0) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
@@ -59,7 +61,7 @@ static void q_query(struct gate_ctx *ctx, void *data)
     }
     struct proto_rows rows;
     int rv = query(ctx->cl, req->start_ms, req->end_ms, req->namespace_, req->actor_principal_id,
-                   req->api_operation, req->class_uid, req->status, after, limit + 1, &rows);
+                   req->api_operation, req->class_uid, req->status, page.after_seq, limit + 1, &rows);
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "query audit: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);

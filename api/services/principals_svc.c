@@ -11,6 +11,7 @@
 #include "api/authz/authz.h"
 #include "api/gate/gate.h"
 #include "api/gate/resource.h"
+#include "api/rules/page.h"
 #include "gantry/v1/api_keys.pb-c.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
@@ -18,8 +19,8 @@
 #include "lib/rand.h"
 #include "raft/identity.h"
 
-#define PAGE_DEFAULT 100u
-#define PAGE_MAX     500u
+/* WhoAmI lists the caller's bindings in one reply; a principal holds at most this many. */
+#define WHOAMI_BINDINGS_MAX 500u
 
 #define PRINCIPAL_COLS                                                                                       \
     "id, kind, name, display_name, email, issuer, subject, disabled, created_by, resource_version, "         \
@@ -55,15 +56,16 @@ static void fail_gerr(struct gate_ctx *ctx, int rv, const char *what, const char
               detail != NULL && detail[0] != '\0' ? detail : gerr_str(rv));
 }
 
-static unsigned page_size(const Gantry__V1__PageRequest *p)
+/* The page of a list keyed by @key; answers INVALID_ARGUMENT and returns false for a bad token. */
+static bool read_page(struct gate_ctx *ctx, const Gantry__V1__PageRequest *p, enum page_key key,
+                      struct page_req *out)
 {
-    unsigned n = p != NULL && p->page_size != 0 ? p->page_size : PAGE_DEFAULT;
-    return n > PAGE_MAX ? PAGE_MAX : n;
-}
-
-static const char *page_token(const Gantry__V1__PageRequest *p)
-{
-    return p != NULL && p->page_token != NULL ? p->page_token : "";
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(p, key, out, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return false;
+    }
+    return true;
 }
 
 static const char *kind_text(Gantry__V1__PrincipalKind k)
@@ -478,7 +480,7 @@ static void p_whoami(struct gate_ctx *ctx, void *data)
     struct proto_rows prow, brows;
     int rv = read_principal(ctx, ctx->who.id, &prow);
     if (rv == 0) {
-        rv = list_bindings(ctx, ctx->who.id, "", "", PAGE_MAX, &brows);
+        rv = list_bindings(ctx, ctx->who.id, "", "", WHOAMI_BINDINGS_MAX, &brows);
         if (rv == 0) {
             struct principal_msg m;
             principal_from_row(&m, &prow, 0);
@@ -521,17 +523,20 @@ static void p_list(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__ListPrincipalsRequest *req = (const void *)grpc_call_request(ctx->call);
-    unsigned limit = page_size(req->page);
     const char *kind = req->kind != 0 ? kind_text(req->kind) : "";
     if (kind == NULL) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "kind: unknown principal kind %d", (int)req->kind);
         return;
     }
+    struct page_req page;
+    if (!read_page(ctx, req->page, PAGE_KEY_UUID, &page)) {
+        return;
+    }
+    unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(kind), proto_text(req->namespace_),
-                              proto_text(page_token(req->page)), proto_int(limit + 1),
-                              proto_text(ctx->decision.self_check ? ctx->who.id : "")};
+    struct proto_value p[] = {proto_text(kind), proto_text(req->namespace_), proto_text(page.after),
+                              proto_int(limit + 1), proto_text(ctx->decision.self_check ? ctx->who.id : "")};
     int rv = store_client_query(
         ctx->cl,
         "SELECT " PRINCIPAL_COLS " FROM principals p WHERE (?1 = '' OR kind = ?1) AND (?2 = '' "
@@ -940,9 +945,13 @@ static void b_list(struct gate_ctx *ctx, void *data)
         }
         principal = ctx->who.id;
     }
-    unsigned limit = page_size(req->page);
+    struct page_req page;
+    if (!read_page(ctx, req->page, PAGE_KEY_UUID, &page)) {
+        return;
+    }
+    unsigned limit = page.limit;
     struct proto_rows rows;
-    int rv = list_bindings(ctx, principal, req->namespace_, page_token(req->page), limit + 1, &rows);
+    int rv = list_bindings(ctx, principal, req->namespace_, page.after, limit + 1, &rows);
     if (rv != 0) {
         fail_gerr(ctx, rv, "list role bindings", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -1134,10 +1143,14 @@ static void k_list(struct gate_ctx *ctx, void *data)
         }
         principal = ctx->who.id;
     }
-    unsigned limit = page_size(req->page);
+    struct page_req page;
+    if (!read_page(ctx, req->page, PAGE_KEY_HEX32, &page)) {
+        return;
+    }
+    unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(principal), proto_text(page_token(req->page)), proto_int(limit + 1)};
+    struct proto_value p[] = {proto_text(principal), proto_text(page.after), proto_int(limit + 1)};
     int rv = store_client_query(ctx->cl,
                                 "SELECT " KEY_COLS
                                 " FROM api_keys WHERE (?1 = '' OR principal_id = ?1) AND id > ?2 "

@@ -8,9 +8,10 @@
 
 #include <jansson.h>
 
-#include "api/rules/labels.h"
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
+#include "api/rules/labels.h"
+#include "api/rules/page.h"
 #include "gantry/v1/providers.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/clock.h"
@@ -25,8 +26,6 @@
 #define PROV_COLS                                                                                            \
     "id, namespace, name, type, config, secret_keys, key_id, labels, created_by, resource_version, "         \
     "created_at_ms, updated_at_ms"
-#define PAGE_DEFAULT     100u
-#define PAGE_MAX         500u
 #define MAX_ENTRIES      64u
 #define MAX_CONFIG_VALUE 4096u
 #define MAX_SECRET_KEY   128u
@@ -914,13 +913,16 @@ static void prov_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
         return;
     }
-    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
-    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NAME, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(req->namespace_),
-                              proto_text(req->page != NULL ? req->page->page_token : ""),
-                              proto_int(limit + 1)};
+    struct proto_value p[] = {proto_text(req->namespace_), proto_text(page.after), proto_int(limit + 1)};
     int rv = store_client_query(
         ctx->cl, "SELECT " PROV_COLS " FROM providers WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?",
         p, 3, &rows);

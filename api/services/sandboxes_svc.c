@@ -9,8 +9,9 @@
 
 #include <jansson.h>
 
-#include "api/rules/labels.h"
 #include "api/gate/gate.h"
+#include "api/rules/labels.h"
+#include "api/rules/page.h"
 #include "api/rules/policy.h"
 #include "api/rules/sandbox.h"
 #include "api/services/policies_svc.h"
@@ -29,8 +30,6 @@
     "id, namespace, name, owner_id, created_by, labels, annotations, spec, status, phase, gpus, "            \
     "resource_version, "                                                                                     \
     "created_at_ms, updated_at_ms, deletion_timestamp_ms"
-#define PAGE_DEFAULT 100u
-#define PAGE_MAX     500u
 
 static const char *col(const struct proto_rows *r, size_t i, unsigned c)
 {
@@ -609,15 +608,19 @@ static void sb_list(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__ListSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
-    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
-    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NS_NAME, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    unsigned limit = page.limit;
     int64_t revision = 0;
     struct proto_rows rows;
     int rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
                                     &revision);
     if (rv == 0) {
-        rv = list_visible(ctx->cl, &ctx->who, req->namespace_, req->owner_id,
-                          req->page != NULL ? req->page->page_token : "", limit + 1, &rows);
+        rv = list_visible(ctx->cl, &ctx->who, req->namespace_, req->owner_id, page.after, limit + 1, &rows);
     } else {
         proto_rows_init(&rows, 0);
     }
@@ -882,12 +885,16 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__ListSharedWithMeRequest *req = (const void *)grpc_call_request(ctx->call);
-    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
-    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NS_NAME, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(ctx->who.id), proto_text(req->namespace_),
-                              proto_text(req->page != NULL ? req->page->page_token : ""),
+    struct proto_value p[] = {proto_text(ctx->who.id), proto_text(req->namespace_), proto_text(page.after),
                               proto_int(limit + 1)};
     int rv = store_client_query(
         ctx->cl,

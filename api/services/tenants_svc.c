@@ -8,10 +8,11 @@
 
 #include <jansson.h>
 
-#include "api/rules/labels.h"
-#include "api/rules/quota.h"
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
+#include "api/rules/labels.h"
+#include "api/rules/page.h"
+#include "api/rules/quota.h"
 #include "gantry/v1/namespaces.pb-c.h"
 #include "gantry/v1/quotas.pb-c.h"
 #include "lib/mem.h"
@@ -23,8 +24,6 @@
 #define NS_COLS                                                                                              \
     "id, name, phase, labels, annotations, created_by, resource_version, created_at_ms, updated_at_ms, "     \
     "deletion_timestamp_ms, description"
-#define PAGE_DEFAULT 100u
-#define PAGE_MAX     500u
 
 static _Atomic uint64_t soft_exceeded;
 
@@ -449,9 +448,14 @@ static void ns_list(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__ListNamespacesRequest *req = (const void *)grpc_call_request(ctx->call);
-    unsigned limit = req->page != NULL && req->page->page_size != 0 ? req->page->page_size : PAGE_DEFAULT;
-    limit = limit > PAGE_MAX ? PAGE_MAX : limit;
-    const char *after = req->page != NULL ? req->page->page_token : "";
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NAME, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    unsigned limit = page.limit;
+    const char *after = page.after;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(after)};
@@ -635,21 +639,31 @@ static void q_get(struct gate_ctx *ctx, void *data)
 static void q_list(struct gate_ctx *ctx, void *data)
 {
     (void)data;
+    const Gantry__V1__ListQuotasRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NAME, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(page.after), proto_int(page.limit + 1)};
     int rv = store_client_query(
         ctx->cl,
         "SELECT " QUOTA_COLS ", coalesce(u.sandboxes, 0), coalesce(u.gpus, 0) FROM quotas q "
-        "LEFT JOIN quota_usage u ON u.namespace = q.namespace ORDER BY q.namespace LIMIT 1000",
-        NULL, 0, &rows);
+        "LEFT JOIN quota_usage u ON u.namespace = q.namespace WHERE q.namespace > ? ORDER BY q.namespace "
+        "LIMIT ?",
+        p, 2, &rows);
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list quotas: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
         return;
     }
-    struct quota_msg *ms = mem_zalloc(sizeof *ms * (rows.n_rows + 1));
-    Gantry__V1__GetQuotaResponse **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
-    for (size_t i = 0; i < rows.n_rows; i++) {
+    size_t n = rows.n_rows > page.limit ? page.limit : rows.n_rows;
+    struct quota_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__GetQuotaResponse **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
         struct quota_msg *m = &ms[i];
         quota_from(m, col(&rows, i, 0), NULL, NULL, 0);
         m->q.max_concurrent_sandboxes = (uint32_t)coli(&rows, i, 1);
@@ -665,8 +679,9 @@ static void q_list(struct gate_ctx *ctx, void *data)
         ps[i] = &m->r;
     }
     Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
-    resp.n_quotas = rows.n_rows;
+    resp.n_quotas = n;
     resp.quotas = ps;
+    resp.next_page_token = rows.n_rows > page.limit ? (char *)col(&rows, n - 1, 0) : "";
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);

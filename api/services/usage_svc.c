@@ -7,9 +7,10 @@
 
 #include <jansson.h>
 
-#include "api/rules/labels.h"
 #include "api/gate/gate.h"
 #include "api/gate/resource.h"
+#include "api/rules/labels.h"
+#include "api/rules/page.h"
 #include "gantry/v1/usage.pb-c.h"
 #include "lib/mem.h"
 
@@ -74,6 +75,14 @@ static void q_usage(struct gate_ctx *ctx, void *data)
     }
     if (req->n_group_by > 4 || (req->end_ms != 0 && req->end_ms < req->start_ms)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "at most 4 group_by keys, and end_ms after start_ms");
+        return;
+    }
+    /* One reply of at most MAX_RECORDS records, its totals over all of them: the query does not
+     * page, so it issues no token and takes none. */
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_NONE, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
     int64_t now = ctx->now_ms;

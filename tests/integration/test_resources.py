@@ -347,6 +347,83 @@ class Audit(g.GantrydTest):
               "%d denials before" % (len(acked), len(events), len(denied)))
 
 
+def page_fields(mod):
+    """(service, method, request class) of every RPC of @mod whose request pages (a `page` field)."""
+    for svc in mod.DESCRIPTOR.services_by_name.values():
+        for m in svc.methods:
+            if "page" in m.input_type.fields_by_name:
+                yield svc.name, m.name, ti.msg_class(m.input_type)
+
+
+class Paging(g.GantrydTest):
+    def test_page_sizes_are_clamped_and_tokens_checked(self):
+        e = Env(self, replicas=1)
+        r1 = e.c.replicas[0]
+        # 600 audit events at once (more than a page may hold), besides those of the setup.
+        r1.store("exec", "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600) "
+                 "INSERT INTO audit (time_ms, class_uid, activity_id, actor_id, actor_name, actor_kind, operation, "
+                 "namespace, resource_type, resource_id, resource_name, status, status_code, message, source, "
+                 "request_id, replica_id, gateway_id, revision) SELECT 1000 + i, 6003, 1, 'x', 'x', 'user', 'bulk', "
+                 "'', '', '', '', 'Success', 0, '', '', '', 1, 'gantry', 0 FROM n")
+        total = int(r1.store("query", "SELECT count(*) FROM audit").split()[-1])
+        self.assertGreater(total, 600)
+        query = lambda **kw: e.call("auditor", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(**kw))
+        # A page size above the documented maximum (500) is clamped: the client gets a token and pages.
+        first = query(page=meta_pb2.PageRequest(page_size=100000))
+        self.assertEqual(len(first.events), 500)
+        self.assertTrue(first.next_page_token)
+        seen, token, pages = len(first.events), first.next_page_token, 1
+        while token:
+            page = query(page=meta_pb2.PageRequest(page_size=100000, page_token=token))
+            self.assertLessEqual(len(page.events), 500)
+            seen, token, pages = seen + len(page.events), page.next_page_token, pages + 1
+        self.assertGreaterEqual(seen, total)  # the setup's refusals may add a few meanwhile
+        self.assertEqual(query(page=meta_pb2.PageRequest(page_size=7)).next_page_token != "", True)
+        # Malformed tokens: refused before any query, without echoing them.
+        for bad in ("garbage", "-1", "0", "1e9", "99999999999999999999", "A" * 100 * 1024):
+            c, m = code_of(lambda: query(page=meta_pb2.PageRequest(page_token=bad)))
+            self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, (bad[:20], m))
+            self.assertIn("page.page_token", m)
+            self.assertNotIn(bad[:50], m)
+        # Quotas.List pages like every list.
+        for ns in ("default", "team-b"):
+            e.call("pa", quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+                meta=meta_pb2.ObjectMeta(namespace=ns), max_concurrent_sandboxes=5, mode=Q.QUOTA_MODE_HARD)))
+        q1 = e.call("pa", quotas_pb2, "Quotas", "List", Q.ListQuotasRequest(page=meta_pb2.PageRequest(page_size=1)))
+        self.assertEqual([x.usage.namespace for x in q1.quotas], ["default"])
+        q2 = e.call("pa", quotas_pb2, "Quotas", "List", Q.ListQuotasRequest(page=meta_pb2.PageRequest(
+            page_size=1, page_token=q1.next_page_token)))
+        self.assertEqual(([x.usage.namespace for x in q2.quotas], q2.next_page_token), (["team-b"], ""))
+        # Every call that pages (found from the protos, so a new one is covered): a garbage token
+        # is INVALID_ARGUMENT, and a walk with pages of one item never has its own tokens refused.
+        for i in range(3):
+            e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "pg%d" % i)))
+        from gantry.v1 import api_keys_pb2, cluster_pb2, providers_pb2, usage_pb2
+        checked = []
+        for mod in (cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, quotas_pb2,
+                    usage_pb2, audit_pb2):
+            for svc, method, cls in page_fields(mod):
+                def req(**page):
+                    r = cls(page=meta_pb2.PageRequest(**page))
+                    if "namespace" in cls.DESCRIPTOR.fields_by_name and svc in ("Providers",):
+                        r.namespace = "default"
+                    return r
+                c, m = code_of(lambda: e.call("pa", mod, svc, method, req(page_token="not a token!")))
+                self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, (svc, method, m))
+                if svc == "Usage":  # answers in one reply: no token issued, none taken
+                    checked.append(method)
+                    continue
+                token = ""
+                for _ in range(5):  # a few pages: each token this list issued is taken back
+                    token = e.call("pa", mod, svc, method, req(page_size=1, page_token=token)).next_page_token
+                    if not token:
+                        break
+                checked.append("%s/%s" % (svc, method))
+        self.assertIn("Quotas/List", checked)
+        print("paging: Audit.Query clamped to 500 per page over %d events (%d pages); malformed tokens refused "
+              "by %d paging calls: %s" % (total, pages, len(checked), ", ".join(checked)))
+
+
 class Watch(g.GantrydTest):
     def test_watch_from_a_follower_across_a_leader_kill(self):
         e = Env(self)
@@ -452,14 +529,14 @@ class Retention(g.GantrydTest):
         stream.cancel()
 
 
-GROUPS = {"retention": Retention, "namespaces": Namespaces, "sandboxes": Sandboxes, "quota": Quota, "idempotency": Idempotency,
-          "audit": Audit, "watch": Watch}
+GROUPS = {"retention": [Retention], "namespaces": [Namespaces], "sandboxes": [Sandboxes], "quota": [Quota],
+          "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
     suite = unittest.TestSuite()
-    for name, cls in GROUPS.items():
-        if group in ("all", name):
+    for name, classes in GROUPS.items():
+        for cls in classes if group in ("all", name) else []:
             suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(cls))
     ok = unittest.TextTestRunner(verbosity=2).run(suite).wasSuccessful()
     sys.exit(0 if ok else 1)
