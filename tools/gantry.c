@@ -135,8 +135,11 @@ int main(int argc, char **argv)
         }
         /* A missing endpoint or CA is reported by the first call (gantry_call), after the command
          * has checked its arguments. */
-        const char *retry = getenv("GANTRY_RETRY_S");
-        c.retry_ms = retry != NULL ? (unsigned)strtoul(retry, NULL, 10) * 1000u : 20000u;
+        uint64_t retry_s = 20;
+        if (gantry_u64("GANTRY_RETRY_S", getenv("GANTRY_RETRY_S"), GANTRY_MAX_TIMEOUT_S, &retry_s) != 0) {
+            return GANTRY_EXIT_USAGE;
+        }
+        c.retry_ms = (unsigned)retry_s * 1000u;
     }
     c.last_status = -1;
     return cmd->run(&c, n - skip, words + skip);

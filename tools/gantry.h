@@ -16,6 +16,7 @@
 #define GANTRY_TOOLS_GANTRY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -137,8 +138,16 @@ bool gantry_flag(int *argc, char **argv, const char *name);
 /* Check that what is left is @min..@max positional arguments and no unknown option; otherwise
  * print the command's usage and return GANTRY_EXIT_USAGE (0 when fine). @max < 0: no limit. */
 int gantry_args(const struct gantry_cmd *cmd, int argc, char **argv, int min, int max);
-/* Parse a non-negative integer option; prints an error and returns -1 when malformed. */
-int gantry_u64(const char *what, const char *s, uint64_t *out);
+/* Parse the value @s of the numeric option @what: a whole number from 0 to @max in plain decimal
+ * (no sign, no spaces, no other characters). NULL (the option is absent) leaves *@out alone and
+ * returns 0. Anything else, including a number past @max or past 2^64 (which must never wrap
+ * around into a small one), prints "gantry: WHAT must be a whole number from 0 to MAX, not ..."
+ * and returns -1; the command then exits GANTRY_EXIT_USAGE. */
+int gantry_u64(const char *what, const char *s, uint64_t max, uint64_t *out);
+
+/* The longest wait (--timeout) a command takes, in seconds: a call's deadline is kept in
+ * milliseconds in 32 bits (about 49 days). */
+#define GANTRY_MAX_TIMEOUT_S (UINT32_MAX / 1000u)
 /* The namespace for a single object: --namespace, the context's, else "default". */
 const char *gantry_ns(struct cli *c);
 /* The namespace for a list: "" with --all-namespaces or when none is set. */
@@ -153,7 +162,8 @@ void gantry_map_free(void *out, size_t n);
 int gantry_principal_id(struct cli *c, const char *id_or_name, char *out, size_t len);
 /* Parse a time into *@ms (left alone when @s is NULL): milliseconds since the epoch, "-1h",
  * "+30d" (s, m, h, d) relative to now, or "YYYY-MM-DDTHH:MM:SSZ". Prints why and returns -1 when
- * malformed. */
+ * malformed or out of range (a time before 1970 or one that does not fit in 64 bits of
+ * milliseconds). */
 int gantry_time(const char *s, int64_t *ms);
 /* --- gantry_help.c --- */
 

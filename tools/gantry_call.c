@@ -6,6 +6,7 @@
  * endpoint failed that way it waits a little and goes round again, until c->retry_ms (a leader
  * election after a replica died takes a few seconds). The request is the same every time: writes
  * carry a request_id, so a write retried on another replica applies once. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,15 +313,23 @@ int gantry_args(const struct gantry_cmd *cmd, int argc, char **argv, int min, in
     return 0;
 }
 
-int gantry_u64(const char *what, const char *s, uint64_t *out)
+int gantry_u64(const char *what, const char *s, uint64_t max, uint64_t *out)
 {
-    char *end;
     if (s == NULL) {
         return 0;
     }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s == '\0' || *s == '-' || *end != '\0') {
-        fprintf(stderr, "gantry: %s wants a non-negative integer, not \"%s\"\n", what, s);
+    /* By hand rather than strtoull, which skips leading spaces, takes a sign ("-1" is 2^64-1) and
+     * reports overflow only through errno. */
+    uint64_t v = 0;
+    bool ok = *s != '\0';
+    for (const char *p = s; ok && *p != '\0'; p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        ok = *p >= '0' && *p <= '9' && d <= max && v <= (max - d) / 10; /* so v * 10 + d <= max */
+        v = ok ? v * 10 + d : v;
+    }
+    if (!ok) {
+        fprintf(stderr, "gantry: %s must be a whole number from 0 to %" PRIu64 ", not \"%.40s%s\"\n", what,
+                max, s, strlen(s) > 40 ? "..." : "");
         return -1;
     }
     *out = v;
@@ -429,33 +438,57 @@ int gantry_time(const char *s, int64_t *ms)
     if (s == NULL) {
         return 0;
     }
-    if ((s[0] == '-' || s[0] == '+') && s[1] != '\0') {
+    /* Numbers are read with strtoll and checked for overflow (ERANGE), and relative times for
+     * overflowing the 64 bits of milliseconds, so nothing wraps around into another time. */
+    if ((s[0] == '-' || s[0] == '+') && s[1] >= '0' && s[1] <= '9') {
+        errno = 0;
         long long v = strtoll(s + 1, &end, 10);
         long long unit = *end == 's'   ? 1000LL
                          : *end == 'm' ? 60000LL
                          : *end == 'h' ? 3600000LL
                          : *end == 'd' ? 86400000LL
                                        : 0;
-        if (unit != 0 && end[1] == '\0' && v >= 0) {
+        if (unit != 0 && end[1] == '\0' && errno == 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            *ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (s[0] == '-' ? -v : v) * unit;
+            int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+            if (v > (s[0] == '-' ? now : INT64_MAX - now) / unit) {
+                fprintf(
+                    stderr,
+                    "gantry: \"%.40s\" is out of range: a time from 1970 on, in 64 bits of milliseconds\n",
+                    s);
+                return -1;
+            }
+            *ms = now + (s[0] == '-' ? -v : v) * unit;
             return 0;
         }
     }
     struct tm tm = {0};
     end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (end != NULL && *end == '\0') {
-        *ms = (int64_t)timegm(&tm) * 1000;
+        time_t t = timegm(&tm);
+        if (t < 0 || (int64_t)t > INT64_MAX / 1000) {
+            fprintf(stderr, "gantry: \"%.40s\" is out of range: a time from 1970 on\n", s);
+            return -1;
+        }
+        *ms = (int64_t)t * 1000;
         return 0;
     }
-    long long v = strtoll(s, &end, 10);
-    if (*s != '\0' && *end == '\0' && v >= 0) {
-        *ms = v;
-        return 0;
+    if (s[0] >= '0' && s[0] <= '9') {
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (*end == '\0' && errno == ERANGE) {
+            fprintf(stderr,
+                    "gantry: \"%.40s\" is out of range: milliseconds since the epoch are below 2^63\n", s);
+            return -1;
+        }
+        if (*end == '\0') {
+            *ms = v;
+            return 0;
+        }
     }
     fprintf(stderr,
-            "gantry: \"%s\" is not a time: give milliseconds since the epoch, -30m/-2h/+1d, or "
+            "gantry: \"%.40s\" is not a time: give milliseconds since the epoch, -30m/-2h/+1d, or "
             "2026-01-31T12:00:00Z\n",
             s);
     return -1;

@@ -137,9 +137,9 @@ static int sb_create(struct cli *c, int argc, char **argv)
     int n_dcfg = gantry_opt_all(&argc, argv, "--driver-config", dcfg, 32);
     int n_prov = gantry_opt_all(&argc, argv, "--provider", providers, 16);
     uint64_t gpus = 0, life = 0, timeout = 300;
-    if (gantry_u64("--gpus", gantry_opt(&argc, argv, "--gpus"), &gpus) != 0 ||
-        gantry_u64("--lifetime", gantry_opt(&argc, argv, "--lifetime"), &life) != 0 ||
-        gantry_u64("--timeout", gantry_opt(&argc, argv, "--timeout"), &timeout) != 0) {
+    if (gantry_u64("--gpus", gantry_opt(&argc, argv, "--gpus"), UINT32_MAX, &gpus) != 0 ||
+        gantry_u64("--lifetime", gantry_opt(&argc, argv, "--lifetime"), UINT64_MAX, &life) != 0 ||
+        gantry_u64("--timeout", gantry_opt(&argc, argv, "--timeout"), GANTRY_MAX_TIMEOUT_S, &timeout) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     bool wait = gantry_flag(&argc, argv, "--wait");
@@ -413,9 +413,9 @@ static int sb_watch(struct cli *c, int argc, char **argv)
     const char *sel[32];
     int n_sel = gantry_opt_all(&argc, argv, "--selector", sel, 32);
     uint64_t since = 0, timeout = 0, count = 0;
-    if (gantry_u64("--since", gantry_opt(&argc, argv, "--since"), &since) != 0 ||
-        gantry_u64("--timeout", gantry_opt(&argc, argv, "--timeout"), &timeout) != 0 ||
-        gantry_u64("--count", gantry_opt(&argc, argv, "--count"), &count) != 0) {
+    if (gantry_u64("--since", gantry_opt(&argc, argv, "--since"), INT64_MAX, &since) != 0 ||
+        gantry_u64("--timeout", gantry_opt(&argc, argv, "--timeout"), GANTRY_MAX_TIMEOUT_S, &timeout) != 0 ||
+        gantry_u64("--count", gantry_opt(&argc, argv, "--count"), UINT64_MAX, &count) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     int rc = gantry_args(gantry_find("sandbox", "watch"), argc, argv, 0, 1);

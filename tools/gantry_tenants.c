@@ -189,9 +189,12 @@ static int quota_set(struct cli *c, int argc, char **argv)
 {
     const char *mode = gantry_opt(&argc, argv, "--mode");
     uint64_t sb = 0, gpus = 0, life = 0;
-    if (gantry_u64("--max-sandboxes", gantry_opt(&argc, argv, "--max-sandboxes"), &sb) != 0 ||
-        gantry_u64("--max-gpus", gantry_opt(&argc, argv, "--max-gpus"), &gpus) != 0 ||
-        gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), &life) != 0) {
+    /* The fields' own ranges (uint32, and seconds whose milliseconds fit in 63 bits): a larger
+     * number must never be sent wrapped around (4294967297 would be 1, 4294967296 unlimited). */
+    if (gantry_u64("--max-sandboxes", gantry_opt(&argc, argv, "--max-sandboxes"), UINT32_MAX, &sb) != 0 ||
+        gantry_u64("--max-gpus", gantry_opt(&argc, argv, "--max-gpus"), UINT32_MAX, &gpus) != 0 ||
+        gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), INT64_MAX / 1000, &life) !=
+            0) {
         return GANTRY_EXIT_USAGE;
     }
     int rc = gantry_args(gantry_find("quota", "set"), argc, argv, 0, 0);
@@ -288,9 +291,9 @@ static int policy_set(struct cli *c, int argc, char **argv)
     p.allowed_driver_config_keys = (char **)keys;
     p.egress_allow = (char **)egress;
     uint64_t gpus = 0;
-    if (gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), &p.max_lifetime_seconds) !=
-            0 ||
-        gantry_u64("--max-gpus", gantry_opt(&argc, argv, "--max-gpus"), &gpus) != 0) {
+    if (gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), INT64_MAX / 1000,
+                   &p.max_lifetime_seconds) != 0 ||
+        gantry_u64("--max-gpus", gantry_opt(&argc, argv, "--max-gpus"), UINT32_MAX, &gpus) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     p.max_gpus_per_sandbox = (uint32_t)gpus;
@@ -383,8 +386,8 @@ static int audit_query(struct cli *c, int argc, char **argv)
     const char *since = gantry_opt(&argc, argv, "--since"), *until = gantry_opt(&argc, argv, "--until");
     const char *actor = gantry_opt(&argc, argv, "--actor"), *op = gantry_opt(&argc, argv, "--operation");
     uint64_t cls = 0, limit = 0;
-    if (gantry_u64("--class", gantry_opt(&argc, argv, "--class"), &cls) != 0 ||
-        gantry_u64("--limit", gantry_opt(&argc, argv, "--limit"), &limit) != 0) {
+    if (gantry_u64("--class", gantry_opt(&argc, argv, "--class"), UINT32_MAX, &cls) != 0 ||
+        gantry_u64("--limit", gantry_opt(&argc, argv, "--limit"), UINT32_MAX, &limit) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     int rc = gantry_args(gantry_find("audit", "query"), argc, argv, 0, 0);

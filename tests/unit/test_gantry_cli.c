@@ -1,6 +1,7 @@
 /* Unit tests of the gantry CLI's pieces that need no cluster (tools/gantry.h): replies as JSON,
  * YAML and tables; argument helpers; times; KEY=VALUE maps; the command table; contexts in the
  * config file. The CLI against a real cluster is tests/integration/test_cli.py. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -168,12 +169,204 @@ static void test_args(void **state)
     assert_int_equal(gantry_args(cmd, 2, unknown, 1, 2), GANTRY_EXIT_USAGE);
 
     uint64_t v = 7;
-    assert_int_equal(gantry_u64("--n", NULL, &v), 0);
+    assert_int_equal(gantry_u64("--n", NULL, 10, &v), 0);
     assert_int_equal(v, 7);
-    assert_int_equal(gantry_u64("--n", "12", &v), 0);
+    assert_int_equal(gantry_u64("--n", "12", 12, &v), 0);
     assert_int_equal(v, 12);
-    assert_int_equal(gantry_u64("--n", "-1", &v), -1);
-    assert_int_equal(gantry_u64("--n", "3x", &v), -1);
+    assert_int_equal(gantry_u64("--n", "0", 0, &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(gantry_u64("--n", "18446744073709551615", UINT64_MAX, &v), 0);
+    assert_true(v == UINT64_MAX);
+    v = 7;
+    /* Nothing wraps around, and nothing but plain decimal digits is a number. */
+    static const char *const bad[] = {"13", "-1", "3x", "", " 1", "1 ", "+1", "0x10", "1e3", "１"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(gantry_u64("--n", bad[i], 12, &v), -1);
+    }
+    assert_int_equal(gantry_u64("--n", "18446744073709551616", UINT64_MAX, &v), -1);
+    assert_int_equal(gantry_u64("--n", "99999999999999999999999999", UINT64_MAX, &v), -1);
+    assert_int_equal(gantry_u64("--n", "4294967296", UINT32_MAX, &v), -1);
+    assert_int_equal(gantry_u64("--n", "1", 0, &v), -1);
+    assert_int_equal(v, 7); /* left alone on error */
+}
+
+/* Run `gantry GROUP NAME ARGS...` with no endpoint (nothing is ever sent), its stderr in @err. */
+static int run_cmd(const char *group, const char *name, char **args, int n, char *err, size_t len)
+{
+    const struct gantry_cmd *cmd = gantry_find(group, name);
+    assert_non_null(cmd);
+    char *argv[16];
+    assert_true(n < 16);
+    memcpy(argv, args, sizeof *argv * (size_t)n);
+    argv[n] = NULL;
+    struct cli c;
+    memset(&c, 0, sizeof c);
+    c.last_status = -1;
+    fflush(stderr);
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    int saved = dup(STDERR_FILENO);
+    dup2(fileno(tmp), STDERR_FILENO);
+    int rc = cmd->run(&c, n, argv);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    size_t got = fread(err, 1, len - 1, tmp);
+    err[got] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
+/* Every numeric option of every command and its range: the field's own (uint32, int64 seconds of
+ * milliseconds, ...), or the server's limit where the CLI knows it. */
+static const struct numeric {
+    const char *group, *name;
+    const char *flag; /* NULL: the positional ID */
+    uint64_t max;
+    const char *args[4]; /* what else the command needs */
+} numerics[] = {
+    {"cluster", "join-token", "--uses", 100, {NULL}},
+    {"cluster", "join-token", "--ttl-s", 86400, {NULL}},
+    {"cluster", "transfer", NULL, UINT64_MAX, {NULL}},
+    {"cluster", "remove", NULL, UINT64_MAX, {NULL}},
+    {"sandbox", "create", "--gpus", UINT32_MAX, {"sb", "--image", "busybox", NULL}},
+    {"sandbox", "create", "--lifetime", UINT64_MAX, {"sb", "--image", "busybox", NULL}},
+    {"sandbox", "create", "--timeout", GANTRY_MAX_TIMEOUT_S, {"sb", "--image", "busybox", NULL}},
+    {"sandbox", "watch", "--since", INT64_MAX, {NULL}},
+    {"sandbox", "watch", "--timeout", GANTRY_MAX_TIMEOUT_S, {NULL}},
+    {"sandbox", "watch", "--count", UINT64_MAX, {NULL}},
+    {"quota", "set", "--max-sandboxes", UINT32_MAX, {NULL}},
+    {"quota", "set", "--max-gpus", UINT32_MAX, {NULL}},
+    {"quota", "set", "--max-lifetime", INT64_MAX / 1000, {NULL}},
+    {"policy", "set", "--max-lifetime", INT64_MAX / 1000, {NULL}},
+    {"policy", "set", "--max-gpus", UINT32_MAX, {NULL}},
+    {"audit", "query", "--class", UINT32_MAX, {NULL}},
+    {"audit", "query", "--limit", UINT32_MAX, {NULL}},
+};
+
+/* Every TIME option. */
+static const struct {
+    const char *group, *name, *flag;
+} times[] = {
+    {"key", "create", "--expires"}, {"usage", "query", "--since"}, {"usage", "query", "--until"},
+    {"audit", "query", "--since"},  {"audit", "query", "--until"}, {"audit", "export", "--since"},
+    {"audit", "export", "--until"},
+};
+
+static int run_with(const struct numeric *t, const char *value, char *err, size_t len)
+{
+    char *argv[12];
+    int n = 0;
+    for (int i = 0; t->args[i] != NULL; i++) {
+        argv[n++] = (char *)t->args[i];
+    }
+    if (t->flag != NULL) {
+        argv[n++] = (char *)t->flag;
+    }
+    argv[n++] = (char *)value;
+    return run_cmd(t->group, t->name, argv, n, err, len);
+}
+
+static void test_numeric_flags(void **state)
+{
+    (void)state;
+    char err[4096], value[32], want[160];
+    for (size_t i = 0; i < sizeof numerics / sizeof numerics[0]; i++) {
+        const struct numeric *t = &numerics[i];
+        const char *what = t->flag != NULL ? t->flag : "ID";
+        snprintf(want, sizeof want, "%s must be a whole number from 0 to %" PRIu64 ", not", what, t->max);
+        /* The largest value is taken (the command goes on, and finds no endpoint to call). */
+        snprintf(value, sizeof value, "%" PRIu64, t->max);
+        run_with(t, value, err, sizeof err);
+        if (strstr(err, "whole number") != NULL) {
+            fail_msg("gantry %s %s %s %s: %s", t->group, t->name, what, value, err);
+        }
+        /* One more, 2^64 and beyond, signs, spaces, other notations: refused before any call. */
+        char over[32];
+        snprintf(over, sizeof over, "%" PRIu64, t->max + 1);
+        const char *bad[] = {t->max < UINT64_MAX ? over : "18446744073709551616",
+                             "18446744073709551616",
+                             "4294967297",
+                             "99999999999999999999999",
+                             "-1",
+                             "+1",
+                             " 1",
+                             "0x10",
+                             "1e3",
+                             ""};
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            if (t->max >= 4294967297u && strcmp(bad[b], "4294967297") == 0) {
+                continue;
+            }
+            int rc = run_with(t, bad[b], err, sizeof err);
+            /* A positional "-1" is refused as an unknown option before it is read as a number. */
+            bool refused = strstr(err, want) != NULL ||
+                           (t->flag == NULL && bad[b][0] == '-' && strstr(err, "unknown option") != NULL);
+            if (rc != GANTRY_EXIT_USAGE || !refused || strstr(err, "no endpoint") != NULL) {
+                fail_msg("gantry %s %s %s \"%s\": exit %d, %s", t->group, t->name, what, bad[b], rc, err);
+            }
+        }
+    }
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        const char *bad[] = {"99999999999999999999", "-9999999999999999d", "+9999999999999999d",
+                             "-99999999999h", "1969-12-31T23:59:59Z"};
+        for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+            char *argv[] = {(char *)times[i].flag, (char *)bad[b]};
+            int rc = run_cmd(times[i].group, times[i].name, argv, 2, err, sizeof err);
+            if (rc != GANTRY_EXIT_USAGE || strstr(err, "out of range") == NULL) {
+                fail_msg("gantry %s %s %s %s: exit %d, %s", times[i].group, times[i].name, times[i].flag,
+                         bad[b], rc, err);
+            }
+        }
+    }
+    /* The tables above cover every numeric option in the synopses (N, S, SECONDS, REVISION, UID,
+     * TIME, and the positional ID of the cluster commands), so a new one cannot miss its range. */
+    const struct gantry_cmd *const tables[] = {gantry_cluster_cmds, gantry_principal_cmds,
+                                               gantry_tenant_cmds,  gantry_provider_cmds,
+                                               gantry_sandbox_cmds, gantry_ctx_cmds};
+    static const char *const metas[] = {"N", "S", "SECONDS", "REVISION", "UID", "TIME"};
+    unsigned found = 0;
+    for (size_t k = 0; k < sizeof tables / sizeof tables[0]; k++) {
+        for (const struct gantry_cmd *cmd = tables[k]; cmd->group != NULL; cmd++) {
+            char args[1024];
+            snprintf(args, sizeof args, "%s", cmd->args);
+            char *save = NULL, *prev = NULL;
+            for (char *w = strtok_r(args, " []|", &save); w != NULL;
+                 prev = w, w = strtok_r(NULL, " []|", &save)) {
+                bool numeric = false;
+                for (size_t m = 0; m < sizeof metas / sizeof metas[0]; m++) {
+                    numeric = numeric || strcmp(w, metas[m]) == 0;
+                }
+                bool id = strcmp(cmd->group, "cluster") == 0 && strcmp(w, "ID") == 0 && prev == NULL;
+                if ((!numeric || prev == NULL || strncmp(prev, "--", 2) != 0) && !id) {
+                    continue;
+                }
+                if (strcmp(cmd->group, "key") == 0 && strcmp(prev != NULL ? prev : "", "--name") == 0) {
+                    continue; /* a key's name, not a number */
+                }
+                bool listed = false;
+                for (size_t i = 0; i < sizeof numerics / sizeof numerics[0]; i++) {
+                    listed =
+                        listed || (strcmp(numerics[i].group, cmd->group) == 0 &&
+                                   strcmp(numerics[i].name, cmd->name) == 0 &&
+                                   (id ? numerics[i].flag == NULL
+                                       : numerics[i].flag != NULL && strcmp(numerics[i].flag, prev) == 0));
+                }
+                for (size_t i = 0; !id && i < sizeof times / sizeof times[0]; i++) {
+                    listed =
+                        listed || (strcmp(times[i].group, cmd->group) == 0 &&
+                                   strcmp(times[i].name, cmd->name) == 0 && strcmp(times[i].flag, prev) == 0);
+                }
+                if (!listed) {
+                    fail_msg("gantry %s %s %s %s: a numeric option without a range check in this test",
+                             cmd->group, cmd->name, id ? "" : prev, w);
+                }
+                found++;
+            }
+        }
+    }
+    assert_int_equal(found, sizeof numerics / sizeof numerics[0] + sizeof times / sizeof times[0]);
 }
 
 static void test_time(void **state)
@@ -187,6 +380,13 @@ static void test_time(void **state)
     assert_int_equal(gantry_time("1801353600123", &ms), 0);
     assert_int_equal(ms, 1801353600123);
     int64_t now = (int64_t)time(NULL) * 1000;
+    ms = 5;
+    assert_int_equal(gantry_time("99999999999999999999", &ms), -1); /* past 2^63 */
+    assert_int_equal(gantry_time("-9999999999999999d", &ms), -1);   /* before 1970 */
+    assert_int_equal(gantry_time("+9999999999999999d", &ms), -1);   /* past 2^63 ms */
+    assert_int_equal(gantry_time("1969-12-31T23:59:59Z", &ms), -1);
+    assert_int_equal(gantry_time("- 5d", &ms), -1);
+    assert_int_equal(ms, 5);
     assert_int_equal(gantry_time("-2h", &ms), 0);
     assert_true(ms > now - 7200000 - 5000 && ms < now - 7200000 + 5000);
     assert_int_equal(gantry_time("+30d", &ms), 0);
@@ -322,7 +522,7 @@ int main(void)
         cmocka_unit_test(test_json),     cmocka_unit_test(test_table_and_yaml),
         cmocka_unit_test(test_args),     cmocka_unit_test(test_time),
         cmocka_unit_test(test_map),      cmocka_unit_test(test_commands),
-        cmocka_unit_test(test_contexts),
+        cmocka_unit_test(test_contexts), cmocka_unit_test(test_numeric_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
