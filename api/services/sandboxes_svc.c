@@ -881,6 +881,8 @@ static void sb_unshare(struct gate_ctx *ctx, void *data)
     res_mutate(ctx, svc->env, req->request_id, &gantry__v1__list_shares_response__descriptor, share_tx, &a);
 }
 
+/* The sandboxes shared with the caller, each with the caller's share of it (shares[i] is the
+ * share of sandboxes[i]: its access, read or exec, who made it and when). */
 static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
     (void)data;
@@ -896,38 +898,62 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(ctx->who.id), proto_text(req->namespace_), proto_text(page.after),
                               proto_int(limit + 1)};
+    /* Column 15 is the share, [access, created_by, created_at_ms], packed into one column (dqlite
+     * 1.11 reads at most 16) and renamed in the subquery so that SB_COLS stay the sandbox's. */
     int rv = store_client_query(
         ctx->cl,
-        "SELECT " SB_COLS " FROM sandboxes WHERE id IN (SELECT sandbox_id FROM shares WHERE "
-        "grantee_id = ?1) AND (?2 = '' OR namespace = ?2) AND (namespace || '/' || name) > ?3 "
-        "ORDER BY namespace, name LIMIT ?4",
+        "SELECT " SB_COLS ", sh FROM sandboxes JOIN (SELECT sandbox_id AS sh_id, json_array(access, "
+        "created_by, created_at_ms) AS sh FROM shares WHERE grantee_id = ?1) ON sh_id = sandboxes.id "
+        "WHERE (?2 = '' OR namespace = ?2) AND (namespace || '/' || name) > ?3 ORDER BY namespace, name "
+        "LIMIT ?4",
         p, 4, &rows);
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list shared sandboxes: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
         return;
     }
-    size_t n = rows.n_rows > limit ? limit : rows.n_rows;
-    struct sb_msg *ms = mem_zalloc(sizeof *ms * (n + 1));
-    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (n + 1));
-    for (size_t i = 0; i < n; i++) {
-        sb_from_row(&ms[i], &rows, i);
-        ps[i] = &ms[i].s;
-    }
+    struct sb_msg *ms = mem_zalloc(sizeof *ms * (rows.n_rows + 1));
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (rows.n_rows + 1));
+    Gantry__V1__Share *ss = mem_zalloc(sizeof *ss * (rows.n_rows + 1));
+    Gantry__V1__Share **sp = mem_zalloc(sizeof *sp * (rows.n_rows + 1));
+    json_t **sh = mem_zalloc(sizeof *sh * (rows.n_rows + 1));
+    size_t n = 0, scanned = 0;
     char token[160] = "";
-    if (rows.n_rows > limit) {
-        snprintf(token, sizeof token, "%s/%s", col(&rows, n - 1, 1), col(&rows, n - 1, 2));
+    for (size_t i = 0; i < rows.n_rows && scanned < limit; i++, scanned++) {
+        snprintf(token, sizeof token, "%s/%s", col(&rows, i, 1), col(&rows, i, 2));
+        sb_from_row(&ms[n], &rows, i);
+        ps[n] = &ms[n].s;
+        sh[n] = json_loads(col(&rows, i, 15), 0, NULL);
+        const char *access = json_string_value(json_array_get(sh[n], 0));
+        const char *by = json_string_value(json_array_get(sh[n], 1));
+        gantry__v1__share__init(&ss[n]);
+        ss[n].sandbox_id = (char *)col(&rows, i, 0);
+        ss[n].namespace_ = (char *)col(&rows, i, 1);
+        ss[n].grantee_principal_id = ctx->who.id;
+        ss[n].access = access != NULL && strcmp(access, "exec") == 0
+                           ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
+                           : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
+        ss[n].created_by = (char *)(by != NULL ? by : "");
+        ss[n].created_at_ms = json_integer_value(json_array_get(sh[n], 2));
+        sp[n] = &ss[n];
+        n++;
     }
     Gantry__V1__ListSharedWithMeResponse resp = GANTRY__V1__LIST_SHARED_WITH_ME_RESPONSE__INIT;
     resp.n_sandboxes = n;
     resp.sandboxes = ps;
-    resp.next_page_token = token;
+    resp.n_shares = n;
+    resp.shares = sp;
+    resp.next_page_token = rows.n_rows > limit ? token : "";
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < n; i++) {
         sb_msg_free(&ms[i]);
+        json_decref(sh[i]);
     }
     mem_free(ms);
     mem_free(ps);
+    mem_free(ss);
+    mem_free(sp);
+    mem_free(sh);
     proto_rows_close(&rows);
 }
 

@@ -175,6 +175,15 @@ class Sandboxes(g.GantrydTest):
         self.assertEqual(e.sb("user2", "Get", S.GetSandboxRequest(namespace="default", name="mine")).meta.name, "mine")
         shared = e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest())
         self.assertEqual([s.meta.name for s in shared.sandboxes], ["mine"])
+        # Each sandbox comes with the grantee's share of it, so the grantee sees what it allows.
+        self.assertEqual([(x.sandbox_id, x.namespace, x.grantee_principal_id, x.access, x.created_by)
+                          for x in shared.shares],
+                         [(a.meta.id, "default", e.ids["user2"], S.SHARE_ACCESS_READ, e.ids["user"])])
+        self.assertGreater(shared.shares[0].created_at_ms, 0)
+        e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="mine",
+                                                    grantee_principal_id=e.ids["user2"], access=S.SHARE_ACCESS_EXEC))
+        shared = e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest(), replica=1)
+        self.assertEqual([x.access for x in shared.shares], [S.SHARE_ACCESS_EXEC])
         self.assertEqual(names("user2", namespace="default"), ["mine", "theirs"])
         c, m = code_of(lambda: e.sb("user2", "Delete", S.DeleteSandboxRequest(namespace="default", name="mine")))
         self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED)
