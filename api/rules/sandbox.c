@@ -162,3 +162,18 @@ uint64_t sandbox_rules_default_lifetime(int64_t quota_max_s, const Gantry__V1__P
                             : SANDBOX_DEFAULT_LIFETIME_S;
     return policy_rules_cap_lifetime(g, n, lifetime);
 }
+
+bool sandbox_rules_share_active(const struct authz_binding *bindings, size_t n, const char *ns)
+{
+    if (ns[0] == '\0') {
+        return false; /* sandboxes always have a namespace */
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct authz_binding *b = &bindings[i];
+        bool global = b->ns[0] == '\0' && !b->scope.set;
+        if (b->role != 0 && (global || authz_binding_covers(b, ns))) {
+            return true;
+        }
+    }
+    return false;
+}

@@ -44,6 +44,13 @@ struct sandbox_creator {
 bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,
                               size_t len);
 
+/* Does a share give its grantee, who holds @bindings (@n of them), access to a sandbox of
+ * namespace @ns? Only while the grantee holds a role there: a binding in @ns, a delegated binding
+ * whose patterns cover it, or a global role. A share whose grantee lost every role in the
+ * namespace stays stored (its owner still sees it and may unshare it) but gives nothing; it works
+ * again if a role there is granted again (docs/resources.md, "Shares"). */
+bool sandbox_rules_share_active(const struct authz_binding *bindings, size_t n, const char *ns);
+
 /* The lifetime of a sandbox that asks for none: a day, or the namespace quota's maximum when
  * that is lower (@quota_max_s 0: no quota maximum), then within the maxima of the gateway policy
  * @g and the namespace policy @n (either may be NULL). */

@@ -512,6 +512,34 @@ static void sb_create(struct gate_ctx *ctx, void *data)
 
 /* --- Get / List / ListSharedWithMe --- */
 
+/* Does a share of sandbox @id (namespace @ns) give @who access? Only while @who holds a role in
+ * @ns (api/rules/sandbox.h): @who's bindings are those of this call (the authentication cache's,
+ * at most AUTHN_CACHE_TTL_MS old) or a watch's last refresh, so a removed binding ends access
+ * through shares on every replica within the revocation bound. */
+static bool shared_with(struct store_client *cl, const struct authn_principal *who, const char *id,
+                        const char *ns)
+{
+    if (!sandbox_rules_share_active(who->bindings, who->n_bindings, ns)) {
+        return false;
+    }
+    struct proto_value p[] = {proto_text(id), proto_text(who->id)};
+    int64_t n = 0;
+    return store_client_query_int(cl, "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?",
+                                  p, 2, &n) == 0 &&
+           n > 0;
+}
+
+/* Is row @i of list_visible's result visible to @who? The query returns the sandboxes @who reads
+ * by a global role, administration, ownership or a share; a share counts only while @who holds a
+ * role in the sandbox's namespace. */
+static bool listed_visible(const struct authn_principal *who, const struct proto_rows *r, size_t i)
+{
+    const char *ns = col(r, i, 1);
+    return global_reader(who) || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, ns) ||
+           strcmp(col(r, i, 3), who->id) == 0 ||
+           sandbox_rules_share_active(who->bindings, who->n_bindings, ns);
+}
+
 /* May the caller read row @i? (Owner, a share, or a decision without owner_check.) */
 static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
 {
@@ -521,12 +549,7 @@ static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
     if (strcmp(col(r, i, 3), ctx->who.id) == 0) {
         return true;
     }
-    struct proto_value p[] = {proto_text(col(r, i, 0)), proto_text(ctx->who.id)};
-    int64_t n = 0;
-    return store_client_query_int(ctx->cl,
-                                  "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?", p, 2,
-                                  &n) == 0 &&
-           n > 0;
+    return shared_with(ctx->cl, &ctx->who, col(r, i, 0), col(r, i, 1));
 }
 
 static void sb_get(struct gate_ctx *ctx, void *data)
@@ -578,13 +601,14 @@ static int list_visible(struct store_client *cl, const struct authn_principal *w
 static void send_list(struct gate_ctx *ctx, const struct proto_rows *rows, unsigned limit,
                       const Gantry__V1__LabelSelector *sel, int64_t revision)
 {
+    const struct authn_principal *who = &ctx->who;
     struct sb_msg *ms = mem_zalloc(sizeof *ms * (rows->n_rows + 1));
     Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (rows->n_rows + 1));
     size_t n = 0, scanned = 0;
     char token[160] = "";
     for (size_t i = 0; i < rows->n_rows && scanned < limit; i++, scanned++) {
         snprintf(token, sizeof token, "%s/%s", col(rows, i, 1), col(rows, i, 2));
-        if (!labels_match(col(rows, i, 5), sel)) {
+        if (!labels_match(col(rows, i, 5), sel) || !listed_visible(who, rows, i)) {
             continue;
         }
         sb_from_row(&ms[n], rows, i);
@@ -882,7 +906,9 @@ static void sb_unshare(struct gate_ctx *ctx, void *data)
 }
 
 /* The sandboxes shared with the caller, each with the caller's share of it (shares[i] is the
- * share of sandboxes[i]: its access, read or exec, who made it and when). */
+ * share of sandboxes[i]: its access, read or exec, who made it and when). A share gives nothing
+ * in a namespace where the caller no longer holds a role (shared_with): such rows are skipped,
+ * so a page may hold fewer items than asked while more remain, as with label selectors. */
 static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
     (void)data;
@@ -921,6 +947,9 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
     char token[160] = "";
     for (size_t i = 0; i < rows.n_rows && scanned < limit; i++, scanned++) {
         snprintf(token, sizeof token, "%s/%s", col(&rows, i, 1), col(&rows, i, 2));
+        if (!sandbox_rules_share_active(ctx->who.bindings, ctx->who.n_bindings, col(&rows, i, 1))) {
+            continue;
+        }
         sb_from_row(&ms[n], &rows, i);
         ps[n] = &ms[n].s;
         sh[n] = json_loads(col(&rows, i, 15), 0, NULL);
@@ -981,11 +1010,7 @@ static bool watch_visible(struct store_client *cl, const struct watch *w, const 
     if (strcmp(col(r, i, 3), w->who.id) == 0) {
         return true;
     }
-    struct proto_value p[] = {proto_text(col(r, i, 0)), proto_text(w->who.id)};
-    int64_t n = 0;
-    return store_client_query_int(cl, "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?",
-                                  p, 2, &n) == 0 &&
-           n > 0;
+    return shared_with(cl, &w->who, col(r, i, 0), col(r, i, 1));
 }
 
 /* The watch's visibility rule for a sandbox message (from an event payload). */
@@ -1009,11 +1034,52 @@ static bool payload_visible(struct store_client *cl, const struct watch *w, cons
         strcmp(sb->spec->owner_id, w->who.id) == 0) {
         return true;
     }
-    struct proto_value p[] = {proto_text(sb->meta->id), proto_text(w->who.id)};
-    int64_t n = 0;
-    return store_client_query_int(cl, "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?",
-                                  p, 2, &n) == 0 &&
-           n > 0;
+    return shared_with(cl, &w->who, sb->meta->id, sb->meta->namespace_);
+}
+
+/* A watch outlives the authentication of its call: every WATCH_REFRESH_MS it reloads the
+ * watcher's principal and bindings from the store, as a call's authentication would (at most
+ * AUTHN_CACHE_TTL_MS old), so a removed binding changes what it delivers, and a disabled or
+ * deleted principal, or one without a role left in the watched namespace, ends it, within the
+ * revocation bound. Returns 0; GERR_UNAUTH or GERR_PERM with the client's message in @why; or
+ * the store's error (transient: the caller keeps the bindings it has and tries again). */
+#define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
+
+static int watch_refresh(struct store_client *cl, struct watch *w, char *why, size_t len)
+{
+    struct proto_value p[] = {proto_text(w->who.id)};
+    int64_t disabled = 0;
+    int rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
+    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+        snprintf(why, len, "principal %s was disabled or deleted", w->who.id);
+        return GERR_UNAUTH;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    if (rv == 0) {
+        rv = store_client_query(
+            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+            &rows);
+    }
+    if (rv == 0) {
+        w->who.n_bindings = 0;
+        for (size_t i = 0; i < rows.n_rows && w->who.n_bindings < AUTHN_MAX_BINDINGS; i++) {
+            struct authz_binding *b = &w->who.bindings[w->who.n_bindings];
+            memset(b, 0, sizeof *b);
+            b->role = authz_role_parse(col(&rows, i, 0));
+            snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
+            if (authz_scope_parse(col(&rows, i, 2), &b->scope) == 0 && b->role != 0) {
+                w->who.n_bindings++; /* an unreadable scope grants nothing, as in authentication */
+            }
+        }
+    }
+    proto_rows_close(&rows);
+    if (rv == 0 && w->ns[0] != '\0' && !global_reader(&w->who) &&
+        !sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, w->ns)) {
+        snprintf(why, len, "the watch ended: you no longer hold a role in namespace \"%.63s\"", w->ns);
+        return GERR_PERM;
+    }
+    return rv;
 }
 
 static void send_event(struct watch *w, Gantry__V1__EventType type, Gantry__V1__Sandbox *sb,
@@ -1169,10 +1235,20 @@ static void *watch_main(void *arg)
         rv = watch_initial(&cl, w, &last);
     }
     struct clock *clk = clock_system();
-    uint64_t last_bookmark = clock_mono_ms(clk);
+    uint64_t last_bookmark = clock_mono_ms(clk), last_refresh = last_bookmark;
     int64_t gone = 0;
+    char denied[GERR_MSG_SIZE] = "";
+    int denied_rv = 0;
     while (rv == 0 && !atomic_load(&w->svc->stopping) && !grpc_call_cancelled(w->call)) {
         bool sent = false;
+        if (clock_mono_ms(clk) - last_refresh >= WATCH_REFRESH_MS) {
+            int frv = watch_refresh(&cl, w, denied, sizeof denied);
+            if (frv == GERR_UNAUTH || frv == GERR_PERM) {
+                denied_rv = frv;
+                break;
+            }
+            last_refresh = frv == 0 ? clock_mono_ms(clk) : last_refresh;
+        }
         int prv = watch_poll(&cl, w, &last, &sent, &gone);
         if (prv != 0 && prv != GERR_NOLEADER && prv != GERR_CLOSED && prv != GERR_TIMEOUT) {
             rv = prv; /* transient store errors are retried; others end the watch */
@@ -1185,7 +1261,11 @@ static void *watch_main(void *arg)
         }
         clk->sleep_ns(clk, (uint64_t)SANDBOXES_WATCH_POLL_MS * 1000000u);
     }
-    if (gone > 0) {
+    if (denied_rv != 0) {
+        grpc_call_finish_async(
+            w->call, denied_rv == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED : GRPC_STATUS_PERMISSION_DENIED,
+            denied, NULL);
+    } else if (gone > 0) {
         char msg[256];
         snprintf(msg, sizeof msg,
                  "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64

@@ -206,6 +206,87 @@ class Sandboxes(g.GantrydTest):
         self.assertEqual(names("na", namespace="default"), ["theirs"])
 
 
+    def test_shares_need_a_role_in_the_namespace(self):
+        """A share gives access only while its grantee holds a role in the sandbox's namespace: once
+        the grantee's binding is removed, ListSharedWithMe, Get, List and Watch stop showing the
+        shared sandboxes (and their owner's environment) on every replica within the revocation
+        bound (2 s, checked at 3 s); the share stays and works again when the role comes back.
+        ListSharedWithMe also says, per sandbox, whether the share is READ or EXEC."""
+        e = Env(self)
+        P = principals_pb2
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "envy", env={"TOKEN": "owner-only"})))
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "runny")))
+        for name, access in (("envy", S.SHARE_ACCESS_READ), ("runny", S.SHARE_ACCESS_EXEC)):
+            e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name=name,
+                                                         grantee_principal_id=e.ids["user2"], access=access))
+        for rep in range(3):
+            got = e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest(), replica=rep)
+            self.assertEqual([x.meta.name for x in got.sandboxes], ["envy", "runny"])
+            self.assertEqual(dict(got.sandboxes[0].spec.env), {"TOKEN": "owner-only"})
+            # The grantee sees what each share allows: shares[i] is the share of sandboxes[i].
+            self.assertEqual([(x.sandbox_id, x.grantee_principal_id, x.access, x.namespace) for x in got.shares],
+                             [(got.sandboxes[0].meta.id, e.ids["user2"], S.SHARE_ACCESS_READ, "default"),
+                              (got.sandboxes[1].meta.id, e.ids["user2"], S.SHARE_ACCESS_EXEC, "default")])
+            self.assertTrue(all(x.created_by == e.ids["user"] and x.created_at_ms > 0 for x in got.shares))
+            e.sb("user2", "Get", S.GetSandboxRequest(namespace="default", name="envy"), replica=rep)
+        got = e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest(page=meta_pb2.PageRequest(page_size=1)))
+        self.assertEqual(([x.meta.name for x in got.sandboxes], len(got.shares)), (["envy"], 1))
+        # A watch of the namespace by the grantee, on the third replica.
+        watch = e.stub("gantry.v1.Sandboxes", "Watch", S.WatchSandboxesRequest, S.SandboxEvent, streaming=True,
+                       replica=2)(S.WatchSandboxesRequest(namespace="default"),
+                                  metadata=[("authorization", "Bearer " + e.keys["user2"])], timeout=60)
+        self.assertEqual(next(watch).type, meta_pb2.EVENT_TYPE_ADDED)
+        ended = []
+
+        def drain():
+            try:
+                for _ in watch:
+                    pass
+                ended.append((grpc.StatusCode.OK, time.monotonic()))
+            except grpc.RpcError as err:
+                ended.append((err.code(), time.monotonic()))
+        reader = threading.Thread(target=drain)
+        reader.start()
+        binding = [b for b in e.call("pa", principals_pb2, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(
+            principal_id=e.ids["user2"])).bindings if b.namespace == "default"][0]
+        e.call("pa", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=binding.meta.id))
+        t0 = time.monotonic()
+        pending = {0, 1, 2}
+        while pending:
+            for rep in sorted(pending):
+                shared = e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest(), replica=rep)
+                listed = e.sb("user2", "List", S.ListSandboxesRequest(), replica=rep)
+                get = code_of(lambda: e.sb("user2", "Get", S.GetSandboxRequest(namespace="default", name="envy"),
+                                           replica=rep))[0]
+                if not shared.sandboxes and not shared.shares and not listed.sandboxes and get != grpc.StatusCode.OK:
+                    self.assertIn(get, (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND))
+                    pending.discard(rep)
+            self.assertLess(time.monotonic() - t0, 3.0, "replicas %s still show shares of a namespace the grantee "
+                            "left, 3 s after its binding was removed" % sorted(pending))
+            time.sleep(0.05)
+        bound = time.monotonic() - t0
+        reader.join(timeout=10)
+        self.assertEqual(len(ended), 1, "the watch still runs")
+        self.assertEqual(ended[0][0], grpc.StatusCode.PERMISSION_DENIED)
+        self.assertLess(ended[0][1] - t0, 3.0, "the watch ended %.1f s after the binding was removed" % (ended[0][1] - t0))
+        # The share itself stays (its owner still sees and can remove it) and works again with a role.
+        shares = e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="envy",
+                                                              grantee_principal_id=e.ids["na"],
+                                                              access=S.SHARE_ACCESS_READ)).shares
+        self.assertEqual(sorted(x.grantee_principal_id for x in shares), sorted([e.ids["user2"], e.ids["na"]]))
+        c, m = code_of(lambda: e.sb("user", "Share", S.ShareSandboxRequest(  # new shares still need the role
+            namespace="default", name="runny", grantee_principal_id=e.ids["user2"], access=S.SHARE_ACCESS_READ)))
+        self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, m)
+        e.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=e.ids["user2"], role=P.ROLE_USER, namespace="default")))
+        deadline = time.monotonic() + 5
+        while not e.sb("user2", "ListSharedWithMe", S.ListSharedWithMeRequest()).sandboxes:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        print("shares: gone from ListSharedWithMe, Get, List and Watch on all 3 replicas %.2f s after the grantee's "
+              "binding was removed; back with the role" % bound)
+
+
 class Quota(g.GantrydTest):
     def test_hard_quota_under_concurrency(self):
         e = Env(self)

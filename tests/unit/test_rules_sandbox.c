@@ -199,13 +199,43 @@ static void test_default_lifetime(void **state)
     assert_int_equal(sandbox_rules_default_lifetime(60, &g, &n), 60);
 }
 
+static void test_share_active(void **state)
+{
+    (void)state;
+    struct authz_binding b[3];
+    memset(b, 0, sizeof b);
+    /* No role at all (the binding was removed): the share gives nothing. */
+    assert_false(sandbox_rules_share_active(b, 0, "team-a"));
+    /* A role in another namespace does not count. */
+    b[0].role = AZ_ROLE_USER;
+    snprintf(b[0].ns, sizeof b[0].ns, "team-b");
+    assert_false(sandbox_rules_share_active(b, 1, "team-a"));
+    /* Any role in the sandbox's namespace does. */
+    b[1].role = AZ_ROLE_USER;
+    snprintf(b[1].ns, sizeof b[1].ns, "team-a");
+    assert_true(sandbox_rules_share_active(b, 2, "team-a"));
+    b[1].role = AZ_ROLE_NAMESPACE_ADMIN;
+    assert_true(sandbox_rules_share_active(b, 2, "team-a"));
+    /* A delegated binding counts where its patterns reach. */
+    memset(&b[1], 0, sizeof b[1]);
+    b[1].role = AZ_ROLE_USER;
+    b[1].scope.set = true;
+    snprintf(b[1].scope.patterns[0], sizeof b[1].scope.patterns[0], "team-*");
+    b[1].scope.n_patterns = 1;
+    assert_true(sandbox_rules_share_active(b, 2, "team-a"));
+    assert_false(sandbox_rules_share_active(b, 2, "ops"));
+    /* Global roles read everything anyway. */
+    b[2].role = AZ_ROLE_AUDITOR;
+    assert_true(sandbox_rules_share_active(b, 3, "ops"));
+    assert_false(sandbox_rules_share_active(b, 3, ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_labels),
-        cmocka_unit_test(test_delegation),
-        cmocka_unit_test(test_default_lifetime),
+        cmocka_unit_test(test_validate),     cmocka_unit_test(test_labels),
+        cmocka_unit_test(test_delegation),   cmocka_unit_test(test_default_lifetime),
+        cmocka_unit_test(test_share_active),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
