@@ -77,7 +77,16 @@ static int cmd_health(struct cli *c, int argc, char **argv)
     return rc;
 }
 
-static int cmd_join_token(struct cli *c, int argc, char **argv)
+static const struct gantry_col token_cols[] = {
+    {"ID", "id", NULL, false},
+    {"USES LEFT", "uses", NULL, false},
+    {"EXPIRES", "expires_at_ms", NULL, true},
+    {"CREATED", "created_at_ms", NULL, true},
+    {"CREATED BY", "created_by", NULL, false},
+    {NULL, NULL, NULL, false},
+};
+
+static int join_token_create(struct cli *c, int argc, char **argv)
 {
     Gantry__V1__CreateJoinTokenRequest req = GANTRY__V1__CREATE_JOIN_TOKEN_REQUEST__INIT;
     uint64_t uses = 0, ttl = 0;
@@ -98,6 +107,16 @@ static int cmd_join_token(struct cli *c, int argc, char **argv)
         return rc;
     }
     Gantry__V1__JoinToken *t = (Gantry__V1__JoinToken *)out;
+    if (t->token[0] == '\0') {
+        /* A retry (after a replica failed mid-call) got the stored answer, which never holds the
+         * secret: the token exists, but nobody can use it. */
+        fprintf(stderr,
+                "gantry: join token %s was created, but its secret went out only in an answer that was lost\n"
+                "  revoke it (`gantry cluster join-token revoke %s`) and create another\n",
+                t->id, t->id);
+        protobuf_c_message_free_unpacked(out, NULL);
+        return GANTRY_EXIT_FAILED;
+    }
     if (c->out != GANTRY_OUT_TABLE) {
         json_t *doc = gantry_json(out);
         gantry_print(c, doc, NULL, NULL);
@@ -111,6 +130,37 @@ static int cmd_join_token(struct cli *c, int argc, char **argv)
             t->id, t->uses, t->expires_at_ms);
     protobuf_c_message_free_unpacked(out, NULL);
     return 0;
+}
+
+/* gantry cluster join-token [create] [--uses N] [--ttl-s SECONDS] | list | revoke ID */
+static int cmd_join_token(struct cli *c, int argc, char **argv)
+{
+    const char *sub = argc > 0 && argv[0][0] != '-' ? argv[0] : "create";
+    if (strcmp(sub, "list") == 0) {
+        int rc = gantry_args(gantry_find("cluster", "join-token"), argc - 1, argv + 1, 0, 0);
+        Gantry__V1__ListJoinTokensRequest req = GANTRY__V1__LIST_JOIN_TOKENS_REQUEST__INIT;
+        return rc != 0
+                   ? rc
+                   : gantry_simple(c, "/gantry.v1.Cluster/ListJoinTokens", &req.base,
+                                   &gantry__v1__list_join_tokens_response__descriptor, "tokens", token_cols);
+    }
+    if (strcmp(sub, "revoke") == 0) {
+        int rc = gantry_args(gantry_find("cluster", "join-token"), argc - 1, argv + 1, 1, 1);
+        if (rc != 0) {
+            return rc;
+        }
+        Gantry__V1__RevokeJoinTokenRequest req = GANTRY__V1__REVOKE_JOIN_TOKEN_REQUEST__INIT;
+        char rid[37];
+        gantry_request_id(rid);
+        req.request_id = rid;
+        req.id = argv[1];
+        return gantry_simple(c, "/gantry.v1.Cluster/RevokeJoinToken", &req.base,
+                             &gantry__v1__join_token__descriptor, NULL, token_cols);
+    }
+    if (strcmp(sub, "create") == 0 && argc > 0 && strcmp(argv[0], "create") == 0) {
+        return join_token_create(c, argc - 1, argv + 1);
+    }
+    return join_token_create(c, argc, argv);
 }
 
 static int cmd_transfer(struct cli *c, int argc, char **argv)
@@ -258,9 +308,12 @@ const struct gantry_cmd gantry_cluster_cmds[] = {
     {"cluster", "leader", "", "show the current leader", "gantry cluster leader", cmd_leader, false},
     {"cluster", "health", "", "the cluster's health and any problems (exit 1 when unhealthy)",
      "gantry cluster health", cmd_health, false},
-    {"cluster", "join-token", "[--uses N] [--ttl-s SECONDS]",
-     "create a join token for new replicas, printed once on stdout",
-     "gantry cluster join-token --uses 1 > join.token", cmd_join_token, false},
+    {"cluster", "join-token", "[create] [--uses N] [--ttl-s SECONDS] | list | revoke ID",
+     "create a join token for new replicas (printed once on stdout); list them (never their secrets); "
+     "revoke one by its id",
+     "gantry cluster join-token --uses 1 > join.token\ngantry cluster join-token list\n"
+     "gantry cluster join-token revoke 9f2c41d07a3e4b5c",
+     cmd_join_token, false},
     {"cluster", "transfer", "[ID]",
      "hand leadership to member ID (default: the voter up the longest; only to one up for 15 s)",
      "gantry cluster transfer 2", cmd_transfer, false},

@@ -26,6 +26,8 @@ static const struct authz_rule rules[] = {
     R("Cluster/RemoveMember", AZ_CLUSTER, NULL, false, true),
     R("Cluster/Backup", AZ_CLUSTER, NULL, false, false),
     R("Cluster/CreateJoinToken", AZ_CLUSTER, NULL, false, true),
+    R("Cluster/ListJoinTokens", AZ_CLUSTER, NULL, false, false),
+    R("Cluster/RevokeJoinToken", AZ_CLUSTER, NULL, false, true),
     R("Cluster/Join", AZ_TOKEN, NULL, false, true),
     R("Cluster/GetHealth", AZ_CLUSTER, NULL, false, false),
     /* Namespaces. */

@@ -14,6 +14,7 @@
 #include "api/gate/audit.h"
 #include "api/gate/gate.h"
 #include "api/proto/services.h"
+#include "api/rules/page.h"
 #include "api/services/clusterdb.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "leases/reconciler.h"
@@ -26,7 +27,7 @@
 #include "store/backup.h"
 #include "store/migrate.h"
 
-enum method { M_LIST, M_LEADER, M_TRANSFER, M_REMOVE, M_TOKEN, M_JOIN, M_HEALTH, M_BACKUP, M_LEASE };
+enum method { M_LIST, M_LEADER, M_TRANSFER, M_REMOVE, M_JOIN, M_HEALTH, M_BACKUP, M_LEASE };
 
 struct job {
     struct cluster_svc *svc;
@@ -499,46 +500,155 @@ static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
     mem_free(v);
 }
 
-/* --- CreateJoinToken / Join --- */
+/* --- Join tokens: CreateJoinToken, ListJoinTokens, RevokeJoinToken --- */
 
-static void do_token(struct job *j, const char *principal, struct answer *a)
+static void token_msg(Gantry__V1__JoinToken *m, const struct clusterdb_token *t, const char *ca_fingerprint)
 {
-    const Gantry__V1__CreateJoinTokenRequest *req = (const void *)grpc_call_request(j->call);
+    gantry__v1__join_token__init(m);
+    m->id = (char *)t->id;
+    m->expires_at_ms = t->expires_ms;
+    m->uses = t->uses_left;
+    m->ca_fingerprint = (char *)ca_fingerprint;
+    m->created_by = (char *)t->created_by;
+    m->created_at_ms = t->created_ms;
+}
+
+struct token_create {
+    struct clusterdb_token_new t;
+    const char *token; /* the whole token: in this call's answer, never stored */
+    const char *ca_fingerprint;
+};
+
+/* The token row, its change event and (by res_mutate) its audit event and idempotency record in
+ * one transaction. The stored reply has no token: a retry under the same request_id gets the
+ * metadata only, as for a new API key (the secret exists in this call's answer alone). */
+static int token_create_tx(struct store_tx *tx, struct res_call *c)
+{
+    const struct token_create *a = c->arg;
+    int rv = clusterdb_token_insert_tx(tx, &a->t);
+    if (rv == 0) {
+        rv = res_event(tx, c, "JoinToken", "", a->t.parts->id, "", "ADDED");
+    }
+    if (rv == 0) {
+        struct clusterdb_token row = {
+            .uses_left = a->t.uses, .expires_ms = a->t.expires_ms, .created_ms = a->t.now_ms};
+        snprintf(row.id, sizeof row.id, "%s", a->t.parts->id);
+        snprintf(row.created_by, sizeof row.created_by, "%s", a->t.created_by);
+        Gantry__V1__JoinToken m;
+        token_msg(&m, &row, a->ca_fingerprint);
+        res_reply(c, &m.base);
+        m.token = (char *)a->token;
+        res_answer(c, &m.base);
+    }
+    return rv;
+}
+
+static void impl_token(struct gate_ctx *ctx, void *data)
+{
+    struct cluster_svc *svc = data;
+    const Gantry__V1__CreateJoinTokenRequest *req = (const void *)grpc_call_request(ctx->call);
     unsigned ttl = req->ttl_seconds != 0 ? req->ttl_seconds : 3600;
     unsigned uses = req->uses != 0 ? req->uses : 1;
     if (ttl > 86400) {
-        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "ttl_seconds: %u is over the maximum of 86400 (one day)", ttl);
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "ttl_seconds: %u is over the maximum of 86400 (one day)",
+                  ttl);
         return;
     }
     if (uses > 100) {
-        fail(a, GRPC_STATUS_INVALID_ARGUMENT, "uses: %u is over the maximum of 100", uses);
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "uses: %u is over the maximum of 100", uses);
         return;
     }
     char token[JOIN_TOKEN_MAX_LEN + 1];
     struct join_token_parts parts;
-    join_token_generate(j->svc->ca_fingerprint, token, &parts);
-    struct clusterdb_token_new t = {.parts = &parts,
-                                    .uses = uses,
-                                    .expires_ms = wall_ms() + (int64_t)ttl * 1000,
-                                    .created_by = principal};
-    char err[GERR_MSG_SIZE] = "";
-    int rv = run_audited(j, clusterdb_token_create_tx, &t, "JoinToken", parts.id, "", err);
-    if (rv != 0) {
-        fail_store(a, rv, "create join token", err);
-    } else {
-        LOG_INFO("cluster: join token %s created by %s (%u uses, %u s)", parts.id, principal, uses, ttl);
-        Gantry__V1__JoinToken resp = GANTRY__V1__JOIN_TOKEN__INIT;
-        resp.token = token;
-        resp.id = parts.id;
-        resp.expires_at_ms = t.expires_ms;
-        resp.uses = uses;
-        resp.ca_fingerprint = j->svc->ca_fingerprint;
-        grpc_call_finish_async(j->call, 0, NULL, &resp.base);
-        a->status = -1;
-    }
+    join_token_generate(svc->ca_fingerprint, token, &parts);
+    struct token_create a = {.t = {.parts = &parts,
+                                   .uses = uses,
+                                   .expires_ms = ctx->now_ms + (int64_t)ttl * 1000,
+                                   .created_by = ctx->who.id,
+                                   .now_ms = ctx->now_ms},
+                             .token = token,
+                             .ca_fingerprint = svc->ca_fingerprint};
+    LOG_INFO("cluster: join token %s requested by %s (%u uses, %u s)", parts.id, ctx->who.id, uses, ttl);
+    res_mutate(ctx, &svc->env, req->request_id, &gantry__v1__join_token__descriptor, token_create_tx, &a);
     memset(token, 0, sizeof token);
     memset(&parts, 0, sizeof parts);
 }
+
+static void impl_list_tokens(struct gate_ctx *ctx, void *data)
+{
+    struct cluster_svc *svc = data;
+    const Gantry__V1__ListJoinTokensRequest *req = (const void *)grpc_call_request(ctx->call);
+    struct page_req page;
+    char why[GERR_MSG_SIZE];
+    if (!page_rules_read(req->page, PAGE_KEY_HEX16, &page, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    struct clusterdb_token *rows = NULL;
+    unsigned n_rows = 0;
+    int rv = clusterdb_tokens(ctx->cl, page.after, page.limit + 1, &rows, &n_rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "list join tokens: %s", ctx->cl->errmsg);
+        mem_free(rows);
+        return;
+    }
+    unsigned n = n_rows > page.limit ? page.limit : n_rows;
+    Gantry__V1__JoinToken *ms = mem_zalloc(sizeof *ms * (n + 1));
+    Gantry__V1__JoinToken **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (unsigned i = 0; i < n; i++) {
+        token_msg(&ms[i], &rows[i], svc->ca_fingerprint);
+        ps[i] = &ms[i];
+    }
+    Gantry__V1__ListJoinTokensResponse resp = GANTRY__V1__LIST_JOIN_TOKENS_RESPONSE__INIT;
+    resp.n_tokens = n;
+    resp.tokens = ps;
+    resp.next_page_token = n_rows > page.limit ? rows[n - 1].id : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ms);
+    mem_free(ps);
+    mem_free(rows);
+}
+
+struct token_revoke {
+    const char *id;
+    const char *ca_fingerprint;
+};
+
+static int token_revoke_tx(struct store_tx *tx, struct res_call *c)
+{
+    const struct token_revoke *a = c->arg;
+    struct clusterdb_token row;
+    int rv = clusterdb_token_revoke_tx(tx, a->id, &row);
+    if (rv == 0) {
+        rv = res_event(tx, c, "JoinToken", "", a->id, "", "DELETED");
+    }
+    if (rv == 0) {
+        Gantry__V1__JoinToken m;
+        token_msg(&m, &row, a->ca_fingerprint);
+        res_reply(c, &m.base);
+    }
+    return rv;
+}
+
+static void impl_revoke_token(struct gate_ctx *ctx, void *data)
+{
+    struct cluster_svc *svc = data;
+    const Gantry__V1__RevokeJoinTokenRequest *req = (const void *)grpc_call_request(ctx->call);
+    bool hex = strlen(req->id) == JOIN_TOKEN_ID_HEX;
+    for (size_t i = 0; hex && i < JOIN_TOKEN_ID_HEX; i++) {
+        hex = (req->id[i] >= '0' && req->id[i] <= '9') || (req->id[i] >= 'a' && req->id[i] <= 'f');
+    }
+    if (!hex) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "id: a join token id is the %d lowercase hex digits after gjt_ (ListJoinTokens shows them)",
+                  JOIN_TOKEN_ID_HEX);
+        return;
+    }
+    struct token_revoke a = {.id = req->id, .ca_fingerprint = svc->ca_fingerprint};
+    res_mutate(ctx, &svc->env, req->request_id, &gantry__v1__join_token__descriptor, token_revoke_tx, &a);
+}
+
+/* --- Join --- */
 
 /* Split the joiner's addresses and extra names into IP and DNS SANs. */
 struct sans {
@@ -818,9 +928,6 @@ static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum metho
     case M_REMOVE:
         do_remove(&j, cl, &a);
         break;
-    case M_TOKEN:
-        do_token(&j, ctx->who.id, &a);
-        break;
     case M_JOIN:
         do_join(&j, &a);
         break;
@@ -845,7 +952,6 @@ IMPL(impl_list, M_LIST)
 IMPL(impl_leader, M_LEADER)
 IMPL(impl_transfer, M_TRANSFER)
 IMPL(impl_remove, M_REMOVE)
-IMPL(impl_token, M_TOKEN)
 IMPL(impl_join, M_JOIN)
 IMPL(impl_health, M_HEALTH)
 IMPL(impl_backup, M_BACKUP)
@@ -858,6 +964,8 @@ int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
     if (rv != 0) {
         return rv;
     }
+    svc->env = (struct res_env){
+        .writer = svc->writer, .replica_id = svc->replica_id, .gateway_id = svc->id->gateway_id};
     const struct {
         const char *path;
         gate_impl_fn fn;
@@ -867,6 +975,8 @@ int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
         {"/gantry.v1.Cluster/TransferLeadership", impl_transfer},
         {"/gantry.v1.Cluster/RemoveMember", impl_remove},
         {"/gantry.v1.Cluster/CreateJoinToken", impl_token},
+        {"/gantry.v1.Cluster/ListJoinTokens", impl_list_tokens},
+        {"/gantry.v1.Cluster/RevokeJoinToken", impl_revoke_token},
         {"/gantry.v1.Cluster/Join", impl_join},
         {"/gantry.v1.Cluster/GetHealth", impl_health},
         {"/gantry.v1.Cluster/Backup", impl_backup},

@@ -1,5 +1,5 @@
-/* The gantry.v1.Cluster service: members, leader, transfer, remove, join tokens, join, health,
- * backup.
+/* The gantry.v1.Cluster service: members, leader, transfer, remove, join tokens (create, list,
+ * revoke), join, health, backup.
  *
  The gate (api/gate/gate.h) authenticates and authorizes each call (platform_admin; Join is
  * authenticated by the join token in its request) and runs these implementations on a worker;
@@ -8,7 +8,7 @@
  *
  * Status codes: UNAUTHENTICATED (no, bad, revoked or expired key; a bad or spent join token),
  * PERMISSION_DENIED (not a Platform Admin), INVALID_ARGUMENT (bad fields, named in the message),
- * NOT_FOUND (no such member), FAILED_PRECONDITION (removing self, the leader, or a member that
+ * NOT_FOUND (no such member or join token), FAILED_PRECONDITION (removing self, the leader, or a member that
  * still answers without force; transferring to a non-voter), ALREADY_EXISTS (a joiner's id or
  * name taken), UNAVAILABLE (no leader, membership not known yet). */
 #ifndef GANTRY_API_SERVICES_CLUSTER_SVC_H
@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "api/gate/resource.h"
 #include "raft/identity.h"
 #include "api/gate/audit_sink.h"
 #include "raft/pki.h"
@@ -36,6 +37,7 @@ struct cluster_svc {
     const char *scratch_dir; /* where backups are dumped before streaming */
     /* Filled by cluster_svc_register. */
     char ca_fingerprint[PKI_FINGERPRINT_SIZE];
+    struct res_env env; /* join tokens are written through res_mutate (idempotent, audited) */
 };
 
 /* Implement the Cluster methods in @g (api/gate/gate.h). Returns 0, or GERR_INVAL (the CA does not

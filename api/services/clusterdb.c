@@ -90,22 +90,18 @@ static int meta_put(struct store_tx *tx, const char *key, const char *value, int
         p, 3, NULL);
 }
 
-static int token_insert(struct store_tx *tx, const struct join_token_parts *parts, unsigned uses,
-                        int64_t expires, const char *created_by, int64_t now)
+static int token_row(struct store_tx *tx, const struct join_token_parts *parts, unsigned uses,
+                     int64_t expires, const char *created_by, int64_t now)
 {
     uint8_t h[SHA256_DIGEST_LENGTH];
     secret_hash(parts->secret, h);
     struct proto_value p[] = {proto_text(parts->id), proto_blob(h, sizeof h), proto_int(uses),
                               proto_int(expires),    proto_text(created_by),  proto_int(now)};
-    int rv = store_tx_exec(
+    return store_tx_exec(
         tx,
         "INSERT INTO join_tokens (id, secret_hash, uses_left, expires_at_ms, created_by, created_at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         p, 6, NULL);
-    if (rv == 0) {
-        rv = store_event_tx(tx, "JoinToken", "", parts->id, "ADDED", NULL);
-    }
-    return rv;
 }
 
 static int member_upsert(struct store_tx *tx, const struct clusterdb_join *j, int64_t now)
@@ -212,7 +208,10 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
         }
     }
     if (rv == 0 && s->join != NULL) {
-        rv = token_insert(tx, s->join, s->join_uses, s->join_expires_ms, "system:bootstrap", now);
+        rv = token_row(tx, s->join, s->join_uses, s->join_expires_ms, "system:bootstrap", now);
+        if (rv == 0) {
+            rv = store_event_tx(tx, "JoinToken", "", s->join->id, "ADDED", NULL);
+        }
     }
     if (rv != 0 && store_tx_errmsg(tx)[0] == '\0') {
         gerr_set(store_tx_errmsg(tx), "bootstrap: %s", tx->cl->errmsg);
@@ -220,16 +219,72 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
     return rv;
 }
 
-int clusterdb_token_create_tx(struct store_tx *tx, void *arg)
+int clusterdb_token_insert_tx(struct store_tx *tx, const struct clusterdb_token_new *t)
 {
-    const struct clusterdb_token_new *t = arg;
-    int64_t now = (int64_t)now_wall_ms();
-    /* Spent and long-expired tokens are garbage: drop them on the way. */
-    struct proto_value p[] = {proto_int(now - 24 * 3600 * 1000)};
+    /* Long-expired tokens are garbage: drop them on the way. */
+    struct proto_value p[] = {proto_int(t->now_ms - 24 * 3600 * 1000)};
     int rv = store_tx_exec(tx, "DELETE FROM join_tokens WHERE expires_at_ms < ?", p, 1, NULL);
     if (rv == 0) {
-        rv = token_insert(tx, t->parts, t->uses, t->expires_ms, t->created_by, now);
+        rv = token_row(tx, t->parts, t->uses, t->expires_ms, t->created_by, t->now_ms);
     }
+    return rv;
+}
+
+#define TOKEN_COLS "id, uses_left, expires_at_ms, created_at_ms, created_by"
+
+static void token_from_row(const struct proto_rows *rows, size_t i, struct clusterdb_token *t)
+{
+    memset(t, 0, sizeof *t);
+    const struct proto_value *id = proto_rows_at(rows, i, 0), *by = proto_rows_at(rows, i, 4);
+    if (id->type == PROTO_TEXT) {
+        snprintf(t->id, sizeof t->id, "%.*s", (int)id->u.b.n, id->u.b.s);
+    }
+    int64_t left = proto_rows_at(rows, i, 1)->u.i;
+    t->uses_left = left > 0 ? (unsigned)left : 0;
+    t->expires_ms = proto_rows_at(rows, i, 2)->u.i;
+    t->created_ms = proto_rows_at(rows, i, 3)->u.i;
+    if (by->type == PROTO_TEXT) {
+        snprintf(t->created_by, sizeof t->created_by, "%.*s", (int)by->u.b.n, by->u.b.s);
+    }
+}
+
+int clusterdb_tokens(struct store_client *cl, const char *after, unsigned limit, struct clusterdb_token **out,
+                     unsigned *n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(after), proto_int(limit)};
+    int rv = store_client_query(cl, "SELECT " TOKEN_COLS " FROM join_tokens WHERE id > ? ORDER BY id LIMIT ?",
+                                p, 2, &rows);
+    *out = NULL;
+    *n = 0;
+    if (rv == 0) {
+        *out = mem_zalloc(sizeof **out * (rows.n_rows + 1));
+        for (size_t i = 0; i < rows.n_rows; i++) {
+            token_from_row(&rows, i, &(*out)[i]);
+        }
+        *n = (unsigned)rows.n_rows;
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+int clusterdb_token_revoke_tx(struct store_tx *tx, const char *id, struct clusterdb_token *out)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    int rv = store_tx_query(tx, "SELECT " TOKEN_COLS " FROM join_tokens WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 0) {
+        gerr_set(store_tx_errmsg(tx),
+                 "join token %s does not exist (expired tokens are deleted a day after they expire)", id);
+        rv = GERR_NOTFOUND;
+    }
+    if (rv == 0) {
+        token_from_row(&rows, 0, out);
+        rv = store_tx_exec(tx, "DELETE FROM join_tokens WHERE id = ?", p, 1, NULL);
+    }
+    proto_rows_close(&rows);
     return rv;
 }
 

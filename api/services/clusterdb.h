@@ -53,14 +53,32 @@ struct clusterdb_seed {
 };
 int clusterdb_seed_tx(struct store_tx *tx, void *seed);
 
-/* Insert a join token (hash of the secret) for @uses uses until @expires_ms. */
+/* Insert a join token (the SHA-256 of its secret, never the secret) for @uses uses until
+ * @expires_ms, dropping tokens that expired over a day before @now_ms on the way. No change event:
+ * the caller records it with its audit event (api/gate/resource.h, res_event). */
 struct clusterdb_token_new {
     const struct join_token_parts *parts;
     unsigned uses;
     int64_t expires_ms;
     const char *created_by;
+    int64_t now_ms;
 };
-int clusterdb_token_create_tx(struct store_tx *tx, void *arg);
+int clusterdb_token_insert_tx(struct store_tx *tx, const struct clusterdb_token_new *t);
+
+/* A join token's metadata as stored (the secret's hash is never read out). */
+struct clusterdb_token {
+    char id[JOIN_TOKEN_ID_HEX + 1];
+    unsigned uses_left;
+    int64_t expires_ms, created_ms;
+    char created_by[64];
+};
+/* The tokens with an id after @after ("" from the first), in id order, at most @limit. *@out is
+ * allocated (mem_free). */
+int clusterdb_tokens(struct store_client *cl, const char *after, unsigned limit, struct clusterdb_token **out,
+                     unsigned *n);
+/* Delete the token @id, its metadata as it stood in @out. GERR_NOTFOUND (with a message in the
+ * transaction's errmsg) when there is none. No change event, as for insert. */
+int clusterdb_token_revoke_tx(struct store_tx *tx, const char *id, struct clusterdb_token *out);
 
 /* Spend one use of a token and record the joining member, atomically. GERR_PERM: unknown, expired
  * or spent token, or a wrong secret. GERR_EXISTS: the replica id or name is taken by another

@@ -209,6 +209,18 @@ def drive(cli, work, dev):
     cli.run(*admin, "quota", "set", "--namespace", "cli-ns", "--max-sandboxes", "3", "--max-gpus", "0")
     check(any(q["usage"]["namespace"] == "cli-ns" and q["quota"]["max_concurrent_sandboxes"] == 3
               for q in cli.json(*admin, "quota", "list")["quotas"]), "quota list")
+    # Join tokens: created (printed once), listed without their secrets, revoked.
+    tok = cli.run(*admin, "cluster", "join-token", "--uses", "2").stdout.strip()
+    check(tok.startswith("gjt_"), "join-token printed %r" % tok[:8])
+    tok_id = tok.split("_")[1]
+    listed = cli.json(*admin, "cluster", "join-token", "list")["tokens"]
+    check([t["uses"] for t in listed if t["id"] == tok_id] == [2], "join-token list: %r" % listed)
+    check(tok.split("_")[2] not in cli.run(*admin, "cluster", "join-token", "list").stdout, "a listed secret")
+    cli.run(*admin, "cluster", "join-token", "revoke", tok_id)
+    check(tok_id not in [t["id"] for t in cli.json(*admin, "cluster", "join-token", "list")["tokens"]],
+          "join-token revoke")
+    p = cli.run(*admin, "cluster", "join-token", "revoke", tok_id, ok=False)
+    check(p.returncode == 1 and "NOT_FOUND" in p.stderr, "revoking twice: %d %r" % (p.returncode, p.stderr))
     cli.run(*admin, "policy", "set", "--namespace", "cli-ns", "--allow-image", "busy*", "--allow-shares")
     check(cli.json(*admin, "policy", "get", "--namespace", "cli-ns")["allowed_images"] == ["busy*"], "policy get")
     cli.run(*admin, "policy", "effective", "--namespace", "cli-ns")

@@ -457,6 +457,82 @@ class Bootstrap(GantrydTest):
         self.assertEqual(c.leader().rid, target.id)
 
 
+    def test_join_tokens_idempotent_listed_and_revoked(self):
+        """CreateJoinToken replays under its request_id instead of minting a second token (and the
+        replay never carries the secret); ListJoinTokens shows metadata only; RevokeJoinToken
+        deletes a token so a joiner holding it is refused like one with an unknown token."""
+        c = self.cluster("tokens").init()
+        c.join(1)
+        c.wait_ready()
+        r1, r2 = c.replicas
+        before = token_ids(r1)
+        req = cpb.CreateJoinTokenRequest(request_id="tok-once", uses=2, ttl_seconds=600)
+        first = c.client.call(r1, "CreateJoinToken", req, cpb.JoinToken)
+        again = c.client.call(r2, "CreateJoinToken", req, cpb.JoinToken)
+        self.assertTrue(first.token.startswith("gjt_%s_" % first.id))
+        self.assertEqual((again.id, again.uses, again.expires_at_ms, again.token),
+                         (first.id, 2, first.expires_at_ms, ""), "a replay returns the first token, without its secret")
+        self.assertEqual(token_ids(r1) - before, {first.id}, "a replayed request_id minted another token")
+        secret = first.token.split("_")[2]
+        self.assertNotIn(secret.encode().hex().upper(), r1.store("query", "SELECT hex(response) FROM idempotency"))
+        other = c.client.call(r1, "CreateJoinToken", cpb.CreateJoinTokenRequest(request_id="tok-other"), cpb.JoinToken)
+        # Listed by id, metadata only: no token, no secret, whoever asks.
+        listed = c.client.call(r2, "ListJoinTokens", cpb.ListJoinTokensRequest(), cpb.ListJoinTokensResponse)
+        mine = [t for t in listed.tokens if t.id == first.id]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual((mine[0].uses, mine[0].expires_at_ms, mine[0].token), (2, first.expires_at_ms, ""))
+        self.assertTrue(mine[0].created_by and mine[0].created_at_ms > 0 and mine[0].ca_fingerprint.startswith("sha256:"))
+        self.assertEqual([t.id for t in listed.tokens], sorted(t.id for t in listed.tokens))
+        self.assertEqual(set(t.id for t in listed.tokens), token_ids(r1))
+        wire = listed.SerializeToString()
+        self.assertNotIn(secret.encode(), wire)
+        self.assertNotIn(other.token.split("_")[2].encode(), wire)
+        self.assertTrue(all(t.token == "" for t in listed.tokens))
+        from gantry.v1 import meta_pb2
+        ids, token = [], ""
+        while True:
+            page = c.client.call(r1, "ListJoinTokens", cpb.ListJoinTokensRequest(
+                page=meta_pb2.PageRequest(page_size=1, page_token=token)), cpb.ListJoinTokensResponse)
+            self.assertLessEqual(len(page.tokens), 1)
+            ids += [t.id for t in page.tokens]
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(ids, [t.id for t in listed.tokens])
+        # Revoked: gone at once, idempotent under its request_id, and a joiner holding it is refused.
+        rev = c.client.call(r2, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(request_id="rev-1", id=first.id),
+                            cpb.JoinToken)
+        self.assertEqual((rev.id, rev.uses, rev.token), (first.id, 2, ""))
+        self.assertEqual(c.client.call(r1, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(request_id="rev-1", id=first.id),
+                                       cpb.JoinToken), rev)
+        self.assertNotIn(first.id, token_ids(r1))
+        self.assertIn(other.id, token_ids(r1))
+        code, msg = self.code(lambda: c.client.call(r1, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(id=first.id),
+                                                    cpb.JoinToken))
+        self.assertEqual(code, grpc.StatusCode.NOT_FOUND, msg)
+        for bad in ("", "nope", first.id.upper(), first.token):
+            code, msg = self.code(lambda: c.client.call(r1, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(id=bad),
+                                                        cpb.JoinToken))
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, (bad, msg))
+            self.assertNotIn(secret, msg)
+        y = Replica(c.root, 3)
+        out = subprocess.run([GANTRYD] + y.flags() + ["--join", r1.api], capture_output=True, timeout=120,
+                             env=dict(os.environ, GANTRY_JOIN_TOKEN=first.token))
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(b"unknown, expired or already used", out.stderr)
+        end = time.monotonic() + 5
+        while True:  # a refusal is audited in a transaction of its own, just after the answer
+            ops = query(r1, "SELECT operation || ' ' || status FROM audit")
+            missing = [op for op in ("CreateJoinToken Success", "RevokeJoinToken Success", "RevokeJoinToken Failure")
+                       if not any(x.endswith(op) for x in ops)]
+            if not missing or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        self.assertEqual(missing, [], "not audited")
+        print("join tokens: a replayed create returned the first token (no second, no secret); %d listed without "
+              "secrets; revoked and refused to a joiner" % len(listed.tokens))
+
+
 class Failover(GantrydTest):
     def test_sigkill_leader(self):
         c = self.cluster("fo").init()

@@ -39,6 +39,7 @@ EXPECT = {
     "Cluster/ListMembers": (None, {"pa"}), "Cluster/GetLeader": (None, {"pa"}), "Cluster/GetLease": (None, {"pa"}),
     "Cluster/TransferLeadership": (None, {"pa"}), "Cluster/RemoveMember": (None, {"pa"}),
     "Cluster/Backup": (None, {"pa"}), "Cluster/CreateJoinToken": (None, {"pa"}), "Cluster/GetHealth": (None, {"pa"}),
+    "Cluster/ListJoinTokens": (None, {"pa"}), "Cluster/RevokeJoinToken": (None, {"pa"}),
     "Cluster/Join": (None, ALL),
     "Namespaces/Create": (None, {"pa"}), "Namespaces/Update": (None, {"pa"}), "Namespaces/Delete": (None, {"pa"}),
     "Namespaces/Get": ("name", NS_READERS), "Namespaces/List": (None, ALL),
