@@ -9,7 +9,8 @@
 #   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
 #   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
 #   tools/dev-cluster.sh clean    delete the sandboxes, stop the replicas, remove the directory and
-#                                 the gantry contexts tools/run.sh wrote (gantry-dev, gantry-dev-admin)
+#                                 the gantry contexts tools/run.sh wrote for it (gantry-dev,
+#                                 gantry-dev-admin; kept when they point at another directory)
 #
 # Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+2, API BASE+100.., admin BASE+200...
 # Environment: GANTRY_DEV_DIR (data directory), GANTRY_BIN_DIR (build tree, default
@@ -28,9 +29,27 @@ api() { echo "127.0.0.1:$((base + 99 + $1))"; }
 admin() { echo "127.0.0.1:$((base + 199 + $1))"; }
 endpoints="$(api 1),$(api 2),$(api 3)"
 
+# Is process $1 alive (and, with $2, replica $2's gantryd)? `kill -0` is not enough: it succeeds
+# on a zombie (a replica just SIGKILLed that its parent has not reaped yet, so `start` would skip
+# it) and on a pid the kernel has since given to another process. So: not a zombie (state Z or X
+# in /proc/PID/stat, after the command name, which may hold spaces) and, with $2, a command line
+# naming this replica's data directory (a zombie's command line is empty). Without $2 for the
+# child just started, whose command line is the shell's until it execs gantryd. Linux /proc, like
+# the process driver.
+alive() { # pid [id]
+  local stat cmd
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  case ${stat%% *} in Z | X | "") return 1 ;; esac
+  [ -z "${2:-}" ] && return 0
+  cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  case "$cmd" in *"--data-dir $dir/replica$2 "*) return 0 ;; esac
+  return 1
+}
+
 running() { # id
   local pidf="$dir/replica$1.pid"
-  [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null
+  [ -f "$pidf" ] && alive "$(cat "$pidf")" "$1"
 }
 
 flags() { # id
@@ -73,7 +92,7 @@ start_replica() { # id
       echo "replica $id running: API $(api "$id"), peers $(peer "$id"), admin http://$(admin "$id") (pid $(cat "$dir/replica$id.pid"), log $dir/replica$id.log)"
       return
     fi
-    if ! running "$id"; then
+    if ! alive "$(cat "$dir/replica$id.pid")"; then
       echo "replica $id exited; last lines of its log:" >&2
       tail -20 "$dir/replica$id.log" >&2
       exit 1
@@ -91,10 +110,10 @@ stop_replica() { # id
     pid=$(cat "$pidf")
     kill -TERM "$pid"
     for _ in $(seq 1 400); do
-      kill -0 "$pid" 2>/dev/null || break
+      alive "$pid" "$1" || break
       sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    alive "$pid" "$1" && kill -KILL "$pid"
     echo "replica $1 stopped"
   fi
   rm -f "$pidf"
@@ -142,18 +161,26 @@ clean)
     [ "$left" = 0 ] || echo "warning: sandboxes may be left running ($left still listed): see docs/drivers.md" >&2
   fi
   for id in 3 2 1; do stop_replica "$id"; done
+  # Contexts store absolute, resolved paths (gantry context create): compare with this directory's.
+  real=$(cd "$dir" 2>/dev/null && pwd -P || echo "$dir")
   rm -rf "$dir"
   echo "removed $dir"
-  # The contexts tools/run.sh wrote point into the removed directory.
+  # The contexts tools/run.sh wrote point into the removed directory: remove them, but only when
+  # they do (their CA or credential file is under it). With another GANTRY_DEV_DIR the same names
+  # may belong to another local cluster, which must keep them.
   if [ -x "$gantry" ]; then
     for ctx in gantry-dev gantry-dev-admin; do
-      "$gantry" context delete "$ctx" >/dev/null 2>&1 && echo "removed the gantry context $ctx"
+      if "$gantry" -o json context show "$ctx" 2>/dev/null | grep -qF "\"$real/"; then
+        "$gantry" context delete "$ctx" >/dev/null 2>&1 && echo "removed the gantry context $ctx"
+      elif "$gantry" context show "$ctx" >/dev/null 2>&1; then
+        echo "kept the gantry context $ctx: it points at another cluster directory"
+      fi
     done
   fi
   true
   ;;
 *)
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

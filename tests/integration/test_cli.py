@@ -6,7 +6,9 @@
                        command there, then drive the cluster only through `gantry`: create and list
                        every resource kind, share a sandbox, query and export the audit trail; kill
                        the replica the context lists first and keep working; run the command again,
-                       which must reuse the cluster and bring the killed replica back. The processes
+                       which must reuse the cluster and bring the killed replica back, even while its
+                       pid file names a zombie; `dev-cluster.sh clean` of another directory must keep
+                       this cluster's contexts, and the final clean must remove them. The processes
                        are stopped and the directory removed at the end, whatever happened.
   test_cli.py docs     every `gantry ...` line in a code block of docs/*.md and README.md names a
                        command that exists (its --help exits 0); every command has --help with an
@@ -147,13 +149,35 @@ def test_readme():
         check(p.returncode == 0, "the run command exited %d" % p.returncode)
         check("READY" in p.stdout and "gantry-dev" in p.stdout, "the run command did not show a READY sandbox "
               "and the context")
-        drive(Cli(env), work, dev)
+        killed = drive(Cli(env), work, dev)
+        # The replica killed above must look dead to `dev-cluster.sh start` even while it is a zombie
+        # (SIGKILLed, not yet reaped by its parent), which `kill -0` calls alive. Whether it is one
+        # right now depends on who reaps it, so make it one for sure: its pid file names a zombie
+        # child of this test (exited, deliberately not reaped until the rerun is over).
+        zombie = subprocess.Popen(["true"])
+        wait_until("a zombie", lambda: proc_state(zombie.pid) == "Z", timeout=10)
+        with open(os.path.join(dev, "replica%d.pid" % killed), "w") as f:
+            f.write("%d\n" % zombie.pid)
+        p = subprocess.run(["tools/dev-cluster.sh", "status"], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=60)
+        check("replica %d: stopped" % killed in p.stdout, "status calls the zombie alive: %r" % p.stdout)
         # Running it again reuses the cluster: the killed replica comes back, nothing is recreated.
         p = subprocess.run(shlex.split(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=900)
         print(p.stdout[-1500:], p.stderr[-1500:], flush=True)
+        check(proc_state(zombie.pid) == "Z", "the zombie went away during the rerun: the check proved nothing")
+        zombie.wait()
         check(p.returncode == 0, "the run command exited %d the second time" % p.returncode)
         check("already running" in p.stdout and "created; waiting" not in p.stderr,
               "the second run did not reuse the cluster and the sandbox")
+        check("replica %d running: API" % killed in p.stdout, "the killed replica was not started again: %r" %
+              p.stdout[-1500:])
+        # `clean` of another directory keeps the contexts that point at this cluster.
+        p = subprocess.run(["tools/dev-cluster.sh", "clean"], cwd=repo, capture_output=True, text=True, timeout=180,
+                           env=dict(env, GANTRY_DEV_DIR=os.path.join(work, "another-cluster")))
+        print("clean of another directory:", p.stdout, p.stderr, flush=True)
+        kept = [c["name"] for c in Cli(env).json("context", "list")["contexts"]]
+        check("gantry-dev" in kept and "gantry-dev-admin" in kept, "clean of another directory removed the "
+              "contexts of this cluster: %r" % kept)
         members = Cli(env).json("--context", "gantry-dev-admin", "cluster", "members")["members"]
         check(len(members) == 3 and all(m["reachable"] for m in members), "after the rerun: %r" % members)
         print("PASS readme", flush=True)
@@ -314,6 +338,16 @@ def drive(cli, work, dev):
     check(p.returncode == 1 and "NOT_FOUND" in p.stderr, "a missing sandbox: %d %r" % (p.returncode, p.stderr))
     p = cli.run("--endpoint", "127.0.0.1:1", "--ca", cli.json("context", "show")["ca"], "whoami", ok=False)
     check(p.returncode == 3 and "no endpoint answered" in p.stderr, "no endpoint: %d %r" % (p.returncode, p.stderr))
+    return replica
+
+
+def proc_state(pid):
+    """The state letter of @pid (R, S, Z, ...), or "" when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def connections_of(pid, endpoint):
@@ -328,10 +362,14 @@ def names(objs):
 
 def cleanup(repo, env, work, dev):
     """Stop the cluster through the documented command, then make sure nothing is left running."""
+    contexts = None
     if os.path.isdir(repo):
         p = subprocess.run(["tools/dev-cluster.sh", "clean"], cwd=repo, env=env, capture_output=True, text=True,
                            timeout=180)
         print("cleanup:", p.stdout, p.stderr, flush=True)
+        if p.returncode == 0:
+            contexts = subprocess.run([GANTRY, "context", "list", "-q"], env=env, capture_output=True, text=True,
+                                      timeout=30).stdout.split()
     for pid in processes_under(work):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -341,6 +379,8 @@ def cleanup(repo, env, work, dev):
     left = processes_under(work)
     shutil.rmtree(work, ignore_errors=True)
     check(not left, "processes survived the cleanup: %r" % left)
+    check(contexts is None or not {"gantry-dev", "gantry-dev-admin"} & set(contexts),
+          "clean left the contexts of the cluster it removed: %r" % contexts)
 
 
 GLOBAL_WITH_VALUE = {"--context", "--endpoint", "--ca", "--token-file", "--namespace", "-n", "-o", "--output"}
