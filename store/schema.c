@@ -134,6 +134,13 @@ static const struct store_migration schema[] = {
       * stands for @count identical events between start_time_ms and time_ms. */
      "ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;"
      "ALTER TABLE audit ADD COLUMN start_time_ms INTEGER NOT NULL DEFAULT 0;"},
+    {8, "quota ceilings",
+     /* The most a platform_admin allows a namespace (0: no limit on that dimension): the quota its
+      * namespace_admin sets must fit it, and it is enforced on its own, always hard. A table of its
+      * own, not columns of quotas, because a quota can be deleted while its ceiling stays. */
+     "CREATE TABLE quota_ceilings (namespace TEXT PRIMARY KEY, max_sandboxes INTEGER NOT NULL,"
+     " max_gpus INTEGER NOT NULL, max_lifetime_s INTEGER NOT NULL, created_by TEXT NOT NULL,"
+     " resource_version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

@@ -110,6 +110,9 @@ static int p_create(struct cli *c, const char *group, int argc, char **argv)
     p.email = (char *)(email != NULL ? email : "");
     req.principal = &p;
     req.request_id = rid;
+    /* Only an explicit --namespace binds the new principal there with the user role (what a
+     * namespace_admin onboarding a user must do); the context's namespace never does. */
+    req.namespace_ = (char *)(c->ns_flag ? c->ns : "");
     return gantry_simple(c, "/gantry.v1.Principals/Create", &req.base, &gantry__v1__principal__descriptor,
                          NULL, principal_cols);
 }
@@ -580,8 +583,8 @@ const struct gantry_cmd gantry_principal_cmds[] = {
     {"whoami", NULL, "",
      "who the credential is: the principal, its role bindings and its effective permissions",
      "gantry whoami -o yaml", whoami, false},
-    PRINCIPAL_TABLE(user, "user", " [--oidc-issuer ISSUER --oidc-subject SUBJECT]"),
-    PRINCIPAL_TABLE(sa, "service account", ""),
+    PRINCIPAL_TABLE(user, "user", " [--oidc-issuer ISSUER --oidc-subject SUBJECT] [--namespace NS]"),
+    PRINCIPAL_TABLE(sa, "service account", " [--namespace NS]"),
     {"role", "grant",
      "PRINCIPAL ROLE [--namespace NS | --delegate NS-PATTERN ... [--delegate-config-key GLOB ...] "
      "[--delegate-credential-source GLOB ...] [--on-behalf-of-owner]]",

@@ -153,6 +153,18 @@ static const struct gantry_col quota_cols[] = {
     {"GPUS", "usage.gpus", NULL, false},
     {"MAX GPUS", "quota.max_gpus", NULL, false},
     {"MAX LIFETIME S", "quota.max_lifetime_seconds", NULL, false},
+    {"CEILING SANDBOXES", "ceiling.max_concurrent_sandboxes", NULL, false},
+    {"CEILING GPUS", "ceiling.max_gpus", NULL, false},
+    {"CEILING LIFETIME S", "ceiling.max_lifetime_seconds", NULL, false},
+    END,
+};
+
+static const struct gantry_col ceiling_cols[] = {
+    {"NAMESPACE", "meta.namespace", NULL, false},
+    {"MAX SANDBOXES", "max_concurrent_sandboxes", NULL, false},
+    {"MAX GPUS", "max_gpus", NULL, false},
+    {"MAX LIFETIME S", "max_lifetime_seconds", NULL, false},
+    {"VERSION", "meta.resource_version", NULL, false},
     END,
 };
 
@@ -234,6 +246,48 @@ static int quota_delete(struct cli *c, int argc, char **argv)
     return rc != 0 ? rc
                    : gantry_simple(c, "/gantry.v1.Quotas/Delete", &req.base, &gantry__v1__quota__descriptor,
                                    NULL, quota_set_cols);
+}
+
+static int ceiling_set(struct cli *c, int argc, char **argv)
+{
+    uint64_t sb = 0, gpus = 0, life = 0;
+    if (gantry_u64("--max-sandboxes", gantry_opt(&argc, argv, "--max-sandboxes"), UINT32_MAX, &sb) != 0 ||
+        gantry_u64("--max-gpus", gantry_opt(&argc, argv, "--max-gpus"), UINT32_MAX, &gpus) != 0 ||
+        gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), INT64_MAX / 1000, &life) !=
+            0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    int rc = gantry_args(gantry_find("quota", "set-ceiling"), argc, argv, 0, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    Gantry__V1__QuotaCeiling q = GANTRY__V1__QUOTA_CEILING__INIT;
+    Gantry__V1__SetQuotaCeilingRequest req = GANTRY__V1__SET_QUOTA_CEILING_REQUEST__INIT;
+    meta.namespace_ = (char *)gantry_ns(c);
+    q.meta = &meta;
+    q.max_concurrent_sandboxes = (uint32_t)sb;
+    q.max_gpus = (uint32_t)gpus;
+    q.max_lifetime_seconds = life;
+    req.request_id = rid;
+    req.ceiling = &q;
+    return gantry_simple(c, "/gantry.v1.Quotas/SetCeiling", &req.base, &gantry__v1__quota_ceiling__descriptor,
+                         NULL, ceiling_cols);
+}
+
+static int ceiling_delete(struct cli *c, int argc, char **argv)
+{
+    int rc = gantry_args(gantry_find("quota", "delete-ceiling"), argc, argv, 0, 0);
+    char rid[37];
+    gantry_request_id(rid);
+    Gantry__V1__DeleteQuotaCeilingRequest req = GANTRY__V1__DELETE_QUOTA_CEILING_REQUEST__INIT;
+    req.request_id = rid;
+    req.namespace_ = (char *)gantry_ns(c);
+    return rc != 0 ? rc
+                   : gantry_simple(c, "/gantry.v1.Quotas/DeleteCeiling", &req.base,
+                                   &gantry__v1__quota_ceiling__descriptor, NULL, ceiling_cols);
 }
 
 /* --- policies: --gateway selects the gateway-wide policy, otherwise the namespace's --- */
@@ -493,16 +547,25 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
     {"namespace", "delete", "NAME",
      "delete a namespace (two-phase: it is TERMINATING first; docs/resources.md)",
      "gantry namespace delete team-a", ns_delete, false},
-    {"quota", "get", "[--namespace NS]", "a namespace's quota and what it uses now",
+    {"quota", "get", "[--namespace NS]", "a namespace's quota, its ceiling and what it uses now",
      "gantry quota get --namespace team-a", quota_get, false},
-    {"quota", "list", "", "every namespace's quota and usage", "gantry quota list", quota_list, false},
+    {"quota", "list", "", "every namespace with a quota or a ceiling, and its usage", "gantry quota list",
+     quota_list, false},
     {"quota", "set",
      "[--namespace NS] [--max-sandboxes N] [--max-gpus N] [--max-lifetime SECONDS] [--mode hard|soft]",
-     "set a namespace's quota (0: unlimited; hard rejects what would exceed, soft records a warning)",
+     "set a namespace's quota (0: unlimited; hard rejects what would exceed, soft records a warning); a "
+     "namespace_admin sets its namespace's within the ceiling",
      "gantry quota set --namespace team-a --max-sandboxes 10 --max-gpus 2 --max-lifetime 86400", quota_set,
      false},
-    {"quota", "delete", "[--namespace NS]", "remove a namespace's quota",
+    {"quota", "delete", "[--namespace NS]", "remove a namespace's quota (its ceiling stays)",
      "gantry quota delete --namespace team-a", quota_delete, false},
+    {"quota", "set-ceiling", "[--namespace NS] [--max-sandboxes N] [--max-gpus N] [--max-lifetime SECONDS]",
+     "platform_admin: the most a namespace may have (0: no limit); its namespace_admin may then set its "
+     "quota within it, and it is enforced, always hard",
+     "gantry quota set-ceiling --namespace team-a --max-sandboxes 20 --max-gpus 4", ceiling_set, false},
+    {"quota", "delete-ceiling", "[--namespace NS]",
+     "platform_admin: remove a namespace's ceiling (its namespace_admin can no longer change its quota)",
+     "gantry quota delete-ceiling --namespace team-a", ceiling_delete, false},
     {"policy", "get", "[--namespace NS | --gateway]",
      "the policy set on a namespace, or the gateway-wide one", "gantry policy get --gateway", policy_get,
      false},

@@ -37,7 +37,7 @@ static const struct authz_rule rules[] = {
     R("Namespaces/Update", AZ_GLOBAL_WRITE, NULL, false, true),
     R("Namespaces/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
     /* Principals and role bindings. */
-    R("Principals/Create", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Principals/Create", AZ_PRINCIPAL_CREATE, "namespace", true, true),
     R("Principals/Get", AZ_PRINCIPAL_READ, NULL, false, false),
     R("Principals/WhoAmI", AZ_AUTHENTICATED, NULL, false, false),
     R("Principals/List", AZ_PRINCIPAL_READ, NULL, false, false),
@@ -78,11 +78,14 @@ static const struct authz_rule rules[] = {
     R("Policies/GetEffective", AZ_NS_READ, "namespace", false, false),
     R("Policies/Set", AZ_POLICY_WRITE, "policy.meta.namespace", true, true),
     R("Policies/Delete", AZ_POLICY_WRITE, "namespace", true, true),
-    /* Quotas: set by platform admins, readable in the namespace. */
+    /* Quotas: a platform admin sets each namespace's ceiling; the namespace's admin sets its quota
+     * within it; readable in the namespace. */
     R("Quotas/Get", AZ_NS_READ, "namespace", false, false),
     R("Quotas/List", AZ_GLOBAL_READ, NULL, false, false),
-    R("Quotas/Set", AZ_GLOBAL_WRITE, NULL, false, true),
-    R("Quotas/Delete", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Quotas/Set", AZ_QUOTA_WRITE, "quota.meta.namespace", false, true),
+    R("Quotas/Delete", AZ_QUOTA_WRITE, "namespace", false, true),
+    R("Quotas/SetCeiling", AZ_GLOBAL_WRITE, NULL, false, true),
+    R("Quotas/DeleteCeiling", AZ_GLOBAL_WRITE, NULL, false, true),
     /* Usage and audit. */
     R("Usage/Query", AZ_NS_READ, "namespace", true, false),
     R("Audit/Query", AZ_AUDIT_READ, "namespace", true, false),
@@ -118,7 +121,8 @@ int authz_table_check(const ProtobufCServiceDescriptor *const *services, char *e
             char path[256];
             snprintf(path, sizeof path, "/%s/%s", services[s]->name, services[s]->methods[m].name);
             if (authz_rule_find(path) == NULL) {
-                gerr_set(errmsg, "authorization: %s has no entry in the authorization table (api/authz/authz.c)",
+                gerr_set(errmsg,
+                         "authorization: %s has no entry in the authorization table (api/authz/authz.c)",
                          path);
                 return GERR_INVAL;
             }
@@ -192,9 +196,16 @@ const char *authz_action_describe(enum authz_action a)
     case AZ_PRINCIPAL_READ:
         return "platform_admin, auditor or a namespace_admin; anyone for themselves";
     case AZ_APIKEY:
-        return "platform_admin, or the key's own principal (not an auditor)";
+        return "platform_admin; the key's own principal (not an auditor); a namespace_admin for principals "
+               "whose only bindings are the user role in namespaces it administers";
     case AZ_APIKEY_READ:
-        return "platform_admin or auditor, or the key's own principal";
+        return "platform_admin or auditor; the key's own principal; a namespace_admin for principals whose "
+               "only bindings are the user role in namespaces it administers";
+    case AZ_PRINCIPAL_CREATE:
+        return "platform_admin, or namespace_admin of the namespace for a user it binds there with the "
+               "user role";
+    case AZ_QUOTA_WRITE:
+        return "platform_admin, or namespace_admin of the namespace within the ceiling a platform_admin set";
     case AZ_AUDIT_READ:
         return "platform_admin or auditor; namespace_admin for their namespace";
     }
@@ -233,6 +244,24 @@ static const char *field_string(const ProtobufCMessage *msg, const char *path)
         path = dot + 1;
     }
     return "";
+}
+
+/* The enum (or int) field @name of the message field @msg_field of @req; 0 when either is unset. */
+static int field_enum(const ProtobufCMessage *req, const char *msg_field, const char *name)
+{
+    const ProtobufCFieldDescriptor *mf =
+        protobuf_c_message_descriptor_get_field_by_name(req->descriptor, msg_field);
+    if (mf == NULL || mf->type != PROTOBUF_C_TYPE_MESSAGE || mf->label == PROTOBUF_C_LABEL_REPEATED) {
+        return 0;
+    }
+    const ProtobufCMessage *m = *(const ProtobufCMessage *const *)((const char *)req + mf->offset);
+    const ProtobufCFieldDescriptor *f =
+        m != NULL ? protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name) : NULL;
+    if (f == NULL || (f->type != PROTOBUF_C_TYPE_ENUM && f->type != PROTOBUF_C_TYPE_INT32) ||
+        f->label == PROTOBUF_C_LABEL_REPEATED) {
+        return 0;
+    }
+    return *(const int *)((const char *)m + f->offset);
 }
 
 bool authz_binding_covers(const struct authz_binding *b, const char *ns)
@@ -491,6 +520,7 @@ static void decide_in(const struct authz_rule *r, const struct authz_caller *c, 
     case AZ_APIKEY_READ:
         if (!auditor) {
             d->self_check = true;
+            d->manage_check = has_role(c, AZ_ROLE_NAMESPACE_ADMIN, NULL);
         }
         return;
     case AZ_APIKEY:
@@ -500,6 +530,36 @@ static void decide_in(const struct authz_rule *r, const struct authz_caller *c, 
             return;
         }
         d->self_check = true;
+        d->manage_check = has_role(c, AZ_ROLE_NAMESPACE_ADMIN, NULL);
+        return;
+    case AZ_PRINCIPAL_CREATE: {
+        if (ns[0] == '\0' || !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            deny(d,
+                 "creating principals needs the platform_admin role, or namespace_admin of the namespace the "
+                 "request binds the new user in (namespace%s%.63s%s)",
+                 ns[0] != '\0' ? ": \"" : " is empty", ns, ns[0] != '\0' ? "\"" : "");
+            return;
+        }
+        /* gantry.v1.PrincipalKind: 2 is SERVICE_ACCOUNT. Other bad kinds are the handler's
+         * INVALID_ARGUMENT. */
+        if (req != NULL && field_enum(req, "principal", "kind") == 2) {
+            deny(d, "%sa namespace_admin creates users only: service accounts need the platform_admin role",
+                 "");
+            return;
+        }
+        d->onboard = true;
+        return;
+    }
+    case AZ_QUOTA_WRITE:
+        if (!has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            deny(
+                d,
+                "the quota of namespace \"%.63s\" needs the namespace_admin role there, within the ceiling a "
+                "platform_admin set (or platform_admin)",
+                ns);
+            return;
+        }
+        d->ceiling_check = true;
         return;
     case AZ_AUDIT_READ:
         if (!auditor && (ns[0] == '\0' || !has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns))) {
@@ -560,8 +620,17 @@ static const char *condition_of(const struct authz_decision *d)
     if (d->owner_check) {
         return "own sandboxes and those shared with you";
     }
+    if (d->self_check && d->manage_check) {
+        return "your own keys, and those of users bound only in namespaces you administer";
+    }
     if (d->self_check) {
         return "your own principal and keys only";
+    }
+    if (d->onboard) {
+        return "users bound here with the user role";
+    }
+    if (d->ceiling_check) {
+        return "within the ceiling a platform_admin set";
     }
     if (d->binding_check) {
         return "bindings of the user role in namespaces you administer";

@@ -33,8 +33,16 @@
  *   AZ_PRINCIPAL_READ   platform_admin, auditor, any namespace_admin; anyone for themselves
  *                       (decision.self_check when the caller has none of those roles)
  *   AZ_APIKEY           platform_admin; anyone but an auditor for their own keys (the handler
- *                       checks that the key or principal is the caller's: decision.self_check)
+ *                       checks that the key or principal is the caller's: decision.self_check);
+ *                       a namespace_admin also for the principals it manages, users whose every
+ *                       binding is the user role in a namespace it administers (the handler
+ *                       checks with api/rules/principal.h: decision.manage_check)
  *   AZ_APIKEY_READ      as AZ_APIKEY, and auditors may read (metadata only, never a secret)
+ *   AZ_PRINCIPAL_CREATE platform_admin; a namespace_admin of the namespace the request binds the new
+ *                       principal in, for a user (not a service account): onboarding
+ *                       (decision.onboard: the handler binds it there with the user role)
+ *   AZ_QUOTA_WRITE      platform_admin; a namespace_admin of the namespace, within the ceiling a
+ *                       platform_admin set for it (the handler checks: decision.ceiling_check)
  *   AZ_AUDIT_READ       platform_admin, auditor; a namespace_admin for the namespace the request
  *                       names (an empty namespace needs a global role)
  *
@@ -67,6 +75,8 @@ enum authz_action {
     AZ_APIKEY,
     AZ_APIKEY_READ,
     AZ_AUDIT_READ,
+    AZ_PRINCIPAL_CREATE,
+    AZ_QUOTA_WRITE,
 };
 
 enum authz_role { AZ_ROLE_PLATFORM_ADMIN = 1, AZ_ROLE_NAMESPACE_ADMIN, AZ_ROLE_AUDITOR, AZ_ROLE_USER };
@@ -125,6 +135,9 @@ struct authz_decision {
     bool owner_check;        /* the handler must check ownership or shares (sandboxes) */
     bool self_check;         /* the handler must check the target is the caller's own */
     bool binding_check;      /* the handler must re-check with authz_binding_write */
+    bool manage_check;       /* with self_check: a principal the caller manages passes too */
+    bool onboard;            /* a namespace_admin creates a user bound in d->ns with the user role */
+    bool ceiling_check;      /* the quota must fit the namespace's ceiling, which must exist */
     char why[GERR_MSG_SIZE]; /* on denial */
 };
 

@@ -12,12 +12,14 @@
 #include "api/gate/gate.h"
 #include "api/gate/resource.h"
 #include "api/rules/page.h"
+#include "api/rules/principal.h"
 #include "gantry/v1/api_keys.pb-c.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
 #include "lib/names.h"
 #include "lib/rand.h"
 #include "raft/identity.h"
+#include "store/events.h"
 
 /* WhoAmI lists the caller's bindings in one reply; a principal holds at most this many. */
 #define WHOAMI_BINDINGS_MAX 500u
@@ -293,12 +295,66 @@ static int reply_deleted_tx(struct res_call *c, const char *id)
     return 0;
 }
 
+/* --- Principals a namespace_admin manages (api/rules/principal.h) --- */
+
+/* The bindings of principal @id as the authorization table reads them: through @tx when not NULL,
+ * else the call's client. A scope that does not parse counts as a delegation scope (so it is never
+ * taken for a plain binding). */
+static int bindings_of(struct gate_ctx *ctx, struct store_tx *tx, const char *id, struct authz_binding *out,
+                       size_t *n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    static const char sql[] =
+        "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id";
+    int rv =
+        tx != NULL ? store_tx_query(tx, sql, p, 1, &rows) : store_client_query(ctx->cl, sql, p, 1, &rows);
+    *n = 0;
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && *n < AUTHN_MAX_BINDINGS; i++) {
+        struct authz_binding *b = &out[(*n)++];
+        memset(b, 0, sizeof *b);
+        b->role = authz_role_parse(col(&rows, i, 0));
+        snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
+        if (authz_scope_parse(col(&rows, i, 2), &b->scope) != 0) {
+            b->scope.set = true;
+        }
+    }
+    if (rv == 0 && rows.n_rows > AUTHN_MAX_BINDINGS) {
+        rv = GERR_PERM; /* more than a caller can hold: not one a namespace_admin manages */
+        snprintf(tx != NULL ? store_tx_errmsg(tx) : ctx->cl->errmsg, GERR_MSG_SIZE,
+                 "the principal holds over %u bindings: only a platform_admin manages its API keys",
+                 AUTHN_MAX_BINDINGS);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* May the caller manage the API keys of principal @id (a namespace_admin: decision.manage_check)?
+ * 0; GERR_PERM with the reason in @why; or the store's error. Through @tx when not NULL, so a write
+ * decides on what its own transaction reads. */
+static int manages(struct gate_ctx *ctx, struct store_tx *tx, const char *id, char *why, size_t len)
+{
+    struct authz_binding *target = mem_alloc(sizeof *target * AUTHN_MAX_BINDINGS);
+    size_t n = 0;
+    int rv = bindings_of(ctx, tx, id, target, &n);
+    if (rv == GERR_PERM) {
+        snprintf(why, len, "%s", tx != NULL ? store_tx_errmsg(tx) : ctx->cl->errmsg);
+    } else if (rv == 0 &&
+               !principal_rules_manages(ctx->who.bindings, ctx->who.n_bindings, target, n, why, len)) {
+        rv = GERR_PERM;
+    }
+    mem_free(target);
+    return rv;
+}
+
 /* --- Principals --- */
 
 struct principal_write {
     struct gate_ctx *ctx;
     struct res_call *call;
     const Gantry__V1__Principal *in;
+    const char *ns; /* create: bind the new principal with the user role here ("" for none) */
     const char *kind;
     char id[40];
     uint64_t expected;
@@ -329,6 +385,14 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
                 "another principal already has this OIDC issuer and subject (as its own or linked)");
         }
     }
+    if (rv == 0 && w->ns[0] != '\0') {
+        struct proto_value np[] = {proto_text(w->ns)};
+        rv = store_tx_query_int(tx, "SELECT count(*) FROM namespaces WHERE name = ? AND phase = 'ACTIVE'", np,
+                                1, &n);
+        if (rv == 0 && n == 0) {
+            return tx_fail(tx, GERR_NOTFOUND, "namespace: no active namespace \"%.63s\"", w->ns);
+        }
+    }
     int64_t rev = 0;
     if (rv == 0) {
         rand_uuid(w->id);
@@ -354,6 +418,24 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
             "labels, created_by, resource_version, created_at_ms, updated_at_ms, email) "
             "VALUES (?, ?, ?, '', ?, ?, ?, ?, '{}', ?, ?, ?, ?, ?)",
             p, 12, NULL);
+    }
+    /* Onboarding: the user role in the namespace, in the same transaction (its own change event;
+     * the audit event names the principal). */
+    if (rv == 0 && w->ns[0] != '\0') {
+        char bid[37];
+        rand_uuid(bid);
+        int64_t brev = 0;
+        rv = store_event_tx(tx, "RoleBinding", w->ns, bid, "ADDED", &brev);
+        struct proto_value b[] = {proto_text(bid),           proto_text(w->id),
+                                  proto_text(w->ns),         proto_text(w->ctx->who.id),
+                                  proto_int(now_ms(w->ctx)), proto_int(brev)};
+        if (rv == 0) {
+            rv = store_tx_exec(
+                tx,
+                "INSERT INTO role_bindings (id, principal_id, role, namespace, scope, created_by, "
+                "created_at_ms, resource_version) VALUES (?, ?, 'user', ?, '', ?, ?, ?)",
+                b, 6, NULL);
+        }
     }
     return rv;
 }
@@ -410,7 +492,9 @@ static void p_create(struct gate_ctx *ctx, void *data)
                   "display_name, email and the OIDC fields are at most 256 bytes");
         return;
     }
-    struct principal_write w = {.ctx = ctx, .in = in, .kind = kind};
+    /* A namespace_admin onboards users (the table checked the namespace and the kind): always
+     * bound in that namespace, so the principal is one it manages (api/rules/principal.h). */
+    struct principal_write w = {.ctx = ctx, .in = in, .kind = kind, .ns = req->namespace_};
     run_write(ctx, svc, req->request_id, &gantry__v1__principal__descriptor, tx_create_principal,
               reply_principal_tx, &w, &w.call);
 }
@@ -690,6 +774,40 @@ struct binding_write {
     int64_t revision;
 };
 
+/* A namespace_admin that issued API keys for a user it onboarded holds their secrets. Such a user
+ * must not gain, through a new binding, more than that admin could grant itself, or the admin
+ * would hold a credential with that power. So while the principal has a live key issued by
+ * another principal that is not a platform_admin, a new binding is refused unless it is the user
+ * role in a namespace where that issuer is namespace_admin (FAILED_PRECONDITION naming the key):
+ * revoke those keys first; the principal may create its own. */
+static int issued_keys_allow(struct store_tx *tx, const struct binding_write *w)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(w->principal_id), proto_int(now_ms(w->ctx)), proto_text(w->role),
+                              proto_text(w->ns), proto_text(w->scope)};
+    int rv = store_tx_query(
+        tx,
+        "SELECT k.id, k.created_by FROM api_keys k WHERE k.principal_id = ?1 AND k.revoked_at_ms = 0 "
+        "AND (k.expires_at_ms = 0 OR k.expires_at_ms > ?2) AND k.created_by <> ?1 "
+        "AND k.created_by NOT LIKE 'system:%' "
+        "AND NOT EXISTS (SELECT 1 FROM role_bindings b WHERE b.principal_id = k.created_by "
+        "AND b.role = 'platform_admin' AND b.namespace = '' AND b.scope = '') "
+        "AND NOT (?3 = 'user' AND ?4 <> '' AND ?5 = '' AND EXISTS (SELECT 1 FROM role_bindings b "
+        "WHERE b.principal_id = k.created_by AND b.role = 'namespace_admin' AND b.namespace = ?4 "
+        "AND b.scope = '')) ORDER BY k.id LIMIT 1",
+        p, 5, &rows);
+    if (rv == 0 && rows.n_rows > 0) {
+        rv = tx_fail(
+            tx, GERR_REFUSED,
+            "the principal has API key %s, issued by %s, who could not grant this binding: revoke the "
+            "keys others issued for it first (the principal may create its own)",
+            col(&rows, 0, 0), col(&rows, 0, 1));
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
 static int tx_create_binding(struct store_tx *tx, void *arg)
 {
     struct binding_write *w = arg;
@@ -724,6 +842,9 @@ static int tx_create_binding(struct store_tx *tx, void *arg)
         if (rv == 0 && n > 0) {
             return tx_fail(tx, GERR_EXISTS, "the principal already holds this role here");
         }
+    }
+    if (rv == 0) {
+        rv = issued_keys_allow(tx, w);
     }
     if (rv == 0) {
         rand_uuid(w->id);
@@ -988,7 +1109,17 @@ struct key_write {
     uint64_t expected;
     int64_t revision;
     bool delete;
+    bool manage;    /* the key is another principal's: the caller must manage it (in the tx) */
+    char owner[40]; /* revoke, delete: the key's principal */
 };
+
+/* In a key write's transaction: does the caller still manage the key's principal? */
+static int managed_tx(struct store_tx *tx, struct key_write *w, const char *principal)
+{
+    char why[GERR_MSG_SIZE];
+    int rv = w->manage ? manages(w->ctx, tx, principal, why, sizeof why) : 0;
+    return rv == GERR_PERM ? tx_fail(tx, GERR_PERM, "%s", why) : rv;
+}
 
 static int tx_create_key(struct store_tx *tx, void *arg)
 {
@@ -998,6 +1129,9 @@ static int tx_create_key(struct store_tx *tx, void *arg)
     int rv = store_tx_query_int(tx, "SELECT disabled FROM principals WHERE id = ?", pp, 1, &disabled);
     if (rv == GERR_NOTFOUND) {
         return tx_fail(tx, GERR_NOTFOUND, "principal_id: no such principal");
+    }
+    if (rv == 0) {
+        rv = managed_tx(tx, w, w->principal_id);
     }
     if (rv == 0 && disabled) {
         return tx_fail(tx, GERR_REFUSED, "the principal is disabled");
@@ -1068,9 +1202,12 @@ static void k_create(struct gate_ctx *ctx, void *data)
     struct principals_svc *svc = data;
     const Gantry__V1__CreateApiKeyRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *principal = req->principal_id[0] != '\0' ? req->principal_id : ctx->who.id;
-    if (ctx->decision.self_check && strcmp(principal, ctx->who.id) != 0) {
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
-                  "creating API keys for another principal needs the platform_admin role");
+    bool other = ctx->decision.self_check && strcmp(principal, ctx->who.id) != 0;
+    if (other && !ctx->decision.manage_check) {
+        gate_fail(
+            ctx, GRPC_STATUS_PERMISSION_DENIED,
+            "creating API keys for another principal needs the platform_admin role (or namespace_admin of "
+            "every namespace a user is bound in)");
         return;
     }
     if (strlen(req->name) > 63) {
@@ -1087,7 +1224,8 @@ static void k_create(struct gate_ctx *ctx, void *data)
                           .principal_id = principal,
                           .name = req->name,
                           .expires = req->expires_at_ms,
-                          .secret = key};
+                          .secret = key,
+                          .manage = other};
     int rv = apikey_generate(svc->pepper, svc->pepper_len, key, w.keyid, w.hash, err);
     if (rv != 0) {
         fail_gerr(ctx, rv, "create API key", err);
@@ -1108,7 +1246,11 @@ static bool read_key(struct gate_ctx *ctx, const char *id, struct proto_rows *ro
     }
     int rv = read_one(ctx, "SELECT " KEY_COLS " FROM api_keys WHERE id = ?", id, rows);
     if (rv == 0 && ctx->decision.self_check && strcmp(col(rows, 0, 1), ctx->who.id) != 0) {
-        rv = GERR_NOTFOUND; /* other principals' keys are not even confirmed to exist */
+        /* Other principals' keys are not even confirmed to exist, unless the caller manages them. */
+        char why[GERR_MSG_SIZE];
+        int mrv =
+            ctx->decision.manage_check ? manages(ctx, NULL, col(rows, 0, 1), why, sizeof why) : GERR_PERM;
+        rv = mrv == GERR_PERM ? GERR_NOTFOUND : mrv;
     }
     if (rv != 0) {
         fail_gerr(ctx, rv, "API key", rv == GERR_NOTFOUND ? "no such API key" : ctx->cl->errmsg);
@@ -1137,11 +1279,19 @@ static void k_list(struct gate_ctx *ctx, void *data)
     const char *principal = req->principal_id;
     if (ctx->decision.self_check) {
         if (principal[0] != '\0' && strcmp(principal, ctx->who.id) != 0) {
-            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
-                      "listing other principals' API keys needs the platform_admin or auditor role");
-            return;
+            char why[GERR_MSG_SIZE];
+            int rv = ctx->decision.manage_check ? manages(ctx, NULL, principal, why, sizeof why) : GERR_PERM;
+            if (rv != 0) {
+                gate_fail(ctx, rv == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : grpc_status_from_gerr(rv),
+                          "listing other principals' API keys needs the platform_admin or auditor role, or "
+                          "namespace_admin of every namespace a user is bound in%s%s",
+                          rv == GERR_PERM && ctx->decision.manage_check ? ": " : "",
+                          rv == GERR_PERM && ctx->decision.manage_check ? why : "");
+                return;
+            }
+        } else {
+            principal = ctx->who.id;
         }
-        principal = ctx->who.id;
     }
     struct page_req page;
     if (!read_page(ctx, req->page, PAGE_KEY_HEX32, &page)) {
@@ -1181,7 +1331,10 @@ static void k_list(struct gate_ctx *ctx, void *data)
 static int tx_revoke_key(struct store_tx *tx, void *arg)
 {
     struct key_write *w = arg;
-    int rv = check_version(tx, "api_keys", w->keyid, w->expected);
+    int rv = managed_tx(tx, w, w->owner);
+    if (rv == 0) {
+        rv = check_version(tx, "api_keys", w->keyid, w->expected);
+    }
     if (rv == 0) {
         rv = write_event(w->call, tx, "ApiKey", "", w->keyid, "", w->delete ? "DELETED" : "MODIFIED",
                          &w->revision);
@@ -1207,9 +1360,11 @@ static void k_revoke_or_delete(struct gate_ctx *ctx, struct principals_svc *svc,
         proto_rows_close(&rows);
         return;
     }
-    proto_rows_close(&rows);
     struct key_write w = {
         .ctx = ctx, .svc = svc, .expected = req->expected_resource_version, .delete = delete};
+    snprintf(w.owner, sizeof w.owner, "%s", col(&rows, 0, 1));
+    w.manage = ctx->decision.self_check && strcmp(w.owner, ctx->who.id) != 0;
+    proto_rows_close(&rows);
     snprintf(w.keyid, sizeof w.keyid, "%s", req->id);
     run_write(ctx, svc, req->request_id,
               delete ? &gantry__v1__delete_response__descriptor : &gantry__v1__api_key__descriptor,

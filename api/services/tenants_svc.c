@@ -309,6 +309,9 @@ static int ns_delete_tx(struct store_tx *tx, struct res_call *c)
             rv = store_tx_exec(tx, "DELETE FROM quota_usage WHERE namespace = ?", p + 1, 1, NULL);
         }
         if (rv == 0) {
+            rv = store_tx_exec(tx, "DELETE FROM quota_ceilings WHERE namespace = ?", p + 1, 1, NULL);
+        }
+        if (rv == 0) {
             rv = store_tx_exec(tx, "DELETE FROM policies WHERE namespace = ?", p + 1, 1, NULL);
         }
         if (rv == 0) {
@@ -501,7 +504,35 @@ static void ns_list(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
-/* --- Quotas --- */
+/* --- Quotas ---
+ *
+ * Two rows per namespace, both optional: the ceiling a platform_admin sets (quota_ceilings) and
+ * the quota (quotas), which a namespace_admin may set or remove as long as a ceiling exists and the
+ * quota fits it (api/rules/quota.h). Charges check the ceiling first, always hard, then the quota in
+ * its mode, so a namespace_admin can tighten what the platform allows but never loosen it. */
+
+#define CEIL_COLS "c.max_sandboxes, c.max_gpus, c.max_lifetime_s, c.resource_version, c.updated_at_ms"
+
+/* The ceiling of @ns (c->set false when there is none), and its version. */
+static int ceiling_tx(struct store_tx *tx, const char *ns, struct quota_ceiling *c, int64_t *version)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ns)};
+    int rv =
+        store_tx_query(tx, "SELECT " CEIL_COLS " FROM quota_ceilings c WHERE c.namespace = ?", p, 1, &rows);
+    memset(c, 0, sizeof *c);
+    *version = 0;
+    if (rv == 0 && rows.n_rows == 1) {
+        c->set = true;
+        c->max_sandboxes = coli(&rows, 0, 0);
+        c->max_gpus = coli(&rows, 0, 1);
+        c->max_lifetime_s = coli(&rows, 0, 2);
+        *version = coli(&rows, 0, 3);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
 
 int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus, uint64_t lifetime_s,
                    char *warning, size_t warning_len)
@@ -509,12 +540,16 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(ns)};
-    int rv = store_tx_query(tx,
-                            "SELECT n.phase, q.max_sandboxes, q.max_gpus, q.max_lifetime_s, q.mode, "
-                            "coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), q.namespace IS NOT NULL "
-                            "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name "
-                            "LEFT JOIN quota_usage u ON u.namespace = n.name WHERE n.name = ?",
-                            p, 1, &rows);
+    int rv = store_tx_query(
+        tx,
+        "SELECT n.phase, q.max_sandboxes, q.max_gpus, q.max_lifetime_s, q.mode, "
+        "coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), q.namespace IS NOT NULL, "
+        "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
+        "c.namespace IS NOT NULL "
+        "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name "
+        "LEFT JOIN quota_usage u ON u.namespace = n.name "
+        "LEFT JOIN quota_ceilings c ON c.namespace = n.name WHERE n.name = ?",
+        p, 1, &rows);
     if (rv != 0) {
         proto_rows_close(&rows);
         return rv;
@@ -532,6 +567,10 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
         .hard = strcmp(col(&rows, 0, 4), "hard") == 0,
         .used_sandboxes = coli(&rows, 0, 5),
         .used_gpus = coli(&rows, 0, 6),
+        .ceiling = {.set = coli(&rows, 0, 11) != 0,
+                    .max_sandboxes = coli(&rows, 0, 8),
+                    .max_gpus = coli(&rows, 0, 9),
+                    .max_lifetime_s = coli(&rows, 0, 10)},
     };
     proto_rows_close(&rows);
     rv = tenants_charge_decide(tx, ns, &st, sandboxes, gpus, lifetime_s, warning, warning_len);
@@ -561,79 +600,101 @@ int tenants_charge_decide(struct store_tx *tx, const char *ns, const struct quot
     return 0;
 }
 
-#define QUOTA_COLS                                                                                           \
-    "q.namespace, q.max_sandboxes, q.max_gpus, q.max_lifetime_s, q.mode, q.resource_version, "               \
-    "q.updated_at_ms"
-
 struct quota_msg {
     Gantry__V1__GetQuotaResponse r;
     Gantry__V1__Quota q;
     Gantry__V1__ObjectMeta meta;
     Gantry__V1__QuotaUsage u;
+    Gantry__V1__QuotaCeiling c;
+    Gantry__V1__ObjectMeta cmeta;
 };
 
-static void quota_from(struct quota_msg *m, const char *ns, const struct proto_rows *q,
-                       const struct proto_rows *u, uint64_t revision)
+static void quota_init(struct quota_msg *m, const char *ns)
 {
     gantry__v1__get_quota_response__init(&m->r);
     gantry__v1__quota__init(&m->q);
     gantry__v1__object_meta__init(&m->meta);
     gantry__v1__quota_usage__init(&m->u);
+    gantry__v1__quota_ceiling__init(&m->c);
+    gantry__v1__object_meta__init(&m->cmeta);
     m->meta.namespace_ = (char *)ns;
     m->meta.name = (char *)ns;
-    if (q != NULL && q->n_rows > 0) {
-        m->q.max_concurrent_sandboxes = (uint32_t)coli(q, 0, 1);
-        m->q.max_gpus = (uint32_t)coli(q, 0, 2);
-        m->q.max_lifetime_seconds = (uint64_t)coli(q, 0, 3);
-        m->q.mode = strcmp(col(q, 0, 4), "hard") == 0 ? GANTRY__V1__QUOTA_MODE__QUOTA_MODE_HARD
-                                                      : GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT;
-        m->meta.resource_version = (uint64_t)coli(q, 0, 5);
-        m->meta.updated_at_ms = coli(q, 0, 6);
-        m->q.meta = &m->meta;
-        m->r.quota = &m->q;
-    }
+    m->cmeta.namespace_ = (char *)ns;
+    m->cmeta.name = (char *)ns;
     m->u.namespace_ = (char *)ns;
-    if (u != NULL && u->n_rows > 0) {
-        m->u.sandboxes = (uint32_t)coli(u, 0, 0);
-        m->u.gpus = (uint32_t)coli(u, 0, 1);
-    }
-    m->u.revision = revision;
+    m->q.meta = &m->meta;
+    m->c.meta = &m->cmeta;
     m->r.usage = &m->u;
+}
+
+/* The quota from columns @at.. of row @i: max_sandboxes, max_gpus, max_lifetime_s, mode,
+ * resource_version, updated_at_ms. */
+static void quota_cols(struct quota_msg *m, const struct proto_rows *r, size_t i, unsigned at)
+{
+    m->q.max_concurrent_sandboxes = (uint32_t)coli(r, i, at);
+    m->q.max_gpus = (uint32_t)coli(r, i, at + 1);
+    m->q.max_lifetime_seconds = (uint64_t)coli(r, i, at + 2);
+    m->q.mode = strcmp(col(r, i, at + 3), "hard") == 0 ? GANTRY__V1__QUOTA_MODE__QUOTA_MODE_HARD
+                                                       : GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT;
+    m->meta.resource_version = (uint64_t)coli(r, i, at + 4);
+    m->meta.updated_at_ms = coli(r, i, at + 5);
+    m->r.quota = &m->q;
+}
+
+/* The ceiling from columns @at.. of row @i (CEIL_COLS). */
+static void ceiling_cols(struct quota_msg *m, const struct proto_rows *r, size_t i, unsigned at)
+{
+    m->c.max_concurrent_sandboxes = (uint32_t)coli(r, i, at);
+    m->c.max_gpus = (uint32_t)coli(r, i, at + 1);
+    m->c.max_lifetime_seconds = (uint64_t)coli(r, i, at + 2);
+    m->cmeta.resource_version = (uint64_t)coli(r, i, at + 3);
+    m->cmeta.updated_at_ms = coli(r, i, at + 4);
+    m->r.ceiling = &m->c;
 }
 
 static void q_get(struct gate_ctx *ctx, void *data)
 {
     (void)data;
     const Gantry__V1__GetQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
-    struct proto_rows q, u;
-    proto_rows_init(&q, 0);
-    proto_rows_init(&u, 0);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_)};
-    int64_t revision = 0, exists = 0;
-    int rv = store_client_query_int(ctx->cl, "SELECT count(*) FROM namespaces WHERE name = ?", p, 1, &exists);
-    if (rv == 0) {
-        rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+    int64_t revision = 0;
+    int rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
                                     &revision);
-    }
     if (rv == 0) {
-        rv = store_client_query(ctx->cl, "SELECT " QUOTA_COLS " FROM quotas q WHERE q.namespace = ?", p, 1,
-                                &q);
-    }
-    if (rv == 0) {
-        rv = store_client_query(ctx->cl, "SELECT sandboxes, gpus FROM quota_usage WHERE namespace = ?", p, 1,
-                                &u);
+        /* 0 namespace, 1..6 the quota, 7 has one, 8..9 usage, 10..14 the ceiling, 15 has one */
+        rv = store_client_query(
+            ctx->cl,
+            "SELECT n.name, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
+            "coalesce(q.max_lifetime_s, 0), "
+            "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "
+            "q.namespace IS NOT NULL, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "
+            "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
+            "coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0), c.namespace IS NOT NULL "
+            "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name LEFT JOIN quota_usage u ON "
+            "u.namespace = n.name LEFT JOIN quota_ceilings c ON c.namespace = n.name WHERE n.name = ?",
+            p, 1, &rows);
     }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "get quota: %s", ctx->cl->errmsg);
-    } else if (exists == 0) {
+    } else if (rows.n_rows == 0) {
         gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->namespace_);
     } else {
         struct quota_msg m;
-        quota_from(&m, req->namespace_, &q, &u, (uint64_t)revision);
+        quota_init(&m, req->namespace_);
+        if (coli(&rows, 0, 7) != 0) {
+            quota_cols(&m, &rows, 0, 1);
+        }
+        m.u.sandboxes = (uint32_t)coli(&rows, 0, 8);
+        m.u.gpus = (uint32_t)coli(&rows, 0, 9);
+        m.u.revision = (uint64_t)revision;
+        if (coli(&rows, 0, 15) != 0) {
+            ceiling_cols(&m, &rows, 0, 10);
+        }
         grpc_call_finish_async(ctx->call, 0, NULL, &m.r.base);
     }
-    proto_rows_close(&q);
-    proto_rows_close(&u);
+    proto_rows_close(&rows);
 }
 
 static void q_list(struct gate_ctx *ctx, void *data)
@@ -649,11 +710,17 @@ static void q_list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(page.after), proto_int(page.limit + 1)};
+    /* Every namespace with a quota or a ceiling; the columns as in q_get. */
     int rv = store_client_query(
         ctx->cl,
-        "SELECT " QUOTA_COLS ", coalesce(u.sandboxes, 0), coalesce(u.gpus, 0) FROM quotas q "
-        "LEFT JOIN quota_usage u ON u.namespace = q.namespace WHERE q.namespace > ? ORDER BY q.namespace "
-        "LIMIT ?",
+        "SELECT n.ns, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), coalesce(q.max_lifetime_s, 0), "
+        "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "
+        "q.namespace IS NOT NULL, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "
+        "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
+        "coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0), c.namespace IS NOT NULL "
+        "FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace FROM quota_ceilings) n "
+        "LEFT JOIN quotas q ON q.namespace = n.ns LEFT JOIN quota_usage u ON u.namespace = n.ns "
+        "LEFT JOIN quota_ceilings c ON c.namespace = n.ns WHERE n.ns > ? ORDER BY n.ns LIMIT ?",
         p, 2, &rows);
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list quotas: %s", ctx->cl->errmsg);
@@ -665,17 +732,15 @@ static void q_list(struct gate_ctx *ctx, void *data)
     Gantry__V1__GetQuotaResponse **ps = mem_zalloc(sizeof *ps * (n + 1));
     for (size_t i = 0; i < n; i++) {
         struct quota_msg *m = &ms[i];
-        quota_from(m, col(&rows, i, 0), NULL, NULL, 0);
-        m->q.max_concurrent_sandboxes = (uint32_t)coli(&rows, i, 1);
-        m->q.max_gpus = (uint32_t)coli(&rows, i, 2);
-        m->q.max_lifetime_seconds = (uint64_t)coli(&rows, i, 3);
-        m->q.mode = strcmp(col(&rows, i, 4), "hard") == 0 ? GANTRY__V1__QUOTA_MODE__QUOTA_MODE_HARD
-                                                          : GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT;
-        m->meta.resource_version = (uint64_t)coli(&rows, i, 5);
-        m->q.meta = &m->meta;
-        m->r.quota = &m->q;
-        m->u.sandboxes = (uint32_t)coli(&rows, i, 7);
-        m->u.gpus = (uint32_t)coli(&rows, i, 8);
+        quota_init(m, col(&rows, i, 0));
+        if (coli(&rows, i, 7) != 0) {
+            quota_cols(m, &rows, i, 1);
+        }
+        m->u.sandboxes = (uint32_t)coli(&rows, i, 8);
+        m->u.gpus = (uint32_t)coli(&rows, i, 9);
+        if (coli(&rows, i, 15) != 0) {
+            ceiling_cols(m, &rows, i, 10);
+        }
         ps[i] = &m->r;
     }
     Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
@@ -693,14 +758,17 @@ static void reply_quota_tx(struct store_tx *tx, struct res_call *c, const char *
     struct proto_rows q;
     proto_rows_init(&q, 0);
     struct proto_value p[] = {proto_text(ns)};
-    if (!deleted) {
-        store_tx_query(tx, "SELECT " QUOTA_COLS " FROM quotas q WHERE q.namespace = ?", p, 1, &q);
-    }
     struct quota_msg m;
-    quota_from(&m, ns, &q, NULL, (uint64_t)c->revision);
-    if (m.r.quota == NULL) {
+    quota_init(&m, ns);
+    if (!deleted &&
+        store_tx_query(tx,
+                       "SELECT max_sandboxes, max_gpus, max_lifetime_s, mode, resource_version, "
+                       "updated_at_ms FROM quotas WHERE namespace = ?",
+                       p, 1, &q) == 0 &&
+        q.n_rows == 1) {
+        quota_cols(&m, &q, 0, 0);
+    } else {
         m.meta.resource_version = (uint64_t)c->revision;
-        m.q.meta = &m.meta;
     }
     res_reply(c, &m.q.base);
     proto_rows_close(&q);
@@ -724,16 +792,42 @@ static int quota_version(struct store_tx *tx, const char *ns, uint64_t expected,
     return rv;
 }
 
+/* A namespace_admin changes its namespace's quota only under a ceiling (the platform's limit);
+ * without one, the quota is the platform admin's own. */
+static int need_ceiling(struct store_tx *tx, struct res_call *c, const char *ns,
+                        const struct quota_ceiling *ceil)
+{
+    if (c->ctx->decision.ceiling_check && !ceil->set) {
+        return res_fail(
+            tx, GERR_REFUSED,
+            "namespace \"%.63s\" has no quota ceiling: its namespace_admin may set or remove its quota "
+            "once a platform_admin has set one (Quotas.SetCeiling, `gantry quota set-ceiling`)",
+            ns);
+    }
+    return 0;
+}
+
 static int q_set_tx(struct store_tx *tx, struct res_call *c)
 {
     const Gantry__V1__SetQuotaRequest *req = c->arg;
     const Gantry__V1__Quota *q = req->quota;
     const char *ns = q->meta->namespace_;
     struct proto_value np[] = {proto_text(ns)};
-    int64_t exists = 0;
+    int64_t exists = 0, cv = 0;
+    struct quota_ceiling ceil;
     int rv = store_tx_query_int(tx, "SELECT count(*) FROM namespaces WHERE name = ?", np, 1, &exists);
     if (rv == 0 && exists == 0) {
         return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
+    }
+    if (rv == 0) {
+        rv = ceiling_tx(tx, ns, &ceil, &cv);
+    }
+    if (rv == 0) {
+        rv = need_ceiling(tx, c, ns, &ceil);
+    }
+    char why[GERR_MSG_SIZE];
+    if (rv == 0 && !quota_rules_within_ceiling(q, ns, &ceil, why, sizeof why)) {
+        return res_fail(tx, GERR_REFUSED, "%s", why);
     }
     if (rv == 0) {
         rv = quota_version(tx, ns, req->expected_resource_version, false);
@@ -779,7 +873,15 @@ static void q_set(struct gate_ctx *ctx, void *data)
 static int q_delete_tx(struct store_tx *tx, struct res_call *c)
 {
     const Gantry__V1__DeleteQuotaRequest *req = c->arg;
-    int rv = quota_version(tx, req->namespace_, req->expected_resource_version, true);
+    struct quota_ceiling ceil;
+    int64_t cv = 0;
+    int rv = ceiling_tx(tx, req->namespace_, &ceil, &cv);
+    if (rv == 0) {
+        rv = need_ceiling(tx, c, req->namespace_, &ceil);
+    }
+    if (rv == 0) {
+        rv = quota_version(tx, req->namespace_, req->expected_resource_version, true);
+    }
     struct proto_value p[] = {proto_text(req->namespace_)};
     if (rv == 0) {
         rv = store_tx_exec(tx, "DELETE FROM quotas WHERE namespace = ?", p, 1, NULL);
@@ -803,17 +905,137 @@ static void q_delete(struct gate_ctx *ctx, void *data)
     res_mutate(ctx, data, req->request_id, &gantry__v1__quota__descriptor, q_delete_tx, (void *)req);
 }
 
+/* --- Quota ceilings (platform_admin) --- */
+
+static void reply_ceiling_tx(struct store_tx *tx, struct res_call *c, const char *ns)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ns)};
+    struct quota_msg m;
+    quota_init(&m, ns);
+    m.cmeta.resource_version = (uint64_t)c->revision;
+    if (store_tx_query(tx, "SELECT " CEIL_COLS " FROM quota_ceilings c WHERE c.namespace = ?", p, 1, &rows) ==
+            0 &&
+        rows.n_rows == 1) {
+        ceiling_cols(&m, &rows, 0, 0);
+    }
+    res_reply(c, &m.c.base);
+    proto_rows_close(&rows);
+}
+
+static int ceiling_version(struct store_tx *tx, const char *ns, uint64_t expected, bool must_exist)
+{
+    struct quota_ceiling ceil;
+    int64_t v = 0;
+    int rv = ceiling_tx(tx, ns, &ceil, &v);
+    if (rv == 0 && !ceil.set && must_exist) {
+        return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" has no quota ceiling", ns);
+    }
+    if (rv == 0 && expected != 0 && (uint64_t)v != expected) {
+        return res_fail(tx, GERR_ABORTED, "resource_version is %" PRId64 ", not the expected %" PRIu64, v,
+                        expected);
+    }
+    return rv;
+}
+
+static int ceil_set_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__SetQuotaCeilingRequest *req = c->arg;
+    const Gantry__V1__QuotaCeiling *in = req->ceiling;
+    const char *ns = in->meta->namespace_;
+    struct proto_value np[] = {proto_text(ns)};
+    int64_t exists = 0;
+    int rv = store_tx_query_int(tx, "SELECT count(*) FROM namespaces WHERE name = ?", np, 1, &exists);
+    if (rv == 0 && exists == 0) {
+        return res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
+    }
+    if (rv == 0) {
+        rv = ceiling_version(tx, ns, req->expected_resource_version, false);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "QuotaCeiling", ns, ns, ns, "MODIFIED");
+    }
+    if (rv == 0) {
+        struct proto_value p[] = {proto_text(ns),
+                                  proto_int(in->max_concurrent_sandboxes),
+                                  proto_int(in->max_gpus),
+                                  proto_int((int64_t)in->max_lifetime_seconds),
+                                  proto_text(c->ctx->who.id),
+                                  proto_int(c->revision),
+                                  proto_int(c->ctx->now_ms)};
+        rv = store_tx_exec(
+            tx,
+            "INSERT INTO quota_ceilings (namespace, max_sandboxes, max_gpus, max_lifetime_s, created_by, "
+            "resource_version, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE "
+            "SET "
+            "max_sandboxes = excluded.max_sandboxes, max_gpus = excluded.max_gpus, "
+            "max_lifetime_s = excluded.max_lifetime_s, resource_version = excluded.resource_version, "
+            "updated_at_ms = excluded.updated_at_ms",
+            p, 7, NULL);
+    }
+    if (rv == 0) {
+        reply_ceiling_tx(tx, c, ns);
+    }
+    return rv;
+}
+
+static void ceil_set(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__SetQuotaCeilingRequest *req = (const void *)grpc_call_request(ctx->call);
+    char why[GERR_MSG_SIZE];
+    if (!quota_rules_validate_ceiling(req->ceiling, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    res_mutate(ctx, data, req->request_id, &gantry__v1__quota_ceiling__descriptor, ceil_set_tx, (void *)req);
+}
+
+static int ceil_delete_tx(struct store_tx *tx, struct res_call *c)
+{
+    const Gantry__V1__DeleteQuotaCeilingRequest *req = c->arg;
+    int rv = ceiling_version(tx, req->namespace_, req->expected_resource_version, true);
+    struct proto_value p[] = {proto_text(req->namespace_)};
+    if (rv == 0) {
+        rv = store_tx_exec(tx, "DELETE FROM quota_ceilings WHERE namespace = ?", p, 1, NULL);
+    }
+    if (rv == 0) {
+        rv = res_event(tx, c, "QuotaCeiling", req->namespace_, req->namespace_, req->namespace_, "DELETED");
+    }
+    if (rv == 0) {
+        reply_ceiling_tx(tx, c, req->namespace_);
+    }
+    return rv;
+}
+
+static void ceil_delete(struct gate_ctx *ctx, void *data)
+{
+    const Gantry__V1__DeleteQuotaCeilingRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (req->namespace_[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
+        return;
+    }
+    res_mutate(ctx, data, req->request_id, &gantry__v1__quota_ceiling__descriptor, ceil_delete_tx,
+               (void *)req);
+}
+
 int tenants_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
 {
     const struct {
         const char *path;
         gate_impl_fn fn;
     } routes[] = {
-        {"/gantry.v1.Namespaces/Create", ns_create}, {"/gantry.v1.Namespaces/Get", ns_get},
-        {"/gantry.v1.Namespaces/List", ns_list},     {"/gantry.v1.Namespaces/Update", ns_update},
-        {"/gantry.v1.Namespaces/Delete", ns_delete}, {"/gantry.v1.Quotas/Get", q_get},
-        {"/gantry.v1.Quotas/List", q_list},          {"/gantry.v1.Quotas/Set", q_set},
+        {"/gantry.v1.Namespaces/Create", ns_create},
+        {"/gantry.v1.Namespaces/Get", ns_get},
+        {"/gantry.v1.Namespaces/List", ns_list},
+        {"/gantry.v1.Namespaces/Update", ns_update},
+        {"/gantry.v1.Namespaces/Delete", ns_delete},
+        {"/gantry.v1.Quotas/Get", q_get},
+        {"/gantry.v1.Quotas/List", q_list},
+        {"/gantry.v1.Quotas/Set", q_set},
         {"/gantry.v1.Quotas/Delete", q_delete},
+        {"/gantry.v1.Quotas/SetCeiling", ceil_set},
+        {"/gantry.v1.Quotas/DeleteCeiling", ceil_delete},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (gate_route(g, routes[i].path, routes[i].fn, (void *)env) != 0) {

@@ -10,8 +10,10 @@
  *
  * Quotas: per namespace, maximum concurrent sandboxes, GPUs in use and sandbox lifetime (0:
  * unlimited), mode hard (RESOURCE_EXHAUSTED naming the limit) or soft (allowed, with a warning
- * in the audit event and gantry_quota_soft_exceeded_total). The usage counters
- * (`quota_usage`) change in the sandbox's own transaction (api/services/sandboxes_svc.h). */
+ * in the audit event and gantry_quota_soft_exceeded_total). A platform_admin may set a ceiling per
+ * namespace: the namespace_admin then sets the quota within it, and it is enforced on its own,
+ * always hard. The usage counters (`quota_usage`) change in the sandbox's own transaction
+ * (api/services/sandboxes_svc.h). */
 #ifndef GANTRY_API_SERVICES_TENANTS_SVC_H
 #define GANTRY_API_SERVICES_TENANTS_SVC_H
 
@@ -30,7 +32,8 @@ int tenants_charge(struct store_tx *tx, const char *ns, int sandboxes, int gpus,
 
 /* The decision of tenants_charge for a state the caller read itself (in the same transaction), and
  * the statement that records the charge, for a caller that sends it with its own writes:
- * parameters (namespace, sandboxes delta, GPUs delta). */
+ * parameters (namespace, sandboxes delta, GPUs delta). @st carries the ceiling too (checked first,
+ * always hard). */
 int tenants_charge_decide(struct store_tx *tx, const char *ns, const struct quota_state *st, int sandboxes,
                           int gpus, uint64_t lifetime_s, char *warning, size_t warning_len);
 #define TENANTS_USAGE_UPSERT_SQL                                                                             \

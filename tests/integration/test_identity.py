@@ -43,7 +43,8 @@ EXPECT = {
     "Cluster/Join": (None, ALL),
     "Namespaces/Create": (None, {"pa"}), "Namespaces/Update": (None, {"pa"}), "Namespaces/Delete": (None, {"pa"}),
     "Namespaces/Get": ("name", NS_READERS), "Namespaces/List": (None, ALL),
-    "Principals/Create": (None, {"pa"}), "Principals/Update": (None, {"pa"}), "Principals/Delete": (None, {"pa"}),
+    "Principals/Create": ("namespace", NS_ADMINS), "Principals/Update": (None, {"pa"}),
+    "Principals/Delete": (None, {"pa"}),
     "Principals/Get": (None, ALL), "Principals/List": (None, ALL), "Principals/WhoAmI": (None, ALL),
     "Principals/CreateRoleBinding": ("binding.namespace", NS_ADMINS),
     "Principals/DeleteRoleBinding": (None, NS_ADMINS), "Principals/ListRoleBindings": (None, ALL),
@@ -62,7 +63,8 @@ EXPECT = {
     "Policies/Get": ("namespace", NS_READERS), "Policies/GetEffective": ("namespace", NS_READERS),
     "Policies/Set": ("policy.meta.namespace", NS_ADMINS), "Policies/Delete": ("namespace", NS_ADMINS),
     "Quotas/Get": ("namespace", NS_READERS), "Quotas/List": (None, {"pa", "auditor"}),
-    "Quotas/Set": (None, {"pa"}), "Quotas/Delete": (None, {"pa"}),
+    "Quotas/Set": ("quota.meta.namespace", NS_ADMINS), "Quotas/Delete": ("namespace", NS_ADMINS),
+    "Quotas/SetCeiling": (None, {"pa"}), "Quotas/DeleteCeiling": (None, {"pa"}),
     "Usage/Query": ("namespace", NS_READERS),
     "Audit/Query": ("namespace", {"pa", "auditor", "na"}), "Audit/Export": ("namespace", {"pa", "auditor", "na"}),
 }
@@ -389,6 +391,190 @@ class Principals(g.GantrydTest):
         c, m = code(lambda: ident.call("sa", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest()))
         self.assertEqual(c, grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("disabled", m)
+
+
+class Onboarding(g.GantrydTest):
+    def test_namespace_admin_onboards_users_and_sets_quota_within_the_ceiling(self):
+        """A namespace_admin creates users bound in its namespace, issues and revokes the API keys of
+        the principals bound only there as users, and sets the namespace's quota within the ceiling
+        a platform_admin set; nothing beyond (docs/security.md, docs/resources.md)."""
+        from gantry.v1 import meta_pb2
+        ident = Identity(self)
+        P, K, Q, S = principals_pb2, api_keys_pb2, quotas_pb2, sandboxes_pb2
+
+        def code(fn):
+            try:
+                fn()
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return grpc.StatusCode.OK, ""
+
+        def create(role, name, ns="default", kind=P.PRINCIPAL_KIND_USER, **kw):
+            return ident.call(role, principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+                namespace=ns, principal=P.Principal(meta=ident.meta(name=name), kind=kind, **kw)))
+
+        def bindings(pid):
+            return [(b.role, b.namespace) for b in ident.call("pa", principals_pb2, "Principals", "ListRoleBindings",
+                                                              P.ListRoleBindingsRequest(principal_id=pid)).bindings]
+
+        def key_for(role, pid, replica=0):
+            return ident.call(role, api_keys_pb2, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=pid,
+                                                                                           name="onboard"),
+                              replica=replica)
+
+        # Onboarding: a user bound in the admin's namespace with the user role, in one call.
+        newbie = create("na", "newbie", oidc_issuer="corp", oidc_subject="newbie@corp")
+        self.assertEqual(bindings(newbie.meta.id), [(P.ROLE_USER, "default")])
+        self.assertEqual(newbie.meta.created_by, ident.ids["na"])
+        for role, name, ns, kind, text in (("na", "x1", "team-b", P.PRINCIPAL_KIND_USER, "team-b"),
+                                           ("na", "x2", "", P.PRINCIPAL_KIND_USER, "namespace"),
+                                           ("na", "x3", "default", P.PRINCIPAL_KIND_SERVICE_ACCOUNT, "service"),
+                                           ("user", "x4", "default", P.PRINCIPAL_KIND_USER, "platform_admin"),
+                                           ("auditor", "x5", "default", P.PRINCIPAL_KIND_USER, "platform_admin")):
+            c, m = code(lambda: create(role, name, ns, kind))
+            self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, (role, name, m))
+            self.assertIn(text, m)
+        c, m = code(lambda: create("pa", "x6", "no-such-ns"))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND, m)
+        self.assertEqual(bindings(create("pa", "loner", "").meta.id), [])
+        listed = {p.meta.name for p in ident.call("pa", principals_pb2, "Principals", "List",
+                                                  P.ListPrincipalsRequest()).principals}
+        self.assertFalse({"x1", "x2", "x3", "x4", "x5", "x6"} & listed, "a refused create stored a principal")
+
+        # API keys of the principals it manages: bound only as users in namespaces it administers.
+        k = key_for("na", newbie.meta.id, replica=1)
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=k.secret)
+        self.assertEqual((who.principal.meta.id, [(b.role, b.namespace) for b in who.bindings]),
+                         (newbie.meta.id, [(P.ROLE_USER, "default")]))
+        self.assertEqual(k.key.meta.created_by, ident.ids["na"])
+        got = ident.call("na", api_keys_pb2, "ApiKeys", "List", K.ListApiKeysRequest(principal_id=newbie.meta.id))
+        self.assertEqual([x.meta.id for x in got.keys], [k.key.meta.id])
+        self.assertEqual(ident.call("na", api_keys_pb2, "ApiKeys", "Get", K.GetApiKeyRequest(id=k.key.meta.id)).principal_id,
+                         newbie.meta.id)
+        key_for("na", ident.ids["user"])  # a user of default the platform admin made: managed too
+        for target in ("other", "pa", "auditor"):  # bound elsewhere, or globally
+            c, m = code(lambda: key_for("na", ident.ids[target]))
+            self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, (target, m))
+            c, m = code(lambda: ident.call("na", api_keys_pb2, "ApiKeys", "List", K.ListApiKeysRequest(
+                principal_id=ident.ids[target])))
+            self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, (target, m))
+        c, m = code(lambda: key_for("na", ident.call("pa", principals_pb2, "Principals", "Get", P.GetPrincipalRequest(
+            id="loner")).meta.id))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        self.assertIn("no role binding", m)
+        c, m = code(lambda: key_for("user", newbie.meta.id))  # a plain user manages nobody
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        other_key = ident.call("pa", api_keys_pb2, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=ident.ids["other"]))
+        c, m = code(lambda: ident.call("na", api_keys_pb2, "ApiKeys", "Get", K.GetApiKeyRequest(id=other_key.key.meta.id)))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND, m)  # not even confirmed to exist
+        c, m = code(lambda: ident.call("na", api_keys_pb2, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(
+            id=other_key.key.meta.id)))
+        self.assertEqual(c, grpc.StatusCode.NOT_FOUND, m)
+
+        # The keys it issued keep the user from growing past what the admin could grant: another
+        # binding is refused while they live, and allowed once they are revoked.
+        for role, ns in ((P.ROLE_USER, "team-b"), (P.ROLE_AUDITOR, ""), (P.ROLE_NAMESPACE_ADMIN, "default")):
+            c, m = code(lambda: ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding",
+                                           P.CreateRoleBindingRequest(binding=P.RoleBinding(
+                                               principal_id=newbie.meta.id, role=role, namespace=ns))))
+            self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, (role, ns, m))
+            self.assertIn(k.key.meta.id, m)
+        ident.call("na", api_keys_pb2, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(id=k.key.meta.id), replica=2)
+        t0 = time.monotonic()
+        while True:  # the revocation reaches every replica within the bound
+            c, m = code(lambda: ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(),
+                                           key=k.secret, replica=1))
+            if c == grpc.StatusCode.UNAUTHENTICATED:
+                break
+            self.assertLess(time.monotonic() - t0, 3.0, "a key revoked by the namespace admin still worked")
+            time.sleep(0.1)
+        ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=newbie.meta.id, role=P.ROLE_USER, namespace="team-b")))
+        c, m = code(lambda: key_for("na", newbie.meta.id))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        self.assertIn("team-b", m)
+
+        # Quotas: only under a ceiling, and within it; the ceiling is enforced on its own, hard.
+        def set_quota(role, ns="default", **kw):
+            kw.setdefault("mode", Q.QUOTA_MODE_HARD)
+            return ident.call(role, quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+                meta=ident.meta(namespace=ns), **kw)))
+
+        def set_ceiling(role, ns="default", **kw):
+            return ident.call(role, quotas_pb2, "Quotas", "SetCeiling", Q.SetQuotaCeilingRequest(ceiling=Q.QuotaCeiling(
+                meta=ident.meta(namespace=ns), **kw)))
+
+        c, m = code(lambda: set_quota("na", max_concurrent_sandboxes=3))
+        self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, m)
+        self.assertIn("no quota ceiling", m)
+        c, m = code(lambda: set_ceiling("na", max_concurrent_sandboxes=50))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        set_ceiling("pa", max_concurrent_sandboxes=5, max_lifetime_seconds=3600)
+        q = set_quota("na", max_concurrent_sandboxes=3, max_lifetime_seconds=600, mode=Q.QUOTA_MODE_SOFT)
+        self.assertEqual((q.max_concurrent_sandboxes, q.max_lifetime_seconds), (3, 600))
+        for kw, field in ((dict(max_concurrent_sandboxes=6, max_lifetime_seconds=600), "max_concurrent_sandboxes 6"),
+                          (dict(max_concurrent_sandboxes=0, max_lifetime_seconds=600), "(unlimited)"),
+                          (dict(max_concurrent_sandboxes=5, max_lifetime_seconds=7200), "max_lifetime_seconds")):
+            c, m = code(lambda: set_quota("na", **kw))
+            self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, (kw, m))
+            self.assertIn(field, m)
+            self.assertIn("ceiling", m)
+        c, m = code(lambda: set_quota("na", ns="team-b", max_concurrent_sandboxes=1))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        c, m = code(lambda: set_quota("user", max_concurrent_sandboxes=1))
+        self.assertEqual(c, grpc.StatusCode.PERMISSION_DENIED, m)
+        got = ident.call("user", quotas_pb2, "Quotas", "Get", Q.GetQuotaRequest(namespace="default"))
+        self.assertEqual((got.quota.max_concurrent_sandboxes, got.ceiling.max_concurrent_sandboxes,
+                          got.ceiling.max_lifetime_seconds), (3, 5, 3600))
+        self.assertIn("default", [x.usage.namespace for x in ident.call("pa", quotas_pb2, "Quotas", "List",
+                                                                           Q.ListQuotasRequest()).quotas])
+        # The platform admin lowers the ceiling under the quota: the ceiling wins, hard, though the
+        # quota is soft.
+        set_ceiling("pa", max_concurrent_sandboxes=2, max_lifetime_seconds=3600)
+        made = []
+        for i in range(3):
+            c, m = code(lambda: made.append(ident.call("user", sandboxes_pb2, "Sandboxes", "Create",
+                                                       S.CreateSandboxRequest(sandbox=S.Sandbox(
+                                                           meta=ident.meta(name="cap-%d" % i, namespace="default"),
+                                                           spec=S.SandboxSpec(image="busybox"))))))
+            if i < 2:
+                self.assertEqual(c, grpc.StatusCode.OK, m)
+            else:
+                self.assertEqual(c, grpc.StatusCode.RESOURCE_EXHAUSTED, m)
+                self.assertIn("quota ceiling of namespace \"default\": at most 2 concurrent sandboxes", m)
+        self.assertEqual([x.spec.lifetime_seconds for x in made], [600, 600], "the quota's lifetime is the default")
+        c, m = code(lambda: ident.call("user", sandboxes_pb2, "Sandboxes", "Create", S.CreateSandboxRequest(
+            sandbox=S.Sandbox(meta=ident.meta(name="long", namespace="default"),
+                              spec=S.SandboxSpec(image="busybox", lifetime_seconds=4000)))))
+        self.assertEqual(c, grpc.StatusCode.RESOURCE_EXHAUSTED, m)
+        self.assertIn("ceiling", m)
+        for x in made:
+            ident.call("user", sandboxes_pb2, "Sandboxes", "Delete", S.DeleteSandboxRequest(namespace="default",
+                                                                                          name=x.meta.name))
+        # Removing the quota leaves the ceiling; without a ceiling the quota is the platform admin's.
+        ident.call("na", quotas_pb2, "Quotas", "Delete", Q.DeleteQuotaRequest(namespace="default"))
+        got = ident.call("na", quotas_pb2, "Quotas", "Get", Q.GetQuotaRequest(namespace="default"))
+        self.assertFalse(got.HasField("quota"))
+        self.assertEqual(got.ceiling.max_concurrent_sandboxes, 2)
+        c, m = code(lambda: set_quota("pa", max_concurrent_sandboxes=1))  # a quota fits its ceiling, whoever sets it
+        self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, m)
+        set_quota("pa", max_concurrent_sandboxes=1, max_lifetime_seconds=600)
+        ident.call("pa", quotas_pb2, "Quotas", "DeleteCeiling", Q.DeleteQuotaCeilingRequest(namespace="default"))
+        for fn in (lambda: set_quota("na", max_concurrent_sandboxes=1),
+                   lambda: ident.call("na", quotas_pb2, "Quotas", "Delete", Q.DeleteQuotaRequest(namespace="default"))):
+            c, m = code(fn)
+            self.assertEqual(c, grpc.StatusCode.FAILED_PRECONDITION, m)
+        set_quota("pa", max_concurrent_sandboxes=100)  # no ceiling: the platform admin's own
+        # WhoAmI says what the namespace admin may now do, and where.
+        perms = {(p.method, p.namespace): p.condition for p in ident.call(
+            "na", principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest()).permissions}
+        self.assertIn(("/gantry.v1.Principals/Create", "default"), perms)
+        self.assertIn(("/gantry.v1.Quotas/Set", "default"), perms)
+        self.assertIn("ceiling", perms[("/gantry.v1.Quotas/Set", "default")])
+        self.assertIn("administer", perms[("/gantry.v1.ApiKeys/Create", "")])
+        self.assertNotIn(("/gantry.v1.Quotas/SetCeiling", ""), perms)
+        print("onboarding: a namespace admin created a user in its namespace, issued and revoked its key, "
+              "set the quota within the ceiling; every step beyond refused")
 
 
 class Revocation(g.GantrydTest):
@@ -800,7 +986,8 @@ class Delegation(g.GantrydTest):
 
 
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
-GROUPS = {"matrix": [Matrix], "principals": [Principals], "revocation": [Revocation], "oidc": [Oidc, Mtls],
+GROUPS = {"matrix": [Matrix], "principals": [Principals, Onboarding], "revocation": [Revocation],
+          "oidc": [Oidc, Mtls],
           "delegation": [Delegation]}
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include "api/authz/authz.h"
 #include "api/proto/services.h"
 #include "gantry/v1/principals.pb-c.h"
+#include "gantry/v1/quotas.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/buf.h"
 #include "lib/file.h"
@@ -115,6 +116,74 @@ static void test_binding_rules(void **state)
     b.role = GANTRY__V1__ROLE__ROLE_USER;
     authz_decide(r, &na, &req.base, &d);
     assert_true(d.allowed);
+}
+
+/* A namespace_admin onboards users into its namespace and sets its quota within the ceiling. */
+static void test_namespace_admin_onboards(void **state)
+{
+    (void)state;
+    struct authz_caller na = caller(b_na, 1), pa = caller(b_pa, 1), u = caller(b_user, 1),
+                        aud = caller(b_aud, 1);
+    struct authz_decision d;
+    const struct authz_rule *create = authz_rule_find("/gantry.v1.Principals/Create");
+    Gantry__V1__Principal p = GANTRY__V1__PRINCIPAL__INIT;
+    Gantry__V1__CreatePrincipalRequest req = GANTRY__V1__CREATE_PRINCIPAL_REQUEST__INIT;
+    p.kind = GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+    req.principal = &p;
+    req.namespace_ = "team-a";
+    authz_decide(create, &na, &req.base, &d);
+    assert_true(d.allowed && d.onboard);
+    assert_string_equal(d.ns, "team-a");
+    req.namespace_ = "team-b"; /* not its namespace */
+    authz_decide(create, &na, &req.base, &d);
+    assert_false(d.allowed);
+    assert_non_null(strstr(d.why, "team-b"));
+    req.namespace_ = ""; /* an unbound principal: platform admins only */
+    authz_decide(create, &na, &req.base, &d);
+    assert_false(d.allowed);
+    authz_decide(create, &pa, &req.base, &d);
+    assert_true(d.allowed && !d.onboard);
+    req.namespace_ = "team-a";
+    p.kind = GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT;
+    authz_decide(create, &na, &req.base, &d);
+    assert_false(d.allowed);
+    assert_non_null(strstr(d.why, "service accounts"));
+    p.kind = GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+    authz_decide(create, &u, &req.base, &d);
+    assert_false(d.allowed);
+    authz_decide(create, &aud, &req.base, &d);
+    assert_false(d.allowed);
+
+    /* API keys: its own, and (checked by the handler) those of the users it manages. */
+    authz_decide(authz_rule_find("/gantry.v1.ApiKeys/Create"), &na, NULL, &d);
+    assert_true(d.allowed && d.self_check && d.manage_check);
+    authz_decide(authz_rule_find("/gantry.v1.ApiKeys/List"), &na, NULL, &d);
+    assert_true(d.allowed && d.self_check && d.manage_check);
+    authz_decide(authz_rule_find("/gantry.v1.ApiKeys/Revoke"), &u, NULL, &d);
+    assert_true(d.allowed && d.self_check && !d.manage_check);
+
+    /* Quotas: within the ceiling (the handler's check), in its namespace only; ceilings are the
+     * platform admin's. */
+    const struct authz_rule *set = authz_rule_find("/gantry.v1.Quotas/Set");
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    Gantry__V1__Quota q = GANTRY__V1__QUOTA__INIT;
+    Gantry__V1__SetQuotaRequest qreq = GANTRY__V1__SET_QUOTA_REQUEST__INIT;
+    meta.namespace_ = "team-a";
+    q.meta = &meta;
+    qreq.quota = &q;
+    authz_decide(set, &na, &qreq.base, &d);
+    assert_true(d.allowed && d.ceiling_check);
+    authz_decide(set, &pa, &qreq.base, &d);
+    assert_true(d.allowed && !d.ceiling_check);
+    authz_decide(set, &u, &qreq.base, &d);
+    assert_false(d.allowed);
+    meta.namespace_ = "team-b";
+    authz_decide(set, &na, &qreq.base, &d);
+    assert_false(d.allowed);
+    authz_decide(authz_rule_find("/gantry.v1.Quotas/SetCeiling"), &na, NULL, &d);
+    assert_false(d.allowed);
+    authz_decide(authz_rule_find("/gantry.v1.Quotas/DeleteCeiling"), &na, NULL, &d);
+    assert_false(d.allowed);
 }
 
 static void test_no_bindings_no_access(void **state)
@@ -278,8 +347,10 @@ static void doc(struct buf *out)
                        svc->methods[m].input->name, svc->methods[m].output->name,
                        authz_action_describe(r->action), r->mutating ? " (write)" : "",
                        r->ns_field != NULL ? "`" : "", r->ns_field != NULL ? r->ns_field : "-",
-                       r->ns_field != NULL ? (r->ns_optional ? "` (empty: all the caller may read)" : "`")
-                                           : "");
+                       r->ns_field == NULL ? ""
+                       : !r->ns_optional   ? "`"
+                       : r->mutating       ? "` (may be empty: see the method)"
+                                           : "` (empty: all the caller may read)");
         }
     }
 }
@@ -320,6 +391,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_namespace_from_request),
         cmocka_unit_test(test_sandbox_ownership_is_delegated),
         cmocka_unit_test(test_binding_rules),
+        cmocka_unit_test(test_namespace_admin_onboards),
         cmocka_unit_test(test_no_bindings_no_access),
         cmocka_unit_test(test_scope_parse),
         cmocka_unit_test(test_delegated_binding),
