@@ -1,7 +1,8 @@
 """Tenant resources on a 3-replica gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_resources.py <group>
-Groups: namespaces, sandboxes, quota, idempotency, audit, watch.
+Groups: namespaces, sandboxes, quota (sandbox, GPU and lifetime quotas; GPUs on the fake driver),
+idempotency, audit (and paging), watch, retention.
 
 Uses test_gantryd.py's harness and test_identity.py's principals (a platform admin, an auditor,
 a namespace admin and users of "default", a user of "team-b").
@@ -25,6 +26,7 @@ from gantry.v1 import (audit_pb2, meta_pb2, namespaces_pb2, principals_pb2, quot
                        sandboxes_pb2)
 
 ROUNDS = int(os.environ.get("GANTRY_QUOTA_ROUNDS", "20"))
+GPU_ROUNDS = int(os.environ.get("GANTRY_GPU_QUOTA_ROUNDS", "5"))
 S = sandboxes_pb2
 N = namespaces_pb2
 Q = quotas_pb2
@@ -69,6 +71,24 @@ class Env(ti.Identity):
 
     def sb(self, role, method, req, replica=0):
         return self.call(role, sandboxes_pb2, "Sandboxes", method, req, replica=replica)
+
+
+class FakeEnv(Env):
+    """Env on the fake driver (one shared state file), which honours GPUs: the process driver, the
+    default, refuses any GPU at admission. Short lease timings, so a reconciler acts soon."""
+
+    def __init__(self, test, replicas=3):
+        root = os.path.join(g.WORK, "fake-" + test._testMethodName)
+        os.makedirs(root)
+        flags = ["--driver", "fake", "--driver-state-dir", os.path.join(root, "state.json"), "--lease-duration-ms",
+                 "1500", "--lease-renew-deadline-ms", "1000", "--lease-retry-ms", "200"]
+        c = g.Cluster("resf-" + test._testMethodName, run_flags=flags)
+        test.clusters.append(c)
+        c.init()
+        c.join(replicas - 1)
+        c.wait_roles(min(replicas, 3), max(0, replicas - 3))
+        c.wait_ready()
+        self._setup(c)
 
 
 def code_of(fn):
@@ -330,6 +350,98 @@ class Quota(g.GantrydTest):
         self.assertIn("soft quota", ev[-1].status_detail)
         print("quota: %d rounds of 64 concurrent creates over 3 replicas against a hard quota of 10: "
               "exactly 10 created each time" % ROUNDS)
+
+
+    def test_gpu_and_lifetime_quotas(self):
+        """GPU quotas hold under concurrency (N+k concurrent creates asking for GPUs: exactly those
+        that fit succeed, whichever replicas receive them), soft GPU quotas warn, and lifetime
+        quotas cap what a sandbox may ask for, give the default, and end sandboxes on time."""
+        e = FakeEnv(self)
+        ns = "team-b"
+
+        def set_quota(**kw):
+            e.call("pa", quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+                meta=meta_pb2.ObjectMeta(namespace=ns), **kw)))
+
+        def usage():
+            return e.call("pa", quotas_pb2, "Quotas", "Get", Q.GetQuotaRequest(namespace=ns)).usage
+
+        def create(name, replica=0, **spec):
+            try:
+                return e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox(ns, name, **spec)), replica=replica)
+            except grpc.RpcError as err:
+                return err
+
+        def drain():
+            """Delete every sandbox of the namespace; the reconciler frees their GPUs."""
+            for x in e.sb("pa", "List", S.ListSandboxesRequest(namespace=ns)).sandboxes:
+                e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace=ns, name=x.meta.name))
+            deadline = time.monotonic() + 60
+            while True:
+                u, left = usage(), e.sb("pa", "List", S.ListSandboxesRequest(namespace=ns)).sandboxes
+                if (u.sandboxes, u.gpus, len(left)) == (0, 0, 0):
+                    return
+                self.assertLess(time.monotonic(), deadline, "quota not released: %s, %d left" % (u, len(left)))
+                time.sleep(0.2)
+
+        set_quota(max_gpus=8, mode=Q.QUOTA_MODE_HARD)
+        n = 0
+        for rnd in range(GPU_ROUNDS):
+            for ask, fit in ((2, 4), (3, 2)):  # 8 GPUs: four of 2, or two of 3
+                def one(i):
+                    got = create("g%d-%d-%d" % (rnd, ask, i), replica=i % 3, gpu_count=ask)
+                    if not isinstance(got, grpc.RpcError):
+                        return "ok"
+                    if got.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 8 GPUs in use" in got.details():
+                        return "quota"
+                    return "%s: %s" % (got.code(), got.details())
+                with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+                    results = list(pool.map(one, range(fit + 12)))
+                n += len(results)
+                self.assertEqual((results.count("ok"), results.count("quota")), (fit, 12), results)
+                self.assertEqual((usage().gpus, usage().sandboxes), (fit * ask, fit))
+                listed = e.sb("pa", "List", S.ListSandboxesRequest(namespace=ns)).sandboxes
+                self.assertEqual(sorted(x.spec.gpu_count for x in listed), [ask] * fit)
+                if ask == 3:  # two GPUs are left: a create of 2 fits, then nothing does
+                    self.assertFalse(isinstance(create("rest-%d" % rnd, gpu_count=2), grpc.RpcError))
+                    err = create("over-%d" % rnd, replica=1, gpu_count=1)
+                    self.assertIsInstance(err, grpc.RpcError, "a ninth GPU was admitted")
+                    self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    self.assertIn("at most 8 GPUs in use (8 in use, 1 asked)", err.details())
+                drain()
+        # A soft GPU quota lets the create through and records the warning in its audit event.
+        set_quota(max_gpus=2, mode=Q.QUOTA_MODE_SOFT)
+        t0 = int(time.time() * 1000) - 1000
+        self.assertFalse(isinstance(create("soft-gpu", gpu_count=3), grpc.RpcError))
+        self.assertEqual(usage().gpus, 3)
+        ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            start_ms=t0, api_operation="/gantry.v1.Sandboxes/Create", namespace=ns)).events
+        self.assertIn("soft quota of namespace \"team-b\": at most 2 GPUs in use (0 in use, 3 asked)",
+                      ev[-1].status_detail)
+        drain()
+        # Lifetime: the quota's maximum caps what a sandbox asks for and is its default.
+        set_quota(max_lifetime_seconds=600, mode=Q.QUOTA_MODE_HARD)
+        err = create("too-long", lifetime_seconds=601)
+        self.assertIsInstance(err, grpc.RpcError, "a lifetime over the hard quota was admitted")
+        self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("lifetime at most 600 s (601 asked)", err.details())
+        self.assertEqual(create("just-right", lifetime_seconds=600).spec.lifetime_seconds, 600)
+        dflt = create("default-life")
+        self.assertEqual(dflt.spec.lifetime_seconds, 600)
+        self.assertAlmostEqual(dflt.status.expires_at_ms - dflt.meta.created_at_ms, 600000, delta=2000)
+        set_quota(max_lifetime_seconds=600, mode=Q.QUOTA_MODE_SOFT)
+        self.assertEqual(create("soft-long", lifetime_seconds=900).spec.lifetime_seconds, 900)
+        drain()
+        # ... and the reconciler ends a sandbox when the lifetime the quota gave it is over.
+        set_quota(max_lifetime_seconds=2, mode=Q.QUOTA_MODE_HARD)
+        short = create("short")
+        self.assertEqual(short.spec.lifetime_seconds, 2)
+        deadline = time.monotonic() + 30
+        while e.sb("pa", "List", S.ListSandboxesRequest(namespace=ns)).sandboxes or usage().sandboxes:
+            self.assertLess(time.monotonic(), deadline, "a sandbox outlived the lifetime its quota gave it")
+            time.sleep(0.2)
+        print("quota: %d rounds of concurrent GPU creates over 3 replicas against 8 GPUs (%d calls): exactly those "
+              "that fit each time; soft GPU warning; lifetime capped, defaulted and enforced" % (GPU_ROUNDS, n))
 
 
 class Idempotency(g.GantrydTest):
