@@ -964,8 +964,10 @@ int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    svc->env = (struct res_env){
-        .writer = svc->writer, .replica_id = svc->replica_id, .gateway_id = svc->id->gateway_id};
+    svc->env = (struct res_env){.writer = svc->writer,
+                                .sink = svc->sink,
+                                .replica_id = svc->replica_id,
+                                .gateway_id = svc->id->gateway_id};
     const struct {
         const char *path;
         gate_impl_fn fn;
