@@ -613,7 +613,7 @@ class Paging(g.GantrydTest):
                 c, m = code_of(lambda: e.call("pa", mod, svc, method, req(page_token="not a token!")))
                 self.assertEqual(c, grpc.StatusCode.INVALID_ARGUMENT, (svc, method, m))
                 if svc == "Usage":  # answers in one reply: no token issued, none taken
-                    checked.append(method)
+                    checked.append("%s/%s" % (svc, method))
                     continue
                 token = ""
                 for _ in range(5):  # a few pages: each token this list issued is taken back
