@@ -132,6 +132,15 @@ int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namele
 {
     struct arena *a = &call->arena;
     call->header_bytes += namelen + valuelen + 32;
+    /* Optional whitespace around a field value is not part of it (RFC 9110 5.5); nghttp2 was told
+     * to let it through (server.c), so trim it here, before anything looks at the value. */
+    while (valuelen > 0 && (value[0] == ' ' || value[0] == '\t')) {
+        value++;
+        valuelen--;
+    }
+    while (valuelen > 0 && (value[valuelen - 1] == ' ' || value[valuelen - 1] == '\t')) {
+        valuelen--;
+    }
     if (call->header_bytes > call->server->cfg.max_header_list_bytes) {
         call->headers_too_big = true; /* answered at the end of the headers; keep nothing more */
         return 0;

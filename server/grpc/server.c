@@ -100,6 +100,10 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
     }
     /* A server never accepts pushed streams. */
     nghttp2_option_set_max_reserved_remote_streams(s->options, 0);
+    /* RFC 9110 5.5: whitespace around a field value is not part of it. nghttp2 would reset the
+     * stream (the client sees INTERNAL); accept such values and trim them in call.c instead, so a
+     * stray space after a bearer token is judged by the gate like any other credential. */
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(s->options, 1);
     pthread_mutex_init(&s->async_mu, NULL);
     *out = s;
     return 0;

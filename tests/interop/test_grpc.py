@@ -593,6 +593,15 @@ class ErrorTests(ServerCase):
                      ["content-type: application/grpc", "te: trailers", "grpc-timeout: soon"])
         self.assertIn("grpc-status: 13", out)
 
+    def test_whitespace_around_header_values_is_trimmed(self):
+        # RFC 9110: optional whitespace around a field value is not part of it. A trailing space
+        # after a bearer token used to end the call with INTERNAL (nghttp2 reset the stream).
+        r = echo(self.ch, "Context")(echo_pb2.ContextRequest(),
+                                     metadata=(("authorization", " Bearer tok  "), ("x-pad", "v ")),
+                                     timeout=RPC_TIMEOUT)
+        self.assertEqual(r.authorization, "Bearer tok")
+        self.assertIn("x-pad", r.metadata_keys)
+
     def test_undecodable_message_is_internal(self):
         with self.assertRaises(grpc.RpcError) as cm:
             self.ch.unary_unary("/gantry.testing.v1.Echo/Unary")(b"\xff\xff\xff\xff", timeout=RPC_TIMEOUT)
@@ -749,6 +758,17 @@ class TLSTests(ServerCase):
     def test_alpn_h2_is_required(self):
         ctx = ssl.create_default_context(cafile=certs()["ca.crt"])
         ctx.set_alpn_protocols(["http/1.1"])
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT) as raw:
+            with self.assertRaises(ssl.SSLError) as cm:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.recv(1)
+        self.assertIn("NO APPLICATION PROTOCOL", str(cm.exception).upper().replace("_", " "))
+
+    def test_no_alpn_gets_the_alert(self):
+        # A client offering no ALPN at all cannot speak h2 either: the handshake itself fails with
+        # the no_application_protocol alert (it used to complete, and the connection was closed
+        # afterwards without a word).
+        ctx = ssl.create_default_context(cafile=certs()["ca.crt"])
         with socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT) as raw:
             with self.assertRaises(ssl.SSLError) as cm:
                 with ctx.wrap_socket(raw, server_hostname="localhost") as s:
