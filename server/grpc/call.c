@@ -127,11 +127,30 @@ static int64_t call_parse_timeout(const uint8_t *v, size_t len)
     }
 }
 
+int grpc__call_header_bytes(struct grpc_call *call, size_t namelen, size_t valuelen)
+{
+    uint32_t max = call->server->cfg.max_header_list_bytes;
+    call->header_bytes += namelen + valuelen + 32;
+    if (call->header_bytes <= max) {
+        return 0;
+    }
+    if (!call->headers_too_big) {
+        call->headers_too_big = true;
+        char msg[128];
+        snprintf(msg, sizeof(msg), "request headers exceed the limit of %u bytes", max);
+        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+    }
+    return GERR_TOOBIG;
+}
+
 int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                       size_t valuelen)
 {
     struct arena *a = &call->arena;
-    call->header_bytes += namelen + valuelen + 32;
+    int rv = grpc__call_header_bytes(call, namelen, valuelen);
+    if (rv != 0) {
+        return rv;
+    }
     /* Optional whitespace around a field value is not part of it (RFC 9110 5.5); nghttp2 was told
      * to let it through (server.c), so trim it here, before anything looks at the value. */
     while (valuelen > 0 && (value[0] == ' ' || value[0] == '\t')) {
@@ -140,10 +159,6 @@ int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namele
     }
     while (valuelen > 0 && (value[valuelen - 1] == ' ' || value[valuelen - 1] == '\t')) {
         valuelen--;
-    }
-    if (call->header_bytes > call->server->cfg.max_header_list_bytes) {
-        call->headers_too_big = true; /* answered at the end of the headers; keep nothing more */
-        return 0;
     }
     if (namelen > 0 && name[0] == ':') {
         if (call_name_is(name, namelen, ":method")) {
@@ -216,11 +231,8 @@ void grpc__call_headers_done(struct grpc_call *call)
 {
     struct grpc_server *s = call->server;
     char msg[256];
-    if (call->headers_too_big) {
-        snprintf(msg, sizeof(msg), "request headers exceed the limit of %u bytes",
-                 s->cfg.max_header_list_bytes);
-        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-        return;
+    if (call->finished) {
+        return; /* answered while the headers arrived */
     }
     if (call->http_method == NULL || strcmp(call->http_method, "POST") != 0) {
         call_respond_http(call, "405");

@@ -80,7 +80,7 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
 {
     (void)flags;
-    (void)user;
+    struct h2_conn *c = user;
     if (frame->hd.type != NGHTTP2_HEADERS) {
         return 0;
     }
@@ -88,12 +88,26 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
     if (call == NULL) {
         return 0;
     }
-    /* Trailers from the client (HCAT_HEADERS) carry nothing gRPC uses; headers are counted
-     * against the limit either way. */
-    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    /* Trailers from the client (HCAT_HEADERS) carry nothing gRPC uses, but they are counted
+     * against the limit like the request headers. */
+    int rv = frame->headers.cat == NGHTTP2_HCAT_REQUEST
+                 ? grpc__call_header(call, name, namelen, value, valuelen)
+                 : grpc__call_header_bytes(call, namelen, valuelen);
+    if (rv == 0) {
         return 0;
     }
-    return grpc__call_header(call, name, namelen, value, valuelen);
+    /* Over max_header_list_bytes. A small header block can decode into an enormous list (an
+     * HPACK bomb: one large entry in the dynamic table, referenced a byte at a time), and
+     * decoding it all costs the loop thread dearly. Stop here: the rest of the block cannot be
+     * skipped without decoding it (the HPACK state would be lost), so the connection ends. The
+     * stream was answered RESOURCE_EXHAUSTED; a GOAWAY (ENHANCE_YOUR_CALM) naming it as the
+     * last processed follows, and h2_read_cb sends both and closes. */
+    c->header_abort = true;
+    snprintf(c->errmsg, sizeof(c->errmsg), "request headers over the limit of %u bytes: connection closed",
+             c->server->cfg.max_header_list_bytes);
+    nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM, NULL,
+                          0);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
@@ -425,6 +439,9 @@ int h2__conn_recv(struct h2_conn *c, const uint8_t *data, size_t len)
     c->in_recv = true;
     ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
     c->in_recv = false;
+    if (n < 0 && c->header_abort) {
+        return GERR_TOOBIG; /* c->errmsg says why */
+    }
     if (n < 0) {
         return h2__err_from_nghttp2((int)n, c->errmsg);
     }

@@ -92,6 +92,7 @@ struct h2_conn {
     bool ping_outstanding;
     uint64_t ping_sent_ms;
     bool close_when_written; /* a fatal error: close once the last bytes (alert, GOAWAY) are out */
+    bool header_abort;       /* a header list went over the limit: decoding stopped, GOAWAY queued */
     bool lingering;          /* GOAWAY done: wait briefly for the client to close first */
     uint64_t last_active_ms;
     uv_timer_t idle_timer;
@@ -199,6 +200,12 @@ void h2__conn_accept(struct grpc_server *s);
 
 /* call.c: the nghttp2 callbacks route stream events here. */
 struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id);
+/* Count one header field (request headers and trailers alike) against max_header_list_bytes
+ * (name + value + 32, RFC 7541). Returns 0, or GERR_TOOBIG once the list is over the limit: the
+ * call has then been answered RESOURCE_EXHAUSTED and the caller must stop decoding. */
+int grpc__call_header_bytes(struct grpc_call *call, size_t namelen, size_t valuelen);
+/* A request header: counted as above, then kept (pseudo-headers, content-type, grpc-timeout,
+ * metadata). Returns 0 or GERR_TOOBIG. */
 int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                       size_t valuelen);
 void grpc__call_headers_done(struct grpc_call *call);

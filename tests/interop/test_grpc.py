@@ -2,7 +2,7 @@
 """Interoperability suite for Gantry's gRPC server, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_grpc.py <group> [unittest args]
-Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdown (or "all").
+Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdown, hostile (or "all").
 
 Environment (set by tests/interop/CMakeLists.txt):
   GANTRY_TESTSERVER   path of gantry-grpc-testserver
@@ -325,6 +325,116 @@ def read_h2_frames(s):
         if not chunk:
             return
         data += chunk
+
+
+# --- hostile clients: helpers ---
+
+def proc_status_kb(pid, field):
+    """A size from /proc/PID/status in KiB (VmRSS: resident now, VmHWM: the peak)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
+
+
+def reset_peak_rss(pid):
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+
+
+def hpack_int(value, prefix_bits, flags):
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([flags | value])
+    out = [flags | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def hpack_literal(name, value, indexed=False):
+    """A literal header field with a new name: without indexing, or with incremental indexing
+    (it then enters the dynamic table as entry 62)."""
+    name, value = name.encode(), value.encode() if isinstance(value, str) else value
+    return (b"\x40" if indexed else b"\x00") + hpack_int(len(name), 7, 0) + name + hpack_int(len(value), 7, 0) + value
+
+
+def grpc_request_headers(path, extra=b""):
+    return (hpack_literal(":method", "POST") + hpack_literal(":scheme", "http") + hpack_literal(":path", path) +
+            hpack_literal(":authority", "x") + hpack_literal("content-type", "application/grpc") +
+            hpack_literal("te", "trailers") + extra)
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def read_frames_until_eof(s, deadline):
+    """Every frame until the server closes the connection or @deadline (monotonic) passes;
+    returns (frames, closed)."""
+    frames, data = [], b""
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            return frames, True
+        if not chunk:
+            return frames, True
+        data += chunk
+        while len(data) >= 9:
+            n = int.from_bytes(data[:3], "big")
+            if len(data) < 9 + n:
+                break
+            frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9:9 + n]))
+            data = data[9 + n:]
+    return frames, False
+
+
+class LatencyProbe:
+    """A legitimate client calling Echo/Unary in a loop on its own channel (with a credential,
+    so its connection counts as established), recording each call's latency."""
+
+    def __init__(self, server, timeout=10.0):
+        self.ch = server.channel()
+        self.call = echo(self.ch, "Unary")
+        self.timeout = timeout
+        self.samples, self.errors = [], []
+        self.stop_flag = threading.Event()
+        self.thread = None
+        self.once()  # connected and established before the attack starts
+
+    def once(self):
+        t0 = time.monotonic()
+        self.call(echo_pb2.EchoRequest(message="probe"), metadata=(("authorization", "Bearer probe"),),
+                  timeout=self.timeout)
+        return time.monotonic() - t0
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.samples.append(self.once())
+            except grpc.RpcError as e:
+                self.errors.append(e.code())
+            time.sleep(0.01)
+
+    def start(self):
+        self.samples, self.errors = [], []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        self.stop_flag.clear()
+        s = sorted(self.samples)
+        return {"n": len(s), "errors": self.errors, "median": s[len(s) // 2] if s else None,
+                "max": s[-1] if s else None}
 
 
 class ServerCase(unittest.TestCase):
@@ -1037,6 +1147,78 @@ class ShutdownTests(unittest.TestCase):
             srv.kill()
 
 
+# --- hostile clients (issue 15): each attack is bounded in load and time, and a legitimate client
+# must be served within a stated latency during and right after it ---
+
+class HeaderBombTests(ServerCase):
+    tls = False
+    server_args = ("--max-header-bytes", "16384")
+
+    @staticmethod
+    def bomb_block(refs=4000, size=4000):
+        # One 4000-byte header enters the HPACK dynamic table, then is referenced 4000 times with
+        # one byte each: an 8 KB header block that decodes into 16 MB of headers.
+        return grpc_request_headers("/gantry.testing.v1.Echo/Unary",
+                                    hpack_literal("x-bomb", "a" * size, indexed=True) + b"\xbe" * refs)
+
+    def test_hpack_bomb_ends_the_connection(self):
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT)
+        block = self.bomb_block()
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0, b"") + h2_frame(1, 4, 1, block) + h2_frame(1, 4, 3, block))
+        frames, closed = read_frames_until_eof(s, time.monotonic() + 5)
+        s.close()
+        goaway = [f for f in frames if f[0] == 7]
+        self.assertTrue(closed, "the server kept the connection open: %s" % [f[:3] for f in frames])
+        self.assertEqual(len(goaway), 1, frames)
+        last_stream, code = int.from_bytes(goaway[0][3][:4], "big"), int.from_bytes(goaway[0][3][4:8], "big")
+        self.assertEqual((last_stream, code), (1, 0xB))  # ENHANCE_YOUR_CALM; stream 3 never processed
+        # Stream 1 itself was answered: a trailers-only RESOURCE_EXHAUSTED.
+        self.assertTrue(any(f[0] == 1 and f[2] == 1 for f in frames), frames)
+        self.assertEqual(self.server.metric("gantry_grpc_server_handled_total", grpc_code="RESOURCE_EXHAUSTED"), 1)
+
+    def test_normal_calls_stay_fast_during_a_bomb_flood(self):
+        # Bounded attack: bomb blocks as fast as the server takes them, on fresh connections,
+        # for 2 s. A legitimate client must keep a median under 50 ms (about 1 ms unloaded;
+        # before the fix the bombs took the loop thread and calls queued behind them).
+        probe = LatencyProbe(self.server)
+        stop = threading.Event()
+        conns = [0]
+
+        def attack():
+            block = self.bomb_block()
+            while not stop.is_set():
+                s = None
+                try:
+                    s = socket.create_connection(("127.0.0.1", self.server.port), timeout=2)
+                    conns[0] += 1
+                    s.sendall(H2_PREFACE + h2_frame(4, 0, 0, b""))
+                    sid = 1
+                    while not stop.is_set() and sid < 400:
+                        s.sendall(h2_frame(1, 4, sid, block))
+                        sid += 2
+                except OSError:
+                    pass  # closed by the server: the expected outcome
+                finally:
+                    if s is not None:
+                        s.close()
+
+        attacker = threading.Thread(target=attack, daemon=True)
+        probe.start()
+        attacker.start()
+        time.sleep(2.0)
+        stop.set()
+        attacker.join()
+        during = probe.stop()
+        after = [probe.once() for _ in range(20)]
+        self.assertEqual(during["errors"], [])
+        self.assertGreater(during["n"], 5, during)
+        self.assertLess(during["median"], 0.05, during)
+        self.assertLess(sorted(after)[10], 0.05, after)
+        print("hpack bomb: %d connections; probe during %s, after median %.1f ms" %
+              (conns[0], {k: (round(v * 1000, 1) if isinstance(v, float) else v) for k, v in during.items()},
+               sorted(after)[10] * 1000), file=sys.stderr)
+
+
 GROUPS = {
     "unary": [UnaryTLS, UnaryH2C],
     "streaming": [StreamingTests],
@@ -1047,6 +1229,7 @@ GROUPS = {
     "health": [HealthTests, HealthWatchShutdownTest],
     "admin": [AdminTests],
     "shutdown": [ShutdownTests],
+    "hostile": [HeaderBombTests],
 }
 
 
