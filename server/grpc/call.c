@@ -15,6 +15,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "server/grpc/internal.h"
+#include "server/grpc/wirecheck.h"
 
 #define CALL_OUT_HIGH (1u << 20) /* grpc_call_send reports GERR_BUSY above this */
 #define CALL_OUT_LOW  (256u << 10)
@@ -42,8 +43,13 @@ void grpc_call_unref(struct grpc_call *call)
     if (atomic_fetch_sub(&call->refs, 1) > 1) {
         return;
     }
+    size_t request_heap = call->req_heap + call->req.cap + call->req_arena.total + call->msg.cap;
     buf_close(&call->msg);
     buf_close(&call->out);
+    buf_close(&call->req);
+    arena_close(&call->req_arena);
+    pthread_mutex_destroy(&call->req_mu);
+    grpc__trim_soon(call->server, request_heap);
     arena_close(&call->arena);
     if (call->peer_cert != NULL) {
         X509_free(call->peer_cert);
@@ -62,6 +68,9 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     arena_init(&call->arena);
     buf_init(&call->msg);
     buf_init(&call->out);
+    buf_init(&call->req);
+    arena_init(&call->req_arena);
+    pthread_mutex_init(&call->req_mu, NULL);
     uv_timer_init(s->loop, &call->timer);
     call->timer.data = call;
     call->start_ns = clock_system()->mono_ns(clock_system());
@@ -83,6 +92,10 @@ static void call_drop_input(struct grpc_call *call)
     if (call->in_message && call->conn != NULL) {
         call->conn->in_bytes -= call->msg_len;
     }
+    if (call->conn != NULL) {
+        call->conn->in_bytes -= call->req_counted; /* the memory itself goes with the call */
+    }
+    call->req_counted = 0;
     call->in_message = false;
     call->prefix_have = 0;
     buf_close(&call->msg);
@@ -278,26 +291,54 @@ void grpc__call_headers_done(struct grpc_call *call)
 
 /* --- Body framing --- */
 
+/* The status and message for a wirecheck_message failure @rv (@detail is its errmsg). */
+static int call_check_status(int rv, const char *detail, char *msg, size_t cap)
+{
+    switch (rv) {
+    case GERR_INVAL:
+        snprintf(msg, cap, "%s", detail);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case GERR_TOOBIG:
+        snprintf(msg, cap, "request message refused: %.400s", detail);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default:
+        snprintf(msg, cap, "could not decode the request message (%.400s)", detail);
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
 static void call_deliver(struct grpc_call *call)
 {
     struct grpc__method *m = call->method;
     struct grpc_handler *h = &m->handler;
     call->in_message = false;
     call->prefix_have = 0;
-    call->conn->in_bytes -= call->msg_len;
     call->n_received++;
     if (h->kind == GRPC_UNARY || h->kind == GRPC_SERVER_STREAMING) {
         if (call->n_received > 1) {
+            call->conn->in_bytes -= call->msg_len;
             grpc_call_finish(call, GRPC_STATUS_INTERNAL, "more than one request message for a unary request",
                              NULL);
             return;
         }
-        call->request = protobuf_c_message_unpack(m->input, arena_protobuf_allocator(&call->arena),
-                                                  call->msg.len, call->msg.data);
+        /* Keep the bytes, undecoded and still counted against the connection's budget, for
+         * grpc_call_request (on a worker, after authentication). */
+        call->req = call->msg;
+        buf_init(&call->msg);
+        call->req_counted = call->msg_len;
+        return;
+    }
+    call->conn->in_bytes -= call->msg_len;
+    /* Client-streaming and bidi messages are decoded here, on the loop thread, for on_message:
+     * the same strict check first, bounded by max_recv_message_bytes and max_request_fields (a
+     * 4 MiB message is walked in a few milliseconds and refused before protobuf-c allocates). */
+    char detail[GERR_MSG_SIZE], why[GERR_MSG_SIZE];
+    struct wirecheck_limits lim = {call->server->cfg.max_request_fields, call->server->cfg.max_request_depth};
+    int rv = wirecheck_message(m->input, call->msg.data, call->msg.len, &lim, detail);
+    if (rv != 0) {
+        int status = call_check_status(rv, detail, why, sizeof(why));
         buf_close(&call->msg);
-        if (call->request == NULL) {
-            grpc_call_finish(call, GRPC_STATUS_INTERNAL, "could not decode the request message", NULL);
-        }
+        grpc_call_finish(call, status, why, NULL);
         return;
     }
     ProtobufCMessage *msg = protobuf_c_message_unpack(m->input, NULL, call->msg.len, call->msg.data);
@@ -396,7 +437,7 @@ void grpc__call_end_stream(struct grpc_call *call)
     }
     struct grpc_handler *h = &call->method->handler;
     if (h->kind == GRPC_UNARY || h->kind == GRPC_SERVER_STREAMING) {
-        if (call->request == NULL) {
+        if (call->n_received == 0) {
             grpc_call_finish(call, GRPC_STATUS_INTERNAL, "missing request message", NULL);
             return;
         }
@@ -791,9 +832,56 @@ void grpc__async_cb(uv_async_t *h)
 
 /* --- Accessors --- */
 
-const ProtobufCMessage *grpc_call_request(const struct grpc_call *call)
+/* Check and decode call->req into req_arena (under req_mu, once). */
+static void call_decode(struct grpc_call *call)
 {
+    const struct grpc_server_config *cfg = &call->server->cfg;
+    const ProtobufCMessageDescriptor *input = call->method->input;
+    char detail[GERR_MSG_SIZE], why[GERR_MSG_SIZE];
+    struct wirecheck_limits lim = {cfg->max_request_fields, cfg->max_request_depth};
+    int rv = wirecheck_message(input, call->req.data, call->req.len, &lim, detail);
+    if (rv == 0) {
+        call->request = protobuf_c_message_unpack(input, arena_protobuf_allocator(&call->req_arena),
+                                                  call->req.len, call->req.data);
+        if (call->request == NULL) {
+            rv = GERR_PROTO;
+            snprintf(detail, sizeof(detail), "protobuf-c refused it");
+        }
+    }
+    call->req_heap = call->req.cap;
+    buf_close(&call->req); /* nobody reads the bytes again */
+    if (rv != 0) {
+        call->req_status = call_check_status(rv, detail, why, sizeof(why));
+        call->req_error = arena_strdup(&call->req_arena, why);
+        LOG_DEBUG("grpc: %s from %s: request refused: %s", call->path, call->peer, why);
+    }
+}
+
+const ProtobufCMessage *grpc_call_request(const struct grpc_call *ccall)
+{
+    /* Logically const: the decode is done once and remembered. */
+    struct grpc_call *call = (struct grpc_call *)ccall;
+    if (call->method == NULL ||
+        (call->method->handler.kind != GRPC_UNARY && call->method->handler.kind != GRPC_SERVER_STREAMING)) {
+        return NULL;
+    }
+    pthread_mutex_lock(&call->req_mu);
+    if (!call->req_done) {
+        call->req_done = true;
+        call_decode(call);
+    }
+    pthread_mutex_unlock(&call->req_mu);
     return call->request;
+}
+
+int grpc_call_request_error(const struct grpc_call *ccall, const char **message)
+{
+    struct grpc_call *call = (struct grpc_call *)ccall;
+    pthread_mutex_lock(&call->req_mu);
+    int status = call->req_done ? call->req_status : GRPC_STATUS_OK;
+    *message = call->req_done ? call->req_error : NULL;
+    pthread_mutex_unlock(&call->req_mu);
+    return status;
 }
 
 const char *grpc_call_method(const struct grpc_call *call)

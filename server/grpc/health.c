@@ -49,10 +49,27 @@ static void health_send(struct health_watch *w, int status)
     grpc_call_send(w->call, &resp.base);
 }
 
+/* The request, or NULL after answering the call with why it was refused. Health requests are
+ * decoded on the loop thread: they are tiny, and the decode is bounded by max_recv_message_bytes
+ * and max_request_fields like any other. */
+static const Grpc__Health__V1__HealthCheckRequest *health_request(struct grpc_call *call)
+{
+    const ProtobufCMessage *m = grpc_call_request(call);
+    if (m == NULL) {
+        const char *why;
+        int status = grpc_call_request_error(call, &why);
+        grpc_call_finish(call, status, why, NULL);
+    }
+    return (const Grpc__Health__V1__HealthCheckRequest *)m;
+}
+
 static void health_check_start(struct grpc_call *call, void *data)
 {
     struct health *h = data;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const void *)grpc_call_request(call);
+    const Grpc__Health__V1__HealthCheckRequest *req = health_request(call);
+    if (req == NULL) {
+        return;
+    }
     struct health_entry *e = health_find(h, req->service);
     if (e == NULL) {
         grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
@@ -66,7 +83,10 @@ static void health_check_start(struct grpc_call *call, void *data)
 static void health_watch_start(struct grpc_call *call, void *data)
 {
     struct health *h = data;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const void *)grpc_call_request(call);
+    const Grpc__Health__V1__HealthCheckRequest *req = health_request(call);
+    if (req == NULL) {
+        return;
+    }
     if (h->shut_down) {
         grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL);
         return;

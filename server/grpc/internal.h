@@ -60,9 +60,11 @@ struct grpc_server {
     struct queue async_q;
     /* Shutdown. */
     uv_timer_t grace_timer;
+    uv_timer_t trim_timer; /* malloc_trim after large requests were freed */
+    bool trim_pending;
     grpc_server_closed_cb closed_cb;
     void *closed_data;
-    int handles_open; /* listener, async, grace timer */
+    int handles_open; /* listener, async, grace timer, trim timer */
     bool handles_closing;
     uint8_t read_buf[65536]; /* shared by every connection's read (loop thread only) */
 };
@@ -135,7 +137,19 @@ struct grpc_call {
     struct buf msg; /* the message being received */
     bool in_message;
     uint32_t n_received;
+    /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on
+     * the thread that first asks (a worker, after authentication). The loop thread fills @req
+     * and never touches it, @req_arena or the results again before the last unref; the first
+     * caller decodes under @req_mu. */
+    struct buf req;       /* the request's bytes, freed once decoded */
+    uint32_t req_counted; /* bytes of @req counted in conn->in_bytes (loop thread) */
+    pthread_mutex_t req_mu;
+    bool req_done;          /* decode attempted */
+    struct arena req_arena; /* the decoded message */
     ProtobufCMessage *request;
+    int req_status;        /* GRPC_STATUS_OK, or why the request was refused */
+    const char *req_error; /* in req_arena */
+    size_t req_heap;       /* bytes the decode held (req + req_arena), to decide on trimming */
     /* State. */
     bool started;          /* on_start fired */
     bool half_closed;      /* the client sent END_STREAM */
@@ -181,6 +195,11 @@ struct grpc__method *grpc__method_find(struct grpc_server *s, const char *path, 
 void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int status, uint64_t start_ns);
 void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c); /* after a connection is freed */
 void grpc__call_gone(struct grpc_server *s);                    /* after a call is freed */
+/* A call that held @bytes of request memory was freed: give the heap back to the system soon
+ * (malloc_trim from a timer, at most once per GRPC__TRIM_DELAY_MS). */
+void grpc__trim_soon(struct grpc_server *s, size_t bytes);
+#define GRPC__TRIM_DELAY_MS  100
+#define GRPC__TRIM_MIN_BYTES (1u << 20)
 void grpc__async_cb(uv_async_t *h);
 
 /* h2.c */

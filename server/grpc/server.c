@@ -6,6 +6,7 @@
  * no connection and no call remains, close the async handle and the grace timer; then the
  * callback. */
 #include <assert.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@ void grpc_server_config_defaults(struct grpc_server_config *cfg)
     cfg->idle_timeout_ms = 5 * 60 * 1000;
     cfg->keepalive_ms = 30 * 1000;
     cfg->keepalive_timeout_ms = 20 * 1000;
+    cfg->max_request_fields = 65536;
+    cfg->max_request_depth = 32;
 }
 
 static char *server_dup(const char *s)
@@ -295,13 +298,15 @@ void grpc__server_prepare_detached(struct grpc_server *s)
     assert(!s->started);
     server_index(s);
     s->started = true;
-    s->handles_open = 3;
+    s->handles_open = 4;
     uv_tcp_init(s->loop, &s->listener);
     s->listener.data = s;
     uv_async_init(s->loop, &s->async, grpc__async_cb);
     s->async.data = s;
     uv_timer_init(s->loop, &s->grace_timer);
     s->grace_timer.data = s;
+    uv_timer_init(s->loop, &s->trim_timer);
+    s->trim_timer.data = s;
 }
 
 struct h2_conn *grpc__server_feed_conn(struct grpc_server *s)
@@ -328,11 +333,13 @@ int grpc_server_start(struct grpc_server *s, char *errmsg)
     }
     s->listener.data = s;
     s->started = true;
-    s->handles_open = 3;
+    s->handles_open = 4;
     uv_async_init(s->loop, &s->async, grpc__async_cb);
     s->async.data = s;
     uv_timer_init(s->loop, &s->grace_timer);
     s->grace_timer.data = s;
+    uv_timer_init(s->loop, &s->trim_timer);
+    s->trim_timer.data = s;
     if ((rv = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) != 0 ||
         (rv = uv_listen((uv_stream_t *)&s->listener, 511, server_on_connection)) != 0) {
         rv = uverr_to_gerr(rv, errmsg);
@@ -374,6 +381,7 @@ static void server_maybe_closed(struct grpc_server *s)
     s->handles_closing = true;
     uv_close((uv_handle_t *)&s->async, server_handle_closed);
     uv_close((uv_handle_t *)&s->grace_timer, server_handle_closed);
+    uv_close((uv_handle_t *)&s->trim_timer, server_handle_closed);
 }
 
 void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c)
@@ -387,6 +395,24 @@ void grpc__call_gone(struct grpc_server *s)
 {
     s->n_calls--;
     server_maybe_closed(s);
+}
+
+static void server_trim_cb(uv_timer_t *t)
+{
+    struct grpc_server *s = t->data;
+    s->trim_pending = false;
+    /* Large requests leave free memory inside malloc's arenas (a worker's arena among them, where
+     * a decode allocated); glibc gives it back only from the top of the main heap on its own. */
+    malloc_trim(0);
+}
+
+void grpc__trim_soon(struct grpc_server *s, size_t bytes)
+{
+    if (bytes < GRPC__TRIM_MIN_BYTES || s->trim_pending || s->handles_closing || !s->started) {
+        return;
+    }
+    s->trim_pending = true;
+    uv_timer_start(&s->trim_timer, server_trim_cb, GRPC__TRIM_DELAY_MS, 0);
 }
 
 static void server_grace_cb(uv_timer_t *t)
@@ -411,13 +437,15 @@ void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms, grpc_server_
     if (!s->started) {
         /* Nothing to close: still answer asynchronously, as promised, through a timer. */
         s->started = true;
-        s->handles_open = 3;
+        s->handles_open = 4;
         uv_tcp_init(s->loop, &s->listener);
         s->listener.data = s;
         uv_async_init(s->loop, &s->async, grpc__async_cb);
         s->async.data = s;
         uv_timer_init(s->loop, &s->grace_timer);
         s->grace_timer.data = s;
+        uv_timer_init(s->loop, &s->trim_timer);
+        s->trim_timer.data = s;
     }
     uv_close((uv_handle_t *)&s->listener, server_handle_closed);
     LOG_INFO("grpc: shutting down: GOAWAY to %zu connection(s), grace %llu ms", s->n_conns,

@@ -336,6 +336,12 @@ static int wc_walk(struct wc *w, const ProtobufCMessageDescriptor *d, const uint
             }
             int rv = 0;
             uint64_t in_block = 0;
+            if (wc_packable(f->type) && f->label != PROTOBUF_C_LABEL_REPEATED) {
+                /* Only repeated scalars may be packed; protobuf-c would refuse this too. */
+                wc_error(w, GERR_PROTO, "wire type 2 for a scalar field");
+                wc_name(w, f, msg, at, val, n, 0);
+                return GERR_PROTO;
+            }
             switch (f->type) {
             case PROTOBUF_C_TYPE_STRING:
                 if (memchr(val, 0, n) != NULL) {

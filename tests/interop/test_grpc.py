@@ -2,7 +2,7 @@
 """Interoperability suite for Gantry's gRPC server, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_grpc.py <group> [unittest args]
-Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdown, hostile (or "all").
+Groups: unary, streaming, errors, limits, tls, reflection, health, admin, shutdown, hostile, validate (or "all").
 
 Environment (set by tests/interop/CMakeLists.txt):
   GANTRY_TESTSERVER   path of gantry-grpc-testserver
@@ -66,6 +66,7 @@ _gen_stubs()
 from gantry.testing.v1 import echo_pb2  # noqa: E402
 from gantry.v1 import api_keys_pb2, audit_pb2, cluster_pb2, namespaces_pb2, policies_pb2  # noqa: E402,F401
 from gantry.v1 import principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2  # noqa: E402,F401
+from gantry.v1 import meta_pb2  # noqa: E402
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
 
 
@@ -1219,6 +1220,194 @@ class HeaderBombTests(ServerCase):
                sorted(after)[10] * 1000), file=sys.stderr)
 
 
+class LazyDecodeTests(ServerCase):
+    tls = False
+
+    # 2,000,000 two-byte fields (field 15, varint 0: unknown to every Echo message) in 4 MB, just
+    # under max_recv_message_bytes: about 140 ms and some 200 MB for protobuf-c to decode.
+    MANY_FIELDS = b"\x78\x00" * 2000000
+
+    def rss(self):
+        return proc_status_kb(self.server.proc.pid, "VmRSS")
+
+    def peak(self):
+        return proc_status_kb(self.server.proc.pid, "VmHWM")
+
+    def settle(self, baseline_kb, margin_kb):
+        # malloc_trim runs 100 ms after a large request is freed; poll for RSS to come back.
+        try:
+            return wait_until(lambda: self.rss() <= baseline_kb + margin_kb and self.rss(), timeout=5,
+                              what="RSS back within %d KiB of %d KiB" % (margin_kb, baseline_kb))
+        except AssertionError:
+            return self.rss()
+
+    def attack(self, path, rounds=3, parallel=3):
+        """Send rounds x parallel huge requests to @path; returns their outcomes."""
+        outcomes = []
+        call = self.ch.unary_unary(path)
+        for _ in range(rounds):
+            futs = [call.future(self.MANY_FIELDS, timeout=RPC_TIMEOUT) for _ in range(parallel)]
+            for f in futs:
+                try:
+                    f.result()
+                    outcomes.append("OK")
+                except grpc.RpcError as e:
+                    outcomes.append((e.code(), e.details()))
+        return outcomes
+
+    def warm_up(self):
+        # Reach a steady state first (arenas, stubs, the probe's connection): the baseline.
+        for _ in range(2):
+            self.ch.unary_unary("/gantry.testing.v1.Echo/Context")(b"\x78\x00" * 1000, timeout=RPC_TIMEOUT)
+        time.sleep(0.3)
+
+    def test_requests_are_not_decoded_until_asked(self):
+        # Echo/Context never looks at its request, like the gate with an unauthenticated call: the
+        # loop thread must only buffer the bytes. Peak RSS may grow by the buffered bytes (3 x 4 MB
+        # at a time), not by a decode (before: +200 MB per request), and come back after.
+        probe = LatencyProbe(self.server)
+        self.warm_up()
+        base = self.rss()
+        reset_peak_rss(self.server.proc.pid)
+        probe.start()
+        outcomes = self.attack("/gantry.testing.v1.Echo/Context")
+        during = probe.stop()
+        peak = self.peak() - base
+        after = self.settle(base, 16 << 10)
+        print("lazy decode (Context): RSS base %d MiB, peak +%.1f MiB, after +%.1f MiB; probe median %.1f ms "
+              "max %.1f ms (%d calls)" % (base >> 10, peak / 1024, (after - base) / 1024, during["median"] * 1000,
+                                          during["max"] * 1000, during["n"]), file=sys.stderr)
+        self.assertEqual(outcomes, ["OK"] * 9)
+        self.assertEqual(during["errors"], [])
+        self.assertLess(peak, 64 << 10, "peak RSS grew by %d KiB" % peak)
+        self.assertLess(after - base, 16 << 10)
+        self.assertLess(during["median"], 0.05, during)
+
+    def test_decode_work_is_capped(self):
+        # Echo/Delay decodes on a worker thread (as the gate does after authenticating): the field
+        # cap refuses the request before protobuf-c allocates anything.
+        probe = LatencyProbe(self.server)
+        self.warm_up()
+        base = self.rss()
+        reset_peak_rss(self.server.proc.pid)
+        probe.start()
+        outcomes = self.attack("/gantry.testing.v1.Echo/Delay")
+        during = probe.stop()
+        peak = self.peak() - base
+        after = self.settle(base, 16 << 10)
+        print("decode cap (Delay): RSS base %d MiB, peak +%.1f MiB, after +%.1f MiB; probe median %.1f ms "
+              "max %.1f ms" % (base >> 10, peak / 1024, (after - base) / 1024, during["median"] * 1000,
+                               during["max"] * 1000), file=sys.stderr)
+        self.assertEqual({o[0] for o in outcomes}, {grpc.StatusCode.RESOURCE_EXHAUSTED}, outcomes[:1])
+        self.assertIn("more than 65536 fields", outcomes[0][1])
+        self.assertEqual(during["errors"], [])
+        self.assertLess(peak, 64 << 10, "peak RSS grew by %d KiB" % peak)
+        self.assertLess(after - base, 16 << 10)
+        self.assertLess(during["median"], 0.05, during)
+        # Under the cap, a request still decodes (on the worker) and is answered.
+        r = echo(self.ch, "Delay")(echo_pb2.DelayRequest(delay_ms=1, message="fine"), timeout=RPC_TIMEOUT)
+        self.assertEqual(r.message, "fine")
+
+
+# --- the strict request check (issue 15, items 9-11) ---
+
+def with_bytes(msg, placeholder, raw):
+    """@msg serialized, with the string @placeholder replaced by the same number of @raw bytes
+    (a standard client refuses to encode invalid UTF-8 itself)."""
+    data = msg.SerializeToString()
+    ph = placeholder.encode()
+    assert len(ph) == len(raw) and data.count(ph) == 1, (placeholder, raw)
+    return data.replace(ph, raw)
+
+
+class ValidateTests(ServerCase):
+    tls = False
+
+    def refused(self, path, data):
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.ch.unary_unary(path)(data, timeout=RPC_TIMEOUT)
+        return cm.exception.code(), cm.exception.details()
+
+    def sandbox(self, **kw):
+        meta = dict(name="web-1", namespace="team-a", labels={"team": "infra"})
+        spec = dict(image="debian:12", command=["sh", "-c", "echo"], env={"A": "1", "B": "2"})
+        meta.update(kw.get("meta", {}))
+        spec.update(kw.get("spec", {}))
+        return sandboxes_pb2.CreateSandboxRequest(request_id="req-1", sandbox=sandboxes_pb2.Sandbox(
+            meta=meta_pb2.ObjectMeta(**meta), spec=sandboxes_pb2.SandboxSpec(**spec)))
+
+    CREATE = "/gantry.v1.Sandboxes/Create"
+
+    def test_valid_gantry_request_is_decoded(self):
+        code, details = self.refused(self.CREATE, self.sandbox().SerializeToString())
+        self.assertEqual(code, grpc.StatusCode.UNIMPLEMENTED)
+        self.assertIn("checked and decoded", details)
+
+    def test_invalid_utf8_in_nested_string(self):
+        data = with_bytes(self.sandbox(meta={"name": "PLACE"}), "PLACE", b"ca\xfe\xffe")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "sandbox.meta.name: invalid UTF-8"))
+
+    def test_nul_byte_no_longer_truncates(self):
+        # protobuf-c copied up to the NUL: "nul\0Evil" became the namespace "nul".
+        data = with_bytes(self.sandbox(meta={"namespace": "nul@Evil"}), "nul@Evil", b"nul\x00Evil")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "sandbox.meta.namespace: contains a NUL byte"))
+
+    def test_map_values_and_repeated_strings(self):
+        data = with_bytes(self.sandbox(meta={"labels": {"team": "VALUE"}}), "VALUE", b"\xc0\xafabc")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, 'sandbox.meta.labels["team"]: invalid UTF-8'))
+        data = with_bytes(self.sandbox(spec={"env": {"A": "1", "B": "SECRET"}}), "SECRET", b"se\x00ret")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, 'sandbox.spec.env["B"]: contains a NUL byte'))
+        data = with_bytes(self.sandbox(spec={"command": ["sh", "ARGV", "x"]}), "ARGV", b"\xed\xa0\x80!")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "sandbox.spec.command[1]: invalid UTF-8"))
+        data = with_bytes(sandboxes_pb2.CreateSandboxRequest(request_id="REQUEST"), "REQUEST", b"r\xffquest")
+        self.assertEqual(self.refused(self.CREATE, data),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "request_id: invalid UTF-8"))
+
+    def test_unknown_enum_values(self):
+        # Quota mode 77, 99 and -1 were stored as HARD.
+        for mode in (77, 99, -1):
+            req = quotas_pb2.SetQuotaRequest(request_id="q", quota=quotas_pb2.Quota(max_gpus=2, mode=mode))
+            self.assertEqual(self.refused("/gantry.v1.Quotas/Set", req.SerializeToString()),
+                             (grpc.StatusCode.INVALID_ARGUMENT,
+                              "quota.mode: unknown value %d of enum gantry.v1.QuotaMode" % mode))
+        req = quotas_pb2.SetQuotaRequest(quota=quotas_pb2.Quota(mode=quotas_pb2.QUOTA_MODE_SOFT))
+        self.assertEqual(self.refused("/gantry.v1.Quotas/Set", req.SerializeToString())[0],
+                         grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_every_handler_kind_gets_the_check(self):
+        # Unary decoded on the loop thread (Echo/Unary), on a worker (Echo/Delay), health (the
+        # transport's own handler), and the messages of a bidi stream (reflection).
+        for method, cls in (("Unary", echo_pb2.EchoRequest), ("Delay", echo_pb2.DelayRequest)):
+            bad = with_bytes(cls(message="MSG"), "MSG", b"\xff\xfe\xfd")
+            self.assertEqual(self.refused("/gantry.testing.v1.Echo/" + method, bad),
+                             (grpc.StatusCode.INVALID_ARGUMENT, "message: invalid UTF-8"))
+        bad = with_bytes(health_pb2.HealthCheckRequest(service="SVC"), "SVC", b"a\x00b")
+        self.assertEqual(self.refused("/grpc.health.v1.Health/Check", bad),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "service: contains a NUL byte"))
+        bad = with_bytes(reflection_pb2.ServerReflectionRequest(file_by_filename="FILE"), "FILE", b"f\xffle")
+        fn = self.ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(fn(iter([bad]), timeout=RPC_TIMEOUT))
+        self.assertEqual((cm.exception.code(), cm.exception.details()),
+                         (grpc.StatusCode.INVALID_ARGUMENT, "file_by_filename: invalid UTF-8"))
+        # And valid requests still pass every path.
+        self.assertEqual(echo(self.ch, "Unary")(echo_pb2.EchoRequest(message="h\u00e9"), timeout=RPC_TIMEOUT).message,
+                         "h\u00e9")
+
+    def test_undecodable_and_oversized_requests(self):
+        code, details = self.refused("/gantry.v1.Sandboxes/Get", b"\x0a\x09ab")
+        self.assertEqual(code, grpc.StatusCode.INTERNAL)
+        self.assertIn("could not decode the request message", details)
+        code, details = self.refused("/gantry.v1.Sandboxes/Get", b"\x78\x00" * 70000)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("more than 65536 fields", details)
+
+
 GROUPS = {
     "unary": [UnaryTLS, UnaryH2C],
     "streaming": [StreamingTests],
@@ -1229,7 +1418,8 @@ GROUPS = {
     "health": [HealthTests, HealthWatchShutdownTest],
     "admin": [AdminTests],
     "shutdown": [ShutdownTests],
-    "hostile": [HeaderBombTests],
+    "hostile": [HeaderBombTests, LazyDecodeTests],
+    "validate": [ValidateTests],
 }
 
 

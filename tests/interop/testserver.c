@@ -1,7 +1,9 @@
 /* gantry-grpc-testserver: the gRPC server without gantryd. Serves grpc.health.v1, server
  * reflection, every gantry.v1 service (UNIMPLEMENTED until later issues add handlers) and the
  * test-only gantry.testing.v1.Echo, plus the admin HTTP port. For the interop suite, the fuzzer
- * seeds and the benchmarks; never deployed.
+ * seeds and the benchmarks; never deployed. The gantry.v1 methods go to a stand-in for the gate
+ * (testserver_echo.h, echo_route_checked): each request is decoded on a worker thread, so the
+ * transport's request check runs there as in gantryd, and answered UNIMPLEMENTED.
  *
  * SIGTERM or SIGINT: health goes NOT_SERVING, watches end, GOAWAY goes to every connection,
  * in-flight calls get --grace-ms to finish, then the process exits 0 (non-zero if a leak check
@@ -53,6 +55,8 @@ static void usage(FILE *f)
                "  --idle-timeout-ms N       GOAWAY after N ms without streams (default 300000, 0 off)\n"
                "  --keepalive-ms N          PING interval while streams are open (default 30000, 0 off)\n"
                "  --keepalive-timeout-ms N  close if a PING is not acknowledged in N ms (default 20000)\n"
+               "  --max-request-fields N    fields in one request message (default 65536)\n"
+               "  --max-request-depth N     nesting of sub-messages in a request (default 32)\n"
                "  --grace-ms N              shutdown grace for in-flight calls (default 5000)\n"
                "  --log-level LEVEL         error|warn|info|debug|trace (default info)\n");
 }
@@ -176,6 +180,8 @@ int main(int argc, char **argv)
         O_IDLE,
         O_KEEPALIVE,
         O_KATIMEOUT,
+        O_REQFIELDS,
+        O_REQDEPTH,
         O_GRACE,
         O_LOG,
         O_HELP
@@ -197,6 +203,8 @@ int main(int argc, char **argv)
         {"idle-timeout-ms", required_argument, NULL, O_IDLE},
         {"keepalive-ms", required_argument, NULL, O_KEEPALIVE},
         {"keepalive-timeout-ms", required_argument, NULL, O_KATIMEOUT},
+        {"max-request-fields", required_argument, NULL, O_REQFIELDS},
+        {"max-request-depth", required_argument, NULL, O_REQDEPTH},
         {"grace-ms", required_argument, NULL, O_GRACE},
         {"log-level", required_argument, NULL, O_LOG},
         {"help", no_argument, NULL, O_HELP},
@@ -260,6 +268,12 @@ int main(int argc, char **argv)
         case O_KATIMEOUT:
             cfg.keepalive_timeout_ms = v;
             break;
+        case O_REQFIELDS:
+            cfg.max_request_fields = v32;
+            break;
+        case O_REQDEPTH:
+            cfg.max_request_depth = v32;
+            break;
         case O_GRACE:
             t.grace_ms = v;
             break;
@@ -293,7 +307,8 @@ int main(int argc, char **argv)
         grpc_server_add_service(t.server, api_services[i]);
     }
     if ((rv = health_new(t.server, &t.health)) != 0 || (rv = reflection_new(t.server, &t.refl)) != 0 ||
-        (rv = echo_new(t.server, &t.echo)) != 0) {
+        (rv = echo_new(t.server, &t.echo)) != 0 ||
+        (rv = echo_route_checked(t.echo, t.server, api_services)) != 0) {
         fprintf(stderr, "gantry-grpc-testserver: registering services: %s\n", gerr_str(rv));
         return 1;
     }

@@ -367,6 +367,11 @@ static void malformed_encodings(void **state)
             fail_msg("case %zu: rv %d, \"%s\" (want \"%s\")", i, rv, errmsg, cases[i].want);
         }
     }
+    /* Only repeated scalars may be packed (length-delimited). */
+    assert_int_equal(wirecheck_message(&gantry__testing__v1__stream_request__descriptor,
+                                       (const uint8_t *)"\x12\x01\x05", 3, NULL, errmsg),
+                     GERR_PROTO);
+    assert_string_equal(errmsg, "count: wire type 2 for a scalar field");
     /* A malformed sub-message is named by its path. */
     struct buf meta, sandbox, b;
     buf_init(&meta);
