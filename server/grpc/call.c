@@ -45,6 +45,7 @@ void grpc_call_unref(struct grpc_call *call)
     }
     size_t request_heap = call->req_heap + call->req.cap + call->req_arena.total + call->msg.cap;
     buf_close(&call->msg);
+    buf_close(&call->held);
     buf_close(&call->out);
     buf_close(&call->req);
     arena_close(&call->req_arena);
@@ -67,6 +68,7 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     atomic_init(&call->refs, 1);
     arena_init(&call->arena);
     buf_init(&call->msg);
+    buf_init(&call->held);
     buf_init(&call->out);
     buf_init(&call->req);
     arena_init(&call->req_arena);
@@ -84,6 +86,76 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     s->n_calls++;
     s->n_open_streams++;
     return call;
+}
+
+/* Tell nghttp2 that @n body bytes were taken, so the stream's and connection's windows reopen. */
+static void call_consume(struct grpc_call *call, size_t n)
+{
+    if (n > 0 && call->conn != NULL && call->conn->session != NULL) {
+        nghttp2_session_consume(call->conn->session, call->stream_id, n);
+    }
+}
+
+static size_t call_held(const struct grpc_call *call)
+{
+    return call->held.len - call->held_off;
+}
+
+static void call_hold(struct grpc_call *call, const uint8_t *data, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    if (!call->held_counted) {
+        call->held_counted = true;
+        call->conn->n_held++;
+    }
+    buf_append(&call->held, data, n);
+}
+
+/* Empty the held buffer (its bytes were consumed or handed elsewhere). */
+static void call_held_clear(struct grpc_call *call)
+{
+    if (call->held_counted && call->conn != NULL) {
+        call->conn->n_held--;
+    }
+    call->held_counted = false;
+    buf_close(&call->held);
+    call->held_off = 0;
+}
+
+/* Drop held input (the call ended): its bytes count as consumed, at the connection level only
+ * once the stream is gone. */
+static void call_release_held(struct grpc_call *call, bool stream_gone)
+{
+    size_t n = call_held(call);
+    if (n > 0 && call->conn != NULL && call->conn->session != NULL) {
+        if (stream_gone) {
+            nghttp2_session_consume_connection(call->conn->session, n);
+        } else {
+            nghttp2_session_consume(call->conn->session, call->stream_id, n);
+        }
+    }
+    call_held_clear(call);
+    call->end_held = false;
+}
+
+/* Whether a client-streaming or bidi call must stop taking input: its handler has more than
+ * CALL_OUT_HIGH unsent, or the connection more than conn_memory_bytes. A handler that answers
+ * every message without waiting for on_drain (reflection does) is thus paced by its client's
+ * reading, through HTTP/2 flow control. */
+static bool call_input_blocked(const struct grpc_call *call)
+{
+    if (call->method == NULL || !call->method->has_handler || call->finished || call->cancelled ||
+        call->conn == NULL) {
+        return false;
+    }
+    enum grpc_method_kind kind = call->method->handler.kind;
+    if (kind != GRPC_CLIENT_STREAMING && kind != GRPC_BIDI_STREAMING) {
+        return false;
+    }
+    return call->out.len - call->out_off > CALL_OUT_HIGH ||
+           call->conn->out_buffered > call->server->cfg.conn_memory_bytes;
 }
 
 /* Forget a partly received message and give its budget back to the connection. */
@@ -360,13 +432,17 @@ static void call_deliver(struct grpc_call *call)
     grpc_call_unref(call);
 }
 
-void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
+/* Frame @len body bytes into messages and deliver them. Returns how many bytes were taken: all
+ * of them (delivered, buffered, or dropped because the call has ended), or fewer when a delivery
+ * left the call's input blocked (call_input_blocked). */
+static size_t call_frame(struct grpc_call *call, const uint8_t *data, size_t len)
 {
     struct grpc_server *s = call->server;
+    const size_t total = len;
     char msg[256];
     while (len > 0 && !call->finished && !call->cancelled && call->conn != NULL) {
         if (call->method == NULL || !call->method->has_handler) {
-            return; /* answered already (unimplemented) */
+            return total; /* answered already (unimplemented) */
         }
         if (!call->in_message) {
             size_t take = 5 - call->prefix_have;
@@ -378,7 +454,7 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
             data += take;
             len -= take;
             if (call->prefix_have < 5) {
-                return;
+                return total;
             }
             uint8_t flags = call->prefix[0];
             uint32_t n = (uint32_t)call->prefix[1] << 24 | (uint32_t)call->prefix[2] << 16 |
@@ -387,23 +463,23 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
                 grpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED,
                                  "compressed messages are not supported (no grpc-encoding was offered)",
                                  NULL);
-                return;
+                return total;
             }
             if (flags != 0) {
                 grpc_call_finish(call, GRPC_STATUS_INTERNAL, "reserved message flags set", NULL);
-                return;
+                return total;
             }
             if (n > s->cfg.max_recv_message_bytes) {
                 snprintf(msg, sizeof(msg), "received message larger than max (%u vs. %u)", n,
                          s->cfg.max_recv_message_bytes);
                 grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-                return;
+                return total;
             }
             if (call->conn->in_bytes + n > s->cfg.conn_memory_bytes) {
                 snprintf(msg, sizeof(msg), "connection memory limit of %zu bytes reached",
                          s->cfg.conn_memory_bytes);
                 grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-                return;
+                return total;
             }
             call->msg_len = n;
             call->in_message = true;
@@ -411,6 +487,9 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
             buf_reset(&call->msg);
             if (n == 0) {
                 call_deliver(call);
+                if (call_input_blocked(call)) {
+                    return total - len;
+                }
             }
             continue;
         }
@@ -421,13 +500,74 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
         len -= take;
         if (call->msg.len == call->msg_len) {
             call_deliver(call);
+            if (call_input_blocked(call)) {
+                return total - len;
+            }
         }
     }
+    return total;
+}
+
+void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
+{
+    if (call_held(call) > 0 || call_input_blocked(call)) {
+        call_hold(call, data, len); /* behind what is held already, or paused */
+        return;
+    }
+    size_t used = call_frame(call, data, len);
+    call_consume(call, used);
+    if (used < len) {
+        call_hold(call, data + used, len - used);
+    }
+}
+
+static void call_end_stream_now(struct grpc_call *call);
+
+/* Frame held input now that the call's output has drained (from grpc__conn_notify_drain). The
+ * buffer is taken out of the call first: a handler finishing the call inside on_message must
+ * not free the bytes being framed. Whatever is left when the call blocks again is held again. */
+static void call_resume_input(struct grpc_call *call)
+{
+    if (call_held(call) == 0 || call_input_blocked(call)) {
+        return;
+    }
+    struct buf local = call->held;
+    size_t off = call->held_off;
+    bool end = call->end_held;
+    buf_init(&call->held);
+    call_held_clear(call);
+    call->end_held = false;
+    size_t left = local.len - off;
+    while (left > 0) {
+        size_t used = call_frame(call, local.data + off, left);
+        call_consume(call, used);
+        off += used;
+        left -= used;
+        if (used == 0 || call_input_blocked(call)) {
+            break;
+        }
+    }
+    if (left > 0) {
+        call_hold(call, local.data + off, left);
+        call->end_held = end;
+    } else if (end) {
+        call_end_stream_now(call);
+    }
+    buf_close(&local);
 }
 
 void grpc__call_end_stream(struct grpc_call *call)
 {
     call->half_closed = true;
+    if (call_held(call) > 0) {
+        call->end_held = true; /* after the held messages */
+        return;
+    }
+    call_end_stream_now(call);
+}
+
+static void call_end_stream_now(struct grpc_call *call)
+{
     if (call->finished || call->cancelled || call->conn == NULL) {
         return;
     }
@@ -511,10 +651,15 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
     struct grpc_call *call = source->ptr;
     size_t avail = call->out.len - call->out_off;
     size_t n = avail < length ? avail : length;
+    struct h2_conn *c = call->conn;
     if (n > 0) {
         memcpy(dst, call->out.data + call->out_off, n);
         call->out_off += n;
-        call->conn->out_buffered -= n;
+        c->out_buffered -= n;
+        /* A call may be holding input because the connection was over its budget. */
+        if (c->n_held > 0 && c->out_buffered <= call->server->cfg.conn_memory_bytes) {
+            c->drain_waiting = true;
+        }
     }
     if (call->out_off == call->out.len) {
         if (call->out.cap > (256u << 10)) {
@@ -523,8 +668,8 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
             buf_reset(&call->out);
         }
         call->out_off = 0;
-        if (call->drain_wanted) {
-            call->conn->drain_waiting = true;
+        if (call->drain_wanted || call_held(call) > 0) {
+            c->drain_waiting = true;
         }
         if (call->finished) {
             *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -535,8 +680,8 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
             call->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
         }
-    } else if (call->drain_wanted && call->out.len - call->out_off < CALL_OUT_LOW) {
-        call->conn->drain_waiting = true;
+    } else if ((call->drain_wanted || call_held(call) > 0) && call->out.len - call->out_off < CALL_OUT_LOW) {
+        c->drain_waiting = true;
     }
     return (ssize_t)n;
 }
@@ -630,6 +775,7 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     call->finished = true;
     uv_timer_stop(&call->timer);
     call_drop_input(call);
+    call_release_held(call, false);
     char msg[160];
     if (has_reply && reply_len > call->server->cfg.max_send_message_bytes) {
         snprintf(msg, sizeof(msg), "response message of %zu bytes exceeds the limit of %u bytes", reply_len,
@@ -715,6 +861,7 @@ void grpc__call_sent_end(struct grpc_call *call)
 void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
 {
     struct h2_conn *c = call->conn;
+    call_release_held(call, true);
     call_drop_input(call);
     if (c != NULL) {
         c->out_buffered -= call->out.len - call->out_off;
@@ -741,21 +888,25 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
     grpc_call_unref(call);
 }
 
-/* Called by h2.c after a flush when some call's output drained below the low-water mark. */
+/* Called by h2.c after a flush when some call's output drained below the low-water mark, or
+ * the connection's below its budget while some call holds input. */
 void grpc__conn_notify_drain(struct h2_conn *c)
 {
     c->drain_waiting = false;
     struct queue *q;
     QUEUE_FOREACH (q, &c->calls) {
         struct grpc_call *call = QUEUE_DATA(q, struct grpc_call, link);
+        /* Handlers may send (appending output) or finish, but the list is not modified here:
+         * streams close only inside nghttp2, which is not running now. */
         if (call->drain_wanted && !call->finished && call->out.len - call->out_off < CALL_OUT_LOW) {
             call->drain_wanted = false;
             struct grpc_handler *h = &call->method->handler;
             if (h->on_drain != NULL) {
-                /* The handler may send (appending output) but the list is not modified here:
-                 * streams close only inside nghttp2, which is not running now. */
                 h->on_drain(call, h->data);
             }
+        }
+        if (call_held(call) > 0 && call->out.len - call->out_off < CALL_OUT_LOW) {
+            call_resume_input(call);
         }
     }
 }

@@ -153,9 +153,11 @@ static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t str
     (void)flags;
     (void)user;
     struct grpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (call != NULL) {
-        grpc__call_data(call, data, len);
+    if (call == NULL) {
+        nghttp2_session_consume(session, stream_id, len); /* nobody wants it: reopen the window */
+        return 0;
     }
+    grpc__call_data(call, data, len); /* consumes what it takes (flow control is by hand) */
     return 0;
 }
 

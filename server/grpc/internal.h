@@ -84,6 +84,7 @@ struct h2_conn {
     size_t write_pending; /* bytes handed to uv_write and not yet completed */
     size_t out_buffered;  /* response bytes queued in calls and not yet taken by nghttp2 */
     bool drain_waiting;   /* some call's output fell below its low-water mark */
+    size_t n_held;        /* calls holding unframed input (see grpc_call.held) */
     X509 *peer_cert;      /* verified client certificate (a reference), or NULL */
     struct buf out;       /* bytes waiting to be handed to uv_write */
     bool reading;
@@ -135,6 +136,13 @@ struct grpc_call {
     size_t prefix_have;
     uint32_t msg_len;
     struct buf msg; /* the message being received */
+    /* Body bytes received but not framed yet, because the handler's output is over the
+     * high-water mark (client-streaming and bidi only): nghttp2 was not told they were consumed,
+     * so the client's flow-control window closes and it stops sending. */
+    struct buf held;
+    size_t held_off;
+    bool held_counted; /* counted in conn->n_held */
+    bool end_held;     /* END_STREAM arrived behind held bytes */
     bool in_message;
     uint32_t n_received;
     /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on

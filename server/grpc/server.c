@@ -107,6 +107,9 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
      * stream (the client sees INTERNAL); accept such values and trim them in call.c instead, so a
      * stray space after a bearer token is judged by the gate like any other credential. */
     nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(s->options, 1);
+    /* Flow control by hand: received DATA is acknowledged (WINDOW_UPDATE) only once call.c has
+     * taken it, so a stream whose handler is not keeping up stops its client (backpressure). */
+    nghttp2_option_set_no_auto_window_update(s->options, 1);
     pthread_mutex_init(&s->async_mu, NULL);
     *out = s;
     return 0;

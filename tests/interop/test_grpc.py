@@ -339,6 +339,17 @@ def proc_status_kb(pid, field):
     raise AssertionError("no %s for pid %d" % (field, pid))
 
 
+def settle_rss(pid, base_kb, margin_kb, timeout=5.0):
+    """Poll VmRSS until it is within @margin_kb of @base_kb (malloc_trim runs 100 ms after large
+    requests are freed) or @timeout passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rss = proc_status_kb(pid, "VmRSS")
+        if rss <= base_kb + margin_kb or time.monotonic() > deadline:
+            return rss
+        time.sleep(0.05)
+
+
 def reset_peak_rss(pid):
     with open("/proc/%d/clear_refs" % pid, "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
@@ -1234,12 +1245,7 @@ class LazyDecodeTests(ServerCase):
         return proc_status_kb(self.server.proc.pid, "VmHWM")
 
     def settle(self, baseline_kb, margin_kb):
-        # malloc_trim runs 100 ms after a large request is freed; poll for RSS to come back.
-        try:
-            return wait_until(lambda: self.rss() <= baseline_kb + margin_kb and self.rss(), timeout=5,
-                              what="RSS back within %d KiB of %d KiB" % (margin_kb, baseline_kb))
-        except AssertionError:
-            return self.rss()
+        return settle_rss(self.server.proc.pid, baseline_kb, margin_kb)
 
     def attack(self, path, rounds=3, parallel=3):
         """Send rounds x parallel huge requests to @path; returns their outcomes."""
@@ -1273,7 +1279,7 @@ class LazyDecodeTests(ServerCase):
         outcomes = self.attack("/gantry.testing.v1.Echo/Context")
         during = probe.stop()
         peak = self.peak() - base
-        after = self.settle(base, 16 << 10)
+        after = self.settle(base, 4 << 10)
         print("lazy decode (Context): RSS base %d MiB, peak +%.1f MiB, after +%.1f MiB; probe median %.1f ms "
               "max %.1f ms (%d calls)" % (base >> 10, peak / 1024, (after - base) / 1024, during["median"] * 1000,
                                           during["max"] * 1000, during["n"]), file=sys.stderr)
@@ -1294,7 +1300,7 @@ class LazyDecodeTests(ServerCase):
         outcomes = self.attack("/gantry.testing.v1.Echo/Delay")
         during = probe.stop()
         peak = self.peak() - base
-        after = self.settle(base, 16 << 10)
+        after = self.settle(base, 4 << 10)
         print("decode cap (Delay): RSS base %d MiB, peak +%.1f MiB, after +%.1f MiB; probe median %.1f ms "
               "max %.1f ms" % (base >> 10, peak / 1024, (after - base) / 1024, during["median"] * 1000,
                                during["max"] * 1000), file=sys.stderr)
@@ -1408,6 +1414,116 @@ class ValidateTests(ServerCase):
         self.assertIn("more than 65536 fields", details)
 
 
+def grpc_messages(payload):
+    """Split concatenated length-prefixed gRPC messages; returns (messages, leftover bytes)."""
+    out = []
+    while len(payload) >= 5:
+        n = int.from_bytes(payload[1:5], "big")
+        if len(payload) < 5 + n:
+            break
+        out.append(payload[5:5 + n])
+        payload = payload[5 + n:]
+    return out, payload
+
+
+REFLECTION_PATH = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+class StreamingBackpressureTests(ServerCase):
+    tls = False
+    server_args = ("--conn-memory", str(8 << 20))
+
+    def test_reflection_client_that_never_reads(self):
+        # 10 reflection streams on one connection, 2,000 requests each (54 KB per stream, within
+        # the flow-control windows), and the client reads nothing. Each answer is some 6 KB: 120
+        # MB if buffered (the bug: +474 MB for 2.6 MB of requests). Now a stream stops taking
+        # requests once its answers pass 1 MiB unsent, and every stream once the connection's
+        # pass conn_memory_bytes (8 MiB here), so the server grows by about that.
+        probe = LatencyProbe(self.server)
+        reflect(self.ch, [{"file_containing_symbol": "gantry.v1.Principals"}])  # warm the index
+        time.sleep(0.2)
+        base = proc_status_kb(self.server.proc.pid, "VmRSS")
+        reset_peak_rss(self.server.proc.pid)
+        req = grpc_frame(reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="gantry.v1.Principals").SerializeToString())
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT)
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0, b""))
+        probe.start()
+        body = req * 2000
+        for i in range(10):
+            sid = 1 + 2 * i
+            frames = h2_frame(1, 4, sid, grpc_request_headers(REFLECTION_PATH))
+            for off in range(0, len(body), 16000):
+                frames += h2_frame(0, 0, sid, body[off:off + 16000])
+            s.sendall(frames)
+        # Give the server time to answer all it will answer.
+        wait_until(lambda: self.server.metric("gantry_grpc_server_streams") >= 10, what="streams open")
+        time.sleep(1.0)
+        during = probe.stop()
+        peak = proc_status_kb(self.server.proc.pid, "VmHWM") - base
+        s.close()
+        wait_until(lambda: self.server.metric("gantry_grpc_server_streams") == 0, what="attacker's streams gone")
+        after = [probe.once() for _ in range(10)]
+        settled = settle_rss(self.server.proc.pid, base, 8 << 10)
+        print("reflection, client not reading: RSS base %d MiB, peak +%.1f MiB, after close +%.1f MiB; probe "
+              "median %.1f ms max %.1f ms during, median %.1f ms after" %
+              (base >> 10, peak / 1024, (settled - base) / 1024, during["median"] * 1000, during["max"] * 1000,
+               sorted(after)[5] * 1000), file=sys.stderr)
+        self.assertEqual(during["errors"], [])
+        self.assertLess(peak, 24 << 10, "peak RSS grew by %d KiB" % peak)
+        self.assertLess(during["median"], 0.05, during)
+        self.assertLess(sorted(after)[5], 0.05, after)
+        self.assertLess(settled - base, 8 << 10)
+
+    def test_reflection_reader_gets_every_answer(self):
+        # The pause must not lose or stall anything for a client that does read: 3,000 requests
+        # on one stream (answers well past the high-water mark), every one answered in order.
+        names = ["gantry.v1.Principals", "gantry.v1.Sandboxes", "gantry.v1.ObjectMeta"]
+        rs = reflect(self.ch, [{"file_containing_symbol": names[i % 3]} for i in range(3000)])
+        self.assertEqual(len(rs), 3000)
+        self.assertEqual([r.original_request.file_containing_symbol for r in rs], [names[i % 3] for i in range(3000)])
+        self.assertTrue(all(r.WhichOneof("message_response") == "file_descriptor_response" for r in rs))
+
+
+class HealthBackpressureTests(ServerCase):
+    tls = False
+    server_args = ("--conn-memory", str(64 << 10))
+
+    def test_watch_that_does_not_read_gets_the_latest_status(self):
+        # A Watch whose client stops reading while the status flips 100,000 times (SIGUSR1 makes
+        # the test server flip it, ending SERVING). Before, every change was queued (100,001
+        # messages); now the watch stops at the backpressure mark and then sends the latest.
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT)
+        req = grpc_frame(health_pb2.HealthCheckRequest(service="").SerializeToString())
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0, b"") +
+                  h2_frame(1, 4, 1, grpc_request_headers("/grpc.health.v1.Health/Watch")) + h2_frame(0, 1, 1, req))
+        payload = b""
+        deadline = time.monotonic() + RPC_TIMEOUT
+        while not grpc_messages(payload)[0] and time.monotonic() < deadline:
+            for t, flags, sid, p in read_frames_until_eof(s, time.monotonic() + 0.2)[0]:
+                if t == 0 and sid == 1:
+                    payload += p
+        self.assertEqual(len(grpc_messages(payload)[0]), 1)  # SERVING
+        self.server.signal(signal.SIGUSR1)
+        self.server.signalled = False
+        wait_until(lambda: "health flapped" in self.server.tail(20), what="the flips")
+        # Now read everything: open both windows wide and drain until quiet.
+        s.sendall(h2_frame(8, 0, 0, struct.pack(">I", 1 << 30)) + h2_frame(8, 0, 1, struct.pack(">I", 1 << 30)))
+        while True:
+            frames, closed = read_frames_until_eof(s, time.monotonic() + 0.5)
+            got = b"".join(p for t, flags, sid, p in frames if t == 0 and sid == 1)
+            if not got or closed:
+                break
+            payload += got
+        s.close()
+        msgs, rest = grpc_messages(payload)
+        statuses = [health_pb2.HealthCheckResponse.FromString(m).status for m in msgs]
+        print("health watch, reader paused during 100,000 flips: %d messages received" % len(msgs), file=sys.stderr)
+        self.assertEqual(rest, b"")
+        self.assertEqual(statuses[-1], health_pb2.HealthCheckResponse.SERVING)
+        self.assertLess(len(msgs), 50000)
+
+
 GROUPS = {
     "unary": [UnaryTLS, UnaryH2C],
     "streaming": [StreamingTests],
@@ -1418,7 +1534,7 @@ GROUPS = {
     "health": [HealthTests, HealthWatchShutdownTest],
     "admin": [AdminTests],
     "shutdown": [ShutdownTests],
-    "hostile": [HeaderBombTests, LazyDecodeTests],
+    "hostile": [HeaderBombTests, LazyDecodeTests, StreamingBackpressureTests, HealthBackpressureTests],
     "validate": [ValidateTests],
 }
 

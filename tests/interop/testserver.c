@@ -32,6 +32,7 @@ struct ts {
     struct admin *admin;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sigusr1;
     uv_timer_t grace_timer;
     uint64_t grace_ms;
     bool stopping;
@@ -99,6 +100,7 @@ static void ts_server_closed(struct grpc_server *s, void *data)
     }
     uv_close((uv_handle_t *)&t->sigterm, ts_handle_closed);
     uv_close((uv_handle_t *)&t->sigint, ts_handle_closed);
+    uv_close((uv_handle_t *)&t->sigusr1, ts_handle_closed);
     /* Already stopping: a second signal must not kill the process mid-cleanup. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -124,6 +126,21 @@ static void ts_signal_cb(uv_signal_t *sig, int signum)
     health_shutdown(t->health);
     grpc_server_shutdown(t->server, t->grace_ms, ts_server_closed, t);
     uv_timer_start(&t->grace_timer, ts_grace_cb, t->grace_ms, 0);
+}
+
+/* SIGUSR1: flip the overall health status 100,000 times, ending SERVING, so the interop suite
+ * can watch a watcher that does not read. */
+static void ts_flap_cb(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    struct ts *t = sig->data;
+    if (t->stopping) {
+        return;
+    }
+    for (int i = 0; i < 100000; i++) {
+        health_set(t->health, "", i % 2 == 0 ? 2 /* NOT_SERVING */ : 1 /* SERVING */);
+    }
+    LOG_INFO("testserver: health flapped 100000 times");
 }
 
 static int ts_write_port_file(const char *path, int grpc_port, int admin_port)
@@ -326,6 +343,7 @@ int main(int argc, char **argv)
         t.stopping = true;
         uv_signal_init(t.loop, &t.sigterm);
         uv_signal_init(t.loop, &t.sigint);
+        uv_signal_init(t.loop, &t.sigusr1);
         uv_timer_init(t.loop, &t.grace_timer);
         grpc_server_shutdown(t.server, 0, ts_server_closed, &t);
         goto run;
@@ -342,8 +360,10 @@ int main(int argc, char **argv)
     }
     uv_signal_init(t.loop, &t.sigterm);
     uv_signal_init(t.loop, &t.sigint);
+    uv_signal_init(t.loop, &t.sigusr1);
     uv_timer_init(t.loop, &t.grace_timer);
     t.sigterm.data = &t;
+    t.sigusr1.data = &t;
     t.sigint.data = &t;
     t.grace_timer.data = &t;
     if (exit_code != 0) {
@@ -353,6 +373,7 @@ int main(int argc, char **argv)
     }
     uv_signal_start(&t.sigterm, ts_signal_cb, SIGTERM);
     uv_signal_start(&t.sigint, ts_signal_cb, SIGINT);
+    uv_signal_start(&t.sigusr1, ts_flap_cb, SIGUSR1);
     if (port_file != NULL && ts_write_port_file(port_file, grpc_server_port(t.server),
                                                 t.admin != NULL ? admin_port(t.admin) : 0) != 0) {
         fprintf(stderr, "gantry-grpc-testserver: cannot write %s\n", port_file);
