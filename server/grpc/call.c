@@ -309,7 +309,40 @@ static void call_start(struct grpc_call *call)
 {
     struct grpc_handler *h = &call->method->handler;
     call->started = true;
+    call->dispatched = true;
+    call->conn->n_dispatched++; /* a connection with a call at its handler is never evicted */
     h->on_start(call, h->data);
+}
+
+static void call_undispatch(struct grpc_call *call)
+{
+    if (call->dispatched && call->conn != NULL) {
+        call->conn->n_dispatched--;
+    }
+    call->dispatched = false;
+}
+
+/* Whether @call, answered @status, shows that the connection's client was accepted by whoever
+ * authenticates (the gate): it carried credentials and got OK or a refusal only an authenticated
+ * caller gets. The transport's proxy for "authenticated" (server.h, the connection budget). */
+static bool call_proves_caller(struct grpc_call *call, int status)
+{
+    if (!call->started || (call->peer_cert == NULL && grpc_call_metadata(call, "authorization") == NULL)) {
+        return false;
+    }
+    switch (status) {
+    case GRPC_STATUS_OK:
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_NOT_FOUND:
+    case GRPC_STATUS_ALREADY_EXISTS:
+    case GRPC_STATUS_PERMISSION_DENIED:
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_ABORTED:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 void grpc__call_headers_done(struct grpc_call *call)
@@ -792,8 +825,12 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     if (!call->cancelled) {
         grpc__metrics_record(call->server, call->method, status, call->start_ns);
     }
+    call_undispatch(call);
     if (call->cancelled || call->conn == NULL || call->conn->closing) {
         return;
+    }
+    if (call_proves_caller(call, status)) {
+        h2__conn_established(call->conn);
     }
     if (has_reply && status == GRPC_STATUS_OK) {
         call_append_message(call, reply, reply_len);
@@ -863,6 +900,7 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
     struct h2_conn *c = call->conn;
     call_release_held(call, true);
     call_drop_input(call);
+    call_undispatch(call);
     if (c != NULL) {
         c->out_buffered -= call->out.len - call->out_off;
         queue_remove(&call->link);

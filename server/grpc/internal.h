@@ -32,6 +32,14 @@ struct grpc__method {
     double latency_sum;
 };
 
+/* Live connections from one source address (the budget of h2.c). */
+struct grpc__source {
+    uint8_t addr[16];
+    uint8_t family; /* AF_INET, AF_INET6, or 0 (no socket: the fuzzer) */
+    uint32_t live;
+    uint32_t unproven; /* live and not established */
+};
+
 struct grpc_server {
     uv_loop_t *loop;
     struct grpc_server_config cfg; /* strings point to the copies below */
@@ -53,7 +61,17 @@ struct grpc_server {
     size_t n_calls;        /* allocated calls (alive until the last unref) */
     size_t n_open_streams; /* calls with an open HTTP/2 stream */
     uint64_t conns_total;
-    uint64_t conns_rejected;
+    uint64_t conns_rejected;        /* at accept: max_connections, no connection to evict */
+    uint64_t conns_rejected_source; /* at accept: max_connections_per_source */
+    uint64_t conns_evicted;         /* unproven idle connections closed to admit a new one */
+    uint64_t handshake_timeouts;
+    /* The connection budget (h2.c): live = accepted and not closing. */
+    size_t n_live;
+    size_t n_established;
+    struct grpc__source *sources; /* one per address with live connections, unordered */
+    size_t n_sources, cap_sources;
+    uint64_t refusal_log_ms; /* refusals are logged once per window, then counted */
+    uint64_t refusals_unlogged;
     /* Cross-thread completions (grpc_call_finish_async). */
     uv_async_t async;
     pthread_mutex_t async_mu;
@@ -78,8 +96,14 @@ struct h2_conn {
     struct tls_session tls;
     nghttp2_session *session;
     char peer[64];
-    struct queue calls; /* calls with an open stream */
+    uint8_t src_addr[16]; /* the peer's address, for per-source accounting */
+    uint8_t src_family;
+    bool counted;        /* in the budget (n_live, its source); false once closing or evicted */
+    bool established;    /* carried an authenticated call (h2__conn_established) */
+    bool handshake_done; /* TLS done and the client's first SETTINGS received */
+    struct queue calls;  /* calls with an open stream */
     size_t n_streams;
+    size_t n_dispatched;  /* calls handed to their handler and not finished */
     size_t in_bytes;      /* buffered request bytes of every call */
     size_t write_pending; /* bytes handed to uv_write and not yet completed */
     size_t out_buffered;  /* response bytes queued in calls and not yet taken by nghttp2 */
@@ -97,9 +121,10 @@ struct h2_conn {
     bool close_when_written; /* a fatal error: close once the last bytes (alert, GOAWAY) are out */
     bool header_abort;       /* a header list went over the limit: decoding stopped, GOAWAY queued */
     bool lingering;          /* GOAWAY done: wait briefly for the client to close first */
-    uint64_t last_active_ms;
+    uint64_t last_active_ms; /* last stream opened or closed (PINGs and SETTINGS do not count) */
     uv_timer_t idle_timer;
     uv_timer_t ping_timer;
+    uv_timer_t hs_timer; /* handshake deadline */
     int handles_open;
     char errmsg[GERR_MSG_SIZE];
 };
@@ -168,6 +193,7 @@ struct grpc_call {
     bool trailers_sent;
     bool deferred;     /* the data provider returned DEFERRED */
     bool drain_wanted; /* grpc_call_send reported GERR_BUSY */
+    bool dispatched;   /* counted in conn->n_dispatched */
     int status;
     const char *status_msg; /* arena */
     struct buf out;         /* prefixed response messages not yet given to nghttp2 */
@@ -224,6 +250,9 @@ void h2__conn_close(struct h2_conn *c, const char *why);
 /* Graceful: GOAWAY with the last processed stream id; close when the streams are done. */
 void h2__conn_goaway(struct h2_conn *c);
 void h2__conn_accept(struct grpc_server *s);
+/* A call on @c carried credentials and was answered as only an authenticated caller is: the
+ * connection now counts against the established share of the budget. */
+void h2__conn_established(struct h2_conn *c);
 
 /* call.c: the nghttp2 callbacks route stream events here. */
 struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id);

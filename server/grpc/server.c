@@ -32,6 +32,9 @@ void grpc_server_config_defaults(struct grpc_server_config *cfg)
     cfg->max_header_list_bytes = 16u << 10;
     cfg->conn_memory_bytes = 64u << 20;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_source = 128;
+    cfg->established_reserve_percent = 25;
+    cfg->handshake_timeout_ms = 10 * 1000;
     cfg->idle_timeout_ms = 5 * 60 * 1000;
     cfg->keepalive_ms = 30 * 1000;
     cfg->keepalive_timeout_ms = 20 * 1000;
@@ -68,8 +71,13 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
         goto err;
     }
     if (cfg->max_concurrent_streams == 0 || cfg->max_recv_message_bytes == 0 ||
-        cfg->max_header_list_bytes < 1024) {
+        cfg->max_header_list_bytes < 1024 || cfg->max_connections == 0) {
         gerr_set(errmsg, "limits must be positive (max header list at least 1024 bytes)");
+        rv = GERR_INVAL;
+        goto err;
+    }
+    if (cfg->established_reserve_percent > 90) {
+        gerr_set(errmsg, "established_reserve_percent must be at most 90 (new clients need room too)");
         rv = GERR_INVAL;
         goto err;
     }
@@ -148,6 +156,7 @@ void grpc_server_free(struct grpc_server *s)
     mem_free(s->services);
     mem_free(s->unknown.path);
     mem_free(s->unknown.service);
+    mem_free(s->sources);
     nghttp2_option_del(s->options);
     nghttp2_session_callbacks_del(s->callbacks);
     if (s->tls != NULL) {
@@ -539,19 +548,34 @@ void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out)
         metrics_method(&s->methods[i], out, true);
     }
     metrics_method(&s->unknown, out, true);
-    buf_printf(out,
-               "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
-               "# TYPE gantry_grpc_server_connections gauge\n"
-               "gantry_grpc_server_connections %zu\n"
-               "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
-               "# TYPE gantry_grpc_server_connections_total counter\n"
-               "gantry_grpc_server_connections_total %llu\n"
-               "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept (limit).\n"
-               "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
-               "gantry_grpc_server_connections_rejected_total %llu\n"
-               "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
-               "# TYPE gantry_grpc_server_streams gauge\n"
-               "gantry_grpc_server_streams %zu\n",
-               s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
-               s->n_open_streams);
+    buf_printf(
+        out,
+        "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
+        "# TYPE gantry_grpc_server_connections gauge\n"
+        "gantry_grpc_server_connections %zu\n"
+        "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
+        "# TYPE gantry_grpc_server_connections_total counter\n"
+        "gantry_grpc_server_connections_total %llu\n"
+        "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept, by limit.\n"
+        "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
+        "gantry_grpc_server_connections_rejected_total{reason=\"max_connections\"} %llu\n"
+        "gantry_grpc_server_connections_rejected_total{reason=\"per_source\"} %llu\n"
+        "# HELP gantry_grpc_server_connections_evicted_total Unproven idle connections closed to admit new "
+        "ones.\n"
+        "# TYPE gantry_grpc_server_connections_evicted_total counter\n"
+        "gantry_grpc_server_connections_evicted_total %llu\n"
+        "# HELP gantry_grpc_server_handshake_timeouts_total Connections closed for not finishing the "
+        "handshake.\n"
+        "# TYPE gantry_grpc_server_handshake_timeouts_total counter\n"
+        "gantry_grpc_server_handshake_timeouts_total %llu\n"
+        "# HELP gantry_grpc_server_connections_established Live connections that carried an authenticated "
+        "call.\n"
+        "# TYPE gantry_grpc_server_connections_established gauge\n"
+        "gantry_grpc_server_connections_established %zu\n"
+        "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
+        "# TYPE gantry_grpc_server_streams gauge\n"
+        "gantry_grpc_server_streams %zu\n",
+        s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
+        (unsigned long long)s->conns_rejected_source, (unsigned long long)s->conns_evicted,
+        (unsigned long long)s->handshake_timeouts, s->n_established, s->n_open_streams);
 }

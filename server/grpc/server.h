@@ -14,6 +14,21 @@
  *     -> HEADERS(:status 200), DATA (prefixed reply), trailers (grpc-status, grpc-message)
  *   the stream closes -> the call is freed once no handler holds a reference.
  *
+ * The connection budget (h2.c). A connection is "established" once a call on it carried
+ * credentials (an authorization header or a verified client certificate), reached its handler
+ * and was answered with OK or a handler's own refusal (INVALID_ARGUMENT, NOT_FOUND,
+ * ALREADY_EXISTS, PERMISSION_DENIED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE): the transport
+ * cannot authenticate, so that is its proxy for "a caller the gate accepted". Others (in the
+ * handshake, idle, or only unauthenticated calls so far) are unproven. At accept:
+ *   - more than max_connections_per_source live connections from the address: closed at once;
+ *   - max_connections reached, or the unproven ones at their share (max_connections minus
+ *     established_reserve_percent): the unproven connection with no call at its handler that
+ *     comes from the address holding the most unproven connections (the oldest of them) gets a
+ *     GOAWAY and is closed; if there is none, the new connection is closed.
+ * So idle or handshake-only floods cannot lock out established clients nor, while there is an
+ * idle unproven connection from a busier address, new ones. Unproven connections also meet
+ * handshake_timeout_ms and idle_timeout_ms, which PINGs do not reset.
+ *
  * Failure modes and what the client sees:
  *   - content-type not application/grpc*: HTTP 415, no gRPC status;
  *   - unknown :path, or a known method with no handler yet: UNIMPLEMENTED;
@@ -49,23 +64,30 @@ struct grpc_server;
 struct grpc_call;
 
 struct grpc_server_config {
-    const char *listen;              /* "host:port"; port 0 picks a free one (grpc_server_port) */
-    const char *cert_file;           /* PEM chain; required unless h2c */
-    const char *key_file;            /* PEM private key; required unless h2c */
-    const char *client_ca_file;      /* optional: ask for client certificates and verify them */
-    bool h2c;                        /* plaintext HTTP/2; refused unless listen is a loopback IP */
-    uint32_t max_recv_message_bytes; /* default 4 MiB */
-    uint32_t max_send_message_bytes; /* default 16 MiB */
-    uint32_t max_concurrent_streams; /* per connection, advertised in SETTINGS; default 100 */
-    uint32_t max_header_list_bytes;  /* per request, name + value + 32 per field; default 16 KiB */
-    size_t conn_memory_bytes;        /* buffered input + unsent output per connection; default 64 MiB */
-    uint32_t max_connections;        /* further connections are closed at accept; default 1024 */
-    uint64_t idle_timeout_ms;        /* no open stream for this long: GOAWAY; 0 disables; default 5 min */
-    uint64_t keepalive_ms;           /* PING interval while streams are open; 0 disables; default 30 s */
-    uint64_t keepalive_timeout_ms;   /* no PING ACK for this long closes the connection; default 20 s */
-    uint32_t max_request_fields;     /* fields in one request message, nested and unknown ones and packed
-                                        elements included, refused before decoding; default 65536 */
-    uint32_t max_request_depth;      /* nesting of sub-messages in a request; default 32 */
+    const char *listen;                   /* "host:port"; port 0 picks a free one (grpc_server_port) */
+    const char *cert_file;                /* PEM chain; required unless h2c */
+    const char *key_file;                 /* PEM private key; required unless h2c */
+    const char *client_ca_file;           /* optional: ask for client certificates and verify them */
+    bool h2c;                             /* plaintext HTTP/2; refused unless listen is a loopback IP */
+    uint32_t max_recv_message_bytes;      /* default 4 MiB */
+    uint32_t max_send_message_bytes;      /* default 16 MiB */
+    uint32_t max_concurrent_streams;      /* per connection, advertised in SETTINGS; default 100 */
+    uint32_t max_header_list_bytes;       /* per request, name + value + 32 per field; default 16 KiB */
+    size_t conn_memory_bytes;             /* buffered input + unsent output per connection; default 64 MiB */
+    uint32_t max_connections;             /* in all; see established_reserve_percent; default 1024 */
+    uint32_t max_connections_per_source;  /* from one IP address; further ones are closed at accept;
+                                             0 = no limit; default 128 */
+    uint32_t established_reserve_percent; /* share of max_connections only established connections
+                                             may use (at most 90); default 25 */
+    uint64_t handshake_timeout_ms;        /* TLS handshake and the client's HTTP/2 preface must be done
+                                             within this from accept; 0 disables; default 10 s */
+    uint64_t idle_timeout_ms;             /* no stream opened or closed for this long (PINGs do not count):
+                                             GOAWAY; 0 disables; default 5 min */
+    uint64_t keepalive_ms;                /* PING interval while streams are open; 0 disables; default 30 s */
+    uint64_t keepalive_timeout_ms;        /* no PING ACK for this long closes the connection; default 20 s */
+    uint32_t max_request_fields;          /* fields in one request message, nested and unknown ones and packed
+                                             elements included, refused before decoding; default 65536 */
+    uint32_t max_request_depth;           /* nesting of sub-messages in a request; default 32 */
 };
 
 /* Fill @cfg with the defaults above (listen "127.0.0.1:0", TLS, no files). */

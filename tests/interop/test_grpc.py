@@ -21,6 +21,7 @@ import glob
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import socket
@@ -840,7 +841,10 @@ class ConnectionLimitTests(ServerCase):
         self.assertEqual(len(r.payload), 1000)
 
     def test_max_connections(self):
-        echo(self.ch, "Unary")(echo_pb2.EchoRequest(), timeout=RPC_TIMEOUT)  # holds the one connection
+        # The one connection is established (a call with credentials, answered OK), so a second
+        # client is refused rather than admitted by evicting it.
+        echo(self.ch, "Unary")(echo_pb2.EchoRequest(), metadata=(("authorization", "Bearer k"),), timeout=RPC_TIMEOUT)
+        self.assertEqual(self.server.metric("gantry_grpc_server_connections_established"), 1)
         ch2 = self.server.channel(options=[("grpc.use_local_subchannel_pool", 1)])
         with self.assertRaises(grpc.RpcError) as cm:
             echo(ch2, "Unary")(echo_pb2.EchoRequest(), timeout=5)
@@ -1524,6 +1528,132 @@ class HealthBackpressureTests(ServerCase):
         self.assertLess(len(msgs), 50000)
 
 
+def connect_from(source, port, timeout=2.0):
+    """A TCP connection to the server from @source (any 127.x.y.z works on Linux loopback), so
+    tests can play several client addresses."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def closed_by_server(s, wait):
+    """True if the server closes @s (EOF or reset) within @wait seconds."""
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+class ConnectionBudgetTests(ServerCase):
+    # TLS: idle attackers never send a ClientHello. 32 connections, 8 kept for established ones,
+    # 8 per source address, 1 s to finish the handshake.
+    server_args = ("--max-connections", "32", "--max-connections-per-source", "8", "--handshake-timeout-ms", "1000")
+
+    def test_per_source_cap_and_handshake_deadline(self):
+        socks = [connect_from("127.0.0.50", self.server.port) for _ in range(12)]
+        # The 4 over the per-source cap are closed at accept; the 8 others live until the
+        # handshake deadline (1 s) closes them too.
+        refused = [s for s in socks if closed_by_server(s, 0.05)]
+        self.assertEqual(len(refused), 4)
+        self.assertEqual(self.server.metric("gantry_grpc_server_connections_rejected_total", reason="per_source"), 4)
+        t0 = time.monotonic()
+        self.assertTrue(all(closed_by_server(s, 5) for s in socks if s not in refused))
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertGreaterEqual(self.server.metric("gantry_grpc_server_handshake_timeouts_total"), 8)
+        for s in socks:
+            s.close()
+
+    def test_idle_flood_does_not_lock_out_clients(self):
+        # For about 2 s an attacker opens silent TCP connections from 9 addresses as fast as it can
+        # (at most 10,000), holding up to 150 at a time (the bug: 1,024 idle connections refused every new client
+        # until they went away). An established client and new clients must still be served.
+        probe = LatencyProbe(self.server)
+        stop = threading.Event()
+        opened = [0]
+
+        def flood():
+            # Keep up to 150 silent connections open: replace those the server closes, hold the
+            # others (as the attacker's 1,024 were held).
+            held = []
+            i = 0
+            while not stop.is_set():
+                if held:
+                    gone, _, _ = select.select(held, [], [], 0)
+                    for s in gone:
+                        held.remove(s)
+                        s.close()
+                if len(held) >= 150 or opened[0] >= 10000:  # bounded
+                    stop.wait(0.01)
+                    continue
+                try:
+                    held.append(connect_from("127.0.0.%d" % (2 + i % 9), self.server.port, timeout=1))
+                    opened[0] += 1
+                except OSError:
+                    pass
+                i += 1
+            for s in held:
+                s.close()
+
+        attacker = threading.Thread(target=flood, daemon=True)
+        probe.start()
+        attacker.start()
+        time.sleep(0.5)
+        new_clients = []
+        try:
+            for i in range(5):
+                ch = self.server.channel(options=[("grpc.use_local_subchannel_pool", 1)])
+                t0 = time.monotonic()
+                echo(ch, "Unary")(echo_pb2.EchoRequest(message="new"), timeout=2)
+                new_clients.append(time.monotonic() - t0)
+                ch.close()
+                self.server.channels.remove(ch)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            attacker.join()
+            during = probe.stop()
+        print("idle flood: %d connections opened; new clients served in %s ms; established probe median %.1f ms "
+              "max %.1f ms; evicted %d, refused %d (per source) %d (full)" %
+              (opened[0], [round(t * 1000) for t in new_clients], during["median"] * 1000, during["max"] * 1000,
+               self.server.metric("gantry_grpc_server_connections_evicted_total"),
+               self.server.metric("gantry_grpc_server_connections_rejected_total", reason="per_source"),
+               self.server.metric("gantry_grpc_server_connections_rejected_total", reason="max_connections")),
+              file=sys.stderr)
+        self.assertEqual(during["errors"], [])
+        self.assertLess(during["median"], 0.05, during)
+        self.assertEqual(len(new_clients), 5)
+        self.assertLess(max(new_clients), 1.0, new_clients)
+        self.assertGreater(self.server.metric("gantry_grpc_server_connections_evicted_total"), 0)
+
+
+class IdleTimeoutTests(ServerCase):
+    tls = False
+    server_args = ("--idle-timeout-ms", "600")
+
+    def test_pings_do_not_keep_an_idle_connection(self):
+        # A client that opens no stream but sends a PING every 100 ms gets the idle GOAWAY anyway
+        # (PINGs used to count as activity, so such a connection was never closed).
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=RPC_TIMEOUT)
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0, b""))
+        t0 = time.monotonic()
+        goaway_at = None
+        while goaway_at is None and time.monotonic() - t0 < 4:
+            s.sendall(h2_frame(6, 0, 0, b"12345678"))
+            frames, closed = read_frames_until_eof(s, time.monotonic() + 0.1)
+            if any(f[0] == 7 for f in frames):
+                goaway_at = time.monotonic() - t0
+            if closed:
+                break
+        s.close()
+        self.assertIsNotNone(goaway_at, "no GOAWAY within 4 s although only PINGs were sent")
+        self.assertLess(goaway_at, 2.0)
+
+
 GROUPS = {
     "unary": [UnaryTLS, UnaryH2C],
     "streaming": [StreamingTests],
@@ -1534,7 +1664,8 @@ GROUPS = {
     "health": [HealthTests, HealthWatchShutdownTest],
     "admin": [AdminTests],
     "shutdown": [ShutdownTests],
-    "hostile": [HeaderBombTests, LazyDecodeTests, StreamingBackpressureTests, HealthBackpressureTests],
+    "hostile": [HeaderBombTests, LazyDecodeTests, StreamingBackpressureTests, HealthBackpressureTests,
+                ConnectionBudgetTests, IdleTimeoutTests],
     "validate": [ValidateTests],
 }
 

@@ -53,6 +53,9 @@ static void usage(FILE *f)
                "  --max-header-bytes N      request header list limit (default 16384)\n"
                "  --conn-memory N           buffered bytes per connection (default 67108864)\n"
                "  --max-connections N       (default 1024)\n"
+               "  --max-connections-per-source N  from one IP address (default 128, 0 no limit)\n"
+               "  --established-reserve-percent N share kept for established connections (default 25)\n"
+               "  --handshake-timeout-ms N  TLS + HTTP/2 preface deadline (default 10000, 0 off)\n"
                "  --idle-timeout-ms N       GOAWAY after N ms without streams (default 300000, 0 off)\n"
                "  --keepalive-ms N          PING interval while streams are open (default 30000, 0 off)\n"
                "  --keepalive-timeout-ms N  close if a PING is not acknowledged in N ms (default 20000)\n"
@@ -194,6 +197,9 @@ int main(int argc, char **argv)
         O_HEADERS,
         O_CONNMEM,
         O_MAXCONNS,
+        O_PERSOURCE,
+        O_RESERVE,
+        O_HANDSHAKE,
         O_IDLE,
         O_KEEPALIVE,
         O_KATIMEOUT,
@@ -217,6 +223,9 @@ int main(int argc, char **argv)
         {"max-header-bytes", required_argument, NULL, O_HEADERS},
         {"conn-memory", required_argument, NULL, O_CONNMEM},
         {"max-connections", required_argument, NULL, O_MAXCONNS},
+        {"max-connections-per-source", required_argument, NULL, O_PERSOURCE},
+        {"established-reserve-percent", required_argument, NULL, O_RESERVE},
+        {"handshake-timeout-ms", required_argument, NULL, O_HANDSHAKE},
         {"idle-timeout-ms", required_argument, NULL, O_IDLE},
         {"keepalive-ms", required_argument, NULL, O_KEEPALIVE},
         {"keepalive-timeout-ms", required_argument, NULL, O_KATIMEOUT},
@@ -275,6 +284,15 @@ int main(int argc, char **argv)
             break;
         case O_MAXCONNS:
             cfg.max_connections = v32;
+            break;
+        case O_PERSOURCE:
+            cfg.max_connections_per_source = v32;
+            break;
+        case O_RESERVE:
+            cfg.established_reserve_percent = v32;
+            break;
+        case O_HANDSHAKE:
+            cfg.handshake_timeout_ms = v;
             break;
         case O_IDLE:
             cfg.idle_timeout_ms = v;
