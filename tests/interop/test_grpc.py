@@ -1654,6 +1654,120 @@ class IdleTimeoutTests(ServerCase):
         self.assertLess(goaway_at, 2.0)
 
 
+def admin_probe(port, path="/healthz", timeout=2.0):
+    """GET @path on a fresh connection; returns (status or None if refused, seconds)."""
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            r.read()
+            return r.status, time.monotonic() - t0
+    except urllib.error.HTTPError as e:
+        return e.code, time.monotonic() - t0
+    except OSError:
+        return None, time.monotonic() - t0
+
+
+class AdminPipelineTests(ServerCase):
+    tls = False
+
+    def test_unread_pipelined_requests_are_bounded(self):
+        # 30,000 pipelined GET /metrics on one connection whose responses are never read (the
+        # bug: 100k of them grew the process by 598 MB, 470 MB of it kept after close). Now the
+        # parser pauses once 1 MiB of responses waits, so growth stays small and comes back.
+        for _ in range(3):
+            self.server.admin_get("/metrics")
+        time.sleep(0.2)
+        pid = self.server.proc.pid
+        base = proc_status_kb(pid, "VmRSS")
+        reset_peak_rss(pid)
+        s = socket.create_connection(("127.0.0.1", self.server.admin_port), timeout=3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # read nothing, buffer little
+
+        def send():
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 30000)
+            except OSError:
+                pass  # the server stopped reading: sendall times out, as it should
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(1.5)
+        probes = [admin_probe(self.server.admin_port) for _ in range(5)]
+        peak = proc_status_kb(pid, "VmHWM") - base
+        sender.join()
+        s.close()
+        time.sleep(0.2)
+        after = settle_rss(pid, base, 2 << 10)
+        print("admin pipelining: RSS base %d MiB, peak +%.1f MiB, after close +%.1f MiB; /healthz %s" %
+              (base >> 10, peak / 1024, (after - base) / 1024, [(st, round(t * 1000, 1)) for st, t in probes]),
+              file=sys.stderr)
+        self.assertTrue(all(st == 200 and t < 0.5 for st, t in probes), probes)
+        self.assertLess(peak, 16 << 10, "peak RSS grew by %d KiB" % peak)
+        self.assertLess(after - base, 8 << 10)
+
+
+class AdminSlowlorisTests(ServerCase):
+    tls = False
+    server_args = ("--admin-header-timeout-ms", "1000")
+
+    def test_trickling_clients_do_not_lock_out_probes(self):
+        # 64 connections (the whole cap) each send a request one byte every 100 ms, never
+        # finishing it, and reconnect when closed. The per-byte timer restart used to keep them
+        # forever and /healthz was refused. Now each dies 1 s after its first byte, and probes are
+        # admitted past the cap into the probe reserve meanwhile.
+        port = self.server.admin_port
+        stop = threading.Event()
+        stats = {"connects": 0, "closed_by_server": 0, "lifetimes": []}
+
+        def trickle():
+            conns = {}
+            line = b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 4000
+            while not stop.is_set():
+                while len(conns) < 64:
+                    try:
+                        c = socket.create_connection(("127.0.0.1", port), timeout=1)
+                        conns[c] = [time.monotonic(), 0]
+                        stats["connects"] += 1
+                    except OSError:
+                        break
+                for c, st in list(conns.items()):
+                    try:
+                        c.send(line[st[1]:st[1] + 1])
+                        st[1] += 1
+                    except OSError:
+                        pass
+                gone, _, _ = select.select(list(conns), [], [], 0)
+                for c in gone:
+                    stats["closed_by_server"] += 1
+                    stats["lifetimes"].append(time.monotonic() - conns.pop(c)[0])
+                    c.close()
+                stop.wait(0.1)
+            for c in conns:
+                c.close()
+
+        attacker = threading.Thread(target=trickle, daemon=True)
+        attacker.start()
+        time.sleep(0.5)
+        probes = []
+        try:
+            for _ in range(12):
+                probes.append(admin_probe(port))
+                probes.append(admin_probe(port, "/readyz"))
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            attacker.join()
+        lifetimes = sorted(stats["lifetimes"])
+        print("admin slowloris: %d connections, %d closed by the server (lifetime median %.2f s, max %.2f s); "
+              "probes %s" % (stats["connects"], stats["closed_by_server"],
+                             lifetimes[len(lifetimes) // 2] if lifetimes else -1, lifetimes[-1] if lifetimes else -1,
+                             sorted({(st, round(t * 1000)) for st, t in probes})[-3:]), file=sys.stderr)
+        self.assertTrue(all(st == 200 and t < 0.5 for st, t in probes), probes)
+        self.assertGreaterEqual(stats["closed_by_server"], 64)
+        self.assertLess(lifetimes[-1], 2.5)
+        # A general request made while the cap is held goes to the probe reserve: 503.
+
+
 GROUPS = {
     "unary": [UnaryTLS, UnaryH2C],
     "streaming": [StreamingTests],
@@ -1662,7 +1776,7 @@ GROUPS = {
     "tls": [TLSTests],
     "reflection": [ReflectionTests],
     "health": [HealthTests, HealthWatchShutdownTest],
-    "admin": [AdminTests],
+    "admin": [AdminTests, AdminPipelineTests, AdminSlowlorisTests],
     "shutdown": [ShutdownTests],
     "hostile": [HeaderBombTests, LazyDecodeTests, StreamingBackpressureTests, HealthBackpressureTests,
                 ConnectionBudgetTests, IdleTimeoutTests],

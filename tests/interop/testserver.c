@@ -61,6 +61,12 @@ static void usage(FILE *f)
                "  --keepalive-timeout-ms N  close if a PING is not acknowledged in N ms (default 20000)\n"
                "  --max-request-fields N    fields in one request message (default 65536)\n"
                "  --max-request-depth N     nesting of sub-messages in a request (default 32)\n"
+               "  --admin-max-connections N      admin connections (default 64)\n"
+               "  --admin-probe-reserve N        more, for /healthz and /readyz only (default 8)\n"
+               "  --admin-header-timeout-ms N    a request complete within N ms of its first byte (10000)\n"
+               "  --admin-idle-timeout-ms N      keep-alive idle close (default 30000)\n"
+               "  --admin-probe-timeout-ms N     a probe connection's deadline (default 2000)\n"
+               "  --admin-max-buffered N         unwritten response bytes per connection (default 1048576)\n"
                "  --grace-ms N              shutdown grace for in-flight calls (default 5000)\n"
                "  --log-level LEVEL         error|warn|info|debug|trace (default info)\n");
 }
@@ -178,6 +184,7 @@ int main(int argc, char **argv)
     struct grpc_server_config cfg;
     grpc_server_config_defaults(&cfg);
     const char *admin_addr = "127.0.0.1:0";
+    struct admin_config acfg = {.ready = ts_ready, .metrics = ts_metrics}; /* limits: 0 = default */
     const char *port_file = NULL;
     struct ts t;
     memset(&t, 0, sizeof(t));
@@ -205,6 +212,12 @@ int main(int argc, char **argv)
         O_KATIMEOUT,
         O_REQFIELDS,
         O_REQDEPTH,
+        O_ADM_CONNS,
+        O_ADM_RESERVE,
+        O_ADM_HEADER,
+        O_ADM_IDLE,
+        O_ADM_PROBE,
+        O_ADM_BUFFERED,
         O_GRACE,
         O_LOG,
         O_HELP
@@ -231,6 +244,12 @@ int main(int argc, char **argv)
         {"keepalive-timeout-ms", required_argument, NULL, O_KATIMEOUT},
         {"max-request-fields", required_argument, NULL, O_REQFIELDS},
         {"max-request-depth", required_argument, NULL, O_REQDEPTH},
+        {"admin-max-connections", required_argument, NULL, O_ADM_CONNS},
+        {"admin-probe-reserve", required_argument, NULL, O_ADM_RESERVE},
+        {"admin-header-timeout-ms", required_argument, NULL, O_ADM_HEADER},
+        {"admin-idle-timeout-ms", required_argument, NULL, O_ADM_IDLE},
+        {"admin-probe-timeout-ms", required_argument, NULL, O_ADM_PROBE},
+        {"admin-max-buffered", required_argument, NULL, O_ADM_BUFFERED},
         {"grace-ms", required_argument, NULL, O_GRACE},
         {"log-level", required_argument, NULL, O_LOG},
         {"help", no_argument, NULL, O_HELP},
@@ -309,6 +328,24 @@ int main(int argc, char **argv)
         case O_REQDEPTH:
             cfg.max_request_depth = v32;
             break;
+        case O_ADM_CONNS:
+            acfg.max_connections = v32;
+            break;
+        case O_ADM_RESERVE:
+            acfg.probe_reserve = v32;
+            break;
+        case O_ADM_HEADER:
+            acfg.header_timeout_ms = v;
+            break;
+        case O_ADM_IDLE:
+            acfg.idle_timeout_ms = v;
+            break;
+        case O_ADM_PROBE:
+            acfg.probe_timeout_ms = v;
+            break;
+        case O_ADM_BUFFERED:
+            acfg.max_buffered_bytes = (size_t)v;
+            break;
         case O_GRACE:
             t.grace_ms = v;
             break;
@@ -368,8 +405,8 @@ int main(int argc, char **argv)
     }
     health_serve_all(t.health, t.server);
     if (strcmp(admin_addr, "off") != 0) {
-        struct admin_config acfg = {
-            .listen = admin_addr, .ready = ts_ready, .metrics = ts_metrics, .data = &t};
+        acfg.listen = admin_addr;
+        acfg.data = &t;
         if ((rv = admin_start(t.loop, &acfg, &t.admin, errmsg)) != 0) {
             fprintf(stderr, "gantry-grpc-testserver: %s\n", errmsg);
             t.admin = NULL;
