@@ -1,8 +1,10 @@
 /* The gRPC server: HTTP/2 (nghttp2) over TLS (OpenSSL, ALPN h2) or loopback-only h2c, on a libuv
  * loop, dispatching protobuf-c messages to handlers by :path.
  *
- * Threading: everything here runs on the loop thread, except grpc_call_finish_async(), which
- * any thread may call (it is how a handler answers after waiting on the store elsewhere).
+ * Threading: everything here runs on the loop thread, except grpc_call_finish_async() and
+ * grpc_call_send_async(), which any thread may call (it is how a handler answers after waiting on
+ * the store elsewhere), and grpc_call_request()/grpc_call_request_error(), which decode the
+ * request on the thread that asks first (see grpc_call_request for the rule).
  *
  * The happy path of one unary call:
  *   HEADERS (:path, content-type application/grpc, grpc-timeout, metadata)
