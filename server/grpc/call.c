@@ -903,6 +903,9 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
     call_undispatch(call);
     if (c != NULL) {
         c->out_buffered -= call->out.len - call->out_off;
+        if (c->n_held > 0 && c->out_buffered <= call->server->cfg.conn_memory_bytes) {
+            c->drain_waiting = true; /* a call holding input may go on (the next flush tells it) */
+        }
         queue_remove(&call->link);
         c->n_streams--;
         call->server->n_open_streams--;
