@@ -219,12 +219,13 @@ int grpc__call_header_bytes(struct grpc_call *call, size_t namelen, size_t value
     if (call->header_bytes <= max) {
         return 0;
     }
-    if (!call->headers_too_big) {
-        call->headers_too_big = true;
+    if (!call->headers_too_big && !call->finished) {
+        /* (Trailers can arrive after the handler finished: then only the connection ends.) */
         char msg[128];
         snprintf(msg, sizeof(msg), "request headers exceed the limit of %u bytes", max);
         grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
     }
+    call->headers_too_big = true;
     return GERR_TOOBIG;
 }
 
