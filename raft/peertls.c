@@ -7,8 +7,11 @@
  * an eventfd.
  *
  * Failure modes: a handshake that fails or does not finish within the timeout (logged, counted
- * as rejected, closed); a backend that refuses (closed); any read or write error or EOF on either
- * side of a relayed pair (pending bytes flushed where possible, both sides closed). */
+ * as rejected, closed); more handshakes from one address than max_handshakes_per_source (closed
+ * at accept, counted as rejected); a backend that refuses (closed); any read or write error or EOF
+ * on either side of a relayed pair (pending bytes flushed where possible, both sides closed).
+ * Refusals are logged once per source address per window, then counted (a flood of silent
+ * connections used to write one WARN line each: 8,500 in 40 s). */
 #include "raft/peertls.h"
 
 #include <arpa/inet.h>
@@ -49,6 +52,8 @@
  * are capped; above the cap the listener is not polled until some finish or time out. */
 #define MAX_HANDSHAKES  256
 #define ACCEPT_PAUSE_MS 100
+/* Source addresses whose refusals are being counted instead of logged (relay thread only). */
+#define REFUSAL_SOURCES 64
 
 enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
 
@@ -56,6 +61,7 @@ struct relay {
     struct queue link;
     enum relay_state state;
     bool inbound;
+    struct in_addr source; /* inbound: the peer's address */
     int tls_fd;
     int plain_fd; /* backend socket (inbound) or our end of the socketpair (outbound) */
     SSL *ssl;
@@ -71,6 +77,13 @@ struct relay {
     short plain_events, tls_events;
 };
 
+/* Refusals from one address in the current log window. */
+struct refusal_window {
+    struct in_addr source;
+    uint64_t start_ms; /* 0: unused slot */
+    uint64_t unlogged;
+};
+
 struct peertls {
     SSL_CTX *server_ctx;
     SSL_CTX *client_ctx;
@@ -78,7 +91,10 @@ struct peertls {
     char listen_address[64];
     char backend[128];
     unsigned handshake_timeout_ms;
-    int wake_fd;                  /* eventfd */
+    unsigned max_handshakes_per_source;
+    unsigned refusal_log_window_ms;
+    struct refusal_window refusals[REFUSAL_SOURCES]; /* relay thread only */
+    int wake_fd;                                     /* eventfd */
     uint64_t accept_paused_until; /* relay thread only: out of descriptors, retry accept later */
     pthread_t thread;
     pthread_mutex_t mu; /* guards incoming, stopping, stats */
@@ -153,6 +169,8 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
     queue_init(&p->incoming);
     queue_init(&p->relays);
     p->handshake_timeout_ms = cfg->handshake_timeout_ms != 0 ? cfg->handshake_timeout_ms : 5000;
+    p->max_handshakes_per_source = cfg->max_handshakes_per_source != 0 ? cfg->max_handshakes_per_source : 8;
+    p->refusal_log_window_ms = cfg->refusal_log_window_ms != 0 ? cfg->refusal_log_window_ms : 10000;
     if (cfg->listen_address != NULL) {
         if (cfg->backend_address == NULL || strlen(cfg->backend_address) >= sizeof p->backend) {
             gerr_set(errmsg, "peer TLS: a listener needs a backend address");
@@ -324,10 +342,50 @@ static uint64_t now_ms(void)
     return clock_mono_ms(clock_system());
 }
 
+/* Log a refused inbound connection from @source: the first one per address per window, then
+ * only a count, reported with the first refusal after the window. */
+static void log_refusal(struct peertls *p, struct in_addr source, const char *peer, const char *why)
+{
+    uint64_t now = now_ms();
+    struct refusal_window *w = NULL, *oldest = &p->refusals[0];
+    for (size_t i = 0; i < REFUSAL_SOURCES; i++) {
+        struct refusal_window *e = &p->refusals[i];
+        if (e->start_ms != 0 && e->source.s_addr == source.s_addr) {
+            w = e;
+            break;
+        }
+        if (e->start_ms < oldest->start_ms) {
+            oldest = e;
+        }
+    }
+    if (w != NULL && now - w->start_ms < p->refusal_log_window_ms) {
+        w->unlogged++;
+        return;
+    }
+    char host[INET_ADDRSTRLEN] = "?";
+    if (w == NULL) {
+        w = oldest; /* a free slot (start 0) or the least recent window */
+        if (w->start_ms != 0 && w->unlogged > 0) {
+            inet_ntop(AF_INET, &w->source, host, sizeof host);
+            LOG_WARN("peer TLS: refused %llu more connection(s) from %s in the last %llu s",
+                     (unsigned long long)w->unlogged, host, (unsigned long long)((now - w->start_ms) / 1000));
+        }
+    } else if (w->unlogged > 0) {
+        inet_ntop(AF_INET, &source, host, sizeof host);
+        LOG_WARN("peer TLS: refused %llu more connection(s) from %s in the last %llu s",
+                 (unsigned long long)w->unlogged, host, (unsigned long long)((now - w->start_ms) / 1000));
+    }
+    LOG_WARN("peer TLS: refused %s: %s (further refusals from this address are counted for %u s)", peer, why,
+             p->refusal_log_window_ms / 1000);
+    w->source = source;
+    w->start_ms = now;
+    w->unlogged = 0;
+}
+
 static void relay_kill(struct peertls *p, struct relay *r, const char *why)
 {
     if (r->state == RELAY_HANDSHAKE && r->inbound) {
-        LOG_WARN("peer TLS: refused %s: %s", r->peer, why);
+        log_refusal(p, r->source, r->peer, why);
         count(p, &p->stats.rejected, 1);
     } else if (r->state == RELAY_PIPE) {
         LOG_DEBUG("peer TLS: closed %s: %s", r->peer, why);
@@ -501,6 +559,18 @@ static void step_pipe(struct peertls *p, struct relay *r)
     }
 }
 
+/* Inbound connections from @source still in their handshake. */
+static unsigned handshakes_from(struct peertls *p, struct in_addr source)
+{
+    unsigned n = 0;
+    struct queue *q;
+    QUEUE_FOREACH (q, &p->relays) {
+        struct relay *r = QUEUE_DATA(q, struct relay, link);
+        n += r->inbound && r->state == RELAY_HANDSHAKE && r->source.s_addr == source.s_addr;
+    }
+    return n;
+}
+
 static void accept_all(struct peertls *p)
 {
     for (;;) {
@@ -516,10 +586,21 @@ static void accept_all(struct peertls *p)
             }
             return; /* EAGAIN, or a transient error: poll will tell us again */
         }
-        struct relay *r = mem_zalloc(sizeof *r);
         char host[INET_ADDRSTRLEN] = "?";
         inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-        snprintf(r->peer, sizeof r->peer, "%s:%u", host, ntohs(sa.sin_port));
+        char peer[64];
+        snprintf(peer, sizeof peer, "%s:%u", host, ntohs(sa.sin_port));
+        if (handshakes_from(p, sa.sin_addr) >= p->max_handshakes_per_source) {
+            /* Closed before any TLS state exists; the listener keeps draining, so a peer's dial
+             * behind this flood is accepted at once. */
+            close(fd);
+            log_refusal(p, sa.sin_addr, peer, "too many handshakes from this address");
+            count(p, &p->stats.rejected, 1);
+            continue;
+        }
+        struct relay *r = mem_zalloc(sizeof *r);
+        snprintf(r->peer, sizeof r->peer, "%s", peer);
+        r->source = sa.sin_addr;
         r->inbound = true;
         r->tls_fd = fd;
         r->plain_fd = -1;

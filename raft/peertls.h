@@ -33,11 +33,21 @@ struct peertls_config {
     const char *listen_address;    /* "a.b.c.d:port" for inbound peers, or NULL for dial-only */
     const char *backend_address;   /* where inbound connections go: "@abstract-name" or "a.b.c.d:port" */
     unsigned handshake_timeout_ms; /* inbound handshakes; 0 = 5000 */
+    /* Inbound connections from one IP address still in their handshake: further ones are closed
+     * at accept (anyone can open these without a certificate; without a bound per source, one
+     * host filled the global cap of 256 and a legitimate peer's dial waited in the backlog until
+     * they timed out). 0 = 8. */
+    unsigned max_handshakes_per_source;
+    /* Refused inbound connections are logged once per source address per window, then counted:
+     * "refused N more connections from ADDR in the last S s" with the next refusal after the
+     * window. 0 = 10000. */
+    unsigned refusal_log_window_ms;
 };
 
 struct peertls_stats {
     uint64_t accepted;    /* inbound handshakes that succeeded */
-    uint64_t rejected;    /* inbound connections refused (bad or no certificate, timeout, not TLS) */
+    uint64_t rejected;    /* inbound connections refused (bad or no certificate, timeout, not TLS,
+                             over max_handshakes_per_source) */
     uint64_t dialed;      /* outbound connections established */
     uint64_t dial_failed; /* outbound connections that failed (including a peer with a foreign cert) */
     uint64_t active;      /* connections being relayed now */
@@ -52,8 +62,9 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
 /* peertls_start with the identity read from @dir: ca.pem, cert.pem and key.pem (each at most
  * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
 /* The same with the CA, certificate and key read from three PEM files. */
-int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file, const char *listen_address,
-                        const char *backend_address, struct peertls **out, char *errmsg);
+int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
+                        const char *listen_address, const char *backend_address, struct peertls **out,
+                        char *errmsg);
 
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
                       struct peertls **out, char *errmsg);

@@ -1,34 +1,58 @@
 /* Admin HTTP/1.1 endpoint. Happy path: accept -> read -> llhttp_execute -> on_message_complete
  * builds the response into the connection's output -> uv_write -> keep reading (keep-alive) or
  * close. Failure modes: parse error or oversized request (answer 400/414/431 and close), read
- * error or EOF, idle timeout, too many connections (closed at accept). */
+ * error or EOF, a request not complete within its deadline, an idle keep-alive connection, a
+ * full house (closed at accept).
+ *
+ * Hostile clients (issue 15):
+ *   - Backpressure: a connection holds at most max_buffered_bytes of responses not yet written
+ *     (queued or handed to the kernel). Past that the parser pauses after the current request
+ *     (HPE_PAUSED), reading stops, and the unparsed rest of the read is kept; once writes drain
+ *     below half the limit parsing resumes. So pipelined requests that are never read cost a
+ *     bounded amount of memory, however many arrive.
+ *   - Deadlines that bytes do not restart: the first request must be complete within
+ *     header_timeout_ms of accept, later ones within header_timeout_ms of their first byte;
+ *     between requests (and while responses wait to be written) idle_timeout_ms applies, restarted
+ *     by completed requests and finished writes, never by single bytes.
+ *   - Probes keep room: past max_connections, up to probe_reserve more connections are admitted
+ *     as probe connections: one GET/HEAD of /healthz or /readyz each, within probe_timeout_ms of
+ *     accept, answered and closed (anything else gets 503). When those are full too, the oldest
+ *     probe connection still waiting for its request is closed to admit the new one, so a
+ *     liveness probe gets in even while slow clients hold every other slot.
+ *   - Memory: a connection's buffers go when it closes; after one that buffered 1 MiB or more,
+ *     malloc_trim gives the heap back to the system (from a timer, at most every 100 ms). */
 #include "server/admin.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/addr.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/queue.h"
-#include "llhttp.h"
-#include "lib/addr.h"
 #include "lib/uverr.h"
+#include "llhttp.h"
 
 #define ADMIN_MAX_URL     1024
 #define ADMIN_MAX_HEADERS (8u << 10)
-#define ADMIN_MAX_CONNS   64
-#define ADMIN_IDLE_MS     30000
+#define ADMIN_TRIM_DELAY  100
+#define ADMIN_TRIM_MIN    (1u << 20)
 
 struct admin {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    struct admin_config cfg;
+    uv_timer_t trim_timer;
+    bool trim_pending;
+    struct admin_config cfg; /* zero limits replaced by the defaults */
     char *listen_copy;
     int port;
-    struct queue conns;
-    size_t n_conns;
-    int handles_open;
+    struct queue conns; /* in accept order */
+    size_t n_conns;     /* allocated connections (closing ones included) */
+    size_t n_general;   /* open connections within max_connections */
+    size_t n_probe;     /* open probe connections */
+    int handles_open;   /* listener, trim timer */
     bool closing;
     admin_closed_cb closed_cb;
     void *closed_data;
@@ -39,17 +63,27 @@ struct admin_conn {
     struct admin *admin;
     struct queue link;
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    uv_timer_t timer; /* the current deadline: request, idle or probe */
     int handles_open;
     bool closing;
     bool close_after_write;
+    bool general;    /* counted in n_general */
+    bool probe;      /* admitted into the probe reserve (counted in n_probe) */
+    bool reading;    /* uv_read_start active */
+    bool paused;     /* the parser stopped after a request: too much output unwritten */
+    bool in_request; /* bytes of a request received, the request not complete */
+    uint64_t n_requests;
     llhttp_t parser;
     char url[ADMIN_MAX_URL + 1];
     size_t url_len;
     size_t header_bytes;
     int error_status; /* nonzero: answer this and close */
-    struct buf out;
+    struct buf out;   /* response bytes not yet handed to uv_write */
+    size_t writing;   /* bytes handed to uv_write and not yet written */
     size_t writes_pending;
+    size_t peak_buffered;
+    struct buf held; /* unparsed input kept while paused */
+    size_t held_off;
     char rbuf[4096];
 };
 
@@ -57,9 +91,32 @@ struct admin_write {
     uv_write_t req;
     struct admin_conn *conn;
     uint8_t *data;
+    size_t len;
 };
 
 static void admin_maybe_closed(struct admin *a);
+static void admin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
+static void admin_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+
+/* --- Memory --- */
+
+static void admin_trim_cb(uv_timer_t *t)
+{
+    struct admin *a = t->data;
+    a->trim_pending = false;
+    malloc_trim(0);
+}
+
+static void admin_trim_soon(struct admin *a, size_t bytes)
+{
+    if (bytes < ADMIN_TRIM_MIN || a->trim_pending || a->closing) {
+        return;
+    }
+    a->trim_pending = true;
+    uv_timer_start(&a->trim_timer, admin_trim_cb, ADMIN_TRIM_DELAY, 0);
+}
+
+/* --- Connections --- */
 
 static void admin_conn_closed(uv_handle_t *h)
 {
@@ -68,32 +125,80 @@ static void admin_conn_closed(uv_handle_t *h)
         return;
     }
     struct admin *a = c->admin;
+    size_t peak = c->peak_buffered;
     buf_close(&c->out);
+    buf_close(&c->held);
     mem_free(c);
     a->n_conns--;
+    admin_trim_soon(a, peak);
     admin_maybe_closed(a);
 }
 
-static void admin_conn_close(struct admin_conn *c)
+static void admin_conn_close(struct admin_conn *c, const char *why)
 {
     if (c->closing) {
         return;
     }
     c->closing = true;
+    if (why != NULL) {
+        LOG_DEBUG("admin: closing a connection: %s", why);
+    }
+    if (c->probe) {
+        c->admin->n_probe--;
+    } else if (c->general) {
+        c->admin->n_general--;
+    }
     queue_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, admin_conn_closed);
     uv_close((uv_handle_t *)&c->timer, admin_conn_closed);
 }
 
+static void admin_timer_cb(uv_timer_t *t)
+{
+    struct admin_conn *c = t->data;
+    admin_conn_close(c, c->in_request || c->n_requests == 0 ? "request not complete in time" : "idle");
+}
+
+static void admin_deadline(struct admin_conn *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, admin_timer_cb, ms, 0);
+}
+
+/* Between requests, or while responses are being written: the idle deadline. */
+static void admin_idle(struct admin_conn *c)
+{
+    if (!c->probe) {
+        admin_deadline(c, c->admin->cfg.idle_timeout_ms);
+    }
+}
+
+static size_t admin_buffered(const struct admin_conn *c)
+{
+    return c->out.len + c->writing;
+}
+
+static void admin_resume(struct admin_conn *c);
+
 static void admin_write_cb(uv_write_t *req, int status)
 {
     struct admin_write *w = (struct admin_write *)req;
     struct admin_conn *c = w->conn;
+    c->writing -= w->len;
     mem_free(w->data);
     mem_free(w);
     c->writes_pending--;
+    if (c->closing) {
+        return;
+    }
     if (status < 0 || (c->close_after_write && c->writes_pending == 0)) {
-        admin_conn_close(c);
+        admin_conn_close(c, status < 0 ? "write failed" : NULL);
+        return;
+    }
+    if (!c->in_request) {
+        admin_idle(c); /* progress: the client reads */
+    }
+    if (c->paused && admin_buffered(c) <= c->admin->cfg.max_buffered_bytes / 2) {
+        admin_resume(c);
     }
 }
 
@@ -105,14 +210,16 @@ static void admin_flush(struct admin_conn *c)
     struct admin_write *w = mem_alloc(sizeof(*w));
     w->conn = c;
     w->data = c->out.data;
+    w->len = c->out.len;
     uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned int)c->out.len);
     buf_init(&c->out);
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, admin_write_cb) != 0) {
         mem_free(w->data);
         mem_free(w);
-        admin_conn_close(c);
+        admin_conn_close(c, "write failed");
         return;
     }
+    c->writing += w->len;
     c->writes_pending++;
 }
 
@@ -128,7 +235,12 @@ static void admin_respond(struct admin_conn *c, int status, const char *reason, 
     if (!head && len > 0) {
         buf_append(&c->out, body, len);
     }
+    if (admin_buffered(c) > c->peak_buffered) {
+        c->peak_buffered = admin_buffered(c);
+    }
 }
+
+/* --- Parsing --- */
 
 static int admin_on_url(llhttp_t *p, const char *at, size_t len)
 {
@@ -161,6 +273,12 @@ static int admin_on_message_begin(llhttp_t *p)
     c->url_len = 0;
     c->url[0] = '\0';
     c->header_bytes = 0;
+    c->in_request = true;
+    /* The request deadline runs from its first byte and is not restarted by later ones (the
+     * first request's runs from accept already, a probe's from accept). */
+    if (c->n_requests > 0 && !c->probe) {
+        admin_deadline(c, c->admin->cfg.header_timeout_ms);
+    }
     return 0;
 }
 
@@ -170,7 +288,9 @@ static int admin_on_message_complete(llhttp_t *p)
     struct admin *a = c->admin;
     uint8_t method = llhttp_get_method(p);
     bool head = method == HTTP_HEAD;
-    if (!llhttp_should_keep_alive(p) || a->closing) {
+    c->in_request = false;
+    c->n_requests++;
+    if (!llhttp_should_keep_alive(p) || a->closing || c->probe) {
         c->close_after_write = true;
     }
     char path[ADMIN_MAX_URL + 1];
@@ -179,7 +299,11 @@ static int admin_on_message_complete(llhttp_t *p)
     if (q != NULL) {
         *q = '\0';
     }
-    if (method != HTTP_GET && method != HTTP_HEAD) {
+    bool probe_path = strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0;
+    if (c->probe && !probe_path) {
+        admin_respond(c, 503, "Service Unavailable", "text/plain", "admin port busy: probes only\n", 29,
+                      head);
+    } else if (method != HTTP_GET && method != HTTP_HEAD) {
         admin_respond(c, 405, "Method Not Allowed", "text/plain", "method not allowed\n", 19, head);
     } else if (strcmp(path, "/healthz") == 0) {
         admin_respond(c, 200, "OK", "text/plain", "ok\n", 3, head);
@@ -204,7 +328,66 @@ static int admin_on_message_complete(llhttp_t *p)
     } else {
         admin_respond(c, 404, "Not Found", "text/plain", "not found\n", 10, head);
     }
+    if (c->close_after_write) {
+        return HPE_PAUSED; /* nothing after this request is read */
+    }
+    admin_idle(c);
+    if (admin_buffered(c) >= a->cfg.max_buffered_bytes) {
+        return HPE_PAUSED; /* admin_parse keeps the rest until the writes drain */
+    }
     return 0;
+}
+
+static void admin_stop_reading(struct admin_conn *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* Parse @len bytes at @data; on a pause keep what was not parsed. Then flush. */
+static void admin_parse(struct admin_conn *c, const char *data, size_t len)
+{
+    llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
+    if (e == HPE_PAUSED) {
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        size_t used = pos != NULL && pos >= data && pos <= data + len ? (size_t)(pos - data) : len;
+        admin_stop_reading(c);
+        if (!c->close_after_write) {
+            /* Backpressure: keep the rest of this read (bounded by the read buffer) for later. */
+            c->paused = true;
+            buf_append(&c->held, data + used, len - used);
+        }
+    } else if (e != HPE_OK) {
+        int status = c->error_status != 0 ? c->error_status : 400;
+        const char *reason = status == 414   ? "URI Too Long"
+                             : status == 431 ? "Request Header Fields Too Large"
+                                             : "Bad Request";
+        c->close_after_write = true;
+        admin_respond(c, status, reason, "text/plain", "bad request\n", 12, false);
+        admin_stop_reading(c);
+    }
+    admin_flush(c);
+}
+
+/* The writes drained: parse what was held, then read again unless paused anew. */
+static void admin_resume(struct admin_conn *c)
+{
+    c->paused = false;
+    llhttp_resume(&c->parser);
+    struct buf held = c->held;
+    size_t off = c->held_off;
+    buf_init(&c->held);
+    c->held_off = 0;
+    if (held.len > off) {
+        admin_parse(c, (const char *)held.data + off, held.len - off);
+    }
+    buf_close(&held);
+    if (!c->paused && !c->closing && !c->close_after_write && !c->reading &&
+        uv_read_start((uv_stream_t *)&c->tcp, admin_alloc_cb, admin_read_cb) == 0) {
+        c->reading = true;
+    }
 }
 
 static void admin_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -221,29 +404,28 @@ static void admin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     }
     if (nread < 0) {
-        admin_conn_close(c);
+        admin_conn_close(c, NULL);
         return;
     }
-    if (nread == 0) {
+    if (nread == 0 || c->paused || c->close_after_write) {
         return;
     }
-    uv_timer_again(&c->timer);
-    llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)nread);
-    if (e != HPE_OK) {
-        int status = c->error_status != 0 ? c->error_status : 400;
-        const char *reason = status == 414   ? "URI Too Long"
-                             : status == 431 ? "Request Header Fields Too Large"
-                                             : "Bad Request";
-        c->close_after_write = true;
-        admin_respond(c, status, reason, "text/plain", "bad request\n", 12, false);
-        uv_read_stop(s);
-    }
-    admin_flush(c);
+    admin_parse(c, b->base, (size_t)nread);
 }
 
-static void admin_timer_cb(uv_timer_t *t)
+/* --- Accepting --- */
+
+/* The oldest probe connection still waiting for its request, or NULL. */
+static struct admin_conn *admin_probe_victim(struct admin *a)
 {
-    admin_conn_close(t->data);
+    struct queue *q;
+    QUEUE_FOREACH (q, &a->conns) {
+        struct admin_conn *c = QUEUE_DATA(q, struct admin_conn, link);
+        if (c->probe && c->n_requests == 0) {
+            return c;
+        }
+    }
+    return NULL;
 }
 
 static void admin_on_connection(uv_stream_t *l, int status)
@@ -255,6 +437,7 @@ static void admin_on_connection(uv_stream_t *l, int status)
     struct admin_conn *c = mem_zalloc(sizeof(*c));
     c->admin = a;
     buf_init(&c->out);
+    buf_init(&c->held);
     uv_tcp_init(a->loop, &c->tcp);
     uv_timer_init(a->loop, &c->timer);
     c->tcp.data = c;
@@ -262,16 +445,33 @@ static void admin_on_connection(uv_stream_t *l, int status)
     c->handles_open = 2;
     queue_insert_tail(&a->conns, &c->link);
     a->n_conns++;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || a->n_conns > ADMIN_MAX_CONNS) {
-        admin_conn_close(c);
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        admin_conn_close(c, "accept failed");
         return;
+    }
+    if (a->n_general >= a->cfg.max_connections) {
+        if (a->n_probe >= a->cfg.probe_reserve) {
+            struct admin_conn *victim = admin_probe_victim(a);
+            if (victim == NULL) {
+                admin_conn_close(c, "too many connections");
+                return;
+            }
+            admin_conn_close(victim, "evicted from the probe reserve");
+        }
+        c->probe = true;
+        a->n_probe++;
+    } else {
+        c->general = true;
+        a->n_general++;
     }
     llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
     c->parser.data = c;
-    uv_timer_start(&c->timer, admin_timer_cb, ADMIN_IDLE_MS, ADMIN_IDLE_MS);
+    admin_deadline(c, c->probe ? a->cfg.probe_timeout_ms : a->cfg.header_timeout_ms);
     if (uv_read_start((uv_stream_t *)&c->tcp, admin_alloc_cb, admin_read_cb) != 0) {
-        admin_conn_close(c);
+        admin_conn_close(c, "read failed");
+        return;
     }
+    c->reading = true;
 }
 
 static void admin_handle_closed(uv_handle_t *h)
@@ -295,6 +495,28 @@ static void admin_maybe_closed(struct admin *a)
     }
 }
 
+void admin_config_defaults(struct admin_config *cfg)
+{
+    if (cfg->max_connections == 0) {
+        cfg->max_connections = 64;
+    }
+    if (cfg->probe_reserve == 0) {
+        cfg->probe_reserve = 8;
+    }
+    if (cfg->header_timeout_ms == 0) {
+        cfg->header_timeout_ms = 10000;
+    }
+    if (cfg->idle_timeout_ms == 0) {
+        cfg->idle_timeout_ms = 30000;
+    }
+    if (cfg->probe_timeout_ms == 0) {
+        cfg->probe_timeout_ms = 2000;
+    }
+    if (cfg->max_buffered_bytes == 0) {
+        cfg->max_buffered_bytes = 1u << 20;
+    }
+}
+
 int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **out, char *errmsg)
 {
     struct sockaddr_storage ss;
@@ -306,6 +528,7 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
     struct admin *a = mem_zalloc(sizeof(*a));
     a->loop = loop;
     a->cfg = *cfg;
+    admin_config_defaults(&a->cfg);
     a->listen_copy = mem_strdup(cfg->listen);
     a->cfg.listen = a->listen_copy;
     queue_init(&a->conns);
@@ -317,10 +540,12 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
     a->settings.on_message_complete = admin_on_message_complete;
     uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
-    a->handles_open = 1;
+    uv_timer_init(loop, &a->trim_timer);
+    a->trim_timer.data = a;
+    a->handles_open = 2;
     int uvrv = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
     if (uvrv == 0) {
-        uvrv = uv_listen((uv_stream_t *)&a->listener, 64, admin_on_connection);
+        uvrv = uv_listen((uv_stream_t *)&a->listener, 128, admin_on_connection);
     }
     if (uvrv != 0) {
         rv = uverr_to_gerr(uvrv, errmsg);
@@ -328,6 +553,7 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
         /* Close asynchronously; the memory goes in the close callback. */
         a->closing = true;
         uv_close((uv_handle_t *)&a->listener, admin_handle_closed);
+        uv_close((uv_handle_t *)&a->trim_timer, admin_handle_closed);
         return rv;
     }
     int len = sizeof(ss);
@@ -349,8 +575,9 @@ void admin_close(struct admin *a, admin_closed_cb cb, void *data)
     a->closed_cb = cb;
     a->closed_data = data;
     uv_close((uv_handle_t *)&a->listener, admin_handle_closed);
+    uv_close((uv_handle_t *)&a->trim_timer, admin_handle_closed);
     struct queue *q;
     while ((q = queue_head(&a->conns)) != NULL) {
-        admin_conn_close(QUEUE_DATA(q, struct admin_conn, link));
+        admin_conn_close(QUEUE_DATA(q, struct admin_conn, link), NULL);
     }
 }

@@ -180,7 +180,15 @@ static void run(void *arg)
         ctx->caller = (struct authz_caller){
             .principal_id = ctx->who.id, .bindings = ctx->who.bindings, .n_bindings = ctx->who.n_bindings};
     }
-    authz_decide(ctx->rule, &ctx->caller, grpc_call_request(ctx->call), &ctx->decision);
+    /* The transport decodes the request here, on this worker, now that the caller is known; it
+     * refuses invalid UTF-8, NULs and unknown enum values naming the field (server/grpc/server.h). */
+    const ProtobufCMessage *req = grpc_call_request(ctx->call);
+    if (req == NULL) {
+        const char *why = NULL;
+        grpc_call_finish_async(ctx->call, grpc_call_request_error(ctx->call, &why), why, NULL);
+        goto out;
+    }
+    authz_decide(ctx->rule, &ctx->caller, req, &ctx->decision);
     if (!ctx->decision.allowed) {
         audit_refusal(g, ctx, AUDIT_CLASS_API_ACTIVITY, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why);
         grpc_call_finish_async(ctx->call, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why, NULL);

@@ -15,6 +15,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "server/grpc/internal.h"
+#include "server/grpc/wirecheck.h"
 
 #define CALL_OUT_HIGH (1u << 20) /* grpc_call_send reports GERR_BUSY above this */
 #define CALL_OUT_LOW  (256u << 10)
@@ -42,8 +43,14 @@ void grpc_call_unref(struct grpc_call *call)
     if (atomic_fetch_sub(&call->refs, 1) > 1) {
         return;
     }
+    size_t request_heap = call->req_heap + call->req.cap + call->req_arena.total + call->msg.cap;
     buf_close(&call->msg);
+    buf_close(&call->held);
     buf_close(&call->out);
+    buf_close(&call->req);
+    arena_close(&call->req_arena);
+    pthread_mutex_destroy(&call->req_mu);
+    grpc__trim_soon(call->server, request_heap);
     arena_close(&call->arena);
     if (call->peer_cert != NULL) {
         X509_free(call->peer_cert);
@@ -61,7 +68,11 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     atomic_init(&call->refs, 1);
     arena_init(&call->arena);
     buf_init(&call->msg);
+    buf_init(&call->held);
     buf_init(&call->out);
+    buf_init(&call->req);
+    arena_init(&call->req_arena);
+    pthread_mutex_init(&call->req_mu, NULL);
     uv_timer_init(s->loop, &call->timer);
     call->timer.data = call;
     call->start_ns = clock_system()->mono_ns(clock_system());
@@ -77,12 +88,86 @@ struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id)
     return call;
 }
 
+/* Tell nghttp2 that @n body bytes were taken, so the stream's and connection's windows reopen. */
+static void call_consume(struct grpc_call *call, size_t n)
+{
+    if (n > 0 && call->conn != NULL && call->conn->session != NULL) {
+        nghttp2_session_consume(call->conn->session, call->stream_id, n);
+    }
+}
+
+static size_t call_held(const struct grpc_call *call)
+{
+    return call->held.len - call->held_off;
+}
+
+static void call_hold(struct grpc_call *call, const uint8_t *data, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    if (!call->held_counted) {
+        call->held_counted = true;
+        call->conn->n_held++;
+    }
+    buf_append(&call->held, data, n);
+}
+
+/* Empty the held buffer (its bytes were consumed or handed elsewhere). */
+static void call_held_clear(struct grpc_call *call)
+{
+    if (call->held_counted && call->conn != NULL) {
+        call->conn->n_held--;
+    }
+    call->held_counted = false;
+    buf_close(&call->held);
+    call->held_off = 0;
+}
+
+/* Drop held input (the call ended): its bytes count as consumed, at the connection level only
+ * once the stream is gone. */
+static void call_release_held(struct grpc_call *call, bool stream_gone)
+{
+    size_t n = call_held(call);
+    if (n > 0 && call->conn != NULL && call->conn->session != NULL) {
+        if (stream_gone) {
+            nghttp2_session_consume_connection(call->conn->session, n);
+        } else {
+            nghttp2_session_consume(call->conn->session, call->stream_id, n);
+        }
+    }
+    call_held_clear(call);
+    call->end_held = false;
+}
+
+/* Whether a client-streaming or bidi call must stop taking input: its handler has more than
+ * CALL_OUT_HIGH unsent, or the connection more than conn_memory_bytes. A handler that answers
+ * every message without waiting for on_drain (reflection does) is thus paced by its client's
+ * reading, through HTTP/2 flow control. */
+static bool call_input_blocked(const struct grpc_call *call)
+{
+    if (call->method == NULL || !call->method->has_handler || call->finished || call->cancelled ||
+        call->conn == NULL) {
+        return false;
+    }
+    enum grpc_method_kind kind = call->method->handler.kind;
+    if (kind != GRPC_CLIENT_STREAMING && kind != GRPC_BIDI_STREAMING) {
+        return false;
+    }
+    return call->out.len - call->out_off > CALL_OUT_HIGH ||
+           call->conn->out_buffered > call->server->cfg.conn_memory_bytes;
+}
+
 /* Forget a partly received message and give its budget back to the connection. */
 static void call_drop_input(struct grpc_call *call)
 {
     if (call->in_message && call->conn != NULL) {
         call->conn->in_bytes -= call->msg_len;
     }
+    if (call->conn != NULL) {
+        call->conn->in_bytes -= call->req_counted; /* the memory itself goes with the call */
+    }
+    call->req_counted = 0;
     call->in_message = false;
     call->prefix_have = 0;
     buf_close(&call->msg);
@@ -127,14 +212,39 @@ static int64_t call_parse_timeout(const uint8_t *v, size_t len)
     }
 }
 
+int grpc__call_header_bytes(struct grpc_call *call, size_t namelen, size_t valuelen)
+{
+    uint32_t max = call->server->cfg.max_header_list_bytes;
+    call->header_bytes += namelen + valuelen + 32;
+    if (call->header_bytes <= max) {
+        return 0;
+    }
+    if (!call->headers_too_big && !call->finished) {
+        /* (Trailers can arrive after the handler finished: then only the connection ends.) */
+        char msg[128];
+        snprintf(msg, sizeof(msg), "request headers exceed the limit of %u bytes", max);
+        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+    }
+    call->headers_too_big = true;
+    return GERR_TOOBIG;
+}
+
 int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                       size_t valuelen)
 {
     struct arena *a = &call->arena;
-    call->header_bytes += namelen + valuelen + 32;
-    if (call->header_bytes > call->server->cfg.max_header_list_bytes) {
-        call->headers_too_big = true; /* answered at the end of the headers; keep nothing more */
-        return 0;
+    int rv = grpc__call_header_bytes(call, namelen, valuelen);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Optional whitespace around a field value is not part of it (RFC 9110 5.5); nghttp2 was told
+     * to let it through (server.c), so trim it here, before anything looks at the value. */
+    while (valuelen > 0 && (value[0] == ' ' || value[0] == '\t')) {
+        value++;
+        valuelen--;
+    }
+    while (valuelen > 0 && (value[valuelen - 1] == ' ' || value[valuelen - 1] == '\t')) {
+        valuelen--;
     }
     if (namelen > 0 && name[0] == ':') {
         if (call_name_is(name, namelen, ":method")) {
@@ -200,18 +310,48 @@ static void call_start(struct grpc_call *call)
 {
     struct grpc_handler *h = &call->method->handler;
     call->started = true;
+    call->dispatched = true;
+    call->conn->n_dispatched++; /* a connection with a call at its handler is never evicted */
     h->on_start(call, h->data);
+}
+
+static void call_undispatch(struct grpc_call *call)
+{
+    if (call->dispatched && call->conn != NULL) {
+        call->conn->n_dispatched--;
+    }
+    call->dispatched = false;
+}
+
+/* Whether @call, answered @status, shows that the connection's client was accepted by whoever
+ * authenticates (the gate): it carried credentials and got OK or a refusal only an authenticated
+ * caller gets. The transport's proxy for "authenticated" (server.h, the connection budget). */
+static bool call_proves_caller(struct grpc_call *call, int status)
+{
+    if (!call->started || (call->peer_cert == NULL && grpc_call_metadata(call, "authorization") == NULL)) {
+        return false;
+    }
+    switch (status) {
+    case GRPC_STATUS_OK:
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_NOT_FOUND:
+    case GRPC_STATUS_ALREADY_EXISTS:
+    case GRPC_STATUS_PERMISSION_DENIED:
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_ABORTED:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 void grpc__call_headers_done(struct grpc_call *call)
 {
     struct grpc_server *s = call->server;
     char msg[256];
-    if (call->headers_too_big) {
-        snprintf(msg, sizeof(msg), "request headers exceed the limit of %u bytes",
-                 s->cfg.max_header_list_bytes);
-        grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-        return;
+    if (call->finished) {
+        return; /* answered while the headers arrived */
     }
     if (call->http_method == NULL || strcmp(call->http_method, "POST") != 0) {
         call_respond_http(call, "405");
@@ -257,26 +397,54 @@ void grpc__call_headers_done(struct grpc_call *call)
 
 /* --- Body framing --- */
 
+/* The status and message for a wirecheck_message failure @rv (@detail is its errmsg). */
+static int call_check_status(int rv, const char *detail, char *msg, size_t cap)
+{
+    switch (rv) {
+    case GERR_INVAL:
+        snprintf(msg, cap, "%s", detail);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case GERR_TOOBIG:
+        snprintf(msg, cap, "request message refused: %.400s", detail);
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default:
+        snprintf(msg, cap, "could not decode the request message (%.400s)", detail);
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
 static void call_deliver(struct grpc_call *call)
 {
     struct grpc__method *m = call->method;
     struct grpc_handler *h = &m->handler;
     call->in_message = false;
     call->prefix_have = 0;
-    call->conn->in_bytes -= call->msg_len;
     call->n_received++;
     if (h->kind == GRPC_UNARY || h->kind == GRPC_SERVER_STREAMING) {
         if (call->n_received > 1) {
+            call->conn->in_bytes -= call->msg_len;
             grpc_call_finish(call, GRPC_STATUS_INTERNAL, "more than one request message for a unary request",
                              NULL);
             return;
         }
-        call->request = protobuf_c_message_unpack(m->input, arena_protobuf_allocator(&call->arena),
-                                                  call->msg.len, call->msg.data);
+        /* Keep the bytes, undecoded and still counted against the connection's budget, for
+         * grpc_call_request (on a worker, after authentication). */
+        call->req = call->msg;
+        buf_init(&call->msg);
+        call->req_counted = call->msg_len;
+        return;
+    }
+    call->conn->in_bytes -= call->msg_len;
+    /* Client-streaming and bidi messages are decoded here, on the loop thread, for on_message:
+     * the same strict check first, bounded by max_recv_message_bytes and max_request_fields (a
+     * 4 MiB message is walked in a few milliseconds and refused before protobuf-c allocates). */
+    char detail[GERR_MSG_SIZE], why[GERR_MSG_SIZE];
+    struct wirecheck_limits lim = {call->server->cfg.max_request_fields, call->server->cfg.max_request_depth};
+    int rv = wirecheck_message(m->input, call->msg.data, call->msg.len, &lim, detail);
+    if (rv != 0) {
+        int status = call_check_status(rv, detail, why, sizeof(why));
         buf_close(&call->msg);
-        if (call->request == NULL) {
-            grpc_call_finish(call, GRPC_STATUS_INTERNAL, "could not decode the request message", NULL);
-        }
+        grpc_call_finish(call, status, why, NULL);
         return;
     }
     ProtobufCMessage *msg = protobuf_c_message_unpack(m->input, NULL, call->msg.len, call->msg.data);
@@ -298,13 +466,17 @@ static void call_deliver(struct grpc_call *call)
     grpc_call_unref(call);
 }
 
-void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
+/* Frame @len body bytes into messages and deliver them. Returns how many bytes were taken: all
+ * of them (delivered, buffered, or dropped because the call has ended), or fewer when a delivery
+ * left the call's input blocked (call_input_blocked). */
+static size_t call_frame(struct grpc_call *call, const uint8_t *data, size_t len)
 {
     struct grpc_server *s = call->server;
+    const size_t total = len;
     char msg[256];
     while (len > 0 && !call->finished && !call->cancelled && call->conn != NULL) {
         if (call->method == NULL || !call->method->has_handler) {
-            return; /* answered already (unimplemented) */
+            return total; /* answered already (unimplemented) */
         }
         if (!call->in_message) {
             size_t take = 5 - call->prefix_have;
@@ -316,7 +488,7 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
             data += take;
             len -= take;
             if (call->prefix_have < 5) {
-                return;
+                return total;
             }
             uint8_t flags = call->prefix[0];
             uint32_t n = (uint32_t)call->prefix[1] << 24 | (uint32_t)call->prefix[2] << 16 |
@@ -325,23 +497,23 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
                 grpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED,
                                  "compressed messages are not supported (no grpc-encoding was offered)",
                                  NULL);
-                return;
+                return total;
             }
             if (flags != 0) {
                 grpc_call_finish(call, GRPC_STATUS_INTERNAL, "reserved message flags set", NULL);
-                return;
+                return total;
             }
             if (n > s->cfg.max_recv_message_bytes) {
                 snprintf(msg, sizeof(msg), "received message larger than max (%u vs. %u)", n,
                          s->cfg.max_recv_message_bytes);
                 grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-                return;
+                return total;
             }
             if (call->conn->in_bytes + n > s->cfg.conn_memory_bytes) {
                 snprintf(msg, sizeof(msg), "connection memory limit of %zu bytes reached",
                          s->cfg.conn_memory_bytes);
                 grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
-                return;
+                return total;
             }
             call->msg_len = n;
             call->in_message = true;
@@ -349,6 +521,9 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
             buf_reset(&call->msg);
             if (n == 0) {
                 call_deliver(call);
+                if (call_input_blocked(call)) {
+                    return total - len;
+                }
             }
             continue;
         }
@@ -359,13 +534,74 @@ void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
         len -= take;
         if (call->msg.len == call->msg_len) {
             call_deliver(call);
+            if (call_input_blocked(call)) {
+                return total - len;
+            }
         }
     }
+    return total;
+}
+
+void grpc__call_data(struct grpc_call *call, const uint8_t *data, size_t len)
+{
+    if (call_held(call) > 0 || call_input_blocked(call)) {
+        call_hold(call, data, len); /* behind what is held already, or paused */
+        return;
+    }
+    size_t used = call_frame(call, data, len);
+    call_consume(call, used);
+    if (used < len) {
+        call_hold(call, data + used, len - used);
+    }
+}
+
+static void call_end_stream_now(struct grpc_call *call);
+
+/* Frame held input now that the call's output has drained (from grpc__conn_notify_drain). The
+ * buffer is taken out of the call first: a handler finishing the call inside on_message must
+ * not free the bytes being framed. Whatever is left when the call blocks again is held again. */
+static void call_resume_input(struct grpc_call *call)
+{
+    if (call_held(call) == 0 || call_input_blocked(call)) {
+        return;
+    }
+    struct buf local = call->held;
+    size_t off = call->held_off;
+    bool end = call->end_held;
+    buf_init(&call->held);
+    call_held_clear(call);
+    call->end_held = false;
+    size_t left = local.len - off;
+    while (left > 0) {
+        size_t used = call_frame(call, local.data + off, left);
+        call_consume(call, used);
+        off += used;
+        left -= used;
+        if (used == 0 || call_input_blocked(call)) {
+            break;
+        }
+    }
+    if (left > 0) {
+        call_hold(call, local.data + off, left);
+        call->end_held = end;
+    } else if (end) {
+        call_end_stream_now(call);
+    }
+    buf_close(&local);
 }
 
 void grpc__call_end_stream(struct grpc_call *call)
 {
     call->half_closed = true;
+    if (call_held(call) > 0) {
+        call->end_held = true; /* after the held messages */
+        return;
+    }
+    call_end_stream_now(call);
+}
+
+static void call_end_stream_now(struct grpc_call *call)
+{
     if (call->finished || call->cancelled || call->conn == NULL) {
         return;
     }
@@ -375,7 +611,7 @@ void grpc__call_end_stream(struct grpc_call *call)
     }
     struct grpc_handler *h = &call->method->handler;
     if (h->kind == GRPC_UNARY || h->kind == GRPC_SERVER_STREAMING) {
-        if (call->request == NULL) {
+        if (call->n_received == 0) {
             grpc_call_finish(call, GRPC_STATUS_INTERNAL, "missing request message", NULL);
             return;
         }
@@ -449,10 +685,15 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
     struct grpc_call *call = source->ptr;
     size_t avail = call->out.len - call->out_off;
     size_t n = avail < length ? avail : length;
+    struct h2_conn *c = call->conn;
     if (n > 0) {
         memcpy(dst, call->out.data + call->out_off, n);
         call->out_off += n;
-        call->conn->out_buffered -= n;
+        c->out_buffered -= n;
+        /* A call may be holding input because the connection was over its budget. */
+        if (c->n_held > 0 && c->out_buffered <= call->server->cfg.conn_memory_bytes) {
+            c->drain_waiting = true;
+        }
     }
     if (call->out_off == call->out.len) {
         if (call->out.cap > (256u << 10)) {
@@ -461,8 +702,8 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
             buf_reset(&call->out);
         }
         call->out_off = 0;
-        if (call->drain_wanted) {
-            call->conn->drain_waiting = true;
+        if (call->drain_wanted || call_held(call) > 0) {
+            c->drain_waiting = true;
         }
         if (call->finished) {
             *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -473,8 +714,8 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
             call->deferred = true;
             return NGHTTP2_ERR_DEFERRED;
         }
-    } else if (call->drain_wanted && call->out.len - call->out_off < CALL_OUT_LOW) {
-        call->conn->drain_waiting = true;
+    } else if ((call->drain_wanted || call_held(call) > 0) && call->out.len - call->out_off < CALL_OUT_LOW) {
+        c->drain_waiting = true;
     }
     return (ssize_t)n;
 }
@@ -568,6 +809,7 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     call->finished = true;
     uv_timer_stop(&call->timer);
     call_drop_input(call);
+    call_release_held(call, false);
     char msg[160];
     if (has_reply && reply_len > call->server->cfg.max_send_message_bytes) {
         snprintf(msg, sizeof(msg), "response message of %zu bytes exceeds the limit of %u bytes", reply_len,
@@ -584,8 +826,12 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     if (!call->cancelled) {
         grpc__metrics_record(call->server, call->method, status, call->start_ns);
     }
+    call_undispatch(call);
     if (call->cancelled || call->conn == NULL || call->conn->closing) {
         return;
+    }
+    if (call_proves_caller(call, status)) {
+        h2__conn_established(call->conn);
     }
     if (has_reply && status == GRPC_STATUS_OK) {
         call_append_message(call, reply, reply_len);
@@ -653,9 +899,14 @@ void grpc__call_sent_end(struct grpc_call *call)
 void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
 {
     struct h2_conn *c = call->conn;
+    call_release_held(call, true);
     call_drop_input(call);
+    call_undispatch(call);
     if (c != NULL) {
         c->out_buffered -= call->out.len - call->out_off;
+        if (c->n_held > 0 && c->out_buffered <= call->server->cfg.conn_memory_bytes) {
+            c->drain_waiting = true; /* a call holding input may go on (the next flush tells it) */
+        }
         queue_remove(&call->link);
         c->n_streams--;
         call->server->n_open_streams--;
@@ -679,21 +930,25 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
     grpc_call_unref(call);
 }
 
-/* Called by h2.c after a flush when some call's output drained below the low-water mark. */
+/* Called by h2.c after a flush when some call's output drained below the low-water mark, or
+ * the connection's below its budget while some call holds input. */
 void grpc__conn_notify_drain(struct h2_conn *c)
 {
     c->drain_waiting = false;
     struct queue *q;
     QUEUE_FOREACH (q, &c->calls) {
         struct grpc_call *call = QUEUE_DATA(q, struct grpc_call, link);
+        /* Handlers may send (appending output) or finish, but the list is not modified here:
+         * streams close only inside nghttp2, which is not running now. */
         if (call->drain_wanted && !call->finished && call->out.len - call->out_off < CALL_OUT_LOW) {
             call->drain_wanted = false;
             struct grpc_handler *h = &call->method->handler;
             if (h->on_drain != NULL) {
-                /* The handler may send (appending output) but the list is not modified here:
-                 * streams close only inside nghttp2, which is not running now. */
                 h->on_drain(call, h->data);
             }
+        }
+        if (call_held(call) > 0 && call->out.len - call->out_off < CALL_OUT_LOW) {
+            call_resume_input(call);
         }
     }
 }
@@ -770,9 +1025,56 @@ void grpc__async_cb(uv_async_t *h)
 
 /* --- Accessors --- */
 
-const ProtobufCMessage *grpc_call_request(const struct grpc_call *call)
+/* Check and decode call->req into req_arena (under req_mu, once). */
+static void call_decode(struct grpc_call *call)
 {
+    const struct grpc_server_config *cfg = &call->server->cfg;
+    const ProtobufCMessageDescriptor *input = call->method->input;
+    char detail[GERR_MSG_SIZE], why[GERR_MSG_SIZE];
+    struct wirecheck_limits lim = {cfg->max_request_fields, cfg->max_request_depth};
+    int rv = wirecheck_message(input, call->req.data, call->req.len, &lim, detail);
+    if (rv == 0) {
+        call->request = protobuf_c_message_unpack(input, arena_protobuf_allocator(&call->req_arena),
+                                                  call->req.len, call->req.data);
+        if (call->request == NULL) {
+            rv = GERR_PROTO;
+            snprintf(detail, sizeof(detail), "protobuf-c refused it");
+        }
+    }
+    call->req_heap = call->req.cap;
+    buf_close(&call->req); /* nobody reads the bytes again */
+    if (rv != 0) {
+        call->req_status = call_check_status(rv, detail, why, sizeof(why));
+        call->req_error = arena_strdup(&call->req_arena, why);
+        LOG_DEBUG("grpc: %s from %s: request refused: %s", call->path, call->peer, why);
+    }
+}
+
+const ProtobufCMessage *grpc_call_request(const struct grpc_call *ccall)
+{
+    /* Logically const: the decode is done once and remembered. */
+    struct grpc_call *call = (struct grpc_call *)ccall;
+    if (call->method == NULL ||
+        (call->method->handler.kind != GRPC_UNARY && call->method->handler.kind != GRPC_SERVER_STREAMING)) {
+        return NULL;
+    }
+    pthread_mutex_lock(&call->req_mu);
+    if (!call->req_done) {
+        call->req_done = true;
+        call_decode(call);
+    }
+    pthread_mutex_unlock(&call->req_mu);
     return call->request;
+}
+
+int grpc_call_request_error(const struct grpc_call *ccall, const char **message)
+{
+    struct grpc_call *call = (struct grpc_call *)ccall;
+    pthread_mutex_lock(&call->req_mu);
+    int status = call->req_done ? call->req_status : GRPC_STATUS_OK;
+    *message = call->req_done ? call->req_error : NULL;
+    pthread_mutex_unlock(&call->req_mu);
+    return status;
 }
 
 const char *grpc_call_method(const struct grpc_call *call)

@@ -12,7 +12,12 @@
  *
  * Backpressure: once write_pending (bytes given to the kernel and not yet written) passes a
  * high-water mark we stop pulling frames from nghttp2 and stop reading the socket, so a client
- * that does not read cannot make us buffer without bound; the write callback resumes both. */
+ * that does not read cannot make us buffer without bound; the write callback resumes both.
+ *
+ * The connection budget (server.h): at accept, per-source and overall limits are checked before
+ * TLS or nghttp2 state is allocated; an idle unproven connection may be evicted to make room.
+ * A connection must finish its handshake (TLS, and the client's first SETTINGS frame) within
+ * handshake_timeout_ms, and one without stream activity for idle_timeout_ms gets a GOAWAY. */
 #include <arpa/inet.h>
 #include <string.h>
 
@@ -73,6 +78,7 @@ static int h2_on_begin_headers(nghttp2_session *session, const nghttp2_frame *fr
     }
     struct grpc_call *call = grpc__call_new(c, frame->hd.stream_id);
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, call);
+    c->last_active_ms = h2_now_ms(); /* only streams count as activity, not PINGs */
     return 0;
 }
 
@@ -80,7 +86,7 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
 {
     (void)flags;
-    (void)user;
+    struct h2_conn *c = user;
     if (frame->hd.type != NGHTTP2_HEADERS) {
         return 0;
     }
@@ -88,19 +94,39 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
     if (call == NULL) {
         return 0;
     }
-    /* Trailers from the client (HCAT_HEADERS) carry nothing gRPC uses; headers are counted
-     * against the limit either way. */
-    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+    /* Trailers from the client (HCAT_HEADERS) carry nothing gRPC uses, but they are counted
+     * against the limit like the request headers. */
+    int rv = frame->headers.cat == NGHTTP2_HCAT_REQUEST
+                 ? grpc__call_header(call, name, namelen, value, valuelen)
+                 : grpc__call_header_bytes(call, namelen, valuelen);
+    if (rv == 0) {
         return 0;
     }
-    return grpc__call_header(call, name, namelen, value, valuelen);
+    /* Over max_header_list_bytes. A small header block can decode into an enormous list (an
+     * HPACK bomb: one large entry in the dynamic table, referenced a byte at a time), and
+     * decoding it all costs the loop thread dearly. Stop here: the rest of the block cannot be
+     * skipped without decoding it (the HPACK state would be lost), so the connection ends. The
+     * stream was answered RESOURCE_EXHAUSTED; a GOAWAY (ENHANCE_YOUR_CALM) naming it as the
+     * last processed follows, and h2_read_cb sends both and closes. */
+    c->header_abort = true;
+    snprintf(c->errmsg, sizeof(c->errmsg), "request headers over the limit of %u bytes: connection closed",
+             c->server->cfg.max_header_list_bytes);
+    nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM, NULL,
+                          0);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int h2_on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 {
     struct h2_conn *c = user;
-    c->last_active_ms = h2_now_ms();
     switch (frame->hd.type) {
+    case NGHTTP2_SETTINGS:
+        /* nghttp2 checked the preface; its first frame is SETTINGS: the handshake is done. */
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !c->handshake_done) {
+            c->handshake_done = true;
+            uv_timer_stop(&c->hs_timer);
+        }
+        return 0;
     case NGHTTP2_HEADERS: {
         struct grpc_call *call = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
         if (call == NULL) {
@@ -139,15 +165,18 @@ static int h2_on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t str
     (void)flags;
     (void)user;
     struct grpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
-    if (call != NULL) {
-        grpc__call_data(call, data, len);
+    if (call == NULL) {
+        nghttp2_session_consume(session, stream_id, len); /* nobody wants it: reopen the window */
+        return 0;
     }
+    grpc__call_data(call, data, len); /* consumes what it takes (flow control is by hand) */
     return 0;
 }
 
 static int h2_on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *user)
 {
-    (void)user;
+    struct h2_conn *c = user;
+    c->last_active_ms = h2_now_ms();
     struct grpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
     if (call != NULL) {
         nghttp2_session_set_stream_user_data(session, stream_id, NULL);
@@ -186,6 +215,174 @@ int h2__callbacks_new(nghttp2_session_callbacks **out)
     return 0;
 }
 
+/* --- The connection budget --- */
+
+static struct grpc__source *h2_source(struct grpc_server *s, const struct h2_conn *c)
+{
+    for (size_t i = 0; i < s->n_sources; i++) {
+        struct grpc__source *src = &s->sources[i];
+        if (src->family == c->src_family && memcmp(src->addr, c->src_addr, sizeof(src->addr)) == 0) {
+            return src;
+        }
+    }
+    return NULL;
+}
+
+/* Count @c (just admitted) against the budget. */
+static void h2_count(struct grpc_server *s, struct h2_conn *c)
+{
+    struct grpc__source *src = h2_source(s, c);
+    if (src == NULL) {
+        if (s->n_sources == s->cap_sources) {
+            s->cap_sources = s->cap_sources == 0 ? 16 : s->cap_sources * 2;
+            s->sources = mem_realloc(s->sources, s->cap_sources * sizeof(*s->sources));
+        }
+        src = &s->sources[s->n_sources++];
+        memset(src, 0, sizeof(*src));
+        memcpy(src->addr, c->src_addr, sizeof(src->addr));
+        src->family = c->src_family;
+    }
+    src->live++;
+    src->unproven++;
+    s->n_live++;
+    c->counted = true;
+}
+
+/* @c is closing or evicted: it no longer takes room. Safe to call twice. */
+static void h2_uncount(struct grpc_server *s, struct h2_conn *c)
+{
+    if (!c->counted) {
+        return;
+    }
+    c->counted = false;
+    s->n_live--;
+    if (c->established) {
+        s->n_established--;
+    }
+    struct grpc__source *src = h2_source(s, c);
+    if (src == NULL) {
+        return;
+    }
+    if (!c->established) {
+        src->unproven--;
+    }
+    if (--src->live == 0) {
+        *src = s->sources[--s->n_sources]; /* unordered: move the last one here */
+    }
+}
+
+void h2__conn_established(struct h2_conn *c)
+{
+    if (c->established) {
+        return;
+    }
+    c->established = true;
+    if (!c->counted) {
+        return;
+    }
+    c->server->n_established++;
+    struct grpc__source *src = h2_source(c->server, c);
+    if (src != NULL) {
+        src->unproven--;
+    }
+    LOG_DEBUG("grpc: connection from %s established", c->peer);
+}
+
+/* The unproven connection with no call at its handler from the address with the most unproven
+ * connections (the oldest of those: s->conns is in accept order), else the oldest such
+ * connection from anywhere, else NULL. Preferring the busiest address keeps one source's flood
+ * from evicting everyone else's new connections. */
+static struct h2_conn *h2_victim(struct grpc_server *s)
+{
+    const struct grpc__source *worst = NULL;
+    for (size_t i = 0; i < s->n_sources; i++) {
+        if (s->sources[i].unproven > 0 && (worst == NULL || s->sources[i].unproven > worst->unproven)) {
+            worst = &s->sources[i];
+        }
+    }
+    struct h2_conn *oldest = NULL;
+    struct queue *q;
+    QUEUE_FOREACH (q, &s->conns) {
+        struct h2_conn *c = QUEUE_DATA(q, struct h2_conn, link);
+        if (!c->counted || c->established || c->n_dispatched > 0) {
+            continue;
+        }
+        if (worst != NULL && c->src_family == worst->family &&
+            memcmp(c->src_addr, worst->addr, sizeof(c->src_addr)) == 0) {
+            return c;
+        }
+        if (oldest == NULL) {
+            oldest = c;
+        }
+    }
+    return oldest;
+}
+
+static void h2_close_after_write(struct h2_conn *c, const char *why);
+
+/* Make room: GOAWAY (NO_ERROR: a legitimate client retries elsewhere or reconnects) and close. */
+static void h2_evict(struct h2_conn *c)
+{
+    struct grpc_server *s = c->server;
+    s->conns_evicted++;
+    h2_uncount(s, c);
+    LOG_DEBUG("grpc: evicting idle unproven connection from %s to admit a new one", c->peer);
+    if (c->session != NULL && c->handshake_done && !c->goaway) {
+        c->goaway = true;
+        nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR, NULL, 0);
+        h2__conn_flush(c);
+    }
+    h2_close_after_write(c, "evicted: the connection budget is full");
+}
+
+/* Refusals are logged once per window with the count of those not logged since: a flood must
+ * not turn into a flood of log lines. */
+#define H2_REFUSAL_LOG_WINDOW_MS 10000
+
+static void h2_log_refusal(struct grpc_server *s, const char *peer, const char *why)
+{
+    uint64_t now = h2_now_ms();
+    if (s->refusal_log_ms != 0 && now - s->refusal_log_ms < H2_REFUSAL_LOG_WINDOW_MS) {
+        s->refusals_unlogged++;
+        return;
+    }
+    if (s->refusals_unlogged > 0) {
+        LOG_WARN("grpc: %llu more connection(s) refused in the last %llu s",
+                 (unsigned long long)s->refusals_unlogged,
+                 (unsigned long long)((now - s->refusal_log_ms) / 1000));
+    }
+    LOG_WARN("grpc: connection from %s refused: %s", peer, why);
+    s->refusal_log_ms = now;
+    s->refusals_unlogged = 0;
+}
+
+/* Whether a new connection from @c's address may come in; may evict another to make room.
+ * Returns NULL or why not. */
+static const char *h2_admit(struct grpc_server *s, struct h2_conn *c)
+{
+    const struct grpc_server_config *cfg = &s->cfg;
+    const struct grpc__source *src = h2_source(s, c);
+    if (cfg->max_connections_per_source > 0 && src != NULL && src->live >= cfg->max_connections_per_source) {
+        s->conns_rejected_source++;
+        return "too many connections from this address (max_connections_per_source)";
+    }
+    size_t reserve = (size_t)cfg->max_connections * cfg->established_reserve_percent / 100;
+    size_t unproven_cap = cfg->max_connections > reserve ? cfg->max_connections - reserve : 1;
+    if (s->n_live < cfg->max_connections && s->n_live - s->n_established < unproven_cap) {
+        return NULL;
+    }
+    struct h2_conn *victim = h2_victim(s);
+    if (victim == NULL) {
+        s->conns_rejected++;
+        return s->n_live >= cfg->max_connections ? "too many connections (max_connections)"
+                                                 : "too many connections not established yet (the rest "
+                                                   "is reserved: established_reserve_percent)";
+    }
+    h2_evict(victim);
+    return NULL;
+}
+
 /* --- Teardown --- */
 
 static void h2_conn_handle_closed(uv_handle_t *h)
@@ -206,6 +403,7 @@ void h2__conn_close(struct h2_conn *c, const char *why)
         return;
     }
     c->closing = true;
+    h2_uncount(c->server, c);
     LOG_DEBUG("grpc: closing connection from %s: %s", c->peer, why);
     /* Cancel every open call first: the session still exists, so their stream user data can be
      * cleared, and handlers learn of it through on_cancel. */
@@ -231,6 +429,7 @@ void h2__conn_close(struct h2_conn *c, const char *why)
     queue_remove(&c->link);
     uv_close((uv_handle_t *)&c->idle_timer, h2_conn_handle_closed);
     uv_close((uv_handle_t *)&c->ping_timer, h2_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->hs_timer, h2_conn_handle_closed);
     if (c->has_socket) {
         uv_close((uv_handle_t *)&c->tcp, h2_conn_handle_closed);
     }
@@ -425,6 +624,9 @@ int h2__conn_recv(struct h2_conn *c, const uint8_t *data, size_t len)
     c->in_recv = true;
     ssize_t n = nghttp2_session_mem_recv(c->session, data, len);
     c->in_recv = false;
+    if (n < 0 && c->header_abort) {
+        return GERR_TOOBIG; /* c->errmsg says why */
+    }
     if (n < 0) {
         return h2__err_from_nghttp2((int)n, c->errmsg);
     }
@@ -557,6 +759,18 @@ void h2__conn_goaway(struct h2_conn *c)
     h2__conn_flush(c);
 }
 
+static void h2_handshake_timer_cb(uv_timer_t *t)
+{
+    struct h2_conn *c = t->data;
+    if (c->closing || c->handshake_done) {
+        return;
+    }
+    c->server->handshake_timeouts++;
+    snprintf(c->errmsg, sizeof(c->errmsg), "handshake not completed within %llu ms",
+             (unsigned long long)c->server->cfg.handshake_timeout_ms);
+    h2__conn_close(c, c->errmsg);
+}
+
 /* --- Setup --- */
 
 static void h2_peer_name(struct h2_conn *c)
@@ -572,10 +786,14 @@ static void h2_peer_name(struct h2_conn *c)
         struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
         uv_ip4_name(sin, ip, sizeof(ip));
         snprintf(c->peer, sizeof(c->peer), "%s:%u", ip, ntohs(sin->sin_port));
+        c->src_family = AF_INET;
+        memcpy(c->src_addr, &sin->sin_addr, 4);
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
         uv_ip6_name(sin6, ip, sizeof(ip));
         snprintf(c->peer, sizeof(c->peer), "[%s]:%u", ip, ntohs(sin6->sin6_port));
+        c->src_family = AF_INET6;
+        memcpy(c->src_addr, &sin6->sin6_addr, 16);
     }
 }
 
@@ -591,13 +809,21 @@ int h2__conn_init(struct h2_conn *c, struct grpc_server *s, bool has_socket)
     c->tcp.data = c;
     uv_timer_init(s->loop, &c->idle_timer);
     uv_timer_init(s->loop, &c->ping_timer);
+    uv_timer_init(s->loop, &c->hs_timer);
     c->idle_timer.data = c;
     c->ping_timer.data = c;
-    c->handles_open = has_socket ? 3 : 2;
+    c->hs_timer.data = c;
+    c->handles_open = has_socket ? 4 : 3;
     queue_insert_tail(&s->conns, &c->link);
     s->n_conns++;
     s->conns_total++;
-    h2_peer_name(c);
+    if (c->peer[0] == '\0') {
+        h2_peer_name(c);
+    }
+    h2_count(s, c);
+    if (has_socket && s->cfg.handshake_timeout_ms > 0) {
+        uv_timer_start(&c->hs_timer, h2_handshake_timer_cb, s->cfg.handshake_timeout_ms, 0);
+    }
 
     int rv;
     if (c->use_tls && (rv = tls_session_init(&c->tls, s->tls, c->errmsg)) != 0) {
@@ -645,25 +871,29 @@ void h2__conn_accept(struct grpc_server *s)
         LOG_WARN("grpc: uv_tcp_init: %s", uv_strerror(rv));
         return;
     }
+    c->tcp.data = c;
+    c->server = s;
+    c->has_socket = true;
     rv = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp);
-    if (rv != 0) {
-        c->tcp.data = c;
+    const char *refused = rv != 0 ? "accept failed" : NULL;
+    if (refused == NULL) {
+        h2_peer_name(c);
+        refused = h2_admit(s, c);
+        if (refused != NULL) {
+            h2_log_refusal(s, c->peer, refused);
+        }
+    }
+    if (refused != NULL) {
+        /* Closed bare: no TLS or nghttp2 state was allocated for it. */
         c->handles_open = 1;
         c->closing = true;
-        c->server = s;
+        buf_init(&c->out);
         queue_init(&c->link);
-        queue_insert_tail(&s->conns, &c->link);
-        s->n_conns++;
-        queue_remove(&c->link);
+        s->n_conns++; /* balanced in grpc__conn_gone */
         uv_close((uv_handle_t *)&c->tcp, h2_conn_handle_closed);
         return;
     }
     rv = h2__conn_init(c, s, true);
-    if (rv == 0 && s->n_conns > s->cfg.max_connections) {
-        s->conns_rejected++;
-        gerr_set(c->errmsg, "too many connections (limit %u)", s->cfg.max_connections);
-        rv = GERR_REFUSED;
-    }
     if (rv != 0) {
         LOG_WARN("grpc: connection from %s refused: %s", c->peer, c->errmsg);
         h2__conn_close(c, c->errmsg);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "lib/err.h"
 #include "lib/mem.h"
 #include "lib/queue.h"
 
@@ -11,11 +12,17 @@ struct health_entry {
     int status;
 };
 
+/* A watcher that does not read gets the latest status, not every one: while its call reports
+ * backpressure (grpc_call_send: GERR_BUSY) changes only update @pending, and on_drain sends it if
+ * it differs from what was sent last. So a watch buffers at most the transport's high-water mark,
+ * however often the status flips. */
 struct health_watch {
     struct queue link;
     struct grpc_call *call;
     char *service;
     int last_sent;
+    bool blocked; /* waiting for on_drain */
+    int pending;  /* the latest status while blocked */
 };
 
 struct health {
@@ -46,13 +53,43 @@ static void health_send(struct health_watch *w, int status)
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
     w->last_sent = status;
-    grpc_call_send(w->call, &resp.base);
+    if (grpc_call_send(w->call, &resp.base) == GERR_BUSY) {
+        w->blocked = true;
+        w->pending = status;
+    }
+}
+
+/* @status is @w's service's status now: send it, or remember it while blocked. */
+static void health_update(struct health_watch *w, int status)
+{
+    if (w->blocked) {
+        w->pending = status;
+    } else if (w->last_sent != status) {
+        health_send(w, status);
+    }
+}
+
+/* The request, or NULL after answering the call with why it was refused. Health requests are
+ * decoded on the loop thread: they are tiny, and the decode is bounded by max_recv_message_bytes
+ * and max_request_fields like any other. */
+static const Grpc__Health__V1__HealthCheckRequest *health_request(struct grpc_call *call)
+{
+    const ProtobufCMessage *m = grpc_call_request(call);
+    if (m == NULL) {
+        const char *why;
+        int status = grpc_call_request_error(call, &why);
+        grpc_call_finish(call, status, why, NULL);
+    }
+    return (const Grpc__Health__V1__HealthCheckRequest *)m;
 }
 
 static void health_check_start(struct grpc_call *call, void *data)
 {
     struct health *h = data;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const void *)grpc_call_request(call);
+    const Grpc__Health__V1__HealthCheckRequest *req = health_request(call);
+    if (req == NULL) {
+        return;
+    }
     struct health_entry *e = health_find(h, req->service);
     if (e == NULL) {
         grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
@@ -66,7 +103,10 @@ static void health_check_start(struct grpc_call *call, void *data)
 static void health_watch_start(struct grpc_call *call, void *data)
 {
     struct health *h = data;
-    const Grpc__Health__V1__HealthCheckRequest *req = (const void *)grpc_call_request(call);
+    const Grpc__Health__V1__HealthCheckRequest *req = health_request(call);
+    if (req == NULL) {
+        return;
+    }
     if (h->shut_down) {
         grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL);
         return;
@@ -84,6 +124,17 @@ static void health_watch_free(struct health_watch *w)
     queue_remove(&w->link);
     mem_free(w->service);
     mem_free(w);
+}
+
+static void health_watch_drain(struct grpc_call *call, void *data)
+{
+    (void)data;
+    struct health_watch *w = grpc_call_get_data(call);
+    if (w == NULL || !w->blocked) {
+        return;
+    }
+    w->blocked = false;
+    health_update(w, w->pending);
 }
 
 static void health_watch_cancel(struct grpc_call *call, void *data)
@@ -104,6 +155,7 @@ int health_new(struct grpc_server *s, struct health **out)
     struct grpc_handler watch = {.kind = GRPC_SERVER_STREAMING,
                                  .on_start = health_watch_start,
                                  .on_cancel = health_watch_cancel,
+                                 .on_drain = health_watch_drain,
                                  .data = h};
     int rv = grpc_server_handle(s, &grpc__health__v1__health__descriptor, "Check", &check);
     if (rv == 0) {
@@ -130,8 +182,8 @@ void health_set(struct health *h, const char *service, int status)
     struct queue *q;
     QUEUE_FOREACH (q, &h->watches) {
         struct health_watch *w = QUEUE_DATA(q, struct health_watch, link);
-        if (strcmp(w->service, service) == 0 && w->last_sent != status) {
-            health_send(w, status);
+        if (strcmp(w->service, service) == 0) {
+            health_update(w, status);
         }
     }
 }

@@ -2,7 +2,9 @@
  *
  * Statuses are HealthCheckResponse.ServingStatus values (SERVING = 1, NOT_SERVING = 2). Check on
  * an unknown service answers NOT_FOUND; Watch on one streams SERVICE_UNKNOWN and keeps watching.
- * Watchers get a message whenever their service's status changes. Loop thread only. */
+ * Watchers get a message whenever their service's status changes; one that does not read gets
+ * the latest status once it reads again, not every change in between (a watch buffers at most
+ * the transport's high-water mark). Loop thread only. */
 #ifndef GANTRY_SERVER_GRPC_HEALTH_H
 #define GANTRY_SERVER_GRPC_HEALTH_H
 

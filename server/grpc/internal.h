@@ -32,6 +32,14 @@ struct grpc__method {
     double latency_sum;
 };
 
+/* Live connections from one source address (the budget of h2.c). */
+struct grpc__source {
+    uint8_t addr[16];
+    uint8_t family; /* AF_INET, AF_INET6, or 0 (no socket: the fuzzer) */
+    uint32_t live;
+    uint32_t unproven; /* live and not established */
+};
+
 struct grpc_server {
     uv_loop_t *loop;
     struct grpc_server_config cfg; /* strings point to the copies below */
@@ -53,16 +61,28 @@ struct grpc_server {
     size_t n_calls;        /* allocated calls (alive until the last unref) */
     size_t n_open_streams; /* calls with an open HTTP/2 stream */
     uint64_t conns_total;
-    uint64_t conns_rejected;
+    uint64_t conns_rejected;        /* at accept: max_connections, no connection to evict */
+    uint64_t conns_rejected_source; /* at accept: max_connections_per_source */
+    uint64_t conns_evicted;         /* unproven idle connections closed to admit a new one */
+    uint64_t handshake_timeouts;
+    /* The connection budget (h2.c): live = accepted and not closing. */
+    size_t n_live;
+    size_t n_established;
+    struct grpc__source *sources; /* one per address with live connections, unordered */
+    size_t n_sources, cap_sources;
+    uint64_t refusal_log_ms; /* refusals are logged once per window, then counted */
+    uint64_t refusals_unlogged;
     /* Cross-thread completions (grpc_call_finish_async). */
     uv_async_t async;
     pthread_mutex_t async_mu;
     struct queue async_q;
     /* Shutdown. */
     uv_timer_t grace_timer;
+    uv_timer_t trim_timer; /* malloc_trim after large requests were freed */
+    bool trim_pending;
     grpc_server_closed_cb closed_cb;
     void *closed_data;
-    int handles_open; /* listener, async, grace timer */
+    int handles_open; /* listener, async, grace timer, trim timer */
     bool handles_closing;
     uint8_t read_buf[65536]; /* shared by every connection's read (loop thread only) */
 };
@@ -76,12 +96,19 @@ struct h2_conn {
     struct tls_session tls;
     nghttp2_session *session;
     char peer[64];
-    struct queue calls; /* calls with an open stream */
+    uint8_t src_addr[16]; /* the peer's address, for per-source accounting */
+    uint8_t src_family;
+    bool counted;        /* in the budget (n_live, its source); false once closing or evicted */
+    bool established;    /* carried an authenticated call (h2__conn_established) */
+    bool handshake_done; /* TLS done and the client's first SETTINGS received */
+    struct queue calls;  /* calls with an open stream */
     size_t n_streams;
+    size_t n_dispatched;  /* calls handed to their handler and not finished */
     size_t in_bytes;      /* buffered request bytes of every call */
     size_t write_pending; /* bytes handed to uv_write and not yet completed */
     size_t out_buffered;  /* response bytes queued in calls and not yet taken by nghttp2 */
     bool drain_waiting;   /* some call's output fell below its low-water mark */
+    size_t n_held;        /* calls holding unframed input (see grpc_call.held) */
     X509 *peer_cert;      /* verified client certificate (a reference), or NULL */
     struct buf out;       /* bytes waiting to be handed to uv_write */
     bool reading;
@@ -92,10 +119,12 @@ struct h2_conn {
     bool ping_outstanding;
     uint64_t ping_sent_ms;
     bool close_when_written; /* a fatal error: close once the last bytes (alert, GOAWAY) are out */
+    bool header_abort;       /* a header list went over the limit: decoding stopped, GOAWAY queued */
     bool lingering;          /* GOAWAY done: wait briefly for the client to close first */
-    uint64_t last_active_ms;
+    uint64_t last_active_ms; /* last stream opened or closed (PINGs and SETTINGS do not count) */
     uv_timer_t idle_timer;
     uv_timer_t ping_timer;
+    uv_timer_t hs_timer; /* handshake deadline */
     int handles_open;
     char errmsg[GERR_MSG_SIZE];
 };
@@ -132,9 +161,28 @@ struct grpc_call {
     size_t prefix_have;
     uint32_t msg_len;
     struct buf msg; /* the message being received */
+    /* Body bytes received but not framed yet, because the handler's output is over the
+     * high-water mark (client-streaming and bidi only): nghttp2 was not told they were consumed,
+     * so the client's flow-control window closes and it stops sending. */
+    struct buf held;
+    size_t held_off;
+    bool held_counted; /* counted in conn->n_held */
+    bool end_held;     /* END_STREAM arrived behind held bytes */
     bool in_message;
     uint32_t n_received;
+    /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on
+     * the thread that first asks (a worker, after authentication). The loop thread fills @req
+     * and never touches it, @req_arena or the results again before the last unref; the first
+     * caller decodes under @req_mu. */
+    struct buf req;       /* the request's bytes, freed once decoded */
+    uint32_t req_counted; /* bytes of @req counted in conn->in_bytes (loop thread) */
+    pthread_mutex_t req_mu;
+    bool req_done;          /* decode attempted */
+    struct arena req_arena; /* the decoded message */
     ProtobufCMessage *request;
+    int req_status;        /* GRPC_STATUS_OK, or why the request was refused */
+    const char *req_error; /* in req_arena */
+    size_t req_heap;       /* bytes the decode held (req + req_arena), to decide on trimming */
     /* State. */
     bool started;          /* on_start fired */
     bool half_closed;      /* the client sent END_STREAM */
@@ -145,6 +193,7 @@ struct grpc_call {
     bool trailers_sent;
     bool deferred;     /* the data provider returned DEFERRED */
     bool drain_wanted; /* grpc_call_send reported GERR_BUSY */
+    bool dispatched;   /* counted in conn->n_dispatched */
     int status;
     const char *status_msg; /* arena */
     struct buf out;         /* prefixed response messages not yet given to nghttp2 */
@@ -180,6 +229,11 @@ struct grpc__method *grpc__method_find(struct grpc_server *s, const char *path, 
 void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int status, uint64_t start_ns);
 void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c); /* after a connection is freed */
 void grpc__call_gone(struct grpc_server *s);                    /* after a call is freed */
+/* A call that held @bytes of request memory was freed: give the heap back to the system soon
+ * (malloc_trim from a timer, at most once per GRPC__TRIM_DELAY_MS). */
+void grpc__trim_soon(struct grpc_server *s, size_t bytes);
+#define GRPC__TRIM_DELAY_MS  100
+#define GRPC__TRIM_MIN_BYTES (1u << 20)
 void grpc__async_cb(uv_async_t *h);
 
 /* h2.c */
@@ -196,9 +250,18 @@ void h2__conn_close(struct h2_conn *c, const char *why);
 /* Graceful: GOAWAY with the last processed stream id; close when the streams are done. */
 void h2__conn_goaway(struct h2_conn *c);
 void h2__conn_accept(struct grpc_server *s);
+/* A call on @c carried credentials and was answered as only an authenticated caller is: the
+ * connection now counts against the established share of the budget. */
+void h2__conn_established(struct h2_conn *c);
 
 /* call.c: the nghttp2 callbacks route stream events here. */
 struct grpc_call *grpc__call_new(struct h2_conn *c, int32_t stream_id);
+/* Count one header field (request headers and trailers alike) against max_header_list_bytes
+ * (name + value + 32, RFC 7541). Returns 0, or GERR_TOOBIG once the list is over the limit: the
+ * call has then been answered RESOURCE_EXHAUSTED and the caller must stop decoding. */
+int grpc__call_header_bytes(struct grpc_call *call, size_t namelen, size_t valuelen);
+/* A request header: counted as above, then kept (pseudo-headers, content-type, grpc-timeout,
+ * metadata). Returns 0 or GERR_TOOBIG. */
 int grpc__call_header(struct grpc_call *call, const uint8_t *name, size_t namelen, const uint8_t *value,
                       size_t valuelen);
 void grpc__call_headers_done(struct grpc_call *call);

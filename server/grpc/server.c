@@ -6,6 +6,7 @@
  * no connection and no call remains, close the async handle and the grace timer; then the
  * callback. */
 #include <assert.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +32,14 @@ void grpc_server_config_defaults(struct grpc_server_config *cfg)
     cfg->max_header_list_bytes = 16u << 10;
     cfg->conn_memory_bytes = 64u << 20;
     cfg->max_connections = 1024;
+    cfg->max_connections_per_source = 128;
+    cfg->established_reserve_percent = 25;
+    cfg->handshake_timeout_ms = 10 * 1000;
     cfg->idle_timeout_ms = 5 * 60 * 1000;
     cfg->keepalive_ms = 30 * 1000;
     cfg->keepalive_timeout_ms = 20 * 1000;
+    cfg->max_request_fields = 65536;
+    cfg->max_request_depth = 32;
 }
 
 static char *server_dup(const char *s)
@@ -65,8 +71,13 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
         goto err;
     }
     if (cfg->max_concurrent_streams == 0 || cfg->max_recv_message_bytes == 0 ||
-        cfg->max_header_list_bytes < 1024) {
+        cfg->max_header_list_bytes < 1024 || cfg->max_connections == 0) {
         gerr_set(errmsg, "limits must be positive (max header list at least 1024 bytes)");
+        rv = GERR_INVAL;
+        goto err;
+    }
+    if (cfg->established_reserve_percent > 90) {
+        gerr_set(errmsg, "established_reserve_percent must be at most 90 (new clients need room too)");
         rv = GERR_INVAL;
         goto err;
     }
@@ -100,6 +111,13 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
     }
     /* A server never accepts pushed streams. */
     nghttp2_option_set_max_reserved_remote_streams(s->options, 0);
+    /* RFC 9110 5.5: whitespace around a field value is not part of it. nghttp2 would reset the
+     * stream (the client sees INTERNAL); accept such values and trim them in call.c instead, so a
+     * stray space after a bearer token is judged by the gate like any other credential. */
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(s->options, 1);
+    /* Flow control by hand: received DATA is acknowledged (WINDOW_UPDATE) only once call.c has
+     * taken it, so a stream whose handler is not keeping up stops its client (backpressure). */
+    nghttp2_option_set_no_auto_window_update(s->options, 1);
     pthread_mutex_init(&s->async_mu, NULL);
     *out = s;
     return 0;
@@ -138,6 +156,7 @@ void grpc_server_free(struct grpc_server *s)
     mem_free(s->services);
     mem_free(s->unknown.path);
     mem_free(s->unknown.service);
+    mem_free(s->sources);
     nghttp2_option_del(s->options);
     nghttp2_session_callbacks_del(s->callbacks);
     if (s->tls != NULL) {
@@ -291,13 +310,15 @@ void grpc__server_prepare_detached(struct grpc_server *s)
     assert(!s->started);
     server_index(s);
     s->started = true;
-    s->handles_open = 3;
+    s->handles_open = 4;
     uv_tcp_init(s->loop, &s->listener);
     s->listener.data = s;
     uv_async_init(s->loop, &s->async, grpc__async_cb);
     s->async.data = s;
     uv_timer_init(s->loop, &s->grace_timer);
     s->grace_timer.data = s;
+    uv_timer_init(s->loop, &s->trim_timer);
+    s->trim_timer.data = s;
 }
 
 struct h2_conn *grpc__server_feed_conn(struct grpc_server *s)
@@ -324,11 +345,13 @@ int grpc_server_start(struct grpc_server *s, char *errmsg)
     }
     s->listener.data = s;
     s->started = true;
-    s->handles_open = 3;
+    s->handles_open = 4;
     uv_async_init(s->loop, &s->async, grpc__async_cb);
     s->async.data = s;
     uv_timer_init(s->loop, &s->grace_timer);
     s->grace_timer.data = s;
+    uv_timer_init(s->loop, &s->trim_timer);
+    s->trim_timer.data = s;
     if ((rv = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) != 0 ||
         (rv = uv_listen((uv_stream_t *)&s->listener, 511, server_on_connection)) != 0) {
         rv = uverr_to_gerr(rv, errmsg);
@@ -370,6 +393,7 @@ static void server_maybe_closed(struct grpc_server *s)
     s->handles_closing = true;
     uv_close((uv_handle_t *)&s->async, server_handle_closed);
     uv_close((uv_handle_t *)&s->grace_timer, server_handle_closed);
+    uv_close((uv_handle_t *)&s->trim_timer, server_handle_closed);
 }
 
 void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c)
@@ -383,6 +407,24 @@ void grpc__call_gone(struct grpc_server *s)
 {
     s->n_calls--;
     server_maybe_closed(s);
+}
+
+static void server_trim_cb(uv_timer_t *t)
+{
+    struct grpc_server *s = t->data;
+    s->trim_pending = false;
+    /* Large requests leave free memory inside malloc's arenas (a worker's arena among them, where
+     * a decode allocated); glibc gives it back only from the top of the main heap on its own. */
+    malloc_trim(0);
+}
+
+void grpc__trim_soon(struct grpc_server *s, size_t bytes)
+{
+    if (bytes < GRPC__TRIM_MIN_BYTES || s->trim_pending || s->handles_closing || !s->started) {
+        return;
+    }
+    s->trim_pending = true;
+    uv_timer_start(&s->trim_timer, server_trim_cb, GRPC__TRIM_DELAY_MS, 0);
 }
 
 static void server_grace_cb(uv_timer_t *t)
@@ -407,13 +449,15 @@ void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms, grpc_server_
     if (!s->started) {
         /* Nothing to close: still answer asynchronously, as promised, through a timer. */
         s->started = true;
-        s->handles_open = 3;
+        s->handles_open = 4;
         uv_tcp_init(s->loop, &s->listener);
         s->listener.data = s;
         uv_async_init(s->loop, &s->async, grpc__async_cb);
         s->async.data = s;
         uv_timer_init(s->loop, &s->grace_timer);
         s->grace_timer.data = s;
+        uv_timer_init(s->loop, &s->trim_timer);
+        s->trim_timer.data = s;
     }
     uv_close((uv_handle_t *)&s->listener, server_handle_closed);
     LOG_INFO("grpc: shutting down: GOAWAY to %zu connection(s), grace %llu ms", s->n_conns,
@@ -504,19 +548,34 @@ void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out)
         metrics_method(&s->methods[i], out, true);
     }
     metrics_method(&s->unknown, out, true);
-    buf_printf(out,
-               "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
-               "# TYPE gantry_grpc_server_connections gauge\n"
-               "gantry_grpc_server_connections %zu\n"
-               "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
-               "# TYPE gantry_grpc_server_connections_total counter\n"
-               "gantry_grpc_server_connections_total %llu\n"
-               "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept (limit).\n"
-               "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
-               "gantry_grpc_server_connections_rejected_total %llu\n"
-               "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
-               "# TYPE gantry_grpc_server_streams gauge\n"
-               "gantry_grpc_server_streams %zu\n",
-               s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
-               s->n_open_streams);
+    buf_printf(
+        out,
+        "# HELP gantry_grpc_server_connections Open HTTP/2 connections.\n"
+        "# TYPE gantry_grpc_server_connections gauge\n"
+        "gantry_grpc_server_connections %zu\n"
+        "# HELP gantry_grpc_server_connections_total HTTP/2 connections accepted.\n"
+        "# TYPE gantry_grpc_server_connections_total counter\n"
+        "gantry_grpc_server_connections_total %llu\n"
+        "# HELP gantry_grpc_server_connections_rejected_total Connections closed at accept, by limit.\n"
+        "# TYPE gantry_grpc_server_connections_rejected_total counter\n"
+        "gantry_grpc_server_connections_rejected_total{reason=\"max_connections\"} %llu\n"
+        "gantry_grpc_server_connections_rejected_total{reason=\"per_source\"} %llu\n"
+        "# HELP gantry_grpc_server_connections_evicted_total Unproven idle connections closed to admit new "
+        "ones.\n"
+        "# TYPE gantry_grpc_server_connections_evicted_total counter\n"
+        "gantry_grpc_server_connections_evicted_total %llu\n"
+        "# HELP gantry_grpc_server_handshake_timeouts_total Connections closed for not finishing the "
+        "handshake.\n"
+        "# TYPE gantry_grpc_server_handshake_timeouts_total counter\n"
+        "gantry_grpc_server_handshake_timeouts_total %llu\n"
+        "# HELP gantry_grpc_server_connections_established Live connections that carried an authenticated "
+        "call.\n"
+        "# TYPE gantry_grpc_server_connections_established gauge\n"
+        "gantry_grpc_server_connections_established %zu\n"
+        "# HELP gantry_grpc_server_streams Open gRPC streams.\n"
+        "# TYPE gantry_grpc_server_streams gauge\n"
+        "gantry_grpc_server_streams %zu\n",
+        s->n_conns, (unsigned long long)s->conns_total, (unsigned long long)s->conns_rejected,
+        (unsigned long long)s->conns_rejected_source, (unsigned long long)s->conns_evicted,
+        (unsigned long long)s->handshake_timeouts, s->n_established, s->n_open_streams);
 }

@@ -1,17 +1,35 @@
 /* The gRPC server: HTTP/2 (nghttp2) over TLS (OpenSSL, ALPN h2) or loopback-only h2c, on a libuv
  * loop, dispatching protobuf-c messages to handlers by :path.
  *
- * Threading: everything here runs on the loop thread, except grpc_call_finish_async(), which
- * any thread may call (it is how a handler answers after waiting on the store elsewhere).
+ * Threading: everything here runs on the loop thread, except grpc_call_finish_async() and
+ * grpc_call_send_async(), which any thread may call (it is how a handler answers after waiting on
+ * the store elsewhere), and grpc_call_request()/grpc_call_request_error(), which decode the
+ * request on the thread that asks first (see grpc_call_request for the rule).
  *
  * The happy path of one unary call:
  *   HEADERS (:path, content-type application/grpc, grpc-timeout, metadata)
  *     -> a struct grpc_call with its arena, metadata, deadline timer
  *   DATA (5-byte prefix + message, possibly across frames) + END_STREAM
- *     -> the message is unpacked into the call's arena -> handler->on_start(call)
+ *     -> the message's bytes are buffered -> handler->on_start(call)
+ *     -> the handler (on a worker, after authentication) calls grpc_call_request: checked, decoded
  *   handler calls grpc_call_finish(call, 0, NULL, reply) now or later
  *     -> HEADERS(:status 200), DATA (prefixed reply), trailers (grpc-status, grpc-message)
  *   the stream closes -> the call is freed once no handler holds a reference.
+ *
+ * The connection budget (h2.c). A connection is "established" once a call on it carried
+ * credentials (an authorization header or a verified client certificate), reached its handler
+ * and was answered with OK or a handler's own refusal (INVALID_ARGUMENT, NOT_FOUND,
+ * ALREADY_EXISTS, PERMISSION_DENIED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE): the transport
+ * cannot authenticate, so that is its proxy for "a caller the gate accepted". Others (in the
+ * handshake, idle, or only unauthenticated calls so far) are unproven. At accept:
+ *   - more than max_connections_per_source live connections from the address: closed at once;
+ *   - max_connections reached, or the unproven ones at their share (max_connections minus
+ *     established_reserve_percent): the unproven connection with no call at its handler that
+ *     comes from the address holding the most unproven connections (the oldest of them) gets a
+ *     GOAWAY and is closed; if there is none, the new connection is closed.
+ * So idle or handshake-only floods cannot lock out established clients nor, while there is an
+ * idle unproven connection from a busier address, new ones. Unproven connections also meet
+ * handshake_timeout_ms and idle_timeout_ms, which PINGs do not reset.
  *
  * Failure modes and what the client sees:
  *   - content-type not application/grpc*: HTTP 415, no gRPC status;
@@ -19,7 +37,10 @@
  *   - a message over max_recv_message_bytes, or buffered input over conn_memory_bytes:
  *     RESOURCE_EXHAUSTED (checked on the 5-byte prefix, before anything is allocated);
  *   - headers over max_header_list_bytes: RESOURCE_EXHAUSTED;
- *   - an undecodable message: INTERNAL; compressed messages: UNIMPLEMENTED (no encoding offered);
+ *   - a request message that is not valid UTF-8 where the proto says string, holds a NUL or an
+ *     unknown enum value: INVALID_ARGUMENT; more than max_request_fields fields: RESOURCE_EXHAUSTED;
+ *     undecodable: INTERNAL (unary and server-streaming: when the handler asks, grpc_call_request);
+ *   - compressed messages: UNIMPLEMENTED (no encoding offered);
  *   - grpc-timeout expires: DEADLINE_EXCEEDED, and the handler's on_cancel fires;
  *   - the client resets the stream or the connection drops: on_cancel fires, late answers are
  *     dropped;
@@ -45,20 +66,30 @@ struct grpc_server;
 struct grpc_call;
 
 struct grpc_server_config {
-    const char *listen;              /* "host:port"; port 0 picks a free one (grpc_server_port) */
-    const char *cert_file;           /* PEM chain; required unless h2c */
-    const char *key_file;            /* PEM private key; required unless h2c */
-    const char *client_ca_file;      /* optional: ask for client certificates and verify them */
-    bool h2c;                        /* plaintext HTTP/2; refused unless listen is a loopback IP */
-    uint32_t max_recv_message_bytes; /* default 4 MiB */
-    uint32_t max_send_message_bytes; /* default 16 MiB */
-    uint32_t max_concurrent_streams; /* per connection, advertised in SETTINGS; default 100 */
-    uint32_t max_header_list_bytes;  /* per request, name + value + 32 per field; default 16 KiB */
-    size_t conn_memory_bytes;        /* buffered input + unsent output per connection; default 64 MiB */
-    uint32_t max_connections;        /* further connections are closed at accept; default 1024 */
-    uint64_t idle_timeout_ms;        /* no open stream for this long: GOAWAY; 0 disables; default 5 min */
-    uint64_t keepalive_ms;           /* PING interval while streams are open; 0 disables; default 30 s */
-    uint64_t keepalive_timeout_ms;   /* no PING ACK for this long closes the connection; default 20 s */
+    const char *listen;                   /* "host:port"; port 0 picks a free one (grpc_server_port) */
+    const char *cert_file;                /* PEM chain; required unless h2c */
+    const char *key_file;                 /* PEM private key; required unless h2c */
+    const char *client_ca_file;           /* optional: ask for client certificates and verify them */
+    bool h2c;                             /* plaintext HTTP/2; refused unless listen is a loopback IP */
+    uint32_t max_recv_message_bytes;      /* default 4 MiB */
+    uint32_t max_send_message_bytes;      /* default 16 MiB */
+    uint32_t max_concurrent_streams;      /* per connection, advertised in SETTINGS; default 100 */
+    uint32_t max_header_list_bytes;       /* per request, name + value + 32 per field; default 16 KiB */
+    size_t conn_memory_bytes;             /* buffered input + unsent output per connection; default 64 MiB */
+    uint32_t max_connections;             /* in all; see established_reserve_percent; default 1024 */
+    uint32_t max_connections_per_source;  /* from one IP address; further ones are closed at accept;
+                                             0 = no limit; default 128 */
+    uint32_t established_reserve_percent; /* share of max_connections only established connections
+                                             may use (at most 90); default 25 */
+    uint64_t handshake_timeout_ms;        /* TLS handshake and the client's HTTP/2 preface must be done
+                                             within this from accept; 0 disables; default 10 s */
+    uint64_t idle_timeout_ms;             /* no stream opened or closed for this long (PINGs do not count):
+                                             GOAWAY; 0 disables; default 5 min */
+    uint64_t keepalive_ms;                /* PING interval while streams are open; 0 disables; default 30 s */
+    uint64_t keepalive_timeout_ms;        /* no PING ACK for this long closes the connection; default 20 s */
+    uint32_t max_request_fields;          /* fields in one request message, nested and unknown ones and packed
+                                             elements included, refused before decoding; default 65536 */
+    uint32_t max_request_depth;           /* nesting of sub-messages in a request; default 32 */
 };
 
 /* Fill @cfg with the defaults above (listen "127.0.0.1:0", TLS, no files). */
@@ -74,9 +105,9 @@ enum grpc_method_kind {
 /* Handler callbacks. All fire on the loop thread, never synchronously from a grpc_* call the
  * handler itself makes.
  *
- * on_start: unary and server-streaming: once the single request message has arrived
- *   (grpc_call_request); client-streaming and bidi: once the request headers have arrived.
- *   Required.
+ * on_start: unary and server-streaming: once the single request message has arrived, still
+ *   undecoded (grpc_call_request decodes it, and may refuse it); client-streaming and bidi: once
+ *   the request headers have arrived. Required.
  * on_message: client-streaming and bidi only: each request message, owned by the server and
  *   valid only during the callback; then once with @msg NULL when the client half-closes.
  * on_cancel: the call ended before the handler finished it (deadline, client reset, connection
@@ -154,9 +185,34 @@ void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out);
 
 /* --- The request context, for handlers. Loop thread only unless stated. --- */
 
-/* The decoded request (unary and server-streaming; NULL for the others). Lives in the call's
- * arena: valid until the call is freed. */
+/* The decoded request of a unary or server-streaming call (NULL for the others).
+ *
+ * Thread rule: the loop thread only frames the request and buffers its bytes (bounded by
+ * max_recv_message_bytes and conn_memory_bytes); nothing is decoded until a handler asks. The
+ * first call of grpc_call_request decodes, on the calling thread: a worker thread that holds a
+ * reference (grpc_call_ref), or the loop thread inside a handler callback. The gate calls it
+ * only after authenticating, so the requests of unauthenticated callers are never decoded, and
+ * a large request costs a worker, not the loop. Later calls, from any thread holding a
+ * reference, return the same message. Thread-safe.
+ *
+ * Decoding first walks the bytes with the message descriptor (wirecheck.h) and refuses, before
+ * protobuf-c allocates anything: a string field that is not valid UTF-8 or contains a NUL, an
+ * enum value the enum does not declare (INVALID_ARGUMENT, naming the field path:
+ * "sandbox.meta.name: invalid UTF-8"), more than max_request_fields fields or nesting deeper
+ * than max_request_depth (RESOURCE_EXHAUSTED), and bytes that are not a valid encoding
+ * (INTERNAL). Then NULL is returned and grpc_call_request_error says what to answer: the
+ * caller must finish the call with it (the transport does not, since it cannot know what the
+ * caller has started meanwhile).
+ *
+ * The message lives in memory of the call's own (not grpc_call_arena): valid until the call is
+ * freed; the request's bytes are released once decoded. */
 const ProtobufCMessage *grpc_call_request(const struct grpc_call *call);
+
+/* After grpc_call_request returned NULL for a unary or server-streaming call: the gRPC status
+ * to answer with and its message (*@message valid for the call's life). GRPC_STATUS_OK (and
+ * *@message NULL) if the request decoded or was never asked for. Same threads as
+ * grpc_call_request, after it. */
+int grpc_call_request_error(const struct grpc_call *call, const char **message);
 
 /* The path ("/gantry.v1.Sandboxes/Create"). */
 const char *grpc_call_method(const struct grpc_call *call);

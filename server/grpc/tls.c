@@ -47,6 +47,21 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
     return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol: gRPC needs h2 */
 }
 
+/* A ClientHello without the ALPN extension cannot negotiate h2: refuse it during the handshake
+ * with the no_application_protocol alert (RFC 7301 3.2), as gRPC servers do, rather than
+ * completing the handshake and closing the connection afterwards. */
+static int tls_client_hello(SSL *ssl, int *alert, void *arg)
+{
+    (void)arg;
+    const unsigned char *ext = NULL;
+    size_t len = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len) != 1) {
+        *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 int tls_ctx_new(const char *cert_file, const char *key_file, const char *client_ca_file, SSL_CTX **out,
                 char *errmsg)
 {
@@ -91,6 +106,7 @@ int tls_ctx_new(const char *cert_file, const char *key_file, const char *client_
          * (later issues) decides what an unauthenticated caller may do. */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }
+    SSL_CTX_set_client_hello_cb(ctx, tls_client_hello, NULL);
     SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
     *out = ctx;
     return 0;

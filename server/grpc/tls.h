@@ -21,7 +21,8 @@
  * GERR_IO. */
 int tls_err_from_openssl(int ssl_error, char *errmsg);
 
-/* A server context: TLS 1.2+, certificate chain and key from PEM files, ALPN h2 only. With
+/* A server context: TLS 1.2+, certificate chain and key from PEM files, ALPN h2 only: a client
+ * offering no ALPN, or not h2, fails the handshake with the no_application_protocol alert. With
  * @client_ca_file, client certificates are requested and verified against it (optional for the
  * client: a call without one simply has no peer certificate). Returns 0 or GERR_IO/GERR_INVAL. */
 int tls_ctx_new(const char *cert_file, const char *key_file, const char *client_ca_file, SSL_CTX **out,

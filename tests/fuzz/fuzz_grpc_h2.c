@@ -18,10 +18,25 @@
 static uv_loop_t fuzz_loop;
 static struct grpc_server *fuzz_server;
 
+/* The request, or NULL after answering with the transport's refusal. */
+static const void *fuzz_request(struct grpc_call *call)
+{
+    const ProtobufCMessage *m = grpc_call_request(call);
+    if (m == NULL) {
+        const char *why;
+        int status = grpc_call_request_error(call, &why);
+        grpc_call_finish(call, status, why, NULL);
+    }
+    return m;
+}
+
 static void fuzz_unary(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__EchoRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__EchoRequest *req = fuzz_request(call);
+    if (req == NULL) {
+        return;
+    }
     Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
     resp.message = req->message;
     resp.payload = req->payload;
@@ -35,7 +50,10 @@ static void fuzz_unary(struct grpc_call *call, void *data)
 static void fuzz_stream(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__StreamRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__StreamRequest *req = fuzz_request(call);
+    if (req == NULL) {
+        return;
+    }
     Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
     uint32_t n = req->count > 8 ? 8 : req->count;
     for (uint32_t i = 0; i < n; i++) {

@@ -1,7 +1,9 @@
 /* gantry-grpc-testserver: the gRPC server without gantryd. Serves grpc.health.v1, server
  * reflection, every gantry.v1 service (UNIMPLEMENTED until later issues add handlers) and the
  * test-only gantry.testing.v1.Echo, plus the admin HTTP port. For the interop suite, the fuzzer
- * seeds and the benchmarks; never deployed.
+ * seeds and the benchmarks; never deployed. The gantry.v1 methods go to a stand-in for the gate
+ * (testserver_echo.h, echo_route_checked): each request is decoded on a worker thread, so the
+ * transport's request check runs there as in gantryd, and answered UNIMPLEMENTED.
  *
  * SIGTERM or SIGINT: health goes NOT_SERVING, watches end, GOAWAY goes to every connection,
  * in-flight calls get --grace-ms to finish, then the process exits 0 (non-zero if a leak check
@@ -30,6 +32,7 @@ struct ts {
     struct admin *admin;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sigusr1;
     uv_timer_t grace_timer;
     uint64_t grace_ms;
     bool stopping;
@@ -50,9 +53,20 @@ static void usage(FILE *f)
                "  --max-header-bytes N      request header list limit (default 16384)\n"
                "  --conn-memory N           buffered bytes per connection (default 67108864)\n"
                "  --max-connections N       (default 1024)\n"
+               "  --max-connections-per-source N  from one IP address (default 128, 0 no limit)\n"
+               "  --established-reserve-percent N share kept for established connections (default 25)\n"
+               "  --handshake-timeout-ms N  TLS + HTTP/2 preface deadline (default 10000, 0 off)\n"
                "  --idle-timeout-ms N       GOAWAY after N ms without streams (default 300000, 0 off)\n"
                "  --keepalive-ms N          PING interval while streams are open (default 30000, 0 off)\n"
                "  --keepalive-timeout-ms N  close if a PING is not acknowledged in N ms (default 20000)\n"
+               "  --max-request-fields N    fields in one request message (default 65536)\n"
+               "  --max-request-depth N     nesting of sub-messages in a request (default 32)\n"
+               "  --admin-max-connections N      admin connections (default 64)\n"
+               "  --admin-probe-reserve N        more, for /healthz and /readyz only (default 8)\n"
+               "  --admin-header-timeout-ms N    a request complete within N ms of its first byte (10000)\n"
+               "  --admin-idle-timeout-ms N      keep-alive idle close (default 30000)\n"
+               "  --admin-probe-timeout-ms N     a probe connection's deadline (default 2000)\n"
+               "  --admin-max-buffered N         unwritten response bytes per connection (default 1048576)\n"
                "  --grace-ms N              shutdown grace for in-flight calls (default 5000)\n"
                "  --log-level LEVEL         error|warn|info|debug|trace (default info)\n");
 }
@@ -95,6 +109,7 @@ static void ts_server_closed(struct grpc_server *s, void *data)
     }
     uv_close((uv_handle_t *)&t->sigterm, ts_handle_closed);
     uv_close((uv_handle_t *)&t->sigint, ts_handle_closed);
+    uv_close((uv_handle_t *)&t->sigusr1, ts_handle_closed);
     /* Already stopping: a second signal must not kill the process mid-cleanup. */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
@@ -120,6 +135,21 @@ static void ts_signal_cb(uv_signal_t *sig, int signum)
     health_shutdown(t->health);
     grpc_server_shutdown(t->server, t->grace_ms, ts_server_closed, t);
     uv_timer_start(&t->grace_timer, ts_grace_cb, t->grace_ms, 0);
+}
+
+/* SIGUSR1: flip the overall health status 100,000 times, ending SERVING, so the interop suite
+ * can watch a watcher that does not read. */
+static void ts_flap_cb(uv_signal_t *sig, int signum)
+{
+    (void)signum;
+    struct ts *t = sig->data;
+    if (t->stopping) {
+        return;
+    }
+    for (int i = 0; i < 100000; i++) {
+        health_set(t->health, "", i % 2 == 0 ? 2 /* NOT_SERVING */ : 1 /* SERVING */);
+    }
+    LOG_INFO("testserver: health flapped 100000 times");
 }
 
 static int ts_write_port_file(const char *path, int grpc_port, int admin_port)
@@ -154,6 +184,7 @@ int main(int argc, char **argv)
     struct grpc_server_config cfg;
     grpc_server_config_defaults(&cfg);
     const char *admin_addr = "127.0.0.1:0";
+    struct admin_config acfg = {.ready = ts_ready, .metrics = ts_metrics}; /* limits: 0 = default */
     const char *port_file = NULL;
     struct ts t;
     memset(&t, 0, sizeof(t));
@@ -173,9 +204,20 @@ int main(int argc, char **argv)
         O_HEADERS,
         O_CONNMEM,
         O_MAXCONNS,
+        O_PERSOURCE,
+        O_RESERVE,
+        O_HANDSHAKE,
         O_IDLE,
         O_KEEPALIVE,
         O_KATIMEOUT,
+        O_REQFIELDS,
+        O_REQDEPTH,
+        O_ADM_CONNS,
+        O_ADM_RESERVE,
+        O_ADM_HEADER,
+        O_ADM_IDLE,
+        O_ADM_PROBE,
+        O_ADM_BUFFERED,
         O_GRACE,
         O_LOG,
         O_HELP
@@ -194,9 +236,20 @@ int main(int argc, char **argv)
         {"max-header-bytes", required_argument, NULL, O_HEADERS},
         {"conn-memory", required_argument, NULL, O_CONNMEM},
         {"max-connections", required_argument, NULL, O_MAXCONNS},
+        {"max-connections-per-source", required_argument, NULL, O_PERSOURCE},
+        {"established-reserve-percent", required_argument, NULL, O_RESERVE},
+        {"handshake-timeout-ms", required_argument, NULL, O_HANDSHAKE},
         {"idle-timeout-ms", required_argument, NULL, O_IDLE},
         {"keepalive-ms", required_argument, NULL, O_KEEPALIVE},
         {"keepalive-timeout-ms", required_argument, NULL, O_KATIMEOUT},
+        {"max-request-fields", required_argument, NULL, O_REQFIELDS},
+        {"max-request-depth", required_argument, NULL, O_REQDEPTH},
+        {"admin-max-connections", required_argument, NULL, O_ADM_CONNS},
+        {"admin-probe-reserve", required_argument, NULL, O_ADM_RESERVE},
+        {"admin-header-timeout-ms", required_argument, NULL, O_ADM_HEADER},
+        {"admin-idle-timeout-ms", required_argument, NULL, O_ADM_IDLE},
+        {"admin-probe-timeout-ms", required_argument, NULL, O_ADM_PROBE},
+        {"admin-max-buffered", required_argument, NULL, O_ADM_BUFFERED},
         {"grace-ms", required_argument, NULL, O_GRACE},
         {"log-level", required_argument, NULL, O_LOG},
         {"help", no_argument, NULL, O_HELP},
@@ -251,6 +304,15 @@ int main(int argc, char **argv)
         case O_MAXCONNS:
             cfg.max_connections = v32;
             break;
+        case O_PERSOURCE:
+            cfg.max_connections_per_source = v32;
+            break;
+        case O_RESERVE:
+            cfg.established_reserve_percent = v32;
+            break;
+        case O_HANDSHAKE:
+            cfg.handshake_timeout_ms = v;
+            break;
         case O_IDLE:
             cfg.idle_timeout_ms = v;
             break;
@@ -259,6 +321,30 @@ int main(int argc, char **argv)
             break;
         case O_KATIMEOUT:
             cfg.keepalive_timeout_ms = v;
+            break;
+        case O_REQFIELDS:
+            cfg.max_request_fields = v32;
+            break;
+        case O_REQDEPTH:
+            cfg.max_request_depth = v32;
+            break;
+        case O_ADM_CONNS:
+            acfg.max_connections = v32;
+            break;
+        case O_ADM_RESERVE:
+            acfg.probe_reserve = v32;
+            break;
+        case O_ADM_HEADER:
+            acfg.header_timeout_ms = v;
+            break;
+        case O_ADM_IDLE:
+            acfg.idle_timeout_ms = v;
+            break;
+        case O_ADM_PROBE:
+            acfg.probe_timeout_ms = v;
+            break;
+        case O_ADM_BUFFERED:
+            acfg.max_buffered_bytes = (size_t)v;
             break;
         case O_GRACE:
             t.grace_ms = v;
@@ -293,7 +379,8 @@ int main(int argc, char **argv)
         grpc_server_add_service(t.server, api_services[i]);
     }
     if ((rv = health_new(t.server, &t.health)) != 0 || (rv = reflection_new(t.server, &t.refl)) != 0 ||
-        (rv = echo_new(t.server, &t.echo)) != 0) {
+        (rv = echo_new(t.server, &t.echo)) != 0 ||
+        (rv = echo_route_checked(t.echo, t.server, api_services)) != 0) {
         fprintf(stderr, "gantry-grpc-testserver: registering services: %s\n", gerr_str(rv));
         return 1;
     }
@@ -311,14 +398,15 @@ int main(int argc, char **argv)
         t.stopping = true;
         uv_signal_init(t.loop, &t.sigterm);
         uv_signal_init(t.loop, &t.sigint);
+        uv_signal_init(t.loop, &t.sigusr1);
         uv_timer_init(t.loop, &t.grace_timer);
         grpc_server_shutdown(t.server, 0, ts_server_closed, &t);
         goto run;
     }
     health_serve_all(t.health, t.server);
     if (strcmp(admin_addr, "off") != 0) {
-        struct admin_config acfg = {
-            .listen = admin_addr, .ready = ts_ready, .metrics = ts_metrics, .data = &t};
+        acfg.listen = admin_addr;
+        acfg.data = &t;
         if ((rv = admin_start(t.loop, &acfg, &t.admin, errmsg)) != 0) {
             fprintf(stderr, "gantry-grpc-testserver: %s\n", errmsg);
             t.admin = NULL;
@@ -327,8 +415,10 @@ int main(int argc, char **argv)
     }
     uv_signal_init(t.loop, &t.sigterm);
     uv_signal_init(t.loop, &t.sigint);
+    uv_signal_init(t.loop, &t.sigusr1);
     uv_timer_init(t.loop, &t.grace_timer);
     t.sigterm.data = &t;
+    t.sigusr1.data = &t;
     t.sigint.data = &t;
     t.grace_timer.data = &t;
     if (exit_code != 0) {
@@ -338,6 +428,7 @@ int main(int argc, char **argv)
     }
     uv_signal_start(&t.sigterm, ts_signal_cb, SIGTERM);
     uv_signal_start(&t.sigint, ts_signal_cb, SIGINT);
+    uv_signal_start(&t.sigusr1, ts_flap_cb, SIGUSR1);
     if (port_file != NULL && ts_write_port_file(port_file, grpc_server_port(t.server),
                                                 t.admin != NULL ? admin_port(t.admin) : 0) != 0) {
         fprintf(stderr, "gantry-grpc-testserver: cannot write %s\n", port_file);

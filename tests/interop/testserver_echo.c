@@ -1,6 +1,7 @@
 #include "testserver_echo.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -11,11 +12,17 @@
 #include "lib/mem.h"
 #include "lib/queue.h"
 
+/* A call answered by the worker thread. The worker first decodes its request
+ * (grpc_call_request on the worker, as the gate does after authenticating): a Delay call then
+ * waits until @due_ms; a gantry.v1 call (@validate_only) is answered UNIMPLEMENTED at once, so the
+ * interop suite can drive the strict request check with real gantry.v1 messages. */
 struct echo_delay {
     struct queue link;
     struct grpc_call *call;
     uint64_t due_ms;
     char *message;
+    bool decoded;
+    bool validate_only;
 };
 
 struct echo {
@@ -27,12 +34,27 @@ struct echo {
     struct queue delays;
 };
 
+/* The request, or NULL after answering the call with why the transport refused it. */
+static const void *echo_request(struct grpc_call *call)
+{
+    const ProtobufCMessage *m = grpc_call_request(call);
+    if (m == NULL) {
+        const char *why;
+        int status = grpc_call_request_error(call, &why);
+        grpc_call_finish(call, status, why, NULL);
+    }
+    return m;
+}
+
 /* --- Unary --- */
 
 static void echo_unary(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__EchoRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__EchoRequest *req = echo_request(call);
+    if (req == NULL) {
+        return;
+    }
     Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
     resp.message = req->message;
     resp.payload = req->payload;
@@ -42,7 +64,10 @@ static void echo_unary(struct grpc_call *call, void *data)
 static void echo_fail(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__FailRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__FailRequest *req = echo_request(call);
+    if (req == NULL) {
+        return;
+    }
     int code = req->code <= 16 ? (int)req->code : GRPC_STATUS_UNKNOWN;
     if (code == GRPC_STATUS_OK) {
         Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
@@ -56,7 +81,10 @@ static void echo_fail(struct grpc_call *call, void *data)
 static void echo_size(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__SizeRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__SizeRequest *req = echo_request(call);
+    if (req == NULL) {
+        return;
+    }
     if (req->size > (64u << 20)) {
         grpc_call_finish_gerr(call, GERR_INVAL, "size over 64 MiB");
         return;
@@ -235,7 +263,10 @@ static void echo_thread_stream_start(struct grpc_call *call, const Gantry__Testi
 static void echo_stream_start(struct grpc_call *call, void *data)
 {
     (void)data;
-    const Gantry__Testing__V1__StreamRequest *req = (const void *)grpc_call_request(call);
+    const Gantry__Testing__V1__StreamRequest *req = echo_request(call);
+    if (req == NULL) {
+        return;
+    }
     if (req->payload_size > (4u << 20)) {
         grpc_call_finish_gerr(call, GERR_INVAL, "payload_size over 4 MiB");
         return;
@@ -343,11 +374,36 @@ static void echo_delay_complete(struct echo_delay *d, bool cancelled)
         grpc_call_finish_async(d->call, GRPC_STATUS_CANCELLED, "server shutting down", NULL);
     } else {
         Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
-        resp.message = d->message;
+        resp.message = d->message != NULL ? d->message : "";
         grpc_call_finish_async(d->call, GRPC_STATUS_OK, NULL, &resp.base);
     }
     mem_free(d->message);
     mem_free(d);
+}
+
+/* On the worker: decode @d's request. Returns true if @d must wait for its due time (requeue
+ * it); otherwise the call was answered and @d freed. */
+static bool echo_decode(struct echo_delay *d)
+{
+    const ProtobufCMessage *m = grpc_call_request(d->call);
+    if (m == NULL) {
+        const char *why;
+        int status = grpc_call_request_error(d->call, &why);
+        grpc_call_finish_async(d->call, status, why, NULL);
+    } else if (d->validate_only) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "method %.200s is not implemented (the request was checked and decoded)",
+                 grpc_call_method(d->call));
+        grpc_call_finish_async(d->call, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
+    } else {
+        const Gantry__Testing__V1__DelayRequest *req = (const void *)m;
+        d->decoded = true;
+        d->due_ms = clock_mono_ms(clock_system()) + req->delay_ms;
+        d->message = mem_strdup(req->message);
+        return true;
+    }
+    mem_free(d);
+    return false;
 }
 
 static void *echo_worker(void *arg)
@@ -371,8 +427,16 @@ static void *echo_worker(void *arg)
         if (next->due_ms <= now) {
             queue_remove(&next->link);
             pthread_mutex_unlock(&e->mu);
-            echo_delay_complete(next, false);
+            bool requeue = false;
+            if (next->decoded) {
+                echo_delay_complete(next, false);
+            } else {
+                requeue = echo_decode(next);
+            }
             pthread_mutex_lock(&e->mu);
+            if (requeue) {
+                queue_insert_tail(&e->delays, &next->link);
+            }
             continue;
         }
         struct timespec ts;
@@ -395,14 +459,12 @@ static void *echo_worker(void *arg)
     return NULL;
 }
 
-static void echo_delay_start(struct grpc_call *call, void *data)
+/* Hand the call, request undecoded, to the worker. */
+static void echo_queue(struct echo *e, struct grpc_call *call, bool validate_only)
 {
-    struct echo *e = data;
-    const Gantry__Testing__V1__DelayRequest *req = (const void *)grpc_call_request(call);
     struct echo_delay *d = mem_zalloc(sizeof(*d));
     d->call = call;
-    d->due_ms = clock_mono_ms(clock_system()) + req->delay_ms;
-    d->message = mem_strdup(req->message);
+    d->validate_only = validate_only;
     grpc_call_ref(call); /* dropped by grpc_call_finish_async */
     pthread_mutex_lock(&e->mu);
     if (e->stop) {
@@ -413,6 +475,31 @@ static void echo_delay_start(struct grpc_call *call, void *data)
     queue_insert_tail(&e->delays, &d->link);
     pthread_cond_signal(&e->cond);
     pthread_mutex_unlock(&e->mu);
+}
+
+static void echo_delay_start(struct grpc_call *call, void *data)
+{
+    echo_queue(data, call, false);
+}
+
+static void echo_validate_start(struct grpc_call *call, void *data)
+{
+    echo_queue(data, call, true);
+}
+
+int echo_route_checked(struct echo *e, struct grpc_server *s,
+                       const ProtobufCServiceDescriptor *const *services)
+{
+    struct grpc_handler h = {.kind = GRPC_UNARY, .on_start = echo_validate_start, .data = e};
+    for (size_t i = 0; services[i] != NULL; i++) {
+        for (unsigned m = 0; m < services[i]->n_methods; m++) {
+            int rv = grpc_server_handle(s, services[i], services[i]->methods[m].name, &h);
+            if (rv != 0) {
+                return rv;
+            }
+        }
+    }
+    return 0;
 }
 
 /* --- Registration --- */

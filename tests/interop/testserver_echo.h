@@ -12,6 +12,13 @@ struct echo;
 /* Register every Echo method on @s and start the Delay worker thread. */
 int echo_new(struct grpc_server *s, struct echo **out);
 
+/* Route every method of @services (NULL-terminated) to a stand-in for the gate: the worker
+ * thread decodes the request with grpc_call_request (as the gate does after authenticating) and
+ * answers UNIMPLEMENTED, or the refusal the transport's request check gave. Before
+ * grpc_server_start. Returns 0 or grpc_server_handle's error. */
+int echo_route_checked(struct echo *e, struct grpc_server *s,
+                       const ProtobufCServiceDescriptor *const *services);
+
 /* Answer every pending Delay call now (CANCELLED) and join the worker. Idempotent. */
 void echo_stop(struct echo *e);
 

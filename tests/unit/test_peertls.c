@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "lib/clock.h"
+#include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
 #include "raft/peertls.h"
@@ -322,6 +323,143 @@ static void plaintext_and_silent_clients_are_refused(void **state)
     close(fd);
 }
 
+static uint64_t now_ms(void)
+{
+    return clock_mono_ms(clock_system());
+}
+
+/* Open @n TCP connections to @address from @source (any 127.x.y.z on Linux loopback) that never
+ * say anything: non-blocking connects, not waited for. */
+static void open_silent(const char *source, const char *address, int *fds, int n)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET}, from = {.sin_family = AF_INET};
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    inet_pton(AF_INET, host, &to.sin_addr);
+    to.sin_port = htons((uint16_t)atoi(colon + 1));
+    inet_pton(AF_INET, source, &from.sin_addr);
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(bind(fds[i], (struct sockaddr *)&from, sizeof from), 0);
+        int rc = connect(fds[i], (struct sockaddr *)&to, sizeof to);
+        assert_true(rc == 0 || errno == EINPROGRESS);
+    }
+}
+
+static void close_all(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+}
+
+/* Poll a stats field for at most @ms (wait_stat waits up to 5 s, longer than this test allows). */
+static uint64_t wait_stat_ms(struct peertls *t, size_t offset, uint64_t want, uint64_t ms)
+{
+    uint64_t deadline = now_ms() + ms;
+    struct peertls_stats s;
+    for (;;) {
+        peertls_get_stats(t, &s);
+        uint64_t v = *(uint64_t *)((char *)&s + offset);
+        if (v >= want || now_ms() > deadline) {
+            return v;
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void silent_flood_does_not_delay_a_peer(void **state)
+{
+    struct world *w = *state;
+    /* The default handshake timeout (5 s): 300 silent connections from one address used to fill
+     * the 256 handshake slots, stop the listener, and leave a peer's dial in the backlog until
+     * they timed out (4-5 s, past the store clients' 1 s connect timeout). */
+    struct echo e;
+    echo_start(&e, false);
+    struct peertls *srv = start(&w->a, "127.0.0.1:0", e.address, 0);
+    int fds[300];
+    open_silent("127.0.0.2", peertls_listen_address(srv), fds, 300);
+    /* All but 8 are refused at accept (max_handshakes_per_source). */
+    uint64_t rejected = wait_stat_ms(srv, offsetof(struct peertls_stats, rejected), 292, 1000);
+    uint64_t t0 = now_ms();
+    int fd;
+    int rv = peertls_dial(w->client, peertls_listen_address(srv), 1000, &fd, errmsg);
+    uint64_t took = now_ms() - t0;
+    print_message("silent flood: %llu of 300 refused at accept; a peer's dial took %llu ms\n",
+                  (unsigned long long)rejected, (unsigned long long)took);
+    if (rv != 0) {
+        fail_msg("dial behind a flood of silent connections: %s (after %llu ms)", errmsg,
+                 (unsigned long long)took);
+    }
+    assert_true(took < 500);
+    write_all(fd, "hi", 2);
+    char buf[2];
+    read_exact(fd, buf, 2);
+    close(fd);
+    close_all(fds, 300);
+    peertls_stop(srv);
+    echo_stop(&e);
+}
+
+/* Lines of @path that contain @needle. */
+static int count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+static void refusals_are_logged_once_per_address_per_window(void **state)
+{
+    struct world *w = *state;
+    char path[] = "/tmp/gantry-peertls-log-XXXXXX";
+    int logfd = mkstemp(path);
+    assert_true(logfd >= 0);
+    log_set_fd(logfd);
+    struct echo e;
+    echo_start(&e, false);
+    struct peertls_config cfg = {.ca_pem = w->a.ca,
+                                 .cert_pem = w->a.cert,
+                                 .key_pem = w->a.key,
+                                 .listen_address = "127.0.0.1:0",
+                                 .backend_address = e.address,
+                                 .handshake_timeout_ms = 200,
+                                 .refusal_log_window_ms = 600};
+    struct peertls *srv = NULL;
+    assert_int_equal(peertls_start(&cfg, &srv, errmsg), 0);
+    /* 40 silent connections: 32 over the per-source cap, 8 that time out. One line, not 40. */
+    int fds[40];
+    open_silent("127.0.0.3", peertls_listen_address(srv), fds, 40);
+    assert_int_equal(wait_stat(srv, offsetof(struct peertls_stats, rejected), 40), 40);
+    assert_int_equal(count_lines(path, "peer TLS: refused"), 1);
+    /* After the window, the next refusal from that address reports the count, then itself. The
+     * window is time passing, not a condition to poll for. */
+    struct timespec ts = {0, 700000000};
+    nanosleep(&ts, NULL);
+    int more;
+    open_silent("127.0.0.3", peertls_listen_address(srv), &more, 1);
+    assert_int_equal(wait_stat(srv, offsetof(struct peertls_stats, rejected), 41), 41);
+    assert_int_equal(count_lines(path, "peer TLS: refused"), 3);
+    assert_int_equal(count_lines(path, "refused 39 more connection(s) from 127.0.0.3"), 1);
+    close(more);
+    close_all(fds, 40);
+    peertls_stop(srv);
+    echo_stop(&e);
+    log_set_fd(2);
+    close(logfd);
+    unlink(path);
+}
+
 static void unreachable_peer_and_bad_address(void **state)
 {
     struct world *w = *state;
@@ -357,6 +495,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(four_mib_both_ways_at_once, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(foreign_certificate_is_refused_both_ways, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(plaintext_and_silent_clients_are_refused, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(silent_flood_does_not_delay_a_peer, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(refusals_are_logged_once_per_address_per_window, setup_tcp,
+                                        teardown_world),
         cmocka_unit_test_setup_teardown(unreachable_peer_and_bad_address, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
     };
