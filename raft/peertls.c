@@ -90,6 +90,8 @@ struct peertls {
     int listen_fd; /* -1 when dial-only */
     char listen_address[64];
     char backend[128];
+    char alt_backend[128];
+    unsigned char alt_alpn[64]; /* wire format: length byte, then the name; [0] == 0: none */
     unsigned handshake_timeout_ms;
     unsigned max_handshakes_per_source;
     unsigned refusal_log_window_ms;
@@ -158,6 +160,30 @@ out:
 
 static void *relay_main(void *arg);
 
+/* Inbound: the second backend's protocol when the peer offers it; no ALPN otherwise (dqlite). */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    struct peertls *p = arg;
+    if (p->alt_alpn[0] == 0) {
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    for (unsigned i = 0; i < inlen;) {
+        unsigned n = in[i];
+        if (i + 1 + n > inlen) {
+            break;
+        }
+        if (n == p->alt_alpn[0] && memcmp(in + i + 1, p->alt_alpn + 1, n) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
 int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg)
 {
     struct peertls *p = mem_zalloc(sizeof *p);
@@ -179,6 +205,17 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         }
         snprintf(p->backend, sizeof p->backend, "%s", cfg->backend_address);
     }
+    if (cfg->alt_alpn != NULL && cfg->alt_backend != NULL) {
+        size_t n = strlen(cfg->alt_alpn);
+        if (n == 0 || n >= sizeof p->alt_alpn - 1 || strlen(cfg->alt_backend) >= sizeof p->alt_backend) {
+            gerr_set(errmsg, "peer TLS: bad second backend");
+            rv = GERR_INVAL;
+            goto err;
+        }
+        p->alt_alpn[0] = (unsigned char)n;
+        memcpy(p->alt_alpn + 1, cfg->alt_alpn, n);
+        snprintf(p->alt_backend, sizeof p->alt_backend, "%s", cfg->alt_backend);
+    }
     p->server_ctx = SSL_CTX_new(TLS_server_method());
     p->client_ctx = SSL_CTX_new(TLS_client_method());
     if (p->server_ctx == NULL || p->client_ctx == NULL) {
@@ -189,6 +226,7 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         (rv = load_ctx(p->client_ctx, cfg, errmsg)) != 0) {
         goto err;
     }
+    SSL_CTX_set_alpn_select_cb(p->server_ctx, alpn_select, p);
     if (cfg->listen_address != NULL) {
         if (addr_parse_ipv4(cfg->listen_address, &sa, 1) != 0) {
             gerr_set(errmsg, "peer TLS: listen address %s is not a.b.c.d:port", cfg->listen_address);
@@ -238,8 +276,8 @@ err:
 }
 
 int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
-                        const char *listen_address, const char *backend_address, struct peertls **out,
-                        char *errmsg)
+                        const char *listen_address, const char *backend_address, const struct peertls_options *opts,
+                        struct peertls **out, char *errmsg)
 {
     const char *const paths[] = {ca_file, cert_file, key_file};
     char *pem[3] = {NULL, NULL, NULL};
@@ -253,6 +291,13 @@ int peertls_start_files(const char *ca_file, const char *cert_file, const char *
                                      .key_pem = pem[2],
                                      .listen_address = listen_address,
                                      .backend_address = backend_address};
+        if (opts != NULL) {
+            cfg.handshake_timeout_ms = opts->handshake_timeout_ms;
+            cfg.max_handshakes_per_source = opts->max_handshakes_per_source;
+            cfg.refusal_log_window_ms = opts->refusal_log_window_ms;
+            cfg.alt_alpn = opts->alt_alpn;
+            cfg.alt_backend = opts->alt_backend;
+        }
         rv = peertls_start(&cfg, out, errmsg);
     }
     for (int i = 0; i < 3; i++) {
@@ -262,13 +307,13 @@ int peertls_start_files(const char *ca_file, const char *cert_file, const char *
 }
 
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
-                      struct peertls **out, char *errmsg)
+                      const struct peertls_options *opts, struct peertls **out, char *errmsg)
 {
     char ca[4096], cert[4096], key[4096];
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
-    return peertls_start_files(ca, cert, key, listen_address, backend_address, out, errmsg);
+    return peertls_start_files(ca, cert, key, listen_address, backend_address, opts, out, errmsg);
 }
 
 const char *peertls_listen_address(const struct peertls *p)
@@ -452,9 +497,15 @@ static void step_handshake(struct peertls *p, struct relay *r)
 {
     int rc = SSL_do_handshake(r->ssl);
     if (rc == 1) {
-        r->plain_fd = connect_backend(p->backend);
+        const unsigned char *proto = NULL;
+        unsigned int plen = 0;
+        SSL_get0_alpn_selected(r->ssl, &proto, &plen);
+        const char *backend = plen > 0 && p->alt_alpn[0] == plen && memcmp(proto, p->alt_alpn + 1, plen) == 0
+                                  ? p->alt_backend
+                                  : p->backend;
+        r->plain_fd = connect_backend(backend);
         if (r->plain_fd < 0) {
-            LOG_WARN("peer TLS: backend %s unreachable for %s: %s", p->backend, r->peer, strerror(errno));
+            LOG_WARN("peer TLS: backend %s unreachable for %s: %s", backend, r->peer, strerror(errno));
             r->state = RELAY_DEAD;
             return;
         }
@@ -746,6 +797,12 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 
 int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
 {
+    return peertls_dial_alpn(p, address, NULL, timeout_ms, fd, errmsg);
+}
+
+int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, unsigned timeout_ms, int *fd,
+                      char *errmsg)
+{
     struct sockaddr_in sa;
     uint64_t deadline = now_ms() + timeout_ms;
     int sv[2] = {-1, -1};
@@ -778,6 +835,20 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
         goto err_count;
     }
     SSL_set_connect_state(ssl);
+    if (alpn != NULL) {
+        unsigned char wire[64];
+        size_t an = strlen(alpn);
+        if (an == 0 || an >= sizeof wire - 1) {
+            SSL_free(ssl);
+            close(tcp);
+            gerr_set(errmsg, "peer TLS: bad ALPN %s", alpn);
+            rv = GERR_INVAL;
+            goto err_count;
+        }
+        wire[0] = (unsigned char)an;
+        memcpy(wire + 1, alpn, an);
+        SSL_set_alpn_protos(ssl, wire, (unsigned)(an + 1));
+    }
     for (;;) {
         int rc = SSL_do_handshake(ssl);
         if (rc == 1) {
@@ -797,6 +868,18 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
         SSL_free(ssl);
         close(tcp);
         goto err_count;
+    }
+    if (alpn != NULL) {
+        const unsigned char *proto = NULL;
+        unsigned int plen = 0;
+        SSL_get0_alpn_selected(ssl, &proto, &plen);
+        if (plen != strlen(alpn) || memcmp(proto, alpn, plen) != 0) {
+            gerr_set(errmsg, "peer TLS: dial %s: the peer does not accept %s", address, alpn);
+            SSL_free(ssl);
+            close(tcp);
+            rv = GERR_REFUSED;
+            goto err_count;
+        }
     }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rv = gerr_from_errno(errno);

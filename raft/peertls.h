@@ -42,6 +42,18 @@ struct peertls_config {
      * "refused N more connections from ADDR in the last S s" with the next refusal after the
      * window. 0 = 10000. */
     unsigned refusal_log_window_ms;
+    /* A second backend, chosen by ALPN: an inbound peer that offers @alt_alpn in its handshake is
+     * relayed to @alt_backend (gantryd's forwarded-call server), every other one to the backend
+     * (the dqlite node). NULL: no second backend, no ALPN. */
+    const char *alt_alpn;
+    const char *alt_backend;
+};
+
+/* The limits and the second backend of peertls_start_files/_dir (the config fields of the same
+ * names). NULL or zero fields: the defaults. */
+struct peertls_options {
+    unsigned handshake_timeout_ms, max_handshakes_per_source, refusal_log_window_ms;
+    const char *alt_alpn, *alt_backend;
 };
 
 struct peertls_stats {
@@ -63,11 +75,11 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
  * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
 /* The same with the CA, certificate and key read from three PEM files. */
 int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
-                        const char *listen_address, const char *backend_address, struct peertls **out,
-                        char *errmsg);
+                        const char *listen_address, const char *backend_address, const struct peertls_options *opts,
+                        struct peertls **out, char *errmsg);
 
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
-                      struct peertls **out, char *errmsg);
+                      const struct peertls_options *opts, struct peertls **out, char *errmsg);
 
 /* Close the listener and every connection, join the thread, free everything. */
 void peertls_stop(struct peertls *p);
@@ -81,6 +93,11 @@ const char *peertls_listen_address(const struct peertls *p);
  * unreachable), GERR_PERM (the peer's certificate is not from the cluster CA, or it refused ours),
  * GERR_INVAL (bad address), GERR_CLOSED after peertls_stop. */
 int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+
+/* peertls_dial asking the peer for the protocol @alpn (its second backend): GERR_REFUSED when the
+ * peer does not offer it (an older replica, or one without that backend). */
+int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, unsigned timeout_ms, int *fd,
+                      char *errmsg);
 
 /* peertls_dial with the store's dialer signature (store/conn.h store_dial_fn): pass it with the
  * relay as @arg to store_client_config.dial and store_node_config.dial. */

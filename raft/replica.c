@@ -26,6 +26,7 @@ struct replica {
     struct store_node *node;
     store_dial_fn dial;
     void *dial_arg;
+    char alt_alpn[64]; /* the relay's second protocol (cfg->peer.alt_alpn), "" for none */
     /* The roles thread and what it publishes. */
     struct membership m;
     struct store_client cl;
@@ -359,9 +360,9 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         const char *listen = cfg->listen != NULL ? cfg->listen : r->address;
         if (cfg->tls_ca_file != NULL) {
             rv = peertls_start_files(cfg->tls_ca_file, cfg->tls_cert_file, cfg->tls_key_file, listen,
-                                     r->private_bind, &r->relay, errmsg);
+                                     r->private_bind, &cfg->peer, &r->relay, errmsg);
         } else {
-            rv = peertls_start_dir(cfg->tls_dir, listen, r->private_bind, &r->relay, errmsg);
+            rv = peertls_start_dir(cfg->tls_dir, listen, r->private_bind, &cfg->peer, &r->relay, errmsg);
         }
         if (rv != 0) {
             teardown(r);
@@ -369,6 +370,7 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         }
         LOG_INFO("peer TLS relay on %s in front of %s", listen, r->private_bind);
         ncfg.bind_address = r->private_bind;
+        snprintf(r->alt_alpn, sizeof r->alt_alpn, "%s", cfg->peer.alt_alpn != NULL ? cfg->peer.alt_alpn : "");
         ncfg.dial = peertls_store_dial;
         ncfg.dial_arg = r->relay;
         r->dial = peertls_store_dial;
@@ -429,6 +431,16 @@ static int store_dial(void *arg, const char *address, unsigned timeout_ms, int *
         return store_conn_unix_dial(NULL, r->private_bind, timeout_ms, fd, errmsg);
     }
     return r->dial(r->dial_arg, address, timeout_ms, fd, errmsg);
+}
+
+int replica_alt_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
+{
+    struct replica *r = arg;
+    if (r->relay == NULL || r->alt_alpn[0] == '\0') {
+        gerr_set(errmsg, "no peer TLS relay with a second protocol");
+        return GERR_INVAL;
+    }
+    return peertls_dial_alpn(r->relay, address, r->alt_alpn, timeout_ms, fd, errmsg);
 }
 
 store_dial_fn replica_dial(const struct replica *r)

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "lib/err.h"
+#include "raft/peertls.h"
 #include "raft/roles.h"
 #include "store/client.h"
 #include "store/node.h"
@@ -37,6 +38,7 @@ struct replica_config {
     const char *dir;     /* dqlite data dir */
     const char *tls_dir; /* ca.pem, cert.pem, key.pem; NULL = plain TCP (tests only) ... */
     const char *tls_ca_file, *tls_cert_file, *tls_key_file; /* ... or these three files (they win) */
+    struct peertls_options peer; /* the relay's limits and second backend (raft/peertls.h); zero: defaults */
     unsigned latency_ms;                                    /* 0 = default */
     unsigned snapshot_threshold, snapshot_trailing;
     uint64_t failure_domain;
@@ -80,6 +82,11 @@ void replica_view(struct replica *r, struct replica_view *out);
  * on its private socket, other nodes over mutual TLS through the relay (or plain TCP without TLS:
  * NULL, the store's default). */
 store_dial_fn replica_dial(const struct replica *r);
+
+/* Dial a member's peer port asking for the relay's second protocol (config peer.alt_alpn): a
+ * blocking local socket whose bytes reach that member's second backend over mutual TLS. A
+ * store_dial_fn-shaped function; @arg is the replica. */
+int replica_alt_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 void *replica_dial_arg(const struct replica *r);
 const char *replica_address(const struct replica *r);
 

@@ -47,7 +47,7 @@
 enum config_source { CONFIG_SRC_DEFAULT = 0, CONFIG_SRC_FILE, CONFIG_SRC_ENV, CONFIG_SRC_FLAG };
 
 /* Room for the provenance of every field; config.c checks the table fits at compile time. */
-#define CONFIG_MAX_FIELDS 64
+#define CONFIG_MAX_FIELDS 96
 
 /* A list of strings (the join addresses). Owned by the config. */
 struct config_list {
@@ -193,6 +193,15 @@ struct config {
     unsigned auth_fail_limit, auth_fail_window_ms, unverified_call_rate, unverified_call_burst;
     unsigned known_credential_ttl_ms, refused_credential_ttl_ms;
     unsigned audit_window_ms, audit_flush_ms, audit_max_keys;
+    /* The write path (docs/architecture.md): batch size, forwarding to the leader's replica. */
+    unsigned write_batch_max;
+    bool forward_writes;
+    /* Transport limits (docs/security.md, "Transport limits"). */
+    unsigned api_max_connections_per_source, api_established_reserve_percent, api_handshake_timeout_ms;
+    unsigned api_idle_timeout_ms, api_max_request_fields, api_max_request_depth;
+    unsigned admin_max_connections, admin_probe_reserve, admin_probe_timeout_ms, admin_header_timeout_ms;
+    unsigned admin_idle_timeout_ms, admin_max_buffered_bytes;
+    unsigned peer_max_handshakes_per_source, peer_refusal_log_window_ms;
 
     /* Provenance, indexed like the field table. */
     enum config_source origin[CONFIG_MAX_FIELDS];

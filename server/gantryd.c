@@ -35,6 +35,7 @@
 
 #include "api/gate/audit.h"
 #include "api/gate/authn.h"
+#include "api/forward/fwd.h"
 #include "api/gate/gate.h"
 #include "api/proto/services.h"
 #include "api/services/audit_svc.h"
@@ -298,6 +299,9 @@ struct daemon {
     struct authn *authn;
     struct admission *admission;
     struct audit_sink *sink;
+    struct fwd_client *fwd_client;
+    struct fwd_server *fwd_server;
+    char fwd_path[320];
     struct oidc *oidc;
     struct driver *driver;
     struct reconciler *reconciler;
@@ -360,6 +364,32 @@ static bool ready(void *data, char *reason, size_t len)
     return ok;
 }
 
+/* The peer address of the replica beside the dqlite leader, when it is another one (gate.h). */
+static bool leader_address(void *data, char *out, size_t len)
+{
+    struct daemon *d = data;
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    bool other = false;
+    if (v->valid && v->leader_id != 0 && v->leader_id != d->cfg->replica_id) {
+        for (unsigned i = 0; i < v->n; i++) {
+            if (v->nodes[i].id == v->leader_id && v->nodes[i].address[0] != '\0') {
+                snprintf(out, len, "%s", v->nodes[i].address);
+                other = true;
+            }
+        }
+    }
+    mem_free(v);
+    return other;
+}
+
+/* A call another replica forwarded here. */
+static void forwarded(void *data, fwd_request *req, struct fwd_reply *reply)
+{
+    struct daemon *d = data;
+    gate_forwarded(d->gate, req, reply);
+}
+
 /* Admission, queues, the writer and the audit sink (docs/security.md, "Load and admission limits"). */
 static void load_metrics(struct daemon *d, struct buf *out)
 {
@@ -385,6 +415,14 @@ static void load_metrics(struct daemon *d, struct buf *out)
         "# TYPE gantry_write_batched_requests_total counter\ngantry_write_batched_requests_total %" PRIu64
         "\n",
         store_conn_requests_total(), ws.batches, ws.requests);
+    buf_printf(out,
+               "# HELP gantry_forwarded_total Mutations forwarded between replicas: sent to the leader's replica, "
+               "received from others, and run here after forwarding failed.\n"
+               "# TYPE gantry_forwarded_total counter\n"
+               "gantry_forwarded_total{direction=\"out\"} %" PRIu64 "\n"
+               "gantry_forwarded_total{direction=\"in\"} %" PRIu64 "\n"
+               "gantry_forwarded_total{direction=\"fallback\"} %" PRIu64 "\n",
+               gs.forwarded_out, gs.forwarded_in, gs.forward_fallbacks);
     buf_printf(
         out,
         "# HELP gantry_calls_refused_total Calls answered without running them, by reason.\n"
@@ -712,6 +750,12 @@ static int serve(struct daemon *d, char *errmsg)
     }
     gc.max_recv_message_bytes = cfg->max_message_bytes;
     gc.max_concurrent_streams = cfg->max_concurrent_streams;
+    gc.max_connections_per_source = cfg->api_max_connections_per_source;
+    gc.established_reserve_percent = cfg->api_established_reserve_percent;
+    gc.handshake_timeout_ms = cfg->api_handshake_timeout_ms;
+    gc.idle_timeout_ms = cfg->api_idle_timeout_ms;
+    gc.max_request_fields = cfg->api_max_request_fields;
+    gc.max_request_depth = cfg->api_max_request_depth;
     int rv = grpc_server_new(&d->loop, &gc, &d->server, errmsg);
     if (rv != 0) {
         return rv;
@@ -738,13 +782,20 @@ static int serve(struct daemon *d, char *errmsg)
         gerr_set(errmsg, "cannot start the audit sink thread");
         return GERR_NOMEM;
     }
+    if (cfg->forward_writes) {
+        d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
+    }
     struct gate_config gcfg = {.jobs = &d->jobs,
                                .pool = &d->pool,
                                .authn = d->authn,
                                .admission = d->admission,
                                .sink = d->sink,
                                .replica_id = cfg->replica_id,
-                               .gateway_id = d->id.gateway_id};
+                               .gateway_id = d->id.gateway_id,
+                               .fwd = {.client = d->fwd_client,
+                                       .leader_address = leader_address,
+                                       .data = d,
+                                       .server = d->server}};
     d->gate = gate_new(&gcfg);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
@@ -782,7 +833,21 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    struct admin_config ac = {.listen = cfg->admin_address, .ready = ready, .metrics = metrics, .data = d};
+    /* Calls other replicas forward (the method table is complete now). */
+    rv = fwd_server_start(d->fwd_path, forwarded, d, &d->fwd_server, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct admin_config ac = {.listen = cfg->admin_address,
+                              .ready = ready,
+                              .metrics = metrics,
+                              .data = d,
+                              .max_connections = cfg->admin_max_connections,
+                              .probe_reserve = cfg->admin_probe_reserve,
+                              .header_timeout_ms = cfg->admin_header_timeout_ms,
+                              .idle_timeout_ms = cfg->admin_idle_timeout_ms,
+                              .probe_timeout_ms = cfg->admin_probe_timeout_ms,
+                              .max_buffered_bytes = cfg->admin_max_buffered_bytes};
     rv = admin_start(&d->loop, &ac, &d->admin, errmsg);
     if (rv != 0) {
         d->admin = NULL;
@@ -985,6 +1050,7 @@ static int cmd_run(struct config *cfg)
     identity_path(cfg->data_dir, "scratch", d->scratch, sizeof d->scratch);
     mkdir(d->scratch, 0700);
     if (rv == 0) {
+        snprintf(d->fwd_path, sizeof d->fwd_path, "@gantry-fwd-%s", bootstrap_peer_address(cfg));
         struct replica_config rc = {.id = cfg->replica_id,
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
@@ -993,6 +1059,10 @@ static int cmd_run(struct config *cfg)
                                     .tls_ca_file = cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
                                     .tls_cert_file = cfg->peer_tls_cert,
                                     .tls_key_file = cfg->peer_tls_key,
+                                    .peer = {.max_handshakes_per_source = cfg->peer_max_handshakes_per_source,
+                                             .refusal_log_window_ms = cfg->peer_refusal_log_window_ms,
+                                             .alt_alpn = FWD_ALPN,
+                                             .alt_backend = d->fwd_path},
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
@@ -1025,6 +1095,7 @@ static int cmd_run(struct config *cfg)
         d->writer_started = rv == 0;
         if (rv == 0) {
             store_writer_set_max_pending(&d->writer, cfg->write_queue_max);
+            store_writer_set_max_batch(&d->writer, cfg->write_batch_max);
         }
     }
     if (rv == 0) {
@@ -1094,6 +1165,8 @@ static int cmd_run(struct config *cfg)
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
     jobs_stop(&d->jobs);
+    fwd_server_stop(d->fwd_server); /* every forwarded call was answered by the workers */
+    fwd_client_free(d->fwd_client);
     gate_free(d->gate);
     audit_sink_stop(d->sink); /* its last rows go through the writer, stopped below */
     admission_free(d->admission);

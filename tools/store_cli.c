@@ -180,7 +180,7 @@ int main(int argc, char **argv)
     struct peertls *relay = NULL;
     if (tls_dir != NULL) {
         char errmsg[GERR_MSG_SIZE];
-        if (peertls_start_dir(tls_dir, NULL, NULL, &relay, errmsg) != 0) {
+        if (peertls_start_dir(tls_dir, NULL, NULL, NULL, &relay, errmsg) != 0) {
             fprintf(stderr, "gantry-store: %s\n", errmsg);
             return 2;
         }

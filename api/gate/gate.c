@@ -12,6 +12,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "lib/rand.h"
 
 #define MAX_ROUTES 128u
 
@@ -23,6 +24,8 @@ struct route {
 
 /* The longest a call waits for a store client when it has no deadline of its own. */
 #define POOL_WAIT_MS 5000u
+/* The longest a forwarded call waits for its answer when it has no deadline of its own. */
+#define FORWARD_WAIT_MS 30000u
 
 struct gate {
     struct gate_config cfg;
@@ -30,6 +33,7 @@ struct gate {
     struct route routes[MAX_ROUTES];
     unsigned n_routes;
     atomic_uint_fast64_t refused_admission, shed_overloaded, dropped_expired;
+    atomic_uint_fast64_t forwarded_out, forwarded_in, forward_fallbacks;
 };
 
 struct pending {
@@ -59,6 +63,9 @@ void gate_stats(struct gate *g, struct gate_stats *out)
     out->refused_admission = atomic_load(&g->refused_admission);
     out->shed_overloaded = atomic_load(&g->shed_overloaded);
     out->dropped_expired = atomic_load(&g->dropped_expired);
+    out->forwarded_out = atomic_load(&g->forwarded_out);
+    out->forwarded_in = atomic_load(&g->forwarded_in);
+    out->forward_fallbacks = atomic_load(&g->forward_fallbacks);
 }
 
 static struct route *find_route(struct gate *g, const char *path)
@@ -131,6 +138,155 @@ static uint64_t wait_budget(struct grpc_call *call, uint64_t cap)
     return deadline - now < cap ? deadline - now : cap;
 }
 
+/* The caller as the forward message carries it. Strings point into @who; scopes into @scopes. */
+static void principal_to_wire(const struct authn_principal *who, Gantry__Internal__V1__ForwardPrincipal *pr,
+                              Gantry__Internal__V1__ForwardBinding *bs, Gantry__Internal__V1__ForwardBinding **bp,
+                              char **scopes)
+{
+    gantry__internal__v1__forward_principal__init(pr);
+    pr->id = (char *)who->id;
+    pr->name = (char *)who->name;
+    pr->kind = (char *)who->kind;
+    pr->via = (char *)who->via;
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        gantry__internal__v1__forward_binding__init(&bs[i]);
+        bs[i].role = (char *)authz_role_name(who->bindings[i].role);
+        bs[i].namespace_ = (char *)who->bindings[i].ns;
+        scopes[i] = who->bindings[i].scope.set ? authz_scope_json(&who->bindings[i].scope) : NULL;
+        bs[i].scope = scopes[i] != NULL ? scopes[i] : "";
+        bp[i] = &bs[i];
+    }
+    pr->n_bindings = who->n_bindings;
+    pr->bindings = bp;
+}
+
+static bool principal_from_wire(const Gantry__Internal__V1__ForwardPrincipal *pr, struct authn_principal *who)
+{
+    memset(who, 0, sizeof *who);
+    if (pr == NULL) {
+        return true; /* a call that needs no credential (Cluster/Join) */
+    }
+    snprintf(who->id, sizeof who->id, "%s", pr->id);
+    snprintf(who->name, sizeof who->name, "%s", pr->name);
+    snprintf(who->kind, sizeof who->kind, "%s", pr->kind);
+    snprintf(who->via, sizeof who->via, "%s", pr->via);
+    for (size_t i = 0; i < pr->n_bindings && who->n_bindings < AUTHN_MAX_BINDINGS; i++) {
+        struct authz_binding *b = &who->bindings[who->n_bindings];
+        b->role = authz_role_parse(pr->bindings[i]->role);
+        snprintf(b->ns, sizeof b->ns, "%s", pr->bindings[i]->namespace_);
+        if (authz_scope_parse(pr->bindings[i]->scope, &b->scope) != 0) {
+            return false;
+        }
+        if (b->role != 0) {
+            who->n_bindings++;
+        }
+    }
+    return true;
+}
+
+/* Send the call to the replica at @leader and answer the client with what it answers. Returns
+ * false when that failed and the call is to run here (ctx->idem_key/idem_fresh say how to settle
+ * a forward that may have run). */
+static bool forward(struct gate *g, struct pending *p, const char *leader, const ProtobufCMessage *req)
+{
+    struct gate_ctx *ctx = &p->ctx;
+    ctx->idem_buf[0] = '~';
+    rand_uuid(ctx->idem_buf + 1);
+    ctx->idem_key = ctx->idem_buf;
+    ctx->idem_fresh = true;
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *bytes = mem_alloc(len > 0 ? len : 1);
+    protobuf_c_message_pack(req, bytes);
+    Gantry__Internal__V1__ForwardPrincipal pr;
+    Gantry__Internal__V1__ForwardBinding bs[AUTHN_MAX_BINDINGS], *bp[AUTHN_MAX_BINDINGS];
+    char *scopes[AUTHN_MAX_BINDINGS] = {NULL};
+    principal_to_wire(&ctx->who, &pr, bs, bp, scopes);
+    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    fr.method = (char *)grpc_call_method(ctx->call);
+    fr.request.data = bytes;
+    fr.request.len = len;
+    fr.principal = ctx->rule->action == AZ_TOKEN ? NULL : &pr;
+    fr.peer = (char *)grpc_call_peer(ctx->call);
+    uint64_t budget = wait_budget(ctx->call, FORWARD_WAIT_MS);
+    fr.timeout_ms = grpc_call_deadline_ms(ctx->call) != 0 ? (uint32_t)budget : 0;
+    fr.idem_key = ctx->idem_buf;
+    fr.idem_fresh = true;
+    fr.origin_replica = g->cfg.replica_id;
+    fwd_response *resp = NULL;
+    bool sent = false;
+    char err[GERR_MSG_SIZE] = "";
+    int rv = budget == 0 ? GERR_TIMEOUT : fwd_client_call(g->cfg.fwd.client, leader, &fr, (unsigned)budget, &resp, &sent, err);
+    mem_free(bytes);
+    for (size_t i = 0; i < ctx->who.n_bindings; i++) {
+        mem_free(scopes[i]);
+    }
+    if (rv == 0) {
+        atomic_fetch_add(&g->forwarded_out, 1);
+        grpc_call_finish_async_bytes(ctx->call, resp->status, resp->message,
+                                     resp->status == GRPC_STATUS_OK ? resp->reply.data : NULL, resp->reply.len);
+        gantry__internal__v1__forward_response__free_unpacked(resp, NULL);
+        return true;
+    }
+    if (wait_budget(ctx->call, FORWARD_WAIT_MS) == 0) {
+        grpc_call_finish_async(ctx->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                               sent ? "the deadline passed while the leader's replica ran the call: its outcome "
+                                      "is unknown (retry with the same request_id to settle it)"
+                                    : "the deadline passed before the call could be forwarded; it did not run",
+                               NULL);
+        return true;
+    }
+    /* The leader's replica cannot be reached: run it here (this replica's writer still reaches the
+     * leader's node). A forward that may have run is settled by its key. */
+    atomic_fetch_add(&g->forward_fallbacks, 1);
+    ctx->idem_fresh = !sent;
+    LOG_DEBUG("gate: forwarding %s to %s failed (%s); running it here", fr.method, leader, err);
+    return false;
+}
+
+static void forwarded_done(void *data, int status, const char *message, const uint8_t *reply, size_t len)
+{
+    fwd_reply(data, status, message, reply, len);
+}
+
+static void run(void *arg);
+
+void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply)
+{
+    struct pending *p = mem_zalloc(sizeof *p);
+    p->g = g;
+    p->ctx.gate = g;
+    p->ctx.forwarded = true;
+    atomic_fetch_add(&g->forwarded_in, 1);
+    if (!principal_from_wire(req->principal, &p->ctx.who) || req->method == NULL) {
+        fwd_reply(reply, GRPC_STATUS_INTERNAL, "a forwarded call carried a malformed principal", NULL, 0);
+        goto out;
+    }
+    snprintf(p->ctx.idem_buf, sizeof p->ctx.idem_buf, "%s", req->idem_key != NULL ? req->idem_key : "");
+    p->ctx.idem_key = p->ctx.idem_buf[0] != '\0' ? p->ctx.idem_buf : NULL;
+    p->ctx.idem_fresh = req->idem_fresh;
+    uint64_t deadline = req->timeout_ms != 0 ? clock_mono_ms(clock_system()) + req->timeout_ms : 0;
+    struct grpc_call *call = g->cfg.fwd.server != NULL
+                                 ? grpc_call_new_virtual(g->cfg.fwd.server, req->method, req->request.data,
+                                                         req->request.len, req->peer, deadline, forwarded_done, reply)
+                                 : NULL;
+    if (call == NULL) {
+        fwd_reply(reply, GRPC_STATUS_UNIMPLEMENTED, "this replica does not run that method for others", NULL, 0);
+        goto out;
+    }
+    p->ctx.call = call;
+    gantry__internal__v1__forward_request__free_unpacked(req, NULL);
+    if (jobs_submit(g->cfg.jobs, 0, run, p) != 0) {
+        atomic_fetch_add(&g->shed_overloaded, 1);
+        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the leader's replica is overloaded; retry with backoff",
+                               NULL);
+        mem_free(p);
+    }
+    return;
+out:
+    gantry__internal__v1__forward_request__free_unpacked(req, NULL);
+    mem_free(p);
+}
+
 static void run(void *arg)
 {
     struct pending *p = arg;
@@ -158,7 +314,11 @@ static void run(void *arg)
         return;
     }
     char msg[GERR_MSG_SIZE] = "";
-    if (ctx->rule->action != AZ_TOKEN) {
+    if (ctx->forwarded) {
+        /* Authenticated by the replica that forwarded it. */
+        ctx->caller = (struct authz_caller){
+            .principal_id = ctx->who.id, .bindings = ctx->who.bindings, .n_bindings = ctx->who.n_bindings};
+    } else if (ctx->rule->action != AZ_TOKEN) {
         bool bad_credential = false;
         rv = authn_call(g->cfg.authn, ctx->cl, grpc_call_metadata(ctx->call, "authorization"),
                         grpc_call_peer_cert(ctx->call), ctx->now_ms, &ctx->who, msg, &bad_credential);
@@ -199,6 +359,21 @@ static void run(void *arg)
         snprintf(msg, sizeof msg, "method %.200s is not implemented yet", path);
         grpc_call_finish_async(ctx->call, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
         goto out;
+    }
+    /* A mutation runs beside the dqlite leader: forwarded there unless this replica is it. */
+    char leader[256];
+    if (g->cfg.fwd.client != NULL && !ctx->forwarded && ctx->rule->mutating &&
+        g->cfg.fwd.leader_address(g->cfg.fwd.data, leader, sizeof leader)) {
+        gate_release_store(ctx);
+        if (forward(g, p, leader, req)) {
+            goto out;
+        }
+        budget = wait_budget(ctx->call, POOL_WAIT_MS);
+        if (budget == 0 || store_pool_acquire(g->cfg.pool, (unsigned)budget, &ctx->cl) != 0) {
+            grpc_call_finish_async(ctx->call, GRPC_STATUS_UNAVAILABLE,
+                                   "the replica is overloaded: no store connection free", NULL);
+            goto out;
+        }
     }
     route->fn(ctx, route->data);
 out:

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "api/authz/authz.h"
+#include "api/forward/fwd.h"
 #include "api/gate/admission.h"
 #include "api/gate/audit_sink.h"
 #include "api/gate/authn.h"
@@ -46,11 +47,30 @@ struct gate_ctx {
     struct store_client *cl;    /* a pooled client, held for the implementation (NULL once released) */
     int64_t now_ms;
     struct gate *gate;
+    /* The idempotency key a mutation without a request_id uses (NULL: res_mutate makes one), and
+     * whether it was ever sent before (nothing can be stored under a fresh one). Set for calls
+     * forwarded to this replica, and for a call this replica runs itself after forwarding it
+     * failed. */
+    const char *idem_key;
+    bool idem_fresh;
+    bool forwarded; /* another replica forwarded this call (it is never forwarded again) */
+    char idem_buf[40];
 };
 
 typedef void (*gate_impl_fn)(struct gate_ctx *ctx, void *data);
 
 struct gate;
+
+/* Forwarding mutations to the replica beside the dqlite leader (docs/architecture.md, "The write
+ * path"). @leader_address fills @out with the peer address of the replica to forward to and returns
+ * true, or returns false when this replica should run the call itself (it leads, or no leader is
+ * known). */
+struct gate_forwarding {
+    struct fwd_client *client;
+    bool (*leader_address)(void *data, char *out, size_t len);
+    void *data;
+    struct grpc_server *server; /* where calls forwarded to this replica run (virtual calls) */
+};
 
 struct gate_config {
     struct jobs *jobs;           /* the worker pool; class 0 and 1 as above */
@@ -61,6 +81,7 @@ struct gate_config {
                                   * (OCSF Authentication 3002); NULL: not audited */
     uint64_t replica_id;         /* tags the audit events */
     const char *gateway_id;      /* copied */
+    struct gate_forwarding fwd;  /* client NULL: every call runs here */
 };
 
 /* Everything in @cfg is borrowed and must outlive the gate, except gateway_id (copied). */
@@ -72,6 +93,9 @@ struct gate_stats {
     uint64_t refused_admission; /* no credential, recently refused credential, per-source limits */
     uint64_t shed_overloaded;   /* a worker class was full */
     uint64_t dropped_expired;   /* deadline passed or client gone while queued */
+    uint64_t forwarded_out;     /* mutations forwarded to the leader's replica */
+    uint64_t forwarded_in;      /* mutations other replicas forwarded here */
+    uint64_t forward_fallbacks; /* forwarding failed: the call ran here */
 };
 void gate_stats(struct gate *g, struct gate_stats *out);
 
@@ -81,6 +105,12 @@ int gate_route(struct gate *g, const char *path, gate_impl_fn fn, void *data);
 /* Route every method of @services (NULL-terminated) through the gate. */
 int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceDescriptor *const *services,
                   char *errmsg);
+
+/* A call another replica forwarded (api/forward/fwd.h): it runs here like a call of this replica's
+ * own clients, with the principal the forwarding replica authenticated, and is answered through
+ * @reply. Ownership of @req passes here. Called on the forward server's reader thread: it only
+ * queues the work. */
+void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply);
 
 /* Give the pooled store client back before blocking on something else (the writer, a forwarded
  * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */

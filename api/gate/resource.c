@@ -143,18 +143,25 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     /* Every mutation has an idempotency key: the client's request id, or an internal one, so an
      * unknown commit outcome is settled by looking, never by guessing. */
     char internal[40];
-    if (request_id[0] == '\0') {
+    const char *key = request_id;
+    bool fresh = false;
+    if (request_id[0] == '\0' && ctx->idem_key != NULL) {
+        key = ctx->idem_key; /* chosen by the replica that forwarded the call, or before a failed forward */
+        fresh = ctx->idem_fresh;
+    } else if (request_id[0] == '\0') {
         internal[0] = RES_INTERNAL_KEY_PREFIX;
         rand_uuid(internal + 1);
+        key = internal;
+        fresh = true; /* a new internal key: nothing stored under it yet */
     }
     struct store_write req;
     memset(&req, 0, sizeof req);
     req.fn = mutation_tx;
     req.arg = m;
     req.idem_principal = ctx->who.id;
-    req.idem_key = request_id[0] != '\0' ? request_id : internal;
+    req.idem_key = key;
     req.idem_method = m->method;
-    req.idem_fresh = request_id[0] == '\0'; /* a new internal key: nothing stored under it yet */
+    req.idem_fresh = fresh;
     uint64_t deadline = grpc_call_deadline_ms(ctx->call);
     req.deadline_ms = deadline != 0 ? deadline : clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
     int rv;

@@ -43,6 +43,14 @@ void grpc_call_unref(struct grpc_call *call)
     if (atomic_fetch_sub(&call->refs, 1) > 1) {
         return;
     }
+    if (call->is_virtual) {
+        buf_close(&call->req);
+        arena_close(&call->req_arena);
+        pthread_mutex_destroy(&call->req_mu);
+        arena_close(&call->arena);
+        mem_free(call);
+        return;
+    }
     size_t request_heap = call->req_heap + call->req.cap + call->req_arena.total + call->msg.cap;
     buf_close(&call->msg);
     buf_close(&call->held);
@@ -845,8 +853,21 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     call_kick(call);
 }
 
+static void call_vfinish(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
+                         size_t len);
+
 void grpc_call_finish(struct grpc_call *call, int status, const char *message, const ProtobufCMessage *reply)
 {
+    if (call->is_virtual) {
+        size_t len = reply != NULL ? protobuf_c_message_get_packed_size(reply) : 0;
+        uint8_t *data = reply != NULL ? mem_alloc(len > 0 ? len : 1) : NULL;
+        if (reply != NULL) {
+            protobuf_c_message_pack(reply, data);
+        }
+        call_vfinish(call, status, message, data, len);
+        mem_free(data);
+        return;
+    }
     if (reply == NULL || call->finished || call->cancelled) {
         grpc__call_finish_bytes(call, status, message, NULL, 0, false);
         return;
@@ -955,9 +976,93 @@ void grpc__conn_notify_drain(struct h2_conn *c)
 
 /* --- Cross-thread completion --- */
 
+/* --- Virtual calls --- */
+
+struct grpc_call *grpc_call_new_virtual(struct grpc_server *s, const char *path, const uint8_t *request,
+                                        size_t len, const char *peer, uint64_t deadline_ms,
+                                        grpc_virtual_done_cb done, void *data)
+{
+    struct grpc__method *m = grpc__method_find(s, path, strlen(path)); /* the table is read-only once serving */
+    if (m == NULL || !m->has_handler || m->handler.kind != GRPC_UNARY) {
+        return NULL;
+    }
+    struct grpc_call *call = mem_zalloc(sizeof(*call));
+    call->server = s;
+    call->is_virtual = true;
+    call->method = m;
+    atomic_init(&call->refs, 1);
+    atomic_init(&call->vfinished, false);
+    arena_init(&call->arena);
+    buf_init(&call->msg);
+    buf_init(&call->held);
+    buf_init(&call->out);
+    buf_init(&call->req);
+    arena_init(&call->req_arena);
+    pthread_mutex_init(&call->req_mu, NULL);
+    call->path = arena_strdup(&call->arena, path);
+    buf_append(&call->req, request, len);
+    call->deadline_ms = deadline_ms;
+    snprintf(call->peer, sizeof(call->peer), "%s", peer != NULL ? peer : "");
+    call->start_ns = clock_system()->mono_ns(clock_system());
+    call->vdone = done;
+    call->vdata = data;
+    return call;
+}
+
+bool grpc_call_is_virtual(const struct grpc_call *call)
+{
+    return call->is_virtual;
+}
+
+/* Finish a virtual call: its callback, once. */
+static void call_vfinish(struct grpc_call *call, int status, const char *message, const uint8_t *reply, size_t len)
+{
+    bool was = false;
+    if (!atomic_compare_exchange_strong(&call->vfinished, &was, true)) {
+        LOG_WARN("grpc: virtual call %s finished twice (API misuse)", call->path);
+        return;
+    }
+    if (status < 0 || status >= GRPC_STATUS__COUNT) {
+        status = GRPC_STATUS_UNKNOWN;
+    }
+    call->vdone(call->vdata, status, message != NULL ? message : "", status == GRPC_STATUS_OK ? reply : NULL,
+                status == GRPC_STATUS_OK ? len : 0);
+}
+
+int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
+                                 size_t len)
+{
+    if (call->is_virtual) {
+        call_vfinish(call, status, message, reply, len);
+        grpc_call_unref(call);
+        return 0;
+    }
+    struct grpc_server *s = call->server;
+    struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
+    comp->call = call;
+    comp->status = status;
+    comp->message = message != NULL ? mem_strdup(message) : NULL;
+    if (reply != NULL) {
+        comp->reply_len = len;
+        comp->reply = mem_alloc(len > 0 ? len : 1);
+        if (len > 0) {
+            memcpy(comp->reply, reply, len);
+        }
+        comp->has_reply = true;
+    }
+    pthread_mutex_lock(&s->async_mu);
+    queue_insert_tail(&s->async_q, &comp->link);
+    pthread_mutex_unlock(&s->async_mu);
+    uv_async_send(&s->async);
+    return 0;
+}
+
 int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg)
 {
     struct grpc_server *s = call->server;
+    if (call->is_virtual) {
+        return GERR_INVAL;
+    }
     struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
     comp->call = call;
     comp->is_send = true;
@@ -980,6 +1085,17 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
                            const ProtobufCMessage *reply)
 {
     struct grpc_server *s = call->server;
+    if (call->is_virtual) {
+        size_t len = reply != NULL ? protobuf_c_message_get_packed_size(reply) : 0;
+        uint8_t *data = reply != NULL ? mem_alloc(len > 0 ? len : 1) : NULL;
+        if (reply != NULL) {
+            protobuf_c_message_pack(reply, data);
+        }
+        call_vfinish(call, status, message, data, len);
+        mem_free(data);
+        grpc_call_unref(call);
+        return 0;
+    }
     struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
     comp->call = call;
     comp->status = status;

@@ -203,6 +203,12 @@ struct grpc_call {
     char peer[64];
     bool tls;
     X509 *peer_cert; /* a reference, or NULL */
+    /* A virtual call (grpc_call_new_virtual): no connection, no loop-thread state; finishing calls
+     * @vdone on the finishing thread. */
+    bool is_virtual;
+    atomic_bool vfinished;
+    grpc_virtual_done_cb vdone;
+    void *vdata;
 };
 
 /* An answer from another thread, queued for the loop thread. */

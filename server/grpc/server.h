@@ -285,6 +285,25 @@ int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
  * grpc_call_ref. @reply is serialized on the calling thread before return (the caller keeps
  * ownership of it); @message is copied. The finish happens on the loop thread soon after; if the
  * call was cancelled meanwhile it is dropped. Returns 0. */
+int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
+                                 size_t len);
+
+/* --- Virtual calls: a call that did not come from a client connection (a call another replica
+ * forwarded), run by the same handlers. It has no connection, no metadata and no client
+ * certificate; grpc_call_request decodes @request (copied) on first use, with the same checks;
+ * grpc_call_peer, grpc_call_method and grpc_call_deadline_ms answer what was given. Finishing it
+ * (grpc_call_finish_async, grpc_call_finish_async_bytes or grpc_call_finish), from any thread,
+ * calls @done exactly once on that thread with the status, message and packed reply (valid during
+ * the callback only); grpc_call_send_async is refused (unary methods only). The call starts with
+ * one reference, the one grpc_call_finish_async drops. Thread-safe; never touches the loop.
+ * NULL if @path names no unary method with a handler. */
+typedef void (*grpc_virtual_done_cb)(void *data, int status, const char *message, const uint8_t *reply,
+                                     size_t len);
+struct grpc_call *grpc_call_new_virtual(struct grpc_server *s, const char *path, const uint8_t *request,
+                                        size_t len, const char *peer, uint64_t deadline_ms,
+                                        grpc_virtual_done_cb done, void *data);
+bool grpc_call_is_virtual(const struct grpc_call *call);
+
 int grpc_call_finish_async(struct grpc_call *call, int status, const char *message,
                            const ProtobufCMessage *reply);
 

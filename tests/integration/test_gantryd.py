@@ -641,8 +641,9 @@ class Foreign(GantrydTest):
                              env=dict(os.environ, GANTRY_JOIN_TOKEN=wrong), timeout=180)
         self.assertEqual(out.returncode, 1)
         self.assertIn(b"not trusted", out.stderr)
-        # Each refusal was logged by A's relay, and A still has one member.
-        self.assertGreaterEqual(ra.tail(400).count("peer TLS: refused"), 2, ra.tail(40))
+        # The refusals were logged by A's relay (once per source address and 10 s window, the rest
+        # counted: raft/peertls.h), and A still has one member.
+        self.assertGreaterEqual(ra.tail(400).count("peer TLS: refused"), 1, ra.tail(40))
         self.assertEqual(len(a.members()), 1)
 
 

@@ -487,6 +487,77 @@ static void bad_key_material_is_refused(void **state)
     assert_null(t);
 }
 
+/* ---- ALPN: a second backend for peers that ask for it (gantryd's forwarded calls). */
+
+struct marker {
+    int fd;
+    pthread_t thread;
+    char address[64];
+};
+
+static void *marker_accept(void *arg)
+{
+    struct marker *m = arg;
+    for (;;) {
+        int fd = accept(m->fd, NULL, NULL);
+        if (fd < 0) {
+            return NULL;
+        }
+        write_all(fd, "ALT", 3);
+        close(fd);
+    }
+}
+
+static void alpn_selects_the_second_backend(void **state)
+{
+    struct world *w = *state;
+    struct marker m;
+    struct sockaddr_un su = {.sun_family = AF_UNIX};
+    snprintf(m.address, sizeof m.address, "@gantry-test-alt-%d", (int)getpid());
+    size_t n = strlen(m.address);
+    memcpy(su.sun_path, m.address, n);
+    su.sun_path[0] = '\0';
+    m.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(m.fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    assert_int_equal(listen(m.fd, 16), 0);
+    pthread_create(&m.thread, NULL, marker_accept, &m);
+    struct peertls_config cfg = {.ca_pem = w->a.ca,
+                                 .cert_pem = w->a.cert,
+                                 .key_pem = w->a.key,
+                                 .listen_address = "127.0.0.1:0",
+                                 .backend_address = w->echo.address,
+                                 .alt_alpn = "gantry-fwd/1",
+                                 .alt_backend = m.address};
+    struct peertls *srv = NULL;
+    assert_int_equal(peertls_start(&cfg, &srv, errmsg), 0);
+    /* Without ALPN: the first backend (dqlite's place), as before. */
+    int fd;
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(srv), 5000, &fd, errmsg), 0);
+    write_all(fd, "ping", 4);
+    char buf[8] = {0};
+    read_exact(fd, buf, 4);
+    assert_string_equal(buf, "ping");
+    close(fd);
+    /* With the second backend's protocol: the second backend. */
+    assert_int_equal(peertls_dial_alpn(w->client, peertls_listen_address(srv), "gantry-fwd/1", 5000, &fd, errmsg), 0);
+    memset(buf, 0, sizeof buf);
+    read_exact(fd, buf, 3);
+    assert_string_equal(buf, "ALT");
+    close(fd);
+    /* A protocol the peer does not serve: refused at the dial, with a reason. */
+    assert_int_equal(peertls_dial_alpn(w->client, peertls_listen_address(srv), "something/9", 5000, &fd, errmsg),
+                     GERR_REFUSED);
+    assert_non_null(strstr(errmsg, "does not accept"));
+    /* A relay without a second backend refuses the protocol the same way. */
+    assert_int_equal(
+        peertls_dial_alpn(w->client, peertls_listen_address(w->server), "gantry-fwd/1", 5000, &fd, errmsg),
+        GERR_REFUSED);
+    peertls_stop(srv);
+    shutdown(m.fd, SHUT_RDWR);
+    close(m.fd);
+    pthread_join(m.thread, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +571,7 @@ int main(void)
                                         teardown_world),
         cmocka_unit_test_setup_teardown(unreachable_peer_and_bad_address, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(alpn_selects_the_second_backend, setup_tcp, teardown_world),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
