@@ -37,7 +37,7 @@
 
 #define START_TIMEOUT_MS  60000u
 #define FORM_TIMEOUT_MS   60000u
-#define STOP_TIMEOUT_MS   10000u
+#define STOP_TIMEOUT_MS   5000u
 #define SERVER_NAME       "localhost"
 #define METRIC_STORE_REQS "gantry_store_requests_total"
 
@@ -676,14 +676,20 @@ int bc_start(struct bc_cluster *c, enum bc_kind kind, const struct bc_opts *o, c
     return rv;
 }
 
+void bc_stop_begin(struct bc_cluster *c)
+{
+    for (unsigned i = 0; i < BC_NODES; i++) {
+        if (c->nodes[i].running && !c->nodes[i].term_sent) {
+            proc_signal(&c->nodes[i].proc, SIGTERM);
+            c->nodes[i].term_sent = true;
+        }
+    }
+}
+
 void bc_stop(struct bc_cluster *c)
 {
     uint64_t deadline = now_ms() + STOP_TIMEOUT_MS;
-    for (unsigned i = 0; i < BC_NODES; i++) {
-        if (c->nodes[i].running) {
-            proc_signal(&c->nodes[i].proc, SIGTERM);
-        }
-    }
+    bc_stop_begin(c);
     for (unsigned i = 0; i < BC_NODES; i++) {
         struct bc_node *nd = &c->nodes[i];
         if (nd->running) {

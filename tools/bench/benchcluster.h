@@ -51,6 +51,7 @@ struct bc_node {
     struct proc proc;
     bool running; /* spawned and not reaped by us */
     bool killed;  /* by bc_kill */
+    bool term_sent;
 };
 
 struct bc_opts {
@@ -74,9 +75,13 @@ struct bc_cluster {
  * (with the tail of the failing process's log). */
 int bc_start(struct bc_cluster *c, enum bc_kind kind, const struct bc_opts *o, char *errmsg);
 
-/* Stop every running member (SIGTERM, SIGKILL after 10 s, all at once) and remove the directory
- * unless opts.keep. Idempotent. */
+/* Stop every running member (SIGTERM to all at once, SIGKILL to those still running 5 s later:
+ * the bench does not measure clean stops, and a replica handing over leadership to a member that
+ * is gone can take longer) and remove the directory unless opts.keep. Idempotent. */
 void bc_stop(struct bc_cluster *c);
+
+/* Send the SIGTERMs of bc_stop now, so that several clusters stop in parallel. */
+void bc_stop_begin(struct bc_cluster *c);
 
 /* The index of the current leader (gantry: Cluster.GetLeader, which asks dqlite; etcd:
  * Maintenance.Status of a running member), asked of the running members in turn until
