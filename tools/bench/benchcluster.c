@@ -98,6 +98,7 @@ static void register_cluster(struct bc_cluster *c)
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGHUP, &sa, NULL);
+        sigaction(SIGABRT, &sa, NULL); /* a failed assertion or a sanitizer report */
         atexit(on_exit_cleanup);
         handlers_installed = true;
     }
@@ -408,13 +409,14 @@ static int gantry_wait_voters(struct bc_cluster *c, char *errmsg)
                     &gantry__v1__list_members_response__descriptor, &out, err) == 0) {
             const Gantry__V1__ListMembersResponse *r = (const void *)out;
             unsigned voters = 0;
-            for (size_t m = 0; m < r->n_members; m++) {
+            size_t members = r->n_members;
+            for (size_t m = 0; m < members; m++) {
                 voters += r->members[m]->role == GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_VOTER &&
                           r->members[m]->reachable;
             }
-            snprintf(last, sizeof last, "%u of %zu members are reachable voters", voters, r->n_members);
+            snprintf(last, sizeof last, "%u of %zu members are reachable voters", voters, members);
             protobuf_c_message_free_unpacked(out, NULL);
-            if (voters == BC_NODES && r->n_members == BC_NODES) {
+            if (voters == BC_NODES && members == BC_NODES) {
                 return 0;
             }
         } else {

@@ -17,7 +17,7 @@
  *
  * Every wait is bounded. Children are started with PR_SET_PDEATHSIG (lib/proc.h), so spawn from
  * the main thread. Whatever happens, bc_stop stops the processes and removes the directory; an
- * atexit handler and a SIGINT/SIGTERM/SIGHUP handler do the same if the bench exits or is
+ * atexit handler and a SIGINT/SIGTERM/SIGHUP/SIGABRT handler do the same if the bench exits or is
  * interrupted first (the handler kills with SIGKILL and re-raises the signal).
  *
  * Not thread-safe: drive a cluster from one thread. */
