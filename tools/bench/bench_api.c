@@ -787,7 +787,7 @@ static struct result *phase_load(struct bench *b, struct bc_cluster *c, const ch
     } else if (op == OP_E_PUT) {
         b->e_objects += r->ok;
     }
-    fprintf(stderr, "  %-6s %-44s %9.1f/s  p50 %8.2f ms  p99 %8.2f ms  (%" PRIu64 " ok, %" PRIu64 " calls)\n",
+    fprintf(stderr, "  %-6s %-46s %9.1f/s  p50 %8.2f ms  p99 %8.2f ms  (%" PRIu64 " ok, %" PRIu64 " calls)\n",
             r->system, r->title, r->rate, r->p50, r->p99, r->ok, r->calls);
     run_close(&w);
     return r;
@@ -848,7 +848,7 @@ static struct result *phase_list(struct bench *b, struct bc_cluster *c, const un
     fprintf(stderr, "  %-6s setup: %u objects for the List phase in %.1f s\n", g ? "gantry" : "etcd",
             b->o.list_objects, (double)(h2mux_now_us() - t0) / 1e6);
     if (g) {
-        snprintf(title, sizeof title, "4 List %u objects (pages of %u), followers", b->o.list_objects,
+        snprintf(title, sizeof title, "4 List %u objects, pages of %u, followers", b->o.list_objects,
                  GANTRY_PAGE_MAX);
     } else {
         snprintf(title, sizeof title, "4 Range prefix, %u keys, followers", b->o.list_objects);
@@ -952,7 +952,7 @@ static struct result *phase_failover(struct bench *b, struct bc_cluster *c)
         b->e_objects += acked.n;
     }
     fprintf(stderr,
-            "  %-6s %-44s first ack %.0f ms after the kill of %s; %" PRIu64 " acknowledged, %" PRIu64
+            "  %-6s %-46s first ack %.0f ms after the kill of %s; %" PRIu64 " acknowledged, %" PRIu64
             " missing\n",
             r->system, r->title, r->failover_ms, r->killed, r->acked, r->missing);
     mem_free(acked.seq);
@@ -1044,7 +1044,7 @@ static void errors_text(const struct result *r, char *out, size_t len)
 
 static void print_table(const struct bench *b)
 {
-    printf("\n%-44s %-6s %7s %10s %9s %9s %9s %9s %10s %9s  %s\n", "phase", "system", "conc", "calls/s",
+    printf("\n%-46s %-6s %7s %10s %9s %9s %9s %9s %11s %11s  %s\n", "phase", "system", "conc", "calls/s",
            "p50 ms", "p99 ms", "p99.9 ms", "max ms", "dqlite/call", "cpu ms/call", "errors");
     for (unsigned i = 0; i < b->n_rs; i++) {
         const struct result *r = &b->rs[i];
@@ -1063,7 +1063,7 @@ static void print_table(const struct bench *b)
             snprintf(cpu, sizeof cpu, "n/a");
         }
         errors_text(r, errs, sizeof errs);
-        printf("%-44s %-6s %7s %10.1f %9.2f %9.2f %9.2f %9.1f %10s %9s  %s%s%s\n", r->title, r->system, conc,
+        printf("%-46s %-6s %7s %10.1f %9.2f %9.2f %9.2f %9.1f %11s %11s  %s%s%s\n", r->title, r->system, conc,
                r->rate, r->p50, r->p99, r->p999, r->max, store, cpu, errs, r->failed ? "  FAILED: " : "",
                r->failed ? r->why : "");
     }
