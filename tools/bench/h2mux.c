@@ -72,6 +72,7 @@ struct mux_conn {
     unsigned index;
     char targets[H2MUX_MAX_TARGETS][64];
     unsigned n_targets, cur;
+    unsigned streams;         /* concurrent calls on this connection */
     unsigned failed_in_cycle; /* consecutive connect failures since the last success */
     enum conn_state state;
     int fd;
@@ -654,7 +655,7 @@ static int submit(struct mux_conn *conn, const struct h2mux_req *req)
 static void conn_fill(struct mux_conn *conn)
 {
     struct h2mux *m = conn->m;
-    while (!m->stopping && !conn->goaway && !conn->broken && conn->open < m->streams) {
+    while (!m->stopping && !conn->goaway && !conn->broken && conn->open < conn->streams) {
         struct h2mux_req req = {0};
         int rv = m->w->next(m->w->arg, conn->index, &req);
         if (rv == H2MUX_STOP) {
@@ -832,10 +833,11 @@ void h2mux_free(struct h2mux *m)
     mem_free(m);
 }
 
-int h2mux_add(struct h2mux *m, const char *const *targets, unsigned n_targets, char *errmsg)
+int h2mux_add(struct h2mux *m, const char *const *targets, unsigned n_targets, unsigned streams, char *errmsg)
 {
-    if (n_targets == 0 || n_targets > H2MUX_MAX_TARGETS) {
-        gerr_set(errmsg, "h2mux: 1..%u targets per connection", H2MUX_MAX_TARGETS);
+    if (n_targets == 0 || n_targets > H2MUX_MAX_TARGETS || streams > H2MUX_MAX_STREAMS) {
+        gerr_set(errmsg, "h2mux: 1..%u targets and at most %u streams per connection", H2MUX_MAX_TARGETS,
+                 H2MUX_MAX_STREAMS);
         return -1;
     }
     struct mux_conn *conn = mem_zalloc(sizeof *conn);
@@ -849,6 +851,7 @@ int h2mux_add(struct h2mux *m, const char *const *targets, unsigned n_targets, c
     }
     conn->m = m;
     conn->n_targets = n_targets;
+    conn->streams = streams != 0 ? streams : m->streams;
     conn->fd = -1;
     conn->backoff_ms = BACKOFF_MIN_MS;
     conn->state = CONN_IDLE;

@@ -9,7 +9,7 @@
  * Use:
  *   struct h2mux *m;
  *   h2mux_new(&cfg, &m, errmsg);                        (one TLS context: the CA, SNI, credential)
- *   h2mux_add(m, targets, n_targets, errmsg);          (one connection per call; returns its index)
+ *   h2mux_add(m, targets, n_targets, 0, errmsg);       (one connection per call; returns its index)
  *   h2mux_connect(m, 10000, errmsg);                   (every connection up before the clock starts)
  *   h2mux_run(m, &workload, deadline_ms, errmsg);      (issues calls through workload.next, reports
  *                                                       each one to workload.done, until next says
@@ -52,10 +52,10 @@ enum {
 #define H2MUX_OUTCOME_MIN (-4)
 
 struct h2mux_config {
-    const char *ca_file;         /* PEM CA the servers' chains must verify against (required) */
-    const char *server_name;     /* SNI and the name checked in the leaf, e.g. "localhost" */
-    const char *authorization;   /* sent as "authorization" on every call, or NULL */
-    unsigned streams;            /* concurrent calls per connection, 1..H2MUX_MAX_STREAMS */
+    const char *ca_file;       /* PEM CA the servers' chains must verify against (required) */
+    const char *server_name;   /* SNI and the name checked in the leaf, e.g. "localhost" */
+    const char *authorization; /* sent as "authorization" on every call, or NULL */
+    unsigned streams; /* concurrent calls per connection (unless h2mux_add says), 1..H2MUX_MAX_STREAMS */
     unsigned call_timeout_ms;    /* 0 = 10000 */
     unsigned connect_timeout_ms; /* per TCP connect + TLS handshake; 0 = 5000 */
 };
@@ -101,10 +101,12 @@ struct h2mux;
 int h2mux_new(const struct h2mux_config *cfg, struct h2mux **out, char *errmsg);
 void h2mux_free(struct h2mux *m);
 
-/* Add a connection that tries @targets in turn (copied; 1..H2MUX_MAX_TARGETS). It connects in
- * h2mux_connect or h2mux_run. Returns its index (>= 0) or -1 (too many targets, or a target longer
- * than 63 bytes; @errmsg says which). */
-int h2mux_add(struct h2mux *m, const char *const *targets, unsigned n_targets, char *errmsg);
+/* Add a connection that tries @targets in turn (copied; 1..H2MUX_MAX_TARGETS) and carries up to
+ * @streams concurrent calls (0: the configuration's). It connects in h2mux_connect or h2mux_run.
+ * Returns its index (>= 0) or -1 (too many targets or streams, or a target longer than 63 bytes;
+ * @errmsg says which). */
+int h2mux_add(struct h2mux *m, const char *const *targets, unsigned n_targets, unsigned streams,
+              char *errmsg);
 
 /* Establish every connection (TCP, TLS, HTTP/2 settings exchanged) within @timeout_ms. 0, or
  * GERR_TIMEOUT / GERR_CLOSED / GERR_PERM (the certificate did not verify) / GERR_PROTO (no h2)
