@@ -8,12 +8,15 @@
  *   2      concurrent create spread over all three members (default 8 x 8 = 64 calls in flight);
  *   3      Get of objects created in phase 2, from the two followers (64 in flight); etcd twice:
  *          linearizable Range (its default) and serializable Range;
+ *   fill   optional (--fill N), before phase 1: N concurrent creates, then RSS per member at N
+ *          objects (the phases after it run on a store that holds them);
  *   4      List of --list-objects objects (default 1,000): gantry pages of 500 (the documented
  *          maximum, docs/resources.md), so one List is 2 calls; etcd one Range over the prefix;
- *   fill   optional (--fill N): create until the cluster holds N objects, then RSS per member;
  *   5      SIGKILL of the leader under concurrent create load: time from the kill to the first
- *          acknowledged create *sent after* the kill; afterwards every acknowledged create is read
- *          back (none may be missing).
+ *          acknowledged create *sent after* the kill (from the kill on, probes every 20 ms on
+ *          connections of their own count too, so the figure does not wait for load calls stuck
+ *          on the dead leader); afterwards every acknowledged create is read back (none may be
+ *          missing).
  * Per phase: calls/s, p50/p99/p99.9 latency, errors by status, CPU of the whole cluster per call
  * (utime + stime of the members from /proc), and for gantry the dqlite requests per call (the
  * replicas' gantry_store_requests_total, summed, before and after). Load phases run for --seconds;
@@ -47,6 +50,12 @@
 #define SETUP_TIMEOUT_MS  10000u
 #define STATUS_SLOTS      (17 - H2MUX_OUTCOME_MIN)
 #define MAX_RESULTS       24
+/* Failover probes: from the kill on, one create every PROBE_INTERVAL_US over connections of their
+ * own (one per member, PROBE_STREAMS streams each), so the time to the first acknowledged write
+ * does not wait for the load's own calls that hang on the dead leader. */
+#define PROBE_INTERVAL_US 20000u
+#define PROBE_STREAMS     64u
+#define PROBE_TAG         (UINT64_C(1) << 63)
 
 /* ------------------------------------------------------------------------------------------------
  * Options */
@@ -110,7 +119,8 @@ struct result {
     double seconds;
     uint64_t calls, ok;
     uint64_t by_status[STATUS_SLOTS]; /* index: status - H2MUX_OUTCOME_MIN */
-    double rate, p50, p99, p999, max, mean;
+    double rate, p50, p90, p99, p999, max, mean;
+    uint64_t histogram[16]; /* latencies by upper bound, see HIST_BOUNDS_MS */
     double cpu_ms_per_call;
     bool cpu_known;
     double store_per_call;
@@ -125,6 +135,8 @@ struct result {
     char killed[32];
     double failover_ms;
     uint64_t acked, missing, readback_errors;
+    double load_first_ms; /* first ack of a load call (not a probe) sent after the kill */
+    uint64_t probes, probes_ok;
 };
 
 struct bench {
@@ -163,6 +175,10 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Latency histogram buckets: [0, 1 ms), [1, 2), [2, 5), ... [5000, 10000), [10000, inf). */
+static const double HIST_BOUNDS_MS[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
+#define N_HIST (sizeof HIST_BOUNDS_MS / sizeof HIST_BOUNDS_MS[0] + 1)
+
 struct lat {
     uint32_t *us;
     size_t n, cap;
@@ -198,7 +214,15 @@ static void lat_summarize(struct lat *l, struct result *r)
     }
     r->p50 = pct(l, 0.50);
     r->p99 = pct(l, 0.99);
+    r->p90 = pct(l, 0.90);
     r->p999 = pct(l, 0.999);
+    for (size_t i = 0; i < l->n; i++) {
+        unsigned b = 0;
+        while (b < N_HIST - 1 && (double)l->us[i] >= HIST_BOUNDS_MS[b] * 1000.0) {
+            b++;
+        }
+        r->histogram[b]++;
+    }
     r->max = l->us[l->n - 1] / 1000.0;
     r->mean = sum / (double)l->n / 1000.0;
 }
@@ -252,7 +276,9 @@ struct run {
     /* failover: kill after warmup_us, stop after_us after the first acknowledgement */
     bool failover;
     uint64_t warmup_us, after_us;
-    uint64_t kill_at_us, kill_us, first_ack_us;
+    uint64_t kill_at_us, kill_us, first_ack_us, load_first_ack_us;
+    unsigned n_load_conns; /* connections from here on are the probes' */
+    uint64_t next_probe_us;
     unsigned victim;
     bool killed;
     /* measurements */
@@ -398,11 +424,22 @@ static int w_next_req(struct run *w, struct h2mux_req *req);
 
 static int w_next(void *arg, unsigned conn, struct h2mux_req *req)
 {
-    (void)conn;
     struct run *w = arg;
+    bool probe = w->failover && conn >= w->n_load_conns;
+    if (probe) {
+        uint64_t now = h2mux_now_us();
+        if (!w->killed || w->first_ack_us != 0 || now < w->next_probe_us) {
+            return H2MUX_WAIT;
+        }
+        w->next_probe_us = now + PROBE_INTERVAL_US;
+    }
     int rv = w_next_req(w, req);
     if (rv == 0) {
         w->inflight++;
+        if (probe) {
+            req->tag |= PROBE_TAG;
+            w->r->probes++;
+        }
     }
     return rv;
 }
@@ -582,20 +619,35 @@ static void w_done(void *arg, const struct h2mux_result *res)
         }
         return;
     }
-    r->calls++;
+    bool probe = (res->tag & PROBE_TAG) != 0;
+    uint64_t seq = res->tag & ~PROBE_TAG;
+    if (!probe) {
+        r->calls++;
+    }
     if (res->status != 0) {
-        count_status(r, res->status);
+        if (!probe) {
+            count_status(r, res->status);
+        }
         return;
     }
-    r->ok++;
-    lat_add(&w->lat, res->done_us - res->sent_us);
-    w->resp_bytes += (double)res->body_len;
-    w->resp_n++;
-    if (w->record != NULL) {
-        pool_add(w->record, res->tag);
+    if (probe) {
+        r->probes_ok++;
+    } else {
+        r->ok++;
+        lat_add(&w->lat, res->done_us - res->sent_us);
+        w->resp_bytes += (double)res->body_len;
+        w->resp_n++;
     }
-    if (w->failover && w->killed && res->sent_us > w->kill_us && w->first_ack_us == 0) {
-        w->first_ack_us = res->done_us;
+    if (w->record != NULL) {
+        pool_add(w->record, seq);
+    }
+    if (w->failover && w->killed && res->sent_us > w->kill_us) {
+        if (w->first_ack_us == 0) {
+            w->first_ack_us = res->done_us;
+        }
+        if (!probe && w->load_first_ack_us == 0) {
+            w->load_first_ack_us = res->done_us;
+        }
     }
 }
 
@@ -623,7 +675,18 @@ static int run_mux(struct run *w, const unsigned *targets, unsigned n_targets, u
         for (unsigned j = 0; j < n; j++) {
             addrs[j] = c->nodes[targets[(k + j) % n_targets]].api;
         }
-        if (h2mux_add(m, addrs, n, errmsg) < 0) {
+        if (h2mux_add(m, addrs, n, 0, errmsg) < 0) {
+            h2mux_free(m);
+            return GERR_INVAL;
+        }
+    }
+    w->n_load_conns = n_conns;
+    for (unsigned k = 0; w->failover && k < n_targets; k++) {
+        const char *addrs[BC_NODES];
+        for (unsigned j = 0; j < n_targets; j++) {
+            addrs[j] = c->nodes[targets[(k + j) % n_targets]].api;
+        }
+        if (h2mux_add(m, addrs, n_targets, PROBE_STREAMS, errmsg) < 0) {
             h2mux_free(m);
             return GERR_INVAL;
         }
@@ -912,6 +975,9 @@ static struct result *phase_failover(struct bench *b, struct bc_cluster *c)
     if (w.killed && w.first_ack_us != 0) {
         r->failover_ms = (double)(w.first_ack_us - w.kill_us) / 1000.0;
     }
+    if (w.killed && w.load_first_ack_us != 0) {
+        r->load_first_ms = (double)(w.load_first_ack_us - w.kill_us) / 1000.0;
+    }
     r->acked = acked.n;
     finish_result(&w, rv, errmsg);
     run_close(&w);
@@ -1084,12 +1150,13 @@ static void print_table(const struct bench *b)
     for (unsigned i = 0; i < b->n_rs; i++) {
         const struct result *r = &b->rs[i];
         if (r->failover) {
-            printf("\n%s failover: SIGKILL of the leader (%s) -> first acknowledged write sent after the "
-                   "kill: %.0f "
-                   "ms; %" PRIu64 " writes acknowledged during the phase, %" PRIu64
-                   " missing on read-back, %" PRIu64 " unverifiable%s\n",
-                   r->system, r->killed, r->failover_ms, r->acked, r->missing, r->readback_errors,
-                   r->failed ? " (FAILED)" : "");
+            printf(
+                "\n%s failover: SIGKILL of the leader (%s) -> first acknowledged write sent after the kill: "
+                "%.0f ms (the load's own calls: %.0f ms; probes every %u ms from the kill on: %" PRIu64
+                " sent, %" PRIu64 " ok)\n  %" PRIu64 " writes acknowledged in the phase, %" PRIu64
+                " missing on read-back, %" PRIu64 " unverifiable%s\n",
+                r->system, r->killed, r->failover_ms, r->load_first_ms, PROBE_INTERVAL_US / 1000u, r->probes,
+                r->probes_ok, r->acked, r->missing, r->readback_errors, r->failed ? " (FAILED)" : "");
         }
     }
 
@@ -1169,11 +1236,23 @@ static json_t *result_json(const struct result *r)
     json_object_set_new(o, "ok", json_integer((json_int_t)r->ok));
     json_object_set_new(o, "rate_per_s", json_real(r->rate));
     json_object_set_new(o, "p50_ms", json_real(r->p50));
+    json_object_set_new(o, "p90_ms", json_real(r->p90));
     json_object_set_new(o, "p99_ms", json_real(r->p99));
     json_object_set_new(o, "p999_ms", json_real(r->p999));
     json_object_set_new(o, "max_ms", json_real(r->max));
     json_object_set_new(o, "mean_ms", json_real(r->mean));
     json_object_set_new(o, "errors", errs);
+    json_t *hist = json_object();
+    for (size_t i = 0; i < N_HIST; i++) {
+        char label[32];
+        if (i < N_HIST - 1) {
+            snprintf(label, sizeof label, "<%g", HIST_BOUNDS_MS[i]);
+        } else {
+            snprintf(label, sizeof label, ">=%g", HIST_BOUNDS_MS[N_HIST - 2]);
+        }
+        json_object_set_new(hist, label, json_integer((json_int_t)r->histogram[i]));
+    }
+    json_object_set_new(o, "latency_histogram_ms", hist);
     json_object_set_new(o, "cluster_cpu_ms_per_call",
                         r->cpu_known ? json_real(r->cpu_ms_per_call) : json_null());
     if (r->system[0] == 'g') {
@@ -1193,6 +1272,9 @@ static json_t *result_json(const struct result *r)
     if (r->failover) {
         json_object_set_new(o, "killed", json_string(r->killed));
         json_object_set_new(o, "kill_to_first_ack_ms", json_real(r->failover_ms));
+        json_object_set_new(o, "kill_to_first_load_ack_ms", json_real(r->load_first_ms));
+        json_object_set_new(o, "probes", json_integer((json_int_t)r->probes));
+        json_object_set_new(o, "probes_ok", json_integer((json_int_t)r->probes_ok));
         json_object_set_new(o, "acknowledged", json_integer((json_int_t)r->acked));
         json_object_set_new(o, "missing", json_integer((json_int_t)r->missing));
         json_object_set_new(o, "unverifiable", json_integer((json_int_t)r->readback_errors));
@@ -1283,11 +1365,11 @@ static const char usage[] =
     "Starts a local 3-replica gantryd cluster on 127.0.0.1 (fresh temporary data dirs, TLS, the\n"
     "admin API key from init, --driver none) and drives the gantry.v1 API over N connections x M\n"
     "concurrent HTTP/2 streams:\n"
+    "  fill   with --fill N, first: N creates, then RSS per replica at N objects\n"
     "  1a/1b  sequential CreateSandbox to the leader, then to a follower (1 x 1)\n"
     "  2      concurrent CreateSandbox spread over all three replicas (CONNS x STREAMS)\n"
     "  3      GetSandbox from the two followers (READ_CONNS x READ_STREAMS)\n"
     "  4      ListSandboxes of LIST_OBJECTS objects, pages of 500 (the maximum), from the followers\n"
-    "  fill   with --fill N: create until the cluster holds N objects; RSS per replica\n"
     "  5      SIGKILL of the leader under concurrent creates: kill -> first acknowledged create\n"
     "         sent after it; every acknowledged create read back afterwards\n"
     "With --baseline etcd it also starts a 3-member etcd (TLS on client and peer ports) and runs\n"
@@ -1301,7 +1383,7 @@ static const char usage[] =
     "  --read-connections N, --read-streams M   for phase 3 (default 8 x 8)\n"
     "  --list-connections N, --list-streams M   for phase 4 (default 2 x 4)\n"
     "  --list-objects N    objects the List phase lists (default 1000; --quick: 100)\n"
-    "  --fill N            the fill phase: create until N objects exist, then RSS (default off)\n"
+    "  --fill N            first create N objects and take RSS at N (default off)\n"
     "  --value-bytes N     etcd value size (default: the size of a stored sandbox, from phase 1a)\n"
     "  --warmup S          failover: seconds of load before the kill (default 1; --quick: 0.3)\n"
     "  --after S           failover: seconds of load after the first ack (default 1; --quick: 0.3)\n"
@@ -1525,8 +1607,16 @@ static void rss_snapshot(struct bench *b, long (*out)[BC_NODES])
     }
 }
 
-static void make_value(struct bench *b, unsigned bytes)
+/* etcd's values: --value-bytes, or the size of a stored sandbox as the first measured gantry
+ * creates returned it (@r), or 512 bytes. Made once. */
+static void make_value(struct bench *b, const struct result *r)
 {
+    if (b->value != NULL) {
+        return;
+    }
+    unsigned bytes = b->o.value_bytes != 0                 ? b->o.value_bytes
+                     : r != NULL && r->resp_bytes_mean > 0 ? (unsigned)(r->resp_bytes_mean + 0.5)
+                                                           : 512u;
     b->value_bytes = bytes;
     b->value = mem_alloc(bytes + 1);
     for (unsigned i = 0; i < bytes; i++) {
@@ -1562,13 +1652,28 @@ static void run_phases(struct bench *b)
     ef[0] = (el + 1) % BC_NODES;
     ef[1] = (el + 2) % BC_NODES;
 
+    if (b->o.fill != 0) {
+        fprintf(stderr, "fill: %" PRIu64 " objects first; the phases then run on a store that holds them\n",
+                b->o.fill);
+        struct result *rf =
+            phase_load(b, g, "fill", "fill create, concurrent, all replicas", OP_G_CREATE, all, BC_NODES,
+                       b->o.conns, b->o.streams, "fl", b->o.fill, NULL, NULL, false);
+        make_value(b, rf);
+        if (e != NULL) {
+            phase_load(b, e, "fill", "fill Put, concurrent, all members", OP_E_PUT, all, BC_NODES, b->o.conns,
+                       b->o.streams, "fl", b->o.fill, NULL, NULL, false);
+        }
+        rss_snapshot(b, b->rss_fill);
+        b->rss_fill_known = true;
+        b->g_objects_fill = b->g_objects;
+        b->e_objects_fill = b->e_objects;
+    }
+
     fprintf(stderr, "phase 1: sequential writes (gantry leader %s, etcd leader %s)\n", g->nodes[gl].name,
             e != NULL ? e->nodes[el].name : "-");
     struct result *r1 = phase_load(b, g, "create_seq_leader", "1a create, sequential, to the leader",
                                    OP_G_CREATE, &gl, 1, 1, 1, "sl", 0, NULL, NULL, false);
-    make_value(b, b->o.value_bytes != 0     ? b->o.value_bytes
-                  : r1->resp_bytes_mean > 0 ? (unsigned)(r1->resp_bytes_mean + 0.5)
-                                            : 512u);
+    make_value(b, r1);
     if (e != NULL) {
         phase_load(b, e, "put_seq_leader", "1a Put, sequential, to the leader", OP_E_PUT, &el, 1, 1, 1, "sl",
                    0, NULL, NULL, false);
@@ -1606,26 +1711,6 @@ static void run_phases(struct bench *b)
         phase_list(b, e, ef);
     }
     rss_snapshot(b, b->rss_phases);
-
-    if (b->o.fill != 0) {
-        fprintf(stderr, "fill: up to %" PRIu64 " objects\n", b->o.fill);
-        uint64_t need = b->o.fill > b->g_objects ? b->o.fill - b->g_objects : 0;
-        if (need > 0) {
-            phase_load(b, g, "fill", "fill create, concurrent, all replicas", OP_G_CREATE, all, BC_NODES,
-                       b->o.conns, b->o.streams, "fl", need, NULL, NULL, false);
-        }
-        if (e != NULL) {
-            need = b->o.fill > b->e_objects ? b->o.fill - b->e_objects : 0;
-            if (need > 0) {
-                phase_load(b, e, "fill", "fill Put, concurrent, all members", OP_E_PUT, all, BC_NODES,
-                           b->o.conns, b->o.streams, "fl", need, NULL, NULL, false);
-            }
-        }
-        rss_snapshot(b, b->rss_fill);
-        b->rss_fill_known = true;
-        b->g_objects_fill = b->g_objects;
-        b->e_objects_fill = b->e_objects;
-    }
 
     fprintf(stderr, "phase 5: leader SIGKILL under concurrent writes\n");
     phase_failover(b, g);
