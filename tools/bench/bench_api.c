@@ -1150,12 +1150,18 @@ static void print_table(const struct bench *b)
     for (unsigned i = 0; i < b->n_rs; i++) {
         const struct result *r = &b->rs[i];
         if (r->failover) {
+            char load_first[48];
+            if (r->load_first_ms > 0) {
+                snprintf(load_first, sizeof load_first, "%.0f ms", r->load_first_ms);
+            } else {
+                snprintf(load_first, sizeof load_first, "none in the phase");
+            }
             printf(
                 "\n%s failover: SIGKILL of the leader (%s) -> first acknowledged write sent after the kill: "
-                "%.0f ms (the load's own calls: %.0f ms; probes every %u ms from the kill on: %" PRIu64
+                "%.0f ms (the load's own calls: %s; probes every %u ms from the kill on: %" PRIu64
                 " sent, %" PRIu64 " ok)\n  %" PRIu64 " writes acknowledged in the phase, %" PRIu64
                 " missing on read-back, %" PRIu64 " unverifiable%s\n",
-                r->system, r->killed, r->failover_ms, r->load_first_ms, PROBE_INTERVAL_US / 1000u, r->probes,
+                r->system, r->killed, r->failover_ms, load_first, PROBE_INTERVAL_US / 1000u, r->probes,
                 r->probes_ok, r->acked, r->missing, r->readback_errors, r->failed ? " (FAILED)" : "");
         }
     }
@@ -1272,7 +1278,8 @@ static json_t *result_json(const struct result *r)
     if (r->failover) {
         json_object_set_new(o, "killed", json_string(r->killed));
         json_object_set_new(o, "kill_to_first_ack_ms", json_real(r->failover_ms));
-        json_object_set_new(o, "kill_to_first_load_ack_ms", json_real(r->load_first_ms));
+        json_object_set_new(o, "kill_to_first_load_ack_ms",
+                            r->load_first_ms > 0 ? json_real(r->load_first_ms) : json_null());
         json_object_set_new(o, "probes", json_integer((json_int_t)r->probes));
         json_object_set_new(o, "probes_ok", json_integer((json_int_t)r->probes_ok));
         json_object_set_new(o, "acknowledged", json_integer((json_int_t)r->acked));
