@@ -75,6 +75,7 @@ struct opts {
     double warmup_s, after_s;
     const char *gantryd, *etcd_bin, *json_path;
     char gantryd_buf[PATH_MAX];
+    bool gantryd_default; /* the gantryd of this build tree (so built from the source commit) */
     bool keep;
 };
 
@@ -129,6 +130,7 @@ struct result {
     double resp_bytes_mean;
     /* list */
     unsigned list_items;
+    unsigned list_pages; /* calls one List took (gantry follows next_page_token) */
     uint64_t list_short;
     /* failover */
     bool failover;
@@ -585,6 +587,7 @@ static void w_done(void *arg, const struct h2mux_result *res)
         }
         r->ok++;
         r->list_items = lo->items;
+        r->list_pages = lo->pages;
         lat_add(&w->lat, res->done_us - lo->start_us);
         return;
     }
@@ -1144,8 +1147,9 @@ static void print_table(const struct bench *b)
     if (note != NULL) {
         printf("dqlite/call n/a: %s\n", note->store_note);
     }
-    printf("(List: calls/s and latency are per List of all %u objects%s.)\n", b->o.list_objects,
-           b->o.list_objects > GANTRY_PAGE_MAX ? "; gantry needs several pages for one" : "");
+    const struct result *gl = find_result(b, "gantry", "list");
+    printf("(List: calls/s and latency are per List of all %u objects; a gantry List took %u calls.)\n",
+           b->o.list_objects, gl != NULL ? gl->list_pages : 0);
 
     for (unsigned i = 0; i < b->n_rs; i++) {
         const struct result *r = &b->rs[i];
@@ -1273,6 +1277,7 @@ static json_t *result_json(const struct result *r)
     }
     if (r->list_items > 0 || r->list_short > 0) {
         json_object_set_new(o, "list_objects", json_integer(r->list_items));
+        json_object_set_new(o, "calls_per_list", json_integer(r->list_pages));
         json_object_set_new(o, "lists_short", json_integer((json_int_t)r->list_short));
     }
     if (r->failover) {
@@ -1308,6 +1313,8 @@ static int write_json(const struct bench *b, const char *path)
     json_t *ver = json_object();
     json_object_set_new(ver, "gantryd", json_string(b->g.version));
     json_object_set_new(ver, "source_commit", json_string(b->source_commit));
+    json_object_set_new(ver, "gantryd_path", json_string(b->o.gantryd));
+    json_object_set_new(ver, "gantryd_from_source_commit", json_boolean(b->o.gantryd_default));
     if (b->o.etcd) {
         json_object_set_new(ver, "etcd", json_string(b->e.version));
     }
@@ -1589,6 +1596,7 @@ static int parse_flags(int argc, char **argv, struct opts *o)
     }
     if (o->gantryd == NULL) {
         o->gantryd = default_gantryd(o);
+        o->gantryd_default = true;
     }
     if (o->gantryd == NULL || access(o->gantryd, X_OK) != 0) {
         fprintf(stderr, "gantry-bench api: cannot run gantryd (%s); pass --gantryd\n",
@@ -1792,8 +1800,10 @@ int bench_api(int argc, char **argv)
            o->etcd ? " and 3 etcd members" : "");
     printf("machine: nproc %ld, %s %s, load average at start: %s\n", sysconf(_SC_NPROCESSORS_ONLN), u.sysname,
            u.release, b->load_start);
-    printf("versions: %s (source %s)%s%s\n", b->g.version, b->source_commit, o->etcd ? ", " : "",
-           o->etcd ? b->e.version : "");
+    printf("versions: %s (%s %s)%s%s\n", b->g.version,
+           o->gantryd_default ? "built with the bench from source"
+                              : "given with --gantryd; the bench's source is",
+           b->source_commit, o->etcd ? ", " : "", o->etcd ? b->e.version : "");
     printf(
         "phases of %.1f s; concurrent %ux%u, reads %ux%u, lists %ux%u; call deadline %u ms; latency-ms %u\n",
         o->seconds, o->conns, o->streams, o->read_conns, o->read_streams, o->list_conns, o->list_streams,

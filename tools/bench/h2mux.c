@@ -789,10 +789,11 @@ int h2mux_new(const struct h2mux_config *cfg, struct h2mux **out, char *errmsg)
         snprintf(m->authorization, sizeof m->authorization, "%s", cfg->authorization);
         m->has_auth = true;
     }
+    int rv;
     m->ctx = SSL_CTX_new(TLS_client_method());
     if (m->ctx == NULL) {
-        mem_free(m);
-        return sslerr_from_openssl(errmsg, "h2mux: SSL_CTX_new");
+        rv = sslerr_from_openssl(errmsg, "h2mux: SSL_CTX_new");
+        goto err_after_alloc;
     }
     static const unsigned char alpn[] = {2, 'h', '2'};
     SSL_CTX_set_min_proto_version(m->ctx, TLS1_2_VERSION);
@@ -800,14 +801,18 @@ int h2mux_new(const struct h2mux_config *cfg, struct h2mux **out, char *errmsg)
     SSL_CTX_set_mode(m->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_verify(m->ctx, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_load_verify_locations(m->ctx, cfg->ca_file, NULL) != 1) {
-        int rv = sslerr_from_openssl(errmsg, "h2mux: CA file");
+        rv = sslerr_from_openssl(errmsg, "h2mux: CA file");
         gerr_wrap(errmsg, "%s", cfg->ca_file);
-        SSL_CTX_free(m->ctx);
-        mem_free(m);
-        return rv;
+        goto err_after_ctx;
     }
     *out = m;
     return 0;
+
+err_after_ctx:
+    SSL_CTX_free(m->ctx);
+err_after_alloc:
+    mem_free(m);
+    return rv;
 }
 
 void h2mux_free(struct h2mux *m)
