@@ -15,6 +15,10 @@ pkgs=(
   # test and run tools
   python3 python3-grpcio python3-protobuf python3-yaml nghttp2-client openssl
   bubblewrap procps iproute2 iptables faketime
+  # the baseline of `gantry-bench api --baseline etcd` (etcd 3.4, /usr/bin/etcd). On a machine
+  # with systemd the package also enables a system etcd on 2379/2380; the bench's own members
+  # take free ports in 20000-32000 and do not touch it.
+  etcd-server
 )
 
 missing=()

@@ -6,4 +6,8 @@
  * Returns the process exit code (0 ok, 1 failure, 2 bad flags). */
 int bench_store(int argc, char **argv);
 
+/* `gantry-bench api [options]`: the gantry.v1 API of its own 3-replica gantryd cluster, and with
+ * --baseline etcd the same phases against a 3-member etcd. Same exit codes. */
+int bench_api(int argc, char **argv);
+
 #endif
