@@ -243,6 +243,8 @@ static const struct field fields[] = {
     UINT(audit_flush_ms, 1000, 10, 60000,
          "first occurrences of refused calls reach the audit trail within this"),
     UINT(write_batch_max, 64, 1, 4096, "writes run in one transaction (each in its own savepoint); 1: no batching"),
+    UINT(write_batch_linger_ms, 0, 0, 1000,
+         "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
     BOOL(forward_writes, true,
          "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each replica "
          "writes through its own writer"),

@@ -195,6 +195,7 @@ struct config {
     unsigned audit_window_ms, audit_flush_ms, audit_max_keys;
     /* The write path (docs/architecture.md): batch size, forwarding to the leader's replica. */
     unsigned write_batch_max;
+    unsigned write_batch_linger_ms;
     bool forward_writes;
     /* Transport limits (docs/security.md, "Transport limits"). */
     unsigned api_max_connections_per_source, api_established_reserve_percent, api_handshake_timeout_ms;

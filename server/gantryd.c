@@ -415,6 +415,20 @@ static void load_metrics(struct daemon *d, struct buf *out)
         "# TYPE gantry_write_batched_requests_total counter\ngantry_write_batched_requests_total %" PRIu64
         "\n",
         store_conn_requests_total(), ws.batches, ws.requests);
+    /* Batch sizes as a Prometheus histogram: cumulative buckets le=1, 2, 4, ... 128, +Inf. */
+    buf_printf(out, "# HELP gantry_write_batch_size Requests per committed write transaction.\n"
+                    "# TYPE gantry_write_batch_size histogram\n");
+    uint64_t cum = 0;
+    for (unsigned i = 0; i < STORE_WRITER_SIZE_BUCKETS; i++) {
+        cum += ws.size_buckets[i];
+        if (i + 1 < STORE_WRITER_SIZE_BUCKETS) {
+            buf_printf(out, "gantry_write_batch_size_bucket{le=\"%u\"} %" PRIu64 "\n", 1u << i, cum);
+        }
+    }
+    buf_printf(out,
+               "gantry_write_batch_size_bucket{le=\"+Inf\"} %" PRIu64 "\ngantry_write_batch_size_sum %" PRIu64
+               "\ngantry_write_batch_size_count %" PRIu64 "\n",
+               cum, ws.requests, ws.batches);
     buf_printf(out,
                "# HELP gantry_forwarded_total Mutations forwarded between replicas: sent to the leader's replica, "
                "received from others, and run here after forwarding failed.\n"
@@ -1096,6 +1110,7 @@ static int cmd_run(struct config *cfg)
         if (rv == 0) {
             store_writer_set_max_pending(&d->writer, cfg->write_queue_max);
             store_writer_set_max_batch(&d->writer, cfg->write_batch_max);
+            store_writer_set_linger(&d->writer, cfg->write_batch_linger_ms);
         }
     }
     if (rv == 0) {

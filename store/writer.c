@@ -12,8 +12,10 @@
  * COMMIT outcome answers the whole batch with GERR_UNKNOWN_OUTCOME. */
 #include "store/writer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -241,6 +243,11 @@ static void run_batch(struct store_writer *w, struct store_write **reqs, unsigne
     if (rv == 0) {
         w->batches++;
         w->requests += n;
+        unsigned b = 0; /* bucket i counts batches of at most 2^i requests */
+        while (b + 1 < STORE_WRITER_SIZE_BUCKETS && (1u << b) < n) {
+            b++;
+        }
+        w->size_buckets[b]++;
     }
     w->last_batch = n;
     pthread_mutex_unlock(&w->mu);
@@ -270,6 +277,20 @@ static void *writer_main(void *arg)
             break; /* stopping and drained */
         }
         unsigned max = w->max_batch > 0 ? w->max_batch : 1;
+        if (w->linger_ms > 0 && !w->stopping && w->n_pending < max) {
+            /* Linger: let the batch fill for up to linger_ms after its first request. */
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += w->linger_ms / 1000;
+            until.tv_nsec += (long)(w->linger_ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!w->stopping && w->n_pending < max &&
+                   pthread_cond_timedwait(&w->cond, &w->mu, &until) != ETIMEDOUT) {
+            }
+        }
         if (cap < max) {
             cap = max;
             batch = mem_realloc(batch, sizeof *batch * cap);
@@ -330,7 +351,11 @@ int store_writer_start(struct store_writer *w, const struct store_client_config 
     }
     w->max_batch = STORE_WRITER_DEFAULT_BATCH;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cond, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* the linger deadline is monotonic */
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
     queue_init(&w->pending);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_cond_destroy(&w->cond);
@@ -400,6 +425,13 @@ void store_writer_set_max_batch(struct store_writer *w, unsigned max_batch)
     pthread_mutex_unlock(&w->mu);
 }
 
+void store_writer_set_linger(struct store_writer *w, unsigned linger_ms)
+{
+    pthread_mutex_lock(&w->mu);
+    w->linger_ms = linger_ms;
+    pthread_mutex_unlock(&w->mu);
+}
+
 void store_writer_stats(struct store_writer *w, unsigned *pending, uint64_t *refused, uint64_t *expired)
 {
     pthread_mutex_lock(&w->mu);
@@ -418,6 +450,7 @@ void store_writer_stats_full(struct store_writer *w, struct store_writer_stats_f
                                             .batches = w->batches,
                                             .requests = w->requests,
                                             .last_batch = w->last_batch};
+    memcpy(out->size_buckets, w->size_buckets, sizeof out->size_buckets);
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -46,6 +46,9 @@
 #include "store/client.h"
 
 #define STORE_WRITER_DEFAULT_BATCH 64u
+/* Committed batches by size: bucket i (below the last) counts those of more than 2^(i-1) and at
+ * most 2^i requests (1, 2, 3-4, ... 65-128); the last bucket counts every larger one. */
+#define STORE_WRITER_SIZE_BUCKETS 9u
 
 struct store_write;
 typedef void (*store_write_cb)(struct store_write *req, int status);
@@ -75,6 +78,7 @@ struct store_writer_stats_full {
     uint64_t refused, expired;
     uint64_t batches, requests; /* transactions committed, and the requests they answered */
     unsigned last_batch;        /* requests in the last batch */
+    uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];
 };
 
 struct store_writer {
@@ -83,9 +87,10 @@ struct store_writer {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct queue pending;
-    unsigned n_pending, max_pending, max_batch;
+    unsigned n_pending, max_pending, max_batch, linger_ms;
     uint64_t refused, expired; /* requests refused because the queue was full / dropped past deadline */
     uint64_t batches, requests;
+    uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];
     unsigned last_batch;
     bool stopping;
     bool started;
@@ -97,6 +102,10 @@ int store_writer_start(struct store_writer *w, const struct store_client_config 
 /* Bound the queue (0: unbounded), and the requests per transaction (1: no batching). Any time. */
 void store_writer_set_max_pending(struct store_writer *w, unsigned max_pending);
 void store_writer_set_max_batch(struct store_writer *w, unsigned max_batch);
+/* Linger: once a request is queued, wait up to @linger_ms (0, the default: not at all) for the
+ * batch to fill to max_batch before running it. Trades latency for fewer, larger commits; a
+ * stopping writer does not linger. Any time. */
+void store_writer_set_linger(struct store_writer *w, unsigned linger_ms);
 
 /* Queue a transaction. GERR_CLOSED if the writer is stopping, GERR_UNAVAILABLE if the queue is
  * full (the callback will not fire). The request's idempotency fields and deadline must be set
