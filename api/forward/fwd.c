@@ -77,16 +77,36 @@ static uint8_t *frame_of(const ProtobufCMessage *m, size_t *len)
     return f;
 }
 
+int fwd_frame_length(const uint8_t header[4], size_t *len)
+{
+    uint32_t n = (uint32_t)header[0] << 24 | (uint32_t)header[1] << 16 | (uint32_t)header[2] << 8 | header[3];
+    if (n > FWD_MAX_FRAME) {
+        return GERR_PROTO;
+    }
+    *len = n;
+    return 0;
+}
+
+fwd_request *fwd_request_decode(const uint8_t *body, size_t len)
+{
+    return gantry__internal__v1__forward_request__unpack(NULL, len, body);
+}
+
+fwd_response *fwd_response_decode(const uint8_t *body, size_t len)
+{
+    return gantry__internal__v1__forward_response__unpack(NULL, len, body);
+}
+
 /* Read one frame's body. GERR_CLOSED (EOF or error) or GERR_PROTO (too big). Heap (mem_free). */
 static int read_frame(int fd, uint8_t **out, size_t *len)
 {
     uint8_t h[4];
+    size_t n;
     int rv = read_all(fd, h, 4);
     if (rv != 0) {
         return rv;
     }
-    uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (n > FWD_MAX_FRAME) {
+    if (fwd_frame_length(h, &n) != 0) {
         return GERR_PROTO;
     }
     uint8_t *b = mem_alloc(n > 0 ? n : 1);
@@ -189,7 +209,7 @@ static void *client_reader(void *arg)
         int rv = read_frame(k->fd, &body, &len);
         fwd_response *resp = NULL;
         if (rv == 0) {
-            resp = gantry__internal__v1__forward_response__unpack(NULL, len, body);
+            resp = fwd_response_decode(body, len);
             mem_free(body);
             if (resp == NULL) {
                 rv = GERR_PROTO;
@@ -474,7 +494,7 @@ static void *server_reader(void *arg)
         int rv = read_frame(k->fd, &body, &len);
         fwd_request *req = NULL;
         if (rv == 0) {
-            req = gantry__internal__v1__forward_request__unpack(NULL, len, body);
+            req = fwd_request_decode(body, len);
             mem_free(body);
             if (req == NULL) {
                 rv = GERR_PROTO;

@@ -41,6 +41,14 @@ typedef Gantry__Internal__V1__ForwardResponse fwd_response;
 /* Open a connected stream to @address (blocking fd, owned by the caller on success). */
 typedef int (*fwd_dial_fn)(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 
+/* The decoders of a peer's bytes (pure; fuzzed by tests/fuzz/fuzz_forward.c). A frame header
+ * gives the body's length: 0, or GERR_PROTO when over FWD_MAX_FRAME. A body decodes to a message
+ * (free with gantry__internal__v1__forward_{request,response}__free_unpacked(m, NULL)) or NULL
+ * when malformed. */
+int fwd_frame_length(const uint8_t header[4], size_t *len);
+fwd_request *fwd_request_decode(const uint8_t *body, size_t len);
+fwd_response *fwd_response_decode(const uint8_t *body, size_t len);
+
 struct fwd_client;
 
 /* A client dialling with @dial(@dial_arg, ...). Never fails (allocation aborts). */

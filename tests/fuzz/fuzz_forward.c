@@ -1,0 +1,99 @@
+/* libFuzzer harness for api/forward/fwd.h's decoders: what a peer sends over a forwarding
+ * connection (frames of ForwardRequest or ForwardResponse), and the principal a forwarded request
+ * carries as the gate reads it (role names and scope JSON, api/authz/authz.h).
+ *
+ * Input: a stream of frames exactly as read from a connection (4-byte big-endian length, body);
+ * each body is decoded as both a request and a response, the way either end of the connection
+ * would. A header over FWD_MAX_FRAME must be refused (the connection would be dropped) and ends
+ * the stream; a short last frame ends it too (the reader would wait for more bytes). Bodies are
+ * copied into heap blocks of exactly their size so ASan sees any overread.
+ *
+ * Promises checked (abort() on a broken one): fwd_frame_length answers 0 or GERR_PROTO and gives
+ * no length over FWD_MAX_FRAME; a decoded request's strings are terminated; a principal's scope
+ * either parses to at most AUTHZ_SCOPE_MAX patterns or is refused, and a parsed scope prints back
+ * to JSON that parses to the same patterns. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/authz/authz.h"
+#include "api/forward/fwd.h"
+#include "lib/err.h"
+#include "lib/mem.h"
+
+static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
+{
+    if (pr == NULL) {
+        return;
+    }
+    if (strlen(pr->id) + strlen(pr->name) + strlen(pr->kind) + strlen(pr->via) == SIZE_MAX) {
+        abort();
+    }
+    for (size_t i = 0; i < pr->n_bindings; i++) {
+        (void)authz_role_parse(pr->bindings[i]->role);
+        struct authz_scope sc;
+        if (authz_scope_parse(pr->bindings[i]->scope, &sc) != 0) {
+            continue;
+        }
+        if (sc.n_patterns > AUTHZ_SCOPE_MAX) {
+            abort();
+        }
+        if (!sc.set) {
+            continue;
+        }
+        char *json = authz_scope_json(&sc);
+        struct authz_scope again;
+        if (authz_scope_parse(json, &again) != 0 || again.n_patterns != sc.n_patterns) {
+            abort();
+        }
+        for (unsigned k = 0; k < sc.n_patterns; k++) {
+            if (strcmp(again.patterns[k], sc.patterns[k]) != 0) {
+                abort();
+            }
+        }
+        mem_free(json);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    while (size >= 4) {
+        size_t n = 0;
+        int rv = fwd_frame_length(data, &n);
+        if (rv != 0) {
+            if (rv != GERR_PROTO) {
+                abort();
+            }
+            return 0;
+        }
+        if (n > FWD_MAX_FRAME) {
+            abort();
+        }
+        data += 4;
+        size -= 4;
+        if (n > size) {
+            return 0;
+        }
+        uint8_t *body = malloc(n > 0 ? n : 1);
+        memcpy(body, data, n);
+        fwd_request *req = fwd_request_decode(body, n);
+        if (req != NULL) {
+            if (strlen(req->method) + strlen(req->peer) + strlen(req->idem_key) == SIZE_MAX) {
+                abort();
+            }
+            check_principal(req->principal);
+            gantry__internal__v1__forward_request__free_unpacked(req, NULL);
+        }
+        fwd_response *resp = fwd_response_decode(body, n);
+        if (resp != NULL) {
+            if (strlen(resp->message) == SIZE_MAX) {
+                abort();
+            }
+            gantry__internal__v1__forward_response__free_unpacked(resp, NULL);
+        }
+        free(body);
+        data += n;
+        size -= n;
+    }
+    return 0;
+}
