@@ -119,7 +119,7 @@ class Replica:
 
     def run_flags(self):
         return self.flags() + ["--driver", "fake", "--driver-state-dir", self.h.state, "--driver-journal",
-                               self.journal] + LEASE_FLAGS
+                               self.journal, "--write-batch-linger-ms", str(self.h.args.linger_ms)] + LEASE_FLAGS
 
     def start(self, join=None, token=None, timeout=60):
         env = self.env()
@@ -250,6 +250,7 @@ class Harness:
         self.history = []
         self.nemesis_log = []
         self.epochs_seen = set()
+        self.batch_seen = {}  # (replica id, pid) -> the last batch-size histogram scraped from it
         self.quota_obs = []
         self.set_pending, self.set_verified = [], {}
         self.members_lock = threading.RLock()
@@ -621,6 +622,46 @@ class Harness:
             self.lease_holder()
             time.sleep(0.5)
 
+    def scrape_batches(self):
+        """Each live replica's gantry_write_batch_size histogram, kept per process (a restart resets it)."""
+        import urllib.request
+        for r in self.members():
+            if not r.alive():
+                continue
+            try:
+                with urllib.request.urlopen("http://%s/metrics" % r.admin, timeout=2) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue
+            hist = {}
+            for line in text.splitlines():
+                if line.startswith("gantry_write_batch_size_bucket{le=\""):
+                    le, v = line[len("gantry_write_batch_size_bucket{le=\""):].split("\"} ")
+                    hist[le] = int(v)
+                elif line.startswith("gantry_write_batch_size_sum ") or line.startswith("gantry_write_batch_size_count "):
+                    k, v = line.split()
+                    hist[k.rsplit("_", 1)[1]] = int(v)
+            if hist:
+                self.batch_seen[(r.rid, r.proc.pid)] = hist
+
+    def batch_observer(self):
+        while not self.stop.is_set():
+            self.scrape_batches()
+            time.sleep(1.0)
+
+    def batching_verdict(self):
+        """The checkers above judged histories written in batches of many calls: fail if no
+        transaction carried more than one call (the run would say nothing about batching)."""
+        total = sum(h.get("count", 0) for h in self.batch_seen.values())
+        calls = sum(h.get("sum", 0) for h in self.batch_seen.values())
+        single = sum(h.get("1", 0) for h in self.batch_seen.values())
+        over8 = sum(h.get("+Inf", 0) - h.get("8", 0) for h in self.batch_seen.values())
+        anomalies = [] if total - single > 0 else [{"batching": "no write transaction carried more than one call"}]
+        return checkers.verdict("batching", anomalies, "%d write transactions carried %d calls (mean %.1f); %d with "
+                                "several calls, %d with more than 8 (linger %d ms)" % (
+                                    total, calls, calls / total if total else 0, total - single, over8,
+                                    self.args.linger_ms))
+
     # ---------------------------------------------------------------- nemeses
 
     def iptables(self, *args):
@@ -862,6 +903,7 @@ class Harness:
             for part in range(2):
                 threads.append(threading.Thread(target=self.set_verifier, args=(part, 2), daemon=True))
         threads.append(threading.Thread(target=self.lease_observer, daemon=True))
+        threads.append(threading.Thread(target=self.batch_observer, daemon=True))
         for t in threads:
             t.start()
         self.nemesis_counts, self.nemesis_errors, self.crashes = {}, 0, []
@@ -912,6 +954,7 @@ class Harness:
         driver = self.driver_items()
         self.lease_holder()
         self.check_crashes()
+        self.scrape_batches()
         stops = self.stop_replicas()
 
         hist = self.history
@@ -938,6 +981,7 @@ class Harness:
             checkers.check_lease(calls, store_ids, driver, self.epochs_seen),
             checkers.check_watch(self.watch_events, self.since, final_revision, acked, must_reach=live),
             self.replicas_verdict(stops),
+            self.batching_verdict(),
         ]
         check_s = time.monotonic() - t_check
         summary = {"run_seconds": round(run_seconds, 1), "nemeses": self.nemesis_counts,
@@ -1079,6 +1123,8 @@ def main():
     p.add_argument("--set-clients", type=int, default=2)
     p.add_argument("--quota-clients", type=int, default=4)
     p.add_argument("--quota", type=int, default=2, help="hard quota of namespace quota")
+    p.add_argument("--linger-ms", type=int, default=20,
+                   help="gantryd's write_batch_linger_ms, so concurrent calls share transactions")
     p.add_argument("--pace", type=float, default=1.0, help="multiplies the set clients' think time")
     p.add_argument("--set-keep", type=float, default=10.0,
                    help="seconds after which an acknowledged set element is read back and deleted (0: never)")
