@@ -208,8 +208,9 @@ static int batch_tx(struct store_tx *tx, void *arg)
     return store_batch__flush(tx);
 }
 
-/* Run @n requests as one batch and answer them. Writer thread, without the lock. */
-static void run_batch(struct store_writer *w, struct store_write **reqs, unsigned n)
+/* Run @n requests as one transaction; each request's status, errmsg, response and revision are
+ * set, nobody is answered. Returns the transaction's status. Writer thread, without the lock. */
+static int commit_batch(struct store_writer *w, struct store_write **reqs, unsigned n)
 {
     struct batch_run br = {.reqs = reqs, .n = n};
     br.status = mem_zalloc(sizeof *br.status * n);
@@ -251,6 +252,34 @@ static void run_batch(struct store_writer *w, struct store_write **reqs, unsigne
     }
     w->last_batch = n;
     pthread_mutex_unlock(&w->mu);
+    return rv;
+}
+
+/* Run @n requests as one batch and answer them. Writer thread, without the lock.
+ *
+ * A constraint violation of the transaction itself (not of one request, which its savepoint
+ * contains) comes from the rows written at the end of the batch: an idempotency key that
+ * another writer stored first, for a request that was marked fresh (a forwarder that fell back
+ * to running the call itself while the forwarded copy still ran, or a bug). Nothing committed;
+ * the requests run again, each alone and with its key looked up, so the one that collided is
+ * replayed and the others are not failed for it. */
+static void run_batch(struct store_writer *w, struct store_write **reqs, unsigned n)
+{
+    int rv = commit_batch(w, reqs, n);
+    if (rv == GERR_CONSTRAINT) {
+        bool fresh = false;
+        for (unsigned i = 0; i < n; i++) {
+            fresh = fresh || reqs[i]->idem_fresh;
+            reqs[i]->idem_fresh = false;
+        }
+        if (n > 1 || fresh) {
+            LOG_WARN("store writer: a batch of %u failed as a whole (%s); running its requests one by one", n,
+                     w->client.errmsg);
+            for (unsigned i = 0; i < n; i++) {
+                commit_batch(w, &reqs[i], 1);
+            }
+        }
+    }
     for (unsigned i = 0; i < n; i++) {
         reqs[i]->cb(reqs[i], reqs[i]->status); /* may free the request: do not touch it afterwards */
     }

@@ -210,7 +210,6 @@ static bool forward(struct gate *g, struct pending *p, const char *leader, const
     uint64_t budget = wait_budget(ctx->call, FORWARD_WAIT_MS);
     fr.timeout_ms = grpc_call_deadline_ms(ctx->call) != 0 ? (uint32_t)budget : 0;
     fr.idem_key = ctx->idem_buf;
-    fr.idem_fresh = true;
     fr.origin_replica = g->cfg.replica_id;
     fwd_response *resp = NULL;
     bool sent = false;
@@ -263,7 +262,10 @@ void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply)
     }
     snprintf(p->ctx.idem_buf, sizeof p->ctx.idem_buf, "%s", req->idem_key != NULL ? req->idem_key : "");
     p->ctx.idem_key = p->ctx.idem_buf[0] != '\0' ? p->ctx.idem_buf : NULL;
-    p->ctx.idem_fresh = req->idem_fresh;
+    /* Never fresh here: the forwarding replica runs the call itself if it loses the connection
+     * after sending (forward()), so this copy looks its key up, inside a transaction that holds
+     * the database's write lock (BEGIN IMMEDIATE), and whichever copy commits second replays. */
+    p->ctx.idem_fresh = false;
     uint64_t deadline = req->timeout_ms != 0 ? clock_mono_ms(clock_system()) + req->timeout_ms : 0;
     struct grpc_call *call = g->cfg.fwd.server != NULL
                                  ? grpc_call_new_virtual(g->cfg.fwd.server, req->method, req->request.data,

@@ -460,6 +460,77 @@ static void batch_requests_fail_alone(void **state)
     }
 }
 
+/* ---- A key marked fresh that another writer stored first (a forwarder that fell back to running
+ * the call itself while the forwarded copy also ran): the batch's idempotency insert collides.
+ * The request is replayed, the others of its batch commit, nothing runs twice. */
+
+static void fresh_key_stored_elsewhere_is_replayed(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer other, w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&other, &cfg), 0);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    /* The other writer runs the call first, under key "f1". */
+    struct batch_item first = {.id = 7000001};
+    struct store_write r0;
+    memset(&r0, 0, sizeof r0);
+    r0.idem_principal = "q";
+    r0.idem_key = "f1";
+    r0.idem_method = "/test/Batch";
+    r0.fn = batch_item_tx;
+    r0.arg = &first;
+    assert_int_equal(store_writer_run_req(&other, &r0), 0);
+    store_writer_stop(&other);
+    /* This writer gets the same call, marked fresh, behind a slow request, with two others. Its own
+     * writes do not collide (item 7000004: think of an update), only its idempotency record does. */
+    struct item slow = {.id = 7000000, .writer = 6};
+    struct batch_item items[3] = {{.id = 7000002}, {.id = 7000004}, {.id = 7000003}};
+    const char *keys[3] = {"f2", "f1", "f3"};
+    struct done d[4];
+    memset(d, 0, sizeof d);
+    atomic_store(&slow_started, 0);
+    d[0].req.data = &d[0];
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < 3; i++) {
+        d[i + 1].req.data = &d[i + 1];
+        d[i + 1].req.idem_principal = "q";
+        d[i + 1].req.idem_key = keys[i];
+        d[i + 1].req.idem_method = "/test/Batch";
+        d[i + 1].req.idem_fresh = true;
+        assert_int_equal(store_writer_submit(&w, &d[i + 1].req, batch_item_tx, &items[i], done_cb), 0);
+    }
+    deadline = it_now_ms() + 30000;
+    while ((atomic_load(&d[1].fired) == 0 || atomic_load(&d[2].fired) == 0 || atomic_load(&d[3].fired) == 0) &&
+           it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    store_writer_stop(&w);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(atomic_load(&d[i].status), 0);
+    }
+    assert_false(d[1].req.replayed);
+    assert_true(d[2].req.replayed);
+    assert_memory_equal(d[2].req.response.data, "item-7000001", 12);
+    assert_int_equal(d[2].req.revision, r0.revision);
+    assert_false(d[3].req.replayed);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id BETWEEN 7000001 AND 7000003"), 3);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 7000004"), 0); /* not run twice */
+    assert_int_equal(query_int("SELECT count(*) FROM item_log WHERE item BETWEEN 7000001 AND 7000004"), 3);
+    assert_int_equal(query_int("SELECT count(*) FROM idempotency WHERE principal_id = 'q'"), 3);
+    buf_close(&r0.response);
+    for (int i = 0; i < 4; i++) {
+        buf_close(&d[i].req.response);
+    }
+}
+
 /* ---- The read pool: bounded, reused, and a clear timeout when exhausted. */
 
 struct reader {
@@ -524,6 +595,7 @@ int main(void)
         cmocka_unit_test(stop_cancels_queued_writes),
         cmocka_unit_test(full_queue_and_expired_writes_are_not_run),
         cmocka_unit_test(batch_requests_fail_alone),
+        cmocka_unit_test(fresh_key_stored_elsewhere_is_replayed),
         cmocka_unit_test(pool_is_bounded_and_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
