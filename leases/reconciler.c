@@ -675,15 +675,9 @@ static void publish(struct reconciler *r, bool held)
 static bool wait_or_stop(struct reconciler *r, unsigned ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    clock_mono_deadline(&until, ms);
     pthread_mutex_lock(&r->mu);
-    while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &until) == 0) {
+    while (!r->stop && clock_cond_wait_mono(&r->cond, &r->mu, &until) == 0) {
     }
     bool stop = r->stop;
     pthread_mutex_unlock(&r->mu);

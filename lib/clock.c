@@ -69,3 +69,19 @@ void clock_fake_advance(struct clock_fake *f, uint64_t ns)
     f->wall += f->wall_rem / 1000000u;
     f->wall_rem %= 1000000u;
 }
+
+void clock_mono_deadline(struct timespec *ts, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int clock_cond_wait_mono(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *deadline)
+{
+    return pthread_cond_clockwait(c, m, CLOCK_MONOTONIC, deadline);
+}

@@ -6,7 +6,9 @@
 #ifndef GANTRY_LIB_CLOCK_H
 #define GANTRY_LIB_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 struct clock {
     uint64_t (*mono_ns)(struct clock *c); /* monotonic, arbitrary origin */
@@ -32,5 +34,14 @@ static inline uint64_t clock_mono_ms(struct clock *c)
 {
     return c->mono_ns(c) / 1000000u;
 }
+
+/* Condition waits with a deadline on CLOCK_MONOTONIC (never the wall clock, which jumps).
+ * clock_mono_deadline sets @ts to @ms from now. clock_cond_wait_mono waits on @c (any clock
+ * attribute) until signalled or @deadline: 0, or ETIMEDOUT once it passed. It uses
+ * pthread_cond_clockwait, because libfaketime (the Jepsen harness's clock nemesis) wraps
+ * pthread_cond_timedwait and returns ETIMEDOUT at once for a monotonic condition, which turned
+ * every timed wait into a spin or an instant timeout under it. */
+void clock_mono_deadline(struct timespec *ts, uint64_t ms);
+int clock_cond_wait_mono(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *deadline);
 
 #endif

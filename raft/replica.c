@@ -214,14 +214,8 @@ static void *roles_main(void *arg)
             continue; /* converge quickly: one change per round */
         }
         struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += r->interval_ms / 1000;
-        until.tv_nsec += (long)(r->interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &until) == 0) {
+        clock_mono_deadline(&until, r->interval_ms);
+        while (!r->stop && clock_cond_wait_mono(&r->cond, &r->mu, &until) == 0) {
         }
     }
     pthread_mutex_unlock(&r->mu);

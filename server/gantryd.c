@@ -691,10 +691,9 @@ static void *maint_main(void *arg)
         }
         pthread_mutex_lock(&d->mu);
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        clock_mono_deadline(&until, 1000);
         if (!d->stopping) {
-            pthread_cond_timedwait(&d->cond, &d->mu, &until);
+            clock_cond_wait_mono(&d->cond, &d->mu, &until);
         }
         pthread_mutex_unlock(&d->mu);
     }

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/clock.h"
 #include "lib/mem.h"
 
 int store_pool_init(struct store_pool *p, const struct store_client_config *cfg, unsigned size)
@@ -48,13 +49,7 @@ void store_pool_close(struct store_pool *p)
 int store_pool_acquire(struct store_pool *p, unsigned timeout_ms, struct store_client **out)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    clock_mono_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         /* Prefer a client that is already connected. */
@@ -73,7 +68,7 @@ int store_pool_acquire(struct store_pool *p, unsigned timeout_ms, struct store_c
             *out = &p->clients[pick];
             return 0;
         }
-        if (pthread_cond_timedwait(&p->cond, &p->mu, &deadline) == ETIMEDOUT) {
+        if (clock_cond_wait_mono(&p->cond, &p->mu, &deadline) == ETIMEDOUT) {
             pthread_mutex_unlock(&p->mu);
             return GERR_TIMEOUT;
         }

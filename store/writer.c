@@ -309,15 +309,9 @@ static void *writer_main(void *arg)
         if (w->linger_ms > 0 && !w->stopping && w->n_pending < max) {
             /* Linger: let the batch fill for up to linger_ms after its first request. */
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += w->linger_ms / 1000;
-            until.tv_nsec += (long)(w->linger_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            clock_mono_deadline(&until, w->linger_ms);
             while (!w->stopping && w->n_pending < max &&
-                   pthread_cond_timedwait(&w->cond, &w->mu, &until) != ETIMEDOUT) {
+                   clock_cond_wait_mono(&w->cond, &w->mu, &until) != ETIMEDOUT) {
             }
         }
         if (cap < max) {
@@ -380,11 +374,7 @@ int store_writer_start(struct store_writer *w, const struct store_client_config 
     }
     w->max_batch = STORE_WRITER_DEFAULT_BATCH;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* the linger deadline is monotonic */
-    pthread_cond_init(&w->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    pthread_cond_init(&w->cond, NULL);
     queue_init(&w->pending);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_cond_destroy(&w->cond);

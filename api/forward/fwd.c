@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -118,17 +119,6 @@ static int read_frame(int fd, uint8_t **out, size_t *len)
     *out = b;
     *len = n;
     return 0;
-}
-
-static void deadline_in(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 static void cond_init_mono(pthread_cond_t *c)
@@ -382,11 +372,11 @@ int fwd_client_call(struct fwd_client *c, const char *address, fwd_request *req,
         shutdown(k->fd, SHUT_RDWR); /* the reader fails every waiter, this one included */
     }
     struct timespec ts;
-    deadline_in(&ts, timeout_ms > 0 ? timeout_ms : 30000);
+    clock_mono_deadline(&ts, timeout_ms > 0 ? timeout_ms : 30000);
     pthread_mutex_lock(&c->mu);
     int wrv = 0;
     while (!w.done && wrv != ETIMEDOUT) {
-        wrv = pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        wrv = clock_cond_wait_mono(&c->cond, &c->mu, &ts);
     }
     if (!w.done) {
         for (struct waiter **pp = &k->waiters; *pp != NULL; pp = &(*pp)->next) {

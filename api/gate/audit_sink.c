@@ -332,16 +332,10 @@ static void *sink_main(void *arg)
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += s->cfg.flush_ms / 1000;
-        ts.tv_nsec += (long)(s->cfg.flush_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        clock_mono_deadline(&ts, s->cfg.flush_ms);
         int rc = 0;
         while (!s->stopping && rc != ETIMEDOUT) {
-            rc = pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+            rc = clock_cond_wait_mono(&s->cond, &s->mu, &ts);
         }
         collect(s, (int64_t)clk->wall_ms(clk), s->stopping, &b);
         pthread_mutex_unlock(&s->mu);

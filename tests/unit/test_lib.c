@@ -745,10 +745,66 @@ static void test_jobs_classes_and_bounds(void **state)
     assert_memory_equal(p.order, "XYab", 4);
 }
 
+/* clock_cond_wait_mono waits until its monotonic deadline (also under libfaketime: ctest runs
+ * this binary again with it preloaded, as the Jepsen harness runs gantryd), and wakes on a signal. */
+struct cond_pair {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool flag;
+};
+
+static void *signal_later(void *arg)
+{
+    struct cond_pair *p = arg;
+    struct timespec d = {0, 20 * 1000000L};
+    nanosleep(&d, NULL);
+    pthread_mutex_lock(&p->mu);
+    p->flag = true;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void test_cond_wait_mono(void **state)
+{
+    (void)state;
+    struct cond_pair p = {.flag = false};
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    struct timespec t0, t1, deadline;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_mono_deadline(&deadline, 150);
+    pthread_mutex_lock(&p.mu);
+    int rv = 0;
+    while (rv != ETIMEDOUT) {
+        rv = clock_cond_wait_mono(&p.cond, &p.mu, &deadline);
+    }
+    pthread_mutex_unlock(&p.mu);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t waited_ms = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(waited_ms >= 149); /* never early; how late is the scheduler's business */
+    /* A signal before the deadline wakes it with 0. */
+    pthread_t th;
+    clock_mono_deadline(&deadline, 60000);
+    pthread_mutex_lock(&p.mu);
+    assert_int_equal(pthread_create(&th, NULL, signal_later, &p), 0);
+    rv = 0;
+    while (!p.flag && rv == 0) {
+        rv = clock_cond_wait_mono(&p.cond, &p.mu, &deadline);
+    }
+    pthread_mutex_unlock(&p.mu);
+    pthread_join(th, NULL);
+    assert_int_equal(rv, 0);
+    assert_true(p.flag);
+    pthread_cond_destroy(&p.cond);
+    pthread_mutex_destroy(&p.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_names_and_strings),
+        cmocka_unit_test(test_cond_wait_mono),
         cmocka_unit_test(test_err_from_errno),
         cmocka_unit_test(test_err_set),
         cmocka_unit_test(test_err_wrap),
