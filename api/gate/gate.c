@@ -238,7 +238,8 @@ static bool forward(struct gate *g, struct pending *p, const char *leader, const
      * leader's node). A forward that may have run is settled by its key. */
     atomic_fetch_add(&g->forward_fallbacks, 1);
     ctx->idem_fresh = !sent;
-    LOG_DEBUG("gate: forwarding %s to %s failed (%s); running it here", fr.method, leader, err);
+    LOG_WARN("gate: forwarding %s to %s failed (%s); running it here%s", fr.method, leader, err,
+             sent ? ", its key looked up first" : "");
     return false;
 }
 

@@ -54,6 +54,9 @@ struct gate_ctx {
     const char *idem_key;
     bool idem_fresh;
     bool forwarded; /* another replica forwarded this call (it is never forwarded again) */
+    /* Set by a handler before res_mutate when its answer carries a secret that is never stored
+     * (res_answer: a new API key, a join token). See res_mutate for what a replay then answers. */
+    bool answer_secret;
     char idem_buf[40];
 };
 

@@ -71,7 +71,9 @@ struct res_call {
 typedef int (*res_apply_fn)(struct store_tx *tx, struct res_call *c);
 
 /* Run a mutation and answer the call (OK with the reply, or the mapped error). @reply_desc
- * unpacks the stored reply for the answer. */
+ * unpacks the stored reply for the answer. A call without a request_id whose answer carries a
+ * secret (ctx->answer_secret) and that was settled by a replay (its first run committed but its
+ * outcome was unknown here) is answered ABORTED: the secret is gone, the client must make another. */
 void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
                 const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg);
 
@@ -85,7 +87,8 @@ void res_reply(struct res_call *c, const ProtobufCMessage *msg);
 
 /* In apply, after res_reply: answer THIS call with @msg instead, while the idempotency record
  * keeps res_reply's message. For replies that carry a secret which must never be stored (a new
- * API key): a retry under the same request_id gets the stored reply, without the secret. */
+ * API key): a retry under the same request_id gets the stored reply, without the secret. The
+ * handler also sets ctx->answer_secret before res_mutate (see above). */
 void res_answer(struct res_call *c, const ProtobufCMessage *msg);
 
 /* In apply: fail with a message. */

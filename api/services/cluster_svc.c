@@ -569,6 +569,7 @@ static void impl_token(struct gate_ctx *ctx, void *data)
                              .token = token,
                              .ca_fingerprint = svc->ca_fingerprint};
     LOG_INFO("cluster: join token %s requested by %s (%u uses, %u s)", parts.id, ctx->who.id, uses, ttl);
+    ctx->answer_secret = true;
     res_mutate(ctx, &svc->env, req->request_id, &gantry__v1__join_token__descriptor, token_create_tx, &a);
     memset(token, 0, sizeof token);
     memset(&parts, 0, sizeof parts);

@@ -1230,6 +1230,7 @@ static void k_create(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         fail_gerr(ctx, rv, "create API key", err);
     } else {
+        ctx->answer_secret = true;
         run_write(ctx, svc, req->request_id, &gantry__v1__create_api_key_response__descriptor, tx_create_key,
                   reply_key_created_tx, &w, &w.call);
     }

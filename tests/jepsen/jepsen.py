@@ -320,8 +320,12 @@ class Harness:
         raise RuntimeError("%s/%s never answered: %s" % (service, method, last))
 
     def add_replica(self):
+        # ABORTED: the token was made but its answer lost in a leader change (docs/architecture.md,
+        # "Settlement"): make another.
         tok = self.call("Cluster", "CreateJoinToken", self.C.CreateJoinTokenRequest(uses=1),
-                        self.C.JoinToken).token
+                        self.C.JoinToken, retry_on=(self.grpc.StatusCode.ABORTED,)).token
+        if not tok:
+            raise RuntimeError("CreateJoinToken answered OK without a token")
         rid = self.next_rid
         self.next_rid += 1
         via = self.pick()
