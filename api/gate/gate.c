@@ -191,7 +191,7 @@ static bool forward(struct gate *g, struct pending *p, const char *leader, const
 {
     struct gate_ctx *ctx = &p->ctx;
     ctx->idem_buf[0] = '~';
-    rand_uuid(ctx->idem_buf + 1);
+    rand_uuid7(ctx->idem_buf + 1);
     ctx->idem_key = ctx->idem_buf;
     ctx->idem_fresh = true;
     size_t len = protobuf_c_message_get_packed_size(req);

@@ -150,7 +150,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         fresh = ctx->idem_fresh;
     } else if (request_id[0] == '\0') {
         internal[0] = RES_INTERNAL_KEY_PREFIX;
-        rand_uuid(internal + 1);
+        rand_uuid7(internal + 1); /* time-ordered: appended to the idempotency index's last page */
         key = internal;
         fresh = true; /* a new internal key: nothing stored under it yet */
     }

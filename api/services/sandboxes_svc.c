@@ -440,7 +440,7 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     char id[37];
-    rand_uuid(id);
+    rand_uuid7(id); /* time-ordered: the id index grows at its end */
     rv = res_event(tx, c, "Sandbox", ns, id, name, "ADDED");
     if (rv != 0) {
         return rv;

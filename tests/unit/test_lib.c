@@ -745,6 +745,33 @@ static void test_jobs_classes_and_bounds(void **state)
     assert_memory_equal(p.order, "XYab", 4);
 }
 
+/* Version-7 UUIDs: the format of version 4 with version 7, the current time in the first 48
+ * bits, and later ones sorting after earlier ones (across milliseconds). */
+static void test_rand_uuid7(void **state)
+{
+    (void)state;
+    char a[37], b[37];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t before = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    rand_uuid7(a);
+    assert_int_equal(strlen(a), 36);
+    assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+    assert_int_equal(a[14], '7');
+    assert_non_null(strchr("89ab", a[19]));
+    char hex[13];
+    memcpy(hex, a, 8);
+    memcpy(hex + 8, a + 9, 4);
+    hex[12] = '\0';
+    uint64_t ms = strtoull(hex, NULL, 16);
+    assert_true(ms >= before && ms < before + 60000);
+    struct timespec two = {0, 2 * 1000000L};
+    nanosleep(&two, NULL);
+    rand_uuid7(b);
+    assert_true(strcmp(a, b) < 0);
+    assert_string_not_equal(a, b);
+}
+
 /* clock_cond_wait_mono waits until its monotonic deadline (also under libfaketime: ctest runs
  * this binary again with it preloaded, as the Jepsen harness runs gantryd), and wakes on a signal. */
 struct cond_pair {
@@ -805,6 +832,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_names_and_strings),
         cmocka_unit_test(test_cond_wait_mono),
+        cmocka_unit_test(test_rand_uuid7),
         cmocka_unit_test(test_err_from_errno),
         cmocka_unit_test(test_err_set),
         cmocka_unit_test(test_err_wrap),
