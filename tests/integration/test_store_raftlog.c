@@ -1,0 +1,127 @@
+/* raft/raftlog.h against the logs of real dqlite nodes: a quiet cluster's followers hold the
+ * leader's last entries; a stopped follower is behind by exactly the transactions written while
+ * it was stopped, and catches up once resumed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "it_common.h"
+#include "raft/raftlog.h"
+
+#define LEADER_MAX 65536u
+
+static struct cluster cl3;
+static char errmsg[GERR_MSG_SIZE];
+static struct raftlog_entry_id leader_ids[LEADER_MAX];
+
+static int setup(void **state)
+{
+    (void)state;
+    struct cluster_opts o = {.node_bin = it_node_bin()};
+    if (cluster_start(&cl3, 3, &o, errmsg) != 0) {
+        fprintf(stderr, "cluster_start: %s\n", errmsg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    cluster_stop(&cl3);
+    return 0;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void write_n(struct store_client *c, int base, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct proto_value p[] = {proto_int(base + i)};
+        int rv = store_client_exec(c, "INSERT INTO t (id) VALUES (?)", p, 1, NULL);
+        if (rv != 0) {
+            fprintf(stderr, "insert %d: %s\n", base + i, c->errmsg);
+        }
+        assert_int_equal(rv, 0);
+    }
+}
+
+/* The lag of node @i behind node @leader, read from their directories now. */
+static uint64_t lag_of(unsigned leader, unsigned i)
+{
+    unsigned n_leader = 0, n_target = 0;
+    struct raftlog_entry_id tail[RAFTLOG_PROBE_TAIL];
+    assert_int_equal(raftlog_tail(cl3.nodes[leader].dir, leader_ids, LEADER_MAX, &n_leader, errmsg), 0);
+    assert_int_equal(raftlog_tail(cl3.nodes[i].dir, tail, RAFTLOG_PROBE_TAIL, &n_target, errmsg), 0);
+    assert_true(n_leader > 0);
+    assert_int_equal(n_target, RAFTLOG_PROBE_TAIL);
+    return raftlog_lag(leader_ids, n_leader, tail, n_target);
+}
+
+static uint64_t wait_lag(unsigned leader, unsigned i, uint64_t want, unsigned timeout_ms)
+{
+    uint64_t deadline = it_now_ms() + timeout_ms, lag;
+    while ((lag = lag_of(leader, i)) != want && it_now_ms() < deadline) {
+        sleep_ms(20);
+    }
+    return lag;
+}
+
+static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
+{
+    (void)state;
+    struct store_client_config cfg = {0};
+    struct store_client c;
+    cluster_client_config(&cl3, &cfg);
+    store_client_init(&c, &cfg);
+    assert_int_equal(store_client_exec(&c, "CREATE TABLE t (id INTEGER PRIMARY KEY)", NULL, 0, NULL), 0);
+    write_n(&c, 0, 40);
+    uint64_t leader_id = 0;
+    assert_int_equal(cluster_leader(&cl3, 10000, &leader_id, errmsg), 0);
+    unsigned leader = (unsigned)cluster_index_of(&cl3, leader_id);
+    unsigned f1 = (leader + 1) % 3, f2 = (leader + 2) % 3;
+    /* Quiet: both followers end where the leader ends. */
+    assert_int_equal(wait_lag(leader, f1, 0, 10000), 0);
+    assert_int_equal(wait_lag(leader, f2, 0, 10000), 0);
+    /* A follower that cannot run falls behind by one entry per transaction. */
+    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGSTOP), 0);
+    write_n(&c, 1000, 25);
+    sleep_ms(200);
+    uint64_t lag = lag_of(leader, f1);
+    assert_int_equal(lag, 25);
+    assert_int_equal(wait_lag(leader, f2, 0, 10000), 0);
+    /* Resumed, it catches up. */
+    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGCONT), 0);
+    assert_int_equal(wait_lag(leader, f1, 0, 10000), 0);
+    /* Far behind (more than a segment's worth of big entries) is still measured or unknown,
+     * never 0. */
+    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGSTOP), 0);
+    write_n(&c, 5000, 300);
+    sleep_ms(200);
+    lag = lag_of(leader, f1);
+    assert_true(lag == 300 || lag == RAFTLOG_LAG_UNKNOWN);
+    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGCONT), 0);
+    assert_int_equal(wait_lag(leader, f1, 0, 30000), 0);
+    print_message("raftlog: followers at lag 0 when quiet; 25 behind after 25 writes while stopped; caught up "
+                  "after SIGCONT\n");
+    store_client_close(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(followers_hold_the_leaders_tail_and_a_stopped_one_lags),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
