@@ -95,7 +95,9 @@ class Batch(g.GantrydTest):
             if batches == 1:
                 break
             print("the calls took %d batches; again" % batches)
-        self.assertEqual((batches, requests), (1, len(calls)), "the calls did not share one batch: %s" % results)
+        # One transaction carried them all (the audit sink's rows for the refusals may ride along).
+        self.assertEqual(batches, 1, "the calls did not share one batch: %s" % results)
+        self.assertGreaterEqual(requests, len(calls))
         got = {tag: (code, msg) for tag, code, msg in results}
         quota = [got["quota-%d" % i][0] for i in range(N + K)]
         self.assertEqual(quota.count(grpc.StatusCode.OK), N, got)
