@@ -186,6 +186,36 @@ static const struct roles_node *replacement(const struct roles_node *nodes, unsi
     return best;
 }
 
+/* The healthy voter to hand leadership to: with a catch-up rule, the first one (up the longest
+ * first) that is caught up within HANDOVER_CATCHUP_MS, or 0 (m->errmsg says why); without one,
+ * the voter up the longest. */
+static uint64_t transfer_target(struct membership *m, const struct roles_node *nodes, unsigned n,
+                                uint64_t self_id)
+{
+    bool tried[MEMBERSHIP_MAX_NODES] = {false};
+    for (;;) {
+        int best = -1;
+        for (unsigned i = 0; i < n && i < MEMBERSHIP_MAX_NODES; i++) {
+            if (!tried[i] && nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id &&
+                (best < 0 || nodes[i].up_ms > nodes[best].up_ms)) {
+                best = (int)i;
+            }
+        }
+        if (best < 0) {
+            return 0;
+        }
+        if (m->catchup == NULL) {
+            return nodes[best].id;
+        }
+        tried[best] = true;
+        uint64_t lag;
+        if (catchup_wait(m->catchup, nodes[best].id, CATCHUP_SETTLE_MS, HANDOVER_CATCHUP_MS, &lag, m->errmsg) == 0) {
+            return nodes[best].id;
+        }
+        LOG_INFO("handover: %s", m->errmsg);
+    }
+}
+
 /* One step of the handover: 0 with *@done set when there is nothing left to do, 0 after a
  * successful step (call again), or an error. */
 static int handover_step(struct membership *m, uint64_t self_id, bool *done)
@@ -213,18 +243,18 @@ static int handover_step(struct membership *m, uint64_t self_id, bool *done)
         LOG_INFO("handover: promoting node %" PRIu64 " to take this voter's place", repl->id);
         rv = store_client_assign(m->cl, repl->id, PROTO_ROLE_VOTER);
     } else if (leader == self_id && healthy_voters > 0) {
-        /* The voter up the longest: a transfer to one still catching up (just restarted or
-         * promoted) is what crashes dqlite 1.11 (roles.h, ROLES_TRANSFER_STABLE_MS). */
-        uint64_t to = 0, up = 0;
-        for (unsigned i = 0; i < n; i++) {
-            if (nodes[i].role == PROTO_ROLE_VOTER && nodes[i].online && nodes[i].id != self_id &&
-                (to == 0 || nodes[i].up_ms > up)) {
-                to = nodes[i].id;
-                up = nodes[i].up_ms;
-            }
+        /* A voter that is caught up (raft/catchup.h): a transfer to one still catching up is what
+         * crashes dqlite 1.11. The voters up the longest are asked first. */
+        uint64_t to = transfer_target(m, nodes, n, self_id);
+        if (to == 0) {
+            LOG_WARN("handover: no voter is caught up (%s); stepping down without a transfer, the others "
+                     "elect a leader",
+                     m->errmsg);
+            *done = true;
+        } else {
+            LOG_INFO("handover: transferring leadership to node %" PRIu64 " (caught up)", to);
+            rv = store_client_transfer(m->cl, to);
         }
-        LOG_INFO("handover: transferring leadership to node %" PRIu64, to);
-        rv = store_client_transfer(m->cl, to);
     } else if (leader != self_id && healthy_voters >= target) {
         LOG_INFO("handover: a replacement voter is in place; demoting this node to spare");
         rv = store_client_assign(m->cl, self_id, PROTO_ROLE_SPARE);

@@ -17,11 +17,13 @@
 #include <stdint.h>
 
 #include "lib/clock.h"
+#include "raft/catchup.h"
 #include "raft/roles.h"
 #include "store/client.h"
 
 #define MEMBERSHIP_MAX_NODES                64u
 #define MEMBERSHIP_DEFAULT_PROBE_TIMEOUT_MS 1000u
+#define HANDOVER_CATCHUP_MS                 5000u /* per candidate, within the handover's bound */
 
 struct membership_seen {
     uint64_t id;
@@ -37,6 +39,7 @@ struct membership {
     store_dial_fn dial;      /* for probes; NULL = plain TCP */
     void *dial_arg;
     struct roles_policy policy;
+    const struct catchup *catchup; /* NULL: hand leadership to any healthy voter (no catch-up rule) */
     unsigned probe_timeout_ms;
     struct clock *clock;
     struct membership_seen seen[MEMBERSHIP_MAX_NODES];
@@ -63,7 +66,9 @@ int membership_apply(struct membership *m, uint64_t self_id, const struct roles_
                      uint64_t leader_id, bool *changed, struct roles_change *change);
 
 /* Clean stop, within @timeout_ms: if @self_id is a voter, promote the best healthy standby (or
- * spare) in its place; if it leads, transfer leadership to another healthy voter; then, if a
+ * spare) in its place; if it leads, transfer leadership to another healthy voter (with m->catchup,
+ * only to one that is caught up: each candidate gets HANDOVER_CATCHUP_MS, and when none is, the
+ * node steps down without a transfer and the others elect a leader); then, if a
  * replacement voter exists, demote itself to spare. Each step re-reads the membership, so a
  * retry after an unknown outcome does the right next step. 0 when done (or nothing to do);
  * GERR_TIMEOUT with the last failure in m->errmsg otherwise. The node keeps running: the caller

@@ -398,6 +398,7 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
         return rv;
     }
     membership_init(&r->m, &r->cl, &cfg->policy, r->dial, r->dial_arg, NULL);
+    r->m.catchup = cfg->catchup;
     if (pthread_create(&r->thread, NULL, roles_main, r) != 0) {
         gerr_set(errmsg, "replica: cannot start the roles thread");
         store_client_close(&r->cl);

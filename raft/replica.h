@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "lib/err.h"
+#include "raft/catchup.h"
 #include "raft/peertls.h"
 #include "raft/roles.h"
 #include "store/client.h"
@@ -52,6 +53,9 @@ struct replica_config {
     bool manage_roles;
     struct roles_policy policy;
     unsigned roles_interval_ms; /* 0 = 1000 */
+    /* The planned-transfer rule for the handover (raft/catchup.h): leadership goes only to a
+     * caught-up voter. NULL: no check (gantry-store-node). Must outlive the replica. */
+    const struct catchup *catchup;
     /* Polled while joining; returns true to give up (GERR_CANCELED). May be NULL. */
     bool (*should_stop)(void *arg);
     void *should_stop_arg;

@@ -39,13 +39,6 @@ struct roles_policy {
     unsigned five_voters_at; /* healthy members from which 5 voters are kept; 0 = default */
 };
 
-/* A leadership transfer only to a voter that has answered every probe for this long. dqlite
- * 1.11 with raft 0.15 frees a transfer request when the transfer ends while its TimeoutNow message
- * may still be queued behind catch-up traffic to the target; the write's completion then calls
- * through freed memory and the (old) leader crashes. Every such crash in the Jepsen runs
- * (docs/reliability.md) followed a transfer to a voter restarted or joined 5-8 s earlier. */
-#define ROLES_TRANSFER_STABLE_MS 15000u
-
 #define ROLES_DEFAULT_GRACE_MS       30000u
 #define ROLES_DEFAULT_FIVE_VOTERS_AT 6u
 

@@ -59,6 +59,7 @@
 #include "lib/mem.h"
 #include "lib/rand.h"
 #include "raft/identity.h"
+#include "raft/raftlog.h"
 #include "raft/replica.h"
 #include "server/admin.h"
 #include "server/bootstrap.h"
@@ -299,9 +300,11 @@ struct daemon {
     struct authn *authn;
     struct admission *admission;
     struct audit_sink *sink;
-    struct fwd_client *fwd_client;
+    struct fwd_client *fwd_client; /* forwarded calls (with forward_writes) and catch-up probes */
     struct fwd_server *fwd_server;
     char fwd_path[320];
+    char store_dir[4096];
+    struct catchup catchup; /* the rule of planned leadership transfers (raft/catchup.h) */
     struct oidc *oidc;
     struct driver *driver;
     struct reconciler *reconciler;
@@ -383,11 +386,86 @@ static bool leader_address(void *data, char *out, size_t len)
     return other;
 }
 
-/* A call another replica forwarded here. */
+/* A catch-up probe from the replica beside the leader: the last entries of this node's log. */
+static void answer_probe(struct daemon *d, struct fwd_reply *reply)
+{
+    struct raftlog_entry_id ids[RAFTLOG_PROBE_TAIL];
+    unsigned n = 0;
+    char err[GERR_MSG_SIZE] = "";
+    int rv = raftlog_tail(d->store_dir, ids, RAFTLOG_PROBE_TAIL, &n, err);
+    if (rv != 0) {
+        fwd_reply(reply, GRPC_STATUS_UNAVAILABLE, err, NULL, 0);
+        return;
+    }
+    Gantry__Internal__V1__LogEntryId e[RAFTLOG_PROBE_TAIL], *ep[RAFTLOG_PROBE_TAIL];
+    for (unsigned i = 0; i < n; i++) {
+        gantry__internal__v1__log_entry_id__init(&e[i]);
+        e[i].term = ids[i].term;
+        e[i].size = ids[i].size;
+        e[i].crc = ids[i].crc;
+        ep[i] = &e[i];
+    }
+    fwd_response resp = GANTRY__INTERNAL__V1__FORWARD_RESPONSE__INIT;
+    resp.message = "";
+    resp.n_log_tail = n;
+    resp.log_tail = ep;
+    fwd_reply_response(reply, &resp);
+}
+
+/* A call another replica forwarded here, or a catch-up probe. */
 static void forwarded(void *data, fwd_request *req, struct fwd_reply *reply)
 {
     struct daemon *d = data;
+    if (req->probe_log) {
+        answer_probe(d, reply);
+        gantry__internal__v1__forward_request__free_unpacked(req, NULL);
+        return;
+    }
     gate_forwarded(d->gate, req, reply);
+}
+
+/* catchup_probe_fn: ask member @node_id's replica for its log's last entries. */
+static int probe_member(void *arg, uint64_t node_id, struct raftlog_entry_id *tail, unsigned *n, char *errmsg)
+{
+    struct daemon *d = arg;
+    *n = 0;
+    char address[256] = "";
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    for (unsigned i = 0; i < v->n; i++) {
+        if (v->nodes[i].id == node_id) {
+            snprintf(address, sizeof address, "%s", v->nodes[i].address);
+        }
+    }
+    mem_free(v);
+    if (address[0] == '\0' || d->fwd_client == NULL) {
+        gerr_set(errmsg, "member %" PRIu64 " is not in this replica's membership view", node_id);
+        return GERR_NOTFOUND;
+    }
+    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    fr.method = "";
+    fr.peer = "";
+    fr.idem_key = "";
+    fr.probe_log = true;
+    fr.origin_replica = d->cfg->replica_id;
+    fwd_response *resp = NULL;
+    bool sent = false;
+    int rv = fwd_client_call(d->fwd_client, address, &fr, 1000, &resp, &sent, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (resp->status != GRPC_STATUS_OK) {
+        gerr_set(errmsg, "%s", resp->message);
+        rv = GERR_UNAVAILABLE;
+    } else {
+        for (size_t i = 0; i < resp->n_log_tail && i < RAFTLOG_PROBE_TAIL; i++) {
+            tail[i] = (struct raftlog_entry_id){
+                .term = resp->log_tail[i]->term, .size = resp->log_tail[i]->size, .crc = resp->log_tail[i]->crc};
+            (*n)++;
+        }
+    }
+    gantry__internal__v1__forward_response__free_unpacked(resp, NULL);
+    return rv;
 }
 
 /* Admission, queues, the writer and the audit sink (docs/security.md, "Load and admission limits"). */
@@ -795,9 +873,8 @@ static int serve(struct daemon *d, char *errmsg)
         gerr_set(errmsg, "cannot start the audit sink thread");
         return GERR_NOMEM;
     }
-    if (cfg->forward_writes) {
-        d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
-    }
+    d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
+    d->catchup = (struct catchup){.dir = d->store_dir, .probe = probe_member, .arg = d};
     struct gate_config gcfg = {.jobs = &d->jobs,
                                .pool = &d->pool,
                                .authn = d->authn,
@@ -805,13 +882,14 @@ static int serve(struct daemon *d, char *errmsg)
                                .sink = d->sink,
                                .replica_id = cfg->replica_id,
                                .gateway_id = d->id.gateway_id,
-                               .fwd = {.client = d->fwd_client,
+                               .fwd = {.client = cfg->forward_writes ? d->fwd_client : NULL,
                                        .leader_address = leader_address,
                                        .data = d,
                                        .server = d->server}};
     d->gate = gate_new(&gcfg);
     d->csvc = (struct cluster_svc){.replica = d->replica,
                                    .writer = &d->writer,
+                                   .catchup = &d->catchup,
                                    .sink = d->sink,
                                    .pool = &d->pool,
                                    .id = &d->id,
@@ -1057,9 +1135,9 @@ static int cmd_run(struct config *cfg)
         mem_free(text);
         errmsg[0] = '\0';
     }
-    char tls_dir[4096], store_dir[4096];
+    char tls_dir[4096];
     identity_path(cfg->data_dir, "tls", tls_dir, sizeof tls_dir);
-    identity_path(cfg->data_dir, "store", store_dir, sizeof store_dir);
+    identity_path(cfg->data_dir, "store", d->store_dir, sizeof d->store_dir);
     identity_path(cfg->data_dir, "scratch", d->scratch, sizeof d->scratch);
     mkdir(d->scratch, 0700);
     if (rv == 0) {
@@ -1067,8 +1145,9 @@ static int cmd_run(struct config *cfg)
         struct replica_config rc = {.id = cfg->replica_id,
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
-                                    .dir = store_dir,
+                                    .dir = d->store_dir,
                                     .tls_dir = tls_dir,
+                                    .catchup = &d->catchup,
                                     .tls_ca_file = cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
                                     .tls_cert_file = cfg->peer_tls_cert,
                                     .tls_key_file = cfg->peer_tls_key,
@@ -1174,7 +1253,16 @@ static int cmd_run(struct config *cfg)
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
+        /* No write of this replica in flight on the node while leadership moves (raft/catchup.h);
+         * writes queued meanwhile run afterwards, against the new leader. */
+        bool paused = d->writer_started && store_writer_pause(&d->writer, 2000) == 0;
+        if (d->writer_started && !paused) {
+            LOG_WARN("handover: a write batch still runs after 2 s; handing over anyway");
+        }
         replica_handover(d->replica, HANDOVER_TIMEOUT_MS);
+        if (d->writer_started) {
+            store_writer_resume(&d->writer);
+        }
     }
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);

@@ -299,7 +299,7 @@ static void *writer_main(void *arg)
     unsigned cap = 0;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (queue_empty(&w->pending) && !w->stopping) {
+        while ((queue_empty(&w->pending) || w->paused > 0) && !w->stopping) {
             pthread_cond_wait(&w->cond, &w->mu);
         }
         if (queue_empty(&w->pending)) {
@@ -350,6 +350,7 @@ static void *writer_main(void *arg)
             }
             q = next;
         }
+        w->busy = n > 0;
         pthread_mutex_unlock(&w->mu);
         for (unsigned i = 0; i < n_done; i++) {
             done[i]->cb(done[i], done[i]->status);
@@ -358,6 +359,10 @@ static void *writer_main(void *arg)
             run_batch(w, batch, n);
         }
         pthread_mutex_lock(&w->mu);
+        if (w->busy) {
+            w->busy = false;
+            pthread_cond_broadcast(&w->idle);
+        }
     }
     pthread_mutex_unlock(&w->mu);
     mem_free(batch);
@@ -375,9 +380,11 @@ int store_writer_start(struct store_writer *w, const struct store_client_config 
     w->max_batch = STORE_WRITER_DEFAULT_BATCH;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cond, NULL);
+    pthread_cond_init(&w->idle, NULL);
     queue_init(&w->pending);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_cond_destroy(&w->cond);
+        pthread_cond_destroy(&w->idle);
         pthread_mutex_destroy(&w->mu);
         store_client_close(&w->client);
         return GERR_NOMEM;
@@ -441,6 +448,31 @@ void store_writer_set_max_batch(struct store_writer *w, unsigned max_batch)
 {
     pthread_mutex_lock(&w->mu);
     w->max_batch = max_batch > 0 ? max_batch : 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+int store_writer_pause(struct store_writer *w, unsigned timeout_ms)
+{
+    struct timespec deadline;
+    clock_mono_deadline(&deadline, timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    w->paused++;
+    int rc = 0;
+    while (w->busy && rc != ETIMEDOUT) {
+        rc = clock_cond_wait_mono(&w->idle, &w->mu, &deadline);
+    }
+    bool idle = !w->busy;
+    pthread_mutex_unlock(&w->mu);
+    return idle ? 0 : GERR_TIMEOUT;
+}
+
+void store_writer_resume(struct store_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    if (w->paused > 0) {
+        w->paused--;
+    }
+    pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -531,6 +563,7 @@ void store_writer_stop(struct store_writer *w)
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->idle);
     pthread_mutex_destroy(&w->mu);
     store_client_close(&w->client);
     w->started = false;

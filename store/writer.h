@@ -87,7 +87,10 @@ struct store_writer {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct queue pending;
+    pthread_cond_t idle; /* signalled when a batch ends */
     unsigned n_pending, max_pending, max_batch, linger_ms;
+    unsigned paused; /* store_writer_pause calls not yet resumed */
+    bool busy;       /* a batch is running */
     uint64_t refused, expired; /* requests refused because the queue was full / dropped past deadline */
     uint64_t batches, requests;
     uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];
@@ -106,6 +109,14 @@ void store_writer_set_max_batch(struct store_writer *w, unsigned max_batch);
  * batch to fill to max_batch before running it. Trades latency for fewer, larger commits; a
  * stopping writer does not linger. Any time. */
 void store_writer_set_linger(struct store_writer *w, unsigned linger_ms);
+
+/* Pause: no new batch starts until store_writer_resume (pauses nest); requests keep queueing,
+ * under the queue bound and their deadlines. Waits up to @timeout_ms for the batch in progress to
+ * end: 0 once the writer is idle, GERR_TIMEOUT if it is still running one (the pause holds
+ * anyway; resume it all the same). For a planned leadership transfer: no request of this replica
+ * is in flight on the node while leadership moves (raft/catchup.h). Stop ends a pause. */
+int store_writer_pause(struct store_writer *w, unsigned timeout_ms);
+void store_writer_resume(struct store_writer *w);
 
 /* Queue a transaction. GERR_CLOSED if the writer is stopping, GERR_UNAVAILABLE if the queue is
  * full (the callback will not fire). The request's idempotency fields and deadline must be set

@@ -315,7 +315,8 @@ const struct gantry_cmd gantry_cluster_cmds[] = {
      "gantry cluster join-token revoke 9f2c41d07a3e4b5c",
      cmd_join_token, false},
     {"cluster", "transfer", "[ID]",
-     "hand leadership to member ID (default: the voter up the longest; only to one up for 15 s)",
+     "hand leadership to member ID (default: the voter up the longest); only to a voter whose Raft log has "
+     "caught up with the leader's (waits up to 10 s, then says how far behind it is)",
      "gantry cluster transfer 2", cmd_transfer, false},
     {"cluster", "remove", "ID [--force]", "remove a member (stopped, or --force)", "gantry cluster remove 3",
      cmd_remove, false},

@@ -513,16 +513,21 @@ static void *server_reader(void *arg)
 
 void fwd_reply(struct fwd_reply *r, int status, const char *message, const uint8_t *reply, size_t len)
 {
-    struct sconn *k = r->conn;
-    struct fwd_server *s = k->server;
     fwd_response resp = GANTRY__INTERNAL__V1__FORWARD_RESPONSE__INIT;
-    resp.call_id = r->call_id;
     resp.status = status;
     resp.message = (char *)(message != NULL ? message : "");
     resp.reply.data = (uint8_t *)reply;
     resp.reply.len = reply != NULL ? len : 0;
+    fwd_reply_response(r, &resp);
+}
+
+void fwd_reply_response(struct fwd_reply *r, fwd_response *resp)
+{
+    struct sconn *k = r->conn;
+    struct fwd_server *s = k->server;
+    resp->call_id = r->call_id;
     size_t flen;
-    uint8_t *frame = frame_of(&resp.base, &flen);
+    uint8_t *frame = frame_of(&resp->base, &flen);
     pthread_mutex_lock(&s->mu);
     bool closed = k->closed;
     pthread_mutex_unlock(&s->mu);

@@ -79,6 +79,9 @@ void fwd_server_stop(struct fwd_server *s);
 /* Answer one request, from any thread, exactly once; @reply (@len bytes) is copied. */
 void fwd_reply(struct fwd_reply *r, int status, const char *message, const uint8_t *reply, size_t len);
 
+/* The same with a whole response (its call_id is set here; the caller keeps @resp). */
+void fwd_reply_response(struct fwd_reply *r, fwd_response *resp);
+
 /* Requests served and connections accepted so far, for /metrics. */
 void fwd_server_stats(struct fwd_server *s, uint64_t *requests, uint64_t *connections);
 

@@ -16,6 +16,7 @@
 #include "api/proto/services.h"
 #include "api/rules/page.h"
 #include "api/services/clusterdb.h"
+#include "raft/catchup.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "leases/reconciler.h"
 #include "lib/addr.h"
@@ -390,19 +391,38 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                  "this replica's membership view is %" PRIu64 " s old (%s): try again or another replica",
                  (clock_mono_ms(clock_system()) - v->taken_ms) / 1000,
                  v->errmsg[0] != '\0' ? v->errmsg : "a probe round is still running");
-        } else if (t->up_ms < ROLES_TRANSFER_STABLE_MS) {
-            /* dqlite 1.11 can crash the leader when the target is still catching up (roles.h). */
+        } else if (v->leader_id != j->svc->replica_id) {
+            /* The catch-up rule compares this node's log with the target's: it must lead. */
             fail(a, GRPC_STATUS_UNAVAILABLE,
-                 "member %" PRIu64 " has been reachable for %" PRIu64
-                 " s only; leadership goes only to a voter "
-                 "reachable for %u s (one still catching up can crash the leader, dqlite 1.11): try again in "
-                 "%" PRIu64 " s",
-                 t->id, t->up_ms / 1000, ROLES_TRANSFER_STABLE_MS / 1000,
-                 (ROLES_TRANSFER_STABLE_MS - t->up_ms + 999) / 1000);
+                 "leadership moved to member %" PRIu64 " while the call was on its way here: try again",
+                 v->leader_id);
+        } else if (req->catch_up_timeout_ms > 60000) {
+            fail(a, GRPC_STATUS_INVALID_ARGUMENT, "catch_up_timeout_ms: %u is over the maximum of 60000",
+                 req->catch_up_timeout_ms);
         } else {
-            uint64_t id = t->id;
-            int rv = store_client_transfer(cl, id);
-            if (rv != 0) {
+            /* Only to a target that is caught up, with none of this replica's writes in flight:
+             * dqlite 1.11 can crash the leader when TimeoutNow queues behind catch-up traffic
+             * (raft/catchup.h). */
+            uint64_t id = t->id, lag = 0;
+            char why[GERR_MSG_SIZE] = "";
+            if (j->svc->writer != NULL && store_writer_pause(j->svc->writer, 2000) != 0) {
+                LOG_WARN("cluster: a write batch still runs 2 s into the transfer; measuring the target anyway");
+            }
+            int rv = 0;
+            if (j->svc->catchup != NULL) {
+                rv = catchup_wait(j->svc->catchup, id, CATCHUP_SETTLE_MS,
+                                  req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS, &lag,
+                                  why);
+            }
+            if (rv == 0) {
+                rv = store_client_transfer(cl, id);
+            }
+            if (j->svc->writer != NULL) {
+                store_writer_resume(j->svc->writer);
+            }
+            if (why[0] != '\0' && rv == GERR_UNAVAILABLE) {
+                fail(a, GRPC_STATUS_UNAVAILABLE, "%s; try again when it has caught up", why);
+            } else if (rv != 0) {
                 fail_store(a, rv, "transfer leadership", cl->errmsg);
             } else if (wait_new_leader(cl, v->leader_id, 5000) == 0) {
                 fail(a, GRPC_STATUS_UNAVAILABLE, "leadership transfer to %" PRIu64 " did not complete in 5 s",

@@ -25,10 +25,13 @@
 #include "store/pool.h"
 #include "store/writer.h"
 
+struct catchup;
+
 struct cluster_svc {
     /* Borrowed, all must outlive the server. */
     struct replica *replica;
     struct store_writer *writer;
+    const struct catchup *catchup; /* the planned-transfer rule (raft/catchup.h) */
     struct audit_sink *sink; /* audit events outside a transaction (may be NULL) */
     struct store_pool *pool;
     const struct identity *id;

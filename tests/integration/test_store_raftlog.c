@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <inttypes.h>
 #include <time.h>
 
 #include "it_common.h"
@@ -99,7 +100,10 @@ static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
     write_n(&c, 1000, 25);
     sleep_ms(200);
     uint64_t lag = lag_of(leader, f1);
-    assert_int_equal(lag, 25);
+    /* One entry per transaction, plus one per election if the machine was slow enough for one. */
+    if (lag < 25 || lag > 28) {
+        fail_msg("a follower stopped during 25 writes is %" PRIu64 " entries behind", lag);
+    }
     assert_int_equal(wait_lag(leader, f2, 0, 10000), 0);
     /* Resumed, it catches up. */
     assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGCONT), 0);
@@ -110,11 +114,13 @@ static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
     write_n(&c, 5000, 300);
     sleep_ms(200);
     lag = lag_of(leader, f1);
-    assert_true(lag == 300 || lag == RAFTLOG_LAG_UNKNOWN);
+    if ((lag < 300 || lag > 303) && lag != RAFTLOG_LAG_UNKNOWN) {
+        fail_msg("a follower stopped during 300 writes is %" PRIu64 " entries behind", lag);
+    }
     assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGCONT), 0);
     assert_int_equal(wait_lag(leader, f1, 0, 30000), 0);
-    print_message("raftlog: followers at lag 0 when quiet; 25 behind after 25 writes while stopped; caught up "
-                  "after SIGCONT\n");
+    print_message("raftlog: followers at lag 0 when quiet; 25 behind after 25 writes while stopped (measured "
+                  "%" PRIu64 " after 300); caught up after SIGCONT\n", lag);
     store_client_close(&c);
 }
 

@@ -531,6 +531,65 @@ static void fresh_key_stored_elsewhere_is_replayed(void **state)
     }
 }
 
+/* ---- Pause: the batch in progress ends, no new one starts, queued requests run after resume. */
+
+static void pause_holds_new_batches_until_resume(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    /* A slow batch in progress: pause waits for its end. */
+    struct item slow = {.id = 8000000, .writer = 8};
+    struct done d[2];
+    memset(d, 0, sizeof d);
+    atomic_store(&slow_started, 0);
+    d[0].req.data = &d[0];
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(store_writer_pause(&w, 30000), 0);
+    assert_int_equal(atomic_load(&d[0].fired), 1); /* the batch in progress ended first */
+    /* Queued while paused: not run. */
+    struct item it = {.id = 8000001, .writer = 8};
+    d[1].req.data = &d[1];
+    assert_int_equal(store_writer_submit(&w, &d[1].req, insert_item_tx, &it, done_cb), 0);
+    struct timespec wait = {0, 300 * 1000000L};
+    nanosleep(&wait, NULL);
+    assert_int_equal(atomic_load(&d[1].fired), 0);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 8000001"), 0);
+    /* Pauses nest: one resume of two keeps it paused. */
+    assert_int_equal(store_writer_pause(&w, 1000), 0);
+    store_writer_resume(&w);
+    nanosleep(&wait, NULL);
+    assert_int_equal(atomic_load(&d[1].fired), 0);
+    store_writer_resume(&w);
+    deadline = it_now_ms() + 30000;
+    while (atomic_load(&d[1].fired) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&d[1].status), 0);
+    assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 8000001"), 1);
+    /* Stop ends a pause: what is queued is cancelled, not left hanging. */
+    struct done e = {0};
+    struct item it2 = {.id = 8000002, .writer = 8};
+    assert_int_equal(store_writer_pause(&w, 1000), 0);
+    e.req.data = &e;
+    assert_int_equal(store_writer_submit(&w, &e.req, insert_item_tx, &it2, done_cb), 0);
+    store_writer_stop(&w);
+    assert_int_equal(atomic_load(&e.fired), 1);
+    assert_int_equal(atomic_load(&e.status), GERR_CANCELED);
+    for (int i = 0; i < 2; i++) {
+        buf_close(&d[i].req.response);
+    }
+    buf_close(&e.req.response);
+}
+
 /* ---- The read pool: bounded, reused, and a clear timeout when exhausted. */
 
 struct reader {
@@ -596,6 +655,7 @@ int main(void)
         cmocka_unit_test(full_queue_and_expired_writes_are_not_run),
         cmocka_unit_test(batch_requests_fail_alone),
         cmocka_unit_test(fresh_key_stored_elsewhere_is_replayed),
+        cmocka_unit_test(pause_holds_new_batches_until_resume),
         cmocka_unit_test(pool_is_bounded_and_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

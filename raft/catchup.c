@@ -1,0 +1,84 @@
+/* Waiting until a transfer target's Raft log ends where the leader's does. See catchup.h. */
+#include "raft/catchup.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "lib/mem.h"
+
+/* The leader's entries looked through for the target's tail: far more than the 512 + 512 a
+ * default replica keeps (docs/configuration.md); a target further behind is "unknown". */
+#define LEADER_TAIL_MAX 65536u
+#define PROBE_EVERY_MS  50u
+
+/* One measurement: 0 with *lag, or the probe's or the leader's read error. */
+static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_entry_id *leader, uint64_t *lag,
+                   char *errmsg)
+{
+    struct raftlog_entry_id tail[RAFTLOG_PROBE_TAIL];
+    unsigned n_tail = 0, n_leader = 0;
+    char why[GERR_MSG_SIZE] = "";
+    int rv = c->probe(c->arg, node_id, tail, &n_tail, why);
+    if (rv != 0) {
+        gerr_set(errmsg, "member %" PRIu64 " did not answer the catch-up probe: %s", node_id, why);
+        return rv;
+    }
+    rv = raftlog_tail(c->dir, leader, LEADER_TAIL_MAX, &n_leader, why);
+    if (rv != 0) {
+        gerr_set(errmsg, "the leader's own Raft log could not be read: %s", why);
+        return rv;
+    }
+    *lag = raftlog_lag(leader, n_leader, tail, n_tail);
+    if (*lag == RAFTLOG_LAG_UNKNOWN) {
+        gerr_set(errmsg,
+                 "member %" PRIu64 " is further behind the leader than the %u Raft entries the leader keeps (or "
+                 "its log diverged): it is catching up",
+                 node_id, n_leader);
+    } else if (*lag > 0) {
+        gerr_set(errmsg, "member %" PRIu64 " is %" PRIu64 " Raft entr%s behind the leader: it is catching up",
+                 node_id, *lag, *lag == 1 ? "y" : "ies");
+    }
+    return 0;
+}
+
+int catchup_wait(const struct catchup *c, uint64_t node_id, unsigned settle_ms, unsigned timeout_ms, uint64_t *lag,
+                 char *errmsg)
+{
+    struct clock *clk = clock_system();
+    uint64_t start = clock_mono_ms(clk), deadline = start + timeout_ms, caught_since = 0;
+    struct raftlog_entry_id *leader = mem_alloc(sizeof *leader * LEADER_TAIL_MAX);
+    *lag = RAFTLOG_LAG_UNKNOWN;
+    int rv;
+    for (;;) {
+        rv = measure(c, node_id, leader, lag, errmsg);
+        uint64_t now = clock_mono_ms(clk);
+        if (rv == 0 && *lag == 0) {
+            if (caught_since == 0) {
+                caught_since = now;
+            }
+            if (now - caught_since >= settle_ms) {
+                break;
+            }
+        } else {
+            caught_since = 0;
+        }
+        if (now >= deadline) {
+            if (rv == 0 && *lag == 0) {
+                gerr_set(errmsg,
+                         "member %" PRIu64 " caught up only %" PRIu64 " ms ago; leadership goes to a member caught up "
+                         "for %u ms",
+                         node_id, now - caught_since, settle_ms);
+            }
+            rv = GERR_UNAVAILABLE;
+            break;
+        }
+        clk->sleep_ns(clk, (uint64_t)PROBE_EVERY_MS * 1000000u);
+    }
+    mem_free(leader);
+    if (rv != 0 && rv != GERR_UNAVAILABLE) {
+        rv = GERR_UNAVAILABLE;
+    }
+    return rv;
+}

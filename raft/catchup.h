@@ -1,0 +1,44 @@
+/* Is a transfer target caught up with the leader? The rule every planned leadership transfer
+ * follows (Cluster.TransferLeadership and the SIGTERM handover): docs/reliability.md,
+ * "Leadership transfers".
+ *
+ * dqlite 1.11 can crash the leader when raft's TimeoutNow message to the target goes out behind
+ * catch-up traffic to it (dqlite-protocol.md, section 4.2). So leadership goes only to a voter
+ * whose Raft log ends where the leader's does, and has for a settling time: then no append is
+ * owed to it and none is queued ahead of TimeoutNow. The leader's log is read from its own
+ * directory; the target's last entries come from the target's replica (the probe function,
+ * which gantryd implements over the forwarding channel), and raft/raftlog.h compares them.
+ *
+ * The caller stops submitting writes to the node first (store_writer_pause), so the leader's log
+ * stops growing and a caught-up target stays caught up. */
+#ifndef GANTRY_RAFT_CATCHUP_H
+#define GANTRY_RAFT_CATCHUP_H
+
+#include <stdint.h>
+
+#include "raft/raftlog.h"
+
+/* Ask member @node_id's replica for the last entries of its node's log (oldest first, at most
+ * RAFTLOG_PROBE_TAIL, their number in *@n). 0, or an error with @errmsg (GERR_MSG_SIZE). Called
+ * on the thread that runs catchup_wait; may block up to about a second. */
+typedef int (*catchup_probe_fn)(void *arg, uint64_t node_id, struct raftlog_entry_id *tail, unsigned *n,
+                                char *errmsg);
+
+struct catchup {
+    const char *dir; /* this (the leader's) node's data directory */
+    catchup_probe_fn probe;
+    void *arg;
+};
+
+#define CATCHUP_SETTLE_MS  300u  /* caught up for this long before a transfer */
+#define CATCHUP_TIMEOUT_MS 10000u /* the default bound of the wait */
+
+/* Wait up to @timeout_ms (at least one probe is made) until @node_id has been caught up for
+ * @settle_ms. 0 when it has; otherwise GERR_UNAVAILABLE, with *@lag the last lag seen
+ * (RAFTLOG_LAG_UNKNOWN when it could not be measured) and @errmsg saying how far behind the
+ * member is or why it could not be told ("member 3 is 25 Raft entries behind the leader",
+ * "member 3 did not answer the catch-up probe: ..."). */
+int catchup_wait(const struct catchup *c, uint64_t node_id, unsigned settle_ms, unsigned timeout_ms, uint64_t *lag,
+                 char *errmsg);
+
+#endif
