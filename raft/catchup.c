@@ -43,42 +43,63 @@ static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_ent
     return 0;
 }
 
-int catchup_wait(const struct catchup *c, uint64_t node_id, unsigned settle_ms, unsigned timeout_ms, uint64_t *lag,
-                 char *errmsg)
+/* Measure until the lag has been at most @max_lag for @settle_ms, or @deadline passes. */
+static int wait_lag(const struct catchup *c, uint64_t node_id, uint64_t max_lag, unsigned settle_ms,
+                    uint64_t deadline, struct raftlog_entry_id *leader, uint64_t *lag, char *errmsg)
 {
     struct clock *clk = clock_system();
-    uint64_t start = clock_mono_ms(clk), deadline = start + timeout_ms, caught_since = 0;
-    struct raftlog_entry_id *leader = mem_alloc(sizeof *leader * LEADER_TAIL_MAX);
-    *lag = RAFTLOG_LAG_UNKNOWN;
-    int rv;
+    uint64_t since = 0;
     for (;;) {
-        rv = measure(c, node_id, leader, lag, errmsg);
+        int rv = measure(c, node_id, leader, lag, errmsg);
         uint64_t now = clock_mono_ms(clk);
-        if (rv == 0 && *lag == 0) {
-            if (caught_since == 0) {
-                caught_since = now;
+        if (rv == 0 && *lag <= max_lag) {
+            if (since == 0) {
+                since = now;
             }
-            if (now - caught_since >= settle_ms) {
-                break;
+            if (now - since >= settle_ms) {
+                return 0;
             }
         } else {
-            caught_since = 0;
+            since = 0;
         }
         if (now >= deadline) {
-            if (rv == 0 && *lag == 0) {
+            if (rv == 0 && *lag <= max_lag) {
                 gerr_set(errmsg,
-                         "member %" PRIu64 " caught up only %" PRIu64 " ms ago; leadership goes to a member caught up "
-                         "for %u ms",
-                         node_id, now - caught_since, settle_ms);
+                         "member %" PRIu64 " caught up only %" PRIu64 " ms ago; leadership goes to a member caught "
+                         "up for %u ms",
+                         node_id, now - since, settle_ms);
             }
-            rv = GERR_UNAVAILABLE;
-            break;
+            return GERR_UNAVAILABLE;
         }
         clk->sleep_ns(clk, (uint64_t)PROBE_EVERY_MS * 1000000u);
     }
-    mem_free(leader);
-    if (rv != 0 && rv != GERR_UNAVAILABLE) {
-        rv = GERR_UNAVAILABLE;
+}
+
+int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms, uint64_t *lag, char *errmsg)
+{
+    struct clock *clk = clock_system();
+    uint64_t deadline = clock_mono_ms(clk) + timeout_ms;
+    struct raftlog_entry_id *leader = mem_alloc(sizeof *leader * LEADER_TAIL_MAX);
+    *lag = RAFTLOG_LAG_UNKNOWN;
+    int rv = wait_lag(c, node_id, CATCHUP_NEAR_ENTRIES, 0, deadline, leader, lag, errmsg);
+    if (rv == 0) {
+        if (c->pause != NULL) {
+            c->pause(c->arg);
+        }
+        uint64_t now = clock_mono_ms(clk);
+        uint64_t final = now + CATCHUP_FINAL_MS < deadline ? now + CATCHUP_FINAL_MS : deadline;
+        rv = wait_lag(c, node_id, 0, CATCHUP_SETTLE_MS, final, leader, lag, errmsg);
+        if (rv != 0 && c->resume != NULL) {
+            c->resume(c->arg);
+        }
     }
+    mem_free(leader);
     return rv;
+}
+
+void catchup_done(const struct catchup *c)
+{
+    if (c->resume != NULL) {
+        c->resume(c->arg);
+    }
 }

@@ -9,8 +9,9 @@
  * directory; the target's last entries come from the target's replica (the probe function,
  * which gantryd implements over the forwarding channel), and raft/raftlog.h compares them.
  *
- * The caller stops submitting writes to the node first (store_writer_pause), so the leader's log
- * stops growing and a caught-up target stays caught up. */
+ * For the last stretch the replica stops submitting writes to its node (store_writer_pause
+ * through the pause hook), so the leader's log stops growing, a caught-up target stays caught up,
+ * and none of the replica's requests is in flight when leadership moves. */
 #ifndef GANTRY_RAFT_CATCHUP_H
 #define GANTRY_RAFT_CATCHUP_H
 
@@ -20,25 +21,36 @@
 
 /* Ask member @node_id's replica for the last entries of its node's log (oldest first, at most
  * RAFTLOG_PROBE_TAIL, their number in *@n). 0, or an error with @errmsg (GERR_MSG_SIZE). Called
- * on the thread that runs catchup_wait; may block up to about a second. */
+ * on the thread that runs catchup_ready; may block up to about a second. */
 typedef int (*catchup_probe_fn)(void *arg, uint64_t node_id, struct raftlog_entry_id *tail, unsigned *n,
                                 char *errmsg);
 
 struct catchup {
     const char *dir; /* this (the leader's) node's data directory */
     catchup_probe_fn probe;
+    /* Stop this replica's writes to the node (bounded: the batch in progress ends first) and let
+     * them go again (pauses nest). May be NULL (nothing to pause). */
+    void (*pause)(void *arg);
+    void (*resume)(void *arg);
     void *arg;
 };
 
-#define CATCHUP_SETTLE_MS  300u  /* caught up for this long before a transfer */
-#define CATCHUP_TIMEOUT_MS 10000u /* the default bound of the wait */
+#define CATCHUP_NEAR_ENTRIES 64u     /* close enough to pause writes for the last stretch */
+#define CATCHUP_SETTLE_MS    300u    /* caught up for this long before a transfer */
+#define CATCHUP_FINAL_MS     3000u   /* the longest writes stay paused waiting for the last stretch */
+#define CATCHUP_TIMEOUT_MS   10000u  /* the default bound of the whole wait */
 
-/* Wait up to @timeout_ms (at least one probe is made) until @node_id has been caught up for
- * @settle_ms. 0 when it has; otherwise GERR_UNAVAILABLE, with *@lag the last lag seen
- * (RAFTLOG_LAG_UNKNOWN when it could not be measured) and @errmsg saying how far behind the
- * member is or why it could not be told ("member 3 is 25 Raft entries behind the leader",
- * "member 3 did not answer the catch-up probe: ..."). */
-int catchup_wait(const struct catchup *c, uint64_t node_id, unsigned settle_ms, unsigned timeout_ms, uint64_t *lag,
-                 char *errmsg);
+/* Get ready to transfer leadership to @node_id, within @timeout_ms (at least one probe is made):
+ * first, with writes flowing, until the target is within CATCHUP_NEAR_ENTRIES of the leader; then,
+ * with this replica's writes paused, until it has been caught up (lag 0) for CATCHUP_SETTLE_MS,
+ * for at most CATCHUP_FINAL_MS. 0: caught up, writes paused: transfer, then call catchup_done.
+ * Otherwise GERR_UNAVAILABLE with writes resumed, *@lag the last lag seen (RAFTLOG_LAG_UNKNOWN
+ * when it could not be measured) and @errmsg saying how far behind the member is or why it could
+ * not be told ("member 3 is 25 Raft entries behind the leader: it is catching up", "member 3 did
+ * not answer the catch-up probe: ..."). */
+int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms, uint64_t *lag, char *errmsg);
+
+/* After a successful catchup_ready (whatever became of the transfer): writes go again. */
+void catchup_done(const struct catchup *c);
 
 #endif

@@ -187,8 +187,8 @@ static const struct roles_node *replacement(const struct roles_node *nodes, unsi
 }
 
 /* The healthy voter to hand leadership to: with a catch-up rule, the first one (up the longest
- * first) that is caught up within HANDOVER_CATCHUP_MS, or 0 (m->errmsg says why); without one,
- * the voter up the longest. */
+ * first) that is ready within HANDOVER_CATCHUP_MS (then this replica's writes are paused until
+ * catchup_done), or 0 (m->errmsg says why); without one, the voter up the longest. */
 static uint64_t transfer_target(struct membership *m, const struct roles_node *nodes, unsigned n,
                                 uint64_t self_id)
 {
@@ -209,7 +209,7 @@ static uint64_t transfer_target(struct membership *m, const struct roles_node *n
         }
         tried[best] = true;
         uint64_t lag;
-        if (catchup_wait(m->catchup, nodes[best].id, CATCHUP_SETTLE_MS, HANDOVER_CATCHUP_MS, &lag, m->errmsg) == 0) {
+        if (catchup_ready(m->catchup, nodes[best].id, HANDOVER_CATCHUP_MS, &lag, m->errmsg) == 0) {
             return nodes[best].id;
         }
         LOG_INFO("handover: %s", m->errmsg);
@@ -252,8 +252,12 @@ static int handover_step(struct membership *m, uint64_t self_id, bool *done)
                      m->errmsg);
             *done = true;
         } else {
-            LOG_INFO("handover: transferring leadership to node %" PRIu64 " (caught up)", to);
+            LOG_INFO("handover: transferring leadership to node %" PRIu64 "%s", to,
+                     m->catchup != NULL ? " (caught up)" : "");
             rv = store_client_transfer(m->cl, to);
+            if (m->catchup != NULL) {
+                catchup_done(m->catchup);
+            }
         }
     } else if (leader != self_id && healthy_voters >= target) {
         LOG_INFO("handover: a replacement voter is in place; demoting this node to spare");

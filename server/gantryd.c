@@ -424,6 +424,23 @@ static void forwarded(void *data, fwd_request *req, struct fwd_reply *reply)
     gate_forwarded(d->gate, req, reply);
 }
 
+/* The catch-up rule's pause hooks: this replica's writer. */
+static void pause_writes(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->writer_started && store_writer_pause(&d->writer, 2000) != 0) {
+        LOG_WARN("transfer: a write batch still runs 2 s after the pause; measuring the target anyway");
+    }
+}
+
+static void resume_writes(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->writer_started) {
+        store_writer_resume(&d->writer);
+    }
+}
+
 /* catchup_probe_fn: ask member @node_id's replica for its log's last entries. */
 static int probe_member(void *arg, uint64_t node_id, struct raftlog_entry_id *tail, unsigned *n, char *errmsg)
 {
@@ -874,7 +891,8 @@ static int serve(struct daemon *d, char *errmsg)
         return GERR_NOMEM;
     }
     d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
-    d->catchup = (struct catchup){.dir = d->store_dir, .probe = probe_member, .arg = d};
+    d->catchup = (struct catchup){
+        .dir = d->store_dir, .probe = probe_member, .pause = pause_writes, .resume = resume_writes, .arg = d};
     struct gate_config gcfg = {.jobs = &d->jobs,
                                .pool = &d->pool,
                                .authn = d->authn,
@@ -1253,16 +1271,7 @@ static int cmd_run(struct config *cfg)
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
-        /* No write of this replica in flight on the node while leadership moves (raft/catchup.h);
-         * writes queued meanwhile run afterwards, against the new leader. */
-        bool paused = d->writer_started && store_writer_pause(&d->writer, 2000) == 0;
-        if (d->writer_started && !paused) {
-            LOG_WARN("handover: a write batch still runs after 2 s; handing over anyway");
-        }
-        replica_handover(d->replica, HANDOVER_TIMEOUT_MS);
-        if (d->writer_started) {
-            store_writer_resume(&d->writer);
-        }
+        replica_handover(d->replica, HANDOVER_TIMEOUT_MS); /* pauses our writes while it transfers */
     }
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);

@@ -405,20 +405,19 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
              * (raft/catchup.h). */
             uint64_t id = t->id, lag = 0;
             char why[GERR_MSG_SIZE] = "";
-            if (j->svc->writer != NULL && store_writer_pause(j->svc->writer, 2000) != 0) {
-                LOG_WARN("cluster: a write batch still runs 2 s into the transfer; measuring the target anyway");
-            }
             int rv = 0;
+            bool ready = false;
             if (j->svc->catchup != NULL) {
-                rv = catchup_wait(j->svc->catchup, id, CATCHUP_SETTLE_MS,
-                                  req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS, &lag,
-                                  why);
+                rv = catchup_ready(j->svc->catchup, id,
+                                   req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS, &lag,
+                                   why);
+                ready = rv == 0;
             }
             if (rv == 0) {
                 rv = store_client_transfer(cl, id);
             }
-            if (j->svc->writer != NULL) {
-                store_writer_resume(j->svc->writer);
+            if (ready) {
+                catchup_done(j->svc->catchup); /* this replica's writes go again, to the new leader */
             }
             if (why[0] != '\0' && rv == GERR_UNAVAILABLE) {
                 fail(a, GRPC_STATUS_UNAVAILABLE, "%s; try again when it has caught up", why);
