@@ -155,7 +155,11 @@ static int list_segments(const char *dir, struct segment **out, size_t *n, char 
         } else {
             continue;
         }
-        snprintf(s.name, sizeof s.name, "%s", e->d_name);
+        size_t len = strlen(e->d_name);
+        if (len >= sizeof s.name) {
+            continue;
+        }
+        memcpy(s.name, e->d_name, len + 1);
         if (*n == cap) {
             cap *= 2;
             *out = mem_realloc(*out, sizeof **out * cap);

@@ -510,11 +510,12 @@ static void sb_create(struct gate_ctx *ctx, void *data)
 {
     struct sandboxes_svc *svc = data;
     const Gantry__V1__CreateSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (req->sandbox == NULL || req->sandbox->meta == NULL || !spec_ok(ctx, req->sandbox)) {
-        if (req->sandbox == NULL || req->sandbox->meta == NULL) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.meta and sandbox.spec are required");
-        }
+    if (req->sandbox == NULL || req->sandbox->meta == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "sandbox.meta and sandbox.spec are required");
         return;
+    }
+    if (!spec_ok(ctx, req->sandbox)) {
+        return; /* answered: the request (in the call's arena) is gone */
     }
     struct create_arg a = {.req = req, .driver = svc->driver_name, .svc = svc};
     res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, &a);
