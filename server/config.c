@@ -34,6 +34,7 @@
 #include "lib/names.h"
 #include "lib/addr.h"
 #include "lib/mem.h"
+#include "lib/utf8.h"
 
 /* Input limits: a config is small; anything larger is a mistake or an attack on the parser. */
 #define CONFIG_FILE_MAX   (1u << 20)
@@ -541,6 +542,12 @@ static int list_add(const struct field *f, struct config_list *l, const char *it
         snprintf(why, sizeof why, "more than %u entries", CONFIG_LIST_MAX);
         return field_error(f, where, errmsg, why);
     }
+    size_t bad_at = 0;
+    if (!utf8_valid(item, len, &bad_at)) {
+        char why[64];
+        snprintf(why, sizeof why, "entry %zu is not UTF-8 (byte %zu)", (size_t)l->n + 1, bad_at);
+        return field_error(f, where, errmsg, why);
+    }
     l->items = mem_realloc(l->items, (l->n + 1) * sizeof *l->items);
     l->items[l->n++] = mem_strndup(item, len);
     return 0;
@@ -559,6 +566,12 @@ static int string_ok(const struct field *f, const char *s, const char *where, ch
     char q[QUOTE_SIZE];
     if (strlen(s) > CONFIG_STRING_MAX) {
         snprintf(why, sizeof why, "longer than %u bytes", CONFIG_STRING_MAX);
+        return field_error(f, where, errmsg, why);
+    }
+    size_t bad_at = 0;
+    if (!utf8_valid(s, strlen(s), &bad_at)) {
+        snprintf(why, sizeof why, "%s is not UTF-8 (byte %zu)", f->flags & F_SECRET ? "(redacted)" : "the value",
+                 bad_at);
         return field_error(f, where, errmsg, why);
     }
     if (has_control_char(s)) {

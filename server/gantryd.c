@@ -170,7 +170,7 @@ static int load_config(int argc, char **argv, struct config *cfg, bool *help, ch
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: gantryd [run|init|restore|recover|version|help] [flags]\n\n"
+            "usage: gantryd [run|init|restore|recover|config show|version|help] [flags]\n\n"
             "  run (default)  run this replica; with an empty data dir and --join plus a join token\n"
             "                 (GANTRY_JOIN_TOKEN or --join-token-file), join the cluster first\n"
             "  init           make replica 1 of a new cluster in an empty data dir and print the\n"
@@ -180,6 +180,8 @@ static void usage(FILE *f)
             "                 [--join-token-ttl-s S] (register a pre-shared join token)\n"
             "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
+            "  config show    print the effective configuration (flags, environment, --config file\n"
+            "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
             "  version        print the version\n\n"
             "Configuration flags (also GANTRY_* environment variables and a JSON --config file):\n\n");
     struct buf b;
@@ -1319,10 +1321,22 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    bool show = false;
+    if (strcmp(sub, "config") == 0) {
+        if (argc < 2 || strcmp(argv[1], "show") != 0) {
+            fprintf(stderr, "gantryd config: the only command is \"show\" (gantryd config show [flags])\n");
+            return 2;
+        }
+        show = true;
+        sub = "run"; /* the flags, file and environment of a run, printed instead of run */
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
                  strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0;
     if (!known) {
-        fprintf(stderr, "gantryd: unknown command \"%s\" (run, init, restore, recover, version, help)\n",
+        fprintf(stderr, "gantryd: unknown command \"%s\" (run, init, restore, recover, config show, version, help)\n",
                 sub);
         return 2;
     }
@@ -1354,6 +1368,13 @@ int main(int argc, char **argv)
     int rc;
     if (help) {
         usage(stdout);
+        rc = 0;
+    } else if (show) {
+        struct buf out;
+        buf_init(&out);
+        config_dump_json(&cfg, &out);
+        fwrite(out.data, 1, out.len, stdout);
+        buf_close(&out);
         rc = 0;
     } else if (strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0) {
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);

@@ -19,6 +19,7 @@ next replica and try again with a short backoff.
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -520,6 +521,35 @@ class Bootstrap(GantrydTest):
               "secrets; revoked and refused to a joiner" % len(listed.tokens))
 
 
+class ConfigShow(unittest.TestCase):
+    def test_config_show_round_trips(self):
+        """gantryd config show prints the effective configuration as a file gantryd accepts back
+        (docs/configuration.md), the join token redacted; a value that is not UTF-8 is refused."""
+        d = tempfile.mkdtemp(prefix="gantry-config-", dir=WORK)
+        env = dict(os.environ, GANTRY_JOIN_TOKEN="gjt_" + "a" * 60, GANTRY_LATENCY_MS="30")
+        first = subprocess.run([GANTRYD, "config", "show", "--replica-id", "4", "--data-dir", d,
+                                "--api-address", "127.0.0.1:17444", "--join", "127.0.0.1:17000"],
+                               capture_output=True, env=env, timeout=30)
+        self.assertEqual(first.returncode, 0, first.stderr)
+        doc = json.loads(first.stdout)
+        self.assertEqual((doc["replica_id"], doc["api_address"], doc["latency_ms"]), (4, "127.0.0.1:17444", 30))
+        self.assertEqual(doc["join_token"], "(redacted)")
+        self.assertNotIn(b"gjt_", first.stdout)
+        del doc["join_token"]
+        path = os.path.join(d, "gantryd.json")
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        again = subprocess.run([GANTRYD, "config", "show", "--config", path], capture_output=True, timeout=30,
+                               env=dict(os.environ, GANTRY_JOIN_TOKEN="gjt_" + "a" * 60))
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertEqual(json.loads(again.stdout), json.loads(first.stdout))
+        bad = subprocess.run([GANTRYD, "config", "show", "--api-address", b"127.0.0.1:1\xff"], capture_output=True,
+                             timeout=30)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn(b"api_address (from --api-address): the value is not UTF-8", bad.stderr)
+        self.assertEqual(subprocess.run([GANTRYD, "config", "list"], capture_output=True, timeout=30).returncode, 2)
+
+
 class Failover(GantrydTest):
     def test_sigkill_leader(self):
         c = self.cluster("fo").init()
@@ -873,7 +903,7 @@ class Removed(GantrydTest):
               "members still %s" % ids)
 
 
-GROUPS = {"bootstrap": Bootstrap, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
+GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
           "recover": Recover, "backup": Backup, "removed": Removed}
 
 if __name__ == "__main__":
