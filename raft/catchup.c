@@ -25,12 +25,19 @@ static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_ent
         gerr_set(errmsg, "member %" PRIu64 " did not answer the catch-up probe: %s", node_id, why);
         return rv;
     }
-    rv = raftlog_tail(c->dir, leader, LEADER_TAIL_MAX, &n_leader, why);
-    if (rv != 0) {
-        gerr_set(errmsg, "the leader's own Raft log could not be read: %s", why);
-        return rv;
+    /* The newest entries first (the newest segments only); the whole retained log only when the
+     * target's entries are not among them. */
+    for (unsigned window = 256; window <= LEADER_TAIL_MAX; window *= 16) {
+        rv = raftlog_tail(c->dir, leader, window, &n_leader, why);
+        if (rv != 0) {
+            gerr_set(errmsg, "the leader's own Raft log could not be read: %s", why);
+            return rv;
+        }
+        *lag = raftlog_lag(leader, n_leader, tail, n_tail);
+        if (*lag != RAFTLOG_LAG_UNKNOWN || n_leader < window) {
+            break;
+        }
     }
-    *lag = raftlog_lag(leader, n_leader, tail, n_tail);
     if (*lag == RAFTLOG_LAG_UNKNOWN) {
         gerr_set(errmsg,
                  "member %" PRIu64 " is further behind the leader than the %u Raft entries the leader keeps (or "
