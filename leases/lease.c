@@ -48,6 +48,37 @@ static void text(const struct proto_value *v, char *out, size_t len)
              v->type == PROTO_TEXT ? v->u.b.s : "");
 }
 
+/* What a contender or the holder does about the row (@holder, @epoch, @renewed_at): *@mine when
+ * this replica holds it under that epoch; true when it may take the lease now (released, or the
+ * same row version observed unchanged for a whole duration). Updates the observation; calling it
+ * twice with the same row, as lease_tick's read and its transaction do, decides the same way. */
+static bool decide(struct lease *l, const char *holder, uint64_t epoch, int64_t renewed_at, bool *mine)
+{
+    *mine = strcmp(holder, l->holder) == 0 && l->held && epoch == l->epoch;
+    bool take = false;
+    if (*mine) {
+        take = false;
+    } else if (holder[0] == '\0') {
+        take = true; /* released: no wait */
+    } else if (l->seen && strcmp(l->seen_holder, holder) == 0 && l->seen_epoch == epoch &&
+               l->seen_renewed_at == renewed_at) {
+        take = clock_mono_ms(l->clock) - l->seen_since_mono_ms >= l->duration_ms;
+    } else {
+        /* A new row version: start the observation over. */
+        l->seen = true;
+        snprintf(l->seen_holder, sizeof l->seen_holder, "%s", holder);
+        l->seen_epoch = epoch;
+        l->seen_renewed_at = renewed_at;
+        l->seen_since_mono_ms = clock_mono_ms(l->clock);
+    }
+#ifdef GANTRY_PLANT_BUG_STALE_EPOCH
+    /* Planted bug (tests/jepsen, docs/reliability.md): a held lease is taken at once, without
+     * waiting the holder out, so the old holder still acts while the new one does. */
+    take = !*mine;
+#endif
+    return take;
+}
+
 static int step_tx(struct store_tx *tx, void *arg)
 {
     struct step *s = arg;
@@ -78,28 +109,11 @@ static int step_tx(struct store_tx *tx, void *arg)
     uint64_t epoch = (uint64_t)proto_rows_at(&rows, 0, 1)->u.i;
     int64_t renewed_at = proto_rows_at(&rows, 0, 2)->u.i;
     proto_rows_close(&rows);
-    bool mine = strcmp(holder, l->holder) == 0 && l->held && epoch == l->epoch;
-    bool take = false;
+    bool mine = false;
+    bool take = decide(l, holder, epoch, renewed_at, &mine);
     if (mine) {
         s->epoch = epoch;
-    } else if (holder[0] == '\0') {
-        take = true; /* released: no wait */
-    } else if (l->seen && strcmp(l->seen_holder, holder) == 0 && l->seen_epoch == epoch &&
-               l->seen_renewed_at == renewed_at) {
-        take = clock_mono_ms(l->clock) - l->seen_since_mono_ms >= l->duration_ms;
-    } else {
-        /* A new row version: start the observation over. */
-        l->seen = true;
-        snprintf(l->seen_holder, sizeof l->seen_holder, "%s", holder);
-        l->seen_epoch = epoch;
-        l->seen_renewed_at = renewed_at;
-        l->seen_since_mono_ms = clock_mono_ms(l->clock);
     }
-#ifdef GANTRY_PLANT_BUG_STALE_EPOCH
-    /* Planted bug (tests/jepsen, docs/reliability.md): a held lease is taken at once, without
-     * waiting the holder out, so the old holder still acts while the new one does. */
-    take = !mine;
-#endif
     if (!mine && !take) {
         return 0;
     }
@@ -122,11 +136,42 @@ static int step_tx(struct store_tx *tx, void *arg)
     return rv;
 }
 
+/* A replica that does not hold the lease reads the row first, without a transaction, and opens
+ * the write transaction only when it may take the lease (or there is none yet). So contenders do
+ * not take the database's write lock every retry_ms: it is the writers' lock, and a contender that
+ * stops (SIGSTOP, a frozen VM) between BEGIN and COMMIT would hold it, and every write of the
+ * cluster with it, until its connection closes. True when there is nothing to do (*rv: 0, or the
+ * read's error, which the caller reports like a failed step). */
+static bool contender_waits(struct lease *l, struct store_client *cl, int *rv)
+{
+    char holder[128];
+    uint64_t epoch = 0;
+    int64_t renewed_at = 0;
+    uint64_t duration = 0;
+    *rv = lease_read(cl, l->name, holder, sizeof holder, &epoch, &renewed_at, &duration);
+    if (*rv == GERR_NOTFOUND) {
+        *rv = 0;
+        return false;
+    }
+    if (*rv != 0) {
+        snprintf(l->errmsg, sizeof l->errmsg, "%s", cl->errmsg);
+        return true;
+    }
+    bool mine = false;
+    return !decide(l, holder, epoch, renewed_at, &mine) && !mine;
+}
+
 int lease_tick(struct lease *l, struct store_client *cl, bool *held, uint64_t *epoch)
 {
     struct clock *c = l->clock;
     struct step s = {.l = l, .started_mono = clock_mono_ms(c), .now_wall = (int64_t)c->wall_ms(c)};
-    int rv = store_client_tx(cl, step_tx, &s);
+    int rv;
+    if (!l->held && contender_waits(l, cl, &rv)) {
+        *held = false;
+        *epoch = 0;
+        return rv;
+    }
+    rv = store_client_tx(cl, step_tx, &s);
     if (rv == 0) {
         bool was = l->held;
         uint64_t old_epoch = l->epoch;
