@@ -8,8 +8,9 @@
  *   - open segments "open-<counter>", in counter order after the last closed one: an 8-byte
  *     format version (1; 0 for a preallocated file nothing was written to yet), then batches: two
  *     CRC32s (of the header, of the data), the header (u64 count, then per entry u64 term, u8
- *     type, 3 unused bytes, u32 size) and the entries' data, each padded to 8 bytes. Integers are
- *     little-endian. Closed segments have the same content.
+ *     type, 3 unused bytes, u32 size) and the entries' data back to back (libraft's loader adds
+ *     up the sizes; dqlite's entries are multiples of 8 bytes). Integers are little-endian.
+ *     Closed segments have the same content.
  *   - snapshots "snapshot-<term>-<index>-<timestamp>" and their ".meta" files (ignored here).
  * An open segment does not record the index of its first entry (libraft's own loader guesses it),
  * so this module does not deal in indexes: an entry is identified by its term, size and the CRC32
@@ -54,10 +55,13 @@ int raftlog_tail(const char *dir, struct raftlog_entry_id *out, unsigned max, un
 uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader, const struct raftlog_entry_id *target,
                      unsigned n_target);
 
-/* The ids of the entries in one segment's bytes (exposed for the fuzzer and the unit test): the
- * complete, checksummed batches from the start, stopping at the first incomplete or corrupt one.
- * Ids go to @out while it has room (@max); *@n counts all of them. 0, or GERR_PROTO for an
- * unknown format version. */
+/* The entries in one segment's bytes (exposed for the fuzzer and the unit test): the complete,
+ * checksummed batches from the start, stopping at the first incomplete or corrupt one. The ids of
+ * the LAST min(@max, *@n) entries go to @out, oldest first; *@n counts all of them. Headers are
+ * checked for every batch, data only from the end back as far as the ids wanted reach (the
+ * expensive part, and a segment is written front to back): so with @max at least the count, *@n
+ * is exact, and with a smaller @max a corrupt batch earlier than the ids returned may still be
+ * counted. 0, or GERR_PROTO for an unknown format version. */
 int raftlog_scan(const uint8_t *bytes, size_t len, struct raftlog_entry_id *out, size_t max, size_t *n);
 
 /* libraft's checksum (libiberty's crc32: polynomial 0x04c11db7, most significant bit first, no

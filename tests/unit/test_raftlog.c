@@ -70,6 +70,20 @@ static void crc_is_libraft_s(void **state)
     assert_int_equal(raftlog_crc32("", 0, 7), 7);
     uint32_t part = raftlog_crc32("1234", 4, 0);
     assert_int_equal(raftlog_crc32("56789", 5, part), 0x89a1897fu);
+    /* Eight bytes at a time agrees with one at a time, at every length and alignment. */
+    uint8_t buf[300];
+    for (size_t i = 0; i < sizeof buf; i++) {
+        buf[i] = (uint8_t)(i * 131u + 7u);
+    }
+    for (size_t off = 0; off < 8; off++) {
+        for (size_t len = 0; len + off <= sizeof buf; len += 13) {
+            uint32_t one = 0x12345678u;
+            for (size_t i = 0; i < len; i++) {
+                one = raftlog_crc32(buf + off + i, 1, one);
+            }
+            assert_int_equal(raftlog_crc32(buf + off, len, 0x12345678u), one);
+        }
+    }
 }
 
 static void scan_reads_complete_batches_only(void **state)
@@ -104,9 +118,22 @@ static void scan_reads_complete_batches_only(void **state)
     uint8_t d[24];
     memset(d, 'a', sizeof d);
     assert_int_equal(ids[3].crc, raftlog_crc32(d, 24, 0));
-    /* Room for fewer ids: the count is still all of them. */
+    /* Room for fewer ids: the last ones, and the count is still all of them. */
     assert_int_equal(raftlog_scan(s.b, sizeof s.b, ids, 2, &n), 0);
     assert_int_equal(n, 4);
+    assert_int_equal(ids[0].term, 3);
+    assert_int_equal(ids[0].size, 0);
+    assert_int_equal(ids[1].term, 4);
+    assert_int_equal(ids[1].crc, raftlog_crc32(d, 24, 0));
+    /* Data is checked from the end back only as far as the ids wanted: a corrupt first batch is
+     * not seen for the last id, and ends the segment before it when every id is wanted. */
+    s.b[first_end - 1] ^= 0x01;
+    assert_int_equal(raftlog_scan(s.b, sizeof s.b, ids, 1, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0].term, 4);
+    assert_int_equal(raftlog_scan(s.b, sizeof s.b, ids, 16, &n), 0);
+    assert_int_equal(n, 0);
+    s.b[first_end - 1] ^= 0x01;
     /* The second batch cut short (still being written) ends the segment after the first. */
     for (size_t cut = first_end; cut < second_end; cut += 4) {
         assert_int_equal(raftlog_scan(s.b, cut, ids, 16, &n), 0);
