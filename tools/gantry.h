@@ -56,6 +56,11 @@ struct cli {
     bool deadline_ok; /* a stream that reaches its deadline ends normally */
     bool stream_done; /* set by a stream callback that has seen enough (it then returns nonzero) */
     int last_status;  /* the gRPC status of the last call that completed, -1 otherwise */
+    /* An UNAVAILABLE answered by a replica is the call's answer (printed, exit UNAVAILABLE), not a
+     * reason to try the next endpoint: for calls whose UNAVAILABLE says why (a transfer's target is
+     * catching up), where another replica would answer the same after the same wait. */
+    bool unavailable_final;
+    unsigned call_timeout_ms; /* gantry_call_json's deadline per attempt; 0: 30 s */
 };
 
 /* One command. @args is the synopsis after "gantry GROUP NAME"; @example is one or more lines of

@@ -61,6 +61,8 @@ static const char *hint(struct cli *c, int status)
         return "a quota or limit was reached: see `gantry quota get`";
     case GRPC_STATUS_DEADLINE_EXCEEDED:
         return "the cluster did not answer in time: check `gantry cluster health` and retry";
+    case GRPC_STATUS_UNAVAILABLE: /* only printed for calls with unavailable_final */
+        return "the message says what the cluster waits for: try again in a moment";
     case GRPC_STATUS_UNIMPLEMENTED:
         return "this replica does not serve that call: is it running an older version?";
     default:
@@ -151,7 +153,7 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 (rv == GERR_TIMEOUT || (rv == 0 && res.status == GRPC_STATUS_DEADLINE_EXCEEDED))) {
                 return GANTRY_EXIT_OK;
             }
-            if (rv == 0 && res.status != GRPC_STATUS_UNAVAILABLE) {
+            if (rv == 0 && (res.status != GRPC_STATUS_UNAVAILABLE || c->unavailable_final)) {
                 if (c->quiet) {
                     return exit_code(res.status);
                 }
@@ -212,7 +214,7 @@ int gantry_call_json(struct cli *c, const char *path, ProtobufCMessage *req,
     *out = NULL;
     for (int pages = 0; pages < 10000; pages++) {
         ProtobufCMessage *m;
-        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m, 30000);
+        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m, c->call_timeout_ms != 0 ? c->call_timeout_ms : 30000);
         if (rc != 0) {
             json_decref(*out);
             *out = NULL;

@@ -163,16 +163,27 @@ static int cmd_join_token(struct cli *c, int argc, char **argv)
     return join_token_create(c, argc, argv);
 }
 
+/* TransferLeadershipRequest.catch_up_timeout_ms: the server refuses more. */
+#define GANTRY_MAX_CATCH_UP_MS 60000u
+
 static int cmd_transfer(struct cli *c, int argc, char **argv)
 {
     Gantry__V1__TransferLeadershipRequest req = GANTRY__V1__TRANSFER_LEADERSHIP_REQUEST__INIT;
     char rid[37];
     gantry_request_id(rid);
     req.request_id = rid;
+    uint64_t wait_ms = 0;
+    if (gantry_u64("--wait-ms", gantry_opt(&argc, argv, "--wait-ms"), GANTRY_MAX_CATCH_UP_MS, &wait_ms) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
     int rc = gantry_args(gantry_find("cluster", "transfer"), argc, argv, 0, 1);
     if (rc != 0 || (argc == 1 && gantry_u64("ID", argv[0], UINT64_MAX, &req.target_id) != 0)) {
         return rc != 0 ? rc : GANTRY_EXIT_USAGE;
     }
+    req.catch_up_timeout_ms = (uint32_t)wait_ms;
+    /* "member 3 is 25 Raft entries behind the leader" is the answer, whichever replica is asked. */
+    c->unavailable_final = true;
+    c->call_timeout_ms = (unsigned)(wait_ms != 0 ? wait_ms : 10000) + 20000;
     json_t *doc;
     if ((rc = gantry_call_json(c, "/gantry.v1.Cluster/TransferLeadership", &req.base,
                                &gantry__v1__transfer_leadership_response__descriptor, NULL, &doc)) != 0) {
@@ -314,10 +325,11 @@ const struct gantry_cmd gantry_cluster_cmds[] = {
      "gantry cluster join-token --uses 1 > join.token\ngantry cluster join-token list\n"
      "gantry cluster join-token revoke 9f2c41d07a3e4b5c",
      cmd_join_token, false},
-    {"cluster", "transfer", "[ID]",
+    {"cluster", "transfer", "[ID] [--wait-ms MS]",
      "hand leadership to member ID (default: the voter up the longest); only to a voter whose Raft log has "
-     "caught up with the leader's (waits up to 10 s, then says how far behind it is)",
-     "gantry cluster transfer 2", cmd_transfer, false},
+     "caught up with the leader's: waits up to --wait-ms (default 10000, at most 60000) for it, then says how "
+     "far behind it is (exit 3)",
+     "gantry cluster transfer 2\ngantry cluster transfer 3 --wait-ms 30000", cmd_transfer, false},
     {"cluster", "remove", "ID [--force]", "remove a member (stopped, or --force)", "gantry cluster remove 3",
      cmd_remove, false},
     {"cluster", "backup", "FILE", "stream a consistent backup into FILE (checked by SHA-256)",

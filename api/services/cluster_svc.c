@@ -381,9 +381,6 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                  "member %" PRIu64 " is not a voter; only voters can lead", t->id);
         } else if (t->id == v->leader_id) {
             a->status = 0; /* already there: answer below */
-        } else if (!t->online) {
-            fail(a, GRPC_STATUS_UNAVAILABLE, "member %" PRIu64 " is not reachable: it cannot take leadership",
-                 t->id);
         } else if (clock_mono_ms(clock_system()) - v->taken_ms > 20000) {
             /* A round probes every member in turn, so unreachable ones make it slow; past 20 s the
              * up times are too old to judge a target by. */
@@ -407,10 +404,15 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
             char why[GERR_MSG_SIZE] = "";
             int rv = 0;
             bool ready = false;
+            unsigned wait_ms = req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS;
+            if (!t->online && wait_ms > 1000) {
+                /* The view (up to a second old) calls it unreachable, a target just resumed or
+                 * reconnected among them: the probe decides, without the full wait for one that
+                 * is really down. */
+                wait_ms = 1000;
+            }
             if (j->svc->catchup != NULL) {
-                rv = catchup_ready(j->svc->catchup, id,
-                                   req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS, &lag,
-                                   why);
+                rv = catchup_ready(j->svc->catchup, id, wait_ms, &lag, why);
                 ready = rv == 0;
             }
             if (rv == 0) {

@@ -229,6 +229,7 @@ static const struct numeric {
     {"cluster", "join-token", "--uses", 100, {NULL}},
     {"cluster", "join-token", "--ttl-s", 86400, {NULL}},
     {"cluster", "transfer", NULL, UINT64_MAX, {NULL}},
+    {"cluster", "transfer", "--wait-ms", 60000, {NULL}},
     {"cluster", "remove", NULL, UINT64_MAX, {NULL}},
     {"sandbox", "create", "--gpus", UINT32_MAX, {"sb", "--image", "busybox", NULL}},
     {"sandbox", "create", "--lifetime", UINT64_MAX, {"sb", "--image", "busybox", NULL}},
@@ -328,7 +329,7 @@ static void test_numeric_flags(void **state)
     const struct gantry_cmd *const tables[] = {gantry_cluster_cmds, gantry_principal_cmds,
                                                gantry_tenant_cmds,  gantry_provider_cmds,
                                                gantry_sandbox_cmds, gantry_ctx_cmds};
-    static const char *const metas[] = {"N", "S", "SECONDS", "REVISION", "UID", "TIME"};
+    static const char *const metas[] = {"N", "S", "MS", "SECONDS", "REVISION", "UID", "TIME"};
     unsigned found = 0;
     for (size_t k = 0; k < sizeof tables / sizeof tables[0]; k++) {
         for (const struct gantry_cmd *cmd = tables[k]; cmd->group != NULL; cmd++) {
