@@ -405,14 +405,20 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
             int rv = 0;
             bool ready = false;
             unsigned wait_ms = req->catch_up_timeout_ms != 0 ? req->catch_up_timeout_ms : CATCHUP_TIMEOUT_MS;
-            if (!t->online && wait_ms > 1000) {
-                /* The view (up to a second old) calls it unreachable, a target just resumed or
-                 * reconnected among them: the probe decides, without the full wait for one that
-                 * is really down. */
-                wait_ms = 1000;
-            }
             if (j->svc->catchup != NULL) {
-                rv = catchup_ready(j->svc->catchup, id, wait_ms, &lag, why);
+                uint64_t t0 = clock_mono_ms(clock_system());
+                if (!t->online && wait_ms > 1000) {
+                    /* The view (up to a second old) calls it unreachable, a target just resumed
+                     * or reconnected among them: the probe decides. One that does not answer
+                     * within a second is refused then; one that answers gets the whole wait. */
+                    rv = catchup_ready(j->svc->catchup, id, 1000, &lag, why);
+                    uint64_t spent = clock_mono_ms(clock_system()) - t0;
+                    if (rv != 0 && lag != RAFTLOG_LAG_UNKNOWN && spent < wait_ms) {
+                        rv = catchup_ready(j->svc->catchup, id, (unsigned)(wait_ms - spent), &lag, why);
+                    }
+                } else {
+                    rv = catchup_ready(j->svc->catchup, id, wait_ms, &lag, why);
+                }
                 ready = rv == 0;
             }
             if (rv == 0) {
