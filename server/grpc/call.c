@@ -833,6 +833,7 @@ void grpc__call_finish_bytes(struct grpc_call *call, int status, const char *mes
     call->status_msg = message != NULL && message[0] != '\0' ? arena_strdup(&call->arena, message) : NULL;
     if (!call->cancelled) {
         grpc__metrics_record(call->server, call->method, status, call->start_ns);
+        grpc__outcome(call, status);
     }
     call_undispatch(call);
     if (call->cancelled || call->conn == NULL || call->conn->closing) {
@@ -943,6 +944,7 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
         bool notify = call->started;
         call->cancelled = true;
         grpc__metrics_record(call->server, call->method, GRPC_STATUS_CANCELLED, call->start_ns);
+        grpc__outcome(call, GRPC_STATUS_CANCELLED);
         struct grpc_handler *h = call->method != NULL ? &call->method->handler : NULL;
         if (notify && h->on_cancel != NULL) {
             h->on_cancel(call, h->data);
@@ -1025,6 +1027,7 @@ static void call_vfinish(struct grpc_call *call, int status, const char *message
     if (status < 0 || status >= GRPC_STATUS__COUNT) {
         status = GRPC_STATUS_UNKNOWN;
     }
+    grpc__outcome(call, status);
     call->vdone(call->vdata, status, message != NULL ? message : "", status == GRPC_STATUS_OK ? reply : NULL,
                 status == GRPC_STATUS_OK ? len : 0);
 }
@@ -1242,6 +1245,24 @@ uint64_t grpc_call_deadline_ms(const struct grpc_call *call)
 struct arena *grpc_call_arena(struct grpc_call *call)
 {
     return &call->arena;
+}
+
+void grpc_call_set_tag(struct grpc_call *call, uint32_t tag)
+{
+    atomic_store(&call->tag, tag);
+}
+
+uint32_t grpc_call_tag(const struct grpc_call *call)
+{
+    return atomic_load(&((struct grpc_call *)call)->tag);
+}
+
+void grpc__outcome(const struct grpc_call *call, int status)
+{
+    const struct grpc_server *s = call->server;
+    if (s->outcome_cb != NULL) {
+        s->outcome_cb(s->outcome_data, call, status);
+    }
 }
 
 void grpc_call_set_data(struct grpc_call *call, void *data)

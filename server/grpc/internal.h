@@ -84,6 +84,8 @@ struct grpc_server {
     void *closed_data;
     int handles_open; /* listener, async, grace timer, trim timer */
     bool handles_closing;
+    grpc_outcome_cb outcome_cb; /* set before start, read-only after */
+    void *outcome_data;
     uint8_t read_buf[65536]; /* shared by every connection's read (loop thread only) */
 };
 
@@ -144,6 +146,7 @@ struct grpc_call {
     /* Taken and dropped from any thread (grpc_call_send_async runs on workers), so atomic: a
      * lost update here freed a call a watch thread was still sending on. */
     atomic_int refs;
+    atomic_uint tag; /* grpc_call_set_tag */
     struct arena arena;
     /* Request headers. */
     struct grpc__meta *meta;
@@ -233,6 +236,8 @@ void grpc__server_prepare_detached(struct grpc_server *s);
 struct h2_conn *grpc__server_feed_conn(struct grpc_server *s);
 struct grpc__method *grpc__method_find(struct grpc_server *s, const char *path, size_t len);
 void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int status, uint64_t start_ns);
+/* Tell the outcome observer (if any) the call's final status. */
+void grpc__outcome(const struct grpc_call *call, int status);
 void grpc__conn_gone(struct grpc_server *s, struct h2_conn *c); /* after a connection is freed */
 void grpc__call_gone(struct grpc_server *s);                    /* after a call is freed */
 /* A call that held @bytes of request memory was freed: give the heap back to the system soon

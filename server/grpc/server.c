@@ -471,6 +471,13 @@ void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms, grpc_server_
     server_maybe_closed(s);
 }
 
+void grpc_server_set_outcome_observer(struct grpc_server *s, grpc_outcome_cb cb, void *data)
+{
+    assert(!s->started);
+    s->outcome_cb = cb;
+    s->outcome_data = data;
+}
+
 /* --- Metrics --- */
 
 void grpc__metrics_record(struct grpc_server *s, struct grpc__method *m, int status, uint64_t start_ns)

@@ -131,6 +131,13 @@ struct grpc_handler {
 
 typedef void (*grpc_server_closed_cb)(struct grpc_server *s, void *data);
 
+/* The outcome observer: fires exactly once per call whose outcome is known, with its final status
+ * (what the client was answered, or CANCELLED when it went away first: deadline, reset, lost
+ * connection), for client calls on the loop thread and for virtual calls on the thread that
+ * finished them. It sees the call's tag (grpc_call_tag) and path. It must be quick, must not block
+ * and must be thread-safe; the call must not be touched after it returns. */
+typedef void (*grpc_outcome_cb)(void *data, const struct grpc_call *call, int status);
+
 /* Allocate a server on @loop. @cfg and the strings in it are copied. Loads the certificate and
  * key (unless h2c) and checks the h2c loopback rule. Returns 0 or GERR_INVAL (bad config, with
  * the reason in @errmsg), GERR_IO (certificate or key unreadable). On error *out is untouched. */
@@ -152,6 +159,9 @@ int grpc_server_handle(struct grpc_server *s, const ProtobufCServiceDescriptor *
 int grpc_server_handle_path(struct grpc_server *s, const char *service_name, const char *path,
                             const ProtobufCMessageDescriptor *input, const ProtobufCMessageDescriptor *output,
                             const struct grpc_handler *h);
+
+/* Set the outcome observer (at most one; NULL removes it). Before grpc_server_start only. */
+void grpc_server_set_outcome_observer(struct grpc_server *s, grpc_outcome_cb cb, void *data);
 
 /* Number of distinct services routable, and the name of the @i'th (sorted). Names are static
  * until the server is freed. */
@@ -241,6 +251,11 @@ uv_loop_t *grpc_call_loop(const struct grpc_call *call);
 
 /* The call's arena: freed with the call. */
 struct arena *grpc_call_arena(struct grpc_call *call);
+
+/* A number of the handler's choosing for the outcome observer, 0 at first. Any thread holding a
+ * reference; atomic. */
+void grpc_call_set_tag(struct grpc_call *call, uint32_t tag);
+uint32_t grpc_call_tag(const struct grpc_call *call);
 
 /* A pointer of the handler's choosing, NULL at first. */
 void grpc_call_set_data(struct grpc_call *call, void *data);
