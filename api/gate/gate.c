@@ -42,7 +42,17 @@ struct pending {
     bool has_digest;
     uint8_t digest[ADMISSION_DIGEST_SIZE];
     char host[64];
+    char *authorization; /* gate_call_local: the credential (heap, wiped and freed with the pending) */
 };
+
+static void pending_free(struct pending *p)
+{
+    if (p->authorization != NULL) {
+        explicit_bzero(p->authorization, strlen(p->authorization));
+        mem_free(p->authorization);
+    }
+    mem_free(p);
+}
 
 struct gate *gate_new(const struct gate_config *cfg)
 {
@@ -282,12 +292,12 @@ void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply)
         atomic_fetch_add(&g->shed_overloaded, 1);
         grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the leader's replica is overloaded; retry with backoff",
                                NULL);
-        mem_free(p);
+        pending_free(p);
     }
     return;
 out:
     gantry__internal__v1__forward_request__free_unpacked(req, NULL);
-    mem_free(p);
+    pending_free(p);
 }
 
 static void run(void *arg)
@@ -306,14 +316,14 @@ static void run(void *arg)
         grpc_call_finish_async(ctx->call, GRPC_STATUS_DEADLINE_EXCEEDED,
                                "the deadline passed while the call waited for a worker; it did not run",
                                NULL);
-        mem_free(p);
+        pending_free(p);
         return;
     }
     int rv = store_pool_acquire(g->cfg.pool, (unsigned)budget, &ctx->cl);
     if (rv != 0) {
         grpc_call_finish_async(ctx->call, GRPC_STATUS_UNAVAILABLE,
                                "the replica is overloaded: no store connection free", NULL);
-        mem_free(p);
+        pending_free(p);
         return;
     }
     char msg[GERR_MSG_SIZE] = "";
@@ -323,7 +333,9 @@ static void run(void *arg)
             .principal_id = ctx->who.id, .bindings = ctx->who.bindings, .n_bindings = ctx->who.n_bindings};
     } else if (ctx->rule->action != AZ_TOKEN) {
         bool bad_credential = false;
-        rv = authn_call(g->cfg.authn, ctx->cl, grpc_call_metadata(ctx->call, "authorization"),
+        const char *authorization =
+            p->authorization != NULL ? p->authorization : grpc_call_metadata(ctx->call, "authorization");
+        rv = authn_call(g->cfg.authn, ctx->cl, authorization,
                         grpc_call_peer_cert(ctx->call), ctx->now_ms, &ctx->who, msg, &bad_credential);
         if (rv != 0) {
             int status = rv == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED : grpc_status_from_gerr(rv);
@@ -352,6 +364,10 @@ static void run(void *arg)
         goto out;
     }
     authz_decide(ctx->rule, &ctx->caller, req, &ctx->decision);
+    if (!ctx->forwarded) {
+        /* Counted where the client called (a forwarded copy is not counted again). */
+        grpc_call_set_tag(ctx->call, nsstats_tag(g->cfg.nsstats, ctx->decision.ns, path));
+    }
     if (!ctx->decision.allowed) {
         audit_refusal(g, ctx, AUDIT_CLASS_API_ACTIVITY, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why);
         grpc_call_finish_async(ctx->call, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why, NULL);
@@ -381,7 +397,7 @@ static void run(void *arg)
     route->fn(ctx, route->data);
 out:
     gate_release_store(ctx);
-    mem_free(p);
+    pending_free(p);
 }
 
 void gate_release_store(struct gate_ctx *ctx)
@@ -408,7 +424,8 @@ static bool credential_digest(struct grpc_call *call, uint8_t out[ADMISSION_DIGE
 }
 
 /* A call refused at admission: its answer now, on the loop thread, and its audit record. */
-static void refuse_now(struct gate *g, struct grpc_call *call, int status, const char *why, int64_t now_ms)
+static void audit_admission_refusal(struct gate *g, struct grpc_call *call, int status, const char *why,
+                                    int64_t now_ms)
 {
     atomic_fetch_add(&g->refused_admission, 1);
     if (g->cfg.sink != NULL) {
@@ -426,6 +443,11 @@ static void refuse_now(struct gate *g, struct grpc_call *call, int status, const
                                  .gateway_id = g->gateway_id};
         audit_sink_record(g->cfg.sink, &r);
     }
+}
+
+static void refuse_now(struct gate *g, struct grpc_call *call, int status, const char *why, int64_t now_ms)
+{
+    audit_admission_refusal(g, call, status, why, now_ms);
     grpc_call_finish(call, status, why, NULL);
 }
 
@@ -452,14 +474,14 @@ static void on_start(struct grpc_call *call, void *data)
     }
     if (cls == ADMIT_REFUSE) {
         refuse_now(g, call, status, why, now);
-        mem_free(p);
+        pending_free(p);
         return;
     }
     grpc_call_ref(call); /* dropped by grpc_call_finish_async */
     int rv = jobs_submit(g->cfg.jobs, cls == ADMIT_KNOWN ? 0 : 1, run, p);
     if (rv != 0) {
         atomic_fetch_add(&g->shed_overloaded, 1);
-        mem_free(p);
+        pending_free(p);
         grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE,
                          rv == GERR_TOOBIG
                              ? "the replica is overloaded (its queue of calls is full); retry with "
@@ -470,9 +492,61 @@ static void on_start(struct grpc_call *call, void *data)
     }
 }
 
+int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len, const char *authorization,
+                    const char *peer, uint64_t timeout_ms, grpc_virtual_done_cb done, void *data)
+{
+    const struct authz_rule *rule = authz_rule_find(path);
+    uint64_t deadline = timeout_ms != 0 ? clock_mono_ms(clock_system()) + timeout_ms : 0;
+    struct grpc_call *call = rule != NULL && g->cfg.fwd.server != NULL
+                                 ? grpc_call_new_virtual(g->cfg.fwd.server, path, request, len, peer, deadline, done, data)
+                                 : NULL;
+    if (call == NULL) {
+        return GERR_INVAL;
+    }
+    struct clock *clk = clock_system();
+    int64_t now = (int64_t)clk->wall_ms(clk);
+    struct pending *p = mem_zalloc(sizeof *p);
+    p->g = g;
+    p->ctx.call = call;
+    p->ctx.gate = g;
+    p->authorization = mem_strdup(authorization != NULL ? authorization : "");
+    admission_source_host(peer, p->host, sizeof p->host);
+    int status = 0;
+    char why[GERR_MSG_SIZE];
+    enum admission_class cls;
+    if (rule->action == AZ_TOKEN) {
+        cls = admission_anonymous(g->cfg.admission, p->host, now, &status, why, sizeof why);
+    } else {
+        p->has_digest = p->authorization[0] != '\0' && admission_digest(p->authorization, NULL, 0, p->digest);
+        cls = admission_check(g->cfg.admission, p->host, p->has_digest ? p->digest : NULL, now, &status, why,
+                              sizeof why);
+    }
+    if (cls == ADMIT_REFUSE) {
+        audit_admission_refusal(g, call, status, why, now);
+        pending_free(p);
+        grpc_call_finish_async(call, status, why, NULL); /* drops the call's one reference */
+        return 0;
+    }
+    if (jobs_submit(g->cfg.jobs, cls == ADMIT_KNOWN ? 0 : 1, run, p) != 0) {
+        atomic_fetch_add(&g->shed_overloaded, 1);
+        pending_free(p);
+        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded; retry with backoff", NULL);
+    }
+    return 0;
+}
+
+static void count_outcome(void *data, const struct grpc_call *call, int status)
+{
+    struct gate *g = data;
+    nsstats_count(g->cfg.nsstats, grpc_call_tag(call), status);
+}
+
 int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceDescriptor *const *services,
                   char *errmsg)
 {
+    if (g->cfg.nsstats != NULL) {
+        grpc_server_set_outcome_observer(s, count_outcome, g);
+    }
     int rv = authz_table_check(services, errmsg);
     if (rv != 0) {
         return rv;

@@ -33,6 +33,7 @@
 #include "api/gate/admission.h"
 #include "api/gate/audit_sink.h"
 #include "api/gate/authn.h"
+#include "api/gate/nsstats.h"
 #include "lib/jobs.h"
 #include "server/grpc/server.h"
 #include "store/pool.h"
@@ -85,6 +86,7 @@ struct gate_config {
     uint64_t replica_id;         /* tags the audit events */
     const char *gateway_id;      /* copied */
     struct gate_forwarding fwd;  /* client NULL: every call runs here */
+    struct nsstats *nsstats;     /* per-namespace call counters (api/gate/nsstats.h); NULL: none */
 };
 
 /* Everything in @cfg is borrowed and must outlive the gate, except gateway_id (copied). */
@@ -114,6 +116,19 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
  * @reply. Ownership of @req passes here. Called on the forward server's reader thread: it only
  * queues the work. */
 void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply);
+
+/* A call made inside this replica for a client that holds @authorization (the value of an
+ * authorization header: "Bearer <API key or token>"), such as the operator console
+ * (server/console.h). It runs exactly like a call from the network carrying that header: admission
+ * (per-source limits, the source being @peer's host), authentication, the authorization table,
+ * forwarding of mutations, audit of refusals (with @peer as the source endpoint) and the
+ * per-namespace counters. Unary methods only; @request is the packed request (copied),
+ * @authorization is copied and wiped after use. @done fires exactly once with the status, the
+ * message and the packed reply (valid during the callback only): on the worker thread that finished
+ * the call, or before this function returns when the call is refused at once (admission limits, a full worker queue). Returns 0, or
+ * GERR_INVAL (@path names no unary method) and @done never fires. */
+int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len, const char *authorization,
+                    const char *peer, uint64_t timeout_ms, grpc_virtual_done_cb done, void *data);
 
 /* Give the pooled store client back before blocking on something else (the writer, a forwarded
  * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */
