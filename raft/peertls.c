@@ -21,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,7 @@ struct peertls {
     struct queue incoming;
     bool stopping;
     struct peertls_stats stats;
+    atomic_uint_fast64_t bytes_in, bytes_out; /* the relay thread adds, any thread reads */
     struct queue relays; /* relay thread only */
 };
 
@@ -370,6 +372,8 @@ void peertls_get_stats(struct peertls *p, struct peertls_stats *out)
     pthread_mutex_lock(&p->mu);
     *out = p->stats;
     pthread_mutex_unlock(&p->mu);
+    out->bytes_in = atomic_load_explicit(&p->bytes_in, memory_order_relaxed);
+    out->bytes_out = atomic_load_explicit(&p->bytes_out, memory_order_relaxed);
 }
 
 static void count(struct peertls *p, uint64_t *field, int delta)
@@ -541,6 +545,7 @@ static void step_pipe(struct peertls *p, struct relay *r)
                 r->t2p_off = 0;
                 r->t2p_len = (size_t)n;
                 progress = true;
+                atomic_fetch_add_explicit(&p->bytes_in, (uint64_t)n, memory_order_relaxed);
             } else {
                 int e = SSL_get_error(r->ssl, n);
                 if (e == SSL_ERROR_WANT_READ) {
@@ -584,6 +589,7 @@ static void step_pipe(struct peertls *p, struct relay *r)
         if (r->p2t_len > 0) {
             int n = SSL_write(r->ssl, r->p2t + r->p2t_off, (int)r->p2t_len);
             if (n > 0) {
+                atomic_fetch_add_explicit(&p->bytes_out, (uint64_t)n, memory_order_relaxed);
                 r->p2t_off += (size_t)n;
                 r->p2t_len -= (size_t)n;
                 progress = true;

@@ -63,6 +63,8 @@ struct peertls_stats {
     uint64_t dialed;      /* outbound connections established */
     uint64_t dial_failed; /* outbound connections that failed (including a peer with a foreign cert) */
     uint64_t active;      /* connections being relayed now */
+    uint64_t bytes_in;    /* bytes received from peers over TLS (decrypted payload) */
+    uint64_t bytes_out;   /* bytes sent to peers over TLS (payload before encryption) */
 };
 
 struct peertls;

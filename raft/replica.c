@@ -38,6 +38,7 @@ struct replica {
     pthread_cond_t cond;
     bool stop;
     struct replica_view view; /* under mu */
+    uint64_t last_leader;     /* under mu: the last leader a snapshot named, 0 before the first */
     unsigned absent_rounds;   /* roles thread only: snapshots with a leader that lacked this node */
     bool removed;             /* under mu */
 };
@@ -167,6 +168,10 @@ static void publish(struct replica *r, int rv, const struct roles_node *nodes, u
         r->view.valid = true;
         r->view.taken_ms = clock_mono_ms(clock_system());
         r->view.leader_id = leader;
+        if (leader != 0 && leader != r->last_leader) {
+            r->view.leader_changes++;
+            r->last_leader = leader;
+        }
         r->view.n = n < REPLICA_MAX_MEMBERS ? n : REPLICA_MAX_MEMBERS;
         memcpy(r->view.nodes, nodes, sizeof nodes[0] * r->view.n);
         r->view.errmsg[0] = '\0';
@@ -408,6 +413,15 @@ int replica_start(const struct replica_config *cfg, struct replica **out, char *
     r->thread_running = true;
     *out = r;
     return 0;
+}
+
+void replica_peer_stats(struct replica *r, struct peertls_stats *out)
+{
+    if (r->relay == NULL) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    peertls_get_stats(r->relay, out);
 }
 
 void replica_view(struct replica *r, struct replica_view *out)

@@ -69,6 +69,9 @@ struct replica_view {
     unsigned n;
     struct roles_node nodes[REPLICA_MAX_MEMBERS];
     char errmsg[GERR_MSG_SIZE]; /* the last snapshot failure, "" if the last one worked */
+    uint64_t leader_changes;    /* times a snapshot named a leader other than the last one named
+                                 * (the first leader seen counts too); a snapshot without one is
+                                 * not a change */
 };
 
 struct replica;
@@ -81,6 +84,9 @@ bool replica_removed(struct replica *r);
 
 /* Copy the latest view into @out. Thread-safe. */
 void replica_view(struct replica *r, struct replica_view *out);
+
+/* The peer relay's counters (raft/peertls.h); all zero without TLS (tests). Thread-safe. */
+void replica_peer_stats(struct replica *r, struct peertls_stats *out);
 
 /* The dialer every store client of this replica must use, and its argument: the replica's own node
  * on its private socket, other nodes over mutual TLS through the relay (or plain TCP without TLS:

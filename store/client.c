@@ -494,8 +494,10 @@ int store_client_tx(struct store_client *cl, store_tx_fn fn, void *arg)
             cl->errmsg[0] = '\0';
             rv = fn(&tx, arg);
             if (rv == 0) {
+                uint64_t commit_start = cl->clock->mono_ns(cl->clock);
                 rv = store_conn_exec_sql(&cl->conn, "COMMIT", NULL, 0, NULL);
                 if (rv == 0) {
+                    cl->stats.last_commit_ns = cl->clock->mono_ns(cl->clock) - commit_start;
                     return 0;
                 }
                 memcpy(cl->errmsg, cl->conn.errmsg, sizeof cl->errmsg);

@@ -51,6 +51,8 @@ struct store_client_stats {
     uint64_t busy_retries;
     uint64_t reconnects;
     uint64_t unknown_outcomes;
+    uint64_t last_commit_ns; /* the round trip of the last successful COMMIT of store_client_tx
+                              * (the leader replicating the transaction to a quorum) */
 };
 
 struct store_client {

@@ -22,6 +22,9 @@
 #include "lib/mem.h"
 #include "store/batch.h"
 
+const uint64_t store_writer_commit_bounds_us[STORE_WRITER_COMMIT_BUCKETS - 1] = {
+    1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+
 #define IDEM_KEYS_PER_QUERY 120u /* 2 parameters each, under dqlite 1.11's 255 */
 
 static const struct store_table idempotency_table = {
@@ -249,6 +252,13 @@ static int commit_batch(struct store_writer *w, struct store_write **reqs, unsig
             b++;
         }
         w->size_buckets[b]++;
+        uint64_t us = w->client.stats.last_commit_ns / 1000;
+        unsigned c = 0;
+        while (c + 1 < STORE_WRITER_COMMIT_BUCKETS && us > store_writer_commit_bounds_us[c]) {
+            c++;
+        }
+        w->commit_buckets[c]++;
+        w->commit_ns_sum += w->client.stats.last_commit_ns;
     }
     w->last_batch = n;
     pthread_mutex_unlock(&w->mu);
@@ -502,6 +512,8 @@ void store_writer_stats_full(struct store_writer *w, struct store_writer_stats_f
                                             .requests = w->requests,
                                             .last_batch = w->last_batch};
     memcpy(out->size_buckets, w->size_buckets, sizeof out->size_buckets);
+    memcpy(out->commit_buckets, w->commit_buckets, sizeof out->commit_buckets);
+    out->commit_ns_sum = w->commit_ns_sum;
     pthread_mutex_unlock(&w->mu);
 }
 

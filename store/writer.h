@@ -73,12 +73,20 @@ struct store_write {
     struct queue link;
 };
 
+/* Committed batches by the round trip of their COMMIT (store_client_stats.last_commit_ns): bucket i
+ * counts those of at most store_writer_commit_bounds_us[i] microseconds and more than the bound
+ * before; the last bucket counts every slower one. */
+#define STORE_WRITER_COMMIT_BUCKETS 12u
+extern const uint64_t store_writer_commit_bounds_us[STORE_WRITER_COMMIT_BUCKETS - 1];
+
 struct store_writer_stats_full {
     unsigned pending;
     uint64_t refused, expired;
     uint64_t batches, requests; /* transactions committed, and the requests they answered */
     unsigned last_batch;        /* requests in the last batch */
     uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];
+    uint64_t commit_buckets[STORE_WRITER_COMMIT_BUCKETS];
+    uint64_t commit_ns_sum; /* of the committed batches' COMMIT round trips */
 };
 
 struct store_writer {
@@ -94,6 +102,8 @@ struct store_writer {
     uint64_t refused, expired; /* requests refused because the queue was full / dropped past deadline */
     uint64_t batches, requests;
     uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];
+    uint64_t commit_buckets[STORE_WRITER_COMMIT_BUCKETS];
+    uint64_t commit_ns_sum;
     unsigned last_batch;
     bool stopping;
     bool started;
