@@ -203,6 +203,10 @@ struct config {
     unsigned admin_max_connections, admin_probe_reserve, admin_probe_timeout_ms, admin_header_timeout_ms;
     unsigned admin_idle_timeout_ms, admin_max_buffered_bytes;
     unsigned peer_max_handshakes_per_source, peer_refusal_log_window_ms;
+    /* The operator console (docs/console.md) and the per-namespace metrics (docs/metrics.md). */
+    bool console;
+    unsigned console_max_streams, console_refresh_ms, console_session_idle_s;
+    unsigned metrics_namespace_interval_ms, metrics_namespace_max;
 
     /* Provenance, indexed like the field table. */
     enum config_source origin[CONFIG_MAX_FIELDS];

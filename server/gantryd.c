@@ -64,11 +64,13 @@
 #include "server/admin.h"
 #include "server/bootstrap.h"
 #include "server/config.h"
+#include "server/ns_metrics.h"
 #include "server/grpc/health.h"
 #include "server/grpc/reflection.h"
 #include "server/grpc/server.h"
 #include "server/grpc/status.h"
 #include "server/oidc_config.h"
+#include "server/replica_metrics.h"
 #include "server/rotate_key.h"
 #include "store/migrate.h"
 #include "store/node.h"
@@ -311,6 +313,8 @@ struct daemon {
     struct driver *driver;
     struct reconciler *reconciler;
     struct gate *gate;
+    struct nsstats *nsstats;  /* per-namespace call counters (api/gate/nsstats.h) */
+    struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -622,6 +626,16 @@ static void metrics(void *data, struct buf *out)
                tenants_soft_exceeded());
     load_metrics(d, out);
     grpc_server_metrics_write(d->server, out);
+    struct replica_metrics_sources rms = {.replica = d->replica,
+                                          .writer = &d->writer,
+                                          .store_dir = d->store_dir,
+                                          .data_dir = d->cfg->data_dir,
+                                          .watches = &d->ssvc.watches};
+    replica_metrics_write(&rms, out);
+    if (d->nsm != NULL) {
+        ns_metrics_write(d->nsm, out);
+    }
+    nsstats_write(d->nsstats, out);
 }
 
 /* Remember the members' peer addresses in <data_dir>/peers, so a restart can find the leader even
@@ -895,7 +909,9 @@ static int serve(struct daemon *d, char *errmsg)
     d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
     d->catchup = (struct catchup){
         .dir = d->store_dir, .probe = probe_member, .pause = pause_writes, .resume = resume_writes, .arg = d};
+    d->nsstats = nsstats_new(cfg->metrics_namespace_max);
     struct gate_config gcfg = {.jobs = &d->jobs,
+                               .nsstats = d->nsstats,
                                .pool = &d->pool,
                                .authn = d->authn,
                                .admission = d->admission,
@@ -1227,6 +1243,13 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         rv = start_reconciler(d, &sc, errmsg);
     }
+    if (rv == 0) {
+        struct ns_metrics_config nmc = {.pool = &d->pool,
+                                        .nsstats = d->nsstats,
+                                        .interval_ms = cfg->metrics_namespace_interval_ms,
+                                        .max_namespaces = cfg->metrics_namespace_max};
+        rv = ns_metrics_start(&nmc, &d->nsm);
+    }
     if (rv == 0 && pthread_create(&d->maint_thread, NULL, maint_main, d) != 0) {
         rv = GERR_NOMEM;
     }
@@ -1277,10 +1300,12 @@ static int cmd_run(struct config *cfg)
     }
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
+    ns_metrics_stop(d->nsm);
     jobs_stop(&d->jobs);
     fwd_server_stop(d->fwd_server); /* every forwarded call was answered by the workers */
     fwd_client_free(d->fwd_client);
     gate_free(d->gate);
+    nsstats_free(d->nsstats);
     audit_sink_stop(d->sink); /* its last rows go through the writer, stopped below */
     admission_free(d->admission);
     authn_free(d->authn);
