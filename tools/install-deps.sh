@@ -15,6 +15,14 @@ pkgs=(
   # test and run tools
   python3 python3-grpcio python3-protobuf python3-yaml nghttp2-client openssl
   bubblewrap procps iproute2 iptables faketime
+  # deploy/monitoring checks (ctest -R monitoring): promtool from Debian's prometheus package (on a
+  # machine with systemd the package also enables a Prometheus server on :9090), the JSON schema
+  # check of the Grafana dashboard
+  prometheus python3-jsonschema
+  # the operator console's browser test (tests/console): Debian's Chromium, driven by playwright-core
+  # from the npm registry (tests/console/package.json, installed by `npm ci` in that folder with the
+  # machine's Node.js and npm)
+  chromium
   # the baseline of `gantry-bench api --baseline etcd` (etcd 3.4, /usr/bin/etcd). On a machine
   # with systemd the package also enables a system etcd on 2379/2380; the bench's own members
   # take free ports in 20000-32000 and do not touch it.
