@@ -20,9 +20,18 @@
  *     probe connection still waiting for its request is closed to admit the new one, so a
  *     liveness probe gets in even while slow clients hold every other slot.
  *   - Memory: a connection's buffers go when it closes; after one that buffered 1 MiB or more,
- *     malloc_trim gives the heap back to the system (from a timer, at most every 100 ms). */
+ *     malloc_trim gives the heap back to the system (from a timer, at most every 100 ms).
+ *
+ * The handler (requests under cfg.handler_prefix): on_message_complete gives it an exchange with
+ * the request (the kept headers, the body); the parser stays paused until the exchange is finished
+ * (admin_reply, admin_stream_close), so pipelined requests are answered in order. A pending
+ * exchange has the idle deadline; a stream has none (it may be quiet), its sends count against
+ * max_buffered_bytes, and it ends with the connection (close-delimited body). A connection that
+ * closes first leaves the exchange detached: the handler's later calls on it do nothing but
+ * finish it. */
 #include "server/admin.h"
 
+#include <assert.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,6 +48,16 @@
 #define ADMIN_MAX_HEADERS (8u << 10)
 #define ADMIN_TRIM_DELAY  100
 #define ADMIN_TRIM_MIN    (1u << 20)
+#define ADMIN_HNAME_MAX   24
+
+/* Request headers kept for the handler (the first occurrence of each). */
+enum { KEPT_COOKIE, KEPT_ORIGIN, KEPT_HOST, KEPT_CTYPE, KEPT_CONSOLE, KEPT_N };
+static const struct {
+    const char *name;
+    size_t cap; /* bytes of value, the NUL excluded */
+} kept_headers[KEPT_N] = {
+    {"cookie", 4096}, {"origin", 255}, {"host", 255}, {"content-type", 255}, {"x-gantry-console", 255},
+};
 
 struct admin {
     uv_loop_t *loop;
@@ -47,6 +66,8 @@ struct admin {
     bool trim_pending;
     struct admin_config cfg; /* zero limits replaced by the defaults */
     char *listen_copy;
+    char *prefix_copy; /* cfg.handler_prefix */
+    size_t prefix_len;
     int port;
     struct queue conns; /* in accept order */
     size_t n_conns;     /* allocated connections (closing ones included) */
@@ -84,7 +105,26 @@ struct admin_conn {
     size_t peak_buffered;
     struct buf held; /* unparsed input kept while paused */
     size_t held_off;
+    /* What the handler gets: kept headers, the body, the exchange it holds. */
+    char hname[ADMIN_HNAME_MAX + 1];
+    size_t hname_len; /* > ADMIN_HNAME_MAX: a name no kept header has */
+    int hcur;         /* the kept header whose value is being read, -1 for none */
+    bool hseen[KEPT_N];
+    char *hval[KEPT_N];  /* each kept_headers[i].cap + 1 bytes, allocated with the connection */
+    size_t hlen[KEPT_N];
+    bool for_handler;    /* the URL is under the handler prefix: the body is kept */
+    struct buf body;
+    struct admin_exchange *exchange; /* the one the handler holds, NULL for none */
+    bool streaming;                  /* the exchange is a stream */
+    bool in_dispatch;                /* inside the handler callback (the parser is running) */
+    char peer[64];                   /* "a.b.c.d:port" */
     char rbuf[4096];
+};
+
+struct admin_exchange {
+    struct admin_conn *conn; /* NULL once the connection closed */
+    bool streaming;
+    bool head;
 };
 
 struct admin_write {
@@ -128,6 +168,10 @@ static void admin_conn_closed(uv_handle_t *h)
     size_t peak = c->peak_buffered;
     buf_close(&c->out);
     buf_close(&c->held);
+    buf_close(&c->body);
+    for (int i = 0; i < KEPT_N; i++) {
+        mem_free(c->hval[i]);
+    }
     mem_free(c);
     a->n_conns--;
     admin_trim_soon(a, peak);
@@ -147,6 +191,10 @@ static void admin_conn_close(struct admin_conn *c, const char *why)
         c->admin->n_probe--;
     } else if (c->general) {
         c->admin->n_general--;
+    }
+    if (c->exchange != NULL) {
+        c->exchange->conn = NULL; /* the handler finishes it later */
+        c->exchange = NULL;
     }
     queue_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, admin_conn_closed);
@@ -190,14 +238,14 @@ static void admin_write_cb(uv_write_t *req, int status)
     if (c->closing) {
         return;
     }
-    if (status < 0 || (c->close_after_write && c->writes_pending == 0)) {
+    if (status < 0 || (c->close_after_write && c->writes_pending == 0 && c->exchange == NULL)) {
         admin_conn_close(c, status < 0 ? "write failed" : NULL);
         return;
     }
-    if (!c->in_request) {
+    if (!c->in_request && !c->streaming) {
         admin_idle(c); /* progress: the client reads */
     }
-    if (c->paused && admin_buffered(c) <= c->admin->cfg.max_buffered_bytes / 2) {
+    if (c->paused && c->exchange == NULL && admin_buffered(c) <= c->admin->cfg.max_buffered_bytes / 2) {
         admin_resume(c);
     }
 }
@@ -255,15 +303,87 @@ static int admin_on_url(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static int admin_on_header(llhttp_t *p, const char *at, size_t len)
+static int admin_count_header(struct admin_conn *c, size_t len)
 {
-    (void)at;
-    struct admin_conn *c = p->data;
     c->header_bytes += len;
     if (c->header_bytes > ADMIN_MAX_HEADERS) {
         c->error_status = 431;
         return -1;
     }
+    return 0;
+}
+
+static int admin_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_conn *c = p->data;
+    for (size_t i = 0; i < len && c->hname_len <= ADMIN_HNAME_MAX; i++) {
+        char ch = at[i];
+        c->hname[c->hname_len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+    }
+    return admin_count_header(c, len);
+}
+
+static int admin_on_header_field_complete(llhttp_t *p)
+{
+    struct admin_conn *c = p->data;
+    c->hcur = -1;
+    if (c->hname_len <= ADMIN_HNAME_MAX) {
+        c->hname[c->hname_len] = '\0';
+        for (int i = 0; i < KEPT_N; i++) {
+            if (strcmp(c->hname, kept_headers[i].name) == 0 && !c->hseen[i]) {
+                c->hcur = i;
+            }
+        }
+    }
+    c->hname_len = 0;
+    return 0;
+}
+
+static int admin_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_conn *c = p->data;
+    if (c->hcur >= 0) {
+        int k = c->hcur;
+        if (c->hlen[k] + len > kept_headers[k].cap) {
+            c->error_status = 431;
+            return -1;
+        }
+        memcpy(c->hval[k] + c->hlen[k], at, len);
+        c->hlen[k] += len;
+        c->hval[k][c->hlen[k]] = '\0';
+    }
+    return admin_count_header(c, len);
+}
+
+static int admin_on_header_value_complete(llhttp_t *p)
+{
+    struct admin_conn *c = p->data;
+    if (c->hcur >= 0) {
+        c->hseen[c->hcur] = true;
+        c->hcur = -1;
+    }
+    return 0;
+}
+
+static int admin_on_url_complete(llhttp_t *p)
+{
+    struct admin_conn *c = p->data;
+    struct admin *a = c->admin;
+    c->for_handler = a->cfg.handler != NULL && strncmp(c->url, a->prefix_copy, a->prefix_len) == 0;
+    return 0;
+}
+
+static int admin_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct admin_conn *c = p->data;
+    if (!c->for_handler) {
+        return 0; /* nobody reads it */
+    }
+    if (c->body.len + len > ADMIN_MAX_BODY) {
+        c->error_status = 413;
+        return -1;
+    }
+    buf_append(&c->body, at, len);
     return 0;
 }
 
@@ -274,12 +394,80 @@ static int admin_on_message_begin(llhttp_t *p)
     c->url[0] = '\0';
     c->header_bytes = 0;
     c->in_request = true;
+    c->hname_len = 0;
+    c->hcur = -1;
+    c->for_handler = false;
+    buf_reset(&c->body);
+    for (int i = 0; i < KEPT_N; i++) {
+        c->hseen[i] = false;
+        c->hlen[i] = 0;
+        c->hval[i][0] = '\0';
+    }
     /* The request deadline runs from its first byte and is not restarted by later ones (the
      * first request's runs from accept already, a probe's from accept). */
     if (c->n_requests > 0 && !c->probe) {
         admin_deadline(c, c->admin->cfg.header_timeout_ms);
     }
     return 0;
+}
+
+static const char *admin_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* Give the request to the handler. Returns true if the exchange is still the handler's (answered
+ * later, or a stream), false if it was answered inside the callback. */
+static bool admin_dispatch(struct admin_conn *c, const char *path, const char *query, bool head)
+{
+    struct admin *a = c->admin;
+    struct admin_exchange *x = mem_zalloc(sizeof *x);
+    x->conn = c;
+    x->head = head;
+    c->exchange = x;
+    buf_append(&c->body, "", 1); /* a NUL after the body, for text bodies; not counted */
+    c->body.len--;
+    struct admin_request req = {.method = llhttp_method_name(llhttp_get_method(&c->parser)),
+                                .path = path,
+                                .query = query,
+                                .cookie = c->hval[KEPT_COOKIE],
+                                .origin = c->hval[KEPT_ORIGIN],
+                                .host = c->hval[KEPT_HOST],
+                                .content_type = c->hval[KEPT_CTYPE],
+                                .console = c->hval[KEPT_CONSOLE],
+                                .body = c->body.data != NULL ? c->body.data : (const uint8_t *)"",
+                                .body_len = c->body.len,
+                                .peer = c->peer,
+                                .head = head};
+    c->in_dispatch = true;
+    a->cfg.handler(a->cfg.handler_data, x, &req);
+    c->in_dispatch = false;
+    if (c->exchange == NULL) {
+        return false;
+    }
+    if (!c->streaming) {
+        admin_deadline(c, a->cfg.idle_timeout_ms); /* the handler's answer is due */
+    }
+    return true;
 }
 
 static int admin_on_message_complete(llhttp_t *p)
@@ -300,7 +488,11 @@ static int admin_on_message_complete(llhttp_t *p)
         *q = '\0';
     }
     bool probe_path = strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0;
-    if (c->probe && !probe_path) {
+    if (c->for_handler && !c->probe) {
+        if (admin_dispatch(c, path, q != NULL ? c->url + (q - path) + 1 : "", head)) {
+            return HPE_PAUSED; /* until the handler finishes the exchange */
+        }
+    } else if (c->probe && !probe_path) {
         admin_respond(c, 503, "Service Unavailable", "text/plain", "admin port busy: probes only\n", 29,
                       head);
     } else if (method != HTTP_GET && method != HTTP_HEAD) {
@@ -361,11 +553,10 @@ static void admin_parse(struct admin_conn *c, const char *data, size_t len)
         }
     } else if (e != HPE_OK) {
         int status = c->error_status != 0 ? c->error_status : 400;
-        const char *reason = status == 414   ? "URI Too Long"
-                             : status == 431 ? "Request Header Fields Too Large"
-                                             : "Bad Request";
+        const char *reason = admin_reason(status);
         c->close_after_write = true;
-        admin_respond(c, status, reason, "text/plain", "bad request\n", 12, false);
+        const char *text = status == 413 ? "request body too large\n" : "bad request\n";
+        admin_respond(c, status, reason, "text/plain", text, strlen(text), false);
         admin_stop_reading(c);
     }
     admin_flush(c);
@@ -415,6 +606,24 @@ static void admin_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 /* --- Accepting --- */
 
+static void admin_peer_name(uv_tcp_t *tcp, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    int n = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    snprintf(out, len, "?");
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+        snprintf(out, len, "[%s]:%d", ip, addr_port(&ss));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+        snprintf(out, len, "%s:%d", ip, addr_port(&ss));
+    }
+}
+
 /* The oldest probe connection still waiting for its request, or NULL. */
 static struct admin_conn *admin_probe_victim(struct admin *a)
 {
@@ -438,6 +647,11 @@ static void admin_on_connection(uv_stream_t *l, int status)
     c->admin = a;
     buf_init(&c->out);
     buf_init(&c->held);
+    buf_init(&c->body);
+    for (int i = 0; i < KEPT_N; i++) {
+        c->hval[i] = mem_zalloc(kept_headers[i].cap + 1);
+    }
+    c->hcur = -1;
     uv_tcp_init(a->loop, &c->tcp);
     uv_timer_init(a->loop, &c->timer);
     c->tcp.data = c;
@@ -449,6 +663,7 @@ static void admin_on_connection(uv_stream_t *l, int status)
         admin_conn_close(c, "accept failed");
         return;
     }
+    admin_peer_name(&c->tcp, c->peer, sizeof c->peer);
     if (a->n_general >= a->cfg.max_connections) {
         if (a->n_probe >= a->cfg.probe_reserve) {
             struct admin_conn *victim = admin_probe_victim(a);
@@ -489,6 +704,7 @@ static void admin_maybe_closed(struct admin *a)
     admin_closed_cb cb = a->closed_cb;
     void *data = a->closed_data;
     mem_free(a->listen_copy);
+    mem_free(a->prefix_copy);
     mem_free(a);
     if (cb != NULL) {
         cb(a, data);
@@ -535,9 +751,21 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
     llhttp_settings_init(&a->settings);
     a->settings.on_message_begin = admin_on_message_begin;
     a->settings.on_url = admin_on_url;
-    a->settings.on_header_field = admin_on_header;
-    a->settings.on_header_value = admin_on_header;
+    a->settings.on_url_complete = admin_on_url_complete;
+    a->settings.on_header_field = admin_on_header_field;
+    a->settings.on_header_field_complete = admin_on_header_field_complete;
+    a->settings.on_header_value = admin_on_header_value;
+    a->settings.on_header_value_complete = admin_on_header_value_complete;
+    a->settings.on_body = admin_on_body;
     a->settings.on_message_complete = admin_on_message_complete;
+    if (cfg->handler_prefix != NULL && cfg->handler != NULL) {
+        a->prefix_copy = mem_strdup(cfg->handler_prefix);
+        a->prefix_len = strlen(a->prefix_copy);
+    } else {
+        a->prefix_copy = mem_strdup("");
+        a->cfg.handler = NULL;
+    }
+    a->cfg.handler_prefix = a->prefix_copy;
     uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
     uv_timer_init(loop, &a->trim_timer);
@@ -580,4 +808,120 @@ void admin_close(struct admin *a, admin_closed_cb cb, void *data)
     while ((q = queue_head(&a->conns)) != NULL) {
         admin_conn_close(QUEUE_DATA(q, struct admin_conn, link), NULL);
     }
+}
+
+/* --- Exchanges --- */
+
+/* The exchange is finished: forget it and, unless the connection is to close, read on. */
+static void admin_exchange_done(struct admin_exchange *x)
+{
+    struct admin_conn *c = x->conn;
+    mem_free(x);
+    if (c == NULL) {
+        return;
+    }
+    c->exchange = NULL;
+    if (c->in_dispatch) {
+        return; /* answered inside the callback: on_message_complete carries on as for any request */
+    }
+    admin_flush(c);
+    if (c->closing) {
+        return;
+    }
+    if (c->close_after_write) {
+        if (c->writes_pending == 0) {
+            admin_conn_close(c, NULL);
+        }
+        return;
+    }
+    admin_idle(c);
+    if (c->paused && admin_buffered(c) <= c->admin->cfg.max_buffered_bytes / 2) {
+        admin_resume(c);
+    }
+}
+
+void admin_reply(struct admin_exchange *x, int status, const char *content_type, const char *headers,
+                 const void *body, size_t len)
+{
+    struct admin_conn *c = x->conn;
+    assert(!x->streaming);
+    if (c != NULL && !c->closing) {
+        if (c->admin->closing) {
+            c->close_after_write = true;
+        }
+        char hdr[320];
+        int n = snprintf(hdr, sizeof hdr,
+                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+                         "%s",
+                         status, admin_reason(status), content_type, len,
+                         c->close_after_write ? "Connection: close\r\n" : "");
+        buf_append(&c->out, hdr, (size_t)n);
+        if (headers != NULL) {
+            buf_append(&c->out, headers, strlen(headers));
+        }
+        buf_append(&c->out, "\r\n", 2);
+        if (!x->head && len > 0) {
+            buf_append(&c->out, body, len);
+        }
+        if (admin_buffered(c) > c->peak_buffered) {
+            c->peak_buffered = admin_buffered(c);
+        }
+    }
+    admin_exchange_done(x);
+}
+
+int admin_stream_open(struct admin_exchange *x, const char *content_type, const char *headers)
+{
+    struct admin_conn *c = x->conn;
+    assert(!x->streaming);
+    x->streaming = true;
+    if (c == NULL || c->closing) {
+        return GERR_CLOSED;
+    }
+    c->streaming = true;
+    uv_timer_stop(&c->timer);
+    char hdr[256];
+    int n = snprintf(hdr, sizeof hdr,
+                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                     content_type);
+    buf_append(&c->out, hdr, (size_t)n);
+    if (headers != NULL) {
+        buf_append(&c->out, headers, strlen(headers));
+    }
+    buf_append(&c->out, "\r\n", 2);
+    admin_flush(c);
+    return 0;
+}
+
+int admin_stream_send(struct admin_exchange *x, const void *data, size_t len)
+{
+    struct admin_conn *c = x->conn;
+    assert(x->streaming);
+    if (c == NULL || c->closing) {
+        return GERR_CLOSED;
+    }
+    if (admin_buffered(c) + len > c->admin->cfg.max_buffered_bytes) {
+        return GERR_BUSY;
+    }
+    buf_append(&c->out, data, len);
+    if (admin_buffered(c) > c->peak_buffered) {
+        c->peak_buffered = admin_buffered(c);
+    }
+    admin_flush(c);
+    return 0;
+}
+
+void admin_stream_close(struct admin_exchange *x)
+{
+    struct admin_conn *c = x->conn;
+    assert(x->streaming);
+    if (c != NULL) {
+        c->close_after_write = true; /* the body ends with the connection */
+    }
+    admin_exchange_done(x);
+}
+
+bool admin_exchange_open(const struct admin_exchange *x)
+{
+    return x->conn != NULL && !x->conn->closing;
 }
