@@ -64,6 +64,7 @@
 #include "server/admin.h"
 #include "server/bootstrap.h"
 #include "server/config.h"
+#include "server/console.h"
 #include "server/ns_metrics.h"
 #include "server/grpc/health.h"
 #include "server/grpc/reflection.h"
@@ -324,6 +325,7 @@ struct daemon {
     struct health *health;
     struct reflection *refl;
     struct admin *admin;
+    struct console *console; /* the operator console (config console), NULL when off */
     /* maintenance thread */
     pthread_t maint_thread;
     pthread_mutex_t mu;
@@ -828,6 +830,9 @@ static void server_closed(struct grpc_server *s, void *data)
     (void)s;
     struct daemon *d = data;
     LOG_INFO("gRPC server closed");
+    if (d->console != NULL) {
+        console_shutdown(d->console);
+    }
     if (d->admin != NULL) {
         admin_close(d->admin, admin_closed, d);
     }
@@ -965,7 +970,25 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
+    if (cfg->console) {
+        struct console_config cc = {.loop = &d->loop,
+                                    .gate = d->gate,
+                                    .replica = d->replica,
+                                    .writer = &d->writer,
+                                    .replica_id = cfg->replica_id,
+                                    .replica_name = cfg->replica_name,
+                                    .max_streams = cfg->console_max_streams,
+                                    .refresh_ms = cfg->console_refresh_ms,
+                                    .session_idle_s = cfg->console_session_idle_s};
+        rv = console_start(&cc, &d->console, errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+    }
     struct admin_config ac = {.listen = cfg->admin_address,
+                              .handler_prefix = d->console != NULL ? CONSOLE_PREFIX : NULL,
+                              .handler = d->console != NULL ? console_handle : NULL,
+                              .handler_data = d->console,
                               .ready = ready,
                               .metrics = metrics,
                               .data = d,
@@ -1301,6 +1324,7 @@ static int cmd_run(struct config *cfg)
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
     ns_metrics_stop(d->nsm);
+    console_free(d->console); /* its calls go through the workers: before they stop */
     jobs_stop(&d->jobs);
     fwd_server_stop(d->fwd_server); /* every forwarded call was answered by the workers */
     fwd_client_free(d->fwd_client);
