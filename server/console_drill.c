@@ -128,8 +128,11 @@ static void *drill_main(void *arg)
     d->n_commits = 0;
     uint64_t from = d->from, target = d->target;
     pthread_mutex_unlock(&d->mu);
-    bool probe_ok = pthread_create(&d->probe_thread, NULL, probe_main, d) == 0;
-    /* The transfer, for the admin, through the gate. */
+    /* The transfer, for the admin, through the gate. No probe writes meanwhile: the leader hands over
+     * only once the target's log has stayed level with its own (raft/catchup.h), and it pauses only
+     * its own replica's writes, so a steady stream of writes from this replica could keep the target
+     * behind until the call gives up. The probes start when the call returns, and the first gap runs
+     * from the call's start: the window counts the whole call, an upper bound. */
     Gantry__V1__TransferLeadershipRequest req = GANTRY__V1__TRANSFER_LEADERSHIP_REQUEST__INIT;
     req.target_id = target;
     ProtobufCMessage *m;
@@ -137,6 +140,7 @@ static void *drill_main(void *arg)
     console_feed_call(&d->feed, d->authorization, d->peer, "/gantry.v1.Cluster/TransferLeadership", &req.base,
                       &gantry__v1__transfer_leadership_response__descriptor, &m, &res);
     uint64_t t_transfer = clock_mono_ms(clk);
+    bool probe_ok = pthread_create(&d->probe_thread, NULL, probe_main, d) == 0;
     uint64_t to = 0;
     bool transferred = m != NULL;
     if (transferred) {

@@ -2,16 +2,20 @@
  * Raft leadership and watches the cluster settle, with the unavailability window measured.
  *
  * How it runs, on a thread of its own (one drill at a time per replica):
- *   1. a probe thread writes one row (cluster_meta "console_drill_probe") through this replica's
- *      writer as fast as each write commits, recording when each committed;
- *   2. Cluster.TransferLeadership is called for the admin (through the gate, with their credential:
+ *   1. Cluster.TransferLeadership is called for the admin (through the gate, with their credential:
  *      it is authorized and audited like any call), to @target (0: the server picks);
+ *   2. when it returns, a probe thread writes one row (cluster_meta "console_drill_probe") through
+ *      this replica's writer as fast as each write commits, recording when each committed. Not
+ *      before: the leader transfers only to a target whose log stays level with its own
+ *      (raft/catchup.h) and pauses only its own replica's writes, so probes from here could keep
+ *      the target behind;
  *   3. the drill waits until this replica's membership view names a leader other than the old one
  *      and every member is reachable (at most 20 s), then probes for 1 s more;
  *   4. the result: the old and new leader, how long the transfer call took, how long until the view
  *      settled, and the unavailability window: the longest time between two consecutive committed
- *      probe writes from the transfer call on (a write is the thing a failover makes unavailable;
- *      the resolution is one probe round trip, a few milliseconds).
+ *      probe writes, the first gap counted from the start of the transfer call (a write is the
+ *      thing a failover makes unavailable; the window includes the whole call, the catch-up wait
+ *      with the leader's writes paused among it, so it is an upper bound).
  * The drill never runs unless the caller may call Cluster.GetLeader (platform_admin) first.
  *
  * Threads: console_drill_start and console_drill_state from any thread; console_drill_free after
