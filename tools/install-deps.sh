@@ -19,9 +19,10 @@ pkgs=(
   # machine with systemd the package also enables a Prometheus server on :9090), the JSON schema
   # check of the Grafana dashboard
   prometheus python3-jsonschema
-  # the operator console's browser test (tests/console): Debian's Chromium, driven by playwright-core
-  # from the npm registry (tests/console/package.json, installed by `npm ci` in that folder with the
-  # machine's Node.js and npm)
+  # the operator console's browser test (ctest -R console_browser): Debian's Chromium, driven by
+  # playwright-core from the npm registry (pinned in tests/console/package-lock.json; the test installs
+  # it with the machine's npm into a cache outside the tree). playwright-core needs Node.js 20, which
+  # this machine kind has with its npm; Debian's nodejs is 18, so it is not installed from here.
   chromium
   # the baseline of `gantry-bench api --baseline etcd` (etcd 3.4, /usr/bin/etcd). On a machine
   # with systemd the package also enables a system etcd on 2379/2380; the bench's own members

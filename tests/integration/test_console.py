@@ -1,5 +1,5 @@
-"""Seeing the cluster (issue 22): /metrics, the operator console and `gantry cluster top`, on a 3-replica
-gantryd cluster driven by Debian's python3-grpcio.
+"""Seeing the cluster (issue 22): /metrics and the operator console, on a 3-replica gantryd cluster
+driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_console.py <group>
 Groups:
@@ -8,22 +8,27 @@ Groups:
             the bound on namespaces, and no sandbox name, principal or secret in any label
   console   the console over HTTP: static files, sign-in with an API key, the data endpoint and its
             live stream, what each role sees, the leadership drill, bad input refused without effect
-  top       `gantry cluster top --once`: members, leader, lease, sandboxes per namespace
   browser   the console in Debian's Chromium driven by playwright-core (tests/console/console.mjs):
-            sign in, three members and the leader, the leader killed and the new one shown within
-            2 s, a sandbox created through the CLI appearing, a user of one namespace not seeing
-            another's sandboxes; screenshots to GANTRY_CONSOLE_SHOTS when set
+            a wrong key refused, sign in, three members and the leader, the leader killed and the new
+            one shown within 2 s, a sandbox created through the CLI appearing in its namespace and
+            quota, a user of one namespace not seeing another's sandboxes; screenshots to
+            GANTRY_CONSOLE_SHOTS when set (docs/console.md). playwright-core is installed by npm
+            from tests/console/package-lock.json into a cache outside the tree (browser_tools)
 
 Uses test_gantryd.py's harness and test_resources.py's principals (a platform admin, an auditor, a
 namespace admin and users of "default", a user of "team-b").
 """
 
+import hashlib
 import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -633,9 +638,136 @@ class Console(g.GantrydTest):
               % (before.rid, after.rid, before.rid, d["window_ms"], d2["window_ms"], d["probes"], d2["probes"]))
 
 
+CONSOLE_TOOLS = os.path.join(SOURCE, "tests", "console")
+
+
+def browser_tools():
+    """The directory holding playwright-core as pinned by tests/console/package-lock.json. As with
+    deploy/helm/check.sh, npm installs it once into a cache keyed by the lock
+    (${GANTRY_CONSOLE_TOOLS:-${XDG_CACHE_HOME:-~/.cache}/gantry-console-tools}/<hash>) and later runs
+    reuse it; node_modules never enters the source tree."""
+    pinned = [os.path.join(CONSOLE_TOOLS, f) for f in ("package.json", "package-lock.json")]
+    digest = hashlib.sha256()
+    for path in pinned:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    cache = os.environ.get("GANTRY_CONSOLE_TOOLS") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME") or "/tmp", ".cache"),
+        "gantry-console-tools")
+    ready = os.path.join(cache, digest.hexdigest()[:16])
+    if os.path.exists(os.path.join(ready, ".complete")):
+        return ready
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        raise AssertionError("node and npm are missing: the browser test needs Node.js 20 or later with npm")
+    os.makedirs(cache, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".install-", dir=cache)
+    for path in pinned:
+        shutil.copy(path, tmp)
+    # --ignore-scripts: playwright-core needs none, and its browser download is not wanted (Debian's
+    # Chromium is used).
+    out = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=tmp,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise AssertionError("npm ci of tests/console failed:\n%s%s" % (out.stdout, out.stderr))
+    open(os.path.join(tmp, ".complete"), "w").close()
+    try:
+        os.rename(tmp, ready)
+    except OSError:  # another run installed the same lock meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    for old in os.listdir(cache):  # older pinned sets are of no further use
+        if old != os.path.basename(ready) and not old.startswith(".install-"):
+            shutil.rmtree(os.path.join(cache, old), ignore_errors=True)
+    return ready
+
+
+class Browser(g.GantrydTest):
+    def test_console_in_chromium(self):
+        """Debian's Chromium, driven by playwright-core (tests/console/console.mjs), against the console
+        of a replica that is not the leader: a wrong key refused; the admin sees three members and the
+        leader; the leader is killed and the page names the new one within 2 s; a sandbox created with
+        the gantry CLI appears, turns READY and counts in the namespace's quota; a user of team-b sees
+        team-b only."""
+        chromium = os.environ.get("GANTRY_CHROMIUM", "/usr/bin/chromium")
+        self.assertTrue(os.access(chromium, os.X_OK), "%s is missing: tools/install-deps.sh installs Debian's "
+                        "chromium" % chromium)
+        self.assertTrue(GANTRY and os.access(GANTRY, os.X_OK), "GANTRY must name the gantry CLI")
+        tools = browser_tools()
+        e = Env(self)
+        e.create("other", "team-b", "bravo-1")
+        e.call("pa", quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+            meta=meta_pb2.ObjectMeta(namespace="default"), max_concurrent_sandboxes=5, max_gpus=2,
+            mode=Q.QUOTA_MODE_HARD)))
+        leader = e.c.leader()
+        view = [r for r in e.c.replicas if r.rid != leader.rid][0]
+        root = e.c.root
+        key_file = os.path.join(root, "admin.key")
+        with open(key_file, "w") as f:
+            f.write(e.keys["pa"])
+        os.chmod(key_file, 0o600)
+        shots = os.environ.get("GANTRY_CONSOLE_SHOTS", "")
+        cfg = {"url": "http://%s/console/" % view.admin, "admin_key": e.keys["pa"], "user_key": e.keys["other"],
+               "leader_id": leader.rid, "members": sorted(r.rid for r in e.c.replicas), "cli_sandbox": "from-cli",
+               "user_sandbox": "bravo-1", "shots": os.path.abspath(shots) if shots else ""}
+        env = dict(os.environ, GANTRY_CONSOLE_TOOLS_DIR=tools, GANTRY_CHROMIUM=chromium)
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY")}
+        cli_env["XDG_CONFIG_HOME"] = os.path.join(root, "cli-config")
+        errors = open(os.path.join(root, "browser.stderr"), "w+")
+        t0 = time.monotonic()
+        p = subprocess.Popen(["node", os.path.join(CONSOLE_TOOLS, "console.mjs"), json.dumps(cfg)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True)
+        guard = threading.Timer(180, p.kill)  # a hung browser fails the test instead of holding ctest
+        guard.start()
+        result = None
+        try:
+            for line in p.stdout:
+                line = line.rstrip("\n")
+                if line == "STEP kill-leader":
+                    leader.kill()
+                    p.stdin.write("done\n")
+                elif line == "STEP create-sandbox":
+                    alive = ",".join(r.api for r in e.c.alive())
+                    out = subprocess.run([GANTRY, "--endpoint", alive, "--ca", e.ca, "--token-file", key_file,
+                                          "sandbox", "create", cfg["cli_sandbox"], "--namespace", "default",
+                                          "--image", "busybox", "--", "sleep", "600"],
+                                         env=cli_env, capture_output=True, text=True, timeout=60)
+                    p.stdin.write("done\n" if out.returncode == 0 else "error %s\n" % out.stderr.replace("\n", " "))
+                    self.assertEqual(out.returncode, 0, out.stderr)
+                elif line.startswith("RESULT "):
+                    result = json.loads(line[7:])
+                else:
+                    print("console.mjs: %s" % line)
+                p.stdin.flush()
+            rc = p.wait(timeout=30)
+        finally:
+            guard.cancel()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            errors.seek(0)
+            stderr = errors.read()
+            errors.close()
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, "the browser test failed:\n" + stderr)
+        self.assertIsNotNone(result, stderr)
+        # What the page showed against what dqlite says.
+        self.assertLessEqual(result["new_leader_ms"], 2000, result)
+        self.assertEqual(result["leader_after"], e.c.leader().rid)
+        self.assertNotEqual(result["leader_after"], leader.rid)
+        self.assertEqual(result["user_sees"], ["team-b"])
+        self.assertIn("UNAUTHENTICATED", result["refused"])
+        listed = e.sb("pa", "List", S.ListSandboxesRequest(namespace="default"), replica=e.c.replicas.index(view))
+        self.assertIn("from-cli", [x.meta.name for x in listed.sandboxes])
+        print("browser: leader %d killed (%d ms), the page named leader %d %d ms after the kill was asked; "
+              "CLI sandbox shown READY; team-b user sees %s; %.1f s in the browser%s"
+              % (leader.rid, result["kill_ms"], result["leader_after"], result["new_leader_ms"], result["user_sees"],
+                 took, "; screenshots in " + cfg["shots"] if shots else ""))
+
+
 GROUPS = {
     "metrics": [Metrics],
     "console": [Console],
+    "browser": [Browser],
 }
 
 if __name__ == "__main__":
