@@ -8,6 +8,7 @@
  *   tools/gantry_out.c        protobuf messages as JSON, YAML or a table
  *   tools/gantry_ctx.c        contexts in $XDG_CONFIG_HOME/gantry/config.json
  *   tools/gantry_cluster.c    cluster
+ *   tools/gantry_top.c        cluster top
  *   tools/gantry_principals.c whoami, user, sa, role, key
  *   tools/gantry_tenants.c    namespace, quota, policy, usage, audit
  *   tools/gantry_providers.c  provider
@@ -82,6 +83,9 @@ extern const struct gantry_cmd gantry_tenant_cmds[];
 extern const struct gantry_cmd gantry_provider_cmds[];
 extern const struct gantry_cmd gantry_sandbox_cmds[];
 extern const struct gantry_cmd gantry_ctx_cmds[];
+
+/* `gantry cluster top` (gantry_top.c). */
+int gantry_cluster_top(struct cli *c, int argc, char **argv);
 
 /* --- gantry_call.c --- */
 

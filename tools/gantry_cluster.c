@@ -337,5 +337,9 @@ const struct gantry_cmd gantry_cluster_cmds[] = {
     {"cluster", "lease", "[--name LEASE]",
      "the reconciler lease: which replica drives the sandboxes, and its epoch", "gantry cluster lease",
      cmd_lease, false},
+    {"cluster", "top", "[--interval-ms MS] [--once | --count N]",
+     "a live terminal view: health, the lease, the members, and per namespace the sandboxes by phase and the "
+     "quota use; redrawn every --interval-ms (default 1000) until interrupted; shows what your credential may read",
+     "gantry cluster top\ngantry cluster top --once", gantry_cluster_top, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };

@@ -1,5 +1,5 @@
-"""Seeing the cluster (issue 22): /metrics and the operator console, on a 3-replica gantryd cluster
-driven by Debian's python3-grpcio.
+"""Seeing the cluster (issue 22): /metrics, the operator console and `gantry cluster top`, on a
+3-replica gantryd cluster driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_console.py <group>
 Groups:
@@ -8,6 +8,9 @@ Groups:
             the bound on namespaces, and no sandbox name, principal or secret in any label
   console   the console over HTTP: static files, sign-in with an API key, the data endpoint and its
             live stream, what each role sees, the leadership drill, bad input refused without effect
+  top       `gantry cluster top`: one frame against the API for a Platform Admin (health, leader,
+            lease, members, sandboxes by phase, GPUs, quota use), a user of team-b seeing team-b only,
+            a refused key, and a running view naming the new leader after the leader is killed
   browser   the console in Debian's Chromium driven by playwright-core (tests/console/console.mjs):
             a wrong key refused, sign in, three members and the leader, the leader killed and the new
             one shown within 2 s, a sandbox created through the CLI appearing in its namespace and
@@ -638,6 +641,149 @@ class Console(g.GantrydTest):
               % (before.rid, after.rid, before.rid, d["window_ms"], d2["window_ms"], d["probes"], d2["probes"]))
 
 
+def frames(text):
+    """The frames of `gantry cluster top` written to a pipe: lists of lines, each frame opening with its
+    "gantry cluster top" line."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("gantry cluster top "):
+            out.append([])
+        if out:
+            out[-1].append(line)
+    return out
+
+
+def top_view(lines):
+    """One frame as {"cluster": the cluster line, "lease": the lease line, "members": {id: (role, leader,
+    reachable)}, "namespaces": {name: {column: value}}}."""
+    v = {"members": {}, "namespaces": {}, "cluster": None, "lease": None, "lines": lines}
+    section = None
+    for line in lines[1:]:
+        if line.startswith("cluster: "):
+            v["cluster"] = line
+        elif line.startswith("lease: "):
+            v["lease"] = line
+        elif line.startswith("members: "):
+            v["members_line"] = line
+        elif line.startswith("ID "):
+            section = "members"
+        elif line.startswith("NAMESPACE "):
+            section, head = "namespaces", line.split()
+            head = head[:-4] + ["QUOTA SANDBOXES", "QUOTA GPUS"]
+        elif not line.strip():
+            section = None
+        elif section == "members":
+            f = line.split()
+            v["members"][int(f[0])] = {"name": f[1], "role": f[2], "leader": f[3] == "leader",
+                                       "reachable": (f[4] if f[3] == "leader" else f[3]) == "yes"}
+        elif section == "namespaces":
+            f = line.split()
+            v["namespaces"][f[0]] = dict(zip(head, f))
+    return v
+
+
+class Top(g.GantrydTest):
+    def test_cluster_top(self):
+        """`gantry cluster top`: a frame for a Platform Admin against the API (health, leader, lease,
+        members, sandboxes by phase, GPUs, quota use); a running view names the new leader after the
+        leader is killed; a user of team-b sees team-b only and no cluster lines; a refused key exits 4."""
+        self.assertTrue(GANTRY and os.access(GANTRY, os.X_OK), "GANTRY must name the gantry CLI")
+        e = Env(self)
+        e.call("pa", quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+            meta=meta_pb2.ObjectMeta(namespace="default"), max_concurrent_sandboxes=5, max_gpus=2,
+            mode=Q.QUOTA_MODE_HARD)))
+        e.create("pa", "default", "dflt-1")
+        e.create("other", "team-b", "bravo-1", gpu_count=1)
+        wait_for("the sandboxes are READY", lambda: (all(S.SandboxStatus.Phase.Name(x.status.phase) == "PHASE_READY"
+                                                        for x in e.listed()), None), timeout=30, step=0.2)
+        root = e.c.root
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY")}
+        cli_env["XDG_CONFIG_HOME"] = os.path.join(root, "cli-config")
+        keys = {}
+        for who in ("pa", "other"):
+            keys[who] = os.path.join(root, who + ".key")
+            with open(keys[who], "w") as f:
+                f.write(e.keys[who])
+
+        def top(who, *args, endpoints=None, key_file=None):
+            eps = endpoints or ",".join(r.api for r in e.c.alive())
+            return [GANTRY, "--endpoint", eps, "--ca", e.ca, "--token-file", key_file or keys[who], "cluster",
+                    "top"] + list(args)
+
+        def once(who):
+            p = subprocess.run(top(who, "--once"), env=cli_env, capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            fs = frames(p.stdout)
+            self.assertEqual(len(fs), 1, p.stdout)
+            return top_view(fs[0])
+
+        leader = e.c.leader()
+
+        def settled():
+            v = once("pa")
+            ok = (v["cluster"].startswith("cluster: healthy; leader %d;" % leader.rid)
+                  and len(v["members"]) == 3 and all(m["reachable"] for m in v["members"].values()))
+            return ok, v
+        v = wait_for("top's first frame settles", settled, timeout=20, step=0.2)
+        self.assertEqual([i for i, m in v["members"].items() if m["leader"]], [leader.rid])
+        self.assertEqual(sorted(v["members"]), sorted(r.rid for r in e.c.replicas))
+        self.assertEqual({m["role"] for m in v["members"].values()}, {"voter"})
+        lease = e.c.client.call(e.c.replicas[0], "GetLease", g.cpb.GetLeaseRequest(), g.cpb.Lease)
+        self.assertTrue(v["lease"].startswith("lease: %s, epoch %d," % (lease.holder, lease.epoch)), v["lease"])
+        ns = v["namespaces"]
+        self.assertEqual(set(ns), {"default", "team-b"})
+        self.assertEqual((ns["default"]["SANDBOXES"], ns["default"]["READY"], ns["default"]["QUOTA SANDBOXES"],
+                          ns["default"]["QUOTA GPUS"]), ("1", "1", "1/5", "0/2"))
+        self.assertEqual((ns["team-b"]["SANDBOXES"], ns["team-b"]["READY"], ns["team-b"]["GPUS"],
+                          ns["team-b"]["QUOTA SANDBOXES"]), ("1", "1", "1", "1/-"))
+        # The user of team-b: no cluster lines, team-b only.
+        u = once("other")
+        self.assertEqual(u["cluster"], "cluster: not permitted")
+        self.assertEqual(u["lease"], "lease: not permitted")
+        self.assertEqual(u["members"], {})
+        self.assertEqual(list(u["namespaces"]), ["team-b"])
+        self.assertNotIn("dflt-1", "\n".join(u["lines"]))
+        self.assertEqual(u["namespaces"]["team-b"]["QUOTA SANDBOXES"], "1/-")
+        # A refused key: exit 4, no frame.
+        bad = os.path.join(root, "bad.key")
+        with open(bad, "w") as f:
+            f.write(e.keys["pa"][:-4] + "AAAA")
+        p = subprocess.run(top("pa", "--once", key_file=bad), env=cli_env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual((p.returncode, p.stdout), (4, ""), p.stderr)
+        self.assertIn("UNAUTHENTICATED", p.stderr)
+        # A running view through every replica's endpoint: kill the leader, see the new one. Its stderr
+        # goes to top.out.err beside the frames.
+        out_path = os.path.join(root, "top.out")
+        with open(out_path, "w") as out, open(out_path + ".err", "w") as err:
+            view = subprocess.Popen(top("pa", "--interval-ms", "200"), env=cli_env, stdout=out, stderr=err)
+        try:
+            def read():
+                with open(out_path) as f:
+                    return [top_view(x) for x in frames(f.read())[:-1]]  # the last may be half written
+            wait_for("top draws frames", lambda: (len(read()) >= 2, None), timeout=20, step=0.1)
+            leader.kill()
+            t0 = time.monotonic()
+            wait_for("top names a new leader", lambda: (
+                any(x["cluster"] and re.match(r"cluster: \S+; leader (\d+);", x["cluster"])
+                    and int(re.match(r"cluster: \S+; leader (\d+);", x["cluster"]).group(1)) not in (0, leader.rid)
+                    for x in read()), None), timeout=20, step=0.05)
+            took = time.monotonic() - t0
+            new = e.c.leader()
+            self.assertNotEqual(new.rid, leader.rid)
+            last = read()[-1]
+            self.assertIn("leader %d;" % new.rid, last["cluster"])
+            # Still drawing: a call cut off by the kill (SIGPIPE on its socket) did not end the view.
+            self.assertIsNone(view.poll(), "the view exited with %s" % view.poll())
+        finally:
+            view.kill()
+            view.wait()
+        self.assertLess(took, 4)
+        print("top: admin frame equals the API (leader, lease, members, phases, GPUs, quota); team-b user sees "
+              "team-b only; refused key exits 4; a running view named leader %d %.2f s after leader %d was killed"
+              % (new.rid, took, leader.rid))
+
+
 CONSOLE_TOOLS = os.path.join(SOURCE, "tests", "console")
 
 
@@ -768,6 +914,7 @@ GROUPS = {
     "metrics": [Metrics],
     "console": [Console],
     "browser": [Browser],
+    "top": [Top],
 }
 
 if __name__ == "__main__":

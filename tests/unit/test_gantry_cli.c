@@ -231,6 +231,8 @@ static const struct numeric {
     {"cluster", "transfer", NULL, UINT64_MAX, {NULL}},
     {"cluster", "transfer", "--wait-ms", 60000, {NULL}},
     {"cluster", "remove", NULL, UINT64_MAX, {NULL}},
+    {"cluster", "top", "--interval-ms", 60000, {NULL}},
+    {"cluster", "top", "--count", UINT32_MAX, {NULL}},
     {"sandbox", "create", "--gpus", UINT32_MAX, {"sb", "--image", "busybox", NULL}},
     {"sandbox", "create", "--lifetime", UINT64_MAX, {"sb", "--image", "busybox", NULL}},
     {"sandbox", "create", "--timeout", GANTRY_MAX_TIMEOUT_S, {"sb", "--image", "busybox", NULL}},
@@ -324,7 +326,7 @@ static void test_numeric_flags(void **state)
             }
         }
     }
-    /* The tables above cover every numeric option in the synopses (N, S, SECONDS, REVISION, UID,
+    /* The tables above cover every numeric option in the synopses (N, S, MS, SECONDS, REVISION, UID,
      * TIME, and the positional ID of the cluster commands), so a new one cannot miss its range. */
     const struct gantry_cmd *const tables[] = {gantry_cluster_cmds, gantry_principal_cmds,
                                                gantry_tenant_cmds,  gantry_provider_cmds,
