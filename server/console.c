@@ -355,6 +355,15 @@ static char *sse_event(const char *event, json_t *data)
     return out;
 }
 
+/* The drill's state (who ran it, the leaders, the target, the message) is cluster data: only a
+ * platform admin's snapshot carries it, like "cluster" and "lease". */
+static void attach_drill(struct console *c, json_t *snap)
+{
+    if (console_feed_platform_admin(json_object_get(snap, "principal"))) {
+        json_object_set_new(snap, "drill", console_drill_state(c->drill));
+    }
+}
+
 static void run_login(struct console *c, struct job *j)
 {
     size_t n = strlen(j->token) + 8;
@@ -411,7 +420,7 @@ static void run_snapshot(struct console *c, struct job *j)
         post(c, DONE_REPLY, j->xid, res.status == GRPC_STATUS_UNAUTHENTICATED ? 401 : 503, NULL, error_body(msg));
         return;
     }
-    json_object_set_new(snap, "drill", console_drill_state(c->drill));
+    attach_drill(c, snap);
     post(c, DONE_REPLY, j->xid, 200, NULL, json_text(snap));
     json_decref(snap);
 }
@@ -508,7 +517,7 @@ static void refresh_views(struct console *c, struct wview *wv)
             json_decref(e);
             continue;
         }
-        json_object_set_new(snap, "drill", console_drill_state(c->drill));
+        attach_drill(c, snap);
         post(c, DONE_DATA, specs[k].id, 0, NULL, sse_event("snapshot", snap));
         json_decref(snap);
     }

@@ -210,7 +210,7 @@ struct powers {
     unsigned n_member;
 };
 
-static void powers_of(json_t *who, struct powers *pw)
+static void powers_of(const json_t *who, struct powers *pw)
 {
     memset(pw, 0, sizeof *pw);
     size_t i;
@@ -235,6 +235,13 @@ static void powers_of(json_t *who, struct powers *pw)
             pw->member_ns[pw->n_member++] = ns;
         }
     }
+}
+
+bool console_feed_platform_admin(const json_t *who)
+{
+    struct powers pw;
+    powers_of(who, &pw);
+    return pw.platform_admin;
 }
 
 static json_t *cluster_section(const struct console_feed *f, const char *auth, const char *peer, json_t *errors)

@@ -64,6 +64,9 @@ void console_view_free(struct console_view *v);
 void console_feed_whoami(const struct console_feed *f, const char *authorization, const char *peer, json_t **who,
                          struct console_call *res);
 
+/* Whether @who (console_feed_whoami's object, or NULL) holds platform_admin on the whole cluster. */
+bool console_feed_platform_admin(const json_t *who);
+
 /* A snapshot (docs/console.md, "The data endpoint") for @authorization. @view carries a live view's
  * state from one snapshot to the next (a one-shot request passes a zeroed one and frees it after).
  * Returns the object, or NULL when the credential is not valid (any more): @res has WhoAmI's

@@ -487,6 +487,7 @@ class Console(g.GantrydTest):
         self.assertEqual(by_ns["default"]["quota"], {"used": {"sandboxes": q.usage.sandboxes, "gpus": q.usage.gpus},
                                                       "limit": {"sandboxes": 7, "gpus": 3}, "mode": "hard"})
         self.assertTrue(s["audit"]["permitted"])
+        self.assertIn("drill", s)
         ops = [x["operation"] for x in s["audit"]["events"]]
         self.assertIn("/gantry.v1.Sandboxes/Create", ops)
         # Filters narrow the tail.
@@ -500,6 +501,7 @@ class Console(g.GantrydTest):
         us = u.snapshot()["json"]
         self.assertIsNone(us["cluster"])
         self.assertIsNone(us["lease"])
+        self.assertNotIn("drill", us)  # who ran a drill, the leaders and the target are cluster data
         self.assertEqual([ns["name"] for ns in us["namespaces"]], ["team-b"])
         self.assertEqual([x["name"] for x in us["namespaces"][0]["sandboxes"]], ["bravo-1"])
         self.assertFalse(us["audit"]["permitted"])
