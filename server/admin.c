@@ -25,8 +25,10 @@
  * The handler (requests under cfg.handler_prefix): on_message_complete gives it an exchange with
  * the request (the kept headers, the body); the parser stays paused until the exchange is finished
  * (admin_reply, admin_stream_close), so pipelined requests are answered in order. A pending
- * exchange has the idle deadline; a stream has none (it may be quiet), its sends count against
- * max_buffered_bytes, and it ends with the connection (close-delimited body). A connection that
+ * exchange has the idle deadline; a stream has it only while its writes are pending (restarted by
+ * each finished write; quiet with everything written, it has none), its sends count against
+ * max_buffered_bytes, and it ends with the connection (close-delimited body): a stream that ended
+ * waits for its writes under the idle deadline too, so a client that stops reading is closed. A connection that
  * closes first leaves the exchange detached: the handler's later calls on it do nothing but
  * finish it. */
 #include "server/admin.h"
@@ -242,8 +244,10 @@ static void admin_write_cb(uv_write_t *req, int status)
         admin_conn_close(c, status < 0 ? "write failed" : NULL);
         return;
     }
-    if (!c->in_request && !c->streaming) {
+    if (!c->in_request && (!c->streaming || c->writes_pending > 0 || c->exchange == NULL)) {
         admin_idle(c); /* progress: the client reads */
+    } else if (!c->in_request) {
+        uv_timer_stop(&c->timer); /* a stream with everything written may stay quiet */
     }
     if (c->paused && c->exchange == NULL && admin_buffered(c) <= c->admin->cfg.max_buffered_bytes / 2) {
         admin_resume(c);
@@ -831,6 +835,8 @@ static void admin_exchange_done(struct admin_exchange *x)
     if (c->close_after_write) {
         if (c->writes_pending == 0) {
             admin_conn_close(c, NULL);
+        } else {
+            admin_idle(c); /* the rest must be written, or the connection goes: a stream's timer was off */
         }
         return;
     }
@@ -879,7 +885,6 @@ int admin_stream_open(struct admin_exchange *x, const char *content_type, const 
         return GERR_CLOSED;
     }
     c->streaming = true;
-    uv_timer_stop(&c->timer);
     char hdr[256];
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
@@ -890,6 +895,10 @@ int admin_stream_open(struct admin_exchange *x, const char *content_type, const 
     }
     buf_append(&c->out, "\r\n", 2);
     admin_flush(c);
+    if (c->closing) {
+        return 0; /* the write failed: the next send finds the connection closed */
+    }
+    admin_idle(c); /* the headers are being written: the idle deadline until they are */
     return 0;
 }
 
@@ -908,6 +917,9 @@ int admin_stream_send(struct admin_exchange *x, const void *data, size_t len)
         c->peak_buffered = admin_buffered(c);
     }
     admin_flush(c);
+    if (!c->closing && c->writes_pending > 0 && !uv_is_active((uv_handle_t *)&c->timer)) {
+        admin_idle(c); /* a client that stops reading is closed; admin_write_cb re-arms on progress */
+    }
     return 0;
 }
 

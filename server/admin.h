@@ -101,8 +101,9 @@ void admin_reply(struct admin_exchange *x, int status, const char *content_type,
                  const void *body, size_t len);
 
 /* Start a streamed answer: status 200, @content_type, @headers, no length, "Connection: close"; the
- * body is what admin_stream_send sends until admin_stream_close. The idle deadline no longer applies
- * (a stream may be quiet); sends count against max_buffered_bytes. Returns 0, or GERR_CLOSED (the
+ * body is what admin_stream_send sends until admin_stream_close. The idle deadline applies only while
+ * writes are pending, restarted by each finished write (a stream may be quiet, a client that stops
+ * reading is closed); sends count against max_buffered_bytes. Returns 0, or GERR_CLOSED (the
  * connection is gone: finish @x with admin_stream_close). */
 int admin_stream_open(struct admin_exchange *x, const char *content_type, const char *headers);
 

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -591,6 +592,48 @@ class Console(g.GantrydTest):
         self.assertEqual(h.snapshot()["status"], 401)
         print("console: events every 200 ms, a new sandbox in the stream, a third view refused (429), the view "
               "signed out %.1f s after the key was revoked" % took)
+
+    def test_a_stream_nobody_reads_is_closed(self):
+        """A live view whose client stops reading (a tiny receive window, never read) is closed by the
+        replica once its writes stall for the admin idle timeout, instead of keeping its admin slot and
+        up to max_buffered_bytes forever."""
+        e = Env(self, replicas=1, extra=["--admin-idle-timeout-ms", "1000", "--console-refresh-ms", "100"])
+        h = Http(e.c.replicas[0])
+        self.assertEqual(h.login(e.keys["pa"])["status"], 200)
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)  # a small MSS keeps the replica's send buffer small
+        s.connect((h.host, h.port))
+        s.sendall(("GET /console/api/events HTTP/1.1\r\nHost: %s:%d\r\nCookie: %s\r\n\r\n"
+                   % (h.host, h.port, h.cookie)).encode())
+        mine = s.getsockname()[1]
+
+        def server_end():
+            """The state of the replica's end of this connection in /proc/net/tcp (None: gone)."""
+            with open("/proc/net/tcp") as f:
+                for line in f.readlines()[1:]:
+                    x = line.split()
+                    if int(x[1].split(":")[1], 16) == h.port and int(x[2].split(":")[1], 16) == mine:
+                        return x[3]
+            return None
+        self.assertEqual(server_end(), "01")  # ESTABLISHED
+        t0 = time.monotonic()
+        wait_for("the replica closes the stream nobody reads", lambda: (server_end() != "01", None), timeout=60,
+                 step=0.2)
+        took = time.monotonic() - t0
+        # What was written before is still there, then the end of the stream.
+        s.settimeout(10)
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"), got[:100])
+        self.assertIn(b"event: snapshot", got)
+        print("console: a stream never read was closed %.1f s after it opened (idle timeout 1 s, %d bytes "
+              "written before)" % (took, len(got)))
 
     def test_leadership_drill(self):
         """A Platform Admin transfers leadership from the console; the drill reports the old and new
