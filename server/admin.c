@@ -180,6 +180,13 @@ static void admin_conn_closed(uv_handle_t *h)
     admin_maybe_closed(a);
 }
 
+/* What snprintf into a buffer of @cap bytes left there: its return, clamped to the text it kept
+ * (a long content type or reason truncates the line instead of reading past the buffer). */
+static size_t admin_clamp(int n, size_t cap)
+{
+    return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
 static void admin_conn_close(struct admin_conn *c, const char *why)
 {
     if (c->closing) {
@@ -283,7 +290,7 @@ static void admin_respond(struct admin_conn *c, int status, const char *reason, 
         hdr, sizeof(hdr),
         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n%s\r\n",
         status, reason, ctype, len, c->close_after_write ? "Connection: close\r\n" : "");
-    buf_append(&c->out, hdr, (size_t)n);
+    buf_append(&c->out, hdr, admin_clamp(n, sizeof hdr));
     if (!head && len > 0) {
         buf_append(&c->out, body, len);
     }
@@ -861,7 +868,7 @@ void admin_reply(struct admin_exchange *x, int status, const char *content_type,
                          "%s",
                          status, admin_reason(status), content_type, len,
                          c->close_after_write ? "Connection: close\r\n" : "");
-        buf_append(&c->out, hdr, (size_t)n);
+        buf_append(&c->out, hdr, admin_clamp(n, sizeof hdr));
         if (headers != NULL) {
             buf_append(&c->out, headers, strlen(headers));
         }
@@ -889,7 +896,7 @@ int admin_stream_open(struct admin_exchange *x, const char *content_type, const 
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
                      content_type);
-    buf_append(&c->out, hdr, (size_t)n);
+    buf_append(&c->out, hdr, admin_clamp(n, sizeof hdr));
     if (headers != NULL) {
         buf_append(&c->out, headers, strlen(headers));
     }
