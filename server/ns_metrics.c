@@ -229,11 +229,10 @@ static void refresh(struct ns_metrics *m, bool *failing)
         store_pool_release(m->cfg.pool, cl);
     }
     if (rv == 0) {
-        pthread_mutex_lock(&m->mu);
-        apply(m, &res);
-        pthread_mutex_unlock(&m->mu);
         if (m->cfg.nsstats != NULL) {
-            /* The same names, in the same order, for the gate's call counters. */
+            /* The same names, in the same order, for the gate's call counters; before the table is
+             * published, so a scrape that shows a namespace in gantry_namespaces finds its call
+             * counters already keyed by it (not under "_other"). */
             const char **names = mem_zalloc(sizeof *names * (res.ns.n_rows + 1));
             for (size_t i = 0; i < res.ns.n_rows; i++) {
                 names[i] = text(&res.ns, i, 0);
@@ -241,6 +240,9 @@ static void refresh(struct ns_metrics *m, bool *failing)
             nsstats_set_known(m->cfg.nsstats, names, (unsigned)res.ns.n_rows);
             mem_free(names);
         }
+        pthread_mutex_lock(&m->mu);
+        apply(m, &res);
+        pthread_mutex_unlock(&m->mu);
         *failing = false;
     } else {
         pthread_mutex_lock(&m->mu);
