@@ -140,9 +140,10 @@ static void *drill_main(void *arg)
     console_feed_call(&d->feed, d->authorization, d->peer, "/gantry.v1.Cluster/TransferLeadership", &req.base,
                       &gantry__v1__transfer_leadership_response__descriptor, &m, &res);
     uint64_t t_transfer = clock_mono_ms(clk);
-    bool probe_ok = pthread_create(&d->probe_thread, NULL, probe_main, d) == 0;
     uint64_t to = 0;
     bool transferred = m != NULL;
+    /* Probe writes only after a transfer: a refused one (not an admin, no such voter) writes nothing. */
+    bool probe_ok = transferred && pthread_create(&d->probe_thread, NULL, probe_main, d) == 0;
     if (transferred) {
         const Gantry__V1__TransferLeadershipResponse *r = (const void *)m;
         to = r->leader != NULL ? r->leader->id : 0;

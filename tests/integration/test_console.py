@@ -647,6 +647,14 @@ class Console(g.GantrydTest):
             d = h.snapshot()["json"]["drill"]
             return d["state"] in ("done", "failed"), d
 
+        # A transfer the cluster refuses (no such member) fails the drill without a probe write.
+        r = h.request("POST", "/console/api/drill", {"target_id": 987654})
+        self.assertEqual(r["status"], 202, r)
+        refused = wait_for("the refused drill ends", finished, timeout=60, step=0.2)
+        self.assertEqual(refused["state"], "failed", refused)
+        self.assertIn("TransferLeadership", refused["message"])
+        self.assertEqual((refused["probes"], refused["window_ms"]), (0, 0), refused)
+        self.assertEqual(e.c.leader().rid, before.rid)
         # dqlite 1.11 only transfers to a voter up for 15 s (raft/roles.h ROLES_TRANSFER_STABLE_MS): on a
         # young cluster the drill fails with UNAVAILABLE, said so; it is tried again until one is.
         deadline = time.monotonic() + 90
