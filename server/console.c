@@ -102,6 +102,7 @@ struct console {
     bool thread_started;
     pthread_mutex_t mu;
     pthread_cond_t cond;
+    atomic_bool stop;     /* set with stopping: the feed and the drill read it between calls */
     /* Under mu. */
     bool stopping;
     bool tick_now;
@@ -484,6 +485,9 @@ static void refresh_views(struct console *c, struct wview *wv)
         if (!specs[k].used) {
             continue;
         }
+        if (atomic_load(&c->stop)) {
+            break; /* the replica stops: no more snapshots (each is several calls) */
+        }
         struct wview *w = NULL;
         for (unsigned i = 0; i < n && w == NULL; i++) {
             w = wv[i].used && wv[i].id == specs[k].id ? &wv[i] : NULL;
@@ -825,7 +829,9 @@ int console_start(const struct console_config *cfg, struct console **out, char *
     c->cfg.session_idle_s = cfg->session_idle_s != 0 ? cfg->session_idle_s : 1800;
     snprintf(c->replica_name, sizeof c->replica_name, "%s", cfg->replica_name != NULL ? cfg->replica_name : "");
     c->cfg.replica_name = c->replica_name;
-    c->feed = (struct console_feed){.gate = cfg->gate, .replica_id = cfg->replica_id, .replica_name = c->replica_name};
+    atomic_init(&c->stop, false);
+    c->feed = (struct console_feed){
+        .gate = cfg->gate, .replica_id = cfg->replica_id, .replica_name = c->replica_name, .stop = &c->stop};
     c->drill = console_drill_new(&c->feed, cfg->replica, cfg->writer);
     c->views = mem_zalloc(sizeof *c->views * c->cfg.max_streams);
     queue_init(&c->jobs);
@@ -853,6 +859,7 @@ void console_shutdown(struct console *c)
         return;
     }
     c->shut = true;
+    atomic_store(&c->stop, true);
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_broadcast(&c->cond);
@@ -877,6 +884,7 @@ void console_free(struct console *c)
     if (c == NULL) {
         return;
     }
+    atomic_store(&c->stop, true);
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_cond_broadcast(&c->cond);

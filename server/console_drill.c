@@ -151,7 +151,7 @@ static void *drill_main(void *arg)
     }
     /* Settle: the view names another leader and every member answers. */
     uint64_t settled = 0, seen = 0;
-    while (transferred && clock_mono_ms(clk) - t0 < CONSOLE_DRILL_SETTLE_MS) {
+    while (transferred && !console_feed_stopping(&d->feed) && clock_mono_ms(clk) - t0 < CONSOLE_DRILL_SETTLE_MS) {
         bool all_up;
         seen = view_leader(d, &all_up);
         if (seen != 0 && seen != from && all_up) {
@@ -160,7 +160,7 @@ static void *drill_main(void *arg)
         }
         clk->sleep_ns(clk, 20 * 1000000u);
     }
-    if (settled != 0) {
+    if (settled != 0 && !console_feed_stopping(&d->feed)) {
         clk->sleep_ns(clk, AFTER_SETTLE_MS * 1000000u); /* probes after the change, to see writes back */
     }
     pthread_mutex_lock(&d->mu);
@@ -186,6 +186,9 @@ static void *drill_main(void *arg)
     d->window_ms = window;
     if (!transferred) {
         snprintf(d->message, sizeof d->message, "TransferLeadership: %s: %s", grpc_status_name(res.status), res.message);
+        move(d, DRILL_FAILED, d->message);
+    } else if (settled == 0 && console_feed_stopping(&d->feed)) {
+        snprintf(d->message, sizeof d->message, "the replica stopped before the cluster settled");
         move(d, DRILL_FAILED, d->message);
     } else if (settled == 0) {
         snprintf(d->message, sizeof d->message, "the cluster did not settle on a new leader within %u ms",

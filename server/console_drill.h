@@ -49,6 +49,9 @@ int console_drill_start(struct console_drill *d, const char *authorization, cons
  * message. A new reference. */
 json_t *console_drill_state(struct console_drill *d);
 
+/* Wait for a running drill and free @d. Set the feed's stop flag first: the drill then skips its
+ * settle wait, so this waits at most for the transfer call and one probe write in flight (each at
+ * most 5 s), not the ~21 s a whole drill may take. */
 void console_drill_free(struct console_drill *d);
 
 #endif

@@ -237,6 +237,11 @@ static void powers_of(const json_t *who, struct powers *pw)
     }
 }
 
+bool console_feed_stopping(const struct console_feed *f)
+{
+    return f->stop != NULL && atomic_load(f->stop);
+}
+
 bool console_feed_platform_admin(const json_t *who)
 {
     struct powers pw;
@@ -419,6 +424,9 @@ static bool sandboxes_list(const struct console_feed *f, const char *auth, const
         if (total >= CONSOLE_FEED_MAX_SANDBOXES) {
             return true;
         }
+        if (console_feed_stopping(f)) {
+            return false; /* the snapshot is thrown away */
+        }
     }
 }
 
@@ -539,7 +547,7 @@ static json_t *audit_section(const struct console_feed *f, const char *auth, con
         view->last_id = 0;
     }
     char token[256] = "";
-    for (unsigned pages = 0; pages < AUDIT_MAX_PAGES; pages++) {
+    for (unsigned pages = 0; pages < AUDIT_MAX_PAGES && !console_feed_stopping(f); pages++) {
         struct console_call res;
         ProtobufCMessage *m;
         Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
@@ -620,7 +628,7 @@ json_t *console_feed_snapshot(const struct console_feed *f, const char *authoriz
     set_str(replica, "name", f->replica_name);
     json_object_set_new(snap, "replica", replica);
     json_object_set(snap, "principal", view->who);
-    if (pw.platform_admin) {
+    if (pw.platform_admin && !console_feed_stopping(f)) {
         json_object_set_new(snap, "cluster", cluster_section(f, authorization, peer, errors));
         json_object_set_new(snap, "lease", lease_section(f, authorization, peer, errors));
     } else {
@@ -628,9 +636,16 @@ json_t *console_feed_snapshot(const struct console_feed *f, const char *authoriz
         json_object_set_new(snap, "lease", json_null());
     }
     json_t *byname = json_object();
-    namespaces_list(f, authorization, peer, byname, errors);
-    bool cut = sandboxes_list(f, authorization, peer, byname, errors);
-    quotas(f, authorization, peer, &pw, byname, errors);
+    bool cut = false;
+    if (!console_feed_stopping(f)) {
+        namespaces_list(f, authorization, peer, byname, errors);
+    }
+    if (!console_feed_stopping(f)) {
+        cut = sandboxes_list(f, authorization, peer, byname, errors);
+    }
+    if (!console_feed_stopping(f)) {
+        quotas(f, authorization, peer, &pw, byname, errors);
+    }
     json_t *nss = json_array();
     const char *k;
     json_t *v;
@@ -643,5 +658,12 @@ json_t *console_feed_snapshot(const struct console_feed *f, const char *authoriz
     json_object_set_new(snap, "sandboxes_truncated", json_boolean(cut));
     json_object_set_new(snap, "audit", audit_section(f, authorization, peer, &pw, filter, view, errors));
     json_object_set_new(snap, "errors", errors);
+    if (console_feed_stopping(f)) {
+        /* Sections were skipped: not a snapshot to show. */
+        json_decref(snap);
+        res->status = GRPC_STATUS_UNAVAILABLE;
+        snprintf(res->message, sizeof res->message, "the replica is stopping");
+        return NULL;
+    }
     return snap;
 }

@@ -16,6 +16,7 @@
 #ifndef GANTRY_SERVER_CONSOLE_FEED_H
 #define GANTRY_SERVER_CONSOLE_FEED_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -32,7 +33,11 @@ struct console_feed {
     struct gate *gate;
     uint64_t replica_id;
     const char *replica_name;
+    const atomic_bool *stop; /* may be NULL; once true, a snapshot or drill gives up between calls */
 };
+
+/* Whether the replica is stopping (f->stop set): long work on the console's threads ends early. */
+bool console_feed_stopping(const struct console_feed *f);
 
 /* The result of one call made for the principal. */
 struct console_call {
@@ -70,7 +75,7 @@ bool console_feed_platform_admin(const json_t *who);
 /* A snapshot (docs/console.md, "The data endpoint") for @authorization. @view carries a live view's
  * state from one snapshot to the next (a one-shot request passes a zeroed one and frees it after).
  * Returns the object, or NULL when the credential is not valid (any more): @res has WhoAmI's
- * UNAUTHENTICATED. Failures of other calls are listed in the snapshot's "errors". */
+ * UNAUTHENTICATED; or NULL with UNAVAILABLE when the replica began stopping meanwhile. Failures of other calls are listed in the snapshot's "errors". */
 json_t *console_feed_snapshot(const struct console_feed *f, const char *authorization, const char *peer,
                               const struct console_filter *filter, struct console_view *view,
                               struct console_call *res);
