@@ -26,6 +26,7 @@
 #define MAX_NS_QUOTAS    16u
 #define AUDIT_FIRST_MS   (15u * 60u * 1000u) /* a new view's tail starts this far back */
 #define AUDIT_MAX_PAGES  4u
+#define LIST_MAX_PAGES   100u /* Namespaces.List, Quotas.List: 50,000 rows at most */
 
 /* --- One call --- */
 
@@ -348,28 +349,47 @@ static json_t *ns_entry(json_t *byname, const char *ns)
     return o;
 }
 
+/* Keep @next (a reply's next_page_token) in @token for the next page. Returns whether there is one. */
+static bool next_page(char *token, size_t cap, const char *next)
+{
+    bool more = next != NULL && next[0] != '\0' && strlen(next) < cap;
+    if (more) {
+        snprintf(token, cap, "%s", next);
+    }
+    return more;
+}
+
+/* Every namespace the principal may list, page by page (at most LIST_MAX_PAGES pages). */
 static void namespaces_list(const struct console_feed *f, const char *auth, const char *peer, json_t *byname,
                             json_t *errors)
 {
-    struct console_call res;
-    ProtobufCMessage *m;
-    Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
-    page.page_size = PAGE_SIZE;
-    Gantry__V1__ListNamespacesRequest req = GANTRY__V1__LIST_NAMESPACES_REQUEST__INIT;
-    req.page = &page;
-    console_feed_call(f, auth, peer, "/gantry.v1.Namespaces/List", &req.base,
-                      &gantry__v1__list_namespaces_response__descriptor, &m, &res);
-    if (m == NULL) {
-        add_error(errors, "Namespaces.List", &res);
-        return;
-    }
-    const Gantry__V1__ListNamespacesResponse *r = (const void *)m;
-    for (size_t i = 0; i < r->n_namespaces; i++) {
-        if (r->namespaces[i]->meta != NULL) {
-            ns_entry(byname, r->namespaces[i]->meta->name);
+    char token[256] = "";
+    for (unsigned pages = 0; pages < LIST_MAX_PAGES && !console_feed_stopping(f); pages++) {
+        struct console_call res;
+        ProtobufCMessage *m;
+        Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
+        page.page_size = PAGE_SIZE;
+        page.page_token = token;
+        Gantry__V1__ListNamespacesRequest req = GANTRY__V1__LIST_NAMESPACES_REQUEST__INIT;
+        req.page = &page;
+        console_feed_call(f, auth, peer, "/gantry.v1.Namespaces/List", &req.base,
+                          &gantry__v1__list_namespaces_response__descriptor, &m, &res);
+        if (m == NULL) {
+            add_error(errors, "Namespaces.List", &res);
+            return;
+        }
+        const Gantry__V1__ListNamespacesResponse *r = (const void *)m;
+        for (size_t i = 0; i < r->n_namespaces; i++) {
+            if (r->namespaces[i]->meta != NULL) {
+                ns_entry(byname, r->namespaces[i]->meta->name);
+            }
+        }
+        bool more = next_page(token, sizeof token, r->next_page_token);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!more) {
+            return;
         }
     }
-    protobuf_c_message_free_unpacked(m, NULL);
 }
 
 /* Every sandbox the principal may read, by namespace (at most CONSOLE_FEED_MAX_SANDBOXES). Returns
@@ -457,27 +477,36 @@ static void quotas(const struct console_feed *f, const char *auth, const char *p
     struct console_call res;
     ProtobufCMessage *m;
     if (pw->platform_admin || pw->auditor) {
-        Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
-        page.page_size = PAGE_SIZE;
-        Gantry__V1__ListQuotasRequest req = GANTRY__V1__LIST_QUOTAS_REQUEST__INIT;
-        req.page = &page;
-        console_feed_call(f, auth, peer, "/gantry.v1.Quotas/List", &req.base,
-                          &gantry__v1__list_quotas_response__descriptor, &m, &res);
-        if (m == NULL) {
-            add_error(errors, "Quotas.List", &res);
-            return;
-        }
-        const Gantry__V1__ListQuotasResponse *r = (const void *)m;
-        for (size_t i = 0; i < r->n_quotas; i++) {
-            const Gantry__V1__GetQuotaResponse *q = r->quotas[i];
-            const char *ns = q->quota != NULL && q->quota->meta != NULL ? q->quota->meta->namespace_
-                             : q->ceiling != NULL && q->ceiling->meta != NULL ? q->ceiling->meta->namespace_
-                                                                               : "";
-            if (ns[0] != '\0') {
-                json_object_set_new(ns_entry(byname, ns), "quota", quota_json(q));
+        /* Page by page, like Namespaces.List (at most LIST_MAX_PAGES pages). */
+        char token[256] = "";
+        for (unsigned pages = 0; pages < LIST_MAX_PAGES && !console_feed_stopping(f); pages++) {
+            Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
+            page.page_size = PAGE_SIZE;
+            page.page_token = token;
+            Gantry__V1__ListQuotasRequest req = GANTRY__V1__LIST_QUOTAS_REQUEST__INIT;
+            req.page = &page;
+            console_feed_call(f, auth, peer, "/gantry.v1.Quotas/List", &req.base,
+                              &gantry__v1__list_quotas_response__descriptor, &m, &res);
+            if (m == NULL) {
+                add_error(errors, "Quotas.List", &res);
+                return;
+            }
+            const Gantry__V1__ListQuotasResponse *r = (const void *)m;
+            for (size_t i = 0; i < r->n_quotas; i++) {
+                const Gantry__V1__GetQuotaResponse *q = r->quotas[i];
+                const char *ns = q->quota != NULL && q->quota->meta != NULL ? q->quota->meta->namespace_
+                                 : q->ceiling != NULL && q->ceiling->meta != NULL ? q->ceiling->meta->namespace_
+                                                                                   : "";
+                if (ns[0] != '\0') {
+                    json_object_set_new(ns_entry(byname, ns), "quota", quota_json(q));
+                }
+            }
+            bool more = next_page(token, sizeof token, r->next_page_token);
+            protobuf_c_message_free_unpacked(m, NULL);
+            if (!more) {
+                return;
             }
         }
-        protobuf_c_message_free_unpacked(m, NULL);
         return;
     }
     for (unsigned i = 0; i < pw->n_member; i++) {

@@ -6,8 +6,8 @@
  * other, and a revoked key stops working within the API's bound. The principal's bindings (WhoAmI)
  * only decide which calls are worth making (no ListMembers for a user, who would be denied).
  *
- * One snapshot costs, for a platform admin: WhoAmI, ListMembers, GetLease, Namespaces.List,
- * Sandboxes.List (up to CONSOLE_FEED_MAX_SANDBOXES), Quotas.List, Audit.Query (only events newer
+ * One snapshot costs, for a platform admin: WhoAmI, ListMembers, GetLease, Namespaces.List (every
+ * page of 500), Sandboxes.List (up to CONSOLE_FEED_MAX_SANDBOXES), Quotas.List (every page), Audit.Query (only events newer
  * than the view's last); for others the same without the cluster calls, with Quotas.Get per
  * namespace they are bound in (at most 16) and Audit.Query only where they may read it.
  *

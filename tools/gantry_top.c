@@ -58,6 +58,8 @@ static int64_t wall_ms(void)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* One call; for a list (@items non-NULL) gantry_call_json follows next_page_token through every page,
+ * so the counts cover every item, not the first page of 100. */
 static struct top_part fetch(struct cli *c, const char *path, ProtobufCMessage *req,
                              const ProtobufCMessageDescriptor *resp, const char *items)
 {
