@@ -46,6 +46,7 @@ struct session {
     char id[CONSOLE_SESSION_ID_LEN + 1];
     char *authorization; /* "Bearer <token>", heap, wiped when forgotten */
     char name[128];
+    char principal[128];          /* the principal's id: sessions are capped per principal */
     uint64_t created_ms, used_ms; /* monotonic */
 };
 
@@ -205,19 +206,35 @@ static struct session *session_find(struct console *c, const char *sid)
     return found;
 }
 
-/* A new session for @authorization (ownership passes); the least recently used goes if full. */
-static struct session *session_new(struct console *c, char *authorization, const char *name)
+/* A new session of @principal for @authorization (ownership passes). A principal at
+ * CONSOLE_MAX_SESSIONS_PER_PRINCIPAL loses its own least recently used session; otherwise a free
+ * slot, or the least recently used of all when the table is full. */
+static struct session *session_new(struct console *c, char *authorization, const char *name, const char *who)
 {
-    struct session *slot = NULL;
+    char principal[sizeof c->sessions[0].principal];
+    snprintf(principal, sizeof principal, "%s", who); /* compared as stored */
+    uint64_t now = now_ms();
+    struct session *slot = NULL, *lru = NULL, *own_lru = NULL;
+    unsigned own = 0;
     for (unsigned i = 0; i < CONSOLE_MAX_SESSIONS; i++) {
         struct session *s = &c->sessions[i];
+        if (s->used && !session_live(s, now, c->cfg.session_idle_s)) {
+            session_forget(s);
+        }
         if (!s->used) {
-            slot = s;
-            break;
+            slot = slot != NULL ? slot : s;
+            continue;
         }
-        if (slot == NULL || s->used_ms < slot->used_ms) {
-            slot = s;
+        lru = lru == NULL || s->used_ms < lru->used_ms ? s : lru;
+        if (strcmp(s->principal, principal) == 0) {
+            own++;
+            own_lru = own_lru == NULL || s->used_ms < own_lru->used_ms ? s : own_lru;
         }
+    }
+    if (own >= CONSOLE_MAX_SESSIONS_PER_PRINCIPAL) {
+        slot = own_lru;
+    } else if (slot == NULL) {
+        slot = lru;
     }
     session_forget(slot);
     uint8_t raw[CONSOLE_SESSION_ID_LEN / 2];
@@ -229,6 +246,7 @@ static struct session *session_new(struct console *c, char *authorization, const
     slot->used = true;
     slot->authorization = authorization;
     snprintf(slot->name, sizeof slot->name, "%s", name);
+    snprintf(slot->principal, sizeof slot->principal, "%s", principal);
     slot->created_ms = slot->used_ms = now_ms();
     return slot;
 }
@@ -387,7 +405,8 @@ static void run_login(struct console *c, struct job *j)
         return;
     }
     pthread_mutex_lock(&c->mu);
-    struct session *s = session_new(c, auth, json_string_value(json_object_get(who, "name")));
+    const char *pid = json_string_value(json_object_get(who, "id"));
+    struct session *s = session_new(c, auth, json_string_value(json_object_get(who, "name")), pid != NULL ? pid : "");
     char cookie[256];
     snprintf(cookie, sizeof cookie, "Set-Cookie: %s=%s; Path=%s; HttpOnly; SameSite=Strict%s\r\n", CONSOLE_COOKIE,
              s->id, CONSOLE_PREFIX, j->https ? "; Secure" : "");

@@ -25,7 +25,10 @@
  * the gate, so the console sees exactly what the API lets that principal see, and a revoked key
  * stops it within the API's bound. The cookie (HttpOnly, SameSite=Strict, Path=/console; Secure
  * when the page came over https) carries a random 256-bit id. At most CONSOLE_MAX_SESSIONS
- * sessions per replica (the least recently used goes), each forgotten after session_idle_s unused
+ * sessions per replica and CONSOLE_MAX_SESSIONS_PER_PRINCIPAL per principal (a principal at its
+ * cap loses its own least recently used one; a full table loses the least recently used of all,
+ * so one principal signing in again and again cannot push the others out), each forgotten after
+ * session_idle_s unused
  * or 12 h in all. Sessions are per replica: another replica's console asks to sign in again.
  *
  * Threads: console_handle runs on the loop thread (the admin endpoint's handler); a console thread
@@ -49,6 +52,7 @@
 
 #define CONSOLE_PREFIX       "/console"
 #define CONSOLE_MAX_SESSIONS 64u
+#define CONSOLE_MAX_SESSIONS_PER_PRINCIPAL 8u
 
 struct console_config {
     uv_loop_t *loop;

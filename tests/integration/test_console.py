@@ -433,6 +433,13 @@ class Console(g.GantrydTest):
             r = h.snapshot(q)
             self.assertEqual(r["status"], 400, q)
             self.assertIn(field, r["json"]["error"])
+        # At most 8 sessions per principal: a ninth sign-in with one key forgets that principal's
+        # least recently used session, and another principal's (the admin's) stays.
+        mine = [Http(e.c.replicas[1]) for _ in range(9)]
+        for x in mine:
+            self.assertEqual(x.login(e.keys["other"])["status"], 200)
+        self.assertEqual([x.request("GET", "/console/api/session")["status"] for x in mine], [401] + [200] * 8)
+        self.assertEqual(h.request("GET", "/console/api/session")["status"], 200)
         # Logout forgets the session.
         r = h.request("POST", "/console/api/logout", {})
         self.assertEqual(r["status"], 204)
