@@ -4,6 +4,7 @@
  * Global flags may come anywhere before "--": --context NAME, --endpoint A[,B...], --ca FILE,
  * --token-file FILE, --namespace NS (-n), --all-namespaces (-A), -o table|json|yaml. The credential
  * comes from --token-file, GANTRY_TOKEN or the context, never from a flag's value (flags show in ps). */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,10 @@ static bool is(const char *a, const char *x, const char *y)
 
 int main(int argc, char **argv)
 {
+    /* A replica killed while a call to it is in flight must not kill the CLI silently: the TLS client
+     * writes with write(2), which raises SIGPIPE on a connection the peer has reset. Ignored, the
+     * write fails with EPIPE, the call fails, and the next endpoint is tried, for every command. */
+    signal(SIGPIPE, SIG_IGN);
     static struct cli c;
     const char *endpoint = NULL, *ca = NULL, *token_file = NULL, *context = NULL, *ns = NULL, *out = "table";
     bool help = false;
