@@ -52,6 +52,7 @@
 #include "drivers/k8s.h"
 #include "drivers/process.h"
 #include "leases/reconciler.h"
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/jobs.h"
@@ -857,6 +858,24 @@ static void *loop_main(void *arg)
 }
 
 /* Build the gRPC server, the services and the admin endpoint on the loop (before it runs). */
+/* The admin port has no authentication of its own: /metrics names every namespace (up to
+ * metrics_namespace_max, always on) with its sandboxes, GPUs, quota and API call counts, and the
+ * console speaks plain HTTP. Say so once at startup when that port is reachable beyond this host. */
+static void warn_admin_exposure(const struct config *cfg)
+{
+    struct sockaddr_storage a;
+    if (addr_parse(cfg->admin_address, &a, NULL) == 0 && addr_is_loopback(&a)) {
+        return;
+    }
+    LOG_WARN("admin_address %s is not loopback: /metrics shows namespace names and per-namespace counts "
+             "(sandboxes, GPUs, quotas, API calls) to anyone who reaches it%s; keep the port on a trusted "
+             "network or behind a proxy (docs/metrics.md, \"Security\")",
+             cfg->admin_address,
+             cfg->console ? ", and the console's sign-in and session cookie cross it as plain HTTP unless a TLS "
+                            "proxy fronts it (docs/console.md)"
+                          : "");
+}
+
 static int serve(struct daemon *d, char *errmsg)
 {
     struct config *cfg = d->cfg;
@@ -985,6 +1004,7 @@ static int serve(struct daemon *d, char *errmsg)
             return rv;
         }
     }
+    warn_admin_exposure(cfg);
     struct admin_config ac = {.listen = cfg->admin_address,
                               .handler_prefix = d->console != NULL ? CONSOLE_PREFIX : NULL,
                               .handler = d->console != NULL ? console_handle : NULL,
