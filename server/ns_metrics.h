@@ -8,10 +8,14 @@
  * last table. So the store's cost is fixed per interval and per replica, whatever the scrape rate,
  * and the values are at most one interval old (gantry_namespace_metrics_age_seconds says how old).
  *
- * Cardinality: the namespaces that exist, in name order, get series of their own up to
- * @max_namespaces; the rest are summed under namespace "_other". The same set is handed to the
- * gate's call counters (api/gate/nsstats.h), so both agree. Sandbox names, principals and labels
- * never become label values.
+ * Cardinality: a table of at most @max_namespaces names gets series of their own. The first refresh
+ * fills it with the namespaces that exist, in name order; later ones add new namespaces while room is
+ * left. Rows are never given back while the process runs: a deleted namespace keeps its row (its
+ * gauges are no longer written, its audit counter stays), so new namespaces that find the table full
+ * go under namespace "_other" until restart. Each refresh hands the same names, in the same order,
+ * to the gate's call counters (api/gate/nsstats.h) before publishing, and that table has the same
+ * bound and never gives rows back either, so both hold the same names. Sandbox names, principals
+ * and labels never become label values.
  *
  * Audit events are counted from the replicated trail (every row written since this replica's first
  * refresh, a row that stands for n repeated events counting n), so every replica reports the same
