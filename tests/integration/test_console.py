@@ -964,8 +964,10 @@ class Browser(g.GantrydTest):
         self.assertIsNotNone(result, stderr)
         # What the page showed against what dqlite says.
         self.assertLessEqual(result["new_leader_ms"], 2000, result)
-        self.assertEqual(result["leader_after"], e.c.leader().rid)
+        # A surviving replica; not necessarily the leader now: on a loaded host a second election
+        # can follow the first (seen: the page showed 3 at 1.2 s, the survivors later named 2).
         self.assertNotEqual(result["leader_after"], leader.rid)
+        self.assertIn(result["leader_after"], [r.rid for r in e.c.alive()])
         self.assertEqual(result["user_sees"], ["team-b"])
         self.assertIn("UNAUTHENTICATED", result["refused"])
         listed = e.sb("pa", "List", S.ListSandboxesRequest(namespace="default"), replica=e.c.replicas.index(view))
