@@ -104,6 +104,15 @@ int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms
     return rv;
 }
 
+int catchup_measure(const struct catchup *c, uint64_t node_id, uint64_t *lag, char *errmsg)
+{
+    struct raftlog_entry_id *leader = mem_alloc(sizeof *leader * LEADER_TAIL_MAX);
+    *lag = RAFTLOG_LAG_UNKNOWN;
+    int rv = measure(c, node_id, leader, lag, errmsg);
+    mem_free(leader);
+    return rv;
+}
+
 void catchup_done(const struct catchup *c)
 {
     if (c->resume != NULL) {

@@ -50,6 +50,14 @@ struct catchup {
  * not answer the catch-up probe: ..."). */
 int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms, uint64_t *lag, char *errmsg);
 
+/* One measurement, as catchup_ready makes them, without waiting or pausing anything: 0 with *@lag
+ * the number of entries this node's log holds after member @node_id's last one
+ * (RAFTLOG_LAG_UNKNOWN when its last entries are not in this log: further behind than the log
+ * kept, or diverged), or the probe's error (GERR_UNAVAILABLE, GERR_TIMEOUT, ...) or the local
+ * read's with @errmsg. Blocks for the probe (up to about a second). For the lag gauge of
+ * /metrics, which the leader's replica refreshes once a second (docs/metrics.md). */
+int catchup_measure(const struct catchup *c, uint64_t node_id, uint64_t *lag, char *errmsg);
+
 /* After a successful catchup_ready (whatever became of the transfer): writes go again. */
 void catchup_done(const struct catchup *c);
 

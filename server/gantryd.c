@@ -334,6 +334,13 @@ struct daemon {
     bool stopping; /* under mu */
     bool migrated; /* under mu */
     char maint_err[GERR_MSG_SIZE];
+    /* The members' Raft lag as this replica measured it while its node led (under mu; n_lags 0
+     * otherwise): gantry_raft_member_lag_entries. */
+    struct member_lag {
+        uint64_t id;
+        int64_t entries; /* -1: not measurable (no answer, or not in this log) */
+    } lags[REPLICA_MAX_MEMBERS];
+    unsigned n_lags;
 };
 
 static bool is_stopping(struct daemon *d)
@@ -635,6 +642,17 @@ static void metrics(void *data, struct buf *out)
                                           .data_dir = d->cfg->data_dir,
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
+    pthread_mutex_lock(&d->mu);
+    if (d->n_lags > 0) {
+        buf_printf(out, "# HELP gantry_raft_member_lag_entries Raft entries the leader's log holds after the member's "
+                        "last one (measured by the leader's replica once a second; -1: not measurable).\n"
+                        "# TYPE gantry_raft_member_lag_entries gauge\n");
+        for (unsigned i = 0; i < d->n_lags; i++) {
+            buf_printf(out, "gantry_raft_member_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n", d->lags[i].id,
+                       d->lags[i].entries);
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
     if (d->nsm != NULL) {
         ns_metrics_write(d->nsm, out);
     }
@@ -749,8 +767,36 @@ static void prune_history(struct daemon *d, uint64_t *last_ms)
     store_pool_release(&d->pool, cl);
 }
 
+/* While this replica's node leads: how far behind it each other member's log is, by the catch-up
+ * probe (raft/catchup.h), for /metrics. Members the membership view calls unreachable are not
+ * probed (-1). Otherwise the figures are cleared: only the leader's replica can tell. */
+static void measure_lags(struct daemon *d)
+{
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    struct member_lag lags[REPLICA_MAX_MEMBERS];
+    unsigned n = 0;
+    if (v->valid && v->leader_id == d->cfg->replica_id) {
+        for (unsigned i = 0; i < v->n && n < REPLICA_MAX_MEMBERS && !is_stopping(d); i++) {
+            if (v->nodes[i].id == d->cfg->replica_id) {
+                continue;
+            }
+            uint64_t lag = RAFTLOG_LAG_UNKNOWN;
+            char err[GERR_MSG_SIZE];
+            bool ok = v->nodes[i].online && catchup_measure(&d->catchup, v->nodes[i].id, &lag, err) == 0 &&
+                      lag != RAFTLOG_LAG_UNKNOWN;
+            lags[n++] = (struct member_lag){.id = v->nodes[i].id, .entries = ok ? (int64_t)lag : -1};
+        }
+    }
+    mem_free(v);
+    pthread_mutex_lock(&d->mu);
+    memcpy(d->lags, lags, sizeof *lags * n);
+    d->n_lags = n;
+    pthread_mutex_unlock(&d->mu);
+}
+
 /* Migrations, then this replica's member row, retried until done; and the peers file, kept
- * current. One round per second until stop. */
+ * current; and the members' lag while this replica leads. One round per second until stop. */
 static void *maint_main(void *arg)
 {
     struct daemon *d = arg;
@@ -797,6 +843,7 @@ static void *maint_main(void *arg)
         }
         save_peers(d, last_peers, sizeof last_peers);
         prune_history(d, &last_prune_ms);
+        measure_lags(d);
         if (d->oidc != NULL) {
             char oerr[GERR_MSG_SIZE];
             if (oidc_refresh_due(d->oidc, oerr) != 0) {

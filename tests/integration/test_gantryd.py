@@ -134,6 +134,17 @@ class Replica:
         except (urllib.error.URLError, OSError):
             return False
 
+    def metric(self, series):
+        """The value of one series of this replica's /metrics (name with its labels), or None."""
+        try:
+            with urllib.request.urlopen("http://%s/metrics" % self.admin, timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(series + " "):
+                        return float(line.split()[-1])
+        except (urllib.error.URLError, OSError):
+            pass
+        return None
+
     def store(self, *args):
         out = subprocess.run([STORE, "--address", self.peer, "--timeout-ms", "5000", "--tls-dir",
                               os.path.join(self.dir, "tls")] + list(args),
@@ -647,6 +658,29 @@ class Transfer(GantrydTest):
             for _ in range(n):
                 c.client.call(lead, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken)
 
+        # The leader's replica measures each member's lag once a second (gantry_raft_member_lag_entries):
+        # 0 when caught up, -1 while the member cannot answer, 0 again after it caught up.
+        lag = 'gantry_raft_member_lag_entries{member="%d"}' % target.rid
+
+        def wait_lag(want, what):
+            end = time.monotonic() + 20
+            seen = None
+            while time.monotonic() < end:
+                seen = lead.metric(lag)
+                if seen == want:
+                    return
+                time.sleep(0.2)
+            self.fail("%s: the leader's %s stayed %r, not %r" % (what, lag, seen, want))
+
+        wait_lag(0, "a caught-up member")
+        target.signal(signal.SIGSTOP)
+        try:
+            write_many(20)
+            wait_lag(-1, "a stopped member")
+        finally:
+            target.signal(signal.SIGCONT)
+        wait_lag(0, "a member that caught up again")
+        self.assertIsNone(target.metric(lag), "only the leader's replica exports the lag")
         # A target that cannot run cannot answer the probe.
         target.signal(signal.SIGSTOP)
         try:
