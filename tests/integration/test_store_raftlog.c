@@ -7,7 +7,9 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <inttypes.h>
@@ -79,6 +81,43 @@ static uint64_t wait_lag(unsigned leader, unsigned i, uint64_t want, unsigned ti
     return lag;
 }
 
+/* SIGSTOP lands when the process is next scheduled: wait until every thread is stopped ('T' in
+ * /proc/PID/task/TID/stat), so no append reaches it after the test thinks it stopped. */
+static void stop_and_wait(pid_t pid)
+{
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    for (int tries = 0; tries < 500; tries++) {
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        bool all = true;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.') {
+                continue;
+            }
+            char path[384], buf[512] = "";
+            snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+            FILE *f = fopen(path, "r");
+            if (f == NULL) {
+                continue;
+            }
+            size_t got = fread(buf, 1, sizeof buf - 1, f);
+            fclose(f);
+            buf[got] = '\0';
+            const char *paren = strrchr(buf, ')');
+            all = all && paren != NULL && paren[1] == ' ' && (paren[2] == 'T' || paren[2] == 't');
+        }
+        closedir(d);
+        if (all) {
+            return;
+        }
+        sleep_ms(2);
+    }
+    fail_msg("process %d did not stop within a second of SIGSTOP", (int)pid);
+}
+
 static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
 {
     (void)state;
@@ -96,7 +135,7 @@ static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
     assert_int_equal(wait_lag(leader, f1, 0, 10000), 0);
     assert_int_equal(wait_lag(leader, f2, 0, 10000), 0);
     /* A follower that cannot run falls behind by one entry per transaction. */
-    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGSTOP), 0);
+    stop_and_wait(cl3.nodes[f1].proc.pid);
     write_n(&c, 1000, 25);
     sleep_ms(200);
     uint64_t lag = lag_of(leader, f1);
@@ -110,7 +149,7 @@ static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
     assert_int_equal(wait_lag(leader, f1, 0, 10000), 0);
     /* Far behind (more than a segment's worth of big entries) is still measured or unknown,
      * never 0. */
-    assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGSTOP), 0);
+    stop_and_wait(cl3.nodes[f1].proc.pid);
     write_n(&c, 5000, 300);
     sleep_ms(200);
     lag = lag_of(leader, f1);
