@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -24,6 +25,15 @@ struct k8s_http {
     unsigned max_body;
     struct buf *resp; /* the response being received */
     bool too_big;
+    unsigned retry_after; /* the last response's Retry-After, seconds */
+    /* A stream (k8s_http_stream) in progress: */
+    bool streaming;
+    long stream_status;
+    const volatile bool *stop;
+    k8s_http_open_cb on_open;
+    k8s_http_line_cb on_line;
+    void *arg;
+    bool cb_ended; /* a line callback ended the stream */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -97,16 +107,109 @@ int k8s_http_err_from_status(long status, const char *reason)
     }
 }
 
+/* Deliver every complete line in h->resp to the line callback and keep the partial rest. */
+static bool stream_lines(struct k8s_http *h)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < h->resp->len; i++) {
+        if (h->resp->data[i] != '\n') {
+            continue;
+        }
+        h->resp->data[i] = '\0';
+        size_t n = i - start;
+        if (n > 0 && h->on_line(h->arg, (char *)h->resp->data + start, n) != 0) {
+            h->cb_ended = true;
+            return false;
+        }
+        start = i + 1;
+    }
+    memmove(h->resp->data, h->resp->data + start, h->resp->len - start);
+    h->resp->len -= start;
+    return true;
+}
+
 static size_t on_data(char *p, size_t size, size_t n, void *arg)
 {
     struct k8s_http *h = arg;
     size_t len = size * n;
+    if (h->streaming && h->stream_status == 0) {
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &h->stream_status);
+        if (h->stream_status == 200 && h->on_open != NULL) {
+            h->on_open(h->arg);
+        }
+    }
+    if (h->streaming && h->stream_status == 200) {
+        if (h->resp->len + len > K8S_STREAM_LINE_MAX) {
+            h->too_big = true;
+            return 0;
+        }
+        buf_append(h->resp, p, len);
+        return stream_lines(h) ? len : 0;
+    }
     if (h->resp->len + len > h->max_body) {
         h->too_big = true;
         return 0; /* makes curl fail with CURLE_WRITE_ERROR */
     }
     buf_append(h->resp, p, len);
     return len;
+}
+
+/* Retry-After: <seconds> (an HTTP date is ignored: the API server sends seconds). A stream is open
+ * once its headers end with status 200: a quiet watch may send no byte of body for a minute (until
+ * its first bookmark), and it is established all the same. */
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+    struct k8s_http *h = arg;
+    size_t len = size * n;
+    static const char name[] = "retry-after:";
+    if (h->streaming && h->stream_status == 0 && len > 0 && len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
+        long code = 0;
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &code);
+        if (code == 200) {
+            h->stream_status = code;
+            if (h->on_open != NULL) {
+                h->on_open(h->arg);
+            }
+        }
+    }
+    if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
+        unsigned v = 0;
+        size_t i = sizeof name - 1, digits = 0;
+        while (i < len && p[i] == ' ') {
+            i++;
+        }
+        for (; i < len && p[i] >= '0' && p[i] <= '9' && digits < 5; i++, digits++) {
+            v = v * 10u + (unsigned)(p[i] - '0');
+        }
+        h->retry_after = digits > 0 && v <= 3600 ? v : 0;
+    }
+    return len;
+}
+
+/* curl's progress callback: ends a stream when its stop flag is set. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct k8s_http *h = arg;
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return h->stop != NULL && *h->stop ? 1 : 0;
+}
+
+void k8s_http_put_escaped(struct buf *b, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+            c == '.' || c == '~') {
+            buf_append(b, s, 1);
+        } else {
+            buf_printf(b, "%%%02X", c);
+        }
+    }
+}
+
+unsigned k8s_http_retry_after(const struct k8s_http *h)
+{
+    return h->retry_after;
 }
 
 static bool server_ok(const char *s)
@@ -223,6 +326,8 @@ static void set_options(struct k8s_http *h, const char *method, const char *url,
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (body != NULL) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -261,6 +366,7 @@ int k8s_http_request(struct k8s_http *h, const char *method, const char *path, c
     buf_printf(&url, "%s%s", h->server, path);
     h->resp = resp;
     h->too_big = false;
+    h->retry_after = 0;
     set_options(h, method, (const char *)url.data, body, headers);
     CURLcode cc = curl_easy_perform(h->curl);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
@@ -275,6 +381,65 @@ int k8s_http_request(struct k8s_http *h, const char *method, const char *path, c
         resp->len--; /* NUL-terminated past len */
     }
     buf_close(&url);
+    h->resp = NULL;
+    return rv;
+}
+
+int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, const volatile bool *stop,
+                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status, struct buf *resp,
+                    char *errmsg)
+{
+    char *auth;
+    *status = 0;
+    buf_reset(resp);
+    int rv = auth_header(h, &auth, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
+    if (auth != NULL) {
+        headers = curl_slist_append(headers, auth);
+        memset(auth, 0, strlen(auth));
+        mem_free(auth);
+    }
+    struct buf url;
+    buf_init(&url);
+    buf_printf(&url, "%s%s", h->server, path);
+    h->resp = resp;
+    h->too_big = false;
+    h->retry_after = 0;
+    h->streaming = true;
+    h->stream_status = 0;
+    h->stop = stop;
+    h->on_open = on_open;
+    h->on_line = on_line;
+    h->arg = arg;
+    h->cb_ended = false;
+    set_options(h, "GET", (const char *)url.data, NULL, headers);
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, h);
+    curl_easy_setopt(h->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    CURLcode cc = curl_easy_perform(h->curl);
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    bool stopped = stop != NULL && *stop;
+    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && h->cb_ended) || (cc == CURLE_ABORTED_BY_CALLBACK && stopped)) {
+        curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
+        buf_append_zero(resp, 1);
+        resp->len--;
+        rv = 0;
+    } else {
+        rv = k8s_http_err_from_curl((int)cc);
+        gerr_set(errmsg, "watch %s: %s", path,
+                 h->too_big ? "an event larger than the limit" : curl_easy_strerror(cc));
+    }
+    buf_close(&url);
+    h->streaming = false;
+    h->stop = NULL;
+    h->on_open = NULL;
+    h->on_line = NULL;
     h->resp = NULL;
     return rv;
 }

@@ -10,6 +10,8 @@
 #ifndef GANTRY_DRIVERS_K8S_HTTP_H
 #define GANTRY_DRIVERS_K8S_HTTP_H
 
+#include <stdbool.h>
+
 #include "lib/buf.h"
 #include "lib/err.h"
 
@@ -37,6 +39,28 @@ void k8s_http_free(struct k8s_http *h); /* NULL is fine */
  * a token file that cannot be read as GERR_UNAUTH, with the reason in @errmsg. */
 int k8s_http_request(struct k8s_http *h, const char *method, const char *path, const char *body, long *status,
                      struct buf *resp, char *errmsg);
+
+/* The Retry-After header (seconds, 0..3600) of the last response of k8s_http_request, 0 when it
+ * had none or one that is not a number of seconds. */
+unsigned k8s_http_retry_after(const struct k8s_http *h);
+
+/* A streamed GET (a watch): @on_line is called from this thread with every complete line of the
+ * body (without the newline, NUL-terminated, at most K8S_STREAM_LINE_MAX bytes) while the server
+ * sends them; a nonzero return from it, or *@stop turning true (checked at least every second),
+ * ends the stream. @on_open is called once when the server answered 200, before any line.
+ * Returns when the stream ends: 0 when the server closed it normally or a callback/stop ended it,
+ * with *@status the HTTP status. A non-200 answer is 0 with that status and the body (capped) in
+ * @resp, no line delivered. @timeout_ms bounds the whole stream (0: no bound). Transport failures
+ * and a line over the maximum come back as for k8s_http_request (GERR_TOOBIG for the line). */
+#define K8S_STREAM_LINE_MAX (16u * 1024u * 1024u)
+typedef int (*k8s_http_line_cb)(void *arg, char *line, size_t len);
+typedef void (*k8s_http_open_cb)(void *arg);
+int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, const volatile bool *stop,
+                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status, struct buf *resp,
+                    char *errmsg);
+
+/* Percent-encode @s (a query value) onto @b. */
+void k8s_http_put_escaped(struct buf *b, const char *s);
 
 /* curl's CURLcode -> GERR_*: connect and resolve failures GERR_UNAVAILABLE; timeouts
  * GERR_TIMEOUT; a server certificate that does not verify GERR_UNAUTH; our body cap
