@@ -1,47 +1,78 @@
 /* The kubernetes driver (see k8s.h): agents.x-k8s.io Sandbox objects, namespaces and a fence
- * ConfigMap over HTTPS.
+ * ConfigMap over HTTPS, with a list+watch cache for reads.
  *
  * Every mutating call is: check the fence (and raise it), then the request, then on 409 read
  * again and decide again, a bounded number of times. Every object read back is checked for this
- * gateway's labels before it is believed. Sandboxes are found by their labels (gateway id and
- * sandbox id), never by a name derived from the id: object names are readable and may have had
- * to step aside for someone else's object (see driver_k8s_object_name). */
+ * gateway's labels before it is believed. Sandboxes are found in the cache, then by the name they
+ * were last seen under, then by their labels (gateway id and sandbox id): object names are
+ * readable and may have had to step aside for someone else's object (see driver_k8s_object_name),
+ * so a name derived from the id is never trusted. */
 #include "drivers/k8s.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "drivers/driver_internal.h"
+#include "drivers/k8s_cache.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
+#include "drivers/k8s_watch.h"
 #include "lib/buf.h"
+#include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
 #define CONFLICT_RETRIES 8
 #define LIST_PAGE        500
+#define LIST_RESTARTS    3
 #define LIST_MAX         100000u
 #define SA_DIR           "/var/run/secrets/kubernetes.io/serviceaccount"
 #define DEFAULT_GPU      "nvidia.com/gpu"
-#define SANDBOXES        "/apis/" K8S_SANDBOX_API
+#define MEMO_MAX         1024u
+
+/* A namespace ensure_namespace made usable, and when (monotonic ms). */
+struct memo {
+    char kns[64];
+    uint64_t at_ms;
+};
 
 struct driver_k8s {
     struct driver base;
     struct k8s_http *http;
+    struct k8s_http_config hc; /* for the watches' own connections (strings owned below) */
     char *gw;
     enum driver_k8s_mode mode;
     char *shared_ns;
     char **op_from; /* operator allowlist: gantry namespace ... */
     char **op_to;   /* ... -> Kubernetes namespace */
     size_t n_op;
-    char *fence_ns;
+    char *home_ns;
     char fence_name[64];
+    char **service_accounts; /* NULL-terminated */
+    char **pull_secrets;     /* NULL-terminated */
     char *gpu_res;
-    char *server;
+    char *server, *token_file, *ca_file, *cert_file, *key_file;
+    unsigned deadline_ms, watch_timeout_s;
+    bool no_watch;
     uint64_t newest; /* the newest epoch this instance has seen */
     struct buf resp;
+    long last_status;       /* the HTTP status of the last request (0: none answered) */
     struct k8s_status last; /* the Status of the last failed request */
+    unsigned long long requests;
+    /* The served version and the path prefix of the Sandbox resource; "" until discovered. */
+    char version[16];
+    char api[64];
+    /* The list+watch cache: one scope per watch. */
+    struct k8s_cache *cache;
+    struct k8s_watch **watches;
+    const char **scopes;
+    size_t n_scopes;
+    struct memo memo[MEMO_MAX];
+    size_t n_memo;
 };
 
 static struct driver_k8s *k8s_of(struct driver *d)
@@ -52,6 +83,13 @@ static struct driver_k8s *k8s_of(struct driver *d)
 static const char *mode_name(enum driver_k8s_mode m)
 {
     return m == DRIVER_K8S_MANAGED ? "managed" : m == DRIVER_K8S_OPERATOR ? "operator" : "shared";
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- Names */
@@ -135,22 +173,52 @@ static int k8s_namespace(struct driver_k8s *k, const char *ns, char out[64], cha
 
 /* ---- Requests */
 
+static void sleep_s(unsigned s)
+{
+    struct timespec ts = {.tv_sec = (time_t)s};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 /* One request; a non-2xx status becomes its GERR_* code with the Status message. On 0 the body
- * is in k->resp. */
+ * is in k->resp. A 429 is waited out (its Retry-After, 1 s without one) while the waits add up to
+ * at most DRIVER_K8S_THROTTLE_WAIT_S, then GERR_BUSY. A 403 because the namespace is being
+ * deleted is GERR_UNAVAILABLE: it clears by waiting, unlike RBAC's 403. */
 static int call(struct driver_k8s *k, const char *method, const char *path, const char *body, char *errmsg)
 {
-    long status;
     struct k8s_status *st = &k->last;
-    memset(st, 0, sizeof *st);
-    int rv = k8s_http_request(k->http, method, path, body, &status, &k->resp, errmsg);
-    if (rv != 0 || (status >= 200 && status < 300)) {
+    unsigned waited = 0;
+    for (;;) {
+        long status = 0;
+        memset(st, 0, sizeof *st);
+        k->requests++;
+        int rv = k8s_http_request(k->http, method, path, body, &status, &k->resp, errmsg);
+        k->last_status = rv == 0 ? status : 0;
+        if (rv != 0 || (status >= 200 && status < 300)) {
+            return rv;
+        }
+        k8s_status_decode((const char *)k->resp.data, k->resp.len, st);
+        rv = k8s_http_err_from_status(status, st->reason);
+        if (status == 429) {
+            unsigned wait = k8s_http_retry_after(k->http);
+            wait = wait != 0 ? wait : st->retry_after_s != 0 ? st->retry_after_s : 1u;
+            if (waited + wait <= DRIVER_K8S_THROTTLE_WAIT_S) {
+                LOG_INFO("kubernetes driver: %s %s throttled (429); retrying after %u s", method, path, wait);
+                sleep_s(wait);
+                waited += wait;
+                continue;
+            }
+            gerr_set(errmsg, "%s %s: throttled by the API server (HTTP 429 %s), retry after %u s", method, path,
+                     st->reason, wait);
+            return GERR_BUSY;
+        }
+        if (status == 403 && st->ns_terminating) {
+            rv = GERR_UNAVAILABLE;
+        }
+        gerr_set(errmsg, "%s %s: HTTP %ld %s%s%s", method, path, status, st->reason,
+                 st->message[0] != '\0' ? ": " : "", st->message);
         return rv;
     }
-    k8s_status_decode((const char *)k->resp.data, k->resp.len, st);
-    rv = k8s_http_err_from_status(status, st->reason);
-    gerr_set(errmsg, "%s %s: HTTP %ld %s%s%s", method, path, status, st->reason,
-             st->message[0] != '\0' ? ": " : "", st->message);
-    return rv;
 }
 
 static const char *body(struct driver_k8s *k)
@@ -158,18 +226,83 @@ static const char *body(struct driver_k8s *k)
     return k->resp.data != NULL ? (const char *)k->resp.data : "";
 }
 
-/* Percent-encode @s (query values) onto @b. */
-static void put_escaped(struct buf *b, const char *s)
+/* ---- Discovery and the watches */
+
+static void stop_watches(struct driver_k8s *k)
 {
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '_' || c == '.' || c == '~') {
-            buf_append(b, s, 1);
-        } else {
-            buf_printf(b, "%%%02X", c);
+    for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
+        k8s_watch_stop(k->watches[i]);
+        k->watches[i] = NULL;
+    }
+}
+
+static void start_watches(struct driver_k8s *k)
+{
+    char errmsg[GERR_MSG_SIZE];
+    for (size_t i = 0; !k->no_watch && i < k->n_scopes; i++) {
+        struct k8s_watch_config wc = {.http = k->hc,
+                                      .api = k->api,
+                                      .gateway_id = k->gw,
+                                      .kns = k->scopes[i],
+                                      .scope = i,
+                                      .cache = k->cache,
+                                      .timeout_s = k->watch_timeout_s};
+        wc.http.timeout_ms = 0; /* each watch sets its own */
+        if (k8s_watch_start(&wc, &k->watches[i], errmsg) != 0) {
+            LOG_WARN("kubernetes driver: %s; reads go to the API server", errmsg); /* costs requests only */
         }
     }
+}
+
+/* The served agents.x-k8s.io version, asked of the API server once (and again after a 404 of the
+ * resource): v1beta1, or v1alpha1 where v1beta1 is not served. The watches start (or restart
+ * under the new version) here. */
+static int sandbox_api(struct driver_k8s *k, char *errmsg)
+{
+    if (k->version[0] != '\0') {
+        return 0;
+    }
+    unsigned served = 0;
+    int rv = call(k, "GET", "/apis/" K8S_SANDBOX_GROUP, NULL, errmsg);
+    if (rv == GERR_NOTFOUND) {
+        gerr_set(errmsg, "the API server does not serve the API group " K8S_SANDBOX_GROUP
+                         " (is the agent-sandbox CRD installed?)");
+        return GERR_UNAVAILABLE;
+    }
+    if (rv != 0 || (rv = k8s_api_group_decode(body(k), k->resp.len, &served, errmsg)) != 0) {
+        gerr_wrap(errmsg, "discovery of " K8S_SANDBOX_GROUP);
+        return rv;
+    }
+    const char *v = (served & K8S_SERVES_V1BETA1) != 0    ? K8S_SANDBOX_V1BETA1
+                    : (served & K8S_SERVES_V1ALPHA1) != 0 ? K8S_SANDBOX_V1ALPHA1
+                                                          : NULL;
+    if (v == NULL) {
+        gerr_set(errmsg, "the API server serves " K8S_SANDBOX_GROUP " in neither " K8S_SANDBOX_V1BETA1
+                         " nor " K8S_SANDBOX_V1ALPHA1 " (an agent-sandbox release this driver does not know)");
+        return GERR_UNAVAILABLE;
+    }
+    stop_watches(k);
+    snprintf(k->version, sizeof k->version, "%s", v);
+    snprintf(k->api, sizeof k->api, "/apis/" K8S_SANDBOX_GROUP "/%s", v);
+    LOG_INFO("kubernetes driver: using " K8S_SANDBOX_GROUP "/%s%s", v,
+             strcmp(v, K8S_SANDBOX_V1ALPHA1) == 0 ? " (v1beta1 is not served: agent-sandbox before v0.5.0)" : "");
+    start_watches(k);
+    return 0;
+}
+
+/* A 404 from a sandboxes URL is about the object (its Status names it: details.kind "sandboxes"),
+ * the namespace (details.kind "namespaces"), or the resource itself, which the API server does not
+ * serve (no details: the CRD is not installed, or not at this version any more: ask again next
+ * time). Only the last is turned into GERR_UNAVAILABLE. */
+static int not_served(struct driver_k8s *k, int rv, char *errmsg)
+{
+    if (rv == GERR_NOTFOUND && k->last.details_kind[0] == '\0') {
+        gerr_set(errmsg, "the API server does not serve " K8S_SANDBOX_RESOURCE "." K8S_SANDBOX_GROUP "/%s (is the "
+                         "agent-sandbox CRD installed?)", k->version);
+        k->version[0] = '\0';
+        return GERR_UNAVAILABLE;
+    }
+    return rv;
 }
 
 /* ---- The fence */
@@ -182,8 +315,8 @@ static int fence_once(struct driver_k8s *k, uint64_t epoch, const char *path, bo
     int rv = call(k, "GET", path, NULL, errmsg);
     if (rv == GERR_NOTFOUND) {
         char create[200];
-        snprintf(create, sizeof create, "/api/v1/namespaces/%s/configmaps", k->fence_ns);
-        doc = k8s_fence_manifest(k->fence_name, k->fence_ns, k->gw, epoch, NULL);
+        snprintf(create, sizeof create, "/api/v1/namespaces/%s/configmaps", k->home_ns);
+        doc = k8s_fence_manifest(k->fence_name, k->home_ns, k->gw, epoch, NULL);
         rv = call(k, "POST", create, doc, errmsg);
         mem_free(doc);
         *again = rv == GERR_EXISTS; /* another replica made it first: read theirs */
@@ -193,14 +326,14 @@ static int fence_once(struct driver_k8s *k, uint64_t epoch, const char *path, bo
         return rv;
     }
     if (m.gateway_id == NULL || strcmp(m.gateway_id, k->gw) != 0) {
-        gerr_set(errmsg, "ConfigMap %s/%s exists without this gateway's label: not touching it", k->fence_ns,
+        gerr_set(errmsg, "ConfigMap %s/%s exists without this gateway's label: not touching it", k->home_ns,
                  k->fence_name);
         rv = GERR_PERM;
     } else if (m.epoch > epoch) {
         k->newest = m.epoch > k->newest ? m.epoch : k->newest;
         rv = driver__epoch_check(epoch, &k->newest, "the kubernetes fence", errmsg);
     } else if (m.epoch < epoch) {
-        doc = k8s_fence_manifest(k->fence_name, k->fence_ns, k->gw, epoch, m.resource_version);
+        doc = k8s_fence_manifest(k->fence_name, k->home_ns, k->gw, epoch, m.resource_version);
         rv = call(k, "PUT", path, doc, errmsg);
         mem_free(doc);
         *again = rv == GERR_ABORTED; /* 409 Conflict: someone wrote it since we read it */
@@ -217,7 +350,7 @@ static int fence(struct driver_k8s *k, uint64_t epoch, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    snprintf(path, sizeof path, "/api/v1/namespaces/%s/configmaps/%s", k->fence_ns, k->fence_name);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/configmaps/%s", k->home_ns, k->fence_name);
     for (int i = 0; i < CONFLICT_RETRIES; i++) {
         bool again;
         rv = fence_once(k, epoch, path, &again, errmsg);
@@ -232,7 +365,7 @@ static int fence(struct driver_k8s *k, uint64_t epoch, char *errmsg)
             return rv;
         }
     }
-    gerr_set(errmsg, "epoch fence %s/%s: still conflicting after %d attempts", k->fence_ns, k->fence_name,
+    gerr_set(errmsg, "epoch fence %s/%s: still conflicting after %d attempts", k->home_ns, k->fence_name,
              CONFLICT_RETRIES);
     return GERR_ABORTED;
 }
@@ -247,34 +380,33 @@ static int read_check(struct driver_k8s *k, uint64_t epoch, char *errmsg)
 
 static bool sandbox_ours(struct driver_k8s *k, const struct k8s_meta *m, const char *id, const char *ns)
 {
-    return m->gateway_id != NULL && strcmp(m->gateway_id, k->gw) == 0 && m->sandbox_id != NULL &&
-           driver_is_uuid(m->sandbox_id) && (id == NULL || strcmp(m->sandbox_id, id) == 0) &&
-           m->gantry_ns != NULL && (ns == NULL || strcmp(m->gantry_ns, ns) == 0) && m->gantry_name != NULL;
+    return k8s_sandbox_belongs(m, k->gw) && (id == NULL || strcmp(m->sandbox_id, id) == 0) &&
+           (ns == NULL || strcmp(m->gantry_ns, ns) == 0);
 }
 
-static void describe(const struct k8s_sandbox *p, struct driver_sandbox *out)
+static void describe(struct driver_k8s *k, const struct k8s_sandbox *p, struct driver_sandbox *out)
 {
-    char handle[160];
-    snprintf(handle, sizeof handle, "k8s:%s/%s", p->meta.ns, p->meta.name);
-    driver__sandbox_fill(out, p->meta.sandbox_id, p->meta.gantry_ns, p->meta.gantry_name, p->phase, handle,
-                         p->message, p->meta.epoch, p->meta.created_at_ms);
-}
-
-static void sandbox_path(char *out, size_t len, const char *kns, const char *name)
-{
-    snprintf(out, len, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE "/%s", kns, name);
-}
-
-/* A 404 from a sandboxes URL: the namespace is missing, or the API server does not serve the
- * resource at all (the agent-sandbox CRD is not installed). */
-static int not_served(struct driver_k8s *k, int rv, char *errmsg)
-{
-    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") != 0) {
-        gerr_wrap(errmsg, "the API server does not serve " K8S_SANDBOX_RESOURCE "." K8S_SANDBOX_GROUP
-                          "/" K8S_SANDBOX_VERSION " (is the agent-sandbox CRD installed?)");
-        return GERR_UNAVAILABLE;
+    char handle[160], msg[K8S_MAX_MESSAGE + 96];
+    enum driver_phase phase = p->phase;
+    const char *message = p->message;
+    uint64_t now = driver__now_ms();
+    if (phase == DRIVER_PHASE_PROVISIONING && p->meta.created_at_ms != 0 &&
+        now > p->meta.created_at_ms + k->deadline_ms) {
+        /* A pod that never schedules or never pulls its image: the controller keeps reporting
+         * DependenciesNotReady for ever; the deadline makes it final, with the controller's words. */
+        snprintf(msg, sizeof msg, "not running %u s after it was made (the provisioning deadline): %s",
+                 k->deadline_ms / 1000u, p->message != NULL ? p->message : "");
+        phase = DRIVER_PHASE_ERROR;
+        message = msg;
     }
-    return rv;
+    snprintf(handle, sizeof handle, "k8s:%s/%s", p->meta.ns, p->meta.name);
+    driver__sandbox_fill(out, p->meta.sandbox_id, p->meta.gantry_ns, p->meta.gantry_name, phase, handle, message,
+                         p->meta.epoch, p->meta.created_at_ms);
+}
+
+static void sandbox_path(struct driver_k8s *k, char *out, size_t len, const char *kns, const char *name)
+{
+    snprintf(out, len, "%s/namespaces/%s/" K8S_SANDBOX_RESOURCE "/%s", k->api, kns, name);
 }
 
 /* Growable array of decoded sandboxes. */
@@ -292,10 +424,21 @@ static void found_close(struct found *f)
     memset(f, 0, sizeof *f);
 }
 
+static void found_push(struct found *f, struct k8s_sandbox *s)
+{
+    if (f->n == f->cap) {
+        f->cap = f->cap == 0 ? 16 : f->cap * 2;
+        f->items = mem_realloc(f->items, f->cap * sizeof *f->items);
+    }
+    f->items[f->n++] = *s;
+    memset(s, 0, sizeof *s); /* moved */
+}
+
 /* Append this gateway's sandboxes from @kns (NULL: every namespace) of gantry namespace @ns
  * (NULL: all) and, with @id, of that sandbox only, page by page, to @out. The label selector
- * asks the server for exactly these; each item is checked again before it is believed. */
-static int list_from(struct driver_k8s *k, const char *kns, const char *ns, const char *id, struct found *out,
+ * asks the server for exactly these; each item is checked again before it is believed. A page
+ * answered 410 (the continue token expired) starts the list again from the first page. */
+static int list_once(struct driver_k8s *k, const char *kns, const char *ns, const char *id, struct found *out,
                      char *errmsg)
 {
     char *next = NULL;
@@ -305,24 +448,24 @@ static int list_from(struct driver_k8s *k, const char *kns, const char *ns, cons
         struct k8s_sandbox_list l;
         buf_init(&path);
         if (kns != NULL) {
-            buf_printf(&path, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE, kns);
+            buf_printf(&path, "%s/namespaces/%s/" K8S_SANDBOX_RESOURCE, k->api, kns);
         } else {
-            buf_printf(&path, SANDBOXES "/" K8S_SANDBOX_RESOURCE);
+            buf_printf(&path, "%s/" K8S_SANDBOX_RESOURCE, k->api);
         }
         buf_printf(&path, "?limit=%d&labelSelector=", LIST_PAGE);
-        put_escaped(&path, K8S_LABEL_GATEWAY "=");
-        put_escaped(&path, k->gw);
+        k8s_http_put_escaped(&path, K8S_LABEL_GATEWAY "=");
+        k8s_http_put_escaped(&path, k->gw);
         if (ns != NULL) {
-            put_escaped(&path, "," K8S_LABEL_NAMESPACE "=");
-            put_escaped(&path, ns);
+            k8s_http_put_escaped(&path, "," K8S_LABEL_NAMESPACE "=");
+            k8s_http_put_escaped(&path, ns);
         }
         if (id != NULL) {
-            put_escaped(&path, "," K8S_LABEL_SANDBOX "=");
-            put_escaped(&path, id);
+            k8s_http_put_escaped(&path, "," K8S_LABEL_SANDBOX "=");
+            k8s_http_put_escaped(&path, id);
         }
         if (next != NULL) {
             buf_printf(&path, "&continue=");
-            put_escaped(&path, next);
+            k8s_http_put_escaped(&path, next);
             mem_free(next);
             next = NULL;
         }
@@ -336,15 +479,10 @@ static int list_from(struct driver_k8s *k, const char *kns, const char *ns, cons
             return rv;
         }
         for (size_t i = 0; i < l.n; i++) {
-            if (!sandbox_ours(k, &l.items[i].meta, id, ns)) {
-                continue;
+            if (sandbox_ours(k, &l.items[i].meta, id, ns)) {
+                k8s_cache_put(k->cache, &l.items[i]);
+                found_push(out, &l.items[i]);
             }
-            if (out->n == out->cap) {
-                out->cap = out->cap == 0 ? 16 : out->cap * 2;
-                out->items = mem_realloc(out->items, out->cap * sizeof *out->items);
-            }
-            out->items[out->n++] = l.items[i];
-            memset(&l.items[i], 0, sizeof l.items[i]); /* moved */
         }
         next = l.next;
         l.next = NULL;
@@ -358,12 +496,67 @@ static int list_from(struct driver_k8s *k, const char *kns, const char *ns, cons
     return rv;
 }
 
-/* The Sandbox object(s) of sandbox @id of gantry namespace @ns, found by label. */
+static int list_from(struct driver_k8s *k, const char *kns, const char *ns, const char *id, struct found *out,
+                     char *errmsg)
+{
+    size_t had = out->n;
+    for (int attempt = 0;; attempt++) {
+        int rv = list_once(k, kns, ns, id, out, errmsg);
+        if (rv == 0 || k->last_status != 410 || attempt == LIST_RESTARTS) {
+            return rv;
+        }
+        LOG_INFO("kubernetes driver: %s; listing again from the first page", errmsg);
+        while (out->n > had) { /* drop what the expired list had found */
+            k8s_sandbox_close(&out->items[--out->n]);
+        }
+    }
+}
+
+/* GET Sandbox @kns/@name into @out: 0, GERR_NOTFOUND, or an error. */
+static int read_named(struct driver_k8s *k, const char *kns, const char *name, struct k8s_sandbox *out,
+                      char *errmsg)
+{
+    char path[256];
+    sandbox_path(k, path, sizeof path, kns, name);
+    int rv = not_served(k, call(k, "GET", path, NULL, errmsg), errmsg);
+    if (rv == 0) {
+        rv = k8s_sandbox_decode(body(k), k->resp.len, out, errmsg);
+    }
+    return rv;
+}
+
+/* The Sandbox object(s) of sandbox @id of gantry namespace @ns: from the cache while its scope is
+ * live, else by the name it was last seen under (one GET), else by label (one LIST). The cache's
+ * "none" is confirmed with the API server: a watch event may be a moment behind a create made by
+ * another replica, and a wrong NOTFOUND would make the reconciler report the sandbox lost. */
 static int find(struct driver_k8s *k, const char *ns, const char *id, struct found *out, char *errmsg)
 {
-    char kns[64];
+    char kns[64], hint_ns[64], hint_name[64];
+    struct k8s_sandbox s;
     int rv = k8s_namespace(k, ns, kns, errmsg);
-    return rv != 0 ? rv : list_from(k, kns, ns, id, out, errmsg);
+    if (rv != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
+        return rv;
+    }
+    int cached = k8s_cache_get(k->cache, kns, id, &s);
+    if (cached == 1 && sandbox_ours(k, &s.meta, id, ns)) {
+        found_push(out, &s);
+        return 0;
+    }
+    k8s_sandbox_close(&s);
+    if (k8s_cache_name_of(k->cache, id, hint_ns, hint_name) && strcmp(hint_ns, kns) == 0) {
+        rv = read_named(k, kns, hint_name, &s, errmsg);
+        if (rv == 0 && sandbox_ours(k, &s.meta, id, ns)) {
+            k8s_cache_put(k->cache, &s);
+            found_push(out, &s);
+            return 0;
+        }
+        k8s_sandbox_close(&s);
+        if (rv != 0 && rv != GERR_NOTFOUND) {
+            return rv;
+        }
+        /* Gone, or not ours any more under that name: search by label. */
+    }
+    return list_from(k, kns, ns, id, out, errmsg);
 }
 
 static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char *id,
@@ -377,7 +570,7 @@ static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char 
             gerr_set(errmsg, "no sandbox %s of gateway %s in %s", id, k->gw, ns);
             rv = GERR_NOTFOUND;
         } else {
-            describe(&f.items[0], out);
+            describe(k, &f.items[0], out);
         }
     }
     found_close(&f);
@@ -389,14 +582,42 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
 {
     char kns[64];
     int rv = driver__check_config_keys(spec, "kubernetes", k8s_config_keys, allowed, errmsg);
-    if (rv != 0 || (rv = k8s_check_config(spec, errmsg)) != 0) {
+    if (rv != 0 || (rv = k8s_check_config(spec, errmsg)) != 0 || (rv = k8s_check_labels(spec, errmsg)) != 0) {
         return rv;
+    }
+    const char *sa = driver_kv_get(spec->driver_config, spec->n_driver_config, "service_account");
+    if (sa != NULL && !driver__in_list((const char *const *)k->service_accounts, sa)) {
+        struct buf b;
+        buf_init(&b);
+        driver__join(&b, (const char *const *)k->service_accounts);
+        gerr_set(errmsg,
+                 "driver_config service_account %s is not one the kubernetes driver may give sandboxes (its "
+                 "allow-list: %s)",
+                 sa, (const char *)b.data);
+        buf_close(&b);
+        return GERR_PERM;
     }
     if (spec->image == NULL || spec->image[0] == '\0') {
         gerr_set(errmsg, "the kubernetes driver needs an image");
         return GERR_INVAL;
     }
-    return k8s_namespace(k, spec->namespace, kns, errmsg);
+    if ((rv = k8s_namespace(k, spec->namespace, kns, errmsg)) != 0) {
+        return rv;
+    }
+    /* The object's size: render it as create would (the longest names it could get). */
+    char *doc;
+    struct k8s_sandbox_params params = {.spec = spec,
+                                        .api_version = K8S_SANDBOX_GROUP "/" K8S_SANDBOX_V1ALPHA1,
+                                        .gateway_id = k->gw,
+                                        .k8s_namespace = kns,
+                                        .object_name = "x23456789012345678901234567890123456789012345678901234567890123",
+                                        .epoch = UINT64_MAX,
+                                        .gpu_resource = k->gpu_res,
+                                        .image_pull_secrets = (const char *const *)k->pull_secrets,
+                                        .now_ms = driver__now_ms()};
+    rv = k8s_sandbox_manifest(&params, &doc, errmsg);
+    mem_free(doc);
+    return rv;
 }
 
 static int k8s_validate(struct driver *d, const struct driver_sandbox_spec *spec, const char *const *allowed,
@@ -406,15 +627,25 @@ static int k8s_validate(struct driver *d, const struct driver_sandbox_spec *spec
 }
 
 /* Sandbox @s exists as @p: 0 with @out if it has the spec's name, else GERR_EXISTS. */
-static int adopt(const struct driver_sandbox_spec *s, const struct k8s_sandbox *p, struct driver_sandbox *out,
-                 char *errmsg)
+static int adopt(struct driver_k8s *k, const struct driver_sandbox_spec *s, const struct k8s_sandbox *p,
+                 struct driver_sandbox *out, char *errmsg)
 {
     if (strcmp(p->meta.gantry_name, s->name) != 0 || strcmp(p->meta.gantry_ns, s->namespace) != 0) {
         gerr_set(errmsg, "sandbox %s exists as %s/%s", s->id, p->meta.gantry_ns, p->meta.gantry_name);
         return GERR_EXISTS;
     }
-    describe(p, out);
+    describe(k, p, out);
     return 0;
+}
+
+static void memo_forget(struct driver_k8s *k, const char *kns)
+{
+    for (size_t i = 0; i < k->n_memo; i++) {
+        if (strcmp(k->memo[i].kns, kns) == 0) {
+            k->memo[i] = k->memo[--k->n_memo];
+            return;
+        }
+    }
 }
 
 /* POST the Sandbox under @name. 0 with @out: made (or found to be ours after AlreadyExists);
@@ -422,38 +653,39 @@ static int adopt(const struct driver_sandbox_spec *s, const struct k8s_sandbox *
 static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
                      const char *kns, const char *name, bool *taken, struct driver_sandbox *out, char *errmsg)
 {
-    char path[200], *doc;
+    char path[200], apiv[64], *doc;
     struct k8s_sandbox p;
+    snprintf(apiv, sizeof apiv, K8S_SANDBOX_GROUP "/%s", k->version);
     struct k8s_sandbox_params params = {.spec = s,
+                                        .api_version = apiv,
                                         .gateway_id = k->gw,
                                         .k8s_namespace = kns,
                                         .object_name = name,
                                         .epoch = epoch,
                                         .gpu_resource = k->gpu_res,
+                                        .image_pull_secrets = (const char *const *)k->pull_secrets,
                                         .now_ms = driver__now_ms()};
     *taken = false;
     int rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     if (rv != 0) {
         return rv;
     }
-    snprintf(path, sizeof path, SANDBOXES "/namespaces/%s/" K8S_SANDBOX_RESOURCE, kns);
+    snprintf(path, sizeof path, "%s/namespaces/%s/" K8S_SANDBOX_RESOURCE, k->api, kns);
     rv = call(k, "POST", path, doc, errmsg);
     mem_free(doc);
     if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") == 0) {
+        memo_forget(k, kns);
         gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", s->namespace, kns);
         return rv;
     }
     if (rv == GERR_EXISTS) {
         /* A lost reply to our own earlier create, or someone else's object under that name. */
-        sandbox_path(path, sizeof path, kns, name);
-        if ((rv = call(k, "GET", path, NULL, errmsg)) != 0) {
+        if ((rv = read_named(k, kns, name, &p, errmsg)) != 0) {
             return rv == GERR_NOTFOUND ? GERR_ABORTED : rv; /* deleted meanwhile: try again */
         }
-        if ((rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) != 0) {
-            return rv;
-        }
         if (sandbox_ours(k, &p.meta, s->id, NULL)) {
-            rv = adopt(s, &p, out, errmsg);
+            k8s_cache_put(k->cache, &p);
+            rv = adopt(k, s, &p, out, errmsg);
         } else {
             gerr_set(errmsg, "a Sandbox named %s/%s exists and is not sandbox %s of gateway %s", kns, name,
                      s->id, k->gw);
@@ -467,7 +699,8 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
         return not_served(k, rv, errmsg);
     }
     if ((rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
-        describe(&p, out);
+        k8s_cache_put(k->cache, &p); /* written through: a get() right after sees it */
+        describe(k, &p, out);
         k8s_sandbox_close(&p);
         LOG_INFO("kubernetes driver: sandbox %s/%s created for %s/%s, epoch %llu", kns, name, s->namespace,
                  s->name, (unsigned long long)epoch);
@@ -483,14 +716,16 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     struct found f = {0};
     bool taken;
     int rv = validate_spec(k, s, NULL, errmsg);
-    if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 ||
-        (rv = fence(k, epoch, errmsg)) != 0) {
+    if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 || (rv = fence(k, epoch, errmsg)) != 0 ||
+        (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
-    /* Idempotent by id: whatever name it got, an existing one is found by its labels. */
+    /* Idempotent by id: whatever name it got, an existing one is found by its labels. Asked of the
+     * API server, not the cache: another replica may have made it under a fallback name a moment
+     * ago. */
     rv = list_from(k, kns, NULL, s->id, &f, errmsg);
     if (rv == 0 && f.n > 0) {
-        rv = adopt(s, &f.items[0], out, errmsg);
+        rv = adopt(k, s, &f.items[0], out, errmsg);
         found_close(&f);
         return rv;
     }
@@ -509,12 +744,17 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     return rv;
 }
 
-/* One pass of a delete: 0 done, GERR_ABORTED to read again, anything else final. */
-static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *id, char *errmsg)
+/* One pass of a delete: 0 done, GERR_ABORTED to read again, anything else final. @fresh: read from
+ * the API server (after a conflict), not the cache. */
+static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *id, bool fresh,
+                       char *errmsg)
 {
-    char path[200];
+    char path[200], kns[64];
     struct found f = {0};
-    int rv = find(k, ns, id, &f, errmsg);
+    int rv = fresh ? k8s_namespace(k, ns, kns, errmsg) : find(k, ns, id, &f, errmsg);
+    if (fresh && rv == 0) {
+        rv = list_from(k, kns, ns, id, &f, errmsg);
+    }
     for (size_t i = 0; rv == 0 && i < f.n; i++) {
         const struct k8s_sandbox *p = &f.items[i];
         if (p->meta.epoch > epoch) {
@@ -522,10 +762,24 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
             rv = driver__epoch_check(epoch, &newest, "the sandbox's epoch annotation", errmsg);
         } else if (!p->meta.deleting) {
             char *doc = k8s_delete_options(p->meta.resource_version);
-            sandbox_path(path, sizeof path, p->meta.ns, p->meta.name);
-            rv = call(k, "DELETE", path, doc, errmsg);
+            sandbox_path(k, path, sizeof path, p->meta.ns, p->meta.name);
+            rv = not_served(k, call(k, "DELETE", path, doc, errmsg), errmsg);
             mem_free(doc);
-            rv = rv == GERR_NOTFOUND ? 0 : rv;
+            if (rv == 0 || rv == GERR_NOTFOUND) {
+                /* Gone, or deleting (the answer says which): the cache follows at once, and a late
+                 * watch event from before the delete cannot bring the old state back. */
+                struct k8s_sandbox gone = {0};
+                if (rv == 0 && k8s_sandbox_decode(body(k), k->resp.len, &gone, errmsg) == 0 && gone.meta.deleting &&
+                    sandbox_ours(k, &gone.meta, id, ns)) {
+                    k8s_cache_put(k->cache, &gone);
+                } else {
+                    k8s_cache_remove(k->cache, p->meta.sandbox_id, p->meta.ns, p->meta.name,
+                                     rv == 0 && gone.meta.resource_version != NULL ? gone.meta.resource_version
+                                                                                   : p->meta.resource_version);
+                }
+                k8s_sandbox_close(&gone);
+                rv = 0;
+            }
         }
     }
     found_close(&f);
@@ -537,7 +791,7 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
     struct driver_k8s *k = k8s_of(d);
     int rv = fence(k, epoch, errmsg);
     for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
-        rv = delete_once(k, epoch, ns, id, errmsg);
+        rv = delete_once(k, epoch, ns, id, i > 0, errmsg);
         if (rv != GERR_ABORTED) {
             return rv;
         }
@@ -552,14 +806,6 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
 
 /* ---- Lists */
 
-/* Describe everything in @f onto @out. */
-static void describe_all(const struct found *f, struct driver_sandbox_list *out)
-{
-    for (size_t i = 0; i < f->n; i++) {
-        describe(&f->items[i], driver__list_push(out));
-    }
-}
-
 static bool seen_before(struct driver_k8s *k, size_t i)
 {
     for (size_t j = 0; j < i; j++) {
@@ -570,24 +816,37 @@ static bool seen_before(struct driver_k8s *k, size_t i)
     return false;
 }
 
+/* This gateway's sandboxes of Kubernetes namespace @kns (NULL: all) and gantry namespace @ns
+ * (NULL: all): from the cache when live, else from the API server. */
+static int list_scope(struct driver_k8s *k, const char *kns, const char *ns, struct found *out, char *errmsg)
+{
+    if (k8s_cache_snapshot(k->cache, kns, ns, &out->items, &out->n, &out->cap)) {
+        return 0;
+    }
+    return list_from(k, kns, ns, NULL, out, errmsg);
+}
+
 static int list_all(struct driver_k8s *k, const char *ns, struct found *out, char *errmsg)
 {
     char kns[64];
-    int rv = 0;
+    int rv = sandbox_api(k, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     if (ns != NULL) {
         rv = k8s_namespace(k, ns, kns, errmsg);
-        return rv != 0 ? rv : list_from(k, kns, ns, NULL, out, errmsg);
+        return rv != 0 ? rv : list_scope(k, kns, ns, out, errmsg);
     }
     switch (k->mode) {
     case DRIVER_K8S_MANAGED:
-        return list_from(k, NULL, NULL, NULL, out, errmsg);
+        return list_scope(k, NULL, NULL, out, errmsg);
     case DRIVER_K8S_SHARED:
-        return list_from(k, k->shared_ns, NULL, NULL, out, errmsg);
+        return list_scope(k, k->shared_ns, NULL, out, errmsg);
     case DRIVER_K8S_OPERATOR:
     default:
         for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
             if (!seen_before(k, i)) {
-                rv = list_from(k, k->op_to[i], NULL, NULL, out, errmsg);
+                rv = list_scope(k, k->op_to[i], NULL, out, errmsg);
             }
         }
         return rv;
@@ -601,7 +860,9 @@ static int k8s_list(struct driver *d, uint64_t epoch, const char *ns, struct dri
     struct found f = {0};
     int rv = read_check(k, epoch, errmsg);
     if (rv == 0 && (rv = list_all(k, ns, &f, errmsg)) == 0) {
-        describe_all(&f, out);
+        for (size_t i = 0; i < f.n; i++) {
+            describe(k, &f.items[i], driver__list_push(out));
+        }
     }
     found_close(&f);
     return rv;
@@ -623,27 +884,97 @@ static bool ns_ours(struct driver_k8s *k, const struct k8s_meta *m)
            strcmp(m->managed_by, K8S_MANAGED_BY) == 0;
 }
 
+/* POST @doc to @collection; AlreadyExists is fine (made before). */
+static int create_or_keep(struct driver_k8s *k, const char *collection, const char *doc, char *errmsg)
+{
+    int rv = call(k, "POST", collection, doc, errmsg);
+    return rv == GERR_EXISTS ? 0 : rv;
+}
+
+/* Copy image pull secret @name from the home namespace into managed namespace @kns: created, or
+ * replaced (unconditionally: the namespace is this gateway's, and so is a Secret of that name in
+ * it) so a rotated credential reaches every namespace within DRIVER_K8S_ENSURE_MEMO_MS. The
+ * driver never reads Secrets outside its own namespace. */
+static int copy_pull_secret(struct driver_k8s *k, const char *kns, const char *name, char *errmsg)
+{
+    char path[300], *doc = NULL;
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", k->home_ns, name);
+    int rv = call(k, "GET", path, NULL, errmsg);
+    if (rv == GERR_NOTFOUND) {
+        gerr_set(errmsg, "image pull secret %s does not exist in the gateway's namespace %s", name, k->home_ns);
+        return GERR_INVAL;
+    }
+    if (rv != 0 || (rv = k8s_secret_copy(body(k), k->resp.len, kns, k->gw, &doc, errmsg)) != 0) {
+        return rv;
+    }
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets", kns);
+    rv = call(k, "POST", path, doc, errmsg);
+    if (rv == GERR_EXISTS) {
+        snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", kns, name);
+        rv = call(k, "PUT", path, doc, errmsg);
+    }
+    mem_free(doc);
+    return rv;
+}
+
 static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
 {
     struct k8s_meta m;
+    char path[200];
     char *doc = k8s_namespace_manifest(kns, k->gw, ns, epoch);
     int rv = call(k, "POST", "/api/v1/namespaces", doc, errmsg);
     mem_free(doc);
-    if (rv != GERR_EXISTS) {
+    if (rv == GERR_EXISTS) {
+        if ((rv = get_namespace(k, kns, &m, errmsg)) != 0) {
+            return rv;
+        }
+        if (!ns_ours(k, &m)) {
+            gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
+            rv = GERR_EXISTS;
+        } else if (m.terminating || m.deleting) {
+            gerr_set(errmsg, "namespace %s is still terminating (it was deleted); it can be made again once it is "
+                             "gone",
+                     kns);
+            rv = GERR_UNAVAILABLE;
+        }
+        k8s_meta_close(&m);
+    }
+    if (rv != 0) {
         return rv;
     }
-    if ((rv = get_namespace(k, kns, &m, errmsg)) != 0) {
-        return rv;
+    /* Nothing in the namespace talks to anything until a policy allows it. */
+    doc = k8s_network_policy_manifest(kns, k->gw);
+    snprintf(path, sizeof path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies", kns);
+    rv = create_or_keep(k, path, doc, errmsg);
+    mem_free(doc);
+    for (size_t i = 0; rv == 0 && k->pull_secrets[i] != NULL; i++) {
+        rv = copy_pull_secret(k, kns, k->pull_secrets[i], errmsg);
     }
-    if (!ns_ours(k, &m)) {
-        gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
-        rv = GERR_EXISTS;
-    } else if (m.terminating || m.deleting) {
-        gerr_set(errmsg, "namespace %s is still terminating; try again", kns);
-        rv = GERR_UNAVAILABLE;
-    }
-    k8s_meta_close(&m);
     return rv;
+}
+
+static bool memo_fresh(struct driver_k8s *k, const char *kns)
+{
+    uint64_t now = mono_ms();
+    for (size_t i = 0; i < k->n_memo; i++) {
+        if (strcmp(k->memo[i].kns, kns) == 0) {
+            if (now - k->memo[i].at_ms < DRIVER_K8S_ENSURE_MEMO_MS) {
+                return true;
+            }
+            k->memo[i] = k->memo[--k->n_memo];
+            return false;
+        }
+    }
+    return false;
+}
+
+static void memo_add(struct driver_k8s *k, const char *kns)
+{
+    if (k->n_memo == MEMO_MAX) {
+        k->n_memo = 0; /* forget everything: at worst each namespace is ensured once more */
+    }
+    snprintf(k->memo[k->n_memo].kns, sizeof k->memo[k->n_memo].kns, "%s", kns);
+    k->memo[k->n_memo++].at_ms = mono_ms();
 }
 
 static int k8s_ensure_ns(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)
@@ -652,18 +983,35 @@ static int k8s_ensure_ns(struct driver *d, uint64_t epoch, const char *ns, char 
     struct k8s_meta m;
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
-    if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0) {
+    if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0 || memo_fresh(k, kns)) {
         return rv;
     }
-    if (k->mode == DRIVER_K8S_MANAGED) {
-        return ensure_managed(k, epoch, ns, kns, errmsg);
+    switch (k->mode) {
+    case DRIVER_K8S_MANAGED:
+        rv = ensure_managed(k, epoch, ns, kns, errmsg);
+        break;
+    case DRIVER_K8S_OPERATOR:
+        rv = get_namespace(k, kns, &m, errmsg);
+        if (rv == GERR_NOTFOUND) {
+            gerr_set(errmsg, "namespace %s does not exist; in operator mode it must be made by the cluster's "
+                             "operator",
+                     kns);
+        } else if (rv == 0) {
+            if (m.terminating || m.deleting) {
+                gerr_set(errmsg, "namespace %s is terminating", kns);
+                rv = GERR_UNAVAILABLE;
+            }
+            k8s_meta_close(&m);
+        }
+        break;
+    case DRIVER_K8S_SHARED:
+    default:
+        /* A Role in the shared namespace cannot grant reading the Namespace object itself; a
+         * sandbox create there answers 404 (namespaces) if it does not exist. */
+        break;
     }
-    rv = get_namespace(k, kns, &m, errmsg);
-    if (rv == GERR_NOTFOUND) {
-        gerr_set(errmsg, "namespace %s does not exist; in %s mode it must be made by the cluster's operator",
-                 kns, mode_name(k->mode));
-    } else if (rv == 0) {
-        k8s_meta_close(&m);
+    if (rv == 0) {
+        memo_add(k, kns);
     }
     return rv;
 }
@@ -705,7 +1053,7 @@ static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char 
     struct found f = {0};
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
-    if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0) {
+    if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
     if ((rv = list_from(k, kns, ns, NULL, &f, errmsg)) == 0 && f.n > 0) {
@@ -713,13 +1061,14 @@ static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char 
         rv = GERR_CONSTRAINT;
     }
     found_close(&f);
+    memo_forget(k, kns);
     if (rv == 0 && k->mode == DRIVER_K8S_MANAGED) {
         rv = delete_managed(k, kns, errmsg);
     }
     return rv;
 }
 
-/* ---- Capabilities, construction */
+/* ---- Capabilities, statistics, construction */
 
 static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
 {
@@ -733,13 +1082,38 @@ static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
     caps->shared_backend = true;
     caps->config_keys = k8s_config_keys;
     snprintf(caps->detail, sizeof caps->detail,
-             "kubernetes %s as gateway %s, " K8S_SANDBOX_API " Sandbox objects, %s namespaces, fence %s/%s",
-             k->server, k->gw, mode_name(k->mode), k->fence_ns, k->fence_name);
+             "kubernetes %s as gateway %s, " K8S_SANDBOX_GROUP " Sandbox objects (%s), %s namespaces, fence %s/%s, "
+             "%s",
+             k->server, k->gw, k->version[0] != '\0' ? k->version : "version not discovered yet",
+             mode_name(k->mode), k->home_ns, k->fence_name, k->no_watch ? "no watch" : "list+watch cache");
+}
+
+void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out)
+{
+    struct driver_k8s *k = k8s_of(d);
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&d->mu);
+    out->requests = k->requests;
+    for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
+        struct k8s_watch_stats ws;
+        if (k->watches[i] == NULL) {
+            continue;
+        }
+        k8s_watch_stats_get(k->watches[i], &ws);
+        out->watch_list_pages += ws.list_pages;
+        out->watch_requests += ws.watches;
+        out->watch_events += ws.events;
+        out->watch_relists += ws.relists;
+        out->watch_errors += ws.errors;
+    }
+    out->cached = k8s_cache_size(k->cache);
+    out->live = k8s_cache_live(k->cache, NULL);
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void free_list(char **l, size_t n)
 {
-    for (size_t i = 0; l != NULL && i < n; i++) {
+    for (size_t i = 0; l != NULL && (n == SIZE_MAX ? l[i] != NULL : i < n); i++) {
         mem_free(l[i]);
     }
     mem_free(l);
@@ -748,14 +1122,24 @@ static void free_list(char **l, size_t n)
 static void k8s_free(struct driver *d)
 {
     struct driver_k8s *k = k8s_of(d);
+    stop_watches(k);
+    mem_free(k->watches);
+    mem_free(k->scopes);
+    k8s_cache_free(k->cache);
     k8s_http_free(k->http);
     mem_free(k->gw);
     mem_free(k->shared_ns);
     free_list(k->op_from, k->n_op);
     free_list(k->op_to, k->n_op);
-    mem_free(k->fence_ns);
+    mem_free(k->home_ns);
+    free_list(k->service_accounts, SIZE_MAX);
+    free_list(k->pull_secrets, SIZE_MAX);
     mem_free(k->gpu_res);
     mem_free(k->server);
+    mem_free(k->token_file);
+    mem_free(k->ca_file);
+    mem_free(k->cert_file);
+    mem_free(k->key_file);
     buf_close(&k->resp);
     driver__close(&k->base);
     mem_free(k);
@@ -807,6 +1191,29 @@ static int parse_allowlist(struct driver_k8s *k, const char *const *list, char *
     return 0;
 }
 
+/* A NULL-terminated copy of @list whose entries must satisfy @ok (else GERR_INVAL naming @what). */
+static int copy_names(const char *const *list, bool (*ok)(const char *), const char *what, char ***out,
+                      char *errmsg)
+{
+    size_t n = 0;
+    while (list != NULL && list[n] != NULL) {
+        n++;
+    }
+    if (n > DRIVER_K8S_ALLOWLIST_MAX) {
+        gerr_set(errmsg, "kubernetes %s: at most %u entries", what, DRIVER_K8S_ALLOWLIST_MAX);
+        return GERR_INVAL;
+    }
+    *out = mem_zalloc((n + 1) * sizeof **out);
+    for (size_t i = 0; i < n; i++) {
+        if (!ok(list[i])) {
+            gerr_set(errmsg, "kubernetes %s entry %zu is not a Kubernetes object name (DNS subdomain)", what, i);
+            return GERR_INVAL;
+        }
+        (*out)[i] = mem_strdup(list[i]);
+    }
+    return 0;
+}
+
 static int check_config(const struct driver_k8s_config *cfg, char *errmsg)
 {
     if (!driver_is_dns_label(cfg->gateway_id) || strlen(cfg->gateway_id) > DRIVER_K8S_GATEWAY_ID_MAX) {
@@ -823,14 +1230,42 @@ static int check_config(const struct driver_k8s_config *cfg, char *errmsg)
         gerr_set(errmsg, "kubernetes shared mode needs shared_namespace (a DNS-1123 label)");
         return GERR_INVAL;
     }
-    if (cfg->fence_namespace != NULL && !driver_is_dns_label(cfg->fence_namespace)) {
-        gerr_set(errmsg, "kubernetes fence_namespace must be a DNS-1123 label");
+    if (cfg->home_namespace != NULL && !driver_is_dns_label(cfg->home_namespace)) {
+        gerr_set(errmsg, "kubernetes home_namespace must be a DNS-1123 label");
         return GERR_INVAL;
     }
     if (cfg->gpu_resource != NULL && !driver__label_key_ok(cfg->gpu_resource)) {
         gerr_set(errmsg, "kubernetes gpu_resource must be a resource name such as nvidia.com/gpu");
         return GERR_INVAL;
     }
+    return 0;
+}
+
+/* The gateway's own namespace: configured, else in a cluster the pod's (the service account's
+ * namespace file), else "default". */
+static int home_namespace(const struct driver_k8s_config *cfg, char out[64], char *errmsg)
+{
+    if (cfg->home_namespace != NULL) {
+        snprintf(out, 64, "%s", cfg->home_namespace);
+        return 0;
+    }
+    if (cfg->server != NULL) {
+        snprintf(out, 64, "default");
+        return 0;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rv = file_read_all(SA_DIR "/namespace", 256, &text, &len, errmsg);
+    while (rv == 0 && len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' ')) {
+        text[--len] = '\0';
+    }
+    if (rv != 0 || !driver_is_dns_label(text)) {
+        mem_free(text);
+        gerr_set(errmsg, "kubernetes: cannot read the pod's namespace from " SA_DIR "/namespace; set home_namespace");
+        return GERR_INVAL;
+    }
+    snprintf(out, 64, "%s", text);
+    mem_free(text);
     return 0;
 }
 
@@ -862,14 +1297,45 @@ static int connection(const struct driver_k8s_config *cfg, struct k8s_http_confi
     return 0;
 }
 
+static char *dup_opt(const char *s)
+{
+    return s != NULL ? mem_strdup(s) : NULL;
+}
+
+/* The scopes of the list+watch: every namespace (managed), the shared one, or each distinct
+ * operator namespace. */
+static void make_scopes(struct driver_k8s *k)
+{
+    size_t n = k->mode == DRIVER_K8S_OPERATOR ? k->n_op : 1;
+    k->scopes = mem_zalloc(n * sizeof *k->scopes);
+    if (k->mode == DRIVER_K8S_MANAGED) {
+        k->scopes[k->n_scopes++] = NULL;
+    } else if (k->mode == DRIVER_K8S_SHARED) {
+        k->scopes[k->n_scopes++] = k->shared_ns;
+    } else {
+        for (size_t i = 0; i < k->n_op; i++) {
+            if (!seen_before(k, i)) {
+                k->scopes[k->n_scopes++] = k->op_to[i];
+            }
+        }
+    }
+    k->cache = k8s_cache_new(k->scopes, k->n_scopes);
+    k->watches = mem_zalloc(k->n_scopes * sizeof *k->watches);
+}
+
+static bool is_subdomain(const char *s)
+{
+    return driver_is_dns_subdomain(s);
+}
+
 int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, char *errmsg)
 {
     struct k8s_http_config hc;
-    char server[300];
+    char server[300], home[64];
     int rv;
     *out = NULL;
-    if ((rv = check_config(cfg, errmsg)) != 0 ||
-        (rv = connection(cfg, &hc, server, sizeof server, errmsg)) != 0) {
+    if ((rv = check_config(cfg, errmsg)) != 0 || (rv = connection(cfg, &hc, server, sizeof server, errmsg)) != 0 ||
+        (rv = home_namespace(cfg, home, errmsg)) != 0) {
         return rv;
     }
     struct driver_k8s *k = mem_zalloc(sizeof *k);
@@ -878,19 +1344,51 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     k->gw = mem_strdup(cfg->gateway_id);
     k->mode = cfg->mode;
     k->server = mem_strdup(hc.server);
+    k->token_file = dup_opt(hc.token_file);
+    k->ca_file = dup_opt(hc.ca_file);
+    k->cert_file = dup_opt(hc.client_cert_file);
+    k->key_file = dup_opt(hc.client_key_file);
+    k->hc = hc;
+    k->hc.server = k->server;
+    k->hc.token_file = k->token_file;
+    k->hc.ca_file = k->ca_file;
+    k->hc.client_cert_file = k->cert_file;
+    k->hc.client_key_file = k->key_file;
     k->gpu_res = mem_strdup(cfg->gpu_resource != NULL ? cfg->gpu_resource : DEFAULT_GPU);
+    k->home_ns = mem_strdup(home);
+    k->deadline_ms = cfg->provision_deadline_ms != 0 ? cfg->provision_deadline_ms : DRIVER_K8S_DEADLINE_MS;
+    k->watch_timeout_s = cfg->watch_timeout_s;
+    k->no_watch = cfg->no_watch;
     snprintf(k->fence_name, sizeof k->fence_name, "gantry-fence-%s", cfg->gateway_id);
     if (cfg->mode == DRIVER_K8S_SHARED) {
         k->shared_ns = mem_strdup(cfg->shared_namespace);
     }
-    if (cfg->mode == DRIVER_K8S_OPERATOR &&
-        (rv = parse_allowlist(k, cfg->operator_namespaces, errmsg)) != 0) {
+    if ((cfg->mode == DRIVER_K8S_OPERATOR && (rv = parse_allowlist(k, cfg->operator_namespaces, errmsg)) != 0) ||
+        (rv = copy_names(cfg->service_accounts, is_subdomain, "service_accounts", &k->service_accounts, errmsg)) !=
+            0 ||
+        (rv = copy_names(cfg->image_pull_secrets, is_subdomain, "image_pull_secrets", &k->pull_secrets, errmsg)) !=
+            0) {
         goto err_after_alloc;
     }
-    k->fence_ns = mem_strdup(cfg->fence_namespace != NULL       ? cfg->fence_namespace
-                             : cfg->mode == DRIVER_K8S_SHARED   ? cfg->shared_namespace
-                             : cfg->mode == DRIVER_K8S_OPERATOR ? k->op_to[0]
-                                                                : "default");
+    if (k->shared_ns != NULL && strcmp(k->shared_ns, k->home_ns) == 0) {
+        gerr_set(errmsg,
+                 "kubernetes shared_namespace %s is the gateway's own namespace: sandbox pods there could mount "
+                 "the gateway's Secrets; use a namespace of their own",
+                 k->shared_ns);
+        rv = GERR_INVAL;
+        goto err_after_alloc;
+    }
+    for (size_t i = 0; i < k->n_op; i++) {
+        if (strcmp(k->op_to[i], k->home_ns) == 0) {
+            gerr_set(errmsg,
+                     "kubernetes operator allowlist entry %s is the gateway's own namespace: sandbox pods there "
+                     "could mount the gateway's Secrets",
+                     k->op_to[i]);
+            rv = GERR_INVAL;
+            goto err_after_alloc;
+        }
+    }
+    make_scopes(k);
     if ((rv = k8s_http_new(&hc, &k->http, errmsg)) != 0) {
         goto err_after_alloc;
     }

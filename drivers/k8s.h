@@ -1,17 +1,33 @@
-/* The kubernetes driver: each sandbox is an agents.x-k8s.io/v1alpha1 Sandbox object (the
+/* The kubernetes driver: each sandbox is an agents.x-k8s.io Sandbox object (the
  * kubernetes-sigs/agent-sandbox CRD, whose controller makes and watches the pod), made through the
  * API server over HTTPS. The CRD and its controller must be installed in the cluster; without
  * them the sandbox calls fail with GERR_UNAVAILABLE saying so.
  *
+ * API version. The driver asks the API server which versions of agents.x-k8s.io it serves (the
+ * APIGroup discovery document, readable by every authenticated user) before its first sandbox
+ * call, and uses v1beta1 (the storage version since agent-sandbox v0.5.0) or, only where that is
+ * not served, v1alpha1 (which goes through the controller's conversion webhook). A 404 for the
+ * resource later (the CRD was changed) makes it ask again.
+ *
  * Several gateway clusters may share one Kubernetes cluster. Everything the driver makes carries
- * the labels gantry.dev/gateway-id=<gateway_id> and gantry.dev/managed-by=gantry; Sandbox objects
- * (and, through spec.podTemplate.metadata, their pods) also gantry.dev/sandbox-id,
- * gantry.dev/namespace and gantry.dev/name, and the annotations gantry.dev/epoch (the epoch that
- * created them) and gantry.dev/owner. Sandboxes are found by label, never by name: get, delete
- * and create's idempotence check list with the selector gateway-id=<gw>,sandbox-id=<id>; lists and
- * garbage collection select by the gateway id label; every object read back is checked to carry
- * this gateway's id (and the expected sandbox id) before it is used. So a gateway never sees,
- * adopts or deletes another's objects, whatever they are named.
+ * the labels gantry.dev/gateway-id=<gateway_id> and gantry.dev/managed-by=gantry, and upstream
+ * OpenShell's openshell.ai/managed-by=openshell and openshell.ai/gateway-id; Sandbox objects (and,
+ * through spec.podTemplate.metadata, their pods) also gantry.dev/sandbox-id, gantry.dev/namespace,
+ * gantry.dev/name and openshell.ai/sandbox-id, sandbox-name, sandbox-namespace, and the
+ * annotations gantry.dev/epoch (the epoch that created them) and gantry.dev/owner. The driver
+ * recognises its objects by the gantry.dev labels: lists, watches and create's idempotence check
+ * select gantry.dev/gateway-id=<gw> (plus the sandbox id or namespace), and every object read back
+ * is checked to carry this gateway's id (and the expected sandbox id) before it is used. So a
+ * gateway never sees, adopts or deletes another's objects, whatever they are named.
+ *
+ * Reads and load on the API server. A list+watch per scope (drivers/k8s_watch.h: every namespace
+ * in managed mode, the shared namespace, or each operator namespace) keeps this gateway's Sandbox
+ * objects in a cache (drivers/k8s_cache.h). get() and list() answer from the cache without a
+ * request while its scope is live; a get() the cache cannot answer (scope not live, or a sandbox it
+ * does not hold) reads the object by the name it was last seen under (one GET), and only for a
+ * sandbox never seen searches by label (one LIST). create() always checks by label before its POST
+ * (a sandbox made by another replica under a fallback name must be found whatever the cache says).
+ * ensure_namespace() remembers a namespace it made usable for a while and does nothing then.
  *
  * Object names (driver_k8s_object_name): "<name>" in managed mode (the Kubernetes namespace is
  * this gateway's and this gantry namespace's alone); "<namespace>--<name>" in operator and shared
@@ -24,16 +40,23 @@
  *
  * Namespace modes (which Kubernetes namespace holds the sandboxes of gantry namespace N):
  *   managed   "openshell-<gateway_id>-<N>" (cut to 54 bytes plus a hash when longer than 63),
- *             created by ensure_namespace with the gateway's labels and deleted by
- *             delete_namespace, which refuses to touch a namespace without this gateway's labels;
+ *             created by ensure_namespace with the gateway's labels, the Pod Security labels of
+ *             the restricted standard, a default-deny NetworkPolicy and copies of the image pull
+ *             secrets; deleted by delete_namespace, which refuses to touch a namespace without this
+ *             gateway's labels;
  *   operator  existing namespaces from the allowlist: entry "N" maps gantry namespace N to the
  *             Kubernetes namespace N, entry "N=K" to K. Anything else is GERR_PERM. ensure checks
- *             that the namespace exists; the driver never creates or deletes one;
+ *             that the namespace exists (a GET the chart grants by name); the driver never creates
+ *             or deletes one;
  *   shared    every gantry namespace in the one namespace shared_namespace, told apart by the
- *             gantry.dev/namespace label; never created or deleted by the driver.
+ *             gantry.dev/namespace label; never created, deleted or read by the driver (a
+ *             namespaced Role cannot grant reading the Namespace object).
+ * The gateway's own namespace (home_namespace, the Helm release's) holds the fence and the image
+ * pull secrets; it can never hold sandboxes: a shared namespace or operator allowlist entry equal
+ * to it is refused at construction (sandbox pods there could mount the gateway's Secrets).
  *
  * Epoch fencing: the newest epoch lives in the annotation gantry.dev/epoch of the ConfigMap
- * "gantry-fence-<gateway_id>" in fence_namespace. Every mutating call reads it first: a newer
+ * "gantry-fence-<gateway_id>" in the home namespace. Every mutating call reads it first: a newer
  * epoch there refuses the call (DRIVER_ERR_STALE); an older one is raised with a conditional
  * replace (its resourceVersion in the PUT), and a 409 Conflict means someone else wrote it: read
  * again and decide again. Deletes also check the Sandbox's own epoch annotation and carry its
@@ -43,20 +66,39 @@
  * produce the object the new holder would create under the same deterministic name: the new
  * holder finds it by its labels and adopts it, never a second copy.
  *
- * Phases come from the Sandbox's Ready and Finished conditions (see struct k8s_sandbox in
- * drivers/k8s_json.h). driver_config: see k8s_check_config() in drivers/k8s_json.h. The image is
- * required. gpu_count becomes a limit on gpu_resource. lifetime_s becomes spec.shutdownTime
- * (shutdownPolicy Retain: the controller stops the pod and reports Ready=False SandboxExpired;
- * the reconciler deletes the object).
+ * Errors that clear by waiting are never final: 429 (throttling: the driver waits for the
+ * Retry-After it is given, up to 5 s in all within one call, then answers GERR_BUSY), 5xx
+ * (including an unavailable admission or conversion webhook: GERR_UNAVAILABLE), a namespace being
+ * deleted (403 NamespaceTerminating, or a managed namespace still Terminating: GERR_UNAVAILABLE)
+ * and transport failures. The reconciler retries those until the provisioning deadline. Errors
+ * that cannot clear by waiting (400, 422, RBAC's 403, a name taken by someone else) are
+ * GERR_INVAL, GERR_PERM or GERR_EXISTS.
  *
- * Thread-safe (the instance mutex); one HTTPS connection per instance, reused. */
+ * Phases come from the Sandbox's Ready and Finished conditions (see struct k8s_sandbox in
+ * drivers/k8s_json.h); a sandbox still PROVISIONING provision_deadline_ms after its object was
+ * made (a pod that never schedules, an image that never pulls) is reported ERROR with the
+ * controller's condition message. driver_config: see k8s_check_config() in drivers/k8s_json.h;
+ * service_account must also be in the service_accounts allow-list. Tenant labels under the
+ * Kubernetes, agent-sandbox, Gantry and OpenShell prefixes are refused (k8s_check_labels). The
+ * image is required. gpu_count becomes a limit on gpu_resource. lifetime_s becomes
+ * spec.shutdownTime (shutdownPolicy Retain: the controller stops the pod and reports Ready=False
+ * SandboxExpired; the reconciler deletes the object). A spec whose object would exceed
+ * K8S_MAX_OBJECT is refused by validate.
+ *
+ * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
+ * watch, each on its own thread. */
 #ifndef GANTRY_DRIVERS_K8S_H
 #define GANTRY_DRIVERS_K8S_H
 
+#include <stdbool.h>
+
 #include "drivers/driver.h"
 
-#define DRIVER_K8S_GATEWAY_ID_MAX 40u
-#define DRIVER_K8S_ALLOWLIST_MAX  256u
+#define DRIVER_K8S_GATEWAY_ID_MAX  40u
+#define DRIVER_K8S_ALLOWLIST_MAX   256u
+#define DRIVER_K8S_DEADLINE_MS     300000u /* provision_deadline_ms default: 5 minutes */
+#define DRIVER_K8S_ENSURE_MEMO_MS  300000u /* how long ensure_namespace trusts a namespace it made usable */
+#define DRIVER_K8S_THROTTLE_WAIT_S 5u      /* the most a call waits for Retry-After in all */
 
 enum driver_k8s_mode {
     DRIVER_K8S_MANAGED = 0,
@@ -75,15 +117,34 @@ struct driver_k8s_config {
     enum driver_k8s_mode mode;
     const char *shared_namespace;           /* shared mode: the namespace */
     const char *const *operator_namespaces; /* operator mode: "N" or "N=K" entries, NULL-terminated */
-    const char *fence_namespace; /* NULL: shared_namespace (shared), the first allowlisted namespace
-                                    (operator), "default" (managed) */
-    const char *gpu_resource;    /* NULL: "nvidia.com/gpu" */
-    unsigned timeout_ms;         /* per request; 0 = 10000 */
+    const char *home_namespace; /* the gateway's own namespace (fence, image pull secrets); NULL: in
+                                   cluster the pod's (the service account's namespace file), else "default" */
+    const char *const *service_accounts;   /* the ServiceAccount names driver_config service_account may
+                                              name (NULL-terminated); NULL or empty: none */
+    const char *const *image_pull_secrets; /* Secrets in the home namespace (NULL-terminated): copied into
+                                              managed namespaces, named in every sandbox pod; NULL: none */
+    const char *gpu_resource;      /* NULL: "nvidia.com/gpu" */
+    unsigned timeout_ms;           /* per request; 0 = 10000 */
+    unsigned provision_deadline_ms; /* 0 = DRIVER_K8S_DEADLINE_MS */
+    unsigned watch_timeout_s;      /* timeoutSeconds of each watch; 0 = 300 */
+    bool no_watch;                 /* no list+watch cache: every read asks the API server */
 };
 
 /* Make a kubernetes driver (strings copied). No request is made here: an API server that is down
- * shows up as GERR_UNAVAILABLE from the calls. GERR_INVAL names the bad configuration field. */
+ * shows up as GERR_UNAVAILABLE from the calls; the watches start with the first sandbox call.
+ * GERR_INVAL names the bad configuration field. */
 int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, char *errmsg);
+
+/* What the driver's requests have been, for measurements and tests: requests made by calls
+ * (throttled retries included) and, summed over the watches, list pages, watch requests and
+ * events applied; how many objects the cache holds and whether every scope is live. */
+struct driver_k8s_stats {
+    unsigned long long requests;
+    unsigned long long watch_list_pages, watch_requests, watch_events, watch_relists, watch_errors;
+    size_t cached;
+    bool live;
+};
+void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out);
 
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */

@@ -139,8 +139,17 @@ int k8s_status_decode(const char *text, size_t len, struct k8s_status *out)
     }
     copy_printable(out->reason, sizeof out->reason, str_member(j, "reason", 1024));
     copy_printable(out->message, sizeof out->message, str_member(j, "message", 65536));
-    copy_printable(out->details_kind, sizeof out->details_kind,
-                   str_member(json_object_get(j, "details"), "kind", 1024));
+    json_t *details = json_object_get(j, "details");
+    copy_printable(out->details_kind, sizeof out->details_kind, str_member(details, "kind", 1024));
+    json_t *ra = json_object_get(details, "retryAfterSeconds");
+    if (json_is_integer(ra) && json_integer_value(ra) > 0 && json_integer_value(ra) <= 3600) {
+        out->retry_after_s = (unsigned)json_integer_value(ra);
+    }
+    json_t *causes = json_object_get(details, "causes");
+    for (size_t i = 0; json_is_array(causes) && i < json_array_size(causes) && i < 64; i++) {
+        const char *type = str_member(json_array_get(causes, i), "type", 64);
+        out->ns_terminating = out->ns_terminating || (type != NULL && strcmp(type, "NamespaceTerminating") == 0);
+    }
     json_decref(j);
     return 0;
 }
@@ -324,6 +333,12 @@ int k8s_sandbox_decode(const char *text, size_t len, struct k8s_sandbox *out, ch
     return rv;
 }
 
+bool k8s_sandbox_belongs(const struct k8s_meta *m, const char *gateway_id)
+{
+    return m->gateway_id != NULL && strcmp(m->gateway_id, gateway_id) == 0 && m->sandbox_id != NULL &&
+           driver_is_uuid(m->sandbox_id) && m->gantry_ns != NULL && m->gantry_name != NULL;
+}
+
 void k8s_sandbox_list_close(struct k8s_sandbox_list *l)
 {
     for (size_t i = 0; i < l->n; i++) {
@@ -331,6 +346,7 @@ void k8s_sandbox_list_close(struct k8s_sandbox_list *l)
     }
     mem_free(l->items);
     mem_free(l->next);
+    mem_free(l->resource_version);
     memset(l, 0, sizeof *l);
 }
 
@@ -363,9 +379,97 @@ int k8s_sandbox_list_decode(const char *text, size_t len, struct k8s_sandbox_lis
     if (rv == 0 && next != NULL && next[0] != '\0') {
         out->next = mem_strdup(next);
     }
+    const char *lrv = str_member(json_object_get(j, "metadata"), "resourceVersion", MAX_NAME);
+    if (rv == 0 && lrv != NULL && lrv[0] != '\0') {
+        out->resource_version = mem_strdup(lrv);
+    }
     json_decref(j);
     if (rv != 0) {
         k8s_sandbox_list_close(out);
+    }
+    return rv;
+}
+
+/* ---- Discovery */
+
+int k8s_api_group_decode(const char *text, size_t len, unsigned *served, char *errmsg)
+{
+    *served = 0;
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    const char *kind = str_member(j, "kind", 64), *name = str_member(j, "name", MAX_NAME);
+    json_t *versions = json_object_get(j, "versions");
+    int rv = 0;
+    if (kind == NULL || strcmp(kind, "APIGroup") != 0 || name == NULL || strcmp(name, K8S_SANDBOX_GROUP) != 0 ||
+        !json_is_array(versions)) {
+        gerr_set(errmsg, "not the APIGroup document of " K8S_SANDBOX_GROUP);
+        rv = GERR_PROTO;
+    }
+    unsigned out = 0;
+    for (size_t i = 0; rv == 0 && i < json_array_size(versions); i++) {
+        const char *v = str_member(json_array_get(versions, i), "version", 64);
+        out |= v != NULL && strcmp(v, K8S_SANDBOX_V1BETA1) == 0    ? K8S_SERVES_V1BETA1
+               : v != NULL && strcmp(v, K8S_SANDBOX_V1ALPHA1) == 0 ? K8S_SERVES_V1ALPHA1
+                                                                   : 0u;
+    }
+    json_decref(j);
+    if (rv == 0) {
+        *served = out;
+    }
+    return rv;
+}
+
+/* ---- Watch events */
+
+void k8s_watch_event_close(struct k8s_watch_event *e)
+{
+    k8s_sandbox_close(&e->object);
+    mem_free(e->resource_version);
+    memset(e, 0, sizeof *e);
+}
+
+int k8s_watch_event_decode(const char *text, size_t len, struct k8s_watch_event *out, char *errmsg)
+{
+    static const char *const types[] = {"ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR", NULL};
+    memset(out, 0, sizeof *out);
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    const char *type = str_member(j, "type", 16);
+    json_t *obj = json_object_get(j, "object");
+    int rv = 0;
+    for (int i = 0; type != NULL && types[i] != NULL; i++) {
+        if (strcmp(type, types[i]) == 0) {
+            out->type = (enum k8s_watch_type)(i + 1);
+        }
+    }
+    if (out->type == 0 || !json_is_object(obj)) {
+        gerr_set(errmsg, "a watch event without a known type and an object");
+        rv = GERR_PROTO;
+    } else if (out->type == K8S_WATCH_ERROR) {
+        char *doc = json_dumps(obj, JSON_COMPACT);
+        rv = doc != NULL ? k8s_status_decode(doc, strlen(doc), &out->status) : GERR_PROTO;
+        free(doc);
+        if (rv != 0) {
+            gerr_set(errmsg, "a watch ERROR event without a Status");
+        }
+    } else if (out->type == K8S_WATCH_BOOKMARK) {
+        const char *brv = str_member(json_object_get(obj, "metadata"), "resourceVersion", MAX_NAME);
+        if (brv == NULL || brv[0] == '\0') {
+            gerr_set(errmsg, "a watch BOOKMARK without a resourceVersion");
+            rv = GERR_PROTO;
+        } else {
+            out->resource_version = mem_strdup(brv);
+        }
+    } else if ((rv = sandbox_from(obj, &out->object, errmsg)) == 0) {
+        out->resource_version = mem_strdup(out->object.meta.resource_version);
+    }
+    json_decref(j);
+    if (rv != 0) {
+        k8s_watch_event_close(out);
     }
     return rv;
 }
@@ -562,11 +666,14 @@ static char *dump(json_t *j)
     return out;
 }
 
+/* The labels of everything the driver makes: its own and upstream OpenShell's. */
 static json_t *labels_for(const char *gateway_id, const char *gantry_ns)
 {
-    json_t *l = json_pack("{s:s,s:s}", K8S_LABEL_GATEWAY, gateway_id, K8S_LABEL_MANAGED, K8S_MANAGED_BY);
+    json_t *l = json_pack("{s:s,s:s,s:s,s:s}", K8S_LABEL_GATEWAY, gateway_id, K8S_LABEL_MANAGED, K8S_MANAGED_BY,
+                          OS_LABEL_MANAGED, OS_MANAGED_BY, OS_LABEL_GATEWAY, gateway_id);
     if (gantry_ns != NULL) {
         json_object_set_new(l, K8S_LABEL_NAMESPACE, json_string(gantry_ns));
+        json_object_set_new(l, OS_LABEL_NAMESPACE, json_string(gantry_ns));
     }
     return l;
 }
@@ -576,6 +683,36 @@ static json_t *epoch_annotations(uint64_t epoch)
     char e[24];
     snprintf(e, sizeof e, "%llu", (unsigned long long)epoch);
     return json_pack("{s:s}", K8S_ANN_EPOCH, e);
+}
+
+/* Whether the prefix of label key @key (the part before '/') is @domain or a subdomain of it. */
+static bool prefix_under(const char *key, const char *domain)
+{
+    const char *slash = strchr(key, '/');
+    if (slash == NULL) {
+        return false;
+    }
+    size_t n = (size_t)(slash - key), d = strlen(domain);
+    return (n == d && strncmp(key, domain, d) == 0) ||
+           (n > d && key[n - d - 1] == '.' && strncmp(key + n - d, domain, d) == 0);
+}
+
+int k8s_check_labels(const struct driver_sandbox_spec *spec, char *errmsg)
+{
+    static const char *const reserved[] = {"kubernetes.io", "k8s.io", "x-k8s.io", "gantry.dev", "openshell.ai",
+                                           NULL};
+    for (size_t i = 0; i < spec->n_labels; i++) {
+        for (int r = 0; reserved[r] != NULL; r++) {
+            if (prefix_under(spec->labels[i].key, reserved[r])) {
+                gerr_set(errmsg,
+                         "label %s: prefixes under %s/ are reserved (Kubernetes, the agent-sandbox controller and "
+                         "Gantry give them meaning)",
+                         spec->labels[i].key, reserved[r]);
+                return GERR_INVAL;
+            }
+        }
+    }
+    return 0;
 }
 
 /* NULL if every command argument and environment value is valid UTF-8 (JSON needs it), else
@@ -596,6 +733,9 @@ static int check_utf8(const struct driver_sandbox_spec *s, char *errmsg)
     return 0;
 }
 
+/* The restricted Pod Security Standard, for the sandbox's pod and its one container. */
+#define SANDBOX_UID 65534
+
 static json_t *container_for(const struct k8s_sandbox_params *p)
 {
     const struct driver_sandbox_spec *s = p->spec;
@@ -607,8 +747,26 @@ static json_t *container_for(const struct k8s_sandbox_params *p)
     for (size_t i = 0; i < s->n_env; i++) {
         json_array_append_new(env, json_pack("{s:s,s:s}", "name", s->env[i].key, "value", s->env[i].value));
     }
-    return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b}}", "name", "sandbox", "image", s->image, "command", cmd,
-                     "env", env, "resources", "securityContext", "allowPrivilegeEscalation", 0);
+    return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b,s:b,s:b,s:{s:[s]},s:{s:s}}}", "name", "sandbox", "image",
+                     s->image, "command", cmd, "env", env, "resources", "securityContext",
+                     "allowPrivilegeEscalation", 0, "privileged", 0, "runAsNonRoot", 1, "capabilities", "drop",
+                     "ALL", "seccompProfile", "type", "RuntimeDefault");
+}
+
+static json_t *pod_spec_for(const struct k8s_sandbox_params *p)
+{
+    json_t *pod = json_pack("{s:s,s:b,s:b,s:i,s:{s:b,s:i,s:i,s:{s:s}}}", "restartPolicy", "Never",
+                            "automountServiceAccountToken", 0, "enableServiceLinks", 0,
+                            "terminationGracePeriodSeconds", 10, "securityContext", "runAsNonRoot", 1, "runAsUser",
+                            SANDBOX_UID, "runAsGroup", SANDBOX_UID, "seccompProfile", "type", "RuntimeDefault");
+    if (p->image_pull_secrets != NULL && p->image_pull_secrets[0] != NULL) {
+        json_t *ips = json_array();
+        for (size_t i = 0; p->image_pull_secrets[i] != NULL; i++) {
+            json_array_append_new(ips, json_pack("{s:s}", "name", p->image_pull_secrets[i]));
+        }
+        json_object_set_new(pod, "imagePullSecrets", ips);
+    }
+    return pod;
 }
 
 /* gpu_count becomes a limit on the GPU resource, unless driver_config resources set one. */
@@ -647,19 +805,19 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
         return GERR_INVAL;
     }
     int rv = check_utf8(s, errmsg);
-    if (rv != 0) {
+    if (rv != 0 || (rv = k8s_check_labels(s, errmsg)) != 0) {
         return rv;
     }
     json_t *labels = labels_for(p->gateway_id, s->namespace);
     json_t *ann = epoch_annotations(p->epoch);
     json_t *container = container_for(p);
-    json_t *pod_spec =
-        json_pack("{s:s,s:b,s:b,s:i}", "restartPolicy", "Never", "automountServiceAccountToken", 0,
-                  "enableServiceLinks", 0, "terminationGracePeriodSeconds", 10);
+    json_t *pod_spec = pod_spec_for(p);
     rv = apply_config(s, pod_spec, container, errmsg);
     add_gpu_limit(container, p);
     json_object_set_new(labels, K8S_LABEL_SANDBOX, json_string(s->id));
     json_object_set_new(labels, K8S_LABEL_NAME, json_string(s->name));
+    json_object_set_new(labels, OS_LABEL_SANDBOX, json_string(s->id));
+    json_object_set_new(labels, OS_LABEL_NAME, json_string(s->name));
     for (size_t i = 0; i < s->n_labels; i++) {
         json_object_set_new(labels, s->labels[i].key, json_string(s->labels[i].value));
     }
@@ -675,7 +833,7 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
         json_object_set_new(spec, "shutdownTime", json_string(when));
         json_object_set_new(spec, "shutdownPolicy", json_string("Retain"));
     }
-    json_t *sbx = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:o}", "apiVersion", K8S_SANDBOX_API, "kind",
+    json_t *sbx = json_pack("{s:s,s:s,s:{s:s,s:s,s:o,s:o},s:o}", "apiVersion", p->api_version, "kind",
                             K8S_SANDBOX_KIND, "metadata", "name", p->object_name, "namespace",
                             p->k8s_namespace, "labels", labels, "annotations", ann, "spec", spec);
     if (rv != 0) {
@@ -687,14 +845,40 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
         gerr_set(errmsg, "cannot encode the sandbox");
         return GERR_INTERNAL;
     }
+    size_t size = strlen(*out);
+    if (size > K8S_MAX_OBJECT) {
+        mem_free(*out);
+        *out = NULL;
+        gerr_set(errmsg,
+                 "the sandbox's Kubernetes object would be %zu bytes; the kubernetes driver sends at most %u "
+                 "(the API server and etcd refuse large objects): make the command, environment or labels smaller",
+                 size, K8S_MAX_OBJECT);
+        return GERR_INVAL;
+    }
     return 0;
 }
 
 char *k8s_namespace_manifest(const char *name, const char *gateway_id, const char *gantry_ns, uint64_t epoch)
 {
-    return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata",
-                          "name", name, "labels", labels_for(gateway_id, gantry_ns), "annotations",
-                          epoch_annotations(epoch)));
+    json_t *labels = labels_for(gateway_id, gantry_ns);
+    static const char *const modes[] = {"enforce", "audit", "warn"};
+    for (int i = 0; i < 3; i++) {
+        char k[64], kv[80];
+        snprintf(k, sizeof k, "pod-security.kubernetes.io/%s", modes[i]);
+        snprintf(kv, sizeof kv, "pod-security.kubernetes.io/%s-version", modes[i]);
+        json_object_set_new(labels, k, json_string("restricted"));
+        json_object_set_new(labels, kv, json_string("latest"));
+    }
+    return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name",
+                          name, "labels", labels, "annotations", epoch_annotations(epoch)));
+}
+
+char *k8s_network_policy_manifest(const char *ns, const char *gateway_id)
+{
+    return dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:{s:{},s:[s,s]}}", "apiVersion", "networking.k8s.io/v1",
+                          "kind", "NetworkPolicy", "metadata", "name", K8S_NETPOL_NAME, "namespace", ns, "labels",
+                          labels_for(gateway_id, NULL), "spec", "podSelector", "policyTypes", "Ingress",
+                          "Egress"));
 }
 
 char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_id, uint64_t epoch,
@@ -710,6 +894,65 @@ char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_i
                             json_string(resource_version));
     }
     return dump(cm);
+}
+
+/* A Secret data key: 1..253 of [-._a-zA-Z0-9]. */
+static bool secret_key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    for (size_t i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+              c == '_')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= 253;
+}
+
+int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *gateway_id, char **out,
+                    char *errmsg)
+{
+    static const char *const types[] = {"kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg", NULL};
+    *out = NULL;
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    const char *kind = str_member(j, "kind", 64), *type = str_member(j, "type", MAX_NAME);
+    const char *name = str_member(json_object_get(j, "metadata"), "name", MAX_NAME);
+    json_t *data = json_object_get(j, "data");
+    int rv = 0;
+    if ((kind != NULL && strcmp(kind, "Secret") != 0) || name == NULL || !driver_is_dns_subdomain(name) ||
+        !json_is_object(data)) {
+        gerr_set(errmsg, "not a Secret with a name and data");
+        rv = GERR_PROTO;
+    } else if (type == NULL || !driver__in_list(types, type)) {
+        gerr_set(errmsg,
+                 "Secret %s is of type %s: only image pull secrets (kubernetes.io/dockerconfigjson, "
+                 "kubernetes.io/dockercfg) are copied into sandbox namespaces",
+                 name, type != NULL ? type : "(none)");
+        rv = GERR_PERM;
+    }
+    const char *key;
+    json_t *v;
+    if (rv == 0) {
+        json_object_foreach(data, key, v)
+        {
+            if (!json_is_string(v) || !secret_key_ok(key)) {
+                gerr_set(errmsg, "Secret %s: data values must be base64 strings under valid keys", name);
+                rv = GERR_PROTO;
+                break;
+            }
+        }
+    }
+    if (rv == 0) {
+        *out = dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:s,s:O}", "apiVersion", "v1", "kind", "Secret", "metadata",
+                              "name", name, "namespace", ns, "labels", labels_for(gateway_id, NULL), "type", type,
+                              "data", data));
+    }
+    json_decref(j);
+    return rv;
 }
 
 char *k8s_delete_options(const char *resource_version)

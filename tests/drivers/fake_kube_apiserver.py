@@ -1,51 +1,88 @@
 #!/usr/bin/python3
-"""A fake Kubernetes API server for the kubernetes driver's tests (standard library only).
+"""A strict fake Kubernetes API server for the kubernetes driver's tests (standard library only).
 
 It speaks HTTPS (a certificate the test makes with the openssl CLI) and serves the objects the
-driver uses, with the semantics the driver depends on:
+driver uses with the semantics of a real API server, strict where a real one is strict:
 
-  - namespaces (cluster scoped) and configmaps (namespaced) under /api/v1/...; the
-    kubernetes-sigs/agent-sandbox custom resource sandboxes.agents.x-k8s.io (kind Sandbox, served
-    at version v1alpha1 only) under /apis/agents.x-k8s.io/v1alpha1/namespaces/<ns>/sandboxes, with
-    its status subresource (PUT .../sandboxes/<name>/status changes status only; a PUT of the
-    object itself keeps the stored status, as for any CRD with subresources.status); lists across
-    namespaces at /api/v1/configmaps and /apis/agents.x-k8s.io/v1alpha1/sandboxes;
-  - one resourceVersion counter for the whole server, increased by every write and written into
-    the object; lists carry the counter in metadata.resourceVersion;
-  - create of an existing name: 409 Status reason AlreadyExists; create in a namespace that does
-    not exist: 404 NotFound; in a namespace being deleted: 403 Forbidden; create with a
-    resourceVersion: 400 BadRequest; invalid names or labels: 422 Invalid; a Sandbox whose
-    apiVersion/kind are not agents.x-k8s.io/v1alpha1 Sandbox: 400; without
-    spec.podTemplate.spec.containers (each with a name and an image), with replicas outside 0..1,
-    a shutdownTime that is not an RFC 3339 time, or a shutdownPolicy other than Delete/Retain: 422;
-  - PUT with a stale metadata.resourceVersion: 409 Status reason Conflict ("the object has been
-    modified"); without one: an unconditional replace; a spec change increases generation;
-  - DELETE with DeleteOptions preconditions (resourceVersion, uid) that do not match: 409 Conflict;
-    missing objects: 404 NotFound (details.kind the resource); a create in a missing namespace: 404
-    with details.kind "namespaces"; deleting a namespace deletes its sandboxes and configmaps;
-  - labelSelector on lists: key=value, key==value, key!=value, key in (a,b), key notin (a,b), key,
-    !key, comma-separated (all must hold); limit and continue for paging (--max-page N caps every
-    page, as a real server may, so clients must follow continue);
-  - every request needs "Authorization: Bearer <token>" (the token file's content): 401 otherwise;
-  - the agent-sandbox controller is played by the server itself: a new Sandbox gets the status
-    conditions the controller writes once its pod runs (Ready=True, reason DependenciesReady);
-    with --pending it stays Ready=False, reason DependenciesNotReady (tests move it on with a PUT
-    of the status subresource, as the controller would).
+Resources
+  - namespaces (cluster scoped), configmaps and secrets (namespaced) under /api/v1;
+    networkpolicies under /apis/networking.k8s.io/v1; the kubernetes-sigs/agent-sandbox custom
+    resource sandboxes.agents.x-k8s.io (kind Sandbox, with its status subresource) under
+    /apis/agents.x-k8s.io/<version>; lists across namespaces for every namespaced resource.
+  - Versions: the CRD stores v1beta1 and serves v1beta1 and v1alpha1 (--versions picks which are
+    served). v1alpha1 goes through the controller's conversion webhook: with --no-conversion (or
+    POST /_fake/config {"conversion": false}) every v1alpha1 request that carries an object answers
+    500 "conversion webhook ... failed", as a real server does while the webhook is down. A version
+    that is not served is 404 for every URL under it. Discovery: GET /apis, /apis/<group> and
+    /apis/<group>/<version> (the APIGroup and APIResourceList documents), allowed to every
+    authenticated user (the system:discovery role).
 
-Test controls (same bearer token):
-  POST /_fake/inject {"method": "PUT", "path": "/api/v1/...", "times": 1,
-                      "status": 500, "reason": "...",     (answer with this error instead), or
-                      "mutate": {"annotations": {...}, "labels": {...}}}
-       (before handling the matching request, change the stored object as a concurrent writer
-        would: new annotations/labels and a new resourceVersion)
-  GET  /_fake/dump   every stored object: {"namespaces": [...], "configmaps": [...],
-                     "sandboxes": [...]} (tests check what exists without going through a driver)
+Semantics
+  - one resourceVersion counter for the whole server, increased by every write and written into the
+    object; lists carry it in metadata.resourceVersion;
+  - create of an existing name: 409 AlreadyExists; in a namespace that does not exist: 404 NotFound
+    (details.kind "namespaces"); in a Terminating namespace: 403 Forbidden with the cause
+    NamespaceTerminating; with a resourceVersion: 400; invalid names or labels: 422 Invalid; a
+    Sandbox of another apiVersion/kind than the URL's: 400; without spec.podTemplate.spec.containers
+    (each with a name and an image), with replicas outside 0..1 (v1alpha1 only), a shutdownTime that
+    is not RFC 3339, or a shutdownPolicy other than Delete/Retain: 422;
+  - PUT with a stale metadata.resourceVersion: 409 Conflict; without one: an unconditional replace;
+    DELETE with DeleteOptions preconditions (resourceVersion, uid) that do not match: 409 Conflict;
+    missing objects: 404 NotFound (details.kind the resource);
+  - deleting a namespace makes it Terminating (status.phase, deletionTimestamp) and deletes its
+    contents; it disappears --finalize-ms later, or, while a test holds it (POST /_fake/namespace
+    {"name": n, "stuck": true}), stays Terminating: creates in it are 403, a create of the namespace
+    itself 409 AlreadyExists;
+  - labelSelector on lists and watches: key=value, key==value, key!=value, key in (a,b),
+    key notin (a,b), key, !key; limit and continue for paging (--max-page N caps every page);
+    continue tokens carry the resourceVersion of the first page and answer 410 Expired once that
+    revision has been compacted (POST /_fake/compact);
+  - watch (?watch=true, resourceVersion, allowWatchBookmarks, timeoutSeconds, labelSelector): a
+    chunked stream of {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": ...} lines; a
+    resourceVersion older than the compacted revision gets one ERROR event with a 410 Expired
+    Status ("too old resource version"); bookmarks every --bookmark-ms;
+  - request bodies over --max-request-bytes (default 3 MiB, the API server's limit): 413; objects
+    whose stored JSON is over --max-object-bytes (default 1.5 MiB, etcd's request limit): 413
+    "etcdserver: request is too large";
+  - throttling: --qps/--burst (or POST /_fake/config) is a token bucket over every API request;
+    an empty bucket answers 429 TooManyRequests with a Retry-After header and
+    details.retryAfterSeconds;
+  - authentication: "Authorization: Bearer <token>" is required (401 otherwise). The --token-file
+    token is the cluster admin (unrestricted: the tests' own requests). Each --identity
+    TOKENFILE=RBACFILE adds a ServiceAccount whose requests are authorised by RBAC: RBACFILE is JSON
+    {"user": "system:serviceaccount:<ns>:<name>", "objects": [Roles, ClusterRoles, RoleBindings,
+    ClusterRoleBindings]}, the chart's rendered RBAC (tests/drivers/rbac/). Denied requests are
+    403 Forbidden naming the user, verb, resource and namespace, as a real server does.
+  - the agent-sandbox controller is played by the server itself: a new Sandbox gets the conditions
+    the controller writes once its pod runs (Ready=True, DependenciesReady); with --pending it stays
+    Ready=False, DependenciesNotReady ("Pod exists with phase: Pending"); in a namespace labelled
+    pod-security.kubernetes.io/enforce=restricted a pod template that the restricted Pod Security
+    Standard forbids gets Ready=False, ReconcilerError with the admission message (the controller
+    cannot make the pod).
 
-With --latency-ms N every request other than the test controls waits N ms before it is handled
-(outside the store's lock, as a slow API server would: requests still overlap).
+Test controls (admin token only)
+  POST /_fake/inject {"method": "PUT", "path": "/api/v1/...", "times": 1, "query": "continue="
+                          (optional: only requests whose query contains this),
+                      "status": 500, "reason": "...", "message": "...", "retry_after": 2
+                          (answer with this error instead), or
+                      "mutate": {"annotations": {...}, "labels": {...}}
+                          (first change the stored object as a concurrent writer would), or
+                      "crash": "before" | "after"
+                          (the server exits without answering, before or after doing the work;
+                           with --state the work survives the restart)}
+  POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
+                       "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions)}
+  POST /_fake/namespace {"name": n, "stuck": bool}   hold a Terminating namespace, or let it go
+  POST /_fake/compact   compact every revision so far (continue tokens and watches from before: 410)
+  POST /_fake/drop-watches   cut every open watch stream (as an API server restart does)
+  GET  /_fake/dump   every stored object, by resource (no driver in between)
+  GET  /_fake/stats  {"requests": {identity: count}, "watches_open": n}
 
-On start it prints "LISTENING <port>" on stdout. With --log FILE it appends one JSON line per
-request: {"method", "path", "query", "status"}.
+With --state FILE the objects are kept in FILE (written after every change, read at start), so a
+test can kill the server and start it again on the same --port: an API server restart. With
+--latency-ms N every API request waits N ms (outside the store's lock). With --log FILE every
+request appends one JSON line {"method", "path", "query", "status", "user"}. On start it prints
+"LISTENING <port>".
 """
 
 import argparse
@@ -53,6 +90,7 @@ import base64
 import copy
 import datetime
 import json
+import os
 import re
 import ssl
 import sys
@@ -64,22 +102,43 @@ from urllib.parse import parse_qs, urlsplit
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-KINDS = {"sandboxes": "Sandbox", "configmaps": "ConfigMap", "namespaces": "Namespace"}
-SANDBOX_API = "agents.x-k8s.io/v1alpha1"
-API_VERSION = {"sandboxes": SANDBOX_API, "configmaps": "v1", "namespaces": "v1"}
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+SANDBOX_GROUP = "agents.x-k8s.io"
+SANDBOX_STORAGE = "v1beta1"
+
+# (group, plural) -> kind, namespaced, versions (the first is the storage version)
+RESOURCES = {
+    ("", "namespaces"): ("Namespace", False, ["v1"]),
+    ("", "configmaps"): ("ConfigMap", True, ["v1"]),
+    ("", "secrets"): ("Secret", True, ["v1"]),
+    ("networking.k8s.io", "networkpolicies"): ("NetworkPolicy", True, ["v1"]),
+    (SANDBOX_GROUP, "sandboxes"): ("Sandbox", True, ["v1beta1", "v1alpha1"]),
+}
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def api_version(group, version):
+    return version if group == "" else "%s/%s" % (group, version)
 
 
 class ApiError(Exception):
-    def __init__(self, code, reason, message, name=None, kind=None):
+    def __init__(self, code, reason, message, name=None, kind=None, causes=None, retry_after=None):
         super().__init__(message)
-        self.code, self.reason, self.message, self.name, self.kind = code, reason, message, name, kind
+        self.code, self.reason, self.message = code, reason, message
+        self.name, self.kind, self.causes, self.retry_after = name, kind, causes, retry_after
 
     def status(self):
         body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
+        details = {}
         if self.name is not None:
-            body["details"] = {"name": self.name, "kind": self.kind}
+            details.update({"name": self.name, "kind": self.kind})
+        if self.causes:
+            details["causes"] = self.causes
+        if self.retry_after is not None:
+            details["retryAfterSeconds"] = self.retry_after
+        if details:
+            body["details"] = details
         return body
 
 
@@ -102,6 +161,10 @@ def label_key_ok(k):
 
 def label_value_ok(v):
     return isinstance(v, str) and (v == "" or (len(v) <= 63 and bool(LABEL_NAME.match(v))))
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- label selectors
@@ -158,49 +221,215 @@ def parse_selector(sel):
     return preds
 
 
+def matches(preds, obj):
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(p(labels) for p in preds)
+
+
+# ---- RBAC
+
+class Rbac:
+    """The chart's rendered RBAC for one ServiceAccount user."""
+
+    def __init__(self, doc):
+        self.user = doc["user"]
+        m = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", self.user)
+        if not m:
+            raise ValueError("user must be system:serviceaccount:<ns>:<name>")
+        self.sa_ns, self.sa_name = m.group(1), m.group(2)
+        self.roles, self.cluster_roles, self.bindings, self.cluster_bindings = {}, {}, [], []
+        for o in doc["objects"]:
+            kind, md = o.get("kind"), o.get("metadata") or {}
+            if kind == "Role":
+                self.roles[(md["namespace"], md["name"])] = o.get("rules") or []
+            elif kind == "ClusterRole":
+                self.cluster_roles[md["name"]] = o.get("rules") or []
+            elif kind == "RoleBinding":
+                self.bindings.append(o)
+            elif kind == "ClusterRoleBinding":
+                self.cluster_bindings.append(o)
+
+    def subject_is_me(self, binding):
+        return any(s.get("kind") == "ServiceAccount" and s.get("name") == self.sa_name and
+                   s.get("namespace") == self.sa_ns for s in binding.get("subjects") or [])
+
+    @staticmethod
+    def rule_allows(rule, group, resource, verb, name):
+        def has(field, v):
+            vals = rule.get(field) or []
+            return v in vals or "*" in vals
+        if not (has("apiGroups", group) and has("resources", resource) and has("verbs", verb)):
+            return False
+        names = rule.get("resourceNames")
+        return not names or (name is not None and name in names)
+
+    def allows(self, group, resource, verb, ns, name):
+        for b in self.cluster_bindings:
+            if self.subject_is_me(b) and b["roleRef"]["kind"] == "ClusterRole":
+                if any(self.rule_allows(r, group, resource, verb, name)
+                       for r in self.cluster_roles.get(b["roleRef"]["name"], [])):
+                    return True
+        if ns is None:
+            return False
+        for b in self.bindings:
+            if b["metadata"].get("namespace") != ns or not self.subject_is_me(b):
+                continue
+            ref = b["roleRef"]
+            rules = (self.roles.get((ns, ref["name"]), []) if ref["kind"] == "Role"
+                     else self.cluster_roles.get(ref["name"], []))
+            if any(self.rule_allows(r, group, resource, verb, name) for r in rules):
+                return True
+        return False
+
+
+# ---- Pod Security Standard "restricted", for the controller's pod
+
+def psa_restricted_violations(pod_spec):
+    out = []
+    psc = pod_spec.get("securityContext") or {}
+    for k in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(k):
+            out.append("host namespaces (%s=true)" % k)
+    for c in pod_spec.get("containers") or []:
+        sc = c.get("securityContext") or {}
+        n = c.get("name")
+        if sc.get("privileged"):
+            out.append('privileged (container "%s" must not set securityContext.privileged=true)' % n)
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append('allowPrivilegeEscalation != false (container "%s" must set '
+                       'securityContext.allowPrivilegeEscalation=false)' % n)
+        drop = ((sc.get("capabilities") or {}).get("drop")) or []
+        if "ALL" not in drop:
+            out.append('unrestricted capabilities (container "%s" must set securityContext.capabilities.drop=["ALL"])'
+                       % n)
+        if not (sc.get("runAsNonRoot") is True or (psc.get("runAsNonRoot") is True and
+                                                    sc.get("runAsNonRoot") is not False)):
+            out.append('runAsNonRoot != true (pod or container "%s" must set securityContext.runAsNonRoot=true)' % n)
+        if sc.get("runAsUser") == 0 or (psc.get("runAsUser") == 0 and "runAsUser" not in sc):
+            out.append("runAsUser=0")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append('seccompProfile (pod or container "%s" must set securityContext.seccompProfile.type to '
+                       '"RuntimeDefault" or "Localhost")' % n)
+    return out
+
+
 # ---- the store
 
 class Store:
-    def __init__(self, pending, max_page):
-        self.lock = threading.Lock()
-        self.max_page = max_page
+    def __init__(self, args):
+        self.cond = threading.Condition()
+        self.max_page = args.max_page
+        self.pending = args.pending
+        self.served = [v for v in args.versions.split(",") if v]
+        self.conversion = not args.no_conversion
+        self.qps, self.burst = args.qps, args.burst
+        self.tokens, self.refill_at = float(args.burst), time.monotonic()
+        self.max_request, self.max_object = args.max_request_bytes, args.max_object_bytes
+        self.finalize_ms = args.finalize_ms
+        self.bookmark_ms = args.bookmark_ms
+        self.state_path = args.state
         self.rv = 100
-        self.pending = pending
-        self.objects = {"namespaces": {}, "sandboxes": {}, "configmaps": {}}  # key: (ns, name)
+        self.compacted = 0
+        self.objects = {key: {} for key in RESOURCES}  # (group, plural) -> {(ns, name): obj}
+        self.events = []  # (rv, key, type, obj)
         self.injections = []
-        for ns in ("default", "kube-system"):
-            self.create("namespaces", None, {"metadata": {"name": ns}})
+        self.stuck = set()
+        self.finalize_at = {}  # namespace -> monotonic time it disappears
+        self.watch_generation = 0
+        self.watches_open = 0
+        self.requests = {}
+        with self.cond:
+            if self.state_path and os.path.exists(self.state_path):
+                self.load()
+            else:
+                for ns in ("default", "kube-system"):
+                    self.create(("", "namespaces"), None, {"metadata": {"name": ns}}, "v1")
+
+    # -- persistence (an API server restart keeps etcd's data; the watch cache starts empty)
+
+    def save(self):
+        if not self.state_path:
+            return
+        doc = {"rv": self.rv, "objects": [[key[0], key[1], [[k[0], k[1], o] for k, o in objs.items()]]
+                                          for key, objs in self.objects.items()]}
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_path)
+
+    def load(self):
+        with open(self.state_path) as f:
+            doc = json.load(f)
+        self.rv = doc["rv"]
+        for group, plural, items in doc["objects"]:
+            self.objects[(group, plural)] = {(ns, name): o for ns, name, o in items}
+        self.compacted = self.rv  # no event history survives a restart
+
+    # -- bookkeeping
 
     def bump(self, obj):
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
 
-    def now(self):
-        return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def record(self, key, etype, obj):
+        self.events.append((self.rv, key, etype, copy.deepcopy(obj)))
+        if len(self.events) > 200000:
+            drop = len(self.events) - 100000
+            self.compacted = self.events[drop - 1][0]
+            del self.events[:drop]
+        self.cond.notify_all()
 
-    def check_meta(self, plural, meta):
+    def compact(self):
+        self.compacted = self.rv
+        self.events = []
+
+    def throttle(self):
+        """None, or the seconds a throttled client must wait (the bucket is empty)."""
+        if self.qps <= 0:
+            return None
+        t = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (t - self.refill_at) * self.qps)
+        self.refill_at = t
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return max(1, int((1.0 - self.tokens) / self.qps + 0.999))
+
+    def reap_namespaces(self):
+        t = time.monotonic()
+        for name, at in list(self.finalize_at.items()):
+            if t >= at and name not in self.stuck:
+                obj = self.objects[("", "namespaces")].pop((None, name), None)
+                del self.finalize_at[name]
+                if obj is not None:
+                    self.rv += 1
+                    self.record(("", "namespaces"), "DELETED", obj)
+                    self.save()
+
+    # -- checks
+
+    def check_meta(self, key, meta):
+        kind = RESOURCES[key][0]
         name = meta.get("name")
-        ok = DNS_LABEL.match(name or "") and len(name) <= 63 if plural == "namespaces" else dns_subdomain(name)
+        ok = (DNS_LABEL.match(name or "") and len(name) <= 63) if key[1] == "namespaces" else dns_subdomain(name)
         if not ok:
-            raise ApiError(422, "Invalid", f'{KINDS[plural]} "{name}" is invalid: metadata.name', name, plural)
+            raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name', name, key[1])
         for k, v in (meta.get("labels") or {}).items():
             if not label_key_ok(k) or not label_value_ok(v):
-                raise ApiError(422, "Invalid", f'{KINDS[plural]} "{name}" is invalid: metadata.labels {k}', name,
-                               plural)
+                raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.labels {k}', name, key[1])
         for k, v in (meta.get("annotations") or {}).items():
             if not label_key_ok(k) or not isinstance(v, str):
-                raise ApiError(422, "Invalid", f'{KINDS[plural]} "{name}" is invalid: metadata.annotations', name,
-                               plural)
+                raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.annotations', name, key[1])
 
-    def check_sandbox(self, obj):
+    def check_sandbox(self, obj, version):
         name = obj["metadata"].get("name")
 
         def invalid(what):
             return ApiError(422, "Invalid", f'Sandbox.agents.x-k8s.io "{name}" is invalid: {what}', name, "sandboxes")
 
-        if obj.get("apiVersion") != SANDBOX_API or obj.get("kind") != "Sandbox":
-            raise ApiError(400, "BadRequest", f"the object is {obj.get('apiVersion')}/{obj.get('kind')}, not "
-                           f"{SANDBOX_API}/Sandbox")
         spec = obj.get("spec")
         if not isinstance(spec, dict):
             raise invalid("spec: Required value")
@@ -213,23 +442,40 @@ class Store:
         for k, v in ((tmpl.get("metadata") or {}).get("labels") or {}).items():
             if not label_key_ok(k) or not label_value_ok(v):
                 raise invalid(f"spec.podTemplate.metadata.labels {k}")
-        if "replicas" in spec and spec["replicas"] not in (0, 1):
-            raise invalid("spec.replicas: must be 0 or 1")
+        if "replicas" in spec and (version != "v1alpha1" or spec["replicas"] not in (0, 1)):
+            raise invalid("spec.replicas: must be 0 or 1" if version == "v1alpha1"
+                          else 'spec.replicas: field not declared in schema')
         if "shutdownTime" in spec and not (isinstance(spec["shutdownTime"], str) and RFC3339.match(spec["shutdownTime"])):
             raise invalid("spec.shutdownTime: must be a date-time")
         if "shutdownPolicy" in spec and spec["shutdownPolicy"] not in ("Delete", "Retain"):
             raise invalid('spec.shutdownPolicy: Unsupported value: supported values: "Delete", "Retain"')
 
+    def check_size(self, obj):
+        if self.max_object > 0 and len(json.dumps(obj)) > self.max_object:
+            raise ApiError(413, "RequestEntityTooLarge", "etcdserver: request is too large")
+
     def namespace_usable(self, ns):
-        nsobj = self.objects["namespaces"].get((None, ns))
+        nsobj = self.objects[("", "namespaces")].get((None, ns))
         if nsobj is None:
             raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', ns, "namespaces")
         if nsobj["status"].get("phase") == "Terminating":
             raise ApiError(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being "
-                           "terminated", ns, "namespaces")
+                           "terminated", ns, "namespaces",
+                           causes=[{"type": "NamespaceTerminating", "field": "metadata.namespace",
+                                    "message": f"namespace {ns} is being terminated"}])
 
-    def sandbox_status(self):
-        t = self.now()
+    # -- the agent-sandbox controller
+
+    def sandbox_status(self, ns, obj):
+        t = now()
+        nsobj = self.objects[("", "namespaces")].get((None, ns)) or {}
+        if ((nsobj.get("metadata") or {}).get("labels") or {}).get(PSA_ENFORCE) == "restricted":
+            bad = psa_restricted_violations(obj["spec"]["podTemplate"]["spec"])
+            if bad:
+                msg = ('pods "%s" is forbidden: violates PodSecurity "restricted:latest": %s'
+                       % (obj["metadata"]["name"], ", ".join(bad)))
+                return {"conditions": [{"type": "Ready", "status": "False", "reason": "ReconcilerError",
+                                        "message": msg[:1000], "lastTransitionTime": t, "observedGeneration": 1}]}
         if self.pending:
             return {"conditions": [{"type": "Ready", "status": "False", "reason": "DependenciesNotReady",
                                     "message": "Pod exists with phase: Pending", "lastTransitionTime": t,
@@ -238,9 +484,22 @@ class Store:
                                 "message": "Pod is Ready", "lastTransitionTime": t, "observedGeneration": 1}],
                 "replicas": 1, "podIPs": ["10.0.0.%d" % (self.rv % 250 + 2)]}
 
-    def create(self, plural, ns, obj):
+    # -- operations (version: the URL's; objects are stored at the storage version)
+
+    def out(self, key, obj, version):
+        o = copy.deepcopy(obj)
+        o["apiVersion"] = api_version(key[0], version)
+        o["kind"] = RESOURCES[key][0]
+        return o
+
+    def create(self, key, ns, obj, version):
+        kind, namespaced, versions = RESOURCES[key]
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
             raise ApiError(400, "BadRequest", "the body is not an object with metadata")
+        want = api_version(key[0], version)
+        if obj.get("apiVersion", want) != want or obj.get("kind", kind) != kind:
+            raise ApiError(400, "BadRequest", f"the object is {obj.get('apiVersion')}/{obj.get('kind')}, not "
+                           f"{want}/{kind}")
         obj = copy.deepcopy(obj)
         meta = obj["metadata"]
         if meta.get("resourceVersion"):
@@ -248,36 +507,43 @@ class Store:
         if ns is not None and meta.get("namespace", ns) != ns:
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
                            "sent on the request")
-        self.check_meta(plural, meta)
+        self.check_meta(key, meta)
         if ns is not None:
             self.namespace_usable(ns)
             meta["namespace"] = ns
-        if plural == "sandboxes":
-            self.check_sandbox(obj)
-            obj["status"] = self.sandbox_status()
-        if plural == "namespaces":
+        if key[1] == "sandboxes":
+            self.check_sandbox(obj, version)
+            obj["status"] = self.sandbox_status(ns, obj)
+        if key[1] == "namespaces":
             obj["status"] = {"phase": "Active"}
-        key = (ns, meta["name"])
-        if key in self.objects[plural]:
-            raise ApiError(409, "AlreadyExists", f'{plural} "{meta["name"]}" already exists', meta["name"], plural)
-        obj["apiVersion"] = API_VERSION[plural]
-        obj["kind"] = KINDS[plural]
-        meta.update({"uid": str(uuid.uuid4()), "creationTimestamp": self.now(), "generation": 1})
+        if key[1] == "networkpolicies" and not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
+            raise ApiError(422, "Invalid", "NetworkPolicy.networking.k8s.io is invalid: spec.podSelector: Required")
+        okey = (ns, meta["name"])
+        if okey in self.objects[key]:
+            raise ApiError(409, "AlreadyExists", f'{key[1]} "{meta["name"]}" already exists', meta["name"], key[1])
+        obj["apiVersion"] = api_version(key[0], versions[0])
+        obj["kind"] = kind
+        meta.update({"uid": str(uuid.uuid4()), "creationTimestamp": now(), "generation": 1})
+        self.check_size(obj)
         self.bump(obj)
-        self.objects[plural][key] = obj
-        return obj
+        self.objects[key][okey] = obj
+        self.record(key, "ADDED", obj)
+        self.save()
+        return self.out(key, obj, version)
 
-    def get(self, plural, ns, name):
-        obj = self.objects[plural].get((ns, name))
+    def get(self, key, ns, name, version):
+        obj = self.objects[key].get((ns, name))
         if obj is None:
-            raise not_found(plural, name)
-        return obj
+            raise not_found(key[1], name)
+        return self.out(key, obj, version)
 
     def conflict(self, plural, name, why):
         return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": {why}', name, plural)
 
-    def replace(self, plural, ns, name, obj, subresource=None):
-        cur = self.get(plural, ns, name)
+    def replace(self, key, ns, name, obj, version, subresource=None):
+        cur = self.objects[key].get((ns, name))
+        if cur is None:
+            raise not_found(key[1], name)
         if not isinstance(obj, dict) or not isinstance(obj.get("metadata"), dict):
             raise ApiError(400, "BadRequest", "the body is not an object with metadata")
         meta = obj["metadata"]
@@ -285,208 +551,463 @@ class Store:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
         rv = meta.get("resourceVersion")
         if rv and rv != cur["metadata"]["resourceVersion"]:
-            raise self.conflict(plural, name, "the object has been modified; please apply your changes to the "
+            raise self.conflict(key[1], name, "the object has been modified; please apply your changes to the "
                                 "latest version and try again")
         new = copy.deepcopy(cur)
         if subresource == "status":
             new["status"] = copy.deepcopy(obj.get("status") or {})
         else:
-            self.check_meta(plural, meta)
-            if plural == "sandboxes":
-                self.check_sandbox(obj)
+            self.check_meta(key, meta)
+            if key[1] == "sandboxes":
+                self.check_sandbox(obj, version)
                 if obj.get("spec") != cur.get("spec"):
                     new["spec"] = copy.deepcopy(obj["spec"])
                     new["metadata"]["generation"] = cur["metadata"].get("generation", 1) + 1
             for field in ("labels", "annotations"):
                 new["metadata"][field] = copy.deepcopy(meta.get(field) or {})
-            if plural == "configmaps":
+            if key[1] in ("configmaps", "secrets"):
                 new["data"] = copy.deepcopy(obj.get("data") or {})
+        self.check_size(new)
         self.bump(new)
-        self.objects[plural][(ns, name)] = new
-        return new
+        self.objects[key][(ns, name)] = new
+        self.record(key, "MODIFIED", new)
+        self.save()
+        return self.out(key, new, version)
 
-    def delete(self, plural, ns, name, options):
-        cur = self.get(plural, ns, name)
+    def delete(self, key, ns, name, options, version):
+        cur = self.objects[key].get((ns, name))
+        if cur is None:
+            raise not_found(key[1], name)
         pre = (options or {}).get("preconditions") or {}
         if pre.get("resourceVersion") and pre["resourceVersion"] != cur["metadata"]["resourceVersion"]:
-            raise self.conflict(plural, name, "Precondition failed: ResourceVersion in precondition: "
+            raise self.conflict(key[1], name, "Precondition failed: ResourceVersion in precondition: "
                                 f'{pre["resourceVersion"]}, ResourceVersion in object meta: '
                                 f'{cur["metadata"]["resourceVersion"]}')
         if pre.get("uid") and pre["uid"] != cur["metadata"]["uid"]:
-            raise self.conflict(plural, name, "Precondition failed: UID in precondition does not match")
-        del self.objects[plural][(ns, name)]
-        if plural == "namespaces":
-            for p in ("sandboxes", "configmaps"):
-                for key in [k for k in self.objects[p] if k[0] == name]:
-                    del self.objects[p][key]
-            cur = copy.deepcopy(cur)
-            cur["status"] = {"phase": "Terminating"}
-            cur["metadata"]["deletionTimestamp"] = self.now()
+            raise self.conflict(key[1], name, "Precondition failed: UID in precondition does not match")
+        if key[1] == "namespaces":
+            if cur["status"].get("phase") == "Terminating":
+                return self.out(key, cur, version)
+            for k in RESOURCES:
+                if RESOURCES[k][1]:
+                    for okey in [o for o in self.objects[k] if o[0] == name]:
+                        gone = self.objects[k].pop(okey)
+                        self.rv += 1
+                        self.record(k, "DELETED", gone)
+            new = copy.deepcopy(cur)
+            new["status"] = {"phase": "Terminating"}
+            new["metadata"]["deletionTimestamp"] = now()
+            self.bump(new)
+            self.objects[key][(ns, name)] = new
+            self.record(key, "MODIFIED", new)
+            self.finalize_at[name] = time.monotonic() + self.finalize_ms / 1000.0
+            self.save()
+            return self.out(key, new, version)
+        del self.objects[key][(ns, name)]
         self.rv += 1
-        return cur
+        self.record(key, "DELETED", cur)
+        self.save()
+        return self.out(key, cur, version)
 
-    def list(self, plural, ns, query):
+    def list(self, key, ns, query, version):
         preds = parse_selector(query.get("labelSelector", [""])[0])
-        keys = sorted((k for k in self.objects[plural] if ns is None or k[0] == ns), key=lambda k: (k[0] or "", k[1]))
-        items = [self.objects[plural][k] for k in keys
-                 if all(p(self.objects[plural][k]["metadata"].get("labels") or {}) for p in preds)]
-        start = 0
-        if query.get("continue", [""])[0]:
+        keys = sorted((k for k in self.objects[key] if ns is None or k[0] == ns), key=lambda k: (k[0] or "", k[1]))
+        items = [self.objects[key][k] for k in keys if matches(preds, self.objects[key][k])]
+        start, list_rv = 0, self.rv
+        token = query.get("continue", [""])[0]
+        if token:
             try:
-                start = int(json.loads(base64.urlsafe_b64decode(query["continue"][0]))["start"])
+                t = json.loads(base64.urlsafe_b64decode(token))
+                start, list_rv = int(t["start"]), int(t["rv"])
             except (ValueError, KeyError, TypeError):
                 raise ApiError(400, "BadRequest", "invalid continue token")
+            if list_rv < self.compacted:  # a list at the compacted revision itself is still whole
+                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent "
+                               "list result. You can start a new list without the continue parameter.")
         limit = int(query.get("limit", ["0"])[0] or 0)
         if self.max_page > 0:  # real servers may return fewer items than asked for, too
             limit = min(limit, self.max_page) if limit > 0 else self.max_page
         page = items[start:start + limit] if limit > 0 else items[start:]
-        meta = {"resourceVersion": str(self.rv)}
+        meta = {"resourceVersion": str(list_rv)}
         if limit > 0 and start + limit < len(items):
-            meta["continue"] = base64.urlsafe_b64encode(json.dumps({"start": start + limit}).encode()).decode()
-        return {"kind": KINDS[plural] + "List", "apiVersion": API_VERSION[plural], "metadata": meta,
-                "items": [{k: v for k, v in i.items() if k not in ("kind", "apiVersion")} for i in page]}
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps({"start": start + limit,
+                                                                    "rv": list_rv}).encode()).decode()
+        return {"kind": RESOURCES[key][0] + "List", "apiVersion": api_version(key[0], version), "metadata": meta,
+                "items": [{k: v for k, v in self.out(key, i, version).items() if k not in ("kind", "apiVersion")}
+                          for i in page]}
 
-    def take_injection(self, method, path):
+    def take_injection(self, method, path, query):
         for inj in self.injections:
-            if inj["method"] == method and inj["path"] == path and inj["times"] > 0:
+            if inj["method"] == method and inj["path"] == path and inj["times"] > 0 and \
+                    inj.get("query", "") in query:
                 inj["times"] -= 1
                 return inj
         return None
 
     def dump(self):
-        return {plural: [copy.deepcopy(o) for _, o in sorted(objs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))]
-                for plural, objs in self.objects.items()}
+        return {key[1]: [copy.deepcopy(o) for _, o in sorted(objs.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))]
+                for key, objs in self.objects.items()}
 
     def mutate(self, path, mutation):
-        m = route(path)
-        if not m or m.group("name") is None or m.group("sub") is not None:
+        r = parse_path(path)
+        if r is None or r["name"] is None or r["sub"] is not None:
             return
-        ns, plural, name = m.group("ns"), m.group("plural"), m.group("name")
-        if plural == "namespaces":
-            ns = None
-        obj = self.objects[plural].get((ns, name))
+        obj = self.objects[r["key"]].get((r["ns"], r["name"]))
         if obj is None:
             return
         for field in ("annotations", "labels"):
             if field in mutation:
                 obj["metadata"].setdefault(field, {}).update(mutation[field])
         self.bump(obj)
+        self.record(r["key"], "MODIFIED", obj)
+        self.save()
 
 
-# ---- HTTP
+# ---- URLs
 
-ROUTE = re.compile(r"^(?:/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>configmaps|namespaces)"
-                   r"|/apis/agents\.x-k8s\.io/v1alpha1(?:/namespaces/(?P<sns>[^/]+))?/(?P<splural>sandboxes))"
-                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$")
+def parse_path(path):
+    """{"key", "group", "version", "ns", "name", "sub"} for a resource URL, None otherwise."""
+    segs = [s for s in path.split("/") if s]
+    if segs[:2] == ["api", "v1"]:
+        group, version, rest = "", "v1", segs[2:]
+    elif len(segs) >= 3 and segs[0] == "apis":
+        group, version, rest = segs[1], segs[2], segs[3:]
+    else:
+        return None
+    ns = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        ns, rest = rest[1], rest[2:]
+    if not rest or len(rest) > 3:
+        return None
+    key = (group, rest[0])
+    if key not in RESOURCES or version not in RESOURCES[key][2]:
+        return None
+    name = rest[1] if len(rest) >= 2 else None
+    sub = rest[2] if len(rest) == 3 else None
+    namespaced = RESOURCES[key][1]
+    if not namespaced and ns is not None:
+        return None
+    if namespaced and ns is None and name is not None:
+        return None
+    if sub is not None and not (key[1] == "sandboxes" and sub == "status"):
+        return None
+    return {"key": key, "group": group, "version": version, "ns": ns, "name": name, "sub": sub}
 
 
-class Route:
-    """ROUTE's match with the core and the custom resource alternatives folded together."""
+def discovery(store, path):
+    """The discovery document at @path, or None."""
+    segs = [s for s in path.split("/") if s]
+    groups = {}
+    for (group, plural), (kind, namespaced, versions) in RESOURCES.items():
+        if group == "":
+            continue
+        served = [v for v in versions if group != SANDBOX_GROUP or v in store.served]
+        if served:
+            groups.setdefault(group, (served, []))[1].append((plural, kind, namespaced))
 
-    def __init__(self, m):
-        self.m = m
+    def group_doc(g):
+        served = groups[g][0]
+        vs = [{"groupVersion": "%s/%s" % (g, v), "version": v} for v in served]
+        return {"name": g, "versions": vs, "preferredVersion": vs[0]}
 
-    def group(self, g):
-        if g == "ns":
-            return self.m.group("ns") or self.m.group("sns")
-        if g == "plural":
-            return self.m.group("plural") or self.m.group("splural")
-        return self.m.group(g)
+    if segs == ["api"]:
+        return {"kind": "APIVersions", "versions": ["v1"]}
+    if segs == ["apis"]:
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_doc(g) for g in sorted(groups)]}
+    if len(segs) == 2 and segs[0] == "apis" and segs[1] in groups:
+        return dict(group_doc(segs[1]), kind="APIGroup", apiVersion="v1")
+    if len(segs) == 3 and segs[0] == "apis" and segs[1] in groups and segs[2] in groups[segs[1]][0]:
+        res = []
+        for plural, kind, namespaced in groups[segs[1]][1]:
+            res.append({"name": plural, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            if plural == "sandboxes":
+                res.append({"name": "sandboxes/status", "singularName": "", "namespaced": True, "kind": kind,
+                            "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "%s/%s" % (segs[1], segs[2]),
+                "resources": res}
+    return None
 
 
-def route(path):
-    m = ROUTE.match(path)
-    return Route(m) if m else None
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "fake-kube-apiserver/1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes: no 40 ms delayed-ACK stall
+    server_version = "fake-kube-apiserver/2"
 
     def log_message(self, fmt, *args):
         pass
 
-    def send_json(self, code, body):
-        data = json.dumps(body).encode()
+    def log_request_line(self, code, user):
         log = self.server.request_log
         if log is not None:  # before the reply, so a client that got the reply finds the line
             url = urlsplit(self.path)
             with self.server.log_lock, open(log, "a") as f:
                 f.write(json.dumps({"method": self.command, "path": url.path, "query": url.query,
-                                    "status": code}) + "\n")
+                                    "status": code, "user": user}) + "\n")
+
+    def send_json(self, code, body, user=None, headers=None):
+        data = json.dumps(body).encode()
+        self.log_request_line(code, user)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
     def read_body(self):
         n = int(self.headers.get("Content-Length") or 0)
         if n == 0:
-            return None
+            return None, 0
+        if self.server.store.max_request > 0 and n > self.server.store.max_request:
+            left = n
+            while left > 0:  # read it all, so the client is not cut off while it still sends
+                got = self.rfile.read(min(left, 1 << 20))
+                if not got:
+                    break
+                left -= len(got)
+            raise ApiError(413, "RequestEntityTooLarge",
+                           "Request entity too large: limit is %d" % self.server.store.max_request)
         raw = self.rfile.read(n)
         try:
-            return json.loads(raw)
+            return json.loads(raw), n
         except ValueError:
             raise ApiError(400, "BadRequest", "the body is not JSON")
 
+    def identity(self):
+        """(user, rbac): ("admin", None) for the admin token; ApiError 401 for anything unknown."""
+        auth = self.headers.get("Authorization") or ""
+        if auth == "Bearer " + self.server.token:
+            return "admin", None
+        for tok, rbac in self.server.identities:
+            if auth == "Bearer " + tok:
+                return rbac.user, rbac
+        raise ApiError(401, "Unauthorized", "Unauthorized")
+
     def handle_any(self):
+        user = None
         try:
-            body = self.read_body()  # first, so an error reply leaves the connection usable
-            if self.headers.get("Authorization") != "Bearer " + self.server.token:
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            body, _ = self.read_body()  # first, so an error reply leaves the connection usable
+            user, rbac = self.identity()
             url = urlsplit(self.path)
             store = self.server.store
-            if self.server.latency > 0 and not url.path.startswith("/_fake/"):
+            if url.path.startswith("/_fake/"):
+                if rbac is not None:
+                    raise ApiError(403, "Forbidden", "test controls are for the admin token")
+                with store.cond:
+                    store.reap_namespaces()  # a real server finalizes on its own, not only when asked
+                    return self.send_json(*self.control(store, url, body), user=user)
+            if self.server.latency > 0:
                 time.sleep(self.server.latency)
-            with store.lock:
-                if url.path == "/_fake/inject" and self.command == "POST":
-                    store.injections.append(dict(body, times=body.get("times", 1)))
-                    return self.send_json(200, {"ok": True})
-                inj = store.take_injection(self.command, url.path)
+            query = parse_qs(url.query)
+            if self.command == "GET" and query.get("watch", [""])[0] in ("1", "true"):
+                return self.watch(store, url, query, user, rbac)
+            with store.cond:
+                store.requests[user] = store.requests.get(user, 0) + 1
+                store.reap_namespaces()
+                wait = store.throttle()
+                if wait is not None:
+                    raise ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                                   retry_after=wait)
+                inj = store.take_injection(self.command, url.path, url.query)
+                if inj is not None and inj.get("crash") == "before":
+                    os._exit(3)
                 if inj is not None and "status" in inj:
+                    # On an object's URL the Status names the object (as a real NotFound does); on a
+                    # collection's it names nothing (as the 404 of a resource that is not served).
+                    r = parse_path(url.path)
+                    name, kind = (r["name"], r["key"][1]) if r is not None and r["name"] else (None, None)
                     raise ApiError(inj["status"], inj.get("reason") or ("InternalError" if inj["status"] >= 500
-                                                                        else "Injected"), "injected failure")
+                                                                        else "Injected"),
+                                   inj.get("message") or "injected failure", name, kind,
+                                   retry_after=inj.get("retry_after"))
                 if inj is not None and "mutate" in inj:
                     store.mutate(url.path, inj["mutate"])
-                code, out = self.dispatch(store, url, body)
-            self.send_json(code, out)
+                code, out = self.dispatch(store, url, query, body, user, rbac)
+                if inj is not None and inj.get("crash") == "after":
+                    os._exit(3)
+            self.send_json(code, out, user=user)
         except ApiError as e:
-            self.send_json(e.code, e.status())
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+            self.send_json(e.code, e.status(), user=user, headers=headers)
 
-    def dispatch(self, store, url, body):
+    def control(self, store, url, body):
+        body = body or {}
         if url.path == "/_fake/dump" and self.command == "GET":
             return 200, store.dump()
-        m = route(url.path)
-        if not m:
+        if url.path == "/_fake/stats" and self.command == "GET":
+            return 200, {"requests": store.requests, "watches_open": store.watches_open, "rv": store.rv}
+        if self.command != "POST":
+            raise ApiError(405, "MethodNotAllowed", "test controls are POST")
+        if url.path == "/_fake/inject":
+            store.injections.append(dict(body, times=body.get("times", 1)))
+        elif url.path == "/_fake/config":
+            if "conversion" in body:
+                store.conversion = bool(body["conversion"])
+            if "pending" in body:
+                store.pending = bool(body["pending"])
+            if "versions" in body:
+                store.served = [v for v in body["versions"] if v in RESOURCES[(SANDBOX_GROUP, "sandboxes")][2]]
+            if "qps" in body or "burst" in body:
+                store.qps = float(body.get("qps", store.qps))
+                store.burst = int(body.get("burst", store.burst))
+                store.tokens, store.refill_at = float(store.burst), time.monotonic()
+        elif url.path == "/_fake/namespace":
+            (store.stuck.add if body.get("stuck") else store.stuck.discard)(body["name"])
+            store.reap_namespaces()
+        elif url.path == "/_fake/compact":
+            store.compact()
+        elif url.path == "/_fake/drop-watches":
+            store.watch_generation += 1
+            store.cond.notify_all()
+        else:
+            raise ApiError(404, "NotFound", "no such test control")
+        return 200, {"ok": True}
+
+    def authorize(self, rbac, r, verb):
+        if rbac is None:
+            return
+        resource = r["key"][1] + ("/" + r["sub"] if r["sub"] else "")
+        # A namespace object's own URL is "in" that namespace for RBAC (RoleBindings there apply).
+        ns = r["name"] if r["key"][1] == "namespaces" else r["ns"]
+        if not rbac.allows(r["group"], resource, verb, ns, r["name"]):
+            what = "resource \"%s\" in API group \"%s\"" % (resource, r["group"])
+            where = " in the namespace \"%s\"" % ns if ns else " at the cluster scope"
+            raise ApiError(403, "Forbidden", '%s is forbidden: User "%s" cannot %s %s%s' % (
+                r["key"][1] + ("." + r["group"] if r["group"] else "") + (' "%s"' % r["name"] if r["name"] else ""),
+                rbac.user, verb, what, where), r["name"], r["key"][1])
+
+    def resolve(self, store, url):
+        r = parse_path(url.path)
+        if r is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        ns, plural, name, sub = m.group("ns"), m.group("plural"), m.group("name"), m.group("sub")
-        if plural == "namespaces":
-            if ns is not None:  # /api/v1/namespaces/<x>/namespaces is not a thing
+        if r["key"][0] == SANDBOX_GROUP:
+            if r["version"] not in store.served:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            ns = None
-        elif ns is None and name is not None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        query = parse_qs(url.query)
-        verb = self.command
+            if r["version"] != SANDBOX_STORAGE and not store.conversion:
+                raise ApiError(500, "InternalError", 'conversion webhook for agents.x-k8s.io/%s, Kind=Sandbox '
+                               'failed: Post "https://agent-sandbox-webhook.agent-sandbox-system.svc:443/convert": '
+                               'dial tcp 10.96.0.42:443: connect: connection refused' % SANDBOX_STORAGE)
+        return r
+
+    def dispatch(self, store, url, query, body, user, rbac):
+        if self.command == "GET":
+            doc = discovery(store, url.path)
+            if doc is not None:
+                return 200, doc
+        r = self.resolve(store, url)
+        key, ns, name, sub, version = r["key"], r["ns"], r["name"], r["sub"], r["version"]
+        verb = VERBS.get(self.command)
+        if name is None and self.command == "GET":
+            verb = "list"
+        if verb is None:
+            raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")
+        self.authorize(rbac, r, verb)
         if name is None:
-            if verb == "GET":
-                return 200, store.list(plural, ns, query)
-            if verb == "POST" and (ns is not None or plural == "namespaces"):
-                return 201, store.create(plural, ns, body)
-        elif sub == "status" and plural == "sandboxes":
-            if verb == "GET":
-                return 200, store.get(plural, ns, name)
-            if verb == "PUT":
-                return 200, store.replace(plural, ns, name, body, "status")
-        elif sub is None:
-            if verb == "GET":
-                return 200, store.get(plural, ns, name)
-            if verb == "PUT":
-                return 200, store.replace(plural, ns, name, body)
-            if verb == "DELETE":
-                return 200, store.delete(plural, ns, name, body)
-        raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported here")
+            if verb == "list":
+                return 200, store.list(key, ns, query, version)
+            if verb == "create" and (ns is not None or not RESOURCES[key][1]):
+                return 201, store.create(key, ns, body, version)
+        elif sub == "status":
+            if verb == "get":
+                return 200, store.get(key, ns, name, version)
+            if verb == "update":
+                return 200, store.replace(key, ns, name, body, version, "status")
+        else:
+            if verb == "get":
+                return 200, store.get(key, ns, name, version)
+            if verb == "update":
+                return 200, store.replace(key, ns, name, body, version)
+            if verb == "delete":
+                return 200, store.delete(key, ns, name, body, version)
+        raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")
+
+    # -- watch
+
+    def chunk(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def watch(self, store, url, query, user, rbac):
+        with store.cond:
+            store.requests[user] = store.requests.get(user, 0) + 1
+            wait = store.throttle()
+            if wait is not None:
+                raise ApiError(429, "TooManyRequests", "Too many requests, please try again later.",
+                               retry_after=wait)
+            r = self.resolve(store, url)
+            if r["name"] is not None:
+                raise ApiError(405, "MethodNotAllowed", "watch a collection")
+            self.authorize(rbac, r, "watch")
+            preds = parse_selector(query.get("labelSelector", [""])[0])
+            try:
+                since = int(query.get("resourceVersion", ["0"])[0] or 0)
+            except ValueError:
+                raise ApiError(400, "BadRequest", "resourceVersion must be an integer")
+            timeout = min(int(query.get("timeoutSeconds", ["1800"])[0] or 1800), 1800)
+            bookmarks = query.get("allowWatchBookmarks", [""])[0] in ("1", "true")
+            generation = store.watch_generation
+            store.watches_open += 1
+        self.log_request_line(200, user)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        key, ns, version = r["key"], r["ns"], r["version"]
+        end = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + store.bookmark_ms / 1000.0
+        cut = False
+        try:
+            with store.cond:
+                if since != 0 and since < store.compacted:
+                    self.chunk({"type": "ERROR", "object": ApiError(
+                        410, "Expired", "too old resource version: %d (%d)" % (since, store.compacted)).status()})
+                    return self.finish_chunks()
+                if since == 0:
+                    since = store.rv
+                while True:
+                    if store.watch_generation != generation:
+                        cut = True
+                        return
+                    sent = False
+                    for rv, k, etype, obj in store.events:
+                        if rv <= since or k != key:
+                            continue
+                        since = rv
+                        if (ns is None or obj["metadata"].get("namespace") == ns) and matches(preds, obj):
+                            self.chunk({"type": etype, "object": store.out(key, obj, version)})
+                            sent = True
+                    t = time.monotonic()
+                    if t >= end:
+                        return self.finish_chunks()
+                    if bookmarks and t >= next_bookmark:
+                        self.chunk({"type": "BOOKMARK", "object": {
+                            "kind": RESOURCES[key][0], "apiVersion": api_version(key[0], version),
+                            "metadata": {"resourceVersion": str(max(since, store.rv))}}})
+                        since = max(since, store.rv)
+                        next_bookmark = t + store.bookmark_ms / 1000.0
+                    if not sent:
+                        store.cond.wait(timeout=min(0.5, max(0.01, min(end, next_bookmark) - t)))
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            cut = True
+        finally:
+            with store.cond:
+                store.watches_open -= 1
+            if cut:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(2)
+                except OSError:
+                    pass
+
+    def finish_chunks(self):
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
@@ -495,17 +1016,33 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
-    ap.add_argument("--token-file", required=True)
+    ap.add_argument("--token-file", required=True, help="the admin token (unrestricted)")
+    ap.add_argument("--identity", action="append", default=[], metavar="TOKENFILE=RBACFILE",
+                    help="a ServiceAccount token and the RBAC that authorises it")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log")
+    ap.add_argument("--state", help="keep the objects in this file (survives a restart)")
     ap.add_argument("--pending", action="store_true", help="leave new sandboxes not Ready (DependenciesNotReady)")
     ap.add_argument("--max-page", type=int, default=0, help="at most this many items per list page")
     ap.add_argument("--latency-ms", type=int, default=0, help="delay every API request by this much")
+    ap.add_argument("--versions", default="v1beta1,v1alpha1", help="served agents.x-k8s.io versions")
+    ap.add_argument("--no-conversion", action="store_true", help="the conversion webhook is down")
+    ap.add_argument("--qps", type=float, default=0, help="throttle: requests per second (0: none)")
+    ap.add_argument("--burst", type=int, default=50)
+    ap.add_argument("--max-request-bytes", type=int, default=3 * 1024 * 1024)
+    ap.add_argument("--max-object-bytes", type=int, default=1536 * 1024)
+    ap.add_argument("--finalize-ms", type=int, default=0, help="how long a deleted namespace stays Terminating")
+    ap.add_argument("--bookmark-ms", type=int, default=1000)
     args = ap.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.token = open(args.token_file).read().strip()
-    server.store = Store(args.pending, args.max_page)
+    server.identities = []
+    for spec in args.identity:
+        tokfile, _, rbacfile = spec.partition("=")
+        with open(rbacfile) as f:
+            server.identities.append((open(tokfile).read().strip(), Rbac(json.load(f))))
+    server.store = Store(args)
     server.request_log = args.log
     server.latency = args.latency_ms / 1000.0
     server.log_lock = threading.Lock()

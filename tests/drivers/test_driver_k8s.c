@@ -1,16 +1,28 @@
-/* The kubernetes driver against the fake API server (tests/drivers/fake_kube_apiserver.py) over
- * real TLS with a certificate made here by the openssl CLI, and a bearer token file. The server
- * pages every list by 2 items, so paging is always exercised.
+/* The kubernetes driver against the strict fake API server (tests/drivers/fake_kube_apiserver.py)
+ * over real TLS with a certificate made here by the openssl CLI.
+ *
+ * The fake enforces RBAC: each gateway's driver authenticates as the ServiceAccount of its own Helm
+ * release and gets exactly the rights the chart renders for it (the JSON files in tests/drivers/rbac/, kept equal
+ * to the chart by deploy/helm/check.sh): gw-a and gw-b in managed mode (releases gantry and
+ * gantry-b), gw-op in operator mode (gantry-op: tenant-a and team-b), gw-one and gw-two in shared
+ * mode (gantry-one and gantry-two, both in namespace "sandboxes"). The tests' own requests use the
+ * admin token. The server pages every list by 2 items, so paging is always exercised.
  *
  * Covers: the shared conformance checks (managed mode); managed namespaces made and removed with
- * the gateway's labels, foreign namespaces never adopted or deleted; operator mode's allowlist;
- * shared mode with its "<namespace>--<name>" object names, names that read the same and names
- * taken by another gateway (create steps aside); two gateway ids in one API server never seeing
- * or touching each other's Sandbox objects; 409 Conflict on the fence and on deletes (re-read,
- * then succeed or refuse as stale); 404 on delete is success; driver_config values in the
- * Sandbox's pod template; phases from the Sandbox's conditions; an API server without the
- * agent-sandbox CRD; 401, untrusted certificates, 5xx, an unreachable server; lists select by the
- * gateway id label.
+ * the gateway's labels, the Pod Security labels, a default-deny NetworkPolicy and copied image pull
+ * secrets, foreign namespaces never adopted or deleted; operator mode's allowlist; shared mode
+ * without reading the Namespace object, with "<namespace>--<name>" object names, names that read the
+ * same and names taken by another gateway; two gateway ids in one API server (managed and shared)
+ * never seeing or touching each other's objects; 409 Conflict on the fence and on deletes; 404 on
+ * delete; driver_config in the pod template and the service account allow-list; tenant labels under
+ * reserved prefixes and objects over the size limit refused; the restricted pod security context
+ * (the fake's controller refuses pods that break it); phases from the Sandbox's conditions; the
+ * provisioning deadline; the served API version (v1beta1, v1alpha1 only where v1beta1 is not,
+ * the conversion webhook down); the CRD not served; throttling (429 with Retry-After); a namespace
+ * stuck Terminating; the API server restarting mid-create; reads from the list+watch cache, a watch
+ * relisting after 410 and list pages restarting after an expired continue token; RBAC refusals;
+ * 401, untrusted certificates, 5xx, an unreachable server; 1,000 sandboxes with the API requests
+ * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
 #include <setjmp.h>
@@ -29,41 +41,81 @@
 #include "drivers/k8s.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
+#include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/mem.h"
 #include "lib/proc.h"
 
 #define PYTHON  "/usr/bin/python3"
 #define OPENSSL "/usr/bin/openssl"
-#define SBX     "/apis/agents.x-k8s.io/v1alpha1"
+#define SBX     "/apis/agents.x-k8s.io/v1beta1"
 
-static char dir[256], cert[300], key[300], token[300], bad_token[300], reqlog[300], server[64];
+static char dir[256], cert[300], key[300], token[300], bad_token[300], reqlog[300], statefile[300], server[64];
+static int port;
 static struct proc apiserver;
 static const char *const sleeper[] = {"sleep", "infinity"};
 
-static struct driver *open_gw(const char *gw, enum driver_k8s_mode mode, const char *shared,
-                              const char *const *allow, const char *tok)
+/* The gateways of the tests: each is a Helm release with its own ServiceAccount (token) and
+ * namespace (where its fence lives), and the RBAC the chart renders for it. */
+struct gateway {
+    const char *id, *release, *rbac;
+    char token[300];
+};
+static struct gateway gateways[] = {
+    {"gw-a", "gantry", "managed-gw-a", ""},        {"gw-b", "gantry-b", "managed-gw-b", ""},
+    {"gw-op", "gantry-op", "operator-gw-op", ""},  {"gw-one", "gantry-one", "shared-gw-one", ""},
+    {"gw-two", "gantry-two", "shared-gw-two", ""},
+};
+#define N_GATEWAYS (sizeof gateways / sizeof gateways[0])
+
+static const struct gateway *gateway(const char *id)
+{
+    for (size_t i = 0; i < N_GATEWAYS; i++) {
+        if (strcmp(gateways[i].id, id) == 0) {
+            return &gateways[i];
+        }
+    }
+    fail_msg("no gateway %s", id);
+    return NULL;
+}
+
+static const char *const gw_a_accounts[] = {"sandbox-runner", NULL};
+static const char *const gw_a_pulls[] = {"regcred", NULL};
+
+/* A driver for gateway @gw as its release's ServiceAccount; @cfg (may be NULL) adds settings. */
+static struct driver *open_cfg(const char *gw, struct driver_k8s_config *cfg)
 {
     char errmsg[GERR_MSG_SIZE];
     struct driver *d;
-    struct driver_k8s_config cfg = {.server = server,
-                                    .token_file = tok,
-                                    .ca_file = cert,
-                                    .gateway_id = gw,
-                                    .mode = mode,
-                                    .shared_namespace = shared,
-                                    .operator_namespaces = allow,
-                                    .timeout_ms = 10000};
-    if (driver_k8s_new(&cfg, &d, errmsg) != 0) {
+    struct driver_k8s_config c = cfg != NULL ? *cfg : (struct driver_k8s_config){0};
+    const struct gateway *g = gateway(gw);
+    c.server = c.server != NULL ? c.server : server;
+    c.token_file = c.token_file != NULL ? c.token_file : g->token;
+    c.ca_file = cert;
+    c.gateway_id = gw;
+    c.home_namespace = g->release;
+    c.timeout_ms = 10000;
+    if (strcmp(gw, "gw-a") == 0) {
+        c.service_accounts = c.service_accounts != NULL ? c.service_accounts : gw_a_accounts;
+        c.image_pull_secrets = gw_a_pulls;
+    }
+    if (driver_k8s_new(&c, &d, errmsg) != 0) {
         fail_msg("driver_k8s_new: %s", errmsg);
     }
     return d;
 }
 
+static struct driver *open_gw(const char *gw, enum driver_k8s_mode mode, const char *shared,
+                              const char *const *allow)
+{
+    struct driver_k8s_config c = {.mode = mode, .shared_namespace = shared, .operator_namespaces = allow};
+    return open_cfg(gw, &c);
+}
+
 static struct driver *open_managed(void *ctx)
 {
     (void)ctx;
-    return open_gw("gw-a", DRIVER_K8S_MANAGED, NULL, NULL, token);
+    return open_gw("gw-a", DRIVER_K8S_MANAGED, NULL, NULL);
 }
 
 static const struct conf_env env = {
@@ -77,14 +129,13 @@ static const struct conf_env env = {
     .ready_timeout_ms = 10000,
 };
 
-/* ---- Raw requests, as another client of the API server */
+/* ---- Raw requests, as another client of the API server (the admin) */
 
-static long raw(const char *method, const char *path, const char *body, json_t **out)
+static long raw_as(const char *tok, const char *method, const char *path, const char *body, json_t **out)
 {
     char errmsg[GERR_MSG_SIZE];
     struct k8s_http *h;
-    struct k8s_http_config cfg = {
-        .server = server, .token_file = token, .ca_file = cert, .max_body = 1 << 24};
+    struct k8s_http_config cfg = {.server = server, .token_file = tok, .ca_file = cert, .max_body = 1 << 26};
     struct buf resp;
     long status = 0;
     assert_int_equal(k8s_http_new(&cfg, &h, errmsg), 0);
@@ -102,9 +153,22 @@ static long raw(const char *method, const char *path, const char *body, json_t *
     return status;
 }
 
+static long raw(const char *method, const char *path, const char *body, json_t **out)
+{
+    return raw_as(token, method, path, body, out);
+}
+
 static bool exists(const char *path)
 {
     return raw("GET", path, NULL, NULL) == 200;
+}
+
+static void make_namespace(const char *name)
+{
+    char body[200];
+    snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\"}}", name);
+    long st = raw("POST", "/api/v1/namespaces", body, NULL);
+    assert_true(st == 201 || st == 409);
 }
 
 /* The path of Sandbox @name in Kubernetes namespace @kns. */
@@ -124,9 +188,14 @@ static void label_of(const char *path, const char *label, char *out, size_t len)
     json_decref(j);
 }
 
+static void control(const char *path, const char *json)
+{
+    assert_int_equal(raw("POST", path, json, NULL), 200);
+}
+
 static void inject(const char *json)
 {
-    assert_int_equal(raw("POST", "/_fake/inject", json, NULL), 200);
+    control("/_fake/inject", json);
 }
 
 /* How many requests in the server's log match @method and @path (and contain @query_part). */
@@ -134,7 +203,7 @@ static int logged(const char *method, const char *path, const char *query_part)
 {
     char errmsg[GERR_MSG_SIZE], *text;
     int n = 0;
-    if (file_read_all(reqlog, 64 << 20, &text, NULL, errmsg) != 0) {
+    if (file_read_all(reqlog, 256 << 20, &text, NULL, errmsg) != 0) {
         return 0;
     }
     for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
@@ -151,11 +220,95 @@ static int logged(const char *method, const char *path, const char *query_part)
     return n;
 }
 
+/* How many requests in the server's log came from @user with @method and @path. */
+static int logged_user(const char *method, const char *path, const char *user)
+{
+    char errmsg[GERR_MSG_SIZE], *text;
+    int n = 0;
+    if (file_read_all(reqlog, 256 << 20, &text, NULL, errmsg) != 0) {
+        return 0;
+    }
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        const char *m = json_string_value(json_object_get(j, "method"));
+        const char *p = json_string_value(json_object_get(j, "path"));
+        const char *u = json_string_value(json_object_get(j, "user"));
+        n += m != NULL && p != NULL && u != NULL && strcmp(m, method) == 0 && strcmp(p, path) == 0 &&
+             strcmp(u, user) == 0;
+        json_decref(j);
+    }
+    mem_free(text);
+    return n;
+}
+
+/* How many logged requests answered @status. */
+static int logged_status(long status)
+{
+    char errmsg[GERR_MSG_SIZE], *text;
+    int n = 0;
+    if (file_read_all(reqlog, 256 << 20, &text, NULL, errmsg) != 0) {
+        return 0;
+    }
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        n += json_integer_value(json_object_get(j, "status")) == status;
+        json_decref(j);
+    }
+    mem_free(text);
+    return n;
+}
+
 static void truncate_log(void)
 {
     FILE *f = fopen(reqlog, "w");
     assert_non_null(f);
     fclose(f);
+}
+
+static uint64_t now_ms(void)
+{
+    return clock_mono_ms(clock_system());
+}
+
+static void nap_ms(unsigned ms)
+{
+    clock_system()->sleep_ns(clock_system(), (uint64_t)ms * 1000000u);
+}
+
+/* Poll get() until the sandbox is in @phase (the cache follows the watch a moment later than the
+ * API server); fail after 10 s. */
+static void wait_phase(struct driver *d, uint64_t e, const char *ns, const char *id, enum driver_phase phase,
+                       struct driver_sandbox *out)
+{
+    char errmsg[GERR_MSG_SIZE];
+    uint64_t deadline = now_ms() + 10000;
+    for (;;) {
+        int rv = driver_get(d, e, ns, id, out, errmsg);
+        if (rv == 0 && out->phase == phase) {
+            return;
+        }
+        if (now_ms() > deadline) {
+            fail_msg("sandbox %s: %s, phase %s, want %s", id, gerr_name(rv), rv == 0 ? driver_phase_name(out->phase) : "-",
+                     driver_phase_name(phase));
+        }
+        if (rv == 0) {
+            driver_sandbox_close(out);
+        }
+        nap_ms(20);
+    }
+}
+
+/* Wait until every scope of @d's cache is live. */
+static void wait_live(struct driver *d)
+{
+    uint64_t deadline = now_ms() + 30000;
+    struct driver_k8s_stats st;
+    for (driver_k8s_stats(d, &st); !st.live; driver_k8s_stats(d, &st)) {
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
 }
 
 /* ---- Conformance (managed mode) */
@@ -194,7 +347,7 @@ static void test_bad_arguments(void **state)
 
 static void test_managed_namespace_labels(void **state)
 {
-    char errmsg[GERR_MSG_SIZE], kns[64], path[128];
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200];
     struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     json_t *ns;
@@ -208,9 +361,40 @@ static void test_managed_namespace_labels(void **state)
     assert_string_equal(json_string_value(json_object_get(labels, K8S_LABEL_GATEWAY)), "gw-a");
     assert_string_equal(json_string_value(json_object_get(labels, K8S_LABEL_MANAGED)), "gantry");
     assert_string_equal(json_string_value(json_object_get(labels, K8S_LABEL_NAMESPACE)), "team-m");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_MANAGED)), "openshell");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_GATEWAY)), "gw-a");
+    assert_string_equal(json_string_value(json_object_get(labels, "pod-security.kubernetes.io/enforce")),
+                        "restricted");
     json_decref(ns);
+    /* Nothing in it talks to anything until a policy allows it. */
+    snprintf(path, sizeof path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    json_t *np;
+    assert_int_equal(raw("GET", path, NULL, &np), 200);
+    assert_int_equal(json_object_size(json_object_get(json_object_get(np, "spec"), "podSelector")), 0);
+    json_decref(np);
+    /* The image pull secret is copied from the gateway's namespace. */
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/regcred", kns);
+    json_t *sec;
+    assert_int_equal(raw("GET", path, NULL, &sec), 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(sec, "data"), ".dockerconfigjson")),
+                        "eyJhdXRocyI6e319");
+    json_decref(sec);
     assert_int_equal(driver_ensure_namespace(d, e, "team-m", errmsg), 0); /* idempotent */
+    driver_free(d);
+    /* A rotated credential reaches the namespace the next time it is ensured. */
+    assert_int_equal(raw("PUT", "/api/v1/namespaces/gantry/secrets/regcred",
+                         "{\"metadata\":{\"name\":\"regcred\"},\"type\":\"kubernetes.io/dockerconfigjson\","
+                         "\"data\":{\".dockerconfigjson\":\"eyJhdXRocyI6eyJ4Ijp7fX19\"}}",
+                         NULL),
+                     200);
+    d = open_managed(NULL);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-m", errmsg), 0);
+    assert_int_equal(raw("GET", path, NULL, &sec), 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(sec, "data"), ".dockerconfigjson")),
+                        "eyJhdXRocyI6eyJ4Ijp7fX19");
+    json_decref(sec);
     assert_int_equal(driver_delete_namespace(d, e, "team-m", errmsg), 0);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
     assert_false(exists(path));
 
     /* A namespace of that name made by someone else is neither adopted nor deleted. */
@@ -229,12 +413,12 @@ static void test_operator_allowlist(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
     const char *const allow[] = {"team-a=tenant-a", "team-b", NULL};
-    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow, token);
+    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
     uint64_t e = conf_epoch();
     struct conf_spec cs;
     struct driver_sandbox s;
     struct driver_sandbox_list l;
-    assert_int_equal(raw("POST", "/api/v1/namespaces", "{\"metadata\":{\"name\":\"tenant-a\"}}", NULL), 201);
+    make_namespace("tenant-a");
 
     assert_int_equal(driver_ensure_namespace(d, e, "team-c", errmsg), GERR_PERM);
     assert_non_null(strstr(errmsg, "allowlist"));
@@ -279,9 +463,13 @@ static void make_in(struct driver *d, uint64_t e, const char *ns, const char *na
 static void test_shared_and_two_gateways(void **state)
 {
     char errmsg[GERR_MSG_SIZE], path[256], fallback[64], v[64];
-    assert_int_equal(raw("POST", "/api/v1/namespaces", "{\"metadata\":{\"name\":\"sandboxes\"}}", NULL), 201);
-    struct driver *a = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
-    struct driver *b = open_gw("gw-two", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
+    make_namespace("sandboxes");
+    truncate_log();
+    /* Each gateway's ServiceAccount has a Role in "sandboxes" only: the Namespace object itself is
+     * not readable (a namespaced Role cannot grant it), so ensure_namespace must not read it. */
+    assert_int_equal(raw_as(gateway("gw-one")->token, "GET", "/api/v1/namespaces/sandboxes", NULL, NULL), 403);
+    struct driver *a = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL);
+    struct driver *b = open_gw("gw-two", DRIVER_K8S_SHARED, "sandboxes", NULL);
     uint64_t ea = conf_epoch(), eb = 1; /* separate fences: a low epoch on gw-two is not stale */
     struct conf_spec a1, a2, b1;
     struct driver_sandbox s;
@@ -311,6 +499,8 @@ static void test_shared_and_two_gateways(void **state)
     assert_non_null(strstr(s.handle, fallback));
     driver_sandbox_close(&s);
 
+    wait_live(a);
+    wait_live(b);
     assert_int_equal(driver_list(a, ea, NULL, &l, errmsg), 0);
     assert_int_equal(l.n, 2);
     assert_int_equal(conf_count(&l, a1.id) + conf_count(&l, a2.id), 2);
@@ -337,9 +527,14 @@ static void test_shared_and_two_gateways(void **state)
     assert_int_equal(driver_delete(b, eb, "team-a", b1.id, errmsg), 0);
     assert_false(exists(path));
 
-    /* Lists asked the server for this gateway's label only. */
+    /* Lists and watches asked the server for this gateway's label only. */
     assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-one") > 0);
     assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-two") > 0);
+    /* Neither driver read the Namespace (gw-one's one GET is this test's own, refused, above). */
+    assert_int_equal(logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-one:gantry-one"),
+                     1);
+    assert_int_equal(logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-two:gantry-two"),
+                     0);
     driver_free(a);
     driver_free(b);
 }
@@ -348,7 +543,7 @@ static void test_shared_and_two_gateways(void **state)
 static void test_shared_names_that_read_the_same(void **state)
 {
     char errmsg[GERR_MSG_SIZE], path[256];
-    struct driver *d = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL, token);
+    struct driver *d = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL);
     uint64_t e = conf_epoch();
     struct conf_spec x, y;
     struct driver_sandbox s;
@@ -375,7 +570,7 @@ static void test_two_gateways_managed(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
     struct driver *a = open_managed(NULL);
-    struct driver *b = open_gw("gw-b", DRIVER_K8S_MANAGED, NULL, NULL, token);
+    struct driver *b = open_gw("gw-b", DRIVER_K8S_MANAGED, NULL, NULL);
     uint64_t e = conf_epoch();
     struct conf_spec sa, sb;
     struct driver_sandbox_list l;
@@ -383,11 +578,12 @@ static void test_two_gateways_managed(void **state)
     make_in(b, e, "shared-name", "app", &sb);
     assert_true(exists("/api/v1/namespaces/openshell-gw-a-shared-name"));
     assert_true(exists("/api/v1/namespaces/openshell-gw-b-shared-name"));
+    wait_live(a);
+    wait_live(b);
     assert_int_equal(driver_list(a, e, NULL, &l, errmsg), 0);
     assert_int_equal(conf_count(&l, sa.id), 1);
     assert_int_equal(conf_count(&l, sb.id), 0);
     driver_sandbox_list_close(&l);
-    truncate_log();
     assert_int_equal(driver_list(b, e, NULL, &l, errmsg), 0);
     assert_int_equal(conf_count(&l, sb.id), 1);
     assert_int_equal(conf_count(&l, sa.id), 0);
@@ -405,7 +601,7 @@ static void test_two_gateways_managed(void **state)
 
 /* ---- Conflicts */
 
-#define FENCE_PATH "/api/v1/namespaces/default/configmaps/gantry-fence-gw-a"
+#define FENCE_PATH "/api/v1/namespaces/gantry/configmaps/gantry-fence-gw-a"
 
 static void test_fence_conflict_then_success(void **state)
 {
@@ -424,6 +620,7 @@ static void test_fence_conflict_then_success(void **state)
     truncate_log();
     assert_int_equal(driver_ensure_namespace(d, mine, env.ns, errmsg), 0);
     assert_int_equal(logged("PUT", FENCE_PATH, NULL), 2); /* 409, read again, write again */
+    assert_false(exists("/api/v1/namespaces/default/configmaps/gantry-fence-gw-a")); /* in the release's */
     driver_free(d);
 }
 
@@ -522,6 +719,7 @@ static void test_manifest_and_config(void **state)
     sbx_path(path, sizeof path, kns, "configured");
     assert_int_equal(raw("GET", path, NULL, &p), 200);
     assert_string_equal(json_string_value(json_object_get(p, "kind")), "Sandbox");
+    assert_string_equal(json_string_value(json_object_get(p, "apiVersion")), "agents.x-k8s.io/v1beta1");
     json_t *md = json_object_get(p, "metadata");
     json_t *sspec = json_object_get(p, "spec");
     json_t *tmpl = json_object_get(sspec, "podTemplate");
@@ -531,17 +729,24 @@ static void test_manifest_and_config(void **state)
     json_t *pod_labs = json_object_get(json_object_get(tmpl, "metadata"), "labels");
     assert_string_equal(json_string_value(json_object_get(pod_labs, K8S_LABEL_GATEWAY)), "gw-a");
     assert_string_equal(json_string_value(json_object_get(pod_labs, "team")), "blue");
+    assert_string_equal(json_string_value(json_object_get(pod_labs, OS_LABEL_SANDBOX)), cs.id);
     assert_string_equal(json_string_value(json_object_get(labs, K8S_LABEL_SANDBOX)), cs.id);
     assert_string_equal(json_string_value(json_object_get(labs, K8S_LABEL_NAME)), "configured");
+    assert_string_equal(json_string_value(json_object_get(labs, OS_LABEL_MANAGED)), "openshell");
+    assert_string_equal(json_string_value(json_object_get(labs, OS_LABEL_NAME)), "configured");
+    assert_string_equal(json_string_value(json_object_get(labs, OS_LABEL_NAMESPACE)), env.ns);
     assert_string_equal(json_string_value(json_object_get(labs, "team")), "blue");
     assert_string_equal(json_string_value(json_object_get(json_object_get(md, "annotations"), K8S_ANN_OWNER)),
                         "user:alice");
     assert_string_equal(json_string_value(json_object_get(spec, "runtimeClassName")), "gvisor");
     assert_string_equal(json_string_value(json_object_get(spec, "serviceAccountName")), "sandbox-runner");
+    assert_true(json_is_true(json_object_get(spec, "automountServiceAccountToken")));
     assert_string_equal(json_string_value(json_object_get(json_object_get(spec, "nodeSelector"), "zone")),
                         "a");
     assert_int_equal(json_array_size(json_object_get(spec, "tolerations")), 1);
-    assert_null(json_object_get(spec, "activeDeadlineSeconds"));
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(spec, "imagePullSecrets"), 0), "name")),
+        "regcred");
     assert_non_null(json_string_value(json_object_get(sspec, "shutdownTime"))); /* the lifetime */
     assert_string_equal(json_string_value(json_object_get(sspec, "shutdownPolicy")), "Retain");
     assert_string_equal(json_string_value(json_object_get(spec, "restartPolicy")), "Never");
@@ -553,6 +758,11 @@ static void test_manifest_and_config(void **state)
     assert_string_equal(json_string_value(json_object_get(c, "image")), "busybox:1.36");
     assert_string_equal(json_string_value(json_array_get(json_object_get(c, "command"), 1)), "infinity");
     json_decref(p);
+    /* The managed namespace enforces the restricted Pod Security Standard (the fake's controller
+     * refuses a pod that breaks it): the driver's defaults let the sandbox run. */
+    struct driver_sandbox ready;
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_READY, &ready);
+    driver_sandbox_close(&ready);
     assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
 
     /* Bad values are refused before anything is sent, naming the key. */
@@ -567,11 +777,50 @@ static void test_manifest_and_config(void **state)
         assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
         assert_non_null(strstr(errmsg, bad[i][0].key));
     }
+    /* A service account outside the allow-list (the gateway's own, say) is refused. */
+    struct driver_kv own_sa[] = {{"service_account", "gantry"}};
+    cs.spec.driver_config = own_sa;
+    cs.spec.n_driver_config = 1;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "sandbox-runner"));
     cs.spec.n_driver_config = 0;
+    /* Tenant labels that would reach the platform are refused at admission. */
+    struct driver_kv platform[][1] = {{{"app.kubernetes.io/name", "x"}},  {{"kubernetes.io/metadata.name", "x"}},
+                                      {{"agents.x-k8s.io/pod-name", "x"}}, {{"statefulset.kubernetes.io/pod-name", "x"}},
+                                      {{"openshell.ai/sandbox-id", "x"}},  {{"node.k8s.io/x", "x"}}};
+    for (size_t i = 0; i < sizeof platform / sizeof platform[0]; i++) {
+        cs.spec.labels = platform[i];
+        cs.spec.n_labels = 1;
+        assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+        assert_non_null(strstr(errmsg, platform[i][0].key));
+        assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_INVAL);
+    }
+    cs.spec.n_labels = 0;
+    /* A spec whose object the API server would refuse (over 1 MiB here) is refused at admission. */
+    static char big[DRIVER_ENV_VAL_MAX];
+    memset(big, 'x', sizeof big - 1);
+    struct driver_kv bigenv[40];
+    char names[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "V%d", i);
+        bigenv[i] = (struct driver_kv){names[i], big};
+    }
+    cs.spec.env = bigenv;
+    cs.spec.n_env = 40;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "bytes"));
+    cs.spec.n_env = 0;
     cs.spec.image = "";
     assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
     assert_non_null(strstr(errmsg, "image"));
     driver_free(d);
+
+    /* The API server refuses bodies over its limit (413) whoever sends them. */
+    char *huge = mem_alloc(4u << 20);
+    memset(huge, ' ', (4u << 20) - 3);
+    memcpy(huge + (4u << 20) - 3, "{}", 3);
+    assert_int_equal(raw("POST", "/api/v1/namespaces", huge, NULL), 413);
+    mem_free(huge);
 }
 
 /* Set the status of Sandbox @path as the agent-sandbox controller would. */
@@ -599,8 +848,7 @@ static void test_phase_from_sandbox_status(void **state)
     make_in(d, e, env.ns, "phases", &cs);
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
     sbx_path(path, sizeof path, kns, "phases");
-    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
-    assert_int_equal(s.phase, DRIVER_PHASE_READY);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_READY, &s);
     driver_sandbox_close(&s);
 
     set_status(
@@ -608,16 +856,14 @@ static void test_phase_from_sandbox_status(void **state)
         "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"PodFailed\",\"message\":"
         "\"Pod failed\"},{\"type\":\"Finished\",\"status\":\"True\",\"reason\":\"PodFailed\",\"message\":"
         "\"Pod failed\"}]}");
-    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
-    assert_int_equal(s.phase, DRIVER_PHASE_ERROR);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_ERROR, &s); /* the watch brings the change */
     assert_string_equal(s.message, "PodFailed: Pod failed");
     driver_sandbox_close(&s);
 
     set_status(path, "phases",
                "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"SandboxExpired\","
                "\"message\":\"Sandbox has expired\"}]}");
-    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
-    assert_int_equal(s.phase, DRIVER_PHASE_STOPPED);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_STOPPED, &s);
     driver_sandbox_close(&s);
 
     /* A PUT of the object itself cannot change the status (the status subresource can). */
@@ -629,14 +875,41 @@ static void test_phase_from_sandbox_status(void **state)
     json_decref(p);
     assert_int_equal(raw("PUT", path, doc, NULL), 200);
     free(doc);
-    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    struct driver *fresh = open_managed(NULL); /* no cache yet: reads the API server */
+    assert_int_equal(driver_get(fresh, e, env.ns, cs.id, &s, errmsg), 0);
     assert_int_equal(s.phase, DRIVER_PHASE_STOPPED);
+    driver_sandbox_close(&s);
+    driver_free(fresh);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* A pod that never schedules or never pulls its image: the controller reports
+ * DependenciesNotReady for ever; after the provisioning deadline the sandbox is ERROR with that
+ * message. */
+static void test_provision_deadline(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver_k8s_config c = {.provision_deadline_ms = 1500};
+    struct driver *d = open_cfg("gw-a", &c);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    control("/_fake/config", "{\"pending\":true}");
+    make_in(d, e, env.ns, "stuck", &cs);
+    control("/_fake/config", "{\"pending\":false}");
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    assert_int_equal(s.phase, DRIVER_PHASE_PROVISIONING);
+    driver_sandbox_close(&s);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_ERROR, &s);
+    assert_non_null(strstr(s.message, "provisioning deadline"));
+    assert_non_null(strstr(s.message, "DependenciesNotReady: Pod exists with phase: Pending"));
     driver_sandbox_close(&s);
     assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
     driver_free(d);
 }
 
-/* An API server without the agent-sandbox CRD answers 404 for the resource itself. */
+/* An API server without the agent-sandbox CRD: no API group, or the resource not served. */
 static void test_crd_not_installed(void **state)
 {
     char errmsg[GERR_MSG_SIZE], json[512], kns[64];
@@ -645,6 +918,9 @@ static void test_crd_not_installed(void **state)
     struct conf_spec cs;
     struct driver_sandbox s;
     conf_spec(&env, &cs, "nocrd");
+    inject("{\"method\":\"GET\",\"path\":\"/apis/agents.x-k8s.io\",\"status\":404,\"reason\":\"NotFound\"}");
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "CRD"));
     assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
     snprintf(json, sizeof json,
@@ -664,24 +940,386 @@ static void test_crd_not_installed(void **state)
     driver_free(d);
 }
 
+/* v1beta1 (the storage version) wherever it is served, so the conversion webhook is never on the
+ * path; v1alpha1 only where it is not. */
+static void test_api_versions(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_caps caps;
+
+    /* The controller's conversion webhook is down: v1alpha1 requests fail with 500; v1beta1 works. */
+    control("/_fake/config", "{\"conversion\":false}");
+    struct driver *d = open_managed(NULL);
+    make_in(d, e, env.ns, "beta", &cs);
+    driver_capabilities(d, &caps);
+    assert_non_null(strstr(caps.detail, "(v1beta1)"));
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+    control("/_fake/config", "{\"conversion\":true}");
+
+    /* An agent-sandbox before v0.5.0 serves v1alpha1 only. */
+    control("/_fake/config", "{\"versions\":[\"v1alpha1\"]}");
+    truncate_log();
+    d = open_managed(NULL);
+    make_in(d, e, env.ns, "alpha", &cs);
+    driver_capabilities(d, &caps);
+    assert_non_null(strstr(caps.detail, "(v1alpha1)"));
+    assert_true(logged("POST", "/apis/agents.x-k8s.io/v1alpha1/namespaces/openshell-gw-a-team-a/sandboxes", NULL) == 1);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_READY, &s);
+    driver_sandbox_close(&s);
+    /* ... and is upgraded to one that serves v1beta1: the next 404 makes the driver ask again. */
+    control("/_fake/config", "{\"versions\":[\"v1beta1\"]}");
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), GERR_UNAVAILABLE);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_capabilities(d, &caps);
+    assert_non_null(strstr(caps.detail, "(v1beta1)"));
+    driver_free(d);
+    control("/_fake/config", "{\"versions\":[\"v1beta1\",\"v1alpha1\"]}");
+}
+
+/* ---- Errors that clear by waiting */
+
+static void test_throttling(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], json[512], kns[64];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    assert_int_equal(driver_list(d, e, NULL, &(struct driver_sandbox_list){0}, errmsg), 0);
+    wait_live(d);
+    /* The API server's priority and fairness answers 429 with Retry-After: the driver waits and
+     * the call succeeds. */
+    truncate_log();
+    control("/_fake/config", "{\"qps\":2,\"burst\":1}");
+    conf_spec(&env, &cs, "throttled");
+    uint64_t t0 = now_ms();
+    int rv = driver_create(d, e, &cs.spec, &s, errmsg);
+    control("/_fake/config", "{\"qps\":0}");
+    if (rv != 0) {
+        fail_msg("create while throttled: %s", errmsg);
+    }
+    driver_sandbox_close(&s);
+    assert_true(logged_status(429) > 0);
+    assert_true(now_ms() - t0 >= 1000); /* it waited for Retry-After */
+    /* A Retry-After longer than the driver waits in one call: GERR_BUSY, which the reconciler
+     * retries until the provisioning deadline, never ERROR at once. */
+    driver_k8s_managed_namespace("gw-a", env.ns, kns);
+    conf_spec(&env, &cs, "throttled-long");
+    snprintf(json, sizeof json,
+             "{\"method\":\"POST\",\"path\":\"" SBX
+             "/namespaces/%s/sandboxes\",\"status\":429,\"reason\":\"TooManyRequests\",\"retry_after\":30}",
+             kns);
+    inject(json);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_BUSY);
+    assert_non_null(strstr(errmsg, "retry after 30 s"));
+    /* An admission webhook that is down: 500, unavailable, not permanent. */
+    snprintf(json, sizeof json,
+             "{\"method\":\"POST\",\"path\":\"" SBX
+             "/namespaces/%s/sandboxes\",\"status\":500,\"message\":\"Internal error occurred: failed calling "
+             "webhook \\\"policy.example.com\\\": connection refused\"}",
+             kns);
+    inject(json);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "failed calling webhook"));
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0); /* the next try works */
+    driver_sandbox_close(&s);
+    driver_free(d);
+}
+
+/* A namespace being deleted: creates in it are 403 (NamespaceTerminating) and making it again is
+ * 409, until it is gone. Both clear by waiting, so both are GERR_UNAVAILABLE, never permanent. */
+static void test_namespace_terminating(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    make_in(d, e, "team-t", "first", &cs);
+    assert_int_equal(driver_delete(d, e, "team-t", cs.id, errmsg), 0);
+    control("/_fake/namespace", "{\"name\":\"openshell-gw-a-team-t\",\"stuck\":true}");
+    assert_int_equal(driver_delete_namespace(d, e, "team-t", errmsg), 0);
+    /* Another replica's driver, which still believes the namespace usable, creates in it. */
+    struct driver *other = open_managed(NULL);
+    conf_spec(&env, &cs, "second");
+    cs.spec.namespace = "team-t";
+    assert_int_equal(driver_create(other, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "being terminated"));
+    assert_int_equal(driver_ensure_namespace(other, e, "team-t", errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "terminating"));
+    /* It finalises: ensure makes it again and the create goes through. */
+    control("/_fake/namespace", "{\"name\":\"openshell-gw-a-team-t\",\"stuck\":false}");
+    assert_int_equal(driver_ensure_namespace(other, e, "team-t", errmsg), 0);
+    assert_int_equal(driver_create(other, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(other, e, "team-t", cs.id, errmsg), 0);
+    assert_int_equal(driver_delete_namespace(other, e, "team-t", errmsg), 0);
+    driver_free(other);
+    driver_free(d);
+}
+
+/* ---- Load on the API server: the cache, the watch */
+
+static void test_reads_from_cache(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[256], kns[64];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    struct driver_k8s_stats before, after;
+    make_in(d, e, env.ns, "cached", &cs);
+    wait_live(d);
+    driver_k8s_stats(d, &before);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+        driver_sandbox_close(&s);
+    }
+    assert_int_equal(driver_list(d, e, NULL, &l, errmsg), 0);
+    assert_int_equal(conf_count(&l, cs.id), 1);
+    driver_sandbox_list_close(&l);
+    driver_k8s_stats(d, &after);
+    assert_int_equal(after.requests - before.requests, 0); /* 50 gets and a list: no request */
+    /* Someone else's change reaches the cache through the watch. */
+    driver_k8s_managed_namespace("gw-a", env.ns, kns);
+    sbx_path(path, sizeof path, kns, "cached");
+    set_status(path, "cached",
+               "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"SandboxSuspended\"}]}");
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_STOPPED, &s);
+    driver_sandbox_close(&s);
+    driver_k8s_stats(d, &after);
+    assert_int_equal(after.requests - before.requests, 0);
+    assert_true(after.watch_events > before.watch_events);
+    driver_free(d);
+
+    /* Without the watch, a sandbox seen before is read by its name: one GET, not a LIST. */
+    struct driver_k8s_config c = {.no_watch = true};
+    d = open_cfg("gw-a", &c);
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0); /* never seen: by label */
+    driver_sandbox_close(&s);
+    truncate_log();
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+        driver_sandbox_close(&s);
+    }
+    assert_int_equal(logged("GET", path, NULL), 5);
+    assert_int_equal(logged("GET", SBX "/namespaces/openshell-gw-a-team-a/sandboxes", NULL), 0);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* The watch's resourceVersion was compacted away (an API server restart, or a long disconnect):
+ * 410, list again, and the cache holds what was made meanwhile. */
+static void test_watch_relists_after_410(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], body[2048], kns[64];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs, other;
+    struct driver_sandbox s;
+    struct driver_k8s_stats st;
+    make_in(d, e, env.ns, "before-410", &cs);
+    wait_live(d);
+    /* Made by another replica while this one's watch is cut and its revision compacted. */
+    conf_spec(&env, &other, "during-410");
+    driver_k8s_managed_namespace("gw-a", env.ns, kns);
+    control("/_fake/drop-watches", "{}"); /* the watch waits a second before it watches again */
+    snprintf(body, sizeof body,
+             "{\"apiVersion\":\"agents.x-k8s.io/v1beta1\",\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"during-410\","
+             "\"labels\":{\"" K8S_LABEL_GATEWAY "\":\"gw-a\",\"" K8S_LABEL_SANDBOX "\":\"%s\",\"" K8S_LABEL_NAMESPACE
+             "\":\"%s\",\"" K8S_LABEL_NAME "\":\"during-410\"},\"annotations\":{\"" K8S_ANN_EPOCH "\":\"%llu\"}},"
+             "\"spec\":{\"podTemplate\":{\"spec\":{\"containers\":[{\"name\":\"sandbox\",\"image\":\"busybox\"}]}}}}",
+             other.id, env.ns, (unsigned long long)e);
+    char path[200];
+    snprintf(path, sizeof path, SBX "/namespaces/%s/sandboxes", kns);
+    assert_int_equal(raw("POST", path, body, NULL), 201);
+    control("/_fake/compact", "{}"); /* the watch's revision is history now */
+    uint64_t deadline = now_ms() + 15000;
+    for (driver_k8s_stats(d, &st); st.watch_relists == 0 || !st.live; driver_k8s_stats(d, &st)) {
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
+    struct driver_sandbox_list l;
+    assert_int_equal(driver_list(d, e, env.ns, &l, errmsg), 0); /* from the relisted cache */
+    assert_int_equal(conf_count(&l, other.id), 1);
+    assert_int_equal(conf_count(&l, cs.id), 1);
+    driver_sandbox_list_close(&l);
+    assert_int_equal(driver_get(d, e, env.ns, other.id, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, env.ns, other.id, errmsg), 0);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* The watch's list keeps failing because its continue tokens keep expiring (410 on every second
+ * page): after a few restarts it backs off like any other failure (counted as an error, a second
+ * before the next try) instead of listing again at once, which would be a busy loop of LIST
+ * requests against the API server for as long as the condition lasts. */
+static void test_watch_list_410_backs_off(void **state)
+{
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs[4];
+    struct driver_k8s_stats before, st;
+    char errmsg[GERR_MSG_SIZE];
+    for (int i = 0; i < 3; i++) { /* pages of 2: the list has a second page */
+        char name[16];
+        snprintf(name, sizeof name, "expiring-%d", i);
+        make_in(d, e, env.ns, name, &cs[i]);
+    }
+    wait_live(d);
+    driver_k8s_stats(d, &before);
+    /* Six 410s: the four attempts of one relist, then two more after its pause. */
+    inject("{\"method\":\"GET\",\"path\":\"" SBX "/sandboxes\",\"query\":\"continue=\",\"status\":410,"
+           "\"reason\":\"Expired\",\"message\":\"The provided continue parameter is too old\",\"times\":6}");
+    uint64_t t0 = now_ms(), deadline = t0 + 20000;
+    control("/_fake/drop-watches", "{}");
+    make_in(d, e, env.ns, "expiring-3", &cs[3]); /* a write while the watch is away ... */
+    control("/_fake/compact", "{}");             /* ... compacted: the watch must list again */
+    for (driver_k8s_stats(d, &st); st.watch_relists == before.watch_relists || !st.live; driver_k8s_stats(d, &st)) {
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
+    /* One error for the cut stream (the watch pauses a second before it watches again, then gets
+     * 410 and lists), one for the relist that failed four times: it went through the backoff and
+     * paused another second before listing again. */
+    assert_true(st.watch_errors - before.watch_errors >= 2);
+    assert_true(now_ms() - t0 >= 1800);
+    assert_true(st.watch_list_pages - before.watch_list_pages <= 16);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(driver_delete(d, e, env.ns, cs[i].id, errmsg), 0);
+    }
+    driver_free(d);
+}
+
+/* A list's continue token expired between pages (410): the list starts again from the first page
+ * and is complete, never cut short or failed. */
+static void test_expired_continue_restarts_list(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], json[512], kns[64];
+    struct driver_k8s_config c = {.no_watch = true};
+    struct driver *d = open_cfg("gw-a", &c);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs[5];
+    char names[5][16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(names[i], sizeof names[i], "paged-%d", i);
+        make_in(d, e, "team-p", names[i], &cs[i]);
+    }
+    driver_k8s_managed_namespace("gw-a", "team-p", kns);
+    snprintf(json, sizeof json,
+             "{\"method\":\"GET\",\"path\":\"" SBX "/namespaces/%s/sandboxes\",\"query\":\"continue=\","
+             "\"status\":410,\"reason\":\"Expired\",\"message\":\"The provided continue parameter is too old\"}",
+             kns);
+    inject(json);
+    struct driver_sandbox_list l;
+    assert_int_equal(driver_list(d, e, "team-p", &l, errmsg), 0); /* 5 items in pages of 2 */
+    assert_int_equal(l.n, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(conf_count(&l, cs[i].id), 1);
+    }
+    driver_sandbox_list_close(&l);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(driver_delete(d, e, "team-p", cs[i].id, errmsg), 0);
+    }
+    assert_int_equal(driver_delete_namespace(d, e, "team-p", errmsg), 0);
+    driver_free(d);
+}
+
+/* ---- The API server restarting mid-create */
+
+static int start_apiserver(void);
+
+static void test_apiserver_restart_mid_create(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], json[512], kns[64], path[200];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    driver_k8s_managed_namespace("gw-a", env.ns, kns);
+    snprintf(path, sizeof path, SBX "/namespaces/%s/sandboxes", kns);
+    /* The create reaches etcd, then the API server dies before it answers. */
+    snprintf(json, sizeof json, "{\"method\":\"POST\",\"path\":\"%s\",\"crash\":\"after\"}", path);
+    inject(json);
+    conf_spec(&env, &cs, "restarted");
+    int rv = driver_create(d, e, &cs.spec, &s, errmsg);
+    assert_true(rv == GERR_CLOSED || rv == GERR_UNAVAILABLE || rv == GERR_IO);
+    proc_stop(&apiserver, 5000);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE); /* still down */
+    assert_int_equal(start_apiserver(), 0);
+    /* The reconciler's retry adopts the object the lost answer was about: one copy. */
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    json_t *list;
+    char sel[400];
+    snprintf(sel, sizeof sel, "%s?labelSelector=gantry.dev%%2Fsandbox-id%%3D%s", path, cs.id);
+    assert_int_equal(raw("GET", sel, NULL, &list), 200);
+    assert_int_equal(json_array_size(json_object_get(list, "items")), 1);
+    assert_null(json_string_value(json_object_get(json_object_get(list, "metadata"), "continue")));
+    json_decref(list);
+    /* The watch came back after the restart (its old revision is gone: it listed again). */
+    wait_live(d);
+    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_READY, &s);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* ---- RBAC: the fake refuses what the chart does not grant */
+
+static void test_rbac_is_enforced(void **state)
+{
+    const char *a = gateway("gw-a")->token, *one = gateway("gw-one")->token, *op = gateway("gw-op")->token;
+    /* Secrets: only the named image pull secret in the release namespace. */
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/secrets/regcred", NULL, NULL), 200);
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/secrets/gantry-ca", NULL, NULL), 403);
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/kube-system/secrets/x", NULL, NULL), 403);
+    /* ConfigMaps: the fence only, in the release namespace. */
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/configmaps/gantry-config", NULL, NULL), 403);
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/default/configmaps/gantry-fence-gw-a", NULL, NULL), 403);
+    /* Shared mode: its namespace only, no Namespace objects, nothing cluster-wide. */
+    assert_int_equal(raw_as(one, "GET", SBX "/sandboxes", NULL, NULL), 403);
+    assert_int_equal(raw_as(one, "GET", SBX "/namespaces/other/sandboxes", NULL, NULL), 403);
+    assert_int_equal(raw_as(one, "GET", SBX "/namespaces/sandboxes/sandboxes", NULL, NULL), 200);
+    /* Operator mode: allowlisted namespaces, read by name. */
+    assert_int_equal(raw_as(op, "GET", "/api/v1/namespaces/tenant-a", NULL, NULL), 200);
+    assert_int_equal(raw_as(op, "GET", "/api/v1/namespaces/kube-system", NULL, NULL), 403);
+    assert_int_equal(raw_as(op, "GET", SBX "/namespaces/sandboxes/sandboxes", NULL, NULL), 403);
+    /* Discovery is for everyone. */
+    assert_int_equal(raw_as(one, "GET", "/apis/agents.x-k8s.io", NULL, NULL), 200);
+}
+
 /* ---- Failures of the server or the connection */
 
 static void test_auth_tls_and_server_errors(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
     uint64_t e = conf_epoch();
-    struct driver *d = open_gw("gw-a", DRIVER_K8S_MANAGED, NULL, NULL, bad_token);
+    struct driver_k8s_config badtok = {.token_file = bad_token};
+    struct driver *d = open_cfg("gw-a", &badtok);
     assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), GERR_UNAUTH);
     assert_non_null(strstr(errmsg, "401"));
     driver_free(d);
 
-    struct driver_k8s_config untrusted = {.server = server, .token_file = token, .gateway_id = "gw-a"};
+    struct driver_k8s_config untrusted = {
+        .server = server, .token_file = token, .gateway_id = "gw-a", .home_namespace = "gantry"};
     assert_int_equal(driver_k8s_new(&untrusted, &d, errmsg), 0); /* system CAs do not know ours */
     assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), GERR_UNAUTH);
     driver_free(d);
 
-    struct driver_k8s_config down = {
-        .server = "https://127.0.0.1:1", .token_file = token, .ca_file = cert, .gateway_id = "gw-a"};
+    struct driver_k8s_config down = {.server = "https://127.0.0.1:1",
+                                     .token_file = token,
+                                     .ca_file = cert,
+                                     .gateway_id = "gw-a",
+                                     .home_namespace = "gantry"};
     assert_int_equal(driver_k8s_new(&down, &d, errmsg), 0);
     assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), GERR_UNAVAILABLE);
     driver_free(d);
@@ -700,6 +1338,8 @@ static void test_bad_config(void **state)
     struct driver *d = NULL;
     const char *const bad_allow[] = {"Team", NULL};
     const char *const dup_allow[] = {"a", "a=b", NULL};
+    const char *const home_allow[] = {"team-a=gantry", NULL};
+    const char *const bad_names[] = {"Not_A_Name", NULL};
     struct driver_k8s_config cfgs[] = {
         {.server = server, .gateway_id = "GW"},
         {.server = server, .gateway_id = "a-gateway-id-that-is-longer-than-forty-bytes"},
@@ -710,6 +1350,15 @@ static void test_bad_config(void **state)
         {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_OPERATOR, .operator_namespaces = bad_allow},
         {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_OPERATOR, .operator_namespaces = dup_allow},
         {.server = server, .gateway_id = "gw", .client_cert_file = cert},
+        /* Sandboxes in the gateway's own namespace, where its Secrets are: refused. */
+        {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_SHARED, .shared_namespace = "gantry",
+         .home_namespace = "gantry"},
+        {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_SHARED, .shared_namespace = "default"},
+        {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_OPERATOR, .operator_namespaces = home_allow,
+         .home_namespace = "gantry"},
+        {.server = server, .gateway_id = "gw", .home_namespace = "Gantry"},
+        {.server = server, .gateway_id = "gw", .service_accounts = bad_names},
+        {.server = server, .gateway_id = "gw", .image_pull_secrets = bad_names},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         if (driver_k8s_new(&cfgs[i], &d, errmsg) != GERR_INVAL) {
@@ -719,7 +1368,196 @@ static void test_bad_config(void **state)
     }
 }
 
-/* ---- Setup: certificate, token, the fake API server */
+/* ---- Many sandboxes: API requests per create and per idle minute, measured */
+
+/* Requests the API server has had from @user so far, per its own count. */
+static long long server_requests(const char *srv, const char *user)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct k8s_http *h;
+    struct k8s_http_config cfg = {.server = srv, .token_file = token, .ca_file = cert, .max_body = 1 << 20};
+    struct buf resp;
+    long status = 0;
+    assert_int_equal(k8s_http_new(&cfg, &h, errmsg), 0);
+    buf_init(&resp);
+    assert_int_equal(k8s_http_request(h, "GET", "/_fake/stats", NULL, &status, &resp, errmsg), 0);
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)resp.data, resp.len, 0, &jerr);
+    long long n = json_integer_value(json_object_get(json_object_get(j, "requests"), user));
+    json_decref(j);
+    buf_close(&resp);
+    k8s_http_free(h);
+    return n;
+}
+
+/* What @user's requests in the request log @path were, by kind: [0] fence ConfigMap reads and
+ * writes, [1] Sandbox lookups by label (LIST), [2] Sandbox creates (POST), [3] anything else. */
+static void request_kinds(const char *path, const char *user, long long kinds[4])
+{
+    char errmsg[GERR_MSG_SIZE], *text;
+    memset(kinds, 0, 4 * sizeof kinds[0]);
+    assert_int_equal(file_read_all(path, 256 << 20, &text, NULL, errmsg), 0);
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        const char *m = json_string_value(json_object_get(j, "method"));
+        const char *p = json_string_value(json_object_get(j, "path"));
+        const char *q = json_string_value(json_object_get(j, "query"));
+        const char *u = json_string_value(json_object_get(j, "user"));
+        if (m != NULL && p != NULL && q != NULL && u != NULL && strcmp(u, user) == 0) {
+            size_t pl = strlen(p);
+            bool collection = pl >= 10 && strcmp(p + pl - 10, "/sandboxes") == 0;
+            kinds[strstr(p, "/configmaps/") != NULL                                       ? 0
+                  : collection && strcmp(m, "GET") == 0 && strstr(q, "labelSelector") != NULL ? 1
+                  : collection && strcmp(m, "POST") == 0                                  ? 2
+                                                                                          : 3]++;
+        }
+        json_decref(j);
+    }
+    mem_free(text);
+}
+
+/* One minute of an idle reconciler with @n READY sandboxes: a full resync every 30 s, each a get
+ * of every sandbox and one list (docs/reconciler.md). */
+static void idle_minute(struct driver *d, uint64_t e, struct conf_spec *cs, size_t n)
+{
+    char errmsg[GERR_MSG_SIZE];
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n; i++) {
+            struct driver_sandbox s;
+            assert_int_equal(driver_get(d, e, "scale", cs[i].id, &s, errmsg), 0);
+            driver_sandbox_close(&s);
+        }
+        struct driver_sandbox_list l;
+        assert_int_equal(driver_list(d, e, NULL, &l, errmsg), 0);
+        assert_int_equal(l.n, n);
+        driver_sandbox_list_close(&l);
+    }
+}
+
+/* The measurement behind docs/drivers.md ("Load on the API server"): n sandboxes created as the
+ * reconciler creates them, then an idle minute with and without the list+watch cache. ctest runs
+ * it with 100 sandboxes; GANTRY_K8S_SCALE=1000 build/tests/drivers/test_driver_k8s runs the
+ * documented 1,000 (the other tests run too, about a minute in all). The assertions are per
+ * sandbox, so they hold at any size. */
+static void test_many_sandboxes(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], out[320], err[320], reqs[320], line[128], srv[64];
+    const char *scale = getenv("GANTRY_K8S_SCALE");
+    const size_t n = scale != NULL && atoi(scale) > 0 ? (size_t)atoi(scale) : 100;
+    const char *user = "system:serviceaccount:gantry:gantry";
+    /* Its own API server with the API server's default paging (500 a page, as the driver asks). */
+    char args_ident[N_GATEWAYS][400];
+    const char *argv[32];
+    int a = 0;
+    argv[a++] = PYTHON;
+    argv[a++] = FAKE_KUBE_APISERVER;
+    argv[a++] = "--cert";
+    argv[a++] = cert;
+    argv[a++] = "--key";
+    argv[a++] = key;
+    argv[a++] = "--token-file";
+    argv[a++] = token;
+    snprintf(reqs, sizeof reqs, "%s/scale-requests.jsonl", dir);
+    argv[a++] = "--log";
+    argv[a++] = reqs;
+    /* Bookmarks about once a minute, as a real API server sends them: a watch of a quiet scope
+     * carries no byte for that long and must count as established from its headers. */
+    argv[a++] = "--bookmark-ms";
+    argv[a++] = "60000";
+    for (size_t i = 0; i < N_GATEWAYS; i++) {
+        snprintf(args_ident[i], sizeof args_ident[i], "%s=%s/%s.json", gateways[i].token, RBAC_DIR,
+                 gateways[i].rbac);
+        argv[a++] = "--identity";
+        argv[a++] = args_ident[i];
+    }
+    argv[a++] = NULL;
+    snprintf(out, sizeof out, "%s/scale.out", dir);
+    snprintf(err, sizeof err, "%s/scale.err", dir);
+    struct proc big;
+    struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
+    assert_int_equal(proc_spawn(&big, &spec, errmsg), 0);
+    assert_int_equal(proc_wait_line(&big, "LISTENING ", 30000, line, sizeof line, errmsg), 0);
+    snprintf(srv, sizeof srv, "https://127.0.0.1:%.8s", line + strlen("LISTENING "));
+    char *saved = mem_strdup(server);
+    snprintf(server, sizeof server, "%s", srv); /* raw() and open_cfg() talk to it now */
+    assert_int_equal(raw("POST", "/api/v1/namespaces", "{\"metadata\":{\"name\":\"gantry\"}}", NULL), 201);
+    assert_int_equal(raw("POST", "/api/v1/namespaces/gantry/secrets",
+                         "{\"metadata\":{\"name\":\"regcred\"},\"type\":\"kubernetes.io/dockerconfigjson\","
+                         "\"data\":{\".dockerconfigjson\":\"eyJhdXRocyI6e319\"}}",
+                         NULL),
+                     201);
+
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec *cs = mem_zalloc(n * sizeof *cs);
+    char (*names)[24] = mem_zalloc(n * sizeof *names);
+    assert_int_equal(driver_ensure_namespace(d, e, "scale", errmsg), 0);
+    struct driver_sandbox_list first;
+    assert_int_equal(driver_list(d, e, NULL, &first, errmsg), 0); /* the watch starts */
+    driver_sandbox_list_close(&first);
+    wait_live(d);
+    assert_int_equal(truncate(reqs, 0), 0);
+    long long r0 = server_requests(srv, user);
+    uint64_t t0 = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        struct driver_sandbox s;
+        snprintf(names[i], sizeof names[i], "s%04zu", i);
+        conf_spec(&env, &cs[i], names[i]);
+        cs[i].spec.namespace = "scale";
+        /* As the reconciler does: get (absent), ensure the namespace, create. */
+        assert_int_equal(driver_get(d, e, "scale", cs[i].id, &s, errmsg), GERR_NOTFOUND);
+        assert_int_equal(driver_ensure_namespace(d, e, "scale", errmsg), 0);
+        if (driver_create(d, e, &cs[i].spec, &s, errmsg) != 0) {
+            fail_msg("create %zu: %s", i, errmsg);
+        }
+        driver_sandbox_close(&s);
+    }
+    uint64_t t1 = now_ms();
+    long long r1 = server_requests(srv, user), kinds[4];
+    request_kinds(reqs, user, kinds);
+    struct driver_k8s_stats st;
+    uint64_t deadline = now_ms() + 30000;
+    for (driver_k8s_stats(d, &st); st.cached < n || !st.live; driver_k8s_stats(d, &st)) {
+        assert_true(now_ms() < deadline);
+        nap_ms(50);
+    }
+    long long r2 = server_requests(srv, user);
+    idle_minute(d, e, cs, n);
+    long long r3 = server_requests(srv, user);
+    driver_free(d);
+
+    /* The same minute without the watch (every read asks the API server; sandboxes are read by
+     * the name they were seen under), for comparison. */
+    struct driver_k8s_config c = {.no_watch = true};
+    d = open_cfg("gw-a", &c);
+    struct driver_sandbox_list l;
+    assert_int_equal(driver_list(d, e, NULL, &l, errmsg), 0); /* as a new holder's first resync */
+    driver_sandbox_list_close(&l);
+    long long r4 = server_requests(srv, user);
+    idle_minute(d, e, cs, n);
+    long long r5 = server_requests(srv, user);
+    driver_free(d);
+
+    printf("%zu sandboxes: %lld API requests for %zu creates (%.2f per sandbox: get, ensure_namespace, create as "
+           "the reconciler calls them), %.1f s; idle minute (2 resyncs: %zu gets and a list each) with the "
+           "list+watch cache: %lld requests (+1 watch per %u s); without it: %lld requests\n",
+           n, r1 - r0, n, (double)(r1 - r0) / (double)n, (double)(t1 - t0) / 1000.0, n, r3 - r2, 300u, r5 - r4);
+    printf("per sandbox created: %.2f fence reads, %.2f lookups by label, %.2f creates, %.2f other requests\n",
+           (double)kinds[0] / (double)n, (double)kinds[1] / (double)n, (double)kinds[2] / (double)n,
+           (double)kinds[3] / (double)n);
+    assert_true((double)(r1 - r0) / (double)n <= 5.0);
+    assert_int_equal(r3 - r2, 0);
+    assert_true(r5 - r4 >= (long long)(2 * n));
+
+    mem_free(cs);
+    mem_free(names);
+    snprintf(server, sizeof server, "%s", saved);
+    mem_free(saved);
+    proc_stop(&big, 5000);
+}
+
+/* ---- Setup: certificate, tokens, the fake API server */
 
 static int run(const char *const *argv)
 {
@@ -744,9 +1582,56 @@ static void write_text(const char *path, const char *text)
     }
 }
 
+/* Start (or, with its state file, restart on the same port) the fake API server. */
 static int start_apiserver(void)
 {
-    char errmsg[GERR_MSG_SIZE], line[128], out[320], err[320];
+    char errmsg[GERR_MSG_SIZE], line[128], out[320], err[320], portarg[16];
+    char args_ident[N_GATEWAYS][400];
+    const char *argv[40];
+    int a = 0;
+    snprintf(out, sizeof out, "%s/apiserver.out", dir);
+    snprintf(err, sizeof err, "%s/apiserver.err", dir);
+    snprintf(portarg, sizeof portarg, "%d", port);
+    argv[a++] = PYTHON;
+    argv[a++] = FAKE_KUBE_APISERVER;
+    argv[a++] = "--cert";
+    argv[a++] = cert;
+    argv[a++] = "--key";
+    argv[a++] = key;
+    argv[a++] = "--token-file";
+    argv[a++] = token;
+    argv[a++] = "--log";
+    argv[a++] = reqlog;
+    argv[a++] = "--max-page";
+    argv[a++] = "2";
+    argv[a++] = "--state";
+    argv[a++] = statefile;
+    argv[a++] = "--port";
+    argv[a++] = portarg;
+    argv[a++] = "--bookmark-ms";
+    argv[a++] = "500";
+    for (size_t i = 0; i < N_GATEWAYS; i++) {
+        snprintf(args_ident[i], sizeof args_ident[i], "%s=%s/%s.json", gateways[i].token, RBAC_DIR,
+                 gateways[i].rbac);
+        argv[a++] = "--identity";
+        argv[a++] = args_ident[i];
+    }
+    argv[a++] = NULL;
+    struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
+    if (proc_spawn(&apiserver, &spec, errmsg) != 0 ||
+        proc_wait_line(&apiserver, "LISTENING ", 30000, line, sizeof line, errmsg) != 0) {
+        char tail[600];
+        fprintf(stderr, "fake API server did not start: %s; stderr: %s\n", errmsg,
+                proc_file_tail(err, 500, tail, sizeof tail));
+        return -1;
+    }
+    port = atoi(line + strlen("LISTENING "));
+    snprintf(server, sizeof server, "https://127.0.0.1:%d", port);
+    return 0;
+}
+
+static int setup(void)
+{
     const char *const gen[] = {OPENSSL,
                                "req",
                                "-x509",
@@ -772,20 +1657,32 @@ static int start_apiserver(void)
     }
     write_text(token, "test-token-0123456789\n");
     write_text(bad_token, "not-the-token\n");
-    snprintf(out, sizeof out, "%s/apiserver.out", dir);
-    snprintf(err, sizeof err, "%s/apiserver.err", dir);
-    const char *const argv[] = {
-        PYTHON, FAKE_KUBE_APISERVER, "--cert", cert, "--key", key, "--token-file", token, "--log",
-        reqlog, "--max-page",        "2",      NULL};
-    struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
-    if (proc_spawn(&apiserver, &spec, errmsg) != 0 ||
-        proc_wait_line(&apiserver, "LISTENING ", 30000, line, sizeof line, errmsg) != 0) {
-        char tail[600];
-        fprintf(stderr, "fake API server did not start: %s; stderr: %s\n", errmsg,
-                proc_file_tail(err, 500, tail, sizeof tail));
+    for (size_t i = 0; i < N_GATEWAYS; i++) {
+        char text[100];
+        snprintf(gateways[i].token, sizeof gateways[i].token, "%s/token-%s", dir, gateways[i].release);
+        snprintf(text, sizeof text, "sa-token-%s\n", gateways[i].release);
+        write_text(gateways[i].token, text);
+    }
+    if (start_apiserver() != 0) {
         return -1;
     }
-    snprintf(server, sizeof server, "https://127.0.0.1:%.8s", line + strlen("LISTENING "));
+    /* What the Helm releases made: their namespaces and gw-a's image pull secret. */
+    for (size_t i = 0; i < N_GATEWAYS; i++) {
+        char body[200];
+        snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\"}}", gateways[i].release);
+        if (raw("POST", "/api/v1/namespaces", body, NULL) != 201) {
+            return -1;
+        }
+    }
+    if (raw("POST", "/api/v1/namespaces/gantry/secrets",
+            "{\"metadata\":{\"name\":\"regcred\"},\"type\":\"kubernetes.io/dockerconfigjson\","
+            "\"data\":{\".dockerconfigjson\":\"eyJhdXRocyI6e319\"}}",
+            NULL) != 201) {
+        return -1;
+    }
+    /* What the cluster's operator made: the operator allowlist's namespace, the shared one. */
+    make_namespace("tenant-a");
+    make_namespace("sandboxes");
     return 0;
 }
 
@@ -805,11 +1702,13 @@ int main(void)
     snprintf(token, sizeof token, "%s/token", dir);
     snprintf(bad_token, sizeof bad_token, "%s/bad-token", dir);
     snprintf(reqlog, sizeof reqlog, "%s/requests.jsonl", dir);
-    if (start_apiserver() != 0) {
+    snprintf(statefile, sizeof statefile, "%s/state.json", dir);
+    if (setup() != 0) {
         return 1;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_rbac_is_enforced),
         cmocka_unit_test(test_lifecycle),
         cmocka_unit_test(test_stale_epoch),
         cmocka_unit_test(test_adoption),
@@ -827,8 +1726,18 @@ int main(void)
         cmocka_unit_test(test_epoch_annotation_fences_delete),
         cmocka_unit_test(test_manifest_and_config),
         cmocka_unit_test(test_phase_from_sandbox_status),
+        cmocka_unit_test(test_provision_deadline),
         cmocka_unit_test(test_crd_not_installed),
+        cmocka_unit_test(test_api_versions),
+        cmocka_unit_test(test_throttling),
+        cmocka_unit_test(test_namespace_terminating),
+        cmocka_unit_test(test_reads_from_cache),
+        cmocka_unit_test(test_watch_relists_after_410),
+        cmocka_unit_test(test_watch_list_410_backs_off),
+        cmocka_unit_test(test_expired_continue_restarts_list),
+        cmocka_unit_test(test_apiserver_restart_mid_create),
         cmocka_unit_test(test_auth_tls_and_server_errors),
+        cmocka_unit_test(test_many_sandboxes),
     };
     int failed = cmocka_run_group_tests_name("driver_k8s", tests, NULL, NULL);
     proc_stop(&apiserver, 5000);

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "drivers/k8s.h"
+#include "drivers/k8s_cache.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
 #include "drivers/process.h"
@@ -29,7 +30,7 @@ static int sandbox_phase(const char *status_json, char *msg, size_t len)
     char doc[2048];
     struct k8s_sandbox p;
     snprintf(doc, sizeof doc,
-             "{\"apiVersion\":\"" K8S_SANDBOX_API
+             "{\"apiVersion\":\"agents.x-k8s.io/v1beta1"
              "\",\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"team-a--web\","
              "\"namespace\":\"ns\",\"resourceVersion\":\"7\","
              "\"creationTimestamp\":\"2026-11-23T10:00:00Z\",\"labels\":{\"" K8S_LABEL_GATEWAY "\":\"gw\","
@@ -241,8 +242,11 @@ static void test_manifests(void **state)
                                        .n_env = 1,
                                        .gpu_count = 1,
                                        .lifetime_s = 60};
+    const char *const pulls[] = {"regcred", NULL};
     struct k8s_sandbox_params p = {.spec = &spec,
+                                   .api_version = "agents.x-k8s.io/v1beta1",
                                    .gateway_id = "gw",
+                                   .image_pull_secrets = pulls,
                                    .k8s_namespace = "openshell-gw-team-a",
                                    .object_name = "web",
                                    .epoch = 9,
@@ -253,7 +257,7 @@ static void test_manifests(void **state)
     assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), 0);
     json_t *j = json_loads(doc, 0, &jerr);
     mem_free(doc);
-    assert_string_equal(json_string_value(json_object_get(j, "apiVersion")), "agents.x-k8s.io/v1alpha1");
+    assert_string_equal(json_string_value(json_object_get(j, "apiVersion")), "agents.x-k8s.io/v1beta1");
     assert_string_equal(json_string_value(json_object_get(j, "kind")), "Sandbox");
     json_t *md = json_object_get(j, "metadata");
     assert_string_equal(json_string_value(json_object_get(md, "name")), "web");
@@ -271,6 +275,28 @@ static void test_manifests(void **state)
     assert_string_equal(json_string_value(json_object_get(pod_labels, K8S_LABEL_GATEWAY)), "gw");
     assert_string_equal(json_string_value(json_object_get(pod_labels, K8S_LABEL_SANDBOX)), ID);
     assert_true(json_is_false(json_object_get(pod_spec, "automountServiceAccountToken")));
+    /* Upstream OpenShell's labels, so its tooling and selectors recognise the sandbox. */
+    json_t *labels = json_object_get(md, "labels");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_MANAGED)), "openshell");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_GATEWAY)), "gw");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_SANDBOX)), ID);
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_NAME)), "web");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_NAMESPACE)), "team-a");
+    assert_string_equal(json_string_value(json_object_get(pod_labels, OS_LABEL_SANDBOX)), ID);
+    /* The restricted Pod Security Standard by default. */
+    json_t *psc = json_object_get(pod_spec, "securityContext");
+    assert_true(json_is_true(json_object_get(psc, "runAsNonRoot")));
+    assert_int_equal(json_integer_value(json_object_get(psc, "runAsUser")), 65534);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(psc, "seccompProfile"), "type")),
+                        "RuntimeDefault");
+    json_t *csc = json_object_get(c, "securityContext");
+    assert_true(json_is_false(json_object_get(csc, "allowPrivilegeEscalation")));
+    assert_true(json_is_false(json_object_get(csc, "privileged")));
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(json_object_get(csc, "capabilities"), "drop"), 0)), "ALL");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(pod_spec, "imagePullSecrets"), 0), "name")),
+        "regcred");
     assert_string_equal(json_string_value(json_object_get(pod_spec, "restartPolicy")), "Never");
     /* The lifetime is the controller's shutdownTime: 2026-11-23T10:00:00Z + 60 s. */
     assert_string_equal(json_string_value(json_object_get(spec_j, "shutdownTime")), "2026-11-23T10:01:00Z");
@@ -300,6 +326,71 @@ static void test_manifests(void **state)
     assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), GERR_INVAL);
     assert_non_null(strstr(errmsg, "UTF-8"));
 
+    /* Tenant labels under prefixes Kubernetes, the controller or Gantry give meaning to: refused. */
+    spec.command = cmd;
+    spec.n_command = 3;
+    const char *const reserved[] = {"kubernetes.io/metadata.name", "app.kubernetes.io/name",
+                                    "statefulset.kubernetes.io/pod-name", "node.k8s.io/x", "k8s.io/x",
+                                    "agents.x-k8s.io/pod-name", "gantry.dev/name", "openshell.ai/sandbox-id",
+                                    "a.gantry.dev/x", "sub.openshell.ai/y"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+        struct driver_kv l[] = {{reserved[i], "v"}};
+        spec.labels = l;
+        spec.n_labels = 1;
+        assert_int_equal(k8s_check_labels(&spec, errmsg), GERR_INVAL);
+        assert_non_null(strstr(errmsg, reserved[i]));
+        assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), GERR_INVAL);
+        assert_null(doc);
+    }
+    const char *const fine[] = {"team", "example.com/team", "notkubernetes.io/x", "kubernetes.io.example.com/x"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        struct driver_kv l[] = {{fine[i], "v"}};
+        spec.labels = l;
+        spec.n_labels = 1;
+        if (k8s_check_labels(&spec, errmsg) != 0) {
+            fail_msg("refused %s: %s", fine[i], errmsg);
+        }
+    }
+    spec.n_labels = 0;
+    /* An object over K8S_MAX_OBJECT is refused, naming its size. */
+    static char big[DRIVER_ENV_VAL_MAX];
+    memset(big, 'x', sizeof big - 1);
+    struct driver_kv bigenv[40];
+    char names[40][8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], "V%d", i);
+        bigenv[i] = (struct driver_kv){names[i], big};
+    }
+    spec.env = bigenv;
+    spec.n_env = 40;
+    assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), GERR_INVAL);
+    assert_null(doc);
+    assert_non_null(strstr(errmsg, "bytes"));
+    spec.n_env = 20; /* 640 KiB: fine */
+    assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), 0);
+    mem_free(doc);
+    spec.env = env;
+    spec.n_env = 1;
+
+    /* Managed namespaces enforce the restricted Pod Security Standard and deny all traffic. */
+    doc = k8s_namespace_manifest("openshell-gw-team-a", "gw", "team-a", 3);
+    j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    labels = json_object_get(json_object_get(j, "metadata"), "labels");
+    assert_string_equal(json_string_value(json_object_get(labels, "pod-security.kubernetes.io/enforce")),
+                        "restricted");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_GATEWAY)), "gw");
+    json_decref(j);
+    doc = k8s_network_policy_manifest("openshell-gw-team-a", "gw");
+    j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    json_t *np = json_object_get(j, "spec");
+    assert_int_equal(json_object_size(json_object_get(np, "podSelector")), 0);
+    assert_int_equal(json_array_size(json_object_get(np, "policyTypes")), 2);
+    assert_null(json_object_get(np, "ingress"));
+    assert_null(json_object_get(np, "egress"));
+    json_decref(j);
+
     doc = k8s_fence_manifest("gantry-fence-gw", "default", "gw", 12, "34");
     j = json_loads(doc, 0, &jerr);
     mem_free(doc);
@@ -311,6 +402,180 @@ static void test_manifests(void **state)
     doc = k8s_delete_options("77");
     assert_non_null(strstr(doc, "\"preconditions\":{\"resourceVersion\":\"77\"}"));
     mem_free(doc);
+}
+
+static void test_discovery_and_watch_events(void **state)
+{
+    unsigned served;
+    const char *both = "{\"kind\":\"APIGroup\",\"apiVersion\":\"v1\",\"name\":\"agents.x-k8s.io\",\"versions\":["
+                       "{\"groupVersion\":\"agents.x-k8s.io/v1beta1\",\"version\":\"v1beta1\"},"
+                       "{\"groupVersion\":\"agents.x-k8s.io/v1alpha1\",\"version\":\"v1alpha1\"},"
+                       "{\"groupVersion\":\"agents.x-k8s.io/v2\",\"version\":\"v2\"}]}";
+    assert_int_equal(k8s_api_group_decode(both, strlen(both), &served, errmsg), 0);
+    assert_int_equal(served, K8S_SERVES_V1BETA1 | K8S_SERVES_V1ALPHA1);
+    const char *alpha = "{\"kind\":\"APIGroup\",\"name\":\"agents.x-k8s.io\",\"versions\":[{\"version\":\"v1alpha1\"}]}";
+    assert_int_equal(k8s_api_group_decode(alpha, strlen(alpha), &served, errmsg), 0);
+    assert_int_equal(served, K8S_SERVES_V1ALPHA1);
+    const char *other = "{\"kind\":\"APIGroup\",\"name\":\"apps\",\"versions\":[{\"version\":\"v1beta1\"}]}";
+    assert_int_equal(k8s_api_group_decode(other, strlen(other), &served, errmsg), GERR_PROTO);
+    assert_int_equal(served, 0);
+
+    struct k8s_watch_event e;
+    const char *added = "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"web\","
+                        "\"namespace\":\"ns\",\"resourceVersion\":\"42\",\"labels\":{\"" K8S_LABEL_GATEWAY
+                        "\":\"gw\",\"" K8S_LABEL_SANDBOX "\":\"" ID "\",\"" K8S_LABEL_NAMESPACE "\":\"a\",\"" K8S_LABEL_NAME
+                        "\":\"web\"}},\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}}";
+    assert_int_equal(k8s_watch_event_decode(added, strlen(added), &e, errmsg), 0);
+    assert_int_equal(e.type, K8S_WATCH_ADDED);
+    assert_int_equal(e.object.phase, DRIVER_PHASE_READY);
+    assert_string_equal(e.resource_version, "42");
+    assert_true(k8s_sandbox_belongs(&e.object.meta, "gw"));
+    assert_false(k8s_sandbox_belongs(&e.object.meta, "gw2"));
+    k8s_watch_event_close(&e);
+    const char *bookmark = "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"resourceVersion\":\"77\"}}}";
+    assert_int_equal(k8s_watch_event_decode(bookmark, strlen(bookmark), &e, errmsg), 0);
+    assert_int_equal(e.type, K8S_WATCH_BOOKMARK);
+    assert_string_equal(e.resource_version, "77");
+    k8s_watch_event_close(&e);
+    const char *gone = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
+                       "\"message\":\"too old resource version: 5 (90)\"}}";
+    assert_int_equal(k8s_watch_event_decode(gone, strlen(gone), &e, errmsg), 0);
+    assert_int_equal(e.type, K8S_WATCH_ERROR);
+    assert_int_equal(e.status.code, 410);
+    k8s_watch_event_close(&e);
+    const char *bad[] = {"{\"type\":\"ADDED\"}", "{\"type\":\"UPSERTED\",\"object\":{}}",
+                         "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{}}}",
+                         "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Pod\"}}",
+                         "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"x\"}}}", "[]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (k8s_watch_event_decode(bad[i], strlen(bad[i]), &e, errmsg) != GERR_PROTO) {
+            fail_msg("accepted %s", bad[i]);
+        }
+        assert_int_equal(e.type, 0);
+        assert_null(e.resource_version);
+    }
+    /* A list's resourceVersion is where a watch starts. */
+    struct k8s_sandbox_list l;
+    const char *list = "{\"kind\":\"SandboxList\",\"metadata\":{\"resourceVersion\":\"901\"},\"items\":[]}";
+    assert_int_equal(k8s_sandbox_list_decode(list, strlen(list), &l, errmsg), 0);
+    assert_string_equal(l.resource_version, "901");
+    k8s_sandbox_list_close(&l);
+}
+
+static void test_status_details(void **state)
+{
+    struct k8s_status st;
+    const char *term = "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"name\":\"ns\","
+                       "\"kind\":\"namespaces\",\"causes\":[{\"type\":\"NamespaceTerminating\"}]}}";
+    assert_int_equal(k8s_status_decode(term, strlen(term), &st), 0);
+    assert_true(st.ns_terminating);
+    const char *rbac = "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"kind\":\"sandboxes\"}}";
+    assert_int_equal(k8s_status_decode(rbac, strlen(rbac), &st), 0);
+    assert_false(st.ns_terminating);
+    const char *slow = "{\"kind\":\"Status\",\"code\":429,\"reason\":\"TooManyRequests\",\"details\":{"
+                       "\"retryAfterSeconds\":3}}";
+    assert_int_equal(k8s_status_decode(slow, strlen(slow), &st), 0);
+    assert_int_equal(st.retry_after_s, 3);
+    const char *silly = "{\"kind\":\"Status\",\"details\":{\"retryAfterSeconds\":-1,\"causes\":\"x\"}}";
+    assert_int_equal(k8s_status_decode(silly, strlen(silly), &st), 0);
+    assert_int_equal(st.retry_after_s, 0);
+}
+
+static void test_secret_copy(void **state)
+{
+    char *doc;
+    json_error_t jerr;
+    const char *sec = "{\"kind\":\"Secret\",\"metadata\":{\"name\":\"regcred\",\"namespace\":\"gantry\","
+                      "\"resourceVersion\":\"5\",\"uid\":\"u\"},\"type\":\"kubernetes.io/dockerconfigjson\","
+                      "\"data\":{\".dockerconfigjson\":\"e30=\"}}";
+    assert_int_equal(k8s_secret_copy(sec, strlen(sec), "openshell-gw-a", "gw", &doc, errmsg), 0);
+    json_t *j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    json_t *md = json_object_get(j, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "namespace")), "openshell-gw-a");
+    assert_null(json_object_get(md, "uid"));
+    assert_null(json_object_get(md, "resourceVersion"));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_GATEWAY)), "gw");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "data"), ".dockerconfigjson")), "e30=");
+    json_decref(j);
+    /* Anything but an image pull secret is never spread. */
+    const char *opaque = "{\"kind\":\"Secret\",\"metadata\":{\"name\":\"gantry-ca\"},\"type\":\"kubernetes.io/tls\","
+                         "\"data\":{\"tls.key\":\"eA==\"}}";
+    assert_int_equal(k8s_secret_copy(opaque, strlen(opaque), "x", "gw", &doc, errmsg), GERR_PERM);
+    assert_null(doc);
+    assert_non_null(strstr(errmsg, "kubernetes.io/tls"));
+    const char *bad[] = {"{}", "{\"metadata\":{\"name\":\"x\"},\"type\":\"kubernetes.io/dockercfg\",\"data\":{\"k\":1}}",
+                         "{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"x\"},\"data\":{}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(k8s_secret_copy(bad[i], strlen(bad[i]), "x", "gw", &doc, errmsg), GERR_PROTO);
+        assert_null(doc);
+    }
+}
+
+/* The informer's store: put, newer wins, remove, replace, liveness per scope, names remembered. */
+static void test_cache(void **state)
+{
+    const char *const scopes[] = {"ns-a", "ns-b"};
+    struct k8s_cache *c = k8s_cache_new(scopes, 2);
+    struct k8s_sandbox s = {0}, out;
+    s.meta.name = "web";
+    s.meta.ns = "ns-a";
+    s.meta.resource_version = "10";
+    s.meta.sandbox_id = ID;
+    s.meta.gantry_ns = "team";
+    s.meta.gantry_name = "web";
+    s.message = "";
+    s.phase = DRIVER_PHASE_PROVISIONING;
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), -1); /* not live */
+    k8s_cache_put(c, &s);
+    k8s_cache_set_live(c, 0, true);
+    assert_true(k8s_cache_live(c, "ns-a"));
+    assert_false(k8s_cache_live(c, "ns-b"));
+    assert_false(k8s_cache_live(c, NULL));
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), 1);
+    assert_string_equal(out.meta.name, "web");
+    k8s_sandbox_close(&out);
+    /* A late event with an older resourceVersion does not undo a newer state. */
+    s.meta.resource_version = "12";
+    s.phase = DRIVER_PHASE_READY;
+    k8s_cache_put(c, &s);
+    s.meta.resource_version = "11";
+    s.phase = DRIVER_PHASE_PROVISIONING;
+    k8s_cache_put(c, &s);
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), 1);
+    assert_int_equal(out.phase, DRIVER_PHASE_READY);
+    k8s_sandbox_close(&out);
+    struct k8s_sandbox *items = NULL;
+    size_t n = 0, cap = 0;
+    assert_true(k8s_cache_snapshot(c, "ns-a", "team", &items, &n, &cap));
+    assert_int_equal(n, 1);
+    assert_false(k8s_cache_snapshot(c, NULL, NULL, &items, &n, &cap)); /* ns-b is not live */
+    assert_int_equal(n, 1);
+    k8s_sandbox_close(&items[0]);
+    mem_free(items);
+    /* A relist that no longer has it: gone from the scope, its name remembered. */
+    k8s_cache_replace(c, 0, NULL, 0);
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), 0);
+    char kns[64], name[64];
+    assert_true(k8s_cache_name_of(c, ID, kns, name));
+    assert_string_equal(kns, "ns-a");
+    assert_string_equal(name, "web");
+    assert_int_equal(k8s_cache_size(c), 0);
+    k8s_cache_put(c, &s);
+    assert_int_equal(k8s_cache_size(c), 1);
+    /* Our own delete leaves a tombstone: events from before it do not bring the object back. */
+    k8s_cache_remove(c, ID, "ns-a", "web", "20");
+    s.meta.resource_version = "19";
+    k8s_cache_put(c, &s);
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), 0);
+    s.meta.resource_version = "21"; /* newer than the delete: it was made again */
+    k8s_cache_put(c, &s);
+    assert_int_equal(k8s_cache_get(c, "ns-a", ID, &out), 1);
+    k8s_sandbox_close(&out);
+    k8s_cache_remove(c, ID, "ns-a", "web", NULL);
+    assert_false(k8s_cache_name_of(c, ID, kns, name));
+    assert_int_equal(k8s_cache_size(c), 0);
+    k8s_cache_free(c);
 }
 
 static void test_error_translation(void **state)
@@ -394,6 +659,10 @@ int main(void)
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_manifests),
+        cmocka_unit_test(test_discovery_and_watch_events),
+        cmocka_unit_test(test_status_details),
+        cmocka_unit_test(test_secret_copy),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_error_translation),
         cmocka_unit_test(test_process_decoders),
     };

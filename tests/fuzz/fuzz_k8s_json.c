@@ -1,12 +1,15 @@
 /* libFuzzer harness for drivers/k8s_json.h: everything the kubernetes driver decodes from the API
  * server, and the driver_config values it parses from callers.
  *
- * Input layout: byte 0 selects the decoder ((byte - '0') % 5, so the digits '0' to '4' that start
+ * Input layout: byte 0 selects the decoder ((byte - '0') % 8, so the digits '0' to '7' that start
  * the seeds in corpus/k8s_json/ name them), the rest is the body.
  *   0: a Sandbox (k8s_sandbox_decode)
  *   1: a SandboxList (k8s_sandbox_list_decode)
  *   2: a Status (k8s_status_decode)
  *   3: any object's metadata (k8s_meta_decode: Namespaces, the fence ConfigMap)
+ *   5: the agents.x-k8s.io APIGroup discovery document (k8s_api_group_decode)
+ *   6: one line of a watch stream (k8s_watch_event_decode)
+ *   7: an image pull Secret read from the gateway's namespace (k8s_secret_copy)
  *   4: a driver_config value: the body's first byte picks the key (the same way) (runtime_class,
  * node_selector, tolerations, service_account, resources), the rest is the value; checked by k8s_check_config
  * and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest. Bodies are copied into heap
@@ -91,6 +94,7 @@ static void fuzz_config(const char *body, size_t n)
     check(rv == 0 || rv == GERR_INVAL);
     if (rv == 0) {
         struct k8s_sandbox_params p = {.spec = &spec,
+                                       .api_version = "agents.x-k8s.io/v1beta1",
                                        .gateway_id = "gw",
                                        .k8s_namespace = "k",
                                        .object_name = "ns--n",
@@ -119,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     char *body = mem_alloc(n > 0 ? n : 1);
     memcpy(body, data + 1, n);
-    switch ((uint8_t)(data[0] - '0') % 5) {
+    switch ((uint8_t)(data[0] - '0') % 8) {
     case 0: {
         struct k8s_sandbox p;
         int rv = k8s_sandbox_decode(body, n, &p, errmsg);
@@ -158,6 +162,46 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(rv != 0 || (m.name != NULL && m.resource_version != NULL && m.ns != NULL));
         check(rv == 0 || zeroed(&m, sizeof m));
         k8s_meta_close(&m);
+        break;
+    }
+    case 5: {
+        unsigned served = 99;
+        int rv = k8s_api_group_decode(body, n, &served, errmsg);
+        check(rv == 0 || rv == GERR_PROTO);
+        check((served & ~(unsigned)(K8S_SERVES_V1BETA1 | K8S_SERVES_V1ALPHA1)) == 0 && (rv == 0 || served == 0));
+        break;
+    }
+    case 6: {
+        struct k8s_watch_event e;
+        int rv = k8s_watch_event_decode(body, n, &e, errmsg);
+        check(rv == 0 || rv == GERR_PROTO);
+        if (rv != 0) {
+            check(zeroed(&e, sizeof e));
+        } else if (e.type == K8S_WATCH_ADDED || e.type == K8S_WATCH_MODIFIED || e.type == K8S_WATCH_DELETED) {
+            check_sandbox(&e.object);
+            check(e.resource_version != NULL && strcmp(e.resource_version, e.object.meta.resource_version) == 0);
+        } else if (e.type == K8S_WATCH_BOOKMARK) {
+            check(e.resource_version != NULL && e.resource_version[0] != '\0');
+        } else {
+            check(e.type == K8S_WATCH_ERROR && printable(e.status.reason) && printable(e.status.message));
+        }
+        k8s_watch_event_close(&e);
+        break;
+    }
+    case 7: {
+        char *doc = (char *)1;
+        int rv = k8s_secret_copy(body, n, "openshell-gw-ns", "gw", &doc, errmsg);
+        check(rv == 0 || rv == GERR_PROTO || rv == GERR_PERM);
+        check((rv == 0) == (doc != NULL));
+        if (doc != NULL) {
+            json_error_t jerr;
+            json_t *j = json_loads(doc, 0, &jerr);
+            const char *type = j != NULL ? json_string_value(json_object_get(j, "type")) : NULL;
+            check(type != NULL && (strcmp(type, "kubernetes.io/dockerconfigjson") == 0 ||
+                                   strcmp(type, "kubernetes.io/dockercfg") == 0));
+            json_decref(j);
+            mem_free(doc);
+        }
         break;
     }
     default:

@@ -417,7 +417,7 @@ class KubeApi:
         assert code == 200, out
 
 
-SBX = "/apis/agents.x-k8s.io/v1alpha1"
+SBX = "/apis/agents.x-k8s.io/v1beta1"
 LABEL_GW, LABEL_ID = "gantry.dev/gateway-id", "gantry.dev/sandbox-id"
 
 
@@ -456,7 +456,7 @@ class Kubernetes(g.GantrydTest):
         objs = api.sandboxes()
         self.assertEqual(len(objs), 1)
         o = objs[0]
-        self.assertEqual((o["apiVersion"], o["kind"]), ("agents.x-k8s.io/v1alpha1", "Sandbox"))
+        self.assertEqual((o["apiVersion"], o["kind"]), ("agents.x-k8s.io/v1beta1", "Sandbox"))
         self.assertEqual(o["metadata"]["labels"][LABEL_GW], "gw-test")
         self.assertEqual(o["metadata"]["labels"]["gantry.dev/name"], "pod1")
         self.assertEqual(o["spec"]["podTemplate"]["spec"]["containers"][0]["image"], "busybox:1.36")
@@ -511,7 +511,7 @@ class Kubernetes(g.GantrydTest):
         labels = {LABEL_GW: "gw-one", "gantry.dev/managed-by": "gantry", LABEL_ID: orphan_id,
                   "gantry.dev/namespace": "default", "gantry.dev/name": "orphan"}
         code, out = api.request("POST", SBX + "/namespaces/agents/sandboxes", {
-            "apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+            "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
             "metadata": {"name": "default--orphan", "labels": labels, "annotations": {"gantry.dev/epoch": "1"}},
             "spec": {"podTemplate": {"spec": {"containers": [{"name": "sandbox", "image": "busybox:1.36"}]}}}})
         self.assertEqual(code, 201, out)
