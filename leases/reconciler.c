@@ -21,11 +21,13 @@
 #define MAX_ATTEMPTS   5
 #define BACKOFF_CAP_MS 60000u
 #define MAX_TRACKED    4096u
+#define MAX_NS_PENDING 64u
 
 /* Per-sandbox retry state for driver failures, and what was last audited for it. */
 struct attempt {
     char id[40];
     unsigned failures;
+    uint64_t first_mono_ms; /* when the current run of failures began */
     uint64_t next_mono_ms;
     bool audited;             /* an event was written for ... */
     char audited_op[40];      /* ... this operation ... */
@@ -50,6 +52,8 @@ struct reconciler {
     uint64_t last_transitional_ms; /* when sandboxes in transition were last re-checked */
     struct attempt *attempts;
     unsigned n_attempts;
+    char ns_pending[MAX_NS_PENDING][64]; /* deleted namespaces the driver has not removed yet */
+    unsigned n_ns_pending;
 };
 
 static uint64_t now_mono(void)
@@ -403,6 +407,15 @@ static bool permanent(int rv)
     return rv == GERR_INVAL || rv == GERR_PERM || rv == GERR_EXISTS;
 }
 
+/* Failures that clear by waiting (throttling, an unavailable or slow backend, conflicts, a
+ * namespace being deleted): a create failing so is retried until the provisioning deadline, not
+ * MAX_ATTEMPTS times. */
+static bool transient(int rv)
+{
+    return rv == GERR_BUSY || rv == GERR_UNAVAILABLE || rv == GERR_TIMEOUT || rv == GERR_ABORTED ||
+           rv == GERR_CLOSED;
+}
+
 static bool stale(struct reconciler *r, int rv, const char *err)
 {
     if (rv != DRIVER_ERR_STALE) {
@@ -427,6 +440,12 @@ static void driver_failed(struct reconciler *r, const struct row *w, const char 
     bool creating = strcmp(what, "create") == 0 || strcmp(what, "ensure_namespace") == 0;
     struct attempt *a = attempt_of(r, w->id, true);
     unsigned failures = a != NULL ? ++a->failures : MAX_ATTEMPTS;
+    if (a != NULL && failures == 1) {
+        a->first_mono_ms = now_mono();
+    }
+    unsigned deadline = r->cfg.provision_deadline_ms != 0 ? r->cfg.provision_deadline_ms : 300000u;
+    bool given_up = transient(rv) && a != NULL ? now_mono() - a->first_mono_ms >= deadline
+                                               : failures >= MAX_ATTEMPTS;
     char msg[GERR_MSG_SIZE], op[40];
     snprintf(msg, sizeof msg, "%s: %s", what, err);
     snprintf(op, sizeof op, "reconciler/driver.%s", what);
@@ -441,7 +460,7 @@ static void driver_failed(struct reconciler *r, const struct row *w, const char 
     const struct reconciler_audit *audit = audit_due(a, op, rv) ? &ev : NULL;
     LOG_WARN("reconciler: sandbox %s/%s: %s (%s, attempt %u)", w->ns, w->name, msg, gerr_name(rv), failures);
     const char *handle = w->status != NULL ? w->status->driver_handle : "";
-    if (creating && (permanent(rv) || failures >= MAX_ATTEMPTS)) {
+    if (creating && (permanent(rv) || given_up)) {
         record(r, w, "ERROR", handle, msg, gerr_name(rv), audit, rv);
         forget_attempts(r, w->id);
         return;
@@ -642,25 +661,70 @@ static int resync(struct reconciler *r)
     return rv;
 }
 
+/* Remove what the driver made for deleted namespaces: the new one @ns (NULL: none) and those
+ * pending from earlier failures. A failure keeps it pending for the next poll. */
+static void remove_namespaces(struct reconciler *r, const char *ns)
+{
+    if (ns != NULL) {
+        bool known = false;
+        for (unsigned i = 0; i < r->n_ns_pending; i++) {
+            known = known || strcmp(r->ns_pending[i], ns) == 0;
+        }
+        if (!known && r->n_ns_pending < MAX_NS_PENDING) {
+            snprintf(r->ns_pending[r->n_ns_pending++], sizeof r->ns_pending[0], "%s", ns);
+        } else if (!known) {
+            LOG_WARN("reconciler: namespace %s was deleted, but %u namespace removals are pending already: "
+                     "the driver keeps what it made for it",
+                     ns, MAX_NS_PENDING);
+        }
+    }
+    for (unsigned i = 0; i < r->n_ns_pending && lease_valid(&r->lease);) {
+        char err[GERR_MSG_SIZE] = "";
+        int rv = driver_delete_namespace(r->cfg.driver, r->epoch, r->ns_pending[i], err);
+        if (rv == 0) {
+            LOG_INFO("reconciler: namespace %s deleted: the driver removed what it made for it", r->ns_pending[i]);
+        } else if (stale(r, rv, err)) {
+            return;
+        } else {
+            LOG_WARN("reconciler: removing deleted namespace %s from the driver: %s (%s); will retry",
+                     r->ns_pending[i], err, gerr_name(rv));
+            i++;
+            continue;
+        }
+        memmove(r->ns_pending[i], r->ns_pending[i + 1], (r->n_ns_pending - i - 1) * sizeof r->ns_pending[0]);
+        r->n_ns_pending--;
+    }
+}
+
 /* The change feed since the last revision: sync what changed. */
 static int follow(struct reconciler *r)
 {
     struct proto_rows ev;
     proto_rows_init(&ev, 0);
     struct proto_value p[] = {proto_int((int64_t)r->last_revision)};
-    int rv =
-        store_client_query(&r->cl,
-                           "SELECT revision, object_id FROM events WHERE kind = 'Sandbox' AND revision > ? "
-                           "ORDER BY revision LIMIT 500",
-                           p, 1, &ev);
+    int rv = store_client_query(&r->cl,
+                                "SELECT revision, object_id, kind, namespace FROM events WHERE revision > ? AND "
+                                "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED')) "
+                                "ORDER BY revision LIMIT 500",
+                                p, 1, &ev);
     for (size_t i = 0; rv == 0 && i < ev.n_rows && keep_lease(r); i++) {
-        struct proto_value q[] = {proto_text(proto_rows_at(&ev, i, 1)->u.b.s)};
-        rv = sync_ids(r, "WHERE id = ?", q, 1);
+        char kind[16], ns[64];
+        text(proto_rows_at(&ev, i, 2), kind, sizeof kind);
+        text(proto_rows_at(&ev, i, 3), ns, sizeof ns);
+        if (strcmp(kind, "Namespace") == 0) {
+            remove_namespaces(r, ns);
+        } else {
+            struct proto_value q[] = {proto_text(proto_rows_at(&ev, i, 1)->u.b.s)};
+            rv = sync_ids(r, "WHERE id = ?", q, 1);
+        }
         if (rv == 0) {
             r->last_revision = (uint64_t)proto_rows_at(&ev, i, 0)->u.i;
         }
     }
     proto_rows_close(&ev);
+    if (rv == 0 && r->n_ns_pending > 0) {
+        remove_namespaces(r, NULL);
+    }
     return rv;
 }
 

@@ -11,14 +11,20 @@
  *   - DELETING, or past its lifetime: delete it in the driver, then remove the row, its shares and
  *     its quota charge, and close its usage record;
  *   - sandboxes the driver has and the store does not (ours only: drivers list only their gateway's
- *     objects): deleted.
+ *     objects): deleted;
+ *   - a namespace deleted from the store (a Namespace DELETED event in the feed): the driver's
+ *     delete_namespace (the kubernetes driver's managed namespace goes), retried at every poll
+ *     while it fails (at most 64 pending). Deletions while no replica held the lease are not
+ *     seen: the feed is followed from the revision of the holder's first resync.
  * Every store write it makes checks its lease epoch in the same transaction (lease_check_tx), and
  * every driver call carries the epoch, which drivers refuse once a newer one was seen.
  *
  * Driver failures are retried with backoff (1 s doubling to 60 s, per sandbox) and shown as a
- * DriverError condition. A create that fails permanently (GERR_INVAL, GERR_PERM, GERR_EXISTS) or
- * five times in a row ends the sandbox in ERROR with the reason; failed gets and deletes never
- * do (the sandbox exists, or is being deleted: they keep retrying at the 60 s cap).
+ * DriverError condition. A create that fails permanently (GERR_INVAL, GERR_PERM, GERR_EXISTS) ends
+ * the sandbox in ERROR with the reason at once; one failing with an error that clears by waiting
+ * (throttling, an unavailable backend, a timeout, conflicts) does when its failures have lasted
+ * provision_deadline_ms; any other after five failures in a row. Failed gets and deletes never do
+ * (the sandbox exists, or is being deleted: they keep retrying at the 60 s cap).
  *
  * Audit: through the @audit callback, in a transaction fenced by the epoch like every other
  * write, an API Activity event (status Failure, actor "reconciler") for a failed driver call
@@ -71,6 +77,11 @@ struct reconciler_config {
     struct lease_config lease; /* name and holder are filled in */
     unsigned poll_ms;          /* 0 = 200 */
     unsigned resync_ms;        /* 0 = 30000 */
+    /* A create failing with an error that clears by waiting (GERR_BUSY, _UNAVAILABLE, _TIMEOUT,
+     * _ABORTED, _CLOSED) is retried with backoff until its failures have lasted this long, then the
+     * sandbox is ERROR; other failures end it after 5 attempts, permanent ones (GERR_INVAL, _PERM,
+     * _EXISTS) at once. 0 = 300000. */
+    unsigned provision_deadline_ms;
     reconciler_audit_cb audit; /* NULL: no audit events */
     void *audit_arg;
 };

@@ -464,6 +464,17 @@ class Kubernetes(g.GantrydTest):
         wait_for(self, "the sandbox was not removed",
                  lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
         self.assertEqual(api.sandboxes(), [])
+        # Deleting the gantry namespace deletes the Kubernetes namespace the driver made for it.
+        from gantry.v1 import namespaces_pb2
+
+        def k8s_namespaces():
+            code, dump = api.request("GET", "/_fake/dump")
+            assert code == 200, dump
+            return {o["metadata"]["name"] for o in dump["namespaces"]}
+        self.assertIn("openshell-gw-test-team-b", k8s_namespaces())
+        e.call("pa", namespaces_pb2, "Namespaces", "Delete", namespaces_pb2.DeleteNamespaceRequest(name="team-b"))
+        wait_for(self, "the managed namespace outlived its gantry namespace",
+                 lambda: "openshell-gw-test-team-b" not in k8s_namespaces())
 
     def test_two_gateways_share_one_api_server(self):
         """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
@@ -557,13 +568,15 @@ class Kubernetes(g.GantrydTest):
             return S.SandboxStatus.Phase.Name(
                 e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name=name)).status.phase)
 
-        # Three failed creates (HTTP 500), retried with backoff, then success: one audit event.
-        api.inject(method="POST", path=collection, status=500, times=3)
+        # Five failed creates (HTTP 500, an error that clears by waiting), retried with backoff (1 s
+        # doubling) until the provisioning deadline, not given up after five attempts; then
+        # success: one audit event.
+        api.inject(method="POST", path=collection, status=500, times=5)
         flaky = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "flaky"))).meta.id
         wait_for(self, "flaky was never created", lambda: any(
             o["metadata"]["labels"][LABEL_ID] == flaky for o in api.sandboxes()), timeout=60)
         ev = events("reconciler/driver.create", flaky)
-        self.assertEqual(len(ev), 1, "expected one event for three failures of one kind: %s" % ev)
+        self.assertEqual(len(ev), 1, "expected one event for five failures of one kind: %s" % ev)
         ev = ev[0]
         self.assertEqual((ev.class_uid, ev.actor_principal_id, ev.status, ev.resource_type, ev.resource_name,
                           ev.namespace), (6003, "reconciler", "Failure", "Sandbox", "flaky", "default"))
@@ -618,7 +631,7 @@ class Kubernetes(g.GantrydTest):
         self.assertEqual(len(ev), 1, ev)
         self.assertIn("HTTP 503", ev[0].status_detail)
         self.assertEqual(events("reconciler/sandbox.error", gone), [])
-        print("audit: 3 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event "
+        print("audit: 5 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event "
               "each; 2 failed deletes -> 1 event, then deleted")
 
 
