@@ -192,6 +192,15 @@ static const struct field fields[] = {
     STRING(k8s_token_file, "", NULL, "path",
            "kubernetes driver: bearer token file (re-read per request); empty: in cluster"),
     STRING(k8s_ca_file, "", NULL, "path", "kubernetes driver: CA of the API server; empty: in cluster"),
+    LIST(k8s_service_accounts, NULL, "list",
+         "kubernetes driver: the ServiceAccounts a sandbox's driver_config service_account may name (empty: "
+         "none; sandboxes then get no service account token)"),
+    LIST(k8s_image_pull_secrets, NULL, "list",
+         "kubernetes driver: image pull Secrets, in the gateway's own namespace, copied into managed "
+         "namespaces and named in every sandbox pod"),
+    UINT(provision_deadline_s, 300, 10, 86400,
+         "how long a sandbox may take to start: transient driver failures of its create are retried until "
+         "then, and a kubernetes sandbox still not running then is ERROR with the controller's message"),
     STRING(driver_journal, "", NULL, "path",
            "fake driver: append a JSON line per driver call (with its epoch) to this file"),
     UINT(lease_duration_ms, 15000, 300, 3600000,

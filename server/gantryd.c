@@ -1126,6 +1126,17 @@ static int reconciler_audit_tx(struct store_tx *tx, const struct reconciler_audi
     return audit_insert_tx(tx, &r);
 }
 
+/* @l as a NULL-terminated array in @out (at most DRIVER_K8S_ALLOWLIST_MAX entries; the driver
+ * refuses more, so longer lists are cut only where it would refuse them anyway). */
+static void k8s_names(const struct config_list *l, const char *out[DRIVER_K8S_ALLOWLIST_MAX + 1])
+{
+    size_t n = l->n < DRIVER_K8S_ALLOWLIST_MAX ? l->n : DRIVER_K8S_ALLOWLIST_MAX;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = l->items[i];
+    }
+    out[n] = NULL;
+}
+
 /* The compute driver named by the configuration, and the reconciler that drives it while this
  * replica holds the lease. driver "none": neither. */
 static int start_reconciler(struct daemon *d, const struct store_client_config *sc, char *errmsg)
@@ -1157,6 +1168,9 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
         }
         allow[n] = NULL;
         const char *mode = cfg->k8s_namespace_mode;
+        const char *sas[DRIVER_K8S_ALLOWLIST_MAX + 1], *pulls[DRIVER_K8S_ALLOWLIST_MAX + 1];
+        k8s_names(&cfg->k8s_service_accounts, sas);
+        k8s_names(&cfg->k8s_image_pull_secrets, pulls);
         struct driver_k8s_config kc = {
             .server = cfg->k8s_server[0] != '\0' ? cfg->k8s_server : NULL,
             .token_file = cfg->k8s_token_file[0] != '\0' ? cfg->k8s_token_file : NULL,
@@ -1166,7 +1180,10 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
                     : strcmp(mode, "shared") == 0 ? DRIVER_K8S_SHARED
                                                   : DRIVER_K8S_MANAGED,
             .shared_namespace = cfg->k8s_shared_namespace[0] != '\0' ? cfg->k8s_shared_namespace : NULL,
-            .operator_namespaces = allow};
+            .operator_namespaces = allow,
+            .service_accounts = sas,
+            .image_pull_secrets = pulls,
+            .provision_deadline_ms = cfg->provision_deadline_s * 1000u};
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
     } else {
         struct driver_process_config pc = {.state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1};
@@ -1191,6 +1208,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
                                    .gateway_id = d->id.gateway_id,
                                    .audit = reconciler_audit_tx,
                                    .audit_arg = d,
+                                   .provision_deadline_ms = cfg->provision_deadline_s * 1000u,
                                    .lease = {.duration_ms = cfg->lease_duration_ms,
                                              .renew_deadline_ms = cfg->lease_renew_deadline_ms,
                                              .retry_ms = cfg->lease_retry_ms}};
