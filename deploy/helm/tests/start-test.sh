@@ -31,6 +31,11 @@ cat >"$work/bin/gantryd" <<'EOF'
   env | grep '^GANTRY_' | sort | sed 's/^/env: /'
 } >>"$FAKE_LOG"
 if [[ ${1:-} == init ]]; then
+  if [[ -n ${FAKE_INIT_SECONDS:-} ]]; then # a slow init, which records a SIGTERM
+    trap 'echo "init: got SIGTERM" >>"$FAKE_LOG"; exit 143' TERM
+    sleep "$FAKE_INIT_SECONDS" &
+    wait $!
+  fi
   mkdir -p "$FAKE_DATA" && echo '{}' >"$FAKE_DATA/identity.json"
 fi
 exit 0
@@ -105,10 +110,27 @@ GETENT='$work/bin/getent'
 $overrides
 EOF
   : >"$dir/log"
-  out=$(env -i PATH=/usr/bin:/bin HOME="$dir" FAKE_LOG="$dir/log" FAKE_DATA="$dir/state/data" \
-    FAKE_HOSTS="$dir/hosts" CHART_POD_NAME="$pod" CHART_POD_IP=10.244.0.9 CHART_NODE_NAME=node-a \
-    CHART_ZONE=eu-1a "$@" timeout 20 bash "$script" "$dir/start.env" 2>&1)
-  rc=$?
+  if [[ -n ${AS_PID1:-} ]]; then
+    # PID 1 of a new PID namespace, as in a container; SIGTERM from outside after AS_PID1 seconds.
+    env -i PATH=/usr/bin:/bin HOME="$dir" FAKE_LOG="$dir/log" FAKE_DATA="$dir/state/data" \
+      FAKE_HOSTS="$dir/hosts" CHART_POD_NAME="$pod" CHART_POD_IP=10.244.0.9 CHART_NODE_NAME=node-a \
+      CHART_ZONE=eu-1a "$@" unshare --pid --fork bash "$script" "$dir/start.env" >"$dir/out" 2>&1 &
+    local unshare_pid=$! pid1 started=$SECONDS
+    sleep "$AS_PID1"
+    pid1=$(pgrep -P "$unshare_pid" | head -n 1)
+    kill -TERM "${pid1:-0}" 2>/dev/null
+    while kill -0 "$unshare_pid" 2>/dev/null && ((SECONDS - started < 20)); do sleep 0.1; done
+    took=$((SECONDS - started))
+    kill -KILL "$unshare_pid" 2>/dev/null
+    wait "$unshare_pid"
+    rc=$?
+    out=$(cat "$dir/out")
+  else
+    out=$(env -i PATH=/usr/bin:/bin HOME="$dir" FAKE_LOG="$dir/log" FAKE_DATA="$dir/state/data" \
+      FAKE_HOSTS="$dir/hosts" CHART_POD_NAME="$pod" CHART_POD_IP=10.244.0.9 CHART_NODE_NAME=node-a \
+      CHART_ZONE=eu-1a "$@" timeout 20 bash "$script" "$dir/start.env" 2>&1)
+    rc=$?
+  fi
   log=$(cat "$dir/log")
 }
 
@@ -211,6 +233,24 @@ run_case gantry '' "$dns"
 if [[ $rc -ne 0 ]] && said "cannot take the ordinal from the pod name 'gantry'"; then
   ok "a pod name without an ordinal is refused"
 else fail "a pod name without an ordinal is refused" "rc=$rc $out $log"; fi
+
+# 12-13. SIGTERM while the script is PID 1 (before it execs gantryd): it stops at once, and takes
+# a running `gantryd init` with it. Without a handler, PID 1 would ignore the signal until the
+# grace period's SIGKILL.
+if unshare --pid --fork true 2>/dev/null; then
+  rm -f "$work/ready"
+  AS_PID1=2 run_case gw-1 "JOIN_WAIT_SECONDS='60'" "$dns
+gw-0.gw-headless.ns.svc.test 127.0.0.1"
+  if [[ $rc -eq 143 ]] && ((took <= 5)) && [[ $(calls) -eq 0 ]] && said 'SIGTERM before gantryd started'; then
+    ok "SIGTERM during the join wait ends the start script (${took}s)"
+  else fail "SIGTERM during the join wait ends the start script" "rc=$rc after ${took}s: $out $log"; fi
+  AS_PID1=2 run_case gw-0 '' "$dns" FAKE_INIT_SECONDS=60
+  if [[ $rc -eq 143 ]] && ((took <= 5)) && has 'init: got SIGTERM' && ! has 'call: --config'; then
+    ok "SIGTERM during gantryd init is passed on to it (${took}s)"
+  else fail "SIGTERM during gantryd init is passed on to it" "rc=$rc after ${took}s: $out $log"; fi
+else
+  echo "skip SIGTERM cases: cannot make a PID namespace here (unshare --pid)"
+fi
 
 echo "start script: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

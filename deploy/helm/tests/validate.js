@@ -10,7 +10,9 @@
 //      models' interfaces, whose excess-property check names every unknown or misspelt field.
 //   3. The chart's own contract: the StatefulSet, its Services and probes fit together, gantryd.json
 //      holds only keys gantryd knows (the table in docs/configuration.md), the start script parses,
-//      the peer port is open to replicas only, and RBAC is the least the namespace mode needs.
+//      the peer port is open to replicas only, RBAC is the least the namespace mode needs, and the
+//      admission policies (the namespace guard, the scale-down guard) decide as intended: their CEL
+//      is evaluated (@bufbuild/cel) against the requests they must allow and deny.
 //
 // Usage, one manifest:
 //   node validate.js --config-doc docs/configuration.md --manifest FILE [--replicas N]
@@ -30,6 +32,7 @@ const crypto = require('crypto');
 const { spawnSync } = require('child_process');
 const YAML = require('yaml');
 const ts = require('typescript');
+const cel = require('@bufbuild/cel');
 
 function parseArgs(argv) {
   const one = { label: 'manifest', replicas: 3, mode: 'managed', namespaces: [], existingSecrets: [] };
@@ -448,33 +451,69 @@ function checkContract(r) {
     }
     const grantsNamespaceCreate = (r) => (r.rules || []).some((x) => (x.resources || []).includes('namespaces') && (x.verbs || []).includes('create'));
     // The kubernetes driver's own needs (drivers/k8s.c), granted where its sandboxes live: the
-    // agent-sandbox Sandbox objects and the ConfigMap holding its epoch fence.
+    // agent-sandbox Sandbox objects, listed and watched for its cache.
     const grants = (r, group, resource, verb) => (r.rules || []).some((x) => (x.apiGroups || []).includes(group) &&
       (x.resources || []).includes(resource) && (x.verbs || []).includes(verb));
-    const driverNeeds = [['agents.x-k8s.io', 'sandboxes', ['get', 'list', 'create', 'delete']],
-      ['', 'configmaps', ['get', 'create', 'update']]];
+    const driverNeeds = [['agents.x-k8s.io', 'sandboxes', ['get', 'list', 'watch', 'create', 'delete']]];
     const needsDriver = (r, needs) => {
       if (!r) return;
       const missing = needs.flatMap(([g, res, verbs]) => verbs.filter((v) => !grants(r, g, res, v))
         .map((v) => `${v} on ${res}${g ? '.' + g : ''}`));
       if (missing.length) err(r, `the kubernetes driver is not granted ${missing.join(', ')}`);
     };
-    for (const vap of byKind('ValidatingAdmissionPolicy')) {
-      const expr = (vap.spec.validations || []).map((v) => v.expression).join(' ');
-      if (!/gantry-fence-/.test(expr)) err(vap, 'the namespace guard would deny the driver its fence ConfigMap');
+    // Secrets are read only in the release namespace, by name.
+    const sts0 = byKind('StatefulSet')[0];
+    const releaseNs = sts0 ? sts0.metadata.namespace : '';
+    const full = sts0 ? sts0.metadata.name : '';
+    const gw = sts0 ? (sts0.metadata.annotations || {})['gantry/gateway-id'] : '';
+    for (const r of [...roles, ...croles]) {
+      for (const x of r.rules || []) {
+        if (!(x.resources || []).includes('secrets')) continue;
+        const reads = (x.verbs || []).filter((v) => ['get', 'list', 'watch'].includes(v));
+        if (reads.length && (r.kind !== 'Role' || r.metadata.namespace !== releaseNs || !(x.resourceNames || []).length)) {
+          err(r, `grants ${reads.join(',')} on secrets beyond named Secrets in the release namespace`);
+        }
+      }
+    }
+    // The fence: a Role in the release namespace, reads and updates by name.
+    let home = null;
+    if (args.mode !== 'none') {
+      home = roles.find((r) => r.metadata.name === `${full}-driver-home` && r.metadata.namespace === releaseNs);
+      const fence = `gantry-fence-${gw}`;
+      if (!home) err(null, `no Role ${full}-driver-home in the release namespace for the driver's fence`);
+      else {
+        if (!grants(home, '', 'configmaps', 'create')) err(home, 'the driver cannot create its fence ConfigMap');
+        const named = (home.rules || []).filter((x) => (x.resources || []).includes('configmaps') &&
+          ['get', 'update'].every((v) => (x.verbs || []).includes(v)));
+        if (!named.length || !named.every((x) => JSON.stringify(x.resourceNames) === JSON.stringify([fence]))) {
+          err(home, `get and update on configmaps must be limited to ${fence}`);
+        }
+        if (!rbs.some((b) => b.roleRef.kind === 'Role' && b.roleRef.name === home.metadata.name &&
+          b.metadata.namespace === releaseNs)) {
+          err(home, 'not bound');
+        }
+      }
+    }
+    const others = roles.filter((r) => r !== home);
+    const otherRbs = rbs.filter((b) => !home || b.roleRef.name !== home.metadata.name || b.roleRef.kind !== 'Role');
+    for (const r of [...others, ...croles]) {
+      if ((r.rules || []).some((x) => (x.resources || []).includes('configmaps'))) {
+        err(r, 'grants ConfigMap rights outside the release namespace\'s fence Role');
+      }
     }
     switch (args.mode) {
       case 'none':
         if (roles.length + croles.length + rbs.length + crbs.length) err(null, 'RBAC rendered without the Kubernetes driver');
         break;
       case 'managed':
-        if (roles.length || rbs.length) err(null, 'managed mode needs no Role or RoleBinding');
+        if (others.length || otherRbs.length) err(null, 'managed mode needs no Role or RoleBinding besides the fence\'s');
         if (croles.length !== 1 || !grantsNamespaceCreate(croles[0])) err(null, 'managed mode needs one ClusterRole that creates namespaces');
         if (crbs.length !== 1) err(null, 'managed mode needs one ClusterRoleBinding');
-        needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete']]]);
+        needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete']],
+          ['networking.k8s.io', 'networkpolicies', ['create']]]);
         break;
       case 'operator': {
-        if (roles.length) err(null, 'operator mode binds a ClusterRole per namespace; no Role expected');
+        if (others.length) err(null, 'operator mode binds a ClusterRole per namespace; no Role expected besides the fence\'s');
         if (croles.some(grantsNamespaceCreate)) err(null, 'operator mode must not create namespaces');
         const nsRole = croles.find((r) => r.rules.every((x) => x.resources.includes('namespaces')));
         if (!nsRole || JSON.stringify([...nsRole.rules[0].resourceNames].sort()) !== JSON.stringify([...args.namespaces].sort()) ||
@@ -485,11 +524,11 @@ function checkContract(r) {
           err(null, 'operator mode: the only ClusterRoleBinding is the one that reads the allowlisted namespaces');
         }
         const sandboxRole = croles.find((r) => r !== nsRole);
-        if (!sandboxRole || !rbs.every((b) => b.roleRef.name === sandboxRole.metadata.name)) {
+        if (!sandboxRole || !otherRbs.every((b) => b.roleRef.name === sandboxRole.metadata.name)) {
           err(null, 'operator mode: the RoleBindings bind the ClusterRole with the sandbox rules');
         }
         needsDriver(sandboxRole, driverNeeds);
-        const bound = rbs.map((b) => b.metadata.namespace).sort();
+        const bound = otherRbs.map((b) => b.metadata.namespace).sort();
         if (JSON.stringify(bound) !== JSON.stringify([...args.namespaces].sort())) {
           err(null, `operator mode: RoleBindings in ${bound.join(',')}, expected exactly ${args.namespaces.join(',')}`);
         }
@@ -497,14 +536,68 @@ function checkContract(r) {
       }
       case 'shared':
         if (croles.length || crbs.length) err(null, 'shared mode must not render cluster-wide RBAC');
-        if (roles.length !== 1 || rbs.length !== 1) err(null, 'shared mode needs one Role and one RoleBinding');
-        else if (args.namespaces.length && roles[0].metadata.namespace !== args.namespaces[0]) {
-          err(roles[0], `Role in ${roles[0].metadata.namespace}, expected ${args.namespaces[0]}`);
+        if (others.length !== 1 || otherRbs.length !== 1) err(null, 'shared mode needs one Role and one RoleBinding besides the fence\'s');
+        else if (args.namespaces.length && others[0].metadata.namespace !== args.namespaces[0]) {
+          err(others[0], `Role in ${others[0].metadata.namespace}, expected ${args.namespaces[0]}`);
         }
-        needsDriver(roles[0], driverNeeds);
+        if (others.length && others[0].metadata.namespace === releaseNs) err(others[0], 'sandboxes in the release namespace');
+        needsDriver(others[0], driverNeeds);
         break;
       default:
         err(null, `unknown --mode ${args.mode}`);
+    }
+
+    // The admission policies, evaluated: what they must allow and deny.
+    const ints = (v) => (typeof v === 'number' && Number.isInteger(v) ? BigInt(v)
+      : Array.isArray(v) ? v.map(ints)
+        : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, ints(x)])) : v);
+    // Admitted: every match condition holds and every validation holds (null: not matched).
+    const admit = (vap, vars) => {
+      const env = ints(vars);
+      for (const m of vap.spec.matchConditions || []) if (cel.run(m.expression, env) !== true) return null;
+      return (vap.spec.validations || []).every((v) => cel.run(v.expression, env) === true);
+    };
+    const expectAdmit = (vap, what, vars, want) => {
+      let got;
+      try {
+        got = admit(vap, vars);
+      } catch (e) {
+        err(vap, `${what}: CEL error ${e.message}`);
+        return;
+      }
+      if (got !== want) err(vap, `${what}: ${want === null ? 'must not match' : want ? 'must be allowed' : 'must be denied'}, got ${got}`);
+    };
+    const sa = sas[0] ? `system:serviceaccount:${sas[0].metadata.namespace}:${sas[0].metadata.name}` : '';
+    for (const vap of byKind('ValidatingAdmissionPolicy')) {
+      const bind = byKind('ValidatingAdmissionPolicyBinding').find((b) => b.spec.policyName === vap.metadata.name);
+      if (!bind || JSON.stringify(bind.spec.validationActions) !== '["Deny"]') err(vap, 'not bound with validationActions [Deny]');
+      if (vap.metadata.name.endsWith('-driver-guard')) {
+        const req = (resource, ns, name, user = sa) => ({ request: { resource: { resource }, namespace: ns, userInfo: { username: user } },
+          object: { metadata: { name } }, oldObject: null });
+        const prefix = `openshell-${gw}-`;
+        expectAdmit(vap, 'the driver making a managed namespace', req('namespaces', '', `${prefix}team`), true);
+        expectAdmit(vap, 'the driver making any other namespace', req('namespaces', '', 'kube-public'), false);
+        expectAdmit(vap, 'the driver writing in a managed namespace', req('sandboxes', `${prefix}team`, 'web'), true);
+        expectAdmit(vap, 'the driver writing its fence', req('configmaps', releaseNs, `gantry-fence-${gw}`), true);
+        expectAdmit(vap, 'the driver writing another ConfigMap of the release', req('configmaps', releaseNs, `${full}-config`), false);
+        expectAdmit(vap, 'the driver writing a Secret elsewhere', req('secrets', 'kube-system', 'x'), false);
+        expectAdmit(vap, 'someone else\'s writes', req('secrets', 'kube-system', 'x', 'system:admin'), null);
+      } else if (vap.metadata.name.endsWith('-scale-guard')) {
+        const sts = (n, ann) => ({ metadata: { name: full, namespace: releaseNs, ...(ann ? { annotations: ann } : {}) }, spec: { replicas: n } });
+        const req = (sub, from, to, ann, name = full) => ({ request: { namespace: releaseNs, name, subResource: sub },
+          oldObject: sts(from, {}), object: sts(to, ann) });
+        expectAdmit(vap, 'scaling up 3 -> 5', req('', 3, 5, {}), true);
+        expectAdmit(vap, 'an update that keeps 5', req('', 5, 5, {}), true);
+        expectAdmit(vap, '5 -> 3 without the members removed', req('', 5, 3, {}), false);
+        expectAdmit(vap, '5 -> 3 with ordinals 3-4 removed', req('', 5, 3, { 'gantry/removed-ordinals': '3-4' }), true);
+        expectAdmit(vap, '5 -> 3 naming other ordinals', req('', 5, 3, { 'gantry/removed-ordinals': '4-5' }), false);
+        expectAdmit(vap, '7 -> 3 in one step', req('', 7, 3, { 'gantry/removed-ordinals': '3-6' }), false);
+        expectAdmit(vap, 'kubectl scale 5 -> 3', req('scale', 5, 3, undefined), false);
+        expectAdmit(vap, 'kubectl scale 3 -> 5', req('scale', 3, 5, undefined), true);
+        expectAdmit(vap, 'another StatefulSet', req('', 5, 1, {}, 'other'), null);
+      } else {
+        err(vap, 'an admission policy the validator does not know');
+      }
     }
   }
 

@@ -17,6 +17,12 @@
 # Every refusal exits 1, so the kubelet restarts the container with back-off and the reason is in
 # the logs (kubectl logs --previous).
 #
+# Signals: the script is PID 1 of the container until it execs gantryd. The kernel delivers no
+# signal to PID 1 that has no handler, and bash acts on a trapped signal only after a foreground
+# child ends, so the waits and `gantryd init` run as background children that the script waits for:
+# a SIGTERM (pod deleted, rolled, drained) during the start stops the child and ends the script at
+# once (exit 143) instead of after the grace period's SIGKILL.
+#
 # Input: the settings file the chart renders (argument 1, default /etc/gantry/config/start.env) and
 # the pod's environment: CHART_POD_NAME, CHART_POD_IP, CHART_NODE_NAME, CHART_ZONE (downward API).
 # Only gantryd's own settings are exported (GANTRY_*); the chart's settings stay shell variables.
@@ -32,6 +38,27 @@ log() { printf '%s gantry-start: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2
 die() {
   log "error: $*"
   exit 1
+}
+
+child=
+on_signal() {
+  log "$1 before gantryd started: stopping${child:+ (and process $child)}"
+  if [[ -n $child ]]; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  exit 143
+}
+trap 'on_signal SIGTERM' TERM
+trap 'on_signal SIGINT' INT
+# Run "$@" as a background child and wait for it (a signal interrupts the wait); its exit status.
+in_child() {
+  "$@" &
+  child=$!
+  local rc=0
+  wait "$child" || rc=$?
+  child=
+  return "$rc"
 }
 
 pod=${CHART_POD_NAME:?CHART_POD_NAME is not set (downward API metadata.name)}
@@ -69,7 +96,7 @@ if [[ -z $peer_ip ]]; then
   deadline=$((SECONDS + PEER_DNS_WAIT_SECONDS))
   until peer_ip=$(resolve4 "$name") && peer_ip=${peer_ip%%$'\n'*} && [[ -n $peer_ip ]]; do
     ((SECONDS < deadline)) || die "cannot resolve $name, this replica's peer Service: is it deployed, and does cluster DNS answer?"
-    sleep 2
+    in_child sleep 2
   done
 fi
 [[ $peer_ip =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] ||
@@ -167,7 +194,7 @@ if ((ordinal == 0)); then
     die "the volume is empty and bootstrap.allowInit does not allow a new cluster now: after the first install, a bootstrap would create a second, separate cluster. For a new cluster on purpose, set bootstrap.allowInit=always"
   fi
   log "bootstrapping a new cluster as replica 1"
-  "$GANTRYD" init --config "$CONFIG_FILE" --ca-cert "$CA_CERT" --ca-key "$CA_KEY" \
+  in_child "$GANTRYD" init --config "$CONFIG_FILE" --ca-cert "$CA_CERT" --ca-key "$CA_KEY" \
     --admin-key-file "$ADMIN_KEY_FILE" --join-token-file "$JOIN_TOKEN_FILE" \
     --join-token-uses "$JOIN_TOKEN_USES" --join-token-ttl-s "$JOIN_TOKEN_TTL_S" ||
     die "gantryd init failed (exit $?)"
@@ -187,7 +214,7 @@ if [[ $ORDERED_JOIN == true ]]; then
       log "$prev is not ready after ${JOIN_WAIT_SECONDS}s, but ${ready[*]} are: joining through them"
       break
     fi
-    sleep 2
+    in_child sleep 2
   done
 fi
 targets=()

@@ -71,7 +71,14 @@ in their name, so two releases of the same name in different namespaces never co
 {{- end -}}
 
 {{- define "gantry.sharedNamespace" -}}
-{{- default .Release.Namespace .Values.driver.kubernetes.sharedNamespace -}}
+{{- .Values.driver.kubernetes.sharedNamespace -}}
+{{- end -}}
+
+{{/* Whether this render can read the cluster (helm install/upgrade), as opposed to "helm template",
+a client-side dry run or "helm lint", where lookup returns nothing (Argo CD and Flux render so).
+kube-system exists in every cluster. */}}
+{{- define "gantry.canLookup" -}}
+{{- if (lookup "v1" "Namespace" "" "kube-system") -}}true{{- end -}}
 {{- end -}}
 
 {{- define "gantry.kubernetesDriver" -}}
@@ -108,6 +115,24 @@ to change.
 {{- if and (eq .Values.driver.name "kubernetes") (ne $k.namespaceMode "shared") $k.sharedNamespace -}}
 {{- fail (printf "driver.kubernetes.sharedNamespace is only used in shared mode, but namespaceMode is %s" $k.namespaceMode) -}}
 {{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "shared") (not $k.sharedNamespace) -}}
+{{- fail "driver.kubernetes.namespaceMode=shared needs driver.kubernetes.sharedNamespace: a namespace of its own for the sandboxes (not the release namespace, where the gateway's Secrets live)" -}}
+{{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "shared") (eq $k.sharedNamespace .Release.Namespace) -}}
+{{- fail (printf "driver.kubernetes.sharedNamespace is the release namespace %s: sandbox pods there could mount the gateway's Secrets (its CA key, its join token); give the sandboxes a namespace of their own" .Release.Namespace) -}}
+{{- end -}}
+{{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "operator") (has .Release.Namespace $k.namespaces) -}}
+{{- fail (printf "driver.kubernetes.namespaces lists the release namespace %s: sandbox pods there could mount the gateway's Secrets; allowlist other namespaces" .Release.Namespace) -}}
+{{- end -}}
+{{- if .Values.tls.api.existingSecret -}}
+{{- fail "tls.api.existingSecret is not supported: gantryd serves one certificate on the API port, and every replica that joins the cluster verifies that port against the cluster CA, so a certificate from another CA makes replicas 1..n fail to join (\"server's certificate is not trusted\"). Give the cluster your own CA instead (tls.ca.existingSecret, e.g. the CA of a cert-manager CA issuer, which your clients already trust) and put the API's public names into tls.extraSans" -}}
+{{- end -}}
+{{- with .Values.scaleDown.removedOrdinals -}}
+{{- $want := printf "%d-%d" (int $.Values.replicaCount) (add (int $.Values.replicaCount) 1) -}}
+{{- if ne . $want -}}
+{{- fail (printf "scaleDown.removedOrdinals is %q, but lowering replicaCount to %d removes ordinals %s (one step at a time: 7 -> 5 -> 3): remove those members from the cluster first (gantry cluster remove <id>), then set removedOrdinals to %q" . (int $.Values.replicaCount) $want $want) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (eq .Values.driver.name "kubernetes") (not .Values.rbac.create) (not .Values.serviceAccount.name) -}}
 {{- fail "rbac.create=false with the kubernetes driver: set serviceAccount.name to an account that already has the driver's rights" -}}
 {{- end -}}
@@ -129,8 +154,9 @@ to change.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- /* The driver's own needs (drivers/k8s.h): Sandbox objects and the fence ConfigMap. */ -}}
-{{- $needs := list (list "agents.x-k8s.io" "sandboxes" "get") (list "agents.x-k8s.io" "sandboxes" "list") (list "agents.x-k8s.io" "sandboxes" "create") (list "agents.x-k8s.io" "sandboxes" "delete") (list "" "configmaps" "get") (list "" "configmaps" "create") (list "" "configmaps" "update") -}}
+{{- /* The driver's own needs (drivers/k8s.h) where its sandboxes live: Sandbox objects, listed and
+watched for its cache. (Its fence has a Role of its own in the release namespace.) */ -}}
+{{- $needs := list (list "agents.x-k8s.io" "sandboxes" "get") (list "agents.x-k8s.io" "sandboxes" "list") (list "agents.x-k8s.io" "sandboxes" "watch") (list "agents.x-k8s.io" "sandboxes" "create") (list "agents.x-k8s.io" "sandboxes" "delete") -}}
 {{- if eq .Values.driver.name "kubernetes" -}}
 {{- range $need := $needs -}}
 {{- $granted := false -}}
@@ -140,7 +166,7 @@ to change.
 {{- end -}}
 {{- end -}}
 {{- if not $granted -}}
-{{- fail (printf "driver.kubernetes.rules grant no %q on %s%s: the kubernetes driver needs get, list, create and delete on sandboxes.agents.x-k8s.io and get, create and update on configmaps (its epoch fence)" (index $need 2) (index $need 1) (ternary "" (printf ".%s" (index $need 0)) (eq (index $need 0) ""))) -}}
+{{- fail (printf "driver.kubernetes.rules grant no %q on %s%s: the kubernetes driver needs get, list, watch, create and delete on sandboxes.agents.x-k8s.io" (index $need 2) (index $need 1) (ternary "" (printf ".%s" (index $need 0)) (eq (index $need 0) ""))) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
