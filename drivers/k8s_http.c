@@ -67,6 +67,12 @@ int k8s_http_err_from_curl(int curl_code)
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
+    /* A connection reset while TLS or HTTP/2 was being set up or used, as an API server
+     * restarting (or a load balancer in front of it dropping it) causes: it clears by waiting. */
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_SEND_FAIL_REWIND:
         return GERR_CLOSED;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
