@@ -56,7 +56,7 @@ struct driver_k8s {
     char **pull_secrets;     /* NULL-terminated */
     char *gpu_res;
     char *server, *token_file, *ca_file, *cert_file, *key_file;
-    unsigned deadline_ms, watch_timeout_s;
+    unsigned watch_timeout_s;
     bool no_watch;
     uint64_t newest; /* the newest epoch this instance has seen */
     struct buf resp;
@@ -384,24 +384,17 @@ static bool sandbox_ours(struct driver_k8s *k, const struct k8s_meta *m, const c
            (ns == NULL || strcmp(m->gantry_ns, ns) == 0);
 }
 
+/* The phase as the controller reports it. A pod that never schedules or never pulls its image stays
+ * PROVISIONING (DependenciesNotReady) for ever, and so does a running sandbox whose pod was evicted:
+ * only the reconciler knows whether the sandbox was ever READY, so it applies the provisioning
+ * deadline (leases/reconciler.h). */
 static void describe(struct driver_k8s *k, const struct k8s_sandbox *p, struct driver_sandbox *out)
 {
-    char handle[160], msg[K8S_MAX_MESSAGE + 96];
-    enum driver_phase phase = p->phase;
-    const char *message = p->message;
-    uint64_t now = driver__now_ms();
-    if (phase == DRIVER_PHASE_PROVISIONING && p->meta.created_at_ms != 0 &&
-        now > p->meta.created_at_ms + k->deadline_ms) {
-        /* A pod that never schedules or never pulls its image: the controller keeps reporting
-         * DependenciesNotReady for ever; the deadline makes it final, with the controller's words. */
-        snprintf(msg, sizeof msg, "not running %u s after it was made (the provisioning deadline): %s",
-                 k->deadline_ms / 1000u, p->message != NULL ? p->message : "");
-        phase = DRIVER_PHASE_ERROR;
-        message = msg;
-    }
+    (void)k;
+    char handle[160];
     snprintf(handle, sizeof handle, "k8s:%s/%s", p->meta.ns, p->meta.name);
-    driver__sandbox_fill(out, p->meta.sandbox_id, p->meta.gantry_ns, p->meta.gantry_name, phase, handle, message,
-                         p->meta.epoch, p->meta.created_at_ms);
+    driver__sandbox_fill(out, p->meta.sandbox_id, p->meta.gantry_ns, p->meta.gantry_name, p->phase, handle,
+                         p->message, p->meta.epoch, p->meta.created_at_ms);
 }
 
 static void sandbox_path(struct driver_k8s *k, char *out, size_t len, const char *kns, const char *name)
@@ -1356,7 +1349,6 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     k->hc.client_key_file = k->key_file;
     k->gpu_res = mem_strdup(cfg->gpu_resource != NULL ? cfg->gpu_resource : DEFAULT_GPU);
     k->home_ns = mem_strdup(home);
-    k->deadline_ms = cfg->provision_deadline_ms != 0 ? cfg->provision_deadline_ms : DRIVER_K8S_DEADLINE_MS;
     k->watch_timeout_s = cfg->watch_timeout_s;
     k->no_watch = cfg->no_watch;
     snprintf(k->fence_name, sizeof k->fence_name, "gantry-fence-%s", cfg->gateway_id);

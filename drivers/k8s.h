@@ -75,9 +75,9 @@
  * GERR_INVAL, GERR_PERM or GERR_EXISTS.
  *
  * Phases come from the Sandbox's Ready and Finished conditions (see struct k8s_sandbox in
- * drivers/k8s_json.h); a sandbox still PROVISIONING provision_deadline_ms after its object was
- * made (a pod that never schedules, an image that never pulls) is reported ERROR with the
- * controller's condition message. driver_config: see k8s_check_config() in drivers/k8s_json.h;
+ * drivers/k8s_json.h), with the controller's condition message: a pod that never schedules or
+ * never pulls its image stays PROVISIONING (the reconciler's provisioning deadline ends it, only
+ * for a sandbox that was never READY). driver_config: see k8s_check_config() in drivers/k8s_json.h;
  * service_account must also be in the service_accounts allow-list. Tenant labels under the
  * Kubernetes, agent-sandbox, Gantry and OpenShell prefixes are refused (k8s_check_labels). The
  * image is required. gpu_count becomes a limit on gpu_resource. lifetime_s becomes
@@ -96,7 +96,6 @@
 
 #define DRIVER_K8S_GATEWAY_ID_MAX  40u
 #define DRIVER_K8S_ALLOWLIST_MAX   256u
-#define DRIVER_K8S_DEADLINE_MS     300000u /* provision_deadline_ms default: 5 minutes */
 #define DRIVER_K8S_ENSURE_MEMO_MS  300000u /* how long ensure_namespace trusts a namespace it made usable */
 #define DRIVER_K8S_THROTTLE_WAIT_S 5u      /* the most a call waits for Retry-After in all */
 
@@ -125,7 +124,6 @@ struct driver_k8s_config {
                                               managed namespaces, named in every sandbox pod; NULL: none */
     const char *gpu_resource;      /* NULL: "nvidia.com/gpu" */
     unsigned timeout_ms;           /* per request; 0 = 10000 */
-    unsigned provision_deadline_ms; /* 0 = DRIVER_K8S_DEADLINE_MS */
     unsigned watch_timeout_s;      /* timeoutSeconds of each watch; 0 = 300 */
     bool no_watch;                 /* no list+watch cache: every read asks the API server */
 };

@@ -17,7 +17,7 @@
 #include "lib/mem.h"
 #include "store/events.h"
 
-#define SB_COLS        "id, namespace, name, owner_id, labels, spec, status, phase, gpus, deletion_timestamp_ms"
+#define SB_COLS        "id, namespace, name, owner_id, labels, spec, status, phase, gpus, deletion_timestamp_ms, created_at_ms"
 #define MAX_ATTEMPTS   5
 #define BACKOFF_CAP_MS 60000u
 #define MAX_TRACKED    4096u
@@ -82,7 +82,7 @@ struct row {
     Gantry__V1__SandboxSpec *spec;
     Gantry__V1__SandboxStatus *status;
     char phase[16];
-    int64_t gpus, deletion_ms;
+    int64_t gpus, deletion_ms, created_ms;
 };
 
 static void row_close(struct row *w)
@@ -120,6 +120,7 @@ static void row_from(struct row *w, const struct proto_rows *r, size_t i)
     text(proto_rows_at(r, i, 7), w->phase, sizeof w->phase);
     w->gpus = proto_rows_at(r, i, 8)->u.i;
     w->deletion_ms = proto_rows_at(r, i, 9)->u.i;
+    w->created_ms = proto_rows_at(r, i, 10)->u.i;
 }
 
 /* --- fenced writes --- */
@@ -416,6 +417,11 @@ static bool transient(int rv)
            rv == GERR_CLOSED;
 }
 
+static unsigned provision_deadline(const struct reconciler *r)
+{
+    return r->cfg.provision_deadline_ms != 0 ? r->cfg.provision_deadline_ms : 300000u;
+}
+
 static bool stale(struct reconciler *r, int rv, const char *err)
 {
     if (rv != DRIVER_ERR_STALE) {
@@ -443,7 +449,7 @@ static void driver_failed(struct reconciler *r, const struct row *w, const char 
     if (a != NULL && failures == 1) {
         a->first_mono_ms = now_mono();
     }
-    unsigned deadline = r->cfg.provision_deadline_ms != 0 ? r->cfg.provision_deadline_ms : 300000u;
+    unsigned deadline = provision_deadline(r);
     bool given_up = transient(rv) && a != NULL ? now_mono() - a->first_mono_ms >= deadline
                                                : failures >= MAX_ATTEMPTS;
     char msg[GERR_MSG_SIZE], op[40];
@@ -542,8 +548,21 @@ static void sync_row(struct reconciler *r, const struct row *w)
         return;
     }
     succeeded(r, w->id);
-    record(r, w, phase_text(ds.phase), ds.handle != NULL ? ds.handle : "",
-           ds.message != NULL ? ds.message : "", NULL, NULL, 0);
+    const char *phase = phase_text(ds.phase), *message = ds.message != NULL ? ds.message : "";
+    char late[GERR_MSG_SIZE];
+    bool never_ready = w->status == NULL || w->status->started_at_ms == 0;
+    if (ds.phase == DRIVER_PHASE_PROVISIONING && never_ready && w->created_ms > 0 &&
+        now_wall() - w->created_ms >= (int64_t)provision_deadline(r)) {
+        /* A pod that never schedules or never pulls its image: the backend keeps reporting it
+         * starting for ever; the deadline makes it final, with the backend's words. A sandbox that
+         * was READY once and is starting again (its pod evicted and being replaced) is not stuck
+         * in provisioning and keeps its phase from the backend. */
+        snprintf(late, sizeof late, "not running %u s after it was made (the provisioning deadline): %.400s",
+                 provision_deadline(r) / 1000u, message);
+        phase = "ERROR";
+        message = late;
+    }
+    record(r, w, phase, ds.handle != NULL ? ds.handle : "", message, NULL, NULL, 0);
     driver_sandbox_close(&ds);
 }
 

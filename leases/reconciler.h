@@ -24,7 +24,10 @@
  * the sandbox in ERROR with the reason at once; one failing with an error that clears by waiting
  * (throttling, an unavailable backend, a timeout, conflicts) does when its failures have lasted
  * provision_deadline_ms; any other after five failures in a row. Failed gets and deletes never do
- * (the sandbox exists, or is being deleted: they keep retrying at the 60 s cap).
+ * (the sandbox exists, or is being deleted: they keep retrying at the 60 s cap). A sandbox that
+ * was never READY and that the driver still reports PROVISIONING provision_deadline_ms after its
+ * row was made (a pod that never schedules, an image that never pulls) is ERROR with the driver's
+ * message; one that was READY once and is starting again (an evicted pod) keeps PROVISIONING.
  *
  * Audit: through the @audit callback, in a transaction fenced by the epoch like every other
  * write, an API Activity event (status Failure, actor "reconciler") for a failed driver call
@@ -80,7 +83,7 @@ struct reconciler_config {
     /* A create failing with an error that clears by waiting (GERR_BUSY, _UNAVAILABLE, _TIMEOUT,
      * _ABORTED, _CLOSED) is retried with backoff until its failures have lasted this long, then the
      * sandbox is ERROR; other failures end it after 5 attempts, permanent ones (GERR_INVAL, _PERM,
-     * _EXISTS) at once. 0 = 300000. */
+     * _EXISTS) at once. Also how long a sandbox never READY may stay PROVISIONING. 0 = 300000. */
     unsigned provision_deadline_ms;
     reconciler_audit_cb audit; /* NULL: no audit events */
     void *audit_arg;

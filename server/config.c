@@ -200,7 +200,8 @@ static const struct field fields[] = {
          "namespaces and named in every sandbox pod"),
     UINT(provision_deadline_s, 300, 10, 86400,
          "how long a sandbox may take to start: transient driver failures of its create are retried until "
-         "then, and a kubernetes sandbox still not running then is ERROR with the controller's message"),
+         "then, and a sandbox never READY and still PROVISIONING then is ERROR with the driver's message (a "
+         "READY sandbox starting again, e.g. an evicted pod, is not)"),
     STRING(driver_journal, "", NULL, "path",
            "fake driver: append a JSON line per driver call (with its epoch) to this file"),
     UINT(lease_duration_ms, 15000, 300, 3600000,

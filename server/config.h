@@ -151,8 +151,8 @@ struct config {
     char *k8s_server, *k8s_token_file, *k8s_ca_file;
     /* k8s_service_accounts: the allow-list of driver_config service_account values (empty: none);
      * k8s_image_pull_secrets: Secrets in the gateway's namespace copied into managed namespaces.
-     * provision_deadline_s: how long a create may keep failing transiently (and, kubernetes, a
-     * sandbox stay PROVISIONING) before the sandbox is ERROR. Default 300. */
+     * provision_deadline_s: how long a create may keep failing transiently (and a sandbox that was
+     * never READY stay PROVISIONING) before the sandbox is ERROR. Default 300. */
     struct config_list k8s_service_accounts, k8s_image_pull_secrets;
     unsigned provision_deadline_s;
     char *driver_state_dir;

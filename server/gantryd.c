@@ -1182,8 +1182,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
             .shared_namespace = cfg->k8s_shared_namespace[0] != '\0' ? cfg->k8s_shared_namespace : NULL,
             .operator_namespaces = allow,
             .service_accounts = sas,
-            .image_pull_secrets = pulls,
-            .provision_deadline_ms = cfg->provision_deadline_s * 1000u};
+            .image_pull_secrets = pulls};
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
     } else {
         struct driver_process_config pc = {.state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1};

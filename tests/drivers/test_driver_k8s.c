@@ -885,13 +885,12 @@ static void test_phase_from_sandbox_status(void **state)
 }
 
 /* A pod that never schedules or never pulls its image: the controller reports
- * DependenciesNotReady for ever; after the provisioning deadline the sandbox is ERROR with that
- * message. */
-static void test_provision_deadline(void **state)
+ * DependenciesNotReady for ever, and the driver says PROVISIONING with the controller's message
+ * (the reconciler's provisioning deadline ends it: reconciler_kubernetes). */
+static void test_pending_pod(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
-    struct driver_k8s_config c = {.provision_deadline_ms = 1500};
-    struct driver *d = open_cfg("gw-a", &c);
+    struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     struct conf_spec cs;
     struct driver_sandbox s;
@@ -900,9 +899,6 @@ static void test_provision_deadline(void **state)
     control("/_fake/config", "{\"pending\":false}");
     assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
     assert_int_equal(s.phase, DRIVER_PHASE_PROVISIONING);
-    driver_sandbox_close(&s);
-    wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_ERROR, &s);
-    assert_non_null(strstr(s.message, "provisioning deadline"));
     assert_non_null(strstr(s.message, "DependenciesNotReady: Pod exists with phase: Pending"));
     driver_sandbox_close(&s);
     assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
@@ -1726,7 +1722,7 @@ int main(void)
         cmocka_unit_test(test_epoch_annotation_fences_delete),
         cmocka_unit_test(test_manifest_and_config),
         cmocka_unit_test(test_phase_from_sandbox_status),
-        cmocka_unit_test(test_provision_deadline),
+        cmocka_unit_test(test_pending_pod),
         cmocka_unit_test(test_crd_not_installed),
         cmocka_unit_test(test_api_versions),
         cmocka_unit_test(test_throttling),

@@ -634,6 +634,41 @@ class Kubernetes(g.GantrydTest):
         print("audit: 5 failed creates -> 1 event; a permanent failure and a failed pod -> ERROR with an event "
               "each; 2 failed deletes -> 1 event, then deleted")
 
+    def test_provisioning_deadline_only_before_ready(self):
+        """A sandbox never READY and still PROVISIONING provision_deadline_s after it was created is
+        ERROR with the controller's message; one that was READY and whose pod was evicted (Ready=False
+        again, past the deadline counted from its creation) stays PROVISIONING: ERROR is terminal."""
+        api = KubeApi(self)
+        e = k8s_env(self, "deadline", api, "gw-dl", "managed", "--provision-deadline-s", "10")
+        collection = SBX + "/namespaces/openshell-gw-dl-default/sandboxes"
+        P = S.SandboxStatus
+
+        def status(name):
+            return e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name=name)).status
+
+        ran = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "ran"))).meta.id
+        wait_for(self, "ran did not become READY", lambda: status("ran").phase == P.PHASE_READY)
+        self.assertEqual(api.request("POST", "/_fake/config", {"pending": True})[0], 200)
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "stuck")))
+        # ran's pod is evicted: the controller reports it not ready while it makes a new one.
+        obj = [o for o in api.sandboxes() if o["metadata"]["labels"][LABEL_ID] == ran][0]
+        code, out = api.request("PUT", "%s/%s/status" % (collection, obj["metadata"]["name"]), {
+            "metadata": {"name": obj["metadata"]["name"], "resourceVersion": obj["metadata"]["resourceVersion"]},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "DependenciesNotReady",
+                                       "message": "Pod exists with phase: Pending"}]}})
+        self.assertEqual(code, 200, out)
+        wait_for(self, "ran's eviction was not recorded", lambda: status("ran").phase == P.PHASE_PROVISIONING,
+                 timeout=60)
+        st = wait_for(self, "stuck did not end in ERROR at the deadline", lambda: (
+            lambda s: s if s.phase == P.PHASE_ERROR else None)(status("stuck")), timeout=60)
+        self.assertIn("provisioning deadline", st.conditions[0].message)
+        self.assertIn("DependenciesNotReady: Pod exists with phase: Pending", st.conditions[0].message)
+        # The pass that ended stuck (made after ran) synced ran too, both past the deadline.
+        st = status("ran")
+        self.assertEqual(P.Phase.Name(st.phase), "PHASE_PROVISIONING")
+        self.assertIn("DependenciesNotReady", st.conditions[0].message)
+        print("provisioning deadline: never READY -> ERROR; READY then evicted past the deadline -> PROVISIONING")
+
 
 class LongPass(g.GantrydTest):
     def test_passes_longer_than_the_renew_deadline_finish(self):
