@@ -444,14 +444,22 @@ static void driver_failed(struct reconciler *r, const struct row *w, const char 
         return;
     }
     bool creating = strcmp(what, "create") == 0 || strcmp(what, "ensure_namespace") == 0;
+    /* NULL: the table of MAX_TRACKED sandboxes is full (a mass outage). Untracked, a failure that
+     * clears by waiting is retried on the next pass (without backoff) rather than given up. */
     struct attempt *a = attempt_of(r, w->id, true);
-    unsigned failures = a != NULL ? ++a->failures : MAX_ATTEMPTS;
+    unsigned failures = a != NULL ? ++a->failures : 1;
     if (a != NULL && failures == 1) {
         a->first_mono_ms = now_mono();
     }
     unsigned deadline = provision_deadline(r);
-    bool given_up = transient(rv) && a != NULL ? now_mono() - a->first_mono_ms >= deadline
-                                               : failures >= MAX_ATTEMPTS;
+    bool given_up;
+    if (a == NULL) {
+        given_up = !transient(rv);
+    } else if (transient(rv)) {
+        given_up = now_mono() - a->first_mono_ms >= deadline;
+    } else {
+        given_up = failures >= MAX_ATTEMPTS;
+    }
     char msg[GERR_MSG_SIZE], op[40];
     snprintf(msg, sizeof msg, "%s: %s", what, err);
     snprintf(op, sizeof op, "reconciler/driver.%s", what);
