@@ -16,6 +16,7 @@
 #define LIST_RESTARTS    3
 #define BACKOFF_FIRST_MS 1000u
 #define BACKOFF_MAX_MS   30000u
+#define HEALTHY_MS       1000u /* a watch this long, or with an event, was a working one */
 #define DEFAULT_TIMEOUT  300u
 
 struct k8s_watch {
@@ -32,6 +33,7 @@ struct k8s_watch {
     struct buf resp;
     char *rv;                      /* where the next watch starts */
     bool gone;                     /* the current stream reported 410 */
+    unsigned lines;                /* events (bookmarks included, ERROR not) the current stream brought */
     struct k8s_watch_stats stats;  /* under mu */
     char errmsg[GERR_MSG_SIZE];
 };
@@ -159,6 +161,9 @@ static int on_line(void *arg, char *line, size_t len)
     if (k8s_watch_event_decode(line, len, &e, w->errmsg) != 0) {
         return 1;
     }
+    if (e.type != K8S_WATCH_ERROR) {
+        w->lines++;
+    }
     int rv = 0;
     switch (e.type) {
     case K8S_WATCH_ADDED:
@@ -199,6 +204,7 @@ static int watch_once(struct k8s_watch *w)
     k8s_http_put_escaped(&path, w->rv != NULL ? w->rv : "0");
     buf_append_zero(&path, 1);
     w->gone = false;
+    w->lines = 0;
     w->errmsg[0] = '\0';
     count(w, &w->stats.watches);
     int rv = k8s_http_stream(w->http, (const char *)path.data, (w->timeout_s + 30u) * 1000u, &w->stop, on_open,
@@ -217,6 +223,13 @@ static int watch_once(struct k8s_watch *w)
         return GERR_PROTO; /* a line callback ended it: an event that does not decode, or an ERROR */
     }
     return rv;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* Wait @ms unless stopped; false when stopped. */
@@ -246,6 +259,7 @@ static void *watch_main(void *arg)
     const char *where = w->kns != NULL ? w->kns : "every namespace";
     while (!w->stop) {
         int rv = 0;
+        bool listed = false; /* this watch starts from a list made just now */
         if (need_list) {
             if (!first) {
                 count(w, &w->stats.relists);
@@ -254,25 +268,41 @@ static void *watch_main(void *arg)
             if (rv == 0) {
                 need_list = false;
                 first = false;
+                listed = true;
             }
         }
+        bool healthy = false; /* the watch that just ended was a working one */
         if (rv == 0 && !w->stop) {
+            uint64_t t0 = mono_ms();
             rv = watch_once(w);
-            if (rv == 0) {
+            uint64_t took = mono_ms() - t0;
+            healthy = w->lines > 0 || took >= HEALTHY_MS;
+            if (rv == 0 && healthy) {
                 backoff = 0;
                 continue; /* the server's timeout: watch again from w->rv */
+            }
+            if (rv == 0) {
+                /* Ended at once without an event: something in between (a proxy, a server that
+                 * is shutting down) cuts it. Watching again at once would be a busy loop. */
+                gerr_set(w->errmsg, "watch: ended after %llu ms without an event", (unsigned long long)took);
+                rv = GERR_CLOSED;
             }
         }
         if (w->stop) {
             break;
         }
         k8s_cache_set_live(w->cache, w->scope, false);
-        if (rv == GERR_ABORTED && !need_list) {
-            /* The watch's resourceVersion is too old (410): list again at once. A list that keeps
-             * failing (its continue tokens expiring again and again) backs off below instead, so
-             * it never turns into a busy loop against the API server. */
-            LOG_INFO("kubernetes watch of %s: %s; listing again", where, w->errmsg);
+        bool gone = rv == GERR_ABORTED && !need_list; /* the watch (not the list) ended in 410 */
+        if (gone) {
             need_list = true;
+        }
+        if (gone && (healthy || !listed)) {
+            /* The watch's resourceVersion is too old (410) after a working watch, or after one cut
+             * short (an API server restart): list again at once. A watch that gets 410 again
+             * straight after its list, and a list that keeps failing (its continue tokens expiring
+             * again and again), back off below instead, so neither turns into a busy loop of
+             * LISTs against the API server. */
+            LOG_INFO("kubernetes watch of %s: %s; listing again", where, w->errmsg);
             continue;
         }
         count(w, &w->stats.errors);

@@ -71,7 +71,9 @@ Test controls (admin token only)
                           (the server exits without answering, before or after doing the work;
                            with --state the work survives the restart)}
   POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
-                       "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions)}
+                       "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions),
+                       "watch_end": bool (every watch answers 200 and ends at once, without an
+                       event, as one cut by a proxy or a server shutting down does)}
   POST /_fake/namespace {"name": n, "stuck": bool}   hold a Terminating namespace, or let it go
   POST /_fake/compact   compact every revision so far (continue tokens and watches from before: 410)
   POST /_fake/drop-watches   cut every open watch stream (as an API server restart does)
@@ -337,6 +339,7 @@ class Store:
         self.stuck = set()
         self.finalize_at = {}  # namespace -> monotonic time it disappears
         self.watch_generation = 0
+        self.watch_end = False
         self.watches_open = 0
         self.requests = {}
         with self.cond:
@@ -850,6 +853,8 @@ class Handler(BaseHTTPRequestHandler):
                 store.conversion = bool(body["conversion"])
             if "pending" in body:
                 store.pending = bool(body["pending"])
+            if "watch_end" in body:
+                store.watch_end = bool(body["watch_end"])
             if "versions" in body:
                 store.served = [v for v in body["versions"] if v in RESOURCES[(SANDBOX_GROUP, "sandboxes")][2]]
             if "qps" in body or "burst" in body:
@@ -964,6 +969,8 @@ class Handler(BaseHTTPRequestHandler):
         cut = False
         try:
             with store.cond:
+                if store.watch_end:
+                    return self.finish_chunks()
                 if since != 0 and since < store.compacted:
                     self.chunk({"type": "ERROR", "object": ApiError(
                         410, "Expired", "too old resource version: %d (%d)" % (since, store.compacted)).status()})

@@ -1153,6 +1153,33 @@ static void test_watch_relists_after_410(void **state)
     driver_free(d);
 }
 
+/* A watch that the server answers 200 and ends at once, without an event (cut by a proxy, or a
+ * server shutting down): the driver backs off as for any error (1 s, then 2 s) instead of watching
+ * again at once, which was a busy loop of watch requests for as long as the condition lasted. The
+ * window is a measurement of the request rate, not a wait for a condition. */
+static void test_watch_ending_at_once_backs_off(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_k8s_stats before, st;
+    make_in(d, e, env.ns, "cut-at-once", &cs);
+    wait_live(d);
+    driver_k8s_stats(d, &before);
+    control("/_fake/config", "{\"watch_end\":true}");
+    control("/_fake/drop-watches", "{}");
+    nap_ms(2500);
+    driver_k8s_stats(d, &st);
+    control("/_fake/config", "{\"watch_end\":false}");
+    /* The cut stream, a second's pause, one watch ending at once, a 2 s pause. */
+    assert_true(st.watch_requests - before.watch_requests <= 3);
+    assert_true(st.watch_errors - before.watch_errors >= 2);
+    wait_live(d); /* and it comes back once watches work again */
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    driver_free(d);
+}
+
 /* The watch's list keeps failing because its continue tokens keep expiring (410 on every second
  * page): after a few restarts it backs off like any other failure (counted as an error, a second
  * before the next try) instead of listing again at once, which would be a busy loop of LIST
@@ -1729,6 +1756,7 @@ int main(void)
         cmocka_unit_test(test_namespace_terminating),
         cmocka_unit_test(test_reads_from_cache),
         cmocka_unit_test(test_watch_relists_after_410),
+        cmocka_unit_test(test_watch_ending_at_once_backs_off),
         cmocka_unit_test(test_watch_list_410_backs_off),
         cmocka_unit_test(test_expired_continue_restarts_list),
         cmocka_unit_test(test_apiserver_restart_mid_create),
