@@ -33,6 +33,7 @@ cat >"$work/bin/gantryd" <<'EOF'
 if [[ ${1:-} == init ]]; then
   if [[ -n ${FAKE_INIT_SECONDS:-} ]]; then # a slow init, which records a SIGTERM
     trap 'echo "init: got SIGTERM" >>"$FAKE_LOG"; exit 143' TERM
+    echo "init: waiting, SIGTERM trapped" >>"$FAKE_LOG"
     sleep "$FAKE_INIT_SECONDS" &
     wait $!
   fi
@@ -111,14 +112,27 @@ $overrides
 EOF
   : >"$dir/log"
   if [[ -n ${AS_PID1:-} ]]; then
-    # PID 1 of a new PID namespace, as in a container; SIGTERM from outside after AS_PID1 seconds.
+    # PID 1 of a new PID namespace, as in a container; SIGTERM from outside once the predicate
+    # AS_PID1 (pid1_joining, pid1_in_init: below) holds, polled for at most 10 s. If it never does,
+    # nothing is signalled and the case fails (rc and took say so).
     env -i PATH=/usr/bin:/bin HOME="$dir" FAKE_LOG="$dir/log" FAKE_DATA="$dir/state/data" \
       FAKE_HOSTS="$dir/hosts" CHART_POD_NAME="$pod" CHART_POD_IP=10.244.0.9 CHART_NODE_NAME=node-a \
       CHART_ZONE=eu-1a "$@" unshare --pid --fork bash "$script" "$dir/start.env" >"$dir/out" 2>&1 &
-    local unshare_pid=$! pid1 started=$SECONDS
-    sleep "$AS_PID1"
-    pid1=$(pgrep -P "$unshare_pid" | head -n 1)
-    kill -TERM "${pid1:-0}" 2>/dev/null
+    local unshare_pid=$! pid1='' started=$SECONDS reached=''
+    while ((SECONDS - started < 10)); do
+      [[ -n $pid1 ]] || pid1=$(pgrep -P "$unshare_pid" | head -n 1)
+      if [[ -n $pid1 ]] && "$AS_PID1" "$pid1" "$dir"; then
+        reached=1
+        break
+      fi
+      sleep 0.05
+    done
+    started=$SECONDS
+    if [[ -n $reached ]]; then
+      kill -TERM "$pid1" 2>/dev/null
+    else
+      echo "start-test: the script never reached $AS_PID1; no SIGTERM sent" >>"$dir/out"
+    fi
     while kill -0 "$unshare_pid" 2>/dev/null && ((SECONDS - started < 20)); do sleep 0.1; done
     took=$((SECONDS - started))
     kill -KILL "$unshare_pid" 2>/dev/null
@@ -133,6 +147,11 @@ EOF
   fi
   log=$(cat "$dir/log")
 }
+
+# AS_PID1 predicates (PID 1's pid, the case dir): the script waits for the previous member (its
+# "in_child sleep 2"), or the fake gantryd init is running with its SIGTERM trap in place.
+pid1_joining() { pgrep -P "$1" -x sleep >/dev/null; }
+pid1_in_init() { grep -qF 'init: waiting, SIGTERM trapped' "$2/log"; }
 
 has() { grep -qF -- "$1" <<<"$log"; }
 said() { grep -qF -- "$1" <<<"$out"; }
@@ -239,12 +258,12 @@ else fail "a pod name without an ordinal is refused" "rc=$rc $out $log"; fi
 # grace period's SIGKILL.
 if unshare --pid --fork true 2>/dev/null; then
   rm -f "$work/ready"
-  AS_PID1=2 run_case gw-1 "JOIN_WAIT_SECONDS='60'" "$dns
+  AS_PID1=pid1_joining run_case gw-1 "JOIN_WAIT_SECONDS='60'" "$dns
 gw-0.gw-headless.ns.svc.test 127.0.0.1"
   if [[ $rc -eq 143 ]] && ((took <= 5)) && [[ $(calls) -eq 0 ]] && said 'SIGTERM before gantryd started'; then
     ok "SIGTERM during the join wait ends the start script (${took}s)"
   else fail "SIGTERM during the join wait ends the start script" "rc=$rc after ${took}s: $out $log"; fi
-  AS_PID1=2 run_case gw-0 '' "$dns" FAKE_INIT_SECONDS=60
+  AS_PID1=pid1_in_init run_case gw-0 '' "$dns" FAKE_INIT_SECONDS=60
   if [[ $rc -eq 143 ]] && ((took <= 5)) && has 'init: got SIGTERM' && ! has 'call: --config'; then
     ok "SIGTERM during gantryd init is passed on to it (${took}s)"
   else fail "SIGTERM during gantryd init is passed on to it" "rc=$rc after ${took}s: $out $log"; fi
