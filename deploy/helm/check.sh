@@ -303,7 +303,7 @@ process.stdout.write(JSON.stringify({ user: `system:serviceaccount:${sa.metadata
 }
 rbac_problems=
 for spec in \
-  "managed-gw-a gantry gantry --set gatewayId=gw-a --set driver.kubernetes.imagePullSecrets={regcred}" \
+  "managed-gw-a gantry gantry --set gatewayId=gw-a --set driver.kubernetes.imagePullSecrets={regcred} --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" \
   "managed-gw-b gantry-b gantry-b --set gatewayId=gw-b" \
   "operator-gw-op gantry-op gantry-op --set gatewayId=gw-op --set driver.kubernetes.namespaceMode=operator --set driver.kubernetes.namespaces={tenant-a,team-b}" \
   "shared-gw-one gantry-one gantry-one --set gatewayId=gw-one --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \

@@ -124,6 +124,10 @@ to change.
 {{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "operator") (has .Release.Namespace $k.namespaces) -}}
 {{- fail (printf "driver.kubernetes.namespaces lists the release namespace %s: sandbox pods there could mount the gateway's Secrets; allowlist other namespaces" .Release.Namespace) -}}
 {{- end -}}
+{{- $guard := and $k.namespaceGuard (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") -}}
+{{- if and .Values.rbac.create (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "managed") (not (empty $k.imagePullSecrets)) (not $guard) -}}
+{{- fail "driver.kubernetes.imagePullSecrets in managed mode needs the namespace guard: copying the Secrets gives the driver's ClusterRole create and update on secrets in every namespace, and only the guard (driver.kubernetes.namespaceGuard, a ValidatingAdmissionPolicy, served from Kubernetes 1.30) narrows that to openshell-{gatewayId}-*. Keep namespaceGuard=true on Kubernetes 1.30+, or leave imagePullSecrets empty and pull sandbox images without them" -}}
+{{- end -}}
 {{- if .Values.tls.api.existingSecret -}}
 {{- fail "tls.api.existingSecret is not supported: gantryd serves one certificate on the API port, and every replica that joins the cluster verifies that port against the cluster CA, so a certificate from another CA makes replicas 1..n fail to join (\"server's certificate is not trusted\"). Give the cluster your own CA instead (tls.ca.existingSecret, e.g. the CA of a cert-manager CA issuer, which your clients already trust) and put the API's public names into tls.extraSans" -}}
 {{- end -}}
