@@ -1126,15 +1126,21 @@ static int reconciler_audit_tx(struct store_tx *tx, const struct reconciler_audi
     return audit_insert_tx(tx, &r);
 }
 
-/* @l as a NULL-terminated array in @out (at most DRIVER_K8S_ALLOWLIST_MAX entries; the driver
- * refuses more, so longer lists are cut only where it would refuse them anyway). */
-static void k8s_names(const struct config_list *l, const char *out[DRIVER_K8S_ALLOWLIST_MAX + 1])
+/* @l (the configuration key @key) as a NULL-terminated array in @out. More than
+ * DRIVER_K8S_ALLOWLIST_MAX entries, which the driver could not be given, is GERR_INVAL: never a
+ * silently shorter list. (The configuration allows fewer entries than that today.) */
+static int k8s_names(const struct config_list *l, const char *key, const char *out[DRIVER_K8S_ALLOWLIST_MAX + 1],
+                     char *errmsg)
 {
-    size_t n = l->n < DRIVER_K8S_ALLOWLIST_MAX ? l->n : DRIVER_K8S_ALLOWLIST_MAX;
-    for (size_t i = 0; i < n; i++) {
+    if (l->n > DRIVER_K8S_ALLOWLIST_MAX) {
+        gerr_set(errmsg, "%s: at most %u entries, not %zu", key, DRIVER_K8S_ALLOWLIST_MAX, l->n);
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < l->n; i++) {
         out[i] = l->items[i];
     }
-    out[n] = NULL;
+    out[l->n] = NULL;
+    return 0;
 }
 
 /* The compute driver named by the configuration, and the reconciler that drives it while this
@@ -1161,16 +1167,13 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
         rv = driver_fake_new(&fc, &d->driver, errmsg);
     } else if (strcmp(cfg->driver, "kubernetes") == 0) {
         const char *allow[DRIVER_K8S_ALLOWLIST_MAX + 1];
-        size_t n = cfg->k8s_namespaces.n < DRIVER_K8S_ALLOWLIST_MAX ? cfg->k8s_namespaces.n
-                                                                    : DRIVER_K8S_ALLOWLIST_MAX;
-        for (size_t i = 0; i < n; i++) {
-            allow[i] = cfg->k8s_namespaces.items[i];
-        }
-        allow[n] = NULL;
         const char *mode = cfg->k8s_namespace_mode;
         const char *sas[DRIVER_K8S_ALLOWLIST_MAX + 1], *pulls[DRIVER_K8S_ALLOWLIST_MAX + 1];
-        k8s_names(&cfg->k8s_service_accounts, sas);
-        k8s_names(&cfg->k8s_image_pull_secrets, pulls);
+        if ((rv = k8s_names(&cfg->k8s_namespaces, "k8s_namespaces", allow, errmsg)) != 0 ||
+            (rv = k8s_names(&cfg->k8s_service_accounts, "k8s_service_accounts", sas, errmsg)) != 0 ||
+            (rv = k8s_names(&cfg->k8s_image_pull_secrets, "k8s_image_pull_secrets", pulls, errmsg)) != 0) {
+            return rv;
+        }
         struct driver_k8s_config kc = {
             .server = cfg->k8s_server[0] != '\0' ? cfg->k8s_server : NULL,
             .token_file = cfg->k8s_token_file[0] != '\0' ? cfg->k8s_token_file : NULL,
