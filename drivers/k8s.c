@@ -188,6 +188,12 @@ static int call(struct driver_k8s *k, const char *method, const char *path, cons
 {
     struct k8s_status *st = &k->last;
     unsigned waited = 0;
+    if (body == NULL && strcmp(method, "GET") != 0) {
+        /* Every write here sends a document (a DELETE its preconditions); NULL is a builder that
+         * could not encode it (out of memory). Never send the write without it. */
+        gerr_set(errmsg, "%s %s: cannot encode the request body", method, path);
+        return GERR_NOMEM;
+    }
     for (;;) {
         long status = 0;
         memset(st, 0, sizeof *st);
@@ -1028,8 +1034,9 @@ static int delete_managed(struct driver_k8s *k, const char *kns, char *errmsg)
             k8s_meta_close(&m);
             return GERR_PERM;
         }
-        char *doc = m.deleting || m.terminating ? NULL : k8s_delete_options(m.resource_version);
-        rv = doc != NULL ? call(k, "DELETE", path, doc, errmsg) : 0;
+        bool going = m.deleting || m.terminating;
+        char *doc = going ? NULL : k8s_delete_options(m.resource_version);
+        rv = going ? 0 : call(k, "DELETE", path, doc, errmsg);
         mem_free(doc);
         k8s_meta_close(&m);
         if (rv != GERR_ABORTED) {

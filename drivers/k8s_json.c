@@ -950,6 +950,10 @@ int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *ga
         *out = dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:s,s:O}", "apiVersion", "v1", "kind", "Secret", "metadata",
                               "name", name, "namespace", ns, "labels", labels_for(gateway_id, NULL), "type", type,
                               "data", data));
+        if (*out == NULL) {
+            gerr_set(errmsg, "Secret %s: cannot encode its copy", name);
+            rv = GERR_NOMEM;
+        }
     }
     json_decref(j);
     return rv;
