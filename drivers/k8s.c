@@ -234,8 +234,13 @@ static const char *body(struct driver_k8s *k)
 
 /* ---- Discovery and the watches */
 
+/* Every watch is told first, then joined: each takes up to about a second to notice, and one
+ * scope per operator namespace (up to 256) joined in turn would hold the driver's mutex as long. */
 static void stop_watches(struct driver_k8s *k)
 {
+    for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
+        k8s_watch_signal(k->watches[i]);
+    }
     for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
         k8s_watch_stop(k->watches[i]);
         k->watches[i] = NULL;

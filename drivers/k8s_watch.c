@@ -344,7 +344,7 @@ int k8s_watch_start(const struct k8s_watch_config *cfg, struct k8s_watch **out, 
     return 0;
 }
 
-void k8s_watch_stop(struct k8s_watch *w)
+void k8s_watch_signal(struct k8s_watch *w)
 {
     if (w == NULL) {
         return;
@@ -353,6 +353,14 @@ void k8s_watch_stop(struct k8s_watch *w)
     w->stop = true;
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->mu);
+}
+
+void k8s_watch_stop(struct k8s_watch *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    k8s_watch_signal(w);
     if (w->started) {
         pthread_join(w->thread, NULL);
     }

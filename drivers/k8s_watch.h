@@ -42,6 +42,10 @@ struct k8s_watch;
 /* Start the thread. GERR_INVAL for a bad connection configuration, GERR_NOMEM if no thread. */
 int k8s_watch_start(const struct k8s_watch_config *cfg, struct k8s_watch **out, char *errmsg);
 
+/* Ask the stream and the thread to stop, without waiting: stopping many watches, call this for
+ * each first, then k8s_watch_stop for each, so they wind down together. NULL is fine. */
+void k8s_watch_signal(struct k8s_watch *w);
+
 /* Stop the stream and the thread, mark the scope not live, free everything. NULL is fine. */
 void k8s_watch_stop(struct k8s_watch *w);
 
