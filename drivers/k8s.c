@@ -214,8 +214,8 @@ static int call(struct driver_k8s *k, const char *method, const char *path, cons
                 waited += wait;
                 continue;
             }
-            gerr_set(errmsg, "%s %s: throttled by the API server (HTTP 429 %s), retry after %u s", method, path,
-                     st->reason, wait);
+            gerr_set(errmsg, "%s %s: throttled by the API server (HTTP 429 %s), retry after %u s", method,
+                     path, st->reason, wait);
             return GERR_BUSY;
         }
         if (status == 403 && st->ns_terminating) {
@@ -288,15 +288,17 @@ static int sandbox_api(struct driver_k8s *k, char *errmsg)
                     : (served & K8S_SERVES_V1ALPHA1) != 0 ? K8S_SANDBOX_V1ALPHA1
                                                           : NULL;
     if (v == NULL) {
-        gerr_set(errmsg, "the API server serves " K8S_SANDBOX_GROUP " in neither " K8S_SANDBOX_V1BETA1
-                         " nor " K8S_SANDBOX_V1ALPHA1 " (an agent-sandbox release this driver does not know)");
+        gerr_set(errmsg,
+                 "the API server serves " K8S_SANDBOX_GROUP " in neither " K8S_SANDBOX_V1BETA1
+                 " nor " K8S_SANDBOX_V1ALPHA1 " (an agent-sandbox release this driver does not know)");
         return GERR_UNAVAILABLE;
     }
     stop_watches(k);
     snprintf(k->version, sizeof k->version, "%s", v);
     snprintf(k->api, sizeof k->api, "/apis/" K8S_SANDBOX_GROUP "/%s", v);
     LOG_INFO("kubernetes driver: using " K8S_SANDBOX_GROUP "/%s%s", v,
-             strcmp(v, K8S_SANDBOX_V1ALPHA1) == 0 ? " (v1beta1 is not served: agent-sandbox before v0.5.0)" : "");
+             strcmp(v, K8S_SANDBOX_V1ALPHA1) == 0 ? " (v1beta1 is not served: agent-sandbox before v0.5.0)"
+                                                  : "");
     start_watches(k);
     return 0;
 }
@@ -308,8 +310,10 @@ static int sandbox_api(struct driver_k8s *k, char *errmsg)
 static int not_served(struct driver_k8s *k, int rv, char *errmsg)
 {
     if (rv == GERR_NOTFOUND && k->last.details_kind[0] == '\0') {
-        gerr_set(errmsg, "the API server does not serve " K8S_SANDBOX_RESOURCE "." K8S_SANDBOX_GROUP "/%s (is the "
-                         "agent-sandbox CRD installed?)", k->version);
+        gerr_set(errmsg,
+                 "the API server does not serve " K8S_SANDBOX_RESOURCE "." K8S_SANDBOX_GROUP "/%s (is the "
+                 "agent-sandbox CRD installed?)",
+                 k->version);
         k->version[0] = '\0';
         return GERR_UNAVAILABLE;
     }
@@ -614,7 +618,8 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
                                         .api_version = K8S_SANDBOX_GROUP "/" K8S_SANDBOX_V1ALPHA1,
                                         .gateway_id = k->gw,
                                         .k8s_namespace = kns,
-                                        .object_name = "x23456789012345678901234567890123456789012345678901234567890123",
+                                        .object_name =
+                                            "x23456789012345678901234567890123456789012345678901234567890123",
                                         .epoch = UINT64_MAX,
                                         .gpu_resource = k->gpu_res,
                                         .image_pull_secrets = (const char *const *)k->pull_secrets,
@@ -720,8 +725,8 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     struct found f = {0};
     bool taken;
     int rv = validate_spec(k, s, NULL, errmsg);
-    if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 || (rv = fence(k, epoch, errmsg)) != 0 ||
-        (rv = sandbox_api(k, errmsg)) != 0) {
+    if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 ||
+        (rv = fence(k, epoch, errmsg)) != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
     /* Idempotent by id: whatever name it got, an existing one is found by its labels. Asked of the
@@ -773,13 +778,14 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
                 /* Gone, or deleting (the answer says which): the cache follows at once, and a late
                  * watch event from before the delete cannot bring the old state back. */
                 struct k8s_sandbox gone = {0};
-                if (rv == 0 && k8s_sandbox_decode(body(k), k->resp.len, &gone, errmsg) == 0 && gone.meta.deleting &&
-                    sandbox_ours(k, &gone.meta, id, ns)) {
+                if (rv == 0 && k8s_sandbox_decode(body(k), k->resp.len, &gone, errmsg) == 0 &&
+                    gone.meta.deleting && sandbox_ours(k, &gone.meta, id, ns)) {
                     k8s_cache_put(k->cache, &gone);
                 } else {
                     k8s_cache_remove(k->cache, p->meta.sandbox_id, p->meta.ns, p->meta.name,
-                                     rv == 0 && gone.meta.resource_version != NULL ? gone.meta.resource_version
-                                                                                   : p->meta.resource_version);
+                                     rv == 0 && gone.meta.resource_version != NULL
+                                         ? gone.meta.resource_version
+                                         : p->meta.resource_version);
                 }
                 k8s_sandbox_close(&gone);
                 rv = 0;
@@ -905,7 +911,8 @@ static int copy_pull_secret(struct driver_k8s *k, const char *kns, const char *n
     snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", k->home_ns, name);
     int rv = call(k, "GET", path, NULL, errmsg);
     if (rv == GERR_NOTFOUND) {
-        gerr_set(errmsg, "image pull secret %s does not exist in the gateway's namespace %s", name, k->home_ns);
+        gerr_set(errmsg, "image pull secret %s does not exist in the gateway's namespace %s", name,
+                 k->home_ns);
         return GERR_INVAL;
     }
     if (rv != 0 || (rv = k8s_secret_copy(body(k), k->resp.len, kns, k->gw, &doc, errmsg)) != 0) {
@@ -936,8 +943,9 @@ static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, 
             gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
             rv = GERR_EXISTS;
         } else if (m.terminating || m.deleting) {
-            gerr_set(errmsg, "namespace %s is still terminating (it was deleted); it can be made again once it is "
-                             "gone",
+            gerr_set(errmsg,
+                     "namespace %s is still terminating (it was deleted); it can be made again once it is "
+                     "gone",
                      kns);
             rv = GERR_UNAVAILABLE;
         }
@@ -997,8 +1005,9 @@ static int k8s_ensure_ns(struct driver *d, uint64_t epoch, const char *ns, char 
     case DRIVER_K8S_OPERATOR:
         rv = get_namespace(k, kns, &m, errmsg);
         if (rv == GERR_NOTFOUND) {
-            gerr_set(errmsg, "namespace %s does not exist; in operator mode it must be made by the cluster's "
-                             "operator",
+            gerr_set(errmsg,
+                     "namespace %s does not exist; in operator mode it must be made by the cluster's "
+                     "operator",
                      kns);
         } else if (rv == 0) {
             if (m.terminating || m.deleting) {
@@ -1087,7 +1096,8 @@ static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
     caps->shared_backend = true;
     caps->config_keys = k8s_config_keys;
     snprintf(caps->detail, sizeof caps->detail,
-             "kubernetes %s as gateway %s, " K8S_SANDBOX_GROUP " Sandbox objects (%s), %s namespaces, fence %s/%s, "
+             "kubernetes %s as gateway %s, " K8S_SANDBOX_GROUP
+             " Sandbox objects (%s), %s namespaces, fence %s/%s, "
              "%s",
              k->server, k->gw, k->version[0] != '\0' ? k->version : "version not discovered yet",
              mode_name(k->mode), k->home_ns, k->fence_name, k->no_watch ? "no watch" : "list+watch cache");
@@ -1211,7 +1221,8 @@ static int copy_names(const char *const *list, bool (*ok)(const char *), const c
     *out = mem_zalloc((n + 1) * sizeof **out);
     for (size_t i = 0; i < n; i++) {
         if (!ok(list[i])) {
-            gerr_set(errmsg, "kubernetes %s entry %zu is not a Kubernetes object name (DNS subdomain)", what, i);
+            gerr_set(errmsg, "kubernetes %s entry %zu is not a Kubernetes object name (DNS subdomain)", what,
+                     i);
             return GERR_INVAL;
         }
         (*out)[i] = mem_strdup(list[i]);
@@ -1266,7 +1277,8 @@ static int home_namespace(const struct driver_k8s_config *cfg, char out[64], cha
     }
     if (rv != 0 || !driver_is_dns_label(text)) {
         mem_free(text);
-        gerr_set(errmsg, "kubernetes: cannot read the pod's namespace from " SA_DIR "/namespace; set home_namespace");
+        gerr_set(errmsg,
+                 "kubernetes: cannot read the pod's namespace from " SA_DIR "/namespace; set home_namespace");
         return GERR_INVAL;
     }
     snprintf(out, 64, "%s", text);
@@ -1339,7 +1351,8 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     char server[300], home[64];
     int rv;
     *out = NULL;
-    if ((rv = check_config(cfg, errmsg)) != 0 || (rv = connection(cfg, &hc, server, sizeof server, errmsg)) != 0 ||
+    if ((rv = check_config(cfg, errmsg)) != 0 ||
+        (rv = connection(cfg, &hc, server, sizeof server, errmsg)) != 0 ||
         (rv = home_namespace(cfg, home, errmsg)) != 0) {
         return rv;
     }
@@ -1367,27 +1380,30 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     if (cfg->mode == DRIVER_K8S_SHARED) {
         k->shared_ns = mem_strdup(cfg->shared_namespace);
     }
-    if ((cfg->mode == DRIVER_K8S_OPERATOR && (rv = parse_allowlist(k, cfg->operator_namespaces, errmsg)) != 0) ||
-        (rv = copy_names(cfg->service_accounts, is_subdomain, "service_accounts", &k->service_accounts, errmsg)) !=
-            0 ||
-        (rv = copy_names(cfg->image_pull_secrets, is_subdomain, "image_pull_secrets", &k->pull_secrets, errmsg)) !=
-            0) {
+    if ((cfg->mode == DRIVER_K8S_OPERATOR &&
+         (rv = parse_allowlist(k, cfg->operator_namespaces, errmsg)) != 0) ||
+        (rv = copy_names(cfg->service_accounts, is_subdomain, "service_accounts", &k->service_accounts,
+                         errmsg)) != 0 ||
+        (rv = copy_names(cfg->image_pull_secrets, is_subdomain, "image_pull_secrets", &k->pull_secrets,
+                         errmsg)) != 0) {
         goto err_after_alloc;
     }
     if (k->shared_ns != NULL && strcmp(k->shared_ns, k->home_ns) == 0) {
-        gerr_set(errmsg,
-                 "kubernetes shared_namespace %s is the gateway's own namespace: sandbox pods there could mount "
-                 "the gateway's Secrets; use a namespace of their own",
-                 k->shared_ns);
+        gerr_set(
+            errmsg,
+            "kubernetes shared_namespace %s is the gateway's own namespace: sandbox pods there could mount "
+            "the gateway's Secrets; use a namespace of their own",
+            k->shared_ns);
         rv = GERR_INVAL;
         goto err_after_alloc;
     }
     for (size_t i = 0; i < k->n_op; i++) {
         if (strcmp(k->op_to[i], k->home_ns) == 0) {
-            gerr_set(errmsg,
-                     "kubernetes operator allowlist entry %s is the gateway's own namespace: sandbox pods there "
-                     "could mount the gateway's Secrets",
-                     k->op_to[i]);
+            gerr_set(
+                errmsg,
+                "kubernetes operator allowlist entry %s is the gateway's own namespace: sandbox pods there "
+                "could mount the gateway's Secrets",
+                k->op_to[i]);
             rv = GERR_INVAL;
             goto err_after_alloc;
         }

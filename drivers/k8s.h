@@ -116,16 +116,16 @@ struct driver_k8s_config {
     enum driver_k8s_mode mode;
     const char *shared_namespace;           /* shared mode: the namespace */
     const char *const *operator_namespaces; /* operator mode: "N" or "N=K" entries, NULL-terminated */
-    const char *home_namespace; /* the gateway's own namespace (fence, image pull secrets); NULL: in
-                                   cluster the pod's (the service account's namespace file), else "default" */
-    const char *const *service_accounts;   /* the ServiceAccount names driver_config service_account may
-                                              name (NULL-terminated); NULL or empty: none */
+    const char *home_namespace;          /* the gateway's own namespace (fence, image pull secrets); NULL: in
+                                            cluster the pod's (the service account's namespace file), else "default" */
+    const char *const *service_accounts; /* the ServiceAccount names driver_config service_account may
+                                            name (NULL-terminated); NULL or empty: none */
     const char *const *image_pull_secrets; /* Secrets in the home namespace (NULL-terminated): copied into
                                               managed namespaces, named in every sandbox pod; NULL: none */
-    const char *gpu_resource;      /* NULL: "nvidia.com/gpu" */
-    unsigned timeout_ms;           /* per request; 0 = 10000 */
-    unsigned watch_timeout_s;      /* timeoutSeconds of each watch; 0 = 300 */
-    bool no_watch;                 /* no list+watch cache: every read asks the API server */
+    const char *gpu_resource;              /* NULL: "nvidia.com/gpu" */
+    unsigned timeout_ms;                   /* per request; 0 = 10000 */
+    unsigned watch_timeout_s;              /* timeoutSeconds of each watch; 0 = 300 */
+    bool no_watch;                         /* no list+watch cache: every read asks the API server */
 };
 
 /* Make a kubernetes driver (strings copied). No request is made here: an API server that is down

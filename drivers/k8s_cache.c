@@ -228,7 +228,8 @@ static void put_locked(struct k8s_cache *c, const struct k8s_sandbox *s)
 
 void k8s_cache_put(struct k8s_cache *c, const struct k8s_sandbox *s)
 {
-    if (s->meta.sandbox_id == NULL || strlen(s->meta.sandbox_id) >= 40 || s->meta.ns == NULL || s->meta.name == NULL) {
+    if (s->meta.sandbox_id == NULL || strlen(s->meta.sandbox_id) >= 40 || s->meta.ns == NULL ||
+        s->meta.name == NULL) {
         return;
     }
     pthread_mutex_lock(&c->mu);
@@ -273,7 +274,8 @@ void k8s_cache_replace(struct k8s_cache *c, size_t i, const struct k8s_sandbox *
         for (size_t k = 0; k < n; k++) {
             if (items[k].meta.sandbox_id != NULL && strlen(items[k].meta.sandbox_id) < 40) {
                 /* The list is newer than anything held: drop the version check. */
-                struct node **p = find_node(c, items[k].meta.sandbox_id, items[k].meta.ns, items[k].meta.name);
+                struct node **p =
+                    find_node(c, items[k].meta.sandbox_id, items[k].meta.ns, items[k].meta.name);
                 if (p != NULL) {
                     unlink_node(c, p);
                 }
@@ -316,15 +318,16 @@ bool k8s_cache_name_of(struct k8s_cache *c, const char *id, char kns[64], char n
     return found;
 }
 
-bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry_ns, struct k8s_sandbox **items,
-                        size_t *n, size_t *cap)
+bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry_ns,
+                        struct k8s_sandbox **items, size_t *n, size_t *cap)
 {
     pthread_mutex_lock(&c->mu);
     bool live = live_locked(c, kns);
     for (size_t b = 0; live && b < BUCKETS; b++) {
         for (struct node *x = c->buckets[b]; x != NULL; x = x->next) {
             if (!x->present || (kns != NULL && strcmp(x->s.meta.ns, kns) != 0) ||
-                (gantry_ns != NULL && (x->s.meta.gantry_ns == NULL || strcmp(x->s.meta.gantry_ns, gantry_ns) != 0))) {
+                (gantry_ns != NULL &&
+                 (x->s.meta.gantry_ns == NULL || strcmp(x->s.meta.gantry_ns, gantry_ns) != 0))) {
                 continue;
             }
             if (*n == *cap) {

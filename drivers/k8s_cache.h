@@ -59,8 +59,8 @@ bool k8s_cache_name_of(struct k8s_cache *c, const char *id, char kns[64], char n
 /* Copies of every object in Kubernetes namespace @kns (NULL: all) whose gantry namespace label is
  * @gantry_ns (NULL: any), appended to *@items (*@n of them, capacity *@cap; realloc'd). False
  * (nothing appended) if a scope involved is not live. */
-bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry_ns, struct k8s_sandbox **items,
-                        size_t *n, size_t *cap);
+bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry_ns,
+                        struct k8s_sandbox **items, size_t *n, size_t *cap);
 
 /* How many objects the cache holds. */
 size_t k8s_cache_size(struct k8s_cache *c);

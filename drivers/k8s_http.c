@@ -204,8 +204,8 @@ void k8s_http_put_escaped(struct buf *b, const char *s)
 {
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-            c == '.' || c == '~') {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+            c == '_' || c == '.' || c == '~') {
             buf_append(b, s, 1);
         } else {
             buf_printf(b, "%%%02X", c);
@@ -392,8 +392,8 @@ int k8s_http_request(struct k8s_http *h, const char *method, const char *path, c
 }
 
 int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, const volatile bool *stop,
-                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status, struct buf *resp,
-                    char *errmsg)
+                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status,
+                    struct buf *resp, char *errmsg)
 {
     char *auth;
     *status = 0;
@@ -431,7 +431,8 @@ int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, c
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(headers);
     bool stopped = stop != NULL && *stop;
-    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && h->cb_ended) || (cc == CURLE_ABORTED_BY_CALLBACK && stopped)) {
+    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && h->cb_ended) ||
+        (cc == CURLE_ABORTED_BY_CALLBACK && stopped)) {
         curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
         buf_append_zero(resp, 1);
         resp->len--;

@@ -56,8 +56,8 @@ unsigned k8s_http_retry_after(const struct k8s_http *h);
 typedef int (*k8s_http_line_cb)(void *arg, char *line, size_t len);
 typedef void (*k8s_http_open_cb)(void *arg);
 int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, const volatile bool *stop,
-                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status, struct buf *resp,
-                    char *errmsg);
+                    k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status,
+                    struct buf *resp, char *errmsg);
 
 /* Percent-encode @s (a query value) onto @b. */
 void k8s_http_put_escaped(struct buf *b, const char *s);

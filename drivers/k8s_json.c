@@ -148,7 +148,8 @@ int k8s_status_decode(const char *text, size_t len, struct k8s_status *out)
     json_t *causes = json_object_get(details, "causes");
     for (size_t i = 0; json_is_array(causes) && i < json_array_size(causes) && i < 64; i++) {
         const char *type = str_member(json_array_get(causes, i), "type", 64);
-        out->ns_terminating = out->ns_terminating || (type != NULL && strcmp(type, "NamespaceTerminating") == 0);
+        out->ns_terminating =
+            out->ns_terminating || (type != NULL && strcmp(type, "NamespaceTerminating") == 0);
     }
     json_decref(j);
     return 0;
@@ -402,8 +403,8 @@ int k8s_api_group_decode(const char *text, size_t len, unsigned *served, char *e
     const char *kind = str_member(j, "kind", 64), *name = str_member(j, "name", MAX_NAME);
     json_t *versions = json_object_get(j, "versions");
     int rv = 0;
-    if (kind == NULL || strcmp(kind, "APIGroup") != 0 || name == NULL || strcmp(name, K8S_SANDBOX_GROUP) != 0 ||
-        !json_is_array(versions)) {
+    if (kind == NULL || strcmp(kind, "APIGroup") != 0 || name == NULL ||
+        strcmp(name, K8S_SANDBOX_GROUP) != 0 || !json_is_array(versions)) {
         gerr_set(errmsg, "not the APIGroup document of " K8S_SANDBOX_GROUP);
         rv = GERR_PROTO;
     }
@@ -669,8 +670,8 @@ static char *dump(json_t *j)
 /* The labels of everything the driver makes: its own and upstream OpenShell's. */
 static json_t *labels_for(const char *gateway_id, const char *gantry_ns)
 {
-    json_t *l = json_pack("{s:s,s:s,s:s,s:s}", K8S_LABEL_GATEWAY, gateway_id, K8S_LABEL_MANAGED, K8S_MANAGED_BY,
-                          OS_LABEL_MANAGED, OS_MANAGED_BY, OS_LABEL_GATEWAY, gateway_id);
+    json_t *l = json_pack("{s:s,s:s,s:s,s:s}", K8S_LABEL_GATEWAY, gateway_id, K8S_LABEL_MANAGED,
+                          K8S_MANAGED_BY, OS_LABEL_MANAGED, OS_MANAGED_BY, OS_LABEL_GATEWAY, gateway_id);
     if (gantry_ns != NULL) {
         json_object_set_new(l, K8S_LABEL_NAMESPACE, json_string(gantry_ns));
         json_object_set_new(l, OS_LABEL_NAMESPACE, json_string(gantry_ns));
@@ -699,15 +700,16 @@ static bool prefix_under(const char *key, const char *domain)
 
 int k8s_check_labels(const struct driver_sandbox_spec *spec, char *errmsg)
 {
-    static const char *const reserved[] = {"kubernetes.io", "k8s.io", "x-k8s.io", "gantry.dev", "openshell.ai",
-                                           NULL};
+    static const char *const reserved[] = {"kubernetes.io", "k8s.io",       "x-k8s.io",
+                                           "gantry.dev",    "openshell.ai", NULL};
     for (size_t i = 0; i < spec->n_labels; i++) {
         for (int r = 0; reserved[r] != NULL; r++) {
             if (prefix_under(spec->labels[i].key, reserved[r])) {
-                gerr_set(errmsg,
-                         "label %s: prefixes under %s/ are reserved (Kubernetes, the agent-sandbox controller and "
-                         "Gantry give them meaning)",
-                         spec->labels[i].key, reserved[r]);
+                gerr_set(
+                    errmsg,
+                    "label %s: prefixes under %s/ are reserved (Kubernetes, the agent-sandbox controller and "
+                    "Gantry give them meaning)",
+                    spec->labels[i].key, reserved[r]);
                 return GERR_INVAL;
             }
         }
@@ -749,16 +751,16 @@ static json_t *container_for(const struct k8s_sandbox_params *p)
     }
     return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b,s:b,s:b,s:{s:[s]},s:{s:s}}}", "name", "sandbox", "image",
                      s->image, "command", cmd, "env", env, "resources", "securityContext",
-                     "allowPrivilegeEscalation", 0, "privileged", 0, "runAsNonRoot", 1, "capabilities", "drop",
-                     "ALL", "seccompProfile", "type", "RuntimeDefault");
+                     "allowPrivilegeEscalation", 0, "privileged", 0, "runAsNonRoot", 1, "capabilities",
+                     "drop", "ALL", "seccompProfile", "type", "RuntimeDefault");
 }
 
 static json_t *pod_spec_for(const struct k8s_sandbox_params *p)
 {
-    json_t *pod = json_pack("{s:s,s:b,s:b,s:i,s:{s:b,s:i,s:i,s:{s:s}}}", "restartPolicy", "Never",
-                            "automountServiceAccountToken", 0, "enableServiceLinks", 0,
-                            "terminationGracePeriodSeconds", 10, "securityContext", "runAsNonRoot", 1, "runAsUser",
-                            SANDBOX_UID, "runAsGroup", SANDBOX_UID, "seccompProfile", "type", "RuntimeDefault");
+    json_t *pod = json_pack(
+        "{s:s,s:b,s:b,s:i,s:{s:b,s:i,s:i,s:{s:s}}}", "restartPolicy", "Never", "automountServiceAccountToken",
+        0, "enableServiceLinks", 0, "terminationGracePeriodSeconds", 10, "securityContext", "runAsNonRoot", 1,
+        "runAsUser", SANDBOX_UID, "runAsGroup", SANDBOX_UID, "seccompProfile", "type", "RuntimeDefault");
     if (p->image_pull_secrets != NULL && p->image_pull_secrets[0] != NULL) {
         json_t *ips = json_array();
         for (size_t i = 0; p->image_pull_secrets[i] != NULL; i++) {
@@ -849,10 +851,11 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
     if (size > K8S_MAX_OBJECT) {
         mem_free(*out);
         *out = NULL;
-        gerr_set(errmsg,
-                 "the sandbox's Kubernetes object would be %zu bytes; the kubernetes driver sends at most %u "
-                 "(the API server and etcd refuse large objects): make the command, environment or labels smaller",
-                 size, K8S_MAX_OBJECT);
+        gerr_set(
+            errmsg,
+            "the sandbox's Kubernetes object would be %zu bytes; the kubernetes driver sends at most %u "
+            "(the API server and etcd refuse large objects): make the command, environment or labels smaller",
+            size, K8S_MAX_OBJECT);
         return GERR_INVAL;
     }
     return 0;
@@ -869,16 +872,16 @@ char *k8s_namespace_manifest(const char *name, const char *gateway_id, const cha
         json_object_set_new(labels, k, json_string("restricted"));
         json_object_set_new(labels, kv, json_string("latest"));
     }
-    return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata", "name",
-                          name, "labels", labels, "annotations", epoch_annotations(epoch)));
+    return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata",
+                          "name", name, "labels", labels, "annotations", epoch_annotations(epoch)));
 }
 
 char *k8s_network_policy_manifest(const char *ns, const char *gateway_id)
 {
     return dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:{s:{},s:[s,s]}}", "apiVersion", "networking.k8s.io/v1",
-                          "kind", "NetworkPolicy", "metadata", "name", K8S_NETPOL_NAME, "namespace", ns, "labels",
-                          labels_for(gateway_id, NULL), "spec", "podSelector", "policyTypes", "Ingress",
-                          "Egress"));
+                          "kind", "NetworkPolicy", "metadata", "name", K8S_NETPOL_NAME, "namespace", ns,
+                          "labels", labels_for(gateway_id, NULL), "spec", "podSelector", "policyTypes",
+                          "Ingress", "Egress"));
 }
 
 char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_id, uint64_t epoch,
@@ -902,8 +905,8 @@ static bool secret_key_ok(const char *k)
     size_t n = strlen(k);
     for (size_t i = 0; i < n; i++) {
         char c = k[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-              c == '_')) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '.' || c == '_')) {
             return false;
         }
     }
@@ -947,9 +950,9 @@ int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *ga
         }
     }
     if (rv == 0) {
-        *out = dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:s,s:O}", "apiVersion", "v1", "kind", "Secret", "metadata",
-                              "name", name, "namespace", ns, "labels", labels_for(gateway_id, NULL), "type", type,
-                              "data", data));
+        *out = dump(json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:s,s:O}", "apiVersion", "v1", "kind", "Secret",
+                              "metadata", "name", name, "namespace", ns, "labels",
+                              labels_for(gateway_id, NULL), "type", type, "data", data));
         if (*out == NULL) {
             gerr_set(errmsg, "Secret %s: cannot encode its copy", name);
             rv = GERR_NOMEM;

@@ -165,9 +165,10 @@ struct k8s_sandbox_params {
     const char *k8s_namespace;
     const char *object_name;
     uint64_t epoch;
-    const char *gpu_resource;               /* extended resource name for gpu_count, e.g. "nvidia.com/gpu" */
-    const char *const *image_pull_secrets;  /* Secret names in the sandbox's namespace (NULL-terminated), or NULL */
-    uint64_t now_ms;                        /* Unix ms; with spec->lifetime_s > 0, shutdownTime = now + lifetime */
+    const char *gpu_resource; /* extended resource name for gpu_count, e.g. "nvidia.com/gpu" */
+    const char *const
+        *image_pull_secrets; /* Secret names in the sandbox's namespace (NULL-terminated), or NULL */
+    uint64_t now_ms;         /* Unix ms; with spec->lifetime_s > 0, shutdownTime = now + lifetime */
 };
 
 /* The driver_config keys the kubernetes driver knows (NULL-terminated). */

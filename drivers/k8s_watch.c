@@ -31,10 +31,10 @@ struct k8s_watch {
     pthread_cond_t cond;
     volatile bool stop; /* read by curl's progress callback without the mutex */
     struct buf resp;
-    char *rv;                      /* where the next watch starts */
-    bool gone;                     /* the current stream reported 410 */
-    unsigned lines;                /* events (bookmarks included, ERROR not) the current stream brought */
-    struct k8s_watch_stats stats;  /* under mu */
+    char *rv;                     /* where the next watch starts */
+    bool gone;                    /* the current stream reported 410 */
+    unsigned lines;               /* events (bookmarks included, ERROR not) the current stream brought */
+    struct k8s_watch_stats stats; /* under mu */
     char errmsg[GERR_MSG_SIZE];
 };
 
@@ -200,15 +200,16 @@ static int watch_once(struct k8s_watch *w)
     long status = 0;
     buf_init(&path);
     collection(w, &path);
-    buf_printf(&path, "&watch=true&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=", w->timeout_s);
+    buf_printf(&path,
+               "&watch=true&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=", w->timeout_s);
     k8s_http_put_escaped(&path, w->rv != NULL ? w->rv : "0");
     buf_append_zero(&path, 1);
     w->gone = false;
     w->lines = 0;
     w->errmsg[0] = '\0';
     count(w, &w->stats.watches);
-    int rv = k8s_http_stream(w->http, (const char *)path.data, (w->timeout_s + 30u) * 1000u, &w->stop, on_open,
-                             on_line, w, &status, &w->resp, w->errmsg);
+    int rv = k8s_http_stream(w->http, (const char *)path.data, (w->timeout_s + 30u) * 1000u, &w->stop,
+                             on_open, on_line, w, &status, &w->resp, w->errmsg);
     buf_close(&path);
     if (rv == 0 && status != 200) {
         struct k8s_status st;
@@ -306,7 +307,8 @@ static void *watch_main(void *arg)
             continue;
         }
         count(w, &w->stats.errors);
-        backoff = backoff == 0 ? BACKOFF_FIRST_MS : (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2);
+        backoff =
+            backoff == 0 ? BACKOFF_FIRST_MS : (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2);
         LOG_WARN("kubernetes watch of %s: %s (%s); again in %u ms", where, w->errmsg, gerr_name(rv), backoff);
         if (!pause_ms(w, backoff)) {
             break;

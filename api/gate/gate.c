@@ -150,8 +150,8 @@ static uint64_t wait_budget(struct grpc_call *call, uint64_t cap)
 
 /* The caller as the forward message carries it. Strings point into @who; scopes into @scopes. */
 static void principal_to_wire(const struct authn_principal *who, Gantry__Internal__V1__ForwardPrincipal *pr,
-                              Gantry__Internal__V1__ForwardBinding *bs, Gantry__Internal__V1__ForwardBinding **bp,
-                              char **scopes)
+                              Gantry__Internal__V1__ForwardBinding *bs,
+                              Gantry__Internal__V1__ForwardBinding **bp, char **scopes)
 {
     gantry__internal__v1__forward_principal__init(pr);
     pr->id = (char *)who->id;
@@ -224,7 +224,9 @@ static bool forward(struct gate *g, struct pending *p, const char *leader, const
     fwd_response *resp = NULL;
     bool sent = false;
     char err[GERR_MSG_SIZE] = "";
-    int rv = budget == 0 ? GERR_TIMEOUT : fwd_client_call(g->cfg.fwd.client, leader, &fr, (unsigned)budget, &resp, &sent, err);
+    int rv = budget == 0
+                 ? GERR_TIMEOUT
+                 : fwd_client_call(g->cfg.fwd.client, leader, &fr, (unsigned)budget, &resp, &sent, err);
     mem_free(bytes);
     for (size_t i = 0; i < ctx->who.n_bindings; i++) {
         mem_free(scopes[i]);
@@ -232,16 +234,18 @@ static bool forward(struct gate *g, struct pending *p, const char *leader, const
     if (rv == 0) {
         atomic_fetch_add(&g->forwarded_out, 1);
         grpc_call_finish_async_bytes(ctx->call, resp->status, resp->message,
-                                     resp->status == GRPC_STATUS_OK ? resp->reply.data : NULL, resp->reply.len);
+                                     resp->status == GRPC_STATUS_OK ? resp->reply.data : NULL,
+                                     resp->reply.len);
         gantry__internal__v1__forward_response__free_unpacked(resp, NULL);
         return true;
     }
     if (wait_budget(ctx->call, FORWARD_WAIT_MS) == 0) {
-        grpc_call_finish_async(ctx->call, GRPC_STATUS_DEADLINE_EXCEEDED,
-                               sent ? "the deadline passed while the leader's replica ran the call: its outcome "
-                                      "is unknown (retry with the same request_id to settle it)"
-                                    : "the deadline passed before the call could be forwarded; it did not run",
-                               NULL);
+        grpc_call_finish_async(
+            ctx->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+            sent ? "the deadline passed while the leader's replica ran the call: its outcome "
+                   "is unknown (retry with the same request_id to settle it)"
+                 : "the deadline passed before the call could be forwarded; it did not run",
+            NULL);
         return true;
     }
     /* The leader's replica cannot be reached: run it here (this replica's writer still reaches the
@@ -278,20 +282,22 @@ void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply)
      * the database's write lock (BEGIN IMMEDIATE), and whichever copy commits second replays. */
     p->ctx.idem_fresh = false;
     uint64_t deadline = req->timeout_ms != 0 ? clock_mono_ms(clock_system()) + req->timeout_ms : 0;
-    struct grpc_call *call = g->cfg.fwd.server != NULL
-                                 ? grpc_call_new_virtual(g->cfg.fwd.server, req->method, req->request.data,
-                                                         req->request.len, req->peer, deadline, forwarded_done, reply)
-                                 : NULL;
+    struct grpc_call *call =
+        g->cfg.fwd.server != NULL
+            ? grpc_call_new_virtual(g->cfg.fwd.server, req->method, req->request.data, req->request.len,
+                                    req->peer, deadline, forwarded_done, reply)
+            : NULL;
     if (call == NULL) {
-        fwd_reply(reply, GRPC_STATUS_UNIMPLEMENTED, "this replica does not run that method for others", NULL, 0);
+        fwd_reply(reply, GRPC_STATUS_UNIMPLEMENTED, "this replica does not run that method for others", NULL,
+                  0);
         goto out;
     }
     p->ctx.call = call;
     gantry__internal__v1__forward_request__free_unpacked(req, NULL);
     if (jobs_submit(g->cfg.jobs, 0, run, p) != 0) {
         atomic_fetch_add(&g->shed_overloaded, 1);
-        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the leader's replica is overloaded; retry with backoff",
-                               NULL);
+        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE,
+                               "the leader's replica is overloaded; retry with backoff", NULL);
         pending_free(p);
     }
     return;
@@ -335,8 +341,8 @@ static void run(void *arg)
         bool bad_credential = false;
         const char *authorization =
             p->authorization != NULL ? p->authorization : grpc_call_metadata(ctx->call, "authorization");
-        rv = authn_call(g->cfg.authn, ctx->cl, authorization,
-                        grpc_call_peer_cert(ctx->call), ctx->now_ms, &ctx->who, msg, &bad_credential);
+        rv = authn_call(g->cfg.authn, ctx->cl, authorization, grpc_call_peer_cert(ctx->call), ctx->now_ms,
+                        &ctx->who, msg, &bad_credential);
         if (rv != 0) {
             int status = rv == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED : grpc_status_from_gerr(rv);
             if (rv == GERR_UNAUTH && bad_credential) {
@@ -492,14 +498,16 @@ static void on_start(struct grpc_call *call, void *data)
     }
 }
 
-int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len, const char *authorization,
-                    const char *peer, uint64_t timeout_ms, grpc_virtual_done_cb done, void *data)
+int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len,
+                    const char *authorization, const char *peer, uint64_t timeout_ms,
+                    grpc_virtual_done_cb done, void *data)
 {
     const struct authz_rule *rule = authz_rule_find(path);
     uint64_t deadline = timeout_ms != 0 ? clock_mono_ms(clock_system()) + timeout_ms : 0;
-    struct grpc_call *call = rule != NULL && g->cfg.fwd.server != NULL
-                                 ? grpc_call_new_virtual(g->cfg.fwd.server, path, request, len, peer, deadline, done, data)
-                                 : NULL;
+    struct grpc_call *call =
+        rule != NULL && g->cfg.fwd.server != NULL
+            ? grpc_call_new_virtual(g->cfg.fwd.server, path, request, len, peer, deadline, done, data)
+            : NULL;
     if (call == NULL) {
         return GERR_INVAL;
     }
@@ -530,7 +538,8 @@ int gate_call_local(struct gate *g, const char *path, const uint8_t *request, si
     if (jobs_submit(g->cfg.jobs, cls == ADMIT_KNOWN ? 0 : 1, run, p) != 0) {
         atomic_fetch_add(&g->shed_overloaded, 1);
         pending_free(p);
-        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded; retry with backoff", NULL);
+        grpc_call_finish_async(call, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded; retry with backoff",
+                               NULL);
     }
     return 0;
 }

@@ -125,10 +125,11 @@ void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply);
  * per-namespace counters. Unary methods only; @request is the packed request (copied),
  * @authorization is copied and wiped after use. @done fires exactly once with the status, the
  * message and the packed reply (valid during the callback only): on the worker thread that finished
- * the call, or before this function returns when the call is refused at once (admission limits, a full worker queue). Returns 0, or
- * GERR_INVAL (@path names no unary method) and @done never fires. */
-int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len, const char *authorization,
-                    const char *peer, uint64_t timeout_ms, grpc_virtual_done_cb done, void *data);
+ * the call, or before this function returns when the call is refused at once (admission limits, a full worker
+ * queue). Returns 0, or GERR_INVAL (@path names no unary method) and @done never fires. */
+int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len,
+                    const char *authorization, const char *peer, uint64_t timeout_ms,
+                    grpc_virtual_done_cb done, void *data);
 
 /* Give the pooled store client back before blocking on something else (the writer, a forwarded
  * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */

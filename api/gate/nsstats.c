@@ -20,12 +20,12 @@
 #define PREFIX_LEN (sizeof PREFIX - 1)
 
 struct nsstats {
-    unsigned max;           /* tracked names at most */
-    unsigned n_methods;     /* rules of the authorization table */
-    atomic_uint n_names;    /* tracked names (slots 1..n_names) */
-    atomic_uint overflow;   /* names left out at the last set_known */
-    pthread_mutex_t mu;     /* orders set_known callers */
-    char (*names)[NSSTATS_NAME_MAX];     /* [max + 1]; [0] is NSSTATS_OTHER */
+    unsigned max;                         /* tracked names at most */
+    unsigned n_methods;                   /* rules of the authorization table */
+    atomic_uint n_names;                  /* tracked names (slots 1..n_names) */
+    atomic_uint overflow;                 /* names left out at the last set_known */
+    pthread_mutex_t mu;                   /* orders set_known callers */
+    char (*names)[NSSTATS_NAME_MAX];      /* [max + 1]; [0] is NSSTATS_OTHER */
     atomic_uint_fast64_t *calls, *errors; /* [(max + 1) * n_methods] */
     atomic_uint_fast64_t *denied;         /* [max + 1] */
 };
@@ -80,8 +80,8 @@ unsigned nsstats_set_known(struct nsstats *s, const char *const *names, unsigned
         size_t len = name != NULL ? strlen(name) : 0;
         char why[8];
         /* Label values are written unescaped: only DNS-1123 labels, as every namespace is. */
-        if (len == 0 || len >= NSSTATS_NAME_MAX || !names_dns_label_ok(name, NSSTATS_NAME_MAX - 1, why, sizeof why) ||
-            slot_of(s, name) != 0) {
+        if (len == 0 || len >= NSSTATS_NAME_MAX ||
+            !names_dns_label_ok(name, NSSTATS_NAME_MAX - 1, why, sizeof why) || slot_of(s, name) != 0) {
             continue;
         }
         if (have == s->max) {
@@ -156,11 +156,13 @@ static void write_family(struct nsstats *s, struct buf *out, unsigned n, atomic_
 void nsstats_write(struct nsstats *s, struct buf *out)
 {
     unsigned n = atomic_load_explicit(&s->n_names, memory_order_acquire);
-    buf_printf(out, "# HELP gantry_namespace_api_calls_total API calls this replica answered, by namespace and "
-                    "method.\n# TYPE gantry_namespace_api_calls_total counter\n");
+    buf_printf(out,
+               "# HELP gantry_namespace_api_calls_total API calls this replica answered, by namespace and "
+               "method.\n# TYPE gantry_namespace_api_calls_total counter\n");
     write_family(s, out, n, s->calls, "gantry_namespace_api_calls_total");
-    buf_printf(out, "# HELP gantry_namespace_api_errors_total API calls this replica answered with a status other "
-                    "than OK, by namespace and method.\n# TYPE gantry_namespace_api_errors_total counter\n");
+    buf_printf(out,
+               "# HELP gantry_namespace_api_errors_total API calls this replica answered with a status other "
+               "than OK, by namespace and method.\n# TYPE gantry_namespace_api_errors_total counter\n");
     write_family(s, out, n, s->errors, "gantry_namespace_api_errors_total");
     buf_printf(out, "# HELP gantry_namespace_api_denied_total API calls refused with PERMISSION_DENIED, by "
                     "namespace.\n# TYPE gantry_namespace_api_denied_total counter\n");

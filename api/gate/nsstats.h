@@ -24,9 +24,9 @@
 
 #include "lib/buf.h"
 
-#define NSSTATS_OTHER "_other"
+#define NSSTATS_OTHER                  "_other"
 #define NSSTATS_DEFAULT_MAX_NAMESPACES 200u
-#define NSSTATS_NAME_MAX 64u /* a DNS-1123 label is at most 63 characters */
+#define NSSTATS_NAME_MAX               64u /* a DNS-1123 label is at most 63 characters */
 
 struct nsstats;
 

@@ -203,11 +203,12 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
         /* The client sent no request_id, so it never retried: this replay settled an outcome the
          * replica did not know (a leader change, a lost forward). The stored reply lacks the
          * secret, and an answer without it would look like success and be useless. */
-        grpc_call_finish_async(ctx->call, GRPC_STATUS_ABORTED,
-                               "the call committed, but a leader change interrupted it and its answer held a "
-                               "secret that is never stored: the object it made exists without a usable secret "
-                               "(see the audit trail); make another and revoke the unused one",
-                               NULL);
+        grpc_call_finish_async(
+            ctx->call, GRPC_STATUS_ABORTED,
+            "the call committed, but a leader change interrupted it and its answer held a "
+            "secret that is never stored: the object it made exists without a usable secret "
+            "(see the audit trail); make another and revoke the unused one",
+            NULL);
     } else {
         const struct buf *b = req.replayed ? &req.response : m->c.answer.len > 0 ? &m->c.answer : &m->c.reply;
         ProtobufCMessage *reply = protobuf_c_message_unpack(reply_desc, NULL, b->len, b->data);

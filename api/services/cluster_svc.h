@@ -32,7 +32,7 @@ struct cluster_svc {
     struct replica *replica;
     struct store_writer *writer;
     const struct catchup *catchup; /* the planned-transfer rule (raft/catchup.h) */
-    struct audit_sink *sink; /* audit events outside a transaction (may be NULL) */
+    struct audit_sink *sink;       /* audit events outside a transaction (may be NULL) */
     struct store_pool *pool;
     const struct identity *id;
     const struct identity_secrets *secrets;
