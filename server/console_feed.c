@@ -22,11 +22,11 @@
 #include "lib/mem.h"
 #include "server/grpc/status.h"
 
-#define PAGE_SIZE        500u
-#define MAX_NS_QUOTAS    16u
-#define AUDIT_FIRST_MS   (15u * 60u * 1000u) /* a new view's tail starts this far back */
-#define AUDIT_MAX_PAGES  4u
-#define LIST_MAX_PAGES   100u /* Namespaces.List, Quotas.List: 50,000 rows at most */
+#define PAGE_SIZE       500u
+#define MAX_NS_QUOTAS   16u
+#define AUDIT_FIRST_MS  (15u * 60u * 1000u) /* a new view's tail starts this far back */
+#define AUDIT_MAX_PAGES 4u
+#define LIST_MAX_PAGES  100u /* Namespaces.List, Quotas.List: 50,000 rows at most */
 
 /* --- One call --- */
 
@@ -73,9 +73,10 @@ static void vcall_done(void *data, int status, const char *message, const uint8_
     vcall_unref(v);
 }
 
-void console_feed_call(const struct console_feed *f, const char *authorization, const char *peer, const char *path,
-                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
-                       ProtobufCMessage **resp, struct console_call *res)
+void console_feed_call(const struct console_feed *f, const char *authorization, const char *peer,
+                       const char *path, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                       struct console_call *res)
 {
     *resp = NULL;
     size_t len = protobuf_c_message_get_packed_size(req);
@@ -85,7 +86,8 @@ void console_feed_call(const struct console_feed *f, const char *authorization, 
     pthread_mutex_init(&v->mu, NULL);
     pthread_cond_init(&v->cond, NULL);
     v->refs = 2;
-    int rv = gate_call_local(f->gate, path, bytes, len, authorization, peer, CONSOLE_FEED_CALL_MS, vcall_done, v);
+    int rv =
+        gate_call_local(f->gate, path, bytes, len, authorization, peer, CONSOLE_FEED_CALL_MS, vcall_done, v);
     mem_free(bytes);
     if (rv != 0) {
         v->refs = 1;
@@ -104,7 +106,8 @@ void console_feed_call(const struct console_feed *f, const char *authorization, 
     res->status = done ? v->status : GRPC_STATUS_DEADLINE_EXCEEDED;
     snprintf(res->message, sizeof res->message, "%s", done ? v->message : "no answer in time");
     if (done && v->status == GRPC_STATUS_OK) {
-        *resp = protobuf_c_message_unpack(resp_desc, NULL, v->len, v->reply != NULL ? v->reply : (const uint8_t *)"");
+        *resp = protobuf_c_message_unpack(resp_desc, NULL, v->len,
+                                          v->reply != NULL ? v->reply : (const uint8_t *)"");
         if (*resp == NULL) {
             res->status = GRPC_STATUS_INTERNAL;
             snprintf(res->message, sizeof res->message, "the answer of %s did not decode", path);
@@ -137,40 +140,55 @@ static void add_error(json_t *errors, const char *what, const struct console_cal
 static const char *role_name(int role)
 {
     switch (role) {
-    case GANTRY__V1__ROLE__ROLE_PLATFORM_ADMIN: return "platform_admin";
-    case GANTRY__V1__ROLE__ROLE_NAMESPACE_ADMIN: return "namespace_admin";
-    case GANTRY__V1__ROLE__ROLE_AUDITOR: return "auditor";
-    case GANTRY__V1__ROLE__ROLE_USER: return "user";
-    default: return "unknown";
+    case GANTRY__V1__ROLE__ROLE_PLATFORM_ADMIN:
+        return "platform_admin";
+    case GANTRY__V1__ROLE__ROLE_NAMESPACE_ADMIN:
+        return "namespace_admin";
+    case GANTRY__V1__ROLE__ROLE_AUDITOR:
+        return "auditor";
+    case GANTRY__V1__ROLE__ROLE_USER:
+        return "user";
+    default:
+        return "unknown";
     }
 }
 
 static const char *phase_name(int phase)
 {
     switch (phase) {
-    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_PROVISIONING: return "PROVISIONING";
-    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_READY: return "READY";
-    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_ERROR: return "ERROR";
-    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING: return "DELETING";
-    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_STOPPED: return "STOPPED";
-    default: return "UNKNOWN";
+    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_PROVISIONING:
+        return "PROVISIONING";
+    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_READY:
+        return "READY";
+    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_ERROR:
+        return "ERROR";
+    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_DELETING:
+        return "DELETING";
+    case GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_STOPPED:
+        return "STOPPED";
+    default:
+        return "UNKNOWN";
     }
 }
 
 static const char *member_role(int role)
 {
     switch (role) {
-    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_VOTER: return "voter";
-    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_STANDBY: return "standby";
-    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_SPARE: return "spare";
-    default: return "unknown";
+    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_VOTER:
+        return "voter";
+    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_STANDBY:
+        return "standby";
+    case GANTRY__V1__MEMBER_ROLE__MEMBER_ROLE_SPARE:
+        return "spare";
+    default:
+        return "unknown";
     }
 }
 
 /* --- WhoAmI --- */
 
-void console_feed_whoami(const struct console_feed *f, const char *authorization, const char *peer, json_t **who,
-                         struct console_call *res)
+void console_feed_whoami(const struct console_feed *f, const char *authorization, const char *peer,
+                         json_t **who, struct console_call *res)
 {
     Gantry__V1__WhoAmIRequest req = GANTRY__V1__WHO_AM_IREQUEST__INIT;
     ProtobufCMessage *m;
@@ -185,9 +203,10 @@ void console_feed_whoami(const struct console_feed *f, const char *authorization
     const Gantry__V1__Principal *p = r->principal;
     set_str(o, "id", p != NULL && p->meta != NULL ? p->meta->id : "");
     set_str(o, "name", p != NULL && p->meta != NULL ? p->meta->name : "");
-    set_str(o, "kind", p != NULL && p->kind == GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT
-                           ? "service_account"
-                           : "user");
+    set_str(o, "kind",
+            p != NULL && p->kind == GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_SERVICE_ACCOUNT
+                ? "service_account"
+                : "user");
     set_str(o, "via", r->authenticated_via);
     json_t *roles = json_array();
     for (size_t i = 0; i < r->n_bindings; i++) {
@@ -250,7 +269,8 @@ bool console_feed_platform_admin(const json_t *who)
     return pw.platform_admin;
 }
 
-static json_t *cluster_section(const struct console_feed *f, const char *auth, const char *peer, json_t *errors)
+static json_t *cluster_section(const struct console_feed *f, const char *auth, const char *peer,
+                               json_t *errors)
 {
     struct console_call res;
     ProtobufCMessage *m;
@@ -310,8 +330,8 @@ static json_t *lease_section(const struct console_feed *f, const char *auth, con
     struct console_call res;
     ProtobufCMessage *m;
     Gantry__V1__GetLeaseRequest req = GANTRY__V1__GET_LEASE_REQUEST__INIT;
-    console_feed_call(f, auth, peer, "/gantry.v1.Cluster/GetLease", &req.base, &gantry__v1__lease__descriptor, &m,
-                      &res);
+    console_feed_call(f, auth, peer, "/gantry.v1.Cluster/GetLease", &req.base, &gantry__v1__lease__descriptor,
+                      &m, &res);
     if (m == NULL) {
         if (res.status != GRPC_STATUS_NOT_FOUND) {
             add_error(errors, "Cluster.GetLease", &res);
@@ -422,7 +442,8 @@ static bool sandboxes_list(const struct console_feed *f, const char *auth, const
             json_t *ns = ns_entry(byname, s->meta->namespace_);
             int phase = s->status != NULL ? (int)s->status->phase : 0;
             json_t *phases = json_object_get(ns, "phases");
-            set_int(phases, phase_name(phase), json_integer_value(json_object_get(phases, phase_name(phase))) + 1);
+            set_int(phases, phase_name(phase),
+                    json_integer_value(json_object_get(phases, phase_name(phase))) + 1);
             json_t *o = json_object();
             set_str(o, "name", s->meta->name);
             set_str(o, "phase", phase_name(phase));
@@ -467,7 +488,10 @@ static json_t *quota_json(const Gantry__V1__GetQuotaResponse *q)
     set_int(limit, "gpus", lg);
     json_object_set_new(o, "used", used);
     json_object_set_new(o, "limit", limit);
-    set_str(o, "mode", q->quota == NULL ? "" : q->quota->mode == GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT ? "soft" : "hard");
+    set_str(o, "mode",
+            q->quota == NULL                                            ? ""
+            : q->quota->mode == GANTRY__V1__QUOTA_MODE__QUOTA_MODE_SOFT ? "soft"
+                                                                        : "hard");
     return o;
 }
 
@@ -495,8 +519,9 @@ static void quotas(const struct console_feed *f, const char *auth, const char *p
             for (size_t i = 0; i < r->n_quotas; i++) {
                 const Gantry__V1__GetQuotaResponse *q = r->quotas[i];
                 const char *ns = q->quota != NULL && q->quota->meta != NULL ? q->quota->meta->namespace_
-                                 : q->ceiling != NULL && q->ceiling->meta != NULL ? q->ceiling->meta->namespace_
-                                                                                   : "";
+                                 : q->ceiling != NULL && q->ceiling->meta != NULL
+                                     ? q->ceiling->meta->namespace_
+                                     : "";
                 if (ns[0] != '\0') {
                     json_object_set_new(ns_entry(byname, ns), "quota", quota_json(q));
                 }
@@ -512,8 +537,8 @@ static void quotas(const struct console_feed *f, const char *auth, const char *p
     for (unsigned i = 0; i < pw->n_member; i++) {
         Gantry__V1__GetQuotaRequest req = GANTRY__V1__GET_QUOTA_REQUEST__INIT;
         req.namespace_ = (char *)pw->member_ns[i];
-        console_feed_call(f, auth, peer, "/gantry.v1.Quotas/Get", &req.base, &gantry__v1__get_quota_response__descriptor,
-                          &m, &res);
+        console_feed_call(f, auth, peer, "/gantry.v1.Quotas/Get", &req.base,
+                          &gantry__v1__get_quota_response__descriptor, &m, &res);
         if (m == NULL) {
             add_error(errors, "Quotas.Get", &res);
             continue;
@@ -543,8 +568,9 @@ static json_t *event_json(const Gantry__V1__AuditEvent *e)
 }
 
 /* The audit tail under @filter, continued from @view. */
-static json_t *audit_section(const struct console_feed *f, const char *auth, const char *peer, const struct powers *pw,
-                             const struct console_filter *filter, struct console_view *view, json_t *errors)
+static json_t *audit_section(const struct console_feed *f, const char *auth, const char *peer,
+                             const struct powers *pw, const struct console_filter *filter,
+                             struct console_view *view, json_t *errors)
 {
     json_t *o = json_object();
     json_t *fo = json_object();
