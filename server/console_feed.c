@@ -8,6 +8,7 @@
 #include "server/console_feed.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -379,37 +380,100 @@ static bool next_page(char *token, size_t cap, const char *next)
     return more;
 }
 
+/* The next_page_token of any List reply (every one has the field). */
+static const char *next_token_of(const ProtobufCMessage *m)
+{
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "next_page_token");
+    return fd != NULL ? *(char *const *)(const void *)((const char *)m + fd->offset) : NULL;
+}
+
+/* Read a List call page by page (at most @max_pages, PAGE_SIZE each; @page is @req's page field,
+ * filled here): every reply goes to @each, which returns false once it wants no more. Stops early
+ * when the feed stops. True when @each stopped while pages remained; false otherwise, a failed
+ * call included (added to @errors under @what). */
+static bool list_pages(const struct console_feed *f, const char *auth, const char *peer, const char *method,
+                       const char *what, ProtobufCMessage *req, Gantry__V1__PageRequest *page,
+                       const ProtobufCMessageDescriptor *resp, unsigned max_pages,
+                       bool (*each)(const ProtobufCMessage *m, void *arg), void *arg, json_t *errors)
+{
+    char token[256] = "";
+    page->page_size = PAGE_SIZE;
+    page->page_token = token;
+    bool cut = false;
+    for (unsigned pages = 0; pages < max_pages && !console_feed_stopping(f); pages++) {
+        struct console_call res;
+        ProtobufCMessage *m;
+        console_feed_call(f, auth, peer, method, req, resp, &m, &res);
+        if (m == NULL) {
+            add_error(errors, what, &res);
+            break;
+        }
+        bool go_on = each(m, arg);
+        bool more = next_page(token, sizeof token, next_token_of(m));
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!more || !go_on) {
+            cut = more;
+            break;
+        }
+    }
+    page->page_token = NULL; /* @token ends here */
+    return cut;
+}
+
+static bool namespaces_page(const ProtobufCMessage *m, void *byname)
+{
+    const Gantry__V1__ListNamespacesResponse *r = (const void *)m;
+    for (size_t i = 0; i < r->n_namespaces; i++) {
+        if (r->namespaces[i]->meta != NULL) {
+            ns_entry(byname, r->namespaces[i]->meta->name);
+        }
+    }
+    return true;
+}
+
 /* Every namespace the principal may list, page by page (at most LIST_MAX_PAGES pages). */
 static void namespaces_list(const struct console_feed *f, const char *auth, const char *peer, json_t *byname,
                             json_t *errors)
 {
-    char token[256] = "";
-    for (unsigned pages = 0; pages < LIST_MAX_PAGES && !console_feed_stopping(f); pages++) {
-        struct console_call res;
-        ProtobufCMessage *m;
-        Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
-        page.page_size = PAGE_SIZE;
-        page.page_token = token;
-        Gantry__V1__ListNamespacesRequest req = GANTRY__V1__LIST_NAMESPACES_REQUEST__INIT;
-        req.page = &page;
-        console_feed_call(f, auth, peer, "/gantry.v1.Namespaces/List", &req.base,
-                          &gantry__v1__list_namespaces_response__descriptor, &m, &res);
-        if (m == NULL) {
-            add_error(errors, "Namespaces.List", &res);
-            return;
+    Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
+    Gantry__V1__ListNamespacesRequest req = GANTRY__V1__LIST_NAMESPACES_REQUEST__INIT;
+    req.page = &page;
+    (void)list_pages(f, auth, peer, "/gantry.v1.Namespaces/List", "Namespaces.List", &req.base, &page,
+                     &gantry__v1__list_namespaces_response__descriptor, LIST_MAX_PAGES, namespaces_page,
+                     byname, errors);
+}
+
+struct sandboxes_read {
+    json_t *byname;
+    size_t total;
+};
+
+static bool sandboxes_page(const ProtobufCMessage *m, void *arg)
+{
+    struct sandboxes_read *sr = arg;
+    const Gantry__V1__ListSandboxesResponse *r = (const void *)m;
+    for (size_t i = 0; i < r->n_sandboxes && sr->total < CONSOLE_FEED_MAX_SANDBOXES; i++, sr->total++) {
+        const Gantry__V1__Sandbox *s = r->sandboxes[i];
+        if (s->meta == NULL) {
+            continue;
         }
-        const Gantry__V1__ListNamespacesResponse *r = (const void *)m;
-        for (size_t i = 0; i < r->n_namespaces; i++) {
-            if (r->namespaces[i]->meta != NULL) {
-                ns_entry(byname, r->namespaces[i]->meta->name);
-            }
-        }
-        bool more = next_page(token, sizeof token, r->next_page_token);
-        protobuf_c_message_free_unpacked(m, NULL);
-        if (!more) {
-            return;
-        }
+        json_t *ns = ns_entry(sr->byname, s->meta->namespace_);
+        int phase = s->status != NULL ? (int)s->status->phase : 0;
+        json_t *phases = json_object_get(ns, "phases");
+        set_int(phases, phase_name(phase),
+                json_integer_value(json_object_get(phases, phase_name(phase))) + 1);
+        json_t *o = json_object();
+        set_str(o, "name", s->meta->name);
+        set_str(o, "phase", phase_name(phase));
+        set_str(o, "owner_id", s->spec != NULL ? s->spec->owner_id : "");
+        set_int(o, "gpus", s->spec != NULL ? s->spec->gpu_count : 0);
+        set_str(o, "image", s->spec != NULL ? s->spec->image : "");
+        set_int(o, "created_at_ms", s->meta->created_at_ms);
+        set_int(o, "expires_at_ms", s->status != NULL ? s->status->expires_at_ms : 0);
+        json_array_append_new(json_object_get(ns, "sandboxes"), o);
     }
+    return sr->total < CONSOLE_FEED_MAX_SANDBOXES;
 }
 
 /* Every sandbox the principal may read, by namespace (at most CONSOLE_FEED_MAX_SANDBOXES). Returns
@@ -417,58 +481,13 @@ static void namespaces_list(const struct console_feed *f, const char *auth, cons
 static bool sandboxes_list(const struct console_feed *f, const char *auth, const char *peer, json_t *byname,
                            json_t *errors)
 {
-    char token[256] = "";
-    size_t total = 0;
-    for (;;) {
-        struct console_call res;
-        ProtobufCMessage *m;
-        Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
-        page.page_size = PAGE_SIZE;
-        page.page_token = token;
-        Gantry__V1__ListSandboxesRequest req = GANTRY__V1__LIST_SANDBOXES_REQUEST__INIT;
-        req.page = &page;
-        console_feed_call(f, auth, peer, "/gantry.v1.Sandboxes/List", &req.base,
-                          &gantry__v1__list_sandboxes_response__descriptor, &m, &res);
-        if (m == NULL) {
-            add_error(errors, "Sandboxes.List", &res);
-            return false;
-        }
-        const Gantry__V1__ListSandboxesResponse *r = (const void *)m;
-        for (size_t i = 0; i < r->n_sandboxes && total < CONSOLE_FEED_MAX_SANDBOXES; i++, total++) {
-            const Gantry__V1__Sandbox *s = r->sandboxes[i];
-            if (s->meta == NULL) {
-                continue;
-            }
-            json_t *ns = ns_entry(byname, s->meta->namespace_);
-            int phase = s->status != NULL ? (int)s->status->phase : 0;
-            json_t *phases = json_object_get(ns, "phases");
-            set_int(phases, phase_name(phase),
-                    json_integer_value(json_object_get(phases, phase_name(phase))) + 1);
-            json_t *o = json_object();
-            set_str(o, "name", s->meta->name);
-            set_str(o, "phase", phase_name(phase));
-            set_str(o, "owner_id", s->spec != NULL ? s->spec->owner_id : "");
-            set_int(o, "gpus", s->spec != NULL ? s->spec->gpu_count : 0);
-            set_str(o, "image", s->spec != NULL ? s->spec->image : "");
-            set_int(o, "created_at_ms", s->meta->created_at_ms);
-            set_int(o, "expires_at_ms", s->status != NULL ? s->status->expires_at_ms : 0);
-            json_array_append_new(json_object_get(ns, "sandboxes"), o);
-        }
-        bool more = r->next_page_token[0] != '\0' && strlen(r->next_page_token) < sizeof token;
-        if (more) {
-            snprintf(token, sizeof token, "%s", r->next_page_token);
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
-        if (!more) {
-            return false;
-        }
-        if (total >= CONSOLE_FEED_MAX_SANDBOXES) {
-            return true;
-        }
-        if (console_feed_stopping(f)) {
-            return false; /* the snapshot is thrown away */
-        }
-    }
+    Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
+    Gantry__V1__ListSandboxesRequest req = GANTRY__V1__LIST_SANDBOXES_REQUEST__INIT;
+    req.page = &page;
+    struct sandboxes_read sr = {.byname = byname};
+    return list_pages(f, auth, peer, "/gantry.v1.Sandboxes/List", "Sandboxes.List", &req.base, &page,
+                      &gantry__v1__list_sandboxes_response__descriptor, UINT_MAX, sandboxes_page, &sr,
+                      errors);
 }
 
 static json_t *quota_json(const Gantry__V1__GetQuotaResponse *q)
@@ -495,43 +514,33 @@ static json_t *quota_json(const Gantry__V1__GetQuotaResponse *q)
     return o;
 }
 
+static bool quotas_page(const ProtobufCMessage *m, void *byname)
+{
+    const Gantry__V1__ListQuotasResponse *r = (const void *)m;
+    for (size_t i = 0; i < r->n_quotas; i++) {
+        const Gantry__V1__GetQuotaResponse *q = r->quotas[i];
+        const char *ns = q->quota != NULL && q->quota->meta != NULL       ? q->quota->meta->namespace_
+                         : q->ceiling != NULL && q->ceiling->meta != NULL ? q->ceiling->meta->namespace_
+                                                                          : "";
+        if (ns[0] != '\0') {
+            json_object_set_new(ns_entry(byname, ns), "quota", quota_json(q));
+        }
+    }
+    return true;
+}
+
 static void quotas(const struct console_feed *f, const char *auth, const char *peer, const struct powers *pw,
                    json_t *byname, json_t *errors)
 {
     struct console_call res;
     ProtobufCMessage *m;
     if (pw->platform_admin || pw->auditor) {
-        /* Page by page, like Namespaces.List (at most LIST_MAX_PAGES pages). */
-        char token[256] = "";
-        for (unsigned pages = 0; pages < LIST_MAX_PAGES && !console_feed_stopping(f); pages++) {
-            Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
-            page.page_size = PAGE_SIZE;
-            page.page_token = token;
-            Gantry__V1__ListQuotasRequest req = GANTRY__V1__LIST_QUOTAS_REQUEST__INIT;
-            req.page = &page;
-            console_feed_call(f, auth, peer, "/gantry.v1.Quotas/List", &req.base,
-                              &gantry__v1__list_quotas_response__descriptor, &m, &res);
-            if (m == NULL) {
-                add_error(errors, "Quotas.List", &res);
-                return;
-            }
-            const Gantry__V1__ListQuotasResponse *r = (const void *)m;
-            for (size_t i = 0; i < r->n_quotas; i++) {
-                const Gantry__V1__GetQuotaResponse *q = r->quotas[i];
-                const char *ns = q->quota != NULL && q->quota->meta != NULL ? q->quota->meta->namespace_
-                                 : q->ceiling != NULL && q->ceiling->meta != NULL
-                                     ? q->ceiling->meta->namespace_
-                                     : "";
-                if (ns[0] != '\0') {
-                    json_object_set_new(ns_entry(byname, ns), "quota", quota_json(q));
-                }
-            }
-            bool more = next_page(token, sizeof token, r->next_page_token);
-            protobuf_c_message_free_unpacked(m, NULL);
-            if (!more) {
-                return;
-            }
-        }
+        Gantry__V1__PageRequest page = GANTRY__V1__PAGE_REQUEST__INIT;
+        Gantry__V1__ListQuotasRequest req = GANTRY__V1__LIST_QUOTAS_REQUEST__INIT;
+        req.page = &page;
+        (void)list_pages(f, auth, peer, "/gantry.v1.Quotas/List", "Quotas.List", &req.base, &page,
+                         &gantry__v1__list_quotas_response__descriptor, LIST_MAX_PAGES, quotas_page, byname,
+                         errors);
         return;
     }
     for (unsigned i = 0; i < pw->n_member; i++) {
