@@ -350,22 +350,37 @@ static void set_options(struct k8s_http *h, const char *method, const char *url,
     }
 }
 
-int k8s_http_request(struct k8s_http *h, const char *method, const char *path, const char *body, long *status,
-                     struct buf *resp, char *errmsg)
+/* The headers of a request: JSON accepted (and sent, with @json_body), and the credential, which
+ * is wiped from memory once copied into the list. 0, or auth_header's error. */
+static int request_headers(struct k8s_http *h, bool json_body, struct curl_slist **out, char *errmsg)
 {
     char *auth;
-    *status = 0;
-    buf_reset(resp);
     int rv = auth_header(h, &auth, errmsg);
     if (rv != 0) {
         return rv;
     }
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
-    headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (json_body) {
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+    }
     if (auth != NULL) {
         headers = curl_slist_append(headers, auth);
         memset(auth, 0, strlen(auth));
         mem_free(auth);
+    }
+    *out = headers;
+    return 0;
+}
+
+int k8s_http_request(struct k8s_http *h, const char *method, const char *path, const char *body, long *status,
+                     struct buf *resp, char *errmsg)
+{
+    *status = 0;
+    buf_reset(resp);
+    struct curl_slist *headers;
+    int rv = request_headers(h, true, &headers, errmsg);
+    if (rv != 0) {
+        return rv;
     }
     struct buf url;
     buf_init(&url);
@@ -395,18 +410,12 @@ int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, c
                     k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status,
                     struct buf *resp, char *errmsg)
 {
-    char *auth;
     *status = 0;
     buf_reset(resp);
-    int rv = auth_header(h, &auth, errmsg);
+    struct curl_slist *headers;
+    int rv = request_headers(h, false, &headers, errmsg);
     if (rv != 0) {
         return rv;
-    }
-    struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
-    if (auth != NULL) {
-        headers = curl_slist_append(headers, auth);
-        memset(auth, 0, strlen(auth));
-        mem_free(auth);
     }
     struct buf url;
     buf_init(&url);
