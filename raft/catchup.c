@@ -113,6 +113,34 @@ int catchup_measure(const struct catchup *c, uint64_t node_id, uint64_t *lag, ch
     return rv;
 }
 
+int catchup_self(const struct catchup *c, uint64_t leader_id, char *errmsg)
+{
+    struct raftlog_entry_id tail[RAFTLOG_PROBE_TAIL];
+    unsigned n_tail = 0, n_own = 0;
+    char why[GERR_MSG_SIZE] = "";
+    int rv = c->probe(c->arg, leader_id, tail, &n_tail, why);
+    if (rv != 0) {
+        gerr_set(errmsg, "the leader's replica (member %" PRIu64 ") did not answer the catch-up probe: %s",
+                 leader_id, why);
+        return rv;
+    }
+    if (n_tail == 0) {
+        return 0; /* the leader's log is empty: nothing to hold */
+    }
+    /* A follower keeping up holds the leader's last entries among its newest ones; a few hundred
+     * more entries (written since the probe) are looked through, not the whole log. */
+    struct raftlog_entry_id *own = mem_alloc(sizeof *own * 4096u);
+    rv = raftlog_tail(c->dir, own, 4096u, &n_own, why);
+    if (rv != 0) {
+        gerr_set(errmsg, "this replica's Raft log could not be read: %s", why);
+    } else if (raftlog_lag(own, n_own, tail, n_tail) == RAFTLOG_LAG_UNKNOWN) {
+        gerr_set(errmsg, "this replica's Raft log does not hold the leader's last entries: it is catching up");
+        rv = GERR_UNAVAILABLE;
+    }
+    mem_free(own);
+    return rv;
+}
+
 void catchup_done(const struct catchup *c)
 {
     if (c->resume != NULL) {

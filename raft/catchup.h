@@ -58,6 +58,14 @@ int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms
  * /metrics, which the leader's replica refreshes once a second (docs/metrics.md). */
 int catchup_measure(const struct catchup *c, uint64_t node_id, uint64_t *lag, char *errmsg);
 
+/* The other way round, for readiness (/readyz): does this node's log hold the last entries of
+ * member @leader_id's log? The leader's replica is probed first and this node's log read after, so
+ * a follower keeping up holds them. 0: it does (this log may hold a few more); GERR_UNAVAILABLE
+ * with @errmsg when it does not ("this replica's Raft log does not hold the leader's last entries:
+ * it is catching up"); the probe's or the local read's error otherwise, with @errmsg. Blocks for
+ * the probe (up to about a second). */
+int catchup_self(const struct catchup *c, uint64_t leader_id, char *errmsg);
+
 /* After a successful catchup_ready (whatever became of the transfer): writes go again. */
 void catchup_done(const struct catchup *c);
 
