@@ -298,6 +298,9 @@ static json_t *cluster_section(const struct console_feed *f, const char *auth, c
         json_object_set_new(o, "leader", json_boolean(x->leader));
         set_str(o, "failure_domain", x->failure_domain);
         set_int(o, "last_contact_ms", x->last_contact_ms);
+        if (x->lag_known) {
+            set_int(o, "lag_entries", x->lag_entries); /* absent: not measured recently */
+        }
         json_array_append_new(members, o);
         leader = x->leader ? x->id : leader;
     }

@@ -341,7 +341,22 @@ struct daemon {
         int64_t entries; /* -1: not measurable (no answer, or not in this log) */
     } lags[REPLICA_MAX_MEMBERS];
     unsigned n_lags;
+    /* The same figures as every replica knows them (under mu): measured here while this replica's
+     * node leads, asked of the leader's replica otherwise, once a second; for Cluster.ListMembers. */
+    struct member_lag known_lags[REPLICA_MAX_MEMBERS];
+    unsigned n_known_lags;
+    uint64_t known_lags_ms;     /* monotonic time they were learnt, 0: never */
+    uint64_t known_lags_leader; /* the node that led when they were measured */
+    /* Readiness (under mu): this node's log holds the leader's last entries (catchup_self). Set by
+     * one success, cleared after CAUGHT_UP_MISSES failures in a row. */
+    bool caught_up;
+    unsigned catchup_misses;
+    char catchup_err[GERR_MSG_SIZE];
 };
+
+/* Checks in a row that find this node without the leader's last entries before /readyz says so: a
+ * follower keeping up can miss the newest entries of a busy leader once. */
+#define CAUGHT_UP_MISSES 3u
 
 static bool is_stopping(struct daemon *d)
 {
@@ -357,9 +372,10 @@ static bool ready(void *data, char *reason, size_t len)
     struct replica_view *v = mem_alloc(sizeof *v);
     replica_view(d->replica, v);
     pthread_mutex_lock(&d->mu);
-    bool migrated = d->migrated, stopping = d->stopping;
-    char err[GERR_MSG_SIZE];
+    bool migrated = d->migrated, stopping = d->stopping, caught_up = d->caught_up;
+    char err[GERR_MSG_SIZE], cerr[GERR_MSG_SIZE];
     snprintf(err, sizeof err, "%s", d->maint_err);
+    snprintf(cerr, sizeof cerr, "%s", d->catchup_err);
     pthread_mutex_unlock(&d->mu);
     bool member = false;
     for (unsigned i = 0; i < v->n; i++) {
@@ -376,6 +392,9 @@ static bool ready(void *data, char *reason, size_t len)
         snprintf(reason, len, "the cluster has no leader");
     } else if (!migrated) {
         snprintf(reason, len, "schema migrations not applied yet%s%.200s", err[0] != '\0' ? ": " : "", err);
+    } else if (!caught_up) {
+        snprintf(reason, len, "not caught up with the leader's Raft log%s%.300s", cerr[0] != '\0' ? ": " : "",
+                 cerr);
     } else {
         ok = true;
     }
@@ -428,12 +447,44 @@ static void answer_probe(struct daemon *d, struct fwd_reply *reply)
     fwd_reply_response(reply, &resp);
 }
 
-/* A call another replica forwarded here, or a catch-up probe. */
+/* Another replica asks for the members' lag this replica measured while its node led. */
+static void answer_lags(struct daemon *d, struct fwd_reply *reply)
+{
+    struct member_lag lags[REPLICA_MAX_MEMBERS];
+    pthread_mutex_lock(&d->mu);
+    unsigned n = d->n_lags;
+    memcpy(lags, d->lags, sizeof *lags * n);
+    pthread_mutex_unlock(&d->mu);
+    if (n == 0) {
+        fwd_reply(reply, GRPC_STATUS_FAILED_PRECONDITION, "this replica's node does not lead", NULL, 0);
+        return;
+    }
+    Gantry__Internal__V1__MemberLag e[REPLICA_MAX_MEMBERS], *ep[REPLICA_MAX_MEMBERS];
+    for (unsigned i = 0; i < n; i++) {
+        gantry__internal__v1__member_lag__init(&e[i]);
+        e[i].id = lags[i].id;
+        e[i].entries = lags[i].entries;
+        ep[i] = &e[i];
+    }
+    fwd_response resp = GANTRY__INTERNAL__V1__FORWARD_RESPONSE__INIT;
+    resp.status = GRPC_STATUS_OK;
+    resp.message = "";
+    resp.n_lags = n;
+    resp.lags = ep;
+    resp.lags_leader = d->cfg->replica_id;
+    fwd_reply_response(reply, &resp);
+}
+
+/* A call another replica forwarded here, a catch-up probe or a lag query. */
 static void forwarded(void *data, fwd_request *req, struct fwd_reply *reply)
 {
     struct daemon *d = data;
-    if (req->probe_log) {
-        answer_probe(d, reply);
+    if (req->probe_log || req->member_lags) {
+        if (req->probe_log) {
+            answer_probe(d, reply);
+        } else {
+            answer_lags(d, reply);
+        }
         gantry__internal__v1__forward_request__free_unpacked(req, NULL);
         return;
     }
@@ -767,16 +818,50 @@ static void prune_history(struct daemon *d, uint64_t *last_ms)
     store_pool_release(&d->pool, cl);
 }
 
-/* While this replica's node leads: how far behind it each other member's log is, by the catch-up
- * probe (raft/catchup.h), for /metrics. Members the membership view calls unreachable are not
- * probed (-1). Otherwise the figures are cleared: only the leader's replica can tell. */
-static void measure_lags(struct daemon *d)
+/* Ask the leader's replica (member @leader_id) for the lags it measured: 0 with @out and *@n, or
+ * an error with @errmsg. */
+static int fetch_lags(struct daemon *d, uint64_t leader_id, const char *address, struct member_lag *out,
+                      unsigned *n, char *errmsg)
 {
-    struct replica_view *v = mem_alloc(sizeof *v);
-    replica_view(d->replica, v);
+    *n = 0;
+    if (d->fwd_client == NULL) {
+        gerr_set(errmsg, "no peer channel");
+        return GERR_UNAVAILABLE;
+    }
+    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    fr.method = "";
+    fr.peer = "";
+    fr.idem_key = "";
+    fr.member_lags = true;
+    fr.origin_replica = d->cfg->replica_id;
+    fwd_response *resp = NULL;
+    bool sent = false;
+    int rv = fwd_client_call(d->fwd_client, address, &fr, 1000, &resp, &sent, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (resp->status != GRPC_STATUS_OK || resp->lags_leader != leader_id) {
+        gerr_set(errmsg, "%s", resp->status != GRPC_STATUS_OK ? resp->message : "another member leads");
+        rv = GERR_UNAVAILABLE;
+    } else {
+        for (size_t i = 0; i < resp->n_lags && *n < REPLICA_MAX_MEMBERS; i++) {
+            out[(*n)++] = (struct member_lag){.id = resp->lags[i]->id, .entries = resp->lags[i]->entries};
+        }
+    }
+    gantry__internal__v1__forward_response__free_unpacked(resp, NULL);
+    return rv;
+}
+
+/* Once a second: while this replica's node leads, how far behind it each other member's log is,
+ * by the catch-up probe (raft/catchup.h), for /metrics (members the membership view calls
+ * unreachable are not probed: -1); otherwise the leader's replica's figures, asked over the peer
+ * channel, for Cluster.ListMembers. */
+static void measure_lags(struct daemon *d, const struct replica_view *v)
+{
     struct member_lag lags[REPLICA_MAX_MEMBERS];
     unsigned n = 0;
-    if (v->valid && v->leader_id == d->cfg->replica_id) {
+    bool leads = v->valid && v->leader_id == d->cfg->replica_id, known = false;
+    if (leads) {
         for (unsigned i = 0; i < v->n && n < REPLICA_MAX_MEMBERS && !is_stopping(d); i++) {
             if (v->nodes[i].id == d->cfg->replica_id) {
                 continue;
@@ -787,12 +872,88 @@ static void measure_lags(struct daemon *d)
                       lag != RAFTLOG_LAG_UNKNOWN;
             lags[n++] = (struct member_lag){.id = v->nodes[i].id, .entries = ok ? (int64_t)lag : -1};
         }
+        known = true;
+    } else if (v->valid && v->leader_id != 0) {
+        for (unsigned i = 0; i < v->n; i++) {
+            char err[GERR_MSG_SIZE];
+            if (v->nodes[i].id == v->leader_id && v->nodes[i].address[0] != '\0') {
+                known = fetch_lags(d, v->leader_id, v->nodes[i].address, lags, &n, err) == 0;
+            }
+        }
     }
-    mem_free(v);
+    uint64_t now = clock_mono_ms(clock_system());
     pthread_mutex_lock(&d->mu);
-    memcpy(d->lags, lags, sizeof *lags * n);
-    d->n_lags = n;
+    memcpy(d->lags, lags, sizeof *lags * (leads ? n : 0));
+    d->n_lags = leads ? n : 0;
+    if (known) {
+        memcpy(d->known_lags, lags, sizeof *lags * n);
+        d->n_known_lags = n;
+        d->known_lags_ms = now;
+        d->known_lags_leader = v->leader_id;
+    }
     pthread_mutex_unlock(&d->mu);
+}
+
+/* cluster_svc.member_lag: the figure the leader's replica measured, learnt within the last 3 s
+ * while @leader_id led. */
+static bool member_lag(void *arg, uint64_t id, uint64_t leader_id, int64_t *entries)
+{
+    struct daemon *d = arg;
+    uint64_t now = clock_mono_ms(clock_system());
+    bool known = false;
+    pthread_mutex_lock(&d->mu);
+    if (d->known_lags_leader == leader_id && d->known_lags_ms != 0 && now - d->known_lags_ms <= 3000) {
+        for (unsigned i = 0; i < d->n_known_lags; i++) {
+            if (d->known_lags[i].id == id && d->known_lags[i].entries >= 0) {
+                *entries = d->known_lags[i].entries;
+                known = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return known;
+}
+
+/* Readiness: has this node caught up with the leader's log? The leader's replica and a spare
+ * (which holds no log) are; a voter or standby is once its log holds the leader's last entries,
+ * and stops being after CAUGHT_UP_MISSES checks in a row find it without them. */
+static void check_caught_up(struct daemon *d, const struct replica_view *v)
+{
+    bool spare = false;
+    for (unsigned i = 0; i < v->n; i++) {
+        spare = spare || (v->nodes[i].id == d->cfg->replica_id && v->nodes[i].role == PROTO_ROLE_SPARE);
+    }
+    char err[GERR_MSG_SIZE] = "";
+    int rv;
+    if (!v->valid || v->leader_id == 0) {
+        rv = GERR_UNAVAILABLE;
+        gerr_set(err, "no leader known");
+    } else if (v->leader_id == d->cfg->replica_id || spare) {
+        rv = 0;
+    } else {
+        rv = catchup_self(&d->catchup, v->leader_id, err);
+    }
+    pthread_mutex_lock(&d->mu);
+    bool was = d->caught_up;
+    if (rv == 0) {
+        d->caught_up = true;
+        d->catchup_misses = 0;
+        d->catchup_err[0] = '\0';
+    } else {
+        snprintf(d->catchup_err, sizeof d->catchup_err, "%s", err);
+        if (++d->catchup_misses >= CAUGHT_UP_MISSES) {
+            d->caught_up = false;
+        }
+    }
+    bool now = d->caught_up;
+    pthread_mutex_unlock(&d->mu);
+    if (was != now) {
+        if (now) {
+            LOG_INFO("ready: this replica's Raft log holds the leader's last entries");
+        } else {
+            LOG_WARN("not ready: %s", err);
+        }
+    }
 }
 
 /* Migrations, then this replica's member row, retried until done; and the peers file, kept
@@ -805,7 +966,7 @@ static void *maint_main(void *arg)
     unsigned n_schema;
     const struct store_migration *schema = store_schema(&n_schema);
     char last_peers[2048] = "";
-    uint64_t last_prune_ms = 0;
+    uint64_t last_prune_ms = 0, last_lags_ms = 0;
     while (!is_stopping(d)) {
         int rv = 0;
         if (!migrated || !row_done) {
@@ -843,7 +1004,17 @@ static void *maint_main(void *arg)
         }
         save_peers(d, last_peers, sizeof last_peers);
         prune_history(d, &last_prune_ms);
-        measure_lags(d);
+        struct replica_view *v = mem_alloc(sizeof *v);
+        replica_view(d->replica, v);
+        uint64_t now = clock_mono_ms(clock_system());
+        if (now - last_lags_ms >= 1000) {
+            measure_lags(d, v);
+            last_lags_ms = now;
+        }
+        if (migrated) {
+            check_caught_up(d, v);
+        }
+        mem_free(v);
         if (d->oidc != NULL) {
             char oerr[GERR_MSG_SIZE];
             if (oidc_refresh_due(d->oidc, oerr) != 0) {
@@ -852,7 +1023,8 @@ static void *maint_main(void *arg)
         }
         pthread_mutex_lock(&d->mu);
         struct timespec until;
-        clock_mono_deadline(&until, 1000);
+        /* Quicker rounds until this replica is ready, so a starting replica is not held back. */
+        clock_mono_deadline(&until, d->caught_up && migrated && row_done ? 1000 : 200);
         if (!d->stopping) {
             clock_cond_wait_mono(&d->cond, &d->mu, &until);
         }
@@ -1002,7 +1174,9 @@ static int serve(struct daemon *d, char *errmsg)
                                    .id = &d->id,
                                    .secrets = &d->secrets,
                                    .replica_id = cfg->replica_id,
-                                   .scratch_dir = d->scratch};
+                                   .scratch_dir = d->scratch,
+                                   .member_lag = member_lag,
+                                   .member_lag_arg = d};
     d->env = (struct res_env){
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->prov = (struct providers_svc){

@@ -132,8 +132,8 @@ static void print_cluster(struct top_part *health, struct top_part *lease, struc
         printf("members: %s\n", why(members));
         return;
     }
-    printf("\n%-4s %-16s %-8s %-7s %-10s %-14s %s\n", "ID", "NAME", "ROLE", "LEADER", "REACHABLE",
-           "LAST CONTACT", "API ADDRESS");
+    printf("\n%-4s %-16s %-8s %-7s %-10s %-14s %-8s %s\n", "ID", "NAME", "ROLE", "LEADER", "REACHABLE",
+           "LAST CONTACT", "LAG", "API ADDRESS");
     json_t *ms = json_object_get(members->doc, "members");
     for (size_t i = 0; i < json_array_size(ms); i++) {
         json_t *m = json_array_get(ms, i);
@@ -144,9 +144,13 @@ static void print_cluster(struct top_part *health, struct top_part *lease, struc
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
         }
         ago(when, sizeof when, num(m, "last_contact_ms"), now);
-        printf("%-4" PRId64 " %-16s %-8s %-7s %-10s %-14s %s\n", num(m, "id"), str(m, "name"), role,
+        char lag[24] = "-"; /* not measured recently */
+        if (json_is_true(json_object_get(m, "lag_known"))) {
+            snprintf(lag, sizeof lag, "%" PRId64, num(m, "lag_entries"));
+        }
+        printf("%-4" PRId64 " %-16s %-8s %-7s %-10s %-14s %-8s %s\n", num(m, "id"), str(m, "name"), role,
                json_is_true(json_object_get(m, "leader")) ? "leader" : "",
-               json_is_true(json_object_get(m, "reachable")) ? "yes" : "NO", when, str(m, "api_address"));
+               json_is_true(json_object_get(m, "reachable")) ? "yes" : "NO", when, lag, str(m, "api_address"));
     }
 }
 

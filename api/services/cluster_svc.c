@@ -132,7 +132,7 @@ struct member_set {
     char (*text)[3][256]; /* name, failure domain, address per member */
 };
 
-static void member_set_build(struct member_set *s, const struct replica_view *v,
+static void member_set_build(const struct cluster_svc *svc, struct member_set *s, const struct replica_view *v,
                              const struct clusterdb_member *rows, unsigned n_rows)
 {
     uint64_t now_mono = clock_mono_ms(clock_system());
@@ -172,6 +172,11 @@ static void member_set_build(struct member_set *s, const struct replica_view *v,
         m->leader = node->id == v->leader_id;
         if (node->last_ok_ms != 0 && node->last_ok_ms <= now_mono) {
             m->last_contact_ms = now_wall - (int64_t)(now_mono - node->last_ok_ms);
+        }
+        if (m->leader) {
+            m->lag_known = true;
+        } else if (svc->member_lag != NULL && v->leader_id != 0) {
+            m->lag_known = svc->member_lag(svc->member_lag_arg, node->id, v->leader_id, &m->lag_entries);
         }
         s->ptrs[i] = m;
     }
@@ -214,7 +219,7 @@ static void do_list(struct job *j, struct store_client *cl, struct answer *a)
             fail_store(a, rv, "list members", cl->errmsg);
         } else {
             struct member_set s;
-            member_set_build(&s, v, rows, n_rows);
+            member_set_build(j->svc, &s, v, rows, n_rows);
             Gantry__V1__ListMembersResponse resp = GANTRY__V1__LIST_MEMBERS_RESPONSE__INIT;
             resp.n_members = s.n;
             resp.members = s.ptrs;
@@ -246,7 +251,7 @@ static void do_leader(struct job *j, struct store_client *cl, struct answer *a)
             fail_store(a, rv, "get leader", cl->errmsg);
         } else {
             struct member_set s;
-            member_set_build(&s, v, rows, n_rows);
+            member_set_build(j->svc, &s, v, rows, n_rows);
             Gantry__V1__GetLeaderResponse resp = GANTRY__V1__GET_LEADER_RESPONSE__INIT;
             for (unsigned i = 0; i < s.n; i++) {
                 if (s.m[i].leader) {

@@ -38,6 +38,11 @@ struct cluster_svc {
     const struct identity_secrets *secrets;
     uint64_t replica_id;
     const char *scratch_dir; /* where backups are dumped before streaming */
+    /* Member.lag_entries: true with *@entries when a recent measurement by the replica beside
+     * @leader_id says how far member @id's log is behind the leader's. Called on a job thread; must
+     * not block. May be NULL (lag never known). */
+    bool (*member_lag)(void *arg, uint64_t id, uint64_t leader_id, int64_t *entries);
+    void *member_lag_arg;
     /* Filled by cluster_svc_register. */
     char ca_fingerprint[PKI_FINGERPRINT_SIZE];
     struct res_env env; /* join tokens are written through res_mutate (idempotent, audited) */

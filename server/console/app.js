@@ -112,6 +112,7 @@
       tr.className = m.reachable ? "" : "down";
       tr.append(el("td", m.id), el("td", m.name), el("td", m.role), el("td", m.leader ? "leader" : "", m.leader ? "leader" : ""),
         el("td", m.reachable ? "yes" : "no", m.reachable ? "up" : "down"), el("td", ago(m.last_contact_ms, s.at_ms)),
+        el("td", m.lag_entries === undefined ? "-" : String(m.lag_entries), m.lag_entries > 0 ? "lag lagging" : "lag"),
         el("td", m.api_address));
       tb.append(tr);
       if (m.role === "voter" && !m.leader) {

@@ -84,6 +84,12 @@ try {
   await admin.waitForFunction((id) => document.getElementById("leader-name").dataset.leaderId === String(id),
     cfg.leader_id);
   check((await admin.locator("#members td.leader").count()) === 1, "not exactly one member marked leader");
+  // Each member's Raft lag, as the leader's replica measures it: 0 for all three once caught up.
+  await admin.waitForFunction(() => {
+    const cells = [...document.querySelectorAll("#members tbody td.lag")];
+    return cells.length === 3 && cells.every((c) => c.textContent === "0");
+  });
+  result.lags_shown = true;
   result.leader_before = cfg.leader_id;
   await shot(admin, "console-cluster.png");
 
@@ -100,6 +106,11 @@ try {
   result.leader_after = Number(await handle.jsonValue());
   // The dead replica is then shown unreachable.
   await admin.locator(`#members tr[data-member-id="${cfg.leader_id}"] td.down`).waitFor();
+  // ... and its lag unknown ("-"), not a made-up 0.
+  await admin.waitForFunction((id) => {
+    const c = document.querySelector(`#members tr[data-member-id="${id}"] td.lag`);
+    return c && c.textContent === "-";
+  }, cfg.leader_id);
   await shot(admin, "console-failover.png");
 
   // A sandbox created through the CLI appears, in its namespace, and reaches READY.

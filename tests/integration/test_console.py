@@ -968,6 +968,7 @@ class Browser(g.GantrydTest):
         # can follow the first (seen: the page showed 3 at 1.2 s, the survivors later named 2).
         self.assertNotEqual(result["leader_after"], leader.rid)
         self.assertIn(result["leader_after"], [r.rid for r in e.c.alive()])
+        self.assertTrue(result.get("lags_shown"), result)
         self.assertEqual(result["user_sees"], ["team-b"])
         self.assertIn("UNAUTHENTICATED", result["refused"])
         listed = e.sb("pa", "List", S.ListSandboxesRequest(namespace="default"), replica=e.c.replicas.index(view))

@@ -364,6 +364,9 @@ class Bootstrap(GantrydTest):
             self.assertGreater(by_id[r.rid].last_contact_ms, 0)
         self.assertEqual(sum(m.leader for m in ms), 1)
         c.wait_ready()
+        # Ready means caught up: each replica said so once its log held the leader's last entries.
+        for r in c.replicas:
+            self.assertIn("ready: this replica's Raft log holds the leader's last entries", r.tail(100000))
         # Each replica's view is refreshed every second: poll until replica 4's has caught up.
         end = time.monotonic() + 10
         while True:
@@ -672,14 +675,37 @@ class Transfer(GantrydTest):
                 time.sleep(0.2)
             self.fail("%s: the leader's %s stayed %r, not %r" % (what, lag, seen, want))
 
+        # Every replica knows the figures (it asks the leader's replica once a second), so
+        # Cluster.ListMembers shows them whichever replica answers: lag_known is false while the
+        # member cannot answer, never a made-up 0.
+        other = [r for r in c.replicas if r.rid not in (lead.rid, target.rid)][0]
+
+        def listed_lag(via, want_known, what):
+            end = time.monotonic() + 20
+            m = None
+            while time.monotonic() < end:
+                ms = c.client.call(via, "ListMembers", cpb.ListMembersRequest(), cpb.ListMembersResponse).members
+                m = [x for x in ms if x.id == target.rid][0]
+                lead_m = [x for x in ms if x.leader]
+                if m.lag_known == want_known and (not want_known or m.lag_entries == 0) and \
+                        lead_m and lead_m[0].lag_known and lead_m[0].lag_entries == 0:
+                    return
+                time.sleep(0.2)
+            self.fail("%s: replica %d lists member %d with lag_known %r, lag %d" %
+                      (what, via.rid, target.rid, m.lag_known, m.lag_entries))
+
         wait_lag(0, "a caught-up member")
+        listed_lag(other, True, "a caught-up member")
         target.signal(signal.SIGSTOP)
         try:
             write_many(20)
             wait_lag(-1, "a stopped member")
+            listed_lag(other, False, "a stopped member")
         finally:
             target.signal(signal.SIGCONT)
         wait_lag(0, "a member that caught up again")
+        listed_lag(other, True, "a member that caught up again")
+        listed_lag(target, True, "a member that caught up again, asked itself")
         self.assertIsNone(target.metric(lag), "only the leader's replica exports the lag")
         # A target that cannot run cannot answer the probe.
         target.signal(signal.SIGSTOP)
