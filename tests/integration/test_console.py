@@ -43,7 +43,7 @@ import test_gantryd as g  # noqa: E402
 import test_resources as tr  # noqa: E402
 
 import grpc  # noqa: E402
-from gantry.v1 import (audit_pb2, meta_pb2, namespaces_pb2, providers_pb2, quotas_pb2,  # noqa: E402
+from gantry.v1 import (audit_pb2, meta_pb2, namespaces_pb2, principals_pb2, providers_pb2, quotas_pb2,  # noqa: E402
                        sandboxes_pb2)
 
 S = sandboxes_pb2
@@ -452,6 +452,47 @@ class Console(g.GantrydTest):
         self.assertEqual(Http(bare.replicas[0]).request("GET", "/console/")["status"], 404)
         print("console: page, headers, 401 without a session, sign-in refusals (403, 400, 413, 401) without a "
               "cookie, per-replica sessions, filters checked, logout")
+
+    def test_oidc_sign_in(self):
+        """An OIDC access token signs in like an API key (sign-in hands it to the API's own
+        authentication): its principal sees its own namespaces only; an expired token, a token of an
+        unknown issuer or with a bad signature, and one for a subject no principal is registered for
+        are refused with the API's reason and no cookie."""
+        import test_identity as ti
+        oidc = ti.OidcFixture(self, extra_flags=["--console"])
+        ident, P = oidc.ident, principals_pb2
+        ns = namespaces_pb2
+        for name in ("team-a", "team-b"):
+            ident.call("pa", ns, "Namespaces", "Create", ns.CreateNamespaceRequest(
+                namespace=ns.Namespace(meta=meta_pb2.ObjectMeta(name=name))))
+        p = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="alice"), kind=P.PRINCIPAL_KIND_USER, oidc_issuer="corp",
+            oidc_subject="alice@corp")))
+        ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_USER, namespace="team-a")))
+        h = Http(oidc.c.replicas[0])
+        token = oidc.token("alice@corp")
+        r = h.login(token)
+        self.assertEqual(r["status"], 200, r)
+        self.assertEqual(r["json"]["principal"]["name"], "alice")
+        self.assertNotIn(token.split(".")[2], r["text"])
+        s = h.snapshot()["json"]
+        self.assertIsNone(s["cluster"])
+        self.assertEqual([x["name"] for x in s["namespaces"]], ["team-a"])
+        self.assertEqual(s["errors"], [])
+        for bad, why in ((oidc.token("alice@corp", exp_in=-600), "expired"),
+                         (oidc.token("alice@corp", iss="https://evil.test"), "issuer"),
+                         (oidc.token("alice@corp", sign=False), "signature"),
+                         (oidc.token("bob@corp"), "no principal is registered")):
+            x = Http(oidc.c.replicas[0])
+            r = x.login(bad)
+            self.assertEqual(r["status"], 401, (why, r))
+            self.assertIn("UNAUTHENTICATED", r["json"]["error"])
+            self.assertIn(why, r["json"]["error"].lower())
+            self.assertNotIn("set-cookie", r["headers"])
+            self.assertEqual(x.snapshot()["status"], 401)
+        print("console: OIDC token sign-in (alice sees team-a only); expired, foreign issuer, bad signature and "
+              "unregistered subject refused with the API's reason")
 
     def test_what_each_role_sees(self):
         """The data endpoint against the API: members, leader, lease, sandboxes, quotas and the audit

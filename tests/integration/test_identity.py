@@ -646,7 +646,7 @@ class OidcFixture:
     """A 1-replica cluster trusting two OIDC issuers, from JWKS files written here with keys
     generated here: "corp" (RS256) and "partner" (ES256)."""
 
-    def __init__(self, test):
+    def __init__(self, test, extra_flags=()):
         import json
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -672,7 +672,7 @@ class OidcFixture:
         cfg = os.path.join(root, "issuers.json")
         with open(cfg, "w") as f:
             json.dump({"oidc_issuers": issuers}, f)
-        self.c = g.Cluster("oidc-" + test._testMethodName, run_flags=["--oidc-issuers-file", cfg]).init()
+        self.c = g.Cluster("oidc-" + test._testMethodName, run_flags=["--oidc-issuers-file", cfg] + list(extra_flags)).init()
         test.clusters.append(self.c)
         self.c.wait_ready()
         self.ident = Identity.__new__(Identity)
