@@ -1046,6 +1046,7 @@ int jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, stru
     out->principal[name_len] = '#';
     memcpy(out->principal + name_len + 1, subject, sub_len + 1);
     out->expires_at = exp;
+    out->valid_until_ms = exp * 1000 + (int64_t)t->leeway_s * 1000;
     out->claims = claims; /* our reference passes to the result */
     claims = NULL;
     rv = 0;

@@ -138,6 +138,7 @@ struct jwt_result {
     char *subject;      /* the principal claim's value (heap) */
     char *principal;    /* "<issuer_name>#<subject>" (heap), see below */
     int64_t expires_at; /* "exp", Unix seconds */
+    int64_t valid_until_ms; /* when the token stops verifying: exp plus the issuer's leeway, Unix ms */
     json_t *claims;     /* the whole payload object; the result holds one reference, which
                            jwt_result_close() drops: json_incref() it to keep it longer */
 };

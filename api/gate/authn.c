@@ -273,8 +273,10 @@ static void touch(struct authn *a, const struct key_entry *k, int64_t now)
 
 /* --- the credentials --- */
 
+_Static_assert(sizeof(((struct authn_principal *)0)->key_id) == APIKEY_ID_LEN + 1, "key_id holds an API key id");
+
 static int by_api_key(struct authn *a, struct store_client *cl, const char *key, int64_t now,
-                      char *principal_id, char *msg)
+                      char *principal_id, char *key_id, int64_t *not_after_ms, char *msg)
 {
     struct apikey_parts parts;
     char err[GERR_MSG_SIZE];
@@ -306,11 +308,13 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
     }
     touch(a, &k, now);
     snprintf(principal_id, 40, "%s", k.principal_id);
+    snprintf(key_id, APIKEY_ID_LEN + 1, "%s", parts.keyid);
+    *not_after_ms = k.expires_ms;
     return 0;
 }
 
 static int by_token(struct authn *a, struct store_client *cl, const char *token, char *principal_id,
-                    char *msg, bool *bad_credential)
+                    int64_t *not_after_ms, char *msg, bool *bad_credential)
 {
     struct jwt_result res;
     char err[GERR_MSG_SIZE];
@@ -337,6 +341,7 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
         rv = GERR_UNAUTH;
     } else {
         text_of(proto_rows_at(&rows, 0, 0), principal_id, 40);
+        *not_after_ms = res.valid_until_ms;
     }
     proto_rows_close(&rows);
     jwt_result_close(&res);
@@ -374,18 +379,19 @@ static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
                int64_t now_ms, struct authn_principal *out, char *msg, bool *bad_credential)
 {
-    char principal_id[40] = "";
+    char principal_id[40] = "", key_id[APIKEY_ID_LEN + 1] = "";
+    int64_t not_after_ms = 0;
     *bad_credential = false;
     const char *via;
     int rv;
     if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 &&
         strncmp(authorization + 7, "gtk_", 4) == 0) {
         via = "api_key";
-        rv = by_api_key(a, cl, authorization + 7, now_ms, principal_id, msg);
+        rv = by_api_key(a, cl, authorization + 7, now_ms, principal_id, key_id, &not_after_ms, msg);
         *bad_credential = rv == GERR_UNAUTH; /* malformed, unknown, wrong secret, revoked or expired */
     } else if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 && a->oidc != NULL) {
         via = "oidc";
-        rv = by_token(a, cl, authorization + 7, principal_id, msg, bad_credential);
+        rv = by_token(a, cl, authorization + 7, principal_id, &not_after_ms, msg, bad_credential);
     } else if (authorization != NULL) {
         via = "?";
         gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key or OIDC token>\"");
@@ -411,6 +417,8 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         } else {
             *out = pe->p;
             snprintf(out->via, sizeof out->via, "%s", via);
+            snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
+            out->not_after_ms = not_after_ms;
         }
     }
     mem_free(pe);

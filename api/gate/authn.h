@@ -45,6 +45,11 @@ struct authn_principal {
     struct authz_binding bindings[AUTHN_MAX_BINDINGS];
     size_t n_bindings;
     char via[16]; /* "api_key", "oidc", "mtls" */
+    /* The credential of the call, for streams that outlive its authentication (a watch checks
+     * them again): the API key's id (via "api_key", "" otherwise), and when the credential stops
+     * being valid (the key's expiry, the token's exp plus leeway; 0: no end). */
+    char key_id[33];
+    int64_t not_after_ms;
 };
 
 struct authn;

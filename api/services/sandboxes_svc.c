@@ -1048,19 +1048,45 @@ static bool payload_visible(struct store_client *cl, const struct watch *w, cons
     return shared_with(cl, &w->who, sb->meta->id, sb->meta->namespace_);
 }
 
-/* A watch outlives the authentication of its call: every WATCH_REFRESH_MS it reloads the
- * watcher's principal and bindings from the store, as a call's authentication would (at most
- * AUTHN_CACHE_TTL_MS old), so a removed binding changes what it delivers, and a disabled or
- * deleted principal, or one without a role left in the watched namespace, ends it, within the
- * revocation bound. Returns 0; GERR_UNAUTH or GERR_PERM with the client's message in @why; or
- * the store's error (transient: the caller keeps the bindings it has and tries again). */
+/* A watch outlives the authentication of its call: every WATCH_REFRESH_MS it checks the call's
+ * credential again (an API key revoked, deleted or past its expiry, a token past its exp plus
+ * leeway, end it) and reloads the watcher's principal and bindings from the store, as a call's
+ * authentication would (at most AUTHN_CACHE_TTL_MS old), so a removed binding changes what it
+ * delivers, and a disabled or deleted principal, or one without a role left in the watched
+ * namespace, ends it, within the revocation bound. Returns 0; GERR_UNAUTH or GERR_PERM with the
+ * client's message in @why; or the store's error (transient: the caller keeps the bindings it has
+ * and tries again). */
 #define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
+
+static int watch_credential(struct store_client *cl, const struct watch *w, int64_t now_ms, char *why, size_t len)
+{
+    if (w->who.not_after_ms != 0 && now_ms >= w->who.not_after_ms) {
+        snprintf(why, len, "the watch ended: its credential expired");
+        return GERR_UNAUTH;
+    }
+    if (w->who.key_id[0] == '\0') {
+        return 0;
+    }
+    struct proto_value k[] = {proto_text(w->who.key_id)};
+    int64_t revoked = 0;
+    int rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
+    if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
+        snprintf(why, len, "the watch ended: its API key was %s", rv == 0 ? "revoked" : "deleted");
+        return GERR_UNAUTH;
+    }
+    return rv;
+}
 
 static int watch_refresh(struct store_client *cl, struct watch *w, char *why, size_t len)
 {
+    struct clock *clk = clock_system();
+    int rv = watch_credential(cl, w, (int64_t)clk->wall_ms(clk), why, len);
+    if (rv != 0) {
+        return rv;
+    }
     struct proto_value p[] = {proto_text(w->who.id)};
     int64_t disabled = 0;
-    int rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
+    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
     if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
         snprintf(why, len, "principal %s was disabled or deleted", w->who.id);
         return GERR_UNAUTH;

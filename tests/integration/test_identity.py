@@ -16,6 +16,7 @@ The environment is test_gantryd.py's (GANTRYD, GANTRY_STORE, GANTRY_PROTO_DIR, .
 
 import os
 import sys
+import threading
 import time
 import unittest
 
@@ -635,6 +636,58 @@ class Revocation(g.GantrydTest):
         who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=good)
         self.assertEqual(who.principal.meta.id, ident.ids["user"])
         print("revocation reached the other replica after %.0f ms (bound: 2000 ms cache)" % bound)
+
+    def test_a_watch_ends_with_its_credential(self):
+        """A watch outlives the authentication of its call, not its credential: revoking the API key
+        it was opened with, or the key expiring, ends it with UNAUTHENTICATED on the replica that
+        serves it within the revocation bound; a watch on another key of the same principal goes on."""
+        S = sandboxes_pb2
+        ident = Identity(self)
+
+        def key(**kw):
+            return ident.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+                principal_id=ident.ids["user"], **kw))
+
+        def watch(secret):
+            out = ident.stub("gantry.v1.Sandboxes", "Watch", S.WatchSandboxesRequest, S.SandboxEvent, streaming=True,
+                             replica=1)(S.WatchSandboxesRequest(namespace="default"),
+                                        metadata=[("authorization", "Bearer " + secret)], timeout=60)
+            ended = []
+
+            def drain():
+                try:
+                    for _ in out:
+                        pass
+                    ended.append((grpc.StatusCode.OK, "", time.monotonic()))
+                except grpc.RpcError as err:
+                    ended.append((err.code(), err.details(), time.monotonic()))
+            t = threading.Thread(target=drain, daemon=True)
+            t.start()
+            return out, ended, t
+
+        revoked, kept = key(), key()
+        w1, ended1, t1 = watch(revoked.secret)
+        w2, ended2, t2 = watch(kept.secret)
+        time.sleep(0.5)
+        self.assertEqual((ended1, ended2), ([], []), "a watch ended by itself")
+        t0 = time.monotonic()
+        ident.call("pa", api_keys_pb2, "ApiKeys", "Revoke", api_keys_pb2.RevokeApiKeyRequest(id=revoked.key.meta.id))
+        t1.join(timeout=10)
+        self.assertEqual(len(ended1), 1, "the watch of a revoked key still runs")
+        self.assertEqual(ended1[0][0], grpc.StatusCode.UNAUTHENTICATED, ended1)
+        self.assertIn("API key was revoked", ended1[0][1])
+        self.assertLess(ended1[0][2] - t0, 3.0)
+        self.assertEqual(ended2, [], "the watch of another key ended too")
+        w2.cancel()
+        # A key that expires while its watch runs.
+        exp = key(expires_at_ms=int(time.time() * 1000) + 1500)
+        w3, ended3, t3 = watch(exp.secret)
+        t3.join(timeout=10)
+        self.assertEqual(len(ended3), 1, "the watch of an expired key still runs")
+        self.assertEqual(ended3[0][0], grpc.StatusCode.UNAUTHENTICATED, ended3)
+        self.assertIn("credential expired", ended3[0][1])
+        print("a watch ended %.1f s after its key was revoked; one on an expiring key ended at expiry"
+              % (ended1[0][2] - t0))
 
 
 def b64url(data):
