@@ -255,6 +255,59 @@ static int check_env(const struct driver_sandbox_spec *s, char *errmsg)
     return 0;
 }
 
+static bool credential_key_ok(const char *k)
+{
+    size_t n = k != NULL ? strlen(k) : 0;
+    if (n == 0 || n > DRIVER_CREDENTIAL_KEY_MAX || strcmp(k, ".") == 0 || strcmp(k, "..") == 0) {
+        return false;
+    }
+    for (const char *p = k; *p != '\0'; p++) {
+        if (!is_alnum(*p) && *p != '_' && *p != '.' && *p != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The entries' names and sizes (never a value in the message). */
+static int check_credentials(const struct driver_credential *c, size_t n, char *errmsg)
+{
+    if (n > DRIVER_CREDENTIALS_MAX || (n > 0 && c == NULL)) {
+        gerr_set(errmsg, "at most %u credential entries", DRIVER_CREDENTIALS_MAX);
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!driver_is_dns_label(c[i].provider) || !credential_key_ok(c[i].key)) {
+            gerr_set(errmsg, "credential %zu: the provider must be a DNS-1123 label and the key 1..%u of "
+                             "[A-Za-z0-9_.-] (not . or ..)",
+                     i, DRIVER_CREDENTIAL_KEY_MAX);
+            return GERR_INVAL;
+        }
+        if (c[i].value == NULL || strlen(c[i].value) > DRIVER_CREDENTIAL_VAL_MAX) {
+            gerr_set(errmsg, "credential %s/%s: value missing or longer than %u bytes", c[i].provider, c[i].key,
+                     DRIVER_CREDENTIAL_VAL_MAX);
+            return GERR_INVAL;
+        }
+        if (c[i].env != NULL && !env_name_ok(c[i].env)) {
+            gerr_set(errmsg, "credential %s/%s: the environment variable must match [A-Za-z_][A-Za-z0-9_]*",
+                     c[i].provider, c[i].key);
+            return GERR_INVAL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(c[i].provider, c[j].provider) == 0 && strcmp(c[i].key, c[j].key) == 0) {
+                gerr_set(errmsg, "credential %s/%s is given twice", c[i].provider, c[i].key);
+                return GERR_INVAL;
+            }
+            if (c[i].env != NULL && c[j].env != NULL && strcmp(c[i].env, c[j].env) == 0) {
+                gerr_set(errmsg, "credentials %s/%s and %s/%s both set environment variable %s", c[j].provider,
+                         c[j].key, c[i].provider, c[i].key, c[i].env);
+                return GERR_INVAL;
+            }
+        }
+    }
+    return 0;
+}
+
 static int check_labels(const struct driver_sandbox_spec *s, char *errmsg)
 {
     size_t dup;
@@ -344,7 +397,8 @@ static int check_spec(const struct driver_sandbox_spec *s, char *errmsg)
     }
     if ((rv = check_identity(s, errmsg)) != 0 || (rv = check_command(s, errmsg)) != 0 ||
         (rv = check_env(s, errmsg)) != 0 || (rv = check_labels(s, errmsg)) != 0 ||
-        (rv = check_config_shape(s, errmsg)) != 0) {
+        (rv = check_config_shape(s, errmsg)) != 0 ||
+        (rv = check_credentials(s->credentials, s->n_credentials, errmsg)) != 0) {
         return rv;
     }
     if (s->gpu_count > DRIVER_GPU_MAX) {
@@ -421,6 +475,12 @@ int driver_create(struct driver *d, uint64_t epoch, const struct driver_sandbox_
     if ((rv = check_epoch(epoch, errmsg)) != 0 || (rv = check_spec(spec, errmsg)) != 0) {
         return rv;
     }
+    if (spec->n_credentials > 0 && d->ops->update_credentials == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "the %s driver does not deliver credentials", caps.name);
+        return GERR_INVAL;
+    }
     DRIVER__CALL(d, d->ops->create(d, epoch, spec, out, errmsg));
     if (rv != 0) {
         driver_sandbox_close(out);
@@ -470,6 +530,24 @@ int driver_delete(struct driver *d, uint64_t epoch, const char *ns, const char *
     }
     DRIVER__CALL(d, d->ops->delete (d, epoch, ns, id, errmsg));
     LOG_DEBUG("driver delete %s/%s epoch %llu: %s", ns, id, (unsigned long long)epoch, gerr_name(rv));
+    return rv;
+}
+
+int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
+                              const struct driver_credential *creds, size_t n, char *errmsg)
+{
+    int rv;
+    if ((rv = check_epoch(epoch, errmsg)) != 0 || (rv = check_ns(ns, false, errmsg)) != 0 ||
+        (rv = check_id(id, errmsg)) != 0 || (rv = check_credentials(creds, n, errmsg)) != 0) {
+        return rv;
+    }
+    if (d->ops->update_credentials == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "the %s driver does not deliver credentials", caps.name);
+        return GERR_INVAL;
+    }
+    DRIVER__CALL(d, d->ops->update_credentials(d, epoch, ns, id, creds, n, errmsg));
     return rv;
 }
 

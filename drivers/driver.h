@@ -79,6 +79,10 @@
 #define DRIVER_CONFIG_VAL   4096u
 #define DRIVER_GPU_MAX      64u
 #define DRIVER_LIFETIME_MAX (366ull * 24 * 3600) /* seconds */
+#define DRIVER_CREDENTIALS_MAX     256u         /* credential entries of one sandbox */
+#define DRIVER_CREDENTIAL_VAL_MAX  (16u * 1024) /* bytes of one value (the provider API's limit) */
+#define DRIVER_CREDENTIAL_KEY_MAX  128u         /* bytes of a key: [A-Za-z0-9_.-], not "." or ".." */
+#define DRIVER_CREDENTIALS_DIR     "/run/gantry/credentials" /* where they appear inside a sandbox */
 
 enum driver_phase {
     DRIVER_PHASE_PROVISIONING = 0, /* accepted, not running yet */
@@ -95,6 +99,19 @@ const char *driver_phase_name(enum driver_phase phase);
 struct driver_kv {
     const char *key;
     const char *value;
+};
+
+/* A credential delivered into a sandbox (docs/credentials.md): entry @key of the secret of provider
+ * @provider, granted to the sandbox. A driver with caps.credentials makes it the file
+ * DRIVER_CREDENTIALS_DIR/<provider>/<key> inside the sandbox, readable by the sandbox's user only,
+ * and, when @env is set, the environment variable @env of the sandbox's processes. The value is
+ * plaintext: a driver never logs it, returns it, puts it in an error message, or writes it to
+ * anything but memory and a tmpfs only the sandbox's user can read. */
+struct driver_credential {
+    const char *provider; /* DNS-1123 label */
+    const char *key;      /* 1..DRIVER_CREDENTIAL_KEY_MAX of [A-Za-z0-9_.-], not "." or ".." */
+    const char *value;    /* NUL-terminated, at most DRIVER_CREDENTIAL_VAL_MAX bytes */
+    const char *env;      /* NULL: the file only; else [A-Za-z_][A-Za-z0-9_]* */
 };
 
 /* What the reconciler asks for. Every pointer is borrowed for the call. */
@@ -114,6 +131,11 @@ struct driver_sandbox_spec {
     size_t n_labels;
     const struct driver_kv *driver_config; /* this driver's settings; keys from caps.config_keys */
     size_t n_driver_config;
+    /* Credentials to deliver (create only; driver_update_credentials replaces the files later).
+     * Not part of what validate checks against the driver: a driver without caps.credentials
+     * refuses a create that carries any (GERR_INVAL), so the caller decides what to do first. */
+    const struct driver_credential *credentials;
+    size_t n_credentials;
 };
 
 /* What the backend has. Strings are heap copies owned by the struct (driver_sandbox_close). */
@@ -144,6 +166,7 @@ struct driver_caps {
     bool gpus;                      /* gpu_count > 0 can be honoured */
     bool namespaces;                /* ensure/delete_namespace create and remove backend objects */
     bool shared_backend;            /* several replicas (or gateway clusters) may share the backend */
+    bool credentials;               /* credentials are delivered (files, environment variables) */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -182,6 +205,14 @@ int driver_list(struct driver *d, uint64_t epoch, const char *ns, struct driver_
  * objects). 0 also when it did not exist. Where the backend deletes asynchronously (Kubernetes),
  * get() may report DELETING after 0 until it is gone. */
 int driver_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg);
+
+/* Replace the credential files of running sandbox @id of @ns with @creds (@n entries, the whole set
+ * of every provider it names: files of keys no longer present are removed). Environment variables
+ * keep the values the sandbox started with. GERR_NOTFOUND when the sandbox is not there,
+ * GERR_INVAL for a driver without caps.credentials or bad entries (the message never holds a
+ * value). */
+int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
+                              const struct driver_credential *creds, size_t n, char *errmsg);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

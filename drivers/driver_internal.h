@@ -27,6 +27,9 @@ struct driver_ops {
                 char *errmsg);
     int (*delete)(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg);
     int (*ensure_namespace)(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
+    /* NULL: caps.credentials is false (the wrapper answers GERR_INVAL). */
+    int (*update_credentials)(struct driver *d, uint64_t epoch, const char *ns, const char *id,
+                              const struct driver_credential *creds, size_t n, char *errmsg);
     int (*delete_namespace)(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
     void (*free)(struct driver *d);
 };

@@ -10,6 +10,7 @@
  * the complete one (the next call completes the picture from the status stream); a process dies
  * or its pid is reused (start time and namespace checks make it "gone", never a wrong target). */
 #include "drivers/process.h"
+#include "drivers/process_creds.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -60,6 +61,7 @@ struct driver_process {
     unsigned stop_timeout_ms;
     bool available;
     char detail[GERR_MSG_SIZE];
+    char *cred_root; /* credential files (drivers/process_creds.h) */
 };
 
 static struct driver_process *process_of(struct driver *d)
@@ -395,7 +397,10 @@ static int remove_files(struct driver_process *p, const char *ns, const char *id
 {
     char *ws = workspace_path(p, ns, id);
     char *paths[3] = {status_path(p, id), log_path(p, id), state_path(p, id)};
-    int rv = driver__rmtree(ws, errmsg);
+    int rv = pcreds_remove(p->cred_root, id, errmsg);
+    if (rv == 0) {
+        rv = driver__rmtree(ws, errmsg);
+    }
     for (size_t i = 0; i < 3; i++) {
         if (rv == 0 && unlink(paths[i]) != 0 && errno != ENOENT) {
             rv = gerr_from_errno(errno);
@@ -470,6 +475,17 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         strv_push(o, fixed[i]);
     }
+    if (s->n_credentials > 0) {
+        /* The credentials root is hidden like the state directory; the sandbox's own directory
+         * (resolved in the host's tree) appears read-only at DRIVER_CREDENTIALS_DIR. */
+        char *cdir = pcreds_dir(p->cred_root, s->id);
+        strv_push(o, "--tmpfs");
+        strv_push(o, p->cred_root);
+        strv_push(o, "--ro-bind");
+        strv_push(o, cdir);
+        strv_push(o, DRIVER_CREDENTIALS_DIR);
+        mem_free(cdir);
+    }
     if (net != NULL && strcmp(net, "host") == 0) {
         strv_push(o, "--share-net");
     } else {
@@ -483,6 +499,11 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
     push_env(o, "GANTRY_NAMESPACE", s->namespace);
     for (size_t i = 0; i < s->n_env; i++) {
         push_env(o, s->env[i].key, s->env[i].value);
+    }
+    for (size_t i = 0; i < s->n_credentials; i++) { /* after the spec's: a credential's name wins */
+        if (s->credentials[i].env != NULL) {
+            push_env(o, s->credentials[i].env, s->credentials[i].value);
+        }
     }
 }
 
@@ -732,6 +753,7 @@ static void process_capabilities(struct driver *d, struct driver_caps *caps)
     caps->gpus = false;
     caps->namespaces = true;
     caps->shared_backend = true; /* every replica on this host, through the state directory */
+    caps->credentials = true;
     caps->config_keys = process_keys;
     snprintf(caps->detail, sizeof caps->detail, "%s", p->detail);
 }
@@ -814,6 +836,13 @@ static int create_new(struct driver_process *p, uint64_t epoch, const struct dri
         goto out;
     }
     if ((rv = make_workspace(p, ws, errmsg)) != 0 || (rv = state_write(p, &st, s, errmsg)) != 0) {
+        goto err_after_workspace;
+    }
+    if (s->n_credentials > 0 &&
+        ((rv = pcreds_prepare(p->cred_root, errmsg)) != 0 ||
+         (rv = pcreds_write(p->cred_root, s->id, p->drop, p->uid, p->gid, s->credentials, s->n_credentials,
+                            errmsg)) != 0)) {
+        gerr_wrap(errmsg, "credentials of sandbox %s", s->id);
         goto err_after_workspace;
     }
     if ((rv = start_bwrap(p, s, ws, &pid, errmsg)) != 0) {
@@ -972,6 +1001,40 @@ static int process_delete(struct driver *d, uint64_t epoch, const char *ns, cons
     return rv;
 }
 
+static int process_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
+                                      const struct driver_credential *creds, size_t n, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st;
+    int lock_fd, rv = begin(p, epoch, &lock_fd, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = state_read(p, id, &st, errmsg);
+    if (rv == 0 && strcmp(st.ns, ns) != 0) {
+        rv = GERR_NOTFOUND;
+    }
+    if (rv == GERR_NOTFOUND) {
+        gerr_set(errmsg, "sandbox %s not found in namespace %s", id, ns);
+    } else if (rv == 0) {
+        /* Only where the sandbox was started with a credentials directory: a bind mount is made at
+         * start, never added to a running sandbox. */
+        char *cdir = pcreds_dir(p->cred_root, id);
+        struct stat sb;
+        if (lstat(cdir, &sb) != 0) {
+            gerr_set(errmsg, "sandbox %s was started without credentials: they reach it when it is made again",
+                     id);
+            rv = GERR_INVAL;
+        } else {
+            rv = pcreds_write(p->cred_root, id, p->drop, p->uid, p->gid, creds, n, errmsg);
+        }
+        mem_free(cdir);
+    }
+    process_state_close(&st);
+    close(lock_fd);
+    return rv;
+}
+
 static int process_ensure_ns(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)
 {
     struct driver_process *p = process_of(d);
@@ -1011,6 +1074,7 @@ static void process_free(struct driver *d)
 {
     struct driver_process *p = process_of(d);
     mem_free(p->state_dir);
+    mem_free(p->cred_root);
     mem_free(p->bwrap);
     mem_free(p->lock_path);
     mem_free(p->epoch_path);
@@ -1028,6 +1092,7 @@ static const struct driver_ops process_ops = {
     .list = process_list,
     .delete = process_delete,
     .ensure_namespace = process_ensure_ns,
+    .update_credentials = process_update_credentials,
     .delete_namespace = process_delete_ns,
     .free = process_free,
 };
@@ -1132,6 +1197,13 @@ int driver_process_new(const struct driver_process_config *cfg, struct driver **
     p->ns_dir = pathf("%s/namespaces", cfg->state_dir);
     p->start_timeout_ms = cfg->start_timeout_ms != 0 ? cfg->start_timeout_ms : DEFAULT_TIMEOUT_MS;
     p->stop_timeout_ms = cfg->stop_timeout_ms != 0 ? cfg->stop_timeout_ms : DEFAULT_TIMEOUT_MS;
+    if (cfg->credentials_dir != NULL && cfg->credentials_dir[0] != '\0') {
+        p->cred_root = mem_strdup(cfg->credentials_dir);
+    } else {
+        char root[256];
+        pcreds_default_root(cfg->state_dir, root, sizeof root);
+        p->cred_root = mem_strdup(root);
+    }
     if ((rv = resolve_ids(p, cfg, errmsg)) != 0 || (rv = make_dirs(p, errmsg)) != 0) {
         process_free(&p->base);
         return rv;

@@ -34,6 +34,12 @@
  * directory of the state dir). If it fails, the driver is still made, but capabilities report
  * available = false with bwrap's own message, and validate/create answer GERR_UNAVAILABLE.
  *
+ * Credentials (caps.credentials): the files live on a tmpfs outside the state directory
+ * (drivers/process_creds.h), bound read-only at DRIVER_CREDENTIALS_DIR/<provider>/<key> (0400, the
+ * sandbox's uid) and hidden from every other sandbox; environment variables travel on the options
+ * memfd with the rest of the environment. update_credentials replaces the files of a sandbox that
+ * was started with credentials (its environment keeps the first values).
+ *
  * driver_config keys: "network" = "none" (default: own empty network namespace, loopback only) or
  * "host" (shares the host's network). gpu_count must be 0. The image is ignored (caps.images is
  * false): sandboxes see the host's files. lifetime_s is recorded, and enforced by the reconciler.
@@ -58,6 +64,10 @@ struct driver_process_config {
     long sandbox_gid;          /* -1 = 65534 when running as root, else our own gid */
     unsigned start_timeout_ms; /* 0 = 10000: bwrap must report the sandbox's init within this */
     unsigned stop_timeout_ms;  /* 0 = 10000: the tree must be gone within this after SIGKILL */
+    /* Where credential files are kept (drivers/process_creds.h): NULL = a directory of /dev/shm
+     * named after the state directory. Must be on a tmpfs; checked at the first create that
+     * delivers credentials. */
+    const char *credentials_dir;
 };
 
 /* Make a process driver over @cfg->state_dir (strings copied). GERR_INVAL for a bad configuration

@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 
 #include "conformance.h"
 #include "drivers/process.h"
+#include "drivers/process_creds.h"
 #include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/mem.h"
@@ -392,6 +394,153 @@ static void test_outlives_creator(void **state)
     driver_free(d);
 }
 
+/* Does any file under @path hold @needle? */
+static bool tree_holds(const char *path, const char *needle)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -rqsF -- '%s' '%s'", needle, path);
+    return system(cmd) == 0;
+}
+
+/* Credentials (process_creds.h): the files and variables inside, nothing in the state directory,
+ * hidden from other sandboxes, replaced while the sandbox runs, gone with it. */
+static void test_credentials(void **state)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs, other;
+    struct driver_sandbox s, so;
+    const char *const cmd[] = {
+        "sh", "-c",
+        "echo \"$OPENAI_API_KEY\" > env; ls -ln " DRIVER_CREDENTIALS_DIR "/openai/api_key | cut -c1-10 > mode; "
+        "echo done > done; while true; do cat " DRIVER_CREDENTIALS_DIR "/openai/api_key > file.new; echo >> file.new; "
+        "mv file.new file; ls " DRIVER_CREDENTIALS_DIR "/openai | tr '\\n' ' ' > keys.new; echo >> keys.new; "
+        "mv keys.new keys; sleep 0.05; done"};
+    struct driver_credential creds[] = {
+        {.provider = "openai", .key = "api_key", .value = "sk-first-4711", .env = "OPENAI_API_KEY"},
+        {.provider = "openai", .key = "org", .value = "org-xyz"},
+        {.provider = "github", .key = "token", .value = "ghp-first-0815"},
+    };
+    conf_spec(&env, &cs, "creds");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 3;
+    cs.spec.credentials = creds;
+    cs.spec.n_credentials = 3;
+    create_ready(d, e, &cs, &s);
+    mem_free(await_file(cs.id, "done"));
+    char *got = await_file(cs.id, "env");
+    assert_string_equal(got, "sk-first-4711");
+    mem_free(got);
+    got = await_file(cs.id, "mode");
+    assert_string_equal(got, "-r--------");
+    mem_free(got);
+    got = await_file(cs.id, "file");
+    assert_string_equal(got, "sk-first-4711");
+    mem_free(got);
+    got = await_file(cs.id, "keys");
+    assert_string_equal(got, "api_key org ");
+    mem_free(got);
+    /* Nothing of a value in the state directory but what the sandbox wrote to its own workspace. */
+    char sbdir[512];
+    snprintf(sbdir, sizeof sbdir, "%s/sandboxes", dir);
+    assert_false(tree_holds(sbdir, "sk-first"));
+    assert_false(tree_holds(sbdir, "ghp-first"));
+
+    /* Another sandbox sees neither the files nor the directory that holds them. */
+    char root[256], probe_cmd[600];
+    pcreds_default_root(dir, root, sizeof root);
+    snprintf(probe_cmd, sizeof probe_cmd,
+             "ls -A '%s' | wc -l > rootfiles; ls " DRIVER_CREDENTIALS_DIR " 2>/dev/null | wc -l > mine; echo done > "
+             "done; exec sleep 1000",
+             root);
+    const char *const ocmd[] = {"sh", "-c", probe_cmd};
+    conf_spec(&env, &other, "nocreds");
+    other.spec.command = ocmd;
+    other.spec.n_command = 3;
+    create_ready(d, e, &other, &so);
+    mem_free(await_file(other.id, "done"));
+    got = await_file(other.id, "rootfiles");
+    assert_string_equal(got, "0");
+    mem_free(got);
+    got = await_file(other.id, "mine");
+    assert_string_equal(got, "0");
+    mem_free(got);
+    assert_int_equal(driver_update_credentials(d, e, env.ns, other.id, creds, 1, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "started without credentials"));
+
+    /* Rotation: the file changes under the running sandbox; a key left out is removed; the
+     * environment keeps the first value. */
+    struct driver_credential next[] = {
+        {.provider = "openai", .key = "api_key", .value = "sk-second-4712", .env = "OPENAI_API_KEY"},
+    };
+    assert_int_equal(driver_update_credentials(d, e, env.ns, cs.id, next, 1, errmsg), 0);
+    struct clock *c = clock_system();
+    uint64_t deadline = clock_mono_ms(c) + 10000;
+    for (;;) {
+        char *f = await_file(cs.id, "file"), *k = await_file(cs.id, "keys");
+        bool done = strcmp(f, "sk-second-4712") == 0 && strcmp(k, "api_key ") == 0;
+        mem_free(f);
+        mem_free(k);
+        if (done) {
+            break;
+        }
+        assert_true(clock_mono_ms(c) < deadline);
+        c->sleep_ns(c, 20000000);
+    }
+    /* Bad entries are refused without a value in the message. */
+    struct driver_credential bad[] = {{.provider = "openai", .key = "..", .value = "sk-bad-1"}};
+    assert_int_equal(driver_update_credentials(d, e, env.ns, cs.id, bad, 1, errmsg), GERR_INVAL);
+    assert_null(strstr(errmsg, "sk-bad"));
+
+    char cdir[512];
+    snprintf(cdir, sizeof cdir, "%s/%s", root, cs.id);
+    assert_int_equal(access(cdir, F_OK), 0);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(access(cdir, F_OK), -1);
+    assert_int_equal(driver_delete(d, e, env.ns, other.id, errmsg), 0);
+    driver_sandbox_close(&s);
+    driver_sandbox_close(&so);
+    driver_free(d);
+}
+
+/* Credentials are kept on a tmpfs only: a credentials directory elsewhere refuses the create. */
+static void test_credentials_need_tmpfs(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], cdir[300];
+    snprintf(cdir, sizeof cdir, "%s/not-tmpfs", dir);
+    struct driver *d;
+    struct driver_process_config cfg = {.state_dir = dir,
+                                        .bwrap_path = getenv("GANTRY_TEST_BWRAP"),
+                                        .sandbox_uid = -1,
+                                        .sandbox_gid = -1,
+                                        .credentials_dir = cdir};
+    assert_int_equal(driver_process_new(&cfg, &d, errmsg), 0);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_credential creds[] = {{.provider = "p", .key = "k", .value = "v-secret-99"}};
+    conf_spec(&env, &cs, "notmpfs");
+    cs.spec.credentials = creds;
+    cs.spec.n_credentials = 1;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+    int rv = driver_create(d, e, &cs.spec, &s, errmsg);
+    /* /tmp may itself be a tmpfs; then the create works and is deleted again. */
+    struct statfs fs;
+    assert_int_equal(statfs(dir, &fs), 0);
+    if (fs.f_type == 0x01021994) {
+        assert_int_equal(rv, 0);
+        driver_sandbox_close(&s);
+        assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    } else {
+        assert_int_equal(rv, GERR_PERM);
+        assert_non_null(strstr(errmsg, "not on a tmpfs"));
+        assert_null(strstr(errmsg, "v-secret"));
+        assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), GERR_NOTFOUND);
+    }
+    driver_free(d);
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -564,7 +713,8 @@ int main(void)
         cmocka_unit_test(test_config_keys), /* validate answers GERR_UNAVAILABLE without bwrap */
         cmocka_unit_test(test_tree_killed),      cmocka_unit_test(test_isolation_and_workspace),
         cmocka_unit_test(test_exit_status),      cmocka_unit_test(test_bad_command),
-        cmocka_unit_test(test_outlives_creator),
+        cmocka_unit_test(test_outlives_creator), cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_credentials_need_tmpfs),
     };
     struct driver *probe = open_shared(NULL);
     struct driver_caps caps;
