@@ -503,6 +503,26 @@ static void remove_sandbox(struct reconciler *r, const struct row *w, const char
     }
 }
 
+/* The credentials of row @w's providers, when the driver delivers them and a resolver is set
+ * (*@got: @out must be released). */
+static int resolve_creds(struct reconciler *r, const struct row *w, struct reconciler_creds *out, bool *got,
+                         char *err)
+{
+    *got = false;
+    if (w->spec->n_providers == 0 || r->cfg.creds == NULL) {
+        return 0;
+    }
+    struct driver_caps caps;
+    driver_capabilities(r->cfg.driver, &caps);
+    if (!caps.credentials) {
+        return 0; /* documented: this driver starts sandboxes without their credentials */
+    }
+    int rv = r->cfg.creds(r->cfg.creds_arg, w->ns, (const char *const *)w->spec->providers, w->spec->n_providers,
+                          out, err);
+    *got = rv == 0;
+    return rv;
+}
+
 static void sync_row(struct reconciler *r, const struct row *w)
 {
     if (!lease_valid(&r->lease)) {
@@ -532,12 +552,23 @@ static void sync_row(struct reconciler *r, const struct row *w)
     int rv = driver_get(r->cfg.driver, r->epoch, w->ns, w->id, &ds, err);
     if (rv == GERR_NOTFOUND && (strcmp(w->phase, "PROVISIONING") == 0 || strcmp(w->phase, "UNKNOWN") == 0)) {
         struct dspec d;
+        struct reconciler_creds rc = {0};
+        bool with_creds = false;
         dspec_build(&d, w->spec, w->id, w->ns, w->name, w->owner, w->labels, r->driver_name);
-        const char *what = "ensure_namespace";
-        rv = driver_ensure_namespace(r->cfg.driver, r->epoch, w->ns, err);
+        const char *what = "credentials";
+        rv = resolve_creds(r, w, &rc, &with_creds, err);
+        if (rv == 0) {
+            d.s.credentials = rc.items;
+            d.s.n_credentials = rc.n;
+            what = "ensure_namespace";
+            rv = driver_ensure_namespace(r->cfg.driver, r->epoch, w->ns, err);
+        }
         if (rv == 0) {
             what = "create";
             rv = driver_create(r->cfg.driver, r->epoch, &d.s, &ds, err);
+        }
+        if (with_creds) {
+            r->cfg.creds_free(r->cfg.creds_arg, &rc);
         }
         dspec_close(&d);
         if (rv != 0) {
@@ -597,7 +628,8 @@ static bool keep_lease(struct reconciler *r)
     return held && epoch == r->epoch && lease_valid(&r->lease);
 }
 
-static int sync_ids(struct reconciler *r, const char *where, const struct proto_value *p, unsigned n)
+static int each_row(struct reconciler *r, const char *where, const struct proto_value *p, unsigned n,
+                    void (*fn)(struct reconciler *r, const struct row *w, void *arg), void *arg)
 {
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
@@ -612,9 +644,68 @@ static int sync_ids(struct reconciler *r, const char *where, const struct proto_
         struct row w;
         row_from(&w, &rows, i);
         if (w.spec != NULL) {
-            sync_row(r, &w);
+            fn(r, &w, arg);
         }
         row_close(&w);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static void sync_one(struct reconciler *r, const struct row *w, void *arg)
+{
+    (void)arg;
+    sync_row(r, w);
+}
+
+static int sync_ids(struct reconciler *r, const char *where, const struct proto_value *p, unsigned n)
+{
+    return each_row(r, where, p, n, sync_one, NULL);
+}
+
+/* A provider @arg (its name) changed: running sandboxes that name it get their credential files
+ * again. A failure is logged and left for the provider's next change. */
+static void redeliver_row(struct reconciler *r, const struct row *w, void *arg)
+{
+    const char *provider = arg;
+    bool names = false;
+    for (size_t i = 0; i < w->spec->n_providers; i++) {
+        names = names || strcmp(w->spec->providers[i], provider) == 0;
+    }
+    if (!names) {
+        return;
+    }
+    struct reconciler_creds rc = {0};
+    bool got = false;
+    char err[GERR_MSG_SIZE] = "";
+    int rv = resolve_creds(r, w, &rc, &got, err);
+    if (rv == 0 && got) {
+        rv = driver_update_credentials(r->cfg.driver, r->epoch, w->ns, w->id, rc.items, rc.n, err);
+    }
+    if (got) {
+        r->cfg.creds_free(r->cfg.creds_arg, &rc);
+    }
+    if (rv == 0 && got) {
+        LOG_INFO("reconciler: credentials of sandbox %s/%s renewed (provider %s changed)", w->ns, w->name,
+                 provider);
+    } else if (rv != 0 && !stale(r, rv, err)) {
+        bump(r, &r->st.driver_errors);
+        LOG_WARN("reconciler: renewing the credentials of sandbox %s/%s (provider %s changed): %s (%s)", w->ns,
+                 w->name, provider, err, gerr_name(rv));
+    }
+}
+
+static int provider_changed(struct reconciler *r, const char *ns, const struct proto_value *id)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id->u.b.s)};
+    int rv = store_client_query(&r->cl, "SELECT name FROM providers WHERE id = ?", p, 1, &rows);
+    if (rv == 0 && rows.n_rows == 1) {
+        char name[64];
+        text(proto_rows_at(&rows, 0, 0), name, sizeof name);
+        struct proto_value q[] = {proto_text(ns)};
+        rv = each_row(r, "WHERE namespace = ? AND phase IN ('READY', 'PROVISIONING')", q, 1, redeliver_row, name);
     }
     proto_rows_close(&rows);
     return rv;
@@ -731,7 +822,8 @@ static int follow(struct reconciler *r)
     struct proto_value p[] = {proto_int((int64_t)r->last_revision)};
     int rv = store_client_query(&r->cl,
                                 "SELECT revision, object_id, kind, namespace FROM events WHERE revision > ? AND "
-                                "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED')) "
+                                "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED') OR "
+                                "(kind = 'Provider' AND type = 'MODIFIED')) "
                                 "ORDER BY revision LIMIT 500",
                                 p, 1, &ev);
     for (size_t i = 0; rv == 0 && i < ev.n_rows && keep_lease(r); i++) {
@@ -740,6 +832,8 @@ static int follow(struct reconciler *r)
         text(proto_rows_at(&ev, i, 3), ns, sizeof ns);
         if (strcmp(kind, "Namespace") == 0) {
             remove_namespaces(r, ns);
+        } else if (strcmp(kind, "Provider") == 0) {
+            rv = provider_changed(r, ns, proto_rows_at(&ev, i, 1));
         } else {
             struct proto_value q[] = {proto_text(proto_rows_at(&ev, i, 1)->u.b.s)};
             rv = sync_ids(r, "WHERE id = ?", q, 1);

@@ -69,6 +69,22 @@ struct reconciler_audit {
  * fails the whole transaction). */
 typedef int (*reconciler_audit_cb)(struct store_tx *tx, const struct reconciler_audit *ev, void *arg);
 
+/* The credentials a sandbox receives (docs/credentials.md): the entries of its providers' secrets
+ * as the driver delivers them. Filled by reconciler_creds_fn, released by reconciler_creds_free_fn
+ * (which wipes the values). */
+struct reconciler_creds {
+    struct driver_credential *items;
+    size_t n;
+    void *owner; /* the callback's own */
+};
+
+/* Resolve providers @names (@n) of namespace @ns into @out. 0, or an error with @errmsg (never a
+ * value): GERR_NOTFOUND for a provider that is gone, the store's (retried like a driver's). Called
+ * on the reconciler thread; may block on the store. */
+typedef int (*reconciler_creds_fn)(void *arg, const char *ns, const char *const *names, size_t n,
+                                   struct reconciler_creds *out, char *errmsg);
+typedef void (*reconciler_creds_free_fn)(void *arg, struct reconciler_creds *c);
+
 struct reconciler_config {
     struct store_client_config store; /* its own leader-following client (addresses must outlive it) */
     struct store_writer *writer;      /* where its writes go (borrowed) */
@@ -87,6 +103,12 @@ struct reconciler_config {
     unsigned provision_deadline_ms;
     reconciler_audit_cb audit; /* NULL: no audit events */
     void *audit_arg;
+    /* Credential delivery, for drivers with caps.credentials: at create, and again to running
+     * sandboxes when a provider they name changes (its files; environment variables keep the
+     * first values). NULL: sandboxes start without credentials. */
+    reconciler_creds_fn creds;
+    reconciler_creds_free_fn creds_free;
+    void *creds_arg;
 };
 
 struct reconciler_status {

@@ -1270,6 +1270,36 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
     return 0;
 }
 
+/* reconciler_creds_fn: the providers' credentials, read on a pooled client (docs/credentials.md). */
+static int sandbox_creds(void *arg, const char *ns, const char *const *names, size_t n, struct reconciler_creds *out,
+                         char *errmsg)
+{
+    struct daemon *d = arg;
+    struct store_client *cl;
+    int rv = store_pool_acquire(&d->pool, 5000, &cl);
+    if (rv != 0) {
+        gerr_set(errmsg, "no store connection for the credentials of namespace %s", ns);
+        return rv;
+    }
+    struct providers_credentials *pc = mem_zalloc(sizeof *pc);
+    rv = providers_credentials_open(cl, &d->prov.ring, ns, names, n, pc, errmsg);
+    store_pool_release(&d->pool, cl);
+    if (rv != 0) {
+        mem_free(pc);
+        return rv;
+    }
+    *out = (struct reconciler_creds){.items = pc->items, .n = pc->n, .owner = pc};
+    return 0;
+}
+
+static void sandbox_creds_free(void *arg, struct reconciler_creds *c)
+{
+    (void)arg;
+    providers_credentials_close(c->owner);
+    mem_free(c->owner);
+    memset(c, 0, sizeof *c);
+}
+
 /* The reconciler's audit events (leases/reconciler.h): API Activity, status Failure, the
  * reconciler as a system actor, inside the reconciler's fenced transaction. */
 static int reconciler_audit_tx(struct store_tx *tx, const struct reconciler_audit *ev, void *arg)
@@ -1384,6 +1414,9 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
                                    .gateway_id = d->id.gateway_id,
                                    .audit = reconciler_audit_tx,
                                    .audit_arg = d,
+                                   .creds = sandbox_creds,
+                                   .creds_free = sandbox_creds_free,
+                                   .creds_arg = d,
                                    .provision_deadline_ms = cfg->provision_deadline_s * 1000u,
                                    .lease = {.duration_ms = cfg->lease_duration_ms,
                                              .renew_deadline_ms = cfg->lease_renew_deadline_ms,

@@ -12,6 +12,7 @@
 #include "api/gate/gate.h"
 #include "api/rules/labels.h"
 #include "api/rules/page.h"
+#include "drivers/driver.h"
 #include "gantry/v1/providers.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/clock.h"
@@ -102,6 +103,57 @@ static bool has_dup(const struct kv *kv, size_t n, size_t *at)
 }
 
 /* Config: non-secret settings, keys as label keys. */
+/* "env.<secret key>" = VARIABLE: the sandbox also gets that secret entry in environment variable
+ * VARIABLE (docs/credentials.md). Names the sandbox's own set-up relies on, the dynamic loader's
+ * and Gantry's are refused. */
+#define ENV_PREFIX "env."
+
+static bool env_var_ok(const char *v)
+{
+    if (!chars_ok(v, 128, "_", true) || (v[0] >= '0' && v[0] <= '9')) {
+        return false;
+    }
+    static const char *const reserved[] = {"PATH", "HOME", "USER", "SHELL", "PWD", NULL};
+    for (size_t i = 0; reserved[i] != NULL; i++) {
+        if (strcmp(v, reserved[i]) == 0) {
+            return false;
+        }
+    }
+    return strncmp(v, "GANTRY_", 7) != 0 && strncmp(v, "LD_", 3) != 0;
+}
+
+static bool env_config_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(kv[i].k, ENV_PREFIX, strlen(ENV_PREFIX)) != 0) {
+            continue;
+        }
+        const char *key = kv[i].k + strlen(ENV_PREFIX);
+        if (!chars_ok(key, MAX_SECRET_KEY, "._-", true) || strcmp(key, ".") == 0 || strcmp(key, "..") == 0) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "provider.config: \"%s\" must name a secret key after \"" ENV_PREFIX "\"", kv[i].k);
+            return false;
+        }
+        if (!env_var_ok(kv[i].v)) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "provider.config: the value of \"%s\" must be an environment variable name "
+                      "([A-Za-z_][A-Za-z0-9_]*, at most 128) other than PATH, HOME, USER, SHELL, PWD, GANTRY_* "
+                      "and LD_*",
+                      kv[i].k);
+            return false;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strncmp(kv[j].k, ENV_PREFIX, strlen(ENV_PREFIX)) == 0 && strcmp(kv[j].v, kv[i].v) == 0) {
+                gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                          "provider.config: \"%s\" and \"%s\" both set environment variable %s", kv[j].k,
+                          kv[i].k, kv[i].v);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 static bool config_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n)
 {
     size_t dup;
@@ -133,6 +185,9 @@ static bool config_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "provider.config: key \"%s\" is given twice", kv[dup].k);
         return false;
     }
+    if (!env_config_ok(ctx, kv, n)) {
+        return false;
+    }
     return true;
 }
 
@@ -150,10 +205,12 @@ static bool secret_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n, bool 
         return false;
     }
     for (size_t i = 0; i < n; i++) {
-        if (!chars_ok(kv[i].k, MAX_SECRET_KEY, "._-", true)) {
+        if (!chars_ok(kv[i].k, MAX_SECRET_KEY, "._-", true) || strcmp(kv[i].k, ".") == 0 ||
+            strcmp(kv[i].k, "..") == 0) {
             gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                      "secret: key %zu is not 1..%u characters of letters, digits, '.', '_', '-'", i,
-                      MAX_SECRET_KEY);
+                      "secret: key %zu is not 1..%u characters of letters, digits, '.', '_', '-' (nor \".\" or "
+                      "\"..\": each key is a file name in the sandbox)",
+                      i, MAX_SECRET_KEY);
             return false;
         }
         size_t len = strlen(kv[i].v);
@@ -1098,6 +1155,92 @@ void providers_secret_close(struct providers_secret *s)
     mem_free(s->values);
     s->keys = s->values = NULL;
     s->n = 0;
+}
+
+/* --- credentials for sandboxes --- */
+
+struct creds_read {
+    const struct keyring *ring;
+    const char *ns;
+    const char *const *names;
+    size_t n;
+    struct providers_credentials *out;
+};
+
+static void creds_reset(struct providers_credentials *c)
+{
+    for (size_t i = 0; i < c->n_secrets; i++) {
+        providers_secret_close(&c->secrets[i]);
+        json_decref(c->configs[i]);
+    }
+    mem_free(c->items);
+    mem_free(c->secrets);
+    mem_free(c->configs);
+    memset(c, 0, sizeof *c);
+}
+
+/* One attempt (the transaction may run again): every provider's secret and config. */
+static int creds_tx(struct store_tx *tx, void *arg)
+{
+    struct creds_read *a = arg;
+    struct providers_credentials *c = a->out;
+    creds_reset(c);
+    c->secrets = mem_zalloc(sizeof *c->secrets * (a->n + 1));
+    c->configs = mem_zalloc(sizeof *c->configs * (a->n + 1));
+    size_t total = 0;
+    int rv = 0;
+    for (size_t i = 0; rv == 0 && i < a->n; i++) {
+        rv = providers_secret_open_tx(tx, a->ring, a->ns, a->names[i], &c->secrets[i]);
+        if (rv != 0) {
+            break;
+        }
+        c->n_secrets++;
+        struct proto_rows rows;
+        proto_rows_init(&rows, 0);
+        struct proto_value p[] = {proto_text(a->ns), proto_text(a->names[i])};
+        rv = store_tx_query(tx, "SELECT config FROM providers WHERE namespace = ? AND name = ?", p, 2, &rows);
+        c->configs[i] = rv == 0 && rows.n_rows == 1 ? json_loads(col(&rows, 0, 0), 0, NULL) : NULL;
+        if (c->configs[i] == NULL) {
+            c->configs[i] = json_object();
+        }
+        proto_rows_close(&rows);
+        total += c->secrets[i].n;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    c->items = mem_zalloc(sizeof *c->items * (total + 1));
+    for (size_t i = 0; i < a->n; i++) {
+        for (size_t k = 0; k < c->secrets[i].n; k++) {
+            char env_key[8 + MAX_SECRET_KEY];
+            snprintf(env_key, sizeof env_key, ENV_PREFIX "%s", c->secrets[i].keys[k]);
+            const char *env = json_string_value(json_object_get(c->configs[i], env_key));
+            c->items[c->n++] = (struct driver_credential){.provider = a->names[i],
+                                                          .key = c->secrets[i].keys[k],
+                                                          .value = c->secrets[i].values[k],
+                                                          .env = env};
+        }
+    }
+    return 0;
+}
+
+int providers_credentials_open(struct store_client *cl, const struct keyring *ring, const char *ns,
+                               const char *const *names, size_t n, struct providers_credentials *out,
+                               char *errmsg)
+{
+    memset(out, 0, sizeof *out);
+    struct creds_read a = {.ring = ring, .ns = ns, .names = names, .n = n, .out = out};
+    int rv = store_client_tx(cl, creds_tx, &a);
+    if (rv != 0) {
+        gerr_set(errmsg, "credentials of namespace %s: %s", ns, cl->errmsg);
+        creds_reset(out);
+    }
+    return rv;
+}
+
+void providers_credentials_close(struct providers_credentials *c)
+{
+    creds_reset(c);
 }
 
 /* --- re-encryption and rotation --- */

@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "api/gate/resource.h"
 #include "api/services/keyring.h"
 
@@ -63,6 +65,25 @@ struct providers_secret {
 int providers_secret_open_tx(struct store_tx *tx, const struct keyring *ring, const char *ns,
                              const char *name, struct providers_secret *out);
 void providers_secret_close(struct providers_secret *s);
+
+/* For the reconciler (docs/credentials.md): the credentials of providers @names (@n, at most 32)
+ * of namespace @ns, as a sandbox receives them: every entry of each one's secret, with the
+ * environment variable its config names for it ("env.<key>" = VARIABLE), read in one transaction
+ * on @cl (a client no other thread uses). @out owns every string; providers_credentials_close wipes
+ * and frees them. 0, GERR_NOTFOUND (a provider is gone), GERR_PERM (a secret does not open), or the
+ * store's, with @errmsg (never a value). */
+struct driver_credential;
+struct providers_credentials {
+    struct driver_credential *items;
+    size_t n;
+    struct providers_secret *secrets; /* one per provider: the values point into them */
+    size_t n_secrets;
+    json_t **configs; /* one per provider: the env names point into them */
+};
+int providers_credentials_open(struct store_client *cl, const struct keyring *ring, const char *ns,
+                               const char *const *names, size_t n, struct providers_credentials *out,
+                               char *errmsg);
+void providers_credentials_close(struct providers_credentials *c);
 
 /* Move every provider secret that is not sealed under the ring's newest key to it, in batches of
  * one transaction each (a change event and an audit event per provider). @cl is a client no

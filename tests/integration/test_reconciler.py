@@ -333,6 +333,122 @@ class Process(g.GantrydTest):
         print("process driver: READY as pid %d, adopted by the next holder without a restart, stopped on delete and "
               "at the end of its lifetime" % pid)
 
+    def test_credentials_reach_the_sandbox_and_nowhere_else(self):
+        """docs/credentials.md: a provider granted to a user reaches that user's sandbox as a file
+        and as the environment variable the provider names; updating the provider's secret
+        replaces the file in the running sandbox; the value appears nowhere else: API responses,
+        audit, events, the replicas' logs, /metrics, the data directories, the driver's state."""
+        import glob
+        import secrets
+        import shutil
+        import tempfile
+        from gantry.v1 import providers_pb2 as PV
+        if shutil.which("bwrap") is None:
+            self.skipTest("bubblewrap is not installed")
+        state = tempfile.mkdtemp(prefix="gantry-proc-")
+        os.chmod(state, 0o711)
+        self.addCleanup(shutil.rmtree, state, True)
+        sdir = os.path.join(state, "sandboxes")
+        c = g.Cluster("cred-" + self._testMethodName,
+                      run_flags=["--driver", "process", "--driver-state-dir", sdir] + LEASE_FLAGS)
+        self.clusters.append(c)
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        e = Env.__new__(Env)
+        e.state = None
+        tr.Env._setup(e, c)
+        first, second = "sk-" + secrets.token_hex(16), "sk-" + secrets.token_hex(16)
+        responses = []
+
+        def pv(role, method, req, replica=0):
+            out = e.call(role, PV, "Providers", method, req, replica=replica)
+            responses.append(out.SerializeToString())
+            return out
+
+        pv("na", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+            meta=tr.meta_pb2.ObjectMeta(namespace="default", name="openai"), type="openai",
+            config={"env.api_key": "OPENAI_API_KEY"}), secret={"api_key": first, "org": "org-7"}))
+        pv("na", "Grant", PV.GrantProviderRequest(namespace="default", name="openai", principal_id=e.ids["user"]))
+        # A bad variable name is refused at the API, with the key named and nothing stored.
+        with self.assertRaises(grpc.RpcError) as cm:
+            pv("na", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+                meta=tr.meta_pb2.ObjectMeta(namespace="default", name="bad"), type="generic",
+                config={"env.k": "LD_PRELOAD"}), secret={"k": first}))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("env.k", cm.exception.details())
+        script = ("printf '%s\\n' \"$OPENAI_API_KEY\" > env; while true; do cat /run/gantry/credentials/openai/api_key "
+                  "> f.new && echo >> f.new && mv f.new file; sleep 0.1; done")
+        sb = e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+            "default", "agent", command=["sh", "-c", script], providers=["openai"])), replica=1)
+        responses.append(sb.SerializeToString())
+        e.wait_phases({"agent": "PHASE_READY"})
+        ws = os.path.join(sdir, "namespaces", "default", sb.meta.id)
+
+        def read(name, want, timeout=20):
+            end, got = time.monotonic() + timeout, None
+            while time.monotonic() < end:
+                try:
+                    with open(os.path.join(ws, name)) as f:
+                        got = f.read().strip()
+                except OSError:
+                    got = None
+                if got == want:
+                    return
+                time.sleep(0.1)
+            self.fail("the sandbox's %s holds %r, not the credential" % (name, got))
+
+        read("env", first)
+        read("file", first)
+        # Rotation: the file changes in the running sandbox; its environment keeps the first value.
+        t0 = time.monotonic()
+        got = e.call("na", PV, "Providers", "Get", PV.GetProviderRequest(namespace="default", name="openai"))
+        got.config["env.api_key"] = "OPENAI_API_KEY"
+        pv("na", "Update", PV.UpdateProviderRequest(provider=got, secret={"api_key": second, "org": "org-7"}))
+        read("file", second)
+        rotated = time.monotonic() - t0
+        read("env", first)
+        # Nowhere else.
+        for rep in range(3):
+            responses.append(e.sb("user", "Get", S.GetSandboxRequest(namespace="default", name="agent"),
+                                  replica=rep).SerializeToString())
+            responses.append(e.call("na", PV, "Providers", "Get", PV.GetProviderRequest(
+                namespace="default", name="openai"), replica=rep).SerializeToString())
+        places = {"API response %d" % i: r for i, r in enumerate(responses)}
+        for r in c.replicas:
+            with open(r.log, "rb") as f:
+                places["log of replica %d" % r.rid] = f.read()
+            import urllib.request
+            with urllib.request.urlopen("http://%s/metrics" % r.admin, timeout=5) as resp:
+                places["/metrics of replica %d" % r.rid] = resp.read()
+            for path in glob.glob(os.path.join(r.dir, "**"), recursive=True):
+                if os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        places[path] = f.read()
+        for path in glob.glob(os.path.join(sdir, "**"), recursive=True):
+            if os.path.isfile(path) and not path.startswith(ws + os.sep):
+                with open(path, "rb") as f:
+                    places[path] = f.read()
+        out = c.replicas[0].store("query", "SELECT operation, message, resource_name FROM audit")
+        places["audit table"] = out.encode() if isinstance(out, str) else out
+        for where, data in places.items():
+            for secret in (first, second):
+                self.assertNotIn(secret.encode(), data, "the credential appears in %s" % where)
+        self.assertGreater(len(places), 20)
+        # Gone with the sandbox.
+        roots = glob.glob("/dev/shm/gantry-credentials-%d-*" % os.geteuid())
+        held = [r for r in roots if os.path.isdir(os.path.join(r, sb.meta.id))]
+        self.assertEqual(len(held), 1, roots)
+        e.sb("user", "Delete", S.DeleteSandboxRequest(namespace="default", name="agent"))
+        e.wait_phases({}, timeout=30)
+        end = time.monotonic() + 10
+        while os.path.isdir(os.path.join(held[0], sb.meta.id)) and time.monotonic() < end:
+            time.sleep(0.1)
+        self.assertFalse(os.path.isdir(os.path.join(held[0], sb.meta.id)), "the credentials outlived the sandbox")
+        print("credentials: file and variable inside the sandbox, file renewed %.1f s after the provider update, "
+              "found in none of %d other places, removed with the sandbox" % (rotated, len(places)))
+
 
 class Lifetime(g.GantrydTest):
     def test_sandbox_past_its_lifetime_is_removed(self):
