@@ -302,6 +302,7 @@ static const struct gantry_col policy_cols[] = {
     {"SHARES", "allow_shares", NULL, false},
     {"EXEC SHARES", "allow_exec_shares", NULL, false},
     {"EGRESS", "egress_allow", NULL, false},
+    {"SERVICE ACCOUNTS", "allowed_service_accounts", NULL, false},
     END,
 };
 
@@ -335,15 +336,17 @@ static int policy_set(struct cli *c, int argc, char **argv)
     Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
     Gantry__V1__Policy p = GANTRY__V1__POLICY__INIT;
     meta.namespace_ = (char *)policy_ns(c, &argc, argv);
-    const char *images[64], *drivers[16], *keys[64], *egress[64];
+    const char *images[64], *drivers[16], *keys[64], *egress[64], *sas[65];
     p.n_allowed_images = (size_t)gantry_opt_all(&argc, argv, "--allow-image", images, 64);
     p.n_allowed_drivers = (size_t)gantry_opt_all(&argc, argv, "--allow-driver", drivers, 16);
     p.n_allowed_driver_config_keys = (size_t)gantry_opt_all(&argc, argv, "--allow-config-key", keys, 64);
     p.n_egress_allow = (size_t)gantry_opt_all(&argc, argv, "--egress-allow", egress, 64);
+    p.n_allowed_service_accounts = (size_t)gantry_opt_all(&argc, argv, "--allow-service-account", sas, 65);
     p.allowed_images = (char **)images;
     p.allowed_drivers = (char **)drivers;
     p.allowed_driver_config_keys = (char **)keys;
     p.egress_allow = (char **)egress;
+    p.allowed_service_accounts = (char **)sas;
     uint64_t gpus = 0;
     if (gantry_u64("--max-lifetime", gantry_opt(&argc, argv, "--max-lifetime"), INT64_MAX / 1000,
                    &p.max_lifetime_seconds) != 0 ||
@@ -575,10 +578,10 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
     {"policy", "set",
      "[--namespace NS | --gateway] [--allow-image GLOB ...] [--allow-driver D ...] [--allow-config-key GLOB "
      "...] "
-     "[--egress-allow HOST[:PORT] ...] [--max-lifetime S] [--max-gpus N] [--deny-gpus] [--allow-shares] "
-     "[--allow-exec-shares]",
+     "[--egress-allow HOST[:PORT] ...] [--allow-service-account NAME ...] [--max-lifetime S] [--max-gpus N] "
+     "[--deny-gpus] [--allow-shares] [--allow-exec-shares]",
      "replace a policy; a namespace's may only tighten the gateway's (what is left out: any / unlimited / "
-     "off)",
+     "off; service accounts: none)",
      "gantry policy set --namespace team-a --allow-image 'python:*' --max-lifetime 3600 --allow-shares",
      policy_set, false},
     {"policy", "delete", "[--namespace NS | --gateway]", "remove a policy",

@@ -321,6 +321,100 @@ static int scope_list(json_t *o, const char *key, char (*out)[48], unsigned *n)
     return 0;
 }
 
+bool authz_sa_name_ok(const char *s)
+{
+    size_t n = strlen(s), label = 0;
+    if (n == 0 || n > AUTHZ_SA_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (ch == '.') {
+            /* A label ends here: it must not be empty and must end with a letter or digit. */
+            if (label == 0 || s[i - 1] == '-') {
+                return false;
+            }
+            label = 0;
+        } else if (alnum || (ch == '-' && label > 0)) {
+            if (++label > 63) {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    return s[n - 1] != '-' && s[n - 1] != '.';
+}
+
+bool authz_sa_reserved(const char *s)
+{
+    return strcmp(s, AUTHZ_SA_GATEWAY) == 0;
+}
+
+static size_t sa_used(const struct authz_scope *s)
+{
+    size_t used = 0;
+    for (unsigned i = 0; i < s->n_service_accounts; i++) {
+        used += strlen(s->service_accounts + used) + 1;
+    }
+    return used;
+}
+
+int authz_scope_add_service_account(struct authz_scope *s, const char *name)
+{
+    if (!authz_sa_name_ok(name) || authz_sa_reserved(name)) {
+        return GERR_INVAL;
+    }
+    size_t used = sa_used(s), n = strlen(name) + 1;
+    if (s->n_service_accounts >= AUTHZ_SCOPE_MAX || used + n > sizeof s->service_accounts) {
+        return GERR_TOOBIG;
+    }
+    memcpy(s->service_accounts + used, name, n);
+    s->n_service_accounts++;
+    return 0;
+}
+
+size_t authz_scope_service_accounts(const struct authz_scope *s, const char **out, size_t max)
+{
+    size_t used = 0, k = 0;
+    for (unsigned i = 0; i < s->n_service_accounts && k < max; i++) {
+        out[k++] = s->service_accounts + used;
+        used += strlen(s->service_accounts + used) + 1;
+    }
+    return k;
+}
+
+bool authz_scope_allows_service_account(const struct authz_scope *s, const char *name)
+{
+    const char *names[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_service_accounts(s, names, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], name) == 0) {
+            return !authz_sa_reserved(name);
+        }
+    }
+    return false;
+}
+
+static int scope_service_accounts(json_t *o, struct authz_scope *out)
+{
+    json_t *a = json_object_get(o, "allowed_service_accounts");
+    if (a == NULL) {
+        return 0;
+    }
+    if (!json_is_array(a)) {
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v == NULL || authz_scope_add_service_account(out, v) != 0) {
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
+
 int authz_scope_parse(const char *text, struct authz_scope *out)
 {
     memset(out, 0, sizeof *out);
@@ -337,6 +431,9 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
     }
     if (rv == 0) {
         rv = scope_list(o, "allowed_credential_sources", out->sources, &out->n_sources);
+    }
+    if (rv == 0) {
+        rv = scope_service_accounts(o, out);
     }
     if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
@@ -362,6 +459,15 @@ char *authz_scope_json(const struct authz_scope *s)
     json_object_set_new(o, "namespace_patterns", scope_array(copy.patterns, copy.n_patterns));
     json_object_set_new(o, "allowed_driver_config_keys", scope_array(copy.config_keys, copy.n_config_keys));
     json_object_set_new(o, "allowed_credential_sources", scope_array(copy.sources, copy.n_sources));
+    if (copy.n_service_accounts > 0) {
+        const char *names[AUTHZ_SCOPE_MAX];
+        size_t n = authz_scope_service_accounts(&copy, names, AUTHZ_SCOPE_MAX);
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_array_append_new(a, json_string(names[i]));
+        }
+        json_object_set_new(o, "allowed_service_accounts", a);
+    }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);

@@ -91,9 +91,15 @@ struct authz_rule {
 
 /* A delegation scope on a service account's binding (RFC 0005 platform controller): the binding
  * has no namespace of its own and gives its role in every namespace matching one of the patterns
- * (fnmatch globs), restricted to the listed driver_config keys and credential sources (provider
- * names), and optionally lets the account create sandboxes on behalf of another principal. */
-#define AUTHZ_SCOPE_MAX 8u
+ * (fnmatch globs), restricted to the listed driver_config keys, credential sources (provider
+ * names) and Kubernetes ServiceAccount names (exact; none when the list is empty), and optionally
+ * lets the account create sandboxes on behalf of another principal.
+ *
+ * The ServiceAccount names sit back to back in one buffer (each NUL-terminated) rather than in
+ * fixed slots: a name may be 253 characters, and every cached principal carries
+ * AUTHN_MAX_BINDINGS scopes, so 8 slots of 254 bytes would cost 64 KiB per principal. */
+#define AUTHZ_SCOPE_MAX      8u
+#define AUTHZ_SCOPE_SA_BYTES 512u
 struct authz_scope {
     bool set;
     char patterns[AUTHZ_SCOPE_MAX][48];
@@ -102,8 +108,32 @@ struct authz_scope {
     unsigned n_config_keys;
     char sources[AUTHZ_SCOPE_MAX][48];
     unsigned n_sources;
+    char service_accounts[AUTHZ_SCOPE_SA_BYTES]; /* n_service_accounts names, "a\0b\0" */
+    unsigned n_service_accounts;
     bool on_behalf;
 };
+
+/* Kubernetes ServiceAccount names, as policies and delegation scopes list them and a sandbox's
+ * driver_config "service_account" names them. */
+#define AUTHZ_SA_NAME_MAX 253u
+/* The name the gateway's own ServiceAccount has (the Helm chart's default, docs/drivers.md): never
+ * accepted in a policy, a scope or a sandbox, whatever the lists say. */
+#define AUTHZ_SA_GATEWAY "gantry"
+
+/* Is @s a DNS-1123 subdomain of at most AUTHZ_SA_NAME_MAX characters (lower-case letters, digits,
+ * '-' and '.', labels of 1..63 starting and ending with a letter or digit)? */
+bool authz_sa_name_ok(const char *s);
+/* Is @s the gateway's own ServiceAccount name (AUTHZ_SA_GATEWAY)? */
+bool authz_sa_reserved(const char *s);
+
+/* Append @name (copied) to @s's ServiceAccount names. 0; GERR_INVAL when it is not a name
+ * (authz_sa_name_ok) or is reserved; GERR_TOOBIG when @s already has AUTHZ_SCOPE_MAX names or they
+ * would not fit AUTHZ_SCOPE_SA_BYTES together. @s is unchanged on error. */
+int authz_scope_add_service_account(struct authz_scope *s, const char *name);
+/* Point @out[0..] (at most @max) at @s's ServiceAccount names, in order; returns how many. */
+size_t authz_scope_service_accounts(const struct authz_scope *s, const char **out, size_t max);
+/* Does @s allow a sandbox to name ServiceAccount @name? Only when it lists it exactly. */
+bool authz_scope_allows_service_account(const struct authz_scope *s, const char *name);
 
 struct authz_binding {
     enum authz_role role;
@@ -117,7 +147,9 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
 
 /* The scope as stored (role_bindings.scope): "" for none, else a JSON object {"namespace_patterns":
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
- * "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for anything else. */
+ * "allowed_service_accounts": [...] (optional: absent in scopes stored before it existed, and
+ * written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for
+ * anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);
 /* Heap JSON text (mem_free). */
 char *authz_scope_json(const struct authz_scope *s);

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "api/authz/authz.h"
 #include "lib/err.h"
 #include "lib/mem.h"
 
@@ -22,6 +23,8 @@
 #define DRIVER_FIELD "allowed_drivers"
 #define DCFG_FIELD   "allowed_driver_config_keys"
 #define EGRESS_FIELD "egress_allow"
+#define SA_FIELD     "allowed_service_accounts"
+#define SA_KEY       "service_account"
 
 /* --- patterns --- */
 
@@ -124,6 +127,30 @@ static bool list_within(char *const *g, size_t ng, char *const *n, size_t nn, co
         }
         if (!covered) {
             *first_out = n[i];
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ServiceAccount lists are exact names and, unlike the other lists, empty means none. */
+static bool sa_listed(const Gantry__V1__Policy *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_allowed_service_accounts; i++) {
+        if (strcmp(p->allowed_service_accounts[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Is every name @n lists also listed by @g? @first_out gets the first that is not. */
+static bool sa_within(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const char **first_out)
+{
+    *first_out = NULL;
+    for (size_t i = 0; i < n->n_allowed_service_accounts; i++) {
+        if (!sa_listed(g, n->allowed_service_accounts[i])) {
+            *first_out = n->allowed_service_accounts[i];
             return false;
         }
     }
@@ -258,6 +285,25 @@ bool policy_rules_validate(const Gantry__V1__Policy *p, char *why, size_t len)
             }
         }
     }
+    if (p->n_allowed_service_accounts > MAX_ENTRIES) {
+        snprintf(why, len, "policy.%s: at most %u entries", SA_FIELD, MAX_ENTRIES);
+        return false;
+    }
+    for (size_t k = 0; k < p->n_allowed_service_accounts; k++) {
+        const char *sa = p->allowed_service_accounts[k];
+        if (!authz_sa_name_ok(sa)) {
+            snprintf(why, len,
+                     "policy.%s[%zu] \"%.100s\" is not a ServiceAccount name (a DNS-1123 subdomain: at most "
+                     "253 characters of a-z, 0-9, '-' and '.')",
+                     SA_FIELD, k, sa);
+            return false;
+        }
+        if (authz_sa_reserved(sa)) {
+            snprintf(why, len, "policy.%s[%zu] \"%s\" is the gateway's own ServiceAccount: never allowed",
+                     SA_FIELD, k, sa);
+            return false;
+        }
+    }
     if (p->max_lifetime_seconds > (uint64_t)INT64_MAX / 1000) {
         snprintf(why, len, "policy.max_lifetime_seconds is out of range");
         return false;
@@ -303,6 +349,11 @@ void policy_rules_loosening(const Gantry__V1__Policy *g, const Gantry__V1__Polic
         } else {
             looser_add(l, f->name, "\"%.60s\" is outside the gateway's", first);
         }
+    }
+    const char *sa = NULL;
+    if (!sa_within(g, n, &sa)) {
+        looser_add(l, SA_FIELD, "\"%.60s\" is not in the gateway's list%s", sa,
+                   g->n_allowed_service_accounts == 0 ? " (empty: none)" : "");
     }
     loosen_max(l, "max_lifetime_seconds", g->max_lifetime_seconds, n->max_lifetime_seconds);
     loosen_max(l, "max_gpus_per_sandbox", g->max_gpus_per_sandbox, n->max_gpus_per_sandbox);
@@ -382,6 +433,44 @@ static void check_driver_config(const Gantry__V1__Policy *p, const Gantry__V1__S
     }
 }
 
+int policy_rules_sa_of(const char *value, char *out, size_t len)
+{
+    out[0] = '\0';
+    json_t *o = json_loads(value, 0, NULL);
+    json_t *sa = json_object_get(o, SA_KEY);
+    int rv = 0;
+    if (sa != NULL) {
+        const char *name = json_string_value(sa);
+        if (name != NULL && authz_sa_name_ok(name) && strlen(name) < len) {
+            snprintf(out, len, "%s", name);
+        } else {
+            rv = GERR_INVAL;
+        }
+    }
+    json_decref(o);
+    return rv;
+}
+
+/* Each driver_config entry's service_account must be on @p's list (empty: none). */
+static void check_service_accounts(const Gantry__V1__Policy *p, const Gantry__V1__SandboxSpec *spec,
+                                   struct violations *v)
+{
+    for (size_t i = 0; i < spec->n_driver_config; i++) {
+        char sa[AUTHZ_SA_NAME_MAX + 1];
+        if (policy_rules_sa_of(spec->driver_config[i]->value, sa, sizeof sa) != 0 || sa[0] == '\0') {
+            continue; /* malformed ones were refused by driver_config_ok */
+        }
+        if (authz_sa_reserved(sa)) {
+            violation(v, SA_FIELD,
+                      "driver_config %s \"%s\" is the gateway's own ServiceAccount: never allowed", SA_KEY,
+                      sa);
+        } else if (!sa_listed(p, sa)) {
+            violation(v, SA_FIELD, "driver_config %s \"%.100s\" is not in %s%s", SA_KEY, sa, SA_FIELD,
+                      p->n_allowed_service_accounts == 0 ? " (empty: none)" : "");
+        }
+    }
+}
+
 static void check_one(const Gantry__V1__Policy *p, const Gantry__V1__SandboxSpec *spec, const char *driver,
                       struct violations *v)
 {
@@ -408,6 +497,7 @@ static void check_one(const Gantry__V1__Policy *p, const Gantry__V1__SandboxSpec
         }
     }
     check_driver_config(p, spec, v);
+    check_service_accounts(p, spec, v);
 }
 
 static int driver_config_ok(const Gantry__V1__SandboxSpec *spec, char *why, size_t len)
@@ -418,6 +508,15 @@ static int driver_config_ok(const Gantry__V1__SandboxSpec *spec, char *why, size
         json_decref(o);
         if (!ok) {
             snprintf(why, len, "driver_config[\"%.63s\"] is not a JSON object", spec->driver_config[i]->key);
+            return GERR_INVAL;
+        }
+        char sa[AUTHZ_SA_NAME_MAX + 1];
+        if (policy_rules_sa_of(spec->driver_config[i]->value, sa, sizeof sa) != 0) {
+            snprintf(
+                why, len,
+                "driver_config[\"%.63s\"].%s is not a ServiceAccount name (a DNS-1123 subdomain: at most "
+                "253 characters of a-z, 0-9, '-' and '.')",
+                spec->driver_config[i]->key, SA_KEY);
             return GERR_INVAL;
         }
     }
@@ -533,6 +632,13 @@ void policy_rules_effective(const Gantry__V1__Policy *g, const Gantry__V1__Polic
         } else if (!list_within(list_v(n, f), list_n(n, f), list_v(g, f), list_n(g, f), f->covers, &first)) {
             appendf(also, len, "%s%s", also[0] ? "," : "", f->name);
         }
+    }
+    const char *first;
+    if (sa_within(g, n, &first)) {
+        e->n_allowed_service_accounts = n->n_allowed_service_accounts;
+        e->allowed_service_accounts = n->allowed_service_accounts;
+    } else if (!sa_within(n, g, &first)) {
+        appendf(also, len, "%s%s", also[0] ? "," : "", SA_FIELD);
     }
     e->max_lifetime_seconds = min_nonzero(g->max_lifetime_seconds, n->max_lifetime_seconds);
     e->max_gpus_per_sandbox = (uint32_t)min_nonzero(g->max_gpus_per_sandbox, n->max_gpus_per_sandbox);

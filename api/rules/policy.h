@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/authz/authz.h"
 #include "gantry/v1/policies.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/err.h"
@@ -39,10 +40,17 @@ struct policy_looser {
 void policy_rules_loosening(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
                             struct policy_looser *l);
 
+/* The "service_account" member of a driver_config entry @value (JSON object text), copied into
+ * @out (@len bytes; "" when there is none). GERR_INVAL when it is there but is not a string
+ * naming a ServiceAccount (authz_sa_name_ok) that fits @out. @value need not be valid JSON. */
+int policy_rules_sa_of(const char *value, char *out, size_t len);
+
 /* May a sandbox of @spec run in namespace @ns on @driver (NULL or "": not checked) under the
  * gateway policy @g and the namespace policy @n (NULL: none)? 0; GERR_REFUSED with @why naming
- * every violated field and the policy that forbids it; GERR_INVAL when a driver_config value is
- * not a JSON object. A lifetime of 0 passes (the caller caps it, policy_rules_cap_lifetime). */
+ * every violated field and the policy that forbids it (a driver_config "service_account" must be
+ * on allowed_service_accounts of @g and of @n when there is one, and is never AUTHZ_SA_GATEWAY);
+ * GERR_INVAL when a driver_config value is not a JSON object or its service_account is not a
+ * ServiceAccount name. A lifetime of 0 passes (the caller caps it, policy_rules_cap_lifetime). */
 int policy_rules_check_sandbox(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const char *ns,
                                const Gantry__V1__SandboxSpec *spec, const char *driver, char *why,
                                size_t len);

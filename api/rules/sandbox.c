@@ -91,6 +91,13 @@ bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len
                 "object (at most 64 KiB)",
                 i);
         }
+        char sa[AUTHZ_SA_NAME_MAX + 1];
+        if (policy_rules_sa_of(s->driver_config[i]->value, sa, sizeof sa) != 0) {
+            return refuse(why, len,
+                          "sandbox.spec.driver_config[\"%s\"].service_account must be a ServiceAccount name "
+                          "(a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
+                          s->driver_config[i]->key);
+        }
     }
     return true;
 }
@@ -114,6 +121,15 @@ static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__Sandbox
         }
         json_decref(o);
         if (!ok) {
+            return false;
+        }
+        char sa[AUTHZ_SA_NAME_MAX + 1];
+        if (policy_rules_sa_of(s->driver_config[i]->value, sa, sizeof sa) == 0 && sa[0] != '\0' &&
+            !authz_scope_allows_service_account(sc, sa)) {
+            snprintf(why, len,
+                     "driver_config %.40s.service_account \"%.100s\" is outside the delegation scope "
+                     "(allowed_service_accounts%s)",
+                     s->driver_config[i]->key, sa, sc->n_service_accounts == 0 ? " is empty: none" : "");
             return false;
         }
     }

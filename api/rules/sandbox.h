@@ -24,7 +24,8 @@
 /* Is the sandbox of a Create request well formed: meta.name a DNS-1123 label, labels, image (1..512
  * bytes, no spaces), command (<= 256 arguments of <= 8 KiB), env (<= 256 variables, names of
  * letters, digits and '_' not starting with a digit, values <= 32 KiB), gpu_count, lifetime,
- * providers (<= 32) and driver_config (driver names with JSON objects of <= 64 KiB)? @sb->meta must
+ * providers (<= 32) and driver_config (driver names with JSON objects of <= 64 KiB, a
+ * "service_account" member a ServiceAccount name, authz_sa_name_ok)? @sb->meta must
  * not be NULL. */
 bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len);
 
@@ -38,7 +39,8 @@ struct sandbox_creator {
 };
 
 /* May @c create a sandbox of @s? A caller whose authority comes only from delegated bindings stays
- * inside one of their scopes (driver_config keys, credential sources); creating on behalf of
+ * inside one of their scopes (driver_config keys, credential sources, the ServiceAccount a
+ * driver_config "service_account" names: exactly one of allowed_service_accounts); creating on behalf of
  * another owner (@s->owner_id set and not the caller) needs a scope that allows it, or
  * platform_admin. The owner's own eligibility is checked against the store by the caller. */
 bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,

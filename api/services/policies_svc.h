@@ -15,6 +15,10 @@
  *                               default) both are true
  *   egress_allow                "host:port" patterns (host a glob of [a-z0-9.*?_-], port "*", N
  *                               or N-M); empty: any destination
+ *   allowed_service_accounts    exact Kubernetes ServiceAccount names (DNS-1123 subdomains, at
+ *                               most 64) a sandbox's driver_config "service_account" may name;
+ *                               empty: NONE (the one list where empty is the tight end). The
+ *                               gateway's own name (AUTHZ_SA_GATEWAY, "gantry") is refused.
  * Set replaces the whole policy; a field left out takes its zero value.
  *
  * Tightening. A namespace policy N is accepted only when, field by field, it allows no more than
@@ -24,7 +28,9 @@
  * Coverage of a glob p by a glob q is judged conservatively (possibly refusing a pattern that is
  * in fact narrower, never accepting a wider one): p equals q; q is "*"; p has no glob
  * characters and q matches it; or q is a literal prefix followed by "*" and p starts with that
- * prefix. Egress entries need host coverage and port-range containment. Set of a looser policy
+ * prefix. Egress entries need host coverage and port-range containment. allowed_service_accounts
+ * is tighter when every name N lists is listed by G (so an empty N always is, and a non-empty N
+ * under an empty G never is). Set of a looser policy
  * fails with FAILED_PRECONDITION naming EACH loosening field.
  *
  * The gateway policy may later be tightened below a namespace's; then both apply: enforcement
@@ -51,7 +57,8 @@ int policies_svc_register(struct gate *g, const struct res_env *env, char *errms
 /* For sandboxes: may a sandbox of @spec run in @ns on @driver (NULL or "": not checked)? 0, or
  * GERR_REFUSED with @why naming every violated field and the policy that forbids it
  * (allowed_images, max_lifetime_seconds, deny_gpus, max_gpus_per_sandbox, allowed_drivers,
- * allowed_driver_config_keys); GERR_INVAL when a driver_config value is not a JSON object; the
+ * allowed_driver_config_keys, allowed_service_accounts); GERR_INVAL when a driver_config value is
+ * not a JSON object or names a malformed service_account; the
  * store's errors otherwise. A lifetime of 0 (the namespace's maximum) passes. The decision is
  * policy_rules_check_sandbox (api/rules/policy.h); this loads the two policies for it. */
 int policies_check_sandbox(struct store_tx *tx, const char *ns, const Gantry__V1__SandboxSpec *spec,

@@ -114,7 +114,7 @@ struct binding_msg {
     Gantry__V1__ObjectMeta meta;
     Gantry__V1__DelegationScope ds;
     struct authz_scope sc; /* ds points into it */
-    char *ptrs[3][AUTHZ_SCOPE_MAX];
+    char *ptrs[4][AUTHZ_SCOPE_MAX];
 };
 
 static void scope_strings(char (*items)[48], unsigned n, char **ptrs, char ***out, size_t *n_out)
@@ -147,6 +147,9 @@ static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, 
                       &m->ds.n_allowed_driver_config_keys);
         scope_strings(m->sc.sources, m->sc.n_sources, m->ptrs[2], &m->ds.allowed_credential_sources,
                       &m->ds.n_allowed_credential_sources);
+        m->ds.n_allowed_service_accounts =
+            authz_scope_service_accounts(&m->sc, (const char **)m->ptrs[3], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_service_accounts = m->ptrs[3];
         m->ds.create_on_behalf_of_owner = m->sc.on_behalf;
         m->b.delegation = &m->ds;
     }
@@ -940,6 +943,35 @@ static bool scope_from_request(struct gate_ctx *ctx, const Gantry__V1__Delegatio
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
                   "binding.delegation.namespace_patterns needs at least one pattern (e.g. \"team-*\")");
         return false;
+    }
+    if (d->n_allowed_service_accounts > AUTHZ_SCOPE_MAX) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "binding.delegation.allowed_service_accounts has at most %u entries", AUTHZ_SCOPE_MAX);
+        return false;
+    }
+    for (size_t i = 0; i < d->n_allowed_service_accounts; i++) {
+        const char *v = d->allowed_service_accounts[i];
+        int rv = authz_scope_add_service_account(sc, v);
+        if (rv == GERR_INVAL && authz_sa_name_ok(v)) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "binding.delegation.allowed_service_accounts[%zu] \"%s\" is the gateway's own "
+                      "ServiceAccount: never allowed",
+                      i, v);
+            return false;
+        }
+        if (rv == GERR_INVAL) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "binding.delegation.allowed_service_accounts[%zu] \"%.100s\" is not a ServiceAccount "
+                      "name (a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
+                      i, v);
+            return false;
+        }
+        if (rv != 0) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "binding.delegation.allowed_service_accounts: at most %u bytes together",
+                      AUTHZ_SCOPE_SA_BYTES);
+            return false;
+        }
     }
     sc->on_behalf = d->create_on_behalf_of_owner;
     sc->set = true;

@@ -10,8 +10,9 @@
  *
  * Promises checked (abort() on a broken one): fwd_frame_length answers 0 or GERR_PROTO and gives
  * no length over FWD_MAX_FRAME; a decoded request's strings are terminated; a principal's scope
- * either parses to at most AUTHZ_SCOPE_MAX patterns or is refused, and a parsed scope prints back
- * to JSON that parses to the same patterns. */
+ * either parses to at most AUTHZ_SCOPE_MAX patterns and ServiceAccount names (each a valid name,
+ * never the gateway's own, together within AUTHZ_SCOPE_SA_BYTES) or is refused, and a parsed scope
+ * prints back to JSON that parses to the same patterns and names. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,20 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
         if (authz_scope_parse(pr->bindings[i]->scope, &sc) != 0) {
             continue;
         }
-        if (sc.n_patterns > AUTHZ_SCOPE_MAX) {
+        const char *names[AUTHZ_SCOPE_MAX], *again_names[AUTHZ_SCOPE_MAX];
+        size_t n_names = authz_scope_service_accounts(&sc, names, AUTHZ_SCOPE_MAX), bytes = 0;
+        if (sc.n_patterns > AUTHZ_SCOPE_MAX || sc.n_service_accounts > AUTHZ_SCOPE_MAX ||
+            n_names != sc.n_service_accounts) {
+            abort();
+        }
+        for (size_t k = 0; k < n_names; k++) {
+            bytes += strlen(names[k]) + 1;
+            if (!authz_sa_name_ok(names[k]) || authz_sa_reserved(names[k]) ||
+                !authz_scope_allows_service_account(&sc, names[k])) {
+                abort();
+            }
+        }
+        if (bytes > AUTHZ_SCOPE_SA_BYTES) {
             abort();
         }
         if (!sc.set) {
@@ -48,6 +62,14 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
         }
         for (unsigned k = 0; k < sc.n_patterns; k++) {
             if (strcmp(again.patterns[k], sc.patterns[k]) != 0) {
+                abort();
+            }
+        }
+        if (authz_scope_service_accounts(&again, again_names, AUTHZ_SCOPE_MAX) != n_names) {
+            abort();
+        }
+        for (size_t k = 0; k < n_names; k++) {
+            if (strcmp(again_names[k], names[k]) != 0) {
                 abort();
             }
         }

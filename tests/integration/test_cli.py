@@ -248,6 +248,12 @@ def drive(cli, work, dev):
     cli.run(*admin, "policy", "set", "--namespace", "cli-ns", "--allow-image", "busy*", "--allow-shares")
     check(cli.json(*admin, "policy", "get", "--namespace", "cli-ns")["allowed_images"] == ["busy*"], "policy get")
     cli.run(*admin, "policy", "effective", "--namespace", "cli-ns")
+    # --allow-service-account reaches the server: with no gateway policy (whose list is empty: none), a namespace
+    # listing one loosens it and is refused; nothing changes.
+    p = cli.run(*admin, "policy", "set", "--namespace", "cli-ns", "--allow-service-account", "runner", ok=False)
+    check(p.returncode == 1 and "FAILED_PRECONDITION" in p.stderr and "allowed_service_accounts" in p.stderr,
+          "policy set --allow-service-account: %d %r" % (p.returncode, p.stderr))
+    check(cli.json(*admin, "policy", "get", "--namespace", "cli-ns")["allowed_images"] == ["busy*"], "policy kept")
     cli.run(*admin, "provider", "create", "llm", "--namespace", "cli-ns", "--type", "generic", "--secret-file", "-",
             "--config", "url=https://llm.example", stdin="token=not-a-real-secret\n")
     provs = cli.json(*admin, "provider", "list", "--namespace", "cli-ns")["providers"]

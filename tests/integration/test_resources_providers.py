@@ -1,7 +1,7 @@
 """Providers and Policies on a real 3-replica gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_resources_providers.py <group>
-Groups: providers, policies, leak, rotation.
+Groups: providers, policies, leak, rotation, service_accounts.
 
   providers  every Providers call: success and bad input, grants, deletion refused while a sandbox
              lists the provider, idempotent retries, and encryption at rest (the providers table and
@@ -11,6 +11,8 @@ Groups: providers, policies, leak, rotation.
   leak       a planted credential goes through every Providers call (and bad input, denials,
              retries); then every response, every replica's log, the audit table, the idempotency
              records and every replica's /metrics page are searched for it: it appears nowhere
+  service_accounts  a sandbox's driver_config service_account against the policies' allow-lists (gateway,
+             namespace; empty: none) and a delegated caller's scope; malformed names; nothing changes on refusal
   rotation   `gantryd rotate-provider-key` adds a key and re-encrypts every provider under it (old
              ciphertexts open, new writes on any replica use the new key); a sealed secret moved to
              another row does not open (AAD binding). Skipped while gantryd lacks the command.
@@ -578,7 +580,120 @@ class Rotation(Base):
               "a moved ciphertext refused")
 
 
-GROUPS = {"providers": Providers, "policies": Policies, "leak": Leak, "rotation": Rotation}
+class ServiceAccounts(Base):
+    """Issue #19: a sandbox's driver_config service_account must be on the policies' allow-lists (gateway, then
+    namespace, tighten-only; empty: none) and, for a delegated caller, on its scope's; never "gantry"."""
+
+    def test_service_account_allow_lists(self):
+        env = Env(self)
+        SB, P = sandboxes_pb2, principals_pb2
+        made = []
+
+        def create(role, name, sa=None, value=None):
+            cfg = {"kubernetes": value if value is not None else '{"service_account": "%s"}' % sa}
+            r = env.call(role, sandboxes_pb2, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                spec=SB.SandboxSpec(image="busybox", driver_config=cfg))), replica=len(made))
+            made.append(name)
+            return r
+
+        def count(table):
+            return int(env.query("SELECT count(*) FROM %s" % table).split("\n")[1])
+
+        def unchanged(fn, code, *needles):
+            before = (count("sandboxes"), count("policies"), count("role_bindings"))
+            self.err(fn, code, *needles)
+            self.assertEqual((count("sandboxes"), count("policies"), count("role_bindings")), before,
+                             "a refused call changed something")
+
+        # No gateway policy stored: the built-in default lists none, so no sandbox may name one.
+        unchanged(lambda: create("user", "sb-0", "runner"), SC.FAILED_PRECONDITION, "the gateway policy",
+                  "allowed_service_accounts", '"runner"', "empty: none")
+        e = env.po("user", "GetEffective", PO.GetEffectivePolicyRequest(namespace="default"))
+        self.assertEqual(list(e.allowed_service_accounts), [])
+        # Bad policy input: INVALID_ARGUMENT, nothing stored.
+        for value, needle in ((["Bad_Name"], "is not a ServiceAccount name"),
+                              (["-runner"], "allowed_service_accounts[0]"),
+                              (["a" * 64], "allowed_service_accounts[0]"),
+                              (["runner", "gantry"], "gateway's own ServiceAccount"),
+                              (["sa%d" % i for i in range(65)], "at most 64")):
+            unchanged(lambda: env.po("pa", "Set", PO.SetPolicyRequest(
+                policy=pol(allowed_service_accounts=value))), SC.INVALID_ARGUMENT, needle)
+        gw = env.po("pa", "Set", PO.SetPolicyRequest(policy=pol(allowed_service_accounts=["runner", "builder"],
+                                                                 allow_shares=True)))
+        self.assertEqual(list(gw.allowed_service_accounts), ["runner", "builder"])
+        self.assertEqual(list(env.po("auditor", "Get", PO.GetPolicyRequest(), replica=2).allowed_service_accounts),
+                         ["runner", "builder"])
+        # Listed: accepted, and the spec keeps the value. Not listed, malformed, the gateway's own: refused.
+        ok = create("user", "sb-1", "runner")
+        self.assertEqual(ok.spec.driver_config["kubernetes"], '{"service_account": "runner"}')
+        unchanged(lambda: create("user", "sb-2", "other"), SC.FAILED_PRECONDITION, "the gateway policy",
+                  '"other" is not in allowed_service_accounts')
+        unchanged(lambda: create("user", "sb-2", "gantry"), SC.FAILED_PRECONDITION, "never allowed")
+        for bad in ('{"service_account": "Bad_Name"}', '{"service_account": 7}', '{"service_account": ""}',
+                    '{"service_account": "a..b"}'):
+            unchanged(lambda: create("user", "sb-2", value=bad), SC.INVALID_ARGUMENT,
+                      'driver_config["kubernetes"].service_account must be a ServiceAccount name')
+        # A namespace policy only narrows: outside the gateway's list is FAILED_PRECONDITION naming the field.
+        unchanged(lambda: env.po("na", "Set", PO.SetPolicyRequest(policy=pol(
+            "default", allowed_service_accounts=["builder", "other"], allow_shares=True))),
+            SC.FAILED_PRECONDITION, "may only tighten", "allowed_service_accounts", '"other"')
+        env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", allowed_service_accounts=["builder"],
+                                                           allow_shares=True)))
+        e = env.po("user", "GetEffective", PO.GetEffectivePolicyRequest(namespace="default"), replica=1)
+        self.assertEqual(list(e.allowed_service_accounts), ["builder"])
+        unchanged(lambda: create("user", "sb-2", "runner"), SC.FAILED_PRECONDITION,
+                  'the policy of namespace "default" (allowed_service_accounts)')
+        create("user", "sb-3", "builder")
+        # A namespace policy without the list allows none (what Set leaves out of this field is "none").
+        env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", allow_shares=True)))
+        unchanged(lambda: create("user", "sb-4", "builder"), SC.FAILED_PRECONDITION,
+                  'the policy of namespace "default" (allowed_service_accounts)', "empty: none")
+        env.po("na", "Set", PO.SetPolicyRequest(policy=pol("default", allowed_service_accounts=["builder"],
+                                                           allow_shares=True)))
+
+        # Delegation scopes: bad lists are INVALID_ARGUMENT and store nothing.
+        def principal(name):
+            pr = env.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+                principal=P.Principal(meta=meta_pb2.ObjectMeta(name=name), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT)))
+            env.ids[name] = pr.meta.id
+            env.keys[name] = env.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+                principal_id=pr.meta.id, name="test")).secret
+            return pr.meta.id
+
+        def bind(pid, sas):
+            b = P.RoleBinding(principal_id=pid, role=P.ROLE_USER, delegation=P.DelegationScope(
+                namespace_patterns=["default"], allowed_driver_config_keys=["kubernetes.*"],
+                allowed_service_accounts=sas))
+            return env.call("pa", principals_pb2, "Principals", "CreateRoleBinding",
+                            P.CreateRoleBindingRequest(binding=b))
+
+        ctrl, bare = principal("ctrl"), principal("bare")
+        for sas, needle in ((["Bad_Name"], "is not a ServiceAccount name"), (["gantry"], "gateway's own"),
+                            (["s%d" % i for i in range(9)], "at most 8"),
+                            (["a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61] * 3, "512 bytes")):
+            unchanged(lambda: bind(ctrl, sas), SC.INVALID_ARGUMENT, "allowed_service_accounts", needle)
+        b = bind(ctrl, ["builder"])
+        self.assertEqual(list(b.delegation.allowed_service_accounts), ["builder"])
+        listed = env.call("pa", principals_pb2, "Principals", "ListRoleBindings",
+                          P.ListRoleBindingsRequest(principal_id=ctrl), replica=2)
+        self.assertEqual([list(x.delegation.allowed_service_accounts) for x in listed.bindings], [["builder"]])
+        bind(bare, [])
+        # In scope and in the policies: accepted. A scope without the value: PERMISSION_DENIED, before the policies
+        # are even read (here they would allow it).
+        create("ctrl", "sb-5", "builder")
+        unchanged(lambda: create("bare", "sb-6", "builder"), SC.PERMISSION_DENIED, "outside the delegation scope",
+                  "allowed_service_accounts is empty: none")
+        unchanged(lambda: create("ctrl", "sb-6", "runner"), SC.PERMISSION_DENIED, '"runner" is outside the delegation')
+        # Without a service_account the scope's list does not matter.
+        create("bare", "sb-7", value='{}')
+        names = sorted(env.query("SELECT name FROM sandboxes").split("\n")[1:])
+        self.assertEqual([n for n in names if n], ["sb-1", "sb-3", "sb-5", "sb-7"])
+        print("service accounts: policies (gateway, namespace) and delegation scopes enforced; refusals change nothing")
+
+
+GROUPS = {"providers": Providers, "policies": Policies, "leak": Leak, "rotation": Rotation,
+          "service_accounts": ServiceAccounts}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -239,6 +239,85 @@ static void test_scope_parse(void **state)
     assert_int_equal(authz_scope_parse("{not json", &sc), GERR_INVAL);
 }
 
+/* ServiceAccount names in a scope: exact DNS-1123 subdomains, at most 8 and 512 bytes together,
+ * never the gateway's own; kept across the stored JSON. */
+static void test_scope_service_accounts(void **state)
+{
+    (void)state;
+    assert_true(authz_sa_name_ok("runner"));
+    assert_true(authz_sa_name_ok("ci.runner-2"));
+    assert_false(authz_sa_name_ok(""));
+    assert_false(authz_sa_name_ok("Runner"));
+    assert_false(authz_sa_name_ok("-a"));
+    assert_false(authz_sa_name_ok("a-"));
+    assert_false(authz_sa_name_ok("a.-b"));
+    assert_false(authz_sa_name_ok("a-.b"));
+    assert_false(authz_sa_name_ok("a..b"));
+    assert_false(authz_sa_name_ok("a_b"));
+    assert_true(authz_sa_reserved("gantry"));
+    assert_false(authz_sa_reserved("gantry-runner"));
+
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_service_accounts\":"
+                                       "[\"runner\",\"ci.runner\"]}",
+                                       &sc),
+                     0);
+    assert_int_equal(sc.n_service_accounts, 2);
+    assert_true(authz_scope_allows_service_account(&sc, "runner"));
+    assert_true(authz_scope_allows_service_account(&sc, "ci.runner"));
+    assert_false(authz_scope_allows_service_account(&sc, "ci"));
+    assert_false(authz_scope_allows_service_account(&sc, "runner2"));
+    const char *names[AUTHZ_SCOPE_MAX];
+    assert_int_equal(authz_scope_service_accounts(&sc, names, AUTHZ_SCOPE_MAX), 2);
+    assert_string_equal(names[1], "ci.runner");
+    char *json = authz_scope_json(&sc);
+    assert_non_null(strstr(json, "\"allowed_service_accounts\":[\"runner\",\"ci.runner\"]"));
+    struct authz_scope again;
+    assert_int_equal(authz_scope_parse(json, &again), 0);
+    assert_memory_equal(&sc, &again, sizeof sc);
+    mem_free(json);
+
+    /* An old scope (no list) allows none, and its stored text does not change. */
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"]}", &sc), 0);
+    assert_false(authz_scope_allows_service_account(&sc, "runner"));
+    json = authz_scope_json(&sc);
+    assert_null(strstr(json, "allowed_service_accounts"));
+    mem_free(json);
+
+    /* Malformed, reserved, too many: the scope grants nothing. */
+    assert_int_equal(
+        authz_scope_parse("{\"namespace_patterns\":[\"a\"],\"allowed_service_accounts\":[\"Bad\"]}", &sc),
+        GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"a\"],\"allowed_service_accounts\":"
+                                       "[\"gantry\"]}",
+                                       &sc),
+                     GERR_INVAL);
+    assert_int_equal(
+        authz_scope_parse("{\"namespace_patterns\":[\"a\"],\"allowed_service_accounts\":\"x\"}", &sc),
+        GERR_INVAL);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"a\"],\"allowed_service_accounts\":"
+                                       "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]}",
+                                       &sc),
+                     GERR_INVAL);
+    /* Bytes: two names of 253 fit, a third does not; the scope is unchanged by the refusal. */
+    memset(&sc, 0, sizeof sc);
+    char big[254];
+    for (size_t i = 0; i < 253; i++) {
+        big[i] = i % 60 == 59 ? '.' : 'a';
+    }
+    big[253] = '\0';
+    assert_int_equal(authz_scope_add_service_account(&sc, big), 0);
+    big[0] = 'b';
+    assert_int_equal(authz_scope_add_service_account(&sc, big), 0);
+    big[0] = 'c';
+    assert_int_equal(authz_scope_add_service_account(&sc, big), GERR_TOOBIG);
+    assert_int_equal(sc.n_service_accounts, 2);
+    assert_int_equal(authz_scope_add_service_account(&sc, "short"), GERR_TOOBIG); /* 508 + 6 > 512 */
+    assert_int_equal(authz_scope_add_service_account(&sc, "s"), 0);
+    assert_true(authz_scope_allows_service_account(&sc, "s"));
+    assert_int_equal(authz_scope_add_service_account(&sc, "gantry"), GERR_INVAL);
+}
+
 static void test_delegated_binding(void **state)
 {
     (void)state;
@@ -394,6 +473,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_namespace_admin_onboards),
         cmocka_unit_test(test_no_bindings_no_access),
         cmocka_unit_test(test_scope_parse),
+        cmocka_unit_test(test_scope_service_accounts),
         cmocka_unit_test(test_delegated_binding),
         cmocka_unit_test(test_effective_permissions),
         cmocka_unit_test(test_doc_is_current),

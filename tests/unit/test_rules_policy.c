@@ -276,12 +276,231 @@ static void test_effective(void **state)
     policy_rules_free(NULL);
 }
 
+/* A spec whose kubernetes driver_config names ServiceAccount @sa (@value overrides the JSON). */
+struct sa_spec {
+    Gantry__V1__SandboxSpec s;
+    Gantry__V1__SandboxSpec__DriverConfigEntry e;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *ep[1];
+    char json[400];
+};
+
+static void sa_spec_init(struct sa_spec *x, const char *sa)
+{
+    x->s = spec("registry.io/busybox", 0, 0);
+    x->e = (Gantry__V1__SandboxSpec__DriverConfigEntry)GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    x->ep[0] = &x->e;
+    snprintf(x->json, sizeof x->json, "{\"service_account\":\"%s\"}", sa);
+    x->e.key = "kubernetes";
+    x->e.value = x->json;
+    x->s.driver_config = x->ep;
+    x->s.n_driver_config = 1;
+}
+
+static void test_sa_validate(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    Gantry__V1__Policy p = pol();
+    char *good[] = {"runner", "ci.runner-2", "a"};
+    p.allowed_service_accounts = good;
+    p.n_allowed_service_accounts = 3;
+    assert_true(policy_rules_validate(&p, why, sizeof why));
+
+    char long_label[70], long_name[260];
+    memset(long_label, 'a', 64);
+    long_label[64] = '\0';
+    for (size_t i = 0; i < 254; i++) {
+        long_name[i] = i % 50 == 49 ? '.' : 'b';
+    }
+    long_name[254] = '\0';
+    char *bad[] = {"",   "Runner", "-runner", "runner-", "run_ner",  "a..b",
+                   ".a", "a.",     "run ner", "a/b",     long_label, long_name};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        p.allowed_service_accounts = &bad[i];
+        p.n_allowed_service_accounts = 1;
+        assert_false(policy_rules_validate(&p, why, sizeof why));
+        assert_non_null(strstr(why, "policy.allowed_service_accounts[0]"));
+        assert_non_null(strstr(why, "is not a ServiceAccount name"));
+    }
+    /* 253 characters in labels of at most 63 is fine. */
+    char max_name[254];
+    for (size_t i = 0; i < 253; i++) {
+        max_name[i] = i % 60 == 59 ? '.' : 'c';
+    }
+    max_name[253] = '\0';
+    char *maxp[] = {max_name};
+    p.allowed_service_accounts = maxp;
+    assert_true(policy_rules_validate(&p, why, sizeof why));
+
+    /* The gateway's own ServiceAccount, never. */
+    char *own[] = {"runner", "gantry"};
+    p.allowed_service_accounts = own;
+    p.n_allowed_service_accounts = 2;
+    assert_false(policy_rules_validate(&p, why, sizeof why));
+    assert_string_equal(
+        why, "policy.allowed_service_accounts[1] \"gantry\" is the gateway's own ServiceAccount: never "
+             "allowed");
+
+    char *many[65];
+    for (size_t i = 0; i < 65; i++) {
+        many[i] = "runner";
+    }
+    p.allowed_service_accounts = many;
+    p.n_allowed_service_accounts = 65;
+    assert_false(policy_rules_validate(&p, why, sizeof why));
+    assert_string_equal(why, "policy.allowed_service_accounts: at most 64 entries");
+    p.n_allowed_service_accounts = 64;
+    assert_true(policy_rules_validate(&p, why, sizeof why));
+}
+
+static void test_sa_tightening(void **state)
+{
+    (void)state;
+    Gantry__V1__Policy g = pol(), n = pol();
+    struct policy_looser l;
+    /* Empty is none: an empty namespace list is within anything, even an empty gateway list. */
+    policy_rules_loosening(&g, &n, &l);
+    assert_string_equal(l.names, "");
+    char *ns_list[] = {"runner"};
+    n.allowed_service_accounts = ns_list;
+    n.n_allowed_service_accounts = 1;
+    policy_rules_loosening(&g, &n, &l);
+    assert_string_equal(l.names, "allowed_service_accounts");
+    assert_string_equal(l.why,
+                        "allowed_service_accounts: \"runner\" is not in the gateway's list (empty: none)");
+
+    char *gw_list[] = {"builder", "runner"};
+    g.allowed_service_accounts = gw_list;
+    g.n_allowed_service_accounts = 2;
+    policy_rules_loosening(&g, &n, &l);
+    assert_string_equal(l.names, "");
+    n.n_allowed_service_accounts = 0;
+    policy_rules_loosening(&g, &n, &l);
+    assert_string_equal(l.names, "");
+
+    /* Exact names: no glob widens anything. */
+    char *wider[] = {"runner", "other"};
+    n.allowed_service_accounts = wider;
+    n.n_allowed_service_accounts = 2;
+    policy_rules_loosening(&g, &n, &l);
+    assert_string_equal(l.why, "allowed_service_accounts: \"other\" is not in the gateway's list");
+}
+
+static void test_sa_enforcement(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    Gantry__V1__Policy g = pol(), n = pol();
+    struct sa_spec x;
+    sa_spec_init(&x, "runner");
+
+    /* The built-in default (and any policy without the list) allows no service account. */
+    Gantry__V1__Policy *d = policy_rules_default();
+    assert_int_equal(policy_rules_check_sandbox(d, NULL, "team-a", &x.s, NULL, why, sizeof why),
+                     GERR_REFUSED);
+    assert_string_equal(why,
+                        "the sandbox violates the gateway policy (allowed_service_accounts): driver_config "
+                        "service_account \"runner\" is not in allowed_service_accounts (empty: none)");
+    policy_rules_free(d);
+
+    /* The gateway lists it; no namespace policy: it inherits the gateway's list. */
+    char *gw_list[] = {"builder", "runner"};
+    g.allowed_service_accounts = gw_list;
+    g.n_allowed_service_accounts = 2;
+    assert_int_equal(policy_rules_check_sandbox(&g, NULL, "team-a", &x.s, NULL, why, sizeof why), 0);
+
+    /* A namespace policy narrows it: its own list applies as well (empty: none). */
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), GERR_REFUSED);
+    assert_string_equal(why,
+                        "the sandbox violates the policy of namespace \"team-a\" (allowed_service_accounts): "
+                        "driver_config service_account \"runner\" is not in allowed_service_accounts "
+                        "(empty: none)");
+    char *ns_list[] = {"runner"};
+    n.allowed_service_accounts = ns_list;
+    n.n_allowed_service_accounts = 1;
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), 0);
+    sa_spec_init(&x, "builder");
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), GERR_REFUSED);
+    assert_non_null(strstr(why, "namespace \"team-a\" (allowed_service_accounts)"));
+
+    /* A gateway tightened below the namespace's list still applies (both are checked). */
+    sa_spec_init(&x, "runner");
+    g.n_allowed_service_accounts = 1; /* "builder" only */
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), GERR_REFUSED);
+    assert_non_null(strstr(why, "the gateway policy (allowed_service_accounts)"));
+
+    /* The gateway's own ServiceAccount, whatever the lists say. */
+    char *own[] = {"gantry"};
+    g.allowed_service_accounts = own;
+    n.allowed_service_accounts = own;
+    sa_spec_init(&x, "gantry");
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), GERR_REFUSED);
+    assert_non_null(strstr(why, "\"gantry\" is the gateway's own ServiceAccount: never allowed"));
+
+    /* Malformed: not a string, not a name. */
+    const char *bad[] = {"{\"service_account\":7}", "{\"service_account\":\"Bad_Name\"}",
+                         "{\"service_account\":\"\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        x.e.value = (char *)bad[i];
+        assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why),
+                         GERR_INVAL);
+        assert_string_equal(why,
+                            "driver_config[\"kubernetes\"].service_account is not a ServiceAccount name (a "
+                            "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
+    }
+    /* No service_account at all: nothing to check. */
+    x.e.value = "{\"runtime_class\":\"gvisor\"}";
+    assert_int_equal(policy_rules_check_sandbox(&g, &n, "team-a", &x.s, NULL, why, sizeof why), 0);
+
+    char out[8];
+    assert_int_equal(policy_rules_sa_of("{\"service_account\":\"runner\"}", out, sizeof out), 0);
+    assert_string_equal(out, "runner");
+    assert_int_equal(policy_rules_sa_of("{\"service_account\":\"runner-two\"}", out, sizeof out), GERR_INVAL);
+    assert_int_equal(policy_rules_sa_of("not json", out, sizeof out), 0);
+    assert_string_equal(out, "");
+}
+
+static void test_sa_effective(void **state)
+{
+    (void)state;
+    char also[128];
+    Gantry__V1__Policy g = pol(), n = pol(), e;
+    char *gw_list[] = {"builder", "runner"}, *ns_list[] = {"runner"}, *other[] = {"other"};
+    g.allowed_service_accounts = gw_list;
+    g.n_allowed_service_accounts = 2;
+    /* No namespace policy: the gateway's list. */
+    policy_rules_effective(&g, NULL, &e, also, sizeof also);
+    assert_int_equal(e.n_allowed_service_accounts, 2);
+    /* A namespace policy without the list: none. */
+    policy_rules_effective(&g, &n, &e, also, sizeof also);
+    assert_int_equal(e.n_allowed_service_accounts, 0);
+    assert_string_equal(also, "");
+    n.allowed_service_accounts = ns_list;
+    n.n_allowed_service_accounts = 1;
+    policy_rules_effective(&g, &n, &e, also, sizeof also);
+    assert_int_equal(e.n_allowed_service_accounts, 1);
+    assert_string_equal(e.allowed_service_accounts[0], "runner");
+    /* The gateway tightened below the namespace: the gateway's. */
+    g.n_allowed_service_accounts = 0;
+    policy_rules_effective(&g, &n, &e, also, sizeof also);
+    assert_int_equal(e.n_allowed_service_accounts, 0);
+    assert_string_equal(also, "");
+    /* Neither within the other: the gateway's, and both enforced. */
+    g.allowed_service_accounts = other;
+    g.n_allowed_service_accounts = 1;
+    policy_rules_effective(&g, &n, &e, also, sizeof also);
+    assert_string_equal(e.allowed_service_accounts[0], "other");
+    assert_string_equal(also, "allowed_service_accounts");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validate),    cmocka_unit_test(test_tightening),
-        cmocka_unit_test(test_enforcement), cmocka_unit_test(test_lifetime_shares_egress),
-        cmocka_unit_test(test_effective),
+        cmocka_unit_test(test_validate),      cmocka_unit_test(test_tightening),
+        cmocka_unit_test(test_enforcement),   cmocka_unit_test(test_lifetime_shares_egress),
+        cmocka_unit_test(test_effective),     cmocka_unit_test(test_sa_validate),
+        cmocka_unit_test(test_sa_tightening), cmocka_unit_test(test_sa_enforcement),
+        cmocka_unit_test(test_sa_effective),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

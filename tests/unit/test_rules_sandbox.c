@@ -185,6 +185,65 @@ static void test_delegation(void **state)
     assert_string_equal(why, "");
 }
 
+/* A driver_config "service_account" is a ServiceAccount name (INVALID_ARGUMENT otherwise), and a
+ * delegated caller may name only one its scope lists (PERMISSION_DENIED otherwise). */
+static void test_service_account(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    struct sb b;
+    sb_init(&b);
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    b.spec.driver_config = dp;
+    b.spec.n_driver_config = 1;
+    const char *bad[] = {"{\"service_account\":\"Runner\"}", "{\"service_account\":7}",
+                         "{\"service_account\":\"\"}", "{\"service_account\":\"a..b\"}",
+                         "{\"service_account\":null}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d.value = (char *)bad[i];
+        assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+        assert_string_equal(why, "sandbox.spec.driver_config[\"kubernetes\"].service_account must be a "
+                                 "ServiceAccount name (a DNS-1123 subdomain: at most 253 characters of a-z, "
+                                 "0-9, '-' and '.')");
+    }
+    d.value = "{\"service_account\":\"ci.runner\"}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+
+    /* Not delegated: the scope check does not apply (the policies do, in the handler). */
+    struct sandbox_creator c = {.id = "p1"};
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+
+    struct authz_scope keys_only, with_sa;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.*\"]}",
+                                       &keys_only),
+                     0);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.service_account\"],\"allowed_service_accounts\":"
+                                       "[\"runner\",\"ci.runner\"]}",
+                                       &with_sa),
+                     0);
+    const struct authz_scope *one[] = {&keys_only}, *two[] = {&keys_only, &with_sa};
+    c.scopes = one;
+    c.n_scopes = 1;
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why,
+                        "driver_config kubernetes.service_account \"ci.runner\" is outside the delegation "
+                        "scope (allowed_service_accounts is empty: none)");
+    c.scopes = two;
+    c.n_scopes = 2;
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.value = "{\"service_account\":\"builder\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.service_account \"builder\" is outside the delegation "
+                             "scope (allowed_service_accounts)");
+    /* Exact names only: a prefix is not a match. */
+    d.value = "{\"service_account\":\"runner2\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+}
+
 static void test_default_lifetime(void **state)
 {
     (void)state;
@@ -235,7 +294,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validate),     cmocka_unit_test(test_labels),
         cmocka_unit_test(test_delegation),   cmocka_unit_test(test_default_lifetime),
-        cmocka_unit_test(test_share_active),
+        cmocka_unit_test(test_share_active), cmocka_unit_test(test_service_account),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,6 +124,12 @@ to change.
 {{- if and (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "operator") (has .Release.Namespace $k.namespaces) -}}
 {{- fail (printf "driver.kubernetes.namespaces lists the release namespace %s: sandbox pods there could mount the gateway's Secrets; allowlist other namespaces" .Release.Namespace) -}}
 {{- end -}}
+{{- $ownSA := include "gantry.serviceAccountName" . -}}
+{{- range $sa := $k.serviceAccounts -}}
+{{- if or (eq $sa $ownSA) (eq $sa "gantry") -}}
+{{- fail (printf "driver.kubernetes.serviceAccounts lists %s, the gateway's own ServiceAccount name: sandboxes must never run with the gateway's rights; list accounts made for sandboxes" $sa) -}}
+{{- end -}}
+{{- end -}}
 {{- $guard := and $k.namespaceGuard (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") -}}
 {{- if and .Values.rbac.create (eq .Values.driver.name "kubernetes") (eq $k.namespaceMode "managed") (not (empty $k.imagePullSecrets)) (not $guard) -}}
 {{- fail "driver.kubernetes.imagePullSecrets in managed mode needs the namespace guard: copying the Secrets gives the driver's ClusterRole create and update on secrets in every namespace, and only the guard (driver.kubernetes.namespaceGuard, a ValidatingAdmissionPolicy, served from Kubernetes 1.30) narrows that to openshell-{gatewayId}-*. Keep namespaceGuard=true on Kubernetes 1.30+, or leave imagePullSecrets empty and pull sandbox images without them" -}}
