@@ -67,7 +67,8 @@
  * holder finds it by its labels and adopts it, never a second copy.
  *
  * Errors that clear by waiting are never final: 429 (throttling: the driver waits for the
- * Retry-After it is given, up to 5 s in all within one call, then answers GERR_BUSY), 5xx
+ * Retry-After it is given, up to 5 s in all within one call, then answers GERR_BUSY; the wait
+ * does not hold the instance's mutex, so other calls go on meanwhile), 5xx
  * (including an unavailable admission or conversion webhook: GERR_UNAVAILABLE), a namespace being
  * deleted (403 NamespaceTerminating, or a managed namespace still Terminating: GERR_UNAVAILABLE)
  * and transport failures. The reconciler retries those until the provisioning deadline. Errors
@@ -86,7 +87,9 @@
  * K8S_MAX_OBJECT is refused by validate.
  *
  * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
- * watch, each on its own thread. */
+ * watch, each on its own thread. A call waiting out a 429 releases the mutex until its wait ends
+ * (driver_k8s_stop ends it early); it then sends its request again, and is DRIVER_ERR_STALE if a
+ * call with a newer epoch ran meanwhile. */
 #ifndef GANTRY_DRIVERS_K8S_H
 #define GANTRY_DRIVERS_K8S_H
 
@@ -138,11 +141,19 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
  * events applied; how many objects the cache holds and whether every scope is live. */
 struct driver_k8s_stats {
     unsigned long long requests;
+    unsigned throttled; /* calls waiting out a 429 (Retry-After) right now */
     unsigned long long watch_list_pages, watch_requests, watch_events, watch_relists, watch_errors;
     size_t cached;
     bool live;
 };
 void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out);
+
+/* Stop the driver's activity, from any thread, before the threads that call it are joined: a call
+ * waiting out a 429 returns GERR_CANCELED at once, and every later call that needs the API
+ * server fails with GERR_CANCELED without a request; the watches are told to end. A call in the
+ * middle of a request finishes it first (bounded by timeout_ms), so this returns within that.
+ * driver_free is still needed, once no thread uses the driver. Calling it twice is fine. */
+void driver_k8s_stop(struct driver *d);
 
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */

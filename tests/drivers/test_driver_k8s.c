@@ -25,6 +25,7 @@
  * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1027,6 +1028,144 @@ static void test_throttling(void **state)
     driver_free(d);
 }
 
+/* A call made on its own thread: ensure_namespace(@ns) at @epoch; done is set after it returns. */
+struct bg_call {
+    struct driver *d;
+    uint64_t epoch;
+    const char *ns;
+    int rv;
+    char errmsg[GERR_MSG_SIZE];
+    pthread_mutex_t mu;
+    bool done;
+    pthread_t thread;
+};
+
+static void *bg_main(void *arg)
+{
+    struct bg_call *c = arg;
+    int rv = driver_ensure_namespace(c->d, c->epoch, c->ns, c->errmsg);
+    pthread_mutex_lock(&c->mu);
+    c->rv = rv;
+    c->done = true;
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void bg_start(struct bg_call *c, struct driver *d, uint64_t epoch, const char *ns)
+{
+    c->d = d;
+    c->epoch = epoch;
+    c->ns = ns;
+    c->done = false;
+    pthread_mutex_init(&c->mu, NULL);
+    assert_int_equal(pthread_create(&c->thread, NULL, bg_main, c), 0);
+}
+
+static bool bg_done(struct bg_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+static int bg_join(struct bg_call *c)
+{
+    pthread_join(c->thread, NULL);
+    pthread_mutex_destroy(&c->mu);
+    return c->rv;
+}
+
+/* Inject a 429 with Retry-After @s into the next POST of a namespace, start ensure_namespace(@ns)
+ * on its own thread and return once the server has answered it the 429 (the call is then waiting
+ * it out, or about to). */
+static void start_throttled(struct bg_call *c, struct driver *d, uint64_t epoch, const char *ns, unsigned s)
+{
+    char json[256];
+    truncate_log();
+    snprintf(json, sizeof json,
+             "{\"method\":\"POST\",\"path\":\"/api/v1/namespaces\",\"status\":429,\"reason\":"
+             "\"TooManyRequests\",\"retry_after\":%u}",
+             s);
+    inject(json);
+    bg_start(c, d, epoch, ns);
+    uint64_t deadline = now_ms() + 30000;
+    while (logged_status(429) == 0) {
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
+}
+
+/* Waiting out a 429 does not hold the driver's mutex: another thread's calls go on meanwhile (they
+ * finish before the throttled call does: the order is checked, not a duration), a call with a
+ * newer epoch made meanwhile makes the throttled one stale, and driver_k8s_stop ends the wait. */
+static void test_throttled_call_does_not_block_others(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    struct driver_caps caps;
+    struct driver_k8s_stats st;
+    struct bg_call a;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+
+    /* While one call waits out Retry-After (the whole budget, 5 s), the others are answered:
+     * validate and capabilities (the API's threads), stats, and a create, a list and a get, which
+     * make their own requests (the fence, the idempotence check, the POST). */
+    start_throttled(&a, d, e, "throttle-a", DRIVER_K8S_THROTTLE_WAIT_S);
+    conf_spec(&env, &cs, "beside-throttled");
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), 0);
+    driver_capabilities(d, &caps);
+    if (driver_create(d, e, &cs.spec, &s, errmsg) != 0) {
+        fail_msg("create beside a throttled call: %s", errmsg);
+    }
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_list(d, e, env.ns, &l, errmsg), 0);
+    driver_sandbox_list_close(&l);
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    driver_k8s_stats(d, &st);
+    assert_false(bg_done(&a)); /* all of that went on while the throttled call waited */
+    assert_int_equal(st.throttled, 1);
+    if (bg_join(&a) != 0) {
+        fail_msg("throttled ensure_namespace: %s", a.errmsg);
+    }
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 2); /* the 429, then the retry */
+    driver_k8s_managed_namespace("gw-a", "throttle-a", kns);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    assert_true(exists(path));
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_delete_namespace(d, e, "throttle-a", errmsg), 0);
+
+    /* A call with a newer epoch while the throttled one waits: the throttled call's fence check
+     * no longer holds, so it ends DRIVER_ERR_STALE instead of sending its request again. */
+    start_throttled(&a, d, e, "throttle-b", DRIVER_K8S_THROTTLE_WAIT_S);
+    uint64_t e2 = conf_epoch();
+    assert_int_equal(driver_ensure_namespace(d, e2, env.ns, errmsg), 0); /* raises the fence */
+    assert_false(bg_done(&a));
+    assert_int_equal(bg_join(&a), DRIVER_ERR_STALE);
+    assert_non_null(strstr(a.errmsg, "waited out throttling"));
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 1);
+    driver_k8s_managed_namespace("gw-a", "throttle-b", kns);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    assert_false(exists(path));
+
+    /* driver_k8s_stop while a call waits: the call ends GERR_CANCELED without waiting out the
+     * rest (without the stop it would send its request again and succeed), and later calls fail
+     * the same way without a request. */
+    start_throttled(&a, d, e2, "throttle-c", DRIVER_K8S_THROTTLE_WAIT_S);
+    driver_k8s_stop(d);
+    assert_int_equal(bg_join(&a), GERR_CANCELED);
+    assert_non_null(strstr(a.errmsg, "stopping"));
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 1);
+    assert_int_equal(driver_ensure_namespace(d, e2, "throttle-d", errmsg), GERR_CANCELED);
+    driver_k8s_stop(d); /* twice is fine */
+    driver_free(d);
+}
+
 /* A namespace being deleted: creates in it are 403 (NamespaceTerminating) and making it again is
  * 409, until it is gone. Both clear by waiting, so both are GERR_UNAVAILABLE, never permanent. */
 static void test_namespace_terminating(void **state)
@@ -1753,6 +1892,7 @@ int main(void)
         cmocka_unit_test(test_crd_not_installed),
         cmocka_unit_test(test_api_versions),
         cmocka_unit_test(test_throttling),
+        cmocka_unit_test(test_throttled_call_does_not_block_others),
         cmocka_unit_test(test_namespace_terminating),
         cmocka_unit_test(test_reads_from_cache),
         cmocka_unit_test(test_watch_relists_after_410),
@@ -1763,6 +1903,9 @@ int main(void)
         cmocka_unit_test(test_auth_tls_and_server_errors),
         cmocka_unit_test(test_many_sandboxes),
     };
+    if (getenv("GANTRY_TEST_FILTER") != NULL) { /* e.g. "test_throttl*": run only those */
+        cmocka_set_test_filter(getenv("GANTRY_TEST_FILTER"));
+    }
     int failed = cmocka_run_group_tests_name("driver_k8s", tests, NULL, NULL);
     proc_stop(&apiserver, 5000);
     if (failed == 0) {
