@@ -982,28 +982,60 @@ static int copy_pull_secret(struct driver_k8s *k, const char *kns, const char *n
     return rv;
 }
 
-static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
+/* One look at managed namespace @kns, which exists: refuse it unless it is ours, and bring its
+ * labels up to date (an older Gantry made it without some of them, such as the Pod Security ones)
+ * with a merge PATCH carrying the resourceVersion read. *@again on a 409 Conflict. */
+static int update_managed_once(struct driver_k8s *k, const char *ns, const char *kns, bool *again,
+                               char *errmsg)
 {
     struct k8s_meta m;
+    char path[128], *patch = NULL;
+    *again = false;
+    int rv = get_namespace(k, kns, &m, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (!ns_ours(k, &m)) {
+        gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
+        rv = GERR_EXISTS;
+    } else if (m.gantry_ns != NULL && strcmp(m.gantry_ns, ns) != 0) {
+        /* Only a hash collision of two long names can do this: never take the other's. */
+        gerr_set(errmsg, "namespace %s belongs to gantry namespace %s of gateway %s, not to %s", kns,
+                 m.gantry_ns, k->gw, ns);
+        rv = GERR_EXISTS;
+    } else if (m.terminating || m.deleting) {
+        gerr_set(errmsg,
+                 "namespace %s is still terminating (it was deleted); it can be made again once it is "
+                 "gone",
+                 kns);
+        rv = GERR_UNAVAILABLE;
+    } else if ((rv = k8s_namespace_patch(body(k), k->resp.len, k->gw, ns, &patch, errmsg)) == 0 &&
+               patch != NULL) {
+        LOG_INFO("kubernetes driver: namespace %s lacks labels this version sets; updating them", kns);
+        snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+        rv = call(k, "PATCH", path, patch, errmsg);
+        *again = rv == GERR_ABORTED; /* 409 Conflict: someone wrote it since we read it */
+        mem_free(patch);
+    }
+    k8s_meta_close(&m);
+    return rv;
+}
+
+static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
+{
     char path[200];
     char *doc = k8s_namespace_manifest(kns, k->gw, ns, epoch);
     int rv = call(k, "POST", "/api/v1/namespaces", doc, errmsg);
     mem_free(doc);
     if (rv == GERR_EXISTS) {
-        if ((rv = get_namespace(k, kns, &m, errmsg)) != 0) {
-            return rv;
+        bool again = true;
+        for (int i = 0; again && i < CONFLICT_RETRIES; i++) {
+            rv = update_managed_once(k, ns, kns, &again, errmsg);
         }
-        if (!ns_ours(k, &m)) {
-            gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
-            rv = GERR_EXISTS;
-        } else if (m.terminating || m.deleting) {
-            gerr_set(errmsg,
-                     "namespace %s is still terminating (it was deleted); it can be made again once it is "
-                     "gone",
-                     kns);
-            rv = GERR_UNAVAILABLE;
+        if (again) {
+            gerr_set(errmsg, "labels of namespace %s: still conflicting after %d attempts", kns,
+                     CONFLICT_RETRIES);
         }
-        k8s_meta_close(&m);
     }
     if (rv != 0) {
         return rv;

@@ -42,8 +42,10 @@
  *   managed   "openshell-<gateway_id>-<N>" (cut to 54 bytes plus a hash when longer than 63),
  *             created by ensure_namespace with the gateway's labels, the Pod Security labels of
  *             the restricted standard, a default-deny NetworkPolicy and copies of the image pull
- *             secrets; deleted by delete_namespace, which refuses to touch a namespace without this
- *             gateway's labels;
+ *             secrets; one that exists with this gateway's labels (an older Gantry made it) gets
+ *             the labels it lacks by a merge PATCH with its resourceVersion (the default-deny policy
+ *             is created if missing, never rewritten); deleted by delete_namespace; one without this
+ *             gateway's labels is refused by both and never modified;
  *   operator  existing namespaces from the allowlist: entry "N" maps gantry namespace N to the
  *             Kubernetes namespace N, entry "N=K" to K. Anything else is GERR_PERM. ensure checks
  *             that the namespace exists (a GET the chart grants by name); the driver never creates

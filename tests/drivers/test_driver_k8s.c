@@ -410,6 +410,112 @@ static void test_managed_namespace_labels(void **state)
 
 /* ---- Operator mode */
 
+/* What an older Gantry left: namespace @kns with @labels_json (a JSON object) and nothing else. */
+static void make_labelled_namespace(const char *kns, const char *labels_json)
+{
+    char body[600];
+    snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\",\"labels\":%s}}", kns, labels_json);
+    assert_int_equal(raw("POST", "/api/v1/namespaces", body, NULL), 201);
+}
+
+/* The resourceVersion of the object at @path. */
+static void rv_of(const char *path, char *out, size_t len)
+{
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    snprintf(out, len, "%s",
+             json_string_value(json_object_get(json_object_get(j, "metadata"), "resourceVersion")));
+    json_decref(j);
+}
+
+/* A managed namespace made by an older Gantry (this gateway's labels, no Pod Security or OpenShell
+ * labels) is brought up to date by ensure_namespace with a merge PATCH carrying the resourceVersion
+ * read (a 409 reads again); an operator's own labels stay; one already up to date is not written;
+ * one that is not this gateway's (or another gantry namespace's) is refused and not modified. */
+static void test_managed_namespace_brought_up_to_date(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200], v[64], before[32], after[32], json[400];
+    const char *old_labels = "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\","
+                             "\"gantry.dev/namespace\":\"legacy\",\"team\":\"x\"}";
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    driver_k8s_managed_namespace("gw-a", "legacy", kns);
+    make_labelled_namespace(kns, old_labels);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    truncate_log();
+    if (driver_ensure_namespace(d, e, "legacy", errmsg) != 0) {
+        fail_msg("ensure of a namespace an older version made: %s", errmsg);
+    }
+    assert_int_equal(logged("PATCH", path, NULL), 1);
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "restricted");
+    label_of(path, "pod-security.kubernetes.io/audit-version", v, sizeof v);
+    assert_string_equal(v, "latest");
+    label_of(path, OS_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-a");
+    label_of(path, OS_LABEL_MANAGED, v, sizeof v);
+    assert_string_equal(v, "openshell");
+    label_of(path, "team", v, sizeof v);
+    assert_string_equal(v, "x"); /* not ours to remove */
+    snprintf(json, sizeof json, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    assert_true(exists(json));
+    driver_free(d);
+    /* Up to date now: a new instance (nothing remembered) reads it and writes nothing. */
+    d = open_managed(NULL);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy", errmsg), 0);
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_int_equal(logged("PATCH", path, NULL), 1);
+    assert_int_equal(driver_delete_namespace(d, e, "legacy", errmsg), 0);
+
+    /* Someone writes it between our read and our PATCH: 409 Conflict, read again, patch again. */
+    driver_k8s_managed_namespace("gw-a", "legacy-2", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    snprintf(json, sizeof json, "{\"method\":\"PATCH\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"owner\":\"ops\"}}}",
+             path);
+    inject(json);
+    truncate_log();
+    if (driver_ensure_namespace(d, e, "legacy-2", errmsg) != 0) {
+        fail_msg("ensure after a conflicting write: %s", errmsg);
+    }
+    assert_int_equal(logged("PATCH", path, NULL), 2);
+    assert_int_equal(logged_status(409), 2); /* the POST (AlreadyExists) and the first PATCH */
+    label_of(path, "owner", v, sizeof v);
+    assert_string_equal(v, "ops");
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "restricted");
+    label_of(path, K8S_LABEL_NAMESPACE, v, sizeof v);
+    assert_string_equal(v, "legacy-2");
+    assert_int_equal(driver_delete_namespace(d, e, "legacy-2", errmsg), 0);
+
+    /* Another gateway's namespace of that name, and one of this gateway's that belongs to another
+     * gantry namespace: refused, and left exactly as they were. */
+    driver_k8s_managed_namespace("gw-a", "legacy-3", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-b\",\"gantry.dev/managed-by\":\"gantry\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    rv_of(path, before, sizeof before);
+    truncate_log();
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy-3", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "not managed by gateway gw-a"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_int_equal(logged("PATCH", path, NULL), 0);
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "");
+    driver_k8s_managed_namespace("gw-a", "legacy-4", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\","
+                                 "\"gantry.dev/namespace\":\"other\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy-4", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "belongs to gantry namespace other"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    driver_free(d);
+}
+
 static void test_operator_allowlist(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
@@ -1878,6 +1984,7 @@ int main(void)
         cmocka_unit_test(test_config_keys),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_managed_namespace_labels),
+        cmocka_unit_test(test_managed_namespace_brought_up_to_date),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),
