@@ -948,6 +948,28 @@ static bool ns_ours(struct driver_k8s *k, const struct k8s_meta *m)
            strcmp(m->managed_by, K8S_MANAGED_BY) == 0;
 }
 
+/* The refusal of managed namespace @kns, which is not ours (@what: what is refused). When it
+ * carries another gateway's id label, the message names that gateway (and its gantry namespace):
+ * "openshell-<gateway>-<namespace>" names collide between gateway ids where one followed by "-"
+ * begins the other (gw-a with namespace b-x, gw-a-b with namespace x), and the operator must be
+ * able to see which gateway holds the name. Label values from the server are shown only if they
+ * are label values (printable, short). */
+static void not_ours_msg(struct driver_k8s *k, const struct k8s_meta *m, const char *kns, const char *what,
+                         char *errmsg)
+{
+    const char *other = m->gateway_id, *other_ns = m->gantry_ns;
+    if (other == NULL || strcmp(other, k->gw) == 0 || !driver__label_value_ok(other)) {
+        gerr_set(errmsg, "namespace %s is not managed by gateway %s: %s", kns, k->gw, what);
+        return;
+    }
+    gerr_set(errmsg,
+             "namespace %s is not managed by gateway %s: %s; it belongs to gateway %s (gantry namespace %s). "
+             "Managed namespace names collide when one gateway id followed by \"-\" begins another: give "
+             "gateways ids that do not (docs/drivers.md)",
+             kns, k->gw, what, other,
+             other_ns != NULL && driver__label_value_ok(other_ns) ? other_ns : "unknown");
+}
+
 /* POST @doc to @collection; AlreadyExists is fine (made before). */
 static int create_or_keep(struct driver_k8s *k, const char *collection, const char *doc, char *errmsg)
 {
@@ -996,7 +1018,7 @@ static int update_managed_once(struct driver_k8s *k, const char *ns, const char 
         return rv;
     }
     if (!ns_ours(k, &m)) {
-        gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
+        not_ours_msg(k, &m, kns, "not using it", errmsg);
         rv = GERR_EXISTS;
     } else if (m.gantry_ns != NULL && strcmp(m.gantry_ns, ns) != 0) {
         /* Only a hash collision of two long names can do this: never take the other's. */
@@ -1129,8 +1151,7 @@ static int delete_managed(struct driver_k8s *k, const char *kns, char *errmsg)
             return rv;
         }
         if (!ns_ours(k, &m)) {
-            gerr_set(errmsg, "namespace %s is not labelled as managed by gateway %s: not deleting it", kns,
-                     k->gw);
+            not_ours_msg(k, &m, kns, "not deleting it", errmsg);
             k8s_meta_close(&m);
             return GERR_PERM;
         }

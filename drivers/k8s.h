@@ -162,6 +162,9 @@ void driver_k8s_stop(struct driver *d);
 void driver_k8s_object_name(enum driver_k8s_mode mode, const char *ns, const char *name, char out[64]);
 void driver_k8s_fallback_name(const char *preferred, const char *gateway_id, const char *sandbox_id,
                               char out[64]);
+/* Managed namespace names collide between gateway ids where one followed by "-" begins the other
+ * ("gw-a" with "b-x" and "gw-a-b" with "x"): the driver refuses the second (naming the gateway
+ * that holds the name), so gateways sharing a cluster need ids that do not (docs/drivers.md). */
 void driver_k8s_managed_namespace(const char *gateway_id, const char *ns, char out[64]);
 
 #endif

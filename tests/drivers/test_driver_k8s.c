@@ -673,6 +673,50 @@ static void test_shared_names_that_read_the_same(void **state)
     driver_free(d);
 }
 
+/* Gateway ids where one followed by "-" begins the other name one managed namespace for two
+ * gantry namespaces: gw-a's "b-x" and gw-a-b's "x" are both openshell-gw-a-b-x. Whoever ensures
+ * first has it; the other is refused (ensure GERR_EXISTS, delete GERR_PERM) with a message naming
+ * the gateway and gantry namespace that hold it, and nothing of the holder's is touched. gw-a-b
+ * has no Helm release in these tests: its driver uses the admin token. */
+static void test_managed_name_collision_between_gateways(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], other[64], path[200], before[32], after[32];
+    struct driver_k8s_config c = {.server = server,
+                                  .token_file = token,
+                                  .ca_file = cert,
+                                  .gateway_id = "gw-a-b",
+                                  .mode = DRIVER_K8S_MANAGED,
+                                  .home_namespace = "gantry-b",
+                                  .timeout_ms = 10000,
+                                  .no_watch = true};
+    struct driver *ab, *a = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    assert_int_equal(driver_k8s_new(&c, &ab, errmsg), 0);
+    driver_k8s_managed_namespace("gw-a", "b-x", kns);
+    driver_k8s_managed_namespace("gw-a-b", "x", other);
+    assert_string_equal(kns, other);
+    assert_string_equal(kns, "openshell-gw-a-b-x");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+
+    assert_int_equal(driver_ensure_namespace(ab, e, "x", errmsg), 0);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(a, e, "b-x", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "not managed by gateway gw-a"));
+    assert_non_null(strstr(errmsg, "belongs to gateway gw-a-b (gantry namespace x)"));
+    assert_int_equal(driver_delete_namespace(a, e, "b-x", errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "not deleting it"));
+    assert_non_null(strstr(errmsg, "belongs to gateway gw-a-b (gantry namespace x)"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    char v[64];
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-a-b");
+
+    assert_int_equal(driver_delete_namespace(ab, e, "x", errmsg), 0);
+    driver_free(ab);
+    driver_free(a);
+}
+
 static void test_two_gateways_managed(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
@@ -1989,6 +2033,7 @@ int main(void)
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),
         cmocka_unit_test(test_two_gateways_managed),
+        cmocka_unit_test(test_managed_name_collision_between_gateways),
         cmocka_unit_test(test_fence_conflict_then_success),
         cmocka_unit_test(test_fence_conflict_then_stale),
         cmocka_unit_test(test_delete_conflict_and_404),
