@@ -227,8 +227,8 @@ static int throttle_wait(struct driver_k8s *k, unsigned s, const char *method, c
 /* One request; a non-2xx status becomes its GERR_* code with the Status message. On 0 the body
  * is in k->resp. A 429 is waited out (its Retry-After, 1 s without one; throttle_wait, which lets
  * other calls run meanwhile) while the waits add up to at most DRIVER_K8S_THROTTLE_WAIT_S, then
- * GERR_BUSY. After driver_k8s_stop every call is GERR_CANCELED without a request. A 403 because the namespace
- * is being deleted is GERR_UNAVAILABLE: it clears by waiting, unlike RBAC's 403. */
+ * GERR_BUSY. After driver_k8s_stop every call is GERR_CANCELED without a request. A 403 because
+ * the namespace is being deleted is GERR_UNAVAILABLE: it clears by waiting, unlike RBAC's 403. */
 static int call(struct driver_k8s *k, const char *method, const char *path, const char *body, char *errmsg)
 {
     struct k8s_status *st = &k->last;
@@ -260,6 +260,8 @@ static int call(struct driver_k8s *k, const char *method, const char *path, cons
             if (waited + wait <= DRIVER_K8S_THROTTLE_WAIT_S) {
                 LOG_INFO("kubernetes driver: %s %s throttled (429); retrying after %u s", method, path, wait);
                 if ((rv = throttle_wait(k, wait, method, path, errmsg)) != 0) {
+                    memset(st, 0, sizeof *st); /* another call's, if one ran meanwhile */
+                    k->last_status = 0;
                     return rv;
                 }
                 waited += wait;

@@ -10,7 +10,9 @@
  *
  * Covers: the shared conformance checks (managed mode); managed namespaces made and removed with
  * the gateway's labels, the Pod Security labels, a default-deny NetworkPolicy and copied image pull
- * secrets, foreign namespaces never adopted or deleted; operator mode's allowlist; shared mode
+ * secrets, foreign namespaces never adopted or deleted, one an older version made brought up to
+ * date by a merge PATCH, a name two gateway ids collide on refused naming the holder; operator
+ * mode's allowlist; shared mode
  * without reading the Namespace object, with "<namespace>--<name>" object names, names that read the
  * same and names taken by another gateway; two gateway ids in one API server (managed and shared)
  * never seeing or touching each other's objects; 409 Conflict on the fence and on deletes; 404 on
@@ -18,13 +20,15 @@
  * reserved prefixes and objects over the size limit refused; the restricted pod security context
  * (the fake's controller refuses pods that break it); phases from the Sandbox's conditions; the
  * provisioning deadline; the served API version (v1beta1, v1alpha1 only where v1beta1 is not,
- * the conversion webhook down); the CRD not served; throttling (429 with Retry-After); a namespace
+ * the conversion webhook down); the CRD not served; throttling (429 with Retry-After, waited out
+ * without blocking other calls, cut short by driver_k8s_stop); a namespace
  * stuck Terminating; the API server restarting mid-create; reads from the list+watch cache, a watch
  * relisting after 410 and list pages restarting after an expired continue token; RBAC refusals;
  * 401, untrusted certificates, 5xx, an unreachable server; 1,000 sandboxes with the API requests
  * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
- * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
+ * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped).
+ * GANTRY_TEST_FILTER (a cmocka pattern such as "test_throttl*") runs only the tests it matches. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
