@@ -9,7 +9,7 @@
  * so a name derived from the id is never trusted. */
 #include "drivers/k8s.h"
 
-#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,11 +73,26 @@ struct driver_k8s {
     size_t n_scopes;
     struct memo memo[MEMO_MAX];
     size_t n_memo;
+    /* Waiting out a 429 (throttle_wait) releases base.mu: other calls run meanwhile. The fields
+     * below are read and written under base.mu. */
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC; broadcast by driver_k8s_stop */
+    bool stopping;       /* driver_k8s_stop was called: no more waits, no more requests */
+    unsigned throttled;  /* calls waiting out a 429 now */
+    uint64_t op_epoch;   /* the epoch of the call that holds base.mu (0: none) */
 };
 
 static struct driver_k8s *k8s_of(struct driver *d)
 {
     return (struct driver_k8s *)d;
+}
+
+/* The start of every call that carries an epoch: it holds base.mu from here to its return, except
+ * while it waits out a 429 (throttle_wait restores op_epoch when it has the mutex back). */
+static struct driver_k8s *k8s_enter(struct driver *d, uint64_t epoch)
+{
+    struct driver_k8s *k = k8s_of(d);
+    k->op_epoch = epoch;
+    return k;
 }
 
 static const char *mode_name(enum driver_k8s_mode m)
@@ -173,17 +188,47 @@ static int k8s_namespace(struct driver_k8s *k, const char *ns, char out[64], cha
 
 /* ---- Requests */
 
-static void sleep_s(unsigned s)
+/* Wait @s seconds before repeating a throttled request, without holding the driver's mutex: the
+ * caller holds base.mu (every op runs under it) and the timed wait on k->wake releases it until
+ * the wait ends, so the other calls (the API's validate and capabilities, stats, another thread's
+ * ops) are not held up behind a throttled one. driver_k8s_stop ends the wait at once.
+ *
+ * Another call may run meanwhile and use k->http, k->resp and k->last: the caller must not keep
+ * anything it read from them before (call() repeats its request afterwards). It may also have
+ * raised the newest epoch: then this call's fence check no longer holds. Returns 0 after the
+ * wait, GERR_CANCELED when the driver is stopping, DRIVER_ERR_STALE when a newer epoch than this
+ * call's was seen meanwhile. */
+static int throttle_wait(struct driver_k8s *k, unsigned s, const char *method, const char *path, char *errmsg)
 {
-    struct timespec ts = {.tv_sec = (time_t)s};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    uint64_t epoch = k->op_epoch;
+    struct timespec until;
+    int rc = 0;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)s;
+    k->throttled++;
+    while (!k->stopping && rc == 0) { /* 0 is a wakeup (maybe spurious): check and wait again */
+        rc = pthread_cond_timedwait(&k->wake, &k->base.mu, &until);
     }
+    k->throttled--;
+    k->op_epoch = epoch;
+    if (k->stopping) {
+        gerr_set(errmsg, "%s %s: throttled (HTTP 429) and the kubernetes driver is stopping", method, path);
+        return GERR_CANCELED;
+    }
+    if (epoch != 0 && k->newest > epoch) {
+        gerr_set(errmsg,
+                 "stale epoch %llu: this kubernetes driver saw epoch %llu while %s %s waited out throttling",
+                 (unsigned long long)epoch, (unsigned long long)k->newest, method, path);
+        return DRIVER_ERR_STALE;
+    }
+    return 0;
 }
 
 /* One request; a non-2xx status becomes its GERR_* code with the Status message. On 0 the body
- * is in k->resp. A 429 is waited out (its Retry-After, 1 s without one) while the waits add up to
- * at most DRIVER_K8S_THROTTLE_WAIT_S, then GERR_BUSY. A 403 because the namespace is being
- * deleted is GERR_UNAVAILABLE: it clears by waiting, unlike RBAC's 403. */
+ * is in k->resp. A 429 is waited out (its Retry-After, 1 s without one; throttle_wait, which lets
+ * other calls run meanwhile) while the waits add up to at most DRIVER_K8S_THROTTLE_WAIT_S, then
+ * GERR_BUSY. After driver_k8s_stop every call is GERR_CANCELED without a request. A 403 because
+ * the namespace is being deleted is GERR_UNAVAILABLE: it clears by waiting, unlike RBAC's 403. */
 static int call(struct driver_k8s *k, const char *method, const char *path, const char *body, char *errmsg)
 {
     struct k8s_status *st = &k->last;
@@ -196,6 +241,10 @@ static int call(struct driver_k8s *k, const char *method, const char *path, cons
     }
     for (;;) {
         long status = 0;
+        if (k->stopping) {
+            gerr_set(errmsg, "%s %s: the kubernetes driver is stopping", method, path);
+            return GERR_CANCELED;
+        }
         memset(st, 0, sizeof *st);
         k->requests++;
         int rv = k8s_http_request(k->http, method, path, body, &status, &k->resp, errmsg);
@@ -210,7 +259,11 @@ static int call(struct driver_k8s *k, const char *method, const char *path, cons
             wait = wait != 0 ? wait : st->retry_after_s != 0 ? st->retry_after_s : 1u;
             if (waited + wait <= DRIVER_K8S_THROTTLE_WAIT_S) {
                 LOG_INFO("kubernetes driver: %s %s throttled (429); retrying after %u s", method, path, wait);
-                sleep_s(wait);
+                if ((rv = throttle_wait(k, wait, method, path, errmsg)) != 0) {
+                    memset(st, 0, sizeof *st); /* another call's, if one ran meanwhile */
+                    k->last_status = 0;
+                    return rv;
+                }
                 waited += wait;
                 continue;
             }
@@ -283,6 +336,9 @@ static int sandbox_api(struct driver_k8s *k, char *errmsg)
     if (rv != 0 || (rv = k8s_api_group_decode(body(k), k->resp.len, &served, errmsg)) != 0) {
         gerr_wrap(errmsg, "discovery of " K8S_SANDBOX_GROUP);
         return rv;
+    }
+    if (k->version[0] != '\0') {
+        return 0; /* another call discovered it while this one waited out throttling */
     }
     const char *v = (served & K8S_SERVES_V1BETA1) != 0    ? K8S_SANDBOX_V1BETA1
                     : (served & K8S_SERVES_V1ALPHA1) != 0 ? K8S_SANDBOX_V1ALPHA1
@@ -370,7 +426,7 @@ static int fence(struct driver_k8s *k, uint64_t epoch, char *errmsg)
         bool again;
         rv = fence_once(k, epoch, path, &again, errmsg);
         if (rv == 0) {
-            k->newest = epoch;
+            k->newest = epoch > k->newest ? epoch : k->newest;
             return 0;
         }
         if (!again) {
@@ -570,7 +626,7 @@ static int find(struct driver_k8s *k, const char *ns, const char *id, struct fou
 static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                    struct driver_sandbox *out, char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     struct found f = {0};
     int rv = read_check(k, epoch, errmsg);
     if (rv == 0 && (rv = find(k, ns, id, &f, errmsg)) == 0) {
@@ -720,7 +776,7 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
 static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sandbox_spec *s,
                       struct driver_sandbox *out, char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     char kns[64], name[64], fallback[64];
     struct found f = {0};
     bool taken;
@@ -798,7 +854,7 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
 
 static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     int rv = fence(k, epoch, errmsg);
     for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
         rv = delete_once(k, epoch, ns, id, i > 0, errmsg);
@@ -866,7 +922,7 @@ static int list_all(struct driver_k8s *k, const char *ns, struct found *out, cha
 static int k8s_list(struct driver *d, uint64_t epoch, const char *ns, struct driver_sandbox_list *out,
                     char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     struct found f = {0};
     int rv = read_check(k, epoch, errmsg);
     if (rv == 0 && (rv = list_all(k, ns, &f, errmsg)) == 0) {
@@ -892,6 +948,28 @@ static bool ns_ours(struct driver_k8s *k, const struct k8s_meta *m)
 {
     return m->gateway_id != NULL && strcmp(m->gateway_id, k->gw) == 0 && m->managed_by != NULL &&
            strcmp(m->managed_by, K8S_MANAGED_BY) == 0;
+}
+
+/* The refusal of managed namespace @kns, which is not ours (@what: what is refused). When it
+ * carries another gateway's id label, the message names that gateway (and its gantry namespace):
+ * "openshell-<gateway>-<namespace>" names collide between gateway ids where one followed by "-"
+ * begins the other (gw-a with namespace b-x, gw-a-b with namespace x), and the operator must be
+ * able to see which gateway holds the name. Label values from the server are shown only if they
+ * are label values (printable, short). */
+static void not_ours_msg(struct driver_k8s *k, const struct k8s_meta *m, const char *kns, const char *what,
+                         char *errmsg)
+{
+    const char *other = m->gateway_id, *other_ns = m->gantry_ns;
+    if (other == NULL || strcmp(other, k->gw) == 0 || !driver__label_value_ok(other)) {
+        gerr_set(errmsg, "namespace %s is not managed by gateway %s: %s", kns, k->gw, what);
+        return;
+    }
+    gerr_set(errmsg,
+             "namespace %s is not managed by gateway %s: %s; it belongs to gateway %s (gantry namespace %s). "
+             "Managed namespace names collide when one gateway id followed by \"-\" begins another: give "
+             "gateways ids that do not (docs/drivers.md)",
+             kns, k->gw, what, other,
+             other_ns != NULL && driver__label_value_ok(other_ns) ? other_ns : "unknown");
 }
 
 /* POST @doc to @collection; AlreadyExists is fine (made before). */
@@ -928,28 +1006,60 @@ static int copy_pull_secret(struct driver_k8s *k, const char *kns, const char *n
     return rv;
 }
 
-static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
+/* One look at managed namespace @kns, which exists: refuse it unless it is ours, and bring its
+ * labels up to date (an older Gantry made it without some of them, such as the Pod Security ones)
+ * with a merge PATCH carrying the resourceVersion read. *@again on a 409 Conflict. */
+static int update_managed_once(struct driver_k8s *k, const char *ns, const char *kns, bool *again,
+                               char *errmsg)
 {
     struct k8s_meta m;
+    char path[128], *patch = NULL;
+    *again = false;
+    int rv = get_namespace(k, kns, &m, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (!ns_ours(k, &m)) {
+        not_ours_msg(k, &m, kns, "not using it", errmsg);
+        rv = GERR_EXISTS;
+    } else if (m.gantry_ns != NULL && strcmp(m.gantry_ns, ns) != 0) {
+        /* Only a hash collision of two long names can do this: never take the other's. */
+        gerr_set(errmsg, "namespace %s belongs to gantry namespace %s of gateway %s, not to %s", kns,
+                 m.gantry_ns, k->gw, ns);
+        rv = GERR_EXISTS;
+    } else if (m.terminating || m.deleting) {
+        gerr_set(errmsg,
+                 "namespace %s is still terminating (it was deleted); it can be made again once it is "
+                 "gone",
+                 kns);
+        rv = GERR_UNAVAILABLE;
+    } else if ((rv = k8s_namespace_patch(body(k), k->resp.len, k->gw, ns, &patch, errmsg)) == 0 &&
+               patch != NULL) {
+        LOG_INFO("kubernetes driver: namespace %s lacks labels this version sets; updating them", kns);
+        snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+        rv = call(k, "PATCH", path, patch, errmsg);
+        *again = rv == GERR_ABORTED; /* 409 Conflict: someone wrote it since we read it */
+        mem_free(patch);
+    }
+    k8s_meta_close(&m);
+    return rv;
+}
+
+static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
+{
     char path[200];
     char *doc = k8s_namespace_manifest(kns, k->gw, ns, epoch);
     int rv = call(k, "POST", "/api/v1/namespaces", doc, errmsg);
     mem_free(doc);
     if (rv == GERR_EXISTS) {
-        if ((rv = get_namespace(k, kns, &m, errmsg)) != 0) {
-            return rv;
+        bool again = true;
+        for (int i = 0; again && i < CONFLICT_RETRIES; i++) {
+            rv = update_managed_once(k, ns, kns, &again, errmsg);
         }
-        if (!ns_ours(k, &m)) {
-            gerr_set(errmsg, "namespace %s exists and is not managed by gateway %s", kns, k->gw);
-            rv = GERR_EXISTS;
-        } else if (m.terminating || m.deleting) {
-            gerr_set(errmsg,
-                     "namespace %s is still terminating (it was deleted); it can be made again once it is "
-                     "gone",
-                     kns);
-            rv = GERR_UNAVAILABLE;
+        if (again) {
+            gerr_set(errmsg, "labels of namespace %s: still conflicting after %d attempts", kns,
+                     CONFLICT_RETRIES);
         }
-        k8s_meta_close(&m);
     }
     if (rv != 0) {
         return rv;
@@ -991,7 +1101,7 @@ static void memo_add(struct driver_k8s *k, const char *kns)
 
 static int k8s_ensure_ns(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     struct k8s_meta m;
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
@@ -1043,8 +1153,7 @@ static int delete_managed(struct driver_k8s *k, const char *kns, char *errmsg)
             return rv;
         }
         if (!ns_ours(k, &m)) {
-            gerr_set(errmsg, "namespace %s is not labelled as managed by gateway %s: not deleting it", kns,
-                     k->gw);
+            not_ours_msg(k, &m, kns, "not deleting it", errmsg);
             k8s_meta_close(&m);
             return GERR_PERM;
         }
@@ -1063,7 +1172,7 @@ static int delete_managed(struct driver_k8s *k, const char *kns, char *errmsg)
 
 static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)
 {
-    struct driver_k8s *k = k8s_of(d);
+    struct driver_k8s *k = k8s_enter(d, epoch);
     struct found f = {0};
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
@@ -1109,6 +1218,7 @@ void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&d->mu);
     out->requests = k->requests;
+    out->throttled = k->throttled;
     for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
         struct k8s_watch_stats ws;
         if (k->watches[i] == NULL) {
@@ -1134,6 +1244,20 @@ static void free_list(char **l, size_t n)
     mem_free(l);
 }
 
+void driver_k8s_stop(struct driver *d)
+{
+    struct driver_k8s *k = k8s_of(d);
+    pthread_mutex_lock(&d->mu);
+    k->stopping = true;
+    pthread_cond_broadcast(&k->wake);
+    for (size_t i = 0; k->watches != NULL && i < k->n_scopes; i++) {
+        if (k->watches[i] != NULL) {
+            k8s_watch_signal(k->watches[i]);
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void k8s_free(struct driver *d)
 {
     struct driver_k8s *k = k8s_of(d);
@@ -1156,6 +1280,7 @@ static void k8s_free(struct driver *d)
     mem_free(k->cert_file);
     mem_free(k->key_file);
     buf_close(&k->resp);
+    pthread_cond_destroy(&k->wake);
     driver__close(&k->base);
     mem_free(k);
 }
@@ -1358,6 +1483,11 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     }
     struct driver_k8s *k = mem_zalloc(sizeof *k);
     driver__init(&k->base, &k8s_ops);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->wake, &ca);
+    pthread_condattr_destroy(&ca);
     buf_init(&k->resp);
     k->gw = mem_strdup(cfg->gateway_id);
     k->mode = cfg->mode;

@@ -42,8 +42,10 @@
  *   managed   "openshell-<gateway_id>-<N>" (cut to 54 bytes plus a hash when longer than 63),
  *             created by ensure_namespace with the gateway's labels, the Pod Security labels of
  *             the restricted standard, a default-deny NetworkPolicy and copies of the image pull
- *             secrets; deleted by delete_namespace, which refuses to touch a namespace without this
- *             gateway's labels;
+ *             secrets; one that exists with this gateway's labels (an older Gantry made it) gets
+ *             the labels it lacks by a merge PATCH with its resourceVersion (the default-deny policy
+ *             is created if missing, never rewritten); deleted by delete_namespace; one without this
+ *             gateway's labels is refused by both and never modified;
  *   operator  existing namespaces from the allowlist: entry "N" maps gantry namespace N to the
  *             Kubernetes namespace N, entry "N=K" to K. Anything else is GERR_PERM. ensure checks
  *             that the namespace exists (a GET the chart grants by name); the driver never creates
@@ -67,7 +69,8 @@
  * holder finds it by its labels and adopts it, never a second copy.
  *
  * Errors that clear by waiting are never final: 429 (throttling: the driver waits for the
- * Retry-After it is given, up to 5 s in all within one call, then answers GERR_BUSY), 5xx
+ * Retry-After it is given, up to 5 s in all within one call, then answers GERR_BUSY; the wait
+ * does not hold the instance's mutex, so other calls go on meanwhile), 5xx
  * (including an unavailable admission or conversion webhook: GERR_UNAVAILABLE), a namespace being
  * deleted (403 NamespaceTerminating, or a managed namespace still Terminating: GERR_UNAVAILABLE)
  * and transport failures. The reconciler retries those until the provisioning deadline. Errors
@@ -86,7 +89,9 @@
  * K8S_MAX_OBJECT is refused by validate.
  *
  * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
- * watch, each on its own thread. */
+ * watch, each on its own thread. A call waiting out a 429 releases the mutex until its wait ends
+ * (driver_k8s_stop ends it early); it then sends its request again, and is DRIVER_ERR_STALE if a
+ * call with a newer epoch ran meanwhile. */
 #ifndef GANTRY_DRIVERS_K8S_H
 #define GANTRY_DRIVERS_K8S_H
 
@@ -138,17 +143,28 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
  * events applied; how many objects the cache holds and whether every scope is live. */
 struct driver_k8s_stats {
     unsigned long long requests;
+    unsigned throttled; /* calls waiting out a 429 (Retry-After) right now */
     unsigned long long watch_list_pages, watch_requests, watch_events, watch_relists, watch_errors;
     size_t cached;
     bool live;
 };
 void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out);
 
+/* Stop the driver's activity, from any thread, before the threads that call it are joined: a call
+ * waiting out a 429 returns GERR_CANCELED at once, and every later call that needs the API
+ * server fails with GERR_CANCELED without a request; the watches are told to end. A call in the
+ * middle of a request finishes it first (bounded by timeout_ms), so this returns within that.
+ * driver_free is still needed, once no thread uses the driver. Calling it twice is fine. */
+void driver_k8s_stop(struct driver *d);
+
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */
 void driver_k8s_object_name(enum driver_k8s_mode mode, const char *ns, const char *name, char out[64]);
 void driver_k8s_fallback_name(const char *preferred, const char *gateway_id, const char *sandbox_id,
                               char out[64]);
+/* Managed namespace names collide between gateway ids where one followed by "-" begins the other
+ * ("gw-a" with "b-x" and "gw-a-b" with "x"): the driver refuses the second (naming the gateway
+ * that holds the name), so gateways sharing a cluster need ids that do not (docs/drivers.md). */
 void driver_k8s_managed_namespace(const char *gateway_id, const char *ns, char out[64]);
 
 #endif

@@ -350,9 +350,11 @@ static void set_options(struct k8s_http *h, const char *method, const char *url,
     }
 }
 
-/* The headers of a request: JSON accepted (and sent, with @json_body), and the credential, which
+/* The headers of a request: JSON accepted, @content_type (a "Content-Type: ..." line, NULL for a
+ * request without a body), and the credential, which
  * is wiped from memory once copied into the list. 0, or auth_header's error. */
-static int request_headers(struct k8s_http *h, bool json_body, struct curl_slist **out, char *errmsg)
+static int request_headers(struct k8s_http *h, const char *content_type, struct curl_slist **out,
+                           char *errmsg)
 {
     char *auth;
     int rv = auth_header(h, &auth, errmsg);
@@ -360,8 +362,8 @@ static int request_headers(struct k8s_http *h, bool json_body, struct curl_slist
         return rv;
     }
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
-    if (json_body) {
-        headers = curl_slist_append(headers, "Content-Type: application/json");
+    if (content_type != NULL) {
+        headers = curl_slist_append(headers, content_type);
     }
     if (auth != NULL) {
         headers = curl_slist_append(headers, auth);
@@ -378,7 +380,10 @@ int k8s_http_request(struct k8s_http *h, const char *method, const char *path, c
     *status = 0;
     buf_reset(resp);
     struct curl_slist *headers;
-    int rv = request_headers(h, true, &headers, errmsg);
+    int rv = request_headers(h,
+                             strcmp(method, "PATCH") == 0 ? "Content-Type: application/merge-patch+json"
+                                                          : "Content-Type: application/json",
+                             &headers, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -413,7 +418,7 @@ int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, c
     *status = 0;
     buf_reset(resp);
     struct curl_slist *headers;
-    int rv = request_headers(h, false, &headers, errmsg);
+    int rv = request_headers(h, NULL, &headers, errmsg);
     if (rv != 0) {
         return rv;
     }

@@ -34,7 +34,8 @@ int k8s_http_new(const struct k8s_http_config *cfg, struct k8s_http **out, char 
 void k8s_http_free(struct k8s_http *h); /* NULL is fine */
 
 /* Send @method @path (starting with '/', query included, already escaped) with the JSON @body
- * (NULL for none). On 0, *@status is the HTTP status (any) and @resp (reset first) holds the
+ * (NULL for none; a PATCH's is a JSON merge patch, sent as application/merge-patch+json). On 0,
+ * *@status is the HTTP status (any) and @resp (reset first) holds the
  * body, NUL-terminated past len. Transport failures come back through k8s_http_err_from_curl,
  * a token file that cannot be read as GERR_UNAUTH, with the reason in @errmsg. */
 int k8s_http_request(struct k8s_http *h, const char *method, const char *path, const char *body, long *status,

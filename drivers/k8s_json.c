@@ -861,7 +861,8 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
     return 0;
 }
 
-char *k8s_namespace_manifest(const char *name, const char *gateway_id, const char *gantry_ns, uint64_t epoch)
+/* Every label of a managed namespace: the gateway's and the Pod Security admission labels. */
+static json_t *namespace_labels(const char *gateway_id, const char *gantry_ns)
 {
     json_t *labels = labels_for(gateway_id, gantry_ns);
     static const char *const modes[] = {"enforce", "audit", "warn"};
@@ -872,8 +873,54 @@ char *k8s_namespace_manifest(const char *name, const char *gateway_id, const cha
         json_object_set_new(labels, k, json_string("restricted"));
         json_object_set_new(labels, kv, json_string("latest"));
     }
+    return labels;
+}
+
+char *k8s_namespace_manifest(const char *name, const char *gateway_id, const char *gantry_ns, uint64_t epoch)
+{
     return dump(json_pack("{s:s,s:s,s:{s:s,s:o,s:o}}", "apiVersion", "v1", "kind", "Namespace", "metadata",
-                          "name", name, "labels", labels, "annotations", epoch_annotations(epoch)));
+                          "name", name, "labels", namespace_labels(gateway_id, gantry_ns), "annotations",
+                          epoch_annotations(epoch)));
+}
+
+int k8s_namespace_patch(const char *text, size_t len, const char *gateway_id, const char *gantry_ns,
+                        char **out, char *errmsg)
+{
+    *out = NULL;
+    json_t *j = load(text, len, errmsg);
+    if (j == NULL) {
+        return GERR_PROTO;
+    }
+    json_t *md = json_object_get(j, "metadata");
+    json_t *have = json_object_get(md, "labels");
+    const char *rv = str_member(md, "resourceVersion", MAX_NAME);
+    if (!json_is_object(md) || (have != NULL && !json_is_object(have)) || rv == NULL) {
+        gerr_set(errmsg, "Namespace without metadata, labels that are not an object, or no resourceVersion");
+        json_decref(j);
+        return GERR_PROTO;
+    }
+    json_t *want = namespace_labels(gateway_id, gantry_ns);
+    json_t *change = json_object();
+    const char *key;
+    json_t *value;
+    json_object_foreach(want, key, value)
+    {
+        if (!json_equal(json_object_get(have, key), value)) {
+            json_object_set(change, key, value);
+        }
+    }
+    if (json_object_size(change) > 0) {
+        *out = dump(json_pack("{s:{s:s,s:O}}", "metadata", "resourceVersion", rv, "labels", change));
+    }
+    int n = (int)json_object_size(change);
+    json_decref(change);
+    json_decref(want);
+    json_decref(j);
+    if (n > 0 && *out == NULL) {
+        gerr_set(errmsg, "cannot encode the Namespace's label patch");
+        return GERR_NOMEM;
+    }
+    return 0;
 }
 
 char *k8s_network_policy_manifest(const char *ns, const char *gateway_id)

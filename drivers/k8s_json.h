@@ -211,6 +211,14 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
  * labels that enforce (and audit and warn about) the restricted standard. */
 char *k8s_namespace_manifest(const char *name, const char *gateway_id, const char *gantry_ns, uint64_t epoch);
 
+/* Bring a managed Namespace made by an older Gantry up to date: @text is the Namespace as the API
+ * server sent it. On 0, *@out is NULL when it already carries every label k8s_namespace_manifest
+ * sets (same values), else a JSON merge patch (mem_free) that sets only the missing or different
+ * ones and carries the Namespace's resourceVersion, so a write made since it was read is a 409
+ * Conflict; other labels (an operator's) are left alone. GERR_PROTO for a malformed Namespace. */
+int k8s_namespace_patch(const char *text, size_t len, const char *gateway_id, const char *gantry_ns,
+                        char **out, char *errmsg);
+
 /* The NetworkPolicy K8S_NETPOL_NAME in managed namespace @ns: every pod, no ingress, no egress.
  * Sandboxes never dial out themselves (DESIGN.md 6a: egress goes through the relay, which is not
  * in this tree yet); when it lands, its policy is an allow rule beside this one. */

@@ -27,6 +27,8 @@ Semantics
     (each with a name and an image), with replicas outside 0..1 (v1alpha1 only), a shutdownTime that
     is not RFC 3339, or a shutdownPolicy other than Delete/Retain: 422;
   - PUT with a stale metadata.resourceVersion: 409 Conflict; without one: an unconditional replace;
+    PATCH (application/merge-patch+json only, of metadata.labels and annotations) likewise: a
+    metadata.resourceVersion in the patch that is not the object's is 409 Conflict;
     DELETE with DeleteOptions preconditions (resourceVersion, uid) that do not match: 409 Conflict;
     missing objects: 404 NotFound (details.kind the resource);
   - deleting a namespace makes it Terminating (status.phase, deletionTimestamp) and deletes its
@@ -577,6 +579,42 @@ class Store:
         self.save()
         return self.out(key, new, version)
 
+    def patch(self, key, ns, name, patch, version):
+        """A JSON merge patch (RFC 7386) of metadata.labels and metadata.annotations, the only fields
+        the driver patches (anything else is 422 here). A metadata.resourceVersion in the patch is a
+        precondition: 409 Conflict when the object has changed since, as a real server does."""
+        cur = self.objects[key].get((ns, name))
+        if cur is None:
+            raise not_found(key[1], name)
+        if not isinstance(patch, dict) or set(patch) - {"metadata"} or \
+                not isinstance(patch.get("metadata", {}), dict) or \
+                set(patch.get("metadata", {})) - {"labels", "annotations", "resourceVersion"}:
+            raise ApiError(422, "Invalid", "this fake merge-patches metadata.labels and metadata.annotations only")
+        meta = patch.get("metadata", {})
+        rv = meta.get("resourceVersion")
+        if rv and rv != cur["metadata"]["resourceVersion"]:
+            raise self.conflict(key[1], name, "the object has been modified; please apply your changes to the "
+                                "latest version and try again")
+        new = copy.deepcopy(cur)
+        for field in ("labels", "annotations"):
+            if field not in meta:
+                continue
+            if not isinstance(meta[field], dict):
+                raise ApiError(422, "Invalid", f"metadata.{field} must be an object")
+            merged = new["metadata"].setdefault(field, {})
+            for k, v in meta[field].items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+        self.check_meta(key, new["metadata"])
+        self.check_size(new)
+        self.bump(new)
+        self.objects[key][(ns, name)] = new
+        self.record(key, "MODIFIED", new)
+        self.save()
+        return self.out(key, new, version)
+
     def delete(self, key, ns, name, options, version):
         cur = self.objects[key].get((ns, name))
         if cur is None:
@@ -927,6 +965,13 @@ class Handler(BaseHTTPRequestHandler):
                 return 200, store.get(key, ns, name, version)
             if verb == "update":
                 return 200, store.replace(key, ns, name, body, version)
+            if verb == "patch":
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if ctype != "application/merge-patch+json":
+                    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
+                                   f"format - accepted media types include: application/merge-patch+json "
+                                   f"(this fake), not {ctype!r}")
+                return 200, store.patch(key, ns, name, body, version)
             if verb == "delete":
                 return 200, store.delete(key, ns, name, body, version)
         raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")

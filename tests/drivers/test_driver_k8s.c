@@ -10,7 +10,9 @@
  *
  * Covers: the shared conformance checks (managed mode); managed namespaces made and removed with
  * the gateway's labels, the Pod Security labels, a default-deny NetworkPolicy and copied image pull
- * secrets, foreign namespaces never adopted or deleted; operator mode's allowlist; shared mode
+ * secrets, foreign namespaces never adopted or deleted, one an older version made brought up to
+ * date by a merge PATCH, a name two gateway ids collide on refused naming the holder; operator
+ * mode's allowlist; shared mode
  * without reading the Namespace object, with "<namespace>--<name>" object names, names that read the
  * same and names taken by another gateway; two gateway ids in one API server (managed and shared)
  * never seeing or touching each other's objects; 409 Conflict on the fence and on deletes; 404 on
@@ -18,13 +20,16 @@
  * reserved prefixes and objects over the size limit refused; the restricted pod security context
  * (the fake's controller refuses pods that break it); phases from the Sandbox's conditions; the
  * provisioning deadline; the served API version (v1beta1, v1alpha1 only where v1beta1 is not,
- * the conversion webhook down); the CRD not served; throttling (429 with Retry-After); a namespace
+ * the conversion webhook down); the CRD not served; throttling (429 with Retry-After, waited out
+ * without blocking other calls, cut short by driver_k8s_stop); a namespace
  * stuck Terminating; the API server restarting mid-create; reads from the list+watch cache, a watch
  * relisting after 410 and list pages restarting after an expired continue token; RBAC refusals;
  * 401, untrusted certificates, 5xx, an unreachable server; 1,000 sandboxes with the API requests
  * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
- * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
+ * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped).
+ * GANTRY_TEST_FILTER (a cmocka pattern such as "test_throttl*") runs only the tests it matches. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -409,6 +414,112 @@ static void test_managed_namespace_labels(void **state)
 
 /* ---- Operator mode */
 
+/* What an older Gantry left: namespace @kns with @labels_json (a JSON object) and nothing else. */
+static void make_labelled_namespace(const char *kns, const char *labels_json)
+{
+    char body[600];
+    snprintf(body, sizeof body, "{\"metadata\":{\"name\":\"%s\",\"labels\":%s}}", kns, labels_json);
+    assert_int_equal(raw("POST", "/api/v1/namespaces", body, NULL), 201);
+}
+
+/* The resourceVersion of the object at @path. */
+static void rv_of(const char *path, char *out, size_t len)
+{
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    snprintf(out, len, "%s",
+             json_string_value(json_object_get(json_object_get(j, "metadata"), "resourceVersion")));
+    json_decref(j);
+}
+
+/* A managed namespace made by an older Gantry (this gateway's labels, no Pod Security or OpenShell
+ * labels) is brought up to date by ensure_namespace with a merge PATCH carrying the resourceVersion
+ * read (a 409 reads again); an operator's own labels stay; one already up to date is not written;
+ * one that is not this gateway's (or another gantry namespace's) is refused and not modified. */
+static void test_managed_namespace_brought_up_to_date(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200], v[64], before[32], after[32], json[400];
+    const char *old_labels = "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\","
+                             "\"gantry.dev/namespace\":\"legacy\",\"team\":\"x\"}";
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    driver_k8s_managed_namespace("gw-a", "legacy", kns);
+    make_labelled_namespace(kns, old_labels);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    truncate_log();
+    if (driver_ensure_namespace(d, e, "legacy", errmsg) != 0) {
+        fail_msg("ensure of a namespace an older version made: %s", errmsg);
+    }
+    assert_int_equal(logged("PATCH", path, NULL), 1);
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "restricted");
+    label_of(path, "pod-security.kubernetes.io/audit-version", v, sizeof v);
+    assert_string_equal(v, "latest");
+    label_of(path, OS_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-a");
+    label_of(path, OS_LABEL_MANAGED, v, sizeof v);
+    assert_string_equal(v, "openshell");
+    label_of(path, "team", v, sizeof v);
+    assert_string_equal(v, "x"); /* not ours to remove */
+    snprintf(json, sizeof json, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    assert_true(exists(json));
+    driver_free(d);
+    /* Up to date now: a new instance (nothing remembered) reads it and writes nothing. */
+    d = open_managed(NULL);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy", errmsg), 0);
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_int_equal(logged("PATCH", path, NULL), 1);
+    assert_int_equal(driver_delete_namespace(d, e, "legacy", errmsg), 0);
+
+    /* Someone writes it between our read and our PATCH: 409 Conflict, read again, patch again. */
+    driver_k8s_managed_namespace("gw-a", "legacy-2", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    snprintf(json, sizeof json, "{\"method\":\"PATCH\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"owner\":\"ops\"}}}",
+             path);
+    inject(json);
+    truncate_log();
+    if (driver_ensure_namespace(d, e, "legacy-2", errmsg) != 0) {
+        fail_msg("ensure after a conflicting write: %s", errmsg);
+    }
+    assert_int_equal(logged("PATCH", path, NULL), 2);
+    assert_int_equal(logged_status(409), 2); /* the POST (AlreadyExists) and the first PATCH */
+    label_of(path, "owner", v, sizeof v);
+    assert_string_equal(v, "ops");
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "restricted");
+    label_of(path, K8S_LABEL_NAMESPACE, v, sizeof v);
+    assert_string_equal(v, "legacy-2");
+    assert_int_equal(driver_delete_namespace(d, e, "legacy-2", errmsg), 0);
+
+    /* Another gateway's namespace of that name, and one of this gateway's that belongs to another
+     * gantry namespace: refused, and left exactly as they were. */
+    driver_k8s_managed_namespace("gw-a", "legacy-3", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-b\",\"gantry.dev/managed-by\":\"gantry\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    rv_of(path, before, sizeof before);
+    truncate_log();
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy-3", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "not managed by gateway gw-a"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_int_equal(logged("PATCH", path, NULL), 0);
+    label_of(path, "pod-security.kubernetes.io/enforce", v, sizeof v);
+    assert_string_equal(v, "");
+    driver_k8s_managed_namespace("gw-a", "legacy-4", kns);
+    make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\","
+                                 "\"gantry.dev/namespace\":\"other\"}");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(d, e, "legacy-4", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "belongs to gantry namespace other"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    driver_free(d);
+}
+
 static void test_operator_allowlist(void **state)
 {
     char errmsg[GERR_MSG_SIZE];
@@ -564,6 +675,50 @@ static void test_shared_names_that_read_the_same(void **state)
     driver_sandbox_close(&s);
     assert_int_equal(driver_delete(d, e, "a", y.id, errmsg), 0);
     driver_free(d);
+}
+
+/* Gateway ids where one followed by "-" begins the other name one managed namespace for two
+ * gantry namespaces: gw-a's "b-x" and gw-a-b's "x" are both openshell-gw-a-b-x. Whoever ensures
+ * first has it; the other is refused (ensure GERR_EXISTS, delete GERR_PERM) with a message naming
+ * the gateway and gantry namespace that hold it, and nothing of the holder's is touched. gw-a-b
+ * has no Helm release in these tests: its driver uses the admin token. */
+static void test_managed_name_collision_between_gateways(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], other[64], path[200], before[32], after[32];
+    struct driver_k8s_config c = {.server = server,
+                                  .token_file = token,
+                                  .ca_file = cert,
+                                  .gateway_id = "gw-a-b",
+                                  .mode = DRIVER_K8S_MANAGED,
+                                  .home_namespace = "gantry-b",
+                                  .timeout_ms = 10000,
+                                  .no_watch = true};
+    struct driver *ab, *a = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    assert_int_equal(driver_k8s_new(&c, &ab, errmsg), 0);
+    driver_k8s_managed_namespace("gw-a", "b-x", kns);
+    driver_k8s_managed_namespace("gw-a-b", "x", other);
+    assert_string_equal(kns, other);
+    assert_string_equal(kns, "openshell-gw-a-b-x");
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+
+    assert_int_equal(driver_ensure_namespace(ab, e, "x", errmsg), 0);
+    rv_of(path, before, sizeof before);
+    assert_int_equal(driver_ensure_namespace(a, e, "b-x", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "not managed by gateway gw-a"));
+    assert_non_null(strstr(errmsg, "belongs to gateway gw-a-b (gantry namespace x)"));
+    assert_int_equal(driver_delete_namespace(a, e, "b-x", errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "not deleting it"));
+    assert_non_null(strstr(errmsg, "belongs to gateway gw-a-b (gantry namespace x)"));
+    rv_of(path, after, sizeof after);
+    assert_string_equal(before, after);
+    char v[64];
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-a-b");
+
+    assert_int_equal(driver_delete_namespace(ab, e, "x", errmsg), 0);
+    driver_free(ab);
+    driver_free(a);
 }
 
 static void test_two_gateways_managed(void **state)
@@ -1024,6 +1179,144 @@ static void test_throttling(void **state)
     assert_non_null(strstr(errmsg, "failed calling webhook"));
     assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0); /* the next try works */
     driver_sandbox_close(&s);
+    driver_free(d);
+}
+
+/* A call made on its own thread: ensure_namespace(@ns) at @epoch; done is set after it returns. */
+struct bg_call {
+    struct driver *d;
+    uint64_t epoch;
+    const char *ns;
+    int rv;
+    char errmsg[GERR_MSG_SIZE];
+    pthread_mutex_t mu;
+    bool done;
+    pthread_t thread;
+};
+
+static void *bg_main(void *arg)
+{
+    struct bg_call *c = arg;
+    int rv = driver_ensure_namespace(c->d, c->epoch, c->ns, c->errmsg);
+    pthread_mutex_lock(&c->mu);
+    c->rv = rv;
+    c->done = true;
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void bg_start(struct bg_call *c, struct driver *d, uint64_t epoch, const char *ns)
+{
+    c->d = d;
+    c->epoch = epoch;
+    c->ns = ns;
+    c->done = false;
+    pthread_mutex_init(&c->mu, NULL);
+    assert_int_equal(pthread_create(&c->thread, NULL, bg_main, c), 0);
+}
+
+static bool bg_done(struct bg_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    return done;
+}
+
+static int bg_join(struct bg_call *c)
+{
+    pthread_join(c->thread, NULL);
+    pthread_mutex_destroy(&c->mu);
+    return c->rv;
+}
+
+/* Inject a 429 with Retry-After @s into the next POST of a namespace, start ensure_namespace(@ns)
+ * on its own thread and return once the server has answered it the 429 (the call is then waiting
+ * it out, or about to). */
+static void start_throttled(struct bg_call *c, struct driver *d, uint64_t epoch, const char *ns, unsigned s)
+{
+    char json[256];
+    truncate_log();
+    snprintf(json, sizeof json,
+             "{\"method\":\"POST\",\"path\":\"/api/v1/namespaces\",\"status\":429,\"reason\":"
+             "\"TooManyRequests\",\"retry_after\":%u}",
+             s);
+    inject(json);
+    bg_start(c, d, epoch, ns);
+    uint64_t deadline = now_ms() + 30000;
+    while (logged_status(429) == 0) {
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
+}
+
+/* Waiting out a 429 does not hold the driver's mutex: another thread's calls go on meanwhile (they
+ * finish before the throttled call does: the order is checked, not a duration), a call with a
+ * newer epoch made meanwhile makes the throttled one stale, and driver_k8s_stop ends the wait. */
+static void test_throttled_call_does_not_block_others(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    struct driver_caps caps;
+    struct driver_k8s_stats st;
+    struct bg_call a;
+    assert_int_equal(driver_ensure_namespace(d, e, env.ns, errmsg), 0);
+
+    /* While one call waits out Retry-After (the whole budget, 5 s), the others are answered:
+     * validate and capabilities (the API's threads), stats, and a create, a list and a get, which
+     * make their own requests (the fence, the idempotence check, the POST). */
+    start_throttled(&a, d, e, "throttle-a", DRIVER_K8S_THROTTLE_WAIT_S);
+    conf_spec(&env, &cs, "beside-throttled");
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), 0);
+    driver_capabilities(d, &caps);
+    if (driver_create(d, e, &cs.spec, &s, errmsg) != 0) {
+        fail_msg("create beside a throttled call: %s", errmsg);
+    }
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_list(d, e, env.ns, &l, errmsg), 0);
+    driver_sandbox_list_close(&l);
+    assert_int_equal(driver_get(d, e, env.ns, cs.id, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    driver_k8s_stats(d, &st);
+    assert_false(bg_done(&a)); /* all of that went on while the throttled call waited */
+    assert_int_equal(st.throttled, 1);
+    if (bg_join(&a) != 0) {
+        fail_msg("throttled ensure_namespace: %s", a.errmsg);
+    }
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 2); /* the 429, then the retry */
+    driver_k8s_managed_namespace("gw-a", "throttle-a", kns);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    assert_true(exists(path));
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_delete_namespace(d, e, "throttle-a", errmsg), 0);
+
+    /* A call with a newer epoch while the throttled one waits: the throttled call's fence check
+     * no longer holds, so it ends DRIVER_ERR_STALE instead of sending its request again. */
+    start_throttled(&a, d, e, "throttle-b", DRIVER_K8S_THROTTLE_WAIT_S);
+    uint64_t e2 = conf_epoch();
+    assert_int_equal(driver_ensure_namespace(d, e2, env.ns, errmsg), 0); /* raises the fence */
+    assert_false(bg_done(&a));
+    assert_int_equal(bg_join(&a), DRIVER_ERR_STALE);
+    assert_non_null(strstr(a.errmsg, "waited out throttling"));
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 1);
+    driver_k8s_managed_namespace("gw-a", "throttle-b", kns);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
+    assert_false(exists(path));
+
+    /* driver_k8s_stop while a call waits: the call ends GERR_CANCELED without waiting out the
+     * rest (without the stop it would send its request again and succeed), and later calls fail
+     * the same way without a request. */
+    start_throttled(&a, d, e2, "throttle-c", DRIVER_K8S_THROTTLE_WAIT_S);
+    driver_k8s_stop(d);
+    assert_int_equal(bg_join(&a), GERR_CANCELED);
+    assert_non_null(strstr(a.errmsg, "stopping"));
+    assert_int_equal(logged("POST", "/api/v1/namespaces", NULL), 1);
+    assert_int_equal(driver_ensure_namespace(d, e2, "throttle-d", errmsg), GERR_CANCELED);
+    driver_k8s_stop(d); /* twice is fine */
     driver_free(d);
 }
 
@@ -1739,10 +2032,12 @@ int main(void)
         cmocka_unit_test(test_config_keys),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_managed_namespace_labels),
+        cmocka_unit_test(test_managed_namespace_brought_up_to_date),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),
         cmocka_unit_test(test_two_gateways_managed),
+        cmocka_unit_test(test_managed_name_collision_between_gateways),
         cmocka_unit_test(test_fence_conflict_then_success),
         cmocka_unit_test(test_fence_conflict_then_stale),
         cmocka_unit_test(test_delete_conflict_and_404),
@@ -1753,6 +2048,7 @@ int main(void)
         cmocka_unit_test(test_crd_not_installed),
         cmocka_unit_test(test_api_versions),
         cmocka_unit_test(test_throttling),
+        cmocka_unit_test(test_throttled_call_does_not_block_others),
         cmocka_unit_test(test_namespace_terminating),
         cmocka_unit_test(test_reads_from_cache),
         cmocka_unit_test(test_watch_relists_after_410),
@@ -1763,6 +2059,9 @@ int main(void)
         cmocka_unit_test(test_auth_tls_and_server_errors),
         cmocka_unit_test(test_many_sandboxes),
     };
+    if (getenv("GANTRY_TEST_FILTER") != NULL) { /* e.g. "test_throttl*": run only those */
+        cmocka_set_test_filter(getenv("GANTRY_TEST_FILTER"));
+    }
     int failed = cmocka_run_group_tests_name("driver_k8s", tests, NULL, NULL);
     proc_stop(&apiserver, 5000);
     if (failed == 0) {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -381,6 +382,43 @@ static void test_manifests(void **state)
                         "restricted");
     assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_GATEWAY)), "gw");
     json_decref(j);
+    /* A namespace an older Gantry made (its own labels only) gets a merge patch of the missing
+     * ones, with its resourceVersion; an operator's labels are not in the patch; an up-to-date one
+     * gets none. */
+    const char *legacy = "{\"metadata\":{\"name\":\"openshell-gw-team-a\",\"resourceVersion\":\"77\","
+                         "\"labels\":{\"gantry.dev/gateway-id\":\"gw\",\"gantry.dev/managed-by\":\"gantry\","
+                         "\"gantry.dev/namespace\":\"team-a\",\"pod-security.kubernetes.io/enforce\":\"baseline\","
+                         "\"team\":\"x\"}}}";
+    assert_int_equal(k8s_namespace_patch(legacy, strlen(legacy), "gw", "team-a", &doc, errmsg), 0);
+    assert_non_null(doc);
+    j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    md = json_object_get(j, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "resourceVersion")), "77");
+    labels = json_object_get(md, "labels");
+    assert_string_equal(json_string_value(json_object_get(labels, "pod-security.kubernetes.io/enforce")),
+                        "restricted"); /* a different value is set back */
+    assert_string_equal(json_string_value(json_object_get(labels, "pod-security.kubernetes.io/warn")),
+                        "restricted");
+    assert_string_equal(json_string_value(json_object_get(labels, OS_LABEL_GATEWAY)), "gw");
+    assert_null(json_object_get(labels, K8S_LABEL_GATEWAY)); /* already right: not sent */
+    assert_null(json_object_get(labels, "team"));
+    assert_int_equal(json_object_size(j), 1); /* metadata only */
+    json_decref(j);
+    doc = k8s_namespace_manifest("openshell-gw-team-a", "gw", "team-a", 3);
+    j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    json_object_set_new(json_object_get(j, "metadata"), "resourceVersion", json_string("78"));
+    char *current = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_int_equal(k8s_namespace_patch(current, strlen(current), "gw", "team-a", &doc, errmsg), 0);
+    assert_null(doc);
+    free(current);
+    const char *no_rv = "{\"metadata\":{\"name\":\"x\"}}";
+    assert_int_equal(k8s_namespace_patch(no_rv, strlen(no_rv), "gw", "team-a", &doc, errmsg), GERR_PROTO);
+    assert_null(doc);
+    assert_int_equal(k8s_namespace_patch("[1]", 3, "gw", "team-a", &doc, errmsg), GERR_PROTO);
+
     doc = k8s_network_policy_manifest("openshell-gw-team-a", "gw");
     j = json_loads(doc, 0, &jerr);
     mem_free(doc);

@@ -509,7 +509,7 @@ function checkContract(r) {
         if (others.length || otherRbs.length) err(null, 'managed mode needs no Role or RoleBinding besides the fence\'s');
         if (croles.length !== 1 || !grantsNamespaceCreate(croles[0])) err(null, 'managed mode needs one ClusterRole that creates namespaces');
         if (crbs.length !== 1) err(null, 'managed mode needs one ClusterRoleBinding');
-        needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete']],
+        needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete', 'patch']],
           ['networking.k8s.io', 'networkpolicies', ['create']]]);
         break;
       case 'operator': {
