@@ -1608,6 +1608,9 @@ static int cmd_run(struct config *cfg)
     d->stopping = true;
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->mu);
+    if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
+        driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
+    }
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
