@@ -58,13 +58,17 @@ _gen_stubs()
 from gantry.v1 import cluster_pb2 as cpb  # noqa: E402
 
 _port_lock = threading.Lock()
-_next_port = [20000 + (os.getpid() % 200) * 100]
+# Below the kernel's ephemeral range (32768 and up on Linux by default): a port found free here
+# may otherwise be taken by an outgoing connection before the replica binds it (seen: "listen on
+# 127.0.0.1:38704: address already in use").
+_PORT_LO, _PORT_HI = 20000, 32767
+_next_port = [_PORT_LO + (os.getpid() % 120) * 100]
 
 
 def free_port():
     with _port_lock:
         while True:
-            _next_port[0] += 1
+            _next_port[0] = _next_port[0] + 1 if _next_port[0] < _PORT_HI else _PORT_LO
             p = _next_port[0]
             with socket.socket() as s:
                 try:
