@@ -366,7 +366,10 @@ static void run(void *arg)
     const ProtobufCMessage *req = grpc_call_request(ctx->call);
     if (req == NULL) {
         const char *why = NULL;
-        grpc_call_finish_async(ctx->call, grpc_call_request_error(ctx->call, &why), why, NULL);
+        /* Two statements: the order in which a call's arguments are evaluated is unspecified, and
+         * @why was read (NULL) before the call that sets it, so the reason never reached the client. */
+        int status = grpc_call_request_error(ctx->call, &why);
+        grpc_call_finish_async(ctx->call, status, why, NULL);
         goto out;
     }
     authz_decide(ctx->rule, &ctx->caller, req, &ctx->decision);
