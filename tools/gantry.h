@@ -33,6 +33,7 @@ enum {
     GANTRY_EXIT_UNAVAILABLE = 3, /* no endpoint answered (connection refused, UNAVAILABLE, TLS) */
     GANTRY_EXIT_DENIED = 4,      /* UNAUTHENTICATED or PERMISSION_DENIED */
     GANTRY_EXIT_NOT_READY = 5,   /* a waited-for sandbox ended in ERROR or was not READY in time */
+    GANTRY_EXIT_REFUSED = 6,     /* policy test: the policy refuses the connection */
 };
 
 enum gantry_format { GANTRY_OUT_TABLE, GANTRY_OUT_JSON, GANTRY_OUT_YAML };

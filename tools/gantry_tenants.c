@@ -1,5 +1,6 @@
 /* gantry namespace, quota, policy, usage, audit: the Namespaces, Quotas, Policies, Usage and Audit
  * services (docs/cli.md). */
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -384,6 +385,80 @@ static int policy_delete(struct cli *c, int argc, char **argv)
                                    &gantry__v1__policy__descriptor, NULL, policy_cols);
 }
 
+/* gantry policy test HOST:PORT: Egress.Decide (docs/egress.md). */
+static const struct gantry_col egress_cols[] = {
+    {"ALLOWED", "allowed", NULL, false},    {"LAYER", "layer", NULL, false},
+    {"RULE", "rule", NULL, false},          {"REVISION", "policy_revision", NULL, false},
+    {"DESTINATION", "destination", NULL, false}, {"REASON", "reason", NULL, false},
+    END,
+};
+
+static int transport_of(const char *s, Gantry__V1__EgressTransport *out)
+{
+    static const struct {
+        const char *name;
+        Gantry__V1__EgressTransport t;
+    } names[] = {{"tcp", GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP},
+                 {"connect", GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT},
+                 {"http", GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP},
+                 {"tls", GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS},
+                 {"dns", GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (s == NULL || strcmp(s, names[i].name) == 0) {
+            *out = s == NULL ? GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP : names[i].t;
+            return 0;
+        }
+    }
+    fprintf(stderr, "gantry: --transport must be tcp, connect, http, tls or dns\n");
+    return -1;
+}
+
+static int policy_test(struct cli *c, int argc, char **argv)
+{
+    Gantry__V1__EgressIntent in = GANTRY__V1__EGRESS_INTENT__INIT;
+    in.namespace_ = (char *)gantry_ns(c);
+    const char *sni = gantry_opt(&argc, argv, "--sni"), *hh = gantry_opt(&argc, argv, "--http-host");
+    const char *sb = gantry_opt(&argc, argv, "--sandbox"), *tr = gantry_opt(&argc, argv, "--transport");
+    int rc = gantry_args(gantry_find("policy", "test"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    /* HOST:PORT, [IPv6]:PORT */
+    char host[300];
+    const char *dest = argv[0], *colon = strrchr(dest, ':');
+    uint64_t port = 0;
+    if (colon == NULL || colon == dest || (size_t)(colon - dest) >= sizeof host ||
+        gantry_u64("PORT", colon + 1, 65535, &port) != 0 || port == 0 || transport_of(tr, &in.transport) != 0) {
+        fprintf(stderr, "gantry: give the destination as HOST:PORT (PORT 1..65535), e.g. api.github.com:443\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    size_t n = (size_t)(colon - dest);
+    if (dest[0] == '[' && n >= 2 && dest[n - 1] == ']') {
+        snprintf(host, sizeof host, "%.*s", (int)(n - 2), dest + 1);
+    } else {
+        snprintf(host, sizeof host, "%.*s", (int)n, dest);
+    }
+    unsigned char addr[16];
+    bool ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    in.host = ip ? "" : host;
+    in.ip = ip ? host : "";
+    in.port = (uint32_t)port;
+    in.sni = (char *)(sni != NULL ? sni : "");
+    in.http_host = (char *)(hh != NULL ? hh : "");
+    in.sandbox = (char *)(sb != NULL ? sb : "");
+    Gantry__V1__DecideEgressRequest req = GANTRY__V1__DECIDE_EGRESS_REQUEST__INIT;
+    req.intent = &in;
+    json_t *doc;
+    if ((rc = gantry_call_json(c, "/gantry.v1.Egress/Decide", &req.base, &gantry__v1__egress_decision__descriptor,
+                               NULL, &doc)) != 0) {
+        return rc;
+    }
+    bool allowed = json_is_true(json_object_get(doc, "allowed"));
+    gantry_print(c, doc, NULL, egress_cols);
+    json_decref(doc);
+    return allowed ? GANTRY_EXIT_OK : GANTRY_EXIT_REFUSED;
+}
+
 /* --- usage --- */
 
 static int usage_query(struct cli *c, int argc, char **argv)
@@ -586,6 +661,12 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
      policy_set, false},
     {"policy", "delete", "[--namespace NS | --gateway]", "remove a policy",
      "gantry policy delete --namespace team-a", policy_delete, false},
+    {"policy", "test",
+     "HOST:PORT [--namespace NS] [--transport tcp|connect|http|tls|dns] [--sni NAME] [--http-host NAME] "
+     "[--sandbox NAME]",
+     "would the namespace's egress policy let a sandbox connect there? (Egress.Decide; exit 6 when refused)",
+     "gantry policy test api.github.com:443 --namespace team-a --transport tls --sni api.github.com", policy_test,
+     false},
     {"usage", "query",
      "[--namespace NS | -A] [--since TIME] [--until TIME] [--owner P] [--selector K=V ...] "
      "[--group-by namespace|owner|label:KEY ...]",

@@ -78,6 +78,7 @@ static const struct authz_rule rules[] = {
     R("Policies/GetEffective", AZ_NS_READ, "namespace", false, false),
     R("Policies/Set", AZ_POLICY_WRITE, "policy.meta.namespace", true, true),
     R("Policies/Delete", AZ_POLICY_WRITE, "namespace", true, true),
+    R("Egress/Decide", AZ_NS_READ, "intent.namespace", false, false),
     /* Quotas: a platform admin sets each namespace's ceiling; the namespace's admin sets its quota
      * within it; readable in the namespace. */
     R("Quotas/Get", AZ_NS_READ, "namespace", false, false),

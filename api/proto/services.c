@@ -18,6 +18,7 @@ const ProtobufCServiceDescriptor *const api_services[] = {
     &gantry__v1__sandboxes__descriptor,
     &gantry__v1__providers__descriptor,
     &gantry__v1__policies__descriptor,
+    &gantry__v1__egress__descriptor,
     &gantry__v1__quotas__descriptor,
     &gantry__v1__usage__descriptor,
     &gantry__v1__audit__descriptor,

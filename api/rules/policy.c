@@ -570,25 +570,26 @@ uint64_t policy_rules_cap_lifetime(const Gantry__V1__Policy *g, const Gantry__V1
     return lifetime_s;
 }
 
-static bool egress_one(const Gantry__V1__Policy *p, const char *host, unsigned port)
+const char *policy_rules_egress_match(const Gantry__V1__Policy *p, const char *host, unsigned port)
 {
     if (p == NULL || p->n_egress_allow == 0) {
-        return true;
+        return "";
     }
     for (size_t i = 0; i < p->n_egress_allow; i++) {
         struct egress e;
         if (egress_parse(p->egress_allow[i], &e) && fnmatch(e.host, host, 0) == 0 && e.lo <= port &&
             port <= e.hi) {
-            return true;
+            return p->egress_allow[i];
         }
     }
-    return false;
+    return NULL;
 }
 
 bool policy_rules_egress_allowed(const Gantry__V1__Policy *gateway, const Gantry__V1__Policy *ns_policy,
                                  const char *host, unsigned port)
 {
-    return egress_one(gateway, host, port) && egress_one(ns_policy, host, port);
+    return policy_rules_egress_match(gateway, host, port) != NULL &&
+           policy_rules_egress_match(ns_policy, host, port) != NULL;
 }
 
 /* --- shares --- */

@@ -66,6 +66,11 @@ uint64_t policy_rules_cap_lifetime(const Gantry__V1__Policy *g, const Gantry__V1
 bool policy_rules_share_allowed(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, bool exec,
                                 const char **by, const char **field);
 
+/* The first egress_allow entry of @p (NULL: none stored) that matches @host:@port; "" when @p
+ * restricts nothing (no policy, or an empty list); NULL when it refuses. @host is matched as given
+ * (api/rules/egress.h normalises it first). */
+const char *policy_rules_egress_match(const Gantry__V1__Policy *p, const char *host, unsigned port);
+
 /* May a sandbox open a connection to @host:@port under both policies (@ns_policy may be NULL)? */
 bool policy_rules_egress_allowed(const Gantry__V1__Policy *gateway, const Gantry__V1__Policy *ns_policy,
                                  const char *host, unsigned port);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/gate/gate.h"
+#include "api/rules/egress.h"
 #include "api/rules/policy.h"
 #include "lib/mem.h"
 
@@ -357,6 +358,79 @@ static void pol_delete(struct gate_ctx *ctx, void *data)
     res_mutate(ctx, data, req->request_id, &gantry__v1__policy__descriptor, pol_delete_tx, (void *)req);
 }
 
+/* --- Egress.Decide (api/rules/egress.h) --- */
+
+static void egress_decide_call(struct gate_ctx *ctx, void *data)
+{
+    (void)data;
+    const Gantry__V1__DecideEgressRequest *req = (const void *)grpc_call_request(ctx->call);
+    const Gantry__V1__EgressIntent *it = req->intent;
+    if (it == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "intent is required");
+        return;
+    }
+    struct egress_intent in = {.transport = (int)it->transport,
+                               .host = it->host,
+                               .ip = it->ip,
+                               .port = it->port,
+                               .sni = it->sni,
+                               .http_host = it->http_host};
+    char why[512];
+    if (egress_intent_check(&in, why, sizeof why) != 0) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (!ns_exists(ctx, it->namespace_)) {
+        return;
+    }
+    if (it->sandbox[0] != '\0') {
+        int64_t n = 0;
+        struct proto_value p[] = {proto_text(it->namespace_), proto_text(it->sandbox)};
+        int rv = store_client_query_int(ctx->cl, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?",
+                                        p, 2, &n);
+        if (rv != 0) {
+            read_fail(ctx, rv, "egress decision");
+            return;
+        }
+        if (n == 0) {
+            gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "sandbox \"%.63s\" does not exist in namespace \"%.63s\"",
+                      it->sandbox, it->namespace_);
+            return;
+        }
+    }
+    struct proto_rows gr, nr;
+    proto_rows_init(&gr, 0);
+    proto_rows_init(&nr, 0);
+    Gantry__V1__ObjectMeta gm, nm;
+    Gantry__V1__Policy *g = NULL, *n = NULL;
+    int rv = policy_read(NULL, ctx->cl, "", &gr, &g, &gm);
+    if (rv == 0) {
+        rv = policy_read(NULL, ctx->cl, it->namespace_, &nr, &n, &nm);
+    }
+    Gantry__V1__Policy *def = g == NULL ? policy_rules_default() : NULL;
+    if (rv != 0 || (g == NULL && def == NULL)) {
+        read_fail(ctx, rv != 0 ? rv : GERR_NOMEM, "egress decision");
+    } else {
+        struct egress_decision d;
+        egress_decide(g != NULL ? g : def, n, &in, &d);
+        Gantry__V1__EgressDecision out = GANTRY__V1__EGRESS_DECISION__INIT;
+        out.allowed = d.allowed;
+        out.layer = (char *)d.layer;
+        out.rule = d.rule;
+        out.policy_revision = strcmp(d.layer, "namespace") == 0 && n != NULL ? nm.resource_version
+                              : strcmp(d.layer, "gateway") == 0 && g != NULL ? gm.resource_version
+                                                                               : 0;
+        out.reason = d.reason;
+        out.destination = d.destination;
+        grpc_call_finish_async(ctx->call, 0, NULL, &out.base);
+    }
+    policy_rules_free(g);
+    policy_rules_free(n);
+    policy_rules_free(def);
+    proto_rows_close(&gr);
+    proto_rows_close(&nr);
+}
+
 int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
 {
     const struct {
@@ -367,6 +441,7 @@ int policies_svc_register(struct gate *g, const struct res_env *env, char *errms
         {"/gantry.v1.Policies/GetEffective", pol_get_effective},
         {"/gantry.v1.Policies/Set", pol_set},
         {"/gantry.v1.Policies/Delete", pol_delete},
+        {"/gantry.v1.Egress/Decide", egress_decide_call},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (gate_route(g, routes[i].path, routes[i].fn, (void *)env) != 0) {

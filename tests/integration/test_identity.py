@@ -63,6 +63,7 @@ EXPECT = {
     "Providers/List": ("namespace", NS_READERS), "Providers/ListGrants": ("namespace", NS_READERS),
     "Policies/Get": ("namespace", NS_READERS), "Policies/GetEffective": ("namespace", NS_READERS),
     "Policies/Set": ("policy.meta.namespace", NS_ADMINS), "Policies/Delete": ("namespace", NS_ADMINS),
+    "Egress/Decide": ("intent.namespace", NS_READERS),
     "Quotas/Get": ("namespace", NS_READERS), "Quotas/List": (None, {"pa", "auditor"}),
     "Quotas/Set": ("quota.meta.namespace", NS_ADMINS), "Quotas/Delete": ("namespace", NS_ADMINS),
     "Quotas/SetCeiling": (None, {"pa"}), "Quotas/DeleteCeiling": (None, {"pa"}),

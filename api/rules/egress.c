@@ -1,0 +1,152 @@
+/* The egress decision point. See egress.h. */
+#include "api/rules/egress.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/rules/policy.h"
+#include "lib/err.h"
+
+static bool given(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* @in lower-cased into @out, one trailing dot dropped; false when it is not a name. */
+static bool normalise(const char *in, char *out, size_t len)
+{
+    size_t n = strlen(in);
+    if (n > 0 && in[n - 1] == '.') {
+        n--;
+    }
+    if (n == 0 || n > EGRESS_NAME_MAX || n >= len) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c >= 'A' && c <= 'Z') {
+            c = (char)(c - 'A' + 'a');
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_')) {
+            return false;
+        }
+        out[i] = c;
+    }
+    out[n] = '\0';
+    return out[0] != '.' && strstr(out, "..") == NULL;
+}
+
+static bool is_ip(const char *s)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+int egress_intent_check(const struct egress_intent *in, char *why, size_t len)
+{
+    char name[EGRESS_NAME_MAX + 2];
+    if (in->port == 0 || in->port > 65535) {
+        snprintf(why, len, "intent.port must be 1..65535");
+        return GERR_INVAL;
+    }
+    if (in->transport < 0 || in->transport > GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS) {
+        snprintf(why, len, "intent.transport is not a known transport");
+        return GERR_INVAL;
+    }
+    const struct {
+        const char *field, *value;
+    } names[] = {{"intent.host", in->host}, {"intent.sni", in->sni}, {"intent.http_host", in->http_host}};
+    bool any = false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!given(names[i].value)) {
+            continue;
+        }
+        any = true;
+        if (!normalise(names[i].value, name, sizeof name)) {
+            snprintf(why, len, "%s is not a DNS name (at most %u bytes of letters, digits, '.', '-', '_')",
+                     names[i].field, EGRESS_NAME_MAX);
+            return GERR_INVAL;
+        }
+    }
+    if (given(in->ip) && !is_ip(in->ip)) {
+        snprintf(why, len, "intent.ip is not an IPv4 or IPv6 address");
+        return GERR_INVAL;
+    }
+    if (!any && !given(in->ip)) {
+        snprintf(why, len,
+                 "the intent names no destination: give intent.host, intent.sni, intent.http_host or "
+                 "intent.ip");
+        return GERR_INVAL;
+    }
+    if (in->transport == GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS && !given(in->host)) {
+        snprintf(why, len, "a DNS intent asks about intent.host");
+        return GERR_INVAL;
+    }
+    return 0;
+}
+
+/* One destination against one layer: true when allowed, with the entry in @rule. */
+static bool layer_allows(const Gantry__V1__Policy *p, const char *dest, unsigned port, char *rule, size_t len)
+{
+    const char *m = policy_rules_egress_match(p, dest, port);
+    if (m != NULL && m[0] != '\0') {
+        snprintf(rule, len, "%s", m);
+    }
+    return m != NULL;
+}
+
+void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const struct egress_intent *in,
+                   struct egress_decision *out)
+{
+    memset(out, 0, sizeof *out);
+    char dests[3][EGRESS_NAME_MAX + 2];
+    size_t nd = 0;
+    const char *names[] = {in->host, in->sni, in->http_host};
+    for (size_t i = 0; i < 3; i++) {
+        if (given(names[i]) && normalise(names[i], dests[nd], sizeof dests[nd])) {
+            bool dup = false;
+            for (size_t j = 0; j < nd; j++) {
+                dup = dup || strcmp(dests[j], dests[nd]) == 0;
+            }
+            nd += dup ? 0 : 1;
+        }
+    }
+    if (nd == 0 && given(in->ip)) {
+        snprintf(dests[nd++], sizeof dests[0], "%s", in->ip);
+    }
+    bool g_restricts = g->n_egress_allow > 0, n_restricts = n != NULL && n->n_egress_allow > 0;
+    char g_rule[300] = "", n_rule[300] = "";
+    for (size_t i = 0; i < nd; i++) {
+        snprintf(out->destination, sizeof out->destination, "%s", dests[i]);
+        if (!layer_allows(g, dests[i], in->port, g_rule, sizeof g_rule)) {
+            out->layer = "gateway";
+            snprintf(out->reason, sizeof out->reason,
+                     "no entry of the gateway policy's egress_allow matches %s:%u", dests[i], in->port);
+            return;
+        }
+        if (!layer_allows(n, dests[i], in->port, n_rule, sizeof n_rule)) {
+            out->layer = "namespace";
+            snprintf(out->reason, sizeof out->reason,
+                     "no entry of the namespace policy's egress_allow matches %s:%u", dests[i], in->port);
+            return;
+        }
+    }
+    out->allowed = true;
+    if (n_restricts) {
+        out->layer = "namespace";
+        snprintf(out->rule, sizeof out->rule, "%s", n_rule);
+    } else if (g_restricts) {
+        out->layer = "gateway";
+        snprintf(out->rule, sizeof out->rule, "%s", g_rule);
+    } else {
+        out->layer = "default";
+    }
+    if (out->layer[0] == 'd') {
+        snprintf(out->reason, sizeof out->reason, "no policy restricts egress: any destination is allowed");
+    } else {
+        snprintf(out->reason, sizeof out->reason,
+                 "%.200s:%u is allowed by the %s policy's egress_allow entry %.200s%s", out->destination,
+                 in->port, out->layer, out->rule, nd > 1 ? " (every name of the connection is allowed)" : "");
+    }
+}

@@ -1,0 +1,148 @@
+/* api/rules/egress.h: the egress decision point over hand-made policies. The same function answers
+ * Egress.Decide (tests/integration/test_resources_providers.py, Egress) and will answer the relay. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <string.h>
+
+#include "api/rules/egress.h"
+#include "lib/err.h"
+
+static Gantry__V1__Policy policy(char **allow, size_t n)
+{
+    Gantry__V1__Policy p = GANTRY__V1__POLICY__INIT;
+    p.egress_allow = allow;
+    p.n_egress_allow = n;
+    return p;
+}
+
+static struct egress_decision decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
+                                     const char *host, unsigned port, const char *sni)
+{
+    struct egress_intent in = {.transport = 2, .host = host, .port = port, .sni = sni};
+    char why[256];
+    assert_int_equal(egress_intent_check(&in, why, sizeof why), 0);
+    struct egress_decision d;
+    egress_decide(g, n, &in, &d);
+    return d;
+}
+
+static void no_policy_allows_everything(void **state)
+{
+    (void)state;
+    Gantry__V1__Policy g = policy(NULL, 0);
+    struct egress_decision d = decide(&g, NULL, "example.com", 443, NULL);
+    assert_true(d.allowed);
+    assert_string_equal(d.layer, "default");
+    assert_string_equal(d.rule, "");
+}
+
+static void each_layer_on_its_own(void **state)
+{
+    (void)state;
+    char *ga[] = {"*.github.com:443", "pypi.org:*"}, *na[] = {"api.github.com:443"};
+    Gantry__V1__Policy g = policy(ga, 2), n = policy(na, 1);
+    struct egress_decision d = decide(&g, &n, "api.github.com", 443, NULL);
+    assert_true(d.allowed);
+    assert_string_equal(d.layer, "namespace");
+    assert_string_equal(d.rule, "api.github.com:443");
+    /* Allowed by the gateway, not by the namespace. */
+    d = decide(&g, &n, "pypi.org", 443, NULL);
+    assert_false(d.allowed);
+    assert_string_equal(d.layer, "namespace");
+    assert_string_equal(d.destination, "pypi.org");
+    assert_non_null(strstr(d.reason, "namespace policy's egress_allow"));
+    /* Refused by the gateway first. */
+    d = decide(&g, &n, "evil.example", 443, NULL);
+    assert_false(d.allowed);
+    assert_string_equal(d.layer, "gateway");
+    /* The wrong port. */
+    d = decide(&g, NULL, "api.github.com", 22, NULL);
+    assert_false(d.allowed);
+    /* Only the gateway restricts: its entry is reported. */
+    d = decide(&g, NULL, "pypi.org", 8080, NULL);
+    assert_true(d.allowed);
+    assert_string_equal(d.layer, "gateway");
+    assert_string_equal(d.rule, "pypi.org:*");
+}
+
+static void every_name_must_be_allowed(void **state)
+{
+    (void)state;
+    char *ga[] = {"api.github.com:443"};
+    Gantry__V1__Policy g = policy(ga, 1);
+    /* CONNECT to an allowed name, then a ClientHello for another one: refused. */
+    struct egress_decision d = decide(&g, NULL, "api.github.com", 443, "evil.example");
+    assert_false(d.allowed);
+    assert_string_equal(d.destination, "evil.example");
+    /* Names are compared normalised: case and one trailing dot. */
+    d = decide(&g, NULL, "API.GitHub.com.", 443, "api.github.com");
+    assert_true(d.allowed);
+}
+
+static void addresses_only_without_names(void **state)
+{
+    (void)state;
+    char *ga[] = {"10.0.*:5432"};
+    Gantry__V1__Policy g = policy(ga, 1);
+    struct egress_intent in = {.transport = 1, .ip = "10.0.3.4", .port = 5432};
+    struct egress_decision d;
+    egress_decide(&g, NULL, &in, &d);
+    assert_true(d.allowed);
+    in.ip = "10.1.3.4";
+    egress_decide(&g, NULL, &in, &d);
+    assert_false(d.allowed);
+    /* With a name, the name decides. */
+    in.host = "db.internal";
+    in.ip = "10.0.3.4";
+    egress_decide(&g, NULL, &in, &d);
+    assert_false(d.allowed);
+    assert_string_equal(d.destination, "db.internal");
+}
+
+static void bad_intents(void **state)
+{
+    (void)state;
+    char why[256];
+    const struct {
+        struct egress_intent in;
+        const char *field;
+    } cases[] = {
+        {{.host = "a.example", .port = 0}, "intent.port"},
+        {{.host = "a.example", .port = 70000}, "intent.port"},
+        {{.port = 443}, "no destination"},
+        {{.host = "a b.example", .port = 443}, "intent.host"},
+        {{.host = "..", .port = 443}, "intent.host"},
+        {{.sni = "x/y", .port = 443}, "intent.sni"},
+        {{.ip = "10.0.0.999", .port = 443}, "intent.ip"},
+        {{.host = "a.example", .port = 443, .transport = 99}, "intent.transport"},
+        {{.ip = "10.0.0.1", .port = 53, .transport = 5}, "DNS"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        why[0] = '\0';
+        assert_int_equal(egress_intent_check(&cases[i].in, why, sizeof why), GERR_INVAL);
+        if (strstr(why, cases[i].field) == NULL) {
+            fail_msg("case %zu: \"%s\" does not name %s", i, why, cases[i].field);
+        }
+    }
+    char long_name[300];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    struct egress_intent in = {.host = long_name, .port = 443};
+    assert_int_equal(egress_intent_check(&in, why, sizeof why), GERR_INVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(no_policy_allows_everything),
+        cmocka_unit_test(each_layer_on_its_own),
+        cmocka_unit_test(every_name_must_be_allowed),
+        cmocka_unit_test(addresses_only_without_names),
+        cmocka_unit_test(bad_intents),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
