@@ -541,13 +541,13 @@ static bool shared_with(struct store_client *cl, const struct authn_principal *w
 }
 
 /* Is row @i of list_visible's result visible to @who? The query returns the sandboxes @who reads
- * by a global role, administration, ownership or a share; a share counts only while @who holds a
- * role in the sandbox's namespace. */
+ * by a global role, administration, ownership or a share; ownership and a share count only while
+ * @who holds a role in the sandbox's namespace, as for Get (api/authz, AZ_SANDBOX_READ): an owner
+ * whose binding was removed no longer sees the sandboxes they left there. */
 static bool listed_visible(const struct authn_principal *who, const struct proto_rows *r, size_t i)
 {
     const char *ns = col(r, i, 1);
     return global_reader(who) || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, ns) ||
-           strcmp(col(r, i, 3), who->id) == 0 ||
            sandbox_rules_share_active(who->bindings, who->n_bindings, ns);
 }
 
@@ -1018,8 +1018,8 @@ static bool watch_visible(struct store_client *cl, const struct watch *w, const 
     if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, col(r, i, 1))) {
         return true;
     }
-    if (strcmp(col(r, i, 3), w->who.id) == 0) {
-        return true;
+    if (strcmp(col(r, i, 3), w->who.id) == 0) { /* ownership counts while holding a role there */
+        return sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, col(r, i, 1));
     }
     return shared_with(cl, &w->who, col(r, i, 0), col(r, i, 1));
 }
@@ -1041,9 +1041,11 @@ static bool payload_visible(struct store_client *cl, const struct watch *w, cons
             return false;
         }
     }
-    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_) ||
-        strcmp(sb->spec->owner_id, w->who.id) == 0) {
+    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_)) {
         return true;
+    }
+    if (strcmp(sb->spec->owner_id, w->who.id) == 0) { /* ownership counts while holding a role there */
+        return sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, sb->meta->namespace_);
     }
     return shared_with(cl, &w->who, sb->meta->id, sb->meta->namespace_);
 }

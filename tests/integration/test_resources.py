@@ -230,12 +230,16 @@ class Sandboxes(g.GantrydTest):
         """A share gives access only while its grantee holds a role in the sandbox's namespace: once
         the grantee's binding is removed, ListSharedWithMe, Get, List and Watch stop showing the
         shared sandboxes (and their owner's environment) on every replica within the revocation
-        bound (2 s, checked at 3 s); the share stays and works again when the role comes back.
+        bound (2 s, checked at 3 s), and List stops showing the grantee's own sandboxes there; the
+        share stays and works again when the role comes back.
         ListSharedWithMe also says, per sandbox, whether the share is READ or EXEC."""
         e = Env(self)
         P = principals_pb2
         e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "envy", env={"TOKEN": "owner-only"})))
         e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "runny")))
+        # The grantee's own sandbox there: ownership, like a share, counts only with a role in the
+        # namespace (Get needs one), so List without a namespace must stop showing it too.
+        e.sb("user2", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "mine2")))
         for name, access in (("envy", S.SHARE_ACCESS_READ), ("runny", S.SHARE_ACCESS_EXEC)):
             e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name=name,
                                                          grantee_principal_id=e.ids["user2"], access=access))
