@@ -517,8 +517,8 @@ static int resolve_creds(struct reconciler *r, const struct row *w, struct recon
     if (!caps.credentials) {
         return 0; /* documented: this driver starts sandboxes without their credentials */
     }
-    int rv = r->cfg.creds(r->cfg.creds_arg, w->ns, (const char *const *)w->spec->providers, w->spec->n_providers,
-                          out, err);
+    int rv = r->cfg.creds(r->cfg.creds_arg, &r->cl, w->ns, (const char *const *)w->spec->providers,
+                          w->spec->n_providers, out, err);
     *got = rv == 0;
     return rv;
 }

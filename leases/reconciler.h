@@ -78,11 +78,12 @@ struct reconciler_creds {
     void *owner; /* the callback's own */
 };
 
-/* Resolve providers @names (@n) of namespace @ns into @out. 0, or an error with @errmsg (never a
- * value): GERR_NOTFOUND for a provider that is gone, the store's (retried like a driver's). Called
- * on the reconciler thread; may block on the store. */
-typedef int (*reconciler_creds_fn)(void *arg, const char *ns, const char *const *names, size_t n,
-                                   struct reconciler_creds *out, char *errmsg);
+/* Resolve providers @names (@n) of namespace @ns into @out, reading through @cl (the reconciler's
+ * own store client, so a busy API pool never holds up the lease holder). 0, or an error with
+ * @errmsg (never a value): GERR_NOTFOUND for a provider that is gone, the store's (retried like a
+ * driver's). Called on the reconciler thread. */
+typedef int (*reconciler_creds_fn)(void *arg, struct store_client *cl, const char *ns, const char *const *names,
+                                   size_t n, struct reconciler_creds *out, char *errmsg);
 typedef void (*reconciler_creds_free_fn)(void *arg, struct reconciler_creds *c);
 
 struct reconciler_config {

@@ -1270,20 +1270,13 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
     return 0;
 }
 
-/* reconciler_creds_fn: the providers' credentials, read on a pooled client (docs/credentials.md). */
-static int sandbox_creds(void *arg, const char *ns, const char *const *names, size_t n, struct reconciler_creds *out,
-                         char *errmsg)
+/* reconciler_creds_fn: the providers' credentials (docs/credentials.md). */
+static int sandbox_creds(void *arg, struct store_client *cl, const char *ns, const char *const *names, size_t n,
+                         struct reconciler_creds *out, char *errmsg)
 {
     struct daemon *d = arg;
-    struct store_client *cl;
-    int rv = store_pool_acquire(&d->pool, 5000, &cl);
-    if (rv != 0) {
-        gerr_set(errmsg, "no store connection for the credentials of namespace %s", ns);
-        return rv;
-    }
     struct providers_credentials *pc = mem_zalloc(sizeof *pc);
-    rv = providers_credentials_open(cl, &d->prov.ring, ns, names, n, pc, errmsg);
-    store_pool_release(&d->pool, cl);
+    int rv = providers_credentials_open(cl, &d->prov.ring, ns, names, n, pc, errmsg);
     if (rv != 0) {
         mem_free(pc);
         return rv;
