@@ -663,14 +663,15 @@ static int sync_ids(struct reconciler *r, const char *where, const struct proto_
     return each_row(r, where, p, n, sync_one, NULL);
 }
 
-/* A provider @arg (its name) changed: running sandboxes that name it get their credential files
- * again. A failure is logged and left for the provider's next change. */
+/* A provider @arg (its name; NULL: any) changed: running sandboxes that name it get their
+ * credential files again. A failure is logged and left for the provider's next change or the next
+ * holder; a sandbox the driver does not have yet gets them when it is made. */
 static void redeliver_row(struct reconciler *r, const struct row *w, void *arg)
 {
     const char *provider = arg;
     bool names = false;
     for (size_t i = 0; i < w->spec->n_providers; i++) {
-        names = names || strcmp(w->spec->providers[i], provider) == 0;
+        names = names || provider == NULL || strcmp(w->spec->providers[i], provider) == 0;
     }
     if (!names) {
         return;
@@ -685,14 +686,22 @@ static void redeliver_row(struct reconciler *r, const struct row *w, void *arg)
     if (got) {
         r->cfg.creds_free(r->cfg.creds_arg, &rc);
     }
+    const char *why = provider != NULL ? provider : "(a new lease holder renews every sandbox's)";
     if (rv == 0 && got) {
-        LOG_INFO("reconciler: credentials of sandbox %s/%s renewed (provider %s changed)", w->ns, w->name,
-                 provider);
-    } else if (rv != 0 && !stale(r, rv, err)) {
+        LOG_INFO("reconciler: credentials of sandbox %s/%s renewed (provider %s)", w->ns, w->name, why);
+    } else if (rv != 0 && rv != GERR_NOTFOUND && !stale(r, rv, err)) {
         bump(r, &r->st.driver_errors);
-        LOG_WARN("reconciler: renewing the credentials of sandbox %s/%s (provider %s changed): %s (%s)", w->ns,
-                 w->name, provider, err, gerr_name(rv));
+        LOG_WARN("reconciler: renewing the credentials of sandbox %s/%s (provider %s): %s (%s)", w->ns, w->name,
+                 why, err, gerr_name(rv));
     }
+}
+
+/* A new holder cannot tell which provider changes its predecessor applied (its resync starts the
+ * change feed at the current revision), so every running sandbox with providers gets its
+ * credential files again. */
+static void redeliver_all(struct reconciler *r)
+{
+    (void)each_row(r, "WHERE phase IN ('READY', 'PROVISIONING')", NULL, 0, redeliver_row, NULL);
 }
 
 static int provider_changed(struct reconciler *r, const char *ns, const struct proto_value *id)
@@ -888,6 +897,9 @@ static void *reconciler_main(void *arg)
                 r->n_attempts = 0;
                 publish(r, true);
                 resync(r); /* a new holder adopts what exists before anything else */
+                if (r->cfg.creds != NULL && lease_valid(&r->lease)) {
+                    redeliver_all(r);
+                }
             } else if (held && !was) {
                 /* The same epoch again (the deadline passed but nobody took the row): nobody
                  * else acted meanwhile, but a pass may have been cut short: resync. A pass renews

@@ -359,7 +359,7 @@ class Process(g.GantrydTest):
         e = Env.__new__(Env)
         e.state = None
         tr.Env._setup(e, c)
-        first, second = "sk-" + secrets.token_hex(16), "sk-" + secrets.token_hex(16)
+        first, second, third = ("sk-" + secrets.token_hex(16) for _ in range(3))
         responses = []
 
         def pv(role, method, req, replica=0):
@@ -409,8 +409,19 @@ class Process(g.GantrydTest):
         read("file", second)
         rotated = time.monotonic() - t0
         read("env", first)
+        # A change the old holder never saw: the holder dies, the secret changes before another
+        # replica takes the lease (1.5 s), and the new holder (whose change feed starts after it)
+        # renews every sandbox's credentials.
+        holder = e.holder()
+        holder.kill()
+        alive = [i for i, r in enumerate(c.replicas) if r.proc.poll() is None]
+        got = e.call("na", PV, "Providers", "Get", PV.GetProviderRequest(namespace="default", name="openai"),
+                     replica=alive[0])
+        pv("na", "Update", PV.UpdateProviderRequest(provider=got, secret={"api_key": third, "org": "org-7"}),
+           replica=alive[0])
+        read("file", third, timeout=30)
         # Nowhere else.
-        for rep in range(3):
+        for rep in alive:
             responses.append(e.sb("user", "Get", S.GetSandboxRequest(namespace="default", name="agent"),
                                   replica=rep).SerializeToString())
             responses.append(e.call("na", PV, "Providers", "Get", PV.GetProviderRequest(
@@ -419,9 +430,10 @@ class Process(g.GantrydTest):
         for r in c.replicas:
             with open(r.log, "rb") as f:
                 places["log of replica %d" % r.rid] = f.read()
-            import urllib.request
-            with urllib.request.urlopen("http://%s/metrics" % r.admin, timeout=5) as resp:
-                places["/metrics of replica %d" % r.rid] = resp.read()
+            if r.proc.poll() is None:
+                import urllib.request
+                with urllib.request.urlopen("http://%s/metrics" % r.admin, timeout=5) as resp:
+                    places["/metrics of replica %d" % r.rid] = resp.read()
             for path in glob.glob(os.path.join(r.dir, "**"), recursive=True):
                 if os.path.isfile(path):
                     with open(path, "rb") as f:
@@ -430,24 +442,25 @@ class Process(g.GantrydTest):
             if os.path.isfile(path) and not path.startswith(ws + os.sep):
                 with open(path, "rb") as f:
                     places[path] = f.read()
-        out = c.replicas[0].store("query", "SELECT operation, message, resource_name FROM audit")
+        out = c.replicas[alive[0]].store("query", "SELECT operation, message, resource_name FROM audit")
         places["audit table"] = out.encode() if isinstance(out, str) else out
         for where, data in places.items():
-            for secret in (first, second):
+            for secret in (first, second, third):
                 self.assertNotIn(secret.encode(), data, "the credential appears in %s" % where)
         self.assertGreater(len(places), 20)
         # Gone with the sandbox.
         roots = glob.glob("/dev/shm/gantry-credentials-%d-*" % os.geteuid())
         held = [r for r in roots if os.path.isdir(os.path.join(r, sb.meta.id))]
         self.assertEqual(len(held), 1, roots)
-        e.sb("user", "Delete", S.DeleteSandboxRequest(namespace="default", name="agent"))
+        e.sb("user", "Delete", S.DeleteSandboxRequest(namespace="default", name="agent"), replica=alive[0])
         e.wait_phases({}, timeout=30)
         end = time.monotonic() + 10
         while os.path.isdir(os.path.join(held[0], sb.meta.id)) and time.monotonic() < end:
             time.sleep(0.1)
         self.assertFalse(os.path.isdir(os.path.join(held[0], sb.meta.id)), "the credentials outlived the sandbox")
-        print("credentials: file and variable inside the sandbox, file renewed %.1f s after the provider update, "
-              "found in none of %d other places, removed with the sandbox" % (rotated, len(places)))
+        print("credentials: file and variable inside the sandbox, file renewed %.1f s after the provider update and "
+              "by the next lease holder after a change it never saw, found in none of %d other places, removed "
+              "with the sandbox" % (rotated, len(places)))
 
 
 class Lifetime(g.GantrydTest):
