@@ -857,7 +857,10 @@ static int put_credentials(struct driver_k8s *k, const char *kns, const char *ns
         }
     }
     k8s_secret_free(doc);
-    if (rv != 0) {
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") == 0) {
+        memo_forget(k, kns); /* ensure_namespace must look again */
+        gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", ns, kns);
+    } else if (rv != 0) {
         gerr_wrap(errmsg, "credentials of sandbox %s", id);
     }
     return rv;

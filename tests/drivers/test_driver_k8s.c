@@ -1808,6 +1808,29 @@ static void test_credentials(void **state)
     assert_false(exists(spath));
     assert_int_equal(logged_user("DELETE", spath, USER_A), 1);
     assert_int_equal(driver_delete(d, e, "team-a", cs.id, errmsg), 0); /* again: 404 is fine */
+
+    /* A namespace deleted behind the driver's back: the Secret's create finds it gone, and
+     * ensure_namespace then makes it again (it does not trust its memory of it). */
+    char zns[64];
+    struct conf_spec z;
+    driver_k8s_managed_namespace("gw-a", "team-z", zns);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-z", errmsg), 0);
+    snprintf(body, sizeof body, "/api/v1/namespaces/%s", zns);
+    assert_int_equal(raw("DELETE", body, "{}", NULL), 200);
+    for (uint64_t until = now_ms() + 10000; exists(body) && now_ms() < until;) {
+        nap_ms(20);
+    }
+    conf_spec(&env, &z, "z");
+    z.spec.namespace = "team-z";
+    z.spec.credentials = creds_two;
+    z.spec.n_credentials = 2;
+    assert_int_equal(driver_create(d, e, &z.spec, &s, errmsg), GERR_NOTFOUND);
+    assert_non_null(strstr(errmsg, "ensure_namespace first"));
+    assert_int_equal(driver_ensure_namespace(d, e, "team-z", errmsg), 0);
+    assert_int_equal(driver_create(d, e, &z.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "team-z", z.id, errmsg), 0);
+    assert_int_equal(driver_delete_namespace(d, e, "team-z", errmsg), 0);
     driver_free(d);
 }
 
