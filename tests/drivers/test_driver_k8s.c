@@ -24,7 +24,10 @@
  * without blocking other calls, cut short by driver_k8s_stop); a namespace
  * stuck Terminating; the API server restarting mid-create; reads from the list+watch cache, a watch
  * relisting after 410 and list pages restarting after an expired continue token; RBAC refusals;
- * 401, untrusted certificates, 5xx, an unreachable server; 1,000 sandboxes with the API requests
+ * 401, untrusted certificates, 5xx, an unreachable server; credentials (the per-sandbox Secret's
+ * data, labels and owner, the Sandbox referring to it without a value, create again, rotation,
+ * never read back, errors without the value, delete, garbage collection, every namespace mode under
+ * the chart's RBAC, a namespace deleted behind the driver); 1,000 sandboxes with the API requests
  * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped).
