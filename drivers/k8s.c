@@ -644,7 +644,7 @@ static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char 
 static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec *spec,
                          const char *const *allowed, char *errmsg)
 {
-    char kns[64];
+    char kns[64], secret[128];
     int rv = driver__check_config_keys(spec, "kubernetes", k8s_config_keys, allowed, errmsg);
     if (rv != 0 || (rv = k8s_check_config(spec, errmsg)) != 0 || (rv = k8s_check_labels(spec, errmsg)) != 0) {
         return rv;
@@ -679,7 +679,9 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
                                         .epoch = UINT64_MAX,
                                         .gpu_resource = k->gpu_res,
                                         .image_pull_secrets = (const char *const *)k->pull_secrets,
-                                        .now_ms = driver__now_ms()};
+                                        .now_ms = driver__now_ms(),
+                                        .credentials_secret = secret};
+    k8s_credentials_secret_name(k->gw, spec->id, secret);
     rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     mem_free(doc);
     return rv;
@@ -713,14 +715,17 @@ static void memo_forget(struct driver_k8s *k, const char *kns)
     }
 }
 
-/* POST the Sandbox under @name. 0 with @out: made (or found to be ours after AlreadyExists);
- * GERR_EXISTS with *@taken: the name holds another object; anything else: failed. */
+/* POST the Sandbox under @name. 0 with @out and @obj (the object as the server has it): made (or
+ * found to be ours after AlreadyExists); GERR_EXISTS with *@taken: the name holds another object;
+ * anything else: failed. */
 static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
-                     const char *kns, const char *name, bool *taken, struct driver_sandbox *out, char *errmsg)
+                     const char *kns, const char *name, bool *taken, struct driver_sandbox *out,
+                     struct k8s_sandbox *obj, char *errmsg)
 {
-    char path[200], apiv[64], *doc;
+    char path[200], apiv[64], secret[128], *doc;
     struct k8s_sandbox p;
     snprintf(apiv, sizeof apiv, K8S_SANDBOX_GROUP "/%s", k->version);
+    k8s_credentials_secret_name(k->gw, s->id, secret);
     struct k8s_sandbox_params params = {.spec = s,
                                         .api_version = apiv,
                                         .gateway_id = k->gw,
@@ -729,7 +734,8 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
                                         .epoch = epoch,
                                         .gpu_resource = k->gpu_res,
                                         .image_pull_secrets = (const char *const *)k->pull_secrets,
-                                        .now_ms = driver__now_ms()};
+                                        .now_ms = driver__now_ms(),
+                                        .credentials_secret = secret};
     *taken = false;
     int rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     if (rv != 0) {
@@ -751,6 +757,10 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
         if (sandbox_ours(k, &p.meta, s->id, NULL)) {
             k8s_cache_put(k->cache, &p);
             rv = adopt(k, s, &p, out, errmsg);
+            if (rv == 0) {
+                *obj = p; /* moved */
+                memset(&p, 0, sizeof p);
+            }
         } else {
             gerr_set(errmsg, "a Sandbox named %s/%s exists and is not sandbox %s of gateway %s", kns, name,
                      s->id, k->gw);
@@ -766,10 +776,153 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
     if ((rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
         k8s_cache_put(k->cache, &p); /* written through: a get() right after sees it */
         describe(k, &p, out);
-        k8s_sandbox_close(&p);
+        *obj = p; /* moved */
         LOG_INFO("kubernetes driver: sandbox %s/%s created for %s/%s, epoch %llu", kns, name, s->namespace,
                  s->name, (unsigned long long)epoch);
     }
+    return rv;
+}
+
+/* ---- Credentials
+ *
+ * The happy path of a create with credentials: the Secret first (no owner yet: a POST, or a PUT
+ * over one an earlier attempt left), so the pod never starts without it; then the Sandbox; then
+ * the Secret again with the Sandbox as its owner (a PUT), so Kubernetes deletes it with the
+ * Sandbox. An existing Sandbox (create again, adopt) gets the last step only. The driver never
+ * reads a Secret back: its ServiceAccount may not (docs/deploy-helm.md), and nothing in one is
+ * the driver's to trust. The write is an unconditional replace: the name is this gateway's and
+ * this sandbox's alone, and the whole set is written every time, so there is nothing to merge.
+ *
+ * The plaintext is in the request body (wiped by k8s_secret_free) and in the API server's answer
+ * (wiped from k->resp here); error messages carry the HTTP status and reason and, for a 403, the
+ * server's message (RBAC's names the verb and resource), never the server's text about the data. */
+
+static void wipe_resp(struct driver_k8s *k)
+{
+    volatile uint8_t *v = k->resp.data;
+    for (size_t i = 0; v != NULL && i < k->resp.cap; i++) {
+        v[i] = 0;
+    }
+    k->resp.len = 0;
+}
+
+/* One write of the credentials Secret: @method to @path with @doc. */
+static int secret_call(struct driver_k8s *k, const char *method, const char *path, const char *doc,
+                       char *errmsg)
+{
+    int rv = call(k, method, path, doc, errmsg);
+    wipe_resp(k);
+    if (rv != 0 && k->last_status != 0) {
+        gerr_set(errmsg, "%s %s: HTTP %ld %s%s%s", method, path, k->last_status, k->last.reason,
+                 k->last_status == 403 ? ": " : "", k->last_status == 403 ? k->last.message : "");
+        if (k->last_status == 403 && k->last.ns_terminating) {
+            rv = GERR_UNAVAILABLE;
+        }
+    }
+    return rv;
+}
+
+/* Write the credentials Secret of sandbox @s in @kns, with @owner (NULL: none yet). @exists: it is
+ * expected to exist (PUT first, POST on 404), else POST first (PUT on 409 AlreadyExists). */
+static int put_credentials(struct driver_k8s *k, const char *kns, const char *ns, const char *id,
+                           const char *name, const struct k8s_owner *owner, const struct driver_credential *c,
+                           size_t n, bool exists, char *errmsg)
+{
+    char secret[128], one[240], collection[100], *doc;
+    k8s_credentials_secret_name(k->gw, id, secret);
+    struct k8s_credentials_params cp = {.name = secret,
+                                        .k8s_namespace = kns,
+                                        .gateway_id = k->gw,
+                                        .gantry_ns = ns,
+                                        .sandbox_id = id,
+                                        .sandbox_name = name,
+                                        .owner = owner,
+                                        .creds = c,
+                                        .n = n};
+    int rv = k8s_credentials_secret(&cp, &doc, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    snprintf(collection, sizeof collection, "/api/v1/namespaces/%s/secrets", kns);
+    snprintf(one, sizeof one, "%s/%s", collection, secret);
+    if (exists) {
+        rv = secret_call(k, "PUT", one, doc, errmsg);
+        if (rv == GERR_NOTFOUND) {
+            rv = secret_call(k, "POST", collection, doc, errmsg);
+        }
+    } else {
+        rv = secret_call(k, "POST", collection, doc, errmsg);
+        if (rv == GERR_EXISTS) {
+            rv = secret_call(k, "PUT", one, doc, errmsg);
+        }
+    }
+    k8s_secret_free(doc);
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") == 0) {
+        memo_forget(k, kns); /* ensure_namespace must look again */
+        gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", ns, kns);
+    } else if (rv != 0) {
+        gerr_wrap(errmsg, "credentials of sandbox %s", id);
+    }
+    return rv;
+}
+
+/* Give the existing Sandbox @p of sandbox @id its credentials, owned by it. */
+static int own_credentials(struct driver_k8s *k, const struct k8s_sandbox *p, const char *id,
+                           const struct driver_credential *c, size_t n, char *errmsg)
+{
+    char apiv[64];
+    if (p->meta.uid == NULL || p->meta.uid[0] == '\0') {
+        gerr_set(errmsg, "Sandbox %s/%s has no metadata.uid: cannot make it own its credentials", p->meta.ns,
+                 p->meta.name);
+        return GERR_PROTO;
+    }
+    snprintf(apiv, sizeof apiv, K8S_SANDBOX_GROUP "/%s", k->version);
+    struct k8s_owner owner = {.api_version = apiv, .name = p->meta.name, .uid = p->meta.uid};
+    return put_credentials(k, p->meta.ns, p->meta.gantry_ns, id, p->meta.gantry_name, &owner, c, n, true,
+                           errmsg);
+}
+
+/* Delete the credentials Secret of sandbox @id in @kns. 404 is fine; so is 403 when @orphan (no
+ * Sandbox was found, so this looks for what a create that failed after its first step may have
+ * left: a ServiceAccount without rights on Secrets there cannot have made one). */
+static int delete_credentials(struct driver_k8s *k, const char *kns, const char *id, bool orphan,
+                              char *errmsg)
+{
+    char secret[128], path[300];
+    static const char opts[] = "{\"apiVersion\":\"v1\",\"kind\":\"DeleteOptions\",\"propagationPolicy\":"
+                               "\"Background\"}";
+    k8s_credentials_secret_name(k->gw, id, secret);
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", kns, secret);
+    int rv = secret_call(k, "DELETE", path, opts, errmsg);
+    if (rv == GERR_NOTFOUND || (orphan && rv == GERR_PERM)) {
+        rv = 0;
+    }
+    if (rv != 0) {
+        gerr_wrap(errmsg, "credentials of sandbox %s", id);
+    }
+    return rv;
+}
+
+static int k8s_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
+                                  const struct driver_credential *creds, size_t n, char *errmsg)
+{
+    struct driver_k8s *k = k8s_enter(d, epoch);
+    struct found f = {0};
+    int rv = fence(k, epoch, errmsg);
+    if (rv == 0 && (rv = find(k, ns, id, &f, errmsg)) == 0) {
+        if (f.n == 0) {
+            gerr_set(errmsg, "no sandbox %s of gateway %s in %s", id, k->gw, ns);
+            rv = GERR_NOTFOUND;
+        } else if (!f.items[0].meta.credentials) {
+            /* Its pod mounts no Secret, and a pod's volumes never change. */
+            gerr_set(errmsg,
+                     "sandbox %s was started without credentials: they reach it when it is made again", id);
+            rv = GERR_INVAL;
+        } else if ((rv = own_credentials(k, &f.items[0], id, creds, n, errmsg)) == 0) {
+            LOG_INFO("kubernetes driver: credentials of sandbox %s/%s replaced (%zu entries)", ns, id, n);
+        }
+    }
+    found_close(&f);
     return rv;
 }
 
@@ -791,34 +944,60 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     rv = list_from(k, kns, NULL, s->id, &f, errmsg);
     if (rv == 0 && f.n > 0) {
         rv = adopt(k, s, &f.items[0], out, errmsg);
+        if (rv == 0 && s->n_credentials > 0 && f.items[0].meta.credentials) {
+            rv = own_credentials(k, &f.items[0], s->id, s->credentials, s->n_credentials, errmsg);
+        } else if (rv == 0 && s->n_credentials > 0) {
+            LOG_WARN("kubernetes driver: sandbox %s exists without a credentials volume (made by an older "
+                     "version): its credentials reach it when it is made again",
+                     s->id);
+        }
         found_close(&f);
-        return rv;
+        goto out;
     }
     found_close(&f);
     if (rv != 0) {
         return rv;
     }
+    if (s->n_credentials > 0 &&
+        (rv = put_credentials(k, kns, s->namespace, s->id, s->name, NULL, s->credentials, s->n_credentials,
+                              false, errmsg)) != 0) {
+        return rv;
+    }
+    struct k8s_sandbox made = {0};
     driver_k8s_object_name(k->mode, s->namespace, s->name, name);
-    rv = create_as(k, epoch, s, kns, name, &taken, out, errmsg);
+    rv = create_as(k, epoch, s, kns, name, &taken, out, &made, errmsg);
     if (rv == GERR_EXISTS && taken) {
         /* The readable name is someone else's (another gateway in a shared namespace, or another
          * of ours whose "ns--name" reads the same): step aside to a name of our own. */
         driver_k8s_fallback_name(name, k->gw, s->id, fallback);
-        rv = create_as(k, epoch, s, kns, fallback, &taken, out, errmsg);
+        rv = create_as(k, epoch, s, kns, fallback, &taken, out, &made, errmsg);
+    }
+    if (rv == 0 && s->n_credentials > 0) {
+        rv = own_credentials(k, &made, s->id, s->credentials, s->n_credentials, errmsg);
+    }
+    k8s_sandbox_close(&made);
+out:
+    if (rv != 0) {
+        driver_sandbox_close(out); /* a failed call leaves its result zeroed */
     }
     return rv;
 }
 
 /* One pass of a delete: 0 done, GERR_ABORTED to read again, anything else final. @fresh: read from
- * the API server (after a conflict), not the cache. */
+ * the API server (after a conflict), not the cache. *@creds: 1 when a Sandbox found mounts a
+ * credentials Secret, 2 when none was found (a create may have failed after making the Secret). */
 static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *id, bool fresh,
-                       char *errmsg)
+                       int *creds, char *errmsg)
 {
     char path[200], kns[64];
     struct found f = {0};
     int rv = fresh ? k8s_namespace(k, ns, kns, errmsg) : find(k, ns, id, &f, errmsg);
     if (fresh && rv == 0) {
         rv = list_from(k, kns, ns, id, &f, errmsg);
+    }
+    *creds = f.n == 0 ? 2 : 0;
+    for (size_t i = 0; i < f.n; i++) {
+        *creds = f.items[i].meta.credentials ? 1 : *creds;
     }
     for (size_t i = 0; rv == 0 && i < f.n; i++) {
         const struct k8s_sandbox *p = &f.items[i];
@@ -852,12 +1031,19 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
     return rv;
 }
 
+/* The Sandbox first (the epoch annotation on it may refuse the delete), then its credentials
+ * Secret: Kubernetes' garbage collector would delete it too, but not at once, and not one a
+ * failed create left without an owner. */
 static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg)
 {
     struct driver_k8s *k = k8s_enter(d, epoch);
-    int rv = fence(k, epoch, errmsg);
+    char kns[64];
+    int creds = 0, rv = fence(k, epoch, errmsg);
     for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
-        rv = delete_once(k, epoch, ns, id, i > 0, errmsg);
+        rv = delete_once(k, epoch, ns, id, i > 0, &creds, errmsg);
+        if (rv == 0 && creds != 0 && (rv = k8s_namespace(k, ns, kns, errmsg)) == 0) {
+            rv = delete_credentials(k, kns, id, creds == 2, errmsg);
+        }
         if (rv != GERR_ABORTED) {
             return rv;
         }
@@ -1203,6 +1389,7 @@ static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
     caps->gpus = true;
     caps->namespaces = k->mode == DRIVER_K8S_MANAGED;
     caps->shared_backend = true;
+    caps->credentials = true;
     caps->config_keys = k8s_config_keys;
     snprintf(caps->detail, sizeof caps->detail,
              "kubernetes %s as gateway %s, " K8S_SANDBOX_GROUP
@@ -1293,6 +1480,7 @@ static const struct driver_ops k8s_ops = {
     .list = k8s_list,
     .delete = k8s_delete,
     .ensure_namespace = k8s_ensure_ns,
+    .update_credentials = k8s_update_credentials,
     .delete_namespace = k8s_delete_ns,
     .free = k8s_free,
 };

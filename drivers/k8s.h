@@ -88,6 +88,18 @@
  * SandboxExpired; the reconciler deletes the object). A spec whose object would exceed
  * K8S_MAX_OBJECT is refused by validate.
  *
+ * Credentials (caps.credentials; docs/credentials.md): a create whose spec carries credentials
+ * writes the Secret "gantry-credentials-<gateway_id>-<id>" (k8s_credentials_secret) in the
+ * sandbox's Kubernetes namespace before the Sandbox, so the pod never starts without it, and again
+ * after it with an owner reference to the Sandbox, so the garbage collector removes it with the
+ * Sandbox; the pod mounts it (k8s_sandbox_manifest) and the Sandbox carries the annotation
+ * gantry.dev/credentials. A create that finds the Sandbox writes the Secret again; update_credentials
+ * replaces its data with the whole new set (an unconditional PUT: the name is this gateway's and
+ * this sandbox's alone); delete removes it after the Sandbox (404 fine). The driver writes and deletes
+ * Secrets there and never reads one (its ServiceAccount may not); request and answer bodies are wiped
+ * from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
+ * about the data.
+ *
  * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
  * watch, each on its own thread. A call waiting out a 429 releases the mutex until its wait ends
  * (driver_k8s_stop ends it early); it then sends its request again, and is DRIVER_ERR_STALE if a

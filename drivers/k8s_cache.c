@@ -46,6 +46,7 @@ void k8s_sandbox_copy(const struct k8s_sandbox *s, struct k8s_sandbox *out)
     out->meta.name = dup_or_null(s->meta.name);
     out->meta.ns = dup_or_null(s->meta.ns);
     out->meta.resource_version = dup_or_null(s->meta.resource_version);
+    out->meta.uid = dup_or_null(s->meta.uid);
     out->meta.gateway_id = dup_or_null(s->meta.gateway_id);
     out->meta.managed_by = dup_or_null(s->meta.managed_by);
     out->meta.sandbox_id = dup_or_null(s->meta.sandbox_id);

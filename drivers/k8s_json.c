@@ -162,6 +162,7 @@ void k8s_meta_close(struct k8s_meta *m)
     mem_free(m->name);
     mem_free(m->ns);
     mem_free(m->resource_version);
+    mem_free(m->uid);
     mem_free(m->gateway_id);
     mem_free(m->managed_by);
     mem_free(m->sandbox_id);
@@ -187,6 +188,7 @@ static int meta_from(json_t *obj, struct k8s_meta *m, char *errmsg)
     }
     const char *ns = str_member(md, "namespace", MAX_NAME);
     m->ns = mem_strdup(ns != NULL ? ns : "");
+    m->uid = dup_member(md, "uid", 128);
     json_t *labels = json_object_get(md, "labels");
     json_t *ann = json_object_get(md, "annotations");
     if ((labels != NULL && !json_is_object(labels)) || (ann != NULL && !json_is_object(ann))) {
@@ -200,6 +202,7 @@ static int meta_from(json_t *obj, struct k8s_meta *m, char *errmsg)
     m->gantry_ns = dup_member(labels, K8S_LABEL_NAMESPACE, 63);
     m->gantry_name = dup_member(labels, K8S_LABEL_NAME, 63);
     m->epoch = parse_epoch(str_member(ann, K8S_ANN_EPOCH, 32));
+    m->credentials = str_member(ann, K8S_ANN_CREDENTIALS, MAX_NAME) != NULL;
     m->created_at_ms = parse_time(str_member(md, "creationTimestamp", 64));
     m->deleting = json_object_get(md, "deletionTimestamp") != NULL &&
                   !json_is_null(json_object_get(md, "deletionTimestamp"));
@@ -738,6 +741,26 @@ static int check_utf8(const struct driver_sandbox_spec *s, char *errmsg)
 /* The restricted Pod Security Standard, for the sandbox's pod and its one container. */
 #define SANDBOX_UID 65534
 
+/* Whether a credential of @s sets environment variable @name (it wins over the spec's own). */
+static bool credential_sets(const struct driver_sandbox_spec *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_credentials; i++) {
+        if (s->credentials[i].env != NULL && strcmp(s->credentials[i].env, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "<provider>.<key>" into @out (@len bytes); false when it does not fit. */
+static bool credential_data_key(const struct driver_credential *c, char *out, size_t len)
+{
+    int n = snprintf(out, len, "%s.%s", c->provider, c->key);
+    return n > 0 && (size_t)n < len;
+}
+
+#define DATA_KEY_MAX 256u /* provider (63) + '.' + key (DRIVER_CREDENTIAL_KEY_MAX), with room */
+
 static json_t *container_for(const struct k8s_sandbox_params *p)
 {
     const struct driver_sandbox_spec *s = p->spec;
@@ -747,7 +770,18 @@ static json_t *container_for(const struct k8s_sandbox_params *p)
         json_array_append_new(cmd, json_string(s->command[i]));
     }
     for (size_t i = 0; i < s->n_env; i++) {
-        json_array_append_new(env, json_pack("{s:s,s:s}", "name", s->env[i].key, "value", s->env[i].value));
+        if (!credential_sets(s, s->env[i].key)) {
+            json_array_append_new(env,
+                                  json_pack("{s:s,s:s}", "name", s->env[i].key, "value", s->env[i].value));
+        }
+    }
+    for (size_t i = 0; i < s->n_credentials; i++) {
+        char dk[DATA_KEY_MAX];
+        if (s->credentials[i].env != NULL && credential_data_key(&s->credentials[i], dk, sizeof dk)) {
+            json_array_append_new(env, json_pack("{s:s,s:{s:{s:s,s:s}}}", "name", s->credentials[i].env,
+                                                 "valueFrom", "secretKeyRef", "name", p->credentials_secret,
+                                                 "key", dk));
+        }
     }
     return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b,s:b,s:b,s:{s:[s]},s:{s:s}}}", "name", "sandbox", "image",
                      s->image, "command", cmd, "env", env, "resources", "securityContext",
@@ -769,6 +803,34 @@ static json_t *pod_spec_for(const struct k8s_sandbox_params *p)
         json_object_set_new(pod, "imagePullSecrets", ips);
     }
     return pod;
+}
+
+/* The credentials volume and its mount (a spec with credentials only). The volume is optional so
+ * that a key left out of a later set (driver_update_credentials) only loses its file: kubelet
+ * refuses to refresh a volume at all while a non-optional item names a missing key. The Secret is
+ * made before the Sandbox, so the pod never starts without it. */
+static void add_credentials(const struct k8s_sandbox_params *p, json_t *pod, json_t *container)
+{
+    const struct driver_sandbox_spec *s = p->spec;
+    if (s->n_credentials == 0) {
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; i < s->n_credentials; i++) {
+        char dk[DATA_KEY_MAX], path[DATA_KEY_MAX];
+        if (credential_data_key(&s->credentials[i], dk, sizeof dk)) {
+            snprintf(path, sizeof path, "%s/%s", s->credentials[i].provider, s->credentials[i].key);
+            json_array_append_new(items, json_pack("{s:s,s:s}", "key", dk, "path", path));
+        }
+    }
+    json_object_set_new(pod, "volumes",
+                        json_pack("[{s:s,s:{s:s,s:i,s:b,s:o}}]", "name", K8S_CREDENTIALS_VOLUME, "secret",
+                                  "secretName", p->credentials_secret, "defaultMode", K8S_CREDENTIALS_MODE,
+                                  "optional", 1, "items", items));
+    json_object_set_new(json_object_get(pod, "securityContext"), "fsGroup", json_integer(SANDBOX_UID));
+    json_object_set_new(container, "volumeMounts",
+                        json_pack("[{s:s,s:s,s:b}]", "name", K8S_CREDENTIALS_VOLUME, "mountPath",
+                                  DRIVER_CREDENTIALS_DIR, "readOnly", 1));
 }
 
 /* gpu_count becomes a limit on the GPU resource, unless driver_config resources set one. */
@@ -810,12 +872,18 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
     if (rv != 0 || (rv = k8s_check_labels(s, errmsg)) != 0) {
         return rv;
     }
+    if (s->n_credentials > 0 &&
+        (p->credentials_secret == NULL || !driver_is_dns_subdomain(p->credentials_secret))) {
+        gerr_set(errmsg, "a sandbox with credentials needs the name of its credentials Secret");
+        return GERR_INVAL;
+    }
     json_t *labels = labels_for(p->gateway_id, s->namespace);
     json_t *ann = epoch_annotations(p->epoch);
     json_t *container = container_for(p);
     json_t *pod_spec = pod_spec_for(p);
     rv = apply_config(s, pod_spec, container, errmsg);
     add_gpu_limit(container, p);
+    add_credentials(p, pod_spec, container);
     json_object_set_new(labels, K8S_LABEL_SANDBOX, json_string(s->id));
     json_object_set_new(labels, K8S_LABEL_NAME, json_string(s->name));
     json_object_set_new(labels, OS_LABEL_SANDBOX, json_string(s->id));
@@ -825,6 +893,9 @@ int k8s_sandbox_manifest(const struct k8s_sandbox_params *p, char **out, char *e
     }
     if (s->owner != NULL && s->owner[0] != '\0') {
         json_object_set_new(ann, K8S_ANN_OWNER, json_string(s->owner));
+    }
+    if (s->n_credentials > 0) {
+        json_object_set_new(ann, K8S_ANN_CREDENTIALS, json_string(p->credentials_secret));
     }
     json_object_set_new(pod_spec, "containers", json_pack("[o]", container));
     json_t *spec =
@@ -1007,6 +1078,112 @@ int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *ga
     }
     json_decref(j);
     return rv;
+}
+
+/* ---- Credentials */
+
+void k8s_credentials_secret_name(const char *gateway_id, const char *sandbox_id, char out[128])
+{
+    snprintf(out, 128, K8S_CREDENTIALS_PREFIX "%.40s-%.36s", gateway_id, sandbox_id);
+}
+
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 (with padding) of @len bytes of @in at @out, which has room for 4 * ceil(len/3). */
+static size_t b64_encode(const unsigned char *in, size_t len, char *out)
+{
+    size_t o = 0, i = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = b64_alphabet[v >> 18 & 63];
+        out[o++] = b64_alphabet[v >> 12 & 63];
+        out[o++] = b64_alphabet[v >> 6 & 63];
+        out[o++] = b64_alphabet[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0u);
+        out[o++] = b64_alphabet[v >> 18 & 63];
+        out[o++] = b64_alphabet[v >> 12 & 63];
+        out[o++] = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
+        out[o++] = '=';
+    }
+    return o;
+}
+
+void k8s_secret_free(char *doc)
+{
+    if (doc != NULL) {
+        volatile char *v = doc;
+        for (size_t i = 0; v[i] != '\0'; i++) {
+            v[i] = '\0';
+        }
+        mem_free(doc);
+    }
+}
+
+int k8s_credentials_secret(const struct k8s_credentials_params *p, char **out, char *errmsg)
+{
+    size_t data = 0, room = 0;
+    *out = NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        char dk[DATA_KEY_MAX];
+        const struct driver_credential *c = &p->creds[i];
+        if (!credential_data_key(c, dk, sizeof dk) || !secret_key_ok(dk) ||
+            !driver_is_dns_label(c->provider)) {
+            gerr_set(errmsg, "credential %.63s/%.128s cannot be a Secret key", c->provider, c->key);
+            return GERR_INVAL;
+        }
+        size_t len = strlen(c->value);
+        data += len;
+        room += strlen(dk) + 4 * ((len + 2) / 3) + 8; /* "key":"value", */
+    }
+    if (data > K8S_SECRET_DATA_MAX) {
+        gerr_set(
+            errmsg,
+            "the sandbox's credentials add up to %zu bytes; a Kubernetes Secret holds at most %u: give the "
+            "sandbox fewer or smaller provider secrets",
+            data, K8S_SECRET_DATA_MAX);
+        return GERR_INVAL;
+    }
+    /* Everything but the data through jansson: nothing secret is in it. */
+    json_t *labels = labels_for(p->gateway_id, p->gantry_ns);
+    json_object_set_new(labels, K8S_LABEL_SANDBOX, json_string(p->sandbox_id));
+    json_object_set_new(labels, K8S_LABEL_NAME, json_string(p->sandbox_name));
+    json_object_set_new(labels, OS_LABEL_SANDBOX, json_string(p->sandbox_id));
+    json_object_set_new(labels, OS_LABEL_NAME, json_string(p->sandbox_name));
+    json_t *secret =
+        json_pack("{s:s,s:s,s:{s:s,s:s,s:o},s:s}", "apiVersion", "v1", "kind", "Secret", "metadata", "name",
+                  p->name, "namespace", p->k8s_namespace, "labels", labels, "type", "Opaque");
+    if (p->owner != NULL) {
+        json_object_set_new(json_object_get(secret, "metadata"), "ownerReferences",
+                            json_pack("[{s:s,s:s,s:s,s:s,s:b}]", "apiVersion", p->owner->api_version, "kind",
+                                      K8S_SANDBOX_KIND, "name", p->owner->name, "uid", p->owner->uid,
+                                      "blockOwnerDeletion", 0));
+    }
+    char *head = dump(secret);
+    if (head == NULL) {
+        gerr_set(errmsg, "cannot encode the credentials Secret %s", p->name);
+        return GERR_NOMEM;
+    }
+    /* The data is written by hand into one buffer of the exact size, so the plaintext's only copy
+     * is the one k8s_secret_free wipes (no jansson string, no buffer left behind by a realloc).
+     * Keys need no escaping: Secret key characters only. */
+    size_t hlen = strlen(head), o = hlen - 1; /* over the closing brace */
+    char *doc = mem_alloc(hlen + room + 16);
+    memcpy(doc, head, o);
+    mem_free(head);
+    memcpy(doc + o, ",\"data\":{", 9);
+    o += 9;
+    for (size_t i = 0; i < p->n; i++) {
+        const struct driver_credential *c = &p->creds[i];
+        int n = sprintf(doc + o, "%s\"%s.%s\":\"", i > 0 ? "," : "", c->provider, c->key);
+        o += (size_t)n;
+        o += b64_encode((const unsigned char *)c->value, strlen(c->value), doc + o);
+        doc[o++] = '"';
+    }
+    memcpy(doc + o, "}}", 3);
+    *out = doc;
+    return 0;
 }
 
 char *k8s_delete_options(const char *resource_version)

@@ -38,6 +38,7 @@
 #define K8S_MANAGED_BY      "gantry"
 #define K8S_ANN_EPOCH       "gantry.dev/epoch"
 #define K8S_ANN_OWNER       "gantry.dev/owner"
+#define K8S_ANN_CREDENTIALS "gantry.dev/credentials" /* the credentials Secret a Sandbox's pod mounts */
 #define OS_LABEL_MANAGED    "openshell.ai/managed-by"
 #define OS_MANAGED_BY       "openshell"
 #define OS_LABEL_GATEWAY    "openshell.ai/gateway-id"
@@ -73,6 +74,7 @@ struct k8s_meta {
     char *name;
     char *ns;               /* "" for cluster-scoped objects */
     char *resource_version; /* opaque; required */
+    char *uid;              /* metadata.uid (what ownerReferences name), NULL if absent */
     char *gateway_id;       /* label gantry.dev/gateway-id, NULL if absent */
     char *managed_by;       /* label gantry.dev/managed-by, NULL if absent */
     char *sandbox_id;       /* label gantry.dev/sandbox-id, NULL if absent */
@@ -80,8 +82,9 @@ struct k8s_meta {
     char *gantry_name;      /* label gantry.dev/name, NULL if absent */
     uint64_t epoch;         /* annotation gantry.dev/epoch; 0 if absent or malformed */
     uint64_t created_at_ms; /* creationTimestamp (RFC 3339, UTC); 0 if absent or malformed */
-    bool deleting;          /* deletionTimestamp is set */
-    bool terminating;       /* a Namespace whose status.phase is "Terminating" */
+    bool credentials; /* annotation gantry.dev/credentials is set: its pod mounts a credentials Secret */
+    bool deleting;    /* deletionTimestamp is set */
+    bool terminating; /* a Namespace whose status.phase is "Terminating" */
 };
 
 /* A Sandbox (agents.x-k8s.io). Its phase is mapped from metadata.deletionTimestamp and the Ready
@@ -169,6 +172,9 @@ struct k8s_sandbox_params {
     const char *const
         *image_pull_secrets; /* Secret names in the sandbox's namespace (NULL-terminated), or NULL */
     uint64_t now_ms;         /* Unix ms; with spec->lifetime_s > 0, shutdownTime = now + lifetime */
+    /* The credentials Secret (k8s_credentials_secret_name) the pod refers to when the spec carries
+     * credentials; ignored (and may be NULL) when it carries none. */
+    const char *credentials_secret;
 };
 
 /* The driver_config keys the kubernetes driver knows (NULL-terminated). */
@@ -199,7 +205,8 @@ int k8s_check_labels(const struct driver_sandbox_spec *spec, char *errmsg);
  * gantry.dev/{gateway-id,managed-by,sandbox-id,namespace,name}, openshell.ai/{managed-by,
  * gateway-id,sandbox-id,sandbox-name,sandbox-namespace} plus the spec's labels on the object and
  * on spec.podTemplate.metadata (so the controller's pod carries them too); annotations
- * gantry.dev/epoch and gantry.dev/owner; spec.podTemplate.spec the pod: one container "sandbox",
+ * gantry.dev/epoch and gantry.dev/owner (and gantry.dev/credentials, the Secret's name, for a spec with
+ * credentials: see "Credentials" below); spec.podTemplate.spec the pod: one container "sandbox",
  * restartPolicy Never, the restricted Pod Security Standard by default (runAsNonRoot with uid and
  * gid 65534, seccompProfile RuntimeDefault, allowPrivilegeEscalation false, every capability
  * dropped), no service account token unless service_account is set, the image pull secrets; with
@@ -238,6 +245,58 @@ char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_i
  * *@out is the manifest (mem_free). GERR_PROTO for a malformed Secret. */
 int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *gateway_id, char **out,
                     char *errmsg);
+
+/* ---- Credentials (docs/credentials.md): one Secret per sandbox that carries any, in the sandbox's
+ * Kubernetes namespace, made and replaced by the driver and never read back (the driver has no
+ * right to read Secrets outside its own namespace; see docs/deploy-helm.md). Its data key for
+ * credential <provider>/<key> is "<provider>.<key>": a provider is a DNS label, so the first '.'
+ * splits it unambiguously, and both parts are Secret key characters ([-._a-zA-Z0-9]). The Sandbox's
+ * pod template refers to it (k8s_sandbox_manifest): a secret volume mounted read-only at
+ * DRIVER_CREDENTIALS_DIR whose items map "<provider>.<key>" to the path "<provider>/<key>", with
+ * defaultMode K8S_CREDENTIALS_MODE and the pod's fsGroup, and for a credential with env an
+ * environment variable from a secretKeyRef. The plaintext is only ever in the Secret. */
+#define K8S_CREDENTIALS_PREFIX "gantry-credentials-"
+#define K8S_CREDENTIALS_VOLUME "gantry-credentials"
+/* Files are owned by root and group fsGroup (SANDBOX_UID's group, which the sandbox's processes
+ * have whatever uid a runtime gives them): 0440 lets the sandbox read them and nobody else write. */
+#define K8S_CREDENTIALS_MODE 0440
+/* The API server refuses a Secret whose data add up to more than 1 MiB (decoded). */
+#define K8S_SECRET_DATA_MAX (1024u * 1024u)
+/* The Secret of sandbox @sandbox_id of gateway @gateway_id: "gantry-credentials-<gateway>-<id>"
+ * (at most 19 + 40 + 1 + 36 bytes: a DNS subdomain). The gateway id is part of it because gateways
+ * sharing a Kubernetes namespace (shared mode) must never write or delete each other's. */
+void k8s_credentials_secret_name(const char *gateway_id, const char *sandbox_id, char out[128]);
+
+/* The owner of a credentials Secret: the Sandbox object, so Kubernetes' garbage collector deletes
+ * the Secret with it. */
+struct k8s_owner {
+    const char *api_version; /* "agents.x-k8s.io/v1beta1" */
+    const char *name;
+    const char *uid;
+};
+
+struct k8s_credentials_params {
+    const char *name; /* k8s_credentials_secret_name */
+    const char *k8s_namespace;
+    const char *gateway_id;
+    const char *gantry_ns;
+    const char *sandbox_id;
+    const char *sandbox_name;
+    const struct k8s_owner *owner; /* NULL: no ownerReferences (made before the Sandbox) */
+    const struct driver_credential *creds;
+    size_t n;
+};
+
+/* The credentials Secret (type Opaque, the driver's labels and the sandbox's, data keys as above
+ * with base64 values, ownerReferences to @owner with blockOwnerDeletion false), for a create (POST)
+ * or an unconditional replace (PUT). On 0 *@out holds the plaintext (base64): release it with
+ * k8s_secret_free, which wipes it. GERR_INVAL for entries whose data would exceed
+ * K8S_SECRET_DATA_MAX (naming the size) or keys that are not Secret keys (naming provider and key,
+ * never a value). */
+int k8s_credentials_secret(const struct k8s_credentials_params *p, char **out, char *errmsg);
+
+/* Wipe and free a document that may hold credentials. NULL is fine. */
+void k8s_secret_free(char *doc);
 
 /* DeleteOptions with a resourceVersion precondition. */
 char *k8s_delete_options(const char *resource_version);

@@ -31,6 +31,11 @@ Semantics
     metadata.resourceVersion in the patch that is not the object's is 409 Conflict;
     DELETE with DeleteOptions preconditions (resourceVersion, uid) that do not match: 409 Conflict;
     missing objects: 404 NotFound (details.kind the resource);
+  - Secrets: data keys of [-._a-zA-Z0-9] (422 otherwise), base64 values (400 otherwise), at most 1 MiB
+    of data decoded (422), type Opaque unless given and immutable on replace (422);
+  - metadata.ownerReferences are validated (apiVersion, kind, name, uid; no namespace; no uid twice:
+    422), stored, and replaced by a PUT; the garbage collector deletes a namespaced object once every
+    owner it names is gone (at the owner's delete: background propagation, no finalizers);
   - deleting a namespace makes it Terminating (status.phase, deletionTimestamp) and deletes its
     contents; it disappears --finalize-ms later, or, while a test holds it (POST /_fake/namespace
     {"name": n, "stuck": true}), stays Terminating: creates in it are 403, a create of the namespace
@@ -105,6 +110,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 SANDBOX_GROUP = "agents.x-k8s.io"
@@ -429,6 +435,61 @@ class Store:
             if not label_key_ok(k) or not isinstance(v, str):
                 raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.annotations', name, key[1])
 
+    def check_owner_refs(self, key, meta):
+        """metadata.ownerReferences as a real server validates them: each names apiVersion, kind, name
+        and uid, and a namespaced object's owner is found in its own namespace (no namespace member)."""
+        refs = meta.get("ownerReferences")
+        if refs is None:
+            return
+        name = meta.get("name")
+        if not isinstance(refs, list) or not all(
+                isinstance(r, dict) and all(isinstance(r.get(f), str) and r.get(f) for f in ("apiVersion", "kind",
+                                                                                           "name", "uid"))
+                and "namespace" not in r for r in refs):
+            raise ApiError(422, "Invalid", f'{RESOURCES[key][0]} "{name}" is invalid: metadata.ownerReferences',
+                           name, key[1])
+        if len({r["uid"] for r in refs}) != len(refs):
+            raise ApiError(422, "Invalid", f'{RESOURCES[key][0]} "{name}" is invalid: metadata.ownerReferences: '
+                           'Duplicate value', name, key[1])
+
+    def check_secret(self, obj):
+        """A Secret's data: keys of [-._a-zA-Z0-9], base64 values, at most 1 MiB decoded in all; type
+        defaults to Opaque."""
+        name = obj["metadata"].get("name")
+        data = obj.get("data") or {}
+        if not isinstance(data, dict):
+            raise ApiError(400, "BadRequest", "Secret.data must be an object")
+        total = 0
+        for k, v in data.items():
+            if not SECRET_KEY.match(k) or len(k) > 253:
+                raise ApiError(422, "Invalid", f'Secret "{name}" is invalid: data[{k}]: Invalid value: "{k}": a valid '
+                               'config key must consist of alphanumeric characters, \'-\', \'_\' or \'.\'', name,
+                               "secrets")
+            try:
+                total += len(base64.b64decode(v, validate=True))
+            except (ValueError, TypeError):
+                raise ApiError(400, "BadRequest", "Secret in version \"v1\" cannot be handled as a Secret: illegal "
+                               "base64 data")
+        if total > 1024 * 1024:
+            raise ApiError(422, "Invalid", f'Secret "{name}" is invalid: data: Too long: must have at most 1048576 '
+                           'bytes', name, "secrets")
+        obj.setdefault("type", "Opaque")
+
+    def collect_garbage(self, ns, uid):
+        """The garbage collector: a namespaced object whose owners are all gone (no object of that uid)
+        is deleted in the background once its last owner is (propagationPolicy Background)."""
+        live = {o["metadata"]["uid"] for objs in self.objects.values() for o in objs.values()}
+        for k in RESOURCES:
+            if not RESOURCES[k][1]:
+                continue
+            for okey, o in list(self.objects[k].items()):
+                refs = o["metadata"].get("ownerReferences") or []
+                if okey[0] == ns and refs and any(r.get("uid") == uid for r in refs) and \
+                        not any(r.get("uid") in live for r in refs):
+                    del self.objects[k][okey]
+                    self.rv += 1
+                    self.record(k, "DELETED", o)
+
     def check_sandbox(self, obj, version):
         name = obj["metadata"].get("name")
 
@@ -513,6 +574,9 @@ class Store:
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace "
                            "sent on the request")
         self.check_meta(key, meta)
+        self.check_owner_refs(key, meta)
+        if key[1] == "secrets":
+            self.check_secret(obj)
         if ns is not None:
             self.namespace_usable(ns)
             meta["namespace"] = ns
@@ -570,6 +634,16 @@ class Store:
                     new["metadata"]["generation"] = cur["metadata"].get("generation", 1) + 1
             for field in ("labels", "annotations"):
                 new["metadata"][field] = copy.deepcopy(meta.get(field) or {})
+            self.check_owner_refs(key, meta)
+            if meta.get("ownerReferences"):
+                new["metadata"]["ownerReferences"] = copy.deepcopy(meta["ownerReferences"])
+            else:
+                new["metadata"].pop("ownerReferences", None)
+            if key[1] == "secrets":
+                self.check_secret(obj)
+                if obj["type"] != cur.get("type", "Opaque"):
+                    raise ApiError(422, "Invalid", f'Secret "{name}" is invalid: type: Invalid value: '
+                                   f'"{obj["type"]}": field is immutable', name, "secrets")
             if key[1] in ("configmaps", "secrets"):
                 new["data"] = copy.deepcopy(obj.get("data") or {})
         self.check_size(new)
@@ -647,6 +721,8 @@ class Store:
         del self.objects[key][(ns, name)]
         self.rv += 1
         self.record(key, "DELETED", cur)
+        if ns is not None:
+            self.collect_garbage(ns, cur["metadata"]["uid"])
         self.save()
         return self.out(key, cur, version)
 

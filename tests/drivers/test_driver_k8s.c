@@ -2,11 +2,11 @@
  * over real TLS with a certificate made here by the openssl CLI.
  *
  * The fake enforces RBAC: each gateway's driver authenticates as the ServiceAccount of its own Helm
- * release and gets exactly the rights the chart renders for it (the JSON files in tests/drivers/rbac/, kept equal
- * to the chart by deploy/helm/check.sh): gw-a and gw-b in managed mode (releases gantry and
- * gantry-b), gw-op in operator mode (gantry-op: tenant-a and team-b), gw-one and gw-two in shared
- * mode (gantry-one and gantry-two, both in namespace "sandboxes"). The tests' own requests use the
- * admin token. The server pages every list by 2 items, so paging is always exercised.
+ * release and gets exactly the rights the chart renders for it (the JSON files in tests/drivers/rbac/, kept
+ * equal to the chart by deploy/helm/check.sh): gw-a and gw-b in managed mode (releases gantry and gantry-b),
+ * gw-op in operator mode (gantry-op: tenant-a and team-b), gw-one and gw-two in shared mode (gantry-one and
+ * gantry-two, both in namespace "sandboxes"). The tests' own requests use the admin token. The server pages
+ * every list by 2 items, so paging is always exercised.
  *
  * Covers: the shared conformance checks (managed mode); managed namespaces made and removed with
  * the gateway's labels, the Pod Security labels, a default-deny NetworkPolicy and copied image pull
@@ -24,7 +24,10 @@
  * without blocking other calls, cut short by driver_k8s_stop); a namespace
  * stuck Terminating; the API server restarting mid-create; reads from the list+watch cache, a watch
  * relisting after 410 and list pages restarting after an expired continue token; RBAC refusals;
- * 401, untrusted certificates, 5xx, an unreachable server; 1,000 sandboxes with the API requests
+ * 401, untrusted certificates, 5xx, an unreachable server; credentials (the per-sandbox Secret's
+ * data, labels and owner, the Sandbox referring to it without a value, create again, rotation,
+ * never read back, errors without the value, delete, garbage collection, every namespace mode under
+ * the chart's RBAC, a namespace deleted behind the driver); 1,000 sandboxes with the API requests
  * per create and per idle minute measured (printed; docs/drivers.md records them).
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped).
@@ -55,7 +58,8 @@
 #define OPENSSL "/usr/bin/openssl"
 #define SBX     "/apis/agents.x-k8s.io/v1beta1"
 
-static char dir[256], cert[300], key[300], token[300], bad_token[300], reqlog[300], statefile[300], server[64];
+static char dir[256], cert[300], key[300], token[300], bad_token[300], reqlog[300], statefile[300],
+    server[64];
 static int port;
 static struct proc apiserver;
 static const char *const sleeper[] = {"sleep", "infinity"};
@@ -295,8 +299,8 @@ static void wait_phase(struct driver *d, uint64_t e, const char *ns, const char 
             return;
         }
         if (now_ms() > deadline) {
-            fail_msg("sandbox %s: %s, phase %s, want %s", id, gerr_name(rv), rv == 0 ? driver_phase_name(out->phase) : "-",
-                     driver_phase_name(phase));
+            fail_msg("sandbox %s: %s, phase %s, want %s", id, gerr_name(rv),
+                     rv == 0 ? driver_phase_name(out->phase) : "-", driver_phase_name(phase));
         }
         if (rv == 0) {
             driver_sandbox_close(out);
@@ -372,7 +376,8 @@ static void test_managed_namespace_labels(void **state)
                         "restricted");
     json_decref(ns);
     /* Nothing in it talks to anything until a policy allows it. */
-    snprintf(path, sizeof path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    snprintf(path, sizeof path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME,
+             kns);
     json_t *np;
     assert_int_equal(raw("GET", path, NULL, &np), 200);
     assert_int_equal(json_object_size(json_object_get(json_object_get(np, "spec"), "podSelector")), 0);
@@ -461,7 +466,8 @@ static void test_managed_namespace_brought_up_to_date(void **state)
     assert_string_equal(v, "openshell");
     label_of(path, "team", v, sizeof v);
     assert_string_equal(v, "x"); /* not ours to remove */
-    snprintf(json, sizeof json, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    snprintf(json, sizeof json, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME,
+             kns);
     assert_true(exists(json));
     driver_free(d);
     /* Up to date now: a new instance (nothing remembered) reads it and writes nothing. */
@@ -477,8 +483,8 @@ static void test_managed_namespace_brought_up_to_date(void **state)
     driver_k8s_managed_namespace("gw-a", "legacy-2", kns);
     make_labelled_namespace(kns, "{\"gantry.dev/gateway-id\":\"gw-a\",\"gantry.dev/managed-by\":\"gantry\"}");
     snprintf(path, sizeof path, "/api/v1/namespaces/%s", kns);
-    snprintf(json, sizeof json, "{\"method\":\"PATCH\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"owner\":\"ops\"}}}",
-             path);
+    snprintf(json, sizeof json,
+             "{\"method\":\"PATCH\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"owner\":\"ops\"}}}", path);
     inject(json);
     truncate_log();
     if (driver_ensure_namespace(d, e, "legacy-2", errmsg) != 0) {
@@ -578,7 +584,8 @@ static void test_shared_and_two_gateways(void **state)
     truncate_log();
     /* Each gateway's ServiceAccount has a Role in "sandboxes" only: the Namespace object itself is
      * not readable (a namespaced Role cannot grant it), so ensure_namespace must not read it. */
-    assert_int_equal(raw_as(gateway("gw-one")->token, "GET", "/api/v1/namespaces/sandboxes", NULL, NULL), 403);
+    assert_int_equal(raw_as(gateway("gw-one")->token, "GET", "/api/v1/namespaces/sandboxes", NULL, NULL),
+                     403);
     struct driver *a = open_gw("gw-one", DRIVER_K8S_SHARED, "sandboxes", NULL);
     struct driver *b = open_gw("gw-two", DRIVER_K8S_SHARED, "sandboxes", NULL);
     uint64_t ea = conf_epoch(), eb = 1; /* separate fences: a low epoch on gw-two is not stale */
@@ -642,10 +649,10 @@ static void test_shared_and_two_gateways(void **state)
     assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-one") > 0);
     assert_true(logged("GET", SBX "/namespaces/sandboxes/sandboxes", "gantry.dev%2Fgateway-id%3Dgw-two") > 0);
     /* Neither driver read the Namespace (gw-one's one GET is this test's own, refused, above). */
-    assert_int_equal(logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-one:gantry-one"),
-                     1);
-    assert_int_equal(logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-two:gantry-two"),
-                     0);
+    assert_int_equal(
+        logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-one:gantry-one"), 1);
+    assert_int_equal(
+        logged_user("GET", "/api/v1/namespaces/sandboxes", "system:serviceaccount:gantry-two:gantry-two"), 0);
     driver_free(a);
     driver_free(b);
 }
@@ -899,9 +906,9 @@ static void test_manifest_and_config(void **state)
     assert_string_equal(json_string_value(json_object_get(json_object_get(spec, "nodeSelector"), "zone")),
                         "a");
     assert_int_equal(json_array_size(json_object_get(spec, "tolerations")), 1);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(spec, "imagePullSecrets"), 0), "name")),
-        "regcred");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(spec, "imagePullSecrets"), 0), "name")),
+                        "regcred");
     assert_non_null(json_string_value(json_object_get(sspec, "shutdownTime"))); /* the lifetime */
     assert_string_equal(json_string_value(json_object_get(sspec, "shutdownPolicy")), "Retain");
     assert_string_equal(json_string_value(json_object_get(spec, "restartPolicy")), "Never");
@@ -940,9 +947,10 @@ static void test_manifest_and_config(void **state)
     assert_non_null(strstr(errmsg, "sandbox-runner"));
     cs.spec.n_driver_config = 0;
     /* Tenant labels that would reach the platform are refused at admission. */
-    struct driver_kv platform[][1] = {{{"app.kubernetes.io/name", "x"}},  {{"kubernetes.io/metadata.name", "x"}},
-                                      {{"agents.x-k8s.io/pod-name", "x"}}, {{"statefulset.kubernetes.io/pod-name", "x"}},
-                                      {{"openshell.ai/sandbox-id", "x"}},  {{"node.k8s.io/x", "x"}}};
+    struct driver_kv platform[][1] = {
+        {{"app.kubernetes.io/name", "x"}},   {{"kubernetes.io/metadata.name", "x"}},
+        {{"agents.x-k8s.io/pod-name", "x"}}, {{"statefulset.kubernetes.io/pod-name", "x"}},
+        {{"openshell.ai/sandbox-id", "x"}},  {{"node.k8s.io/x", "x"}}};
     for (size_t i = 0; i < sizeof platform / sizeof platform[0]; i++) {
         cs.spec.labels = platform[i];
         cs.spec.n_labels = 1;
@@ -1118,7 +1126,8 @@ static void test_api_versions(void **state)
     make_in(d, e, env.ns, "alpha", &cs);
     driver_capabilities(d, &caps);
     assert_non_null(strstr(caps.detail, "(v1alpha1)"));
-    assert_true(logged("POST", "/apis/agents.x-k8s.io/v1alpha1/namespaces/openshell-gw-a-team-a/sandboxes", NULL) == 1);
+    assert_true(logged("POST", "/apis/agents.x-k8s.io/v1alpha1/namespaces/openshell-gw-a-team-a/sandboxes",
+                       NULL) == 1);
     wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_READY, &s);
     driver_sandbox_close(&s);
     /* ... and is upgraded to one that serves v1beta1: the next 404 makes the driver ask again. */
@@ -1169,11 +1178,12 @@ static void test_throttling(void **state)
     assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_BUSY);
     assert_non_null(strstr(errmsg, "retry after 30 s"));
     /* An admission webhook that is down: 500, unavailable, not permanent. */
-    snprintf(json, sizeof json,
-             "{\"method\":\"POST\",\"path\":\"" SBX
-             "/namespaces/%s/sandboxes\",\"status\":500,\"message\":\"Internal error occurred: failed calling "
-             "webhook \\\"policy.example.com\\\": connection refused\"}",
-             kns);
+    snprintf(
+        json, sizeof json,
+        "{\"method\":\"POST\",\"path\":\"" SBX
+        "/namespaces/%s/sandboxes\",\"status\":500,\"message\":\"Internal error occurred: failed calling "
+        "webhook \\\"policy.example.com\\\": connection refused\"}",
+        kns);
     inject(json);
     assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
     assert_non_null(strstr(errmsg, "failed calling webhook"));
@@ -1378,8 +1388,9 @@ static void test_reads_from_cache(void **state)
     /* Someone else's change reaches the cache through the watch. */
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
     sbx_path(path, sizeof path, kns, "cached");
-    set_status(path, "cached",
-               "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"SandboxSuspended\"}]}");
+    set_status(
+        path, "cached",
+        "{\"conditions\":[{\"type\":\"Ready\",\"status\":\"False\",\"reason\":\"SandboxSuspended\"}]}");
     wait_phase(d, e, env.ns, cs.id, DRIVER_PHASE_STOPPED, &s);
     driver_sandbox_close(&s);
     driver_k8s_stats(d, &after);
@@ -1420,10 +1431,13 @@ static void test_watch_relists_after_410(void **state)
     driver_k8s_managed_namespace("gw-a", env.ns, kns);
     control("/_fake/drop-watches", "{}"); /* the watch waits a second before it watches again */
     snprintf(body, sizeof body,
-             "{\"apiVersion\":\"agents.x-k8s.io/v1beta1\",\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"during-410\","
-             "\"labels\":{\"" K8S_LABEL_GATEWAY "\":\"gw-a\",\"" K8S_LABEL_SANDBOX "\":\"%s\",\"" K8S_LABEL_NAMESPACE
-             "\":\"%s\",\"" K8S_LABEL_NAME "\":\"during-410\"},\"annotations\":{\"" K8S_ANN_EPOCH "\":\"%llu\"}},"
-             "\"spec\":{\"podTemplate\":{\"spec\":{\"containers\":[{\"name\":\"sandbox\",\"image\":\"busybox\"}]}}}}",
+             "{\"apiVersion\":\"agents.x-k8s.io/"
+             "v1beta1\",\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"during-410\","
+             "\"labels\":{\"" K8S_LABEL_GATEWAY "\":\"gw-a\",\"" K8S_LABEL_SANDBOX
+             "\":\"%s\",\"" K8S_LABEL_NAMESPACE "\":\"%s\",\"" K8S_LABEL_NAME
+             "\":\"during-410\"},\"annotations\":{\"" K8S_ANN_EPOCH "\":\"%llu\"}},"
+             "\"spec\":{\"podTemplate\":{\"spec\":{\"containers\":[{\"name\":\"sandbox\",\"image\":"
+             "\"busybox\"}]}}}}",
              other.id, env.ns, (unsigned long long)e);
     char path[200];
     snprintf(path, sizeof path, SBX "/namespaces/%s/sandboxes", kns);
@@ -1498,7 +1512,8 @@ static void test_watch_list_410_backs_off(void **state)
     control("/_fake/drop-watches", "{}");
     make_in(d, e, env.ns, "expiring-3", &cs[3]); /* a write while the watch is away ... */
     control("/_fake/compact", "{}");             /* ... compacted: the watch must list again */
-    for (driver_k8s_stats(d, &st); st.watch_relists == before.watch_relists || !st.live; driver_k8s_stats(d, &st)) {
+    for (driver_k8s_stats(d, &st); st.watch_relists == before.watch_relists || !st.live;
+         driver_k8s_stats(d, &st)) {
         assert_true(now_ms() < deadline);
         nap_ms(20);
     }
@@ -1529,10 +1544,11 @@ static void test_expired_continue_restarts_list(void **state)
         make_in(d, e, "team-p", names[i], &cs[i]);
     }
     driver_k8s_managed_namespace("gw-a", "team-p", kns);
-    snprintf(json, sizeof json,
-             "{\"method\":\"GET\",\"path\":\"" SBX "/namespaces/%s/sandboxes\",\"query\":\"continue=\","
-             "\"status\":410,\"reason\":\"Expired\",\"message\":\"The provided continue parameter is too old\"}",
-             kns);
+    snprintf(
+        json, sizeof json,
+        "{\"method\":\"GET\",\"path\":\"" SBX "/namespaces/%s/sandboxes\",\"query\":\"continue=\","
+        "\"status\":410,\"reason\":\"Expired\",\"message\":\"The provided continue parameter is too old\"}",
+        kns);
     inject(json);
     struct driver_sandbox_list l;
     assert_int_equal(driver_list(d, e, "team-p", &l, errmsg), 0); /* 5 items in pages of 2 */
@@ -1598,9 +1614,22 @@ static void test_rbac_is_enforced(void **state)
     assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/secrets/regcred", NULL, NULL), 200);
     assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/secrets/gantry-ca", NULL, NULL), 403);
     assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/kube-system/secrets/x", NULL, NULL), 403);
+    /* Credentials Secrets are written where sandboxes live, never read there. */
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/openshell-gw-a-team-a/secrets/x", NULL, NULL), 403);
+    assert_int_equal(raw_as(a, "DELETE", "/api/v1/namespaces/openshell-gw-a-team-a/secrets/x", "{}", NULL),
+                     404);
+    assert_int_equal(raw_as(one, "GET", "/api/v1/namespaces/sandboxes/secrets/x", NULL, NULL), 403);
+    assert_int_equal(raw_as(one, "DELETE", "/api/v1/namespaces/sandboxes/secrets/x", "{}", NULL), 404);
+    assert_int_equal(raw_as(one, "DELETE", "/api/v1/namespaces/other/secrets/x", "{}", NULL), 403);
+    assert_int_equal(raw_as(op, "GET", "/api/v1/namespaces/tenant-a/secrets/x", NULL, NULL), 403);
+    assert_int_equal(raw_as(op, "DELETE", "/api/v1/namespaces/tenant-a/secrets/x", "{}", NULL), 404);
+    assert_int_equal(
+        raw_as(gateway("gw-b")->token, "DELETE", "/api/v1/namespaces/openshell-gw-b-x/secrets/x", "{}", NULL),
+        403);
     /* ConfigMaps: the fence only, in the release namespace. */
     assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/gantry/configmaps/gantry-config", NULL, NULL), 403);
-    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/default/configmaps/gantry-fence-gw-a", NULL, NULL), 403);
+    assert_int_equal(raw_as(a, "GET", "/api/v1/namespaces/default/configmaps/gantry-fence-gw-a", NULL, NULL),
+                     403);
     /* Shared mode: its namespace only, no Namespace objects, nothing cluster-wide. */
     assert_int_equal(raw_as(one, "GET", SBX "/sandboxes", NULL, NULL), 403);
     assert_int_equal(raw_as(one, "GET", SBX "/namespaces/other/sandboxes", NULL, NULL), 403);
@@ -1611,6 +1640,287 @@ static void test_rbac_is_enforced(void **state)
     assert_int_equal(raw_as(op, "GET", SBX "/namespaces/sandboxes/sandboxes", NULL, NULL), 403);
     /* Discovery is for everyone. */
     assert_int_equal(raw_as(one, "GET", "/apis/agents.x-k8s.io", NULL, NULL), 200);
+}
+
+/* ---- Credentials (docs/credentials.md) */
+
+#define USER_A  "system:serviceaccount:gantry:gantry"
+#define VAL_ONE "sk-VALUE-ONE"  /* base64 c2stVkFMVUUtT05F */
+#define VAL_TWO "ghp-VALUE-TWO" /* base64 Z2hwLVZBTFVFLVRXTw== */
+#define VAL_NEW "sk-VALUE-NEW"  /* base64 c2stVkFMVUUtTkVX */
+
+static const struct driver_credential creds_two[] = {{"openai", "api_key", VAL_ONE, "OPENAI_API_KEY"},
+                                                     {"gh", "token", VAL_TWO, NULL}};
+
+/* The path of sandbox @id's credentials Secret of gateway @gw in @kns. */
+static void secret_path(char *out, size_t len, const char *gw, const char *kns, const char *id)
+{
+    char name[128];
+    k8s_credentials_secret_name(gw, id, name);
+    snprintf(out, len, "/api/v1/namespaces/%s/secrets/%s", kns, name);
+}
+
+/* The Secret at @path as the admin reads it (200 expected). */
+static json_t *get_secret(const char *path)
+{
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    return j;
+}
+
+static const char *data_of(json_t *secret, const char *k)
+{
+    return json_string_value(json_object_get(json_object_get(secret, "data"), k));
+}
+
+/* Create @cs with @creds in @ns through @d; its Secret at @spath must then be owned by its Sandbox
+ * at @sbx (read by the admin), with the values and labels, and the Sandbox must hold no value. */
+static void create_with_credentials(struct driver *d, uint64_t e, struct conf_spec *cs, const char *gw,
+                                    const char *ns, const char *kns, const char *sbx, const char *spath)
+{
+    char errmsg[GERR_MSG_SIZE];
+    struct driver_sandbox s;
+    cs->spec.namespace = ns;
+    cs->spec.credentials = creds_two;
+    cs->spec.n_credentials = 2;
+    assert_int_equal(driver_ensure_namespace(d, e, ns, errmsg), 0);
+    if (driver_create(d, e, &cs->spec, &s, errmsg) != 0) {
+        fail_msg("create with credentials: %s", errmsg);
+    }
+    driver_sandbox_close(&s);
+    json_t *sec = get_secret(spath), *obj;
+    json_t *md = json_object_get(sec, "metadata");
+    assert_string_equal(json_string_value(json_object_get(sec, "type")), "Opaque");
+    assert_string_equal(json_string_value(json_object_get(md, "namespace")), kns);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_GATEWAY)),
+                        gw);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_SANDBOX)),
+                        cs->id);
+    assert_int_equal(json_object_size(json_object_get(sec, "data")), 2);
+    assert_string_equal(data_of(sec, "openai.api_key"), "c2stVkFMVUUtT05F");
+    assert_string_equal(data_of(sec, "gh.token"), "Z2hwLVZBTFVFLVRXTw==");
+    assert_int_equal(raw("GET", sbx, NULL, &obj), 200);
+    json_t *ref = json_array_get(json_object_get(md, "ownerReferences"), 0);
+    assert_int_equal(json_array_size(json_object_get(md, "ownerReferences")), 1);
+    assert_string_equal(json_string_value(json_object_get(ref, "kind")), "Sandbox");
+    assert_string_equal(json_string_value(json_object_get(ref, "apiVersion")), "agents.x-k8s.io/v1beta1");
+    assert_string_equal(json_string_value(json_object_get(ref, "name")),
+                        json_string_value(json_object_get(json_object_get(obj, "metadata"), "name")));
+    assert_string_equal(json_string_value(json_object_get(ref, "uid")),
+                        json_string_value(json_object_get(json_object_get(obj, "metadata"), "uid")));
+    assert_true(json_is_false(json_object_get(ref, "blockOwnerDeletion")));
+    /* The Sandbox refers to the Secret and holds no value, plain or base64. */
+    char *text = json_dumps(obj, JSON_COMPACT);
+    assert_null(strstr(text, "VALUE"));
+    assert_null(strstr(text, "c2stVkFMVUU"));
+    assert_non_null(strstr(text, "\"secretName\":\"gantry-credentials-"));
+    assert_non_null(strstr(text, "\"secretKeyRef\":{"));
+    assert_non_null(strstr(text, "\"mountPath\":\"" DRIVER_CREDENTIALS_DIR "\""));
+    free(text);
+    json_decref(obj);
+    json_decref(sec);
+}
+
+/* Managed mode: the Secret made with the Sandbox, owned by it, referenced by its pod; create again
+ * puts it back as it should be; update_credentials replaces the whole set; the driver never reads
+ * it; errors name no value; delete removes it; a sandbox without credentials has none. */
+static void test_credentials(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], sbx[256], spath[300], body[600];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs, plain;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.credentials);
+    truncate_log();
+    conf_spec(&env, &cs, "creds");
+    driver_k8s_managed_namespace("gw-a", "team-a", kns);
+    sbx_path(sbx, sizeof sbx, kns, "creds");
+    secret_path(spath, sizeof spath, "gw-a", kns, cs.id);
+    create_with_credentials(d, e, &cs, "gw-a", "team-a", kns, sbx, spath);
+    conf_wait_ready(&env, d, e, "team-a", cs.id);
+
+    /* Create again (the reconciler retrying, another replica): one Sandbox, the Secret made current
+     * again after someone changed it. */
+    snprintf(body, sizeof body,
+             "{\"metadata\":{\"name\":\"gantry-credentials-gw-a-%s\"},\"type\":\"Opaque\",\"data\":{\"x\":"
+             "\"eA==\"}}",
+             cs.id);
+    assert_int_equal(raw("PUT", spath, body, NULL), 200);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    json_t *sec = get_secret(spath);
+    assert_int_equal(json_object_size(json_object_get(sec, "data")), 2);
+    assert_string_equal(data_of(sec, "openai.api_key"), "c2stVkFMVUUtT05F");
+    assert_int_equal(json_array_size(json_object_get(json_object_get(sec, "metadata"), "ownerReferences")),
+                     1);
+    json_decref(sec);
+    assert_int_equal(driver_list(d, e, "team-a", &l, errmsg), 0);
+    assert_int_equal(conf_count(&l, cs.id), 1);
+    driver_sandbox_list_close(&l);
+
+    /* Rotation: the whole new set replaces the old; a key left out goes. */
+    struct driver_credential rotated[] = {{"openai", "api_key", VAL_NEW, "OPENAI_API_KEY"}};
+    assert_int_equal(driver_update_credentials(d, e, "team-a", cs.id, rotated, 1, errmsg), 0);
+    sec = get_secret(spath);
+    assert_int_equal(json_object_size(json_object_get(sec, "data")), 1);
+    assert_string_equal(data_of(sec, "openai.api_key"), "c2stVkFMVUUtTkVX");
+    json_decref(sec);
+    char missing[DRIVER_ID_LEN + 1];
+    conf_uuid(missing);
+    assert_int_equal(driver_update_credentials(d, e, "team-a", missing, rotated, 1, errmsg), GERR_NOTFOUND);
+    /* An API server error naming the data is not passed on. */
+    snprintf(body, sizeof body,
+             "{\"method\":\"PUT\",\"path\":\"%s\",\"status\":422,\"reason\":\"Invalid\",\"message\":\"data: "
+             "Invalid value: " VAL_NEW "\"}",
+             spath);
+    inject(body);
+    assert_int_equal(driver_update_credentials(d, e, "team-a", cs.id, rotated, 1, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "422"));
+    assert_null(strstr(errmsg, "VALUE"));
+    /* The driver wrote the Secret and never read it. */
+    assert_int_equal(logged_user("GET", spath, USER_A), 0);
+    assert_true(logged_user("PUT", spath, USER_A) >= 3);
+
+    /* A sandbox without credentials: no Secret, no volume, no annotation; update is refused. */
+    conf_spec(&env, &plain, "plain");
+    assert_int_equal(driver_create(d, e, &plain.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    char ppath[300], psbx[256];
+    json_t *obj;
+    secret_path(ppath, sizeof ppath, "gw-a", kns, plain.id);
+    assert_false(exists(ppath));
+    sbx_path(psbx, sizeof psbx, kns, "plain");
+    assert_int_equal(raw("GET", psbx, NULL, &obj), 200);
+    char *text = json_dumps(obj, JSON_COMPACT);
+    assert_null(strstr(text, "volumes"));
+    assert_null(strstr(text, "fsGroup"));
+    assert_null(strstr(text, K8S_ANN_CREDENTIALS));
+    free(text);
+    json_decref(obj);
+    assert_int_equal(driver_update_credentials(d, e, "team-a", plain.id, rotated, 1, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "without credentials"));
+    assert_false(exists(ppath));
+    assert_int_equal(driver_delete(d, e, "team-a", plain.id, errmsg), 0);
+
+    /* Delete removes the Secret itself (not left to the garbage collector). */
+    assert_int_equal(driver_delete(d, e, "team-a", cs.id, errmsg), 0);
+    assert_false(exists(spath));
+    assert_int_equal(logged_user("DELETE", spath, USER_A), 1);
+    assert_int_equal(driver_delete(d, e, "team-a", cs.id, errmsg), 0); /* again: 404 is fine */
+
+    /* A namespace deleted behind the driver's back: the Secret's create finds it gone, and
+     * ensure_namespace then makes it again (it does not trust its memory of it). */
+    char zns[64];
+    struct conf_spec z;
+    driver_k8s_managed_namespace("gw-a", "team-z", zns);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-z", errmsg), 0);
+    snprintf(body, sizeof body, "/api/v1/namespaces/%s", zns);
+    assert_int_equal(raw("DELETE", body, "{}", NULL), 200);
+    for (uint64_t until = now_ms() + 10000; exists(body) && now_ms() < until;) {
+        nap_ms(20);
+    }
+    conf_spec(&env, &z, "z");
+    z.spec.namespace = "team-z";
+    z.spec.credentials = creds_two;
+    z.spec.n_credentials = 2;
+    assert_int_equal(driver_create(d, e, &z.spec, &s, errmsg), GERR_NOTFOUND);
+    assert_non_null(strstr(errmsg, "ensure_namespace first"));
+    assert_int_equal(driver_ensure_namespace(d, e, "team-z", errmsg), 0);
+    assert_int_equal(driver_create(d, e, &z.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "team-z", z.id, errmsg), 0);
+    assert_int_equal(driver_delete_namespace(d, e, "team-z", errmsg), 0);
+    driver_free(d);
+}
+
+/* The garbage collector (as the fake plays it) removes a Secret whose Sandbox is deleted by someone
+ * else: the owner reference is right. */
+static void test_credentials_collected_with_sandbox(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], kns[64], sbx[256], spath[300];
+    struct driver *d = open_managed(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    conf_spec(&env, &cs, "collected");
+    driver_k8s_managed_namespace("gw-a", "team-a", kns);
+    sbx_path(sbx, sizeof sbx, kns, "collected");
+    secret_path(spath, sizeof spath, "gw-a", kns, cs.id);
+    create_with_credentials(d, e, &cs, "gw-a", "team-a", kns, sbx, spath);
+    assert_int_equal(raw("DELETE", sbx, "{}", NULL), 200);
+    assert_false(exists(spath));
+    assert_int_equal(driver_delete(d, e, "team-a", cs.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* Operator and shared modes: the chart's RBAC (which the fake enforces) lets the driver write and
+ * delete the Secrets where the sandboxes live, and nothing reads them. Managed mode without the
+ * namespace guard (gw-b) has no rights on Secrets: a create with credentials is refused before
+ * anything is made, and deletes still work. */
+static void test_credentials_every_mode(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], sbx[256], spath[300], oname[64], kns[64];
+    const char *const allow[] = {"tenant-a", NULL};
+    struct {
+        const char *gw, *user;
+        enum driver_k8s_mode mode;
+        const char *shared, *kns;
+    } modes[] = {
+        {"gw-op", "system:serviceaccount:gantry-op:gantry-op", DRIVER_K8S_OPERATOR, NULL, "tenant-a"},
+        {"gw-one", "system:serviceaccount:gantry-one:gantry-one", DRIVER_K8S_SHARED, "sandboxes",
+         "sandboxes"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        struct driver *d = open_gw(modes[i].gw, modes[i].mode, modes[i].shared, allow);
+        uint64_t e = conf_epoch();
+        struct conf_spec cs;
+        const char *ns = modes[i].mode == DRIVER_K8S_OPERATOR ? "tenant-a" : "team-c";
+        conf_spec(&env, &cs, "creds");
+        driver_k8s_object_name(modes[i].mode, ns, "creds", oname);
+        sbx_path(sbx, sizeof sbx, modes[i].kns, oname);
+        secret_path(spath, sizeof spath, modes[i].gw, modes[i].kns, cs.id);
+        truncate_log();
+        create_with_credentials(d, e, &cs, modes[i].gw, ns, modes[i].kns, sbx, spath);
+        struct driver_credential rotated[] = {{"gh", "token", VAL_NEW, NULL}};
+        assert_int_equal(driver_update_credentials(d, e, ns, cs.id, rotated, 1, errmsg), 0);
+        json_t *sec = get_secret(spath);
+        assert_int_equal(json_object_size(json_object_get(sec, "data")), 1);
+        assert_string_equal(data_of(sec, "gh.token"), "c2stVkFMVUUtTkVX");
+        json_decref(sec);
+        assert_int_equal(driver_delete(d, e, ns, cs.id, errmsg), 0);
+        assert_false(exists(spath));
+        assert_int_equal(logged_user("DELETE", spath, modes[i].user), 1);
+        assert_int_equal(logged_user("GET", spath, modes[i].user), 0);
+        assert_int_equal(logged_status(403), 0);
+        driver_free(d);
+    }
+
+    /* Managed mode without the guard: refused at the Secret, nothing made. */
+    struct driver *b = open_gw("gw-b", DRIVER_K8S_MANAGED, NULL, NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    conf_spec(&env, &cs, "creds");
+    cs.spec.credentials = creds_two;
+    cs.spec.n_credentials = 2;
+    assert_int_equal(driver_ensure_namespace(b, e, "team-a", errmsg), 0);
+    assert_int_equal(driver_create(b, e, &cs.spec, &s, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "secrets"));
+    assert_null(strstr(errmsg, "VALUE"));
+    assert_null(s.id);
+    driver_k8s_managed_namespace("gw-b", "team-a", kns);
+    sbx_path(sbx, sizeof sbx, kns, "creds");
+    assert_false(exists(sbx));
+    /* Deleting it (as the reconciler will) works all the same. */
+    assert_int_equal(driver_delete(b, e, "team-a", cs.id, errmsg), 0);
+    cs.spec.n_credentials = 0;
+    assert_int_equal(driver_create(b, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(b, e, "team-a", cs.id, errmsg), 0);
+    driver_free(b);
 }
 
 /* ---- Failures of the server or the connection */
@@ -1667,10 +1977,16 @@ static void test_bad_config(void **state)
         {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_OPERATOR, .operator_namespaces = dup_allow},
         {.server = server, .gateway_id = "gw", .client_cert_file = cert},
         /* Sandboxes in the gateway's own namespace, where its Secrets are: refused. */
-        {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_SHARED, .shared_namespace = "gantry",
+        {.server = server,
+         .gateway_id = "gw",
+         .mode = DRIVER_K8S_SHARED,
+         .shared_namespace = "gantry",
          .home_namespace = "gantry"},
         {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_SHARED, .shared_namespace = "default"},
-        {.server = server, .gateway_id = "gw", .mode = DRIVER_K8S_OPERATOR, .operator_namespaces = home_allow,
+        {.server = server,
+         .gateway_id = "gw",
+         .mode = DRIVER_K8S_OPERATOR,
+         .operator_namespaces = home_allow,
          .home_namespace = "gantry"},
         {.server = server, .gateway_id = "gw", .home_namespace = "Gantry"},
         {.server = server, .gateway_id = "gw", .service_accounts = bad_names},
@@ -1723,10 +2039,10 @@ static void request_kinds(const char *path, const char *user, long long kinds[4]
         if (m != NULL && p != NULL && q != NULL && u != NULL && strcmp(u, user) == 0) {
             size_t pl = strlen(p);
             bool collection = pl >= 10 && strcmp(p + pl - 10, "/sandboxes") == 0;
-            kinds[strstr(p, "/configmaps/") != NULL                                       ? 0
+            kinds[strstr(p, "/configmaps/") != NULL                                           ? 0
                   : collection && strcmp(m, "GET") == 0 && strstr(q, "labelSelector") != NULL ? 1
-                  : collection && strcmp(m, "POST") == 0                                  ? 2
-                                                                                          : 3]++;
+                  : collection && strcmp(m, "POST") == 0                                      ? 2
+                                                                                              : 3]++;
         }
         json_decref(j);
     }
@@ -1807,7 +2123,7 @@ static void test_many_sandboxes(void **state)
     struct driver *d = open_managed(NULL);
     uint64_t e = conf_epoch();
     struct conf_spec *cs = mem_zalloc(n * sizeof *cs);
-    char (*names)[24] = mem_zalloc(n * sizeof *names);
+    char(*names)[24] = mem_zalloc(n * sizeof *names);
     assert_int_equal(driver_ensure_namespace(d, e, "scale", errmsg), 0);
     struct driver_sandbox_list first;
     assert_int_equal(driver_list(d, e, NULL, &first, errmsg), 0); /* the watch starts */
@@ -1855,13 +2171,16 @@ static void test_many_sandboxes(void **state)
     long long r5 = server_requests(srv, user);
     driver_free(d);
 
-    printf("%zu sandboxes: %lld API requests for %zu creates (%.2f per sandbox: get, ensure_namespace, create as "
+    printf("%zu sandboxes: %lld API requests for %zu creates (%.2f per sandbox: get, ensure_namespace, "
+           "create as "
            "the reconciler calls them), %.1f s; idle minute (2 resyncs: %zu gets and a list each) with the "
            "list+watch cache: %lld requests (+1 watch per %u s); without it: %lld requests\n",
-           n, r1 - r0, n, (double)(r1 - r0) / (double)n, (double)(t1 - t0) / 1000.0, n, r3 - r2, 300u, r5 - r4);
-    printf("per sandbox created: %.2f fence reads, %.2f lookups by label, %.2f creates, %.2f other requests\n",
-           (double)kinds[0] / (double)n, (double)kinds[1] / (double)n, (double)kinds[2] / (double)n,
-           (double)kinds[3] / (double)n);
+           n, r1 - r0, n, (double)(r1 - r0) / (double)n, (double)(t1 - t0) / 1000.0, n, r3 - r2, 300u,
+           r5 - r4);
+    printf(
+        "per sandbox created: %.2f fence reads, %.2f lookups by label, %.2f creates, %.2f other requests\n",
+        (double)kinds[0] / (double)n, (double)kinds[1] / (double)n, (double)kinds[2] / (double)n,
+        (double)kinds[3] / (double)n);
     assert_true((double)(r1 - r0) / (double)n <= 5.0);
     assert_int_equal(r3 - r2, 0);
     assert_true(r5 - r4 >= (long long)(2 * n));
@@ -2043,6 +2362,9 @@ int main(void)
         cmocka_unit_test(test_delete_conflict_and_404),
         cmocka_unit_test(test_epoch_annotation_fences_delete),
         cmocka_unit_test(test_manifest_and_config),
+        cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_credentials_collected_with_sandbox),
+        cmocka_unit_test(test_credentials_every_mode),
         cmocka_unit_test(test_phase_from_sandbox_status),
         cmocka_unit_test(test_pending_pod),
         cmocka_unit_test(test_crd_not_installed),

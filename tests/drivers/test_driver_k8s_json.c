@@ -294,10 +294,11 @@ static void test_manifests(void **state)
     assert_true(json_is_false(json_object_get(csc, "allowPrivilegeEscalation")));
     assert_true(json_is_false(json_object_get(csc, "privileged")));
     assert_string_equal(
-        json_string_value(json_array_get(json_object_get(json_object_get(csc, "capabilities"), "drop"), 0)), "ALL");
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(pod_spec, "imagePullSecrets"), 0), "name")),
-        "regcred");
+        json_string_value(json_array_get(json_object_get(json_object_get(csc, "capabilities"), "drop"), 0)),
+        "ALL");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(pod_spec, "imagePullSecrets"), 0), "name")),
+                        "regcred");
     assert_string_equal(json_string_value(json_object_get(pod_spec, "restartPolicy")), "Never");
     /* The lifetime is the controller's shutdownTime: 2026-11-23T10:00:00Z + 60 s. */
     assert_string_equal(json_string_value(json_object_get(spec_j, "shutdownTime")), "2026-11-23T10:01:00Z");
@@ -330,10 +331,16 @@ static void test_manifests(void **state)
     /* Tenant labels under prefixes Kubernetes, the controller or Gantry give meaning to: refused. */
     spec.command = cmd;
     spec.n_command = 3;
-    const char *const reserved[] = {"kubernetes.io/metadata.name", "app.kubernetes.io/name",
-                                    "statefulset.kubernetes.io/pod-name", "node.k8s.io/x", "k8s.io/x",
-                                    "agents.x-k8s.io/pod-name", "gantry.dev/name", "openshell.ai/sandbox-id",
-                                    "a.gantry.dev/x", "sub.openshell.ai/y"};
+    const char *const reserved[] = {"kubernetes.io/metadata.name",
+                                    "app.kubernetes.io/name",
+                                    "statefulset.kubernetes.io/pod-name",
+                                    "node.k8s.io/x",
+                                    "k8s.io/x",
+                                    "agents.x-k8s.io/pod-name",
+                                    "gantry.dev/name",
+                                    "openshell.ai/sandbox-id",
+                                    "a.gantry.dev/x",
+                                    "sub.openshell.ai/y"};
     for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
         struct driver_kv l[] = {{reserved[i], "v"}};
         spec.labels = l;
@@ -343,7 +350,8 @@ static void test_manifests(void **state)
         assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), GERR_INVAL);
         assert_null(doc);
     }
-    const char *const fine[] = {"team", "example.com/team", "notkubernetes.io/x", "kubernetes.io.example.com/x"};
+    const char *const fine[] = {"team", "example.com/team", "notkubernetes.io/x",
+                                "kubernetes.io.example.com/x"};
     for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
         struct driver_kv l[] = {{fine[i], "v"}};
         spec.labels = l;
@@ -385,10 +393,11 @@ static void test_manifests(void **state)
     /* A namespace an older Gantry made (its own labels only) gets a merge patch of the missing
      * ones, with its resourceVersion; an operator's labels are not in the patch; an up-to-date one
      * gets none. */
-    const char *legacy = "{\"metadata\":{\"name\":\"openshell-gw-team-a\",\"resourceVersion\":\"77\","
-                         "\"labels\":{\"gantry.dev/gateway-id\":\"gw\",\"gantry.dev/managed-by\":\"gantry\","
-                         "\"gantry.dev/namespace\":\"team-a\",\"pod-security.kubernetes.io/enforce\":\"baseline\","
-                         "\"team\":\"x\"}}}";
+    const char *legacy =
+        "{\"metadata\":{\"name\":\"openshell-gw-team-a\",\"resourceVersion\":\"77\","
+        "\"labels\":{\"gantry.dev/gateway-id\":\"gw\",\"gantry.dev/managed-by\":\"gantry\","
+        "\"gantry.dev/namespace\":\"team-a\",\"pod-security.kubernetes.io/enforce\":\"baseline\","
+        "\"team\":\"x\"}}}";
     assert_int_equal(k8s_namespace_patch(legacy, strlen(legacy), "gw", "team-a", &doc, errmsg), 0);
     assert_non_null(doc);
     j = json_loads(doc, 0, &jerr);
@@ -445,13 +454,15 @@ static void test_manifests(void **state)
 static void test_discovery_and_watch_events(void **state)
 {
     unsigned served;
-    const char *both = "{\"kind\":\"APIGroup\",\"apiVersion\":\"v1\",\"name\":\"agents.x-k8s.io\",\"versions\":["
-                       "{\"groupVersion\":\"agents.x-k8s.io/v1beta1\",\"version\":\"v1beta1\"},"
-                       "{\"groupVersion\":\"agents.x-k8s.io/v1alpha1\",\"version\":\"v1alpha1\"},"
-                       "{\"groupVersion\":\"agents.x-k8s.io/v2\",\"version\":\"v2\"}]}";
+    const char *both =
+        "{\"kind\":\"APIGroup\",\"apiVersion\":\"v1\",\"name\":\"agents.x-k8s.io\",\"versions\":["
+        "{\"groupVersion\":\"agents.x-k8s.io/v1beta1\",\"version\":\"v1beta1\"},"
+        "{\"groupVersion\":\"agents.x-k8s.io/v1alpha1\",\"version\":\"v1alpha1\"},"
+        "{\"groupVersion\":\"agents.x-k8s.io/v2\",\"version\":\"v2\"}]}";
     assert_int_equal(k8s_api_group_decode(both, strlen(both), &served, errmsg), 0);
     assert_int_equal(served, K8S_SERVES_V1BETA1 | K8S_SERVES_V1ALPHA1);
-    const char *alpha = "{\"kind\":\"APIGroup\",\"name\":\"agents.x-k8s.io\",\"versions\":[{\"version\":\"v1alpha1\"}]}";
+    const char *alpha =
+        "{\"kind\":\"APIGroup\",\"name\":\"agents.x-k8s.io\",\"versions\":[{\"version\":\"v1alpha1\"}]}";
     assert_int_equal(k8s_api_group_decode(alpha, strlen(alpha), &served, errmsg), 0);
     assert_int_equal(served, K8S_SERVES_V1ALPHA1);
     const char *other = "{\"kind\":\"APIGroup\",\"name\":\"apps\",\"versions\":[{\"version\":\"v1beta1\"}]}";
@@ -459,10 +470,11 @@ static void test_discovery_and_watch_events(void **state)
     assert_int_equal(served, 0);
 
     struct k8s_watch_event e;
-    const char *added = "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"web\","
-                        "\"namespace\":\"ns\",\"resourceVersion\":\"42\",\"labels\":{\"" K8S_LABEL_GATEWAY
-                        "\":\"gw\",\"" K8S_LABEL_SANDBOX "\":\"" ID "\",\"" K8S_LABEL_NAMESPACE "\":\"a\",\"" K8S_LABEL_NAME
-                        "\":\"web\"}},\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}}";
+    const char *added =
+        "{\"type\":\"ADDED\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"name\":\"web\","
+        "\"namespace\":\"ns\",\"resourceVersion\":\"42\",\"labels\":{\"" K8S_LABEL_GATEWAY
+        "\":\"gw\",\"" K8S_LABEL_SANDBOX "\":\"" ID "\",\"" K8S_LABEL_NAMESPACE "\":\"a\",\"" K8S_LABEL_NAME
+        "\":\"web\"}},\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}}";
     assert_int_equal(k8s_watch_event_decode(added, strlen(added), &e, errmsg), 0);
     assert_int_equal(e.type, K8S_WATCH_ADDED);
     assert_int_equal(e.object.phase, DRIVER_PHASE_READY);
@@ -470,21 +482,25 @@ static void test_discovery_and_watch_events(void **state)
     assert_true(k8s_sandbox_belongs(&e.object.meta, "gw"));
     assert_false(k8s_sandbox_belongs(&e.object.meta, "gw2"));
     k8s_watch_event_close(&e);
-    const char *bookmark = "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"resourceVersion\":\"77\"}}}";
+    const char *bookmark =
+        "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"Sandbox\",\"metadata\":{\"resourceVersion\":\"77\"}}}";
     assert_int_equal(k8s_watch_event_decode(bookmark, strlen(bookmark), &e, errmsg), 0);
     assert_int_equal(e.type, K8S_WATCH_BOOKMARK);
     assert_string_equal(e.resource_version, "77");
     k8s_watch_event_close(&e);
-    const char *gone = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
-                       "\"message\":\"too old resource version: 5 (90)\"}}";
+    const char *gone =
+        "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\","
+        "\"message\":\"too old resource version: 5 (90)\"}}";
     assert_int_equal(k8s_watch_event_decode(gone, strlen(gone), &e, errmsg), 0);
     assert_int_equal(e.type, K8S_WATCH_ERROR);
     assert_int_equal(e.status.code, 410);
     k8s_watch_event_close(&e);
-    const char *bad[] = {"{\"type\":\"ADDED\"}", "{\"type\":\"UPSERTED\",\"object\":{}}",
+    const char *bad[] = {"{\"type\":\"ADDED\"}",
+                         "{\"type\":\"UPSERTED\",\"object\":{}}",
                          "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{}}}",
                          "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Pod\"}}",
-                         "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"x\"}}}", "[]"};
+                         "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"x\"}}}",
+                         "[]"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (k8s_watch_event_decode(bad[i], strlen(bad[i]), &e, errmsg) != GERR_PROTO) {
             fail_msg("accepted %s", bad[i]);
@@ -503,11 +519,13 @@ static void test_discovery_and_watch_events(void **state)
 static void test_status_details(void **state)
 {
     struct k8s_status st;
-    const char *term = "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"name\":\"ns\","
-                       "\"kind\":\"namespaces\",\"causes\":[{\"type\":\"NamespaceTerminating\"}]}}";
+    const char *term =
+        "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"name\":\"ns\","
+        "\"kind\":\"namespaces\",\"causes\":[{\"type\":\"NamespaceTerminating\"}]}}";
     assert_int_equal(k8s_status_decode(term, strlen(term), &st), 0);
     assert_true(st.ns_terminating);
-    const char *rbac = "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"kind\":\"sandboxes\"}}";
+    const char *rbac =
+        "{\"kind\":\"Status\",\"code\":403,\"reason\":\"Forbidden\",\"details\":{\"kind\":\"sandboxes\"}}";
     assert_int_equal(k8s_status_decode(rbac, strlen(rbac), &st), 0);
     assert_false(st.ns_terminating);
     const char *slow = "{\"kind\":\"Status\",\"code\":429,\"reason\":\"TooManyRequests\",\"details\":{"
@@ -533,21 +551,251 @@ static void test_secret_copy(void **state)
     assert_string_equal(json_string_value(json_object_get(md, "namespace")), "openshell-gw-a");
     assert_null(json_object_get(md, "uid"));
     assert_null(json_object_get(md, "resourceVersion"));
-    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_GATEWAY)), "gw");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "data"), ".dockerconfigjson")), "e30=");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_GATEWAY)),
+                        "gw");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "data"), ".dockerconfigjson")),
+                        "e30=");
     json_decref(j);
     /* Anything but an image pull secret is never spread. */
-    const char *opaque = "{\"kind\":\"Secret\",\"metadata\":{\"name\":\"gantry-ca\"},\"type\":\"kubernetes.io/tls\","
-                         "\"data\":{\"tls.key\":\"eA==\"}}";
+    const char *opaque =
+        "{\"kind\":\"Secret\",\"metadata\":{\"name\":\"gantry-ca\"},\"type\":\"kubernetes.io/tls\","
+        "\"data\":{\"tls.key\":\"eA==\"}}";
     assert_int_equal(k8s_secret_copy(opaque, strlen(opaque), "x", "gw", &doc, errmsg), GERR_PERM);
     assert_null(doc);
     assert_non_null(strstr(errmsg, "kubernetes.io/tls"));
-    const char *bad[] = {"{}", "{\"metadata\":{\"name\":\"x\"},\"type\":\"kubernetes.io/dockercfg\",\"data\":{\"k\":1}}",
-                         "{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"x\"},\"data\":{}}"};
+    const char *bad[] = {
+        "{}", "{\"metadata\":{\"name\":\"x\"},\"type\":\"kubernetes.io/dockercfg\",\"data\":{\"k\":1}}",
+        "{\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"x\"},\"data\":{}}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(k8s_secret_copy(bad[i], strlen(bad[i]), "x", "gw", &doc, errmsg), GERR_PROTO);
         assert_null(doc);
     }
+}
+
+/* The member @key of @obj's @a member's @b member (NULL-safe). */
+static json_t *at(json_t *obj, const char *a, const char *b)
+{
+    return json_object_get(json_object_get(obj, a), b);
+}
+
+/* A sandbox with credentials: the pod refers to the Secret (volume, mount, fsGroup, env from
+ * secretKeyRef) and the manifest holds no value; without credentials none of it is there. */
+static void test_credentials_in_manifest(void **state)
+{
+    const char *const cmd[] = {"sleep", "infinity"};
+    struct driver_kv env[] = {{"A", "1"}, {"GH_TOKEN", "shadowed"}};
+    struct driver_credential creds[] = {{"openai", "api_key", "sk-SECRET-ONE", "OPENAI_API_KEY"},
+                                        {"openai", "org", "org-SECRET-TWO", NULL},
+                                        {"gh", "token.v2", "ghp-SECRET-THREE", "GH_TOKEN"}};
+    struct driver_sandbox_spec spec = {.id = ID,
+                                       .namespace = "team-a",
+                                       .name = "web",
+                                       .image = "busybox",
+                                       .command = cmd,
+                                       .n_command = 2,
+                                       .env = env,
+                                       .n_env = 2,
+                                       .credentials = creds,
+                                       .n_credentials = 3};
+    char secret[128], *doc;
+    json_error_t jerr;
+    k8s_credentials_secret_name("gw", ID, secret);
+    assert_string_equal(secret, "gantry-credentials-gw-" ID);
+    assert_true(driver_is_dns_subdomain(secret));
+    struct k8s_sandbox_params p = {.spec = &spec,
+                                   .api_version = "agents.x-k8s.io/v1beta1",
+                                   .gateway_id = "gw",
+                                   .k8s_namespace = "openshell-gw-team-a",
+                                   .object_name = "web",
+                                   .epoch = 9,
+                                   .gpu_resource = "nvidia.com/gpu",
+                                   .now_ms = 1795428000000ull};
+    /* The Secret's name is required. */
+    assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), GERR_INVAL);
+    assert_null(doc);
+    p.credentials_secret = secret;
+    assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), 0);
+    assert_null(strstr(doc, "SECRET"));
+    assert_null(strstr(doc, "shadowed"));
+    json_t *j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    assert_non_null(j);
+    assert_string_equal(
+        json_string_value(at(json_object_get(j, "metadata"), "annotations", K8S_ANN_CREDENTIALS)), secret);
+    json_t *pod = at(json_object_get(j, "spec"), "podTemplate", "spec");
+    assert_int_equal(json_integer_value(at(pod, "securityContext", "fsGroup")), 65534);
+    assert_int_equal(json_integer_value(at(pod, "securityContext", "runAsUser")), 65534);
+    json_t *vols = json_object_get(pod, "volumes");
+    assert_int_equal(json_array_size(vols), 1);
+    json_t *sv = json_object_get(json_array_get(vols, 0), "secret");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(vols, 0), "name")),
+                        K8S_CREDENTIALS_VOLUME);
+    assert_string_equal(json_string_value(json_object_get(sv, "secretName")), secret);
+    assert_int_equal(json_integer_value(json_object_get(sv, "defaultMode")), 0440);
+    assert_true(json_is_true(json_object_get(sv, "optional")));
+    json_t *items = json_object_get(sv, "items");
+    assert_int_equal(json_array_size(items), 3);
+    const char *want[][2] = {
+        {"openai.api_key", "openai/api_key"}, {"openai.org", "openai/org"}, {"gh.token.v2", "gh/token.v2"}};
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(json_string_value(json_object_get(json_array_get(items, i), "key")), want[i][0]);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(items, i), "path")), want[i][1]);
+    }
+    json_t *c = json_array_get(json_object_get(pod, "containers"), 0);
+    json_t *mounts = json_object_get(c, "volumeMounts");
+    assert_int_equal(json_array_size(mounts), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(mounts, 0), "mountPath")),
+                        DRIVER_CREDENTIALS_DIR);
+    assert_true(json_is_true(json_object_get(json_array_get(mounts, 0), "readOnly")));
+    /* The spec's A stays; its GH_TOKEN gives way to the credential's; OPENAI_API_KEY is added. */
+    json_t *ev = json_object_get(c, "env");
+    assert_int_equal(json_array_size(ev), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 0), "name")), "A");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 1), "name")), "OPENAI_API_KEY");
+    json_t *ref = at(json_array_get(ev, 1), "valueFrom", "secretKeyRef");
+    assert_string_equal(json_string_value(json_object_get(ref, "name")), secret);
+    assert_string_equal(json_string_value(json_object_get(ref, "key")), "openai.api_key");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 2), "name")), "GH_TOKEN");
+    ref = at(json_array_get(ev, 2), "valueFrom", "secretKeyRef");
+    assert_string_equal(json_string_value(json_object_get(ref, "key")), "gh.token.v2");
+    assert_null(json_object_get(json_array_get(ev, 2), "value"));
+    json_decref(j);
+
+    /* Without credentials: no volume, mount, fsGroup or annotation, and the spec's env as given. */
+    spec.n_credentials = 0;
+    assert_int_equal(k8s_sandbox_manifest(&p, &doc, errmsg), 0);
+    j = json_loads(doc, 0, &jerr);
+    mem_free(doc);
+    pod = at(json_object_get(j, "spec"), "podTemplate", "spec");
+    assert_null(json_object_get(pod, "volumes"));
+    assert_null(at(pod, "securityContext", "fsGroup"));
+    c = json_array_get(json_object_get(pod, "containers"), 0);
+    assert_null(json_object_get(c, "volumeMounts"));
+    assert_int_equal(json_array_size(json_object_get(c, "env")), 2);
+    assert_null(at(json_object_get(j, "metadata"), "annotations", K8S_ANN_CREDENTIALS));
+    json_decref(j);
+}
+
+/* The Secret itself: labels, type, base64 data under "<provider>.<key>", the owner; the size limit
+ * and bad keys refused without the value in the message. Also the uid and the credentials
+ * annotation as decoded from a Sandbox. */
+static void test_credentials_secret(void **state)
+{
+    struct driver_credential creds[] = {{"openai", "api_key", "sk-SECRET", "OPENAI_API_KEY"},
+                                        {"p", "one", "a", NULL},
+                                        {"p", "two", "ab", NULL},
+                                        {"p", "three", "abc", NULL},
+                                        {"p", "utf8", "\xc3\xa9\x01", NULL}};
+    struct k8s_owner owner = {.api_version = "agents.x-k8s.io/v1beta1", .name = "web", .uid = "uid-1"};
+    struct k8s_credentials_params cp = {.name = "gantry-credentials-gw-" ID,
+                                        .k8s_namespace = "openshell-gw-team-a",
+                                        .gateway_id = "gw",
+                                        .gantry_ns = "team-a",
+                                        .sandbox_id = ID,
+                                        .sandbox_name = "web",
+                                        .owner = &owner,
+                                        .creds = creds,
+                                        .n = 5};
+    char *doc;
+    json_error_t jerr;
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), 0);
+    json_t *j = json_loads(doc, JSON_REJECT_DUPLICATES, &jerr);
+    k8s_secret_free(doc);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "Secret");
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "Opaque");
+    json_t *md = json_object_get(j, "metadata");
+    assert_string_equal(json_string_value(json_object_get(md, "name")), "gantry-credentials-gw-" ID);
+    assert_string_equal(json_string_value(json_object_get(md, "namespace")), "openshell-gw-team-a");
+    assert_null(json_object_get(md, "resourceVersion"));
+    const char *labels[][2] = {{K8S_LABEL_GATEWAY, "gw"}, {K8S_LABEL_MANAGED, K8S_MANAGED_BY},
+                               {K8S_LABEL_SANDBOX, ID},   {K8S_LABEL_NAMESPACE, "team-a"},
+                               {K8S_LABEL_NAME, "web"},   {OS_LABEL_MANAGED, OS_MANAGED_BY},
+                               {OS_LABEL_SANDBOX, ID},    {OS_LABEL_GATEWAY, "gw"}};
+    for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++) {
+        assert_string_equal(json_string_value(at(md, "labels", labels[i][0])), labels[i][1]);
+    }
+    json_t *ref = json_array_get(json_object_get(md, "ownerReferences"), 0);
+    assert_int_equal(json_array_size(json_object_get(md, "ownerReferences")), 1);
+    assert_string_equal(json_string_value(json_object_get(ref, "apiVersion")), "agents.x-k8s.io/v1beta1");
+    assert_string_equal(json_string_value(json_object_get(ref, "kind")), "Sandbox");
+    assert_string_equal(json_string_value(json_object_get(ref, "name")), "web");
+    assert_string_equal(json_string_value(json_object_get(ref, "uid")), "uid-1");
+    assert_true(json_is_false(json_object_get(ref, "blockOwnerDeletion")));
+    json_t *data = json_object_get(j, "data");
+    assert_int_equal(json_object_size(data), 5);
+    assert_string_equal(json_string_value(json_object_get(data, "openai.api_key")), "c2stU0VDUkVU");
+    assert_string_equal(json_string_value(json_object_get(data, "p.one")), "YQ==");
+    assert_string_equal(json_string_value(json_object_get(data, "p.two")), "YWI=");
+    assert_string_equal(json_string_value(json_object_get(data, "p.three")), "YWJj");
+    assert_string_equal(json_string_value(json_object_get(data, "p.utf8")), "w6kB");
+    json_decref(j);
+
+    /* Made before the Sandbox: no owner yet. */
+    cp.owner = NULL;
+    cp.n = 1;
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), 0);
+    j = json_loads(doc, 0, &jerr);
+    k8s_secret_free(doc);
+    assert_null(at(j, "metadata", "ownerReferences"));
+    json_decref(j);
+    /* An empty set is an empty Secret (every key removed). */
+    cp.n = 0;
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), 0);
+    j = json_loads(doc, 0, &jerr);
+    k8s_secret_free(doc);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(json_object_get(j, "data")), 0);
+    json_decref(j);
+
+    /* A key that is no Secret key, and more than a Secret holds: refused, no value in the message. */
+    struct driver_credential bad = {"openai", "a/b", "sk-SECRET", NULL};
+    cp.creds = &bad;
+    cp.n = 1;
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), GERR_INVAL);
+    assert_null(doc);
+    assert_non_null(strstr(errmsg, "openai/a/b"));
+    assert_null(strstr(errmsg, "SECRET"));
+    size_t n = K8S_SECRET_DATA_MAX / DRIVER_CREDENTIAL_VAL_MAX + 1;
+    struct driver_credential *big = mem_zalloc(n * sizeof *big);
+    char *value = mem_alloc(DRIVER_CREDENTIAL_VAL_MAX + 1), keys[80][16];
+    memset(value, 'S', DRIVER_CREDENTIAL_VAL_MAX);
+    value[DRIVER_CREDENTIAL_VAL_MAX] = '\0';
+    assert_true(n < 80);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%zu", i);
+        big[i] = (struct driver_credential){"p", keys[i], value, NULL};
+    }
+    cp.creds = big;
+    cp.n = n;
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), GERR_INVAL);
+    assert_null(doc);
+    assert_non_null(strstr(errmsg, "at most 1048576"));
+    assert_null(strstr(errmsg, "SSSS"));
+    cp.n = n - 1; /* exactly 1 MiB */
+    assert_int_equal(k8s_credentials_secret(&cp, &doc, errmsg), 0);
+    k8s_secret_free(doc);
+    mem_free(value);
+    mem_free(big);
+
+    /* The Sandbox's uid (what the owner reference names) and the annotation are decoded. */
+    const char *sbx = "{\"metadata\":{\"name\":\"web\",\"resourceVersion\":\"3\",\"uid\":\"u-42\","
+                      "\"annotations\":{\"" K8S_ANN_CREDENTIALS "\":\"gantry-credentials-gw-x\"}}}";
+    struct k8s_sandbox s;
+    assert_int_equal(k8s_sandbox_decode(sbx, strlen(sbx), &s, errmsg), 0);
+    assert_string_equal(s.meta.uid, "u-42");
+    assert_true(s.meta.credentials);
+    struct k8s_sandbox copy;
+    k8s_sandbox_copy(&s, &copy);
+    assert_string_equal(copy.meta.uid, "u-42");
+    assert_true(copy.meta.credentials);
+    k8s_sandbox_close(&copy);
+    k8s_sandbox_close(&s);
+    const char *plain = "{\"metadata\":{\"name\":\"web\",\"resourceVersion\":\"3\"}}";
+    assert_int_equal(k8s_sandbox_decode(plain, strlen(plain), &s, errmsg), 0);
+    assert_null(s.meta.uid);
+    assert_false(s.meta.credentials);
+    k8s_sandbox_close(&s);
 }
 
 /* The informer's store: put, newer wins, remove, replace, liveness per scope, names remembered. */
@@ -703,6 +951,8 @@ int main(void)
         cmocka_unit_test(test_discovery_and_watch_events),
         cmocka_unit_test(test_status_details),
         cmocka_unit_test(test_secret_copy),
+        cmocka_unit_test(test_credentials_in_manifest),
+        cmocka_unit_test(test_credentials_secret),
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_error_translation),
         cmocka_unit_test(test_process_decoders),

@@ -12,7 +12,9 @@
  *   7: an image pull Secret read from the gateway's namespace (k8s_secret_copy)
  *   4: a driver_config value: the body's first byte picks the key (the same way) (runtime_class,
  * node_selector, tolerations, service_account, resources), the rest is the value; checked by k8s_check_config
- * and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest. Bodies are copied into heap
+ * and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest (with the value also as a
+ * credential, which the manifest refers to) and into a credentials Secret by k8s_credentials_secret
+ * (its base64 checked for length). Bodies are copied into heap
  * blocks of exactly their size so ASan sees any overread.
  *
  * Besides "no crash, no leak, no overread", the harness checks the header's promises: decoders
@@ -80,6 +82,8 @@ static void fuzz_config(const char *body, size_t n)
     char *value = mem_strndup(body + 1, n - 1); /* stops at a NUL: values are C strings */
     const char *const cmd[] = {"sh"};
     struct driver_kv kv = {k8s_config_keys[(uint8_t)(body[0] - '0') % 5], value};
+    /* The same bytes as a credential value: the pod refers to it, the Secret carries it in base64. */
+    struct driver_credential cred = {"p", "k.v", value, "V"};
     struct driver_sandbox_spec spec = {.id = ID,
                                        .namespace = "ns",
                                        .name = "n",
@@ -89,7 +93,9 @@ static void fuzz_config(const char *body, size_t n)
                                        .driver_config = &kv,
                                        .n_driver_config = 1,
                                        .gpu_count = 1,
-                                       .lifetime_s = 60};
+                                       .lifetime_s = 60,
+                                       .credentials = &cred,
+                                       .n_credentials = 1};
     int rv = k8s_check_config(&spec, errmsg);
     check(rv == 0 || rv == GERR_INVAL);
     if (rv == 0) {
@@ -100,7 +106,8 @@ static void fuzz_config(const char *body, size_t n)
                                        .object_name = "ns--n",
                                        .epoch = 1,
                                        .gpu_resource = "nvidia.com/gpu",
-                                       .now_ms = 1795428000000ull};
+                                       .now_ms = 1795428000000ull,
+                                       .credentials_secret = "gantry-credentials-gw-" ID};
         char *doc = NULL;
         check(k8s_sandbox_manifest(&p, &doc, errmsg) == 0 && doc != NULL);
         json_error_t jerr;
@@ -108,6 +115,23 @@ static void fuzz_config(const char *body, size_t n)
         check(j != NULL);
         json_decref(j);
         mem_free(doc);
+        struct k8s_credentials_params cp = {.name = "gantry-credentials-gw-" ID,
+                                            .k8s_namespace = "k",
+                                            .gateway_id = "gw",
+                                            .gantry_ns = "ns",
+                                            .sandbox_id = ID,
+                                            .sandbox_name = "n",
+                                            .creds = &cred,
+                                            .n = 1};
+        rv = k8s_credentials_secret(&cp, &doc, errmsg);
+        check(strlen(value) > K8S_SECRET_DATA_MAX ? rv == GERR_INVAL && doc == NULL : rv == 0 && doc != NULL);
+        if (doc != NULL) {
+            j = json_loads(doc, JSON_REJECT_DUPLICATES, &jerr);
+            const char *b64 = json_string_value(json_object_get(json_object_get(j, "data"), "p.k.v"));
+            check(b64 != NULL && strlen(b64) == 4 * ((strlen(value) + 2) / 3));
+            json_decref(j);
+            k8s_secret_free(doc);
+        }
     } else {
         check(memchr(errmsg, '\0', sizeof errmsg) != NULL && strstr(errmsg, kv.key) != NULL);
     }
@@ -168,7 +192,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsigned served = 99;
         int rv = k8s_api_group_decode(body, n, &served, errmsg);
         check(rv == 0 || rv == GERR_PROTO);
-        check((served & ~(unsigned)(K8S_SERVES_V1BETA1 | K8S_SERVES_V1ALPHA1)) == 0 && (rv == 0 || served == 0));
+        check((served & ~(unsigned)(K8S_SERVES_V1BETA1 | K8S_SERVES_V1ALPHA1)) == 0 &&
+              (rv == 0 || served == 0));
         break;
     }
     case 6: {
@@ -179,7 +204,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check(zeroed(&e, sizeof e));
         } else if (e.type == K8S_WATCH_ADDED || e.type == K8S_WATCH_MODIFIED || e.type == K8S_WATCH_DELETED) {
             check_sandbox(&e.object);
-            check(e.resource_version != NULL && strcmp(e.resource_version, e.object.meta.resource_version) == 0);
+            check(e.resource_version != NULL &&
+                  strcmp(e.resource_version, e.object.meta.resource_version) == 0);
         } else if (e.type == K8S_WATCH_BOOKMARK) {
             check(e.resource_version != NULL && e.resource_version[0] != '\0');
         } else {

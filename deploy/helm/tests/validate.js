@@ -455,6 +455,9 @@ function checkContract(r) {
     const grants = (r, group, resource, verb) => (r.rules || []).some((x) => (x.apiGroups || []).includes(group) &&
       (x.resources || []).includes(resource) && (x.verbs || []).includes(verb));
     const driverNeeds = [['agents.x-k8s.io', 'sandboxes', ['get', 'list', 'watch', 'create', 'delete']]];
+    // Each sandbox's credentials Secret: written (create, replace) and deleted, never read.
+    const secretNeeds = ['', 'secrets', ['create', 'update', 'delete']];
+    const guarded = byKind('ValidatingAdmissionPolicy').some((v) => v.metadata.name.endsWith('-driver-guard'));
     const needsDriver = (r, needs) => {
       if (!r) return;
       const missing = needs.flatMap(([g, res, verbs]) => verbs.filter((v) => !grants(r, g, res, v))
@@ -510,7 +513,11 @@ function checkContract(r) {
         if (croles.length !== 1 || !grantsNamespaceCreate(croles[0])) err(null, 'managed mode needs one ClusterRole that creates namespaces');
         if (crbs.length !== 1) err(null, 'managed mode needs one ClusterRoleBinding');
         needsDriver(croles[0], [...driverNeeds, ['', 'namespaces', ['get', 'create', 'delete', 'patch']],
-          ['networking.k8s.io', 'networkpolicies', ['create']]]);
+          ['networking.k8s.io', 'networkpolicies', ['create']], ...(guarded ? [secretNeeds] : [])]);
+        // Without the guard, a write on secrets would hold in every namespace (kube-system included).
+        if (!guarded && croles[0] && (croles[0].rules || []).some((x) => (x.resources || []).includes('secrets'))) {
+          err(croles[0], 'grants rights on secrets in every namespace without the namespace guard');
+        }
         break;
       case 'operator': {
         if (others.length) err(null, 'operator mode binds a ClusterRole per namespace; no Role expected besides the fence\'s');
@@ -527,7 +534,7 @@ function checkContract(r) {
         if (!sandboxRole || !otherRbs.every((b) => b.roleRef.name === sandboxRole.metadata.name)) {
           err(null, 'operator mode: the RoleBindings bind the ClusterRole with the sandbox rules');
         }
-        needsDriver(sandboxRole, driverNeeds);
+        needsDriver(sandboxRole, [...driverNeeds, secretNeeds]);
         const bound = otherRbs.map((b) => b.metadata.namespace).sort();
         if (JSON.stringify(bound) !== JSON.stringify([...args.namespaces].sort())) {
           err(null, `operator mode: RoleBindings in ${bound.join(',')}, expected exactly ${args.namespaces.join(',')}`);
@@ -541,7 +548,7 @@ function checkContract(r) {
           err(others[0], `Role in ${others[0].metadata.namespace}, expected ${args.namespaces[0]}`);
         }
         if (others.length && others[0].metadata.namespace === releaseNs) err(others[0], 'sandboxes in the release namespace');
-        needsDriver(others[0], driverNeeds);
+        needsDriver(others[0], [...driverNeeds, secretNeeds]);
         break;
       default:
         err(null, `unknown --mode ${args.mode}`);
@@ -578,6 +585,8 @@ function checkContract(r) {
         expectAdmit(vap, 'the driver making a managed namespace', req('namespaces', '', `${prefix}team`), true);
         expectAdmit(vap, 'the driver making any other namespace', req('namespaces', '', 'kube-public'), false);
         expectAdmit(vap, 'the driver writing in a managed namespace', req('sandboxes', `${prefix}team`, 'web'), true);
+        expectAdmit(vap, 'the driver writing a credentials Secret in a managed namespace',
+          req('secrets', `${prefix}team`, `gantry-credentials-${gw}-x`), true);
         expectAdmit(vap, 'the driver writing its fence', req('configmaps', releaseNs, `gantry-fence-${gw}`), true);
         expectAdmit(vap, 'the driver writing another ConfigMap of the release', req('configmaps', releaseNs, `${full}-config`), false);
         expectAdmit(vap, 'the driver writing a Secret elsewhere', req('secrets', 'kube-system', 'x'), false);
