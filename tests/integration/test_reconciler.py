@@ -605,6 +605,53 @@ class Kubernetes(g.GantrydTest):
         wait_for(self, "the managed namespace outlived its gantry namespace",
                  lambda: "openshell-gw-test-team-b" not in k8s_namespaces())
 
+    def test_credentials_through_gantryd(self):
+        """docs/credentials.md, kubernetes: a sandbox that lists a provider gets a per-sandbox Secret
+        owned by its Sandbox object, referenced by the pod (a volume and a variable), with no value
+        in the Sandbox object; a provider update replaces the Secret's data; deleting the sandbox
+        removes the Secret."""
+        import base64
+        import secrets
+        from gantry.v1 import providers_pb2 as PV
+        api = KubeApi(self)
+        e = k8s_env(self, "cred", api, "gw-test", "managed")
+        first, second = "sk-" + secrets.token_hex(16), "sk-" + secrets.token_hex(16)
+        e.call("pa", PV, "Providers", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+            meta=tr.meta_pb2.ObjectMeta(namespace="team-b", name="openai"), type="openai",
+            config={"env.api_key": "OPENAI_API_KEY"}), secret={"api_key": first}))
+        sb = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "agent", providers=["openai"])))
+        wait_for(self, "the sandbox did not become READY", lambda: e.sb(
+            "pa", "Get", S.GetSandboxRequest(namespace="team-b", name="agent")).status.phase ==
+            S.SandboxStatus.PHASE_READY)
+        name = "gantry-credentials-gw-test-" + sb.meta.id
+
+        def secret():
+            objs = [o for o in api.request("GET", "/_fake/dump")[1].get("secrets", [])
+                    if o["metadata"]["name"] == name]
+            return objs[0] if objs else None
+
+        got = wait_for(self, "no credentials Secret", secret)
+        self.assertEqual(got["metadata"]["namespace"], "openshell-gw-test-team-b")
+        self.assertEqual(base64.b64decode(got["data"]["openai.api_key"]).decode(), first)
+        sbx = api.sandboxes()[0]
+        self.assertEqual([(r["kind"], r["name"]) for r in got["metadata"].get("ownerReferences", [])],
+                         [("Sandbox", sbx["metadata"]["name"])])
+        self.assertNotIn(first, json.dumps(sbx))
+        pod = sbx["spec"]["podTemplate"]["spec"]
+        self.assertIn(name, json.dumps(pod["volumes"]))
+        env = {x["name"]: x for x in pod["containers"][0].get("env", [])}
+        self.assertEqual(env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"],
+                         {"name": name, "key": "openai.api_key"})
+        # Rotation reaches the Secret (kubelet then refreshes the mounted files).
+        pvd = e.call("pa", PV, "Providers", "Get", PV.GetProviderRequest(namespace="team-b", name="openai"))
+        e.call("pa", PV, "Providers", "Update", PV.UpdateProviderRequest(provider=pvd, secret={"api_key": second}))
+        wait_for(self, "the Secret was not renewed", lambda: base64.b64decode(
+            secret()["data"]["openai.api_key"]).decode() == second)
+        e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="agent"))
+        wait_for(self, "the Secret outlived the sandbox", lambda: secret() is None)
+        print("kubernetes credentials: Secret %s owned by the Sandbox, referenced by the pod, renewed on update, "
+              "gone with the sandbox" % name)
+
     def test_two_gateways_share_one_api_server(self):
         """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
         namespaces and sandbox names: neither creates, sees nor garbage-collects the other's."""
