@@ -945,7 +945,7 @@ def reflect(ch, requests, alpha=False):
 class ReflectionTests(ServerCase):
     EXPECTED = {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection", "gantry.testing.v1.Echo"} | {
-        "gantry.v1." + s for s in ("Namespaces", "Principals", "ApiKeys", "Sandboxes", "Providers", "Policies",
+        "gantry.v1." + s for s in ("Namespaces", "Principals", "ApiKeys", "Sandboxes", "Providers", "Policies", "Egress",
                                    "Quotas", "Usage", "Audit", "Cluster")}
 
     def test_list_services_v1_and_v1alpha(self):
