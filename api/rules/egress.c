@@ -118,7 +118,7 @@ void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, con
     bool g_restricts = g->n_egress_allow > 0, n_restricts = n != NULL && n->n_egress_allow > 0;
     char g_rule[300] = "", n_rule[300] = "";
     for (size_t i = 0; i < nd; i++) {
-        snprintf(out->destination, sizeof out->destination, "%s", dests[i]);
+        snprintf(out->destination, sizeof out->destination, "%.*s", (int)EGRESS_NAME_MAX, dests[i]);
         if (!layer_allows(g, dests[i], in->port, g_rule, sizeof g_rule)) {
             out->layer = "gateway";
             snprintf(out->reason, sizeof out->reason,
