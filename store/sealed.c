@@ -38,7 +38,9 @@ static void hmac_sha256(const uint8_t key[STORE_SEALED_KEY_SIZE], const void *a,
         return;
     }
     memcpy(msg, a, alen);
-    memcpy(msg + alen, b, blen);
+    if (blen > 0) {
+        memcpy(msg + alen, b, blen);
+    }
     unsigned int n = 32;
     HMAC(EVP_sha256(), key, (int)STORE_SEALED_KEY_SIZE, msg, alen + blen, out, &n);
     OPENSSL_cleanse(msg, sizeof msg);
