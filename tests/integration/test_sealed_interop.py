@@ -11,6 +11,7 @@ Exit 77 (skipped) when the cryptography package is missing.
 
 import hashlib
 import hmac
+import json
 import os
 import struct
 import subprocess
@@ -104,6 +105,20 @@ def main():
     verify("trailing-byte", good + b"\0", 1, "after the final record")
     verify("truncated", good[:-1], 1, "truncated")
     verify("plain-archive", arch, 0, "UNENCRYPTED")
+    # -o json, for scripts: how far the check went, and what the header and final record say.
+    path = os.path.join(work, "python-sealed")
+    for args, checked in ((["--key-file", keyfile], "authenticated"), ([], "structure_only")):
+        p = subprocess.run([cli, "-o", "json", "cluster", "backup-verify", path] + args, capture_output=True,
+                           timeout=60, env=dict(os.environ, GANTRY_BACKUP_KEY=""))
+        doc = json.loads(p.stdout) if p.returncode == 0 else {}
+        want = {"checked": checked, "cluster_id": "interop-cluster", "revision": 42, "schema_version": 23}
+        if checked == "authenticated":
+            want.update(archive_size=len(arch), archive_files=2, archive_sha256=hashlib.sha256(arch).hexdigest())
+        ok = all(doc.get(k) == v for k, v in want.items()) and (checked != "structure_only" or
+                                                               "archive_sha256" not in doc)
+        print("%-28s rc %d %s" % ("json-" + checked, p.returncode, "ok" if ok else "UNEXPECTED: %r" % doc))
+        if not ok:
+            failures.append("json-" + checked)
     if failures:
         print("FAIL: %s" % ", ".join(failures))
         return 1
