@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "api/services/clusterdb.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "lib/clock.h"
@@ -24,6 +26,7 @@
 #include "store/archive.h"
 #include "store/backup.h"
 #include "store/migrate.h"
+#include "store/sealed.h"
 
 const char *bootstrap_peer_address(const struct config *cfg)
 {
@@ -158,25 +161,81 @@ static int read_join_token(const struct bootstrap_init_opts *o, struct join_toke
     return rv;
 }
 
-/* Restore: unpack the archive next to the store and replay it into the new cluster. */
-static int restore_into(struct store_client *cl, const char *data_dir, const char *archive, char *errmsg)
+/* The backup to restore, read and checked before anything is created: a sealed backup is opened
+ * with its key (every record authenticated, the archive's SHA-256 checked) into memory; either way
+ * the archive must parse. @data and @len point into the memory of @raw or of @plain. */
+struct backup_data {
+    char *raw;        /* the file */
+    struct buf plain; /* a sealed backup's archive (wiped when done) */
+    const uint8_t *data;
+    size_t len;
+    bool sealed;
+};
+
+static void backup_data_close(struct backup_data *b)
 {
-    char *data = NULL;
+    store_sealed_buf_wipe(&b->plain);
+    mem_free(b->raw);
+    memset(b, 0, sizeof *b);
+}
+
+static int backup_load(const struct bootstrap_init_opts *o, struct backup_data *b, char *errmsg)
+{
+    memset(b, 0, sizeof *b);
+    buf_init(&b->plain);
     size_t len = 0;
-    char dir[4096];
-    int rv = file_read_all(archive, (size_t)1 << 34, &data, &len, errmsg);
+    int rv = file_read_all(o->restore_from, (size_t)1 << 34, &b->raw, &len, errmsg);
     if (rv != 0) {
+        gerr_wrap(errmsg, "restore");
         return rv;
     }
+    b->data = (const uint8_t *)b->raw;
+    b->len = len;
+    b->sealed = store_sealed_detect(b->data, len);
+    if (b->sealed) {
+        uint8_t key[STORE_SEALED_KEY_SIZE];
+        struct store_sealed_info info;
+        if (o->backup_key_file == NULL) {
+            gerr_set(errmsg, "restore: %s is an encrypted backup: give its key with --backup-key-file FILE",
+                     o->restore_from);
+            return GERR_INVAL;
+        }
+        rv = store_sealed_key_load(o->backup_key_file, key, errmsg);
+        if (rv == 0) {
+            rv = store_sealed_open(b->data, len, key, &b->plain, &info, errmsg);
+        }
+        OPENSSL_cleanse(key, sizeof key);
+        if (rv != 0) {
+            gerr_wrap(errmsg, "restore: %s refused", o->restore_from);
+            return rv;
+        }
+        LOG_INFO("restore: %s is a sealed backup of cluster %s at revision %" PRIu64 " (schema %" PRIu64
+                 ", key id %s): every record authenticated",
+                 o->restore_from, info.cluster_id, info.revision, info.schema_version, info.key_id);
+        b->data = b->plain.data;
+        b->len = b->plain.len;
+    } else if (o->backup_key_file != NULL) {
+        LOG_WARN("restore: %s is not encrypted; --backup-key-file is not used", o->restore_from);
+    }
+    rv = store_archive_parse(b->data, b->len, NULL, NULL, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "restore: %s is not a backup archive", o->restore_from);
+    }
+    return rv;
+}
+
+/* Restore: unpack the archive next to the store and replay it into the new cluster. */
+static int restore_into(struct store_client *cl, const char *data_dir, const struct backup_data *b,
+                        const char *archive, char *errmsg)
+{
+    char dir[4096];
     identity_path(data_dir, "restore-tmp", dir, sizeof dir);
     if (mkdir(dir, 0700) != 0) {
         int err = errno;
         gerr_set(errmsg, "restore: mkdir %s: %s", dir, strerror(err));
-        mem_free(data);
         return gerr_from_errno(err);
     }
-    rv = store_archive_unpack((const uint8_t *)data, len, dir, errmsg);
-    mem_free(data);
+    int rv = store_archive_unpack(b->data, b->len, dir, errmsg);
     struct store_restore_stats st;
     if (rv == 0) {
         rv = store_restore(cl, dir, &st, errmsg);
@@ -208,12 +267,25 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
                  cfg->data_dir, identity_exists(cfg->data_dir) ? " (it already holds a replica)" : "");
         return GERR_EXISTS;
     }
+    /* A backup that is corrupted, under another key or not a backup at all is refused before
+     * anything is created. */
+    struct backup_data backup;
+    memset(&backup, 0, sizeof backup);
+    buf_init(&backup.plain);
+    if (o->restore_from != NULL) {
+        int rv = backup_load(o, &backup, errmsg);
+        if (rv != 0) {
+            backup_data_close(&backup);
+            return rv;
+        }
+    }
     struct identity_secrets sec;
     int rv = identity_make_dirs(cfg->data_dir, errmsg);
     if (rv == 0) {
         rv = load_secrets(cfg, o, &sec, errmsg);
     }
     if (rv != 0) {
+        backup_data_close(&backup);
         return rv;
     }
     struct join_token_parts token;
@@ -265,8 +337,9 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
         have_client = rv == 0;
     }
     if (rv == 0 && o->restore_from != NULL) {
-        rv = restore_into(&cl, cfg->data_dir, o->restore_from, errmsg);
+        rv = restore_into(&cl, cfg->data_dir, &backup, o->restore_from, errmsg);
     }
+    backup_data_close(&backup);
     unsigned n_schema;
     const struct store_migration *schema = store_schema(&n_schema);
     if (rv == 0 && (rv = store_migrate(&cl, schema, n_schema)) != 0) {

@@ -2,13 +2,18 @@
  * backup) and the client side of joining (the Cluster API's Join, then Raft's ADD/ASSIGN at the
  * next start of the replica runtime).
  *
+ * A restore reads and checks the whole backup (a sealed one is decrypted, in memory, and every
+ * record authenticated) before it creates anything in the data dir.
+ *
  * Both write the data directory laid out in raft/identity.h, identity.json last, so a data dir
  * with identity.json is complete. A failure part-way leaves a partial directory and says so: the
  * operator removes it and runs the command again (init refuses a non-empty directory).
  *
  * Everything blocks; run from gantryd's main thread before serving. Errors: GERR_EXISTS (the data
- * dir is not empty), GERR_INVAL (bad options, a malformed token or backup), GERR_PERM (a join was
- * refused: bad token, or the member's certificate does not match the token), GERR_UNAVAILABLE (no
+ * dir is not empty), GERR_INVAL (bad options, a malformed token or backup, a sealed backup without
+ * its key), GERR_PERM (a join was refused: bad token, or the member's certificate does not match
+ * the token; a sealed backup under another key, corrupted or tampered with, or a key file others
+ * may read),  GERR_UNAVAILABLE (no
  * member answered the join before the timeout), and the store's and files' errors, each with a
  * message in @errmsg. */
 #ifndef GANTRY_SERVER_BOOTSTRAP_H
@@ -24,6 +29,7 @@ struct bootstrap_init_opts {
     unsigned join_token_uses;    /* ... for this many joins (default 1) ... */
     unsigned join_token_ttl_s;   /* ... valid this long (default 24 h) */
     const char *restore_from;    /* a backup archive: start from its data instead of a fresh database */
+    const char *backup_key_file; /* restore only: the key of a sealed (encrypted) backup (store/sealed.h) */
     const char
         *secrets_dir; /* restore only: the old cluster's <data_dir>/secrets, so its API keys keep working */
 };

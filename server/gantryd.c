@@ -6,7 +6,7 @@
  *                [--join-token-file F [--join-token-uses N] [--join-token-ttl-s S]]
  *                                    make replica 1 of a new cluster, print the first Platform
  *                                    Admin key once, exit
- *   gantryd restore --from BACKUP [--secrets DIR] [init flags]
+ *   gantryd restore --from BACKUP [--backup-key-file F] [--secrets DIR] [init flags]
  *                                    make replica 1 of a new cluster from a backup, exit
  *   gantryd recover --members ID=ADDR[/role],... [config flags]
  *                                    rewrite this stopped replica's Raft configuration (quorum
@@ -91,7 +91,7 @@ extern char **environ;
 
 /* Flags that belong to a subcommand, not to the configuration. */
 struct sub_flags {
-    const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members;
+    const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members, *backup_key_file;
     unsigned join_token_uses, join_token_ttl_s;
 };
 
@@ -99,10 +99,11 @@ static int take_flags(int *argc, char **argv, struct sub_flags *sf, char *errmsg
 {
     static const char *names[] = {
         "--ca-cert", "--ca-key",  "--admin-key-file",  "--join-token-file", "--from",
-        "--secrets", "--members", "--join-token-uses", "--join-token-ttl-s"};
+        "--secrets", "--members", "--join-token-uses", "--join-token-ttl-s", "--backup-key-file"};
     const char **slots[] = {&sf->ca_cert,         &sf->ca_key, &sf->admin_key_file,
                             &sf->join_token_file, &sf->from,   &sf->secrets,
-                            &sf->members,         NULL,        NULL};
+                            &sf->members,         NULL,        NULL,
+                            &sf->backup_key_file};
     int out = 1;
     for (int i = 1; i < *argc; i++) {
         int which = -1;
@@ -183,6 +184,7 @@ static void usage(FILE *f)
             "                 instead of stdout), --join-token-file F [--join-token-uses N]\n"
             "                 [--join-token-ttl-s S] (register a pre-shared join token)\n"
             "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
+            "                 [--backup-key-file KEYFILE] (the key of an encrypted backup)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
@@ -243,7 +245,8 @@ static int cmd_init(struct config *cfg, const struct sub_flags *sf, bool restore
                                     .join_token_uses = sf->join_token_uses,
                                     .join_token_ttl_s = sf->join_token_ttl_s,
                                     .restore_from = restore ? sf->from : NULL,
-                                    .secrets_dir = restore ? sf->secrets : NULL};
+                                    .secrets_dir = restore ? sf->secrets : NULL,
+                                    .backup_key_file = restore ? sf->backup_key_file : NULL};
     int rv = bootstrap_init(cfg, &o, key, errmsg);
     if (rv != 0) {
         fprintf(stderr, "gantryd %s: %s\n", restore ? "restore" : "init", errmsg);
