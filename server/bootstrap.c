@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -195,12 +196,22 @@ static int backup_load(const struct bootstrap_init_opts *o, struct backup_data *
     if (b->sealed) {
         uint8_t key[STORE_SEALED_KEY_SIZE];
         struct store_sealed_info info;
-        if (o->backup_key_file == NULL) {
-            gerr_set(errmsg, "restore: %s is an encrypted backup: give its key with --backup-key-file FILE",
-                     o->restore_from);
+        const char *env = o->backup_key_file == NULL ? getenv(STORE_SEALED_KEY_ENV) : NULL;
+        if (o->backup_key_file == NULL && (env == NULL || env[0] == '\0')) {
+            gerr_set(errmsg,
+                     "restore: %s is an encrypted backup: give its key with --backup-key-file FILE (or "
+                     "%s=<64 hex digits>)",
+                     o->restore_from, STORE_SEALED_KEY_ENV);
             return GERR_INVAL;
         }
-        rv = store_sealed_key_load(o->backup_key_file, key, errmsg);
+        if (o->backup_key_file != NULL) {
+            rv = store_sealed_key_load(o->backup_key_file, key, errmsg);
+        } else if (strlen(env) != 2 * STORE_SEALED_KEY_SIZE) {
+            gerr_set(errmsg, "restore: %s must hold 64 hex digits (32 bytes)", STORE_SEALED_KEY_ENV);
+            rv = GERR_INVAL;
+        } else {
+            rv = store_sealed_key_parse((const uint8_t *)env, strlen(env), key, errmsg);
+        }
         if (rv == 0) {
             rv = store_sealed_open(b->data, len, key, &b->plain, &info, errmsg);
         }

@@ -184,7 +184,7 @@ static void usage(FILE *f)
             "                 instead of stdout), --join-token-file F [--join-token-uses N]\n"
             "                 [--join-token-ttl-s S] (register a pre-shared join token)\n"
             "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
-            "                 [--backup-key-file KEYFILE] (the key of an encrypted backup)\n"
+            "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else GANTRY_BACKUP_KEY)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"

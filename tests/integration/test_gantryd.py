@@ -1056,19 +1056,23 @@ class Backup(GantrydTest):
         self.clusters.append(n)
         r1 = Replica(n.root, 1)
         secrets = os.path.join(c.replicas[0].dir, "secrets")
-        for src, extra, why in ((bad, ["--backup-key-file", keyfile], "fails authentication"),
-                                (short, ["--backup-key-file", keyfile], "truncated"),
-                                (path, ["--backup-key-file", wrongkey], "is not the backup's key"),
-                                (path, [], "give its key with --backup-key-file")):
+        no_key = {k: v for k, v in os.environ.items() if k != "GANTRY_BACKUP_KEY"}
+        for src, extra, env, why in ((bad, ["--backup-key-file", keyfile], {}, "fails authentication"),
+                                     (short, ["--backup-key-file", keyfile], {}, "truncated"),
+                                     (path, ["--backup-key-file", wrongkey], {}, "is not the backup's key"),
+                                     (path, [], {"GANTRY_BACKUP_KEY": "ab" * 32}, "is not the backup's key"),
+                                     (path, [], {"GANTRY_BACKUP_KEY": "abc"}, "64 hex digits"),
+                                     (path, [], {}, "give its key with --backup-key-file")):
             out = subprocess.run([GANTRYD, "restore", "--from", src, "--secrets", secrets] + extra + r1.flags(),
-                                 capture_output=True, timeout=120)
+                                 capture_output=True, timeout=120, env=dict(no_key, **env))
             self.assertNotEqual(out.returncode, 0, out.stdout.decode())
             self.assertIn(why, out.stderr.decode())
             left = os.listdir(r1.dir) if os.path.exists(r1.dir) else []
             self.assertEqual(left, [], "restore created files before refusing the backup")
 
-        out = subprocess.run([GANTRYD, "restore", "--from", path, "--backup-key-file", keyfile, "--secrets",
-                              secrets] + r1.flags(), capture_output=True, timeout=120)
+        # The key from the environment this time (the file was read in the refusals above).
+        out = subprocess.run([GANTRYD, "restore", "--from", path, "--secrets", secrets] + r1.flags(),
+                             capture_output=True, timeout=120, env=dict(no_key, GANTRY_BACKUP_KEY=key.hex()))
         self.assertEqual(out.returncode, 0, out.stderr.decode())
         n.replicas.append(r1.start())
         n.key = c.key
