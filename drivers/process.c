@@ -475,12 +475,14 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         strv_push(o, fixed[i]);
     }
+    /* The credentials root is hidden from every sandbox like the state directory (every sandbox
+     * runs as the same uid, so only hiding keeps one from reading another's files); a sandbox
+     * with credentials sees its own directory (resolved in the host's tree) read-only at
+     * DRIVER_CREDENTIALS_DIR. */
+    strv_push(o, "--tmpfs");
+    strv_push(o, p->cred_root);
     if (s->n_credentials > 0) {
-        /* The credentials root is hidden like the state directory; the sandbox's own directory
-         * (resolved in the host's tree) appears read-only at DRIVER_CREDENTIALS_DIR. */
         char *cdir = pcreds_dir(p->cred_root, s->id);
-        strv_push(o, "--tmpfs");
-        strv_push(o, p->cred_root);
         strv_push(o, "--ro-bind");
         strv_push(o, cdir);
         strv_push(o, DRIVER_CREDENTIALS_DIR);

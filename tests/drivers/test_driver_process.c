@@ -448,12 +448,12 @@ static void test_credentials(void **state)
     assert_false(tree_holds(sbdir, "ghp-first"));
 
     /* Another sandbox sees neither the files nor the directory that holds them. */
-    char root[256], probe_cmd[600];
+    char root[256], probe_cmd[1024];
     pcreds_default_root(dir, root, sizeof root);
     snprintf(probe_cmd, sizeof probe_cmd,
-             "ls -A '%s' | wc -l > rootfiles; ls " DRIVER_CREDENTIALS_DIR " 2>/dev/null | wc -l > mine; echo done > "
-             "done; exec sleep 1000",
-             root);
+             "ls -A '%s' | wc -l > rootfiles; ls " DRIVER_CREDENTIALS_DIR " 2>/dev/null | wc -l > mine; "
+             "grep -c ' %s ' /proc/self/mountinfo > hidden; echo done > done; exec sleep 1000",
+             root, root);
     const char *const ocmd[] = {"sh", "-c", probe_cmd};
     conf_spec(&env, &other, "nocreds");
     other.spec.command = ocmd;
@@ -465,6 +465,11 @@ static void test_credentials(void **state)
     mem_free(got);
     got = await_file(other.id, "mine");
     assert_string_equal(got, "0");
+    mem_free(got);
+    /* Hidden by a tmpfs of its own, not only because it lies under /dev (which bwrap replaces):
+     * every sandbox runs as the same uid, so a visible root would let one read another's files. */
+    got = await_file(other.id, "hidden");
+    assert_string_equal(got, "1");
     mem_free(got);
     assert_int_equal(driver_update_credentials(d, e, env.ns, other.id, creds, 1, errmsg), GERR_INVAL);
     assert_non_null(strstr(errmsg, "started without credentials"));
