@@ -888,6 +888,21 @@ static int process_create(struct driver *d, uint64_t epoch, const struct driver_
     return rv;
 }
 
+/* The record of sandbox @id of namespace @ns into @st (close it whatever the result):
+ * GERR_NOTFOUND, saying so, when there is none in @ns. Under the state lock. */
+static int state_read_in(struct driver_process *p, const char *ns, const char *id, struct process_state *st,
+                         char *errmsg)
+{
+    int rv = state_read(p, id, st, errmsg);
+    if (rv == 0 && strcmp(st->ns, ns) != 0) {
+        rv = GERR_NOTFOUND;
+    }
+    if (rv == GERR_NOTFOUND) {
+        gerr_set(errmsg, "sandbox %s not found in namespace %s", id, ns);
+    }
+    return rv;
+}
+
 static int process_get(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                        struct driver_sandbox *out, char *errmsg)
 {
@@ -897,13 +912,7 @@ static int process_get(struct driver *d, uint64_t epoch, const char *ns, const c
     if (rv != 0) {
         return rv;
     }
-    rv = state_read(p, id, &st, errmsg);
-    if (rv == 0 && strcmp(st.ns, ns) != 0) {
-        rv = GERR_NOTFOUND;
-    }
-    if (rv == GERR_NOTFOUND) {
-        gerr_set(errmsg, "sandbox %s not found in namespace %s", id, ns);
-    } else if (rv == 0) {
+    if ((rv = state_read_in(p, ns, id, &st, errmsg)) == 0) {
         describe(p, &st, out);
     }
     process_state_close(&st);
@@ -1012,13 +1021,7 @@ static int process_update_credentials(struct driver *d, uint64_t epoch, const ch
     if (rv != 0) {
         return rv;
     }
-    rv = state_read(p, id, &st, errmsg);
-    if (rv == 0 && strcmp(st.ns, ns) != 0) {
-        rv = GERR_NOTFOUND;
-    }
-    if (rv == GERR_NOTFOUND) {
-        gerr_set(errmsg, "sandbox %s not found in namespace %s", id, ns);
-    } else if (rv == 0) {
+    if ((rv = state_read_in(p, ns, id, &st, errmsg)) == 0) {
         /* Only where the sandbox was started with a credentials directory: a bind mount is made at
          * start, never added to a running sandbox. */
         char *cdir = pcreds_dir(p->cred_root, id);

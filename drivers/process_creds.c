@@ -12,7 +12,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-
 #include "drivers/driver_internal.h"
 #include "lib/err.h"
 #include "lib/mem.h"
@@ -57,7 +56,8 @@ int pcreds_prepare(const char *root, char *errmsg)
         return fail(errmsg, "statfs", root);
     }
     if (fs.f_type != TMPFS_MAGIC_ && fs.f_type != RAMFS_MAGIC_) {
-        gerr_set(errmsg, "credentials directory %s is not on a tmpfs: credentials are kept in memory only", root);
+        gerr_set(errmsg, "credentials directory %s is not on a tmpfs: credentials are kept in memory only",
+                 root);
         return GERR_PERM;
     }
     return 0;
@@ -142,7 +142,8 @@ static bool in_set(const struct driver_credential *c, size_t n, const char *prov
 
 /* Remove what @dir holds that the set does not: provider directories (@provider NULL) or a
  * provider's files. */
-static int prune(const char *dir, const char *provider, const struct driver_credential *c, size_t n, char *errmsg)
+static int prune(const char *dir, const char *provider, const struct driver_credential *c, size_t n,
+                 char *errmsg)
 {
     DIR *d = opendir(dir);
     if (d == NULL) {

@@ -511,6 +511,22 @@ static void resume_writes(void *arg)
     }
 }
 
+/* A question to another replica over the peer channel, answered by forwarded() there without
+ * running a method: its log's last entries (@probe) or the members' lag it measured. 0 with
+ * *@resp (free it), or fwd_client_call's error. Waits up to a second. */
+static int peer_ask(struct daemon *d, const char *address, bool probe, fwd_response **resp, char *errmsg)
+{
+    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    fr.method = "";
+    fr.peer = "";
+    fr.idem_key = "";
+    fr.probe_log = probe;
+    fr.member_lags = !probe;
+    fr.origin_replica = d->cfg->replica_id;
+    bool sent = false;
+    return fwd_client_call(d->fwd_client, address, &fr, 1000, resp, &sent, errmsg);
+}
+
 /* catchup_probe_fn: ask member @node_id's replica for its log's last entries. */
 static int probe_member(void *arg, uint64_t node_id, struct raftlog_entry_id *tail, unsigned *n, char *errmsg)
 {
@@ -529,15 +545,8 @@ static int probe_member(void *arg, uint64_t node_id, struct raftlog_entry_id *ta
         gerr_set(errmsg, "member %" PRIu64 " is not in this replica's membership view", node_id);
         return GERR_NOTFOUND;
     }
-    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
-    fr.method = "";
-    fr.peer = "";
-    fr.idem_key = "";
-    fr.probe_log = true;
-    fr.origin_replica = d->cfg->replica_id;
     fwd_response *resp = NULL;
-    bool sent = false;
-    int rv = fwd_client_call(d->fwd_client, address, &fr, 1000, &resp, &sent, errmsg);
+    int rv = peer_ask(d, address, true, &resp, errmsg);
     if (rv != 0) {
         return rv;
     }
@@ -831,15 +840,8 @@ static int fetch_lags(struct daemon *d, uint64_t leader_id, const char *address,
         gerr_set(errmsg, "no peer channel");
         return GERR_UNAVAILABLE;
     }
-    fwd_request fr = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
-    fr.method = "";
-    fr.peer = "";
-    fr.idem_key = "";
-    fr.member_lags = true;
-    fr.origin_replica = d->cfg->replica_id;
     fwd_response *resp = NULL;
-    bool sent = false;
-    int rv = fwd_client_call(d->fwd_client, address, &fr, 1000, &resp, &sent, errmsg);
+    int rv = peer_ask(d, address, false, &resp, errmsg);
     if (rv != 0) {
         return rv;
     }

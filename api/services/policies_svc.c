@@ -156,6 +156,38 @@ static void pol_get(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
+/* Both layers for namespace @ns: the gateway policy (the stored one, else the built-in default)
+ * and the namespace's (NULL when none is stored), with their metas. layers_close frees them. */
+struct layers {
+    struct proto_rows gr, nr;
+    Gantry__V1__ObjectMeta gm, nm;
+    Gantry__V1__Policy *stored_g, *n, *def;
+    const Gantry__V1__Policy *g; /* stored_g or def */
+};
+
+static int layers_read(struct gate_ctx *ctx, const char *ns, struct layers *l)
+{
+    memset(l, 0, sizeof *l);
+    proto_rows_init(&l->gr, 0);
+    proto_rows_init(&l->nr, 0);
+    int rv = policy_read(NULL, ctx->cl, "", &l->gr, &l->stored_g, &l->gm);
+    if (rv == 0) {
+        rv = policy_read(NULL, ctx->cl, ns, &l->nr, &l->n, &l->nm);
+    }
+    l->def = l->stored_g == NULL ? policy_rules_default() : NULL;
+    l->g = l->stored_g != NULL ? l->stored_g : l->def;
+    return rv != 0 ? rv : l->g == NULL ? GERR_NOMEM : 0;
+}
+
+static void layers_close(struct layers *l)
+{
+    policy_rules_free(l->stored_g);
+    policy_rules_free(l->n);
+    policy_rules_free(l->def);
+    proto_rows_close(&l->gr);
+    proto_rows_close(&l->nr);
+}
+
 static void pol_get_effective(struct gate_ctx *ctx, void *data)
 {
     (void)data;
@@ -163,28 +195,20 @@ static void pol_get_effective(struct gate_ctx *ctx, void *data)
     if (!ns_exists(ctx, req->namespace_)) {
         return;
     }
-    struct proto_rows gr, nr;
-    proto_rows_init(&gr, 0);
-    proto_rows_init(&nr, 0);
-    Gantry__V1__ObjectMeta gm, nm;
-    Gantry__V1__Policy *g = NULL, *n = NULL;
-    int rv = policy_read(NULL, ctx->cl, "", &gr, &g, &gm);
-    if (rv == 0) {
-        rv = policy_read(NULL, ctx->cl, req->namespace_, &nr, &n, &nm);
-    }
-    Gantry__V1__Policy *def = g == NULL ? policy_rules_default() : NULL;
-    if (rv != 0 || (g == NULL && def == NULL)) {
-        read_fail(ctx, rv != 0 ? rv : GERR_NOMEM, "get effective policy");
+    struct layers l;
+    int rv = layers_read(ctx, req->namespace_, &l);
+    if (rv != 0) {
+        read_fail(ctx, rv, "get effective policy");
     } else {
         Gantry__V1__Policy e;
         char also[128];
-        policy_rules_effective(g != NULL ? g : def, n, &e, also, sizeof also);
+        policy_rules_effective(l.g, l.n, &e, also, sizeof also);
         Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
         Gantry__V1__ObjectMeta__AnnotationsEntry ann = GANTRY__V1__OBJECT_META__ANNOTATIONS_ENTRY__INIT;
         Gantry__V1__ObjectMeta__AnnotationsEntry *anns[] = {&ann};
         meta.namespace_ = (char *)req->namespace_;
         meta.name = (char *)req->namespace_;
-        uint64_t gv = g != NULL ? gm.resource_version : 0, nv = n != NULL ? nm.resource_version : 0;
+        uint64_t gv = l.stored_g != NULL ? l.gm.resource_version : 0, nv = l.n != NULL ? l.nm.resource_version : 0;
         meta.resource_version = gv > nv ? gv : nv;
         if (also[0] != '\0') {
             ann.key = POLICY_ALSO_ENFORCED;
@@ -195,11 +219,7 @@ static void pol_get_effective(struct gate_ctx *ctx, void *data)
         e.meta = &meta;
         grpc_call_finish_async(ctx->call, 0, NULL, &e.base);
     }
-    policy_rules_free(g);
-    policy_rules_free(n);
-    policy_rules_free(def);
-    proto_rows_close(&gr);
-    proto_rows_close(&nr);
+    layers_close(&l);
 }
 
 static int ns_active_tx(struct store_tx *tx, const char *ns)
@@ -398,37 +418,25 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
             return;
         }
     }
-    struct proto_rows gr, nr;
-    proto_rows_init(&gr, 0);
-    proto_rows_init(&nr, 0);
-    Gantry__V1__ObjectMeta gm, nm;
-    Gantry__V1__Policy *g = NULL, *n = NULL;
-    int rv = policy_read(NULL, ctx->cl, "", &gr, &g, &gm);
-    if (rv == 0) {
-        rv = policy_read(NULL, ctx->cl, it->namespace_, &nr, &n, &nm);
-    }
-    Gantry__V1__Policy *def = g == NULL ? policy_rules_default() : NULL;
-    if (rv != 0 || (g == NULL && def == NULL)) {
-        read_fail(ctx, rv != 0 ? rv : GERR_NOMEM, "egress decision");
+    struct layers l;
+    int rv = layers_read(ctx, it->namespace_, &l);
+    if (rv != 0) {
+        read_fail(ctx, rv, "egress decision");
     } else {
         struct egress_decision d;
-        egress_decide(g != NULL ? g : def, n, &in, &d);
+        egress_decide(l.g, l.n, &in, &d);
         Gantry__V1__EgressDecision out = GANTRY__V1__EGRESS_DECISION__INIT;
         out.allowed = d.allowed;
         out.layer = (char *)d.layer;
         out.rule = d.rule;
-        out.policy_revision = strcmp(d.layer, "namespace") == 0 && n != NULL ? nm.resource_version
-                              : strcmp(d.layer, "gateway") == 0 && g != NULL ? gm.resource_version
-                                                                               : 0;
+        out.policy_revision = strcmp(d.layer, "namespace") == 0 && l.n != NULL          ? l.nm.resource_version
+                              : strcmp(d.layer, "gateway") == 0 && l.stored_g != NULL ? l.gm.resource_version
+                                                                                        : 0;
         out.reason = d.reason;
         out.destination = d.destination;
         grpc_call_finish_async(ctx->call, 0, NULL, &out.base);
     }
-    policy_rules_free(g);
-    policy_rules_free(n);
-    policy_rules_free(def);
-    proto_rows_close(&gr);
-    proto_rows_close(&nr);
+    layers_close(&l);
 }
 
 int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
