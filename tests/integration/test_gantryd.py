@@ -517,7 +517,9 @@ class Bootstrap(GantrydTest):
         code, msg = self.code(lambda: c.client.call(r1, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(id=first.id),
                                                     cpb.JoinToken))
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND, msg)
-        for bad in ("", "nope", first.id.upper(), first.token):
+        # Upper case is refused; an id of digits only reads the same in upper case (seen once: 8752216859342491).
+        upper = first.id.upper() if first.id.upper() != first.id else "A" + first.id[1:]
+        for bad in ("", "nope", upper, first.token):
             code, msg = self.code(lambda: c.client.call(r1, "RevokeJoinToken", cpb.RevokeJoinTokenRequest(id=bad),
                                                         cpb.JoinToken))
             self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, (bad, msg))
