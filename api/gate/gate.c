@@ -432,16 +432,19 @@ static bool credential_digest(struct grpc_call *call, uint8_t out[ADMISSION_DIGE
     return ok;
 }
 
-/* A call refused at admission: its answer now, on the loop thread, and its audit record. */
+/* A call refused at admission: its answer now, on the loop thread, and its audit record. Every
+ * admission refusal is a failed authentication (OCSF 3002), whatever its status: the caller was
+ * never authenticated, and RESOURCE_EXHAUSTED ("too many failed authentication attempts", "too many
+ * calls without verified credentials") refuses an attempt to authenticate as surely as
+ * UNAUTHENTICATED does. An auditor counting a source's refused logons finds them in one class. */
 static void audit_admission_refusal(struct gate *g, struct grpc_call *call, int status, const char *why,
                                     int64_t now_ms)
 {
     atomic_fetch_add(&g->refused_admission, 1);
     if (g->cfg.sink != NULL) {
-        bool auth = status == GRPC_STATUS_UNAUTHENTICATED;
         struct audit_record r = {.time_ms = now_ms,
-                                 .class_uid = auth ? AUDIT_CLASS_AUTHENTICATION : AUDIT_CLASS_API_ACTIVITY,
-                                 .activity = auth ? AUDIT_CREATE : audit_activity_of(grpc_call_method(call)),
+                                 .class_uid = AUDIT_CLASS_AUTHENTICATION,
+                                 .activity = AUDIT_CREATE,
                                  .actor_kind = "unknown",
                                  .operation = grpc_call_method(call),
                                  .success = false,

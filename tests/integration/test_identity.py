@@ -14,6 +14,7 @@ credentials must answer UNAUTHENTICATED, except Cluster.Join, whose token is its
 The environment is test_gantryd.py's (GANTRYD, GANTRY_STORE, GANTRY_PROTO_DIR, ...).
 """
 
+import json
 import os
 import sys
 import threading
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_gantryd as g  # noqa: E402  (generates the stubs, provides the cluster harness)
 
 import grpc  # noqa: E402
-from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, namespaces_pb2, policies_pb2,  # noqa: E402
+from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, meta_pb2, namespaces_pb2, policies_pb2,  # noqa: E402
                        principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2)
 
 MODULES = [cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, policies_pb2,
@@ -634,6 +635,18 @@ class Revocation(g.GantrydTest):
         self.assertIn("refused less than", messages[1])
         self.assertEqual(codes[-1], grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertIn("too many failed authentication attempts", messages[-1])
+        # Refused at admission, for whatever status, is a failed authentication (class 3002), like the
+        # refusals that came before it: an auditor counting refused logons finds them all in one class.
+        deadline, details = time.monotonic() + 10, []
+        while time.monotonic() < deadline:
+            rows = ident.call("auditor", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                class_uid=3002, status="Failure", page=meta_pb2.PageRequest(page_size=500)), replica=0).events
+            details = [json.loads(x.ocsf_json).get("status_detail", "") for x in rows
+                       if x.api_operation == "/gantry.v1.Principals/WhoAmI"]
+            if any("too many failed authentication attempts" in d for d in details):
+                break
+            time.sleep(0.2)
+        self.assertTrue(any("too many failed authentication attempts" in d for d in details), details)
         who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=1, key=good)
         self.assertEqual(who.principal.meta.id, ident.ids["user"])
         print("revocation reached the other replica after %.0f ms (bound: 2000 ms cache)" % bound)
