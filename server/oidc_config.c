@@ -8,8 +8,8 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 
-static const char *const known[] = {"name",     "issuer",  "audiences",      "jwks_file",
-                                    "jwks_url", "ca_file", "principal_claim"};
+static const char *const known[] = {"name",    "issuer",          "audiences",        "jwks_file", "jwks_url",
+                                    "ca_file", "principal_claim", "bearer_token_file"};
 
 static int member_string(json_t *o, const char *key, bool required, size_t i, const char **out, char *errmsg)
 {
@@ -46,7 +46,7 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
             return GERR_INVAL;
         }
     }
-    const char *name, *issuer, *jwks_file, *jwks_url, *ca_file, *claim;
+    const char *name, *issuer, *jwks_file, *jwks_url, *ca_file, *claim, *bearer;
     int rv = member_string(obj, "name", true, i, &name, errmsg);
     if (rv == 0) {
         rv = member_string(obj, "issuer", true, i, &issuer, errmsg);
@@ -62,6 +62,9 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
     }
     if (rv == 0) {
         rv = member_string(obj, "principal_claim", false, i, &claim, errmsg);
+    }
+    if (rv == 0) {
+        rv = member_string(obj, "bearer_token_file", false, i, &bearer, errmsg);
     }
     json_t *auds = json_object_get(obj, "audiences");
     const char *aud[16];
@@ -90,11 +93,48 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
     c.jwks_url = jwks_url;
     c.ca_file = ca_file;
     c.principal_claim = claim;
+    c.bearer_token_file = bearer;
     char err[GERR_MSG_SIZE];
     rv = oidc_add_issuer(o, &c, err);
     if (rv != 0) {
         gerr_set(errmsg, "oidc_issuers[%zu]: %s", i, err);
     }
+    return rv;
+}
+
+/* Build the authenticator from @root (not started). */
+static int from_json(json_t *root, const char *what, struct oidc **out, size_t *n_issuers, char *errmsg)
+{
+    json_t *list = json_object_get(root, "oidc_issuers");
+    if (!json_is_object(root) || !json_is_array(list) || json_object_size(root) != 1) {
+        gerr_set(errmsg, "oidc: %s must be an object with one member, \"oidc_issuers\": an array", what);
+        return GERR_INVAL;
+    }
+    struct oidc *o = oidc_new(clock_system());
+    int rv = 0;
+    for (size_t i = 0; rv == 0 && i < json_array_size(list); i++) {
+        rv = add_one(o, json_array_get(list, i), i, errmsg);
+    }
+    if (rv != 0) {
+        oidc_free(o);
+        return rv;
+    }
+    *n_issuers = json_array_size(list);
+    *out = o;
+    return 0;
+}
+
+int oidc_config_parse(const char *text, size_t len, const char *what, struct oidc **out, char *errmsg)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        gerr_set(errmsg, "oidc: %s:%d:%d: %s", what, jerr.line, jerr.column, jerr.text);
+        return GERR_INVAL;
+    }
+    size_t n = 0;
+    int rv = from_json(root, what, out, &n, errmsg);
+    json_decref(root);
     return rv;
 }
 
@@ -106,21 +146,11 @@ int oidc_config_load(const char *path, struct oidc **out, char *errmsg)
         gerr_set(errmsg, "oidc: %s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
         return GERR_INVAL;
     }
-    json_t *list = json_object_get(root, "oidc_issuers");
-    if (!json_is_object(root) || !json_is_array(list) || json_object_size(root) != 1) {
-        json_decref(root);
-        gerr_set(errmsg, "oidc: %s must be an object with one member, \"oidc_issuers\": an array", path);
-        return GERR_INVAL;
-    }
-    struct oidc *o = oidc_new(clock_system());
-    int rv = 0;
-    for (size_t i = 0; rv == 0 && i < json_array_size(list); i++) {
-        rv = add_one(o, json_array_get(list, i), i, errmsg);
-    }
-    size_t n = json_array_size(list);
+    struct oidc *o = NULL;
+    size_t n = 0;
+    int rv = from_json(root, path, &o, &n, errmsg);
     json_decref(root);
     if (rv != 0) {
-        oidc_free(o);
         return rv;
     }
     char err[GERR_MSG_SIZE] = "";

@@ -37,6 +37,7 @@
 #define USER_AGENT     "gantry-oidc/1"
 #define BODY_INITIAL   4096u
 #define HTTP_STATUS_OK 200L
+#define MAX_BEARER     16384u /* bytes of a bearer token file (a projected token is about 1 KiB) */
 
 /* One issuer: its configuration (immutable after oidc_add_issuer) and its fetch state (mu). */
 struct oidc_src {
@@ -45,6 +46,7 @@ struct oidc_src {
     char *jwks_file; /* exactly one of jwks_file and jwks_url is set */
     char *jwks_url;
     char *ca_file;
+    char *bearer_token_file; /* read at every fetch of jwks_url, or NULL */
     unsigned timeout_ms;
     size_t max_document;
     uint64_t refresh_ms;
@@ -188,7 +190,7 @@ static CURLcode http_setup_limits(CURL *h, const struct oidc_src *s)
     return rc;
 }
 
-static CURLcode http_setup(CURL *h, const struct oidc_src *s, struct body *b, char *detail)
+static CURLcode http_setup(CURL *h, const struct oidc_src *s, const char *bearer, struct body *b, char *detail)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail);
     if (rc == CURLE_OK) {
@@ -201,7 +203,14 @@ static CURLcode http_setup(CURL *h, const struct oidc_src *s, struct body *b, ch
         rc = curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");
     }
     if (rc == CURLE_OK) {
-        rc = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+        /* A bearer token goes to the configured host only: no redirect is followed with one. */
+        rc = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, bearer == NULL ? 1L : 0L);
+    }
+    if (rc == CURLE_OK && bearer != NULL) {
+        rc = curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BEARER);
+        if (rc == CURLE_OK) {
+            rc = curl_easy_setopt(h, CURLOPT_XOAUTH2_BEARER, bearer);
+        }
     }
     if (rc == CURLE_OK) {
         rc = curl_easy_setopt(h, CURLOPT_MAXREDIRS, (long)OIDC_MAX_REDIRECTS);
@@ -224,23 +233,63 @@ static CURLcode http_setup(CURL *h, const struct oidc_src *s, struct body *b, ch
     return rc;
 }
 
+/* Read s->bearer_token_file into *@out (mem_free it after wiping): surrounding white space
+ * dropped; GERR_INVAL when empty or holding anything but visible ASCII. */
+static int bearer_read(const struct oidc_src *s, char **out, char *errmsg)
+{
+    size_t len = 0;
+    char *t = NULL;
+    int rc = file_read_all(s->bearer_token_file, MAX_BEARER, &t, &len, errmsg);
+    if (rc != 0) {
+        gerr_wrap(errmsg, "bearer_token_file");
+        return rc;
+    }
+    size_t a = 0, z = len;
+    while (a < z && (t[a] == ' ' || t[a] == '\t' || t[a] == '\r' || t[a] == '\n')) {
+        a++;
+    }
+    while (z > a && (t[z - 1] == ' ' || t[z - 1] == '\t' || t[z - 1] == '\r' || t[z - 1] == '\n')) {
+        z--;
+    }
+    bool ok = z > a;
+    for (size_t i = a; i < z && ok; i++) {
+        ok = t[i] > 0x20 && t[i] < 0x7f;
+    }
+    if (!ok) {
+        explicit_bzero(t, len);
+        mem_free(t);
+        gerr_set(errmsg, "bearer_token_file %s is empty or holds characters a token cannot have",
+                 s->bearer_token_file);
+        return GERR_INVAL;
+    }
+    memmove(t, t + a, z - a);
+    explicit_bzero(t + (z - a), len - (z - a));
+    t[z - a] = '\0';
+    *out = t;
+    return 0;
+}
+
 /* GET s->jwks_url into a new buffer (*@out, mem_free it; *@len bytes). */
 static int http_get(const struct oidc_src *s, char **out, size_t *len, char *errmsg)
 {
     char detail[CURL_ERROR_SIZE] = "";
     struct body b = {.max = s->max_document};
     long status = 0;
+    char *bearer = NULL;
 
     *out = NULL;
+    if (s->bearer_token_file != NULL) {
+        int brc = bearer_read(s, &bearer, errmsg);
+        if (brc != 0) {
+            return brc;
+        }
+    }
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK) {
         return oidc_from_curl(curl_init_rc, 0, false, detail, errmsg);
     }
     CURL *h = curl_easy_init();
-    if (h == NULL) {
-        return oidc_from_curl(CURLE_FAILED_INIT, 0, false, detail, errmsg);
-    }
-    CURLcode rc = http_setup(h, s, &b, detail);
+    CURLcode rc = h != NULL ? http_setup(h, s, bearer, &b, detail) : CURLE_FAILED_INIT;
     if (rc == CURLE_OK) {
         rc = curl_easy_perform(h);
     }
@@ -248,6 +297,10 @@ static int http_get(const struct oidc_src *s, char **out, size_t *len, char *err
         rc = curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     }
     curl_easy_cleanup(h);
+    if (bearer != NULL) {
+        explicit_bzero(bearer, strlen(bearer));
+        mem_free(bearer);
+    }
     int err = oidc_from_curl(rc, status, b.too_big, detail, errmsg);
     if (err != 0) {
         mem_free(b.p);
@@ -357,6 +410,7 @@ static void src_free(struct oidc_src *s)
     mem_free(s->jwks_file);
     mem_free(s->jwks_url);
     mem_free(s->ca_file);
+    mem_free(s->bearer_token_file);
     mem_free(s);
 }
 
@@ -406,6 +460,10 @@ static int check_source(const struct oidc_issuer_config *cfg, const char *name, 
         gerr_set(errmsg, "issuer %s: ca_file must be a non-empty path and needs jwks_url", name);
         return GERR_INVAL;
     }
+    if (cfg->bearer_token_file != NULL && (cfg->bearer_token_file[0] == '\0' || cfg->jwks_url == NULL)) {
+        gerr_set(errmsg, "issuer %s: bearer_token_file must be a non-empty path and needs jwks_url", name);
+        return GERR_INVAL;
+    }
     return empty(cfg->jwks_url) ? 0 : check_url(cfg->jwks_url, name, errmsg);
 }
 
@@ -439,6 +497,7 @@ static struct oidc_src *src_new(const struct oidc_issuer_config *cfg)
     s->jwks_file = empty(cfg->jwks_file) ? NULL : mem_strdup(cfg->jwks_file);
     s->jwks_url = empty(cfg->jwks_url) ? NULL : mem_strdup(cfg->jwks_url);
     s->ca_file = cfg->ca_file != NULL ? mem_strdup(cfg->ca_file) : NULL;
+    s->bearer_token_file = cfg->bearer_token_file != NULL ? mem_strdup(cfg->bearer_token_file) : NULL;
     s->timeout_ms = cfg->timeout_ms;
     s->max_document = cfg->max_document;
     s->refresh_ms = cfg->refresh_ms;

@@ -18,7 +18,9 @@
  * last fetch error, until a later fetch succeeds.
  *
  * HTTPS fetches: TLS peer and host name verification always on (against @ca_file only when it is
- * given, else the system trust store); redirects are followed (at most 5) only to https URLs;
+ * given, else the system trust store); redirects are followed (at most 5) only to https URLs, and
+ * never when a bearer token is sent (@bearer_token_file: read, trimmed and checked at each fetch,
+ * wiped after; an unreadable or empty file fails the fetch like the network would);
  * connect + transfer bounded by @timeout_ms; the body is refused beyond @max_document bytes
  * (checked as it arrives, and at once when the server announces a larger Content-Length); only
  * HTTP 200 is accepted. libcurl honours the usual proxy environment variables (https_proxy,
@@ -77,6 +79,11 @@ struct oidc_issuer_config {
     const char *jwks_url;             /* an https:// URL */
     const char *ca_file;              /* PEM CA bundle trusted for jwks_url instead of the system store;
                                          NULL for the system store; refused with jwks_file */
+    const char *bearer_token_file;    /* a file whose content is sent as "Authorization: Bearer" with
+                                         each jwks_url fetch (a Kubernetes API server's
+                                         /openid/v1/jwks wants the pod's projected token); read at
+                                         every fetch, so a rotated token is used; redirects are
+                                         then not followed; NULL: none; refused with jwks_file */
     unsigned timeout_ms;              /* 1..OIDC_MAX_TIMEOUT_MS; default OIDC_DEFAULT_TIMEOUT_MS */
     size_t max_document;              /* bytes, 1..JWT_MAX_JWKS; default JWT_MAX_JWKS (256 KiB) */
     uint64_t refresh_ms;              /* periodic refresh; default 1 h; at least min_refresh_interval_ms */
@@ -100,7 +107,7 @@ void oidc_free(struct oidc *o);
 
 /* Add an issuer (copied). Only before oidc_start(). Nothing is fetched yet. GERR_INVAL for a
  * missing or doubled source, a jwks_url that does not parse or is not https ("plain http is
- * refused"), a ca_file with a jwks_file, an out-of-range timeout, size or interval, and for
+ * refused"), a ca_file or bearer_token_file with a jwks_file, an out-of-range timeout, size or interval, and for
  * everything jwt_verifier_add_issuer() refuses; GERR_EXISTS for a duplicate issuer or name. On
  * error nothing was added. */
 int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *errmsg);

@@ -874,6 +874,68 @@ static void alg_none_and_hs256_are_refused_without_fetching(void **state)
     assert_int_equal(requests("/jwks/alg.json"), 1);
 }
 
+/* ---- A bearer token with the fetch (a Kubernetes API server's /openid/v1/jwks) */
+
+static void bearer_token_for_the_jwks_fetch(void **state)
+{
+    (void)state;
+    put_jwks("kube.json", jwk_k1, NULL);
+    put_file("bearer.token", "tok-1");
+    put_file("client.token", "  tok-1 \n"); /* white space around it is dropped */
+    struct oidc_issuer_config c;
+    url_issuer(&c, "kube", ISS_A, "/auth/kube.json");
+    c.bearer_token_file = in_dir("client.token");
+    assert_int_equal(oidc_add_issuer(o, &c, errmsg), 0);
+    assert_int_equal(oidc_start(o, errmsg), 0);
+    assert_int_equal(requests("/auth/kube.json bearer=tok-1"), 1);
+    assert_int_equal(verify(token(ISS_A, "gantry", "k1", key1)), 0);
+    /* The file is read at every fetch: a rotated token is sent with the next one. */
+    put_file("bearer.token", "tok-2");
+    put_file("client.token", "tok-2");
+    advance_s(3600);
+    assert_int_equal(oidc_refresh_due(o, errmsg), 0);
+    assert_int_equal(requests("/auth/kube.json bearer=tok-2"), 1);
+    /* A token the server refuses fails the fetch; the keys loaded before stay. */
+    put_file("client.token", "tok-x");
+    advance_s(3600);
+    assert_int_equal(oidc_refresh_due(o, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "401"));
+    assert_null(strstr(errmsg, "tok-x"));
+    assert_int_equal(verify(token(ISS_A, "gantry", "k1", key1)), 0);
+    /* A file that cannot hold a token, or no file: no request at all. */
+    int before = requests("/auth/kube.json");
+    put_file("client.token", "tok 3");
+    advance_s(30);
+    assert_int_equal(oidc_refresh_due(o, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "bearer_token_file"));
+    assert_null(strstr(errmsg, "tok 3"));
+    put_file("client.token", " \n");
+    advance_s(30);
+    assert_int_equal(oidc_refresh_due(o, errmsg), GERR_INVAL);
+    assert_int_equal(unlink(in_dir("client.token")), 0);
+    advance_s(30);
+    assert_int_equal(oidc_refresh_due(o, errmsg), GERR_NOTFOUND);
+    assert_non_null(strstr(errmsg, "bearer_token_file"));
+    assert_int_equal(requests("/auth/kube.json"), before);
+    assert_int_equal(status_of("kube").failures, 4);
+}
+
+static void bearer_token_is_never_sent_through_a_redirect(void **state)
+{
+    (void)state;
+    put_jwks("kube2.json", jwk_k1, NULL);
+    put_file("bearer.token", "tok-r");
+    put_file("client2.token", "tok-r");
+    struct oidc_issuer_config c;
+    url_issuer(&c, "kube", ISS_A, "/auth-redirect/kube2.json");
+    c.bearer_token_file = in_dir("client2.token");
+    assert_int_equal(oidc_add_issuer(o, &c, errmsg), 0);
+    assert_int_equal(oidc_start(o, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "302"));
+    assert_int_equal(requests("/auth-redirect/kube2.json"), 1);
+    assert_int_equal(requests("/auth/kube2.json"), 0);
+}
+
 /* ---- Configuration */
 
 static int add_with(const char *file, const char *jwks_url, const char *ca)
@@ -924,6 +986,18 @@ static void no_audience(struct oidc_issuer_config *c)
     c->n_audiences = 0;
 }
 
+static void empty_bearer(struct oidc_issuer_config *c)
+{
+    c->bearer_token_file = "";
+}
+
+static void bearer_with_file(struct oidc_issuer_config *c)
+{
+    c->jwks_url = NULL;
+    c->jwks_file = "/tmp/x.json";
+    c->bearer_token_file = "/tmp/token";
+}
+
 static void configuration_is_checked(void **state)
 {
     (void)state;
@@ -947,6 +1021,10 @@ static void configuration_is_checked(void **state)
     assert_int_equal(add_tweaked(tiny_interval), GERR_INVAL);
     assert_int_equal(add_tweaked(refresh_below_interval), GERR_INVAL);
     assert_int_equal(add_tweaked(no_audience), GERR_INVAL);
+    assert_int_equal(add_tweaked(empty_bearer), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "bearer_token_file"));
+    assert_int_equal(add_tweaked(bearer_with_file), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "needs jwks_url"));
     assert_int_equal(oidc_issuer_status(o, "cfg", &(struct oidc_issuer_status){0}), GERR_NOTFOUND);
     /* Accepted, and a second issuer with the same name or URL is not. */
     assert_int_equal(add_with(NULL, "HTTPS://idp.example.com:8443/jwks?x=1", NULL), 0);
@@ -987,6 +1065,8 @@ int main(void)
         T(two_issuers_each_with_its_audience),
         T(token_of_one_issuer_with_the_key_of_another),
         T(alg_none_and_hs256_are_refused_without_fetching),
+        T(bearer_token_for_the_jwks_fetch),
+        T(bearer_token_is_never_sent_through_a_redirect),
         T(configuration_is_checked),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

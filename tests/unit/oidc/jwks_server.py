@@ -9,6 +9,10 @@ client has its answer the line is already there and the test can count fetches.
   GET /nolen/<name>        the same without Content-Length (the body ends when the connection closes)
   GET /redirect-http/<n>   302 to http://127.0.0.1:<port>/jwks/<n>  (a downgrade the client must refuse)
   GET /redirect-https/<n>  302 to https://127.0.0.1:<port>/jwks/<n> (a redirect the client may follow)
+  GET /auth/<name>         the file <dir>/<name>, only with "Authorization: Bearer <token>" where
+                           <token> is the content of <dir>/bearer.token (401 otherwise); the
+                           header seen is recorded as "<path> bearer=<token or ->" in requests.log
+  GET /auth-redirect/<n>   302 to /auth/<n> (a client sending a token must not follow it)
   GET /status/<code>       an empty answer with that status
   GET /slow                answers after 5 seconds (for client timeouts)
 
@@ -56,6 +60,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self.answer(200, body, length)
 
+    def serve_with_token(self, name):
+        header = self.headers.get("Authorization", "")
+        sent = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        with self.server.log_lock:
+            with open(os.path.join(self.server.dir, "requests.log"), "a") as f:
+                f.write("%s bearer=%s\n" % (self.path, sent if sent is not None else "-"))
+        try:
+            with open(os.path.join(self.server.dir, "bearer.token")) as f:
+                want = f.read().strip()
+        except OSError:
+            want = None
+        if want is None or sent != want:
+            self.answer(401)
+            return
+        self.serve_file(name, True)
+
     def redirect(self, scheme, name):
         location = "%s://127.0.0.1:%d/jwks/%s" % (scheme, self.server.server_port, name)
         self.answer(302, headers=[("Location", location)])
@@ -73,6 +93,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.redirect("http", arg)
         elif kind == "redirect-https":
             self.redirect("https", arg)
+        elif kind == "auth":
+            self.serve_with_token(arg)
+        elif kind == "auth-redirect":
+            self.answer(302, headers=[("Location", "https://127.0.0.1:%d/auth/%s" % (self.server.server_port, arg))])
         elif kind == "status" and arg.isdigit():
             self.answer(int(arg))
         elif kind == "slow":
