@@ -89,10 +89,8 @@ static int p_create(struct cli *c, const char *group, int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    if ((iss == NULL) != (sub == NULL) || (is_sa(group) && iss != NULL)) {
-        fprintf(stderr,
-                "gantry %s create: --oidc-issuer and --oidc-subject go together, and only for users\n",
-                group);
+    if ((iss == NULL) != (sub == NULL)) {
+        fprintf(stderr, "gantry %s create: --oidc-issuer and --oidc-subject go together\n", group);
         return GANTRY_EXIT_USAGE;
     }
     char rid[37];
@@ -587,7 +585,7 @@ const struct gantry_cmd gantry_principal_cmds[] = {
      "who the credential is: the principal, its role bindings and its effective permissions",
      "gantry whoami -o yaml", whoami, false},
     PRINCIPAL_TABLE(user, "user", " [--oidc-issuer ISSUER --oidc-subject SUBJECT] [--namespace NS]"),
-    PRINCIPAL_TABLE(sa, "service account", " [--namespace NS]"),
+    PRINCIPAL_TABLE(sa, "service account", " [--oidc-issuer ISSUER --oidc-subject SUBJECT] [--namespace NS]"),
     {"role", "grant",
      "PRINCIPAL ROLE [--namespace NS | --delegate NS-PATTERN ... [--delegate-config-key GLOB ...] "
      "[--delegate-credential-source GLOB ...] [--delegate-service-account NAME ...] [--on-behalf-of-owner]]",

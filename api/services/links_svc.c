@@ -63,11 +63,6 @@ static int link_tx(struct store_tx *tx, struct res_call *c)
                             pp, 1, &rows);
     if (rv == 0 && rows.n_rows == 0) {
         rv = res_fail(tx, GERR_NOTFOUND, "identity.principal_id: no principal \"%.63s\"", in->principal_id);
-    } else if (rv == 0 && strcmp(col(&rows, 0, 1), "user") != 0) {
-        rv = res_fail(tx, GERR_REFUSED,
-                      "identity.principal_id: \"%.63s\" is a service account; service accounts authenticate "
-                      "with API keys only",
-                      in->principal_id);
     }
     char id[40] = "", name[64] = "";
     if (rv == 0) {

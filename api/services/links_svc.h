@@ -7,7 +7,8 @@
  *   - issuer is an issuer name from the OIDC issuers file or "mtls"; subject 1..255 bytes;
  *   - a pair belongs to one principal: ALREADY_EXISTS when a principal has it as its own issuer
  *     and subject, or it is linked already; the principal must exist (NOT_FOUND);
- *   - linking a service account is refused (they authenticate with API keys only);
+ *   - users and service accounts alike (a platform controller's service account authenticates
+ *     with a Kubernetes projected token or a client certificate instead of a long-lived key);
  *   - unlinking takes effect on every replica within the authentication cache bound
  *     (docs/security.md), like a revocation.
  * Writes go through res_mutate (api/gate/resource.h): idempotent under request_id, audited, with a

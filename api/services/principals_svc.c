@@ -484,11 +484,6 @@ static void p_create(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "principal.oidc_issuer and oidc_subject go together");
         return;
     }
-    if (in->oidc_issuer[0] != '\0' && strcmp(kind, "user") != 0) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                  "service accounts authenticate with API keys only: no oidc_issuer");
-        return;
-    }
     if (strlen(in->display_name) > 256 || strlen(in->email) > 256 || strlen(in->oidc_subject) > 256 ||
         strlen(in->oidc_issuer) > 256) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,

@@ -4,7 +4,8 @@
  * (decision.self_check, decision.binding_check) and validate the request.
  *
  * Rules beyond the table:
- *   - names are DNS-1123 labels, unique per kind; a service account's key is its only credential;
+ *   - names are DNS-1123 labels, unique per kind; users and service accounts alike may carry an
+ *     OIDC issuer and subject (an issuer name, or "mtls" and a certificate's common name);
  *   - bindings: platform_admin and auditor are global (namespace must be empty); namespace_admin
  *     and user need an existing namespace; a binding is unique per (principal, role, namespace);
  *   - the last enabled principal holding platform_admin cannot be disabled, deleted or lose that

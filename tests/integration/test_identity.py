@@ -709,9 +709,21 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+KUBE_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def projected_claims(ns, sa, pod="ctrl-0"):
+    """The claims a Kubernetes API server puts in a projected ServiceAccount token (besides iss,
+    sub, aud, iat, exp): nbf and the kubernetes.io object references."""
+    return {"nbf": int(time.time()) - 5,
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": "7e1f0c1a-0d4b-4c8e-9f7a-1"},
+                              "pod": {"name": pod, "uid": "0b9d2c3e-6a1f-4f55-8e11-2"}}}
+
+
 class OidcFixture:
-    """A 1-replica cluster trusting two OIDC issuers, from JWKS files written here with keys
-    generated here: "corp" (RS256) and "partner" (ES256)."""
+    """A 1-replica cluster trusting three OIDC issuers, from JWKS files written here with keys
+    generated here: "corp" (RS256), "partner" (ES256) and "kube" (RS256, the issuer of a
+    Kubernetes cluster's projected ServiceAccount tokens)."""
 
     def __init__(self, test, extra_flags=()):
         import json
@@ -736,6 +748,8 @@ class OidcFixture:
                 json.dump(keys, f)
             issuers.append({"name": name, "issuer": "https://%s.test" % name, "audiences": ["gantry"],
                             "jwks_file": path})
+        issuers.append({"name": "kube", "issuer": KUBE_ISSUER, "audiences": ["gantry"],
+                        "jwks_file": os.path.join(root, "corp.jwks.json")})
         cfg = os.path.join(root, "issuers.json")
         with open(cfg, "w") as f:
             json.dump({"oidc_issuers": issuers}, f)
@@ -746,17 +760,20 @@ class OidcFixture:
         self.ident.c, self.ident.keys, self.ident.ids = self.c, {"pa": self.c.key}, {}
 
     def token(self, sub, exp_in=300, alg=None, aud="gantry", issuer="corp", iss=None, nbf_in=None, sign=True,
-              kid=None, hmac_secret=None):
+              kid=None, hmac_secret=None, extra=None):
         import hashlib
         import hmac
         import json
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
-        alg = alg or ("RS256" if issuer == "corp" else "ES256")
+        rsa = issuer in ("corp", "kube")
+        alg = alg or ("RS256" if rsa else "ES256")
         now = int(time.time())
-        header = b64url(json.dumps({"alg": alg, "kid": kid or ("k1" if issuer == "corp" else "p1"),
+        header = b64url(json.dumps({"alg": alg, "kid": kid or ("k1" if rsa else "p1"),
                                     "typ": "JWT"}).encode())
-        claims = {"iss": iss or "https://%s.test" % issuer, "aud": aud, "sub": sub, "iat": now, "exp": now + exp_in}
+        claims = {"iss": iss or (KUBE_ISSUER if issuer == "kube" else "https://%s.test" % issuer), "aud": aud,
+                  "sub": sub, "iat": now, "exp": now + exp_in}
+        claims.update(extra or {})
         if nbf_in is not None:
             claims["nbf"] = now + nbf_in
         payload = b64url(json.dumps(claims).encode())
@@ -806,6 +823,54 @@ class Oidc(g.GantrydTest):
                 ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=bad)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, why)
             self.assertIn(why, cm.exception.details().lower() if why != "none" else cm.exception.details(), why)
+
+
+    def test_platform_controller_with_a_projected_service_account_token(self):
+        """A platform controller's service account authenticates without a long-lived key: with the
+        projected ServiceAccount token its pod gets from Kubernetes, verified as an OIDC token of the
+        cluster's issuer, its subject (system:serviceaccount:NS:NAME) registered on the principal; the
+        delegation scope bounds what it may do, as for a key."""
+        oidc = OidcFixture(self)
+        ident, P, S = oidc.ident, principals_pb2, sandboxes_pb2
+        subject = "system:serviceaccount:platform:sandbox-controller"
+        ctrl = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube",
+            oidc_subject=subject)))
+        self.assertEqual((ctrl.oidc_issuer, ctrl.oidc_subject), ("kube", subject))
+        ident.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ctrl.meta.id, role=P.ROLE_USER,
+                                  delegation=P.DelegationScope(namespace_patterns=["team-*"]))))
+        for ns in ("team-a", "ops"):
+            ident.call("pa", namespaces_pb2, "Namespaces", "Create", namespaces_pb2.CreateNamespaceRequest(
+                namespace=namespaces_pb2.Namespace(meta=meta_pb2.ObjectMeta(name=ns))))
+        tok = oidc.token(subject, issuer="kube", exp_in=3600, extra=projected_claims("platform", "sandbox-controller"))
+        who = ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=tok)
+        self.assertEqual((who.principal.meta.id, who.authenticated_via), (ctrl.meta.id, "oidc"))
+
+        def create(name, ns, key=tok):
+            return ident.call(None, sandboxes_pb2, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace=ns), spec=S.SandboxSpec(image="busybox"))), key=key)
+
+        sb = create("agent-1", "team-a")
+        self.assertEqual((sb.meta.namespace, sb.meta.created_by), ("team-a", ctrl.meta.id))
+        with self.assertRaises(grpc.RpcError) as cm:  # outside its delegation scope
+            create("agent-2", "ops")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("ops", cm.exception.details())
+        # Another service account of the cluster, the same one in another namespace, or a token for
+        # another audience: not this principal.
+        for bad, why in ((oidc.token("system:serviceaccount:platform:other", issuer="kube"), "no principal"),
+                         (oidc.token("system:serviceaccount:team-a:sandbox-controller", issuer="kube"), "no principal"),
+                         (oidc.token(subject, issuer="kube", aud="https://kubernetes.default.svc"), "audience"),
+                         (oidc.token(subject, issuer="kube", exp_in=-600), "expired")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                create("agent-x", "team-a", key=bad)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, why)
+            self.assertIn(why, cm.exception.details())
+        # Its client certificate name can be linked to it too (links work for service accounts).
+        link = ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            identity=P.ExternalIdentity(principal_id="sandbox-controller", issuer="mtls", subject="sandbox-controller")))
+        self.assertEqual(link.principal_id, ctrl.meta.id)
 
 
 class Mtls(g.GantrydTest):
