@@ -532,6 +532,7 @@ static void decide_in(const struct authz_rule *r, const struct authz_caller *c, 
     if (r->ns_field != NULL && !r->ns_optional && ns[0] == '\0') {
         snprintf(d->why, sizeof d->why, "%s is required", r->ns_field);
         d->allowed = false;
+        d->invalid = true;
         return;
     }
     switch (r->action) {

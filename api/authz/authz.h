@@ -162,6 +162,8 @@ struct authz_caller {
 
 struct authz_decision {
     bool allowed;
+    bool invalid;            /* not allowed because the request lacks its namespace field: the
+                                answer is INVALID_ARGUMENT, not PERMISSION_DENIED */
     char ns[64];             /* the namespace the call targets ("" for none or all) */
     bool filter;             /* the handler must restrict results to what the caller may read */
     bool owner_check;        /* the handler must check ownership or shares (sandboxes) */

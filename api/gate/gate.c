@@ -377,6 +377,12 @@ static void run(void *arg)
         /* Counted where the client called (a forwarded copy is not counted again). */
         grpc_call_set_tag(ctx->call, nsstats_tag(g->cfg.nsstats, ctx->decision.ns, path));
     }
+    if (ctx->decision.invalid) {
+        /* Malformed, not refused: no namespace to decide in (a platform_admin's call reaches the
+         * handler, which answers the same). */
+        grpc_call_finish_async(ctx->call, GRPC_STATUS_INVALID_ARGUMENT, ctx->decision.why, NULL);
+        goto out;
+    }
     if (!ctx->decision.allowed) {
         audit_refusal(g, ctx, AUDIT_CLASS_API_ACTIVITY, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why);
         grpc_call_finish_async(ctx->call, GRPC_STATUS_PERMISSION_DENIED, ctx->decision.why, NULL);

@@ -640,9 +640,10 @@ class Egress(Base):
                               # refused by the transport's decoder, through the gate, with its reason
                               (dict(host="a.example", port=443, transport=42), "intent.transport: unknown value 42")):
             self.err(lambda: decide(**intent), SC.INVALID_ARGUMENT, field)
-        # Without an intent there is no namespace to authorize against: the gate answers first.
-        self.err(lambda: env.call("user", policies_pb2, "Egress", "Decide", PO.DecideEgressRequest()),
-                 SC.PERMISSION_DENIED, "intent.namespace is required")
+        # Without an intent there is no namespace to authorize against: malformed, for every caller.
+        for role in ("user", "pa"):
+            self.err(lambda: env.call(role, policies_pb2, "Egress", "Decide", PO.DecideEgressRequest()),
+                     SC.INVALID_ARGUMENT, "intent.namespace is required" if role == "user" else "intent is required")
         self.err(lambda: decide(host="a.example", port=443, sandbox="nope"), SC.NOT_FOUND, "nope")
         self.err(lambda: decide(role="pa", ns="nope", host="a.example", port=443), SC.NOT_FOUND, "nope")
         self.assertEqual(env.query("SELECT max(revision) FROM events"), before)

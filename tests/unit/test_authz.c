@@ -62,10 +62,12 @@ static void test_namespace_from_request(void **state)
     assert_non_null(strstr(d.why, "team-b"));
     authz_decide(r, &aud, &req.base, &d);
     assert_false(d.allowed);
-    /* A missing namespace is a clear denial, not a crash. */
+    /* A missing namespace is a clear refusal of the request as malformed, not a crash. */
+    assert_false(d.invalid);
     req.sandbox = NULL;
     authz_decide(r, &u, &req.base, &d);
     assert_false(d.allowed);
+    assert_true(d.invalid);
     assert_non_null(strstr(d.why, "sandbox.meta.namespace is required"));
 }
 
