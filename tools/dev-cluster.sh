@@ -3,11 +3,12 @@
 # Data, logs, pid files and the bootstrap admin key live under one directory (default:
 # .devcluster/ in the repository). Starting again reuses a running or stopped cluster and its data.
 #
-#   tools/dev-cluster.sh start    start (or restart) the 3 replicas; replica 1 is initialised on the
-#                                 first start, 2 and 3 join with join tokens
+#   tools/dev-cluster.sh start [ID]  start (or restart) the 3 replicas, or only replica ID; replica 1
+#                                 is initialised on the first start, 2 and 3 join with join tokens
 #   tools/dev-cluster.sh status   show which replicas run and the cluster membership
 #   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
 #   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
+#   tools/dev-cluster.sh kill ID  SIGKILL replica ID (1, 2, 3 or replica-N: a crash, for drills)
 #   tools/dev-cluster.sh clean    delete the sandboxes, stop the replicas, remove the directory and
 #                                 the gantry contexts tools/run.sh wrote for it (gantry-dev,
 #                                 gantry-dev-admin; kept when they point at another directory)
@@ -119,12 +120,32 @@ stop_replica() { # id
   rm -f "$pidf"
 }
 
+# A replica is named by its number or by its member name (replica-N), as `gantry drill` passes it.
+[ $# -ge 2 ] && set -- "$1" "${2#replica-}" "${@:3}"
+
 case "${1:-}" in
 start)
   [ -x "$gantryd" ] || { echo "build first: $gantryd is missing" >&2; exit 1; }
   mkdir -p "$dir"
   chmod 711 "$dir" # traversable by the sandboxes' uid (the process driver state is under it); each replica dir is 0700
-  for id in 1 2 3; do start_replica "$id"; done
+  case "${2:-}" in
+  "") for id in 1 2 3; do start_replica "$id"; done ;;
+  1 | 2 | 3) start_replica "$2" ;;
+  *) echo "start: no replica \"$2\" (1, 2 or 3)" >&2; exit 2 ;;
+  esac
+  ;;
+kill)
+  case "${2:-}" in
+  1 | 2 | 3) ;;
+  *) echo "kill: which replica? (1, 2 or 3)" >&2; exit 2 ;;
+  esac
+  if running "$2"; then
+    kill -KILL "$(cat "$dir/replica$2.pid")"
+    echo "replica $2 killed"
+  else
+    echo "replica $2 is not running"
+  fi
+  rm -f "$dir/replica$2.pid"
   ;;
 status)
   for id in 1 2 3; do
@@ -180,7 +201,7 @@ clean)
   true
   ;;
 *)
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

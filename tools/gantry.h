@@ -12,7 +12,8 @@
  *   tools/gantry_principals.c whoami, user, sa, role, key
  *   tools/gantry_tenants.c    namespace, quota, policy, usage, audit
  *   tools/gantry_providers.c  provider
- *   tools/gantry_sandbox.c    sandbox */
+ *   tools/gantry_sandbox.c    sandbox
+ *   tools/gantry_drill.c      drill */
 #ifndef GANTRY_TOOLS_GANTRY_H
 #define GANTRY_TOOLS_GANTRY_H
 
@@ -84,6 +85,7 @@ extern const struct gantry_cmd gantry_tenant_cmds[];
 extern const struct gantry_cmd gantry_provider_cmds[];
 extern const struct gantry_cmd gantry_sandbox_cmds[];
 extern const struct gantry_cmd gantry_ctx_cmds[];
+extern const struct gantry_cmd gantry_drill_cmds[];
 
 /* `gantry cluster top` (gantry_top.c). */
 int gantry_cluster_top(struct cli *c, int argc, char **argv);
