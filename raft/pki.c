@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -384,6 +385,24 @@ int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *
     for (unsigned i = 0; i < n; i++) {
         snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
     }
+    return 0;
+}
+
+int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg)
+{
+    X509 *cert = cert_from_pem(cert_pem);
+    if (cert == NULL) {
+        int rv = sslerr_from_openssl(errmsg, "parse certificate");
+        return rv == GERR_INTERNAL ? GERR_INVAL : rv;
+    }
+    struct tm tm;
+    int ok = ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm);
+    X509_free(cert);
+    if (ok != 1) {
+        gerr_set(errmsg, "certificate: unreadable notAfter time");
+        return GERR_INVAL;
+    }
+    *out = (int64_t)timegm(&tm) * 1000;
     return 0;
 }
 

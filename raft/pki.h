@@ -48,6 +48,9 @@ int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_
 /* "sha256:<hex of the DER certificate>". */
 int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *errmsg);
 
+/* When @cert_pem expires (its notAfter), in Unix milliseconds. GERR_INVAL for a bad certificate. */
+int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg);
+
 /* 0 if @cert_pem chains to @ca_pem and is valid now; GERR_PERM (with the reason) otherwise. */
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg);
 

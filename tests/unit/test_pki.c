@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/bio.h>
@@ -156,6 +157,25 @@ static void bad_subject_names_are_refused(void **state)
     ca_free(&a);
 }
 
+/* The expiry a certificate carries, in Unix milliseconds; garbage is refused. */
+static void not_after_is_read(void **state)
+{
+    (void)state;
+    struct ca a;
+    char *key, *cert;
+    struct pki_subject s = {.common_name = "replica-1"};
+    ca_new(&a, "cluster-a");
+    assert_int_equal(pki_issue(a.key, a.cert, &s, 30, &key, &cert, errmsg), 0);
+    int64_t na = 0;
+    assert_int_equal(pki_not_after_ms(cert, &na, errmsg), 0);
+    int64_t now = (int64_t)time(NULL) * 1000, want = now + 30ll * 86400 * 1000;
+    assert_true(na > want - 120000 && na < want + 120000);
+    assert_int_equal(pki_not_after_ms("not a certificate", &na, errmsg), GERR_INVAL);
+    mem_free(key);
+    mem_free(cert);
+    ca_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +184,7 @@ int main(void)
         cmocka_unit_test(csr_is_signed_with_the_clusters_names_not_the_requesters),
         cmocka_unit_test(hostile_csrs_are_refused),
         cmocka_unit_test(bad_subject_names_are_refused),
+        cmocka_unit_test(not_after_is_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
