@@ -59,6 +59,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
 #include "raft/replica.h"
@@ -320,6 +321,7 @@ struct daemon {
     struct gate *gate;
     struct nsstats *nsstats;  /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
+    struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -1546,6 +1548,11 @@ static int cmd_run(struct config *cfg)
         rv = store_pool_init(&d->pool, &sc, 8);
         d->pool_started = rv == 0;
     }
+    if (rv == 0 && replica_relay(d->replica) != NULL) {
+        struct certrevoke_sync_config rsc = {
+            .store = &sc, .relay = replica_relay(d->replica), .member_id = cfg->replica_id};
+        rv = certrevoke_sync_start(&rsc, &d->revsync, errmsg);
+    }
     if (rv == 0) {
         unsigned caps[JOBS_CLASSES] = {cfg->call_queue_max, cfg->unverified_call_queue_max};
         rv = jobs_start(&d->jobs, cfg->workers, caps);
@@ -1635,6 +1642,7 @@ static int cmd_run(struct config *cfg)
     reflection_free(d->refl);
     grpc_server_free(d->server);
     uv_loop_close(&d->loop);
+    certrevoke_sync_stop(d->revsync);
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);

@@ -153,6 +153,15 @@ void replica_metrics_write(const struct replica_metrics_sources *src, struct buf
                "gantry_peer_relay_handshakes_total{outcome=\"dialed\"} %" PRIu64 "\n"
                "gantry_peer_relay_handshakes_total{outcome=\"dial_failed\"} %" PRIu64 "\n",
                ps.bytes_in, ps.bytes_out, ps.active, ps.accepted, ps.rejected, ps.dialed, ps.dial_failed);
+    buf_printf(out,
+               "# HELP gantry_peer_relay_revoked_total Peer TLS connections refused (handshakes, either direction) "
+               "or closed (open when the certificate was revoked) because the peer's certificate is revoked.\n"
+               "# TYPE gantry_peer_relay_revoked_total counter\n"
+               "gantry_peer_relay_revoked_total{event=\"refused\"} %" PRIu64 "\n"
+               "gantry_peer_relay_revoked_total{event=\"closed\"} %" PRIu64 "\n"
+               "# HELP gantry_peer_relay_revoked_certs Revoked certificates the relay refuses now.\n"
+               "# TYPE gantry_peer_relay_revoked_certs gauge\ngantry_peer_relay_revoked_certs %" PRIu64 "\n",
+               ps.revoked_refused, ps.revoked_closed, ps.revoked_certs);
     if (src->watches != NULL) {
         buf_printf(out,
                    "# HELP gantry_sandbox_watches Open Sandboxes.Watch streams on this replica.\n"
