@@ -1165,6 +1165,83 @@ class Removed(GantrydTest):
         print("removed replicas: refused at start (exit 1) and stopped by the roles thread (exit 3); "
               "members still %s" % ids)
 
+    def test_a_removed_members_certificate_is_refused(self):
+        """A member removed while it keeps running: every remaining replica refuses its certificate
+        (dqlite traffic and the forwarding ALPN alike) within 2 s of the removal, with a log line
+        and a metric, the cluster keeps serving, and the removed member stops by itself once a
+        member refuses it (exit status 3)."""
+        c = self.cluster("rv").init()
+        c.join(3)
+        c.wait_roles(3, 1)
+        c.wait_ready()
+        lead = c.leader()
+        victim = [r for r in c.replicas if r is not lead][0]
+        rest = [r for r in c.replicas if r is not victim]
+        cert, key = os.path.join(victim.dir, "tls", "cert.pem"), os.path.join(victim.dir, "tls", "key.pem")
+        # Copies: the removed member's files, as an attacker would keep them.
+        kept = os.path.join(c.root, "kept")
+        os.makedirs(kept)
+        shutil.copy(cert, kept)
+        shutil.copy(key, kept)
+        cert, key = os.path.join(kept, "cert.pem"), os.path.join(kept, "key.pem")
+
+        def dial(r, alpn=None):
+            """A TLS handshake to @r's peer port with the victim's certificate: None when it
+            completed (with the ALPN asked for, if any), else the error text."""
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(cert, key)
+            if alpn:
+                ctx.set_alpn_protocols([alpn])
+            host, port = r.peer.split(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as s:
+                    with ctx.wrap_socket(s) as t:
+                        if alpn and t.selected_alpn_protocol() != alpn:
+                            return "ALPN %r not selected" % alpn
+                        # TLS 1.2: a refused client certificate fails the handshake itself.
+                        return None
+            except (ssl.SSLError, OSError) as e:
+                return str(e)
+
+        # Before the removal the certificate is good everywhere (so the refusals below mean something).
+        for r in rest:
+            for alpn in (None, "gantry-fwd/1"):
+                self.assertIsNone(dial(r, alpn), "replica %d refused a member's certificate" % r.rid)
+        self.assertTrue(victim.proc.poll() is None)
+        c.client.call(lead, "RemoveMember", cpb.RemoveMemberRequest(id=victim.rid, force=True),
+                      cpb.RemoveMemberResponse)
+        t0 = time.monotonic()
+        took = {}
+        pending = {(r.rid, alpn): r for r in rest for alpn in (None, "gantry-fwd/1")}
+        while pending:
+            for (rid, alpn), r in list(pending.items()):
+                err = dial(r, alpn)
+                if err is not None:
+                    self.assertIn("revoked", err.lower(), "replica %d refused for another reason" % rid)
+                    took[(rid, alpn)] = time.monotonic() - t0
+                    del pending[(rid, alpn)]
+            self.assertLess(time.monotonic() - t0, 10, "still accepted by %s" % sorted(pending, key=str))
+            time.sleep(0.05)
+        # Within 2 s (the relays read revocations every 500 ms), with a margin for a loaded host.
+        self.assertLess(max(took.values()), 3.0, took)
+        for r in rest:
+            self.assertGreaterEqual(r.metric('gantry_peer_relay_revoked_total{event="refused"}') or 0, 2)
+            self.assertEqual(r.metric("gantry_peer_relay_revoked_certs"), 1)
+            self.assertIn("is revoked", r.tail(400))
+        rc, log = self.finished(c, victim)
+        self.assertEqual(rc, 3, log)
+        self.assertIn("revoked", log)
+        self.assertEqual(sorted(m.id for m in c.members()), sorted(r.rid for r in rest))
+        c.client.write()
+        # Still refused once the member is gone from the configuration.
+        self.assertIsNotNone(dial(rest[0]))
+        print("removed member's certificate refused by every remaining replica after %.2f s at most (%s); "
+              "the removed member stopped with exit 3" %
+              (max(took.values()), ", ".join("%d%s %.2f" % (k[0], "/fwd" if k[1] else "", v)
+                                            for k, v in sorted(took.items(), key=str))))
+
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
           "recover": Recover, "backup": Backup, "removed": Removed}
