@@ -876,35 +876,11 @@ static void do_join(struct job *j, struct answer *a)
 
 static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
 {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/backup-XXXXXX", j->svc->scratch_dir);
-    if (mkdtemp(dir) == NULL) {
-        fail(a, GRPC_STATUS_INTERNAL, "backup: cannot create a scratch directory under %s",
-             j->svc->scratch_dir);
-        return;
-    }
-    int rv = store_client_dump(cl, dir);
     struct buf out;
     buf_init(&out);
     char err[GERR_MSG_SIZE] = "";
     int64_t revision = 0;
-    if (rv != 0) {
-        snprintf(err, sizeof err, "%s", cl->errmsg);
-    } else {
-        rv = store_archive_pack_dir(dir, &out, err);
-    }
-    if (rv == 0) {
-        /* The dump is atomic on the leader; the revision inside it is what it is consistent at. */
-        rv = store_backup_revision(dir, cl->database, &revision, err);
-    }
-    char f[4300];
-    snprintf(f, sizeof f, "%s/%s", dir, cl->database);
-    unlink(f);
-    snprintf(f, sizeof f, "%s/%s-wal", dir, cl->database);
-    unlink(f);
-    snprintf(f, sizeof f, "%s/%s-shm", dir, cl->database);
-    unlink(f);
-    rmdir(dir);
+    int rv = store_backup_take(cl, j->svc->scratch_dir, &out, &revision, err);
     if (rv != 0) {
         fail_store(a, rv, "backup", err);
         buf_close(&out);
