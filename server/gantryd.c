@@ -64,6 +64,7 @@
 #include "raft/raftlog.h"
 #include "raft/replica.h"
 #include "server/admin.h"
+#include "server/backup_sched.h"
 #include "server/bootstrap.h"
 #include "server/config.h"
 #include "server/console.h"
@@ -322,6 +323,7 @@ struct daemon {
     struct nsstats *nsstats;  /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
     struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
+    struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -693,6 +695,9 @@ static void metrics(void *data, struct buf *out)
                    "gantry_reconciler_total{kind=\"audit_event\"} %" PRIu64 "\n",
                    rs.held, rs.epoch, rs.resyncs, rs.creates, rs.deletes, rs.driver_errors, rs.stale_refusals,
                    rs.audit_events);
+    }
+    if (d->bsched != NULL) {
+        backup_sched_metrics(d->bsched, out);
     }
     buf_printf(out,
                "# HELP gantry_quota_soft_exceeded_total Creates allowed past a soft quota.\n"
@@ -1424,6 +1429,32 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     return reconciler_start(&rc, &d->reconciler, errmsg);
 }
 
+static bool lease_held(void *arg)
+{
+    struct daemon *d = arg;
+    struct reconciler_status rs = {.held = false};
+    if (d->reconciler != NULL) {
+        reconciler_status(d->reconciler, &rs);
+    }
+    return rs.held;
+}
+
+static int start_backups(struct daemon *d, const struct store_client_config *sc, char *errmsg)
+{
+    struct backup_sched_config bc = {.dir = d->cfg->backup_dir,
+                                     .key_file = d->cfg->backup_seal_key_file,
+                                     .interval_s = d->cfg->backup_interval_s,
+                                     .keep_count = d->cfg->backup_keep_count,
+                                     .keep_age_hours = d->cfg->backup_keep_age_hours,
+                                     .scratch_dir = d->scratch,
+                                     .cluster_id = d->id.cluster_id,
+                                     .replica_id = d->cfg->replica_id,
+                                     .store = sc,
+                                     .held = lease_held,
+                                     .held_arg = d};
+    return backup_sched_start(&bc, &d->bsched, errmsg);
+}
+
 static bool stop_signalled(void *arg)
 {
     const sigset_t *set = arg;
@@ -1565,6 +1596,9 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         rv = start_reconciler(d, &sc, errmsg);
     }
+    if (rv == 0 && cfg->backup_dir[0] != '\0') {
+        rv = start_backups(d, &sc, errmsg);
+    }
     if (rv == 0) {
         struct ns_metrics_config nmc = {.pool = &d->pool,
                                         .nsstats = d->nsstats,
@@ -1616,6 +1650,7 @@ static int cmd_run(struct config *cfg)
     if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
         driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
     }
+    backup_sched_stop(d->bsched); /* before the reconciler it asks about the lease */
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
@@ -1625,6 +1660,7 @@ static int cmd_run(struct config *cfg)
     }
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
+    backup_sched_free(d->bsched); /* the admin endpoint (its metrics) stopped with the loop */
     ns_metrics_stop(d->nsm);
     console_free(d->console); /* its calls go through the workers: before they stop */
     jobs_stop(&d->jobs);
