@@ -1093,6 +1093,111 @@ class Backup(GantrydTest):
               "during it); verified in %.2f s; corrupted, truncated and wrong-key copies refused; restored" %
               (len(data), plain_size, rev, took_backup, len(during), took_verify))
 
+    def test_scheduled_backups_by_the_lease_holder(self):
+        """backup_dir on every replica: only the reconciler lease holder writes sealed backups, on
+        schedule, atomically; they verify, are pruned to backup_keep_count (other files left alone),
+        show in the metrics, and the newest restores with every object written before it. A key file
+        others may read and a missing directory stop gantryd at start with a clear message."""
+        c = self.cluster("sched")
+        key = os.urandom(32)
+        keyfile = os.path.join(c.root, "backup.key")
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, key.hex().encode() + b"\n")
+        os.close(fd)
+        dirs = {rid: os.path.join(c.root, "backups-r%d" % rid) for rid in (1, 2, 3)}
+        for d in dirs.values():
+            os.makedirs(d)
+        c.replica_flags = lambda rid: ["--backup-dir", dirs[rid], "--backup-seal-key-file", keyfile,
+                                       "--backup-interval-s", "2", "--backup-keep-count", "3"]
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        end = time.monotonic() + 30
+        holder = None
+        while holder is None:
+            try:
+                lease = c.client.call(c.replicas[0], "GetLease", cpb.GetLeaseRequest(), cpb.Lease)
+                holder = [r for r in c.replicas if lease.holder.startswith("replica-%d/" % r.rid)][0]
+            except (grpc.RpcError, IndexError):
+                self.assertLess(time.monotonic(), end, "no reconciler lease holder")
+                time.sleep(0.2)
+        hdir = dirs[holder.rid]
+        # Files that are not scheduled backups are never touched by the pruning.
+        for name in ("notes.txt", "gantry-backup-manual.gbk"):
+            with open(os.path.join(hdir, name), "w") as f:
+                f.write("keep me\n")
+        written = [c.client.write() for _ in range(20)]
+        ok = 'gantry_backup_scheduled_total{outcome="success"}'
+        base = holder.metric(ok) or 0
+        while (holder.metric(ok) or 0) < max(base + 2, 5):  # two after the writes, five in all
+            self.assertLess(time.monotonic(), end + 30, holder.tail())
+            time.sleep(0.2)
+
+        def backups(d):
+            return sorted(n for n in os.listdir(d) if n.startswith("gantry-backup-2") and n.endswith(".gbk"))
+
+        kept = backups(hdir)
+        self.assertEqual(len(kept), 3, kept)
+        self.assertTrue(all(n.endswith("-r%d.gbk" % holder.rid) for n in kept), kept)
+        self.assertIn("notes.txt", os.listdir(hdir))
+        self.assertIn("gantry-backup-manual.gbk", os.listdir(hdir))
+        self.assertEqual([n for n in os.listdir(hdir) if n.endswith(".partial")], [])
+        self.assertGreaterEqual(holder.metric("gantry_backup_pruned_total"), 2)
+        self.assertEqual(holder.metric('gantry_backup_scheduled_total{outcome="failure"}'), 0)
+        self.assertGreater(holder.metric("gantry_backup_last_success_timestamp_seconds"), time.time() - 60)
+        self.assertGreater(holder.metric("gantry_backup_last_size_bytes"), 0)
+        for r in c.replicas:
+            if r is not holder:
+                self.assertEqual(os.listdir(dirs[r.rid]), [], "replica %d is not the lease holder" % r.rid)
+                self.assertEqual(r.metric(ok), 0)
+        newest = os.path.join(hdir, kept[-1])
+        self.assertEqual(os.stat(newest).st_mode & 0o777, 0o600)
+        cid = c.client.call(c.replicas[0], "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth).cluster_id
+        p = subprocess.run([CLI, "cluster", "backup-verify", newest, "--key-file", keyfile], capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(b"sealed backup OK", p.stdout)
+        self.assertIn(("cluster %s," % cid).encode(), p.stdout)
+
+        # The newest restores with the existing restore path, and serves what was written before it.
+        n = Cluster("sched-restored-" + self._testMethodName)
+        self.clusters.append(n)
+        r1 = Replica(n.root, 1)
+        no_key = {k: v for k, v in os.environ.items() if k != "GANTRY_BACKUP_KEY"}
+        out = subprocess.run([GANTRYD, "restore", "--from", newest, "--secrets",
+                              os.path.join(c.replicas[0].dir, "secrets"), "--backup-key-file", keyfile] + r1.flags(),
+                             capture_output=True, timeout=120, env=no_key)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        n.replicas.append(r1.start())
+        n.key = c.key
+        n.client = Client(n.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+        n.wait_ready()
+        present = token_ids(r1)
+        self.assertEqual([x for x in written if x not in present], [])
+
+        # Bad settings stop a replica at start, saying what to fix.
+        badroot = os.path.join(c.root, "bad")
+        os.makedirs(badroot)
+        x = Replica(badroot, 1)
+        out = subprocess.run([GANTRYD, "init"] + x.flags(), capture_output=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        loose = os.path.join(c.root, "loose.key")
+        with open(loose, "w") as f:
+            f.write(key.hex() + "\n")
+        os.chmod(loose, 0o644)
+        for extra, why in ((["--backup-dir", hdir, "--backup-seal-key-file", loose], "chmod 600"),
+                           (["--backup-dir", os.path.join(c.root, "nowhere"), "--backup-seal-key-file", keyfile],
+                            "backup_dir"),
+                           (["--backup-dir", hdir], "backup_seal_key_file")):
+            out = subprocess.run([GANTRYD] + x.flags() + extra, capture_output=True, timeout=60)
+            self.assertNotEqual(out.returncode, 0, out.stdout.decode())
+            self.assertIn(why, out.stderr.decode())
+        print("scheduled backups: %d kept of %d written by replica %d (the lease holder), verified, restored "
+              "with %d objects; bad key file, missing directory and missing key refused at start" %
+              (len(kept), holder.metric(ok), holder.rid, len(written)))
+
+
 
 class Removed(GantrydTest):
     def remove(self, c, victim):
