@@ -499,7 +499,8 @@ static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
             char rerr[GERR_MSG_SIZE] = "";
             int rv = store_writer_run(j->svc->writer, certrevoke_member_tx, &rm, rerr);
             if (rv != 0) {
-                snprintf(cl->errmsg, sizeof cl->errmsg, "revoke its certificate: %s", rerr);
+                memcpy(cl->errmsg, rerr, sizeof rerr);
+                gerr_wrap(cl->errmsg, "revoke its certificate");
             } else if (rm.revoked == 0) {
                 LOG_WARN("cluster: member %" PRIu64 " has no certificate on record of its own to revoke (%u shared "
                          "with another member): its certificate stays valid until it expires",
