@@ -116,6 +116,10 @@ struct config {
     char *peer_tls_ca;
     char *peer_tls_cert;
     char *peer_tls_key;
+    /* cert_renew_days: at start, a replica whose peer certificate (the one init/join created in
+     * <data_dir>/tls; not peer_tls_cert, which the operator manages) has fewer days left renews it
+     * (raft/certrenew.h). Default 30, range 1..365. */
+    unsigned cert_renew_days;
 
     /* join: API addresses of existing members to join through ("a.b.c.d:port", "[v6]:port" or
      * "name:port": dialled once, so a DNS name such as a Kubernetes Service is fine here). Default empty: no

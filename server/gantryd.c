@@ -59,6 +59,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/certrenew.h"
 #include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
@@ -1518,6 +1519,12 @@ static int cmd_run(struct config *cfg)
         }
         mem_free(text);
         errmsg[0] = '\0';
+    }
+    if (rv == 0 && cfg->peer_tls_cert[0] == '\0') {
+        bool renewed = false;
+        int64_t not_after = 0;
+        rv = certrenew_at_start(cfg->data_dir, &d->secrets, cfg->cert_renew_days,
+                                (int64_t)clock_system()->wall_ms(clock_system()), &renewed, &not_after, errmsg);
     }
     char tls_dir[4096];
     identity_path(cfg->data_dir, "tls", tls_dir, sizeof tls_dir);
