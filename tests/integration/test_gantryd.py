@@ -1351,8 +1351,64 @@ class Removed(GantrydTest):
                                             for k, v in sorted(took.items(), key=str))))
 
 
+class Renewal(GantrydTest):
+    def test_a_certificate_near_expiry_is_renewed_at_start(self):
+        """A replica restarted with a peer certificate 2 days from expiry (under cert_renew_days, 30)
+        renews it with the cluster CA before it serves: new key and certificate, the same names,
+        825 days, gantry_cert_days_left says so, the others accept it, and the new certificate is
+        on record for revocation."""
+        c = self.cluster("renew").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        r = c.replicas[2]
+        r.signal(signal.SIGTERM)
+        clean_stop(self, r.wait(), r)
+        tls, sec = os.path.join(r.dir, "tls"), os.path.join(r.dir, "secrets")
+        csr, ext, short = (os.path.join(c.root, n) for n in ("r.csr", "r.ext", "short.pem"))
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for args in (["req", "-new", "-key", os.path.join(tls, "key.pem"), "-subj", "/CN=replica-%d" % r.rid,
+                      "-out", csr],
+                     ["x509", "-req", "-in", csr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+                      "-days", "2", "-sha256", "-extfile", ext, "-out", short]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        pem = open(short).read()
+        ca = open(os.path.join(tls, "ca.pem")).read()
+        with open(os.path.join(tls, "cert.pem"), "w") as f:
+            f.write(pem)
+        with open(os.path.join(tls, "api.pem"), "w") as f:
+            f.write(pem + ca)
+        short_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+        r.start()
+        log = r.tail(200)
+        self.assertIn("certificate renewal", log)
+        self.assertIn("renewed, the new one is valid for 82", log)
+        new = open(os.path.join(tls, "cert.pem")).read()
+        new_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(new)).hexdigest()
+        self.assertNotEqual(new_fp, short_fp)
+        self.assertFalse(os.path.exists(os.path.join(tls, "cert.pem.next")))
+        self.assertTrue(open(os.path.join(tls, "api.pem")).read().startswith(new))
+        self.assertGreater(r.metric("gantry_cert_days_left"), 824)
+        for o in c.replicas[:2]:
+            self.assertGreater(o.metric("gantry_cert_days_left"), 824)
+        c.wait_ready()
+        # It serves (its API certificate is the renewed one) and reaches the store through its peers.
+        tid = c.client.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken).id
+        self.assertIn(tid, token_ids(c.replicas[0]))
+        end = time.monotonic() + 10
+        while new_fp not in query(c.replicas[0], "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid):
+            self.assertLess(time.monotonic(), end, "the renewed certificate is not on record")
+            time.sleep(0.2)
+        print("certificate 2 days from expiry renewed at start: %s -> %s" % (short_fp[:19], new_fp[:19]))
+
+
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
-          "recover": Recover, "backup": Backup, "removed": Removed}
+          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
