@@ -77,6 +77,16 @@ static bool digits(const char *p, unsigned n, int *out)
     return true;
 }
 
+static bool all_digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+    }
+    return n > 0;
+}
+
 bool backup_sched_parse_name(const char *name, int64_t *wall_ms)
 {
     const size_t pl = strlen(BACKUP_SCHED_PREFIX), sl = strlen(BACKUP_SCHED_SUFFIX);
@@ -87,14 +97,14 @@ bool backup_sched_parse_name(const char *name, int64_t *wall_ms)
         return false;
     }
     const char *p = name + pl;
-    int y, mo, d, h, mi, s, ms, unused;
+    int y, mo, d, h, mi, s, ms;
     if (!digits(p, 4, &y) || !digits(p + 4, 2, &mo) || !digits(p + 6, 2, &d) || p[8] != 'T' ||
         !digits(p + 9, 2, &h) || !digits(p + 11, 2, &mi) || !digits(p + 13, 2, &s) || p[15] != '.' ||
         !digits(p + 16, 3, &ms) || p[19] != 'Z' || p[20] != '-' || p[21] != 'r' ||
-        !digits(p + 22, (unsigned)(n - sl - pl - 22), &unused)) {
+        !all_digits(p + 22, n - sl - pl - 22)) {
         return false;
     }
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
         return false;
     }
     struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = s};
@@ -112,7 +122,10 @@ unsigned backup_sched_prune_plan(const int64_t *times, size_t n, int64_t now_ms,
         for (size_t j = 0; j < n; j++) {
             newer += times[j] > times[i] || (times[j] == times[i] && j < i);
         }
-        del[i] = newer > 0 && (newer >= keep_count || (keep_age_ms > 0 && now_ms - times[i] > keep_age_ms));
+        /* The age in unsigned arithmetic: no overflow whatever the times (they come from names). */
+        bool old = keep_age_ms > 0 && times[i] < now_ms &&
+                   (uint64_t)now_ms - (uint64_t)times[i] > (uint64_t)keep_age_ms;
+        del[i] = newer > 0 && (newer >= keep_count || old);
         marked += del[i];
     }
     return marked;
@@ -154,7 +167,7 @@ static int list_backups(const char *dir, struct listing *l, char *errmsg)
             l->names = mem_realloc(l->names, sizeof *l->names * cap);
             l->times = mem_realloc(l->times, sizeof *l->times * cap);
         }
-        snprintf(l->names[l->n], BACKUP_SCHED_NAME_MAX, "%s", e->d_name);
+        memcpy(l->names[l->n], e->d_name, strlen(e->d_name) + 1); /* shorter than the slot: checked above */
         l->times[l->n++] = t;
     }
     closedir(d);

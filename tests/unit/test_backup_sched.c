@@ -42,6 +42,8 @@ static void other_names_are_not_backups(void **state)
         "gantry-backup-20261306T140102.123Z-r2.gbk",
         "gantry-backup-20261206T250102.123Z-r2.gbk",
         "gantry-backup-2026120xT140102.123Z-r2.gbk",
+        "gantry-backup-19691231T235959.999Z-r2.gbk",
+        "gantry-backup-00000101T000000.000Z-r2.gbk",
         "gantry-backup-20261206T140102.123Z-r123456789012345678901.gbk",
         "my-gantry-backup-20261206T140102.123Z-r2.gbk",
         "notes.txt",
