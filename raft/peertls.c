@@ -457,10 +457,16 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
     pthread_mutex_lock(&p->mu);
     for (unsigned i = 0; i < n; i++) {
         if (!is_revoked_locked(p, copy[i])) {
-            added++;
-            LOG_WARN("peer TLS: certificate %s is revoked: its connections are closed and refused", copy[i]);
+            /* One line per certificate, but not thousands when a replica starts in a cluster that
+             * has revoked many. */
+            if (++added <= 8) {
+                LOG_WARN("peer TLS: certificate %s is revoked: its connections are closed and refused", copy[i]);
+            }
         }
         self = self || strcmp(copy[i], p->own_fp) == 0;
+    }
+    if (added > 8) {
+        LOG_WARN("peer TLS: %u more certificates are revoked", added - 8);
     }
     char(*old)[PKI_FINGERPRINT_SIZE] = p->revoked;
     p->revoked = copy;
