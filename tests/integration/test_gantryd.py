@@ -1096,8 +1096,9 @@ class Backup(GantrydTest):
     def test_scheduled_backups_by_the_lease_holder(self):
         """backup_dir on every replica: only the reconciler lease holder writes sealed backups, on
         schedule, atomically; they verify, are pruned to backup_keep_count (other files left alone),
-        show in the metrics, and the newest restores with every object written before it. A key file
-        others may read and a missing directory stop gantryd at start with a clear message."""
+        show in the metrics, and the newest restores with every object written before it; when the
+        holder dies the next one takes over. A key file others may read, a missing directory and a
+        missing key stop gantryd at start with a clear message."""
         c = self.cluster("sched")
         key = os.urandom(32)
         keyfile = os.path.join(c.root, "backup.key")
@@ -1108,7 +1109,9 @@ class Backup(GantrydTest):
         for d in dirs.values():
             os.makedirs(d)
         c.replica_flags = lambda rid: ["--backup-dir", dirs[rid], "--backup-seal-key-file", keyfile,
-                                       "--backup-interval-s", "2", "--backup-keep-count", "3"]
+                                       "--backup-interval-s", "2", "--backup-keep-count", "3",
+                                       "--lease-duration-ms", "1500", "--lease-renew-deadline-ms", "1000",
+                                       "--lease-retry-ms", "200"]
         c.init()
         c.join(2)
         c.wait_roles(3, 0)
@@ -1176,6 +1179,26 @@ class Backup(GantrydTest):
         present = token_ids(r1)
         self.assertEqual([x for x in written if x not in present], [])
 
+        # The lease holder dies: the next holder takes the backups over, into its own directory.
+        before = backups(hdir)
+        holder.kill()
+        rest = [r for r in c.replicas if r is not holder]
+        end = time.monotonic() + 30
+        nxt = None
+        while nxt is None:
+            try:
+                lease = c.client.call(rest[0], "GetLease", cpb.GetLeaseRequest(), cpb.Lease)
+                nxt = [r for r in rest if lease.holder.startswith("replica-%d/" % r.rid)][0]
+            except (grpc.RpcError, IndexError):
+                self.assertLess(time.monotonic(), end, "no new lease holder")
+                time.sleep(0.2)
+        while not backups(dirs[nxt.rid]):
+            self.assertLess(time.monotonic(), end, nxt.tail())
+            time.sleep(0.2)
+        self.assertEqual(backups(hdir), before)
+        other = [r for r in rest if r is not nxt][0]
+        self.assertEqual(os.listdir(dirs[other.rid]), [])
+
         # Bad settings stop a replica at start, saying what to fix.
         badroot = os.path.join(c.root, "bad")
         os.makedirs(badroot)
@@ -1193,9 +1216,9 @@ class Backup(GantrydTest):
             out = subprocess.run([GANTRYD] + x.flags() + extra, capture_output=True, timeout=60)
             self.assertNotEqual(out.returncode, 0, out.stdout.decode())
             self.assertIn(why, out.stderr.decode())
-        print("scheduled backups: %d kept of %d written by replica %d (the lease holder), verified, restored "
-              "with %d objects; bad key file, missing directory and missing key refused at start" %
-              (len(kept), holder.metric(ok), holder.rid, len(written)))
+        print("scheduled backups: %d kept of 5 or more written by replica %d (the lease holder), verified, "
+              "restored with %d objects; replica %d took over when it died; bad key file, missing directory and "
+              "missing key refused at start" % (len(kept), holder.rid, len(written), nxt.rid))
 
 
 
