@@ -58,6 +58,13 @@
 
 enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
 
+/* What certificate verification learnt of the peer's certificate (SSL app data, written by
+ * verify_cb on the thread running the handshake). */
+struct verify_note {
+    char fp[PKI_FINGERPRINT_SIZE]; /* the leaf's fingerprint once its chain verified, "" before */
+    bool revoked;                  /* it is in the revoked set: the handshake was refused */
+};
+
 struct relay {
     struct queue link;
     enum relay_state state;
@@ -68,6 +75,8 @@ struct relay {
     SSL *ssl;
     uint64_t deadline_ms; /* handshake deadline */
     char peer[64];
+    struct verify_note note; /* the peer's certificate (inbound; outbound: copied after the dial) */
+    bool revoked;            /* relay thread: marked for closing, its peer's certificate was revoked */
     /* Bytes read from the plain side, waiting to be written into TLS, and the reverse. */
     uint8_t p2t[RELAY_BUF];
     size_t p2t_off, p2t_len;
@@ -106,10 +115,68 @@ struct peertls {
     struct peertls_stats stats;
     atomic_uint_fast64_t bytes_in, bytes_out; /* the relay thread adds, any thread reads */
     struct queue relays; /* relay thread only */
+    /* Revocation (under mu): the revoked fingerprints, and whether the relay thread still has to
+     * close the connections of newly revoked peers. */
+    char (*revoked)[PKI_FINGERPRINT_SIZE];
+    unsigned n_revoked;
+    bool revoked_dirty;
+    char own_fp[PKI_FINGERPRINT_SIZE]; /* this relay's certificate */
+    int64_t own_not_after_ms;
+    atomic_bool self_revoked;
 };
 
 /* ------------------------------------------------------------------------------------------------
  * Setup */
+
+static bool is_revoked_locked(const struct peertls *p, const char *fp)
+{
+    for (unsigned i = 0; i < p->n_revoked; i++) {
+        if (strcmp(p->revoked[i], fp) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* After OpenSSL verified the chain: the leaf must not be revoked. Runs on the thread doing the
+ * handshake (the relay thread inbound, the dialer outbound). A revoked leaf fails with
+ * X509_V_ERR_CERT_REVOKED, which OpenSSL turns into the certificate_revoked alert to the peer. */
+static int verify_cb(int ok, X509_STORE_CTX *xs)
+{
+    if (ok != 1 || X509_STORE_CTX_get_error_depth(xs) != 0) {
+        return ok;
+    }
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct peertls *p = ssl != NULL ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    struct verify_note *note = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+    if (p == NULL || cert == NULL || X509_digest(cert, EVP_sha256(), md, &n) != 1 || n != 32) {
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_UNSPECIFIED);
+        return 0;
+    }
+    char fp[PKI_FINGERPRINT_SIZE];
+    memcpy(fp, "sha256:", 7);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(fp + 7 + 2 * i, 3, "%02x", md[i]);
+    }
+    pthread_mutex_lock(&p->mu);
+    bool revoked = is_revoked_locked(p, fp);
+    if (revoked) {
+        p->stats.revoked_refused++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (note != NULL) {
+        memcpy(note->fp, fp, sizeof fp);
+        note->revoked = revoked;
+    }
+    if (revoked) {
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REVOKED);
+        return 0;
+    }
+    return 1;
+}
 
 static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg)
 {
@@ -150,7 +217,7 @@ static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg
         sslerr_from_openssl(errmsg, "peer TLS: cipher list");
         goto out;
     }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     rv = 0;
 out:
@@ -229,6 +296,13 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         goto err;
     }
     SSL_CTX_set_alpn_select_cb(p->server_ctx, alpn_select, p);
+    SSL_CTX_set_app_data(p->server_ctx, p);
+    SSL_CTX_set_app_data(p->client_ctx, p);
+    if ((rv = pki_fingerprint(cfg->cert_pem, p->own_fp, errmsg)) != 0 ||
+        (rv = pki_not_after_ms(cfg->cert_pem, &p->own_not_after_ms, errmsg)) != 0) {
+        gerr_wrap(errmsg, "peer TLS: this replica's certificate");
+        goto err;
+    }
     if (cfg->listen_address != NULL) {
         if (addr_parse_ipv4(cfg->listen_address, &sa, 1) != 0) {
             gerr_set(errmsg, "peer TLS: listen address %s is not a.b.c.d:port", cfg->listen_address);
@@ -364,7 +438,62 @@ void peertls_stop(struct peertls *p)
     SSL_CTX_free(p->server_ctx);
     SSL_CTX_free(p->client_ctx);
     pthread_mutex_destroy(&p->mu);
+    mem_free(p->revoked);
     mem_free(p);
+}
+
+int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZE], unsigned n, char *errmsg)
+{
+    if (n > PEERTLS_MAX_REVOKED) {
+        gerr_set(errmsg, "peer TLS: %u revoked certificates, over the maximum of %u", n, PEERTLS_MAX_REVOKED);
+        return GERR_TOOBIG;
+    }
+    char(*copy)[PKI_FINGERPRINT_SIZE] = n > 0 ? mem_alloc(sizeof *copy * n) : NULL;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(copy[i], sizeof copy[i], "%s", fps[i]);
+    }
+    unsigned added = 0;
+    bool self = false;
+    pthread_mutex_lock(&p->mu);
+    for (unsigned i = 0; i < n; i++) {
+        if (!is_revoked_locked(p, copy[i])) {
+            /* One line per certificate, but not thousands when a replica starts in a cluster that
+             * has revoked many. */
+            if (++added <= 8) {
+                LOG_WARN("peer TLS: certificate %s is revoked: its connections are closed and refused", copy[i]);
+            }
+        }
+        self = self || strcmp(copy[i], p->own_fp) == 0;
+    }
+    if (added > 8) {
+        LOG_WARN("peer TLS: %u more certificates are revoked", added - 8);
+    }
+    char(*old)[PKI_FINGERPRINT_SIZE] = p->revoked;
+    p->revoked = copy;
+    p->n_revoked = n;
+    p->stats.revoked_certs = n;
+    p->revoked_dirty = p->revoked_dirty || added > 0;
+    pthread_mutex_unlock(&p->mu);
+    mem_free(old);
+    if (self && !atomic_exchange(&p->self_revoked, true)) {
+        LOG_ERROR("peer TLS: this replica's own certificate (%s) is revoked: it was removed from the cluster",
+                  p->own_fp);
+    }
+    if (added > 0) {
+        wake(p);
+    }
+    return 0;
+}
+
+void peertls_own_cert(const struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms)
+{
+    memcpy(fp, p->own_fp, PKI_FINGERPRINT_SIZE);
+    *not_after_ms = p->own_not_after_ms;
+}
+
+bool peertls_self_revoked(struct peertls *p)
+{
+    return atomic_load(&p->self_revoked);
 }
 
 void peertls_get_stats(struct peertls *p, struct peertls_stats *out)
@@ -527,7 +656,14 @@ static void step_handshake(struct peertls *p, struct relay *r)
         r->tls_events = POLLOUT;
         break;
     default:
-        relay_kill(p, r, ssl_reason(r->ssl));
+        if (r->note.revoked) {
+            char why[128];
+            ERR_clear_error();
+            snprintf(why, sizeof why, "its certificate %s is revoked", r->note.fp);
+            relay_kill(p, r, why);
+        } else {
+            relay_kill(p, r, ssl_reason(r->ssl));
+        }
     }
 }
 
@@ -669,11 +805,27 @@ static void accept_all(struct peertls *p)
             relay_free(r);
             continue;
         }
+        SSL_set_app_data(r->ssl, &r->note);
         SSL_set_accept_state(r->ssl);
         r->state = RELAY_HANDSHAKE;
         r->deadline_ms = now_ms() + p->handshake_timeout_ms;
         queue_insert_tail(&p->relays, &r->link);
         step_handshake(p, r);
+    }
+}
+
+/* Close the connections marked revoked (relay thread). */
+static void close_revoked(struct peertls *p)
+{
+    struct queue *q;
+    QUEUE_FOREACH (q, &p->relays) {
+        struct relay *r = QUEUE_DATA(q, struct relay, link);
+        if (r->revoked && r->state != RELAY_DEAD) {
+            LOG_WARN("peer TLS: closing the connection %s %s: its certificate %s was revoked",
+                     r->inbound ? "from" : "to", r->peer, r->note.fp);
+            count(p, &p->stats.revoked_closed, 1);
+            relay_kill(p, r, "certificate revoked");
+        }
     }
 }
 
@@ -687,9 +839,21 @@ static void *relay_main(void *arg)
         pthread_mutex_lock(&p->mu);
         bool stopping = p->stopping;
         queue_move(&p->incoming, &p->relays);
+        bool dirty = p->revoked_dirty;
+        p->revoked_dirty = false;
+        if (dirty) {
+            struct queue *q;
+            QUEUE_FOREACH (q, &p->relays) {
+                struct relay *r = QUEUE_DATA(q, struct relay, link);
+                r->revoked = r->note.fp[0] != '\0' && is_revoked_locked(p, r->note.fp);
+            }
+        }
         pthread_mutex_unlock(&p->mu);
         if (stopping) {
             break;
+        }
+        if (dirty) {
+            close_revoked(p);
         }
 
         /* Drive every connection, drop the dead, and collect what each waits for. */
@@ -840,6 +1004,8 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
         close(tcp);
         goto err_count;
     }
+    struct verify_note note = {.fp = ""};
+    SSL_set_app_data(ssl, &note);
     SSL_set_connect_state(ssl);
     if (alpn != NULL) {
         unsigned char wire[64];
@@ -867,7 +1033,19 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
                 continue;
             }
             gerr_set(errmsg, "peer TLS: dial %s: handshake: %s", address, gerr_str(rv));
+        } else if (note.revoked) {
+            ERR_clear_error();
+            gerr_set(errmsg, "peer TLS: dial %s: the peer's certificate %s is revoked", address, note.fp);
+            rv = GERR_PERM;
         } else {
+            /* A peer whose certificate verified (note.fp set) told us ours is revoked: this replica
+             * was removed. Before its certificate verified, anyone could send that alert. */
+            if (note.fp[0] != '\0' && ERR_GET_REASON(ERR_peek_error()) == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED &&
+                !atomic_exchange(&p->self_revoked, true)) {
+                LOG_ERROR("peer TLS: %s refused this replica's certificate as revoked: it was removed from the "
+                          "cluster",
+                          address);
+            }
             gerr_set(errmsg, "peer TLS: dial %s: %s", address, ssl_reason(ssl));
             rv = GERR_PERM;
         }
@@ -900,6 +1078,8 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
     r->tls_fd = tcp;
     r->plain_fd = sv[1];
     r->ssl = ssl;
+    r->note = note;
+    SSL_set_app_data(ssl, &r->note);
     r->state = RELAY_PIPE;
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
@@ -908,6 +1088,15 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
         close(sv[0]);
         gerr_set(errmsg, "peer TLS: stopped");
         return GERR_CLOSED;
+    }
+    if (is_revoked_locked(p, r->note.fp)) { /* revoked while the handshake ran */
+        p->stats.revoked_refused++;
+        p->stats.dial_failed++;
+        pthread_mutex_unlock(&p->mu);
+        gerr_set(errmsg, "peer TLS: dial %s: the peer's certificate %s is revoked", address, r->note.fp);
+        relay_free(r);
+        close(sv[0]);
+        return GERR_PERM;
     }
     queue_insert_tail(&p->incoming, &r->link);
     p->stats.dialed++;

@@ -22,9 +22,11 @@
 #ifndef GANTRY_RAFT_PEERTLS_H
 #define GANTRY_RAFT_PEERTLS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "lib/err.h"
+#include "raft/pki.h"
 
 struct peertls_config {
     const char *ca_pem;            /* the cluster CA (copied) */
@@ -65,6 +67,10 @@ struct peertls_stats {
     uint64_t active;      /* connections being relayed now */
     uint64_t bytes_in;    /* bytes received from peers over TLS (decrypted payload) */
     uint64_t bytes_out;   /* bytes sent to peers over TLS (payload before encryption) */
+    uint64_t revoked_refused; /* handshakes refused because the peer's certificate is revoked (either
+                                 direction; also counted in rejected or dial_failed) */
+    uint64_t revoked_closed;  /* relayed connections closed when their peer's certificate was revoked */
+    uint64_t revoked_certs;   /* fingerprints in the revoked set now */
 };
 
 struct peertls;
@@ -106,5 +112,26 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
 int peertls_store_dial(void *relay, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
 
 void peertls_get_stats(struct peertls *p, struct peertls_stats *out);
+
+/* Revocation (docs/security.md, "Removing a member revokes its certificate").
+ *
+ * Replace the set of revoked certificates with the @n fingerprints in @fps ("sha256:<hex of the
+ * DER certificate>", as pki_fingerprint writes them; copied). From the return on, every handshake
+ * in either direction (dqlite traffic and the second backend alike) with a peer presenting one of
+ * them fails in certificate verification: the relay answers with TLS's certificate_revoked alert,
+ * logs the refusal with the fingerprint and counts it (revoked_refused). Relayed connections whose
+ * peer presented one of them are closed by the relay thread on its next round (revoked_closed),
+ * each with a log line. Thread-safe. GERR_TOOBIG (nothing changed) above PEERTLS_MAX_REVOKED. */
+#define PEERTLS_MAX_REVOKED 4096u
+int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZE], unsigned n, char *errmsg);
+
+/* This relay's own certificate: its fingerprint and when it expires (Unix ms). */
+void peertls_own_cert(const struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms);
+
+/* True once this relay's own certificate was found revoked: a peer whose certificate verified
+ * against the cluster CA refused it with the certificate_revoked alert, or the fingerprint of this
+ * relay's certificate is in the set given to peertls_set_revoked. It never becomes false again:
+ * the replica was removed and must stop. Thread-safe. */
+bool peertls_self_revoked(struct peertls *p);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -384,6 +385,72 @@ int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *
     for (unsigned i = 0; i < n; i++) {
         snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
     }
+    return 0;
+}
+
+int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem, unsigned days,
+              char **key_pem, char **cert_pem, char *errmsg)
+{
+    *key_pem = *cert_pem = NULL;
+    X509 *old = cert_from_pem(old_cert_pem);
+    if (old == NULL) {
+        int rv = sslerr_from_openssl(errmsg, "parse the certificate to renew");
+        return rv == GERR_INTERNAL ? GERR_INVAL : rv;
+    }
+    char cn[256] = "";
+    char ips[16][INET6_ADDRSTRLEN], dns[16][254];
+    const char *ip_p[16], *dns_p[16];
+    unsigned n_ip = 0, n_dns = 0;
+    int rv = 0;
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(old), NID_commonName, cn, sizeof cn) <= 0) {
+        gerr_set(errmsg, "the certificate to renew has no common name");
+        rv = GERR_INVAL;
+    }
+    GENERAL_NAMES *names = X509_get_ext_d2i(old, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; rv == 0 && names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_IPADD && n_ip < 16) {
+            int len = ASN1_STRING_length(g->d.iPAddress);
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
+            if ((len == 4 || len == 16) && inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ips[n_ip], sizeof ips[0])) {
+                ip_p[n_ip] = ips[n_ip];
+                n_ip++;
+            }
+        } else if (g->type == GEN_DNS && n_dns < 16) {
+            int len = ASN1_STRING_length(g->d.dNSName);
+            if (len > 0 && len < (int)sizeof dns[0]) {
+                memcpy(dns[n_dns], ASN1_STRING_get0_data(g->d.dNSName), (size_t)len);
+                dns[n_dns][len] = '\0';
+                dns_p[n_dns] = dns[n_dns];
+                n_dns++;
+            }
+        }
+    }
+    GENERAL_NAMES_free(names);
+    X509_free(old);
+    if (rv != 0) {
+        return rv;
+    }
+    struct pki_subject subject = {
+        .common_name = cn, .ip_sans = ip_p, .n_ip_sans = n_ip, .dns_sans = dns_p, .n_dns_sans = n_dns};
+    return pki_issue(ca_key_pem, ca_cert_pem, &subject, days, key_pem, cert_pem, errmsg);
+}
+
+int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg)
+{
+    X509 *cert = cert_from_pem(cert_pem);
+    if (cert == NULL) {
+        int rv = sslerr_from_openssl(errmsg, "parse certificate");
+        return rv == GERR_INTERNAL ? GERR_INVAL : rv;
+    }
+    struct tm tm;
+    int ok = ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm);
+    X509_free(cert);
+    if (ok != 1) {
+        gerr_set(errmsg, "certificate: unreadable notAfter time");
+        return GERR_INVAL;
+    }
+    *out = (int64_t)timegm(&tm) * 1000;
     return 0;
 }
 

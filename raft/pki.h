@@ -48,6 +48,15 @@ int pki_issue(const char *ca_key_pem, const char *ca_cert_pem, const struct pki_
 /* "sha256:<hex of the DER certificate>". */
 int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *errmsg);
 
+/* Renewal: a new key, and a certificate for it signed by the CA with the common name and the IP
+ * and DNS names of @old_cert_pem (at most 16 of each), valid @days (0: PKI_CERT_DAYS). GERR_INVAL for
+ * an unreadable old certificate or one without a common name. */
+int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem, unsigned days,
+              char **key_pem, char **cert_pem, char *errmsg);
+
+/* When @cert_pem expires (its notAfter), in Unix milliseconds. GERR_INVAL for a bad certificate. */
+int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg);
+
 /* 0 if @cert_pem chains to @ca_pem and is valid now; GERR_PERM (with the reason) otherwise. */
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg);
 

@@ -271,7 +271,16 @@ static int check_member(struct replica *r, char *errmsg)
     int role = -1;
     char stored[256];
     int rv = lookup_self(&cl, r->id, &role, stored, sizeof stored);
-    if (rv != 0) {
+    if (rv != 0 && r->relay != NULL && peertls_self_revoked(r->relay)) {
+        gerr_set(errmsg,
+                 "replica %" PRIu64
+                 " was removed from the cluster (its members refuse this replica's certificate as revoked); "
+                 "a removed member must not come back with its old data: empty its data dir and join again "
+                 "with a new join token (docs/operations.md, \"Removing and replacing a replica\")",
+                 r->id);
+        store_client_close(&cl);
+        return GERR_PERM;
+    } else if (rv != 0) {
         LOG_INFO("membership check: no answer from the cluster yet (%s); the roles thread keeps checking",
                  cl.errmsg);
     } else if (role < 0) {
@@ -293,7 +302,12 @@ bool replica_removed(struct replica *r)
     pthread_mutex_lock(&r->mu);
     bool removed = r->removed;
     pthread_mutex_unlock(&r->mu);
-    return removed;
+    return removed || (r->relay != NULL && peertls_self_revoked(r->relay));
+}
+
+struct peertls *replica_relay(struct replica *r)
+{
+    return r->relay;
 }
 
 static void stop_roles_thread(struct replica *r)

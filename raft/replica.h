@@ -79,8 +79,13 @@ struct replica;
 int replica_start(const struct replica_config *cfg, struct replica **out, char *errmsg);
 
 /* True once the roles thread has seen, twice in a row, a leader's configuration without this
- * replica: it was removed and must stop serving (its owner exits). Thread-safe. */
+ * replica, or once the relay found this replica's certificate revoked (peertls_self_revoked): it
+ * was removed and must stop serving (its owner exits). Thread-safe. */
 bool replica_removed(struct replica *r);
+
+/* The peer relay (NULL without TLS: tests), for revocation (raft/certrevoke.h). Owned by the
+ * replica, valid until replica_stop. */
+struct peertls *replica_relay(struct replica *r);
 
 /* Copy the latest view into @out. Thread-safe. */
 void replica_view(struct replica *r, struct replica_view *out);

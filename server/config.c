@@ -156,6 +156,9 @@ static const struct field fields[] = {
     STRING(peer_tls_cert, "", NULL, "path",
            "this replica's peer certificate (PEM), issued by the cluster CA"),
     STRING(peer_tls_key, "", NULL, "path", "this replica's peer private key (PEM)"),
+    UINT(cert_renew_days, 30, 1, 365,
+         "at start, renew this replica's peer certificate (the one init/join created, not peer_tls_cert) when "
+         "fewer days than this are left"),
     LIST(join, check_join, "list of host:port",
          "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
          "--join may repeat"),
@@ -174,6 +177,16 @@ static const struct field fields[] = {
     UINT(retention_interval_s, 60, 1, 86400,
          "how often the leader's replica deletes audit events, change events and idempotency records past "
          "retention"),
+    STRING(backup_dir, "", NULL, "path",
+           "the lease holder writes a sealed (encrypted) backup here every backup_interval_s and prunes old ones "
+           "(docs/operations.md, \"Scheduled backups\"); empty: no scheduled backups"),
+    UINT(backup_interval_s, 3600, 1, 604800, "seconds between scheduled backups"),
+    UINT(backup_keep_count, 24, 1, 100000, "scheduled backups kept in backup_dir: the oldest beyond this are deleted"),
+    UINT(backup_keep_age_hours, 0, 0, 876000,
+         "scheduled backups older than this are deleted (the newest one never is); 0: no age limit"),
+    STRING(backup_seal_key_file, "", NULL, "path",
+           "the key of scheduled backups: 32 raw bytes or 64 hex digits, in a file only its owner may read; "
+           "required with backup_dir"),
     STRING(driver, "process", check_driver, "process|kubernetes|fake|none",
            "the compute driver the lease holder drives: process (local bubblewrap sandboxes), kubernetes "
            "(agents.x-k8s.io Sandbox objects), fake (tests), none (no reconciler)"),
@@ -1535,6 +1548,17 @@ static int rule_join(struct config *cfg, char *errmsg)
     return 0;
 }
 
+/* Scheduled backups are written by the reconciler lease holder, which driver "none" never runs. */
+static int rule_backup(struct config *cfg, char *errmsg)
+{
+    if (is_set(cfg->backup_dir) && strcmp(cfg->driver, "none") == 0) {
+        return cur_error(cfg, "backup_dir", errmsg,
+                         "scheduled backups are written by the replica holding the reconciler lease, and driver "
+                         "\"none\" runs no reconciler: choose a driver or drop backup_dir");
+    }
+    return 0;
+}
+
 /* The rules between fields, checked in this order once every field has passed its own validator;
  * the first one broken is reported. Most have one of a few shapes, each with its message:
  *   RULE_TOGETHER      keys: all set or none. On the first set key:
@@ -1571,6 +1595,10 @@ static const struct rule rules[] = {
      .text = "set peer_tls_ca, peer_tls_cert and peer_tls_key together, or none of them to use the files "
              "init/join create"},
     {.kind = RULE_FN, .fn = rule_join},
+    {.kind = RULE_TOGETHER,
+     .keys = {"backup_dir", "backup_seal_key_file"},
+     .text = "scheduled backups are always encrypted: give backup_dir and backup_seal_key_file together"},
+    {.kind = RULE_FN, .fn = rule_backup},
     {.kind = RULE_BETWEEN,
      .keys = {"lease_retry_ms", "lease_renew_deadline_ms", "lease_duration_ms"},
      .text = "the holder must stop acting before a contender may take over"},

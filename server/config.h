@@ -116,6 +116,10 @@ struct config {
     char *peer_tls_ca;
     char *peer_tls_cert;
     char *peer_tls_key;
+    /* cert_renew_days: at start, a replica whose peer certificate (the one init/join created in
+     * <data_dir>/tls; not peer_tls_cert, which the operator manages) has fewer days left renews it
+     * (raft/certrenew.h). Default 30, range 1..365. */
+    unsigned cert_renew_days;
 
     /* join: API addresses of existing members to join through ("a.b.c.d:port", "[v6]:port" or
      * "name:port": dialled once, so a DNS name such as a Kubernetes Service is fine here). Default empty: no
@@ -136,6 +140,17 @@ struct config {
     unsigned event_retention_s;
     /* retention_interval_s: how often retention runs. Default 60, range 1..86400. */
     unsigned retention_interval_s;
+    /* Scheduled backups (docs/operations.md, "Scheduled backups"): the replica holding the
+     * reconciler lease writes a sealed backup into backup_dir every backup_interval_s seconds
+     * (default 3600, range 1..604800), then deletes the oldest beyond backup_keep_count (default
+     * 24, range 1..100000) and those older than backup_keep_age_hours (default 0: no age limit);
+     * the newest is never deleted. backup_dir "" (default): none. backup_seal_key_file: the key
+     * (store/sealed.h), required with backup_dir: scheduled backups are never unencrypted. */
+    char *backup_dir;
+    unsigned backup_interval_s;
+    unsigned backup_keep_count;
+    unsigned backup_keep_age_hours;
+    char *backup_seal_key_file;
     /* The compute driver and the reconciler lease (docs/reconciler.md). driver: "process" (default),
      * "fake" or "none". driver_state_dir: the process driver's state (shared by the replicas of a
      * host) or the fake driver's state file; "" = <data_dir>/sandboxes. driver_journal: the fake

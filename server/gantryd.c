@@ -59,10 +59,13 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/certrenew.h"
+#include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
 #include "raft/replica.h"
 #include "server/admin.h"
+#include "server/backup_sched.h"
 #include "server/bootstrap.h"
 #include "server/config.h"
 #include "server/console.h"
@@ -320,6 +323,8 @@ struct daemon {
     struct gate *gate;
     struct nsstats *nsstats;  /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
+    struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
+    struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -691,6 +696,9 @@ static void metrics(void *data, struct buf *out)
                    "gantry_reconciler_total{kind=\"audit_event\"} %" PRIu64 "\n",
                    rs.held, rs.epoch, rs.resyncs, rs.creates, rs.deletes, rs.driver_errors, rs.stale_refusals,
                    rs.audit_events);
+    }
+    if (d->bsched != NULL) {
+        backup_sched_metrics(d->bsched, out);
     }
     buf_printf(out,
                "# HELP gantry_quota_soft_exceeded_total Creates allowed past a soft quota.\n"
@@ -1422,6 +1430,32 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     return reconciler_start(&rc, &d->reconciler, errmsg);
 }
 
+static bool lease_held(void *arg)
+{
+    struct daemon *d = arg;
+    struct reconciler_status rs = {.held = false};
+    if (d->reconciler != NULL) {
+        reconciler_status(d->reconciler, &rs);
+    }
+    return rs.held;
+}
+
+static int start_backups(struct daemon *d, const struct store_client_config *sc, char *errmsg)
+{
+    struct backup_sched_config bc = {.dir = d->cfg->backup_dir,
+                                     .key_file = d->cfg->backup_seal_key_file,
+                                     .interval_s = d->cfg->backup_interval_s,
+                                     .keep_count = d->cfg->backup_keep_count,
+                                     .keep_age_hours = d->cfg->backup_keep_age_hours,
+                                     .scratch_dir = d->scratch,
+                                     .cluster_id = d->id.cluster_id,
+                                     .replica_id = d->cfg->replica_id,
+                                     .store = sc,
+                                     .held = lease_held,
+                                     .held_arg = d};
+    return backup_sched_start(&bc, &d->bsched, errmsg);
+}
+
 static bool stop_signalled(void *arg)
 {
     const sigset_t *set = arg;
@@ -1486,6 +1520,12 @@ static int cmd_run(struct config *cfg)
         mem_free(text);
         errmsg[0] = '\0';
     }
+    if (rv == 0 && cfg->peer_tls_cert[0] == '\0') {
+        bool renewed = false;
+        int64_t not_after = 0;
+        rv = certrenew_at_start(cfg->data_dir, &d->secrets, cfg->cert_renew_days,
+                                (int64_t)clock_system()->wall_ms(clock_system()), &renewed, &not_after, errmsg);
+    }
     char tls_dir[4096];
     identity_path(cfg->data_dir, "tls", tls_dir, sizeof tls_dir);
     identity_path(cfg->data_dir, "store", d->store_dir, sizeof d->store_dir);
@@ -1546,6 +1586,11 @@ static int cmd_run(struct config *cfg)
         rv = store_pool_init(&d->pool, &sc, 8);
         d->pool_started = rv == 0;
     }
+    if (rv == 0 && replica_relay(d->replica) != NULL) {
+        struct certrevoke_sync_config rsc = {
+            .store = &sc, .relay = replica_relay(d->replica), .member_id = cfg->replica_id};
+        rv = certrevoke_sync_start(&rsc, &d->revsync, errmsg);
+    }
     if (rv == 0) {
         unsigned caps[JOBS_CLASSES] = {cfg->call_queue_max, cfg->unverified_call_queue_max};
         rv = jobs_start(&d->jobs, cfg->workers, caps);
@@ -1557,6 +1602,9 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         rv = start_reconciler(d, &sc, errmsg);
+    }
+    if (rv == 0 && cfg->backup_dir[0] != '\0') {
+        rv = start_backups(d, &sc, errmsg);
     }
     if (rv == 0) {
         struct ns_metrics_config nmc = {.pool = &d->pool,
@@ -1609,6 +1657,7 @@ static int cmd_run(struct config *cfg)
     if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
         driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
     }
+    backup_sched_stop(d->bsched); /* before the reconciler it asks about the lease */
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
@@ -1618,6 +1667,7 @@ static int cmd_run(struct config *cfg)
     }
     pthread_join(d->loop_thread, NULL);
     pthread_join(d->maint_thread, NULL);
+    backup_sched_free(d->bsched); /* the admin endpoint (its metrics) stopped with the loop */
     ns_metrics_stop(d->nsm);
     console_free(d->console); /* its calls go through the workers: before they stop */
     jobs_stop(&d->jobs);
@@ -1635,6 +1685,7 @@ static int cmd_run(struct config *cfg)
     reflection_free(d->refl);
     grpc_server_free(d->server);
     uv_loop_close(&d->loop);
+    certrevoke_sync_stop(d->revsync);
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);

@@ -10,6 +10,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "lib/clock.h"
 #include "lib/mem.h"
 
 struct dir_usage {
@@ -153,6 +154,27 @@ void replica_metrics_write(const struct replica_metrics_sources *src, struct buf
                "gantry_peer_relay_handshakes_total{outcome=\"dialed\"} %" PRIu64 "\n"
                "gantry_peer_relay_handshakes_total{outcome=\"dial_failed\"} %" PRIu64 "\n",
                ps.bytes_in, ps.bytes_out, ps.active, ps.accepted, ps.rejected, ps.dialed, ps.dial_failed);
+    buf_printf(out,
+               "# HELP gantry_peer_relay_revoked_total Peer TLS connections refused (handshakes, either direction) "
+               "or closed (open when the certificate was revoked) because the peer's certificate is revoked.\n"
+               "# TYPE gantry_peer_relay_revoked_total counter\n"
+               "gantry_peer_relay_revoked_total{event=\"refused\"} %" PRIu64 "\n"
+               "gantry_peer_relay_revoked_total{event=\"closed\"} %" PRIu64 "\n"
+               "# HELP gantry_peer_relay_revoked_certs Revoked certificates the relay refuses now.\n"
+               "# TYPE gantry_peer_relay_revoked_certs gauge\ngantry_peer_relay_revoked_certs %" PRIu64 "\n",
+               ps.revoked_refused, ps.revoked_closed, ps.revoked_certs);
+    struct peertls *relay = replica_relay(src->replica);
+    if (relay != NULL) {
+        char fp[PKI_FINGERPRINT_SIZE];
+        int64_t not_after = 0;
+        peertls_own_cert(relay, fp, &not_after);
+        int64_t now = (int64_t)clock_system()->wall_ms(clock_system());
+        buf_printf(out,
+                   "# HELP gantry_cert_days_left Days until this replica's peer certificate expires (as the relay "
+                   "loaded it; renewed at start under cert_renew_days).\n"
+                   "# TYPE gantry_cert_days_left gauge\ngantry_cert_days_left %.2f\n",
+                   (double)(not_after - now) / 86400000.0);
+    }
     if (src->watches != NULL) {
         buf_printf(out,
                    "# HELP gantry_sandbox_watches Open Sandboxes.Watch streams on this replica.\n"

@@ -12,6 +12,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "store/archive.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -352,5 +358,34 @@ int store_backup_revision(const char *dir, const char *database, int64_t *out, c
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
+    return rv;
+}
+
+int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive, int64_t *revision,
+                      char *errmsg)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/backup-XXXXXX", scratch_dir);
+    if (mkdtemp(dir) == NULL) {
+        gerr_set(errmsg, "cannot create a scratch directory under %s: %s", scratch_dir, strerror(errno));
+        return GERR_IO;
+    }
+    int rv = store_client_dump(cl, dir);
+    if (rv != 0) {
+        snprintf(errmsg, GERR_MSG_SIZE, "%s", cl->errmsg);
+    } else {
+        rv = store_archive_pack_dir(dir, archive, errmsg);
+    }
+    if (rv == 0) {
+        /* The dump is atomic on the leader; the revision inside it is what it is consistent at. */
+        rv = store_backup_revision(dir, cl->database, revision, errmsg);
+    }
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (unsigned i = 0; i < 3; i++) {
+        char f[4300];
+        snprintf(f, sizeof f, "%s/%s%s", dir, cl->database, suffixes[i]);
+        unlink(f);
+    }
+    rmdir(dir);
     return rv;
 }

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "lib/buf.h"
 #include "store/client.h"
 
 #define STORE_RESTORE_BATCH 500u
@@ -33,5 +34,13 @@ int store_restore(struct store_client *cl, const char *dir, struct store_restore
  * at. Opens the copy read-write (SQLite replays its WAL into it): call it after the files were
  * archived. GERR_NOTFOUND (no revision row), GERR_INVAL/GERR_IO (SQLite cannot read it). */
 int store_backup_revision(const char *dir, const char *database, int64_t *out, char *errmsg);
+
+/* Take a consistent backup through @cl (store_client_dump on the leader) as an archive
+ * (store/archive.h) appended to @archive, with the revision it is consistent at in *@revision:
+ * the dump goes into a new directory under @scratch_dir, removed again whatever happens. Errors:
+ * the client's, GERR_IO (no scratch directory), and those of store_archive_pack_dir and
+ * store_backup_revision, with the reason in @errmsg. */
+int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive, int64_t *revision,
+                      char *errmsg);
 
 #endif

@@ -141,6 +141,16 @@ static const struct store_migration schema[] = {
      "CREATE TABLE quota_ceilings (namespace TEXT PRIMARY KEY, max_sandboxes INTEGER NOT NULL,"
      " max_gpus INTEGER NOT NULL, max_lifetime_s INTEGER NOT NULL, created_by TEXT NOT NULL,"
      " resource_version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL) STRICT;"},
+    {9, "member certificates and revoked certificates",
+     /* The certificate each member holds (recorded by the replica that issued it at join, and by
+      * the member itself at every start), so removing the member can revoke it; and the revoked
+      * ones, which every replica's peer relay refuses (raft/certrevoke.h). Fingerprints are
+      * "sha256:<hex of the DER certificate>". */
+     "CREATE TABLE member_certs (member_id INTEGER NOT NULL, fingerprint TEXT NOT NULL,"
+     " not_after_ms INTEGER NOT NULL, recorded_at_ms INTEGER NOT NULL, PRIMARY KEY (member_id, fingerprint))"
+     " STRICT;"
+     "CREATE TABLE revoked_certs (fingerprint TEXT PRIMARY KEY, member_id INTEGER NOT NULL,"
+     " not_after_ms INTEGER NOT NULL, revoked_at_ms INTEGER NOT NULL, reason TEXT NOT NULL) STRICT;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

@@ -17,6 +17,7 @@
 #include "api/rules/page.h"
 #include "api/services/clusterdb.h"
 #include "raft/catchup.h"
+#include "raft/certrevoke.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "leases/reconciler.h"
 #include "lib/addr.h"
@@ -490,7 +491,27 @@ static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
                  " still answers: stop it first (SIGTERM hands over cleanly), or pass force",
                  req->id);
         } else {
-            int rv = store_client_remove(cl, req->id);
+            /* Revoke first: from the moment the member leaves the configuration its certificate
+             * must be refused, and the replicas' relays learn revocations from this table within
+             * CERTREVOKE_INTERVAL_MS. A member cut off before it leaves looks offline, which a
+             * removal allows. A failure here stops the removal: retrying is safe. */
+            struct certrevoke_member rm = {.member_id = req->id, .now_ms = wall_ms(), .reason = "removed by request"};
+            char rerr[GERR_MSG_SIZE] = "";
+            int rv = store_writer_run(j->svc->writer, certrevoke_member_tx, &rm, rerr);
+            if (rv != 0) {
+                memcpy(cl->errmsg, rerr, sizeof rerr);
+                gerr_wrap(cl->errmsg, "revoke its certificate");
+            } else if (rm.revoked == 0) {
+                LOG_WARN("cluster: member %" PRIu64 " has no certificate on record of its own to revoke (%u shared "
+                         "with another member): its certificate stays valid until it expires",
+                         req->id, rm.shared);
+            } else {
+                LOG_INFO("cluster: revoked %u certificate(s) of member %" PRIu64 "%s", rm.revoked, req->id,
+                         rm.shared > 0 ? " (one it shares with another member is not)" : "");
+            }
+            if (rv == 0) {
+                rv = store_client_remove(cl, req->id);
+            }
             if (rv == 0) {
                 struct clusterdb_forget f = {.id = req->id};
                 char err[GERR_MSG_SIZE] = "";
@@ -815,6 +836,17 @@ static void do_join(struct job *j, struct answer *a)
         if (rv != 0) {
             fail(a, GRPC_STATUS_INVALID_ARGUMENT, "csr_pem: %s", err);
         } else {
+            /* So that removing it revokes this certificate even if it never starts to record it. */
+            struct certrevoke_cert note = {.member_id = req->replica_id, .now_ms = wall_ms()};
+            char fp[PKI_FINGERPRINT_SIZE], nerr[GERR_MSG_SIZE] = "";
+            if (pki_fingerprint(cert, fp, nerr) == 0 && pki_not_after_ms(cert, &note.not_after_ms, nerr) == 0) {
+                note.fingerprint = fp;
+                if (store_writer_run(svc->writer, certrevoke_note_tx, &note, nerr) != 0) {
+                    LOG_WARN("cluster: the certificate of replica %" PRIu64 " is not on record yet (%s); it "
+                             "records it itself when it starts",
+                             req->replica_id, nerr);
+                }
+            }
             Gantry__V1__JoinResponse resp = GANTRY__V1__JOIN_RESPONSE__INIT;
             char *peers[REPLICA_MAX_MEMBERS];
             for (unsigned i = 0; i < v->n; i++) {
@@ -845,35 +877,11 @@ static void do_join(struct job *j, struct answer *a)
 
 static void do_backup(struct job *j, struct store_client *cl, struct answer *a)
 {
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/backup-XXXXXX", j->svc->scratch_dir);
-    if (mkdtemp(dir) == NULL) {
-        fail(a, GRPC_STATUS_INTERNAL, "backup: cannot create a scratch directory under %s",
-             j->svc->scratch_dir);
-        return;
-    }
-    int rv = store_client_dump(cl, dir);
     struct buf out;
     buf_init(&out);
     char err[GERR_MSG_SIZE] = "";
     int64_t revision = 0;
-    if (rv != 0) {
-        snprintf(err, sizeof err, "%s", cl->errmsg);
-    } else {
-        rv = store_archive_pack_dir(dir, &out, err);
-    }
-    if (rv == 0) {
-        /* The dump is atomic on the leader; the revision inside it is what it is consistent at. */
-        rv = store_backup_revision(dir, cl->database, &revision, err);
-    }
-    char f[4300];
-    snprintf(f, sizeof f, "%s/%s", dir, cl->database);
-    unlink(f);
-    snprintf(f, sizeof f, "%s/%s-wal", dir, cl->database);
-    unlink(f);
-    snprintf(f, sizeof f, "%s/%s-shm", dir, cl->database);
-    unlink(f);
-    rmdir(dir);
+    int rv = store_backup_take(cl, j->svc->scratch_dir, &out, &revision, err);
     if (rv != 0) {
         fail_store(a, rv, "backup", err);
         buf_close(&out);

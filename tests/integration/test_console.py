@@ -138,9 +138,20 @@ def wait_for(what, fn, timeout=30, step=0.1):
     raise AssertionError("%s: not within %ds (last: %s)" % (what, timeout, last))
 
 
+def backup_flags(test):
+    """Scheduled backups on (so their series are served too), into a directory of this test's own."""
+    d = os.path.join(g.WORK, "backups-" + test._testMethodName)
+    os.makedirs(d)
+    key = os.path.join(d, "key")
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, os.urandom(32))
+    os.close(fd)
+    return ["--backup-dir", d, "--backup-seal-key-file", key, "--backup-interval-s", "3600"]
+
+
 class Metrics(g.GantrydTest):
     def test_per_namespace_series_match_the_api_and_stay_bounded(self):
-        e = Env(self)
+        e = Env(self, extra=backup_flags(self))
         from gantry.v1 import api_keys_pb2  # noqa: F401
         # Namespaces: default, team-b (Env), team-a, team-m tracked (4 = the bound), zz-over summed under _other.
         for name in ("team-a", "team-m", "zz-over"):

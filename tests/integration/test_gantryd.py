@@ -1093,6 +1093,134 @@ class Backup(GantrydTest):
               "during it); verified in %.2f s; corrupted, truncated and wrong-key copies refused; restored" %
               (len(data), plain_size, rev, took_backup, len(during), took_verify))
 
+    def test_scheduled_backups_by_the_lease_holder(self):
+        """backup_dir on every replica: only the reconciler lease holder writes sealed backups, on
+        schedule, atomically; they verify, are pruned to backup_keep_count (other files left alone),
+        show in the metrics, and the newest restores with every object written before it; when the
+        holder dies the next one takes over. A key file others may read, a missing directory and a
+        missing key stop gantryd at start with a clear message."""
+        c = self.cluster("sched")
+        key = os.urandom(32)
+        keyfile = os.path.join(c.root, "backup.key")
+        fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, key.hex().encode() + b"\n")
+        os.close(fd)
+        dirs = {rid: os.path.join(c.root, "backups-r%d" % rid) for rid in (1, 2, 3)}
+        for d in dirs.values():
+            os.makedirs(d)
+        c.replica_flags = lambda rid: ["--backup-dir", dirs[rid], "--backup-seal-key-file", keyfile,
+                                       "--backup-interval-s", "2", "--backup-keep-count", "3",
+                                       "--lease-duration-ms", "1500", "--lease-renew-deadline-ms", "1000",
+                                       "--lease-retry-ms", "200"]
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        end = time.monotonic() + 30
+        holder = None
+        while holder is None:
+            try:
+                lease = c.client.call(c.replicas[0], "GetLease", cpb.GetLeaseRequest(), cpb.Lease)
+                holder = [r for r in c.replicas if lease.holder.startswith("replica-%d/" % r.rid)][0]
+            except (grpc.RpcError, IndexError):
+                self.assertLess(time.monotonic(), end, "no reconciler lease holder")
+                time.sleep(0.2)
+        hdir = dirs[holder.rid]
+        # Files that are not scheduled backups are never touched by the pruning.
+        for name in ("notes.txt", "gantry-backup-manual.gbk"):
+            with open(os.path.join(hdir, name), "w") as f:
+                f.write("keep me\n")
+        written = [c.client.write() for _ in range(20)]
+        ok = 'gantry_backup_scheduled_total{outcome="success"}'
+        base = holder.metric(ok) or 0
+        while (holder.metric(ok) or 0) < max(base + 2, 5):  # two after the writes, five in all
+            self.assertLess(time.monotonic(), end + 30, holder.tail())
+            time.sleep(0.2)
+
+        def backups(d):
+            return sorted(n for n in os.listdir(d) if n.startswith("gantry-backup-2") and n.endswith(".gbk"))
+
+        kept = backups(hdir)
+        self.assertEqual(len(kept), 3, kept)
+        self.assertTrue(all(n.endswith("-r%d.gbk" % holder.rid) for n in kept), kept)
+        self.assertIn("notes.txt", os.listdir(hdir))
+        self.assertIn("gantry-backup-manual.gbk", os.listdir(hdir))
+        self.assertEqual([n for n in os.listdir(hdir) if n.endswith(".partial")], [])
+        self.assertGreaterEqual(holder.metric("gantry_backup_pruned_total"), 2)
+        self.assertEqual(holder.metric('gantry_backup_scheduled_total{outcome="failure"}'), 0)
+        self.assertGreater(holder.metric("gantry_backup_last_success_timestamp_seconds"), time.time() - 60)
+        self.assertGreater(holder.metric("gantry_backup_last_size_bytes"), 0)
+        for r in c.replicas:
+            if r is not holder:
+                self.assertEqual(os.listdir(dirs[r.rid]), [], "replica %d is not the lease holder" % r.rid)
+                self.assertEqual(r.metric(ok), 0)
+        newest = os.path.join(hdir, kept[-1])
+        self.assertEqual(os.stat(newest).st_mode & 0o777, 0o600)
+        cid = c.client.call(c.replicas[0], "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth).cluster_id
+        p = subprocess.run([CLI, "cluster", "backup-verify", newest, "--key-file", keyfile], capture_output=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(b"sealed backup OK", p.stdout)
+        self.assertIn(("cluster %s," % cid).encode(), p.stdout)
+
+        # The newest restores with the existing restore path, and serves what was written before it.
+        n = Cluster("sched-restored-" + self._testMethodName)
+        self.clusters.append(n)
+        r1 = Replica(n.root, 1)
+        no_key = {k: v for k, v in os.environ.items() if k != "GANTRY_BACKUP_KEY"}
+        out = subprocess.run([GANTRYD, "restore", "--from", newest, "--secrets",
+                              os.path.join(c.replicas[0].dir, "secrets"), "--backup-key-file", keyfile] + r1.flags(),
+                             capture_output=True, timeout=120, env=no_key)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        n.replicas.append(r1.start())
+        n.key = c.key
+        n.client = Client(n.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+        n.wait_ready()
+        present = token_ids(r1)
+        self.assertEqual([x for x in written if x not in present], [])
+
+        # The lease holder dies: the next holder takes the backups over, into its own directory.
+        before = backups(hdir)
+        holder.kill()
+        rest = [r for r in c.replicas if r is not holder]
+        end = time.monotonic() + 30
+        nxt = None
+        while nxt is None:
+            try:
+                lease = c.client.call(rest[0], "GetLease", cpb.GetLeaseRequest(), cpb.Lease)
+                nxt = [r for r in rest if lease.holder.startswith("replica-%d/" % r.rid)][0]
+            except (grpc.RpcError, IndexError):
+                self.assertLess(time.monotonic(), end, "no new lease holder")
+                time.sleep(0.2)
+        while not backups(dirs[nxt.rid]):
+            self.assertLess(time.monotonic(), end, nxt.tail())
+            time.sleep(0.2)
+        self.assertEqual(backups(hdir), before)
+        other = [r for r in rest if r is not nxt][0]
+        self.assertEqual(os.listdir(dirs[other.rid]), [])
+
+        # Bad settings stop a replica at start, saying what to fix.
+        badroot = os.path.join(c.root, "bad")
+        os.makedirs(badroot)
+        x = Replica(badroot, 1)
+        out = subprocess.run([GANTRYD, "init"] + x.flags(), capture_output=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        loose = os.path.join(c.root, "loose.key")
+        with open(loose, "w") as f:
+            f.write(key.hex() + "\n")
+        os.chmod(loose, 0o644)
+        for extra, why in ((["--backup-dir", hdir, "--backup-seal-key-file", loose], "chmod 600"),
+                           (["--backup-dir", os.path.join(c.root, "nowhere"), "--backup-seal-key-file", keyfile],
+                            "backup_dir"),
+                           (["--backup-dir", hdir], "backup_seal_key_file")):
+            out = subprocess.run([GANTRYD] + x.flags() + extra, capture_output=True, timeout=60)
+            self.assertNotEqual(out.returncode, 0, out.stdout.decode())
+            self.assertIn(why, out.stderr.decode())
+        print("scheduled backups: %d kept of 5 or more written by replica %d (the lease holder), verified, "
+              "restored with %d objects; replica %d took over when it died; bad key file, missing directory and "
+              "missing key refused at start" % (len(kept), holder.rid, len(written), nxt.rid))
+
+
 
 class Removed(GantrydTest):
     def remove(self, c, victim):
@@ -1165,9 +1293,145 @@ class Removed(GantrydTest):
         print("removed replicas: refused at start (exit 1) and stopped by the roles thread (exit 3); "
               "members still %s" % ids)
 
+    def test_a_removed_members_certificate_is_refused(self):
+        """A member removed while it keeps running: every remaining replica refuses its certificate
+        (dqlite traffic and the forwarding ALPN alike) within 2 s of the removal, with a log line
+        and a metric, the cluster keeps serving, and the removed member stops by itself once a
+        member refuses it (exit status 3)."""
+        c = self.cluster("rv").init()
+        c.join(3)
+        c.wait_roles(3, 1)
+        c.wait_ready()
+        lead = c.leader()
+        victim = [r for r in c.replicas if r is not lead][0]
+        rest = [r for r in c.replicas if r is not victim]
+        cert, key = os.path.join(victim.dir, "tls", "cert.pem"), os.path.join(victim.dir, "tls", "key.pem")
+        # Copies: the removed member's files, as an attacker would keep them.
+        kept = os.path.join(c.root, "kept")
+        os.makedirs(kept)
+        shutil.copy(cert, kept)
+        shutil.copy(key, kept)
+        cert, key = os.path.join(kept, "cert.pem"), os.path.join(kept, "key.pem")
+
+        def dial(r, alpn=None):
+            """A TLS handshake to @r's peer port with the victim's certificate: None when it
+            completed (with the ALPN asked for, if any), else the error text."""
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(cert, key)
+            if alpn:
+                ctx.set_alpn_protocols([alpn])
+            host, port = r.peer.split(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as s:
+                    with ctx.wrap_socket(s) as t:
+                        if alpn and t.selected_alpn_protocol() != alpn:
+                            return "ALPN %r not selected" % alpn
+                        # TLS 1.2: a refused client certificate fails the handshake itself.
+                        return None
+            except (ssl.SSLError, OSError) as e:
+                return str(e)
+
+        # Before the removal the certificate is good everywhere (so the refusals below mean something).
+        for r in rest:
+            for alpn in (None, "gantry-fwd/1"):
+                self.assertIsNone(dial(r, alpn), "replica %d refused a member's certificate" % r.rid)
+        self.assertTrue(victim.proc.poll() is None)
+        c.client.call(lead, "RemoveMember", cpb.RemoveMemberRequest(id=victim.rid, force=True),
+                      cpb.RemoveMemberResponse)
+        t0 = time.monotonic()
+        took = {}
+        pending = {(r.rid, alpn): r for r in rest for alpn in (None, "gantry-fwd/1")}
+        while pending:
+            for (rid, alpn), r in list(pending.items()):
+                err = dial(r, alpn)
+                if err is not None:
+                    self.assertIn("revoked", err.lower(), "replica %d refused for another reason" % rid)
+                    took[(rid, alpn)] = time.monotonic() - t0
+                    del pending[(rid, alpn)]
+            self.assertLess(time.monotonic() - t0, 10, "still accepted by %s" % sorted(pending, key=str))
+            time.sleep(0.05)
+        # Within 2 s (the relays read revocations every 500 ms), with a margin for a loaded host.
+        self.assertLess(max(took.values()), 3.0, took)
+        for r in rest:
+            self.assertGreaterEqual(r.metric('gantry_peer_relay_revoked_total{event="refused"}') or 0, 2)
+            self.assertEqual(r.metric("gantry_peer_relay_revoked_certs"), 1)
+            self.assertIn("is revoked", r.tail(400))
+        rc, log = self.finished(c, victim)
+        self.assertEqual(rc, 3, log)
+        self.assertIn("revoked", log)
+        end = time.monotonic() + 10
+        while sorted(m.id for m in c.members()) != sorted(r.rid for r in rest):  # views are up to 1 s old
+            self.assertLess(time.monotonic(), end, "members: %s" % sorted(m.id for m in c.members()))
+            time.sleep(0.2)
+        c.client.write()
+        # Still refused once the member is gone from the configuration.
+        self.assertIsNotNone(dial(rest[0]))
+        print("removed member's certificate refused by every remaining replica after %.2f s at most (%s); "
+              "the removed member stopped with exit 3" %
+              (max(took.values()), ", ".join("%d%s %.2f" % (k[0], "/fwd" if k[1] else "", v)
+                                            for k, v in sorted(took.items(), key=str))))
+
+
+class Renewal(GantrydTest):
+    def test_a_certificate_near_expiry_is_renewed_at_start(self):
+        """A replica restarted with a peer certificate 2 days from expiry (under cert_renew_days, 30)
+        renews it with the cluster CA before it serves: new key and certificate, the same names,
+        825 days, gantry_cert_days_left says so, the others accept it, and the new certificate is
+        on record for revocation."""
+        c = self.cluster("renew").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        r = c.replicas[2]
+        r.signal(signal.SIGTERM)
+        clean_stop(self, r.wait(), r)
+        tls, sec = os.path.join(r.dir, "tls"), os.path.join(r.dir, "secrets")
+        csr, ext, short = (os.path.join(c.root, n) for n in ("r.csr", "r.ext", "short.pem"))
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for args in (["req", "-new", "-key", os.path.join(tls, "key.pem"), "-subj", "/CN=replica-%d" % r.rid,
+                      "-out", csr],
+                     ["x509", "-req", "-in", csr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+                      "-days", "2", "-sha256", "-extfile", ext, "-out", short]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        pem = open(short).read()
+        ca = open(os.path.join(tls, "ca.pem")).read()
+        with open(os.path.join(tls, "cert.pem"), "w") as f:
+            f.write(pem)
+        with open(os.path.join(tls, "api.pem"), "w") as f:
+            f.write(pem + ca)
+        short_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+        r.start()
+        log = r.tail(200)
+        self.assertIn("certificate renewal", log)
+        self.assertIn("renewed, the new one is valid for 82", log)
+        new = open(os.path.join(tls, "cert.pem")).read()
+        new_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(new)).hexdigest()
+        self.assertNotEqual(new_fp, short_fp)
+        self.assertFalse(os.path.exists(os.path.join(tls, "cert.pem.next")))
+        self.assertTrue(open(os.path.join(tls, "api.pem")).read().startswith(new))
+        self.assertGreater(r.metric("gantry_cert_days_left"), 824)
+        for o in c.replicas[:2]:
+            self.assertGreater(o.metric("gantry_cert_days_left"), 824)
+        c.wait_ready()
+        # It serves (its API certificate is the renewed one) and reaches the store through its peers.
+        tid = c.client.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken).id
+        self.assertIn(tid, token_ids(c.replicas[0]))
+        end = time.monotonic() + 10
+        while new_fp not in query(c.replicas[0], "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid):
+            self.assertLess(time.monotonic(), end, "the renewed certificate is not on record")
+            time.sleep(0.2)
+        print("certificate 2 days from expiry renewed at start: %s -> %s" % (short_fp[:19], new_fp[:19]))
+
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
-          "recover": Recover, "backup": Backup, "removed": Removed}
+          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

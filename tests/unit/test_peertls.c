@@ -558,6 +558,61 @@ static void alpn_selects_the_second_backend(void **state)
     pthread_join(m.thread, NULL);
 }
 
+/* Revocation: an open connection with the revoked peer is closed, new handshakes either way are
+ * refused and counted, the refused dialer learns its own certificate is revoked, and an empty set
+ * lets it back in. */
+static void revoked_certificate_is_refused_and_closed(void **state)
+{
+    struct world *w = *state;
+    char fp_b[PKI_FINGERPRINT_SIZE], fp_a[PKI_FINGERPRINT_SIZE];
+    assert_int_equal(pki_fingerprint(w->b.cert, fp_b, errmsg), 0);
+    assert_int_equal(pki_fingerprint(w->a.cert, fp_a, errmsg), 0);
+    int open_fd, fd;
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &open_fd, errmsg), 0);
+    write_all(open_fd, "x", 1);
+    char c;
+    read_exact(open_fd, &c, 1);
+    assert_false(peertls_self_revoked(w->client));
+
+    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_b, 1, errmsg), 0);
+    /* The open connection is closed by the relay: the next read sees EOF. */
+    assert_int_equal(read(open_fd, &c, 1), 0);
+    close(open_fd);
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, revoked_closed), 1), 1);
+    /* A new dial is refused in the handshake, and the dialer learns why. */
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), GERR_PERM);
+    assert_true(peertls_self_revoked(w->client));
+    assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, revoked_refused), 1), 1);
+    struct peertls_stats st;
+    peertls_get_stats(w->server, &st);
+    assert_int_equal(st.revoked_certs, 1);
+
+    /* The other direction: a relay that revoked A refuses to dial A's listener. */
+    assert_int_equal(peertls_set_revoked(w->client, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_a, 1, errmsg), 0);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "is revoked"));
+    assert_int_equal(wait_stat(w->client, offsetof(struct peertls_stats, revoked_refused), 1), 1);
+
+    /* Emptied sets: B gets in again (its self_revoked flag stays: it was told once). */
+    assert_int_equal(peertls_set_revoked(w->server, NULL, 0, errmsg), 0);
+    assert_int_equal(peertls_set_revoked(w->client, NULL, 0, errmsg), 0);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), 0);
+    close(fd);
+    assert_true(peertls_self_revoked(w->client));
+
+    /* A relay whose own fingerprint is in its set knows it was removed; too many is refused. */
+    assert_false(peertls_self_revoked(w->server));
+    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_a, 1, errmsg), 0);
+    assert_true(peertls_self_revoked(w->server));
+    char(*many)[PKI_FINGERPRINT_SIZE] = mem_zalloc(sizeof *many * (PEERTLS_MAX_REVOKED + 1));
+    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])many,
+                                         PEERTLS_MAX_REVOKED + 1, errmsg),
+                     GERR_TOOBIG);
+    mem_free(many);
+    peertls_get_stats(w->server, &st);
+    assert_int_equal(st.revoked_certs, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -572,6 +627,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(unreachable_peer_and_bad_address, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(alpn_selects_the_second_backend, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(revoked_certificate_is_refused_and_closed, setup_tcp, teardown_world),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

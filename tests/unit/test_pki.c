@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/bio.h>
@@ -156,6 +157,65 @@ static void bad_subject_names_are_refused(void **state)
     ca_free(&a);
 }
 
+/* The expiry a certificate carries, in Unix milliseconds; garbage is refused. */
+static void not_after_is_read(void **state)
+{
+    (void)state;
+    struct ca a;
+    char *key, *cert;
+    struct pki_subject s = {.common_name = "replica-1"};
+    ca_new(&a, "cluster-a");
+    assert_int_equal(pki_issue(a.key, a.cert, &s, 30, &key, &cert, errmsg), 0);
+    int64_t na = 0;
+    assert_int_equal(pki_not_after_ms(cert, &na, errmsg), 0);
+    int64_t now = (int64_t)time(NULL) * 1000, want = now + 30ll * 86400 * 1000;
+    assert_true(na > want - 120000 && na < want + 120000);
+    assert_int_equal(pki_not_after_ms("not a certificate", &na, errmsg), GERR_INVAL);
+    mem_free(key);
+    mem_free(cert);
+    ca_free(&a);
+}
+
+/* Renewal: a new key and certificate with the old one's names, from the same CA. */
+static void renew_keeps_the_names(void **state)
+{
+    (void)state;
+    struct ca a;
+    char *key, *cert, *nkey, *ncert;
+    const char *ips[] = {"127.0.0.1", "::1"};
+    const char *dns[] = {"gantry-0.gantry.svc", "localhost"};
+    struct pki_subject s = {
+        .common_name = "replica-7", .ip_sans = ips, .n_ip_sans = 2, .dns_sans = dns, .n_dns_sans = 2};
+    ca_new(&a, "cluster-a");
+    assert_int_equal(pki_issue(a.key, a.cert, &s, 1, &key, &cert, errmsg), 0);
+    assert_int_equal(pki_renew(a.key, a.cert, cert, 0, &nkey, &ncert, errmsg), 0);
+    assert_int_equal(pki_verify(a.cert, ncert, errmsg), 0);
+    assert_string_not_equal(key, nkey);
+    char f1[PKI_FINGERPRINT_SIZE], f2[PKI_FINGERPRINT_SIZE];
+    assert_int_equal(pki_fingerprint(cert, f1, errmsg), 0);
+    assert_int_equal(pki_fingerprint(ncert, f2, errmsg), 0);
+    assert_string_not_equal(f1, f2);
+    int64_t old_na, new_na;
+    assert_int_equal(pki_not_after_ms(cert, &old_na, errmsg), 0);
+    assert_int_equal(pki_not_after_ms(ncert, &new_na, errmsg), 0);
+    assert_true(new_na - old_na > 800ll * 86400 * 1000);
+    X509 *x = parse(ncert);
+    char cn[64];
+    assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0);
+    assert_string_equal(cn, "replica-7");
+    assert_int_equal(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
+    assert_int_equal(X509_check_ip_asc(x, "::1", 0), 1);
+    assert_int_equal(X509_check_host(x, "gantry-0.gantry.svc", 0, 0, NULL), 1);
+    assert_int_equal(X509_check_host(x, "localhost", 0, 0, NULL), 1);
+    X509_free(x);
+    mem_free(nkey);
+    mem_free(ncert);
+    assert_int_equal(pki_renew(a.key, a.cert, "garbage", 0, &nkey, &ncert, errmsg), GERR_INVAL);
+    mem_free(key);
+    mem_free(cert);
+    ca_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,6 +224,8 @@ int main(void)
         cmocka_unit_test(csr_is_signed_with_the_clusters_names_not_the_requesters),
         cmocka_unit_test(hostile_csrs_are_refused),
         cmocka_unit_test(bad_subject_names_are_refused),
+        cmocka_unit_test(not_after_is_read),
+        cmocka_unit_test(renew_keeps_the_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

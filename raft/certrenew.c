@@ -1,0 +1,113 @@
+/* Renewing this replica's peer certificate at start. See certrenew.h. */
+#include "raft/certrenew.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/file.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "raft/pki.h"
+
+#define PEM_MAX (1u << 20)
+
+static int read_tls(const char *data_dir, const char *rel, char **out, char *errmsg)
+{
+    char path[4200];
+    identity_path(data_dir, rel, path, sizeof path);
+    return file_read_all(path, PEM_MAX, out, NULL, errmsg);
+}
+
+/* Both .next files present: install them (the previous start stopped part-way). */
+static int finish_pending(const char *data_dir, const char *ca_pem, char *errmsg)
+{
+    char kp[4200], cp[4200];
+    identity_path(data_dir, "tls/key.pem.next", kp, sizeof kp);
+    identity_path(data_dir, "tls/cert.pem.next", cp, sizeof cp);
+    if (access(kp, F_OK) != 0 || access(cp, F_OK) != 0) {
+        unlink(kp); /* one alone was never installed: the old pair is whole */
+        unlink(cp);
+        return 0;
+    }
+    char *key = NULL, *cert = NULL;
+    int rv = file_read_all(kp, PEM_MAX, &key, NULL, errmsg);
+    if (rv == 0) {
+        rv = file_read_all(cp, PEM_MAX, &cert, NULL, errmsg);
+    }
+    if (rv == 0) {
+        rv = identity_tls_save(data_dir, ca_pem, cert, key, errmsg);
+    }
+    if (rv == 0) {
+        LOG_WARN("certificate renewal: installed the certificate a previous start renewed but did not install");
+        unlink(kp);
+        unlink(cp);
+    }
+    mem_free(key);
+    mem_free(cert);
+    return rv;
+}
+
+int certrenew_at_start(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
+                       int64_t now_ms, bool *renewed, int64_t *not_after_ms, char *errmsg)
+{
+    *renewed = false;
+    char *ca = NULL, *old = NULL, *key = NULL, *cert = NULL;
+    int rv = read_tls(data_dir, "tls/ca.pem", &ca, errmsg);
+    if (rv == 0) {
+        rv = finish_pending(data_dir, ca, errmsg);
+    }
+    if (rv == 0) {
+        rv = read_tls(data_dir, "tls/cert.pem", &old, errmsg);
+    }
+    if (rv == 0) {
+        rv = pki_not_after_ms(old, not_after_ms, errmsg);
+    }
+    if (rv != 0 || *not_after_ms - now_ms >= (int64_t)renew_days * 86400 * 1000) {
+        goto out;
+    }
+    rv = pki_renew(secrets->ca_key_pem, secrets->ca_pem, old, PKI_CERT_DAYS, &key, &cert, errmsg);
+    int64_t was = *not_after_ms;
+    if (rv == 0) {
+        rv = pki_not_after_ms(cert, not_after_ms, errmsg);
+    }
+    char kp[4200], cp[4200];
+    identity_path(data_dir, "tls/key.pem.next", kp, sizeof kp);
+    identity_path(data_dir, "tls/cert.pem.next", cp, sizeof cp);
+    if (rv == 0) {
+        rv = identity_write_file(kp, key, strlen(key), 0600, errmsg);
+    }
+    if (rv == 0) {
+        rv = identity_write_file(cp, cert, strlen(cert), 0644, errmsg);
+    }
+    bool installing = rv == 0;
+    if (rv == 0) {
+        rv = identity_tls_save(data_dir, ca, cert, key, errmsg);
+    }
+    if (rv == 0) {
+        unlink(kp);
+        unlink(cp);
+        *renewed = true;
+        LOG_WARN("certificate renewal: this replica's certificate had %lld day(s) left (under cert_renew_days %u): "
+                 "renewed, the new one is valid for %lld days",
+                 (long long)((was - now_ms) / 86400000), renew_days,
+                 (long long)((*not_after_ms - now_ms) / 86400000));
+    } else {
+        if (!installing) {
+            unlink(kp); /* the old pair is untouched */
+            unlink(cp);
+        } /* else tls/ may hold half of the new pair: the .next files stay for the next start to install */
+        *not_after_ms = was;
+        gerr_wrap(errmsg, "certificate renewal");
+    }
+out:
+    mem_free(ca);
+    mem_free(old);
+    if (key != NULL) {
+        memset(key, 0, strlen(key));
+    }
+    mem_free(key);
+    mem_free(cert);
+    return rv;
+}

@@ -1,0 +1,159 @@
+/* Renewing a replica's certificate at start (raft/certrenew.h) in a real data dir. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib/file.h"
+#include "lib/mem.h"
+#include "raft/certrenew.h"
+#include "raft/pki.h"
+
+static char errmsg[GERR_MSG_SIZE];
+
+struct world {
+    char dir[256];
+    struct identity_secrets sec;
+};
+
+static char *read_rel(const char *dir, const char *rel)
+{
+    char path[512], *out = NULL;
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    assert_int_equal(file_read_all(path, 1u << 20, &out, NULL, errmsg), 0);
+    return out;
+}
+
+static int setup(void **state)
+{
+    struct world *w = mem_zalloc(sizeof *w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/gantry-certrenew-XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    assert_int_equal(identity_make_dirs(w->dir, errmsg), 0);
+    assert_int_equal(pki_ca_create("test-ca", &w->sec.ca_key_pem, &w->sec.ca_pem, errmsg), 0);
+    const char *ips[] = {"127.0.0.1"};
+    struct pki_subject s = {.common_name = "replica-2", .ip_sans = ips, .n_ip_sans = 1};
+    char *key, *cert;
+    assert_int_equal(pki_issue(w->sec.ca_key_pem, w->sec.ca_pem, &s, 10, &key, &cert, errmsg), 0);
+    assert_int_equal(identity_tls_save(w->dir, w->sec.ca_pem, cert, key, errmsg), 0);
+    mem_free(key);
+    mem_free(cert);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct world *w = *state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", w->dir);
+    assert_int_equal(system(cmd), 0);
+    identity_secrets_free(&w->sec);
+    mem_free(w);
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    return (int64_t)time(NULL) * 1000;
+}
+
+static void renews_only_under_the_threshold(void **state)
+{
+    struct world *w = *state;
+    bool renewed = true;
+    int64_t na = 0;
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    /* 10 days left, threshold 5: nothing to do. */
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 5, now_ms(), &renewed, &na, errmsg), 0);
+    assert_false(renewed);
+    assert_true(na - now_ms() < 11ll * 86400 * 1000);
+    char *same = read_rel(w->dir, "tls/cert.pem");
+    assert_string_equal(before, same);
+    /* Threshold 30: renewed, a matching key, the chain file updated, nothing left over. */
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 30, now_ms(), &renewed, &na, errmsg), 0);
+    assert_true(renewed);
+    assert_true(na - now_ms() > 800ll * 86400 * 1000);
+    char *after = read_rel(w->dir, "tls/cert.pem");
+    char *api = read_rel(w->dir, "tls/api.pem");
+    assert_string_not_equal(before, after);
+    assert_int_equal(strncmp(api, after, strlen(after)), 0);
+    assert_int_equal(pki_verify(w->sec.ca_pem, after, errmsg), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tls/cert.pem.next", w->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    /* And again: fresh now, so left alone. */
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 30, now_ms(), &renewed, &na, errmsg), 0);
+    assert_false(renewed);
+    mem_free(before);
+    mem_free(same);
+    mem_free(after);
+    mem_free(api);
+}
+
+/* A start that stopped after writing both .next files installs them; one alone is dropped. */
+static void an_interrupted_install_is_finished(void **state)
+{
+    struct world *w = *state;
+    const char *ips[] = {"127.0.0.1"};
+    struct pki_subject s = {.common_name = "replica-2", .ip_sans = ips, .n_ip_sans = 1};
+    char *key, *cert;
+    assert_int_equal(pki_issue(w->sec.ca_key_pem, w->sec.ca_pem, &s, 0, &key, &cert, errmsg), 0);
+    char kp[512], cp[512];
+    snprintf(kp, sizeof kp, "%s/tls/key.pem.next", w->dir);
+    snprintf(cp, sizeof cp, "%s/tls/cert.pem.next", w->dir);
+    assert_int_equal(identity_write_file(kp, key, strlen(key), 0600, errmsg), 0);
+    bool renewed;
+    int64_t na;
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 5, now_ms(), &renewed, &na, errmsg), 0);
+    char *still = read_rel(w->dir, "tls/cert.pem");
+    assert_string_equal(before, still); /* the key alone was never installed */
+    assert_int_not_equal(access(kp, F_OK), 0);
+    assert_int_equal(identity_write_file(kp, key, strlen(key), 0600, errmsg), 0);
+    assert_int_equal(identity_write_file(cp, cert, strlen(cert), 0644, errmsg), 0);
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 5, now_ms(), &renewed, &na, errmsg), 0);
+    assert_false(renewed); /* installed, not renewed: 825 days left */
+    char *now_cert = read_rel(w->dir, "tls/cert.pem");
+    char *now_key = read_rel(w->dir, "tls/key.pem");
+    assert_string_equal(now_cert, cert);
+    assert_string_equal(now_key, key);
+    assert_int_not_equal(access(kp, F_OK), 0);
+    assert_int_not_equal(access(cp, F_OK), 0);
+    mem_free(key);
+    mem_free(cert);
+    mem_free(before);
+    mem_free(still);
+    mem_free(now_cert);
+    mem_free(now_key);
+}
+
+static void a_missing_certificate_is_an_error(void **state)
+{
+    struct world *w = *state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/tls/cert.pem", w->dir);
+    assert_int_equal(unlink(path), 0);
+    bool renewed;
+    int64_t na;
+    assert_int_equal(certrenew_at_start(w->dir, &w->sec, 30, now_ms(), &renewed, &na, errmsg), GERR_NOTFOUND);
+    assert_false(renewed);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(renews_only_under_the_threshold, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_interrupted_install_is_finished, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_missing_certificate_is_an_error, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
