@@ -215,6 +215,13 @@ int lease_check_tx(struct store_tx *tx, const char *name, const char *holder, ui
     return rv;
 }
 
+int lease_restored_tx(struct store_tx *tx, void *arg)
+{
+    const int64_t *now_ms = arg;
+    struct proto_value p[] = {proto_int(*now_ms)};
+    return store_tx_exec(tx, "UPDATE leases SET holder = '', epoch = max(epoch + 1, ?1)", p, 1, NULL);
+}
+
 int lease_release(struct lease *l, struct store_client *cl)
 {
     if (!l->held) {

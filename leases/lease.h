@@ -79,6 +79,17 @@ bool lease_valid(const struct lease *l);
  * this holder with this epoch. */
 int lease_check_tx(struct store_tx *tx, const char *name, const char *holder, uint64_t epoch);
 
+/* After a restore (store_tx_fn-shaped; @arg: const int64_t *, the wall time in ms): every lease is
+ * released and its epoch jumps to max(epoch + 1, now_ms). The backends still carry the fence of
+ * the cluster the backup came from, which may have raised its epochs after the backup was taken;
+ * the drivers would refuse the restored cluster's older epochs (DRIVER_ERR_STALE) until enough
+ * acquisitions climbed past them. Epochs count acquisitions, and each replica tries at most once
+ * per lease_retry_ms (at least 50 ms), so a cluster gains far fewer than one epoch per millisecond:
+ * no cluster restored earlier (with the same jump) or never restored can have reached the wall
+ * time in ms, and the first holder after the restore is ahead of every epoch its predecessors
+ * used (given clocks that are not wildly behind). */
+int lease_restored_tx(struct store_tx *tx, void *arg);
+
 /* Release on a clean stop (best effort). */
 int lease_release(struct lease *l, struct store_client *cl);
 

@@ -18,6 +18,7 @@
 #include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "leases/lease.h"
 #include "lib/rand.h"
 #include "raft/identity.h"
 #include "raft/pki.h"
@@ -355,6 +356,13 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
     const struct store_migration *schema = store_schema(&n_schema);
     if (rv == 0 && (rv = store_migrate(&cl, schema, n_schema)) != 0) {
         gerr_set(errmsg, "init: schema migrations: %s", cl.errmsg);
+    }
+    if (rv == 0 && o->restore_from != NULL) {
+        /* The backends still hold the old cluster's fence: start ahead of it (leases/lease.h). */
+        int64_t now = id.created_at_ms;
+        if ((rv = store_client_tx(&cl, lease_restored_tx, &now)) != 0) {
+            gerr_set(errmsg, "restore: leases: %s", cl.errmsg);
+        }
     }
     char keyid[APIKEY_ID_LEN + 1];
     uint8_t hash[APIKEY_HASH_SIZE];
