@@ -9,6 +9,12 @@
 #   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
 #   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
 #   tools/dev-cluster.sh kill ID  SIGKILL replica ID (1, 2, 3 or replica-N: a crash, for drills)
+#   tools/dev-cluster.sh restore FILE [KEYFILE]
+#                                 replace the cluster by one restored from a backup (KEYFILE: the
+#                                 key of a sealed one, else GANTRY_BACKUP_KEY): the replicas stop,
+#                                 their data dirs move to restored-from-<time>/, replica 1 is
+#                                 restored with the old secrets (API keys keep working) and 2 and 3
+#                                 join it
 #   tools/dev-cluster.sh clean    delete the sandboxes, stop the replicas, remove the directory and
 #                                 the gantry contexts tools/run.sh wrote for it (gantry-dev,
 #                                 gantry-dev-admin; kept when they point at another directory)
@@ -134,6 +140,46 @@ start)
   *) echo "start: no replica \"$2\" (1, 2 or 3)" >&2; exit 2 ;;
   esac
   ;;
+restore)
+  # The documented procedure (docs/operations.md, "Restoring into a full cluster") in one command.
+  from=${2:-}
+  [ -n "$from" ] && [ -f "$from" ] || { echo "restore: which backup file?" >&2; exit 2; }
+  from=$(cd "$(dirname "$from")" && pwd)/$(basename "$from")
+  keyflag=()
+  if [ -n "${3:-}" ]; then keyflag=(--backup-key-file "$(cd "$(dirname "$3")" && pwd)/$(basename "$3")"); fi
+  [ -d "$dir/replica1/secrets" ] || { echo "restore: $dir/replica1/secrets is missing (nothing to keep the API keys with)" >&2; exit 1; }
+  # Refuse a bad backup or key before touching anything.
+  verify=()
+  if [ -n "${3:-}" ]; then verify=(--key-file "${keyflag[1]}"); fi
+  if ! "$gantry" cluster backup-verify "$from" "${verify[@]}" >"$dir/restore.log" 2>&1; then
+    echo "restore: the backup was refused; the cluster is untouched:" >&2
+    cat "$dir/restore.log" >&2
+    exit 1
+  fi
+  if grep -q "STRUCTURE ONLY" "$dir/restore.log"; then
+    echo "restore: $from is sealed: give its key file (or GANTRY_BACKUP_KEY); the cluster is untouched" >&2
+    exit 1
+  fi
+  for id in 3 2 1; do stop_replica "$id"; done
+  old="$dir/restored-from-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$old"
+  for id in 1 2 3; do [ -d "$dir/replica$id" ] && mv "$dir/replica$id" "$old/"; done
+  # shellcheck disable=SC2046
+  if ! "$gantryd" restore --from "$from" "${keyflag[@]}" --secrets "$old/replica1/secrets" $(flags 1) \
+    >"$dir/restore.log" 2>&1; then
+    # Put the old cluster back as it was (restore refuses a bad backup before creating anything,
+    # but a failure later leaves a partial replica 1).
+    cat "$dir/restore.log" >&2
+    rm -rf "$dir/replica1"
+    for id in 1 2 3; do [ -d "$old/replica$id" ] && mv "$old/replica$id" "$dir/"; done
+    rmdir "$old"
+    echo "restore failed; the old cluster's data dirs are back, starting it again" >&2
+    for id in 1 2 3; do start_replica "$id"; done
+    exit 1
+  fi
+  echo "replica 1 restored from $from (the replicas' old data dirs are in $old)"
+  for id in 1 2 3; do start_replica "$id"; done
+  ;;
 kill)
   case "${2:-}" in
   1 | 2 | 3) ;;
@@ -201,7 +247,7 @@ clean)
   true
   ;;
 *)
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac
