@@ -10,11 +10,13 @@
 #include "egress/relay.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "egress/parse.h"
 #include "lib/err.h"
@@ -804,8 +806,30 @@ static void on_accept(uv_stream_t *server, int status)
     read_down(c);
 }
 
+/* A listening socket bound with SO_REUSEPORT, handed to libuv (which has no such flag before 1.49). */
+static int bind_reuse_port(uv_tcp_t *t, const struct sockaddr *addr, char *errmsg)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
+    socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || bind(fd, addr, len) != 0) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        gerr_set(errmsg, "bind: %s", strerror(e));
+        return gerr_from_errno(e);
+    }
+    int rv = uv_tcp_open(t, fd);
+    if (rv != 0) {
+        close(fd);
+        return uverr_to_gerr(rv, errmsg);
+    }
+    return 0;
+}
+
 int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           int *port, struct egress_door **out, char *errmsg)
+                           bool reuse_port, int *port, struct egress_door **out, char *errmsg)
 {
     struct egress_door *d = mem_zalloc(sizeof *d);
     d->r = r;
@@ -816,8 +840,13 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
     queue_insert_tail(&r->doors, &d->node);
     uv_tcp_init(r->loop, &d->listener);
     d->listener.data = d;
-    int rv = uv_tcp_bind(&d->listener, addr, 0);
-    if (rv == 0) {
+    int rv = 0, e = 0;
+    if (reuse_port) {
+        e = bind_reuse_port(&d->listener, addr, errmsg);
+    } else {
+        rv = uv_tcp_bind(&d->listener, addr, 0);
+    }
+    if (e == 0 && rv == 0) {
         rv = uv_listen((uv_stream_t *)&d->listener, 511, on_accept);
     }
     if (rv == 0 && port != NULL) {
@@ -827,8 +856,8 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
         *port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                          : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     }
-    if (rv != 0) {
-        int e = uverr_to_gerr(rv, errmsg);
+    if (e != 0 || rv != 0) {
+        e = e != 0 ? e : uverr_to_gerr(rv, errmsg);
         gerr_wrap(errmsg, "egress door for %s/%s", sb->ns, sb->name);
         egress_relay_close_door(d); /* freed on a later iteration */
         return e;

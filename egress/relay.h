@@ -84,10 +84,13 @@ int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg, str
 /* Use @fn instead of SO_ORIGINAL_DST (tests; a relay behind something other than iptables). */
 void egress_relay_set_orig_dst(struct egress_relay *r, egress_orig_dst_fn fn, void *ctx);
 
-/* Open a door for @sb on @addr (port 0: any; the bound port goes to *@port when not NULL).
- * 0, or a libuv failure translated (lib/uverr.h) with the text in @errmsg (GERR_MSG_SIZE). */
+/* Open a door for @sb on @addr (port 0: any; the bound port goes to *@port when not NULL). With
+ * @reuse_port the socket is bound with SO_REUSEPORT, so the relays of several replicas on one host
+ * can each hold the same door and the kernel spreads the sandbox's connections over them.
+ * 0, or a libuv (lib/uverr.h) or socket (errno) failure translated, with the text in @errmsg
+ * (GERR_MSG_SIZE). */
 int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           int *port, struct egress_door **out, char *errmsg);
+                           bool reuse_port, int *port, struct egress_door **out, char *errmsg);
 
 /* Stop accepting on @d and close every connection of it; the door's memory goes when the last
  * handle has closed (on a later loop iteration). */

@@ -682,8 +682,8 @@ static int setup(void **state)
 
     char errmsg[GERR_MSG_SIZE];
     struct egress_sandbox a = {"team-a", "sb-a", "alice"}, b = {"team-b", "sb-b", "bob"};
-    assert_int_equal(egress_relay_open_door(relay, &a, (struct sockaddr *)&any, &port_a, &door_a, errmsg), 0);
-    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, &port_b, &door_b, errmsg), 0);
+    assert_int_equal(egress_relay_open_door(relay, &a, (struct sockaddr *)&any, false, &port_a, &door_a, errmsg), 0);
+    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, true, &port_b, &door_b, errmsg), 0);
     uv_async_init(&loop, &stop_async, on_stop);
     assert_int_equal(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
     return 0;
