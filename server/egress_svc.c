@@ -143,16 +143,34 @@ static void on_event(void *ctx, const struct egress_event *ev)
     audit_sink_record(s->cfg.sink, &r);
 }
 
+static const char *const families[] = {
+    "# HELP gantry_egress_connections_total Egress decisions of this replica's relay, by the sandbox's "
+    "namespace.\n# TYPE gantry_egress_connections_total counter\n",
+    "# HELP gantry_egress_bytes_total Bytes relayed for allowed connections that ended (out: sandbox to "
+    "destination).\n# TYPE gantry_egress_bytes_total counter\n",
+    "# HELP gantry_egress_open_connections Connections the relay holds now.\n"
+    "# TYPE gantry_egress_open_connections gauge\n",
+    "# HELP gantry_egress_refused_limit_total Connections refused over the per-sandbox or relay limit.\n"
+    "# TYPE gantry_egress_refused_limit_total counter\n",
+    "# HELP gantry_egress_policy_refresh_failures_total Policy reads that failed (the cached policies stayed).\n"
+    "# TYPE gantry_egress_policy_refresh_failures_total counter\n",
+    "# HELP gantry_egress_policy_reads_total Complete reads of the policies into the relay's cache.\n"
+    "# TYPE gantry_egress_policy_reads_total counter\n",
+};
+
 void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
 {
     if (s == NULL) {
+        /* No relay on this replica: the families exist, without samples. */
+        for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+            buf_printf(out, "%s", families[i]);
+        }
         return;
     }
     struct egress_relay_stats st;
     egress_relay_stats(s->relay, &st);
     pthread_mutex_lock(&s->mu);
-    buf_printf(out, "# HELP gantry_egress_connections_total Egress decisions of this replica's relay, by the "
-                    "sandbox's namespace.\n# TYPE gantry_egress_connections_total counter\n");
+    buf_printf(out, "%s", families[0]);
     for (unsigned i = 0; i <= MAX_NS_ROWS; i++) {
         const struct ns_row *r = &s->rows[i];
         if (i >= s->n_rows && i != MAX_NS_ROWS) {
@@ -167,8 +185,7 @@ void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
         buf_printf(out, "gantry_egress_connections_total{namespace=\"%s\",decision=\"denied\"} %" PRIu64 "\n", ns,
                    r->denied);
     }
-    buf_printf(out, "# HELP gantry_egress_bytes_total Bytes relayed for allowed connections that ended (out: "
-                    "sandbox to destination).\n# TYPE gantry_egress_bytes_total counter\n");
+    buf_printf(out, "%s", families[1]);
     for (unsigned i = 0; i <= MAX_NS_ROWS; i++) {
         const struct ns_row *r = &s->rows[i];
         if ((i >= s->n_rows && i != MAX_NS_ROWS) ||
@@ -181,17 +198,10 @@ void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
         buf_printf(out, "gantry_egress_bytes_total{namespace=\"%s\",direction=\"in\"} %" PRIu64 "\n", ns,
                    r->bytes_in);
     }
-    buf_printf(out,
-               "# HELP gantry_egress_open_connections Connections the relay holds now.\n"
-               "# TYPE gantry_egress_open_connections gauge\ngantry_egress_open_connections %" PRIu64 "\n"
-               "# HELP gantry_egress_refused_limit_total Connections refused over the per-sandbox or relay limit.\n"
-               "# TYPE gantry_egress_refused_limit_total counter\ngantry_egress_refused_limit_total %" PRIu64 "\n"
-               "# HELP gantry_egress_policy_refresh_failures_total Policy reads that failed (the cached "
-               "policies stayed).\n# TYPE gantry_egress_policy_refresh_failures_total counter\n"
-               "gantry_egress_policy_refresh_failures_total %" PRIu64 "\n"
-               "# HELP gantry_egress_policy_reads_total Complete reads of the policies into the relay's cache.\n"
-               "# TYPE gantry_egress_policy_reads_total counter\ngantry_egress_policy_reads_total %" PRIu64 "\n",
-               st.open, st.refused_limit, s->policy_failures, s->policy_reads);
+    buf_printf(out, "%sgantry_egress_open_connections %" PRIu64 "\n", families[2], st.open);
+    buf_printf(out, "%sgantry_egress_refused_limit_total %" PRIu64 "\n", families[3], st.refused_limit);
+    buf_printf(out, "%sgantry_egress_policy_refresh_failures_total %" PRIu64 "\n", families[4], s->policy_failures);
+    buf_printf(out, "%sgantry_egress_policy_reads_total %" PRIu64 "\n", families[5], s->policy_reads);
     pthread_mutex_unlock(&s->mu);
 }
 

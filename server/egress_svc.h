@@ -45,7 +45,8 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
 
 /* The Prometheus families gantry_egress_connections_total{namespace,decision},
  * gantry_egress_bytes_total{namespace,direction}, gantry_egress_open_connections and
- * gantry_egress_policy_refresh_failures_total, appended to @out. NULL @s writes nothing. */
+ * gantry_egress_policy_refresh_failures_total and gantry_egress_policy_reads_total, appended to @out.
+ * NULL @s (no relay on this replica) writes the families' HELP and TYPE lines without samples. */
 void egress_svc_write_metrics(struct egress_svc *s, struct buf *out);
 
 /* Close every door and connection, stop both threads, free. NULL is fine. */
