@@ -1,6 +1,7 @@
 /* The process driver's egress network. See process_net.h. */
 #include "drivers/process_net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -331,10 +332,9 @@ int process_net_door_decode(const char *text, size_t len, struct process_net_doo
                     gerr_set(errmsg, "door file: expected one line of 4 fields");
                     return GERR_PROTO;
                 }
-                unsigned a, b, x, y;
-                char extra;
-                if (sscanf(out->addr, "%u.%u.%u.%u%c", &a, &b, &x, &y, &extra) != 4 || a != 10 || b != 213 ||
-                    x > 255 || y > 255) {
+                struct in_addr in;
+                if (strspn(out->addr, "0123456789.") != strlen(out->addr) ||
+                    inet_pton(AF_INET, out->addr, &in) != 1 || (ntohl(in.s_addr) >> 16) != ((10u << 8) | 213u)) {
                     gerr_set(errmsg, "door file: the address is not in 10.213.0.0/16");
                     return GERR_PROTO;
                 }
