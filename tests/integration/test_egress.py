@@ -291,6 +291,28 @@ class Process(g.GantrydTest):
         allowed = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
             namespace="default", class_uid=4001, status="Success")).events
         self.assertTrue(any("localhost:%d" % ok.port in x.api_operation for x in allowed))
+        # Egress.Decide answers as the relay did, for the same intents (one decision function).
+        T = PO.EgressTransport
+
+        def decide(**intent):
+            return e.call("user", policies_pb2, "Egress", "Decide", PO.DecideEgressRequest(
+                intent=PO.EgressIntent(namespace="default", **intent)))
+        table = [  # (intent, what the relay did above, under the policy now in force)
+            (dict(transport=T.EGRESS_TRANSPORT_HTTP_CONNECT, host="localhost", port=ok.port), False),
+            (dict(transport=T.EGRESS_TRANSPORT_HTTP_CONNECT, host="denied.example", port=ok.port), False),
+            (dict(transport=T.EGRESS_TRANSPORT_TCP, ip=r["gateway"], port=ok.port), True),
+            (dict(transport=T.EGRESS_TRANSPORT_TCP, ip=r["gateway"], port=bad.port), False),
+            (dict(transport=T.EGRESS_TRANSPORT_TLS, sni="other.example", ip=r["gateway"], port=ok.port), False),
+        ]
+        for intent, allowed in table:
+            self.assertEqual(decide(**intent).allowed, allowed, intent)
+        ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            namespace="default", class_uid=4001)).events
+        last_connect = [x for x in ev if x.api_operation == "egress/HTTP_CONNECT localhost:%d" % ok.port]
+        self.assertTrue(any(x.status == "Failure" for x in last_connect), "the tightened refusal is not audited")
+        d = decide(transport=T.EGRESS_TRANSPORT_HTTP_CONNECT, host="localhost", port=ok.port)
+        self.assertTrue(any(d.reason in x.status_detail for x in last_connect if x.status == "Failure"),
+                        (d.reason, [x.status_detail for x in last_connect]))
         # And the decisions in /metrics.
         denied = c.replicas[0].metric('gantry_egress_connections_total{namespace="default",decision="denied"}')
         self.assertIsNotNone(denied)
