@@ -57,7 +57,7 @@ struct egress_door {
     bool closing, listener_closed;
 };
 
-enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_SPLICE, ST_CLOSING };
+enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_CLOSING };
 
 struct conn {
     struct queue node; /* in door->conns */
@@ -72,7 +72,7 @@ struct conn {
     enum conn_state st;
     enum egress_proto proto;
     unsigned handles; /* initialised handles not yet closed */
-    bool admitted, up_init, gai_pending, allowed, got_bytes;
+    bool admitted, up_init, gai_pending, allowed, got_bytes, tunnel_bytes;
     bool down_eof, up_eof, writing_up, writing_down, shutting_up, shutting_down;
     uint8_t *b_up, *b_down;
     size_t n_up;
@@ -82,6 +82,7 @@ struct conn {
     char orig_ip[INET6_ADDRSTRLEN];
     unsigned orig_port;
     char dial_name[EGRESS_TARGET_NAME + 1];
+    char tunnel_sni[EGRESS_TARGET_NAME + 1]; /* the server_name of a ClientHello inside a CONNECT tunnel */
     unsigned dial_port;
     struct egress_intent intent;
     struct egress_decision decision;
@@ -448,20 +449,13 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- dialing ----------------------------------------------------------------------------------- */
 
-static void start_splice(struct conn *c)
+/* Both ways from now on: forward what the sandbox has sent already, then read both sides. */
+static void splice_both(struct conn *c)
 {
     c->st = ST_SPLICE;
     uv_timer_stop(&c->timer);
-    c->b_down = mem_alloc(c->door->r->cfg.buf_size);
-    if (c->proto == EGRESS_PROTO_CONNECT) {
-        memmove(c->b_up, c->b_up + c->target.head_len, c->n_up - c->target.head_len);
-        c->n_up -= c->target.head_len;
-        static const char ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
-        c->bytes_in -= sizeof ok - 1; /* the relay's own answer is not the destination's */
-        forward(c, false, (const uint8_t *)ok, sizeof ok - 1);
-    } else {
-        read_up(c);
-    }
+    uv_read_stop((uv_stream_t *)&c->down);
+    read_up(c);
     if (c->st != ST_SPLICE) {
         return;
     }
@@ -469,6 +463,112 @@ static void start_splice(struct conn *c)
         forward(c, true, c->b_up, c->n_up);
     } else {
         read_down(c);
+    }
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Inside an allowed CONNECT tunnel the relay has answered 200 and not yet forwarded anything: when
+ * the sandbox's first bytes are a TLS ClientHello, its server_name is decided too (with the CONNECT
+ * target, as Decide does for an intent carrying both), so a sandbox cannot CONNECT to an allowed
+ * name and then ask the same server for another one. Refused: the tunnel is closed before a byte
+ * reaches the destination (a 403 cannot be sent after the 200). */
+static void tunnel_refuse(struct conn *c, const char *reason)
+{
+    if (reason != NULL) {
+        memset(&c->decision, 0, sizeof c->decision);
+        c->decision.layer = "relay";
+        snprintf(c->decision.destination, sizeof c->decision.destination, "%.*s", (int)EGRESS_NAME_MAX,
+                 c->target.host);
+        snprintf(c->decision.reason, sizeof c->decision.reason, "%s", reason);
+    }
+    emit(c, EGRESS_EVENT_DECIDED);
+    close_conn(c);
+}
+
+static void tunnel_progress(struct conn *c)
+{
+    struct egress_relay *r = c->door->r;
+    if (!c->tunnel_bytes && c->n_up > 0) {
+        c->tunnel_bytes = true;
+        uv_timer_start(&c->timer, on_timer, r->cfg.head_timeout_ms, 0);
+    }
+    enum egress_proto p = egress_sniff(c->b_up, c->n_up);
+    if (p == EGRESS_PROTO_UNKNOWN) {
+        return;
+    }
+    if (p != EGRESS_PROTO_TLS) {
+        splice_both(c);
+        return;
+    }
+    struct egress_target t;
+    char why[200] = "", reason[300];
+    enum egress_parse res = egress_parse_tls_sni(c->b_up, c->n_up, &t, why, sizeof why);
+    if (res == EGRESS_PARSE_MORE && c->n_up == r->cfg.buf_size) {
+        res = EGRESS_PARSE_BAD;
+        snprintf(why, sizeof why, "the ClientHello is longer than the relay's buffer");
+    }
+    if (res == EGRESS_PARSE_MORE) {
+        return;
+    }
+    if (res == EGRESS_PARSE_BAD) {
+        snprintf(reason, sizeof reason, "the sandbox's TLS ClientHello inside its CONNECT tunnel is malformed: %s",
+                 why);
+        tunnel_refuse(c, reason);
+        return;
+    }
+    if (t.host[0] == '\0') {
+        splice_both(c);
+        return;
+    }
+    snprintf(c->tunnel_sni, sizeof c->tunnel_sni, "%s", t.host);
+    c->intent.sni = c->tunnel_sni;
+    egress_policy_cache_decide(r->policies, c->door->sb.ns, &c->intent, &c->decision);
+    if (!c->decision.allowed) {
+        tunnel_refuse(c, NULL);
+        return;
+    }
+    splice_both(c);
+}
+
+static void on_tunnel_ok_written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    c->writing_down = false;
+    if (c->st != ST_TUNNEL) {
+        return;
+    }
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, c->door->r->cfg.sniff_ms, 0);
+    if (c->n_up > 0) {
+        tunnel_progress(c);
+    } else {
+        read_down(c);
+    }
+}
+
+/* Dialed: CONNECT gets its 200 and the tunnel's first bytes looked at; the rest splice at once. */
+static void start_splice(struct conn *c)
+{
+    uv_timer_stop(&c->timer);
+    c->b_down = mem_alloc(c->door->r->cfg.buf_size);
+    if (c->proto != EGRESS_PROTO_CONNECT) {
+        splice_both(c);
+        return;
+    }
+    memmove(c->b_up, c->b_up + c->target.head_len, c->n_up - c->target.head_len);
+    c->n_up -= c->target.head_len;
+    c->st = ST_TUNNEL;
+    static const char ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)ok, sizeof ok - 1);
+    c->w_down.data = c;
+    c->writing_down = true;
+    if (uv_write(&c->w_down, (uv_stream_t *)&c->down, &b, 1, on_tunnel_ok_written) != 0) {
+        c->writing_down = false;
+        close_conn(c);
     }
 }
 
@@ -536,7 +636,6 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     connect_to(c, (const struct sockaddr *)&ss);
 }
 
-static void on_timer(uv_timer_t *t);
 
 static void dial(struct conn *c)
 {
@@ -731,6 +830,15 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         head_progress(c);
         return;
     }
+    if (c->st == ST_TUNNEL) {
+        if (nread < 0) {
+            close_conn(c);
+            return;
+        }
+        c->n_up += (size_t)nread;
+        tunnel_progress(c);
+        return;
+    }
     if (c->st != ST_SPLICE) {
         return;
     }
@@ -760,6 +868,12 @@ static void on_timer(uv_timer_t *t)
         refuse(c, reason);
     } else if (c->st == ST_DIAL) {
         dial_failed(c, "reach", 0);
+    } else if (c->st == ST_TUNNEL && !c->tunnel_bytes) {
+        splice_both(c); /* nothing sent: a protocol where the server speaks first */
+    } else if (c->st == ST_TUNNEL) {
+        snprintf(reason, sizeof reason, "the sandbox sent no complete ClientHello in its tunnel within %u ms",
+                 r->cfg.head_timeout_ms);
+        tunnel_refuse(c, reason);
     }
 }
 

@@ -14,7 +14,10 @@
  * decision function. Refused: CONNECT and HTTP get "403 Forbidden" with the reason, TLS and raw TCP
  * are closed. Allowed: the relay resolves the NAME it decided on (never an address the sandbox
  * chose, unless the intent had no name), dials it, answers CONNECT with "200 Connection
- * Established", forwards everything else it has read unchanged, and splices both ways.
+ * Established", forwards everything else it has read unchanged, and splices both ways. Inside a
+ * CONNECT tunnel the first bytes are looked at before any is forwarded: a TLS ClientHello's
+ * server_name is decided with the CONNECT target (a refusal, reported as a second DECIDED event,
+ * closes the tunnel); anything else, or nothing within sniff_ms, is spliced.
  *
  * Bounds: each connection buffers at most buf_size bytes per direction (reading stops while a
  * write is in flight); a door holds at most max_conns_per_sandbox connections and the relay at most

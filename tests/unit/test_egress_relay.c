@@ -408,6 +408,58 @@ static void connect_adapter(void **state)
                    (unsigned)echo_port, NULL, NULL);
 }
 
+/* A ClientHello inside a CONNECT tunnel is decided too: an allowed target with another server name
+ * is closed before a byte reaches the destination; with the same name it flows. */
+static size_t client_hello(uint8_t *out, const char *sni);
+
+static void connect_tunnel_sni(void **state)
+{
+    (void)state;
+    char req[256], got[64];
+    uint8_t hello[600];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    size_t n = client_hello(hello, "localhost");
+    int fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    send_all(fd, hello, n);
+    expect_echo(fd, hello, n);
+    close(fd);
+
+    n = client_hello(hello, "127.0.0.2");
+    size_t m = mark();
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    assert_memory_equal(got, "HTTP/1.1 200", 12);
+    send_all(fd, hello, n);
+    char rest[256];
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0); /* closed, nothing echoed */
+    close(fd);
+    struct seen first = wait_decided(m), second;
+    assert_true(first.allowed);
+    int64_t deadline = now_ms() + 5000;
+    for (;;) {
+        pthread_mutex_lock(&ev_mu);
+        bool found = false;
+        for (size_t i = m; i < n_events && !found; i++) {
+            if (events[i].kind == EGRESS_EVENT_DECIDED && !events[i].allowed) {
+                second = events[i];
+                found = true;
+            }
+        }
+        pthread_mutex_unlock(&ev_mu);
+        if (found) {
+            break;
+        }
+        assert_true(now_ms() < deadline);
+        usleep(2000);
+    }
+    assert_string_equal(second.destination, "127.0.0.2");
+    same_as_decide(&second, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
+                   (unsigned)echo_port, "127.0.0.2", NULL);
+}
+
 static void http_adapter(void **state)
 {
     (void)state;
@@ -710,6 +762,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(connect_adapter),
+        cmocka_unit_test(connect_tunnel_sni),
         cmocka_unit_test(http_adapter),
         cmocka_unit_test(tls_adapter),
         cmocka_unit_test(raw_adapter),
