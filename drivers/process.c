@@ -454,6 +454,25 @@ static bool is_egress(const struct driver_sandbox_spec *s)
     return net != NULL && strcmp(net, "egress") == 0;
 }
 
+/* network = egress: the relay's door as the proxy of the usual variables, so clients that honour
+ * them send CONNECT (or absolute-form HTTP) and the relay resolves the name (there is no DNS inside). */
+static void push_egress_env(struct driver_process *p, const struct driver_sandbox_spec *s, struct strv *o)
+{
+    struct process_net_door door;
+    char err[GERR_MSG_SIZE], proxy[64];
+    if (process_net_door_read(p->state_dir, s->id, &door, err) != 0) {
+        LOG_WARN("process driver: sandbox %s starts without proxy variables: %s", s->id, err);
+        return;
+    }
+    snprintf(proxy, sizeof proxy, "http://%s:%u", door.addr, p->egress_port);
+    const char *const names[] = {"GANTRY_EGRESS_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        push_env(o, names[i], proxy);
+    }
+    push_env(o, "no_proxy", "localhost,127.0.0.1,::1");
+    push_env(o, "NO_PROXY", "localhost,127.0.0.1,::1");
+}
+
 /* bwrap's options (not the command): they travel on a memfd, not on the command line. */
 static void bwrap_options(struct driver_process *p, const struct driver_sandbox_spec *s, const char *ws,
                           struct strv *o)
@@ -514,6 +533,9 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
     push_env(o, "GANTRY_SANDBOX_ID", s->id);
     push_env(o, "GANTRY_SANDBOX_NAME", s->name);
     push_env(o, "GANTRY_NAMESPACE", s->namespace);
+    if (is_egress(s)) {
+        push_egress_env(p, s, o); /* before the spec's env, which may override it */
+    }
     for (size_t i = 0; i < s->n_env; i++) {
         push_env(o, s->env[i].key, s->env[i].value);
     }

@@ -312,6 +312,26 @@ int process_net_teardown(const char *state_dir, const char *id, unsigned relay_p
     return first;
 }
 
+int process_net_door_read(const char *state_dir, const char *id, struct process_net_door *out, char *errmsg)
+{
+    struct names n;
+    names_of(state_dir, id, 1, &n);
+    char text[4 * PROCESS_NET_FIELD + 8];
+    int fd = open(n.door, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        gerr_set(errmsg, "open %s: %s", n.door, strerror(errno));
+        return gerr_from_errno(errno);
+    }
+    ssize_t r = read(fd, text, sizeof text);
+    int e = errno;
+    close(fd);
+    if (r < 0) {
+        gerr_set(errmsg, "read %s: %s", n.door, strerror(e));
+        return gerr_from_errno(e);
+    }
+    return process_net_door_decode(text, (size_t)r, out, errmsg);
+}
+
 int process_net_door_decode(const char *text, size_t len, struct process_net_door *out, char *errmsg)
 {
     char *fields[4] = {out->ns, out->name, out->owner, out->addr};

@@ -48,6 +48,9 @@ int process_net_open(const char *id);
  * Idempotent: what is already gone is skipped. 0, or the first failure (the rest still runs). */
 int process_net_teardown(const char *state_dir, const char *id, unsigned relay_port, char *errmsg);
 
+/* Read and decode the door file of sandbox @id. 0, the open/read error, or GERR_PROTO. */
+int process_net_door_read(const char *state_dir, const char *id, struct process_net_door *out, char *errmsg);
+
 /* Decode a door file's @len bytes. 0, or GERR_PROTO with the reason. */
 int process_net_door_decode(const char *text, size_t len, struct process_net_door *out, char *errmsg);
 

@@ -64,7 +64,8 @@ def hello(sni):
     body = b"\x03\x03" + b"\x5a" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + struct.pack(">H", len(ext)) + ext
     hs = b"\x01" + struct.pack(">I", len(body))[1:] + body
     return b"\x16\x03\x01" + struct.pack(">H", len(hs)) + hs
-r = {"gateway": gw}
+import os
+r = {"gateway": gw, "proxy": os.environ.get("https_proxy", "")}
 req = "CONNECT localhost:%d HTTP/1.1\r\n\r\nping" % ok_port
 # The relay opens this sandbox's door when the driver's door file appears (docs/egress.md): a
 # connection in the moment before is refused, so wait until the door answers.
@@ -252,6 +253,7 @@ class Process(g.GantrydTest):
             any(x.startswith("RESULTS ") for x in lines()), lines()), timeout=60)
         r = json.loads([x for x in results if x.startswith("RESULTS ")][0][8:])
         self.assertTrue(r["gateway"].startswith("10.213."), r)
+        self.assertEqual(r["proxy"], "http://%s:%d" % (r["gateway"], relay_port))
         self.assertEqual(r["connect_ok"], "HTTP/1.1 200 Connection Established\r\n\r\nping")
         self.assertTrue(r["connect_denied"].startswith("HTTP/1.1 403 Forbidden"), r)
         self.assertIn("denied.example", r["connect_denied"])
