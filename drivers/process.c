@@ -455,7 +455,7 @@ static bool is_egress(const struct driver_sandbox_spec *s)
 }
 
 /* network = egress: the relay's door as the proxy of the usual variables, so clients that honour
- * them send CONNECT (or absolute-form HTTP) and the relay resolves the name (there is no DNS inside). */
+ * them send CONNECT (or absolute-form HTTP) and the relay resolves the name itself. */
 static void push_egress_env(struct driver_process *p, const struct driver_sandbox_spec *s, struct strv *o)
 {
     struct process_net_door door;

@@ -193,12 +193,21 @@ static int rules(const struct names *n, const char *op, char *errmsg)
 {
     int rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p", "tcp", "-j",
                  "REDIRECT", "--to-ports", n->port);
+    if (rv == 0) {
+        /* DNS, to whatever resolver the sandbox asks: the relay's responder on the same port. */
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p", "udp",
+                 "--dport", "53", "-j", "REDIRECT", "--to-ports", n->port);
+    }
     /* Inserted at the top in reverse order, so ACCEPT ends up above DROP. */
     if (rv == 0) {
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-j", "DROP");
     }
     if (rv == 0) {
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "tcp", "--dport", n->port, "-j",
+                 "ACCEPT");
+    }
+    if (rv == 0) {
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "udp", "--dport", n->port, "-j",
                  "ACCEPT");
     }
     if (rv == 0) {
@@ -287,7 +296,11 @@ int process_net_teardown(const char *state_dir, const char *id, unsigned relay_p
         const char *const *cmds[] = {
             (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host, "-p",
                                   "tcp", "-j", "REDIRECT", "--to-ports", n.port, NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host, "-p",
+                                  "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", n.port, NULL},
             (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "tcp", "--dport",
+                                  n.port, "-j", "ACCEPT", NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "udp", "--dport",
                                   n.port, "-j", "ACCEPT", NULL},
             (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-j", "DROP", NULL},
             (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "FORWARD", "-i", n.host, "-j", "DROP", NULL},

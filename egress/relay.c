@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "egress/dns.h"
 #include "egress/parse.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -55,7 +56,16 @@ struct egress_door {
     struct queue conns;
     unsigned admitted;
     bool closing, listener_closed;
+    /* The DNS responder (EGRESS_DOOR_DNS). */
+    uv_udp_t udp;
+    bool udp_init, udp_closed;
+    unsigned dns_pending; /* resolutions and answers in flight */
+    uint8_t dns_buf[EGRESS_DNS_MAX + 1]; /* one byte more than a query may have: longer is refused */
 };
+
+#define DNS_PENDING_MAX 64u /* per door; past it a question is answered SERVFAIL at once */
+#define DNS_ANSWERS_MAX 8u
+#define DNS_TTL_S       30u
 
 enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_CLOSING };
 
@@ -149,19 +159,21 @@ void egress_relay_stats(struct egress_relay *r, struct egress_relay_stats *out)
     out->refused_limit = atomic_load(&r->refused_limit);
 }
 
-static void emit(struct conn *c, enum egress_event_kind kind)
+static void emit_for(struct egress_door *d, enum egress_event_kind kind, const struct egress_intent *in,
+                     const struct egress_decision *dec, uint64_t out, uint64_t inb)
 {
-    struct egress_relay *r = c->door->r;
+    struct egress_relay *r = d->r;
     if (r->cb == NULL) {
         return;
     }
-    struct egress_event ev = {.kind = kind,
-                              .sandbox = &c->door->sb,
-                              .intent = &c->intent,
-                              .decision = &c->decision,
-                              .bytes_out = c->bytes_out,
-                              .bytes_in = c->bytes_in};
+    struct egress_event ev = {
+        .kind = kind, .sandbox = &d->sb, .intent = in, .decision = dec, .bytes_out = out, .bytes_in = inb};
     r->cb(r->cb_ctx, &ev);
+}
+
+static void emit(struct conn *c, enum egress_event_kind kind)
+{
+    emit_for(c->door, kind, &c->intent, &c->decision, c->bytes_out, c->bytes_in);
 }
 
 /* ---- teardown ---------------------------------------------------------------------------------- */
@@ -181,7 +193,8 @@ static void relay_release(struct egress_relay *r)
 
 static void door_maybe_free(struct egress_door *d)
 {
-    if (!d->closing || !d->listener_closed || !queue_empty(&d->conns)) {
+    if (!d->closing || !d->listener_closed || !queue_empty(&d->conns) || (d->udp_init && !d->udp_closed) ||
+        d->dns_pending > 0) {
         return;
     }
     struct egress_relay *r = d->r;
@@ -877,6 +890,176 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* ---- DNS ---------------------------------------------------------------------------------------- */
+
+struct dns_req {
+    struct egress_door *door;
+    uv_getaddrinfo_t gai;
+    struct sockaddr_storage peer;
+    struct egress_dns_query q;
+    uint8_t query[EGRESS_DNS_MAX];
+};
+
+struct dns_send {
+    uv_udp_send_t req;
+    struct egress_door *door;
+    uint8_t buf[EGRESS_DNS_MAX];
+};
+
+static void on_dns_sent(uv_udp_send_t *req, int status)
+{
+    (void)status; /* a lost answer is the resolver's to retry */
+    struct dns_send *ds = req->data;
+    struct egress_door *d = ds->door;
+    mem_free(ds);
+    d->dns_pending--;
+    door_maybe_free(d);
+}
+
+/* Answer @q (of @query) to @peer; @addrs as answers of the question's type. */
+static void dns_reply(struct egress_door *d, const struct sockaddr *peer, const uint8_t *query,
+                      const struct egress_dns_query *q, unsigned rcode, const uint8_t (*addrs)[16], size_t n,
+                      size_t addr_len)
+{
+    if (d->closing) {
+        return;
+    }
+    struct dns_send *ds = mem_alloc(sizeof *ds);
+    size_t len = egress_dns_answer(query, q, rcode, addrs, n, addr_len, DNS_TTL_S, ds->buf, sizeof ds->buf);
+    if (len == 0) {
+        mem_free(ds);
+        return;
+    }
+    ds->door = d;
+    ds->req.data = ds;
+    uv_buf_t b = uv_buf_init((char *)ds->buf, (unsigned)len);
+    if (uv_udp_send(&ds->req, &d->udp, &b, 1, peer, on_dns_sent) != 0) {
+        mem_free(ds);
+        return;
+    }
+    d->dns_pending++;
+}
+
+static void on_dns_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct dns_req *dr = req->data;
+    struct egress_door *d = dr->door;
+    uint8_t addrs[DNS_ANSWERS_MAX][16];
+    size_t n = 0, addr_len = dr->q.qtype == EGRESS_DNS_A ? 4 : 16;
+    for (const struct addrinfo *a = status == 0 ? res : NULL; a != NULL && n < DNS_ANSWERS_MAX; a = a->ai_next) {
+        if (a->ai_family == AF_INET && addr_len == 4) {
+            memcpy(addrs[n++], &((const struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
+        } else if (a->ai_family == AF_INET6 && addr_len == 16) {
+            memcpy(addrs[n++], &((const struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
+        }
+    }
+    if (res != NULL) {
+        uv_freeaddrinfo(res);
+    }
+    unsigned rcode = status == 0 || status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY ? EGRESS_DNS_NOERROR
+                     : status == UV_EAI_NONAME                                                ? EGRESS_DNS_NXDOMAIN
+                                                                                              : EGRESS_DNS_SERVFAIL;
+    dns_reply(d, (const struct sockaddr *)&dr->peer, dr->query, &dr->q, rcode, (const uint8_t(*)[16])addrs, n,
+              addr_len);
+    mem_free(dr);
+    d->dns_pending--;
+    door_maybe_free(d);
+}
+
+static void dns_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct egress_door *d = h->data;
+    *buf = uv_buf_init((char *)d->dns_buf, sizeof d->dns_buf);
+}
+
+/* A question from the sandbox: decided like a connection (transport DNS, the name, port 0: any
+ * port); refused is REFUSED, allowed is resolved by the replica and answered (A and AAAA; any
+ * other type is answered with no records). Malformed datagrams are dropped. */
+static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *peer,
+                        unsigned flags)
+{
+    (void)buf;
+    struct egress_door *d = h->data;
+    struct egress_relay *r = d->r;
+    struct egress_dns_query q;
+    if (nread <= 0 || peer == NULL || (flags & UV_UDP_PARTIAL) != 0 || d->closing ||
+        egress_dns_parse_query(d->dns_buf, (size_t)nread, &q, NULL, 0) != 0) {
+        return;
+    }
+    struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, .host = q.name};
+    struct egress_decision dec;
+    egress_policy_cache_decide(r->policies, d->sb.ns, &in, &dec);
+    emit_for(d, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
+    if (!dec.allowed) {
+        dns_reply(d, peer, d->dns_buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4);
+        return;
+    }
+    if ((q.qtype != EGRESS_DNS_A && q.qtype != EGRESS_DNS_AAAA) || d->dns_pending >= DNS_PENDING_MAX) {
+        dns_reply(d, peer, d->dns_buf, &q, q.qtype == EGRESS_DNS_A || q.qtype == EGRESS_DNS_AAAA
+                                                 ? EGRESS_DNS_SERVFAIL
+                                                 : EGRESS_DNS_NOERROR,
+                  NULL, 0, 4);
+        return;
+    }
+    struct dns_req *dr = mem_alloc(sizeof *dr);
+    dr->door = d;
+    dr->q = q;
+    memcpy(dr->query, d->dns_buf, (size_t)nread);
+    memcpy(&dr->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    dr->gai.data = dr;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = q.qtype == EGRESS_DNS_A ? AF_INET : AF_INET6;
+    hints.ai_socktype = SOCK_STREAM;
+    if (uv_getaddrinfo(r->loop, &dr->gai, on_dns_resolved, q.name, NULL, &hints) != 0) {
+        dns_reply(d, peer, d->dns_buf, &q, EGRESS_DNS_SERVFAIL, NULL, 0, 4);
+        mem_free(dr);
+        return;
+    }
+    d->dns_pending++;
+}
+
+static void on_udp_closed(uv_handle_t *h)
+{
+    struct egress_door *d = h->data;
+    d->udp_closed = true;
+    door_maybe_free(d);
+}
+
+/* The door's UDP socket on @addr, SO_REUSEPORT like its listener when asked. */
+static int open_dns(struct egress_door *d, const struct sockaddr *addr, bool reuse_port, char *errmsg)
+{
+    int rv = uv_udp_init(d->r->loop, &d->udp);
+    if (rv != 0) {
+        return uverr_to_gerr(rv, errmsg);
+    }
+    d->udp_init = true;
+    d->udp.data = d;
+    if (reuse_port) {
+        int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
+        socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 || bind(fd, addr, len) != 0) {
+            int e = errno;
+            if (fd >= 0) {
+                close(fd);
+            }
+            gerr_set(errmsg, "bind udp: %s", strerror(e));
+            return gerr_from_errno(e);
+        }
+        if ((rv = uv_udp_open(&d->udp, fd)) != 0) {
+            close(fd);
+            return uverr_to_gerr(rv, errmsg);
+        }
+    } else if ((rv = uv_udp_bind(&d->udp, addr, 0)) != 0) {
+        return uverr_to_gerr(rv, errmsg);
+    }
+    if ((rv = uv_udp_recv_start(&d->udp, dns_alloc, on_dns_recv)) != 0) {
+        return uverr_to_gerr(rv, errmsg);
+    }
+    return 0;
+}
+
 /* ---- accepting --------------------------------------------------------------------------------- */
 
 static void on_accept(uv_stream_t *server, int status)
@@ -943,7 +1126,7 @@ static int bind_reuse_port(uv_tcp_t *t, const struct sockaddr *addr, char *errms
 }
 
 int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           bool reuse_port, int *port, struct egress_door **out, char *errmsg)
+                           unsigned flags, int *port, struct egress_door **out, char *errmsg)
 {
     struct egress_door *d = mem_zalloc(sizeof *d);
     d->r = r;
@@ -955,6 +1138,7 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
     uv_tcp_init(r->loop, &d->listener);
     d->listener.data = d;
     int rv = 0, e = 0;
+    bool reuse_port = (flags & EGRESS_DOOR_REUSE_PORT) != 0;
     if (reuse_port) {
         e = bind_reuse_port(&d->listener, addr, errmsg);
     } else {
@@ -969,6 +1153,15 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
         rv = uv_tcp_getsockname(&d->listener, (struct sockaddr *)&ss, &len);
         *port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                          : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    if (e == 0 && rv == 0 && (flags & EGRESS_DOOR_DNS) != 0) {
+        /* The DNS socket on the port the listener got (the same when it was given). */
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        rv = uv_tcp_getsockname(&d->listener, (struct sockaddr *)&ss, &len);
+        if (rv == 0) {
+            e = open_dns(d, (const struct sockaddr *)&ss, reuse_port, errmsg);
+        }
     }
     if (e != 0 || rv != 0) {
         e = e != 0 ? e : uverr_to_gerr(rv, errmsg);
@@ -994,6 +1187,9 @@ void egress_relay_close_door(struct egress_door *d)
     }
     d->closing = true;
     uv_close((uv_handle_t *)&d->listener, on_listener_closed);
+    if (d->udp_init) {
+        uv_close((uv_handle_t *)&d->udp, on_udp_closed);
+    }
     struct queue *q;
     QUEUE_FOREACH(q, &d->conns)
     {

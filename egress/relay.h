@@ -25,7 +25,8 @@
  * and reported as refused, and every other connection keeps being served. A head must be complete
  * within head_timeout_ms and a dial within connect_timeout_ms.
  *
- * Events: @cb (may be NULL) is called on the loop thread, synchronously, for every decision
+ * Events: @cb (may be NULL) is called on the loop thread, synchronously, for every decision (DNS
+ * questions included)
  * (EGRESS_EVENT_DECIDED, allow or deny, including refusals for limits and malformed heads, whose
  * layer is "relay") and when an allowed connection ends (EGRESS_EVENT_CLOSED, with its byte counts).
  * It must not block and must not call back into the relay; every pointer in the event is valid only
@@ -87,13 +88,19 @@ int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg, str
 /* Use @fn instead of SO_ORIGINAL_DST (tests; a relay behind something other than iptables). */
 void egress_relay_set_orig_dst(struct egress_relay *r, egress_orig_dst_fn fn, void *ctx);
 
-/* Open a door for @sb on @addr (port 0: any; the bound port goes to *@port when not NULL). With
- * @reuse_port the socket is bound with SO_REUSEPORT, so the relays of several replicas on one host
- * can each hold the same door and the kernel spreads the sandbox's connections over them.
- * 0, or a libuv (lib/uverr.h) or socket (errno) failure translated, with the text in @errmsg
- * (GERR_MSG_SIZE). */
+/* Flags of a door. */
+#define EGRESS_DOOR_REUSE_PORT 1u /* SO_REUSEPORT: the relays of several replicas on one host each hold
+                                     the same door, and the kernel spreads the sandbox's traffic */
+#define EGRESS_DOOR_DNS        2u /* also a DNS responder on the same address and port (UDP): each
+                                     question is decided (transport DNS, the name, any port); refused
+                                     is answered REFUSED, allowed is resolved by the replica and answered
+                                     (A, AAAA; other types with no records); malformed ones dropped */
+
+/* Open a door for @sb on @addr (port 0: any; the bound port goes to *@port when not NULL) with
+ * @flags. 0, or a libuv (lib/uverr.h) or socket (errno) failure translated, with the text in
+ * @errmsg (GERR_MSG_SIZE). */
 int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           bool reuse_port, int *port, struct egress_door **out, char *errmsg);
+                           unsigned flags, int *port, struct egress_door **out, char *errmsg);
 
 /* Stop accepting on @d and close every connection of it; the door's memory goes when the last
  * handle has closed (on a later loop iteration). */

@@ -115,8 +115,12 @@ static void on_event(void *ctx, const struct egress_event *ev)
     /* The operation names the transport and the destination, so the sink's aggregation key (which
      * includes it and the message) counts allowed connections per destination and window. */
     char op[300], msg[900];
-    snprintf(op, sizeof op, "egress/%s %.253s:%u", transport_name(ev->intent->transport), d->destination,
-             ev->intent->port);
+    if (ev->intent->port != 0) {
+        snprintf(op, sizeof op, "egress/%s %.253s:%u", transport_name(ev->intent->transport), d->destination,
+                 ev->intent->port);
+    } else {
+        snprintf(op, sizeof op, "egress/%s %.253s", transport_name(ev->intent->transport), d->destination);
+    }
     snprintf(msg, sizeof msg, "%s (layer %s%s%s)", d->reason, d->layer, d->rule[0] != '\0' ? ", rule " : "",
              d->rule);
     struct audit_record r = {
@@ -227,7 +231,7 @@ static void open_door_of(struct egress_svc *s, const char *id, const char *path)
     }
     struct egress_sandbox sb = {.ns = d.ns, .name = d.name, .owner = d.owner};
     struct egress_door *door;
-    if (egress_relay_open_door(s->relay, &sb, (struct sockaddr *)&addr, true, NULL, &door, err) != 0) {
+    if (egress_relay_open_door(s->relay, &sb, (struct sockaddr *)&addr, EGRESS_DOOR_REUSE_PORT | EGRESS_DOOR_DNS, NULL, &door, err) != 0) {
         LOG_WARN("egress: door of %s/%s on %s:%u: %s (retried)", d.ns, d.name, d.addr, s->cfg.relay_port, err);
         return;
     }

@@ -86,6 +86,11 @@ static void setup_and_teardown_as_root(void **state)
                         "--to-ports 47001'"),
                      0);
     assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
+    assert_int_equal(sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 53 -j "
+                        "REDIRECT --to-ports 47001'"),
+                     0);
+    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 47001 -j ACCEPT'"),
+                     0);
     assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
     /* Inside: one default route, through the door. */
     assert_int_equal(sh("ip -n gantry-01a2b3c4-0000-7000-8000-00000000beef route | grep -q '^default via 10.213.'"),

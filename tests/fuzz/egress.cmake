@@ -2,3 +2,4 @@
 gantry_fuzzer(egress_connect gantry_egress_parse)
 gantry_fuzzer(egress_http gantry_egress_parse)
 gantry_fuzzer(egress_tls gantry_egress_parse)
+gantry_fuzzer(egress_dns gantry_egress_parse)

@@ -85,6 +85,26 @@ r["raw_denied_port"] = talk(gw, bad_port, b"\x00raw", 4)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.sendto(b"udp", (gw, bad_port))
 u.close()
+def dns(name, server=("192.0.2.53", 53)):
+    q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    try:
+        u.sendto(q, server)
+        a = u.recv(600)
+        return {"rcode": a[3] & 15, "answers": a[7], "last4": ".".join(str(b) for b in a[-4:])}
+    except OSError as e:
+        return "ERROR " + type(e).__name__
+    finally:
+        u.close()
+r["dns_ok"] = dns("localhost")
+r["dns_denied"] = dns("denied.example")
+try:
+    socket.getaddrinfo("denied.example", 443)
+    r["getaddrinfo_denied"] = "resolved"
+except socket.gaierror as e:
+    r["getaddrinfo_denied"] = "gaierror"
 print("RESULTS " + json.dumps(r), flush=True)
 while True:
     got = talk(gw, relay_port, req.encode(), 12)
@@ -263,6 +283,10 @@ class Process(g.GantrydTest):
         self.assertEqual(r["tls_denied"], "", r)
         self.assertEqual(r["raw_ok"], "\x00raw")
         self.assertEqual(r["raw_denied_port"], "", r)
+        # DNS to any resolver is answered by the relay under the same policy.
+        self.assertEqual(r["dns_ok"], {"rcode": 0, "answers": 1, "last4": "127.0.0.1"}, r)
+        self.assertEqual(r["dns_denied"], {"rcode": 5, "answers": 0, "last4": r["dns_denied"]["last4"]}, r)
+        self.assertEqual(r["getaddrinfo_denied"], "gaierror", r)
         # Nothing reached the refused port, by TCP or UDP: the relay is the only way out.
         self.assertEqual((bad.accepted, bad.datagrams), (0, 0))
         self.assertGreaterEqual(ok.accepted, 4)
@@ -315,6 +339,10 @@ class Process(g.GantrydTest):
         d = decide(transport=T.EGRESS_TRANSPORT_HTTP_CONNECT, host="localhost", port=ok.port)
         self.assertTrue(any(d.reason in x.status_detail for x in last_connect if x.status == "Failure"),
                         (d.reason, [x.status_detail for x in last_connect]))
+        dns_refusals = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            namespace="default", class_uid=4001, status="Failure")).events
+        self.assertTrue(any(x.api_operation.startswith("egress/DNS denied.example") for x in dns_refusals),
+                        [x.api_operation for x in dns_refusals])
         # And the decisions in /metrics.
         denied = c.replicas[0].metric('gantry_egress_connections_total{namespace="default",decision="denied"}')
         self.assertIsNotNone(denied)

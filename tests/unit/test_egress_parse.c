@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "egress/dns.h"
 #include "egress/parse.h"
 
 typedef enum egress_parse (*parser_fn)(const uint8_t *, size_t, struct egress_target *, char *, size_t);
@@ -264,12 +265,108 @@ static void tls_hostile(void **state)
     assert_int_equal(run(egress_parse_tls_sni, buf, n, &t, why), EGRESS_PARSE_BAD);
 }
 
+/* A query for @name of @qtype, with an EDNS OPT record when @edns. */
+static size_t dns_query(uint8_t *out, const char *name, unsigned qtype, bool edns)
+{
+    static const uint8_t head[12] = {0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(out, head, 12);
+    out[11] = edns ? 1 : 0;
+    size_t p = 12;
+    const char *l = name;
+    while (*l != '\0') {
+        const char *dot = strchr(l, '.');
+        size_t n = dot != NULL ? (size_t)(dot - l) : strlen(l);
+        out[p++] = (uint8_t)n;
+        memcpy(out + p, l, n);
+        p += n;
+        l += n + (dot != NULL);
+    }
+    out[p++] = 0;
+    out[p++] = (uint8_t)(qtype >> 8), out[p++] = (uint8_t)qtype, out[p++] = 0, out[p++] = 1;
+    if (edns) {
+        static const uint8_t opt[11] = {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0};
+        memcpy(out + p, opt, sizeof opt);
+        p += sizeof opt;
+    }
+    return p;
+}
+
+static void dns_valid_and_answer(void **state)
+{
+    (void)state;
+    uint8_t buf[600], out[EGRESS_DNS_MAX];
+    struct egress_dns_query q;
+    char why[200];
+    size_t n = dns_query(buf, "Api.GitHub.com", EGRESS_DNS_A, true);
+    assert_int_equal(egress_dns_parse_query(buf, n, &q, why, sizeof why), 0);
+    assert_string_equal(q.name, "Api.GitHub.com");
+    assert_int_equal(q.qtype, EGRESS_DNS_A);
+    assert_int_equal(q.id, 0xbeef);
+    assert_true(q.rd);
+    assert_int_equal(q.question_end, n - 11);
+    const uint8_t addrs[2][16] = {{127, 0, 0, 1}, {10, 1, 2, 3}};
+    size_t len = egress_dns_answer(buf, &q, EGRESS_DNS_NOERROR, addrs, 2, 4, 30, out, sizeof out);
+    assert_int_equal(len, q.question_end + 2 * 16);
+    assert_int_equal(out[0], 0xbe);
+    assert_int_equal(out[2], 0x81); /* QR, RD */
+    assert_int_equal(out[3], 0x80); /* RA, NOERROR */
+    assert_int_equal(out[7], 2);
+    assert_memory_equal(out + len - 4, addrs[1], 4);
+    len = egress_dns_answer(buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4, 30, out, sizeof out);
+    assert_int_equal(len, q.question_end);
+    assert_int_equal(out[3] & 0xf, EGRESS_DNS_REFUSED);
+    assert_int_equal(egress_dns_answer(buf, &q, EGRESS_DNS_NOERROR, addrs, 2, 4, 30, out, q.question_end + 31), 0);
+    /* Truncated anywhere: refused. */
+    for (size_t i = 0; i < n - 11; i++) {
+        assert_int_equal(egress_dns_parse_query(buf, i, &q, why, sizeof why), -1);
+    }
+}
+
+static void dns_hostile(void **state)
+{
+    (void)state;
+    uint8_t buf[600];
+    struct egress_dns_query q;
+    char why[200];
+    size_t n = dns_query(buf, "a.example", EGRESS_DNS_A, false);
+    struct {
+        size_t at;
+        uint8_t value;
+        const char *what;
+    } muts[] = {
+        {2, 0x81, "a response (QR)"}, {2, 0x29, "opcode UPDATE"}, {5, 2, "two questions"},
+        {7, 1, "an answer record"},   {9, 1, "an authority record"}, {11, 2, "two additional records"},
+        {12, 0xc0, "a compression pointer"}, {12, 64, "a label over 63"}, {13, '/', "a slash in a label"},
+        {n - 1, 3, "class CHAOS"},    {12, 0, "the root"},
+    };
+    for (size_t i = 0; i < sizeof muts / sizeof muts[0]; i++) {
+        uint8_t copy[600];
+        memcpy(copy, buf, n);
+        copy[muts[i].at] = muts[i].value;
+        if (egress_dns_parse_query(copy, n, &q, why, sizeof why) != -1) {
+            fail_msg("accepted %s", muts[i].what);
+        }
+    }
+    char name[300];
+    memset(name, 'a', sizeof name);
+    for (int i = 60; i < 300; i += 61) {
+        name[i] = '.';
+    }
+    name[260] = '\0'; /* 260 characters in labels of 60 */
+    n = dns_query(buf, name, EGRESS_DNS_A, false);
+    assert_int_equal(egress_dns_parse_query(buf, n, &q, why, sizeof why), -1);
+    assert_non_null(strstr(why, "253"));
+    uint8_t big[EGRESS_DNS_MAX + 1] = {0};
+    assert_int_equal(egress_dns_parse_query(big, sizeof big, &q, why, sizeof why), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sniff_each_protocol), cmocka_unit_test(connect_valid), cmocka_unit_test(connect_hostile),
         cmocka_unit_test(http_valid),          cmocka_unit_test(http_hostile),  cmocka_unit_test(tls_valid),
-        cmocka_unit_test(tls_hostile),
+        cmocka_unit_test(tls_hostile),         cmocka_unit_test(dns_valid_and_answer),
+        cmocka_unit_test(dns_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

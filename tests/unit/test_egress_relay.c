@@ -621,6 +621,60 @@ static void tightened_policy_cuts_next_connection(void **state)
     allow_echo_only("team-a");
 }
 
+/* One DNS question to door A over UDP: the answer's length (0: none within 5 s). */
+static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
+{
+    uint8_t q[300];
+    size_t p = 12;
+    static const uint8_t head[12] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(q, head, 12);
+    for (const char *l = name; *l != '\0';) {
+        const char *dot = strchr(l, '.');
+        size_t n = dot != NULL ? (size_t)(dot - l) : strlen(l);
+        q[p++] = (uint8_t)n;
+        memcpy(q + p, l, n);
+        p += n;
+        l += n + (dot != NULL);
+    }
+    q[p++] = 0, q[p++] = 0, q[p++] = (uint8_t)qtype, q[p++] = 0, q[p++] = 1;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port_a, &a);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal(sendto(fd, q, p, 0, (struct sockaddr *)&a, sizeof a), (ssize_t)p);
+    ssize_t n = recv(fd, answer, cap, 0);
+    close(fd);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static void dns_responder(void **state)
+{
+    (void)state;
+    uint8_t ans[600];
+    size_t m = mark();
+    size_t n = dns_ask("localhost", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[0], 0x12);
+    assert_int_equal(ans[3] & 0xf, 0); /* NOERROR */
+    assert_true(ans[7] >= 1);         /* an answer */
+    static const uint8_t lo[4] = {127, 0, 0, 1};
+    assert_memory_equal(ans + n - 4, lo, 4);
+    struct seen s = wait_decided(m);
+    assert_true(s.allowed);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "localhost", NULL, 0, NULL, NULL);
+
+    m = mark();
+    n = dns_ask("denied.example", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[3] & 0xf, 5); /* REFUSED */
+    assert_int_equal(ans[7], 0);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_non_null(strstr(s.reason, "denied.example on any port"));
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "denied.example", NULL, 0, NULL, NULL);
+}
+
 static unsigned n_many(void)
 {
     const char *e = getenv("EGRESS_RELAY_CONNS");
@@ -696,6 +750,30 @@ static void many_connections_within_limits(void **state)
     close(fd);
 }
 
+/* Last: once every client has gone, every allowed connection (DNS questions are not connections)
+ * has ended with its byte counts reported, and bytes were counted both ways. */
+static void every_allowed_connection_reported_closed(void **state)
+{
+    (void)state;
+    wait_idle();
+    size_t closed = 0, allowed = 0;
+    uint64_t out = 0, in = 0;
+    pthread_mutex_lock(&ev_mu);
+    for (size_t i = 0; i < n_events; i++) {
+        closed += events[i].kind == EGRESS_EVENT_CLOSED;
+        allowed += events[i].kind == EGRESS_EVENT_DECIDED && events[i].allowed &&
+                   events[i].transport != GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS;
+        if (events[i].kind == EGRESS_EVENT_CLOSED) {
+            out += events[i].bytes_out;
+            in += events[i].bytes_in;
+        }
+    }
+    pthread_mutex_unlock(&ev_mu);
+    assert_true(allowed > 0);
+    assert_int_equal(closed, allowed);
+    assert_true(out > 0 && in > 0);
+}
+
 /* ---- setup ------------------------------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -734,27 +812,25 @@ static int setup(void **state)
 
     char errmsg[GERR_MSG_SIZE];
     struct egress_sandbox a = {"team-a", "sb-a", "alice"}, b = {"team-b", "sb-b", "bob"};
-    assert_int_equal(egress_relay_open_door(relay, &a, (struct sockaddr *)&any, false, &port_a, &door_a, errmsg), 0);
-    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, true, &port_b, &door_b, errmsg), 0);
+    assert_int_equal(
+        egress_relay_open_door(relay, &a, (struct sockaddr *)&any, EGRESS_DOOR_DNS, &port_a, &door_a, errmsg), 0);
+    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, EGRESS_DOOR_REUSE_PORT, &port_b,
+                                            &door_b, errmsg),
+                     0);
     uv_async_init(&loop, &stop_async, on_stop);
     assert_int_equal(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
     return 0;
 }
+
+static bool loop_closed; /* checked by main: cmocka does not count a failed group teardown */
 
 static int teardown(void **state)
 {
     (void)state;
     uv_async_send(&stop_async);
     pthread_join(loop_thread, NULL);
-    assert_int_equal(uv_loop_close(&loop), 0); /* every handle of the relay was closed */
+    loop_closed = uv_loop_close(&loop) == 0; /* every handle of the relay was closed */
     egress_policy_cache_free(cache);
-    /* Every allowed connection ended with its byte counts reported. */
-    size_t closed = 0, allowed = 0;
-    for (size_t i = 0; i < n_events; i++) {
-        closed += events[i].kind == EGRESS_EVENT_CLOSED;
-        allowed += events[i].kind == EGRESS_EVENT_DECIDED && events[i].allowed;
-    }
-    assert_int_equal(closed, allowed);
     return 0;
 }
 
@@ -766,8 +842,15 @@ int main(void)
         cmocka_unit_test(http_adapter),
         cmocka_unit_test(tls_adapter),
         cmocka_unit_test(raw_adapter),
+        cmocka_unit_test(dns_responder),
         cmocka_unit_test(tightened_policy_cuts_next_connection),
         cmocka_unit_test(many_connections_within_limits),
+        cmocka_unit_test(every_allowed_connection_reported_closed),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    if (!loop_closed) {
+        fprintf(stderr, "the relay left handles open on its loop after egress_relay_close\n");
+        return 1;
+    }
+    return failed;
 }
