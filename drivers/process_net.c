@@ -80,12 +80,12 @@ static int run(char *errmsg, const char *const *argv)
 #define RUN(errmsg, ...) run((errmsg), (const char *const[]){__VA_ARGS__, NULL})
 
 struct names {
-    char netns[64];  /* gantry-<id> */
-    char host[16];   /* gxh<12 hex> */
-    char inner[16];  /* gxs<12 hex> */
+    char netns[64]; /* gantry-<id> */
+    char host[16];  /* gxh<12 hex> */
+    char inner[16]; /* gxs<12 hex> */
     char port[8];
-    char door[256];  /* <state>/egress/<id>.door */
-    char dir[256];   /* <state>/egress */
+    char door[256]; /* <state>/egress/<id>.door */
+    char dir[256];  /* <state>/egress */
 };
 
 static void names_of(const char *state_dir, const char *id, unsigned relay_port, struct names *n)
@@ -191,24 +191,24 @@ static int write_sysctl(const char *path, char *errmsg)
 /* The host's rules for @n; @op "-I" to add (at the top), "-D" to remove. */
 static int rules(const struct names *n, const char *op, char *errmsg)
 {
-    int rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p", "tcp", "-j",
-                 "REDIRECT", "--to-ports", n->port);
+    int rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p",
+                 "tcp", "-j", "REDIRECT", "--to-ports", n->port);
     if (rv == 0) {
         /* DNS, to whatever resolver the sandbox asks: the relay's responder on the same port. */
-        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p", "udp",
-                 "--dport", "53", "-j", "REDIRECT", "--to-ports", n->port);
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p",
+                 "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", n->port);
     }
     /* Inserted at the top in reverse order, so ACCEPT ends up above DROP. */
     if (rv == 0) {
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-j", "DROP");
     }
     if (rv == 0) {
-        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "tcp", "--dport", n->port, "-j",
-                 "ACCEPT");
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "tcp", "--dport",
+                 n->port, "-j", "ACCEPT");
     }
     if (rv == 0) {
-        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "udp", "--dport", n->port, "-j",
-                 "ACCEPT");
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "udp", "--dport",
+                 n->port, "-j", "ACCEPT");
     }
     if (rv == 0) {
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "FORWARD", "-i", n->host, "-j", "DROP");
@@ -255,8 +255,8 @@ int process_net_setup(const char *state_dir, const char *id, const struct proces
     if ((rv = RUN(errmsg, "/usr/sbin/ip", "netns", "add", n.netns)) != 0 ||
         (rv = RUN(errmsg, "/usr/sbin/ip", "netns", "exec", n.netns, "/usr/sbin/sysctl", "-q", "-w",
                   "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")) != 0 ||
-        (rv = RUN(errmsg, "/usr/sbin/ip", "link", "add", n.host, "type", "veth", "peer", "name", n.inner, "netns",
-                  n.netns)) != 0 ||
+        (rv = RUN(errmsg, "/usr/sbin/ip", "link", "add", n.host, "type", "veth", "peer", "name", n.inner,
+                  "netns", n.netns)) != 0 ||
         (rv = write_sysctl(path, errmsg)) != 0 ||
         (rv = RUN(errmsg, "/usr/sbin/ip", "addr", "add", host_cidr, "dev", n.host)) != 0 ||
         (rv = RUN(errmsg, "/usr/sbin/ip", "link", "set", n.host, "up")) != 0 ||
@@ -294,16 +294,18 @@ int process_net_teardown(const char *state_dir, const char *id, unsigned relay_p
     if (access(link_path, F_OK) == 0) {
         /* Each rule is removed on its own: one already gone must not keep the others. */
         const char *const *cmds[] = {
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host, "-p",
-                                  "tcp", "-j", "REDIRECT", "--to-ports", n.port, NULL},
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host, "-p",
-                                  "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", n.port, NULL},
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "tcp", "--dport",
-                                  n.port, "-j", "ACCEPT", NULL},
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "udp", "--dport",
-                                  n.port, "-j", "ACCEPT", NULL},
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-j", "DROP", NULL},
-            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "FORWARD", "-i", n.host, "-j", "DROP", NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host,
+                                  "-p", "tcp", "-j", "REDIRECT", "--to-ports", n.port, NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host,
+                                  "-p", "udp", "--dport", "53", "-j", "REDIRECT", "--to-ports", n.port, NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "tcp",
+                                  "--dport", n.port, "-j", "ACCEPT", NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-p", "udp",
+                                  "--dport", n.port, "-j", "ACCEPT", NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-j", "DROP",
+                                  NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "FORWARD", "-i", n.host, "-j", "DROP",
+                                  NULL},
         };
         for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
             run(msg, cmds[i]); /* a rule already gone is fine */
@@ -367,7 +369,8 @@ int process_net_door_decode(const char *text, size_t len, struct process_net_doo
                 }
                 struct in_addr in;
                 if (strspn(out->addr, "0123456789.") != strlen(out->addr) ||
-                    inet_pton(AF_INET, out->addr, &in) != 1 || (ntohl(in.s_addr) >> 16) != ((10u << 8) | 213u)) {
+                    inet_pton(AF_INET, out->addr, &in) != 1 ||
+                    (ntohl(in.s_addr) >> 16) != ((10u << 8) | 213u)) {
                     gerr_set(errmsg, "door file: the address is not in 10.213.0.0/16");
                     return GERR_PROTO;
                 }

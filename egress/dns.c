@@ -17,7 +17,8 @@ static unsigned u16(const uint8_t *p)
     return (unsigned)p[0] << 8 | p[1];
 }
 
-int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why, size_t why_len)
+int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why,
+                           size_t why_len)
 {
     memset(q, 0, sizeof *q);
     if (len < 12 || len > EGRESS_DNS_MAX) {

@@ -13,25 +13,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EGRESS_DNS_MAX     512u /* bytes of a query read, and of an answer written */
-#define EGRESS_DNS_NAME    253u
-#define EGRESS_DNS_A       1u
-#define EGRESS_DNS_AAAA    28u
-#define EGRESS_DNS_NOERROR 0u
+#define EGRESS_DNS_MAX      512u /* bytes of a query read, and of an answer written */
+#define EGRESS_DNS_NAME     253u
+#define EGRESS_DNS_A        1u
+#define EGRESS_DNS_AAAA     28u
+#define EGRESS_DNS_NOERROR  0u
 #define EGRESS_DNS_SERVFAIL 2u
 #define EGRESS_DNS_NXDOMAIN 3u
-#define EGRESS_DNS_REFUSED 5u
+#define EGRESS_DNS_REFUSED  5u
 
 struct egress_dns_query {
     uint16_t id;
     uint16_t qtype;
-    bool rd;                           /* recursion desired, echoed back */
-    char name[EGRESS_DNS_NAME + 1];    /* dotted, as asked, without the root's dot */
-    size_t question_end;               /* offset of the byte after the question */
+    bool rd;                        /* recursion desired, echoed back */
+    char name[EGRESS_DNS_NAME + 1]; /* dotted, as asked, without the root's dot */
+    size_t question_end;            /* offset of the byte after the question */
 };
 
 /* Parse the @len bytes of one datagram. 0, or -1 with the reason in @why (if not NULL). */
-int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why, size_t why_len);
+int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why,
+                           size_t why_len);
 
 /* The answer to @q (parsed from @query) with @rcode and @n addresses (@addrs[i] of @addr_len bytes
  * each: 4 for A, 16 for AAAA; records of type @q->qtype), TTL @ttl, into @out. Its length, or 0 when

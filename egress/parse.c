@@ -20,8 +20,8 @@ static bool is_upper(uint8_t c)
 
 static bool is_name_char(uint8_t c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 static bool is_hex_or_colon(uint8_t c)
@@ -187,7 +187,8 @@ static bool request_line(const uint8_t *buf, size_t n, size_t *ts, size_t *te, c
         *why = "the request line has no target";
         return false;
     }
-    if (n - sp2 - 1 != 8 || (memcmp(buf + sp2 + 1, "HTTP/1.1", 8) != 0 && memcmp(buf + sp2 + 1, "HTTP/1.0", 8) != 0)) {
+    if (n - sp2 - 1 != 8 ||
+        (memcmp(buf + sp2 + 1, "HTTP/1.1", 8) != 0 && memcmp(buf + sp2 + 1, "HTTP/1.0", 8) != 0)) {
         *why = "the request line does not end in HTTP/1.0 or HTTP/1.1";
         return false;
     }
@@ -426,8 +427,9 @@ static enum egress_parse client_hello(const uint8_t *b, size_t n, struct egress_
                     }
                     for (size_t i = 0; i < nl; i++) {
                         if (!is_name_char(e[q + i])) {
-                            return bad(why, why_len,
-                                       "a host_name holds a character outside letters, digits, '.', '-', '_'");
+                            return bad(
+                                why, why_len,
+                                "a host_name holds a character outside letters, digits, '.', '-', '_'");
                         }
                     }
                     memcpy(out->host, e + q, nl);

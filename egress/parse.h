@@ -25,7 +25,7 @@
 
 /* The longest head any parser reads: a CONNECT or HTTP request head, or a TLS ClientHello
  * (possibly over several records). */
-#define EGRESS_HEAD_MAX 16384u
+#define EGRESS_HEAD_MAX    16384u
 #define EGRESS_TARGET_NAME 255u
 
 enum egress_parse { EGRESS_PARSE_DONE, EGRESS_PARSE_MORE, EGRESS_PARSE_BAD };

@@ -64,7 +64,8 @@ void egress_policy_cache_free(struct egress_policy_cache *c)
     mem_free(c);
 }
 
-int egress_policy_cache_set_gateway(struct egress_policy_cache *c, const Gantry__V1__Policy *p, uint64_t revision)
+int egress_policy_cache_set_gateway(struct egress_policy_cache *c, const Gantry__V1__Policy *p,
+                                    uint64_t revision)
 {
     Gantry__V1__Policy *n = p != NULL ? copy_policy(p) : policy_rules_default();
     if (n == NULL) {
@@ -89,8 +90,8 @@ static struct ns_entry *find(struct egress_policy_cache *c, const char *ns)
     return NULL;
 }
 
-int egress_policy_cache_set_namespace(struct egress_policy_cache *c, const char *ns, const Gantry__V1__Policy *p,
-                                      uint64_t revision)
+int egress_policy_cache_set_namespace(struct egress_policy_cache *c, const char *ns,
+                                      const Gantry__V1__Policy *p, uint64_t revision)
 {
     Gantry__V1__Policy *n = NULL;
     if (p != NULL && (n = copy_policy(p)) == NULL) {
@@ -144,9 +145,11 @@ void egress_policy_cache_decide(struct egress_policy_cache *c, const char *ns, c
         memset(out, 0, sizeof *out);
         out->layer = "intent";
         snprintf(out->destination, sizeof out->destination, "%.*s", (int)EGRESS_NAME_MAX,
-                 in->host != NULL && in->host[0] != '\0' ? in->host : in->ip != NULL ? in->ip : "");
-        snprintf(out->reason, sizeof out->reason, "the connection's destination is not one a policy can allow: %s",
-                 why);
+                 in->host != NULL && in->host[0] != '\0' ? in->host
+                 : in->ip != NULL                        ? in->ip
+                                                         : "");
+        snprintf(out->reason, sizeof out->reason,
+                 "the connection's destination is not one a policy can allow: %s", why);
         return;
     }
     pthread_mutex_lock(&c->mu);

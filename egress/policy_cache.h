@@ -29,12 +29,13 @@ void egress_policy_cache_free(struct egress_policy_cache *c);
 
 /* Replace the gateway policy (@p NULL: none stored, the built-in default applies) and its
  * @revision. 0 or GERR_NOMEM (the old entry stays). */
-int egress_policy_cache_set_gateway(struct egress_policy_cache *c, const Gantry__V1__Policy *p, uint64_t revision);
+int egress_policy_cache_set_gateway(struct egress_policy_cache *c, const Gantry__V1__Policy *p,
+                                    uint64_t revision);
 
 /* Replace namespace @ns's policy (@p NULL: none stored) and its @revision. 0 or GERR_NOMEM (the old
  * entry stays). */
-int egress_policy_cache_set_namespace(struct egress_policy_cache *c, const char *ns, const Gantry__V1__Policy *p,
-                                      uint64_t revision);
+int egress_policy_cache_set_namespace(struct egress_policy_cache *c, const char *ns,
+                                      const Gantry__V1__Policy *p, uint64_t revision);
 
 /* Forget every namespace policy not in @keep[0..n) (namespaces deleted since the last refresh). */
 void egress_policy_cache_retain(struct egress_policy_cache *c, const char *const *keep, size_t n);

@@ -41,7 +41,7 @@ struct egress_relay {
     struct queue doors;
     unsigned admitted; /* connections counted against max_conns */
     _Atomic uint64_t open, accepted, refused_limit;
-    uv_timer_t keep; /* a handle of the relay's own, so egress_relay_close's callback is never synchronous */
+    uv_timer_t keep;  /* a handle of the relay's own, so egress_relay_close's callback is never synchronous */
     unsigned pending; /* doors + keep still open once closing */
     bool closing;
     egress_relay_close_cb close_cb;
@@ -59,7 +59,7 @@ struct egress_door {
     /* The DNS responder (EGRESS_DOOR_DNS). */
     uv_udp_t udp;
     bool udp_init, udp_closed;
-    unsigned dns_pending; /* resolutions and answers in flight */
+    unsigned dns_pending;                /* resolutions and answers in flight */
     uint8_t dns_buf[EGRESS_DNS_MAX + 1]; /* one byte more than a query may have: longer is refused */
 };
 
@@ -126,8 +126,9 @@ static int default_orig_dst(void *ctx, uv_os_fd_t fd, struct sockaddr_storage *o
     return gerr_from_errno(errno);
 }
 
-int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg, struct egress_policy_cache *policies,
-                     egress_event_cb cb, void *cb_ctx, struct egress_relay **out)
+int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg,
+                     struct egress_policy_cache *policies, egress_event_cb cb, void *cb_ctx,
+                     struct egress_relay **out)
 {
     if (cfg->buf_size < EGRESS_HEAD_MAX || cfg->max_conns == 0 || cfg->max_conns_per_sandbox == 0) {
         return GERR_INVAL;
@@ -257,8 +258,8 @@ static void close_conn(struct conn *c)
 /* Both directions ended and nothing is in flight: done. */
 static void maybe_finish(struct conn *c)
 {
-    if (c->st == ST_SPLICE && c->down_eof && c->up_eof && !c->writing_up && !c->writing_down && !c->shutting_up &&
-        !c->shutting_down) {
+    if (c->st == ST_SPLICE && c->down_eof && c->up_eof && !c->writing_up && !c->writing_down &&
+        !c->shutting_up && !c->shutting_down) {
         close_conn(c);
     }
 }
@@ -286,9 +287,10 @@ static void reply_and_close(struct conn *c, const char *status_line, const char 
     }
     size_t blen = strlen(body) + 1, n = strlen(status_line) + blen + 160;
     c->reply = mem_alloc(n);
-    int len = snprintf(c->reply, n,
-                       "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
-                       status_line, blen, body);
+    int len = snprintf(
+        c->reply, n,
+        "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
+        status_line, blen, body);
     uv_buf_t b = uv_buf_init(c->reply, (unsigned)len);
     c->w_down.data = c;
     c->writing_down = true;
@@ -407,7 +409,8 @@ static void forward(struct conn *c, bool to_up, const uint8_t *p, size_t n)
         c->writing_down = true;
         c->bytes_in += n;
     }
-    int rv = uv_write(w, (uv_stream_t *)(to_up ? &c->up : &c->down), &b, 1, to_up ? on_up_written : on_down_written);
+    int rv = uv_write(w, (uv_stream_t *)(to_up ? &c->up : &c->down), &b, 1,
+                      to_up ? on_up_written : on_down_written);
     if (rv != 0) {
         if (to_up) {
             c->writing_up = false;
@@ -525,8 +528,8 @@ static void tunnel_progress(struct conn *c)
         return;
     }
     if (res == EGRESS_PARSE_BAD) {
-        snprintf(reason, sizeof reason, "the sandbox's TLS ClientHello inside its CONNECT tunnel is malformed: %s",
-                 why);
+        snprintf(reason, sizeof reason,
+                 "the sandbox's TLS ClientHello inside its CONNECT tunnel is malformed: %s", why);
         tunnel_refuse(c, reason);
         return;
     }
@@ -649,7 +652,6 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     connect_to(c, (const struct sockaddr *)&ss);
 }
 
-
 static void dial(struct conn *c)
 {
     c->st = ST_DIAL;
@@ -699,7 +701,8 @@ static void find_orig(struct conn *c)
     unsigned port;
     if (orig.ss_family == AF_INET) {
         const struct sockaddr_in *a = (const void *)&orig, *l = (const void *)&local;
-        if (local.ss_family == AF_INET && a->sin_addr.s_addr == l->sin_addr.s_addr && a->sin_port == l->sin_port) {
+        if (local.ss_family == AF_INET && a->sin_addr.s_addr == l->sin_addr.s_addr &&
+            a->sin_port == l->sin_port) {
             return;
         }
         uv_ip4_name(a, c->orig_ip, sizeof c->orig_ip);
@@ -761,8 +764,9 @@ static void decide(struct conn *c)
     default:
         in->transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP;
         if (!c->have_orig) {
-            refuse(c, "raw TCP is decided by the connection's original destination, and the relay does not know "
-                      "it (the connection was not redirected to the relay by netfilter)");
+            refuse(c,
+                   "raw TCP is decided by the connection's original destination, and the relay does not know "
+                   "it (the connection was not redirected to the relay by netfilter)");
             return;
         }
         in->port = c->orig_port;
@@ -818,9 +822,10 @@ static void head_progress(struct conn *c)
         char reason[300];
         static const char *const names[] = {"", "CONNECT request", "HTTP request", "TLS ClientHello", ""};
         snprintf(reason, sizeof reason, "the sandbox's %s is malformed: %s", names[c->proto], why);
-        c->intent.transport = c->proto == EGRESS_PROTO_CONNECT ? GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT
-                              : c->proto == EGRESS_PROTO_HTTP  ? GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP
-                                                               : GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS;
+        c->intent.transport =
+            c->proto == EGRESS_PROTO_CONNECT ? GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT
+            : c->proto == EGRESS_PROTO_HTTP  ? GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP
+                                             : GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS;
         refuse(c, reason);
         return;
     }
@@ -877,7 +882,8 @@ static void on_timer(uv_timer_t *t)
         c->proto = EGRESS_PROTO_RAW; /* a protocol where the server speaks first */
         decide(c);
     } else if (c->st == ST_HEAD) {
-        snprintf(reason, sizeof reason, "the sandbox sent no complete head within %u ms", r->cfg.head_timeout_ms);
+        snprintf(reason, sizeof reason, "the sandbox sent no complete head within %u ms",
+                 r->cfg.head_timeout_ms);
         refuse(c, reason);
     } else if (c->st == ST_DIAL) {
         dial_failed(c, "reach", 0);
@@ -946,7 +952,8 @@ static void on_dns_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     struct egress_door *d = dr->door;
     uint8_t addrs[DNS_ANSWERS_MAX][16];
     size_t n = 0, addr_len = dr->q.qtype == EGRESS_DNS_A ? 4 : 16;
-    for (const struct addrinfo *a = status == 0 ? res : NULL; a != NULL && n < DNS_ANSWERS_MAX; a = a->ai_next) {
+    for (const struct addrinfo *a = status == 0 ? res : NULL; a != NULL && n < DNS_ANSWERS_MAX;
+         a = a->ai_next) {
         if (a->ai_family == AF_INET && addr_len == 4) {
             memcpy(addrs[n++], &((const struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
         } else if (a->ai_family == AF_INET6 && addr_len == 16) {
@@ -956,9 +963,10 @@ static void on_dns_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     if (res != NULL) {
         uv_freeaddrinfo(res);
     }
-    unsigned rcode = status == 0 || status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY ? EGRESS_DNS_NOERROR
-                     : status == UV_EAI_NONAME                                                ? EGRESS_DNS_NXDOMAIN
-                                                                                              : EGRESS_DNS_SERVFAIL;
+    unsigned rcode = status == 0 || status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY
+                         ? EGRESS_DNS_NOERROR
+                     : status == UV_EAI_NONAME ? EGRESS_DNS_NXDOMAIN
+                                               : EGRESS_DNS_SERVFAIL;
     dns_reply(d, (const struct sockaddr *)&dr->peer, dr->query, &dr->q, rcode, (const uint8_t(*)[16])addrs, n,
               addr_len);
     mem_free(dr);
@@ -987,7 +995,8 @@ static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const s
         egress_dns_parse_query(d->dns_buf, (size_t)nread, &q, NULL, 0) != 0) {
         return;
     }
-    struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, .host = q.name};
+    struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS,
+                               .host = q.name};
     struct egress_decision dec;
     egress_policy_cache_decide(r->policies, d->sb.ns, &in, &dec);
     emit_for(d, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
@@ -996,9 +1005,9 @@ static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const s
         return;
     }
     if ((q.qtype != EGRESS_DNS_A && q.qtype != EGRESS_DNS_AAAA) || d->dns_pending >= DNS_PENDING_MAX) {
-        dns_reply(d, peer, d->dns_buf, &q, q.qtype == EGRESS_DNS_A || q.qtype == EGRESS_DNS_AAAA
-                                                 ? EGRESS_DNS_SERVFAIL
-                                                 : EGRESS_DNS_NOERROR,
+        dns_reply(d, peer, d->dns_buf, &q,
+                  q.qtype == EGRESS_DNS_A || q.qtype == EGRESS_DNS_AAAA ? EGRESS_DNS_SERVFAIL
+                                                                        : EGRESS_DNS_NOERROR,
                   NULL, 0, 4);
         return;
     }
@@ -1006,7 +1015,8 @@ static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const s
     dr->door = d;
     dr->q = q;
     memcpy(dr->query, d->dns_buf, (size_t)nread);
-    memcpy(&dr->peer, peer, peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    memcpy(&dr->peer, peer,
+           peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     dr->gai.data = dr;
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
@@ -1038,8 +1048,10 @@ static int open_dns(struct egress_door *d, const struct sockaddr *addr, bool reu
     d->udp.data = d;
     if (reuse_port) {
         int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
-        socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 || bind(fd, addr, len) != 0) {
+        socklen_t len =
+            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+            bind(fd, addr, len) != 0) {
             int e = errno;
             if (fd >= 0) {
                 close(fd);
@@ -1068,7 +1080,7 @@ static void on_accept(uv_stream_t *server, int status)
     struct egress_relay *r = d->r;
     if (status < 0 || d->closing) {
         LOG_WARN("egress: %s/%s: accept: %s", d->sb.ns, d->sb.name,
-                  status < 0 ? uv_strerror(status) : "door closing");
+                 status < 0 ? uv_strerror(status) : "door closing");
         return;
     }
     struct conn *c = mem_zalloc(sizeof *c);
@@ -1125,8 +1137,9 @@ static int bind_reuse_port(uv_tcp_t *t, const struct sockaddr *addr, char *errms
     return 0;
 }
 
-int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           unsigned flags, int *port, struct egress_door **out, char *errmsg)
+int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb,
+                           const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
+                           char *errmsg)
 {
     struct egress_door *d = mem_zalloc(sizeof *d);
     d->r = r;
@@ -1191,8 +1204,7 @@ void egress_relay_close_door(struct egress_door *d)
         uv_close((uv_handle_t *)&d->udp, on_udp_closed);
     }
     struct queue *q;
-    QUEUE_FOREACH(q, &d->conns)
-    {
+    QUEUE_FOREACH (q, &d->conns) {
         close_conn(QUEUE_DATA(q, struct conn, node));
     }
 }
@@ -1209,8 +1221,7 @@ void egress_relay_close(struct egress_relay *r, egress_relay_close_cb cb, void *
     r->close_ctx = ctx;
     r->pending = 1;
     struct queue *q;
-    QUEUE_FOREACH(q, &r->doors)
-    {
+    QUEUE_FOREACH (q, &r->doors) {
         struct egress_door *d = QUEUE_DATA(q, struct egress_door, node);
         r->pending++;
         egress_relay_close_door(d);

@@ -46,7 +46,7 @@
 struct egress_relay_config {
     unsigned max_conns;             /* every door together (4096) */
     unsigned max_conns_per_sandbox; /* one door (1024) */
-    unsigned buf_size;              /* bytes buffered per direction per connection (16384; at least EGRESS_HEAD_MAX) */
+    unsigned buf_size;              /* bytes per direction per connection (16384, at least EGRESS_HEAD_MAX) */
     unsigned sniff_ms;              /* silence after which a connection is raw TCP (300) */
     unsigned head_timeout_ms;       /* a head begun must be complete within this (10000) */
     unsigned connect_timeout_ms;    /* resolving and dialing the destination (10000) */
@@ -82,25 +82,28 @@ struct egress_door;
 
 /* A relay on @loop (borrowed) deciding with @policies (borrowed; both must outlive the relay).
  * @cfg copied. 0, or GERR_INVAL for a buf_size below EGRESS_HEAD_MAX (16384) or a zero limit. */
-int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg, struct egress_policy_cache *policies,
-                     egress_event_cb cb, void *cb_ctx, struct egress_relay **out);
+int egress_relay_new(uv_loop_t *loop, const struct egress_relay_config *cfg,
+                     struct egress_policy_cache *policies, egress_event_cb cb, void *cb_ctx,
+                     struct egress_relay **out);
 
 /* Use @fn instead of SO_ORIGINAL_DST (tests; a relay behind something other than iptables). */
 void egress_relay_set_orig_dst(struct egress_relay *r, egress_orig_dst_fn fn, void *ctx);
 
 /* Flags of a door. */
-#define EGRESS_DOOR_REUSE_PORT 1u /* SO_REUSEPORT: the relays of several replicas on one host each hold
-                                     the same door, and the kernel spreads the sandbox's traffic */
-#define EGRESS_DOOR_DNS        2u /* also a DNS responder on the same address and port (UDP): each
-                                     question is decided (transport DNS, the name, any port); refused
-                                     is answered REFUSED, allowed is resolved by the replica and answered
-                                     (A, AAAA; other types with no records); malformed ones dropped */
+/* SO_REUSEPORT: the relays of several replicas on one host each hold the same door, and the kernel
+ * spreads the sandbox's traffic over them. */
+#define EGRESS_DOOR_REUSE_PORT 1u
+/* Also a DNS responder on the same address and port (UDP): each question is decided (transport
+ * DNS, the name, any port); refused is answered REFUSED, allowed is resolved by the replica and
+ * answered (A, AAAA; other types with no records); malformed datagrams are dropped. */
+#define EGRESS_DOOR_DNS 2u
 
 /* Open a door for @sb on @addr (port 0: any; the bound port goes to *@port when not NULL) with
  * @flags. 0, or a libuv (lib/uverr.h) or socket (errno) failure translated, with the text in
  * @errmsg (GERR_MSG_SIZE). */
-int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb, const struct sockaddr *addr,
-                           unsigned flags, int *port, struct egress_door **out, char *errmsg);
+int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb,
+                           const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
+                           char *errmsg);
 
 /* Stop accepting on @d and close every connection of it; the door's memory goes when the last
  * handle has closed (on a later loop iteration). */

@@ -18,9 +18,9 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 
-#define SCAN_MS       500u
-#define MAX_NS_ROWS   1024u /* namespaces with their own metric series; the rest sum under "_other" */
-#define DOOR_ID_MAX   64u
+#define SCAN_MS     500u
+#define MAX_NS_ROWS 1024u /* namespaces with their own metric series; the rest sum under "_other" */
+#define DOOR_ID_MAX 64u
 
 /* OCSF Network Activity (class 4001) activities. */
 #define NET_ACTIVITY_OPEN   1
@@ -156,7 +156,8 @@ static const char *const families[] = {
     "# TYPE gantry_egress_open_connections gauge\n",
     "# HELP gantry_egress_refused_limit_total Connections refused over the per-sandbox or relay limit.\n"
     "# TYPE gantry_egress_refused_limit_total counter\n",
-    "# HELP gantry_egress_policy_refresh_failures_total Policy reads that failed (the cached policies stayed).\n"
+    "# HELP gantry_egress_policy_refresh_failures_total Policy reads that failed (the cached policies "
+    "stayed).\n"
     "# TYPE gantry_egress_policy_refresh_failures_total counter\n",
     "# HELP gantry_egress_policy_reads_total Complete reads of the policies into the relay's cache.\n"
     "# TYPE gantry_egress_policy_reads_total counter\n",
@@ -184,10 +185,11 @@ void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
             continue;
         }
         const char *ns = i == MAX_NS_ROWS ? "_other" : r->ns;
-        buf_printf(out, "gantry_egress_connections_total{namespace=\"%s\",decision=\"allowed\"} %" PRIu64 "\n", ns,
+        buf_printf(out,
+                   "gantry_egress_connections_total{namespace=\"%s\",decision=\"allowed\"} %" PRIu64 "\n", ns,
                    r->allowed);
-        buf_printf(out, "gantry_egress_connections_total{namespace=\"%s\",decision=\"denied\"} %" PRIu64 "\n", ns,
-                   r->denied);
+        buf_printf(out, "gantry_egress_connections_total{namespace=\"%s\",decision=\"denied\"} %" PRIu64 "\n",
+                   ns, r->denied);
     }
     buf_printf(out, "%s", families[1]);
     for (unsigned i = 0; i <= MAX_NS_ROWS; i++) {
@@ -204,7 +206,8 @@ void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
     }
     buf_printf(out, "%sgantry_egress_open_connections %" PRIu64 "\n", families[2], st.open);
     buf_printf(out, "%sgantry_egress_refused_limit_total %" PRIu64 "\n", families[3], st.refused_limit);
-    buf_printf(out, "%sgantry_egress_policy_refresh_failures_total %" PRIu64 "\n", families[4], s->policy_failures);
+    buf_printf(out, "%sgantry_egress_policy_refresh_failures_total %" PRIu64 "\n", families[4],
+               s->policy_failures);
     buf_printf(out, "%sgantry_egress_policy_reads_total %" PRIu64 "\n", families[5], s->policy_reads);
     pthread_mutex_unlock(&s->mu);
 }
@@ -231,8 +234,10 @@ static void open_door_of(struct egress_svc *s, const char *id, const char *path)
     }
     struct egress_sandbox sb = {.ns = d.ns, .name = d.name, .owner = d.owner};
     struct egress_door *door;
-    if (egress_relay_open_door(s->relay, &sb, (struct sockaddr *)&addr, EGRESS_DOOR_REUSE_PORT | EGRESS_DOOR_DNS, NULL, &door, err) != 0) {
-        LOG_WARN("egress: door of %s/%s on %s:%u: %s (retried)", d.ns, d.name, d.addr, s->cfg.relay_port, err);
+    if (egress_relay_open_door(s->relay, &sb, (struct sockaddr *)&addr,
+                               EGRESS_DOOR_REUSE_PORT | EGRESS_DOOR_DNS, NULL, &door, err) != 0) {
+        LOG_WARN("egress: door of %s/%s on %s:%u: %s (retried)", d.ns, d.name, d.addr, s->cfg.relay_port,
+                 err);
         return;
     }
     if (s->n_doors == s->cap_doors) {
@@ -431,8 +436,8 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
     uv_timer_start(&s->scan_timer, scan, 0, SCAN_MS);
     /* The directory the process driver writes door files into (it makes it too; whoever is first). */
     if (mkdir(s->door_dir, 0700) != 0 && errno != EEXIST) {
-        LOG_WARN("egress: mkdir %s: %s (doors are found by the %u ms scan only)", s->door_dir, strerror(errno),
-                 SCAN_MS);
+        LOG_WARN("egress: mkdir %s: %s (doors are found by the %u ms scan only)", s->door_dir,
+                 strerror(errno), SCAN_MS);
     }
     uv_fs_event_init(&s->loop, &s->watch);
     s->watch.data = s;

@@ -28,14 +28,14 @@
 #include "store/pool.h"
 
 struct egress_svc_config {
-    const char *door_dir;      /* <driver_state_dir>/egress; copied */
-    unsigned relay_port;       /* the doors' port, 1..65535 */
+    const char *door_dir; /* <driver_state_dir>/egress; copied */
+    unsigned relay_port;  /* the doors' port, 1..65535 */
     struct egress_relay_config relay;
-    unsigned policy_refresh_ms;   /* 0 = 500 */
-    struct store_pool *pool;      /* borrowed: the policy reads */
-    struct audit_sink *sink;      /* borrowed, may be NULL */
+    unsigned policy_refresh_ms; /* 0 = 500 */
+    struct store_pool *pool;    /* borrowed: the policy reads */
+    struct audit_sink *sink;    /* borrowed, may be NULL */
     uint64_t replica_id;
-    const char *gateway_id;       /* copied */
+    const char *gateway_id; /* copied */
 };
 
 struct egress_svc;

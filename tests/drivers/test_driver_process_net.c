@@ -35,18 +35,18 @@ static void door_decode(void **state)
         assert_int_equal(process_net_door_decode(ok, i, &d, err), GERR_PROTO);
     }
     static const char *const bad[] = {
-        "team-a\tagent\towner\t10.213.0.1",             /* no newline */
-        "team-a\tagent\towner\t10.213.0.1\nmore",       /* more after the line */
-        "team-a\tagent\towner\n",                       /* three fields */
-        "team-a\tagent\towner\t10.213.0.1\tx\n",        /* five fields */
-        "\tagent\towner\t10.213.0.1\n",                 /* empty namespace */
-        "team-a\tagent\towner\t192.168.0.1\n",          /* outside 10.213/16 */
-        "team-a\tagent\towner\t10.213.0.1x\n",          /* trailing garbage */
-        "team-a\tagent\towner\t10.213.0.256\n",         /* octet */
-        "team a\tagent\towner\t10.213.0.1\n",           /* space */
-        "team-a\tag\x01nt\towner\t10.213.0.1\n",        /* control character */
-        "t\t-\t\t10.+213.0.1\n",                          /* a sign (found by fuzz_process_net_door) */
-        "t\t-\t\t010.213.0.1\n",                          /* leading zero */
+        "team-a\tagent\towner\t10.213.0.1",       /* no newline */
+        "team-a\tagent\towner\t10.213.0.1\nmore", /* more after the line */
+        "team-a\tagent\towner\n",                 /* three fields */
+        "team-a\tagent\towner\t10.213.0.1\tx\n",  /* five fields */
+        "\tagent\towner\t10.213.0.1\n",           /* empty namespace */
+        "team-a\tagent\towner\t192.168.0.1\n",    /* outside 10.213/16 */
+        "team-a\tagent\towner\t10.213.0.1x\n",    /* trailing garbage */
+        "team-a\tagent\towner\t10.213.0.256\n",   /* octet */
+        "team a\tagent\towner\t10.213.0.1\n",     /* space */
+        "team-a\tag\x01nt\towner\t10.213.0.1\n",  /* control character */
+        "t\t-\t\t10.+213.0.1\n",                  /* a sign (found by fuzz_process_net_door) */
+        "t\t-\t\t010.213.0.1\n",                  /* leading zero */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (process_net_door_decode(bad[i], strlen(bad[i]), &d, err) != GERR_PROTO) {
@@ -86,15 +86,16 @@ static void setup_and_teardown_as_root(void **state)
                         "--to-ports 47001'"),
                      0);
     assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
-    assert_int_equal(sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 53 -j "
-                        "REDIRECT --to-ports 47001'"),
-                     0);
-    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 47001 -j ACCEPT'"),
-                     0);
+    assert_int_equal(
+        sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 53 -j "
+           "REDIRECT --to-ports 47001'"),
+        0);
+    assert_int_equal(
+        sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 47001 -j ACCEPT'"), 0);
     assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
     /* Inside: one default route, through the door. */
-    assert_int_equal(sh("ip -n gantry-01a2b3c4-0000-7000-8000-00000000beef route | grep -q '^default via 10.213.'"),
-                     0);
+    assert_int_equal(
+        sh("ip -n gantry-01a2b3c4-0000-7000-8000-00000000beef route | grep -q '^default via 10.213.'"), 0);
     int fd = process_net_open(id);
     assert_true(fd >= 0);
     close(fd);

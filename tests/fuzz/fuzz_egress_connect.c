@@ -1,5 +1,5 @@
-/* libFuzzer harness for egress/parse.h's egress_parse_connect: the first bytes a sandbox sends the egress relay,
- * read as an HTTP CONNECT request head.
+/* libFuzzer harness for egress/parse.h's egress_parse_connect: the first bytes a sandbox sends the egress
+ * relay, read as an HTTP CONNECT request head.
  *
  * Input: the bytes exactly as read from the connection, copied into a heap block of exactly their
  * size so ASan sees any overread.
@@ -24,8 +24,8 @@ static void check_name(const char *s)
     }
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-              c == '_' || c == ':')) {
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '-' || c == '_' || c == ':')) {
             abort();
         }
     }

@@ -23,8 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[128];
     if (egress_dns_parse_query(buf, size, &q, why, sizeof why) == 0) {
         size_t n = strnlen(q.name, sizeof q.name);
-        if (q.question_end > size || q.question_end < 17 || n == 0 || n > EGRESS_DNS_NAME || q.name[0] == '.' ||
-            q.name[n - 1] == '.' || strstr(q.name, "..") != NULL) {
+        if (q.question_end > size || q.question_end < 17 || n == 0 || n > EGRESS_DNS_NAME ||
+            q.name[0] == '.' || q.name[n - 1] == '.' || strstr(q.name, "..") != NULL) {
             abort();
         }
         for (size_t i = 0; i < n; i++) {

@@ -67,25 +67,25 @@ static void connect_hostile(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",                  /* not CONNECT */
-        "CONNECT example.com HTTP/1.1\r\n\r\n",               /* no port */
-        "CONNECT example.com:0 HTTP/1.1\r\n\r\n",             /* port 0 */
-        "CONNECT example.com:65536 HTTP/1.1\r\n\r\n",         /* port too big */
-        "CONNECT example.com:44a HTTP/1.1\r\n\r\n",           /* port not decimal */
-        "CONNECT example.com:443 HTTP/2.0\r\n\r\n",           /* version */
-        "CONNECT  example.com:443 HTTP/1.1\r\n\r\n",          /* two spaces */
-        "CONNECT ex ample.com:443 HTTP/1.1\r\n\r\n",          /* space in target */
-        "CONNECT ex%41mple.com:443 HTTP/1.1\r\n\r\n",         /* odd character */
-        "CONNECT user@example.com:443 HTTP/1.1\r\n\r\n",      /* user information */
-        "CONNECT :443 HTTP/1.1\r\n\r\n",                      /* empty host */
-        "CONNECT [::1:443 HTTP/1.1\r\n\r\n",                  /* unclosed bracket */
-        "CONNECT [zz::1]:443 HTTP/1.1\r\n\r\n",               /* not hex */
-        "CONNECT a.com:443 HTTP/1.1\nHost: a\r\n\r\n",        /* bare LF */
-        "CONNECT a.com:443 HTTP/1.1\r\nHost a.com\r\n\r\n",   /* header without colon */
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",                     /* not CONNECT */
+        "CONNECT example.com HTTP/1.1\r\n\r\n",                  /* no port */
+        "CONNECT example.com:0 HTTP/1.1\r\n\r\n",                /* port 0 */
+        "CONNECT example.com:65536 HTTP/1.1\r\n\r\n",            /* port too big */
+        "CONNECT example.com:44a HTTP/1.1\r\n\r\n",              /* port not decimal */
+        "CONNECT example.com:443 HTTP/2.0\r\n\r\n",              /* version */
+        "CONNECT  example.com:443 HTTP/1.1\r\n\r\n",             /* two spaces */
+        "CONNECT ex ample.com:443 HTTP/1.1\r\n\r\n",             /* space in target */
+        "CONNECT ex%41mple.com:443 HTTP/1.1\r\n\r\n",            /* odd character */
+        "CONNECT user@example.com:443 HTTP/1.1\r\n\r\n",         /* user information */
+        "CONNECT :443 HTTP/1.1\r\n\r\n",                         /* empty host */
+        "CONNECT [::1:443 HTTP/1.1\r\n\r\n",                     /* unclosed bracket */
+        "CONNECT [zz::1]:443 HTTP/1.1\r\n\r\n",                  /* not hex */
+        "CONNECT a.com:443 HTTP/1.1\nHost: a\r\n\r\n",           /* bare LF */
+        "CONNECT a.com:443 HTTP/1.1\r\nHost a.com\r\n\r\n",      /* header without colon */
         "CONNECT a.com:443 HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n", /* folding */
-        "CONNECT a.com:443 HTTP/1.1\r\nX: \x01\r\n\r\n",      /* control character */
-        "CONNECT a.com:443 HTTP/1.1\rX\r\n\r\n",              /* CR without LF */
-        "\r\n\r\n",                                           /* empty first line */
+        "CONNECT a.com:443 HTTP/1.1\r\nX: \x01\r\n\r\n",         /* control character */
+        "CONNECT a.com:443 HTTP/1.1\rX\r\n\r\n",                 /* CR without LF */
+        "\r\n\r\n",                                              /* empty first line */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct egress_target t;
@@ -138,19 +138,19 @@ static void http_hostile(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "GET / HTTP/1.1\r\n\r\n",                                    /* origin-form without Host */
-        "GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n",      /* two Host headers */
-        "GET https://a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n",        /* https absolute-form */
-        "GET http://u:p@a.com/ HTTP/1.1\r\n\r\n",                    /* user information */
-        "GET * HTTP/1.1\r\nHost: a.com\r\n\r\n",                     /* asterisk-form */
-        "GET a.com:80 HTTP/1.1\r\nHost: a.com\r\n\r\n",              /* authority-form */
-        "get / HTTP/1.1\r\nHost: a.com\r\n\r\n",                     /* method not a token */
-        "GET / HTTP/1.1\r\nHost: a.com:99999\r\n\r\n",               /* port */
-        "GET / HTTP/1.1\r\nHost: a\x80.com\r\n\r\n",                 /* byte outside names */
-        "GET /\x80 HTTP/1.1\r\nHost: a.com\r\n\r\n",                 /* high byte in the request line */
-        "GET / HTTP/1.1\r\nHost : a.com\r\n\r\n",                    /* space before colon */
-        "CONNECT a.com:443 HTTP/1.1\r\n\r\n",                        /* CONNECT is not plain HTTP */
-        "GET / HTTP/1.1\r\nHost: \r\n\r\n",                          /* empty Host */
+        "GET / HTTP/1.1\r\n\r\n",                               /* origin-form without Host */
+        "GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n", /* two Host headers */
+        "GET https://a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n",   /* https absolute-form */
+        "GET http://u:p@a.com/ HTTP/1.1\r\n\r\n",               /* user information */
+        "GET * HTTP/1.1\r\nHost: a.com\r\n\r\n",                /* asterisk-form */
+        "GET a.com:80 HTTP/1.1\r\nHost: a.com\r\n\r\n",         /* authority-form */
+        "get / HTTP/1.1\r\nHost: a.com\r\n\r\n",                /* method not a token */
+        "GET / HTTP/1.1\r\nHost: a.com:99999\r\n\r\n",          /* port */
+        "GET / HTTP/1.1\r\nHost: a\x80.com\r\n\r\n",            /* byte outside names */
+        "GET /\x80 HTTP/1.1\r\nHost: a.com\r\n\r\n",            /* high byte in the request line */
+        "GET / HTTP/1.1\r\nHost : a.com\r\n\r\n",               /* space before colon */
+        "CONNECT a.com:443 HTTP/1.1\r\n\r\n",                   /* CONNECT is not plain HTTP */
+        "GET / HTTP/1.1\r\nHost: \r\n\r\n",                     /* empty Host */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct egress_target t;
@@ -170,7 +170,7 @@ static size_t client_hello(uint8_t *out, const char *sni, bool split, int dup_sn
     size_t p = 0;
     body[p++] = 3, body[p++] = 3;
     memset(body + p, 0xab, 32), p += 32;
-    body[p++] = 32, memset(body + p, 0xcd, 32), p += 32;         /* session id */
+    body[p++] = 32, memset(body + p, 0xcd, 32), p += 32;           /* session id */
     body[p++] = 0, body[p++] = 4, body[p++] = 0x13, body[p++] = 1; /* cipher suites */
     body[p++] = 0x13, body[p++] = 2;
     body[p++] = 1, body[p++] = 0; /* compression */
@@ -186,7 +186,8 @@ static size_t client_hello(uint8_t *out, const char *sni, bool split, int dup_sn
         body[p++] = 0, body[p++] = (uint8_t)(n >> 8), body[p++] = (uint8_t)n;
         memcpy(body + p, sni, n), p += n;
     }
-    body[ext_len_at] = (uint8_t)((p - ext_len_at - 2) >> 8), body[ext_len_at + 1] = (uint8_t)(p - ext_len_at - 2);
+    body[ext_len_at] = (uint8_t)((p - ext_len_at - 2) >> 8),
+    body[ext_len_at + 1] = (uint8_t)(p - ext_len_at - 2);
     uint8_t hs[1100];
     hs[0] = 1, hs[1] = 0, hs[2] = (uint8_t)(p >> 8), hs[3] = (uint8_t)p;
     memcpy(hs + 4, body, p);
@@ -315,7 +316,8 @@ static void dns_valid_and_answer(void **state)
     len = egress_dns_answer(buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4, 30, out, sizeof out);
     assert_int_equal(len, q.question_end);
     assert_int_equal(out[3] & 0xf, EGRESS_DNS_REFUSED);
-    assert_int_equal(egress_dns_answer(buf, &q, EGRESS_DNS_NOERROR, addrs, 2, 4, 30, out, q.question_end + 31), 0);
+    assert_int_equal(
+        egress_dns_answer(buf, &q, EGRESS_DNS_NOERROR, addrs, 2, 4, 30, out, q.question_end + 31), 0);
     /* Truncated anywhere: refused. */
     for (size_t i = 0; i < n - 11; i++) {
         assert_int_equal(egress_dns_parse_query(buf, i, &q, why, sizeof why), -1);
@@ -334,10 +336,10 @@ static void dns_hostile(void **state)
         uint8_t value;
         const char *what;
     } muts[] = {
-        {2, 0x81, "a response (QR)"}, {2, 0x29, "opcode UPDATE"}, {5, 2, "two questions"},
-        {7, 1, "an answer record"},   {9, 1, "an authority record"}, {11, 2, "two additional records"},
-        {12, 0xc0, "a compression pointer"}, {12, 64, "a label over 63"}, {13, '/', "a slash in a label"},
-        {n - 1, 3, "class CHAOS"},    {12, 0, "the root"},
+        {2, 0x81, "a response (QR)"},        {2, 0x29, "opcode UPDATE"},    {5, 2, "two questions"},
+        {7, 1, "an answer record"},          {9, 1, "an authority record"}, {11, 2, "two additional records"},
+        {12, 0xc0, "a compression pointer"}, {12, 64, "a label over 63"},   {13, '/', "a slash in a label"},
+        {n - 1, 3, "class CHAOS"},           {12, 0, "the root"},
     };
     for (size_t i = 0; i < sizeof muts / sizeof muts[0]; i++) {
         uint8_t copy[600];
@@ -363,8 +365,9 @@ static void dns_hostile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sniff_each_protocol), cmocka_unit_test(connect_valid), cmocka_unit_test(connect_hostile),
-        cmocka_unit_test(http_valid),          cmocka_unit_test(http_hostile),  cmocka_unit_test(tls_valid),
+        cmocka_unit_test(sniff_each_protocol), cmocka_unit_test(connect_valid),
+        cmocka_unit_test(connect_hostile),     cmocka_unit_test(http_valid),
+        cmocka_unit_test(http_hostile),        cmocka_unit_test(tls_valid),
         cmocka_unit_test(tls_hostile),         cmocka_unit_test(dns_valid_and_answer),
         cmocka_unit_test(dns_hostile),
     };

@@ -123,7 +123,8 @@ static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h)) {
-        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener && h->data != NULL ? echo_closed : NULL);
+        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener && h->data != NULL ? echo_closed
+                                                                                               : NULL);
     }
 }
 
@@ -353,11 +354,11 @@ static size_t client_hello(uint8_t *out, const char *sni)
 }
 
 /* What api/rules/egress.h says directly, for comparison with what the relay reported. */
-static void same_as_decide(const struct seen *s, int transport, const char *host, const char *ip, unsigned port,
-                           const char *sni, const char *http_host)
+static void same_as_decide(const struct seen *s, int transport, const char *host, const char *ip,
+                           unsigned port, const char *sni, const char *http_host)
 {
-    struct egress_intent in = {.transport = transport, .host = host, .ip = ip, .port = port, .sni = sni,
-                               .http_host = http_host};
+    struct egress_intent in = {
+        .transport = transport, .host = host, .ip = ip, .port = port, .sni = sni, .http_host = http_host};
     struct egress_decision d;
     egress_policy_cache_decide(cache, s->ns, &in, &d);
     assert_int_equal(s->transport, transport);
@@ -375,7 +376,8 @@ static void connect_adapter(void **state)
     char req[256], ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n", got[sizeof ok];
     size_t m = mark();
     int fd = dial_door(port_a);
-    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\nearly", echo_port, echo_port);
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\nHost: localhost:%d\r\n\r\nearly", echo_port,
+             echo_port);
     send_all(fd, req, strlen(req));
     recv_exact(fd, got, sizeof ok - 1);
     assert_memory_equal(got, ok, sizeof ok - 1);
@@ -472,8 +474,8 @@ static void http_adapter(void **state)
     close(fd);
     struct seen s = wait_decided(m);
     assert_true(s.allowed);
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, NULL, NULL, (unsigned)echo_port, NULL,
-                   "localhost");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, NULL, NULL, (unsigned)echo_port,
+                   NULL, "localhost");
 
     m = mark();
     fd = dial_door(port_a);
@@ -486,8 +488,8 @@ static void http_adapter(void **state)
     s = wait_decided(m);
     assert_false(s.allowed);
     assert_string_equal(s.destination, "evil.example"); /* a Host header unlike the URI is checked too */
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, "localhost", NULL, (unsigned)echo_port,
-                   NULL, "evil.example");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, "localhost", NULL,
+                   (unsigned)echo_port, NULL, "evil.example");
 
     /* A malformed head is refused by the relay itself, with the parser's reason. */
     m = mark();
@@ -516,8 +518,8 @@ static void tls_adapter(void **state)
     close(fd);
     struct seen s = wait_decided(m);
     assert_true(s.allowed);
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS, NULL, "127.0.0.1", (unsigned)echo_port,
-                   "localhost", NULL);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS, NULL, "127.0.0.1",
+                   (unsigned)echo_port, "localhost", NULL);
 
     /* 127.0.0.2 reaches the echo server too (it listens on every address), but is not allowed. */
     n = client_hello(hello, "127.0.0.2");
@@ -532,8 +534,8 @@ static void tls_adapter(void **state)
     assert_false(s.allowed);
     assert_non_null(strstr(s.reason, "127.0.0.2"));
     assert_int_equal(echo_accepts, reached); /* never dialed */
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS, NULL, "127.0.0.1", (unsigned)echo_port,
-                   "127.0.0.2", NULL);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TLS, NULL, "127.0.0.1",
+                   (unsigned)echo_port, "127.0.0.2", NULL);
     set_orig(0);
 }
 
@@ -549,8 +551,8 @@ static void raw_adapter(void **state)
     close(fd);
     struct seen s = wait_decided(m);
     assert_true(s.allowed);
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP, NULL, "127.0.0.1", (unsigned)echo_port,
-                   NULL, NULL);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP, NULL, "127.0.0.1",
+                   (unsigned)echo_port, NULL, NULL);
 
     /* A client that waits for the server to speak first: decided after sniff_ms of silence. */
     m = mark();
@@ -657,7 +659,7 @@ static void dns_responder(void **state)
     assert_true(n > 12);
     assert_int_equal(ans[0], 0x12);
     assert_int_equal(ans[3] & 0xf, 0); /* NOERROR */
-    assert_true(ans[7] >= 1);         /* an answer */
+    assert_true(ans[7] >= 1);          /* an answer */
     static const uint8_t lo[4] = {127, 0, 0, 1};
     assert_memory_equal(ans + n - 4, lo, 4);
     struct seen s = wait_decided(m);
@@ -672,7 +674,8 @@ static void dns_responder(void **state)
     s = wait_decided(m);
     assert_false(s.allowed);
     assert_non_null(strstr(s.reason, "denied.example on any port"));
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "denied.example", NULL, 0, NULL, NULL);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "denied.example", NULL, 0, NULL,
+                   NULL);
 }
 
 static unsigned n_many(void)
@@ -813,9 +816,10 @@ static int setup(void **state)
     char errmsg[GERR_MSG_SIZE];
     struct egress_sandbox a = {"team-a", "sb-a", "alice"}, b = {"team-b", "sb-b", "bob"};
     assert_int_equal(
-        egress_relay_open_door(relay, &a, (struct sockaddr *)&any, EGRESS_DOOR_DNS, &port_a, &door_a, errmsg), 0);
-    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, EGRESS_DOOR_REUSE_PORT, &port_b,
-                                            &door_b, errmsg),
+        egress_relay_open_door(relay, &a, (struct sockaddr *)&any, EGRESS_DOOR_DNS, &port_a, &door_a, errmsg),
+        0);
+    assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, EGRESS_DOOR_REUSE_PORT,
+                                            &port_b, &door_b, errmsg),
                      0);
     uv_async_init(&loop, &stop_async, on_stop);
     assert_int_equal(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
