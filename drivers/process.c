@@ -821,7 +821,7 @@ static int process_validate(struct driver *d, const struct driver_sandbox_spec *
         return GERR_INVAL;
     }
     if (net != NULL && strcmp(net, "egress") == 0 && p->egress_port == 0) {
-        gerr_set(errmsg, "driver_config network \"egress\" needs the replicas' egress relay (egress.relay_port), "
+        gerr_set(errmsg, "driver_config network \"egress\" needs the replicas' egress relay (egress_relay_port), "
                          "which is not configured");
         return GERR_INVAL;
     }

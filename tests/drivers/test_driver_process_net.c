@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "drivers/driver.h"
+#include "drivers/process.h"
 #include "drivers/process_net.h"
 #include "lib/err.h"
 
@@ -112,11 +115,49 @@ static void setup_and_teardown_as_root(void **state)
     assert_int_equal(sh(path), 0);
 }
 
+/* network = egress is refused at validation (so at admission) by a driver without a relay port, and
+ * accepted as a value by one with it. */
+static void egress_needs_a_relay(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/gantry-pnetv-XXXXXX", err[GERR_MSG_SIZE], cmd[300];
+    assert_non_null(mkdtemp(dir));
+    chmod(dir, 0711);
+    const char *argv[] = {"true"};
+    struct driver_kv net[] = {{"network", "egress"}};
+    struct driver_sandbox_spec spec = {.id = "01a2b3c4-0000-7000-8000-00000000cafe",
+                                       .namespace = "team-a",
+                                       .name = "agent",
+                                       .command = argv,
+                                       .n_command = 1,
+                                       .driver_config = net,
+                                       .n_driver_config = 1};
+    for (unsigned port = 0; port <= 47001; port += 47001) {
+        struct driver_process_config cfg = {
+            .state_dir = dir, .sandbox_uid = -1, .sandbox_gid = -1, .egress_relay_port = port};
+        struct driver *d;
+        assert_int_equal(driver_process_new(&cfg, &d, err), 0);
+        int rv = driver_validate(d, &spec, NULL, err);
+        if (port == 0) {
+            assert_int_equal(rv, GERR_INVAL);
+            if (strstr(err, "egress_relay_port") == NULL) {
+                fail_msg("%s", err);
+            }
+        } else {
+            assert_true(rv == 0 || rv == GERR_UNAVAILABLE); /* UNAVAILABLE: no working bwrap here */
+        }
+        driver_free(d);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(sh(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(door_decode),
         cmocka_unit_test(setup_and_teardown_as_root),
+        cmocka_unit_test(egress_needs_a_relay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
