@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -11,9 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/err.h"
+#include "lib/log.h"
 
 extern char **environ;
 
@@ -235,6 +238,45 @@ static int write_door(const struct names *n, const struct process_net_door *d, c
     return 0;
 }
 
+/* Is some socket listening on @want ("%08X:%04X", /proc/net/tcp's form of address and port)? */
+static bool door_listening(const char *want)
+{
+    FILE *f = fopen("/proc/net/tcp", "re");
+    char line[512];
+    bool found = false;
+    while (f != NULL && !found && fgets(line, sizeof line, f) != NULL) {
+        char local[64], st[8];
+        found = sscanf(line, " %*s %63s %*s %7s", local, st) == 2 && strcmp(local, want) == 0 &&
+                strcmp(st, "0A") == 0; /* TCP_LISTEN */
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return found;
+}
+
+/* Wait at most @ms for a relay to open the door (it watches the door directory), so the sandbox's
+ * first connection finds it; without a relay the sandbox starts anyway, confined all the same. */
+static void wait_door(const char *addr, unsigned port, unsigned ms)
+{
+    struct in_addr in;
+    char want[16];
+    if (inet_pton(AF_INET, addr, &in) != 1) {
+        return;
+    }
+    snprintf(want, sizeof want, "%08X:%04X", (unsigned)in.s_addr, port);
+    struct timespec step = {.tv_nsec = 10 * 1000 * 1000};
+    for (unsigned waited = 0; waited < ms; waited += 10) {
+        if (door_listening(want)) {
+            return;
+        }
+        nanosleep(&step, NULL);
+    }
+    LOG_WARN("process driver: no egress relay opened the door %s:%u within %u ms; the sandbox starts (its "
+             "connections are refused until one does)",
+             addr, port, ms);
+}
+
 int process_net_setup(const char *state_dir, const char *id, const struct process_net_door *door_in,
                       unsigned relay_port, char *errmsg)
 {
@@ -270,6 +312,7 @@ int process_net_setup(const char *state_dir, const char *id, const struct proces
         process_net_teardown(state_dir, id, relay_port, ignored);
         return rv;
     }
+    wait_door(door.addr, relay_port, 2000);
     return 0;
 }
 

@@ -38,8 +38,10 @@ struct process_net_door {
     char addr[16]; /* dotted IPv4 */
 };
 
-/* Make the namespace, veth pair, addresses and rules of sandbox @id, and its door file.
- * @relay_port is the relays' port (1..65535). On failure everything made is undone. */
+/* Make the namespace, veth pair, addresses and rules of sandbox @id, and its door file, then wait
+ * (at most 2 s, polling /proc/net/tcp) until a relay listens on the door, so the sandbox's first
+ * connection finds it. @relay_port is the relays' port (1..65535). On failure everything made is
+ * undone. */
 int process_net_setup(const char *state_dir, const char *id, const struct process_net_door *door_in,
                       unsigned relay_port, char *errmsg);
 

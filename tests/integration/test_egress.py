@@ -67,11 +67,7 @@ def hello(sni):
 import os
 r = {"gateway": gw, "proxy": os.environ.get("https_proxy", "")}
 req = "CONNECT localhost:%d HTTP/1.1\r\n\r\nping" % ok_port
-# The relay opens this sandbox's door when the driver's door file appears (docs/egress.md): a
-# connection in the moment before is refused, so wait until the door answers.
-deadline = time.time() + 10
-while talk(gw, relay_port, req.encode(), 12).startswith("ERROR") and time.time() < deadline:
-    time.sleep(0.05)
+# No waiting: the driver starts the sandbox once a relay listens on its door (docs/egress.md).
 r["connect_ok"] = talk(gw, relay_port, req.encode(), 43)
 r["connect_denied"] = talk(gw, relay_port, ("CONNECT denied.example:%d HTTP/1.1\r\n\r\n" % ok_port).encode(), 10000)
 head = "GET / HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % ok_port
