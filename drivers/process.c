@@ -11,11 +11,13 @@
  * or its pid is reused (start time and namespace checks make it "gone", never a wrong target). */
 #include "drivers/process.h"
 #include "drivers/process_creds.h"
+#include "drivers/process_net.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,6 +64,7 @@ struct driver_process {
     bool available;
     char detail[GERR_MSG_SIZE];
     char *cred_root; /* credential files (drivers/process_creds.h) */
+    unsigned egress_port; /* network = egress: the relays' port (drivers/process_net.h); 0: refused */
 };
 
 static struct driver_process *process_of(struct driver *d)
@@ -398,6 +401,9 @@ static int remove_files(struct driver_process *p, const char *ns, const char *id
     char *ws = workspace_path(p, ns, id);
     char *paths[3] = {status_path(p, id), log_path(p, id), state_path(p, id)};
     int rv = pcreds_remove(p->cred_root, id, errmsg);
+    if (rv == 0 && p->egress_port != 0) {
+        rv = process_net_teardown(p->state_dir, id, p->egress_port, errmsg);
+    }
     if (rv == 0) {
         rv = driver__rmtree(ws, errmsg);
     }
@@ -440,6 +446,31 @@ static void push_env(struct strv *o, const char *name, const char *value)
     strv_push(o, "--setenv");
     strv_push(o, name);
     strv_push(o, value);
+}
+
+static bool is_egress(const struct driver_sandbox_spec *s)
+{
+    const char *net = driver_kv_get(s->driver_config, s->n_driver_config, "network");
+    return net != NULL && strcmp(net, "egress") == 0;
+}
+
+/* network = egress: the relay's door as the proxy of the usual variables, so clients that honour
+ * them send CONNECT (or absolute-form HTTP) and the relay resolves the name itself. */
+static void push_egress_env(struct driver_process *p, const struct driver_sandbox_spec *s, struct strv *o)
+{
+    struct process_net_door door;
+    char err[GERR_MSG_SIZE], proxy[64];
+    if (process_net_door_read(p->state_dir, s->id, &door, err) != 0) {
+        LOG_WARN("process driver: sandbox %s starts without proxy variables: %s", s->id, err);
+        return;
+    }
+    snprintf(proxy, sizeof proxy, "http://%s:%u", door.addr, p->egress_port);
+    const char *const names[] = {"GANTRY_EGRESS_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        push_env(o, names[i], proxy);
+    }
+    push_env(o, "no_proxy", "localhost,127.0.0.1,::1");
+    push_env(o, "NO_PROXY", "localhost,127.0.0.1,::1");
 }
 
 /* bwrap's options (not the command): they travel on a memfd, not on the command line. */
@@ -488,9 +519,12 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
         strv_push(o, DRIVER_CREDENTIALS_DIR);
         mem_free(cdir);
     }
-    if (net != NULL && strcmp(net, "host") == 0) {
+    if (net != NULL && (strcmp(net, "host") == 0 || strcmp(net, "egress") == 0)) {
+        /* egress: the network namespace bwrap starts in is the sandbox's own (joined in
+         * exec_bwrap), whose only way out is the relay (drivers/process_net.h). */
         strv_push(o, "--share-net");
-    } else {
+    }
+    if (net == NULL || strcmp(net, "host") != 0) {
         strv_push(o, "--hostname");
         strv_push(o, s->name);
     }
@@ -499,6 +533,9 @@ static void bwrap_options(struct driver_process *p, const struct driver_sandbox_
     push_env(o, "GANTRY_SANDBOX_ID", s->id);
     push_env(o, "GANTRY_SANDBOX_NAME", s->name);
     push_env(o, "GANTRY_NAMESPACE", s->namespace);
+    if (is_egress(s)) {
+        push_egress_env(p, s, o); /* before the spec's env, which may override it */
+    }
     for (size_t i = 0; i < s->n_env; i++) {
         push_env(o, s->env[i].key, s->env[i].value);
     }
@@ -544,6 +581,7 @@ struct spawn_fds {
     int status; /* becomes 3 */
     int args;   /* becomes 4 */
     int log;    /* becomes 1 and 2 */
+    int netns;  /* network = egress: the sandbox's network namespace, joined before bwrap; else -1 */
     int report; /* the write end of the report pipe, CLOEXEC */
 };
 
@@ -595,10 +633,14 @@ exec_bwrap(struct driver_process *p, const struct spawn_fds *f, char *const argv
         goto fail;
     }
     step = 1;
-    if (p->drop && (setgroups(0, NULL) != 0 || setgid(p->gid) != 0 || setuid(p->uid) != 0)) {
+    if (f->netns >= 0 && setns(f->netns, CLONE_NEWNET) != 0) {
         goto fail;
     }
     step = 2;
+    if (p->drop && (setgroups(0, NULL) != 0 || setgid(p->gid) != 0 || setuid(p->uid) != 0)) {
+        goto fail;
+    }
+    step = 3;
     close_from(5, f->report);
     execve(p->bwrap, argv, envp);
 fail:
@@ -606,7 +648,8 @@ fail:
     _exit(127);
 }
 
-static const char *const spawn_steps[] = {"set up descriptors", "switch to the sandbox uid", "execute bwrap"};
+static const char *const spawn_steps[] = {"set up descriptors", "join the egress network namespace",
+                                         "switch to the sandbox uid", "execute bwrap"};
 
 /* Start bwrap detached from us; *@pid is its pid. */
 static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, int report_rd,
@@ -624,7 +667,7 @@ static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, i
         if (gc == 0) {
             exec_bwrap(p, f, argv, envp);
         }
-        report(f->report, gc > 0 ? 1 : 2, gc > 0 ? gc : errno, 3);
+        report(f->report, gc > 0 ? 1 : 2, gc > 0 ? gc : errno, 4);
         _exit(0);
     }
     close(f->report);
@@ -641,7 +684,7 @@ static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, i
             rv = 0;
         } else {
             rv = gerr_from_errno(m.value);
-            gerr_set(errmsg, "%s: %s: %s", p->bwrap, m.step < 3 ? spawn_steps[m.step] : "fork",
+            gerr_set(errmsg, "%s: %s: %s", p->bwrap, m.step < 4 ? spawn_steps[m.step] : "fork",
                      strerror(m.value));
             break;
         }
@@ -663,7 +706,7 @@ static int start_bwrap(struct driver_process *p, const struct driver_sandbox_spe
     struct strv opts = {0}, argv = {0};
     int pipe_fds[2], rv = GERR_IO;
     char *spath = status_path(p, s->id), *lpath = log_path(p, s->id);
-    struct spawn_fds f = {-1, -1, -1, -1};
+    struct spawn_fds f = {-1, -1, -1, -1, -1};
 
     bwrap_options(p, s, ws, &opts);
     f.args = options_memfd(&opts, errmsg);
@@ -679,6 +722,10 @@ static int start_bwrap(struct driver_process *p, const struct driver_sandbox_spe
     f.status = move_high(f.status);
     f.log = move_high(f.log);
     f.report = move_high(pipe_fds[1]);
+    if (is_egress(s) && (f.netns = process_net_open(s->id)) < 0) {
+        gerr_set(errmsg, "open the egress network namespace of %s: %s", s->id, strerror(errno));
+        goto out;
+    }
     strv_push(&argv, p->bwrap);
     strv_push(&argv, "--args");
     strv_push(&argv, "4");
@@ -769,8 +816,13 @@ static int process_validate(struct driver *d, const struct driver_sandbox_spec *
     if (rv != 0) {
         return rv;
     }
-    if (net != NULL && strcmp(net, "none") != 0 && strcmp(net, "host") != 0) {
-        gerr_set(errmsg, "driver_config network must be \"none\" or \"host\"");
+    if (net != NULL && strcmp(net, "none") != 0 && strcmp(net, "host") != 0 && strcmp(net, "egress") != 0) {
+        gerr_set(errmsg, "driver_config network must be \"none\", \"host\" or \"egress\"");
+        return GERR_INVAL;
+    }
+    if (net != NULL && strcmp(net, "egress") == 0 && p->egress_port == 0) {
+        gerr_set(errmsg, "driver_config network \"egress\" needs the replicas' egress relay (egress_relay_port), "
+                         "which is not configured");
         return GERR_INVAL;
     }
     if (spec->gpu_count > 0) {
@@ -846,6 +898,16 @@ static int create_new(struct driver_process *p, uint64_t epoch, const struct dri
                             errmsg)) != 0)) {
         gerr_wrap(errmsg, "credentials of sandbox %s", s->id);
         goto err_after_workspace;
+    }
+    if (is_egress(s)) {
+        struct process_net_door door;
+        memset(&door, 0, sizeof door);
+        snprintf(door.ns, sizeof door.ns, "%s", s->namespace);
+        snprintf(door.name, sizeof door.name, "%s", s->name);
+        snprintf(door.owner, sizeof door.owner, "%s", s->owner != NULL ? s->owner : "");
+        if ((rv = process_net_setup(p->state_dir, s->id, &door, p->egress_port, errmsg)) != 0) {
+            goto err_after_workspace;
+        }
     }
     if ((rv = start_bwrap(p, s, ws, &pid, errmsg)) != 0) {
         goto err_after_workspace;
@@ -1202,6 +1264,7 @@ int driver_process_new(const struct driver_process_config *cfg, struct driver **
     p->ns_dir = pathf("%s/namespaces", cfg->state_dir);
     p->start_timeout_ms = cfg->start_timeout_ms != 0 ? cfg->start_timeout_ms : DEFAULT_TIMEOUT_MS;
     p->stop_timeout_ms = cfg->stop_timeout_ms != 0 ? cfg->stop_timeout_ms : DEFAULT_TIMEOUT_MS;
+    p->egress_port = cfg->egress_relay_port <= 65535 ? cfg->egress_relay_port : 0;
     if (cfg->credentials_dir != NULL && cfg->credentials_dir[0] != '\0') {
         p->cred_root = mem_strdup(cfg->credentials_dir);
     } else {

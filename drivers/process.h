@@ -40,8 +40,9 @@
  * memfd with the rest of the environment. update_credentials replaces the files of a sandbox that
  * was started with credentials (its environment keeps the first values).
  *
- * driver_config keys: "network" = "none" (default: own empty network namespace, loopback only) or
- * "host" (shares the host's network). gpu_count must be 0. The image is ignored (caps.images is
+ * driver_config keys: "network" = "none" (default: own empty network namespace, loopback only),
+ * "host" (shares the host's network) or "egress" (own network namespace whose only way out is the
+ * egress relay: drivers/process_net.h; needs root and egress_relay_port). gpu_count must be 0. The image is ignored (caps.images is
  * false): sandboxes see the host's files. lifetime_s is recorded, and enforced by the reconciler.
  *
  * Thread-safe (the instance mutex; the flock between instances and processes). */
@@ -68,6 +69,9 @@ struct driver_process_config {
      * named after the state directory. Must be on a tmpfs; checked at the first create that
      * delivers credentials. */
     const char *credentials_dir;
+    /* network = "egress" (drivers/process_net.h): the port the replicas' egress relays listen on
+     * at each sandbox's door address; 0 = the mode is refused (no relay configured). */
+    unsigned egress_relay_port;
 };
 
 /* Make a process driver over @cfg->state_dir (strings copied). GERR_INVAL for a bad configuration

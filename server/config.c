@@ -272,6 +272,15 @@ static const struct field fields[] = {
     BOOL(forward_writes, true,
          "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each replica "
          "writes through its own writer"),
+    UINT(egress_relay_port, 0, 0, 65535,
+         "the egress relay's port on every sandbox's door address (docs/egress.md); 0: no relay, and the process "
+         "driver refuses network=egress"),
+    UINT(egress_max_connections, 4096, 1, 1000000, "egress relay: connections of every sandbox together"),
+    UINT(egress_max_connections_per_sandbox, 1024, 1, 1000000,
+         "egress relay: connections of one sandbox; more are refused while the others keep flowing"),
+    UINT(egress_policy_refresh_ms, 500, 50, 1500,
+         "egress relay: how often the replica re-reads the policies (a tightened policy applies within this "
+         "plus one read)"),
     UINT(api_max_connections_per_source, 128, 0, 1000000, "API connections from one IP address; 0: no limit"),
     UINT(api_established_reserve_percent, 25, 0, 90,
          "share of the API connection budget only connections that carried an authenticated call may use"),

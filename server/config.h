@@ -218,6 +218,9 @@ struct config {
     unsigned write_batch_max;
     unsigned write_batch_linger_ms;
     bool forward_writes;
+    /* The egress relay (docs/egress.md). */
+    unsigned egress_relay_port, egress_max_connections, egress_max_connections_per_sandbox;
+    unsigned egress_policy_refresh_ms;
     /* Transport limits (docs/security.md, "Transport limits"). */
     unsigned api_max_connections_per_source, api_established_reserve_percent, api_handshake_timeout_ms;
     unsigned api_idle_timeout_ms, api_max_request_fields, api_max_request_depth;

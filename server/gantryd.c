@@ -69,6 +69,7 @@
 #include "server/bootstrap.h"
 #include "server/config.h"
 #include "server/console.h"
+#include "server/egress_svc.h"
 #include "server/ns_metrics.h"
 #include "server/grpc/health.h"
 #include "server/grpc/reflection.h"
@@ -325,6 +326,7 @@ struct daemon {
     struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
     struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
     struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
+    struct egress_svc *egress;       /* the egress relay (server/egress_svc.h); NULL when not configured */
     char scratch[4096];
     /* loop thread */
     uv_loop_t loop;
@@ -727,6 +729,7 @@ static void metrics(void *data, struct buf *out)
     if (d->nsm != NULL) {
         ns_metrics_write(d->nsm, out);
     }
+    egress_svc_write_metrics(d->egress, out);
     nsstats_write(d->nsstats, out);
 }
 
@@ -1398,8 +1401,24 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
             .image_pull_secrets = pulls};
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
     } else {
-        struct driver_process_config pc = {.state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1};
+        struct driver_process_config pc = {
+            .state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1, .egress_relay_port = cfg->egress_relay_port};
         rv = driver_process_new(&pc, &d->driver, errmsg);
+        if (rv == 0 && cfg->egress_relay_port != 0) {
+            char doors[4200];
+            snprintf(doors, sizeof doors, "%s/egress", state);
+            struct egress_svc_config ec = {.door_dir = doors,
+                                           .relay_port = cfg->egress_relay_port,
+                                           .policy_refresh_ms = cfg->egress_policy_refresh_ms,
+                                           .pool = &d->pool,
+                                           .sink = d->sink,
+                                           .replica_id = cfg->replica_id,
+                                           .gateway_id = d->id.gateway_id};
+            egress_relay_config_defaults(&ec.relay);
+            ec.relay.max_conns = cfg->egress_max_connections;
+            ec.relay.max_conns_per_sandbox = cfg->egress_max_connections_per_sandbox;
+            rv = egress_svc_start(&ec, &d->egress, errmsg);
+        }
     }
     if (rv != 0) {
         return rv;
@@ -1669,6 +1688,8 @@ static int cmd_run(struct config *cfg)
     pthread_join(d->maint_thread, NULL);
     backup_sched_free(d->bsched); /* the admin endpoint (its metrics) stopped with the loop */
     ns_metrics_stop(d->nsm);
+    egress_svc_stop(d->egress); /* before the audit sink it reports to */
+    d->egress = NULL;
     console_free(d->console); /* its calls go through the workers: before they stop */
     jobs_stop(&d->jobs);
     fwd_server_stop(d->fwd_server); /* every forwarded call was answered by the workers */

@@ -23,6 +23,7 @@
 
 #define AUDIT_CLASS_API_ACTIVITY   6003
 #define AUDIT_CLASS_AUTHENTICATION 3002
+#define AUDIT_CLASS_NETWORK_ACTIVITY 4001 /* egress decisions (server/egress_svc.h) */
 
 enum audit_activity {
     AUDIT_CREATE = 1,

@@ -46,8 +46,9 @@ static bool is_ip(const char *s)
 int egress_intent_check(const struct egress_intent *in, char *why, size_t len)
 {
     char name[EGRESS_NAME_MAX + 2];
-    if (in->port == 0 || in->port > 65535) {
-        snprintf(why, len, "intent.port must be 1..65535");
+    bool dns = in->transport == GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS;
+    if ((in->port == 0 && !dns) || in->port > 65535) {
+        snprintf(why, len, "intent.port must be 1..65535 (0 only for a DNS question: any port)");
         return GERR_INVAL;
     }
     if (in->transport < 0 || in->transport > GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS) {
@@ -116,19 +117,25 @@ void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, con
         snprintf(dests[nd++], sizeof dests[0], "%s", in->ip);
     }
     bool g_restricts = g->n_egress_allow > 0, n_restricts = n != NULL && n->n_egress_allow > 0;
+    char port[24]; /* ":443", or " on any port" for a DNS question */
+    if (in->port == 0) {
+        snprintf(port, sizeof port, " on any port");
+    } else {
+        snprintf(port, sizeof port, ":%u", in->port);
+    }
     char g_rule[300] = "", n_rule[300] = "";
     for (size_t i = 0; i < nd; i++) {
         snprintf(out->destination, sizeof out->destination, "%.*s", (int)EGRESS_NAME_MAX, dests[i]);
         if (!layer_allows(g, dests[i], in->port, g_rule, sizeof g_rule)) {
             out->layer = "gateway";
             snprintf(out->reason, sizeof out->reason,
-                     "no entry of the gateway policy's egress_allow matches %s:%u", dests[i], in->port);
+                     "no entry of the gateway policy's egress_allow matches %.253s%.20s", dests[i], port);
             return;
         }
         if (!layer_allows(n, dests[i], in->port, n_rule, sizeof n_rule)) {
             out->layer = "namespace";
             snprintf(out->reason, sizeof out->reason,
-                     "no entry of the namespace policy's egress_allow matches %s:%u", dests[i], in->port);
+                     "no entry of the namespace policy's egress_allow matches %.253s%.20s", dests[i], port);
             return;
         }
     }
@@ -146,7 +153,7 @@ void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, con
         snprintf(out->reason, sizeof out->reason, "no policy restricts egress: any destination is allowed");
     } else {
         snprintf(out->reason, sizeof out->reason,
-                 "%.200s:%u is allowed by the %s policy's egress_allow entry %.200s%s", out->destination,
-                 in->port, out->layer, out->rule, nd > 1 ? " (every name of the connection is allowed)" : "");
+                 "%.200s%.20s is allowed by the %.16s policy's egress_allow entry %.180s%s", out->destination, port,
+                 out->layer, out->rule, nd > 1 ? " (every name of the connection is allowed)" : "");
     }
 }

@@ -26,7 +26,7 @@ struct egress_intent {
     int transport;         /* Gantry__V1__EgressTransport; 0 reads as TCP */
     const char *host;      /* may be NULL or "" */
     const char *ip;        /* may be NULL or "" */
-    unsigned port;         /* 1..65535 */
+    unsigned port;         /* 1..65535; 0 for a DNS question about any port */
     const char *sni;       /* may be NULL or "" */
     const char *http_host; /* may be NULL or "" */
 };
@@ -40,7 +40,9 @@ struct egress_decision {
     char reason[512];
 };
 
-/* Check @in's shape: a port in 1..65535, at least one name or an address, names of at most
+/* Check @in's shape: a port in 1..65535 (a DNS intent may give 0: its name is then allowed when an
+ * entry matches it on any port, the question the relay's DNS responder asks), at least one name or
+ * an address, names of at most
  * EGRESS_NAME_MAX bytes of [A-Za-z0-9.-_] (a leading "*." is not a name), the address an IPv4 or
  * IPv6 literal, the transport a known one. 0, or GERR_INVAL with the field named in @why. */
 int egress_intent_check(const struct egress_intent *in, char *why, size_t len);

@@ -577,8 +577,8 @@ const char *policy_rules_egress_match(const Gantry__V1__Policy *p, const char *h
     }
     for (size_t i = 0; i < p->n_egress_allow; i++) {
         struct egress e;
-        if (egress_parse(p->egress_allow[i], &e) && fnmatch(e.host, host, 0) == 0 && e.lo <= port &&
-            port <= e.hi) {
+        if (egress_parse(p->egress_allow[i], &e) && fnmatch(e.host, host, 0) == 0 &&
+            (port == 0 || (e.lo <= port && port <= e.hi))) {
             return p->egress_allow[i];
         }
     }

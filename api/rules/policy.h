@@ -68,7 +68,8 @@ bool policy_rules_share_allowed(const Gantry__V1__Policy *g, const Gantry__V1__P
 
 /* The first egress_allow entry of @p (NULL: none stored) that matches @host:@port; "" when @p
  * restricts nothing (no policy, or an empty list); NULL when it refuses. @host is matched as given
- * (api/rules/egress.h normalises it first). */
+ * (api/rules/egress.h normalises it first). @port 0 matches an entry of any port (a DNS question,
+ * which names no port). */
 const char *policy_rules_egress_match(const Gantry__V1__Policy *p, const char *host, unsigned port);
 
 /* May a sandbox open a connection to @host:@port under both policies (@ns_policy may be NULL)? */

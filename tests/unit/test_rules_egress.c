@@ -135,9 +135,39 @@ static void bad_intents(void **state)
     assert_int_equal(egress_intent_check(&in, why, sizeof why), GERR_INVAL);
 }
 
+/* A DNS question names no port: port 0 asks whether any entry allows the name, in each layer. */
+static void dns_question_any_port(void **state)
+{
+    (void)state;
+    char *ga[] = {"*.github.com:443", "pypi.org:*"}, *na[] = {"api.github.com:443"};
+    Gantry__V1__Policy g = policy(ga, 2), n = policy(na, 1);
+    struct egress_intent in = {.transport = 5, .host = "api.github.com", .port = 0};
+    char why[256];
+    struct egress_decision d;
+    assert_int_equal(egress_intent_check(&in, why, sizeof why), 0);
+    egress_decide(&g, &n, &in, &d);
+    assert_true(d.allowed);
+    assert_string_equal(d.rule, "api.github.com:443");
+    assert_non_null(strstr(d.reason, "api.github.com on any port"));
+    in.host = "pypi.org";
+    egress_decide(&g, &n, &in, &d);
+    assert_false(d.allowed);
+    assert_string_equal(d.layer, "namespace");
+    assert_non_null(strstr(d.reason, "matches pypi.org on any port"));
+    in.host = "evil.example";
+    egress_decide(&g, &n, &in, &d);
+    assert_false(d.allowed);
+    assert_string_equal(d.layer, "gateway");
+    /* Port 0 is a DNS question's only: any other transport still needs a port. */
+    in.transport = 2;
+    assert_int_equal(egress_intent_check(&in, why, sizeof why), GERR_INVAL);
+    assert_non_null(strstr(why, "intent.port"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(dns_question_any_port),
         cmocka_unit_test(no_policy_allows_everything),
         cmocka_unit_test(each_layer_on_its_own),
         cmocka_unit_test(every_name_must_be_allowed),
