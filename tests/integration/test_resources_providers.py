@@ -178,7 +178,9 @@ class Providers(Base):
                  "nope")
         self.err(lambda: env.pv("na", "Get", PV.GetProviderRequest(namespace="default")), SC.INVALID_ARGUMENT, "name")
         self.err(lambda: env.pv("pa", "Get", PV.GetProviderRequest(name="openai")), SC.INVALID_ARGUMENT, "namespace")
-        self.err(lambda: env.pv("na", "Get", PV.GetProviderRequest(name="openai")), SC.PERMISSION_DENIED)
+        # Without its namespace the request is malformed for every caller, not a denial.
+        self.err(lambda: env.pv("na", "Get", PV.GetProviderRequest(name="openai")), SC.INVALID_ARGUMENT,
+                 "namespace is required")
         names, token = [], ""
         while True:
             page = env.pv("user", "List", PV.ListProvidersRequest(namespace="default", page=meta_pb2.PageRequest(
