@@ -191,6 +191,10 @@ struct grpc_call {
     bool half_closed;      /* the client sent END_STREAM */
     bool finished;         /* grpc_call_finish ran */
     atomic_bool cancelled; /* read by workers through grpc_call_cancelled */
+    /* grpc_call_unsent: bytes queued by grpc_call_send_async not yet on the loop thread, and a
+     * copy of out.len - out_off the loop thread keeps for workers. */
+    atomic_size_t unsent_async;
+    atomic_size_t unsent_out;
     bool stream_closed;
     bool headers_sent;
     bool trailers_sent;

@@ -296,12 +296,20 @@ void grpc_call_unref(struct grpc_call *call);
  * (over max_send_message_bytes, nothing queued). */
 int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
 
+/* From ANY thread holding a reference: the call's output not yet handed to HTTP/2 (what
+ * grpc_call_send_async queued and what waits in the call's buffer for the client's flow-control
+ * window), in bytes; 0 once the call was cancelled. A thread streaming with grpc_call_send_async
+ * keeps this under a bound of its choosing (waiting while it is above), which gives it the flow
+ * control grpc_call_send_async lacks: a client that reads slowly makes it wait, never the replica
+ * buffer without bound. Atomic reads; the value may be a moment old. */
+size_t grpc_call_unsent(const struct grpc_call *call);
+
 /* From ANY thread: finish the call like grpc_call_finish and drop one reference taken with
  * grpc_call_ref. @reply is serialized on the calling thread before return (the caller keeps
  * ownership of it); @message is copied. The finish happens on the loop thread soon after; if the
  * call was cancelled meanwhile it is dropped. Returns 0. */
-int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
-                                 size_t len);
+int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,
+                                 const uint8_t *reply, size_t len);
 
 /* --- Virtual calls: a call that did not come from a client connection (a call another replica
  * forwarded), run by the same handlers. It has no connection, no metadata and no client

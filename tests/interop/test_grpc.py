@@ -670,6 +670,34 @@ class StreamingTests(ServerCase):
             next(call(echo_pb2.StreamRequest(count=1, from_thread=True, payload_size=1), timeout=RPC_TIMEOUT))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
+    def test_sending_thread_bounded_by_unsent(self):
+        # A thread streaming with grpc_call_send_async waits while grpc_call_unsent is above its
+        # bound (256 KiB), so a client that stops reading for a second stalls it instead of making
+        # the server buffer the whole 32 MB stream; each message reports the unsent bytes seen.
+        # Without the bound the thread queues everything at once and the values reach megabytes.
+        call = echo(self.ch, "ServerStream")
+        bound, size, count = 256 << 10, 16 << 10, 2000
+        it = call(echo_pb2.StreamRequest(count=count, from_thread=True, payload_size=size, max_unsent=bound),
+                  timeout=RPC_TIMEOUT * 4)
+        def rss_kb():
+            with open("/proc/%d/status" % self.server.proc.pid) as f:
+                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        seen = [int(next(it).message)]
+        rss0 = rss_kb()
+        time.sleep(1.0)  # a slow reader: the sender must stall meanwhile, which the values show
+        grown = rss_kb() - rss0
+        n = 1
+        for r in it:
+            self.assertEqual(len(r.payload), size)
+            seen.append(int(r.message))
+            n += 1
+        self.assertEqual(n, count)
+        self.assertLessEqual(max(seen), bound)
+        self.assertGreater(max(seen), size)  # the bound was reached: the reader was slower
+        self.assertLess(grown, 8 << 10, "the server buffered %d KiB for a client that did not read" % grown)
+        print("grpc_call_unsent: 2000 x 16 KiB from a thread, at most %d bytes unsent (bound %d); server RSS "
+              "grew %d KiB while the client did not read" % (max(seen), bound, grown))
+
     def test_client_stream(self):
         call = echo(self.ch, "ClientStream")
         r = call(iter([echo_pb2.EchoRequest(payload=b"y" * 1000) for _ in range(300)]), timeout=RPC_TIMEOUT)

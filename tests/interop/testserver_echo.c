@@ -221,6 +221,8 @@ struct echo_thread_stream {
     uint32_t count;
     bool fail;
     char *message;
+    uint32_t max_unsent;
+    uint32_t payload_size;
 };
 
 static void *echo_thread_stream_main(void *arg)
@@ -228,10 +230,23 @@ static void *echo_thread_stream_main(void *arg)
     struct echo_thread_stream *ts = arg;
     Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
     resp.message = ts->message;
+    char seen[32];
+    uint8_t *payload = mem_zalloc(ts->payload_size + 1);
+    resp.payload.data = payload;
+    resp.payload.len = ts->payload_size;
     for (uint32_t i = 0; i < ts->count && !grpc_call_cancelled(ts->call); i++) {
         resp.index = i;
+        if (ts->max_unsent > 0) {
+            size_t unsent;
+            while ((unsent = grpc_call_unsent(ts->call)) > ts->max_unsent && !grpc_call_cancelled(ts->call)) {
+                usleep(1000);
+            }
+            snprintf(seen, sizeof seen, "%zu", unsent);
+            resp.message = seen;
+        }
         (void)grpc_call_send_async(ts->call, &resp.base);
     }
+    mem_free(payload);
     grpc_call_finish_async(ts->call, ts->fail ? GRPC_STATUS_ABORTED : GRPC_STATUS_OK,
                            ts->fail ? "failing after the stream as asked" : NULL, NULL);
     mem_free(ts->message);
@@ -246,6 +261,8 @@ static void echo_thread_stream_start(struct grpc_call *call, const Gantry__Testi
     ts->count = req->count;
     ts->fail = req->fail_after;
     ts->message = mem_strdup(req->message);
+    ts->max_unsent = req->max_unsent;
+    ts->payload_size = req->payload_size;
     grpc_call_ref(call);
     pthread_t t;
     pthread_attr_t attr;
@@ -272,9 +289,12 @@ static void echo_stream_start(struct grpc_call *call, void *data)
         return;
     }
     if (req->from_thread) {
-        if (req->payload_size != 0 || req->interval_ms != 0 || req->count > 1000000) {
-            grpc_call_finish_gerr(call, GERR_INVAL,
-                                  "from_thread: no payload or interval, count at most 1000000");
+        if ((req->payload_size != 0 && (req->max_unsent == 0 || req->payload_size > (64u << 10))) ||
+            req->interval_ms != 0 || req->count > 1000000) {
+            grpc_call_finish_gerr(
+                call, GERR_INVAL,
+                "from_thread: no interval, count at most 1000000, a payload (at most 64 KiB) "
+                "only with max_unsent");
             return;
         }
         echo_thread_stream_start(call, req);
