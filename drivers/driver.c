@@ -278,14 +278,15 @@ static int check_credentials(const struct driver_credential *c, size_t n, char *
     }
     for (size_t i = 0; i < n; i++) {
         if (!driver_is_dns_label(c[i].provider) || !credential_key_ok(c[i].key)) {
-            gerr_set(errmsg, "credential %zu: the provider must be a DNS-1123 label and the key 1..%u of "
-                             "[A-Za-z0-9_.-] (not . or ..)",
+            gerr_set(errmsg,
+                     "credential %zu: the provider must be a DNS-1123 label and the key 1..%u of "
+                     "[A-Za-z0-9_.-] (not . or ..)",
                      i, DRIVER_CREDENTIAL_KEY_MAX);
             return GERR_INVAL;
         }
         if (c[i].value == NULL || strlen(c[i].value) > DRIVER_CREDENTIAL_VAL_MAX) {
-            gerr_set(errmsg, "credential %s/%s: value missing or longer than %u bytes", c[i].provider, c[i].key,
-                     DRIVER_CREDENTIAL_VAL_MAX);
+            gerr_set(errmsg, "credential %s/%s: value missing or longer than %u bytes", c[i].provider,
+                     c[i].key, DRIVER_CREDENTIAL_VAL_MAX);
             return GERR_INVAL;
         }
         if (c[i].env != NULL && !env_name_ok(c[i].env)) {
@@ -299,8 +300,8 @@ static int check_credentials(const struct driver_credential *c, size_t n, char *
                 return GERR_INVAL;
             }
             if (c[i].env != NULL && c[j].env != NULL && strcmp(c[i].env, c[j].env) == 0) {
-                gerr_set(errmsg, "credentials %s/%s and %s/%s both set environment variable %s", c[j].provider,
-                         c[j].key, c[i].provider, c[i].key, c[i].env);
+                gerr_set(errmsg, "credentials %s/%s and %s/%s both set environment variable %s",
+                         c[j].provider, c[j].key, c[i].provider, c[i].key, c[i].env);
                 return GERR_INVAL;
             }
         }
@@ -454,6 +455,7 @@ void driver_capabilities(struct driver *d, struct driver_caps *caps)
     memset(caps, 0, sizeof *caps);
     pthread_mutex_lock(&d->mu);
     d->ops->capabilities(d, caps);
+    caps->logs = d->ops->logs_open != NULL;
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -549,6 +551,38 @@ int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, 
     }
     DRIVER__CALL(d, d->ops->update_credentials(d, epoch, ns, id, creds, n, errmsg));
     return rv;
+}
+
+int driver_logs_open(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (d->ops->logs_open == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "logs are not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->logs_open(d, ns, id, q, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+int driver_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg)
+{
+    if (cap < DRIVER_LOG_CHUNK) {
+        gerr_set(errmsg, "driver_log_next: a buffer of at least %u bytes is needed", DRIVER_LOG_CHUNK);
+        return GERR_INVAL;
+    }
+    return l->ops->next(l, buf, cap, n, ts_ms, errmsg);
+}
+
+void driver_log_close(struct driver_log *l)
+{
+    if (l != NULL) {
+        l->ops->close(l);
+    }
 }
 
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)

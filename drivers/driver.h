@@ -65,24 +65,24 @@
 #define DRIVER_ERR_STALE GERR_STALE
 
 /* Limits on a spec, checked by driver_validate() and driver_create() before any driver sees it. */
-#define DRIVER_NAME_MAX     63u   /* DNS-1123 label: namespace and name */
-#define DRIVER_ID_LEN       36u   /* canonical lowercase UUID */
-#define DRIVER_OWNER_MAX    256u  /* principal id, printable */
-#define DRIVER_IMAGE_MAX    1024u /* container image reference, printable, no spaces */
-#define DRIVER_ARGV_MAX     256u  /* command arguments */
-#define DRIVER_ARG_MAX      8192u /* bytes per argument */
-#define DRIVER_ENV_MAX      256u  /* environment entries */
-#define DRIVER_ENV_VAL_MAX  32768u
-#define DRIVER_LABELS_MAX   64u
-#define DRIVER_LABEL_MAX    63u /* bytes of a label key (after any prefix) and of a label value */
-#define DRIVER_CONFIG_MAX   32u /* driver_config entries */
-#define DRIVER_CONFIG_VAL   4096u
-#define DRIVER_GPU_MAX      64u
-#define DRIVER_LIFETIME_MAX (366ull * 24 * 3600) /* seconds */
-#define DRIVER_CREDENTIALS_MAX     256u         /* credential entries of one sandbox */
-#define DRIVER_CREDENTIAL_VAL_MAX  (16u * 1024) /* bytes of one value (the provider API's limit) */
-#define DRIVER_CREDENTIAL_KEY_MAX  128u         /* bytes of a key: [A-Za-z0-9_.-], not "." or ".." */
-#define DRIVER_CREDENTIALS_DIR     "/run/gantry/credentials" /* where they appear inside a sandbox */
+#define DRIVER_NAME_MAX           63u   /* DNS-1123 label: namespace and name */
+#define DRIVER_ID_LEN             36u   /* canonical lowercase UUID */
+#define DRIVER_OWNER_MAX          256u  /* principal id, printable */
+#define DRIVER_IMAGE_MAX          1024u /* container image reference, printable, no spaces */
+#define DRIVER_ARGV_MAX           256u  /* command arguments */
+#define DRIVER_ARG_MAX            8192u /* bytes per argument */
+#define DRIVER_ENV_MAX            256u  /* environment entries */
+#define DRIVER_ENV_VAL_MAX        32768u
+#define DRIVER_LABELS_MAX         64u
+#define DRIVER_LABEL_MAX          63u /* bytes of a label key (after any prefix) and of a label value */
+#define DRIVER_CONFIG_MAX         32u /* driver_config entries */
+#define DRIVER_CONFIG_VAL         4096u
+#define DRIVER_GPU_MAX            64u
+#define DRIVER_LIFETIME_MAX       (366ull * 24 * 3600) /* seconds */
+#define DRIVER_CREDENTIALS_MAX    256u                 /* credential entries of one sandbox */
+#define DRIVER_CREDENTIAL_VAL_MAX (16u * 1024)         /* bytes of one value (the provider API's limit) */
+#define DRIVER_CREDENTIAL_KEY_MAX 128u                 /* bytes of a key: [A-Za-z0-9_.-], not "." or ".." */
+#define DRIVER_CREDENTIALS_DIR    "/run/gantry/credentials" /* where they appear inside a sandbox */
 
 enum driver_phase {
     DRIVER_PHASE_PROVISIONING = 0, /* accepted, not running yet */
@@ -167,6 +167,7 @@ struct driver_caps {
     bool namespaces;                /* ensure/delete_namespace create and remove backend objects */
     bool shared_backend;            /* several replicas (or gateway clusters) may share the backend */
     bool credentials;               /* credentials are delivered (files, environment variables) */
+    bool logs;                      /* driver_logs_open reads the main process's output */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -213,6 +214,35 @@ int driver_delete(struct driver *d, uint64_t epoch, const char *ns, const char *
  * value). */
 int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                               const struct driver_credential *creds, size_t n, char *errmsg);
+
+/* ---- The main process's output (caps.logs).
+ *
+ * A reader of one sandbox's output log, used by one thread at a time. It holds no lock of the
+ * driver's: a follower may wait on it for hours while the driver serves other calls. It carries no
+ * epoch (it only reads). */
+struct driver_log;
+
+struct driver_log_query {
+    int64_t tail_lines; /* < 0: everything kept; else only the last N lines */
+    uint64_t since_ms;  /* 0: no bound; else only output the backend received at or after this Unix ms */
+};
+
+/* Open a reader of sandbox @id of @ns. GERR_NOTFOUND when the backend has no such sandbox or no
+ * log for it; GERR_UNAVAILABLE for a driver without caps.logs (the message says which driver);
+ * GERR_IO. *@out on 0 (driver_log_close). */
+int driver_logs_open(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg);
+
+/* The next piece of output: 0 with *@n (1..@cap) bytes in @buf the backend received at Unix ms
+ * *@ts_ms; GERR_BUSY when there is nothing more now (poll again to follow); GERR_CLOSED when the
+ * output ended (the main process and everything holding its output are gone) and all of it was
+ * returned; GERR_NOTFOUND when the sandbox was deleted meanwhile; GERR_PROTO, GERR_IO. @cap is at
+ * least DRIVER_LOG_CHUNK. */
+#define DRIVER_LOG_CHUNK (64u * 1024u)
+int driver_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg);
+
+/* NULL is fine. */
+void driver_log_close(struct driver_log *l);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

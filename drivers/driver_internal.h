@@ -31,7 +31,19 @@ struct driver_ops {
     int (*update_credentials)(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                               const struct driver_credential *creds, size_t n, char *errmsg);
     int (*delete_namespace)(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
+    /* NULL: caps.logs is false. Called without the driver's mutex (it reads files of its own). */
+    int (*logs_open)(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg);
     void (*free)(struct driver *d);
+};
+
+/* A log reader: each driver embeds this first. */
+struct driver_log_ops {
+    int (*next)(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg);
+    void (*close)(struct driver_log *l);
+};
+struct driver_log {
+    const struct driver_log_ops *ops;
 };
 
 struct driver {

@@ -357,6 +357,99 @@ static void test_bad_command(void **state)
     driver_free(d);
 }
 
+/* Read every chunk @l has now into @out (NUL-terminated, at most @cap - 1 bytes); the code that
+ * ended the reading (GERR_BUSY: nothing more yet). */
+static int drain_log(struct driver_log *l, char *out, size_t cap)
+{
+    static uint8_t chunk[DRIVER_LOG_CHUNK];
+    char errmsg[GERR_MSG_SIZE];
+    size_t have = strlen(out), n;
+    uint64_t ts;
+    int rv;
+    while ((rv = driver_log_next(l, chunk, sizeof chunk, &n, &ts, errmsg)) == 0) {
+        assert_true(have + n < cap);
+        assert_true(ts > 1600000000000ull); /* a Unix ms time */
+        memcpy(out + have, chunk, n);
+        have += n;
+        out[have] = '\0';
+    }
+    return rv;
+}
+
+/* The main process's output reaches the log with tail and since, a follower sees new output, the
+ * end of the output and the deletion of the sandbox. */
+static void test_logs(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], text[4096];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs, done;
+    struct driver_sandbox s;
+    const char *const cmd[] = {"sh", "-c",
+                               "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2; sleep infinity"};
+    const char *const once[] = {"sh", "-c", "echo bye"};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.logs);
+    conf_spec(&env, &cs, "logs");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 3;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+    struct driver_log *l = NULL;
+    struct driver_log_query all = {.tail_lines = -1};
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    text[0] = '\0';
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &all, &l, errmsg), 0);
+    while (strstr(text, "err\n") == NULL && clock_mono_ms(clock_system()) < deadline) {
+        assert_int_equal(drain_log(l, text, sizeof text), GERR_BUSY); /* following: more may come */
+        usleep(20000);
+    }
+    assert_string_equal(text, "line1\nline2\nline3\nline4\nline5\nerr\n");
+    /* The last two lines only; since a time in the future: nothing. */
+    struct driver_log *t = NULL;
+    struct driver_log_query tail2 = {.tail_lines = 2};
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &tail2, &t, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(t, text, sizeof text), GERR_BUSY);
+    assert_string_equal(text, "line5\nerr\n");
+    driver_log_close(t);
+    struct driver_log_query later = {.tail_lines = -1,
+                                     .since_ms = clock_system()->wall_ms(clock_system()) + 60000};
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &later, &t, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(t, text, sizeof text), GERR_BUSY);
+    assert_string_equal(text, "");
+    driver_log_close(t);
+    /* Deleting the sandbox ends the follower with GERR_NOTFOUND. */
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(l, text, sizeof text), GERR_NOTFOUND);
+    driver_log_close(l);
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &all, &l, errmsg), GERR_NOTFOUND);
+    assert_int_equal(driver_logs_open(d, "other", cs.id, &all, &l, errmsg), GERR_NOTFOUND);
+    /* A main process that ends: the reader gets everything, then GERR_CLOSED. */
+    conf_spec(&env, &done, "logs-done");
+    done.spec.command = once;
+    done.spec.n_command = 3;
+    create_ready(d, e, &done, &s);
+    driver_sandbox_close(&s);
+    char msg[256];
+    await_end(d, e, done.id, msg, sizeof msg);
+    assert_int_equal(driver_logs_open(d, env.ns, done.id, &all, &l, errmsg), 0);
+    text[0] = '\0';
+    int rv;
+    deadline = clock_mono_ms(clock_system()) + 10000;
+    while ((rv = drain_log(l, text, sizeof text)) == GERR_BUSY && clock_mono_ms(clock_system()) < deadline) {
+        usleep(20000);
+    }
+    assert_int_equal(rv, GERR_CLOSED);
+    assert_string_equal(text, "bye\n");
+    driver_log_close(l);
+    assert_int_equal(driver_delete(d, e, env.ns, done.id, errmsg), 0);
+    driver_free(d);
+}
+
 /* A sandbox made by a process that then exits keeps running and is adopted by this one. */
 static void test_outlives_creator(void **state)
 {
@@ -411,12 +504,14 @@ static void test_credentials(void **state)
     uint64_t e = conf_epoch();
     struct conf_spec cs, other;
     struct driver_sandbox s, so;
-    const char *const cmd[] = {
-        "sh", "-c",
-        "echo \"$OPENAI_API_KEY\" > env; ls -ln " DRIVER_CREDENTIALS_DIR "/openai/api_key | cut -c1-10 > mode; "
-        "echo done > done; while true; do cat " DRIVER_CREDENTIALS_DIR "/openai/api_key > file.new; echo >> file.new; "
-        "mv file.new file; ls " DRIVER_CREDENTIALS_DIR "/openai | tr '\\n' ' ' > keys.new; echo >> keys.new; "
-        "mv keys.new keys; sleep 0.05; done"};
+    const char *const cmd[] = {"sh", "-c",
+                               "echo \"$OPENAI_API_KEY\" > env; ls -ln " DRIVER_CREDENTIALS_DIR
+                               "/openai/api_key | cut -c1-10 > mode; "
+                               "echo done > done; while true; do cat " DRIVER_CREDENTIALS_DIR
+                               "/openai/api_key > file.new; echo >> file.new; "
+                               "mv file.new file; ls " DRIVER_CREDENTIALS_DIR
+                               "/openai | tr '\\n' ' ' > keys.new; echo >> keys.new; "
+                               "mv keys.new keys; sleep 0.05; done"};
     struct driver_credential creds[] = {
         {.provider = "openai", .key = "api_key", .value = "sk-first-4711", .env = "OPENAI_API_KEY"},
         {.provider = "openai", .key = "org", .value = "org-xyz"},
@@ -713,13 +808,19 @@ int main(void)
         cmocka_unit_test(test_pid_reuse_not_killed), cmocka_unit_test(test_interrupted_and_corrupt_records),
     };
     const struct CMUnitTest with_bwrap[] = {
-        cmocka_unit_test(test_lifecycle),        cmocka_unit_test(test_stale_epoch),
-        cmocka_unit_test(test_adoption),         cmocka_unit_test(test_namespaces),
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_stale_epoch),
+        cmocka_unit_test(test_adoption),
+        cmocka_unit_test(test_namespaces),
         cmocka_unit_test(test_config_keys), /* validate answers GERR_UNAVAILABLE without bwrap */
-        cmocka_unit_test(test_tree_killed),      cmocka_unit_test(test_isolation_and_workspace),
-        cmocka_unit_test(test_exit_status),      cmocka_unit_test(test_bad_command),
-        cmocka_unit_test(test_outlives_creator), cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_tree_killed),
+        cmocka_unit_test(test_isolation_and_workspace),
+        cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_bad_command),
+        cmocka_unit_test(test_outlives_creator),
+        cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_credentials_need_tmpfs),
+        cmocka_unit_test(test_logs),
     };
     struct driver *probe = open_shared(NULL);
     struct driver_caps caps;
