@@ -575,6 +575,7 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
              * through the descriptor's output being used with grpc_call_send_async. */
             bool streaming = strcmp(path, "/gantry.v1.Cluster/Backup") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Watch") == 0 ||
+                             strcmp(path, "/gantry.v1.Sandboxes/Logs") == 0 ||
                              strcmp(path, "/gantry.v1.Audit/Export") == 0;
             struct grpc_handler h = {
                 .kind = streaming ? GRPC_SERVER_STREAMING : GRPC_UNARY, .on_start = on_start, .data = g};

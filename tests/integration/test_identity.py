@@ -58,6 +58,7 @@ EXPECT = {
     "Sandboxes/List": ("namespace", NS_READERS), "Sandboxes/Delete": ("namespace", SANDBOX_WRITERS),
     "Sandboxes/Share": ("namespace", SANDBOX_WRITERS), "Sandboxes/Unshare": ("namespace", SANDBOX_WRITERS),
     "Sandboxes/ListSharedWithMe": (None, ALL), "Sandboxes/Watch": ("namespace", NS_READERS),
+    "Sandboxes/Logs": ("namespace", SANDBOX_WRITERS),  # never the auditor: a sandbox's output is not metadata
     "Providers/Create": ("provider.meta.namespace", NS_ADMINS), "Providers/Update": ("provider.meta.namespace", NS_ADMINS),
     "Providers/Delete": ("namespace", NS_ADMINS), "Providers/Grant": ("namespace", NS_ADMINS),
     "Providers/RevokeGrant": ("namespace", NS_ADMINS), "Providers/Get": ("namespace", NS_READERS),
@@ -73,7 +74,7 @@ EXPECT = {
 }
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
-STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export"}
+STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export", "Sandboxes/Logs"}
 
 
 def methods():
@@ -234,9 +235,11 @@ class Matrix(g.GantrydTest):
                 principal_id=p.meta.id)).secret
         ok, denied, hidden = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
         # (call, owner, reader, runner, stranger, namespace admin); each row on a fresh sandbox.
+        # Logs counts as allowed when it gets past the ownership check: OK, or FAILED_PRECONDITION
+        # when the sandbox has not started (this cluster's sandboxes may never run).
         rows = [("Get", ok, ok, ok, hidden, ok), ("Delete", ok, denied, denied, denied, ok),
                 ("Share", ok, denied, denied, denied, ok), ("Unshare", ok, denied, denied, denied, ok),
-                ("ListSharedWithMe", ok, ok, ok, ok, ok)]
+                ("ListSharedWithMe", ok, ok, ok, ok, ok), ("Logs", ok, ok, ok, hidden, ok)]
         failures = []
         n = 0
         for method, *want in rows:
@@ -255,9 +258,21 @@ class Matrix(g.GantrydTest):
                                                       access=S.SHARE_ACCESS_READ),
                        "Unshare": S.UnshareSandboxRequest(namespace="default", name=name,
                                                           grantee_principal_id=ident.ids["reader"]),
-                       "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default")}[method]
+                       "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default"),
+                       "Logs": S.LogsRequest(namespace="default", name=name)}[method]
                 try:
-                    out = ident.call(role, sandboxes_pb2, "Sandboxes", method, req, replica=n % len(ident.c.replicas))
+                    if method == "Logs":
+                        fn = ident.stub("gantry.v1.Sandboxes", "Logs", S.LogsRequest, S.LogChunk, streaming=True,
+                                        replica=n % len(ident.c.replicas))
+                        try:
+                            list(fn(req, metadata=[("authorization", "Bearer " + ident.keys[role])], timeout=15))
+                        except grpc.RpcError as e:
+                            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                                raise
+                        code = ok
+                    else:
+                        out = ident.call(role, sandboxes_pb2, "Sandboxes", method, req,
+                                         replica=n % len(ident.c.replicas))
                     code = ok
                     if method == "ListSharedWithMe":
                         names = {x.meta.name for x in out.sandboxes}

@@ -1002,8 +1002,9 @@ class ReflectionTests(ServerCase):
             self.assertGreater(len(sd.methods), 0)
         sd = self.pool_for("gantry.v1.Sandboxes").FindServiceByName("gantry.v1.Sandboxes")
         self.assertEqual([m.name for m in sd.methods],
-                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch"])
+                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch", "Logs"])
         self.assertTrue(sd.methods_by_name["Watch"].server_streaming)
+        self.assertTrue(sd.methods_by_name["Logs"].server_streaming)
         meta = self.pool_for("gantry.v1.ObjectMeta").FindMessageTypeByName("gantry.v1.ObjectMeta")
         self.assertIn("resource_version", meta.fields_by_name)
 
