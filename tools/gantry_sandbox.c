@@ -449,6 +449,54 @@ static int sb_watch(struct cli *c, int argc, char **argv)
     return rc;
 }
 
+/* --- logs --- */
+
+static int on_chunk(const ProtobufCMessage *m, void *arg)
+{
+    (void)arg;
+    const Gantry__V1__LogChunk *ch = (const void *)m;
+    if (ch->data.len > 0 && fwrite(ch->data.data, 1, ch->data.len, stdout) != ch->data.len) {
+        return GERR_IO; /* stdout closed (a pipe into head): stop reading */
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int sb_logs(struct cli *c, int argc, char **argv)
+{
+    bool follow_short = gantry_flag(&argc, argv, "-f");
+    bool follow = gantry_flag(&argc, argv, "--follow") || follow_short;
+    const char *since = gantry_opt(&argc, argv, "--since");
+    uint64_t tail = 0;
+    int64_t since_ms = 0;
+    char rel[48];
+    if (gantry_u64("--tail", gantry_opt(&argc, argv, "--tail"), INT64_MAX, &tail) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    if (since != NULL) {
+        /* A bare duration ("10m") means that long ago, as "-10m" does. */
+        size_t n = strlen(since);
+        bool duration = n > 1 && n < sizeof rel - 1 && strchr("smhd", since[n - 1]) != NULL &&
+                        strspn(since, "0123456789") == n - 1;
+        snprintf(rel, sizeof rel, "%s%s", duration ? "-" : "", since);
+        if (gantry_time(rel, &since_ms) != 0) {
+            return GANTRY_EXIT_USAGE;
+        }
+    }
+    int rc = gantry_args(gantry_find("sandbox", "logs"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    Gantry__V1__LogsRequest req = GANTRY__V1__LOGS_REQUEST__INIT;
+    req.namespace_ = (char *)gantry_ns(c);
+    req.name = argv[0];
+    req.follow = follow;
+    req.tail_lines = (int64_t)tail;
+    req.since_ms = since_ms;
+    return gantry_call(c, "/gantry.v1.Sandboxes/Logs", &req.base, &gantry__v1__log_chunk__descriptor,
+                       on_chunk, NULL, NULL, follow ? 0 : 60000);
+}
+
 const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "create",
      "NAME --image IMAGE [--namespace NS] [--gpus N] [--lifetime SECONDS] [--env K=V ...] [--label K=V ...] "
@@ -478,5 +526,10 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "unless "
      "--since; a broken stream resumes on another replica from the last revision seen",
      "gantry sandbox watch -A --timeout 60", sb_watch, false},
+    {"sandbox", "logs", "NAME [--namespace NS] [-f|--follow] [--since TIME] [--tail N]",
+     "print the output of a sandbox's main process: everything kept, the last N lines (--tail), what came "
+     "after TIME (--since 10m, -1h, an RFC 3339 time or Unix ms); -f follows new output until the process "
+     "ends or the sandbox is deleted",
+     "gantry sandbox logs agent-1 -f --tail 20", sb_logs, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };
