@@ -150,7 +150,7 @@ static void *session_main(void *arg)
             snprintf(why, sizeof why, "sandbox \"%s\" of namespace \"%s\" was deleted", s->name, s->ns);
         } else {
             status = GRPC_STATUS_INTERNAL;
-            snprintf(why, sizeof why, "reading the log of sandbox \"%s\": %s", s->name, errmsg);
+            snprintf(why, sizeof why, "reading the log of sandbox \"%s\": %.400s", s->name, errmsg);
         }
         break;
     }

@@ -114,20 +114,20 @@ class Logs(g.GantrydTest):
         a, b = (int(x[4:]) for x in got)
         self.assertEqual(b, a + 1)
         self.assertGreaterEqual(b, 3)  # the newest: late3 was seen before
-        # since: nothing older than the time given.
-        code, msg, before = self.logs("user", f, name="talker")
+        # since: nothing the driver received before the time given, and less than everything.
         since = int(time.time() * 1000)
-        last_before = int(lines(before)[-1][4:])
         time.sleep(0.7)
-        code, msg, data = self.logs("user", f, name="talker", since_ms=since)
-        self.assertEqual(code, grpc.StatusCode.OK, msg)
-        got = lines(data)
+        md = [("authorization", "Bearer " + e.keys["user"])]
+        chunks = list(self.logs_stub(f)(S.LogsRequest(namespace="default", name="talker", since_ms=since),
+                                        metadata=md, timeout=15))
+        got = lines(b"".join(c.data for c in chunks))
         self.assertTrue(got and all(x.startswith("late") for x in got), got)
-        self.assertGreaterEqual(int(got[0][4:]), last_before)
-        self.assertLessEqual(int(got[0][4:]), last_before + 2)
+        self.assertTrue(all(c.time_ms >= since for c in chunks))
+        code, msg, everything = self.logs("user", f, name="talker")
+        self.assertLess(len(got), len(lines(everything)) - 5)
+        self.assertIn(got[0], lines(everything))
 
         # follow: new lines arrive as the process writes them; the stream stays open for the delete.
-        md = [("authorization", "Bearer " + e.keys["user"])]
         follow = self.logs_stub(f)(S.LogsRequest(namespace="default", name="talker", follow=True, tail_lines=1),
                                    metadata=md, timeout=120)
         seen, times = [], []
@@ -215,7 +215,11 @@ class Logs(g.GantrydTest):
                 break
         grown = max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0))
         self.assertGreaterEqual(got, 4 << 20)
-        self.assertLess(max(peak, grown), 8 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
+        with open("/proc/%d/maps" % pids[0]) as fh:
+            asan = "libasan" in fh.read()  # its quarantine keeps freed memory: RSS says nothing there
+        if not asan:
+            # Without the bound the serving replica queues what it reads, about 20 MB here.
+            self.assertLess(max(peak, grown), 10 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
 
         # The CLI through the same replica.
         ca = os.path.join(e.c.replicas[0].dir, "tls", "ca.pem")
