@@ -456,6 +456,7 @@ void driver_capabilities(struct driver *d, struct driver_caps *caps)
     pthread_mutex_lock(&d->mu);
     d->ops->capabilities(d, caps);
     caps->logs = d->ops->logs_open != NULL;
+    caps->exec = d->ops->exec_start != NULL;
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -582,6 +583,65 @@ void driver_log_close(struct driver_log *l)
 {
     if (l != NULL) {
         l->ops->close(l);
+    }
+}
+
+int driver_exec_start(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
+                      struct driver_exec **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (spec->n_command < 1 || spec->n_command > DRIVER_ARGV_MAX) {
+        gerr_set(errmsg, "a command of 1 to %u arguments is required", DRIVER_ARGV_MAX);
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < spec->n_command; i++) {
+        if (spec->command[i] == NULL || strlen(spec->command[i]) > DRIVER_ARG_MAX ||
+            (i == 0 && spec->command[0][0] == '\0')) {
+            gerr_set(errmsg, "command argument %zu is missing, empty or over %u bytes", i, DRIVER_ARG_MAX);
+            return GERR_INVAL;
+        }
+    }
+    if (d->ops->exec_start == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "exec is not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->exec_start(d, ns, id, spec, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+void driver_exec_fds(struct driver_exec *x, int *in, int *out, int *err)
+{
+    x->ops->fds(x, in, out, err);
+}
+
+void driver_exec_close_stdin(struct driver_exec *x)
+{
+    x->ops->close_stdin(x);
+}
+
+int driver_exec_resize(struct driver_exec *x, uint16_t rows, uint16_t cols)
+{
+    return x->ops->resize(x, rows, cols);
+}
+
+int driver_exec_signal(struct driver_exec *x, int sig)
+{
+    return sig < 1 || sig > 31 ? GERR_INVAL : x->ops->signal(x, sig);
+}
+
+int driver_exec_status(struct driver_exec *x, int *exit_code, int *signal)
+{
+    return x->ops->status(x, exit_code, signal);
+}
+
+void driver_exec_close(struct driver_exec *x)
+{
+    if (x != NULL) {
+        x->ops->close(x);
     }
 }
 

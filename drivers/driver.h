@@ -168,6 +168,7 @@ struct driver_caps {
     bool shared_backend;            /* several replicas (or gateway clusters) may share the backend */
     bool credentials;               /* credentials are delivered (files, environment variables) */
     bool logs;                      /* driver_logs_open reads the main process's output */
+    bool exec;                      /* driver_exec_start runs commands inside a sandbox */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -243,6 +244,56 @@ int driver_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, u
 
 /* NULL is fine. */
 void driver_log_close(struct driver_log *l);
+
+/* ---- A command run inside a running sandbox (caps.exec).
+ *
+ * The command joins the sandbox's namespaces (process driver: user, mount, PID, network, UTS, IPC,
+ * cgroup), runs as the sandbox's user in its working directory with the environment its main
+ * process started with, and talks through file descriptors, so the caller moves bytes with
+ * whatever it likes (poll(2), a libuv loop) and a driver may back them with anything (pipes, a
+ * pty, a socketpair fed from a WebSocket). Without a TTY: stdin, stdout and stderr are three
+ * pipes. With one: a pseudo-terminal whose master is stdin and stdout (stderr is merged into it,
+ * fd -1), sized rows x cols, the command its session leader with it as controlling terminal.
+ *
+ * An exec holds no lock of the driver's and carries no epoch: it does not change the sandbox's
+ * record. It is used by one thread at a time. */
+struct driver_exec;
+
+struct driver_exec_spec {
+    const char *const *command; /* argv, n_command >= 1; argv[0] looked up in the sandbox's PATH */
+    size_t n_command;
+    bool tty;
+    uint16_t rows, cols; /* the terminal's size (tty only); 0: 24 x 80 */
+};
+
+/* Start @spec in sandbox @id of @ns. On 0, *@out runs (or already failed: a command that cannot be
+ * executed exits 127 after a message on its stderr, as a shell's does). GERR_NOTFOUND (no such
+ * sandbox), GERR_UNAVAILABLE (a driver without caps.exec; a sandbox not running: the message says
+ * which), GERR_INVAL (a bad spec), GERR_IO (fork, pipes, the pty, the namespaces). */
+int driver_exec_start(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
+                      struct driver_exec **out, char *errmsg);
+
+/* The descriptors, non-blocking and close-on-exec, owned by the exec (valid until
+ * driver_exec_close; driver_exec_close_stdin closes *@in): write the command's input to *@in, read
+ * its output from *@out and *@err (-1 with a TTY). EOF on an output once the command and everything
+ * that inherited it closed it. */
+void driver_exec_fds(struct driver_exec *x, int *in, int *out, int *err);
+
+/* End the command's input (EOF on its stdin; with a TTY, an end-of-file character). */
+void driver_exec_close_stdin(struct driver_exec *x);
+
+/* Resize the terminal (tty only: GERR_INVAL otherwise); the command gets SIGWINCH. */
+int driver_exec_resize(struct driver_exec *x, uint16_t rows, uint16_t cols);
+
+/* Send signal @sig (1..31) to the command. 0, or GERR_INVAL; 0 also when it has ended. */
+int driver_exec_signal(struct driver_exec *x, int sig);
+
+/* Whether the command ended: 0 with *@exit_code (0..255, or 128 + the signal) and *@signal (the
+ * signal that ended it, or 0); GERR_BUSY while it runs. Never blocks. */
+int driver_exec_status(struct driver_exec *x, int *exit_code, int *signal);
+
+/* Close the descriptors; a command still running is killed (SIGKILL) and reaped. NULL is fine. */
+void driver_exec_close(struct driver_exec *x);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

@@ -11,12 +11,14 @@
  * or its pid is reused (start time and namespace checks make it "gone", never a wrong target). */
 #include "drivers/process.h"
 #include "drivers/process_creds.h"
+#include "drivers/process_exec.h"
 #include "drivers/process_log.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1139,6 +1141,65 @@ static int process_logs_open(struct driver *d, const char *ns, const char *id,
     return rv;
 }
 
+/* ---- Exec (drivers/process_exec.h) */
+
+/* The sandbox's main command: the first child of bwrap's init (the init itself with
+ * --as-pid-1, which the driver does not use). 0 if there is none. */
+static long main_pid_of(long init_pid)
+{
+    char path[96], buf[256];
+    size_t len = 0;
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", init_pid, init_pid);
+    for (int i = 0; i < 1000 && read_small(path, buf, sizeof buf, &len) == 0 && len == 0; i++) {
+        sleep_poll(); /* a sandbox just started: bwrap's init forks the command a moment later */
+    }
+    if (len == 0) {
+        return 0;
+    }
+    buf[len < sizeof buf ? len : sizeof buf - 1] = '\0';
+    long pid = strtol(buf, NULL, 10);
+    /* Right after start the child may still be bwrap, before it set the sandbox's environment and
+     * exec'd the command: its environ would be bwrap's. Wait (briefly) until it is not. */
+    char a[PATH_MAX], b[PATH_MAX], pa[64], pb[64];
+    snprintf(pa, sizeof pa, "/proc/%ld/exe", init_pid);
+    snprintf(pb, sizeof pb, "/proc/%ld/exe", pid);
+    for (int i = 0; i < 1000; i++) {
+        ssize_t la = readlink(pa, a, sizeof a - 1), lb = readlink(pb, b, sizeof b - 1);
+        if (la < 0 || lb < 0 || la != lb || memcmp(a, b, (size_t)la) != 0) {
+            break;
+        }
+        sleep_poll();
+    }
+    return pid;
+}
+
+static int process_exec_start(struct driver *d, const char *ns, const char *id,
+                              const struct driver_exec_spec *spec, struct driver_exec **out, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st = {0};
+    int rv = state_read_in(p, ns, id, &st, errmsg); /* no lock: the state file is replaced atomically */
+    if (rv == 0) {
+        struct located loc;
+        locate(p, &st, &loc);
+        long main_pid = loc.alive ? main_pid_of(loc.init_pid) : 0;
+        if (main_pid <= 0) {
+            gerr_set(errmsg, "sandbox %s is not running", id);
+            rv = GERR_UNAVAILABLE;
+        } else {
+            struct pexec_target t = {.main_pid = main_pid,
+                                     .drop = p->drop,
+                                     .uid = p->uid,
+                                     .gid = p->gid,
+                                     .workdir = WORKSPACE,
+                                     .path = SANDBOX_PATH};
+            rv = pexec_start(&t, spec, out, errmsg);
+        }
+    }
+    process_state_close(&st);
+    return rv;
+}
+
 static void process_free(struct driver *d)
 {
     struct driver_process *p = process_of(d);
@@ -1164,6 +1225,7 @@ static const struct driver_ops process_ops = {
     .update_credentials = process_update_credentials,
     .delete_namespace = process_delete_ns,
     .logs_open = process_logs_open,
+    .exec_start = process_exec_start,
     .free = process_free,
 };
 

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <poll.h>
+#include <errno.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -450,6 +452,147 @@ static void test_logs(void **state)
     driver_free(d);
 }
 
+/* Run @x to its end: write @input (then close stdin unless @keep_stdin), collect stdout and stderr
+ * into @out and @err (NUL-terminated), return the exit code. Fails the test after 10 s. */
+static int exec_collect(struct driver_exec *x, const char *input, bool keep_stdin, char *out, size_t out_cap,
+                        char *err, size_t err_cap)
+{
+    int in, o, e, code = -1, sig = 0;
+    driver_exec_fds(x, &in, &o, &e);
+    size_t no = 0, ne = 0;
+    if (input != NULL) {
+        assert_int_equal(write(in, input, strlen(input)), (ssize_t)strlen(input));
+    }
+    if (!keep_stdin) {
+        driver_exec_close_stdin(x);
+    }
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    bool o_open = true, e_open = e >= 0;
+    while (o_open || e_open) {
+        struct pollfd p[2] = {{o_open ? o : -1, POLLIN, 0}, {e_open ? e : -1, POLLIN, 0}};
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        poll(p, 2, 100);
+        char buf[4096];
+        ssize_t r;
+        if (o_open && (r = read(o, buf, sizeof buf)) >= 0) {
+            o_open = r > 0;
+            assert_true(no + (size_t)r < out_cap);
+            memcpy(out + no, buf, (size_t)r);
+            no += (size_t)r;
+        } else if (o_open && errno == EIO) {
+            o_open = false; /* a pty whose other side is closed */
+        }
+        if (e_open && (r = read(e, buf, sizeof buf)) >= 0) {
+            e_open = r > 0;
+            assert_true(ne + (size_t)r < err_cap);
+            memcpy(err + ne, buf, (size_t)r);
+            ne += (size_t)r;
+        }
+    }
+    out[no] = '\0';
+    err[ne] = '\0';
+    while (driver_exec_status(x, &code, &sig) == GERR_BUSY) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        usleep(5000);
+    }
+    return code;
+}
+
+/* Exec joins the sandbox (PID and network namespaces, uid, workspace, environment), moves stdin,
+ * stdout and stderr, returns the exit code; a TTY with a resize; signals; a missing command. */
+static void test_exec(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], out[8192], err[4096];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const struct driver_kv envs[] = {{"FOO", "bar baz"}};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.exec);
+    conf_spec(&env, &cs, "exec");
+    cs.spec.env = envs;
+    cs.spec.n_env = 1;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+
+    const char *const script[] = {"sh", "-c",
+                                  "cat; echo oops >&2; echo \"$FOO\"; pwd; id -u; echo $$; "
+                                  "grep -c : /proc/net/dev; exit 3"};
+    struct driver_exec_spec xs = {.command = script, .n_command = 3};
+    struct driver_exec *x = NULL;
+    int xrv = driver_exec_start(d, env.ns, cs.id, &xs, &x, errmsg);
+    if (xrv != 0) {
+        fail_msg("exec: %s", errmsg);
+    }
+    assert_int_equal(exec_collect(x, "hello\n", false, out, sizeof out, err, sizeof err), 3);
+    driver_exec_close(x);
+    char want[256];
+    snprintf(want, sizeof want, "hello\nbar baz\n/home/sandbox\n%d\n",
+             geteuid() == 0 ? 65534 : (int)geteuid());
+    assert_memory_equal(out, want, strlen(want));
+    long pid = strtol(out + strlen(want), NULL, 10);
+    assert_true(pid > 1 && pid < 100);                    /* the sandbox's PID namespace */
+    assert_non_null(strstr(out + strlen(want), "\n1\n")); /* its network: loopback only */
+    assert_string_equal(err, "oops\n");
+
+    /* A TTY: stty sees the size, then the new size after a resize. */
+    const char *const sz[] = {"sh", "-c", "stty size; read x; stty size"};
+    struct driver_exec_spec ts = {.command = sz, .n_command = 3, .tty = true, .rows = 24, .cols = 80};
+    if (driver_exec_start(d, env.ns, cs.id, &ts, &x, errmsg) != 0) {
+        fail_msg("exec with a tty: %s", errmsg);
+    }
+    int in, o, er;
+    driver_exec_fds(x, &in, &o, &er);
+    assert_int_equal(er, -1);
+    char tty_out[4096] = "";
+    size_t n = 0;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    while (strstr(tty_out, "24 80") == NULL) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        struct pollfd p = {o, POLLIN, 0};
+        poll(&p, 1, 100);
+        ssize_t r = read(o, tty_out + n, sizeof tty_out - n - 1);
+        if (r > 0) {
+            n += (size_t)r;
+            tty_out[n] = '\0';
+        }
+    }
+    assert_int_equal(driver_exec_resize(x, 40, 100), 0);
+    assert_int_equal(exec_collect(x, "\n", true, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "40 100"));
+    driver_exec_close(x);
+
+    /* A signal ends the command: 128 + the signal. */
+    const char *const sleeper2[] = {"sleep", "100"};
+    struct driver_exec_spec ss = {.command = sleeper2, .n_command = 2};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    assert_int_equal(driver_exec_signal(x, SIGTERM), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 128 + SIGTERM);
+    int code, sig;
+    assert_int_equal(driver_exec_status(x, &code, &sig), 0);
+    assert_int_equal(sig, SIGTERM);
+    driver_exec_close(x);
+    /* Closing a running exec kills it. */
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    driver_exec_close(x);
+
+    /* A command that does not exist: 127 and why. */
+    const char *const missing[] = {"no-such-command"};
+    struct driver_exec_spec ms = {.command = missing, .n_command = 1};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ms, &x, errmsg), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 127);
+    assert_non_null(strstr(err, "cannot execute no-such-command"));
+    driver_exec_close(x);
+    struct driver_exec_spec none = {.command = missing, .n_command = 0};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &none, &x, errmsg), GERR_INVAL);
+
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &xs, &x, errmsg), GERR_NOTFOUND);
+    driver_free(d);
+}
+
 /* A sandbox made by a process that then exits keeps running and is adopted by this one. */
 static void test_outlives_creator(void **state)
 {
@@ -821,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_credentials_need_tmpfs),
         cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_exec),
     };
     struct driver *probe = open_shared(NULL);
     struct driver_caps caps;
