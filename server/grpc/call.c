@@ -162,7 +162,7 @@ static bool call_input_blocked(const struct grpc_call *call)
     if (kind != GRPC_CLIENT_STREAMING && kind != GRPC_BIDI_STREAMING) {
         return false;
     }
-    return call->out.len - call->out_off > CALL_OUT_HIGH ||
+    return call->input_paused || call->out.len - call->out_off > CALL_OUT_HIGH ||
            call->conn->out_buffered > call->server->cfg.conn_memory_bytes;
 }
 
@@ -570,7 +570,14 @@ static void call_end_stream_now(struct grpc_call *call);
  * not free the bytes being framed. Whatever is left when the call blocks again is held again. */
 static void call_resume_input(struct grpc_call *call)
 {
-    if (call_held(call) == 0 || call_input_blocked(call)) {
+    if (call_input_blocked(call)) {
+        return;
+    }
+    if (call_held(call) == 0) {
+        if (call->end_held) { /* END_STREAM arrived while the input was paused */
+            call->end_held = false;
+            call_end_stream_now(call);
+        }
         return;
     }
     struct buf local = call->held;
@@ -601,7 +608,7 @@ static void call_resume_input(struct grpc_call *call)
 void grpc__call_end_stream(struct grpc_call *call)
 {
     call->half_closed = true;
-    if (call_held(call) > 0) {
+    if (call_held(call) > 0 || call->input_paused) {
         call->end_held = true; /* after the held messages */
         return;
     }
@@ -1122,6 +1129,24 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
     return 0;
 }
 
+void grpc_call_pause_input(struct grpc_call *call)
+{
+    call->input_paused = true;
+}
+
+void grpc_call_resume_input(struct grpc_call *call)
+{
+    struct grpc_server *s = call->server;
+    struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
+    comp->call = call;
+    comp->is_resume = true;
+    grpc_call_ref(call); /* dropped when the completion runs */
+    pthread_mutex_lock(&s->async_mu);
+    queue_insert_tail(&s->async_q, &comp->link);
+    pthread_mutex_unlock(&s->async_mu);
+    uv_async_send(&s->async);
+}
+
 size_t grpc_call_unsent(const struct grpc_call *call)
 {
     if (atomic_load(&call->cancelled)) {
@@ -1143,7 +1168,12 @@ void grpc__async_cb(uv_async_t *h)
         queue_remove(q);
         struct grpc__completion *comp = QUEUE_DATA(q, struct grpc__completion, link);
         struct grpc_call *call = comp->call;
-        if (comp->is_send) {
+        if (comp->is_resume) {
+            call->input_paused = false;
+            if (!call->finished && !call->cancelled && call->conn != NULL) {
+                call_resume_input(call);
+            }
+        } else if (comp->is_send) {
             (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
             atomic_fetch_sub(&call->unsent_async, comp->reply_len + 5);
         } else if (!call->finished) {

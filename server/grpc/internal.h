@@ -171,6 +171,7 @@ struct grpc_call {
     size_t held_off;
     bool held_counted; /* counted in conn->n_held */
     bool end_held;     /* END_STREAM arrived behind held bytes */
+    bool input_paused; /* grpc_call_pause_input: no request message is framed until resumed */
     bool in_message;
     uint32_t n_received;
     /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on
@@ -227,7 +228,8 @@ struct grpc__completion {
     uint8_t *reply; /* serialized reply, or NULL */
     size_t reply_len;
     bool has_reply;
-    bool is_send; /* grpc_call_send_async: reply holds one message to send */
+    bool is_send;   /* grpc_call_send_async: reply holds one message to send */
+    bool is_resume; /* grpc_call_resume_input */
 };
 
 /* The one translation of nghttp2 errors (libuv: lib/uverr.h, OpenSSL: server/grpc/tls.h). */

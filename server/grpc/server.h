@@ -296,6 +296,20 @@ void grpc_call_unref(struct grpc_call *call);
  * (over max_send_message_bytes, nothing queued). */
 int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
 
+/* Inbound flow control for client-streaming and bidi calls, beyond what the transport does by
+ * itself (it frames no request message while the call's unsent output is over 1 MiB): a handler
+ * that cannot take more input now (a sandbox that does not read its stdin) pauses the call's
+ * input. Request bytes that arrive meanwhile are held unconsumed, so the stream's HTTP/2 window
+ * (1 MiB) closes and the client must stop sending; nothing more is delivered to on_message
+ * (END_STREAM included, behind held bytes) until resumed.
+ *
+ * grpc_call_pause_input: loop thread only (inside a callback of the call); takes effect for the
+ * next message. grpc_call_resume_input: from ANY thread holding a reference (grpc_call_ref);
+ * queued to the loop, which then delivers what was held (never synchronously from this call).
+ * Pausing a unary or server-streaming call has no effect. */
+void grpc_call_pause_input(struct grpc_call *call);
+void grpc_call_resume_input(struct grpc_call *call);
+
 /* From ANY thread holding a reference: the call's output not yet handed to HTTP/2 (what
  * grpc_call_send_async queued and what waits in the call's buffer for the client's flow-control
  * window), in bytes; 0 once the call was cancelled. A thread streaming with grpc_call_send_async

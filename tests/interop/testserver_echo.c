@@ -370,6 +370,25 @@ static void echo_client_message(struct grpc_call *call, const ProtobufCMessage *
     grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
+/* "pause:MS": the call takes no input for MS ms (grpc_call_pause_input), then a timer resumes it. */
+struct echo_pause {
+    uv_timer_t timer;
+    struct grpc_call *call; /* one reference, dropped when the timer fires */
+};
+
+static void echo_pause_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
+}
+
+static void echo_pause_done(uv_timer_t *t)
+{
+    struct echo_pause *p = t->data;
+    grpc_call_resume_input(p->call);
+    grpc_call_unref(p->call);
+    uv_close((uv_handle_t *)&p->timer, echo_pause_closed);
+}
+
 static void echo_bidi_message(struct grpc_call *call, const ProtobufCMessage *m, void *data)
 {
     (void)data;
@@ -384,6 +403,16 @@ static void echo_bidi_message(struct grpc_call *call, const ProtobufCMessage *m,
     resp.payload = req->payload;
     resp.index = cnt->n++;
     grpc_call_send(call, &resp.base);
+    unsigned ms = 0;
+    if (sscanf(req->message, "pause:%u", &ms) == 1 && ms > 0 && ms <= 10000) {
+        struct echo_pause *p = mem_zalloc(sizeof *p);
+        p->call = call;
+        grpc_call_ref(call);
+        grpc_call_pause_input(call);
+        uv_timer_init(grpc_call_loop(call), &p->timer);
+        p->timer.data = p;
+        uv_timer_start(&p->timer, echo_pause_done, ms, 0);
+    }
 }
 
 /* --- Delay: answered from the worker thread --- */
