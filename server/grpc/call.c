@@ -1129,6 +1129,21 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
     return 0;
 }
 
+int grpc_call_stash_request(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    if (call->req_stashed || call->method == NULL ||
+        (call->method->handler.kind != GRPC_BIDI_STREAMING &&
+         call->method->handler.kind != GRPC_CLIENT_STREAMING)) {
+        return GERR_INVAL;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    buf_reset(&call->req);
+    protobuf_c_message_pack(msg, buf_reserve(&call->req, len + 1));
+    call->req.len = len;
+    call->req_stashed = true; /* before any worker can see the call: the caller hands it over after */
+    return 0;
+}
+
 void grpc_call_pause_input(struct grpc_call *call)
 {
     call->input_paused = true;
@@ -1172,6 +1187,11 @@ void grpc__async_cb(uv_async_t *h)
             call->input_paused = false;
             if (!call->finished && !call->cancelled && call->conn != NULL) {
                 call_resume_input(call);
+                if (call->conn != NULL) {
+                    /* The bytes consumed above open the client's window again, but only a flush
+                     * sends that WINDOW_UPDATE: a handler that answers nothing would wait forever. */
+                    h2__conn_flush(call->conn);
+                }
             }
         } else if (comp->is_send) {
             (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
@@ -1218,8 +1238,8 @@ const ProtobufCMessage *grpc_call_request(const struct grpc_call *ccall)
 {
     /* Logically const: the decode is done once and remembered. */
     struct grpc_call *call = (struct grpc_call *)ccall;
-    if (call->method == NULL ||
-        (call->method->handler.kind != GRPC_UNARY && call->method->handler.kind != GRPC_SERVER_STREAMING)) {
+    if (call->method == NULL || (call->method->handler.kind != GRPC_UNARY &&
+                                 call->method->handler.kind != GRPC_SERVER_STREAMING && !call->req_stashed)) {
         return NULL;
     }
     pthread_mutex_lock(&call->req_mu);

@@ -172,6 +172,7 @@ struct grpc_call {
     bool held_counted; /* counted in conn->n_held */
     bool end_held;     /* END_STREAM arrived behind held bytes */
     bool input_paused; /* grpc_call_pause_input: no request message is framed until resumed */
+    bool req_stashed;  /* grpc_call_stash_request put a bidi call's first message in @req */
     bool in_message;
     uint32_t n_received;
     /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on

@@ -195,7 +195,8 @@ void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out);
 
 /* --- The request context, for handlers. Loop thread only unless stated. --- */
 
-/* The decoded request of a unary or server-streaming call (NULL for the others).
+/* The decoded request of a unary or server-streaming call, or the first message a handler of a
+ * bidi or client-streaming call stashed (grpc_call_stash_request); NULL for the others.
  *
  * Thread rule: the loop thread only frames the request and buffers its bytes (bounded by
  * max_recv_message_bytes and conn_memory_bytes); nothing is decoded until a handler asks. The
@@ -295,6 +296,12 @@ void grpc_call_unref(struct grpc_call *call);
  * bounds what it queues (the backup stream queues the database once). Returns 0, or GERR_TOOBIG
  * (over max_send_message_bytes, nothing queued). */
 int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
+
+/* Loop thread, inside on_message of a client-streaming or bidi call: keep @msg (packed now, so it
+ * may be freed on return) as the call's request, which grpc_call_request then decodes on any
+ * thread with the usual checks, as for a unary call. How the gate authorizes a bidi call by its
+ * first message. Once per call: GERR_INVAL after the first, or for other kinds of call. */
+int grpc_call_stash_request(struct grpc_call *call, const ProtobufCMessage *msg);
 
 /* Inbound flow control for client-streaming and bidi calls, beyond what the transport does by
  * itself (it frames no request message while the call's unsent output is over 1 MiB): a handler
