@@ -12,6 +12,7 @@
  * (INTERNAL with the reader's message); the client gone (CANCELLED, nothing more is sent); the
  * replica stopping (UNAVAILABLE). */
 #include "api/services/sessions_svc.h"
+#include "api/services/sessions_internal.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -39,51 +40,59 @@ struct session {
     uint64_t bytes_out;
 };
 
-static const char *text_at(const struct proto_rows *r, unsigned c)
+const char *sessions__text(const struct proto_rows *r, unsigned c)
 {
     const struct proto_value *v = proto_rows_at(r, 0, c);
     return v->type == PROTO_TEXT ? v->u.b.s : "";
 }
 
-static void audit(struct sessions_svc *svc, const struct session *s, int64_t time_ms, bool success,
-                  int status, const char *message)
+void sessions__audit(struct sessions_svc *svc, const struct authn_principal *who, const char *ns,
+                     const char *id, const char *name, const char *source, const char *operation,
+                     int64_t time_ms, bool success, int status, const char *message)
 {
     if (svc->sink == NULL) {
         return;
     }
     struct audit_record r = {.time_ms = time_ms,
                              .class_uid = AUDIT_CLASS_API_ACTIVITY,
-                             .activity = AUDIT_READ,
-                             .actor_id = s->who.id,
-                             .actor_name = s->who.name,
-                             .actor_kind = s->who.kind,
-                             .operation = "/gantry.v1.Sandboxes/Logs",
-                             .ns = s->ns,
+                             .activity = strstr(operation, "/Logs") != NULL ? AUDIT_READ : AUDIT_OTHER,
+                             .actor_id = who->id,
+                             .actor_name = who->name,
+                             .actor_kind = who->kind,
+                             .operation = operation,
+                             .ns = ns,
                              .resource_type = "sandbox",
-                             .resource_id = s->id,
-                             .resource_name = s->name,
+                             .resource_id = id,
+                             .resource_name = name,
                              .success = success,
                              .status_code = status,
                              .message = message,
-                             .source = s->source,
+                             .source = source,
                              .replica_id = svc->replica_id,
                              .gateway_id = svc->gateway_id};
     audit_sink_record(svc->sink, &r);
 }
 
+static void audit(struct sessions_svc *svc, const struct session *s, int64_t time_ms, bool success,
+                  int status, const char *message)
+{
+    sessions__audit(svc, &s->who, s->ns, s->id, s->name, s->source, "/gantry.v1.Sandboxes/Logs", time_ms,
+                    success, status, message);
+}
+
 /* The credential of a long session, checked again (as a watch does): 0, or GERR_UNAUTH with @why;
  * store errors are transient (0: the session goes on and checks later). */
-static int credential_ok(struct store_client *cl, const struct session *s, int64_t now_ms, char *why,
-                         size_t len)
+int sessions__credential_ok(struct store_client *cl, const struct authn_principal *who, int64_t now_ms,
+                            char *why, size_t len)
 {
-    if (s->who.not_after_ms != 0 && now_ms >= s->who.not_after_ms) {
+    if (who->not_after_ms != 0 && now_ms >= who->not_after_ms) {
         snprintf(why, len, "the session ended: its credential expired");
         return GERR_UNAUTH;
     }
-    if (s->who.key_id[0] == '\0') {
+    if (who->key_id[0] == '\0') {
         return 0;
     }
-    struct proto_value k[] = {proto_text(s->who.key_id)};
+    struct proto_value k[] = {proto_text(who->key_id)};
     int64_t revoked = 0;
     int rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
     if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
@@ -135,7 +144,7 @@ static void *session_main(void *arg)
             uint64_t now = clock_mono_ms(clk);
             if (have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
                 last_check = now;
-                if (credential_ok(&cl, s, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
+                if (sessions__credential_ok(&cl, &s->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
                     status = GRPC_STATUS_UNAUTHENTICATED;
                     break;
                 }
@@ -172,21 +181,21 @@ static void *session_main(void *arg)
     return NULL;
 }
 
-/* Owner, or a share of any access (READ or EXEC) while the caller holds a role in @ns. */
-static bool may_use(struct gate_ctx *ctx, const char *id, const char *owner, const char *ns)
+enum sessions__use sessions__access(struct gate_ctx *ctx, const char *id, const char *owner, const char *ns)
 {
     if (!ctx->decision.owner_check || strcmp(owner, ctx->who.id) == 0) {
-        return true;
+        return SESSIONS_USE_EXEC;
     }
     if (!sandbox_rules_share_active(ctx->who.bindings, ctx->who.n_bindings, ns)) {
-        return false;
+        return SESSIONS_USE_NONE;
     }
     struct proto_value p[] = {proto_text(id), proto_text(ctx->who.id)};
-    int64_t n = 0;
-    return store_client_query_int(ctx->cl,
-                                  "SELECT count(*) FROM shares WHERE sandbox_id = ? AND grantee_id = ?", p, 2,
-                                  &n) == 0 &&
-           n > 0;
+    int64_t exec = -1;
+    int rv = store_client_query_int(ctx->cl,
+                                    "SELECT max(access = 'exec') FROM shares WHERE sandbox_id = ? AND "
+                                    "grantee_id = ? HAVING count(*) > 0",
+                                    p, 2, &exec);
+    return rv != 0 ? SESSIONS_USE_NONE : exec == 1 ? SESSIONS_USE_EXEC : SESSIONS_USE_READ;
 }
 
 static void sb_logs(struct gate_ctx *ctx, void *data)
@@ -218,7 +227,8 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
         proto_rows_close(&rows);
         return;
     }
-    if (rows.n_rows == 0 || !may_use(ctx, text_at(&rows, 0), text_at(&rows, 1), req->namespace_)) {
+    if (rows.n_rows == 0 || sessions__access(ctx, sessions__text(&rows, 0), sessions__text(&rows, 1),
+                                             req->namespace_) == SESSIONS_USE_NONE) {
         gate_fail(
             ctx, GRPC_STATUS_NOT_FOUND,
             "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours or shared with you)",
@@ -227,9 +237,9 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
         return;
     }
     struct session *s = mem_zalloc(sizeof *s);
-    snprintf(s->id, sizeof s->id, "%s", text_at(&rows, 0));
+    snprintf(s->id, sizeof s->id, "%s", sessions__text(&rows, 0));
     char phase[24];
-    snprintf(phase, sizeof phase, "%s", text_at(&rows, 2));
+    snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
     proto_rows_close(&rows);
     gate_release_store(ctx);
 
@@ -303,8 +313,9 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
 
 int sessions_svc_register(struct gate *g, struct sessions_svc *svc, char *errmsg)
 {
-    if (gate_route(g, "/gantry.v1.Sandboxes/Logs", sb_logs, svc) != 0) {
-        gerr_set(errmsg, "sessions service: cannot route /gantry.v1.Sandboxes/Logs");
+    if (gate_route(g, "/gantry.v1.Sandboxes/Logs", sb_logs, svc) != 0 ||
+        gate_route(g, "/gantry.v1.Sandboxes/Exec", sessions__exec, svc) != 0) {
+        gerr_set(errmsg, "sessions service: cannot route Sandboxes/Logs and Sandboxes/Exec");
         return GERR_INVAL;
     }
     return 0;

@@ -1,4 +1,5 @@
-/* Using a sandbox: gantry.v1 Sandboxes.Logs (docs/sessions.md).
+/* Using a sandbox: gantry.v1 Sandboxes.Logs (here) and Sandboxes.Exec (exec_session.c), which
+ * share the session limit, the stop and the audit (docs/sessions.md).
  *
  * Logs streams the output of a sandbox's main process (LogChunk messages) from the driver's log
  * reader (drivers/driver.h, driver_logs_open): everything kept, the last tail_lines lines, or what
@@ -53,7 +54,7 @@ struct sessions_svc {
     atomic_uint sessions;
 };
 
-/* Route Sandboxes.Logs to this service. Before gate_register. */
+/* Route Sandboxes.Logs and Sandboxes.Exec to this service. Before gate_register. */
 int sessions_svc_register(struct gate *g, struct sessions_svc *svc, char *errmsg);
 
 /* End every session (UNAVAILABLE) and wait (up to 3 s) until their threads are gone. */

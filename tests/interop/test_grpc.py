@@ -1036,9 +1036,11 @@ class ReflectionTests(ServerCase):
             self.assertGreater(len(sd.methods), 0)
         sd = self.pool_for("gantry.v1.Sandboxes").FindServiceByName("gantry.v1.Sandboxes")
         self.assertEqual([m.name for m in sd.methods],
-                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch", "Logs"])
+                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch", "Logs",
+                          "Exec"])
         self.assertTrue(sd.methods_by_name["Watch"].server_streaming)
         self.assertTrue(sd.methods_by_name["Logs"].server_streaming)
+        self.assertTrue(sd.methods_by_name["Exec"].server_streaming and sd.methods_by_name["Exec"].client_streaming)
         meta = self.pool_for("gantry.v1.ObjectMeta").FindMessageTypeByName("gantry.v1.ObjectMeta")
         self.assertIn("resource_version", meta.fields_by_name)
 
