@@ -53,6 +53,8 @@ struct cli {
     char context[128]; /* the context in use, "" when none */
     enum gantry_format out;
     unsigned retry_ms; /* how long a call keeps retrying while no endpoint answers */
+    /* For a call that streams requests (sandbox exec): set on the client of each attempt. */
+    const struct grpc_client_input *input;
     /* For streams and probes: */
     bool quiet;       /* print nothing about a call the server failed (the caller handles it) */
     bool deadline_ok; /* a stream that reaches its deadline ends normally */

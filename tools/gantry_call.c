@@ -138,6 +138,9 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
             if (out != NULL) {
                 rv = grpc_client_unary(gc, path, &md, 1, req, resp, timeout_ms, out, &res, errmsg);
             } else {
+                if (c->input != NULL) {
+                    grpc_client_set_input(gc, c->input);
+                }
                 rv = grpc_client_call(gc, path, &md, 1, req, resp, on_message, &t, timeout_ms, &res, errmsg);
             }
             grpc_client_close(gc);
@@ -214,7 +217,8 @@ int gantry_call_json(struct cli *c, const char *path, ProtobufCMessage *req,
     *out = NULL;
     for (int pages = 0; pages < 10000; pages++) {
         ProtobufCMessage *m;
-        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m, c->call_timeout_ms != 0 ? c->call_timeout_ms : 30000);
+        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m,
+                             c->call_timeout_ms != 0 ? c->call_timeout_ms : 30000);
         if (rc != 0) {
             json_decref(*out);
             *out = NULL;

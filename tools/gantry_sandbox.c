@@ -1,7 +1,12 @@
 /* gantry sandbox: the Sandboxes service (docs/cli.md): create (--wait shows progress until READY or
  * ERROR), get, list, delete, share, unshare, shared-with-me and watch (resumed on another replica
  * from the last revision seen when its stream breaks). */
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +14,8 @@
 
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "server/grpc/status.h"
+#include "lib/buf.h"
+#include "server/grpc/client.h"
 #include "tools/gantry.h"
 
 #define END                                                                                                  \
@@ -497,6 +504,140 @@ static int sb_logs(struct cli *c, int argc, char **argv)
                        on_chunk, NULL, NULL, follow ? 0 : 60000);
 }
 
+/* --- exec --- */
+
+struct exec_io {
+    bool tty, stdin_open;
+    int code;   /* the command's exit code, -1 until it exited */
+    bool saved; /* the terminal's mode was changed (restore it) */
+    struct termios mode;
+};
+
+static volatile sig_atomic_t winch = 1; /* a resize is pending (1: send the size at start too) */
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    winch = 1;
+}
+
+static int exec_produce(void *arg, bool fd_ready, struct buf *out, bool *eof)
+{
+    struct exec_io *io = arg;
+    Gantry__V1__ExecRequest r = GANTRY__V1__EXEC_REQUEST__INIT;
+    if (io->tty && winch) {
+        winch = 0;
+        struct winsize ws;
+        if (ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            Gantry__V1__TerminalSize sz = GANTRY__V1__TERMINAL_SIZE__INIT;
+            sz.rows = ws.ws_row;
+            sz.cols = ws.ws_col;
+            r.resize = &sz;
+            grpc_client_frame(out, &r.base);
+            r.resize = NULL;
+        }
+    }
+    if (!fd_ready || !io->stdin_open) {
+        return 0;
+    }
+    uint8_t buf[32768];
+    ssize_t n = read(0, buf, sizeof buf);
+    if (n > 0) {
+        r.stdin.data = buf;
+        r.stdin.len = (size_t)n;
+        grpc_client_frame(out, &r.base);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        io->stdin_open = false;
+        r.close_stdin = true;
+        grpc_client_frame(out, &r.base);
+        *eof = !io->tty; /* with a terminal, keep the stream open for resizes */
+    }
+    return 0;
+}
+
+static int exec_output(const ProtobufCMessage *m, void *arg)
+{
+    struct exec_io *io = arg;
+    const Gantry__V1__ExecResponse *r = (const void *)m;
+    if (r->stdout.len > 0 && write(1, r->stdout.data, r->stdout.len) < 0) {
+        return GERR_IO;
+    }
+    if (r->stderr.len > 0 && write(2, r->stderr.data, r->stderr.len) < 0) {
+        return GERR_IO;
+    }
+    if (r->exited) {
+        io->code = r->exit_code;
+    }
+    return 0;
+}
+
+static int sb_exec(struct cli *c, int argc, char **argv)
+{
+    bool it = gantry_flag(&argc, argv, "-it") || gantry_flag(&argc, argv, "-ti");
+    bool in_flag = gantry_flag(&argc, argv, "-i") || gantry_flag(&argc, argv, "--stdin");
+    bool tty_flag = gantry_flag(&argc, argv, "-t") || gantry_flag(&argc, argv, "--tty");
+    bool want_stdin = it || in_flag, tty = it || tty_flag;
+    int dash = -1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            dash = i;
+            break;
+        }
+    }
+    int rc = gantry_args(gantry_find("sandbox", "exec"), dash >= 0 ? dash : argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    if (dash < 0 || dash + 1 >= argc) {
+        fprintf(stderr, "gantry sandbox exec: give the command after --\nusage: gantry sandbox exec %s\n",
+                gantry_find("sandbox", "exec")->args);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (tty && !isatty(0)) {
+        fprintf(stderr, "gantry sandbox exec: -t needs a terminal on stdin\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    Gantry__V1__ExecStart st = GANTRY__V1__EXEC_START__INIT;
+    Gantry__V1__TerminalSize sz = GANTRY__V1__TERMINAL_SIZE__INIT;
+    Gantry__V1__ExecRequest req = GANTRY__V1__EXEC_REQUEST__INIT;
+    st.namespace_ = (char *)gantry_ns(c);
+    st.name = argv[0];
+    st.n_command = (size_t)(argc - dash - 1);
+    st.command = argv + dash + 1;
+    st.tty = tty;
+    struct winsize ws;
+    if (tty && ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) {
+        sz.rows = ws.ws_row;
+        sz.cols = ws.ws_col;
+        st.size = &sz;
+    }
+    req.start = &st;
+    req.close_stdin = !want_stdin;
+    struct exec_io io = {.tty = tty, .stdin_open = want_stdin, .code = -1};
+    struct grpc_client_input input = {.fd = want_stdin ? 0 : -1, .produce = exec_produce, .arg = &io};
+    if (tty) {
+        struct termios raw;
+        if (tcgetattr(0, &io.mode) == 0) {
+            raw = io.mode;
+            cfmakeraw(&raw);
+            io.saved = tcsetattr(0, TCSANOW, &raw) == 0;
+        }
+        signal(SIGWINCH, on_winch);
+    }
+    winch = 0; /* the start message carries the size */
+    c->input = &input;
+    rc = gantry_call(c, "/gantry.v1.Sandboxes/Exec", &req.base, &gantry__v1__exec_response__descriptor,
+                     exec_output, &io, NULL, 0);
+    c->input = NULL;
+    if (io.saved) {
+        tcsetattr(0, TCSANOW, &io.mode);
+    }
+    if (rc == GANTRY_EXIT_OK && io.code >= 0) {
+        return io.code; /* the command's own exit status */
+    }
+    return rc;
+}
+
 const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "create",
      "NAME --image IMAGE [--namespace NS] [--gpus N] [--lifetime SECONDS] [--env K=V ...] [--label K=V ...] "
@@ -531,5 +672,9 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "after TIME (--since 10m, -1h, an RFC 3339 time or Unix ms); -f follows new output until the process "
      "ends or the sandbox is deleted",
      "gantry sandbox logs agent-1 -f --tail 20", sb_logs, false},
+    {"sandbox", "exec", "NAME [--namespace NS] [-i] [-t] -- COMMAND ARGS...",
+     "run a command inside a running sandbox: -i sends your stdin to it, -t gives it a terminal (raw mode, "
+     "resized with yours); the command's exit status is gantry's",
+     "gantry sandbox exec -it agent-1 -- sh", sb_exec, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };

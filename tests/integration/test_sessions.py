@@ -410,6 +410,46 @@ class Exec(Logs):
         self.assertEqual(code, grpc.StatusCode.OK, msg)
         self.assertTrue(last is not None and last.signal == 15 and last.exit_code == 143, last)
 
+        # The CLI: stdin and the exit status; a terminal whose size the command sees.
+        ca = os.path.join(e.c.replicas[0].dir, "tls", "ca.pem")
+        tok = os.path.join(e.c.root, "user.token")
+        with open(tok, "w") as fh:
+            fh.write(e.keys["user"])
+        cli = [os.environ["GANTRY_CLI"], "--endpoint", e.c.replicas[f].api, "--ca", ca, "--token-file", tok,
+               "sandbox", "exec"]
+        env = {"HOME": e.c.root, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run(cli + ["-i", "box", "--", "sh", "-c", "cat; echo to-stderr >&2; exit 5"],
+                             input=b"from the cli\n", capture_output=True, timeout=30, env=env)
+        self.assertEqual((out.returncode, out.stdout, out.stderr), (5, b"from the cli\n", b"to-stderr\n"))
+        import fcntl
+        import pty
+        import struct
+        import termios
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+        p = subprocess.Popen(cli + ["-t", "box", "--", "sh", "-c", "stty size; exit 4"], stdin=slave, stdout=slave,
+                             stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 30
+        while p.poll() is None or True:
+            import select
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif p.poll() is not None:
+                break
+            self.assertLess(time.monotonic(), deadline, seen)
+        os.close(master)
+        self.assertEqual(p.wait(timeout=10), 4, seen)
+        self.assertIn(b"30 90", seen)
+
         # Who may exec: the owner, a namespace admin, an exec share; not a read share, an auditor,
         # another namespace's user.
         e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box", grantee_principal_id=e.ids["user2"],
