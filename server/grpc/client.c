@@ -402,7 +402,9 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         if (m > len - n) {
             m = len - n;
         }
-        memcpy(buf + n, (uint8_t *)c->more.data + c->more_off, m);
+        if (m > 0) {
+            memcpy(buf + n, (uint8_t *)c->more.data + c->more_off, m);
+        }
         c->more_off += m;
         n += m;
         if (c->more_off == c->more.len) {
