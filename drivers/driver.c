@@ -457,6 +457,7 @@ void driver_capabilities(struct driver *d, struct driver_caps *caps)
     d->ops->capabilities(d, caps);
     caps->logs = d->ops->logs_open != NULL;
     caps->exec = d->ops->exec_start != NULL;
+    caps->port_forward = d->ops->port_connect != NULL;
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -611,6 +612,26 @@ int driver_exec_start(struct driver *d, const char *ns, const char *id, const st
         return GERR_UNAVAILABLE;
     }
     return d->ops->exec_start(d, ns, id, spec, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+int driver_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (port == 0) {
+        gerr_set(errmsg, "a port from 1 to 65535 is required");
+        return GERR_INVAL;
+    }
+    if (d->ops->port_connect == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "port-forward is not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->port_connect(d, ns, id, port, out, errmsg); /* no mutex: see driver_internal.h */
 }
 
 void driver_exec_fds(struct driver_exec *x, int *in, int *out, int *err)

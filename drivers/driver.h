@@ -169,6 +169,7 @@ struct driver_caps {
     bool credentials;               /* credentials are delivered (files, environment variables) */
     bool logs;                      /* driver_logs_open reads the main process's output */
     bool exec;                      /* driver_exec_start runs commands inside a sandbox */
+    bool port_forward;              /* driver_port_connect reaches a TCP port inside a sandbox */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -294,6 +295,19 @@ int driver_exec_status(struct driver_exec *x, int *exit_code, int *signal);
 
 /* Close the descriptors; a command still running is killed (SIGKILL) and reaped. NULL is fine. */
 void driver_exec_close(struct driver_exec *x);
+
+/* ---- A TCP connection to a port on a running sandbox's loopback (caps.port_forward).
+ *
+ * Connect to 127.0.0.1:@port inside sandbox @id of @ns and return the connection as a
+ * driver_exec (the same object an exec is, so one session loop serves both): *@in and *@out of
+ * driver_exec_fds are the connected socket (one descriptor), *@err is -1;
+ * driver_exec_close_stdin shuts the socket's write side; driver_exec_status answers 0 (code 0)
+ * at once: the connection has "ended" when its reads reach EOF; resize and signal answer
+ * GERR_INVAL. GERR_NOTFOUND (no such sandbox), GERR_UNAVAILABLE (a driver without
+ * caps.port_forward, a sandbox not running), GERR_REFUSED (nothing listens on the port),
+ * GERR_INVAL (port 0), GERR_IO. */
+int driver_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

@@ -37,6 +37,9 @@ struct driver_ops {
     /* NULL: caps.exec is false. Called without the driver's mutex. */
     int (*exec_start)(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
                       struct driver_exec **out, char *errmsg);
+    /* NULL: caps.port_forward is false. Called without the driver's mutex. */
+    int (*port_connect)(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg);
     void (*free)(struct driver *d);
 };
 

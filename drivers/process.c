@@ -1200,6 +1200,28 @@ static int process_exec_start(struct driver *d, const char *ns, const char *id,
     return rv;
 }
 
+static int process_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                                struct driver_exec **out, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st = {0};
+    int rv = state_read_in(p, ns, id, &st, errmsg);
+    if (rv == 0) {
+        struct located loc;
+        locate(p, &st, &loc);
+        long main_pid = loc.alive ? main_pid_of(loc.init_pid) : 0;
+        if (main_pid <= 0) {
+            gerr_set(errmsg, "sandbox %s is not running", id);
+            rv = GERR_UNAVAILABLE;
+        } else {
+            struct pexec_target t = {.main_pid = main_pid};
+            rv = pexec_port_connect(&t, port, out, errmsg);
+        }
+    }
+    process_state_close(&st);
+    return rv;
+}
+
 static void process_free(struct driver *d)
 {
     struct driver_process *p = process_of(d);
@@ -1226,6 +1248,7 @@ static const struct driver_ops process_ops = {
     .delete_namespace = process_delete_ns,
     .logs_open = process_logs_open,
     .exec_start = process_exec_start,
+    .port_connect = process_port_connect,
     .free = process_free,
 };
 

@@ -36,4 +36,11 @@ struct pexec_target {
 int pexec_start(const struct pexec_target *t, const struct driver_exec_spec *spec, struct driver_exec **out,
                 char *errmsg);
 
+/* Connect to 127.0.0.1:@port in the network namespace of @t->main_pid: a thread of ours joins
+ * that namespace (setns affects the calling thread only), makes and connects the socket, and
+ * ends; the socket keeps its namespace. The result is a driver_exec over the socket
+ * (driver.h, driver_port_connect). GERR_REFUSED when nothing listens; GERR_UNAVAILABLE when the
+ * main process is gone; GERR_IO. */
+int pexec_port_connect(const struct pexec_target *t, uint16_t port, struct driver_exec **out, char *errmsg);
+
 #endif

@@ -593,6 +593,45 @@ static void test_exec(void **state)
     driver_free(d);
 }
 
+/* Port-forward: a connection to a server on the sandbox's loopback; a port nobody listens on. */
+static void test_port_forward(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], out[65536], err[64];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const char *const web[] = {"python3", "-m",        "http.server", "8000",
+                               "--bind",  "127.0.0.1", "--directory", "/tmp"};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.port_forward);
+    conf_spec(&env, &cs, "web");
+    cs.spec.command = web;
+    cs.spec.n_command = 8;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+    struct driver_exec *x = NULL;
+    int rv = GERR_REFUSED;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 15000;
+    while ((rv = driver_port_connect(d, env.ns, cs.id, 8000, &x, errmsg)) == GERR_REFUSED &&
+           clock_mono_ms(clock_system()) < deadline) {
+        usleep(50000); /* the server is starting */
+    }
+    if (rv != 0) {
+        fail_msg("port-forward: %s", errmsg);
+    }
+    assert_int_equal(exec_collect(x, "GET / HTTP/1.0\r\n\r\n", false, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "HTTP/1.0 200"));
+    driver_exec_close(x);
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 1, &x, errmsg), GERR_REFUSED);
+    assert_non_null(strstr(errmsg, "nothing listens on port 1"));
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 0, &x, errmsg), GERR_INVAL);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 8000, &x, errmsg), GERR_NOTFOUND);
+    driver_free(d);
+}
+
 /* A sandbox made by a process that then exits keeps running and is adopted by this one. */
 static void test_outlives_creator(void **state)
 {
@@ -965,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_credentials_need_tmpfs),
         cmocka_unit_test(test_logs),
         cmocka_unit_test(test_exec),
+        cmocka_unit_test(test_port_forward),
     };
     struct driver *probe = open_shared(NULL);
     struct driver_caps caps;
