@@ -93,6 +93,19 @@ static int on_message(const ProtobufCMessage *msg, void *arg)
     return rv;
 }
 
+int gantry_check_endpoints(struct cli *c)
+{
+    if (c->n_endpoints == 0 || c->ca[0] == '\0') {
+        fprintf(stderr,
+                "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
+                "--ca (or "
+                "GANTRY_ENDPOINT and GANTRY_CA)\n",
+                c->n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
+        return GANTRY_EXIT_USAGE;
+    }
+    return 0;
+}
+
 int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
                 ProtobufCMessage **out, unsigned timeout_ms)
@@ -104,12 +117,7 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
     uint64_t deadline = now_ms() + c->retry_ms;
     struct trampoline t = {.cb = cb, .arg = arg};
     bool said_retry = false;
-    if (c->n_endpoints == 0 || c->ca[0] == '\0') {
-        fprintf(stderr,
-                "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
-                "--ca (or "
-                "GANTRY_ENDPOINT and GANTRY_CA)\n",
-                c->n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
+    if (gantry_check_endpoints(c) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     for (;;) {

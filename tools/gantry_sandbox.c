@@ -5,7 +5,9 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <stdlib.h>
 #include <string.h>
@@ -638,6 +640,116 @@ static int sb_exec(struct cli *c, int argc, char **argv)
     return rc;
 }
 
+/* --- port-forward --- */
+
+struct pf_io {
+    int conn;
+    bool conn_open;
+};
+
+static int pf_produce(void *arg, bool fd_ready, struct buf *out, bool *eof)
+{
+    struct pf_io *io = arg;
+    if (!fd_ready || !io->conn_open) {
+        return 0;
+    }
+    uint8_t buf[32768];
+    ssize_t n = read(io->conn, buf, sizeof buf);
+    Gantry__V1__PortForwardRequest r = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+    if (n > 0) {
+        r.data.data = buf;
+        r.data.len = (size_t)n;
+        grpc_client_frame(out, &r.base);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        io->conn_open = false;
+        r.close_write = true;
+        grpc_client_frame(out, &r.base);
+        *eof = true;
+    }
+    return 0;
+}
+
+static int pf_output(const ProtobufCMessage *m, void *arg)
+{
+    struct pf_io *io = arg;
+    const Gantry__V1__PortForwardResponse *r = (const void *)m;
+    size_t off = 0;
+    while (off < r->data.len) {
+        ssize_t w = write(io->conn, r->data.data + off, r->data.len - off);
+        if (w <= 0) {
+            return 0; /* the local client went away: the rest is dropped with the connection */
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static int sb_port_forward(struct cli *c, int argc, char **argv)
+{
+    uint64_t count = 0;
+    if (gantry_u64("--count", gantry_opt(&argc, argv, "--count"), UINT32_MAX, &count) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    int rc = gantry_args(gantry_find("sandbox", "port-forward"), argc, argv, 2, 2);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned local = 0, remote = 0;
+    char tail;
+    if (sscanf(argv[1], "%u:%u%c", &local, &remote, &tail) != 2 || local == 0 || local > 65535 ||
+        remote == 0 || remote > 65535) {
+        fprintf(stderr,
+                "gantry sandbox port-forward: LOCAL:REMOTE must be two ports from 1 to 65535, not %s\n",
+                argv[1]);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (gantry_check_endpoints(c) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)local), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 16) != 0) {
+        fprintf(stderr, "gantry sandbox port-forward: cannot listen on 127.0.0.1:%u: %s\n", local,
+                strerror(errno));
+        if (ls >= 0) {
+            close(ls);
+        }
+        return GANTRY_EXIT_FAILED;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "forwarding 127.0.0.1:%u to port %u of sandbox %s (one connection at a time)\n", local,
+            remote, argv[0]);
+    Gantry__V1__PortForwardStart st = GANTRY__V1__PORT_FORWARD_START__INIT;
+    Gantry__V1__PortForwardRequest req = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+    st.namespace_ = (char *)gantry_ns(c);
+    st.name = argv[0];
+    st.port = remote;
+    req.start = &st;
+    for (uint64_t served = 0; count == 0 || served < count; served++) {
+        int conn = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        struct pf_io io = {.conn = conn, .conn_open = true};
+        struct grpc_client_input input = {.fd = conn, .produce = pf_produce, .arg = &io};
+        c->input = &input;
+        rc = gantry_call(c, "/gantry.v1.Sandboxes/PortForward", &req.base,
+                         &gantry__v1__port_forward_response__descriptor, pf_output, &io, NULL, 0);
+        c->input = NULL;
+        close(conn);
+        if (rc != GANTRY_EXIT_OK) {
+            break; /* refused (who, where, nothing listening): say so and stop, as kubectl does */
+        }
+    }
+    close(ls);
+    return rc;
+}
+
 const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "create",
      "NAME --image IMAGE [--namespace NS] [--gpus N] [--lifetime SECONDS] [--env K=V ...] [--label K=V ...] "
@@ -676,5 +788,9 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "run a command inside a running sandbox: -i sends your stdin to it, -t gives it a terminal (raw mode, "
      "resized with yours); the command's exit status is gantry's",
      "gantry sandbox exec -it agent-1 -- sh", sb_exec, false},
+    {"sandbox", "port-forward", "NAME LOCAL:REMOTE [--namespace NS] [--count N]",
+     "forward connections to 127.0.0.1:LOCAL to port REMOTE on the sandbox's loopback, one at a time, until "
+     "interrupted (or N connections); a refused connection ends it",
+     "gantry sandbox port-forward agent-1 8080:80", sb_port_forward, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };

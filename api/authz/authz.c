@@ -66,6 +66,7 @@ static const struct authz_rule rules[] = {
     R("Sandboxes/Watch", AZ_NS_READ, "namespace", true, false),
     R("Sandboxes/Logs", AZ_SANDBOX_USE, "namespace", false, false),
     R("Sandboxes/Exec", AZ_SANDBOX_USE, "start.namespace", false, false),
+    R("Sandboxes/PortForward", AZ_SANDBOX_USE, "start.namespace", false, false),
     /* Providers: namespace-scoped credentials, managed by namespace admins. */
     R("Providers/Create", AZ_NS_ADMIN, "provider.meta.namespace", false, true),
     R("Providers/Get", AZ_NS_READ, "namespace", false, false),

@@ -633,7 +633,8 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
             snprintf(path, sizeof path, "/%s/%s", services[i]->name, md->name);
             /* Streaming requests do not exist in gantry.v1; server streams are recognised by name
              * through the descriptor's output being used with grpc_call_send_async. */
-            bool bidi = strcmp(path, "/gantry.v1.Sandboxes/Exec") == 0;
+            bool bidi = strcmp(path, "/gantry.v1.Sandboxes/Exec") == 0 ||
+                        strcmp(path, "/gantry.v1.Sandboxes/PortForward") == 0;
             bool streaming = strcmp(path, "/gantry.v1.Cluster/Backup") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Watch") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Logs") == 0 ||

@@ -37,9 +37,11 @@
 #define EXEC_IN_HIGH (256u << 10)
 #define EXEC_IN_LOW  (64u << 10)
 #define EXEC_READ    (32u << 10)
-#define OP           "/gantry.v1.Sandboxes/Exec"
+#define OP_EXEC      "/gantry.v1.Sandboxes/Exec"
+#define OP_PORT      "/gantry.v1.Sandboxes/PortForward"
 
 struct exec_session {
+    bool port; /* a port-forward: a socket, PortForwardRequest/Response */
     struct sessions_svc *svc;
     struct grpc_call *call; /* one reference, dropped by grpc_call_finish_async */
     struct driver_exec *x;
@@ -69,12 +71,19 @@ static void wake(struct exec_session *e)
 static void exec_on_message(struct grpc_call *call, const ProtobufCMessage *msg, void *data)
 {
     struct exec_session *e = data;
-    const Gantry__V1__ExecRequest *r = (const void *)msg;
     pthread_mutex_lock(&e->mu);
-    if (r == NULL) {
+    if (msg == NULL) {
         e->half_closed = true;
         e->close_stdin = true;
+    } else if (e->port) {
+        const Gantry__V1__PortForwardRequest *r = (const void *)msg;
+        if (r->data.len > 0 && !e->close_stdin) {
+            buf_append(&e->in, r->data.data, r->data.len);
+            e->bytes_in += r->data.len;
+        }
+        e->close_stdin |= r->close_write;
     } else {
+        const Gantry__V1__ExecRequest *r = (const void *)msg;
         if (r->stdin.len > 0 && !e->close_stdin) {
             buf_append(&e->in, r->stdin.data, r->stdin.len);
             e->bytes_in += r->stdin.len;
@@ -88,6 +97,8 @@ static void exec_on_message(struct grpc_call *call, const ProtobufCMessage *msg,
         if (r->signal >= 1 && r->signal <= 31) {
             e->signal = r->signal;
         }
+    }
+    if (msg != NULL) {
         if (e->in.len - e->in_off > EXEC_IN_HIGH && !e->in_paused) {
             e->in_paused = true;
             grpc_call_pause_input(call); /* the command is not reading: make the client wait */
@@ -105,14 +116,20 @@ static void send_output(struct exec_session *e, const uint8_t *data, size_t n, b
            !atomic_load(&e->svc->stopping)) {
         clk->sleep_ns(clk, 2 * 1000000ull);
     }
-    Gantry__V1__ExecResponse r = GANTRY__V1__EXEC_RESPONSE__INIT;
     ProtobufCBinaryData b = {n, (uint8_t *)data};
-    if (err) {
-        r.stderr = b;
+    if (e->port) {
+        Gantry__V1__PortForwardResponse r = GANTRY__V1__PORT_FORWARD_RESPONSE__INIT;
+        r.data = b;
+        (void)grpc_call_send_async(e->call, &r.base);
     } else {
-        r.stdout = b;
+        Gantry__V1__ExecResponse r = GANTRY__V1__EXEC_RESPONSE__INIT;
+        if (err) {
+            r.stderr = b;
+        } else {
+            r.stdout = b;
+        }
+        (void)grpc_call_send_async(e->call, &r.base);
     }
-    (void)grpc_call_send_async(e->call, &r.base);
     e->bytes_out += n;
 }
 
@@ -243,10 +260,15 @@ static void *exec_main(void *arg)
         }
     }
     gate_bidi_detach(e->call); /* no more on_message into this session */
-    if (ended && sig == SIGKILL && have_cl && sandbox_deleted(&cl, e)) {
+    if (ended && (e->port || sig == SIGKILL) && have_cl && sandbox_deleted(&cl, e)) {
         status = GRPC_STATUS_NOT_FOUND;
-        snprintf(why, sizeof why, "sandbox \"%s\" of namespace \"%s\" was deleted while the command ran",
-                 e->name, e->ns);
+        snprintf(why, sizeof why, "sandbox \"%s\" of namespace \"%s\" was deleted while the %s ran", e->name,
+                 e->ns, e->port ? "connection" : "command");
+    } else if (ended && e->port) {
+        Gantry__V1__PortForwardResponse r = GANTRY__V1__PORT_FORWARD_RESPONSE__INIT;
+        r.closed = true;
+        (void)grpc_call_send_async(e->call, &r.base);
+        snprintf(why, sizeof why, "the sandbox's side closed the connection");
     } else if (ended) {
         Gantry__V1__ExecResponse r = GANTRY__V1__EXEC_RESPONSE__INIT;
         r.exited = true;
@@ -260,11 +282,12 @@ static void *exec_main(void *arg)
     int64_t end_ms = (int64_t)clk->wall_ms(clk);
     char msg[GERR_MSG_SIZE + 600];
     snprintf(msg, sizeof msg,
-             "exec session ended: %s; command [%s]; %" PRIu64 " bytes sent, %" PRIu64
-             " received; started %" PRId64 ", lasted %" PRId64 " ms",
-             why, e->command, e->bytes_out, e->bytes_in, e->started_ms, end_ms - e->started_ms);
-    sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, OP, end_ms, status == GRPC_STATUS_OK,
-                    status, msg);
+             "%s session ended: %s; %s [%s]; %" PRIu64 " bytes sent, %" PRIu64 " received; started %" PRId64
+             ", lasted %" PRId64 " ms",
+             e->port ? "port-forward" : "exec", why, e->port ? "port" : "command", e->command, e->bytes_out,
+             e->bytes_in, e->started_ms, end_ms - e->started_ms);
+    sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, e->port ? OP_PORT : OP_EXEC, end_ms,
+                    status == GRPC_STATUS_OK, status, msg);
     if (have_cl) {
         store_client_close(&cl);
     }
@@ -289,6 +312,150 @@ static void command_text(const Gantry__V1__ExecStart *st, char *out, size_t len)
         }
         n += (size_t)w < len - n ? (size_t)w : len - n - 1;
     }
+}
+
+/* What a session starts with, from the first message. */
+struct start_args {
+    bool port;
+    const char *ns, *name;
+    const struct driver_exec_spec *xs; /* exec */
+    uint16_t port_no;                  /* port-forward */
+    const char *what;                  /* for the audit: the command line, or the port */
+    bool tty;
+    const uint8_t *input; /* data the first message carried */
+    size_t input_len;
+    bool close_input;
+};
+
+static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const struct start_args *a)
+{
+    const char *op = a->port ? OP_PORT : OP_EXEC, *kind = a->port ? "port-forward" : "exec";
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(a->ns), proto_text(a->name)};
+    int rv = store_client_query(
+        ctx->cl, "SELECT id, owner_id, phase FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "find sandbox: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return;
+    }
+    enum sessions__use use =
+        rows.n_rows == 0 ? SESSIONS_USE_NONE
+                         : sessions__access(ctx, sessions__text(&rows, 0), sessions__text(&rows, 1), a->ns);
+    if (use == SESSIONS_USE_NONE) {
+        gate_fail(
+            ctx, GRPC_STATUS_NOT_FOUND,
+            "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours or shared with you)",
+            a->name, a->ns);
+        proto_rows_close(&rows);
+        return;
+    }
+    if (use == SESSIONS_USE_READ) {
+        char why[200];
+        snprintf(why, sizeof why,
+                 "%s in a sandbox needs its owner, namespace_admin, or an exec share: a read share allows "
+                 "reading its logs only",
+                 kind);
+        sessions__audit(svc, &ctx->who, a->ns, sessions__text(&rows, 0), a->name, grpc_call_peer(ctx->call),
+                        op, ctx->now_ms, false, GRPC_STATUS_PERMISSION_DENIED, why);
+        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
+        proto_rows_close(&rows);
+        return;
+    }
+    struct exec_session *e = mem_zalloc(sizeof *e);
+    e->port = a->port;
+    snprintf(e->id, sizeof e->id, "%s", sessions__text(&rows, 0));
+    char phase[24];
+    snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
+    proto_rows_close(&rows);
+    gate_release_store(ctx);
+    struct driver_caps caps = {0};
+    if (svc->driver != NULL) {
+        driver_capabilities(svc->driver, &caps);
+    }
+    char errmsg[GERR_MSG_SIZE] = "";
+    if (svc->driver == NULL || !(a->port ? caps.port_forward : caps.exec)) {
+        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "%s is not supported by the %s driver yet", kind,
+                  svc->driver == NULL ? "(no)" : caps.name);
+    } else if (strcmp(phase, "READY") != 0) {
+        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\" is not running (phase %s)",
+                  a->name, phase);
+    } else if (atomic_fetch_add(&svc->sessions, 1) >= SESSIONS_MAX || atomic_load(&svc->stopping)) {
+        atomic_fetch_sub(&svc->sessions, 1);
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
+    } else {
+        rv = a->port ? driver_port_connect(svc->driver, a->ns, e->id, a->port_no, &e->x, errmsg)
+                     : driver_exec_start(svc->driver, a->ns, e->id, a->xs, &e->x, errmsg);
+        if (rv != 0) {
+            atomic_fetch_sub(&svc->sessions, 1);
+            if (rv == GERR_NOTFOUND) {
+                gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                          "this replica cannot reach sandbox \"%.63s\": its driver has no record of it here; "
+                          "sessions are not routed between replicas yet, so call a replica that shares the "
+                          "driver's state",
+                          a->name);
+            } else if (rv == GERR_UNAVAILABLE || rv == GERR_REFUSED) {
+                gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\": %s", a->name, errmsg);
+            } else {
+                gate_fail(ctx, grpc_status_from_gerr(rv), "%s in sandbox \"%.63s\": %s", kind, a->name,
+                          errmsg);
+            }
+        } else if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+            atomic_fetch_sub(&svc->sessions, 1);
+            driver_exec_close(e->x);
+            gate_fail(ctx, GRPC_STATUS_INTERNAL, "pipe: %s", strerror(errno));
+        } else {
+            e->svc = svc;
+            e->call = ctx->call;
+            e->who = ctx->who;
+            snprintf(e->ns, sizeof e->ns, "%s", a->ns);
+            snprintf(e->name, sizeof e->name, "%s", a->name);
+            snprintf(e->source, sizeof e->source, "%s", grpc_call_peer(ctx->call));
+            snprintf(e->command, sizeof e->command, "%s", a->what);
+            pthread_mutex_init(&e->mu, NULL);
+            buf_init(&e->in);
+            e->started_ms = (int64_t)clock_system()->wall_ms(clock_system());
+            char msg[400];
+            if (a->port) {
+                snprintf(msg, sizeof msg, "port-forward session started: port [%s]", e->command);
+            } else {
+                snprintf(msg, sizeof msg, "exec session started: tty %s, command [%s]", a->tty ? "yes" : "no",
+                         e->command);
+            }
+            sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, op, e->started_ms, true,
+                            GRPC_STATUS_OK, msg);
+            /* The first message may carry input too. */
+            pthread_mutex_lock(&e->mu);
+            if (a->input_len > 0) {
+                buf_append(&e->in, a->input, a->input_len);
+                e->bytes_in += a->input_len;
+            }
+            e->close_stdin = a->close_input;
+            pthread_mutex_unlock(&e->mu);
+            gate_bidi_attach(ctx, exec_on_message, e);
+            pthread_t t;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            rv = pthread_create(&t, &attr, exec_main, e);
+            pthread_attr_destroy(&attr);
+            if (rv == 0) {
+                grpc_call_resume_input(ctx->call);
+                return; /* the thread owns e and answers the call */
+            }
+            gate_bidi_detach(ctx->call);
+            driver_exec_close(e->x);
+            close(e->wake[0]);
+            close(e->wake[1]);
+            buf_close(&e->in);
+            pthread_mutex_destroy(&e->mu);
+            atomic_fetch_sub(&svc->sessions, 1);
+            gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
+        }
+    }
+    mem_free(e);
 }
 
 void sessions__exec(struct gate_ctx *ctx, void *data)
@@ -319,128 +486,51 @@ void sessions__exec(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "start.size: rows and cols are at most 10000");
         return;
     }
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(st->namespace_), proto_text(st->name)};
-    int rv = store_client_query(
-        ctx->cl, "SELECT id, owner_id, phase FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &rows);
-    if (rv != 0) {
-        gate_fail(ctx, grpc_status_from_gerr(rv), "find sandbox: %s", ctx->cl->errmsg);
-        proto_rows_close(&rows);
+    struct driver_exec_spec xs = {.command = (const char *const *)st->command,
+                                  .n_command = st->n_command,
+                                  .tty = st->tty,
+                                  .rows = st->size != NULL ? (uint16_t)st->size->rows : 0,
+                                  .cols = st->size != NULL ? (uint16_t)st->size->cols : 0};
+    char what[256];
+    command_text(st, what, sizeof what);
+    struct start_args a = {.ns = st->namespace_,
+                           .name = st->name,
+                           .xs = &xs,
+                           .what = what,
+                           .tty = st->tty,
+                           .input = req->stdin.data,
+                           .input_len = req->stdin.len,
+                           .close_input = req->close_stdin};
+    session_start(ctx, svc, &a);
+}
+
+void sessions__port_forward(struct gate_ctx *ctx, void *data)
+{
+    struct sessions_svc *svc = data;
+    const Gantry__V1__PortForwardRequest *req = (const void *)grpc_call_request(ctx->call);
+    const Gantry__V1__PortForwardStart *st = req->start;
+    if (st == NULL) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                  "the first message must carry start (namespace, name, port)");
         return;
     }
-    enum sessions__use use = rows.n_rows == 0 ? SESSIONS_USE_NONE
-                                              : sessions__access(ctx, sessions__text(&rows, 0),
-                                                                 sessions__text(&rows, 1), st->namespace_);
-    if (use == SESSIONS_USE_NONE) {
-        gate_fail(
-            ctx, GRPC_STATUS_NOT_FOUND,
-            "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours or shared with you)",
-            st->name, st->namespace_);
-        proto_rows_close(&rows);
+    if (st->name[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "start.name is required");
         return;
     }
-    if (use == SESSIONS_USE_READ) {
-        const char *why =
-            "exec in sandbox needs its owner, namespace_admin, or an exec share: a read share allows "
-            "reading its logs only";
-        sessions__audit(svc, &ctx->who, st->namespace_, sessions__text(&rows, 0), st->name,
-                        grpc_call_peer(ctx->call), OP, ctx->now_ms, false, GRPC_STATUS_PERMISSION_DENIED,
-                        why);
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
-        proto_rows_close(&rows);
+    if (st->port == 0 || st->port > 65535) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "start.port must be 1 to 65535, not %u", st->port);
         return;
     }
-    struct exec_session *e = mem_zalloc(sizeof *e);
-    snprintf(e->id, sizeof e->id, "%s", sessions__text(&rows, 0));
-    char phase[24];
-    snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
-    proto_rows_close(&rows);
-    gate_release_store(ctx);
-    struct driver_caps caps = {0};
-    if (svc->driver != NULL) {
-        driver_capabilities(svc->driver, &caps);
-    }
-    char errmsg[GERR_MSG_SIZE] = "";
-    if (svc->driver == NULL || !caps.exec) {
-        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "exec is not supported by the %s driver yet",
-                  svc->driver == NULL ? "(no)" : caps.name);
-    } else if (strcmp(phase, "READY") != 0) {
-        gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\" is not running (phase %s)",
-                  st->name, phase);
-    } else if (atomic_fetch_add(&svc->sessions, 1) >= SESSIONS_MAX || atomic_load(&svc->stopping)) {
-        atomic_fetch_sub(&svc->sessions, 1);
-        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
-    } else {
-        struct driver_exec_spec xs = {.command = (const char *const *)st->command,
-                                      .n_command = st->n_command,
-                                      .tty = st->tty,
-                                      .rows = st->size != NULL ? (uint16_t)st->size->rows : 0,
-                                      .cols = st->size != NULL ? (uint16_t)st->size->cols : 0};
-        rv = driver_exec_start(svc->driver, st->namespace_, e->id, &xs, &e->x, errmsg);
-        if (rv != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
-            if (rv == GERR_NOTFOUND) {
-                gate_fail(
-                    ctx, GRPC_STATUS_UNAVAILABLE,
-                    "this replica cannot reach sandbox \"%.63s\": its driver has no record of it here; "
-                    "sessions "
-                    "are not routed between replicas yet, so call a replica that shares the driver's state",
-                    st->name);
-            } else if (rv == GERR_UNAVAILABLE) {
-                gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\": %s", st->name, errmsg);
-            } else {
-                gate_fail(ctx, grpc_status_from_gerr(rv), "exec in sandbox \"%.63s\": %s", st->name, errmsg);
-            }
-        } else if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
-            driver_exec_close(e->x);
-            gate_fail(ctx, GRPC_STATUS_INTERNAL, "pipe: %s", strerror(errno));
-        } else {
-            e->svc = svc;
-            e->call = ctx->call;
-            e->who = ctx->who;
-            snprintf(e->ns, sizeof e->ns, "%s", st->namespace_);
-            snprintf(e->name, sizeof e->name, "%s", st->name);
-            snprintf(e->source, sizeof e->source, "%s", grpc_call_peer(ctx->call));
-            command_text(st, e->command, sizeof e->command);
-            pthread_mutex_init(&e->mu, NULL);
-            buf_init(&e->in);
-            e->started_ms = (int64_t)clock_system()->wall_ms(clock_system());
-            char msg[400];
-            snprintf(msg, sizeof msg, "exec session started: tty %s, command [%s]", st->tty ? "yes" : "no",
-                     e->command);
-            sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, OP, e->started_ms, true,
-                            GRPC_STATUS_OK, msg);
-            /* The first message may carry input and controls too. */
-            pthread_mutex_lock(&e->mu);
-            if (req->stdin.len > 0) {
-                buf_append(&e->in, req->stdin.data, req->stdin.len);
-                e->bytes_in += req->stdin.len;
-            }
-            e->close_stdin = req->close_stdin;
-            pthread_mutex_unlock(&e->mu);
-            gate_bidi_attach(ctx, exec_on_message, e);
-            pthread_t t;
-            pthread_attr_t attr;
-            pthread_attr_init(&attr);
-            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            rv = pthread_create(&t, &attr, exec_main, e);
-            pthread_attr_destroy(&attr);
-            if (rv == 0) {
-                grpc_call_resume_input(ctx->call);
-                return; /* the thread owns e and answers the call */
-            }
-            gate_bidi_detach(ctx->call);
-            driver_exec_close(e->x);
-            close(e->wake[0]);
-            close(e->wake[1]);
-            buf_close(&e->in);
-            pthread_mutex_destroy(&e->mu);
-            atomic_fetch_sub(&svc->sessions, 1);
-            gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
-        }
-    }
-    mem_free(e);
+    char what[16];
+    snprintf(what, sizeof what, "%u", st->port);
+    struct start_args a = {.port = true,
+                           .ns = st->namespace_,
+                           .name = st->name,
+                           .port_no = (uint16_t)st->port,
+                           .what = what,
+                           .input = req->data.data,
+                           .input_len = req->data.len,
+                           .close_input = req->close_write};
+    session_start(ctx, svc, &a);
 }

@@ -29,7 +29,8 @@ void sessions__audit(struct sessions_svc *svc, const struct authn_principal *who
 int sessions__credential_ok(struct store_client *cl, const struct authn_principal *who, int64_t now_ms,
                             char *why, size_t len);
 
-/* The implementation of Sandboxes.Exec (exec_session.c). */
+/* The implementations of Sandboxes.Exec and Sandboxes.PortForward (exec_session.c). */
 void sessions__exec(struct gate_ctx *ctx, void *data);
+void sessions__port_forward(struct gate_ctx *ctx, void *data);
 
 #endif

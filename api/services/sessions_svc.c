@@ -314,8 +314,9 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
 int sessions_svc_register(struct gate *g, struct sessions_svc *svc, char *errmsg)
 {
     if (gate_route(g, "/gantry.v1.Sandboxes/Logs", sb_logs, svc) != 0 ||
-        gate_route(g, "/gantry.v1.Sandboxes/Exec", sessions__exec, svc) != 0) {
-        gerr_set(errmsg, "sessions service: cannot route Sandboxes/Logs and Sandboxes/Exec");
+        gate_route(g, "/gantry.v1.Sandboxes/Exec", sessions__exec, svc) != 0 ||
+        gate_route(g, "/gantry.v1.Sandboxes/PortForward", sessions__port_forward, svc) != 0) {
+        gerr_set(errmsg, "sessions service: cannot route Sandboxes/Logs, Exec and PortForward");
         return GERR_INVAL;
     }
     return 0;

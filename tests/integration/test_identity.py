@@ -60,6 +60,7 @@ EXPECT = {
     "Sandboxes/ListSharedWithMe": (None, ALL), "Sandboxes/Watch": ("namespace", NS_READERS),
     "Sandboxes/Logs": ("namespace", SANDBOX_WRITERS),  # never the auditor: a sandbox's output is not metadata
     "Sandboxes/Exec": ("start.namespace", SANDBOX_WRITERS),  # a bidi stream, authorized by its first message
+    "Sandboxes/PortForward": ("start.namespace", SANDBOX_WRITERS),
     "Providers/Create": ("provider.meta.namespace", NS_ADMINS), "Providers/Update": ("provider.meta.namespace", NS_ADMINS),
     "Providers/Delete": ("namespace", NS_ADMINS), "Providers/Grant": ("namespace", NS_ADMINS),
     "Providers/RevokeGrant": ("namespace", NS_ADMINS), "Providers/Get": ("namespace", NS_READERS),
@@ -76,7 +77,7 @@ EXPECT = {
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
 STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export", "Sandboxes/Logs"}
-BIDI = {"Sandboxes/Exec"}
+BIDI = {"Sandboxes/Exec", "Sandboxes/PortForward"}
 
 
 def methods():
@@ -246,7 +247,7 @@ class Matrix(g.GantrydTest):
         rows = [("Get", ok, ok, ok, hidden, ok), ("Delete", ok, denied, denied, denied, ok),
                 ("Share", ok, denied, denied, denied, ok), ("Unshare", ok, denied, denied, denied, ok),
                 ("ListSharedWithMe", ok, ok, ok, ok, ok), ("Logs", ok, ok, ok, hidden, ok),
-                ("Exec", ok, denied, ok, hidden, ok)]
+                ("Exec", ok, denied, ok, hidden, ok), ("PortForward", ok, denied, ok, hidden, ok)]
         failures = []
         n = 0
         for method, *want in rows:
@@ -268,15 +269,21 @@ class Matrix(g.GantrydTest):
                        "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default"),
                        "Logs": S.LogsRequest(namespace="default", name=name),
                        "Exec": S.ExecRequest(start=S.ExecStart(namespace="default", name=name, command=["true"]),
-                                             close_stdin=True)}[method]
+                                             close_stdin=True),
+                       "PortForward": S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name=name,
+                                                                                    port=1))}[method]
                 try:
-                    if method in ("Logs", "Exec"):
+                    if method in ("Logs", "Exec", "PortForward"):
                         if method == "Logs":
                             fn = ident.stub("gantry.v1.Sandboxes", "Logs", S.LogsRequest, S.LogChunk, streaming=True,
                                             replica=n % len(ident.c.replicas))
-                        else:
+                        elif method == "Exec":
                             fn = ident.stub("gantry.v1.Sandboxes", "Exec", S.ExecRequest, S.ExecResponse, bidi=True,
                                             replica=n % len(ident.c.replicas))
+                            req = iter([req])
+                        else:
+                            fn = ident.stub("gantry.v1.Sandboxes", "PortForward", S.PortForwardRequest,
+                                            S.PortForwardResponse, bidi=True, replica=n % len(ident.c.replicas))
                             req = iter([req])
                         try:
                             list(fn(req, metadata=[("authorization", "Bearer " + ident.keys[role])], timeout=15))

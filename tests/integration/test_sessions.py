@@ -488,6 +488,70 @@ class Exec(Logs):
             self.assertEqual(code, want, "%s: %s" % (msgs, msg))
             self.assertIn(what, msg)
 
+        # Port-forward to a server on the sandbox's loopback, through the API and the CLI.
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "web", command=[
+            "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/tmp"])), replica=f)
+        e.wait_phases({"box": "PHASE_READY", "once": "PHASE_STOPPED", "web": "PHASE_READY"})
+        pf = ch.stream_stream("/gantry.v1.Sandboxes/PortForward",
+                              request_serializer=S.PortForwardRequest.SerializeToString,
+                              response_deserializer=S.PortForwardResponse.FromString)
+
+        def forward(role, port=8000, name="web"):
+            got, closed = b"", False
+            try:
+                for r in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name=name,
+                                                                                  port=port)),
+                                  S.PortForwardRequest(data=b"GET / HTTP/1.0\r\n\r\n", close_write=True)]),
+                            metadata=[("authorization", "Bearer " + e.keys[role])], timeout=30):
+                    got += r.data
+                    closed = closed or r.closed
+            except grpc.RpcError as err:
+                return err.code(), err.details(), got, closed
+            return grpc.StatusCode.OK, "", got, closed
+        deadline = time.monotonic() + 20
+        while True:
+            code, msg, got, closed = forward("user")
+            if code != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the server inside is starting: "nothing listens on port 8000"
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(got.startswith(b"HTTP/1.0 200") and closed, got[:100])
+        code, msg, _, _ = forward("user", port=1)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
+        self.assertIn("nothing listens on port 1", msg)
+        code, msg, _, _ = forward("user", port=70000)
+        self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, msg)
+        e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="web", grantee_principal_id=e.ids["user2"],
+                                                    access=S.SHARE_ACCESS_READ), replica=f)
+        code, msg, _, _ = forward("user2")
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        for role in ("auditor", "other"):
+            code, msg, _, _ = forward(role)
+            self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, "%s: %s" % (role, msg))
+        local = g.free_port()
+        p = subprocess.Popen(cli[:-2] + ["sandbox", "port-forward", "web", "%d:8000" % local, "--count", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        import socket
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", local), timeout=5)
+                break
+            except OSError:
+                self.assertLess(time.monotonic(), deadline, "the CLI does not listen")
+                time.sleep(0.1)
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        page = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            page += chunk
+        sock.close()
+        self.assertEqual(p.wait(timeout=30), 0, p.stderr.read())
+        self.assertTrue(page.startswith(b"HTTP/1.0 200"), page[:100])
+
         # Deleting the sandbox ends a running command's session with a clear status.
         import threading
         res = {}
@@ -519,6 +583,10 @@ class Exec(Logs):
         self.assertTrue(any("%d bytes sent" % (mb * 1000000) in x.status_detail for x in ended))
         self.assertTrue(any("was deleted" in x.status_detail for x in ended))
         self.assertTrue(any(x.status == "Failure" and "read share" in x.status_detail for x in ev))
+        pfev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            namespace="default", api_operation="/gantry.v1.Sandboxes/PortForward")).events
+        self.assertTrue(any("port-forward session ended" in x.status_detail and "port [8000]" in x.status_detail and
+                            x.actor_principal_id == e.ids["user"] for x in pfev), [x.status_detail for x in pfev])
         print("exec through replica %d (not the lease holder): stdin/stdout/stderr and exit 7, a TTY resized, %d MB "
               "out and %d MiB in, a command not reading 32 MiB of input (RSS +%d KiB meanwhile); every replica's RSS grew at most "
               "%d KiB%s; %d sessions audited" % (e.c.replicas[f].rid, mb, mb, push_peak[0], max(peak, grown),

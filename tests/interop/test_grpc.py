@@ -1037,7 +1037,7 @@ class ReflectionTests(ServerCase):
         sd = self.pool_for("gantry.v1.Sandboxes").FindServiceByName("gantry.v1.Sandboxes")
         self.assertEqual([m.name for m in sd.methods],
                          ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch", "Logs",
-                          "Exec"])
+                          "Exec", "PortForward"])
         self.assertTrue(sd.methods_by_name["Watch"].server_streaming)
         self.assertTrue(sd.methods_by_name["Logs"].server_streaming)
         self.assertTrue(sd.methods_by_name["Exec"].server_streaming and sd.methods_by_name["Exec"].client_streaming)

@@ -240,6 +240,7 @@ static const struct numeric {
     {"sandbox", "watch", "--timeout", GANTRY_MAX_TIMEOUT_S, {NULL}},
     {"sandbox", "watch", "--count", UINT64_MAX, {NULL}},
     {"sandbox", "logs", "--tail", INT64_MAX, {"sb", NULL}},
+    {"sandbox", "port-forward", "--count", UINT32_MAX, {"sb", "8080:80", NULL}},
     {"quota", "set", "--max-sandboxes", UINT32_MAX, {NULL}},
     {"quota", "set", "--max-gpus", UINT32_MAX, {NULL}},
     {"quota", "set", "--max-lifetime", INT64_MAX / 1000, {NULL}},
