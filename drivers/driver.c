@@ -278,14 +278,15 @@ static int check_credentials(const struct driver_credential *c, size_t n, char *
     }
     for (size_t i = 0; i < n; i++) {
         if (!driver_is_dns_label(c[i].provider) || !credential_key_ok(c[i].key)) {
-            gerr_set(errmsg, "credential %zu: the provider must be a DNS-1123 label and the key 1..%u of "
-                             "[A-Za-z0-9_.-] (not . or ..)",
+            gerr_set(errmsg,
+                     "credential %zu: the provider must be a DNS-1123 label and the key 1..%u of "
+                     "[A-Za-z0-9_.-] (not . or ..)",
                      i, DRIVER_CREDENTIAL_KEY_MAX);
             return GERR_INVAL;
         }
         if (c[i].value == NULL || strlen(c[i].value) > DRIVER_CREDENTIAL_VAL_MAX) {
-            gerr_set(errmsg, "credential %s/%s: value missing or longer than %u bytes", c[i].provider, c[i].key,
-                     DRIVER_CREDENTIAL_VAL_MAX);
+            gerr_set(errmsg, "credential %s/%s: value missing or longer than %u bytes", c[i].provider,
+                     c[i].key, DRIVER_CREDENTIAL_VAL_MAX);
             return GERR_INVAL;
         }
         if (c[i].env != NULL && !env_name_ok(c[i].env)) {
@@ -299,8 +300,8 @@ static int check_credentials(const struct driver_credential *c, size_t n, char *
                 return GERR_INVAL;
             }
             if (c[i].env != NULL && c[j].env != NULL && strcmp(c[i].env, c[j].env) == 0) {
-                gerr_set(errmsg, "credentials %s/%s and %s/%s both set environment variable %s", c[j].provider,
-                         c[j].key, c[i].provider, c[i].key, c[i].env);
+                gerr_set(errmsg, "credentials %s/%s and %s/%s both set environment variable %s",
+                         c[j].provider, c[j].key, c[i].provider, c[i].key, c[i].env);
                 return GERR_INVAL;
             }
         }
@@ -454,6 +455,9 @@ void driver_capabilities(struct driver *d, struct driver_caps *caps)
     memset(caps, 0, sizeof *caps);
     pthread_mutex_lock(&d->mu);
     d->ops->capabilities(d, caps);
+    caps->logs = d->ops->logs_open != NULL;
+    caps->exec = d->ops->exec_start != NULL;
+    caps->port_forward = d->ops->port_connect != NULL;
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -549,6 +553,117 @@ int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, 
     }
     DRIVER__CALL(d, d->ops->update_credentials(d, epoch, ns, id, creds, n, errmsg));
     return rv;
+}
+
+int driver_logs_open(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (d->ops->logs_open == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "logs are not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->logs_open(d, ns, id, q, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+int driver_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg)
+{
+    if (cap < DRIVER_LOG_CHUNK) {
+        gerr_set(errmsg, "driver_log_next: a buffer of at least %u bytes is needed", DRIVER_LOG_CHUNK);
+        return GERR_INVAL;
+    }
+    return l->ops->next(l, buf, cap, n, ts_ms, errmsg);
+}
+
+void driver_log_close(struct driver_log *l)
+{
+    if (l != NULL) {
+        l->ops->close(l);
+    }
+}
+
+int driver_exec_start(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
+                      struct driver_exec **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (spec->n_command < 1 || spec->n_command > DRIVER_ARGV_MAX) {
+        gerr_set(errmsg, "a command of 1 to %u arguments is required", DRIVER_ARGV_MAX);
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < spec->n_command; i++) {
+        if (spec->command[i] == NULL || strlen(spec->command[i]) > DRIVER_ARG_MAX ||
+            (i == 0 && spec->command[0][0] == '\0')) {
+            gerr_set(errmsg, "command argument %zu is missing, empty or over %u bytes", i, DRIVER_ARG_MAX);
+            return GERR_INVAL;
+        }
+    }
+    if (d->ops->exec_start == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "exec is not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->exec_start(d, ns, id, spec, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+int driver_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg)
+{
+    int rv;
+    if ((rv = check_ns(ns, false, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (port == 0) {
+        gerr_set(errmsg, "a port from 1 to 65535 is required");
+        return GERR_INVAL;
+    }
+    if (d->ops->port_connect == NULL) {
+        struct driver_caps caps;
+        driver_capabilities(d, &caps);
+        gerr_set(errmsg, "port-forward is not supported by the %s driver yet", caps.name);
+        return GERR_UNAVAILABLE;
+    }
+    return d->ops->port_connect(d, ns, id, port, out, errmsg); /* no mutex: see driver_internal.h */
+}
+
+void driver_exec_fds(struct driver_exec *x, int *in, int *out, int *err)
+{
+    x->ops->fds(x, in, out, err);
+}
+
+void driver_exec_close_stdin(struct driver_exec *x)
+{
+    x->ops->close_stdin(x);
+}
+
+int driver_exec_resize(struct driver_exec *x, uint16_t rows, uint16_t cols)
+{
+    return x->ops->resize(x, rows, cols);
+}
+
+int driver_exec_signal(struct driver_exec *x, int sig)
+{
+    return sig < 1 || sig > 31 ? GERR_INVAL : x->ops->signal(x, sig);
+}
+
+int driver_exec_status(struct driver_exec *x, int *exit_code, int *signal)
+{
+    return x->ops->status(x, exit_code, signal);
+}
+
+void driver_exec_close(struct driver_exec *x)
+{
+    if (x != NULL) {
+        x->ops->close(x);
+    }
 }
 
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg)

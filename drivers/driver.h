@@ -65,24 +65,24 @@
 #define DRIVER_ERR_STALE GERR_STALE
 
 /* Limits on a spec, checked by driver_validate() and driver_create() before any driver sees it. */
-#define DRIVER_NAME_MAX     63u   /* DNS-1123 label: namespace and name */
-#define DRIVER_ID_LEN       36u   /* canonical lowercase UUID */
-#define DRIVER_OWNER_MAX    256u  /* principal id, printable */
-#define DRIVER_IMAGE_MAX    1024u /* container image reference, printable, no spaces */
-#define DRIVER_ARGV_MAX     256u  /* command arguments */
-#define DRIVER_ARG_MAX      8192u /* bytes per argument */
-#define DRIVER_ENV_MAX      256u  /* environment entries */
-#define DRIVER_ENV_VAL_MAX  32768u
-#define DRIVER_LABELS_MAX   64u
-#define DRIVER_LABEL_MAX    63u /* bytes of a label key (after any prefix) and of a label value */
-#define DRIVER_CONFIG_MAX   32u /* driver_config entries */
-#define DRIVER_CONFIG_VAL   4096u
-#define DRIVER_GPU_MAX      64u
-#define DRIVER_LIFETIME_MAX (366ull * 24 * 3600) /* seconds */
-#define DRIVER_CREDENTIALS_MAX     256u         /* credential entries of one sandbox */
-#define DRIVER_CREDENTIAL_VAL_MAX  (16u * 1024) /* bytes of one value (the provider API's limit) */
-#define DRIVER_CREDENTIAL_KEY_MAX  128u         /* bytes of a key: [A-Za-z0-9_.-], not "." or ".." */
-#define DRIVER_CREDENTIALS_DIR     "/run/gantry/credentials" /* where they appear inside a sandbox */
+#define DRIVER_NAME_MAX           63u   /* DNS-1123 label: namespace and name */
+#define DRIVER_ID_LEN             36u   /* canonical lowercase UUID */
+#define DRIVER_OWNER_MAX          256u  /* principal id, printable */
+#define DRIVER_IMAGE_MAX          1024u /* container image reference, printable, no spaces */
+#define DRIVER_ARGV_MAX           256u  /* command arguments */
+#define DRIVER_ARG_MAX            8192u /* bytes per argument */
+#define DRIVER_ENV_MAX            256u  /* environment entries */
+#define DRIVER_ENV_VAL_MAX        32768u
+#define DRIVER_LABELS_MAX         64u
+#define DRIVER_LABEL_MAX          63u /* bytes of a label key (after any prefix) and of a label value */
+#define DRIVER_CONFIG_MAX         32u /* driver_config entries */
+#define DRIVER_CONFIG_VAL         4096u
+#define DRIVER_GPU_MAX            64u
+#define DRIVER_LIFETIME_MAX       (366ull * 24 * 3600) /* seconds */
+#define DRIVER_CREDENTIALS_MAX    256u                 /* credential entries of one sandbox */
+#define DRIVER_CREDENTIAL_VAL_MAX (16u * 1024)         /* bytes of one value (the provider API's limit) */
+#define DRIVER_CREDENTIAL_KEY_MAX 128u                 /* bytes of a key: [A-Za-z0-9_.-], not "." or ".." */
+#define DRIVER_CREDENTIALS_DIR    "/run/gantry/credentials" /* where they appear inside a sandbox */
 
 enum driver_phase {
     DRIVER_PHASE_PROVISIONING = 0, /* accepted, not running yet */
@@ -167,6 +167,9 @@ struct driver_caps {
     bool namespaces;                /* ensure/delete_namespace create and remove backend objects */
     bool shared_backend;            /* several replicas (or gateway clusters) may share the backend */
     bool credentials;               /* credentials are delivered (files, environment variables) */
+    bool logs;                      /* driver_logs_open reads the main process's output */
+    bool exec;                      /* driver_exec_start runs commands inside a sandbox */
+    bool port_forward;              /* driver_port_connect reaches a TCP port inside a sandbox */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -213,6 +216,98 @@ int driver_delete(struct driver *d, uint64_t epoch, const char *ns, const char *
  * value). */
 int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                               const struct driver_credential *creds, size_t n, char *errmsg);
+
+/* ---- The main process's output (caps.logs).
+ *
+ * A reader of one sandbox's output log, used by one thread at a time. It holds no lock of the
+ * driver's: a follower may wait on it for hours while the driver serves other calls. It carries no
+ * epoch (it only reads). */
+struct driver_log;
+
+struct driver_log_query {
+    int64_t tail_lines; /* < 0: everything kept; else only the last N lines */
+    uint64_t since_ms;  /* 0: no bound; else only output the backend received at or after this Unix ms */
+};
+
+/* Open a reader of sandbox @id of @ns. GERR_NOTFOUND when the backend has no such sandbox or no
+ * log for it; GERR_UNAVAILABLE for a driver without caps.logs (the message says which driver);
+ * GERR_IO. *@out on 0 (driver_log_close). */
+int driver_logs_open(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg);
+
+/* The next piece of output: 0 with *@n (1..@cap) bytes in @buf the backend received at Unix ms
+ * *@ts_ms; GERR_BUSY when there is nothing more now (poll again to follow); GERR_CLOSED when the
+ * output ended (the main process and everything holding its output are gone) and all of it was
+ * returned; GERR_NOTFOUND when the sandbox was deleted meanwhile; GERR_PROTO, GERR_IO. @cap is at
+ * least DRIVER_LOG_CHUNK. */
+#define DRIVER_LOG_CHUNK (64u * 1024u)
+int driver_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg);
+
+/* NULL is fine. */
+void driver_log_close(struct driver_log *l);
+
+/* ---- A command run inside a running sandbox (caps.exec).
+ *
+ * The command joins the sandbox's namespaces (process driver: user, mount, PID, network, UTS, IPC,
+ * cgroup), runs as the sandbox's user in its working directory with the environment its main
+ * process started with, and talks through file descriptors, so the caller moves bytes with
+ * whatever it likes (poll(2), a libuv loop) and a driver may back them with anything (pipes, a
+ * pty, a socketpair fed from a WebSocket). Without a TTY: stdin, stdout and stderr are three
+ * pipes. With one: a pseudo-terminal whose master is stdin and stdout (stderr is merged into it,
+ * fd -1), sized rows x cols, the command its session leader with it as controlling terminal.
+ *
+ * An exec holds no lock of the driver's and carries no epoch: it does not change the sandbox's
+ * record. It is used by one thread at a time. */
+struct driver_exec;
+
+struct driver_exec_spec {
+    const char *const *command; /* argv, n_command >= 1; argv[0] looked up in the sandbox's PATH */
+    size_t n_command;
+    bool tty;
+    uint16_t rows, cols; /* the terminal's size (tty only); 0: 24 x 80 */
+};
+
+/* Start @spec in sandbox @id of @ns. On 0, *@out runs (or already failed: a command that cannot be
+ * executed exits 127 after a message on its stderr, as a shell's does). GERR_NOTFOUND (no such
+ * sandbox), GERR_UNAVAILABLE (a driver without caps.exec; a sandbox not running: the message says
+ * which), GERR_INVAL (a bad spec), GERR_IO (fork, pipes, the pty, the namespaces). */
+int driver_exec_start(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
+                      struct driver_exec **out, char *errmsg);
+
+/* The descriptors, non-blocking and close-on-exec, owned by the exec (valid until
+ * driver_exec_close; driver_exec_close_stdin closes *@in): write the command's input to *@in, read
+ * its output from *@out and *@err (-1 with a TTY). EOF on an output once the command and everything
+ * that inherited it closed it. */
+void driver_exec_fds(struct driver_exec *x, int *in, int *out, int *err);
+
+/* End the command's input (EOF on its stdin; with a TTY, an end-of-file character). */
+void driver_exec_close_stdin(struct driver_exec *x);
+
+/* Resize the terminal (tty only: GERR_INVAL otherwise); the command gets SIGWINCH. */
+int driver_exec_resize(struct driver_exec *x, uint16_t rows, uint16_t cols);
+
+/* Send signal @sig (1..31) to the command. 0, or GERR_INVAL; 0 also when it has ended. */
+int driver_exec_signal(struct driver_exec *x, int sig);
+
+/* Whether the command ended: 0 with *@exit_code (0..255, or 128 + the signal) and *@signal (the
+ * signal that ended it, or 0); GERR_BUSY while it runs. Never blocks. */
+int driver_exec_status(struct driver_exec *x, int *exit_code, int *signal);
+
+/* Close the descriptors; a command still running is killed (SIGKILL) and reaped. NULL is fine. */
+void driver_exec_close(struct driver_exec *x);
+
+/* ---- A TCP connection to a port on a running sandbox's loopback (caps.port_forward).
+ *
+ * Connect to 127.0.0.1:@port inside sandbox @id of @ns and return the connection as a
+ * driver_exec (the same object an exec is, so one session loop serves both): *@in and *@out of
+ * driver_exec_fds are the connected socket (one descriptor), *@err is -1;
+ * driver_exec_close_stdin shuts the socket's write side; driver_exec_status answers 0 (code 0)
+ * at once: the connection has "ended" when its reads reach EOF; resize and signal answer
+ * GERR_INVAL. GERR_NOTFOUND (no such sandbox), GERR_UNAVAILABLE (a driver without
+ * caps.port_forward, a sandbox not running), GERR_REFUSED (nothing listens on the port),
+ * GERR_INVAL (port 0), GERR_IO. */
+int driver_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

@@ -31,7 +31,38 @@ struct driver_ops {
     int (*update_credentials)(struct driver *d, uint64_t epoch, const char *ns, const char *id,
                               const struct driver_credential *creds, size_t n, char *errmsg);
     int (*delete_namespace)(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);
+    /* NULL: caps.logs is false. Called without the driver's mutex (it reads files of its own). */
+    int (*logs_open)(struct driver *d, const char *ns, const char *id, const struct driver_log_query *q,
+                     struct driver_log **out, char *errmsg);
+    /* NULL: caps.exec is false. Called without the driver's mutex. */
+    int (*exec_start)(struct driver *d, const char *ns, const char *id, const struct driver_exec_spec *spec,
+                      struct driver_exec **out, char *errmsg);
+    /* NULL: caps.port_forward is false. Called without the driver's mutex. */
+    int (*port_connect)(struct driver *d, const char *ns, const char *id, uint16_t port,
+                        struct driver_exec **out, char *errmsg);
     void (*free)(struct driver *d);
+};
+
+/* An exec: each driver embeds this first. */
+struct driver_exec_ops {
+    void (*fds)(struct driver_exec *x, int *in, int *out, int *err);
+    void (*close_stdin)(struct driver_exec *x);
+    int (*resize)(struct driver_exec *x, uint16_t rows, uint16_t cols);
+    int (*signal)(struct driver_exec *x, int sig);
+    int (*status)(struct driver_exec *x, int *exit_code, int *signal);
+    void (*close)(struct driver_exec *x);
+};
+struct driver_exec {
+    const struct driver_exec_ops *ops;
+};
+
+/* A log reader: each driver embeds this first. */
+struct driver_log_ops {
+    int (*next)(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms, char *errmsg);
+    void (*close)(struct driver_log *l);
+};
+struct driver_log {
+    const struct driver_log_ops *ops;
 };
 
 struct driver {

@@ -11,12 +11,15 @@
  * or its pid is reused (start time and namespace checks make it "gone", never a wrong target). */
 #include "drivers/process.h"
 #include "drivers/process_creds.h"
+#include "drivers/process_exec.h"
+#include "drivers/process_log.h"
 #include "drivers/process_net.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -61,6 +64,7 @@ struct driver_process {
     bool drop; /* switch to uid/gid before exec (we are root, they are not) */
     unsigned start_timeout_ms;
     unsigned stop_timeout_ms;
+    uint64_t log_file_bytes; /* per log file; two files per sandbox (process_log.h) */
     bool available;
     char detail[GERR_MSG_SIZE];
     char *cred_root; /* credential files (drivers/process_creds.h) */
@@ -293,8 +297,6 @@ static int begin(struct driver_process *p, uint64_t epoch, int *lock_fd, char *e
     return rv;
 }
 
-static void log_tail(const char *path, char *buf, size_t len);
-
 /* ---- Describing a sandbox */
 
 struct located {
@@ -345,7 +347,7 @@ static void describe(struct driver_process *p, const struct process_state *st, s
         /* bwrap records no exit code when the command could not be executed, or when it was
          * killed from outside; its log says which. */
         char *lpath = log_path(p, st->id), tail[120];
-        log_tail(lpath, tail, sizeof tail);
+        plog_tail_text(lpath, 0, tail, sizeof tail);
         phase = DRIVER_PHASE_ERROR;
         snprintf(msg, sizeof msg, "the process tree is gone without an exit status: %.120s",
                  tail[0] != '\0' ? tail : "(no output)");
@@ -401,6 +403,7 @@ static int remove_files(struct driver_process *p, const char *ns, const char *id
     char *ws = workspace_path(p, ns, id);
     char *paths[3] = {status_path(p, id), log_path(p, id), state_path(p, id)};
     int rv = pcreds_remove(p->cred_root, id, errmsg);
+    plog_remove(paths[1]); /* both files; the unlink below then finds the current one absent */
     if (rv == 0 && p->egress_port != 0) {
         rv = process_net_teardown(p->state_dir, id, p->egress_port, errmsg);
     }
@@ -580,7 +583,8 @@ static int options_memfd(const struct strv *o, char *errmsg)
 struct spawn_fds {
     int status; /* becomes 3 */
     int args;   /* becomes 4 */
-    int log;    /* becomes 1 and 2 */
+    int log;    /* the write end of the log pipe: becomes 1 and 2 */
+    int pump;   /* the read end of the log pipe, CLOEXEC: the pump's input */
     int netns;  /* network = egress: the sandbox's network namespace, joined before bwrap; else -1 */
     int report; /* the write end of the report pipe, CLOEXEC */
 };
@@ -648,12 +652,29 @@ fail:
     _exit(127);
 }
 
+/* In the pump (a child of the intermediate process, detached like bwrap): move the sandbox's
+ * output from the log pipe into the rotating log (drivers/process_log.h). Async-signal-safe calls
+ * only; nothing of the replica is kept open. */
+static void __attribute__((noreturn))
+run_pump(struct driver_process *p, const struct spawn_fds *f, const char *lpath)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++) {
+        signal(sig, SIG_DFL);
+    }
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    close_from(3, f->pump);
+    plog_pump(f->pump, lpath, p->log_file_bytes);
+    _exit(0);
+}
+
 static const char *const spawn_steps[] = {"set up descriptors", "join the egress network namespace",
                                          "switch to the sandbox uid", "execute bwrap"};
 
 /* Start bwrap detached from us; *@pid is its pid. */
 static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, int report_rd,
-                          char *const argv[], pid_t *pid, char *errmsg)
+                          char *const argv[], const char *lpath, pid_t *pid, char *errmsg)
 {
     static char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
     pid_t mid = fork();
@@ -663,6 +684,15 @@ static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, i
     }
     if (mid == 0) {
         setsid();
+        pid_t pump = fork();
+        if (pump == 0) {
+            run_pump(p, f, lpath);
+        }
+        if (pump < 0) {
+            report(f->report, 2, errno, 4);
+            _exit(0);
+        }
+        close(f->pump);
         pid_t gc = fork();
         if (gc == 0) {
             exec_bwrap(p, f, argv, envp);
@@ -706,12 +736,16 @@ static int start_bwrap(struct driver_process *p, const struct driver_sandbox_spe
     struct strv opts = {0}, argv = {0};
     int pipe_fds[2], rv = GERR_IO;
     char *spath = status_path(p, s->id), *lpath = log_path(p, s->id);
-    struct spawn_fds f = {-1, -1, -1, -1, -1};
+    struct spawn_fds f = {-1, -1, -1, -1, -1, -1};
+    int log_fds[2] = {-1, -1};
 
     bwrap_options(p, s, ws, &opts);
     f.args = options_memfd(&opts, errmsg);
     f.status = open(spath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-    f.log = open(lpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (pipe2(log_fds, O_CLOEXEC) == 0) {
+        f.log = log_fds[0 + 1];
+        f.pump = log_fds[0];
+    }
     if (f.args < 0 || f.status < 0 || f.log < 0 || pipe2(pipe_fds, O_CLOEXEC) != 0) {
         if (f.args >= 0) {
             gerr_set(errmsg, "open the status or log file of %s: %s", s->id, strerror(errno));
@@ -721,6 +755,7 @@ static int start_bwrap(struct driver_process *p, const struct driver_sandbox_spe
     f.args = move_high(f.args);
     f.status = move_high(f.status);
     f.log = move_high(f.log);
+    f.pump = move_high(f.pump);
     f.report = move_high(pipe_fds[1]);
     if (is_egress(s) && (f.netns = process_net_open(s->id)) < 0) {
         gerr_set(errmsg, "open the egress network namespace of %s: %s", s->id, strerror(errno));
@@ -733,7 +768,7 @@ static int start_bwrap(struct driver_process *p, const struct driver_sandbox_spe
     for (size_t i = 0; i < s->n_command; i++) {
         strv_push(&argv, s->command[i]);
     }
-    rv = spawn_detached(p, &f, pipe_fds[0], argv.v, bwrap_pid, errmsg);
+    rv = spawn_detached(p, &f, pipe_fds[0], argv.v, lpath, bwrap_pid, errmsg);
     close(pipe_fds[0]);
     f.report = -1; /* closed by spawn_detached */
 out:
@@ -747,20 +782,6 @@ out:
     mem_free(spath);
     mem_free(lpath);
     return rv;
-}
-
-/* The end of a sandbox's log on one line, for error messages. */
-static void log_tail(const char *path, char *buf, size_t len)
-{
-    proc_file_tail(path, len - 1, buf, len);
-    for (char *c = buf; *c != '\0'; c++) {
-        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e) {
-            *c = ' ';
-        }
-    }
-    for (size_t n = strlen(buf); n > 0 && buf[n - 1] == ' '; n--) {
-        buf[n - 1] = '\0';
-    }
 }
 
 /* Wait until bwrap's status stream names the sandbox's init; fill the pids of @st. */
@@ -780,7 +801,7 @@ static int await_init(struct driver_process *p, struct process_state *st, char *
         bool bwrap_alive = proc_is(st->bwrap_pid, st->bwrap_start, 0);
         if (!bwrap_alive || status.exited || mono_ms() >= deadline) {
             char *lpath = log_path(p, st->id), tail[300];
-            log_tail(lpath, tail, sizeof tail);
+            plog_tail_text(lpath, bwrap_alive ? 0 : 500, tail, sizeof tail);
             gerr_set(errmsg, "bubblewrap did not start sandbox %s%s: %s", st->id,
                      bwrap_alive ? " in time" : "", tail[0] != '\0' ? tail : "(no output)");
             mem_free(lpath);
@@ -892,10 +913,9 @@ static int create_new(struct driver_process *p, uint64_t epoch, const struct dri
     if ((rv = make_workspace(p, ws, errmsg)) != 0 || (rv = state_write(p, &st, s, errmsg)) != 0) {
         goto err_after_workspace;
     }
-    if (s->n_credentials > 0 &&
-        ((rv = pcreds_prepare(p->cred_root, errmsg)) != 0 ||
-         (rv = pcreds_write(p->cred_root, s->id, p->drop, p->uid, p->gid, s->credentials, s->n_credentials,
-                            errmsg)) != 0)) {
+    if (s->n_credentials > 0 && ((rv = pcreds_prepare(p->cred_root, errmsg)) != 0 ||
+                                 (rv = pcreds_write(p->cred_root, s->id, p->drop, p->uid, p->gid,
+                                                    s->credentials, s->n_credentials, errmsg)) != 0)) {
         gerr_wrap(errmsg, "credentials of sandbox %s", s->id);
         goto err_after_workspace;
     }
@@ -1089,8 +1109,8 @@ static int process_update_credentials(struct driver *d, uint64_t epoch, const ch
         char *cdir = pcreds_dir(p->cred_root, id);
         struct stat sb;
         if (lstat(cdir, &sb) != 0) {
-            gerr_set(errmsg, "sandbox %s was started without credentials: they reach it when it is made again",
-                     id);
+            gerr_set(errmsg,
+                     "sandbox %s was started without credentials: they reach it when it is made again", id);
             rv = GERR_INVAL;
         } else {
             rv = pcreds_write(p->cred_root, id, p->drop, p->uid, p->gid, creds, n, errmsg);
@@ -1137,6 +1157,133 @@ static int process_delete_ns(struct driver *d, uint64_t epoch, const char *ns, c
     return rv;
 }
 
+/* ---- Logs: a reader of the pump's files (drivers/process_log.h). */
+
+struct process_log {
+    struct driver_log base;
+    struct plog_reader *r;
+};
+
+static int process_log_next(struct driver_log *l, uint8_t *buf, size_t cap, size_t *n, uint64_t *ts_ms,
+                            char *errmsg)
+{
+    (void)cap; /* at least DRIVER_LOG_CHUNK == PLOG_CHUNK_MAX */
+    return plog_next(((struct process_log *)l)->r, buf, n, ts_ms, errmsg);
+}
+
+static void process_log_close(struct driver_log *l)
+{
+    plog_close(((struct process_log *)l)->r);
+    mem_free(l);
+}
+
+static const struct driver_log_ops process_log_ops = {.next = process_log_next, .close = process_log_close};
+
+static int process_logs_open(struct driver *d, const char *ns, const char *id,
+                             const struct driver_log_query *q, struct driver_log **out, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st = {0};
+    int rv = state_read_in(p, ns, id, &st, errmsg); /* no lock: the state file is replaced atomically */
+    process_state_close(&st);
+    if (rv != 0) {
+        return rv;
+    }
+    char *lpath = log_path(p, id);
+    struct plog_query pq = {.tail_lines = q->tail_lines, .since_ms = q->since_ms};
+    struct plog_reader *r = NULL;
+    rv = plog_open(lpath, &pq, &r, errmsg);
+    mem_free(lpath);
+    if (rv == 0) {
+        struct process_log *l = mem_zalloc(sizeof *l);
+        l->base.ops = &process_log_ops;
+        l->r = r;
+        *out = &l->base;
+    }
+    return rv;
+}
+
+/* ---- Exec (drivers/process_exec.h) */
+
+/* The sandbox's main command: the first child of bwrap's init (the init itself with
+ * --as-pid-1, which the driver does not use). 0 if there is none. */
+static long main_pid_of(long init_pid)
+{
+    char path[96], buf[256];
+    size_t len = 0;
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", init_pid, init_pid);
+    for (int i = 0; i < 1000 && read_small(path, buf, sizeof buf, &len) == 0 && len == 0; i++) {
+        sleep_poll(); /* a sandbox just started: bwrap's init forks the command a moment later */
+    }
+    if (len == 0) {
+        return 0;
+    }
+    buf[len < sizeof buf ? len : sizeof buf - 1] = '\0';
+    long pid = strtol(buf, NULL, 10);
+    /* Right after start the child may still be bwrap, before it set the sandbox's environment and
+     * exec'd the command: its environ would be bwrap's. Wait (briefly) until it is not. */
+    char a[PATH_MAX], b[PATH_MAX], pa[64], pb[64];
+    snprintf(pa, sizeof pa, "/proc/%ld/exe", init_pid);
+    snprintf(pb, sizeof pb, "/proc/%ld/exe", pid);
+    for (int i = 0; i < 1000; i++) {
+        ssize_t la = readlink(pa, a, sizeof a - 1), lb = readlink(pb, b, sizeof b - 1);
+        if (la < 0 || lb < 0 || la != lb || memcmp(a, b, (size_t)la) != 0) {
+            break;
+        }
+        sleep_poll();
+    }
+    return pid;
+}
+
+static int process_exec_start(struct driver *d, const char *ns, const char *id,
+                              const struct driver_exec_spec *spec, struct driver_exec **out, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st = {0};
+    int rv = state_read_in(p, ns, id, &st, errmsg); /* no lock: the state file is replaced atomically */
+    if (rv == 0) {
+        struct located loc;
+        locate(p, &st, &loc);
+        long main_pid = loc.alive ? main_pid_of(loc.init_pid) : 0;
+        if (main_pid <= 0) {
+            gerr_set(errmsg, "sandbox %s is not running", id);
+            rv = GERR_UNAVAILABLE;
+        } else {
+            struct pexec_target t = {.main_pid = main_pid,
+                                     .drop = p->drop,
+                                     .uid = p->uid,
+                                     .gid = p->gid,
+                                     .workdir = WORKSPACE,
+                                     .path = SANDBOX_PATH};
+            rv = pexec_start(&t, spec, out, errmsg);
+        }
+    }
+    process_state_close(&st);
+    return rv;
+}
+
+static int process_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
+                                struct driver_exec **out, char *errmsg)
+{
+    struct driver_process *p = process_of(d);
+    struct process_state st = {0};
+    int rv = state_read_in(p, ns, id, &st, errmsg);
+    if (rv == 0) {
+        struct located loc;
+        locate(p, &st, &loc);
+        long main_pid = loc.alive ? main_pid_of(loc.init_pid) : 0;
+        if (main_pid <= 0) {
+            gerr_set(errmsg, "sandbox %s is not running", id);
+            rv = GERR_UNAVAILABLE;
+        } else {
+            struct pexec_target t = {.main_pid = main_pid};
+            rv = pexec_port_connect(&t, port, out, errmsg);
+        }
+    }
+    process_state_close(&st);
+    return rv;
+}
+
 static void process_free(struct driver *d)
 {
     struct driver_process *p = process_of(d);
@@ -1161,6 +1308,9 @@ static const struct driver_ops process_ops = {
     .ensure_namespace = process_ensure_ns,
     .update_credentials = process_update_credentials,
     .delete_namespace = process_delete_ns,
+    .logs_open = process_logs_open,
+    .exec_start = process_exec_start,
+    .port_connect = process_port_connect,
     .free = process_free,
 };
 
@@ -1263,6 +1413,7 @@ int driver_process_new(const struct driver_process_config *cfg, struct driver **
     p->sb_dir = pathf("%s/sandboxes", cfg->state_dir);
     p->ns_dir = pathf("%s/namespaces", cfg->state_dir);
     p->start_timeout_ms = cfg->start_timeout_ms != 0 ? cfg->start_timeout_ms : DEFAULT_TIMEOUT_MS;
+    p->log_file_bytes = cfg->log_file_bytes != 0 ? cfg->log_file_bytes : PLOG_FILE_DEFAULT;
     p->stop_timeout_ms = cfg->stop_timeout_ms != 0 ? cfg->stop_timeout_ms : DEFAULT_TIMEOUT_MS;
     p->egress_port = cfg->egress_relay_port <= 65535 ? cfg->egress_relay_port : 0;
     if (cfg->credentials_dir != NULL && cfg->credentials_dir[0] != '\0') {

@@ -12,7 +12,10 @@
  *                              start times from /proc/<pid>/stat, and the PID namespace's inode
  *   sandboxes/<id>.status      bwrap's --json-status-fd output: the init's pid and namespace inodes
  *                              at start, the exit code at the end
- *   sandboxes/<id>.log         the sandbox's stdout and stderr (and bwrap's own errors)
+ *   sandboxes/<id>.log[.1]     the sandbox's stdout and stderr (and bwrap's own errors), as
+ *                              timestamped records in two rotating files of at most
+ *                              log_file_bytes each, written by a pump process started with bwrap
+ *                              (drivers/process_log.h); read by driver_logs_open
  * A process is taken to be the recorded one only if its start time (and PID namespace, where
  * known) match the record, so a reused pid is never signalled. The state file is written before
  * bwrap starts and completed after, so a replica that dies in between leaves a record that the
@@ -65,6 +68,9 @@ struct driver_process_config {
     long sandbox_gid;          /* -1 = 65534 when running as root, else our own gid */
     unsigned start_timeout_ms; /* 0 = 10000: bwrap must report the sandbox's init within this */
     unsigned stop_timeout_ms;  /* 0 = 10000: the tree must be gone within this after SIGKILL */
+    /* The main process's output log (drivers/process_log.h): bytes per file, two files per
+     * sandbox. 0 = 4 MiB; values below 64 KiB count as 64 KiB. */
+    uint64_t log_file_bytes;
     /* Where credential files are kept (drivers/process_creds.h): NULL = a directory of /dev/shm
      * named after the state directory. Must be on a tmpfs; checked at the first create that
      * delivers credentials. */

@@ -46,6 +46,7 @@
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
 #include "api/services/sandboxes_svc.h"
+#include "api/services/sessions_svc.h"
 #include "api/services/tenants_svc.h"
 #include "api/services/usage_svc.h"
 #include "drivers/fake.h"
@@ -309,6 +310,7 @@ struct daemon {
     struct principals_svc psvc;
     struct res_env env;
     struct sandboxes_svc ssvc;
+    struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
     struct authn *authn;
     struct admission *admission;
@@ -1161,6 +1163,7 @@ static int serve(struct daemon *d, char *errmsg)
     struct audit_sink_config asc = {
         .window_ms = cfg->audit_window_ms, .flush_ms = cfg->audit_flush_ms, .max_keys = cfg->audit_max_keys};
     d->sink = audit_sink_start(&d->writer, &asc);
+    d->sesvc.sink = d->sink; /* sessions are audited through it */
     if (d->sink == NULL) {
         gerr_set(errmsg, "cannot start the audit sink thread");
         return GERR_NOMEM;
@@ -1206,6 +1209,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
+        (rv = sessions_svc_register(d->gate, &d->sesvc, errmsg)) != 0 ||
         (rv = audit_svc_register(d->gate, errmsg)) != 0 || (rv = usage_svc_register(d->gate, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
         (rv = health_new(d->server, &d->health)) != 0 || (rv = reflection_new(d->server, &d->refl)) != 0 ||
@@ -1426,6 +1430,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     struct driver_caps caps;
     driver_capabilities(d->driver, &caps);
     d->ssvc.driver = d->driver; /* admission checks; before the loop thread takes calls */
+    d->sesvc.driver = d->driver; /* sessions read through it */
     LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
     char holder[128], uuid[37];
     rand_uuid(uuid);
@@ -1591,6 +1596,9 @@ static int cmd_run(struct config *cfg)
         snprintf(known, sizeof known, "%s,%s", peers, seeds);
         store_config(d, known, addrs, list, sizeof list, &sc);
         d->ssvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
+        d->sesvc.store_cfg = sc;
+        d->sesvc.replica_id = cfg->replica_id;
+        d->sesvc.gateway_id = d->id.gateway_id;
         d->ssvc.env = &d->env;
         d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;
         rv = store_writer_start(&d->writer, &sc);
@@ -1680,6 +1688,7 @@ static int cmd_run(struct config *cfg)
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
+    sessions_svc_stop(&d->sesvc);
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
         replica_handover(d->replica, HANDOVER_TIMEOUT_MS); /* pauses our writes while it transfers */

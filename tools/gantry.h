@@ -54,6 +54,8 @@ struct cli {
     char context[128]; /* the context in use, "" when none */
     enum gantry_format out;
     unsigned retry_ms; /* how long a call keeps retrying while no endpoint answers */
+    /* For a call that streams requests (sandbox exec): set on the client of each attempt. */
+    const struct grpc_client_input *input;
     /* For streams and probes: */
     bool quiet;       /* print nothing about a call the server failed (the caller handles it) */
     bool deadline_ok; /* a stream that reaches its deadline ends normally */
@@ -98,6 +100,10 @@ int gantry_cluster_top(struct cli *c, int argc, char **argv);
  * *@out gets the reply (protobuf_c_message_free_unpacked); streaming: @cb per message, @out NULL
  * (a stream that breaks after its first message is not retried: the caller resumes it). Prints
  * what went wrong and what to do, and returns a GANTRY_EXIT_* code. */
+/* Whether there is an endpoint and a CA to call with; otherwise print what to do and return
+ * GANTRY_EXIT_USAGE (commands that wait for something before their first call check first). */
+int gantry_check_endpoints(struct cli *c);
+
 int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
                 ProtobufCMessage **out, unsigned timeout_ms);

@@ -93,6 +93,19 @@ static int on_message(const ProtobufCMessage *msg, void *arg)
     return rv;
 }
 
+int gantry_check_endpoints(struct cli *c)
+{
+    if (c->n_endpoints == 0 || c->ca[0] == '\0') {
+        fprintf(stderr,
+                "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
+                "--ca (or "
+                "GANTRY_ENDPOINT and GANTRY_CA)\n",
+                c->n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
+        return GANTRY_EXIT_USAGE;
+    }
+    return 0;
+}
+
 int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp, grpc_client_msg_cb cb, void *arg,
                 ProtobufCMessage **out, unsigned timeout_ms)
@@ -104,12 +117,7 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
     uint64_t deadline = now_ms() + c->retry_ms;
     struct trampoline t = {.cb = cb, .arg = arg};
     bool said_retry = false;
-    if (c->n_endpoints == 0 || c->ca[0] == '\0') {
-        fprintf(stderr,
-                "gantry: %s\n  create a context (`gantry context create --help`), or pass --endpoint and "
-                "--ca (or "
-                "GANTRY_ENDPOINT and GANTRY_CA)\n",
-                c->n_endpoints == 0 ? "no endpoint to call" : "no cluster CA to verify the replicas with");
+    if (gantry_check_endpoints(c) != 0) {
         return GANTRY_EXIT_USAGE;
     }
     for (;;) {
@@ -138,6 +146,9 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
             if (out != NULL) {
                 rv = grpc_client_unary(gc, path, &md, 1, req, resp, timeout_ms, out, &res, errmsg);
             } else {
+                if (c->input != NULL) {
+                    grpc_client_set_input(gc, c->input);
+                }
                 rv = grpc_client_call(gc, path, &md, 1, req, resp, on_message, &t, timeout_ms, &res, errmsg);
             }
             grpc_client_close(gc);
@@ -214,7 +225,8 @@ int gantry_call_json(struct cli *c, const char *path, ProtobufCMessage *req,
     *out = NULL;
     for (int pages = 0; pages < 10000; pages++) {
         ProtobufCMessage *m;
-        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m, c->call_timeout_ms != 0 ? c->call_timeout_ms : 30000);
+        int rc = gantry_call(c, path, req, resp, NULL, NULL, &m,
+                             c->call_timeout_ms != 0 ? c->call_timeout_ms : 30000);
         if (rc != 0) {
             json_decref(*out);
             *out = NULL;

@@ -1,7 +1,14 @@
 /* gantry sandbox: the Sandboxes service (docs/cli.md): create (--wait shows progress until READY or
  * ERROR), get, list, delete, share, unshare, shared-with-me and watch (resumed on another replica
  * from the last revision seen when its stream breaks). */
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <termios.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +16,8 @@
 
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "server/grpc/status.h"
+#include "lib/buf.h"
+#include "server/grpc/client.h"
 #include "tools/gantry.h"
 
 #define END                                                                                                  \
@@ -449,6 +458,298 @@ static int sb_watch(struct cli *c, int argc, char **argv)
     return rc;
 }
 
+/* --- logs --- */
+
+static int on_chunk(const ProtobufCMessage *m, void *arg)
+{
+    (void)arg;
+    const Gantry__V1__LogChunk *ch = (const void *)m;
+    if (ch->data.len > 0 && fwrite(ch->data.data, 1, ch->data.len, stdout) != ch->data.len) {
+        return GERR_IO; /* stdout closed (a pipe into head): stop reading */
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int sb_logs(struct cli *c, int argc, char **argv)
+{
+    bool follow_short = gantry_flag(&argc, argv, "-f");
+    bool follow = gantry_flag(&argc, argv, "--follow") || follow_short;
+    const char *since = gantry_opt(&argc, argv, "--since");
+    uint64_t tail = 0;
+    int64_t since_ms = 0;
+    char rel[48];
+    if (gantry_u64("--tail", gantry_opt(&argc, argv, "--tail"), INT64_MAX, &tail) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    if (since != NULL) {
+        /* A bare duration ("10m") means that long ago, as "-10m" does. */
+        size_t n = strlen(since);
+        bool duration = n > 1 && n < sizeof rel - 1 && strchr("smhd", since[n - 1]) != NULL &&
+                        strspn(since, "0123456789") == n - 1;
+        snprintf(rel, sizeof rel, "%s%s", duration ? "-" : "", since);
+        if (gantry_time(rel, &since_ms) != 0) {
+            return GANTRY_EXIT_USAGE;
+        }
+    }
+    int rc = gantry_args(gantry_find("sandbox", "logs"), argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    Gantry__V1__LogsRequest req = GANTRY__V1__LOGS_REQUEST__INIT;
+    req.namespace_ = (char *)gantry_ns(c);
+    req.name = argv[0];
+    req.follow = follow;
+    req.tail_lines = (int64_t)tail;
+    req.since_ms = since_ms;
+    return gantry_call(c, "/gantry.v1.Sandboxes/Logs", &req.base, &gantry__v1__log_chunk__descriptor,
+                       on_chunk, NULL, NULL, follow ? 0 : 60000);
+}
+
+/* --- exec --- */
+
+struct exec_io {
+    bool tty, stdin_open;
+    int code;   /* the command's exit code, -1 until it exited */
+    bool saved; /* the terminal's mode was changed (restore it) */
+    struct termios mode;
+};
+
+static volatile sig_atomic_t winch = 1; /* a resize is pending (1: send the size at start too) */
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    winch = 1;
+}
+
+static int exec_produce(void *arg, bool fd_ready, struct buf *out, bool *eof)
+{
+    struct exec_io *io = arg;
+    Gantry__V1__ExecRequest r = GANTRY__V1__EXEC_REQUEST__INIT;
+    if (io->tty && winch) {
+        winch = 0;
+        struct winsize ws;
+        if (ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0) {
+            Gantry__V1__TerminalSize sz = GANTRY__V1__TERMINAL_SIZE__INIT;
+            sz.rows = ws.ws_row;
+            sz.cols = ws.ws_col;
+            r.resize = &sz;
+            grpc_client_frame(out, &r.base);
+            r.resize = NULL;
+        }
+    }
+    if (!fd_ready || !io->stdin_open) {
+        return 0;
+    }
+    uint8_t buf[32768];
+    ssize_t n = read(0, buf, sizeof buf);
+    if (n > 0) {
+        r.stdin.data = buf;
+        r.stdin.len = (size_t)n;
+        grpc_client_frame(out, &r.base);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        io->stdin_open = false;
+        r.close_stdin = true;
+        grpc_client_frame(out, &r.base);
+        *eof = !io->tty; /* with a terminal, keep the stream open for resizes */
+    }
+    return 0;
+}
+
+static int exec_output(const ProtobufCMessage *m, void *arg)
+{
+    struct exec_io *io = arg;
+    const Gantry__V1__ExecResponse *r = (const void *)m;
+    if (r->stdout.len > 0 && write(1, r->stdout.data, r->stdout.len) < 0) {
+        return GERR_IO;
+    }
+    if (r->stderr.len > 0 && write(2, r->stderr.data, r->stderr.len) < 0) {
+        return GERR_IO;
+    }
+    if (r->exited) {
+        io->code = r->exit_code;
+    }
+    return 0;
+}
+
+static int sb_exec(struct cli *c, int argc, char **argv)
+{
+    bool it = gantry_flag(&argc, argv, "-it") || gantry_flag(&argc, argv, "-ti");
+    bool in_flag = gantry_flag(&argc, argv, "-i") || gantry_flag(&argc, argv, "--stdin");
+    bool tty_flag = gantry_flag(&argc, argv, "-t") || gantry_flag(&argc, argv, "--tty");
+    bool want_stdin = it || in_flag, tty = it || tty_flag;
+    int dash = -1;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            dash = i;
+            break;
+        }
+    }
+    int rc = gantry_args(gantry_find("sandbox", "exec"), dash >= 0 ? dash : argc, argv, 1, 1);
+    if (rc != 0) {
+        return rc;
+    }
+    if (dash < 0 || dash + 1 >= argc) {
+        fprintf(stderr, "gantry sandbox exec: give the command after --\nusage: gantry sandbox exec %s\n",
+                gantry_find("sandbox", "exec")->args);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (tty && !isatty(0)) {
+        fprintf(stderr, "gantry sandbox exec: -t needs a terminal on stdin\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    Gantry__V1__ExecStart st = GANTRY__V1__EXEC_START__INIT;
+    Gantry__V1__TerminalSize sz = GANTRY__V1__TERMINAL_SIZE__INIT;
+    Gantry__V1__ExecRequest req = GANTRY__V1__EXEC_REQUEST__INIT;
+    st.namespace_ = (char *)gantry_ns(c);
+    st.name = argv[0];
+    st.n_command = (size_t)(argc - dash - 1);
+    st.command = argv + dash + 1;
+    st.tty = tty;
+    struct winsize ws;
+    if (tty && ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) {
+        sz.rows = ws.ws_row;
+        sz.cols = ws.ws_col;
+        st.size = &sz;
+    }
+    req.start = &st;
+    req.close_stdin = !want_stdin;
+    struct exec_io io = {.tty = tty, .stdin_open = want_stdin, .code = -1};
+    struct grpc_client_input input = {.fd = want_stdin ? 0 : -1, .produce = exec_produce, .arg = &io};
+    if (tty) {
+        struct termios raw;
+        if (tcgetattr(0, &io.mode) == 0) {
+            raw = io.mode;
+            cfmakeraw(&raw);
+            io.saved = tcsetattr(0, TCSANOW, &raw) == 0;
+        }
+        signal(SIGWINCH, on_winch);
+    }
+    winch = 0; /* the start message carries the size */
+    c->input = &input;
+    rc = gantry_call(c, "/gantry.v1.Sandboxes/Exec", &req.base, &gantry__v1__exec_response__descriptor,
+                     exec_output, &io, NULL, 0);
+    c->input = NULL;
+    if (io.saved) {
+        tcsetattr(0, TCSANOW, &io.mode);
+    }
+    if (rc == GANTRY_EXIT_OK && io.code >= 0) {
+        return io.code; /* the command's own exit status */
+    }
+    return rc;
+}
+
+/* --- port-forward --- */
+
+struct pf_io {
+    int conn;
+    bool conn_open;
+};
+
+static int pf_produce(void *arg, bool fd_ready, struct buf *out, bool *eof)
+{
+    struct pf_io *io = arg;
+    if (!fd_ready || !io->conn_open) {
+        return 0;
+    }
+    uint8_t buf[32768];
+    ssize_t n = read(io->conn, buf, sizeof buf);
+    Gantry__V1__PortForwardRequest r = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+    if (n > 0) {
+        r.data.data = buf;
+        r.data.len = (size_t)n;
+        grpc_client_frame(out, &r.base);
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        io->conn_open = false;
+        r.close_write = true;
+        grpc_client_frame(out, &r.base);
+        *eof = true;
+    }
+    return 0;
+}
+
+static int pf_output(const ProtobufCMessage *m, void *arg)
+{
+    struct pf_io *io = arg;
+    const Gantry__V1__PortForwardResponse *r = (const void *)m;
+    size_t off = 0;
+    while (off < r->data.len) {
+        ssize_t w = write(io->conn, r->data.data + off, r->data.len - off);
+        if (w <= 0) {
+            return 0; /* the local client went away: the rest is dropped with the connection */
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static int sb_port_forward(struct cli *c, int argc, char **argv)
+{
+    uint64_t count = 0;
+    if (gantry_u64("--count", gantry_opt(&argc, argv, "--count"), UINT32_MAX, &count) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    int rc = gantry_args(gantry_find("sandbox", "port-forward"), argc, argv, 2, 2);
+    if (rc != 0) {
+        return rc;
+    }
+    unsigned local = 0, remote = 0;
+    char tail;
+    if (sscanf(argv[1], "%u:%u%c", &local, &remote, &tail) != 2 || local == 0 || local > 65535 ||
+        remote == 0 || remote > 65535) {
+        fprintf(stderr,
+                "gantry sandbox port-forward: LOCAL:REMOTE must be two ports from 1 to 65535, not %s\n",
+                argv[1]);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (gantry_check_endpoints(c) != 0) {
+        return GANTRY_EXIT_USAGE;
+    }
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)local), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 16) != 0) {
+        fprintf(stderr, "gantry sandbox port-forward: cannot listen on 127.0.0.1:%u: %s\n", local,
+                strerror(errno));
+        if (ls >= 0) {
+            close(ls);
+        }
+        return GANTRY_EXIT_FAILED;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "forwarding 127.0.0.1:%u to port %u of sandbox %s (one connection at a time)\n", local,
+            remote, argv[0]);
+    Gantry__V1__PortForwardStart st = GANTRY__V1__PORT_FORWARD_START__INIT;
+    Gantry__V1__PortForwardRequest req = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+    st.namespace_ = (char *)gantry_ns(c);
+    st.name = argv[0];
+    st.port = remote;
+    req.start = &st;
+    for (uint64_t served = 0; count == 0 || served < count; served++) {
+        int conn = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        struct pf_io io = {.conn = conn, .conn_open = true};
+        struct grpc_client_input input = {.fd = conn, .produce = pf_produce, .arg = &io};
+        c->input = &input;
+        rc = gantry_call(c, "/gantry.v1.Sandboxes/PortForward", &req.base,
+                         &gantry__v1__port_forward_response__descriptor, pf_output, &io, NULL, 0);
+        c->input = NULL;
+        close(conn);
+        if (rc != GANTRY_EXIT_OK) {
+            break; /* refused (who, where, nothing listening): say so and stop, as kubectl does */
+        }
+    }
+    close(ls);
+    return rc;
+}
+
 const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "create",
      "NAME --image IMAGE [--namespace NS] [--gpus N] [--lifetime SECONDS] [--env K=V ...] [--label K=V ...] "
@@ -478,5 +779,18 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "unless "
      "--since; a broken stream resumes on another replica from the last revision seen",
      "gantry sandbox watch -A --timeout 60", sb_watch, false},
+    {"sandbox", "logs", "NAME [--namespace NS] [-f|--follow] [--since TIME] [--tail N]",
+     "print the output of a sandbox's main process: everything kept, the last N lines (--tail), what came "
+     "after TIME (--since 10m, -1h, an RFC 3339 time or Unix ms); -f follows new output until the process "
+     "ends or the sandbox is deleted",
+     "gantry sandbox logs agent-1 -f --tail 20", sb_logs, false},
+    {"sandbox", "exec", "NAME [--namespace NS] [-i] [-t] -- COMMAND ARGS...",
+     "run a command inside a running sandbox: -i sends your stdin to it, -t gives it a terminal (raw mode, "
+     "resized with yours); the command's exit status is gantry's",
+     "gantry sandbox exec -it agent-1 -- sh", sb_exec, false},
+    {"sandbox", "port-forward", "NAME LOCAL:REMOTE [--namespace NS] [--count N]",
+     "forward connections to 127.0.0.1:LOCAL to port REMOTE on the sandbox's loopback, one at a time, until "
+     "interrupted (or N connections); a refused connection ends it",
+     "gantry sandbox port-forward agent-1 8080:80", sb_port_forward, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };

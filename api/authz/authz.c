@@ -64,6 +64,9 @@ static const struct authz_rule rules[] = {
     R("Sandboxes/Unshare", AZ_SANDBOX_WRITE, "namespace", false, true),
     R("Sandboxes/ListSharedWithMe", AZ_AUTHENTICATED, NULL, false, false),
     R("Sandboxes/Watch", AZ_NS_READ, "namespace", true, false),
+    R("Sandboxes/Logs", AZ_SANDBOX_USE, "namespace", false, false),
+    R("Sandboxes/Exec", AZ_SANDBOX_USE, "start.namespace", false, false),
+    R("Sandboxes/PortForward", AZ_SANDBOX_USE, "start.namespace", false, false),
     /* Providers: namespace-scoped credentials, managed by namespace admins. */
     R("Providers/Create", AZ_NS_ADMIN, "provider.meta.namespace", false, true),
     R("Providers/Get", AZ_NS_READ, "namespace", false, false),
@@ -209,6 +212,9 @@ const char *authz_action_describe(enum authz_action a)
         return "platform_admin, or namespace_admin of the namespace within the ceiling a platform_admin set";
     case AZ_AUDIT_READ:
         return "platform_admin or auditor; namespace_admin for their namespace";
+    case AZ_SANDBOX_USE:
+        return "platform_admin, namespace_admin of the namespace, or a member of it who owns the sandbox or "
+               "holds a share of it";
     }
     return "?";
 }
@@ -571,6 +577,20 @@ static void decide_in(const struct authz_rule *r, const struct authz_caller *c, 
         }
         if (!any_in(c, ns)) {
             deny(d, "needs a role in namespace \"%.63s\" (or the auditor or platform_admin role)", ns);
+            return;
+        }
+        d->owner_check = true;
+        return;
+    case AZ_SANDBOX_USE:
+        if (has_role(c, AZ_ROLE_NAMESPACE_ADMIN, ns)) {
+            return;
+        }
+        if (!any_in(c, ns)) {
+            deny(d,
+                 "using sandboxes in namespace \"%.63s\" needs a role there (for your own or shared "
+                 "sandboxes) or "
+                 "namespace_admin; the auditor role never uses sandboxes",
+                 ns);
             return;
         }
         d->owner_check = true;

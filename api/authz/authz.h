@@ -45,6 +45,11 @@
  *                       platform_admin set for it (the handler checks: decision.ceiling_check)
  *   AZ_AUDIT_READ       platform_admin, auditor; a namespace_admin for the namespace the request
  *                       names (an empty namespace needs a global role)
+ *   AZ_SANDBOX_USE      using a sandbox (Logs): platform_admin, namespace_admin; a principal with a
+ *                       role in the namespace only for own sandboxes or those shared with it
+ *                       (decision.owner_check: the handler checks the share's access); never an
+ *                       auditor, whose reading stops at the objects (a sandbox's output may hold
+ *                       anything the sandbox printed)
  *
  * Messages on denial say what is missing ("needs the namespace_admin role in namespace \"team-a\"
  * (or platform_admin)") and never echo secrets. */
@@ -77,6 +82,7 @@ enum authz_action {
     AZ_AUDIT_READ,
     AZ_PRINCIPAL_CREATE,
     AZ_QUOTA_WRITE,
+    AZ_SANDBOX_USE,
 };
 
 enum authz_role { AZ_ROLE_PLATFORM_ADMIN = 1, AZ_ROLE_NAMESPACE_ADMIN, AZ_ROLE_AUDITOR, AZ_ROLE_USER };

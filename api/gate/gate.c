@@ -1,6 +1,7 @@
 /* Authentication, authorization and dispatch for every gantry.v1 call (api/gate/gate.h). */
 #include "api/gate/gate.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <openssl/x509.h>
 
 #include "api/gate/audit.h"
+#include "server/grpc/arena.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -510,6 +512,64 @@ static void on_start(struct grpc_call *call, void *data)
     }
 }
 
+/* ---- Bidi calls: authorized by their first message (gate.h). */
+
+struct gate_bidi {
+    pthread_mutex_t mu;
+    gate_bidi_message_fn fn; /* NULL: nobody takes further messages */
+    void *data;
+    bool first_seen;
+};
+
+static void bidi_start(struct grpc_call *call, void *data)
+{
+    (void)data;
+    struct gate_bidi *b = arena_alloc(grpc_call_arena(call), sizeof *b); /* freed with the call */
+    memset(b, 0, sizeof *b);
+    pthread_mutex_init(&b->mu, NULL);
+    grpc_call_set_data(call, b);
+}
+
+static void bidi_message(struct grpc_call *call, const ProtobufCMessage *msg, void *data)
+{
+    struct gate_bidi *b = grpc_call_get_data(call);
+    if (!b->first_seen) {
+        b->first_seen = true;
+        if (msg == NULL) {
+            grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                             "the stream ended before its first message, which says what to start", NULL);
+            return;
+        }
+        grpc_call_stash_request(call, msg);
+        grpc_call_pause_input(call); /* until the implementation attaches and resumes it */
+        on_start(call, data);
+        return;
+    }
+    pthread_mutex_lock(&b->mu);
+    if (b->fn != NULL) {
+        b->fn(call, msg, b->data);
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+void gate_bidi_attach(struct gate_ctx *ctx, gate_bidi_message_fn fn, void *data)
+{
+    struct gate_bidi *b = grpc_call_get_data(ctx->call);
+    pthread_mutex_lock(&b->mu);
+    b->fn = fn;
+    b->data = data;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void gate_bidi_detach(struct grpc_call *call)
+{
+    struct gate_bidi *b = grpc_call_get_data(call);
+    pthread_mutex_lock(&b->mu);
+    b->fn = NULL;
+    b->data = NULL;
+    pthread_mutex_unlock(&b->mu);
+}
+
 int gate_call_local(struct gate *g, const char *path, const uint8_t *request, size_t len,
                     const char *authorization, const char *peer, uint64_t timeout_ms,
                     grpc_virtual_done_cb done, void *data)
@@ -579,11 +639,20 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
             snprintf(path, sizeof path, "/%s/%s", services[i]->name, md->name);
             /* Streaming requests do not exist in gantry.v1; server streams are recognised by name
              * through the descriptor's output being used with grpc_call_send_async. */
+            bool bidi = strcmp(path, "/gantry.v1.Sandboxes/Exec") == 0 ||
+                        strcmp(path, "/gantry.v1.Sandboxes/PortForward") == 0;
             bool streaming = strcmp(path, "/gantry.v1.Cluster/Backup") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Watch") == 0 ||
+                             strcmp(path, "/gantry.v1.Sandboxes/Logs") == 0 ||
                              strcmp(path, "/gantry.v1.Audit/Export") == 0;
             struct grpc_handler h = {
                 .kind = streaming ? GRPC_SERVER_STREAMING : GRPC_UNARY, .on_start = on_start, .data = g};
+            if (bidi) {
+                h = (struct grpc_handler){.kind = GRPC_BIDI_STREAMING,
+                                          .on_start = bidi_start,
+                                          .on_message = bidi_message,
+                                          .data = g};
+            }
             rv = grpc_server_handle(s, services[i], md->name, &h);
             if (rv != 0) {
                 gerr_set(errmsg, "gate: cannot route %s", path);

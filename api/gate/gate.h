@@ -131,6 +131,19 @@ int gate_call_local(struct gate *g, const char *path, const uint8_t *request, si
                     const char *authorization, const char *peer, uint64_t timeout_ms,
                     grpc_virtual_done_cb done, void *data);
 
+/* Bidirectional streams (Sandboxes.Exec). The gate authenticates and authorizes a bidi call by its
+ * FIRST message: that message is the call's request for the rule's namespace field and for the
+ * implementation (grpc_call_request), the call's input is paused meanwhile (grpc_call_pause_input),
+ * and the implementation runs on a worker as for other calls. To receive the messages after the
+ * first, it calls gate_bidi_attach (on the worker, before it resumes the input with
+ * grpc_call_resume_input): @fn then gets each further message on the loop thread (NULL at the
+ * client's half-close), under a lock that gate_bidi_detach also takes, so once gate_bidi_detach
+ * returns @fn never runs again and @data may be freed. A call whose implementation never attaches
+ * gets no further messages. */
+typedef void (*gate_bidi_message_fn)(struct grpc_call *call, const ProtobufCMessage *msg, void *data);
+void gate_bidi_attach(struct gate_ctx *ctx, gate_bidi_message_fn fn, void *data);
+void gate_bidi_detach(struct grpc_call *call);
+
 /* Give the pooled store client back before blocking on something else (the writer, a forwarded
  * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */
 void gate_release_store(struct gate_ctx *ctx);

@@ -162,7 +162,7 @@ static bool call_input_blocked(const struct grpc_call *call)
     if (kind != GRPC_CLIENT_STREAMING && kind != GRPC_BIDI_STREAMING) {
         return false;
     }
-    return call->out.len - call->out_off > CALL_OUT_HIGH ||
+    return call->input_paused || call->out.len - call->out_off > CALL_OUT_HIGH ||
            call->conn->out_buffered > call->server->cfg.conn_memory_bytes;
 }
 
@@ -570,7 +570,14 @@ static void call_end_stream_now(struct grpc_call *call);
  * not free the bytes being framed. Whatever is left when the call blocks again is held again. */
 static void call_resume_input(struct grpc_call *call)
 {
-    if (call_held(call) == 0 || call_input_blocked(call)) {
+    if (call_input_blocked(call)) {
+        return;
+    }
+    if (call_held(call) == 0) {
+        if (call->end_held) { /* END_STREAM arrived while the input was paused */
+            call->end_held = false;
+            call_end_stream_now(call);
+        }
         return;
     }
     struct buf local = call->held;
@@ -601,7 +608,7 @@ static void call_resume_input(struct grpc_call *call)
 void grpc__call_end_stream(struct grpc_call *call)
 {
     call->half_closed = true;
-    if (call_held(call) > 0) {
+    if (call_held(call) > 0 || call->input_paused) {
         call->end_held = true; /* after the held messages */
         return;
     }
@@ -698,6 +705,7 @@ static ssize_t call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
         memcpy(dst, call->out.data + call->out_off, n);
         call->out_off += n;
         c->out_buffered -= n;
+        atomic_store(&call->unsent_out, call->out.len - call->out_off);
         /* A call may be holding input because the connection was over its budget. */
         if (c->n_held > 0 && c->out_buffered <= call->server->cfg.conn_memory_bytes) {
             c->drain_waiting = true;
@@ -779,6 +787,7 @@ static int call_send_bytes(struct grpc_call *call, const uint8_t *msg, size_t le
     }
     call->out.len += len + 5;
     call->conn->out_buffered += len + 5;
+    atomic_store(&call->unsent_out, call->out.len - call->out_off);
     struct h2_conn *c = call->conn;
     call_kick(call);
     if (call->conn != NULL && (call->out.len - call->out_off > CALL_OUT_HIGH ||
@@ -935,6 +944,7 @@ void grpc__call_stream_closed(struct grpc_call *call, uint32_t error_code)
     }
     buf_close(&call->out);
     call->out_off = 0;
+    atomic_store(&call->unsent_out, 0);
     call->conn = NULL;
     call->stream_closed = true;
     uv_timer_stop(&call->timer);
@@ -984,7 +994,8 @@ struct grpc_call *grpc_call_new_virtual(struct grpc_server *s, const char *path,
                                         size_t len, const char *peer, uint64_t deadline_ms,
                                         grpc_virtual_done_cb done, void *data)
 {
-    struct grpc__method *m = grpc__method_find(s, path, strlen(path)); /* the table is read-only once serving */
+    struct grpc__method *m =
+        grpc__method_find(s, path, strlen(path)); /* the table is read-only once serving */
     if (m == NULL || !m->has_handler || m->handler.kind != GRPC_UNARY) {
         return NULL;
     }
@@ -1017,7 +1028,8 @@ bool grpc_call_is_virtual(const struct grpc_call *call)
 }
 
 /* Finish a virtual call: its callback, once. */
-static void call_vfinish(struct grpc_call *call, int status, const char *message, const uint8_t *reply, size_t len)
+static void call_vfinish(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
+                         size_t len)
 {
     bool was = false;
     if (!atomic_compare_exchange_strong(&call->vfinished, &was, true)) {
@@ -1032,8 +1044,8 @@ static void call_vfinish(struct grpc_call *call, int status, const char *message
                 status == GRPC_STATUS_OK ? len : 0);
 }
 
-int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
-                                 size_t len)
+int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,
+                                 const uint8_t *reply, size_t len)
 {
     if (call->is_virtual) {
         call_vfinish(call, status, message, reply, len);
@@ -1076,6 +1088,7 @@ int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg)
     }
     comp->reply = mem_alloc(comp->reply_len > 0 ? comp->reply_len : 1);
     protobuf_c_message_pack(msg, comp->reply);
+    atomic_fetch_add(&call->unsent_async, comp->reply_len + 5);
     grpc_call_ref(call); /* dropped when the completion runs */
     pthread_mutex_lock(&s->async_mu);
     queue_insert_tail(&s->async_q, &comp->link);
@@ -1116,6 +1129,47 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
     return 0;
 }
 
+int grpc_call_stash_request(struct grpc_call *call, const ProtobufCMessage *msg)
+{
+    if (call->req_stashed || call->method == NULL ||
+        (call->method->handler.kind != GRPC_BIDI_STREAMING &&
+         call->method->handler.kind != GRPC_CLIENT_STREAMING)) {
+        return GERR_INVAL;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    buf_reset(&call->req);
+    protobuf_c_message_pack(msg, buf_reserve(&call->req, len + 1));
+    call->req.len = len;
+    call->req_stashed = true; /* before any worker can see the call: the caller hands it over after */
+    return 0;
+}
+
+void grpc_call_pause_input(struct grpc_call *call)
+{
+    call->input_paused = true;
+}
+
+void grpc_call_resume_input(struct grpc_call *call)
+{
+    struct grpc_server *s = call->server;
+    struct grpc__completion *comp = mem_zalloc(sizeof(*comp));
+    comp->call = call;
+    comp->is_resume = true;
+    grpc_call_ref(call); /* dropped when the completion runs */
+    pthread_mutex_lock(&s->async_mu);
+    queue_insert_tail(&s->async_q, &comp->link);
+    pthread_mutex_unlock(&s->async_mu);
+    uv_async_send(&s->async);
+}
+
+size_t grpc_call_unsent(const struct grpc_call *call)
+{
+    if (atomic_load(&call->cancelled)) {
+        return 0;
+    }
+    return atomic_load(&call->unsent_async) + atomic_load(&call->unsent_out);
+}
+
 void grpc__async_cb(uv_async_t *h)
 {
     struct grpc_server *s = h->data;
@@ -1129,8 +1183,19 @@ void grpc__async_cb(uv_async_t *h)
         queue_remove(q);
         struct grpc__completion *comp = QUEUE_DATA(q, struct grpc__completion, link);
         struct grpc_call *call = comp->call;
-        if (comp->is_send) {
+        if (comp->is_resume) {
+            call->input_paused = false;
+            if (!call->finished && !call->cancelled && call->conn != NULL) {
+                call_resume_input(call);
+                if (call->conn != NULL) {
+                    /* The bytes consumed above open the client's window again, but only a flush
+                     * sends that WINDOW_UPDATE: a handler that answers nothing would wait forever. */
+                    h2__conn_flush(call->conn);
+                }
+            }
+        } else if (comp->is_send) {
             (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
+            atomic_fetch_sub(&call->unsent_async, comp->reply_len + 5);
         } else if (!call->finished) {
             grpc__call_finish_bytes(call, comp->status, comp->message, comp->reply, comp->reply_len,
                                     comp->has_reply);
@@ -1173,8 +1238,8 @@ const ProtobufCMessage *grpc_call_request(const struct grpc_call *ccall)
 {
     /* Logically const: the decode is done once and remembered. */
     struct grpc_call *call = (struct grpc_call *)ccall;
-    if (call->method == NULL ||
-        (call->method->handler.kind != GRPC_UNARY && call->method->handler.kind != GRPC_SERVER_STREAMING)) {
+    if (call->method == NULL || (call->method->handler.kind != GRPC_UNARY &&
+                                 call->method->handler.kind != GRPC_SERVER_STREAMING && !call->req_stashed)) {
         return NULL;
     }
     pthread_mutex_lock(&call->req_mu);

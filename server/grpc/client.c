@@ -44,6 +44,11 @@ struct grpc_client {
     struct grpc_client_result *result;
     const uint8_t *req;
     size_t req_len, req_off;
+    /* Streaming requests (grpc_client_set_input): the bytes not yet handed to nghttp2. */
+    const struct grpc_client_input *input;
+    struct buf more;
+    size_t more_off;
+    bool more_eof, deferred;
 };
 
 static int elapsed_left(uint64_t deadline)
@@ -392,10 +397,46 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     }
     memcpy(buf, c->req + c->req_off, n);
     c->req_off += n;
-    if (c->req_off == c->req_len) {
+    if (c->input != NULL && n < len) {
+        size_t m = c->more.len - c->more_off;
+        if (m > len - n) {
+            m = len - n;
+        }
+        if (m > 0) {
+            memcpy(buf + n, (uint8_t *)c->more.data + c->more_off, m);
+        }
+        c->more_off += m;
+        n += m;
+        if (c->more_off == c->more.len) {
+            buf_reset(&c->more);
+            c->more_off = 0;
+        }
+    }
+    if (c->req_off == c->req_len && (c->input == NULL || (c->more_eof && c->more.len == c->more_off))) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+    } else if (n == 0) {
+        c->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
+}
+
+void grpc_client_set_input(struct grpc_client *c, const struct grpc_client_input *in)
+{
+    c->input = in;
+}
+
+void grpc_client_frame(struct buf *out, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *p = buf_reserve(out, len + 5);
+    p[0] = 0;
+    p[1] = (uint8_t)(len >> 24);
+    p[2] = (uint8_t)(len >> 16);
+    p[3] = (uint8_t)(len >> 8);
+    p[4] = (uint8_t)len;
+    protobuf_c_message_pack(msg, p + 5);
+    out->len += len + 5;
 }
 
 int grpc_client_connect(const struct grpc_client_config *cfg, struct grpc_client **out, char *errmsg)
@@ -412,6 +453,7 @@ int grpc_client_connect(const struct grpc_client_config *cfg, struct grpc_client
     c->max_message_bytes = cfg->max_message_bytes != 0 ? cfg->max_message_bytes : 64u << 20;
     snprintf(c->authority, sizeof c->authority, "%s", cfg->target);
     buf_init(&c->in);
+    buf_init(&c->more);
     int rv = dial(host, port, cfg->connect_timeout_ms != 0 ? cfg->connect_timeout_ms : 5000, &c->fd, errmsg);
     if (rv == 0 && !cfg->h2c) {
         struct timeval tv = {.tv_sec =
@@ -495,6 +537,43 @@ static int pump_in(struct grpc_client *c, uint64_t deadline, char *errmsg)
     return 0;
 }
 
+/* pump_in for a call with streaming requests: also wait for the caller's input, and feed it. */
+static int pump_stream(struct grpc_client *c, uint64_t deadline, char *errmsg)
+{
+    const struct grpc_client_input *in = c->input;
+    bool room = !c->more_eof && c->more.len - c->more_off < (1u << 20);
+    struct pollfd p[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = room ? in->fd : -1, .events = POLLIN}};
+    int left = elapsed_left(deadline);
+    int tick = (int)(in->tick_ms != 0 ? in->tick_ms : 100);
+    bool pending = c->ssl != NULL && SSL_pending(c->ssl) > 0;
+    int r = pending ? 1 : poll(p, 2, left >= 0 && left < tick ? left : tick);
+    if (r < 0 && errno != EINTR) {
+        gerr_set(errmsg, "grpc client: poll: %s", strerror(errno));
+        return GERR_IO;
+    }
+    if (r == 0 && deadline != 0 && elapsed_left(deadline) == 0) {
+        gerr_set(errmsg, "grpc client: no answer before the deadline");
+        return GERR_TIMEOUT;
+    }
+    if (room) {
+        size_t before = c->more.len;
+        int rv = in->produce(in->arg, (p[1].revents & (POLLIN | POLLHUP)) != 0, &c->more, &c->more_eof);
+        if (rv != 0) {
+            nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+            c->cb_rv = rv;
+            return 0;
+        }
+        if ((c->more.len != before || c->more_eof) && c->deferred) {
+            c->deferred = false;
+            nghttp2_session_resume_data(c->h2, c->stream_id);
+        }
+    }
+    if (pending || (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+        return pump_in(c, deadline, errmsg); /* readable now: its poll returns at once */
+    }
+    return 0;
+}
+
 int grpc_client_call(struct grpc_client *c, const char *path, const struct grpc_client_md *md, size_t n_md,
                      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp,
                      grpc_client_msg_cb cb, void *arg, unsigned timeout_ms, struct grpc_client_result *result,
@@ -526,6 +605,10 @@ int grpc_client_call(struct grpc_client *c, const char *path, const struct grpc_
     c->stream_closed = false;
     c->http_status = 0;
     c->in.len = 0;
+    buf_reset(&c->more);
+    c->more_off = 0;
+    c->more_eof = false;
+    c->deferred = false;
 
     char timeout[32];
     nghttp2_nv nva[8 + 16];
@@ -562,13 +645,14 @@ int grpc_client_call(struct grpc_client *c, const char *path, const struct grpc_
         if (c->stream_closed) {
             break;
         }
-        rv = pump_in(c, deadline, errmsg);
+        rv = c->input != NULL ? pump_stream(c, deadline, errmsg) : pump_in(c, deadline, errmsg);
     }
     if (rv == 0) {
         nghttp2_session_send(c->h2); /* flush WINDOW_UPDATEs */
     }
     mem_free(body);
     c->req = NULL;
+    c->input = NULL; /* for one call only */
     if (rv != 0) {
         c->broken = true;
         return rv;
@@ -640,5 +724,6 @@ void grpc_client_close(struct grpc_client *c)
         close(c->fd);
     }
     buf_close(&c->in);
+    buf_close(&c->more);
     mem_free(c);
 }

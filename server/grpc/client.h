@@ -3,7 +3,8 @@
  *
  * One client is one connection to one target; calls on it are sequential (not thread-safe). A
  * call sends one request message and receives zero or more response messages, handed one by one
- * to a callback, then the status from the trailers. Streaming requests are not supported.
+ * to a callback, then the status from the trailers. A call may stream more request messages after
+ * the first (bidi) from an input the caller sets (grpc_client_set_input).
  *
  * Trust, in order of preference:
  *   ca_pem / ca_file      the server's chain must verify against this CA;
@@ -80,6 +81,25 @@ int grpc_client_unary(struct grpc_client *c, const char *path, const struct grpc
                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp,
                       unsigned timeout_ms, ProtobufCMessage **out, struct grpc_client_result *result,
                       char *errmsg);
+
+/* Streaming requests for the NEXT call only (grpc_client_call sends @req first, then these). While
+ * the call runs, @produce is called on the calling thread when @fd (-1: none) is readable
+ * (@fd_ready true) and every @tick_ms (false): it appends framed request messages
+ * (grpc_client_frame) to @out, and sets *@eof when no more will come (the client then half-closes).
+ * It is not called while more than 1 MiB it produced waits for the server's window, so a server
+ * that stops reading stops the caller's input too. A nonzero return cancels the call and becomes
+ * its return value. @in is borrowed for the call. */
+struct buf;
+struct grpc_client_input {
+    int fd;
+    int (*produce)(void *arg, bool fd_ready, struct buf *out, bool *eof);
+    void *arg;
+    unsigned tick_ms; /* 0 = 100 */
+};
+void grpc_client_set_input(struct grpc_client *c, const struct grpc_client_input *in);
+
+/* Append @msg to @out as one gRPC message (the 5-byte prefix, then the packed bytes). */
+void grpc_client_frame(struct buf *out, const ProtobufCMessage *msg);
 
 void grpc_client_close(struct grpc_client *c);
 

@@ -171,6 +171,8 @@ struct grpc_call {
     size_t held_off;
     bool held_counted; /* counted in conn->n_held */
     bool end_held;     /* END_STREAM arrived behind held bytes */
+    bool input_paused; /* grpc_call_pause_input: no request message is framed until resumed */
+    bool req_stashed;  /* grpc_call_stash_request put a bidi call's first message in @req */
     bool in_message;
     uint32_t n_received;
     /* The request of a unary or server-streaming call, decoded lazily by grpc_call_request on
@@ -191,6 +193,10 @@ struct grpc_call {
     bool half_closed;      /* the client sent END_STREAM */
     bool finished;         /* grpc_call_finish ran */
     atomic_bool cancelled; /* read by workers through grpc_call_cancelled */
+    /* grpc_call_unsent: bytes queued by grpc_call_send_async not yet on the loop thread, and a
+     * copy of out.len - out_off the loop thread keeps for workers. */
+    atomic_size_t unsent_async;
+    atomic_size_t unsent_out;
     bool stream_closed;
     bool headers_sent;
     bool trailers_sent;
@@ -223,7 +229,8 @@ struct grpc__completion {
     uint8_t *reply; /* serialized reply, or NULL */
     size_t reply_len;
     bool has_reply;
-    bool is_send; /* grpc_call_send_async: reply holds one message to send */
+    bool is_send;   /* grpc_call_send_async: reply holds one message to send */
+    bool is_resume; /* grpc_call_resume_input */
 };
 
 /* The one translation of nghttp2 errors (libuv: lib/uverr.h, OpenSSL: server/grpc/tls.h). */

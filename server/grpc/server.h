@@ -195,7 +195,8 @@ void grpc_server_metrics_write(const struct grpc_server *s, struct buf *out);
 
 /* --- The request context, for handlers. Loop thread only unless stated. --- */
 
-/* The decoded request of a unary or server-streaming call (NULL for the others).
+/* The decoded request of a unary or server-streaming call, or the first message a handler of a
+ * bidi or client-streaming call stashed (grpc_call_stash_request); NULL for the others.
  *
  * Thread rule: the loop thread only frames the request and buffers its bytes (bounded by
  * max_recv_message_bytes and conn_memory_bytes); nothing is decoded until a handler asks. The
@@ -296,12 +297,40 @@ void grpc_call_unref(struct grpc_call *call);
  * (over max_send_message_bytes, nothing queued). */
 int grpc_call_send_async(struct grpc_call *call, const ProtobufCMessage *msg);
 
+/* Loop thread, inside on_message of a client-streaming or bidi call: keep @msg (packed now, so it
+ * may be freed on return) as the call's request, which grpc_call_request then decodes on any
+ * thread with the usual checks, as for a unary call. How the gate authorizes a bidi call by its
+ * first message. Once per call: GERR_INVAL after the first, or for other kinds of call. */
+int grpc_call_stash_request(struct grpc_call *call, const ProtobufCMessage *msg);
+
+/* Inbound flow control for client-streaming and bidi calls, beyond what the transport does by
+ * itself (it frames no request message while the call's unsent output is over 1 MiB): a handler
+ * that cannot take more input now (a sandbox that does not read its stdin) pauses the call's
+ * input. Request bytes that arrive meanwhile are held unconsumed, so the stream's HTTP/2 window
+ * (1 MiB) closes and the client must stop sending; nothing more is delivered to on_message
+ * (END_STREAM included, behind held bytes) until resumed.
+ *
+ * grpc_call_pause_input: loop thread only (inside a callback of the call); takes effect for the
+ * next message. grpc_call_resume_input: from ANY thread holding a reference (grpc_call_ref);
+ * queued to the loop, which then delivers what was held (never synchronously from this call).
+ * Pausing a unary or server-streaming call has no effect. */
+void grpc_call_pause_input(struct grpc_call *call);
+void grpc_call_resume_input(struct grpc_call *call);
+
+/* From ANY thread holding a reference: the call's output not yet handed to HTTP/2 (what
+ * grpc_call_send_async queued and what waits in the call's buffer for the client's flow-control
+ * window), in bytes; 0 once the call was cancelled. A thread streaming with grpc_call_send_async
+ * keeps this under a bound of its choosing (waiting while it is above), which gives it the flow
+ * control grpc_call_send_async lacks: a client that reads slowly makes it wait, never the replica
+ * buffer without bound. Atomic reads; the value may be a moment old. */
+size_t grpc_call_unsent(const struct grpc_call *call);
+
 /* From ANY thread: finish the call like grpc_call_finish and drop one reference taken with
  * grpc_call_ref. @reply is serialized on the calling thread before return (the caller keeps
  * ownership of it); @message is copied. The finish happens on the loop thread soon after; if the
  * call was cancelled meanwhile it is dropped. Returns 0. */
-int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message, const uint8_t *reply,
-                                 size_t len);
+int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,
+                                 const uint8_t *reply, size_t len);
 
 /* --- Virtual calls: a call that did not come from a client connection (a call another replica
  * forwarded), run by the same handlers. It has no connection, no metadata and no client

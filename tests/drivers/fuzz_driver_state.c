@@ -2,13 +2,15 @@
  * drivers/fake.h): files another process, an older version or a crash may have left behind.
  * Built by tests/fuzz/drivers.cmake as fuzz_driver_state; seeds in tests/fuzz/corpus/driver_state/.
  *
- * Input layout: byte 0 selects the decoder ((byte - '0') % 5: seeds start with '0'..'4'):
+ * Input layout: byte 0 selects the decoder ((byte - '0') % 6: seeds start with '0'..'5'):
  *   0: a process driver state file (process_state_decode); when it decodes, it is encoded again
  *      and must decode to the same values;
  *   1: bwrap's --json-status-fd stream (process_status_decode);
  *   2: a /proc/<pid>/stat line (process_stat_decode);
  *   3: the epoch file (process_epoch_decode);
- *   4: the fake driver's shared state file (fake_state_decode).
+ *   4: the fake driver's shared state file (fake_state_decode);
+ *   5: a process driver output log (drivers/process_log.h): records walked with
+ *      plog_header_decode as a reader does; every accepted length is within PLOG_CHUNK_MAX.
  * Promises checked: the only codes are 0 and GERR_PROTO; outputs are zeroed on failure; decoded
  * pids are within 0..DRIVER_PROCESS_PID_MAX; errmsg is terminated. */
 #include <stdbool.h>
@@ -19,6 +21,7 @@
 
 #include "drivers/fake.h"
 #include "drivers/process.h"
+#include "drivers/process_log.h"
 #include "lib/mem.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -62,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = mem_alloc(n > 0 ? n : 1);
     memcpy(body, data + 1, n);
     memset(errmsg, 'X', sizeof errmsg);
-    switch ((uint8_t)(data[0] - '0') % 5) {
+    switch ((uint8_t)(data[0] - '0') % 6) {
     case 0:
         state_roundtrip(body, n, errmsg);
         break;
@@ -84,6 +87,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t e = 7;
         int rv = process_epoch_decode(body, n, &e, errmsg);
         check(rv == 0 || (rv == GERR_PROTO && e == 7));
+        break;
+    }
+    case 5: {
+        size_t off = 0;
+        for (;;) {
+            uint64_t ts;
+            uint32_t len, flags;
+            int rv = plog_header_decode((const uint8_t *)body + off, n - off, &ts, &len, &flags);
+            check(rv == 0 || rv == GERR_BUSY || rv == GERR_PROTO);
+            if (rv != 0) {
+                check(rv != GERR_BUSY || n - off < PLOG_HEADER);
+                break;
+            }
+            check(len <= PLOG_CHUNK_MAX && (flags & ~PLOG_FLAG_END) == 0);
+            if (n - off - PLOG_HEADER < len) {
+                break; /* a partial record: a reader waits for the rest */
+            }
+            off += PLOG_HEADER + len;
+        }
         break;
     }
     default: {

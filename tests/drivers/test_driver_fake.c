@@ -245,6 +245,22 @@ static void test_capabilities(void **state)
     assert_true(caps.shared_backend);
     assert_string_equal(caps.config_keys[0], "flavour");
     assert_null(caps.config_keys[1]);
+    /* No logs and no exec: a clear refusal naming the driver, nothing made. */
+    assert_false(caps.logs);
+    assert_false(caps.exec);
+    char errmsg[GERR_MSG_SIZE];
+    struct driver_log *l = NULL;
+    struct driver_log_query q = {.tail_lines = -1};
+    const char *id = "01234567-89ab-cdef-0123-456789abcdef";
+    assert_int_equal(driver_logs_open(d, "team-a", id, &q, &l, errmsg), GERR_UNAVAILABLE);
+    assert_string_equal(errmsg, "logs are not supported by the fake driver yet");
+    assert_null(l);
+    const char *const cmd[] = {"true"};
+    struct driver_exec_spec xs = {.command = cmd, .n_command = 1};
+    struct driver_exec *x = NULL;
+    assert_int_equal(driver_exec_start(d, "team-a", id, &xs, &x, errmsg), GERR_UNAVAILABLE);
+    assert_string_equal(errmsg, "exec is not supported by the fake driver yet");
+    assert_null(x);
     driver_free(d);
 }
 

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <poll.h>
+#include <errno.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -357,6 +359,279 @@ static void test_bad_command(void **state)
     driver_free(d);
 }
 
+/* Read every chunk @l has now into @out (NUL-terminated, at most @cap - 1 bytes); the code that
+ * ended the reading (GERR_BUSY: nothing more yet). */
+static int drain_log(struct driver_log *l, char *out, size_t cap)
+{
+    static uint8_t chunk[DRIVER_LOG_CHUNK];
+    char errmsg[GERR_MSG_SIZE];
+    size_t have = strlen(out), n;
+    uint64_t ts;
+    int rv;
+    while ((rv = driver_log_next(l, chunk, sizeof chunk, &n, &ts, errmsg)) == 0) {
+        assert_true(have + n < cap);
+        assert_true(ts > 1600000000000ull); /* a Unix ms time */
+        memcpy(out + have, chunk, n);
+        have += n;
+        out[have] = '\0';
+    }
+    return rv;
+}
+
+/* The main process's output reaches the log with tail and since, a follower sees new output, the
+ * end of the output and the deletion of the sandbox. */
+static void test_logs(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], text[4096];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs, done;
+    struct driver_sandbox s;
+    const char *const cmd[] = {"sh", "-c",
+                               "for i in 1 2 3 4 5; do echo line$i; done; echo err >&2; sleep infinity"};
+    const char *const once[] = {"sh", "-c", "echo bye"};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.logs);
+    conf_spec(&env, &cs, "logs");
+    cs.spec.command = cmd;
+    cs.spec.n_command = 3;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+    struct driver_log *l = NULL;
+    struct driver_log_query all = {.tail_lines = -1};
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    text[0] = '\0';
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &all, &l, errmsg), 0);
+    while (strstr(text, "err\n") == NULL && clock_mono_ms(clock_system()) < deadline) {
+        assert_int_equal(drain_log(l, text, sizeof text), GERR_BUSY); /* following: more may come */
+        usleep(20000);
+    }
+    assert_string_equal(text, "line1\nline2\nline3\nline4\nline5\nerr\n");
+    /* The last two lines only; since a time in the future: nothing. */
+    struct driver_log *t = NULL;
+    struct driver_log_query tail2 = {.tail_lines = 2};
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &tail2, &t, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(t, text, sizeof text), GERR_BUSY);
+    assert_string_equal(text, "line5\nerr\n");
+    driver_log_close(t);
+    struct driver_log_query later = {.tail_lines = -1,
+                                     .since_ms = clock_system()->wall_ms(clock_system()) + 60000};
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &later, &t, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(t, text, sizeof text), GERR_BUSY);
+    assert_string_equal(text, "");
+    driver_log_close(t);
+    /* Deleting the sandbox ends the follower with GERR_NOTFOUND. */
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    text[0] = '\0';
+    assert_int_equal(drain_log(l, text, sizeof text), GERR_NOTFOUND);
+    driver_log_close(l);
+    assert_int_equal(driver_logs_open(d, env.ns, cs.id, &all, &l, errmsg), GERR_NOTFOUND);
+    assert_int_equal(driver_logs_open(d, "other", cs.id, &all, &l, errmsg), GERR_NOTFOUND);
+    /* A main process that ends: the reader gets everything, then GERR_CLOSED. */
+    conf_spec(&env, &done, "logs-done");
+    done.spec.command = once;
+    done.spec.n_command = 3;
+    create_ready(d, e, &done, &s);
+    driver_sandbox_close(&s);
+    char msg[256];
+    await_end(d, e, done.id, msg, sizeof msg);
+    assert_int_equal(driver_logs_open(d, env.ns, done.id, &all, &l, errmsg), 0);
+    text[0] = '\0';
+    int rv;
+    deadline = clock_mono_ms(clock_system()) + 10000;
+    while ((rv = drain_log(l, text, sizeof text)) == GERR_BUSY && clock_mono_ms(clock_system()) < deadline) {
+        usleep(20000);
+    }
+    assert_int_equal(rv, GERR_CLOSED);
+    assert_string_equal(text, "bye\n");
+    driver_log_close(l);
+    assert_int_equal(driver_delete(d, e, env.ns, done.id, errmsg), 0);
+    driver_free(d);
+}
+
+/* Run @x to its end: write @input (then close stdin unless @keep_stdin), collect stdout and stderr
+ * into @out and @err (NUL-terminated), return the exit code. Fails the test after 10 s. */
+static int exec_collect(struct driver_exec *x, const char *input, bool keep_stdin, char *out, size_t out_cap,
+                        char *err, size_t err_cap)
+{
+    int in, o, e, code = -1, sig = 0;
+    driver_exec_fds(x, &in, &o, &e);
+    size_t no = 0, ne = 0;
+    if (input != NULL) {
+        assert_int_equal(write(in, input, strlen(input)), (ssize_t)strlen(input));
+    }
+    if (!keep_stdin) {
+        driver_exec_close_stdin(x);
+    }
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    bool o_open = true, e_open = e >= 0;
+    while (o_open || e_open) {
+        struct pollfd p[2] = {{o_open ? o : -1, POLLIN, 0}, {e_open ? e : -1, POLLIN, 0}};
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        poll(p, 2, 100);
+        char buf[4096];
+        ssize_t r;
+        if (o_open && (r = read(o, buf, sizeof buf)) >= 0) {
+            o_open = r > 0;
+            assert_true(no + (size_t)r < out_cap);
+            memcpy(out + no, buf, (size_t)r);
+            no += (size_t)r;
+        } else if (o_open && errno == EIO) {
+            o_open = false; /* a pty whose other side is closed */
+        }
+        if (e_open && (r = read(e, buf, sizeof buf)) >= 0) {
+            e_open = r > 0;
+            assert_true(ne + (size_t)r < err_cap);
+            memcpy(err + ne, buf, (size_t)r);
+            ne += (size_t)r;
+        }
+    }
+    out[no] = '\0';
+    err[ne] = '\0';
+    while (driver_exec_status(x, &code, &sig) == GERR_BUSY) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        usleep(5000);
+    }
+    return code;
+}
+
+/* Exec joins the sandbox (PID and network namespaces, uid, workspace, environment), moves stdin,
+ * stdout and stderr, returns the exit code; a TTY with a resize; signals; a missing command. */
+static void test_exec(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], out[8192], err[4096];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const struct driver_kv envs[] = {{"FOO", "bar baz"}};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.exec);
+    conf_spec(&env, &cs, "exec");
+    cs.spec.env = envs;
+    cs.spec.n_env = 1;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+
+    const char *const script[] = {"sh", "-c",
+                                  "cat; echo oops >&2; echo \"$FOO\"; pwd; id -u; echo $$; "
+                                  "grep -c : /proc/net/dev; exit 3"};
+    struct driver_exec_spec xs = {.command = script, .n_command = 3};
+    struct driver_exec *x = NULL;
+    int xrv = driver_exec_start(d, env.ns, cs.id, &xs, &x, errmsg);
+    if (xrv != 0) {
+        fail_msg("exec: %s", errmsg);
+    }
+    assert_int_equal(exec_collect(x, "hello\n", false, out, sizeof out, err, sizeof err), 3);
+    driver_exec_close(x);
+    char want[256];
+    snprintf(want, sizeof want, "hello\nbar baz\n/home/sandbox\n%d\n",
+             geteuid() == 0 ? 65534 : (int)geteuid());
+    assert_memory_equal(out, want, strlen(want));
+    long pid = strtol(out + strlen(want), NULL, 10);
+    assert_true(pid > 1 && pid < 100);                    /* the sandbox's PID namespace */
+    assert_non_null(strstr(out + strlen(want), "\n1\n")); /* its network: loopback only */
+    assert_string_equal(err, "oops\n");
+
+    /* A TTY: stty sees the size, then the new size after a resize. */
+    const char *const sz[] = {"sh", "-c", "stty size; read x; stty size"};
+    struct driver_exec_spec ts = {.command = sz, .n_command = 3, .tty = true, .rows = 24, .cols = 80};
+    if (driver_exec_start(d, env.ns, cs.id, &ts, &x, errmsg) != 0) {
+        fail_msg("exec with a tty: %s", errmsg);
+    }
+    int in, o, er;
+    driver_exec_fds(x, &in, &o, &er);
+    assert_int_equal(er, -1);
+    char tty_out[4096] = "";
+    size_t n = 0;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    while (strstr(tty_out, "24 80") == NULL) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        struct pollfd p = {o, POLLIN, 0};
+        poll(&p, 1, 100);
+        ssize_t r = read(o, tty_out + n, sizeof tty_out - n - 1);
+        if (r > 0) {
+            n += (size_t)r;
+            tty_out[n] = '\0';
+        }
+    }
+    assert_int_equal(driver_exec_resize(x, 40, 100), 0);
+    assert_int_equal(exec_collect(x, "\n", true, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "40 100"));
+    driver_exec_close(x);
+
+    /* A signal ends the command: 128 + the signal. */
+    const char *const sleeper2[] = {"sleep", "100"};
+    struct driver_exec_spec ss = {.command = sleeper2, .n_command = 2};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    assert_int_equal(driver_exec_signal(x, SIGTERM), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 128 + SIGTERM);
+    int code, sig;
+    assert_int_equal(driver_exec_status(x, &code, &sig), 0);
+    assert_int_equal(sig, SIGTERM);
+    driver_exec_close(x);
+    /* Closing a running exec kills it. */
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    driver_exec_close(x);
+
+    /* A command that does not exist: 127 and why. */
+    const char *const missing[] = {"no-such-command"};
+    struct driver_exec_spec ms = {.command = missing, .n_command = 1};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ms, &x, errmsg), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 127);
+    assert_non_null(strstr(err, "cannot execute no-such-command"));
+    driver_exec_close(x);
+    struct driver_exec_spec none = {.command = missing, .n_command = 0};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &none, &x, errmsg), GERR_INVAL);
+
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &xs, &x, errmsg), GERR_NOTFOUND);
+    driver_free(d);
+}
+
+/* Port-forward: a connection to a server on the sandbox's loopback; a port nobody listens on. */
+static void test_port_forward(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], out[65536], err[64];
+    struct driver *d = open_shared(NULL);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    const char *const web[] = {"python3", "-m",        "http.server", "8000",
+                               "--bind",  "127.0.0.1", "--directory", "/tmp"};
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.port_forward);
+    conf_spec(&env, &cs, "web");
+    cs.spec.command = web;
+    cs.spec.n_command = 8;
+    create_ready(d, e, &cs, &s);
+    driver_sandbox_close(&s);
+    struct driver_exec *x = NULL;
+    int rv = GERR_REFUSED;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 15000;
+    while ((rv = driver_port_connect(d, env.ns, cs.id, 8000, &x, errmsg)) == GERR_REFUSED &&
+           clock_mono_ms(clock_system()) < deadline) {
+        usleep(50000); /* the server is starting */
+    }
+    if (rv != 0) {
+        fail_msg("port-forward: %s", errmsg);
+    }
+    assert_int_equal(exec_collect(x, "GET / HTTP/1.0\r\n\r\n", false, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "HTTP/1.0 200"));
+    driver_exec_close(x);
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 1, &x, errmsg), GERR_REFUSED);
+    assert_non_null(strstr(errmsg, "nothing listens on port 1"));
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 0, &x, errmsg), GERR_INVAL);
+    assert_int_equal(driver_delete(d, e, env.ns, cs.id, errmsg), 0);
+    assert_int_equal(driver_port_connect(d, env.ns, cs.id, 8000, &x, errmsg), GERR_NOTFOUND);
+    driver_free(d);
+}
+
 /* A sandbox made by a process that then exits keeps running and is adopted by this one. */
 static void test_outlives_creator(void **state)
 {
@@ -411,12 +686,14 @@ static void test_credentials(void **state)
     uint64_t e = conf_epoch();
     struct conf_spec cs, other;
     struct driver_sandbox s, so;
-    const char *const cmd[] = {
-        "sh", "-c",
-        "echo \"$OPENAI_API_KEY\" > env; ls -ln " DRIVER_CREDENTIALS_DIR "/openai/api_key | cut -c1-10 > mode; "
-        "echo done > done; while true; do cat " DRIVER_CREDENTIALS_DIR "/openai/api_key > file.new; echo >> file.new; "
-        "mv file.new file; ls " DRIVER_CREDENTIALS_DIR "/openai | tr '\\n' ' ' > keys.new; echo >> keys.new; "
-        "mv keys.new keys; sleep 0.05; done"};
+    const char *const cmd[] = {"sh", "-c",
+                               "echo \"$OPENAI_API_KEY\" > env; ls -ln " DRIVER_CREDENTIALS_DIR
+                               "/openai/api_key | cut -c1-10 > mode; "
+                               "echo done > done; while true; do cat " DRIVER_CREDENTIALS_DIR
+                               "/openai/api_key > file.new; echo >> file.new; "
+                               "mv file.new file; ls " DRIVER_CREDENTIALS_DIR
+                               "/openai | tr '\\n' ' ' > keys.new; echo >> keys.new; "
+                               "mv keys.new keys; sleep 0.05; done"};
     struct driver_credential creds[] = {
         {.provider = "openai", .key = "api_key", .value = "sk-first-4711", .env = "OPENAI_API_KEY"},
         {.provider = "openai", .key = "org", .value = "org-xyz"},
@@ -713,13 +990,21 @@ int main(void)
         cmocka_unit_test(test_pid_reuse_not_killed), cmocka_unit_test(test_interrupted_and_corrupt_records),
     };
     const struct CMUnitTest with_bwrap[] = {
-        cmocka_unit_test(test_lifecycle),        cmocka_unit_test(test_stale_epoch),
-        cmocka_unit_test(test_adoption),         cmocka_unit_test(test_namespaces),
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_stale_epoch),
+        cmocka_unit_test(test_adoption),
+        cmocka_unit_test(test_namespaces),
         cmocka_unit_test(test_config_keys), /* validate answers GERR_UNAVAILABLE without bwrap */
-        cmocka_unit_test(test_tree_killed),      cmocka_unit_test(test_isolation_and_workspace),
-        cmocka_unit_test(test_exit_status),      cmocka_unit_test(test_bad_command),
-        cmocka_unit_test(test_outlives_creator), cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_tree_killed),
+        cmocka_unit_test(test_isolation_and_workspace),
+        cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_bad_command),
+        cmocka_unit_test(test_outlives_creator),
+        cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_credentials_need_tmpfs),
+        cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_exec),
+        cmocka_unit_test(test_port_forward),
     };
     struct driver *probe = open_shared(NULL);
     struct driver_caps caps;

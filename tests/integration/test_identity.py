@@ -58,6 +58,9 @@ EXPECT = {
     "Sandboxes/List": ("namespace", NS_READERS), "Sandboxes/Delete": ("namespace", SANDBOX_WRITERS),
     "Sandboxes/Share": ("namespace", SANDBOX_WRITERS), "Sandboxes/Unshare": ("namespace", SANDBOX_WRITERS),
     "Sandboxes/ListSharedWithMe": (None, ALL), "Sandboxes/Watch": ("namespace", NS_READERS),
+    "Sandboxes/Logs": ("namespace", SANDBOX_WRITERS),  # never the auditor: a sandbox's output is not metadata
+    "Sandboxes/Exec": ("start.namespace", SANDBOX_WRITERS),  # a bidi stream, authorized by its first message
+    "Sandboxes/PortForward": ("start.namespace", SANDBOX_WRITERS),
     "Providers/Create": ("provider.meta.namespace", NS_ADMINS), "Providers/Update": ("provider.meta.namespace", NS_ADMINS),
     "Providers/Delete": ("namespace", NS_ADMINS), "Providers/Grant": ("namespace", NS_ADMINS),
     "Providers/RevokeGrant": ("namespace", NS_ADMINS), "Providers/Get": ("namespace", NS_READERS),
@@ -73,7 +76,8 @@ EXPECT = {
 }
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
-STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export"}
+STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export", "Sandboxes/Logs"}
+BIDI = {"Sandboxes/Exec", "Sandboxes/PortForward"}
 
 
 def methods():
@@ -134,9 +138,12 @@ class Identity:
         from gantry.v1 import meta_pb2
         return meta_pb2.ObjectMeta(**kw)
 
-    def stub(self, service_full, method, req_cls, resp_cls, streaming=False, replica=0):
+    def stub(self, service_full, method, req_cls, resp_cls, streaming=False, replica=0, bidi=False):
         ch = self.c.client.channel(self.c.replicas[replica])
         path = "/%s/%s" % (service_full, method)
+        if bidi:
+            return ch.stream_stream(path, request_serializer=req_cls.SerializeToString,
+                                    response_deserializer=resp_cls.FromString)
         if streaming:
             return ch.unary_stream(path, request_serializer=req_cls.SerializeToString,
                                    response_deserializer=resp_cls.FromString)
@@ -169,13 +176,13 @@ class Identity:
         md = [] if key == "" else [("authorization", "Bearer " + (key or self.keys[role]))]
         self.turn = getattr(self, "turn", 0) + 1  # each call to the next replica in turn
         fn = self.stub(full, m.name, req_cls, resp_cls, streaming=name in STREAMING,
-                       replica=self.turn % len(self.c.replicas))
+                       replica=self.turn % len(self.c.replicas), bidi=name in BIDI)
         try:
-            out = fn(req, metadata=md, timeout=15)
+            out = fn(iter([req]) if name in BIDI else req, metadata=md, timeout=15)
             if name == "Sandboxes/Watch":
                 next(out)  # a watch never ends by itself: its first message shows it got past the gate
                 out.cancel()
-            elif name in STREAMING:
+            elif name in STREAMING or name in BIDI:
                 for _ in out:
                     pass
             return grpc.StatusCode.OK, ""
@@ -234,9 +241,13 @@ class Matrix(g.GantrydTest):
                 principal_id=p.meta.id)).secret
         ok, denied, hidden = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND
         # (call, owner, reader, runner, stranger, namespace admin); each row on a fresh sandbox.
+        # Logs and Exec count as allowed when they get past the ownership check: OK, or
+        # FAILED_PRECONDITION when the sandbox is not running (this cluster's sandboxes may never run).
+        # A read share may read logs but not exec.
         rows = [("Get", ok, ok, ok, hidden, ok), ("Delete", ok, denied, denied, denied, ok),
                 ("Share", ok, denied, denied, denied, ok), ("Unshare", ok, denied, denied, denied, ok),
-                ("ListSharedWithMe", ok, ok, ok, ok, ok)]
+                ("ListSharedWithMe", ok, ok, ok, ok, ok), ("Logs", ok, ok, ok, hidden, ok),
+                ("Exec", ok, denied, ok, hidden, ok), ("PortForward", ok, denied, ok, hidden, ok)]
         failures = []
         n = 0
         for method, *want in rows:
@@ -255,9 +266,34 @@ class Matrix(g.GantrydTest):
                                                       access=S.SHARE_ACCESS_READ),
                        "Unshare": S.UnshareSandboxRequest(namespace="default", name=name,
                                                           grantee_principal_id=ident.ids["reader"]),
-                       "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default")}[method]
+                       "ListSharedWithMe": S.ListSharedWithMeRequest(namespace="default"),
+                       "Logs": S.LogsRequest(namespace="default", name=name),
+                       "Exec": S.ExecRequest(start=S.ExecStart(namespace="default", name=name, command=["true"]),
+                                             close_stdin=True),
+                       "PortForward": S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name=name,
+                                                                                    port=1))}[method]
                 try:
-                    out = ident.call(role, sandboxes_pb2, "Sandboxes", method, req, replica=n % len(ident.c.replicas))
+                    if method in ("Logs", "Exec", "PortForward"):
+                        if method == "Logs":
+                            fn = ident.stub("gantry.v1.Sandboxes", "Logs", S.LogsRequest, S.LogChunk, streaming=True,
+                                            replica=n % len(ident.c.replicas))
+                        elif method == "Exec":
+                            fn = ident.stub("gantry.v1.Sandboxes", "Exec", S.ExecRequest, S.ExecResponse, bidi=True,
+                                            replica=n % len(ident.c.replicas))
+                            req = iter([req])
+                        else:
+                            fn = ident.stub("gantry.v1.Sandboxes", "PortForward", S.PortForwardRequest,
+                                            S.PortForwardResponse, bidi=True, replica=n % len(ident.c.replicas))
+                            req = iter([req])
+                        try:
+                            list(fn(req, metadata=[("authorization", "Bearer " + ident.keys[role])], timeout=15))
+                        except grpc.RpcError as e:
+                            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                                raise
+                        code = ok
+                    else:
+                        out = ident.call(role, sandboxes_pb2, "Sandboxes", method, req,
+                                         replica=n % len(ident.c.replicas))
                     code = ok
                     if method == "ListSharedWithMe":
                         names = {x.meta.name for x in out.sandboxes}

@@ -670,6 +670,34 @@ class StreamingTests(ServerCase):
             next(call(echo_pb2.StreamRequest(count=1, from_thread=True, payload_size=1), timeout=RPC_TIMEOUT))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
+    def test_sending_thread_bounded_by_unsent(self):
+        # A thread streaming with grpc_call_send_async waits while grpc_call_unsent is above its
+        # bound (256 KiB), so a client that stops reading for a second stalls it instead of making
+        # the server buffer the whole 32 MB stream; each message reports the unsent bytes seen.
+        # Without the bound the thread queues everything at once and the values reach megabytes.
+        call = echo(self.ch, "ServerStream")
+        bound, size, count = 256 << 10, 16 << 10, 2000
+        it = call(echo_pb2.StreamRequest(count=count, from_thread=True, payload_size=size, max_unsent=bound),
+                  timeout=RPC_TIMEOUT * 4)
+        def rss_kb():
+            with open("/proc/%d/status" % self.server.proc.pid) as f:
+                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        seen = [int(next(it).message)]
+        rss0 = rss_kb()
+        time.sleep(1.0)  # a slow reader: the sender must stall meanwhile, which the values show
+        grown = rss_kb() - rss0
+        n = 1
+        for r in it:
+            self.assertEqual(len(r.payload), size)
+            seen.append(int(r.message))
+            n += 1
+        self.assertEqual(n, count)
+        self.assertLessEqual(max(seen), bound)
+        self.assertGreater(max(seen), size)  # the bound was reached: the reader was slower
+        self.assertLess(grown, 8 << 10, "the server buffered %d KiB for a client that did not read" % grown)
+        print("grpc_call_unsent: 2000 x 16 KiB from a thread, at most %d bytes unsent (bound %d); server RSS "
+              "grew %d KiB while the client did not read" % (max(seen), bound, grown))
+
     def test_client_stream(self):
         call = echo(self.ch, "ClientStream")
         r = call(iter([echo_pb2.EchoRequest(payload=b"y" * 1000) for _ in range(300)]), timeout=RPC_TIMEOUT)
@@ -695,6 +723,40 @@ class StreamingTests(ServerCase):
             self.assertEqual((r.message, r.index), ("m%d" % i, i))
         q.put(None)
         self.assertEqual(list(it), [])
+
+    def test_bidi_input_paused_by_the_handler(self):
+        # The handler pauses the call's input for 1 s (grpc_call_pause_input) and resumes it from a
+        # timer (grpc_call_resume_input). Meanwhile the client streams 4 MiB: nothing of it is
+        # delivered (no echo comes back before the pause ends), the server holds at most about the
+        # stream's window, and afterwards every message arrives, in order.
+        q = queue.Queue()
+
+        def gen():
+            while True:
+                item = q.get(timeout=RPC_TIMEOUT)
+                if item is None:
+                    return
+                yield item
+
+        def rss_kb():
+            with open("/proc/%d/status" % self.server.proc.pid) as f:
+                return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        it = echo(self.ch, "Bidi")(gen(), timeout=RPC_TIMEOUT * 2)
+        q.put(echo_pb2.EchoRequest(message="pause:1000"))
+        self.assertEqual(next(it).message, "pause:1000")
+        t0, rss0 = time.monotonic(), rss_kb()
+        for i in range(64):
+            q.put(echo_pb2.EchoRequest(message="m%d" % i, payload=b"z" * (64 << 10)))
+        q.put(None)
+        time.sleep(0.5)
+        grown = rss_kb() - rss0
+        first = next(it)
+        waited = time.monotonic() - t0
+        rest = list(it)
+        self.assertGreaterEqual(waited, 0.9, "a message was delivered while the input was paused")
+        self.assertEqual([r.message for r in [first] + rest], ["m%d" % i for i in range(64)])
+        self.assertLess(grown, 4 << 10, "the server held %d KiB of paused input" % grown)
+        print("paused bidi input: first echo after %.2f s, server RSS grew %d KiB while paused" % (waited, grown))
 
 
 # --- errors ---
@@ -974,8 +1036,11 @@ class ReflectionTests(ServerCase):
             self.assertGreater(len(sd.methods), 0)
         sd = self.pool_for("gantry.v1.Sandboxes").FindServiceByName("gantry.v1.Sandboxes")
         self.assertEqual([m.name for m in sd.methods],
-                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch"])
+                         ["Create", "Get", "List", "Delete", "Share", "Unshare", "ListSharedWithMe", "Watch", "Logs",
+                          "Exec", "PortForward"])
         self.assertTrue(sd.methods_by_name["Watch"].server_streaming)
+        self.assertTrue(sd.methods_by_name["Logs"].server_streaming)
+        self.assertTrue(sd.methods_by_name["Exec"].server_streaming and sd.methods_by_name["Exec"].client_streaming)
         meta = self.pool_for("gantry.v1.ObjectMeta").FindMessageTypeByName("gantry.v1.ObjectMeta")
         self.assertIn("resource_version", meta.fields_by_name)
 

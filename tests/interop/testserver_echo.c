@@ -221,6 +221,8 @@ struct echo_thread_stream {
     uint32_t count;
     bool fail;
     char *message;
+    uint32_t max_unsent;
+    uint32_t payload_size;
 };
 
 static void *echo_thread_stream_main(void *arg)
@@ -228,10 +230,23 @@ static void *echo_thread_stream_main(void *arg)
     struct echo_thread_stream *ts = arg;
     Gantry__Testing__V1__EchoResponse resp = GANTRY__TESTING__V1__ECHO_RESPONSE__INIT;
     resp.message = ts->message;
+    char seen[32];
+    uint8_t *payload = mem_zalloc(ts->payload_size + 1);
+    resp.payload.data = payload;
+    resp.payload.len = ts->payload_size;
     for (uint32_t i = 0; i < ts->count && !grpc_call_cancelled(ts->call); i++) {
         resp.index = i;
+        if (ts->max_unsent > 0) {
+            size_t unsent;
+            while ((unsent = grpc_call_unsent(ts->call)) > ts->max_unsent && !grpc_call_cancelled(ts->call)) {
+                usleep(1000);
+            }
+            snprintf(seen, sizeof seen, "%zu", unsent);
+            resp.message = seen;
+        }
         (void)grpc_call_send_async(ts->call, &resp.base);
     }
+    mem_free(payload);
     grpc_call_finish_async(ts->call, ts->fail ? GRPC_STATUS_ABORTED : GRPC_STATUS_OK,
                            ts->fail ? "failing after the stream as asked" : NULL, NULL);
     mem_free(ts->message);
@@ -246,6 +261,8 @@ static void echo_thread_stream_start(struct grpc_call *call, const Gantry__Testi
     ts->count = req->count;
     ts->fail = req->fail_after;
     ts->message = mem_strdup(req->message);
+    ts->max_unsent = req->max_unsent;
+    ts->payload_size = req->payload_size;
     grpc_call_ref(call);
     pthread_t t;
     pthread_attr_t attr;
@@ -272,9 +289,12 @@ static void echo_stream_start(struct grpc_call *call, void *data)
         return;
     }
     if (req->from_thread) {
-        if (req->payload_size != 0 || req->interval_ms != 0 || req->count > 1000000) {
-            grpc_call_finish_gerr(call, GERR_INVAL,
-                                  "from_thread: no payload or interval, count at most 1000000");
+        if ((req->payload_size != 0 && (req->max_unsent == 0 || req->payload_size > (64u << 10))) ||
+            req->interval_ms != 0 || req->count > 1000000) {
+            grpc_call_finish_gerr(
+                call, GERR_INVAL,
+                "from_thread: no interval, count at most 1000000, a payload (at most 64 KiB) "
+                "only with max_unsent");
             return;
         }
         echo_thread_stream_start(call, req);
@@ -350,6 +370,25 @@ static void echo_client_message(struct grpc_call *call, const ProtobufCMessage *
     grpc_call_finish(call, GRPC_STATUS_OK, NULL, &resp.base);
 }
 
+/* "pause:MS": the call takes no input for MS ms (grpc_call_pause_input), then a timer resumes it. */
+struct echo_pause {
+    uv_timer_t timer;
+    struct grpc_call *call; /* one reference, dropped when the timer fires */
+};
+
+static void echo_pause_closed(uv_handle_t *h)
+{
+    mem_free(h->data);
+}
+
+static void echo_pause_done(uv_timer_t *t)
+{
+    struct echo_pause *p = t->data;
+    grpc_call_resume_input(p->call);
+    grpc_call_unref(p->call);
+    uv_close((uv_handle_t *)&p->timer, echo_pause_closed);
+}
+
 static void echo_bidi_message(struct grpc_call *call, const ProtobufCMessage *m, void *data)
 {
     (void)data;
@@ -364,6 +403,16 @@ static void echo_bidi_message(struct grpc_call *call, const ProtobufCMessage *m,
     resp.payload = req->payload;
     resp.index = cnt->n++;
     grpc_call_send(call, &resp.base);
+    unsigned ms = 0;
+    if (sscanf(req->message, "pause:%u", &ms) == 1 && ms > 0 && ms <= 10000) {
+        struct echo_pause *p = mem_zalloc(sizeof *p);
+        p->call = call;
+        grpc_call_ref(call);
+        grpc_call_pause_input(call);
+        uv_timer_init(grpc_call_loop(call), &p->timer);
+        p->timer.data = p;
+        uv_timer_start(&p->timer, echo_pause_done, ms, 0);
+    }
 }
 
 /* --- Delay: answered from the worker thread --- */

@@ -239,6 +239,8 @@ static const struct numeric {
     {"sandbox", "watch", "--since", INT64_MAX, {NULL}},
     {"sandbox", "watch", "--timeout", GANTRY_MAX_TIMEOUT_S, {NULL}},
     {"sandbox", "watch", "--count", UINT64_MAX, {NULL}},
+    {"sandbox", "logs", "--tail", INT64_MAX, {"sb", NULL}},
+    {"sandbox", "port-forward", "--count", UINT32_MAX, {"sb", "8080:80", NULL}},
     {"quota", "set", "--max-sandboxes", UINT32_MAX, {NULL}},
     {"quota", "set", "--max-gpus", UINT32_MAX, {NULL}},
     {"quota", "set", "--max-lifetime", INT64_MAX / 1000, {NULL}},
@@ -255,9 +257,9 @@ static const struct numeric {
 static const struct {
     const char *group, *name, *flag;
 } times[] = {
-    {"key", "create", "--expires"}, {"usage", "query", "--since"}, {"usage", "query", "--until"},
-    {"audit", "query", "--since"},  {"audit", "query", "--until"}, {"audit", "export", "--since"},
-    {"audit", "export", "--until"},
+    {"key", "create", "--expires"}, {"usage", "query", "--since"},  {"usage", "query", "--until"},
+    {"audit", "query", "--since"},  {"audit", "query", "--until"},  {"audit", "export", "--since"},
+    {"audit", "export", "--until"}, {"sandbox", "logs", "--since"},
 };
 
 static int run_with(const struct numeric *t, const char *value, char *err, size_t len)

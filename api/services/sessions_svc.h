@@ -1,0 +1,63 @@
+/* Using a sandbox: gantry.v1 Sandboxes.Logs (here) and Sandboxes.Exec (exec_session.c), which
+ * share the session limit, the stop and the audit (docs/sessions.md).
+ *
+ * Logs streams the output of a sandbox's main process (LogChunk messages) from the driver's log
+ * reader (drivers/driver.h, driver_logs_open): everything kept, the last tail_lines lines, or what
+ * came at or after since_ms; with follow, new output as it comes until the output ends (the main
+ * process and everything holding its output are gone: OK), the sandbox is deleted (NOT_FOUND,
+ * "... was deleted"), the caller's credential is revoked or expires (UNAUTHENTICATED), the client
+ * goes away, or the replica stops (UNAVAILABLE).
+ *
+ * Who: the rule AZ_SANDBOX_USE (api/authz/authz.h) admits platform and namespace admins, and
+ * members of the namespace for their own sandboxes or those shared with them (a READ or an EXEC
+ * share); this module checks ownership and shares. A sandbox the caller may not use is NOT_FOUND,
+ * as for Get (its existence is not confirmed).
+ *
+ * Where: the replica that receives the call reads the log itself, through its own driver. The
+ * process driver keeps logs in its state directory, which every replica of a host shares (the
+ * deployment docs/drivers.md describes), so any such replica can answer; a replica whose driver
+ * cannot find the sandbox's log answers UNAVAILABLE. Routing a session over the peer channel to
+ * another replica is not implemented (docs/sessions.md).
+ *
+ * Flow control: each session runs on a thread of its own and sends with grpc_call_send_async,
+ * waiting while grpc_call_unsent is above SESSIONS_SEND_BOUND, so a client that reads slowly
+ * holds at most about that much of the replica's memory; the driver's reader holds one chunk.
+ *
+ * Limits: at most SESSIONS_MAX per replica (RESOURCE_EXHAUSTED beyond). A follow polls the log
+ * every SESSIONS_POLL_MS while it has nothing to send.
+ *
+ * Audit: each session is two OCSF API Activity events attributed to the caller (through the
+ * audit sink): its start (with the query) and its end (status, duration, bytes sent). */
+#ifndef GANTRY_API_SERVICES_SESSIONS_SVC_H
+#define GANTRY_API_SERVICES_SESSIONS_SVC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api/gate/audit_sink.h"
+#include "drivers/driver.h"
+#include "store/client.h"
+
+#define SESSIONS_MAX        64u
+#define SESSIONS_SEND_BOUND (256u << 10)
+#define SESSIONS_POLL_MS    100u
+
+struct gate;
+
+struct sessions_svc {
+    struct driver *driver;                /* borrowed; NULL: the cluster runs no driver */
+    struct audit_sink *sink;              /* borrowed; NULL: sessions are not audited */
+    uint64_t replica_id;                  /* tags the audit events */
+    const char *gateway_id;               /* borrowed */
+    struct store_client_config store_cfg; /* for the credential checks of long sessions */
+    atomic_bool stopping;
+    atomic_uint sessions;
+};
+
+/* Route Sandboxes.Logs and Sandboxes.Exec to this service. Before gate_register. */
+int sessions_svc_register(struct gate *g, struct sessions_svc *svc, char *errmsg);
+
+/* End every session (UNAVAILABLE) and wait (up to 3 s) until their threads are gone. */
+void sessions_svc_stop(struct sessions_svc *svc);
+
+#endif

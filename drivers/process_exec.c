@@ -1,0 +1,646 @@
+/* The process driver's exec (see process_exec.h). */
+#include "drivers/process_exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pty.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "drivers/driver_internal.h"
+#include "lib/mem.h"
+
+#define ENV_MAX    (256u * 1024u) /* bytes of /proc/<pid>/environ read */
+#define ENV_N_MAX  1024u
+#define N_NS       7
+#define FD_REPORT  3
+#define FD_NS_BASE 4 /* the namespace descriptors in the middle process: 4..10 */
+
+/* Joined in this order, with the host's privileges for all but the last: the user namespace
+ * (whose owner, the sandbox's uid, is not us) last, as a deprivileging nsenter does; joined first it
+ * leaves us without the right to enter the mount namespace bwrap made beneath it. */
+static const char *const ns_names[N_NS] = {"cgroup", "ipc", "uts", "net", "pid", "mnt", "user"};
+static const char *const steps[] = {"set up descriptors",
+                                    "drop supplementary groups",
+                                    "join a namespace",
+                                    "fork",
+                                    "become a session leader",
+                                    "take the terminal",
+                                    "switch to the sandbox's uid and gid"};
+
+struct pexec {
+    struct driver_exec base;
+    pid_t middle;
+    int in, out, err; /* ours: -1 when closed or absent */
+    bool tty;
+    bool ended;
+    int exit_code, signal;
+};
+
+struct report_msg {
+    int step;
+    int err;
+};
+
+static void report(int step)
+{
+    struct report_msg m = {step, errno};
+    ssize_t w = write(FD_REPORT, &m, sizeof m);
+    (void)w;
+}
+
+/* ---- In the forked processes: async-signal-safe calls only. */
+
+static volatile pid_t forward_to;
+
+static void forward_signal(int sig)
+{
+    if (forward_to > 0) {
+        kill(forward_to, sig);
+    }
+}
+
+static void close_above(int last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)last + 1, ~0u, 0u) == 0) {
+        return;
+    }
+#endif
+    for (int fd = last + 1; fd < 65536; fd++) {
+        close(fd);
+    }
+}
+
+static void __attribute__((noreturn)) run_command(const struct pexec_target *t, bool tty, char *const argv[],
+                                                  char *const envp[], char *const paths[])
+{
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++) {
+        signal(sig, SIG_DFL);
+    }
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (setsid() < 0) {
+        report(4);
+        _exit(126);
+    }
+    if (tty && ioctl(0, TIOCSCTTY, 0) != 0) {
+        report(5);
+        _exit(126);
+    }
+    if (chdir(t->workdir) != 0 && chdir("/") != 0) {
+        report(0);
+        _exit(126);
+    }
+    if (t->drop && (setgid(t->gid) != 0 || setuid(t->uid) != 0)) {
+        report(6);
+        _exit(126);
+    }
+    /* After the uid change, which clears it. A middle process killed before this line leaves us
+     * to the check below. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    fcntl(FD_REPORT, F_SETFD, FD_CLOEXEC);
+    close_above(FD_REPORT);
+    for (size_t i = 0; paths[i] != NULL; i++) {
+        execve(paths[i], argv, envp);
+    }
+    static const char msg1[] = "gantry: cannot execute ";
+    static const char msg2[] = ": not found or not executable\n";
+    ssize_t w = write(2, msg1, sizeof msg1 - 1);
+    w = write(2, argv[0], strlen(argv[0]));
+    w = write(2, msg2, sizeof msg2 - 1);
+    (void)w;
+    _exit(127);
+}
+
+static void __attribute__((noreturn))
+run_middle(const struct pexec_target *t, bool tty, const int stdio[3], int report_fd, const int ns_fds[N_NS],
+           char *const argv[], char *const envp[], char *const paths[])
+{
+    /* Descriptors: the command's stdio at 0..2, the report pipe at 3, namespaces at 4..10; the
+     * sources were all moved above 10 by the parent, so no dup2 overwrites one still needed. */
+    if (dup2(stdio[0], 0) < 0 || dup2(stdio[1], 1) < 0 || dup2(stdio[2], 2) < 0 ||
+        dup2(report_fd, FD_REPORT) < 0) {
+        _exit(126);
+    }
+    for (int i = 0; i < N_NS; i++) {
+        if (ns_fds[i] >= 0 && dup2(ns_fds[i], FD_NS_BASE + i) < 0) {
+            report(0);
+            _exit(126);
+        }
+    }
+    close_above(FD_NS_BASE + N_NS - 1);
+    if (t->drop && setgroups(0, NULL) != 0) {
+        report(1);
+        _exit(126);
+    }
+    for (int i = 0; i < N_NS; i++) {
+        if (ns_fds[i] >= 0 && setns(FD_NS_BASE + i, 0) != 0) {
+            report(2);
+            _exit(126);
+        }
+    }
+    close_above(FD_REPORT);
+    pid_t cmd = fork();
+    if (cmd < 0) {
+        report(3);
+        _exit(126);
+    }
+    if (cmd == 0) {
+        run_command(t, tty, argv, envp, paths);
+    }
+    forward_to = cmd;
+    close(0);
+    close(1);
+    close(2);
+    close(FD_REPORT);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int sig = 1; sig < 32; sig++) {
+        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD) {
+            sigaction(sig, &sa, NULL);
+        }
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int st = 0;
+    while (waitpid(cmd, &st, 0) < 0 && errno == EINTR) {
+    }
+    forward_to = 0;
+    if (WIFSIGNALED(st)) {
+        int sig = WTERMSIG(st);
+        signal(sig, SIG_DFL);
+        kill(getpid(), sig);
+        _exit(128 + sig);
+    }
+    _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 126);
+}
+
+/* ---- The parent */
+
+static int high(int fd)
+{
+    if (fd < 0) {
+        return -1;
+    }
+    int h = fcntl(fd, F_DUPFD_CLOEXEC, 20);
+    close(fd);
+    return h;
+}
+
+/* The NUL-separated environment of @pid as an argv-style array (heap strings, NULL-terminated). */
+static char **read_environ(long pid, char *errmsg)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        gerr_set(errmsg, "the sandbox's main process is gone");
+        return NULL;
+    }
+    char *text = mem_alloc(ENV_MAX + 1);
+    size_t len = 0;
+    ssize_t r;
+    while (len < ENV_MAX && (r = read(fd, text + len, ENV_MAX - len)) > 0) {
+        len += (size_t)r;
+    }
+    close(fd);
+    text[len] = '\0';
+    char **env = mem_zalloc(sizeof *env * (ENV_N_MAX + 1));
+    size_t n = 0;
+    for (size_t i = 0; i < len && n < ENV_N_MAX;) {
+        size_t l = strnlen(text + i, len - i);
+        if (l > 0 && memchr(text + i, '=', l) != NULL) {
+            env[n] = mem_alloc(l + 1);
+            memcpy(env[n], text + i, l);
+            env[n][l] = '\0';
+            n++;
+        }
+        i += l + 1;
+    }
+    mem_free(text);
+    return env;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v != NULL && v[i] != NULL; i++) {
+        mem_free(v[i]);
+    }
+    mem_free(v);
+}
+
+/* Where to look for @cmd: itself when it has a slash, else every directory of @path. */
+static char **candidates(const char *cmd, const char *path)
+{
+    size_t n = 1;
+    for (const char *c = path; *c != '\0'; c++) {
+        n += *c == ':';
+    }
+    char **out = mem_zalloc(sizeof *out * (n + 2));
+    if (strchr(cmd, '/') != NULL) {
+        out[0] = mem_strdup(cmd);
+        return out;
+    }
+    size_t k = 0;
+    for (const char *p = path;;) {
+        const char *e = strchr(p, ':');
+        size_t l = e != NULL ? (size_t)(e - p) : strlen(p);
+        if (l > 0) {
+            out[k] = mem_alloc(l + strlen(cmd) + 2);
+            memcpy(out[k], p, l);
+            out[k][l] = '/';
+            strcpy(out[k] + l + 1, cmd);
+            k++;
+        }
+        if (e == NULL) {
+            break;
+        }
+        p = e + 1;
+    }
+    return out;
+}
+
+static void pexec_fds(struct driver_exec *x, int *in, int *out, int *err)
+{
+    struct pexec *e = (struct pexec *)x;
+    *in = e->in;
+    *out = e->out;
+    *err = e->err;
+}
+
+static void pexec_close_stdin(struct driver_exec *x)
+{
+    struct pexec *e = (struct pexec *)x;
+    if (e->tty) {
+        /* The master is also the output: send the terminal's end-of-file character instead. */
+        struct termios tio;
+        char eof = tcgetattr(e->in, &tio) == 0 ? (char)tio.c_cc[VEOF] : 4;
+        ssize_t w = write(e->in, &eof, 1);
+        (void)w;
+        return;
+    }
+    if (e->in >= 0) {
+        close(e->in);
+        e->in = -1;
+    }
+}
+
+static int pexec_resize(struct driver_exec *x, uint16_t rows, uint16_t cols)
+{
+    struct pexec *e = (struct pexec *)x;
+    if (!e->tty || rows == 0 || cols == 0) {
+        return GERR_INVAL;
+    }
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    return ioctl(e->out, TIOCSWINSZ, &ws) == 0 ? 0 : GERR_IO;
+}
+
+static void reap(struct pexec *e, bool block)
+{
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(e->middle, &st, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (w == e->middle) {
+        e->ended = true;
+        e->signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+        e->exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + e->signal;
+    }
+}
+
+static int pexec_signal(struct driver_exec *x, int sig)
+{
+    struct pexec *e = (struct pexec *)x;
+    if (!e->ended) {
+        reap(e, false);
+    }
+    if (!e->ended) {
+        /* The middle forwards catchable signals; SIGKILL and SIGSTOP reach it alone, and the command
+         * dies with it (SIGKILL) or runs on (SIGSTOP): send those to the middle too. */
+        kill(e->middle, sig);
+    }
+    return 0;
+}
+
+static int pexec_status(struct driver_exec *x, int *exit_code, int *signal)
+{
+    struct pexec *e = (struct pexec *)x;
+    if (!e->ended) {
+        reap(e, false);
+    }
+    if (!e->ended) {
+        return GERR_BUSY;
+    }
+    *exit_code = e->exit_code;
+    *signal = e->signal;
+    return 0;
+}
+
+static void pexec_close(struct driver_exec *x)
+{
+    struct pexec *e = (struct pexec *)x;
+    if (!e->ended) {
+        reap(e, false);
+    }
+    if (!e->ended) {
+        kill(e->middle, SIGKILL);
+        reap(e, true);
+    }
+    for (int *fd = &e->in; fd <= &e->err; fd++) {
+        if (*fd >= 0 && !(e->tty && fd == &e->in)) { /* with a tty in and out are one descriptor */
+            close(*fd);
+        }
+    }
+    mem_free(e);
+}
+
+static const struct driver_exec_ops pexec_ops = {.fds = pexec_fds,
+                                                 .close_stdin = pexec_close_stdin,
+                                                 .resize = pexec_resize,
+                                                 .signal = pexec_signal,
+                                                 .status = pexec_status,
+                                                 .close = pexec_close};
+
+int pexec_start(const struct pexec_target *t, const struct driver_exec_spec *spec, struct driver_exec **out,
+                char *errmsg)
+{
+    int rv = GERR_IO;
+    int ns_fds[N_NS], ours[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, rep[2] = {-1, -1};
+    for (int i = 0; i < N_NS; i++) {
+        ns_fds[i] = -1;
+    }
+    char **env = read_environ(t->main_pid, errmsg), **argv = NULL, **paths = NULL;
+    if (env == NULL) {
+        return GERR_UNAVAILABLE;
+    }
+    const char *path = t->path;
+    for (size_t i = 0; env[i] != NULL; i++) {
+        if (strncmp(env[i], "PATH=", 5) == 0) {
+            path = env[i] + 5;
+        }
+    }
+    argv = mem_zalloc(sizeof *argv * (spec->n_command + 1));
+    for (size_t i = 0; i < spec->n_command; i++) {
+        argv[i] = mem_strdup(spec->command[i]);
+    }
+    paths = candidates(spec->command[0], path);
+    for (int i = 0; i < N_NS; i++) {
+        char theirs_path[64], ours_path[64];
+        struct stat a, b;
+        snprintf(theirs_path, sizeof theirs_path, "/proc/%ld/ns/%s", t->main_pid, ns_names[i]);
+        snprintf(ours_path, sizeof ours_path, "/proc/self/ns/%s", ns_names[i]);
+        if (stat(theirs_path, &a) != 0) {
+            if (errno == ENOENT && strcmp(ns_names[i], "cgroup") == 0) {
+                continue; /* a kernel without cgroup namespaces */
+            }
+            gerr_set(errmsg, "the sandbox's main process is gone");
+            rv = GERR_UNAVAILABLE;
+            goto out;
+        }
+        if (stat(ours_path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+            continue; /* shared with us (network "host"): nothing to join */
+        }
+        if ((ns_fds[i] = high(open(theirs_path, O_RDONLY | O_CLOEXEC))) < 0) {
+            gerr_set(errmsg, "open %s: %s", theirs_path, strerror(errno));
+            goto out;
+        }
+    }
+    if (spec->tty) {
+        struct winsize ws = {.ws_row = spec->rows ? spec->rows : 24, .ws_col = spec->cols ? spec->cols : 80};
+        int m, s;
+        if (openpty(&m, &s, NULL, NULL, &ws) != 0) {
+            gerr_set(errmsg, "openpty: %s", strerror(errno));
+            goto out;
+        }
+        ours[0] = high(m);
+        ours[1] = ours[0];
+        theirs[0] = high(s);
+        theirs[1] = fcntl(theirs[0], F_DUPFD_CLOEXEC, 20);
+        theirs[2] = fcntl(theirs[0], F_DUPFD_CLOEXEC, 20);
+    } else {
+        for (int i = 0; i < 3; i++) {
+            int p[2];
+            if (pipe2(p, O_CLOEXEC) != 0) {
+                gerr_set(errmsg, "pipe: %s", strerror(errno));
+                goto out;
+            }
+            ours[i] = high(i == 0 ? p[1] : p[0]);
+            theirs[i] = high(i == 0 ? p[0] : p[1]);
+        }
+    }
+    if (pipe2(rep, O_CLOEXEC) != 0) {
+        gerr_set(errmsg, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    rep[1] = high(rep[1]);
+    for (int i = 0; i < 3; i++) {
+        if ((ours[i] < 0 && !(spec->tty && i == 2)) || theirs[i] < 0) {
+            gerr_set(errmsg, "descriptors: %s", strerror(errno));
+            goto out;
+        }
+    }
+    pid_t middle = fork();
+    if (middle < 0) {
+        gerr_set(errmsg, "fork: %s", strerror(errno));
+        goto out;
+    }
+    if (middle == 0) {
+        run_middle(t, spec->tty, theirs, rep[1], ns_fds, argv, env, paths);
+    }
+    close(rep[1]);
+    rep[1] = -1;
+    /* EOF once the command has exec'd (the report pipe is close-on-exec there) or every process
+     * holding it has died. */
+    struct report_msg m;
+    ssize_t r;
+    while ((r = read(rep[0], &m, sizeof m)) < 0 && errno == EINTR) {
+    }
+    if (r == (ssize_t)sizeof m) {
+        int st;
+        while (waitpid(middle, &st, 0) < 0 && errno == EINTR) {
+        }
+        gerr_set(errmsg, "exec in the sandbox: %s: %s",
+                 m.step >= 0 && m.step < (int)(sizeof steps / sizeof steps[0]) ? steps[m.step] : "?",
+                 strerror(m.err));
+        goto out;
+    }
+    struct pexec *e = mem_zalloc(sizeof *e);
+    e->base.ops = &pexec_ops;
+    e->middle = middle;
+    e->tty = spec->tty;
+    e->in = ours[0];
+    e->out = ours[1];
+    e->err = spec->tty ? -1 : ours[2];
+    for (int i = 0; i < 3; i++) {
+        if (ours[i] >= 0) {
+            fcntl(ours[i], F_SETFL, fcntl(ours[i], F_GETFL) | O_NONBLOCK);
+        }
+    }
+    ours[0] = ours[1] = ours[2] = -1;
+    *out = &e->base;
+    rv = 0;
+out:
+    for (int i = 0; i < 3; i++) {
+        if (ours[i] >= 0 && !(spec->tty && i == 1)) {
+            close(ours[i]);
+        }
+        if (theirs[i] >= 0) {
+            close(theirs[i]);
+        }
+    }
+    for (int i = 0; i < N_NS; i++) {
+        if (ns_fds[i] >= 0) {
+            close(ns_fds[i]);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (rep[i] >= 0) {
+            close(rep[i]);
+        }
+    }
+    free_strv(env);
+    free_strv(argv);
+    free_strv(paths);
+    return rv;
+}
+
+/* ---- Port-forward: a socket connected inside the sandbox's network namespace. */
+
+struct pconn {
+    struct driver_exec base;
+    int fd;
+};
+
+static void pconn_fds(struct driver_exec *x, int *in, int *out, int *err)
+{
+    struct pconn *c = (struct pconn *)x;
+    *in = c->fd;
+    *out = c->fd;
+    *err = -1;
+}
+
+static void pconn_close_stdin(struct driver_exec *x)
+{
+    shutdown(((struct pconn *)x)->fd, SHUT_WR);
+}
+
+static int pconn_resize(struct driver_exec *x, uint16_t rows, uint16_t cols)
+{
+    (void)x;
+    (void)rows;
+    (void)cols;
+    return GERR_INVAL;
+}
+
+static int pconn_signal(struct driver_exec *x, int sig)
+{
+    (void)x;
+    (void)sig;
+    return GERR_INVAL;
+}
+
+static int pconn_status(struct driver_exec *x, int *exit_code, int *signal)
+{
+    (void)x;
+    *exit_code = 0;
+    *signal = 0;
+    return 0;
+}
+
+static void pconn_close(struct driver_exec *x)
+{
+    close(((struct pconn *)x)->fd);
+    mem_free(x);
+}
+
+static const struct driver_exec_ops pconn_ops = {.fds = pconn_fds,
+                                                 .close_stdin = pconn_close_stdin,
+                                                 .resize = pconn_resize,
+                                                 .signal = pconn_signal,
+                                                 .status = pconn_status,
+                                                 .close = pconn_close};
+
+struct connect_job {
+    int ns_fd;
+    uint16_t port;
+    int fd, err, step; /* the socket, or errno and the failed step */
+};
+
+static void *connect_in_ns(void *arg)
+{
+    struct connect_job *j = arg;
+    j->fd = -1;
+    if (setns(j->ns_fd, CLONE_NEWNET) != 0) {
+        j->err = errno;
+        j->step = 0;
+        return NULL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons(j->port), .sin_addr.s_addr = htonl(0x7f000001)};
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        j->err = errno;
+        j->step = 1;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NULL;
+    }
+    j->fd = fd;
+    return NULL; /* the thread ends here: its namespace goes with it, the socket keeps its own */
+}
+
+int pexec_port_connect(const struct pexec_target *t, uint16_t port, struct driver_exec **out, char *errmsg)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/ns/net", t->main_pid);
+    struct connect_job j = {.ns_fd = open(path, O_RDONLY | O_CLOEXEC), .port = port, .fd = -1};
+    if (j.ns_fd < 0) {
+        gerr_set(errmsg, "the sandbox's main process is gone");
+        return GERR_UNAVAILABLE;
+    }
+    pthread_t th;
+    int rv = pthread_create(&th, NULL, connect_in_ns, &j);
+    if (rv == 0) {
+        pthread_join(th, NULL);
+    }
+    close(j.ns_fd);
+    if (rv != 0) {
+        gerr_set(errmsg, "cannot start a thread: %s", strerror(rv));
+        return GERR_IO;
+    }
+    if (j.fd < 0) {
+        if (j.step == 1 && j.err == ECONNREFUSED) {
+            gerr_set(errmsg, "nothing listens on port %u of the sandbox's loopback", port);
+            return GERR_REFUSED;
+        }
+        gerr_set(errmsg, "%s: %s", j.step == 0 ? "join the sandbox's network namespace" : "connect",
+                 strerror(j.err));
+        return GERR_IO;
+    }
+    fcntl(j.fd, F_SETFL, fcntl(j.fd, F_GETFL) | O_NONBLOCK);
+    struct pconn *c = mem_zalloc(sizeof *c);
+    c->base.ops = &pconn_ops;
+    c->fd = j.fd;
+    *out = &c->base;
+    return 0;
+}
