@@ -260,11 +260,22 @@ class Process(g.GantrydTest):
         log = os.path.join(state, "sandboxes", "sandboxes", sandbox().meta.id + ".log")
 
         def lines():
+            """The sandbox's output: the payloads of the driver's log records (drivers/process_log.h:
+            a 16-byte little-endian header, u64 time, u32 length, u32 flags, then the bytes)."""
+            import struct
             try:
-                with open(log, encoding="latin-1") as f:
-                    return f.read().splitlines()
+                with open(log, "rb") as f:
+                    data = f.read()
             except FileNotFoundError:
                 return []
+            out, i = bytearray(), 0
+            while i + 16 <= len(data):
+                _, n, _ = struct.unpack_from("<QII", data, i)
+                if i + 16 + n > len(data):
+                    break
+                out += data[i + 16:i + 16 + n]
+                i += 16 + n
+            return out.decode("latin-1").splitlines()
         results = wait_for(self, "the sandbox's results", lambda: (
             any(x.startswith("RESULTS ") for x in lines()), lines()), timeout=60)
         r = json.loads([x for x in results if x.startswith("RESULTS ")][0][8:])
