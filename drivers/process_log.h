@@ -32,7 +32,7 @@
 
 /* Decode the record header at @p (@len bytes available). 0 with *@ts, *@n, *@flags set;
  * GERR_BUSY when fewer than PLOG_HEADER bytes are there (a partial record); GERR_PROTO for a
- * length over PLOG_CHUNK_MAX or unknown flags. Pure; fuzzed by tests/fuzz/fuzz_process_log.c. */
+ * length over PLOG_CHUNK_MAX or unknown flags. Pure; fuzzed by tests/drivers/fuzz_driver_state.c. */
 int plog_header_decode(const uint8_t *p, size_t len, uint64_t *ts, uint32_t *n, uint32_t *flags);
 
 /* The pump: read @in_fd until EOF and append records to @path, rotating as above. Runs in a forked
