@@ -60,6 +60,26 @@ class Logs(g.GantrydTest):
         tr.Env._setup(e, c)
         self.e = e
 
+    def tearDown(self):
+        """Sandboxes outlive their replicas (docs/drivers.md): delete every one this test made while
+        the cluster still runs, so no sandbox and no log pump is left behind on the machine."""
+        e = getattr(self, "e", None)
+        if e is not None:
+            try:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    left = e.sb("pa", "List", S.ListSandboxesRequest()).sandboxes
+                    if not left:
+                        break
+                    for sb in left:
+                        if sb.status.phase != S.SandboxStatus.PHASE_DELETING:
+                            e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace=sb.meta.namespace,
+                                                                        name=sb.meta.name))
+                    time.sleep(0.5)
+            except grpc.RpcError as err:
+                print("tearDown: could not delete the sandboxes: %s" % err)
+        super().tearDown()
+
     def logs_stub(self, replica):
         ch = self.e.c.client.channel(self.e.c.replicas[replica])
         return ch.unary_stream("/gantry.v1.Sandboxes/Logs", request_serializer=S.LogsRequest.SerializeToString,
