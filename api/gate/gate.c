@@ -10,11 +10,11 @@
 #include <openssl/x509.h>
 
 #include "api/gate/audit.h"
-#include "server/grpc/arena.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "server/grpc/arena.h"
 
 #define MAX_ROUTES 128u
 
@@ -637,8 +637,9 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
             const ProtobufCMethodDescriptor *md = &services[i]->methods[m];
             char path[256];
             snprintf(path, sizeof path, "/%s/%s", services[i]->name, md->name);
-            /* Streaming requests do not exist in gantry.v1; server streams are recognised by name
-             * through the descriptor's output being used with grpc_call_send_async. */
+            /* protobuf-c's method descriptors do not say which side streams, so the streaming
+             * methods are named here: two bidi calls (authorized by their first message, above)
+             * and the server streams; every other method is unary. */
             bool bidi = strcmp(path, "/gantry.v1.Sandboxes/Exec") == 0 ||
                         strcmp(path, "/gantry.v1.Sandboxes/PortForward") == 0;
             bool streaming = strcmp(path, "/gantry.v1.Cluster/Backup") == 0 ||
