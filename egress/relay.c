@@ -747,11 +747,16 @@ static void decide(struct conn *c)
     case EGRESS_PROTO_HTTP:
         in->transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP;
         if (is_ip_literal(t->host)) {
+            /* The address in the request line is what is dialed, so it is what is decided: a Host
+             * header naming an allowed site must not carry a request to another address (the
+             * rule looks at the address only when no name is given). */
             in->ip = t->host;
-        } else if (t->host[0] != '\0') {
-            in->host = t->host;
+        } else {
+            if (t->host[0] != '\0') {
+                in->host = t->host;
+            }
+            in->http_host = t->http_host[0] != '\0' ? t->http_host : NULL;
         }
-        in->http_host = t->http_host[0] != '\0' ? t->http_host : NULL;
         in->port = t->port;
         snprintf(c->dial_name, sizeof c->dial_name, "%s", t->host[0] != '\0' ? t->host : t->http_host);
         break;

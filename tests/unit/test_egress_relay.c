@@ -491,6 +491,30 @@ static void http_adapter(void **state)
     same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, "localhost", NULL,
                    (unsigned)echo_port, NULL, "evil.example");
 
+    /* An address in the request line is what would be dialed, so it is what is decided, whatever
+     * site the Host header names (127.0.0.2 is not allowed; localhost is). */
+    m = mark();
+    fd = dial_door(port_a);
+    snprintf(req, sizeof req, "GET http://127.0.0.2:%d/ HTTP/1.1\r\nHost: localhost:%d\r\n\r\n", echo_port,
+             echo_port);
+    send_all(fd, req, strlen(req));
+    recv_to_end(fd, resp, sizeof resp);
+    close(fd);
+    assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, NULL, "127.0.0.2", (unsigned)echo_port,
+                   NULL, NULL);
+    /* The allowed address is reached, whatever the Host header says. */
+    m = mark();
+    fd = dial_door(port_a);
+    snprintf(req, sizeof req, "GET http://127.0.0.1:%d/ HTTP/1.1\r\nHost: evil.example\r\n\r\n", echo_port);
+    send_all(fd, req, strlen(req));
+    expect_echo(fd, req, strlen(req));
+    close(fd);
+    s = wait_decided(m);
+    assert_true(s.allowed);
+
     /* A malformed head is refused by the relay itself, with the parser's reason. */
     m = mark();
     fd = dial_door(port_a);
