@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -93,14 +94,15 @@ struct names {
 
 static void names_of(const char *state_dir, const char *id, unsigned relay_port, struct names *n)
 {
-    char hex[13];
-    size_t k = 0;
-    for (const char *p = id; *p != '\0' && k < 12; p++) {
-        if (*p != '-') {
-            hex[k++] = *p;
-        }
+    /* Interface names hold 15 bytes: 12 hex digits of a hash of the WHOLE id (the first digits of
+     * a UUIDv7 are its creation time, shared by sandboxes made in the same millisecond, whose
+     * set-up would then collide and whose clean-up would remove the other's rules). */
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = id; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
     }
-    hex[k] = '\0';
+    char hex[13];
+    snprintf(hex, sizeof hex, "%012" PRIx64, (uint64_t)(h & 0xffffffffffffull));
     snprintf(n->netns, sizeof n->netns, "gantry-%.36s", id);
     snprintf(n->host, sizeof n->host, "gxh%s", hex);
     snprintf(n->inner, sizeof n->inner, "gxs%s", hex);

@@ -85,29 +85,41 @@ static void setup_and_teardown_as_root(void **state)
     snprintf(path, sizeof path, "%s/egress/%s.door", dir, id);
     assert_int_equal(access(path, F_OK), 0);
     assert_int_equal(sh("ip netns list | grep -q '^gantry-01a2b3c4-0000-7000-8000-00000000beef'"), 0);
-    assert_int_equal(sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh01a2b3c40000 -p tcp -j REDIRECT "
+    assert_int_equal(sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh6cea889beeda -p tcp -j REDIRECT "
                         "--to-ports 47001'"),
                      0);
-    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
+    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
     assert_int_equal(
-        sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 53 -j "
+        sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh6cea889beeda -p udp -m udp --dport 53 -j "
            "REDIRECT --to-ports 47001'"),
         0);
     assert_int_equal(
-        sh("iptables -S INPUT | grep -q -- '-i gxh01a2b3c40000 -p udp -m udp --dport 47001 -j ACCEPT'"), 0);
-    assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh01a2b3c40000 -j DROP'"), 0);
+        sh("iptables -S INPUT | grep -q -- '-i gxh6cea889beeda -p udp -m udp --dport 47001 -j ACCEPT'"), 0);
+    assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
     /* Inside: one default route, through the door. */
     assert_int_equal(
         sh("ip -n gantry-01a2b3c4-0000-7000-8000-00000000beef route | grep -q '^default via 10.213.'"), 0);
     int fd = process_net_open(id);
     assert_true(fd >= 0);
     close(fd);
+    /* A second sandbox made in the same millisecond (its id starts with the same 12 hex digits):
+     * its own interfaces and rules, and removing it leaves the first one's in place. */
+    const char *id2 = "01a2b3c4-0000-7000-8000-00000000cafe";
+    struct process_net_door d2 = {.ns = "team-a", .name = "agent-2", .owner = "o"};
+    if (process_net_setup(dir, id2, &d2, port, err) != 0) {
+        fail_msg("setup of the second sandbox: %s", err);
+    }
+    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh1ff5356a0fd9 -j DROP'"), 0);
+    assert_int_equal(process_net_teardown(dir, id2, port, err), 0);
+    assert_int_not_equal(sh("iptables -S | grep -q gxh1ff5356a0fd9"), 0);
+    assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
+    assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
 
     assert_int_equal(process_net_teardown(dir, id, port, err), 0);
     assert_int_not_equal(access(path, F_OK), 0);
     assert_int_not_equal(sh("ip netns list | grep -q '^gantry-01a2b3c4-0000-7000-8000-00000000beef'"), 0);
-    assert_int_not_equal(sh("iptables -S | grep -q gxh01a2b3c40000"), 0);
-    assert_int_not_equal(sh("iptables -t nat -S | grep -q gxh01a2b3c40000"), 0);
+    assert_int_not_equal(sh("iptables -S | grep -q gxh6cea889beeda"), 0);
+    assert_int_not_equal(sh("iptables -t nat -S | grep -q gxh6cea889beeda"), 0);
     assert_int_not_equal(sh("grep -qs 01a2b3c4-0000-7000-8000-00000000beef /run/gantry-egress/*"), 0);
     /* Idempotent. */
     assert_int_equal(process_net_teardown(dir, id, port, err), 0);

@@ -198,7 +198,10 @@ def remove_leftovers(state):
             except OSError:
                 pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        host = "gxh" + sid.replace("-", "")[:12]
+        h = 1469598103934665603  # drivers/process_net.c: 12 hex digits of an FNV-1a hash of the whole id
+        for ch in sid.encode():
+            h = ((h ^ ch) * 1099511628211) & 0xffffffffffffffff
+        host = "gxh%012x" % (h & 0xffffffffffff)
         for table in ("filter", "nat"):
             rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
             for rule in rules.splitlines():
