@@ -124,6 +124,16 @@ static void *session_main(void *arg)
             snprintf(why, sizeof why, "the client went away");
             break;
         }
+        /* The credential is checked every CREDENTIAL_CHECK_MS whether or not output flows: a
+         * sandbox printing without a pause must not keep a revoked key's stream open. */
+        uint64_t now = clock_mono_ms(clk);
+        if (s->follow && have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
+            last_check = now;
+            if (sessions__credential_ok(&cl, &s->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
+                status = GRPC_STATUS_UNAUTHENTICATED;
+                break;
+            }
+        }
         size_t n = 0;
         uint64_t ts = 0;
         int rv = driver_log_next(s->log, buf, DRIVER_LOG_CHUNK, &n, &ts, errmsg);
@@ -141,14 +151,6 @@ static void *session_main(void *arg)
             continue;
         }
         if (rv == GERR_BUSY && s->follow) {
-            uint64_t now = clock_mono_ms(clk);
-            if (have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
-                last_check = now;
-                if (sessions__credential_ok(&cl, &s->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
-                    status = GRPC_STATUS_UNAUTHENTICATED;
-                    break;
-                }
-            }
             clk->sleep_ns(clk, (uint64_t)SESSIONS_POLL_MS * 1000000u);
             continue;
         }
