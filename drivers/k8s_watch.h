@@ -51,12 +51,12 @@ void k8s_watch_stop(struct k8s_watch *w);
 
 /* Requests made so far, for measurements and tests. */
 struct k8s_watch_stats {
-    uint64_t list_pages;  /* GETs of list pages */
-    uint64_t watches;     /* watch requests */
-    uint64_t events;      /* ADDED/MODIFIED/DELETED events applied */
-    uint64_t relists;     /* lists after the first (410 on a watch) */
-    uint64_t restarts;    /* lists restarted because a continue token expired */
-    uint64_t errors;      /* failed requests and broken streams */
+    uint64_t list_pages; /* GETs of list pages */
+    uint64_t watches;    /* watch requests */
+    uint64_t events;     /* ADDED/MODIFIED/DELETED events applied */
+    uint64_t relists;    /* lists after the first (410 on a watch) */
+    uint64_t restarts;   /* lists restarted because a continue token expired */
+    uint64_t errors;     /* failed requests and broken streams */
 };
 void k8s_watch_stats_get(struct k8s_watch *w, struct k8s_watch_stats *out);
 

@@ -67,7 +67,7 @@ struct driver_process {
     uint64_t log_file_bytes; /* per log file; two files per sandbox (process_log.h) */
     bool available;
     char detail[GERR_MSG_SIZE];
-    char *cred_root; /* credential files (drivers/process_creds.h) */
+    char *cred_root;      /* credential files (drivers/process_creds.h) */
     unsigned egress_port; /* network = egress: the relays' port (drivers/process_net.h); 0: refused */
 };
 
@@ -468,7 +468,8 @@ static void push_egress_env(struct driver_process *p, const struct driver_sandbo
         return;
     }
     snprintf(proxy, sizeof proxy, "http://%s:%u", door.addr, p->egress_port);
-    const char *const names[] = {"GANTRY_EGRESS_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"};
+    const char *const names[] = {"GANTRY_EGRESS_PROXY", "http_proxy", "https_proxy", "HTTP_PROXY",
+                                 "HTTPS_PROXY"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         push_env(o, names[i], proxy);
     }
@@ -670,7 +671,7 @@ run_pump(struct driver_process *p, const struct spawn_fds *f, const char *lpath)
 }
 
 static const char *const spawn_steps[] = {"set up descriptors", "join the egress network namespace",
-                                         "switch to the sandbox uid", "execute bwrap"};
+                                          "switch to the sandbox uid", "execute bwrap"};
 
 /* Start bwrap detached from us; *@pid is its pid. */
 static int spawn_detached(struct driver_process *p, const struct spawn_fds *f, int report_rd,
@@ -842,8 +843,9 @@ static int process_validate(struct driver *d, const struct driver_sandbox_spec *
         return GERR_INVAL;
     }
     if (net != NULL && strcmp(net, "egress") == 0 && p->egress_port == 0) {
-        gerr_set(errmsg, "driver_config network \"egress\" needs the replicas' egress relay (egress_relay_port), "
-                         "which is not configured");
+        gerr_set(errmsg,
+                 "driver_config network \"egress\" needs the replicas' egress relay (egress_relay_port), "
+                 "which is not configured");
         return GERR_INVAL;
     }
     if (spec->gpu_count > 0) {

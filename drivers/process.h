@@ -45,8 +45,9 @@
  *
  * driver_config keys: "network" = "none" (default: own empty network namespace, loopback only),
  * "host" (shares the host's network) or "egress" (own network namespace whose only way out is the
- * egress relay: drivers/process_net.h; needs root and egress_relay_port). gpu_count must be 0. The image is ignored (caps.images is
- * false): sandboxes see the host's files. lifetime_s is recorded, and enforced by the reconciler.
+ * egress relay: drivers/process_net.h; needs root and egress_relay_port). gpu_count must be 0. The image is
+ * ignored (caps.images is false): sandboxes see the host's files. lifetime_s is recorded, and enforced by the
+ * reconciler.
  *
  * Thread-safe (the instance mutex; the flock between instances and processes). */
 #ifndef GANTRY_DRIVERS_PROCESS_H

@@ -17,7 +17,8 @@
 #include "lib/mem.h"
 #include "store/events.h"
 
-#define SB_COLS        "id, namespace, name, owner_id, labels, spec, status, phase, gpus, deletion_timestamp_ms, created_at_ms"
+#define SB_COLS                                                                                              \
+    "id, namespace, name, owner_id, labels, spec, status, phase, gpus, deletion_timestamp_ms, created_at_ms"
 #define MAX_ATTEMPTS   5
 #define BACKOFF_CAP_MS 60000u
 #define MAX_TRACKED    4096u
@@ -691,8 +692,8 @@ static void redeliver_row(struct reconciler *r, const struct row *w, void *arg)
         LOG_INFO("reconciler: credentials of sandbox %s/%s renewed (provider %s)", w->ns, w->name, why);
     } else if (rv != 0 && rv != GERR_NOTFOUND && !stale(r, rv, err)) {
         bump(r, &r->st.driver_errors);
-        LOG_WARN("reconciler: renewing the credentials of sandbox %s/%s (provider %s): %s (%s)", w->ns, w->name,
-                 why, err, gerr_name(rv));
+        LOG_WARN("reconciler: renewing the credentials of sandbox %s/%s (provider %s): %s (%s)", w->ns,
+                 w->name, why, err, gerr_name(rv));
     }
 }
 
@@ -714,7 +715,8 @@ static int provider_changed(struct reconciler *r, const char *ns, const struct p
         char name[64];
         text(proto_rows_at(&rows, 0, 0), name, sizeof name);
         struct proto_value q[] = {proto_text(ns)};
-        rv = each_row(r, "WHERE namespace = ? AND phase IN ('READY', 'PROVISIONING')", q, 1, redeliver_row, name);
+        rv = each_row(r, "WHERE namespace = ? AND phase IN ('READY', 'PROVISIONING')", q, 1, redeliver_row,
+                      name);
     }
     proto_rows_close(&rows);
     return rv;
@@ -809,7 +811,8 @@ static void remove_namespaces(struct reconciler *r, const char *ns)
         char err[GERR_MSG_SIZE] = "";
         int rv = driver_delete_namespace(r->cfg.driver, r->epoch, r->ns_pending[i], err);
         if (rv == 0) {
-            LOG_INFO("reconciler: namespace %s deleted: the driver removed what it made for it", r->ns_pending[i]);
+            LOG_INFO("reconciler: namespace %s deleted: the driver removed what it made for it",
+                     r->ns_pending[i]);
         } else if (stale(r, rv, err)) {
             return;
         } else {
@@ -829,12 +832,13 @@ static int follow(struct reconciler *r)
     struct proto_rows ev;
     proto_rows_init(&ev, 0);
     struct proto_value p[] = {proto_int((int64_t)r->last_revision)};
-    int rv = store_client_query(&r->cl,
-                                "SELECT revision, object_id, kind, namespace FROM events WHERE revision > ? AND "
-                                "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED') OR "
-                                "(kind = 'Provider' AND type = 'MODIFIED')) "
-                                "ORDER BY revision LIMIT 500",
-                                p, 1, &ev);
+    int rv =
+        store_client_query(&r->cl,
+                           "SELECT revision, object_id, kind, namespace FROM events WHERE revision > ? AND "
+                           "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED') OR "
+                           "(kind = 'Provider' AND type = 'MODIFIED')) "
+                           "ORDER BY revision LIMIT 500",
+                           p, 1, &ev);
     for (size_t i = 0; rv == 0 && i < ev.n_rows && keep_lease(r); i++) {
         char kind[16], ns[64];
         text(proto_rows_at(&ev, i, 2), kind, sizeof kind);

@@ -82,8 +82,9 @@ struct reconciler_creds {
  * own store client, so a busy API pool never holds up the lease holder). 0, or an error with
  * @errmsg (never a value): GERR_NOTFOUND for a provider that is gone, the store's (retried like a
  * driver's). Called on the reconciler thread. */
-typedef int (*reconciler_creds_fn)(void *arg, struct store_client *cl, const char *ns, const char *const *names,
-                                   size_t n, struct reconciler_creds *out, char *errmsg);
+typedef int (*reconciler_creds_fn)(void *arg, struct store_client *cl, const char *ns,
+                                   const char *const *names, size_t n, struct reconciler_creds *out,
+                                   char *errmsg);
 typedef void (*reconciler_creds_free_fn)(void *arg, struct reconciler_creds *c);
 
 struct reconciler_config {

@@ -40,7 +40,8 @@ static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_ent
     }
     if (*lag == RAFTLOG_LAG_UNKNOWN) {
         gerr_set(errmsg,
-                 "member %" PRIu64 " is further behind the leader than the %u Raft entries the leader keeps (or "
+                 "member %" PRIu64
+                 " is further behind the leader than the %u Raft entries the leader keeps (or "
                  "its log diverged): it is catching up",
                  node_id, n_leader);
     } else if (*lag > 0) {
@@ -72,7 +73,8 @@ static int wait_lag(const struct catchup *c, uint64_t node_id, uint64_t max_lag,
         if (now >= deadline) {
             if (rv == 0 && *lag <= max_lag) {
                 gerr_set(errmsg,
-                         "member %" PRIu64 " caught up only %" PRIu64 " ms ago; leadership goes to a member caught "
+                         "member %" PRIu64 " caught up only %" PRIu64
+                         " ms ago; leadership goes to a member caught "
                          "up for %u ms",
                          node_id, now - since, settle_ms);
             }
@@ -134,7 +136,8 @@ int catchup_self(const struct catchup *c, uint64_t leader_id, char *errmsg)
     if (rv != 0) {
         gerr_set(errmsg, "this replica's Raft log could not be read: %s", why);
     } else if (raftlog_lag(own, n_own, tail, n_tail) == RAFTLOG_LAG_UNKNOWN) {
-        gerr_set(errmsg, "this replica's Raft log does not hold the leader's last entries: it is catching up");
+        gerr_set(errmsg,
+                 "this replica's Raft log does not hold the leader's last entries: it is catching up");
         rv = GERR_UNAVAILABLE;
     }
     mem_free(own);

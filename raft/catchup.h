@@ -35,10 +35,10 @@ struct catchup {
     void *arg;
 };
 
-#define CATCHUP_NEAR_ENTRIES 64u     /* close enough to pause writes for the last stretch */
-#define CATCHUP_SETTLE_MS    300u    /* caught up for this long before a transfer */
-#define CATCHUP_FINAL_MS     3000u   /* the longest writes stay paused waiting for the last stretch */
-#define CATCHUP_TIMEOUT_MS   10000u  /* the default bound of the whole wait */
+#define CATCHUP_NEAR_ENTRIES 64u    /* close enough to pause writes for the last stretch */
+#define CATCHUP_SETTLE_MS    300u   /* caught up for this long before a transfer */
+#define CATCHUP_FINAL_MS     3000u  /* the longest writes stay paused waiting for the last stretch */
+#define CATCHUP_TIMEOUT_MS   10000u /* the default bound of the whole wait */
 
 /* Get ready to transfer leadership to @node_id, within @timeout_ms (at least one probe is made):
  * first, with writes flowing, until the target is within CATCHUP_NEAR_ENTRIES of the leader; then,
@@ -48,7 +48,8 @@ struct catchup {
  * when it could not be measured) and @errmsg saying how far behind the member is or why it could
  * not be told ("member 3 is 25 Raft entries behind the leader: it is catching up", "member 3 did
  * not answer the catch-up probe: ..."). */
-int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms, uint64_t *lag, char *errmsg);
+int catchup_ready(const struct catchup *c, uint64_t node_id, unsigned timeout_ms, uint64_t *lag,
+                  char *errmsg);
 
 /* One measurement, as catchup_ready makes them, without waiting or pausing anything: 0 with *@lag
  * the number of entries this node's log holds after member @node_id's last one

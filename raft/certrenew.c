@@ -40,7 +40,8 @@ static int finish_pending(const char *data_dir, const char *ca_pem, char *errmsg
         rv = identity_tls_save(data_dir, ca_pem, cert, key, errmsg);
     }
     if (rv == 0) {
-        LOG_WARN("certificate renewal: installed the certificate a previous start renewed but did not install");
+        LOG_WARN(
+            "certificate renewal: installed the certificate a previous start renewed but did not install");
         unlink(kp);
         unlink(cp);
     }
@@ -89,7 +90,8 @@ int certrenew_at_start(const char *data_dir, const struct identity_secrets *secr
         unlink(kp);
         unlink(cp);
         *renewed = true;
-        LOG_WARN("certificate renewal: this replica's certificate had %lld day(s) left (under cert_renew_days %u): "
+        LOG_WARN("certificate renewal: this replica's certificate had %lld day(s) left (under "
+                 "cert_renew_days %u): "
                  "renewed, the new one is valid for %lld days",
                  (long long)((was - now_ms) / 86400000), renew_days,
                  (long long)((*not_after_ms - now_ms) / 86400000));

@@ -23,8 +23,8 @@ int certrevoke_note_tx(struct store_tx *tx, void *arg)
     const struct certrevoke_cert *c = arg;
     struct proto_value key[] = {proto_int((int64_t)c->member_id), proto_text(c->fingerprint)};
     int64_t have = 0;
-    int rv = store_tx_query_int(tx, "SELECT count(*) FROM member_certs WHERE member_id = ? AND fingerprint = ?",
-                                key, 2, &have);
+    int rv = store_tx_query_int(
+        tx, "SELECT count(*) FROM member_certs WHERE member_id = ? AND fingerprint = ?", key, 2, &have);
     if (rv != 0 || have != 0) {
         return rv;
     }
@@ -58,12 +58,13 @@ int certrevoke_member_tx(struct store_tx *tx, void *arg)
     struct proto_value p[] = {proto_int(m->now_ms), proto_text(m->reason != NULL ? m->reason : ""),
                               proto_int((int64_t)m->member_id), proto_int((int64_t)m->member_id)};
     struct store_result res = {0};
-    rv = store_tx_exec(tx,
-                       "INSERT OR IGNORE INTO revoked_certs (fingerprint, member_id, not_after_ms, revoked_at_ms, "
-                       "reason) SELECT fingerprint, member_id, not_after_ms, ?, ? FROM member_certs "
-                       "WHERE member_id = ? AND fingerprint NOT IN "
-                       "(SELECT fingerprint FROM member_certs WHERE member_id <> ?)",
-                       p, 4, &res);
+    rv = store_tx_exec(
+        tx,
+        "INSERT OR IGNORE INTO revoked_certs (fingerprint, member_id, not_after_ms, revoked_at_ms, "
+        "reason) SELECT fingerprint, member_id, not_after_ms, ?, ? FROM member_certs "
+        "WHERE member_id = ? AND fingerprint NOT IN "
+        "(SELECT fingerprint FROM member_certs WHERE member_id <> ?)",
+        p, 4, &res);
     if (rv != 0) {
         return rv;
     }
@@ -137,8 +138,10 @@ static void *sync_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         int rv = 0;
         if (!noted) {
-            struct certrevoke_cert c = {
-                .member_id = s->member_id, .fingerprint = fp, .not_after_ms = not_after, .now_ms = wall_now_ms()};
+            struct certrevoke_cert c = {.member_id = s->member_id,
+                                        .fingerprint = fp,
+                                        .not_after_ms = not_after,
+                                        .now_ms = wall_now_ms()};
             rv = store_client_tx(&s->cl, certrevoke_note_tx, &c);
             noted = rv == 0;
         }
@@ -156,9 +159,10 @@ static void *sync_main(void *arg)
         }
         mem_free(set);
         if (rv != 0 && !failing) {
-            LOG_WARN("certificate revocations: cannot read them yet (%s); the relay keeps its last set and this "
-                     "replica tries again every %u ms",
-                     s->cl.errmsg, s->interval_ms);
+            LOG_WARN(
+                "certificate revocations: cannot read them yet (%s); the relay keeps its last set and this "
+                "replica tries again every %u ms",
+                s->cl.errmsg, s->interval_ms);
         } else if (rv == 0 && failing) {
             LOG_INFO("certificate revocations: read again (%u revoked)", n);
         }
@@ -173,7 +177,8 @@ static void *sync_main(void *arg)
     return NULL;
 }
 
-int certrevoke_sync_start(const struct certrevoke_sync_config *cfg, struct certrevoke_sync **out, char *errmsg)
+int certrevoke_sync_start(const struct certrevoke_sync_config *cfg, struct certrevoke_sync **out,
+                          char *errmsg)
 {
     struct certrevoke_sync *s = mem_zalloc(sizeof *s);
     int rv = store_client_init(&s->cl, cfg->store);

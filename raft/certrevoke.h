@@ -74,7 +74,8 @@ struct certrevoke_sync_config {
 struct certrevoke_sync;
 
 /* Start the thread. GERR_INVAL (bad store config) or GERR_NOMEM; nothing runs on error. */
-int certrevoke_sync_start(const struct certrevoke_sync_config *cfg, struct certrevoke_sync **out, char *errmsg);
+int certrevoke_sync_start(const struct certrevoke_sync_config *cfg, struct certrevoke_sync **out,
+                          char *errmsg);
 
 /* Stop and join the thread (an in-flight store call finishes first, bounded by the client's
  * timeouts), free everything. NULL is fine. */

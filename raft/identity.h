@@ -66,5 +66,4 @@ int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert
 /* Write @len bytes atomically to @path with @mode. */
 int identity_write_file(const char *path, const void *data, size_t len, unsigned mode, char *errmsg);
 
-
 #endif

@@ -114,7 +114,7 @@ struct peertls {
     bool stopping;
     struct peertls_stats stats;
     atomic_uint_fast64_t bytes_in, bytes_out; /* the relay thread adds, any thread reads */
-    struct queue relays; /* relay thread only */
+    struct queue relays;                      /* relay thread only */
     /* Revocation (under mu): the revoked fingerprints, and whether the relay thread still has to
      * close the connections of newly revoked peers. */
     char (*revoked)[PKI_FINGERPRINT_SIZE];
@@ -352,8 +352,8 @@ err:
 }
 
 int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
-                        const char *listen_address, const char *backend_address, const struct peertls_options *opts,
-                        struct peertls **out, char *errmsg)
+                        const char *listen_address, const char *backend_address,
+                        const struct peertls_options *opts, struct peertls **out, char *errmsg)
 {
     const char *const paths[] = {ca_file, cert_file, key_file};
     char *pem[3] = {NULL, NULL, NULL};
@@ -460,7 +460,8 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
             /* One line per certificate, but not thousands when a replica starts in a cluster that
              * has revoked many. */
             if (++added <= 8) {
-                LOG_WARN("peer TLS: certificate %s is revoked: its connections are closed and refused", copy[i]);
+                LOG_WARN("peer TLS: certificate %s is revoked: its connections are closed and refused",
+                         copy[i]);
             }
         }
         self = self || strcmp(copy[i], p->own_fp) == 0;
@@ -1040,11 +1041,13 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
         } else {
             /* A peer whose certificate verified (note.fp set) told us ours is revoked: this replica
              * was removed. Before its certificate verified, anyone could send that alert. */
-            if (note.fp[0] != '\0' && ERR_GET_REASON(ERR_peek_error()) == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED &&
+            if (note.fp[0] != '\0' &&
+                ERR_GET_REASON(ERR_peek_error()) == SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED &&
                 !atomic_exchange(&p->self_revoked, true)) {
-                LOG_ERROR("peer TLS: %s refused this replica's certificate as revoked: it was removed from the "
-                          "cluster",
-                          address);
+                LOG_ERROR(
+                    "peer TLS: %s refused this replica's certificate as revoked: it was removed from the "
+                    "cluster",
+                    address);
             }
             gerr_set(errmsg, "peer TLS: dial %s: %s", address, ssl_reason(ssl));
             rv = GERR_PERM;

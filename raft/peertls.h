@@ -59,14 +59,14 @@ struct peertls_options {
 };
 
 struct peertls_stats {
-    uint64_t accepted;    /* inbound handshakes that succeeded */
-    uint64_t rejected;    /* inbound connections refused (bad or no certificate, timeout, not TLS,
-                             over max_handshakes_per_source) */
-    uint64_t dialed;      /* outbound connections established */
-    uint64_t dial_failed; /* outbound connections that failed (including a peer with a foreign cert) */
-    uint64_t active;      /* connections being relayed now */
-    uint64_t bytes_in;    /* bytes received from peers over TLS (decrypted payload) */
-    uint64_t bytes_out;   /* bytes sent to peers over TLS (payload before encryption) */
+    uint64_t accepted;        /* inbound handshakes that succeeded */
+    uint64_t rejected;        /* inbound connections refused (bad or no certificate, timeout, not TLS,
+                                 over max_handshakes_per_source) */
+    uint64_t dialed;          /* outbound connections established */
+    uint64_t dial_failed;     /* outbound connections that failed (including a peer with a foreign cert) */
+    uint64_t active;          /* connections being relayed now */
+    uint64_t bytes_in;        /* bytes received from peers over TLS (decrypted payload) */
+    uint64_t bytes_out;       /* bytes sent to peers over TLS (payload before encryption) */
     uint64_t revoked_refused; /* handshakes refused because the peer's certificate is revoked (either
                                  direction; also counted in rejected or dial_failed) */
     uint64_t revoked_closed;  /* relayed connections closed when their peer's certificate was revoked */
@@ -83,8 +83,8 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
  * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
 /* The same with the CA, certificate and key read from three PEM files. */
 int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
-                        const char *listen_address, const char *backend_address, const struct peertls_options *opts,
-                        struct peertls **out, char *errmsg);
+                        const char *listen_address, const char *backend_address,
+                        const struct peertls_options *opts, struct peertls **out, char *errmsg);
 
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
                       const struct peertls_options *opts, struct peertls **out, char *errmsg);

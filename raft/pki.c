@@ -412,7 +412,8 @@ int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_c
         if (g->type == GEN_IPADD && n_ip < 16) {
             int len = ASN1_STRING_length(g->d.iPAddress);
             const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
-            if ((len == 4 || len == 16) && inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ips[n_ip], sizeof ips[0])) {
+            if ((len == 4 || len == 16) &&
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ips[n_ip], sizeof ips[0])) {
                 ip_p[n_ip] = ips[n_ip];
                 n_ip++;
             }

@@ -115,8 +115,11 @@ static size_t walk_headers(const uint8_t *bytes, size_t len, struct batch **out)
             cap = cap == 0 ? 64 : cap * 2;
             *out = mem_realloc(*out, sizeof **out * cap);
         }
-        (*out)[n++] = (struct batch){
-            .header = header, .data = header + header_len, .count = count, .data_len = data_len, .crc_data = crc_data};
+        (*out)[n++] = (struct batch){.header = header,
+                                     .data = header + header_len,
+                                     .count = count,
+                                     .data_len = data_len,
+                                     .crc_data = crc_data};
         off += 8 + header_len + (size_t)data_len;
     }
     return n;
@@ -326,8 +329,8 @@ int raftlog_tail(const char *dir, struct raftlog_entry_id *out, unsigned max, un
     return rv;
 }
 
-uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader, const struct raftlog_entry_id *target,
-                     unsigned n_target)
+uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader,
+                     const struct raftlog_entry_id *target, unsigned n_target)
 {
     if (n_target == 0) {
         return n_leader == 0 ? 0 : RAFTLOG_LAG_UNKNOWN;

@@ -52,8 +52,8 @@ int raftlog_tail(const char *dir, struct raftlog_entry_id *out, unsigned max, un
 /* How many of the leader's entries (@leader, @n_leader, oldest first) come after the target's
  * last entries (@target, @n_target, oldest first): 0 when the target has everything, or
  * RAFTLOG_LAG_UNKNOWN when its last entries are not a run of the leader's. */
-uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader, const struct raftlog_entry_id *target,
-                     unsigned n_target);
+uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader,
+                     const struct raftlog_entry_id *target, unsigned n_target);
 
 /* The entries in one segment's bytes (exposed for the fuzzer and the unit test): the complete,
  * checksummed batches from the start, stopping at the first incomplete or corrupt one. The ids of

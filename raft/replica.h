@@ -40,7 +40,7 @@ struct replica_config {
     const char *tls_dir; /* ca.pem, cert.pem, key.pem; NULL = plain TCP (tests only) ... */
     const char *tls_ca_file, *tls_cert_file, *tls_key_file; /* ... or these three files (they win) */
     struct peertls_options peer; /* the relay's limits and second backend (raft/peertls.h); zero: defaults */
-    unsigned latency_ms;                                    /* 0 = default */
+    unsigned latency_ms;         /* 0 = default */
     unsigned snapshot_threshold, snapshot_trailing;
     uint64_t failure_domain;
     const char *join;         /* comma-separated peer addresses of members; NULL or "" = no join */

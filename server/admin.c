@@ -28,9 +28,9 @@
  * exchange has the idle deadline; a stream has it only while its writes are pending (restarted by
  * each finished write; quiet with everything written, it has none), its sends count against
  * max_buffered_bytes, and it ends with the connection (close-delimited body): a stream that ended
- * waits for its writes under the idle deadline too, so a client that stops reading is closed. A connection that
- * closes first leaves the exchange detached: the handler's later calls on it do nothing but
- * finish it. */
+ * waits for its writes under the idle deadline too, so a client that stops reading is closed. A connection
+ * that closes first leaves the exchange detached: the handler's later calls on it do nothing but finish it.
+ */
 #include "server/admin.h"
 
 #include <assert.h>
@@ -112,9 +112,9 @@ struct admin_conn {
     size_t hname_len; /* > ADMIN_HNAME_MAX: a name no kept header has */
     int hcur;         /* the kept header whose value is being read, -1 for none */
     bool hseen[KEPT_N];
-    char *hval[KEPT_N];  /* each kept_headers[i].cap + 1 bytes, allocated with the connection */
+    char *hval[KEPT_N]; /* each kept_headers[i].cap + 1 bytes, allocated with the connection */
     size_t hlen[KEPT_N];
-    bool for_handler;    /* the URL is under the handler prefix: the body is kept */
+    bool for_handler; /* the URL is under the handler prefix: the body is kept */
     struct buf body;
     struct admin_exchange *exchange; /* the one the handler holds, NULL for none */
     bool streaming;                  /* the exchange is a stream */
@@ -425,24 +425,42 @@ static int admin_on_message_begin(llhttp_t *p)
 static const char *admin_reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -863,11 +881,12 @@ void admin_reply(struct admin_exchange *x, int status, const char *content_type,
             c->close_after_write = true;
         }
         char hdr[320];
-        int n = snprintf(hdr, sizeof hdr,
-                         "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-                         "%s",
-                         status, admin_reason(status), content_type, len,
-                         c->close_after_write ? "Connection: close\r\n" : "");
+        int n = snprintf(
+            hdr, sizeof hdr,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+            "%s",
+            status, admin_reason(status), content_type, len,
+            c->close_after_write ? "Connection: close\r\n" : "");
         buf_append(&c->out, hdr, admin_clamp(n, sizeof hdr));
         if (headers != NULL) {
             buf_append(&c->out, headers, strlen(headers));
@@ -893,9 +912,10 @@ int admin_stream_open(struct admin_exchange *x, const char *content_type, const 
     }
     c->streaming = true;
     char hdr[256];
-    int n = snprintf(hdr, sizeof hdr,
-                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
-                     content_type);
+    int n =
+        snprintf(hdr, sizeof hdr,
+                 "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                 content_type);
     buf_append(&c->out, hdr, admin_clamp(n, sizeof hdr));
     if (headers != NULL) {
         buf_append(&c->out, headers, strlen(headers));

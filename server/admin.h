@@ -45,8 +45,8 @@ struct admin_request {
     const char *console;      /* X-Gantry-Console: the console's own requests send it (CSRF guard) */
     const uint8_t *body;      /* at most ADMIN_MAX_BODY bytes */
     size_t body_len;
-    const char *peer;         /* "a.b.c.d:port" */
-    bool head;                /* HEAD: answer as for GET; the body is not sent */
+    const char *peer; /* "a.b.c.d:port" */
+    bool head;        /* HEAD: answer as for GET; the body is not sent */
 };
 
 /* Called on the loop thread for a request under the handler prefix. @x is the handler's until it

@@ -58,10 +58,10 @@ void backup_sched_name(int64_t wall_ms, uint64_t replica_id, char out[BACKUP_SCH
     time_t t = (time_t)(wall_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, BACKUP_SCHED_NAME_MAX, BACKUP_SCHED_PREFIX "%04d%02d%02dT%02d%02d%02d.%03dZ-r%" PRIu64
-             BACKUP_SCHED_SUFFIX,
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000),
-             replica_id);
+    snprintf(out, BACKUP_SCHED_NAME_MAX,
+             BACKUP_SCHED_PREFIX "%04d%02d%02dT%02d%02d%02d.%03dZ-r%" PRIu64 BACKUP_SCHED_SUFFIX,
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(wall_ms % 1000), replica_id);
 }
 
 static bool digits(const char *p, unsigned n, int *out)
@@ -92,8 +92,8 @@ bool backup_sched_parse_name(const char *name, int64_t *wall_ms)
     const size_t pl = strlen(BACKUP_SCHED_PREFIX), sl = strlen(BACKUP_SCHED_SUFFIX);
     size_t n = strlen(name);
     /* prefix, "YYYYMMDDTHHMMSS.mmmZ" (20), "-r", 1..20 digits, suffix */
-    if (n < pl + 20 + 2 + 1 + sl || n > pl + 20 + 2 + 20 + sl || strncmp(name, BACKUP_SCHED_PREFIX, pl) != 0 ||
-        strcmp(name + n - sl, BACKUP_SCHED_SUFFIX) != 0) {
+    if (n < pl + 20 + 2 + 1 + sl || n > pl + 20 + 2 + 20 + sl ||
+        strncmp(name, BACKUP_SCHED_PREFIX, pl) != 0 || strcmp(name + n - sl, BACKUP_SCHED_SUFFIX) != 0) {
         return false;
     }
     const char *p = name + pl;
@@ -107,7 +107,8 @@ bool backup_sched_parse_name(const char *name, int64_t *wall_ms)
     if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
         return false;
     }
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = s};
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = s};
     *wall_ms = (int64_t)timegm(&tm) * 1000 + ms;
     return true;
 }
@@ -183,7 +184,8 @@ static void prune(struct backup_sched *s, int64_t now_ms)
         return;
     }
     bool *del = mem_zalloc(sizeof *del * (l.n + 1));
-    backup_sched_prune_plan(l.times, l.n, now_ms, s->keep_count, (int64_t)s->keep_age_hours * 3600 * 1000, del);
+    backup_sched_prune_plan(l.times, l.n, now_ms, s->keep_count, (int64_t)s->keep_age_hours * 3600 * 1000,
+                            del);
     uint64_t pruned = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (!del[i]) {
@@ -273,9 +275,8 @@ static int take(struct backup_sched *s, int64_t wall_ms, char name[BACKUP_SCHED_
         store_sealed_buf_wipe(&archive);
         return rv;
     }
-    struct store_sealed_info info = {.revision = (uint64_t)*revision,
-                                     .schema_version = (uint64_t)schema,
-                                     .created_ms = (uint64_t)wall_ms};
+    struct store_sealed_info info = {
+        .revision = (uint64_t)*revision, .schema_version = (uint64_t)schema, .created_ms = (uint64_t)wall_ms};
     snprintf(info.cluster_id, sizeof info.cluster_id, "%s", s->cluster_id);
     struct store_sealer *sealer = NULL;
     rv = store_sealer_new(s->key, &info, write_fd, &o, &sealer, errmsg);
@@ -348,14 +349,14 @@ static void *sched_main(void *arg)
             }
             pthread_mutex_unlock(&s->mu);
             if (rv == 0) {
-                LOG_INFO("scheduled backups: wrote %s/%s (%" PRIu64 " bytes sealed, revision %" PRId64 ") in %" PRIu64
-                         " ms",
+                LOG_INFO("scheduled backups: wrote %s/%s (%" PRIu64 " bytes sealed, revision %" PRId64
+                         ") in %" PRIu64 " ms",
                          s->dir, name, size, revision, took);
                 prune(s, now);
             } else {
                 unsigned wait_s = s->interval_s < RETRY_CAP_S ? s->interval_s : RETRY_CAP_S;
-                LOG_WARN("scheduled backups: backup failed (%s): %s; trying again in %u s", gerr_name(rv), err,
-                         wait_s);
+                LOG_WARN("scheduled backups: backup failed (%s): %s; trying again in %u s", gerr_name(rv),
+                         err, wait_s);
                 retry_at = clock_mono_ms(clock_system()) + wait_s * 1000ull;
             }
         }
@@ -420,8 +421,10 @@ int backup_sched_start(const struct backup_sched_config *cfg, struct backup_sche
         rv = GERR_NOMEM;
         goto err_after_client;
     }
-    LOG_INFO("scheduled backups: every %u s into %s while this replica holds the reconciler lease; keeping %u%s",
-             s->interval_s, s->dir, s->keep_count, s->keep_age_hours > 0 ? " at most, younger than the age limit" : "");
+    LOG_INFO(
+        "scheduled backups: every %u s into %s while this replica holds the reconciler lease; keeping %u%s",
+        s->interval_s, s->dir, s->keep_count,
+        s->keep_age_hours > 0 ? " at most, younger than the age limit" : "");
     *out = s;
     return 0;
 
@@ -475,22 +478,23 @@ void backup_sched_metrics(struct backup_sched *s, struct buf *out)
 {
     struct backup_sched_stats st;
     backup_sched_stats(s, &st);
-    buf_printf(out,
-               "# HELP gantry_backup_scheduled_total Scheduled backups this replica attempted (as lease holder), by "
-               "outcome.\n"
-               "# TYPE gantry_backup_scheduled_total counter\n"
-               "gantry_backup_scheduled_total{outcome=\"success\"} %" PRIu64 "\n"
-               "gantry_backup_scheduled_total{outcome=\"failure\"} %" PRIu64 "\n"
-               "# HELP gantry_backup_last_success_timestamp_seconds When this replica last wrote a scheduled "
-               "backup (Unix time; 0: never).\n"
-               "# TYPE gantry_backup_last_success_timestamp_seconds gauge\n"
-               "gantry_backup_last_success_timestamp_seconds %.3f\n"
-               "# HELP gantry_backup_last_duration_seconds How long this replica's last scheduled backup took.\n"
-               "# TYPE gantry_backup_last_duration_seconds gauge\ngantry_backup_last_duration_seconds %.3f\n"
-               "# HELP gantry_backup_last_size_bytes Size of this replica's last scheduled backup (sealed file).\n"
-               "# TYPE gantry_backup_last_size_bytes gauge\ngantry_backup_last_size_bytes %" PRIu64 "\n"
-               "# HELP gantry_backup_pruned_total Scheduled backups this replica deleted by retention.\n"
-               "# TYPE gantry_backup_pruned_total counter\ngantry_backup_pruned_total %" PRIu64 "\n",
-               st.successes, st.failures, (double)st.last_success_ms / 1000.0, (double)st.last_duration_ms / 1000.0,
-               st.last_size_bytes, st.pruned);
+    buf_printf(
+        out,
+        "# HELP gantry_backup_scheduled_total Scheduled backups this replica attempted (as lease holder), by "
+        "outcome.\n"
+        "# TYPE gantry_backup_scheduled_total counter\n"
+        "gantry_backup_scheduled_total{outcome=\"success\"} %" PRIu64 "\n"
+        "gantry_backup_scheduled_total{outcome=\"failure\"} %" PRIu64 "\n"
+        "# HELP gantry_backup_last_success_timestamp_seconds When this replica last wrote a scheduled "
+        "backup (Unix time; 0: never).\n"
+        "# TYPE gantry_backup_last_success_timestamp_seconds gauge\n"
+        "gantry_backup_last_success_timestamp_seconds %.3f\n"
+        "# HELP gantry_backup_last_duration_seconds How long this replica's last scheduled backup took.\n"
+        "# TYPE gantry_backup_last_duration_seconds gauge\ngantry_backup_last_duration_seconds %.3f\n"
+        "# HELP gantry_backup_last_size_bytes Size of this replica's last scheduled backup (sealed file).\n"
+        "# TYPE gantry_backup_last_size_bytes gauge\ngantry_backup_last_size_bytes %" PRIu64 "\n"
+        "# HELP gantry_backup_pruned_total Scheduled backups this replica deleted by retention.\n"
+        "# TYPE gantry_backup_pruned_total counter\ngantry_backup_pruned_total %" PRIu64 "\n",
+        st.successes, st.failures, (double)st.last_success_ms / 1000.0, (double)st.last_duration_ms / 1000.0,
+        st.last_size_bytes, st.pruned);
 }

@@ -30,10 +30,10 @@
 #define BACKUP_SCHED_NAME_MAX 64u
 
 struct backup_sched_config {
-    const char *dir;        /* an existing directory this process may write */
-    const char *key_file;   /* the sealing key (store_sealed_key_load: owner-only file) */
-    unsigned interval_s;    /* >= 1 */
-    unsigned keep_count;    /* >= 1 */
+    const char *dir;         /* an existing directory this process may write */
+    const char *key_file;    /* the sealing key (store_sealed_key_load: owner-only file) */
+    unsigned interval_s;     /* >= 1 */
+    unsigned keep_count;     /* >= 1 */
     unsigned keep_age_hours; /* 0: no age limit */
     const char *scratch_dir; /* where the DUMP lands before it is packed (removed after) */
     const char *cluster_id;

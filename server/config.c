@@ -156,9 +156,10 @@ static const struct field fields[] = {
     STRING(peer_tls_cert, "", NULL, "path",
            "this replica's peer certificate (PEM), issued by the cluster CA"),
     STRING(peer_tls_key, "", NULL, "path", "this replica's peer private key (PEM)"),
-    UINT(cert_renew_days, 30, 1, 365,
-         "at start, renew this replica's peer certificate (the one init/join created, not peer_tls_cert) when "
-         "fewer days than this are left"),
+    UINT(
+        cert_renew_days, 30, 1, 365,
+        "at start, renew this replica's peer certificate (the one init/join created, not peer_tls_cert) when "
+        "fewer days than this are left"),
     LIST(join, check_join, "list of host:port",
          "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
          "--join may repeat"),
@@ -178,10 +179,12 @@ static const struct field fields[] = {
          "how often the leader's replica deletes audit events, change events and idempotency records past "
          "retention"),
     STRING(backup_dir, "", NULL, "path",
-           "the lease holder writes a sealed (encrypted) backup here every backup_interval_s and prunes old ones "
+           "the lease holder writes a sealed (encrypted) backup here every backup_interval_s and prunes old "
+           "ones "
            "(docs/operations.md, \"Scheduled backups\"); empty: no scheduled backups"),
     UINT(backup_interval_s, 3600, 1, 604800, "seconds between scheduled backups"),
-    UINT(backup_keep_count, 24, 1, 100000, "scheduled backups kept in backup_dir: the oldest beyond this are deleted"),
+    UINT(backup_keep_count, 24, 1, 100000,
+         "scheduled backups kept in backup_dir: the oldest beyond this are deleted"),
     UINT(backup_keep_age_hours, 0, 0, 876000,
          "scheduled backups older than this are deleted (the newest one never is); 0: no age limit"),
     STRING(backup_seal_key_file, "", NULL, "path",
@@ -266,14 +269,17 @@ static const struct field fields[] = {
          "repeats of one refused call (same source, actor, operation, reason) are counted per window"),
     UINT(audit_flush_ms, 1000, 10, 60000,
          "first occurrences of refused calls reach the audit trail within this"),
-    UINT(write_batch_max, 64, 1, 4096, "writes run in one transaction (each in its own savepoint); 1: no batching"),
+    UINT(write_batch_max, 64, 1, 4096,
+         "writes run in one transaction (each in its own savepoint); 1: no batching"),
     UINT(write_batch_linger_ms, 0, 0, 1000,
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
     BOOL(forward_writes, true,
-         "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each replica "
+         "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each "
+         "replica "
          "writes through its own writer"),
     UINT(egress_relay_port, 0, 0, 65535,
-         "the egress relay's port on every sandbox's door address (docs/egress.md); 0: no relay, and the process "
+         "the egress relay's port on every sandbox's door address (docs/egress.md); 0: no relay, and the "
+         "process "
          "driver refuses network=egress"),
     UINT(egress_max_connections, 4096, 1, 1000000, "egress relay: connections of every sandbox together"),
     UINT(egress_max_connections_per_sandbox, 1024, 1, 1000000,
@@ -287,18 +293,24 @@ static const struct field fields[] = {
     UINT(api_handshake_timeout_ms, 10000, 0, 3600000,
          "TLS handshake and HTTP/2 preface deadline of an API connection; 0: none"),
     UINT(api_idle_timeout_ms, 300000, 0, 86400000,
-         "an API connection with no stream opened or closed for this long is closed (PINGs do not count); 0: never"),
-    UINT(api_max_request_fields, 65536, 16, 100000000, "fields in one request message, refused before decoding"),
+         "an API connection with no stream opened or closed for this long is closed (PINGs do not count); 0: "
+         "never"),
+    UINT(api_max_request_fields, 65536, 16, 100000000,
+         "fields in one request message, refused before decoding"),
     UINT(api_max_request_depth, 32, 2, 100, "nesting of sub-messages in one request message"),
-    UINT(admin_max_connections, 64, 1, 100000, "admin HTTP connections (plus admin_probe_reserve for probes)"),
+    UINT(admin_max_connections, 64, 1, 100000,
+         "admin HTTP connections (plus admin_probe_reserve for probes)"),
     UINT(admin_probe_reserve, 8, 0, 1000, "more admin connections, for /healthz and /readyz only"),
     UINT(admin_probe_timeout_ms, 2000, 1, 600000, "a probe connection's request and answer"),
-    UINT(admin_header_timeout_ms, 10000, 1, 600000, "an admin request completes within this of its first byte"),
-    UINT(admin_idle_timeout_ms, 30000, 1, 3600000, "admin connections idle or without write progress are closed"),
+    UINT(admin_header_timeout_ms, 10000, 1, 600000,
+         "an admin request completes within this of its first byte"),
+    UINT(admin_idle_timeout_ms, 30000, 1, 3600000,
+         "admin connections idle or without write progress are closed"),
     UINT(admin_max_buffered_bytes, 1048576, 4096, 1073741824,
          "unwritten admin responses per connection before reading pauses"),
     BOOL(console, false,
-         "serve the operator console on the admin port under /console/ (docs/console.md): API-key sign-in, live "
+         "serve the operator console on the admin port under /console/ (docs/console.md): API-key sign-in, "
+         "live "
          "members, lease, tenants and audit, failover drills; plain HTTP, so only behind TLS or on loopback"),
     UINT(console_max_streams, 8, 1, 256, "live console views (server-sent event streams) served at once"),
     UINT(console_refresh_ms, 500, 100, 10000, "how often a live console view gets fresh data"),
@@ -612,8 +624,8 @@ static int string_ok(const struct field *f, const char *s, const char *where, ch
     }
     size_t bad_at = 0;
     if (!utf8_valid(s, strlen(s), &bad_at)) {
-        snprintf(why, sizeof why, "%s is not UTF-8 (byte %zu)", f->flags & F_SECRET ? "(redacted)" : "the value",
-                 bad_at);
+        snprintf(why, sizeof why, "%s is not UTF-8 (byte %zu)",
+                 f->flags & F_SECRET ? "(redacted)" : "the value", bad_at);
         return field_error(f, where, errmsg, why);
     }
     if (has_control_char(s)) {
@@ -1561,9 +1573,10 @@ static int rule_join(struct config *cfg, char *errmsg)
 static int rule_backup(struct config *cfg, char *errmsg)
 {
     if (is_set(cfg->backup_dir) && strcmp(cfg->driver, "none") == 0) {
-        return cur_error(cfg, "backup_dir", errmsg,
-                         "scheduled backups are written by the replica holding the reconciler lease, and driver "
-                         "\"none\" runs no reconciler: choose a driver or drop backup_dir");
+        return cur_error(
+            cfg, "backup_dir", errmsg,
+            "scheduled backups are written by the replica holding the reconciler lease, and driver "
+            "\"none\" runs no reconciler: choose a driver or drop backup_dir");
     }
     return 0;
 }

@@ -36,8 +36,8 @@ extern const size_t console_index_html_len, console_app_js_len, console_app_css_
 
 #define SESSION_MAX_AGE_MS (12ull * 3600 * 1000)
 #define SECURITY_HEADERS                                                                                     \
-    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "  \
-    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"                         \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " \
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n"                        \
     "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
 #define JSON_TYPE "application/json"
 
@@ -55,9 +55,9 @@ enum job_kind { JOB_LOGIN, JOB_SNAPSHOT, JOB_DRILL };
 struct job {
     struct queue link;
     enum job_kind kind;
-    uint64_t xid;  /* the exchange waiting for the answer */
-    char *token;   /* JOB_LOGIN: the token, heap, wiped after use */
-    bool https;    /* JOB_LOGIN: the page came over https (the cookie is Secure) */
+    uint64_t xid; /* the exchange waiting for the answer */
+    char *token;  /* JOB_LOGIN: the token, heap, wiped after use */
+    bool https;   /* JOB_LOGIN: the page came over https (the cookie is Secure) */
     char sid[CONSOLE_SESSION_ID_LEN + 1];
     struct console_filter filter;
     uint64_t target;
@@ -69,9 +69,9 @@ enum completion_kind { DONE_REPLY, DONE_DATA, DONE_END };
 struct completion {
     struct queue link;
     enum completion_kind kind;
-    uint64_t id;    /* exchange (DONE_REPLY) or view (DONE_DATA, DONE_END) */
+    uint64_t id; /* exchange (DONE_REPLY) or view (DONE_DATA, DONE_END) */
     int status;
-    char *headers;  /* extra header lines, or NULL */
+    char *headers; /* extra header lines, or NULL */
     char *body;
     size_t len;
 };
@@ -103,7 +103,7 @@ struct console {
     bool thread_started;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    atomic_bool stop;     /* set with stopping: the feed and the drill read it between calls */
+    atomic_bool stop; /* set with stopping: the feed and the drill read it between calls */
     /* Under mu. */
     bool stopping;
     bool tick_now;
@@ -395,8 +395,8 @@ static void run_login(struct console *c, struct job *j)
     console_feed_whoami(&c->feed, auth, j->peer, &who, &res);
     if (who == NULL) {
         wipe_free(auth);
-        int status = res.status == GRPC_STATUS_UNAUTHENTICATED     ? 401
-                     : res.status == GRPC_STATUS_PERMISSION_DENIED ? 403
+        int status = res.status == GRPC_STATUS_UNAUTHENTICATED      ? 401
+                     : res.status == GRPC_STATUS_PERMISSION_DENIED  ? 403
                      : res.status == GRPC_STATUS_RESOURCE_EXHAUSTED ? 429
                                                                     : 503;
         char msg[400];
@@ -406,10 +406,11 @@ static void run_login(struct console *c, struct job *j)
     }
     pthread_mutex_lock(&c->mu);
     const char *pid = json_string_value(json_object_get(who, "id"));
-    struct session *s = session_new(c, auth, json_string_value(json_object_get(who, "name")), pid != NULL ? pid : "");
+    struct session *s =
+        session_new(c, auth, json_string_value(json_object_get(who, "name")), pid != NULL ? pid : "");
     char cookie[256];
-    snprintf(cookie, sizeof cookie, "Set-Cookie: %s=%s; Path=%s; HttpOnly; SameSite=Strict%s\r\n", CONSOLE_COOKIE,
-             s->id, CONSOLE_PREFIX, j->https ? "; Secure" : "");
+    snprintf(cookie, sizeof cookie, "Set-Cookie: %s=%s; Path=%s; HttpOnly; SameSite=Strict%s\r\n",
+             CONSOLE_COOKIE, s->id, CONSOLE_PREFIX, j->https ? "; Secure" : "");
     pthread_mutex_unlock(&c->mu);
     json_t *body = json_object();
     json_object_set_new(body, "principal", who);
@@ -437,7 +438,8 @@ static void run_snapshot(struct console *c, struct job *j)
         }
         char msg[400];
         snprintf(msg, sizeof msg, "%s: %s", grpc_status_name(res.status), res.message);
-        post(c, DONE_REPLY, j->xid, res.status == GRPC_STATUS_UNAUTHENTICATED ? 401 : 503, NULL, error_body(msg));
+        post(c, DONE_REPLY, j->xid, res.status == GRPC_STATUS_UNAUTHENTICATED ? 401 : 503, NULL,
+             error_body(msg));
         return;
     }
     attach_drill(c, snap);
@@ -466,7 +468,8 @@ static void run_drill(struct console *c, struct job *j)
     }
     if (rv != 0) {
         post(c, DONE_REPLY, j->xid, rv == GERR_BUSY ? 409 : 503, NULL,
-             error_body(rv == GERR_BUSY ? "a drill is running: wait for its result" : "the drill could not start"));
+             error_body(rv == GERR_BUSY ? "a drill is running: wait for its result"
+                                        : "the drill could not start"));
         return;
     }
     json_t *body = json_object();
@@ -648,7 +651,8 @@ static void serve_static(struct admin_exchange *x, const struct admin_request *r
     if (body == NULL) {
         admin_reply(x, 404, "text/plain", SECURITY_HEADERS, "not found\n", 10);
     } else if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-        admin_reply(x, 405, "text/plain", SECURITY_HEADERS "Allow: GET, HEAD\r\n", "method not allowed\n", 19);
+        admin_reply(x, 405, "text/plain", SECURITY_HEADERS "Allow: GET, HEAD\r\n", "method not allowed\n",
+                    19);
     } else {
         admin_reply(x, 200, type, SECURITY_HEADERS, body, len);
     }
@@ -672,8 +676,8 @@ static bool need_session(struct console *c, struct admin_exchange *x, const stru
     return ok;
 }
 
-static void open_view(struct console *c, struct admin_exchange *x, const struct admin_request *r, const char *sid,
-                      const struct console_filter *f)
+static void open_view(struct console *c, struct admin_exchange *x, const struct admin_request *r,
+                      const char *sid, const struct console_filter *f)
 {
     if (c->n_streams >= c->cfg.max_streams) {
         reply_error(x, 429, "too many live console views on this replica (console_max_streams); close one");
@@ -727,7 +731,8 @@ static void logout(struct console *c, struct admin_exchange *x, const struct adm
             bool mine = false;
             pthread_mutex_lock(&c->mu);
             for (unsigned i = 0; i < c->cfg.max_streams; i++) {
-                mine = mine || (c->views[i].used && c->views[i].id == l->id && strcmp(c->views[i].sid, sid) == 0);
+                mine = mine ||
+                       (c->views[i].used && c->views[i].id == l->id && strcmp(c->views[i].sid, sid) == 0);
             }
             pthread_mutex_unlock(&c->mu);
             if (l->stream && mine) {
@@ -846,7 +851,8 @@ int console_start(const struct console_config *cfg, struct console **out, char *
     c->cfg.max_streams = cfg->max_streams != 0 ? cfg->max_streams : 8;
     c->cfg.refresh_ms = cfg->refresh_ms != 0 ? cfg->refresh_ms : 500;
     c->cfg.session_idle_s = cfg->session_idle_s != 0 ? cfg->session_idle_s : 1800;
-    snprintf(c->replica_name, sizeof c->replica_name, "%s", cfg->replica_name != NULL ? cfg->replica_name : "");
+    snprintf(c->replica_name, sizeof c->replica_name, "%s",
+             cfg->replica_name != NULL ? cfg->replica_name : "");
     c->cfg.replica_name = c->replica_name;
     atomic_init(&c->stop, false);
     c->feed = (struct console_feed){

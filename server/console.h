@@ -50,8 +50,8 @@
 #include "server/admin.h"
 #include "store/writer.h"
 
-#define CONSOLE_PREFIX       "/console"
-#define CONSOLE_MAX_SESSIONS 64u
+#define CONSOLE_PREFIX                     "/console"
+#define CONSOLE_MAX_SESSIONS               64u
 #define CONSOLE_MAX_SESSIONS_PER_PRINCIPAL 8u
 
 struct console_config {
@@ -60,10 +60,10 @@ struct console_config {
     struct replica *replica;     /* the drill watches the leader change in its view */
     struct store_writer *writer; /* the drill's probe writes */
     uint64_t replica_id;
-    const char *replica_name;    /* copied */
-    unsigned max_streams;        /* 0: 8 */
-    unsigned refresh_ms;         /* 0: 500 */
-    unsigned session_idle_s;     /* 0: 1800 */
+    const char *replica_name; /* copied */
+    unsigned max_streams;     /* 0: 8 */
+    unsigned refresh_ms;      /* 0: 500 */
+    unsigned session_idle_s;  /* 0: 1800 */
 };
 
 struct console;

@@ -14,7 +14,7 @@
 #include "lib/mem.h"
 #include "server/grpc/status.h"
 
-#define PROBE_MAX      20000u /* committed probes remembered (a drill lasts at most ~22 s) */
+#define PROBE_MAX       20000u /* committed probes remembered (a drill lasts at most ~22 s) */
 #define AFTER_SETTLE_MS 1000u
 
 enum drill_state { DRILL_IDLE, DRILL_RUNNING, DRILL_DONE, DRILL_FAILED };
@@ -40,10 +40,10 @@ struct console_drill {
     char peer[64];
     /* Probes: the drill thread starts and stops them; the probe thread writes, under mu. */
     pthread_t probe_thread;
-    bool probing;               /* under mu */
-    uint64_t *commits;          /* monotonic ms of each committed probe */
+    bool probing;      /* under mu */
+    uint64_t *commits; /* monotonic ms of each committed probe */
     unsigned n_commits;
-    uint64_t counter;           /* probe thread only */
+    uint64_t counter; /* probe thread only */
 };
 
 struct console_drill *console_drill_new(const struct console_feed *feed, struct replica *replica,
@@ -60,7 +60,8 @@ struct console_drill *console_drill_new(const struct console_feed *feed, struct 
 
 static void move(struct console_drill *d, enum drill_state to, const char *why)
 {
-    LOG_INFO("console drill: %s -> %s%s%s", state_names[d->state], state_names[to], why[0] != '\0' ? ": " : "", why);
+    LOG_INFO("console drill: %s -> %s%s%s", state_names[d->state], state_names[to],
+             why[0] != '\0' ? ": " : "", why);
     d->state = to;
 }
 
@@ -70,10 +71,11 @@ static int probe_tx(struct store_tx *tx, void *arg)
     char v[24];
     snprintf(v, sizeof v, "%" PRIu64, *n);
     struct proto_value p[] = {proto_text(v), proto_int((int64_t)clock_system()->wall_ms(clock_system()))};
-    return store_tx_exec(tx,
-                         "INSERT INTO cluster_meta (key, value, updated_at_ms) VALUES ('console_drill_probe', ?1, ?2) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-                         p, 2, NULL);
+    return store_tx_exec(
+        tx,
+        "INSERT INTO cluster_meta (key, value, updated_at_ms) VALUES ('console_drill_probe', ?1, ?2) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
+        p, 2, NULL);
 }
 
 static void *probe_main(void *arg)
@@ -151,7 +153,8 @@ static void *drill_main(void *arg)
     }
     /* Settle: the view names another leader and every member answers. */
     uint64_t settled = 0, seen = 0;
-    while (transferred && !console_feed_stopping(&d->feed) && clock_mono_ms(clk) - t0 < CONSOLE_DRILL_SETTLE_MS) {
+    while (transferred && !console_feed_stopping(&d->feed) &&
+           clock_mono_ms(clk) - t0 < CONSOLE_DRILL_SETTLE_MS) {
         bool all_up;
         seen = view_leader(d, &all_up);
         if (seen != 0 && seen != from && all_up) {
@@ -185,7 +188,8 @@ static void *drill_main(void *arg)
     d->settled_ms = settled != 0 ? settled - t0 : 0;
     d->window_ms = window;
     if (!transferred) {
-        snprintf(d->message, sizeof d->message, "TransferLeadership: %s: %s", grpc_status_name(res.status), res.message);
+        snprintf(d->message, sizeof d->message, "TransferLeadership: %s: %s", grpc_status_name(res.status),
+                 res.message);
         move(d, DRILL_FAILED, d->message);
     } else if (settled == 0 && console_feed_stopping(&d->feed)) {
         snprintf(d->message, sizeof d->message, "the replica stopped before the cluster settled");
@@ -199,7 +203,8 @@ static void *drill_main(void *arg)
         move(d, DRILL_FAILED, d->message);
     } else {
         snprintf(d->message, sizeof d->message,
-                 "leader %" PRIu64 " -> %" PRIu64 ": writes unavailable for at most %" PRIu64 " ms", from, d->to, window);
+                 "leader %" PRIu64 " -> %" PRIu64 ": writes unavailable for at most %" PRIu64 " ms", from,
+                 d->to, window);
         move(d, DRILL_DONE, d->message);
     }
     explicit_bzero(d->authorization, strlen(d->authorization));

@@ -9,7 +9,10 @@
 
 static int hexval(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decode [@s, @s + @n) into @out (@cap bytes with the NUL). Refuses bad escapes, a result
@@ -45,7 +48,8 @@ static bool all_of(const char *s, const char *allowed_extra, bool letters_digits
 {
     for (; *s != '\0'; s++) {
         char c = *s;
-        bool ok = (letters_digits && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) ||
+        bool ok = (letters_digits &&
+                   ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) ||
                   strchr(allowed_extra, c) != NULL;
         if (!ok) {
             return false;
@@ -97,7 +101,8 @@ int console_req_filter(const char *query, struct console_filter *f, char *errmsg
             seen[k] = true;
             const char *v = eq != NULL ? eq + 1 : p + n;
             if (!decode(v, (size_t)(p + n - v), slots[k], caps[k])) {
-                gerr_set(errmsg, "%s: a malformed or too long value (at most %zu characters)", keys[k], caps[k] - 1);
+                gerr_set(errmsg, "%s: a malformed or too long value (at most %zu characters)", keys[k],
+                         caps[k] - 1);
                 return GERR_INVAL;
             }
         }
@@ -194,7 +199,8 @@ int console_req_login(const uint8_t *body, size_t len, char *token, size_t cap, 
         gerr_set(errmsg, "token: give the API key (or OIDC token) as a string");
         rv = GERR_INVAL;
     } else if (n > CONSOLE_TOKEN_MAX || n + 1 > cap || strlen(s) != n || !all_of(s, "._~+/=-", true)) {
-        gerr_set(errmsg, "token: not an API key or token (at most %u characters of A-Z a-z 0-9 . _ ~ + / = -)",
+        gerr_set(errmsg,
+                 "token: not an API key or token (at most %u characters of A-Z a-z 0-9 . _ ~ + / = -)",
                  CONSOLE_TOKEN_MAX);
         rv = GERR_INVAL;
     } else if (json_object_size(j) != 1) {

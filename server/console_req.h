@@ -19,10 +19,10 @@
 
 /* The audit tail's filters ("" for none), from the query string. */
 struct console_filter {
-    char ns[64];     /* audit_ns: a DNS-1123 label */
-    char op[96];     /* audit_op: "/gantry.v1.<Service>/<Method>" */
-    char status[8];  /* audit_status: "Success" or "Failure" */
-    char actor[64];  /* audit_actor: a principal id (letters, digits, '-', ':', '.', '_') */
+    char ns[64];    /* audit_ns: a DNS-1123 label */
+    char op[96];    /* audit_op: "/gantry.v1.<Service>/<Method>" */
+    char status[8]; /* audit_status: "Success" or "Failure" */
+    char actor[64]; /* audit_actor: a principal id (letters, digits, '-', ':', '.', '_') */
 };
 
 /* Decode @query (after '?', percent-encoded, '+' as space; "" for none) into @f. Unknown keys are

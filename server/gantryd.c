@@ -96,19 +96,19 @@ extern char **environ;
 
 /* Flags that belong to a subcommand, not to the configuration. */
 struct sub_flags {
-    const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members, *backup_key_file;
+    const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members,
+        *backup_key_file;
     unsigned join_token_uses, join_token_ttl_s;
 };
 
 static int take_flags(int *argc, char **argv, struct sub_flags *sf, char *errmsg)
 {
     static const char *names[] = {
-        "--ca-cert", "--ca-key",  "--admin-key-file",  "--join-token-file", "--from",
+        "--ca-cert", "--ca-key",  "--admin-key-file",  "--join-token-file",  "--from",
         "--secrets", "--members", "--join-token-uses", "--join-token-ttl-s", "--backup-key-file"};
-    const char **slots[] = {&sf->ca_cert,         &sf->ca_key, &sf->admin_key_file,
-                            &sf->join_token_file, &sf->from,   &sf->secrets,
-                            &sf->members,         NULL,        NULL,
-                            &sf->backup_key_file};
+    const char **slots[] = {&sf->ca_cert, &sf->ca_key,         &sf->admin_key_file, &sf->join_token_file,
+                            &sf->from,    &sf->secrets,        &sf->members,        NULL,
+                            NULL,         &sf->backup_key_file};
     int out = 1;
     for (int i = 1; i < *argc; i++) {
         int which = -1;
@@ -189,7 +189,8 @@ static void usage(FILE *f)
             "                 instead of stdout), --join-token-file F [--join-token-uses N]\n"
             "                 [--join-token-ttl-s S] (register a pre-shared join token)\n"
             "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
-            "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else GANTRY_BACKUP_KEY)\n"
+            "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else "
+            "GANTRY_BACKUP_KEY)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
@@ -324,8 +325,8 @@ struct daemon {
     struct driver *driver;
     struct reconciler *reconciler;
     struct gate *gate;
-    struct nsstats *nsstats;  /* per-namespace call counters (api/gate/nsstats.h) */
-    struct ns_metrics *nsm;   /* per-namespace gauges (server/ns_metrics.h) */
+    struct nsstats *nsstats;         /* per-namespace call counters (api/gate/nsstats.h) */
+    struct ns_metrics *nsm;          /* per-namespace gauges (server/ns_metrics.h) */
     struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
     struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
     struct egress_svc *egress;       /* the egress relay (server/egress_svc.h); NULL when not configured */
@@ -564,8 +565,9 @@ static int probe_member(void *arg, uint64_t node_id, struct raftlog_entry_id *ta
         rv = GERR_UNAVAILABLE;
     } else {
         for (size_t i = 0; i < resp->n_log_tail && i < RAFTLOG_PROBE_TAIL; i++) {
-            tail[i] = (struct raftlog_entry_id){
-                .term = resp->log_tail[i]->term, .size = resp->log_tail[i]->size, .crc = resp->log_tail[i]->crc};
+            tail[i] = (struct raftlog_entry_id){.term = resp->log_tail[i]->term,
+                                                .size = resp->log_tail[i]->size,
+                                                .crc = resp->log_tail[i]->crc};
             (*n)++;
         }
     }
@@ -612,14 +614,15 @@ static void load_metrics(struct daemon *d, struct buf *out)
                "gantry_write_batch_size_bucket{le=\"+Inf\"} %" PRIu64 "\ngantry_write_batch_size_sum %" PRIu64
                "\ngantry_write_batch_size_count %" PRIu64 "\n",
                cum, ws.requests, ws.batches);
-    buf_printf(out,
-               "# HELP gantry_forwarded_total Mutations forwarded between replicas: sent to the leader's replica, "
-               "received from others, and run here after forwarding failed.\n"
-               "# TYPE gantry_forwarded_total counter\n"
-               "gantry_forwarded_total{direction=\"out\"} %" PRIu64 "\n"
-               "gantry_forwarded_total{direction=\"in\"} %" PRIu64 "\n"
-               "gantry_forwarded_total{direction=\"fallback\"} %" PRIu64 "\n",
-               gs.forwarded_out, gs.forwarded_in, gs.forward_fallbacks);
+    buf_printf(
+        out,
+        "# HELP gantry_forwarded_total Mutations forwarded between replicas: sent to the leader's replica, "
+        "received from others, and run here after forwarding failed.\n"
+        "# TYPE gantry_forwarded_total counter\n"
+        "gantry_forwarded_total{direction=\"out\"} %" PRIu64 "\n"
+        "gantry_forwarded_total{direction=\"in\"} %" PRIu64 "\n"
+        "gantry_forwarded_total{direction=\"fallback\"} %" PRIu64 "\n",
+        gs.forwarded_out, gs.forwarded_in, gs.forward_fallbacks);
     buf_printf(
         out,
         "# HELP gantry_calls_refused_total Calls answered without running them, by reason.\n"
@@ -719,12 +722,14 @@ static void metrics(void *data, struct buf *out)
     replica_metrics_write(&rms, out);
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
-        buf_printf(out, "# HELP gantry_raft_member_lag_entries Raft entries the leader's log holds after the member's "
-                        "last one (measured by the leader's replica once a second; -1: not measurable).\n"
-                        "# TYPE gantry_raft_member_lag_entries gauge\n");
+        buf_printf(
+            out,
+            "# HELP gantry_raft_member_lag_entries Raft entries the leader's log holds after the member's "
+            "last one (measured by the leader's replica once a second; -1: not measurable).\n"
+            "# TYPE gantry_raft_member_lag_entries gauge\n");
         for (unsigned i = 0; i < d->n_lags; i++) {
-            buf_printf(out, "gantry_raft_member_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n", d->lags[i].id,
-                       d->lags[i].entries);
+            buf_printf(out, "gantry_raft_member_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n",
+                       d->lags[i].id, d->lags[i].entries);
         }
     }
     pthread_mutex_unlock(&d->mu);
@@ -1108,9 +1113,10 @@ static void warn_admin_exposure(const struct config *cfg)
              "(sandboxes, GPUs, quotas, API calls) to anyone who reaches it%s; keep the port on a trusted "
              "network or behind a proxy (docs/metrics.md, \"Security\")",
              cfg->admin_address,
-             cfg->console ? ", and the console's sign-in and session cookie cross it as plain HTTP unless a TLS "
-                            "proxy fronts it (docs/console.md)"
-                          : "");
+             cfg->console
+                 ? ", and the console's sign-in and session cookie cross it as plain HTTP unless a TLS "
+                   "proxy fronts it (docs/console.md)"
+                 : "");
 }
 
 static int serve(struct daemon *d, char *errmsg)
@@ -1291,8 +1297,8 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
 }
 
 /* reconciler_creds_fn: the providers' credentials (docs/credentials.md). */
-static int sandbox_creds(void *arg, struct store_client *cl, const char *ns, const char *const *names, size_t n,
-                         struct reconciler_creds *out, char *errmsg)
+static int sandbox_creds(void *arg, struct store_client *cl, const char *ns, const char *const *names,
+                         size_t n, struct reconciler_creds *out, char *errmsg)
 {
     struct daemon *d = arg;
     struct providers_credentials *pc = mem_zalloc(sizeof *pc);
@@ -1346,8 +1352,8 @@ static int reconciler_audit_tx(struct store_tx *tx, const struct reconciler_audi
 /* @l (the configuration key @key) as a NULL-terminated array in @out. More than
  * DRIVER_K8S_ALLOWLIST_MAX entries, which the driver could not be given, is GERR_INVAL: never a
  * silently shorter list. (The configuration allows fewer entries than that today.) */
-static int k8s_names(const struct config_list *l, const char *key, const char *out[DRIVER_K8S_ALLOWLIST_MAX + 1],
-                     char *errmsg)
+static int k8s_names(const struct config_list *l, const char *key,
+                     const char *out[DRIVER_K8S_ALLOWLIST_MAX + 1], char *errmsg)
 {
     if (l->n > DRIVER_K8S_ALLOWLIST_MAX) {
         gerr_set(errmsg, "%s: at most %u entries, not %zu", key, DRIVER_K8S_ALLOWLIST_MAX, l->n);
@@ -1405,8 +1411,10 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
             .image_pull_secrets = pulls};
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
     } else {
-        struct driver_process_config pc = {
-            .state_dir = state, .sandbox_uid = -1, .sandbox_gid = -1, .egress_relay_port = cfg->egress_relay_port};
+        struct driver_process_config pc = {.state_dir = state,
+                                           .sandbox_uid = -1,
+                                           .sandbox_gid = -1,
+                                           .egress_relay_port = cfg->egress_relay_port};
         rv = driver_process_new(&pc, &d->driver, errmsg);
         if (rv == 0 && cfg->egress_relay_port != 0) {
             char doors[4200];
@@ -1429,7 +1437,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     }
     struct driver_caps caps;
     driver_capabilities(d->driver, &caps);
-    d->ssvc.driver = d->driver; /* admission checks; before the loop thread takes calls */
+    d->ssvc.driver = d->driver;  /* admission checks; before the loop thread takes calls */
     d->sesvc.driver = d->driver; /* sessions read through it */
     LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
     char holder[128], uuid[37];
@@ -1548,7 +1556,8 @@ static int cmd_run(struct config *cfg)
         bool renewed = false;
         int64_t not_after = 0;
         rv = certrenew_at_start(cfg->data_dir, &d->secrets, cfg->cert_renew_days,
-                                (int64_t)clock_system()->wall_ms(clock_system()), &renewed, &not_after, errmsg);
+                                (int64_t)clock_system()->wall_ms(clock_system()), &renewed, &not_after,
+                                errmsg);
     }
     char tls_dir[4096];
     identity_path(cfg->data_dir, "tls", tls_dir, sizeof tls_dir);
@@ -1684,7 +1693,7 @@ static int cmd_run(struct config *cfg)
     if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
         driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
     }
-    backup_sched_stop(d->bsched); /* before the reconciler it asks about the lease */
+    backup_sched_stop(d->bsched);   /* before the reconciler it asks about the lease */
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
@@ -1761,7 +1770,8 @@ int main(int argc, char **argv)
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
                  strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0;
     if (!known) {
-        fprintf(stderr, "gantryd: unknown command \"%s\" (run, init, restore, recover, config show, version, help)\n",
+        fprintf(stderr,
+                "gantryd: unknown command \"%s\" (run, init, restore, recover, config show, version, help)\n",
                 sub);
         return 2;
     }

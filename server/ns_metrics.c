@@ -19,12 +19,12 @@
 #include "lib/names.h"
 
 static const char *const phases[] = {"PROVISIONING", "READY", "ERROR", "DELETING", "STOPPED", "UNKNOWN"};
-#define N_PHASES       (sizeof phases / sizeof phases[0])
-#define PHASE_READY    1u
-#define PHASE_UNKNOWN  5u
-#define ROW_OTHER      0u
-#define ROW_CLUSTER    1u
-#define FIRST_NS_ROW   2u
+#define N_PHASES      (sizeof phases / sizeof phases[0])
+#define PHASE_READY   1u
+#define PHASE_UNKNOWN 5u
+#define ROW_OTHER     0u
+#define ROW_CLUSTER   1u
+#define FIRST_NS_ROW  2u
 
 struct row {
     char name[NSSTATS_NAME_MAX];
@@ -41,16 +41,16 @@ struct ns_metrics {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    bool stop;                /* under mu */
+    bool stop; /* under mu */
     /* The table, under mu. */
-    struct row *rows;         /* [max + 2]: "_other", "_cluster", then namespaces */
+    struct row *rows; /* [max + 2]: "_other", "_cluster", then namespaces */
     unsigned n_rows;
-    unsigned namespaces;      /* namespaces in the cluster at the last refresh */
-    unsigned overflow;        /* of them, summed under "_other" */
-    uint64_t refreshed_ms;    /* monotonic time of the last successful refresh, 0: none */
+    unsigned namespaces;   /* namespaces in the cluster at the last refresh */
+    unsigned overflow;     /* of them, summed under "_other" */
+    uint64_t refreshed_ms; /* monotonic time of the last successful refresh, 0: none */
     uint64_t failures;
     /* Refresh thread only. */
-    bool audit_based;         /* audit_seq is the base to count from */
+    bool audit_based; /* audit_seq is the base to count from */
     int64_t audit_seq;
 };
 
@@ -113,7 +113,8 @@ static int read_all(struct ns_metrics *m, struct store_client *cl, struct result
                                 NULL, 0, &res->sb);
     }
     if (rv == 0) {
-        rv = store_client_query(cl, "SELECT namespace, sandboxes, gpus FROM quota_usage", NULL, 0, &res->usage);
+        rv = store_client_query(cl, "SELECT namespace, sandboxes, gpus FROM quota_usage", NULL, 0,
+                                &res->usage);
     }
     if (rv == 0) {
         rv = store_client_query(cl,
@@ -318,8 +319,8 @@ void ns_metrics_stop(struct ns_metrics *m)
 }
 
 /* One gauge family over the rows the last refresh saw (and "_other" when it holds anything). */
-static void gauge(struct ns_metrics *m, struct buf *out, const char *name, const char *help, const char *extra,
-                  size_t offset)
+static void gauge(struct ns_metrics *m, struct buf *out, const char *name, const char *help,
+                  const char *extra, size_t offset)
 {
     buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
     for (unsigned i = 0; i < m->n_rows; i++) {
@@ -351,10 +352,11 @@ void ns_metrics_write(struct ns_metrics *m, struct buf *out)
         pthread_mutex_unlock(&m->mu);
         return; /* nothing read yet: no per-namespace series rather than zeros */
     }
-    buf_printf(out,
-               "# HELP gantry_namespace_metrics_age_seconds Age of the per-namespace gauges.\n"
-               "# TYPE gantry_namespace_metrics_age_seconds gauge\ngantry_namespace_metrics_age_seconds %.3f\n",
-               (double)(now - m->refreshed_ms) / 1000.0);
+    buf_printf(
+        out,
+        "# HELP gantry_namespace_metrics_age_seconds Age of the per-namespace gauges.\n"
+        "# TYPE gantry_namespace_metrics_age_seconds gauge\ngantry_namespace_metrics_age_seconds %.3f\n",
+        (double)(now - m->refreshed_ms) / 1000.0);
     buf_printf(out, "# HELP gantry_namespace_sandboxes Sandboxes by namespace and phase.\n"
                     "# TYPE gantry_namespace_sandboxes gauge\n");
     for (unsigned i = 0; i < m->n_rows; i++) {
@@ -367,8 +369,8 @@ void ns_metrics_write(struct ns_metrics *m, struct buf *out)
             continue;
         }
         for (unsigned p = 0; p < N_PHASES; p++) {
-            buf_printf(out, "gantry_namespace_sandboxes{namespace=\"%s\",phase=\"%s\"} %" PRIu64 "\n", r->name,
-                       phases[p], r->sandboxes[p]);
+            buf_printf(out, "gantry_namespace_sandboxes{namespace=\"%s\",phase=\"%s\"} %" PRIu64 "\n",
+                       r->name, phases[p], r->sandboxes[p]);
         }
     }
     gauge(m, out, "gantry_namespace_gpus_in_use", "GPUs of the namespace's sandboxes in phase READY.", "",
@@ -385,13 +387,15 @@ void ns_metrics_write(struct ns_metrics *m, struct buf *out)
                    "gantry_namespace_quota_used{namespace=\"%s\",resource=\"gpus\"} %" PRIu64 "\n",
                    r->name, r->used_sandboxes, r->name, r->used_gpus);
     }
-    buf_printf(out, "# HELP gantry_namespace_quota_limit The namespace's limit by resource: the tighter of its "
-                    "quota and its ceiling; absent when neither limits it.\n"
-                    "# TYPE gantry_namespace_quota_limit gauge\n");
+    buf_printf(out,
+               "# HELP gantry_namespace_quota_limit The namespace's limit by resource: the tighter of its "
+               "quota and its ceiling; absent when neither limits it.\n"
+               "# TYPE gantry_namespace_quota_limit gauge\n");
     for (unsigned i = FIRST_NS_ROW; i < m->n_rows; i++) {
         const struct row *r = &m->rows[i];
         if (r->present && r->limit_sandboxes != 0) {
-            buf_printf(out, "gantry_namespace_quota_limit{namespace=\"%s\",resource=\"sandboxes\"} %" PRIu64 "\n",
+            buf_printf(out,
+                       "gantry_namespace_quota_limit{namespace=\"%s\",resource=\"sandboxes\"} %" PRIu64 "\n",
                        r->name, r->limit_sandboxes);
         }
         if (r->present && r->limit_gpus != 0) {
@@ -399,9 +403,10 @@ void ns_metrics_write(struct ns_metrics *m, struct buf *out)
                        r->name, r->limit_gpus);
         }
     }
-    buf_printf(out, "# HELP gantry_namespace_audit_events_total Audit events the cluster wrote since this replica "
-                    "started counting, by namespace (cluster-wide: every replica counts the same rows).\n"
-                    "# TYPE gantry_namespace_audit_events_total counter\n");
+    buf_printf(out,
+               "# HELP gantry_namespace_audit_events_total Audit events the cluster wrote since this replica "
+               "started counting, by namespace (cluster-wide: every replica counts the same rows).\n"
+               "# TYPE gantry_namespace_audit_events_total counter\n");
     for (unsigned i = 0; i < m->n_rows; i++) {
         const struct row *r = &m->rows[i];
         if (r->audit_events != 0 || (i >= FIRST_NS_ROW && r->present)) {

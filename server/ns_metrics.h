@@ -35,10 +35,10 @@
 #define NS_METRICS_CLUSTER             "_cluster"
 
 struct ns_metrics_config {
-    struct store_pool *pool;  /* borrowed: one client per refresh, released after */
-    struct nsstats *nsstats;  /* borrowed, may be NULL: told which namespaces exist */
-    unsigned interval_ms;     /* 0: NS_METRICS_DEFAULT_INTERVAL_MS */
-    unsigned max_namespaces;  /* 0: NSSTATS_DEFAULT_MAX_NAMESPACES */
+    struct store_pool *pool; /* borrowed: one client per refresh, released after */
+    struct nsstats *nsstats; /* borrowed, may be NULL: told which namespaces exist */
+    unsigned interval_ms;    /* 0: NS_METRICS_DEFAULT_INTERVAL_MS */
+    unsigned max_namespaces; /* 0: NSSTATS_DEFAULT_MAX_NAMESPACES */
 };
 
 struct ns_metrics;

@@ -8,8 +8,8 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 
-static const char *const known[] = {"name",    "issuer",          "audiences",        "jwks_file", "jwks_url",
-                                    "ca_file", "principal_claim", "bearer_token_file"};
+static const char *const known[] = {"name",     "issuer",  "audiences",       "jwks_file",
+                                    "jwks_url", "ca_file", "principal_claim", "bearer_token_file"};
 
 static int member_string(json_t *o, const char *key, bool required, size_t i, const char **out, char *errmsg)
 {

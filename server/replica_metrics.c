@@ -69,17 +69,18 @@ static void view_metrics(struct replica *r, struct buf *out)
             voters_up += v->nodes[i].online;
         }
     }
-    buf_printf(out,
-               "# HELP gantry_cluster_leader_known 1 if this replica's last membership snapshot named a leader.\n"
-               "# TYPE gantry_cluster_leader_known gauge\ngantry_cluster_leader_known %d\n"
-               "# HELP gantry_cluster_voters_reachable Voters that answered this replica's last probe.\n"
-               "# TYPE gantry_cluster_voters_reachable gauge\ngantry_cluster_voters_reachable %u\n"
-               "# HELP gantry_raft_leader_changes_total Times this replica saw the leader change (the first "
-               "leader it saw included).\n"
-               "# TYPE gantry_raft_leader_changes_total counter\ngantry_raft_leader_changes_total %" PRIu64 "\n"
-               "# HELP gantry_cluster_view_age_seconds Age of this replica's membership snapshot.\n"
-               "# TYPE gantry_cluster_view_age_seconds gauge\n",
-               v->valid && v->leader_id != 0, voters_up, v->leader_changes);
+    buf_printf(
+        out,
+        "# HELP gantry_cluster_leader_known 1 if this replica's last membership snapshot named a leader.\n"
+        "# TYPE gantry_cluster_leader_known gauge\ngantry_cluster_leader_known %d\n"
+        "# HELP gantry_cluster_voters_reachable Voters that answered this replica's last probe.\n"
+        "# TYPE gantry_cluster_voters_reachable gauge\ngantry_cluster_voters_reachable %u\n"
+        "# HELP gantry_raft_leader_changes_total Times this replica saw the leader change (the first "
+        "leader it saw included).\n"
+        "# TYPE gantry_raft_leader_changes_total counter\ngantry_raft_leader_changes_total %" PRIu64 "\n"
+        "# HELP gantry_cluster_view_age_seconds Age of this replica's membership snapshot.\n"
+        "# TYPE gantry_cluster_view_age_seconds gauge\n",
+        v->valid && v->leader_id != 0, voters_up, v->leader_changes);
     if (v->valid) {
         uint64_t now = clock_mono_ms(clock_system());
         buf_printf(out, "gantry_cluster_view_age_seconds %.3f\n",
@@ -104,7 +105,8 @@ static void commit_histogram(struct store_writer *w, struct buf *out)
         }
     }
     buf_printf(out,
-               "gantry_raft_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\ngantry_raft_commit_seconds_sum %.6f\n"
+               "gantry_raft_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64
+               "\ngantry_raft_commit_seconds_sum %.6f\n"
                "gantry_raft_commit_seconds_count %" PRIu64 "\n",
                cum, (double)ws.commit_ns_sum / 1e9, cum);
 }
@@ -127,53 +129,57 @@ void replica_metrics_write(const struct replica_metrics_sources *src, struct buf
     }
     struct statvfs fs;
     if (src->data_dir != NULL && statvfs(src->data_dir, &fs) == 0) {
-        buf_printf(out,
-                   "# HELP gantry_data_dir_filesystem_avail_bytes Bytes an unprivileged writer may still use on "
-                   "the data dir's filesystem.\n"
-                   "# TYPE gantry_data_dir_filesystem_avail_bytes gauge\n"
-                   "gantry_data_dir_filesystem_avail_bytes %" PRIu64 "\n"
-                   "# HELP gantry_data_dir_filesystem_size_bytes Size of the data dir's filesystem.\n"
-                   "# TYPE gantry_data_dir_filesystem_size_bytes gauge\n"
-                   "gantry_data_dir_filesystem_size_bytes %" PRIu64 "\n",
-                   (uint64_t)fs.f_bavail * fs.f_frsize, (uint64_t)fs.f_blocks * fs.f_frsize);
+        buf_printf(
+            out,
+            "# HELP gantry_data_dir_filesystem_avail_bytes Bytes an unprivileged writer may still use on "
+            "the data dir's filesystem.\n"
+            "# TYPE gantry_data_dir_filesystem_avail_bytes gauge\n"
+            "gantry_data_dir_filesystem_avail_bytes %" PRIu64 "\n"
+            "# HELP gantry_data_dir_filesystem_size_bytes Size of the data dir's filesystem.\n"
+            "# TYPE gantry_data_dir_filesystem_size_bytes gauge\n"
+            "gantry_data_dir_filesystem_size_bytes %" PRIu64 "\n",
+            (uint64_t)fs.f_bavail * fs.f_frsize, (uint64_t)fs.f_blocks * fs.f_frsize);
     }
     struct peertls_stats ps;
     replica_peer_stats(src->replica, &ps);
-    buf_printf(out,
-               "# HELP gantry_peer_relay_bytes_total Bytes the peer TLS relay carried, by direction (payload, "
-               "before encryption).\n"
-               "# TYPE gantry_peer_relay_bytes_total counter\n"
-               "gantry_peer_relay_bytes_total{direction=\"in\"} %" PRIu64 "\n"
-               "gantry_peer_relay_bytes_total{direction=\"out\"} %" PRIu64 "\n"
-               "# HELP gantry_peer_relay_connections Peer connections the relay carries now.\n"
-               "# TYPE gantry_peer_relay_connections gauge\ngantry_peer_relay_connections %" PRIu64 "\n"
-               "# HELP gantry_peer_relay_handshakes_total Peer TLS connections, by outcome.\n"
-               "# TYPE gantry_peer_relay_handshakes_total counter\n"
-               "gantry_peer_relay_handshakes_total{outcome=\"accepted\"} %" PRIu64 "\n"
-               "gantry_peer_relay_handshakes_total{outcome=\"rejected\"} %" PRIu64 "\n"
-               "gantry_peer_relay_handshakes_total{outcome=\"dialed\"} %" PRIu64 "\n"
-               "gantry_peer_relay_handshakes_total{outcome=\"dial_failed\"} %" PRIu64 "\n",
-               ps.bytes_in, ps.bytes_out, ps.active, ps.accepted, ps.rejected, ps.dialed, ps.dial_failed);
-    buf_printf(out,
-               "# HELP gantry_peer_relay_revoked_total Peer TLS connections refused (handshakes, either direction) "
-               "or closed (open when the certificate was revoked) because the peer's certificate is revoked.\n"
-               "# TYPE gantry_peer_relay_revoked_total counter\n"
-               "gantry_peer_relay_revoked_total{event=\"refused\"} %" PRIu64 "\n"
-               "gantry_peer_relay_revoked_total{event=\"closed\"} %" PRIu64 "\n"
-               "# HELP gantry_peer_relay_revoked_certs Revoked certificates the relay refuses now.\n"
-               "# TYPE gantry_peer_relay_revoked_certs gauge\ngantry_peer_relay_revoked_certs %" PRIu64 "\n",
-               ps.revoked_refused, ps.revoked_closed, ps.revoked_certs);
+    buf_printf(
+        out,
+        "# HELP gantry_peer_relay_bytes_total Bytes the peer TLS relay carried, by direction (payload, "
+        "before encryption).\n"
+        "# TYPE gantry_peer_relay_bytes_total counter\n"
+        "gantry_peer_relay_bytes_total{direction=\"in\"} %" PRIu64 "\n"
+        "gantry_peer_relay_bytes_total{direction=\"out\"} %" PRIu64 "\n"
+        "# HELP gantry_peer_relay_connections Peer connections the relay carries now.\n"
+        "# TYPE gantry_peer_relay_connections gauge\ngantry_peer_relay_connections %" PRIu64 "\n"
+        "# HELP gantry_peer_relay_handshakes_total Peer TLS connections, by outcome.\n"
+        "# TYPE gantry_peer_relay_handshakes_total counter\n"
+        "gantry_peer_relay_handshakes_total{outcome=\"accepted\"} %" PRIu64 "\n"
+        "gantry_peer_relay_handshakes_total{outcome=\"rejected\"} %" PRIu64 "\n"
+        "gantry_peer_relay_handshakes_total{outcome=\"dialed\"} %" PRIu64 "\n"
+        "gantry_peer_relay_handshakes_total{outcome=\"dial_failed\"} %" PRIu64 "\n",
+        ps.bytes_in, ps.bytes_out, ps.active, ps.accepted, ps.rejected, ps.dialed, ps.dial_failed);
+    buf_printf(
+        out,
+        "# HELP gantry_peer_relay_revoked_total Peer TLS connections refused (handshakes, either direction) "
+        "or closed (open when the certificate was revoked) because the peer's certificate is revoked.\n"
+        "# TYPE gantry_peer_relay_revoked_total counter\n"
+        "gantry_peer_relay_revoked_total{event=\"refused\"} %" PRIu64 "\n"
+        "gantry_peer_relay_revoked_total{event=\"closed\"} %" PRIu64 "\n"
+        "# HELP gantry_peer_relay_revoked_certs Revoked certificates the relay refuses now.\n"
+        "# TYPE gantry_peer_relay_revoked_certs gauge\ngantry_peer_relay_revoked_certs %" PRIu64 "\n",
+        ps.revoked_refused, ps.revoked_closed, ps.revoked_certs);
     struct peertls *relay = replica_relay(src->replica);
     if (relay != NULL) {
         char fp[PKI_FINGERPRINT_SIZE];
         int64_t not_after = 0;
         peertls_own_cert(relay, fp, &not_after);
         int64_t now = (int64_t)clock_system()->wall_ms(clock_system());
-        buf_printf(out,
-                   "# HELP gantry_cert_days_left Days until this replica's peer certificate expires (as the relay "
-                   "loaded it; renewed at start under cert_renew_days).\n"
-                   "# TYPE gantry_cert_days_left gauge\ngantry_cert_days_left %.2f\n",
-                   (double)(not_after - now) / 86400000.0);
+        buf_printf(
+            out,
+            "# HELP gantry_cert_days_left Days until this replica's peer certificate expires (as the relay "
+            "loaded it; renewed at start under cert_renew_days).\n"
+            "# TYPE gantry_cert_days_left gauge\ngantry_cert_days_left %.2f\n",
+            (double)(not_after - now) / 86400000.0);
     }
     if (src->watches != NULL) {
         buf_printf(out,

@@ -18,9 +18,9 @@
 struct replica_metrics_sources {
     struct replica *replica;
     struct store_writer *writer;
-    const char *store_dir;          /* the dqlite node's directory */
-    const char *data_dir;           /* the replica's data dir (statvfs) */
-    const atomic_uint *watches;     /* open Sandboxes.Watch streams; NULL: not written */
+    const char *store_dir;      /* the dqlite node's directory */
+    const char *data_dir;       /* the replica's data dir (statvfs) */
+    const atomic_uint *watches; /* open Sandboxes.Watch streams; NULL: not written */
 };
 
 /* Append the families to @out. Values a source cannot give (a directory that cannot be read) are

@@ -80,10 +80,11 @@ int rotate_key_command(const struct config *cfg, FILE *out)
     }
     if (rv == 0) {
         identity_path(cfg->data_dir, "tls", tls, sizeof tls);
-        rv = cfg->peer_tls_cert[0] != '\0'
-                 ? peertls_start_files(cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
-                                       cfg->peer_tls_cert, cfg->peer_tls_key, NULL, NULL, NULL, &relay, errmsg)
-                 : peertls_start_dir(tls, NULL, NULL, NULL, &relay, errmsg);
+        rv =
+            cfg->peer_tls_cert[0] != '\0'
+                ? peertls_start_files(cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL,
+                                      cfg->peer_tls_cert, cfg->peer_tls_key, NULL, NULL, NULL, &relay, errmsg)
+                : peertls_start_dir(tls, NULL, NULL, NULL, &relay, errmsg);
     }
     if (rv == 0) {
         rv = rotate_run(cfg, &ring, relay, out, errmsg);

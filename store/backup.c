@@ -361,8 +361,8 @@ int store_backup_revision(const char *dir, const char *database, int64_t *out, c
     return rv;
 }
 
-int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive, int64_t *revision,
-                      char *errmsg)
+int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive,
+                      int64_t *revision, char *errmsg)
 {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/backup-XXXXXX", scratch_dir);

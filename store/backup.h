@@ -40,7 +40,7 @@ int store_backup_revision(const char *dir, const char *database, int64_t *out, c
  * the dump goes into a new directory under @scratch_dir, removed again whatever happens. Errors:
  * the client's, GERR_IO (no scratch directory), and those of store_archive_pack_dir and
  * store_backup_revision, with the reason in @errmsg. */
-int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive, int64_t *revision,
-                      char *errmsg);
+int store_backup_take(struct store_client *cl, const char *scratch_dir, struct buf *archive,
+                      int64_t *revision, char *errmsg);
 
 #endif

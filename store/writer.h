@@ -97,8 +97,8 @@ struct store_writer {
     struct queue pending;
     pthread_cond_t idle; /* signalled when a batch ends */
     unsigned n_pending, max_pending, max_batch, linger_ms;
-    unsigned paused; /* store_writer_pause calls not yet resumed */
-    bool busy;       /* a batch is running */
+    unsigned paused;           /* store_writer_pause calls not yet resumed */
+    bool busy;                 /* a batch is running */
     uint64_t refused, expired; /* requests refused because the queue was full / dropped past deadline */
     uint64_t batches, requests;
     uint64_t size_buckets[STORE_WRITER_SIZE_BUCKETS];

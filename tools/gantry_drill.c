@@ -40,12 +40,12 @@
 #include "server/grpc/status.h"
 #include "tools/gantry.h"
 
-#define MAX_WRITERS    16
-#define MAX_VICTIMS    8
-#define MAX_EVENTS     256
-#define CALL_TIMEOUT   3000u
+#define MAX_WRITERS     16
+#define MAX_VICTIMS     8
+#define MAX_EVENTS      256
+#define CALL_TIMEOUT    3000u
 #define CONNECT_TIMEOUT 1000u
-#define N_STATUS       17 /* gRPC status codes 0..16 */
+#define N_STATUS        17 /* gRPC status codes 0..16 */
 
 enum drill_kind { DRILL_LEADER, DRILL_MINORITY, DRILL_QUORUM };
 
@@ -205,8 +205,8 @@ static void *writer_main(void *arg)
         while (!atomic_load(&d->stop)) {
             ProtobufCMessage *out;
             int status = -1;
-            int rv = conn_call(&k, "/gantry.v1.Principals/Create", &req.base, &gantry__v1__principal__descriptor,
-                               &out, &status);
+            int rv = conn_call(&k, "/gantry.v1.Principals/Create", &req.base,
+                               &gantry__v1__principal__descriptor, &out, &status);
             pthread_mutex_lock(&d->mu);
             d->write_attempts++;
             if (rv == 0 && status == GRPC_STATUS_OK) {
@@ -262,8 +262,8 @@ static void *reader_main(void *arg)
             req.id = name;
             ProtobufCMessage *out;
             int status = -1;
-            int rv = conn_call(&k, "/gantry.v1.Principals/Get", &req.base, &gantry__v1__principal__descriptor, &out,
-                               &status);
+            int rv = conn_call(&k, "/gantry.v1.Principals/Get", &req.base, &gantry__v1__principal__descriptor,
+                               &out, &status);
             pthread_mutex_lock(&d->mu);
             if (rv == 0 && status == GRPC_STATUS_OK) {
                 d->reads_ok++;
@@ -292,8 +292,8 @@ static void *monitor_main(void *arg)
         Gantry__V1__GetLeaderRequest req = GANTRY__V1__GET_LEADER_REQUEST__INIT;
         ProtobufCMessage *out;
         int status = -1;
-        if (conn_call(&k, "/gantry.v1.Cluster/GetLeader", &req.base, &gantry__v1__get_leader_response__descriptor,
-                      &out, &status) == 0 &&
+        if (conn_call(&k, "/gantry.v1.Cluster/GetLeader", &req.base,
+                      &gantry__v1__get_leader_response__descriptor, &out, &status) == 0 &&
             status == GRPC_STATUS_OK && out != NULL) {
             const Gantry__V1__GetLeaderResponse *r = (const Gantry__V1__GetLeaderResponse *)out;
             const char *now = r->leader != NULL ? r->leader->name : "";
@@ -321,8 +321,9 @@ static void *monitor_main(void *arg)
 static int list_members(struct cli *c, Gantry__V1__ListMembersResponse **out)
 {
     Gantry__V1__ListMembersRequest req = GANTRY__V1__LIST_MEMBERS_REQUEST__INIT;
-    return gantry_call(c, "/gantry.v1.Cluster/ListMembers", &req.base, &gantry__v1__list_members_response__descriptor,
-                       NULL, NULL, (ProtobufCMessage **)out, 10000);
+    return gantry_call(c, "/gantry.v1.Cluster/ListMembers", &req.base,
+                       &gantry__v1__list_members_response__descriptor, NULL, NULL, (ProtobufCMessage **)out,
+                       10000);
 }
 
 static bool is_voter(const Gantry__V1__Member *m)
@@ -339,7 +340,8 @@ static void victim_of(struct victim *v, const Gantry__V1__Member *m)
 }
 
 /* The victims of @kind among @ms: 0, or GANTRY_EXIT_USAGE with the reason printed. */
-static int choose(enum drill_kind kind, const Gantry__V1__ListMembersResponse *ms, struct victim *v, unsigned *n)
+static int choose(enum drill_kind kind, const Gantry__V1__ListMembersResponse *ms, struct victim *v,
+                  unsigned *n)
 {
     const Gantry__V1__Member *leader = NULL;
     unsigned voters = 0;
@@ -466,8 +468,8 @@ static int drill_principals(struct drill *d, char ***names, size_t *n)
         req.page = &page;
         Gantry__V1__ListPrincipalsResponse *r = NULL;
         int rc = gantry_call(&d->base, "/gantry.v1.Principals/List", &req.base,
-                             &gantry__v1__list_principals_response__descriptor, NULL, NULL, (ProtobufCMessage **)&r,
-                             30000);
+                             &gantry__v1__list_principals_response__descriptor, NULL, NULL,
+                             (ProtobufCMessage **)&r, 30000);
         if (rc != 0) {
             return rc;
         }
@@ -557,8 +559,8 @@ static json_t *report(struct drill *d, enum drill_kind kind, const struct victim
 {
     json_t *victims = json_array();
     for (unsigned i = 0; i < n_v; i++) {
-        json_array_append_new(victims, json_pack("{s:s, s:I, s:s}", "name", v[i].name, "id", (json_int_t)v[i].id,
-                                                 "address", v[i].address));
+        json_array_append_new(victims, json_pack("{s:s, s:I, s:s}", "name", v[i].name, "id",
+                                                 (json_int_t)v[i].id, "address", v[i].address));
     }
     json_t *errors = json_object();
     for (int s = 0; s <= N_STATUS; s++) {
@@ -569,19 +571,19 @@ static json_t *report(struct drill *d, enum drill_kind kind, const struct victim
     }
     json_t *timeline = json_array();
     for (unsigned i = 0; i < d->n_events; i++) {
-        json_array_append_new(timeline,
-                              json_pack("{s:I, s:s}", "t_ms", (json_int_t)d->events[i].t_ms, "event", d->events[i].what));
+        json_array_append_new(timeline, json_pack("{s:I, s:s}", "t_ms", (json_int_t)d->events[i].t_ms,
+                                                  "event", d->events[i].what));
     }
     return json_pack("{s:s, s:s, s:o, s:b, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:o}, s:{s:I, s:I, s:I}, "
                      "s:{s:I, s:I, s:I, s:I}, s:o}",
                      "drill", drill_names[kind], "run", d->run, "victims", victims, "recovered", o->recovered,
-                     "rto_ms", (json_int_t)o->rto_ms, "rpo_lost_writes", (json_int_t)o->lost, "writes", "writers",
-                     (json_int_t)writers, "attempts", (json_int_t)d->write_attempts, "acknowledged",
-                     (json_int_t)d->n_acks, "lost", (json_int_t)o->lost, "errors", errors, "reads", "ok",
-                     (json_int_t)d->reads_ok, "stale", (json_int_t)d->reads_stale, "errors",
+                     "rto_ms", (json_int_t)o->rto_ms, "rpo_lost_writes", (json_int_t)o->lost, "writes",
+                     "writers", (json_int_t)writers, "attempts", (json_int_t)d->write_attempts,
+                     "acknowledged", (json_int_t)d->n_acks, "lost", (json_int_t)o->lost, "errors", errors,
+                     "reads", "ok", (json_int_t)d->reads_ok, "stale", (json_int_t)d->reads_stale, "errors",
                      (json_int_t)d->read_errors, "phases_ms", "fault", (json_int_t)o->fault_ms, "restart",
-                     (json_int_t)o->restart_ms, "healthy", (json_int_t)o->healthy_ms, "end", (json_int_t)o->end_ms,
-                     "timeline", timeline);
+                     (json_int_t)o->restart_ms, "healthy", (json_int_t)o->healthy_ms, "end",
+                     (json_int_t)o->end_ms, "timeline", timeline);
 }
 
 static void print_report(FILE *f, json_t *r)
@@ -592,14 +594,18 @@ static void print_report(FILE *f, json_t *r)
                     json_is_true(json_object_get(r, "recovered"))
                 ? "PASSED"
                 : "FAILED");
-    fprintf(f, "  RTO (longest time without an acknowledged write, from the fault): %" JSON_INTEGER_FORMAT " ms\n",
+    fprintf(f,
+            "  RTO (longest time without an acknowledged write, from the fault): %" JSON_INTEGER_FORMAT
+            " ms\n",
             json_integer_value(json_object_get(r, "rto_ms")));
     json_t *w = json_object_get(r, "writes");
     fprintf(f,
             "  RPO: %" JSON_INTEGER_FORMAT " acknowledged write(s) lost of %" JSON_INTEGER_FORMAT
             " (%" JSON_INTEGER_FORMAT " attempts by %" JSON_INTEGER_FORMAT " writers)\n",
-            json_integer_value(json_object_get(w, "lost")), json_integer_value(json_object_get(w, "acknowledged")),
-            json_integer_value(json_object_get(w, "attempts")), json_integer_value(json_object_get(w, "writers")));
+            json_integer_value(json_object_get(w, "lost")),
+            json_integer_value(json_object_get(w, "acknowledged")),
+            json_integer_value(json_object_get(w, "attempts")),
+            json_integer_value(json_object_get(w, "writers")));
     const char *k;
     json_t *val;
     fprintf(f, "  errors seen by writers:");
@@ -611,7 +617,9 @@ static void print_report(FILE *f, json_t *r)
         fprintf(f, " %s %" JSON_INTEGER_FORMAT, k, json_integer_value(val));
     }
     json_t *rd = json_object_get(r, "reads");
-    fprintf(f, "\n  reads: %" JSON_INTEGER_FORMAT " ok, %" JSON_INTEGER_FORMAT " stale, %" JSON_INTEGER_FORMAT " failed\n",
+    fprintf(f,
+            "\n  reads: %" JSON_INTEGER_FORMAT " ok, %" JSON_INTEGER_FORMAT " stale, %" JSON_INTEGER_FORMAT
+            " failed\n",
             json_integer_value(json_object_get(rd, "ok")), json_integer_value(json_object_get(rd, "stale")),
             json_integer_value(json_object_get(rd, "errors")));
     fprintf(f, "  timeline (ms from the start):\n");
@@ -637,7 +645,8 @@ static int parse_ms(const char *flag, const char *v, unsigned dflt, unsigned *ou
 
 static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
 {
-    const char *kill_cmd = gantry_opt(&argc, argv, "--kill-cmd"), *start_cmd = gantry_opt(&argc, argv, "--start-cmd");
+    const char *kill_cmd = gantry_opt(&argc, argv, "--kill-cmd"),
+               *start_cmd = gantry_opt(&argc, argv, "--start-cmd");
     const char *report_file = gantry_opt(&argc, argv, "--report");
     unsigned before, down, settle, after, writers, rate;
     if (parse_ms("--before-ms", gantry_opt(&argc, argv, "--before-ms"), 3000, &before) != 0 ||
@@ -654,13 +663,15 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
         return rc;
     }
     if (kill_cmd == NULL || start_cmd == NULL) {
-        fprintf(stderr, "gantry drill: --kill-cmd and --start-cmd are required: the commands that stop and start "
-                        "one member (see `gantry drill %s --help`)\n",
+        fprintf(stderr,
+                "gantry drill: --kill-cmd and --start-cmd are required: the commands that stop and start "
+                "one member (see `gantry drill %s --help`)\n",
                 drill_names[kind]);
         return GANTRY_EXIT_USAGE;
     }
     if (writers == 0 || writers > MAX_WRITERS || rate == 0 || rate > 1000) {
-        fprintf(stderr, "gantry drill: --writers must be 1..%d and --rate 1..1000 writes per second per writer\n",
+        fprintf(stderr,
+                "gantry drill: --writers must be 1..%d and --rate 1..1000 writes per second per writer\n",
                 MAX_WRITERS);
         return GANTRY_EXIT_USAGE;
     }

@@ -387,9 +387,12 @@ static int policy_delete(struct cli *c, int argc, char **argv)
 
 /* gantry policy test HOST:PORT: Egress.Decide (docs/egress.md). */
 static const struct gantry_col egress_cols[] = {
-    {"ALLOWED", "allowed", NULL, false},    {"LAYER", "layer", NULL, false},
-    {"RULE", "rule", NULL, false},          {"REVISION", "policy_revision", NULL, false},
-    {"DESTINATION", "destination", NULL, false}, {"REASON", "reason", NULL, false},
+    {"ALLOWED", "allowed", NULL, false},
+    {"LAYER", "layer", NULL, false},
+    {"RULE", "rule", NULL, false},
+    {"REVISION", "policy_revision", NULL, false},
+    {"DESTINATION", "destination", NULL, false},
+    {"REASON", "reason", NULL, false},
     END,
 };
 
@@ -428,8 +431,10 @@ static int policy_test(struct cli *c, int argc, char **argv)
     const char *dest = argv[0], *colon = strrchr(dest, ':');
     uint64_t port = 0;
     if (colon == NULL || colon == dest || (size_t)(colon - dest) >= sizeof host ||
-        gantry_u64("PORT", colon + 1, 65535, &port) != 0 || port == 0 || transport_of(tr, &in.transport) != 0) {
-        fprintf(stderr, "gantry: give the destination as HOST:PORT (PORT 1..65535), e.g. api.github.com:443\n");
+        gantry_u64("PORT", colon + 1, 65535, &port) != 0 || port == 0 ||
+        transport_of(tr, &in.transport) != 0) {
+        fprintf(stderr,
+                "gantry: give the destination as HOST:PORT (PORT 1..65535), e.g. api.github.com:443\n");
         return GANTRY_EXIT_USAGE;
     }
     size_t n = (size_t)(colon - dest);
@@ -449,8 +454,8 @@ static int policy_test(struct cli *c, int argc, char **argv)
     Gantry__V1__DecideEgressRequest req = GANTRY__V1__DECIDE_EGRESS_REQUEST__INIT;
     req.intent = &in;
     json_t *doc;
-    if ((rc = gantry_call_json(c, "/gantry.v1.Egress/Decide", &req.base, &gantry__v1__egress_decision__descriptor,
-                               NULL, &doc)) != 0) {
+    if ((rc = gantry_call_json(c, "/gantry.v1.Egress/Decide", &req.base,
+                               &gantry__v1__egress_decision__descriptor, NULL, &doc)) != 0) {
         return rc;
     }
     bool allowed = json_is_true(json_object_get(doc, "allowed"));
@@ -665,8 +670,8 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
      "HOST:PORT [--namespace NS] [--transport tcp|connect|http|tls|dns] [--sni NAME] [--http-host NAME] "
      "[--sandbox NAME]",
      "would the namespace's egress policy let a sandbox connect there? (Egress.Decide; exit 6 when refused)",
-     "gantry policy test api.github.com:443 --namespace team-a --transport tls --sni api.github.com", policy_test,
-     false},
+     "gantry policy test api.github.com:443 --namespace team-a --transport tls --sni api.github.com",
+     policy_test, false},
     {"usage", "query",
      "[--namespace NS | -A] [--since TIME] [--until TIME] [--owner P] [--selector K=V ...] "
      "[--group-by namespace|owner|label:KEY ...]",

@@ -150,7 +150,8 @@ static void print_cluster(struct top_part *health, struct top_part *lease, struc
         }
         printf("%-4" PRId64 " %-16s %-8s %-7s %-10s %-14s %-8s %s\n", num(m, "id"), str(m, "name"), role,
                json_is_true(json_object_get(m, "leader")) ? "leader" : "",
-               json_is_true(json_object_get(m, "reachable")) ? "yes" : "NO", when, lag, str(m, "api_address"));
+               json_is_true(json_object_get(m, "reachable")) ? "yes" : "NO", when, lag,
+               str(m, "api_address"));
     }
 }
 

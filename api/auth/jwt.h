@@ -133,14 +133,14 @@ int jwt_verifier_set_keys(struct jwt_verifier *v, const char *issuer, struct jwt
 
 /* The outcome of a successful verification. Caller-owned: release with jwt_result_close(). */
 struct jwt_result {
-    char *issuer;       /* the "iss" value (heap) */
-    char *issuer_name;  /* the issuer's local name from its configuration (heap) */
-    char *subject;      /* the principal claim's value (heap) */
-    char *principal;    /* "<issuer_name>#<subject>" (heap), see below */
-    int64_t expires_at; /* "exp", Unix seconds */
+    char *issuer;           /* the "iss" value (heap) */
+    char *issuer_name;      /* the issuer's local name from its configuration (heap) */
+    char *subject;          /* the principal claim's value (heap) */
+    char *principal;        /* "<issuer_name>#<subject>" (heap), see below */
+    int64_t expires_at;     /* "exp", Unix seconds */
     int64_t valid_until_ms; /* when the token stops verifying: exp plus the issuer's leeway, Unix ms */
-    json_t *claims;     /* the whole payload object; the result holds one reference, which
-                           jwt_result_close() drops: json_incref() it to keep it longer */
+    json_t *claims;         /* the whole payload object; the result holds one reference, which
+                               jwt_result_close() drops: json_incref() it to keep it longer */
 };
 
 /* Principal keys. The same person seen through two issuers is two principals (until an admin

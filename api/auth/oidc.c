@@ -190,7 +190,8 @@ static CURLcode http_setup_limits(CURL *h, const struct oidc_src *s)
     return rc;
 }
 
-static CURLcode http_setup(CURL *h, const struct oidc_src *s, const char *bearer, struct body *b, char *detail)
+static CURLcode http_setup(CURL *h, const struct oidc_src *s, const char *bearer, struct body *b,
+                           char *detail)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail);
     if (rc == CURLE_OK) {

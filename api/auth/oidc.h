@@ -107,9 +107,9 @@ void oidc_free(struct oidc *o);
 
 /* Add an issuer (copied). Only before oidc_start(). Nothing is fetched yet. GERR_INVAL for a
  * missing or doubled source, a jwks_url that does not parse or is not https ("plain http is
- * refused"), a ca_file or bearer_token_file with a jwks_file, an out-of-range timeout, size or interval, and for
- * everything jwt_verifier_add_issuer() refuses; GERR_EXISTS for a duplicate issuer or name. On
- * error nothing was added. */
+ * refused"), a ca_file or bearer_token_file with a jwks_file, an out-of-range timeout, size or interval, and
+ * for everything jwt_verifier_add_issuer() refuses; GERR_EXISTS for a duplicate issuer or name. On error
+ * nothing was added. */
 int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *errmsg);
 
 /* Fetch every issuer's key set once, in the order added, and log each outcome. The authenticator

@@ -21,8 +21,8 @@
 #include "store/client.h"
 #include "store/writer.h"
 
-#define AUDIT_CLASS_API_ACTIVITY   6003
-#define AUDIT_CLASS_AUTHENTICATION 3002
+#define AUDIT_CLASS_API_ACTIVITY     6003
+#define AUDIT_CLASS_AUTHENTICATION   3002
 #define AUDIT_CLASS_NETWORK_ACTIVITY 4001 /* egress decisions (server/egress_svc.h) */
 
 enum audit_activity {

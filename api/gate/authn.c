@@ -273,7 +273,8 @@ static void touch(struct authn *a, const struct key_entry *k, int64_t now)
 
 /* --- the credentials --- */
 
-_Static_assert(sizeof(((struct authn_principal *)0)->key_id) == APIKEY_ID_LEN + 1, "key_id holds an API key id");
+_Static_assert(sizeof(((struct authn_principal *)0)->key_id) == APIKEY_ID_LEN + 1,
+               "key_id holds an API key id");
 
 static int by_api_key(struct authn *a, struct store_client *cl, const char *key, int64_t now,
                       char *principal_id, char *key_id, int64_t *not_after_ms, char *msg)

@@ -12,16 +12,10 @@
 #include "gantry/v1/usage.pb-c.h"
 
 const ProtobufCServiceDescriptor *const api_services[] = {
-    &gantry__v1__namespaces__descriptor,
-    &gantry__v1__principals__descriptor,
-    &gantry__v1__api_keys__descriptor,
-    &gantry__v1__sandboxes__descriptor,
-    &gantry__v1__providers__descriptor,
-    &gantry__v1__policies__descriptor,
-    &gantry__v1__egress__descriptor,
-    &gantry__v1__quotas__descriptor,
-    &gantry__v1__usage__descriptor,
-    &gantry__v1__audit__descriptor,
-    &gantry__v1__cluster__descriptor,
-    NULL,
+    &gantry__v1__namespaces__descriptor, &gantry__v1__principals__descriptor,
+    &gantry__v1__api_keys__descriptor,   &gantry__v1__sandboxes__descriptor,
+    &gantry__v1__providers__descriptor,  &gantry__v1__policies__descriptor,
+    &gantry__v1__egress__descriptor,     &gantry__v1__quotas__descriptor,
+    &gantry__v1__usage__descriptor,      &gantry__v1__audit__descriptor,
+    &gantry__v1__cluster__descriptor,    NULL,
 };

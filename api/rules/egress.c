@@ -153,7 +153,7 @@ void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, con
         snprintf(out->reason, sizeof out->reason, "no policy restricts egress: any destination is allowed");
     } else {
         snprintf(out->reason, sizeof out->reason,
-                 "%.200s%.20s is allowed by the %.16s policy's egress_allow entry %.180s%s", out->destination, port,
-                 out->layer, out->rule, nd > 1 ? " (every name of the connection is allowed)" : "");
+                 "%.200s%.20s is allowed by the %.16s policy's egress_allow entry %.180s%s", out->destination,
+                 port, out->layer, out->rule, nd > 1 ? " (every name of the connection is allowed)" : "");
     }
 }

@@ -133,8 +133,9 @@ struct member_set {
     char (*text)[3][256]; /* name, failure domain, address per member */
 };
 
-static void member_set_build(const struct cluster_svc *svc, struct member_set *s, const struct replica_view *v,
-                             const struct clusterdb_member *rows, unsigned n_rows)
+static void member_set_build(const struct cluster_svc *svc, struct member_set *s,
+                             const struct replica_view *v, const struct clusterdb_member *rows,
+                             unsigned n_rows)
 {
     uint64_t now_mono = clock_mono_ms(clock_system());
     int64_t now_wall = wall_ms();
@@ -495,14 +496,16 @@ static void do_remove(struct job *j, struct store_client *cl, struct answer *a)
              * must be refused, and the replicas' relays learn revocations from this table within
              * CERTREVOKE_INTERVAL_MS. A member cut off before it leaves looks offline, which a
              * removal allows. A failure here stops the removal: retrying is safe. */
-            struct certrevoke_member rm = {.member_id = req->id, .now_ms = wall_ms(), .reason = "removed by request"};
+            struct certrevoke_member rm = {
+                .member_id = req->id, .now_ms = wall_ms(), .reason = "removed by request"};
             char rerr[GERR_MSG_SIZE] = "";
             int rv = store_writer_run(j->svc->writer, certrevoke_member_tx, &rm, rerr);
             if (rv != 0) {
                 memcpy(cl->errmsg, rerr, sizeof rerr);
                 gerr_wrap(cl->errmsg, "revoke its certificate");
             } else if (rm.revoked == 0) {
-                LOG_WARN("cluster: member %" PRIu64 " has no certificate on record of its own to revoke (%u shared "
+                LOG_WARN("cluster: member %" PRIu64
+                         " has no certificate on record of its own to revoke (%u shared "
                          "with another member): its certificate stays valid until it expires",
                          req->id, rm.shared);
             } else {
@@ -839,7 +842,8 @@ static void do_join(struct job *j, struct answer *a)
             /* So that removing it revokes this certificate even if it never starts to record it. */
             struct certrevoke_cert note = {.member_id = req->replica_id, .now_ms = wall_ms()};
             char fp[PKI_FINGERPRINT_SIZE], nerr[GERR_MSG_SIZE] = "";
-            if (pki_fingerprint(cert, fp, nerr) == 0 && pki_not_after_ms(cert, &note.not_after_ms, nerr) == 0) {
+            if (pki_fingerprint(cert, fp, nerr) == 0 &&
+                pki_not_after_ms(cert, &note.not_after_ms, nerr) == 0) {
                 note.fingerprint = fp;
                 if (store_writer_run(svc->writer, certrevoke_note_tx, &note, nerr) != 0) {
                     LOG_WARN("cluster: the certificate of replica %" PRIu64 " is not on record yet (%s); it "

@@ -208,7 +208,8 @@ static void pol_get_effective(struct gate_ctx *ctx, void *data)
         Gantry__V1__ObjectMeta__AnnotationsEntry *anns[] = {&ann};
         meta.namespace_ = (char *)req->namespace_;
         meta.name = (char *)req->namespace_;
-        uint64_t gv = l.stored_g != NULL ? l.gm.resource_version : 0, nv = l.n != NULL ? l.nm.resource_version : 0;
+        uint64_t gv = l.stored_g != NULL ? l.gm.resource_version : 0,
+                 nv = l.n != NULL ? l.nm.resource_version : 0;
         meta.resource_version = gv > nv ? gv : nv;
         if (also[0] != '\0') {
             ann.key = POLICY_ALSO_ENFORCED;
@@ -406,8 +407,8 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
     if (it->sandbox[0] != '\0') {
         int64_t n = 0;
         struct proto_value p[] = {proto_text(it->namespace_), proto_text(it->sandbox)};
-        int rv = store_client_query_int(ctx->cl, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?",
-                                        p, 2, &n);
+        int rv = store_client_query_int(
+            ctx->cl, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &n);
         if (rv != 0) {
             read_fail(ctx, rv, "egress decision");
             return;
@@ -429,9 +430,9 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
         out.allowed = d.allowed;
         out.layer = (char *)d.layer;
         out.rule = d.rule;
-        out.policy_revision = strcmp(d.layer, "namespace") == 0 && l.n != NULL          ? l.nm.resource_version
+        out.policy_revision = strcmp(d.layer, "namespace") == 0 && l.n != NULL        ? l.nm.resource_version
                               : strcmp(d.layer, "gateway") == 0 && l.stored_g != NULL ? l.gm.resource_version
-                                                                                        : 0;
+                                                                                      : 0;
         out.reason = d.reason;
         out.destination = d.destination;
         grpc_call_finish_async(ctx->call, 0, NULL, &out.base);

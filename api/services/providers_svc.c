@@ -135,11 +135,12 @@ static bool env_config_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n)
             return false;
         }
         if (!env_var_ok(kv[i].v)) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                      "provider.config: the value of \"%s\" must be an environment variable name "
-                      "([A-Za-z_][A-Za-z0-9_]*, at most 128) other than PATH, HOME, USER, SHELL, PWD, GANTRY_* "
-                      "and LD_*",
-                      kv[i].k);
+            gate_fail(
+                ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                "provider.config: the value of \"%s\" must be an environment variable name "
+                "([A-Za-z_][A-Za-z0-9_]*, at most 128) other than PATH, HOME, USER, SHELL, PWD, GANTRY_* "
+                "and LD_*",
+                kv[i].k);
             return false;
         }
         for (size_t j = 0; j < i; j++) {
@@ -207,10 +208,11 @@ static bool secret_ok(struct gate_ctx *ctx, const struct kv *kv, size_t n, bool 
     for (size_t i = 0; i < n; i++) {
         if (!chars_ok(kv[i].k, MAX_SECRET_KEY, "._-", true) || strcmp(kv[i].k, ".") == 0 ||
             strcmp(kv[i].k, "..") == 0) {
-            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
-                      "secret: key %zu is not 1..%u characters of letters, digits, '.', '_', '-' (nor \".\" or "
-                      "\"..\": each key is a file name in the sandbox)",
-                      i, MAX_SECRET_KEY);
+            gate_fail(
+                ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                "secret: key %zu is not 1..%u characters of letters, digits, '.', '_', '-' (nor \".\" or "
+                "\"..\": each key is a file name in the sandbox)",
+                i, MAX_SECRET_KEY);
             return false;
         }
         size_t len = strlen(kv[i].v);

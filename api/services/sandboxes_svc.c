@@ -1060,7 +1060,8 @@ static bool payload_visible(struct store_client *cl, const struct watch *w, cons
  * and tries again). */
 #define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
 
-static int watch_credential(struct store_client *cl, const struct watch *w, int64_t now_ms, char *why, size_t len)
+static int watch_credential(struct store_client *cl, const struct watch *w, int64_t now_ms, char *why,
+                            size_t len)
 {
     if (w->who.not_after_ms != 0 && now_ms >= w->who.not_after_ms) {
         snprintf(why, len, "the watch ended: its credential expired");

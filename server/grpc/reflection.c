@@ -442,7 +442,8 @@ int reflection_new(struct grpc_server *s, struct reflection **out)
     }
     /* The transport's own services (health, reflection) are always described. */
     char errmsg[GERR_MSG_SIZE];
-    if (rv == 0 && reflection_add_descriptor_set(r, grpc_descriptor_set, grpc_descriptor_set_len, errmsg) != 0) {
+    if (rv == 0 &&
+        reflection_add_descriptor_set(r, grpc_descriptor_set, grpc_descriptor_set_len, errmsg) != 0) {
         LOG_ERROR("reflection: the embedded grpc descriptor set does not parse: %s", errmsg);
         rv = GERR_INTERNAL;
     }

@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool del[64];
         memcpy(times, data, k * sizeof(int64_t));
         unsigned keep = 1 + (unsigned)(data[0] % 5);
-        unsigned marked = backup_sched_prune_plan(times, k, times[0], keep, (int64_t)(data[size - 1] % 3) * 1000, del);
+        unsigned marked =
+            backup_sched_prune_plan(times, k, times[0], keep, (int64_t)(data[size - 1] % 3) * 1000, del);
         size_t newest = 0, kept = 0;
         for (size_t i = 0; i < k; i++) {
             newest = times[i] > times[newest] ? i : newest;

@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         }
         oidc_free(o);
-    } else if (o != NULL || strnlen(errmsg, GERR_MSG_SIZE) == GERR_MSG_SIZE || strncmp(errmsg, "oidc", 4) != 0) {
+    } else if (o != NULL || strnlen(errmsg, GERR_MSG_SIZE) == GERR_MSG_SIZE ||
+               strncmp(errmsg, "oidc", 4) != 0) {
         __builtin_trap();
     }
     return 0;

@@ -54,7 +54,8 @@ static int group_teardown(void **state)
 
 static void note(uint64_t member, const char *fp, int64_t not_after)
 {
-    struct certrevoke_cert c = {.member_id = member, .fingerprint = fp, .not_after_ms = not_after, .now_ms = NOW};
+    struct certrevoke_cert c = {
+        .member_id = member, .fingerprint = fp, .not_after_ms = not_after, .now_ms = NOW};
     assert_int_equal(store_client_tx(&cl, certrevoke_note_tx, &c), 0);
 }
 
@@ -76,7 +77,8 @@ static void removing_revokes_its_own_certificates_only(void **state)
     note(3, FP_B, later); /* member 3 holds B too */
     note(3, FP_C, later);
     assert_int_equal(count("SELECT count(*) FROM member_certs"), 4);
-    assert_int_equal(count("SELECT revision FROM cluster_revision"), rev0 + 4); /* the repeat changed nothing */
+    assert_int_equal(count("SELECT revision FROM cluster_revision"),
+                     rev0 + 4); /* the repeat changed nothing */
 
     struct certrevoke_member m = {.member_id = 2, .now_ms = NOW, .reason = "removed by request"};
     assert_int_equal(store_client_tx(&cl, certrevoke_member_tx, &m), 0);
@@ -84,7 +86,8 @@ static void removing_revokes_its_own_certificates_only(void **state)
     assert_int_equal(m.shared, 1);
     assert_int_equal(count("SELECT count(*) FROM member_certs WHERE member_id = 2"), 0);
     assert_int_equal(count("SELECT count(*) FROM member_certs WHERE member_id = 3"), 2);
-    assert_int_equal(count("SELECT count(*) FROM revoked_certs WHERE fingerprint = '" FP_A "' AND member_id = 2"), 1);
+    assert_int_equal(
+        count("SELECT count(*) FROM revoked_certs WHERE fingerprint = '" FP_A "' AND member_id = 2"), 1);
     assert_int_equal(count("SELECT count(*) FROM revoked_certs WHERE fingerprint = '" FP_B "'"), 0);
 
     char(*set)[PKI_FINGERPRINT_SIZE] = NULL;

@@ -159,7 +159,8 @@ static void followers_hold_the_leaders_tail_and_a_stopped_one_lags(void **state)
     assert_int_equal(kill(cl3.nodes[f1].proc.pid, SIGCONT), 0);
     assert_int_equal(wait_lag(leader, f1, 0, 30000), 0);
     print_message("raftlog: followers at lag 0 when quiet; 25 behind after 25 writes while stopped (measured "
-                  "%" PRIu64 " after 300); caught up after SIGCONT\n", lag);
+                  "%" PRIu64 " after 300); caught up after SIGCONT\n",
+                  lag);
     store_client_close(&c);
 }
 

@@ -507,8 +507,9 @@ static void fresh_key_stored_elsewhere_is_replayed(void **state)
         assert_int_equal(store_writer_submit(&w, &d[i + 1].req, batch_item_tx, &items[i], done_cb), 0);
     }
     deadline = it_now_ms() + 30000;
-    while ((atomic_load(&d[1].fired) == 0 || atomic_load(&d[2].fired) == 0 || atomic_load(&d[3].fired) == 0) &&
-           it_now_ms() < deadline) {
+    while (
+        (atomic_load(&d[1].fired) == 0 || atomic_load(&d[2].fired) == 0 || atomic_load(&d[3].fired) == 0) &&
+        it_now_ms() < deadline) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }

@@ -417,19 +417,22 @@ static void tls_presence_rules(void **state)
 static void backup_rules(void **state)
 {
     (void)state;
-    expect_error(NULL, ENV(ID2), FLAGS("--backup-dir", "/b"),
-                 "config: backup_dir (from --backup-dir): is set but backup_seal_key_file is not: scheduled backups "
-                 "are always encrypted: give backup_dir and backup_seal_key_file together");
-    expect_error(NULL, ENV(ID2, "GANTRY_BACKUP_SEAL_KEY_FILE=/k"), NULL,
-                 "config: backup_seal_key_file (from GANTRY_BACKUP_SEAL_KEY_FILE): is set but backup_dir is not*");
-    expect_error(NULL, ENV(ID2), FLAGS("--backup-dir", "/b", "--backup-seal-key-file", "/k", "--driver", "none"),
-                 "config: backup_dir (from --backup-dir): scheduled backups are written by the replica holding "
-                 "the reconciler lease, and driver \"none\" runs no reconciler*");
+    expect_error(
+        NULL, ENV(ID2), FLAGS("--backup-dir", "/b"),
+        "config: backup_dir (from --backup-dir): is set but backup_seal_key_file is not: scheduled backups "
+        "are always encrypted: give backup_dir and backup_seal_key_file together");
+    expect_error(
+        NULL, ENV(ID2, "GANTRY_BACKUP_SEAL_KEY_FILE=/k"), NULL,
+        "config: backup_seal_key_file (from GANTRY_BACKUP_SEAL_KEY_FILE): is set but backup_dir is not*");
+    expect_error(
+        NULL, ENV(ID2), FLAGS("--backup-dir", "/b", "--backup-seal-key-file", "/k", "--driver", "none"),
+        "config: backup_dir (from --backup-dir): scheduled backups are written by the replica holding "
+        "the reconciler lease, and driver \"none\" runs no reconciler*");
     expect_error(NULL, ENV(ID2), FLAGS("--backup-keep-count", "0"), "config: backup_keep_count (from *");
     expect_error(NULL, ENV(ID2), FLAGS("--backup-interval-s", "0"), "config: backup_interval_s (from *");
     struct config cfg;
-    expect_ok("{\"backup_dir\": \"/b\", \"backup_seal_key_file\": \"/k\", \"backup_keep_age_hours\": 0}", ENV(ID2),
-              FLAGS("--backup-interval-s", "5", "--backup-keep-count", "3"), &cfg);
+    expect_ok("{\"backup_dir\": \"/b\", \"backup_seal_key_file\": \"/k\", \"backup_keep_age_hours\": 0}",
+              ENV(ID2), FLAGS("--backup-interval-s", "5", "--backup-keep-count", "3"), &cfg);
     assert_string_equal(cfg.backup_dir, "/b");
     assert_int_equal(cfg.backup_interval_s, 5);
     assert_int_equal(cfg.backup_keep_count, 3);

@@ -24,10 +24,11 @@ static void filters_decode(void **state)
     char err[GERR_MSG_SIZE];
     assert_int_equal(filter("", &f, err), 0);
     assert_string_equal(f.ns, "");
-    assert_int_equal(filter("audit_ns=team-a&audit_op=%2Fgantry.v1.Sandboxes%2FCreate&audit_status=Failure&x=1"
-                            "&audit_actor=4b1f-9c",
-                            &f, err),
-                     0);
+    assert_int_equal(
+        filter("audit_ns=team-a&audit_op=%2Fgantry.v1.Sandboxes%2FCreate&audit_status=Failure&x=1"
+               "&audit_actor=4b1f-9c",
+               &f, err),
+        0);
     assert_string_equal(f.ns, "team-a");
     assert_string_equal(f.op, "/gantry.v1.Sandboxes/Create");
     assert_string_equal(f.status, "Failure");
@@ -53,7 +54,8 @@ static void bad_filters_are_refused_with_a_reason(void **state)
         {"audit_op=/gantry.v1.San%20dboxes/Create", "audit_op: want"},
         {"audit_status=failure", "audit_status: want"},
         {"audit_actor=a%20b", "audit_actor: want"},
-        {"audit_actor=0123456789012345678901234567890123456789012345678901234567890123456789", "audit_actor: a malformed"},
+        {"audit_actor=0123456789012345678901234567890123456789012345678901234567890123456789",
+         "audit_actor: a malformed"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct console_filter f;
@@ -76,9 +78,10 @@ static void session_cookie(void **state)
     assert_int_equal(console_req_session("xgantry_console=" SID, id), GERR_NOTFOUND);
     assert_int_equal(console_req_session("gantry_console=abc", id), GERR_INVAL);
     assert_int_equal(console_req_session("gantry_console=" SID "0", id), GERR_INVAL);
-    assert_int_equal(console_req_session("gantry_console=0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
-                                         id),
-                     GERR_INVAL);
+    assert_int_equal(
+        console_req_session("gantry_console=0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+                            id),
+        GERR_INVAL);
 }
 
 static void login_bodies(void **state)
@@ -89,12 +92,21 @@ static void login_bodies(void **state)
     assert_int_equal(console_req_login((const uint8_t *)ok, strlen(ok), tok, sizeof tok, err), 0);
     assert_string_equal(tok, "gtk_0123456789abcdef0123456789abcdef_h-_DM-GFtIngVsSPw");
     static const char *const bad[] = {
-        "", "[]", "{}", "{\"token\": 5}", "{\"token\": \"\"}", "{\"token\": \"a b\"}", "{\"token\": \"x\", \"y\": 1}",
-        "{\"token\": \"a\", \"token\": \"b\"}", "{\"token\": \"a\\u0000b\"}", "{\"token\": \"secret\"",
+        "",
+        "[]",
+        "{}",
+        "{\"token\": 5}",
+        "{\"token\": \"\"}",
+        "{\"token\": \"a b\"}",
+        "{\"token\": \"x\", \"y\": 1}",
+        "{\"token\": \"a\", \"token\": \"b\"}",
+        "{\"token\": \"a\\u0000b\"}",
+        "{\"token\": \"secret\"",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        assert_int_equal(console_req_login((const uint8_t *)bad[i], strlen(bad[i]), tok, sizeof tok, err), GERR_INVAL);
+        assert_int_equal(console_req_login((const uint8_t *)bad[i], strlen(bad[i]), tok, sizeof tok, err),
+                         GERR_INVAL);
         assert_true(err[0] != '\0');
         assert_null(strstr(err, "secret")); /* the value is never echoed */
     }
@@ -115,8 +127,12 @@ static void drill_bodies(void **state)
     assert_int_equal(t, 0);
     assert_int_equal(console_req_drill((const uint8_t *)"{\"target_id\": 3}", 16, &t, err), 0);
     assert_int_equal(t, 3);
-    static const char *const bad[] = {"{\"target_id\": -1}", "{\"target_id\": \"3\"}", "{\"target_id\": 1.5}",
-                                      "{\"other\": 1}", "3", "nope"};
+    static const char *const bad[] = {"{\"target_id\": -1}",
+                                      "{\"target_id\": \"3\"}",
+                                      "{\"target_id\": 1.5}",
+                                      "{\"other\": 1}",
+                                      "3",
+                                      "nope"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(console_req_drill((const uint8_t *)bad[i], strlen(bad[i]), &t, err), GERR_INVAL);
     }
@@ -125,8 +141,8 @@ static void drill_bodies(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(filters_decode),     cmocka_unit_test(bad_filters_are_refused_with_a_reason),
-        cmocka_unit_test(session_cookie),     cmocka_unit_test(login_bodies),
+        cmocka_unit_test(filters_decode), cmocka_unit_test(bad_filters_are_refused_with_a_reason),
+        cmocka_unit_test(session_cookie), cmocka_unit_test(login_bodies),
         cmocka_unit_test(drill_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

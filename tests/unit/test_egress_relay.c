@@ -503,8 +503,8 @@ static void http_adapter(void **state)
     assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
     s = wait_decided(m);
     assert_false(s.allowed);
-    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, NULL, "127.0.0.2", (unsigned)echo_port,
-                   NULL, NULL);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP, NULL, "127.0.0.2",
+                   (unsigned)echo_port, NULL, NULL);
     /* The allowed address is reached, whatever the Host header says. */
     m = mark();
     fd = dial_door(port_a);

@@ -33,10 +33,14 @@ static void counts_by_namespace_method_and_outcome(void **state)
     nsstats_count(s, nsstats_tag(s, "team-b", LIST), GRPC_STATUS_PERMISSION_DENIED);
     struct buf b;
     char *t = render(s, &b);
-    assert_non_null(strstr(t, "gantry_namespace_api_calls_total{namespace=\"team-a\",method=\"Sandboxes/Create\"} 2\n"));
-    assert_non_null(strstr(t, "gantry_namespace_api_errors_total{namespace=\"team-a\",method=\"Sandboxes/Create\"} 1\n"));
-    assert_non_null(strstr(t, "gantry_namespace_api_calls_total{namespace=\"team-b\",method=\"Sandboxes/List\"} 1\n"));
-    assert_non_null(strstr(t, "gantry_namespace_api_errors_total{namespace=\"team-b\",method=\"Sandboxes/List\"} 1\n"));
+    assert_non_null(
+        strstr(t, "gantry_namespace_api_calls_total{namespace=\"team-a\",method=\"Sandboxes/Create\"} 2\n"));
+    assert_non_null(
+        strstr(t, "gantry_namespace_api_errors_total{namespace=\"team-a\",method=\"Sandboxes/Create\"} 1\n"));
+    assert_non_null(
+        strstr(t, "gantry_namespace_api_calls_total{namespace=\"team-b\",method=\"Sandboxes/List\"} 1\n"));
+    assert_non_null(
+        strstr(t, "gantry_namespace_api_errors_total{namespace=\"team-b\",method=\"Sandboxes/List\"} 1\n"));
     assert_non_null(strstr(t, "gantry_namespace_api_denied_total{namespace=\"team-b\"} 1\n"));
     /* Zero counters are not written. */
     assert_null(strstr(t, "gantry_namespace_api_denied_total{namespace=\"team-a\"}"));
@@ -52,8 +56,8 @@ static void unknown_names_and_overflow_go_to_other(void **state)
     const char *names[] = {"a", "b", "c", "d"};
     assert_int_equal(nsstats_set_known(s, names, 4), 2);
     assert_int_equal(nsstats_overflow(s), 2);
-    nsstats_count(s, nsstats_tag(s, "c", CREATE), GRPC_STATUS_OK);            /* past the bound */
-    nsstats_count(s, nsstats_tag(s, "no-such-ns", CREATE), GRPC_STATUS_OK);   /* never known */
+    nsstats_count(s, nsstats_tag(s, "c", CREATE), GRPC_STATUS_OK);          /* past the bound */
+    nsstats_count(s, nsstats_tag(s, "no-such-ns", CREATE), GRPC_STATUS_OK); /* never known */
     nsstats_count(s, nsstats_tag(s, "a", CREATE), GRPC_STATUS_OK);
     struct buf b;
     char *t = render(s, &b);
@@ -72,14 +76,15 @@ static void names_that_are_not_labels_are_refused(void **state)
 {
     (void)state;
     struct nsstats *s = nsstats_new(8);
-    const char *names[] = {"", "Upper", "has\"quote", "x\ny", "ok-1",
-                           "0123456789012345678901234567890123456789012345678901234567890123"};
+    const char *names[] = {"",           "Upper",
+                           "has\"quote", "x\ny",
+                           "ok-1",       "0123456789012345678901234567890123456789012345678901234567890123"};
     assert_int_equal(nsstats_set_known(s, names, 6), 1);
-    assert_int_equal(nsstats_tag(s, "", CREATE), 0);            /* no namespace: not counted */
+    assert_int_equal(nsstats_tag(s, "", CREATE), 0);                /* no namespace: not counted */
     assert_int_equal(nsstats_tag(s, "ok-1", "/no.Such/Method"), 0); /* not in the table */
     assert_int_not_equal(nsstats_tag(s, "ok-1", CREATE), 0);
-    nsstats_count(s, 0, GRPC_STATUS_OK);                          /* tag 0: nothing */
-    nsstats_count(s, 0xffffffffu, GRPC_STATUS_OK);                /* not a tag of this table */
+    nsstats_count(s, 0, GRPC_STATUS_OK);           /* tag 0: nothing */
+    nsstats_count(s, 0xffffffffu, GRPC_STATUS_OK); /* not a tag of this table */
     struct buf b;
     char *t = render(s, &b);
     assert_null(strstr(t, "} 1"));

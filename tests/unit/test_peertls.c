@@ -518,7 +518,8 @@ static void alpn_selects_the_second_backend(void **state)
     memcpy(su.sun_path, m.address, n);
     su.sun_path[0] = '\0';
     m.fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    assert_int_equal(bind(m.fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    assert_int_equal(
+        bind(m.fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
     assert_int_equal(listen(m.fd, 16), 0);
     pthread_create(&m.thread, NULL, marker_accept, &m);
     struct peertls_config cfg = {.ca_pem = w->a.ca,
@@ -539,14 +540,16 @@ static void alpn_selects_the_second_backend(void **state)
     assert_string_equal(buf, "ping");
     close(fd);
     /* With the second backend's protocol: the second backend. */
-    assert_int_equal(peertls_dial_alpn(w->client, peertls_listen_address(srv), "gantry-fwd/1", 5000, &fd, errmsg), 0);
+    assert_int_equal(
+        peertls_dial_alpn(w->client, peertls_listen_address(srv), "gantry-fwd/1", 5000, &fd, errmsg), 0);
     memset(buf, 0, sizeof buf);
     read_exact(fd, buf, 3);
     assert_string_equal(buf, "ALT");
     close(fd);
     /* A protocol the peer does not serve: refused at the dial, with a reason. */
-    assert_int_equal(peertls_dial_alpn(w->client, peertls_listen_address(srv), "something/9", 5000, &fd, errmsg),
-                     GERR_REFUSED);
+    assert_int_equal(
+        peertls_dial_alpn(w->client, peertls_listen_address(srv), "something/9", 5000, &fd, errmsg),
+        GERR_REFUSED);
     assert_non_null(strstr(errmsg, "does not accept"));
     /* A relay without a second backend refuses the protocol the same way. */
     assert_int_equal(
@@ -574,13 +577,15 @@ static void revoked_certificate_is_refused_and_closed(void **state)
     read_exact(open_fd, &c, 1);
     assert_false(peertls_self_revoked(w->client));
 
-    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_b, 1, errmsg), 0);
+    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE]) & fp_b, 1, errmsg),
+                     0);
     /* The open connection is closed by the relay: the next read sees EOF. */
     assert_int_equal(read(open_fd, &c, 1), 0);
     close(open_fd);
     assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, revoked_closed), 1), 1);
     /* A new dial is refused in the handshake, and the dialer learns why. */
-    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), GERR_PERM);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg),
+                     GERR_PERM);
     assert_true(peertls_self_revoked(w->client));
     assert_int_equal(wait_stat(w->server, offsetof(struct peertls_stats, revoked_refused), 1), 1);
     struct peertls_stats st;
@@ -588,8 +593,10 @@ static void revoked_certificate_is_refused_and_closed(void **state)
     assert_int_equal(st.revoked_certs, 1);
 
     /* The other direction: a relay that revoked A refuses to dial A's listener. */
-    assert_int_equal(peertls_set_revoked(w->client, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_a, 1, errmsg), 0);
-    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg), GERR_PERM);
+    assert_int_equal(peertls_set_revoked(w->client, (const char(*)[PKI_FINGERPRINT_SIZE]) & fp_a, 1, errmsg),
+                     0);
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg),
+                     GERR_PERM);
     assert_non_null(strstr(errmsg, "is revoked"));
     assert_int_equal(wait_stat(w->client, offsetof(struct peertls_stats, revoked_refused), 1), 1);
 
@@ -602,7 +609,8 @@ static void revoked_certificate_is_refused_and_closed(void **state)
 
     /* A relay whose own fingerprint is in its set knows it was removed; too many is refused. */
     assert_false(peertls_self_revoked(w->server));
-    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])&fp_a, 1, errmsg), 0);
+    assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE]) & fp_a, 1, errmsg),
+                     0);
     assert_true(peertls_self_revoked(w->server));
     char(*many)[PKI_FINGERPRINT_SIZE] = mem_zalloc(sizeof *many * (PEERTLS_MAX_REVOKED + 1));
     assert_int_equal(peertls_set_revoked(w->server, (const char(*)[PKI_FINGERPRINT_SIZE])many,

@@ -167,12 +167,9 @@ static void dns_question_any_port(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dns_question_any_port),
-        cmocka_unit_test(no_policy_allows_everything),
-        cmocka_unit_test(each_layer_on_its_own),
-        cmocka_unit_test(every_name_must_be_allowed),
-        cmocka_unit_test(addresses_only_without_names),
-        cmocka_unit_test(bad_intents),
+        cmocka_unit_test(dns_question_any_port),        cmocka_unit_test(no_policy_allows_everything),
+        cmocka_unit_test(each_layer_on_its_own),        cmocka_unit_test(every_name_must_be_allowed),
+        cmocka_unit_test(addresses_only_without_names), cmocka_unit_test(bad_intents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
