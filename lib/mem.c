@@ -1,5 +1,6 @@
 #include "mem.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,4 +60,16 @@ char *mem_strndup(const char *s, size_t n)
 void mem_free(void *p)
 {
     free(p);
+}
+
+bool mem_tune_for_server(void)
+{
+    const char *t = getenv("GLIBC_TUNABLES");
+    if (t != NULL && strstr(t, "glibc.malloc.") != NULL) {
+        return false;
+    }
+    /* Setting either threshold also turns glibc's dynamic adjustment of both off. */
+    int ok = mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    ok &= mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    return ok == 1;
 }

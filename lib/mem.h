@@ -8,6 +8,7 @@
 #ifndef GANTRY_LIB_MEM_H
 #define GANTRY_LIB_MEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 void *mem_alloc(size_t size);               /* uninitialised */
@@ -16,5 +17,14 @@ void *mem_realloc(void *p, size_t size);    /* like realloc; size 0 frees and re
 char *mem_strdup(const char *s);            /* s must not be NULL */
 char *mem_strndup(const char *s, size_t n); /* copies at most n bytes and NUL-terminates */
 void mem_free(void *p);                     /* NULL is fine */
+
+/* For a long-running replica, before it starts threads: makes glibc's malloc serve blocks of 64 KiB
+ * and more with their own mappings, given back to the system when freed, and trim the heap's top
+ * past 128 KiB free. glibc otherwise raises its mmap threshold to the size of each large block freed
+ * (up to 32 MiB), after which Raft entries (tens to hundreds of KiB each, freed as snapshots cover
+ * them) are carved from the arenas and their memory stays with the process (docs/architecture.md,
+ * "Memory"). Does nothing when GLIBC_TUNABLES names a malloc setting: the operator's choice wins.
+ * Returns true when it changed the settings. */
+bool mem_tune_for_server(void);
 
 #endif

@@ -233,8 +233,8 @@ static const struct field fields[] = {
          "extra DNS names or IP addresses for this replica's certificate (a load balancer's name); "
          "comma-separated"),
     UINT(latency_ms, 20, 1, 3600000, "typical peer round trip; heartbeat = 1.5x, election timeout = 15x"),
-    UINT(snapshot_threshold, 512, 1, UINT32_MAX, "Raft log entries between snapshots"),
-    UINT(snapshot_trailing, 512, 4, UINT32_MAX,
+    UINT(snapshot_threshold, 256, 1, UINT32_MAX, "Raft log entries between snapshots"),
+    UINT(snapshot_trailing, 256, 4, UINT32_MAX,
          "Raft log entries kept after a snapshot; >= 4 and >= snapshot_threshold"),
     UINT(roles_grace_ms, 30000, 1, 86400000,
          "how long a member may be unreachable before it is replaced; > election timeout (15 x latency_ms)"),

@@ -186,9 +186,9 @@ struct config {
     /* Raft timing (store/node.h). latency_ms: typical peer round trip; dqlite derives heartbeat =
      * 1.5x and election timeout = 15x. Default 20, range 1..3600000. */
     unsigned latency_ms;
-    /* snapshot_threshold: entries between snapshots. Default 1024, >= 1. */
+    /* snapshot_threshold: entries between snapshots. Default 256, >= 1. */
     unsigned snapshot_threshold;
-    /* snapshot_trailing: entries kept after a snapshot. Default 8192, >= 4 and >= threshold. */
+    /* snapshot_trailing: entries kept after a snapshot. Default 256, >= 4 and >= threshold. */
     unsigned snapshot_trailing;
     /* roles_grace_ms: how long a member may be unreachable before it is replaced (raft/roles.h).
      * Default 30000; must exceed the election timeout (15 x latency_ms). */

@@ -20,8 +20,8 @@
 /* Raft timing: dqlite derives heartbeat = 1.5 x latency and election timeout = 15 x latency.
  * 20 ms gives ~0.6 s failover on loopback (dqlite-protocol.md 5.3). */
 #define STORE_NODE_DEFAULT_LATENCY_MS         20u
-#define STORE_NODE_DEFAULT_SNAPSHOT_THRESHOLD 512u
-#define STORE_NODE_DEFAULT_SNAPSHOT_TRAILING  512u
+#define STORE_NODE_DEFAULT_SNAPSHOT_THRESHOLD 256u
+#define STORE_NODE_DEFAULT_SNAPSHOT_TRAILING  256u
 #define STORE_NODE_DEFAULT_CONNECT_TIMEOUT_MS 1000u
 
 struct store_node_config {

@@ -122,8 +122,8 @@ static void defaults(void **state)
     assert_int_equal(cfg.join.n, 0);
     assert_string_equal(cfg.join_token, "");
     assert_int_equal(cfg.latency_ms, 20);
-    assert_int_equal(cfg.snapshot_threshold, 512);
-    assert_int_equal(cfg.snapshot_trailing, 512);
+    assert_int_equal(cfg.snapshot_threshold, 256);
+    assert_int_equal(cfg.snapshot_trailing, 256);
     assert_int_equal(cfg.roles_grace_ms, 30000);
     assert_string_equal(cfg.log_level, "info");
     assert_int_equal(cfg.max_message_bytes, 4u << 20);

@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include <malloc.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -590,6 +592,39 @@ static void test_mem_strings(void **state)
     mem_free(NULL);
 }
 
+/* mem_tune_for_server: large blocks stay mapped (and go back to the system when freed) even after
+ * glibc would have raised its threshold past them; the operator's GLIBC_TUNABLES wins. */
+static void test_mem_tune_for_server(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator replaces glibc's: mallopt and mallinfo2 say nothing about it */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    skip();
+#endif
+#endif
+    assert_int_equal(setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4", 1), 0);
+    assert_false(mem_tune_for_server());
+    assert_int_equal(unsetenv("GLIBC_TUNABLES"), 0);
+    assert_true(mem_tune_for_server());
+    /* Freeing a mapped 16 MiB block is what moves glibc's dynamic threshold to 16 MiB; a 2 MiB
+     * block (more than the free space a small test process has at the heap's top) must then still
+     * get a mapping of its own, not grow the heap. */
+    void *big = malloc(16u << 20);
+    assert_non_null(big);
+    free(big);
+    struct mallinfo2 before = mallinfo2();
+    void *p = malloc(2u << 20);
+    assert_non_null(p);
+    struct mallinfo2 during = mallinfo2();
+    assert_int_equal(during.hblks, before.hblks + 1);
+    assert_true(during.hblkhd >= before.hblkhd + (2u << 20));
+    free(p);
+    struct mallinfo2 after = mallinfo2();
+    assert_int_equal(after.hblks, before.hblks);
+}
+
 static void test_addr(void **state)
 {
     (void)state;
@@ -832,6 +867,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_names_and_strings),
         cmocka_unit_test(test_cond_wait_mono),
+        cmocka_unit_test(test_mem_tune_for_server),
         cmocka_unit_test(test_rand_uuid7),
         cmocka_unit_test(test_err_from_errno),
         cmocka_unit_test(test_err_set),
