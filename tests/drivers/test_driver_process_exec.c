@@ -1,0 +1,251 @@
+/* drivers/process_exec.h without bubblewrap: the target is a child of this test, which shares
+ * every namespace with it, so nothing is joined and what is checked is the rest of the path.
+ *
+ * - Pinning: a start time or a PID namespace that is not the process's (what a reused pid looks
+ *   like) is refused with GERR_UNAVAILABLE (FAILED_PRECONDITION at the API) and nothing runs; a
+ *   target that is gone likewise.
+ * - The command's credentials: no capability in any set, no_new_privs (as root, and as the
+ *   sandbox's uid when we are root).
+ * - Port-forward's connect: a closed port answers GERR_REFUSED at once; a listener whose backlog
+ *   is full answers GERR_TIMEOUT after the target's timeout, not the kernel's two minutes. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <poll.h>
+
+#include <cmocka.h>
+
+#include "drivers/process.h"
+#include "drivers/process_exec.h"
+#include "lib/clock.h"
+#include "lib/err.h"
+
+static pid_t target;
+
+static uint64_t start_of(pid_t pid)
+{
+    char path[64], buf[1024], err[GERR_MSG_SIZE];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    struct process_stat st;
+    assert_int_equal(process_stat_decode(buf, n, &st, err), 0);
+    return st.starttime;
+}
+
+static uint64_t pidns_of(pid_t pid)
+{
+    char path[64];
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/%ld/ns/pid", (long)pid);
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_ino;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    target = fork();
+    if (target == 0) {
+        for (;;) {
+            pause();
+        }
+    }
+    return target > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kill(target, SIGKILL);
+    waitpid(target, NULL, 0);
+    return 0;
+}
+
+static struct pexec_target target_of(pid_t pid)
+{
+    struct pexec_target t = {.main_pid = pid,
+                             .main_start = start_of(pid),
+                             .pidns = pidns_of(pid),
+                             .drop = geteuid() == 0,
+                             .uid = 65534,
+                             .gid = 65534,
+                             .workdir = "/",
+                             .path = "/usr/bin:/bin"};
+    return t;
+}
+
+/* Run @cmd to its end: stdout into @out, the exit code returned. */
+static int run(const struct pexec_target *t, const char *cmd, char *out, size_t cap)
+{
+    char errmsg[GERR_MSG_SIZE];
+    const char *const argv[] = {"sh", "-c", cmd};
+    struct driver_exec_spec spec = {.command = argv, .n_command = 3};
+    struct driver_exec *x = NULL;
+    if (pexec_start(t, &spec, &x, errmsg) != 0) {
+        fail_msg("pexec_start: %s", errmsg);
+    }
+    int in, o, e, code = -1, sig = 0;
+    driver_exec_fds(x, &in, &o, &e);
+    driver_exec_close_stdin(x);
+    size_t n = 0;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    for (;;) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        struct pollfd p = {o, POLLIN, 0};
+        poll(&p, 1, 100);
+        ssize_t r = read(o, out + n, cap - n - 1);
+        if (r == 0) {
+            break;
+        }
+        if (r > 0) {
+            n += (size_t)r;
+        }
+    }
+    out[n] = '\0';
+    while (driver_exec_status(x, &code, &sig) == GERR_BUSY) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        usleep(5000);
+    }
+    driver_exec_close(x);
+    return code;
+}
+
+/* A reused pid: the recorded start time or PID namespace is not the process's. Refused, and the
+ * command never runs (it would create a file). */
+static void test_pid_reuse_refused(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE], marker[] = "/tmp/gantry-pexec-XXXXXX", cmd[128];
+    int mfd = mkstemp(marker);
+    assert_true(mfd >= 0);
+    close(mfd);
+    unlink(marker);
+    snprintf(cmd, sizeof cmd, "touch %s", marker);
+    const char *const argv[] = {"sh", "-c", cmd};
+    struct driver_exec_spec spec = {.command = argv, .n_command = 3};
+    struct driver_exec *x = NULL;
+
+    struct pexec_target t = target_of(target);
+    t.main_start += 1;
+    assert_int_equal(pexec_start(&t, &spec, &x, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "changed"));
+    assert_int_equal(pexec_port_connect(&t, 1, &x, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "changed"));
+
+    t = target_of(target);
+    t.pidns += 1;
+    assert_int_equal(pexec_start(&t, &spec, &x, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "PID namespace"));
+
+    /* Gone: a child that has exited (reaped). */
+    pid_t dead = fork();
+    if (dead == 0) {
+        pause();
+        _exit(0);
+    }
+    t = target_of(dead);
+    kill(dead, SIGKILL);
+    waitpid(dead, NULL, 0);
+    assert_int_equal(pexec_start(&t, &spec, &x, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "gone"));
+
+    struct stat st;
+    assert_int_equal(stat(marker, &st), -1); /* nothing ran */
+
+    /* The right process: it runs. */
+    t = target_of(target);
+    char out[64];
+    assert_int_equal(run(&t, cmd, out, sizeof out), 0);
+    assert_int_equal(stat(marker, &st), 0);
+    unlink(marker);
+}
+
+/* No capability in any set and no_new_privs, whoever we are. */
+static void test_credentials(void **state)
+{
+    (void)state;
+    struct pexec_target t = target_of(target);
+    char out[1024];
+    assert_int_equal(
+        run(&t, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status; id -u", out,
+            sizeof out),
+        0);
+    char want[512];
+    snprintf(want, sizeof want,
+             "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+             "CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\n%d\n",
+             geteuid() == 0 ? 65534 : (int)geteuid());
+    assert_string_equal(out, want);
+}
+
+/* A closed port: REFUSED at once. A listener whose accept queue is full drops our SYN: TIMEOUT
+ * after the target's bound. */
+static void test_connect_bounded(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE];
+    struct driver_exec *x = NULL;
+    struct pexec_target t = target_of(target);
+    t.connect_timeout_ms = 300;
+
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &al), 0);
+    uint16_t port = ntohs(a.sin_port);
+    /* Bound, not listening: refused. */
+    uint64_t t0 = clock_mono_ms(clock_system());
+    assert_int_equal(pexec_port_connect(&t, port, &x, errmsg), GERR_REFUSED);
+    assert_non_null(strstr(errmsg, "nothing listens"));
+    assert_true(clock_mono_ms(clock_system()) - t0 < 1000);
+
+    /* Listening with a backlog of 0, never accepting, its queue filled by one connection. */
+    assert_int_equal(listen(l, 0), 0);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        int rc = connect(fill[i], (struct sockaddr *)&a, sizeof a);
+        assert_true(rc == 0 || errno == EINPROGRESS);
+    }
+    usleep(100000);
+    t0 = clock_mono_ms(clock_system());
+    int rv = pexec_port_connect(&t, port, &x, errmsg);
+    uint64_t took = clock_mono_ms(clock_system()) - t0;
+    if (rv == 0) {
+        driver_exec_close(x);
+        fail_msg("a connection to a full backlog was accepted");
+    }
+    assert_int_equal(rv, GERR_TIMEOUT);
+    assert_non_null(strstr(errmsg, "did not accept the connection within 300 ms"));
+    assert_true(took >= 250 && took < 2000);
+    for (int i = 0; i < 4; i++) {
+        close(fill[i]);
+    }
+    close(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pid_reuse_refused),
+        cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_connect_bounded),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
