@@ -1,5 +1,6 @@
 /* drivers/process_exec.h without bubblewrap: the target is a child of this test, which shares
- * every namespace with it, so nothing is joined and what is checked is the rest of the path.
+ * every namespace with it (as root; without root its own user namespace, which exec joins), so
+ * what is checked is the rest of the path.
  *
  * - Pinning: a start time or a PID namespace that is not the process's (what a reused pid looks
  *   like) is refused with GERR_UNAVAILABLE (FAILED_PRECONDITION at the API) and nothing runs; a
@@ -9,6 +10,7 @@
  * - Port-forward's connect: a closed port answers GERR_REFUSED at once; a listener whose backlog
  *   is full answers GERR_TIMEOUT after the target's timeout, not the kernel's two minutes. */
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -61,6 +63,11 @@ static int setup(void **state)
     (void)state;
     target = fork();
     if (target == 0) {
+        /* Without root, a user namespace of its own (as a sandbox has) for exec to join: there
+         * the command may drop its bounding set, which it cannot in ours. */
+        if (geteuid() != 0 && unshare(CLONE_NEWUSER) != 0) {
+            _exit(1);
+        }
         for (;;) {
             pause();
         }
