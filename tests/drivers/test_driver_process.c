@@ -574,6 +574,14 @@ static void test_exec(void **state)
     assert_int_equal(driver_exec_status(x, &code, &sig), 0);
     assert_int_equal(sig, SIGTERM);
     driver_exec_close(x);
+    /* SIGKILL reaches the command through the middle's control socket: 137, the middle alive to
+     * end the group. */
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    assert_int_equal(driver_exec_signal(x, SIGKILL), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 128 + SIGKILL);
+    assert_int_equal(driver_exec_status(x, &code, &sig), 0);
+    assert_int_equal(sig, SIGKILL);
+    driver_exec_close(x);
     /* Closing a running exec kills it. */
     assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
     driver_exec_close(x);
