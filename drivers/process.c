@@ -1285,7 +1285,8 @@ static int process_port_connect(struct driver *d, const char *ns, const char *id
             struct process_stat ps = {0};
             struct pexec_target t = {.main_pid = main_pid,
                                      .main_start = proc_stat_of(main_pid, &ps) == 0 ? ps.starttime : 0,
-                                     .pidns = loc.pidns};
+                                     .pidns = loc.pidns,
+                                     .user_first = geteuid() != 0};
             rv = pexec_port_connect(&t, port, out, errmsg);
         }
     }

@@ -901,6 +901,103 @@ static void *connect_in_ns(void *arg)
     return NULL; /* the thread ends here: its namespace goes with it, the socket keeps its own */
 }
 
+/* Without root on the host: a thread cannot join a user namespace (a multithreaded process may
+ * not), so a forked helper joins the one that owns the sandbox's network namespace (@owner_fd),
+ * then that namespace, connects as connect_in_ns does, and sends back the socket or errno and
+ * step over @sp. In the child of a multithreaded process: async-signal-safe calls only. */
+static void __attribute__((noreturn)) connect_helper(struct connect_job *j, int owner_fd, int sp)
+{
+    struct {
+        int err, step;
+    } m = {0, 0};
+    if (owner_fd >= 0 && setns(owner_fd, CLONE_NEWUSER) != 0) {
+        j->fd = -1;
+        j->err = errno;
+        j->step = 0;
+    } else {
+        connect_in_ns(j);
+    }
+    m.err = j->err;
+    m.step = j->step;
+    struct iovec iov = {&m, sizeof m};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (j->fd >= 0) {
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof u.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &j->fd, sizeof(int));
+    }
+    ssize_t w = sendmsg(sp, &mh, MSG_NOSIGNAL);
+    (void)w;
+    _exit(0);
+}
+
+/* Run connect_helper and wait for its answer (bounded: the connect's own bound and 2 s); fills
+ * @j as connect_in_ns would. 0, or an errno when the helper could not run or answer. */
+static int connect_forked(struct connect_job *j, int owner_fd)
+{
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        return errno;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int err = errno;
+        close(sp[0]);
+        close(sp[1]);
+        return err;
+    }
+    if (pid == 0) {
+        close(sp[0]);
+        connect_helper(j, owner_fd, sp[1]);
+    }
+    close(sp[1]);
+    int err = 0;
+    struct {
+        int err, step;
+    } m = {0, 0};
+    struct iovec iov = {&m, sizeof m};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+    struct pollfd p = {sp[0], POLLIN, 0};
+    int pr;
+    uint64_t deadline = now_ms() + j->timeout_ms + 2000;
+    do {
+        uint64_t now = now_ms();
+        pr = poll(&p, 1, now < deadline ? (int)(deadline - now) : 0);
+    } while (pr < 0 && errno == EINTR);
+    ssize_t r = pr > 0 ? recvmsg(sp[0], &mh, MSG_CMSG_CLOEXEC) : -1;
+    if (r != (ssize_t)sizeof m) {
+        err = pr == 0 ? ETIMEDOUT : EPROTO;
+        kill(pid, SIGKILL);
+    } else {
+        j->err = m.err;
+        j->step = m.step;
+        j->fd = -1;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            memcpy(&j->fd, CMSG_DATA(c), sizeof(int));
+        }
+    }
+    close(sp[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return err;
+}
+
 int pexec_port_connect(const struct pexec_target *t, uint16_t port, struct driver_exec **out, char *errmsg)
 {
     int pidfd, rv;
@@ -926,6 +1023,18 @@ int pexec_port_connect(const struct pexec_target *t, uint16_t port, struct drive
             j.ns_fd = -1;
         }
     }
+    int owner = -1;
+    if (rv == 0 && t->user_first && j.ns_fd >= 0) { /* without root: the network namespace's owner */
+        owner = ioctl(j.ns_fd, NS_GET_USERNS);
+        if (owner < 0) {
+            gerr_set(errmsg, "the owner of the sandbox's network namespace: %s", strerror(errno));
+            rv = GERR_IO;
+        } else if (fstat(owner, &a) == 0 && stat("/proc/self/ns/user", &b) == 0 && a.st_ino == b.st_ino &&
+                   a.st_dev == b.st_dev) {
+            close(owner); /* ours already */
+            owner = -1;
+        }
+    }
     if (pidfd >= 0) {
         close(pidfd);
     }
@@ -936,17 +1045,29 @@ int pexec_port_connect(const struct pexec_target *t, uint16_t port, struct drive
         return rv;
     }
     bool own_ns = j.ns_fd < 0;
-    pthread_t th;
-    rv = pthread_create(&th, NULL, connect_in_ns, &j);
-    if (rv == 0) {
-        pthread_join(th, NULL);
-    }
-    if (!own_ns) {
-        close(j.ns_fd);
-    }
-    if (rv != 0) {
-        gerr_set(errmsg, "cannot start a thread: %s", strerror(rv));
-        return GERR_IO;
+    if (owner >= 0) {
+        rv = connect_forked(&j, owner);
+        close(owner);
+        if (!own_ns) {
+            close(j.ns_fd);
+        }
+        if (rv != 0) {
+            gerr_set(errmsg, "connect from a helper process: %s", strerror(rv));
+            return GERR_IO;
+        }
+    } else {
+        pthread_t th;
+        rv = pthread_create(&th, NULL, connect_in_ns, &j);
+        if (rv == 0) {
+            pthread_join(th, NULL);
+        }
+        if (!own_ns) {
+            close(j.ns_fd);
+        }
+        if (rv != 0) {
+            gerr_set(errmsg, "cannot start a thread: %s", strerror(rv));
+            return GERR_IO;
+        }
     }
     if (j.fd < 0) {
         if (j.step == 1 && j.err == ECONNREFUSED) {

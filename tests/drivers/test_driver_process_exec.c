@@ -8,7 +8,8 @@
  * - The command's credentials: no capability in any set, no_new_privs (as root, and as the
  *   sandbox's uid when we are root).
  * - Port-forward's connect: a closed port answers GERR_REFUSED at once; a listener whose backlog
- *   is full answers GERR_TIMEOUT after the target's timeout, not the kernel's two minutes. */
+ *   is full answers GERR_TIMEOUT after the target's timeout, not the kernel's two minutes; the
+ *   same through the forked helper that joins a user namespace first (gantryd without root). */
 #include <errno.h>
 #include <sched.h>
 #include <netinet/in.h>
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -247,12 +250,102 @@ static void test_connect_bounded(void **state)
     close(l);
 }
 
+/* A target in a network namespace of its own, owned by a user namespace of its own, with its
+ * loopback up: a listener that accepts (its port in @ports[0]), one whose backlog is full
+ * (@ports[1]), a closed port (@ports[2]). */
+static pid_t netns_target(uint16_t ports[3])
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+            _exit(1);
+        }
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+            _exit(2);
+        }
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) {
+            _exit(3);
+        }
+        uint16_t got[3];
+        int l[3];
+        for (int i = 0; i < 3; i++) {
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+            socklen_t al = sizeof a;
+            l[i] = socket(AF_INET, SOCK_STREAM, 0);
+            if (bind(l[i], (struct sockaddr *)&a, sizeof a) != 0 ||
+                getsockname(l[i], (struct sockaddr *)&a, &al) != 0 ||
+                (i < 2 && listen(l[i], i == 0 ? 8 : 0) != 0)) {
+                _exit(4);
+            }
+            got[i] = ntohs(a.sin_port);
+            if (i == 1) {
+                for (int k = 0; k < 3; k++) {
+                    int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+                    (void)connect(c, (struct sockaddr *)&a, sizeof a);
+                }
+            }
+        }
+        usleep(100000);
+        if (write(p[1], got, sizeof got) != (ssize_t)sizeof got) {
+            _exit(5);
+        }
+        for (;;) {
+            pause();
+        }
+    }
+    close(p[1]);
+    ssize_t r = read(p[0], ports, 3 * sizeof ports[0]);
+    close(p[0]);
+    if (r != (ssize_t)(3 * sizeof ports[0])) {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        fail_msg("the network namespace target failed (exit %d)", WEXITSTATUS(st));
+    }
+    return pid;
+}
+
+/* The connect when the sandbox's network namespace belongs to a user namespace that is not ours
+ * and the caller must join that first (gantryd without root): a forked helper joins both and
+ * hands the socket back. Accepted, refused and timed out as the thread's connect. */
+static void test_connect_through_helper(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE];
+    uint16_t ports[3];
+    pid_t pid = netns_target(ports);
+    struct pexec_target t = target_of(pid);
+    t.user_first = true;
+    t.connect_timeout_ms = 300;
+    struct driver_exec *x = NULL;
+    if (pexec_port_connect(&t, ports[0], &x, errmsg) != 0) {
+        fail_msg("connect through the helper: %s", errmsg);
+    }
+    driver_exec_close(x);
+    assert_int_equal(pexec_port_connect(&t, ports[2], &x, errmsg), GERR_REFUSED);
+    assert_non_null(strstr(errmsg, "nothing listens"));
+    uint64_t t0 = clock_mono_ms(clock_system());
+    assert_int_equal(pexec_port_connect(&t, ports[1], &x, errmsg), GERR_TIMEOUT);
+    uint64_t took = clock_mono_ms(clock_system()) - t0;
+    assert_true(took >= 250 && took < 2000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pid_reuse_refused),
         cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_connect_bounded),
+        cmocka_unit_test(test_connect_through_helper),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
