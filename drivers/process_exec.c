@@ -39,7 +39,7 @@
 #define N_NS       7
 #define FD_REPORT  3
 #define FD_NS_BASE 4                   /* the namespace descriptors in the middle process: 4..10 */
-#define FD_CTL     (FD_NS_BASE + N_NS) /* the middle's end of the control pipe: 11 */
+#define FD_CTL     (FD_NS_BASE + N_NS) /* the middle's end of the control socket: 11 */
 #define FD_OWNER   (FD_CTL + 1)        /* the user namespace that owns the sandbox's others: 12 */
 #ifndef NS_GET_USERNS
 #define NS_GET_USERNS 0xb701 /* linux/nsfs.h */
@@ -62,7 +62,7 @@ static const char *const steps[] = {"set up descriptors",
 struct pexec {
     struct driver_exec base;
     pid_t middle;
-    int ctl;          /* the control pipe's write end (-1 once closed): see run_middle */
+    int ctl;          /* our end of the control socket (-1 once closed): see run_middle */
     int in, out, err; /* ours: -1 when closed or absent */
     bool tty;
     bool ended;
@@ -130,8 +130,8 @@ static void __attribute__((noreturn)) run_command(const struct pexec_target *t, 
      * joined the sandbox's user namespace we hold every capability in it, enough to undo
      * bwrap's mounts. The bounding set first (it needs CAP_SETPCAP, which the uid change may
      * take away), then the ambient set, the uid and gid, and last the permitted, effective and
-     * inheritable sets (the uid change does not clear them here: the namespace maps no uid 0,
-     * so the kernel sees no change from root). */
+     * inheritable sets (the uid change need not clear them: as root we join a namespace that
+     * maps no uid 0, so to the kernel the switch is not one away from root). */
     for (int cap = 0; cap < 64; cap++) {
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
             if (errno == EINVAL) {
@@ -225,8 +225,8 @@ run_middle(const struct pexec_target *t, bool tty, const int stdio[3], int repor
            int owner_fd, const int ns_fds[N_NS], char *const argv[], char *const envp[], char *const paths[])
 {
     /* Descriptors: the command's stdio at 0..2, the report pipe at 3, namespaces at 4..10, the
-     * control pipe at 11; the sources were all moved above 11 by the parent, so no dup2
-     * overwrites one still needed. */
+     * control socket at 11 (the owner user namespace at 12); the sources were all moved to 20 and above by
+     * the parent, so no dup2 overwrites one still needed. */
     if (dup2(stdio[0], 0) < 0 || dup2(stdio[1], 1) < 0 || dup2(stdio[2], 2) < 0 ||
         dup2(report_fd, FD_REPORT) < 0) {
         _exit(126);
@@ -295,7 +295,7 @@ run_middle(const struct pexec_target *t, bool tty, const int stdio[3], int repor
     sigaction(SIGCHLD, &sa, NULL);
     sigprocmask(SIG_SETMASK, &chld, NULL);
     /* Until the command exits (it stays a zombie: its pid, the group's number, stays ours) or the
-     * control pipe ends (the caller closed the exec, or died). */
+     * control socket ends (the caller closed the exec, or died). */
     for (;;) {
         siginfo_t si;
         memset(&si, 0, sizeof si);
@@ -541,7 +541,7 @@ static int pexec_signal(struct driver_exec *x, int sig)
     }
     if (!e->ended) {
         /* The middle forwards catchable signals; SIGKILL and SIGSTOP would stop it, not the
-         * command: those go by the control pipe, and the middle sends them. */
+         * command: those go by the control socket, and the middle sends them. */
         if (sig == SIGKILL || sig == SIGSTOP) {
             char c = sig == SIGKILL ? 'K' : 'S';
             ssize_t w = e->ctl >= 0 ? send(e->ctl, &c, 1, MSG_NOSIGNAL | MSG_DONTWAIT) : -1;
