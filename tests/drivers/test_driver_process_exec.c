@@ -7,6 +7,7 @@
  *   target that is gone likewise.
  * - The command's credentials: no capability in any set, no_new_privs (as root, and as the
  *   sandbox's uid when we are root).
+ * - A caller that dies without closing the exec (gantryd killed): the command's group ends.
  * - Port-forward's connect: a closed port answers GERR_REFUSED at once; a listener whose backlog
  *   is full answers GERR_TIMEOUT after the target's timeout, not the kernel's two minutes; the
  *   same through the forked helper that joins a user namespace first (gantryd without root). */
@@ -16,6 +17,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -250,6 +252,81 @@ static void test_connect_bounded(void **state)
     close(l);
 }
 
+/* True once @pid is gone or a zombie (an orphan waits for a reaper that may be slow). */
+static bool ended(long pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return true;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return rp != NULL && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/* The caller dies without closing the exec (gantryd killed): the middle sees its control socket
+ * end and ends the command's group, the background child included. */
+static void test_caller_death_ends_group(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t caller = fork();
+    if (caller == 0) {
+        close(p[0]);
+        char errmsg[GERR_MSG_SIZE], line[64] = "";
+        struct pexec_target t = target_of(target);
+        const char *const argv[] = {"sh", "-c", "sleep 300 & echo $! $$; exec sleep 300"};
+        struct driver_exec_spec spec = {.command = argv, .n_command = 3};
+        struct driver_exec *x = NULL;
+        if (pexec_start(&t, &spec, &x, errmsg) != 0) {
+            _exit(1);
+        }
+        int in, o, e;
+        driver_exec_fds(x, &in, &o, &e);
+        size_t n = 0;
+        while (strchr(line, '\n') == NULL && n < sizeof line - 1) {
+            struct pollfd pf = {o, POLLIN, 0};
+            poll(&pf, 1, 100);
+            ssize_t r = read(o, line + n, sizeof line - 1 - n);
+            if (r == 0) {
+                _exit(2);
+            }
+            if (r > 0) {
+                n += (size_t)r;
+                line[n] = '\0';
+            }
+        }
+        if (write(p[1], line, n) != (ssize_t)n) {
+            _exit(3);
+        }
+        _exit(0); /* no driver_exec_close */
+    }
+    close(p[1]);
+    char line[64] = "";
+    ssize_t r = read(p[0], line, sizeof line - 1);
+    close(p[0]);
+    int st = 0;
+    waitpid(caller, &st, 0);
+    assert_true(r > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    line[r] = '\0';
+    long bg = 0, cmd = 0;
+    assert_int_equal(sscanf(line, "%ld %ld", &bg, &cmd), 2);
+    uint64_t deadline = clock_mono_ms(clock_system()) + 3000;
+    while (!(ended(bg) && ended(cmd))) {
+        if (clock_mono_ms(clock_system()) > deadline) {
+            kill(bg, SIGKILL);
+            kill(cmd, SIGKILL);
+            fail_msg("the exec's group outlived its dead caller (background %ld, command %ld)", bg, cmd);
+        }
+        usleep(20000);
+    }
+}
+
 /* A target in a network namespace of its own, owned by a user namespace of its own, with its
  * loopback up: a listener that accepts (its port in @ports[0]), one whose backlog is full
  * (@ports[1]), a closed port (@ports[2]). */
@@ -342,9 +419,8 @@ static void test_connect_through_helper(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pid_reuse_refused),
-        cmocka_unit_test(test_credentials),
-        cmocka_unit_test(test_connect_bounded),
+        cmocka_unit_test(test_pid_reuse_refused),       cmocka_unit_test(test_credentials),
+        cmocka_unit_test(test_caller_death_ends_group), cmocka_unit_test(test_connect_bounded),
         cmocka_unit_test(test_connect_through_helper),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
