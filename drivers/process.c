@@ -1251,8 +1251,12 @@ static int process_exec_start(struct driver *d, const char *ns, const char *id,
             gerr_set(errmsg, "sandbox %s is not running", id);
             rv = GERR_UNAVAILABLE;
         } else {
+            struct process_stat ps = {0};
             struct pexec_target t = {.main_pid = main_pid,
+                                     .main_start = proc_stat_of(main_pid, &ps) == 0 ? ps.starttime : 0,
+                                     .pidns = loc.pidns,
                                      .drop = p->drop,
+                                     .user_first = geteuid() != 0,
                                      .uid = p->uid,
                                      .gid = p->gid,
                                      .workdir = WORKSPACE,
@@ -1278,7 +1282,11 @@ static int process_port_connect(struct driver *d, const char *ns, const char *id
             gerr_set(errmsg, "sandbox %s is not running", id);
             rv = GERR_UNAVAILABLE;
         } else {
-            struct pexec_target t = {.main_pid = main_pid};
+            struct process_stat ps = {0};
+            struct pexec_target t = {.main_pid = main_pid,
+                                     .main_start = proc_stat_of(main_pid, &ps) == 0 ? ps.starttime : 0,
+                                     .pidns = loc.pidns,
+                                     .user_first = geteuid() != 0};
             rv = pexec_port_connect(&t, port, out, errmsg);
         }
     }

@@ -574,9 +574,84 @@ static void test_exec(void **state)
     assert_int_equal(driver_exec_status(x, &code, &sig), 0);
     assert_int_equal(sig, SIGTERM);
     driver_exec_close(x);
+    /* SIGKILL reaches the command through the middle's control socket: 137, the middle alive to
+     * end the group. */
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
+    assert_int_equal(driver_exec_signal(x, SIGKILL), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 128 + SIGKILL);
+    assert_int_equal(driver_exec_status(x, &code, &sig), 0);
+    assert_int_equal(sig, SIGKILL);
+    driver_exec_close(x);
     /* Closing a running exec kills it. */
     assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ss, &x, errmsg), 0);
     driver_exec_close(x);
+
+    /* The command has the credentials of the sandbox's main process (the first child of bwrap's
+     * init, pid 1 inside): no capability in any set, the bounding set included, no_new_privs, no
+     * seccomp filter; so it cannot undo bwrap's mounts. */
+    const char *const creds[] = {
+        "sh", "-c",
+        "f='^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):'; grep -E \"$f\" /proc/self/status; "
+        "echo main; m=$(cut -d' ' -f1 /proc/1/task/1/children); grep -E \"$f\" /proc/$m/status; "
+        "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); "
+        "print(\"umount\", l.umount2(b\"/tmp\", 2), ctypes.get_errno()); "
+        "print(\"mount\", l.mount(b\"none\", b\"/home/sandbox\", b\"tmpfs\", 0, None), ctypes.get_errno())'"};
+    struct driver_exec_spec cx = {.command = creds, .n_command = 3};
+    assert_int_equal(driver_exec_start(d, env.ns, cs.id, &cx, &x, errmsg), 0);
+    assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 0);
+    driver_exec_close(x);
+    const char *want_creds =
+        "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+        "CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t0\n";
+    char want_all[1024];
+    snprintf(want_all, sizeof want_all, "%smain\n%sumount -1 1\nmount -1 1\n", want_creds, want_creds);
+    assert_string_equal(out, want_all);
+
+    /* Ending the session ends the command's process group: a child in the background is gone once
+     * the exec is closed, and once a command that exits has ended. */
+    const char *const bg[] = {"sh", "-c", "sleep 300 & echo $!; exec sleep 300"};
+    const char *const bg_exit[] = {"sh", "-c", "sleep 300 & echo $!"};
+    for (int round = 0; round < 2; round++) {
+        struct driver_exec_spec bs = {.command = round == 0 ? bg : bg_exit, .n_command = 3};
+        assert_int_equal(driver_exec_start(d, env.ns, cs.id, &bs, &x, errmsg), 0);
+        char line[64] = "";
+        size_t got = 0;
+        driver_exec_fds(x, &in, &o, &er);
+        deadline = clock_mono_ms(clock_system()) + 10000;
+        while (strchr(line, '\n') == NULL) {
+            assert_true(clock_mono_ms(clock_system()) < deadline);
+            struct pollfd p = {o, POLLIN, 0};
+            poll(&p, 1, 100);
+            ssize_t r = read(o, line + got, sizeof line - got - 1);
+            if (r > 0) {
+                got += (size_t)r;
+                line[got] = '\0';
+            }
+        }
+        long bg_pid = strtol(line, NULL, 10);
+        assert_true(bg_pid > 1);
+        if (round == 1) { /* the command exits at once; its end ends the group */
+            assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 0);
+        }
+        uint64_t t0 = clock_mono_ms(clock_system());
+        driver_exec_close(x);
+        char probe[96];
+        snprintf(probe, sizeof probe, "test -d /proc/%ld && echo alive || echo gone", bg_pid);
+        const char *const pr[] = {"sh", "-c", probe};
+        struct driver_exec_spec ps = {.command = pr, .n_command = 3};
+        for (;;) {
+            assert_int_equal(driver_exec_start(d, env.ns, cs.id, &ps, &x, errmsg), 0);
+            assert_int_equal(exec_collect(x, NULL, false, out, sizeof out, err, sizeof err), 0);
+            driver_exec_close(x);
+            if (strcmp(out, "gone\n") == 0) {
+                break;
+            }
+            if (clock_mono_ms(clock_system()) - t0 > 3000) {
+                fail_msg("round %d: the background child %ld outlived its session", round, bg_pid);
+            }
+            usleep(50000);
+        }
+    }
 
     /* A command that does not exist: 127 and why. */
     const char *const missing[] = {"no-such-command"};

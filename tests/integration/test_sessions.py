@@ -613,8 +613,127 @@ class Exec(Logs):
                                        " (ASan: not checked)" if asan else "", len(ended)))
 
 
+# A listener on 127.0.0.1:9000 that never accepts, its accept queue (backlog 0) filled: a further
+# SYN is dropped, so a connect would wait for the kernel's SYN retries (about two minutes).
+FULL_BACKLOG = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 9000))
+s.listen(0)
+fill = []
+for _ in range(3):
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(("127.0.0.1", 9000))
+    fill.append(c)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+CREDS = ("f='^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):'; grep -E \"$f\" /proc/self/status; "
+         "echo main; m=$(cut -d' ' -f1 /proc/1/task/1/children); grep -E \"$f\" /proc/$m/status; "
+         "python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); "
+         "print(\"umount2\", l.umount2(b\"/tmp\", 2), ctypes.get_errno()); "
+         "print(\"mount\", l.mount(b\"none\", b\"/home/sandbox\", b\"tmpfs\", 0, None), ctypes.get_errno())'; "
+         "umount /tmp 2>/dev/null; echo umount $?")
+
+
+class Harden(Exec):
+    """What a security review of exec and port-forward asked for, through a replica without the
+    lease: the command's credentials are the main process's, a session's background children end
+    with it, a port that does not accept answers within the connect bound."""
+
+    def test_harden(self):
+        e = self.e
+        holder = e.holder()
+        f = [i for i, r in enumerate(e.c.replicas) if r is not holder][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+            "default", "box", command=["python3", "-c", FULL_BACKLOG])), replica=f)
+        e.wait_phases({"box": "PHASE_READY"})
+
+        def start(cmd, **kw):
+            return S.ExecRequest(start=S.ExecStart(namespace="default", name="box", command=cmd, **kw))
+
+        # Credentials: no capability in any set (the bounding set included), no_new_privs, no
+        # seccomp filter: what the sandbox's main process has; mounts cannot be undone or added.
+        code, msg, out, err, last = self.exec_call("user", f, [start(["sh", "-c", CREDS])])
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        mine, rest = out.decode().split("main\n")
+        main = rest[:len(mine)]
+        zero = "0000000000000000"
+        self.assertEqual(mine, "".join("%s:\t%s\n" % (c, zero) for c in
+                                       ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")) +
+                         "NoNewPrivs:\t1\nSeccomp:\t0\n", out)
+        self.assertEqual(mine, main, "the exec's credentials differ from the main process's")
+        self.assertIn("umount2 -1 1\nmount -1 1\n", rest)  # EPERM
+        self.assertNotIn("umount 0", rest)
+
+        # A background child ends with its session: cancel the call, then look from another exec.
+        ch = e.c.client.channel(e.c.replicas[f])
+        fn = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        import queue
+        q = queue.Queue()
+
+        def gen():
+            yield start(["sh", "-c", "sleep 300 & echo $!; exec sleep 300"])
+            while q.get() is not None:
+                pass
+        call = fn(gen(), metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=60)
+        seen = b""
+        for r in call:
+            seen += r.stdout
+            if b"\n" in seen:
+                break
+        bg = int(seen.split(b"\n")[0])
+        code, msg, out, err, last = self.exec_call("user", f, [start(["sh", "-c", "test -d /proc/%d && echo alive" % bg])])
+        self.assertEqual(out, b"alive\n", "the background child is not running: %r" % ((code, msg, err),))
+        t0 = time.monotonic()
+        call.cancel()
+        q.put(None)
+        gone_after = None
+        while time.monotonic() - t0 < 5:
+            code, msg, out, err, last = self.exec_call(
+                "user", f, [start(["sh", "-c", "test -d /proc/%d && echo alive || echo gone" % bg])])
+            if out == b"gone\n":
+                gone_after = time.monotonic() - t0
+                break
+            time.sleep(0.1)
+        self.assertIsNotNone(gone_after, "the background child of a cancelled exec still runs after 5 s")
+        self.assertLess(gone_after, 3.0)
+
+        # PortForward: a closed port answers at once; a port whose listener never accepts (its
+        # queue full) answers DEADLINE_EXCEEDED after the 5 s connect bound, not two minutes.
+        pf = ch.stream_stream("/gantry.v1.Sandboxes/PortForward",
+                              request_serializer=S.PortForwardRequest.SerializeToString,
+                              response_deserializer=S.PortForwardResponse.FromString)
+
+        def forward(port):
+            t = time.monotonic()
+            try:
+                for _ in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name="box",
+                                                                                  port=port))]),
+                            metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=60):
+                    pass
+            except grpc.RpcError as err:
+                return err.code(), err.details(), time.monotonic() - t
+            return grpc.StatusCode.OK, "", time.monotonic() - t
+        code, msg, took = forward(9001)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
+        self.assertIn("nothing listens on port 9001", msg)
+        self.assertLess(took, 2.0)
+        code, msg, took_full = forward(9000)
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED, msg)
+        self.assertIn("did not accept the connection within 5000 ms", msg)
+        self.assertGreater(took_full, 4.5)
+        self.assertLess(took_full, 9.0)
+        print("exec's credentials are the main process's (no capabilities, no_new_privs, mount/umount EPERM); a "
+              "cancelled exec's background child gone after %.2f s; port-forward: closed port %.2f s, full backlog "
+              "DEADLINE_EXCEEDED after %.2f s" % (gone_after, took, took_full))
+
+
 if __name__ == "__main__":
-    groups = {"logs": Logs, "exec": Exec}
+    groups = {"logs": Logs, "exec": Exec, "harden": Harden}
     if len(sys.argv) < 2 or sys.argv[1] not in groups:
         print("usage: test_sessions.py {%s}" % "|".join(groups))
         sys.exit(2)
