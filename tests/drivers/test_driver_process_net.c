@@ -1,13 +1,19 @@
 /* drivers/process_net.h: the door file's decoder (valid, truncated, hostile), and, as root with ip
  * and iptables, one sandbox network made and undone: namespace, veth, addresses, host rules, door
- * file and slot, then nothing left, and a second teardown harmless. */
+ * file and slot, then nothing left, and a second teardown harmless; and that one sandbox reaches
+ * only its own door, never another's. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -68,6 +74,60 @@ static int sh(const char *cmd)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A socket of @type bound to @addr:@port on the host (a door as the relay would hold it). */
+static int door_socket(int type, const char *addr, unsigned port)
+{
+    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0), one = 1;
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    assert_int_equal(inet_pton(AF_INET, addr, &a.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    if (type == SOCK_STREAM) {
+        assert_int_equal(listen(fd, 4), 0);
+    }
+    return fd;
+}
+
+/* Does @fd become readable (a datagram, or a connection to accept) within @ms? */
+static bool arrives(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
+/* From inside sandbox @id's network namespace, send a datagram to (udp) or connect to (tcp)
+ * @addr:@port, with bash's /dev/udp and /dev/tcp. */
+static void from_sandbox(const char *id, const char *proto, const char *addr, unsigned port)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd,
+             "ip netns exec gantry-%s timeout 2 bash -c 'echo hi > /dev/%s/%s/%u' 2>/dev/null", id, proto,
+             addr, port);
+    (void)system(cmd);
+}
+
+/* Sandbox @a's network reaches its own door (@door_a) and never @door_b, another sandbox's door:
+ * neither a datagram to @door_b's relay port (the DNS responder) nor a TCP connection (which the
+ * REDIRECT rule brings to @a's own door instead). */
+static void only_own_door(const char *a, const char *door_a, const char *door_b, unsigned port)
+{
+    int ua = door_socket(SOCK_DGRAM, door_a, port), ub = door_socket(SOCK_DGRAM, door_b, port);
+    int ta = door_socket(SOCK_STREAM, door_a, port), tb = door_socket(SOCK_STREAM, door_b, port);
+    from_sandbox(a, "udp", door_a, port);
+    assert_true(arrives(ua, 1000)); /* the control: its own door works */
+    from_sandbox(a, "udp", door_b, port);
+    if (arrives(ub, 300)) {
+        fail_msg("a datagram from the sandbox reached another sandbox's door %s", door_b);
+    }
+    from_sandbox(a, "tcp", door_b, port);
+    if (arrives(tb, 300)) {
+        fail_msg("a TCP connection from the sandbox reached another sandbox's door %s", door_b);
+    }
+    assert_true(arrives(ta, 1000)); /* redirected to its own door */
+    close(ua), close(ub), close(ta), close(tb);
+}
+
 static void setup_and_teardown_as_root(void **state)
 {
     (void)state;
@@ -93,8 +153,6 @@ static void setup_and_teardown_as_root(void **state)
         sh("iptables -t nat -S PREROUTING | grep -q -- '-i gxh6cea889beeda -p udp -m udp --dport 53 -j "
            "REDIRECT --to-ports 47001'"),
         0);
-    assert_int_equal(
-        sh("iptables -S INPUT | grep -q -- '-i gxh6cea889beeda -p udp -m udp --dport 47001 -j ACCEPT'"), 0);
     assert_int_equal(sh("iptables -S FORWARD | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
     /* Inside: one default route, through the door. */
     assert_int_equal(
@@ -110,6 +168,19 @@ static void setup_and_teardown_as_root(void **state)
         fail_msg("setup of the second sandbox: %s", err);
     }
     assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh1ff5356a0fd9 -j DROP'"), 0);
+    /* Each sandbox's ACCEPT rules name its own door, and the two cannot use each other's. */
+    struct process_net_door d1r, d2r;
+    assert_int_equal(process_net_door_read(dir, id, &d1r, err), 0);
+    assert_int_equal(process_net_door_read(dir, id2, &d2r, err), 0);
+    assert_string_not_equal(d1r.addr, d2r.addr);
+    only_own_door(id, d1r.addr, d2r.addr, port);
+    only_own_door(id2, d2r.addr, d1r.addr, port);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd,
+             "iptables -S INPUT | grep -q -- '-d %s/32 -i gxh6cea889beeda -p udp -m udp --dport 47001 -j "
+             "ACCEPT'",
+             d1r.addr);
+    assert_int_equal(sh(cmd), 0);
     assert_int_equal(process_net_teardown(dir, id2, port, err), 0);
     assert_int_not_equal(sh("iptables -S | grep -q gxh1ff5356a0fd9"), 0);
     assert_int_equal(sh("iptables -S INPUT | grep -q -- '-i gxh6cea889beeda -j DROP'"), 0);
