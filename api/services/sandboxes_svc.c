@@ -419,6 +419,10 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         char why[GERR_MSG_SIZE];
         rv = policy_rules_check_sandbox(f.gw, f.nsp, ns, in->spec, a->driver, why, sizeof why);
+        if (rv == 0) {
+            /* The sandbox's own policy: only egress_allow, and only tighter than both layers. */
+            rv = policy_rules_check_sandbox_policy(f.gw, f.nsp, in->spec->policy, why, sizeof why);
+        }
         if (rv == GERR_REFUSED || rv == GERR_INVAL) {
             rv = res_fail(tx, rv, "%s", why);
         }
@@ -446,6 +450,12 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     Gantry__V1__SandboxSpec spec = *in->spec;
+    Gantry__V1__Policy own;
+    if (spec.policy != NULL) {
+        own = *spec.policy; /* stored without the caller's meta, which means nothing here */
+        own.meta = NULL;
+        spec.policy = &own;
+    }
     if (spec.owner_id[0] == '\0') {
         spec.owner_id = c->ctx->who.id;
     }

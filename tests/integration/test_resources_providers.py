@@ -664,8 +664,57 @@ class Egress(Base):
                                capture_output=True, timeout=30)
             self.assertEqual(p.returncode, rc, p.stderr)
             self.assertIn(needle, (p.stdout + p.stderr).decode())
+        # The sandbox's own policy, the third layer (fixed at create, tighten-only): one that widens
+        # either layer is FAILED_PRECONDITION naming the entry and the layer; a bad entry or another
+        # field is INVALID_ARGUMENT; neither creates anything.
+        SB = sandboxes_pb2
+
+        def create(name, allow, replica=0, **more):
+            return env.call("user", SB, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                spec=SB.SandboxSpec(image="busybox", policy=PO.Policy(egress_allow=allow, **more)))),
+                replica=replica)
+
+        before = env.query("SELECT max(revision) FROM events")
+        self.err(lambda: create("wide", ["pypi.org:443"]), SC.FAILED_PRECONDITION, '"pypi.org:443" is outside the '
+                 "namespace policy's egress_allow", "may only tighten")
+        self.err(lambda: create("wide", ["evil.example:443"], replica=1), SC.FAILED_PRECONDITION,
+                 '"evil.example:443" is outside the gateway policy')
+        self.err(lambda: create("wide", ["api.github.com:*"], replica=2), SC.FAILED_PRECONDITION, "api.github.com:*")
+        self.err(lambda: create("bad", ["api.github.com:99999"]), SC.INVALID_ARGUMENT,
+                 'sandbox.spec.policy.egress_allow[0] "api.github.com:99999"')
+        self.err(lambda: create("bad", ["a b:443"]), SC.INVALID_ARGUMENT, "sandbox.spec.policy.egress_allow[0]")
+        self.err(lambda: create("bad", ["10.0.1.7:5432"], max_gpus_per_sandbox=1), SC.INVALID_ARGUMENT,
+                 "sandbox.spec.policy.max_gpus_per_sandbox: a sandbox's own policy carries only egress_allow")
+        self.assertEqual(env.query("SELECT max(revision) FROM events"), before)
+        self.assertNotIn("wide", env.query("SELECT name FROM sandboxes"))
+        self.assertNotIn("bad", env.query("SELECT name FROM sandboxes"))
+        # A tightening one is stored, returned by Get on every replica, and decides as the third layer.
+        create("tight", ["10.0.1.7:5432"])
+        for r in range(3):
+            got = env.call("user", SB, "Sandboxes", "Get", SB.GetSandboxRequest(namespace="default", name="tight"),
+                           replica=r)
+            self.assertEqual(list(got.spec.policy.egress_allow), ["10.0.1.7:5432"])
+        layered = [
+            (dict(host="api.github.com", port=443), False, "sandbox", ""),  # the namespace allows it
+            (dict(ip="10.0.1.8", port=5432), False, "sandbox", ""),
+            (dict(ip="10.0.1.7", port=5432), True, "sandbox", "10.0.1.7:5432"),
+            (dict(host="pypi.org", port=443), False, "namespace", ""),
+            (dict(host="evil.example", port=443), False, "gateway", ""),
+        ]
+        for i, (intent, allowed, layer, rule) in enumerate(layered):
+            d = decide(replica=i, sandbox="tight", **intent)
+            self.assertEqual((d.allowed, d.layer, d.rule), (allowed, layer, rule), (intent, d))
+            if layer == "sandbox":
+                self.assertEqual(d.policy_revision, 0)
+                if not allowed:
+                    self.assertIn("sandbox policy's egress_allow", d.reason)
+            # Without the sandbox the namespace decides as before.
+            if layer == "sandbox" and "host" in intent:
+                self.assertEqual(decide(replica=i, **intent).layer, "namespace")
         print("egress: %d intents decided as the table says through three replicas, 8 bad intents refused, "
-              "the CLI agrees" % len(table))
+              "the CLI agrees; a sandbox policy that widens or is malformed is refused and creates nothing, "
+              "one that tightens decides as layer sandbox (%d intents)" % (len(table), len(layered)))
 
 
 class ServiceAccounts(Base):
