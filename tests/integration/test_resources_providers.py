@@ -22,6 +22,7 @@ The environment is test_gantryd.py's (GANTRYD, GANTRY_STORE, GANTRY_PROTO_DIR, .
 
 import base64
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -36,7 +37,7 @@ import test_gantryd as g  # noqa: E402  (generates the stubs, provides the clust
 import test_identity as ti  # noqa: E402  (the per-role principals and the call helper)
 
 import grpc  # noqa: E402
-from gantry.v1 import (api_keys_pb2, meta_pb2, namespaces_pb2, policies_pb2, principals_pb2,  # noqa: E402
+from gantry.v1 import (api_keys_pb2, audit_pb2, meta_pb2, namespaces_pb2, policies_pb2, principals_pb2,  # noqa: E402
                        providers_pb2, sandboxes_pb2)
 
 PV = providers_pb2
@@ -715,6 +716,58 @@ class Egress(Base):
         print("egress: %d intents decided as the table says through three replicas, 8 bad intents refused, "
               "the CLI agrees; a sandbox policy that widens or is malformed is refused and creates nothing, "
               "one that tightens decides as layer sandbox (%d intents)" % (len(table), len(layered)))
+
+    def test_host_network_is_a_platform_admin_choice(self):
+        """driver_config process.network = host bypasses egress_allow (docs/egress.md): anyone but a
+        platform_admin is PERMISSION_DENIED (the refusal audited, nothing created); a platform_admin's
+        create is audited twice: the call, and an event of its own naming the choice."""
+        env = Env(self)
+        SB = sandboxes_pb2
+        AU = audit_pb2
+        OP = "/gantry.v1.Sandboxes/Create:network=host"
+
+        def create(role, name, network, replica=0):
+            return env.call(role, SB, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                spec=SB.SandboxSpec(image="busybox", driver_config={"process": json.dumps({"network": network})}))),
+                replica=replica)
+
+        before = env.query("SELECT max(revision) FROM events")
+        for i, role in enumerate(("user", "na", "sa")):
+            self.err(lambda: create(role, "h-" + role, "host", replica=i), SC.PERMISSION_DENIED,
+                     'process.network "host"', "only a platform_admin may choose it")
+        self.assertEqual(env.query("SELECT max(revision) FROM events"), before)
+        self.assertNotIn("h-", env.query("SELECT name FROM sandboxes"))
+        # Other network modes stay open to users.
+        create("user", "n-user", "none", replica=1)
+        self.assertEqual(env.query("SELECT count(*) FROM audit WHERE operation = '%s'" % OP).split("\n")[1:2],
+                         ["0"])
+        sb = create("pa", "h-pa", "host", replica=2)
+
+        def events(**kw):
+            return env.call("pa", AU, "Audit", "Query", AU.QueryAuditRequest(namespace="default", **kw)).events
+        own = events(api_operation=OP)
+        self.assertEqual(len(own), 1, own)
+        e = own[0]
+        self.assertEqual((e.status, e.class_uid), ("Success", 6003))
+        self.assertEqual(e.actor_principal_id, sb.meta.created_by)
+        self.assertIn("egress_allow is not applied", e.status_detail)
+        self.assertEqual((e.resource_type, e.resource_id, e.resource_name), ("sandbox", sb.meta.id, "h-pa"))
+        self.assertEqual(json.loads(e.ocsf_json)["class_uid"], 6003)
+        # ... beside the call's own event.
+        self.assertTrue(any(x.resource_id == sb.meta.id and x.status == "Success"
+                            for x in events(api_operation="/gantry.v1.Sandboxes/Create")))
+        # The refusals are in the trail too (failed mutations, status Failure, with the reason).
+        deadline = time.time() + 10
+        while True:
+            refused = [x for x in events(api_operation="/gantry.v1.Sandboxes/Create", status="Failure")
+                       if "only a platform_admin may choose it" in x.status_detail]
+            if len(refused) >= 3 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertGreaterEqual(len(refused), 3, refused)
+        print("host network: refused for user, namespace_admin and service account (audited); a platform_admin's "
+              "create audited as %s" % OP)
 
 
 class ServiceAccounts(Base):
