@@ -713,6 +713,17 @@ class Egress(Base):
             # Without the sandbox the namespace decides as before.
             if layer == "sandbox" and "host" in intent:
                 self.assertEqual(decide(replica=i, **intent).layer, "namespace")
+        # The CLI sets it with --egress-allow; a wider entry is the server's refusal.
+        def cli_create(name, entry):
+            return subprocess.run([g.CLI, "sandbox", "create", name, "--image", "busybox", "--namespace", "default",
+                                   "--egress-allow", entry], env=env_vars, capture_output=True, timeout=30)
+        p = cli_create("tight-cli", "10.0.1.7:5432")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = env.call("user", SB, "Sandboxes", "Get", SB.GetSandboxRequest(namespace="default", name="tight-cli"))
+        self.assertEqual(list(got.spec.policy.egress_allow), ["10.0.1.7:5432"])
+        p = cli_create("wide-cli", "pypi.org:443")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("may only tighten", p.stderr.decode())
         print("egress: %d intents decided as the table says through three replicas, 8 bad intents refused, "
               "the CLI agrees; a sandbox policy that widens or is malformed is refused and creates nothing, "
               "one that tightens decides as layer sandbox (%d intents)" % (len(table), len(layered)))
