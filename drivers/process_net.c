@@ -193,8 +193,11 @@ static int write_sysctl(const char *path, char *errmsg)
     return 0;
 }
 
-/* The host's rules for @n; @op "-I" to add (at the top), "-D" to remove. */
-static int rules(const struct names *n, const char *op, char *errmsg)
+/* The host's rules for @n, whose door is @door; @op "-I" to add (at the top), "-D" to remove. The
+ * ACCEPT rules name the door's address: without it a sandbox could reach ANOTHER sandbox's door (by
+ * UDP to its relay port, which no REDIRECT rewrites) and have its DNS questions decided under that
+ * sandbox's policy and audited under its owner. */
+static int rules(const struct names *n, const char *door, const char *op, char *errmsg)
 {
     int rv = RUN(errmsg, "/usr/sbin/iptables", "-w", "-t", "nat", op, "PREROUTING", "-i", n->host, "-p",
                  "tcp", "-j", "REDIRECT", "--to-ports", n->port);
@@ -208,12 +211,12 @@ static int rules(const struct names *n, const char *op, char *errmsg)
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-j", "DROP");
     }
     if (rv == 0) {
-        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "tcp", "--dport",
-                 n->port, "-j", "ACCEPT");
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-d", door, "-p", "tcp",
+                 "--dport", n->port, "-j", "ACCEPT");
     }
     if (rv == 0) {
-        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-p", "udp", "--dport",
-                 n->port, "-j", "ACCEPT");
+        rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "INPUT", "-i", n->host, "-d", door, "-p", "udp",
+                 "--dport", n->port, "-j", "ACCEPT");
     }
     if (rv == 0) {
         rv = RUN(errmsg, "/usr/sbin/iptables", "-w", op, "FORWARD", "-i", n->host, "-j", "DROP");
@@ -308,7 +311,7 @@ int process_net_setup(const char *state_dir, const char *id, const struct proces
         (rv = RUN(errmsg, "/usr/sbin/ip", "-n", n.netns, "link", "set", n.inner, "up")) != 0 ||
         (rv = RUN(errmsg, "/usr/sbin/ip", "-n", n.netns, "link", "set", "lo", "up")) != 0 ||
         (rv = RUN(errmsg, "/usr/sbin/ip", "-n", n.netns, "route", "add", "default", "via", door.addr)) != 0 ||
-        (rv = rules(&n, "-I", errmsg)) != 0 || (rv = write_door(&n, &door, errmsg)) != 0) {
+        (rv = rules(&n, door.addr, "-I", errmsg)) != 0 || (rv = write_door(&n, &door, errmsg)) != 0) {
         char ignored[GERR_MSG_SIZE];
         gerr_wrap(errmsg, "egress network of sandbox %s", id);
         process_net_teardown(state_dir, id, relay_port, ignored);
@@ -336,9 +339,19 @@ int process_net_teardown(const char *state_dir, const char *id, unsigned relay_p
     snprintf(nspath, sizeof nspath, NETNS_DIR "/%s", n.netns);
     char link_path[64];
     snprintf(link_path, sizeof link_path, "/sys/class/net/%s", n.host);
+    long slot = slot_find(&n, id);
+    char door[16] = "0.0.0.0";
+    if (slot >= 0) {
+        slot_addr((unsigned)slot, 1, door, sizeof door);
+    }
     if (access(link_path, F_OK) == 0) {
-        /* Each rule is removed on its own: one already gone must not keep the others. */
+        /* Each rule is removed on its own: one already gone must not keep the others. The ACCEPT
+         * rules without "-d" are those of a sandbox made before they named the door. */
         const char *const *cmds[] = {
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-d", door, "-p",
+                                  "tcp", "--dport", n.port, "-j", "ACCEPT", NULL},
+            (const char *const[]){"/usr/sbin/iptables", "-w", "-D", "INPUT", "-i", n.host, "-d", door, "-p",
+                                  "udp", "--dport", n.port, "-j", "ACCEPT", NULL},
             (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host,
                                   "-p", "tcp", "-j", "REDIRECT", "--to-ports", n.port, NULL},
             (const char *const[]){"/usr/sbin/iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-i", n.host,
@@ -363,7 +376,6 @@ int process_net_teardown(const char *state_dir, const char *id, unsigned relay_p
             gerr_set(errmsg, "%s", msg);
         }
     }
-    long slot = slot_find(&n, id);
     if (slot >= 0) {
         char path[300];
         snprintf(path, sizeof path, SLOT_DIR "/slot-%ld", slot);

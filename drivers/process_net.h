@@ -8,15 +8,16 @@
  *   host   gxh<12 hex>     10.213.x.(4k+1)/30 (the "door" address), IPv6 disabled
  *   iptables (host): nat PREROUTING  -i gxh.. -p tcp -j REDIRECT --to-ports <relay_port>
  *                    nat PREROUTING  -i gxh.. -p udp --dport 53 -j REDIRECT --to-ports <relay_port>
- *                    filter INPUT    -i gxh.. -p udp --dport <relay_port> -j ACCEPT
- *                    filter INPUT    -i gxh.. -p tcp --dport <relay_port> -j ACCEPT
+ *                    filter INPUT    -i gxh.. -d <door> -p udp --dport <relay_port> -j ACCEPT
+ *                    filter INPUT    -i gxh.. -d <door> -p tcp --dport <relay_port> -j ACCEPT
  *                    filter INPUT    -i gxh.. -j DROP
  *                    filter FORWARD  -i gxh.. -j DROP
  * So every TCP connection the sandbox opens, to any address, arrives at the relay's door on the
  * host end (whose original destination SO_ORIGINAL_DST gives back), every DNS question over UDP,
  * to any resolver, reaches the relay's DNS responder, and every other packet (other UDP, ICMP,
- * forwarding to other hosts) is dropped. Nothing inside the sandbox can change
- * this: the namespace belongs to the host's user namespace, where the sandbox has no capability.
+ * forwarding to other hosts, and anything addressed to another sandbox's door) is dropped. Nothing inside the
+ * sandbox can change this: the namespace belongs to the host's user namespace, where the sandbox has no
+ * capability.
  *
  * The door file <state>/egress/<id>.door tells the replicas' relays which door to open: one line,
  * "<namespace>\t<name>\t<owner>\t<door address>\n" (process_net_door_decode reads it).

@@ -203,6 +203,7 @@ static void door_maybe_free(struct egress_door *d)
     mem_free((char *)d->sb.ns);
     mem_free((char *)d->sb.name);
     mem_free((char *)d->sb.owner);
+    mem_free((char *)d->sb.id);
     mem_free(d);
     if (r->closing) {
         relay_release(r);
@@ -539,7 +540,7 @@ static void tunnel_progress(struct conn *c)
     }
     snprintf(c->tunnel_sni, sizeof c->tunnel_sni, "%s", t.host);
     c->intent.sni = c->tunnel_sni;
-    egress_policy_cache_decide(r->policies, c->door->sb.ns, &c->intent, &c->decision);
+    egress_policy_cache_decide(r->policies, c->door->sb.ns, c->door->sb.id, &c->intent, &c->decision);
     if (!c->decision.allowed) {
         tunnel_refuse(c, NULL);
         return;
@@ -779,7 +780,7 @@ static void decide(struct conn *c)
         break;
     }
     c->dial_port = in->port;
-    egress_policy_cache_decide(r->policies, c->door->sb.ns, in, &c->decision);
+    egress_policy_cache_decide(r->policies, c->door->sb.ns, c->door->sb.id, in, &c->decision);
     emit(c, EGRESS_EVENT_DECIDED);
     if (!c->decision.allowed) {
         reply_and_close(c, "403 Forbidden", c->decision.reason);
@@ -1003,7 +1004,7 @@ static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const s
     struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS,
                                .host = q.name};
     struct egress_decision dec;
-    egress_policy_cache_decide(r->policies, d->sb.ns, &in, &dec);
+    egress_policy_cache_decide(r->policies, d->sb.ns, d->sb.id, &in, &dec);
     emit_for(d, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
     if (!dec.allowed) {
         dns_reply(d, peer, d->dns_buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4);
@@ -1151,6 +1152,7 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
     d->sb.ns = mem_strdup(sb->ns);
     d->sb.name = mem_strdup(sb->name);
     d->sb.owner = mem_strdup(sb->owner != NULL ? sb->owner : "");
+    d->sb.id = sb->id != NULL ? mem_strdup(sb->id) : NULL;
     queue_init(&d->conns);
     queue_insert_tail(&r->doors, &d->node);
     uv_tcp_init(r->loop, &d->listener);

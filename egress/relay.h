@@ -55,9 +55,10 @@ struct egress_relay_config {
 /* The defaults above. */
 void egress_relay_config_defaults(struct egress_relay_config *cfg);
 
-/* Whose door: copied. */
+/* Whose door: copied. @id (may be NULL) is the sandbox's id, under which the policy cache holds its
+ * own policy (egress_policy_cache_set_sandbox); NULL decides by the gateway and namespace only. */
 struct egress_sandbox {
-    const char *ns, *name, *owner;
+    const char *ns, *name, *owner, *id;
 };
 
 enum egress_event_kind { EGRESS_EVENT_DECIDED, EGRESS_EVENT_CLOSED };

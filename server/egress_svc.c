@@ -13,6 +13,7 @@
 
 #include "drivers/process_net.h"
 #include "egress/parse.h"
+#include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/log.h"
@@ -53,9 +54,9 @@ struct egress_svc {
     size_t n_doors, cap_doors;
     /* Policy thread. */
     pthread_t policy_thread;
-    pthread_mutex_t mu; /* stop, rows, failures */
+    pthread_mutex_t mu; /* stop, wake, rows, failures */
     pthread_cond_t cond;
-    bool stop;
+    bool stop, wake; /* wake: a door waits for its sandbox's policy */
     uint64_t policy_failures, policy_reads;
     struct ns_row rows[MAX_NS_ROWS + 1]; /* the last one is "_other" */
     unsigned n_rows;
@@ -232,7 +233,16 @@ static void open_door_of(struct egress_svc *s, const char *id, const char *path)
     if (uv_ip4_addr(d.addr, (int)s->cfg.relay_port, &addr) != 0) {
         return;
     }
-    struct egress_sandbox sb = {.ns = d.ns, .name = d.name, .owner = d.owner};
+    if (!egress_policy_cache_has_sandbox(s->cache, id)) {
+        /* Its own policy is not read yet: the door stays shut (the kernel refuses its connections)
+         * until the policy thread, woken now, has read it; the next scan opens it. */
+        pthread_mutex_lock(&s->mu);
+        s->wake = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    struct egress_sandbox sb = {.ns = d.ns, .name = d.name, .owner = d.owner, .id = id};
     struct egress_door *door;
     if (egress_relay_open_door(s->relay, &sb, (struct sockaddr *)&addr,
                                EGRESS_DOOR_REUSE_PORT | EGRESS_DOOR_DNS, NULL, &door, err) != 0) {
@@ -375,6 +385,75 @@ static int refresh_policies(struct egress_svc *s, char *err)
     return rv;
 }
 
+/* The own policy (SandboxSpec.policy) of each sandbox with a door file here and none recorded yet,
+ * read from its row; sandboxes whose door file is gone are forgotten. A policy is fixed at create,
+ * so each is read once. A sandbox without a row yet (or any more) stays unrecorded: its door stays
+ * shut. */
+static int refresh_sandboxes(struct egress_svc *s, char *err)
+{
+    char **ids = NULL;
+    size_t n = 0, cap = 0;
+    DIR *dir = opendir(s->door_dir);
+    struct dirent *e;
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len <= 5 || len - 5 >= DOOR_ID_MAX || strcmp(e->d_name + len - 5, ".door") != 0) {
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            ids = mem_realloc(ids, cap * sizeof *ids);
+        }
+        ids[n] = mem_alloc(len - 4);
+        snprintf(ids[n], len - 4, "%.*s", (int)(len - 5), e->d_name);
+        n++;
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    egress_policy_cache_retain_sandboxes(s->cache, (const char *const *)ids, n);
+    int rv = 0;
+    struct store_client *cl = NULL;
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        if (egress_policy_cache_has_sandbox(s->cache, ids[i])) {
+            continue;
+        }
+        if (cl == NULL && (rv = store_pool_acquire(s->cfg.pool, 2000, &cl)) != 0) {
+            gerr_set(err, "no store connection free");
+            break;
+        }
+        struct proto_rows rows;
+        proto_rows_init(&rows, 0);
+        struct proto_value q[] = {proto_text(ids[i])};
+        rv = store_client_query(cl, "SELECT spec FROM sandboxes WHERE id = ?", q, 1, &rows);
+        if (rv != 0) {
+            gerr_set(err, "%s", cl->errmsg);
+        } else if (rows.n_rows > 0) {
+            const struct proto_value *b = proto_rows_at(&rows, 0, 0);
+            Gantry__V1__SandboxSpec *spec =
+                b->type == PROTO_BLOB
+                    ? gantry__v1__sandbox_spec__unpack(NULL, b->u.b.n, (const uint8_t *)b->u.b.s)
+                    : NULL;
+            if (spec == NULL) {
+                gerr_set(err, "the stored spec of sandbox %s does not decode", ids[i]);
+                rv = GERR_INTERNAL;
+            } else {
+                rv = egress_policy_cache_set_sandbox(s->cache, ids[i], spec->policy);
+                gantry__v1__sandbox_spec__free_unpacked(spec, NULL);
+            }
+        }
+        proto_rows_close(&rows);
+    }
+    if (cl != NULL) {
+        store_pool_release(s->cfg.pool, cl);
+    }
+    for (size_t i = 0; i < n; i++) {
+        mem_free(ids[i]);
+    }
+    mem_free(ids);
+    return rv;
+}
+
 static void *policy_main(void *arg)
 {
     struct egress_svc *s = arg;
@@ -384,7 +463,11 @@ static void *policy_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         char err[GERR_MSG_SIZE] = "";
         int rv = refresh_policies(s, err);
+        if (rv == 0) {
+            rv = refresh_sandboxes(s, err);
+        }
         pthread_mutex_lock(&s->mu);
+        s->wake = false;
         s->policy_reads += rv == 0;
         if (rv != 0) {
             s->policy_failures++;
@@ -395,7 +478,7 @@ static void *policy_main(void *arg)
         failing = rv != 0;
         struct timespec until;
         clock_mono_deadline(&until, s->cfg.policy_refresh_ms);
-        while (!s->stop && clock_cond_wait_mono(&s->cond, &s->mu, &until) == 0) {
+        while (!s->stop && !s->wake && clock_cond_wait_mono(&s->cond, &s->mu, &until) == 0) {
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -447,7 +530,7 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
     }
     /* Policies first: no door opens before the relay has read them once (or tried). */
     char err[GERR_MSG_SIZE] = "";
-    if (refresh_policies(s, err) != 0) {
+    if (refresh_policies(s, err) != 0 || refresh_sandboxes(s, err) != 0) {
         LOG_WARN("egress: first policy read failed (retried): %s", err);
     }
     if (pthread_create(&s->policy_thread, NULL, policy_main, s) != 0) {

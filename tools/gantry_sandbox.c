@@ -140,7 +140,8 @@ static int sb_wait(struct cli *c, const char *ns, const char *name, uint64_t tim
 static int sb_create(struct cli *c, int argc, char **argv)
 {
     const char *image = gantry_opt(&argc, argv, "--image"), *owner = gantry_opt(&argc, argv, "--owner");
-    const char *env[64], *labels[32], *dcfg[32], *providers[16];
+    const char *env[64], *labels[32], *dcfg[32], *providers[16], *egress[64];
+    int n_egress = gantry_opt_all(&argc, argv, "--egress-allow", egress, 64);
     int n_env = gantry_opt_all(&argc, argv, "--env", env, 64);
     int n_labels = gantry_opt_all(&argc, argv, "--label", labels, 32);
     int n_dcfg = gantry_opt_all(&argc, argv, "--driver-config", dcfg, 32);
@@ -174,6 +175,12 @@ static int sb_create(struct cli *c, int argc, char **argv)
     Gantry__V1__SandboxSpec spec = GANTRY__V1__SANDBOX_SPEC__INIT;
     Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
     Gantry__V1__CreateSandboxRequest req = GANTRY__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Gantry__V1__Policy own = GANTRY__V1__POLICY__INIT; /* the sandbox's own policy: egress_allow only */
+    if (n_egress > 0) {
+        own.egress_allow = (char **)egress;
+        own.n_egress_allow = (size_t)n_egress;
+        spec.policy = &own;
+    }
     if (gantry_map(&gantry__v1__object_meta__labels_entry__descriptor, labels, n_labels, &meta.labels,
                    &meta.n_labels) != 0 ||
         gantry_map(&gantry__v1__sandbox_spec__env_entry__descriptor, env, n_env, &spec.env, &spec.n_env) !=
@@ -753,9 +760,10 @@ static int sb_port_forward(struct cli *c, int argc, char **argv)
 const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "create",
      "NAME --image IMAGE [--namespace NS] [--gpus N] [--lifetime SECONDS] [--env K=V ...] [--label K=V ...] "
-     "[--provider NAME ...] [--driver-config K=V ...] [--owner P] [--wait [--timeout SECONDS]] [-- COMMAND "
-     "ARGS...]",
-     "create a sandbox; --wait shows its progress until READY (exit 0) or ERROR (exit 5)",
+     "[--provider NAME ...] [--driver-config K=V ...] [--egress-allow HOST:PORT ...] [--owner P] [--wait "
+     "[--timeout SECONDS]] [-- COMMAND ARGS...]",
+     "create a sandbox; --egress-allow gives it its own egress policy, which may only tighten the "
+     "gateway's and namespace's; --wait shows its progress until READY (exit 0) or ERROR (exit 5)",
      "gantry sandbox create agent-1 --namespace demo --image busybox --wait -- sleep 3600", sb_create, false},
     {"sandbox", "get", "NAME [--namespace NS]", "show a sandbox", "gantry sandbox get agent-1 -o yaml",
      sb_get, false},

@@ -97,8 +97,8 @@ static bool layer_allows(const Gantry__V1__Policy *p, const char *dest, unsigned
     return m != NULL;
 }
 
-void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const struct egress_intent *in,
-                   struct egress_decision *out)
+void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const Gantry__V1__Policy *sb,
+                   const struct egress_intent *in, struct egress_decision *out)
 {
     memset(out, 0, sizeof *out);
     char dests[3][EGRESS_NAME_MAX + 2];
@@ -116,40 +116,41 @@ void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, con
     if (nd == 0 && given(in->ip)) {
         snprintf(dests[nd++], sizeof dests[0], "%s", in->ip);
     }
-    bool g_restricts = g->n_egress_allow > 0, n_restricts = n != NULL && n->n_egress_allow > 0;
+    /* Outermost first: the first layer that refuses decides; the innermost that restricts reports
+     * an allowed intent. */
+    const struct {
+        const char *name;
+        const Gantry__V1__Policy *p;
+    } layers[] = {{"gateway", g}, {"namespace", n}, {"sandbox", sb}};
     char port[24]; /* ":443", or " on any port" for a DNS question */
     if (in->port == 0) {
         snprintf(port, sizeof port, " on any port");
     } else {
         snprintf(port, sizeof port, ":%u", in->port);
     }
-    char g_rule[300] = "", n_rule[300] = "";
+    char rules[3][300] = {"", "", ""};
     for (size_t i = 0; i < nd; i++) {
         snprintf(out->destination, sizeof out->destination, "%.*s", (int)EGRESS_NAME_MAX, dests[i]);
-        if (!layer_allows(g, dests[i], in->port, g_rule, sizeof g_rule)) {
-            out->layer = "gateway";
-            snprintf(out->reason, sizeof out->reason,
-                     "no entry of the gateway policy's egress_allow matches %.253s%.20s", dests[i], port);
-            return;
-        }
-        if (!layer_allows(n, dests[i], in->port, n_rule, sizeof n_rule)) {
-            out->layer = "namespace";
-            snprintf(out->reason, sizeof out->reason,
-                     "no entry of the namespace policy's egress_allow matches %.253s%.20s", dests[i], port);
-            return;
+        for (size_t k = 0; k < 3; k++) {
+            if (!layer_allows(layers[k].p, dests[i], in->port, rules[k], sizeof rules[k])) {
+                out->layer = layers[k].name;
+                snprintf(out->reason, sizeof out->reason,
+                         "no entry of the %s policy's egress_allow matches %.253s%.20s", layers[k].name,
+                         dests[i], port);
+                return;
+            }
         }
     }
     out->allowed = true;
-    if (n_restricts) {
-        out->layer = "namespace";
-        snprintf(out->rule, sizeof out->rule, "%s", n_rule);
-    } else if (g_restricts) {
-        out->layer = "gateway";
-        snprintf(out->rule, sizeof out->rule, "%s", g_rule);
-    } else {
-        out->layer = "default";
+    out->layer = "default";
+    for (size_t k = 3; k-- > 0;) {
+        if (layers[k].p != NULL && layers[k].p->n_egress_allow > 0) {
+            out->layer = layers[k].name;
+            snprintf(out->rule, sizeof out->rule, "%s", rules[k]);
+            break;
+        }
     }
-    if (out->layer[0] == 'd') {
+    if (strcmp(out->layer, "default") == 0) {
         snprintf(out->reason, sizeof out->reason, "no policy restricts egress: any destination is allowed");
     } else {
         snprintf(out->reason, sizeof out->reason,

@@ -4,6 +4,7 @@
  *
  * Rule. Every destination NAME the intent carries (host, sni, http_host; each normalised: lower
  * case, one trailing dot dropped) must be allowed by the gateway policy and by the namespace policy
+ * and, when the sandbox carries its own policy (SandboxSpec.policy), by that one too
  * (policy_rules_egress_match, each layer on its own, as sandbox admission does); a TLS server_name
  * or Host header that differs from the CONNECT target is therefore checked too, so a sandbox cannot
  * ask for an allowed name and then talk to another one (domain fronting). The address is matched
@@ -33,7 +34,7 @@ struct egress_intent {
 
 struct egress_decision {
     bool allowed;
-    const char *layer;                     /* "namespace", "gateway" or "default" (static) */
+    const char *layer;                     /* "sandbox", "namespace", "gateway" or "default" (static) */
     char rule[300];                        /* the matching egress_allow entry; "" when refused */
     uint64_t revision;                     /* that layer's resource_version (filled by the caller) */
     char destination[EGRESS_NAME_MAX + 1]; /* the name or address refused, or the last one matched */
@@ -48,9 +49,11 @@ struct egress_decision {
 int egress_intent_check(const struct egress_intent *in, char *why, size_t len);
 
 /* Decide @in (checked) against the gateway policy @g (never NULL: the stored one or the built-in
- * default) and the namespace's @n (NULL: none stored). Fills @out; its revision is left 0 (the
- * caller knows the policies' versions: @out->layer says which one applies). */
-void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const struct egress_intent *in,
-                   struct egress_decision *out);
+ * default), the namespace's @n (NULL: none stored) and the sandbox's own @sb (NULL: none, or the
+ * intent names no sandbox; only its egress_allow is read). Layers are asked in that order; the
+ * first refusal names its layer. Fills @out; its revision is left 0 (the caller knows the policies'
+ * versions: @out->layer says which one applies). */
+void egress_decide(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n, const Gantry__V1__Policy *sb,
+                   const struct egress_intent *in, struct egress_decision *out);
 
 #endif

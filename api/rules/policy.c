@@ -560,6 +560,63 @@ int policy_rules_check_sandbox(const Gantry__V1__Policy *g, const Gantry__V1__Po
     return why[0] != '\0' ? GERR_REFUSED : 0;
 }
 
+int policy_rules_check_sandbox_policy(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
+                                      const Gantry__V1__Policy *s, char *why, size_t len)
+{
+    why[0] = '\0';
+    if (s == NULL) {
+        return 0;
+    }
+    const struct {
+        const char *name;
+        bool set;
+    } other[] = {
+        {"allowed_images", s->n_allowed_images > 0},
+        {"allowed_drivers", s->n_allowed_drivers > 0},
+        {"max_lifetime_seconds", s->max_lifetime_seconds != 0},
+        {"max_gpus_per_sandbox", s->max_gpus_per_sandbox != 0},
+        {"allowed_driver_config_keys", s->n_allowed_driver_config_keys > 0},
+        {"allow_shares", s->allow_shares},
+        {"allow_exec_shares", s->allow_exec_shares},
+        {"deny_gpus", s->deny_gpus},
+        {SA_FIELD, s->n_allowed_service_accounts > 0},
+    };
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        if (other[i].set) {
+            snprintf(why, len,
+                     "sandbox.spec.policy.%s: a sandbox's own policy carries only egress_allow (set the "
+                     "other fields on the namespace or gateway policy)",
+                     other[i].name);
+            return GERR_INVAL;
+        }
+    }
+    char inner[GERR_MSG_SIZE];
+    if (!policy_rules_validate(s, inner, sizeof inner)) {
+        snprintf(why, len, "sandbox.spec.%s", inner);
+        return GERR_INVAL;
+    }
+    const struct {
+        const char *layer;
+        const Gantry__V1__Policy *p;
+    } layers[] = {{"the gateway policy", g}, {"the namespace policy", n}};
+    for (size_t i = 0; i < 2 && s->n_egress_allow > 0; i++) {
+        const char *first = NULL;
+        const Gantry__V1__Policy *p = layers[i].p;
+        if (p == NULL || p->n_egress_allow == 0 ||
+            list_within(p->egress_allow, p->n_egress_allow, s->egress_allow, s->n_egress_allow, egress_covers,
+                        &first)) {
+            continue;
+        }
+        snprintf(
+            why, len,
+            "sandbox.spec.policy.egress_allow entry \"%.100s\" is outside %s's egress_allow: a sandbox's "
+            "own policy may only tighten the gateway and namespace policies",
+            first != NULL ? first : "", layers[i].layer);
+        return GERR_REFUSED;
+    }
+    return 0;
+}
+
 uint64_t policy_rules_cap_lifetime(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
                                    uint64_t lifetime_s)
 {

@@ -55,6 +55,15 @@ int policy_rules_check_sandbox(const Gantry__V1__Policy *g, const Gantry__V1__Po
                                const Gantry__V1__SandboxSpec *spec, const char *driver, char *why,
                                size_t len);
 
+/* Is @s, a sandbox's own policy (SandboxSpec.policy; NULL: none, 0), one it may carry under the
+ * gateway policy @g and the namespace policy @n (NULL: none)? 0; GERR_INVAL with @why naming the
+ * field when a field other than egress_allow is set or an entry is malformed (policy_rules_validate);
+ * GERR_REFUSED with @why naming the first entry of @s's egress_allow that lies outside a layer that
+ * restricts egress (tighten-only: each entry must be covered by an entry of @g and of @n when they
+ * have any). An empty egress_allow restricts nothing and passes. */
+int policy_rules_check_sandbox_policy(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
+                                      const Gantry__V1__Policy *s, char *why, size_t len);
+
 /* @lifetime_s lowered to the smaller nonzero max_lifetime_seconds of @g and @n (either may be NULL). */
 uint64_t policy_rules_cap_lifetime(const Gantry__V1__Policy *g, const Gantry__V1__Policy *n,
                                    uint64_t lifetime_s);

@@ -193,3 +193,19 @@ bool sandbox_rules_share_active(const struct authz_binding *bindings, size_t n, 
     }
     return false;
 }
+
+bool sandbox_rules_host_network(const Gantry__V1__SandboxSpec *s)
+{
+    bool host = false;
+    for (size_t i = 0; s != NULL && i < s->n_driver_config && !host; i++) {
+        const Gantry__V1__SandboxSpec__DriverConfigEntry *e = s->driver_config[i];
+        if (e->key == NULL || strcmp(e->key, "process") != 0 || e->value == NULL) {
+            continue;
+        }
+        json_t *v = json_loads(e->value, 0, NULL);
+        const char *net = json_is_object(v) ? json_string_value(json_object_get(v, "network")) : NULL;
+        host = net != NULL && strcmp(net, "host") == 0;
+        json_decref(v);
+    }
+    return host;
+}

@@ -46,6 +46,12 @@ struct sandbox_creator {
 bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,
                               size_t len);
 
+/* Does @s ask for the host's network (driver_config "process" = {"network": "host", ...})? That
+ * mode bypasses egress_allow entirely, so only a platform_admin may choose it (docs/egress.md). A
+ * value that is not a JSON object, or a "network" that is not a string, reads as not asking (the
+ * policy and driver checks refuse such values on their own). */
+bool sandbox_rules_host_network(const Gantry__V1__SandboxSpec *s);
+
 /* Does a share give its grantee, who holds @bindings (@n of them), access to a sandbox of
  * namespace @ns? Only while the grantee holds a role there: a binding in @ns, a delegated binding
  * whose patterns cover it, or a global role. A share whose grantee lost every role in the

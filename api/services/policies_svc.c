@@ -404,16 +404,28 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
     if (!ns_exists(ctx, it->namespace_)) {
         return;
     }
+    /* The sandbox's own policy (SandboxSpec.policy), the third layer; fixed at create. */
+    Gantry__V1__SandboxSpec *spec = NULL;
     if (it->sandbox[0] != '\0') {
-        int64_t n = 0;
+        struct proto_rows rows;
+        proto_rows_init(&rows, 0);
         struct proto_value p[] = {proto_text(it->namespace_), proto_text(it->sandbox)};
-        int rv = store_client_query_int(
-            ctx->cl, "SELECT count(*) FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &n);
+        int rv = store_client_query(ctx->cl, "SELECT spec FROM sandboxes WHERE namespace = ? AND name = ?", p,
+                                    2, &rows);
+        if (rv == 0 && rows.n_rows > 0) {
+            const struct proto_value *b = proto_rows_at(&rows, 0, 0);
+            spec = b->type == PROTO_BLOB
+                       ? gantry__v1__sandbox_spec__unpack(NULL, b->u.b.n, (const uint8_t *)b->u.b.s)
+                       : NULL;
+            rv = spec == NULL ? GERR_INTERNAL : 0;
+        }
+        size_t found = rows.n_rows;
+        proto_rows_close(&rows);
         if (rv != 0) {
             read_fail(ctx, rv, "egress decision");
             return;
         }
-        if (n == 0) {
+        if (found == 0) {
             gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "sandbox \"%.63s\" does not exist in namespace \"%.63s\"",
                       it->sandbox, it->namespace_);
             return;
@@ -425,7 +437,7 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
         read_fail(ctx, rv, "egress decision");
     } else {
         struct egress_decision d;
-        egress_decide(l.g, l.n, &in, &d);
+        egress_decide(l.g, l.n, spec != NULL ? spec->policy : NULL, &in, &d);
         Gantry__V1__EgressDecision out = GANTRY__V1__EGRESS_DECISION__INIT;
         out.allowed = d.allowed;
         out.layer = (char *)d.layer;
@@ -438,6 +450,9 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
         grpc_call_finish_async(ctx->call, 0, NULL, &out.base);
     }
     layers_close(&l);
+    if (spec != NULL) {
+        gantry__v1__sandbox_spec__free_unpacked(spec, NULL);
+    }
 }
 
 int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg)

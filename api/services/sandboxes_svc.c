@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "api/gate/audit.h"
 #include "api/gate/gate.h"
 #include "api/rules/labels.h"
 #include "api/rules/page.h"
@@ -387,6 +388,15 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__CreateSandboxRequest *req = a->req;
     const Gantry__V1__Sandbox *in = req->sandbox;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
+    /* The host's network bypasses egress_allow: a platform_admin's choice only, audited on its own
+     * (SANDBOX_HOST_NETWORK_OP). Refused here, inside the mutation, so the refusal is audited too. */
+    bool host_net = sandbox_rules_host_network(in->spec);
+    if (host_net && !role_in(&c->ctx->who, AZ_ROLE_PLATFORM_ADMIN, "")) {
+        return res_fail(tx, GERR_PERM,
+                        "driver_config process.network \"host\" gives the sandbox the host's network, where "
+                        "egress_allow is not applied: only a platform_admin may choose it (use \"egress\" or "
+                        "\"none\")");
+    }
     struct create_facts f;
     int rv = create_facts_tx(tx, ns, name, &f);
     if (rv == 0 && f.exists) {
@@ -419,6 +429,10 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         char why[GERR_MSG_SIZE];
         rv = policy_rules_check_sandbox(f.gw, f.nsp, ns, in->spec, a->driver, why, sizeof why);
+        if (rv == 0) {
+            /* The sandbox's own policy: only egress_allow, and only tighter than both layers. */
+            rv = policy_rules_check_sandbox_policy(f.gw, f.nsp, in->spec->policy, why, sizeof why);
+        }
         if (rv == GERR_REFUSED || rv == GERR_INVAL) {
             rv = res_fail(tx, rv, "%s", why);
         }
@@ -446,6 +460,12 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         return rv;
     }
     Gantry__V1__SandboxSpec spec = *in->spec;
+    Gantry__V1__Policy own;
+    if (spec.policy != NULL) {
+        own = *spec.policy; /* stored without the caller's meta, which means nothing here */
+        own.meta = NULL;
+        spec.policy = &own;
+    }
     if (spec.owner_id[0] == '\0') {
         spec.owner_id = c->ctx->who.id;
     }
@@ -480,6 +500,33 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         {TENANTS_USAGE_UPSERT_SQL, u, 3},
     };
     rv = store_tx_exec_many(tx, writes, 2, NULL);
+    if (rv == 0 && host_net) {
+        /* An event of its own, beside the call's, in the same transaction. */
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "sandbox \"%.63s\" runs on the host's network (driver_config process.network = host): "
+                 "egress_allow is not applied to it; chosen by platform_admin \"%.63s\"",
+                 name, c->ctx->who.name);
+        struct audit_record r = {.time_ms = c->ctx->now_ms,
+                                 .class_uid = AUDIT_CLASS_API_ACTIVITY,
+                                 .activity = AUDIT_CREATE,
+                                 .actor_id = c->ctx->who.id,
+                                 .actor_name = c->ctx->who.name,
+                                 .actor_kind = c->ctx->who.kind,
+                                 .operation = SANDBOX_HOST_NETWORK_OP,
+                                 .ns = ns,
+                                 .resource_type = "sandbox",
+                                 .resource_id = id,
+                                 .resource_name = name,
+                                 .success = true,
+                                 .message = msg,
+                                 .source = grpc_call_peer(c->ctx->call),
+                                 .request_id = req->request_id,
+                                 .replica_id = c->env->replica_id,
+                                 .gateway_id = c->env->gateway_id,
+                                 .revision = c->revision};
+        rv = audit_insert_tx(tx, &r);
+    }
     if (rv == 0) {
         /* The reply as a read would return it, built from what was just written. */
         Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;

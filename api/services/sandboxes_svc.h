@@ -9,6 +9,10 @@
  * Create validates the spec (image, command, environment, GPUs, lifetime, labels, driver_config
  * keyed by driver name with a JSON object each), charges the namespace's quota in the same
  * transaction (api/services/tenants_svc.h) and stores the sandbox PROVISIONING for the reconciler.
+ * A spec's own policy (spec.policy) may only tighten (policy_rules_check_sandbox_policy). A
+ * driver_config "process" network of "host" is PERMISSION_DENIED unless the caller is a
+ * platform_admin, and each such create writes a second API Activity event, operation
+ * SANDBOX_HOST_NETWORK_OP, in the same transaction (docs/egress.md).
  * Delete removes at once a sandbox no driver has touched yet (no handle) and releases its quota;
  * otherwise it marks it DELETING for the reconciler, which removes it and releases the quota.
  *
@@ -25,6 +29,9 @@
 
 #include "api/gate/resource.h"
 #include "drivers/driver.h"
+
+/* The audit operation of a sandbox created with the host's network (its own event). */
+#define SANDBOX_HOST_NETWORK_OP "/gantry.v1.Sandboxes/Create:network=host"
 
 #define SANDBOXES_MAX_WATCHES   256u
 #define SANDBOXES_WATCH_POLL_MS 100u

@@ -108,6 +108,49 @@ while True:
     time.sleep(0.1)
 '''
 
+# A second sandbox, with its own policy (SandboxSpec.policy: the door addresses only). argv: the
+# allowed port, the relay port, the FIRST sandbox's door address.
+FENCED_SCRIPT = r'''
+import json, socket, struct, sys
+ok_port, relay_port, other_door = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+gw = [socket.inet_ntoa(struct.pack("<I", int(l.split()[2], 16)))
+      for l in open("/proc/net/route").read().splitlines()[1:] if l.split()[1] == "00000000"][0]
+def talk(host, port, data, want):
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+        s.sendall(data)
+        got = b""
+        while len(got) < want:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        s.close()
+        return got.decode("latin-1")
+    except OSError as e:
+        return "ERROR " + type(e).__name__
+def dns(name, server):
+    q = struct.pack(">HHHHHH", 0x4243, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    try:
+        u.sendto(q, server)
+        a = u.recv(600)
+        return {"rcode": a[3] & 15, "answers": a[7]}
+    except OSError as e:
+        return "ERROR " + type(e).__name__
+    finally:
+        u.close()
+r = {"gateway": gw}
+r["connect_refused"] = talk(gw, relay_port, ("CONNECT localhost:%d HTTP/1.1\r\n\r\n" % ok_port).encode(), 10000)
+r["raw_ok"] = talk(gw, ok_port, b"\x00raw", 4)
+r["dns_own"] = dns("localhost", ("192.0.2.53", 53))
+# Straight to the other sandbox's door, whose policy would answer: dropped by the host's rules.
+r["dns_other_door"] = dns("localhost", (other_door, relay_port))
+print("RESULTS " + json.dumps(r), flush=True)
+'''
+
 
 class Echo:
     """TCP echo server on every address of the host (and a UDP socket on the same port), counting
@@ -262,12 +305,12 @@ class Process(g.GantrydTest):
                                                       sandbox().status), timeout=30)
         log = os.path.join(state, "sandboxes", "sandboxes", sandbox().meta.id + ".log")
 
-        def lines():
+        def lines(path=None):
             """The sandbox's output: the payloads of the driver's log records (drivers/process_log.h:
             a 16-byte little-endian header, u64 time, u32 length, u32 flags, then the bytes)."""
             import struct
             try:
-                with open(log, "rb") as f:
+                with open(path or log, "rb") as f:
                     data = f.read()
             except FileNotFoundError:
                 return []
@@ -300,6 +343,35 @@ class Process(g.GantrydTest):
         # Nothing reached the refused port, by TCP or UDP: the relay is the only way out.
         self.assertEqual((bad.accepted, bad.datagrams), (0, 0))
         self.assertGreaterEqual(ok.accepted, 4)
+
+        # A second sandbox with its own policy (the door addresses only), which tightens the
+        # namespace's: the relay decides by all three layers, as Decide does; and it cannot use the
+        # first sandbox's door (its DNS question there is dropped, not answered under that policy).
+        req = S.CreateSandboxRequest(sandbox=tr.sandbox(
+            "default", "fenced", command=["/usr/bin/python3", "-c", FENCED_SCRIPT, str(ok.port), str(relay_port),
+                                          r["gateway"]],
+            driver_config={"process": json.dumps({"network": "egress"})}))
+        req.sandbox.spec.policy.egress_allow.append("10.213.*:%d" % ok.port)
+        e.sb("user", "Create", req)
+        flog = [None]
+
+        def fenced_results():
+            sb2 = e.sb("user", "Get", S.GetSandboxRequest(namespace="default", name="fenced"))
+            flog[0] = os.path.join(state, "sandboxes", "sandboxes", sb2.meta.id + ".log")
+            got = [x for x in lines(flog[0]) if x.startswith("RESULTS ")]
+            return bool(got), got
+        f = json.loads(wait_for(self, "the fenced sandbox's results", fenced_results, timeout=60)[0][8:])
+        self.assertTrue(f["connect_refused"].startswith("HTTP/1.1 403 Forbidden"), f)
+        self.assertIn("sandbox policy's egress_allow", f["connect_refused"])
+        self.assertEqual(f["raw_ok"], "\x00raw", f)
+        self.assertEqual(f["dns_own"], {"rcode": 5, "answers": 0}, f)
+        self.assertEqual(f["dns_other_door"], "ERROR TimeoutError", f)
+        d = e.call("user", policies_pb2, "Egress", "Decide", PO.DecideEgressRequest(intent=PO.EgressIntent(
+            namespace="default", sandbox="fenced", transport=PO.EgressTransport.EGRESS_TRANSPORT_HTTP_CONNECT,
+            host="localhost", port=ok.port)))
+        self.assertEqual((d.allowed, d.layer), (False, "sandbox"))
+        self.assertIn(d.reason, f["connect_refused"])
+        e.sb("user", "Delete", S.DeleteSandboxRequest(namespace="default", name="fenced"))
 
         # Tighten: the namespace no longer allows localhost; the loop's next CONNECT is refused.
         seen = len(lines())
@@ -342,13 +414,15 @@ class Process(g.GantrydTest):
         ]
         for intent, allowed in table:
             self.assertEqual(decide(**intent).allowed, allowed, intent)
-        ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
-            namespace="default", class_uid=4001)).events
-        last_connect = [x for x in ev if x.api_operation == "egress/HTTP_CONNECT localhost:%d" % ok.port]
-        self.assertTrue(any(x.status == "Failure" for x in last_connect), "the tightened refusal is not audited")
         d = decide(transport=T.EGRESS_TRANSPORT_HTTP_CONNECT, host="localhost", port=ok.port)
-        self.assertTrue(any(d.reason in x.status_detail for x in last_connect if x.status == "Failure"),
-                        (d.reason, [x.status_detail for x in last_connect]))
+
+        def tightened_refusal_audited():
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", class_uid=4001, status="Failure")).events
+            last = [x for x in ev if x.api_operation == "egress/HTTP_CONNECT localhost:%d" % ok.port]
+            return any(d.reason in x.status_detail for x in last), [x.status_detail for x in last]
+        wait_for(self, "the tightened refusal in the audit trail, with Decide's reason", tightened_refusal_audited,
+                 timeout=10)
         dns_refusals = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
             namespace="default", class_uid=4001, status="Failure")).events
         self.assertTrue(any(x.api_operation.startswith("egress/DNS denied.example") for x in dns_refusals),
@@ -363,7 +437,8 @@ class Process(g.GantrydTest):
         wait_for(self, "the sandbox's network namespace removed",
                  lambda: (not os.path.exists("/run/netns/gantry-" + sid), sid), timeout=30)
         print("egress: CONNECT, HTTP, TLS and raw TCP allowed and refused through the relay; nothing else left the "
-              "sandbox; a tightened policy applied in %.2f s; refusals audited" % took)
+              "sandbox; a sandbox with its own policy was decided by it and could not use another sandbox's door; a "
+              "tightened policy applied in %.2f s; refusals audited" % took)
 
 
 GROUPS = {"process": Process}

@@ -22,6 +22,7 @@ The environment is test_gantryd.py's (GANTRYD, GANTRY_STORE, GANTRY_PROTO_DIR, .
 
 import base64
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -36,7 +37,7 @@ import test_gantryd as g  # noqa: E402  (generates the stubs, provides the clust
 import test_identity as ti  # noqa: E402  (the per-role principals and the call helper)
 
 import grpc  # noqa: E402
-from gantry.v1 import (api_keys_pb2, meta_pb2, namespaces_pb2, policies_pb2, principals_pb2,  # noqa: E402
+from gantry.v1 import (api_keys_pb2, audit_pb2, meta_pb2, namespaces_pb2, policies_pb2, principals_pb2,  # noqa: E402
                        providers_pb2, sandboxes_pb2)
 
 PV = providers_pb2
@@ -664,8 +665,120 @@ class Egress(Base):
                                capture_output=True, timeout=30)
             self.assertEqual(p.returncode, rc, p.stderr)
             self.assertIn(needle, (p.stdout + p.stderr).decode())
+        # The sandbox's own policy, the third layer (fixed at create, tighten-only): one that widens
+        # either layer is FAILED_PRECONDITION naming the entry and the layer; a bad entry or another
+        # field is INVALID_ARGUMENT; neither creates anything.
+        SB = sandboxes_pb2
+
+        def create(name, allow, replica=0, **more):
+            return env.call("user", SB, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                spec=SB.SandboxSpec(image="busybox", policy=PO.Policy(egress_allow=allow, **more)))),
+                replica=replica)
+
+        before = env.query("SELECT max(revision) FROM events")
+        self.err(lambda: create("wide", ["pypi.org:443"]), SC.FAILED_PRECONDITION, '"pypi.org:443" is outside the '
+                 "namespace policy's egress_allow", "may only tighten")
+        self.err(lambda: create("wide", ["evil.example:443"], replica=1), SC.FAILED_PRECONDITION,
+                 '"evil.example:443" is outside the gateway policy')
+        self.err(lambda: create("wide", ["api.github.com:*"], replica=2), SC.FAILED_PRECONDITION, "api.github.com:*")
+        self.err(lambda: create("bad", ["api.github.com:99999"]), SC.INVALID_ARGUMENT,
+                 'sandbox.spec.policy.egress_allow[0] "api.github.com:99999"')
+        self.err(lambda: create("bad", ["a b:443"]), SC.INVALID_ARGUMENT, "sandbox.spec.policy.egress_allow[0]")
+        self.err(lambda: create("bad", ["10.0.1.7:5432"], max_gpus_per_sandbox=1), SC.INVALID_ARGUMENT,
+                 "sandbox.spec.policy.max_gpus_per_sandbox: a sandbox's own policy carries only egress_allow")
+        self.assertEqual(env.query("SELECT max(revision) FROM events"), before)
+        self.assertNotIn("wide", env.query("SELECT name FROM sandboxes"))
+        self.assertNotIn("bad", env.query("SELECT name FROM sandboxes"))
+        # A tightening one is stored, returned by Get on every replica, and decides as the third layer.
+        create("tight", ["10.0.1.7:5432"])
+        for r in range(3):
+            got = env.call("user", SB, "Sandboxes", "Get", SB.GetSandboxRequest(namespace="default", name="tight"),
+                           replica=r)
+            self.assertEqual(list(got.spec.policy.egress_allow), ["10.0.1.7:5432"])
+        layered = [
+            (dict(host="api.github.com", port=443), False, "sandbox", ""),  # the namespace allows it
+            (dict(ip="10.0.1.8", port=5432), False, "sandbox", ""),
+            (dict(ip="10.0.1.7", port=5432), True, "sandbox", "10.0.1.7:5432"),
+            (dict(host="pypi.org", port=443), False, "namespace", ""),
+            (dict(host="evil.example", port=443), False, "gateway", ""),
+        ]
+        for i, (intent, allowed, layer, rule) in enumerate(layered):
+            d = decide(replica=i, sandbox="tight", **intent)
+            self.assertEqual((d.allowed, d.layer, d.rule), (allowed, layer, rule), (intent, d))
+            if layer == "sandbox":
+                self.assertEqual(d.policy_revision, 0)
+                if not allowed:
+                    self.assertIn("sandbox policy's egress_allow", d.reason)
+            # Without the sandbox the namespace decides as before.
+            if layer == "sandbox" and "host" in intent:
+                self.assertEqual(decide(replica=i, **intent).layer, "namespace")
+        # The CLI sets it with --egress-allow; a wider entry is the server's refusal.
+        def cli_create(name, entry):
+            return subprocess.run([g.CLI, "sandbox", "create", name, "--image", "busybox", "--namespace", "default",
+                                   "--egress-allow", entry], env=env_vars, capture_output=True, timeout=30)
+        p = cli_create("tight-cli", "10.0.1.7:5432")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = env.call("user", SB, "Sandboxes", "Get", SB.GetSandboxRequest(namespace="default", name="tight-cli"))
+        self.assertEqual(list(got.spec.policy.egress_allow), ["10.0.1.7:5432"])
+        p = cli_create("wide-cli", "pypi.org:443")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("may only tighten", p.stderr.decode())
         print("egress: %d intents decided as the table says through three replicas, 8 bad intents refused, "
-              "the CLI agrees" % len(table))
+              "the CLI agrees; a sandbox policy that widens or is malformed is refused and creates nothing, "
+              "one that tightens decides as layer sandbox (%d intents)" % (len(table), len(layered)))
+
+    def test_host_network_is_a_platform_admin_choice(self):
+        """driver_config process.network = host bypasses egress_allow (docs/egress.md): anyone but a
+        platform_admin is PERMISSION_DENIED (the refusal audited, nothing created); a platform_admin's
+        create is audited twice: the call, and an event of its own naming the choice."""
+        env = Env(self)
+        SB = sandboxes_pb2
+        AU = audit_pb2
+        OP = "/gantry.v1.Sandboxes/Create:network=host"
+
+        def create(role, name, network, replica=0):
+            return env.call(role, SB, "Sandboxes", "Create", SB.CreateSandboxRequest(sandbox=SB.Sandbox(
+                meta=meta_pb2.ObjectMeta(name=name, namespace="default"),
+                spec=SB.SandboxSpec(image="busybox", driver_config={"process": json.dumps({"network": network})}))),
+                replica=replica)
+
+        before = env.query("SELECT max(revision) FROM events")
+        for i, role in enumerate(("user", "na", "sa")):
+            self.err(lambda: create(role, "h-" + role, "host", replica=i), SC.PERMISSION_DENIED,
+                     'process.network "host"', "only a platform_admin may choose it")
+        self.assertEqual(env.query("SELECT max(revision) FROM events"), before)
+        self.assertNotIn("h-", env.query("SELECT name FROM sandboxes"))
+        # Other network modes stay open to users.
+        create("user", "n-user", "none", replica=1)
+        self.assertEqual(env.query("SELECT count(*) FROM audit WHERE operation = '%s'" % OP).split("\n")[1:2],
+                         ["0"])
+        sb = create("pa", "h-pa", "host", replica=2)
+
+        def events(**kw):
+            return env.call("pa", AU, "Audit", "Query", AU.QueryAuditRequest(namespace="default", **kw)).events
+        own = events(api_operation=OP)
+        self.assertEqual(len(own), 1, own)
+        e = own[0]
+        self.assertEqual((e.status, e.class_uid), ("Success", 6003))
+        self.assertEqual(e.actor_principal_id, sb.meta.created_by)
+        self.assertIn("egress_allow is not applied", e.status_detail)
+        self.assertEqual((e.resource_type, e.resource_id, e.resource_name), ("sandbox", sb.meta.id, "h-pa"))
+        self.assertEqual(json.loads(e.ocsf_json)["class_uid"], 6003)
+        # ... beside the call's own event.
+        self.assertTrue(any(x.resource_id == sb.meta.id and x.status == "Success"
+                            for x in events(api_operation="/gantry.v1.Sandboxes/Create")))
+        # The refusals are in the trail too (failed mutations, status Failure, with the reason).
+        deadline = time.time() + 10
+        while True:
+            refused = [x for x in events(api_operation="/gantry.v1.Sandboxes/Create", status="Failure")
+                       if "only a platform_admin may choose it" in x.status_detail]
+            if len(refused) >= 3 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertGreaterEqual(len(refused), 3, refused)
+        print("host network: refused for user, namespace_admin and service account (audited); a platform_admin's "
+              "create audited as %s" % OP)
 
 
 class ServiceAccounts(Base):

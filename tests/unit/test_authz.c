@@ -414,6 +414,14 @@ static void doc(struct buf *out)
              "authorized by the\n"
              "table before anything else; [security.md](security.md) explains the roles. \"Namespace from\"\n"
              "names the request field the target namespace is read from.\n");
+    buf_printf(out,
+               "\nSome calls check more inside the handler, after the table: `Sandboxes.Create` with a\n"
+               "`driver_config` `process` `network` of `host` (the host's network, where `egress_allow` is\n"
+               "not applied) is PERMISSION_DENIED for everyone but a platform_admin, and audited as an\n"
+               "event of its own ([egress.md](egress.md)); its `spec.policy` may only tighten the gateway\n"
+               "and namespace policies\n"
+               "([providers-policies.md](providers-policies.md#a-sandboxs-own-policy-third-layer));\n"
+               "`Egress.Decide` with `intent.sandbox` applies that sandbox's own policy as a third layer.\n");
     for (size_t s = 0; api_services[s] != NULL; s++) {
         const ProtobufCServiceDescriptor *svc = api_services[s];
         buf_printf(out,

@@ -151,7 +151,7 @@ static void *run_loop(void *arg)
 
 struct seen {
     enum egress_event_kind kind;
-    char ns[64], sandbox[64], owner[64];
+    char ns[64], sandbox[64], owner[64], id[64]; /* id "": the door has none */
     bool allowed;
     char layer[16], reason[512], destination[256];
     int transport;
@@ -173,6 +173,7 @@ static void on_event(void *ctx, const struct egress_event *ev)
         snprintf(s->ns, sizeof s->ns, "%s", ev->sandbox->ns);
         snprintf(s->sandbox, sizeof s->sandbox, "%s", ev->sandbox->name);
         snprintf(s->owner, sizeof s->owner, "%s", ev->sandbox->owner);
+        snprintf(s->id, sizeof s->id, "%s", ev->sandbox->id != NULL ? ev->sandbox->id : "");
         s->allowed = ev->decision->allowed;
         snprintf(s->layer, sizeof s->layer, "%s", ev->decision->layer);
         snprintf(s->reason, sizeof s->reason, "%s", ev->decision->reason);
@@ -360,7 +361,7 @@ static void same_as_decide(const struct seen *s, int transport, const char *host
     struct egress_intent in = {
         .transport = transport, .host = host, .ip = ip, .port = port, .sni = sni, .http_host = http_host};
     struct egress_decision d;
-    egress_policy_cache_decide(cache, s->ns, &in, &d);
+    egress_policy_cache_decide(cache, s->ns, s->id[0] != '\0' ? s->id : NULL, &in, &d);
     assert_int_equal(s->transport, transport);
     assert_int_equal(s->allowed, d.allowed);
     assert_string_equal(s->layer, d.layer);
@@ -647,6 +648,63 @@ static void tightened_policy_cuts_next_connection(void **state)
     allow_echo_only("team-a");
 }
 
+/* The sandbox's own policy is the third layer: it refuses what the namespace allows (layer
+ * "sandbox", the same answer as the decision function), and a sandbox whose policy the cache has
+ * not recorded is refused rather than decided without it. */
+static void sandbox_policy_layer(void **state)
+{
+    (void)state;
+    char req[256], resp[2048];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    Gantry__V1__Policy own = GANTRY__V1__POLICY__INIT;
+    char *only_ip[] = {allow_ip};
+    own.egress_allow = only_ip;
+    own.n_egress_allow = 1;
+    assert_int_equal(egress_policy_cache_set_sandbox(cache, "id-sb-a", &own), 0);
+    size_t m = mark();
+    int fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_to_end(fd, resp, sizeof resp);
+    close(fd);
+    assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+    struct seen s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "sandbox");
+    assert_non_null(strstr(s.reason, "sandbox policy's egress_allow matches localhost"));
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
+                   (unsigned)echo_port, NULL, NULL);
+    /* Door B (another sandbox, no id) is untouched. */
+    fd = dial_door(port_b);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, resp, 39);
+    assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    close(fd);
+    /* Not recorded (forgotten): refused, layer "sandbox". */
+    egress_policy_cache_retain_sandboxes(cache, NULL, 0);
+    assert_false(egress_policy_cache_has_sandbox(cache, "id-sb-a"));
+    m = mark();
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_to_end(fd, resp, sizeof resp);
+    close(fd);
+    assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "sandbox");
+    assert_non_null(strstr(s.reason, "not loaded"));
+    /* No policy of its own again: allowed by the namespace. */
+    assert_int_equal(egress_policy_cache_set_sandbox(cache, "id-sb-a", NULL), 0);
+    m = mark();
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, resp, 39);
+    assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    close(fd);
+    s = wait_decided(m);
+    assert_true(s.allowed);
+    assert_string_equal(s.layer, "namespace");
+}
+
 /* One DNS question to door A over UDP: the answer's length (0: none within 5 s). */
 static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
 {
@@ -838,7 +896,10 @@ static int setup(void **state)
     allow_echo_only("team-b");
 
     char errmsg[GERR_MSG_SIZE];
-    struct egress_sandbox a = {"team-a", "sb-a", "alice"}, b = {"team-b", "sb-b", "bob"};
+    /* Door A carries its sandbox's id, so its own policy (none, to begin with) is the third layer;
+     * door B has none (decided by the gateway and namespace layers only). */
+    struct egress_sandbox a = {"team-a", "sb-a", "alice", "id-sb-a"}, b = {"team-b", "sb-b", "bob", NULL};
+    assert_int_equal(egress_policy_cache_set_sandbox(cache, "id-sb-a", NULL), 0);
     assert_int_equal(
         egress_relay_open_door(relay, &a, (struct sockaddr *)&any, EGRESS_DOOR_DNS, &port_a, &door_a, errmsg),
         0);
@@ -872,6 +933,7 @@ int main(void)
         cmocka_unit_test(raw_adapter),
         cmocka_unit_test(dns_responder),
         cmocka_unit_test(tightened_policy_cuts_next_connection),
+        cmocka_unit_test(sandbox_policy_layer),
         cmocka_unit_test(many_connections_within_limits),
         cmocka_unit_test(every_allowed_connection_reported_closed),
     };

@@ -1,8 +1,9 @@
 /* api/rules/egress.h: the egress decision point over hand-made policies. The same function answers
- * Egress.Decide (tests/integration/test_resources_providers.py, Egress) and will answer the relay. */
+ * Egress.Decide (tests/integration/test_resources_providers.py, Egress) and the relay. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <cmocka.h>
@@ -26,7 +27,7 @@ static struct egress_decision decide(const Gantry__V1__Policy *g, const Gantry__
     char why[256];
     assert_int_equal(egress_intent_check(&in, why, sizeof why), 0);
     struct egress_decision d;
-    egress_decide(g, n, &in, &d);
+    egress_decide(g, n, NULL, &in, &d);
     return d;
 }
 
@@ -90,15 +91,15 @@ static void addresses_only_without_names(void **state)
     Gantry__V1__Policy g = policy(ga, 1);
     struct egress_intent in = {.transport = 1, .ip = "10.0.3.4", .port = 5432};
     struct egress_decision d;
-    egress_decide(&g, NULL, &in, &d);
+    egress_decide(&g, NULL, NULL, &in, &d);
     assert_true(d.allowed);
     in.ip = "10.1.3.4";
-    egress_decide(&g, NULL, &in, &d);
+    egress_decide(&g, NULL, NULL, &in, &d);
     assert_false(d.allowed);
     /* With a name, the name decides. */
     in.host = "db.internal";
     in.ip = "10.0.3.4";
-    egress_decide(&g, NULL, &in, &d);
+    egress_decide(&g, NULL, NULL, &in, &d);
     assert_false(d.allowed);
     assert_string_equal(d.destination, "db.internal");
 }
@@ -145,17 +146,17 @@ static void dns_question_any_port(void **state)
     char why[256];
     struct egress_decision d;
     assert_int_equal(egress_intent_check(&in, why, sizeof why), 0);
-    egress_decide(&g, &n, &in, &d);
+    egress_decide(&g, &n, NULL, &in, &d);
     assert_true(d.allowed);
     assert_string_equal(d.rule, "api.github.com:443");
     assert_non_null(strstr(d.reason, "api.github.com on any port"));
     in.host = "pypi.org";
-    egress_decide(&g, &n, &in, &d);
+    egress_decide(&g, &n, NULL, &in, &d);
     assert_false(d.allowed);
     assert_string_equal(d.layer, "namespace");
     assert_non_null(strstr(d.reason, "matches pypi.org on any port"));
     in.host = "evil.example";
-    egress_decide(&g, &n, &in, &d);
+    egress_decide(&g, &n, NULL, &in, &d);
     assert_false(d.allowed);
     assert_string_equal(d.layer, "gateway");
     /* Port 0 is a DNS question's only: any other transport still needs a port. */
@@ -164,12 +165,70 @@ static void dns_question_any_port(void **state)
     assert_non_null(strstr(why, "intent.port"));
 }
 
+/* Three layers (gateway, namespace, the sandbox's own): a table of intents, each with the layer
+ * that decides and, when allowed, the entry that matched. */
+static void three_layers(void **state)
+{
+    (void)state;
+    char *ga[] = {"*.github.com:443", "pypi.org:*", "10.0.*:*"}, *na[] = {"*.github.com:443", "pypi.org:443"},
+         *sa[] = {"api.github.com:443"};
+    Gantry__V1__Policy g = policy(ga, 3), n = policy(na, 2), sb = policy(sa, 1), none = policy(NULL, 0);
+    const struct {
+        const Gantry__V1__Policy *g, *n, *s;
+        const char *host, *ip, *sni;
+        unsigned port;
+        bool allowed;
+        const char *layer, *rule;
+    } rows[] = {
+        /* Allowed by all three: the innermost restricting layer reports. */
+        {&g, &n, &sb, "api.github.com", NULL, NULL, 443, true, "sandbox", "api.github.com:443"},
+        /* Allowed by the namespace, refused by the sandbox. */
+        {&g, &n, &sb, "raw.github.com", NULL, NULL, 443, false, "sandbox", ""},
+        {&g, &n, &sb, "pypi.org", NULL, NULL, 443, false, "sandbox", ""},
+        /* Refused by an outer layer first, whatever the sandbox says. */
+        {&g, &n, &sb, "pypi.org", NULL, NULL, 80, false, "namespace", ""},
+        {&g, &n, &sb, "evil.example", NULL, NULL, 443, false, "gateway", ""},
+        /* Every name: an allowed CONNECT target with another SNI is refused by the sandbox. */
+        {&g, &n, &sb, "api.github.com", NULL, "www.github.com", 443, false, "sandbox", ""},
+        /* An address without a name, outside the sandbox's list. */
+        {&g, NULL, &sb, NULL, "10.0.0.5", NULL, 22, false, "sandbox", ""},
+        /* A sandbox with an empty list (or none) restricts nothing. */
+        {&g, &n, &none, "raw.github.com", NULL, NULL, 443, true, "namespace", "*.github.com:443"},
+        {&g, &n, NULL, "raw.github.com", NULL, NULL, 443, true, "namespace", "*.github.com:443"},
+        /* Only the sandbox restricts. */
+        {&none, NULL, &sb, "api.github.com", NULL, NULL, 443, true, "sandbox", "api.github.com:443"},
+        {&none, NULL, &sb, "example.com", NULL, NULL, 443, false, "sandbox", ""},
+        {&none, NULL, &none, "example.com", NULL, NULL, 443, true, "default", ""},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct egress_intent in = {
+            .transport = 2, .host = rows[i].host, .ip = rows[i].ip, .port = rows[i].port, .sni = rows[i].sni};
+        char why[256];
+        assert_int_equal(egress_intent_check(&in, why, sizeof why), 0);
+        struct egress_decision d;
+        egress_decide(rows[i].g, rows[i].n, rows[i].s, &in, &d);
+        if (d.allowed != rows[i].allowed || strcmp(d.layer, rows[i].layer) != 0 ||
+            strcmp(d.rule, rows[i].rule) != 0) {
+            fail_msg("row %zu: allowed %d layer %s rule \"%s\" (%s)", i, d.allowed, d.layer, d.rule,
+                     d.reason);
+        }
+        if (!d.allowed && strcmp(d.layer, "sandbox") == 0 &&
+            strstr(d.reason, "sandbox policy's egress_allow") == NULL) {
+            fail_msg("row %zu: %s", i, d.reason);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(dns_question_any_port),        cmocka_unit_test(no_policy_allows_everything),
-        cmocka_unit_test(each_layer_on_its_own),        cmocka_unit_test(every_name_must_be_allowed),
-        cmocka_unit_test(addresses_only_without_names), cmocka_unit_test(bad_intents),
+        cmocka_unit_test(dns_question_any_port),
+        cmocka_unit_test(no_policy_allows_everything),
+        cmocka_unit_test(each_layer_on_its_own),
+        cmocka_unit_test(every_name_must_be_allowed),
+        cmocka_unit_test(addresses_only_without_names),
+        cmocka_unit_test(bad_intents),
+        cmocka_unit_test(three_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -493,6 +493,55 @@ static void test_sa_effective(void **state)
     assert_string_equal(also, "allowed_service_accounts");
 }
 
+/* A sandbox's own policy: only egress_allow, well-formed, and within both layers. */
+static void test_sandbox_policy(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    Gantry__V1__Policy g = pol(), n = pol(), s = GANTRY__V1__POLICY__INIT;
+    char *ga[] = {"*.github.com:443", "pypi.org:*"}, *na[] = {"*.github.com:443"};
+    g.egress_allow = ga, g.n_egress_allow = 2;
+    n.egress_allow = na, n.n_egress_allow = 1;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, NULL, why, sizeof why), 0);
+    /* Tighter than both. */
+    char *ok[] = {"api.github.com:443"};
+    s.egress_allow = ok, s.n_egress_allow = 1;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), 0);
+    /* Within the gateway's, outside the namespace's: refused, naming the entry and the layer. */
+    char *wide_ns[] = {"api.github.com:443", "pypi.org:443"};
+    s.egress_allow = wide_ns, s.n_egress_allow = 2;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), GERR_REFUSED);
+    assert_non_null(strstr(why, "\"pypi.org:443\" is outside the namespace policy's egress_allow"));
+    /* Without a namespace policy, the gateway's alone. */
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, NULL, &s, why, sizeof why), 0);
+    char *wide_gw[] = {"example.com:443"};
+    s.egress_allow = wide_gw, s.n_egress_allow = 1;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, NULL, &s, why, sizeof why), GERR_REFUSED);
+    assert_non_null(strstr(why, "\"example.com:443\" is outside the gateway policy's egress_allow"));
+    /* Any port is wider than 443. */
+    char *any_port[] = {"api.github.com:*"};
+    s.egress_allow = any_port;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), GERR_REFUSED);
+    /* Layers that restrict nothing accept any list; an empty list restricts nothing. */
+    Gantry__V1__Policy open = pol();
+    assert_int_equal(policy_rules_check_sandbox_policy(&open, NULL, &s, why, sizeof why), 0);
+    s.n_egress_allow = 0;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), 0);
+    /* Malformed entries and other fields: INVALID. */
+    char *bad[] = {"api.github.com:99999"};
+    s.egress_allow = bad, s.n_egress_allow = 1;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), GERR_INVAL);
+    assert_non_null(strstr(why, "sandbox.spec.policy.egress_allow[0] \"api.github.com:99999\""));
+    s.egress_allow = ok;
+    s.max_lifetime_seconds = 60;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), GERR_INVAL);
+    assert_non_null(strstr(why, "sandbox.spec.policy.max_lifetime_seconds"));
+    s.max_lifetime_seconds = 0;
+    s.allow_shares = true;
+    assert_int_equal(policy_rules_check_sandbox_policy(&g, &n, &s, why, sizeof why), GERR_INVAL);
+    assert_non_null(strstr(why, "allow_shares"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,7 +549,7 @@ int main(void)
         cmocka_unit_test(test_enforcement),   cmocka_unit_test(test_lifetime_shares_egress),
         cmocka_unit_test(test_effective),     cmocka_unit_test(test_sa_validate),
         cmocka_unit_test(test_sa_tightening), cmocka_unit_test(test_sa_enforcement),
-        cmocka_unit_test(test_sa_effective),
+        cmocka_unit_test(test_sa_effective),  cmocka_unit_test(test_sandbox_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -289,12 +289,48 @@ static void test_share_active(void **state)
     assert_false(sandbox_rules_share_active(b, 3, ""));
 }
 
+/* Which specs ask for the host's network (platform_admin only, api/services/sandboxes_svc.c). */
+static void test_host_network(void **state)
+{
+    (void)state;
+    Gantry__V1__SandboxSpec s = GANTRY__V1__SANDBOX_SPEC__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT,
+                                               k = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&k, &d};
+    s.driver_config = dp;
+    s.n_driver_config = 2;
+    k.key = "kubernetes";
+    k.value = "{\"network\": \"host\"}"; /* another driver's key: not the process driver's */
+    d.key = "process";
+    const struct {
+        const char *value;
+        bool host;
+    } rows[] = {
+        {"{\"network\": \"host\"}", true},
+        {"{\"network\":\"host\", \"other\": 1}", true},
+        {"{\"network\": \"egress\"}", false},
+        {"{\"network\": \"none\"}", false},
+        {"{}", false},
+        {"{\"network\": [\"host\"]}", false}, /* not a string: the driver refuses it */
+        {"not json", false},                  /* refused as INVALID_ARGUMENT by the policy check */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        d.value = (char *)rows[i].value;
+        if (sandbox_rules_host_network(&s) != rows[i].host) {
+            fail_msg("row %zu: %s", i, rows[i].value);
+        }
+    }
+    s.n_driver_config = 0;
+    assert_false(sandbox_rules_host_network(&s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validate),     cmocka_unit_test(test_labels),
         cmocka_unit_test(test_delegation),   cmocka_unit_test(test_default_lifetime),
         cmocka_unit_test(test_share_active), cmocka_unit_test(test_service_account),
+        cmocka_unit_test(test_host_network),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
