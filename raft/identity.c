@@ -176,6 +176,11 @@ int identity_secrets_load(const char *data_dir, struct identity_secrets *out, ch
     if (rv == 0) {
         identity_path(data_dir, "secrets/ca-key.pem", p, sizeof p);
         rv = file_read_all(p, 65536, &out->ca_key_pem, NULL, errmsg);
+        if (rv == GERR_NOTFOUND) { /* a replica that joined: it cannot sign certificates */
+            out->ca_key_pem = NULL;
+            errmsg[0] = '\0';
+            rv = 0;
+        }
     }
     if (rv == 0) {
         identity_path(data_dir, "secrets/pepper", p, sizeof p);
@@ -202,7 +207,7 @@ int identity_secrets_save(const char *data_dir, const struct identity_secrets *s
 {
     char p[4096];
     int rv = write_text(data_dir, "secrets/ca.pem", s->ca_pem, 0600, errmsg);
-    if (rv == 0) {
+    if (rv == 0 && s->ca_key_pem != NULL) {
         rv = write_text(data_dir, "secrets/ca-key.pem", s->ca_key_pem, 0600, errmsg);
     }
     if (rv == 0) {

@@ -136,6 +136,41 @@ static void an_interrupted_install_is_finished(void **state)
     mem_free(now_key);
 }
 
+/* A replica that joined holds no CA key (raft/identity.h): its secrets load without one, and a
+ * certificate under the threshold is kept as it is (and said so in the log), not an error. */
+static void without_the_ca_key_nothing_is_renewed(void **state)
+{
+    struct world *w = *state;
+    struct identity_secrets joined = {.ca_pem = w->sec.ca_pem, .ca_key_pem = NULL};
+    memset(joined.pepper, 7, sizeof joined.pepper);
+    assert_int_equal(identity_secrets_save(w->dir, &joined, errmsg), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/secrets/ca-key.pem", w->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    struct identity_secrets loaded;
+    assert_int_equal(identity_secrets_load(w->dir, &loaded, errmsg), 0);
+    assert_null(loaded.ca_key_pem);
+    assert_string_equal(loaded.ca_pem, w->sec.ca_pem);
+    assert_memory_equal(loaded.pepper, joined.pepper, sizeof joined.pepper);
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    bool renewed = true;
+    int64_t na = 0;
+    assert_int_equal(certrenew_at_start(w->dir, &loaded, 30, now_ms(), &renewed, &na, errmsg), 0);
+    assert_false(renewed);
+    assert_true(na - now_ms() < 11ll * 86400 * 1000);
+    char *after = read_rel(w->dir, "tls/cert.pem");
+    assert_string_equal(before, after);
+    identity_secrets_free(&loaded);
+    mem_free(before);
+    mem_free(after);
+    /* A holder's secrets keep the key file. */
+    assert_int_equal(identity_secrets_save(w->dir, &w->sec, errmsg), 0);
+    assert_int_equal(identity_secrets_load(w->dir, &loaded, errmsg), 0);
+    assert_non_null(loaded.ca_key_pem);
+    assert_string_equal(loaded.ca_key_pem, w->sec.ca_key_pem);
+    identity_secrets_free(&loaded);
+}
+
 static void a_missing_certificate_is_an_error(void **state)
 {
     struct world *w = *state;
@@ -153,6 +188,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(renews_only_under_the_threshold, setup, teardown),
         cmocka_unit_test_setup_teardown(an_interrupted_install_is_finished, setup, teardown),
+        cmocka_unit_test_setup_teardown(without_the_ca_key_nothing_is_renewed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_missing_certificate_is_an_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
