@@ -1,7 +1,7 @@
 """gantryd clusters of separate processes on 127.0.0.1, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_gantryd.py <group>
-Groups: bootstrap, failover, sigterm, foreign, recover, backup.
+Groups: bootstrap, failover, sigterm, foreign, recover, backup, removed, renewal, joinca (see GROUPS).
 
 Environment (set by tests/integration/CMakeLists.txt):
   GANTRYD         path of gantryd
@@ -1374,6 +1374,105 @@ class Removed(GantrydTest):
                                             for k, v in sorted(took.items(), key=str))))
 
 
+class JoinCA(GantrydTest):
+    def csr(self, c, name):
+        """A real CSR (and its key) made with openssl, for Join calls sent by hand."""
+        key, req = os.path.join(c.root, name + ".key"), os.path.join(c.root, name + ".csr")
+        out = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                              "-nodes", "-keyout", key, "-subj", "/CN=" + name, "-out", req],
+                             capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr.decode())
+        return open(req).read()
+
+    def uses(self, r, tid):
+        return query(r, "SELECT uses_left FROM join_tokens WHERE id = '%s'" % tid)[0]
+
+    def test_a_joiner_never_receives_the_ca_key(self):
+        """A join token and a Join answer carry no private key: the joined replica's secrets/ has
+        the CA certificate and the pepper but no ca-key.pem, and no file of its data dir holds the
+        CA key. A replica without the key relays a join to one that has it. A wrong secret, a
+        replayed token and a relayed join to a replica without the key are refused with clear
+        statuses and change nothing."""
+        c = self.cluster("joinca").init()
+        r1 = c.replicas[0]
+        ca_key = open(os.path.join(r1.dir, "secrets", "ca-key.pem")).read()
+        self.assertIn("PRIVATE KEY", ca_key)
+        key_body = "".join(l for l in ca_key.splitlines() if not l.startswith("-----"))
+        tok = c.token(uses=1)
+        # The token: gjt_<16 hex id>_<32 hex secret>_<64 hex CA fingerprint>, nothing else.
+        parts = tok.split("_")
+        self.assertEqual(len(parts), 4, tok)
+        self.assertEqual((parts[0], len(parts[1]), len(parts[2]), len(parts[3])), ("gjt", 16, 32, 64))
+        self.assertTrue(all(ch in "0123456789abcdef" for ch in "".join(parts[1:])), tok)
+        self.assertNotIn("PRIVATE", tok)
+        for i in range(0, len(key_body) - 16, 8):
+            self.assertNotIn(key_body[i:i + 16], tok)
+
+        # A real join through replica 1 (a CA holder).
+        r2 = c.new_replica(2)
+        c.replicas.append(r2)
+        r2.start(join=r1.api, token=tok)
+        sec2 = os.path.join(r2.dir, "secrets")
+        self.assertEqual(sorted(os.listdir(sec2)), ["ca.pem", "pepper"])
+        self.assertEqual(open(os.path.join(sec2, "pepper"), "rb").read(),
+                         open(os.path.join(r1.dir, "secrets", "pepper"), "rb").read())
+        for path in glob.glob(os.path.join(r2.dir, "**"), recursive=True):
+            if os.path.isfile(path) and "/store/" not in path:
+                data = open(path, "rb").read()
+                # Bytes 36..67 of the PKCS#8 DER (base64 characters 48..92) are the private scalar;
+                # the bytes before it are the same in every P-256 key.
+                self.assertNotIn(key_body[48:92].encode(), data.replace(b"\n", b""), path)
+                if path != os.path.join(r2.dir, "tls", "key.pem"):
+                    self.assertNotIn(b"PRIVATE KEY", data, path)
+        self.assertIn("does not hold the CA key", r2.tail(100000))
+
+        # The spent token again (a replay), by hand with a real CSR: refused, nothing written.
+        live = c.client.call(r1, "CreateJoinToken", cpb.CreateJoinTokenRequest(uses=2), cpb.JoinToken)
+        before = r1.store("query", "SELECT revision FROM cluster_revision")
+        csr = self.csr(c, "replica-9")
+        join = cpb.JoinRequest(token=tok, replica_id=9, replica_name="replica-9", peer_address="127.0.0.1:1",
+                               api_address="127.0.0.1:2", csr_pem=csr)
+        code, msg = self.code(lambda: c.client.call(r1, "Join", join, cpb.JoinResponse, key=""))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+        self.assertIn("unknown, expired or already used", msg)
+        # A wrong secret for a live token: refused alike, and the token keeps its uses.
+        lp = live.token.split("_")
+        wrong = "_".join([lp[0], lp[1], ("0" if lp[2][0] != "0" else "1") + lp[2][1:], lp[3]])
+        join.token = wrong
+        code, msg = self.code(lambda: c.client.call(r1, "Join", join, cpb.JoinResponse, key=""))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+        self.assertIn("unknown, expired or already used", msg)
+        self.assertEqual(self.uses(r1, live.id), "2")
+        mid = r1.store("query", "SELECT revision FROM cluster_revision")
+        # A relayed join to a replica without the key: it does not sign, and does not relay again.
+        join.token = live.token
+        join.relayed = True
+        code, msg = self.code(lambda: c.client.call(r2, "Join", join, cpb.JoinResponse, key=""))
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
+        self.assertIn("does not hold the cluster CA key", msg)
+        self.assertEqual(self.uses(r1, live.id), "2")
+        self.assertEqual(before, mid)
+        self.assertEqual(mid, r1.store("query", "SELECT revision FROM cluster_revision"))
+
+        # A join through replica 2, which holds no CA key: relayed to replica 1, which signs.
+        r3 = c.new_replica(3)
+        c.replicas.append(r3)
+        r3.start(join=r2.api, token=live.token)
+        self.assertIn("relayed the join of replica 3 to replica 1", r2.tail(100000))
+        self.assertEqual(sorted(os.listdir(os.path.join(r3.dir, "secrets"))), ["ca.pem", "pepper"])
+        self.assertEqual(self.uses(r1, live.id), "1")
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        # A replica without the key restarts and serves (its secrets load without it).
+        r2.signal(signal.SIGTERM)
+        clean_stop(self, r2.wait(), r2)
+        r2.start()
+        c.wait_ready()
+        self.assertEqual(len(c.members(via=r2)), 3)
+        print("join without the CA key: token %d bytes, no key; joined secrets %s; relay through a "
+              "replica without the key worked" % (len(tok), sorted(os.listdir(sec2))))
+
+
 class Renewal(GantrydTest):
     def test_a_certificate_near_expiry_is_renewed_at_start(self):
         """A replica restarted with a peer certificate 2 days from expiry (under cert_renew_days, 30)
@@ -1384,7 +1483,9 @@ class Renewal(GantrydTest):
         c.join(2)
         c.wait_roles(3, 0)
         c.wait_ready()
-        r = c.replicas[2]
+        # Replica 1 holds the CA key (made by init); replicas that joined do not, and cannot renew
+        # themselves (unit_certrenew, without_the_ca_key_nothing_is_renewed).
+        r = c.replicas[0]
         r.signal(signal.SIGTERM)
         clean_stop(self, r.wait(), r)
         tls, sec = os.path.join(r.dir, "tls"), os.path.join(r.dir, "secrets")
@@ -1417,21 +1518,22 @@ class Renewal(GantrydTest):
         self.assertFalse(os.path.exists(os.path.join(tls, "cert.pem.next")))
         self.assertTrue(open(os.path.join(tls, "api.pem")).read().startswith(new))
         self.assertGreater(r.metric("gantry_cert_days_left"), 824)
-        for o in c.replicas[:2]:
+        for o in c.replicas[1:]:
             self.assertGreater(o.metric("gantry_cert_days_left"), 824)
         c.wait_ready()
         # It serves (its API certificate is the renewed one) and reaches the store through its peers.
         tid = c.client.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken).id
-        self.assertIn(tid, token_ids(c.replicas[0]))
+        self.assertIn(tid, token_ids(c.replicas[1]))
         end = time.monotonic() + 10
-        while new_fp not in query(c.replicas[0], "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid):
+        while new_fp not in query(c.replicas[1], "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid):
             self.assertLess(time.monotonic(), end, "the renewed certificate is not on record")
             time.sleep(0.2)
         print("certificate 2 days from expiry renewed at start: %s -> %s" % (short_fp[:19], new_fp[:19]))
 
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
-          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal}
+          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal,
+          "joinca": JoinCA}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
