@@ -66,6 +66,14 @@ int identity_secrets_load(const char *data_dir, struct identity_secrets *out, ch
 int identity_secrets_save(const char *data_dir, const struct identity_secrets *s, char *errmsg);
 void identity_secrets_free(struct identity_secrets *s);
 
+/* Make this replica a CA holder: check that @ca_key_pem is the private key of the CA in
+ * <data_dir>/secrets/ca.pem (by signing a throwaway certificate with it and verifying that against
+ * ca.pem), then write it as secrets/ca-key.pem (0600). Errors, with nothing written: GERR_PERM (the
+ * key is not that CA's, or does not parse), GERR_NOTFOUND/GERR_IO (ca.pem), and the write's. */
+int identity_install_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg);
+/* The same check, writing nothing. */
+int identity_check_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg);
+
 /* This replica's TLS files: the certificate and key, with the CA, into <data_dir>/tls. */
 int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert_pem, const char *key_pem,
                       char *errmsg);

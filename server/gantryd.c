@@ -8,9 +8,9 @@
  *                                    Admin key once, exit
  *   gantryd restore --from BACKUP [--backup-key-file F] [--secrets DIR] [init flags]
  *                                    make replica 1 of a new cluster from a backup, exit
- *   gantryd recover --members ID=ADDR[/role],... [config flags]
+ *   gantryd recover --members ID=ADDR[/role],... [--ca-key F] [config flags]
  *                                    rewrite this stopped replica's Raft configuration (quorum
- *                                    lost for good), exit
+ *                                    lost for good), optionally install the CA key, exit
  *   gantryd version | help
  *
  * Threads while running: the main thread waits for SIGTERM/SIGINT (blocked everywhere else);
@@ -192,6 +192,7 @@ static void usage(FILE *f)
             "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else "
             "GANTRY_BACKUP_KEY)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
+            "                 [--ca-key F] (also make it a CA holder, so it can admit new replicas)\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
             "  version        print the version\n\n"
@@ -280,18 +281,42 @@ static int cmd_recover(struct config *cfg, const struct sub_flags *sf)
         fprintf(stderr, "gantryd recover: %s holds no replica\n", cfg->data_dir);
         return 1;
     }
+    /* --ca-key F: make this survivor a CA holder, so that the recovered cluster can admit new
+     * replicas (one that joined holds no CA key: docs/operations.md). Checked before anything
+     * changes, installed after the recovery. */
+    char *ca_key = NULL;
+    if (sf->ca_key != NULL) {
+        if (file_read_all(sf->ca_key, 65536, &ca_key, NULL, errmsg) != 0 ||
+            identity_check_ca_key(cfg->data_dir, ca_key, errmsg) != 0) {
+            fprintf(stderr, "gantryd recover: --ca-key: %s; nothing was changed\n", errmsg);
+            mem_free(ca_key);
+            return 1;
+        }
+    }
     identity_path(cfg->data_dir, "store", store_dir, sizeof store_dir);
     struct store_node_config nc = {
         .id = cfg->replica_id, .address = bootstrap_peer_address(cfg), .dir = store_dir};
+    int rc = 0;
     if (store_node_recover(&nc, members, n, errmsg) != 0) {
         fprintf(stderr, "gantryd recover: %s\n", errmsg);
-        return 1;
+        rc = 1;
+    } else if (ca_key != NULL && identity_install_ca_key(cfg->data_dir, ca_key, errmsg) != 0) {
+        fprintf(stderr, "gantryd recover: recovered, but the CA key was not installed: %s\n", errmsg);
+        rc = 1;
+    } else {
+        printf("Recovered: replica %" PRIu64
+               " now believes the cluster is %u member(s). Start the listed members\n"
+               "with their data directories; replace the lost ones by joining new replicas.\n",
+               cfg->replica_id, n);
+        if (ca_key != NULL) {
+            printf("It now holds the cluster CA key, so it can admit them.\n");
+        }
     }
-    printf("Recovered: replica %" PRIu64
-           " now believes the cluster is %u member(s). Start the listed members\n"
-           "with their data directories; replace the lost ones by joining new replicas.\n",
-           cfg->replica_id, n);
-    return 0;
+    if (ca_key != NULL) {
+        memset(ca_key, 0, strlen(ca_key));
+    }
+    mem_free(ca_key);
+    return rc;
 }
 
 /* --- run --- */

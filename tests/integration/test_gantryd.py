@@ -842,9 +842,28 @@ class Recover(GantrydTest):
                 r.kill()
         survivor.signal(signal.SIGINT)
         self.assertEqual(survivor.wait(), 0)
-        out = subprocess.run([GANTRYD, "recover", "--members", "%d=%s" % (survivor.rid, survivor.peer)] +
-                             survivor.flags(), capture_output=True, timeout=60)
+        # The survivor joined, so it holds no CA key: recover --ca-key makes it a CA holder, so the
+        # recovered cluster can admit new replicas. A key of another CA is refused first, and
+        # nothing changes.
+        sec = os.path.join(survivor.dir, "secrets")
+        self.assertEqual(sorted(os.listdir(sec)), ["ca.pem", "pepper"])
+        other = os.path.join(c.root, "other-ca.key")
+        p = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                            other], capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        members = ["--members", "%d=%s" % (survivor.rid, survivor.peer)]
+        out = subprocess.run([GANTRYD, "recover"] + members + ["--ca-key", other] + survivor.flags(),
+                             capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 1, out.stdout.decode())
+        self.assertIn(b"not the private key of the CA", out.stderr)
+        self.assertIn(b"nothing was changed", out.stderr)
+        self.assertEqual(sorted(os.listdir(sec)), ["ca.pem", "pepper"])
+        ca_key = os.path.join(c.replicas[0].dir, "secrets", "ca-key.pem")
+        out = subprocess.run([GANTRYD, "recover"] + members + ["--ca-key", ca_key] + survivor.flags(),
+                             capture_output=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr.decode())
+        self.assertEqual(open(os.path.join(sec, "ca-key.pem")).read(), open(ca_key).read())
+        self.assertEqual(os.stat(os.path.join(sec, "ca-key.pem")).st_mode & 0o777, 0o600)
         t0 = time.monotonic()
         survivor.start()
         c.client.replicas = [survivor]
@@ -853,6 +872,16 @@ class Recover(GantrydTest):
         present = token_ids(survivor)
         self.assertEqual([t for t in acked if t not in present], [])
         self.assertEqual([m.id for m in c.members()], [survivor.rid])
+        # It signs the certificate of a fresh replica joining through it.
+        tok = c.client.call(survivor, "CreateJoinToken", cpb.CreateJoinTokenRequest(), cpb.JoinToken).token
+        fresh = c.new_replica(4)
+        c.replicas.append(fresh)
+        fresh.start(join=survivor.api, token=tok)
+        self.assertIn("admitted replica 4", survivor.tail(100000))
+        end = time.monotonic() + 10
+        while sorted(m.id for m in c.members()) != [survivor.rid, 4]:  # views refresh every second
+            self.assertLess(time.monotonic(), end, "replica 4 is not a member")
+            time.sleep(0.2)
 
 
 class Backup(GantrydTest):
