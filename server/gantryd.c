@@ -737,6 +737,11 @@ static void metrics(void *data, struct buf *out)
                "# TYPE gantry_quota_soft_exceeded_total counter\ngantry_quota_soft_exceeded_total %" PRIu64
                "\n",
                tenants_soft_exceeded());
+    buf_printf(out,
+               "# HELP gantry_ca_key_held 1 when this replica holds the cluster CA key (it can sign joiners' "
+               "certificates and renew its own), 0 when it joined and does not.\n"
+               "# TYPE gantry_ca_key_held gauge\ngantry_ca_key_held %d\n",
+               d->secrets.ca_key_pem != NULL ? 1 : 0);
     load_metrics(d, out);
     grpc_server_metrics_write(d->server, out);
     struct replica_metrics_sources rms = {.replica = d->replica,

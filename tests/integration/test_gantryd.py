@@ -1454,6 +1454,7 @@ class JoinCA(GantrydTest):
                 if path != os.path.join(r2.dir, "tls", "key.pem"):
                     self.assertNotIn(b"PRIVATE KEY", data, path)
         self.assertIn("does not hold the CA key", r2.tail(100000))
+        self.assertEqual((r1.metric("gantry_ca_key_held"), r2.metric("gantry_ca_key_held")), (1, 0))
 
         # The spent token again (a replay), by hand with a real CSR: refused, nothing written.
         live = c.client.call(r1, "CreateJoinToken", cpb.CreateJoinTokenRequest(uses=2), cpb.JoinToken)
