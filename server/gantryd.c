@@ -43,6 +43,7 @@
 #include "api/services/clusterdb.h"
 #include "api/services/links_svc.h"
 #include "api/services/policies_svc.h"
+#include "api/services/pepper_ring.h"
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
 #include "api/services/sandboxes_svc.h"
@@ -193,6 +194,9 @@ static void usage(FILE *f)
             "GANTRY_BACKUP_KEY)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
             "                 [--ca-key F] (also make it a CA holder, so it can admit new replicas)\n"
+            "  rotate-pepper  add a version of the API-key pepper (new keys use it, older keys are\n"
+            "                 rehashed at their next use), then print what pepper-status prints\n"
+            "  pepper-status  the current API-key pepper version and how many keys each version hashed\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
             "  version        print the version\n\n"
@@ -334,6 +338,8 @@ struct daemon {
     bool jobs_started;
     struct cluster_svc csvc;
     struct principals_svc psvc;
+    struct pepper_ring peppers; /* API-key pepper versions (api/services/pepper_ring.h) */
+    bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
@@ -1149,6 +1155,18 @@ static void warn_admin_exposure(const struct config *cfg)
                  : "");
 }
 
+/* authn's view of the pepper versions (api/gate/authn.h, struct authn_peppers). */
+static int peppers_get(void *arg, struct store_client *cl, unsigned version, uint8_t out[32], char *errmsg)
+{
+    return pepper_ring_get(arg, cl, version, out, errmsg);
+}
+
+static int peppers_current(void *arg, struct store_client *cl, int64_t now_ms, unsigned *version,
+                           uint8_t out[32], char *errmsg)
+{
+    return pepper_ring_current(arg, cl, now_ms, version, out, errmsg);
+}
+
 static int serve(struct daemon *d, char *errmsg)
 {
     struct config *cfg = d->cfg;
@@ -1182,6 +1200,13 @@ static int serve(struct daemon *d, char *errmsg)
         return rv;
     }
     d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    rv = pepper_ring_init(&d->peppers, d->secrets.pepper, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    d->peppers_ready = true;
+    struct authn_peppers ap = {.get = peppers_get, .current = peppers_current, .arg = &d->peppers};
+    authn_set_peppers(d->authn, &ap);
     if (cfg->oidc_issuers_file[0] != '\0') {
         int orv = oidc_config_load(cfg->oidc_issuers_file, &d->oidc, errmsg);
         if (orv != 0) {
@@ -1236,8 +1261,10 @@ static int serve(struct daemon *d, char *errmsg)
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
-    d->psvc = (struct principals_svc){
-        .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
+    d->psvc = (struct principals_svc){.env = &d->env,
+                                      .pepper = d->secrets.pepper,
+                                      .pepper_len = IDENTITY_PEPPER_SIZE,
+                                      .peppers = &d->peppers};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
@@ -1760,6 +1787,9 @@ static int cmd_run(struct config *cfg)
     driver_free(d->driver);
     replica_stop(d->replica);
     providers_svc_close(&d->prov);
+    if (d->peppers_ready) {
+        pepper_ring_close(&d->peppers);
+    }
     identity_secrets_free(&d->secrets);
     pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->mu);
@@ -1798,10 +1828,12 @@ int main(int argc, char **argv)
         argc--;
     }
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
-                 strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0;
+                 strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0 ||
+                 strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0;
     if (!known) {
         fprintf(stderr,
-                "gantryd: unknown command \"%s\" (run, init, restore, recover, config show, version, help)\n",
+                "gantryd: unknown command \"%s\" (run, init, restore, recover, rotate-provider-key, "
+                "rotate-pepper, pepper-status, config show, version, help)\n",
                 sub);
         return 2;
     }
@@ -1845,6 +1877,8 @@ int main(int argc, char **argv)
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
     } else if (strcmp(sub, "rotate-provider-key") == 0) {
         rc = rotate_key_command(&cfg, stdout);
+    } else if (strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0) {
+        rc = rotate_pepper_command(&cfg, strcmp(sub, "rotate-pepper") == 0, stdout);
     } else if (strcmp(sub, "recover") == 0) {
         rc = cmd_recover(&cfg, &sf);
         /* dqlite 1.11 leaks the node dqlite_node_recover_ext needs and never starts (its destroy

@@ -1503,6 +1503,130 @@ class JoinCA(GantrydTest):
               "replica without the key worked" % (len(tok), sorted(os.listdir(sec2))))
 
 
+class Pepper(GantrydTest):
+    def create_key(self, c, r, name):
+        from gantry.v1 import api_keys_pb2 as K
+        fn = c.client.channel(r).unary_unary("/gantry.v1.ApiKeys/Create", request_serializer=K.CreateApiKeyRequest.SerializeToString,
+                                             response_deserializer=K.CreateApiKeyResponse.FromString)
+        return fn(K.CreateApiKeyRequest(name=name), metadata=[("authorization", "Bearer " + c.key)], timeout=10).secret
+
+    def versions(self, r):
+        rows = query(r, "SELECT id || ' ' || pepper_version FROM api_keys")
+        return dict(x.split() for x in rows if x)
+
+    def test_rotate_the_pepper_under_load(self):
+        """gantryd rotate-pepper adds an API-key pepper version while authenticated calls run on every
+        replica: no call fails, keys made before it keep working and are rehashed under the new
+        version at their next use, keys made after it use it, and pepper-status counts the keys of
+        each version."""
+        c = self.cluster("pepper").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        old = [self.create_key(c, c.replicas[i % 3], "old-%d" % i) for i in range(3)]
+        ids = [k[4:36] for k in old]
+        self.assertEqual(set(self.versions(r1)[i] for i in ids), {"1"})
+
+        stop, failures, calls = threading.Event(), [], [0]
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                key = (old + [c.key])[i % 4]
+                r = c.replicas[i % 3]
+                i += 1
+                try:
+                    c.client.call(r, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=key, timeout=5)
+                    calls[0] += 1
+                except grpc.RpcError as e:
+                    failures.append("replica %d: %s %s" % (r.rid, e.code(), e.details()))
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            time.sleep(0.3)  # load before the rotation
+            out = subprocess.run([GANTRYD, "rotate-pepper"] + r1.flags(), capture_output=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr.decode())
+            self.assertIn(b"Added API-key pepper version 2", out.stdout)
+            # Replicated, sealed: 1 + 12 + 32 + 16 bytes as hex, never the pepper itself.
+            sealed = query(r1, "SELECT value FROM cluster_meta WHERE key = 'apikey_pepper/2'")[0]
+            self.assertEqual(len(sealed), 2 * 61)
+            # Every replica hashes new keys with version 2 within its refresh period (2 s).
+            end = time.monotonic() + 10
+            new = None
+            while new is None:
+                k = self.create_key(c, c.replicas[1], "new")
+                if self.versions(r1)[k[4:36]] == "2":
+                    new = k
+                else:
+                    self.assertLess(time.monotonic(), end, "new keys still use pepper version 1")
+                    time.sleep(0.3)
+            for r in c.replicas:
+                c.client.call(r, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=new)
+            # Keys of version 1 are rehashed under version 2 at their next use (the load uses them).
+            end = time.monotonic() + 10
+            while set(self.versions(r1)[i] for i in ids + [c.key[4:36]]) != {"2"}:
+                self.assertLess(time.monotonic(), end, "old keys were not rehashed: %s" % self.versions(r1))
+                time.sleep(0.2)
+            n = calls[0]
+            end = time.monotonic() + 10
+            while calls[0] < n + 30:  # and they keep working after the rehash
+                self.assertLess(time.monotonic(), end)
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(failures, [])
+        self.assertGreater(calls[0], 30)
+        self.assertIn("rehashed from pepper version 1 to 2", "".join(x.tail(100000) for x in c.replicas))
+        # The count pepper-status prints: every key in use is on version 2 now.
+        st = subprocess.run([GANTRYD, "pepper-status"] + c.replicas[2].flags(), capture_output=True, timeout=60)
+        self.assertEqual(st.returncode, 0, st.stderr.decode())
+        text = st.stdout.decode()
+        self.assertIn("current version 2", text)
+        left = sum(1 for v in self.versions(r1).values() if v != "2")
+        self.assertIn("%d key(s) still use an older version" % left, text)
+        # A wrong key is still refused, with the same answer as before.
+        bad = new[:-2] + ("AA" if not new.endswith("AA") else "BA")
+        code, msg = self.code(lambda: c.client.call(r1, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=bad))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+        # A backup carries the sealed version: restored with the old secrets, keys of version 2 work;
+        # restored without them, the versions are dropped and new keys use version 1 of the new root.
+        fn = c.client.channel(c.replicas[1]).unary_stream(
+            "/gantry.v1.Cluster/Backup", request_serializer=cpb.BackupRequest.SerializeToString,
+            response_deserializer=cpb.BackupChunk.FromString)
+        data = b"".join(ch.data for ch in fn(cpb.BackupRequest(), metadata=[("authorization", "Bearer " + c.key)],
+                                             timeout=60))
+        path = os.path.join(c.root, "backup.gbk")
+        with open(path, "wb") as f:
+            f.write(data)
+        for keep in (True, False):
+            n = Cluster("restored-%s-%s" % (keep, self._testMethodName))
+            self.clusters.append(n)
+            q = Replica(n.root, 1)
+            extra = ["--secrets", os.path.join(r1.dir, "secrets")] if keep else []
+            out = subprocess.run([GANTRYD, "restore", "--from", path] + extra + q.flags(), capture_output=True,
+                                 timeout=120)
+            self.assertEqual(out.returncode, 0, out.stderr.decode())
+            n.replicas.append(q.start())
+            n.key = c.key if keep else [w for w in out.stdout.decode().split() if w.startswith("gtk_")][0]
+            n.client = Client(n.replicas, os.path.join(q.dir, "tls", "ca.pem"), n.key)
+            n.wait_ready()
+            if keep:
+                n.client.call(q, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=new)
+                n.client.call(q, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=old[0])
+            else:
+                self.assertEqual(query(q, "SELECT count(*) FROM cluster_meta WHERE key LIKE 'apikey_pepper/%'"), ["0", ""])
+                code, _ = self.code(lambda: n.client.call(q, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth,
+                                                          key=new))
+                self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+                k = self.create_key(n, q, "after-restore")
+                self.assertEqual(self.versions(q)[k[4:36]], "1")
+                n.client.call(q, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=k)
+        print("pepper rotated under load: %d calls, 0 failed; %d old keys rehashed to version 2" % (calls[0], len(ids) + 1))
+
+
 class Renewal(GantrydTest):
     def test_a_certificate_near_expiry_is_renewed_at_start(self):
         """A replica restarted with a peer certificate 2 days from expiry (under cert_renew_days, 30)
@@ -1563,7 +1687,7 @@ class Renewal(GantrydTest):
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
           "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal,
-          "joinca": JoinCA}
+          "joinca": JoinCA, "pepper": Pepper}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
