@@ -378,6 +378,8 @@ struct daemon {
     bool stopping; /* under mu */
     bool migrated; /* under mu */
     char maint_err[GERR_MSG_SIZE];
+    int64_t old_pepper_keys; /* under mu: keys not revoked on an older pepper version; -1 unknown */
+    unsigned pepper_current; /* under mu: the current pepper version when it was counted */
     /* The members' Raft lag as this replica measured it while its node led (under mu; n_lags 0
      * otherwise): gantry_raft_member_lag_entries. */
     struct member_lag {
@@ -748,6 +750,20 @@ static void metrics(void *data, struct buf *out)
                "certificates and renew its own), 0 when it joined and does not.\n"
                "# TYPE gantry_ca_key_held gauge\ngantry_ca_key_held %d\n",
                d->secrets.ca_key_pem != NULL ? 1 : 0);
+    pthread_mutex_lock(&d->mu);
+    int64_t old_keys = d->old_pepper_keys;
+    unsigned pepper_current = d->pepper_current;
+    pthread_mutex_unlock(&d->mu);
+    if (old_keys >= 0) {
+        buf_printf(
+            out,
+            "# HELP gantry_apikey_pepper_version The current API-key pepper version.\n"
+            "# TYPE gantry_apikey_pepper_version gauge\ngantry_apikey_pepper_version %u\n"
+            "# HELP gantry_apikeys_old_pepper API keys (not revoked) still hashed with an older pepper "
+            "version than the current one; each is rehashed at its next use.\n"
+            "# TYPE gantry_apikeys_old_pepper gauge\ngantry_apikeys_old_pepper %" PRId64 "\n",
+            pepper_current, old_keys);
+    }
     load_metrics(d, out);
     grpc_server_metrics_write(d->server, out);
     struct replica_metrics_sources rms = {.replica = d->replica,
@@ -1017,6 +1033,41 @@ static void check_caught_up(struct daemon *d, const struct replica_view *v)
 
 /* Migrations, then this replica's member row, retried until done; and the peers file, kept
  * current; and the members' lag while this replica leads. One round per second until stop. */
+/* Every 5 s: how many API keys (not revoked) an older pepper version than the current one still
+ * hashes, for gantry_apikeys_old_pepper (docs/security.md, "Rotating the API-key pepper"). */
+static void count_old_pepper_keys(struct daemon *d, uint64_t *last_ms)
+{
+    uint64_t now = clock_mono_ms(clock_system());
+    if (*last_ms != 0 && now - *last_ms < 5000) {
+        return;
+    }
+    *last_ms = now;
+    struct store_client *cl;
+    if (store_pool_acquire(&d->pool, 1000, &cl) != 0) {
+        return;
+    }
+    unsigned cur = 0;
+    uint8_t pepper[PEPPER_RING_SIZE];
+    char err[GERR_MSG_SIZE];
+    int64_t n = -1;
+    int rv = pepper_ring_current(&d->peppers, cl, (int64_t)clock_system()->wall_ms(clock_system()), &cur,
+                                 pepper, err);
+    memset(pepper, 0, sizeof pepper);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_int(cur)};
+        if (store_client_query_int(
+                cl, "SELECT count(*) FROM api_keys WHERE revoked_at_ms = 0 AND pepper_version < ?", p, 1,
+                &n) != 0) {
+            n = -1;
+        }
+    }
+    store_pool_release(&d->pool, cl);
+    pthread_mutex_lock(&d->mu);
+    d->old_pepper_keys = n;
+    d->pepper_current = cur;
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void *maint_main(void *arg)
 {
     struct daemon *d = arg;
@@ -1025,7 +1076,7 @@ static void *maint_main(void *arg)
     unsigned n_schema;
     const struct store_migration *schema = store_schema(&n_schema);
     char last_peers[2048] = "";
-    uint64_t last_prune_ms = 0, last_lags_ms = 0;
+    uint64_t last_prune_ms = 0, last_lags_ms = 0, last_pepper_ms = 0;
     while (!is_stopping(d)) {
         int rv = 0;
         if (!migrated || !row_done) {
@@ -1063,6 +1114,9 @@ static void *maint_main(void *arg)
         }
         save_peers(d, last_peers, sizeof last_peers);
         prune_history(d, &last_prune_ms);
+        if (migrated && d->peppers_ready) {
+            count_old_pepper_keys(d, &last_pepper_ms);
+        }
         struct replica_view *v = mem_alloc(sizeof *v);
         replica_view(d->replica, v);
         uint64_t now = clock_mono_ms(clock_system());
@@ -1579,6 +1633,7 @@ static int cmd_run(struct config *cfg)
     }
     struct daemon *d = mem_zalloc(sizeof *d);
     d->cfg = cfg;
+    d->old_pepper_keys = -1;
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cond, NULL);
     int rv = identity_load(cfg->data_dir, &d->id, errmsg);

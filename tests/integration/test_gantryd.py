@@ -1587,6 +1587,12 @@ class Pepper(GantrydTest):
         self.assertIn("current version 2", text)
         left = sum(1 for v in self.versions(r1).values() if v != "2")
         self.assertIn("%d key(s) still use an older version" % left, text)
+        # And every replica's metrics say the same within their 5 s count period.
+        end = time.monotonic() + 15
+        while [(r.metric("gantry_apikey_pepper_version"), r.metric("gantry_apikeys_old_pepper"))
+               for r in c.replicas] != [(2, left)] * 3:
+            self.assertLess(time.monotonic(), end, "gantry_apikeys_old_pepper never showed %d" % left)
+            time.sleep(0.3)
         # A wrong key is still refused, with the same answer as before.
         bad = new[:-2] + ("AA" if not new.endswith("AA") else "BA")
         code, msg = self.code(lambda: c.client.call(r1, "GetHealth", cpb.GetHealthRequest(), cpb.ClusterHealth, key=bad))
