@@ -53,9 +53,14 @@ static struct keyring_key kek_of(const struct pepper_ring *r)
     return k;
 }
 
-/* Open the row value (hex) of @version into @out. */
-static int open_version(const struct pepper_ring *r, unsigned version, const char *hex,
-                        uint8_t out[PEPPER_RING_SIZE], char *errmsg)
+/* A lowercase hex digit's value, or -1 (the rows are written in lowercase). */
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int pepper_ring_open_row(const struct pepper_ring *r, unsigned version, const char *hex,
+                         uint8_t out[PEPPER_RING_SIZE], char *errmsg)
 {
     uint8_t sealed[SEALED_LEN];
     if (strlen(hex) != 2 * SEALED_LEN) {
@@ -63,12 +68,12 @@ static int open_version(const struct pepper_ring *r, unsigned version, const cha
         return GERR_INVAL;
     }
     for (size_t i = 0; i < SEALED_LEN; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+        int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
             gerr_set(errmsg, "API-key pepper version %u: its record is malformed", version);
             return GERR_INVAL;
         }
-        sealed[i] = (uint8_t)v;
+        sealed[i] = (uint8_t)(hi << 4 | lo);
     }
     char aad[48];
     snprintf(aad, sizeof aad, AAD_PREFIX "%u", version);
@@ -119,7 +124,7 @@ int pepper_ring_get(struct pepper_ring *r, struct store_client *cl, unsigned ver
         gerr_set(errmsg, "no API-key pepper version %u", version);
         rv = GERR_NOTFOUND;
     } else {
-        rv = open_version(r, version, proto_rows_at(&rows, 0, 0)->u.b.s, out, errmsg);
+        rv = pepper_ring_open_row(r, version, proto_rows_at(&rows, 0, 0)->u.b.s, out, errmsg);
     }
     proto_rows_close(&rows);
     if (rv == 0) {

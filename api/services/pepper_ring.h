@@ -55,6 +55,11 @@ int pepper_ring_get(struct pepper_ring *r, struct store_client *cl, unsigned ver
 int pepper_ring_current(struct pepper_ring *r, struct store_client *cl, int64_t now_ms, unsigned *version,
                         uint8_t out[PEPPER_RING_SIZE], char *errmsg);
 
+/* Decode and open one cluster_meta value of @version (@hex, NUL-terminated: what a restored backup
+ * or a peer wrote) into @out. GERR_INVAL (malformed), GERR_PERM (does not open). Pure: no store. */
+int pepper_ring_open_row(const struct pepper_ring *r, unsigned version, const char *hex,
+                         uint8_t out[PEPPER_RING_SIZE], char *errmsg);
+
 /* In @tx: add version current+1 (random), sealed under @r's KEK; its number into *@version.
  * GERR_REFUSED when PEPPER_RING_MAX versions exist. Messages in store_tx_errmsg(tx). */
 int pepper_ring_rotate_tx(const struct pepper_ring *r, struct store_tx *tx, int64_t now_ms,
