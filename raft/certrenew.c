@@ -68,6 +68,17 @@ int certrenew_at_start(const char *data_dir, const struct identity_secrets *secr
     if (rv != 0 || *not_after_ms - now_ms >= (int64_t)renew_days * 86400 * 1000) {
         goto out;
     }
+    if (secrets->ca_key_pem == NULL) {
+        /* A replica that joined holds no CA key, so it cannot sign its own renewal. Starting with
+         * the certificate it has keeps it serving until that expires; the warning (and
+         * gantry_cert_days_left) tells the operator to replace it in time. */
+        LOG_WARN("certificate renewal: this replica's certificate has %lld day(s) left (under "
+                 "cert_renew_days %u), but this replica does not hold the cluster CA key, so it cannot "
+                 "renew it: replace the replica (join a new one, remove this one) before it expires "
+                 "(docs/operations.md, \"Certificate renewal\")",
+                 (long long)((*not_after_ms - now_ms) / 86400000), renew_days);
+        goto out;
+    }
     rv = pki_renew(secrets->ca_key_pem, secrets->ca_pem, old, PKI_CERT_DAYS, &key, &cert, errmsg);
     int64_t was = *not_after_ms;
     if (rv == 0) {

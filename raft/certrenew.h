@@ -12,6 +12,9 @@
  * tls/key.pem.next and tls/cert.pem.next, then installed with identity_tls_save, then the .next
  * files are removed; a start that finds both .next files (a crash part-way) installs them first.
  *
+ * A replica without the CA key (one that joined: raft/identity.h) cannot sign its own renewal: it
+ * logs a warning, keeps its certificate and returns 0 with *renewed false.
+ *
  * The new certificate is recorded in member_certs by the member itself when it starts
  * (raft/certrevoke.h), so removing the member revokes both the old and the new one. */
 #ifndef GANTRY_RAFT_CERTRENEW_H

@@ -176,6 +176,11 @@ int identity_secrets_load(const char *data_dir, struct identity_secrets *out, ch
     if (rv == 0) {
         identity_path(data_dir, "secrets/ca-key.pem", p, sizeof p);
         rv = file_read_all(p, 65536, &out->ca_key_pem, NULL, errmsg);
+        if (rv == GERR_NOTFOUND) { /* a replica that joined: it cannot sign certificates */
+            out->ca_key_pem = NULL;
+            errmsg[0] = '\0';
+            rv = 0;
+        }
     }
     if (rv == 0) {
         identity_path(data_dir, "secrets/pepper", p, sizeof p);
@@ -202,7 +207,7 @@ int identity_secrets_save(const char *data_dir, const struct identity_secrets *s
 {
     char p[4096];
     int rv = write_text(data_dir, "secrets/ca.pem", s->ca_pem, 0600, errmsg);
-    if (rv == 0) {
+    if (rv == 0 && s->ca_key_pem != NULL) {
         rv = write_text(data_dir, "secrets/ca-key.pem", s->ca_key_pem, 0600, errmsg);
     }
     if (rv == 0) {
@@ -220,6 +225,46 @@ void identity_secrets_free(struct identity_secrets *s)
     mem_free(s->ca_pem);
     mem_free(s->ca_key_pem);
     memset(s, 0, sizeof *s);
+}
+
+static int ca_key_check(const char *data_dir, const char *ca_key_pem, bool install, char *errmsg)
+{
+    char p[4096];
+    char *ca = NULL, *key = NULL, *cert = NULL;
+    identity_path(data_dir, "secrets/ca.pem", p, sizeof p);
+    int rv = file_read_all(p, 65536, &ca, NULL, errmsg);
+    if (rv == 0) {
+        struct pki_subject subj = {.common_name = "gantry-ca-key-check"};
+        /* pki_issue refuses a key that is not the certificate's (X509_check_private_key); the
+         * verification below checks the signature itself too. */
+        if (pki_issue(ca_key_pem, ca, &subj, 1, &key, &cert, errmsg) != 0 ||
+            pki_verify(ca, cert, errmsg) != 0) {
+            gerr_set(errmsg, "identity: that is not the private key of the CA in %s (or it does not parse)",
+                     p);
+            rv = GERR_PERM;
+        }
+    }
+    if (rv == 0 && install) {
+        identity_path(data_dir, "secrets/ca-key.pem", p, sizeof p);
+        rv = identity_write_file(p, ca_key_pem, strlen(ca_key_pem), 0600, errmsg);
+    }
+    mem_free(ca);
+    if (key != NULL) {
+        memset(key, 0, strlen(key));
+    }
+    mem_free(key);
+    mem_free(cert);
+    return rv;
+}
+
+int identity_check_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg)
+{
+    return ca_key_check(data_dir, ca_key_pem, false, errmsg);
+}
+
+int identity_install_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg)
+{
+    return ca_key_check(data_dir, ca_key_pem, true, errmsg);
 }
 
 int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert_pem, const char *key_pem,

@@ -3,9 +3,13 @@
  *   <data_dir>/identity.json   {"version":1,"cluster_id":..,"gateway_id":..,"replica_id":..,
  *                               "created_at_ms":..}; written last by init/join/restore, so its
  *                               presence means "this replica belongs to a cluster"
- *   <data_dir>/secrets/        0700, the cluster-wide secrets, identical on every replica:
- *       ca.pem, ca-key.pem     the cluster CA (signs joining replicas' certificates)
- *       pepper                 32 random bytes, the API-key HMAC pepper (api/auth/apikey.h)
+ *   <data_dir>/secrets/        0700, the cluster-wide secrets:
+ *       ca.pem                 the cluster CA's certificate (every replica)
+ *       ca-key.pem             the CA's private key: only on replicas made by `gantryd init` or
+ *                              `restore` (the *CA holders*); a replica that joined never receives
+ *                              it (docs/security.md, "Cluster secrets"), so this file is absent
+ *       pepper                 32 random bytes, the API-key HMAC pepper (api/auth/apikey.h), on
+ *                              every replica
  *   <data_dir>/tls/            0700, this replica's TLS material (raft/peertls.h reads it):
  *       ca.pem, cert.pem, key.pem, api.pem (cert.pem followed by ca.pem: the chain the API
  *       serves, so a joiner can pin the CA by fingerprint)
@@ -36,7 +40,7 @@ struct identity {
 /* The cluster-wide secrets (heap strings owned by the struct; identity_secrets_free). */
 struct identity_secrets {
     char *ca_pem;
-    char *ca_key_pem;
+    char *ca_key_pem; /* NULL on a replica that does not hold the CA key (one that joined) */
     uint8_t pepper[IDENTITY_PEPPER_SIZE];
 };
 
@@ -55,9 +59,20 @@ int identity_save(const char *data_dir, const struct identity *id, char *errmsg)
 /* Create @data_dir and its subdirectories (0700). */
 int identity_make_dirs(const char *data_dir, char *errmsg);
 
+/* Load secrets/: ca.pem and pepper are required; a missing ca-key.pem leaves @out->ca_key_pem NULL
+ * (a replica that joined). */
 int identity_secrets_load(const char *data_dir, struct identity_secrets *out, char *errmsg);
+/* Save secrets/; ca-key.pem only when @s->ca_key_pem is not NULL. */
 int identity_secrets_save(const char *data_dir, const struct identity_secrets *s, char *errmsg);
 void identity_secrets_free(struct identity_secrets *s);
+
+/* Make this replica a CA holder: check that @ca_key_pem is the private key of the CA in
+ * <data_dir>/secrets/ca.pem (by signing a throwaway certificate with it and verifying that against
+ * ca.pem), then write it as secrets/ca-key.pem (0600). Errors, with nothing written: GERR_PERM (the
+ * key is not that CA's, or does not parse), GERR_NOTFOUND/GERR_IO (ca.pem), and the write's. */
+int identity_install_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg);
+/* The same check, writing nothing. */
+int identity_check_ca_key(const char *data_dir, const char *ca_key_pem, char *errmsg);
 
 /* This replica's TLS files: the certificate and key, with the CA, into <data_dir>/tls. */
 int identity_tls_save(const char *data_dir, const char *ca_pem, const char *cert_pem, const char *key_pem,

@@ -110,6 +110,12 @@ static int load_secrets(const struct config *cfg, const struct bootstrap_init_op
         if (rv == 0) {
             snprintf(p, sizeof p, "%s/ca-key.pem", o->secrets_dir);
             rv = file_read_all(p, 65536, &s->ca_key_pem, NULL, errmsg);
+            if (rv == GERR_NOTFOUND) {
+                gerr_set(errmsg,
+                         "restore: %s holds no CA key: it is the secrets/ of a replica that joined; use "
+                         "the secrets/ of a replica that holds the CA key (one made by init or restore)",
+                         o->secrets_dir);
+            }
         }
         if (rv == 0) {
             snprintf(p, sizeof p, "%s/pepper", o->secrets_dir);
@@ -488,8 +494,7 @@ static int check_answer(const struct config *cfg, const struct join_token_parts 
     if (rv == 0) {
         rv = pki_verify(r->ca_pem, r->cert_pem, errmsg);
     }
-    if (rv == 0 && (r->apikey_pepper.len != IDENTITY_PEPPER_SIZE || r->ca_key_pem[0] == '\0' ||
-                    r->n_peer_addresses == 0)) {
+    if (rv == 0 && (r->apikey_pepper.len != IDENTITY_PEPPER_SIZE || r->n_peer_addresses == 0)) {
         gerr_set(errmsg, "join: the member's answer is incomplete");
         rv = GERR_PROTO;
     }
@@ -499,7 +504,8 @@ static int check_answer(const struct config *cfg, const struct join_token_parts 
 static int save_join(const struct config *cfg, const Gantry__V1__JoinResponse *r, const char *key,
                      char *errmsg)
 {
-    struct identity_secrets sec = {.ca_pem = r->ca_pem, .ca_key_pem = r->ca_key_pem};
+    /* No CA key: a replica that joined never holds it (raft/identity.h). */
+    struct identity_secrets sec = {.ca_pem = r->ca_pem, .ca_key_pem = NULL};
     memcpy(sec.pepper, r->apikey_pepper.data, IDENTITY_PEPPER_SIZE);
     int rv = identity_secrets_save(cfg->data_dir, &sec, errmsg);
     memset(sec.pepper, 0, sizeof sec.pepper);
@@ -593,7 +599,9 @@ int bootstrap_join(const struct config *cfg, unsigned timeout_ms, char *errmsg)
     mem_free(csr);
     memset(&parts, 0, sizeof parts);
     if (rv == 0) {
-        LOG_INFO("join: admitted to the cluster; certificate and secrets saved in %s", cfg->data_dir);
+        LOG_INFO("join: admitted to the cluster; certificate and secrets saved in %s (this replica does "
+                 "not hold the CA key)",
+                 cfg->data_dir);
     }
     return rv;
 }

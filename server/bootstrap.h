@@ -43,9 +43,10 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
 /* The peer address this replica advertises (peer_advertise_address, or peer_address). */
 const char *bootstrap_peer_address(const struct config *cfg);
 
-/* Join through the members in @cfg->join with @cfg->join_token: get a certificate and the cluster
- * secrets, write the data dir, and record the members' peer addresses in <data_dir>/join-peers
- * for the replica runtime's Raft join. Retries unreachable members for up to @timeout_ms. */
+/* Join through the members in @cfg->join with @cfg->join_token: send a CSR (the key stays here),
+ * get a certificate, the CA certificate and the API-key pepper (never the CA key), write the data
+ * dir, and record the members' peer addresses in <data_dir>/join-peers for the replica runtime's
+ * Raft join. Retries unreachable members for up to @timeout_ms. */
 int bootstrap_join(const struct config *cfg, unsigned timeout_ms, char *errmsg);
 
 /* The pending Raft join: the comma-separated peers in <data_dir>/join-peers, or "" if none. */

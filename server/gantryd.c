@@ -8,9 +8,9 @@
  *                                    Admin key once, exit
  *   gantryd restore --from BACKUP [--backup-key-file F] [--secrets DIR] [init flags]
  *                                    make replica 1 of a new cluster from a backup, exit
- *   gantryd recover --members ID=ADDR[/role],... [config flags]
+ *   gantryd recover --members ID=ADDR[/role],... [--ca-key F] [config flags]
  *                                    rewrite this stopped replica's Raft configuration (quorum
- *                                    lost for good), exit
+ *                                    lost for good), optionally install the CA key, exit
  *   gantryd version | help
  *
  * Threads while running: the main thread waits for SIGTERM/SIGINT (blocked everywhere else);
@@ -43,6 +43,7 @@
 #include "api/services/clusterdb.h"
 #include "api/services/links_svc.h"
 #include "api/services/policies_svc.h"
+#include "api/services/pepper_ring.h"
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
 #include "api/services/sandboxes_svc.h"
@@ -192,6 +193,10 @@ static void usage(FILE *f)
             "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else "
             "GANTRY_BACKUP_KEY)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
+            "                 [--ca-key F] (also make it a CA holder, so it can admit new replicas)\n"
+            "  rotate-pepper  add a version of the API-key pepper (new keys use it, older keys are\n"
+            "                 rehashed at their next use), then print what pepper-status prints\n"
+            "  pepper-status  the current API-key pepper version and how many keys each version hashed\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
             "  version        print the version\n\n"
@@ -280,18 +285,42 @@ static int cmd_recover(struct config *cfg, const struct sub_flags *sf)
         fprintf(stderr, "gantryd recover: %s holds no replica\n", cfg->data_dir);
         return 1;
     }
+    /* --ca-key F: make this survivor a CA holder, so that the recovered cluster can admit new
+     * replicas (one that joined holds no CA key: docs/operations.md). Checked before anything
+     * changes, installed after the recovery. */
+    char *ca_key = NULL;
+    if (sf->ca_key != NULL) {
+        if (file_read_all(sf->ca_key, 65536, &ca_key, NULL, errmsg) != 0 ||
+            identity_check_ca_key(cfg->data_dir, ca_key, errmsg) != 0) {
+            fprintf(stderr, "gantryd recover: --ca-key: %s; nothing was changed\n", errmsg);
+            mem_free(ca_key);
+            return 1;
+        }
+    }
     identity_path(cfg->data_dir, "store", store_dir, sizeof store_dir);
     struct store_node_config nc = {
         .id = cfg->replica_id, .address = bootstrap_peer_address(cfg), .dir = store_dir};
+    int rc = 0;
     if (store_node_recover(&nc, members, n, errmsg) != 0) {
         fprintf(stderr, "gantryd recover: %s\n", errmsg);
-        return 1;
+        rc = 1;
+    } else if (ca_key != NULL && identity_install_ca_key(cfg->data_dir, ca_key, errmsg) != 0) {
+        fprintf(stderr, "gantryd recover: recovered, but the CA key was not installed: %s\n", errmsg);
+        rc = 1;
+    } else {
+        printf("Recovered: replica %" PRIu64
+               " now believes the cluster is %u member(s). Start the listed members\n"
+               "with their data directories; replace the lost ones by joining new replicas.\n",
+               cfg->replica_id, n);
+        if (ca_key != NULL) {
+            printf("It now holds the cluster CA key, so it can admit them.\n");
+        }
     }
-    printf("Recovered: replica %" PRIu64
-           " now believes the cluster is %u member(s). Start the listed members\n"
-           "with their data directories; replace the lost ones by joining new replicas.\n",
-           cfg->replica_id, n);
-    return 0;
+    if (ca_key != NULL) {
+        memset(ca_key, 0, strlen(ca_key));
+    }
+    mem_free(ca_key);
+    return rc;
 }
 
 /* --- run --- */
@@ -309,6 +338,8 @@ struct daemon {
     bool jobs_started;
     struct cluster_svc csvc;
     struct principals_svc psvc;
+    struct pepper_ring peppers; /* API-key pepper versions (api/services/pepper_ring.h) */
+    bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
@@ -347,6 +378,8 @@ struct daemon {
     bool stopping; /* under mu */
     bool migrated; /* under mu */
     char maint_err[GERR_MSG_SIZE];
+    int64_t old_pepper_keys; /* under mu: keys not revoked on an older pepper version; -1 unknown */
+    unsigned pepper_current; /* under mu: the current pepper version when it was counted */
     /* The members' Raft lag as this replica measured it while its node led (under mu; n_lags 0
      * otherwise): gantry_raft_member_lag_entries. */
     struct member_lag {
@@ -712,6 +745,25 @@ static void metrics(void *data, struct buf *out)
                "# TYPE gantry_quota_soft_exceeded_total counter\ngantry_quota_soft_exceeded_total %" PRIu64
                "\n",
                tenants_soft_exceeded());
+    buf_printf(out,
+               "# HELP gantry_ca_key_held 1 when this replica holds the cluster CA key (it can sign joiners' "
+               "certificates and renew its own), 0 when it joined and does not.\n"
+               "# TYPE gantry_ca_key_held gauge\ngantry_ca_key_held %d\n",
+               d->secrets.ca_key_pem != NULL ? 1 : 0);
+    pthread_mutex_lock(&d->mu);
+    int64_t old_keys = d->old_pepper_keys;
+    unsigned pepper_current = d->pepper_current;
+    pthread_mutex_unlock(&d->mu);
+    if (old_keys >= 0) {
+        buf_printf(
+            out,
+            "# HELP gantry_apikey_pepper_version The current API-key pepper version.\n"
+            "# TYPE gantry_apikey_pepper_version gauge\ngantry_apikey_pepper_version %u\n"
+            "# HELP gantry_apikeys_old_pepper API keys (not revoked) still hashed with an older pepper "
+            "version than the current one; each is rehashed at its next use.\n"
+            "# TYPE gantry_apikeys_old_pepper gauge\ngantry_apikeys_old_pepper %" PRId64 "\n",
+            pepper_current, old_keys);
+    }
     load_metrics(d, out);
     grpc_server_metrics_write(d->server, out);
     struct replica_metrics_sources rms = {.replica = d->replica,
@@ -981,6 +1033,41 @@ static void check_caught_up(struct daemon *d, const struct replica_view *v)
 
 /* Migrations, then this replica's member row, retried until done; and the peers file, kept
  * current; and the members' lag while this replica leads. One round per second until stop. */
+/* Every 5 s: how many API keys (not revoked) an older pepper version than the current one still
+ * hashes, for gantry_apikeys_old_pepper (docs/security.md, "Rotating the API-key pepper"). */
+static void count_old_pepper_keys(struct daemon *d, uint64_t *last_ms)
+{
+    uint64_t now = clock_mono_ms(clock_system());
+    if (*last_ms != 0 && now - *last_ms < 5000) {
+        return;
+    }
+    *last_ms = now;
+    struct store_client *cl;
+    if (store_pool_acquire(&d->pool, 1000, &cl) != 0) {
+        return;
+    }
+    unsigned cur = 0;
+    uint8_t pepper[PEPPER_RING_SIZE];
+    char err[GERR_MSG_SIZE];
+    int64_t n = -1;
+    int rv = pepper_ring_current(&d->peppers, cl, (int64_t)clock_system()->wall_ms(clock_system()), &cur,
+                                 pepper, err);
+    memset(pepper, 0, sizeof pepper);
+    if (rv == 0) {
+        struct proto_value p[] = {proto_int(cur)};
+        if (store_client_query_int(
+                cl, "SELECT count(*) FROM api_keys WHERE revoked_at_ms = 0 AND pepper_version < ?", p, 1,
+                &n) != 0) {
+            n = -1;
+        }
+    }
+    store_pool_release(&d->pool, cl);
+    pthread_mutex_lock(&d->mu);
+    d->old_pepper_keys = n;
+    d->pepper_current = cur;
+    pthread_mutex_unlock(&d->mu);
+}
+
 static void *maint_main(void *arg)
 {
     struct daemon *d = arg;
@@ -989,7 +1076,7 @@ static void *maint_main(void *arg)
     unsigned n_schema;
     const struct store_migration *schema = store_schema(&n_schema);
     char last_peers[2048] = "";
-    uint64_t last_prune_ms = 0, last_lags_ms = 0;
+    uint64_t last_prune_ms = 0, last_lags_ms = 0, last_pepper_ms = 0;
     while (!is_stopping(d)) {
         int rv = 0;
         if (!migrated || !row_done) {
@@ -1027,6 +1114,9 @@ static void *maint_main(void *arg)
         }
         save_peers(d, last_peers, sizeof last_peers);
         prune_history(d, &last_prune_ms);
+        if (migrated && d->peppers_ready) {
+            count_old_pepper_keys(d, &last_pepper_ms);
+        }
         struct replica_view *v = mem_alloc(sizeof *v);
         replica_view(d->replica, v);
         uint64_t now = clock_mono_ms(clock_system());
@@ -1119,6 +1209,18 @@ static void warn_admin_exposure(const struct config *cfg)
                  : "");
 }
 
+/* authn's view of the pepper versions (api/gate/authn.h, struct authn_peppers). */
+static int peppers_get(void *arg, struct store_client *cl, unsigned version, uint8_t out[32], char *errmsg)
+{
+    return pepper_ring_get(arg, cl, version, out, errmsg);
+}
+
+static int peppers_current(void *arg, struct store_client *cl, int64_t now_ms, unsigned *version,
+                           uint8_t out[32], char *errmsg)
+{
+    return pepper_ring_current(arg, cl, now_ms, version, out, errmsg);
+}
+
 static int serve(struct daemon *d, char *errmsg)
 {
     struct config *cfg = d->cfg;
@@ -1152,6 +1254,13 @@ static int serve(struct daemon *d, char *errmsg)
         return rv;
     }
     d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    rv = pepper_ring_init(&d->peppers, d->secrets.pepper, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    d->peppers_ready = true;
+    struct authn_peppers ap = {.get = peppers_get, .current = peppers_current, .arg = &d->peppers};
+    authn_set_peppers(d->authn, &ap);
     if (cfg->oidc_issuers_file[0] != '\0') {
         int orv = oidc_config_load(cfg->oidc_issuers_file, &d->oidc, errmsg);
         if (orv != 0) {
@@ -1206,8 +1315,10 @@ static int serve(struct daemon *d, char *errmsg)
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
-    d->psvc = (struct principals_svc){
-        .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
+    d->psvc = (struct principals_svc){.env = &d->env,
+                                      .pepper = d->secrets.pepper,
+                                      .pepper_len = IDENTITY_PEPPER_SIZE,
+                                      .peppers = &d->peppers};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
@@ -1522,6 +1633,7 @@ static int cmd_run(struct config *cfg)
     }
     struct daemon *d = mem_zalloc(sizeof *d);
     d->cfg = cfg;
+    d->old_pepper_keys = -1;
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cond, NULL);
     int rv = identity_load(cfg->data_dir, &d->id, errmsg);
@@ -1730,6 +1842,9 @@ static int cmd_run(struct config *cfg)
     driver_free(d->driver);
     replica_stop(d->replica);
     providers_svc_close(&d->prov);
+    if (d->peppers_ready) {
+        pepper_ring_close(&d->peppers);
+    }
     identity_secrets_free(&d->secrets);
     pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->mu);
@@ -1769,10 +1884,12 @@ int main(int argc, char **argv)
         argc--;
     }
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
-                 strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0;
+                 strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0 ||
+                 strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0;
     if (!known) {
         fprintf(stderr,
-                "gantryd: unknown command \"%s\" (run, init, restore, recover, config show, version, help)\n",
+                "gantryd: unknown command \"%s\" (run, init, restore, recover, rotate-provider-key, "
+                "rotate-pepper, pepper-status, config show, version, help)\n",
                 sub);
         return 2;
     }
@@ -1816,6 +1933,8 @@ int main(int argc, char **argv)
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
     } else if (strcmp(sub, "rotate-provider-key") == 0) {
         rc = rotate_key_command(&cfg, stdout);
+    } else if (strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0) {
+        rc = rotate_pepper_command(&cfg, strcmp(sub, "rotate-pepper") == 0, stdout);
     } else if (strcmp(sub, "recover") == 0) {
         rc = cmd_recover(&cfg, &sf);
         /* dqlite 1.11 leaks the node dqlite_node_recover_ext needs and never starts (its destroy

@@ -151,6 +151,10 @@ static const struct store_migration schema[] = {
      " STRICT;"
      "CREATE TABLE revoked_certs (fingerprint TEXT PRIMARY KEY, member_id INTEGER NOT NULL,"
      " not_after_ms INTEGER NOT NULL, revoked_at_ms INTEGER NOT NULL, reason TEXT NOT NULL) STRICT;"},
+    {10, "the API-key pepper version that hashed each key",
+     /* Version 1 is the root pepper (secrets/pepper); later ones are sealed in cluster_meta
+      * (api/services/pepper_ring.h). A key is rehashed under the current version when it is used. */
+     "ALTER TABLE api_keys ADD COLUMN pepper_version INTEGER NOT NULL DEFAULT 1;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

@@ -22,9 +22,11 @@ struct key_entry {
     uint8_t hash[APIKEY_HASH_SIZE];
     char principal_id[40];
     int64_t expires_ms, revoked_ms;
-    int64_t fetched_ms; /* 0: empty slot */
+    unsigned pepper_version; /* the pepper version that made @hash */
+    int64_t fetched_ms;      /* 0: empty slot */
     int64_t last_used_written_ms;
-    bool missing; /* no such key (cached too, so a flood of bad keys costs no reads) */
+    int64_t rehash_sent_ms; /* a rehash of this key was submitted then (0: never) */
+    bool missing;           /* no such key (cached too, so a flood of bad keys costs no reads) */
 };
 
 struct principal_entry {
@@ -39,6 +41,7 @@ struct authn {
     uint8_t pepper[APIKEY_PEPPER_MAX];
     size_t pepper_len;
     struct store_writer *writer;
+    struct authn_peppers peppers; /* .get NULL: version 1 only */
     struct key_entry keys[KEY_SLOTS];
     struct principal_entry principals[PRINCIPAL_SLOTS];
 };
@@ -61,6 +64,11 @@ void authn_free(struct authn *a)
     pthread_mutex_destroy(&a->mu);
     memset(a->pepper, 0, sizeof a->pepper);
     mem_free(a);
+}
+
+void authn_set_peppers(struct authn *a, const struct authn_peppers *p)
+{
+    a->peppers = *p;
 }
 
 void authn_set_oidc(struct authn *a, struct oidc *o)
@@ -94,8 +102,9 @@ static int fetch_key(struct store_client *cl, const char *keyid, struct key_entr
     struct proto_value p[] = {proto_text(keyid)};
     int rv = store_client_query(
         cl,
-        "SELECT hash, principal_id, expires_at_ms, revoked_at_ms, last_used_ms FROM api_keys WHERE id = ?", p,
-        1, &rows);
+        "SELECT hash, principal_id, expires_at_ms, revoked_at_ms, last_used_ms, pepper_version FROM api_keys "
+        "WHERE id = ?",
+        p, 1, &rows);
     if (rv == 0) {
         memset(e, 0, sizeof *e);
         snprintf(e->keyid, sizeof e->keyid, "%s", keyid);
@@ -109,6 +118,8 @@ static int fetch_key(struct store_client *cl, const char *keyid, struct key_entr
             e->expires_ms = proto_rows_at(&rows, 0, 2)->u.i;
             e->revoked_ms = proto_rows_at(&rows, 0, 3)->u.i;
             e->last_used_written_ms = proto_rows_at(&rows, 0, 4)->u.i;
+            int64_t v = proto_rows_at(&rows, 0, 5)->u.i;
+            e->pepper_version = v >= 1 && v <= 1000000 ? (unsigned)v : 0;
         }
     }
     proto_rows_close(&rows);
@@ -271,6 +282,74 @@ static void touch(struct authn *a, const struct key_entry *k, int64_t now)
     }
 }
 
+/* --- rehashing a key under the current pepper version: fire-and-forget, once per cache period --- */
+
+struct rehash {
+    struct store_write w;
+    char keyid[APIKEY_ID_LEN + 1];
+    uint8_t hash[APIKEY_HASH_SIZE];
+    unsigned from, to;
+};
+
+static int rehash_tx(struct store_tx *tx, void *arg)
+{
+    struct rehash *r = arg;
+    struct proto_value p[] = {proto_blob(r->hash, sizeof r->hash), proto_int(r->to), proto_text(r->keyid),
+                              proto_int(r->from)};
+    return store_tx_exec(
+        tx, "UPDATE api_keys SET hash = ?, pepper_version = ? WHERE id = ? AND pepper_version = ?", p, 4,
+        NULL);
+}
+
+static void rehash_done(struct store_write *w, int status)
+{
+    struct rehash *r = w->data;
+    if (status == 0) {
+        LOG_INFO("authn: API key %s rehashed from pepper version %u to %u", r->keyid, r->from, r->to);
+    } /* else: the key is rehashed at a later use */
+    memset(r->hash, 0, sizeof r->hash);
+    mem_free(r);
+}
+
+static void maybe_rehash(struct authn *a, struct store_client *cl, const struct key_entry *k,
+                         const char *secret, int64_t now)
+{
+    if (a->peppers.current == NULL || a->writer == NULL ||
+        (k->rehash_sent_ms != 0 && now - k->rehash_sent_ms < (int64_t)AUTHN_CACHE_TTL_MS)) {
+        return;
+    }
+    unsigned cur = 0;
+    uint8_t pepper[32];
+    char err[GERR_MSG_SIZE];
+    if (a->peppers.current(a->peppers.arg, cl, now, &cur, pepper, err) != 0) {
+        LOG_WARN("authn: the current API-key pepper is not readable, API key %s is not rehashed now: %s",
+                 k->keyid, err);
+        return;
+    }
+    if (cur <= k->pepper_version) {
+        memset(pepper, 0, sizeof pepper);
+        return;
+    }
+    struct rehash *r = mem_zalloc(sizeof *r);
+    snprintf(r->keyid, sizeof r->keyid, "%s", k->keyid);
+    r->from = k->pepper_version;
+    r->to = cur;
+    int rv = apikey_hash(pepper, sizeof pepper, secret, r->hash, err);
+    memset(pepper, 0, sizeof pepper);
+    pthread_mutex_lock(&a->mu);
+    for (unsigned i = 0; i < KEY_SLOTS; i++) {
+        if (a->keys[i].fetched_ms != 0 && strcmp(a->keys[i].keyid, k->keyid) == 0) {
+            a->keys[i].rehash_sent_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    r->w.data = r;
+    if (rv != 0 || store_writer_submit(a->writer, &r->w, rehash_tx, r, rehash_done) != 0) {
+        memset(r->hash, 0, sizeof r->hash);
+        mem_free(r);
+    }
+}
+
 /* --- the credentials --- */
 
 _Static_assert(sizeof(((struct authn_principal *)0)->key_id) == APIKEY_ID_LEN + 1,
@@ -295,7 +374,33 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
         gerr_set(msg, "unknown API key %s", parts.keyid);
         return GERR_UNAUTH;
     }
-    if (apikey_verify(key, strlen(key), k.hash, a->pepper, a->pepper_len, err) != 0) {
+    uint8_t pepper[32];
+    const uint8_t *pep = a->pepper;
+    size_t pep_len = a->pepper_len;
+    if (a->peppers.get != NULL) {
+        rv = a->peppers.get(a->peppers.arg, cl, k.pepper_version, pepper, err);
+        if (rv == GERR_NOTFOUND || rv == GERR_PERM) {
+            gerr_set(
+                msg,
+                "API key %s was hashed with API-key pepper version %u, which this cluster cannot use: %s",
+                parts.keyid, k.pepper_version, err);
+            return GERR_UNAUTH;
+        }
+        if (rv != 0) {
+            gerr_set(msg, "cannot check credentials now: %s", err);
+            return rv;
+        }
+        pep = pepper;
+        pep_len = sizeof pepper;
+    } else if (k.pepper_version != 1) {
+        gerr_set(msg,
+                 "API key %s was hashed with API-key pepper version %u, which this replica does not have",
+                 parts.keyid, k.pepper_version);
+        return GERR_UNAUTH;
+    }
+    rv = apikey_verify(key, strlen(key), k.hash, pep, pep_len, err);
+    memset(pepper, 0, sizeof pepper);
+    if (rv != 0) {
         gerr_set(msg, "%s", err); /* "API key <keyid> does not match": never a part of the secret */
         return GERR_UNAUTH;
     }
@@ -308,6 +413,7 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
         return GERR_UNAUTH;
     }
     touch(a, &k, now);
+    maybe_rehash(a, cl, &k, parts.secret, now);
     snprintf(principal_id, 40, "%s", k.principal_id);
     snprintf(key_id, APIKEY_ID_LEN + 1, "%s", parts.keyid);
     *not_after_ms = k.expires_ms;

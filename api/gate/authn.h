@@ -70,6 +70,24 @@ void authn_free(struct authn *a);
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
                int64_t now_ms, struct authn_principal *out, char *msg, bool *bad_credential);
 
+/* Versions of the API-key pepper (api/services/pepper_ring.h provides them; the gate does not
+ * depend on that module). Each api_keys row records the version that hashed it; without this, only
+ * version 1 (the pepper given to authn_new) verifies and nothing is rehashed. Both functions are
+ * called on worker threads, may block on the store through @cl, write 32 bytes to @out, and return
+ * 0, GERR_NOTFOUND / GERR_PERM (no such version, or it does not open), or the store's errors. */
+struct authn_peppers {
+    int (*get)(void *arg, struct store_client *cl, unsigned version, uint8_t out[32], char *errmsg);
+    int (*current)(void *arg, struct store_client *cl, int64_t now_ms, unsigned *version, uint8_t out[32],
+                   char *errmsg);
+    void *arg;
+};
+
+/* Verify each key with the version that hashed it, and rehash a key verified under an older
+ * version than the current one under the current one (a fire-and-forget write through the
+ * writer: UPDATE ... WHERE pepper_version is still the old one, so concurrent rehashes on several
+ * replicas agree). Copied. Before the first authn_call. */
+void authn_set_peppers(struct authn *a, const struct authn_peppers *p);
+
 /* Accept OIDC tokens verified by @o (borrowed, outlives @a). Before the first authn_call. */
 void authn_set_oidc(struct authn *a, struct oidc *o);
 

@@ -396,10 +396,13 @@ static void run(void *arg)
         grpc_call_finish_async(ctx->call, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
         goto out;
     }
-    /* A mutation runs beside the dqlite leader: forwarded there unless this replica is it. */
+    /* A mutation runs beside the dqlite leader: forwarded there unless this replica is it. Not
+     * Cluster/Join (the one AZ_TOKEN method): it runs where it arrived, because only a replica
+     * holding the CA key can sign the joiner's certificate, and one that does not relays it to one
+     * that does (api/services/cluster_svc.c); its write goes through this replica's writer. */
     char leader[256];
     if (g->cfg.fwd.client != NULL && !ctx->forwarded && ctx->rule->mutating &&
-        g->cfg.fwd.leader_address(g->cfg.fwd.data, leader, sizeof leader)) {
+        ctx->rule->action != AZ_TOKEN && g->cfg.fwd.leader_address(g->cfg.fwd.data, leader, sizeof leader)) {
         gate_release_store(ctx);
         if (forward(g, p, leader, req)) {
             goto out;

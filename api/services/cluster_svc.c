@@ -19,6 +19,7 @@
 #include "raft/catchup.h"
 #include "raft/certrevoke.h"
 #include "gantry/v1/cluster.pb-c.h"
+#include "server/grpc/client.h"
 #include "leases/reconciler.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
@@ -770,7 +771,84 @@ static bool join_check(const Gantry__V1__JoinRequest *req, struct answer *a)
     return false;
 }
 
-static void do_join(struct job *j, struct answer *a)
+/* A host that names no one machine (a wildcard listen address): not worth dialing. */
+static bool relay_target_ok(const char *api_address)
+{
+    char host[256];
+    host_of(api_address, host, sizeof host);
+    return host[0] != '\0' && strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0;
+}
+
+/* This replica holds no CA key (it joined; raft/identity.h), so it relays the join, marked
+ * `relayed`, to the other members in turn over TLS verified against the cluster CA, and hands the
+ * first decisive answer back unchanged. A member without the key answers FAILED_PRECONDITION to a
+ * relayed join, and one that does not answer is skipped; if none decides, the joiner gets
+ * UNAVAILABLE and tries its next --join address. The token is spent only by the member that
+ * signs. Blocks (a job thread) for at most a few seconds per member. */
+static void join_relay(struct job *j, struct store_client *cl, const Gantry__V1__JoinRequest *req,
+                       struct answer *a)
+{
+    struct cluster_svc *svc = j->svc;
+    struct clusterdb_member *rows = NULL;
+    unsigned n = 0;
+    int rv = clusterdb_members(cl, &rows, &n);
+    if (rv != 0) {
+        fail_store(a, rv, "join", cl->errmsg);
+        return;
+    }
+    Gantry__V1__JoinRequest fwd = *req;
+    fwd.relayed = true;
+    char last[GERR_MSG_SIZE + 32];
+    snprintf(last, sizeof last, "no other member's API address is on record");
+    for (unsigned i = 0; i < n; i++) {
+        if (rows[i].id == svc->replica_id || !relay_target_ok(rows[i].api_address)) {
+            continue;
+        }
+        struct grpc_client_config cc = {
+            .target = rows[i].api_address, .ca_pem = svc->secrets->ca_pem, .connect_timeout_ms = 2000};
+        struct grpc_client *c;
+        char err[GERR_MSG_SIZE] = "";
+        if (grpc_client_connect(&cc, &c, err) != 0) {
+            snprintf(last, sizeof last, "replica %" PRIu64 ": %s", rows[i].id, err);
+            continue;
+        }
+        struct grpc_client_result res;
+        ProtobufCMessage *resp = NULL;
+        rv = grpc_client_unary(c, "/gantry.v1.Cluster/Join", NULL, 0, &fwd.base,
+                               &gantry__v1__join_response__descriptor, 10000, &resp, &res, err);
+        grpc_client_close(c);
+        if (rv != 0) {
+            snprintf(last, sizeof last, "replica %" PRIu64 ": %s", rows[i].id, err);
+        } else if (res.status == GRPC_STATUS_FAILED_PRECONDITION || res.status == GRPC_STATUS_UNAVAILABLE) {
+            snprintf(last, sizeof last, "replica %" PRIu64 ": %s", rows[i].id, res.message);
+        } else {
+            if (res.status != 0) {
+                fail(a, res.status, "%s", res.message);
+            } else {
+                LOG_INFO("cluster: relayed the join of replica %" PRIu64 " to replica %" PRIu64
+                         ", which holds the CA key",
+                         req->replica_id, rows[i].id);
+                grpc_call_finish_async(j->call, 0, NULL, resp);
+                a->status = -1;
+            }
+            if (resp != NULL) {
+                protobuf_c_message_free_unpacked(resp, NULL);
+            }
+            mem_free(rows);
+            return;
+        }
+        if (resp != NULL) {
+            protobuf_c_message_free_unpacked(resp, NULL);
+        }
+    }
+    fail(a, GRPC_STATUS_UNAVAILABLE,
+         "replica %" PRIu64 " does not hold the cluster CA key and no member that does answered (%s)",
+         svc->replica_id, last);
+    LOG_WARN("cluster: could not relay the join of replica %" PRIu64 ": %s", req->replica_id, a->msg);
+    mem_free(rows);
+}
+
+static void do_join(struct job *j, struct store_client *cl, struct answer *a)
 {
     const Gantry__V1__JoinRequest *req = (const void *)grpc_call_request(j->call);
     struct cluster_svc *svc = j->svc;
@@ -787,6 +865,17 @@ static void do_join(struct job *j, struct answer *a)
         return;
     }
     if (!join_check(req, a)) {
+        return;
+    }
+    if (svc->secrets->ca_key_pem == NULL) {
+        if (req->relayed) {
+            fail(a, GRPC_STATUS_FAILED_PRECONDITION,
+                 "replica %" PRIu64 " does not hold the cluster CA key, so it cannot sign certificates",
+                 svc->replica_id);
+        } else {
+            join_relay(j, cl, req, a);
+        }
+        memset(&parts, 0, sizeof parts);
         return;
     }
     struct replica_view *v = mem_alloc(sizeof *v);
@@ -812,6 +901,7 @@ static void do_join(struct job *j, struct answer *a)
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%" PRIu64, req->replica_id);
     int rv = run_audited(j, clusterdb_join_tx, &jn, "Member", idtext, req->replica_name, err);
+    char *cert = NULL;
     if (rv == GERR_PERM) {
         fail(a, GRPC_STATUS_UNAUTHENTICATED, "%s", err);
         LOG_WARN("cluster: join refused for replica %" PRIu64 " from %s: %s", req->replica_id,
@@ -833,7 +923,6 @@ static void do_join(struct job *j, struct answer *a)
                                    .n_ip_sans = s.n_ip,
                                    .dns_sans = s.dns,
                                    .n_dns_sans = s.n_dns};
-        char *cert = NULL;
         rv = pki_sign_csr(svc->secrets->ca_key_pem, svc->secrets->ca_pem, req->csr_pem, &subj, PKI_CERT_DAYS,
                           &cert, err);
         if (rv != 0) {
@@ -862,7 +951,7 @@ static void do_join(struct job *j, struct answer *a)
             resp.gateway_id = (char *)svc->id->gateway_id;
             resp.n_peer_addresses = v->n;
             resp.peer_addresses = peers;
-            resp.ca_key_pem = svc->secrets->ca_key_pem;
+            /* Never the CA key: it stays on the replicas that hold it (docs/security.md). */
             resp.apikey_pepper.data = (uint8_t *)svc->secrets->pepper;
             resp.apikey_pepper.len = IDENTITY_PEPPER_SIZE;
             /* Log first: once finished, the call (and the request in its arena) may be freed. */
@@ -871,8 +960,8 @@ static void do_join(struct job *j, struct answer *a)
             grpc_call_finish_async(j->call, 0, NULL, &resp.base);
             a->status = -1;
         }
-        mem_free(cert);
     }
+    mem_free(cert);
     memset(&parts, 0, sizeof parts);
     mem_free(v);
 }
@@ -974,7 +1063,7 @@ static void run_method(struct gate_ctx *ctx, struct cluster_svc *svc, enum metho
         do_remove(&j, cl, &a);
         break;
     case M_JOIN:
-        do_join(&j, &a);
+        do_join(&j, cl, &a);
         break;
     case M_BACKUP:
         do_backup(&j, cl, &a);

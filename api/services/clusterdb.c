@@ -1,5 +1,6 @@
 /* The cluster's own rows in the store (api/services/clusterdb.h). */
 #include "api/services/clusterdb.h"
+#include "api/services/pepper_ring.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -171,6 +172,15 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
         if (rv == 0) {
             rv = store_event_tx(tx, "Namespace", "default", id, "ADDED", NULL);
         }
+    }
+    if (rv == 0 && s->admin_name != NULL) {
+        /* New secrets (init, or a restore without --secrets): a restored database's API-key pepper
+         * versions were sealed under the old root pepper and cannot open; its keys stop working
+         * anyway (docs/operations.md). Version 1, this cluster's root pepper, is current again. */
+        rv = store_tx_exec(tx,
+                           "DELETE FROM cluster_meta WHERE key >= '" PEPPER_RING_META_PREFIX
+                           "' AND key < 'apikey_pepper0'",
+                           NULL, 0, NULL);
     }
     if (rv == 0 && s->admin_name != NULL) {
         char pid[37], bid[37];

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/auth/apikey.h"
+#include "api/services/pepper_ring.h"
 #include "api/authz/authz.h"
 #include "api/gate/gate.h"
 #include "api/gate/resource.h"
@@ -1133,6 +1134,7 @@ struct key_write {
     int64_t expires;
     char keyid[APIKEY_ID_LEN + 1];
     uint8_t hash[APIKEY_HASH_SIZE];
+    unsigned pepper_version; /* create: the pepper version that made @hash */
     uint64_t expected;
     int64_t revision;
     bool delete;
@@ -1167,15 +1169,18 @@ static int tx_create_key(struct store_tx *tx, void *arg)
         rv = write_event(w->call, tx, "ApiKey", "", w->keyid, w->name, "ADDED", &w->revision);
     }
     if (rv == 0) {
-        struct proto_value p[] = {proto_text(w->keyid),       proto_text(w->principal_id),
-                                  proto_text(w->name),        proto_blob(w->hash, sizeof w->hash),
-                                  proto_text(w->ctx->who.id), proto_int(now_ms(w->ctx)),
-                                  proto_int(w->expires),      proto_int(w->revision)};
+        struct proto_value p[] = {proto_text(w->keyid),        proto_text(w->principal_id),
+                                  proto_text(w->name),         proto_blob(w->hash, sizeof w->hash),
+                                  proto_text(w->ctx->who.id),  proto_int(now_ms(w->ctx)),
+                                  proto_int(w->expires),       proto_int(w->revision),
+                                  proto_int(w->pepper_version)};
         rv = store_tx_exec(
             tx,
             "INSERT INTO api_keys (id, principal_id, name, hash, created_by, created_at_ms, expires_at_ms, "
-            "last_used_ms, revoked_at_ms, resource_version) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
-            p, 8, NULL);
+            "last_used_ms, revoked_at_ms, resource_version, pepper_version) VALUES (?, ?, ?, ?, ?, ?, ?, 0, "
+            "0, "
+            "?, ?)",
+            p, 9, NULL);
     }
     return rv;
 }
@@ -1252,8 +1257,22 @@ static void k_create(struct gate_ctx *ctx, void *data)
                           .name = req->name,
                           .expires = req->expires_at_ms,
                           .secret = key,
-                          .manage = other};
-    int rv = apikey_generate(svc->pepper, svc->pepper_len, key, w.keyid, w.hash, err);
+                          .manage = other,
+                          .pepper_version = 1};
+    /* New keys are hashed with the current pepper version (a rotation's newest). */
+    uint8_t pepper[PEPPER_RING_SIZE];
+    const uint8_t *pep = svc->pepper;
+    size_t pep_len = svc->pepper_len;
+    int rv = 0;
+    if (svc->peppers != NULL) {
+        rv = pepper_ring_current(svc->peppers, ctx->cl, ctx->now_ms, &w.pepper_version, pepper, err);
+        pep = pepper;
+        pep_len = sizeof pepper;
+    }
+    if (rv == 0) {
+        rv = apikey_generate(pep, pep_len, key, w.keyid, w.hash, err);
+    }
+    memset(pepper, 0, sizeof pepper);
     if (rv != 0) {
         fail_gerr(ctx, rv, "create API key", err);
     } else {

@@ -26,11 +26,15 @@
 #include "api/gate/resource.h"
 
 struct gate;
+struct pepper_ring;
 
 struct principals_svc {
     const struct res_env *env; /* borrowed: the writer, and where audit events come from */
-    const uint8_t *pepper;     /* borrowed, the API-key pepper */
+    const uint8_t *pepper;     /* borrowed, the API-key pepper (version 1) */
     size_t pepper_len;
+    /* borrowed, may be NULL (then every key is hashed with @pepper, version 1): new keys are
+     * hashed with its current version (api/services/pepper_ring.h) */
+    struct pepper_ring *peppers;
 };
 
 int principals_svc_register(struct gate *g, struct principals_svc *svc, char *errmsg);

@@ -136,6 +136,66 @@ static void an_interrupted_install_is_finished(void **state)
     mem_free(now_key);
 }
 
+/* A replica that joined holds no CA key (raft/identity.h): its secrets load without one, and a
+ * certificate under the threshold is kept as it is (and said so in the log), not an error. */
+static void without_the_ca_key_nothing_is_renewed(void **state)
+{
+    struct world *w = *state;
+    struct identity_secrets joined = {.ca_pem = w->sec.ca_pem, .ca_key_pem = NULL};
+    memset(joined.pepper, 7, sizeof joined.pepper);
+    assert_int_equal(identity_secrets_save(w->dir, &joined, errmsg), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/secrets/ca-key.pem", w->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    struct identity_secrets loaded;
+    assert_int_equal(identity_secrets_load(w->dir, &loaded, errmsg), 0);
+    assert_null(loaded.ca_key_pem);
+    assert_string_equal(loaded.ca_pem, w->sec.ca_pem);
+    assert_memory_equal(loaded.pepper, joined.pepper, sizeof joined.pepper);
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    bool renewed = true;
+    int64_t na = 0;
+    assert_int_equal(certrenew_at_start(w->dir, &loaded, 30, now_ms(), &renewed, &na, errmsg), 0);
+    assert_false(renewed);
+    assert_true(na - now_ms() < 11ll * 86400 * 1000);
+    char *after = read_rel(w->dir, "tls/cert.pem");
+    assert_string_equal(before, after);
+    identity_secrets_free(&loaded);
+    mem_free(before);
+    mem_free(after);
+    /* A holder's secrets keep the key file. */
+    assert_int_equal(identity_secrets_save(w->dir, &w->sec, errmsg), 0);
+    assert_int_equal(identity_secrets_load(w->dir, &loaded, errmsg), 0);
+    assert_non_null(loaded.ca_key_pem);
+    assert_string_equal(loaded.ca_key_pem, w->sec.ca_key_pem);
+    identity_secrets_free(&loaded);
+}
+
+/* Making a replica a CA holder (gantryd recover --ca-key): only the key of its own CA is taken. */
+static void only_the_clusters_ca_key_is_installed(void **state)
+{
+    struct world *w = *state;
+    struct identity_secrets joined = {.ca_pem = w->sec.ca_pem, .ca_key_pem = NULL};
+    assert_int_equal(identity_secrets_save(w->dir, &joined, errmsg), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/secrets/ca-key.pem", w->dir);
+    char *other_key = NULL, *other_ca = NULL;
+    assert_int_equal(pki_ca_create("other-ca", &other_key, &other_ca, errmsg), 0);
+    assert_int_equal(identity_check_ca_key(w->dir, other_key, errmsg), GERR_PERM);
+    assert_int_equal(identity_install_ca_key(w->dir, other_key, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "not the private key of the CA"));
+    assert_int_equal(identity_install_ca_key(w->dir, "not a key", errmsg), GERR_PERM);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_equal(identity_check_ca_key(w->dir, w->sec.ca_key_pem, errmsg), 0);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_equal(identity_install_ca_key(w->dir, w->sec.ca_key_pem, errmsg), 0);
+    char *installed = read_rel(w->dir, "secrets/ca-key.pem");
+    assert_string_equal(installed, w->sec.ca_key_pem);
+    mem_free(installed);
+    mem_free(other_key);
+    mem_free(other_ca);
+}
+
 static void a_missing_certificate_is_an_error(void **state)
 {
     struct world *w = *state;
@@ -153,6 +213,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(renews_only_under_the_threshold, setup, teardown),
         cmocka_unit_test_setup_teardown(an_interrupted_install_is_finished, setup, teardown),
+        cmocka_unit_test_setup_teardown(without_the_ca_key_nothing_is_renewed, setup, teardown),
+        cmocka_unit_test_setup_teardown(only_the_clusters_ca_key_is_installed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_missing_certificate_is_an_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
