@@ -13,6 +13,14 @@
 #define LEADER_TAIL_MAX 65536u
 #define PROBE_EVERY_MS  50u
 
+/* This node's last entries, through the reader when there is one. */
+static int own_tail(const struct catchup *c, struct raftlog_entry_id *out, unsigned max, unsigned *n,
+                    char *errmsg)
+{
+    return c->reader != NULL ? raftlog_reader_tail(c->reader, out, max, n, errmsg)
+                             : raftlog_tail(c->dir, out, max, n, errmsg);
+}
+
 /* One measurement: 0 with *lag, or the probe's or the leader's read error. */
 static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_entry_id *leader, uint64_t *lag,
                    char *errmsg)
@@ -28,7 +36,7 @@ static int measure(const struct catchup *c, uint64_t node_id, struct raftlog_ent
     /* The newest entries first (the newest segments only); the whole retained log only when the
      * target's entries are not among them. */
     for (unsigned window = 256; window <= LEADER_TAIL_MAX; window *= 16) {
-        rv = raftlog_tail(c->dir, leader, window, &n_leader, why);
+        rv = own_tail(c, leader, window, &n_leader, why);
         if (rv != 0) {
             gerr_set(errmsg, "the leader's own Raft log could not be read: %s", why);
             return rv;
@@ -132,7 +140,7 @@ int catchup_self(const struct catchup *c, uint64_t leader_id, char *errmsg)
     /* A follower keeping up holds the leader's last entries among its newest ones; a few hundred
      * more entries (written since the probe) are looked through, not the whole log. */
     struct raftlog_entry_id *own = mem_alloc(sizeof *own * 4096u);
-    rv = raftlog_tail(c->dir, own, 4096u, &n_own, why);
+    rv = own_tail(c, own, 4096u, &n_own, why);
     if (rv != 0) {
         gerr_set(errmsg, "this replica's Raft log could not be read: %s", why);
     } else if (raftlog_lag(own, n_own, tail, n_tail) == RAFTLOG_LAG_UNKNOWN) {

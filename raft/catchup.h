@@ -27,6 +27,9 @@ typedef int (*catchup_probe_fn)(void *arg, uint64_t node_id, struct raftlog_entr
 
 struct catchup {
     const char *dir; /* this (the leader's) node's data directory */
+    /* Optional: a reader of @dir that keeps what it scanned (raft/raftlog.h), owned by the caller
+     * and valid while this is used; NULL: every read scans the segments again. */
+    struct raftlog_reader *reader;
     catchup_probe_fn probe;
     /* Stop this replica's writes to the node (bounded: the batch in progress ends first) and let
      * them go again (pauses nest). May be NULL (nothing to pause). */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/err.h"
@@ -341,4 +342,317 @@ uint64_t raftlog_lag(const struct raftlog_entry_id *leader, unsigned n_leader,
         }
     }
     return RAFTLOG_LAG_UNKNOWN;
+}
+
+/* ---- The reader: what was scanned, kept (raftlog.h) */
+
+struct seg_memo {
+    char name[64];
+    bool open;
+    bool listed; /* named by the current pass's listing */
+    dev_t dev;
+    ino_t ino;
+    off_t size; /* closed: with the modification time, the identity of the content scanned */
+    struct timespec mtime;
+    bool format_read;  /* the format word was read (and was 1) */
+    bool complete;     /* closed: scanned to its end */
+    uint64_t scanned;  /* the offset after the last complete, checked batch */
+    uint64_t last_off; /* the last such batch's offset (0: none), and its header checksum */
+    uint32_t last_crc;
+    struct raftlog_entry_id *ids;
+    size_t n, cap;
+};
+
+struct raftlog_reader {
+    pthread_mutex_t mu;
+    char *dir;
+    struct seg_memo *memos;
+    size_t n, cap;
+    uint8_t *buf; /* one batch's header and data */
+    size_t buf_cap;
+};
+
+struct raftlog_reader *raftlog_reader_new(const char *dir)
+{
+    struct raftlog_reader *r = mem_zalloc(sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    r->dir = mem_strdup(dir);
+    return r;
+}
+
+void raftlog_reader_free(struct raftlog_reader *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        mem_free(r->memos[i].ids);
+    }
+    mem_free(r->memos);
+    mem_free(r->buf);
+    mem_free(r->dir);
+    pthread_mutex_destroy(&r->mu);
+    mem_free(r);
+}
+
+static void memo_reset(struct seg_memo *m)
+{
+    m->format_read = false;
+    m->complete = false;
+    m->scanned = 0;
+    m->last_off = 0;
+    m->last_crc = 0;
+    m->n = 0;
+}
+
+/* 0 when all @n bytes at @off were read; 1 at the end of the file; -1 on an error. */
+static int pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, (uint8_t *)p + got, n - got, (off_t)(off + got));
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k < 0) {
+            return -1;
+        }
+        if (k == 0) {
+            return 1;
+        }
+        got += (size_t)k;
+    }
+    return 0;
+}
+
+static uint8_t *reader_buf(struct raftlog_reader *r, size_t n)
+{
+    if (n > r->buf_cap) {
+        r->buf_cap = n;
+        r->buf = mem_realloc(r->buf, n);
+    }
+    return r->buf;
+}
+
+/* Read @m's batches on from m->scanned through @fd (@size bytes long), appending the ids of each
+ * complete, checked batch; the first that is incomplete or fails a checksum ends the scan (for
+ * now: the next call starts there again). 0; GERR_IO on a read error; GERR_PROTO for an unknown
+ * format version. */
+static int scan_on(struct raftlog_reader *r, struct seg_memo *m, int fd, uint64_t size)
+{
+    if (!m->format_read) {
+        uint8_t w[8];
+        int got = size >= 8 ? pread_full(fd, w, sizeof w, 0) : 1;
+        if (got < 0) {
+            return GERR_IO;
+        }
+        if (got > 0 || le64(w) == 0) {
+            return 0; /* preallocated: nothing written yet */
+        }
+        if (le64(w) != 1) {
+            return GERR_PROTO;
+        }
+        m->format_read = true;
+        m->scanned = 8;
+    }
+    for (;;) {
+        uint64_t off = m->scanned;
+        if (off > size || size - off < 16) {
+            return 0;
+        }
+        uint8_t head[16];
+        int got = pread_full(fd, head, sizeof head, off);
+        if (got != 0) {
+            return got < 0 ? GERR_IO : 0;
+        }
+        uint32_t crc_header = le32(head), crc_data = le32(head + 4);
+        uint64_t count = le64(head + 8), room = size - off - 8;
+        if (count == 0 || count > (room - 8) / 16) {
+            return 0; /* the end of what was written, or a batch still being written */
+        }
+        size_t header_len = 8 + 16 * (size_t)count;
+        uint8_t *b = reader_buf(r, header_len);
+        if ((got = pread_full(fd, b, header_len, off + 8)) != 0) {
+            return got < 0 ? GERR_IO : 0;
+        }
+        if (raftlog_crc32(b, header_len, 0) != crc_header) {
+            return 0;
+        }
+        uint64_t data_len = 0;
+        for (uint64_t i = 0; i < count; i++) {
+            data_len += le32(b + 8 + 16 * i + 12);
+        }
+        if (data_len > room - header_len) {
+            return 0;
+        }
+        b = reader_buf(r, header_len + (size_t)data_len);
+        if ((got = pread_full(fd, b + header_len, (size_t)data_len, off + 8 + header_len)) != 0) {
+            return got < 0 ? GERR_IO : 0;
+        }
+        const uint8_t *data = b + header_len;
+        if (raftlog_crc32(data, (size_t)data_len, 0) != crc_data) {
+            return 0;
+        }
+        if (m->n + count > m->cap) {
+            m->cap = (m->n + count) * 2;
+            m->ids = mem_realloc(m->ids, sizeof *m->ids * m->cap);
+        }
+        size_t at = 0;
+        for (uint64_t e = 0; e < count; e++) {
+            const uint8_t *h = b + 8 + 16 * e;
+            uint32_t esize = le32(h + 12);
+            m->ids[m->n++] =
+                (struct raftlog_entry_id){.term = le64(h),
+                                          .size = esize,
+                                          .crc = count == 1 ? crc_data : raftlog_crc32(data + at, esize, 0)};
+            at += esize;
+        }
+        m->last_off = off;
+        m->last_crc = crc_header;
+        m->scanned = off + 8 + header_len + data_len;
+    }
+}
+
+static struct seg_memo *memo_find(struct raftlog_reader *r, const struct segment *s)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->memos[i].open == s->open && strcmp(r->memos[i].name, s->name) == 0) {
+            return &r->memos[i];
+        }
+    }
+    if (r->n == r->cap) {
+        r->cap = r->cap == 0 ? 16 : r->cap * 2;
+        r->memos = mem_realloc(r->memos, sizeof *r->memos * r->cap);
+    }
+    struct seg_memo *m = &r->memos[r->n++];
+    memset(m, 0, sizeof *m);
+    memcpy(m->name, s->name, sizeof m->name);
+    m->open = s->open;
+    return m;
+}
+
+/* Bring @m up to date with the file @path: 0; GERR_BUSY when it vanished; GERR_IO; GERR_PROTO. */
+static int memo_refresh(struct raftlog_reader *r, struct seg_memo *m, const char *path, char *errmsg)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return GERR_BUSY; /* closed (renamed) or removed since the listing */
+        }
+        gerr_set(errmsg, "raft log %s: %s", path, strerror(errno));
+        return GERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        gerr_set(errmsg, "raft log %s: %s", path, strerror(errno));
+        close(fd);
+        return GERR_IO;
+    }
+    bool same = m->dev == st.st_dev && m->ino == st.st_ino;
+    if (!m->open) {
+        same = same && m->complete && m->size == st.st_size && m->mtime.tv_sec == st.st_mtim.tv_sec &&
+               m->mtime.tv_nsec == st.st_mtim.tv_nsec;
+        if (same) {
+            close(fd);
+            return 0;
+        }
+    } else if (same && m->last_off != 0) {
+        /* An open segment only grows while it keeps its name; its format word and last batch must
+         * still be there. */
+        uint8_t c[4], w[8];
+        same = (uint64_t)st.st_size >= m->scanned && pread_full(fd, c, sizeof c, m->last_off) == 0 &&
+               le32(c) == m->last_crc && pread_full(fd, w, sizeof w, 0) == 0 && le64(w) == 1;
+    }
+    if (!same) {
+        memo_reset(m);
+        m->dev = st.st_dev;
+        m->ino = st.st_ino;
+    }
+    int rv = scan_on(r, m, fd, (uint64_t)st.st_size);
+    close(fd);
+    if (rv == GERR_PROTO) {
+        gerr_set(errmsg, "raft log %s: unknown segment format", path);
+        memo_reset(m);
+        return rv;
+    }
+    if (rv != 0) {
+        gerr_set(errmsg, "raft log %s: read failed", path);
+        memo_reset(m);
+        return rv;
+    }
+    if (!m->open) {
+        m->complete = true;
+        m->size = st.st_size;
+        m->mtime = st.st_mtim;
+    }
+    return 0;
+}
+
+static int reader_once(struct raftlog_reader *r, struct raftlog_entry_id *out, unsigned max, unsigned *n,
+                       char *errmsg)
+{
+    struct segment *segs;
+    size_t n_segs;
+    int rv = list_segments(r->dir, &segs, &n_segs, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Forget the segments that are gone; find or make a memo for each listed one. */
+    for (size_t i = 0; i < r->n; i++) {
+        r->memos[i].listed = false;
+    }
+    for (size_t i = 0; i < n_segs; i++) {
+        memo_find(r, &segs[i])->listed = true;
+    }
+    for (size_t i = 0; i < r->n;) {
+        if (!r->memos[i].listed) {
+            mem_free(r->memos[i].ids);
+            r->memos[i] = r->memos[--r->n];
+        } else {
+            i++;
+        }
+    }
+    if (n_segs == 0) {
+        mem_free(segs);
+        gerr_set(errmsg, "raft log %s: no segment", r->dir);
+        return GERR_NOTFOUND;
+    }
+    /* Newest segment first; each one's ids fill @out from its end. */
+    size_t pos = max;
+    for (size_t i = n_segs; i-- > 0 && pos > 0;) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", r->dir, segs[i].name);
+        struct seg_memo *m = memo_find(r, &segs[i]);
+        if ((rv = memo_refresh(r, m, path, errmsg)) != 0) {
+            break;
+        }
+        size_t take = m->n < pos ? m->n : pos;
+        if (take > 0) {
+            memcpy(out + pos - take, m->ids + m->n - take, sizeof *out * take);
+            pos -= take;
+        }
+    }
+    mem_free(segs);
+    if (rv == 0) {
+        *n = max - (unsigned)pos;
+        memmove(out, out + pos, sizeof *out * *n);
+    }
+    return rv;
+}
+
+int raftlog_reader_tail(struct raftlog_reader *r, struct raftlog_entry_id *out, unsigned max, unsigned *n,
+                        char *errmsg)
+{
+    *n = 0;
+    int rv = GERR_BUSY;
+    pthread_mutex_lock(&r->mu);
+    for (int attempt = 0; attempt < ATTEMPTS && rv == GERR_BUSY; attempt++) {
+        rv = reader_once(r, out, max, n, errmsg);
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rv == GERR_BUSY) {
+        gerr_set(errmsg, "raft log %s: segments kept changing while read", r->dir);
+        rv = GERR_IO;
+    }
+    return rv;
 }

@@ -352,6 +352,9 @@ struct daemon {
     char fwd_path[320];
     char store_dir[4096];
     struct catchup catchup; /* the rule of planned leadership transfers (raft/catchup.h) */
+    /* This node's Raft log as the probes read it (raft/raftlog.h): asked every second by the lag
+     * and readiness checks, so what was scanned is kept. */
+    struct raftlog_reader *log_reader;
     struct oidc *oidc;
     struct driver *driver;
     struct reconciler *reconciler;
@@ -473,7 +476,7 @@ static void answer_probe(struct daemon *d, struct fwd_reply *reply)
     struct raftlog_entry_id ids[RAFTLOG_PROBE_TAIL];
     unsigned n = 0;
     char err[GERR_MSG_SIZE] = "";
-    int rv = raftlog_tail(d->store_dir, ids, RAFTLOG_PROBE_TAIL, &n, err);
+    int rv = raftlog_reader_tail(d->log_reader, ids, RAFTLOG_PROBE_TAIL, &n, err);
     if (rv != 0) {
         fwd_reply(reply, GRPC_STATUS_UNAVAILABLE, err, NULL, 0);
         return;
@@ -1284,8 +1287,13 @@ static int serve(struct daemon *d, char *errmsg)
         return GERR_NOMEM;
     }
     d->fwd_client = fwd_client_new(replica_alt_dial, d->replica, 2);
-    d->catchup = (struct catchup){
-        .dir = d->store_dir, .probe = probe_member, .pause = pause_writes, .resume = resume_writes, .arg = d};
+    d->log_reader = raftlog_reader_new(d->store_dir);
+    d->catchup = (struct catchup){.dir = d->store_dir,
+                                  .reader = d->log_reader,
+                                  .probe = probe_member,
+                                  .pause = pause_writes,
+                                  .resume = resume_writes,
+                                  .arg = d};
     d->nsstats = nsstats_new(cfg->metrics_namespace_max);
     struct gate_config gcfg = {.jobs = &d->jobs,
                                .nsstats = d->nsstats,
@@ -1841,6 +1849,7 @@ static int cmd_run(struct config *cfg)
     store_writer_stop(&d->writer);
     driver_free(d->driver);
     replica_stop(d->replica);
+    raftlog_reader_free(d->log_reader); /* after everything that probes the log has stopped */
     providers_svc_close(&d->prov);
     if (d->peppers_ready) {
         pepper_ring_close(&d->peppers);

@@ -5,13 +5,61 @@
  * only for a format word other than 0 and 1; it never claims more ids than it wrote when given
  * room for all; the count with room for none is at least the count with room for all (data is
  * checked only as far back as the ids wanted); an entry's size
- * never exceeds the input; a tail is found in the log it came from with lag 0. */
+ * never exceeds the input; a tail is found in the log it came from with lag 0. And the reader
+ * (raftlog_reader_tail), given the same bytes as an open segment written in two steps (the first
+ * half, then the rest appended, as libraft appends), answers what raftlog_tail answers. */
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/err.h"
 #include "raft/raftlog.h"
+
+static char dir[64];
+
+/* The reader against raftlog_tail after @len bytes of @data were written to dir/open-1. */
+static void same_as_tail(struct raftlog_reader *r, size_t max)
+{
+    struct raftlog_entry_id *a = malloc(sizeof *a * max), *b = malloc(sizeof *b * max);
+    unsigned na = 0, nb = 0;
+    char err[GERR_MSG_SIZE];
+    int ra = raftlog_tail(dir, a, (unsigned)max, &na, err);
+    int rb = raftlog_reader_tail(r, b, (unsigned)max, &nb, err);
+    if (ra != rb || na != nb || (na > 0 && memcmp(a, b, sizeof *a * na) != 0)) {
+        abort();
+    }
+    free(a);
+    free(b);
+}
+
+static void reader_in_two_steps(const uint8_t *data, size_t size, size_t max)
+{
+    if (dir[0] == '\0') {
+        snprintf(dir, sizeof dir, "/tmp/fuzz-raftlog-XXXXXX");
+        if (mkdtemp(dir) == NULL) {
+            abort();
+        }
+    }
+    char path[128];
+    snprintf(path, sizeof path, "%s/open-1", dir);
+    unlink(path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    size_t cut = size / 2;
+    if (fd < 0 || pwrite(fd, data, cut, 0) != (ssize_t)cut) {
+        abort();
+    }
+    struct raftlog_reader *r = raftlog_reader_new(dir);
+    same_as_tail(r, max);
+    if (pwrite(fd, data + cut, size - cut, (off_t)cut) != (ssize_t)(size - cut)) {
+        abort();
+    }
+    close(fd);
+    same_as_tail(r, max);
+    raftlog_reader_free(r);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -45,6 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
+    reader_in_two_steps(data, size, max);
     free(ids);
     free(copy);
     return 0;

@@ -7,7 +7,11 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/err.h"
 #include "raft/raftlog.h"
@@ -196,13 +200,115 @@ static void tail_of_a_missing_dir(void **state)
     assert_non_null(strstr(err, "/nonexistent/raftlog"));
 }
 
+/* ---- The reader against raftlog_tail on the same directory, as segments change under it */
+
+static void put_file(const char *dir, const char *name, const uint8_t *b, size_t len, size_t prealloc)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    if (prealloc > len) {
+        assert_int_equal(ftruncate(fd, (off_t)prealloc), 0); /* libraft's zeros ahead */
+    }
+    assert_int_equal(pwrite(fd, b, len, 0), (ssize_t)len);
+    close(fd);
+}
+
+/* Both ways of reading give the same ids, for a few windows. */
+static void same_tail(struct raftlog_reader *r, const char *dir, unsigned expect_total)
+{
+    const unsigned windows[] = {1, 2, 5, 100};
+    for (size_t w = 0; w < sizeof windows / sizeof *windows; w++) {
+        struct raftlog_entry_id a[100], b[100];
+        unsigned na = 0, nb = 0;
+        char err[GERR_MSG_SIZE];
+        assert_int_equal(raftlog_tail(dir, a, windows[w], &na, err), 0);
+        assert_int_equal(raftlog_reader_tail(r, b, windows[w], &nb, err), 0);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, sizeof *a * na);
+        if (windows[w] == 100) {
+            assert_int_equal(nb, expect_total);
+        }
+    }
+}
+
+static void reader_follows_the_log(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-raftlog-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct raftlog_reader *r = raftlog_reader_new(dir);
+    struct raftlog_entry_id ids[4];
+    unsigned n = 0;
+    char err[GERR_MSG_SIZE];
+    assert_int_equal(raftlog_reader_tail(r, ids, 4, &n, err), GERR_NOTFOUND);
+
+    const uint32_t one[] = {8}, two[] = {16, 24}, three[] = {8, 8, 32};
+    struct seg closed;
+    seg_init(&closed, 1);
+    seg_batch(&closed, 1, 1, one);
+    seg_batch(&closed, 1, 2, two);
+    put_file(dir, "0000000000000001-0000000000000003", closed.b, closed.len, 0);
+    /* A preallocated open segment: nothing in it yet. */
+    struct seg open1;
+    memset(&open1, 0, sizeof open1);
+    put_file(dir, "open-1", open1.b, 8, sizeof open1.b);
+    same_tail(r, dir, 3);
+    /* Its first batch, then a second one whose header is written but not its data (torn). */
+    seg_init(&open1, 1);
+    seg_batch(&open1, 2, 1, one);
+    put_file(dir, "open-1", open1.b, open1.len, 0);
+    same_tail(r, dir, 4);
+    size_t before = open1.len;
+    seg_batch(&open1, 2, 3, three);
+    put_file(dir, "open-1", open1.b, before + 8 + 8 + 16 * 3, 0); /* checksums and header only */
+    same_tail(r, dir, 4);
+    put_file(dir, "open-1", open1.b, open1.len, 0); /* the data arrives */
+    same_tail(r, dir, 7);
+    /* The same open segment rewritten from the start (another term): its last batch changed. */
+    seg_init(&open1, 1);
+    seg_batch(&open1, 3, 2, two);
+    put_file(dir, "open-1", open1.b, open1.len, 0);
+    same_tail(r, dir, 5);
+    /* Closed by renaming, a new open one after it, the oldest segment removed. */
+    char from[512], to[512];
+    snprintf(from, sizeof from, "%s/open-1", dir);
+    snprintf(to, sizeof to, "%s/0000000000000004-0000000000000005", dir);
+    assert_int_equal(rename(from, to), 0);
+    struct seg open2;
+    seg_init(&open2, 1);
+    seg_batch(&open2, 3, 1, one);
+    put_file(dir, "open-2", open2.b, open2.len, sizeof open2.b);
+    same_tail(r, dir, 6);
+    snprintf(from, sizeof from, "%s/0000000000000001-0000000000000003", dir);
+    assert_int_equal(unlink(from), 0);
+    same_tail(r, dir, 3);
+    /* A closed segment replaced under the same name with other content. */
+    struct seg other;
+    seg_init(&other, 1);
+    seg_batch(&other, 4, 3, three);
+    assert_int_equal(unlink(to), 0);
+    put_file(dir, "0000000000000004-0000000000000005", other.b, other.len, 0);
+    same_tail(r, dir, 4);
+    /* An unknown format is refused as raftlog_tail refuses it. */
+    seg_init(&open2, 7);
+    put_file(dir, "open-2", open2.b, open2.len, 0);
+    assert_int_equal(raftlog_reader_tail(r, ids, 4, &n, err), GERR_PROTO);
+    assert_non_null(strstr(err, "unknown segment format"));
+
+    raftlog_reader_free(r);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(crc_is_libraft_s),
-        cmocka_unit_test(scan_reads_complete_batches_only),
-        cmocka_unit_test(lag_finds_the_targets_tail),
-        cmocka_unit_test(tail_of_a_missing_dir),
+        cmocka_unit_test(crc_is_libraft_s),           cmocka_unit_test(scan_reads_complete_batches_only),
+        cmocka_unit_test(lag_finds_the_targets_tail), cmocka_unit_test(tail_of_a_missing_dir),
+        cmocka_unit_test(reader_follows_the_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
