@@ -28,6 +28,7 @@
 # Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+N-1, API BASE+100.., admin BASE+200...
 # GANTRY_DEV_STANDBY=N (0-2, default 0) adds replicas 4.. as a standby site (standby_site on): 3
 # primary replicas and N that hold a full copy without voting.
+# GANTRY_DEV_GRACE_MS sets roles_grace_ms (how long a member may be away before it is replaced; tests).
 # Environment: GANTRY_DEV_DIR (data directory), GANTRY_BIN_DIR (build tree, default
 # build-test/plain). The admin key is kept in $GANTRY_DEV_DIR/admin.key (mode 0600) for this
 # local cluster's convenience; a real deployment keeps it elsewhere (docs/operations.md).
@@ -87,6 +88,7 @@ flags() { # id
     --api-address "$(api "$1")" --admin-address "$(admin "$1")" --driver-state-dir "$dir/sandboxes" \
     --lease-duration-ms 3000 --lease-renew-deadline-ms 2000 --lease-retry-ms 500
   [ "$1" -gt 3 ] && echo --standby-site
+  [ -n "${GANTRY_DEV_GRACE_MS:-}" ] && echo --roles-grace-ms "$GANTRY_DEV_GRACE_MS"
   true
 }
 

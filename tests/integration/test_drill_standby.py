@@ -5,6 +5,8 @@ GANTRY_DEV_STANDBY=2, this build's binaries): 3 primary replicas and 2 in a stan
   setup      replicas 4 and 5 (standby_site on) join as standbys and ListMembers marks them, and only
              them, as the standby site; the leader's replica publishes gantry_standby_site_lag_entries
              for each of them (and for no other member);
+  the policy a primary voter killed for longer than the grace period is not replaced by a standby-site
+             member (the ordinary policy would promote a standby);
   refusals   `dev-cluster.sh promote` while the primary site runs is refused with the cluster untouched;
              the drill without --promote-cmd exits 2 naming it;
   the drill  every primary replica is SIGKILLed under load, `dev-cluster.sh promote` recovers the standby
@@ -31,6 +33,7 @@ from test_cli import BIN, GANTRY, SRC, check, fail  # noqa: E402
 PHASES = ["--before-ms", "1500", "--down-ms", "1000", "--after-ms", "1000", "--writers", "3"]
 KILL = "tools/dev-cluster.sh kill $GANTRY_DRILL_MEMBER"
 PROMOTE = "tools/dev-cluster.sh promote"
+GRACE_MS = 1500  # roles_grace_ms: a dead voter would be replaced by a standby after this
 
 
 def free_base():
@@ -60,6 +63,7 @@ def main():
     base = free_base()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANTRY_")}
     env.update(GANTRY_BIN_DIR=BIN, GANTRY_DEV_DIR=dev, GANTRY_DEV_PORT=str(base), GANTRY_DEV_STANDBY="2",
+               GANTRY_DEV_GRACE_MS=str(GRACE_MS),
                XDG_CONFIG_HOME=os.path.join(work, "config"), HOME=work)
 
     def sh(*args, timeout=300):
@@ -107,6 +111,22 @@ def main():
         check(sorted(lags) == ["4", "5"] and all(v >= 0 for v in lags.values()),
               "gantry_standby_site_lag_entries on the leader: %r" % lags)
         print("standby-site lag on the leader's replica: %r" % lags, flush=True)
+
+        # The planner keeps the standby site out of the vote: a primary voter dead past the grace period is
+        # not replaced by a standby-site standby (without standby_site the roles policy would promote one).
+        victim = [m["name"] for m in ms if m["role"] == "MEMBER_ROLE_VOTER" and not m.get("leader")][0]
+        sh("tools/dev-cluster.sh", "kill", victim)
+        subprocess.run(["sleep", str(3 * GRACE_MS / 1000.0)])
+        ms = members()
+        roles = {m["name"]: m["role"] for m in ms}
+        check(roles["replica-4"] == roles["replica-5"] == "MEMBER_ROLE_STANDBY" and
+              roles[victim] == "MEMBER_ROLE_VOTER", "after %s died past the grace period: %r" % (victim, roles))
+        p = sh("tools/dev-cluster.sh", "start", victim)
+        check(p.returncode == 0, "restart %s: %s" % (victim, p.stderr))
+        for _ in range(100):
+            if all(m.get("reachable") for m in members()):
+                break
+            subprocess.run(["sleep", "0.2"])
 
         # Refusals: no promotion while the primary site runs; the drill needs --promote-cmd.
         p = sh("tools/dev-cluster.sh", "promote")
