@@ -57,9 +57,9 @@ enum drill_kind { DRILL_LEADER, DRILL_MINORITY, DRILL_QUORUM, DRILL_STANDBY };
 
 static const char *const drill_names[] = {"leader-loss", "minority-loss", "quorum-loss", "standby-promotion"};
 
-#define RPO_WINDOW_MS                                                                                        \
-    2000u /* standby-promotion: lost writes acknowledged this close to the fault are within the              \
-           * documented promise (docs/operations.md, "Standby site") */
+/* standby-promotion: lost writes acknowledged this close to the fault are within the documented promise
+ * (docs/operations.md, "Standby site"). */
+#define RPO_WINDOW_MS 2000u
 
 struct victim {
     char name[64], address[256], api[256];
