@@ -170,13 +170,16 @@ static const struct roles_node *find(const struct roles_node *nodes, unsigned n,
     return NULL;
 }
 
-/* The healthy non-voter to take our place: standbys first (they hold the data), then spares. */
-static const struct roles_node *replacement(const struct roles_node *nodes, unsigned n, uint64_t self_id)
+/* The healthy non-voter to take our place: standbys first (they hold the data), then spares; never
+ * a standby-site member while the primary site is up (roles.h). */
+static const struct roles_node *replacement(const struct roles_node *nodes, unsigned n, uint64_t self_id,
+                                            const struct roles_policy *policy)
 {
     const struct roles_node *best = NULL;
     for (unsigned i = 0; i < n; i++) {
         const struct roles_node *x = &nodes[i];
-        if (x->id == self_id || !x->online || x->role == PROTO_ROLE_VOTER) {
+        if (x->id == self_id || !x->online || x->role == PROTO_ROLE_VOTER ||
+            !roles_may_vote(nodes, n, policy, x)) {
             continue;
         }
         if (best == NULL || (x->role == PROTO_ROLE_STANDBY && best->role != PROTO_ROLE_STANDBY)) {
@@ -235,7 +238,7 @@ static int handover_step(struct membership *m, uint64_t self_id, bool *done)
         }
     }
     unsigned target = roles_target_voters(nodes, n, &m->policy);
-    const struct roles_node *repl = replacement(nodes, n, self_id);
+    const struct roles_node *repl = replacement(nodes, n, self_id, &m->policy);
     *done = false;
     if (self == NULL || self->role != PROTO_ROLE_VOTER) {
         *done = true; /* not a voter: quorum does not depend on us */

@@ -23,6 +23,7 @@
 #include "raft/identity.h"
 #include "raft/pki.h"
 #include "raft/replica.h"
+#include "raft/roles.h"
 #include "server/grpc/client.h"
 #include "server/grpc/status.h"
 #include "store/archive.h"
@@ -33,6 +34,17 @@
 const char *bootstrap_peer_address(const struct config *cfg)
 {
     return cfg->peer_advertise_address[0] != '\0' ? cfg->peer_advertise_address : cfg->peer_address;
+}
+
+_Static_assert(ROLES_STANDBY_SITE == UINT64_C(1) << 63, "config.c refuses failure domains with this bit");
+
+uint64_t bootstrap_failure_domain(const struct config *cfg)
+{
+    uint64_t d = cfg->failure_domain & ~ROLES_STANDBY_SITE;
+    if (d == 0 && cfg->failure_domain != 0) {
+        d = 1; /* a name whose hash was the top bit alone stays a known domain */
+    }
+    return d | (cfg->standby_site ? ROLES_STANDBY_SITE : 0);
 }
 
 static void host_of(const char *address, char *out, size_t len)
@@ -344,7 +356,7 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
                                     .dir = store_dir,
                                     .tls_dir = tls_dir,
                                     .latency_ms = cfg->latency_ms,
-                                    .failure_domain = cfg->failure_domain,
+                                    .failure_domain = bootstrap_failure_domain(cfg),
                                     .policy = {.grace_ms = cfg->roles_grace_ms}};
         rv = replica_start(&rc, &r, errmsg);
     }

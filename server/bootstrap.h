@@ -43,6 +43,11 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
 /* The peer address this replica advertises (peer_advertise_address, or peer_address). */
 const char *bootstrap_peer_address(const struct config *cfg);
 
+/* The failure domain this replica advertises to dqlite, and so to every member's roles planner:
+ * failure_domain without its top bit (a hashed name may set it; config refuses integers with it),
+ * with ROLES_STANDBY_SITE (raft/roles.h) set when standby_site is on. */
+uint64_t bootstrap_failure_domain(const struct config *cfg);
+
 /* Join through the members in @cfg->join with @cfg->join_token: send a CSR (the key stays here),
  * get a certificate, the CA certificate and the API-key pepper (never the CA key), write the data
  * dir, and record the members' peer addresses in <data_dir>/join-peers for the replica runtime's

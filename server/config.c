@@ -238,6 +238,10 @@ static const struct field fields[] = {
          "Raft log entries kept after a snapshot; >= 4 and >= snapshot_threshold"),
     UINT(roles_grace_ms, 30000, 1, 86400000,
          "how long a member may be unreachable before it is replaced; > election timeout (15 x latency_ms)"),
+    BOOL(standby_site, false,
+         "this replica belongs to the standby site: a full copy that never votes while a member outside the "
+         "standby site is healthy, promoted by gantryd recover when the primary site is lost "
+         "(docs/operations.md, \"Standby site\")"),
     STRING(log_level, "info", check_log_level, "level",
            "log verbosity: error, warn, info, debug or trace (any case)"),
     UINT(max_message_bytes, 4194304, 1024, 268435456,
@@ -1360,6 +1364,11 @@ static int check_domain(struct config *cfg, const struct field *f, char *why)
     const char *name = cfg->failure_domain_name;
     size_t len = strlen(name);
     if (len == 0) {
+        /* The top bit is ROLES_STANDBY_SITE (raft/roles.h), set by standby_site alone. */
+        if (cfg->failure_domain >= (UINT64_C(1) << 63)) {
+            return why_value(cfg, f, why,
+                             "is 2^63 or more: that bit marks the standby site (use standby_site)");
+        }
         return 0;
     }
     if (len > 63) {

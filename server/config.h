@@ -193,6 +193,9 @@ struct config {
     /* roles_grace_ms: how long a member may be unreachable before it is replaced (raft/roles.h).
      * Default 30000; must exceed the election timeout (15 x latency_ms). */
     uint64_t roles_grace_ms;
+    /* standby_site: this replica belongs to the standby site (raft/roles.h, ROLES_STANDBY_SITE):
+     * it advertises its failure domain with that bit set. Default false. */
+    bool standby_site;
 
     /* log_level: error, warn, info (default), debug or trace (case-insensitive, stored lowercase). */
     char *log_level;

@@ -66,6 +66,7 @@
 #include "raft/identity.h"
 #include "raft/raftlog.h"
 #include "raft/replica.h"
+#include "raft/roles.h"
 #include "server/admin.h"
 #include "server/backup_sched.h"
 #include "server/bootstrap.h"
@@ -387,7 +388,8 @@ struct daemon {
      * otherwise): gantry_raft_member_lag_entries. */
     struct member_lag {
         uint64_t id;
-        int64_t entries; /* -1: not measurable (no answer, or not in this log) */
+        int64_t entries;   /* -1: not measurable (no answer, or not in this log) */
+        bool standby_site; /* the member advertises ROLES_STANDBY_SITE (set where measured) */
     } lags[REPLICA_MAX_MEMBERS];
     unsigned n_lags;
     /* The same figures as every replica knows them (under mu): measured here while this replica's
@@ -786,6 +788,25 @@ static void metrics(void *data, struct buf *out)
             buf_printf(out, "gantry_raft_member_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n",
                        d->lags[i].id, d->lags[i].entries);
         }
+        /* The same figures for the standby site alone: how much the primary site could lose if it
+         * went now (docs/operations.md, "Standby site"). */
+        bool header = false;
+        for (unsigned i = 0; i < d->n_lags; i++) {
+            if (!d->lags[i].standby_site) {
+                continue;
+            }
+            if (!header) {
+                buf_printf(out,
+                           "# HELP gantry_standby_site_lag_entries Raft entries the leader's log holds after "
+                           "the standby-site member's last one (measured by the leader's replica once a "
+                           "second; -1: not measurable: no answer, or further behind than the leader's log "
+                           "keeps).\n"
+                           "# TYPE gantry_standby_site_lag_entries gauge\n");
+                header = true;
+            }
+            buf_printf(out, "gantry_standby_site_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n",
+                       d->lags[i].id, d->lags[i].entries);
+        }
     }
     pthread_mutex_unlock(&d->mu);
     if (d->nsm != NULL) {
@@ -948,7 +969,9 @@ static void measure_lags(struct daemon *d, const struct replica_view *v)
             char err[GERR_MSG_SIZE];
             bool ok = v->nodes[i].online && catchup_measure(&d->catchup, v->nodes[i].id, &lag, err) == 0 &&
                       lag != RAFTLOG_LAG_UNKNOWN;
-            lags[n++] = (struct member_lag){.id = v->nodes[i].id, .entries = ok ? (int64_t)lag : -1};
+            lags[n++] = (struct member_lag){.id = v->nodes[i].id,
+                                            .entries = ok ? (int64_t)lag : -1,
+                                            .standby_site = roles_in_standby_site(&v->nodes[i])};
         }
         known = true;
     } else if (v->valid && v->leader_id != 0) {
@@ -1702,7 +1725,7 @@ static int cmd_run(struct config *cfg)
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
-                                    .failure_domain = cfg->failure_domain,
+                                    .failure_domain = bootstrap_failure_domain(cfg),
                                     .join = peers[0] != '\0' ? peers : NULL,
                                     .seeds = seeds,
                                     .join_role = PROTO_ROLE_STANDBY,

@@ -15,11 +15,20 @@
 #                                 their data dirs move to restored-from-<time>/, replica 1 is
 #                                 restored with the old secrets (API keys keep working) and 2 and 3
 #                                 join it
+#   tools/dev-cluster.sh promote  the standby site takes over (GANTRY_DEV_STANDBY > 0, every primary
+#                                 replica stopped): the documented promotion (docs/operations.md,
+#                                 "Standby site"): the standby-site replicas stop, the one with the
+#                                 newest log is recovered with them all as voters, its store is copied
+#                                 to the others, the primary data dirs move to promoted-from-<time>/
+#                                 and the standby site starts as the cluster
 #   tools/dev-cluster.sh clean    delete the sandboxes, stop the replicas, remove the directory and
 #                                 the gantry contexts tools/run.sh wrote for it (gantry-dev,
 #                                 gantry-dev-admin; kept when they point at another directory)
 #
-# Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+2, API BASE+100.., admin BASE+200...
+# Ports (GANTRY_DEV_PORT, default 7001): peers BASE..BASE+N-1, API BASE+100.., admin BASE+200...
+# GANTRY_DEV_STANDBY=N (0-2, default 0) adds replicas 4.. as a standby site (standby_site on): 3
+# primary replicas and N that hold a full copy without voting.
+# GANTRY_DEV_GRACE_MS sets roles_grace_ms (how long a member may be away before it is replaced; tests).
 # Environment: GANTRY_DEV_DIR (data directory), GANTRY_BIN_DIR (build tree, default
 # build-test/plain). The admin key is kept in $GANTRY_DEV_DIR/admin.key (mode 0600) for this
 # local cluster's convenience; a real deployment keeps it elsewhere (docs/operations.md).
@@ -31,10 +40,23 @@ base=${GANTRY_DEV_PORT:-7001}
 bin=${GANTRY_BIN_DIR:-$top/build-test/plain}
 gantryd=$bin/server/gantryd
 gantry=$bin/tools/gantry
+standby=${GANTRY_DEV_STANDBY:-0}
+case "$standby" in 0 | 1 | 2) ;; *) echo "GANTRY_DEV_STANDBY must be 0, 1 or 2" >&2; exit 2 ;; esac
 peer() { echo "127.0.0.1:$((base + $1 - 1))"; }
 api() { echo "127.0.0.1:$((base + 99 + $1))"; }
 admin() { echo "127.0.0.1:$((base + 199 + $1))"; }
-endpoints="$(api 1),$(api 2),$(api 3)"
+ids=$(seq 1 $((3 + standby)))
+site_ids=$(seq 4 $((3 + standby)))
+rev_ids=$(seq $((3 + standby)) -1 1)
+endpoints=$(for id in $ids; do api "$id"; done | paste -sd,)
+is_id() { [[ "${1:-}" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le $((3 + standby)) ]; }
+# The cluster CA: the copy kept beside the data dirs (a promotion moves the primary's away), else any
+# replica's.
+ca() {
+  [ -f "$dir/ca.pem" ] && { echo "$dir/ca.pem"; return; }
+  for id in $ids; do [ -f "$dir/replica$id/tls/ca.pem" ] && { echo "$dir/replica$id/tls/ca.pem"; return; }; done
+  echo "$dir/replica1/tls/ca.pem"
+}
 
 # Is process $1 alive (and, with $2, replica $2's gantryd)? `kill -0` is not enough: it succeeds
 # on a zombie (a replica just SIGKILLed that its parent has not reaped yet, so `start` would skip
@@ -65,10 +87,13 @@ flags() { # id
   echo --replica-id "$1" --data-dir "$dir/replica$1" --peer-address "$(peer "$1")" \
     --api-address "$(api "$1")" --admin-address "$(admin "$1")" --driver-state-dir "$dir/sandboxes" \
     --lease-duration-ms 3000 --lease-renew-deadline-ms 2000 --lease-retry-ms 500
+  [ "$1" -gt 3 ] && echo --standby-site
+  [ -n "${GANTRY_DEV_GRACE_MS:-}" ] && echo --roles-grace-ms "$GANTRY_DEV_GRACE_MS"
+  true
 }
 
 cli() {
-  GANTRY_TOKEN=$(cat "$dir/admin.key") "$gantry" --endpoint "$endpoints" --ca "$dir/replica1/tls/ca.pem" "$@"
+  GANTRY_TOKEN=$(cat "$dir/admin.key") "$gantry" --endpoint "$endpoints" --ca "$(ca)" "$@"
 }
 
 start_replica() { # id
@@ -77,18 +102,23 @@ start_replica() { # id
     echo "replica $id already running (pid $(cat "$dir/replica$id.pid"))"
     return
   fi
+  if [ "$id" -le 3 ] && [ -f "$dir/promoted" ]; then
+    echo "replica $id belongs to the primary site, which the standby site replaced ($(cat "$dir/promoted")): not started" >&2
+    exit 1
+  fi
   if [ "$id" -eq 1 ] && [ ! -f "$dir/replica1/identity.json" ]; then
     rm -rf "$dir/replica1"
     # shellcheck disable=SC2046
     "$gantryd" init $(flags 1) --admin-key-file "$dir/admin.key" >"$dir/init.log" 2>&1 ||
       { cat "$dir/init.log" >&2; exit 1; }
     echo "replica 1 initialised a new cluster (admin key in $dir/admin.key)"
+    cp "$dir/replica1/tls/ca.pem" "$dir/ca.pem"
   fi
   local join=()
   if [ "$id" -ne 1 ] && [ ! -f "$dir/replica$id/identity.json" ]; then
     rm -rf "$dir/replica$id"
     env=(GANTRY_JOIN_TOKEN="$(cli cluster join-token --uses 1 2>/dev/null)")
-    join=(--join "$(api 1)")
+    join=(--join "$endpoints")
   fi
   : >"$dir/replica$id.log"
   # shellcheck disable=SC2046
@@ -134,11 +164,61 @@ start)
   [ -x "$gantryd" ] || { echo "build first: $gantryd is missing" >&2; exit 1; }
   mkdir -p "$dir"
   chmod 711 "$dir" # traversable by the sandboxes' uid (the process driver state is under it); each replica dir is 0700
-  case "${2:-}" in
-  "") for id in 1 2 3; do start_replica "$id"; done ;;
-  1 | 2 | 3) start_replica "$2" ;;
-  *) echo "start: no replica \"$2\" (1, 2 or 3)" >&2; exit 2 ;;
-  esac
+  if [ -z "${2:-}" ]; then
+    for id in $ids; do [ "$id" -le 3 ] && [ -f "$dir/promoted" ] && continue; start_replica "$id"; done
+  elif is_id "$2"; then
+    start_replica "$2"
+  else
+    echo "start: no replica \"$2\" (1 to $((3 + standby)))" >&2; exit 2
+  fi
+  ;;
+promote)
+  # The standby-site promotion of docs/operations.md ("Standby site"), for this local cluster.
+  [ "$standby" -gt 0 ] || { echo "promote: no standby site (GANTRY_DEV_STANDBY=0)" >&2; exit 2; }
+  [ -f "$dir/promoted" ] && { echo "promote: already done ($(cat "$dir/promoted"))" >&2; exit 1; }
+  for id in 1 2 3; do
+    if running "$id"; then
+      echo "promote: primary replica $id still runs: promote only when the primary site is lost (two clusters would serve)" >&2
+      exit 1
+    fi
+  done
+  # Stop the standby site at once: without a leader it serves nothing, a graceful stop would only wait
+  # for calls that cannot finish, and its Raft log is on disk (SIGKILL is a crash, which Raft survives).
+  for id in $site_ids; do
+    if running "$id"; then
+      pid=$(cat "$dir/replica$id.pid")
+      kill -KILL "$pid"
+      for _ in $(seq 1 100); do alive "$pid" "$id" || break; sleep 0.1; done
+    fi
+    rm -f "$dir/replica$id.pid"
+  done
+  # The member whose log was written last holds the most entries: standbys only ever receive the
+  # leader's log, so the newest segment file marks the furthest along.
+  best=$(for id in $site_ids; do
+    t=$(find "$dir/replica$id/store" -maxdepth 1 -type f \( -name 'open-*' -o -name '[0-9]*-[0-9]*' \) \
+      -printf '%T@\n' 2>/dev/null | sort -g | tail -1)
+    echo "${t:-0} $id"
+  done | sort -g -k1,1 | tail -1 | cut -d' ' -f2)
+  members=$(for id in $site_ids; do echo "$id=$(peer "$id")/voter"; done | paste -sd,)
+  # shellcheck disable=SC2046
+  "$gantryd" recover $(flags "$best") --members "$members" >"$dir/promote.log" 2>&1 ||
+    { cat "$dir/promote.log" >&2; exit 1; }
+  for id in $site_ids; do
+    [ "$id" = "$best" ] && continue
+    rm -rf "$dir/replica$id/store"
+    cp -a "$dir/replica$best/store" "$dir/replica$id/store"
+  done
+  old="$dir/promoted-from-$(date -u +%Y%m%dT%H%M%SZ)"
+  mkdir -p "$old"
+  for id in 1 2 3; do [ -d "$dir/replica$id" ] && mv "$dir/replica$id" "$old/"; rm -f "$dir/replica$id.pid"; done
+  echo "the standby site (replicas $(paste -sd' ' <<<"$site_ids")) replaced the primary site at $(date -u +%FT%TZ); its data dirs are in $old" >"$dir/promoted"
+  echo "recovered replica $best with members $members (the primary site's data dirs are in $old)"
+  # Start them together: none is ready before a majority of them runs.
+  pids=()
+  for id in $site_ids; do start_replica "$id" & pids+=($!); done
+  rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  exit $rc
   ;;
 restore)
   # The documented procedure (docs/operations.md, "Restoring into a full cluster") in one command.
@@ -160,7 +240,7 @@ restore)
     echo "restore: $from is sealed: give its key file (or GANTRY_BACKUP_KEY); the cluster is untouched" >&2
     exit 1
   fi
-  for id in 3 2 1; do stop_replica "$id"; done
+  for id in $rev_ids; do stop_replica "$id"; done
   old="$dir/restored-from-$(date -u +%Y%m%dT%H%M%SZ)"
   mkdir -p "$old"
   for id in 1 2 3; do [ -d "$dir/replica$id" ] && mv "$dir/replica$id" "$old/"; done
@@ -181,10 +261,7 @@ restore)
   for id in 1 2 3; do start_replica "$id"; done
   ;;
 kill)
-  case "${2:-}" in
-  1 | 2 | 3) ;;
-  *) echo "kill: which replica? (1, 2 or 3)" >&2; exit 2 ;;
-  esac
+  is_id "${2:-}" || { echo "kill: which replica? (1 to $((3 + standby)))" >&2; exit 2; }
   if running "$2"; then
     kill -KILL "$(cat "$dir/replica$2.pid")"
     echo "replica $2 killed"
@@ -194,23 +271,23 @@ kill)
   rm -f "$dir/replica$2.pid"
   ;;
 status)
-  for id in 1 2 3; do
+  for id in $ids; do
     if running "$id"; then echo "replica $id: running (pid $(cat "$dir/replica$id.pid"))"; else echo "replica $id: stopped"; fi
   done
   cli cluster members || true
   ;;
 env)
   echo "export GANTRY_ENDPOINT=$endpoints"
-  echo "export GANTRY_CA=$dir/replica1/tls/ca.pem"
+  echo "export GANTRY_CA=$(ca)"
   echo "export GANTRY_TOKEN=\$(cat $dir/admin.key)"
   ;;
 stop)
-  for id in 3 2 1; do stop_replica "$id"; done
+  for id in $rev_ids; do stop_replica "$id"; done
   ;;
 clean)
   # Sandboxes belong to the driver's backend and outlive the replicas: delete them through the API
   # first (the reconciler stops their process trees), then stop the replicas.
-  if running 1 || running 2 || running 3; then
+  if running 1 || running 2 || running 3 || running 4 || running 5; then
     cli sandbox list -A 2>/dev/null | awk 'NR > 1 {print $1, $2}' | while read -r ns name; do
       cli sandbox delete "$name" --namespace "$ns" >/dev/null 2>&1 || true
     done
@@ -227,7 +304,7 @@ clean)
     done
     [ "$left" = 0 ] || echo "warning: sandboxes may be left running ($left still listed): see docs/drivers.md" >&2
   fi
-  for id in 3 2 1; do stop_replica "$id"; done
+  for id in $rev_ids; do stop_replica "$id"; done
   # Contexts store absolute, resolved paths (gantry context create): compare with this directory's.
   real=$(cd "$dir" 2>/dev/null && pwd -P || echo "$dir")
   rm -rf "$dir"
@@ -247,7 +324,7 @@ clean)
   true
   ;;
 *)
-  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

@@ -18,6 +18,7 @@
 #include "api/services/clusterdb.h"
 #include "raft/catchup.h"
 #include "raft/certrevoke.h"
+#include "raft/roles.h"
 #include "gantry/v1/cluster.pb-c.h"
 #include "server/grpc/client.h"
 #include "leases/reconciler.h"
@@ -162,9 +163,11 @@ static void member_set_build(const struct cluster_svc *svc, struct member_set *s
         }
         if (row != NULL && row->failure_domain_name[0] != '\0') {
             snprintf(s->text[i][1], sizeof s->text[i][1], "%s", row->failure_domain_name);
-        } else if (node->failure_domain != 0) {
-            snprintf(s->text[i][1], sizeof s->text[i][1], "%" PRIu64, node->failure_domain);
+        } else if ((node->failure_domain & ~ROLES_STANDBY_SITE) != 0) {
+            snprintf(s->text[i][1], sizeof s->text[i][1], "%" PRIu64,
+                     node->failure_domain & ~ROLES_STANDBY_SITE);
         }
+        m->standby_site = roles_in_standby_site(node);
         snprintf(s->text[i][2], sizeof s->text[i][2], "%s", node->address);
         m->name = s->text[i][0];
         m->failure_domain = s->text[i][1];

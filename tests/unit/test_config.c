@@ -528,6 +528,24 @@ static void failure_domain_int_or_name(void **state)
     assert_true(config_failure_domain_hash("") == 0xcbf29ce484222325ull);
     expect_error("{\"failure_domain\": -3}", ENV(ID2), NULL,
                  "config: failure_domain (from " FILE_NAME "): -3 is negative");
+    /* The top bit marks the standby site (standby_site sets it): refused in an integer. */
+    expect_error(
+        NULL, ENV(ID2, "GANTRY_FAILURE_DOMAIN=9223372036854775808"), NULL,
+        "config: failure_domain (from GANTRY_FAILURE_DOMAIN): 9223372036854775808 is 2^63 or more: that "
+        "bit marks the standby site (use standby_site)");
+    expect_ok("{\"failure_domain\": \"a\"}", ENV(ID2), NULL, &cfg);
+    assert_false(cfg.standby_site);
+    config_free(&cfg);
+    expect_ok("{\"failure_domain\": 42, \"standby_site\": true}", ENV(ID2), NULL, &cfg);
+    assert_true(cfg.standby_site);
+    assert_int_equal(cfg.failure_domain, 42);
+    config_free(&cfg);
+    expect_ok(NULL, ENV(ID2, "GANTRY_STANDBY_SITE=true"), NULL, &cfg);
+    assert_true(cfg.standby_site);
+    config_free(&cfg);
+    expect_ok(NULL, ENV(ID2), FLAGS("--standby-site"), &cfg);
+    assert_true(cfg.standby_site);
+    config_free(&cfg);
 }
 
 /* ---- join and its token ----------------------------------------------------------------- */

@@ -184,6 +184,121 @@ static void dead_standby_becomes_spare(void **state)
     assert_int_equal(nodes[3].role, P);
 }
 
+#define SITE ROLES_STANDBY_SITE
+
+/* 3 primary members and 2 in the standby site: the standby site never votes while the primary
+ * site is up, even when a primary voter dies and no primary standby is left to replace it. */
+static void standby_site_never_votes_while_primary_is_up(void **state)
+{
+    (void)state;
+    struct roles_node nodes[] = {{.id = 1, .role = V, .online = true, .failure_domain = 1},
+                                 {.id = 2, .role = P, .online = true, .failure_domain = 2},
+                                 {.id = 3, .role = P, .online = true, .failure_domain = 3},
+                                 {.id = 4, .role = P, .online = true, .failure_domain = SITE | 7},
+                                 {.id = 5, .role = P, .online = true, .failure_domain = SITE | 7}};
+    converge(nodes, 5, 1);
+    assert_int_equal(nodes[0].role, V);
+    assert_int_equal(nodes[1].role, V);
+    assert_int_equal(nodes[2].role, V);
+    assert_int_equal(nodes[3].role, S); /* a full copy, no vote */
+    assert_int_equal(nodes[4].role, S);
+    assert_int_equal(roles_target_voters(nodes, 5, &policy), 3);
+    assert_false(roles_may_vote(nodes, 5, &policy, &nodes[3]));
+    assert_true(roles_may_vote(nodes, 5, &policy, &nodes[1]));
+    /* A primary voter dies past the grace period: no primary candidate, so nothing is promoted. */
+    nodes[2].online = false;
+    nodes[2].offline_ms = 60000;
+    converge(nodes, 5, 1);
+    assert_int_equal(nodes[3].role, S);
+    assert_int_equal(nodes[4].role, S);
+    assert_int_equal(nodes[2].role, V); /* kept: no replacement */
+    /* Without the site bit the same members would promote a standby in its place. */
+    nodes[3].failure_domain = 7;
+    converge(nodes, 5, 1);
+    assert_int_equal(nodes[3].role, V);
+    assert_int_equal(nodes[2].role, P);
+}
+
+/* Six primary members get 5 voters by the primary count alone; the standby site adds none. */
+static void standby_site_does_not_count_for_the_target(void **state)
+{
+    (void)state;
+    struct roles_node nodes[] = {{.id = 1, .role = V, .online = true},
+                                 {.id = 2, .role = S, .online = true},
+                                 {.id = 3, .role = S, .online = true},
+                                 {.id = 4, .role = S, .online = true},
+                                 {.id = 5, .role = S, .online = true, .failure_domain = SITE},
+                                 {.id = 6, .role = S, .online = true, .failure_domain = SITE},
+                                 {.id = 7, .role = S, .online = true, .failure_domain = SITE}};
+    /* 4 primary members: 3 voters (7 members in all would otherwise mean 5). */
+    assert_int_equal(roles_target_voters(nodes, 7, &policy), 3);
+    converge(nodes, 7, 1);
+    assert_int_equal(count(nodes, 7, V), 3);
+    for (unsigned i = 4; i < 7; i++) {
+        assert_int_equal(nodes[i].role, S);
+    }
+}
+
+/* The primary site is gone (every member past the grace period) and the standby site was
+ * recovered as voters: the standby site is the cluster, and the policy applies to it. */
+static void standby_site_alone_is_the_cluster(void **state)
+{
+    (void)state;
+    struct roles_node nodes[] = {{.id = 4, .role = V, .online = true, .failure_domain = SITE | 7},
+                                 {.id = 5, .role = S, .online = true, .failure_domain = SITE | 7},
+                                 {.id = 6, .role = S, .online = true, .failure_domain = SITE | 8}};
+    assert_true(roles_may_vote(nodes, 3, &policy, &nodes[1]));
+    converge(nodes, 3, 4);
+    assert_int_equal(count(nodes, 3, V), 3);
+    /* Dead primary members still in the configuration do not hold the standby site back. */
+    struct roles_node mixed[] = {{.id = 1, .role = V, .online = false, .offline_ms = 90000},
+                                 {.id = 4, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 5, .role = S, .online = true, .failure_domain = SITE}};
+    converge(mixed, 3, 4);
+    assert_int_equal(mixed[2].role, V);
+    assert_int_equal(mixed[0].role, V); /* no third voter to replace it: kept, as without a site */
+}
+
+/* Failback: after a promotion the standby site holds the votes; primary members join again. They
+ * are promoted first, then the standby-site voters step down, the leader last (never by the
+ * planner: it keeps its vote until leadership moves). */
+static void failback_promotes_primary_then_demotes_standby_site(void **state)
+{
+    (void)state;
+    struct roles_node nodes[] = {{.id = 4, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 5, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 6, .role = S, .online = true, .failure_domain = 1},
+                                 {.id = 7, .role = S, .online = true, .failure_domain = 2},
+                                 {.id = 8, .role = S, .online = true, .failure_domain = 3}};
+    struct roles_change ch;
+    /* The first change is a promotion: the voter count never dips. */
+    assert_true(roles_plan(nodes, 5, 4, &policy, &ch));
+    assert_int_equal(ch.role, V);
+    assert_true(ch.id >= 6);
+    int steps = 0;
+    unsigned primary_voters = 0;
+    while (roles_plan(nodes, 5, 4, &policy, &ch)) {
+        assert_true(++steps < 20);
+        if (ch.role != V) {
+            /* Nothing is demoted before the primary site has its 3 voters. */
+            assert_int_equal(primary_voters, 3);
+        }
+        for (unsigned i = 0; i < 5; i++) {
+            if (nodes[i].id == ch.id) {
+                primary_voters += i >= 2 && ch.role == V ? 1u : 0u;
+                nodes[i].role = ch.role;
+            }
+        }
+    }
+    assert_int_equal(nodes[1].role, S); /* demoted */
+    assert_int_equal(nodes[0].role, V); /* the leader keeps its vote */
+    assert_int_equal(count(nodes, 5, V), 4);
+    /* Once leadership moves to the primary site, the old leader steps down too. */
+    converge(nodes, 5, 6);
+    assert_int_equal(nodes[0].role, S);
+    assert_int_equal(count(nodes, 5, V), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +313,10 @@ int main(void)
         cmocka_unit_test(five_voters_do_not_shrink_during_grace),
         cmocka_unit_test(leader_is_never_demoted),
         cmocka_unit_test(dead_standby_becomes_spare),
+        cmocka_unit_test(standby_site_never_votes_while_primary_is_up),
+        cmocka_unit_test(standby_site_does_not_count_for_the_target),
+        cmocka_unit_test(standby_site_alone_is_the_cluster),
+        cmocka_unit_test(failback_promotes_primary_then_demotes_standby_site),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
