@@ -106,6 +106,27 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
                            const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
                            char *errmsg);
 
+/* Who is behind the source address @peer of a connection or DNS datagram that reached a shared
+ * door: 0 with @out filled (its strings may point into @buf, @buflen bytes, which the relay keeps
+ * for as long as it uses them), or GERR_NOTFOUND when the address is no sandbox's. Called on the
+ * loop thread, once per accepted connection and once per DNS datagram; it must not block (answer
+ * from memory, such as the kubernetes driver's cache: driver_k8s_lookup_ip). */
+typedef int (*egress_source_lookup_fn)(void *ctx, const struct sockaddr *peer, struct egress_sandbox *out,
+                                       char *buf, size_t buflen);
+#define EGRESS_SOURCE_BUF 512u /* the @buflen a lookup gets */
+
+/* Open a shared door on @addr: one listener (and, with EGRESS_DOOR_DNS, one DNS responder) for
+ * many sandboxes, each connection and datagram attributed by its source address through @lookup
+ * (kubernetes pods: docs/egress.md, "Kubernetes"). A source @lookup does not know is refused: the
+ * connection is closed at once (a datagram answered REFUSED) and the refusal reported as a DECIDED
+ * event of layer "relay" whose sandbox has empty namespace, name and owner and whose reason names
+ * the address. max_conns_per_sandbox counts each sandbox's connections on the door apart. The
+ * original destination is not looked at (raw TCP is refused: pods reach the door only as a proxy).
+ * Otherwise like egress_relay_open_door. */
+int egress_relay_open_shared_door(struct egress_relay *r, const struct sockaddr *addr, unsigned flags,
+                                  egress_source_lookup_fn lookup, void *lookup_ctx, int *port,
+                                  struct egress_door **out, char *errmsg);
+
 /* Stop accepting on @d and close every connection of it; the door's memory goes when the last
  * handle has closed (on a later loop iteration). */
 void egress_relay_close_door(struct egress_door *d);

@@ -290,6 +290,21 @@ static int dial_door(int port)
     return fd;
 }
 
+/* A connection to 127.0.0.1:@port from source address @src (any 127/8 address is the loopback's). */
+static int dial_door_from(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    uv_ip4_addr(src, 0, &a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    uv_ip4_addr("127.0.0.1", port, &a);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
 static void send_all(int fd, const void *p, size_t n)
 {
     assert_int_equal(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
@@ -705,8 +720,10 @@ static void sandbox_policy_layer(void **state)
     assert_string_equal(s.layer, "namespace");
 }
 
-/* One DNS question to door A over UDP: the answer's length (0: none within 5 s). */
-static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
+/* One DNS question over UDP from @src (NULL: any) to 127.0.0.1:@port: the answer's length (0: none
+ * within 5 s). */
+static size_t dns_ask_from(const char *src, int port, const char *name, unsigned qtype, uint8_t *answer,
+                           size_t cap)
 {
     uint8_t q[300];
     size_t p = 12;
@@ -723,13 +740,23 @@ static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t 
     q[p++] = 0, q[p++] = 0, q[p++] = (uint8_t)qtype, q[p++] = 0, q[p++] = 1;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", port_a, &a);
+    if (src != NULL) {
+        uv_ip4_addr(src, 0, &a);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    }
+    uv_ip4_addr("127.0.0.1", port, &a);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     assert_int_equal(sendto(fd, q, p, 0, (struct sockaddr *)&a, sizeof a), (ssize_t)p);
     ssize_t n = recv(fd, answer, cap, 0);
     close(fd);
     return n > 0 ? (size_t)n : 0;
+}
+
+/* One DNS question to door A over UDP. */
+static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
+{
+    return dns_ask_from(NULL, port_a, name, qtype, answer, cap);
 }
 
 static void dns_responder(void **state)
@@ -758,6 +785,166 @@ static void dns_responder(void **state)
     assert_non_null(strstr(s.reason, "denied.example on any port"));
     same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "denied.example", NULL, 0, NULL,
                    NULL);
+}
+
+/* ---- a shared door: sandboxes told apart by source address (kubernetes pods) ------------------- */
+
+static struct egress_door *door_shared;
+static int port_shared;
+static _Atomic unsigned lookups;
+
+/* The fake pod cache: 127.0.0.5 is pod sb-k of team-a (owner carol, id id-sb-k), 127.0.0.6 is pod
+ * sb-j of team-b; any other source is no pod of this gateway. */
+static int fake_lookup(void *ctx, const struct sockaddr *peer, struct egress_sandbox *out, char *buf,
+                       size_t buflen)
+{
+    (void)ctx;
+    lookups++;
+    char ip[INET6_ADDRSTRLEN];
+    if (peer->sa_family != AF_INET || uv_ip4_name((const struct sockaddr_in *)peer, ip, sizeof ip) != 0) {
+        return GERR_NOTFOUND;
+    }
+    if (strcmp(ip, "127.0.0.5") == 0) {
+        snprintf(buf, buflen, "id-sb-k");
+        *out = (struct egress_sandbox){"team-a", "sb-k", "carol", buf};
+        return 0;
+    }
+    if (strcmp(ip, "127.0.0.6") == 0) {
+        *out = (struct egress_sandbox){"team-b", "sb-j", NULL, NULL}; /* no owner: reported as "" */
+        return 0;
+    }
+    return GERR_NOTFOUND;
+}
+
+static void shared_door_by_source(void **state)
+{
+    (void)state;
+    char req[256], resp[2048], ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n", got[sizeof ok];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    allow_echo_only("team-a");
+    allow_echo_only("team-b");
+    assert_int_equal(egress_policy_cache_set_sandbox(cache, "id-sb-k", NULL), 0);
+
+    /* A known pod: attributed to its sandbox, decided under its namespace's policy, spliced. */
+    size_t m = mark();
+    int fd = dial_door_from("127.0.0.5", port_shared);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, sizeof ok - 1);
+    assert_memory_equal(got, ok, sizeof ok - 1);
+    send_all(fd, "ping", 4);
+    expect_echo(fd, "ping", 4);
+    close(fd);
+    struct seen s = wait_decided(m);
+    assert_true(s.allowed);
+    assert_string_equal(s.ns, "team-a");
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_string_equal(s.owner, "carol");
+    assert_string_equal(s.id, "id-sb-k");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
+                   (unsigned)echo_port, NULL, NULL);
+
+    /* The other pod, refused a name its namespace does not allow: 403 with the reason. */
+    m = mark();
+    fd = dial_door_from("127.0.0.6", port_shared);
+    snprintf(req, sizeof req, "CONNECT denied.example:%d HTTP/1.1\r\n\r\n", echo_port);
+    send_all(fd, req, strlen(req));
+    recv_to_end(fd, resp, sizeof resp);
+    close(fd);
+    assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.ns, "team-b");
+    assert_string_equal(s.sandbox, "sb-j");
+    assert_string_equal(s.owner, "");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "denied.example", NULL,
+                   (unsigned)echo_port, NULL, NULL);
+
+    /* An unknown source: closed without a byte, the destination never dialed, the refusal reported. */
+    unsigned before = echo_accepts;
+    m = mark();
+    fd = dial_door_from("127.0.0.7", port_shared);
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    send(fd, req, strlen(req), MSG_NOSIGNAL); /* may fail: the relay may have closed already */
+    assert_int_equal(recv_to_end(fd, resp, sizeof resp), 0);
+    close(fd);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "relay");
+    assert_string_equal(s.ns, "");
+    assert_string_equal(s.sandbox, "");
+    assert_non_null(strstr(s.reason, "the source address 127.0.0.7 is not a sandbox of this gateway"));
+    assert_int_equal(echo_accepts, before);
+
+    /* Raw TCP (nothing sent) from a known pod: refused, a shared door has no original destination. */
+    m = mark();
+    fd = dial_door_from("127.0.0.5", port_shared);
+    assert_int_equal(recv_to_end(fd, resp, sizeof resp), 0);
+    close(fd);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_non_null(strstr(s.reason, "raw TCP"));
+    assert_int_equal(echo_accepts, before);
+
+    /* DNS on the shared door: a known pod's question decided under its policy; an unknown source's
+     * REFUSED and reported. */
+    uint8_t ans[600];
+    m = mark();
+    size_t n = dns_ask_from("127.0.0.5", port_shared, "localhost", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[3] & 0xf, 0);
+    s = wait_decided(m);
+    assert_true(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    m = mark();
+    n = dns_ask_from("127.0.0.7", port_shared, "localhost", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[3] & 0xf, 5); /* REFUSED */
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "relay");
+    assert_non_null(strstr(s.reason, "127.0.0.7"));
+}
+
+/* The per-sandbox limit on a shared door counts each source's sandbox apart: sb-k at its limit is
+ * refused its next connection while sb-j is still served. */
+static unsigned n_many(void);
+static void wait_idle(void);
+
+static void shared_door_limit_per_sandbox(void **state)
+{
+    (void)state;
+    wait_idle();
+    unsigned n = n_many();
+    int *fds = calloc(n, sizeof *fds);
+    char req[256], resp[2048];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    for (unsigned i = 0; i < n; i++) {
+        fds[i] = dial_door_from("127.0.0.5", port_shared);
+        send_all(fds[i], req, strlen(req));
+    }
+    for (unsigned i = 0; i < n; i++) {
+        recv_exact(fds[i], resp, 39);
+        assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    }
+    size_t m = mark();
+    int over = dial_door_from("127.0.0.5", port_shared);
+    assert_int_equal(recv_to_end(over, resp, sizeof resp), 0);
+    close(over);
+    struct seen s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_non_null(strstr(s.reason, "the sandbox holds"));
+
+    int other = dial_door_from("127.0.0.6", port_shared);
+    send_all(other, req, strlen(req));
+    recv_exact(other, resp, 39);
+    assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    close(other);
+    for (unsigned i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+    free(fds);
 }
 
 static unsigned n_many(void)
@@ -906,6 +1093,9 @@ static int setup(void **state)
     assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, EGRESS_DOOR_REUSE_PORT,
                                             &port_b, &door_b, errmsg),
                      0);
+    assert_int_equal(egress_relay_open_shared_door(relay, (struct sockaddr *)&any, EGRESS_DOOR_DNS,
+                                                   fake_lookup, NULL, &port_shared, &door_shared, errmsg),
+                     0);
     uv_async_init(&loop, &stop_async, on_stop);
     assert_int_equal(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
     return 0;
@@ -935,6 +1125,8 @@ int main(void)
         cmocka_unit_test(tightened_policy_cuts_next_connection),
         cmocka_unit_test(sandbox_policy_layer),
         cmocka_unit_test(many_connections_within_limits),
+        cmocka_unit_test(shared_door_by_source),
+        cmocka_unit_test(shared_door_limit_per_sandbox),
         cmocka_unit_test(every_allowed_connection_reported_closed),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
