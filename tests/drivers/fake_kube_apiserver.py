@@ -646,6 +646,11 @@ class Store:
                                    f'"{obj["type"]}": field is immutable', name, "secrets")
             if key[1] in ("configmaps", "secrets"):
                 new["data"] = copy.deepcopy(obj.get("data") or {})
+            if key[1] == "networkpolicies":
+                if not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
+                    raise ApiError(422, "Invalid", "NetworkPolicy.networking.k8s.io is invalid: spec.podSelector: "
+                                   "Required")
+                new["spec"] = copy.deepcopy(obj["spec"])
         self.check_size(new)
         self.bump(new)
         self.objects[key][(ns, name)] = new
