@@ -77,7 +77,7 @@ struct source {
     char key[];
 };
 
-enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_CLOSING };
+enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_DNS, ST_CLOSING };
 
 struct conn {
     struct queue node; /* in door->conns */
@@ -110,6 +110,10 @@ struct conn {
     struct egress_intent intent;
     struct egress_decision decision;
     uint64_t bytes_out, bytes_in;
+    /* DNS over TCP (ST_DNS): the question being answered. */
+    struct egress_dns_query dq;
+    uint8_t dq_msg[EGRESS_DNS_MAX];
+    bool dq_busy; /* resolving or writing its answer: reading is stopped */
 };
 
 void egress_relay_config_defaults(struct egress_relay_config *cfg)
@@ -742,6 +746,8 @@ static void find_orig(struct conn *c)
     c->have_orig = port != 0;
 }
 
+static void dns_tcp_start(struct conn *c);
+
 /* The head is complete (or the connection is raw TCP): build the intent, decide, act. */
 static void decide(struct conn *c)
 {
@@ -798,6 +804,10 @@ static void decide(struct conn *c)
             refuse(c,
                    "raw TCP is decided by the connection's original destination, and the relay does not know "
                    "it (the connection was not redirected to the relay by netfilter)");
+            return;
+        }
+        if (c->orig_port == 53 && c->door->udp_init) {
+            dns_tcp_start(c); /* DNS over TCP: answered like the door's UDP questions */
             return;
         }
         in->port = c->orig_port;
@@ -863,6 +873,158 @@ static void head_progress(struct conn *c)
     decide(c);
 }
 
+/* ---- DNS over TCP ------------------------------------------------------------------------------ */
+
+/* A connection redirected from port 53 of a door with a DNS responder is a resolver speaking DNS
+ * over TCP (RFC 7766): each length-prefixed question is decided and answered as the door's UDP
+ * questions are (the same intent: transport DNS, the name, any port), one at a time, in order;
+ * several may be sent on one connection. A malformed message, a length over EGRESS_DNS_MAX, or
+ * head_timeout_ms without a complete question closes the connection. */
+static void dns_tcp_progress(struct conn *c);
+
+static void on_dns_tcp_written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    c->writing_down = false;
+    mem_free(c->reply);
+    c->reply = NULL;
+    if (c->st != ST_DNS) {
+        return;
+    }
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    c->dq_busy = false;
+    dns_tcp_progress(c);
+}
+
+/* Answer the question in c->dq with @rcode and @n addresses, framed; then the next question. */
+static void dns_tcp_answer(struct conn *c, unsigned rcode, const uint8_t (*addrs)[16], size_t n,
+                           size_t addr_len)
+{
+    uint8_t *out = mem_alloc(2 + EGRESS_DNS_MAX);
+    size_t len =
+        egress_dns_answer(c->dq_msg, &c->dq, rcode, addrs, n, addr_len, DNS_TTL_S, out + 2, EGRESS_DNS_MAX);
+    if (len == 0) {
+        mem_free(out);
+        close_conn(c);
+        return;
+    }
+    out[0] = (uint8_t)(len >> 8);
+    out[1] = (uint8_t)len;
+    c->reply = (char *)out;
+    uv_buf_t b = uv_buf_init(c->reply, (unsigned)(len + 2));
+    c->w_down.data = c;
+    c->writing_down = true;
+    if (uv_write(&c->w_down, (uv_stream_t *)&c->down, &b, 1, on_dns_tcp_written) != 0) {
+        c->writing_down = false;
+        close_conn(c);
+    }
+}
+
+static void on_dns_tcp_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct conn *c = req->data;
+    struct egress_door *d = c->door;
+    c->gai_pending = false;
+    d->dns_pending--;
+    if (c->st != ST_DNS) {
+        if (res != NULL) {
+            uv_freeaddrinfo(res);
+        }
+        conn_maybe_free(c);
+        return;
+    }
+    uint8_t addrs[DNS_ANSWERS_MAX][16];
+    size_t n = 0, addr_len = c->dq.qtype == EGRESS_DNS_A ? 4 : 16;
+    for (const struct addrinfo *a = status == 0 ? res : NULL; a != NULL && n < DNS_ANSWERS_MAX;
+         a = a->ai_next) {
+        if (a->ai_family == AF_INET && addr_len == 4) {
+            memcpy(addrs[n++], &((const struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
+        } else if (a->ai_family == AF_INET6 && addr_len == 16) {
+            memcpy(addrs[n++], &((const struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
+        }
+    }
+    if (res != NULL) {
+        uv_freeaddrinfo(res);
+    }
+    unsigned rcode = status == 0 || status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY
+                         ? EGRESS_DNS_NOERROR
+                     : status == UV_EAI_NONAME ? EGRESS_DNS_NXDOMAIN
+                                               : EGRESS_DNS_SERVFAIL;
+    dns_tcp_answer(c, rcode, (const uint8_t(*)[16])addrs, n, addr_len);
+}
+
+static void dns_tcp_progress(struct conn *c)
+{
+    struct egress_door *d = c->door;
+    struct egress_relay *r = d->r;
+    if (c->dq_busy || c->st != ST_DNS) {
+        return;
+    }
+    size_t n;
+    int f = egress_dns_tcp_frame(c->b_up, c->n_up, &n);
+    if (f < 0 || (f == 0 && c->n_up == r->cfg.buf_size)) {
+        close_conn(c);
+        return;
+    }
+    if (f == 0) {
+        /* Reading may be on already (more bytes of this question are awaited): that is fine. */
+        int rv = uv_read_start((uv_stream_t *)&c->down, alloc_down, on_down_read);
+        if (rv != 0 && rv != UV_EALREADY) {
+            close_conn(c);
+        }
+        return;
+    }
+    memcpy(c->dq_msg, c->b_up + 2, n);
+    c->n_up -= 2 + n;
+    memmove(c->b_up, c->b_up + 2 + n, c->n_up);
+    if (egress_dns_parse_query(c->dq_msg, n, &c->dq, NULL, 0) != 0) {
+        close_conn(c);
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->down);
+    uv_timer_start(&c->timer, on_timer, r->cfg.head_timeout_ms, 0);
+    c->dq_busy = true;
+    struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS,
+                               .host = c->dq.name};
+    struct egress_decision dec;
+    egress_policy_cache_decide(r->policies, c->sb.ns, c->sb.id, &in, &dec);
+    emit_for(d, &c->sb, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
+    if (!dec.allowed) {
+        dns_tcp_answer(c, EGRESS_DNS_REFUSED, NULL, 0, 4);
+        return;
+    }
+    if ((c->dq.qtype != EGRESS_DNS_A && c->dq.qtype != EGRESS_DNS_AAAA) ||
+        d->dns_pending >= DNS_PENDING_MAX) {
+        dns_tcp_answer(c,
+                       c->dq.qtype == EGRESS_DNS_A || c->dq.qtype == EGRESS_DNS_AAAA ? EGRESS_DNS_SERVFAIL
+                                                                                     : EGRESS_DNS_NOERROR,
+                       NULL, 0, 4);
+        return;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = c->dq.qtype == EGRESS_DNS_A ? AF_INET : AF_INET6;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    if (uv_getaddrinfo(r->loop, &c->gai, on_dns_tcp_resolved, c->dq.name, NULL, &hints) != 0) {
+        dns_tcp_answer(c, EGRESS_DNS_SERVFAIL, NULL, 0, 4);
+        return;
+    }
+    c->gai_pending = true;
+    d->dns_pending++;
+}
+
+static void dns_tcp_start(struct conn *c)
+{
+    c->st = ST_DNS;
+    c->proto = EGRESS_PROTO_RAW;
+    uv_timer_start(&c->timer, on_timer, c->door->r->cfg.head_timeout_ms, 0);
+    dns_tcp_progress(c);
+}
+
 static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -888,6 +1050,15 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         tunnel_progress(c);
         return;
     }
+    if (c->st == ST_DNS) {
+        if (nread < 0) {
+            close_conn(c); /* the resolver is done (or gone): nothing more to answer */
+            return;
+        }
+        c->n_up += (size_t)nread;
+        dns_tcp_progress(c);
+        return;
+    }
     if (c->st != ST_SPLICE) {
         return;
     }
@@ -907,6 +1078,10 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->st == ST_DNS) {
+        close_conn(c); /* idle, or a question not complete, for head_timeout_ms */
+        return;
+    }
     struct egress_relay *r = c->door->r;
     char reason[200];
     if (c->st == ST_HEAD && !c->got_bytes) {

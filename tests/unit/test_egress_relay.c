@@ -787,6 +787,96 @@ static void dns_responder(void **state)
                    NULL);
 }
 
+/* A DNS query for @name (type @qtype, id @id) into @q: its length. */
+static size_t dns_query(uint16_t id, const char *name, unsigned qtype, uint8_t *q)
+{
+    size_t p = 12;
+    const uint8_t head[12] = {(uint8_t)(id >> 8), (uint8_t)id, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(q, head, 12);
+    for (const char *l = name; *l != '\0';) {
+        const char *dot = strchr(l, '.');
+        size_t n = dot != NULL ? (size_t)(dot - l) : strlen(l);
+        q[p++] = (uint8_t)n;
+        memcpy(q + p, l, n);
+        p += n;
+        l += n + (dot != NULL);
+    }
+    q[p++] = 0, q[p++] = 0, q[p++] = (uint8_t)qtype, q[p++] = 0, q[p++] = 1;
+    return p;
+}
+
+/* One length-prefixed DNS answer from @fd into @ans: its length. */
+static size_t dns_tcp_read(int fd, uint8_t *ans, size_t cap)
+{
+    uint8_t pre[2];
+    recv_exact(fd, pre, 2);
+    size_t n = (size_t)pre[0] << 8 | pre[1];
+    assert_true(n >= 12 && n <= cap);
+    recv_exact(fd, ans, n);
+    return n;
+}
+
+/* DNS over TCP (a connection netfilter redirected from port 53): two questions sent back to back on
+ * one connection are each decided and answered in order, the allowed one with its address, the
+ * refused one REFUSED; a message whose length prefix is 0 closes the connection; nothing is dialed. */
+static void dns_over_tcp(void **state)
+{
+    (void)state;
+    allow_echo_only("team-a");
+    unsigned before = echo_accepts;
+    set_orig(53);
+    uint8_t buf[1200], ans[600];
+    size_t p = 0;
+    size_t n = dns_query(0x0101, "localhost", 1, buf + 2);
+    buf[0] = (uint8_t)(n >> 8), buf[1] = (uint8_t)n;
+    p = 2 + n;
+    n = dns_query(0x0202, "denied.example", 1, buf + p + 2);
+    buf[p] = (uint8_t)(n >> 8), buf[p + 1] = (uint8_t)n;
+    p += 2 + n;
+    size_t m = mark();
+    int fd = dial_door(port_a);
+    send_all(fd, buf, p);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x01);
+    assert_int_equal(ans[1], 0x01);
+    assert_int_equal(ans[3] & 0xf, 0); /* NOERROR */
+    assert_true(ans[7] >= 1);
+    static const uint8_t lo[4] = {127, 0, 0, 1};
+    assert_memory_equal(ans + n - 4, lo, 4);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x02);
+    assert_int_equal(ans[3] & 0xf, 5); /* REFUSED */
+    assert_int_equal(ans[7], 0);
+    /* A third, split in two sends: answered once complete. */
+    n = dns_query(0x0303, "localhost", 1, buf + 2);
+    buf[0] = (uint8_t)(n >> 8), buf[1] = (uint8_t)n;
+    send_all(fd, buf, 5);
+    usleep(20000);
+    send_all(fd, buf + 5, n + 2 - 5);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x03);
+    assert_int_equal(ans[3] & 0xf, 0);
+    /* A zero length: the relay closes. */
+    send_all(fd, "\0\0", 2);
+    char rest[64];
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0);
+    close(fd);
+    set_orig(0);
+
+    struct seen s = wait_decided(m);
+    assert_true(s.allowed);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "localhost", NULL, 0, NULL, NULL);
+    pthread_mutex_lock(&ev_mu);
+    size_t denied = 0;
+    for (size_t i = m; i < n_events; i++) {
+        denied += events[i].kind == EGRESS_EVENT_DECIDED && !events[i].allowed &&
+                  strstr(events[i].reason, "denied.example on any port") != NULL;
+    }
+    pthread_mutex_unlock(&ev_mu);
+    assert_int_equal(denied, 1);
+    assert_int_equal(echo_accepts, before);
+}
+
 /* ---- a shared door: sandboxes told apart by source address (kubernetes pods) ------------------- */
 
 static struct egress_door *door_shared;
@@ -1122,6 +1212,7 @@ int main(void)
         cmocka_unit_test(tls_adapter),
         cmocka_unit_test(raw_adapter),
         cmocka_unit_test(dns_responder),
+        cmocka_unit_test(dns_over_tcp),
         cmocka_unit_test(tightened_policy_cuts_next_connection),
         cmocka_unit_test(sandbox_policy_layer),
         cmocka_unit_test(many_connections_within_limits),
