@@ -97,6 +97,7 @@ struct conn {
     unsigned handles; /* initialised handles not yet closed */
     bool admitted, up_init, gai_pending, allowed, got_bytes, tunnel_bytes;
     bool down_eof, up_eof, writing_up, writing_down, shutting_up, shutting_down;
+    bool tunnel_up; /* ST_TUNNEL: the destination's bytes flow to the sandbox while its first are awaited */
     uint8_t *b_up, *b_down;
     size_t n_up;
     char *reply; /* the 403/502/200 text being written to the sandbox */
@@ -365,7 +366,11 @@ static void read_down(struct conn *c)
 
 static void read_up(struct conn *c)
 {
-    if (!c->up_eof && uv_read_start((uv_stream_t *)&c->up, alloc_up, on_up_read) != 0) {
+    if (c->up_eof || c->writing_down) {
+        return; /* a write to the sandbox from b_down is in flight: its callback reads again */
+    }
+    int rv = uv_read_start((uv_stream_t *)&c->up, alloc_up, on_up_read);
+    if (rv != 0 && rv != UV_EALREADY) {
         close_conn(c);
     }
 }
@@ -390,7 +395,7 @@ static void on_down_written(uv_write_t *w, int status)
 {
     struct conn *c = w->data;
     c->writing_down = false;
-    if (c->st != ST_SPLICE) {
+    if (c->st != ST_SPLICE && !(c->st == ST_TUNNEL && c->tunnel_up)) {
         return;
     }
     if (status < 0) {
@@ -471,7 +476,12 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     struct conn *c = s->data;
-    if (nread == 0 || c->st != ST_SPLICE) {
+    bool tunnel = c->st == ST_TUNNEL && c->tunnel_up;
+    if (nread == 0 || (c->st != ST_SPLICE && !tunnel)) {
+        return;
+    }
+    if (nread == UV_EOF && tunnel) {
+        close_conn(c); /* the destination is done before the sandbox said anything */
         return;
     }
     if (nread == UV_EOF) {
@@ -1094,7 +1104,11 @@ static void on_timer(uv_timer_t *t)
     } else if (c->st == ST_DIAL) {
         dial_failed(c, "reach", 0);
     } else if (c->st == ST_TUNNEL && !c->tunnel_bytes) {
-        splice_both(c); /* nothing sent: a protocol where the server speaks first */
+        /* Nothing sent yet: maybe a protocol where the server speaks first. Its bytes flow to the
+         * sandbox from now on, but the sandbox's own first bytes are still looked at before any is
+         * forwarded (a ClientHello sent late is decided like one sent at once). */
+        c->tunnel_up = true;
+        read_up(c);
     } else if (c->st == ST_TUNNEL) {
         snprintf(reason, sizeof reason, "the sandbox sent no complete ClientHello in its tunnel within %u ms",
                  r->cfg.head_timeout_ms);

@@ -476,6 +476,36 @@ static void connect_tunnel_sni(void **state)
     assert_string_equal(second.destination, "127.0.0.2");
     same_as_decide(&second, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
                    (unsigned)echo_port, "127.0.0.2", NULL);
+
+    /* A ClientHello sent after the sniff interval (3 x sniff_ms of silence) is decided all the
+     * same: another name closes the tunnel with nothing forwarded; the CONNECT target's name flows. */
+    m = mark();
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    usleep(300000);
+    send_all(fd, hello, n); /* SNI 127.0.0.2 */
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0);
+    close(fd);
+    deadline = now_ms() + 5000;
+    for (bool found = false; !found;) {
+        pthread_mutex_lock(&ev_mu);
+        for (size_t i = m; i < n_events && !found; i++) {
+            found = events[i].kind == EGRESS_EVENT_DECIDED && !events[i].allowed &&
+                    strcmp(events[i].destination, "127.0.0.2") == 0;
+        }
+        pthread_mutex_unlock(&ev_mu);
+        assert_true(found || now_ms() < deadline);
+        usleep(2000);
+    }
+    n = client_hello(hello, "localhost");
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    usleep(300000);
+    send_all(fd, hello, n);
+    expect_echo(fd, hello, n);
+    close(fd);
 }
 
 static void http_adapter(void **state)
