@@ -119,12 +119,42 @@ static void echo_accept(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, echo_alloc, echo_read);
 }
 
+/* A destination that speaks first (as SMTP does): a greeting, then an echo. */
+static uv_tcp_t greet_listener;
+static int greet_port;
+static const char greeting[] = "220 greeter ready\r\n";
+
+static void greet_accept(uv_stream_t *server, int status)
+{
+    if (status < 0) {
+        return;
+    }
+    echo_accepts++;
+    struct echo_conn *c = malloc(sizeof *c);
+    uv_tcp_init(&loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, echo_closed);
+        return;
+    }
+    struct echo_write *ew = malloc(sizeof *ew + sizeof greeting);
+    ew->c = c;
+    memcpy(ew->data, greeting, sizeof greeting);
+    uv_buf_t out = uv_buf_init(ew->data, (unsigned)(sizeof greeting - 1));
+    if (uv_write(&ew->req, (uv_stream_t *)&c->tcp, &out, 1, echo_written) != 0) {
+        free(ew);
+        uv_close((uv_handle_t *)&c->tcp, echo_closed);
+    }
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h)) {
-        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener && h->data != NULL ? echo_closed
-                                                                                               : NULL);
+        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener &&
+                            h != (uv_handle_t *)&greet_listener && h->data != NULL
+                        ? echo_closed
+                        : NULL);
     }
 }
 
@@ -506,6 +536,40 @@ static void connect_tunnel_sni(void **state)
     send_all(fd, hello, n);
     expect_echo(fd, hello, n);
     close(fd);
+}
+
+/* A tunnel whose destination speaks first: its greeting reaches the sandbox after the sniff
+ * interval, and the sandbox's first bytes are still looked at after it (plain bytes flow, a
+ * ClientHello naming another server closes the tunnel with nothing forwarded). */
+static void connect_tunnel_server_first(void **state)
+{
+    (void)state;
+    char greet_allow[64], req[256], got[128], rest[256];
+    snprintf(greet_allow, sizeof greet_allow, "localhost:%d", greet_port);
+    const char *allow[] = {allow_name, allow_ip, greet_allow};
+    set_ns_policy("team-a", allow, 3);
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", greet_port);
+    int fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    assert_memory_equal(got, "HTTP/1.1 200", 12);
+    recv_exact(fd, got, sizeof greeting - 1);
+    assert_memory_equal(got, greeting, sizeof greeting - 1);
+    send_all(fd, "EHLO x\r\n", 8);
+    recv_exact(fd, got, 8);
+    assert_memory_equal(got, "EHLO x\r\n", 8);
+    close(fd);
+
+    uint8_t hello[600];
+    size_t n = client_hello(hello, "127.0.0.2");
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    recv_exact(fd, got, sizeof greeting - 1);
+    send_all(fd, hello, n);
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0); /* closed, nothing echoed */
+    close(fd);
+    allow_echo_only("team-a");
 }
 
 static void http_adapter(void **state)
@@ -1197,6 +1261,13 @@ static int setup(void **state)
     int len = sizeof ss;
     uv_tcp_getsockname(&echo_listener, (struct sockaddr *)&ss, &len);
     echo_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    uv_tcp_init(&loop, &greet_listener);
+    greet_listener.data = NULL;
+    assert_int_equal(uv_tcp_bind(&greet_listener, (struct sockaddr *)&any, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&greet_listener, 64, greet_accept), 0);
+    len = sizeof ss;
+    uv_tcp_getsockname(&greet_listener, (struct sockaddr *)&ss, &len);
+    greet_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     snprintf(allow_name, sizeof allow_name, "localhost:%d", echo_port);
     snprintf(allow_ip, sizeof allow_ip, "127.0.0.1:%d", echo_port);
     allow_echo_only("team-a");
@@ -1238,6 +1309,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(connect_adapter),
         cmocka_unit_test(connect_tunnel_sni),
+        cmocka_unit_test(connect_tunnel_server_first),
         cmocka_unit_test(http_adapter),
         cmocka_unit_test(tls_adapter),
         cmocka_unit_test(raw_adapter),
