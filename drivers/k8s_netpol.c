@@ -243,33 +243,43 @@ void k8s_egress_env(json_t *env, const struct k8s_egress_relay *e, const struct 
     }
 }
 
-/* The existing policy @text: whether it is this gateway's, whether its labels and spec equal @want's,
- * and its resourceVersion (copied into @rv, 64 bytes). False when it is not a NetworkPolicy object. */
-static bool look_at(const char *text, size_t len, json_t *want, const char *gateway_id, bool *ours,
-                    bool *same, char rv[64])
+int k8s_egress_netpol_compare(const char *text, size_t len, const char *ns, const char *gateway_id,
+                              const struct k8s_egress_relay *e, bool *ours, bool *same, char rv[64])
 {
+    *ours = *same = false;
+    rv[0] = '\0';
+    if (len > K8S_MAX_BODY) {
+        return GERR_PROTO;
+    }
     json_t *have = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
     json_t *md = json_object_get(have, "metadata");
     const char *v = json_string_value(json_object_get(md, "resourceVersion"));
-    if (!json_is_object(md) || v == NULL || strlen(v) >= 64) {
+    if (!json_is_object(md) || v == NULL || strlen(v) >= 64 ||
+        strlen(v) != json_string_length(json_object_get(md, "resourceVersion"))) {
         json_decref(have);
-        return false;
+        return GERR_PROTO;
     }
     snprintf(rv, 64, "%s", v);
     json_t *labels = json_object_get(md, "labels");
     const char *gw = json_string_value(json_object_get(labels, K8S_LABEL_GATEWAY));
     *ours = gw != NULL && strcmp(gw, gateway_id) == 0;
-    json_t *want_labels = json_object_get(json_object_get(want, "metadata"), "labels");
-    bool labels_same = true;
-    const char *key;
-    json_t *value;
-    json_object_foreach(want_labels, key, value)
-    {
-        labels_same = labels_same && json_equal(json_object_get(labels, key), value);
+    char *want_doc = k8s_egress_relay_on(e) ? k8s_egress_netpol_manifest(ns, gateway_id, e, NULL) : NULL;
+    json_t *want = want_doc != NULL ? json_loads(want_doc, 0, NULL) : NULL;
+    mem_free(want_doc);
+    if (want != NULL) {
+        json_t *want_labels = json_object_get(json_object_get(want, "metadata"), "labels");
+        bool labels_same = true;
+        const char *key;
+        json_t *value;
+        json_object_foreach(want_labels, key, value)
+        {
+            labels_same = labels_same && json_equal(json_object_get(labels, key), value);
+        }
+        *same = labels_same && json_equal(json_object_get(have, "spec"), json_object_get(want, "spec"));
+        json_decref(want);
     }
-    *same = labels_same && json_equal(json_object_get(have, "spec"), json_object_get(want, "spec"));
     json_decref(have);
-    return true;
+    return 0;
 }
 
 int k8s_egress_netpol_reconcile(k8s_call_fn call, void *ctx, const char *ns, const char *gateway_id,
@@ -300,12 +310,7 @@ int k8s_egress_netpol_reconcile(k8s_call_fn call, void *ctx, const char *ns, con
             return r;
         }
         bool ours = false, same = false;
-        char *want_doc = k8s_egress_relay_on(e) ? k8s_egress_netpol_manifest(ns, gateway_id, e, NULL) : NULL;
-        json_t *want = want_doc != NULL ? json_loads(want_doc, 0, NULL) : json_object();
-        mem_free(want_doc);
-        bool ok = look_at(resp, len, want, gateway_id, &ours, &same, rv);
-        json_decref(want);
-        if (!ok) {
+        if (k8s_egress_netpol_compare(resp, len, ns, gateway_id, e, &ours, &same, rv) != 0) {
             gerr_set(errmsg, "NetworkPolicy %s/%s: the API server's answer is not a NetworkPolicy", ns,
                      K8S_EGRESS_NETPOL_NAME);
             return GERR_PROTO;

@@ -62,6 +62,14 @@ char *k8s_egress_netpol_manifest(const char *ns, const char *gateway_id, const s
  * env sets that name (the spec may override them, as with the process driver). */
 void k8s_egress_env(json_t *env, const struct k8s_egress_relay *e, const struct driver_sandbox_spec *spec);
 
+/* Read the policy the API server sent (@len bytes of untrusted @text, at most K8S_MAX_BODY): 0 with
+ * *@ours (it carries @gateway_id's gantry.dev/gateway-id label), *@same (its spec and the labels
+ * k8s_egress_netpol_manifest sets equal what @e asks for; false when @e is off) and its
+ * resourceVersion copied into @rv; GERR_PROTO when it is not an object with metadata and a
+ * resourceVersion of fewer than 64 bytes (duplicate members refused). The fuzzer calls it directly. */
+int k8s_egress_netpol_compare(const char *text, size_t len, const char *ns, const char *gateway_id,
+                              const struct k8s_egress_relay *e, bool *ours, bool *same, char rv[64]);
+
 /* One HTTP call of the driver: @method @path with @body (NULL for GET and DELETE without options);
  * 0 with the response body in *@resp (*@len bytes, valid until the next call), or a GERR_* code as
  * drivers/k8s.c maps statuses (GERR_NOTFOUND 404, GERR_EXISTS 409 AlreadyExists, GERR_ABORTED 409
