@@ -747,7 +747,7 @@ static void test_egress_relay_policy(void **state)
     /* The relay turned off: the policy goes (the default-deny stays: pods reach nothing). */
     d = open_egress(NULL, NULL, 0);
     assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
-    egress_policy(kns, 404);
+    json_decref(egress_policy(kns, 404)); /* the Status object */
     assert_true(exists(dd));
     assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
     driver_free(d);
