@@ -3,7 +3,10 @@
  * A connection goes HEAD (reading the first bytes into b_up) -> DIAL (decided and allowed:
  * resolving and connecting) -> SPLICE (both ways, one buffer and at most one write in flight per
  * direction, reading stopped while that write is pending) -> CLOSING; a refusal goes HEAD ->
- * DENYING (the 403 being written) -> CLOSING. close_conn is the single teardown: it closes the
+ * DENYING (the 403 being written) -> CLOSING. An allowed CONNECT goes DIAL -> TUNNEL (the 200
+ * written, the sandbox's first bytes awaited and a ClientHello among them decided) -> SPLICE. Raw
+ * TCP redirected from port 53 of a DNS door goes HEAD -> DNS (questions answered one at a time) ->
+ * CLOSING. close_conn is the single teardown: it closes the
  * handles (libuv then fails every pending write, connect and shutdown with ECANCELED, whose
  * callbacks see CLOSING and do nothing) and cancels a pending getaddrinfo; the memory goes when the
  * last handle's close callback and the getaddrinfo callback have both run. */

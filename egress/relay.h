@@ -15,9 +15,15 @@
  * are closed. Allowed: the relay resolves the NAME it decided on (never an address the sandbox
  * chose, unless the intent had no name), dials it, answers CONNECT with "200 Connection
  * Established", forwards everything else it has read unchanged, and splices both ways. Inside a
- * CONNECT tunnel the first bytes are looked at before any is forwarded: a TLS ClientHello's
- * server_name is decided with the CONNECT target (a refusal, reported as a second DECIDED event,
- * closes the tunnel); anything else, or nothing within sniff_ms, is spliced.
+ * CONNECT tunnel the first bytes are looked at before any is forwarded, whenever they come: a TLS
+ * ClientHello's server_name is decided with the CONNECT target (a refusal, reported as a second
+ * DECIDED event, closes the tunnel); anything else is spliced. After sniff_ms of silence from the
+ * sandbox the destination's bytes flow to it (protocols where the server speaks first) while its
+ * own first bytes are still awaited and looked at.
+ *
+ * DNS over TCP: on a door opened with EGRESS_DOOR_DNS, a connection whose original destination port
+ * is 53 carries length-prefixed DNS questions (egress_dns_tcp_frame), each decided and answered as
+ * the door's UDP questions are, one at a time, in order; nothing is dialed.
  *
  * Bounds: each connection buffers at most buf_size bytes per direction (reading stops while a
  * write is in flight); a door holds at most max_conns_per_sandbox connections and the relay at most
