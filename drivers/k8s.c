@@ -1701,6 +1701,41 @@ int driver_k8s_lookup_ip(struct driver *d, const char *ip, struct driver_k8s_pod
     return rv;
 }
 
+int driver_k8s_start_cache(struct driver *d, char *errmsg)
+{
+    struct driver_k8s *k = k8s_of(d);
+    if (k->no_watch) {
+        gerr_set(errmsg, "the kubernetes driver runs without its list+watch cache (no_watch)");
+        return GERR_UNAVAILABLE;
+    }
+    pthread_mutex_lock(&k->base.mu);
+    int rv = sandbox_api(k, errmsg); /* discovers the version once, then starts the watches */
+    pthread_mutex_unlock(&k->base.mu);
+    return rv;
+}
+
+int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n)
+{
+    struct driver_k8s *k = k8s_of(d);
+    struct k8s_sandbox *items = NULL;
+    size_t count = 0, cap = 0;
+    *ids = NULL;
+    *n = 0;
+    if (!k8s_cache_snapshot(k->cache, NULL, NULL, &items, &count, &cap)) {
+        mem_free(items);
+        return GERR_UNAVAILABLE;
+    }
+    *ids = mem_zalloc((count + 1) * sizeof **ids);
+    for (size_t i = 0; i < count; i++) {
+        if (items[i].phase == DRIVER_PHASE_READY && k8s_sandbox_belongs(&items[i].meta, k->gw)) {
+            snprintf((*ids)[(*n)++], 40, "%s", items[i].meta.sandbox_id);
+        }
+        k8s_sandbox_close(&items[i]);
+    }
+    mem_free(items);
+    return 0;
+}
+
 int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, char *errmsg)
 {
     struct k8s_http_config hc;

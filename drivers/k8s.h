@@ -186,6 +186,15 @@ struct driver_k8s_pod {
 };
 int driver_k8s_lookup_ip(struct driver *d, const char *ip, struct driver_k8s_pod *out);
 
+/* Start the list+watch cache now if it is not running (it otherwise starts with the first sandbox
+ * call, which only the lease holder makes), so driver_k8s_lookup_ip answers on every replica. Holds
+ * the instance's mutex for the discovery request when one is needed. 0, or the discovery's error. */
+int driver_k8s_start_cache(struct driver *d, char *errmsg);
+
+/* The ids of every READY sandbox in the cache (*@ids: mem_free; *@n of them), or GERR_UNAVAILABLE
+ * when the cache is not live. */
+int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n);
+
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */
 void driver_k8s_object_name(enum driver_k8s_mode mode, const char *ns, const char *name, char out[64]);
