@@ -421,20 +421,24 @@ static int refresh_policies(struct egress_svc *s, char *err)
  * read from its row; sandboxes whose door file is gone are forgotten. A policy is fixed at create,
  * so each is read once. A sandbox without a row yet (or any more) stays unrecorded: its door stays
  * shut. */
-/* Kubernetes: the READY sandboxes of the driver's cache (started here if it is not running). */
-static int pod_ids(struct egress_svc *s, char ***out, size_t *n_out, char *err)
+/* Kubernetes: the READY sandboxes of the driver's cache (started here if it is not running). While
+ * the cache is not live (starting, or relisting after its watch broke) *@wait is set and nothing is
+ * changed this round: what is recorded stays, and the lookup refuses every pod meanwhile anyway. */
+static int pod_ids(struct egress_svc *s, char ***out, size_t *n_out, bool *wait, char *err)
 {
     char(*ready)[40] = NULL;
     size_t n = 0;
     *out = NULL;
     *n_out = 0;
+    *wait = false;
     if (driver_k8s_ready_ids(s->cfg.k8s, &ready, &n) != 0) {
         int rv = driver_k8s_start_cache(s->cfg.k8s, err);
-        if (rv != 0 || driver_k8s_ready_ids(s->cfg.k8s, &ready, &n) != 0) {
-            if (rv == 0) {
-                gerr_set(err, "the kubernetes driver's cache is not live yet");
-            }
-            return rv != 0 ? rv : GERR_UNAVAILABLE;
+        if (rv != 0) {
+            return rv; /* the API server did not answer the discovery: a failed refresh */
+        }
+        if (driver_k8s_ready_ids(s->cfg.k8s, &ready, &n) != 0) {
+            *wait = true;
+            return 0;
         }
     }
     char **ids = mem_zalloc((n + 1) * sizeof *ids);
@@ -452,8 +456,9 @@ static int refresh_sandboxes(struct egress_svc *s, char *err)
     char **ids = NULL;
     size_t n = 0, cap = 0;
     if (s->cfg.k8s != NULL) {
-        int prv = pod_ids(s, &ids, &n, err);
-        if (prv != 0) {
+        bool wait;
+        int prv = pod_ids(s, &ids, &n, &wait, err);
+        if (prv != 0 || wait) {
             return prv;
         }
     }
