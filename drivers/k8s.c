@@ -55,6 +55,7 @@ struct driver_k8s {
     char **service_accounts; /* NULL-terminated */
     char **pull_secrets;     /* NULL-terminated */
     char *gpu_res;
+    struct k8s_egress_relay egress; /* strings owned */
     char *server, *token_file, *ca_file, *cert_file, *key_file;
     unsigned watch_timeout_s;
     bool no_watch;
@@ -680,7 +681,8 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
                                         .gpu_resource = k->gpu_res,
                                         .image_pull_secrets = (const char *const *)k->pull_secrets,
                                         .now_ms = driver__now_ms(),
-                                        .credentials_secret = secret};
+                                        .credentials_secret = secret,
+                                        .egress = &k->egress};
     k8s_credentials_secret_name(k->gw, spec->id, secret);
     rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     mem_free(doc);
@@ -735,7 +737,8 @@ static int create_as(struct driver_k8s *k, uint64_t epoch, const struct driver_s
                                         .gpu_resource = k->gpu_res,
                                         .image_pull_secrets = (const char *const *)k->pull_secrets,
                                         .now_ms = driver__now_ms(),
-                                        .credentials_secret = secret};
+                                        .credentials_secret = secret,
+                                        .egress = &k->egress};
     *taken = false;
     int rv = k8s_sandbox_manifest(&params, &doc, errmsg);
     if (rv != 0) {
@@ -1231,6 +1234,17 @@ static int update_managed_once(struct driver_k8s *k, const char *ns, const char 
     return rv;
 }
 
+/* k8s_call_fn over call(), for drivers/k8s_netpol.c. */
+static int netpol_call(void *ctx, const char *method, const char *path, const char *doc, const char **resp,
+                       size_t *len, char *errmsg)
+{
+    struct driver_k8s *k = ctx;
+    int rv = call(k, method, path, doc, errmsg);
+    *resp = body(k);
+    *len = k->resp.len;
+    return rv;
+}
+
 static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *kns, char *errmsg)
 {
     char path[200];
@@ -1255,6 +1269,10 @@ static int ensure_managed(struct driver_k8s *k, uint64_t epoch, const char *ns, 
     snprintf(path, sizeof path, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies", kns);
     rv = create_or_keep(k, path, doc, errmsg);
     mem_free(doc);
+    if (rv == 0) {
+        /* The one way out beside it, to the egress relay (or none: then any old one goes). */
+        rv = k8s_egress_netpol_reconcile(netpol_call, k, kns, k->gw, &k->egress, errmsg);
+    }
     for (size_t i = 0; rv == 0 && k->pull_secrets[i] != NULL; i++) {
         rv = copy_pull_secret(k, kns, k->pull_secrets[i], errmsg);
     }
@@ -1461,6 +1479,8 @@ static void k8s_free(struct driver *d)
     free_list(k->service_accounts, SIZE_MAX);
     free_list(k->pull_secrets, SIZE_MAX);
     mem_free(k->gpu_res);
+    mem_free((char *)k->egress.address);
+    mem_free((char *)k->egress.pod_selector);
     mem_free(k->server);
     mem_free(k->token_file);
     mem_free(k->ca_file);
@@ -1658,6 +1678,64 @@ static bool is_subdomain(const char *s)
     return driver_is_dns_subdomain(s);
 }
 
+int driver_k8s_lookup_ip(struct driver *d, const char *ip, struct driver_k8s_pod *out)
+{
+    struct driver_k8s *k = k8s_of(d);
+    struct k8s_sandbox s;
+    memset(out, 0, sizeof *out);
+    if (k->cache == NULL || !k8s_cache_live(k->cache, NULL)) {
+        return GERR_UNAVAILABLE;
+    }
+    if (!k8s_cache_find_pod_ip(k->cache, ip, &s)) {
+        return GERR_NOTFOUND;
+    }
+    int rv = GERR_NOTFOUND;
+    if (k8s_sandbox_belongs(&s.meta, k->gw)) {
+        snprintf(out->ns, sizeof out->ns, "%s", s.meta.gantry_ns);
+        snprintf(out->name, sizeof out->name, "%s", s.meta.gantry_name);
+        snprintf(out->id, sizeof out->id, "%s", s.meta.sandbox_id);
+        snprintf(out->owner, sizeof out->owner, "%s", s.owner);
+        rv = 0;
+    }
+    k8s_sandbox_close(&s);
+    return rv;
+}
+
+int driver_k8s_start_cache(struct driver *d, char *errmsg)
+{
+    struct driver_k8s *k = k8s_of(d);
+    if (k->no_watch) {
+        gerr_set(errmsg, "the kubernetes driver runs without its list+watch cache (no_watch)");
+        return GERR_UNAVAILABLE;
+    }
+    pthread_mutex_lock(&k->base.mu);
+    int rv = sandbox_api(k, errmsg); /* discovers the version once, then starts the watches */
+    pthread_mutex_unlock(&k->base.mu);
+    return rv;
+}
+
+int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n)
+{
+    struct driver_k8s *k = k8s_of(d);
+    struct k8s_sandbox *items = NULL;
+    size_t count = 0, cap = 0;
+    *ids = NULL;
+    *n = 0;
+    if (!k8s_cache_snapshot(k->cache, NULL, NULL, &items, &count, &cap)) {
+        mem_free(items);
+        return GERR_UNAVAILABLE;
+    }
+    *ids = mem_zalloc((count + 1) * sizeof **ids);
+    for (size_t i = 0; i < count; i++) {
+        if (items[i].phase == DRIVER_PHASE_READY && k8s_sandbox_belongs(&items[i].meta, k->gw)) {
+            snprintf((*ids)[(*n)++], 40, "%s", items[i].meta.sandbox_id);
+        }
+        k8s_sandbox_close(&items[i]);
+    }
+    mem_free(items);
+    return 0;
+}
+
 int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, char *errmsg)
 {
     struct k8s_http_config hc;
@@ -1692,6 +1770,13 @@ int driver_k8s_new(const struct driver_k8s_config *cfg, struct driver **out, cha
     k->hc.client_key_file = k->key_file;
     k->gpu_res = mem_strdup(cfg->gpu_resource != NULL ? cfg->gpu_resource : DEFAULT_GPU);
     k->home_ns = mem_strdup(home);
+    k->egress.address = dup_opt(cfg->egress.address);
+    k->egress.pod_selector = dup_opt(cfg->egress.pod_selector);
+    k->egress.home_namespace = k->home_ns;
+    k->egress.port = cfg->egress.port;
+    if ((rv = k8s_egress_relay_check(&k->egress, errmsg)) != 0) {
+        goto err_after_alloc;
+    }
     k->watch_timeout_s = cfg->watch_timeout_s;
     k->no_watch = cfg->no_watch;
     snprintf(k->fence_name, sizeof k->fence_name, "gantry-fence-%s", cfg->gateway_id);

@@ -110,6 +110,8 @@
 #include <stdbool.h>
 
 #include "drivers/driver.h"
+#include "drivers/k8s_json.h"
+#include "drivers/k8s_netpol.h"
 
 #define DRIVER_K8S_GATEWAY_ID_MAX  40u
 #define DRIVER_K8S_ALLOWLIST_MAX   256u
@@ -143,6 +145,10 @@ struct driver_k8s_config {
     unsigned timeout_ms;                   /* per request; 0 = 10000 */
     unsigned watch_timeout_s;              /* timeoutSeconds of each watch; 0 = 300 */
     bool no_watch;                         /* no list+watch cache: every read asks the API server */
+    /* The egress relay for pods (drivers/k8s_netpol.h; its home_namespace is ignored: the driver's
+     * own is used). Off (address NULL): managed namespaces get no gantry-egress-relay policy (one
+     * left by an earlier configuration is deleted) and pods no proxy variables. */
+    struct k8s_egress_relay egress;
 };
 
 /* Make a kubernetes driver (strings copied). No request is made here: an API server that is down
@@ -168,6 +174,26 @@ void driver_k8s_stats(struct driver *d, struct driver_k8s_stats *out);
  * middle of a request finishes it first (bounded by timeout_ms), so this returns within that.
  * driver_free is still needed, once no thread uses the driver. Calling it twice is fine. */
 void driver_k8s_stop(struct driver *d);
+
+/* Who is behind pod address @ip (text): the egress relay's lookup for a shared door (egress/relay.h,
+ * egress_source_lookup_fn), answered from the list+watch cache without a request and without the
+ * instance's mutex, so it never waits for a call in flight. 0 with the sandbox's gantry namespace,
+ * name, id and owner copied into @out; GERR_NOTFOUND when no READY sandbox of this gateway has that
+ * address (or two claim it); GERR_UNAVAILABLE when the cache is not live (the watches start with
+ * the driver's first sandbox call, on the replica that holds the lease). Thread-safe. */
+struct driver_k8s_pod {
+    char ns[64], name[64], id[40], owner[K8S_OWNER_MAX];
+};
+int driver_k8s_lookup_ip(struct driver *d, const char *ip, struct driver_k8s_pod *out);
+
+/* Start the list+watch cache now if it is not running (it otherwise starts with the first sandbox
+ * call, which only the lease holder makes), so driver_k8s_lookup_ip answers on every replica. Holds
+ * the instance's mutex for the discovery request when one is needed. 0, or the discovery's error. */
+int driver_k8s_start_cache(struct driver *d, char *errmsg);
+
+/* The ids of every READY sandbox in the cache (*@ids: mem_free; *@n of them), or GERR_UNAVAILABLE
+ * when the cache is not live. */
+int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n);
 
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "lib/mem.h"
@@ -54,6 +55,8 @@ void k8s_sandbox_copy(const struct k8s_sandbox *s, struct k8s_sandbox *out)
     out->meta.gantry_name = dup_or_null(s->meta.gantry_name);
     out->phase = s->phase;
     out->message = dup_or_null(s->message);
+    memcpy(out->pod_ips, s->pod_ips, sizeof out->pod_ips);
+    memcpy(out->owner, s->owner, sizeof out->owner);
 }
 
 static uint32_t hash(const char *s)
@@ -340,6 +343,51 @@ bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry
     }
     pthread_mutex_unlock(&c->mu);
     return live;
+}
+
+/* @ip as 16 bytes (IPv4 mapped into IPv6), or false. */
+static bool ip_bytes(const char *ip, unsigned char out[16])
+{
+    unsigned char v4[4];
+    if (inet_pton(AF_INET, ip, v4) == 1) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, v4, 4);
+        return true;
+    }
+    return inet_pton(AF_INET6, ip, out) == 1;
+}
+
+bool k8s_cache_find_pod_ip(struct k8s_cache *c, const char *ip, struct k8s_sandbox *out)
+{
+    unsigned char want[16], have[16];
+    memset(out, 0, sizeof *out);
+    if (!ip_bytes(ip, want)) {
+        return false;
+    }
+    const struct k8s_sandbox *found = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        for (const struct node *x = c->buckets[b]; x != NULL; x = x->next) {
+            if (!x->present || x->s.phase != DRIVER_PHASE_READY) {
+                continue;
+            }
+            for (size_t i = 0; i < K8S_POD_IPS; i++) {
+                if (x->s.pod_ips[i][0] != '\0' && ip_bytes(x->s.pod_ips[i], have) &&
+                    memcmp(have, want, 16) == 0) {
+                    found = &x->s;
+                    n++;
+                    break;
+                }
+            }
+        }
+    }
+    if (n == 1) {
+        k8s_sandbox_copy(found, out);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n == 1;
 }
 
 size_t k8s_cache_size(struct k8s_cache *c)

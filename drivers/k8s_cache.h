@@ -62,6 +62,13 @@ bool k8s_cache_name_of(struct k8s_cache *c, const char *id, char kns[64], char n
 bool k8s_cache_snapshot(struct k8s_cache *c, const char *kns, const char *gantry_ns,
                         struct k8s_sandbox **items, size_t *n, size_t *cap);
 
+/* The READY sandbox whose pod has address @ip (IPv4 or IPv6 text, compared as addresses): true and
+ * a copy in @out (k8s_sandbox_close), or false when no READY object has it, when two do (a stale
+ * entry beside the pod that now holds the address: neither is trusted), or when @ip is not an
+ * address. Scans every object under the cache's mutex (O(n)). Whether the scopes are live is the
+ * caller's to check (k8s_cache_live). */
+bool k8s_cache_find_pod_ip(struct k8s_cache *c, const char *ip, struct k8s_sandbox *out);
+
 /* How many objects the cache holds. */
 size_t k8s_cache_size(struct k8s_cache *c);
 

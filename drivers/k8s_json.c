@@ -1,6 +1,7 @@
 /* Kubernetes API documents (see k8s_json.h). */
 #include "drivers/k8s_json.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -301,6 +302,28 @@ static enum driver_phase map_phase(json_t *obj, const struct k8s_meta *m, char *
     return out;
 }
 
+/* status.podIPs (strings, or {"ip": ...} objects as a Pod's status has them) and the owner. */
+static void pod_ips_from(json_t *obj, struct k8s_sandbox *p)
+{
+    json_t *ips = json_object_get(json_object_get(obj, "status"), "podIPs");
+    size_t n = 0;
+    for (size_t i = 0; json_is_array(ips) && i < json_array_size(ips) && n < K8S_POD_IPS; i++) {
+        json_t *x = json_array_get(ips, i);
+        const char *ip = json_is_object(x) ? str_member(x, "ip", 45)
+                         : json_is_string(x) && strlen(json_string_value(x)) == json_string_length(x)
+                             ? json_string_value(x)
+                             : NULL;
+        unsigned char b[16];
+        if (ip != NULL && strlen(ip) < sizeof p->pod_ips[0] &&
+            (inet_pton(AF_INET, ip, b) == 1 || inet_pton(AF_INET6, ip, b) == 1)) {
+            snprintf(p->pod_ips[n++], sizeof p->pod_ips[0], "%s", ip);
+        }
+    }
+    const char *owner = str_member(json_object_get(json_object_get(obj, "metadata"), "annotations"),
+                                   K8S_ANN_OWNER, K8S_OWNER_MAX - 1);
+    snprintf(p->owner, sizeof p->owner, "%s", owner != NULL ? owner : "");
+}
+
 static int sandbox_from(json_t *obj, struct k8s_sandbox *p, char *errmsg)
 {
     char msg[K8S_MAX_MESSAGE];
@@ -315,6 +338,7 @@ static int sandbox_from(json_t *obj, struct k8s_sandbox *p, char *errmsg)
     }
     p->phase = map_phase(obj, &p->meta, msg, sizeof msg);
     p->message = mem_strdup(msg);
+    pod_ips_from(obj, p);
     return 0;
 }
 
@@ -783,6 +807,7 @@ static json_t *container_for(const struct k8s_sandbox_params *p)
                                                  "key", dk));
         }
     }
+    k8s_egress_env(env, p->egress, s);
     return json_pack("{s:s,s:s,s:o,s:o,s:{},s:{s:b,s:b,s:b,s:{s:[s]},s:{s:s}}}", "name", "sandbox", "image",
                      s->image, "command", cmd, "env", env, "resources", "securityContext",
                      "allowPrivilegeEscalation", 0, "privileged", 0, "runAsNonRoot", 1, "capabilities",

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "drivers/driver.h"
+#include "drivers/k8s_netpol.h"
 
 #define K8S_MAX_BODY    (16u * 1024u * 1024u) /* bytes of one response (or one watch event) */
 #define K8S_MAX_ITEMS   5000u                 /* items in one list page */
@@ -103,10 +104,17 @@ struct k8s_meta {
  *   no Ready condition (the controller has not seen it yet)  PROVISIONING
  * (The driver turns PROVISIONING into ERROR once the object is older than its provisioning
  * deadline; see drivers/k8s.h.) */
+#define K8S_POD_IPS   2u   /* addresses kept of status.podIPs (one per family on a dual-stack pod) */
+#define K8S_OWNER_MAX 128u /* bytes of the owner annotation kept, NUL included */
 struct k8s_sandbox {
     struct k8s_meta meta;
     enum driver_phase phase;
     char *message; /* "<reason>: <message>" of the deciding condition, printable ("" if nothing) */
+    /* The pod's addresses as the controller reports them (status.podIPs; strings that are not an
+     * IPv4 or IPv6 address are skipped; "" for none), and the owner annotation ("" if absent or
+     * longer than K8S_OWNER_MAX - 1): what the egress relay attributes a pod's connections by. */
+    char pod_ips[K8S_POD_IPS][46];
+    char owner[K8S_OWNER_MAX];
 };
 
 struct k8s_sandbox_list {
@@ -175,6 +183,8 @@ struct k8s_sandbox_params {
     /* The credentials Secret (k8s_credentials_secret_name) the pod refers to when the spec carries
      * credentials; ignored (and may be NULL) when it carries none. */
     const char *credentials_secret;
+    /* The egress relay whose address the pod is given as its proxy (k8s_egress_env), or NULL. */
+    const struct k8s_egress_relay *egress;
 };
 
 /* The driver_config keys the kubernetes driver knows (NULL-terminated). */

@@ -17,6 +17,23 @@ static unsigned u16(const uint8_t *p)
     return (unsigned)p[0] << 8 | p[1];
 }
 
+int egress_dns_tcp_frame(const uint8_t *buf, size_t len, size_t *msg_len)
+{
+    *msg_len = 0;
+    if (len < 2) {
+        return 0;
+    }
+    size_t n = u16(buf);
+    if (n == 0 || n > EGRESS_DNS_MAX) {
+        return -1;
+    }
+    if (len < 2 + n) {
+        return 0;
+    }
+    *msg_len = n;
+    return 1;
+}
+
 int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why,
                            size_t why_len)
 {

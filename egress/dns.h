@@ -34,6 +34,13 @@ struct egress_dns_query {
 int egress_dns_parse_query(const uint8_t *buf, size_t len, struct egress_dns_query *q, char *why,
                            size_t why_len);
 
+/* DNS over TCP (RFC 1035 4.2.2, RFC 7766): each message is preceded by its length as two bytes in
+ * network order, and several may follow one another on one connection. Of the @len bytes at @buf
+ * (the stream as received so far): 1 with *@msg_len the length of the first message (which starts
+ * at @buf + 2), 0 when more bytes are needed, -1 when the length is 0 or over EGRESS_DNS_MAX (the
+ * relay reads no larger query; the connection is closed). */
+int egress_dns_tcp_frame(const uint8_t *buf, size_t len, size_t *msg_len);
+
 /* The answer to @q (parsed from @query) with @rcode and @n addresses (@addrs[i] of @addr_len bytes
  * each: 4 for A, 16 for AAAA; records of type @q->qtype), TTL @ttl, into @out. Its length, or 0 when
  * it would not fit @cap (answers past EGRESS_DNS_MAX are the caller's to avoid: at most 8 of them). */

@@ -3,7 +3,10 @@
  * A connection goes HEAD (reading the first bytes into b_up) -> DIAL (decided and allowed:
  * resolving and connecting) -> SPLICE (both ways, one buffer and at most one write in flight per
  * direction, reading stopped while that write is pending) -> CLOSING; a refusal goes HEAD ->
- * DENYING (the 403 being written) -> CLOSING. close_conn is the single teardown: it closes the
+ * DENYING (the 403 being written) -> CLOSING. An allowed CONNECT goes DIAL -> TUNNEL (the 200
+ * written, the sandbox's first bytes awaited and a ClientHello among them decided) -> SPLICE. Raw
+ * TCP redirected from port 53 of a DNS door goes HEAD -> DNS (questions answered one at a time) ->
+ * CLOSING. close_conn is the single teardown: it closes the
  * handles (libuv then fails every pending write, connect and shutdown with ECANCELED, whose
  * callbacks see CLOSING and do nothing) and cancels a pending getaddrinfo; the memory goes when the
  * last handle's close callback and the getaddrinfo callback have both run. */
@@ -52,7 +55,10 @@ struct egress_door {
     struct queue node; /* in relay->doors */
     struct egress_relay *r;
     uv_tcp_t listener;
-    struct egress_sandbox sb; /* strings owned */
+    struct egress_sandbox sb;       /* strings owned (all "" on a shared door) */
+    egress_source_lookup_fn lookup; /* a shared door: the sandbox of each source address */
+    void *lookup_ctx;
+    struct queue sources; /* a shared door: struct source, connections counted per sandbox */
     struct queue conns;
     unsigned admitted;
     bool closing, listener_closed;
@@ -67,13 +73,23 @@ struct egress_door {
 #define DNS_ANSWERS_MAX 8u
 #define DNS_TTL_S       30u
 
-enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_CLOSING };
+/* A shared door's count of one sandbox's connections (its key "<namespace>/<name>"). */
+struct source {
+    struct queue node; /* in door->sources */
+    unsigned admitted;
+    char key[];
+};
+
+enum conn_state { ST_HEAD, ST_DIAL, ST_DENYING, ST_TUNNEL, ST_SPLICE, ST_DNS, ST_CLOSING };
 
 struct conn {
     struct queue node; /* in door->conns */
     struct egress_door *door;
-    uv_tcp_t down; /* the sandbox's side */
-    uv_tcp_t up;   /* the destination's side */
+    struct egress_sandbox sb;       /* whose: the door's, or (shared door) the lookup's, in sb_buf */
+    struct source *src;             /* a shared door's count this connection is in, or NULL */
+    char sb_buf[EGRESS_SOURCE_BUF]; /* the lookup's strings */
+    uv_tcp_t down;                  /* the sandbox's side */
+    uv_tcp_t up;                    /* the destination's side */
     uv_timer_t timer;
     uv_getaddrinfo_t gai;
     uv_connect_t creq;
@@ -98,6 +114,10 @@ struct conn {
     struct egress_intent intent;
     struct egress_decision decision;
     uint64_t bytes_out, bytes_in;
+    /* DNS over TCP (ST_DNS): the question being answered. */
+    struct egress_dns_query dq;
+    uint8_t dq_msg[EGRESS_DNS_MAX];
+    bool dq_busy; /* resolving or writing its answer: reading is stopped */
 };
 
 void egress_relay_config_defaults(struct egress_relay_config *cfg)
@@ -161,21 +181,22 @@ void egress_relay_stats(struct egress_relay *r, struct egress_relay_stats *out)
     out->refused_limit = atomic_load(&r->refused_limit);
 }
 
-static void emit_for(struct egress_door *d, enum egress_event_kind kind, const struct egress_intent *in,
-                     const struct egress_decision *dec, uint64_t out, uint64_t inb)
+static void emit_for(struct egress_door *d, const struct egress_sandbox *sb, enum egress_event_kind kind,
+                     const struct egress_intent *in, const struct egress_decision *dec, uint64_t out,
+                     uint64_t inb)
 {
     struct egress_relay *r = d->r;
     if (r->cb == NULL) {
         return;
     }
     struct egress_event ev = {
-        .kind = kind, .sandbox = &d->sb, .intent = in, .decision = dec, .bytes_out = out, .bytes_in = inb};
+        .kind = kind, .sandbox = sb, .intent = in, .decision = dec, .bytes_out = out, .bytes_in = inb};
     r->cb(r->cb_ctx, &ev);
 }
 
 static void emit(struct conn *c, enum egress_event_kind kind)
 {
-    emit_for(c->door, kind, &c->intent, &c->decision, c->bytes_out, c->bytes_in);
+    emit_for(c->door, &c->sb, kind, &c->intent, &c->decision, c->bytes_out, c->bytes_in);
 }
 
 /* ---- teardown ---------------------------------------------------------------------------------- */
@@ -224,6 +245,10 @@ static void conn_maybe_free(struct conn *c)
     if (c->admitted) {
         d->admitted--;
         r->admitted--;
+    }
+    if (c->src != NULL && --c->src->admitted == 0) {
+        queue_remove(&c->src->node);
+        mem_free(c->src);
     }
     atomic_fetch_sub(&r->open, 1);
     queue_remove(&c->node);
@@ -550,7 +575,7 @@ static void tunnel_progress(struct conn *c)
     }
     snprintf(c->tunnel_sni, sizeof c->tunnel_sni, "%s", t.host);
     c->intent.sni = c->tunnel_sni;
-    egress_policy_cache_decide(r->policies, c->door->sb.ns, c->door->sb.id, &c->intent, &c->decision);
+    egress_policy_cache_decide(r->policies, c->sb.ns, c->sb.id, &c->intent, &c->decision);
     if (!c->decision.allowed) {
         tunnel_refuse(c, NULL);
         return;
@@ -604,7 +629,7 @@ static void dial_failed(struct conn *c, const char *what, int uv_status)
     char msg[GERR_MSG_SIZE];
     snprintf(msg, sizeof msg, "the relay could not %s %s:%u: %s", what, c->dial_name, c->dial_port,
              uv_status != 0 ? uv_strerror(uv_status) : "timed out");
-    LOG_INFO("egress: %s/%s: %s", c->door->sb.ns, c->door->sb.name, msg);
+    LOG_INFO("egress: %s/%s: %s", c->sb.ns, c->sb.name, msg);
     reply_and_close(c, "502 Bad Gateway", msg);
 }
 
@@ -705,7 +730,8 @@ static void find_orig(struct conn *c)
     uv_os_fd_t fd;
     struct sockaddr_storage orig, local;
     int local_len = sizeof local;
-    if (uv_fileno((uv_handle_t *)&c->down, &fd) != 0 || r->orig_dst(r->orig_ctx, fd, &orig) != 0 ||
+    if (c->door->lookup != NULL || uv_fileno((uv_handle_t *)&c->down, &fd) != 0 ||
+        r->orig_dst(r->orig_ctx, fd, &orig) != 0 ||
         uv_tcp_getsockname(&c->down, (struct sockaddr *)&local, &local_len) != 0) {
         return;
     }
@@ -732,6 +758,8 @@ static void find_orig(struct conn *c)
     c->orig_port = port;
     c->have_orig = port != 0;
 }
+
+static void dns_tcp_start(struct conn *c);
 
 /* The head is complete (or the connection is raw TCP): build the intent, decide, act. */
 static void decide(struct conn *c)
@@ -779,10 +807,20 @@ static void decide(struct conn *c)
         break;
     default:
         in->transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_TCP;
+        if (c->door->lookup != NULL) {
+            refuse(c,
+                   "a shared door (kubernetes pods) takes CONNECT, plain HTTP and TLS only: raw TCP has no "
+                   "destination the relay can know");
+            return;
+        }
         if (!c->have_orig) {
             refuse(c,
                    "raw TCP is decided by the connection's original destination, and the relay does not know "
                    "it (the connection was not redirected to the relay by netfilter)");
+            return;
+        }
+        if (c->orig_port == 53 && c->door->udp_init) {
+            dns_tcp_start(c); /* DNS over TCP: answered like the door's UDP questions */
             return;
         }
         in->port = c->orig_port;
@@ -790,7 +828,7 @@ static void decide(struct conn *c)
         break;
     }
     c->dial_port = in->port;
-    egress_policy_cache_decide(r->policies, c->door->sb.ns, c->door->sb.id, in, &c->decision);
+    egress_policy_cache_decide(r->policies, c->sb.ns, c->sb.id, in, &c->decision);
     emit(c, EGRESS_EVENT_DECIDED);
     if (!c->decision.allowed) {
         reply_and_close(c, "403 Forbidden", c->decision.reason);
@@ -848,6 +886,158 @@ static void head_progress(struct conn *c)
     decide(c);
 }
 
+/* ---- DNS over TCP ------------------------------------------------------------------------------ */
+
+/* A connection redirected from port 53 of a door with a DNS responder is a resolver speaking DNS
+ * over TCP (RFC 7766): each length-prefixed question is decided and answered as the door's UDP
+ * questions are (the same intent: transport DNS, the name, any port), one at a time, in order;
+ * several may be sent on one connection. A malformed message, a length over EGRESS_DNS_MAX, or
+ * head_timeout_ms without a complete question closes the connection. */
+static void dns_tcp_progress(struct conn *c);
+
+static void on_dns_tcp_written(uv_write_t *w, int status)
+{
+    struct conn *c = w->data;
+    c->writing_down = false;
+    mem_free(c->reply);
+    c->reply = NULL;
+    if (c->st != ST_DNS) {
+        return;
+    }
+    if (status < 0) {
+        close_conn(c);
+        return;
+    }
+    c->dq_busy = false;
+    dns_tcp_progress(c);
+}
+
+/* Answer the question in c->dq with @rcode and @n addresses, framed; then the next question. */
+static void dns_tcp_answer(struct conn *c, unsigned rcode, const uint8_t (*addrs)[16], size_t n,
+                           size_t addr_len)
+{
+    uint8_t *out = mem_alloc(2 + EGRESS_DNS_MAX);
+    size_t len =
+        egress_dns_answer(c->dq_msg, &c->dq, rcode, addrs, n, addr_len, DNS_TTL_S, out + 2, EGRESS_DNS_MAX);
+    if (len == 0) {
+        mem_free(out);
+        close_conn(c);
+        return;
+    }
+    out[0] = (uint8_t)(len >> 8);
+    out[1] = (uint8_t)len;
+    c->reply = (char *)out;
+    uv_buf_t b = uv_buf_init(c->reply, (unsigned)(len + 2));
+    c->w_down.data = c;
+    c->writing_down = true;
+    if (uv_write(&c->w_down, (uv_stream_t *)&c->down, &b, 1, on_dns_tcp_written) != 0) {
+        c->writing_down = false;
+        close_conn(c);
+    }
+}
+
+static void on_dns_tcp_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct conn *c = req->data;
+    struct egress_door *d = c->door;
+    c->gai_pending = false;
+    d->dns_pending--;
+    if (c->st != ST_DNS) {
+        if (res != NULL) {
+            uv_freeaddrinfo(res);
+        }
+        conn_maybe_free(c);
+        return;
+    }
+    uint8_t addrs[DNS_ANSWERS_MAX][16];
+    size_t n = 0, addr_len = c->dq.qtype == EGRESS_DNS_A ? 4 : 16;
+    for (const struct addrinfo *a = status == 0 ? res : NULL; a != NULL && n < DNS_ANSWERS_MAX;
+         a = a->ai_next) {
+        if (a->ai_family == AF_INET && addr_len == 4) {
+            memcpy(addrs[n++], &((const struct sockaddr_in *)a->ai_addr)->sin_addr, 4);
+        } else if (a->ai_family == AF_INET6 && addr_len == 16) {
+            memcpy(addrs[n++], &((const struct sockaddr_in6 *)a->ai_addr)->sin6_addr, 16);
+        }
+    }
+    if (res != NULL) {
+        uv_freeaddrinfo(res);
+    }
+    unsigned rcode = status == 0 || status == UV_EAI_NODATA || status == UV_EAI_ADDRFAMILY
+                         ? EGRESS_DNS_NOERROR
+                     : status == UV_EAI_NONAME ? EGRESS_DNS_NXDOMAIN
+                                               : EGRESS_DNS_SERVFAIL;
+    dns_tcp_answer(c, rcode, (const uint8_t(*)[16])addrs, n, addr_len);
+}
+
+static void dns_tcp_progress(struct conn *c)
+{
+    struct egress_door *d = c->door;
+    struct egress_relay *r = d->r;
+    if (c->dq_busy || c->st != ST_DNS) {
+        return;
+    }
+    size_t n;
+    int f = egress_dns_tcp_frame(c->b_up, c->n_up, &n);
+    if (f < 0 || (f == 0 && c->n_up == r->cfg.buf_size)) {
+        close_conn(c);
+        return;
+    }
+    if (f == 0) {
+        /* Reading may be on already (more bytes of this question are awaited): that is fine. */
+        int rv = uv_read_start((uv_stream_t *)&c->down, alloc_down, on_down_read);
+        if (rv != 0 && rv != UV_EALREADY) {
+            close_conn(c);
+        }
+        return;
+    }
+    memcpy(c->dq_msg, c->b_up + 2, n);
+    c->n_up -= 2 + n;
+    memmove(c->b_up, c->b_up + 2 + n, c->n_up);
+    if (egress_dns_parse_query(c->dq_msg, n, &c->dq, NULL, 0) != 0) {
+        close_conn(c);
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->down);
+    uv_timer_start(&c->timer, on_timer, r->cfg.head_timeout_ms, 0);
+    c->dq_busy = true;
+    struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS,
+                               .host = c->dq.name};
+    struct egress_decision dec;
+    egress_policy_cache_decide(r->policies, c->sb.ns, c->sb.id, &in, &dec);
+    emit_for(d, &c->sb, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
+    if (!dec.allowed) {
+        dns_tcp_answer(c, EGRESS_DNS_REFUSED, NULL, 0, 4);
+        return;
+    }
+    if ((c->dq.qtype != EGRESS_DNS_A && c->dq.qtype != EGRESS_DNS_AAAA) ||
+        d->dns_pending >= DNS_PENDING_MAX) {
+        dns_tcp_answer(c,
+                       c->dq.qtype == EGRESS_DNS_A || c->dq.qtype == EGRESS_DNS_AAAA ? EGRESS_DNS_SERVFAIL
+                                                                                     : EGRESS_DNS_NOERROR,
+                       NULL, 0, 4);
+        return;
+    }
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = c->dq.qtype == EGRESS_DNS_A ? AF_INET : AF_INET6;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    if (uv_getaddrinfo(r->loop, &c->gai, on_dns_tcp_resolved, c->dq.name, NULL, &hints) != 0) {
+        dns_tcp_answer(c, EGRESS_DNS_SERVFAIL, NULL, 0, 4);
+        return;
+    }
+    c->gai_pending = true;
+    d->dns_pending++;
+}
+
+static void dns_tcp_start(struct conn *c)
+{
+    c->st = ST_DNS;
+    c->proto = EGRESS_PROTO_RAW;
+    uv_timer_start(&c->timer, on_timer, c->door->r->cfg.head_timeout_ms, 0);
+    dns_tcp_progress(c);
+}
+
 static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -873,6 +1063,15 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         tunnel_progress(c);
         return;
     }
+    if (c->st == ST_DNS) {
+        if (nread < 0) {
+            close_conn(c); /* the resolver is done (or gone): nothing more to answer */
+            return;
+        }
+        c->n_up += (size_t)nread;
+        dns_tcp_progress(c);
+        return;
+    }
     if (c->st != ST_SPLICE) {
         return;
     }
@@ -892,6 +1091,10 @@ static void on_down_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_timer(uv_timer_t *t)
 {
     struct conn *c = t->data;
+    if (c->st == ST_DNS) {
+        close_conn(c); /* idle, or a question not complete, for head_timeout_ms */
+        return;
+    }
     struct egress_relay *r = c->door->r;
     char reason[200];
     if (c->st == ST_HEAD && !c->got_bytes) {
@@ -914,6 +1117,58 @@ static void on_timer(uv_timer_t *t)
                  r->cfg.head_timeout_ms);
         tunnel_refuse(c, reason);
     }
+}
+
+/* ---- shared doors ------------------------------------------------------------------------------ */
+
+/* The sandbox behind @peer on shared door @d: true with @sb filled (strings in @buf, of
+ * EGRESS_SOURCE_BUF bytes), or false with @sb empty and @dec the refusal (layer "relay"). */
+static bool attribute(struct egress_door *d, const struct sockaddr *peer, struct egress_sandbox *sb,
+                      char *buf, struct egress_decision *dec)
+{
+    memset(sb, 0, sizeof *sb);
+    if (peer != NULL && d->lookup(d->lookup_ctx, peer, sb, buf, EGRESS_SOURCE_BUF) == 0 && sb->ns != NULL &&
+        sb->name != NULL && sb->ns[0] != '\0' && sb->name[0] != '\0') {
+        if (sb->owner == NULL) {
+            sb->owner = "";
+        }
+        return true;
+    }
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (peer != NULL && peer->sa_family == AF_INET) {
+        uv_ip4_name((const struct sockaddr_in *)peer, ip, sizeof ip);
+    } else if (peer != NULL && peer->sa_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)peer, ip, sizeof ip);
+    }
+    sb->ns = sb->name = sb->owner = "";
+    sb->id = NULL;
+    memset(dec, 0, sizeof *dec);
+    dec->layer = "relay";
+    snprintf(dec->destination, sizeof dec->destination, "%s", ip);
+    snprintf(dec->reason, sizeof dec->reason,
+             "the source address %s is not a sandbox of this gateway (a shared door serves only the pods the "
+             "kubernetes driver knows)",
+             ip);
+    return false;
+}
+
+/* A shared door's count for @sb (made on first use). */
+static struct source *source_of(struct egress_door *d, const struct egress_sandbox *sb)
+{
+    char key[EGRESS_SOURCE_BUF];
+    snprintf(key, sizeof key, "%s/%s", sb->ns, sb->name);
+    struct queue *q;
+    QUEUE_FOREACH (q, &d->sources) {
+        struct source *s = QUEUE_DATA(q, struct source, node);
+        if (strcmp(s->key, key) == 0) {
+            return s;
+        }
+    }
+    size_t n = strlen(key) + 1;
+    struct source *s = mem_zalloc(sizeof *s + n);
+    memcpy(s->key, key, n);
+    queue_insert_tail(&d->sources, &s->node);
+    return s;
 }
 
 /* ---- DNS ---------------------------------------------------------------------------------------- */
@@ -1018,8 +1273,15 @@ static void on_dns_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const s
     struct egress_intent in = {.transport = GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS,
                                .host = q.name};
     struct egress_decision dec;
-    egress_policy_cache_decide(r->policies, d->sb.ns, d->sb.id, &in, &dec);
-    emit_for(d, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
+    struct egress_sandbox sb = d->sb;
+    char sb_buf[EGRESS_SOURCE_BUF];
+    if (d->lookup != NULL && !attribute(d, peer, &sb, sb_buf, &dec)) {
+        emit_for(d, &sb, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
+        dns_reply(d, peer, d->dns_buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4);
+        return;
+    }
+    egress_policy_cache_decide(r->policies, sb.ns, sb.id, &in, &dec);
+    emit_for(d, &sb, EGRESS_EVENT_DECIDED, &in, &dec, 0, 0);
     if (!dec.allowed) {
         dns_reply(d, peer, d->dns_buf, &q, EGRESS_DNS_REFUSED, NULL, 0, 4);
         return;
@@ -1099,7 +1361,7 @@ static void on_accept(uv_stream_t *server, int status)
     struct egress_door *d = server->data;
     struct egress_relay *r = d->r;
     if (status < 0 || d->closing) {
-        LOG_WARN("egress: %s/%s: accept: %s", d->sb.ns, d->sb.name,
+        LOG_WARN("egress: %s/%s: accept: %s", d->lookup != NULL ? "(shared)" : d->sb.ns, d->sb.name,
                  status < 0 ? uv_strerror(status) : "door closing");
         return;
     }
@@ -1118,18 +1380,43 @@ static void on_accept(uv_stream_t *server, int status)
     }
     atomic_fetch_add(&r->accepted, 1);
     c->b_up = mem_alloc(r->cfg.buf_size);
-    if (d->admitted >= r->cfg.max_conns_per_sandbox || r->admitted >= r->cfg.max_conns) {
+    c->sb = d->sb;
+    struct source *src = NULL;
+    unsigned mine = d->admitted; /* the sandbox's connections on this door */
+    if (d->lookup != NULL) {
+        struct sockaddr_storage peer;
+        int len = sizeof peer;
+        const struct sockaddr *pa = uv_tcp_getpeername(&c->down, (struct sockaddr *)&peer, &len) == 0
+                                        ? (struct sockaddr *)&peer
+                                        : NULL;
+        if (!attribute(d, pa, &c->sb, c->sb_buf, &c->decision)) {
+            emit(c, EGRESS_EVENT_DECIDED);
+            close_conn(c);
+            return;
+        }
+        src = source_of(d, &c->sb);
+        mine = src->admitted;
+    }
+    if (mine >= r->cfg.max_conns_per_sandbox || r->admitted >= r->cfg.max_conns) {
         char reason[200];
         atomic_fetch_add(&r->refused_limit, 1);
         snprintf(reason, sizeof reason, "the %s holds %u connections, its limit",
-                 d->admitted >= r->cfg.max_conns_per_sandbox ? "sandbox" : "relay",
-                 d->admitted >= r->cfg.max_conns_per_sandbox ? d->admitted : r->admitted);
+                 mine >= r->cfg.max_conns_per_sandbox ? "sandbox" : "relay",
+                 mine >= r->cfg.max_conns_per_sandbox ? mine : r->admitted);
+        if (src != NULL && src->admitted == 0) {
+            queue_remove(&src->node);
+            mem_free(src);
+        }
         refuse(c, reason); /* no adapter picked yet: closed without a reply */
         return;
     }
     c->admitted = true;
     d->admitted++;
     r->admitted++;
+    if (src != NULL) {
+        c->src = src;
+        src->admitted++;
+    }
     uv_tcp_nodelay(&c->down, 1);
     uv_timer_start(&c->timer, on_timer, r->cfg.sniff_ms, 0);
     read_down(c);
@@ -1157,9 +1444,9 @@ static int bind_reuse_port(uv_tcp_t *t, const struct sockaddr *addr, char *errms
     return 0;
 }
 
-int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb,
-                           const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
-                           char *errmsg)
+static int open_door(struct egress_relay *r, const struct egress_sandbox *sb, egress_source_lookup_fn lookup,
+                     void *lookup_ctx, const struct sockaddr *addr, unsigned flags, int *port,
+                     struct egress_door **out, char *errmsg)
 {
     struct egress_door *d = mem_zalloc(sizeof *d);
     d->r = r;
@@ -1167,6 +1454,9 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
     d->sb.name = mem_strdup(sb->name);
     d->sb.owner = mem_strdup(sb->owner != NULL ? sb->owner : "");
     d->sb.id = sb->id != NULL ? mem_strdup(sb->id) : NULL;
+    d->lookup = lookup;
+    d->lookup_ctx = lookup_ctx;
+    queue_init(&d->sources);
     queue_init(&d->conns);
     queue_insert_tail(&r->doors, &d->node);
     uv_tcp_init(r->loop, &d->listener);
@@ -1199,12 +1489,31 @@ int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *
     }
     if (e != 0 || rv != 0) {
         e = e != 0 ? e : uverr_to_gerr(rv, errmsg);
-        gerr_wrap(errmsg, "egress door for %s/%s", sb->ns, sb->name);
+        if (lookup != NULL) {
+            gerr_wrap(errmsg, "shared egress door");
+        } else {
+            gerr_wrap(errmsg, "egress door for %s/%s", sb->ns, sb->name);
+        }
         egress_relay_close_door(d); /* freed on a later iteration */
         return e;
     }
     *out = d;
     return 0;
+}
+
+int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb,
+                           const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
+                           char *errmsg)
+{
+    return open_door(r, sb, NULL, NULL, addr, flags, port, out, errmsg);
+}
+
+int egress_relay_open_shared_door(struct egress_relay *r, const struct sockaddr *addr, unsigned flags,
+                                  egress_source_lookup_fn lookup, void *lookup_ctx, int *port,
+                                  struct egress_door **out, char *errmsg)
+{
+    struct egress_sandbox none = {"", "", "", NULL};
+    return open_door(r, &none, lookup, lookup_ctx, addr, flags, port, out, errmsg);
 }
 
 static void on_listener_closed(uv_handle_t *h)

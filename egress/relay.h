@@ -15,9 +15,15 @@
  * are closed. Allowed: the relay resolves the NAME it decided on (never an address the sandbox
  * chose, unless the intent had no name), dials it, answers CONNECT with "200 Connection
  * Established", forwards everything else it has read unchanged, and splices both ways. Inside a
- * CONNECT tunnel the first bytes are looked at before any is forwarded: a TLS ClientHello's
- * server_name is decided with the CONNECT target (a refusal, reported as a second DECIDED event,
- * closes the tunnel); anything else, or nothing within sniff_ms, is spliced.
+ * CONNECT tunnel the first bytes are looked at before any is forwarded, whenever they come: a TLS
+ * ClientHello's server_name is decided with the CONNECT target (a refusal, reported as a second
+ * DECIDED event, closes the tunnel); anything else is spliced. After sniff_ms of silence from the
+ * sandbox the destination's bytes flow to it (protocols where the server speaks first) while its
+ * own first bytes are still awaited and looked at.
+ *
+ * DNS over TCP: on a door opened with EGRESS_DOOR_DNS, a connection whose original destination port
+ * is 53 carries length-prefixed DNS questions (egress_dns_tcp_frame), each decided and answered as
+ * the door's UDP questions are, one at a time, in order; nothing is dialed.
  *
  * Bounds: each connection buffers at most buf_size bytes per direction (reading stops while a
  * write is in flight); a door holds at most max_conns_per_sandbox connections and the relay at most
@@ -105,6 +111,27 @@ void egress_relay_set_orig_dst(struct egress_relay *r, egress_orig_dst_fn fn, vo
 int egress_relay_open_door(struct egress_relay *r, const struct egress_sandbox *sb,
                            const struct sockaddr *addr, unsigned flags, int *port, struct egress_door **out,
                            char *errmsg);
+
+/* Who is behind the source address @peer of a connection or DNS datagram that reached a shared
+ * door: 0 with @out filled (its strings may point into @buf, @buflen bytes, which the relay keeps
+ * for as long as it uses them), or GERR_NOTFOUND when the address is no sandbox's. Called on the
+ * loop thread, once per accepted connection and once per DNS datagram; it must not block (answer
+ * from memory, such as the kubernetes driver's cache: driver_k8s_lookup_ip). */
+typedef int (*egress_source_lookup_fn)(void *ctx, const struct sockaddr *peer, struct egress_sandbox *out,
+                                       char *buf, size_t buflen);
+#define EGRESS_SOURCE_BUF 512u /* the @buflen a lookup gets */
+
+/* Open a shared door on @addr: one listener (and, with EGRESS_DOOR_DNS, one DNS responder) for
+ * many sandboxes, each connection and datagram attributed by its source address through @lookup
+ * (kubernetes pods: docs/egress.md, "Kubernetes"). A source @lookup does not know is refused: the
+ * connection is closed at once (a datagram answered REFUSED) and the refusal reported as a DECIDED
+ * event of layer "relay" whose sandbox has empty namespace, name and owner and whose reason names
+ * the address. max_conns_per_sandbox counts each sandbox's connections on the door apart. The
+ * original destination is not looked at (raw TCP is refused: pods reach the door only as a proxy).
+ * Otherwise like egress_relay_open_door. */
+int egress_relay_open_shared_door(struct egress_relay *r, const struct sockaddr *addr, unsigned flags,
+                                  egress_source_lookup_fn lookup, void *lookup_ctx, int *port,
+                                  struct egress_door **out, char *errmsg);
 
 /* Stop accepting on @d and close every connection of it; the door's memory goes when the last
  * handle has closed (on a later loop iteration). */

@@ -291,6 +291,19 @@ static const struct field fields[] = {
     UINT(egress_policy_refresh_ms, 500, 50, 1500,
          "egress relay: how often the replica re-reads the policies (a tightened policy applies within this "
          "plus one read)"),
+    STRING(
+        egress_relay_k8s_address, "", NULL, "IP:port",
+        "kubernetes driver: the address sandbox pods are given as http_proxy/https_proxy, and (without "
+        "egress_relay_k8s_pod_selector) the one peer of their gantry-egress-relay NetworkPolicy; empty: no "
+        "relay for pods (docs/egress.md)"),
+    STRING(egress_relay_k8s_pod_selector, "", NULL, "key=value,...",
+           "kubernetes driver: labels of the gantryd pods (in the gateway's namespace) that the pods' "
+           "NetworkPolicy lets them reach on egress_relay_k8s_port; empty: an ipBlock of "
+           "egress_relay_k8s_address"),
+    UINT(egress_relay_k8s_port, 0, 0, 65535,
+         "kubernetes driver: the port this replica's relay for pods listens on (every address; connections "
+         "attributed by the pod's source address), also the NetworkPolicy's port with a pod selector; 0: no "
+         "relay for pods on this replica"),
     UINT(api_max_connections_per_source, 128, 0, 1000000, "API connections from one IP address; 0: no limit"),
     UINT(api_established_reserve_percent, 25, 0, 90,
          "share of the API connection budget only connections that carried an authenticated call may use"),

@@ -47,7 +47,7 @@
 enum config_source { CONFIG_SRC_DEFAULT = 0, CONFIG_SRC_FILE, CONFIG_SRC_ENV, CONFIG_SRC_FLAG };
 
 /* Room for the provenance of every field; config.c checks the table fits at compile time. */
-#define CONFIG_MAX_FIELDS 96
+#define CONFIG_MAX_FIELDS 112
 
 /* A list of strings (the join addresses). Owned by the config. */
 struct config_list {
@@ -224,6 +224,8 @@ struct config {
     /* The egress relay (docs/egress.md). */
     unsigned egress_relay_port, egress_max_connections, egress_max_connections_per_sandbox;
     unsigned egress_policy_refresh_ms;
+    char *egress_relay_k8s_address, *egress_relay_k8s_pod_selector; /* docs/egress.md, "Kubernetes" */
+    unsigned egress_relay_k8s_port;
     /* Transport limits (docs/security.md, "Transport limits"). */
     unsigned api_max_connections_per_source, api_established_reserve_percent, api_handshake_timeout_ms;
     unsigned api_idle_timeout_ms, api_max_request_fields, api_max_request_depth;

@@ -1,6 +1,7 @@
 /* gantryd's egress relay. See egress_svc.h. */
 #include "server/egress_svc.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "drivers/k8s.h"
 #include "drivers/process_net.h"
 #include "egress/parse.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -48,7 +50,8 @@ struct egress_svc {
     uv_async_t stop_async;
     uv_timer_t scan_timer;
     uv_fs_event_t watch; /* the door directory: a new door opens as soon as its file appears */
-    bool watching;
+    bool watching, scanning;
+    struct egress_door *shared; /* kubernetes pods: the one shared door */
     struct egress_relay *relay;
     struct open_door *doors;
     size_t n_doors, cap_doors;
@@ -318,7 +321,9 @@ static void on_relay_closed(void *ctx)
 static void on_stop(uv_async_t *a)
 {
     struct egress_svc *s = a->data;
-    uv_close((uv_handle_t *)&s->scan_timer, NULL);
+    if (s->scanning) {
+        uv_close((uv_handle_t *)&s->scan_timer, NULL);
+    }
     if (s->watching) {
         uv_close((uv_handle_t *)&s->watch, NULL);
     }
@@ -330,6 +335,33 @@ static void *relay_main(void *arg)
     struct egress_svc *s = arg;
     uv_run(&s->loop, UV_RUN_DEFAULT);
     return NULL;
+}
+
+/* ---- kubernetes pods (relay thread) ---------------------------------------------------------- */
+
+/* egress_source_lookup_fn over the kubernetes driver's cache: the strings go into @buf. */
+static int pod_lookup(void *ctx, const struct sockaddr *peer, struct egress_sandbox *out, char *buf,
+                      size_t len)
+{
+    struct egress_svc *s = ctx;
+    char ip[INET6_ADDRSTRLEN];
+    struct driver_k8s_pod p;
+    if ((peer->sa_family == AF_INET && uv_ip4_name((const struct sockaddr_in *)peer, ip, sizeof ip) != 0) ||
+        (peer->sa_family == AF_INET6 && uv_ip6_name((const struct sockaddr_in6 *)peer, ip, sizeof ip) != 0) ||
+        (peer->sa_family != AF_INET && peer->sa_family != AF_INET6) ||
+        driver_k8s_lookup_ip(s->cfg.k8s, ip, &p) != 0) {
+        return GERR_NOTFOUND;
+    }
+    size_t a = strlen(p.ns) + 1, b = strlen(p.name) + 1, c = strlen(p.owner) + 1, d = strlen(p.id) + 1;
+    if (a + b + c + d > len) {
+        return GERR_NOTFOUND;
+    }
+    memcpy(buf, p.ns, a);
+    memcpy(buf + a, p.name, b);
+    memcpy(buf + a + b, p.owner, c);
+    memcpy(buf + a + b + c, p.id, d);
+    *out = (struct egress_sandbox){.ns = buf, .name = buf + a, .owner = buf + a + b, .id = buf + a + b + c};
+    return 0;
 }
 
 /* ---- policies (policy thread) ----------------------------------------------------------------- */
@@ -389,11 +421,48 @@ static int refresh_policies(struct egress_svc *s, char *err)
  * read from its row; sandboxes whose door file is gone are forgotten. A policy is fixed at create,
  * so each is read once. A sandbox without a row yet (or any more) stays unrecorded: its door stays
  * shut. */
+/* Kubernetes: the READY sandboxes of the driver's cache (started here if it is not running). While
+ * the cache is not live (starting, or relisting after its watch broke) *@wait is set and nothing is
+ * changed this round: what is recorded stays, and the lookup refuses every pod meanwhile anyway. */
+static int pod_ids(struct egress_svc *s, char ***out, size_t *n_out, bool *wait, char *err)
+{
+    char(*ready)[40] = NULL;
+    size_t n = 0;
+    *out = NULL;
+    *n_out = 0;
+    *wait = false;
+    if (driver_k8s_ready_ids(s->cfg.k8s, &ready, &n) != 0) {
+        int rv = driver_k8s_start_cache(s->cfg.k8s, err);
+        if (rv != 0) {
+            return rv; /* the API server did not answer the discovery: a failed refresh */
+        }
+        if (driver_k8s_ready_ids(s->cfg.k8s, &ready, &n) != 0) {
+            *wait = true;
+            return 0;
+        }
+    }
+    char **ids = mem_zalloc((n + 1) * sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = mem_strdup(ready[i]);
+    }
+    mem_free(ready);
+    *out = ids;
+    *n_out = n;
+    return 0;
+}
+
 static int refresh_sandboxes(struct egress_svc *s, char *err)
 {
     char **ids = NULL;
     size_t n = 0, cap = 0;
-    DIR *dir = opendir(s->door_dir);
+    if (s->cfg.k8s != NULL) {
+        bool wait;
+        int prv = pod_ids(s, &ids, &n, &wait, err);
+        if (prv != 0 || wait) {
+            return prv;
+        }
+    }
+    DIR *dir = s->cfg.k8s != NULL ? NULL : opendir(s->door_dir);
     struct dirent *e;
     while (dir != NULL && (e = readdir(dir)) != NULL) {
         size_t len = strlen(e->d_name);
@@ -491,7 +560,7 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
 {
     struct egress_svc *s = mem_zalloc(sizeof *s);
     s->cfg = *cfg;
-    s->door_dir = mem_strdup(cfg->door_dir);
+    s->door_dir = cfg->door_dir != NULL ? mem_strdup(cfg->door_dir) : NULL;
     s->gateway_id = mem_strdup(cfg->gateway_id != NULL ? cfg->gateway_id : "");
     s->cfg.door_dir = s->door_dir;
     s->cfg.gateway_id = s->gateway_id;
@@ -514,19 +583,34 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
     pthread_cond_init(&s->cond, NULL);
     uv_async_init(&s->loop, &s->stop_async, on_stop);
     s->stop_async.data = s;
-    uv_timer_init(&s->loop, &s->scan_timer);
-    s->scan_timer.data = s;
-    uv_timer_start(&s->scan_timer, scan, 0, SCAN_MS);
-    /* The directory the process driver writes door files into (it makes it too; whoever is first). */
-    if (mkdir(s->door_dir, 0700) != 0 && errno != EEXIST) {
-        LOG_WARN("egress: mkdir %s: %s (doors are found by the %u ms scan only)", s->door_dir,
-                 strerror(errno), SCAN_MS);
-    }
-    uv_fs_event_init(&s->loop, &s->watch);
-    s->watch.data = s;
-    s->watching = true;
-    if (uv_fs_event_start(&s->watch, on_door_dir_changed, s->door_dir, 0) != 0) {
-        LOG_WARN("egress: cannot watch %s: doors are found by the %u ms scan only", s->door_dir, SCAN_MS);
+    if (cfg->k8s != NULL) {
+        /* Kubernetes pods: one shared door, opened before the loop runs (this thread is its only
+         * user until the relay thread starts). */
+        struct sockaddr_in any;
+        uv_ip4_addr("0.0.0.0", (int)cfg->shared_port, &any);
+        if ((rv = egress_relay_open_shared_door(s->relay, (const struct sockaddr *)&any,
+                                                EGRESS_DOOR_REUSE_PORT, pod_lookup, s, NULL, &s->shared,
+                                                errmsg)) != 0) {
+            gerr_wrap(errmsg, "egress relay for kubernetes pods on port %u", cfg->shared_port);
+            goto err_after_relay;
+        }
+    } else {
+        uv_timer_init(&s->loop, &s->scan_timer);
+        s->scan_timer.data = s;
+        s->scanning = true;
+        uv_timer_start(&s->scan_timer, scan, 0, SCAN_MS);
+        /* The directory the process driver writes door files into (it makes it too; whoever is
+         * first). */
+        if (mkdir(s->door_dir, 0700) != 0 && errno != EEXIST) {
+            LOG_WARN("egress: mkdir %s: %s (doors are found by the %u ms scan only)", s->door_dir,
+                     strerror(errno), SCAN_MS);
+        }
+        uv_fs_event_init(&s->loop, &s->watch);
+        s->watch.data = s;
+        s->watching = true;
+        if (uv_fs_event_start(&s->watch, on_door_dir_changed, s->door_dir, 0) != 0) {
+            LOG_WARN("egress: cannot watch %s: doors are found by the %u ms scan only", s->door_dir, SCAN_MS);
+        }
     }
     /* Policies first: no door opens before the relay has read them once (or tried). */
     char err[GERR_MSG_SIZE] = "";
@@ -548,13 +632,21 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
         gerr_set(errmsg, "egress: cannot start the relay thread");
         goto err_after_relay;
     }
-    LOG_INFO("egress: relay up, doors on port %u from %s", cfg->relay_port, s->door_dir);
+    if (cfg->k8s != NULL) {
+        LOG_INFO("egress: relay for kubernetes pods up on port %u", cfg->shared_port);
+    } else {
+        LOG_INFO("egress: relay up, doors on port %u from %s", cfg->relay_port, s->door_dir);
+    }
     *out = s;
     return 0;
 
 err_after_relay:
-    uv_close((uv_handle_t *)&s->scan_timer, NULL);
-    uv_close((uv_handle_t *)&s->watch, NULL);
+    if (s->scanning) {
+        uv_close((uv_handle_t *)&s->scan_timer, NULL);
+    }
+    if (s->watching) {
+        uv_close((uv_handle_t *)&s->watch, NULL);
+    }
     egress_relay_close(s->relay, on_relay_closed, s);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     pthread_cond_destroy(&s->cond);

@@ -27,8 +27,10 @@
 #include "lib/buf.h"
 #include "store/pool.h"
 
+struct driver;
+
 struct egress_svc_config {
-    const char *door_dir; /* <driver_state_dir>/egress; copied */
+    const char *door_dir; /* <driver_state_dir>/egress; copied; NULL with k8s */
     unsigned relay_port;  /* the doors' port, 1..65535 */
     struct egress_relay_config relay;
     unsigned policy_refresh_ms; /* 0 = 500 */
@@ -36,6 +38,13 @@ struct egress_svc_config {
     struct audit_sink *sink;    /* borrowed, may be NULL */
     uint64_t replica_id;
     const char *gateway_id; /* copied */
+    /* Kubernetes pods instead of door files (docs/egress.md, "Kubernetes"): one shared door on
+     * every address at shared_port; each connection attributed by its source address through
+     * driver_k8s_lookup_ip on @k8s (borrowed, a kubernetes driver that outlives the service), whose
+     * cache the policy thread starts on this replica; the own policies loaded are those of the
+     * cache's READY sandboxes. */
+    struct driver *k8s;
+    unsigned shared_port;
 };
 
 struct egress_svc;

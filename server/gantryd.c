@@ -1550,8 +1550,25 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
             .shared_namespace = cfg->k8s_shared_namespace[0] != '\0' ? cfg->k8s_shared_namespace : NULL,
             .operator_namespaces = allow,
             .service_accounts = sas,
-            .image_pull_secrets = pulls};
+            .image_pull_secrets = pulls,
+            .egress = {.address = cfg->egress_relay_k8s_address,
+                       .pod_selector = cfg->egress_relay_k8s_pod_selector,
+                       .port = cfg->egress_relay_k8s_port}};
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
+        if (rv == 0 && cfg->egress_relay_k8s_port != 0) {
+            /* The relay for pods (docs/egress.md, "Kubernetes"): one shared door on this replica. */
+            struct egress_svc_config ec = {.k8s = d->driver,
+                                           .shared_port = cfg->egress_relay_k8s_port,
+                                           .policy_refresh_ms = cfg->egress_policy_refresh_ms,
+                                           .pool = &d->pool,
+                                           .sink = d->sink,
+                                           .replica_id = cfg->replica_id,
+                                           .gateway_id = d->id.gateway_id};
+            egress_relay_config_defaults(&ec.relay);
+            ec.relay.max_conns = cfg->egress_max_connections;
+            ec.relay.max_conns_per_sandbox = cfg->egress_max_connections_per_sandbox;
+            rv = egress_svc_start(&ec, &d->egress, errmsg);
+        }
     } else {
         struct driver_process_config pc = {.state_dir = state,
                                            .sandbox_uid = -1,

@@ -78,6 +78,8 @@ Test controls (admin token only)
                           (the server exits without answering, before or after doing the work;
                            with --state the work survives the restart)}
   POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
+                       "pod_ip": "a.b.c.d" (the address every new Sandbox's pod reports in
+                       status.podIPs; by default 10.0.0.N),
                        "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions),
                        "watch_end": bool (every watch answers 200 and ends at once, without an
                        event, as one cut by a proxy or a server shutting down does)}
@@ -331,6 +333,7 @@ class Store:
         self.cond = threading.Condition()
         self.max_page = args.max_page
         self.pending = args.pending
+        self.pod_ip = None
         self.served = [v for v in args.versions.split(",") if v]
         self.conversion = not args.no_conversion
         self.qps, self.burst = args.qps, args.burst
@@ -548,7 +551,7 @@ class Store:
                                     "observedGeneration": 1}]}
         return {"conditions": [{"type": "Ready", "status": "True", "reason": "DependenciesReady",
                                 "message": "Pod is Ready", "lastTransitionTime": t, "observedGeneration": 1}],
-                "replicas": 1, "podIPs": ["10.0.0.%d" % (self.rv % 250 + 2)]}
+                "replicas": 1, "podIPs": [self.pod_ip or "10.0.0.%d" % (self.rv % 250 + 2)]}
 
     # -- operations (version: the URL's; objects are stored at the storage version)
 
@@ -646,6 +649,11 @@ class Store:
                                    f'"{obj["type"]}": field is immutable', name, "secrets")
             if key[1] in ("configmaps", "secrets"):
                 new["data"] = copy.deepcopy(obj.get("data") or {})
+            if key[1] == "networkpolicies":
+                if not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
+                    raise ApiError(422, "Invalid", "NetworkPolicy.networking.k8s.io is invalid: spec.podSelector: "
+                                   "Required")
+                new["spec"] = copy.deepcopy(obj["spec"])
         self.check_size(new)
         self.bump(new)
         self.objects[key][(ns, name)] = new
@@ -967,6 +975,8 @@ class Handler(BaseHTTPRequestHandler):
                 store.conversion = bool(body["conversion"])
             if "pending" in body:
                 store.pending = bool(body["pending"])
+            if "pod_ip" in body:
+                store.pod_ip = body["pod_ip"]
             if "watch_end" in body:
                 store.watch_end = bool(body["watch_end"])
             if "versions" in body:

@@ -562,6 +562,243 @@ static void test_operator_allowlist(void **state)
     driver_free(d);
 }
 
+/* ---- The egress relay's NetworkPolicy and the pods' proxy variables (drivers/k8s_netpol.h) */
+
+static struct driver *open_egress(const char *address, const char *selector, unsigned relay_port)
+{
+    struct driver_k8s_config c = {.mode = DRIVER_K8S_MANAGED};
+    c.egress.address = address;
+    c.egress.pod_selector = selector;
+    c.egress.port = relay_port;
+    return open_cfg("gw-a", &c);
+}
+
+static json_t *egress_policy(const char *kns, long want_status)
+{
+    char path[200];
+    json_t *np = NULL;
+    snprintf(path, sizeof path,
+             "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_EGRESS_NETPOL_NAME, kns);
+    assert_int_equal(raw("GET", path, NULL, &np), want_status);
+    return np;
+}
+
+/* The one egress rule's only peer and port. */
+static json_t *peer_of(json_t *np, long *port_out, const char **protocol)
+{
+    json_t *spec = json_object_get(np, "spec");
+    json_t *rules = json_object_get(spec, "egress");
+    assert_int_equal(json_array_size(rules), 1);
+    json_t *to = json_object_get(json_array_get(rules, 0), "to");
+    json_t *ports = json_object_get(json_array_get(rules, 0), "ports");
+    assert_int_equal(json_array_size(to), 1);
+    assert_int_equal(json_array_size(ports), 1);
+    *port_out = (long)json_integer_value(json_object_get(json_array_get(ports, 0), "port"));
+    *protocol = json_string_value(json_object_get(json_array_get(ports, 0), "protocol"));
+    return json_array_get(to, 0);
+}
+
+static const char *env_value(json_t *sandbox, const char *name)
+{
+    json_t *containers = json_object_get(
+        json_object_get(json_object_get(json_object_get(sandbox, "spec"), "podTemplate"), "spec"),
+        "containers");
+    json_t *vars = json_object_get(json_array_get(containers, 0), "env");
+    for (size_t i = 0; i < json_array_size(vars); i++) {
+        json_t *v = json_array_get(vars, i);
+        if (strcmp(json_string_value(json_object_get(v, "name")), name) == 0) {
+            return json_string_value(json_object_get(v, "value"));
+        }
+    }
+    return NULL;
+}
+
+/* Rendered beside the default-deny policy in a managed namespace: sandbox pods of this gateway may
+ * reach the relay by TCP and nothing else (an ipBlock for an address, the gantryd pods for a
+ * selector); changed with the configuration by a conditional replace (a concurrent write's 409
+ * reads again); kept when equal; deleted when the relay is turned off; another's policy of that
+ * name never touched; pods given the proxy variables (their own env wins); bad settings refused. */
+static void test_egress_relay_policy(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE], kns[64], path[200], rv1[32], rv2[32];
+    uint64_t e = conf_epoch();
+    long rport;
+    const char *proto;
+    driver_k8s_managed_namespace("gw-a", "team-e", kns);
+    snprintf(path, sizeof path,
+             "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_EGRESS_NETPOL_NAME, kns);
+
+    /* An address: an ipBlock of it, on its port. */
+    struct driver *d = open_egress("10.96.0.50:3129", NULL, 0);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    json_t *np = egress_policy(kns, 200);
+    json_t *md = json_object_get(np, "metadata");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(md, "labels"), K8S_LABEL_GATEWAY)),
+                        "gw-a");
+    json_t *sel = json_object_get(json_object_get(json_object_get(np, "spec"), "podSelector"), "matchLabels");
+    assert_string_equal(json_string_value(json_object_get(sel, K8S_LABEL_GATEWAY)), "gw-a");
+    assert_string_equal(json_string_value(json_object_get(sel, K8S_LABEL_MANAGED)), "gantry");
+    json_t *types = json_object_get(json_object_get(np, "spec"), "policyTypes");
+    assert_int_equal(json_array_size(types), 1);
+    assert_string_equal(json_string_value(json_array_get(types, 0)), "Egress");
+    json_t *peer = peer_of(np, &rport, &proto);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(peer, "ipBlock"), "cidr")),
+                        "10.96.0.50/32");
+    assert_int_equal(rport, 3129);
+    assert_string_equal(proto, "TCP");
+    json_decref(np);
+    rv_of(path, rv1, sizeof rv1);
+    /* The default-deny policy is still there: the two add up to "the relay only". */
+    char dd[200];
+    snprintf(dd, sizeof dd, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies/" K8S_NETPOL_NAME, kns);
+    assert_true(exists(dd));
+
+    /* A sandbox's pod is pointed at the relay; a variable of its own spec wins. */
+    struct conf_spec cs;
+    conf_spec(&env, &cs, "proxied");
+    cs.spec.namespace = "team-e";
+    struct driver_kv own = {.key = "no_proxy", .value = "internal.example"};
+    cs.spec.env = &own;
+    cs.spec.n_env = 1;
+    struct driver_sandbox s;
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    char spath[200];
+    sbx_path(spath, sizeof spath, kns, "proxied");
+    json_t *sbx;
+    assert_int_equal(raw("GET", spath, NULL, &sbx), 200);
+    assert_string_equal(env_value(sbx, "https_proxy"), "http://10.96.0.50:3129");
+    assert_string_equal(env_value(sbx, "http_proxy"), "http://10.96.0.50:3129");
+    assert_string_equal(env_value(sbx, "HTTPS_PROXY"), "http://10.96.0.50:3129");
+    assert_string_equal(env_value(sbx, "GANTRY_EGRESS_PROXY"), "http://10.96.0.50:3129");
+    assert_string_equal(env_value(sbx, "no_proxy"), "internal.example");
+    assert_string_equal(env_value(sbx, "NO_PROXY"), "localhost,127.0.0.1,::1");
+    json_decref(sbx);
+
+    /* The relay's lookup: the pod's address (status.podIPs, as the controller reports it) is this
+     * sandbox, from the watch's cache; any other address is no sandbox. */
+    struct driver_k8s_pod pod;
+    wait_live(d);
+    char ip[64] = "";
+    int64_t until = (int64_t)now_ms() + 5000;
+    for (;;) {
+        assert_int_equal(raw("GET", spath, NULL, &sbx), 200);
+        json_t *ips = json_object_get(json_object_get(sbx, "status"), "podIPs");
+        snprintf(ip, sizeof ip, "%s", json_string_value(json_array_get(ips, 0)));
+        json_decref(sbx);
+        if (driver_k8s_lookup_ip(d, ip, &pod) == 0 || (int64_t)now_ms() > until) {
+            break;
+        }
+        nap_ms(20);
+    }
+    assert_int_equal(driver_k8s_lookup_ip(d, ip, &pod), 0);
+    assert_string_equal(pod.ns, "team-e");
+    assert_string_equal(pod.name, "proxied");
+    assert_string_equal(pod.id, cs.spec.id);
+    assert_string_equal(pod.owner, cs.spec.owner != NULL ? cs.spec.owner : "");
+    assert_int_equal(driver_k8s_lookup_ip(d, "10.255.255.254", &pod), GERR_NOTFOUND);
+    assert_int_equal(driver_k8s_lookup_ip(d, "not-an-address", &pod), GERR_NOTFOUND);
+    assert_int_equal(driver_delete(d, e, "team-e", cs.spec.id, errmsg), 0);
+    driver_free(d);
+
+    /* The same settings again (a new instance, so nothing is memoised): not written. */
+    d = open_egress("10.96.0.50:3129", NULL, 0);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    rv_of(path, rv2, sizeof rv2);
+    assert_string_equal(rv1, rv2);
+    driver_free(d);
+
+    /* The gantryd pods as the peer: replaced with the resourceVersion read, on the pods' port. */
+    d = open_egress("10.96.0.50:3129", "app.kubernetes.io/name=gantry,app.kubernetes.io/instance=gantry",
+                    3130);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    assert_true(logged("PUT", path, NULL) >= 1);
+    np = egress_policy(kns, 200);
+    peer = peer_of(np, &rport, &proto);
+    assert_null(json_object_get(peer, "ipBlock"));
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(peer, "namespaceSelector"), "matchLabels"),
+                            "kubernetes.io/metadata.name")),
+                        "gantry");
+    json_t *pods = json_object_get(json_object_get(peer, "podSelector"), "matchLabels");
+    assert_int_equal(json_object_size(pods), 2);
+    assert_string_equal(json_string_value(json_object_get(pods, "app.kubernetes.io/name")), "gantry");
+    assert_string_equal(json_string_value(json_object_get(pods, "app.kubernetes.io/instance")), "gantry");
+    assert_int_equal(rport, 3130);
+    json_decref(np);
+    driver_free(d);
+
+    /* A concurrent writer between our read and our replace: 409 Conflict, read again, replaced. */
+    char inj[400];
+    snprintf(inj, sizeof inj,
+             "{\"method\":\"PUT\",\"path\":\"%s\",\"mutate\":{\"labels\":{\"owner\":\"ops\"}}}", path);
+    inject(inj);
+    d = open_egress("[fd00::5]:3129", NULL, 0);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    np = egress_policy(kns, 200);
+    peer = peer_of(np, &rport, &proto);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(peer, "ipBlock"), "cidr")),
+                        "fd00::5/128");
+    json_decref(np);
+    assert_true(logged_status(409) >= 1);
+    driver_free(d);
+
+    /* The relay turned off: the policy goes (the default-deny stays: pods reach nothing). */
+    d = open_egress(NULL, NULL, 0);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    json_decref(egress_policy(kns, 404)); /* the Status object */
+    assert_true(exists(dd));
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), 0);
+    driver_free(d);
+
+    /* A policy of that name that is not this gateway's is refused and left as it is. */
+    char coll[200], body[300];
+    snprintf(coll, sizeof coll, "/apis/networking.k8s.io/v1/namespaces/%s/networkpolicies", kns);
+    snprintf(body, sizeof body,
+             "{\"metadata\":{\"name\":\"" K8S_EGRESS_NETPOL_NAME "\"},\"spec\":{\"podSelector\":{},"
+             "\"policyTypes\":[\"Egress\"],\"egress\":[{}]}}");
+    assert_int_equal(raw("POST", coll, body, NULL), 201);
+    d = open_egress("10.96.0.50:3129", NULL, 0);
+    assert_int_equal(driver_ensure_namespace(d, e, "team-e", errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "is not gateway gw-a's"));
+    np = egress_policy(kns, 200);
+    assert_null(json_object_get(json_object_get(np, "metadata"), "labels"));
+    json_decref(np);
+    assert_int_equal(raw("DELETE", path, NULL, NULL), 200);
+    assert_int_equal(driver_delete_namespace(d, e, "team-e", errmsg), 0);
+    driver_free(d);
+
+    /* Bad settings are refused at construction, naming what is wrong. */
+    struct {
+        const char *address, *selector, *want;
+    } bad[] = {
+        {"gantry-egress.gantry.svc:3129", NULL, "is not IPv4:port"},
+        {"10.96.0.50", NULL, "is not IPv4:port"},
+        {"10.96.0.50:0", NULL, "is not IPv4:port"},
+        {"10.96.0.50:70000", NULL, "is not IPv4:port"},
+        {"[fd00::5:3129", NULL, "is not IPv4:port"},
+        {"10.96.0.50:3129", "app=", "pod selector"},
+        {"10.96.0.50:3129", "Bad Key=x", "pod selector"},
+        {"10.96.0.50:3129", "a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9", "pod selector"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct driver_k8s_config c = {.server = server,
+                                      .gateway_id = "gw-a",
+                                      .token_file = gateway("gw-a")->token,
+                                      .ca_file = cert,
+                                      .home_namespace = "gantry"};
+        c.egress.address = bad[i].address;
+        c.egress.pod_selector = bad[i].selector;
+        struct driver *x = NULL;
+        assert_int_equal(driver_k8s_new(&c, &x, errmsg), GERR_INVAL);
+        assert_null(x);
+        if (strstr(errmsg, bad[i].want) == NULL) {
+            fail_msg("%s / %s: %s", bad[i].address, bad[i].selector ? bad[i].selector : "-", errmsg);
+        }
+    }
+}
+
 /* ---- Shared mode and two gateways in one API server */
 
 static void make_in(struct driver *d, uint64_t e, const char *ns, const char *name, struct conf_spec *cs)
@@ -2352,6 +2589,7 @@ int main(void)
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_managed_namespace_labels),
         cmocka_unit_test(test_managed_namespace_brought_up_to_date),
+        cmocka_unit_test(test_egress_relay_policy),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),

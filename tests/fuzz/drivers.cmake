@@ -9,3 +9,6 @@ target_link_libraries(fuzz_driver_state PRIVATE gantry_drivers)
 target_link_options(fuzz_driver_state PRIVATE -fsanitize=fuzzer)
 # fuzz_process_net_door: the door files of network=egress (drivers/process_net.h)
 gantry_fuzzer(process_net_door gantry_drivers)
+# fuzz_k8s_netpol: the egress relay's NetworkPolicy as the API server sends it back, and the relay
+# settings checked and rendered (drivers/k8s_netpol.h)
+gantry_fuzzer(k8s_netpol gantry_drivers)

@@ -96,6 +96,35 @@ def dns(name, server=("192.0.2.53", 53)):
         u.close()
 r["dns_ok"] = dns("localhost")
 r["dns_denied"] = dns("denied.example")
+def dns_tcp(names, server=("192.0.2.53", 53)):
+    # DNS over TCP: both questions on one connection, each length-prefixed; answers in order.
+    out = b""
+    for i, name in enumerate(names):
+        q = struct.pack(">HHHHHH", 0x4300 + i, 0x0100, 1, 0, 0, 0)
+        q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+        out += struct.pack(">H", len(q)) + q
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.settimeout(5)
+    try:
+        t.connect(server)
+        t.sendall(out)
+        got = []
+        buf = b""
+        for _ in names:
+            while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
+                d = t.recv(4096)
+                if not d:
+                    return "ERROR EOF"
+                buf += d
+            n = struct.unpack(">H", buf[:2])[0]
+            a, buf = buf[2:2 + n], buf[2 + n:]
+            got.append({"rcode": a[3] & 15, "answers": a[7], "last4": ".".join(str(b) for b in a[-4:])})
+        return got
+    except OSError as e:
+        return "ERROR " + type(e).__name__
+    finally:
+        t.close()
+r["dns_tcp"] = dns_tcp(["localhost", "denied.example"])
 try:
     socket.getaddrinfo("denied.example", 443)
     r["getaddrinfo_denied"] = "resolved"
@@ -339,6 +368,10 @@ class Process(g.GantrydTest):
         # DNS to any resolver is answered by the relay under the same policy.
         self.assertEqual(r["dns_ok"], {"rcode": 0, "answers": 1, "last4": "127.0.0.1"}, r)
         self.assertEqual(r["dns_denied"], {"rcode": 5, "answers": 0, "last4": r["dns_denied"]["last4"]}, r)
+        # DNS over TCP (to any resolver's port 53) is answered the same way, not decided as raw TCP.
+        self.assertEqual(r["dns_tcp"][0], {"rcode": 0, "answers": 1, "last4": "127.0.0.1"}, r)
+        self.assertEqual(r["dns_tcp"][1]["rcode"], 5, r)
+        self.assertEqual(r["dns_tcp"][1]["answers"], 0, r)
         self.assertEqual(r["getaddrinfo_denied"], "gaierror", r)
         # Nothing reached the refused port, by TCP or UDP: the relay is the only way out.
         self.assertEqual((bad.accepted, bad.datagrams), (0, 0))

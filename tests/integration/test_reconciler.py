@@ -605,6 +605,95 @@ class Kubernetes(g.GantrydTest):
         wait_for(self, "the managed namespace outlived its gantry namespace",
                  lambda: "openshell-gw-test-team-b" not in k8s_namespaces())
 
+    def test_relay_for_pods(self):
+        """docs/egress.md, Kubernetes: with egress_relay_k8s_address and egress_relay_k8s_port, the
+        managed namespace gets gantry-egress-relay (only the relay, by TCP), the pod its proxy
+        variables, and gantryd's relay attributes connections by the pod's address (the fake API
+        server reports 127.0.0.7 as the pod's, so this test's client can send from it): allowed and
+        refused under the namespace policy, audited to the owner; an unknown source gets nothing."""
+        import socket
+        import threading
+        from gantry.v1 import audit_pb2, meta_pb2, policies_pb2
+        echo = socket.socket()
+        echo.bind(("127.0.0.1", 0))
+        echo.listen(8)
+        self.addCleanup(echo.close)
+
+        def serve():
+            while True:
+                try:
+                    c, _ = echo.accept()
+                except OSError:
+                    return
+                with c:
+                    while True:
+                        d = c.recv(4096)
+                        if not d:
+                            break
+                        c.sendall(d)
+        threading.Thread(target=serve, daemon=True).start()
+        echo_port = echo.getsockname()[1]
+        api = KubeApi(self)
+        code, out = api.request("POST", "/_fake/config", {"pod_ip": "127.0.0.7"})
+        self.assertEqual(code, 200, out)
+        relay = g.free_port()
+        e = k8s_env(self, "relay", api, "gw-eg", "managed", "--egress-relay-k8s-address", "127.0.0.1:%d" % relay,
+                    "--egress-relay-k8s-port", str(relay))
+        e.call("pa", policies_pb2, "Policies", "Set", policies_pb2.SetPolicyRequest(policy=policies_pb2.Policy(
+            meta=meta_pb2.ObjectMeta(namespace="default"), egress_allow=["localhost:%d" % echo_port])))
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "agent")))
+        wait_for(self, "the sandbox did not become READY", lambda: e.sb(
+            "user", "Get", S.GetSandboxRequest(namespace="default", name="agent")).status.phase ==
+            S.SandboxStatus.PHASE_READY)
+        code, np = api.request("GET", "/apis/networking.k8s.io/v1/namespaces/openshell-gw-eg-default/"
+                               "networkpolicies/gantry-egress-relay")
+        self.assertEqual(code, 200, np)
+        rule = np["spec"]["egress"]
+        self.assertEqual(rule, [{"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+                                 "ports": [{"protocol": "TCP", "port": relay}]}], np)
+        self.assertEqual(np["spec"]["policyTypes"], ["Egress"])
+        env = {v["name"]: v.get("value") for v in
+               api.sandboxes()[0]["spec"]["podTemplate"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["https_proxy"], "http://127.0.0.1:%d" % relay)
+
+        def ask(src, target):
+            c = socket.socket()
+            c.settimeout(5)
+            try:
+                c.bind((src, 0))
+                c.connect(("127.0.0.1", relay))
+                c.sendall(b"CONNECT %s HTTP/1.1\r\n\r\n" % target.encode())
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    got += d
+                if got.startswith(b"HTTP/1.1 200"):
+                    c.sendall(b"ping")
+                    got += c.recv(4)
+                return got.decode(errors="replace")
+            except OSError as ex:
+                return "ERROR " + type(ex).__name__
+            finally:
+                c.close()
+        # The pod's own policy is read within a refresh of its sandbox becoming READY in the cache.
+        ok = wait_for(self, "the pod's CONNECT was not allowed", lambda: (
+            lambda r: r if r.startswith("HTTP/1.1 200") else None)(ask("127.0.0.7", "localhost:%d" % echo_port)),
+            timeout=15)
+        self.assertTrue(ok.endswith("ping"), ok)
+        denied = ask("127.0.0.7", "denied.example:443")
+        self.assertTrue(denied.startswith("HTTP/1.1 403"), denied)
+        self.assertIn("no entry of the namespace policy", denied)
+        # Closed at once (a reset when the request was already on its way): no answer, nothing dialed.
+        self.assertIn(ask("127.0.0.9", "localhost:%d" % echo_port), ("", "ERROR ConnectionResetError"))
+
+        def audited():
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", class_uid=4001, status="Failure")).events
+            return [x for x in ev if "denied.example" in x.api_operation and x.actor_principal_id == e.ids["user"]]
+        wait_for(self, "the pod's refusal in the audit trail", audited, timeout=10)
+
     def test_credentials_through_gantryd(self):
         """docs/credentials.md, kubernetes: a sandbox that lists a provider gets a per-sandbox Secret
         owned by its Sandbox object, referenced by the pod (a volume and a variable), with no value

@@ -362,6 +362,38 @@ static void dns_hostile(void **state)
     assert_int_equal(egress_dns_parse_query(big, sizeof big, &q, why, sizeof why), -1);
 }
 
+/* DNS over TCP framing: a complete frame, every prefix of it needing more, two frames back to back,
+ * and the lengths refused (0, over EGRESS_DNS_MAX). */
+static void dns_tcp_frames(void **state)
+{
+    (void)state;
+    uint8_t b[600];
+    size_t n;
+    memset(b, 0, sizeof b);
+    b[0] = 0, b[1] = 20;
+    for (size_t len = 0; len < 22; len++) {
+        assert_int_equal(egress_dns_tcp_frame(b, len, &n), 0);
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(egress_dns_tcp_frame(b, 22, &n), 1);
+    assert_int_equal(n, 20);
+    b[22] = 0, b[23] = 12;
+    assert_int_equal(egress_dns_tcp_frame(b, 40, &n), 1); /* the first of two */
+    assert_int_equal(n, 20);
+    assert_int_equal(egress_dns_tcp_frame(b + 22, 13, &n), 0);
+    assert_int_equal(egress_dns_tcp_frame(b + 22, 14, &n), 1);
+    assert_int_equal(n, 12);
+    b[0] = 0, b[1] = 0;
+    assert_int_equal(egress_dns_tcp_frame(b, 2, &n), -1);
+    b[0] = 0x02, b[1] = 0x00; /* 512: the largest */
+    assert_int_equal(egress_dns_tcp_frame(b, 514, &n), 1);
+    assert_int_equal(n, 512);
+    b[1] = 0x01; /* 513 */
+    assert_int_equal(egress_dns_tcp_frame(b, 2, &n), -1);
+    b[0] = 0xff, b[1] = 0xff;
+    assert_int_equal(egress_dns_tcp_frame(b, 2, &n), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,7 +401,7 @@ int main(void)
         cmocka_unit_test(connect_hostile),     cmocka_unit_test(http_valid),
         cmocka_unit_test(http_hostile),        cmocka_unit_test(tls_valid),
         cmocka_unit_test(tls_hostile),         cmocka_unit_test(dns_valid_and_answer),
-        cmocka_unit_test(dns_hostile),
+        cmocka_unit_test(dns_hostile),         cmocka_unit_test(dns_tcp_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

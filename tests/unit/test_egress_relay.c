@@ -119,12 +119,42 @@ static void echo_accept(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, echo_alloc, echo_read);
 }
 
+/* A destination that speaks first (as SMTP does): a greeting, then an echo. */
+static uv_tcp_t greet_listener;
+static int greet_port;
+static const char greeting[] = "220 greeter ready\r\n";
+
+static void greet_accept(uv_stream_t *server, int status)
+{
+    if (status < 0) {
+        return;
+    }
+    echo_accepts++;
+    struct echo_conn *c = malloc(sizeof *c);
+    uv_tcp_init(&loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, echo_closed);
+        return;
+    }
+    struct echo_write *ew = malloc(sizeof *ew + sizeof greeting);
+    ew->c = c;
+    memcpy(ew->data, greeting, sizeof greeting);
+    uv_buf_t out = uv_buf_init(ew->data, (unsigned)(sizeof greeting - 1));
+    if (uv_write(&ew->req, (uv_stream_t *)&c->tcp, &out, 1, echo_written) != 0) {
+        free(ew);
+        uv_close((uv_handle_t *)&c->tcp, echo_closed);
+    }
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h)) {
-        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener && h->data != NULL ? echo_closed
-                                                                                               : NULL);
+        uv_close(h, h->type == UV_TCP && h != (uv_handle_t *)&echo_listener &&
+                            h != (uv_handle_t *)&greet_listener && h->data != NULL
+                        ? echo_closed
+                        : NULL);
     }
 }
 
@@ -283,6 +313,21 @@ static int dial_door(int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* A connection to 127.0.0.1:@port from source address @src (any 127/8 address is the loopback's). */
+static int dial_door_from(const char *src, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    uv_ip4_addr(src, 0, &a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     uv_ip4_addr("127.0.0.1", port, &a);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     struct timeval tv = {.tv_sec = 5};
@@ -461,6 +506,70 @@ static void connect_tunnel_sni(void **state)
     assert_string_equal(second.destination, "127.0.0.2");
     same_as_decide(&second, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
                    (unsigned)echo_port, "127.0.0.2", NULL);
+
+    /* A ClientHello sent after the sniff interval (3 x sniff_ms of silence) is decided all the
+     * same: another name closes the tunnel with nothing forwarded; the CONNECT target's name flows. */
+    m = mark();
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    usleep(300000);
+    send_all(fd, hello, n); /* SNI 127.0.0.2 */
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0);
+    close(fd);
+    deadline = now_ms() + 5000;
+    for (bool found = false; !found;) {
+        pthread_mutex_lock(&ev_mu);
+        for (size_t i = m; i < n_events && !found; i++) {
+            found = events[i].kind == EGRESS_EVENT_DECIDED && !events[i].allowed &&
+                    strcmp(events[i].destination, "127.0.0.2") == 0;
+        }
+        pthread_mutex_unlock(&ev_mu);
+        assert_true(found || now_ms() < deadline);
+        usleep(2000);
+    }
+    n = client_hello(hello, "localhost");
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    usleep(300000);
+    send_all(fd, hello, n);
+    expect_echo(fd, hello, n);
+    close(fd);
+}
+
+/* A tunnel whose destination speaks first: its greeting reaches the sandbox after the sniff
+ * interval, and the sandbox's first bytes are still looked at after it (plain bytes flow, a
+ * ClientHello naming another server closes the tunnel with nothing forwarded). */
+static void connect_tunnel_server_first(void **state)
+{
+    (void)state;
+    char greet_allow[64], req[256], got[128], rest[256];
+    snprintf(greet_allow, sizeof greet_allow, "localhost:%d", greet_port);
+    const char *allow[] = {allow_name, allow_ip, greet_allow};
+    set_ns_policy("team-a", allow, 3);
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", greet_port);
+    int fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    assert_memory_equal(got, "HTTP/1.1 200", 12);
+    recv_exact(fd, got, sizeof greeting - 1);
+    assert_memory_equal(got, greeting, sizeof greeting - 1);
+    send_all(fd, "EHLO x\r\n", 8);
+    recv_exact(fd, got, 8);
+    assert_memory_equal(got, "EHLO x\r\n", 8);
+    close(fd);
+
+    uint8_t hello[600];
+    size_t n = client_hello(hello, "127.0.0.2");
+    fd = dial_door(port_a);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, 39);
+    recv_exact(fd, got, sizeof greeting - 1);
+    send_all(fd, hello, n);
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0); /* closed, nothing echoed */
+    close(fd);
+    allow_echo_only("team-a");
 }
 
 static void http_adapter(void **state)
@@ -705,8 +814,10 @@ static void sandbox_policy_layer(void **state)
     assert_string_equal(s.layer, "namespace");
 }
 
-/* One DNS question to door A over UDP: the answer's length (0: none within 5 s). */
-static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
+/* One DNS question over UDP from @src (NULL: any) to 127.0.0.1:@port: the answer's length (0: none
+ * within 5 s). */
+static size_t dns_ask_from(const char *src, int port, const char *name, unsigned qtype, uint8_t *answer,
+                           size_t cap)
 {
     uint8_t q[300];
     size_t p = 12;
@@ -723,13 +834,23 @@ static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t 
     q[p++] = 0, q[p++] = 0, q[p++] = (uint8_t)qtype, q[p++] = 0, q[p++] = 1;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", port_a, &a);
+    if (src != NULL) {
+        uv_ip4_addr(src, 0, &a);
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    }
+    uv_ip4_addr("127.0.0.1", port, &a);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     assert_int_equal(sendto(fd, q, p, 0, (struct sockaddr *)&a, sizeof a), (ssize_t)p);
     ssize_t n = recv(fd, answer, cap, 0);
     close(fd);
     return n > 0 ? (size_t)n : 0;
+}
+
+/* One DNS question to door A over UDP. */
+static size_t dns_ask(const char *name, unsigned qtype, uint8_t *answer, size_t cap)
+{
+    return dns_ask_from(NULL, port_a, name, qtype, answer, cap);
 }
 
 static void dns_responder(void **state)
@@ -758,6 +879,256 @@ static void dns_responder(void **state)
     assert_non_null(strstr(s.reason, "denied.example on any port"));
     same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "denied.example", NULL, 0, NULL,
                    NULL);
+}
+
+/* A DNS query for @name (type @qtype, id @id) into @q: its length. */
+static size_t dns_query(uint16_t id, const char *name, unsigned qtype, uint8_t *q)
+{
+    size_t p = 12;
+    const uint8_t head[12] = {(uint8_t)(id >> 8), (uint8_t)id, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(q, head, 12);
+    for (const char *l = name; *l != '\0';) {
+        const char *dot = strchr(l, '.');
+        size_t n = dot != NULL ? (size_t)(dot - l) : strlen(l);
+        q[p++] = (uint8_t)n;
+        memcpy(q + p, l, n);
+        p += n;
+        l += n + (dot != NULL);
+    }
+    q[p++] = 0, q[p++] = 0, q[p++] = (uint8_t)qtype, q[p++] = 0, q[p++] = 1;
+    return p;
+}
+
+/* One length-prefixed DNS answer from @fd into @ans: its length. */
+static size_t dns_tcp_read(int fd, uint8_t *ans, size_t cap)
+{
+    uint8_t pre[2];
+    recv_exact(fd, pre, 2);
+    size_t n = (size_t)pre[0] << 8 | pre[1];
+    assert_true(n >= 12 && n <= cap);
+    recv_exact(fd, ans, n);
+    return n;
+}
+
+/* DNS over TCP (a connection netfilter redirected from port 53): two questions sent back to back on
+ * one connection are each decided and answered in order, the allowed one with its address, the
+ * refused one REFUSED; a message whose length prefix is 0 closes the connection; nothing is dialed. */
+static void dns_over_tcp(void **state)
+{
+    (void)state;
+    allow_echo_only("team-a");
+    unsigned before = echo_accepts;
+    set_orig(53);
+    uint8_t buf[1200], ans[600];
+    size_t p = 0;
+    size_t n = dns_query(0x0101, "localhost", 1, buf + 2);
+    buf[0] = (uint8_t)(n >> 8), buf[1] = (uint8_t)n;
+    p = 2 + n;
+    n = dns_query(0x0202, "denied.example", 1, buf + p + 2);
+    buf[p] = (uint8_t)(n >> 8), buf[p + 1] = (uint8_t)n;
+    p += 2 + n;
+    size_t m = mark();
+    int fd = dial_door(port_a);
+    send_all(fd, buf, p);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x01);
+    assert_int_equal(ans[1], 0x01);
+    assert_int_equal(ans[3] & 0xf, 0); /* NOERROR */
+    assert_true(ans[7] >= 1);
+    static const uint8_t lo[4] = {127, 0, 0, 1};
+    assert_memory_equal(ans + n - 4, lo, 4);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x02);
+    assert_int_equal(ans[3] & 0xf, 5); /* REFUSED */
+    assert_int_equal(ans[7], 0);
+    /* A third, split in two sends: answered once complete. */
+    n = dns_query(0x0303, "localhost", 1, buf + 2);
+    buf[0] = (uint8_t)(n >> 8), buf[1] = (uint8_t)n;
+    send_all(fd, buf, 5);
+    usleep(20000);
+    send_all(fd, buf + 5, n + 2 - 5);
+    n = dns_tcp_read(fd, ans, sizeof ans);
+    assert_int_equal(ans[0], 0x03);
+    assert_int_equal(ans[3] & 0xf, 0);
+    /* A zero length: the relay closes. */
+    send_all(fd, "\0\0", 2);
+    char rest[64];
+    assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0);
+    close(fd);
+    set_orig(0);
+
+    struct seen s = wait_decided(m);
+    assert_true(s.allowed);
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_DNS, "localhost", NULL, 0, NULL, NULL);
+    pthread_mutex_lock(&ev_mu);
+    size_t denied = 0;
+    for (size_t i = m; i < n_events; i++) {
+        denied += events[i].kind == EGRESS_EVENT_DECIDED && !events[i].allowed &&
+                  strstr(events[i].reason, "denied.example on any port") != NULL;
+    }
+    pthread_mutex_unlock(&ev_mu);
+    assert_int_equal(denied, 1);
+    assert_int_equal(echo_accepts, before);
+}
+
+/* ---- a shared door: sandboxes told apart by source address (kubernetes pods) ------------------- */
+
+static struct egress_door *door_shared;
+static int port_shared;
+static _Atomic unsigned lookups;
+
+/* The fake pod cache: 127.0.0.5 is pod sb-k of team-a (owner carol, id id-sb-k), 127.0.0.6 is pod
+ * sb-j of team-b; any other source is no pod of this gateway. */
+static int fake_lookup(void *ctx, const struct sockaddr *peer, struct egress_sandbox *out, char *buf,
+                       size_t buflen)
+{
+    (void)ctx;
+    lookups++;
+    char ip[INET6_ADDRSTRLEN];
+    if (peer->sa_family != AF_INET || uv_ip4_name((const struct sockaddr_in *)peer, ip, sizeof ip) != 0) {
+        return GERR_NOTFOUND;
+    }
+    if (strcmp(ip, "127.0.0.5") == 0) {
+        snprintf(buf, buflen, "id-sb-k");
+        *out = (struct egress_sandbox){"team-a", "sb-k", "carol", buf};
+        return 0;
+    }
+    if (strcmp(ip, "127.0.0.6") == 0) {
+        *out = (struct egress_sandbox){"team-b", "sb-j", NULL, NULL}; /* no owner: reported as "" */
+        return 0;
+    }
+    return GERR_NOTFOUND;
+}
+
+static void shared_door_by_source(void **state)
+{
+    (void)state;
+    char req[256], resp[2048], ok[] = "HTTP/1.1 200 Connection Established\r\n\r\n", got[sizeof ok];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    allow_echo_only("team-a");
+    allow_echo_only("team-b");
+    assert_int_equal(egress_policy_cache_set_sandbox(cache, "id-sb-k", NULL), 0);
+
+    /* A known pod: attributed to its sandbox, decided under its namespace's policy, spliced. */
+    size_t m = mark();
+    int fd = dial_door_from("127.0.0.5", port_shared);
+    send_all(fd, req, strlen(req));
+    recv_exact(fd, got, sizeof ok - 1);
+    assert_memory_equal(got, ok, sizeof ok - 1);
+    send_all(fd, "ping", 4);
+    expect_echo(fd, "ping", 4);
+    close(fd);
+    struct seen s = wait_decided(m);
+    assert_true(s.allowed);
+    assert_string_equal(s.ns, "team-a");
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_string_equal(s.owner, "carol");
+    assert_string_equal(s.id, "id-sb-k");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "localhost", NULL,
+                   (unsigned)echo_port, NULL, NULL);
+
+    /* The other pod, refused a name its namespace does not allow: 403 with the reason. */
+    m = mark();
+    fd = dial_door_from("127.0.0.6", port_shared);
+    snprintf(req, sizeof req, "CONNECT denied.example:%d HTTP/1.1\r\n\r\n", echo_port);
+    send_all(fd, req, strlen(req));
+    recv_to_end(fd, resp, sizeof resp);
+    close(fd);
+    assert_true(strncmp(resp, "HTTP/1.1 403 Forbidden\r\n", 24) == 0);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.ns, "team-b");
+    assert_string_equal(s.sandbox, "sb-j");
+    assert_string_equal(s.owner, "");
+    same_as_decide(&s, GANTRY__V1__EGRESS_TRANSPORT__EGRESS_TRANSPORT_HTTP_CONNECT, "denied.example", NULL,
+                   (unsigned)echo_port, NULL, NULL);
+
+    /* An unknown source: closed without a byte, the destination never dialed, the refusal reported. */
+    unsigned before = echo_accepts;
+    m = mark();
+    fd = dial_door_from("127.0.0.7", port_shared);
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    send(fd, req, strlen(req), MSG_NOSIGNAL); /* may fail: the relay may have closed already */
+    assert_int_equal(recv_to_end(fd, resp, sizeof resp), 0);
+    close(fd);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "relay");
+    assert_string_equal(s.ns, "");
+    assert_string_equal(s.sandbox, "");
+    assert_non_null(strstr(s.reason, "the source address 127.0.0.7 is not a sandbox of this gateway"));
+    assert_int_equal(echo_accepts, before);
+
+    /* Raw TCP (nothing sent) from a known pod: refused, a shared door has no original destination. */
+    m = mark();
+    fd = dial_door_from("127.0.0.5", port_shared);
+    assert_int_equal(recv_to_end(fd, resp, sizeof resp), 0);
+    close(fd);
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_non_null(strstr(s.reason, "raw TCP"));
+    assert_int_equal(echo_accepts, before);
+
+    /* DNS on the shared door: a known pod's question decided under its policy; an unknown source's
+     * REFUSED and reported. */
+    uint8_t ans[600];
+    m = mark();
+    size_t n = dns_ask_from("127.0.0.5", port_shared, "localhost", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[3] & 0xf, 0);
+    s = wait_decided(m);
+    assert_true(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    m = mark();
+    n = dns_ask_from("127.0.0.7", port_shared, "localhost", 1, ans, sizeof ans);
+    assert_true(n > 12);
+    assert_int_equal(ans[3] & 0xf, 5); /* REFUSED */
+    s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.layer, "relay");
+    assert_non_null(strstr(s.reason, "127.0.0.7"));
+}
+
+/* The per-sandbox limit on a shared door counts each source's sandbox apart: sb-k at its limit is
+ * refused its next connection while sb-j is still served. */
+static unsigned n_many(void);
+static void wait_idle(void);
+
+static void shared_door_limit_per_sandbox(void **state)
+{
+    (void)state;
+    wait_idle();
+    unsigned n = n_many();
+    int *fds = calloc(n, sizeof *fds);
+    char req[256], resp[2048];
+    snprintf(req, sizeof req, "CONNECT localhost:%d HTTP/1.1\r\n\r\n", echo_port);
+    for (unsigned i = 0; i < n; i++) {
+        fds[i] = dial_door_from("127.0.0.5", port_shared);
+        send_all(fds[i], req, strlen(req));
+    }
+    for (unsigned i = 0; i < n; i++) {
+        recv_exact(fds[i], resp, 39);
+        assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    }
+    size_t m = mark();
+    int over = dial_door_from("127.0.0.5", port_shared);
+    assert_int_equal(recv_to_end(over, resp, sizeof resp), 0);
+    close(over);
+    struct seen s = wait_decided(m);
+    assert_false(s.allowed);
+    assert_string_equal(s.sandbox, "sb-k");
+    assert_non_null(strstr(s.reason, "the sandbox holds"));
+
+    int other = dial_door_from("127.0.0.6", port_shared);
+    send_all(other, req, strlen(req));
+    recv_exact(other, resp, 39);
+    assert_memory_equal(resp, "HTTP/1.1 200", 12);
+    close(other);
+    for (unsigned i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+    free(fds);
 }
 
 static unsigned n_many(void)
@@ -890,6 +1261,13 @@ static int setup(void **state)
     int len = sizeof ss;
     uv_tcp_getsockname(&echo_listener, (struct sockaddr *)&ss, &len);
     echo_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    uv_tcp_init(&loop, &greet_listener);
+    greet_listener.data = NULL;
+    assert_int_equal(uv_tcp_bind(&greet_listener, (struct sockaddr *)&any, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&greet_listener, 64, greet_accept), 0);
+    len = sizeof ss;
+    uv_tcp_getsockname(&greet_listener, (struct sockaddr *)&ss, &len);
+    greet_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     snprintf(allow_name, sizeof allow_name, "localhost:%d", echo_port);
     snprintf(allow_ip, sizeof allow_ip, "127.0.0.1:%d", echo_port);
     allow_echo_only("team-a");
@@ -905,6 +1283,9 @@ static int setup(void **state)
         0);
     assert_int_equal(egress_relay_open_door(relay, &b, (struct sockaddr *)&any, EGRESS_DOOR_REUSE_PORT,
                                             &port_b, &door_b, errmsg),
+                     0);
+    assert_int_equal(egress_relay_open_shared_door(relay, (struct sockaddr *)&any, EGRESS_DOOR_DNS,
+                                                   fake_lookup, NULL, &port_shared, &door_shared, errmsg),
                      0);
     uv_async_init(&loop, &stop_async, on_stop);
     assert_int_equal(pthread_create(&loop_thread, NULL, run_loop, NULL), 0);
@@ -928,13 +1309,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(connect_adapter),
         cmocka_unit_test(connect_tunnel_sni),
+        cmocka_unit_test(connect_tunnel_server_first),
         cmocka_unit_test(http_adapter),
         cmocka_unit_test(tls_adapter),
         cmocka_unit_test(raw_adapter),
         cmocka_unit_test(dns_responder),
+        cmocka_unit_test(dns_over_tcp),
         cmocka_unit_test(tightened_policy_cuts_next_connection),
         cmocka_unit_test(sandbox_policy_layer),
         cmocka_unit_test(many_connections_within_limits),
+        cmocka_unit_test(shared_door_by_source),
+        cmocka_unit_test(shared_door_limit_per_sandbox),
         cmocka_unit_test(every_allowed_connection_reported_closed),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);

@@ -149,7 +149,7 @@ to change.
 {{- if gt (int .Values.updateStrategy.partition) (int .Values.replicaCount) -}}
 {{- fail (printf "updateStrategy.partition (%d) is larger than replicaCount (%d): no replica would ever be updated" (int .Values.updateStrategy.partition) (int .Values.replicaCount)) -}}
 {{- end -}}
-{{- $reserved := list "config" "replica_id" "replica_name" "data_dir" "api_address" "peer_address" "peer_advertise_address" "admin_address" "gateway_id" "failure_domain" "join" "join_token" "join_token_file" "join_ca_file" "cert_sans" "api_tls_cert" "api_tls_key" "api_tls_client_ca" "log_level" "latency_ms" "roles_grace_ms" "max_message_bytes" "max_concurrent_streams" "driver" "k8s_namespace_mode" "k8s_namespaces" "k8s_shared_namespace" -}}
+{{- $reserved := list "config" "replica_id" "replica_name" "data_dir" "api_address" "peer_address" "peer_advertise_address" "admin_address" "gateway_id" "failure_domain" "join" "join_token" "join_token_file" "join_ca_file" "cert_sans" "api_tls_cert" "api_tls_key" "api_tls_client_ca" "log_level" "latency_ms" "roles_grace_ms" "max_message_bytes" "max_concurrent_streams" "driver" "k8s_namespace_mode" "k8s_namespaces" "k8s_shared_namespace" "egress_relay_k8s_address" "egress_relay_k8s_port" "egress_relay_k8s_pod_selector" -}}
 {{- range $key, $_ := .Values.config.extra -}}
 {{- if has $key $reserved -}}
 {{- fail (printf "config.extra.%s is set by the chart itself (from its own value, per replica, or by the start script): remove it from config.extra" $key) -}}
