@@ -60,7 +60,11 @@ struct egress_svc {
     pthread_mutex_t mu; /* stop, wake, rows, failures */
     pthread_cond_t cond;
     bool stop, wake; /* wake: a door waits for its sandbox's policy */
-    uint64_t policy_failures, policy_reads;
+    uint64_t policy_failures, policy_reads, policy_full_reads;
+    /* Policy thread only: the change feed is followed from feed_revision once the policies were
+     * read whole (feed_loaded); see refresh_policies. */
+    bool feed_loaded;
+    int64_t feed_revision;
     struct ns_row rows[MAX_NS_ROWS + 1]; /* the last one is "_other" */
     unsigned n_rows;
 };
@@ -163,8 +167,12 @@ static const char *const families[] = {
     "# HELP gantry_egress_policy_refresh_failures_total Policy reads that failed (the cached policies "
     "stayed).\n"
     "# TYPE gantry_egress_policy_refresh_failures_total counter\n",
-    "# HELP gantry_egress_policy_reads_total Complete reads of the policies into the relay's cache.\n"
+    "# HELP gantry_egress_policy_reads_total Successful policy refreshes of the relay's cache (each a read "
+    "of the change feed, or of every policy).\n"
     "# TYPE gantry_egress_policy_reads_total counter\n",
+    "# HELP gantry_egress_policy_full_reads_total Refreshes that read every stored policy (at start, and "
+    "when the change feed was compacted past the revision followed).\n"
+    "# TYPE gantry_egress_policy_full_reads_total counter\n",
 };
 
 void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
@@ -213,6 +221,8 @@ void egress_svc_write_metrics(struct egress_svc *s, struct buf *out)
     buf_printf(out, "%sgantry_egress_policy_refresh_failures_total %" PRIu64 "\n", families[4],
                s->policy_failures);
     buf_printf(out, "%sgantry_egress_policy_reads_total %" PRIu64 "\n", families[5], s->policy_reads);
+    buf_printf(out, "%sgantry_egress_policy_full_reads_total %" PRIu64 "\n", families[6],
+               s->policy_full_reads);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -366,21 +376,16 @@ static int pod_lookup(void *ctx, const struct sockaddr *peer, struct egress_sand
 
 /* ---- policies (policy thread) ----------------------------------------------------------------- */
 
-static int refresh_policies(struct egress_svc *s, char *err)
+/* Every stored policy, replacing the cache's (one read of the whole table). */
+static int read_all_policies(struct egress_svc *s, struct store_client *cl, char *err)
 {
-    struct store_client *cl;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    int rv = store_pool_acquire(s->cfg.pool, 2000, &cl);
-    if (rv != 0) {
-        gerr_set(err, "no store connection free");
-        return rv;
-    }
-    rv = store_client_query(cl, "SELECT namespace, policy, resource_version FROM policies", NULL, 0, &rows);
+    int rv =
+        store_client_query(cl, "SELECT namespace, policy, resource_version FROM policies", NULL, 0, &rows);
     if (rv != 0) {
         gerr_set(err, "%s", cl->errmsg);
     }
-    store_pool_release(s->cfg.pool, cl);
     const char **keep = mem_zalloc(sizeof *keep * (rows.n_rows + 1));
     size_t n_keep = 0;
     bool gateway_seen = false;
@@ -414,6 +419,100 @@ static int refresh_policies(struct egress_svc *s, char *err)
     }
     mem_free(keep);
     proto_rows_close(&rows);
+    return rv;
+}
+
+/* One namespace's stored policy ("" the gateway's) into the cache, or its absence. */
+static int read_one_policy(struct egress_svc *s, struct store_client *cl, const char *ns, char *err)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value q = {.type = PROTO_TEXT, .u.b = {.s = (char *)ns, .n = strlen(ns)}};
+    int rv = store_client_query(cl, "SELECT policy, resource_version FROM policies WHERE namespace = ?", &q,
+                                1, &rows);
+    if (rv != 0) {
+        gerr_set(err, "%s", cl->errmsg);
+        proto_rows_close(&rows);
+        return rv;
+    }
+    Gantry__V1__Policy *p = NULL;
+    uint64_t revision = 0;
+    if (rows.n_rows > 0) {
+        const struct proto_value *b = proto_rows_at(&rows, 0, 0), *ver = proto_rows_at(&rows, 0, 1);
+        p = b->type == PROTO_BLOB ? gantry__v1__policy__unpack(NULL, b->u.b.n, (const uint8_t *)b->u.b.s)
+                                  : NULL;
+        if (p == NULL) {
+            gerr_set(err, "the stored policy of \"%.63s\" does not decode", ns);
+            proto_rows_close(&rows);
+            return GERR_INTERNAL;
+        }
+        revision = ver->type == PROTO_INTEGER ? (uint64_t)ver->u.i : 0;
+    }
+    rv = ns[0] == '\0' ? egress_policy_cache_set_gateway(s->cache, p, revision)
+                       : egress_policy_cache_set_namespace(s->cache, ns, p, revision);
+    if (p != NULL) {
+        gantry__v1__policy__free_unpacked(p, NULL);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* Bring the cache up to date from the change feed: the cluster revision first, then (the first
+ * time, or when the feed was compacted past what was followed) every policy, else only the
+ * namespaces with "Policy" or "Namespace" events (a namespace deleted takes its policy with it)
+ * after the last revision followed. Reading the revision before the policies means a change in
+ * between is seen twice, never missed. At most three small queries per round when nothing
+ * changed, instead of a read of every policy row. *@full: every policy was read. */
+static int refresh_policies(struct egress_svc *s, bool *full, char *err)
+{
+    *full = false;
+    struct store_client *cl;
+    int rv = store_pool_acquire(s->cfg.pool, 2000, &cl);
+    if (rv != 0) {
+        gerr_set(err, "no store connection free");
+        return rv;
+    }
+    int64_t now = 0, compacted = 0;
+    rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &now);
+    if (rv == 0 && s->feed_loaded) {
+        rv = store_client_query_int(
+            cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'",
+            NULL, 0, &compacted);
+        if (rv == GERR_NOTFOUND) {
+            rv = 0;
+            compacted = 0;
+        }
+    }
+    if (rv != 0) {
+        gerr_set(err, "%s", cl->errmsg);
+    } else if (!s->feed_loaded || compacted > s->feed_revision) {
+        rv = read_all_policies(s, cl, err);
+        *full = rv == 0;
+    } else if (now > s->feed_revision) {
+        struct proto_rows rows;
+        proto_rows_init(&rows, 0);
+        struct proto_value q[2] = {{.type = PROTO_INTEGER, .u.i = s->feed_revision},
+                                   {.type = PROTO_INTEGER, .u.i = now}};
+        rv = store_client_query(cl,
+                                "SELECT DISTINCT namespace FROM events WHERE revision > ? AND revision <= ? "
+                                "AND kind IN ('Policy', 'Namespace')",
+                                q, 2, &rows);
+        if (rv != 0) {
+            gerr_set(err, "%s", cl->errmsg);
+        }
+        for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
+            const struct proto_value *ns = proto_rows_at(&rows, i, 0);
+            if (ns->type == PROTO_TEXT) {
+                rv = read_one_policy(s, cl, ns->u.b.s, err);
+            }
+        }
+        proto_rows_close(&rows);
+    }
+    store_pool_release(s->cfg.pool, cl);
+    if (rv == 0) {
+        s->feed_loaded = true;
+        s->feed_revision = now > s->feed_revision ? now : s->feed_revision;
+    }
     return rv;
 }
 
@@ -531,13 +630,15 @@ static void *policy_main(void *arg)
     while (!s->stop) {
         pthread_mutex_unlock(&s->mu);
         char err[GERR_MSG_SIZE] = "";
-        int rv = refresh_policies(s, err);
+        bool full = false;
+        int rv = refresh_policies(s, &full, err);
         if (rv == 0) {
             rv = refresh_sandboxes(s, err);
         }
         pthread_mutex_lock(&s->mu);
         s->wake = false;
         s->policy_reads += rv == 0;
+        s->policy_full_reads += full;
         if (rv != 0) {
             s->policy_failures++;
             if (!failing) {
@@ -614,9 +715,11 @@ int egress_svc_start(const struct egress_svc_config *cfg, struct egress_svc **ou
     }
     /* Policies first: no door opens before the relay has read them once (or tried). */
     char err[GERR_MSG_SIZE] = "";
-    if (refresh_policies(s, err) != 0 || refresh_sandboxes(s, err) != 0) {
+    bool full = false;
+    if (refresh_policies(s, &full, err) != 0 || refresh_sandboxes(s, err) != 0) {
         LOG_WARN("egress: first policy read failed (retried): %s", err);
     }
+    s->policy_full_reads += full; /* before the threads: no lock needed yet */
     if (pthread_create(&s->policy_thread, NULL, policy_main, s) != 0) {
         rv = GERR_NOMEM;
         gerr_set(errmsg, "egress: cannot start the policy thread");

@@ -464,6 +464,10 @@ class Process(g.GantrydTest):
         denied = c.replicas[0].metric('gantry_egress_connections_total{namespace="default",decision="denied"}')
         self.assertIsNotNone(denied)
         self.assertGreaterEqual(float(denied), 5)
+        # Every policy change above reached the relay through the change feed: the whole policies
+        # table was read once, at the start, however many rounds ran.
+        self.assertEqual(float(c.replicas[0].metric("gantry_egress_policy_full_reads_total")), 1.0)
+        self.assertGreater(reads(), 3)
         # Deleting the sandbox removes its network namespace.
         sid = sandbox().meta.id
         e.sb("user", "Delete", S.DeleteSandboxRequest(namespace="default", name="agent"))
