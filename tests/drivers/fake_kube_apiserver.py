@@ -1279,7 +1279,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def ws_accept(self, user, proto):
         key = self.headers["Sec-WebSocket-Key"]
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode())
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
                                   .digest()).decode()
         self.log_request_line(101, user)
         self.send_response(101)
