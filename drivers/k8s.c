@@ -1512,6 +1512,8 @@ static const struct driver_ops k8s_ops = {
     .update_credentials = k8s_update_credentials,
     .delete_namespace = k8s_delete_ns,
     .logs_open = k8s_logs_open,
+    .exec_start = k8s_exec_start,
+    .port_connect = k8s_port_connect,
     .free = k8s_free,
 };
 

@@ -5,13 +5,19 @@
  * pods/portforward yet: docs/drivers.md).
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -310,6 +316,267 @@ static void test_logs_errors(void **state)
     driver_log_close(l);
 }
 
+/* ---- Exec and port-forward */
+
+/* Write all of @s to non-blocking @fd. */
+static void put(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EAGAIN) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 1000);
+            continue;
+        }
+        assert_true(w > 0);
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Read @out and @err (-1: none) to EOF (or until @until appears in @out), 10 s at most. */
+static void read_to_eof(int out, int err, struct buf *o, struct buf *e, const char *until)
+{
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    bool out_open = true, err_open = err >= 0;
+    while (out_open || err_open) {
+        struct pollfd p[2] = {{.fd = out_open ? out : -1, .events = POLLIN},
+                              {.fd = err_open ? err : -1, .events = POLLIN}};
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        poll(p, 2, 200);
+        char tmp[4096];
+        for (int i = 0; i < 2; i++) {
+            if (p[i].revents == 0) {
+                continue;
+            }
+            ssize_t r = read(p[i].fd, tmp, sizeof tmp);
+            if (r > 0) {
+                buf_append(i == 0 ? o : e, tmp, (size_t)r);
+            } else if (r == 0 || errno != EAGAIN) {
+                *(i == 0 ? &out_open : &err_open) = false;
+            }
+        }
+        if (until != NULL && o->len > 0) {
+            buf_append_zero(o, 1);
+            o->len--;
+            if (strstr((const char *)o->data, until) != NULL) {
+                return;
+            }
+        }
+    }
+    buf_append_zero(o, 1);
+    o->len--;
+    buf_append_zero(e, 1);
+    e->len--;
+}
+
+static int wait_status(struct driver_exec *x)
+{
+    int code, sig, rv;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 10000;
+    while ((rv = driver_exec_status(x, &code, &sig)) == GERR_BUSY) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        usleep(10000);
+    }
+    assert_int_equal(rv, 0);
+    assert_int_equal(sig, 0);
+    return code;
+}
+
+static void test_exec(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE];
+    struct sbx s;
+    struct driver_caps caps;
+    struct driver_exec *x;
+    int in, out, err;
+    struct buf o, e;
+    buf_init(&o);
+    buf_init(&e);
+    sbx_make(&s, "exec");
+    driver_capabilities(s.d, &caps);
+    assert_true(caps.exec);
+    assert_true(caps.port_forward);
+
+    /* stdin, stdout, stderr and the exit code, without a TTY. */
+    const char *const script[] = {"sh", "-c", "read x; echo out:$x; echo err:$x >&2; exit 3"};
+    struct driver_exec_spec spec = {.command = script, .n_command = 3};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    assert_true(in >= 0 && out >= 0 && err >= 0 && in != out);
+    put(in, "hi\n");
+    read_to_eof(out, err, &o, &e, NULL);
+    assert_string_equal((const char *)o.data, "out:hi\n");
+    assert_string_equal((const char *)e.data, "err:hi\n");
+    assert_int_equal(wait_status(x), 3);
+    assert_int_equal(driver_exec_resize(x, 10, 10), GERR_INVAL); /* no TTY */
+    assert_int_equal(driver_exec_signal(x, SIGTERM), GERR_INVAL);
+    driver_exec_close(x);
+
+    /* The end of stdin reaches the command (v5's close channel). */
+    const char *const cat[] = {"cat"};
+    spec = (struct driver_exec_spec){.command = cat, .n_command = 1};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    put(in, "abc");
+    driver_exec_close_stdin(x);
+    buf_reset(&o);
+    buf_reset(&e);
+    read_to_eof(out, err, &o, &e, NULL);
+    assert_string_equal((const char *)o.data, "abc");
+    assert_int_equal(wait_status(x), 0);
+    driver_exec_close(x);
+
+    /* A TTY: one descriptor, its size, a resize before the command looks again. */
+    const char *const tty[] = {"sh", "-c", "stty size; read x; stty size"};
+    spec = (struct driver_exec_spec){.command = tty, .n_command = 3, .tty = true, .rows = 24, .cols = 80};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    assert_int_equal(in, out);
+    assert_int_equal(err, -1);
+    buf_reset(&o);
+    read_to_eof(out, -1, &o, &e, "24 80");
+    assert_int_equal(driver_exec_resize(x, 40, 120), 0);
+    put(in, "\n");
+    buf_reset(&o);
+    read_to_eof(out, -1, &o, &e, "40 120");
+    assert_int_equal(wait_status(x), 0);
+    driver_exec_close(x);
+
+    /* A command that cannot be run: why on stderr, 127. */
+    const char *const nope[] = {"/no/such/command"};
+    spec = (struct driver_exec_spec){.command = nope, .n_command = 1};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    buf_reset(&o);
+    buf_reset(&e);
+    read_to_eof(out, err, &o, &e, NULL);
+    assert_int_equal(wait_status(x), 127);
+    assert_non_null(strstr((const char *)e.data, "/no/such/command"));
+    driver_exec_close(x);
+
+    /* Closing an exec whose command still runs returns. */
+    const char *const sleeper2[] = {"sleep", "30"};
+    spec = (struct driver_exec_spec){.command = sleeper2, .n_command = 2};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    assert_int_equal(driver_exec_status(x, &in, &out), GERR_BUSY);
+    driver_exec_close(x);
+
+    /* No such sandbox. */
+    assert_int_equal(
+        driver_exec_start(s.d, env.ns, "00000000-0000-4000-8000-000000000000", &spec, &x, errmsg),
+        GERR_NOTFOUND);
+    buf_close(&o);
+    buf_close(&e);
+    sbx_free(&s);
+}
+
+/* A one-connection echo server on 127.0.0.1 (the pod's loopback, as the fake plays it). */
+static int echo_listener = -1;
+
+static void *echo_once(void *arg)
+{
+    (void)arg;
+    int c = accept(echo_listener, NULL, NULL);
+    char tmp[4096];
+    ssize_t r;
+    while (c >= 0 && (r = read(c, tmp, sizeof tmp)) > 0) {
+        if (write(c, tmp, (size_t)r) != r) {
+            break;
+        }
+        if (memchr(tmp, '!', (size_t)r) != NULL) {
+            break; /* "!" ends the conversation from this side */
+        }
+    }
+    if (c >= 0) {
+        close(c);
+    }
+    return NULL;
+}
+
+static uint16_t listen_local(int *fd)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(*fd, 4), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+static void test_port_forward(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE];
+    struct sbx s;
+    struct driver_exec *x;
+    int in, out, err, code, sig;
+    pthread_t th;
+    struct buf o, e;
+    buf_init(&o);
+    buf_init(&e);
+    sbx_make(&s, "forward");
+    uint16_t port = listen_local(&echo_listener);
+    assert_int_equal(pthread_create(&th, NULL, echo_once, NULL), 0);
+    assert_int_equal(driver_port_connect(s.d, env.ns, s.cs.id, port, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    assert_int_equal(in, out);
+    assert_int_equal(err, -1);
+    assert_int_equal(driver_exec_status(x, &code, &sig), 0);
+    assert_int_equal(driver_exec_resize(x, 1, 1), GERR_INVAL);
+    put(in, "ping");
+    read_to_eof(out, -1, &o, &e, "ping");
+    assert_string_equal((const char *)o.data, "ping"); /* no port prefix in the data */
+    put(in, "bye!");
+    buf_reset(&o);
+    read_to_eof(out, -1, &o, &e, NULL); /* the pod's side closed: EOF */
+    assert_string_equal((const char *)o.data, "bye!");
+    driver_exec_close(x);
+    pthread_join(th, NULL);
+    close(echo_listener);
+
+    /* Nothing listens: refused, with the kubelet's words. */
+    int fd;
+    port = listen_local(&fd);
+    close(fd);
+    assert_int_equal(driver_port_connect(s.d, env.ns, s.cs.id, port, &x, errmsg), GERR_REFUSED);
+    assert_null(x);
+    assert_non_null(strstr(errmsg, "refused"));
+    assert_int_equal(driver_port_connect(s.d, env.ns, s.cs.id, 0, &x, errmsg), GERR_INVAL);
+    buf_close(&o);
+    buf_close(&e);
+    sbx_free(&s);
+}
+
+static void test_exec_status_decode(void **state)
+{
+    (void)state;
+    char msg[128];
+    int code;
+    const char *ok = "{\"status\":\"Success\",\"metadata\":{}}";
+    assert_int_equal(k8s_exec_status_decode(ok, strlen(ok), &code, msg, sizeof msg), 0);
+    assert_int_equal(code, 0);
+    const char *nz = "{\"status\":\"Failure\",\"reason\":\"NonZeroExitCode\",\"details\":{\"causes\":"
+                     "[{\"reason\":\"ExitCode\",\"message\":\"42\"}]}}";
+    assert_int_equal(k8s_exec_status_decode(nz, strlen(nz), &code, msg, sizeof msg), 0);
+    assert_int_equal(code, 42);
+    const char *nr = "{\"status\":\"Failure\",\"reason\":\"InternalError\",\"message\":\"no\\u0001such\"}";
+    assert_int_equal(k8s_exec_status_decode(nr, strlen(nr), &code, msg, sizeof msg), 0);
+    assert_int_equal(code, -1);
+    assert_string_equal(msg, "no?such");
+    const char *const bad[] = {
+        "", "[]", "{\"status\":\"Maybe\"}", "{\"status\":\"Failure\",\"reason\":\"NonZeroExitCode\"}",
+        "{\"status\":\"Failure\",\"reason\":\"NonZeroExitCode\",\"details\":{\"causes\":"
+        "[{\"reason\":\"ExitCode\",\"message\":\"300\"}]}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(k8s_exec_status_decode(bad[i], strlen(bad[i]), &code, msg, sizeof msg), GERR_PROTO);
+    }
+}
+
 /* ---- Setup */
 
 static int run(const char *const *argv)
@@ -390,10 +657,10 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_log_stamp),
-        cmocka_unit_test(test_logs_follow),
-        cmocka_unit_test(test_logs_tail_and_since),
-        cmocka_unit_test(test_logs_errors),
+        cmocka_unit_test(test_log_stamp),           cmocka_unit_test(test_logs_follow),
+        cmocka_unit_test(test_logs_tail_and_since), cmocka_unit_test(test_logs_errors),
+        cmocka_unit_test(test_exec_status_decode),  cmocka_unit_test(test_exec),
+        cmocka_unit_test(test_port_forward),
     };
     if (getenv("GANTRY_TEST_FILTER") != NULL) {
         cmocka_set_test_filter(getenv("GANTRY_TEST_FILTER"));

@@ -1,19 +1,22 @@
 /* libFuzzer harness for drivers/ws.h: what a WebSocket server (the Kubernetes API server, or
  * anything in between) sends the kubernetes driver.
  *
- * Input layout: byte 0 selects ((byte - '0') % 2, so the seeds in corpus/ws/ start with a digit):
+ * Input layout: byte 0 selects ((byte - '0') % 3, so the seeds in corpus/ws/ start with a digit):
  *   0: a byte stream of frames, fed to a reader (limit 4096) in pieces whose sizes come from byte 1
  *      (1..256 bytes each), every message taken as it completes;
- *   1: the server's handshake response head, checked against a fixed key and offered protocols.
+ *   1: the server's handshake response head, checked against a fixed key and offered protocols;
+ *   2: an exec status message (channel 3: k8s_exec_status_decode, drivers/k8s_sessions.h).
  * Besides "no crash, no leak, no overread", the harness checks the header's promises: the reader
  * answers 0, GERR_BUSY, GERR_PROTO or GERR_TOOBIG; a message is TEXT, BINARY, CLOSE, PING or
  * PONG within the limit (a control one within 125 bytes); a data message re-encoded decodes to
  * itself; the handshake answers 0, GERR_BUSY, GERR_PROTO or GERR_TOOBIG and, on 0 with 101, a
- * protocol that was offered. A broken promise calls abort(). */
+ * protocol that was offered; the status decoder answers 0 (a code 0..255, or -1 with a printable
+ * message) or GERR_PROTO. A broken promise calls abort(). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "drivers/k8s_sessions.h"
 #include "drivers/ws.h"
 
 #define LIMIT 4096u
@@ -94,15 +97,44 @@ static void handshake(const uint8_t *p, size_t len)
     free(copy);
 }
 
+static void exec_status(const uint8_t *p, size_t len)
+{
+    char msg[96];
+    int code;
+    char *copy = malloc(len + 1);
+    memcpy(copy, p, len);
+    int rv = k8s_exec_status_decode(copy, len, &code, msg, sizeof msg);
+    if (rv != 0 && rv != GERR_PROTO) {
+        abort();
+    }
+    if (rv == 0 && (code < -1 || code > 255)) {
+        abort();
+    }
+    if (rv == 0 && code == -1) {
+        for (const char *q = msg; *q != '\0'; q++) {
+            if (*q < 0x20 || *q > 0x7e) {
+                abort();
+            }
+        }
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    if ((data[0] - '0') % 2 == 0) {
+    switch ((unsigned)(data[0] - '0') % 3u) {
+    case 0:
         stream(data + 1, size - 1);
-    } else {
+        break;
+    case 1:
         handshake(data + 1, size - 1);
+        break;
+    default:
+        exec_status(data + 1, size - 1);
+        break;
     }
     return 0;
 }
