@@ -1,8 +1,11 @@
 /* The kubernetes driver's sessions (drivers/k8s_sessions.h) against the strict fake API server
  * (tests/drivers/fake_kube_apiserver.py) over real TLS: the pod log API with tail, since and
- * follow; a sandbox that is not there; the server refusing. The driver runs in managed mode as
- * the cluster admin (the Helm chart's RBAC does not grant pods/log, pods/exec or
- * pods/portforward yet: docs/drivers.md).
+ * follow; exec (stdin, stdout, stderr, the exit code, the end of stdin, a TTY and its resize, a
+ * command that cannot run) and port-forward (an echo server, a refused port) over WebSocket; a
+ * sandbox that is not there. The driver runs in managed mode as the ServiceAccount of the Helm
+ * release "gantry" with exactly the RBAC the chart renders for it (tests/drivers/rbac/
+ * managed-gw-a.json, which grants pods/log, pods/exec and pods/portforward); the test's own
+ * requests use the admin token.
  *
  * Without /usr/bin/python3 or /usr/bin/openssl the test says so and exits 77 (skipped). */
 #include <errno.h>
@@ -35,10 +38,10 @@
 
 #define PYTHON  "/usr/bin/python3"
 #define OPENSSL "/usr/bin/openssl"
-#define GW      "gw-s"
-#define HOME_NS "gantry-s"
+#define GW      "gw-a"
+#define HOME_NS "gantry"
 
-static char dir[256], cert[300], key[300], token[300], server[64];
+static char dir[256], cert[300], key[300], token[300], sa_token[300], server[64];
 static struct proc apiserver;
 static const char *const sleeper[] = {"sleep", "infinity"};
 
@@ -48,7 +51,7 @@ static struct driver *open_driver(void *ctx)
     char errmsg[GERR_MSG_SIZE];
     struct driver *d;
     struct driver_k8s_config c = {.server = server,
-                                  .token_file = token,
+                                  .token_file = sa_token,
                                   .ca_file = cert,
                                   .gateway_id = GW,
                                   .home_namespace = HOME_NS,
@@ -99,7 +102,9 @@ static void sbx_make(struct sbx *s, const char *name)
     char errmsg[GERR_MSG_SIZE];
     struct driver_sandbox out;
     s->d = open_driver(NULL);
-    assert_int_equal(driver_ensure_namespace(s->d, 1, env.ns, errmsg), 0);
+    if (driver_ensure_namespace(s->d, 1, env.ns, errmsg) != 0) {
+        fail_msg("ensure_namespace: %s", errmsg);
+    }
     conf_spec(&env, &s->cs, name);
     assert_int_equal(driver_create(s->d, 1, &s->cs.spec, &out, errmsg), 0);
     /* The handle is "k8s:<namespace>/<object name>"; the pod is named after the object. */
@@ -623,10 +628,16 @@ static int setup(void)
     if (f == NULL || fputs("test-token-sessions\n", f) < 0 || fclose(f) != 0) {
         return -1;
     }
+    f = fopen(sa_token, "w");
+    if (f == NULL || fputs("sa-token-gantry\n", f) < 0 || fclose(f) != 0) {
+        return -1;
+    }
+    char ident[700];
+    snprintf(ident, sizeof ident, "%s=%s/managed-gw-a.json", sa_token, RBAC_DIR);
     snprintf(out, sizeof out, "%s/apiserver.out", dir);
     snprintf(err, sizeof err, "%s/apiserver.err", dir);
-    const char *argv[] = {PYTHON, FAKE_KUBE_APISERVER, "--cert", cert, "--key",
-                          key,    "--token-file",      token,    NULL};
+    const char *argv[] = {PYTHON, FAKE_KUBE_APISERVER, "--cert", cert, "--key", key, "--token-file",
+                          token,  "--identity",        ident,    NULL};
     struct proc_spec spec = {.argv = argv, .stdout_path = out, .stderr_path = err};
     if (proc_spawn(&apiserver, &spec, errmsg) != 0 ||
         proc_wait_line(&apiserver, "LISTENING ", 30000, line, sizeof line, errmsg) != 0) {
@@ -652,6 +663,7 @@ int main(void)
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
     snprintf(token, sizeof token, "%s/token", dir);
+    snprintf(sa_token, sizeof sa_token, "%s/token-gantry", dir);
     if (setup() != 0) {
         proc_stop(&apiserver, 5000);
         return 1;
