@@ -236,6 +236,7 @@ static void test_logs_follow(void **state)
     assert_int_equal(rv, GERR_CLOSED);
     buf_append_zero(&out, 1);
     assert_string_equal((const char *)out.data, "four\n\n");
+    buf_close(&out);
     driver_log_close(l);
     sbx_free(&s);
 }
