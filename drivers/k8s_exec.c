@@ -559,11 +559,13 @@ int k8s_port_connect(struct driver *d, const char *ns, const char *id, uint16_t 
      * GERR_REFUSED here rather than an EOF later. */
     struct k8s_exec *x = (struct k8s_exec *)*out;
     for (unsigned waited = 0; waited < K8S_FORWARD_SETTLE_MS; waited += 10) {
+        char why[GERR_MSG_SIZE];
         pthread_mutex_lock(&x->mu);
         bool refused = x->refused, ended = x->ended;
+        snprintf(why, sizeof why, "%s", x->error);
         pthread_mutex_unlock(&x->mu);
         if (refused) {
-            gerr_set(errmsg, "port-forward to port %u: %s", port, x->error);
+            gerr_set(errmsg, "port-forward to port %u: %s", port, why);
             driver_exec_close(*out);
             *out = NULL;
             return GERR_REFUSED;

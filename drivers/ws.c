@@ -543,7 +543,7 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
     if (c->curl == NULL) {
         gerr_set(errmsg, "curl_easy_init failed");
         rv = GERR_NOMEM;
-        goto fail;
+        goto err_after_auth;
     }
     struct buf url, req, in;
     buf_init(&url);
@@ -576,7 +576,7 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
         rv = cc != CURLE_OK ? k8s_http_err_from_curl((int)cc) : GERR_IO;
         gerr_set(errmsg, "websocket connect to %s: %s", hc->server,
                  cc != CURLE_OK ? curl_easy_strerror(cc) : "no socket");
-        goto fail_bufs;
+        goto err_after_bufs;
     }
     c->fd = (int)sock;
     uint8_t raw[16];
@@ -584,7 +584,7 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
     if (rand_bytes(raw, sizeof raw) != 0) {
         gerr_set(errmsg, "websocket: no random bytes for the key");
         rv = GERR_IO;
-        goto fail_bufs;
+        goto err_after_bufs;
     }
     EVP_EncodeBlock((unsigned char *)key, raw, sizeof raw);
     const char *host = hc->server + strlen("https://");
@@ -606,7 +606,7 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
     rv = send_all(c, req.data, req.len, errmsg);
     memset(req.data, 0, req.len); /* it held the token */
     if (rv != 0) {
-        goto fail_bufs;
+        goto err_after_bufs;
     }
     uint64_t deadline = clock_mono_ms(clock_system()) + timeout_ms;
     long clen = -1;
@@ -625,7 +625,7 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
             if (now >= deadline) {
                 gerr_set(errmsg, "websocket: no handshake answer from %s in %u ms", hc->server, timeout_ms);
                 rv = GERR_TIMEOUT;
-                goto fail_bufs;
+                goto err_after_bufs;
             }
             wait_fd(c->fd, POLLIN, (unsigned)(deadline - now));
             continue;
@@ -633,12 +633,12 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
         if (cc != CURLE_OK || got == 0) {
             gerr_set(errmsg, "websocket: the server closed the connection during the handshake");
             rv = GERR_CLOSED;
-            goto fail_bufs;
+            goto err_after_bufs;
         }
         buf_append(&in, tmp, got);
     }
     if (rv != 0) {
-        goto fail_bufs;
+        goto err_after_bufs;
     }
     if (*status != 101) {
         /* A refusal: read its body (a Status object) for the caller, within the deadline. */
@@ -668,17 +668,16 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
         ws_close(c);
         c = NULL;
         rv = 0;
-        goto done;
+        goto err_after_bufs;
     }
     ws_reader_feed(&c->rd, in.data + used, in.len - used);
     *out = c;
     c = NULL;
-done:
-fail_bufs:
+err_after_bufs:
     buf_close(&url);
     buf_close(&req);
     buf_close(&in);
-fail:
+err_after_auth:
     if (auth != NULL) {
         memset(auth, 0, strlen(auth));
         mem_free(auth);
