@@ -33,7 +33,8 @@ int k8s_log_stamp(const char *line, size_t len, int64_t *ns, size_t *used)
     if (len < 20 || line[4] != '-' || line[7] != '-' || line[10] != 'T' || line[13] != ':' ||
         line[16] != ':' || !digits(line, 4, &y) || !digits(line + 5, 2, &mo) || !digits(line + 8, 2, &d) ||
         !digits(line + 11, 2, &h) || !digits(line + 14, 2, &mi) || !digits(line + 17, 2, &s) || y < 1970 ||
-        mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
+        y > 2200 /* Unix nanoseconds fit an int64_t until 2262 */ || mo < 1 || mo > 12 || d < 1 || d > 31 ||
+        h > 23 || mi > 59 || s > 60) {
         return GERR_PROTO;
     }
     size_t i = 19;

@@ -1,17 +1,19 @@
 /* libFuzzer harness for drivers/ws.h: what a WebSocket server (the Kubernetes API server, or
  * anything in between) sends the kubernetes driver.
  *
- * Input layout: byte 0 selects ((byte - '0') % 3, so the seeds in corpus/ws/ start with a digit):
+ * Input layout: byte 0 selects ((byte - '0') % 4, so the seeds in corpus/ws/ start with a digit):
  *   0: a byte stream of frames, fed to a reader (limit 4096) in pieces whose sizes come from byte 1
  *      (1..256 bytes each), every message taken as it completes;
  *   1: the server's handshake response head, checked against a fixed key and offered protocols;
- *   2: an exec status message (channel 3: k8s_exec_status_decode, drivers/k8s_sessions.h).
+ *   2: an exec status message (channel 3: k8s_exec_status_decode, drivers/k8s_sessions.h);
+ *   3: a line of the pod log API with its timestamp (k8s_log_stamp, drivers/k8s_sessions.h).
  * Besides "no crash, no leak, no overread", the harness checks the header's promises: the reader
  * answers 0, GERR_BUSY, GERR_PROTO or GERR_TOOBIG; a message is TEXT, BINARY, CLOSE, PING or
  * PONG within the limit (a control one within 125 bytes); a data message re-encoded decodes to
  * itself; the handshake answers 0, GERR_BUSY, GERR_PROTO or GERR_TOOBIG and, on 0 with 101, a
  * protocol that was offered; the status decoder answers 0 (a code 0..255, or -1 with a printable
- * message) or GERR_PROTO. A broken promise calls abort(). */
+ * message) or GERR_PROTO; the stamp parser answers 0 (a non-negative time, a length within the
+ * line) or GERR_PROTO. A broken promise calls abort(). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,20 +122,39 @@ static void exec_status(const uint8_t *p, size_t len)
     free(copy);
 }
 
+static void log_stamp(const uint8_t *p, size_t len)
+{
+    char *copy = malloc(len + 1);
+    memcpy(copy, p, len);
+    int64_t ns;
+    size_t used;
+    int rv = k8s_log_stamp(copy, len, &ns, &used);
+    if (rv != 0 && rv != GERR_PROTO) {
+        abort();
+    }
+    if (rv == 0 && (ns < 0 || used > len || used < 20)) {
+        abort();
+    }
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) {
         return 0;
     }
-    switch ((unsigned)(data[0] - '0') % 3u) {
+    switch ((unsigned)(data[0] - '0') % 4u) {
     case 0:
         stream(data + 1, size - 1);
         break;
     case 1:
         handshake(data + 1, size - 1);
         break;
-    default:
+    case 2:
         exec_status(data + 1, size - 1);
+        break;
+    default:
+        log_stamp(data + 1, size - 1);
         break;
     }
     return 0;
