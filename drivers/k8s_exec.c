@@ -1,4 +1,16 @@
-/* Exec and port-forward for the kubernetes driver over WebSocket (see k8s_sessions.h). */
+/* Exec and port-forward for the kubernetes driver over WebSocket (see k8s_sessions.h).
+ *
+ * Happy path: find the pod (k8s__pod_of), upgrade the subresource's GET to a WebSocket (ws_connect),
+ * make the caller's socketpairs, start the bridge thread. The bridge owns the stream's reads; every
+ * write to the stream (the bridge's stdin frames, the caller's resize, signal and end of input)
+ * holds x->mu, so the one TLS connection is never used by two threads at once. The bridge passes
+ * on everything the server sent before it gives the caller EOF, and ends when the stream has ended
+ * and its pending output is written, or when driver_exec_close asks it to.
+ *
+ * Failure modes: the upgrade refused (the API server's Status as a GERR_*), the stream cut (EOF on
+ * the outputs; exit 255 without a status), a malformed frame (the stream is dropped as cut), the
+ * caller not reading (the bridge stops reading the stream at 1 MiB pending per output, so the
+ * server's flow control holds the command). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -6,6 +18,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
