@@ -20,6 +20,7 @@
 #include "drivers/k8s_cache.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
+#include "drivers/k8s_sessions.h"
 #include "drivers/k8s_watch.h"
 #include "lib/buf.h"
 #include "lib/file.h"
@@ -1395,6 +1396,34 @@ static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char 
     return rv;
 }
 
+/* ---- Sessions (drivers/k8s_sessions.h): where a sandbox's pod is */
+
+int k8s__pod_of(struct driver *d, const char *ns, const char *id, char kns[64], char pod[64],
+                enum driver_phase *phase, struct k8s_http_config *hc, char *errmsg)
+{
+    struct driver_k8s *k = k8s_of(d);
+    struct found f = {0};
+    int rv;
+    pthread_mutex_lock(&d->mu);
+    if (k->stopping) {
+        gerr_set(errmsg, "the kubernetes driver is stopping");
+        rv = GERR_CANCELED;
+    } else if ((rv = find(k, ns, id, &f, errmsg)) == 0) {
+        if (f.n == 0) {
+            gerr_set(errmsg, "no sandbox %s of gateway %s in %s", id, k->gw, ns);
+            rv = GERR_NOTFOUND;
+        } else {
+            snprintf(kns, 64, "%s", f.items[0].meta.ns);
+            snprintf(pod, 64, "%s", f.items[0].meta.name);
+            *phase = f.items[0].phase;
+            *hc = k->hc;
+        }
+    }
+    found_close(&f);
+    pthread_mutex_unlock(&d->mu);
+    return rv;
+}
+
 /* ---- Capabilities, statistics, construction */
 
 static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
@@ -1502,6 +1531,9 @@ static const struct driver_ops k8s_ops = {
     .ensure_namespace = k8s_ensure_ns,
     .update_credentials = k8s_update_credentials,
     .delete_namespace = k8s_delete_ns,
+    .logs_open = k8s_logs_open,
+    .exec_start = k8s_exec_start,
+    .port_connect = k8s_port_connect,
     .free = k8s_free,
 };
 

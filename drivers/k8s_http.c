@@ -316,6 +316,11 @@ static int auth_header(struct k8s_http *h, char **out, char *errmsg)
     return 0;
 }
 
+int k8s_http_auth_header(struct k8s_http *h, char **out, char *errmsg)
+{
+    return auth_header(h, out, errmsg);
+}
+
 static void set_options(struct k8s_http *h, const char *method, const char *url, const char *body,
                         struct curl_slist *headers)
 {

@@ -60,6 +60,10 @@ int k8s_http_stream(struct k8s_http *h, const char *path, unsigned timeout_ms, c
                     k8s_http_open_cb on_open, k8s_http_line_cb on_line, void *arg, long *status,
                     struct buf *resp, char *errmsg);
 
+/* "Authorization: Bearer <token>" from the token file, read now (*@out NUL-terminated, the
+ * caller wipes and frees it), or *@out NULL without a token file. GERR_UNAUTH as for requests. */
+int k8s_http_auth_header(struct k8s_http *h, char **out, char *errmsg);
+
 /* Percent-encode @s (a query value) onto @b. */
 void k8s_http_put_escaped(struct buf *b, const char *s);
 

@@ -67,6 +67,28 @@ Semantics
     Standard forbids gets Ready=False, ReconcilerError with the admission message (the controller
     cannot make the pod).
 
+Pods (what the agent-sandbox controller's pod of a Sandbox would serve; the pod is named after the
+Sandbox, in its namespace, with one container "sandbox"; a Sandbox that is not there: 404 NotFound
+pods; another container: 400 BadRequest; RBAC as pods/log get, pods/exec and pods/portforward
+create):
+  - GET .../pods/P/log?container=&follow=&sinceTime=|sinceSeconds=&tailLines=&timestamps=: the
+    lines a test wrote with POST /_fake/podlog, each stamped (RFC 3339 with nanoseconds) when it
+    was written; follow streams (chunked) until the test ends the log ("end": true) or the
+    Sandbox is deleted; sinceTime and sinceSeconds together are 400, as are bad numbers;
+  - GET .../pods/P/exec?command=..&stdin=&stdout=&stderr=&tty=&container= with a WebSocket
+    upgrade offering v5.channel.k8s.io or v4.channel.k8s.io (anything else: 400): the command
+    runs here (subprocess, a pty with tty=true; tty with stderr is 400, no stream at all 400);
+    frames are binary, the first byte the channel: 0 stdin, 1 stdout, 2 stderr, 3 the status
+    (a Status: Success, or Failure with reason NonZeroExitCode and the cause ExitCode, or
+    InternalError for a command that cannot be run), 4 resize ({"Width","Height"}: TIOCSWINSZ
+    on the pty); v5 adds 255 close (payload: the channel to close, 0 = stdin's EOF). A client
+    frame that is not masked, not binary, or for another channel ends the stream with close
+    1002;
+  - GET .../pods/P/portforward?ports=N with a WebSocket upgrade offering v4.channel.k8s.io or
+    portforward.k8s.io: connects to 127.0.0.1:N here; channel 0 data and 1 error, the first frame
+    of each carrying the port as 2 bytes little-endian; a refused connection is a message on
+    channel 1, then close.
+
 Test controls (admin token only)
   POST /_fake/inject {"method": "PUT", "path": "/api/v1/...", "times": 1, "query": "continue="
                           (optional: only requests whose query contains this),
@@ -83,6 +105,8 @@ Test controls (admin token only)
                        "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions),
                        "watch_end": bool (every watch answers 200 and ends at once, without an
                        event, as one cut by a proxy or a server shutting down does)}
+  POST /_fake/podlog {"namespace": ns, "name": pod, "lines": ["..."], "end": bool}
+                      append to a pod's log (each line stamped now); end: the container ended
   POST /_fake/namespace {"name": n, "stuck": bool}   hold a Terminating namespace, or let it go
   POST /_fake/compact   compact every revision so far (continue tokens and watches from before: 410)
   POST /_fake/drop-watches   cut every open watch stream (as an API server restart does)
@@ -100,11 +124,20 @@ import argparse
 import base64
 import copy
 import datetime
+import fcntl
+import hashlib
 import json
 import os
+import pty
 import re
+import select
+import signal
+import socket
 import ssl
+import struct
+import subprocess
 import sys
+import termios
 import threading
 import time
 import uuid
@@ -353,6 +386,7 @@ class Store:
         self.watch_end = False
         self.watches_open = 0
         self.requests = {}
+        self.pod_logs = {}  # (ns, pod) -> {"lines": [(ns_stamp, text)], "ended": bool}
         with self.cond:
             if self.state_path and os.path.exists(self.state_path):
                 self.load()
@@ -854,6 +888,7 @@ def discovery(store, path):
     return None
 
 
+POD_SUB = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/(log|exec|portforward)$")
 VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -929,6 +964,9 @@ class Handler(BaseHTTPRequestHandler):
             if self.server.latency > 0:
                 time.sleep(self.server.latency)
             query = parse_qs(url.query)
+            m = POD_SUB.match(url.path)
+            if m is not None:
+                return self.pod_subresource(store, m.group(1), m.group(2), m.group(3), query, user, rbac)
             if self.command == "GET" and query.get("watch", [""])[0] in ("1", "true"):
                 return self.watch(store, url, query, user, rbac)
             with store.cond:
@@ -985,6 +1023,14 @@ class Handler(BaseHTTPRequestHandler):
                 store.qps = float(body.get("qps", store.qps))
                 store.burst = int(body.get("burst", store.burst))
                 store.tokens, store.refill_at = float(store.burst), time.monotonic()
+        elif url.path == "/_fake/podlog":
+            log = store.pod_logs.setdefault((body["namespace"], body["name"]), {"lines": [], "ended": False})
+            for line in body.get("lines", []):
+                log["lines"].append((time.time_ns(), line))
+                time.sleep(0.000001)  # distinct stamps
+            if body.get("end"):
+                log["ended"] = True
+            store.cond.notify_all()
         elif url.path == "/_fake/namespace":
             (store.stuck.add if body.get("stuck") else store.stuck.discard)(body["name"])
             store.reap_namespaces()
@@ -1142,6 +1188,355 @@ class Handler(BaseHTTPRequestHandler):
                     self.connection.shutdown(2)
                 except OSError:
                     pass
+
+    # -- pods: log, exec, portforward
+
+    def pod_subresource(self, store, ns, pod, sub, query, user, rbac):
+        verb = "get" if sub == "log" else "create"
+        if self.command != "GET" and not (sub != "log" and self.command == "POST"):
+            raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported here")
+        if rbac is not None and not rbac.allows("", "pods/" + sub, verb, ns, pod):
+            raise ApiError(403, "Forbidden", 'pods "%s" is forbidden: User "%s" cannot %s resource "pods/%s" in '
+                           'API group "" in the namespace "%s"' % (pod, rbac.user, verb, sub, ns), pod, "pods")
+        with store.cond:
+            store.requests[user] = store.requests.get(user, 0) + 1
+            if (ns, pod) not in store.objects[(SANDBOX_GROUP, "sandboxes")]:
+                raise not_found("pods", pod)
+        container = query.get("container", ["sandbox"])[0]
+        if container != "sandbox":
+            raise ApiError(400, "BadRequest", "container %s is not valid for pod %s" % (container, pod))
+        if sub == "log":
+            return self.pod_log(store, ns, pod, query, user)
+        protos = [p.strip() for p in (self.headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+        wanted = ["v5.channel.k8s.io", "v4.channel.k8s.io"] if sub == "exec" else \
+            ["v4.channel.k8s.io", "portforward.k8s.io"]
+        chosen = next((p for p in protos if p in wanted), None)
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not self.headers.get("Sec-WebSocket-Key"):
+            raise ApiError(400, "BadRequest", "Upgrade request required")
+        if chosen is None:
+            raise ApiError(400, "BadRequest", "none of the offered subprotocols %s is supported (%s)" % (
+                protos, ", ".join(wanted)))
+        if sub == "exec":
+            return self.pod_exec(ns, pod, query, user, chosen)
+        return self.pod_portforward(ns, pod, query, user, chosen)
+
+    def pod_log(self, store, ns, pod, query, user):
+        def flag(name):
+            return query.get(name, ["false"])[0] in ("1", "true")
+        try:
+            tail = int(query["tailLines"][0]) if "tailLines" in query else None
+            since_s = int(query["sinceSeconds"][0]) if "sinceSeconds" in query else None
+        except ValueError:
+            raise ApiError(400, "BadRequest", "tailLines and sinceSeconds are integers")
+        since_ns = None
+        if "sinceTime" in query:
+            if since_s is not None:
+                raise ApiError(422, "Invalid", "at most one of sinceTime or sinceSeconds may be specified")
+            t = query["sinceTime"][0]
+            if not RFC3339.match(t):
+                raise ApiError(400, "BadRequest", "sinceTime %r is not RFC 3339" % t)
+            since_ns = int(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) * 10**9
+        elif since_s is not None:
+            since_ns = time.time_ns() - since_s * 10**9
+        stamps, follow = flag("timestamps"), flag("follow")
+
+        def fmt(st, text):
+            if not stamps:
+                return text + "\n"
+            sec, nsec = divmod(st, 10**9)
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + ".%09dZ %s\n" % (nsec, text)
+
+        with store.cond:
+            log = store.pod_logs.setdefault((ns, pod), {"lines": [], "ended": False})
+            lines = [(st, t) for st, t in log["lines"] if since_ns is None or st >= since_ns]
+            if tail is not None:
+                lines = lines[len(lines) - tail:] if tail < len(lines) else lines
+                lines = lines if tail > 0 else []
+            sent = len(log["lines"])
+        out = "".join(fmt(st, t) for st, t in lines).encode()
+        self.log_request_line(200, user)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        if not follow:
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            if out:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(out), out))
+                self.wfile.flush()
+            while True:
+                with store.cond:
+                    while (len(log["lines"]) == sent and not log["ended"] and
+                           (ns, pod) in store.objects[(SANDBOX_GROUP, "sandboxes")]):
+                        store.cond.wait(timeout=0.5)
+                    more = log["lines"][sent:]
+                    sent = len(log["lines"])
+                    over = log["ended"] or (ns, pod) not in store.objects[(SANDBOX_GROUP, "sandboxes")]
+                data = "".join(fmt(st, t) for st, t in more if since_ns is None or st >= since_ns).encode()
+                if data:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                if over:
+                    return self.finish_chunks()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            self.close_connection = True
+
+    # WebSocket (RFC 6455), the server's side: strict about what a client must do.
+
+    def ws_accept(self, user, proto):
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
+                                  .digest()).decode()
+        self.log_request_line(101, user)
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("Sec-WebSocket-Protocol", proto)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        self.ws_lock = threading.Lock()
+        self.ws_in = b""
+
+    def ws_send(self, op, payload):
+        n = len(payload)
+        head = bytes([0x80 | op])
+        if n < 126:
+            head += bytes([n])
+        elif n < 65536:
+            head += bytes([126]) + struct.pack(">H", n)
+        else:
+            head += bytes([127]) + struct.pack(">Q", n)
+        with self.ws_lock:
+            try:
+                self.wfile.write(head + payload)
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError, ValueError):
+                pass
+
+    def ws_read_frame(self):
+        """(fin, op, payload) of the client's next frame; None at EOF; raises ValueError when bad."""
+        def need(n):
+            while len(self.ws_in) < n:
+                got = self.connection.recv(65536)
+                if not got:
+                    return False
+                self.ws_in += got
+            return True
+        if not need(2):
+            return None
+        b0, b1 = self.ws_in[0], self.ws_in[1]
+        if b0 & 0x70 or not b1 & 0x80:
+            raise ValueError("unmasked or reserved bits")
+        n, at = b1 & 0x7f, 2
+        if n == 126:
+            if not need(4):
+                return None
+            n, at = struct.unpack(">H", self.ws_in[2:4])[0], 4
+        elif n == 127:
+            if not need(10):
+                return None
+            n, at = struct.unpack(">Q", self.ws_in[2:10])[0], 10
+        if n > 16 << 20 or not need(at + 4 + n):
+            if n > 16 << 20:
+                raise ValueError("too big")
+            return None
+        mask = self.ws_in[at:at + 4]
+        data = bytes(c ^ mask[i & 3] for i, c in enumerate(self.ws_in[at + 4:at + 4 + n]))
+        self.ws_in = self.ws_in[at + 4 + n:]
+        return bool(b0 & 0x80), b0 & 0x0f, data
+
+    def ws_messages(self, on_message):
+        """Read client messages until EOF or close; False when the client broke the protocol."""
+        msg, mop = b"", None
+        try:
+            while True:
+                fr = self.ws_read_frame()
+                if fr is None:
+                    return True
+                fin, op, data = fr
+                if op == 8:
+                    self.ws_send(8, data[:2])
+                    return True
+                if op == 9:
+                    self.ws_send(10, data)
+                    continue
+                if op == 10:
+                    continue
+                if op == 0:
+                    if mop is None:
+                        raise ValueError("continuation of nothing")
+                    msg += data
+                else:
+                    if mop is not None:
+                        raise ValueError("a new message inside one")
+                    mop, msg = op, data
+                if fin:
+                    if mop != 2 or not on_message(msg):
+                        raise ValueError("not a binary message for a known channel")
+                    msg, mop = b"", None
+        except (ValueError, ssl.SSLError, OSError):
+            self.ws_send(8, struct.pack(">H", 1002))
+            return False
+
+    def pod_exec(self, ns, pod, query, user, proto):
+        def flag(name, default):
+            return query.get(name, [default])[0] in ("1", "true")
+        cmd = query.get("command", [])
+        tty, want_in, want_out, want_err = flag("tty", "false"), flag("stdin", "false"), \
+            flag("stdout", "true"), flag("stderr", "true")
+        if not cmd:
+            raise ApiError(400, "BadRequest", "you must specify at least 1 command")
+        if tty and want_err:
+            raise ApiError(400, "BadRequest", "tty and stderr cannot both be true")
+        if not (want_in or want_out or want_err):
+            raise ApiError(400, "BadRequest", "you must specify at least 1 of stdin, stdout, stderr")
+        self.ws_accept(user, proto)
+        v5 = proto.startswith("v5.")
+        master = None
+        try:
+            if tty:
+                master, slave = pty.openpty()
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+                proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                                        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                os.close(slave)
+                outs = [(master, 1)]
+            else:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if want_in else subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                outs = [(proc.stdout.fileno(), 1), (proc.stderr.fileno(), 2)]
+        except OSError as e:
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "reason": "InternalError",
+                      "message": 'exec: "%s": %s' % (cmd[0], e.strerror or str(e))}
+            self.ws_send(2, b"\x03" + json.dumps(status).encode())
+            self.ws_send(8, struct.pack(">H", 1000))
+            return
+
+        def pump():
+            fds = dict(outs)
+            while fds:
+                r, _, _ = select.select(list(fds), [], [], 0.5)
+                for fd in r:
+                    try:
+                        data = os.read(fd, 32768)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        del fds[fd]
+                        continue
+                    if (fds[fd] == 1 and want_out) or (fds[fd] == 2 and want_err):
+                        self.ws_send(2, bytes([fds[fd]]) + data)
+                if not r and proc.poll() is not None and tty:
+                    break
+        pumper = threading.Thread(target=pump, daemon=True)
+        pumper.start()
+
+        def on_message(msg):
+            if not msg:
+                return False
+            ch, data = msg[0], msg[1:]
+            if ch == 0:
+                if not want_in:
+                    return False
+                try:
+                    if tty:
+                        os.write(master, data)
+                    else:
+                        proc.stdin.write(data)
+                        proc.stdin.flush()
+                except OSError:
+                    pass
+                return True
+            if ch == 4:
+                size = json.loads(data)
+                if tty:
+                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["Height"]),
+                                                                         int(size["Width"]), 0, 0))
+                return True
+            if ch == 255 and v5:
+                if data[:1] == b"\x00":
+                    if tty:
+                        os.write(master, b"\x04")
+                    elif proc.stdin is not None:
+                        proc.stdin.close()
+                return True
+            return False
+
+        reader = threading.Thread(target=lambda: self.ws_messages(on_message) or proc.kill(), daemon=True)
+        reader.start()
+        code = proc.wait()
+        pumper.join(timeout=5)
+        if code == 0:
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        else:
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": "command terminated with non-zero exit code: exit status %d" % (
+                          code if code > 0 else 128 - code),
+                      "reason": "NonZeroExitCode",
+                      "details": {"causes": [{"reason": "ExitCode", "message": str(code if code > 0 else 128 - code)}]}}
+        self.ws_send(2, b"\x03" + json.dumps(status).encode())
+        self.ws_send(8, struct.pack(">H", 1000))
+        if master is not None:
+            os.close(master)
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def pod_portforward(self, ns, pod, query, user, proto):
+        try:
+            port = int(query.get("ports", [""])[0])
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, "BadRequest", "ports must be one port number, 1..65535")
+        self.ws_accept(user, proto)
+        prefix = struct.pack("<H", port)
+        self.ws_send(2, b"\x00" + prefix)
+        self.ws_send(2, b"\x01" + prefix)
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError as e:
+            self.ws_send(2, b"\x01" + ("error forwarding port %d to pod %s, uid : failed to connect to localhost:%d "
+                                       "inside namespace: %s" % (port, pod, port, e.strerror or e)).encode())
+            self.ws_send(8, struct.pack(">H", 1000))
+            return
+        conn.settimeout(None)
+
+        def pump():
+            while True:
+                try:
+                    data = conn.recv(32768)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                self.ws_send(2, b"\x00" + data)
+            self.ws_send(8, struct.pack(">H", 1000))
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+
+        def on_message(msg):
+            if not msg or msg[0] != 0:
+                return False
+            if msg[1:]:
+                conn.sendall(msg[1:])
+            return True
+        self.ws_messages(on_message)
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        t.join(timeout=10)
+        conn.close()
 
     def finish_chunks(self):
         self.wfile.write(b"0\r\n\r\n")

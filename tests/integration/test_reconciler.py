@@ -694,6 +694,79 @@ class Kubernetes(g.GantrydTest):
             return [x for x in ev if "denied.example" in x.api_operation and x.actor_principal_id == e.ids["user"]]
         wait_for(self, "the pod's refusal in the audit trail", audited, timeout=10)
 
+    def test_sessions_through_gantryd(self):
+        """docs/sessions.md, the kubernetes driver: Sandboxes.Logs (the pod log API), Exec and
+        PortForward (the pod exec and portforward subresources over WebSocket) through gantryd,
+        against the fake API server's pods."""
+        import socket
+        import threading
+        api = KubeApi(self)
+        e = k8s_env(self, "sess", api, "gw-sess", "managed")
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pod1")))
+        wait_for(self, "the sandbox did not become READY", lambda: (
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="pod1")).status.phase ==
+            S.SandboxStatus.PHASE_READY))
+        code, out = api.request("POST", "/_fake/podlog", {"namespace": "openshell-gw-sess-team-b", "name": "pod1",
+                                                          "lines": ["hello", "world"]})
+        self.assertEqual(code, 200, out)
+        ch = e.c.client.channel(e.c.replicas[0])
+        md = [("authorization", "Bearer " + e.keys["pa"])]
+        logs = ch.unary_stream("/gantry.v1.Sandboxes/Logs", request_serializer=S.LogsRequest.SerializeToString,
+                               response_deserializer=S.LogChunk.FromString)
+        data = b"".join(c.data for c in logs(S.LogsRequest(namespace="team-b", name="pod1"), metadata=md,
+                                             timeout=15))
+        self.assertEqual(data, b"hello\nworld\n")
+        data = b"".join(c.data for c in logs(S.LogsRequest(namespace="team-b", name="pod1", tail_lines=1),
+                                             metadata=md, timeout=15))
+        self.assertEqual(data, b"world\n")
+
+        ex = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        out, err, last = b"", b"", None
+        for r in ex(iter([S.ExecRequest(start=S.ExecStart(namespace="team-b", name="pod1",
+                                                          command=["sh", "-c", "cat; echo oops >&2; exit 7"])),
+                          S.ExecRequest(stdin=b"hi\n", close_stdin=True)]), metadata=md, timeout=30):
+            out += r.stdout
+            err += r.stderr
+            last = r if r.exited else last
+        self.assertEqual((out, err), (b"hi\n", b"oops\n"))
+        self.assertTrue(last is not None and last.exit_code == 7, last)
+
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        self.addCleanup(lst.close)
+
+        def echo_once():
+            c, _ = lst.accept()
+            c.sendall(c.recv(100).upper())
+            c.close()
+        t = threading.Thread(target=echo_once, daemon=True)
+        t.start()
+        pf = ch.stream_stream("/gantry.v1.Sandboxes/PortForward",
+                              request_serializer=S.PortForwardRequest.SerializeToString,
+                              response_deserializer=S.PortForwardResponse.FromString)
+        got = b""
+        for r in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="team-b", name="pod1",
+                                                                          port=lst.getsockname()[1])),
+                          S.PortForwardRequest(data=b"ping")]), metadata=md, timeout=30):
+            got += r.data
+        self.assertEqual(got, b"PING")
+        t.join(5)
+        # Nothing listens: FAILED_PRECONDITION with the kubelet's words, as the process driver's.
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="team-b", name="pod1",
+                                                                              port=port))]), metadata=md, timeout=30):
+                pass
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, cm.exception.details())
+        self.assertIn("refused", cm.exception.details())
+        print("kubernetes sessions: logs, tail, exec (stdin, stdout, stderr, exit 7), port-forward and a refused "
+              "port through gantryd")
+
     def test_credentials_through_gantryd(self):
         """docs/credentials.md, kubernetes: a sandbox that lists a provider gets a per-sandbox Secret
         owned by its Sandbox object, referenced by the pod (a volume and a variable), with no value
