@@ -422,8 +422,11 @@ class Exec(Logs):
         grown = max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0))
         if not asan:
             self.assertLess(max(peak, grown), 16 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
-            # With the pause disabled the serving replica buffers what the command does not read.
-            self.assertLess(push_peak[0], 8 << 10, "RSS grew %d KiB while the command did not read" % push_peak[0])
+            # With the pause disabled the serving replica buffers what the command does not read
+            # (about 40 MiB measured). The bound is the max over every replica while the rest of the
+            # cluster runs on (lease renewals, Raft entries, snapshots): on a machine loaded by
+            # other builds such background growth reached 8-10 MiB, so it sits at half the push.
+            self.assertLess(push_peak[0], 16 << 10, "RSS grew %d KiB while the command did not read" % push_peak[0])
 
         # A signal ends the command.
         code, msg, out, err, last = self.exec_call("user", f, [start(["sleep", "100"]), S.ExecRequest(signal=15)])
