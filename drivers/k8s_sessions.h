@@ -78,8 +78,8 @@ int k8s_port_connect(struct driver *d, const char *ns, const char *id, uint16_t 
 int k8s_exec_status_decode(const char *text, size_t len, int *code, char *msg, size_t cap);
 
 /* A kubelet log timestamp ("2006-01-02T15:04:05.999999999Z", RFC 3339 in UTC with 0..9 fraction
- * digits, years 1970..2200) at the start of @line, followed by one space: 0 with *@ns (Unix nanoseconds) and *@used
- * (bytes including the space), or GERR_PROTO. Exposed for the tests. */
+ * digits, years 1970..2200) at the start of @line, followed by one space: 0 with *@ns (Unix nanoseconds) and
+ * *@used (bytes including the space), or GERR_PROTO. Exposed for the tests. */
 int k8s_log_stamp(const char *line, size_t len, int64_t *ns, size_t *used);
 
 #endif
