@@ -50,7 +50,8 @@ struct exec_session {
     char command[256]; /* for the audit: the first arguments, truncated */
     int64_t started_ms;
     uint64_t bytes_out, bytes_in;
-    int wake[2]; /* the loop thread writes a byte when it queued something */
+    struct sessions__grant grant; /* authorized again every second */
+    int wake[2];                  /* the loop thread writes a byte when it queued something */
     /* Shared with the loop thread (on_message), under mu. */
     pthread_mutex_t mu;
     struct buf in; /* stdin not yet written */
@@ -253,8 +254,10 @@ static void *exec_main(void *arg)
         uint64_t now = clock_mono_ms(clk);
         if (have_cl && now - last_check >= AUTHN_CACHE_TTL_MS / 2) {
             last_check = now;
-            if (sessions__credential_ok(&cl, &e->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
-                status = GRPC_STATUS_UNAUTHENTICATED;
+            int az =
+                sessions__still_allowed(&cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
+            if (az != 0) {
+                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
                 break;
             }
         }
@@ -296,7 +299,7 @@ static void *exec_main(void *arg)
     close(e->wake[1]);
     buf_close(&e->in);
     pthread_mutex_destroy(&e->mu);
-    atomic_fetch_sub(&svc->sessions, 1);
+    sessions__release(svc, e->id);
     mem_free(e);
     return NULL;
 }
@@ -366,6 +369,8 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
     struct exec_session *e = mem_zalloc(sizeof *e);
     e->port = a->port;
     snprintf(e->id, sizeof e->id, "%s", sessions__text(&rows, 0));
+    sessions__grant_init(&e->grant, ctx, a->port ? SESSIONS_OP_PORT : SESSIONS_OP_EXEC, a->ns, e->id,
+                         sessions__text(&rows, 1));
     char phase[24];
     snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
     proto_rows_close(&rows);
@@ -381,15 +386,13 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
     } else if (strcmp(phase, "READY") != 0) {
         gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\" is not running (phase %s)",
                   a->name, phase);
-    } else if (atomic_fetch_add(&svc->sessions, 1) >= SESSIONS_MAX || atomic_load(&svc->stopping)) {
-        atomic_fetch_sub(&svc->sessions, 1);
-        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
+    } else if ((rv = sessions__claim(svc, e->id)) != 0) {
+        sessions__claim_fail(ctx, rv, a->name);
     } else {
         rv = a->port ? driver_port_connect(svc->driver, a->ns, e->id, a->port_no, &e->x, errmsg)
                      : driver_exec_start(svc->driver, a->ns, e->id, a->xs, &e->x, errmsg);
         if (rv != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, e->id);
             if (rv == GERR_NOTFOUND) {
                 gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
                           "this replica cannot reach sandbox \"%.63s\": its driver has no record of it here; "
@@ -403,7 +406,7 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
                           errmsg);
             }
         } else if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, e->id);
             driver_exec_close(e->x);
             gate_fail(ctx, GRPC_STATUS_INTERNAL, "pipe: %s", strerror(errno));
         } else {
@@ -451,7 +454,7 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
             close(e->wake[1]);
             buf_close(&e->in);
             pthread_mutex_destroy(&e->mu);
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, e->id);
             gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
         }
     }

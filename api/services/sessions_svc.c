@@ -38,6 +38,7 @@ struct session {
     bool follow;
     int64_t started_ms;
     uint64_t bytes_out;
+    struct sessions__grant grant;
 };
 
 const char *sessions__text(const struct proto_rows *r, unsigned c)
@@ -102,6 +103,173 @@ int sessions__credential_ok(struct store_client *cl, const struct authn_principa
     return 0;
 }
 
+void sessions__grant_init(struct sessions__grant *g, const struct gate_ctx *ctx, int op, const char *ns,
+                          const char *id, const char *owner)
+{
+    memset(g, 0, sizeof *g);
+    g->rule = ctx->rule;
+    g->op = op;
+    snprintf(g->ns, sizeof g->ns, "%s", ns);
+    snprintf(g->id, sizeof g->id, "%s", id);
+    snprintf(g->owner, sizeof g->owner, "%s", owner);
+}
+
+/* The role bindings of principal @id as stored now, into @b (at most AUTHN_MAX_BINDINGS); an
+ * unreadable scope grants nothing, as in authn. */
+static int read_bindings(struct store_client *cl, const char *id, struct authz_binding *b, size_t *n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    int rv = store_client_query(
+        cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+        &rows);
+    *n = 0;
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && *n < AUTHN_MAX_BINDINGS; i++) {
+        const struct proto_value *role = proto_rows_at(&rows, i, 0), *ns = proto_rows_at(&rows, i, 1),
+                                 *scope = proto_rows_at(&rows, i, 2);
+        struct authz_binding *x = &b[*n];
+        memset(x, 0, sizeof *x);
+        x->role = role->type == PROTO_TEXT ? authz_role_parse(role->u.b.s) : 0;
+        snprintf(x->ns, sizeof x->ns, "%s", ns->type == PROTO_TEXT ? ns->u.b.s : "");
+        if (authz_scope_parse(scope->type == PROTO_TEXT ? scope->u.b.s : "", &x->scope) != 0) {
+            x->role = 0;
+        }
+        if (x->role != 0) {
+            (*n)++;
+        }
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+int sessions__still_allowed(struct store_client *cl, const struct authn_principal *who,
+                            const struct sessions__grant *g, int64_t now_ms, char *why, size_t len)
+{
+    int rv = sessions__credential_ok(cl, who, now_ms, why, len);
+    if (rv != 0) {
+        return rv;
+    }
+    struct proto_value k[] = {proto_text(who->id)};
+    int64_t disabled = 0;
+    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", k, 1, &disabled);
+    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+        snprintf(why, len, "the session ended: its principal \"%.127s\" was %s", who->name,
+                 rv == 0 ? "disabled" : "deleted");
+        return GERR_UNAUTH;
+    }
+    if (rv != 0 || g->rule == NULL) {
+        return 0;
+    }
+    struct authz_binding *b = mem_zalloc(AUTHN_MAX_BINDINGS * sizeof *b);
+    size_t n = 0;
+    if (read_bindings(cl, who->id, b, &n) != 0) {
+        mem_free(b);
+        return 0;
+    }
+    /* The rule again, on a request naming the session's namespace (its field path differs). */
+    Gantry__V1__LogsRequest lr = GANTRY__V1__LOGS_REQUEST__INIT;
+    Gantry__V1__ExecStart xs = GANTRY__V1__EXEC_START__INIT;
+    Gantry__V1__ExecRequest xr = GANTRY__V1__EXEC_REQUEST__INIT;
+    Gantry__V1__PortForwardStart ps = GANTRY__V1__PORT_FORWARD_START__INIT;
+    Gantry__V1__PortForwardRequest pr = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+    const ProtobufCMessage *req = &lr.base;
+    lr.namespace_ = (char *)g->ns;
+    xs.namespace_ = (char *)g->ns;
+    ps.namespace_ = (char *)g->ns;
+    xr.start = &xs;
+    pr.start = &ps;
+    if (g->op == SESSIONS_OP_EXEC) {
+        req = &xr.base;
+    } else if (g->op == SESSIONS_OP_PORT) {
+        req = &pr.base;
+    }
+    struct authz_caller c = {.principal_id = who->id, .bindings = b, .n_bindings = n};
+    struct authz_decision d;
+    authz_decide(g->rule, &c, req, &d);
+    rv = 0;
+    if (!d.allowed) {
+        snprintf(why, len,
+                 "the session ended: principal \"%.127s\" no longer holds a role that allows it in namespace "
+                 "\"%s\"",
+                 who->name, g->ns);
+        rv = GERR_PERM;
+    } else if (d.owner_check && strcmp(g->owner, who->id) != 0) {
+        int64_t exec = -1;
+        struct proto_value p[] = {proto_text(g->id), proto_text(who->id)};
+        int q =
+            sandbox_rules_share_active(b, n, g->ns)
+                ? store_client_query_int(cl,
+                                         "SELECT max(access = 'exec') FROM shares WHERE sandbox_id = ? AND "
+                                         "grantee_id = ? HAVING count(*) > 0",
+                                         p, 2, &exec)
+                : GERR_NOTFOUND;
+        if (q == GERR_NOTFOUND) {
+            snprintf(why, len, "the session ended: the sandbox is no longer shared with principal \"%.127s\"",
+                     who->name);
+            rv = GERR_PERM;
+        } else if (q == 0 && exec != 1 && g->op != SESSIONS_OP_LOGS) {
+            snprintf(why, len,
+                     "the session ended: principal \"%.127s\" now holds a read share of the sandbox, which "
+                     "allows reading its logs only",
+                     who->name);
+            rv = GERR_PERM;
+        }
+    }
+    mem_free(b);
+    return rv;
+}
+
+int sessions__claim(struct sessions_svc *svc, const char *id)
+{
+    if (atomic_load(&svc->stopping)) {
+        return GERR_BUSY;
+    }
+    pthread_mutex_lock(&svc->mu);
+    int free_slot = -1;
+    unsigned same = 0;
+    for (unsigned i = 0; i < SESSIONS_MAX; i++) {
+        if (svc->running[i][0] == '\0') {
+            free_slot = free_slot < 0 ? (int)i : free_slot;
+        } else if (strcmp(svc->running[i], id) == 0) {
+            same++;
+        }
+    }
+    int rv = free_slot < 0 ? GERR_BUSY : same >= SESSIONS_PER_SANDBOX ? GERR_TOOBIG : 0;
+    if (rv == 0) {
+        snprintf(svc->running[free_slot], sizeof svc->running[free_slot], "%s", id);
+        atomic_fetch_add(&svc->sessions, 1);
+    }
+    pthread_mutex_unlock(&svc->mu);
+    return rv;
+}
+
+void sessions__release(struct sessions_svc *svc, const char *id)
+{
+    pthread_mutex_lock(&svc->mu);
+    for (unsigned i = 0; i < SESSIONS_MAX; i++) {
+        if (strcmp(svc->running[i], id) == 0) {
+            svc->running[i][0] = '\0';
+            break;
+        }
+    }
+    pthread_mutex_unlock(&svc->mu);
+    atomic_fetch_sub(&svc->sessions, 1);
+}
+
+void sessions__claim_fail(struct gate_ctx *ctx, int rv, const char *name)
+{
+    if (rv == GERR_TOOBIG) {
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "sandbox \"%.63s\" has %u sessions on this replica already (logs, exec and port-forward "
+                  "together): end one first",
+                  name, SESSIONS_PER_SANDBOX);
+    } else {
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
+    }
+}
+
 static void *session_main(void *arg)
 {
     struct session *s = arg;
@@ -124,13 +292,16 @@ static void *session_main(void *arg)
             snprintf(why, sizeof why, "the client went away");
             break;
         }
-        /* The credential is checked every CREDENTIAL_CHECK_MS whether or not output flows: a
-         * sandbox printing without a pause must not keep a revoked key's stream open. */
+        /* Authorized again every CREDENTIAL_CHECK_MS whether or not output flows: a sandbox
+         * printing without a pause must not keep a revoked key's or an unshared reader's stream
+         * open. */
         uint64_t now = clock_mono_ms(clk);
         if (s->follow && have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
             last_check = now;
-            if (sessions__credential_ok(&cl, &s->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
-                status = GRPC_STATUS_UNAUTHENTICATED;
+            int az =
+                sessions__still_allowed(&cl, &s->who, &s->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
+            if (az != 0) {
+                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
                 break;
             }
         }
@@ -178,7 +349,7 @@ static void *session_main(void *arg)
     }
     mem_free(buf);
     driver_log_close(s->log);
-    atomic_fetch_sub(&svc->sessions, 1);
+    sessions__release(svc, s->id);
     mem_free(s);
     return NULL;
 }
@@ -240,6 +411,7 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
     }
     struct session *s = mem_zalloc(sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", sessions__text(&rows, 0));
+    sessions__grant_init(&s->grant, ctx, SESSIONS_OP_LOGS, req->namespace_, s->id, sessions__text(&rows, 1));
     char phase[24];
     snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
     proto_rows_close(&rows);
@@ -260,16 +432,14 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\" is %s: it has no log to read now",
                   req->name,
                   strcmp(phase, "DELETING") == 0 ? "being deleted" : "not started yet (PROVISIONING)");
-    } else if (atomic_fetch_add(&svc->sessions, 1) >= SESSIONS_MAX || atomic_load(&svc->stopping)) {
-        atomic_fetch_sub(&svc->sessions, 1);
-        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
+    } else if ((rv = sessions__claim(svc, s->id)) != 0) {
+        sessions__claim_fail(ctx, rv, req->name);
     } else {
         struct driver_log_query q = {.tail_lines = req->tail_lines > 0 ? req->tail_lines : -1,
                                      .since_ms = (uint64_t)req->since_ms};
         rv = driver_logs_open(svc->driver, req->namespace_, s->id, &q, &s->log, errmsg);
         if (rv != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, s->id);
             if (rv == GERR_NOTFOUND) {
                 /* The store says it runs, the driver here has no log of it: another host's sandbox. */
                 gate_fail(
@@ -306,7 +476,7 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
                 return; /* the thread owns s and answers the call */
             }
             driver_log_close(s->log);
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, s->id);
             gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
         }
     }
@@ -315,6 +485,7 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
 
 int sessions_svc_register(struct gate *g, struct sessions_svc *svc, char *errmsg)
 {
+    pthread_mutex_init(&svc->mu, NULL);
     if (gate_route(g, "/gantry.v1.Sandboxes/Logs", sb_logs, svc) != 0 ||
         gate_route(g, "/gantry.v1.Sandboxes/Exec", sessions__exec, svc) != 0 ||
         gate_route(g, "/gantry.v1.Sandboxes/PortForward", sessions__port_forward, svc) != 0) {

@@ -23,14 +23,20 @@
  * waiting while grpc_call_unsent is above SESSIONS_SEND_BOUND, so a client that reads slowly
  * holds at most about that much of the replica's memory; the driver's reader holds one chunk.
  *
- * Limits: at most SESSIONS_MAX per replica (RESOURCE_EXHAUSTED beyond). A follow polls the log
- * every SESSIONS_POLL_MS while it has nothing to send.
+ * Limits: at most SESSIONS_MAX per replica and SESSIONS_PER_SANDBOX per sandbox on a replica
+ * (RESOURCE_EXHAUSTED beyond). A follow polls the log every SESSIONS_POLL_MS while it has nothing
+ * to send.
+ *
+ * Re-authorization: every second a running session (a follow, an exec, a port-forward) is
+ * authorized again from the store: credential, principal enabled, role bindings, share
+ * (sessions_internal.h, sessions__still_allowed); UNAUTHENTICATED or PERMISSION_DENIED ends it.
  *
  * Audit: each session is two OCSF API Activity events attributed to the caller (through the
  * audit sink): its start (with the query) and its end (status, duration, bytes sent). */
 #ifndef GANTRY_API_SERVICES_SESSIONS_SVC_H
 #define GANTRY_API_SERVICES_SESSIONS_SVC_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -38,9 +44,10 @@
 #include "drivers/driver.h"
 #include "store/client.h"
 
-#define SESSIONS_MAX        64u
-#define SESSIONS_SEND_BOUND (256u << 10)
-#define SESSIONS_POLL_MS    100u
+#define SESSIONS_MAX         64u
+#define SESSIONS_PER_SANDBOX 16u
+#define SESSIONS_SEND_BOUND  (256u << 10)
+#define SESSIONS_POLL_MS     100u
 
 struct gate;
 
@@ -52,6 +59,10 @@ struct sessions_svc {
     struct store_client_config store_cfg; /* for the credential checks of long sessions */
     atomic_bool stopping;
     atomic_uint sessions;
+    /* The sandbox of each running session (""), for SESSIONS_PER_SANDBOX; under mu, which
+     * sessions_svc_register initializes. */
+    pthread_mutex_t mu;
+    char running[SESSIONS_MAX][40];
 };
 
 /* Route Sandboxes.Logs and Sandboxes.Exec to this service. Before gate_register. */

@@ -732,8 +732,154 @@ class Harden(Exec):
               "DEADLINE_EXCEEDED after %.2f s" % (gone_after, took, took_full))
 
 
+class Reauth(Exec):
+    """Running sessions authorized again every second (principal, role binding, share), and the
+    per-sandbox session limit, through a replica without the lease."""
+
+    def exec_open(self, key, replica, name="box", command=("sleep", "300")):
+        """Start an exec whose input stays open until the returned event is set: (call, event)."""
+        ch = self.e.c.client.channel(self.e.c.replicas[replica])
+        fn = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        done = threading.Event()
+
+        def msgs():
+            yield S.ExecRequest(start=S.ExecStart(namespace="default", name=name, command=list(command)))
+            done.wait(120)
+
+        call = fn(msgs(), metadata=[("authorization", "Bearer " + key)], timeout=60)
+        self.addCleanup(done.set)
+        return call, done
+
+    def follow_open(self, key, replica, name="box"):
+        """A follow of @name, its first chunk read (so the session runs): the call."""
+        call = self.logs_stub(replica)(S.LogsRequest(namespace="default", name=name, follow=True),
+                                       metadata=[("authorization", "Bearer " + key)], timeout=60)
+        self.addCleanup(call.cancel)
+        next(call)
+        return call
+
+    def ended(self, call, exec_call=True):
+        """(status code, details, seconds) of @call read to its end."""
+        t = time.monotonic()
+        try:
+            for r in call:
+                pass
+        except grpc.RpcError as err:
+            return err.code(), err.details(), time.monotonic() - t
+        return grpc.StatusCode.OK, "", time.monotonic() - t
+
+    def test_reauth(self):
+        from gantry.v1 import meta_pb2, principals_pb2
+        P = principals_pb2
+        e = self.e
+        holder = e.holder()
+        f = [i for i, r in enumerate(e.c.replicas) if r is not holder][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+            "default", "box", command=["sh", "-c", "echo hello; exec sleep 600"])), replica=f)
+        e.wait_phases({"box": "PHASE_READY"})
+
+        def share(access):
+            e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box",
+                                                        grantee_principal_id=e.ids["user2"], access=access), replica=f)
+
+        def unshare():
+            e.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="box",
+                                                            grantee_principal_id=e.ids["user2"]), replica=f)
+
+        # An exec share removed: the running exec ends PERMISSION_DENIED within about a second.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        time.sleep(1.5)  # it runs: authorized again at least once
+        unshare()
+        code, msg, took = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer shared", msg)
+        self.assertLess(took, 5.0)
+        t_unshare = took
+
+        # An exec share turned into a read share ends an exec, but a follow of the logs goes on
+        # until the read share is removed too.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        lf = self.follow_open(e.keys["user2"], f)
+        time.sleep(1.5)
+        share(S.SHARE_ACCESS_READ)
+        code, msg, _ = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("read share", msg)
+        time.sleep(2.5)
+        self.assertTrue(lf.is_active(), "a read share still allows the follow")
+        unshare()
+        code, msg, _ = self.ended(lf)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer shared", msg)
+
+        # A namespace admin's binding removed: its exec ends PERMISSION_DENIED.
+        p = e.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+            principal=P.Principal(meta=meta_pb2.ObjectMeta(name="p-na2"), kind=P.PRINCIPAL_KIND_USER)))
+        b = e.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_NAMESPACE_ADMIN, namespace="default")))
+        na2 = e.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=p.meta.id)).secret
+        x, _ = self.exec_open(na2, f)
+        time.sleep(1.5)
+        e.call("pa", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
+        code, msg, took = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer holds a role", msg)
+        self.assertLess(took, 5.0)
+
+        # A principal disabled (its API key itself still valid): exec and follow end UNAUTHENTICATED.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        lf = self.follow_open(e.keys["user2"], f)
+        time.sleep(1.5)
+        e.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=meta_pb2.ObjectMeta(id=e.ids["user2"]), disabled=True)))
+        for call in (x, lf):
+            code, msg, took = self.ended(call)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+            self.assertIn("was disabled", msg)
+            self.assertLess(took, 5.0)
+
+        # The owner's session is untouched by all of this.
+        code, msg, out, _, last = self.exec_call("user", f, [S.ExecRequest(start=S.ExecStart(
+            namespace="default", name="box", command=["echo", "still"]))])
+        self.assertEqual((code, out), (grpc.StatusCode.OK, b"still\n"), msg)
+
+        # Per-sandbox limit: 16 sessions of one sandbox on a replica, the 17th RESOURCE_EXHAUSTED
+        # (logs, exec and port-forward together); ending one makes room.
+        calls = [self.follow_open(e.keys["user"], f) for _ in range(15)]
+        x, done = self.exec_open(e.keys["user"], f)
+        time.sleep(1.0)
+        code, msg, _ = self.logs("user", f, name="box", tail_lines=1)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        self.assertIn("has 16 sessions on this replica", msg)
+        code, msg, _, _, _ = self.exec_call("user", f, [S.ExecRequest(start=S.ExecStart(
+            namespace="default", name="box", command=["true"]))])
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        # Another replica has its own count.
+        other = [i for i in range(3) if i != f][0]
+        code, msg, _ = self.logs("user", other, name="box", tail_lines=1)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        calls[0].cancel()
+        deadline = time.monotonic() + 5
+        while True:
+            code, msg, data = self.logs("user", f, name="box", tail_lines=1)
+            if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual((code, data), (grpc.StatusCode.OK, b"hello\n"), msg)
+        done.set()
+        for c in calls:
+            c.cancel()
+        print("share removed: exec ended after %.2f s; binding removed, principal disabled, read share: ended; "
+              "per-sandbox limit 16" % t_unshare)
+
+
 if __name__ == "__main__":
-    groups = {"logs": Logs, "exec": Exec, "harden": Harden}
+    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth}
     if len(sys.argv) < 2 or sys.argv[1] not in groups:
         print("usage: test_sessions.py {%s}" % "|".join(groups))
         sys.exit(2)
