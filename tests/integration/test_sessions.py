@@ -859,6 +859,18 @@ class Reauth(Exec):
         code, msg, _, _, _ = self.exec_call("user", f, [S.ExecRequest(start=S.ExecStart(
             namespace="default", name="box", command=["true"]))])
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        pf = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/PortForward", request_serializer=S.PortForwardRequest.SerializeToString,
+            response_deserializer=S.PortForwardResponse.FromString)
+        code, msg = grpc.StatusCode.OK, ""
+        try:
+            for _ in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name="box",
+                                                                            port=8000))]),
+                        metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=15):
+                pass
+        except grpc.RpcError as err:
+            code, msg = err.code(), err.details()
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
         # Another replica has its own count.
         other = [i for i in range(3) if i != f][0]
         code, msg, _ = self.logs("user", other, name="box", tail_lines=1)
@@ -874,6 +886,23 @@ class Reauth(Exec):
         done.set()
         for c in calls:
             c.cancel()
+        # The ends are audited, attributed to the principal, with the status and the reason.
+        deadline = time.monotonic() + 10
+        while True:
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", api_operation="/gantry.v1.Sandboxes/Exec")).events
+            ended = [x for x in ev if "exec session ended" in x.status_detail and x.status == "Failure"]
+            if len(ended) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        details = [(x.actor_principal_id, x.status_detail) for x in ended]
+        self.assertTrue(any(a == e.ids["user2"] and "no longer shared" in d for a, d in details), details)
+        self.assertTrue(any(a == e.ids["user2"] and "was disabled" in d for a, d in details), details)
+        self.assertTrue(any(a == p.meta.id and "no longer holds a role" in d for a, d in details), details)
+        lev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            namespace="default", api_operation="/gantry.v1.Sandboxes/Logs")).events
+        self.assertTrue(any(x.actor_principal_id == e.ids["user2"] and "no longer shared" in x.status_detail
+                            for x in lev), [x.status_detail for x in lev])
         print("share removed: exec ended after %.2f s; binding removed, principal disabled, read share: ended; "
               "per-sandbox limit 16" % t_unshare)
 
