@@ -57,6 +57,17 @@ int sessions__still_allowed(struct store_client *cl, const struct authn_principa
 int sessions__claim(struct sessions_svc *svc, const char *id);
 void sessions__release(struct sessions_svc *svc, const char *id);
 
+/* Route a session this replica's driver has no record of (session_route.h): ask the other
+ * replicas in turn with a HEADER for @method, @first (the call's first message), the caller and
+ * sandbox @id. 0: *@fd (non-blocking, the caller's) is the session's connection, STARTED read,
+ * @r holding what came after it, @via the serving replica's peer address. GERR_NOTFOUND: no
+ * replica serves it (or routing is off). Other errors: the serving replica refused it, with the
+ * gRPC status in *@status and its message in @msg. */
+struct sroute_reader;
+int sessions__route(struct sessions_svc *svc, struct gate_ctx *ctx, const char *method,
+                    const ProtobufCMessage *first, const char *id, int *fd, struct sroute_reader *r,
+                    char *via, size_t via_len, int *status, char *msg, size_t msg_len);
+
 /* Answer the refusal of sessions__claim (@rv) on @ctx. */
 void sessions__claim_fail(struct gate_ctx *ctx, int rv, const char *name);
 

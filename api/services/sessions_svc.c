@@ -14,7 +14,10 @@
 #include "api/services/sessions_svc.h"
 #include "api/services/sessions_internal.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 
 #include "api/gate/gate.h"
 #include "api/rules/sandbox.h"
+#include "api/services/session_route.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -39,7 +43,59 @@ struct session {
     int64_t started_ms;
     uint64_t bytes_out;
     struct sessions__grant grant;
+    int sock; /* a routed session: the connection to the serving replica (-1: served here) */
+    struct sroute_reader rd;
+    char via[64]; /* its peer address */
 };
+
+/* A routed follow's next step: relay the serving replica's frames. 0 to go on; otherwise the
+ * session ends with *@status and @why. */
+static int routed_step(struct session *s, int *status, char *why, size_t len)
+{
+    struct clock *clk = clock_system();
+    int kind;
+    const uint8_t *p;
+    size_t n;
+    int rv = sroute_reader_next(&s->rd, &kind, &p, &n);
+    if (rv == GERR_BUSY) {
+        struct pollfd pf = {s->sock, POLLIN, 0};
+        if (poll(&pf, 1, 100) > 0 && (rv = sroute_reader_fill(&s->rd, s->sock)) != 0) {
+            *status = GRPC_STATUS_UNAVAILABLE;
+            snprintf(why, len,
+                     "the replica serving the session (%s) went away: read the log again (with since_ms)",
+                     s->via);
+            return rv;
+        }
+        return 0;
+    }
+    if (rv != 0 || kind == SROUTE_END) {
+        fwd_response *e = rv == 0 ? fwd_response_decode(p, n) : NULL;
+        *status = e != NULL ? e->status : GRPC_STATUS_UNAVAILABLE;
+        if (e == NULL) {
+            snprintf(why, len, "the replica serving the session (%s) sent a malformed frame", s->via);
+        } else if (e->status == GRPC_STATUS_NOT_FOUND) {
+            snprintf(why, len, "sandbox \"%s\" of namespace \"%s\" was deleted", s->name, s->ns);
+        } else {
+            snprintf(why, len, "%s", e->message);
+        }
+        if (e != NULL) {
+            gantry__internal__v1__forward_response__free_unpacked(e, NULL);
+        }
+        return GERR_CLOSED;
+    }
+    Gantry__V1__LogChunk *c = kind == SROUTE_MSG ? gantry__v1__log_chunk__unpack(NULL, n, p) : NULL;
+    if (c == NULL) {
+        return 0;
+    }
+    while (grpc_call_unsent(s->call) > SESSIONS_SEND_BOUND && !grpc_call_cancelled(s->call) &&
+           !atomic_load(&s->svc->stopping)) {
+        clk->sleep_ns(clk, 2 * 1000000ull); /* the client reads slowly: stop reading the target */
+    }
+    (void)grpc_call_send_async(s->call, &c->base);
+    s->bytes_out += c->data.len;
+    gantry__v1__log_chunk__free_unpacked(c, NULL);
+    return 0;
+}
 
 const char *sessions__text(const struct proto_rows *r, unsigned c)
 {
@@ -257,6 +313,74 @@ void sessions__release(struct sessions_svc *svc, const char *id)
     atomic_fetch_sub(&svc->sessions, 1);
 }
 
+int sessions__route(struct sessions_svc *svc, struct gate_ctx *ctx, const char *method,
+                    const ProtobufCMessage *first, const char *id, int *fd, struct sroute_reader *r,
+                    char *via, size_t via_len, int *status, char *msg, size_t msg_len)
+{
+    if (svc->route_peers == NULL || svc->route_dial == NULL) {
+        return GERR_NOTFOUND;
+    }
+    char(*peers)[64] = mem_zalloc(16 * sizeof *peers);
+    unsigned n = svc->route_peers(svc->route_arg, peers, 16);
+    size_t len = protobuf_c_message_get_packed_size(first);
+    uint8_t *packed = mem_alloc(len + 1);
+    protobuf_c_message_pack(first, packed);
+    fwd_request h = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    Gantry__Internal__V1__ForwardPrincipal pr = GANTRY__INTERNAL__V1__FORWARD_PRINCIPAL__INIT;
+    pr.id = ctx->who.id;
+    pr.name = ctx->who.name;
+    pr.kind = ctx->who.kind;
+    pr.via = ctx->who.via;
+    h.method = (char *)method;
+    h.request.data = packed;
+    h.request.len = len;
+    h.principal = &pr;
+    h.peer = (char *)grpc_call_peer(ctx->call);
+    h.origin_replica = svc->replica_id;
+    h.sandbox_id = (char *)id;
+    int rv = GERR_NOTFOUND;
+    for (unsigned i = 0; i < n && rv == GERR_NOTFOUND; i++) {
+        char err[GERR_MSG_SIZE];
+        int c = -1;
+        if (svc->route_dial(svc->route_arg, peers[i], &c, err) != 0) {
+            LOG_INFO("sessions: route to %s: %s", peers[i], err);
+            continue;
+        }
+        fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+        sroute_reader_close(r);
+        int kind = 0;
+        const uint8_t *p = NULL;
+        size_t plen = 0;
+        if (sroute_send(c, SROUTE_HEADER, &h.base, &svc->stopping) != 0 ||
+            sroute_wait_frame(c, r, &kind, &p, &plen, 10000) != 0) {
+            close(c);
+            continue;
+        }
+        if (kind == SROUTE_STARTED) {
+            *fd = c;
+            snprintf(via, via_len, "%s", peers[i]);
+            rv = 0;
+            break;
+        }
+        fwd_response *e = kind == SROUTE_END ? fwd_response_decode(p, plen) : NULL;
+        close(c);
+        if (e != NULL && e->status != GRPC_STATUS_NOT_FOUND) {
+            *status = e->status;
+            snprintf(msg, msg_len, "%s (replica at %s)", e->message, peers[i]);
+            rv = GERR_REFUSED;
+        }
+        if (e != NULL) {
+            gantry__internal__v1__forward_response__free_unpacked(e, NULL);
+        }
+    }
+    if (rv != 0) {
+        sroute_reader_close(r); /* nothing of it is the caller's */
+    }
+    mem_free(packed);
+    mem_free(peers);
+    return rv;
+}
+
 void sessions__claim_fail(struct gate_ctx *ctx, int rv, const char *name)
 {
     if (rv == GERR_TOOBIG) {
@@ -296,7 +420,7 @@ static void *session_main(void *arg)
          * printing without a pause must not keep a revoked key's or an unshared reader's stream
          * open. */
         uint64_t now = clock_mono_ms(clk);
-        if (s->follow && have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
+        if ((s->follow || s->sock >= 0) && have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
             last_check = now;
             int az =
                 sessions__still_allowed(&cl, &s->who, &s->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
@@ -304,6 +428,12 @@ static void *session_main(void *arg)
                 status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
                 break;
             }
+        }
+        if (s->sock >= 0) {
+            if (routed_step(s, &status, why, sizeof why) != 0) {
+                break;
+            }
+            continue;
         }
         size_t n = 0;
         uint64_t ts = 0;
@@ -338,17 +468,24 @@ static void *session_main(void *arg)
     }
     grpc_call_finish_async(s->call, status, status == GRPC_STATUS_OK ? NULL : why, NULL);
     int64_t end_ms = (int64_t)clk->wall_ms(clk);
-    char msg[GERR_MSG_SIZE + 200];
+    char msg[GERR_MSG_SIZE + 300];
     snprintf(msg, sizeof msg,
              "logs session ended: %s; %" PRIu64 " bytes sent, 0 received; started %" PRId64
-             ", lasted %" PRId64 " ms",
-             why, s->bytes_out, s->started_ms, end_ms - s->started_ms);
+             ", lasted %" PRId64 " ms%s%s",
+             why, s->bytes_out, s->started_ms, end_ms - s->started_ms,
+             s->sock >= 0 ? "; served by the replica at " : "", s->via);
     audit(svc, s, end_ms, status == GRPC_STATUS_OK || status == GRPC_STATUS_CANCELLED, status, msg);
     if (have_cl) {
         store_client_close(&cl);
     }
     mem_free(buf);
-    driver_log_close(s->log);
+    if (s->sock >= 0) {
+        close(s->sock); /* ends the serving replica's side */
+    }
+    sroute_reader_close(&s->rd);
+    if (s->log != NULL) {
+        driver_log_close(s->log);
+    }
     sessions__release(svc, s->id);
     mem_free(s);
     return NULL;
@@ -437,16 +574,31 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
     } else {
         struct driver_log_query q = {.tail_lines = req->tail_lines > 0 ? req->tail_lines : -1,
                                      .since_ms = (uint64_t)req->since_ms};
+        s->sock = -1;
         rv = driver_logs_open(svc->driver, req->namespace_, s->id, &q, &s->log, errmsg);
-        if (rv != 0) {
+        int rst = 0;
+        char rmsg[GERR_MSG_SIZE + 100] = "";
+        if (rv == GERR_NOTFOUND) {
+            /* The store says it runs, the driver here has no log of it: another host's sandbox. */
+            int r2 = sessions__route(svc, ctx, "/gantry.v1.Sandboxes/Logs", &req->base, s->id, &s->sock,
+                                     &s->rd, s->via, sizeof s->via, &rst, rmsg, sizeof rmsg);
+            if (r2 == 0) {
+                rv = 0;
+            } else if (r2 != GERR_NOTFOUND) {
+                rv = GERR_REFUSED;
+            }
+        }
+        if (rv == GERR_REFUSED && rst != 0) {
+            sessions__release(svc, s->id);
+            gate_fail(ctx, rst, "%s", rmsg);
+        } else if (rv != 0) {
             sessions__release(svc, s->id);
             if (rv == GERR_NOTFOUND) {
                 /* The store says it runs, the driver here has no log of it: another host's sandbox. */
                 gate_fail(
                     ctx, GRPC_STATUS_UNAVAILABLE,
-                    "this replica cannot reach the log of sandbox \"%.63s\" (phase %s): its driver has no "
-                    "record of it here; sessions are not routed between replicas yet, so call a replica "
-                    "that shares the driver's state",
+                    "cannot reach the log of sandbox \"%.63s\" (phase %s): neither this replica's driver nor "
+                    "any other replica that answered has a record of it",
                     req->name, phase);
             } else {
                 gate_fail(ctx, grpc_status_from_gerr(rv), "open the log of sandbox \"%.63s\": %s", req->name,
@@ -461,10 +613,11 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
             snprintf(s->name, sizeof s->name, "%s", req->name);
             snprintf(s->source, sizeof s->source, "%s", grpc_call_peer(ctx->call));
             s->started_ms = (int64_t)clock_system()->wall_ms(clock_system());
-            char msg[200];
+            char msg[300];
             snprintf(msg, sizeof msg,
-                     "logs session started: follow %s, tail_lines %" PRId64 ", since_ms %" PRId64,
-                     req->follow ? "yes" : "no", req->tail_lines, req->since_ms);
+                     "logs session started: follow %s, tail_lines %" PRId64 ", since_ms %" PRId64 "%s%s",
+                     req->follow ? "yes" : "no", req->tail_lines, req->since_ms,
+                     s->sock >= 0 ? "; served by the replica at " : "", s->via);
             audit(svc, s, s->started_ms, true, GRPC_STATUS_OK, msg);
             pthread_t t;
             pthread_attr_t attr;
@@ -475,7 +628,13 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
             if (rv == 0) {
                 return; /* the thread owns s and answers the call */
             }
-            driver_log_close(s->log);
+            if (s->log != NULL) {
+                driver_log_close(s->log);
+            }
+            if (s->sock >= 0) {
+                close(s->sock);
+            }
+            sroute_reader_close(&s->rd);
             sessions__release(svc, s->id);
             gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
         }

@@ -13,11 +13,11 @@
  * share); this module checks ownership and shares. A sandbox the caller may not use is NOT_FOUND,
  * as for Get (its existence is not confirmed).
  *
- * Where: the replica that receives the call reads the log itself, through its own driver. The
- * process driver keeps logs in its state directory, which every replica of a host shares (the
- * deployment docs/drivers.md describes), so any such replica can answer; a replica whose driver
- * cannot find the sandbox's log answers UNAVAILABLE. Routing a session over the peer channel to
- * another replica is not implemented (docs/sessions.md).
+ * Where: the replica that receives the call serves it through its own driver when that driver
+ * has a record of the sandbox (the process driver keeps logs in its state directory, which every
+ * replica of a host shares, docs/drivers.md). Otherwise it routes the session over the peer
+ * channel to another replica whose driver has one (session_route.h: the members are asked in
+ * turn), relays it, and keeps authorizing it itself; UNAVAILABLE when no replica has a record.
  *
  * Flow control: each session runs on a thread of its own and sends with grpc_call_send_async,
  * waiting while grpc_call_unsent is above SESSIONS_SEND_BOUND, so a client that reads slowly
@@ -57,6 +57,12 @@ struct sessions_svc {
     uint64_t replica_id;                  /* tags the audit events */
     const char *gateway_id;               /* borrowed */
     struct store_client_config store_cfg; /* for the credential checks of long sessions */
+    /* Routing (api/services/session_route.h): the other replicas' peer addresses (at most @max,
+     * returns how many) and a dial to one of them with SROUTE_ALPN (0 with a connected fd, owned
+     * by the caller). route_peers NULL: a session this replica cannot serve is not routed. */
+    unsigned (*route_peers)(void *arg, char (*out)[64], unsigned max);
+    int (*route_dial)(void *arg, const char *address, int *fd, char *errmsg);
+    void *route_arg;
     atomic_bool stopping;
     atomic_uint sessions;
     /* The sandbox of each running session (""), for SESSIONS_PER_SANDBOX; under mu, which

@@ -907,8 +907,241 @@ class Reauth(Exec):
               "per-sandbox limit 16" % t_unshare)
 
 
+class Route(Exec):
+    """Sessions routed over the peer channel: every replica has a driver state directory of its own,
+    so only the lease holder (which started the sandboxes) can reach them, and every call goes to
+    another replica, which must route it."""
+
+    def setUp(self):
+        g.GantrydTest.setUp(self)
+        if shutil.which("bwrap") is None:
+            self.skipTest("bubblewrap is not installed")
+        state = tempfile.mkdtemp(prefix="gantry-route-")
+        os.chmod(state, 0o711)
+        self.addCleanup(shutil.rmtree, state, True)
+        self.state = state
+        c = g.Cluster("route-" + self._testMethodName, run_flags=["--driver", "process"] + rec.LEASE_FLAGS)
+        c.replica_flags = lambda rid: ["--driver-state-dir", os.path.join(state, "r%d" % rid)]
+        self.clusters.append(c)
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        e = rec.Env.__new__(rec.Env)
+        e.state = None
+        tr.Env._setup(e, c)
+        self.e = e
+
+    def tearDown(self):
+        """Delete the sandboxes through a replica still running, then end what the killed lease
+        holder's sandboxes left: the processes holding a file of this test's state directories
+        (bubblewrap's monitor holds the sandbox's status file) and their children."""
+        e = getattr(self, "e", None)
+        if e is not None:
+            alive = [i for i, r in enumerate(e.c.replicas) if r.proc and r.proc.poll() is None]
+            try:
+                deadline = time.monotonic() + 30
+                while alive and time.monotonic() < deadline:
+                    left = e.sb("pa", "List", S.ListSandboxesRequest(), replica=alive[0]).sandboxes
+                    if not left:
+                        break
+                    for sb in left:
+                        if sb.status.phase != S.SandboxStatus.PHASE_DELETING:
+                            e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace=sb.meta.namespace,
+                                                                        name=sb.meta.name), replica=alive[0])
+                    time.sleep(0.5)
+            except grpc.RpcError as err:
+                print("tearDown: could not delete the sandboxes: %s" % err)
+            self.e = None
+        victims = set()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                for fd in os.listdir("/proc/%s/fd" % d):
+                    if os.readlink("/proc/%s/fd/%s" % (d, fd)).startswith(self.state):
+                        victims.add(int(d))
+                        break
+            except OSError:
+                pass
+        for d in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % d) as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) in victims:
+                        victims.add(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+        for pid in victims:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        g.GantrydTest.tearDown(self)
+
+    def test_route(self):
+        e = self.e
+        holder = e.holder()
+        h = e.c.replicas.index(holder)
+        f = [i for i in range(3) if i != h][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "box", command=["sleep", "600"],
+                                                                          env={"GREETING": "hi there"})), replica=f)
+        talker = "i=0; while :; do i=$((i+1)); echo line$i; sleep 0.2; done"
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "talker",
+                                                                          command=["sh", "-c", talker])), replica=f)
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "web", command=[
+            "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/tmp"])), replica=f)
+        e.wait_phases({"box": "PHASE_READY", "talker": "PHASE_READY", "web": "PHASE_READY"})
+
+        def start(cmd, **kw):
+            return S.ExecRequest(start=S.ExecStart(namespace="default", name="box", command=cmd, **kw))
+
+        # Exec through each replica that cannot reach the sandbox: stdin, stdout, stderr, exit 7.
+        for entry in (i for i in range(3) if i != h):
+            code, msg, out, err, last = self.exec_call("user", entry, [
+                start(["sh", "-c", "cat; echo oops >&2; echo \"$GREETING\"; exit 7"]),
+                S.ExecRequest(stdin=b"hello "), S.ExecRequest(stdin=b"world\n", close_stdin=True)])
+            self.assertEqual(code, grpc.StatusCode.OK, msg)
+            self.assertEqual(out, b"hello world\nhi there\n")
+            self.assertEqual(err, b"oops\n")
+            self.assertTrue(last is not None and last.exit_code == 7, last)
+
+        # Logs with follow while the process writes, through the routed stream.
+        it = self.logs_stub(f)(S.LogsRequest(namespace="default", name="talker", follow=True),
+                               metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30)
+        data, t0 = b"", time.monotonic()
+        for ch in it:
+            data += ch.data
+            if data.count(b"\n") >= 12:
+                break
+        it.cancel()
+        lines = data.decode().splitlines()
+        self.assertEqual(lines[:3], ["line1", "line2", "line3"])
+        self.assertGreater(time.monotonic() - t0, 1.0, "lines arrive as written")
+        code, msg, data = self.logs("user", f, name="talker", tail_lines=2)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertEqual(len(data.decode().splitlines()), 2)
+
+        # Port-forward to the server on the sandbox's loopback.
+        pf = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/PortForward", request_serializer=S.PortForwardRequest.SerializeToString,
+            response_deserializer=S.PortForwardResponse.FromString)
+
+        def forward(port=8000):
+            got, closed = b"", False
+            try:
+                for r in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name="web",
+                                                                                  port=port)),
+                                  S.PortForwardRequest(data=b"GET / HTTP/1.0\r\n\r\n", close_write=True)]),
+                            metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30):
+                    got += r.data
+                    closed = closed or r.closed
+            except grpc.RpcError as err:
+                return err.code(), err.details(), got, closed
+            return grpc.StatusCode.OK, "", got, closed
+        deadline = time.monotonic() + 20
+        while True:
+            code, msg, got, closed = forward()
+            if code != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(got.startswith(b"HTTP/1.0 200") and closed, got[:100])
+        code, msg, _, _ = forward(port=1)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
+        self.assertIn("nothing listens on port 1", msg)
+
+        # A slow reader of 20 MB through the relay, then 20 MiB in: every replica's RSS stays flat.
+        mb = int(os.environ.get("GANTRY_SESSIONS_MB", "20"))
+        pids = [r.proc.pid for r in e.c.replicas]
+        with open("/proc/%d/maps" % pids[0]) as fh:
+            asan = "libasan" in fh.read()
+        rss0 = [rss_kb(p) for p in pids]
+        got, peak, status = 0, 0, None
+        ch = e.c.client.channel(e.c.replicas[f])
+        fn = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        slow_until = time.monotonic() + 3
+        for r in fn(iter([start(["head", "-c", str(mb * 1000000), "/dev/zero"]), S.ExecRequest(close_stdin=True)]),
+                    metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=120):
+            got += len(r.stdout)
+            if time.monotonic() < slow_until:
+                time.sleep(0.05)
+                peak = max(peak, max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0)))
+            if r.exited:
+                status = r.exit_code
+        self.assertEqual((got, status), (mb * 1000000, 0))
+
+        def feed():
+            yield start(["wc", "-c"])
+            chunk = b"y" * (256 << 10)
+            for _ in range(4 * mb):
+                yield S.ExecRequest(stdin=chunk)
+            yield S.ExecRequest(close_stdin=True)
+        code, msg, out, err, last = self.exec_call("user", f, feed(), timeout=120)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertEqual(out.decode().strip(), str(4 * mb * (256 << 10)))
+        grown = max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0))
+        if not asan:
+            self.assertLess(max(peak, grown), 16 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
+
+        # Audited once, by the replica the client called, attributed to the principal, naming the
+        # serving replica.
+        deadline = time.monotonic() + 10
+        while True:
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", api_operation="/gantry.v1.Sandboxes/Exec")).events
+            ended = [x for x in ev if "exec session ended" in x.status_detail and "exit code 7" in x.status_detail]
+            if len(ended) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertEqual(len(ended), 2, [x.status_detail for x in ended])
+        for x in ended:
+            self.assertEqual(x.actor_principal_id, e.ids["user"])
+            self.assertIn("served by the replica at %s" % holder.peer, x.status_detail)
+
+        # A share removed cuts a routed session (the routing replica authorizes it again).
+        e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box", grantee_principal_id=e.ids["user2"],
+                                                    access=S.SHARE_ACCESS_EXEC), replica=f)
+        x, _ = Reauth.exec_open(self, e.keys["user2"], f)
+        time.sleep(1.5)
+        e.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="box",
+                                                        grantee_principal_id=e.ids["user2"]), replica=f)
+        code, msg, _ = Reauth.ended(self, x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+
+        # A peer without a certificate of the cluster CA cannot open a session stream.
+        import socket
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["gantry-sess/1"])
+        host, port = holder.peer.rsplit(":", 1)
+        refused = False
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as raw:
+                with ctx.wrap_socket(raw) as t:
+                    t.sendall(b"\0\0\0\1s")
+                    refused = t.recv(16) == b""
+        except (ssl.SSLError, OSError):
+            refused = True
+        self.assertTrue(refused, "a session stream without a peer certificate")
+
+        # Killing the serving replica ends a running session with UNAVAILABLE.
+        x, _ = Reauth.exec_open(self, e.keys["user"], f)
+        time.sleep(1.0)
+        t = time.monotonic()
+        holder.kill()
+        code, msg, _ = Reauth.ended(self, x)
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, msg)
+        self.assertIn("went away", msg)
+        print("routed through replicas without the sandboxes: exec, logs follow, port-forward; %d MB out and in, "
+              "every replica's RSS grew at most %d KiB; the target killed: UNAVAILABLE after %.2f s"
+              % (mb, max(peak, grown), time.monotonic() - t))
+
+
 if __name__ == "__main__":
-    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth}
+    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth, "route": Route}
     if len(sys.argv) < 2 or sys.argv[1] not in groups:
         print("usage: test_sessions.py {%s}" % "|".join(groups))
         sys.exit(2)
