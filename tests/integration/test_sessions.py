@@ -1080,9 +1080,34 @@ class Route(Exec):
         code, msg, out, err, last = self.exec_call("user", f, feed(), timeout=120)
         self.assertEqual(code, grpc.StatusCode.OK, msg)
         self.assertEqual(out.decode().strip(), str(4 * mb * (256 << 10)))
+
+        # A command that never reads its stdin while the client pushes 32 MiB through the relay:
+        # the serving replica stops reading frames, the routing replica pauses the call's input.
+        def pushy():
+            yield start(["sleep", "3"])
+            chunk = b"z" * (256 << 10)
+            for _ in range(128):
+                yield S.ExecRequest(stdin=chunk)
+        rss1 = [rss_kb(p) for p in pids]
+        push_peak, sampling = [0], [True]
+
+        def sample():
+            while sampling[0]:
+                push_peak[0] = max(push_peak[0], max(rss_kb(p) - r1 for p, r1 in zip(pids, rss1)))
+                time.sleep(0.05)
+        st = threading.Thread(target=sample)
+        st.start()
+        t0 = time.monotonic()
+        code, msg, out, err, last = self.exec_call("user", f, pushy(), timeout=60)
+        sampling[0] = False
+        st.join()
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(last is not None and last.exit_code == 0, last)
+        self.assertGreaterEqual(time.monotonic() - t0, 2.5)
         grown = max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0))
         if not asan:
             self.assertLess(max(peak, grown), 16 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
+            self.assertLess(push_peak[0], 16 << 10, "RSS grew %d KiB while the command did not read" % push_peak[0])
 
         # Audited once, by the replica the client called, attributed to the principal, naming the
         # serving replica.
@@ -1136,8 +1161,8 @@ class Route(Exec):
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, msg)
         self.assertIn("went away", msg)
         print("routed through replicas without the sandboxes: exec, logs follow, port-forward; %d MB out and in, "
-              "every replica's RSS grew at most %d KiB; the target killed: UNAVAILABLE after %.2f s"
-              % (mb, max(peak, grown), time.monotonic() - t))
+              "every replica's RSS grew at most %d KiB (%d KiB while 32 MiB were pushed at a command not reading); "
+              "the target killed: UNAVAILABLE after %.2f s" % (mb, max(peak, grown), push_peak[0], time.monotonic() - t))
 
 
 if __name__ == "__main__":
