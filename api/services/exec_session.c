@@ -608,16 +608,14 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
                      : driver_exec_start(svc->driver, a->ns, e->id, a->xs, &e->x, errmsg);
         int rst = 0;
         char rmsg[GERR_MSG_SIZE + 100] = "";
+        bool refused = false; /* by the replica that has the sandbox: its answer is the client's */
         if (rv == GERR_NOTFOUND) {
             int r2 = sessions__route(svc, ctx, op, a->first, e->id, &e->sock, &e->rd, e->via, sizeof e->via,
                                      &rst, rmsg, sizeof rmsg);
-            if (r2 == 0) {
-                rv = 0;
-            } else if (r2 != GERR_NOTFOUND) {
-                rv = GERR_CANCELED;
-            }
+            rv = r2 == 0 ? 0 : rv;
+            refused = r2 != 0 && r2 != GERR_NOTFOUND && rst != 0;
         }
-        if (rv == GERR_CANCELED) {
+        if (refused) {
             sessions__release(svc, e->id);
             gate_fail(ctx, rst, "%s", rmsg);
         } else if (rv != 0) {

@@ -35,6 +35,7 @@
 #define TARGET_IN_HIGH    (256u << 10)
 #define TARGET_READ       (32u << 10)
 #define HEADER_TIMEOUT_MS 5000
+#define LINGER_MS         2000
 
 void sroute_reader_feed(struct sroute_reader *r, const uint8_t *data, size_t n)
 {
@@ -391,6 +392,34 @@ static void serve_exec(struct sessions_svc *svc, int fd, struct sroute_reader *r
     mem_free(buf);
 }
 
+/* Close a session's connection without losing its last frames: a socket closed with unread bytes
+ * (input frames the routing replica sent before it saw END) is reset, and the reset can overtake
+ * the END on its way. So: shut the write side (the relay flushes what we wrote and closes), then
+ * read and drop until the end of the stream, for at most LINGER_MS. */
+static void linger_close(int fd)
+{
+    shutdown(fd, SHUT_WR);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint8_t tmp[4096];
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms >= LINGER_MS) {
+            break;
+        }
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, (int)(LINGER_MS - ms)) <= 0) {
+            break;
+        }
+        ssize_t n = read(fd, tmp, sizeof tmp);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            break;
+        }
+    }
+    close(fd);
+}
+
 static void *target_main(void *arg)
 {
     struct tconn *t = arg;
@@ -503,7 +532,7 @@ out:
         gantry__internal__v1__forward_request__free_unpacked(h, NULL);
     }
     sroute_reader_close(&r);
-    close(fd);
+    linger_close(fd);
     return NULL;
 }
 

@@ -578,17 +578,15 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
         rv = driver_logs_open(svc->driver, req->namespace_, s->id, &q, &s->log, errmsg);
         int rst = 0;
         char rmsg[GERR_MSG_SIZE + 100] = "";
+        bool refused = false; /* by the replica that has the sandbox: its answer is the client's */
         if (rv == GERR_NOTFOUND) {
             /* The store says it runs, the driver here has no log of it: another host's sandbox. */
             int r2 = sessions__route(svc, ctx, "/gantry.v1.Sandboxes/Logs", &req->base, s->id, &s->sock,
                                      &s->rd, s->via, sizeof s->via, &rst, rmsg, sizeof rmsg);
-            if (r2 == 0) {
-                rv = 0;
-            } else if (r2 != GERR_NOTFOUND) {
-                rv = GERR_REFUSED;
-            }
+            rv = r2 == 0 ? 0 : rv;
+            refused = r2 != 0 && r2 != GERR_NOTFOUND && rst != 0;
         }
-        if (rv == GERR_REFUSED && rst != 0) {
+        if (refused) {
             sessions__release(svc, s->id);
             gate_fail(ctx, rst, "%s", rmsg);
         } else if (rv != 0) {
