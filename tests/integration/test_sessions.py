@@ -1005,6 +1005,41 @@ class Route(Exec):
             self.assertEqual(err, b"oops\n")
             self.assertTrue(last is not None and last.exit_code == 7, last)
 
+        # A TTY resized and a signal, through the relay.
+        import queue
+        q = queue.Queue()
+
+        def gen():
+            while True:
+                m = q.get(timeout=30)
+                if m is None:
+                    return
+                yield m
+        fn = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+            response_deserializer=S.ExecResponse.FromString)
+        q.put(start(["sh", "-c", "stty size; read x; stty size; exit 3"], tty=True,
+                    size=S.TerminalSize(rows=24, cols=80)))
+        it = fn(gen(), metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30)
+        seen, code_tty = b"", None
+        for r in it:
+            seen += r.stdout
+            if b"24 80" in seen:
+                break
+        q.put(S.ExecRequest(resize=S.TerminalSize(rows=40, cols=100)))
+        time.sleep(0.3)
+        q.put(S.ExecRequest(stdin=b"\n"))
+        for r in it:
+            seen += r.stdout
+            if r.exited:
+                code_tty = r.exit_code
+        q.put(None)
+        self.assertIn(b"40 100", seen)
+        self.assertEqual(code_tty, 3)
+        code, msg, out, err, last = self.exec_call("user", f, [start(["sleep", "100"]), S.ExecRequest(signal=15)])
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(last is not None and last.signal == 15 and last.exit_code == 143, last)
+
         # Logs with follow while the process writes, through the routed stream.
         it = self.logs_stub(f)(S.LogsRequest(namespace="default", name="talker", follow=True),
                                metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30)
