@@ -100,8 +100,8 @@ struct peertls {
     int listen_fd; /* -1 when dial-only */
     char listen_address[64];
     char backend[128];
-    char alt_backend[128];
-    unsigned char alt_alpn[64]; /* wire format: length byte, then the name; [0] == 0: none */
+    char alt_backend[2][128];
+    unsigned char alt_alpn[2][64]; /* wire format: length byte, then the name; [0] == 0: none */
     unsigned handshake_timeout_ms;
     unsigned max_handshakes_per_source;
     unsigned refusal_log_window_ms;
@@ -235,18 +235,18 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 {
     (void)ssl;
     struct peertls *p = arg;
-    if (p->alt_alpn[0] == 0) {
-        return SSL_TLSEXT_ERR_NOACK;
-    }
     for (unsigned i = 0; i < inlen;) {
         unsigned n = in[i];
         if (i + 1 + n > inlen) {
             break;
         }
-        if (n == p->alt_alpn[0] && memcmp(in + i + 1, p->alt_alpn + 1, n) == 0) {
-            *out = in + i + 1;
-            *outlen = (unsigned char)n;
-            return SSL_TLSEXT_ERR_OK;
+        for (unsigned k = 0; k < 2; k++) {
+            if (p->alt_alpn[k][0] != 0 && n == p->alt_alpn[k][0] &&
+                memcmp(in + i + 1, p->alt_alpn[k] + 1, n) == 0) {
+                *out = in + i + 1;
+                *outlen = (unsigned char)n;
+                return SSL_TLSEXT_ERR_OK;
+            }
         }
         i += 1 + n;
     }
@@ -274,16 +274,22 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         }
         snprintf(p->backend, sizeof p->backend, "%s", cfg->backend_address);
     }
-    if (cfg->alt_alpn != NULL && cfg->alt_backend != NULL) {
-        size_t n = strlen(cfg->alt_alpn);
-        if (n == 0 || n >= sizeof p->alt_alpn - 1 || strlen(cfg->alt_backend) >= sizeof p->alt_backend) {
-            gerr_set(errmsg, "peer TLS: bad second backend");
+    for (unsigned k = 0; k < 2; k++) {
+        const char *alpn = k == 0 ? cfg->alt_alpn : cfg->alt2_alpn;
+        const char *backend = k == 0 ? cfg->alt_backend : cfg->alt2_backend;
+        if (alpn == NULL || backend == NULL) {
+            continue;
+        }
+        size_t n = strlen(alpn);
+        if (n == 0 || n >= sizeof p->alt_alpn[k] - 1 || strlen(backend) >= sizeof p->alt_backend[k] ||
+            (k == 1 && p->alt_alpn[0][0] == n && memcmp(p->alt_alpn[0] + 1, alpn, n) == 0)) {
+            gerr_set(errmsg, "peer TLS: bad %s backend", k == 0 ? "second" : "third");
             rv = GERR_INVAL;
             goto err;
         }
-        p->alt_alpn[0] = (unsigned char)n;
-        memcpy(p->alt_alpn + 1, cfg->alt_alpn, n);
-        snprintf(p->alt_backend, sizeof p->alt_backend, "%s", cfg->alt_backend);
+        p->alt_alpn[k][0] = (unsigned char)n;
+        memcpy(p->alt_alpn[k] + 1, alpn, n);
+        snprintf(p->alt_backend[k], sizeof p->alt_backend[k], "%s", backend);
     }
     p->server_ctx = SSL_CTX_new(TLS_server_method());
     p->client_ctx = SSL_CTX_new(TLS_client_method());
@@ -373,6 +379,8 @@ int peertls_start_files(const char *ca_file, const char *cert_file, const char *
             cfg.refusal_log_window_ms = opts->refusal_log_window_ms;
             cfg.alt_alpn = opts->alt_alpn;
             cfg.alt_backend = opts->alt_backend;
+            cfg.alt2_alpn = opts->alt2_alpn;
+            cfg.alt2_backend = opts->alt2_backend;
         }
         rv = peertls_start(&cfg, out, errmsg);
     }
@@ -634,9 +642,12 @@ static void step_handshake(struct peertls *p, struct relay *r)
         const unsigned char *proto = NULL;
         unsigned int plen = 0;
         SSL_get0_alpn_selected(r->ssl, &proto, &plen);
-        const char *backend = plen > 0 && p->alt_alpn[0] == plen && memcmp(proto, p->alt_alpn + 1, plen) == 0
-                                  ? p->alt_backend
-                                  : p->backend;
+        const char *backend = p->backend;
+        for (unsigned k = 0; k < 2; k++) {
+            if (plen > 0 && p->alt_alpn[k][0] == plen && memcmp(proto, p->alt_alpn[k] + 1, plen) == 0) {
+                backend = p->alt_backend[k];
+            }
+        }
         r->plain_fd = connect_backend(backend);
         if (r->plain_fd < 0) {
             LOG_WARN("peer TLS: backend %s unreachable for %s: %s", backend, r->peer, strerror(errno));

@@ -49,6 +49,10 @@ struct peertls_config {
      * (the dqlite node). NULL: no second backend, no ALPN. */
     const char *alt_alpn;
     const char *alt_backend;
+    /* A third backend, likewise: a peer offering @alt2_alpn goes to @alt2_backend (gantryd's
+     * session server, one routed session per connection). NULL: none. */
+    const char *alt2_alpn;
+    const char *alt2_backend;
 };
 
 /* The limits and the second backend of peertls_start_files/_dir (the config fields of the same
@@ -56,6 +60,7 @@ struct peertls_config {
 struct peertls_options {
     unsigned handshake_timeout_ms, max_handshakes_per_source, refusal_log_window_ms;
     const char *alt_alpn, *alt_backend;
+    const char *alt2_alpn, *alt2_backend;
 };
 
 struct peertls_stats {

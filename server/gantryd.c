@@ -47,6 +47,7 @@
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
 #include "api/services/sandboxes_svc.h"
+#include "api/services/session_route.h"
 #include "api/services/sessions_svc.h"
 #include "api/services/tenants_svc.h"
 #include "api/services/usage_svc.h"
@@ -65,6 +66,7 @@
 #include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
+#include "raft/peertls.h"
 #include "raft/replica.h"
 #include "raft/roles.h"
 #include "server/admin.h"
@@ -351,6 +353,8 @@ struct daemon {
     struct fwd_client *fwd_client; /* forwarded calls (with forward_writes) and catch-up probes */
     struct fwd_server *fwd_server;
     char fwd_path[320];
+    struct sroute_server *sroute; /* routed sessions other replicas send here */
+    char sroute_path[320];
     char store_dir[4096];
     struct catchup catchup; /* the rule of planned leadership transfers (raft/catchup.h) */
     /* This node's Raft log as the probes read it (raft/raftlog.h): asked every second by the lag
@@ -451,6 +455,34 @@ static bool ready(void *data, char *reason, size_t len)
     }
     mem_free(v);
     return ok;
+}
+
+/* Routed sessions (sessions_svc.h): the other members' peer addresses, and a dial to one. */
+static unsigned route_peers(void *arg, char (*out)[64], unsigned max)
+{
+    struct daemon *d = arg;
+    struct replica_view *v = mem_alloc(sizeof *v);
+    replica_view(d->replica, v);
+    unsigned n = 0;
+    for (unsigned i = 0; v->valid && i < v->n && n < max; i++) {
+        size_t len = strlen(v->nodes[i].address);
+        if (v->nodes[i].id != d->cfg->replica_id && len > 0 && len < 64) { /* "a.b.c.d:port" fits */
+            memcpy(out[n++], v->nodes[i].address, len + 1);
+        }
+    }
+    mem_free(v);
+    return n;
+}
+
+static int route_dial(void *arg, const char *address, int *fd, char *errmsg)
+{
+    struct daemon *d = arg;
+    struct peertls *relay = d->replica != NULL ? replica_relay(d->replica) : NULL;
+    if (relay == NULL) {
+        gerr_set(errmsg, "no peer channel");
+        return GERR_UNAVAILABLE;
+    }
+    return peertls_dial_alpn(relay, address, SROUTE_ALPN, 2000, fd, errmsg);
 }
 
 /* The peer address of the replica beside the dqlite leader, when it is another one (gate.h). */
@@ -1378,6 +1410,14 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
+    /* Sessions other replicas route here (their callers were authorized there). */
+    d->sesvc.route_peers = route_peers;
+    d->sesvc.route_dial = route_dial;
+    d->sesvc.route_arg = d;
+    rv = sroute_server_start(d->sroute_path, &d->sesvc, &d->sroute, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     if (cfg->console) {
         struct console_config cc = {.loop = &d->loop,
                                     .gate = d->gate,
@@ -1726,6 +1766,7 @@ static int cmd_run(struct config *cfg)
     mkdir(d->scratch, 0700);
     if (rv == 0) {
         snprintf(d->fwd_path, sizeof d->fwd_path, "@gantry-fwd-%s", bootstrap_peer_address(cfg));
+        snprintf(d->sroute_path, sizeof d->sroute_path, "@gantry-sess-%s", bootstrap_peer_address(cfg));
         struct replica_config rc = {.id = cfg->replica_id,
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
@@ -1738,7 +1779,9 @@ static int cmd_run(struct config *cfg)
                                     .peer = {.max_handshakes_per_source = cfg->peer_max_handshakes_per_source,
                                              .refusal_log_window_ms = cfg->peer_refusal_log_window_ms,
                                              .alt_alpn = FWD_ALPN,
-                                             .alt_backend = d->fwd_path},
+                                             .alt_backend = d->fwd_path,
+                                             .alt2_alpn = SROUTE_ALPN,
+                                             .alt2_backend = d->sroute_path},
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
@@ -1858,6 +1901,8 @@ static int cmd_run(struct config *cfg)
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
     sessions_svc_stop(&d->sesvc);
+    sroute_server_stop(d->sroute); /* its sessions ended with the service */
+    d->sroute = NULL;
     uv_async_send(&d->stop_async);
     if (sig == SIGTERM) {
         replica_handover(d->replica, HANDOVER_TIMEOUT_MS); /* pauses our writes while it transfers */

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/services/session_route.h"
 #include "api/services/sessions_internal.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "lib/buf.h"
@@ -50,6 +51,10 @@ struct exec_session {
     char command[256]; /* for the audit: the first arguments, truncated */
     int64_t started_ms;
     uint64_t bytes_out, bytes_in;
+    struct sessions__grant grant; /* authorized again every second */
+    int sock;                     /* a routed session: the connection to the serving replica, or -1 */
+    struct sroute_reader rd;
+    char via[64];
     int wake[2]; /* the loop thread writes a byte when it queued something */
     /* Shared with the loop thread (on_message), under mu. */
     pthread_mutex_t mu;
@@ -253,8 +258,10 @@ static void *exec_main(void *arg)
         uint64_t now = clock_mono_ms(clk);
         if (have_cl && now - last_check >= AUTHN_CACHE_TTL_MS / 2) {
             last_check = now;
-            if (sessions__credential_ok(&cl, &e->who, (int64_t)clk->wall_ms(clk), why, sizeof why) != 0) {
-                status = GRPC_STATUS_UNAUTHENTICATED;
+            int az =
+                sessions__still_allowed(&cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
+            if (az != 0) {
+                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
                 break;
             }
         }
@@ -296,7 +303,216 @@ static void *exec_main(void *arg)
     close(e->wake[1]);
     buf_close(&e->in);
     pthread_mutex_destroy(&e->mu);
-    atomic_fetch_sub(&svc->sessions, 1);
+    sessions__release(svc, e->id);
+    mem_free(e);
+    return NULL;
+}
+
+/* Queue what the client sent as frames for the serving replica (at most about 64 KiB pending). */
+static void route_feed(struct exec_session *e, struct buf *q, size_t q_off, bool *sent_close)
+{
+    pthread_mutex_lock(&e->mu);
+    while (q->len - q_off < (64u << 10)) {
+        size_t left = e->in.len - e->in_off, n = left < (32u << 10) ? left : (32u << 10);
+        bool close_now = e->close_stdin && n == left && !*sent_close;
+        if (n == 0 && !close_now && e->rows == 0 && e->signal == 0) {
+            break;
+        }
+        ProtobufCBinaryData b = {n, e->in.data + e->in_off};
+        if (e->port) {
+            Gantry__V1__PortForwardRequest r = GANTRY__V1__PORT_FORWARD_REQUEST__INIT;
+            r.data = b;
+            r.close_write = close_now;
+            (void)sroute_frame_append(q, SROUTE_MSG, &r.base);
+        } else {
+            Gantry__V1__ExecRequest r = GANTRY__V1__EXEC_REQUEST__INIT;
+            Gantry__V1__TerminalSize sz = GANTRY__V1__TERMINAL_SIZE__INIT;
+            r.stdin = b;
+            r.close_stdin = close_now;
+            if (e->rows > 0) {
+                sz.rows = e->rows;
+                sz.cols = e->cols;
+                r.resize = &sz;
+            }
+            r.signal = e->signal;
+            (void)sroute_frame_append(q, SROUTE_MSG, &r.base);
+        }
+        e->in_off += n;
+        e->rows = e->cols = 0;
+        e->signal = 0;
+        *sent_close |= close_now;
+    }
+    if (e->in_off == e->in.len) {
+        buf_reset(&e->in);
+        e->in_off = 0;
+    }
+    if (e->in_paused && e->in.len - e->in_off < EXEC_IN_LOW) {
+        e->in_paused = false;
+        grpc_call_resume_input(e->call);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A frame of the serving replica: 0 to go on, otherwise the session ends (*@status, @why). */
+static int route_frame(struct exec_session *e, int kind, const uint8_t *p, size_t n, int *status, char *why,
+                       size_t len, int *code, int *sig)
+{
+    if (kind == SROUTE_END) {
+        fwd_response *r = fwd_response_decode(p, n);
+        *status = r != NULL ? r->status : GRPC_STATUS_UNAVAILABLE;
+        if (r == NULL) {
+            snprintf(why, len, "the replica serving the session (%s) sent a malformed frame", e->via);
+        } else if (r->status == GRPC_STATUS_OK) {
+            if (e->port) {
+                snprintf(why, len, "the sandbox's side closed the connection");
+            } else {
+                snprintf(why, len, "exit code %d%s", *code, *sig != 0 ? " (killed by a signal)" : "");
+            }
+        } else if (r->status == GRPC_STATUS_NOT_FOUND) {
+            snprintf(why, len, "sandbox \"%s\" of namespace \"%s\" was deleted while the %s ran", e->name,
+                     e->ns, e->port ? "connection" : "command");
+        } else {
+            snprintf(why, len, "%s", r->message);
+        }
+        if (r != NULL) {
+            gantry__internal__v1__forward_response__free_unpacked(r, NULL);
+        }
+        return GERR_CLOSED;
+    }
+    if (kind != SROUTE_MSG) {
+        return 0;
+    }
+    ProtobufCMessage *m = e->port ? (ProtobufCMessage *)gantry__v1__port_forward_response__unpack(NULL, n, p)
+                                  : (ProtobufCMessage *)gantry__v1__exec_response__unpack(NULL, n, p);
+    if (m == NULL) {
+        return 0;
+    }
+    struct clock *clk = clock_system();
+    while (grpc_call_unsent(e->call) > SESSIONS_SEND_BOUND && !grpc_call_cancelled(e->call) &&
+           !atomic_load(&e->svc->stopping)) {
+        clk->sleep_ns(clk, 2 * 1000000ull); /* the client reads slowly: stop reading the target */
+    }
+    if (e->port) {
+        e->bytes_out += ((Gantry__V1__PortForwardResponse *)m)->data.len;
+    } else {
+        Gantry__V1__ExecResponse *x = (Gantry__V1__ExecResponse *)m;
+        e->bytes_out += x->stdout.len + x->stderr.len;
+        if (x->exited) {
+            *code = x->exit_code;
+            *sig = x->signal;
+        }
+    }
+    (void)grpc_call_send_async(e->call, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
+/* A routed exec or port-forward (session_route.h): relay between the call and the serving
+ * replica; authorize again every second and cut the connection when that fails. */
+static void *route_main(void *arg)
+{
+    struct exec_session *e = arg;
+    struct sessions_svc *svc = e->svc;
+    struct clock *clk = clock_system();
+    struct store_client cl;
+    bool have_cl = store_client_init(&cl, &svc->store_cfg) == 0;
+    int status = GRPC_STATUS_OK, code = -1, sig = 0;
+    char why[GERR_MSG_SIZE] = "";
+    struct buf q;
+    buf_init(&q);
+    size_t q_off = 0;
+    bool sent_close = false;
+    uint64_t last_check = clock_mono_ms(clk);
+    for (;;) {
+        if (atomic_load(&svc->stopping)) {
+            status = GRPC_STATUS_UNAVAILABLE;
+            snprintf(why, sizeof why, "the replica is stopping: the command was killed");
+            break;
+        }
+        if (grpc_call_cancelled(e->call)) {
+            status = GRPC_STATUS_CANCELLED;
+            snprintf(why, sizeof why, "the client went away: the command was killed");
+            break;
+        }
+        route_feed(e, &q, q_off, &sent_close);
+        int kind, rv;
+        const uint8_t *p;
+        size_t n;
+        bool done = false;
+        while (!done && (rv = sroute_reader_next(&e->rd, &kind, &p, &n)) == 0) {
+            done = route_frame(e, kind, p, n, &status, why, sizeof why, &code, &sig) != 0;
+        }
+        if (done) {
+            break;
+        }
+        if (rv == GERR_PROTO) {
+            status = GRPC_STATUS_UNAVAILABLE;
+            snprintf(why, sizeof why, "the replica serving the session (%s) sent a malformed frame", e->via);
+            break;
+        }
+        struct pollfd pf[2] = {{e->sock, (short)(POLLIN | (q.len > q_off ? POLLOUT : 0)), 0},
+                               {e->wake[0], POLLIN, 0}};
+        (void)poll(pf, 2, 100);
+        if (pf[1].revents & POLLIN) {
+            char drain[64];
+            while (read(e->wake[0], drain, sizeof drain) > 0) {
+            }
+        }
+        if (q.len > q_off && (pf[0].revents & POLLOUT)) {
+            ssize_t w = send(e->sock, q.data + q_off, q.len - q_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w > 0) {
+                q_off += (size_t)w;
+                if (q_off == q.len) {
+                    buf_reset(&q);
+                    q_off = 0;
+                }
+            }
+        }
+        if ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && sroute_reader_fill(&e->rd, e->sock) != 0) {
+            while (!done && sroute_reader_next(&e->rd, &kind, &p, &n) == 0) {
+                done = route_frame(e, kind, p, n, &status, why, sizeof why, &code, &sig) != 0;
+            }
+            if (!done) {
+                status = GRPC_STATUS_UNAVAILABLE;
+                snprintf(why, sizeof why,
+                         "the replica serving the session (%s) went away: the command's end is unknown",
+                         e->via);
+            }
+            break;
+        }
+        uint64_t now = clock_mono_ms(clk);
+        if (have_cl && now - last_check >= AUTHN_CACHE_TTL_MS / 2) {
+            last_check = now;
+            int az =
+                sessions__still_allowed(&cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
+            if (az != 0) {
+                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
+                break;
+            }
+        }
+    }
+    gate_bidi_detach(e->call);
+    close(e->sock); /* the serving replica ends the command when the connection goes */
+    grpc_call_finish_async(e->call, status, status == GRPC_STATUS_OK ? NULL : why, NULL);
+    int64_t end_ms = (int64_t)clk->wall_ms(clk);
+    char msg[GERR_MSG_SIZE + 700];
+    snprintf(msg, sizeof msg,
+             "%s session ended: %s; %s [%s]; %" PRIu64 " bytes sent, %" PRIu64 " received; started %" PRId64
+             ", lasted %" PRId64 " ms; served by the replica at %s",
+             e->port ? "port-forward" : "exec", why, e->port ? "port" : "command", e->command, e->bytes_out,
+             e->bytes_in, e->started_ms, end_ms - e->started_ms, e->via);
+    sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, e->port ? OP_PORT : OP_EXEC, end_ms,
+                    status == GRPC_STATUS_OK, status, msg);
+    if (have_cl) {
+        store_client_close(&cl);
+    }
+    buf_close(&q);
+    sroute_reader_close(&e->rd);
+    close(e->wake[0]);
+    close(e->wake[1]);
+    buf_close(&e->in);
+    pthread_mutex_destroy(&e->mu);
+    sessions__release(svc, e->id);
     mem_free(e);
     return NULL;
 }
@@ -322,7 +538,8 @@ struct start_args {
     uint16_t port_no;                  /* port-forward */
     const char *what;                  /* for the audit: the command line, or the port */
     bool tty;
-    const uint8_t *input; /* data the first message carried */
+    const ProtobufCMessage *first; /* the call's first message, for routing */
+    const uint8_t *input;          /* data the first message carried */
     size_t input_len;
     bool close_input;
 };
@@ -366,6 +583,8 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
     struct exec_session *e = mem_zalloc(sizeof *e);
     e->port = a->port;
     snprintf(e->id, sizeof e->id, "%s", sessions__text(&rows, 0));
+    sessions__grant_init(&e->grant, ctx, a->port ? SESSIONS_OP_PORT : SESSIONS_OP_EXEC, a->ns, e->id,
+                         sessions__text(&rows, 1));
     char phase[24];
     snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
     proto_rows_close(&rows);
@@ -381,21 +600,32 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
     } else if (strcmp(phase, "READY") != 0) {
         gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\" is not running (phase %s)",
                   a->name, phase);
-    } else if (atomic_fetch_add(&svc->sessions, 1) >= SESSIONS_MAX || atomic_load(&svc->stopping)) {
-        atomic_fetch_sub(&svc->sessions, 1);
-        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "this replica serves %u sessions already: try another replica", SESSIONS_MAX);
+    } else if ((rv = sessions__claim(svc, e->id)) != 0) {
+        sessions__claim_fail(ctx, rv, a->name);
     } else {
+        e->sock = -1;
         rv = a->port ? driver_port_connect(svc->driver, a->ns, e->id, a->port_no, &e->x, errmsg)
                      : driver_exec_start(svc->driver, a->ns, e->id, a->xs, &e->x, errmsg);
-        if (rv != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
+        int rst = 0;
+        char rmsg[GERR_MSG_SIZE + 100] = "";
+        bool refused = false; /* by the replica that has the sandbox: its answer is the client's */
+        if (rv == GERR_NOTFOUND) {
+            int r2 = sessions__route(svc, ctx, op, a->first, e->id, &e->sock, &e->rd, e->via, sizeof e->via,
+                                     &rst, rmsg, sizeof rmsg);
+            rv = r2 == 0 ? 0 : rv;
+            refused = r2 != 0 && r2 != GERR_NOTFOUND && rst != 0;
+        }
+        if (refused) {
+            sessions__release(svc, e->id);
+            gate_fail(ctx, rst, "%s", rmsg);
+        } else if (rv != 0) {
+            sessions__release(svc, e->id);
             if (rv == GERR_NOTFOUND) {
-                gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
-                          "this replica cannot reach sandbox \"%.63s\": its driver has no record of it here; "
-                          "sessions are not routed between replicas yet, so call a replica that shares the "
-                          "driver's state",
-                          a->name);
+                gate_fail(
+                    ctx, GRPC_STATUS_UNAVAILABLE,
+                    "cannot reach sandbox \"%.63s\": neither this replica's driver nor any other replica "
+                    "that answered has a record of it",
+                    a->name);
             } else if (rv == GERR_UNAVAILABLE || rv == GERR_REFUSED) {
                 gate_fail(ctx, GRPC_STATUS_FAILED_PRECONDITION, "sandbox \"%.63s\": %s", a->name, errmsg);
             } else {
@@ -403,8 +633,14 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
                           errmsg);
             }
         } else if (pipe2(e->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-            atomic_fetch_sub(&svc->sessions, 1);
-            driver_exec_close(e->x);
+            sessions__release(svc, e->id);
+            if (e->x != NULL) {
+                driver_exec_close(e->x);
+            }
+            if (e->sock >= 0) {
+                close(e->sock);
+            }
+            sroute_reader_close(&e->rd);
             gate_fail(ctx, GRPC_STATUS_INTERNAL, "pipe: %s", strerror(errno));
         } else {
             e->svc = svc;
@@ -419,16 +655,18 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
             e->started_ms = (int64_t)clock_system()->wall_ms(clock_system());
             char msg[400];
             if (a->port) {
-                snprintf(msg, sizeof msg, "port-forward session started: port [%s]", e->command);
+                snprintf(msg, sizeof msg, "port-forward session started: port [%s]%s%s", e->command,
+                         e->sock >= 0 ? "; served by the replica at " : "", e->via);
             } else {
-                snprintf(msg, sizeof msg, "exec session started: tty %s, command [%s]", a->tty ? "yes" : "no",
-                         e->command);
+                snprintf(msg, sizeof msg, "exec session started: tty %s, command [%s]%s%s",
+                         a->tty ? "yes" : "no", e->command, e->sock >= 0 ? "; served by the replica at " : "",
+                         e->via);
             }
             sessions__audit(svc, &e->who, e->ns, e->id, e->name, e->source, op, e->started_ms, true,
                             GRPC_STATUS_OK, msg);
             /* The first message may carry input too. */
             pthread_mutex_lock(&e->mu);
-            if (a->input_len > 0) {
+            if (a->input_len > 0 && e->sock < 0) { /* a routed session's header carried it */
                 buf_append(&e->in, a->input, a->input_len);
                 e->bytes_in += a->input_len;
             }
@@ -439,19 +677,25 @@ static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const 
             pthread_attr_t attr;
             pthread_attr_init(&attr);
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            rv = pthread_create(&t, &attr, exec_main, e);
+            rv = pthread_create(&t, &attr, e->sock >= 0 ? route_main : exec_main, e);
             pthread_attr_destroy(&attr);
             if (rv == 0) {
                 grpc_call_resume_input(ctx->call);
                 return; /* the thread owns e and answers the call */
             }
             gate_bidi_detach(ctx->call);
-            driver_exec_close(e->x);
+            if (e->x != NULL) {
+                driver_exec_close(e->x);
+            }
+            if (e->sock >= 0) {
+                close(e->sock);
+            }
+            sroute_reader_close(&e->rd);
             close(e->wake[0]);
             close(e->wake[1]);
             buf_close(&e->in);
             pthread_mutex_destroy(&e->mu);
-            atomic_fetch_sub(&svc->sessions, 1);
+            sessions__release(svc, e->id);
             gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a session thread");
         }
     }
@@ -494,6 +738,7 @@ void sessions__exec(struct gate_ctx *ctx, void *data)
     char what[256];
     command_text(st, what, sizeof what);
     struct start_args a = {.ns = st->namespace_,
+                           .first = &req->base,
                            .name = st->name,
                            .xs = &xs,
                            .what = what,
@@ -525,6 +770,7 @@ void sessions__port_forward(struct gate_ctx *ctx, void *data)
     char what[16];
     snprintf(what, sizeof what, "%u", st->port);
     struct start_args a = {.port = true,
+                           .first = &req->base,
                            .ns = st->namespace_,
                            .name = st->name,
                            .port_no = (uint16_t)st->port,

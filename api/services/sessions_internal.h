@@ -29,6 +29,48 @@ void sessions__audit(struct sessions_svc *svc, const struct authn_principal *who
 int sessions__credential_ok(struct store_client *cl, const struct authn_principal *who, int64_t now_ms,
                             char *why, size_t len);
 
+/* What authorized a session, to authorize it again while it runs (sessions__still_allowed). */
+struct sessions__grant {
+    const struct authz_rule *rule; /* the method's rule (gate_ctx.rule) */
+    enum { SESSIONS_OP_LOGS, SESSIONS_OP_EXEC, SESSIONS_OP_PORT } op;
+    char ns[64], id[40];
+    char owner[40]; /* the sandbox's owner when the session started */
+};
+
+/* The grant of a session starting now (@ctx's rule; @op; the sandbox @id of @ns owned by @owner). */
+void sessions__grant_init(struct sessions__grant *g, const struct gate_ctx *ctx, int op, const char *ns,
+                          const char *id, const char *owner);
+
+/* A running session authorized again, as at its start, from the store (no cache): the credential
+ * (sessions__credential_ok); the principal still exists and is enabled (GERR_UNAUTH otherwise,
+ * whatever the credential: API key, OIDC token or client certificate); its role bindings, read
+ * again, still pass the method's rule for the namespace; and when the rule leaves the sandbox to
+ * this module (owner_check) and the caller is not the owner, a share still grants the session's
+ * use (any share for logs, an EXEC share for exec and port-forward). 0, GERR_UNAUTH or GERR_PERM
+ * with @why for the client. Store errors count as allowed (checked again at the next round). */
+int sessions__still_allowed(struct store_client *cl, const struct authn_principal *who,
+                            const struct sessions__grant *g, int64_t now_ms, char *why, size_t len);
+
+/* The session limits: at most SESSIONS_MAX on this replica and SESSIONS_PER_SANDBOX per sandbox
+ * on this replica. 0 (the caller holds a place: give it back with sessions__release), GERR_BUSY
+ * (the replica is full or stopping) or GERR_TOOBIG (the sandbox has its limit). Thread-safe. */
+int sessions__claim(struct sessions_svc *svc, const char *id);
+void sessions__release(struct sessions_svc *svc, const char *id);
+
+/* Route a session this replica's driver has no record of (session_route.h): ask the other
+ * replicas in turn with a HEADER for @method, @first (the call's first message), the caller and
+ * sandbox @id. 0: *@fd (non-blocking, the caller's) is the session's connection, STARTED read,
+ * @r holding what came after it, @via the serving replica's peer address. GERR_NOTFOUND: no
+ * replica serves it (or routing is off). Other errors: the serving replica refused it, with the
+ * gRPC status in *@status and its message in @msg. */
+struct sroute_reader;
+int sessions__route(struct sessions_svc *svc, struct gate_ctx *ctx, const char *method,
+                    const ProtobufCMessage *first, const char *id, int *fd, struct sroute_reader *r,
+                    char *via, size_t via_len, int *status, char *msg, size_t msg_len);
+
+/* Answer the refusal of sessions__claim (@rv) on @ctx. */
+void sessions__claim_fail(struct gate_ctx *ctx, int rv, const char *name);
+
 /* The implementations of Sandboxes.Exec and Sandboxes.PortForward (exec_session.c). */
 void sessions__exec(struct gate_ctx *ctx, void *data);
 void sessions__port_forward(struct gate_ctx *ctx, void *data);

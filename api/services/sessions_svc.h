@@ -13,24 +13,30 @@
  * share); this module checks ownership and shares. A sandbox the caller may not use is NOT_FOUND,
  * as for Get (its existence is not confirmed).
  *
- * Where: the replica that receives the call reads the log itself, through its own driver. The
- * process driver keeps logs in its state directory, which every replica of a host shares (the
- * deployment docs/drivers.md describes), so any such replica can answer; a replica whose driver
- * cannot find the sandbox's log answers UNAVAILABLE. Routing a session over the peer channel to
- * another replica is not implemented (docs/sessions.md).
+ * Where: the replica that receives the call serves it through its own driver when that driver
+ * has a record of the sandbox (the process driver keeps logs in its state directory, which every
+ * replica of a host shares, docs/drivers.md). Otherwise it routes the session over the peer
+ * channel to another replica whose driver has one (session_route.h: the members are asked in
+ * turn), relays it, and keeps authorizing it itself; UNAVAILABLE when no replica has a record.
  *
  * Flow control: each session runs on a thread of its own and sends with grpc_call_send_async,
  * waiting while grpc_call_unsent is above SESSIONS_SEND_BOUND, so a client that reads slowly
  * holds at most about that much of the replica's memory; the driver's reader holds one chunk.
  *
- * Limits: at most SESSIONS_MAX per replica (RESOURCE_EXHAUSTED beyond). A follow polls the log
- * every SESSIONS_POLL_MS while it has nothing to send.
+ * Limits: at most SESSIONS_MAX per replica and SESSIONS_PER_SANDBOX per sandbox on a replica
+ * (RESOURCE_EXHAUSTED beyond). A follow polls the log every SESSIONS_POLL_MS while it has nothing
+ * to send.
+ *
+ * Re-authorization: every second a running session (a follow, an exec, a port-forward) is
+ * authorized again from the store: credential, principal enabled, role bindings, share
+ * (sessions_internal.h, sessions__still_allowed); UNAUTHENTICATED or PERMISSION_DENIED ends it.
  *
  * Audit: each session is two OCSF API Activity events attributed to the caller (through the
  * audit sink): its start (with the query) and its end (status, duration, bytes sent). */
 #ifndef GANTRY_API_SERVICES_SESSIONS_SVC_H
 #define GANTRY_API_SERVICES_SESSIONS_SVC_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -38,9 +44,10 @@
 #include "drivers/driver.h"
 #include "store/client.h"
 
-#define SESSIONS_MAX        64u
-#define SESSIONS_SEND_BOUND (256u << 10)
-#define SESSIONS_POLL_MS    100u
+#define SESSIONS_MAX         64u
+#define SESSIONS_PER_SANDBOX 16u
+#define SESSIONS_SEND_BOUND  (256u << 10)
+#define SESSIONS_POLL_MS     100u
 
 struct gate;
 
@@ -50,8 +57,18 @@ struct sessions_svc {
     uint64_t replica_id;                  /* tags the audit events */
     const char *gateway_id;               /* borrowed */
     struct store_client_config store_cfg; /* for the credential checks of long sessions */
+    /* Routing (api/services/session_route.h): the other replicas' peer addresses (at most @max,
+     * returns how many) and a dial to one of them with SROUTE_ALPN (0 with a connected fd, owned
+     * by the caller). route_peers NULL: a session this replica cannot serve is not routed. */
+    unsigned (*route_peers)(void *arg, char (*out)[64], unsigned max);
+    int (*route_dial)(void *arg, const char *address, int *fd, char *errmsg);
+    void *route_arg;
     atomic_bool stopping;
     atomic_uint sessions;
+    /* The sandbox of each running session (""), for SESSIONS_PER_SANDBOX; under mu, which
+     * sessions_svc_register initializes. */
+    pthread_mutex_t mu;
+    char running[SESSIONS_MAX][40];
 };
 
 /* Route Sandboxes.Logs and Sandboxes.Exec to this service. Before gate_register. */

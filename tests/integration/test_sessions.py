@@ -735,8 +735,476 @@ class Harden(Exec):
               "DEADLINE_EXCEEDED after %.2f s" % (gone_after, took, took_full))
 
 
+class Reauth(Exec):
+    """Running sessions authorized again every second (principal, role binding, share), and the
+    per-sandbox session limit, through a replica without the lease."""
+
+    def exec_open(self, key, replica, name="box", command=("sleep", "300")):
+        """Start an exec whose input stays open until the returned event is set: (call, event)."""
+        ch = self.e.c.client.channel(self.e.c.replicas[replica])
+        fn = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        done = threading.Event()
+
+        def msgs():
+            yield S.ExecRequest(start=S.ExecStart(namespace="default", name=name, command=list(command)))
+            done.wait(120)
+
+        call = fn(msgs(), metadata=[("authorization", "Bearer " + key)], timeout=60)
+        self.addCleanup(done.set)
+        return call, done
+
+    def follow_open(self, key, replica, name="box"):
+        """A follow of @name, its first chunk read (so the session runs): the call."""
+        call = self.logs_stub(replica)(S.LogsRequest(namespace="default", name=name, follow=True),
+                                       metadata=[("authorization", "Bearer " + key)], timeout=60)
+        self.addCleanup(call.cancel)
+        next(call)
+        return call
+
+    def ended(self, call, exec_call=True):
+        """(status code, details, seconds) of @call read to its end."""
+        t = time.monotonic()
+        try:
+            for r in call:
+                pass
+        except grpc.RpcError as err:
+            return err.code(), err.details(), time.monotonic() - t
+        return grpc.StatusCode.OK, "", time.monotonic() - t
+
+    def test_reauth(self):
+        from gantry.v1 import meta_pb2, principals_pb2
+        P = principals_pb2
+        e = self.e
+        holder = e.holder()
+        f = [i for i, r in enumerate(e.c.replicas) if r is not holder][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+            "default", "box", command=["sh", "-c", "echo hello; exec sleep 600"])), replica=f)
+        e.wait_phases({"box": "PHASE_READY"})
+
+        def share(access):
+            e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box",
+                                                        grantee_principal_id=e.ids["user2"], access=access), replica=f)
+
+        def unshare():
+            e.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="box",
+                                                            grantee_principal_id=e.ids["user2"]), replica=f)
+
+        # An exec share removed: the running exec ends PERMISSION_DENIED within about a second.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        time.sleep(1.5)  # it runs: authorized again at least once
+        unshare()
+        code, msg, took = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer shared", msg)
+        self.assertLess(took, 5.0)
+        t_unshare = took
+
+        # An exec share turned into a read share ends an exec, but a follow of the logs goes on
+        # until the read share is removed too.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        lf = self.follow_open(e.keys["user2"], f)
+        time.sleep(1.5)
+        share(S.SHARE_ACCESS_READ)
+        code, msg, _ = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("read share", msg)
+        time.sleep(2.5)
+        self.assertTrue(lf.is_active(), "a read share still allows the follow")
+        unshare()
+        code, msg, _ = self.ended(lf)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer shared", msg)
+
+        # A namespace admin's binding removed: its exec ends PERMISSION_DENIED.
+        p = e.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+            principal=P.Principal(meta=meta_pb2.ObjectMeta(name="p-na2"), kind=P.PRINCIPAL_KIND_USER)))
+        b = e.call("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_NAMESPACE_ADMIN, namespace="default")))
+        na2 = e.call("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=p.meta.id)).secret
+        x, _ = self.exec_open(na2, f)
+        time.sleep(1.5)
+        e.call("pa", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
+        code, msg, took = self.ended(x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+        self.assertIn("no longer holds a role", msg)
+        self.assertLess(took, 5.0)
+
+        # A principal disabled (its API key itself still valid): exec and follow end UNAUTHENTICATED.
+        share(S.SHARE_ACCESS_EXEC)
+        x, _ = self.exec_open(e.keys["user2"], f)
+        lf = self.follow_open(e.keys["user2"], f)
+        time.sleep(1.5)
+        e.call("pa", principals_pb2, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=meta_pb2.ObjectMeta(id=e.ids["user2"]), disabled=True)))
+        for call in (x, lf):
+            code, msg, took = self.ended(call)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+            self.assertIn("was disabled", msg)
+            self.assertLess(took, 5.0)
+
+        # The owner's session is untouched by all of this.
+        code, msg, out, _, last = self.exec_call("user", f, [S.ExecRequest(start=S.ExecStart(
+            namespace="default", name="box", command=["echo", "still"]))])
+        self.assertEqual((code, out), (grpc.StatusCode.OK, b"still\n"), msg)
+
+        # Per-sandbox limit: 16 sessions of one sandbox on a replica, the 17th RESOURCE_EXHAUSTED
+        # (logs, exec and port-forward together); ending one makes room.
+        calls = [self.follow_open(e.keys["user"], f) for _ in range(15)]
+        x, done = self.exec_open(e.keys["user"], f)
+        time.sleep(1.0)
+        code, msg, _ = self.logs("user", f, name="box", tail_lines=1)
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        self.assertIn("has 16 sessions on this replica", msg)
+        code, msg, _, _, _ = self.exec_call("user", f, [S.ExecRequest(start=S.ExecStart(
+            namespace="default", name="box", command=["true"]))])
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        pf = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/PortForward", request_serializer=S.PortForwardRequest.SerializeToString,
+            response_deserializer=S.PortForwardResponse.FromString)
+        code, msg = grpc.StatusCode.OK, ""
+        try:
+            for _ in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name="box",
+                                                                            port=8000))]),
+                        metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=15):
+                pass
+        except grpc.RpcError as err:
+            code, msg = err.code(), err.details()
+        self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        # Another replica has its own count.
+        other = [i for i in range(3) if i != f][0]
+        code, msg, _ = self.logs("user", other, name="box", tail_lines=1)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        calls[0].cancel()
+        deadline = time.monotonic() + 5
+        while True:
+            code, msg, data = self.logs("user", f, name="box", tail_lines=1)
+            if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual((code, data), (grpc.StatusCode.OK, b"hello\n"), msg)
+        done.set()
+        for c in calls:
+            c.cancel()
+        # The ends are audited, attributed to the principal, with the status and the reason.
+        deadline = time.monotonic() + 10
+        while True:
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", api_operation="/gantry.v1.Sandboxes/Exec")).events
+            ended = [x for x in ev if "exec session ended" in x.status_detail and x.status == "Failure"]
+            if len(ended) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        details = [(x.actor_principal_id, x.status_detail) for x in ended]
+        self.assertTrue(any(a == e.ids["user2"] and "no longer shared" in d for a, d in details), details)
+        self.assertTrue(any(a == e.ids["user2"] and "was disabled" in d for a, d in details), details)
+        self.assertTrue(any(a == p.meta.id and "no longer holds a role" in d for a, d in details), details)
+        lev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+            namespace="default", api_operation="/gantry.v1.Sandboxes/Logs")).events
+        self.assertTrue(any(x.actor_principal_id == e.ids["user2"] and "no longer shared" in x.status_detail
+                            for x in lev), [x.status_detail for x in lev])
+        print("share removed: exec ended after %.2f s; binding removed, principal disabled, read share: ended; "
+              "per-sandbox limit 16" % t_unshare)
+
+
+class Route(Exec):
+    """Sessions routed over the peer channel: every replica has a driver state directory of its own,
+    so only the lease holder (which started the sandboxes) can reach them, and every call goes to
+    another replica, which must route it."""
+
+    def setUp(self):
+        g.GantrydTest.setUp(self)
+        if shutil.which("bwrap") is None:
+            self.skipTest("bubblewrap is not installed")
+        state = tempfile.mkdtemp(prefix="gantry-route-")
+        os.chmod(state, 0o711)
+        self.addCleanup(shutil.rmtree, state, True)
+        self.state = state
+        c = g.Cluster("route-" + self._testMethodName, run_flags=["--driver", "process"] + rec.LEASE_FLAGS)
+        c.replica_flags = lambda rid: ["--driver-state-dir", os.path.join(state, "r%d" % rid)]
+        self.clusters.append(c)
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        e = rec.Env.__new__(rec.Env)
+        e.state = None
+        tr.Env._setup(e, c)
+        self.e = e
+
+    def tearDown(self):
+        """Delete the sandboxes through a replica still running, then end what the killed lease
+        holder's sandboxes left: the processes holding a file of this test's state directories
+        (bubblewrap's monitor holds the sandbox's status file) and their children."""
+        e = getattr(self, "e", None)
+        if e is not None:
+            alive = [i for i, r in enumerate(e.c.replicas) if r.proc and r.proc.poll() is None]
+            try:
+                deadline = time.monotonic() + 30
+                while alive and time.monotonic() < deadline:
+                    left = e.sb("pa", "List", S.ListSandboxesRequest(), replica=alive[0]).sandboxes
+                    if not left:
+                        break
+                    for sb in left:
+                        if sb.status.phase != S.SandboxStatus.PHASE_DELETING:
+                            e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace=sb.meta.namespace,
+                                                                        name=sb.meta.name), replica=alive[0])
+                    time.sleep(0.5)
+            except grpc.RpcError as err:
+                print("tearDown: could not delete the sandboxes: %s" % err)
+            self.e = None
+        victims = set()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                for fd in os.listdir("/proc/%s/fd" % d):
+                    if os.readlink("/proc/%s/fd/%s" % (d, fd)).startswith(self.state):
+                        victims.add(int(d))
+                        break
+            except OSError:
+                pass
+        for d in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % d) as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) in victims:
+                        victims.add(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+        for pid in victims:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        g.GantrydTest.tearDown(self)
+
+    def test_route(self):
+        e = self.e
+        holder = e.holder()
+        h = e.c.replicas.index(holder)
+        f = [i for i in range(3) if i != h][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "box", command=["sleep", "600"],
+                                                                          env={"GREETING": "hi there"})), replica=f)
+        talker = "i=0; while :; do i=$((i+1)); echo line$i; sleep 0.2; done"
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "talker",
+                                                                          command=["sh", "-c", talker])), replica=f)
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "web", command=[
+            "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/tmp"])), replica=f)
+        e.wait_phases({"box": "PHASE_READY", "talker": "PHASE_READY", "web": "PHASE_READY"})
+
+        def start(cmd, **kw):
+            return S.ExecRequest(start=S.ExecStart(namespace="default", name="box", command=cmd, **kw))
+
+        # Exec through each replica that cannot reach the sandbox: stdin, stdout, stderr, exit 7.
+        for entry in (i for i in range(3) if i != h):
+            code, msg, out, err, last = self.exec_call("user", entry, [
+                start(["sh", "-c", "cat; echo oops >&2; echo \"$GREETING\"; exit 7"]),
+                S.ExecRequest(stdin=b"hello "), S.ExecRequest(stdin=b"world\n", close_stdin=True)])
+            self.assertEqual(code, grpc.StatusCode.OK, msg)
+            self.assertEqual(out, b"hello world\nhi there\n")
+            self.assertEqual(err, b"oops\n")
+            self.assertTrue(last is not None and last.exit_code == 7, last)
+
+        # A TTY resized and a signal, through the relay.
+        import queue
+        q = queue.Queue()
+
+        def gen():
+            while True:
+                m = q.get(timeout=30)
+                if m is None:
+                    return
+                yield m
+        fn = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+            response_deserializer=S.ExecResponse.FromString)
+        q.put(start(["sh", "-c", "stty size; read x; stty size; exit 3"], tty=True,
+                    size=S.TerminalSize(rows=24, cols=80)))
+        it = fn(gen(), metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30)
+        seen, code_tty = b"", None
+        for r in it:
+            seen += r.stdout
+            if b"24 80" in seen:
+                break
+        q.put(S.ExecRequest(resize=S.TerminalSize(rows=40, cols=100)))
+        time.sleep(0.3)
+        q.put(S.ExecRequest(stdin=b"\n"))
+        for r in it:
+            seen += r.stdout
+            if r.exited:
+                code_tty = r.exit_code
+        q.put(None)
+        self.assertIn(b"40 100", seen)
+        self.assertEqual(code_tty, 3)
+        code, msg, out, err, last = self.exec_call("user", f, [start(["sleep", "100"]), S.ExecRequest(signal=15)])
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(last is not None and last.signal == 15 and last.exit_code == 143, last)
+
+        # Logs with follow while the process writes, through the routed stream.
+        it = self.logs_stub(f)(S.LogsRequest(namespace="default", name="talker", follow=True),
+                               metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30)
+        data, t0 = b"", time.monotonic()
+        for ch in it:
+            data += ch.data
+            if data.count(b"\n") >= 12:
+                break
+        it.cancel()
+        lines = data.decode().splitlines()
+        self.assertEqual(lines[:3], ["line1", "line2", "line3"])
+        self.assertGreater(time.monotonic() - t0, 1.0, "lines arrive as written")
+        code, msg, data = self.logs("user", f, name="talker", tail_lines=2)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertEqual(len(data.decode().splitlines()), 2)
+
+        # Port-forward to the server on the sandbox's loopback.
+        pf = e.c.client.channel(e.c.replicas[f]).stream_stream(
+            "/gantry.v1.Sandboxes/PortForward", request_serializer=S.PortForwardRequest.SerializeToString,
+            response_deserializer=S.PortForwardResponse.FromString)
+
+        def forward(port=8000):
+            got, closed = b"", False
+            try:
+                for r in pf(iter([S.PortForwardRequest(start=S.PortForwardStart(namespace="default", name="web",
+                                                                                  port=port)),
+                                  S.PortForwardRequest(data=b"GET / HTTP/1.0\r\n\r\n", close_write=True)]),
+                            metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=30):
+                    got += r.data
+                    closed = closed or r.closed
+            except grpc.RpcError as err:
+                return err.code(), err.details(), got, closed
+            return grpc.StatusCode.OK, "", got, closed
+        deadline = time.monotonic() + 20
+        while True:
+            code, msg, got, closed = forward()
+            if code != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(got.startswith(b"HTTP/1.0 200") and closed, got[:100])
+        code, msg, _, _ = forward(port=1)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
+        self.assertIn("nothing listens on port 1", msg)
+
+        # A slow reader of 20 MB through the relay, then 20 MiB in: every replica's RSS stays flat.
+        mb = int(os.environ.get("GANTRY_SESSIONS_MB", "20"))
+        pids = [r.proc.pid for r in e.c.replicas]
+        with open("/proc/%d/maps" % pids[0]) as fh:
+            asan = "libasan" in fh.read()
+        rss0 = [rss_kb(p) for p in pids]
+        got, peak, status = 0, 0, None
+        ch = e.c.client.channel(e.c.replicas[f])
+        fn = ch.stream_stream("/gantry.v1.Sandboxes/Exec", request_serializer=S.ExecRequest.SerializeToString,
+                              response_deserializer=S.ExecResponse.FromString)
+        slow_until = time.monotonic() + 3
+        for r in fn(iter([start(["head", "-c", str(mb * 1000000), "/dev/zero"]), S.ExecRequest(close_stdin=True)]),
+                    metadata=[("authorization", "Bearer " + e.keys["user"])], timeout=120):
+            got += len(r.stdout)
+            if time.monotonic() < slow_until:
+                time.sleep(0.05)
+                peak = max(peak, max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0)))
+            if r.exited:
+                status = r.exit_code
+        self.assertEqual((got, status), (mb * 1000000, 0))
+
+        def feed():
+            yield start(["wc", "-c"])
+            chunk = b"y" * (256 << 10)
+            for _ in range(4 * mb):
+                yield S.ExecRequest(stdin=chunk)
+            yield S.ExecRequest(close_stdin=True)
+        code, msg, out, err, last = self.exec_call("user", f, feed(), timeout=120)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertEqual(out.decode().strip(), str(4 * mb * (256 << 10)))
+
+        # A command that never reads its stdin while the client pushes 32 MiB through the relay:
+        # the serving replica stops reading frames, the routing replica pauses the call's input.
+        def pushy():
+            yield start(["sleep", "3"])
+            chunk = b"z" * (256 << 10)
+            for _ in range(128):
+                yield S.ExecRequest(stdin=chunk)
+        rss1 = [rss_kb(p) for p in pids]
+        push_peak, sampling = [0], [True]
+
+        def sample():
+            while sampling[0]:
+                push_peak[0] = max(push_peak[0], max(rss_kb(p) - r1 for p, r1 in zip(pids, rss1)))
+                time.sleep(0.05)
+        st = threading.Thread(target=sample)
+        st.start()
+        t0 = time.monotonic()
+        code, msg, out, err, last = self.exec_call("user", f, pushy(), timeout=60)
+        sampling[0] = False
+        st.join()
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(last is not None and last.exit_code == 0, last)
+        self.assertGreaterEqual(time.monotonic() - t0, 2.5)
+        grown = max(rss_kb(p) - r0 for p, r0 in zip(pids, rss0))
+        if not asan:
+            self.assertLess(max(peak, grown), 16 << 10, "a replica's RSS grew %d KiB" % max(peak, grown))
+            self.assertLess(push_peak[0], 16 << 10, "RSS grew %d KiB while the command did not read" % push_peak[0])
+
+        # Audited once, by the replica the client called, attributed to the principal, naming the
+        # serving replica.
+        deadline = time.monotonic() + 10
+        while True:
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", api_operation="/gantry.v1.Sandboxes/Exec")).events
+            ended = [x for x in ev if "exec session ended" in x.status_detail and "exit code 7" in x.status_detail]
+            if len(ended) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertEqual(len(ended), 2, [x.status_detail for x in ended])
+        for x in ended:
+            self.assertEqual(x.actor_principal_id, e.ids["user"])
+            self.assertIn("served by the replica at %s" % holder.peer, x.status_detail)
+
+        # A share removed cuts a routed session (the routing replica authorizes it again).
+        e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box", grantee_principal_id=e.ids["user2"],
+                                                    access=S.SHARE_ACCESS_EXEC), replica=f)
+        x, _ = Reauth.exec_open(self, e.keys["user2"], f)
+        time.sleep(1.5)
+        e.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="box",
+                                                        grantee_principal_id=e.ids["user2"]), replica=f)
+        code, msg, _ = Reauth.ended(self, x)
+        self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
+
+        # A peer without a certificate of the cluster CA cannot open a session stream.
+        import socket
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["gantry-sess/1"])
+        host, port = holder.peer.rsplit(":", 1)
+        refused = False
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as raw:
+                with ctx.wrap_socket(raw) as t:
+                    t.sendall(b"\0\0\0\1s")
+                    refused = t.recv(16) == b""
+        except (ssl.SSLError, OSError):
+            refused = True
+        self.assertTrue(refused, "a session stream without a peer certificate")
+
+        # Killing the serving replica ends a running session with UNAVAILABLE.
+        x, _ = Reauth.exec_open(self, e.keys["user"], f)
+        time.sleep(1.0)
+        t = time.monotonic()
+        holder.kill()
+        code, msg, _ = Reauth.ended(self, x)
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, msg)
+        self.assertIn("went away", msg)
+        print("routed through replicas without the sandboxes: exec, logs follow, port-forward; %d MB out and in, "
+              "every replica's RSS grew at most %d KiB (%d KiB while 32 MiB were pushed at a command not reading); "
+              "the target killed: UNAVAILABLE after %.2f s" % (mb, max(peak, grown), push_peak[0], time.monotonic() - t))
+
+
 if __name__ == "__main__":
-    groups = {"logs": Logs, "exec": Exec, "harden": Harden}
+    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth, "route": Route}
     if len(sys.argv) < 2 or sys.argv[1] not in groups:
         print("usage: test_sessions.py {%s}" % "|".join(groups))
         sys.exit(2)

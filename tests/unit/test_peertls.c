@@ -493,6 +493,7 @@ struct marker {
     int fd;
     pthread_t thread;
     char address[64];
+    const char *word; /* what it writes to each connection: "ALT" when NULL */
 };
 
 static void *marker_accept(void *arg)
@@ -503,32 +504,49 @@ static void *marker_accept(void *arg)
         if (fd < 0) {
             return NULL;
         }
-        write_all(fd, "ALT", 3);
+        write_all(fd, m->word != NULL ? m->word : "ALT", 3);
         close(fd);
     }
+}
+
+static void marker_start(struct marker *m, const char *name, const char *word)
+{
+    memset(m, 0, sizeof *m);
+    m->word = word;
+    struct sockaddr_un su = {.sun_family = AF_UNIX};
+    snprintf(m->address, sizeof m->address, "@gantry-test-%s-%d", name, (int)getpid());
+    size_t n = strlen(m->address);
+    memcpy(su.sun_path, m->address, n);
+    su.sun_path[0] = '\0';
+    m->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(
+        bind(m->fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    assert_int_equal(listen(m->fd, 16), 0);
+    pthread_create(&m->thread, NULL, marker_accept, m);
+}
+
+static void marker_stop(struct marker *m)
+{
+    shutdown(m->fd, SHUT_RDWR);
+    close(m->fd);
+    pthread_join(m->thread, NULL);
 }
 
 static void alpn_selects_the_second_backend(void **state)
 {
     struct world *w = *state;
-    struct marker m;
-    struct sockaddr_un su = {.sun_family = AF_UNIX};
-    snprintf(m.address, sizeof m.address, "@gantry-test-alt-%d", (int)getpid());
-    size_t n = strlen(m.address);
-    memcpy(su.sun_path, m.address, n);
-    su.sun_path[0] = '\0';
-    m.fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    assert_int_equal(
-        bind(m.fd, (struct sockaddr *)&su, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
-    assert_int_equal(listen(m.fd, 16), 0);
-    pthread_create(&m.thread, NULL, marker_accept, &m);
+    struct marker m, m2;
+    marker_start(&m, "alt", "ALT");
+    marker_start(&m2, "sess", "SES");
     struct peertls_config cfg = {.ca_pem = w->a.ca,
                                  .cert_pem = w->a.cert,
                                  .key_pem = w->a.key,
                                  .listen_address = "127.0.0.1:0",
                                  .backend_address = w->echo.address,
                                  .alt_alpn = "gantry-fwd/1",
-                                 .alt_backend = m.address};
+                                 .alt_backend = m.address,
+                                 .alt2_alpn = "gantry-sess/1",
+                                 .alt2_backend = m2.address};
     struct peertls *srv = NULL;
     assert_int_equal(peertls_start(&cfg, &srv, errmsg), 0);
     /* Without ALPN: the first backend (dqlite's place), as before. */
@@ -546,6 +564,13 @@ static void alpn_selects_the_second_backend(void **state)
     read_exact(fd, buf, 3);
     assert_string_equal(buf, "ALT");
     close(fd);
+    /* With the third backend's protocol (routed sessions): the third backend. */
+    assert_int_equal(
+        peertls_dial_alpn(w->client, peertls_listen_address(srv), "gantry-sess/1", 5000, &fd, errmsg), 0);
+    memset(buf, 0, sizeof buf);
+    read_exact(fd, buf, 3);
+    assert_string_equal(buf, "SES");
+    close(fd);
     /* A protocol the peer does not serve: refused at the dial, with a reason. */
     assert_int_equal(
         peertls_dial_alpn(w->client, peertls_listen_address(srv), "something/9", 5000, &fd, errmsg),
@@ -556,9 +581,11 @@ static void alpn_selects_the_second_backend(void **state)
         peertls_dial_alpn(w->client, peertls_listen_address(w->server), "gantry-fwd/1", 5000, &fd, errmsg),
         GERR_REFUSED);
     peertls_stop(srv);
-    shutdown(m.fd, SHUT_RDWR);
-    close(m.fd);
-    pthread_join(m.thread, NULL);
+    /* The same protocol for both: refused at the start. */
+    cfg.alt2_alpn = "gantry-fwd/1";
+    assert_int_equal(peertls_start(&cfg, &srv, errmsg), GERR_INVAL);
+    marker_stop(&m);
+    marker_stop(&m2);
 }
 
 /* Revocation: an open connection with the revoked peer is closed, new handshakes either way are
