@@ -27,7 +27,13 @@
  * and instead of starting them again --promote-cmd runs once for the standby site (a promotion is one
  * recovery of the whole site). Recovered means the standby site is then the whole cluster and votes. A
  * standby acknowledges nothing, so writes the primary's quorum committed just before the loss may be lost:
- * the drill passes when every lost write was acknowledged within RPO_WINDOW_MS of the fault. */
+ * the drill passes when every lost write was acknowledged within RPO_WINDOW_MS of the fault.
+ *
+ * restore replaces the cluster by one restored from a backup: --backup-cmd runs once (after
+ * --before-ms, under load) to write a backup to $GANTRY_DRILL_BACKUP, then every member is killed,
+ * and after --down-ms --restore-cmd runs once to make the cluster again from that file. Writes
+ * acknowledged after the backup started are expected to be lost (they are counted); the drill passes
+ * when none acknowledged before it is, and the restored cluster is whole and takes writes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -53,9 +59,10 @@
 #define CONNECT_TIMEOUT 1000u
 #define N_STATUS        17 /* gRPC status codes 0..16 */
 
-enum drill_kind { DRILL_LEADER, DRILL_MINORITY, DRILL_QUORUM, DRILL_STANDBY };
+enum drill_kind { DRILL_LEADER, DRILL_MINORITY, DRILL_QUORUM, DRILL_STANDBY, DRILL_RESTORE };
 
-static const char *const drill_names[] = {"leader-loss", "minority-loss", "quorum-loss", "standby-promotion"};
+static const char *const drill_names[] = {"leader-loss", "minority-loss", "quorum-loss", "standby-promotion",
+                                          "restore"};
 
 /* standby-promotion: lost writes acknowledged this close to the fault are within the documented promise
  * (docs/operations.md, "Standby site"). */
@@ -376,6 +383,24 @@ static int choose_standby(const Gantry__V1__ListMembersResponse *ms, struct vict
     return 0;
 }
 
+/* restore: every member is a victim. 0, or GANTRY_EXIT_USAGE with the reason printed. */
+static int choose_all(const Gantry__V1__ListMembersResponse *ms, struct victim *v, unsigned *n)
+{
+    *n = 0;
+    bool leader = false;
+    for (size_t i = 0; i < ms->n_members && *n < MAX_VICTIMS; i++) {
+        victim_of(&v[(*n)++], ms->members[i]);
+        leader = leader || ms->members[i]->leader;
+    }
+    if (*n == 0 || !leader || ms->n_members > MAX_VICTIMS) {
+        fprintf(stderr,
+                "gantry drill restore: needs a cluster with a leader and at most %d members (found %zu%s)\n",
+                MAX_VICTIMS, ms->n_members, leader ? "" : ", no leader");
+        return GANTRY_EXIT_USAGE;
+    }
+    return 0;
+}
+
 /* The victims of @kind among @ms: 0, or GANTRY_EXIT_USAGE with the reason printed. */
 static int choose(enum drill_kind kind, const Gantry__V1__ListMembersResponse *ms, struct victim *v,
                   unsigned *n)
@@ -464,10 +489,13 @@ static void run_hooks(struct drill *d, const char *what, const char *cmd, const 
     }
 }
 
-/* standby-promotion's hook: once for the whole standby site (a promotion is one recovery of the site,
- * not one per member), with GANTRY_DRILL_MEMBER* naming its first member and GANTRY_DRILL_MEMBERS,
- * _IDS and _ADDRESSES listing them all, comma-separated, in the same order. */
-static void run_promote_hook(struct drill *d, const char *cmd, const struct victim *site, unsigned n)
+/* A hook run once for a set of members (standby-promotion's, for the whole standby site: a promotion is
+ * one recovery of the site, not one per member; restore's, for the whole cluster), with
+ * GANTRY_DRILL_MEMBER* naming the first member and GANTRY_DRILL_MEMBERS, _IDS and _ADDRESSES listing
+ * them all, comma-separated, in the same order; with @backup, GANTRY_DRILL_BACKUP too. Its exit
+ * status (-1 when it did not exit). */
+static int run_site_hook(struct drill *d, const char *what, const char *cmd, const struct victim *site,
+                         unsigned n, const char *backup)
 {
     size_t cap = 64 + (size_t)n * 300;
     char *names = mem_zalloc(cap), *ids = mem_zalloc(cap), *addrs = mem_zalloc(cap);
@@ -481,17 +509,19 @@ static void run_promote_hook(struct drill *d, const char *cmd, const struct vict
         li += (size_t)snprintf(ids + li, cap - li, "%s%" PRIu64, sep, site[i].id);
         la += (size_t)snprintf(addrs + la, cap - la, "%s%s", sep, site[i].address);
     }
-    char *extra[] = {names, ids, addrs};
-    pid_t pid = spawn_hook(cmd, &site[0], extra, 3);
+    char backup_var[4200];
+    snprintf(backup_var, sizeof backup_var, "GANTRY_DRILL_BACKUP=%s", backup != NULL ? backup : "");
+    char *extra[] = {names, ids, addrs, backup_var};
+    pid_t pid = spawn_hook(cmd, &site[0], extra, backup != NULL ? 4u : 3u);
     int st = 0, rv = pid;
     while (rv > 0 && (rv = waitpid(pid, &st, 0)) < 0 && errno == EINTR) {
     }
     int code = rv > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    event(d, "--promote-cmd for the standby site (%s): exit %d", names + strlen("GANTRY_DRILL_MEMBERS="),
-          code);
+    event(d, "%s (%s): exit %d", what, names + strlen("GANTRY_DRILL_MEMBERS="), code);
     mem_free(names);
     mem_free(ids);
     mem_free(addrs);
+    return code;
 }
 
 /* Every member reachable and a leader named. */
@@ -644,7 +674,10 @@ struct outcome {
     int64_t fault_ms, restart_ms, healthy_ms, end_ms;
     int64_t rto_ms;
     size_t lost;
-    size_t lost_early; /* standby-promotion: lost writes acknowledged before the promise's window */
+    size_t lost_early; /* standby-promotion: lost writes acknowledged before the promise's window;
+                        * restore: before the backup started */
+    int64_t backup_ms; /* restore: when --backup-cmd started (-1: never) */
+    bool backup_ok;    /* restore: --backup-cmd exited 0 */
     bool recovered;
     bool passed;
     char promoted[512]; /* standby-promotion: the standby-site voters afterwards */
@@ -691,6 +724,12 @@ static json_t *report(struct drill *d, enum drill_kind kind, const struct victim
         json_object_set_new(r, "rpo_window_ms", json_integer(RPO_WINDOW_MS));
         json_object_set_new(r, "rpo_within_promise", json_boolean(o->lost_early == 0));
     }
+    if (kind == DRILL_RESTORE && r != NULL) {
+        json_object_set_new(r, "backup_ms", json_integer(o->backup_ms));
+        json_object_set_new(r, "backup_ok", json_boolean(o->backup_ok));
+        json_object_set_new(r, "lost_after_backup", json_integer((json_int_t)(o->lost - o->lost_early)));
+        json_object_set_new(r, "rpo_within_promise", json_boolean(o->backup_ok && o->lost_early == 0));
+    }
     return r;
 }
 
@@ -711,7 +750,16 @@ static void print_report(FILE *f, json_t *r)
             json_integer_value(json_object_get(w, "acknowledged")),
             json_integer_value(json_object_get(w, "attempts")),
             json_integer_value(json_object_get(w, "writers")));
-    if (json_object_get(r, "rpo_within_promise") != NULL) {
+    if (json_object_get(r, "backup_ms") != NULL) {
+        fprintf(f,
+                "  backup: %s at %" JSON_INTEGER_FORMAT
+                " ms; writes acknowledged after it, lost as expected: "
+                "%" JSON_INTEGER_FORMAT "; RPO promise (nothing acknowledged before the backup lost): %s\n",
+                json_is_true(json_object_get(r, "backup_ok")) ? "written" : "FAILED",
+                json_integer_value(json_object_get(r, "backup_ms")),
+                json_integer_value(json_object_get(r, "lost_after_backup")),
+                json_is_true(json_object_get(r, "rpo_within_promise")) ? "kept" : "BROKEN");
+    } else if (json_object_get(r, "rpo_within_promise") != NULL) {
         fprintf(f,
                 "  RPO promise (lost writes only among those acknowledged in the last %" JSON_INTEGER_FORMAT
                 " ms before the fault): %s\n  standby site now voting: %zu member(s)\n",
@@ -759,8 +807,10 @@ static int parse_ms(const char *flag, const char *v, unsigned dflt, unsigned *ou
 static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
 {
     const char *kill_cmd = gantry_opt(&argc, argv, "--kill-cmd"),
-               *start_cmd = kind == DRILL_STANDBY ? gantry_opt(&argc, argv, "--promote-cmd")
-                                                  : gantry_opt(&argc, argv, "--start-cmd");
+               *start_cmd = kind == DRILL_STANDBY   ? gantry_opt(&argc, argv, "--promote-cmd")
+                            : kind == DRILL_RESTORE ? gantry_opt(&argc, argv, "--restore-cmd")
+                                                    : gantry_opt(&argc, argv, "--start-cmd");
+    const char *backup_cmd = kind == DRILL_RESTORE ? gantry_opt(&argc, argv, "--backup-cmd") : NULL;
     const char *report_file = gantry_opt(&argc, argv, "--report");
     unsigned before, down, settle, after, writers, rate;
     if (parse_ms("--before-ms", gantry_opt(&argc, argv, "--before-ms"), 3000, &before) != 0 ||
@@ -783,6 +833,12 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
             "promote the standby site (see `gantry drill standby-promotion --help`)\n");
         return GANTRY_EXIT_USAGE;
     }
+    if (kind == DRILL_RESTORE && (kill_cmd == NULL || start_cmd == NULL || backup_cmd == NULL)) {
+        fprintf(stderr, "gantry drill: --kill-cmd, --backup-cmd and --restore-cmd are required: the commands "
+                        "that stop one member, write a backup to $GANTRY_DRILL_BACKUP and make the cluster "
+                        "again from it (see `gantry drill restore --help`)\n");
+        return GANTRY_EXIT_USAGE;
+    }
     if (kill_cmd == NULL || start_cmd == NULL) {
         fprintf(stderr,
                 "gantry drill: --kill-cmd and --start-cmd are required: the commands that stop and start "
@@ -802,7 +858,9 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
     }
     struct victim v[MAX_VICTIMS], site[MAX_VICTIMS];
     unsigned n_v = 0, n_site = 0;
-    rc = kind == DRILL_STANDBY ? choose_standby(ms, v, &n_v, site, &n_site) : choose(kind, ms, v, &n_v);
+    rc = kind == DRILL_STANDBY   ? choose_standby(ms, v, &n_v, site, &n_site)
+         : kind == DRILL_RESTORE ? choose_all(ms, v, &n_v)
+                                 : choose(kind, ms, v, &n_v);
     protobuf_c_message_free_unpacked(&ms->base, NULL);
     if (rc != 0) {
         return rc;
@@ -815,7 +873,18 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
     rand_bytes(rb, sizeof rb);
     snprintf(d->run, sizeof d->run, "%02x%02x%02x%02x", rb[0], rb[1], rb[2], rb[3]);
     d->t0 = mono_ms();
-    struct outcome o = {.fault_ms = -1, .restart_ms = -1, .healthy_ms = -1};
+    struct outcome o = {.fault_ms = -1, .restart_ms = -1, .healthy_ms = -1, .backup_ms = -1};
+    char backup_dir[64] = "", backup[96] = "";
+    if (kind == DRILL_RESTORE) {
+        snprintf(backup_dir, sizeof backup_dir, "/tmp/gantry-drill-backup-XXXXXX");
+        if (mkdtemp(backup_dir) == NULL) {
+            fprintf(stderr, "gantry drill: cannot make a directory for the backup: %s\n", strerror(errno));
+            pthread_mutex_destroy(&d->mu);
+            mem_free(d);
+            return GANTRY_EXIT_FAILED;
+        }
+        snprintf(backup, sizeof backup, "%s/cluster.backup", backup_dir);
+    }
     event(d, "load starts: %u writer(s) at %u writes/s each, a reader, a leader monitor", writers, rate);
     struct writer w[MAX_WRITERS];
     pthread_t reader, monitor;
@@ -826,12 +895,18 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
     pthread_create(&reader, NULL, reader_main, d);
     pthread_create(&monitor, NULL, monitor_main, d);
     sleep_ms(before);
+    if (kind == DRILL_RESTORE) {
+        o.backup_ms = since(d);
+        o.backup_ok = run_site_hook(d, "--backup-cmd", backup_cmd, v, n_v, backup) == 0;
+    }
     o.fault_ms = since(d);
     run_hooks(d, "--kill-cmd", kill_cmd, v, n_v);
     sleep_ms(down);
     o.restart_ms = since(d);
     if (kind == DRILL_STANDBY) {
-        run_promote_hook(d, start_cmd, site, n_site);
+        run_site_hook(d, "--promote-cmd for the standby site", start_cmd, site, n_site, NULL);
+    } else if (kind == DRILL_RESTORE) {
+        run_site_hook(d, "--restore-cmd for the cluster", start_cmd, v, n_v, backup);
     } else {
         run_hooks(d, "--start-cmd", start_cmd, v, n_v);
     }
@@ -902,7 +977,9 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
             o.lost++;
             /* A standby site acknowledges nothing: what the primary's quorum committed in the moment
              * before the loss may not have reached it. Anything older is a broken promise. */
-            o.lost_early += d->acks[i].t_ms < o.fault_ms - (int64_t)RPO_WINDOW_MS ? 1u : 0u;
+            o.lost_early += kind == DRILL_RESTORE ? (d->acks[i].t_ms < o.backup_ms ? 1u : 0u)
+                            : d->acks[i].t_ms < o.fault_ms - (int64_t)RPO_WINDOW_MS ? 1u
+                                                                                    : 0u;
         }
     }
     if (rc != 0) {
@@ -917,7 +994,10 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
         mem_free(names[i]);
     }
     mem_free(names);
-    o.passed = rc == 0 && o.recovered && (kind == DRILL_STANDBY ? o.lost_early == 0 : o.lost == 0);
+    o.passed = rc == 0 && o.recovered &&
+               (kind == DRILL_STANDBY   ? o.lost_early == 0
+                : kind == DRILL_RESTORE ? o.backup_ok && o.lost_early == 0
+                                        : o.lost == 0);
     json_t *r = report(d, kind, v, n_v, &o, writers);
     if (c->out == GANTRY_OUT_JSON) {
         json_dumpf(r, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -930,6 +1010,12 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
         rc = GANTRY_EXIT_FAILED;
     }
     bool passed = rc == 0 && o.passed;
+    if (backup_dir[0] != '\0' && !keep) {
+        unlink(backup);
+        rmdir(backup_dir);
+    } else if (backup_dir[0] != '\0') {
+        fprintf(stderr, "gantry drill: the backup is kept in %s\n", backup);
+    }
     json_decref(r);
     mem_free(d->acks);
     pthread_mutex_destroy(&d->mu);
@@ -955,6 +1041,11 @@ static int quorum_loss(struct cli *c, int argc, char **argv)
 static int standby_promotion(struct cli *c, int argc, char **argv)
 {
     return drill(c, DRILL_STANDBY, argc, argv);
+}
+
+static int restore_drill(struct cli *c, int argc, char **argv)
+{
+    return drill(c, DRILL_RESTORE, argc, argv);
 }
 
 #define DRILL_ARGS                                                                                           \
@@ -990,5 +1081,18 @@ const struct gantry_cmd gantry_drill_cmds[] = {
      "gantry drill standby-promotion --kill-cmd 'tools/dev-cluster.sh kill $GANTRY_DRILL_MEMBER' \\\n"
      "    --promote-cmd 'tools/dev-cluster.sh promote' --report drill.json",
      standby_promotion, false},
+    {"drill", "restore",
+     "--kill-cmd CMD --backup-cmd CMD --restore-cmd CMD [--before-ms MS] [--down-ms MS] [--settle-ms MS] "
+     "[--after-ms MS] [--writers N] [--rate N] [--report FILE] [--keep]",
+     "under load, run --backup-cmd once to write a backup to $GANTRY_DRILL_BACKUP, kill every member, wait "
+     "--down-ms, run --restore-cmd once to make the cluster again from that file (GANTRY_DRILL_MEMBERS, _IDS "
+     "and _ADDRESSES list the members), wait until it is whole and takes writes, and report RTO, the writes "
+     "lost after the backup (expected) and whether any acknowledged before it was lost (exit 1 then, or when "
+     "the backup failed or the cluster did not come back)",
+     "gantry drill restore --kill-cmd 'tools/dev-cluster.sh kill $GANTRY_DRILL_MEMBER' \\\n"
+     "    --backup-cmd 'gantry cluster backup \"$GANTRY_DRILL_BACKUP\" --encrypt-key-file backup.key' \\\n"
+     "    --restore-cmd 'tools/dev-cluster.sh restore \"$GANTRY_DRILL_BACKUP\" backup.key' --report "
+     "drill.json",
+     restore_drill, false},
     {NULL, NULL, NULL, NULL, NULL, NULL, false},
 };
