@@ -97,6 +97,10 @@ int k8s_exec_status_decode(const char *text, size_t len, int *code, char *msg, s
 /* ---- The bridge: socketpairs on one side, the WebSocket on the other, one thread between */
 
 #define PENDING_MAX (1024u * 1024u)
+/* Input taken from the caller but not yet by the API server: above this the bridge stops reading
+ * the caller's input (the server's output is still read meanwhile, so neither side waits on the
+ * other). */
+#define UNSENT_MAX (256u * 1024u)
 
 struct k8s_exec {
     struct driver_exec base;
@@ -228,14 +232,22 @@ static void *bridge(void *arg)
         if (!ws_open && x->pend_out.len == 0 && x->pend_err.len == 0) {
             break; /* everything the server sent has been passed on */
         }
+        /* What the caller and the other operations queued: the socket takes what it can now; the rest
+         * waits for POLLOUT below, while the server's output keeps being read. */
+        if (ws_open && ws_unsent(x->ws) > 0 && ws_flush(x->ws, errmsg) != 0) {
+            ws_open = false;
+        }
         struct pollfd pf[5];
         int np = 0, i_ws = -1, i_in = -1;
         pf[np++] = (struct pollfd){.fd = x->wake[0], .events = POLLIN};
-        if (ws_open && x->pend_out.len < PENDING_MAX && x->pend_err.len < PENDING_MAX) {
+        short ws_events =
+            (short)((ws_open && x->pend_out.len < PENDING_MAX && x->pend_err.len < PENDING_MAX ? POLLIN : 0) |
+                    (ws_open && ws_unsent(x->ws) > 0 ? POLLOUT : 0));
+        if (ws_events != 0) {
             i_ws = np;
-            pf[np++] = (struct pollfd){.fd = ws_fd(x->ws), .events = POLLIN};
+            pf[np++] = (struct pollfd){.fd = ws_fd(x->ws), .events = ws_events};
         }
-        if (ws_open && x->br_in >= 0) {
+        if (ws_open && x->br_in >= 0 && ws_unsent(x->ws) < UNSENT_MAX) {
             i_in = np;
             pf[np++] = (struct pollfd){.fd = x->br_in, .events = POLLIN};
         }
@@ -260,7 +272,7 @@ static void *bridge(void *arg)
             tmp[0] = x->forward ? 0 : CH_STDIN;
             ssize_t rd = read(x->br_in, tmp + 1, sizeof tmp - 1);
             if (rd > 0) {
-                if (ws_send(x->ws, WS_OP_BINARY, tmp, (size_t)rd + 1, errmsg) != 0) {
+                if (ws_queue(x->ws, WS_OP_BINARY, tmp, (size_t)rd + 1, errmsg) != 0) {
                     ws_open = false;
                 }
             } else if (rd == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -269,7 +281,9 @@ static void *bridge(void *arg)
                  * no half-close) only stop reading it. */
                 if (!x->tty && !x->forward && x->v5) {
                     static const uint8_t eof[2] = {CH_CLOSE, CH_STDIN};
-                    ws_send(x->ws, WS_OP_BINARY, eof, sizeof eof, errmsg);
+                    if (ws_queue(x->ws, WS_OP_BINARY, eof, sizeof eof, errmsg) != 0) {
+                        ws_open = false;
+                    }
                 }
                 if (x->br_in != x->br_out) {
                     close(x->br_in);
@@ -309,7 +323,8 @@ static void x_close_stdin(struct driver_exec *dx)
         static const uint8_t eot[2] = {CH_STDIN, 0x04}; /* the terminal's end-of-file character */
         pthread_mutex_lock(&x->mu);
         if (x->ws != NULL && !x->ended) {
-            ws_send(x->ws, WS_OP_BINARY, eot, sizeof eot, errmsg);
+            ws_queue(x->ws, WS_OP_BINARY, eot, sizeof eot, errmsg);
+            poke(x);
         }
         pthread_mutex_unlock(&x->mu);
         return;
@@ -334,7 +349,8 @@ static int x_resize(struct driver_exec *dx, uint16_t rows, uint16_t cols)
     int n = snprintf(msg, sizeof msg, "%c{\"Width\":%u,\"Height\":%u}", CH_RESIZE, cols, rows);
     pthread_mutex_lock(&x->mu);
     if (x->ws != NULL && !x->ended) {
-        ws_send(x->ws, WS_OP_BINARY, msg, (size_t)n, errmsg);
+        ws_queue(x->ws, WS_OP_BINARY, msg, (size_t)n, errmsg);
+        poke(x);
     }
     pthread_mutex_unlock(&x->mu);
     return 0;
@@ -352,7 +368,8 @@ static int x_signal(struct driver_exec *dx, int sig)
     uint8_t m[2] = {CH_STDIN, sig == SIGINT ? 0x03 : 0x1c};
     pthread_mutex_lock(&x->mu);
     if (x->ws != NULL && !x->ended) {
-        ws_send(x->ws, WS_OP_BINARY, m, sizeof m, errmsg);
+        ws_queue(x->ws, WS_OP_BINARY, m, sizeof m, errmsg);
+        poke(x);
     }
     pthread_mutex_unlock(&x->mu);
     return 0;

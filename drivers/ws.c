@@ -15,8 +15,9 @@
 #include "lib/mem.h"
 #include "lib/rand.h"
 
-#define WS_GUID      "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define SEND_WAIT_MS 30000
+#define WS_GUID       "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define SEND_WAIT_MS  30000
+#define CLOSE_WAIT_MS 2000
 
 /* ---- Frames */
 
@@ -360,6 +361,12 @@ struct ws_conn {
     struct ws_reader rd;
     bool closed; /* the server's close arrived or the connection ended */
     bool sent_close;
+    /* Frames encoded but not yet taken by the socket, in order: every frame goes through here, so
+     * one never interleaves with the rest of another. @sending is what a send is under way for
+     * (sending.data[send_off..len)): it never moves or changes until it is all sent, because a TLS
+     * write that would block must be retried with the same bytes; new frames wait in @out. */
+    struct buf sending, out;
+    size_t send_off;
 };
 
 int ws_fd(struct ws_conn *c)
@@ -377,54 +384,114 @@ static int wait_fd(int fd, short ev, unsigned ms)
     return r;
 }
 
-static int send_all(struct ws_conn *c, const uint8_t *p, size_t n, char *errmsg)
+/* Hand the socket what it takes now of the queued frames, never waiting. 0 (maybe some left),
+ * GERR_CLOSED when the connection failed. */
+static int flush_now(struct ws_conn *c, char *errmsg)
 {
-    uint64_t deadline = clock_mono_ms(clock_system()) + SEND_WAIT_MS;
-    while (n > 0) {
-        size_t sent = 0;
-        CURLcode cc = curl_easy_send(c->curl, p, n, &sent);
-        if (cc == CURLE_AGAIN) {
-            uint64_t now = clock_mono_ms(clock_system());
-            if (now >= deadline) {
-                gerr_set(errmsg, "websocket: the server took no data for %u ms", SEND_WAIT_MS);
-                return GERR_TIMEOUT;
+    for (;;) {
+        if (c->send_off >= c->sending.len) {
+            buf_reset(&c->sending);
+            c->send_off = 0;
+            if (c->out.len == 0) {
+                return 0;
             }
-            wait_fd(c->fd, POLLOUT, (unsigned)(deadline - now));
-            continue;
+            struct buf t = c->sending;
+            c->sending = c->out;
+            c->out = t;
+        }
+        size_t sent = 0;
+        CURLcode cc =
+            curl_easy_send(c->curl, c->sending.data + c->send_off, c->sending.len - c->send_off, &sent);
+        if (cc == CURLE_AGAIN) {
+            return 0;
         }
         if (cc != CURLE_OK) {
             gerr_set(errmsg, "websocket send: %s", curl_easy_strerror(cc));
             c->closed = true;
             return GERR_CLOSED;
         }
-        p += sent;
-        n -= sent;
+        c->send_off += sent;
     }
+}
+
+size_t ws_unsent(const struct ws_conn *c)
+{
+    return c->sending.len - c->send_off + c->out.len;
+}
+
+/* Flush the queue, waiting for the socket up to @wait_ms. 0, GERR_CLOSED, GERR_TIMEOUT. */
+static int flush_wait(struct ws_conn *c, unsigned wait_ms, char *errmsg)
+{
+    uint64_t deadline = clock_mono_ms(clock_system()) + wait_ms;
+    for (;;) {
+        int rv = flush_now(c, errmsg);
+        if (rv != 0 || ws_unsent(c) == 0) {
+            return rv;
+        }
+        uint64_t now = clock_mono_ms(clock_system());
+        if (now >= deadline) {
+            gerr_set(errmsg, "websocket: the server took no data for %u ms", wait_ms);
+            return GERR_TIMEOUT;
+        }
+        wait_fd(c->fd, POLLOUT, (unsigned)(deadline - now));
+    }
+}
+
+/* The handshake's request: raw bytes, through the same queue. */
+static int send_all(struct ws_conn *c, const uint8_t *p, size_t n, char *errmsg)
+{
+    buf_append(&c->out, p, n);
+    int rv = flush_wait(c, SEND_WAIT_MS, errmsg);
+    struct buf *held[] = {&c->sending, &c->out}; /* they held the token */
+    for (size_t i = 0; i < 2; i++) {
+        if (held[i]->data != NULL) {
+            memset(held[i]->data, 0, held[i]->cap);
+        }
+        buf_reset(held[i]);
+    }
+    c->send_off = 0;
+    return rv;
+}
+
+static int queue_frame(struct ws_conn *c, uint8_t op, const void *p, size_t n, char *errmsg)
+{
+    uint8_t mask[4];
+    if (rand_bytes(mask, sizeof mask) != 0) {
+        gerr_set(errmsg, "websocket: no random bytes for the mask");
+        return GERR_IO;
+    }
+    ws_frame_encode(&c->out, op, true, p, n, mask);
     return 0;
 }
 
 static int send_frame(struct ws_conn *c, uint8_t op, const void *p, size_t n, char *errmsg)
 {
-    uint8_t mask[4];
-    struct buf b;
-    if (rand_bytes(mask, sizeof mask) != 0) {
-        gerr_set(errmsg, "websocket: no random bytes for the mask");
-        return GERR_IO;
-    }
-    buf_init(&b);
-    ws_frame_encode(&b, op, true, p, n, mask);
-    int rv = send_all(c, b.data, b.len, errmsg);
-    buf_close(&b);
-    return rv;
+    int rv = queue_frame(c, op, p, n, errmsg);
+    return rv != 0 ? rv : flush_wait(c, SEND_WAIT_MS, errmsg);
 }
 
 int ws_send(struct ws_conn *c, uint8_t opcode, const void *p, size_t n, char *errmsg)
 {
-    if (c->sent_close) {
+    if (c->sent_close || c->closed) {
         gerr_set(errmsg, "websocket: closed");
         return GERR_CLOSED;
     }
     return send_frame(c, opcode, p, n, errmsg);
+}
+
+int ws_queue(struct ws_conn *c, uint8_t opcode, const void *p, size_t n, char *errmsg)
+{
+    if (c->sent_close || c->closed) {
+        gerr_set(errmsg, "websocket: closed");
+        return GERR_CLOSED;
+    }
+    int rv = queue_frame(c, opcode, p, n, errmsg);
+    return rv != 0 ? rv : flush_now(c, errmsg);
+}
+
+int ws_flush(struct ws_conn *c, char *errmsg)
+{
+    return c->closed ? GERR_CLOSED : flush_now(c, errmsg);
 }
 
 /* Read what is there now into the reader: 0 (maybe nothing), GERR_CLOSED at EOF, GERR_IO. */
@@ -463,7 +530,8 @@ int ws_recv(struct ws_conn *c, uint8_t *op, const uint8_t **data, size_t *n, cha
         int rv = ws_reader_next(&c->rd, op, data, n);
         if (rv == 0) {
             if (*op == WS_OP_PING) {
-                if ((rv = send_frame(c, WS_OP_PONG, *data, *n, errmsg)) != 0) {
+                if ((rv = queue_frame(c, WS_OP_PONG, *data, *n, errmsg)) != 0 ||
+                    (rv = flush_now(c, errmsg)) != 0) {
                     return rv;
                 }
                 continue;
@@ -508,11 +576,18 @@ void ws_close(struct ws_conn *c)
         return;
     }
     if (!c->sent_close && !c->closed) {
+        /* Best effort, and bounded: what is queued goes first (a close frame may not cut into
+         * another frame), and a server that takes nothing for CLOSE_WAIT_MS gets no close frame. */
         char errmsg[GERR_MSG_SIZE];
         static const uint8_t normal[2] = {0x03, 0xe8}; /* 1000 */
-        send_frame(c, WS_OP_CLOSE, normal, 2, errmsg);
+        if (flush_wait(c, CLOSE_WAIT_MS, errmsg) == 0 &&
+            queue_frame(c, WS_OP_CLOSE, normal, 2, errmsg) == 0) {
+            flush_wait(c, CLOSE_WAIT_MS, errmsg);
+        }
     }
     curl_easy_cleanup(c->curl);
+    buf_close(&c->sending);
+    buf_close(&c->out);
     ws_reader_close(&c->rd);
     mem_free(c);
 }
@@ -537,6 +612,8 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
         return rv;
     }
     struct ws_conn *c = mem_zalloc(sizeof *c);
+    buf_init(&c->sending);
+    buf_init(&c->out);
     c->fd = -1;
     ws_reader_init(&c->rd, max_message);
     c->curl = curl_easy_init();

@@ -98,9 +98,17 @@ int ws_connect(const struct k8s_http_config *hc, const char *path, const char *c
 /* The socket to poll(2) for reading (owned by the connection). */
 int ws_fd(struct ws_conn *c);
 
-/* Send one whole message (one frame, masked with fresh random bytes), waiting for the socket as
- * needed (bounded by 30 s). GERR_CLOSED, GERR_IO, GERR_TIMEOUT. */
+/* Send one whole message (one frame, masked with fresh random bytes) after whatever ws_queue left
+ * unsent, waiting for the socket as needed (bounded by 30 s). GERR_CLOSED, GERR_IO, GERR_TIMEOUT. */
 int ws_send(struct ws_conn *c, uint8_t opcode, const void *p, size_t n, char *errmsg);
+
+/* The same without waiting: the frame is queued behind the unsent ones and the socket is given
+ * what it takes now; the rest goes with later ws_flush (poll ws_fd for POLLOUT while ws_unsent is
+ * above 0), ws_queue or ws_send calls. The queue is unbounded: the caller stops producing while
+ * ws_unsent is above its own bound. 0, GERR_CLOSED (the connection failed or closed), GERR_IO. */
+int ws_queue(struct ws_conn *c, uint8_t opcode, const void *p, size_t n, char *errmsg);
+int ws_flush(struct ws_conn *c, char *errmsg);
+size_t ws_unsent(const struct ws_conn *c);
 
 /* Read what the socket has now (never blocks) and return the next data message: 0 with *@op
  * (TEXT or BINARY) and *@data, *@n (valid until the next call); GERR_BUSY when none is complete
@@ -108,7 +116,8 @@ int ws_send(struct ws_conn *c, uint8_t opcode, const void *p, size_t n, char *er
  * connection ended; GERR_PROTO, GERR_TOOBIG, GERR_IO. Pings are answered here. */
 int ws_recv(struct ws_conn *c, uint8_t *op, const uint8_t **data, size_t *n, char *errmsg);
 
-/* Send a close frame (best effort) and release everything. NULL is fine. */
+/* Send what is queued and a close frame (best effort, at most about 2 s each while the server takes
+ * nothing) and release everything. NULL is fine. */
 void ws_close(struct ws_conn *c);
 
 #endif

@@ -391,6 +391,90 @@ static int wait_status(struct driver_exec *x)
     return code;
 }
 
+/* A writer of @n bytes of 'q' to @fd (non-blocking), for test_exec_both_ways. */
+struct feeder {
+    int fd;
+    size_t n;
+};
+
+static void *feed_main(void *arg)
+{
+    struct feeder *f = arg;
+    char chunk[65536];
+    memset(chunk, 'q', sizeof chunk);
+    size_t left = f->n;
+    uint64_t deadline = clock_mono_ms(clock_system()) + 60000;
+    while (left > 0 && clock_mono_ms(clock_system()) < deadline) {
+        ssize_t w = write(f->fd, chunk, left < sizeof chunk ? left : sizeof chunk);
+        if (w < 0 && errno == EAGAIN) {
+            struct pollfd p = {.fd = f->fd, .events = POLLOUT};
+            poll(&p, 1, 200);
+            continue;
+        }
+        if (w <= 0) {
+            break;
+        }
+        left -= (size_t)w;
+    }
+    f->n -= left; /* what was written */
+    return NULL;
+}
+
+/* `cat` with 8 MiB in while its output is read late: the command's output and input both back up,
+ * and the bridge must keep reading the server's output while the server is not taking input, or
+ * the two wait on each other until the send times out (30 s; the command's output cut, exit 255). */
+static void test_exec_both_ways(void **state)
+{
+    (void)state;
+    char errmsg[GERR_MSG_SIZE];
+    struct sbx s;
+    struct driver_exec *x;
+    int in, out, err;
+    sbx_make(&s, "both");
+    const char *const cat[] = {"cat"};
+    struct driver_exec_spec spec = {.command = cat, .n_command = 1};
+    assert_int_equal(driver_exec_start(s.d, env.ns, s.cs.id, &spec, &x, errmsg), 0);
+    driver_exec_fds(x, &in, &out, &err);
+    struct feeder f = {.fd = in, .n = 8u << 20};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, feed_main, &f), 0);
+    usleep(1500 * 1000); /* nobody reads the output yet: it backs up through the server to cat */
+    size_t got = 0;
+    bool fed = false;
+    uint64_t start = clock_mono_ms(clock_system()), deadline = start + 25000;
+    char tmp[65536];
+    for (;;) {
+        assert_true(clock_mono_ms(clock_system()) < deadline);
+        if (!fed && got >= f.n && pthread_tryjoin_np(t, NULL) == 0) {
+            fed = true;
+            assert_int_equal(f.n, 8u << 20);
+            driver_exec_close_stdin(x);
+        }
+        struct pollfd p = {.fd = out, .events = POLLIN};
+        poll(&p, 1, 200);
+        ssize_t r = read(out, tmp, sizeof tmp);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r == 0) {
+            break;
+        }
+        if (!fed && pthread_tryjoin_np(t, NULL) == 0) {
+            fed = true;
+            assert_int_equal(f.n, 8u << 20);
+            driver_exec_close_stdin(x);
+        }
+    }
+    if (!fed) {
+        fail_msg("the output ended after %zu bytes, before the input was all written", got);
+    }
+    assert_int_equal(got, 8u << 20);
+    assert_int_equal(wait_status(x), 0);
+    printf("exec both ways: 8 MiB through cat in %llu ms after the output was first read\n",
+           (unsigned long long)(clock_mono_ms(clock_system()) - start));
+    driver_exec_close(x);
+    sbx_free(&s);
+}
+
 static void test_exec(void **state)
 {
     (void)state;
@@ -674,7 +758,7 @@ int main(void)
         cmocka_unit_test(test_log_stamp),           cmocka_unit_test(test_logs_follow),
         cmocka_unit_test(test_logs_tail_and_since), cmocka_unit_test(test_logs_errors),
         cmocka_unit_test(test_exec_status_decode),  cmocka_unit_test(test_exec),
-        cmocka_unit_test(test_port_forward),
+        cmocka_unit_test(test_exec_both_ways),      cmocka_unit_test(test_port_forward),
     };
     if (getenv("GANTRY_TEST_FILTER") != NULL) {
         cmocka_set_test_filter(getenv("GANTRY_TEST_FILTER"));
