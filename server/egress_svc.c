@@ -461,8 +461,10 @@ static int read_one_policy(struct egress_svc *s, struct store_client *cl, const 
  * time, or when the feed was compacted past what was followed) every policy, else only the
  * namespaces with "Policy" or "Namespace" events (a namespace deleted takes its policy with it)
  * after the last revision followed. Reading the revision before the policies means a change in
- * between is seen twice, never missed. At most three small queries per round when nothing
- * changed, instead of a read of every policy row. *@full: every policy was read. */
+ * between is seen twice, never missed; the compaction mark is read again after the events, so a
+ * compaction between the two reads makes the round read every policy. At most three small queries
+ * per round when nothing changed (four when something did), instead of a read of every policy row.
+ * *@full: every policy was read. */
 static int refresh_policies(struct egress_svc *s, bool *full, char *err)
 {
     *full = false;
@@ -507,6 +509,24 @@ static int refresh_policies(struct egress_svc *s, bool *full, char *err)
             }
         }
         proto_rows_close(&rows);
+        /* A compaction that committed between the check above and the events read took events
+         * this round did not see: then every policy is read. */
+        int64_t after = 0;
+        if (rv == 0) {
+            rv = store_client_query_int(
+                cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'",
+                NULL, 0, &after);
+            if (rv == GERR_NOTFOUND) {
+                rv = 0;
+                after = 0;
+            } else if (rv != 0) {
+                gerr_set(err, "%s", cl->errmsg);
+            }
+        }
+        if (rv == 0 && after > s->feed_revision) {
+            rv = read_all_policies(s, cl, err);
+            *full = rv == 0;
+        }
     }
     store_pool_release(s->cfg.pool, cl);
     if (rv == 0) {
