@@ -174,8 +174,10 @@ bool roles_plan(const struct roles_node *nodes, unsigned n, uint64_t leader_id, 
         }
     }
 
-    /* 2. Failback: the primary site has its voters, so a standby-site voter steps down. */
-    if (site_voter != NULL && voters - dead_voters >= target) {
+    /* 2. Failback: the primary site has its voters, so a standby-site voter steps down. Only once
+     * the primary site holds three live voters of its own: while it has fewer members its target
+     * is 1, and stepping the standby site down then would leave a cluster that one failure stops. */
+    if (site_voter != NULL && voters - dead_voters >= target && voters - dead_voters >= 3) {
         bool is_dead = dead(site_voter, p);
         out->id = site_voter->id;
         out->role = is_dead ? PROTO_ROLE_SPARE : PROTO_ROLE_STANDBY;

@@ -299,6 +299,23 @@ static void failback_promotes_primary_then_demotes_standby_site(void **state)
     assert_int_equal(count(nodes, 5, V), 3);
 }
 
+/* Failback with one primary member back (a review found the standby site stepping down to leave
+ * {leader, that member}): it is promoted, and the standby site keeps its votes until the primary
+ * site has three voters of its own. */
+static void failback_keeps_the_standby_site_until_three_primary_voters(void **state)
+{
+    (void)state;
+    struct roles_node nodes[] = {{.id = 4, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 5, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 7, .role = V, .online = true, .failure_domain = SITE},
+                                 {.id = 6, .role = S, .online = true, .failure_domain = 1}};
+    converge(nodes, 4, 4);
+    assert_int_equal(nodes[3].role, V);
+    assert_int_equal(count(nodes, 4, V), 4); /* still tolerates a failure */
+    assert_int_equal(nodes[1].role, V);
+    assert_int_equal(nodes[2].role, V);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,6 +334,7 @@ int main(void)
         cmocka_unit_test(standby_site_does_not_count_for_the_target),
         cmocka_unit_test(standby_site_alone_is_the_cluster),
         cmocka_unit_test(failback_promotes_primary_then_demotes_standby_site),
+        cmocka_unit_test(failback_keeps_the_standby_site_until_three_primary_voters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
