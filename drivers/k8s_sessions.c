@@ -10,7 +10,12 @@
 #include "drivers/driver_internal.h"
 #include "drivers/k8s_json.h"
 #include "lib/buf.h"
+#include "lib/clock.h"
 #include "lib/mem.h"
+
+/* How long opening a log waits for the API server's answer to the first request (its headers):
+ * the request itself has no overall timeout, since a followed log may stream for days. */
+#define LOG_OPEN_WAIT_MS 30000u
 
 /* ---- Log timestamps */
 
@@ -323,17 +328,23 @@ int k8s_logs_open(struct driver *d, const char *ns, const char *id, const struct
     }
     /* Answer the first request's errors (no pod, no such container) here, not from next(). */
     pthread_mutex_lock(&l->mu);
-    while (!l->opened && !l->done) {
-        pthread_cond_wait(&l->cv, &l->mu);
+    struct timespec until;
+    clock_mono_deadline(&until, LOG_OPEN_WAIT_MS);
+    bool late = false;
+    while (!l->opened && !l->done && !late) {
+        late = clock_cond_wait_mono(&l->cv, &l->mu, &until) != 0;
     }
-    bool failed = !l->opened && l->done;
-    rv = l->end_rv;
-    if (failed) {
+    late = late && !l->opened && !l->done;
+    bool failed = (!l->opened && l->done) || late;
+    rv = late ? GERR_UNAVAILABLE : l->end_rv;
+    if (late) {
+        gerr_set(errmsg, "the API server did not answer the pod log request within %u ms", LOG_OPEN_WAIT_MS);
+    } else if (failed) {
         gerr_set(errmsg, "%s", l->end_msg);
     }
     pthread_mutex_unlock(&l->mu);
     if (failed) {
-        log_close(&l->base);
+        log_close(&l->base); /* sets stop: the reader's request ends and the thread is joined */
         return rv != 0 ? rv : GERR_IO;
     }
     *out = &l->base;
