@@ -871,10 +871,18 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
         return;
     }
     if (svc->secrets->ca_key_pem == NULL) {
+        int vrv;
         if (req->relayed) {
             fail(a, GRPC_STATUS_FAILED_PRECONDITION,
                  "replica %" PRIu64 " does not hold the cluster CA key, so it cannot sign certificates",
                  svc->replica_id);
+        } else if ((vrv = clusterdb_token_valid(cl, &parts, wall_ms())) == GERR_PERM) {
+            /* Checked here first: a made-up token costs one read, not a call to every member. */
+            fail(a, GRPC_STATUS_UNAUTHENTICATED, "the join token is unknown, expired or already used");
+            LOG_WARN("cluster: join refused for %s: the token is unknown, expired or used (not relayed)",
+                     grpc_call_peer(j->call));
+        } else if (vrv != 0) {
+            fail_store(a, vrv, "join", cl->errmsg);
         } else {
             join_relay(j, cl, req, a);
         }

@@ -298,6 +298,30 @@ int clusterdb_token_revoke_tx(struct store_tx *tx, const char *id, struct cluste
     return rv;
 }
 
+int clusterdb_token_valid(struct store_client *cl, const struct join_token_parts *parts, int64_t now_ms)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(parts->id)};
+    int rv = store_client_query(
+        cl, "SELECT secret_hash, uses_left, expires_at_ms FROM join_tokens WHERE id = ?", p, 1, &rows);
+    if (rv != 0) {
+        proto_rows_close(&rows);
+        return rv;
+    }
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    secret_hash(parts->secret, h);
+    bool ok = rows.n_rows == 1;
+    if (ok) {
+        const struct proto_value *hv = proto_rows_at(&rows, 0, 0);
+        ok = hv->type == PROTO_BLOB && hv->u.b.n == sizeof h && CRYPTO_memcmp(hv->u.b.s, h, sizeof h) == 0 &&
+             proto_rows_at(&rows, 0, 1)->u.i > 0 && proto_rows_at(&rows, 0, 2)->u.i > now_ms;
+    }
+    proto_rows_close(&rows);
+    memset(h, 0, sizeof h);
+    return ok ? 0 : GERR_PERM;
+}
+
 int clusterdb_join_tx(struct store_tx *tx, void *arg)
 {
     const struct clusterdb_join *j = arg;

@@ -92,6 +92,12 @@ struct clusterdb_join {
 };
 int clusterdb_join_tx(struct store_tx *tx, void *arg);
 
+/* Read-only: does @parts name a stored token with that secret, uses left and not expired at @now_ms?
+ * 0 (valid), GERR_PERM (not), or the store's errors. What a replica without the CA key checks before
+ * it relays a join to one that has it, so made-up tokens cost it one read, not calls to every
+ * member; the signing member checks again and spends a use in clusterdb_join_tx. */
+int clusterdb_token_valid(struct store_client *cl, const struct join_token_parts *parts, int64_t now_ms);
+
 /* Forget a member's row (after it left Raft's configuration). */
 struct clusterdb_forget {
     uint64_t id;

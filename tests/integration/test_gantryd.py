@@ -1483,6 +1483,16 @@ class JoinCA(GantrydTest):
         self.assertEqual(self.uses(r1, live.id), "2")
         self.assertEqual(before, mid)
         self.assertEqual(mid, r1.store("query", "SELECT revision FROM cluster_revision"))
+        # A wrong secret sent to replica 2 (no CA key, not relayed): refused there after one read,
+        # never relayed to a member.
+        join.relayed = False
+        join.token = wrong
+        code, msg = self.code(lambda: c.client.call(r2, "Join", join, cpb.JoinResponse, key=""))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, msg)
+        self.assertIn("unknown, expired or already used", msg)
+        self.assertIn("(not relayed)", r2.tail(100000))
+        self.assertNotIn("relayed the join of replica 9", r2.tail(100000))
+        self.assertEqual(self.uses(r1, live.id), "2")
 
         # A join through replica 2, which holds no CA key: relayed to replica 1, which signs.
         r3 = c.new_replica(3)
