@@ -175,6 +175,10 @@ static const struct field fields[] = {
          "change events (the feed of Sandboxes.Watch and the reconciler) older than this are deleted in the "
          "background; a watch resuming from an older revision gets OUT_OF_RANGE and lists again (default 1 "
          "day)"),
+    UINT(session_idle_timeout_s, 14400, 0, 604800,
+         "an Exec or PortForward session in which no byte moves either way for this long is ended "
+         "(DEADLINE_EXCEEDED; the command is killed); 0: never (default 4 hours, the kubelet's streaming "
+         "idle timeout; Logs follows are not cut)"),
     UINT(retention_interval_s, 60, 1, 86400,
          "how often the leader's replica deletes audit events, change events and idempotency records past "
          "retention"),

@@ -138,6 +138,9 @@ struct config {
     /* event_retention_s: change events (the Watch and reconciler feed) older than this are pruned;
      * a watch resuming from before the oldest kept revision gets OUT_OF_RANGE. Default 86400. */
     unsigned event_retention_s;
+    /* session_idle_timeout_s: an Exec or PortForward session idle (no byte either way) this long
+     * ends. Default 14400, 0: never, range 0..604800. */
+    unsigned session_idle_timeout_s;
     /* retention_interval_s: how often retention runs. Default 60, range 1..86400. */
     unsigned retention_interval_s;
     /* Scheduled backups (docs/operations.md, "Scheduled backups"): the replica holding the

@@ -1810,6 +1810,7 @@ static int cmd_run(struct config *cfg)
         d->ssvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
         d->sesvc.store_cfg = sc;
         d->sesvc.replica_id = cfg->replica_id;
+        d->sesvc.idle_timeout_ms = (uint64_t)cfg->session_idle_timeout_s * 1000u;
         d->sesvc.gateway_id = d->id.gateway_id;
         d->ssvc.env = &d->env;
         d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;

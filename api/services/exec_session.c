@@ -192,6 +192,29 @@ static bool sandbox_deleted(struct store_client *cl, const struct exec_session *
     return gone;
 }
 
+/* Has the session been idle (no byte either way) for the svc's idle timeout? @moved and @moved_at
+ * carry the byte count seen last and when it changed (the session thread's own). */
+static bool idle_past(struct exec_session *e, uint64_t now, uint64_t *moved, uint64_t *moved_at)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t m = e->bytes_in + e->bytes_out;
+    pthread_mutex_unlock(&e->mu);
+    if (m != *moved) {
+        *moved = m;
+        *moved_at = now;
+        return false;
+    }
+    return e->svc->idle_timeout_ms != 0 && now - *moved_at >= e->svc->idle_timeout_ms;
+}
+
+static void idle_why(const struct exec_session *e, char *why, size_t len)
+{
+    snprintf(why, len,
+             "no byte moved either way for %" PRIu64
+             " s (session_idle_timeout_s): the session was ended and the %s",
+             e->svc->idle_timeout_ms / 1000u, e->port ? "connection closed" : "command killed");
+}
+
 static void *exec_main(void *arg)
 {
     struct exec_session *e = arg;
@@ -204,7 +227,7 @@ static void *exec_main(void *arg)
     bool out_open = true, err_open = err_fd >= 0, stdin_closed = false, ended = false;
     uint8_t *buf = mem_alloc(EXEC_READ);
     char why[GERR_MSG_SIZE] = "";
-    uint64_t last_check = clock_mono_ms(clk);
+    uint64_t last_check = clock_mono_ms(clk), moved = 0, moved_at = last_check;
     for (;;) {
         if (atomic_load(&svc->stopping)) {
             status = GRPC_STATUS_UNAVAILABLE;
@@ -214,6 +237,11 @@ static void *exec_main(void *arg)
         if (grpc_call_cancelled(e->call)) {
             status = GRPC_STATUS_CANCELLED;
             snprintf(why, sizeof why, "the client went away: the command was killed");
+            break;
+        }
+        if (idle_past(e, clock_mono_ms(clk), &moved, &moved_at)) {
+            status = GRPC_STATUS_DEADLINE_EXCEEDED;
+            idle_why(e, why, sizeof why);
             break;
         }
         feed(e, in_fd, &stdin_closed);
@@ -422,7 +450,7 @@ static void *route_main(void *arg)
     buf_init(&q);
     size_t q_off = 0;
     bool sent_close = false;
-    uint64_t last_check = clock_mono_ms(clk);
+    uint64_t last_check = clock_mono_ms(clk), moved = 0, moved_at = last_check;
     for (;;) {
         if (atomic_load(&svc->stopping)) {
             status = GRPC_STATUS_UNAVAILABLE;
@@ -432,6 +460,11 @@ static void *route_main(void *arg)
         if (grpc_call_cancelled(e->call)) {
             status = GRPC_STATUS_CANCELLED;
             snprintf(why, sizeof why, "the client went away: the command was killed");
+            break;
+        }
+        if (idle_past(e, clock_mono_ms(clk), &moved, &moved_at)) {
+            status = GRPC_STATUS_DEADLINE_EXCEEDED;
+            idle_why(e, why, sizeof why);
             break;
         }
         route_feed(e, &q, q_off, &sent_close);

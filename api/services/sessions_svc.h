@@ -24,8 +24,9 @@
  * holds at most about that much of the replica's memory; the driver's reader holds one chunk.
  *
  * Limits: at most SESSIONS_MAX per replica and SESSIONS_PER_SANDBOX per sandbox on a replica
- * (RESOURCE_EXHAUSTED beyond). A follow polls the log every SESSIONS_POLL_MS while it has nothing
- * to send.
+ * (RESOURCE_EXHAUSTED beyond). An Exec or PortForward in which no byte moved either way for
+ * idle_timeout_ms ends with DEADLINE_EXCEEDED (a Logs follow of a quiet sandbox is not cut). A follow polls
+ * the log every SESSIONS_POLL_MS while it has nothing to send.
  *
  * Re-authorization: every second a running session (a follow, an exec, a port-forward) is
  * authorized again from the store: credential, principal enabled, role bindings, share
@@ -52,10 +53,11 @@
 struct gate;
 
 struct sessions_svc {
-    struct driver *driver;                /* borrowed; NULL: the cluster runs no driver */
-    struct audit_sink *sink;              /* borrowed; NULL: sessions are not audited */
-    uint64_t replica_id;                  /* tags the audit events */
-    const char *gateway_id;               /* borrowed */
+    struct driver *driver;    /* borrowed; NULL: the cluster runs no driver */
+    struct audit_sink *sink;  /* borrowed; NULL: sessions are not audited */
+    uint64_t replica_id;      /* tags the audit events */
+    uint64_t idle_timeout_ms; /* Exec/PortForward with no byte either way this long end; 0: never */
+    const char *gateway_id;   /* borrowed */
     struct store_client_config store_cfg; /* for the credential checks of long sessions */
     /* Routing (api/services/session_route.h): the other replicas' peer addresses (at most @max,
      * returns how many) and a dial to one of them with SROUTE_ALPN (0 with a connected fd, owned

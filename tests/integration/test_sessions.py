@@ -49,7 +49,7 @@ class Logs(g.GantrydTest):
         self.state = state
         c = g.Cluster("sess-" + self._testMethodName,
                       run_flags=["--driver", "process", "--driver-state-dir", os.path.join(state, "sandboxes")]
-                      + rec.LEASE_FLAGS)
+                      + rec.LEASE_FLAGS + list(getattr(self, "EXTRA_FLAGS", [])))
         self.clusters.append(c)
         c.init()
         c.join(2)
@@ -1203,8 +1203,59 @@ class Route(Exec):
               "the target killed: UNAVAILABLE after %.2f s" % (mb, max(peak, grown), push_peak[0], time.monotonic() - t))
 
 
+class Idle(Exec):
+    """session_idle_timeout_s (2 s here): an exec in which no byte moves either way ends with
+    DEADLINE_EXCEEDED and the reason; one that keeps printing runs past it; the audit says why."""
+
+    EXTRA_FLAGS = ["--session-idle-timeout-s", "2"]
+
+    def test_idle(self):
+        e = self.e
+        holder = e.holder()
+        f = [i for i, r in enumerate(e.c.replicas) if r is not holder][0]
+        e.sb("user", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "box", command=["sleep", "600"])),
+             replica=f)
+        e.wait_phases({"box": "PHASE_READY"})
+
+        def start(cmd):
+            return S.ExecRequest(start=S.ExecStart(namespace="default", name="box", command=cmd))
+
+        def held(first):
+            # The request stream stays open (no half-close), as an interactive client's would.
+            yield first
+            time.sleep(30)
+        t = time.monotonic()
+        code, msg, out, err, last = self.exec_call("user", f, held(start(["sleep", "60"])), timeout=40)
+        took = time.monotonic() - t
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED, msg)
+        self.assertIn("no byte moved either way for 2 s", msg)
+        self.assertIn("session_idle_timeout_s", msg)
+        self.assertGreaterEqual(took, 1.8)
+        self.assertLess(took, 10)
+        # Output every 0.5 s for 4 s: never 2 s without a byte, so it runs to its end.
+        code, msg, out, err, last = self.exec_call(
+            "user", f, held(start(["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done"])),
+            timeout=40)
+        self.assertEqual(code, grpc.StatusCode.OK, msg)
+        self.assertTrue(last is not None and last.exit_code == 0)
+        self.assertEqual(out.decode().split(), [str(i) for i in range(1, 9)])
+
+        deadline = time.monotonic() + 10
+        while True:
+            ev = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                namespace="default", api_operation="/gantry.v1.Sandboxes/Exec")).events
+            idle = [x for x in ev if "exec session ended" in x.status_detail and
+                    "session_idle_timeout_s" in x.status_detail]
+            if idle or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertTrue(idle, [x.status_detail for x in ev])
+        self.assertEqual(idle[0].actor_principal_id, e.ids["user"])
+        print("idle exec ended after %.2f s (timeout 2 s); a chatty one ran its 4 s" % took)
+
+
 if __name__ == "__main__":
-    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth, "route": Route}
+    groups = {"logs": Logs, "exec": Exec, "harden": Harden, "reauth": Reauth, "route": Route, "idle": Idle}
     if len(sys.argv) < 2 or sys.argv[1] not in groups:
         print("usage: test_sessions.py {%s}" % "|".join(groups))
         sys.exit(2)
