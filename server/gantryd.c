@@ -821,20 +821,16 @@ static void metrics(void *data, struct buf *out)
                        d->lags[i].id, d->lags[i].entries);
         }
         /* The same figures for the standby site alone: how much the primary site could lose if it
-         * went now (docs/operations.md, "Standby site"). */
-        bool header = false;
+         * went now (docs/operations.md, "Standby site"). The family is there on the leader's replica
+         * even without a standby site (no samples then), as every family of /metrics is. */
+        buf_printf(out, "# HELP gantry_standby_site_lag_entries Raft entries the leader's log holds after "
+                        "the standby-site member's last one (measured by the leader's replica once a "
+                        "second; -1: not measurable: no answer, or further behind than the leader's log "
+                        "keeps).\n"
+                        "# TYPE gantry_standby_site_lag_entries gauge\n");
         for (unsigned i = 0; i < d->n_lags; i++) {
             if (!d->lags[i].standby_site) {
                 continue;
-            }
-            if (!header) {
-                buf_printf(out,
-                           "# HELP gantry_standby_site_lag_entries Raft entries the leader's log holds after "
-                           "the standby-site member's last one (measured by the leader's replica once a "
-                           "second; -1: not measurable: no answer, or further behind than the leader's log "
-                           "keeps).\n"
-                           "# TYPE gantry_standby_site_lag_entries gauge\n");
-                header = true;
             }
             buf_printf(out, "gantry_standby_site_lag_entries{member=\"%" PRIu64 "\"} %" PRId64 "\n",
                        d->lags[i].id, d->lags[i].entries);
