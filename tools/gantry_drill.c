@@ -32,8 +32,9 @@
  * restore replaces the cluster by one restored from a backup: --backup-cmd runs once (after
  * --before-ms, under load) to write a backup to $GANTRY_DRILL_BACKUP, then every member is killed,
  * and after --down-ms --restore-cmd runs once to make the cluster again from that file. Writes
- * acknowledged after the backup started are expected to be lost (they are counted); the drill passes
- * when none acknowledged before it is, and the restored cluster is whole and takes writes. */
+ * acknowledged between the backup's start and the restore's are expected to be lost (they are
+ * counted); the drill passes when none acknowledged before the backup or by the restored cluster is,
+ * and the restored cluster is whole and takes writes. A backup that fails kills nothing. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -387,15 +388,18 @@ static int choose_standby(const Gantry__V1__ListMembersResponse *ms, struct vict
 static int choose_all(const Gantry__V1__ListMembersResponse *ms, struct victim *v, unsigned *n)
 {
     *n = 0;
-    bool leader = false;
+    bool leader = false, all = true;
     for (size_t i = 0; i < ms->n_members && *n < MAX_VICTIMS; i++) {
         victim_of(&v[(*n)++], ms->members[i]);
         leader = leader || ms->members[i]->leader;
+        all = all && ms->members[i]->reachable;
     }
-    if (*n == 0 || !leader || ms->n_members > MAX_VICTIMS) {
-        fprintf(stderr,
-                "gantry drill restore: needs a cluster with a leader and at most %d members (found %zu%s)\n",
-                MAX_VICTIMS, ms->n_members, leader ? "" : ", no leader");
+    if (*n == 0 || !leader || !all || ms->n_members > MAX_VICTIMS) {
+        fprintf(
+            stderr,
+            "gantry drill restore: needs a whole cluster (a leader, every member reachable) of at most %d "
+            "members (found %zu%s%s)\n",
+            MAX_VICTIMS, ms->n_members, leader ? "" : ", no leader", all ? "" : ", a member unreachable");
         return GANTRY_EXIT_USAGE;
     }
     return 0;
@@ -675,7 +679,7 @@ struct outcome {
     int64_t rto_ms;
     size_t lost;
     size_t lost_early; /* standby-promotion: lost writes acknowledged before the promise's window;
-                        * restore: before the backup started */
+                        * restore: outside [backup start, restore start) */
     int64_t backup_ms; /* restore: when --backup-cmd started (-1: never) */
     bool backup_ok;    /* restore: --backup-cmd exited 0 */
     bool recovered;
@@ -753,8 +757,9 @@ static void print_report(FILE *f, json_t *r)
     if (json_object_get(r, "backup_ms") != NULL) {
         fprintf(f,
                 "  backup: %s at %" JSON_INTEGER_FORMAT
-                " ms; writes acknowledged after it, lost as expected: "
-                "%" JSON_INTEGER_FORMAT "; RPO promise (nothing acknowledged before the backup lost): %s\n",
+                " ms; writes acknowledged after it and before the restore, lost as expected: "
+                "%" JSON_INTEGER_FORMAT "; RPO promise (nothing acknowledged before the backup or after the "
+                "restore lost): %s\n",
                 json_is_true(json_object_get(r, "backup_ok")) ? "written" : "FAILED",
                 json_integer_value(json_object_get(r, "backup_ms")),
                 json_integer_value(json_object_get(r, "lost_after_backup")),
@@ -899,41 +904,47 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
         o.backup_ms = since(d);
         o.backup_ok = run_site_hook(d, "--backup-cmd", backup_cmd, v, n_v, backup) == 0;
     }
-    o.fault_ms = since(d);
-    run_hooks(d, "--kill-cmd", kill_cmd, v, n_v);
-    sleep_ms(down);
-    o.restart_ms = since(d);
-    if (kind == DRILL_STANDBY) {
-        run_site_hook(d, "--promote-cmd for the standby site", start_cmd, site, n_site, NULL);
-    } else if (kind == DRILL_RESTORE) {
-        run_site_hook(d, "--restore-cmd for the cluster", start_cmd, v, n_v, backup);
+    /* A restore drill whose backup failed kills nothing: there would be nothing to restore. */
+    bool fault = kind != DRILL_RESTORE || o.backup_ok;
+    if (!fault) {
+        event(d, "--backup-cmd failed: nothing was killed, the drill stops");
     } else {
-        run_hooks(d, "--start-cmd", start_cmd, v, n_v);
-    }
-    struct cli probe = *c;
-    probe.retry_ms = 0;
-    for (uint64_t until = mono_ms() + settle; mono_ms() < until;) {
-        if (healthy(&probe) &&
-            (kind != DRILL_STANDBY || site_promoted(&probe, o.promoted, sizeof o.promoted))) {
-            o.healthy_ms = since(d);
-            event(d,
-                  kind == DRILL_STANDBY
-                      ? "every member reachable, a leader named, the standby site voting (%s)"
-                      : "every member reachable, a leader named%s",
-                  kind == DRILL_STANDBY ? o.promoted : "");
-            break;
+        o.fault_ms = since(d);
+        run_hooks(d, "--kill-cmd", kill_cmd, v, n_v);
+        sleep_ms(down);
+        o.restart_ms = since(d);
+        if (kind == DRILL_STANDBY) {
+            run_site_hook(d, "--promote-cmd for the standby site", start_cmd, site, n_site, NULL);
+        } else if (kind == DRILL_RESTORE) {
+            run_site_hook(d, "--restore-cmd for the cluster", start_cmd, v, n_v, backup);
+        } else {
+            run_hooks(d, "--start-cmd", start_cmd, v, n_v);
         }
-        sleep_ms(250);
-    }
-    /* A write acknowledged after the cluster says it is whole. */
-    if (o.healthy_ms >= 0) {
-        for (uint64_t until = mono_ms() + settle; mono_ms() < until; sleep_ms(100)) {
-            pthread_mutex_lock(&d->mu);
-            bool acked = d->n_acks > 0 && d->acks[d->n_acks - 1].t_ms > o.healthy_ms;
-            pthread_mutex_unlock(&d->mu);
-            if (acked) {
-                o.recovered = true;
+        struct cli probe = *c;
+        probe.retry_ms = 0;
+        for (uint64_t until = mono_ms() + settle; mono_ms() < until;) {
+            if (healthy(&probe) &&
+                (kind != DRILL_STANDBY || site_promoted(&probe, o.promoted, sizeof o.promoted))) {
+                o.healthy_ms = since(d);
+                event(d,
+                      kind == DRILL_STANDBY
+                          ? "every member reachable, a leader named, the standby site voting (%s)"
+                          : "every member reachable, a leader named%s",
+                      kind == DRILL_STANDBY ? o.promoted : "");
                 break;
+            }
+            sleep_ms(250);
+        }
+        /* A write acknowledged after the cluster says it is whole. */
+        if (o.healthy_ms >= 0) {
+            for (uint64_t until = mono_ms() + settle; mono_ms() < until; sleep_ms(100)) {
+                pthread_mutex_lock(&d->mu);
+                bool acked = d->n_acks > 0 && d->acks[d->n_acks - 1].t_ms > o.healthy_ms;
+                pthread_mutex_unlock(&d->mu);
+                if (acked) {
+                    o.recovered = true;
+                    break;
+                }
             }
         }
     }
@@ -977,7 +988,10 @@ static int drill(struct cli *c, enum drill_kind kind, int argc, char **argv)
             o.lost++;
             /* A standby site acknowledges nothing: what the primary's quorum committed in the moment
              * before the loss may not have reached it. Anything older is a broken promise. */
-            o.lost_early += kind == DRILL_RESTORE ? (d->acks[i].t_ms < o.backup_ms ? 1u : 0u)
+            /* restore: only writes acknowledged between the backup's start and the restore's may be
+             * gone; one acknowledged before the backup, or by the restored cluster, may not. */
+            o.lost_early += kind == DRILL_RESTORE
+                                ? (d->acks[i].t_ms < o.backup_ms || d->acks[i].t_ms >= o.restart_ms ? 1u : 0u)
                             : d->acks[i].t_ms < o.fault_ms - (int64_t)RPO_WINDOW_MS ? 1u
                                                                                     : 0u;
         }

@@ -213,6 +213,16 @@ def main():
         check(r["rpo_lost_writes"] == r["lost_after_backup"], "restore: lost %d, after the backup %d" %
               (r["rpo_lost_writes"], r["lost_after_backup"]))
         check(r["rto_ms"] >= r["phases_ms"]["restart"] - r["phases_ms"]["fault"], "restore RTO: %r" % r)
+        # A backup that fails: nothing is killed, the drill fails, the cluster keeps serving.
+        report = os.path.join(work, "restore-nobackup.json")
+        p = sh(GANTRY, "drill", "restore", "--kill-cmd", "echo killed-$GANTRY_DRILL_MEMBER >&2", "--backup-cmd",
+               "false", "--restore-cmd", "true", "--report", report, *PHASES, timeout=300)
+        check(p.returncode == 1 and "killed-" not in p.stderr, "a failed backup: exit %d %r" %
+              (p.returncode, p.stderr[-500:]))
+        with open(report) as f:
+            r = json.load(f)
+        check(not r["backup_ok"] and not r["passed"] and r["rpo_lost_writes"] == 0, "restore-nobackup: %r" % r)
+        check(any("nothing was killed" in x["event"] for x in r["timeline"]), "restore-nobackup timeline")
         # The promise can be seen broken: a restore hook that uses the OLDER backup (taken before this
         # drill's writes) loses writes acknowledged before the drill's backup, and the drill says so.
         wait_voters()
