@@ -153,6 +153,9 @@ class Replica:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def holds_ca_key(self):
+        return os.path.exists(os.path.join(self.dir, "secrets", "ca-key.pem"))
+
     def this_run(self):
         """What the current (or last) process wrote to the log."""
         try:
@@ -328,7 +331,10 @@ class Harness:
             raise RuntimeError("CreateJoinToken answered OK without a token")
         rid = self.next_rid
         self.next_rid += 1
-        via = self.pick()
+        # Through a replica that can sign the joiner's certificate when one runs (another one would
+        # relay the join to it).
+        holders = [r for r in self.members() if r.alive() and not r.paused and r.holds_ca_key()]
+        via = holders[0] if holders else self.pick()
         r = Replica(self, rid)
         with self.members_lock:
             self.replicas[rid] = r
@@ -794,7 +800,13 @@ class Harness:
             if len(ms) < 3:
                 return False
             lead = self.leader()
-            victim = self.rnd.choice([r for r in ms if r is not lead] or ms)
+            # Never a replica that holds the cluster CA key: a joined replica does not get it
+            # (docs/security.md, "Cluster secrets"), so removing the last holder would leave a cluster
+            # no replica can join; replacing one is the operator's job (copy the key first).
+            others = [r for r in ms if r is not lead and not r.holds_ca_key()]
+            if not others:
+                return False
+            victim = self.rnd.choice(others)
             victim.expected_down = True
             victim.signal(signal.SIGTERM)
             try:
