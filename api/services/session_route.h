@@ -40,7 +40,7 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
-#include "protobuf-c/protobuf-c.h"
+#include <protobuf-c/protobuf-c.h>
 
 #define SROUTE_ALPN      "gantry-sess/1"
 #define SROUTE_MAX_FRAME (1u << 20)
