@@ -1546,6 +1546,22 @@ static int k8s_names(const struct config_list *l, const char *key,
 
 /* The compute driver named by the configuration, and the reconciler that drives it while this
  * replica holds the lease. driver "none": neither. */
+/* Start the egress relay with @ec's doors (a door directory for the process driver, a shared door
+ * for kubernetes pods) and everything else from the configuration. */
+static int start_egress(struct daemon *d, struct egress_svc_config *ec, char *errmsg)
+{
+    const struct config *cfg = d->cfg;
+    ec->policy_refresh_ms = cfg->egress_policy_refresh_ms;
+    ec->pool = &d->pool;
+    ec->sink = d->sink;
+    ec->replica_id = cfg->replica_id;
+    ec->gateway_id = d->id.gateway_id;
+    egress_relay_config_defaults(&ec->relay);
+    ec->relay.max_conns = cfg->egress_max_connections;
+    ec->relay.max_conns_per_sandbox = cfg->egress_max_connections_per_sandbox;
+    return egress_svc_start(ec, &d->egress, errmsg);
+}
+
 static int start_reconciler(struct daemon *d, const struct store_client_config *sc, char *errmsg)
 {
     struct config *cfg = d->cfg;
@@ -1593,17 +1609,8 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
         rv = driver_k8s_new(&kc, &d->driver, errmsg);
         if (rv == 0 && cfg->egress_relay_k8s_port != 0) {
             /* The relay for pods (docs/egress.md, "Kubernetes"): one shared door on this replica. */
-            struct egress_svc_config ec = {.k8s = d->driver,
-                                           .shared_port = cfg->egress_relay_k8s_port,
-                                           .policy_refresh_ms = cfg->egress_policy_refresh_ms,
-                                           .pool = &d->pool,
-                                           .sink = d->sink,
-                                           .replica_id = cfg->replica_id,
-                                           .gateway_id = d->id.gateway_id};
-            egress_relay_config_defaults(&ec.relay);
-            ec.relay.max_conns = cfg->egress_max_connections;
-            ec.relay.max_conns_per_sandbox = cfg->egress_max_connections_per_sandbox;
-            rv = egress_svc_start(&ec, &d->egress, errmsg);
+            struct egress_svc_config ec = {.k8s = d->driver, .shared_port = cfg->egress_relay_k8s_port};
+            rv = start_egress(d, &ec, errmsg);
         }
     } else {
         struct driver_process_config pc = {.state_dir = state,
@@ -1614,17 +1621,8 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
         if (rv == 0 && cfg->egress_relay_port != 0) {
             char doors[4200];
             snprintf(doors, sizeof doors, "%s/egress", state);
-            struct egress_svc_config ec = {.door_dir = doors,
-                                           .relay_port = cfg->egress_relay_port,
-                                           .policy_refresh_ms = cfg->egress_policy_refresh_ms,
-                                           .pool = &d->pool,
-                                           .sink = d->sink,
-                                           .replica_id = cfg->replica_id,
-                                           .gateway_id = d->id.gateway_id};
-            egress_relay_config_defaults(&ec.relay);
-            ec.relay.max_conns = cfg->egress_max_connections;
-            ec.relay.max_conns_per_sandbox = cfg->egress_max_connections_per_sandbox;
-            rv = egress_svc_start(&ec, &d->egress, errmsg);
+            struct egress_svc_config ec = {.door_dir = doors, .relay_port = cfg->egress_relay_port};
+            rv = start_egress(d, &ec, errmsg);
         }
     }
     if (rv != 0) {

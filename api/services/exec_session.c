@@ -207,12 +207,44 @@ static bool idle_past(struct exec_session *e, uint64_t now, uint64_t *moved, uin
     return e->svc->idle_timeout_ms != 0 && now - *moved_at >= e->svc->idle_timeout_ms;
 }
 
-static void idle_why(const struct exec_session *e, char *why, size_t len)
+/* What ends a running session before its command does, checked every round of its loop: the
+ * replica stopping, the client gone, or no byte either way for the idle timeout. GRPC_STATUS_OK, or
+ * the status with @why for the client. */
+static int session_ends(struct exec_session *e, uint64_t now, uint64_t *moved, uint64_t *moved_at, char *why,
+                        size_t len)
 {
-    snprintf(why, len,
-             "no byte moved either way for %" PRIu64
-             " s (session_idle_timeout_s): the session was ended and the %s",
-             e->svc->idle_timeout_ms / 1000u, e->port ? "connection closed" : "command killed");
+    if (atomic_load(&e->svc->stopping)) {
+        snprintf(why, len, "the replica is stopping: the command was killed");
+        return GRPC_STATUS_UNAVAILABLE;
+    }
+    if (grpc_call_cancelled(e->call)) {
+        snprintf(why, len, "the client went away: the command was killed");
+        return GRPC_STATUS_CANCELLED;
+    }
+    if (idle_past(e, now, moved, moved_at)) {
+        snprintf(why, len,
+                 "no byte moved either way for %" PRIu64
+                 " s (session_idle_timeout_s): the session was ended and the %s",
+                 e->svc->idle_timeout_ms / 1000u, e->port ? "connection closed" : "command killed");
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    }
+    return GRPC_STATUS_OK;
+}
+
+/* Every AUTHN_CACHE_TTL_MS / 2, the session authorized again (sessions__still_allowed). */
+static int reauthorize(struct exec_session *e, struct store_client *cl, struct clock *clk,
+                       uint64_t *last_check, char *why, size_t len)
+{
+    uint64_t now = clock_mono_ms(clk);
+    if (now - *last_check < AUTHN_CACHE_TTL_MS / 2) {
+        return GRPC_STATUS_OK;
+    }
+    *last_check = now;
+    int az = sessions__still_allowed(cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, len);
+    if (az == 0) {
+        return GRPC_STATUS_OK;
+    }
+    return az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
 }
 
 static void *exec_main(void *arg)
@@ -229,19 +261,8 @@ static void *exec_main(void *arg)
     char why[GERR_MSG_SIZE] = "";
     uint64_t last_check = clock_mono_ms(clk), moved = 0, moved_at = last_check;
     for (;;) {
-        if (atomic_load(&svc->stopping)) {
-            status = GRPC_STATUS_UNAVAILABLE;
-            snprintf(why, sizeof why, "the replica is stopping: the command was killed");
-            break;
-        }
-        if (grpc_call_cancelled(e->call)) {
-            status = GRPC_STATUS_CANCELLED;
-            snprintf(why, sizeof why, "the client went away: the command was killed");
-            break;
-        }
-        if (idle_past(e, clock_mono_ms(clk), &moved, &moved_at)) {
-            status = GRPC_STATUS_DEADLINE_EXCEEDED;
-            idle_why(e, why, sizeof why);
+        if ((status = session_ends(e, clock_mono_ms(clk), &moved, &moved_at, why, sizeof why)) !=
+            GRPC_STATUS_OK) {
             break;
         }
         feed(e, in_fd, &stdin_closed);
@@ -283,15 +304,8 @@ static void *exec_main(void *arg)
                 *open = false; /* EOF, or EIO from a pty whose command side is closed */
             }
         }
-        uint64_t now = clock_mono_ms(clk);
-        if (have_cl && now - last_check >= AUTHN_CACHE_TTL_MS / 2) {
-            last_check = now;
-            int az =
-                sessions__still_allowed(&cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
-            if (az != 0) {
-                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
-                break;
-            }
+        if (have_cl && (status = reauthorize(e, &cl, clk, &last_check, why, sizeof why)) != GRPC_STATUS_OK) {
+            break;
         }
     }
     gate_bidi_detach(e->call); /* no more on_message into this session */
@@ -452,19 +466,8 @@ static void *route_main(void *arg)
     bool sent_close = false;
     uint64_t last_check = clock_mono_ms(clk), moved = 0, moved_at = last_check;
     for (;;) {
-        if (atomic_load(&svc->stopping)) {
-            status = GRPC_STATUS_UNAVAILABLE;
-            snprintf(why, sizeof why, "the replica is stopping: the command was killed");
-            break;
-        }
-        if (grpc_call_cancelled(e->call)) {
-            status = GRPC_STATUS_CANCELLED;
-            snprintf(why, sizeof why, "the client went away: the command was killed");
-            break;
-        }
-        if (idle_past(e, clock_mono_ms(clk), &moved, &moved_at)) {
-            status = GRPC_STATUS_DEADLINE_EXCEEDED;
-            idle_why(e, why, sizeof why);
+        if ((status = session_ends(e, clock_mono_ms(clk), &moved, &moved_at, why, sizeof why)) !=
+            GRPC_STATUS_OK) {
             break;
         }
         route_feed(e, &q, q_off, &sent_close);
@@ -513,15 +516,8 @@ static void *route_main(void *arg)
             }
             break;
         }
-        uint64_t now = clock_mono_ms(clk);
-        if (have_cl && now - last_check >= AUTHN_CACHE_TTL_MS / 2) {
-            last_check = now;
-            int az =
-                sessions__still_allowed(&cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
-            if (az != 0) {
-                status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
-                break;
-            }
+        if (have_cl && (status = reauthorize(e, &cl, clk, &last_check, why, sizeof why)) != GRPC_STATUS_OK) {
+            break;
         }
     }
     gate_bidi_detach(e->call);
