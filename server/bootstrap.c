@@ -254,6 +254,30 @@ static int backup_load(const struct bootstrap_init_opts *o, struct backup_data *
     return rv;
 }
 
+/* The cluster id the restored data holds (cluster_meta, as the old cluster's clusterdb_seed_tx
+ * wrote it), for restore --keep-cluster-id: read from the data rather than a sealed header, so an
+ * unencrypted backup keeps it too. GERR_NOTFOUND when the backup has none (then restore fails:
+ * the operator asked to keep an id that is not there). */
+static int restored_cluster_id(struct store_client *cl, char *out, size_t len, char *errmsg)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv =
+        store_client_query(cl, "SELECT value FROM cluster_meta WHERE key = 'cluster_id'", NULL, 0, &rows);
+    const struct proto_value *v = rv == 0 && rows.n_rows == 1 ? proto_rows_at(&rows, 0, 0) : NULL;
+    if (rv != 0) {
+        gerr_set(errmsg, "restore: reading the backup's cluster id: %s", cl->errmsg);
+    } else if (v == NULL || v->type != PROTO_TEXT || v->u.b.n == 0 || v->u.b.n >= len) {
+        gerr_set(errmsg, "restore: --keep-cluster-id: the backup holds no cluster id to keep");
+        rv = GERR_NOTFOUND;
+    } else {
+        snprintf(out, len, "%s", v->u.b.s);
+        LOG_INFO("restore: keeping the backup's cluster id %s (--keep-cluster-id)", out);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
 /* Restore: unpack the archive next to the store and replay it into the new cluster. */
 static int restore_into(struct store_client *cl, const char *data_dir, const struct backup_data *b,
                         const char *archive, char *errmsg)
@@ -368,6 +392,9 @@ int bootstrap_init(const struct config *cfg, const struct bootstrap_init_opts *o
     }
     if (rv == 0 && o->restore_from != NULL) {
         rv = restore_into(&cl, cfg->data_dir, &backup, o->restore_from, errmsg);
+    }
+    if (rv == 0 && o->keep_cluster_id) {
+        rv = restored_cluster_id(&cl, id.cluster_id, sizeof id.cluster_id, errmsg);
     }
     backup_data_close(&backup);
     unsigned n_schema;

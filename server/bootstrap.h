@@ -32,6 +32,7 @@ struct bootstrap_init_opts {
     const char *backup_key_file; /* restore only: the key of a sealed (encrypted) backup (store/sealed.h) */
     const char
         *secrets_dir; /* restore only: the old cluster's <data_dir>/secrets, so its API keys keep working */
+    bool keep_cluster_id; /* restore only: keep the cluster id the backup's data holds (default: a new one) */
 };
 
 /* Initialise @cfg->data_dir as replica 1 of a new cluster. On success @admin_key holds a new

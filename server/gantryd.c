@@ -103,6 +103,7 @@ struct sub_flags {
     const char *ca_cert, *ca_key, *admin_key_file, *join_token_file, *from, *secrets, *members,
         *backup_key_file;
     unsigned join_token_uses, join_token_ttl_s;
+    bool keep_cluster_id; /* restore: keep the backup's cluster id instead of a new one */
 };
 
 static int take_flags(int *argc, char **argv, struct sub_flags *sf, char *errmsg)
@@ -115,6 +116,10 @@ static int take_flags(int *argc, char **argv, struct sub_flags *sf, char *errmsg
                             NULL,         &sf->backup_key_file};
     int out = 1;
     for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--keep-cluster-id") == 0) { /* the one flag without a value */
+            sf->keep_cluster_id = true;
+            continue;
+        }
         int which = -1;
         const char *value = NULL;
         for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++) {
@@ -195,6 +200,7 @@ static void usage(FILE *f)
             "  restore        like init, from a backup: --from FILE [--secrets OLD_DATA_DIR/secrets]\n"
             "                 [--backup-key-file KEYFILE] (the key of an encrypted backup; else "
             "GANTRY_BACKUP_KEY)\n"
+            "                 [--keep-cluster-id] (keep the backup's cluster id instead of a new one)\n"
             "  recover        disaster recovery on a stopped replica: --members ID=A.B.C.D:PORT[/role],...\n"
             "                 [--ca-key F] (also make it a CA holder, so it can admit new replicas)\n"
             "  rotate-pepper  add a version of the API-key pepper (new keys use it, older keys are\n"
@@ -253,6 +259,11 @@ static int cmd_init(struct config *cfg, const struct sub_flags *sf, bool restore
         fprintf(stderr, "gantryd restore: --from BACKUP is required\n");
         return 2;
     }
+    if (!restore && sf->keep_cluster_id) {
+        fprintf(stderr,
+                "gantryd init: --keep-cluster-id is a restore flag (a new cluster has no id to keep)\n");
+        return 2;
+    }
     struct bootstrap_init_opts o = {.ca_cert_file = sf->ca_cert,
                                     .ca_key_file = sf->ca_key,
                                     .join_token_file = sf->join_token_file,
@@ -260,7 +271,8 @@ static int cmd_init(struct config *cfg, const struct sub_flags *sf, bool restore
                                     .join_token_ttl_s = sf->join_token_ttl_s,
                                     .restore_from = restore ? sf->from : NULL,
                                     .secrets_dir = restore ? sf->secrets : NULL,
-                                    .backup_key_file = restore ? sf->backup_key_file : NULL};
+                                    .backup_key_file = restore ? sf->backup_key_file : NULL,
+                                    .keep_cluster_id = restore && sf->keep_cluster_id};
     int rv = bootstrap_init(cfg, &o, key, errmsg);
     if (rv != 0) {
         fprintf(stderr, "gantryd %s: %s\n", restore ? "restore" : "init", errmsg);

@@ -944,17 +944,31 @@ class Backup(GantrydTest):
         # One client wrote sequentially, so the writes the backup holds are a prefix of its writes.
         held = [x in present for x in during]
         self.assertEqual(held, sorted(held, reverse=True), "the backup holds a write but not an earlier one")
-        # A fresh restore without the old secrets prints a new admin key, and only that works.
+        # A restored cluster gets a new cluster id (in its data and its identity file) by default.
+        def cluster_id(r):
+            with open(os.path.join(r.dir, "identity.json")) as f:
+                ident = json.load(f)["cluster_id"]
+            self.assertEqual(query(r, "SELECT value FROM cluster_meta WHERE key = 'cluster_id'")[0], ident)
+            return ident
+        old_id = cluster_id(c.replicas[0])
+        self.assertNotEqual(cluster_id(r1), old_id)
+        # A fresh restore without the old secrets prints a new admin key, and only that works; this
+        # one keeps the old cluster id, as asked (and `init` refuses the flag: it has no id to keep).
         m = Cluster("fresh-" + self._testMethodName)
         self.clusters.append(m)
         q1 = Replica(m.root, 1)
-        out = subprocess.run([GANTRYD, "restore", "--from", path] + q1.flags(), capture_output=True, timeout=120)
+        out = subprocess.run([GANTRYD, "init", "--keep-cluster-id"] + q1.flags(), capture_output=True, timeout=60)
+        self.assertEqual(out.returncode, 2, out.stderr.decode())
+        self.assertIn("--keep-cluster-id is a restore flag", out.stderr.decode())
+        out = subprocess.run([GANTRYD, "restore", "--from", path, "--keep-cluster-id"] + q1.flags(),
+                             capture_output=True, timeout=120)
         self.assertEqual(out.returncode, 0, out.stderr.decode())
         newkey = [w for w in out.stdout.decode().split() if w.startswith("gtk_")][0]
         m.replicas.append(q1.start())
         m.client = Client(m.replicas, os.path.join(q1.dir, "tls", "ca.pem"), newkey)
         m.wait_ready()
         self.assertEqual(len(m.members()), 1)
+        self.assertEqual(cluster_id(q1), old_id)
         code, _ = self.code(lambda: m.client.call(q1, "ListMembers", cpb.ListMembersRequest(),
                                                   cpb.ListMembersResponse, key=c.key))
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
