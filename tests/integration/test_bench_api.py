@@ -26,6 +26,8 @@ GANTRY_ROWS = [
     "2 create, concurrent, all replicas",
     "3 get, followers",
     "4 List 100 objects",
+    "6 watch: 20 watchers, 20 creates",
+    "gantry watch: 20 watchers on",
     "5 create under leader SIGKILL",
     "gantry failover: SIGKILL of the leader",
     "gantry after phases 1-4",
@@ -37,14 +39,16 @@ ETCD_ROWS = [
     "3 Range linearizable, followers",
     "3 Range serializable, followers",
     "4 Range prefix, 100 keys",
+    "etcd watch: 20 watchers on",
     "5 Put under leader SIGKILL",
     "etcd failover: SIGKILL of the leader",
     "etcd   after phases 1-4",
     "ratios gantry/etcd",
 ]
-GANTRY_PHASES = {"create_seq_leader", "create_seq_follower", "create_concurrent", "get_followers", "list", "failover"}
+GANTRY_PHASES = {"create_seq_leader", "create_seq_follower", "create_concurrent", "get_followers", "list", "watch",
+                 "failover"}
 ETCD_PHASES = {"put_seq_leader", "put_seq_follower", "put_concurrent", "range_followers_linearizable",
-               "range_followers_serializable", "range_prefix", "failover"}
+               "range_followers_serializable", "range_prefix", "watch", "failover"}
 
 
 def fail(msg, out=""):
@@ -88,6 +92,10 @@ def main():
             fail("phase %s/%s failed: %s" % (ph["system"], ph["phase"], ph.get("why")), out)
         if ph["phase"] == "failover" and ph["missing"] != 0:
             fail("%s lost acknowledged writes" % ph["system"], out)
+        if ph["phase"] == "watch" and (ph["watch_events_delivered"] != 20 * 20 or
+                                       ph["watch_repeated_or_out_of_order"] != 0):
+            fail("%s watch: %d of 400 events delivered, %d repeated or out of order" %
+                 (ph["system"], ph["watch_events_delivered"], ph["watch_repeated_or_out_of_order"]), out)
     for key in ("nproc", "loadavg_start", "loadavg_end"):
         if key not in data["machine"]:
             fail("the JSON lacks machine.%s" % key, out)

@@ -45,6 +45,7 @@
 
 #define NS_LOAD           "bench"
 #define NS_LIST           "bench-list"
+#define NS_WATCH          "bench-watch"
 #define GANTRY_PAGE_MAX   500u /* ListSandboxes' largest page (docs/resources.md) */
 #define FAILOVER_LIMIT_US (30u * 1000000u)
 #define SETUP_TIMEOUT_MS  10000u
@@ -68,6 +69,8 @@ struct opts {
     unsigned read_conns, read_streams;
     unsigned list_conns, list_streams;
     unsigned list_objects;
+    unsigned watchers, watch_events, watch_streams;
+    double watch_idle_s;
     uint64_t fill;
     unsigned call_timeout_ms;
     unsigned latency_ms;
@@ -139,6 +142,13 @@ struct result {
     uint64_t acked, missing, readback_errors;
     double load_first_ms; /* first ack of a load call (not a probe) sent after the kill */
     uint64_t probes, probes_ok;
+    /* watch */
+    bool watch;
+    unsigned watch_member;
+    double watch_ready_ms;
+    long watch_rss_before_kib, watch_rss_after_kib;
+    double watch_idle_rate_before, watch_idle_rate_with; /* dqlite requests/s, all replicas; -1 unknown */
+    uint64_t watch_delivered, watch_expected, watch_order_errors, watch_ended_early;
 };
 
 struct bench {
@@ -1029,12 +1039,450 @@ static struct result *phase_failover(struct bench *b, struct bc_cluster *c)
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Phase 6: watch fan-out. W watchers on one follower (gantry: Sandboxes.Watch of NS_WATCH; etcd:
+ * Watch of the prefix /bench/wt/), each on a stream of its own over connections of up to
+ * --watch-streams streams; once every watcher is in place (gantry: its first BOOKMARK; etcd: the
+ * created answer), the store load is measured idle for --watch-idle seconds (gantry: dqlite
+ * requests per second of all replicas, compared with the same idle window before the watchers
+ * came), then a burst of --watch-events creates over all members (CONNS x STREAMS). The phase
+ * ends when every watcher has received every created object exactly once and in revision order;
+ * the latency of an event is from the submission of its create until the last watcher had it. */
+
+struct watcher {
+    uint32_t got;      /* creates of the burst received */
+    uint64_t last_rev; /* revision of the last event, for the order check */
+    bool ready;
+    bool ended; /* the stream ended before the phase did */
+};
+
+struct watch_run {
+    struct bench *b;
+    struct bc_cluster *c;
+    struct result *r;
+    bool etcd;
+    unsigned n_watchers, opened, ready, complete, n_watch_conns;
+    struct watcher *ws;
+    int stage;       /* 0 opening, 1 idle, 2 burst, 3 done */
+    bool cancelling; /* the tick cancelled every call: what ends now ended because of that */
+    uint64_t stage_at_us, open_start_us, deadline_us;
+    uint64_t burst, issued, acked, failed_creates;
+    struct revslot *revs;
+    uint64_t rev_cap;
+    uint64_t first_sent_us, last_recv_us;
+    uint64_t order_errors, extra, ended_early;
+    struct snap idle_a, idle_z;
+    struct lat lat;
+    char name[96];
+    Gantry__V1__WatchSandboxesRequest gw;
+    Etcdserverpb__WatchRequest ew;
+    Etcdserverpb__WatchCreateRequest ewc;
+    struct run create; /* for its request scratch */
+};
+
+/* Per revision of the burst (index: revision - 1): when its create was submitted, and when the
+ * first and the last watcher received it. Filled in any order (an event may arrive before its
+ * create's answer); the latencies are taken at the end. */
+struct revslot {
+    uint64_t sent_us, first_us, last_us;
+};
+
+static struct revslot *wr_slot(struct watch_run *w, uint64_t rev)
+{
+    if (rev == 0 || rev > (UINT64_C(1) << 32)) {
+        return NULL;
+    }
+    uint64_t i = rev - 1;
+    if (i >= w->rev_cap) {
+        uint64_t cap = w->rev_cap == 0 ? 1024 : w->rev_cap;
+        while (cap <= i) {
+            cap *= 2;
+        }
+        w->revs = mem_realloc(w->revs, cap * sizeof *w->revs);
+        memset(w->revs + w->rev_cap, 0, (cap - w->rev_cap) * sizeof *w->revs);
+        w->rev_cap = cap;
+    }
+    return &w->revs[i];
+}
+
+static void wr_event(struct watch_run *w, unsigned idx, uint64_t rev, uint64_t recv_us)
+{
+    struct watcher *x = &w->ws[idx];
+    if (rev <= x->last_rev) {
+        w->order_errors++; /* a repeat or an event out of order */
+        return;
+    }
+    x->last_rev = rev;
+    if (x->got >= w->burst) {
+        w->extra++;
+        return;
+    }
+    x->got++;
+    w->last_recv_us = recv_us;
+    if (x->got == w->burst) {
+        w->complete++;
+    }
+    struct revslot *s = wr_slot(w, rev);
+    if (s != NULL) {
+        s->first_us = s->first_us == 0 ? recv_us : s->first_us;
+        s->last_us = recv_us;
+    }
+}
+
+/* A gantry SandboxEvent: only its type (field 1) and revision (field 3) are read, by a scan of the
+ * top-level fields, so ten thousand watchers do not mean ten million full decodes in the client. */
+static bool scan_sandbox_event(const uint8_t *p, size_t n, uint64_t *type, uint64_t *rev)
+{
+    size_t i = 0;
+    *type = *rev = 0;
+    while (i < n) {
+        uint64_t key = 0, v = 0;
+        for (int sh = 0; i < n && sh < 64; sh += 7) {
+            key |= (uint64_t)(p[i] & 0x7f) << sh;
+            if ((p[i++] & 0x80) == 0) {
+                break;
+            }
+        }
+        unsigned wt = (unsigned)(key & 7);
+        if (wt == 0) {
+            for (int sh = 0; i < n && sh < 64; sh += 7) {
+                v |= (uint64_t)(p[i] & 0x7f) << sh;
+                if ((p[i++] & 0x80) == 0) {
+                    break;
+                }
+            }
+            if ((key >> 3) == 1) {
+                *type = v;
+            } else if ((key >> 3) == 3) {
+                *rev = v;
+            }
+        } else if (wt == 2) {
+            for (int sh = 0; i < n && sh < 64; sh += 7) {
+                v |= (uint64_t)(p[i] & 0x7f) << sh;
+                if ((p[i++] & 0x80) == 0) {
+                    break;
+                }
+            }
+            if (v > n - i) {
+                return false;
+            }
+            i += (size_t)v;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void wr_message(void *arg, const struct h2mux_msg *m)
+{
+    struct watch_run *w = arg;
+    if (m->tag >= w->n_watchers) {
+        return;
+    }
+    struct watcher *x = &w->ws[m->tag];
+    if (!w->etcd) {
+        uint64_t type = 0, rev = 0;
+        if (!scan_sandbox_event(m->body, m->body_len, &type, &rev)) {
+            w->order_errors++;
+            return;
+        }
+        if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK) {
+            if (!x->ready) {
+                x->ready = true;
+                w->ready++;
+                x->last_rev = rev;
+            }
+            return;
+        }
+        if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED) {
+            wr_event(w, (unsigned)m->tag, rev, m->recv_us);
+        }
+        return;
+    }
+    Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, m->body_len, m->body);
+    if (r == NULL) {
+        w->order_errors++;
+        return;
+    }
+    if (r->created && !x->ready) {
+        x->ready = true;
+        w->ready++;
+        x->last_rev = r->header != NULL ? (uint64_t)r->header->revision : 0;
+    }
+    for (size_t i = 0; i < r->n_events; i++) {
+        if (r->events[i]->type == ETCDSERVERPB__EVENT__EVENT_TYPE__PUT && r->events[i]->kv != NULL) {
+            wr_event(w, (unsigned)m->tag, (uint64_t)r->events[i]->kv->mod_revision, m->recv_us);
+        }
+    }
+    etcdserverpb__watch_response__free_unpacked(r, NULL);
+}
+
+static int wr_next(void *arg, unsigned conn, struct h2mux_req *req)
+{
+    struct watch_run *w = arg;
+    if (conn < w->n_watch_conns) {
+        if (w->opened >= w->n_watchers) {
+            return H2MUX_WAIT;
+        }
+        req->tag = w->opened++;
+        req->streaming = true;
+        if (w->etcd) {
+            req->path = "/etcdserverpb.Watch/Watch";
+            req->msg = &w->ew.base;
+        } else {
+            req->path = "/gantry.v1.Sandboxes/Watch";
+            req->msg = &w->gw.base;
+        }
+        return 0;
+    }
+    if (w->stage != 2 || w->issued >= w->burst) {
+        return H2MUX_WAIT;
+    }
+    uint64_t seq = w->issued++;
+    struct run *cr = &w->create;
+    req->tag = UINT64_C(1) << 62 | seq;
+    if (w->etcd) {
+        etcd_key(cr->name, sizeof cr->name, "wt", seq);
+        cr->put.key.data = (uint8_t *)cr->name;
+        cr->put.key.len = strlen(cr->name);
+        cr->put.value.data = (uint8_t *)w->b->value;
+        cr->put.value.len = w->b->value_bytes;
+        req->path = "/etcdserverpb.KV/Put";
+        req->msg = &cr->put.base;
+    } else {
+        gantry_name(cr->name, sizeof cr->name, "wt", seq);
+        cr->meta.namespace_ = (char *)NS_WATCH;
+        req->path = "/gantry.v1.Sandboxes/Create";
+        req->msg = &cr->create.base;
+    }
+    if (w->first_sent_us == 0) {
+        w->first_sent_us = h2mux_now_us();
+    }
+    return 0;
+}
+
+static void wr_done(void *arg, const struct h2mux_result *res)
+{
+    struct watch_run *w = arg;
+    if ((res->tag & UINT64_C(1) << 62) == 0) {
+        if (res->tag < w->n_watchers && !w->cancelling) {
+            w->ws[res->tag].ended = true; /* a watch that ended on its own */
+            w->ended_early++;
+            count_status(w->r, res->status);
+        }
+        return;
+    }
+    w->r->calls++;
+    if (res->status != 0) {
+        w->failed_creates++;
+        count_status(w->r, res->status);
+        return;
+    }
+    w->acked++;
+    w->r->ok++;
+    uint64_t rev = 0;
+    if (w->etcd) {
+        Etcdserverpb__PutResponse *m = etcdserverpb__put_response__unpack(NULL, res->body_len, res->body);
+        rev = m != NULL && m->header != NULL ? (uint64_t)m->header->revision : 0;
+        if (m != NULL) {
+            etcdserverpb__put_response__free_unpacked(m, NULL);
+        }
+    } else {
+        Gantry__V1__Sandbox *m = gantry__v1__sandbox__unpack(NULL, res->body_len, res->body);
+        rev = m != NULL && m->meta != NULL ? m->meta->resource_version : 0;
+        if (m != NULL) {
+            gantry__v1__sandbox__free_unpacked(m, NULL);
+        }
+    }
+    struct revslot *s = wr_slot(w, rev);
+    if (s != NULL) {
+        s->sent_us = res->sent_us;
+    }
+}
+
+static int wr_tick(void *arg)
+{
+    struct watch_run *w = arg;
+    uint64_t now = h2mux_now_us();
+    if (now >= w->deadline_us || w->ended_early > 0) {
+        w->cancelling = true;
+        return H2MUX_CANCEL_ALL;
+    }
+    if (w->stage == 0 && w->ready == w->n_watchers) {
+        w->r->watch_ready_ms = (double)(now - w->open_start_us) / 1000.0;
+        w->r->watch_rss_after_kib = bc_rss_kib(w->c, w->r->watch_member);
+        snap_take(w->c, &w->idle_a);
+        w->stage = 1;
+        w->stage_at_us = now;
+    } else if (w->stage == 1 && now - w->stage_at_us >= (uint64_t)(w->b->o.watch_idle_s * 1e6)) {
+        snap_take(w->c, &w->idle_z);
+        w->stage = 2;
+        w->stage_at_us = now;
+    } else if (w->stage == 2 && w->acked + w->failed_creates == w->burst &&
+               (w->complete == w->n_watchers || w->failed_creates > 0)) {
+        w->stage = 3;
+        w->cancelling = true;
+        return H2MUX_CANCEL_ALL;
+    }
+    return 0;
+}
+
+/* dqlite requests per second of all replicas between two snapshots @s apart; -1 unknown. */
+static double store_rate(const struct snap *a, const struct snap *z, double s)
+{
+    double sum = 0;
+    for (unsigned i = 0; i < BC_NODES; i++) {
+        if (!a->store_ok[i] || !z->store_ok[i]) {
+            return -1;
+        }
+        sum += z->store[i] - a->store[i];
+    }
+    return s > 0 ? sum / s : -1;
+}
+
+static struct result *phase_watch(struct bench *b, struct bc_cluster *c, unsigned member)
+{
+    bool g = c->kind == BC_GANTRY;
+    char title[96], errmsg[GERR_MSG_SIZE] = "";
+    snprintf(title, sizeof title, "6 watch: %u watchers, %u creates", b->o.watchers, b->o.watch_events);
+    struct result *r = new_result(b, c, "watch", title);
+    struct watch_run w;
+    memset(&w, 0, sizeof w);
+    w.b = b;
+    w.c = c;
+    w.r = r;
+    w.etcd = !g;
+    w.n_watchers = b->o.watchers;
+    w.burst = b->o.watch_events;
+    w.ws = mem_zalloc(w.n_watchers * sizeof *w.ws);
+    r->watch = true;
+    r->watch_member = member;
+    r->conns = (b->o.watchers + b->o.watch_streams - 1) / b->o.watch_streams;
+    r->streams = b->o.watch_streams;
+    run_init(&w.create, b, c, r, g ? OP_G_CREATE : OP_E_PUT);
+    gantry__v1__watch_sandboxes_request__init(&w.gw);
+    w.gw.namespace_ = (char *)NS_WATCH;
+    etcdserverpb__watch_request__init(&w.ew);
+    etcdserverpb__watch_create_request__init(&w.ewc);
+    snprintf(w.name, sizeof w.name, "/bench/wt/");
+    w.ewc.key.data = (uint8_t *)w.name;
+    w.ewc.key.len = strlen(w.name);
+    w.ewc.range_end.data = (uint8_t *)"/bench/wt0";
+    w.ewc.range_end.len = strlen("/bench/wt0");
+    w.ew.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    w.ew.create_request = &w.ewc;
+
+    int rv = bc_check_alive(c, errmsg);
+    struct snap quiet_a, quiet_z;
+    double idle_s = b->o.watch_idle_s;
+    if (rv == 0 && g) {
+        /* The same idle window without watchers: the baseline of the store's request rate. */
+        snap_take(c, &quiet_a);
+        usleep((useconds_t)(idle_s * 1e6));
+        snap_take(c, &quiet_z);
+        r->watch_idle_rate_before = store_rate(&quiet_a, &quiet_z, idle_s);
+    }
+    r->watch_rss_before_kib = bc_rss_kib(c, member);
+    r->watch_rss_after_kib = -1; /* until every watcher is in place */
+    struct h2mux *m = NULL;
+    if (rv == 0) {
+        struct h2mux_config cfg = {.ca_file = c->ca_file,
+                                   .server_name = "localhost",
+                                   .authorization = c->auth[0] != '\0' ? c->auth : NULL,
+                                   .streams = b->o.watch_streams,
+                                   .call_timeout_ms = b->o.call_timeout_ms};
+        rv = h2mux_new(&cfg, &m, errmsg);
+    }
+    for (unsigned k = 0; rv == 0 && k < r->conns; k++) {
+        const char *addr = c->nodes[member].api;
+        rv = h2mux_add(m, &addr, 1, 0, errmsg) < 0 ? GERR_INVAL : 0;
+    }
+    w.n_watch_conns = r->conns;
+    for (unsigned k = 0; rv == 0 && k < b->o.conns; k++) {
+        const char *addr = c->nodes[k % BC_NODES].api;
+        rv = h2mux_add(m, &addr, 1, b->o.streams, errmsg) < 0 ? GERR_INVAL : 0;
+    }
+    if (rv == 0) {
+        rv = h2mux_connect(m, 30000, errmsg);
+    }
+    if (rv == 0) {
+        struct h2mux_workload wl = {
+            .next = wr_next, .done = wr_done, .tick = wr_tick, .message = wr_message, .arg = &w};
+        w.open_start_us = h2mux_now_us();
+        w.deadline_us = w.open_start_us + 120000000u + (uint64_t)w.n_watchers * 2000u + w.burst * 20000u;
+        rv = h2mux_run(m, &wl, w.deadline_us / 1000u + 10000u, errmsg);
+    }
+    h2mux_free(m);
+    r->seconds = w.first_sent_us != 0 && w.last_recv_us > w.first_sent_us
+                     ? (double)(w.last_recv_us - w.first_sent_us) / 1e6
+                     : 0;
+    r->watch_delivered = 0;
+    for (unsigned i = 0; i < w.n_watchers; i++) {
+        r->watch_delivered += w.ws[i].got;
+    }
+    r->watch_expected = (uint64_t)w.n_watchers * w.acked;
+    r->watch_order_errors = w.order_errors + w.extra;
+    r->watch_ended_early = w.ended_early;
+    if (g && w.stage >= 2) {
+        r->watch_idle_rate_with = store_rate(&w.idle_a, &w.idle_z, idle_s);
+    }
+    /* An event's latency: from its create's submission until the last watcher had it. */
+    for (uint64_t i = 0; i < w.rev_cap; i++) {
+        const struct revslot *s = &w.revs[i];
+        if (s->sent_us != 0 && s->last_us > s->sent_us) {
+            lat_add(&w.lat, s->last_us - s->sent_us);
+        }
+    }
+    lat_summarize(&w.lat, r);
+    r->ran = true;
+    r->rate = r->seconds > 0 ? (double)r->watch_delivered / r->seconds : 0;
+    if (rv == 0 && w.stage < 3) {
+        rv = GERR_TIMEOUT;
+        gerr_set(errmsg,
+                 "%s: %u of %u watchers ready, %u complete, %" PRIu64 " of %" PRIu64 " creates acknowledged",
+                 w.ended_early > 0 ? "a watch ended on its own" : "not finished in time", w.ready,
+                 w.n_watchers, w.complete, w.acked, w.burst);
+    }
+    if (rv == 0 &&
+        (w.failed_creates > 0 || r->watch_order_errors > 0 || r->watch_delivered != r->watch_expected)) {
+        rv = GERR_INTERNAL;
+        gerr_set(errmsg,
+                 "%" PRIu64 " creates failed, %" PRIu64 " events repeated or out of order, %" PRIu64
+                 " of %" PRIu64 " delivered",
+                 w.failed_creates, r->watch_order_errors, r->watch_delivered, r->watch_expected);
+    }
+    if (rv != 0) {
+        r->failed = true;
+        snprintf(r->why, sizeof r->why, "%s", errmsg);
+        fprintf(stderr, "gantry-bench: %s watch: FAILED: %s\n", r->system, r->why);
+    }
+    if (g) {
+        b->g_objects += w.acked;
+    } else {
+        b->e_objects += w.acked;
+    }
+    char grew[48] = "n/a";
+    if (r->watch_rss_after_kib >= 0 && r->watch_rss_before_kib >= 0) {
+        snprintf(grew, sizeof grew, "%+.1f MiB",
+                 (double)(r->watch_rss_after_kib - r->watch_rss_before_kib) / 1024.0);
+    }
+    fprintf(stderr,
+            "  %-6s %-46s %9.0f events/s  p50 %8.2f ms  p99 %8.2f ms  (ready in %.0f ms; RSS of %s %s)\n",
+            r->system, r->title, r->rate, r->p50, r->p99, r->watch_ready_ms, c->nodes[member].name, grew);
+    mem_free(w.lat.us);
+    mem_free(w.ws);
+    mem_free(w.revs);
+    run_close(&w.create);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Setup */
 
 static int gantry_namespaces(struct bench *b, char *errmsg)
 {
-    const char *names[] = {NS_LOAD, NS_LIST};
-    for (int i = 0; i < 2; i++) {
+    const char *names[] = {NS_LOAD, NS_LIST, NS_WATCH};
+    for (int i = 0; i < 3; i++) {
         Gantry__V1__CreateNamespaceRequest req = GANTRY__V1__CREATE_NAMESPACE_REQUEST__INIT;
         Gantry__V1__Namespace ns = GANTRY__V1__NAMESPACE__INIT;
         Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
@@ -1170,6 +1618,38 @@ static void print_table(const struct bench *b)
         }
     }
 
+    for (unsigned i = 0; i < b->n_rs; i++) {
+        const struct result *r = &b->rs[i];
+        if (!r->watch || !r->ran) {
+            continue;
+        }
+        char before[32] = "n/a", with[32] = "n/a";
+        if (r->watch_idle_rate_before >= 0 && r->system[0] == 'g') {
+            snprintf(before, sizeof before, "%.1f/s", r->watch_idle_rate_before);
+        }
+        if (r->watch_idle_rate_with >= 0 && r->system[0] == 'g') {
+            snprintf(with, sizeof with, "%.1f/s", r->watch_idle_rate_with);
+        }
+        char rss[96] = "RSS n/a (not every watcher was in place)";
+        if (r->watch_rss_after_kib >= 0 && r->watch_rss_before_kib >= 0) {
+            snprintf(rss, sizeof rss, "RSS %.1f -> %.1f MiB (%+.1f KiB per watcher)",
+                     (double)r->watch_rss_before_kib / 1024.0, (double)r->watch_rss_after_kib / 1024.0,
+                     (double)(r->watch_rss_after_kib - r->watch_rss_before_kib) / b->o.watchers);
+        }
+        printf("\n%s watch: %u watchers on %s ready in %.0f ms; %s; "
+               "%" PRIu64 " of %" PRIu64 " events delivered, %" PRIu64 " repeated or out of order, %" PRIu64
+               " watches ended early; event latency until the last watcher had it p50 %.1f ms p99 %.1f ms",
+               r->system, b->o.watchers,
+               r->system[0] == 'g' ? b->g.nodes[r->watch_member].name : b->e.nodes[r->watch_member].name,
+               r->watch_ready_ms, rss, r->watch_delivered, r->watch_expected, r->watch_order_errors,
+               r->watch_ended_early, r->p50, r->p99);
+        if (r->system[0] == 'g') {
+            printf("; dqlite requests of all replicas, idle: %s without watchers, %s with them", before,
+                   with);
+        }
+        printf("%s\n", r->failed ? " (FAILED)" : "");
+    }
+
     if (b->o.etcd) {
         static const char *const pairs[][3] = {
             {"create_seq_leader", "put_seq_leader", "1a sequential, to the leader"},
@@ -1180,6 +1660,7 @@ static void print_table(const struct bench *b)
             {"list", "range_prefix", "4 list"},
             {"fill", "fill", "fill"},
             {"failover", "failover", "5 under leader SIGKILL"},
+            {"watch", "watch", "6 watch fan-out (events/s)"},
         };
         printf("\nratios gantry/etcd (same run)       %9s %9s %9s %12s\n", "rate", "p50", "p99", "cpu/call");
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
@@ -1291,6 +1772,24 @@ static json_t *result_json(const struct result *r)
         json_object_set_new(o, "missing", json_integer((json_int_t)r->missing));
         json_object_set_new(o, "unverifiable", json_integer((json_int_t)r->readback_errors));
     }
+    if (r->watch) {
+        json_object_set_new(o, "watch_ready_ms", json_real(r->watch_ready_ms));
+        json_object_set_new(o, "watch_rss_before_kib", json_integer(r->watch_rss_before_kib));
+        json_object_set_new(o, "watch_rss_after_kib", json_integer(r->watch_rss_after_kib));
+        json_object_set_new(o, "watch_events_delivered", json_integer((json_int_t)r->watch_delivered));
+        json_object_set_new(o, "watch_events_expected", json_integer((json_int_t)r->watch_expected));
+        json_object_set_new(o, "watch_repeated_or_out_of_order",
+                            json_integer((json_int_t)r->watch_order_errors));
+        json_object_set_new(o, "watch_ended_early", json_integer((json_int_t)r->watch_ended_early));
+        if (r->system[0] == 'g') {
+            json_object_set_new(o, "dqlite_requests_per_s_idle_without_watchers",
+                                r->watch_idle_rate_before >= 0 ? json_real(r->watch_idle_rate_before)
+                                                               : json_null());
+            json_object_set_new(o, "dqlite_requests_per_s_idle_with_watchers",
+                                r->watch_idle_rate_with >= 0 ? json_real(r->watch_idle_rate_with)
+                                                             : json_null());
+        }
+    }
     json_object_set_new(o, "failed", json_boolean(r->failed));
     if (r->failed) {
         json_object_set_new(o, "why", json_string(r->why));
@@ -1324,6 +1823,10 @@ static int write_json(const struct bench *b, const char *path)
     json_object_set_new(cfg, "connections", json_integer(b->o.conns));
     json_object_set_new(cfg, "streams", json_integer(b->o.streams));
     json_object_set_new(cfg, "list_objects", json_integer(b->o.list_objects));
+    json_object_set_new(cfg, "watchers", json_integer(b->o.watchers));
+    json_object_set_new(cfg, "watch_events", json_integer(b->o.watch_events));
+    json_object_set_new(cfg, "watch_streams", json_integer(b->o.watch_streams));
+    json_object_set_new(cfg, "watch_idle_s", json_real(b->o.watch_idle_s));
     json_object_set_new(cfg, "gantry_page_size", json_integer(GANTRY_PAGE_MAX));
     json_object_set_new(cfg, "etcd_value_bytes", json_integer(b->value_bytes));
     json_object_set_new(cfg, "fill", json_integer((json_int_t)b->o.fill));
@@ -1384,6 +1887,9 @@ static const char usage[] =
     "  2      concurrent CreateSandbox spread over all three replicas (CONNS x STREAMS)\n"
     "  3      GetSandbox from the two followers (READ_CONNS x READ_STREAMS)\n"
     "  4      ListSandboxes of LIST_OBJECTS objects, pages of 500 (the maximum), from the followers\n"
+    "  6      (before 5) WATCHERS Sandboxes.Watch streams on a follower, then a burst of\n"
+    "         WATCH_EVENTS creates: every watcher must get every one exactly once, in order;\n"
+    "         RSS of that replica and dqlite requests/s idle, without and with the watchers\n"
     "  5      SIGKILL of the leader under concurrent creates: kill -> first acknowledged create\n"
     "         sent after it; every acknowledged create read back afterwards\n"
     "With --baseline etcd it also starts a 3-member etcd (TLS on client and peer ports) and runs\n"
@@ -1397,6 +1903,10 @@ static const char usage[] =
     "  --read-connections N, --read-streams M   for phase 3 (default 8 x 8)\n"
     "  --list-connections N, --list-streams M   for phase 4 (default 2 x 4)\n"
     "  --list-objects N    objects the List phase lists (default 1000; --quick: 100)\n"
+    "  --watchers N        watchers of phase 6 (default 1000; --quick: 20; 0: no phase 6)\n"
+    "  --watch-events N    creates of phase 6's burst (default 1000; --quick: 20)\n"
+    "  --watch-streams M   watch streams per connection (default 100, gantryd's default limit)\n"
+    "  --watch-idle S      seconds of each idle window of phase 6 (default 2; --quick: 0.3)\n"
     "  --fill N            first create N objects and take RSS at N (default off)\n"
     "  --value-bytes N     etcd value size (default: the size of a stored sandbox, from phase 1a)\n"
     "  --warmup S          failover: seconds of load before the kill (default 1; --quick: 0.3)\n"
@@ -1463,6 +1973,10 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         F_LSTREAMS,
         F_LIST_OBJECTS,
         F_FILL,
+        F_WATCHERS,
+        F_WATCH_EVENTS,
+        F_WATCH_STREAMS,
+        F_WATCH_IDLE,
         F_VALUE,
         F_WARMUP,
         F_AFTER,
@@ -1486,6 +2000,10 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         {"list-streams", required_argument, NULL, F_LSTREAMS},
         {"list-objects", required_argument, NULL, F_LIST_OBJECTS},
         {"fill", required_argument, NULL, F_FILL},
+        {"watchers", required_argument, NULL, F_WATCHERS},
+        {"watch-events", required_argument, NULL, F_WATCH_EVENTS},
+        {"watch-streams", required_argument, NULL, F_WATCH_STREAMS},
+        {"watch-idle", required_argument, NULL, F_WATCH_IDLE},
         {"value-bytes", required_argument, NULL, F_VALUE},
         {"warmup", required_argument, NULL, F_WARMUP},
         {"after", required_argument, NULL, F_AFTER},
@@ -1500,6 +2018,7 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         {NULL, 0, NULL, 0},
     };
     bool seconds_set = false, list_set = false, warm_set = false, after_set = false;
+    bool watch_set = false, events_set = false, idle_set = false;
     int ch;
     opterr = 0;
     optind = 1;
@@ -1537,6 +2056,24 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         case F_FILL:
             bad = parse_unsigned(optarg, 1, 10000000, &v);
             o->fill = v;
+            break;
+        case F_WATCHERS:
+            bad = parse_unsigned(optarg, 0, 100000, &v);
+            o->watchers = (unsigned)v;
+            watch_set = true;
+            break;
+        case F_WATCH_EVENTS:
+            bad = parse_unsigned(optarg, 1, 1000000, &v);
+            o->watch_events = (unsigned)v;
+            events_set = true;
+            break;
+        case F_WATCH_STREAMS:
+            bad = parse_unsigned(optarg, 1, H2MUX_MAX_STREAMS, &v);
+            o->watch_streams = (unsigned)v;
+            break;
+        case F_WATCH_IDLE:
+            bad = parse_seconds(optarg, &o->watch_idle_s);
+            idle_set = true;
             break;
         case F_VALUE:
             bad = parse_unsigned(optarg, 1, 1 << 20, &v);
@@ -1591,6 +2128,9 @@ static int parse_flags(int argc, char **argv, struct opts *o)
     if (o->quick) {
         o->seconds = seconds_set ? o->seconds : 0.5;
         o->list_objects = list_set ? o->list_objects : 100;
+        o->watchers = watch_set ? o->watchers : 20;
+        o->watch_events = events_set ? o->watch_events : 20;
+        o->watch_idle_s = idle_set ? o->watch_idle_s : 0.3;
         o->warmup_s = warm_set ? o->warmup_s : 0.3;
         o->after_s = after_set ? o->after_s : 0.3;
     }
@@ -1727,6 +2267,14 @@ static void run_phases(struct bench *b)
     }
     rss_snapshot(b, b->rss_phases);
 
+    if (b->o.watchers > 0) {
+        fprintf(stderr, "phase 6: %u watchers on a follower, %u creates\n", b->o.watchers, b->o.watch_events);
+        phase_watch(b, g, gf[0]);
+        if (e != NULL) {
+            phase_watch(b, e, ef[0]);
+        }
+    }
+
     fprintf(stderr, "phase 5: leader SIGKILL under concurrent writes\n");
     phase_failover(b, g);
     if (e != NULL) {
@@ -1747,6 +2295,10 @@ int bench_api(int argc, char **argv)
         .list_conns = 2,
         .list_streams = 4,
         .list_objects = 1000,
+        .watchers = 1000,
+        .watch_events = 1000,
+        .watch_streams = 100,
+        .watch_idle_s = 2,
         .call_timeout_ms = 10000,
         .warmup_s = 1,
         .after_s = 1,

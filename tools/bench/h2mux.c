@@ -63,7 +63,9 @@ struct mux_call {
     int grpc_status; /* -1 until seen */
     int http_status;
     bool too_big;
-    bool reported; /* given to the workload already (a cancelled call waiting for its stream to close) */
+    bool streaming;  /* messages go to workload.message as they arrive (h2mux_req.streaming) */
+    bool bad_stream; /* a streamed message was compressed or too large: reset, reported bad-reply */
+    bool reported;   /* given to the workload already (a cancelled call waiting for its stream to close) */
     char message[256];
 };
 
@@ -205,6 +207,16 @@ static void finish_call(struct mux_call *c, uint32_t error_code)
     }
     if (error_code == NGHTTP2_REFUSED_STREAM) {
         report(c, H2MUX_REFUSED, "stream refused by the server (not processed)", NULL, 0);
+    } else if (c->bad_stream) {
+        report(c, H2MUX_BAD_REPLY, "a streamed message was compressed or larger than 64 MiB", NULL, 0);
+    } else if (c->grpc_status >= 0 && c->streaming) {
+        if (c->grpc_status != 0) {
+            report(c, c->grpc_status, c->message, NULL, 0);
+        } else if (c->resp.len != 0) {
+            report(c, H2MUX_BAD_REPLY, "the stream ended inside a message", NULL, 0);
+        } else {
+            report(c, 0, "", NULL, 0);
+        }
     } else if (c->grpc_status >= 0) {
         const uint8_t *p = c->resp.data;
         if (c->grpc_status != 0) {
@@ -259,12 +271,46 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     return 0;
 }
 
+/* A streaming call's buffer: hand every complete message to the workload, keep the rest. */
+static void stream_messages(nghttp2_session *s, struct mux_call *c)
+{
+    struct h2mux *m = c->conn->m;
+    size_t off = 0;
+    uint64_t now = h2mux_now_us();
+    while (c->resp.len - off >= 5) {
+        const uint8_t *p = c->resp.data + off;
+        uint32_t n = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+        if (p[0] != 0 || n > MAX_RESPONSE_BYTES) {
+            c->bad_stream = true;
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+            c->resp.len = 0;
+            return;
+        }
+        if (c->resp.len - off - 5 < n) {
+            break;
+        }
+        if (!c->reported && m->w != NULL && m->w->message != NULL) {
+            struct h2mux_msg msg = {
+                .tag = c->tag, .conn = c->conn->index, .body = p + 5, .body_len = n, .recv_us = now};
+            m->w->message(m->w->arg, &msg);
+        }
+        off += 5 + (size_t)n;
+    }
+    memmove(c->resp.data, c->resp.data + off, c->resp.len - off);
+    c->resp.len -= off;
+}
+
 static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *arg)
 {
     (void)flags;
     (void)arg;
     struct mux_call *c = nghttp2_session_get_stream_user_data(s, id);
-    if (c == NULL || c->too_big) {
+    if (c == NULL || c->too_big || c->bad_stream) {
+        return 0;
+    }
+    if (c->streaming) {
+        buf_append(&c->resp, data, len);
+        stream_messages(s, c);
         return 0;
     }
     if (c->resp.len + len > MAX_RESPONSE_BYTES) {
@@ -604,6 +650,7 @@ static int submit(struct mux_conn *conn, const struct h2mux_req *req)
     size_t len = protobuf_c_message_get_packed_size(req->msg);
     c->conn = conn;
     c->tag = req->tag;
+    c->streaming = req->streaming;
     c->grpc_status = -1;
     c->stream_id = -1;
     c->req_len = 5 + len;
@@ -628,11 +675,17 @@ static int submit(struct mux_conn *conn, const struct h2mux_req *req)
         NV(":authority", target),
         NV("content-type", "application/grpc"),
         NV("te", "trailers"),
-        NV("grpc-timeout", m->grpc_timeout),
         NV("authorization", m->authorization),
+        NV("grpc-timeout", m->grpc_timeout),
     };
 #undef NV
-    size_t n_nva = sizeof nva / sizeof nva[0] - (m->has_auth ? 0 : 1);
+    size_t n_nva = 6;
+    if (m->has_auth) {
+        n_nva++;
+    }
+    if (!c->streaming) { /* a streaming call lasts until the workload cancels it: no deadline */
+        nva[n_nva++] = nva[7];
+    }
     nghttp2_data_provider prd = {.source.ptr = c, .read_callback = read_body};
     c->sent_us = h2mux_now_us();
     int32_t id = nghttp2_submit_request(conn->h2, NULL, nva, n_nva, &prd, c);
@@ -680,7 +733,7 @@ static void expire_calls(struct h2mux *m)
     for (unsigned i = 0; i < m->n_conns; i++) {
         struct mux_conn *conn = m->conns[i];
         for (struct mux_call *c = conn->calls; c != NULL; c = c->next) {
-            if (!c->reported && now - c->sent_us > limit) {
+            if (!c->reported && !c->streaming && now - c->sent_us > limit) {
                 report(c, H2MUX_TIMEOUT, "no answer within the call deadline (cancelled)", NULL, 0);
                 if (conn->h2 != NULL && c->stream_id > 0) {
                     nghttp2_submit_rst_stream(conn->h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
@@ -900,6 +953,23 @@ int h2mux_connect(struct h2mux *m, unsigned timeout_ms, char *errmsg)
     }
 }
 
+/* Cancel every call still open (RST_STREAM) and report it with @status, so every call is
+ * accounted for. */
+static void cancel_open(struct h2mux *m, int status, const char *why)
+{
+    for (unsigned i = 0; i < m->n_conns; i++) {
+        struct mux_conn *conn = m->conns[i];
+        for (struct mux_call *c = conn->calls; c != NULL; c = c->next) {
+            if (!c->reported) {
+                report(c, status, why, NULL, 0);
+                if (conn->h2 != NULL && c->stream_id > 0) {
+                    nghttp2_submit_rst_stream(conn->h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL);
+                }
+            }
+        }
+    }
+}
+
 int h2mux_run(struct h2mux *m, const struct h2mux_workload *w, uint64_t deadline_ms, char *errmsg)
 {
     m->w = w;
@@ -907,25 +977,17 @@ int h2mux_run(struct h2mux *m, const struct h2mux_workload *w, uint64_t deadline
     int rv = 0;
     while (!(m->stopping && m->unreported == 0)) {
         if (now_ms() >= deadline_ms) {
-            /* Cancel what is still open and report it, so every call is accounted for. */
-            for (unsigned i = 0; i < m->n_conns; i++) {
-                struct mux_conn *conn = m->conns[i];
-                for (struct mux_call *c = conn->calls; c != NULL; c = c->next) {
-                    if (!c->reported) {
-                        report(c, H2MUX_TIMEOUT, "still open at the end of the run (cancelled)", NULL, 0);
-                        if (conn->h2 != NULL && c->stream_id > 0) {
-                            nghttp2_submit_rst_stream(conn->h2, NGHTTP2_FLAG_NONE, c->stream_id,
-                                                      NGHTTP2_CANCEL);
-                        }
-                    }
-                }
-            }
+            cancel_open(m, H2MUX_TIMEOUT, "still open at the end of the run (cancelled)");
             gerr_set(errmsg, "h2mux: the run did not finish by its deadline");
             rv = GERR_TIMEOUT;
             break;
         }
-        if (w->tick != NULL && !m->stopping && w->tick(w->arg) == H2MUX_STOP) {
+        int t = w->tick != NULL && !m->stopping ? w->tick(w->arg) : 0;
+        if (t == H2MUX_STOP || t == H2MUX_CANCEL_ALL) {
             m->stopping = true;
+        }
+        if (t == H2MUX_CANCEL_ALL) {
+            cancel_open(m, 1, "cancelled by the workload");
         }
         loop_once(m, LOOP_TICK_MS);
     }

@@ -61,11 +61,24 @@ struct h2mux_config {
 };
 #define H2MUX_MAX_STREAMS 256u
 
-/* What the workload asks for: a unary call of @path with @msg (packed and copied at once). */
+/* What the workload asks for: a call of @path with @msg (packed and copied at once). */
 struct h2mux_req {
     const char *path; /* "/gantry.v1.Sandboxes/Create" */
     const ProtobufCMessage *msg;
     uint64_t tag; /* the workload's own, given back in the result */
+    /* A server-streaming call (one request message, then the request side is closed): it carries
+     * no grpc-timeout and is never expired by call_timeout_ms; each response message goes to
+     * workload.message as it arrives, and done reports the end (its status; no body). */
+    bool streaming;
+};
+
+/* One message of a streaming call, given to workload.message. */
+struct h2mux_msg {
+    uint64_t tag;
+    unsigned conn;
+    const uint8_t *body; /* the message without its 5-byte prefix, valid in the callback only */
+    size_t body_len;
+    uint64_t recv_us; /* monotonic microseconds when it was read */
 };
 
 struct h2mux_result {
@@ -80,8 +93,9 @@ struct h2mux_result {
 };
 
 enum {
-    H2MUX_WAIT = 1, /* nothing to send on this connection now; ask again later */
-    H2MUX_STOP = 2, /* nothing more to send at all: the run ends when nothing is in flight */
+    H2MUX_WAIT = 1,       /* nothing to send on this connection now; ask again later */
+    H2MUX_STOP = 2,       /* nothing more to send at all: the run ends when nothing is in flight */
+    H2MUX_CANCEL_ALL = 3, /* from tick: STOP, and cancel every open call (reported as CANCELLED) */
 };
 
 struct h2mux_workload {
@@ -90,8 +104,13 @@ struct h2mux_workload {
     int (*next)(void *arg, unsigned conn, struct h2mux_req *req);
     /* Every submitted call is reported exactly once. */
     void (*done)(void *arg, const struct h2mux_result *res);
-    /* Optional: called on every turn of the loop (at least every 5 ms); H2MUX_STOP ends issuing. */
+    /* Optional: called on every turn of the loop (at least every 5 ms); H2MUX_STOP ends issuing,
+     * H2MUX_CANCEL_ALL also cancels what is open (how a run of streaming calls ends). */
     int (*tick)(void *arg);
+    /* Required for streaming calls: each message of one, in order, before its done. Runs inside
+     * the connection's read: it must not call h2mux functions. A message larger than 64 MiB or
+     * compressed ends the call as H2MUX_BAD_REPLY. */
+    void (*message)(void *arg, const struct h2mux_msg *msg);
     void *arg;
 };
 
