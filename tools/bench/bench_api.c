@@ -1318,11 +1318,18 @@ static int wr_tick(void *arg)
         snap_take(w->c, &w->idle_z);
         w->stage = 2;
         w->stage_at_us = now;
-    } else if (w->stage == 2 && w->acked + w->failed_creates == w->burst &&
-               (w->complete == w->n_watchers || w->failed_creates > 0)) {
-        w->stage = 3;
-        w->cancelling = true;
-        return H2MUX_CANCEL_ALL;
+    } else if (w->stage == 2 && w->acked + w->failed_creates == w->burst) {
+        /* Every create answered: done once every watcher has every acknowledged one (a failed
+         * create fails the phase, but the delivery figures still count what was acknowledged). */
+        unsigned caught = 0;
+        for (unsigned i = 0; i < w->n_watchers; i++) {
+            caught += w->ws[i].got >= w->acked;
+        }
+        if (caught == w->n_watchers) {
+            w->stage = 3;
+            w->cancelling = true;
+            return H2MUX_CANCEL_ALL;
+        }
     }
     return 0;
 }
