@@ -136,8 +136,8 @@ static int feed_poll(struct feed *f)
                      upto, applied);
         }
         resync_all(f, (uint64_t)upto);
-        set_applied(f, (uint64_t)upto);
         applied_all(f, (uint64_t)upto);
+        set_applied(f, (uint64_t)upto);
         return 0;
     }
     while (applied < (uint64_t)upto) {
@@ -163,8 +163,8 @@ static int feed_poll(struct feed *f)
                      " were deleted by retention before the feed read them: resyncing",
                      applied, compacted);
             resync_all(f, (uint64_t)upto);
-            set_applied(f, (uint64_t)upto);
             applied_all(f, (uint64_t)upto);
+            set_applied(f, (uint64_t)upto);
             return 0;
         }
         uint64_t reached =
@@ -187,8 +187,8 @@ static int feed_poll(struct feed *f)
         atomic_fetch_add(&f->events, ev.n_rows);
         proto_rows_close(&ev);
         applied = reached;
-        set_applied(f, applied);
         applied_all(f, applied);
+        set_applied(f, applied);
     }
     if (applied == (uint64_t)upto) {
         applied_all(f, applied); /* an empty poll still ticks bookmarks and refreshes */

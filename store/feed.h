@@ -17,7 +17,9 @@
  *   on_event(cl, ev): one change; @ev and everything it points to are the feed's, valid only
  *     during the call;
  *   on_applied(cl, rev): after each page and after each poll, even an empty one: every event up
- *     to @rev was delivered (the time for bookmarks and periodic work).
+ *     to @rev was delivered (the time for bookmarks and periodic work). It runs before
+ *     feed_revision shows @rev, so a feed_wait or feed_sync caller that returns finds every
+ *     subscriber at @rev or later.
  * @cl is the feed's own store client, usable only during the callback (for reads the subscriber
  * does once for all its consumers). A callback must not call feed_wait or feed_sync.
  *

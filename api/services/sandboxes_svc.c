@@ -1865,17 +1865,26 @@ static void sb_watch(struct gate_ctx *ctx, void *data)
     struct sandboxes_svc *svc = data;
     struct watch_hub *h = svc->hub;
     const Gantry__V1__WatchSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
-    int64_t rev = 0;
-    if (store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
-                               &rev) == 0 &&
-        req->since_revision > (uint64_t)rev) {
-        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
-                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRId64 ")",
-                  req->since_revision, rev);
-        return;
-    }
     if (h == NULL) {
         gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "this replica serves no watches: try another replica");
+        return;
+    }
+    /* A read index: the hub has applied every change acknowledged before this call (one leader
+     * read shared by every call waiting now), so the first list shows the caller's own writes
+     * made through any replica. */
+    uint64_t head = 0;
+    struct clock *clk = clock_system();
+    if (feed_sync(h->feed, clock_mono_ms(clk) + WATCH_SYNC_TIMEOUT_MS, &head) != 0) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                  "this replica's change feed did not catch up with the leader within %u ms: try again or "
+                  "another replica",
+                  WATCH_SYNC_TIMEOUT_MS);
+        return;
+    }
+    if (req->since_revision > head) {
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRIu64 ")",
+                  req->since_revision, head);
         return;
     }
     if (atomic_fetch_add(&svc->watches, 1) >= SANDBOXES_MAX_WATCHES || atomic_load(&svc->stopping)) {
@@ -1883,19 +1892,6 @@ static void sb_watch(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "this replica serves %u watches already: try another replica", SANDBOXES_MAX_WATCHES);
         return;
-    }
-    /* The model loads once when the replica starts; a watch arriving before waits for it. */
-    struct clock *clk = clock_system();
-    uint64_t deadline = clock_mono_ms(clk) + 10000u;
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        bool ready = h->ready;
-        pthread_mutex_unlock(&h->mu);
-        if (ready || clock_mono_ms(clk) >= deadline) {
-            break;
-        }
-        feed_wait(h->feed, 1, clock_mono_ms(clk) + 100u);
-        clk->sleep_ns(clk, 10 * 1000000ull);
     }
     struct watch_cred *cred = cred_get(h, &ctx->who, ctx->cl);
     if (cred == NULL) {

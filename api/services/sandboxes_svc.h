@@ -44,6 +44,7 @@
 #define WATCH_RING            4096u      /* sandbox events kept in memory for resuming watches */
 #define WATCH_MAX_UNSENT      (1u << 20) /* bytes a watcher may leave unread before it is cut */
 #define WATCH_BOOKMARK_MS     5000u      /* a BOOKMARK at least this often on a quiet watch */
+#define WATCH_SYNC_TIMEOUT_MS 10000u     /* a new watch waits this long for the feed to catch up */
 
 struct gate;
 struct watch_hub;
