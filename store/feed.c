@@ -110,12 +110,12 @@ static const char *text(const struct proto_rows *r, size_t i, unsigned c)
 static int feed_poll(struct feed *f)
 {
     pthread_mutex_lock(&f->mu);
+    if (f->sync_need > f->reads_started) {
+        atomic_fetch_add(&f->sync_reads, 1); /* this read serves every feed_sync waiting now */
+    }
     uint64_t batch = ++f->reads_started;
     bool ready = f->ready;
     uint64_t applied = f->applied;
-    if (f->sync_waiters > 0) {
-        atomic_fetch_add(&f->sync_reads, 1);
-    }
     pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->polls, 1);
     int64_t upto = 0;
@@ -212,7 +212,7 @@ static void *feed_main(void *arg)
             LOG_DEBUG("change feed: poll failed (%s): %s", gerr_name(rv), f->cl.errmsg);
         }
         pthread_mutex_lock(&f->mu);
-        if (!f->stopping && (f->sync_waiters == 0 || rv != 0)) {
+        if (!f->stopping && (f->sync_need <= f->reads_started || rv != 0)) {
             struct timespec ts;
             abs_deadline(now_ms() + f->poll_ms, &ts);
             pthread_cond_timedwait(&f->wake, &f->mu, &ts);
@@ -297,10 +297,11 @@ int feed_sync(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
     atomic_fetch_add(&f->syncs, 1);
     pthread_mutex_lock(&f->mu);
     uint64_t batch = f->reads_started + 1; /* the first read that starts after this call */
-    f->sync_waiters++;
-    pthread_cond_signal(&f->wake);
+    if (f->sync_need < batch) {
+        f->sync_need = batch;
+        pthread_cond_signal(&f->wake);
+    }
     int rv = wait_locked(f, deadline_ms, read_done, batch);
-    f->sync_waiters--;
     uint64_t target = f->read_rev;
     if (rv == 0) {
         rv = wait_locked(f, deadline_ms, applied_reached, target);

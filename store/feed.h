@@ -77,7 +77,7 @@ struct feed {
     uint64_t reads_started; /* cluster_revision reads started (the read-index batch number) */
     uint64_t reads_done;    /* ... and finished successfully */
     uint64_t read_rev;      /* the revision the last finished read returned */
-    unsigned sync_waiters;
+    uint64_t sync_need;     /* the read a feed_sync caller waits for (reads_started + 1) */
     struct feed_sub *subs;
     unsigned poll_ms;
     atomic_uint_fast64_t polls, resyncs, events, syncs, sync_reads, errors;
