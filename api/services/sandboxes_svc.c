@@ -1574,6 +1574,44 @@ static void hub_on_resync(struct store_client *cl, uint64_t rev, void *data)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* The reconciler's status changes carry the sandbox's id, name, namespace, spec and status, not
+ * its labels and creation metadata (those never change after Create, except the deletion time):
+ * fill them in from the model's previous state, so the model, the first list of a new watch and
+ * label selectors see the whole sandbox. Takes @sb; returns the completed message (or @sb as it
+ * was when the model does not hold the sandbox). */
+static Gantry__V1__Sandbox *complete_payload(struct watch_hub *h, Gantry__V1__Sandbox *sb)
+{
+    pthread_mutex_lock(&h->mu);
+    struct sb_entry *e = *model_slot(h, sb->meta->id);
+    Gantry__V1__Sandbox *out = sb;
+    if (e != NULL && e->obj->sb->meta != NULL) {
+        const Gantry__V1__ObjectMeta *prev = e->obj->sb->meta;
+        Gantry__V1__ObjectMeta meta = *sb->meta;
+        meta.n_labels = prev->n_labels;
+        meta.labels = prev->labels;
+        meta.created_by = prev->created_by;
+        meta.created_at_ms = prev->created_at_ms;
+        if (meta.deletion_timestamp_ms == 0) {
+            meta.deletion_timestamp_ms = prev->deletion_timestamp_ms;
+        }
+        Gantry__V1__Sandbox whole = *sb;
+        whole.meta = &meta;
+        size_t n = protobuf_c_message_get_packed_size(&whole.base);
+        uint8_t *buf = mem_alloc(n + 1);
+        protobuf_c_message_pack(&whole.base, buf);
+        out =
+            (Gantry__V1__Sandbox *)protobuf_c_message_unpack(&gantry__v1__sandbox__descriptor, NULL, n, buf);
+        mem_free(buf);
+        if (out != NULL) {
+            protobuf_c_message_free_unpacked(&sb->base, NULL);
+        } else {
+            out = sb;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return out;
+}
+
 static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
 {
     struct watch_hub *h = data;
@@ -1594,6 +1632,9 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
     if (type != GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED && ev->payload != NULL) {
         Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
             &gantry__v1__sandbox__descriptor, NULL, ev->payload_len, ev->payload);
+        if (sb != NULL && sb->meta != NULL && sb->meta->created_at_ms == 0) {
+            sb = complete_payload(h, sb);
+        }
         if (sb != NULL) {
             o = mem_zalloc(sizeof *o);
             o->sb = sb;

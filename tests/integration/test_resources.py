@@ -828,6 +828,36 @@ class WatchFanout(g.GantrydTest):
         print("slow watcher: cut with RESOURCE_EXHAUSTED after %d of 60 large events, resumed from revision %d "
               "with the other %d; the reading watcher got all 60" % (len(delivered), resume, len(rest)))
 
+    def test_first_list_after_a_status_change_keeps_labels(self):
+        """The reconciler's status events carry no labels or creation metadata; the replica's model
+        keeps them from the sandbox's earlier state, so a new watch's first list (from memory) still
+        shows them and a label selector still matches, as a list from the store would."""
+        e = FakeEnv(self)
+        made = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+            meta=meta_pb2.ObjectMeta(namespace="default", name="lab", labels={"app": "x"}),
+            spec=S.SandboxSpec(image="busybox:1.36"))))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name="lab"))
+            if got.meta.resource_version != made.meta.resource_version and got.status.phase == \
+                    S.SandboxStatus.PHASE_READY:
+                break
+            time.sleep(0.1)
+        self.assertEqual(got.status.phase, S.SandboxStatus.PHASE_READY, "the reconciler never ran it")
+        for rep in range(3):
+            stream = e.stub("gantry.v1.Sandboxes", "Watch", S.WatchSandboxesRequest, S.SandboxEvent,
+                            streaming=True, replica=rep)(
+                S.WatchSandboxesRequest(namespace="default", selector=meta_pb2.LabelSelector(match_labels={"app": "x"})),
+                metadata=[("authorization", "Bearer " + e.keys["pa"])], timeout=30)
+            ev = next(stream)
+            stream.cancel()
+            self.assertEqual(ev.type, meta_pb2.EVENT_TYPE_ADDED, "replica %d: the selector missed it" % rep)
+            self.assertEqual(dict(ev.sandbox.meta.labels), {"app": "x"})
+            self.assertEqual(ev.sandbox.meta.created_at_ms, got.meta.created_at_ms)
+            self.assertEqual(ev.sandbox.meta.created_by, got.meta.created_by)
+            self.assertGreaterEqual(ev.sandbox.meta.resource_version, got.meta.resource_version)
+            self.assertEqual(ev.sandbox.status.phase, S.SandboxStatus.PHASE_READY)
+
 
 class Retention(g.GantrydTest):
     def test_old_audit_events_are_deleted(self):
