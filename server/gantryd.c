@@ -813,6 +813,11 @@ static void metrics(void *data, struct buf *out)
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
     feed_metrics_write(&d->feed, out);
+    buf_printf(out,
+               "# HELP gantry_sandbox_model_gets_total Sandboxes.Get calls answered from this replica's "
+               "model after a read index (the others read the store).\n"
+               "# TYPE gantry_sandbox_model_gets_total counter\ngantry_sandbox_model_gets_total %llu\n",
+               (unsigned long long)atomic_load(&d->ssvc.model_gets));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(

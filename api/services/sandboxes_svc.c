@@ -610,10 +610,18 @@ static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
     return shared_with(ctx->cl, &ctx->who, col(r, i, 0), col(r, i, 1));
 }
 
+struct watch_hub;
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req);
+
+/* Answered from the replica's model after a read index (hub_get), so a Get through any replica sees
+ * every write acknowledged before it; from the store when the model cannot answer. */
 static void sb_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct sandboxes_svc *svc = data;
     const Gantry__V1__GetSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (hub_get(svc->hub, ctx, req)) {
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(req->name)};
@@ -1076,6 +1084,11 @@ struct sb_entry {
     struct sb_entry *next;
 };
 
+struct sb_index { /* a chained hash of sb_entry by key (id, or "namespace/name") */
+    struct sb_entry **buckets;
+    size_t n_buckets, n_entries;
+};
+
 struct ring_ev {
     uint64_t rev;
     Gantry__V1__EventType type;
@@ -1113,8 +1126,7 @@ struct watch_hub {
     struct sandboxes_svc *svc;
     bool ready, need_reload, stopping;
     uint64_t rev; /* the model's revision */
-    struct sb_entry **buckets;
-    size_t n_buckets, n_entries;
+    struct sb_index by_id, by_name;
     struct ring_ev ring[WATCH_RING];
     size_t ring_head, ring_n; /* oldest at ring_head */
     uint64_t ring_floor;      /* the ring holds every sandbox event after this revision */
@@ -1139,36 +1151,36 @@ static uint64_t str_hash(const char *s)
     return h;
 }
 
-static struct sb_entry **model_slot(struct watch_hub *h, const char *id)
+static struct sb_entry **index_slot(struct sb_index *x, const char *key)
 {
-    struct sb_entry **p = &h->buckets[str_hash(id) % h->n_buckets];
-    while (*p != NULL && strcmp((*p)->id, id) != 0) {
+    struct sb_entry **p = &x->buckets[str_hash(key) % x->n_buckets];
+    while (*p != NULL && strcmp((*p)->id, key) != 0) {
         p = &(*p)->next;
     }
     return p;
 }
 
-static void model_grow(struct watch_hub *h)
+static void index_grow(struct sb_index *x)
 {
-    size_t nb = h->n_buckets * 2;
+    size_t nb = x->n_buckets * 2;
     struct sb_entry **b = mem_zalloc(sizeof *b * nb);
-    for (size_t i = 0; i < h->n_buckets; i++) {
-        for (struct sb_entry *e = h->buckets[i], *next; e != NULL; e = next) {
+    for (size_t i = 0; i < x->n_buckets; i++) {
+        for (struct sb_entry *e = x->buckets[i], *next; e != NULL; e = next) {
             next = e->next;
             size_t k = str_hash(e->id) % nb;
             e->next = b[k];
             b[k] = e;
         }
     }
-    mem_free(h->buckets);
-    h->buckets = b;
-    h->n_buckets = nb;
+    mem_free(x->buckets);
+    x->buckets = b;
+    x->n_buckets = nb;
 }
 
-/* Takes a reference to @o (NULL: delete @id). */
-static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
+/* Takes a reference to @o (NULL: remove @key). */
+static void index_set(struct sb_index *x, const char *key, struct sb_obj *o)
 {
-    struct sb_entry **p = model_slot(h, id);
+    struct sb_entry **p = index_slot(x, key);
     if (*p != NULL) {
         obj_unref((*p)->obj);
         if (o != NULL) {
@@ -1180,34 +1192,73 @@ static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
         *p = e->next;
         mem_free(e->id);
         mem_free(e);
-        h->n_entries--;
+        x->n_entries--;
         return;
     }
     if (o == NULL) {
         return;
     }
     struct sb_entry *e = mem_zalloc(sizeof *e);
-    e->id = mem_strdup(id);
+    e->id = mem_strdup(key);
     e->obj = o;
     o->refs++;
     *p = e;
-    if (++h->n_entries > 2 * h->n_buckets) {
-        model_grow(h);
+    if (++x->n_entries > 2 * x->n_buckets) {
+        index_grow(x);
     }
 }
 
-static void model_clear(struct watch_hub *h)
+static void index_clear(struct sb_index *x)
 {
-    for (size_t i = 0; i < h->n_buckets; i++) {
-        for (struct sb_entry *e = h->buckets[i], *next; e != NULL; e = next) {
+    for (size_t i = 0; i < x->n_buckets; i++) {
+        for (struct sb_entry *e = x->buckets[i], *next; e != NULL; e = next) {
             next = e->next;
             obj_unref(e->obj);
             mem_free(e->id);
             mem_free(e);
         }
-        h->buckets[i] = NULL;
+        x->buckets[i] = NULL;
     }
-    h->n_entries = 0;
+    x->n_entries = 0;
+}
+
+static void index_init(struct sb_index *x)
+{
+    x->n_buckets = 1024;
+    x->buckets = mem_zalloc(sizeof *x->buckets * x->n_buckets);
+    x->n_entries = 0;
+}
+
+static void name_key(char *key, size_t len, const char *ns, const char *name)
+{
+    snprintf(key, len, "%s/%s", ns, name); /* DNS labels: never a '/' in either */
+}
+
+static struct sb_entry **model_slot(struct watch_hub *h, const char *id)
+{
+    return index_slot(&h->by_id, id);
+}
+
+/* The model: by id, and by namespace and name for Get. Takes a reference to @o (NULL: delete). */
+static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
+{
+    char key[160];
+    struct sb_entry *old = *index_slot(&h->by_id, id);
+    if (old != NULL && old->obj->sb->meta != NULL) {
+        name_key(key, sizeof key, old->obj->sb->meta->namespace_, old->obj->sb->meta->name);
+        index_set(&h->by_name, key, NULL);
+    }
+    if (o != NULL && o->sb->meta != NULL) {
+        name_key(key, sizeof key, o->sb->meta->namespace_, o->sb->meta->name);
+        index_set(&h->by_name, key, o);
+    }
+    index_set(&h->by_id, id, o);
+}
+
+static void model_clear(struct watch_hub *h)
+{
+    index_clear(&h->by_id);
+    index_clear(&h->by_name);
 }
 
 static void ring_drop_oldest(struct watch_hub *h)
@@ -1754,14 +1805,64 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* Get from the model: a read index first (feed_sync: one leader read shared by the calls waiting
+ * together, then until the feed has applied up to it), so the answer is linearizable like a read on
+ * the leader; authorization as sb_get's (may_read: owner, or a share read from the store). Returns
+ * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
+ * the feed did not catch up within GET_SYNC_TIMEOUT_MS): the caller reads the store. */
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req)
+{
+    if (h == NULL) {
+        return false;
+    }
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
+        return false;
+    }
+    char key[160];
+    name_key(key, sizeof key, req->namespace_, req->name);
+    pthread_mutex_lock(&h->mu);
+    if (!h->ready || h->need_reload || h->stopping || h->rev < head) {
+        pthread_mutex_unlock(&h->mu);
+        return false;
+    }
+    atomic_fetch_add(&h->svc->model_gets, 1);
+    struct sb_entry *e = *index_slot(&h->by_name, key);
+    struct sb_obj *o = e != NULL ? e->obj : NULL;
+    if (o != NULL) {
+        o->refs++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    bool visible = o != NULL && o->sb->meta != NULL;
+    if (visible && ctx->decision.owner_check) {
+        const char *owner = o->sb->spec != NULL ? o->sb->spec->owner_id : "";
+        visible = strcmp(owner, ctx->who.id) == 0 ||
+                  shared_with(ctx->cl, &ctx->who, o->sb->meta->id, o->sb->meta->namespace_);
+    }
+    if (!visible) {
+        /* Not confirming that someone else's sandbox exists. */
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
+                  "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours)", req->name,
+                  req->namespace_);
+    } else {
+        grpc_call_finish_async(ctx->call, 0, NULL, &o->sb->base);
+    }
+    if (o != NULL) {
+        pthread_mutex_lock(&h->mu);
+        obj_unref(o);
+        pthread_mutex_unlock(&h->mu);
+    }
+    return true;
+}
+
 int sandboxes_svc_attach_feed(struct sandboxes_svc *svc, struct feed *feed)
 {
     struct watch_hub *h = mem_zalloc(sizeof *h);
     pthread_mutex_init(&h->mu, NULL);
     h->feed = feed;
     h->svc = svc;
-    h->n_buckets = 1024;
-    h->buckets = mem_zalloc(sizeof *h->buckets * h->n_buckets);
+    index_init(&h->by_id);
+    index_init(&h->by_name);
     h->sub.on_resync = hub_on_resync;
     h->sub.on_event = hub_on_event;
     h->sub.on_applied = hub_on_applied;
@@ -1784,7 +1885,8 @@ void sandboxes_svc_detach_feed(struct sandboxes_svc *svc)
     pthread_mutex_unlock(&h->mu);
     assert(h->creds == NULL);
     pthread_mutex_destroy(&h->mu);
-    mem_free(h->buckets);
+    mem_free(h->by_id.buckets);
+    mem_free(h->by_name.buckets);
     mem_free(h);
     svc->hub = NULL;
 }
@@ -1866,8 +1968,8 @@ static void watch_link(struct watch_hub *h, struct watch *w, bool initial)
 {
     uint64_t now = clock_mono_ms(clock_system());
     if (initial) {
-        for (size_t i = 0; i < h->n_buckets; i++) {
-            for (struct sb_entry *e = h->buckets[i]; e != NULL; e = e->next) {
+        for (size_t i = 0; i < h->by_id.n_buckets; i++) {
+            for (struct sb_entry *e = h->by_id.buckets[i]; e != NULL; e = e->next) {
                 const Gantry__V1__Sandbox *sb = e->obj->sb;
                 if (sb->meta != NULL && (w->ns[0] == '\0' || strcmp(w->ns, sb->meta->namespace_) == 0) &&
                     sb_visible(&w->cred->who, w->selector, sb, cred_shared, w->cred)) {

@@ -16,6 +16,13 @@
  * Delete removes at once a sandbox no driver has touched yet (no handle) and releases its quota;
  * otherwise it marks it DELETING for the reconciler, which removes it and releases the quota.
  *
+ * Get is answered from the watch hub's model (below) after a read index (store/feed.h feed_sync:
+ * one leader read shared by the Gets waiting together, then until the replica's feed has applied
+ * up to it), so it sees every write acknowledged before it, through any replica; authorization is
+ * unchanged (a share is still read from the store). When the model cannot answer (not loaded, or
+ * the feed not caught up within GET_SYNC_TIMEOUT_MS) Get reads the store as before. List and
+ * ListSharedWithMe still read the store.
+ *
  * Watch streams the namespace's sandbox changes in revision order from since_revision (0: the
  * current state first, then changes), filtered by what the caller may see, with a BOOKMARK each
  * time it has caught up. Watches are served by one hub per replica fed by the replica's change
@@ -45,6 +52,7 @@
 #define WATCH_MAX_UNSENT      (1u << 20) /* bytes a watcher may leave unread before it is cut */
 #define WATCH_BOOKMARK_MS     5000u      /* a BOOKMARK at least this often on a quiet watch */
 #define WATCH_SYNC_TIMEOUT_MS 10000u     /* a new watch waits this long for the feed to catch up */
+#define GET_SYNC_TIMEOUT_MS   2000u      /* a Get waits this long for the feed, then reads the store */
 
 struct gate;
 struct watch_hub;
@@ -56,7 +64,8 @@ struct sandboxes_svc {
                                 * does (NULL: no such check). Set before calls arrive. */
     atomic_bool stopping;
     atomic_uint watches;
-    struct watch_hub *hub; /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE */
+    struct watch_hub *hub;    /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE, Get reads the store */
+    atomic_ullong model_gets; /* Gets answered from the hub's model (gantry_sandbox_model_gets_total) */
 };
 
 int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg);

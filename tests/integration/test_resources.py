@@ -828,6 +828,38 @@ class WatchFanout(g.GantrydTest):
         print("slow watcher: cut with RESOURCE_EXHAUSTED after %d of 60 large events, resumed from revision %d "
               "with the other %d; the reading watcher got all 60" % (len(delivered), resume, len(rest)))
 
+    def test_get_through_another_replica_sees_the_write(self):
+        """Get is answered from the replica's model after a read index: a sandbox created (or
+        deleted) through one replica is at once seen (or gone) by a Get through another, whole."""
+        c = g.Cluster("ryw-" + self._testMethodName, run_flags=["--driver", "none"]).init()
+        self.clusters.append(c)
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        md = [("authorization", "Bearer " + c.key)]
+
+        def call(r, method, req, resp):
+            return c.client.channel(r).unary_unary("/gantry.v1.Sandboxes/" + method,
+                                                   request_serializer=type(req).SerializeToString,
+                                                   response_deserializer=resp.FromString)(req, metadata=md, timeout=15)
+        gets = lambda: sum(r.metric("gantry_sandbox_model_gets_total") for r in c.replicas)
+        before = gets()
+        n = 60
+        for i in range(n):
+            a, b = c.replicas[i % 3], c.replicas[(i + 1) % 3]
+            made = call(a, "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=meta_pb2.ObjectMeta(namespace="default", name="ryw%d" % i, labels={"i": str(i)}),
+                spec=S.SandboxSpec(image="busybox:1.36", env={"K": "v%d" % i}))), S.Sandbox)
+            got = call(b, "Get", S.GetSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            self.assertEqual(got, made, "replica %d did not see the create through replica %d" % (b.rid, a.rid))
+            call(a, "Delete", S.DeleteSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(b, "Get", S.GetSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertGreaterEqual(gets() - before, 2 * n, "Gets were not answered from the model")
+        print("read-your-writes: %d creates and deletes through one replica, each seen at once by a Get "
+              "through another (from its model)" % n)
+
     def test_first_list_after_a_status_change_keeps_labels(self):
         """The reconciler's status events carry no labels or creation metadata; the replica's model
         keeps them from the sandbox's earlier state, so a new watch's first list (from memory) still
