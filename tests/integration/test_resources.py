@@ -857,6 +857,14 @@ class WatchFanout(g.GantrydTest):
                 call(b, "Get", S.GetSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
             self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
         self.assertGreaterEqual(gets() - before, 2 * n, "Gets were not answered from the model")
+        # A watch from a revision the cluster has not reached is refused with a clear status.
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(c.client.channel(c.replicas[1]).unary_stream(
+                "/gantry.v1.Sandboxes/Watch", request_serializer=S.WatchSandboxesRequest.SerializeToString,
+                response_deserializer=S.SandboxEvent.FromString)(
+                S.WatchSandboxesRequest(namespace="default", since_revision=10 ** 12), metadata=md, timeout=15))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.OUT_OF_RANGE)
+        self.assertIn("is in the future (the cluster is at", cm.exception.details())
         print("read-your-writes: %d creates and deletes through one replica, each seen at once by a Get "
               "through another (from its model)" % n)
 
