@@ -82,6 +82,7 @@
 #include "server/grpc/status.h"
 #include "server/oidc_config.h"
 #include "server/replica_metrics.h"
+#include "store/feed.h"
 #include "server/rotate_key.h"
 #include "store/migrate.h"
 #include "store/node.h"
@@ -357,6 +358,8 @@ struct daemon {
     bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
+    struct feed feed; /* the change feed's one follower on this replica (store/feed.h) */
+    bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
     struct authn *authn;
@@ -821,6 +824,12 @@ static void metrics(void *data, struct buf *out)
                                           .data_dir = d->cfg->data_dir,
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
+    feed_metrics_write(&d->feed, out);
+    buf_printf(out,
+               "# HELP gantry_sandbox_model_gets_total Sandboxes.Get calls answered from this replica's "
+               "model after a read index (the others read the store).\n"
+               "# TYPE gantry_sandbox_model_gets_total counter\ngantry_sandbox_model_gets_total %llu\n",
+               (unsigned long long)atomic_load(&d->ssvc.model_gets));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1813,8 +1822,7 @@ static int cmd_run(struct config *cfg)
         char known[4200];
         snprintf(known, sizeof known, "%s,%s", peers, seeds);
         store_config(d, known, addrs, list, sizeof list, &sc);
-        d->ssvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
-        d->sesvc.store_cfg = sc;
+        d->sesvc.store_cfg = sc; /* addrs and list live in this frame until the replica stops */
         d->sesvc.replica_id = cfg->replica_id;
         d->sesvc.idle_timeout_ms = (uint64_t)cfg->session_idle_timeout_s * 1000u;
         d->sesvc.gateway_id = d->id.gateway_id;
@@ -1831,6 +1839,16 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         rv = store_pool_init(&d->pool, &sc, 8);
         d->pool_started = rv == 0;
+    }
+    if (rv == 0) {
+        rv = feed_init(&d->feed, &sc, 0);
+        d->feed_ready = rv == 0;
+    }
+    if (rv == 0) {
+        rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
+    }
+    if (rv == 0) {
+        rv = feed_start(&d->feed);
     }
     if (rv == 0 && replica_relay(d->replica) != NULL) {
         struct certrevoke_sync_config rsc = {
@@ -1937,6 +1955,10 @@ static int cmd_run(struct config *cfg)
     grpc_server_free(d->server);
     uv_loop_close(&d->loop);
     certrevoke_sync_stop(d->revsync);
+    if (d->feed_ready) {
+        feed_close(&d->feed); /* the server is gone: no watch is left for the hub to feed */
+    }
+    sandboxes_svc_detach_feed(&d->ssvc);
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);

@@ -610,10 +610,18 @@ static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
     return shared_with(ctx->cl, &ctx->who, col(r, i, 0), col(r, i, 1));
 }
 
+struct watch_hub;
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req);
+
+/* Answered from the replica's model after a read index (hub_get), so a Get through any replica sees
+ * every write acknowledged before it; from the store when the model cannot answer. */
 static void sb_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct sandboxes_svc *svc = data;
     const Gantry__V1__GetSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (hub_get(svc->hub, ctx, req)) {
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(req->name)};
@@ -1044,166 +1052,6 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
-/* --- Watch --- */
-
-struct watch {
-    struct sandboxes_svc *svc;
-    struct grpc_call *call;
-    struct authn_principal who;
-    bool owner_check;
-    char ns[64];
-    const Gantry__V1__LabelSelector *selector; /* in the call's arena, which our reference keeps */
-    uint64_t since;
-};
-
-static bool watch_visible(struct store_client *cl, const struct watch *w, const struct proto_rows *r,
-                          size_t i)
-{
-    if (!labels_match(col(r, i, 5), w->selector)) {
-        return false;
-    }
-    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, col(r, i, 1))) {
-        return true;
-    }
-    if (strcmp(col(r, i, 3), w->who.id) == 0) { /* ownership counts while holding a role there */
-        return sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, col(r, i, 1));
-    }
-    return shared_with(cl, &w->who, col(r, i, 0), col(r, i, 1));
-}
-
-/* The watch's visibility rule for a sandbox message (from an event payload). */
-static bool payload_visible(struct store_client *cl, const struct watch *w, const Gantry__V1__Sandbox *sb)
-{
-    if (sb->meta == NULL || sb->spec == NULL) {
-        return false;
-    }
-    const Gantry__V1__LabelSelector *sel = w->selector;
-    for (size_t i = 0; sel != NULL && i < sel->n_match_labels; i++) {
-        bool found = false;
-        for (size_t j = 0; j < sb->meta->n_labels; j++) {
-            found = found || (strcmp(sb->meta->labels[j]->key, sel->match_labels[i]->key) == 0 &&
-                              strcmp(sb->meta->labels[j]->value, sel->match_labels[i]->value) == 0);
-        }
-        if (!found) {
-            return false;
-        }
-    }
-    if (global_reader(&w->who) || role_in(&w->who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_)) {
-        return true;
-    }
-    if (strcmp(sb->spec->owner_id, w->who.id) == 0) { /* ownership counts while holding a role there */
-        return sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, sb->meta->namespace_);
-    }
-    return shared_with(cl, &w->who, sb->meta->id, sb->meta->namespace_);
-}
-
-/* A watch outlives the authentication of its call: every WATCH_REFRESH_MS it checks the call's
- * credential again (an API key revoked, deleted or past its expiry, a token past its exp plus
- * leeway, end it) and reloads the watcher's principal and bindings from the store, as a call's
- * authentication would (at most AUTHN_CACHE_TTL_MS old), so a removed binding changes what it
- * delivers, and a disabled or deleted principal, or one without a role left in the watched
- * namespace, ends it, within the revocation bound. Returns 0; GERR_UNAUTH or GERR_PERM with the
- * client's message in @why; or the store's error (transient: the caller keeps the bindings it has
- * and tries again). */
-#define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
-
-static int watch_credential(struct store_client *cl, const struct watch *w, int64_t now_ms, char *why,
-                            size_t len)
-{
-    if (w->who.not_after_ms != 0 && now_ms >= w->who.not_after_ms) {
-        snprintf(why, len, "the watch ended: its credential expired");
-        return GERR_UNAUTH;
-    }
-    if (w->who.key_id[0] == '\0') {
-        return 0;
-    }
-    struct proto_value k[] = {proto_text(w->who.key_id)};
-    int64_t revoked = 0;
-    int rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
-    if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
-        snprintf(why, len, "the watch ended: its API key was %s", rv == 0 ? "revoked" : "deleted");
-        return GERR_UNAUTH;
-    }
-    return rv;
-}
-
-static int watch_refresh(struct store_client *cl, struct watch *w, char *why, size_t len)
-{
-    struct clock *clk = clock_system();
-    int rv = watch_credential(cl, w, (int64_t)clk->wall_ms(clk), why, len);
-    if (rv != 0) {
-        return rv;
-    }
-    struct proto_value p[] = {proto_text(w->who.id)};
-    int64_t disabled = 0;
-    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
-    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
-        snprintf(why, len, "principal %s was disabled or deleted", w->who.id);
-        return GERR_UNAUTH;
-    }
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    if (rv == 0) {
-        rv = store_client_query(
-            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
-            &rows);
-    }
-    if (rv == 0) {
-        w->who.n_bindings = 0;
-        for (size_t i = 0; i < rows.n_rows && w->who.n_bindings < AUTHN_MAX_BINDINGS; i++) {
-            struct authz_binding *b = &w->who.bindings[w->who.n_bindings];
-            memset(b, 0, sizeof *b);
-            b->role = authz_role_parse(col(&rows, i, 0));
-            snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
-            if (authz_scope_parse(col(&rows, i, 2), &b->scope) == 0 && b->role != 0) {
-                w->who.n_bindings++; /* an unreadable scope grants nothing, as in authentication */
-            }
-        }
-    }
-    proto_rows_close(&rows);
-    if (rv == 0 && w->ns[0] != '\0' && !global_reader(&w->who) &&
-        !sandbox_rules_share_active(w->who.bindings, w->who.n_bindings, w->ns)) {
-        snprintf(why, len, "the watch ended: you no longer hold a role in namespace \"%.63s\"", w->ns);
-        return GERR_PERM;
-    }
-    return rv;
-}
-
-static void send_event(struct watch *w, Gantry__V1__EventType type, Gantry__V1__Sandbox *sb,
-                       uint64_t revision)
-{
-    Gantry__V1__SandboxEvent ev = GANTRY__V1__SANDBOX_EVENT__INIT;
-    ev.type = type;
-    ev.sandbox = sb;
-    ev.revision = revision;
-    grpc_call_send_async(w->call, &ev.base);
-}
-
-static int watch_initial(struct store_client *cl, struct watch *w, uint64_t *last)
-{
-    int64_t rev = 0;
-    int rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &rev);
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    if (rv == 0) {
-        rv = list_visible(cl, &w->who, w->ns, "", "", 100000, &rows);
-    }
-    for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
-        if (watch_visible(cl, w, &rows, i)) {
-            struct sb_msg m;
-            sb_from_row(&m, &rows, i);
-            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED, &m.s, (uint64_t)rev);
-            sb_msg_free(&m);
-        }
-    }
-    proto_rows_close(&rows);
-    if (rv == 0) {
-        *last = (uint64_t)rev;
-        send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, (uint64_t)rev);
-    }
-    return rv;
-}
-
 /* The newest change event deleted by retention (0: none). */
 static int compacted_revision(struct store_client *cl, int64_t *out)
 {
@@ -1217,174 +1065,969 @@ static int compacted_revision(struct store_client *cl, int64_t *out)
     return rv;
 }
 
-/* Changes after *@last up to the revision read first; *@last advances. *@gone is set (and
- * GERR_ABORTED returned) when events the watch still needs were deleted by retention: the marker
- * is read after the events, and retention moves it in the transaction that deletes them, so a
- * marker at or below *@last proves nothing needed was missing. */
-static int watch_poll(struct store_client *cl, struct watch *w, uint64_t *last, bool *sent, int64_t *gone)
+/* --- Watch: served from the replica's change feed (store/feed.h) ---
+ *
+ * One hub per replica keeps the model (every sandbox's latest state, unpacked once, by id) at the
+ * feed's revision, a ring of the last WATCH_RING sandbox events, the watchers and their
+ * credentials (one entry per distinct principal and credential). All of it under hub->mu: the feed
+ * thread applies events and fans them out; a Watch handler registers its watcher under the same
+ * lock, so a watcher sees every event after its start exactly once. */
+
+struct sb_obj { /* an unpacked sandbox shared by the model and the ring */
+    Gantry__V1__Sandbox *sb;
+    unsigned refs;
+};
+
+struct sb_entry {
+    char *id;
+    struct sb_obj *obj;
+    struct sb_entry *next;
+};
+
+struct sb_index { /* a chained hash of sb_entry by key (id, or "namespace/name") */
+    struct sb_entry **buckets;
+    size_t n_buckets, n_entries;
+};
+
+struct ring_ev {
+    uint64_t rev;
+    Gantry__V1__EventType type;
+    char *id, *ns;
+    struct sb_obj *obj; /* NULL for DELETED */
+};
+
+struct watch_cred {
+    char key[128]; /* principal id, credential (key id), its end */
+    struct authn_principal who;
+    char **shares; /* sorted ids of the sandboxes shared with who */
+    size_t n_shares;
+    uint64_t refreshed_ms;
+    int denied; /* GERR_UNAUTH or GERR_PERM once the credential or principal is gone */
+    char why[GERR_MSG_SIZE];
+    unsigned refs;
+    struct watch_cred *next;
+};
+
+struct watch {
+    struct grpc_call *call;
+    struct watch_cred *cred;
+    char ns[64];
+    const Gantry__V1__LabelSelector *selector; /* in the call's arena, which our reference keeps */
+    uint64_t from;                             /* every event up to here was delivered or skipped */
+    bool sent;
+    uint64_t last_bookmark_ms;
+    struct watch *next;
+};
+
+struct watch_hub {
+    pthread_mutex_t mu;
+    struct feed *feed;
+    struct feed_sub sub;
+    struct sandboxes_svc *svc;
+    bool ready, need_reload, stopping;
+    uint64_t rev; /* the model's revision */
+    struct sb_index by_id, by_name;
+    struct ring_ev ring[WATCH_RING];
+    size_t ring_head, ring_n; /* oldest at ring_head */
+    uint64_t ring_floor;      /* the ring holds every sandbox event after this revision */
+    struct watch *watches;
+    struct watch_cred *creds;
+};
+
+static void obj_unref(struct sb_obj *o)
 {
-    int64_t upto = 0, compacted = 0;
-    int rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &upto);
-    if (rv == 0 && (uint64_t)upto <= *last) {
-        rv = compacted_revision(cl, &compacted);
-        if (rv == 0 && (uint64_t)compacted > *last) {
-            *gone = compacted;
-            rv = GERR_ABORTED;
+    if (o != NULL && --o->refs == 0) {
+        protobuf_c_message_free_unpacked(&o->sb->base, NULL);
+        mem_free(o);
+    }
+}
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s != '\0'; s++) {
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    }
+    return h;
+}
+
+static struct sb_entry **index_slot(struct sb_index *x, const char *key)
+{
+    struct sb_entry **p = &x->buckets[str_hash(key) % x->n_buckets];
+    while (*p != NULL && strcmp((*p)->id, key) != 0) {
+        p = &(*p)->next;
+    }
+    return p;
+}
+
+static void index_grow(struct sb_index *x)
+{
+    size_t nb = x->n_buckets * 2;
+    struct sb_entry **b = mem_zalloc(sizeof *b * nb);
+    for (size_t i = 0; i < x->n_buckets; i++) {
+        for (struct sb_entry *e = x->buckets[i], *next; e != NULL; e = next) {
+            next = e->next;
+            size_t k = str_hash(e->id) % nb;
+            e->next = b[k];
+            b[k] = e;
         }
-        return rv;
     }
-    if (rv != 0) {
-        return rv;
+    mem_free(x->buckets);
+    x->buckets = b;
+    x->n_buckets = nb;
+}
+
+/* Takes a reference to @o (NULL: remove @key). */
+static void index_set(struct sb_index *x, const char *key, struct sb_obj *o)
+{
+    struct sb_entry **p = index_slot(x, key);
+    if (*p != NULL) {
+        obj_unref((*p)->obj);
+        if (o != NULL) {
+            (*p)->obj = o;
+            o->refs++;
+            return;
+        }
+        struct sb_entry *e = *p;
+        *p = e->next;
+        mem_free(e->id);
+        mem_free(e);
+        x->n_entries--;
+        return;
     }
-    struct proto_rows ev;
-    proto_rows_init(&ev, 0);
-    struct proto_value p[] = {proto_text(w->ns), proto_int((int64_t)*last), proto_int(upto)};
-    rv = store_client_query(
-        cl,
-        "SELECT revision, object_id, type, namespace, payload FROM events WHERE kind = 'Sandbox' AND "
-        "(?1 = '' OR namespace = ?1) AND revision > ?2 AND revision <= ?3 ORDER BY revision LIMIT 1000",
-        p, 3, &ev);
-    uint64_t reached = (uint64_t)upto;
-    if (rv == 0 && ev.n_rows == 1000) {
-        reached = (uint64_t)coli(&ev, ev.n_rows - 1, 0); /* more to come: continue from there */
+    if (o == NULL) {
+        return;
+    }
+    struct sb_entry *e = mem_zalloc(sizeof *e);
+    e->id = mem_strdup(key);
+    e->obj = o;
+    o->refs++;
+    *p = e;
+    if (++x->n_entries > 2 * x->n_buckets) {
+        index_grow(x);
+    }
+}
+
+static void index_clear(struct sb_index *x)
+{
+    for (size_t i = 0; i < x->n_buckets; i++) {
+        for (struct sb_entry *e = x->buckets[i], *next; e != NULL; e = next) {
+            next = e->next;
+            obj_unref(e->obj);
+            mem_free(e->id);
+            mem_free(e);
+        }
+        x->buckets[i] = NULL;
+    }
+    x->n_entries = 0;
+}
+
+static void index_init(struct sb_index *x)
+{
+    x->n_buckets = 1024;
+    x->buckets = mem_zalloc(sizeof *x->buckets * x->n_buckets);
+    x->n_entries = 0;
+}
+
+static void name_key(char *key, size_t len, const char *ns, const char *name)
+{
+    snprintf(key, len, "%s/%s", ns, name); /* DNS labels: never a '/' in either */
+}
+
+static struct sb_entry **model_slot(struct watch_hub *h, const char *id)
+{
+    return index_slot(&h->by_id, id);
+}
+
+/* The model: by id, and by namespace and name for Get. Takes a reference to @o (NULL: delete). */
+static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
+{
+    char key[160];
+    struct sb_entry *old = *index_slot(&h->by_id, id);
+    if (old != NULL && old->obj->sb->meta != NULL) {
+        name_key(key, sizeof key, old->obj->sb->meta->namespace_, old->obj->sb->meta->name);
+        index_set(&h->by_name, key, NULL);
+    }
+    if (o != NULL && o->sb->meta != NULL) {
+        name_key(key, sizeof key, o->sb->meta->namespace_, o->sb->meta->name);
+        index_set(&h->by_name, key, o);
+    }
+    index_set(&h->by_id, id, o);
+}
+
+static void model_clear(struct watch_hub *h)
+{
+    index_clear(&h->by_id);
+    index_clear(&h->by_name);
+}
+
+static void ring_drop_oldest(struct watch_hub *h)
+{
+    struct ring_ev *r = &h->ring[h->ring_head];
+    h->ring_floor = r->rev;
+    obj_unref(r->obj);
+    mem_free(r->id);
+    mem_free(r->ns);
+    memset(r, 0, sizeof *r);
+    h->ring_head = (h->ring_head + 1) % WATCH_RING;
+    h->ring_n--;
+}
+
+static void ring_clear(struct watch_hub *h, uint64_t floor)
+{
+    while (h->ring_n > 0) {
+        ring_drop_oldest(h);
+    }
+    h->ring_floor = floor;
+}
+
+static void ring_push(struct watch_hub *h, uint64_t rev, Gantry__V1__EventType type, const char *id,
+                      const char *ns, struct sb_obj *o)
+{
+    if (h->ring_n == WATCH_RING) {
+        ring_drop_oldest(h);
+    }
+    struct ring_ev *r = &h->ring[(h->ring_head + h->ring_n) % WATCH_RING];
+    r->rev = rev;
+    r->type = type;
+    r->id = mem_strdup(id);
+    r->ns = mem_strdup(ns);
+    r->obj = o;
+    if (o != NULL) {
+        o->refs++;
+    }
+    h->ring_n++;
+}
+
+typedef bool (*share_fn)(const char *id, const char *ns, void *arg);
+
+/* The watch's visibility rule for a sandbox (the state an event left), as Get's: a global reader
+ * or the namespace's admin, the owner while holding a role there, or a share (@shared). */
+static bool sb_visible(const struct authn_principal *who, const Gantry__V1__LabelSelector *sel,
+                       const Gantry__V1__Sandbox *sb, share_fn shared, void *arg)
+{
+    if (sb->meta == NULL || sb->spec == NULL) {
+        return false;
+    }
+    for (size_t i = 0; sel != NULL && i < sel->n_match_labels; i++) {
+        bool found = false;
+        for (size_t j = 0; j < sb->meta->n_labels; j++) {
+            found = found || (strcmp(sb->meta->labels[j]->key, sel->match_labels[i]->key) == 0 &&
+                              strcmp(sb->meta->labels[j]->value, sel->match_labels[i]->value) == 0);
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    if (global_reader(who) || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_)) {
+        return true;
+    }
+    if (strcmp(sb->spec->owner_id, who->id) == 0) { /* ownership counts while holding a role there */
+        return sandbox_rules_share_active(who->bindings, who->n_bindings, sb->meta->namespace_);
+    }
+    return sandbox_rules_share_active(who->bindings, who->n_bindings, sb->meta->namespace_) &&
+           shared(sb->meta->id, sb->meta->namespace_, arg);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool cred_shared(const char *id, const char *ns, void *arg)
+{
+    (void)ns;
+    const struct watch_cred *c = arg;
+    return c->n_shares > 0 && bsearch(&id, c->shares, c->n_shares, sizeof *c->shares, cmp_str) != NULL;
+}
+
+struct store_shared {
+    struct store_client *cl;
+    const struct authn_principal *who;
+};
+
+static bool store_shared_fn(const char *id, const char *ns, void *arg)
+{
+    struct store_shared *s = arg;
+    return shared_with(s->cl, s->who, id, ns);
+}
+
+static void send_event(struct grpc_call *call, Gantry__V1__EventType type, Gantry__V1__Sandbox *sb,
+                       uint64_t revision)
+{
+    Gantry__V1__SandboxEvent ev = GANTRY__V1__SANDBOX_EVENT__INIT;
+    ev.type = type;
+    ev.sandbox = sb;
+    ev.revision = revision;
+    grpc_call_send_async(call, &ev.base);
+}
+
+static void send_deleted(struct grpc_call *call, const char *id, const char *ns, uint64_t rev)
+{
+    /* Deleted rows are gone; the event says which. Callers that never saw it ignore it. */
+    Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    meta.id = (char *)id;
+    meta.namespace_ = (char *)ns;
+    meta.resource_version = rev;
+    sb.meta = &meta;
+    send_event(call, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED, &sb, rev);
+}
+
+/* Which credential entry serves @who: found or made (its shares read with @cl, outside the lock).
+ * The caller holds a reference on return (NULL: the store's error in @cl). */
+static struct watch_cred *cred_get(struct watch_hub *h, const struct authn_principal *who,
+                                   struct store_client *cl)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s|%s|%" PRId64, who->id, who->key_id, who->not_after_ms);
+    pthread_mutex_lock(&h->mu);
+    for (struct watch_cred *c = h->creds; c != NULL; c = c->next) {
+        if (strcmp(c->key, key) == 0 && c->denied == 0) {
+            c->refs++;
+            pthread_mutex_unlock(&h->mu);
+            return c;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(who->id)};
+    if (store_client_query(cl, "SELECT sandbox_id FROM shares WHERE grantee_id = ? ORDER BY sandbox_id", p, 1,
+                           &rows) != 0) {
+        proto_rows_close(&rows);
+        return NULL;
+    }
+    struct watch_cred *c = mem_zalloc(sizeof *c);
+    snprintf(c->key, sizeof c->key, "%s", key);
+    c->who = *who;
+    c->shares = mem_zalloc(sizeof *c->shares * (rows.n_rows + 1));
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        c->shares[c->n_shares++] = mem_strdup(col(&rows, i, 0));
+    }
+    proto_rows_close(&rows);
+    qsort(c->shares, c->n_shares, sizeof *c->shares, cmp_str);
+    c->refreshed_ms = clock_mono_ms(clock_system());
+    c->refs = 1;
+    pthread_mutex_lock(&h->mu);
+    c->next = h->creds;
+    h->creds = c;
+    pthread_mutex_unlock(&h->mu);
+    return c;
+}
+
+static void cred_shares_free(struct watch_cred *c)
+{
+    for (size_t i = 0; i < c->n_shares; i++) {
+        mem_free(c->shares[i]);
+    }
+    mem_free(c->shares);
+    c->shares = NULL;
+    c->n_shares = 0;
+}
+
+/* Under h->mu. */
+static void cred_unref(struct watch_hub *h, struct watch_cred *c)
+{
+    if (--c->refs > 0) {
+        return;
+    }
+    for (struct watch_cred **p = &h->creds; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    cred_shares_free(c);
+    mem_free(c);
+}
+
+/* A watch outlives the authentication of its call: every WATCH_REFRESH_MS, once per credential
+ * entry whatever the number of its watchers, the hub checks the credential again (an API key
+ * revoked, deleted or past its expiry, a token past its exp plus leeway, end it) and reloads the
+ * principal, its bindings and the sandboxes shared with it, as a call's authentication would (at
+ * most AUTHN_CACHE_TTL_MS old), so a removed binding changes what it delivers and a disabled or
+ * deleted principal ends it within the revocation bound. Sets c->denied with the client's message;
+ * a store error keeps what the entry has and tries again at the next interval. */
+#define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
+
+static void cred_refresh(struct store_client *cl, struct watch_cred *c, int64_t wall_ms)
+{
+    struct authn_principal *who = &c->who;
+    if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
+        snprintf(c->why, sizeof c->why, "the watch ended: its credential expired");
+        c->denied = GERR_UNAUTH;
+        return;
+    }
+    int rv = 0;
+    if (who->key_id[0] != '\0') {
+        struct proto_value k[] = {proto_text(who->key_id)};
+        int64_t revoked = 0;
+        rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
+        if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
+            snprintf(c->why, sizeof c->why, "the watch ended: its API key was %s",
+                     rv == 0 ? "revoked" : "deleted");
+            c->denied = GERR_UNAUTH;
+            return;
+        }
+        if (rv != 0) {
+            return;
+        }
+    }
+    struct proto_value p[] = {proto_text(who->id)};
+    int64_t disabled = 0;
+    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
+    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+        snprintf(c->why, sizeof c->why, "principal %s was disabled or deleted", who->id);
+        c->denied = GERR_UNAUTH;
+        return;
+    }
+    struct proto_rows rows, sh;
+    proto_rows_init(&rows, 0);
+    proto_rows_init(&sh, 0);
+    if (rv == 0) {
+        rv = store_client_query(
+            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+            &rows);
     }
     if (rv == 0) {
-        rv = compacted_revision(cl, &compacted);
+        rv = store_client_query(cl, "SELECT sandbox_id FROM shares WHERE grantee_id = ? ORDER BY sandbox_id",
+                                p, 1, &sh);
     }
-    if (rv == 0 && (uint64_t)compacted > *last) {
-        *gone = compacted;
-        proto_rows_close(&ev);
-        return GERR_ABORTED;
+    if (rv == 0) {
+        who->n_bindings = 0;
+        for (size_t i = 0; i < rows.n_rows && who->n_bindings < AUTHN_MAX_BINDINGS; i++) {
+            struct authz_binding *b = &who->bindings[who->n_bindings];
+            memset(b, 0, sizeof *b);
+            b->role = authz_role_parse(col(&rows, i, 0));
+            snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
+            if (authz_scope_parse(col(&rows, i, 2), &b->scope) == 0 && b->role != 0) {
+                who->n_bindings++; /* an unreadable scope grants nothing, as in authentication */
+            }
+        }
+        cred_shares_free(c);
+        c->shares = mem_zalloc(sizeof *c->shares * (sh.n_rows + 1));
+        for (size_t i = 0; i < sh.n_rows; i++) {
+            c->shares[c->n_shares++] = mem_strdup(col(&sh, i, 0));
+        }
+        qsort(c->shares, c->n_shares, sizeof *c->shares, cmp_str);
+        c->refreshed_ms = clock_mono_ms(clock_system());
     }
-    for (size_t i = 0; rv == 0 && i < ev.n_rows; i++) {
-        uint64_t rev = (uint64_t)coli(&ev, i, 0);
-        const char *type = col(&ev, i, 2);
-        if (strcmp(type, "DELETED") == 0) {
-            /* Deleted rows are gone; the event says which. Callers that never saw it ignore it. */
-            Gantry__V1__Sandbox sb = GANTRY__V1__SANDBOX__INIT;
-            Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
-            meta.id = (char *)col(&ev, i, 1);
-            meta.namespace_ = (char *)col(&ev, i, 3);
-            meta.resource_version = rev;
-            sb.meta = &meta;
-            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED, &sb, rev);
-            *sent = true;
+    proto_rows_close(&rows);
+    proto_rows_close(&sh);
+}
+
+/* Under h->mu: end @w with @status and @msg, unlink and free it. */
+static void watch_end(struct watch_hub *h, struct watch *w, int status, const char *msg)
+{
+    for (struct watch **p = &h->watches; *p != NULL; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    grpc_call_finish_async(w->call, status, msg, NULL);
+    cred_unref(h, w->cred);
+    atomic_fetch_sub(&h->svc->watches, 1);
+    mem_free(w);
+}
+
+/* Under h->mu: is @w still served? A cancelled call ends; one whose client left more than
+ * WATCH_MAX_UNSENT bytes unread is cut (the hub never waits for one client). */
+static bool watch_alive(struct watch_hub *h, struct watch *w)
+{
+    if (grpc_call_cancelled(w->call)) {
+        watch_end(h, w, GRPC_STATUS_CANCELLED, "cancelled");
+        return false;
+    }
+    if (grpc_call_unsent(w->call) > WATCH_MAX_UNSENT) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the watch fell behind at revision %" PRIu64 " (more than %u bytes unread): watch again "
+                 "from revision %" PRIu64,
+                 w->from, WATCH_MAX_UNSENT, w->from);
+        watch_end(h, w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return false;
+    }
+    return true;
+}
+
+/* Under h->mu: cut every watcher (the hub cannot tell what they missed). */
+static void watch_end_all(struct watch_hub *h, int status, const char *msg)
+{
+    while (h->watches != NULL) {
+        watch_end(h, h->watches, status, msg);
+    }
+}
+
+/* Feed thread: load the model from one consistent statement. */
+static int hub_reload(struct watch_hub *h, struct store_client *cl)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv =
+        store_client_query(cl,
+                           "SELECT " SB_COLS ", rev FROM (SELECT revision AS rev FROM cluster_revision WHERE "
+                           "id = 1) LEFT JOIN sandboxes ON 1",
+                           NULL, 0, &rows);
+    if (rv != 0 || rows.n_rows == 0) {
+        proto_rows_close(&rows);
+        return rv != 0 ? rv : GERR_NOTFOUND;
+    }
+    uint64_t rev = (uint64_t)coli(&rows, 0, 15);
+    model_clear(h);
+    ring_clear(h, rev);
+    for (size_t i = 0; i < rows.n_rows; i++) {
+        if (col(&rows, i, 0)[0] == '\0') {
+            continue; /* no sandbox at all: the LEFT JOIN's one row */
+        }
+        struct sb_msg m;
+        sb_from_row(&m, &rows, i);
+        size_t n = protobuf_c_message_get_packed_size(&m.s.base);
+        uint8_t *buf = mem_alloc(n + 1);
+        protobuf_c_message_pack(&m.s.base, buf);
+        struct sb_obj *o = mem_zalloc(sizeof *o);
+        o->sb =
+            (Gantry__V1__Sandbox *)protobuf_c_message_unpack(&gantry__v1__sandbox__descriptor, NULL, n, buf);
+        mem_free(buf);
+        sb_msg_free(&m);
+        if (o->sb == NULL) {
+            mem_free(o);
             continue;
         }
-        const struct proto_value *payload = proto_rows_at(&ev, i, 4);
-        if (payload->type == PROTO_BLOB && payload->u.b.n > 0) {
-            /* The state this change left: every change is delivered, none merged. */
-            Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
-                &gantry__v1__sandbox__descriptor, NULL, payload->u.b.n, (const uint8_t *)payload->u.b.s);
-            if (sb != NULL && payload_visible(cl, w, sb)) {
-                send_event(w,
-                           strcmp(type, "ADDED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
-                                                      : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED,
-                           sb, rev);
-                *sent = true;
-            }
-            if (sb != NULL) {
-                protobuf_c_message_free_unpacked(&sb->base, NULL);
-            }
-            continue;
+        model_set(h, col(&rows, i, 0), o);
+    }
+    proto_rows_close(&rows);
+    h->rev = rev;
+    h->ready = true;
+    h->need_reload = false;
+    return 0;
+}
+
+static void hub_on_resync(struct store_client *cl, uint64_t rev, void *data)
+{
+    struct watch_hub *h = data;
+    (void)rev;
+    pthread_mutex_lock(&h->mu);
+    if (h->ready) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "revision %" PRIu64 " is older than the retained change history: list again and watch from "
+                 "the list's revision",
+                 h->rev);
+        watch_end_all(h, GRPC_STATUS_OUT_OF_RANGE, msg);
+    }
+    h->ready = false;
+    h->need_reload = true;
+    if (hub_reload(h, cl) != 0) {
+        LOG_WARN("sandbox watch: cannot load the sandboxes (%s): trying again", cl->errmsg);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* The reconciler's status changes carry the sandbox's id, name, namespace, spec and status, not
+ * its labels and creation metadata (those never change after Create, except the deletion time):
+ * fill them in from the model's previous state, so the model, the first list of a new watch and
+ * label selectors see the whole sandbox. Takes @sb; returns the completed message (or @sb as it
+ * was when the model does not hold the sandbox). */
+static Gantry__V1__Sandbox *complete_payload(struct watch_hub *h, Gantry__V1__Sandbox *sb)
+{
+    pthread_mutex_lock(&h->mu);
+    struct sb_entry *e = *model_slot(h, sb->meta->id);
+    Gantry__V1__Sandbox *out = sb;
+    if (e != NULL && e->obj->sb->meta != NULL) {
+        const Gantry__V1__ObjectMeta *prev = e->obj->sb->meta;
+        Gantry__V1__ObjectMeta meta = *sb->meta;
+        meta.n_labels = prev->n_labels;
+        meta.labels = prev->labels;
+        meta.created_by = prev->created_by;
+        meta.created_at_ms = prev->created_at_ms;
+        if (meta.deletion_timestamp_ms == 0) {
+            meta.deletion_timestamp_ms = prev->deletion_timestamp_ms;
         }
+        Gantry__V1__Sandbox whole = *sb;
+        whole.meta = &meta;
+        size_t n = protobuf_c_message_get_packed_size(&whole.base);
+        uint8_t *buf = mem_alloc(n + 1);
+        protobuf_c_message_pack(&whole.base, buf);
+        out =
+            (Gantry__V1__Sandbox *)protobuf_c_message_unpack(&gantry__v1__sandbox__descriptor, NULL, n, buf);
+        mem_free(buf);
+        if (out != NULL) {
+            protobuf_c_message_free_unpacked(&sb->base, NULL);
+        } else {
+            out = sb;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return out;
+}
+
+static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
+{
+    struct watch_hub *h = data;
+    if (strcmp(ev->kind, "Sandbox") != 0) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    bool skip = !h->ready || ev->revision <= h->rev;
+    pthread_mutex_unlock(&h->mu);
+    if (skip) {
+        return;
+    }
+    Gantry__V1__EventType type = strcmp(ev->type, "DELETED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED
+                                 : strcmp(ev->type, "ADDED") == 0
+                                     ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                     : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED;
+    struct sb_obj *o = NULL;
+    if (type != GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED && ev->payload != NULL) {
+        Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
+            &gantry__v1__sandbox__descriptor, NULL, ev->payload_len, ev->payload);
+        if (sb != NULL && sb->meta != NULL && sb->meta->created_at_ms == 0) {
+            sb = complete_payload(h, sb);
+        }
+        if (sb != NULL) {
+            o = mem_zalloc(sizeof *o);
+            o->sb = sb;
+            o->refs = 1;
+        }
+    } else if (type != GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
+        /* No payload: read the row once for every watcher, and send it only at its latest event
+         * (an older event would show a newer state). */
         struct proto_rows r;
         proto_rows_init(&r, 0);
-        struct proto_value q[] = {proto_text(col(&ev, i, 1))};
-        rv = store_client_query(cl, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", q, 1, &r);
-        /* Send the object only at its latest event (older ones would show a newer state). */
-        if (rv == 0 && r.n_rows == 1 && (uint64_t)coli(&r, 0, 11) == rev && watch_visible(cl, w, &r, 0)) {
+        struct proto_value q[] = {proto_text(ev->object_id)};
+        if (store_client_query(cl, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", q, 1, &r) == 0 &&
+            r.n_rows == 1 && (uint64_t)coli(&r, 0, 11) == ev->revision) {
             struct sb_msg m;
             sb_from_row(&m, &r, 0);
-            send_event(w,
-                       strcmp(type, "ADDED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
-                                                  : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED,
-                       &m.s, rev);
+            size_t n = protobuf_c_message_get_packed_size(&m.s.base);
+            uint8_t *buf = mem_alloc(n + 1);
+            protobuf_c_message_pack(&m.s.base, buf);
+            Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
+                &gantry__v1__sandbox__descriptor, NULL, n, buf);
+            mem_free(buf);
             sb_msg_free(&m);
-            *sent = true;
+            if (sb != NULL) {
+                o = mem_zalloc(sizeof *o);
+                o->sb = sb;
+                o->refs = 1;
+            }
         }
         proto_rows_close(&r);
     }
-    proto_rows_close(&ev);
-    if (rv == 0) {
-        *last = reached;
+    pthread_mutex_lock(&h->mu);
+    if (h->ready && ev->revision > h->rev) {
+        if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
+            model_set(h, ev->object_id, NULL);
+            ring_push(h, ev->revision, type, ev->object_id, ev->ns, NULL);
+        } else if (o != NULL) {
+            model_set(h, ev->object_id, o);
+            ring_push(h, ev->revision, type, ev->object_id, ev->ns, o);
+        }
+        for (struct watch *w = h->watches, *next; w != NULL; w = next) {
+            next = w->next;
+            if (w->from >= ev->revision) {
+                continue;
+            }
+            if (!watch_alive(h, w)) {
+                continue;
+            }
+            if (w->ns[0] == '\0' || strcmp(w->ns, ev->ns) == 0) {
+                if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
+                    send_deleted(w->call, ev->object_id, ev->ns, ev->revision);
+                    w->sent = true;
+                } else if (o != NULL && sb_visible(&w->cred->who, w->selector, o->sb, cred_shared, w->cred)) {
+                    send_event(w->call, type, o->sb, ev->revision);
+                    w->sent = true;
+                }
+            }
+            w->from = ev->revision;
+        }
+        h->rev = ev->revision;
     }
-    return rv;
+    obj_unref(o);
+    pthread_mutex_unlock(&h->mu);
 }
 
-static void *watch_main(void *arg)
+static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
 {
-    struct watch *w = arg;
-    struct store_client cl;
-    int rv = store_client_init(&cl, &w->svc->store_cfg);
-    uint64_t last = w->since;
-    if (rv == 0 && w->since == 0) {
-        rv = watch_initial(&cl, w, &last);
-    }
+    struct watch_hub *h = data;
     struct clock *clk = clock_system();
-    uint64_t last_bookmark = clock_mono_ms(clk), last_refresh = last_bookmark;
-    int64_t gone = 0;
-    char denied[GERR_MSG_SIZE] = "";
-    int denied_rv = 0;
-    while (rv == 0 && !atomic_load(&w->svc->stopping) && !grpc_call_cancelled(w->call)) {
-        bool sent = false;
-        if (clock_mono_ms(clk) - last_refresh >= WATCH_REFRESH_MS) {
-            int frv = watch_refresh(&cl, w, denied, sizeof denied);
-            if (frv == GERR_UNAUTH || frv == GERR_PERM) {
-                denied_rv = frv;
-                break;
-            }
-            last_refresh = frv == 0 ? clock_mono_ms(clk) : last_refresh;
-        }
-        int prv = watch_poll(&cl, w, &last, &sent, &gone);
-        if (prv != 0 && prv != GERR_NOLEADER && prv != GERR_CLOSED && prv != GERR_TIMEOUT) {
-            rv = prv; /* transient store errors are retried; others end the watch */
-            break;
-        }
-        uint64_t now = clock_mono_ms(clk);
-        if (prv == 0 && (sent || now - last_bookmark >= 5000)) {
-            send_event(w, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, last);
-            last_bookmark = now;
-        }
-        clk->sleep_ns(clk, (uint64_t)SANDBOXES_WATCH_POLL_MS * 1000000u);
+    uint64_t now = clock_mono_ms(clk);
+    pthread_mutex_lock(&h->mu);
+    if (h->stopping) {
+        pthread_mutex_unlock(&h->mu);
+        return;
     }
-    if (denied_rv != 0) {
-        grpc_call_finish_async(
-            w->call, denied_rv == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED : GRPC_STATUS_PERMISSION_DENIED,
-            denied, NULL);
-    } else if (gone > 0) {
-        char msg[256];
-        snprintf(msg, sizeof msg,
-                 "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64
-                 " were deleted): list again and watch from the list's revision",
-                 last, gone);
-        grpc_call_finish_async(w->call, GRPC_STATUS_OUT_OF_RANGE, msg, NULL);
-    } else if (rv != 0) {
-        grpc_call_finish_async(w->call, grpc_status_from_gerr(rv),
-                               cl.errmsg[0] != '\0' ? cl.errmsg : gerr_str(rv), NULL);
-    } else if (atomic_load(&w->svc->stopping)) {
-        grpc_call_finish_async(w->call, GRPC_STATUS_UNAVAILABLE,
-                               "the replica is stopping: watch again from the last revision", NULL);
+    if (h->need_reload && hub_reload(h, cl) != 0) {
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    if (rev > h->rev) {
+        h->rev = rev;
+    }
+    for (struct watch_cred *c = h->creds; c != NULL; c = c->next) {
+        if (c->denied == 0 && now - c->refreshed_ms >= WATCH_REFRESH_MS) {
+            cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
+        }
+    }
+    for (struct watch *w = h->watches, *next; w != NULL; w = next) {
+        next = w->next;
+        if (!watch_alive(h, w)) {
+            continue;
+        }
+        if (w->cred->denied != 0) {
+            watch_end(h, w,
+                      w->cred->denied == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED
+                                                     : GRPC_STATUS_PERMISSION_DENIED,
+                      w->cred->why);
+            continue;
+        }
+        const struct authn_principal *who = &w->cred->who;
+        if (w->ns[0] != '\0' && !global_reader(who) &&
+            !sandbox_rules_share_active(who->bindings, who->n_bindings, w->ns)) {
+            char why[GERR_MSG_SIZE];
+            snprintf(why, sizeof why, "the watch ended: you no longer hold a role in namespace \"%.63s\"",
+                     w->ns);
+            watch_end(h, w, GRPC_STATUS_PERMISSION_DENIED, why);
+            continue;
+        }
+        if (w->from < h->rev) {
+            w->from = h->rev;
+        }
+        if (w->sent || now - w->last_bookmark_ms >= WATCH_BOOKMARK_MS) {
+            send_event(w->call, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, w->from);
+            w->sent = false;
+            w->last_bookmark_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Get from the model: a read index first (feed_sync: one leader read shared by the calls waiting
+ * together, then until the feed has applied up to it), so the answer is linearizable like a read on
+ * the leader; authorization as sb_get's (may_read: owner, or a share read from the store). Returns
+ * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
+ * the feed did not catch up within GET_SYNC_TIMEOUT_MS): the caller reads the store. */
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req)
+{
+    if (h == NULL) {
+        return false;
+    }
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
+        return false;
+    }
+    char key[160];
+    name_key(key, sizeof key, req->namespace_, req->name);
+    pthread_mutex_lock(&h->mu);
+    if (!h->ready || h->need_reload || h->stopping || h->rev < head) {
+        pthread_mutex_unlock(&h->mu);
+        return false;
+    }
+    atomic_fetch_add(&h->svc->model_gets, 1);
+    struct sb_entry *e = *index_slot(&h->by_name, key);
+    struct sb_obj *o = e != NULL ? e->obj : NULL;
+    if (o != NULL) {
+        o->refs++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    bool visible = o != NULL && o->sb->meta != NULL;
+    if (visible && ctx->decision.owner_check) {
+        const char *owner = o->sb->spec != NULL ? o->sb->spec->owner_id : "";
+        visible = strcmp(owner, ctx->who.id) == 0 ||
+                  shared_with(ctx->cl, &ctx->who, o->sb->meta->id, o->sb->meta->namespace_);
+    }
+    if (!visible) {
+        /* Not confirming that someone else's sandbox exists. */
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
+                  "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours)", req->name,
+                  req->namespace_);
     } else {
-        grpc_call_finish_async(w->call, GRPC_STATUS_CANCELLED, "cancelled", NULL);
+        grpc_call_finish_async(ctx->call, 0, NULL, &o->sb->base);
     }
-    store_client_close(&cl);
-    atomic_fetch_sub(&w->svc->watches, 1);
-    mem_free(w);
-    return NULL;
+    if (o != NULL) {
+        pthread_mutex_lock(&h->mu);
+        obj_unref(o);
+        pthread_mutex_unlock(&h->mu);
+    }
+    return true;
+}
+
+int sandboxes_svc_attach_feed(struct sandboxes_svc *svc, struct feed *feed)
+{
+    struct watch_hub *h = mem_zalloc(sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    h->feed = feed;
+    h->svc = svc;
+    index_init(&h->by_id);
+    index_init(&h->by_name);
+    h->sub.on_resync = hub_on_resync;
+    h->sub.on_event = hub_on_event;
+    h->sub.on_applied = hub_on_applied;
+    h->sub.data = h;
+    feed_subscribe(feed, &h->sub);
+    svc->hub = h;
+    return 0;
+}
+
+void sandboxes_svc_detach_feed(struct sandboxes_svc *svc)
+{
+    struct watch_hub *h = svc->hub;
+    if (h == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    watch_end_all(h, GRPC_STATUS_UNAVAILABLE, "the replica is stopping: watch again from the last revision");
+    model_clear(h);
+    ring_clear(h, 0);
+    pthread_mutex_unlock(&h->mu);
+    assert(h->creds == NULL);
+    pthread_mutex_destroy(&h->mu);
+    mem_free(h->by_id.buckets);
+    mem_free(h->by_name.buckets);
+    mem_free(h);
+    svc->hub = NULL;
+}
+
+/* Events after @cur up to @upto that the ring no longer holds, read from the store with the
+ * handler's connection (once per such watch) and sent with its own visibility check; *@cur
+ * advances. GERR_ABORTED with *@gone when retention deleted some of them. */
+static int watch_catch_up(struct store_client *cl, struct watch *w, const struct authn_principal *who,
+                          uint64_t *cur, uint64_t upto, int64_t *gone)
+{
+    struct store_shared ss = {cl, who};
+    while (*cur < upto) {
+        struct proto_rows ev;
+        proto_rows_init(&ev, 0);
+        struct proto_value p[] = {proto_text(w->ns), proto_int((int64_t)*cur), proto_int((int64_t)upto)};
+        int rv = store_client_query(
+            cl,
+            "SELECT revision, object_id, type, namespace, payload FROM events WHERE kind = 'Sandbox' AND "
+            "(?1 = '' OR namespace = ?1) AND revision > ?2 AND revision <= ?3 ORDER BY revision LIMIT 1000",
+            p, 3, &ev);
+        int64_t compacted = 0;
+        if (rv == 0) {
+            rv = compacted_revision(cl, &compacted);
+        }
+        if (rv == 0 && (uint64_t)compacted > *cur) {
+            *gone = compacted;
+            rv = GERR_ABORTED;
+        }
+        if (rv != 0) {
+            proto_rows_close(&ev);
+            return rv;
+        }
+        uint64_t reached = ev.n_rows == 1000 ? (uint64_t)coli(&ev, ev.n_rows - 1, 0) : upto;
+        for (size_t i = 0; i < ev.n_rows; i++) {
+            uint64_t rev = (uint64_t)coli(&ev, i, 0);
+            const char *type = col(&ev, i, 2);
+            if (strcmp(type, "DELETED") == 0) {
+                send_deleted(w->call, col(&ev, i, 1), col(&ev, i, 3), rev);
+                continue;
+            }
+            Gantry__V1__EventType t = strcmp(type, "ADDED") == 0
+                                          ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                          : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED;
+            const struct proto_value *payload = proto_rows_at(&ev, i, 4);
+            if (payload->type == PROTO_BLOB && payload->u.b.n > 0) {
+                Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
+                    &gantry__v1__sandbox__descriptor, NULL, payload->u.b.n, (const uint8_t *)payload->u.b.s);
+                if (sb != NULL && sb_visible(who, w->selector, sb, store_shared_fn, &ss)) {
+                    send_event(w->call, t, sb, rev);
+                }
+                if (sb != NULL) {
+                    protobuf_c_message_free_unpacked(&sb->base, NULL);
+                }
+                continue;
+            }
+            struct proto_rows r;
+            proto_rows_init(&r, 0);
+            struct proto_value q[] = {proto_text(col(&ev, i, 1))};
+            if (store_client_query(cl, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", q, 1, &r) == 0 &&
+                r.n_rows == 1 && (uint64_t)coli(&r, 0, 11) == rev) {
+                struct sb_msg m;
+                sb_from_row(&m, &r, 0);
+                if (sb_visible(who, w->selector, &m.s, store_shared_fn, &ss)) {
+                    send_event(w->call, t, &m.s, rev);
+                }
+                sb_msg_free(&m);
+            }
+            proto_rows_close(&r);
+        }
+        proto_rows_close(&ev);
+        *cur = reached;
+    }
+    return 0;
+}
+
+/* Under h->mu: send @w what the model holds (since_revision 0) or the ring's events after
+ * w->from, then link it. */
+static void watch_link(struct watch_hub *h, struct watch *w, bool initial)
+{
+    uint64_t now = clock_mono_ms(clock_system());
+    if (initial) {
+        for (size_t i = 0; i < h->by_id.n_buckets; i++) {
+            for (struct sb_entry *e = h->by_id.buckets[i]; e != NULL; e = e->next) {
+                const Gantry__V1__Sandbox *sb = e->obj->sb;
+                if (sb->meta != NULL && (w->ns[0] == '\0' || strcmp(w->ns, sb->meta->namespace_) == 0) &&
+                    sb_visible(&w->cred->who, w->selector, sb, cred_shared, w->cred)) {
+                    send_event(w->call, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED, e->obj->sb, h->rev);
+                }
+            }
+        }
+        w->from = h->rev;
+        send_event(w->call, GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK, NULL, h->rev);
+        w->last_bookmark_ms = now;
+    } else {
+        for (size_t k = 0; k < h->ring_n; k++) {
+            const struct ring_ev *r = &h->ring[(h->ring_head + k) % WATCH_RING];
+            if (r->rev <= w->from || (w->ns[0] != '\0' && strcmp(w->ns, r->ns) != 0)) {
+                continue;
+            }
+            if (r->obj == NULL) {
+                send_deleted(w->call, r->id, r->ns, r->rev);
+                w->sent = true;
+            } else if (sb_visible(&w->cred->who, w->selector, r->obj->sb, cred_shared, w->cred)) {
+                send_event(w->call, r->type, r->obj->sb, r->rev);
+                w->sent = true;
+            }
+        }
+        if (w->from < h->rev) {
+            w->from = h->rev;
+        }
+        w->last_bookmark_ms = now;
+    }
+    w->next = h->watches;
+    h->watches = w;
 }
 
 static void sb_watch(struct gate_ctx *ctx, void *data)
 {
     struct sandboxes_svc *svc = data;
+    struct watch_hub *h = svc->hub;
     const Gantry__V1__WatchSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
-    int64_t rev = 0;
-    if (store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
-                               &rev) == 0 &&
-        req->since_revision > (uint64_t)rev) {
+    if (h == NULL) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "this replica serves no watches: try another replica");
+        return;
+    }
+    /* A read index: the hub has applied every change acknowledged before this call (one leader
+     * read shared by every call waiting now), so the first list shows the caller's own writes
+     * made through any replica. */
+    uint64_t head = 0;
+    struct clock *clk = clock_system();
+    if (feed_sync(h->feed, clock_mono_ms(clk) + WATCH_SYNC_TIMEOUT_MS, &head) != 0) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                  "this replica's change feed did not catch up with the leader within %u ms: try again or "
+                  "another replica",
+                  WATCH_SYNC_TIMEOUT_MS);
+        return;
+    }
+    if (req->since_revision > head) {
         gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
-                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRId64 ")",
-                  req->since_revision, rev);
+                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRIu64 ")",
+                  req->since_revision, head);
         return;
     }
     if (atomic_fetch_add(&svc->watches, 1) >= SANDBOXES_MAX_WATCHES || atomic_load(&svc->stopping)) {
@@ -1393,32 +2036,72 @@ static void sb_watch(struct gate_ctx *ctx, void *data)
                   "this replica serves %u watches already: try another replica", SANDBOXES_MAX_WATCHES);
         return;
     }
+    struct watch_cred *cred = cred_get(h, &ctx->who, ctx->cl);
+    if (cred == NULL) {
+        atomic_fetch_sub(&svc->watches, 1);
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", ctx->cl->errmsg[0] != '\0' ? ctx->cl->errmsg : "store");
+        return;
+    }
     struct watch *w = mem_zalloc(sizeof *w);
-    w->svc = svc;
     w->call = ctx->call;
-    w->who = ctx->who;
-    w->owner_check = ctx->decision.filter;
+    w->cred = cred;
     snprintf(w->ns, sizeof w->ns, "%s", req->namespace_);
     w->selector = req->selector;
-    w->since = req->since_revision;
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, watch_main, w) != 0) {
-        atomic_fetch_sub(&svc->watches, 1);
-        mem_free(w);
-        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED, "cannot start a watch thread");
+    uint64_t cur = req->since_revision;
+    int64_t gone = 0;
+    int rv = 0;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        if (!h->ready || h->stopping || atomic_load(&svc->stopping)) {
+            bool stopping = h->stopping || atomic_load(&svc->stopping);
+            cred_unref(h, cred);
+            pthread_mutex_unlock(&h->mu);
+            atomic_fetch_sub(&svc->watches, 1);
+            mem_free(w);
+            gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                      stopping ? "the replica is stopping: watch again from the last revision"
+                               : "this replica's sandbox cache is not loaded yet: try again");
+            return;
+        }
+        if (req->since_revision == 0 || cur >= h->ring_floor) {
+            w->from = cur;
+            watch_link(h, w, req->since_revision == 0);
+            pthread_mutex_unlock(&h->mu);
+            return;
+        }
+        uint64_t upto = h->ring_floor;
+        pthread_mutex_unlock(&h->mu);
+        rv = watch_catch_up(ctx->cl, w, &ctx->who, &cur, upto, &gone);
+        if (rv != 0) {
+            break;
+        }
     }
-    pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&h->mu);
+    cred_unref(h, cred);
+    pthread_mutex_unlock(&h->mu);
+    atomic_fetch_sub(&svc->watches, 1);
+    mem_free(w);
+    if (gone > 0) {
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64
+                  " were deleted): list again and watch from the list's revision",
+                  cur, gone);
+    } else {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "%s",
+                  ctx->cl->errmsg[0] != '\0' ? ctx->cl->errmsg : gerr_str(rv));
+    }
 }
 
 void sandboxes_svc_stop(struct sandboxes_svc *svc)
 {
     atomic_store(&svc->stopping, true);
-    struct clock *clk = clock_system();
-    for (int i = 0; i < 300 && atomic_load(&svc->watches) > 0; i++) {
-        clk->sleep_ns(clk, 10 * 1000000ull);
+    struct watch_hub *h = svc->hub;
+    if (h != NULL) {
+        pthread_mutex_lock(&h->mu);
+        h->stopping = true;
+        watch_end_all(h, GRPC_STATUS_UNAVAILABLE,
+                      "the replica is stopping: watch again from the last revision");
+        pthread_mutex_unlock(&h->mu);
     }
 }
 

@@ -16,11 +16,24 @@
  * Delete removes at once a sandbox no driver has touched yet (no handle) and releases its quota;
  * otherwise it marks it DELETING for the reconciler, which removes it and releases the quota.
  *
+ * Get is answered from the watch hub's model (below) after a read index (store/feed.h feed_sync:
+ * one leader read shared by the Gets waiting together, then until the replica's feed has applied
+ * up to it), so it sees every write acknowledged before it, through any replica; authorization is
+ * unchanged (a share is still read from the store). When the model cannot answer (not loaded, or
+ * the feed not caught up within GET_SYNC_TIMEOUT_MS) Get reads the store as before. List and
+ * ListSharedWithMe still read the store.
+ *
  * Watch streams the namespace's sandbox changes in revision order from since_revision (0: the
  * current state first, then changes), filtered by what the caller may see, with a BOOKMARK each
- * time it has caught up. Each watch runs on a thread of its own with its own store connection (at
- * most SANDBOXES_MAX_WATCHES per replica: RESOURCE_EXHAUSTED beyond), polling the change feed;
- * sandboxes_svc_stop ends every watch with UNAVAILABLE so a replica can stop. */
+ * time it has caught up. Watches are served by one hub per replica fed by the replica's change
+ * feed (store/feed.h, attached with sandboxes_svc_attach_feed): no thread and no store
+ * connection per watch; the hub keeps every sandbox's latest state and the last WATCH_RING
+ * sandbox events in memory. A watch from a revision older than the ring reads the events it
+ * missed from the store once, on its handler's connection. At most SANDBOXES_MAX_WATCHES per
+ * replica (RESOURCE_EXHAUSTED beyond). A watcher whose client leaves more than WATCH_MAX_UNSENT
+ * bytes unread is cut with RESOURCE_EXHAUSTED "the watch fell behind at revision N ...: watch
+ * again from revision N" (everything up to N was queued to it): the hub never waits for one
+ * client. sandboxes_svc_stop ends every watch with UNAVAILABLE so a replica can stop. */
 #ifndef GANTRY_API_SERVICES_SANDBOXES_SVC_H
 #define GANTRY_API_SERVICES_SANDBOXES_SVC_H
 
@@ -29,28 +42,42 @@
 
 #include "api/gate/resource.h"
 #include "drivers/driver.h"
+#include "store/feed.h"
 
 /* The audit operation of a sandbox created with the host's network (its own event). */
 #define SANDBOX_HOST_NETWORK_OP "/gantry.v1.Sandboxes/Create:network=host"
 
-#define SANDBOXES_MAX_WATCHES   256u
-#define SANDBOXES_WATCH_POLL_MS 100u
+#define SANDBOXES_MAX_WATCHES 20000u
+#define WATCH_RING            4096u      /* sandbox events kept in memory for resuming watches */
+#define WATCH_MAX_UNSENT      (1u << 20) /* bytes a watcher may leave unread before it is cut */
+#define WATCH_BOOKMARK_MS     5000u      /* a BOOKMARK at least this often on a quiet watch */
+#define WATCH_SYNC_TIMEOUT_MS 10000u     /* a new watch waits this long for the feed to catch up */
+#define GET_SYNC_TIMEOUT_MS   2000u      /* a Get waits this long for the feed, then reads the store */
 
 struct gate;
+struct watch_hub;
 
 struct sandboxes_svc {
-    const struct res_env *env;            /* borrowed */
-    const char *driver_name;              /* policies' allowed_drivers apply to it; NULL: not checked */
-    struct driver *driver;                /* borrowed; Create admits a spec only if driver_validate
-                                           * does (NULL: no such check). Set before calls arrive. */
-    struct store_client_config store_cfg; /* for watch connections; addresses must outlive the svc */
+    const struct res_env *env; /* borrowed */
+    const char *driver_name;   /* policies' allowed_drivers apply to it; NULL: not checked */
+    struct driver *driver;     /* borrowed; Create admits a spec only if driver_validate
+                                * does (NULL: no such check). Set before calls arrive. */
     atomic_bool stopping;
     atomic_uint watches;
+    struct watch_hub *hub;    /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE, Get reads the store */
+    atomic_ullong model_gets; /* Gets answered from the hub's model (gantry_sandbox_model_gets_total) */
 };
 
 int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg);
 
-/* End every watch (UNAVAILABLE) and wait until their threads are gone. */
+/* Before feed_start: make the watch hub and subscribe it to @feed (borrowed: it must outlive the
+ * hub until sandboxes_svc_detach_feed). 0. */
+int sandboxes_svc_attach_feed(struct sandboxes_svc *svc, struct feed *feed);
+
+/* After feed_close: free the hub (any watch left ends UNAVAILABLE). */
+void sandboxes_svc_detach_feed(struct sandboxes_svc *svc);
+
+/* End every watch (UNAVAILABLE); later ones are refused. Returns at once: nothing waits. */
 void sandboxes_svc_stop(struct sandboxes_svc *svc);
 
 #endif

@@ -681,6 +681,224 @@ class Watch(g.GantrydTest):
         print("watch from a follower: 20 creates, a leader SIGKILL between them, each seen once and in order")
 
 
+class WatchFanout(g.GantrydTest):
+    """Watches are served from each replica's change feed: no thread and no store connection per
+    watcher, and a client that does not read is cut instead of growing the replica's memory."""
+
+    def open_watches(self, c, r, n, per_channel=40, options=()):
+        """@n watches of namespace default from the current state on replica @r, each read by its own
+        thread into a list; returns (lists, streams, channels, threads)."""
+        creds = grpc.ssl_channel_credentials(root_certificates=c.client.ca)
+        chans, streams, seen, threads = [], [], [], []
+        md = [("authorization", "Bearer " + c.key)]
+        for i in range(n):
+            if i % per_channel == 0:
+                chans.append(grpc.secure_channel(r.api, creds, options=[
+                    ("grpc.ssl_target_name_override", "localhost")] + list(options)))
+            fn = chans[-1].unary_stream("/gantry.v1.Sandboxes/Watch",
+                                        request_serializer=S.WatchSandboxesRequest.SerializeToString,
+                                        response_deserializer=S.SandboxEvent.FromString)
+            streams.append(fn(S.WatchSandboxesRequest(namespace="default"), metadata=md, timeout=300))
+            seen.append([])
+        return seen, streams, chans, threads
+
+    def read_all(self, seen, streams, threads, first_bookmark):
+        for lst, st in zip(seen, streams):
+            def reader(lst=lst, st=st):
+                try:
+                    for ev in st:
+                        if ev.type == meta_pb2.EVENT_TYPE_BOOKMARK:
+                            first_bookmark.release()
+                        else:
+                            lst.append((ev.revision, ev.type, ev.sandbox.meta.name))
+                except grpc.RpcError:
+                    pass
+            t = threading.Thread(target=reader, daemon=True)
+            t.start()
+            threads.append(t)
+
+    def wait_watches(self, r, n):
+        deadline = time.monotonic() + 30
+        while r.metric("gantry_sandbox_watches") != n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(r.metric("gantry_sandbox_watches"), n)
+
+    def threads_of(self, r):
+        with open("/proc/%d/status" % r.proc.pid) as f:
+            return int([x for x in f if x.startswith("Threads:")][0].split()[1])
+
+    def test_many_watchers_one_poller_and_a_slow_one_is_cut(self):
+        c = g.Cluster("fan-" + self._testMethodName, run_flags=["--driver", "none"]).init()
+        self.clusters.append(c)
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        leader = c.leader()
+        f = [r for r in c.replicas if r is not leader][0]
+        md = [("authorization", "Bearer " + c.key)]
+        create = c.client.channel(leader).unary_unary(
+            "/gantry.v1.Sandboxes/Create", request_serializer=S.CreateSandboxRequest.SerializeToString,
+            response_deserializer=S.Sandbox.FromString)
+
+        def feed_polls(seconds):
+            a = f.metric("gantry_feed_polls_total")
+            time.sleep(seconds)
+            return f.metric("gantry_feed_polls_total") - a
+
+        # 5 watchers, then 300 on the follower: its feed polls the leader as often either way,
+        # and the watchers cost it no thread each.
+        sem = threading.Semaphore(0)
+        few = self.open_watches(c, f, 5)
+        self.read_all(few[0], few[1], few[3], sem)
+        for _ in range(5):
+            self.assertTrue(sem.acquire(timeout=30), "a watch never caught up")
+        polls_few = feed_polls(2.0)
+        threads_few = self.threads_of(f)
+        for st in few[1]:
+            st.cancel()
+        seen, streams, chans, threads = self.open_watches(c, f, 300)
+        self.read_all(seen, streams, threads, sem)
+        for _ in range(300):
+            self.assertTrue(sem.acquire(timeout=60), "a watch never caught up")
+        self.wait_watches(f, 300)
+        polls_many = feed_polls(2.0)
+        threads_many = self.threads_of(f)
+        self.assertLessEqual(polls_many, polls_few * 1.5 + 3, "the feed polls more with more watchers")
+        self.assertLess(threads_many - threads_few, 30, "threads grew with the watchers")
+        # A burst of 200 creates through the leader: every watcher gets each exactly once, in order.
+        made = [create(S.CreateSandboxRequest(sandbox=sandbox("default", "fan%d" % i)), metadata=md, timeout=15)
+                for i in range(200)]
+        want = [(m.meta.resource_version, meta_pb2.EVENT_TYPE_ADDED, m.meta.name) for m in made]
+        deadline = time.monotonic() + 60
+        while min(len(x) for x in seen) < 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for st in streams:
+            st.cancel()
+        for t in threads:
+            t.join(10)
+        for ch in chans + few[2]:
+            ch.close()
+        bad = [i for i, x in enumerate(seen) if x != want]
+        self.assertEqual(bad, [], "watchers that did not get the burst exactly once in order (first: %s)" %
+                         (seen[bad[0]][:5] if bad else None))
+        print("fan-out: 300 watchers on a follower each got all 200 creates once and in order; feed polls in 2 s: "
+              "%d with 5 watchers, %d with 300; threads %d -> %d" % (polls_few, polls_many, threads_few, threads_many))
+
+        # A watcher that never reads (a small fixed HTTP/2 window) is cut once more than 1 MiB waits
+        # for it; a reading watcher beside it gets everything.
+        slow = self.open_watches(c, f, 1, options=[("grpc.http2.bdp_probe", 0)])
+        fast = self.open_watches(c, f, 1)
+        self.read_all(fast[0], fast[1], fast[3], sem)
+        self.wait_watches(f, 2)
+        big = {"PAD%d" % k: "x" * 8000 for k in range(4)}
+        made = [create(S.CreateSandboxRequest(sandbox=sandbox("default", "big%d" % i, env=big)), metadata=md,
+                       timeout=15) for i in range(60)]
+        deadline = time.monotonic() + 60
+        bigs = lambda: [n for _, _, n in fast[0][0] if n.startswith("big")]
+        while len(bigs()) < 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(bigs(), ["big%d" % i for i in range(60)])
+        got = []
+        with self.assertRaises(grpc.RpcError) as cm:
+            for ev in slow[1][0]:
+                got.append(ev)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, cm.exception.details())
+        self.assertIn("the watch fell behind at revision", cm.exception.details())
+        resume = int(cm.exception.details().split("watch again from revision ")[1].split()[0])
+        revs = [ev.revision for ev in got if ev.type != meta_pb2.EVENT_TYPE_BOOKMARK]
+        self.assertLess(len([r for r in revs if r > made[0].meta.resource_version - 1]), 60, "not cut")
+        self.assertLessEqual(max(revs), resume, "the resume revision is before an event delivered")
+        # Resuming from there delivers the rest, each once.
+        again = c.client.channel(f).unary_stream(
+            "/gantry.v1.Sandboxes/Watch", request_serializer=S.WatchSandboxesRequest.SerializeToString,
+            response_deserializer=S.SandboxEvent.FromString)(
+            S.WatchSandboxesRequest(namespace="default", since_revision=resume), metadata=md, timeout=30)
+        rest = []
+        for ev in again:
+            if ev.type == meta_pb2.EVENT_TYPE_BOOKMARK:
+                break
+            rest.append(ev.sandbox.meta.name)
+        again.cancel()
+        delivered = [ev.sandbox.meta.name for ev in got if ev.type != meta_pb2.EVENT_TYPE_BOOKMARK and
+                     ev.sandbox.meta.name.startswith("big")]
+        self.assertEqual(delivered + rest, ["big%d" % i for i in range(60)])
+        fast[1][0].cancel()
+        for ch in slow[2] + fast[2]:
+            ch.close()
+        print("slow watcher: cut with RESOURCE_EXHAUSTED after %d of 60 large events, resumed from revision %d "
+              "with the other %d; the reading watcher got all 60" % (len(delivered), resume, len(rest)))
+
+    def test_get_through_another_replica_sees_the_write(self):
+        """Get is answered from the replica's model after a read index: a sandbox created (or
+        deleted) through one replica is at once seen (or gone) by a Get through another, whole."""
+        c = g.Cluster("ryw-" + self._testMethodName, run_flags=["--driver", "none"]).init()
+        self.clusters.append(c)
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        md = [("authorization", "Bearer " + c.key)]
+
+        def call(r, method, req, resp):
+            return c.client.channel(r).unary_unary("/gantry.v1.Sandboxes/" + method,
+                                                   request_serializer=type(req).SerializeToString,
+                                                   response_deserializer=resp.FromString)(req, metadata=md, timeout=15)
+        gets = lambda: sum(r.metric("gantry_sandbox_model_gets_total") for r in c.replicas)
+        before = gets()
+        n = 60
+        for i in range(n):
+            a, b = c.replicas[i % 3], c.replicas[(i + 1) % 3]
+            made = call(a, "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=meta_pb2.ObjectMeta(namespace="default", name="ryw%d" % i, labels={"i": str(i)}),
+                spec=S.SandboxSpec(image="busybox:1.36", env={"K": "v%d" % i}))), S.Sandbox)
+            got = call(b, "Get", S.GetSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            self.assertEqual(got, made, "replica %d did not see the create through replica %d" % (b.rid, a.rid))
+            call(a, "Delete", S.DeleteSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(b, "Get", S.GetSandboxRequest(namespace="default", name="ryw%d" % i), S.Sandbox)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+        self.assertGreaterEqual(gets() - before, 2 * n, "Gets were not answered from the model")
+        # A watch from a revision the cluster has not reached is refused with a clear status.
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(c.client.channel(c.replicas[1]).unary_stream(
+                "/gantry.v1.Sandboxes/Watch", request_serializer=S.WatchSandboxesRequest.SerializeToString,
+                response_deserializer=S.SandboxEvent.FromString)(
+                S.WatchSandboxesRequest(namespace="default", since_revision=10 ** 12), metadata=md, timeout=15))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.OUT_OF_RANGE)
+        self.assertIn("is in the future (the cluster is at", cm.exception.details())
+        print("read-your-writes: %d creates and deletes through one replica, each seen at once by a Get "
+              "through another (from its model)" % n)
+
+    def test_first_list_after_a_status_change_keeps_labels(self):
+        """The reconciler's status events carry no labels or creation metadata; the replica's model
+        keeps them from the sandbox's earlier state, so a new watch's first list (from memory) still
+        shows them and a label selector still matches, as a list from the store would."""
+        e = FakeEnv(self)
+        made = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+            meta=meta_pb2.ObjectMeta(namespace="default", name="lab", labels={"app": "x"}),
+            spec=S.SandboxSpec(image="busybox:1.36"))))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name="lab"))
+            if got.meta.resource_version != made.meta.resource_version and got.status.phase == \
+                    S.SandboxStatus.PHASE_READY:
+                break
+            time.sleep(0.1)
+        self.assertEqual(got.status.phase, S.SandboxStatus.PHASE_READY, "the reconciler never ran it")
+        for rep in range(3):
+            stream = e.stub("gantry.v1.Sandboxes", "Watch", S.WatchSandboxesRequest, S.SandboxEvent,
+                            streaming=True, replica=rep)(
+                S.WatchSandboxesRequest(namespace="default", selector=meta_pb2.LabelSelector(match_labels={"app": "x"})),
+                metadata=[("authorization", "Bearer " + e.keys["pa"])], timeout=30)
+            ev = next(stream)
+            stream.cancel()
+            self.assertEqual(ev.type, meta_pb2.EVENT_TYPE_ADDED, "replica %d: the selector missed it" % rep)
+            self.assertEqual(dict(ev.sandbox.meta.labels), {"app": "x"})
+            self.assertEqual(ev.sandbox.meta.created_at_ms, got.meta.created_at_ms)
+            self.assertEqual(ev.sandbox.meta.created_by, got.meta.created_by)
+            self.assertGreaterEqual(ev.sandbox.meta.resource_version, got.meta.resource_version)
+            self.assertEqual(ev.sandbox.status.phase, S.SandboxStatus.PHASE_READY)
+
+
 class Retention(g.GantrydTest):
     def test_old_audit_events_are_deleted(self):
         c = g.Cluster("ret-" + self._testMethodName,
@@ -736,7 +954,8 @@ class Retention(g.GantrydTest):
 
 
 GROUPS = {"retention": [Retention], "namespaces": [Namespaces], "sandboxes": [Sandboxes], "quota": [Quota],
-          "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch]}
+          "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch],
+          "fanout": [WatchFanout]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

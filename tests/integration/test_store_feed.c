@@ -1,0 +1,333 @@
+/* The change feed's follower (store/feed.h) against a real one-node dqlite cluster with Gantry's
+ * schema: events of every kind arrive once and in revision order across pages, with their
+ * payload; feed_sync answers a burst of concurrent callers with few leader reads (a read index
+ * batch) and never below a revision written before the call; retention deleting events the feed
+ * had not read yet resyncs its subscribers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "it_common.h"
+#include "store/feed.h"
+#include "store/migrate.h"
+
+static struct cluster cluster;
+static char errmsg[GERR_MSG_SIZE];
+
+struct recorder {
+    pthread_mutex_t mu;
+    uint64_t revs[4096];
+    char kinds[4096][16];
+    size_t payloads;
+    size_t n;
+    unsigned resyncs;
+    bool hold; /* on_applied blocks while set: the feed thread stays inside a poll */
+    bool held;
+    pthread_cond_t cond;
+    uint64_t resync_rev;
+    bool disorder;
+};
+
+static void rec_resync(struct store_client *cl, uint64_t rev, void *data)
+{
+    struct recorder *r = data;
+    (void)cl;
+    pthread_mutex_lock(&r->mu);
+    r->resyncs++;
+    r->resync_rev = rev;
+    r->n = 0;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void rec_event(struct store_client *cl, const struct feed_event *ev, void *data)
+{
+    struct recorder *r = data;
+    (void)cl;
+    pthread_mutex_lock(&r->mu);
+    if (r->n > 0 && ev->revision <= r->revs[r->n - 1]) {
+        r->disorder = true;
+    }
+    if (r->n < 4096) {
+        r->revs[r->n] = ev->revision;
+        snprintf(r->kinds[r->n], sizeof r->kinds[r->n], "%s", ev->kind);
+        r->n++;
+    }
+    if (ev->payload != NULL && ev->payload_len == 3 && memcmp(ev->payload, "abc", 3) == 0) {
+        r->payloads++;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void rec_applied(struct store_client *cl, uint64_t rev, void *data)
+{
+    struct recorder *r = data;
+    (void)cl;
+    (void)rev;
+    pthread_mutex_lock(&r->mu);
+    while (r->hold) {
+        r->held = true;
+        pthread_cond_broadcast(&r->cond);
+        pthread_cond_wait(&r->cond, &r->mu);
+    }
+    r->held = false;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void client_for(struct store_client *cl)
+{
+    struct store_client_config cfg = {.leader_timeout_ms = 30000, .busy_timeout_ms = 30000};
+    cluster_client_config(&cluster, &cfg);
+    assert_int_equal(store_client_init(cl, &cfg), 0);
+}
+
+static int group_setup(void **state)
+{
+    struct cluster_opts o = {.node_bin = it_node_bin()};
+    (void)state;
+    if (cluster_start(&cluster, 1, &o, errmsg) != 0) {
+        fprintf(stderr, "cluster_start: %s\n", errmsg);
+        return -1;
+    }
+    struct store_client cl;
+    client_for(&cl);
+    unsigned n = 0;
+    const struct store_migration *m = store_schema(&n);
+    int rv = store_migrate(&cl, m, n);
+    if (rv != 0) {
+        fprintf(stderr, "migrate: %s\n", cl.errmsg);
+    }
+    store_client_close(&cl);
+    return rv == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (cluster_stop_checked(&cluster, errmsg) != 0) {
+        fprintf(stderr, "cluster_stop: %s\n", errmsg);
+        return -1;
+    }
+    return 0;
+}
+
+struct write_arg {
+    unsigned n;
+    const char *kind;
+    bool payload;
+};
+
+/* @n events in one transaction, as store_event_tx writes them. */
+static int write_events_tx(struct store_tx *tx, void *arg)
+{
+    struct write_arg *a = arg;
+    for (unsigned i = 0; i < a->n; i++) {
+        int rv = store_tx_exec(tx, "UPDATE cluster_revision SET revision = revision + 1 WHERE id = 1", NULL,
+                               0, NULL);
+        struct proto_value p[] = {proto_text(a->kind),
+                                  proto_blob(a->payload ? "abc" : "", a->payload ? 3 : 0)};
+        if (rv == 0) {
+            rv = store_tx_exec(
+                tx,
+                "INSERT INTO events (revision, kind, namespace, object_id, type, at_ms, payload) "
+                "SELECT revision, ?, 'default', 'x', 'MODIFIED', 0, ? FROM cluster_revision",
+                p, 2, NULL);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+static int64_t write_events(struct store_client *cl, unsigned n, const char *kind, bool payload)
+{
+    struct write_arg a = {n, kind, payload};
+    IT_CHECK(&cluster, store_client_tx(cl, write_events_tx, &a), cl->errmsg);
+    int64_t rev = 0;
+    IT_CHECK(&cluster, store_client_query_int(cl, "SELECT revision FROM cluster_revision", NULL, 0, &rev),
+             cl->errmsg);
+    return rev;
+}
+
+static void start_feed(struct feed *f, struct recorder *r, struct feed_sub *s, unsigned poll_ms)
+{
+    struct store_client_config cfg = {.leader_timeout_ms = 30000};
+    cluster_client_config(&cluster, &cfg);
+    assert_int_equal(feed_init(f, &cfg, poll_ms), 0);
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    *s = (struct feed_sub){
+        .on_resync = rec_resync, .on_event = rec_event, .on_applied = rec_applied, .data = r};
+    feed_subscribe(f, s);
+    assert_int_equal(feed_start(f), 0);
+    IT_CHECK(&cluster, feed_wait(f, 0, it_now_ms() + 30000), "the feed never started");
+}
+
+static void test_events_in_order_across_pages(void **state)
+{
+    (void)state;
+    struct store_client cl;
+    client_for(&cl);
+    int64_t before = write_events(&cl, 5, "Namespace", false);
+    struct feed f;
+    struct recorder r;
+    struct feed_sub s;
+    start_feed(&f, &r, &s, 20);
+    assert_int_equal(r.resyncs, 1);
+    assert_true(r.resync_rev >= (uint64_t)before);
+    write_events(&cl, 1500, "Sandbox", true); /* more than a page */
+    int64_t head = write_events(&cl, 700, "RoleBinding", false);
+    uint64_t rev = 0;
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    assert_true(rev >= (uint64_t)head);
+    assert_true(feed_revision(&f) >= (uint64_t)head);
+    pthread_mutex_lock(&r.mu);
+    assert_false(r.disorder);
+    assert_int_equal(r.n, 2200);
+    assert_int_equal(r.revs[0], r.resync_rev + 1);
+    assert_int_equal(r.revs[2199], (uint64_t)head);
+    assert_int_equal(r.payloads, 1500);
+    assert_string_equal(r.kinds[0], "Sandbox");
+    assert_string_equal(r.kinds[2199], "RoleBinding");
+    pthread_mutex_unlock(&r.mu);
+    struct buf out;
+    buf_init(&out);
+    feed_metrics_write(&f, &out);
+    buf_append(&out, "", 1);
+    assert_non_null(strstr((const char *)out.data, "# TYPE gantry_feed_revision gauge"));
+    assert_non_null(strstr((const char *)out.data, "gantry_feed_resyncs_total 1\n"));
+    buf_close(&out);
+    feed_close(&f);
+    store_client_close(&cl);
+}
+
+struct syncer {
+    struct feed *f;
+    uint64_t got;
+    int rv;
+};
+
+static void *sync_main(void *arg)
+{
+    struct syncer *s = arg;
+    s->rv = feed_sync(s->f, it_now_ms() + 30000, &s->got);
+    return NULL;
+}
+
+#define N_SYNC 32
+
+/* While the feed thread is inside a poll (held in on_applied, its read done), N_SYNC callers
+ * arrive; when it goes on, one leader read serves them all, and each gets a revision at or above
+ * a write committed before it called. */
+static void test_sync_batches_concurrent_callers(void **state)
+{
+    (void)state;
+    struct store_client cl;
+    client_for(&cl);
+    struct feed f;
+    struct recorder r;
+    struct feed_sub s;
+    start_feed(&f, &r, &s, 60000); /* no timed polls: only feed_sync wakes it */
+    for (int round = 0; round < 3; round++) {
+        pthread_mutex_lock(&r.mu);
+        r.hold = true;
+        pthread_mutex_unlock(&r.mu);
+        struct syncer first = {.f = &f};
+        pthread_t t0;
+        assert_int_equal(pthread_create(&t0, NULL, sync_main, &first), 0);
+        pthread_mutex_lock(&r.mu);
+        while (!r.held) {
+            pthread_cond_wait(&r.cond, &r.mu);
+        }
+        pthread_mutex_unlock(&r.mu);
+        int64_t written = write_events(&cl, 3, "Sandbox", false); /* after the held poll's read */
+        uint64_t syncs0 = atomic_load(&f.syncs), reads0 = atomic_load(&f.sync_reads);
+        struct syncer ss[N_SYNC];
+        pthread_t t[N_SYNC];
+        for (int i = 0; i < N_SYNC; i++) {
+            ss[i] = (struct syncer){.f = &f};
+            assert_int_equal(pthread_create(&t[i], NULL, sync_main, &ss[i]), 0);
+        }
+        uint64_t deadline = it_now_ms() + 10000;
+        while (atomic_load(&f.syncs) - syncs0 < N_SYNC && it_now_ms() < deadline) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        struct timespec grace = {0, 50000000}; /* from counting a call to its wait: a few instructions */
+        nanosleep(&grace, NULL);
+        pthread_mutex_lock(&r.mu);
+        r.hold = false;
+        pthread_cond_broadcast(&r.cond);
+        pthread_mutex_unlock(&r.mu);
+        pthread_join(t0, NULL);
+        assert_int_equal(first.rv, 0);
+        int failed = 0, below = 0;
+        for (int i = 0; i < N_SYNC; i++) {
+            pthread_join(t[i], NULL);
+            failed += ss[i].rv != 0;
+            below += ss[i].got < (uint64_t)written; /* never below a write acknowledged before */
+        }
+        uint64_t reads = atomic_load(&f.sync_reads) - reads0;
+        fprintf(stderr, "round %d: %d concurrent feed_sync calls, %" PRIu64 " leader reads\n", round, N_SYNC,
+                reads);
+        assert_int_equal(failed, 0);
+        assert_int_equal(below, 0);
+        assert_int_equal(reads, 1); /* shared, not one per caller */
+        assert_true(feed_revision(&f) >= (uint64_t)written);
+    }
+    feed_close(&f);
+    store_client_close(&cl);
+}
+
+static void test_compaction_past_the_feed_resyncs(void **state)
+{
+    (void)state;
+    struct store_client cl;
+    client_for(&cl);
+    struct feed f;
+    struct recorder r;
+    struct feed_sub s;
+    start_feed(&f, &r, &s, 60000);
+    uint64_t rev = 0;
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    int64_t head = write_events(&cl, 10, "Sandbox", false);
+    /* Retention deletes them before the feed reads them, and moves the marker with them. */
+    struct proto_value p[] = {proto_int(head)};
+    IT_CHECK(&cluster, store_client_exec(&cl, "DELETE FROM events WHERE revision <= ?", p, 1, NULL),
+             cl.errmsg);
+    IT_CHECK(&cluster,
+             store_client_exec(&cl,
+                               "INSERT INTO cluster_meta (key, value, updated_at_ms) VALUES "
+                               "('events_compacted_revision', ?, 0) ON CONFLICT (key) DO UPDATE SET value = "
+                               "excluded.value",
+                               p, 1, NULL),
+             cl.errmsg);
+    int64_t after = write_events(&cl, 2, "Sandbox", false);
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.resyncs, 2);
+    assert_true(r.resync_rev >= (uint64_t)after);
+    assert_int_equal(r.n, 0); /* nothing delivered from before the marker */
+    pthread_mutex_unlock(&r.mu);
+    assert_true(rev >= (uint64_t)after);
+    feed_close(&f);
+    store_client_close(&cl);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_events_in_order_across_pages),
+        cmocka_unit_test(test_sync_batches_concurrent_callers),
+        cmocka_unit_test(test_compaction_past_the_feed_resyncs),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
