@@ -49,7 +49,11 @@
  *   operator  existing namespaces from the allowlist: entry "N" maps gantry namespace N to the
  *             Kubernetes namespace N, entry "N=K" to K. Anything else is GERR_PERM. ensure checks
  *             that the namespace exists (a GET the chart grants by name); the driver never creates
- *             or deletes one;
+ *             or deletes one. A sandbox's driver_config "namespace" places it in another of the
+ *             allowlist's Kubernetes namespaces instead (any other is GERR_PERM; managed and
+ *             shared mode refuse the key with GERR_PERM): get, delete, list of one gantry
+ *             namespace and delete_namespace's emptiness check therefore look in every allowlist
+ *             namespace (the cache's last sighting first, then the mapped one, then the rest);
  *   shared    every gantry namespace in the one namespace shared_namespace, told apart by the
  *             gantry.dev/namespace label; never created, deleted or read by the driver (a
  *             namespaced Role cannot grant reading the Namespace object).

@@ -16,8 +16,8 @@
 #define MAX_CONTINUE 4096u /* a continue token */
 #define MAX_PAIRS    32u   /* node_selector pairs, tolerations */
 
-const char *const k8s_config_keys[] = {"runtime_class",   "node_selector", "tolerations",
-                                       "service_account", "resources",     NULL};
+const char *const k8s_config_keys[] = {"runtime_class", "node_selector", "tolerations", "service_account",
+                                       "resources",     "namespace",     NULL};
 
 /* ---- Decoding helpers */
 
@@ -643,6 +643,14 @@ static int apply_config(const struct driver_sandbox_spec *s, json_t *pod_spec, j
         const char *k = s->driver_config[i].key, *v = s->driver_config[i].value;
         json_t *j = NULL;
         int rv = 0;
+        if (strcmp(k, "namespace") == 0) { /* the object's namespace, not the pod spec's (drivers/k8s.c) */
+            if (!driver_is_dns_label(v)) {
+                gerr_set(errmsg,
+                         "driver_config namespace must be a DNS-1123 label (a Kubernetes namespace name)");
+                return GERR_INVAL;
+            }
+            continue;
+        }
         if (strcmp(k, "runtime_class") == 0 || strcmp(k, "service_account") == 0) {
             if (!driver_is_dns_subdomain(v)) {
                 gerr_set(errmsg, "driver_config %s must be a DNS subdomain (a Kubernetes object name)", k);

@@ -199,6 +199,8 @@ extern const char *const k8s_config_keys[];
  *   tolerations      a JSON array of at most 32 objects with members key, operator ("Exists" or
  *                    "Equal"), value, effect ("NoSchedule", "PreferNoSchedule", "NoExecute"),
  *                    tolerationSeconds (integer), nothing else;
+ *   namespace        a DNS-1123 label: the Kubernetes namespace to place the sandbox in (only
+ *                    operator mode honours it, within the allowlist: drivers/k8s.h);
  *   resources        a JSON object {"requests": {...}, "limits": {...}} mapping resource names
  *                    (label-key syntax) to quantities ("500m", "1.5", "2Gi"), nothing else.
  * GERR_INVAL naming the key and what is wrong. */

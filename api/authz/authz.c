@@ -404,6 +404,125 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
     return false;
 }
 
+/* ---- Packed name lists ("a\0b\0"): ServiceAccounts' twins for the placement lists */
+
+static int packed_add(char *buf, size_t cap, unsigned *n, const char *v)
+{
+    size_t used = 0, len = strlen(v) + 1;
+    for (unsigned i = 0; i < *n; i++) {
+        used += strlen(buf + used) + 1;
+    }
+    if (*n >= AUTHZ_SCOPE_MAX || used + len > cap) {
+        return GERR_TOOBIG;
+    }
+    memcpy(buf + used, v, len);
+    (*n)++;
+    return 0;
+}
+
+static size_t packed_list(const char *buf, unsigned n, const char **out, size_t max)
+{
+    size_t used = 0, k = 0;
+    for (unsigned i = 0; i < n && k < max; i++) {
+        out[k++] = buf + used;
+        used += strlen(buf + used) + 1;
+    }
+    return k;
+}
+
+static bool kube_pattern_ok(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '*' || ch == '?')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= 63;
+}
+
+int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern)
+{
+    if (!kube_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return packed_add(s->kube_namespaces, sizeof s->kube_namespaces, &s->n_kube_namespaces, pattern);
+}
+
+int authz_scope_add_runtime_class(struct authz_scope *s, const char *name)
+{
+    if (!authz_sa_name_ok(name)) {
+        return GERR_INVAL;
+    }
+    return packed_add(s->runtime_classes, sizeof s->runtime_classes, &s->n_runtime_classes, name);
+}
+
+size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max)
+{
+    return packed_list(s->kube_namespaces, s->n_kube_namespaces, out, max);
+}
+
+size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out, size_t max)
+{
+    return packed_list(s->runtime_classes, s->n_runtime_classes, out, max);
+}
+
+bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_kube_namespaces(s, p, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (fnmatch(p[i], kns, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_runtime_classes(s, p, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A placement list member @key of @o into @s through @add; GERR_INVAL for anything malformed. */
+static int scope_place(json_t *o, const char *key, struct authz_scope *s,
+                       int (*add)(struct authz_scope *, const char *))
+{
+    json_t *a = json_object_get(o, key);
+    if (a == NULL) {
+        return 0;
+    }
+    if (!json_is_array(a)) {
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v == NULL || add(s, v) != 0) {
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
+
+static json_t *packed_array(const char *buf, unsigned n)
+{
+    const char *names[AUTHZ_SCOPE_MAX];
+    size_t k = packed_list(buf, n, names, AUTHZ_SCOPE_MAX);
+    json_t *a = json_array();
+    for (size_t i = 0; i < k; i++) {
+        json_array_append_new(a, json_string(names[i]));
+    }
+    return a;
+}
+
 static int scope_service_accounts(json_t *o, struct authz_scope *out)
 {
     json_t *a = json_object_get(o, "allowed_service_accounts");
@@ -443,6 +562,12 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
         rv = scope_service_accounts(o, out);
     }
     if (rv == 0) {
+        rv = scope_place(o, "allowed_kubernetes_namespaces", out, authz_scope_add_kube_namespace);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_runtime_classes", out, authz_scope_add_runtime_class);
+    }
+    if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
         out->set = true;
     }
@@ -474,6 +599,14 @@ char *authz_scope_json(const struct authz_scope *s)
             json_array_append_new(a, json_string(names[i]));
         }
         json_object_set_new(o, "allowed_service_accounts", a);
+    }
+    if (copy.n_kube_namespaces > 0) {
+        json_object_set_new(o, "allowed_kubernetes_namespaces",
+                            packed_array(copy.kube_namespaces, copy.n_kube_namespaces));
+    }
+    if (copy.n_runtime_classes > 0) {
+        json_object_set_new(o, "allowed_runtime_classes",
+                            packed_array(copy.runtime_classes, copy.n_runtime_classes));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

@@ -104,8 +104,9 @@ struct authz_rule {
  * The ServiceAccount names sit back to back in one buffer (each NUL-terminated) rather than in
  * fixed slots: a name may be 253 characters, and every cached principal carries
  * AUTHN_MAX_BINDINGS scopes, so 8 slots of 254 bytes would cost 64 KiB per principal. */
-#define AUTHZ_SCOPE_MAX      8u
-#define AUTHZ_SCOPE_SA_BYTES 512u
+#define AUTHZ_SCOPE_MAX         8u
+#define AUTHZ_SCOPE_SA_BYTES    512u
+#define AUTHZ_SCOPE_PLACE_BYTES 256u
 struct authz_scope {
     bool set;
     char patterns[AUTHZ_SCOPE_MAX][48];
@@ -116,6 +117,14 @@ struct authz_scope {
     unsigned n_sources;
     char service_accounts[AUTHZ_SCOPE_SA_BYTES]; /* n_service_accounts names, "a\0b\0" */
     unsigned n_service_accounts;
+    /* Placement (driver_config "kubernetes"): the Kubernetes namespaces a sandbox may be put in
+     * (fnmatch patterns of a-z, 0-9, '-', '*', '?', at most 63 characters each) and the RuntimeClass
+     * names it may run under (exact DNS-1123 subdomains); packed like service_accounts, none when
+     * empty. */
+    char kube_namespaces[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_kube_namespaces;
+    char runtime_classes[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_runtime_classes;
     bool on_behalf;
 };
 
@@ -141,6 +150,20 @@ size_t authz_scope_service_accounts(const struct authz_scope *s, const char **ou
 /* Does @s allow a sandbox to name ServiceAccount @name? Only when it lists it exactly. */
 bool authz_scope_allows_service_account(const struct authz_scope *s, const char *name);
 
+/* Placement lists of a scope (RFC 0005, issue 21), stored like the ServiceAccount names.
+ * authz_scope_add_kube_namespace: @pattern is 1..63 characters of a-z, 0-9, '-', '*', '?';
+ * authz_scope_add_runtime_class: @name is a DNS-1123 subdomain (authz_sa_name_ok). 0; GERR_INVAL
+ * for anything else; GERR_TOOBIG when AUTHZ_SCOPE_MAX entries or AUTHZ_SCOPE_PLACE_BYTES are used
+ * up. @s is unchanged on error. */
+int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern);
+int authz_scope_add_runtime_class(struct authz_scope *s, const char *name);
+size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out, size_t max);
+/* Does @s allow placing a sandbox in Kubernetes namespace @kns (a pattern matches it) / running it
+ * under RuntimeClass @name (listed exactly)? Never when the list is empty. */
+bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns);
+bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name);
+
 struct authz_binding {
     enum authz_role role;
     char ns[64]; /* "" for the global roles and for delegated bindings */
@@ -153,7 +176,8 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
 
 /* The scope as stored (role_bindings.scope): "" for none, else a JSON object {"namespace_patterns":
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
- * "allowed_service_accounts": [...] (optional: absent in scopes stored before it existed, and
+ * "allowed_service_accounts": [...], "allowed_kubernetes_namespaces": [...],
+ * "allowed_runtime_classes": [...] (each optional: absent in scopes stored before it existed, and
  * written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for
  * anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);

@@ -191,8 +191,10 @@ static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char
 
 /* --- Create --- */
 
-/* The caller's authority for delegation checks (api/rules/sandbox.h). */
-static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
+/* May the caller create @sb, as far as delegation goes (api/rules/sandbox.h: driver_config keys
+ * and placement values, credential sources, ServiceAccounts, on behalf of another owner)? Checked
+ * inside the mutation (create_tx), so a refusal is audited with the caller as the actor. */
+static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb, char *why, size_t len)
 {
     const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
     struct sandbox_creator c = {
@@ -201,12 +203,7 @@ static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
         .scopes = scopes,
         .n_scopes = authz_delegations(&ctx->caller, sb->meta->namespace_, scopes, AUTHN_MAX_BINDINGS),
     };
-    char why[GERR_MSG_SIZE];
-    if (!sandbox_rules_delegation(&c, sb->spec, why, sizeof why)) {
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
-        return false;
-    }
-    return true;
+    return sandbox_rules_delegation(&c, sb->spec, why, len);
 }
 
 static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
@@ -216,7 +213,7 @@ static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return false;
     }
-    return delegation_ok(ctx, sb);
+    return true;
 }
 
 /* Each provider exists in the namespace, and the caller may attach it: namespace admins and
@@ -388,6 +385,10 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__CreateSandboxRequest *req = a->req;
     const Gantry__V1__Sandbox *in = req->sandbox;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
+    char refusal[GERR_MSG_SIZE];
+    if (!delegation_ok(c->ctx, in, refusal, sizeof refusal)) {
+        return res_fail(tx, GERR_PERM, "%s", refusal);
+    }
     /* The host's network bypasses egress_allow: a platform_admin's choice only, audited on its own
      * (SANDBOX_HOST_NETWORK_OP). Refused here, inside the mutation, so the refusal is audited too. */
     bool host_net = sandbox_rules_host_network(in->spec);

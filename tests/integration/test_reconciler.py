@@ -814,6 +814,91 @@ class Kubernetes(g.GantrydTest):
         print("kubernetes credentials: Secret %s owned by the Sandbox, referenced by the pod, renewed on update, "
               "gone with the sandbox" % name)
 
+    def test_placement_chosen_by_a_controller(self):
+        """docs/platform-controller.md, issue 21: in operator mode a delegated controller places a
+        sandbox in a Kubernetes namespace of the allowlist that its scope's patterns allow, with a
+        RuntimeClass it allows and tolerations; the reconciler creates it there (runtimeClassName and
+        tolerations in the pod template) and deletes it there. Outside the scope, or chosen by an
+        ordinary user, the create is PERMISSION_DENIED naming the key and value, malformed values are
+        INVALID_ARGUMENT, nothing is created, and the refusals are audited."""
+        from gantry.v1 import api_keys_pb2, audit_pb2, meta_pb2, principals_pb2 as P
+        api = KubeApi(self)
+        for n in ("tenant-b", "gpu-pool"):
+            self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": n}})[0], 201)
+        e = k8s_env(self, "place", api, "gw-test", "operator", "--k8s-namespaces", "team-b=tenant-b,gpu-pool")
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT))).meta.id
+        b = e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_USER, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"],
+                allowed_driver_config_keys=["kubernetes.namespace", "kubernetes.runtime_class",
+                                            "kubernetes.tolerations"],
+                allowed_kubernetes_namespaces=["gpu-*"], allowed_runtime_classes=["gvisor"]))))
+        self.assertEqual(list(b.delegation.allowed_kubernetes_namespaces), ["gpu-*"])
+        self.assertEqual(list(b.delegation.allowed_runtime_classes), ["gvisor"])
+        e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
+                                api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
+        tol = [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}]
+
+        def create(who, name, **cfg):
+            return e.sb(who, "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+                "team-b", name, driver_config={"kubernetes": json.dumps(cfg)})))
+
+        for who, cfg, want, texts in (
+                ("ctrl", {"namespace": "tenant-b"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.namespace", "tenant-b", "allowed_kubernetes_namespaces")),
+                ("ctrl", {"namespace": "gpu-pool", "runtime_class": "kata"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.runtime_class", "kata")),
+                ("ctrl", {"namespace": "Bad_NS"}, grpc.StatusCode.INVALID_ARGUMENT, ("namespace",)),
+                ("ctrl", {"runtime_class": "Not A Class"}, grpc.StatusCode.INVALID_ARGUMENT, ("runtime_class",)),
+                ("other", {"runtime_class": "gvisor"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.runtime_class", "gvisor", "delegation scope")),
+                ("other", {"namespace": "gpu-pool"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.namespace", "gpu-pool")),
+                ("other", {"tolerations": tol}, grpc.StatusCode.PERMISSION_DENIED, ("kubernetes.tolerations",)),
+                ("other", {"namespace": "Bad_NS"}, grpc.StatusCode.INVALID_ARGUMENT, ("namespace",))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                create(who, "refused", **cfg)
+            self.assertEqual(cm.exception.code(), want, (who, cfg, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), (who, cfg))
+        self.assertEqual(list(e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes), [])
+        self.assertEqual(api.sandboxes(), [])
+        deadline = time.monotonic() + 5
+        while True:  # failures are audited in a transaction of their own, just after the answer
+            events = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                page=meta_pb2.PageRequest(page_size=500))).events
+            refused = [(x.actor_principal_id, x.status_detail) for x in events
+                       if x.api_operation == "/gantry.v1.Sandboxes/Create" and x.status == "Failure"]
+            if len(refused) >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # The PERMISSION_DENIED ones, with the caller as the actor (malformed requests are
+        # INVALID_ARGUMENT, refused before the mutation, and not audited as denials).
+        self.assertEqual(sorted((who == ctrl, detail.split(" ")[1]) for who, detail in refused),
+                         [(False, "kubernetes.namespace"), (False, "kubernetes.runtime_class"),
+                          (False, "kubernetes.tolerations"), (True, "kubernetes.namespace"),
+                          (True, "kubernetes.runtime_class")], refused)
+        self.assertEqual({who for who, _ in refused}, {ctrl, e.ids["other"]})
+
+        sb = create("ctrl", "placed", namespace="gpu-pool", runtime_class="gvisor", tolerations=tol)
+        self.assertEqual(sb.meta.created_by, ctrl)
+        got = wait_for(self, "the sandbox did not become READY", lambda: (
+            lambda st: st if st.phase == S.SandboxStatus.PHASE_READY else None)(
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="placed")).status))
+        self.assertEqual(got.driver_handle, "k8s:gpu-pool/team-b--placed")
+        objs = api.sandboxes()
+        self.assertEqual([o["metadata"]["namespace"] for o in objs], ["gpu-pool"])
+        pod = objs[0]["spec"]["podTemplate"]["spec"]
+        self.assertEqual(pod["runtimeClassName"], "gvisor")
+        self.assertEqual(pod["tolerations"], tol)
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="placed"))
+        wait_for(self, "the sandbox was not removed",
+                 lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
+        self.assertEqual(api.sandboxes(), [])
+        print("placement: a controller's sandbox in gpu-pool with runtime class gvisor and tolerations; "
+              "%d refusals audited" % len(refused))
+
     def test_two_gateways_share_one_api_server(self):
         """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
         namespaces and sandbox names: neither creates, sees nor garbage-collects the other's."""
