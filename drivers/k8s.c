@@ -910,6 +910,35 @@ static void wipe_resp(struct driver_k8s *k)
     k->resp.len = 0;
 }
 
+int driver_k8s_read_secret(struct driver *d, const char *ns, const char *name, const char *key, char **out,
+                           char *errmsg)
+{
+    struct driver_k8s *k = k8s_of(d);
+    char path[400];
+    *out = NULL;
+    if (!driver_is_dns_label(ns) || !driver_is_dns_subdomain(name)) {
+        gerr_set(errmsg, "Secret %.63s/%.253s: not a namespace and Secret name", ns, name);
+        return GERR_INVAL;
+    }
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", ns, name);
+    pthread_mutex_lock(&k->base.mu);
+    k->op_epoch = 0; /* a read outside any epoch: a throttled wait is never stale */
+    int rv = call(k, "GET", path, NULL, errmsg);
+    if (rv == 0) {
+        char why[GERR_MSG_SIZE];
+        rv = k8s_secret_value(body(k), k->resp.len, key, out, why);
+        if (rv != 0) {
+            gerr_set(errmsg, "Secret %s/%s: %s", ns, name, why);
+        }
+    } else if (k->last_status != 0) {
+        gerr_set(errmsg, "GET Secret %s/%s: HTTP %ld %s%s%s", ns, name, k->last_status, k->last.reason,
+                 k->last_status == 403 ? ": " : "", k->last_status == 403 ? k->last.message : "");
+    }
+    wipe_resp(k);
+    pthread_mutex_unlock(&k->base.mu);
+    return rv;
+}
+
 /* One write of the credentials Secret: @method to @path with @doc. */
 static int secret_call(struct driver_k8s *k, const char *method, const char *path, const char *doc,
                        char *errmsg)

@@ -100,7 +100,9 @@
  * gantry.dev/credentials. A create that finds the Sandbox writes the Secret again; update_credentials
  * replaces its data with the whole new set (an unconditional PUT: the name is this gateway's and
  * this sandbox's alone); delete removes it after the Sandbox (404 fine). The driver writes and deletes
- * Secrets there and never reads one (its ServiceAccount may not); request and answer bodies are wiped
+ * Secrets there and never reads one (its ServiceAccount may not); the only Secrets it reads are image
+ * pull secrets in its home namespace and, through driver_k8s_read_secret, the Secrets a provider
+ * references (Secret-backed credentials, where the operator granted the get); request and answer bodies are wiped
  * from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
  * about the data.
  *
@@ -198,6 +200,15 @@ int driver_k8s_start_cache(struct driver *d, char *errmsg);
 /* The ids of every READY sandbox in the cache (*@ids: mem_free; *@n of them), or GERR_UNAVAILABLE
  * when the cache is not live. */
 int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n);
+
+/* Read data key @key of Secret @ns/@name through the driver's API client (a Secret-backed
+ * credential source, docs/credentials.md): 0 with *@out the value (heap, NUL-terminated; the caller
+ * wipes and frees it with mem_free); GERR_NOTFOUND (no such Secret or key), GERR_PERM (RBAC: the
+ * gateway's ServiceAccount may not get Secrets there), GERR_PROTO, or a transport error. The answer
+ * body is wiped; messages carry the HTTP status and reason, never the value. Holds the instance's
+ * mutex for the request; callable from any thread. */
+int driver_k8s_read_secret(struct driver *d, const char *ns, const char *name, const char *key, char **out,
+                           char *errmsg);
 
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */

@@ -492,6 +492,63 @@ bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *n
     return false;
 }
 
+static bool secret_name_pattern_ok(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '*' ||
+              ch == '?')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= AUTHZ_SA_NAME_MAX;
+}
+
+int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern)
+{
+    if (!kube_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return packed_add(s->secret_namespaces, sizeof s->secret_namespaces, &s->n_secret_namespaces, pattern);
+}
+
+int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern)
+{
+    if (!secret_name_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return packed_add(s->secret_names, sizeof s->secret_names, &s->n_secret_names, pattern);
+}
+
+size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **out, size_t max)
+{
+    return packed_list(s->secret_namespaces, s->n_secret_namespaces, out, max);
+}
+
+size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max)
+{
+    return packed_list(s->secret_names, s->n_secret_names, out, max);
+}
+
+static bool any_match(const char *const *p, size_t n, const char *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fnmatch(p[i], v, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_secret(const struct authz_scope *s, const char *ns, const char *name)
+{
+    const char *nss[AUTHZ_SCOPE_MAX], *names[AUTHZ_SCOPE_MAX];
+    size_t n_ns = authz_scope_secret_namespaces(s, nss, AUTHZ_SCOPE_MAX);
+    size_t n_names = authz_scope_secret_names(s, names, AUTHZ_SCOPE_MAX);
+    return any_match(nss, n_ns, ns) && any_match(names, n_names, name);
+}
+
 /* A placement list member @key of @o into @s through @add; GERR_INVAL for anything malformed. */
 static int scope_place(json_t *o, const char *key, struct authz_scope *s,
                        int (*add)(struct authz_scope *, const char *))
@@ -568,6 +625,12 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
         rv = scope_place(o, "allowed_runtime_classes", out, authz_scope_add_runtime_class);
     }
     if (rv == 0) {
+        rv = scope_place(o, "allowed_secret_namespaces", out, authz_scope_add_secret_namespace);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_secret_names", out, authz_scope_add_secret_name);
+    }
+    if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
         out->set = true;
     }
@@ -607,6 +670,13 @@ char *authz_scope_json(const struct authz_scope *s)
     if (copy.n_runtime_classes > 0) {
         json_object_set_new(o, "allowed_runtime_classes",
                             packed_array(copy.runtime_classes, copy.n_runtime_classes));
+    }
+    if (copy.n_secret_namespaces > 0) {
+        json_object_set_new(o, "allowed_secret_namespaces",
+                            packed_array(copy.secret_namespaces, copy.n_secret_namespaces));
+    }
+    if (copy.n_secret_names > 0) {
+        json_object_set_new(o, "allowed_secret_names", packed_array(copy.secret_names, copy.n_secret_names));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

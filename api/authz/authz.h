@@ -125,6 +125,13 @@ struct authz_scope {
     unsigned n_kube_namespaces;
     char runtime_classes[AUTHZ_SCOPE_PLACE_BYTES];
     unsigned n_runtime_classes;
+    /* Secret-backed credential sources: the Kubernetes Secrets a provider may reference, as
+     * namespace patterns and name patterns (fnmatch; a Secret is allowed when both match); packed,
+     * none when either is empty. */
+    char secret_namespaces[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_secret_namespaces;
+    char secret_names[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_secret_names;
     bool on_behalf;
 };
 
@@ -162,6 +169,14 @@ size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out
 /* Does @s allow placing a sandbox in Kubernetes namespace @kns (a pattern matches it) / running it
  * under RuntimeClass @name (listed exactly)? Never when the list is empty. */
 bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns);
+/* Secret patterns: authz_scope_add_secret_namespace takes what add_kube_namespace takes;
+ * authz_scope_add_secret_name 1..253 characters of a-z, 0-9, '-', '.', '*', '?'. Errors as above.
+ * authz_scope_allows_secret: does a namespace pattern match @ns and a name pattern match @name? */
+int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern);
+int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern);
+size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max);
+bool authz_scope_allows_secret(const struct authz_scope *s, const char *ns, const char *name);
 bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name);
 
 struct authz_binding {
@@ -177,7 +192,8 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
 /* The scope as stored (role_bindings.scope): "" for none, else a JSON object {"namespace_patterns":
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
  * "allowed_service_accounts": [...], "allowed_kubernetes_namespaces": [...],
- * "allowed_runtime_classes": [...] (each optional: absent in scopes stored before it existed, and
+ * "allowed_runtime_classes": [...], "allowed_secret_namespaces": [...],
+ * "allowed_secret_names": [...] (each optional: absent in scopes stored before it existed, and
  * written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for
  * anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);

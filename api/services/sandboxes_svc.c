@@ -15,6 +15,7 @@
 #include "api/rules/page.h"
 #include "api/rules/policy.h"
 #include "api/rules/sandbox.h"
+#include "api/services/providers_svc.h"
 #include "api/services/policies_svc.h"
 #include "api/services/tenants_svc.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -223,6 +224,8 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
 {
     bool admin = role_in(&c->ctx->who, AZ_ROLE_PLATFORM_ADMIN, "") ||
                  role_in(&c->ctx->who, AZ_ROLE_NAMESPACE_ADMIN, ns);
+    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
+    bool delegated = authz_delegations(&c->ctx->caller, ns, scopes, AUTHN_MAX_BINDINGS) > 0;
     for (size_t i = 0; i < s->n_providers; i++) {
         struct proto_value p[] = {proto_text(ns), proto_text(s->providers[i]), proto_text(c->ctx->who.id)};
         int64_t exists = 0, granted = 0;
@@ -243,6 +246,20 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
                                 "attaching provider \"%.63s\" needs a grant (or namespace_admin)",
                                 s->providers[i]);
             }
+        }
+        if (rv == 0 && delegated) {
+            /* Secret-backed credentials: a delegated caller attaches only providers whose Secrets its
+             * scope allows (docs/credentials.md), whoever created them. */
+            struct proto_rows rows;
+            proto_rows_init(&rows, 0);
+            rv = store_tx_query(tx, "SELECT config FROM providers WHERE namespace = ? AND name = ?", p, 2,
+                                &rows);
+            char why[GERR_MSG_SIZE];
+            if (rv == 0 && rows.n_rows == 1 &&
+                providers_refs_allowed(c->ctx, ns, col(&rows, 0, 0), why, sizeof why) != 0) {
+                rv = res_fail(tx, GERR_PERM, "attaching provider \"%.63s\": %s", s->providers[i], why);
+            }
+            proto_rows_close(&rows);
         }
         if (rv != 0) {
             return rv;

@@ -655,6 +655,47 @@ static void test_operator_placement(void **state)
     (void)state;
 }
 
+/* A Secret-backed credential read through the driver's API client (driver_k8s_read_secret, issue
+ * 21): the decoded value; a missing key or Secret NOTFOUND; the chart's RBAC (which grants no get on
+ * Secrets outside the gateway's own pull secrets) PERM; never the value in a message. */
+static void test_read_secret(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], *v = NULL;
+    const char *value = "ghp-0123456789abcdef"; /* base64: Z2hwLTAxMjM0NTY3ODlhYmNkZWY= */
+    make_namespace("platform-creds");
+    long st = raw("POST", "/api/v1/namespaces/platform-creds/secrets",
+                  "{\"metadata\":{\"name\":\"gh-token\"},\"type\":\"Opaque\",\"data\":"
+                  "{\"token\":\"Z2hwLTAxMjM0NTY3ODlhYmNkZWY=\",\"short\":\"YQ==\"}}",
+                  NULL);
+    assert_true(st == 201 || st == 409);
+    struct driver_k8s_config admin = {.mode = DRIVER_K8S_MANAGED, .token_file = token};
+    struct driver *d = open_cfg("gw-a", &admin);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "token", &v, errmsg), 0);
+    assert_string_equal(v, value);
+    mem_free(v);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "short", &v, errmsg), 0);
+    assert_string_equal(v, "a");
+    mem_free(v);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "nope", &v, errmsg),
+                     GERR_NOTFOUND);
+    assert_null(v);
+    assert_non_null(strstr(errmsg, "no key nope"));
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "missing", "token", &v, errmsg),
+                     GERR_NOTFOUND);
+    assert_non_null(strstr(errmsg, "404"));
+    assert_int_equal(driver_k8s_read_secret(d, "Bad_NS", "gh-token", "token", &v, errmsg), GERR_INVAL);
+    driver_free(d);
+    /* As the chart's ServiceAccount: RBAC refuses (the operator grants get where Secrets may be
+     * referenced, docs/credentials.md). */
+    d = open_gw("gw-a", DRIVER_K8S_MANAGED, NULL, NULL);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "token", &v, errmsg), GERR_PERM);
+    assert_null(v);
+    assert_non_null(strstr(errmsg, "403"));
+    assert_null(strstr(errmsg, value));
+    driver_free(d);
+    (void)state;
+}
+
 /* ---- The egress relay's NetworkPolicy and the pods' proxy variables (drivers/k8s_netpol.h) */
 
 static struct driver *open_egress(const char *address, const char *selector, unsigned relay_port)
@@ -2685,6 +2726,7 @@ int main(void)
         cmocka_unit_test(test_egress_relay_policy),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_operator_placement),
+        cmocka_unit_test(test_read_secret),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),
         cmocka_unit_test(test_two_gateways_managed),
