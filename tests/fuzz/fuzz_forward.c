@@ -12,7 +12,8 @@
  * no length over FWD_MAX_FRAME; a decoded request's strings are terminated; a principal's scope
  * either parses to at most AUTHZ_SCOPE_MAX patterns and ServiceAccount names (each a valid name,
  * never the gateway's own, together within AUTHZ_SCOPE_SA_BYTES), Kubernetes namespace patterns (1..63
- * characters) and RuntimeClass names (valid names, each allowed by the scope), or is refused, and a
+ * characters), RuntimeClass names (valid names, each allowed by the scope) and Secret namespace and
+ * name patterns (1..63 and 1..253 characters), or is refused, and a
  * parsed scope prints back to JSON that parses to the same patterns and names. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,6 +71,22 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
                 abort();
             }
         }
+        const char *sns[AUTHZ_SCOPE_MAX], *snames[AUTHZ_SCOPE_MAX];
+        size_t n_sns = authz_scope_secret_namespaces(&sc, sns, AUTHZ_SCOPE_MAX),
+               n_snames = authz_scope_secret_names(&sc, snames, AUTHZ_SCOPE_MAX);
+        if (n_sns != sc.n_secret_namespaces || n_snames != sc.n_secret_names) {
+            abort();
+        }
+        for (size_t k = 0; k < n_sns; k++) {
+            if (strlen(sns[k]) == 0 || strlen(sns[k]) > 63) {
+                abort();
+            }
+        }
+        for (size_t k = 0; k < n_snames; k++) {
+            if (strlen(snames[k]) == 0 || strlen(snames[k]) > AUTHZ_SA_NAME_MAX) {
+                abort();
+            }
+        }
         if (!sc.set) {
             continue;
         }
@@ -100,6 +117,10 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
             }
         }
         if (authz_scope_runtime_classes(&again, again_names, AUTHZ_SCOPE_MAX) != n_rcs) {
+            abort();
+        }
+        if (authz_scope_secret_namespaces(&again, again_names, AUTHZ_SCOPE_MAX) != n_sns ||
+            authz_scope_secret_names(&again, again_names, AUTHZ_SCOPE_MAX) != n_snames) {
             abort();
         }
         for (size_t k = 0; k < n_rcs; k++) {
