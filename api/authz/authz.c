@@ -404,28 +404,38 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
     return false;
 }
 
-/* ---- Packed name lists ("a\0b\0"): ServiceAccounts' twins for the placement lists */
+/* ---- The placement and Secret lists: tagged entries in one buffer (struct authz_scope) */
 
-static int packed_add(char *buf, size_t cap, unsigned *n, const char *v)
+enum { PLACE_KNS = 'n', PLACE_RC = 'r', PLACE_SNS = 's', PLACE_SNAME = 'm' };
+
+static unsigned place_total(const struct authz_scope *s)
 {
-    size_t used = 0, len = strlen(v) + 1;
-    for (unsigned i = 0; i < *n; i++) {
-        used += strlen(buf + used) + 1;
+    return s->n_kube_namespaces + s->n_runtime_classes + s->n_secret_namespaces + s->n_secret_names;
+}
+
+static int place_add(struct authz_scope *s, char tag, unsigned *n, const char *v)
+{
+    size_t used = 0, len = strlen(v) + 2; /* tag, text, NUL */
+    for (unsigned i = 0, total = place_total(s); i < total; i++) {
+        used += strlen(s->place + used) + 1;
     }
-    if (*n >= AUTHZ_SCOPE_MAX || used + len > cap) {
+    if (*n >= AUTHZ_SCOPE_MAX || used + len > sizeof s->place) {
         return GERR_TOOBIG;
     }
-    memcpy(buf + used, v, len);
+    s->place[used] = tag;
+    memcpy(s->place + used + 1, v, len - 1);
     (*n)++;
     return 0;
 }
 
-static size_t packed_list(const char *buf, unsigned n, const char **out, size_t max)
+static size_t place_list(const struct authz_scope *s, char tag, const char **out, size_t max)
 {
     size_t used = 0, k = 0;
-    for (unsigned i = 0; i < n && k < max; i++) {
-        out[k++] = buf + used;
-        used += strlen(buf + used) + 1;
+    for (unsigned i = 0, total = place_total(s); i < total && k < max; i++) {
+        if (s->place[used] == tag) {
+            out[k++] = s->place + used + 1;
+        }
+        used += strlen(s->place + used) + 1;
     }
     return k;
 }
@@ -447,7 +457,7 @@ int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern)
     if (!kube_pattern_ok(pattern)) {
         return GERR_INVAL;
     }
-    return packed_add(s->kube_namespaces, sizeof s->kube_namespaces, &s->n_kube_namespaces, pattern);
+    return place_add(s, PLACE_KNS, &s->n_kube_namespaces, pattern);
 }
 
 int authz_scope_add_runtime_class(struct authz_scope *s, const char *name)
@@ -455,17 +465,17 @@ int authz_scope_add_runtime_class(struct authz_scope *s, const char *name)
     if (!authz_sa_name_ok(name)) {
         return GERR_INVAL;
     }
-    return packed_add(s->runtime_classes, sizeof s->runtime_classes, &s->n_runtime_classes, name);
+    return place_add(s, PLACE_RC, &s->n_runtime_classes, name);
 }
 
 size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max)
 {
-    return packed_list(s->kube_namespaces, s->n_kube_namespaces, out, max);
+    return place_list(s, PLACE_KNS, out, max);
 }
 
 size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out, size_t max)
 {
-    return packed_list(s->runtime_classes, s->n_runtime_classes, out, max);
+    return place_list(s, PLACE_RC, out, max);
 }
 
 bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns)
@@ -510,7 +520,7 @@ int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern)
     if (!kube_pattern_ok(pattern)) {
         return GERR_INVAL;
     }
-    return packed_add(s->secret_namespaces, sizeof s->secret_namespaces, &s->n_secret_namespaces, pattern);
+    return place_add(s, PLACE_SNS, &s->n_secret_namespaces, pattern);
 }
 
 int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern)
@@ -518,17 +528,17 @@ int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern)
     if (!secret_name_pattern_ok(pattern)) {
         return GERR_INVAL;
     }
-    return packed_add(s->secret_names, sizeof s->secret_names, &s->n_secret_names, pattern);
+    return place_add(s, PLACE_SNAME, &s->n_secret_names, pattern);
 }
 
 size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **out, size_t max)
 {
-    return packed_list(s->secret_namespaces, s->n_secret_namespaces, out, max);
+    return place_list(s, PLACE_SNS, out, max);
 }
 
 size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max)
 {
-    return packed_list(s->secret_names, s->n_secret_names, out, max);
+    return place_list(s, PLACE_SNAME, out, max);
 }
 
 static bool any_match(const char *const *p, size_t n, const char *v)
@@ -569,10 +579,10 @@ static int scope_place(json_t *o, const char *key, struct authz_scope *s,
     return 0;
 }
 
-static json_t *packed_array(const char *buf, unsigned n)
+static json_t *place_array(const struct authz_scope *s, char tag)
 {
     const char *names[AUTHZ_SCOPE_MAX];
-    size_t k = packed_list(buf, n, names, AUTHZ_SCOPE_MAX);
+    size_t k = place_list(s, tag, names, AUTHZ_SCOPE_MAX);
     json_t *a = json_array();
     for (size_t i = 0; i < k; i++) {
         json_array_append_new(a, json_string(names[i]));
@@ -664,19 +674,16 @@ char *authz_scope_json(const struct authz_scope *s)
         json_object_set_new(o, "allowed_service_accounts", a);
     }
     if (copy.n_kube_namespaces > 0) {
-        json_object_set_new(o, "allowed_kubernetes_namespaces",
-                            packed_array(copy.kube_namespaces, copy.n_kube_namespaces));
+        json_object_set_new(o, "allowed_kubernetes_namespaces", place_array(&copy, PLACE_KNS));
     }
     if (copy.n_runtime_classes > 0) {
-        json_object_set_new(o, "allowed_runtime_classes",
-                            packed_array(copy.runtime_classes, copy.n_runtime_classes));
+        json_object_set_new(o, "allowed_runtime_classes", place_array(&copy, PLACE_RC));
     }
     if (copy.n_secret_namespaces > 0) {
-        json_object_set_new(o, "allowed_secret_namespaces",
-                            packed_array(copy.secret_namespaces, copy.n_secret_namespaces));
+        json_object_set_new(o, "allowed_secret_namespaces", place_array(&copy, PLACE_SNS));
     }
     if (copy.n_secret_names > 0) {
-        json_object_set_new(o, "allowed_secret_names", packed_array(copy.secret_names, copy.n_secret_names));
+        json_object_set_new(o, "allowed_secret_names", place_array(&copy, PLACE_SNAME));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

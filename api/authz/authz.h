@@ -106,7 +106,7 @@ struct authz_rule {
  * AUTHN_MAX_BINDINGS scopes, so 8 slots of 254 bytes would cost 64 KiB per principal. */
 #define AUTHZ_SCOPE_MAX         8u
 #define AUTHZ_SCOPE_SA_BYTES    512u
-#define AUTHZ_SCOPE_PLACE_BYTES 256u
+#define AUTHZ_SCOPE_PLACE_BYTES 512u
 struct authz_scope {
     bool set;
     char patterns[AUTHZ_SCOPE_MAX][48];
@@ -119,19 +119,13 @@ struct authz_scope {
     unsigned n_service_accounts;
     /* Placement (driver_config "kubernetes"): the Kubernetes namespaces a sandbox may be put in
      * (fnmatch patterns of a-z, 0-9, '-', '*', '?', at most 63 characters each) and the RuntimeClass
-     * names it may run under (exact DNS-1123 subdomains); packed like service_accounts, none when
-     * empty. */
-    char kube_namespaces[AUTHZ_SCOPE_PLACE_BYTES];
-    unsigned n_kube_namespaces;
-    char runtime_classes[AUTHZ_SCOPE_PLACE_BYTES];
-    unsigned n_runtime_classes;
-    /* Secret-backed credential sources: the Kubernetes Secrets a provider may reference, as
-     * namespace patterns and name patterns (fnmatch; a Secret is allowed when both match); packed,
-     * none when either is empty. */
-    char secret_namespaces[AUTHZ_SCOPE_PLACE_BYTES];
-    unsigned n_secret_namespaces;
-    char secret_names[AUTHZ_SCOPE_PLACE_BYTES];
-    unsigned n_secret_names;
+     * names it may run under (exact DNS-1123 subdomains); and Secret-backed credential sources: the
+     * Kubernetes Secrets a provider may reference, as namespace patterns and name patterns (fnmatch;
+     * a Secret is allowed when both match). Each list is empty (none allowed) or up to
+     * AUTHZ_SCOPE_MAX entries; the four share one buffer of AUTHZ_SCOPE_PLACE_BYTES, each entry a
+     * tag byte, the text and a NUL (in the order added), read through the functions below. */
+    char place[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_kube_namespaces, n_runtime_classes, n_secret_namespaces, n_secret_names;
     bool on_behalf;
 };
 
@@ -160,8 +154,8 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
 /* Placement lists of a scope (RFC 0005, issue 21), stored like the ServiceAccount names.
  * authz_scope_add_kube_namespace: @pattern is 1..63 characters of a-z, 0-9, '-', '*', '?';
  * authz_scope_add_runtime_class: @name is a DNS-1123 subdomain (authz_sa_name_ok). 0; GERR_INVAL
- * for anything else; GERR_TOOBIG when AUTHZ_SCOPE_MAX entries or AUTHZ_SCOPE_PLACE_BYTES are used
- * up. @s is unchanged on error. */
+ * for anything else; GERR_TOOBIG when the list has AUTHZ_SCOPE_MAX entries or the four lists'
+ * AUTHZ_SCOPE_PLACE_BYTES (an entry takes its length plus 2) are used up. @s is unchanged on error. */
 int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern);
 int authz_scope_add_runtime_class(struct authz_scope *s, const char *name);
 size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max);

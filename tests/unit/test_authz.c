@@ -295,11 +295,27 @@ static void test_scope_placement(void **state)
     memset(&sc, 0, sizeof sc);
     assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_INVAL);
     long_pat[63] = '\0';
-    for (int i = 0; i < 4; i++) {
-        assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), 0);
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), 0); /* 65 bytes each */
     }
-    assert_int_equal(authz_scope_add_kube_namespace(&sc, "x"), GERR_TOOBIG); /* 256 bytes used */
-    assert_int_equal(sc.n_kube_namespaces, 4);
+    assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_TOOBIG); /* 520 > 512 */
+    assert_int_equal(sc.n_kube_namespaces, 7);
+    /* The four lists share the buffer: what is left fits a short entry of another list, no more. */
+    assert_int_equal(authz_scope_add_runtime_class(&sc, "gvisor"), 0);
+    assert_int_equal(authz_scope_add_secret_name(&sc, long_pat), GERR_TOOBIG);
+    assert_int_equal(sc.n_secret_names, 0);
+    const char *kns[AUTHZ_SCOPE_MAX], *rcs[AUTHZ_SCOPE_MAX];
+    assert_int_equal(authz_scope_kube_namespaces(&sc, kns, AUTHZ_SCOPE_MAX), 7);
+    assert_int_equal(authz_scope_runtime_classes(&sc, rcs, AUTHZ_SCOPE_MAX), 1);
+    assert_string_equal(rcs[0], "gvisor");
+    assert_string_equal(kns[6], long_pat);
+    /* AUTHZ_SCOPE_MAX entries per list, however short. */
+    memset(&sc, 0, sizeof sc);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(authz_scope_add_runtime_class(&sc, "r"), 0);
+    }
+    assert_int_equal(authz_scope_add_runtime_class(&sc, "r"), GERR_TOOBIG);
+    assert_int_equal(authz_scope_add_secret_namespace(&sc, "s"), 0);
 }
 
 static void test_scope_service_accounts(void **state)
