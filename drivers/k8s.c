@@ -591,18 +591,17 @@ static int read_named(struct driver_k8s *k, const char *kns, const char *name, s
     return rv;
 }
 
-/* The Sandbox object(s) of sandbox @id of gantry namespace @ns: from the cache while its scope is
- * live, else by the name it was last seen under (one GET), else by label (one LIST). The cache's
- * "none" is confirmed with the API server: a watch event may be a moment behind a create made by
- * another replica, and a wrong NOTFOUND would make the reconciler report the sandbox lost. */
-static int find(struct driver_k8s *k, const char *ns, const char *id, struct found *out, char *errmsg)
+/* The Sandbox object(s) of sandbox @id of gantry namespace @ns in Kubernetes namespace @kns: from
+ * the cache while its scope is live, else by the name it was last seen under (one GET), else by
+ * label (one LIST). The cache's "none" is confirmed with the API server: a watch event may be a
+ * moment behind a create made by another replica, and a wrong NOTFOUND would make the reconciler
+ * report the sandbox lost. */
+static int find_in(struct driver_k8s *k, const char *kns, const char *ns, const char *id, struct found *out,
+                   char *errmsg)
 {
-    char kns[64], hint_ns[64], hint_name[64];
+    char hint_ns[64], hint_name[64];
     struct k8s_sandbox s;
-    int rv = k8s_namespace(k, ns, kns, errmsg);
-    if (rv != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
-        return rv;
-    }
+    int rv;
     int cached = k8s_cache_get(k->cache, kns, id, &s);
     if (cached == 1 && sandbox_ours(k, &s.meta, id, ns)) {
         found_push(out, &s);
@@ -623,6 +622,107 @@ static int find(struct driver_k8s *k, const char *ns, const char *id, struct fou
         /* Gone, or not ours any more under that name: search by label. */
     }
     return list_from(k, kns, ns, id, out, errmsg);
+}
+
+/* Is @i the first allowlist entry naming its Kubernetes namespace? */
+static bool op_first(struct driver_k8s *k, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(k->op_to[j], k->op_to[i]) == 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Is @kns one of the operator allowlist's Kubernetes namespaces? */
+static bool op_holds(struct driver_k8s *k, const char *kns)
+{
+    for (size_t i = 0; i < k->n_op; i++) {
+        if (strcmp(k->op_to[i], kns) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The Sandbox object(s) of sandbox @id of gantry namespace @ns, wherever the driver may have put
+ * it: in operator mode a caller may have placed it (driver_config "namespace") in any of the
+ * allowlist's Kubernetes namespaces, so the one the cache last saw it in is asked first, then the
+ * namespace @ns maps to, then the others (a sandbox never seen costs a LIST in each). */
+static int find(struct driver_k8s *k, const char *ns, const char *id, struct found *out, char *errmsg)
+{
+    char kns[64], hint_ns[64], hint_name[64];
+    int rv = k8s_namespace(k, ns, kns, errmsg);
+    if (rv != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
+        return rv;
+    }
+    if (k->mode != DRIVER_K8S_OPERATOR) {
+        return find_in(k, kns, ns, id, out, errmsg);
+    }
+    bool hinted = k8s_cache_name_of(k->cache, id, hint_ns, hint_name) && op_holds(k, hint_ns) &&
+                  strcmp(hint_ns, kns) != 0;
+    if (hinted && ((rv = find_in(k, hint_ns, ns, id, out, errmsg)) != 0 || out->n > 0)) {
+        return rv;
+    }
+    if ((rv = find_in(k, kns, ns, id, out, errmsg)) != 0 || out->n > 0) {
+        return rv;
+    }
+    for (size_t i = 0; rv == 0 && out->n == 0 && i < k->n_op; i++) {
+        if (op_first(k, i) && strcmp(k->op_to[i], kns) != 0 &&
+            !(hinted && strcmp(k->op_to[i], hint_ns) == 0)) {
+            rv = find_in(k, k->op_to[i], ns, id, out, errmsg);
+        }
+    }
+    return rv;
+}
+
+/* This gateway's objects of gantry namespace @ns (and sandbox @id, NULL: all) asked of the API
+ * server in every Kubernetes namespace they may be in (operator mode: every allowlist namespace). */
+static int list_everywhere(struct driver_k8s *k, const char *ns, const char *id, struct found *out,
+                           char *errmsg)
+{
+    char kns[64];
+    int rv = k8s_namespace(k, ns, kns, errmsg);
+    if (rv != 0 || k->mode != DRIVER_K8S_OPERATOR) {
+        return rv != 0 ? rv : list_from(k, kns, ns, id, out, errmsg);
+    }
+    for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
+        if (op_first(k, i)) {
+            rv = list_from(k, k->op_to[i], ns, id, out, errmsg);
+        }
+    }
+    return rv;
+}
+
+/* The Kubernetes namespace sandbox @spec goes into: the driver_config "namespace" its creator chose
+ * (operator mode only, and only one of the allowlist's Kubernetes namespaces: GERR_PERM otherwise),
+ * else the one its gantry namespace maps to. The gantry namespace must be allowed either way. */
+static int spec_namespace(struct driver_k8s *k, const struct driver_sandbox_spec *spec, char out[64],
+                          char *errmsg)
+{
+    const char *chosen = driver_kv_get(spec->driver_config, spec->n_driver_config, "namespace");
+    int rv = k8s_namespace(k, spec->namespace, out, errmsg);
+    if (rv != 0 || chosen == NULL) {
+        return rv;
+    }
+    if (k->mode != DRIVER_K8S_OPERATOR) {
+        gerr_set(
+            errmsg,
+            "driver_config namespace %.63s: the kubernetes driver in %s mode chooses the namespace itself "
+            "(only operator mode places a sandbox in a namespace of its allowlist)",
+            chosen, k->mode == DRIVER_K8S_MANAGED ? "managed" : "shared");
+        return GERR_PERM;
+    }
+    if (!op_holds(k, chosen)) {
+        gerr_set(
+            errmsg,
+            "driver_config namespace %.63s is not a namespace of the kubernetes driver's operator allowlist",
+            chosen);
+        return GERR_PERM;
+    }
+    snprintf(out, 64, "%s", chosen);
+    return 0;
 }
 
 static int k8s_get(struct driver *d, uint64_t epoch, const char *ns, const char *id,
@@ -667,7 +767,7 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
         gerr_set(errmsg, "the kubernetes driver needs an image");
         return GERR_INVAL;
     }
-    if ((rv = k8s_namespace(k, spec->namespace, kns, errmsg)) != 0) {
+    if ((rv = spec_namespace(k, spec, kns, errmsg)) != 0) {
         return rv;
     }
     /* The object's size: render it as create would (the longest names it could get). */
@@ -810,6 +910,35 @@ static void wipe_resp(struct driver_k8s *k)
     k->resp.len = 0;
 }
 
+int driver_k8s_read_secret(struct driver *d, const char *ns, const char *name, const char *key, char **out,
+                           char *errmsg)
+{
+    struct driver_k8s *k = k8s_of(d);
+    char path[400];
+    *out = NULL;
+    if (!driver_is_dns_label(ns) || !driver_is_dns_subdomain(name)) {
+        gerr_set(errmsg, "Secret %.63s/%.253s: not a namespace and Secret name", ns, name);
+        return GERR_INVAL;
+    }
+    snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", ns, name);
+    pthread_mutex_lock(&k->base.mu);
+    k->op_epoch = 0; /* a read outside any epoch: a throttled wait is never stale */
+    int rv = call(k, "GET", path, NULL, errmsg);
+    if (rv == 0) {
+        char why[GERR_MSG_SIZE];
+        rv = k8s_secret_value(body(k), k->resp.len, key, out, why);
+        if (rv != 0) {
+            gerr_set(errmsg, "Secret %s/%s: %s", ns, name, why);
+        }
+    } else if (k->last_status != 0) {
+        gerr_set(errmsg, "GET Secret %s/%s: HTTP %ld %s%s%s", ns, name, k->last_status, k->last.reason,
+                 k->last_status == 403 ? ": " : "", k->last_status == 403 ? k->last.message : "");
+    }
+    wipe_resp(k);
+    pthread_mutex_unlock(&k->base.mu);
+    return rv;
+}
+
 /* One write of the credentials Secret: @method to @path with @doc. */
 static int secret_call(struct driver_k8s *k, const char *method, const char *path, const char *doc,
                        char *errmsg)
@@ -938,8 +1067,8 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     struct found f = {0};
     bool taken;
     int rv = validate_spec(k, s, NULL, errmsg);
-    if (rv != 0 || (rv = k8s_namespace(k, s->namespace, kns, errmsg)) != 0 ||
-        (rv = fence(k, epoch, errmsg)) != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
+    if (rv != 0 || (rv = spec_namespace(k, s, kns, errmsg)) != 0 || (rv = fence(k, epoch, errmsg)) != 0 ||
+        (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
     /* Idempotent by id: whatever name it got, an existing one is found by its labels. Asked of the
@@ -991,17 +1120,17 @@ out:
  * the API server (after a conflict), not the cache. *@creds: 1 when a Sandbox found mounts a
  * credentials Secret, 2 when none was found (a create may have failed after making the Secret). */
 static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, const char *id, bool fresh,
-                       int *creds, char *errmsg)
+                       int *creds, char where[64], char *errmsg)
 {
-    char path[200], kns[64];
+    char path[200];
     struct found f = {0};
-    int rv = fresh ? k8s_namespace(k, ns, kns, errmsg) : find(k, ns, id, &f, errmsg);
-    if (fresh && rv == 0) {
-        rv = list_from(k, kns, ns, id, &f, errmsg);
-    }
+    int rv = fresh ? list_everywhere(k, ns, id, &f, errmsg) : find(k, ns, id, &f, errmsg);
     *creds = f.n == 0 ? 2 : 0;
     for (size_t i = 0; i < f.n; i++) {
         *creds = f.items[i].meta.credentials ? 1 : *creds;
+        if (f.items[i].meta.credentials) {
+            snprintf(where, 64, "%s", f.items[i].meta.ns);
+        }
     }
     for (size_t i = 0; rv == 0 && i < f.n; i++) {
         const struct k8s_sandbox *p = &f.items[i];
@@ -1036,16 +1165,19 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
 }
 
 /* The Sandbox first (the epoch annotation on it may refuse the delete), then its credentials
- * Secret: Kubernetes' garbage collector would delete it too, but not at once, and not one a
- * failed create left without an owner. */
+ * Secret, in the namespace the Sandbox was in: Kubernetes' garbage collector would delete it too,
+ * but not at once, and not one a failed create left without an owner (that one is looked for in
+ * the namespace the gantry namespace maps to only: a Secret a failed create left in a namespace
+ * its creator chose is the garbage collector's, or the operator's, to remove). */
 static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg)
 {
     struct driver_k8s *k = k8s_enter(d, epoch);
     char kns[64];
     int creds = 0, rv = fence(k, epoch, errmsg);
     for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
-        rv = delete_once(k, epoch, ns, id, i > 0, &creds, errmsg);
-        if (rv == 0 && creds != 0 && (rv = k8s_namespace(k, ns, kns, errmsg)) == 0) {
+        kns[0] = '\0';
+        rv = delete_once(k, epoch, ns, id, i > 0, &creds, kns, errmsg);
+        if (rv == 0 && creds != 0 && (kns[0] != '\0' || (rv = k8s_namespace(k, ns, kns, errmsg)) == 0)) {
             rv = delete_credentials(k, kns, id, creds == 2, errmsg);
         }
         if (rv != GERR_ABORTED) {
@@ -1061,16 +1193,6 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
 }
 
 /* ---- Lists */
-
-static bool seen_before(struct driver_k8s *k, size_t i)
-{
-    for (size_t j = 0; j < i; j++) {
-        if (strcmp(k->op_to[j], k->op_to[i]) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
 
 /* This gateway's sandboxes of Kubernetes namespace @kns (NULL: all) and gantry namespace @ns
  * (NULL: all): from the cache when live, else from the API server. */
@@ -1091,7 +1213,15 @@ static int list_all(struct driver_k8s *k, const char *ns, struct found *out, cha
     }
     if (ns != NULL) {
         rv = k8s_namespace(k, ns, kns, errmsg);
-        return rv != 0 ? rv : list_scope(k, kns, ns, out, errmsg);
+        if (rv != 0 || k->mode != DRIVER_K8S_OPERATOR) {
+            return rv != 0 ? rv : list_scope(k, kns, ns, out, errmsg);
+        }
+        for (size_t i = 0; rv == 0 && i < k->n_op; i++) { /* placed by driver_config "namespace" */
+            if (op_first(k, i)) {
+                rv = list_scope(k, k->op_to[i], ns, out, errmsg);
+            }
+        }
+        return rv;
     }
     switch (k->mode) {
     case DRIVER_K8S_MANAGED:
@@ -1101,7 +1231,7 @@ static int list_all(struct driver_k8s *k, const char *ns, struct found *out, cha
     case DRIVER_K8S_OPERATOR:
     default:
         for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
-            if (!seen_before(k, i)) {
+            if (op_first(k, i)) {
                 rv = list_scope(k, k->op_to[i], NULL, out, errmsg);
             }
         }
@@ -1384,7 +1514,7 @@ static int k8s_delete_ns(struct driver *d, uint64_t epoch, const char *ns, char 
     if (rv != 0 || (rv = fence(k, epoch, errmsg)) != 0 || (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
-    if ((rv = list_from(k, kns, ns, NULL, &f, errmsg)) == 0 && f.n > 0) {
+    if ((rv = list_everywhere(k, ns, NULL, &f, errmsg)) == 0 && f.n > 0) {
         gerr_set(errmsg, "namespace %s still holds %zu sandboxes", ns, f.n);
         rv = GERR_CONSTRAINT;
     }
@@ -1696,7 +1826,7 @@ static void make_scopes(struct driver_k8s *k)
         k->scopes[k->n_scopes++] = k->shared_ns;
     } else {
         for (size_t i = 0; i < k->n_op; i++) {
-            if (!seen_before(k, i)) {
+            if (op_first(k, i)) {
                 k->scopes[k->n_scopes++] = k->op_to[i];
             }
         }

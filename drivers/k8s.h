@@ -49,7 +49,11 @@
  *   operator  existing namespaces from the allowlist: entry "N" maps gantry namespace N to the
  *             Kubernetes namespace N, entry "N=K" to K. Anything else is GERR_PERM. ensure checks
  *             that the namespace exists (a GET the chart grants by name); the driver never creates
- *             or deletes one;
+ *             or deletes one. A sandbox's driver_config "namespace" places it in another of the
+ *             allowlist's Kubernetes namespaces instead (any other is GERR_PERM; managed and
+ *             shared mode refuse the key with GERR_PERM): get, delete, list of one gantry
+ *             namespace and delete_namespace's emptiness check therefore look in every allowlist
+ *             namespace (the cache's last sighting first, then the mapped one, then the rest);
  *   shared    every gantry namespace in the one namespace shared_namespace, told apart by the
  *             gantry.dev/namespace label; never created, deleted or read by the driver (a
  *             namespaced Role cannot grant reading the Namespace object).
@@ -96,7 +100,9 @@
  * gantry.dev/credentials. A create that finds the Sandbox writes the Secret again; update_credentials
  * replaces its data with the whole new set (an unconditional PUT: the name is this gateway's and
  * this sandbox's alone); delete removes it after the Sandbox (404 fine). The driver writes and deletes
- * Secrets there and never reads one (its ServiceAccount may not); request and answer bodies are wiped
+ * Secrets there and never reads one (its ServiceAccount may not); the only Secrets it reads are image
+ * pull secrets in its home namespace and, through driver_k8s_read_secret, the Secrets a provider
+ * references (Secret-backed credentials, where the operator granted the get); request and answer bodies are wiped
  * from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
  * about the data.
  *
@@ -194,6 +200,15 @@ int driver_k8s_start_cache(struct driver *d, char *errmsg);
 /* The ids of every READY sandbox in the cache (*@ids: mem_free; *@n of them), or GERR_UNAVAILABLE
  * when the cache is not live. */
 int driver_k8s_ready_ids(struct driver *d, char (**ids)[40], size_t *n);
+
+/* Read data key @key of Secret @ns/@name through the driver's API client (a Secret-backed
+ * credential source, docs/credentials.md): 0 with *@out the value (heap, NUL-terminated; the caller
+ * wipes and frees it with mem_free); GERR_NOTFOUND (no such Secret or key), GERR_PERM (RBAC: the
+ * gateway's ServiceAccount may not get Secrets there), GERR_PROTO, or a transport error. The answer
+ * body is wiped; messages carry the HTTP status and reason, never the value. Holds the instance's
+ * mutex for the request; callable from any thread. */
+int driver_k8s_read_secret(struct driver *d, const char *ns, const char *name, const char *key, char **out,
+                           char *errmsg);
 
 /* The names the driver uses (63 bytes at most, NUL-terminated into 64-byte buffers): a sandbox's
  * preferred object name, the name it steps aside to when that is taken, and a managed namespace. */

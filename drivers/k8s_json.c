@@ -16,8 +16,8 @@
 #define MAX_CONTINUE 4096u /* a continue token */
 #define MAX_PAIRS    32u   /* node_selector pairs, tolerations */
 
-const char *const k8s_config_keys[] = {"runtime_class",   "node_selector", "tolerations",
-                                       "service_account", "resources",     NULL};
+const char *const k8s_config_keys[] = {"runtime_class", "node_selector", "tolerations", "service_account",
+                                       "resources",     "namespace",     NULL};
 
 /* ---- Decoding helpers */
 
@@ -643,6 +643,14 @@ static int apply_config(const struct driver_sandbox_spec *s, json_t *pod_spec, j
         const char *k = s->driver_config[i].key, *v = s->driver_config[i].value;
         json_t *j = NULL;
         int rv = 0;
+        if (strcmp(k, "namespace") == 0) { /* the object's namespace, not the pod spec's (drivers/k8s.c) */
+            if (!driver_is_dns_label(v)) {
+                gerr_set(errmsg,
+                         "driver_config namespace must be a DNS-1123 label (a Kubernetes namespace name)");
+                return GERR_INVAL;
+            }
+            continue;
+        }
         if (strcmp(k, "runtime_class") == 0 || strcmp(k, "service_account") == 0) {
             if (!driver_is_dns_subdomain(v)) {
                 gerr_set(errmsg, "driver_config %s must be a DNS subdomain (a Kubernetes object name)", k);
@@ -1099,6 +1107,82 @@ int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *ga
         if (*out == NULL) {
             gerr_set(errmsg, "Secret %s: cannot encode its copy", name);
             rv = GERR_NOMEM;
+        }
+    }
+    json_decref(j);
+    return rv;
+}
+
+static const char b64_alphabet_dec[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Value of a standard base64 character, or -1. */
+static int b64_value(char c)
+{
+    const char *p = c != '\0' ? strchr(b64_alphabet_dec, c) : NULL;
+    return p != NULL ? (int)(p - b64_alphabet_dec) : -1;
+}
+
+int k8s_secret_value(const char *text, size_t len, const char *key, char **out, char *errmsg)
+{
+    json_error_t jerr;
+    *out = NULL;
+    json_t *j = json_loadb(text, len, 0, &jerr);
+    const char *kind = str_member(j, "kind", 64);
+    json_t *data = json_object_get(j, "data");
+    json_t *v = json_object_get(data, key);
+    const char *enc = json_string_value(v);
+    int rv = 0;
+    size_t n = enc != NULL ? strlen(enc) : 0;
+    if (!json_is_object(j) || (kind != NULL && strcmp(kind, "Secret") != 0)) {
+        gerr_set(errmsg, "not a Secret");
+        rv = GERR_PROTO;
+    } else if (v == NULL) {
+        gerr_set(errmsg, "the Secret has no key %.253s", key);
+        rv = GERR_NOTFOUND;
+    } else if (enc == NULL || n % 4 != 0 || n == 0 || n > K8S_SECRET_VALUE_MAX / 3 * 4 + 4) {
+        gerr_set(errmsg, "the Secret's key %.253s is not a base64 value of 1..%u bytes", key,
+                 K8S_SECRET_VALUE_MAX);
+        rv = GERR_PROTO;
+    }
+    char *plain = rv == 0 ? mem_alloc(n / 4 * 3 + 1) : NULL;
+    size_t at = 0;
+    for (size_t i = 0; rv == 0 && i < n; i += 4) {
+        int a = b64_value(enc[i]), b = b64_value(enc[i + 1]);
+        bool last = i + 4 == n;
+        int c = enc[i + 2] == '=' && last && enc[i + 3] == '=' ? -2 : b64_value(enc[i + 2]);
+        int d = enc[i + 3] == '=' && last && c != -1 ? -2 : b64_value(enc[i + 3]);
+        if (a < 0 || b < 0 || c == -1 || d == -1) {
+            gerr_set(errmsg, "the Secret's key %.253s is not standard base64", key);
+            rv = GERR_PROTO;
+            break;
+        }
+        plain[at++] = (char)((a << 2) | (b >> 4));
+        if (c >= 0) {
+            plain[at++] = (char)(((b & 15) << 4) | (c >> 2));
+        }
+        if (c >= 0 && d >= 0) {
+            plain[at++] = (char)(((c & 3) << 6) | d);
+        }
+    }
+    if (rv == 0 && (at == 0 || memchr(plain, '\0', at) != NULL)) {
+        gerr_set(errmsg, "the Secret's key %.253s holds an empty value or a NUL byte", key);
+        rv = GERR_PROTO;
+    }
+    if (rv == 0) {
+        plain[at] = '\0';
+        *out = plain;
+    } else if (plain != NULL) {
+        volatile char *w = plain;
+        for (size_t i = 0; i < n / 4 * 3 + 1; i++) {
+            w[i] = 0;
+        }
+        mem_free(plain);
+    }
+    /* The decoded document held the value too: wipe the encoded copy jansson made. */
+    if (enc != NULL) {
+        volatile char *w = (char *)enc;
+        for (size_t i = 0; i < n; i++) {
+            w[i] = 0;
         }
     }
     json_decref(j);

@@ -199,6 +199,8 @@ extern const char *const k8s_config_keys[];
  *   tolerations      a JSON array of at most 32 objects with members key, operator ("Exists" or
  *                    "Equal"), value, effect ("NoSchedule", "PreferNoSchedule", "NoExecute"),
  *                    tolerationSeconds (integer), nothing else;
+ *   namespace        a DNS-1123 label: the Kubernetes namespace to place the sandbox in (only
+ *                    operator mode honours it, within the allowlist: drivers/k8s.h);
  *   resources        a JSON object {"requests": {...}, "limits": {...}} mapping resource names
  *                    (label-key syntax) to quantities ("500m", "1.5", "2Gi"), nothing else.
  * GERR_INVAL naming the key and what is wrong. */
@@ -255,6 +257,14 @@ char *k8s_fence_manifest(const char *name, const char *ns, const char *gateway_i
  * *@out is the manifest (mem_free). GERR_PROTO for a malformed Secret. */
 int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *gateway_id, char **out,
                     char *errmsg);
+
+/* The value under data key @key of a Secret read from the API server (a Secret-backed credential
+ * source, docs/credentials.md): 0 with *@out the decoded bytes NUL-terminated (heap, mem_free after
+ * wiping), GERR_NOTFOUND when the Secret has no such key, GERR_PROTO when the body is not a Secret or
+ * the value is not standard base64 of 1..K8S_SECRET_VALUE_MAX bytes without a NUL. The base64 text
+ * in the parsed copy is wiped; @text itself is the caller's to wipe. Messages never carry a value. */
+#define K8S_SECRET_VALUE_MAX 65536u
+int k8s_secret_value(const char *text, size_t len, const char *key, char **out, char *errmsg);
 
 /* ---- Credentials (docs/credentials.md): one Secret per sandbox that carries any, in the sandbox's
  * Kubernetes namespace, made and replaced by the driver and never read back (the driver has no

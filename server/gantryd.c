@@ -1495,13 +1495,24 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
     return 0;
 }
 
+/* providers_secret_fetch_fn: a Secret-backed credential, read through the kubernetes driver's API
+ * client (docs/credentials.md). */
+static int sandbox_secret_fetch(void *arg, const char *ns, const char *name, const char *key, char **value,
+                                char *errmsg)
+{
+    struct daemon *d = arg;
+    return driver_k8s_read_secret(d->driver, ns, name, key, value, errmsg);
+}
+
 /* reconciler_creds_fn: the providers' credentials (docs/credentials.md). */
 static int sandbox_creds(void *arg, struct store_client *cl, const char *ns, const char *const *names,
                          size_t n, struct reconciler_creds *out, char *errmsg)
 {
     struct daemon *d = arg;
     struct providers_credentials *pc = mem_zalloc(sizeof *pc);
-    int rv = providers_credentials_open(cl, &d->prov.ring, ns, names, n, pc, errmsg);
+    bool k8s = d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0;
+    int rv = providers_credentials_open(cl, &d->prov.ring, ns, names, n, k8s ? sandbox_secret_fetch : NULL, d,
+                                        pc, errmsg);
     if (rv != 0) {
         mem_free(pc);
         return rv;

@@ -86,9 +86,13 @@ static int provider_write(struct cli *c, bool create, int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
-    if (create && (type == NULL || sf == NULL)) {
+    bool refs = false; /* Secret-backed credentials (--config secret_ref.KEY=NS/NAME/KEY) */
+    for (int i = 0; i < n_config; i++) {
+        refs = refs || strncmp(config[i], "secret_ref.", 11) == 0;
+    }
+    if (create && (type == NULL || (sf == NULL && !refs))) {
         fprintf(stderr, "gantry provider create: give --type and --secret-file FILE (or - for stdin) with "
-                        "KEY=VALUE lines\n");
+                        "KEY=VALUE lines, or --config secret_ref.KEY=NAMESPACE/SECRET/KEY\n");
         return GANTRY_EXIT_USAGE;
     }
     char *text = NULL;
@@ -275,7 +279,9 @@ static int provider_grants(struct cli *c, int argc, char **argv)
 
 const struct gantry_cmd gantry_provider_cmds[] = {
     {"provider", "create",
-     "NAME --type TYPE --secret-file FILE|- [--config K=V ...] [--label K=V ...] [--namespace NS]",
+     "NAME --type TYPE --secret-file FILE|- | --config secret_ref.KEY=NS/SECRET/KEY [--config K=V ...] "
+     "[--label K=V ...] "
+     "[--namespace NS]",
      "store a provider credential (KEY=VALUE lines from FILE, or stdin for -), encrypted at rest and never "
      "returned",
      "printf 'api_key=%s\\n' \"$OPENAI_KEY\" | gantry provider create openai --type openai --secret-file - "

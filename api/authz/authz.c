@@ -404,6 +404,192 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
     return false;
 }
 
+/* ---- The placement and Secret lists: tagged entries in one buffer (struct authz_scope) */
+
+enum { PLACE_KNS = 'n', PLACE_RC = 'r', PLACE_SNS = 's', PLACE_SNAME = 'm' };
+
+static unsigned place_total(const struct authz_scope *s)
+{
+    return s->n_kube_namespaces + s->n_runtime_classes + s->n_secret_namespaces + s->n_secret_names;
+}
+
+static int place_add(struct authz_scope *s, char tag, unsigned *n, const char *v)
+{
+    size_t used = 0, len = strlen(v) + 2; /* tag, text, NUL */
+    for (unsigned i = 0, total = place_total(s); i < total; i++) {
+        used += strlen(s->place + used) + 1;
+    }
+    if (*n >= AUTHZ_SCOPE_MAX || used + len > sizeof s->place) {
+        return GERR_TOOBIG;
+    }
+    s->place[used] = tag;
+    memcpy(s->place + used + 1, v, len - 1);
+    (*n)++;
+    return 0;
+}
+
+static size_t place_list(const struct authz_scope *s, char tag, const char **out, size_t max)
+{
+    size_t used = 0, k = 0;
+    for (unsigned i = 0, total = place_total(s); i < total && k < max; i++) {
+        if (s->place[used] == tag) {
+            out[k++] = s->place + used + 1;
+        }
+        used += strlen(s->place + used) + 1;
+    }
+    return k;
+}
+
+static bool kube_pattern_ok(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '*' || ch == '?')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= 63;
+}
+
+int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern)
+{
+    if (!kube_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_KNS, &s->n_kube_namespaces, pattern);
+}
+
+int authz_scope_add_runtime_class(struct authz_scope *s, const char *name)
+{
+    if (!authz_sa_name_ok(name)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_RC, &s->n_runtime_classes, name);
+}
+
+size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_KNS, out, max);
+}
+
+size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_RC, out, max);
+}
+
+bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_kube_namespaces(s, p, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (fnmatch(p[i], kns, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_runtime_classes(s, p, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool secret_name_pattern_ok(const char *p)
+{
+    size_t n = strlen(p);
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '*' ||
+              ch == '?')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= AUTHZ_SA_NAME_MAX;
+}
+
+int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern)
+{
+    if (!kube_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_SNS, &s->n_secret_namespaces, pattern);
+}
+
+int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern)
+{
+    if (!secret_name_pattern_ok(pattern)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_SNAME, &s->n_secret_names, pattern);
+}
+
+size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_SNS, out, max);
+}
+
+size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_SNAME, out, max);
+}
+
+static bool any_match(const char *const *p, size_t n, const char *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fnmatch(p[i], v, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_secret(const struct authz_scope *s, const char *ns, const char *name)
+{
+    const char *nss[AUTHZ_SCOPE_MAX], *names[AUTHZ_SCOPE_MAX];
+    size_t n_ns = authz_scope_secret_namespaces(s, nss, AUTHZ_SCOPE_MAX);
+    size_t n_names = authz_scope_secret_names(s, names, AUTHZ_SCOPE_MAX);
+    return any_match(nss, n_ns, ns) && any_match(names, n_names, name);
+}
+
+/* A placement list member @key of @o into @s through @add; GERR_INVAL for anything malformed. */
+static int scope_place(json_t *o, const char *key, struct authz_scope *s,
+                       int (*add)(struct authz_scope *, const char *))
+{
+    json_t *a = json_object_get(o, key);
+    if (a == NULL) {
+        return 0;
+    }
+    if (!json_is_array(a)) {
+        return GERR_INVAL;
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const char *v = json_string_value(json_array_get(a, i));
+        if (v == NULL || add(s, v) != 0) {
+            return GERR_INVAL;
+        }
+    }
+    return 0;
+}
+
+static json_t *place_array(const struct authz_scope *s, char tag)
+{
+    const char *names[AUTHZ_SCOPE_MAX];
+    size_t k = place_list(s, tag, names, AUTHZ_SCOPE_MAX);
+    json_t *a = json_array();
+    for (size_t i = 0; i < k; i++) {
+        json_array_append_new(a, json_string(names[i]));
+    }
+    return a;
+}
+
 static int scope_service_accounts(json_t *o, struct authz_scope *out)
 {
     json_t *a = json_object_get(o, "allowed_service_accounts");
@@ -443,6 +629,18 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
         rv = scope_service_accounts(o, out);
     }
     if (rv == 0) {
+        rv = scope_place(o, "allowed_kubernetes_namespaces", out, authz_scope_add_kube_namespace);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_runtime_classes", out, authz_scope_add_runtime_class);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_secret_namespaces", out, authz_scope_add_secret_namespace);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_secret_names", out, authz_scope_add_secret_name);
+    }
+    if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
         out->set = true;
     }
@@ -474,6 +672,18 @@ char *authz_scope_json(const struct authz_scope *s)
             json_array_append_new(a, json_string(names[i]));
         }
         json_object_set_new(o, "allowed_service_accounts", a);
+    }
+    if (copy.n_kube_namespaces > 0) {
+        json_object_set_new(o, "allowed_kubernetes_namespaces", place_array(&copy, PLACE_KNS));
+    }
+    if (copy.n_runtime_classes > 0) {
+        json_object_set_new(o, "allowed_runtime_classes", place_array(&copy, PLACE_RC));
+    }
+    if (copy.n_secret_namespaces > 0) {
+        json_object_set_new(o, "allowed_secret_namespaces", place_array(&copy, PLACE_SNS));
+    }
+    if (copy.n_secret_names > 0) {
+        json_object_set_new(o, "allowed_secret_names", place_array(&copy, PLACE_SNAME));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

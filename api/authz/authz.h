@@ -104,8 +104,9 @@ struct authz_rule {
  * The ServiceAccount names sit back to back in one buffer (each NUL-terminated) rather than in
  * fixed slots: a name may be 253 characters, and every cached principal carries
  * AUTHN_MAX_BINDINGS scopes, so 8 slots of 254 bytes would cost 64 KiB per principal. */
-#define AUTHZ_SCOPE_MAX      8u
-#define AUTHZ_SCOPE_SA_BYTES 512u
+#define AUTHZ_SCOPE_MAX         8u
+#define AUTHZ_SCOPE_SA_BYTES    512u
+#define AUTHZ_SCOPE_PLACE_BYTES 512u
 struct authz_scope {
     bool set;
     char patterns[AUTHZ_SCOPE_MAX][48];
@@ -116,6 +117,15 @@ struct authz_scope {
     unsigned n_sources;
     char service_accounts[AUTHZ_SCOPE_SA_BYTES]; /* n_service_accounts names, "a\0b\0" */
     unsigned n_service_accounts;
+    /* Placement (driver_config "kubernetes"): the Kubernetes namespaces a sandbox may be put in
+     * (fnmatch patterns of a-z, 0-9, '-', '*', '?', at most 63 characters each) and the RuntimeClass
+     * names it may run under (exact DNS-1123 subdomains); and Secret-backed credential sources: the
+     * Kubernetes Secrets a provider may reference, as namespace patterns and name patterns (fnmatch;
+     * a Secret is allowed when both match). Each list is empty (none allowed) or up to
+     * AUTHZ_SCOPE_MAX entries; the four share one buffer of AUTHZ_SCOPE_PLACE_BYTES, each entry a
+     * tag byte, the text and a NUL (in the order added), read through the functions below. */
+    char place[AUTHZ_SCOPE_PLACE_BYTES];
+    unsigned n_kube_namespaces, n_runtime_classes, n_secret_namespaces, n_secret_names;
     bool on_behalf;
 };
 
@@ -141,6 +151,28 @@ size_t authz_scope_service_accounts(const struct authz_scope *s, const char **ou
 /* Does @s allow a sandbox to name ServiceAccount @name? Only when it lists it exactly. */
 bool authz_scope_allows_service_account(const struct authz_scope *s, const char *name);
 
+/* Placement lists of a scope (RFC 0005, issue 21), stored like the ServiceAccount names.
+ * authz_scope_add_kube_namespace: @pattern is 1..63 characters of a-z, 0-9, '-', '*', '?';
+ * authz_scope_add_runtime_class: @name is a DNS-1123 subdomain (authz_sa_name_ok). 0; GERR_INVAL
+ * for anything else; GERR_TOOBIG when the list has AUTHZ_SCOPE_MAX entries or the four lists'
+ * AUTHZ_SCOPE_PLACE_BYTES (an entry takes its length plus 2) are used up. @s is unchanged on error. */
+int authz_scope_add_kube_namespace(struct authz_scope *s, const char *pattern);
+int authz_scope_add_runtime_class(struct authz_scope *s, const char *name);
+size_t authz_scope_kube_namespaces(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_runtime_classes(const struct authz_scope *s, const char **out, size_t max);
+/* Does @s allow placing a sandbox in Kubernetes namespace @kns (a pattern matches it) / running it
+ * under RuntimeClass @name (listed exactly)? Never when the list is empty. */
+bool authz_scope_allows_kube_namespace(const struct authz_scope *s, const char *kns);
+/* Secret patterns: authz_scope_add_secret_namespace takes what add_kube_namespace takes;
+ * authz_scope_add_secret_name 1..253 characters of a-z, 0-9, '-', '.', '*', '?'. Errors as above.
+ * authz_scope_allows_secret: does a namespace pattern match @ns and a name pattern match @name? */
+int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern);
+int authz_scope_add_secret_name(struct authz_scope *s, const char *pattern);
+size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max);
+bool authz_scope_allows_secret(const struct authz_scope *s, const char *ns, const char *name);
+bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name);
+
 struct authz_binding {
     enum authz_role role;
     char ns[64]; /* "" for the global roles and for delegated bindings */
@@ -153,7 +185,9 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
 
 /* The scope as stored (role_bindings.scope): "" for none, else a JSON object {"namespace_patterns":
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
- * "allowed_service_accounts": [...] (optional: absent in scopes stored before it existed, and
+ * "allowed_service_accounts": [...], "allowed_kubernetes_namespaces": [...],
+ * "allowed_runtime_classes": [...], "allowed_secret_namespaces": [...],
+ * "allowed_secret_names": [...] (each optional: absent in scopes stored before it existed, and
  * written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for
  * anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -35,6 +36,8 @@ static bool refuse(char *why, size_t len, const char *fmt, ...)
     va_end(ap);
     return false;
 }
+
+static bool placement_shapes_ok(const char *value, char *why, size_t len);
 
 bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len)
 {
@@ -98,8 +101,71 @@ bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len
                           "(a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
                           s->driver_config[i]->key);
         }
+        if (strcmp(s->driver_config[i]->key, "kubernetes") == 0 &&
+            !placement_shapes_ok(s->driver_config[i]->value, why, len)) {
+            return false;
+        }
     }
     return true;
+}
+
+/* The placement members of the "kubernetes" driver_config entry that only a trusted caller may set:
+ * a platform_admin, or a delegated caller within its scope (issue 21). */
+static const char *const placement_keys[] = {"namespace", "runtime_class", "tolerations", NULL};
+
+/* The first placement member of @s's "kubernetes" entry: true with its name in *@key and its value
+ * (a string member's text, else compact JSON, cut to fit) in @val. */
+static bool placement_chosen(const Gantry__V1__SandboxSpec *s, const char **key, char *val, size_t len)
+{
+    for (size_t i = 0; i < s->n_driver_config; i++) {
+        if (strcmp(s->driver_config[i]->key, "kubernetes") != 0) {
+            continue;
+        }
+        json_t *o = json_loads(s->driver_config[i]->value, 0, NULL);
+        for (size_t k = 0; placement_keys[k] != NULL; k++) {
+            json_t *v = json_object_get(o, placement_keys[k]);
+            if (v != NULL) {
+                char *d = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT);
+                snprintf(val, len, "%s", d != NULL ? d : json_string_value(v));
+                free(d);
+                *key = placement_keys[k];
+                json_decref(o);
+                return true;
+            }
+        }
+        json_decref(o);
+    }
+    return false;
+}
+
+/* A string member @key of the JSON object @value: its text, or NULL (absent or not a string). */
+static const char *member_str(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+/* The shapes of the "kubernetes" placement values the API checks itself (before any scope, so a
+ * malformed one is INVALID_ARGUMENT for everyone): namespace a DNS-1123 label, runtime_class a
+ * DNS-1123 subdomain. The driver checks the rest (tolerations) when it validates the spec. */
+static bool placement_shapes_ok(const char *value, char *why, size_t len)
+{
+    json_t *o = json_loads(value, 0, NULL);
+    json_t *ns = json_object_get(o, "namespace"), *rc = json_object_get(o, "runtime_class");
+    char reason[160];
+    bool ok = true;
+    if (ns != NULL &&
+        (!json_is_string(ns) || !names_dns_label_ok(json_string_value(ns), 63, reason, sizeof reason))) {
+        ok = refuse(
+            why, len,
+            "sandbox.spec.driver_config[\"kubernetes\"].namespace must be a Kubernetes namespace name (a "
+            "DNS-1123 label: at most 63 characters of a-z, 0-9 and '-')");
+    } else if (rc != NULL && (!json_is_string(rc) || !authz_sa_name_ok(json_string_value(rc)))) {
+        ok = refuse(why, len,
+                    "sandbox.spec.driver_config[\"kubernetes\"].runtime_class must be a RuntimeClass name (a "
+                    "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
+    }
+    json_decref(o);
+    return ok;
 }
 
 /* Is @sc's scope wide enough for this spec? Fills @why when not. */
@@ -118,6 +184,22 @@ static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__Sandbox
                          s->driver_config[i]->key, key);
                 ok = false;
             }
+        }
+        const char *kns = member_str(o, "namespace"), *rc = member_str(o, "runtime_class");
+        bool kube = strcmp(s->driver_config[i]->key, "kubernetes") == 0;
+        if (ok && kube && kns != NULL && !authz_scope_allows_kube_namespace(sc, kns)) {
+            snprintf(why, len,
+                     "driver_config kubernetes.namespace \"%.63s\" is outside the delegation scope "
+                     "(allowed_kubernetes_namespaces%s)",
+                     kns, sc->n_kube_namespaces == 0 ? " is empty: none" : "");
+            ok = false;
+        }
+        if (ok && kube && rc != NULL && !authz_scope_allows_runtime_class(sc, rc)) {
+            snprintf(why, len,
+                     "driver_config kubernetes.runtime_class \"%.100s\" is outside the delegation scope "
+                     "(allowed_runtime_classes%s)",
+                     rc, sc->n_runtime_classes == 0 ? " is empty: none" : "");
+            ok = false;
         }
         json_decref(o);
         if (!ok) {
@@ -153,6 +235,15 @@ bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1_
 {
     bool on_behalf = s->owner_id[0] != '\0' && strcmp(s->owner_id, c->id) != 0;
     why[0] = '\0';
+    const char *key;
+    char val[128];
+    if (c->n_scopes == 0 && !c->platform_admin && placement_chosen(s, &key, val, sizeof val)) {
+        return refuse(
+            why, len,
+            "driver_config kubernetes.%s \"%s\": choosing the placement needs a delegation scope that "
+            "allows it, or platform_admin (other callers get the gateway's configured placement)",
+            key, val);
+    }
     if (c->n_scopes == 0) {
         if (on_behalf && !c->platform_admin) {
             return refuse(why, len,

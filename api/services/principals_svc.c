@@ -115,7 +115,7 @@ struct binding_msg {
     Gantry__V1__ObjectMeta meta;
     Gantry__V1__DelegationScope ds;
     struct authz_scope sc; /* ds points into it */
-    char *ptrs[4][AUTHZ_SCOPE_MAX];
+    char *ptrs[8][AUTHZ_SCOPE_MAX];
 };
 
 static void scope_strings(char (*items)[48], unsigned n, char **ptrs, char ***out, size_t *n_out)
@@ -151,6 +151,18 @@ static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, 
         m->ds.n_allowed_service_accounts =
             authz_scope_service_accounts(&m->sc, (const char **)m->ptrs[3], AUTHZ_SCOPE_MAX);
         m->ds.allowed_service_accounts = m->ptrs[3];
+        m->ds.n_allowed_kubernetes_namespaces =
+            authz_scope_kube_namespaces(&m->sc, (const char **)m->ptrs[4], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_kubernetes_namespaces = m->ptrs[4];
+        m->ds.n_allowed_runtime_classes =
+            authz_scope_runtime_classes(&m->sc, (const char **)m->ptrs[5], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_runtime_classes = m->ptrs[5];
+        m->ds.n_allowed_secret_namespaces =
+            authz_scope_secret_namespaces(&m->sc, (const char **)m->ptrs[6], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_secret_namespaces = m->ptrs[6];
+        m->ds.n_allowed_secret_names =
+            authz_scope_secret_names(&m->sc, (const char **)m->ptrs[7], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_secret_names = m->ptrs[7];
         m->ds.create_on_behalf_of_owner = m->sc.on_behalf;
         m->b.delegation = &m->ds;
     }
@@ -967,6 +979,40 @@ static bool scope_from_request(struct gate_ctx *ctx, const Gantry__V1__Delegatio
                       "binding.delegation.allowed_service_accounts: at most %u bytes together",
                       AUTHZ_SCOPE_SA_BYTES);
             return false;
+        }
+    }
+    struct {
+        const char *field, *what;
+        char **items;
+        size_t n;
+        int (*add)(struct authz_scope *, const char *);
+    } place[] = {
+        {"allowed_kubernetes_namespaces", "a pattern of 1..63 characters of a-z, 0-9, '-', '*' and '?'",
+         d->allowed_kubernetes_namespaces, d->n_allowed_kubernetes_namespaces,
+         authz_scope_add_kube_namespace},
+        {"allowed_runtime_classes",
+         "a RuntimeClass name (a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
+         d->allowed_runtime_classes, d->n_allowed_runtime_classes, authz_scope_add_runtime_class},
+        {"allowed_secret_namespaces", "a pattern of 1..63 characters of a-z, 0-9, '-', '*' and '?'",
+         d->allowed_secret_namespaces, d->n_allowed_secret_namespaces, authz_scope_add_secret_namespace},
+        {"allowed_secret_names", "a pattern of 1..253 characters of a-z, 0-9, '-', '.', '*' and '?'",
+         d->allowed_secret_names, d->n_allowed_secret_names, authz_scope_add_secret_name},
+    };
+    for (size_t l = 0; l < sizeof place / sizeof place[0]; l++) {
+        for (size_t i = 0; i < place[l].n; i++) {
+            int rv = place[l].add(sc, place[l].items[i]);
+            if (rv == GERR_INVAL) {
+                gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                          "binding.delegation.%s[%zu] \"%.100s\" is not %s", place[l].field, i,
+                          place[l].items[i], place[l].what);
+                return false;
+            }
+            if (rv != 0) {
+                gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                          "binding.delegation.%s: at most %u entries and %u bytes together", place[l].field,
+                          AUTHZ_SCOPE_MAX, AUTHZ_SCOPE_PLACE_BYTES);
+                return false;
+            }
         }
     }
     sc->on_behalf = d->create_on_behalf_of_owner;

@@ -12,6 +12,7 @@
 #include "api/gate/gate.h"
 #include "api/rules/labels.h"
 #include "api/rules/page.h"
+#include "api/rules/secret_ref.h"
 #include "drivers/driver.h"
 #include "gantry/v1/providers.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -505,6 +506,100 @@ static int ns_active_tx(struct store_tx *tx, const char *ns)
     return rv;
 }
 
+/* --- Secret-backed credentials (api/rules/secret_ref.h) --- */
+
+/* The Secret references in @p's config are well formed, each names a credential key that is a file
+ * name, and none is also a stored key of @secret (@n_secret of them). *@n_refs counts them. Answers
+ * INVALID_ARGUMENT itself when not. */
+static bool refs_ok(struct gate_ctx *ctx, const Gantry__V1__Provider *p, const struct kv *secret,
+                    size_t n_secret, size_t *n_refs)
+{
+    *n_refs = 0;
+    for (size_t i = 0; i < p->n_config; i++) {
+        const char *key = secret_ref_key(p->config[i]->key);
+        if (key == NULL) {
+            continue;
+        }
+        struct secret_ref r;
+        if (!chars_ok(key, MAX_SECRET_KEY, "._-", true) || strcmp(key, ".") == 0 || strcmp(key, "..") == 0) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "provider.config: \"%s\" must name a credential key after \"" SECRET_REF_PREFIX
+                      "\" (letters, digits, '.', '_', '-'; a file name in the sandbox)",
+                      p->config[i]->key);
+            return false;
+        }
+        if (secret_ref_parse(p->config[i]->value, &r) != 0) {
+            gate_fail(
+                ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                "provider.config: the value of \"%s\" must be NAMESPACE/NAME/KEY of a Kubernetes Secret "
+                "(a namespace name, a Secret name, a data key of letters, digits, '.', '_', '-')",
+                p->config[i]->key);
+            return false;
+        }
+        for (size_t k = 0; k < n_secret; k++) {
+            if (strcmp(secret[k].k, key) == 0) {
+                gate_fail(
+                    ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                    "provider: credential \"%s\" is both a stored secret and \"%s\": give it one source", key,
+                    p->config[i]->key);
+                return false;
+            }
+        }
+        (*n_refs)++;
+    }
+    return true;
+}
+
+static bool platform_admin(const struct gate_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->who.n_bindings; i++) {
+        if (ctx->who.bindings[i].role == AZ_ROLE_PLATFORM_ADMIN && ctx->who.bindings[i].ns[0] == '\0' &&
+            !ctx->who.bindings[i].scope.set) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int providers_refs_allowed(const struct gate_ctx *ctx, const char *ns, const char *config_json, char *why,
+                           size_t len)
+{
+    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
+    size_t n = authz_delegations(&ctx->caller, ns, scopes, AUTHN_MAX_BINDINGS);
+    bool pa = platform_admin(ctx);
+    json_t *cfg = json_loads(config_json, 0, NULL);
+    const char *k;
+    json_t *v;
+    int rv = 0;
+    why[0] = '\0';
+    json_object_foreach(cfg, k, v)
+    {
+        struct secret_ref r;
+        const char *text = json_string_value(v);
+        if (rv != 0 || secret_ref_key(k) == NULL || text == NULL || secret_ref_parse(text, &r) != 0) {
+            continue;
+        }
+        char reason[GERR_MSG_SIZE];
+        if (!secret_ref_allowed(&r, pa, scopes, n, reason, sizeof reason)) {
+            snprintf(why, len, "provider config \"%.60s\": %s", k, reason);
+            rv = GERR_PERM;
+        }
+    }
+    json_decref(cfg);
+    return rv;
+}
+
+/* Inside a create or update: may the caller reference the Secrets @p's config names? Refused with
+ * PERMISSION_DENIED (audited: the mutation's failure) naming the Secret. */
+static int refs_allowed_tx(struct store_tx *tx, const struct res_call *c, const Gantry__V1__Provider *p)
+{
+    char why[GERR_MSG_SIZE];
+    char *config = config_json(p);
+    int rv = providers_refs_allowed(c->ctx, p->meta->namespace_, config, why, sizeof why);
+    mem_free(config);
+    return rv != 0 ? res_fail(tx, rv, "%s", why) : 0;
+}
+
 /* --- Create / Update --- */
 
 static int prov_create_tx(struct store_tx *tx, struct res_call *c)
@@ -513,8 +608,11 @@ static int prov_create_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__CreateProviderRequest *req = op->req;
     const Gantry__V1__Provider *in = req->provider;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
-    int rv = ns_active_tx(tx, ns);
+    int rv = refs_allowed_tx(tx, c, in);
     struct proto_rows rows;
+    if (rv == 0) {
+        rv = ns_active_tx(tx, ns);
+    }
     if (rv == 0) {
         rv = prov_read_tx(tx, ns, name, &rows);
         proto_rows_close(&rows);
@@ -582,7 +680,10 @@ static void prov_create(struct gate_ctx *ctx, void *data)
     }
     struct kv *kv = mem_zalloc(sizeof *kv * (req->n_secret + 1));
     KV_OF(req->secret, req->n_secret, kv);
-    bool ok = secret_ok(ctx, kv, req->n_secret, true);
+    size_t n_refs = 0;
+    /* A provider holds at least one credential: stored, or a Secret reference. */
+    bool ok = refs_ok(ctx, req->provider, kv, req->n_secret, &n_refs) &&
+              secret_ok(ctx, kv, req->n_secret, n_refs == 0);
     mem_free(kv);
     if (ok) {
         struct prov_op op = {.svc = data, .req = req};
@@ -617,7 +718,11 @@ static int prov_update_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__Provider *in = req->provider;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
     struct proto_rows rows;
-    int rv = prov_read_tx(tx, ns, name, &rows);
+    proto_rows_init(&rows, 0);
+    int rv = refs_allowed_tx(tx, c, in);
+    if (rv == 0) {
+        rv = prov_read_tx(tx, ns, name, &rows);
+    }
     if (rv == 0) {
         rv = check_version(tx, coli(&rows, 0, 9), req->expected_resource_version);
     }
@@ -625,6 +730,24 @@ static int prov_update_tx(struct store_tx *tx, struct res_call *c)
     buf_init(&sealed);
     char key_id[KEYRING_ID_SIZE] = "", id[40] = "", type[64] = "";
     char *keys = NULL;
+    if (rv == 0 && req->n_secret == 0) {
+        /* The stored secret stays: a reference must not give one of its keys a second source. */
+        json_t *stored = json_loads(col(&rows, 0, 5), 0, NULL);
+        for (size_t i = 0; rv == 0 && i < in->n_config; i++) {
+            const char *key = secret_ref_key(in->config[i]->key);
+            for (size_t k = 0; key != NULL && rv == 0 && k < json_array_size(stored); k++) {
+                const char *have = json_string_value(json_array_get(stored, k));
+                if (have != NULL && strcmp(have, key) == 0) {
+                    rv = res_fail(
+                        tx, GERR_INVAL,
+                        "provider: credential \"%s\" is both a stored secret and \"%s\": give it one "
+                        "source",
+                        key, in->config[i]->key);
+                }
+            }
+        }
+        json_decref(stored);
+    }
     if (rv == 0) {
         snprintf(id, sizeof id, "%s", col(&rows, 0, 0));
         snprintf(type, sizeof type, "%s", in->type[0] != '\0' ? in->type : col(&rows, 0, 3));
@@ -667,7 +790,9 @@ static void prov_update(struct gate_ctx *ctx, void *data)
     }
     struct kv *kv = mem_zalloc(sizeof *kv * (req->n_secret + 1));
     KV_OF(req->secret, req->n_secret, kv);
-    bool ok = secret_ok(ctx, kv, req->n_secret, false);
+    size_t n_refs = 0;
+    bool ok =
+        refs_ok(ctx, req->provider, kv, req->n_secret, &n_refs) && secret_ok(ctx, kv, req->n_secret, false);
     mem_free(kv);
     if (ok) {
         struct prov_op op = {.svc = data, .req = req};
@@ -1171,6 +1296,14 @@ struct creds_read {
 
 static void creds_reset(struct providers_credentials *c)
 {
+    for (size_t i = 0; i < c->n_fetched; i++) {
+        volatile char *w = c->fetched[i];
+        for (size_t k = 0; w != NULL && w[k] != '\0'; k++) {
+            w[k] = 0;
+        }
+        mem_free(c->fetched[i]);
+    }
+    mem_free(c->fetched);
     for (size_t i = 0; i < c->n_secrets; i++) {
         providers_secret_close(&c->secrets[i]);
         json_decref(c->configs[i]);
@@ -1211,6 +1344,14 @@ static int creds_tx(struct store_tx *tx, void *arg)
     if (rv != 0) {
         return rv;
     }
+    for (size_t i = 0; i < a->n; i++) { /* room for the Secret-backed entries, resolved after */
+        const char *k;
+        json_t *v;
+        json_object_foreach(c->configs[i], k, v)
+        {
+            total += secret_ref_key(k) != NULL ? 1 : 0;
+        }
+    }
     c->items = mem_zalloc(sizeof *c->items * (total + 1));
     for (size_t i = 0; i < a->n; i++) {
         for (size_t k = 0; k < c->secrets[i].n; k++) {
@@ -1227,14 +1368,68 @@ static int creds_tx(struct store_tx *tx, void *arg)
 }
 
 int providers_credentials_open(struct store_client *cl, const struct keyring *ring, const char *ns,
-                               const char *const *names, size_t n, struct providers_credentials *out,
-                               char *errmsg)
+                               const char *const *names, size_t n, providers_secret_fetch_fn fetch,
+                               void *fetch_arg, struct providers_credentials *out, char *errmsg)
 {
     memset(out, 0, sizeof *out);
     struct creds_read a = {.ring = ring, .ns = ns, .names = names, .n = n, .out = out};
     int rv = store_client_tx(cl, creds_tx, &a);
     if (rv != 0) {
         gerr_set(errmsg, "credentials of namespace %s: %s", ns, cl->errmsg);
+        creds_reset(out);
+        return rv;
+    }
+    /* The Secret-backed entries, read now, outside the store's transaction. */
+    size_t n_refs = 0;
+    for (size_t i = 0; i < out->n_secrets; i++) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(out->configs[i], k, v)
+        {
+            n_refs += secret_ref_key(k) != NULL ? 1 : 0;
+        }
+    }
+    out->fetched = mem_zalloc(sizeof *out->fetched * (n_refs + 1));
+    for (size_t i = 0; rv == 0 && i < out->n_secrets; i++) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(out->configs[i], k, v)
+        {
+            const char *key = secret_ref_key(k), *text = json_string_value(v);
+            struct secret_ref r;
+            if (rv != 0 || key == NULL || text == NULL) {
+                continue;
+            }
+            if (secret_ref_parse(text, &r) != 0) {
+                gerr_set(errmsg, "provider %s: config %s is not a Secret reference", names[i], k);
+                rv = GERR_INVAL;
+                continue;
+            }
+            if (fetch == NULL) {
+                gerr_set(errmsg,
+                         "provider %s: credential %s comes from Kubernetes Secret %s/%s: Secret-backed "
+                         "credentials need the kubernetes driver",
+                         names[i], key, r.ns, r.name);
+                rv = GERR_UNAVAILABLE;
+                continue;
+            }
+            char *value = NULL, why[GERR_MSG_SIZE] = "";
+            rv = fetch(fetch_arg, r.ns, r.name, r.key, &value, why);
+            if (rv != 0) {
+                gerr_set(errmsg, "provider %s: credential %s: %s", names[i], key, why);
+                continue;
+            }
+            out->fetched[out->n_fetched++] = value;
+            char env_key[8 + MAX_SECRET_KEY];
+            snprintf(env_key, sizeof env_key, ENV_PREFIX "%s", key);
+            out->items[out->n++] = (struct driver_credential){
+                .provider = names[i],
+                .key = key,
+                .value = value,
+                .env = json_string_value(json_object_get(out->configs[i], env_key))};
+        }
+    }
+    if (rv != 0) {
         creds_reset(out);
     }
     return rv;

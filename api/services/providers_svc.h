@@ -53,6 +53,16 @@ void providers_svc_close(struct providers_svc *svc);
 int providers_check_attach(struct store_tx *tx, const char *ns, const char *provider_name,
                            const struct gate_ctx *ctx, char *why, size_t len);
 
+/* May the caller of @ctx reference the Kubernetes Secrets that provider config @config_json (the
+ * stored JSON object) names in "secret_ref.<key>" entries (api/rules/secret_ref.h)? 0 for a
+ * platform_admin or a caller whose delegation scopes covering @ns allow each; GERR_PERM otherwise,
+ * with @why naming the entry and the Secret. A caller with no delegation scope in @ns and without
+ * platform_admin is refused too: only trusted callers reference Secrets (at provider Create and
+ * Update). Sandboxes.Create calls it for delegated callers only (a provider set up by a trusted
+ * caller may be attached by anyone it is granted to). */
+int providers_refs_allowed(const struct gate_ctx *ctx, const char *ns, const char *config_json, char *why,
+                           size_t len);
+
 /* For the reconciler and drivers: the decrypted secret of provider @name in @ns. On success
  * @out holds n entries whose keys and values point into out->plain; providers_secret_close wipes
  * and frees it. Errors: GERR_NOTFOUND, GERR_PERM (does not open), the store's; message in the
@@ -79,10 +89,21 @@ struct providers_credentials {
     struct providers_secret *secrets; /* one per provider: the values point into them */
     size_t n_secrets;
     json_t **configs; /* one per provider: the env names point into them */
+    char **fetched;   /* the values of Secret-backed entries (wiped and freed at close) */
+    size_t n_fetched;
 };
+/* Resolve a Secret-backed credential (provider config "secret_ref.<key>" = "NS/NAME/KEY",
+ * api/rules/secret_ref.h): 0 with *@value the value (heap, NUL-terminated; providers_credentials_close
+ * wipes and frees it), or an error with @errmsg (never a value). Called after the store read, on the
+ * caller's thread. */
+typedef int (*providers_secret_fetch_fn)(void *arg, const char *ns, const char *name, const char *key,
+                                         char **value, char *errmsg);
+/* As above; Secret-backed entries are resolved through @fetch (NULL: such a provider fails with
+ * GERR_UNAVAILABLE, "Secret-backed credentials need the kubernetes driver"), after the stored ones,
+ * in config order. */
 int providers_credentials_open(struct store_client *cl, const struct keyring *ring, const char *ns,
-                               const char *const *names, size_t n, struct providers_credentials *out,
-                               char *errmsg);
+                               const char *const *names, size_t n, providers_secret_fetch_fn fetch,
+                               void *fetch_arg, struct providers_credentials *out, char *errmsg);
 void providers_credentials_close(struct providers_credentials *c);
 
 /* Move every provider secret that is not sealed under the ring's newest key to it, in batches of

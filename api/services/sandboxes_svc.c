@@ -15,6 +15,7 @@
 #include "api/rules/page.h"
 #include "api/rules/policy.h"
 #include "api/rules/sandbox.h"
+#include "api/services/providers_svc.h"
 #include "api/services/policies_svc.h"
 #include "api/services/tenants_svc.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -191,8 +192,10 @@ static int payload_from_row_tx(struct store_tx *tx, int64_t revision, const char
 
 /* --- Create --- */
 
-/* The caller's authority for delegation checks (api/rules/sandbox.h). */
-static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
+/* May the caller create @sb, as far as delegation goes (api/rules/sandbox.h: driver_config keys
+ * and placement values, credential sources, ServiceAccounts, on behalf of another owner)? Checked
+ * inside the mutation (create_tx), so a refusal is audited with the caller as the actor. */
+static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb, char *why, size_t len)
 {
     const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
     struct sandbox_creator c = {
@@ -201,12 +204,7 @@ static bool delegation_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
         .scopes = scopes,
         .n_scopes = authz_delegations(&ctx->caller, sb->meta->namespace_, scopes, AUTHN_MAX_BINDINGS),
     };
-    char why[GERR_MSG_SIZE];
-    if (!sandbox_rules_delegation(&c, sb->spec, why, sizeof why)) {
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
-        return false;
-    }
-    return true;
+    return sandbox_rules_delegation(&c, sb->spec, why, len);
 }
 
 static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
@@ -216,7 +214,7 @@ static bool spec_ok(struct gate_ctx *ctx, const Gantry__V1__Sandbox *sb)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return false;
     }
-    return delegation_ok(ctx, sb);
+    return true;
 }
 
 /* Each provider exists in the namespace, and the caller may attach it: namespace admins and
@@ -226,6 +224,8 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
 {
     bool admin = role_in(&c->ctx->who, AZ_ROLE_PLATFORM_ADMIN, "") ||
                  role_in(&c->ctx->who, AZ_ROLE_NAMESPACE_ADMIN, ns);
+    const struct authz_scope *scopes[AUTHN_MAX_BINDINGS];
+    bool delegated = authz_delegations(&c->ctx->caller, ns, scopes, AUTHN_MAX_BINDINGS) > 0;
     for (size_t i = 0; i < s->n_providers; i++) {
         struct proto_value p[] = {proto_text(ns), proto_text(s->providers[i]), proto_text(c->ctx->who.id)};
         int64_t exists = 0, granted = 0;
@@ -246,6 +246,20 @@ static int providers_ok_tx(struct store_tx *tx, struct res_call *c, const Gantry
                                 "attaching provider \"%.63s\" needs a grant (or namespace_admin)",
                                 s->providers[i]);
             }
+        }
+        if (rv == 0 && delegated) {
+            /* Secret-backed credentials: a delegated caller attaches only providers whose Secrets its
+             * scope allows (docs/credentials.md), whoever created them. */
+            struct proto_rows rows;
+            proto_rows_init(&rows, 0);
+            rv = store_tx_query(tx, "SELECT config FROM providers WHERE namespace = ? AND name = ?", p, 2,
+                                &rows);
+            char why[GERR_MSG_SIZE];
+            if (rv == 0 && rows.n_rows == 1 &&
+                providers_refs_allowed(c->ctx, ns, col(&rows, 0, 0), why, sizeof why) != 0) {
+                rv = res_fail(tx, GERR_PERM, "attaching provider \"%.63s\": %s", s->providers[i], why);
+            }
+            proto_rows_close(&rows);
         }
         if (rv != 0) {
             return rv;
@@ -388,6 +402,10 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__CreateSandboxRequest *req = a->req;
     const Gantry__V1__Sandbox *in = req->sandbox;
     const char *ns = in->meta->namespace_, *name = in->meta->name;
+    char refusal[GERR_MSG_SIZE];
+    if (!delegation_ok(c->ctx, in, refusal, sizeof refusal)) {
+        return res_fail(tx, GERR_PERM, "%s", refusal);
+    }
     /* The host's network bypasses egress_allow: a platform_admin's choice only, audited on its own
      * (SANDBOX_HOST_NETWORK_OP). Refused here, inside the mutation, so the refusal is audited too. */
     bool host_net = sandbox_rules_host_network(in->spec);

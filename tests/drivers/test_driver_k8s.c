@@ -12,7 +12,8 @@
  * the gateway's labels, the Pod Security labels, a default-deny NetworkPolicy and copied image pull
  * secrets, foreign namespaces never adopted or deleted, one an older version made brought up to
  * date by a merge PATCH, a name two gateway ids collide on refused naming the holder; operator
- * mode's allowlist; shared mode
+ * mode's allowlist and a namespace chosen per sandbox among it (runtime class and tolerations
+ * in the pod template, found and deleted there by a second instance); shared mode
  * without reading the Namespace object, with "<namespace>--<name>" object names, names that read the
  * same and names taken by another gateway; two gateway ids in one API server (managed and shared)
  * never seeing or touching each other's objects; 409 Conflict on the fence and on deletes; 404 on
@@ -560,6 +561,139 @@ static void test_operator_allowlist(void **state)
     assert_int_equal(driver_delete_namespace(d, e, "team-a", errmsg), 0);
     assert_true(exists("/api/v1/namespaces/tenant-a")); /* never deleted in operator mode */
     driver_free(d);
+}
+
+/* Placement chosen per sandbox (driver_config "namespace", issue 21): honoured in operator mode only,
+ * within the allowlist's Kubernetes namespaces; the Sandbox (and the pod its template makes) lands
+ * there with the chosen RuntimeClass and tolerations, and get, list and delete find it there, also
+ * from a second instance that never saw it (a new lease holder's reconciler). */
+static void test_operator_placement(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[200];
+    const char *const allow[] = {"team-a=tenant-a", "team-b", NULL};
+    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    json_t *p;
+    make_namespace("tenant-a");
+    make_namespace("team-b");
+    struct driver_kv cfg[] = {
+        {"namespace", "team-b"},
+        {"runtime_class", "gvisor"},
+        {"tolerations", "[{\"key\":\"agents\",\"operator\":\"Exists\",\"effect\":\"NoSchedule\"}]"}};
+    conf_spec(&env, &cs, "placed");
+    cs.spec.namespace = "team-a";
+    cs.spec.driver_config = cfg;
+    cs.spec.n_driver_config = 3;
+
+    /* Outside the allowlist, or malformed: refused before anything is sent. */
+    struct driver_kv outside[] = {{"namespace", "tenant-z"}}, bad[] = {{"namespace", "Bad_NS"}};
+    cs.spec.driver_config = outside;
+    cs.spec.n_driver_config = 1;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "tenant-z"));
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_PERM);
+    cs.spec.driver_config = bad;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "namespace"));
+    sbx_path(path, sizeof path, "tenant-z", "team-a--placed");
+    assert_false(exists(path));
+
+    cs.spec.driver_config = cfg;
+    cs.spec.n_driver_config = 3;
+    assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), 0);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/team-a--placed");
+    driver_sandbox_close(&s);
+    sbx_path(path, sizeof path, "tenant-a", "team-a--placed");
+    assert_false(exists(path)); /* not where team-a maps to */
+    sbx_path(path, sizeof path, "team-b", "team-a--placed");
+    assert_int_equal(raw("GET", path, NULL, &p), 200);
+    json_t *pod = json_object_get(json_object_get(json_object_get(p, "spec"), "podTemplate"), "spec");
+    assert_string_equal(json_string_value(json_object_get(pod, "runtimeClassName")), "gvisor");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(pod, "tolerations"), 0), "key")),
+        "agents");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(p, "metadata"), "labels"), K8S_LABEL_NAMESPACE)),
+                        "team-a");
+    json_decref(p);
+    /* Created again (a retry): found where it is, not made twice. */
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/team-a--placed");
+    driver_sandbox_close(&s);
+    wait_phase(d, e, "team-a", cs.id, DRIVER_PHASE_READY, &s);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_list(d, e, "team-a", &l, errmsg), 0);
+    assert_int_equal(conf_count(&l, cs.id), 1);
+    driver_sandbox_list_close(&l);
+    assert_int_equal(driver_delete_namespace(d, e, "team-a", errmsg), GERR_CONSTRAINT);
+
+    /* A second instance (no cache yet, never saw the create) finds it and deletes it there. */
+    struct driver *d2 = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e2 = conf_epoch();
+    assert_int_equal(driver_get(d2, e2, "team-a", cs.id, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/team-a--placed");
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d2, e2, "team-a", cs.id, errmsg), 0);
+    assert_false(exists(path));
+    assert_int_equal(driver_get(d2, e2, "team-a", cs.id, &s, errmsg), GERR_NOTFOUND);
+    assert_int_equal(driver_delete_namespace(d2, e2, "team-a", errmsg), 0);
+    driver_free(d2);
+    driver_free(d);
+
+    /* Managed and shared mode choose the namespace themselves: a choice is refused. */
+    struct driver *m = open_managed(NULL);
+    struct driver_kv mine[] = {{"namespace", "team-b"}};
+    cs.spec.driver_config = mine;
+    cs.spec.n_driver_config = 1;
+    assert_int_equal(driver_validate(m, &cs.spec, NULL, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "managed mode"));
+    driver_free(m);
+    (void)state;
+}
+
+/* A Secret-backed credential read through the driver's API client (driver_k8s_read_secret, issue
+ * 21): the decoded value; a missing key or Secret NOTFOUND; the chart's RBAC (which grants no get on
+ * Secrets outside the gateway's own pull secrets) PERM; never the value in a message. */
+static void test_read_secret(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], *v = NULL;
+    const char *value = "ghp-0123456789abcdef"; /* base64: Z2hwLTAxMjM0NTY3ODlhYmNkZWY= */
+    make_namespace("platform-creds");
+    long st = raw("POST", "/api/v1/namespaces/platform-creds/secrets",
+                  "{\"metadata\":{\"name\":\"gh-token\"},\"type\":\"Opaque\",\"data\":"
+                  "{\"token\":\"Z2hwLTAxMjM0NTY3ODlhYmNkZWY=\",\"short\":\"YQ==\"}}",
+                  NULL);
+    assert_true(st == 201 || st == 409);
+    struct driver_k8s_config admin = {.mode = DRIVER_K8S_MANAGED, .token_file = token};
+    struct driver *d = open_cfg("gw-a", &admin);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "token", &v, errmsg), 0);
+    assert_string_equal(v, value);
+    mem_free(v);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "short", &v, errmsg), 0);
+    assert_string_equal(v, "a");
+    mem_free(v);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "nope", &v, errmsg),
+                     GERR_NOTFOUND);
+    assert_null(v);
+    assert_non_null(strstr(errmsg, "no key nope"));
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "missing", "token", &v, errmsg),
+                     GERR_NOTFOUND);
+    assert_non_null(strstr(errmsg, "404"));
+    assert_int_equal(driver_k8s_read_secret(d, "Bad_NS", "gh-token", "token", &v, errmsg), GERR_INVAL);
+    driver_free(d);
+    /* As the chart's ServiceAccount: RBAC refuses (the operator grants get where Secrets may be
+     * referenced, docs/credentials.md). */
+    d = open_gw("gw-a", DRIVER_K8S_MANAGED, NULL, NULL);
+    assert_int_equal(driver_k8s_read_secret(d, "platform-creds", "gh-token", "token", &v, errmsg), GERR_PERM);
+    assert_null(v);
+    assert_non_null(strstr(errmsg, "403"));
+    assert_null(strstr(errmsg, value));
+    driver_free(d);
+    (void)state;
 }
 
 /* ---- The egress relay's NetworkPolicy and the pods' proxy variables (drivers/k8s_netpol.h) */
@@ -2591,6 +2725,8 @@ int main(void)
         cmocka_unit_test(test_managed_namespace_brought_up_to_date),
         cmocka_unit_test(test_egress_relay_policy),
         cmocka_unit_test(test_operator_allowlist),
+        cmocka_unit_test(test_operator_placement),
+        cmocka_unit_test(test_read_secret),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),
         cmocka_unit_test(test_two_gateways_managed),

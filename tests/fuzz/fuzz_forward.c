@@ -11,8 +11,10 @@
  * Promises checked (abort() on a broken one): fwd_frame_length answers 0 or GERR_PROTO and gives
  * no length over FWD_MAX_FRAME; a decoded request's strings are terminated; a principal's scope
  * either parses to at most AUTHZ_SCOPE_MAX patterns and ServiceAccount names (each a valid name,
- * never the gateway's own, together within AUTHZ_SCOPE_SA_BYTES) or is refused, and a parsed scope
- * prints back to JSON that parses to the same patterns and names. */
+ * never the gateway's own, together within AUTHZ_SCOPE_SA_BYTES), Kubernetes namespace patterns (1..63
+ * characters), RuntimeClass names (valid names, each allowed by the scope) and Secret namespace and
+ * name patterns (1..63 and 1..253 characters), or is refused, and a
+ * parsed scope prints back to JSON that parses to the same patterns and names. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,39 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
         if (bytes > AUTHZ_SCOPE_SA_BYTES) {
             abort();
         }
+        /* The placement lists: within their bounds, each entry allowed by its own check. */
+        const char *kns[AUTHZ_SCOPE_MAX], *rcs[AUTHZ_SCOPE_MAX];
+        size_t n_kns = authz_scope_kube_namespaces(&sc, kns, AUTHZ_SCOPE_MAX),
+               n_rcs = authz_scope_runtime_classes(&sc, rcs, AUTHZ_SCOPE_MAX);
+        if (n_kns != sc.n_kube_namespaces || n_rcs != sc.n_runtime_classes) {
+            abort();
+        }
+        for (size_t k = 0; k < n_rcs; k++) {
+            if (!authz_sa_name_ok(rcs[k]) || !authz_scope_allows_runtime_class(&sc, rcs[k])) {
+                abort();
+            }
+        }
+        for (size_t k = 0; k < n_kns; k++) {
+            if (strlen(kns[k]) == 0 || strlen(kns[k]) > 63) {
+                abort();
+            }
+        }
+        const char *sns[AUTHZ_SCOPE_MAX], *snames[AUTHZ_SCOPE_MAX];
+        size_t n_sns = authz_scope_secret_namespaces(&sc, sns, AUTHZ_SCOPE_MAX),
+               n_snames = authz_scope_secret_names(&sc, snames, AUTHZ_SCOPE_MAX);
+        if (n_sns != sc.n_secret_namespaces || n_snames != sc.n_secret_names) {
+            abort();
+        }
+        for (size_t k = 0; k < n_sns; k++) {
+            if (strlen(sns[k]) == 0 || strlen(sns[k]) > 63) {
+                abort();
+            }
+        }
+        for (size_t k = 0; k < n_snames; k++) {
+            if (strlen(snames[k]) == 0 || strlen(snames[k]) > AUTHZ_SA_NAME_MAX) {
+                abort();
+            }
+        }
         if (!sc.set) {
             continue;
         }
@@ -70,6 +105,26 @@ static void check_principal(const Gantry__Internal__V1__ForwardPrincipal *pr)
         }
         for (size_t k = 0; k < n_names; k++) {
             if (strcmp(again_names[k], names[k]) != 0) {
+                abort();
+            }
+        }
+        if (authz_scope_kube_namespaces(&again, again_names, AUTHZ_SCOPE_MAX) != n_kns) {
+            abort();
+        }
+        for (size_t k = 0; k < n_kns; k++) {
+            if (strcmp(again_names[k], kns[k]) != 0) {
+                abort();
+            }
+        }
+        if (authz_scope_runtime_classes(&again, again_names, AUTHZ_SCOPE_MAX) != n_rcs) {
+            abort();
+        }
+        if (authz_scope_secret_namespaces(&again, again_names, AUTHZ_SCOPE_MAX) != n_sns ||
+            authz_scope_secret_names(&again, again_names, AUTHZ_SCOPE_MAX) != n_snames) {
+            abort();
+        }
+        for (size_t k = 0; k < n_rcs; k++) {
+            if (strcmp(again_names[k], rcs[k]) != 0) {
                 abort();
             }
         }

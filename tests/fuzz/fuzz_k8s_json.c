@@ -9,11 +9,12 @@
  *   3: any object's metadata (k8s_meta_decode: Namespaces, the fence ConfigMap)
  *   5: the agents.x-k8s.io APIGroup discovery document (k8s_api_group_decode)
  *   6: one line of a watch stream (k8s_watch_event_decode)
- *   7: an image pull Secret read from the gateway's namespace (k8s_secret_copy)
- *   4: a driver_config value: the body's first byte picks the key (the same way) (runtime_class,
- * node_selector, tolerations, service_account, resources), the rest is the value; checked by k8s_check_config
- * and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest (with the value also as a
- * credential, which the manifest refers to) and into a credentials Secret by k8s_credentials_secret
+ *   7: an image pull Secret read from the gateway's namespace (k8s_secret_copy), and the same body
+ *      as a Secret a Secret-backed credential is read from (k8s_secret_value, key "token")
+ *   4: a driver_config value: the body's first byte picks the key (the same way, modulo 6) (runtime_class,
+ * node_selector, tolerations, service_account, resources, namespace), the rest is the value; checked by
+ * k8s_check_config and, when accepted, turned into a Sandbox manifest by k8s_sandbox_manifest (with the value
+ * also as a credential, which the manifest refers to) and into a credentials Secret by k8s_credentials_secret
  * (its base64 checked for length). Bodies are copied into heap
  * blocks of exactly their size so ASan sees any overread.
  *
@@ -81,7 +82,7 @@ static void fuzz_config(const char *body, size_t n)
     }
     char *value = mem_strndup(body + 1, n - 1); /* stops at a NUL: values are C strings */
     const char *const cmd[] = {"sh"};
-    struct driver_kv kv = {k8s_config_keys[(uint8_t)(body[0] - '0') % 5], value};
+    struct driver_kv kv = {k8s_config_keys[(uint8_t)(body[0] - '0') % 6], value};
     /* The same bytes as a credential value: the pod refers to it, the Secret carries it in base64. */
     struct driver_credential cred = {"p", "k.v", value, "V"};
     struct driver_sandbox_spec spec = {.id = ID,
@@ -227,6 +228,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                    strcmp(type, "kubernetes.io/dockercfg") == 0));
             json_decref(j);
             mem_free(doc);
+        }
+        char *v = (char *)1;
+        rv = k8s_secret_value(body, n, "token", &v, errmsg);
+        check(rv == 0 || rv == GERR_PROTO || rv == GERR_NOTFOUND);
+        check((rv == 0) == (v != NULL));
+        if (v != NULL) {
+            check(v[0] != '\0' && strlen(v) <= K8S_SECRET_VALUE_MAX);
+            mem_free(v);
         }
         break;
     }

@@ -2,3 +2,5 @@
 #   fuzz_sandbox_policy  a Create request's SandboxSpec: its own policy (tighten-only), the host
 #                        network check, the three-layer egress decision
 gantry_fuzzer(sandbox_policy gantry_rules)
+#   fuzz_secret_ref      a provider config value as a Kubernetes Secret reference (secret_ref.h)
+gantry_fuzzer(secret_ref gantry_rules)

@@ -814,6 +814,209 @@ class Kubernetes(g.GantrydTest):
         print("kubernetes credentials: Secret %s owned by the Sandbox, referenced by the pod, renewed on update, "
               "gone with the sandbox" % name)
 
+    def test_placement_chosen_by_a_controller(self):
+        """docs/platform-controller.md, issue 21: in operator mode a delegated controller places a
+        sandbox in a Kubernetes namespace of the allowlist that its scope's patterns allow, with a
+        RuntimeClass it allows and tolerations; the reconciler creates it there (runtimeClassName and
+        tolerations in the pod template) and deletes it there. Outside the scope, or chosen by an
+        ordinary user, the create is PERMISSION_DENIED naming the key and value, malformed values are
+        INVALID_ARGUMENT, nothing is created, and the refusals are audited."""
+        from gantry.v1 import api_keys_pb2, audit_pb2, meta_pb2, principals_pb2 as P
+        api = KubeApi(self)
+        for n in ("tenant-b", "gpu-pool"):
+            self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": n}})[0], 201)
+        e = k8s_env(self, "place", api, "gw-test", "operator", "--k8s-namespaces", "team-b=tenant-b,gpu-pool")
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT))).meta.id
+        b = e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_USER, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"],
+                allowed_driver_config_keys=["kubernetes.namespace", "kubernetes.runtime_class",
+                                            "kubernetes.tolerations"],
+                allowed_kubernetes_namespaces=["gpu-*"], allowed_runtime_classes=["gvisor"]))))
+        self.assertEqual(list(b.delegation.allowed_kubernetes_namespaces), ["gpu-*"])
+        self.assertEqual(list(b.delegation.allowed_runtime_classes), ["gvisor"])
+        e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
+                                api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
+        tol = [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}]
+
+        def create(who, name, **cfg):
+            return e.sb(who, "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+                "team-b", name, driver_config={"kubernetes": json.dumps(cfg)})))
+
+        for who, cfg, want, texts in (
+                ("ctrl", {"namespace": "tenant-b"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.namespace", "tenant-b", "allowed_kubernetes_namespaces")),
+                ("ctrl", {"namespace": "gpu-pool", "runtime_class": "kata"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.runtime_class", "kata")),
+                ("ctrl", {"namespace": "Bad_NS"}, grpc.StatusCode.INVALID_ARGUMENT, ("namespace",)),
+                ("ctrl", {"runtime_class": "Not A Class"}, grpc.StatusCode.INVALID_ARGUMENT, ("runtime_class",)),
+                ("other", {"runtime_class": "gvisor"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.runtime_class", "gvisor", "delegation scope")),
+                ("other", {"namespace": "gpu-pool"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.namespace", "gpu-pool")),
+                ("other", {"tolerations": tol}, grpc.StatusCode.PERMISSION_DENIED, ("kubernetes.tolerations",)),
+                ("other", {"namespace": "Bad_NS"}, grpc.StatusCode.INVALID_ARGUMENT, ("namespace",))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                create(who, "refused", **cfg)
+            self.assertEqual(cm.exception.code(), want, (who, cfg, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), (who, cfg))
+        self.assertEqual(list(e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes), [])
+        self.assertEqual(api.sandboxes(), [])
+        deadline = time.monotonic() + 5
+        while True:  # failures are audited in a transaction of their own, just after the answer
+            events = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                page=meta_pb2.PageRequest(page_size=500))).events
+            refused = [(x.actor_principal_id, x.status_detail) for x in events
+                       if x.api_operation == "/gantry.v1.Sandboxes/Create" and x.status == "Failure"]
+            if len(refused) >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # The PERMISSION_DENIED ones, with the caller as the actor (malformed requests are
+        # INVALID_ARGUMENT, refused before the mutation, and not audited as denials).
+        self.assertEqual(sorted((who == ctrl, detail.split(" ")[1]) for who, detail in refused),
+                         [(False, "kubernetes.namespace"), (False, "kubernetes.runtime_class"),
+                          (False, "kubernetes.tolerations"), (True, "kubernetes.namespace"),
+                          (True, "kubernetes.runtime_class")], refused)
+        self.assertEqual({who for who, _ in refused}, {ctrl, e.ids["other"]})
+
+        sb = create("ctrl", "placed", namespace="gpu-pool", runtime_class="gvisor", tolerations=tol)
+        self.assertEqual(sb.meta.created_by, ctrl)
+        got = wait_for(self, "the sandbox did not become READY", lambda: (
+            lambda st: st if st.phase == S.SandboxStatus.PHASE_READY else None)(
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="placed")).status))
+        self.assertEqual(got.driver_handle, "k8s:gpu-pool/team-b--placed")
+        objs = api.sandboxes()
+        self.assertEqual([o["metadata"]["namespace"] for o in objs], ["gpu-pool"])
+        pod = objs[0]["spec"]["podTemplate"]["spec"]
+        self.assertEqual(pod["runtimeClassName"], "gvisor")
+        self.assertEqual(pod["tolerations"], tol)
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="placed"))
+        wait_for(self, "the sandbox was not removed",
+                 lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
+        self.assertEqual(api.sandboxes(), [])
+        print("placement: a controller's sandbox in gpu-pool with runtime class gvisor and tolerations; "
+              "%d refusals audited" % len(refused))
+
+    def test_secret_backed_credentials(self):
+        """docs/credentials.md, "Secret-backed credentials" (issue 21): a delegated controller makes a
+        provider whose credential is a Kubernetes Secret (namespace, name, key) within its scope; a
+        sandbox it creates with that provider gets the value where kubernetes credentials are
+        delivered (the per-sandbox Secret, the pod's variable) and nowhere else (not the provider,
+        the Sandbox object, the audit trail, the logs). A reference outside the scope is refused at
+        provider creation and at sandbox creation, with the reason; an ordinary namespace_admin may
+        not reference a Secret at all; a malformed reference is INVALID_ARGUMENT."""
+        import base64
+        import secrets
+        from gantry.v1 import api_keys_pb2, audit_pb2, meta_pb2, principals_pb2 as P, providers_pb2 as PV
+        api = KubeApi(self)
+        value, other_value = "ghp-" + secrets.token_hex(16), "db-" + secrets.token_hex(16)
+        for ns, name, key, v in (("platform-creds", "gh-token", "token", value),
+                                 ("other", "db-pass", "password", other_value)):
+            self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})[0], 201)
+            code, out = api.request("POST", "/api/v1/namespaces/%s/secrets" % ns, {
+                "metadata": {"name": name}, "type": "Opaque", "data": {key: base64.b64encode(v.encode()).decode()}})
+            self.assertEqual(code, 201, out)
+        e = k8s_env(self, "secref", api, "gw-test", "managed")
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT))).meta.id
+        b = e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_NAMESPACE_ADMIN, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"], allowed_credential_sources=["gh-*", "ext-*"],
+                allowed_secret_namespaces=["platform-*"], allowed_secret_names=["gh-*"]))))
+        self.assertEqual(list(b.delegation.allowed_secret_namespaces), ["platform-*"])
+        self.assertEqual(list(b.delegation.allowed_secret_names), ["gh-*"])
+        e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
+                                api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
+
+        def provider(who, ns, name, ref, **secret):
+            cfg = {"env.token": "GH_TOKEN"}
+            if ref:
+                cfg["secret_ref.token"] = ref
+            return e.call(who, PV, "Providers", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+                meta=meta_pb2.ObjectMeta(namespace=ns, name=name), type="github", config=cfg), secret=secret))
+
+        for who, ns, name, ref, want, texts in (
+                ("ctrl", "team-b", "gh-other", "other/db-pass/password", grpc.StatusCode.PERMISSION_DENIED,
+                 ("other/db-pass", "outside the delegation scope")),
+                ("ctrl", "team-b", "gh-wide", "platform-creds/db-pass/password", grpc.StatusCode.PERMISSION_DENIED,
+                 ("platform-creds/db-pass",)),
+                ("na", "default", "gh-na", "platform-creds/gh-token/token", grpc.StatusCode.PERMISSION_DENIED,
+                 ("needs platform_admin or a delegation scope",)),
+                ("ctrl", "team-b", "gh-bad", "platform-creds/gh-token", grpc.StatusCode.INVALID_ARGUMENT,
+                 ("NAMESPACE/NAME/KEY",)),
+                ("ctrl", "team-b", "gh-none", "", grpc.StatusCode.INVALID_ARGUMENT, ("at least one credential",))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                provider(who, ns, name, ref)
+            self.assertEqual(cm.exception.code(), want, (name, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), name)
+        with self.assertRaises(grpc.RpcError) as cm:  # both a stored value and a reference
+            provider("pa", "team-b", "gh-both", "platform-creds/gh-token/token", token="x")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        listed = e.call("pa", PV, "Providers", "List", PV.ListProvidersRequest(namespace="team-b")).providers
+        self.assertEqual([x.meta.name for x in listed], [], "a refused provider was stored")
+        # An update may not give a stored key a second source either.
+        stored = provider("pa", "team-b", "gh-stored", "", token="x")
+        stored.config["secret_ref.token"] = "platform-creds/gh-token/token"
+        with self.assertRaises(grpc.RpcError) as cm:
+            e.call("pa", PV, "Providers", "Update", PV.UpdateProviderRequest(provider=stored))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("both a stored secret", cm.exception.details())
+        e.call("pa", PV, "Providers", "Delete", PV.DeleteProviderRequest(namespace="team-b", name="gh-stored"))
+
+        made = provider("ctrl", "team-b", "gh-bot", "platform-creds/gh-token/token")
+        self.assertEqual(dict(made.config)["secret_ref.token"], "platform-creds/gh-token/token")
+        # A provider a platform_admin made with a Secret outside the controller's scope: the
+        # controller may not attach it.
+        provider("pa", "team-b", "ext-db", "other/db-pass/password")
+        with self.assertRaises(grpc.RpcError) as cm:
+            e.sb("ctrl", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "x1", providers=["ext-db"])))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("ext-db", cm.exception.details())
+        self.assertIn("other/db-pass", cm.exception.details())
+
+        sb = e.sb("ctrl", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "agent", providers=["gh-bot"])))
+        wait_for(self, "the sandbox did not become READY", lambda: e.sb(
+            "pa", "Get", S.GetSandboxRequest(namespace="team-b", name="agent")).status.phase ==
+            S.SandboxStatus.PHASE_READY)
+        cred_name = "gantry-credentials-gw-test-" + sb.meta.id
+        dump = api.request("GET", "/_fake/dump")[1]
+        creds = [o for o in dump.get("secrets", []) if o["metadata"]["name"] == cred_name]
+        self.assertEqual(len(creds), 1)
+        self.assertEqual(creds[0]["metadata"]["namespace"], "openshell-gw-test-team-b")
+        self.assertEqual(base64.b64decode(creds[0]["data"]["gh-bot.token"]).decode(), value)
+        sbx = api.sandboxes()[0]
+        self.assertNotIn(value, json.dumps(sbx))
+        env = {x["name"]: x for x in sbx["spec"]["podTemplate"]["spec"]["containers"][0].get("env", [])}
+        self.assertEqual(env["GH_TOKEN"]["valueFrom"]["secretKeyRef"], {"name": cred_name, "key": "gh-bot.token"})
+        # Nowhere else: API answers, the audit trail, the gateway's logs.
+        got = e.call("ctrl", PV, "Providers", "Get", PV.GetProviderRequest(namespace="team-b", name="gh-bot"))
+        self.assertNotIn(value.encode(), got.SerializeToString())
+        self.assertNotIn(value.encode(), e.sb("pa", "Get", S.GetSandboxRequest(
+            namespace="team-b", name="agent")).SerializeToString())
+        deadline = time.monotonic() + 5
+        while True:  # failures are audited in a transaction of their own, just after the answer
+            events = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                page=meta_pb2.PageRequest(page_size=500))).events
+            refused = [x.status_detail for x in events if x.api_operation == "/gantry.v1.Providers/Create" and
+                       x.status == "Failure"]
+            if any("other/db-pass" in d for d in refused) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertTrue(events)
+        self.assertNotIn(value, "".join(str(x) for x in events))
+        self.assertTrue(any("other/db-pass" in d for d in refused), refused)
+        for r in e.c.replicas:
+            with open(r.log, errors="replace") as f:
+                self.assertNotIn(value, f.read())
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="agent"))
+        wait_for(self, "the credentials Secret outlived the sandbox", lambda: not [
+            o for o in api.request("GET", "/_fake/dump")[1].get("secrets", []) if o["metadata"]["name"] == cred_name])
+        print("secret-backed credentials: the value reached %s and nothing else; %d refusals audited" %
+              (cred_name, len(refused)))
+
     def test_two_gateways_share_one_api_server(self):
         """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
         namespaces and sandbox names: neither creates, sees nor garbage-collects the other's."""

@@ -243,6 +243,81 @@ static void test_scope_parse(void **state)
 
 /* ServiceAccount names in a scope: exact DNS-1123 subdomains, at most 8 and 512 bytes together,
  * never the gateway's own; kept across the stored JSON. */
+/* The placement lists of a scope (issue 21): kubernetes namespace patterns and runtime classes,
+ * parsed, matched, written back only when set, malformed ones refused. */
+static void test_scope_placement(void **state)
+{
+    (void)state;
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],"
+                                       "\"allowed_kubernetes_namespaces\":[\"gpu-*\",\"batch\"],"
+                                       "\"allowed_runtime_classes\":[\"gvisor\",\"kata.v2\"]}",
+                                       &sc),
+                     0);
+    assert_int_equal(sc.n_kube_namespaces, 2);
+    assert_true(authz_scope_allows_kube_namespace(&sc, "gpu-pool"));
+    assert_true(authz_scope_allows_kube_namespace(&sc, "batch"));
+    assert_false(authz_scope_allows_kube_namespace(&sc, "batch2"));
+    assert_false(authz_scope_allows_kube_namespace(&sc, "tenant-a"));
+    assert_true(authz_scope_allows_runtime_class(&sc, "kata.v2"));
+    assert_false(authz_scope_allows_runtime_class(&sc, "kata"));
+    assert_false(authz_scope_allows_runtime_class(&sc, "gvisor*"));
+    char *json = authz_scope_json(&sc);
+    assert_non_null(strstr(json, "\"allowed_kubernetes_namespaces\":[\"gpu-*\",\"batch\"]"));
+    assert_non_null(strstr(json, "\"allowed_runtime_classes\":[\"gvisor\",\"kata.v2\"]"));
+    struct authz_scope back;
+    assert_int_equal(authz_scope_parse(json, &back), 0);
+    assert_true(authz_scope_allows_runtime_class(&back, "gvisor"));
+    assert_true(authz_scope_allows_kube_namespace(&back, "gpu-x"));
+    mem_free(json);
+    /* Absent (a scope stored before the fields existed): none, and not written. */
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"]}", &sc), 0);
+    assert_false(authz_scope_allows_kube_namespace(&sc, "team-a"));
+    assert_false(authz_scope_allows_runtime_class(&sc, "gvisor"));
+    json = authz_scope_json(&sc);
+    assert_null(strstr(json, "allowed_kubernetes_namespaces"));
+    assert_null(strstr(json, "allowed_runtime_classes"));
+    mem_free(json);
+    const char *bad[] = {"{\"namespace_patterns\":[\"a\"],\"allowed_kubernetes_namespaces\":[\"Gpu\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_kubernetes_namespaces\":[\"\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_kubernetes_namespaces\":\"gpu\"}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_runtime_classes\":[\"a b\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_runtime_classes\":[7]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_runtime_classes\":[\"a\",\"b\",\"c\","
+                         "\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(authz_scope_parse(bad[i], &sc), GERR_INVAL);
+    }
+    /* 63 characters at most for a pattern; the bytes together are bounded. */
+    char long_pat[70];
+    memset(long_pat, 'a', 64);
+    long_pat[64] = '\0';
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_INVAL);
+    long_pat[63] = '\0';
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), 0); /* 65 bytes each */
+    }
+    assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_TOOBIG); /* 520 > 512 */
+    assert_int_equal(sc.n_kube_namespaces, 7);
+    /* The four lists share the buffer: what is left fits a short entry of another list, no more. */
+    assert_int_equal(authz_scope_add_runtime_class(&sc, "gvisor"), 0);
+    assert_int_equal(authz_scope_add_secret_name(&sc, long_pat), GERR_TOOBIG);
+    assert_int_equal(sc.n_secret_names, 0);
+    const char *kns[AUTHZ_SCOPE_MAX], *rcs[AUTHZ_SCOPE_MAX];
+    assert_int_equal(authz_scope_kube_namespaces(&sc, kns, AUTHZ_SCOPE_MAX), 7);
+    assert_int_equal(authz_scope_runtime_classes(&sc, rcs, AUTHZ_SCOPE_MAX), 1);
+    assert_string_equal(rcs[0], "gvisor");
+    assert_string_equal(kns[6], long_pat);
+    /* AUTHZ_SCOPE_MAX entries per list, however short. */
+    memset(&sc, 0, sizeof sc);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(authz_scope_add_runtime_class(&sc, "r"), 0);
+    }
+    assert_int_equal(authz_scope_add_runtime_class(&sc, "r"), GERR_TOOBIG);
+    assert_int_equal(authz_scope_add_secret_namespace(&sc, "s"), 0);
+}
+
 static void test_scope_service_accounts(void **state)
 {
     (void)state;
@@ -484,6 +559,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_bindings_no_access),
         cmocka_unit_test(test_scope_parse),
         cmocka_unit_test(test_scope_service_accounts),
+        cmocka_unit_test(test_scope_placement),
         cmocka_unit_test(test_delegated_binding),
         cmocka_unit_test(test_effective_permissions),
         cmocka_unit_test(test_doc_is_current),

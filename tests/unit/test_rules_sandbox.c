@@ -146,7 +146,8 @@ static void test_delegation(void **state)
     struct authz_scope narrow, wide;
     assert_int_equal(
         authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
-                          "[\"kubernetes.runtime_class\"],\"allowed_credential_sources\":[\"gh\"]}",
+                          "[\"kubernetes.runtime_class\"],\"allowed_credential_sources\":[\"gh\"],"
+                          "\"allowed_runtime_classes\":[\"gvisor\"]}",
                           &narrow),
         0);
     assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
@@ -244,6 +245,91 @@ static void test_service_account(void **state)
     assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
 }
 
+/* Placement (issue 21): namespace, runtime_class and tolerations of the "kubernetes" entry are a
+ * platform_admin's or a delegated caller's choice, value by value within its scope; malformed
+ * namespace and runtime_class values are INVALID_ARGUMENT for everyone. */
+static void test_placement(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    struct sb b;
+    sb_init(&b);
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    b.spec.driver_config = dp;
+    b.spec.n_driver_config = 1;
+    const char *bad[] = {"{\"namespace\":\"Bad_NS\"}", "{\"namespace\":7}", "{\"namespace\":\"\"}",
+                         "{\"runtime_class\":\"Not A Class\"}", "{\"runtime_class\":[]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d.value = (char *)bad[i];
+        assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+        assert_non_null(strstr(why, i < 3 ? "].namespace must be" : "].runtime_class must be"));
+    }
+    /* Another driver's entry may use these names for its own purposes. */
+    d.key = "process";
+    d.value = "{\"namespace\":\"Bad_NS\"}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    struct sandbox_creator c = {.id = "p1"};
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.key = "kubernetes";
+
+    /* An ordinary user gets the configured placement: any choice is refused, naming key and value. */
+    d.value = "{\"namespace\":\"gpu-pool\",\"node_selector\":\"pool=a\"}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "driver_config kubernetes.namespace \"gpu-pool\": choosing the placement"));
+    d.value = "{\"tolerations\":[{\"key\":\"k\",\"operator\":\"Exists\"}]}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "kubernetes.tolerations \"[{\"key\":\"k\",\"operator\":\"Exists\"}]\""));
+    d.value = "{\"node_selector\":\"pool=a\",\"service_account\":\"runner\"}"; /* not placement keys */
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    /* A platform_admin chooses freely (the driver still checks its own limits). */
+    c.platform_admin = true;
+    d.value = "{\"namespace\":\"anything\",\"runtime_class\":\"kata\"}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    c.platform_admin = false;
+
+    struct authz_scope keys_only, placed;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.*\"]}",
+                                       &keys_only),
+                     0);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.namespace\",\"kubernetes.runtime_class\"],"
+                                       "\"allowed_kubernetes_namespaces\":[\"gpu-*\"],"
+                                       "\"allowed_runtime_classes\":[\"gvisor\"]}",
+                                       &placed),
+                     0);
+    const struct authz_scope *one[] = {&keys_only}, *two[] = {&keys_only, &placed};
+    c.scopes = one;
+    c.n_scopes = 1;
+    d.value = "{\"namespace\":\"gpu-pool\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why,
+                        "driver_config kubernetes.namespace \"gpu-pool\" is outside the delegation scope "
+                        "(allowed_kubernetes_namespaces is empty: none)");
+    c.scopes = two;
+    c.n_scopes = 2;
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.value = "{\"namespace\":\"gpu-pool\",\"runtime_class\":\"gvisor\"}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.value = "{\"namespace\":\"tenant-b\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "\"tenant-b\" is outside the delegation scope"));
+    d.value = "{\"namespace\":\"gpu-pool\",\"runtime_class\":\"gvisor2\"}"; /* exact names only */
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why,
+                        "driver_config kubernetes.runtime_class \"gvisor2\" is outside the delegation scope "
+                        "(allowed_runtime_classes)");
+    /* The key must be allowed as well as the value. */
+    d.value = "{\"namespace\":\"gpu-pool\",\"tolerations\":[]}";
+    c.scopes = (const struct authz_scope *const[]){&placed};
+    c.n_scopes = 1;
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "kubernetes.tolerations"));
+}
+
 static void test_default_lifetime(void **state)
 {
     (void)state;
@@ -330,7 +416,7 @@ int main(void)
         cmocka_unit_test(test_validate),     cmocka_unit_test(test_labels),
         cmocka_unit_test(test_delegation),   cmocka_unit_test(test_default_lifetime),
         cmocka_unit_test(test_share_active), cmocka_unit_test(test_service_account),
-        cmocka_unit_test(test_host_network),
+        cmocka_unit_test(test_host_network), cmocka_unit_test(test_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
