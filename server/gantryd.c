@@ -63,6 +63,7 @@
 #include "lib/mem.h"
 #include "lib/rand.h"
 #include "raft/certrenew.h"
+#include "raft/certrenew_wire.h"
 #include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
@@ -81,6 +82,7 @@
 #include "server/grpc/server.h"
 #include "server/grpc/status.h"
 #include "server/oidc_config.h"
+#include "server/renewer.h"
 #include "server/replica_metrics.h"
 #include "server/rotate_key.h"
 #include "store/migrate.h"
@@ -355,6 +357,7 @@ struct daemon {
     char fwd_path[320];
     struct sroute_server *sroute; /* routed sessions other replicas send here */
     char sroute_path[320];
+    char renew_path[320]; /* the renewal service's socket (server/renewer.h) */
     char store_dir[4096];
     struct catchup catchup; /* the rule of planned leadership transfers (raft/catchup.h) */
     /* This node's Raft log as the probes read it (raft/raftlog.h): asked every second by the lag
@@ -367,6 +370,8 @@ struct daemon {
     struct nsstats *nsstats;         /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;          /* per-namespace gauges (server/ns_metrics.h) */
     struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
+    struct renew_server *renew_srv;  /* signs members' renewals on a CA holder (server/renewer.h) */
+    struct renewer *renewer;         /* renews this replica's certificate while it runs */
     struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
     struct egress_svc *egress;       /* the egress relay (server/egress_svc.h); NULL when not configured */
     char scratch[4096];
@@ -1696,7 +1701,9 @@ static int cmd_run(struct config *cfg)
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    sigset_t wait_set = stop_set; /* and SIGHUP: reload the TLS files, check the renewal now */
+    sigaddset(&wait_set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &wait_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (!identity_exists(cfg->data_dir)) {
@@ -1761,6 +1768,7 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         snprintf(d->fwd_path, sizeof d->fwd_path, "@gantry-fwd-%s", bootstrap_peer_address(cfg));
         snprintf(d->sroute_path, sizeof d->sroute_path, "@gantry-sess-%s", bootstrap_peer_address(cfg));
+        snprintf(d->renew_path, sizeof d->renew_path, "@gantry-renew-%s", bootstrap_peer_address(cfg));
         struct replica_config rc = {.id = cfg->replica_id,
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
@@ -1775,7 +1783,9 @@ static int cmd_run(struct config *cfg)
                                              .alt_alpn = FWD_ALPN,
                                              .alt_backend = d->fwd_path,
                                              .alt2_alpn = SROUTE_ALPN,
-                                             .alt2_backend = d->sroute_path},
+                                             .alt2_backend = d->sroute_path,
+                                             .alt3_alpn = CERTRENEW_ALPN,
+                                             .alt3_backend = d->renew_path},
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
@@ -1825,6 +1835,9 @@ static int cmd_run(struct config *cfg)
             .store = &sc, .relay = replica_relay(d->replica), .member_id = cfg->replica_id};
         rv = certrevoke_sync_start(&rsc, &d->revsync, errmsg);
     }
+    if (rv == 0 && replica_relay(d->replica) != NULL) {
+        rv = renew_server_start(d->renew_path, &d->secrets, d->replica, &d->writer, &d->renew_srv, errmsg);
+    }
     if (rv == 0) {
         unsigned caps[JOBS_CLASSES] = {cfg->call_queue_max, cfg->unverified_call_queue_max};
         rv = jobs_start(&d->jobs, cfg->workers, caps);
@@ -1836,6 +1849,15 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         rv = start_reconciler(d, &sc, errmsg);
+    }
+    if (rv == 0 && replica_relay(d->replica) != NULL && cfg->peer_tls_cert[0] == '\0') {
+        /* The relay and the API read <data_dir>/tls: renew those files while running. */
+        struct renewer_config nc = {.data_dir = cfg->data_dir,
+                                    .secrets = &d->secrets,
+                                    .renew_days = cfg->cert_renew_days,
+                                    .replica = d->replica,
+                                    .api = cfg->api_h2c ? NULL : d->server};
+        rv = renewer_start(&nc, &d->renewer, errmsg);
     }
     if (rv == 0 && cfg->backup_dir[0] != '\0') {
         rv = start_backups(d, &sc, errmsg);
@@ -1870,7 +1892,13 @@ static int cmd_run(struct config *cfg)
     bool removed = false;
     const struct timespec tick = {.tv_sec = 1};
     do {
-        sig = sigtimedwait(&stop_set, NULL, &tick);
+        sig = sigtimedwait(&wait_set, NULL, &tick);
+        if (sig == SIGHUP) {
+            LOG_INFO("received SIGHUP: reloading the TLS files and checking the certificate's renewal");
+            if (d->renewer != NULL) {
+                renewer_kick(d->renewer);
+            }
+        }
         removed = sig < 0 && replica_removed(d->replica);
     } while (sig != SIGTERM && sig != SIGINT && !removed);
     if (removed) {
@@ -1891,6 +1919,8 @@ static int cmd_run(struct config *cfg)
     if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
         driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
     }
+    renewer_stop(d->renewer); /* a renewal under way finishes; it reloads the API server */
+    d->renewer = NULL;
     backup_sched_stop(d->bsched);   /* before the reconciler it asks about the lease */
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
@@ -1925,6 +1955,7 @@ static int cmd_run(struct config *cfg)
     grpc_server_free(d->server);
     uv_loop_close(&d->loop);
     certrevoke_sync_stop(d->revsync);
+    renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);

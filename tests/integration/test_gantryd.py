@@ -1700,6 +1700,158 @@ class Renewal(GantrydTest):
             time.sleep(0.2)
         print("certificate 2 days from expiry renewed at start: %s -> %s" % (short_fp[:19], new_fp[:19]))
 
+    def short_cert(self, c, r, holder, days=2):
+        """Give stopped replica @r a certificate from the cluster CA valid @days, for its own key."""
+        tls, sec = os.path.join(r.dir, "tls"), os.path.join(holder.dir, "secrets")
+        csr, ext, short = (os.path.join(c.root, n) for n in ("r%d.csr" % r.rid, "r.ext", "short%d.pem" % r.rid))
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for args in (["req", "-new", "-key", os.path.join(tls, "key.pem"), "-subj", "/CN=replica-%d" % r.rid,
+                      "-out", csr],
+                     ["x509", "-req", "-in", csr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+                      "-days", str(days), "-sha256", "-extfile", ext, "-out", short]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        pem = open(short).read()
+        ca = open(os.path.join(tls, "ca.pem")).read()
+        with open(os.path.join(tls, "cert.pem"), "w") as f:
+            f.write(pem)
+        with open(os.path.join(tls, "api.pem"), "w") as f:
+            f.write(pem + ca)
+        return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+    @staticmethod
+    def api_fp(r):
+        """The fingerprint of the certificate @r's API port presents to a new connection."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        host, port = r.api.split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            with ctx.wrap_socket(s) as t:
+                return "sha256:" + hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest()
+
+    def test_a_joined_replica_is_renewed_by_a_holder_while_running(self):
+        """A replica that joined (no CA key) and runs with a certificate 2 days from expiry asks a CA
+        holder over the peer channel once it runs: the holder signs a CSR with the names of the
+        certificate the replica connected with, records it, and the replica installs it and
+        reloads its relay and API server without a restart; calls through it keep working and
+        gantry_cert_days_left goes up (open connections surviving a reload: unit_peertls)."""
+        c = self.cluster("renew-run").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        holder, r = c.replicas[0], c.replicas[1]
+        self.assertFalse(os.path.exists(os.path.join(r.dir, "secrets", "ca-key.pem")))
+        r.signal(signal.SIGTERM)
+        clean_stop(self, r.wait(), r)
+        short_fp = self.short_cert(c, r, holder)
+        r.start()
+        pid = r.proc.pid
+        # The renewer checks a second after start: until then the short certificate is in use.
+        end = time.monotonic() + 30
+        while True:
+            days = r.metric("gantry_cert_days_left")
+            if days is not None and days > 824:
+                break
+            self.assertLess(time.monotonic(), end, "not renewed while running; log:\n" + r.tail(60))
+            time.sleep(0.2)
+        self.assertEqual(r.proc.pid, pid)
+        self.assertIsNone(r.proc.poll())
+        log = r.tail(300)
+        self.assertIn("does not hold the cluster CA key, so a member that does signs its renewal", log)
+        self.assertIn("renewed by a CA holder", log)
+        self.assertIn("peer TLS: reloaded the identity", log)
+        self.assertIn("grpc: reloaded the TLS certificate", log)
+        self.assertIn("signed a renewal for replica %d" % r.rid, holder.tail(300))
+        new = open(os.path.join(r.dir, "tls", "cert.pem")).read()
+        new_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(new)).hexdigest()
+        self.assertNotEqual(new_fp, short_fp)
+        self.assertFalse(os.path.exists(os.path.join(r.dir, "tls", "cert.pem.next")))
+        # The holder chose the names: those of the certificate the replica had.
+        text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"], input=new.encode(),
+                              capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CN = replica-%d" % r.rid, text)
+        self.assertIn("IP Address:127.0.0.1", text)
+        # New API connections get the new certificate; the replica keeps serving.
+        self.assertEqual(self.api_fp(r), new_fp)
+        tid = c.client.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken).id
+        self.assertIn(tid, token_ids(holder))
+        # Recorded for revocation (by the holder, before it answered).
+        rows = query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid)
+        self.assertIn(new_fp, rows)
+        # SIGHUP reloads the files as they are, and checks again (nothing due: no new certificate).
+        r.signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while r.tail(300).count("peer TLS: reloaded the identity") < 2:
+            self.assertLess(time.monotonic(), end, "SIGHUP did not reload; log:\n" + r.tail(40))
+            time.sleep(0.2)
+        self.assertEqual(open(os.path.join(r.dir, "tls", "cert.pem")).read(), new)
+        self.assertIsNone(r.proc.poll())
+        print("joined replica renewed while running by a holder: %s -> %s" % (short_fp[:19], new_fp[:19]))
+
+    def test_the_renewal_service_refuses_what_it_must(self):
+        """The holder's renewal service signs only for the certificate the connection was made with,
+        and only one on record for a member."""
+        c = self.cluster("renew-refuse").init()
+        c.join(1)
+        c.wait_roles(1, 1)
+        c.wait_ready()
+        holder, r = c.replicas
+        tls = os.path.join(r.dir, "tls")
+        mine = open(os.path.join(tls, "cert.pem")).read()
+        other = open(os.path.join(holder.dir, "tls", "cert.pem")).read()
+        csr = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                              "-nodes", "-keyout", os.path.join(c.root, "k.pem"), "-subj", "/CN=evil.example"],
+                             capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CERTIFICATE REQUEST", csr)
+
+        def ask(cert_sent, garbage=None):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.load_verify_locations(os.path.join(tls, "ca.pem"))
+            ctx.load_cert_chain(os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))
+            ctx.set_alpn_protocols(["gantry-renew/1"])
+            host, port = holder.peer.split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                with ctx.wrap_socket(s) as t:
+                    self.assertEqual(t.selected_alpn_protocol(), "gantry-renew/1")
+                    if garbage is not None:
+                        body = garbage
+                    else:
+                        body = (b"GANTRY-RENEW/1\n" + len(csr).to_bytes(4, "big") + csr.encode() +
+                                len(cert_sent).to_bytes(4, "big") + cert_sent.encode())
+                    t.sendall(body)
+                    data = b""
+                    while True:
+                        chunk = t.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+            self.assertGreaterEqual(len(data), 5, data)
+            return data[0], data[5:5 + int.from_bytes(data[1:5], "big")].decode()
+
+        # Someone else's certificate (a valid one of the cluster's): refused.
+        status, msg = ask(other)
+        self.assertNotEqual(status, 0)
+        self.assertIn("not the one the connection was made with", msg)
+        # Bytes that are not a request: refused with a reason.
+        status, msg = ask(None, garbage=b"HELLO\n" + b"x" * 100)
+        self.assertNotEqual(status, 0)
+        self.assertIn("not a renewal request", msg)
+        # Its own certificate: signed, with its own names, never the CSR's.
+        status, pem = ask(mine)
+        self.assertEqual(status, 0, pem)
+        text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"],
+                              input=pem.encode(), capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CN = replica-%d" % r.rid, text)
+        self.assertNotIn("evil", text)
+        fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+        self.assertIn(fp, query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid))
+
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
           "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal,
