@@ -151,7 +151,7 @@ static int sign_via_holder(void *arg, const char *csr_pem, const char *cert_pem,
     struct buf req;
     buf_init(&req);
     certrenew_wire_request_encode(csr_pem, cert_pem, &req);
-    char last[GERR_MSG_SIZE] = "the cluster's membership is not known yet";
+    char last[GERR_MSG_SIZE + 320] = "the cluster's membership is not known yet";
     int rv = GERR_UNAVAILABLE;
     const char *self = replica_address(r->replica);
     for (unsigned i = 0; v->valid && i < v->n; i++) {

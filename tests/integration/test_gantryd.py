@@ -1653,8 +1653,8 @@ class Renewal(GantrydTest):
         c.join(2)
         c.wait_roles(3, 0)
         c.wait_ready()
-        # Replica 1 holds the CA key (made by init); replicas that joined do not, and cannot renew
-        # themselves (unit_certrenew, without_the_ca_key_nothing_is_renewed).
+        # Replica 1 holds the CA key (made by init) and signs its own renewal; replicas that joined
+        # ask a holder once they run (test_a_joined_replica_is_renewed_by_a_holder_while_running).
         r = c.replicas[0]
         r.signal(signal.SIGTERM)
         clean_stop(self, r.wait(), r)

@@ -313,6 +313,7 @@ static void a_csr_cannot_choose_its_names(void **state)
     X509_free(x);
     BIO_free(b);
     assert_int_equal(pki_check_pair(old, key, errmsg), GERR_INVAL);
+    mem_free(cert);
     assert_int_equal(pki_renew_csr(w->sec.ca_key_pem, w->sec.ca_pem, old, "not a CSR", 0, &cert, errmsg),
                      GERR_INVAL);
     mem_free(key);
