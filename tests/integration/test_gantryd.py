@@ -1809,11 +1809,11 @@ class Renewal(GantrydTest):
                              capture_output=True, timeout=30).stdout.decode()
         self.assertIn("CERTIFICATE REQUEST", csr)
 
-        def ask(cert_sent, garbage=None):
+        def ask(cert_sent, garbage=None, identity=None):
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.load_verify_locations(os.path.join(tls, "ca.pem"))
-            ctx.load_cert_chain(os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))
+            ctx.load_cert_chain(*(identity or (os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))))
             ctx.set_alpn_protocols(["gantry-renew/1"])
             host, port = holder.peer.split(":")
             with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -1842,6 +1842,20 @@ class Renewal(GantrydTest):
         status, msg = ask(None, garbage=b"HELLO\n" + b"x" * 100)
         self.assertNotEqual(status, 0)
         self.assertIn("not a renewal request", msg)
+        # A certificate from the cluster CA that no member holds (made with the CA key, as an
+        # operator could): the relay lets it in, the service refuses it.
+        sk, sc, sr = (os.path.join(c.root, n) for n in ("stranger.key", "stranger.pem", "stranger.csr"))
+        sec = os.path.join(holder.dir, "secrets")
+        for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", sk,
+                      "-subj", "/CN=stranger", "-out", sr],
+                     ["x509", "-req", "-in", sr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", "7", "-days", "5", "-sha256", "-out", sc]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        status, msg = ask(open(sc).read(), identity=(sc, sk))
+        self.assertNotEqual(status, 0)
+        self.assertIn("on record for 0 members", msg)
+        self.assertIn("refused a renewal", holder.tail(100))
         # Its own certificate: signed, with its own names, never the CSR's.
         status, pem = ask(mine)
         self.assertEqual(status, 0, pem)
