@@ -2,6 +2,7 @@
 #include "raft/certrenew.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -95,9 +96,36 @@ static int renew_remote(const char *ca, const char *old, certrenew_sign_fn sign,
     return rv;
 }
 
+static pthread_mutex_t files_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void certrenew_files_lock(void)
+{
+    pthread_mutex_lock(&files_mu);
+}
+
+void certrenew_files_unlock(void)
+{
+    pthread_mutex_unlock(&files_mu);
+}
+
+static int run_locked(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
+                      int64_t now_ms, bool force, certrenew_sign_fn sign, void *sign_arg, bool *renewed,
+                      int64_t *not_after_ms, char *errmsg);
+
 int certrenew_run(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
                   int64_t now_ms, bool force, certrenew_sign_fn sign, void *sign_arg, bool *renewed,
                   int64_t *not_after_ms, char *errmsg)
+{
+    certrenew_files_lock();
+    int rv = run_locked(data_dir, secrets, renew_days, now_ms, force, sign, sign_arg, renewed, not_after_ms,
+                        errmsg);
+    certrenew_files_unlock();
+    return rv;
+}
+
+static int run_locked(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
+                      int64_t now_ms, bool force, certrenew_sign_fn sign, void *sign_arg, bool *renewed,
+                      int64_t *not_after_ms, char *errmsg)
 {
     *renewed = false;
     char *ca = NULL, *old = NULL, *key = NULL, *cert = NULL;

@@ -52,6 +52,11 @@ int certrenew_run(const char *data_dir, const struct identity_secrets *secrets, 
                   int64_t now_ms, bool force, certrenew_sign_fn sign, void *sign_arg, bool *renewed,
                   int64_t *not_after_ms, char *errmsg);
 
+/* The lock certrenew_run holds while it reads and replaces the files of tls/: hold it to change
+ * them elsewhere in the process (a CA rotation installing a bundle: server/carotate.h). */
+void certrenew_files_lock(void);
+void certrenew_files_unlock(void);
+
 int certrenew_at_start(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
                        int64_t now_ms, bool *renewed, int64_t *not_after_ms, char *errmsg);
 

@@ -502,18 +502,32 @@ int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg)
 
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg)
 {
-    X509 *ca = cert_from_pem(ca_pem);
+    X509 *ca = NULL;
     X509 *cert = cert_from_pem(cert_pem);
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     int rv;
+    unsigned n_ca = 0;
 
-    if (ca == NULL || cert == NULL || store == NULL || ctx == NULL) {
+    /* Every certificate of the bundle is a trust anchor (two during a CA rotation). */
+    BIO *b = BIO_new_mem_buf(ca_pem, -1);
+    while (b != NULL && store != NULL && n_ca < 8 && (ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        int added = X509_STORE_add_cert(store, ca);
+        X509_free(ca);
+        ca = NULL;
+        if (added != 1) {
+            break;
+        }
+        n_ca++;
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    if (n_ca == 0 || cert == NULL || store == NULL || ctx == NULL) {
         rv = sslerr_from_openssl(errmsg, "load certificates");
         rv = rv == GERR_INTERNAL ? GERR_INVAL : rv;
         goto out;
     }
-    if (X509_STORE_add_cert(store, ca) != 1 || X509_STORE_CTX_init(ctx, store, cert, NULL) != 1) {
+    if (X509_STORE_CTX_init(ctx, store, cert, NULL) != 1) {
         rv = sslerr_from_openssl(errmsg, "verify setup");
         goto out;
     }

@@ -67,7 +67,8 @@ int pki_check_pair(const char *cert_pem, const char *key_pem, char *errmsg);
 /* When @cert_pem expires (its notAfter), in Unix milliseconds. GERR_INVAL for a bad certificate. */
 int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg);
 
-/* 0 if @cert_pem chains to @ca_pem and is valid now; GERR_PERM (with the reason) otherwise. */
+/* 0 if @cert_pem chains to a CA of @ca_pem (one certificate, or a bundle of up to 8) and is valid
+ * now; GERR_PERM (with the reason) otherwise, GERR_INVAL when nothing parses. */
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg);
 
 #endif

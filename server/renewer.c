@@ -22,6 +22,7 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "raft/cakeeper.h"
 #include "raft/certrenew.h"
 #include "raft/certrenew_wire.h"
 #include "raft/certrevoke.h"
@@ -88,7 +89,7 @@ static int recv_some(int fd, struct buf *b, size_t max, uint64_t end)
 
 struct renewer {
     char data_dir[4096];
-    const struct identity_secrets *secrets;
+    struct cakeeper *ca;
     unsigned renew_days;
     struct replica *replica;
     struct grpc_server *api;
@@ -96,7 +97,7 @@ struct renewer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    bool stop, kicked; /* under mu */
+    bool stop, kicked, forced; /* under mu */
 };
 
 /* One member: 0 with *@cert_out, or its error (GERR_UNAVAILABLE: it holds no CA key). */
@@ -202,17 +203,19 @@ static void *renewer_main(void *arg)
 {
     struct renewer *r = arg;
     uint64_t wait_ms = RENEWER_FIRST_MS;
+    bool forced = false;
     pthread_mutex_lock(&r->mu);
     for (;;) {
         struct timespec until;
         clock_mono_deadline(&until, wait_ms);
-        while (!r->stop && !r->kicked && clock_cond_wait_mono(&r->cond, &r->mu, &until) == 0) {
+        while (!r->stop && !r->kicked && !r->forced && clock_cond_wait_mono(&r->cond, &r->mu, &until) == 0) {
         }
         if (r->stop) {
             break;
         }
         bool kicked = r->kicked;
-        r->kicked = false;
+        forced = forced || r->forced; /* until a renewal succeeds */
+        r->kicked = r->forced = false;
         pthread_mutex_unlock(&r->mu);
         if (kicked) {
             reload(r, "reloading on request");
@@ -220,8 +223,11 @@ static void *renewer_main(void *arg)
         bool renewed = false;
         int64_t not_after = 0;
         char err[GERR_MSG_SIZE] = "";
-        int rv = certrenew_run(r->data_dir, r->secrets, r->renew_days, wall_now_ms(), false, sign_via_holder,
-                               r, &renewed, &not_after, err);
+        struct identity_secrets sec = {.ca_pem = NULL};
+        cakeeper_signer(r->ca, &sec.ca_pem, &sec.ca_key_pem);
+        int rv = certrenew_run(r->data_dir, &sec, r->renew_days, wall_now_ms(), forced, sign_via_holder, r,
+                               &renewed, &not_after, err);
+        identity_secrets_free(&sec);
         if (rv != 0) {
             LOG_WARN("%s; trying again in %u s", err, r->retry_ms / 1000);
             wait_ms = r->retry_ms;
@@ -231,6 +237,7 @@ static void *renewer_main(void *arg)
             }
             wait_ms = r->interval_ms;
         }
+        forced = forced && rv != 0; /* a failed one is tried again after retry_ms */
         pthread_mutex_lock(&r->mu);
     }
     pthread_mutex_unlock(&r->mu);
@@ -241,7 +248,7 @@ int renewer_start(const struct renewer_config *cfg, struct renewer **out, char *
 {
     struct renewer *r = mem_zalloc(sizeof *r);
     snprintf(r->data_dir, sizeof r->data_dir, "%s", cfg->data_dir);
-    r->secrets = cfg->secrets;
+    r->ca = cfg->ca;
     r->renew_days = cfg->renew_days;
     r->replica = cfg->replica;
     r->api = cfg->api;
@@ -268,6 +275,16 @@ void renewer_kick(struct renewer *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+void renewer_force(struct renewer *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (!r->forced) {
+        r->forced = true;
+        pthread_cond_broadcast(&r->cond);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 void renewer_stop(struct renewer *r)
 {
     if (r == NULL) {
@@ -287,7 +304,7 @@ void renewer_stop(struct renewer *r)
  * The service on a holder: one request at a time (renewals are rare), on its accept thread */
 
 struct renew_server {
-    const struct identity_secrets *secrets;
+    struct cakeeper *ca;
     struct replica *replica;
     struct store_writer *writer;
     int lfd;
@@ -300,20 +317,24 @@ struct renew_server {
 static int sign_request(struct renew_server *s, const struct certrenew_wire_request *req, uint64_t *member_id,
                         char **cert, char *errmsg)
 {
-    if (s->secrets->ca_key_pem == NULL) {
+    if (!cakeeper_can_sign(s->ca)) {
         gerr_set(errmsg, "this member does not hold the cluster CA key");
         return GERR_UNAVAILABLE;
     }
     char fp[PKI_FINGERPRINT_SIZE];
+    int rv;
     if (pki_fingerprint(req->cert_pem, fp, errmsg) != 0 || strcmp(fp, req->peer_fp) != 0) {
         gerr_set(errmsg, "the certificate sent is not the one the connection was made with");
         return GERR_PERM;
     }
-    if (pki_verify(s->secrets->ca_pem, req->cert_pem, errmsg) != 0) {
+    char *bundle = cakeeper_bundle(s->ca); /* the old CA too during a rotation */
+    rv = pki_verify(bundle, req->cert_pem, errmsg);
+    mem_free(bundle);
+    if (rv != 0) {
         return GERR_PERM;
     }
     struct certrevoke_holder h = {.fingerprint = fp};
-    int rv = store_writer_run(s->writer, certrevoke_holder_tx, &h, errmsg);
+    rv = store_writer_run(s->writer, certrevoke_holder_tx, &h, errmsg);
     if (rv != 0) {
         gerr_wrap(errmsg, "read member_certs");
         return GERR_UNAVAILABLE;
@@ -336,8 +357,16 @@ static int sign_request(struct renew_server *s, const struct certrenew_wire_requ
         return valid ? GERR_PERM : GERR_UNAVAILABLE;
     }
     *member_id = h.member_id;
-    rv = pki_renew_csr(s->secrets->ca_key_pem, s->secrets->ca_pem, req->cert_pem, req->csr_pem, PKI_CERT_DAYS,
-                       cert, errmsg);
+    char *ca_pem = NULL, *ca_key = NULL;
+    cakeeper_signer(s->ca, &ca_pem, &ca_key); /* the new CA during a rotation */
+    rv = ca_key != NULL
+             ? pki_renew_csr(ca_key, ca_pem, req->cert_pem, req->csr_pem, PKI_CERT_DAYS, cert, errmsg)
+             : GERR_UNAVAILABLE;
+    if (ca_key != NULL) {
+        memset(ca_key, 0, strlen(ca_key));
+    }
+    mem_free(ca_key);
+    mem_free(ca_pem);
     if (rv != 0) {
         return GERR_INVAL;
     }
@@ -390,7 +419,7 @@ static void serve_one(struct renew_server *s, int fd)
                  req.peer_fp);
         certrenew_wire_response_encode(0, cert, &out);
     } else {
-        if (rv != GERR_UNAVAILABLE || s->secrets->ca_key_pem != NULL) {
+        if (rv != GERR_UNAVAILABLE || cakeeper_can_sign(s->ca)) {
             LOG_WARN("certificate renewal: refused a renewal for the holder of %s: %s",
                      req.peer_fp[0] != '\0' ? req.peer_fp : "an unknown certificate", err);
         }
@@ -439,7 +468,7 @@ static void *server_main(void *arg)
     }
 }
 
-int renew_server_start(const char *path, const struct identity_secrets *secrets, struct replica *replica,
+int renew_server_start(const char *path, struct cakeeper *ca, struct replica *replica,
                        struct store_writer *writer, struct renew_server **out, char *errmsg)
 {
     struct sockaddr_un sa;
@@ -463,7 +492,7 @@ int renew_server_start(const char *path, const struct identity_secrets *secrets,
         return rv;
     }
     struct renew_server *s = mem_zalloc(sizeof *s);
-    s->secrets = secrets;
+    s->ca = ca;
     s->replica = replica;
     s->writer = writer;
     s->lfd = fd;

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 
 #include "lib/err.h"
+#include "raft/cakeeper.h"
 #include "raft/identity.h"
 #include "raft/replica.h"
 #include "server/grpc/server.h"
@@ -36,8 +37,8 @@
 #define RENEWER_FIRST_MS    1000u
 
 struct renewer_config {
-    const char *data_dir;                   /* copied */
-    const struct identity_secrets *secrets; /* must outlive the renewer */
+    const char *data_dir; /* copied */
+    struct cakeeper *ca;  /* who signs (a holder: itself); must outlive the renewer */
     unsigned renew_days;
     struct replica *replica; /* its relay and membership view; must outlive the renewer */
     struct grpc_server *api; /* reloaded after a renewal; NULL: none. Must outlive the renewer */
@@ -54,14 +55,20 @@ int renewer_start(const struct renewer_config *cfg, struct renewer **out, char *
  * thread; returns at once. */
 void renewer_kick(struct renewer *r);
 
+/* Renew now whether due or not, and keep trying every retry_ms until it succeeds (a CA rotation:
+ * server/carotate.h). Any thread; returns at once. */
+void renewer_force(struct renewer *r);
+
 /* Stop and join the thread (a renewal under way finishes first, bounded by its dial timeouts).
  * NULL is fine. */
 void renewer_stop(struct renewer *r);
 
 /* The renewal service. @path is the abstract socket ("@name") the relay's fourth backend names;
- * @writer, @replica and @secrets must outlive it. GERR_IO (cannot listen) or GERR_NOMEM. */
+ * @writer, @replica and @ca must outlive it. It signs with @ca's signing CA (the new one during a
+ * CA rotation) and accepts a caller's certificate from any CA of @ca's bundle. GERR_IO (cannot listen) or
+ * GERR_NOMEM. */
 struct renew_server;
-int renew_server_start(const char *path, const struct identity_secrets *secrets, struct replica *replica,
+int renew_server_start(const char *path, struct cakeeper *ca, struct replica *replica,
                        struct store_writer *writer, struct renew_server **out, char *errmsg);
 /* Stop accepting, wait for a request being answered, free. NULL is fine. */
 void renew_server_stop(struct renew_server *s);

@@ -1,7 +1,7 @@
 """gantryd clusters of separate processes on 127.0.0.1, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_gantryd.py <group>
-Groups: bootstrap, failover, sigterm, foreign, recover, backup, removed, renewal, joinca (see GROUPS).
+Groups: bootstrap, failover, sigterm, foreign, recover, backup, removed, renewal, carotate, joinca (see GROUPS).
 
 Environment (set by tests/integration/CMakeLists.txt):
   GANTRYD         path of gantryd
@@ -1867,8 +1867,172 @@ class Renewal(GantrydTest):
         self.assertIn(fp, query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid))
 
 
+class CARotation(GantrydTest):
+    def rotate(self, r, action, ok=True):
+        out = subprocess.run([GANTRYD, "rotate-ca", action] + r.flags(), capture_output=True, timeout=60)
+        if ok:
+            self.assertEqual(out.returncode, 0, out.stderr.decode())
+        return out
+
+    def test_rotate_the_ca_under_load(self):
+        """rotate-ca begin on the CA holder makes a new CA that every replica trusts beside the old
+        one and renews its certificate from; finish is refused until every member presents a
+        new-CA certificate, then drops the old CA everywhere. Calls through every replica on new
+        connections never fail meanwhile, a certificate from the old CA is refused afterwards, a
+        replica joins with a token made after the rotation, and the phase is a metric."""
+        c = self.cluster("carotate").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        old_ca = open(os.path.join(r1.dir, "secrets", "ca.pem")).read()
+        old_key = os.path.join(c.root, "old-ca-key.pem")
+        shutil.copy(os.path.join(r1.dir, "secrets", "ca-key.pem"), old_key)
+        for r in c.replicas:
+            self.assertEqual(r.metric("gantry_ca_rotation_phase"), 0)
+        # A certificate from the old CA, made by an operator who kept its key.
+        rk, rc, rr = (os.path.join(c.root, n) for n in ("rogue.key", "rogue.pem", "rogue.csr"))
+        for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", rk,
+                      "-subj", "/CN=rogue", "-out", rr],
+                     ["x509", "-req", "-in", rr, "-CA", os.path.join(r1.dir, "secrets", "ca.pem"), "-CAkey", old_key,
+                      "-set_serial", "9", "-days", "5", "-sha256", "-out", rc]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+
+        def dial_old(r):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(rc, rk)
+            host, port = r.peer.split(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as so:
+                    with ctx.wrap_socket(so):
+                        return None
+            except (ssl.SSLError, OSError) as e:
+                return str(e)
+
+        for r in c.replicas:
+            self.assertIsNone(dial_old(r), "before the rotation the old CA's certificates are good")
+
+        def roots():
+            pem = old_ca + open(os.path.join(r1.dir, "tls", "ca.pem")).read()
+            nxt = os.path.join(r1.dir, "secrets", "ca-next.pem")
+            if os.path.exists(nxt):
+                pem += open(nxt).read()
+            return pem.encode()
+
+        old_token = c.token()  # made before begin: it names the old CA
+        stop = threading.Event()
+        calls, failures = [0], []
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                r = c.replicas[i % 3]
+                i += 1
+                ch = grpc.secure_channel(r.api, grpc.ssl_channel_credentials(root_certificates=roots()),
+                                         options=[("grpc.ssl_target_name_override", "localhost")])
+                try:
+                    if i % 2:
+                        fn = ch.unary_unary("/gantry.v1.Cluster/GetHealth",
+                                            request_serializer=cpb.GetHealthRequest.SerializeToString,
+                                            response_deserializer=cpb.ClusterHealth.FromString)
+                        fn(cpb.GetHealthRequest(), metadata=[("authorization", "Bearer " + c.key)], timeout=10)
+                    else:
+                        fn = ch.unary_unary("/gantry.v1.Cluster/CreateJoinToken",
+                                            request_serializer=cpb.CreateJoinTokenRequest.SerializeToString,
+                                            response_deserializer=cpb.JoinToken.FromString)
+                        fn(cpb.CreateJoinTokenRequest(ttl_seconds=60), metadata=[("authorization", "Bearer " + c.key)],
+                           timeout=10)
+                    calls[0] += 1
+                except grpc.RpcError as e:
+                    failures.append("replica %d: %s %s" % (r.rid, e.code(), e.details()))
+                finally:
+                    ch.close()
+                time.sleep(0.02)
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            time.sleep(1)
+            # Only a CA holder begins; replica 2 joined and holds no CA key.
+            out = self.rotate(c.replicas[1], "begin", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("does not hold the cluster CA key", out.stderr.decode())
+            out = self.rotate(r1, "begin")
+            self.assertIn("Began a CA rotation", out.stdout.decode())
+            # At once: nobody has a new certificate yet, so finish is refused, and so is a second begin.
+            out = self.rotate(r1, "finish", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("members present a certificate from the new CA: not finishing", out.stderr.decode())
+            out = self.rotate(r1, "begin", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("under way already", out.stderr.decode())
+            end = time.monotonic() + 60
+            while True:
+                status = self.rotate(r1, "status").stdout.decode()
+                if status.count("certificate from the new CA") == 3:
+                    break
+                self.assertLess(time.monotonic(), end, "members not renewed from the new CA:\n" + status)
+                time.sleep(0.5)
+            self.assertIn("phase overlap", status)
+            for r in c.replicas:
+                self.assertEqual(r.metric("gantry_ca_rotation_phase"), 1)
+            # A token made before begin pins the old CA, which no replica's certificate chains to
+            # any more: the joiner refuses the TLS handshake (before any use of the token).
+            r4 = c.new_replica(4)
+            r4.start(join=c.replicas[1].api, token=old_token, wait=False)
+            self.assertNotEqual(r4.wait(), 0)
+            self.assertIn("not trusted", r4.tail(20))
+            # One made now (through a client that trusts the bundle) works, through a replica that
+            # joined (relayed to the holder): the new replica's certificate is from the new CA at
+            # once, and finish waits for it too.
+            c.client = Client(c.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+            r5 = c.new_replica(5)
+            r5.start(join=c.replicas[1].api, token=c.token())
+            c.replicas.append(r5)
+            end = time.monotonic() + 60
+            while True:
+                status = self.rotate(r1, "status").stdout.decode()
+                if status.count("certificate from the new CA") == 4:
+                    break
+                self.assertLess(time.monotonic(), end, "replica 5 not on the new CA:\n" + status)
+                time.sleep(0.5)
+            self.assertIsNone(dial_old(c.replicas[0]), "during the overlap the old CA is still trusted")
+            time.sleep(1)
+            out = self.rotate(r1, "finish")
+            self.assertIn("Finished the CA rotation", out.stdout.decode())
+            end = time.monotonic() + 30
+            while any(r.metric("gantry_ca_rotation_phase") != 2 for r in c.replicas):
+                self.assertLess(time.monotonic(), end, "not every replica applied the finish")
+                time.sleep(0.2)
+            time.sleep(1.5)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(failures, [], "calls failed during the rotation")
+        self.assertGreater(calls[0], 20)
+        # Only the new CA now: a certificate from the old one is refused by every replica.
+        for r in c.replicas:
+            self.assertIsNotNone(dial_old(r), "replica %d still accepts the old CA" % r.rid)
+        new_ca = open(os.path.join(r1.dir, "secrets", "ca.pem")).read()
+        self.assertNotEqual(new_ca, old_ca)
+        for r in c.replicas:
+            self.assertEqual(open(os.path.join(r.dir, "tls", "ca.pem")).read(), new_ca)
+        self.assertFalse(os.path.exists(os.path.join(r1.dir, "secrets", "ca-next-key.pem")))
+        self.assertEqual(r1.metric("gantry_ca_key_held"), 1)
+        self.assertIn("phase done", self.rotate(r1, "status").stdout.decode())
+        # A replica joins with a token made now (it pins the new CA), through a replica that joined.
+        c.client = Client(c.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+        c.join(1, via=c.replicas[1])
+        c.wait_ready()
+        self.assertEqual(open(os.path.join(c.replicas[-1].dir, "tls", "ca.pem")).read(), new_ca)
+        print("CA rotated under load: %d calls, 0 failed" % calls[0])
+
+
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
-          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal,
+          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal, "carotate": CARotation,
           "joinca": JoinCA, "pepper": Pepper}
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@
 
 #include "lib/file.h"
 #include "lib/mem.h"
+#include "raft/cakeeper.h"
 #include "raft/certrenew.h"
 #include "raft/pki.h"
 
@@ -322,6 +323,59 @@ static void a_csr_cannot_choose_its_names(void **state)
     mem_free(old);
 }
 
+/* The CA keeper (raft/cakeeper.h): a rotation's swap, the bundle's fingerprints, bad input refused
+ * without a change; pki_verify takes a bundle. */
+static void the_ca_keeper_swaps_and_trusts_a_bundle(void **state)
+{
+    struct world *w = *state;
+    struct cakeeper *k = NULL;
+    assert_int_equal(cakeeper_new(w->sec.ca_pem, NULL, &k, errmsg), 0);
+    assert_false(cakeeper_can_sign(k));
+    char old_fp[PKI_FINGERPRINT_SIZE], new_fp[PKI_FINGERPRINT_SIZE], fp[PKI_FINGERPRINT_SIZE];
+    assert_int_equal(pki_fingerprint(w->sec.ca_pem, old_fp, errmsg), 0);
+    cakeeper_fingerprint(k, fp);
+    assert_string_equal(fp, old_fp);
+    char *nkey = NULL, *nca = NULL;
+    assert_int_equal(pki_ca_create("next", &nkey, &nca, errmsg), 0);
+    assert_int_equal(pki_fingerprint(nca, new_fp, errmsg), 0);
+    assert_false(cakeeper_trusts(k, new_fp));
+    size_t n = strlen(nca) + strlen(w->sec.ca_pem) + 1;
+    char *bundle = mem_alloc(n);
+    snprintf(bundle, n, "%s%s", nca, w->sec.ca_pem);
+    assert_int_equal(cakeeper_set(k, nca, nkey, bundle, errmsg), 0);
+    assert_true(cakeeper_can_sign(k));
+    assert_true(cakeeper_trusts(k, new_fp));
+    assert_true(cakeeper_trusts(k, old_fp));
+    cakeeper_fingerprint(k, fp);
+    assert_string_equal(fp, new_fp);
+    char *ca = NULL, *key = NULL;
+    cakeeper_signer(k, &ca, &key);
+    assert_string_equal(ca, nca);
+    assert_string_equal(key, nkey);
+    /* A certificate of either CA verifies against the bundle, and only against its own CA alone. */
+    char *old_cert = read_rel(w->dir, "tls/cert.pem");
+    assert_int_equal(pki_verify(bundle, old_cert, errmsg), 0);
+    assert_int_equal(pki_verify(nca, old_cert, errmsg), GERR_PERM);
+    /* Bad input: refused, nothing changes. */
+    assert_int_equal(cakeeper_set(k, "junk", NULL, bundle, errmsg), GERR_INVAL);
+    assert_int_equal(cakeeper_set(k, nca, NULL, "junk", errmsg), GERR_INVAL);
+    assert_true(cakeeper_can_sign(k));
+    assert_true(cakeeper_trusts(k, old_fp));
+    /* The finish: the new CA alone. */
+    assert_int_equal(cakeeper_set(k, nca, nkey, nca, errmsg), 0);
+    assert_false(cakeeper_trusts(k, old_fp));
+    char *b = cakeeper_bundle(k);
+    assert_string_equal(b, nca);
+    mem_free(b);
+    mem_free(ca);
+    mem_free(key);
+    mem_free(old_cert);
+    mem_free(bundle);
+    mem_free(nkey);
+    mem_free(nca);
+    cakeeper_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_missing_certificate_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(without_the_key_a_holder_signs, setup, teardown),
         cmocka_unit_test_setup_teardown(a_csr_cannot_choose_its_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_ca_keeper_swaps_and_trusts_a_bundle, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
