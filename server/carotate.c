@@ -678,7 +678,11 @@ int carotate_command(const struct config *cfg, const char *action, FILE *out)
     char errmsg[GERR_MSG_SIZE] = "", tls[4096];
     identity_path(cfg->data_dir, "tls", tls, sizeof tls);
     struct peertls *relay = NULL;
-    int rv = peertls_start_dir(tls, NULL, NULL, NULL, &relay, errmsg);
+    int rv =
+        cfg->peer_tls_cert[0] != '\0'
+            ? peertls_start_files(cfg->peer_tls_ca[0] != '\0' ? cfg->peer_tls_ca : NULL, cfg->peer_tls_cert,
+                                  cfg->peer_tls_key, NULL, NULL, NULL, &relay, errmsg)
+            : peertls_start_dir(tls, NULL, NULL, NULL, &relay, errmsg);
     struct store_client cl;
     bool cl_ready = false;
     if (rv == 0) {

@@ -1956,6 +1956,16 @@ class CARotation(GantrydTest):
         t.start()
         try:
             time.sleep(1)
+            # Bad input: refused with a reason, nothing changes (status says none yet).
+            out = self.rotate(r1, "bogus", ok=False)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("say begin, finish or status", out.stderr.decode())
+            out = subprocess.run([GANTRYD, "rotate-ca"] + r1.flags(), capture_output=True, timeout=60)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("none yet", self.rotate(r1, "status").stdout.decode())
+            out = self.rotate(r1, "finish", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("no CA rotation is under way", out.stderr.decode())
             # Only a CA holder begins; replica 2 joined and holds no CA key.
             out = self.rotate(c.replicas[1], "begin", ok=False)
             self.assertEqual(out.returncode, 1)
