@@ -42,6 +42,21 @@ int certrevoke_note_tx(struct store_tx *tx, void *arg)
     return rv;
 }
 
+int certrevoke_holder_tx(struct store_tx *tx, void *arg)
+{
+    struct certrevoke_holder *h = arg;
+    struct proto_value fp[] = {proto_text(h->fingerprint)};
+    int64_t n = 0, id = 0;
+    int rv = store_tx_query_int(
+        tx, "SELECT count(DISTINCT member_id) FROM member_certs WHERE fingerprint = ?", fp, 1, &n);
+    if (rv == 0 && n == 1) {
+        rv = store_tx_query_int(tx, "SELECT member_id FROM member_certs WHERE fingerprint = ?", fp, 1, &id);
+    }
+    h->member_id = rv == 0 && n == 1 ? (uint64_t)id : 0;
+    h->members = rv == 0 ? (unsigned)n : 0;
+    return rv;
+}
+
 int certrevoke_member_tx(struct store_tx *tx, void *arg)
 {
     struct certrevoke_member *m = arg;
@@ -130,13 +145,18 @@ static void *sync_main(void *arg)
 {
     struct certrevoke_sync *s = arg;
     bool noted = false, failing = false;
-    char fp[PKI_FINGERPRINT_SIZE];
+    char fp[PKI_FINGERPRINT_SIZE] = "";
     int64_t not_after = 0;
-    peertls_own_cert(s->relay, fp, &not_after);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         pthread_mutex_unlock(&s->mu);
         int rv = 0;
+        char now_fp[PKI_FINGERPRINT_SIZE];
+        peertls_own_cert(s->relay, now_fp, &not_after);
+        if (strcmp(now_fp, fp) != 0) { /* at first, and after a renewal reloaded the relay */
+            memcpy(fp, now_fp, sizeof fp);
+            noted = false;
+        }
         if (!noted) {
             struct certrevoke_cert c = {.member_id = s->member_id,
                                         .fingerprint = fp,

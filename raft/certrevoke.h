@@ -45,6 +45,15 @@ struct certrevoke_cert {
 };
 int certrevoke_note_tx(struct store_tx *tx, void *arg);
 
+/* Which member holds the certificate @fingerprint: *@member_id (0 when none does, or when more
+ * than one member holds it: @members says how many). Reads only. */
+struct certrevoke_holder {
+    const char *fingerprint;
+    uint64_t member_id;
+    unsigned members;
+};
+int certrevoke_holder_tx(struct store_tx *tx, void *arg);
+
 /* Revoke every certificate recorded for @member_id that no other member holds, and forget the
  * member's rows. On return @revoked and @shared say how many were revoked and how many were left
  * alone because another member holds them too. Idempotent: a retry after a removal that failed
@@ -64,7 +73,8 @@ int certrevoke_list(struct store_client *cl, int64_t now_ms, char (**out)[PKI_FI
 
 /* The sync thread. @store is copied (its addresses are copied by store_client_init); @relay and
  * @clock must outlive the thread. member_id and the relay's own certificate are recorded with
- * certrevoke_note_tx until that succeeds once. */
+ * certrevoke_note_tx until that succeeds once, and again whenever the relay's certificate changes
+ * (a renewal reloaded it: raft/certrenew.h). */
 struct certrevoke_sync_config {
     const struct store_client_config *store;
     struct peertls *relay;

@@ -95,13 +95,16 @@ struct refusal_window {
 };
 
 struct peertls {
+    /* The contexts for new connections (under mu): peertls_reload swaps them; every SSL object
+     * holds its own reference to the context it was made from, so open connections keep theirs. */
     SSL_CTX *server_ctx;
     SSL_CTX *client_ctx;
-    int listen_fd; /* -1 when dial-only */
+    char files[3][4096]; /* the CA bundle, certificate and key peertls_reload reads; [0][0] == 0: none */
+    int listen_fd;       /* -1 when dial-only */
     char listen_address[64];
     char backend[128];
-    char alt_backend[2][128];
-    unsigned char alt_alpn[2][64]; /* wire format: length byte, then the name; [0] == 0: none */
+    char alt_backend[3][128];
+    unsigned char alt_alpn[3][64]; /* wire format: length byte, then the name; [0] == 0: none */
     unsigned handshake_timeout_ms;
     unsigned max_handshakes_per_source;
     unsigned refusal_log_window_ms;
@@ -191,11 +194,8 @@ static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg
     b = BIO_new_mem_buf(cfg->key_pem, -1);
     key = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
-    b = BIO_new_mem_buf(cfg->ca_pem, -1);
-    ca = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    if (cert == NULL || key == NULL || ca == NULL) {
-        sslerr_from_openssl(errmsg, "peer TLS: load certificate, key or CA");
+    if (cert == NULL || key == NULL) {
+        sslerr_from_openssl(errmsg, "peer TLS: load certificate or key");
         goto out;
     }
     if (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
@@ -203,8 +203,23 @@ static int load_ctx(SSL_CTX *ctx, const struct peertls_config *cfg, char *errmsg
         sslerr_from_openssl(errmsg, "peer TLS: key does not match the certificate");
         goto out;
     }
-    if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
-        sslerr_from_openssl(errmsg, "peer TLS: load CA");
+    /* The trust bundle: every CA certificate in it (two while the cluster CA rotates). */
+    b = BIO_new_mem_buf(cfg->ca_pem, -1);
+    unsigned n_ca = 0;
+    while (b != NULL && n_ca < PEERTLS_MAX_CAS && (ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
+            BIO_free(b);
+            sslerr_from_openssl(errmsg, "peer TLS: load CA");
+            goto out;
+        }
+        X509_free(ca);
+        ca = NULL;
+        n_ca++;
+    }
+    BIO_free(b);
+    ERR_clear_error(); /* the read that ended the bundle */
+    if (n_ca == 0) {
+        gerr_set(errmsg, "peer TLS: the CA bundle holds no certificate");
         goto out;
     }
     /* TLS 1.2 exactly: in 1.3 the server judges the client's certificate after the client's
@@ -240,7 +255,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
         if (i + 1 + n > inlen) {
             break;
         }
-        for (unsigned k = 0; k < 2; k++) {
+        for (unsigned k = 0; k < 3; k++) {
             if (p->alt_alpn[k][0] != 0 && n == p->alt_alpn[k][0] &&
                 memcmp(in + i + 1, p->alt_alpn[k] + 1, n) == 0) {
                 *out = in + i + 1;
@@ -251,6 +266,48 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
         i += 1 + n;
     }
     return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* Both contexts for @cfg's identity, and its certificate's fingerprint and expiry. On error
+ * nothing is allocated. */
+static int make_ctxs(struct peertls *p, const struct peertls_config *cfg, SSL_CTX **server, SSL_CTX **client,
+                     char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms, char *errmsg)
+{
+    int rv;
+    SSL_CTX *s = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+    if (s == NULL || c == NULL) {
+        rv = sslerr_from_openssl(errmsg, "peer TLS: create context");
+        goto err;
+    }
+    if ((rv = load_ctx(s, cfg, errmsg)) != 0 || (rv = load_ctx(c, cfg, errmsg)) != 0) {
+        goto err;
+    }
+    SSL_CTX_set_alpn_select_cb(s, alpn_select, p);
+    SSL_CTX_set_app_data(s, p);
+    SSL_CTX_set_app_data(c, p);
+    if ((rv = pki_fingerprint(cfg->cert_pem, fp, errmsg)) != 0 ||
+        (rv = pki_not_after_ms(cfg->cert_pem, not_after_ms, errmsg)) != 0) {
+        gerr_wrap(errmsg, "peer TLS: this replica's certificate");
+        goto err;
+    }
+    *server = s;
+    *client = c;
+    return 0;
+err:
+    SSL_CTX_free(s);
+    SSL_CTX_free(c);
+    return rv;
+}
+
+/* A new reference to the current context (server or client) for an SSL object about to be made. */
+static SSL_CTX *ctx_get(struct peertls *p, bool server)
+{
+    pthread_mutex_lock(&p->mu);
+    SSL_CTX *ctx = server ? p->server_ctx : p->client_ctx;
+    SSL_CTX_up_ref(ctx);
+    pthread_mutex_unlock(&p->mu);
+    return ctx;
 }
 
 int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg)
@@ -274,16 +331,17 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         }
         snprintf(p->backend, sizeof p->backend, "%s", cfg->backend_address);
     }
-    for (unsigned k = 0; k < 2; k++) {
-        const char *alpn = k == 0 ? cfg->alt_alpn : cfg->alt2_alpn;
-        const char *backend = k == 0 ? cfg->alt_backend : cfg->alt2_backend;
+    for (unsigned k = 0; k < 3; k++) {
+        const char *alpn = k == 0 ? cfg->alt_alpn : k == 1 ? cfg->alt2_alpn : cfg->alt3_alpn;
+        const char *backend = k == 0 ? cfg->alt_backend : k == 1 ? cfg->alt2_backend : cfg->alt3_backend;
         if (alpn == NULL || backend == NULL) {
             continue;
         }
         size_t n = strlen(alpn);
         if (n == 0 || n >= sizeof p->alt_alpn[k] - 1 || strlen(backend) >= sizeof p->alt_backend[k] ||
-            (k == 1 && p->alt_alpn[0][0] == n && memcmp(p->alt_alpn[0] + 1, alpn, n) == 0)) {
-            gerr_set(errmsg, "peer TLS: bad %s backend", k == 0 ? "second" : "third");
+            (k >= 1 && p->alt_alpn[0][0] == n && memcmp(p->alt_alpn[0] + 1, alpn, n) == 0) ||
+            (k == 2 && p->alt_alpn[1][0] == n && memcmp(p->alt_alpn[1] + 1, alpn, n) == 0)) {
+            gerr_set(errmsg, "peer TLS: bad %s backend", k == 0 ? "second" : k == 1 ? "third" : "fourth");
             rv = GERR_INVAL;
             goto err;
         }
@@ -291,22 +349,8 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         memcpy(p->alt_alpn[k] + 1, alpn, n);
         snprintf(p->alt_backend[k], sizeof p->alt_backend[k], "%s", backend);
     }
-    p->server_ctx = SSL_CTX_new(TLS_server_method());
-    p->client_ctx = SSL_CTX_new(TLS_client_method());
-    if (p->server_ctx == NULL || p->client_ctx == NULL) {
-        rv = sslerr_from_openssl(errmsg, "peer TLS: create context");
-        goto err;
-    }
-    if ((rv = load_ctx(p->server_ctx, cfg, errmsg)) != 0 ||
-        (rv = load_ctx(p->client_ctx, cfg, errmsg)) != 0) {
-        goto err;
-    }
-    SSL_CTX_set_alpn_select_cb(p->server_ctx, alpn_select, p);
-    SSL_CTX_set_app_data(p->server_ctx, p);
-    SSL_CTX_set_app_data(p->client_ctx, p);
-    if ((rv = pki_fingerprint(cfg->cert_pem, p->own_fp, errmsg)) != 0 ||
-        (rv = pki_not_after_ms(cfg->cert_pem, &p->own_not_after_ms, errmsg)) != 0) {
-        gerr_wrap(errmsg, "peer TLS: this replica's certificate");
+    if ((rv = make_ctxs(p, cfg, &p->server_ctx, &p->client_ctx, p->own_fp, &p->own_not_after_ms, errmsg)) !=
+        0) {
         goto err;
     }
     if (cfg->listen_address != NULL) {
@@ -381,10 +425,70 @@ int peertls_start_files(const char *ca_file, const char *cert_file, const char *
             cfg.alt_backend = opts->alt_backend;
             cfg.alt2_alpn = opts->alt2_alpn;
             cfg.alt2_backend = opts->alt2_backend;
+            cfg.alt3_alpn = opts->alt3_alpn;
+            cfg.alt3_backend = opts->alt3_backend;
         }
         rv = peertls_start(&cfg, out, errmsg);
     }
+    if (rv == 0) {
+        for (int i = 0; i < 3; i++) {
+            snprintf((*out)->files[i], sizeof(*out)->files[i], "%s", paths[i]);
+        }
+    }
     for (int i = 0; i < 3; i++) {
+        mem_free(pem[i]);
+    }
+    return rv;
+}
+
+int peertls_reload_pem(struct peertls *p, const char *ca_pem, const char *cert_pem, const char *key_pem,
+                       char *errmsg)
+{
+    struct peertls_config cfg = {.ca_pem = ca_pem, .cert_pem = cert_pem, .key_pem = key_pem};
+    SSL_CTX *s, *c;
+    char fp[PKI_FINGERPRINT_SIZE];
+    int64_t not_after = 0;
+    int rv = make_ctxs(p, &cfg, &s, &c, fp, &not_after, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "reload");
+        return rv;
+    }
+    pthread_mutex_lock(&p->mu);
+    SSL_CTX *old_s = p->server_ctx, *old_c = p->client_ctx;
+    p->server_ctx = s;
+    p->client_ctx = c;
+    bool same = strcmp(fp, p->own_fp) == 0;
+    memcpy(p->own_fp, fp, sizeof fp);
+    p->own_not_after_ms = not_after;
+    p->stats.reloads++;
+    pthread_mutex_unlock(&p->mu);
+    SSL_CTX_free(old_s); /* open connections hold their own references */
+    SSL_CTX_free(old_c);
+    LOG_INFO("peer TLS: reloaded the identity for new connections (certificate %s%s)", fp,
+             same ? ", unchanged" : "");
+    return 0;
+}
+
+int peertls_reload(struct peertls *p, char *errmsg)
+{
+    if (p->files[0][0] == '\0') {
+        gerr_set(errmsg, "peer TLS: reload: this relay was not started from files");
+        return GERR_INVAL;
+    }
+    char *pem[3] = {NULL, NULL, NULL};
+    int rv = 0;
+    for (int i = 0; i < 3 && rv == 0; i++) {
+        rv = file_read_all(p->files[i], 1u << 20, &pem[i], NULL, errmsg);
+    }
+    if (rv == 0) {
+        rv = peertls_reload_pem(p, pem[0], pem[1], pem[2], errmsg);
+    } else {
+        gerr_wrap(errmsg, "peer TLS: reload");
+    }
+    for (int i = 0; i < 3; i++) {
+        if (pem[i] != NULL) {
+            memset(pem[i], 0, strlen(pem[i]));
+        }
         mem_free(pem[i]);
     }
     return rv;
@@ -474,6 +578,8 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
         }
         self = self || strcmp(copy[i], p->own_fp) == 0;
     }
+    char own[PKI_FINGERPRINT_SIZE];
+    memcpy(own, p->own_fp, sizeof own);
     if (added > 8) {
         LOG_WARN("peer TLS: %u more certificates are revoked", added - 8);
     }
@@ -486,7 +592,7 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
     mem_free(old);
     if (self && !atomic_exchange(&p->self_revoked, true)) {
         LOG_ERROR("peer TLS: this replica's own certificate (%s) is revoked: it was removed from the cluster",
-                  p->own_fp);
+                  own);
     }
     if (added > 0) {
         wake(p);
@@ -494,10 +600,12 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
     return 0;
 }
 
-void peertls_own_cert(const struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms)
+void peertls_own_cert(struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms)
 {
+    pthread_mutex_lock(&p->mu);
     memcpy(fp, p->own_fp, PKI_FINGERPRINT_SIZE);
     *not_after_ms = p->own_not_after_ms;
+    pthread_mutex_unlock(&p->mu);
 }
 
 bool peertls_self_revoked(struct peertls *p)
@@ -643,10 +751,19 @@ static void step_handshake(struct peertls *p, struct relay *r)
         unsigned int plen = 0;
         SSL_get0_alpn_selected(r->ssl, &proto, &plen);
         const char *backend = p->backend;
-        for (unsigned k = 0; k < 2; k++) {
+        bool tell_peer = false;
+        for (unsigned k = 0; k < 3; k++) {
             if (plen > 0 && p->alt_alpn[k][0] == plen && memcmp(proto, p->alt_alpn[k] + 1, plen) == 0) {
                 backend = p->alt_backend[k];
+                tell_peer = k == 2;
             }
+        }
+        if (tell_peer) {
+            /* The fourth backend learns who is calling: the first bytes it reads are the peer's
+             * verified certificate fingerprint (PEERTLS_PEER_HEADER). */
+            int hn = snprintf((char *)r->t2p, sizeof r->t2p, PEERTLS_PEER_HEADER "%s\n", r->note.fp);
+            r->t2p_off = 0;
+            r->t2p_len = (size_t)hn;
         }
         r->plain_fd = connect_backend(backend);
         if (r->plain_fd < 0) {
@@ -811,7 +928,9 @@ static void accept_all(struct peertls *p)
         r->plain_fd = -1;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        r->ssl = SSL_new(p->server_ctx);
+        SSL_CTX *ctx = ctx_get(p, true);
+        r->ssl = SSL_new(ctx);
+        SSL_CTX_free(ctx); /* the SSL object holds its own reference */
         if (r->ssl == NULL || SSL_set_fd(r->ssl, fd) != 1) {
             ERR_clear_error();
             relay_free(r);
@@ -1009,7 +1128,9 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
         gerr_wrap(errmsg, "peer TLS: dial %s", address);
         goto err_count;
     }
-    SSL *ssl = SSL_new(p->client_ctx);
+    SSL_CTX *ctx = ctx_get(p, false);
+    SSL *ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the SSL object holds its own reference */
     if (ssl == NULL || SSL_set_fd(ssl, tcp) != 1) {
         rv = sslerr_from_openssl(errmsg, "peer TLS: dial");
         SSL_free(ssl);

@@ -28,8 +28,13 @@
 #include "lib/err.h"
 #include "raft/pki.h"
 
+/* At most this many CA certificates in a trust bundle. */
+#define PEERTLS_MAX_CAS 8u
+
 struct peertls_config {
-    const char *ca_pem;            /* the cluster CA (copied) */
+    /* The trust bundle (copied): one or more CA certificates (PEM, concatenated); a peer's
+     * certificate must chain to one of them. Two while the cluster CA rotates (docs/security.md). */
+    const char *ca_pem;
     const char *cert_pem;          /* this replica's certificate (copied) */
     const char *key_pem;           /* and its key (copied) */
     const char *listen_address;    /* "a.b.c.d:port" for inbound peers, or NULL for dial-only */
@@ -53,7 +58,16 @@ struct peertls_config {
      * session server, one routed session per connection). NULL: none. */
     const char *alt2_alpn;
     const char *alt2_backend;
+    /* A fourth backend, likewise (gantryd's certificate renewal service), which is also told who
+     * the peer is: before any of the peer's bytes it reads one line, PEERTLS_PEER_HEADER followed
+     * by the fingerprint of the peer's verified certificate ("sha256:<64 hex>") and "\n". NULL:
+     * none. */
+    const char *alt3_alpn;
+    const char *alt3_backend;
 };
+
+#define PEERTLS_PEER_HEADER     "GANTRY-PEER "
+#define PEERTLS_PEER_HEADER_MAX (sizeof PEERTLS_PEER_HEADER - 1 + PKI_FINGERPRINT_SIZE)
 
 /* The limits and the second backend of peertls_start_files/_dir (the config fields of the same
  * names). NULL or zero fields: the defaults. */
@@ -61,6 +75,7 @@ struct peertls_options {
     unsigned handshake_timeout_ms, max_handshakes_per_source, refusal_log_window_ms;
     const char *alt_alpn, *alt_backend;
     const char *alt2_alpn, *alt2_backend;
+    const char *alt3_alpn, *alt3_backend;
 };
 
 struct peertls_stats {
@@ -76,6 +91,7 @@ struct peertls_stats {
                                  direction; also counted in rejected or dial_failed) */
     uint64_t revoked_closed;  /* relayed connections closed when their peer's certificate was revoked */
     uint64_t revoked_certs;   /* fingerprints in the revoked set now */
+    uint64_t reloads;         /* successful peertls_reload/_pem calls */
 };
 
 struct peertls;
@@ -130,8 +146,22 @@ void peertls_get_stats(struct peertls *p, struct peertls_stats *out);
 #define PEERTLS_MAX_REVOKED 4096u
 int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZE], unsigned n, char *errmsg);
 
-/* This relay's own certificate: its fingerprint and when it expires (Unix ms). */
-void peertls_own_cert(const struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms);
+/* Reloading the identity without a restart (docs/security.md, "Certificate renewal").
+ *
+ * peertls_reload_pem builds new contexts from @ca_pem (a trust bundle, as in peertls_config),
+ * @cert_pem and @key_pem (all copied) and swaps them in atomically: every handshake that starts
+ * after the return, in either direction, uses the new identity and trust; connections already
+ * open (and handshakes under way) keep the context they started with until they close. On error
+ * (GERR_INVAL: bad PEM, key not matching, no CA) the relay keeps its current identity untouched.
+ * peertls_reload re-reads the three files the relay was started from (peertls_start_files/_dir;
+ * GERR_INVAL for a relay started from memory, and the file errors). Thread-safe. */
+int peertls_reload_pem(struct peertls *p, const char *ca_pem, const char *cert_pem, const char *key_pem,
+                       char *errmsg);
+int peertls_reload(struct peertls *p, char *errmsg);
+
+/* This relay's own certificate (the one new handshakes present): its fingerprint and when it
+ * expires (Unix ms). Thread-safe. */
+void peertls_own_cert(struct peertls *p, char fp[PKI_FINGERPRINT_SIZE], int64_t *not_after_ms);
 
 /* True once this relay's own certificate was found revoked: a peer whose certificate verified
  * against the cluster CA refused it with the certificate_revoked alert, or the fingerprint of this

@@ -388,21 +388,26 @@ int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *
     return 0;
 }
 
-int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem, unsigned days,
-              char **key_pem, char **cert_pem, char *errmsg)
+/* The names of an issued certificate, to give a renewal the same ones. */
+struct cert_names {
+    char cn[256];
+    char ips[16][INET6_ADDRSTRLEN], dns[16][254];
+    const char *ip_p[16], *dns_p[16];
+    struct pki_subject subject;
+};
+
+static int names_of(const char *cert_pem, struct cert_names *out, char *errmsg)
 {
-    *key_pem = *cert_pem = NULL;
-    X509 *old = cert_from_pem(old_cert_pem);
+    memset(out, 0, sizeof *out);
+    X509 *old = cert_from_pem(cert_pem);
     if (old == NULL) {
         int rv = sslerr_from_openssl(errmsg, "parse the certificate to renew");
         return rv == GERR_INTERNAL ? GERR_INVAL : rv;
     }
-    char cn[256] = "";
-    char ips[16][INET6_ADDRSTRLEN], dns[16][254];
-    const char *ip_p[16], *dns_p[16];
     unsigned n_ip = 0, n_dns = 0;
     int rv = 0;
-    if (X509_NAME_get_text_by_NID(X509_get_subject_name(old), NID_commonName, cn, sizeof cn) <= 0) {
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(old), NID_commonName, out->cn, sizeof out->cn) <= 0) {
+        ERR_clear_error();
         gerr_set(errmsg, "the certificate to renew has no common name");
         rv = GERR_INVAL;
     }
@@ -413,28 +418,68 @@ int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_c
             int len = ASN1_STRING_length(g->d.iPAddress);
             const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
             if ((len == 4 || len == 16) &&
-                inet_ntop(len == 4 ? AF_INET : AF_INET6, d, ips[n_ip], sizeof ips[0])) {
-                ip_p[n_ip] = ips[n_ip];
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, d, out->ips[n_ip], sizeof out->ips[0])) {
+                out->ip_p[n_ip] = out->ips[n_ip];
                 n_ip++;
             }
         } else if (g->type == GEN_DNS && n_dns < 16) {
             int len = ASN1_STRING_length(g->d.dNSName);
-            if (len > 0 && len < (int)sizeof dns[0]) {
-                memcpy(dns[n_dns], ASN1_STRING_get0_data(g->d.dNSName), (size_t)len);
-                dns[n_dns][len] = '\0';
-                dns_p[n_dns] = dns[n_dns];
+            if (len > 0 && len < (int)sizeof out->dns[0]) {
+                memcpy(out->dns[n_dns], ASN1_STRING_get0_data(g->d.dNSName), (size_t)len);
+                out->dns[n_dns][len] = '\0';
+                out->dns_p[n_dns] = out->dns[n_dns];
                 n_dns++;
             }
         }
     }
     GENERAL_NAMES_free(names);
     X509_free(old);
-    if (rv != 0) {
-        return rv;
+    out->subject = (struct pki_subject){.common_name = out->cn,
+                                        .ip_sans = out->ip_p,
+                                        .n_ip_sans = n_ip,
+                                        .dns_sans = out->dns_p,
+                                        .n_dns_sans = n_dns};
+    return rv;
+}
+
+int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem, unsigned days,
+              char **key_pem, char **cert_pem, char *errmsg)
+{
+    *key_pem = *cert_pem = NULL;
+    struct cert_names *n = mem_alloc(sizeof *n);
+    int rv = names_of(old_cert_pem, n, errmsg);
+    if (rv == 0) {
+        rv = pki_issue(ca_key_pem, ca_cert_pem, &n->subject, days, key_pem, cert_pem, errmsg);
     }
-    struct pki_subject subject = {
-        .common_name = cn, .ip_sans = ip_p, .n_ip_sans = n_ip, .dns_sans = dns_p, .n_dns_sans = n_dns};
-    return pki_issue(ca_key_pem, ca_cert_pem, &subject, days, key_pem, cert_pem, errmsg);
+    mem_free(n);
+    return rv;
+}
+
+int pki_renew_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem,
+                  const char *csr_pem, unsigned days, char **cert_pem, char *errmsg)
+{
+    *cert_pem = NULL;
+    struct cert_names *n = mem_alloc(sizeof *n);
+    int rv = names_of(old_cert_pem, n, errmsg);
+    if (rv == 0) {
+        rv = pki_sign_csr(ca_key_pem, ca_cert_pem, csr_pem, &n->subject, days, cert_pem, errmsg);
+    }
+    mem_free(n);
+    return rv;
+}
+
+int pki_check_pair(const char *cert_pem, const char *key_pem, char *errmsg)
+{
+    X509 *cert = cert_from_pem(cert_pem);
+    EVP_PKEY *key = key_from_pem(key_pem);
+    int rv = 0;
+    if (cert == NULL || key == NULL || X509_check_private_key(cert, key) != 1) {
+        sslerr_from_openssl(errmsg, "the certificate does not match the key");
+        rv = GERR_INVAL;
+    }
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return rv;
 }
 
 int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg)
@@ -457,18 +502,32 @@ int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg)
 
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg)
 {
-    X509 *ca = cert_from_pem(ca_pem);
+    X509 *ca = NULL;
     X509 *cert = cert_from_pem(cert_pem);
     X509_STORE *store = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     int rv;
+    unsigned n_ca = 0;
 
-    if (ca == NULL || cert == NULL || store == NULL || ctx == NULL) {
+    /* Every certificate of the bundle is a trust anchor (two during a CA rotation). */
+    BIO *b = BIO_new_mem_buf(ca_pem, -1);
+    while (b != NULL && store != NULL && n_ca < 8 && (ca = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        int added = X509_STORE_add_cert(store, ca);
+        X509_free(ca);
+        ca = NULL;
+        if (added != 1) {
+            break;
+        }
+        n_ca++;
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    if (n_ca == 0 || cert == NULL || store == NULL || ctx == NULL) {
         rv = sslerr_from_openssl(errmsg, "load certificates");
         rv = rv == GERR_INTERNAL ? GERR_INVAL : rv;
         goto out;
     }
-    if (X509_STORE_add_cert(store, ca) != 1 || X509_STORE_CTX_init(ctx, store, cert, NULL) != 1) {
+    if (X509_STORE_CTX_init(ctx, store, cert, NULL) != 1) {
         rv = sslerr_from_openssl(errmsg, "verify setup");
         goto out;
     }

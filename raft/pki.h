@@ -54,10 +54,21 @@ int pki_fingerprint(const char *cert_pem, char out[PKI_FINGERPRINT_SIZE], char *
 int pki_renew(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem, unsigned days,
               char **key_pem, char **cert_pem, char *errmsg);
 
+/* Renewal for a key held elsewhere: sign @csr_pem (its own signature checked) with the common
+ * name and IP and DNS names of @old_cert_pem, never the CSR's. Errors as pki_renew and
+ * pki_sign_csr. The caller decides that @old_cert_pem is the requester's (docs/security.md). */
+int pki_renew_csr(const char *ca_key_pem, const char *ca_cert_pem, const char *old_cert_pem,
+                  const char *csr_pem, unsigned days, char **cert_pem, char *errmsg);
+
+/* 0 if @key_pem is the private key of @cert_pem; GERR_INVAL otherwise (or if either does not
+ * parse). */
+int pki_check_pair(const char *cert_pem, const char *key_pem, char *errmsg);
+
 /* When @cert_pem expires (its notAfter), in Unix milliseconds. GERR_INVAL for a bad certificate. */
 int pki_not_after_ms(const char *cert_pem, int64_t *out, char *errmsg);
 
-/* 0 if @cert_pem chains to @ca_pem and is valid now; GERR_PERM (with the reason) otherwise. */
+/* 0 if @cert_pem chains to a CA of @ca_pem (one certificate, or a bundle of up to 8) and is valid
+ * now; GERR_PERM (with the reason) otherwise, GERR_INVAL when nothing parses. */
 int pki_verify(const char *ca_pem, const char *cert_pem, char *errmsg);
 
 #endif

@@ -156,10 +156,9 @@ static const struct field fields[] = {
     STRING(peer_tls_cert, "", NULL, "path",
            "this replica's peer certificate (PEM), issued by the cluster CA"),
     STRING(peer_tls_key, "", NULL, "path", "this replica's peer private key (PEM)"),
-    UINT(
-        cert_renew_days, 30, 1, 365,
-        "at start, renew this replica's peer certificate (the one init/join created, not peer_tls_cert) when "
-        "fewer days than this are left"),
+    UINT(cert_renew_days, 30, 1, 365,
+         "renew this replica's peer certificate (the one init/join created, not peer_tls_cert) when fewer "
+         "days than this are left: checked at start and hourly while running"),
     LIST(join, check_join, "list of host:port",
          "API addresses (IP or DNS name) of members to join through; comma-separated in env and flags, "
          "--join may repeat"),

@@ -62,7 +62,9 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "raft/cakeeper.h"
 #include "raft/certrenew.h"
+#include "raft/certrenew_wire.h"
 #include "raft/certrevoke.h"
 #include "raft/identity.h"
 #include "raft/raftlog.h"
@@ -71,6 +73,7 @@
 #include "raft/roles.h"
 #include "server/admin.h"
 #include "server/backup_sched.h"
+#include "server/carotate.h"
 #include "server/bootstrap.h"
 #include "server/config.h"
 #include "server/console.h"
@@ -81,6 +84,7 @@
 #include "server/grpc/server.h"
 #include "server/grpc/status.h"
 #include "server/oidc_config.h"
+#include "server/renewer.h"
 #include "server/replica_metrics.h"
 #include "store/feed.h"
 #include "server/rotate_key.h"
@@ -207,6 +211,10 @@ static void usage(FILE *f)
             "  rotate-pepper  add a version of the API-key pepper (new keys use it, older keys are\n"
             "                 rehashed at their next use), then print what pepper-status prints\n"
             "  pepper-status  the current API-key pepper version and how many keys each version hashed\n"
+            "  rotate-ca begin|finish|status\n"
+            "                 rotate the cluster CA with an overlap: begin (on a CA holder) makes a new CA\n"
+            "                 that every replica trusts beside the old one and renews from; finish drops\n"
+            "                 the old CA once every member presents a new certificate; status shows both\n"
             "  config show    print the effective configuration (flags, environment, --config file\n"
             "                 and defaults) as a JSON file gantryd accepts back; secrets redacted\n"
             "  version        print the version\n\n"
@@ -370,6 +378,7 @@ struct daemon {
     char fwd_path[320];
     struct sroute_server *sroute; /* routed sessions other replicas send here */
     char sroute_path[320];
+    char renew_path[320]; /* the renewal service's socket (server/renewer.h) */
     char store_dir[4096];
     struct catchup catchup; /* the rule of planned leadership transfers (raft/catchup.h) */
     /* This node's Raft log as the probes read it (raft/raftlog.h): asked every second by the lag
@@ -382,6 +391,10 @@ struct daemon {
     struct nsstats *nsstats;         /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;          /* per-namespace gauges (server/ns_metrics.h) */
     struct certrevoke_sync *revsync; /* revoked certificates into the relay (raft/certrevoke.h) */
+    struct renew_server *renew_srv;  /* signs members' renewals on a CA holder (server/renewer.h) */
+    struct renewer *renewer;         /* renews this replica's certificate while it runs */
+    struct cakeeper *ca;             /* the CA that signs now, and the trusted ones (raft/cakeeper.h) */
+    struct carotate_sync *casync;    /* applies a CA rotation (server/carotate.h) */
     struct backup_sched *bsched;     /* scheduled backups (server/backup_sched.h), NULL when off */
     struct egress_svc *egress;       /* the egress relay (server/egress_svc.h); NULL when not configured */
     char scratch[4096];
@@ -801,7 +814,13 @@ static void metrics(void *data, struct buf *out)
                "# HELP gantry_ca_key_held 1 when this replica holds the cluster CA key (it can sign joiners' "
                "certificates and renew its own), 0 when it joined and does not.\n"
                "# TYPE gantry_ca_key_held gauge\ngantry_ca_key_held %d\n",
-               d->secrets.ca_key_pem != NULL ? 1 : 0);
+               cakeeper_can_sign(d->ca) ? 1 : 0);
+    buf_printf(
+        out,
+        "# HELP gantry_ca_rotation_phase The cluster CA rotation this replica has applied: 0 none yet, 1 "
+        "overlap (the old and the new CA are trusted), 2 done (only the new CA).\n"
+        "# TYPE gantry_ca_rotation_phase gauge\ngantry_ca_rotation_phase %d\n",
+        (int)carotate_sync_phase(d->casync));
     pthread_mutex_lock(&d->mu);
     int64_t old_keys = d->old_pepper_keys;
     unsigned pepper_current = d->pepper_current;
@@ -1387,6 +1406,7 @@ static int serve(struct daemon *d, char *errmsg)
                                    .pool = &d->pool,
                                    .id = &d->id,
                                    .secrets = &d->secrets,
+                                   .ca = d->ca,
                                    .replica_id = cfg->replica_id,
                                    .scratch_dir = d->scratch,
                                    .member_lag = member_lag,
@@ -1728,7 +1748,9 @@ static int cmd_run(struct config *cfg)
     sigemptyset(&stop_set);
     sigaddset(&stop_set, SIGTERM);
     sigaddset(&stop_set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    sigset_t wait_set = stop_set; /* and SIGHUP: reload the TLS files, check the renewal now */
+    sigaddset(&wait_set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &wait_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (!identity_exists(cfg->data_dir)) {
@@ -1765,6 +1787,9 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         rv = identity_secrets_load(cfg->data_dir, &d->secrets, errmsg);
     }
+    if (rv == 0) {
+        rv = cakeeper_new(d->secrets.ca_pem, d->secrets.ca_key_pem, &d->ca, errmsg);
+    }
     char peers[2048] = "", seeds[2048] = "";
     if (rv == 0) {
         rv = bootstrap_pending_join(cfg->data_dir, peers, sizeof peers, errmsg);
@@ -1793,6 +1818,7 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         snprintf(d->fwd_path, sizeof d->fwd_path, "@gantry-fwd-%s", bootstrap_peer_address(cfg));
         snprintf(d->sroute_path, sizeof d->sroute_path, "@gantry-sess-%s", bootstrap_peer_address(cfg));
+        snprintf(d->renew_path, sizeof d->renew_path, "@gantry-renew-%s", bootstrap_peer_address(cfg));
         struct replica_config rc = {.id = cfg->replica_id,
                                     .address = bootstrap_peer_address(cfg),
                                     .listen = cfg->peer_address,
@@ -1807,7 +1833,9 @@ static int cmd_run(struct config *cfg)
                                              .alt_alpn = FWD_ALPN,
                                              .alt_backend = d->fwd_path,
                                              .alt2_alpn = SROUTE_ALPN,
-                                             .alt2_backend = d->sroute_path},
+                                             .alt2_backend = d->sroute_path,
+                                             .alt3_alpn = CERTRENEW_ALPN,
+                                             .alt3_backend = d->renew_path},
                                     .latency_ms = cfg->latency_ms,
                                     .snapshot_threshold = cfg->snapshot_threshold,
                                     .snapshot_trailing = cfg->snapshot_trailing,
@@ -1866,6 +1894,9 @@ static int cmd_run(struct config *cfg)
             .store = &sc, .relay = replica_relay(d->replica), .member_id = cfg->replica_id};
         rv = certrevoke_sync_start(&rsc, &d->revsync, errmsg);
     }
+    if (rv == 0 && replica_relay(d->replica) != NULL) {
+        rv = renew_server_start(d->renew_path, d->ca, d->replica, &d->writer, &d->renew_srv, errmsg);
+    }
     if (rv == 0) {
         unsigned caps[JOBS_CLASSES] = {cfg->call_queue_max, cfg->unverified_call_queue_max};
         rv = jobs_start(&d->jobs, cfg->workers, caps);
@@ -1877,6 +1908,24 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         rv = start_reconciler(d, &sc, errmsg);
+    }
+    if (rv == 0 && replica_relay(d->replica) != NULL && cfg->peer_tls_cert[0] == '\0') {
+        /* The relay and the API read <data_dir>/tls: renew those files while running. */
+        struct renewer_config nc = {.data_dir = cfg->data_dir,
+                                    .ca = d->ca,
+                                    .renew_days = cfg->cert_renew_days,
+                                    .replica = d->replica,
+                                    .api = cfg->api_h2c ? NULL : d->server};
+        rv = renewer_start(&nc, &d->renewer, errmsg);
+    }
+    if (rv == 0 && replica_relay(d->replica) != NULL) {
+        struct carotate_sync_config cc = {.data_dir = cfg->data_dir,
+                                          .store = &sc,
+                                          .ca = d->ca,
+                                          .replica = d->replica,
+                                          .api = cfg->api_h2c ? NULL : d->server,
+                                          .renewer = d->renewer};
+        rv = carotate_sync_start(&cc, &d->casync, errmsg);
     }
     if (rv == 0 && cfg->backup_dir[0] != '\0') {
         rv = start_backups(d, &sc, errmsg);
@@ -1911,7 +1960,13 @@ static int cmd_run(struct config *cfg)
     bool removed = false;
     const struct timespec tick = {.tv_sec = 1};
     do {
-        sig = sigtimedwait(&stop_set, NULL, &tick);
+        sig = sigtimedwait(&wait_set, NULL, &tick);
+        if (sig == SIGHUP) {
+            LOG_INFO("received SIGHUP: reloading the TLS files and checking the certificate's renewal");
+            if (d->renewer != NULL) {
+                renewer_kick(d->renewer);
+            }
+        }
         removed = sig < 0 && replica_removed(d->replica);
     } while (sig != SIGTERM && sig != SIGINT && !removed);
     if (removed) {
@@ -1932,6 +1987,10 @@ static int cmd_run(struct config *cfg)
     if (d->driver != NULL && strcmp(d->cfg->driver, "kubernetes") == 0) {
         driver_k8s_stop(d->driver); /* a call waiting out throttling ends now, not after its wait */
     }
+    carotate_sync_stop(d->casync); /* it forces the renewer's renewals */
+    d->casync = NULL;
+    renewer_stop(d->renewer); /* a renewal under way finishes; it reloads the API server */
+    d->renewer = NULL;
     backup_sched_stop(d->bsched);   /* before the reconciler it asks about the lease */
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
@@ -1970,6 +2029,7 @@ static int cmd_run(struct config *cfg)
         feed_close(&d->feed); /* the server is gone: no watch is left for the hub to feed */
     }
     sandboxes_svc_detach_feed(&d->ssvc);
+    renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);
@@ -1980,6 +2040,7 @@ static int cmd_run(struct config *cfg)
         pepper_ring_close(&d->peppers);
     }
     identity_secrets_free(&d->secrets);
+    cakeeper_free(d->ca);
     pthread_cond_destroy(&d->cond);
     pthread_mutex_destroy(&d->mu);
     mem_free(d);
@@ -2019,13 +2080,26 @@ int main(int argc, char **argv)
     }
     bool known = strcmp(sub, "run") == 0 || strcmp(sub, "init") == 0 || strcmp(sub, "restore") == 0 ||
                  strcmp(sub, "recover") == 0 || strcmp(sub, "rotate-provider-key") == 0 ||
-                 strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0;
+                 strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0 ||
+                 strcmp(sub, "rotate-ca") == 0;
     if (!known) {
         fprintf(stderr,
                 "gantryd: unknown command \"%s\" (run, init, restore, recover, rotate-provider-key, "
-                "rotate-pepper, pepper-status, config show, version, help)\n",
+                "rotate-pepper, pepper-status, rotate-ca, config show, version, help)\n",
                 sub);
         return 2;
+    }
+    const char *ca_action = NULL;
+    if (strcmp(sub, "rotate-ca") == 0) {
+        if (argc < 2 || argv[1][0] == '-') {
+            fprintf(stderr,
+                    "gantryd rotate-ca: say begin, finish or status (gantryd rotate-ca begin [flags])\n");
+            return 2;
+        }
+        ca_action = argv[1];
+        argv[1] = argv[0];
+        argv++;
+        argc--;
     }
     char errmsg[GERR_MSG_SIZE] = "";
     struct sub_flags sf = {0};
@@ -2067,6 +2141,8 @@ int main(int argc, char **argv)
         rc = cmd_init(&cfg, &sf, strcmp(sub, "restore") == 0);
     } else if (strcmp(sub, "rotate-provider-key") == 0) {
         rc = rotate_key_command(&cfg, stdout);
+    } else if (strcmp(sub, "rotate-ca") == 0) {
+        rc = carotate_command(&cfg, ca_action, stdout);
     } else if (strcmp(sub, "rotate-pepper") == 0 || strcmp(sub, "pepper-status") == 0) {
         rc = rotate_pepper_command(&cfg, strcmp(sub, "rotate-pepper") == 0, stdout);
     } else if (strcmp(sub, "recover") == 0) {

@@ -176,8 +176,8 @@ void replica_metrics_write(const struct replica_metrics_sources *src, struct buf
         int64_t now = (int64_t)clock_system()->wall_ms(clock_system());
         buf_printf(
             out,
-            "# HELP gantry_cert_days_left Days until this replica's peer certificate expires (as the relay "
-            "loaded it; renewed at start under cert_renew_days).\n"
+            "# HELP gantry_cert_days_left Days until the peer certificate this replica's relay presents "
+            "expires (renewed while running under cert_renew_days).\n"
             "# TYPE gantry_cert_days_left gauge\ngantry_cert_days_left %.2f\n",
             (double)(not_after - now) / 86400000.0);
     }

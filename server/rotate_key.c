@@ -19,8 +19,8 @@
 #include "store/client.h"
 
 /* The cluster's peer addresses as this replica knows them: its own, then <data_dir>/peers. */
-static unsigned peer_addresses(const struct config *cfg, char *list, size_t len, const char **out,
-                               unsigned max)
+unsigned rotate_key_peer_addresses(const struct config *cfg, char *list, size_t len, const char **out,
+                                   unsigned max)
 {
     char p[4096], err[GERR_MSG_SIZE], *text = NULL;
     unsigned n = 0;
@@ -40,7 +40,7 @@ static int rotate_run(const struct config *cfg, const struct keyring *ring, stru
 {
     const char *addrs[STORE_MAX_ADDRESSES];
     char list[4096];
-    unsigned n = peer_addresses(cfg, list, sizeof list, addrs, STORE_MAX_ADDRESSES);
+    unsigned n = rotate_key_peer_addresses(cfg, list, sizeof list, addrs, STORE_MAX_ADDRESSES);
     struct store_client_config sc = {
         .addresses = addrs, .n_addresses = n, .dial = peertls_store_dial, .dial_arg = relay};
     struct store_client cl;
@@ -144,7 +144,7 @@ static int pepper_run(const struct config *cfg, struct pepper_ring *ring, struct
 {
     const char *addrs[STORE_MAX_ADDRESSES];
     char list[4096];
-    unsigned n = peer_addresses(cfg, list, sizeof list, addrs, STORE_MAX_ADDRESSES);
+    unsigned n = rotate_key_peer_addresses(cfg, list, sizeof list, addrs, STORE_MAX_ADDRESSES);
     struct store_client_config sc = {
         .addresses = addrs, .n_addresses = n, .dial = peertls_store_dial, .dial_arg = relay};
     struct store_client cl;

@@ -5,6 +5,7 @@
 #define GANTRY_SERVER_ROTATE_KEY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 struct config;
@@ -18,5 +19,10 @@ int rotate_key_command(const struct config *cfg, FILE *out);
  * current version and how many API keys (not revoked) each version hashed, so an operator knows
  * when no key uses an old one. Returns the exit status (0, or 1 with a message on stderr). */
 int rotate_pepper_command(const struct config *cfg, bool rotate, FILE *out);
+
+/* The cluster's peer addresses as this replica knows them (its own, then <data_dir>/peers) into
+ * @out, pointing into @list. Returns how many (at most @max). */
+unsigned rotate_key_peer_addresses(const struct config *cfg, char *list, size_t len, const char **out,
+                                   unsigned max);
 
 #endif

@@ -9,6 +9,9 @@
 #   tools/dev-cluster.sh env      print the GANTRY_* variables that point the gantry CLI at it
 #   tools/dev-cluster.sh stop     stop the replicas (SIGTERM: clean handover), keep the data
 #   tools/dev-cluster.sh kill ID  SIGKILL replica ID (1, 2, 3 or replica-N: a crash, for drills)
+#   tools/dev-cluster.sh rotate-ca begin|finish|status
+#                                 rotate the cluster CA as replica 1 (the CA holder) does it
+#                                 (docs/operations.md, "Rotating the cluster CA")
 #   tools/dev-cluster.sh restore FILE [KEYFILE]
 #                                 replace the cluster by one restored from a backup (KEYFILE: the
 #                                 key of a sealed one, else GANTRY_BACKUP_KEY): the replicas stop,
@@ -270,6 +273,17 @@ kill)
   fi
   rm -f "$dir/replica$2.pid"
   ;;
+rotate-ca)
+  # The cluster CA rotation (docs/operations.md, "Rotating the cluster CA"), run as replica 1, the
+  # CA holder: begin, then finish once status shows every member on the new CA.
+  case "${2:-}" in begin | finish | status) ;; *) echo "rotate-ca: begin, finish or status" >&2; exit 2 ;; esac
+  # shellcheck disable=SC2046 # flags prints one flag or value per word
+  "$gantryd" rotate-ca "$2" $(flags 1)
+  # Clients trust what the replicas trust: both CAs during the overlap, the new one after. The
+  # replicas install the bundle within a second or two; the CLI's CA file follows it here.
+  sleep 2
+  cp "$dir/replica1/tls/ca.pem" "$dir/ca.pem"
+  ;;
 status)
   for id in $ids; do
     if running "$id"; then echo "replica $id: running (pid $(cat "$dir/replica$id.pid"))"; else echo "replica $id: stopped"; fi
@@ -324,7 +338,7 @@ clean)
   true
   ;;
 *)
-  sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

@@ -17,6 +17,7 @@
 #include "api/rules/page.h"
 #include "api/services/clusterdb.h"
 #include "raft/catchup.h"
+#include "raft/cakeeper.h"
 #include "raft/certrevoke.h"
 #include "raft/roles.h"
 #include "gantry/v1/cluster.pb-c.h"
@@ -620,14 +621,16 @@ static void impl_token(struct gate_ctx *ctx, void *data)
     }
     char token[JOIN_TOKEN_MAX_LEN + 1];
     struct join_token_parts parts;
-    join_token_generate(svc->ca_fingerprint, token, &parts);
+    char cafp[PKI_FINGERPRINT_SIZE];
+    cakeeper_fingerprint(svc->ca, cafp); /* the CA that signs now (the new one during a rotation) */
+    join_token_generate(cafp, token, &parts);
     struct token_create a = {.t = {.parts = &parts,
                                    .uses = uses,
                                    .expires_ms = ctx->now_ms + (int64_t)ttl * 1000,
                                    .created_by = ctx->who.id,
                                    .now_ms = ctx->now_ms},
                              .token = token,
-                             .ca_fingerprint = svc->ca_fingerprint};
+                             .ca_fingerprint = cafp};
     LOG_INFO("cluster: join token %s requested by %s (%u uses, %u s)", parts.id, ctx->who.id, uses, ttl);
     ctx->answer_secret = true;
     res_mutate(ctx, &svc->env, req->request_id, &gantry__v1__join_token__descriptor, token_create_tx, &a);
@@ -654,10 +657,12 @@ static void impl_list_tokens(struct gate_ctx *ctx, void *data)
         return;
     }
     unsigned n = n_rows > page.limit ? page.limit : n_rows;
+    char cafp[PKI_FINGERPRINT_SIZE];
+    cakeeper_fingerprint(svc->ca, cafp);
     Gantry__V1__JoinToken *ms = mem_zalloc(sizeof *ms * (n + 1));
     Gantry__V1__JoinToken **ps = mem_zalloc(sizeof *ps * (n + 1));
     for (unsigned i = 0; i < n; i++) {
-        token_msg(&ms[i], &rows[i], svc->ca_fingerprint);
+        token_msg(&ms[i], &rows[i], cafp);
         ps[i] = &ms[i];
     }
     Gantry__V1__ListJoinTokensResponse resp = GANTRY__V1__LIST_JOIN_TOKENS_RESPONSE__INIT;
@@ -705,7 +710,9 @@ static void impl_revoke_token(struct gate_ctx *ctx, void *data)
                   JOIN_TOKEN_ID_HEX);
         return;
     }
-    struct token_revoke a = {.id = req->id, .ca_fingerprint = svc->ca_fingerprint};
+    char cafp[PKI_FINGERPRINT_SIZE];
+    cakeeper_fingerprint(svc->ca, cafp);
+    struct token_revoke a = {.id = req->id, .ca_fingerprint = cafp};
     res_mutate(ctx, &svc->env, req->request_id, &gantry__v1__join_token__descriptor, token_revoke_tx, &a);
 }
 
@@ -801,6 +808,7 @@ static void join_relay(struct job *j, struct store_client *cl, const Gantry__V1_
     }
     Gantry__V1__JoinRequest fwd = *req;
     fwd.relayed = true;
+    char *bundle = cakeeper_bundle(svc->ca);
     char last[GERR_MSG_SIZE + 32];
     snprintf(last, sizeof last, "no other member's API address is on record");
     for (unsigned i = 0; i < n; i++) {
@@ -808,7 +816,7 @@ static void join_relay(struct job *j, struct store_client *cl, const Gantry__V1_
             continue;
         }
         struct grpc_client_config cc = {
-            .target = rows[i].api_address, .ca_pem = svc->secrets->ca_pem, .connect_timeout_ms = 2000};
+            .target = rows[i].api_address, .ca_pem = bundle, .connect_timeout_ms = 2000};
         struct grpc_client *c;
         char err[GERR_MSG_SIZE] = "";
         if (grpc_client_connect(&cc, &c, err) != 0) {
@@ -838,12 +846,14 @@ static void join_relay(struct job *j, struct store_client *cl, const Gantry__V1_
                 protobuf_c_message_free_unpacked(resp, NULL);
             }
             mem_free(rows);
+            mem_free(bundle);
             return;
         }
         if (resp != NULL) {
             protobuf_c_message_free_unpacked(resp, NULL);
         }
     }
+    mem_free(bundle);
     fail(a, GRPC_STATUS_UNAVAILABLE,
          "replica %" PRIu64 " does not hold the cluster CA key and no member that does answered (%s)",
          svc->replica_id, last);
@@ -862,15 +872,16 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
         LOG_WARN("cluster: join refused for %s: malformed token", grpc_call_peer(j->call));
         return;
     }
-    if (parts.ca_fingerprint[0] != '\0' && strcmp(parts.ca_fingerprint, svc->ca_fingerprint) != 0) {
+    if (parts.ca_fingerprint[0] != '\0' && !cakeeper_trusts(svc->ca, parts.ca_fingerprint)) {
         fail(a, GRPC_STATUS_UNAUTHENTICATED,
-             "the join token was made for another cluster (CA fingerprint differs)");
+             "the join token names a CA this cluster does not trust (made for another cluster, or before "
+             "a CA rotation finished)");
         return;
     }
     if (!join_check(req, a)) {
         return;
     }
-    if (svc->secrets->ca_key_pem == NULL) {
+    if (!cakeeper_can_sign(svc->ca)) {
         int vrv;
         if (req->relayed) {
             fail(a, GRPC_STATUS_FAILED_PRECONDITION,
@@ -912,7 +923,7 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%" PRIu64, req->replica_id);
     int rv = run_audited(j, clusterdb_join_tx, &jn, "Member", idtext, req->replica_name, err);
-    char *cert = NULL;
+    char *cert = NULL, *bundle = NULL;
     if (rv == GERR_PERM) {
         fail(a, GRPC_STATUS_UNAUTHENTICATED, "%s", err);
         LOG_WARN("cluster: join refused for replica %" PRIu64 " from %s: %s", req->replica_id,
@@ -934,8 +945,18 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
                                    .n_ip_sans = s.n_ip,
                                    .dns_sans = s.dns,
                                    .n_dns_sans = s.n_dns};
-        rv = pki_sign_csr(svc->secrets->ca_key_pem, svc->secrets->ca_pem, req->csr_pem, &subj, PKI_CERT_DAYS,
-                          &cert, err);
+        char *ca_pem = NULL, *ca_key = NULL;
+        cakeeper_signer(svc->ca, &ca_pem, &ca_key);
+        rv = ca_key != NULL ? pki_sign_csr(ca_key, ca_pem, req->csr_pem, &subj, PKI_CERT_DAYS, &cert, err)
+                            : GERR_UNAVAILABLE;
+        if (ca_key != NULL) {
+            memset(ca_key, 0, strlen(ca_key));
+        }
+        mem_free(ca_key);
+        mem_free(ca_pem);
+        if (rv == GERR_UNAVAILABLE) {
+            snprintf(err, sizeof err, "this member no longer holds the signing CA's key");
+        }
         if (rv != 0) {
             fail(a, GRPC_STATUS_INVALID_ARGUMENT, "csr_pem: %s", err);
         } else {
@@ -957,7 +978,8 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
                 peers[i] = v->nodes[i].address;
             }
             resp.cert_pem = cert;
-            resp.ca_pem = svc->secrets->ca_pem;
+            bundle = cakeeper_bundle(svc->ca); /* every CA trusted now: two during a rotation */
+            resp.ca_pem = bundle;
             resp.cluster_id = (char *)svc->id->cluster_id;
             resp.gateway_id = (char *)svc->id->gateway_id;
             resp.n_peer_addresses = v->n;
@@ -973,6 +995,7 @@ static void do_join(struct job *j, struct store_client *cl, struct answer *a)
         }
     }
     mem_free(cert);
+    mem_free(bundle);
     memset(&parts, 0, sizeof parts);
     mem_free(v);
 }
@@ -1105,10 +1128,11 @@ IMPL(impl_lease, M_LEASE)
 
 int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg)
 {
-    int rv = pki_fingerprint(svc->secrets->ca_pem, svc->ca_fingerprint, errmsg);
-    if (rv != 0) {
-        return rv;
+    if (svc->ca == NULL) {
+        gerr_set(errmsg, "cluster service: no CA keeper");
+        return GERR_INVAL;
     }
+    int rv = 0;
     svc->env = (struct res_env){.writer = svc->writer,
                                 .sink = svc->sink,
                                 .replica_id = svc->replica_id,

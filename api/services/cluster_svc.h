@@ -27,6 +27,8 @@
 
 struct catchup;
 
+struct cakeeper;
+
 struct cluster_svc {
     /* Borrowed, all must outlive the server. */
     struct replica *replica;
@@ -35,7 +37,8 @@ struct cluster_svc {
     struct audit_sink *sink;       /* audit events outside a transaction (may be NULL) */
     struct store_pool *pool;
     const struct identity *id;
-    const struct identity_secrets *secrets;
+    const struct identity_secrets *secrets; /* the pepper (the CA comes from @ca) */
+    struct cakeeper *ca;                    /* the CA that signs joins, and the trusted ones */
     uint64_t replica_id;
     const char *scratch_dir; /* where backups are dumped before streaming */
     /* Member.lag_entries: true with *@entries when a recent measurement by the replica beside
@@ -43,13 +46,10 @@ struct cluster_svc {
      * not block. May be NULL (lag never known). */
     bool (*member_lag)(void *arg, uint64_t id, uint64_t leader_id, int64_t *entries);
     void *member_lag_arg;
-    /* Filled by cluster_svc_register. */
-    char ca_fingerprint[PKI_FINGERPRINT_SIZE];
     struct res_env env; /* join tokens are written through res_mutate (idempotent, audited) */
 };
 
-/* Implement the Cluster methods in @g (api/gate/gate.h). Returns 0, or GERR_INVAL (the CA does not
- * parse). */
+/* Implement the Cluster methods in @g (api/gate/gate.h). Returns 0, or GERR_INVAL (no CA keeper). */
 struct gate;
 int cluster_svc_register(struct gate *g, struct cluster_svc *svc, char *errmsg);
 

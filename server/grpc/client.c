@@ -118,14 +118,25 @@ static int tls_setup(struct grpc_client *c, const struct grpc_client_config *cfg
             return sslerr_from_openssl(errmsg, "grpc client: CA file");
         }
         if (cfg->ca_pem != NULL) {
+            /* One CA, or a bundle (two during a cluster CA rotation). */
             BIO *bio = BIO_new_mem_buf(cfg->ca_pem, -1);
-            X509 *ca = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-            BIO_free(bio);
-            if (ca == NULL || X509_STORE_add_cert(store, ca) != 1) {
+            unsigned n = 0;
+            X509 *ca;
+            while (bio != NULL && n < 8 && (ca = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+                int added = X509_STORE_add_cert(store, ca);
                 X509_free(ca);
-                return sslerr_from_openssl(errmsg, "grpc client: CA certificate");
+                if (added != 1) {
+                    BIO_free(bio);
+                    return sslerr_from_openssl(errmsg, "grpc client: CA certificate");
+                }
+                n++;
             }
-            X509_free(ca);
+            BIO_free(bio);
+            ERR_clear_error();
+            if (n == 0) {
+                gerr_set(errmsg, "grpc client: CA certificate: none in the PEM text");
+                return GERR_INVAL;
+            }
         }
         SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
     } else if (cfg->pin_sha256 != NULL) {

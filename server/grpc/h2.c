@@ -826,7 +826,14 @@ int h2__conn_init(struct h2_conn *c, struct grpc_server *s, bool has_socket)
     }
 
     int rv;
-    if (c->use_tls && (rv = tls_session_init(&c->tls, s->tls, c->errmsg)) != 0) {
+    if (c->use_tls) {
+        pthread_mutex_lock(&s->tls_mu); /* the SSL object takes its own reference to the context */
+        rv = tls_session_init(&c->tls, s->tls, c->errmsg);
+        pthread_mutex_unlock(&s->tls_mu);
+    } else {
+        rv = 0;
+    }
+    if (rv != 0) {
         c->use_tls = false;
         return rv;
     }

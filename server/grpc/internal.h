@@ -44,7 +44,8 @@ struct grpc_server {
     uv_loop_t *loop;
     struct grpc_server_config cfg; /* strings point to the copies below */
     char *listen_copy, *cert_copy, *key_copy, *ca_copy;
-    SSL_CTX *tls; /* NULL for h2c */
+    SSL_CTX *tls;           /* NULL for h2c; swapped by grpc_server_reload_tls under tls_mu */
+    pthread_mutex_t tls_mu; /* guards tls */
     uv_tcp_t listener;
     bool started;
     bool closing;

@@ -119,6 +119,7 @@ int grpc_server_new(uv_loop_t *loop, const struct grpc_server_config *cfg, struc
      * taken it, so a stream whose handler is not keeping up stops its client (backpressure). */
     nghttp2_option_set_no_auto_window_update(s->options, 1);
     pthread_mutex_init(&s->async_mu, NULL);
+    pthread_mutex_init(&s->tls_mu, NULL);
     *out = s;
     return 0;
 
@@ -138,6 +139,27 @@ err_after_alloc:
     mem_free(s);
 err:
     return rv;
+}
+
+int grpc_server_reload_tls(struct grpc_server *s, char *errmsg)
+{
+    if (s->tls == NULL) {
+        gerr_set(errmsg, "TLS reload: this server speaks h2c");
+        return GERR_INVAL;
+    }
+    SSL_CTX *ctx = NULL;
+    int rv = tls_ctx_new(s->cfg.cert_file, s->cfg.key_file, s->cfg.client_ca_file, &ctx, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "TLS reload");
+        return rv;
+    }
+    pthread_mutex_lock(&s->tls_mu);
+    SSL_CTX *old = s->tls;
+    s->tls = ctx;
+    pthread_mutex_unlock(&s->tls_mu);
+    tls_ctx_free(old); /* open connections hold their own references */
+    LOG_INFO("grpc: reloaded the TLS certificate for new connections");
+    return 0;
 }
 
 void grpc_server_free(struct grpc_server *s)
@@ -163,6 +185,7 @@ void grpc_server_free(struct grpc_server *s)
         tls_ctx_free(s->tls);
     }
     pthread_mutex_destroy(&s->async_mu);
+    pthread_mutex_destroy(&s->tls_mu);
     mem_free(s->listen_copy);
     mem_free(s->cert_copy);
     mem_free(s->key_copy);

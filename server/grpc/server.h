@@ -176,6 +176,12 @@ int grpc_server_start(struct grpc_server *s, char *errmsg);
 /* The bound TCP port (after grpc_server_start). */
 int grpc_server_port(const struct grpc_server *s);
 
+/* Re-read the certificate chain, key and client CA files the server was made with and use them
+ * for every connection accepted after the return; open connections keep the context they started
+ * with. Any thread. On error (GERR_IO/GERR_INVAL: a file is missing or bad, the key does not match)
+ * the server keeps its current files' contents. GERR_INVAL for an h2c server. */
+int grpc_server_reload_tls(struct grpc_server *s, char *errmsg);
+
 /* Graceful stop: close the listener, send GOAWAY (last stream id = the last one accepted) on every
  * connection, let in-flight calls finish for up to @grace_ms, then cancel what is left and close
  * every connection. @cb fires once, asynchronously, after every connection, timer and call is

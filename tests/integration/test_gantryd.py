@@ -1,7 +1,7 @@
 """gantryd clusters of separate processes on 127.0.0.1, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_gantryd.py <group>
-Groups: bootstrap, failover, sigterm, foreign, recover, backup, removed, renewal, joinca (see GROUPS).
+Groups: bootstrap, failover, sigterm, foreign, recover, backup, removed, renewal, carotate, joinca (see GROUPS).
 
 Environment (set by tests/integration/CMakeLists.txt):
   GANTRYD         path of gantryd
@@ -1667,8 +1667,8 @@ class Renewal(GantrydTest):
         c.join(2)
         c.wait_roles(3, 0)
         c.wait_ready()
-        # Replica 1 holds the CA key (made by init); replicas that joined do not, and cannot renew
-        # themselves (unit_certrenew, without_the_ca_key_nothing_is_renewed).
+        # Replica 1 holds the CA key (made by init) and signs its own renewal; replicas that joined
+        # ask a holder once they run (test_a_joined_replica_is_renewed_by_a_holder_while_running).
         r = c.replicas[0]
         r.signal(signal.SIGTERM)
         clean_stop(self, r.wait(), r)
@@ -1714,9 +1714,349 @@ class Renewal(GantrydTest):
             time.sleep(0.2)
         print("certificate 2 days from expiry renewed at start: %s -> %s" % (short_fp[:19], new_fp[:19]))
 
+    def short_cert(self, c, r, holder, days=2):
+        """Give stopped replica @r a certificate from the cluster CA valid @days, for its own key."""
+        tls, sec = os.path.join(r.dir, "tls"), os.path.join(holder.dir, "secrets")
+        csr, ext, short = (os.path.join(c.root, n) for n in ("r%d.csr" % r.rid, "r.ext", "short%d.pem" % r.rid))
+        with open(ext, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        for args in (["req", "-new", "-key", os.path.join(tls, "key.pem"), "-subj", "/CN=replica-%d" % r.rid,
+                      "-out", csr],
+                     ["x509", "-req", "-in", csr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+                      "-days", str(days), "-sha256", "-extfile", ext, "-out", short]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        pem = open(short).read()
+        ca = open(os.path.join(tls, "ca.pem")).read()
+        with open(os.path.join(tls, "cert.pem"), "w") as f:
+            f.write(pem)
+        with open(os.path.join(tls, "api.pem"), "w") as f:
+            f.write(pem + ca)
+        return "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+    @staticmethod
+    def api_fp(r):
+        """The fingerprint of the certificate @r's API port presents to a new connection."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        host, port = r.api.split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            with ctx.wrap_socket(s) as t:
+                return "sha256:" + hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest()
+
+    def test_a_joined_replica_is_renewed_by_a_holder_while_running(self):
+        """A replica that joined (no CA key) and runs with a certificate 2 days from expiry asks a CA
+        holder over the peer channel once it runs: the holder signs a CSR with the names of the
+        certificate the replica connected with, records it, and the replica installs it and
+        reloads its relay and API server without a restart; calls through it keep working and
+        gantry_cert_days_left goes up (open connections surviving a reload: unit_peertls)."""
+        c = self.cluster("renew-run").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        holder, r = c.replicas[0], c.replicas[1]
+        self.assertFalse(os.path.exists(os.path.join(r.dir, "secrets", "ca-key.pem")))
+        r.signal(signal.SIGTERM)
+        clean_stop(self, r.wait(), r)
+        short_fp = self.short_cert(c, r, holder)
+        r.start()
+        pid = r.proc.pid
+        # The renewer checks a second after start: until then the short certificate is in use.
+        end = time.monotonic() + 30
+        while True:
+            days = r.metric("gantry_cert_days_left")
+            if days is not None and days > 824:
+                break
+            self.assertLess(time.monotonic(), end, "not renewed while running; log:\n" + r.tail(60))
+            time.sleep(0.2)
+        self.assertEqual(r.proc.pid, pid)
+        self.assertIsNone(r.proc.poll())
+        log = r.tail(300)
+        self.assertIn("does not hold the cluster CA key, so a member that does signs its renewal", log)
+        self.assertIn("renewed by a CA holder", log)
+        self.assertIn("peer TLS: reloaded the identity", log)
+        self.assertIn("grpc: reloaded the TLS certificate", log)
+        self.assertIn("signed a renewal for replica %d" % r.rid, holder.tail(300))
+        new = open(os.path.join(r.dir, "tls", "cert.pem")).read()
+        new_fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(new)).hexdigest()
+        self.assertNotEqual(new_fp, short_fp)
+        self.assertFalse(os.path.exists(os.path.join(r.dir, "tls", "cert.pem.next")))
+        # The holder chose the names: those of the certificate the replica had.
+        text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"], input=new.encode(),
+                              capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CN = replica-%d" % r.rid, text)
+        self.assertIn("IP Address:127.0.0.1", text)
+        # New API connections get the new certificate; the replica keeps serving.
+        self.assertEqual(self.api_fp(r), new_fp)
+        tid = c.client.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=60), cpb.JoinToken).id
+        self.assertIn(tid, token_ids(holder))
+        # Recorded for revocation (by the holder, before it answered).
+        rows = query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid)
+        self.assertIn(new_fp, rows)
+        # SIGHUP reloads the files as they are, and checks again (nothing due: no new certificate).
+        r.signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while r.tail(300).count("peer TLS: reloaded the identity") < 2:
+            self.assertLess(time.monotonic(), end, "SIGHUP did not reload; log:\n" + r.tail(40))
+            time.sleep(0.2)
+        self.assertEqual(open(os.path.join(r.dir, "tls", "cert.pem")).read(), new)
+        self.assertIsNone(r.proc.poll())
+        print("joined replica renewed while running by a holder: %s -> %s" % (short_fp[:19], new_fp[:19]))
+
+    def test_the_renewal_service_refuses_what_it_must(self):
+        """The holder's renewal service signs only for the certificate the connection was made with,
+        and only one on record for a member."""
+        c = self.cluster("renew-refuse").init()
+        c.join(1)
+        c.wait_roles(1, 1)
+        c.wait_ready()
+        holder, r = c.replicas
+        tls = os.path.join(r.dir, "tls")
+        mine = open(os.path.join(tls, "cert.pem")).read()
+        other = open(os.path.join(holder.dir, "tls", "cert.pem")).read()
+        csr = subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                              "-nodes", "-keyout", os.path.join(c.root, "k.pem"), "-subj", "/CN=evil.example"],
+                             capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CERTIFICATE REQUEST", csr)
+
+        def ask(cert_sent, garbage=None, identity=None):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.load_verify_locations(os.path.join(tls, "ca.pem"))
+            ctx.load_cert_chain(*(identity or (os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))))
+            ctx.set_alpn_protocols(["gantry-renew/1"])
+            host, port = holder.peer.split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                with ctx.wrap_socket(s) as t:
+                    self.assertEqual(t.selected_alpn_protocol(), "gantry-renew/1")
+                    if garbage is not None:
+                        body = garbage
+                    else:
+                        body = (b"GANTRY-RENEW/1\n" + len(csr).to_bytes(4, "big") + csr.encode() +
+                                len(cert_sent).to_bytes(4, "big") + cert_sent.encode())
+                    t.sendall(body)
+                    data = b""
+                    while True:
+                        chunk = t.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+            self.assertGreaterEqual(len(data), 5, data)
+            return data[0], data[5:5 + int.from_bytes(data[1:5], "big")].decode()
+
+        # Someone else's certificate (a valid one of the cluster's): refused.
+        status, msg = ask(other)
+        self.assertNotEqual(status, 0)
+        self.assertIn("not the one the connection was made with", msg)
+        # Bytes that are not a request: refused with a reason.
+        status, msg = ask(None, garbage=b"HELLO\n" + b"x" * 100)
+        self.assertNotEqual(status, 0)
+        self.assertIn("not a renewal request", msg)
+        # A certificate from the cluster CA that no member holds (made with the CA key, as an
+        # operator could): the relay lets it in, the service refuses it.
+        sk, sc, sr = (os.path.join(c.root, n) for n in ("stranger.key", "stranger.pem", "stranger.csr"))
+        sec = os.path.join(holder.dir, "secrets")
+        for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", sk,
+                      "-subj", "/CN=stranger", "-out", sr],
+                     ["x509", "-req", "-in", sr, "-CA", os.path.join(sec, "ca.pem"), "-CAkey",
+                      os.path.join(sec, "ca-key.pem"), "-set_serial", "7", "-days", "5", "-sha256", "-out", sc]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+        status, msg = ask(open(sc).read(), identity=(sc, sk))
+        self.assertNotEqual(status, 0)
+        self.assertIn("on record for 0 members", msg)
+        self.assertIn("refused a renewal", holder.tail(100))
+        # Its own certificate: signed, with its own names, never the CSR's.
+        status, pem = ask(mine)
+        self.assertEqual(status, 0, pem)
+        text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-ext", "subjectAltName"],
+                              input=pem.encode(), capture_output=True, timeout=30).stdout.decode()
+        self.assertIn("CN = replica-%d" % r.rid, text)
+        self.assertNotIn("evil", text)
+        fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+        self.assertIn(fp, query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid))
+
+
+class CARotation(GantrydTest):
+    def rotate(self, r, action, ok=True):
+        out = subprocess.run([GANTRYD, "rotate-ca", action] + r.flags(), capture_output=True, timeout=60)
+        if ok:
+            self.assertEqual(out.returncode, 0, out.stderr.decode())
+        return out
+
+    def test_rotate_the_ca_under_load(self):
+        """rotate-ca begin on the CA holder makes a new CA that every replica trusts beside the old
+        one and renews its certificate from; finish is refused until every member presents a
+        new-CA certificate, then drops the old CA everywhere. Calls through every replica on new
+        connections never fail meanwhile, a certificate from the old CA is refused afterwards, a
+        replica joins with a token made after the rotation, and the phase is a metric."""
+        c = self.cluster("carotate").init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        old_ca = open(os.path.join(r1.dir, "secrets", "ca.pem")).read()
+        old_key = os.path.join(c.root, "old-ca-key.pem")
+        shutil.copy(os.path.join(r1.dir, "secrets", "ca-key.pem"), old_key)
+        for r in c.replicas:
+            self.assertEqual(r.metric("gantry_ca_rotation_phase"), 0)
+        # A certificate from the old CA, made by an operator who kept its key.
+        rk, rc, rr = (os.path.join(c.root, n) for n in ("rogue.key", "rogue.pem", "rogue.csr"))
+        for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", rk,
+                      "-subj", "/CN=rogue", "-out", rr],
+                     ["x509", "-req", "-in", rr, "-CA", os.path.join(r1.dir, "secrets", "ca.pem"), "-CAkey", old_key,
+                      "-set_serial", "9", "-days", "5", "-sha256", "-out", rc]):
+            p = subprocess.run(["openssl"] + args, capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+
+        def dial_old(r):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(rc, rk)
+            host, port = r.peer.split(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as so:
+                    with ctx.wrap_socket(so):
+                        return None
+            except (ssl.SSLError, OSError) as e:
+                return str(e)
+
+        for r in c.replicas:
+            self.assertIsNone(dial_old(r), "before the rotation the old CA's certificates are good")
+
+        def roots():
+            pem = old_ca + open(os.path.join(r1.dir, "tls", "ca.pem")).read()
+            nxt = os.path.join(r1.dir, "secrets", "ca-next.pem")
+            if os.path.exists(nxt):
+                pem += open(nxt).read()
+            return pem.encode()
+
+        old_token = c.token()  # made before begin: it names the old CA
+        stop = threading.Event()
+        calls, failures = [0], []
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                r = c.replicas[i % 3]
+                i += 1
+                ch = grpc.secure_channel(r.api, grpc.ssl_channel_credentials(root_certificates=roots()),
+                                         options=[("grpc.ssl_target_name_override", "localhost")])
+                try:
+                    if i % 2:
+                        fn = ch.unary_unary("/gantry.v1.Cluster/GetHealth",
+                                            request_serializer=cpb.GetHealthRequest.SerializeToString,
+                                            response_deserializer=cpb.ClusterHealth.FromString)
+                        fn(cpb.GetHealthRequest(), metadata=[("authorization", "Bearer " + c.key)], timeout=10)
+                    else:
+                        fn = ch.unary_unary("/gantry.v1.Cluster/CreateJoinToken",
+                                            request_serializer=cpb.CreateJoinTokenRequest.SerializeToString,
+                                            response_deserializer=cpb.JoinToken.FromString)
+                        fn(cpb.CreateJoinTokenRequest(ttl_seconds=60), metadata=[("authorization", "Bearer " + c.key)],
+                           timeout=10)
+                    calls[0] += 1
+                except grpc.RpcError as e:
+                    failures.append("replica %d: %s %s" % (r.rid, e.code(), e.details()))
+                finally:
+                    ch.close()
+                time.sleep(0.02)
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            time.sleep(1)
+            # Bad input: refused with a reason, nothing changes (status says none yet).
+            out = self.rotate(r1, "bogus", ok=False)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("say begin, finish or status", out.stderr.decode())
+            out = subprocess.run([GANTRYD, "rotate-ca"] + r1.flags(), capture_output=True, timeout=60)
+            self.assertEqual(out.returncode, 2)
+            self.assertIn("none yet", self.rotate(r1, "status").stdout.decode())
+            out = self.rotate(r1, "finish", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("no CA rotation is under way", out.stderr.decode())
+            # Only a CA holder begins; replica 2 joined and holds no CA key.
+            out = self.rotate(c.replicas[1], "begin", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("does not hold the cluster CA key", out.stderr.decode())
+            out = self.rotate(r1, "begin")
+            self.assertIn("Began a CA rotation", out.stdout.decode())
+            # At once: nobody has a new certificate yet, so finish is refused, and so is a second begin.
+            out = self.rotate(r1, "finish", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("members present a certificate from the new CA: not finishing", out.stderr.decode())
+            out = self.rotate(r1, "begin", ok=False)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("under way already", out.stderr.decode())
+            end = time.monotonic() + 60
+            while True:
+                status = self.rotate(r1, "status").stdout.decode()
+                if status.count("certificate from the new CA") == 3:
+                    break
+                self.assertLess(time.monotonic(), end, "members not renewed from the new CA:\n" + status)
+                time.sleep(0.5)
+            self.assertIn("phase overlap", status)
+            for r in c.replicas:
+                self.assertEqual(r.metric("gantry_ca_rotation_phase"), 1)
+            # A token made before begin pins the old CA, which no replica's certificate chains to
+            # any more: the joiner refuses the TLS handshake (before any use of the token).
+            r4 = c.new_replica(4)
+            r4.start(join=c.replicas[1].api, token=old_token, wait=False)
+            self.assertNotEqual(r4.wait(), 0)
+            self.assertIn("not trusted", r4.tail(20))
+            # One made now (through a client that trusts the bundle) works, through a replica that
+            # joined (relayed to the holder): the new replica's certificate is from the new CA at
+            # once, and finish waits for it too.
+            c.client = Client(c.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+            r5 = c.new_replica(5)
+            r5.start(join=c.replicas[1].api, token=c.token())
+            c.replicas.append(r5)
+            end = time.monotonic() + 60
+            while True:
+                status = self.rotate(r1, "status").stdout.decode()
+                if status.count("certificate from the new CA") == 4:
+                    break
+                self.assertLess(time.monotonic(), end, "replica 5 not on the new CA:\n" + status)
+                time.sleep(0.5)
+            self.assertIsNone(dial_old(c.replicas[0]), "during the overlap the old CA is still trusted")
+            time.sleep(1)
+            out = self.rotate(r1, "finish")
+            self.assertIn("Finished the CA rotation", out.stdout.decode())
+            end = time.monotonic() + 30
+            while any(r.metric("gantry_ca_rotation_phase") != 2 for r in c.replicas):
+                self.assertLess(time.monotonic(), end, "not every replica applied the finish")
+                time.sleep(0.2)
+            time.sleep(1.5)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(failures, [], "calls failed during the rotation")
+        self.assertGreater(calls[0], 20)
+        # Only the new CA now: a certificate from the old one is refused by every replica.
+        for r in c.replicas:
+            self.assertIsNotNone(dial_old(r), "replica %d still accepts the old CA" % r.rid)
+        new_ca = open(os.path.join(r1.dir, "secrets", "ca.pem")).read()
+        self.assertNotEqual(new_ca, old_ca)
+        for r in c.replicas:
+            self.assertEqual(open(os.path.join(r.dir, "tls", "ca.pem")).read(), new_ca)
+        self.assertFalse(os.path.exists(os.path.join(r1.dir, "secrets", "ca-next-key.pem")))
+        self.assertEqual(r1.metric("gantry_ca_key_held"), 1)
+        self.assertIn("phase done", self.rotate(r1, "status").stdout.decode())
+        # A replica joins with a token made now (it pins the new CA), through a replica that joined.
+        c.client = Client(c.replicas, os.path.join(r1.dir, "tls", "ca.pem"), c.key)
+        c.join(1, via=c.replicas[1])
+        c.wait_ready()
+        self.assertEqual(open(os.path.join(c.replicas[-1].dir, "tls", "ca.pem")).read(), new_ca)
+        print("CA rotated under load: %d calls, 0 failed" % calls[0])
+
 
 GROUPS = {"bootstrap": Bootstrap, "config": ConfigShow, "failover": Failover, "sigterm": Sigterm, "transfer": Transfer, "foreign": Foreign,
-          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal,
+          "recover": Recover, "backup": Backup, "removed": Removed, "renewal": Renewal, "carotate": CARotation,
           "joinca": JoinCA, "pepper": Pepper}
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "lib/file.h"
 #include "lib/mem.h"
+#include "raft/cakeeper.h"
 #include "raft/certrenew.h"
 #include "raft/pki.h"
 
@@ -208,6 +211,171 @@ static void a_missing_certificate_is_an_error(void **state)
     assert_false(renewed);
 }
 
+/* What the stand-in holder does with a request (certrenew_sign_fn). */
+struct fake_holder {
+    const struct identity_secrets *sec;
+    enum { SIGN, REFUSE, OTHER_KEY, FOREIGN_CA } mode;
+    unsigned calls;
+};
+
+static int fake_sign(void *arg, const char *csr_pem, const char *cert_pem, char **cert_out, char *err)
+{
+    struct fake_holder *h = arg;
+    h->calls++;
+    switch (h->mode) {
+    case SIGN:
+        return pki_renew_csr(h->sec->ca_key_pem, h->sec->ca_pem, cert_pem, csr_pem, 0, cert_out, err);
+    case REFUSE:
+        gerr_set(err, "no holder answered");
+        return GERR_UNAVAILABLE;
+    case OTHER_KEY: {
+        char *key = NULL;
+        int rv = pki_renew(h->sec->ca_key_pem, h->sec->ca_pem, cert_pem, 0, &key, cert_out, err);
+        mem_free(key);
+        return rv;
+    }
+    case FOREIGN_CA: {
+        char *ca_key = NULL, *ca = NULL;
+        assert_int_equal(pki_ca_create("foreign", &ca_key, &ca, err), 0);
+        int rv = pki_renew_csr(ca_key, ca, cert_pem, csr_pem, 0, cert_out, err);
+        mem_free(ca_key);
+        mem_free(ca);
+        return rv;
+    }
+    }
+    return GERR_INTERNAL;
+}
+
+/* A replica without the CA key renews through a holder: the holder's certificate is installed
+ * only when it verifies against the cluster CA and matches the new key; anything else leaves the
+ * files as they were. */
+static void without_the_key_a_holder_signs(void **state)
+{
+    struct world *w = *state;
+    struct identity_secrets joined = {.ca_pem = w->sec.ca_pem, .ca_key_pem = NULL};
+    struct fake_holder h = {.sec = &w->sec};
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    bool renewed = true;
+    int64_t na = 0;
+    /* Not due (10 days left, threshold 5): the holder is not asked. */
+    assert_int_equal(certrenew_run(w->dir, &joined, 5, now_ms(), false, fake_sign, &h, &renewed, &na, errmsg),
+                     0);
+    assert_false(renewed);
+    assert_int_equal(h.calls, 0);
+    /* Due, but the holder sends what must not be installed, or nothing. */
+    int modes[] = {REFUSE, OTHER_KEY, FOREIGN_CA};
+    int want[] = {GERR_UNAVAILABLE, GERR_INVAL, GERR_INVAL};
+    for (unsigned i = 0; i < 3; i++) {
+        h.mode = modes[i];
+        assert_int_equal(
+            certrenew_run(w->dir, &joined, 30, now_ms(), false, fake_sign, &h, &renewed, &na, errmsg),
+            want[i]);
+        assert_false(renewed);
+        char *same = read_rel(w->dir, "tls/cert.pem");
+        assert_string_equal(before, same);
+        mem_free(same);
+    }
+    /* Signed properly: installed, with the old names, and the new key. */
+    h.mode = SIGN;
+    assert_int_equal(
+        certrenew_run(w->dir, &joined, 30, now_ms(), false, fake_sign, &h, &renewed, &na, errmsg), 0);
+    assert_true(renewed);
+    assert_true(na - now_ms() > 800ll * 86400 * 1000);
+    char *cert = read_rel(w->dir, "tls/cert.pem");
+    char *key = read_rel(w->dir, "tls/key.pem");
+    assert_string_not_equal(cert, before);
+    assert_int_equal(pki_check_pair(cert, key, errmsg), 0);
+    assert_int_equal(pki_verify(w->sec.ca_pem, cert, errmsg), 0);
+    /* Forced: renewed again even though nothing is due. */
+    assert_int_equal(certrenew_run(w->dir, &joined, 30, now_ms(), true, fake_sign, &h, &renewed, &na, errmsg),
+                     0);
+    assert_true(renewed);
+    mem_free(before);
+    mem_free(cert);
+    mem_free(key);
+}
+
+/* pki_renew_csr takes the names of the old certificate, never the CSR's. */
+static void a_csr_cannot_choose_its_names(void **state)
+{
+    struct world *w = *state;
+    char *key = NULL, *csr = NULL, *cert = NULL;
+    assert_int_equal(pki_csr_create("evil.example", &key, &csr, errmsg), 0);
+    char *old = read_rel(w->dir, "tls/cert.pem");
+    assert_int_equal(pki_renew_csr(w->sec.ca_key_pem, w->sec.ca_pem, old, csr, 0, &cert, errmsg), 0);
+    assert_int_equal(pki_check_pair(cert, key, errmsg), 0);
+    /* Its common name is the old one's, not the CSR's. */
+    BIO *b = BIO_new_mem_buf(cert, -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    char cn[64] = "";
+    assert_non_null(x);
+    assert_true(X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0);
+    assert_string_equal(cn, "replica-2");
+    X509_free(x);
+    BIO_free(b);
+    assert_int_equal(pki_check_pair(old, key, errmsg), GERR_INVAL);
+    mem_free(cert);
+    assert_int_equal(pki_renew_csr(w->sec.ca_key_pem, w->sec.ca_pem, old, "not a CSR", 0, &cert, errmsg),
+                     GERR_INVAL);
+    mem_free(key);
+    mem_free(csr);
+    mem_free(cert);
+    mem_free(old);
+}
+
+/* The CA keeper (raft/cakeeper.h): a rotation's swap, the bundle's fingerprints, bad input refused
+ * without a change; pki_verify takes a bundle. */
+static void the_ca_keeper_swaps_and_trusts_a_bundle(void **state)
+{
+    struct world *w = *state;
+    struct cakeeper *k = NULL;
+    assert_int_equal(cakeeper_new(w->sec.ca_pem, NULL, &k, errmsg), 0);
+    assert_false(cakeeper_can_sign(k));
+    char old_fp[PKI_FINGERPRINT_SIZE], new_fp[PKI_FINGERPRINT_SIZE], fp[PKI_FINGERPRINT_SIZE];
+    assert_int_equal(pki_fingerprint(w->sec.ca_pem, old_fp, errmsg), 0);
+    cakeeper_fingerprint(k, fp);
+    assert_string_equal(fp, old_fp);
+    char *nkey = NULL, *nca = NULL;
+    assert_int_equal(pki_ca_create("next", &nkey, &nca, errmsg), 0);
+    assert_int_equal(pki_fingerprint(nca, new_fp, errmsg), 0);
+    assert_false(cakeeper_trusts(k, new_fp));
+    size_t n = strlen(nca) + strlen(w->sec.ca_pem) + 1;
+    char *bundle = mem_alloc(n);
+    snprintf(bundle, n, "%s%s", nca, w->sec.ca_pem);
+    assert_int_equal(cakeeper_set(k, nca, nkey, bundle, errmsg), 0);
+    assert_true(cakeeper_can_sign(k));
+    assert_true(cakeeper_trusts(k, new_fp));
+    assert_true(cakeeper_trusts(k, old_fp));
+    cakeeper_fingerprint(k, fp);
+    assert_string_equal(fp, new_fp);
+    char *ca = NULL, *key = NULL;
+    cakeeper_signer(k, &ca, &key);
+    assert_string_equal(ca, nca);
+    assert_string_equal(key, nkey);
+    /* A certificate of either CA verifies against the bundle, and only against its own CA alone. */
+    char *old_cert = read_rel(w->dir, "tls/cert.pem");
+    assert_int_equal(pki_verify(bundle, old_cert, errmsg), 0);
+    assert_int_equal(pki_verify(nca, old_cert, errmsg), GERR_PERM);
+    /* Bad input: refused, nothing changes. */
+    assert_int_equal(cakeeper_set(k, "junk", NULL, bundle, errmsg), GERR_INVAL);
+    assert_int_equal(cakeeper_set(k, nca, NULL, "junk", errmsg), GERR_INVAL);
+    assert_true(cakeeper_can_sign(k));
+    assert_true(cakeeper_trusts(k, old_fp));
+    /* The finish: the new CA alone. */
+    assert_int_equal(cakeeper_set(k, nca, nkey, nca, errmsg), 0);
+    assert_false(cakeeper_trusts(k, old_fp));
+    char *b = cakeeper_bundle(k);
+    assert_string_equal(b, nca);
+    mem_free(b);
+    mem_free(ca);
+    mem_free(key);
+    mem_free(old_cert);
+    mem_free(bundle);
+    mem_free(nkey);
+    mem_free(nca);
+    cakeeper_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +384,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(without_the_ca_key_nothing_is_renewed, setup, teardown),
         cmocka_unit_test_setup_teardown(only_the_clusters_ca_key_is_installed, setup, teardown),
         cmocka_unit_test_setup_teardown(a_missing_certificate_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(without_the_key_a_holder_signs, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_csr_cannot_choose_its_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_ca_keeper_swaps_and_trusts_a_bundle, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -648,6 +648,147 @@ static void revoked_certificate_is_refused_and_closed(void **state)
     assert_int_equal(st.revoked_certs, 1);
 }
 
+/* Reload: new handshakes use the new identity and trust; a connection already open keeps working;
+ * bad material changes nothing. */
+static void reload_swaps_the_identity_for_new_connections_only(void **state)
+{
+    struct world *w = *state;
+    int open_fd, fd;
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &open_fd, errmsg), 0);
+    write_all(open_fd, "one", 3);
+    char buf[8] = {0};
+    read_exact(open_fd, buf, 3);
+    char before[PKI_FINGERPRINT_SIZE], after[PKI_FINGERPRINT_SIZE], want[PKI_FINGERPRINT_SIZE];
+    int64_t na = 0;
+    peertls_own_cert(w->server, before, &na);
+    /* The server moves to a certificate from another CA, trusting only that CA. */
+    struct pem moved;
+    make_cert(&moved, &w->foreign_ca, "replica-a");
+    assert_int_equal(peertls_reload_pem(w->server, moved.ca, moved.cert, moved.key, errmsg), 0);
+    peertls_own_cert(w->server, after, &na);
+    assert_int_equal(pki_fingerprint(moved.cert, want, errmsg), 0);
+    assert_string_equal(after, want);
+    assert_string_not_equal(after, before);
+    /* The open connection still relays. */
+    write_all(open_fd, "two", 3);
+    memset(buf, 0, sizeof buf);
+    read_exact(open_fd, buf, 3);
+    assert_string_equal(buf, "two");
+    /* A new dial from the old CA's replica is refused: the new identity is in force. */
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(w->server), 5000, &fd, errmsg),
+                     GERR_PERM);
+    /* Bad material: refused, and the identity stays. */
+    assert_int_equal(peertls_reload_pem(w->server, moved.ca, moved.cert, w->a.key, errmsg), GERR_INVAL);
+    assert_int_equal(peertls_reload_pem(w->server, "not a PEM", moved.cert, moved.key, errmsg), GERR_INVAL);
+    peertls_own_cert(w->server, after, &na);
+    assert_string_equal(after, want);
+    /* A relay started from memory has no files to re-read. */
+    assert_int_equal(peertls_reload(w->server, errmsg), GERR_INVAL);
+    /* A bundle of both CAs: replicas of either are accepted (a CA rotation's overlap). */
+    size_t n = strlen(w->ca.ca) + strlen(w->foreign_ca.ca) + 1;
+    char *bundle = mem_alloc(n);
+    snprintf(bundle, n, "%s%s", w->ca.ca, w->foreign_ca.ca);
+    assert_int_equal(peertls_reload_pem(w->server, bundle, moved.cert, moved.key, errmsg), 0);
+    struct peertls *other = start(&moved, NULL, NULL, 0);
+    for (int i = 0; i < 2; i++) {
+        struct peertls *dialer = i == 0 ? w->client : other;
+        /* The dialer must trust the server's CA too: the client (old CA) is given the bundle. */
+        if (i == 0) {
+            assert_int_equal(peertls_reload_pem(w->client, bundle, w->b.cert, w->b.key, errmsg), 0);
+        }
+        assert_int_equal(peertls_dial(dialer, peertls_listen_address(w->server), 5000, &fd, errmsg), 0);
+        write_all(fd, "hi", 2);
+        memset(buf, 0, sizeof buf);
+        read_exact(fd, buf, 2);
+        assert_string_equal(buf, "hi");
+        close(fd);
+    }
+    struct peertls_stats st;
+    peertls_get_stats(w->server, &st);
+    assert_int_equal(st.reloads, 2);
+    peertls_stop(other);
+    mem_free(bundle);
+    close(open_fd);
+    pem_free(&moved);
+}
+
+/* A relay started from files re-reads them. */
+static void reload_rereads_the_files(void **state)
+{
+    struct world *w = *state;
+    char dir[] = "/tmp/peertls-reload-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char ca[128], cert[128], key[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    const char *paths[] = {ca, cert, key};
+    const char *first[] = {w->a.ca, w->a.cert, w->a.key};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(paths[i], "w");
+        fputs(first[i], f);
+        fclose(f);
+    }
+    struct peertls *t = NULL;
+    assert_int_equal(peertls_start_files(ca, cert, key, NULL, NULL, NULL, &t, errmsg), 0);
+    struct pem next;
+    make_cert(&next, &w->ca, "replica-a");
+    const char *second[] = {next.ca, next.cert, next.key};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(paths[i], "w");
+        fputs(second[i], f);
+        fclose(f);
+    }
+    assert_int_equal(peertls_reload(t, errmsg), 0);
+    char fp[PKI_FINGERPRINT_SIZE], want[PKI_FINGERPRINT_SIZE];
+    int64_t na = 0;
+    peertls_own_cert(t, fp, &na);
+    assert_int_equal(pki_fingerprint(next.cert, want, errmsg), 0);
+    assert_string_equal(fp, want);
+    unlink(key);
+    assert_int_not_equal(peertls_reload(t, errmsg), 0);
+    peertls_own_cert(t, fp, &na);
+    assert_string_equal(fp, want);
+    peertls_stop(t);
+    unlink(ca);
+    unlink(cert);
+    rmdir(dir);
+    pem_free(&next);
+}
+
+/* The fourth backend reads the peer's verified fingerprint first. */
+static void fourth_backend_is_told_the_peer(void **state)
+{
+    struct world *w = *state;
+    struct peertls_config cfg = {.ca_pem = w->a.ca,
+                                 .cert_pem = w->a.cert,
+                                 .key_pem = w->a.key,
+                                 .listen_address = "127.0.0.1:0",
+                                 .backend_address = w->echo.address,
+                                 .alt3_alpn = "gantry-renew/1",
+                                 .alt3_backend = w->echo.address};
+    struct peertls *srv = NULL;
+    assert_int_equal(peertls_start(&cfg, &srv, errmsg), 0);
+    int fd;
+    assert_int_equal(
+        peertls_dial_alpn(w->client, peertls_listen_address(srv), "gantry-renew/1", 5000, &fd, errmsg), 0);
+    char fp[PKI_FINGERPRINT_SIZE], line[PEERTLS_PEER_HEADER_MAX + 2] = {0};
+    assert_int_equal(pki_fingerprint(w->b.cert, fp, errmsg), 0);
+    char want[PEERTLS_PEER_HEADER_MAX + 2];
+    snprintf(want, sizeof want, PEERTLS_PEER_HEADER "%s\n", fp);
+    read_exact(fd, line, strlen(want)); /* the echo server sends the header back */
+    assert_string_equal(line, want);
+    close(fd);
+    /* Without the protocol: no header, the first backend as before. */
+    assert_int_equal(peertls_dial(w->client, peertls_listen_address(srv), 5000, &fd, errmsg), 0);
+    write_all(fd, "x", 1);
+    char c = 0;
+    read_exact(fd, &c, 1);
+    assert_int_equal(c, 'x');
+    close(fd);
+    peertls_stop(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -663,6 +804,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(alpn_selects_the_second_backend, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(revoked_certificate_is_refused_and_closed, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(reload_swaps_the_identity_for_new_connections_only, setup_tcp,
+                                        teardown_world),
+        cmocka_unit_test_setup_teardown(reload_rereads_the_files, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(fourth_backend_is_told_the_peer, setup_tcp, teardown_world),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
