@@ -149,6 +149,7 @@ struct result {
     long watch_rss_before_kib, watch_rss_after_kib;
     double watch_idle_rate_before, watch_idle_rate_with; /* dqlite requests/s, all replicas; -1 unknown */
     uint64_t watch_delivered, watch_expected, watch_order_errors, watch_ended_early;
+    uint64_t watch_reopened; /* watch opens shed with UNAVAILABLE and sent again */
 };
 
 struct bench {
@@ -1061,6 +1062,9 @@ struct watch_run {
     struct result *r;
     bool etcd;
     unsigned n_watchers, opened, ready, complete, n_watch_conns;
+    unsigned *reopen; /* watchers whose open the replica shed (UNAVAILABLE): opened again */
+    unsigned n_reopen;
+    uint64_t reopened;
     struct watcher *ws;
     int stage;       /* 0 opening, 1 idle, 2 burst, 3 done */
     bool cancelling; /* the tick cancelled every call: what ends now ended because of that */
@@ -1221,10 +1225,14 @@ static int wr_next(void *arg, unsigned conn, struct h2mux_req *req)
 {
     struct watch_run *w = arg;
     if (conn < w->n_watch_conns) {
-        if (w->opened >= w->n_watchers) {
+        if (w->n_reopen > 0) {
+            req->tag = w->reopen[--w->n_reopen];
+            w->reopened++;
+        } else if (w->opened < w->n_watchers) {
+            req->tag = w->opened++;
+        } else {
             return H2MUX_WAIT;
         }
-        req->tag = w->opened++;
         req->streaming = true;
         if (w->etcd) {
             req->path = "/etcdserverpb.Watch/Watch";
@@ -1265,6 +1273,12 @@ static void wr_done(void *arg, const struct h2mux_result *res)
 {
     struct watch_run *w = arg;
     if ((res->tag & UINT64_C(1) << 62) == 0) {
+        if (res->tag < w->n_watchers && !w->cancelling && !w->ws[res->tag].ready && res->status == 14) {
+            /* Shed before it started (the replica's bounded queue of calls, or etcd's "too many
+             * requests"): a client retries, and so does the bench. */
+            w->reopen[w->n_reopen++] = (unsigned)res->tag;
+            return;
+        }
         if (res->tag < w->n_watchers && !w->cancelling) {
             w->ws[res->tag].ended = true; /* a watch that ended on its own */
             w->ended_early++;
@@ -1362,6 +1376,7 @@ static struct result *phase_watch(struct bench *b, struct bc_cluster *c, unsigne
     w.n_watchers = b->o.watchers;
     w.burst = b->o.watch_events;
     w.ws = mem_zalloc(w.n_watchers * sizeof *w.ws);
+    w.reopen = mem_zalloc(w.n_watchers * sizeof *w.reopen);
     r->watch = true;
     r->watch_member = member;
     r->conns = (b->o.watchers + b->o.watch_streams - 1) / b->o.watch_streams;
@@ -1416,7 +1431,9 @@ static struct result *phase_watch(struct bench *b, struct bc_cluster *c, unsigne
         struct h2mux_workload wl = {
             .next = wr_next, .done = wr_done, .tick = wr_tick, .message = wr_message, .arg = &w};
         w.open_start_us = h2mux_now_us();
-        w.deadline_us = w.open_start_us + 120000000u + (uint64_t)w.n_watchers * 2000u + w.burst * 20000u;
+        /* 2 min, plus 2 ms per watcher, 20 ms per create and 20 us per event to deliver. */
+        w.deadline_us = w.open_start_us + 120000000u + (uint64_t)w.n_watchers * 2000u + w.burst * 20000u +
+                        (uint64_t)w.n_watchers * w.burst * 20u;
         rv = h2mux_run(m, &wl, w.deadline_us / 1000u + 10000u, errmsg);
     }
     h2mux_free(m);
@@ -1430,6 +1447,7 @@ static struct result *phase_watch(struct bench *b, struct bc_cluster *c, unsigne
     r->watch_expected = (uint64_t)w.n_watchers * w.acked;
     r->watch_order_errors = w.order_errors + w.extra;
     r->watch_ended_early = w.ended_early;
+    r->watch_reopened = w.reopened;
     if (g && w.stage >= 2) {
         r->watch_idle_rate_with = store_rate(&w.idle_a, &w.idle_z, idle_s);
     }
@@ -1478,6 +1496,7 @@ static struct result *phase_watch(struct bench *b, struct bc_cluster *c, unsigne
             r->system, r->title, r->rate, r->p50, r->p99, r->watch_ready_ms, c->nodes[member].name, grew);
     mem_free(w.lat.us);
     mem_free(w.ws);
+    mem_free(w.reopen);
     mem_free(w.revs);
     run_close(&w.create);
     return r;
@@ -1643,13 +1662,14 @@ static void print_table(const struct bench *b)
                      (double)r->watch_rss_before_kib / 1024.0, (double)r->watch_rss_after_kib / 1024.0,
                      (double)(r->watch_rss_after_kib - r->watch_rss_before_kib) / b->o.watchers);
         }
-        printf("\n%s watch: %u watchers on %s ready in %.0f ms; %s; "
-               "%" PRIu64 " of %" PRIu64 " events delivered, %" PRIu64 " repeated or out of order, %" PRIu64
+        printf("\n%s watch: %u watchers on %s ready in %.0f ms; %s; %" PRIu64
+               " opens shed (UNAVAILABLE) and sent again; %" PRIu64 " of %" PRIu64
+               " events delivered, %" PRIu64 " repeated or out of order, %" PRIu64
                " watches ended early; event latency until the last watcher had it p50 %.1f ms p99 %.1f ms",
                r->system, b->o.watchers,
                r->system[0] == 'g' ? b->g.nodes[r->watch_member].name : b->e.nodes[r->watch_member].name,
-               r->watch_ready_ms, rss, r->watch_delivered, r->watch_expected, r->watch_order_errors,
-               r->watch_ended_early, r->p50, r->p99);
+               r->watch_ready_ms, rss, r->watch_reopened, r->watch_delivered, r->watch_expected,
+               r->watch_order_errors, r->watch_ended_early, r->p50, r->p99);
         if (r->system[0] == 'g') {
             printf("; dqlite requests of all replicas, idle: %s without watchers, %s with them", before,
                    with);
@@ -1788,6 +1808,7 @@ static json_t *result_json(const struct result *r)
         json_object_set_new(o, "watch_repeated_or_out_of_order",
                             json_integer((json_int_t)r->watch_order_errors));
         json_object_set_new(o, "watch_ended_early", json_integer((json_int_t)r->watch_ended_early));
+        json_object_set_new(o, "watch_opens_shed_and_retried", json_integer((json_int_t)r->watch_reopened));
         if (r->system[0] == 'g') {
             json_object_set_new(o, "dqlite_requests_per_s_idle_without_watchers",
                                 r->watch_idle_rate_before >= 0 ? json_real(r->watch_idle_rate_before)
