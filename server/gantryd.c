@@ -825,6 +825,9 @@ static void metrics(void *data, struct buf *out)
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
     feed_metrics_write(&d->feed, out);
+    if (d->authn != NULL) {
+        authn_metrics_write(d->authn, out);
+    }
     buf_printf(out,
                "# HELP gantry_sandbox_model_gets_total Sandboxes.Get calls answered from this replica's "
                "model after a read index (the others read the store).\n"
@@ -1328,7 +1331,9 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    if (d->authn == NULL) { /* normally made before the feed started (cmd_run) */
+        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    }
     rv = pepper_ring_init(&d->peppers, d->secrets.pepper, errmsg);
     if (rv != 0) {
         return rv;
@@ -1848,6 +1853,11 @@ static int cmd_run(struct config *cfg)
         rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
     }
     if (rv == 0) {
+        /* the gate's authentication cache is invalidated by the feed's events (api/gate/authn.h) */
+        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+        authn_attach_feed(d->authn, &d->feed);
+    }
+    if (rv == 0) {
         rv = feed_start(&d->feed);
     }
     if (rv == 0 && replica_relay(d->replica) != NULL) {
@@ -1946,7 +1956,6 @@ static int cmd_run(struct config *cfg)
     nsstats_free(d->nsstats);
     audit_sink_stop(d->sink); /* its last rows go through the writer, stopped below */
     admission_free(d->admission);
-    authn_free(d->authn);
     if (d->oidc != NULL) {
         oidc_free(d->oidc);
     }
@@ -1958,6 +1967,7 @@ static int cmd_run(struct config *cfg)
     if (d->feed_ready) {
         feed_close(&d->feed); /* the server is gone: no watch is left for the hub to feed */
     }
+    authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
     sandboxes_svc_detach_feed(&d->ssvc);
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);

@@ -118,6 +118,7 @@ static int feed_poll(struct feed *f)
     uint64_t applied = f->applied;
     pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->polls, 1);
+    uint64_t started_ms = now_ms(); /* before the revision read: see feed_live_since_ms */
     int64_t upto = 0;
     int rv =
         store_client_query_int(&f->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &upto);
@@ -138,6 +139,7 @@ static int feed_poll(struct feed *f)
         resync_all(f, (uint64_t)upto);
         applied_all(f, (uint64_t)upto);
         set_applied(f, (uint64_t)upto);
+        atomic_store(&f->live_ms, started_ms);
         return 0;
     }
     while (applied < (uint64_t)upto) {
@@ -165,6 +167,7 @@ static int feed_poll(struct feed *f)
             resync_all(f, (uint64_t)upto);
             applied_all(f, (uint64_t)upto);
             set_applied(f, (uint64_t)upto);
+            atomic_store(&f->live_ms, started_ms);
             return 0;
         }
         uint64_t reached =
@@ -193,6 +196,7 @@ static int feed_poll(struct feed *f)
     if (applied == (uint64_t)upto) {
         applied_all(f, applied); /* an empty poll still ticks bookmarks and refreshes */
     }
+    atomic_store(&f->live_ms, started_ms); /* every event up to upto was delivered */
     return 0;
 }
 
@@ -246,6 +250,11 @@ void feed_close(struct feed *f)
     pthread_cond_destroy(&f->cond);
     pthread_cond_destroy(&f->wake);
     pthread_mutex_destroy(&f->mu);
+}
+
+uint64_t feed_live_since_ms(struct feed *f)
+{
+    return (uint64_t)atomic_load(&f->live_ms);
 }
 
 uint64_t feed_revision(struct feed *f)

@@ -1,7 +1,8 @@
 """Identity and authorization on a real gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_identity.py <group>
-Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation.
+Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation, feedauth
+(revocation driven by the change feed, issue 17).
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
@@ -1153,10 +1154,90 @@ class Delegation(g.GantrydTest):
             time.sleep(0.1)
 
 
+class FeedAuth(g.GantrydTest):
+    def test_revocation_driven_by_the_change_feed_on_every_replica(self):
+        """Issue 17: the authentication cache is invalidated by the change feed's events, so its
+        entries outlive the 2 s bound while the feed is live (fewer store reads), and a revoked key,
+        a disabled principal and a removed binding are still refused on all 3 replicas within 2 s."""
+        ident = Identity(self)
+        P, K, S = principals_pb2, api_keys_pb2, sandboxes_pb2
+        reps = range(len(ident.c.replicas))
+
+        def whoami(key, rep):
+            return ident.call(None, P, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=rep, key=key)
+
+        def series(rep, name):
+            return ident.c.replicas[rep].metric(name) or 0.0
+
+        k = ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=ident.ids["user"]))
+        for rep in reps:
+            whoami(k.secret, rep)  # warm every replica's cache
+        before = [(series(r, "gantry_authn_fetches_total"), series(r, "gantry_authn_long_hits_total")) for r in reps]
+        t_end = time.monotonic() + 4.5  # more than two 2 s periods: a timer-only cache reads the store again
+        while time.monotonic() < t_end:
+            for rep in reps:
+                whoami(k.secret, rep)
+            time.sleep(0.2)
+        for rep in reps:
+            fetched = series(rep, "gantry_authn_fetches_total") - before[rep][0]
+            long_hits = series(rep, "gantry_authn_long_hits_total") - before[rep][1]
+            # a 2 s TTL refetches the key and the principal at least twice each in 4.5 s (>= 4 reads)
+            self.assertLess(fetched, 4, "replica %d read the store %d times for a cached key" % (rep, fetched))
+            self.assertGreater(long_hits, 0, "replica %d never kept an entry past 2 s" % rep)
+
+        def refused_everywhere(what, attempt, code):
+            """Poll every replica until @attempt fails with @code; returns the ms each took."""
+            t0, took = time.monotonic(), {}
+            while len(took) < len(reps):
+                for rep in reps:
+                    if rep in took:
+                        continue
+                    try:
+                        attempt(rep)
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), code, e.details())
+                        took[rep] = (time.monotonic() - t0) * 1000
+                self.assertLess(time.monotonic() - t0, 2.0, "%s still served after 2 s: %s" % (what, took))
+                time.sleep(0.02)
+            return [round(took[r]) for r in reps]
+
+        # A revoked key (its cache entries are well past 2 s old: only the event can drop them).
+        for rep in reps:
+            whoami(k.secret, rep)
+        ident.call("pa", K, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(id=k.key.meta.id))
+        key_ms = refused_everywhere("a revoked key", lambda rep: whoami(k.secret, rep),
+                                    grpc.StatusCode.UNAUTHENTICATED)
+        # A disabled principal.
+        for rep in reps:
+            whoami(ident.keys["sa"], rep)
+        time.sleep(2.5)
+        for rep in reps:
+            whoami(ident.keys["sa"], rep)  # served from entries older than 2 s
+        ident.call("pa", P, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(id=ident.ids["sa"]), disabled=True)))
+        disabled_ms = refused_everywhere("a disabled principal", lambda rep: whoami(ident.keys["sa"], rep),
+                                         grpc.StatusCode.UNAUTHENTICATED)
+        # A removed binding: the user's only binding, in "default".
+        def list_default(rep):
+            return ident.call("user", S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="default"), replica=rep)
+        for rep in reps:
+            list_default(rep)
+        time.sleep(2.5)
+        for rep in reps:
+            list_default(rep)
+        bindings = ident.call("pa", P, "Principals", "ListRoleBindings",
+                              P.ListRoleBindingsRequest(principal_id=ident.ids["user"])).bindings
+        self.assertEqual(len(bindings), 1)
+        ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=bindings[0].meta.id))
+        binding_ms = refused_everywhere("a removed binding", list_default, grpc.StatusCode.PERMISSION_DENIED)
+        print("refused on replicas 1..3 after (ms): revoked key %s, disabled principal %s, removed binding %s "
+              "(bound 2000)" % (key_ms, disabled_ms, binding_ms))
+
+
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
 GROUPS = {"matrix": [Matrix], "principals": [Principals, Onboarding], "revocation": [Revocation],
           "oidc": [Oidc, Mtls],
-          "delegation": [Delegation]}
+          "delegation": [Delegation], "feedauth": [FeedAuth]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
