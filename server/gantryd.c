@@ -833,6 +833,11 @@ static void metrics(void *data, struct buf *out)
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_gets_total counter\ngantry_sandbox_model_gets_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_gets));
+    buf_printf(out,
+               "# HELP gantry_sandbox_model_lists_total Sandboxes.List calls answered from this replica's "
+               "model after a read index (the others read the store).\n"
+               "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
+               (unsigned long long)atomic_load(&d->ssvc.model_lists));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1832,6 +1837,7 @@ static int cmd_run(struct config *cfg)
         d->sesvc.idle_timeout_ms = (uint64_t)cfg->session_idle_timeout_s * 1000u;
         d->sesvc.gateway_id = d->id.gateway_id;
         d->ssvc.env = &d->env;
+        d->ssvc.store_reads = !cfg->model_reads;
         d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;
         rv = store_writer_start(&d->writer, &sc);
         d->writer_started = rv == 0;

@@ -2,7 +2,7 @@
 
 Run: /usr/bin/python3 test_identity.py <group>
 Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation, feedauth
-(revocation driven by the change feed, issue 17).
+(revocation driven by the change feed, issue 17), modellist (List from the model against the store).
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
@@ -103,8 +103,10 @@ def set_path(msg, path, value):
 class Identity:
     """A 3-replica cluster with a principal per role and an API key for each."""
 
-    def __init__(self, test):
-        c = g.Cluster("id-" + test._testMethodName).init()
+    def __init__(self, test, replica_flags=None):
+        c = g.Cluster("id-" + test._testMethodName)
+        c.replica_flags = replica_flags  # rid -> extra flags for that replica
+        c.init()
         test.clusters.append(c)
         c.join(2)
         c.wait_ready()
@@ -1234,10 +1236,85 @@ class FeedAuth(g.GantrydTest):
               "(bound 2000)" % (key_ms, disabled_ms, binding_ms))
 
 
+class ModelList(g.GantrydTest):
+    maxDiff = None
+
+    def test_list_from_the_model_pages_like_the_store(self):
+        """Issue 17: Sandboxes.List from the replica's model (replica 1) returns the same pages, tokens,
+        order, selector matches and visibility as the store path (replica 3 runs with
+        --model-reads=false), for every role; a write through one replica is in the next List through
+        another."""
+        # No driver: nothing changes the sandboxes between the two lists being compared.
+        ident = Identity(self, replica_flags=lambda rid: ["--driver", "none"] + (
+            ["--model-reads=false"] if rid == 3 else []))
+        S = sandboxes_pb2
+        r1 = ident.c.replicas[0]
+        # "team" sorts before "team-b" as a namespace but "team/x" after "team-b/x" as a key.
+        r1.store("exec", "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, resource_version, "
+                 "created_at_ms, updated_at_ms, deletion_timestamp_ms) VALUES ('ns-team', 'team', 'ACTIVE', '{}', "
+                 "'{}', 'test', 1, 0, 0, 0)")
+
+        def create(role, ns, name, tier, replica=0):
+            return ident.call(role, S, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=ident.meta(name=name, namespace=ns, labels={"tier": tier}), spec=S.SandboxSpec(image="busybox"))),
+                replica=replica)
+
+        for i in range(4):
+            create("user", "default", "u-%d" % i, "ab"[i % 2])
+            create("sa", "default", "s-%d" % i, "ab"[i // 2])
+        for i in range(3):
+            create("pa", "team", "x-%d" % i, "a")
+            create("other", "team-b", "x-%d" % i, "ab"[i % 2])
+        create("pa", "team-b", "p-0", "b")
+        for name in ("u-0", "u-3"):
+            ident.call("user", S, "Sandboxes", "Share", S.ShareSandboxRequest(
+                namespace="default", name=name, grantee_principal_id=ident.ids["sa"], access=S.SHARE_ACCESS_READ))
+
+        def pages(role, replica, ns, owner, sel, size):
+            out, token = [], ""
+            for _ in range(100):
+                try:
+                    req = S.ListSandboxesRequest(namespace=ns, owner_id=owner,
+                                                 page=meta_pb2.PageRequest(page_size=size, page_token=token))
+                    if sel:
+                        req.selector.match_labels.update(sel)
+                    r = ident.call(role, S, "Sandboxes", "List", req, replica=replica)
+                except grpc.RpcError as e:
+                    return out + [("error", e.code(), e.details())]
+                out.append(([str(x) for x in r.sandboxes], r.next_page_token))
+                self.assertGreater(r.revision, 0)
+                token = r.next_page_token
+                if not token:
+                    return out
+            self.fail("a list that never ends")
+
+        before = ident.c.replicas[0].metric("gantry_sandbox_model_lists_total") or 0
+        compared = 0
+        for role in ROLES:
+            for ns in ("", "default", "team", "team-b"):
+                for owner in ("", ident.ids["user"]) if ns in ("", "default") else ("",):
+                    for sel in (None, {"tier": "a"}):
+                        for size in (1, 3, 0):
+                            model = pages(role, 0, ns, owner, sel, size)
+                            store = pages(role, 2, ns, owner, sel, size)
+                            self.assertEqual(model, store, (role, ns, owner, sel, size))
+                            compared += len(model)
+        lists = (ident.c.replicas[0].metric("gantry_sandbox_model_lists_total") or 0) - before
+        self.assertGreater(lists, compared // 2, "replica 1 did not answer from its model")
+        self.assertEqual(ident.c.replicas[2].metric("gantry_sandbox_model_lists_total") or 0, 0)
+        # Read-your-writes across replicas: create through replica 2, list through replica 1 at once.
+        for i in range(20):
+            create("user", "default", "ryw-%d" % i, "c", replica=1)
+            names = [x.meta.name for x in ident.call("user", S, "Sandboxes", "List", S.ListSandboxesRequest(
+                namespace="default", selector=meta_pb2.LabelSelector(match_labels={"tier": "c"})), replica=0).sandboxes]
+            self.assertIn("ryw-%d" % i, names)
+        print("List from the model matched the store path on %d pages (%d model lists)" % (compared, lists))
+
+
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
 GROUPS = {"matrix": [Matrix], "principals": [Principals, Onboarding], "revocation": [Revocation],
           "oidc": [Oidc, Mtls],
-          "delegation": [Delegation], "feedauth": [FeedAuth]}
+          "delegation": [Delegation], "feedauth": [FeedAuth], "modellist": [ModelList]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
