@@ -138,8 +138,8 @@ static int feed_poll(struct feed *f)
         }
         resync_all(f, (uint64_t)upto);
         applied_all(f, (uint64_t)upto);
-        set_applied(f, (uint64_t)upto);
         atomic_store(&f->live_ms, started_ms);
+        set_applied(f, (uint64_t)upto);
         return 0;
     }
     while (applied < (uint64_t)upto) {
@@ -166,8 +166,8 @@ static int feed_poll(struct feed *f)
                      applied, compacted);
             resync_all(f, (uint64_t)upto);
             applied_all(f, (uint64_t)upto);
-            set_applied(f, (uint64_t)upto);
             atomic_store(&f->live_ms, started_ms);
+            set_applied(f, (uint64_t)upto);
             return 0;
         }
         uint64_t reached =
@@ -191,12 +191,15 @@ static int feed_poll(struct feed *f)
         proto_rows_close(&ev);
         applied = reached;
         applied_all(f, applied);
+        if (applied == (uint64_t)upto) {
+            atomic_store(&f->live_ms, started_ms); /* before feed_sync callers see it applied */
+        }
         set_applied(f, applied);
     }
     if (applied == (uint64_t)upto) {
         applied_all(f, applied); /* an empty poll still ticks bookmarks and refreshes */
     }
-    atomic_store(&f->live_ms, started_ms); /* every event up to upto was delivered */
+    atomic_store(&f->live_ms, started_ms); /* an empty poll: every event up to upto was delivered */
     return 0;
 }
 

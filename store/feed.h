@@ -106,7 +106,9 @@ uint64_t feed_revision(struct feed *f);
  * before that moment was delivered to every subscriber (and its callbacks returned) before this
  * value was published, so a consumer that sees it within X ms of now knows it has missed no change
  * committed more than X ms ago (api/gate/authn.h relies on this; docs/security.md). It does not
- * move while the leader is unreachable or polls fail. Any thread, lock-free. */
+ * move while the leader is unreachable or polls fail. It is published before the applied revision
+ * that poll reached, so a feed_sync that returns finds it from a poll that started after its call.
+ * Any thread, lock-free. */
 uint64_t feed_live_since_ms(struct feed *f);
 
 /* Wait until the applied revision is at least @rev or @deadline_ms (clock_mono_ms of the system
