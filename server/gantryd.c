@@ -834,7 +834,8 @@ static void metrics(void *data, struct buf *out)
                "# TYPE gantry_sandbox_model_gets_total counter\ngantry_sandbox_model_gets_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_gets));
     buf_printf(out,
-               "# HELP gantry_sandbox_model_lists_total Sandboxes.List calls answered from this replica's "
+               "# HELP gantry_sandbox_model_lists_total Sandboxes.List and ListSharedWithMe calls answered "
+               "from this replica's "
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_lists));

@@ -614,6 +614,8 @@ struct watch_hub;
 static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req);
 static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
                      const struct page_req *page);
+static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page);
 
 /* Answered from the replica's model after a read index (hub_get), so a Get through any replica sees
  * every write acknowledged before it; from the store when the model cannot answer. */
@@ -982,14 +984,18 @@ static void sb_unshare(struct gate_ctx *ctx, void *data)
  * share of sandboxes[i]: its access, read or exec, who made it and when). A share gives nothing
  * in a namespace where the caller no longer holds a role (shared_with): such rows are skipped,
  * so a page may hold fewer items than asked while more remain, as with label selectors. */
+/* From the model when it can answer (hub_shared_with_me), with the same pages; else the store. */
 static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct sandboxes_svc *svc = data;
     const Gantry__V1__ListSharedWithMeRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
     if (!page_rules_read(req->page, PAGE_KEY_NS_NAME, &page, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (!svc->store_reads && hub_shared_with_me(svc->hub, ctx, req, &page)) {
         return;
     }
     unsigned limit = page.limit;
@@ -2011,6 +2017,115 @@ static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1
     }
     pthread_mutex_unlock(&h->mu);
     mem_free(found);
+    return true;
+}
+
+struct shared_item {
+    struct sb_obj *obj;
+    size_t row; /* its share in the shares rows */
+};
+
+static int cmp_shared_item(const void *a, const void *b)
+{
+    const struct shared_item *x = a, *y = b;
+    return cmp_ns_name(&x->obj, &y->obj);
+}
+
+/* ListSharedWithMe from the model after a read index, page for page like sb_shared_with_me's store
+ * path: the caller's shares are one store read; each names a sandbox looked up in the model (the
+ * store path's join), filtered by namespace and the page token, in (namespace, name) order, limit +
+ * 1 of them, then the same scan (a role in the sandbox's namespace). false, having answered
+ * nothing, when the model cannot answer. */
+static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page)
+{
+    if (h == NULL) {
+        return false;
+    }
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
+        return false;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ctx->who.id)};
+    if (store_client_query(
+            ctx->cl, "SELECT sandbox_id, access, created_by, created_at_ms FROM shares WHERE grantee_id = ?",
+            p, 1, &rows) != 0) {
+        proto_rows_close(&rows);
+        return false;
+    }
+    struct shared_item *found = mem_zalloc(sizeof *found * (rows.n_rows + 1));
+    size_t n = 0;
+    pthread_mutex_lock(&h->mu);
+    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head;
+    for (size_t i = 0; ok && i < rows.n_rows; i++) {
+        struct sb_entry *e = *model_slot(h, col(&rows, i, 0));
+        const Gantry__V1__Sandbox *sb = e != NULL ? e->obj->sb : NULL;
+        if (sb == NULL || sb->meta == NULL || sb->spec == NULL ||
+            (req->namespace_[0] != '\0' && strcmp(sb->meta->namespace_, req->namespace_) != 0)) {
+            continue;
+        }
+        char key[160];
+        name_key(key, sizeof key, sb->meta->namespace_, sb->meta->name);
+        if (strcmp(key, page->after) <= 0) {
+            continue;
+        }
+        e->obj->refs++;
+        found[n++] = (struct shared_item){.obj = e->obj, .row = i};
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!ok) {
+        mem_free(found);
+        proto_rows_close(&rows);
+        return false;
+    }
+    atomic_fetch_add(&h->svc->model_lists, 1);
+    if (n > 1) {
+        qsort(found, n, sizeof *found, cmp_shared_item);
+    }
+    unsigned limit = page->limit;
+    size_t take = n < (size_t)limit + 1 ? n : (size_t)limit + 1;
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (take + 1));
+    Gantry__V1__Share *ss = mem_zalloc(sizeof *ss * (take + 1));
+    Gantry__V1__Share **sp = mem_zalloc(sizeof *sp * (take + 1));
+    size_t k = 0, scanned = 0;
+    char token[160] = "";
+    for (size_t i = 0; i < take && scanned < limit; i++, scanned++) {
+        Gantry__V1__Sandbox *sb = found[i].obj->sb;
+        name_key(token, sizeof token, sb->meta->namespace_, sb->meta->name);
+        if (!sandbox_rules_share_active(ctx->who.bindings, ctx->who.n_bindings, sb->meta->namespace_)) {
+            continue;
+        }
+        size_t r = found[i].row;
+        gantry__v1__share__init(&ss[k]);
+        ss[k].sandbox_id = sb->meta->id;
+        ss[k].namespace_ = sb->meta->namespace_;
+        ss[k].grantee_principal_id = ctx->who.id;
+        ss[k].access = strcmp(col(&rows, r, 1), "exec") == 0 ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
+                                                             : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
+        ss[k].created_by = (char *)col(&rows, r, 2);
+        ss[k].created_at_ms = coli(&rows, r, 3);
+        sp[k] = &ss[k];
+        ps[k++] = sb;
+    }
+    Gantry__V1__ListSharedWithMeResponse resp = GANTRY__V1__LIST_SHARED_WITH_ME_RESPONSE__INIT;
+    resp.n_sandboxes = k;
+    resp.sandboxes = ps;
+    resp.n_shares = k;
+    resp.shares = sp;
+    resp.next_page_token = take > limit ? token : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+    mem_free(ss);
+    mem_free(sp);
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        obj_unref(found[i].obj);
+    }
+    pthread_mutex_unlock(&h->mu);
+    mem_free(found);
+    proto_rows_close(&rows);
     return true;
 }
 

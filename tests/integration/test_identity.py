@@ -1299,6 +1299,30 @@ class ModelList(g.GantrydTest):
                             store = pages(role, 2, ns, owner, sel, size)
                             self.assertEqual(model, store, (role, ns, owner, sel, size))
                             compared += len(model)
+        # ListSharedWithMe: the same pages from the model and from the store.
+        ident.call("other", S, "Sandboxes", "Share", S.ShareSandboxRequest(
+            namespace="team-b", name="x-1", grantee_principal_id=ident.ids["pa"], access=S.SHARE_ACCESS_EXEC))
+
+        def shared_pages(role, replica, ns, size):
+            out, token = [], ""
+            for _ in range(100):
+                r = ident.call(role, S, "Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(
+                    namespace=ns, page=meta_pb2.PageRequest(page_size=size, page_token=token)), replica=replica)
+                out.append(([str(x) for x in r.sandboxes], [str(x) for x in r.shares], r.next_page_token))
+                token = r.next_page_token
+                if not token:
+                    return out
+            self.fail("a list that never ends")
+
+        shared_seen = 0
+        for role in ROLES:
+            for ns in ("", "default", "team-b"):
+                for size in (1, 0):
+                    model = shared_pages(role, 0, ns, size)
+                    self.assertEqual(model, shared_pages(role, 2, ns, size), ("shared", role, ns, size))
+                    compared += len(model)
+                    shared_seen += sum(len(p[0]) for p in model)
+        self.assertGreater(shared_seen, 0, "no share was listed: the comparison proved nothing")
         lists = (ident.c.replicas[0].metric("gantry_sandbox_model_lists_total") or 0) - before
         self.assertGreater(lists, compared // 2, "replica 1 did not answer from its model")
         self.assertEqual(ident.c.replicas[2].metric("gantry_sandbox_model_lists_total") or 0, 0)
