@@ -199,7 +199,7 @@ static int feed_poll(struct feed *f)
     if (applied == (uint64_t)upto) {
         applied_all(f, applied); /* an empty poll still ticks bookmarks and refreshes */
     }
-    atomic_store(&f->live_ms, started_ms); /* an empty poll: every event up to upto was delivered */
+    atomic_store(&f->live_ms, started_ms); /* every event up to upto was delivered (an empty poll too) */
     return 0;
 }
 

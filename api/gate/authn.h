@@ -20,7 +20,7 @@
  * AUTHN_CACHE_TTL_MS ago); whenever it is not (leader unreachable, polls failing, not started),
  * entries fall back to AUTHN_CACHE_TTL_MS. Either way a revoked or expired key, a disabled
  * principal or a removed binding takes effect on every replica within AUTHN_CACHE_TTL_MS
- * (docs/security.md gives the argument; test_identity.py and test_authn_feed.py check it). Expiry
+ * (docs/security.md gives the argument; test_identity.py and test_store_feed.c check it). Expiry
  * itself is checked on every call against the cached expiry time.
  *
  * Limits on failed attempts are the gate's (api/gate/admission.h): they apply before a call gets
