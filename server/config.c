@@ -280,6 +280,9 @@ static const struct field fields[] = {
          "writes run in one transaction (each in its own savepoint); 1: no batching"),
     UINT(write_batch_linger_ms, 0, 0, 1000,
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
+    BOOL(model_reads, true,
+         "answer Sandboxes.Get and List from this replica's change-feed model after a read index; false: "
+         "read the store (docs/resources.md)"),
     BOOL(forward_writes, true,
          "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each "
          "replica "

@@ -844,11 +844,20 @@ static void metrics(void *data, struct buf *out)
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
     feed_metrics_write(&d->feed, out);
+    if (d->authn != NULL) {
+        authn_metrics_write(d->authn, out);
+    }
     buf_printf(out,
                "# HELP gantry_sandbox_model_gets_total Sandboxes.Get calls answered from this replica's "
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_gets_total counter\ngantry_sandbox_model_gets_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_gets));
+    buf_printf(out,
+               "# HELP gantry_sandbox_model_lists_total Sandboxes.List and ListSharedWithMe calls answered "
+               "from this replica's "
+               "model after a read index (the others read the store).\n"
+               "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
+               (unsigned long long)atomic_load(&d->ssvc.model_lists));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1347,7 +1356,9 @@ static int serve(struct daemon *d, char *errmsg)
     if (rv != 0) {
         return rv;
     }
-    d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    if (d->authn == NULL) { /* normally made before the feed started (cmd_run) */
+        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+    }
     rv = pepper_ring_init(&d->peppers, d->secrets.pepper, errmsg);
     if (rv != 0) {
         return rv;
@@ -1866,6 +1877,7 @@ static int cmd_run(struct config *cfg)
         d->sesvc.idle_timeout_ms = (uint64_t)cfg->session_idle_timeout_s * 1000u;
         d->sesvc.gateway_id = d->id.gateway_id;
         d->ssvc.env = &d->env;
+        d->ssvc.store_reads = !cfg->model_reads;
         d->ssvc.driver_name = strcmp(cfg->driver, "none") == 0 ? NULL : cfg->driver;
         rv = store_writer_start(&d->writer, &sc);
         d->writer_started = rv == 0;
@@ -1885,6 +1897,11 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
+    }
+    if (rv == 0) {
+        /* the gate's authentication cache is invalidated by the feed's events (api/gate/authn.h) */
+        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+        authn_attach_feed(d->authn, &d->feed);
     }
     if (rv == 0) {
         rv = feed_start(&d->feed);
@@ -2016,7 +2033,6 @@ static int cmd_run(struct config *cfg)
     nsstats_free(d->nsstats);
     audit_sink_stop(d->sink); /* its last rows go through the writer, stopped below */
     admission_free(d->admission);
-    authn_free(d->authn);
     if (d->oidc != NULL) {
         oidc_free(d->oidc);
     }
@@ -2028,6 +2044,7 @@ static int cmd_run(struct config *cfg)
     if (d->feed_ready) {
         feed_close(&d->feed); /* the server is gone: no watch is left for the hub to feed */
     }
+    authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
     sandboxes_svc_detach_feed(&d->ssvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
     store_pool_close(&d->pool);

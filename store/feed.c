@@ -118,6 +118,7 @@ static int feed_poll(struct feed *f)
     uint64_t applied = f->applied;
     pthread_mutex_unlock(&f->mu);
     atomic_fetch_add(&f->polls, 1);
+    uint64_t started_ms = now_ms(); /* before the revision read: see feed_live_since_ms */
     int64_t upto = 0;
     int rv =
         store_client_query_int(&f->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &upto);
@@ -137,6 +138,7 @@ static int feed_poll(struct feed *f)
         }
         resync_all(f, (uint64_t)upto);
         applied_all(f, (uint64_t)upto);
+        atomic_store(&f->live_ms, started_ms);
         set_applied(f, (uint64_t)upto);
         return 0;
     }
@@ -164,6 +166,7 @@ static int feed_poll(struct feed *f)
                      applied, compacted);
             resync_all(f, (uint64_t)upto);
             applied_all(f, (uint64_t)upto);
+            atomic_store(&f->live_ms, started_ms);
             set_applied(f, (uint64_t)upto);
             return 0;
         }
@@ -188,11 +191,15 @@ static int feed_poll(struct feed *f)
         proto_rows_close(&ev);
         applied = reached;
         applied_all(f, applied);
+        if (applied == (uint64_t)upto) {
+            atomic_store(&f->live_ms, started_ms); /* before feed_sync callers see it applied */
+        }
         set_applied(f, applied);
     }
     if (applied == (uint64_t)upto) {
         applied_all(f, applied); /* an empty poll still ticks bookmarks and refreshes */
     }
+    atomic_store(&f->live_ms, started_ms); /* every event up to upto was delivered (an empty poll too) */
     return 0;
 }
 
@@ -246,6 +253,11 @@ void feed_close(struct feed *f)
     pthread_cond_destroy(&f->cond);
     pthread_cond_destroy(&f->wake);
     pthread_mutex_destroy(&f->mu);
+}
+
+uint64_t feed_live_since_ms(struct feed *f)
+{
+    return (uint64_t)atomic_load(&f->live_ms);
 }
 
 uint64_t feed_revision(struct feed *f)

@@ -81,6 +81,7 @@ struct feed {
     struct feed_sub *subs;
     unsigned poll_ms;
     atomic_uint_fast64_t polls, resyncs, events, syncs, sync_reads, errors;
+    atomic_uint_fast64_t live_ms; /* see feed_live_since_ms */
 };
 
 /* Copies @cfg (its addresses must be valid only during the call); nothing runs yet. @poll_ms 0:
@@ -99,6 +100,16 @@ void feed_close(struct feed *f);
 
 /* The applied revision (0 before the first resync). Any thread. */
 uint64_t feed_revision(struct feed *f);
+
+/* When (clock_mono_ms of the system clock) the latest poll that delivered everything it read
+ * started its cluster_revision read; 0: no such poll yet. Every event of a change committed
+ * before that moment was delivered to every subscriber (and its callbacks returned) before this
+ * value was published, so a consumer that sees it within X ms of now knows it has missed no change
+ * committed more than X ms ago (api/gate/authn.h relies on this; docs/security.md). It does not
+ * move while the leader is unreachable or polls fail. It is published before the applied revision
+ * that poll reached, so a feed_sync that returns finds it from a poll that started after its call.
+ * Any thread, lock-free. */
+uint64_t feed_live_since_ms(struct feed *f);
 
 /* Wait until the applied revision is at least @rev or @deadline_ms (clock_mono_ms of the system
  * clock) passes. 0, GERR_TIMEOUT or GERR_CLOSED. Any thread but the feed's. */

@@ -2,6 +2,7 @@
 #include "api/gate/authn.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +13,8 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "store/events.h"
+#include "store/feed.h"
 
 #define KEY_SLOTS          512u
 #define PRINCIPAL_SLOTS    512u
@@ -27,11 +30,13 @@ struct key_entry {
     int64_t last_used_written_ms;
     int64_t rehash_sent_ms; /* a rehash of this key was submitted then (0: never) */
     bool missing;           /* no such key (cached too, so a flood of bad keys costs no reads) */
+    bool evented;           /* no invalidation raced its fetch: may live past the TTL (fresh()) */
 };
 
 struct principal_entry {
     struct authn_principal p;
     bool disabled, missing;
+    bool evented; /* as in key_entry */
     int64_t fetched_ms;
 };
 
@@ -44,6 +49,13 @@ struct authn {
     struct authn_peppers peppers; /* .get NULL: version 1 only */
     struct key_entry keys[KEY_SLOTS];
     struct principal_entry principals[PRINCIPAL_SLOTS];
+    /* Event-driven invalidation (authn_attach_feed). @gen moves on every invalidation: a fetch
+     * that saw it move may have read the store before a change whose event has already been
+     * applied, so its entry is not @evented. */
+    struct feed *feed;
+    struct feed_sub sub;
+    uint64_t gen;
+    atomic_uint_fast64_t fetches, invalidations, long_hits;
 };
 
 struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer)
@@ -81,7 +93,98 @@ void authn_flush(struct authn *a)
     pthread_mutex_lock(&a->mu);
     memset(a->keys, 0, sizeof a->keys);
     memset(a->principals, 0, sizeof a->principals);
+    a->gen++;
     pthread_mutex_unlock(&a->mu);
+}
+
+/* --- invalidation by the change feed (feed thread) --- */
+
+static void on_resync(struct store_client *cl, uint64_t rev, void *data)
+{
+    (void)cl;
+    (void)rev;
+    struct authn *a = data;
+    authn_flush(a); /* the feed cannot tell what changed: forget everything */
+    atomic_fetch_add(&a->invalidations, 1);
+}
+
+static void on_event(struct store_client *cl, const struct feed_event *ev, void *data)
+{
+    (void)cl;
+    struct authn *a = data;
+    bool keys = strcmp(ev->kind, "ApiKey") == 0;
+    bool principal = strcmp(ev->kind, "Principal") == 0;
+    /* A RoleBinding event names the binding, not its principal; a namespace's deletion removes
+     * its bindings under a Namespace event. Both are rare: drop every cached principal. */
+    bool all_principals = strcmp(ev->kind, "RoleBinding") == 0 || strcmp(ev->kind, "Namespace") == 0;
+    if (!keys && !principal && !all_principals) {
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->gen++;
+    if (keys) {
+        for (unsigned i = 0; i < KEY_SLOTS; i++) {
+            if (a->keys[i].fetched_ms != 0 && strcmp(a->keys[i].keyid, ev->object_id) == 0) {
+                memset(&a->keys[i], 0, sizeof a->keys[i]);
+            }
+        }
+    }
+    for (unsigned i = 0; (principal || all_principals) && i < PRINCIPAL_SLOTS; i++) {
+        if (a->principals[i].fetched_ms != 0 &&
+            (all_principals || strcmp(a->principals[i].p.id, ev->object_id) == 0)) {
+            memset(&a->principals[i], 0, sizeof a->principals[i]);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    atomic_fetch_add(&a->invalidations, 1);
+}
+
+void authn_attach_feed(struct authn *a, struct feed *f)
+{
+    a->feed = f;
+    a->sub = (struct feed_sub){.on_resync = on_resync, .on_event = on_event, .data = a};
+    feed_subscribe(f, &a->sub);
+}
+
+/* May a cached entry fetched at @fetched_ms (the caller's clock, as @now) answer now? Within
+ * AUTHN_CACHE_TTL_MS always (the bound without a feed). Past it, up to AUTHN_CACHE_EVENT_TTL_MS,
+ * only if no invalidation raced its fetch (@evented) and the feed is live: its latest complete
+ * poll started less than AUTHN_CACHE_TTL_MS ago, so every change committed before now minus the
+ * bound has had its event applied, which removed the entry had it changed. The argument is in
+ * docs/security.md. */
+static bool fresh(struct authn *a, int64_t fetched_ms, bool evented, int64_t now)
+{
+    int64_t age = now - fetched_ms;
+    if (age < (int64_t)AUTHN_CACHE_TTL_MS) {
+        return true;
+    }
+    if (!evented || a->feed == NULL || age >= (int64_t)AUTHN_CACHE_EVENT_TTL_MS) {
+        return false;
+    }
+    uint64_t live = feed_live_since_ms(a->feed);
+    uint64_t mono = clock_mono_ms(clock_system());
+    if (live != 0 && mono >= live && mono - live < AUTHN_CACHE_TTL_MS) {
+        atomic_fetch_add(&a->long_hits, 1);
+        return true;
+    }
+    return false;
+}
+
+void authn_metrics_write(struct authn *a, struct buf *out)
+{
+    buf_printf(out,
+               "# HELP gantry_authn_fetches_total API key and principal lookups this replica read from "
+               "the store (authentication cache misses).\n"
+               "# TYPE gantry_authn_fetches_total counter\ngantry_authn_fetches_total %" PRIu64 "\n"
+               "# HELP gantry_authn_invalidations_total Change events (and feed resyncs) that dropped "
+               "authentication cache entries.\n"
+               "# TYPE gantry_authn_invalidations_total counter\ngantry_authn_invalidations_total %" PRIu64
+               "\n"
+               "# HELP gantry_authn_long_hits_total Authentication cache hits past the "
+               "2 s bound, allowed because the change feed was live.\n"
+               "# TYPE gantry_authn_long_hits_total counter\ngantry_authn_long_hits_total %" PRIu64 "\n",
+               (uint64_t)atomic_load(&a->fetches), (uint64_t)atomic_load(&a->invalidations),
+               (uint64_t)atomic_load(&a->long_hits));
 }
 
 /* --- the store side of the caches --- */
@@ -180,27 +283,30 @@ static int get_key(struct authn *a, struct store_client *cl, const char *keyid, 
             oldest = &a->keys[i];
         }
     }
-    if (slot != NULL && now - slot->fetched_ms < (int64_t)AUTHN_CACHE_TTL_MS) {
+    if (slot != NULL && fresh(a, slot->fetched_ms, slot->evented, now)) {
         *out = *slot;
         pthread_mutex_unlock(&a->mu);
         return 0;
     }
+    uint64_t gen = a->gen;
     pthread_mutex_unlock(&a->mu);
-    struct key_entry fresh;
-    int rv = fetch_key(cl, keyid, &fresh, now);
+    atomic_fetch_add(&a->fetches, 1);
+    struct key_entry got;
+    int rv = fetch_key(cl, keyid, &got, now);
     if (rv != 0) {
         return rv;
     }
     pthread_mutex_lock(&a->mu);
+    got.evented = a->gen == gen;
     if (slot == NULL || strcmp(slot->keyid, keyid) != 0) {
         slot = oldest;
     }
     if (slot->fetched_ms != 0 && strcmp(slot->keyid, keyid) == 0 &&
-        slot->last_used_written_ms > fresh.last_used_written_ms) {
-        fresh.last_used_written_ms = slot->last_used_written_ms;
+        slot->last_used_written_ms > got.last_used_written_ms) {
+        got.last_used_written_ms = slot->last_used_written_ms;
     }
-    *slot = fresh;
-    *out = fresh;
+    *slot = got;
+    *out = got;
     pthread_mutex_unlock(&a->mu);
     return 0;
 }
@@ -218,24 +324,27 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
             oldest = &a->principals[i];
         }
     }
-    if (slot != NULL && now - slot->fetched_ms < (int64_t)AUTHN_CACHE_TTL_MS) {
+    if (slot != NULL && fresh(a, slot->fetched_ms, slot->evented, now)) {
         *out = *slot;
         pthread_mutex_unlock(&a->mu);
         return 0;
     }
+    uint64_t gen = a->gen;
     pthread_mutex_unlock(&a->mu);
-    struct principal_entry *fresh = mem_alloc(sizeof *fresh);
-    int rv = fetch_principal(cl, id, fresh, now);
+    atomic_fetch_add(&a->fetches, 1);
+    struct principal_entry *got = mem_alloc(sizeof *got);
+    int rv = fetch_principal(cl, id, got, now);
     if (rv == 0) {
         pthread_mutex_lock(&a->mu);
+        got->evented = a->gen == gen;
         if (slot == NULL || strcmp(slot->p.id, id) != 0) {
             slot = oldest;
         }
-        *slot = *fresh;
-        *out = *fresh;
+        *slot = *got;
+        *out = *got;
         pthread_mutex_unlock(&a->mu);
     }
-    mem_free(fresh);
+    mem_free(got);
     return rv;
 }
 
@@ -296,9 +405,15 @@ static int rehash_tx(struct store_tx *tx, void *arg)
     struct rehash *r = arg;
     struct proto_value p[] = {proto_blob(r->hash, sizeof r->hash), proto_int(r->to), proto_text(r->keyid),
                               proto_int(r->from)};
-    return store_tx_exec(
+    struct store_result res = {0};
+    int rv = store_tx_exec(
         tx, "UPDATE api_keys SET hash = ?, pepper_version = ? WHERE id = ? AND pepper_version = ?", p, 4,
-        NULL);
+        &res);
+    if (rv == 0 && res.rows_affected > 0) {
+        /* the new hash replaces cached ones on every replica (authn_attach_feed) */
+        rv = store_event_tx(tx, "ApiKey", "", r->keyid, "MODIFIED", NULL);
+    }
+    return rv;
 }
 
 static void rehash_done(struct store_write *w, int status)

@@ -12,10 +12,16 @@
  *                                     certificate's common name.
  * A credential that names no enabled principal is refused.
  *
- * Caching and the revocation bound: key rows and a principal's bindings are cached per replica
- * for at most AUTHN_CACHE_TTL_MS; a revoked or expired key, a disabled principal or a removed
- * binding therefore takes effect on every replica within that bound (docs/security.md; checked
- * by test_identity.py). Expiry itself is checked on every call against the cached expiry time.
+ * Caching and the revocation bound: key rows and a principal's bindings are cached per replica.
+ * Without a change feed (authn_attach_feed) an entry answers for at most AUTHN_CACHE_TTL_MS. With
+ * one, the feed's events drop exactly the entries a change affects (ApiKey: that key; Principal:
+ * that principal; RoleBinding or Namespace: every principal), and an entry may answer for up to
+ * AUTHN_CACHE_EVENT_TTL_MS while the feed is live (feed_live_since_ms less than
+ * AUTHN_CACHE_TTL_MS ago); whenever it is not (leader unreachable, polls failing, not started),
+ * entries fall back to AUTHN_CACHE_TTL_MS. Either way a revoked or expired key, a disabled
+ * principal or a removed binding takes effect on every replica within AUTHN_CACHE_TTL_MS
+ * (docs/security.md gives the argument; test_identity.py and test_store_feed.c check it). Expiry
+ * itself is checked on every call against the cached expiry time.
  *
  * Limits on failed attempts are the gate's (api/gate/admission.h): they apply before a call gets
  * here, and never to a credential this replica verified recently.
@@ -32,11 +38,13 @@
 #include <openssl/x509.h>
 
 #include "api/authz/authz.h"
+#include "lib/buf.h"
 #include "store/client.h"
 #include "store/writer.h"
 
-#define AUTHN_CACHE_TTL_MS 2000u
-#define AUTHN_MAX_BINDINGS 32u
+#define AUTHN_CACHE_TTL_MS       2000u  /* the revocation bound */
+#define AUTHN_CACHE_EVENT_TTL_MS 60000u /* backstop for entries kept by a live feed */
+#define AUTHN_MAX_BINDINGS       32u
 
 struct authn_principal {
     char id[40];
@@ -54,6 +62,7 @@ struct authn_principal {
 
 struct authn;
 struct oidc; /* api/auth/oidc.h, optional */
+struct feed; /* store/feed.h, optional */
 
 /* @pepper is copied. @writer records last-used times (at most once a minute per key). */
 struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer);
@@ -90,6 +99,14 @@ void authn_set_peppers(struct authn *a, const struct authn_peppers *p);
 
 /* Accept OIDC tokens verified by @o (borrowed, outlives @a). Before the first authn_call. */
 void authn_set_oidc(struct authn *a, struct oidc *o);
+
+/* Let @f's events invalidate cached entries, so they may live up to AUTHN_CACHE_EVENT_TTL_MS while
+ * @f is live (see above). Subscribes to @f: before feed_start and before the first authn_call;
+ * @f must outlive @a's use (close the feed before authn_free). */
+void authn_attach_feed(struct authn *a, struct feed *f);
+
+/* gantry_authn_* families (docs/metrics.md). Any thread. */
+void authn_metrics_write(struct authn *a, struct buf *out);
 
 /* Forget cached entries (tests; after a local revocation this replica need not wait). */
 void authn_flush(struct authn *a);

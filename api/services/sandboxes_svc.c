@@ -630,6 +630,10 @@ static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
 
 struct watch_hub;
 static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req);
+static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
+                     const struct page_req *page);
+static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page);
 
 /* Answered from the replica's model after a read index (hub_get), so a Get through any replica sees
  * every write acknowledged before it; from the store when the model cannot answer. */
@@ -637,7 +641,7 @@ static void sb_get(struct gate_ctx *ctx, void *data)
 {
     struct sandboxes_svc *svc = data;
     const Gantry__V1__GetSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (hub_get(svc->hub, ctx, req)) {
+    if (!svc->store_reads && hub_get(svc->hub, ctx, req)) {
         return;
     }
     struct proto_rows rows;
@@ -712,14 +716,19 @@ static void send_list(struct gate_ctx *ctx, const struct proto_rows *rows, unsig
     mem_free(ps);
 }
 
+/* Answered from the replica's model after a read index (hub_list), with the same pages as the
+ * store path below; from the store when the model cannot answer. */
 static void sb_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct sandboxes_svc *svc = data;
     const Gantry__V1__ListSandboxesRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
     if (!page_rules_read(req->page, PAGE_KEY_NS_NAME, &page, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (!svc->store_reads && hub_list(svc->hub, ctx, req, &page)) {
         return;
     }
     unsigned limit = page.limit;
@@ -993,14 +1002,18 @@ static void sb_unshare(struct gate_ctx *ctx, void *data)
  * share of sandboxes[i]: its access, read or exec, who made it and when). A share gives nothing
  * in a namespace where the caller no longer holds a role (shared_with): such rows are skipped,
  * so a page may hold fewer items than asked while more remain, as with label selectors. */
+/* From the model when it can answer (hub_shared_with_me), with the same pages; else the store. */
 static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct sandboxes_svc *svc = data;
     const Gantry__V1__ListSharedWithMeRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
     if (!page_rules_read(req->page, PAGE_KEY_NS_NAME, &page, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (!svc->store_reads && hub_shared_with_me(svc->hub, ctx, req, &page)) {
         return;
     }
     unsigned limit = page.limit;
@@ -1319,14 +1332,9 @@ static void ring_push(struct watch_hub *h, uint64_t rev, Gantry__V1__EventType t
 
 typedef bool (*share_fn)(const char *id, const char *ns, void *arg);
 
-/* The watch's visibility rule for a sandbox (the state an event left), as Get's: a global reader
- * or the namespace's admin, the owner while holding a role there, or a share (@shared). */
-static bool sb_visible(const struct authn_principal *who, const Gantry__V1__LabelSelector *sel,
-                       const Gantry__V1__Sandbox *sb, share_fn shared, void *arg)
+/* labels_match (api/rules/labels.h) on an unpacked sandbox: every selector label, same value. */
+static bool sb_labels_match(const Gantry__V1__Sandbox *sb, const Gantry__V1__LabelSelector *sel)
 {
-    if (sb->meta == NULL || sb->spec == NULL) {
-        return false;
-    }
     for (size_t i = 0; sel != NULL && i < sel->n_match_labels; i++) {
         bool found = false;
         for (size_t j = 0; j < sb->meta->n_labels; j++) {
@@ -1336,6 +1344,17 @@ static bool sb_visible(const struct authn_principal *who, const Gantry__V1__Labe
         if (!found) {
             return false;
         }
+    }
+    return true;
+}
+
+/* The watch's visibility rule for a sandbox (the state an event left), as Get's: a global reader
+ * or the namespace's admin, the owner while holding a role there, or a share (@shared). */
+static bool sb_visible(const struct authn_principal *who, const Gantry__V1__LabelSelector *sel,
+                       const Gantry__V1__Sandbox *sb, share_fn shared, void *arg)
+{
+    if (sb->meta == NULL || sb->spec == NULL || !sb_labels_match(sb, sel)) {
+        return false;
     }
     if (global_reader(who) || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_)) {
         return true;
@@ -1870,6 +1889,261 @@ static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1_
         obj_unref(o);
         pthread_mutex_unlock(&h->mu);
     }
+    return true;
+}
+
+/* list_visible's admin_namespaces condition for a sandbox in @sb_ns, the list asking for @req_ns. */
+static bool admin_listed(const struct authn_principal *who, const char *sb_ns, const char *req_ns)
+{
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        const struct authz_binding *b = &who->bindings[i];
+        if (b->role == AZ_ROLE_NAMESPACE_ADMIN && !b->scope.set && strcmp(b->ns, sb_ns) == 0) {
+            return true;
+        }
+        if (b->role == AZ_ROLE_NAMESPACE_ADMIN && b->scope.set && req_ns[0] != '\0' &&
+            strcmp(sb_ns, req_ns) == 0 && authz_binding_covers(b, req_ns)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int cmp_ns_name(const void *a, const void *b)
+{
+    const Gantry__V1__ObjectMeta *x = (*(struct sb_obj *const *)a)->sb->meta;
+    const Gantry__V1__ObjectMeta *y = (*(struct sb_obj *const *)b)->sb->meta;
+    int c = strcmp(x->namespace_, y->namespace_);
+    return c != 0 ? c : strcmp(x->name, y->name);
+}
+
+/* The ids of the sandboxes shared with @who, sorted (one store read; *@ids mem_free'd with each). */
+static int shared_ids(struct store_client *cl, const struct authn_principal *who, char ***ids, size_t *n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(who->id)};
+    int rv = store_client_query(cl, "SELECT sandbox_id FROM shares WHERE grantee_id = ?", p, 1, &rows);
+    *ids = NULL;
+    *n = 0;
+    if (rv == 0 && rows.n_rows > 0) {
+        *ids = mem_zalloc(sizeof **ids * rows.n_rows);
+        for (size_t i = 0; i < rows.n_rows; i++) {
+            (*ids)[(*n)++] = mem_strdup(col(&rows, i, 0));
+        }
+        qsort(*ids, *n, sizeof **ids, cmp_str);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* List from the model after a read index, page for page what sb_list's store path returns for the
+ * same data: list_visible's candidates (namespace, visibility by global role, administration,
+ * ownership or a share, owner filter, key after the token) in (namespace, name) order, limit + 1
+ * of them, then send_list's scan (labels, listed_visible, the token of the last scanned row).
+ * Shares come from one store read, as Get's share check. The response's revision is the model's
+ * (at least the leader's at the read index). false, having answered nothing, when the model cannot
+ * answer (as hub_get). */
+static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
+                     const struct page_req *page)
+{
+    if (h == NULL) {
+        return false;
+    }
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
+        return false;
+    }
+    const struct authn_principal *who = &ctx->who;
+    bool global = global_reader(who);
+    char **shared = NULL;
+    size_t n_shared = 0;
+    if (!global && shared_ids(ctx->cl, who, &shared, &n_shared) != 0) {
+        return false;
+    }
+    const char *ns = req->namespace_, *owner = req->owner_id, *after = page->after;
+    struct sb_obj **found = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t rev = 0;
+    pthread_mutex_lock(&h->mu);
+    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head;
+    for (size_t b = 0; ok && b < h->by_id.n_buckets; b++) {
+        for (struct sb_entry *e = h->by_id.buckets[b]; e != NULL; e = e->next) {
+            const Gantry__V1__Sandbox *sb = e->obj->sb;
+            if (sb->meta == NULL || sb->spec == NULL ||
+                (ns[0] != '\0' && strcmp(sb->meta->namespace_, ns) != 0) ||
+                (owner[0] != '\0' && strcmp(sb->spec->owner_id, owner) != 0)) {
+                continue;
+            }
+            char key[160];
+            name_key(key, sizeof key, sb->meta->namespace_, sb->meta->name);
+            if (strcmp(key, after) <= 0) {
+                continue;
+            }
+            const char *id = sb->meta->id;
+            if (!global && !admin_listed(who, sb->meta->namespace_, ns) &&
+                strcmp(sb->spec->owner_id, who->id) != 0 &&
+                (n_shared == 0 || bsearch(&id, shared, n_shared, sizeof *shared, cmp_str) == NULL)) {
+                continue;
+            }
+            if (n == cap) {
+                cap = cap != 0 ? cap * 2 : 64;
+                found = mem_realloc(found, sizeof *found * cap);
+            }
+            e->obj->refs++;
+            found[n++] = e->obj;
+        }
+    }
+    rev = h->rev;
+    pthread_mutex_unlock(&h->mu);
+    for (size_t i = 0; i < n_shared; i++) {
+        mem_free(shared[i]);
+    }
+    mem_free(shared);
+    if (!ok) {
+        mem_free(found);
+        return false;
+    }
+    atomic_fetch_add(&h->svc->model_lists, 1);
+    if (n > 1) {
+        qsort(found, n, sizeof *found, cmp_ns_name);
+    }
+    unsigned limit = page->limit;
+    size_t take = n < (size_t)limit + 1 ? n : (size_t)limit + 1;
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (take + 1));
+    size_t k = 0, scanned = 0;
+    char token[160] = "";
+    for (size_t i = 0; i < take && scanned < limit; i++, scanned++) {
+        const Gantry__V1__Sandbox *sb = found[i]->sb;
+        name_key(token, sizeof token, sb->meta->namespace_, sb->meta->name);
+        if (!sb_labels_match(sb, req->selector) ||
+            !(global || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_) ||
+              sandbox_rules_share_active(who->bindings, who->n_bindings, sb->meta->namespace_))) {
+            continue;
+        }
+        ps[k++] = found[i]->sb;
+    }
+    Gantry__V1__ListSandboxesResponse resp = GANTRY__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    resp.n_sandboxes = k;
+    resp.sandboxes = ps;
+    resp.next_page_token = take > limit ? token : "";
+    resp.revision = rev;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        obj_unref(found[i]);
+    }
+    pthread_mutex_unlock(&h->mu);
+    mem_free(found);
+    return true;
+}
+
+struct shared_item {
+    struct sb_obj *obj;
+    size_t row; /* its share in the shares rows */
+};
+
+static int cmp_shared_item(const void *a, const void *b)
+{
+    const struct shared_item *x = a, *y = b;
+    return cmp_ns_name(&x->obj, &y->obj);
+}
+
+/* ListSharedWithMe from the model after a read index, page for page like sb_shared_with_me's store
+ * path: the caller's shares are one store read; each names a sandbox looked up in the model (the
+ * store path's join), filtered by namespace and the page token, in (namespace, name) order, limit +
+ * 1 of them, then the same scan (a role in the sandbox's namespace). false, having answered
+ * nothing, when the model cannot answer. */
+static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page)
+{
+    if (h == NULL) {
+        return false;
+    }
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
+        return false;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ctx->who.id)};
+    if (store_client_query(
+            ctx->cl, "SELECT sandbox_id, access, created_by, created_at_ms FROM shares WHERE grantee_id = ?",
+            p, 1, &rows) != 0) {
+        proto_rows_close(&rows);
+        return false;
+    }
+    struct shared_item *found = mem_zalloc(sizeof *found * (rows.n_rows + 1));
+    size_t n = 0;
+    pthread_mutex_lock(&h->mu);
+    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head;
+    for (size_t i = 0; ok && i < rows.n_rows; i++) {
+        struct sb_entry *e = *model_slot(h, col(&rows, i, 0));
+        const Gantry__V1__Sandbox *sb = e != NULL ? e->obj->sb : NULL;
+        if (sb == NULL || sb->meta == NULL || sb->spec == NULL ||
+            (req->namespace_[0] != '\0' && strcmp(sb->meta->namespace_, req->namespace_) != 0)) {
+            continue;
+        }
+        char key[160];
+        name_key(key, sizeof key, sb->meta->namespace_, sb->meta->name);
+        if (strcmp(key, page->after) <= 0) {
+            continue;
+        }
+        e->obj->refs++;
+        found[n++] = (struct shared_item){.obj = e->obj, .row = i};
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!ok) {
+        mem_free(found);
+        proto_rows_close(&rows);
+        return false;
+    }
+    atomic_fetch_add(&h->svc->model_lists, 1);
+    if (n > 1) {
+        qsort(found, n, sizeof *found, cmp_shared_item);
+    }
+    unsigned limit = page->limit;
+    size_t take = n < (size_t)limit + 1 ? n : (size_t)limit + 1;
+    Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (take + 1));
+    Gantry__V1__Share *ss = mem_zalloc(sizeof *ss * (take + 1));
+    Gantry__V1__Share **sp = mem_zalloc(sizeof *sp * (take + 1));
+    size_t k = 0, scanned = 0;
+    char token[160] = "";
+    for (size_t i = 0; i < take && scanned < limit; i++, scanned++) {
+        Gantry__V1__Sandbox *sb = found[i].obj->sb;
+        name_key(token, sizeof token, sb->meta->namespace_, sb->meta->name);
+        if (!sandbox_rules_share_active(ctx->who.bindings, ctx->who.n_bindings, sb->meta->namespace_)) {
+            continue;
+        }
+        size_t r = found[i].row;
+        gantry__v1__share__init(&ss[k]);
+        ss[k].sandbox_id = sb->meta->id;
+        ss[k].namespace_ = sb->meta->namespace_;
+        ss[k].grantee_principal_id = ctx->who.id;
+        ss[k].access = strcmp(col(&rows, r, 1), "exec") == 0 ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
+                                                             : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
+        ss[k].created_by = (char *)col(&rows, r, 2);
+        ss[k].created_at_ms = coli(&rows, r, 3);
+        sp[k] = &ss[k];
+        ps[k++] = sb;
+    }
+    Gantry__V1__ListSharedWithMeResponse resp = GANTRY__V1__LIST_SHARED_WITH_ME_RESPONSE__INIT;
+    resp.n_sandboxes = k;
+    resp.sandboxes = ps;
+    resp.n_shares = k;
+    resp.shares = sp;
+    resp.next_page_token = take > limit ? token : "";
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+    mem_free(ss);
+    mem_free(sp);
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < n; i++) {
+        obj_unref(found[i].obj);
+    }
+    pthread_mutex_unlock(&h->mu);
+    mem_free(found);
+    proto_rows_close(&rows);
     return true;
 }
 

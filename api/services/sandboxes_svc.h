@@ -20,8 +20,10 @@
  * one leader read shared by the Gets waiting together, then until the replica's feed has applied
  * up to it), so it sees every write acknowledged before it, through any replica; authorization is
  * unchanged (a share is still read from the store). When the model cannot answer (not loaded, or
- * the feed not caught up within GET_SYNC_TIMEOUT_MS) Get reads the store as before. List and
- * ListSharedWithMe still read the store.
+ * the feed not caught up within GET_SYNC_TIMEOUT_MS) Get reads the store as before. List is
+ * answered the same way, with the same pages, order, tokens, selectors and visibility as its store
+ * path (the shares of the caller are one store read); so is ListSharedWithMe (its shares are the
+ * store read, their sandboxes come from the model).
  *
  * Watch streams the namespace's sandbox changes in revision order from since_revision (0: the
  * current state first, then changes), filtered by what the caller may see, with a BOOKMARK each
@@ -66,6 +68,9 @@ struct sandboxes_svc {
     atomic_uint watches;
     struct watch_hub *hub;    /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE, Get reads the store */
     atomic_ullong model_gets; /* Gets answered from the hub's model (gantry_sandbox_model_gets_total) */
+    atomic_ullong
+        model_lists;  /* Lists and ListSharedWithMe answered from it (gantry_sandbox_model_lists_total) */
+    bool store_reads; /* Get and List read the store even with a hub (config model_reads false) */
 };
 
 int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg);

@@ -1,7 +1,8 @@
 """Identity and authorization on a real gantryd cluster, driven by Debian's python3-grpcio.
 
 Run: /usr/bin/python3 test_identity.py <group>
-Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation.
+Groups: matrix, principals, revocation, oidc (OIDC tokens and client certificates), delegation, feedauth
+(revocation driven by the change feed, issue 17), modellist (List from the model against the store).
 
 matrix walks EVERY gantry.v1 RPC (enumerated from the protos' descriptors, so a new RPC is
 covered the day it is added) against every role, on a 3-replica cluster calling each replica in
@@ -102,8 +103,10 @@ def set_path(msg, path, value):
 class Identity:
     """A 3-replica cluster with a principal per role and an API key for each."""
 
-    def __init__(self, test):
-        c = g.Cluster("id-" + test._testMethodName).init()
+    def __init__(self, test, replica_flags=None):
+        c = g.Cluster("id-" + test._testMethodName)
+        c.replica_flags = replica_flags  # rid -> extra flags for that replica
+        c.init()
         test.clusters.append(c)
         c.join(2)
         c.wait_ready()
@@ -1153,10 +1156,189 @@ class Delegation(g.GantrydTest):
             time.sleep(0.1)
 
 
+class FeedAuth(g.GantrydTest):
+    def test_revocation_driven_by_the_change_feed_on_every_replica(self):
+        """Issue 17: the authentication cache is invalidated by the change feed's events, so its
+        entries outlive the 2 s bound while the feed is live (fewer store reads), and a revoked key,
+        a disabled principal and a removed binding are still refused on all 3 replicas within 2 s."""
+        ident = Identity(self)
+        P, K, S = principals_pb2, api_keys_pb2, sandboxes_pb2
+        reps = range(len(ident.c.replicas))
+
+        def whoami(key, rep):
+            return ident.call(None, P, "Principals", "WhoAmI", P.WhoAmIRequest(), replica=rep, key=key)
+
+        def series(rep, name):
+            return ident.c.replicas[rep].metric(name) or 0.0
+
+        k = ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=ident.ids["user"]))
+        for rep in reps:
+            whoami(k.secret, rep)  # warm every replica's cache
+        before = [(series(r, "gantry_authn_fetches_total"), series(r, "gantry_authn_long_hits_total")) for r in reps]
+        t_end = time.monotonic() + 4.5  # more than two 2 s periods: a timer-only cache reads the store again
+        while time.monotonic() < t_end:
+            for rep in reps:
+                whoami(k.secret, rep)
+            time.sleep(0.2)
+        for rep in reps:
+            fetched = series(rep, "gantry_authn_fetches_total") - before[rep][0]
+            long_hits = series(rep, "gantry_authn_long_hits_total") - before[rep][1]
+            # a 2 s TTL refetches the key and the principal at least twice each in 4.5 s (>= 4 reads)
+            self.assertLess(fetched, 4, "replica %d read the store %d times for a cached key" % (rep, fetched))
+            self.assertGreater(long_hits, 0, "replica %d never kept an entry past 2 s" % rep)
+
+        def refused_everywhere(what, attempt, code):
+            """Poll every replica until @attempt fails with @code; returns the ms each took."""
+            t0, took = time.monotonic(), {}
+            while len(took) < len(reps):
+                for rep in reps:
+                    if rep in took:
+                        continue
+                    try:
+                        attempt(rep)
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), code, e.details())
+                        took[rep] = (time.monotonic() - t0) * 1000
+                self.assertLess(time.monotonic() - t0, 2.0, "%s still served after 2 s: %s" % (what, took))
+                time.sleep(0.02)
+            return [round(took[r]) for r in reps]
+
+        # A revoked key (its cache entries are well past 2 s old: only the event can drop them).
+        for rep in reps:
+            whoami(k.secret, rep)
+        ident.call("pa", K, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(id=k.key.meta.id))
+        key_ms = refused_everywhere("a revoked key", lambda rep: whoami(k.secret, rep),
+                                    grpc.StatusCode.UNAUTHENTICATED)
+        # A disabled principal.
+        for rep in reps:
+            whoami(ident.keys["sa"], rep)
+        time.sleep(2.5)
+        for rep in reps:
+            whoami(ident.keys["sa"], rep)  # served from entries older than 2 s
+        ident.call("pa", P, "Principals", "Update", P.UpdatePrincipalRequest(
+            principal=P.Principal(meta=ident.meta(id=ident.ids["sa"]), disabled=True)))
+        disabled_ms = refused_everywhere("a disabled principal", lambda rep: whoami(ident.keys["sa"], rep),
+                                         grpc.StatusCode.UNAUTHENTICATED)
+        # A removed binding: the user's only binding, in "default".
+        def list_default(rep):
+            return ident.call("user", S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="default"), replica=rep)
+        for rep in reps:
+            list_default(rep)
+        time.sleep(2.5)
+        for rep in reps:
+            list_default(rep)
+        bindings = ident.call("pa", P, "Principals", "ListRoleBindings",
+                              P.ListRoleBindingsRequest(principal_id=ident.ids["user"])).bindings
+        self.assertEqual(len(bindings), 1)
+        ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=bindings[0].meta.id))
+        binding_ms = refused_everywhere("a removed binding", list_default, grpc.StatusCode.PERMISSION_DENIED)
+        print("refused on replicas 1..3 after (ms): revoked key %s, disabled principal %s, removed binding %s "
+              "(bound 2000)" % (key_ms, disabled_ms, binding_ms))
+
+
+class ModelList(g.GantrydTest):
+    maxDiff = None
+
+    def test_list_from_the_model_pages_like_the_store(self):
+        """Issue 17: Sandboxes.List from the replica's model (replica 1) returns the same pages, tokens,
+        order, selector matches and visibility as the store path (replica 3 runs with
+        --model-reads=false), for every role; a write through one replica is in the next List through
+        another."""
+        # No driver: nothing changes the sandboxes between the two lists being compared.
+        ident = Identity(self, replica_flags=lambda rid: ["--driver", "none"] + (
+            ["--model-reads=false"] if rid == 3 else []))
+        S = sandboxes_pb2
+        r1 = ident.c.replicas[0]
+        # "team" sorts before "team-b" as a namespace but "team/x" after "team-b/x" as a key.
+        r1.store("exec", "INSERT INTO namespaces (id, name, phase, labels, annotations, created_by, resource_version, "
+                 "created_at_ms, updated_at_ms, deletion_timestamp_ms) VALUES ('ns-team', 'team', 'ACTIVE', '{}', "
+                 "'{}', 'test', 1, 0, 0, 0)")
+
+        def create(role, ns, name, tier, replica=0):
+            return ident.call(role, S, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=S.Sandbox(
+                meta=ident.meta(name=name, namespace=ns, labels={"tier": tier}), spec=S.SandboxSpec(image="busybox"))),
+                replica=replica)
+
+        for i in range(4):
+            create("user", "default", "u-%d" % i, "ab"[i % 2])
+            create("sa", "default", "s-%d" % i, "ab"[i // 2])
+        for i in range(3):
+            create("pa", "team", "x-%d" % i, "a")
+            create("other", "team-b", "x-%d" % i, "ab"[i % 2])
+        create("pa", "team-b", "p-0", "b")
+        for name in ("u-0", "u-3"):
+            ident.call("user", S, "Sandboxes", "Share", S.ShareSandboxRequest(
+                namespace="default", name=name, grantee_principal_id=ident.ids["sa"], access=S.SHARE_ACCESS_READ))
+
+        def pages(role, replica, ns, owner, sel, size):
+            out, token = [], ""
+            for _ in range(100):
+                try:
+                    req = S.ListSandboxesRequest(namespace=ns, owner_id=owner,
+                                                 page=meta_pb2.PageRequest(page_size=size, page_token=token))
+                    if sel:
+                        req.selector.match_labels.update(sel)
+                    r = ident.call(role, S, "Sandboxes", "List", req, replica=replica)
+                except grpc.RpcError as e:
+                    return out + [("error", e.code(), e.details())]
+                out.append(([str(x) for x in r.sandboxes], r.next_page_token))
+                self.assertGreater(r.revision, 0)
+                token = r.next_page_token
+                if not token:
+                    return out
+            self.fail("a list that never ends")
+
+        before = ident.c.replicas[0].metric("gantry_sandbox_model_lists_total") or 0
+        compared = 0
+        for role in ROLES:
+            for ns in ("", "default", "team", "team-b"):
+                for owner in ("", ident.ids["user"]) if ns in ("", "default") else ("",):
+                    for sel in (None, {"tier": "a"}):
+                        for size in (1, 3, 0):
+                            model = pages(role, 0, ns, owner, sel, size)
+                            store = pages(role, 2, ns, owner, sel, size)
+                            self.assertEqual(model, store, (role, ns, owner, sel, size))
+                            compared += len(model)
+        # ListSharedWithMe: the same pages from the model and from the store.
+        ident.call("other", S, "Sandboxes", "Share", S.ShareSandboxRequest(
+            namespace="team-b", name="x-1", grantee_principal_id=ident.ids["pa"], access=S.SHARE_ACCESS_EXEC))
+
+        def shared_pages(role, replica, ns, size):
+            out, token = [], ""
+            for _ in range(100):
+                r = ident.call(role, S, "Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(
+                    namespace=ns, page=meta_pb2.PageRequest(page_size=size, page_token=token)), replica=replica)
+                out.append(([str(x) for x in r.sandboxes], [str(x) for x in r.shares], r.next_page_token))
+                token = r.next_page_token
+                if not token:
+                    return out
+            self.fail("a list that never ends")
+
+        shared_seen = 0
+        for role in ROLES:
+            for ns in ("", "default", "team-b"):
+                for size in (1, 0):
+                    model = shared_pages(role, 0, ns, size)
+                    self.assertEqual(model, shared_pages(role, 2, ns, size), ("shared", role, ns, size))
+                    compared += len(model)
+                    shared_seen += sum(len(p[0]) for p in model)
+        self.assertGreater(shared_seen, 0, "no share was listed: the comparison proved nothing")
+        lists = (ident.c.replicas[0].metric("gantry_sandbox_model_lists_total") or 0) - before
+        self.assertGreater(lists, compared // 2, "replica 1 did not answer from its model")
+        self.assertEqual(ident.c.replicas[2].metric("gantry_sandbox_model_lists_total") or 0, 0)
+        # Read-your-writes across replicas: create through replica 2, list through replica 1 at once.
+        for i in range(20):
+            create("user", "default", "ryw-%d" % i, "c", replica=1)
+            names = [x.meta.name for x in ident.call("user", S, "Sandboxes", "List", S.ListSandboxesRequest(
+                namespace="default", selector=meta_pb2.LabelSelector(match_labels={"tier": "c"})), replica=0).sandboxes]
+            self.assertIn("ryw-%d" % i, names)
+        print("List from the model matched the store path on %d pages (%d model lists)" % (compared, lists))
+
+
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
 GROUPS = {"matrix": [Matrix], "principals": [Principals, Onboarding], "revocation": [Revocation],
           "oidc": [Oidc, Mtls],
-          "delegation": [Delegation]}
+          "delegation": [Delegation], "feedauth": [FeedAuth], "modellist": [ModelList]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -953,9 +953,133 @@ class Retention(g.GantrydTest):
         stream.cancel()
 
 
+class ReadYourWritesUnderKills(g.GantrydTest):
+    def test_reads_through_another_replica_see_acknowledged_writes_across_leader_kills(self):
+        """Issue 17: a client creates a sandbox through one replica and, once it is acknowledged, Gets
+        and Lists it through another (from that replica's model after a read index, or from the store
+        when the model cannot answer), then deletes it and checks it is gone the same way, while the
+        dqlite leader is SIGKILLed and restarted three times. A read may fail (UNAVAILABLE while
+        there is no leader) and is retried through another replica; a read that succeeds must
+        show every acknowledged write."""
+        c = g.Cluster("rywk-" + self._testMethodName, run_flags=["--driver", "none"]).init()
+        self.clusters.append(c)
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        md = [("authorization", "Bearer " + c.key)]
+        stop = threading.Event()
+        stats = {"acked": 0, "reads": 0, "read_errors": 0, "write_errors": 0, "after_kill": 0}
+        violations = []
+        kill_at = [0.0]
+
+        def call(r, method, req, resp, timeout=10):
+            return c.client.channel(r).unary_unary("/gantry.v1.Sandboxes/" + method,
+                                                   request_serializer=type(req).SerializeToString,
+                                                   response_deserializer=resp.FromString)(req, metadata=md,
+                                                                                          timeout=timeout)
+
+        def read_until(writer, check, what):
+            """Run check(r) on replicas other than writer until one answers (30 s)."""
+            end = time.monotonic() + 30
+            while time.monotonic() < end and not stop.is_set():
+                others = [r for r in c.alive() if r is not writer] or c.alive()
+                r = others[stats["reads"] % len(others)]
+                try:
+                    ok = check(r)
+                except grpc.RpcError as e:
+                    if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        violations.append("%s through replica %d: %s %s" % (what, r.rid, e.code(), e.details()))
+                        return
+                    stats["read_errors"] += 1
+                    time.sleep(0.05)
+                    continue
+                stats["reads"] += 1
+                if kill_at[0] and time.monotonic() - kill_at[0] < 5:
+                    stats["after_kill"] += 1
+                if not ok:
+                    violations.append("%s: replica %d did not see it" % (what, r.rid))
+                return
+
+        def names_listed(r, label):
+            names, token = [], ""
+            while True:
+                resp = call(r, "List", S.ListSandboxesRequest(
+                    namespace="default", selector=meta_pb2.LabelSelector(match_labels={"w": label}),
+                    page=meta_pb2.PageRequest(page_token=token)), S.ListSandboxesResponse)
+                names += [x.meta.name for x in resp.sandboxes]
+                token = resp.next_page_token
+                if not token:
+                    return names
+
+        def get_code(r, name):
+            try:
+                call(r, "Get", S.GetSandboxRequest(namespace="default", name=name), S.Sandbox)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return e.code()
+                raise
+
+        def client():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                name, label = "k%d" % i, "v%d" % i
+                alive = c.alive()
+                w = alive[i % len(alive)]
+                try:
+                    call(w, "Create", S.CreateSandboxRequest(request_id="rywk-%d" % i, sandbox=S.Sandbox(
+                        meta=meta_pb2.ObjectMeta(namespace="default", name=name, labels={"w": label}),
+                        spec=S.SandboxSpec(image="busybox:1.36"))), S.Sandbox)
+                except grpc.RpcError:
+                    stats["write_errors"] += 1  # not acknowledged: nothing to check
+                    time.sleep(0.05)
+                    continue
+                stats["acked"] += 1
+                read_until(w, lambda r: get_code(r, name) == grpc.StatusCode.OK, "Get of created " + name)
+                read_until(w, lambda r: names_listed(r, label) == [name], "List of created " + name)
+                try:
+                    call(w, "Delete", S.DeleteSandboxRequest(namespace="default", name=name), S.Sandbox)
+                except grpc.RpcError:
+                    stats["write_errors"] += 1
+                    continue
+                read_until(w, lambda r: get_code(r, name) == grpc.StatusCode.NOT_FOUND, "Get of deleted " + name)
+                read_until(w, lambda r: names_listed(r, label) == [], "List of deleted " + name)
+
+        def model_reads(r):  # Gets and Lists the replica answered from its model since it started
+            return sum(r.metric(m) or 0 for m in ("gantry_sandbox_model_gets_total", "gantry_sandbox_model_lists_total"))
+        from_model = 0
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            for _ in range(3):
+                time.sleep(1.5)
+                victim = c.leader()
+                from_model += model_reads(victim)
+                kill_at[0] = time.monotonic()
+                victim.kill()
+                time.sleep(3)
+                victim.start()
+                c.wait_ready()
+                c.leader()
+            time.sleep(1)
+        finally:
+            stop.set()
+            t.join(60)
+        from_model += sum(model_reads(r) for r in c.alive())
+        self.assertEqual(violations, [])
+        self.assertGreater(stats["acked"], 20, stats)
+        self.assertGreater(from_model, stats["reads"] // 4, "the reads were not answered from the models")
+        self.assertGreater(stats["after_kill"], 0, "no read completed in the 5 s after a kill: %s" % stats)
+        print("read-your-writes across 3 leader kills: %(acked)d acknowledged creates, %(reads)d reads through "
+              "another replica (%(after_kill)d within 5 s of a kill), %(read_errors)d reads retried, "
+              "%(write_errors)d writes not acknowledged" % stats
+              + "; at least %d of the reads were answered from a replica's model" % from_model)
+
+
 GROUPS = {"retention": [Retention], "namespaces": [Namespaces], "sandboxes": [Sandboxes], "quota": [Quota],
           "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch],
-          "fanout": [WatchFanout]}
+          "fanout": [WatchFanout], "rywkill": [ReadYourWritesUnderKills]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -2,7 +2,9 @@
  * schema: events of every kind arrive once and in revision order across pages, with their
  * payload; feed_sync answers a burst of concurrent callers with few leader reads (a read index
  * batch) and never below a revision written before the call; retention deleting events the feed
- * had not read yet resyncs its subscribers. */
+ * had not read yet resyncs its subscribers. The gate's authentication cache (api/gate/authn.h) is
+ * invalidated by the feed's events while the feed is live and falls back to its 2 s bound when the
+ * feed stops. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,10 +13,16 @@
 #include <cmocka.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "api/auth/apikey.h"
+#include "api/gate/authn.h"
 #include "it_common.h"
+#include "lib/buf.h"
+#include "store/events.h"
 #include "store/feed.h"
 #include "store/migrate.h"
 
@@ -322,12 +330,127 @@ static void test_compaction_past_the_feed_resyncs(void **state)
     store_client_close(&cl);
 }
 
+/* --- the authentication cache driven by the feed --- */
+
+static uint64_t authn_fetches(struct authn *a)
+{
+    struct buf b;
+    buf_init(&b);
+    authn_metrics_write(a, &b);
+    buf_append(&b, "", 1);
+    const char *at = strstr((const char *)b.data, "\ngantry_authn_fetches_total ");
+    uint64_t n = at != NULL ? strtoull(at + strlen("\ngantry_authn_fetches_total "), NULL, 10) : UINT64_MAX;
+    buf_close(&b);
+    return n;
+}
+
+static void add_principal_key(struct store_client *cl, const uint8_t *pepper, const char *pid, char *key,
+                              char *keyid)
+{
+    uint8_t hash[APIKEY_HASH_SIZE];
+    assert_int_equal(apikey_generate(pepper, 32, key, keyid, hash, errmsg), 0);
+    struct proto_value p[] = {proto_text(pid)};
+    IT_CHECK(
+        &cluster,
+        store_client_exec(cl,
+                          "INSERT INTO principals (id, kind, name, namespace, issuer, subject, display_name, "
+                          "disabled, labels, created_by, resource_version, created_at_ms, updated_at_ms) "
+                          "VALUES (?1, 'user', ?1, '', '', '', '', 0, '{}', 't', 1, 0, 0)",
+                          p, 1, NULL),
+        cl->errmsg);
+    struct proto_value k[] = {proto_text(keyid), proto_text(pid), proto_blob(hash, sizeof hash)};
+    IT_CHECK(&cluster,
+             store_client_exec(
+                 cl,
+                 "INSERT INTO api_keys (id, principal_id, name, hash, created_by, created_at_ms, "
+                 "expires_at_ms, last_used_ms, revoked_at_ms) VALUES (?, ?, 'k', ?, 't', 0, 0, 0, 0)",
+                 k, 3, NULL),
+             cl->errmsg);
+}
+
+static int key_event_tx(struct store_tx *tx, void *arg)
+{
+    return store_event_tx(tx, "ApiKey", "", arg, "MODIFIED", NULL);
+}
+
+static int call_with(struct authn *a, struct store_client *cl, const char *key, int64_t now, char *msg)
+{
+    char authz[128];
+    snprintf(authz, sizeof authz, "Bearer %s", key);
+    struct authn_principal *who = malloc(sizeof *who);
+    bool bad = false;
+    int rv = authn_call(a, cl, authz, NULL, now, who, msg, &bad);
+    free(who);
+    return rv;
+}
+
+static void test_authn_cache_follows_the_feed(void **state)
+{
+    (void)state;
+    struct store_client cl;
+    client_for(&cl);
+    uint8_t pepper[32];
+    memset(pepper, 7, sizeof pepper);
+    char k1[APIKEY_LEN + 1], id1[APIKEY_ID_LEN + 1], k2[APIKEY_LEN + 1], id2[APIKEY_ID_LEN + 1];
+    add_principal_key(&cl, pepper, "p1", k1, id1);
+    add_principal_key(&cl, pepper, "p2", k2, id2);
+    struct store_client_config cfg = {.leader_timeout_ms = 30000};
+    cluster_client_config(&cluster, &cfg);
+    struct feed f;
+    assert_int_equal(feed_init(&f, &cfg, 0), 0);
+    struct authn *a = authn_new(pepper, sizeof pepper, NULL);
+    authn_attach_feed(a, &f);
+    assert_int_equal(feed_start(&f), 0);
+    uint64_t rev = 0;
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    char msg[GERR_MSG_SIZE];
+    const int64_t t0 = 1000000; /* the calls' clock (entry ages); the feed's liveness is real time */
+    assert_int_equal(call_with(a, &cl, k1, t0, msg), 0);
+    assert_int_equal(authn_fetches(a), 2); /* the key and its principal */
+    /* Live feed: entries older than the 2 s bound answer without a store read (the sync makes the
+     * feed's latest complete poll a fresh one, whatever the machine's load). */
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    assert_int_equal(call_with(a, &cl, k1, t0 + 5000, msg), 0);
+    assert_int_equal(authn_fetches(a), 2);
+    /* Only events invalidate while the feed is live: a revocation written without one is not seen
+     * (which is why every revoking write carries its event, docs/security.md)... */
+    struct proto_value p1[] = {proto_text(id1)};
+    IT_CHECK(&cluster,
+             store_client_exec(&cl, "UPDATE api_keys SET revoked_at_ms = 1 WHERE id = ?", p1, 1, NULL),
+             cl.errmsg);
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    assert_int_equal(call_with(a, &cl, k1, t0 + 6000, msg), 0);
+    /* ...and its event, once the feed applied it, drops the entry on the next call. */
+    IT_CHECK(&cluster, store_client_tx(&cl, key_event_tx, id1), cl.errmsg);
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    assert_int_equal(call_with(a, &cl, k1, t0 + 7000, msg), GERR_UNAUTH);
+    assert_non_null(strstr(msg, "revoked"));
+    /* The feed stops (as when it cannot reach the leader): past 2 s of not being live, every entry
+     * falls back to the 2 s bound, so a change it never delivers still takes effect in time. */
+    assert_int_equal(call_with(a, &cl, k2, t0 + 7000, msg), 0);
+    uint64_t before = authn_fetches(a);
+    feed_close(&f);
+    struct timespec ts = {.tv_sec = 2, .tv_nsec = 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    struct proto_value p2[] = {proto_text(id2)};
+    IT_CHECK(&cluster,
+             store_client_exec(&cl, "UPDATE api_keys SET revoked_at_ms = 1 WHERE id = ?", p2, 1, NULL),
+             cl.errmsg);
+    assert_int_equal(call_with(a, &cl, k2, t0 + 8000, msg), 0); /* 1 s old: within the bound */
+    assert_int_equal(authn_fetches(a), before);
+    assert_int_equal(call_with(a, &cl, k2, t0 + 9100, msg), GERR_UNAUTH); /* 2.1 s old: read again */
+    assert_non_null(strstr(msg, "revoked"));
+    authn_free(a);
+    store_client_close(&cl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_events_in_order_across_pages),
         cmocka_unit_test(test_sync_batches_concurrent_callers),
         cmocka_unit_test(test_compaction_past_the_feed_resyncs),
+        cmocka_unit_test(test_authn_cache_follows_the_feed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
