@@ -143,7 +143,13 @@ int catchup_self(const struct catchup *c, uint64_t leader_id, char *errmsg)
     rv = own_tail(c, own, 4096u, &n_own, why);
     if (rv != 0) {
         gerr_set(errmsg, "this replica's Raft log could not be read: %s", why);
-    } else if (raftlog_lag(own, n_own, tail, n_tail) == RAFTLOG_LAG_UNKNOWN) {
+    } else if (raftlog_lag(own, n_own, tail, n_tail) == RAFTLOG_LAG_UNKNOWN &&
+               !(n_own > 0 && n_own < n_tail &&
+                 raftlog_lag(own, n_own, tail + (n_tail - n_own), n_own) == 0)) {
+        /* The second test: a node that installed a snapshot keeps only the entries after it, which
+         * may be fewer than the probe's tail; then every one of them must be the leader's newest.
+         * Without it such a replica stayed unready until RAFTLOG_PROBE_TAIL more entries were
+         * written, forever on a quiet cluster. */
         gerr_set(errmsg,
                  "this replica's Raft log does not hold the leader's last entries: it is catching up");
         rv = GERR_UNAVAILABLE;

@@ -138,6 +138,16 @@ class Replica:
         except (urllib.error.URLError, OSError):
             return False
 
+    def readyz(self):
+        """What /readyz answers (for a failure message)."""
+        try:
+            with urllib.request.urlopen("http://%s/readyz" % self.admin, timeout=2) as r:
+                return r.read().decode(errors="replace").strip()
+        except urllib.error.HTTPError as e:
+            return "%d %s" % (e.code, e.read().decode(errors="replace").strip())
+        except (urllib.error.URLError, OSError) as e:
+            return "unreachable (%s)" % e
+
     def metric(self, series):
         """The value of one series of this replica's /metrics (name with its labels), or None."""
         try:
@@ -293,7 +303,8 @@ class Cluster:
             if all(r.ready() for r in self.alive()):
                 return
             time.sleep(0.1)
-        raise AssertionError("not every replica became ready")
+        raise AssertionError("not every replica became ready: " + "; ".join(
+            "replica %d: %s" % (r.rid, r.readyz()) for r in self.alive() if not r.ready()))
 
     def stop(self):
         if hasattr(self, "client"):

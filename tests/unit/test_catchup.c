@@ -139,6 +139,30 @@ static void missing_the_leaders_last_entries_is_not(void **state)
     assert_non_null(strstr(err, "catching up"));
 }
 
+/* After a snapshot install a follower's log holds only the entries since the snapshot, fewer than
+ * the probe's tail: caught up when they are the leader's newest, not when one is missing. */
+static void a_log_shorter_than_the_probe_after_a_snapshot(void **state)
+{
+    (void)state;
+    char own[64], leader[64], err[GERR_MSG_SIZE] = "";
+    log_dir(leader, sizeof leader, 1, 20);
+    struct fake_leader l = {.dir = leader};
+    log_dir(own, sizeof own, 16, 20); /* the snapshot covers 1..15 */
+    struct catchup c = {.dir = own, .probe = probe, .arg = &l};
+    assert_int_equal(catchup_self(&c, 7, err), 0);
+    rm_dir(own);
+    log_dir(own, sizeof own, 15, 19); /* one entry short of the leader */
+    c.dir = own;
+    assert_int_equal(catchup_self(&c, 7, err), GERR_UNAVAILABLE);
+    assert_non_null(strstr(err, "does not hold the leader's last entries"));
+    rm_dir(own);
+    log_dir(own, sizeof own, 1, 0); /* only the snapshot: nothing to compare, not caught up */
+    c.dir = own;
+    assert_int_not_equal(catchup_self(&c, 7, err), 0);
+    rm_dir(own);
+    rm_dir(leader);
+}
+
 static void a_leader_that_does_not_answer_is_not_caught_up(void **state)
 {
     (void)state;
@@ -165,6 +189,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(holding_the_leaders_tail_is_caught_up),
         cmocka_unit_test(missing_the_leaders_last_entries_is_not),
+        cmocka_unit_test(a_log_shorter_than_the_probe_after_a_snapshot),
         cmocka_unit_test(a_leader_that_does_not_answer_is_not_caught_up),
         cmocka_unit_test(an_unreadable_own_log_is_not_caught_up),
     };
