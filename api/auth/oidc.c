@@ -891,6 +891,10 @@ static int review(struct oidc *o, struct oidc_src *s, const char *token, size_t 
         return GERR_UNAUTH;
     }
     char *body = tokenreview_request(token, len, (const char *const *)s->auds, s->n_auds);
+    if (body == NULL) {
+        gerr_set(errmsg, "the token is not valid UTF-8");
+        return GERR_UNAUTH;
+    }
     struct http_req r = {.url = s->review_url, .post = body, .max = TOKENREVIEW_MAX_RESPONSE};
     char *doc = NULL;
     size_t n = 0;

@@ -21,6 +21,9 @@ char *tokenreview_request(const char *token, size_t len, const char *const *auds
     }
     json_t *doc = json_pack("{s:s, s:s, s:{s:s%, s:o}}", "apiVersion", "authentication.k8s.io/v1", "kind",
                             "TokenReview", "spec", "token", token, len, "audiences", a);
+    if (doc == NULL) {
+        return NULL; /* the token is not UTF-8 (json_pack took the audiences with it) */
+    }
     char *s = json_dumps(doc, JSON_COMPACT);
     json_t *t = json_object_get(json_object_get(doc, "spec"), "token");
     /* jansson keeps its own copy of the token: wipe it before freeing. */

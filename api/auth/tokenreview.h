@@ -29,8 +29,8 @@
 #define TOKENREVIEW_CACHE_SLOTS  256u
 
 /* The JSON body of a TokenReview for @token (@len bytes) and @n_auds audiences: a new
- * NUL-terminated string (mem_free it after explicit_bzero: it holds the token). Never fails
- * (allocation aborts). */
+ * NUL-terminated string (mem_free it after explicit_bzero: it holds the token), or NULL when the
+ * token is not valid UTF-8 (a JWS that jwt_verify accepted always is). Allocation aborts. */
 char *tokenreview_request(const char *token, size_t len, const char *const *auds, unsigned n_auds);
 
 /* Check the API server's answer @body (@len bytes, need not be NUL-terminated) to a review of a
