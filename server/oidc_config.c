@@ -8,8 +8,9 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 
-static const char *const known[] = {"name",     "issuer",  "audiences",       "jwks_file",
-                                    "jwks_url", "ca_file", "principal_claim", "bearer_token_file"};
+static const char *const known[] = {"name",         "issuer",          "audiences",       "jwks_file",
+                                    "jwks_url",     "ca_file",         "principal_claim", "bearer_token_file",
+                                    "token_review", "token_review_url"};
 
 static int member_string(json_t *o, const char *key, bool required, size_t i, const char **out, char *errmsg)
 {
@@ -66,6 +67,15 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
     if (rv == 0) {
         rv = member_string(obj, "bearer_token_file", false, i, &bearer, errmsg);
     }
+    const char *review_url = NULL;
+    if (rv == 0) {
+        rv = member_string(obj, "token_review_url", false, i, &review_url, errmsg);
+    }
+    json_t *review = json_object_get(obj, "token_review");
+    if (rv == 0 && review != NULL && !json_is_boolean(review)) {
+        gerr_set(errmsg, "oidc_issuers[%zu].token_review: must be true or false", i);
+        rv = GERR_INVAL;
+    }
     json_t *auds = json_object_get(obj, "audiences");
     const char *aud[16];
     size_t n_aud = 0;
@@ -94,6 +104,8 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
     c.ca_file = ca_file;
     c.principal_claim = claim;
     c.bearer_token_file = bearer;
+    c.token_review = json_is_true(review);
+    c.token_review_url = review_url;
     char err[GERR_MSG_SIZE];
     rv = oidc_add_issuer(o, &c, err);
     if (rv != 0) {

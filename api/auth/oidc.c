@@ -30,14 +30,16 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "api/auth/tokenreview.h"
 #include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
-#define USER_AGENT     "gantry-oidc/1"
-#define BODY_INITIAL   4096u
-#define HTTP_STATUS_OK 200L
-#define MAX_BEARER     16384u /* bytes of a bearer token file (a projected token is about 1 KiB) */
+#define USER_AGENT          "gantry-oidc/1"
+#define BODY_INITIAL        4096u
+#define HTTP_STATUS_OK      200L
+#define HTTP_STATUS_CREATED 201L
+#define MAX_BEARER          16384u /* bytes of a bearer token file (a projected token is about 1 KiB) */
 
 /* One issuer: its configuration (immutable after oidc_add_issuer) and its fetch state (mu). */
 struct oidc_src {
@@ -51,6 +53,12 @@ struct oidc_src {
     size_t max_document;
     uint64_t refresh_ms;
     uint64_t min_interval_ms;
+    /* TokenReview (token_review on): the full URL of the tokenreviews endpoint, the audiences
+     * asked for, and the cache of positive answers; review_url NULL when off. */
+    char *review_url;
+    char **auds;
+    unsigned n_auds;
+    struct tokenreview_cache *review_cache;
 
     pthread_mutex_t mu;
     pthread_cond_t fetched;   /* broadcast when a fetch finishes */
@@ -91,8 +99,8 @@ static int oidc_from_curl(CURLcode rc, long status, bool too_big, const char *de
     const char *what = detail[0] != '\0' ? detail : curl_easy_strerror(rc);
     switch (rc) {
     case CURLE_OK:
-        if (status == HTTP_STATUS_OK) {
-            return 0;
+        if (status == HTTP_STATUS_OK || status == HTTP_STATUS_CREATED) {
+            return 0; /* 201: a TokenReview is created (POST); a JWKS GET answers 200 */
         }
         gerr_set(errmsg, "HTTP status %ld", status);
         return GERR_UNAVAILABLE;
@@ -175,14 +183,14 @@ static CURLcode http_setup_tls(CURL *h, const struct oidc_src *s)
     return rc;
 }
 
-static CURLcode http_setup_limits(CURL *h, const struct oidc_src *s)
+static CURLcode http_setup_limits(CURL *h, const struct oidc_src *s, size_t max)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
     if (rc == CURLE_OK) {
         rc = curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
     }
     if (rc == CURLE_OK) {
-        rc = curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max_document);
+        rc = curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
     }
     if (rc == CURLE_OK) {
         rc = curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* we run on many threads */
@@ -190,12 +198,22 @@ static CURLcode http_setup_limits(CURL *h, const struct oidc_src *s)
     return rc;
 }
 
-static CURLcode http_setup(CURL *h, const struct oidc_src *s, const char *bearer, struct body *b,
-                           char *detail)
+/* What one HTTPS request is: GET of a JWKS, or POST of a TokenReview (@post non-NULL, JSON). */
+struct http_req {
+    const char *url;
+    const char *post;
+    size_t max;
+};
+
+static CURLcode http_setup(CURL *h, const struct oidc_src *s, const struct http_req *r, const char *bearer,
+                           struct body *b, char *detail)
 {
     CURLcode rc = curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail);
     if (rc == CURLE_OK) {
-        rc = curl_easy_setopt(h, CURLOPT_URL, s->jwks_url);
+        rc = curl_easy_setopt(h, CURLOPT_URL, r->url);
+    }
+    if (rc == CURLE_OK && r->post != NULL) {
+        rc = curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->post);
     }
     if (rc == CURLE_OK) {
         rc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
@@ -229,7 +247,7 @@ static CURLcode http_setup(CURL *h, const struct oidc_src *s, const char *bearer
         rc = http_setup_tls(h, s);
     }
     if (rc == CURLE_OK) {
-        rc = http_setup_limits(h, s);
+        rc = http_setup_limits(h, s, r->max);
     }
     return rc;
 }
@@ -270,11 +288,12 @@ static int bearer_read(const struct oidc_src *s, char **out, char *errmsg)
     return 0;
 }
 
-/* GET s->jwks_url into a new buffer (*@out, mem_free it; *@len bytes). */
-static int http_get(const struct oidc_src *s, char **out, size_t *len, char *errmsg)
+/* Send @r into a new buffer (*@out, mem_free it; *@len bytes). */
+static int http_do(const struct oidc_src *s, const struct http_req *r, char **out, size_t *len, char *errmsg)
 {
     char detail[CURL_ERROR_SIZE] = "";
-    struct body b = {.max = s->max_document};
+    struct body b = {.max = r->max};
+    struct curl_slist *hdrs = NULL;
     long status = 0;
     char *bearer = NULL;
 
@@ -290,7 +309,12 @@ static int http_get(const struct oidc_src *s, char **out, size_t *len, char *err
         return oidc_from_curl(curl_init_rc, 0, false, detail, errmsg);
     }
     CURL *h = curl_easy_init();
-    CURLcode rc = h != NULL ? http_setup(h, s, bearer, &b, detail) : CURLE_FAILED_INIT;
+    CURLcode rc = h != NULL ? http_setup(h, s, r, bearer, &b, detail) : CURLE_FAILED_INIT;
+    if (rc == CURLE_OK && r->post != NULL) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        hdrs = curl_slist_append(hdrs, "Accept: application/json");
+        rc = hdrs != NULL ? curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs) : CURLE_OUT_OF_MEMORY;
+    }
     if (rc == CURLE_OK) {
         rc = curl_easy_perform(h);
     }
@@ -298,6 +322,7 @@ static int http_get(const struct oidc_src *s, char **out, size_t *len, char *err
         rc = curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     }
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
     if (bearer != NULL) {
         explicit_bzero(bearer, strlen(bearer));
         mem_free(bearer);
@@ -319,7 +344,8 @@ static int src_load(const struct oidc_src *s, char **doc, size_t *len, char *err
     if (s->jwks_file != NULL) {
         return file_read_all(s->jwks_file, s->max_document, doc, len, errmsg);
     }
-    return http_get(s, doc, len, errmsg);
+    struct http_req r = {.url = s->jwks_url, .max = s->max_document};
+    return http_do(s, &r, doc, len, errmsg);
 }
 
 static const char *src_location(const struct oidc_src *s)
@@ -412,6 +438,12 @@ static void src_free(struct oidc_src *s)
     mem_free(s->jwks_url);
     mem_free(s->ca_file);
     mem_free(s->bearer_token_file);
+    mem_free(s->review_url);
+    for (unsigned i = 0; i < s->n_auds; i++) {
+        mem_free(s->auds[i]);
+    }
+    mem_free(s->auds);
+    tokenreview_cache_free(s->review_cache);
     mem_free(s);
 }
 
@@ -421,14 +453,14 @@ static bool empty(const char *s)
 }
 
 /* The URL must parse, use the https scheme and name a host. */
-static int check_url(const char *url, const char *name, char *errmsg)
+static int check_url(const char *url, const char *what, const char *name, char *errmsg)
 {
     if (strlen(url) > OIDC_MAX_URL) {
-        gerr_set(errmsg, "issuer %s: jwks_url is longer than %u bytes", name, OIDC_MAX_URL);
+        gerr_set(errmsg, "issuer %s: %s is longer than %u bytes", name, what, OIDC_MAX_URL);
         return GERR_INVAL;
     }
     if (strncasecmp(url, "http://", 7) == 0) {
-        gerr_set(errmsg, "issuer %s: jwks_url %s uses plain http, which is refused: use https://", name, url);
+        gerr_set(errmsg, "issuer %s: %s %s uses plain http, which is refused: use https://", name, what, url);
         return GERR_INVAL;
     }
     CURLU *u = curl_url();
@@ -445,7 +477,7 @@ static int check_url(const char *url, const char *name, char *errmsg)
     curl_free(host);
     curl_url_cleanup(u);
     if (!ok) {
-        gerr_set(errmsg, "issuer %s: jwks_url %s is not a valid https:// URL", name, url);
+        gerr_set(errmsg, "issuer %s: %s %s is not a valid https:// URL", name, what, url);
         return GERR_INVAL;
     }
     return 0;
@@ -457,15 +489,80 @@ static int check_source(const struct oidc_issuer_config *cfg, const char *name, 
         gerr_set(errmsg, "issuer %s: give exactly one of jwks_file and jwks_url", name);
         return GERR_INVAL;
     }
-    if (cfg->ca_file != NULL && (cfg->ca_file[0] == '\0' || cfg->jwks_url == NULL)) {
-        gerr_set(errmsg, "issuer %s: ca_file must be a non-empty path and needs jwks_url", name);
+    bool https = cfg->jwks_url != NULL || cfg->token_review;
+    if (cfg->ca_file != NULL && (cfg->ca_file[0] == '\0' || !https)) {
+        gerr_set(errmsg, "issuer %s: ca_file must be a non-empty path and needs jwks_url or token_review",
+                 name);
         return GERR_INVAL;
     }
-    if (cfg->bearer_token_file != NULL && (cfg->bearer_token_file[0] == '\0' || cfg->jwks_url == NULL)) {
-        gerr_set(errmsg, "issuer %s: bearer_token_file must be a non-empty path and needs jwks_url", name);
+    if (cfg->bearer_token_file != NULL && (cfg->bearer_token_file[0] == '\0' || !https)) {
+        gerr_set(errmsg,
+                 "issuer %s: bearer_token_file must be a non-empty path and needs jwks_url or token_review",
+                 name);
         return GERR_INVAL;
     }
-    return empty(cfg->jwks_url) ? 0 : check_url(cfg->jwks_url, name, errmsg);
+    if (cfg->token_review_url != NULL && !cfg->token_review) {
+        gerr_set(errmsg, "issuer %s: token_review_url needs token_review", name);
+        return GERR_INVAL;
+    }
+    if (cfg->token_review && cfg->bearer_token_file == NULL) {
+        gerr_set(errmsg,
+                 "issuer %s: token_review needs bearer_token_file (the API server answers TokenReviews "
+                 "only to an authorised caller)",
+                 name);
+        return GERR_INVAL;
+    }
+    if (cfg->token_review && cfg->token_review_url == NULL && cfg->jwks_url == NULL) {
+        gerr_set(errmsg, "issuer %s: token_review with jwks_file needs token_review_url", name);
+        return GERR_INVAL;
+    }
+    int rc = empty(cfg->jwks_url) ? 0 : check_url(cfg->jwks_url, "jwks_url", name, errmsg);
+    if (rc == 0 && cfg->token_review_url != NULL) {
+        rc = check_url(cfg->token_review_url, "token_review_url", name, errmsg);
+    }
+    return rc;
+}
+
+/* The tokenreviews endpoint: token_review_url (an API server's base URL) with TOKENREVIEW_PATH
+ * appended to its path, or the scheme, host and port of jwks_url with that path. NULL when off. */
+static char *review_url_of(const struct oidc_issuer_config *cfg)
+{
+    if (!cfg->token_review) {
+        return NULL;
+    }
+    CURLU *u = curl_url();
+    char *path = NULL, *url = NULL;
+    bool base = cfg->token_review_url != NULL;
+    CURLUcode uc = u != NULL ? curl_url_set(u, CURLUPART_URL, base ? cfg->token_review_url : cfg->jwks_url, 0)
+                             : CURLUE_OUT_OF_MEMORY;
+    if (uc == CURLUE_OK) {
+        uc = curl_url_get(u, CURLUPART_PATH, &path, 0);
+    }
+    if (uc == CURLUE_OK) {
+        size_t n = base ? strlen(path) : 0;
+        while (n > 0 && path[n - 1] == '/') {
+            n--;
+        }
+        char *full = mem_alloc(n + sizeof TOKENREVIEW_PATH);
+        memcpy(full, path, n);
+        memcpy(full + n, TOKENREVIEW_PATH, sizeof TOKENREVIEW_PATH);
+        uc = curl_url_set(u, CURLUPART_PATH, full, 0);
+        mem_free(full);
+    }
+    if (uc == CURLUE_OK) {
+        uc = curl_url_set(u, CURLUPART_QUERY, NULL, 0);
+    }
+    if (uc == CURLUE_OK) {
+        uc = curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0);
+    }
+    if (uc == CURLUE_OK) {
+        uc = curl_url_get(u, CURLUPART_URL, &url, 0);
+    }
+    char *out = uc == CURLUE_OK ? mem_strdup(url) : NULL;
+    curl_free(path);
+    curl_free(url);
+    curl_url_cleanup(u);
+    return out;
 }
 
 static int check_limits(const struct oidc_issuer_config *cfg, const char *name, char *errmsg)
@@ -503,6 +600,14 @@ static struct oidc_src *src_new(const struct oidc_issuer_config *cfg)
     s->max_document = cfg->max_document;
     s->refresh_ms = cfg->refresh_ms;
     s->min_interval_ms = cfg->min_refresh_interval_ms;
+    s->review_url = review_url_of(cfg);
+    if (s->review_url != NULL) {
+        s->auds = mem_zalloc(sizeof *s->auds * (cfg->n_audiences + 1u));
+        for (unsigned i = 0; i < cfg->n_audiences; i++) {
+            s->auds[s->n_auds++] = mem_strdup(cfg->audiences[i]);
+        }
+        s->review_cache = tokenreview_cache_new();
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->fetched, NULL);
     return s;
@@ -534,6 +639,12 @@ int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *
     if (rc != 0) {
         return rc;
     }
+    char *probe = review_url_of(cfg);
+    if (cfg->token_review && probe == NULL) {
+        gerr_set(errmsg, "issuer %s: cannot make the TokenReview URL", cfg->name);
+        return GERR_INVAL;
+    }
+    mem_free(probe);
     struct jwt_issuer j;
     jwt_issuer_init(&j, cfg->issuer, cfg->name);
     j.audiences = cfg->audiences;
@@ -766,7 +877,84 @@ static int src_refresh_on_miss(struct oidc *o, struct oidc_src *s, char *why)
     return src_run(o, s, why);
 }
 
+/* Ask the API server about a token whose signature and claims passed (review_url set). */
+static int review(struct oidc *o, struct oidc_src *s, const char *token, size_t len,
+                  const struct jwt_result *res, char *errmsg)
+{
+    uint64_t now = clock_mono_ms(o->clock);
+    if (tokenreview_cache_hit(s->review_cache, token, len, now)) {
+        return 0;
+    }
+    const char *sub = json_string_value(json_object_get(res->claims, "sub"));
+    if (sub == NULL) {
+        gerr_set(errmsg, "issuer %s reviews tokens with the API server and this token has no sub", s->name);
+        return GERR_UNAUTH;
+    }
+    char *body = tokenreview_request(token, len, (const char *const *)s->auds, s->n_auds);
+    if (body == NULL) {
+        gerr_set(errmsg, "the token is not valid UTF-8");
+        return GERR_UNAUTH;
+    }
+    struct http_req r = {.url = s->review_url, .post = body, .max = TOKENREVIEW_MAX_RESPONSE};
+    char *doc = NULL;
+    size_t n = 0;
+    int rc = http_do(s, &r, &doc, &n, errmsg);
+    explicit_bzero(body, strlen(body));
+    mem_free(body);
+    if (rc == 0) {
+        rc = tokenreview_parse(doc, n, sub, (const char *const *)s->auds, s->n_auds, errmsg);
+        mem_free(doc);
+        if (rc != 0 && rc != GERR_UNAUTH) {
+            gerr_wrap(errmsg, "bad answer");
+        }
+    }
+    if (rc == GERR_UNAUTH) {
+        return rc;
+    }
+    if (rc != 0) {
+        gerr_wrap(errmsg, "cannot check the token with the API server of issuer %s (TokenReview at %s)",
+                  s->name, s->review_url);
+        LOG_WARN("oidc: %s (%s)", errmsg, gerr_name(rc));
+        return GERR_UNAVAILABLE;
+    }
+    tokenreview_cache_put(s->review_cache, token, len, now);
+    return 0;
+}
+
+static struct oidc_src *src_named(struct oidc *o, const char *name)
+{
+    for (unsigned i = 0; name != NULL && i < o->n_srcs; i++) {
+        if (strcmp(o->srcs[i]->name, name) == 0) {
+            return o->srcs[i];
+        }
+    }
+    return NULL;
+}
+
+/* After a successful jwt_verify: the TokenReview of the token's issuer, if it has one. */
+static int verified(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg)
+{
+    struct oidc_src *s = src_named(o, out->issuer_name);
+    if (s == NULL || s->review_url == NULL) {
+        return 0;
+    }
+    int rc = review(o, s, token, len, out, errmsg);
+    if (rc != 0) {
+        jwt_result_close(out);
+    }
+    return rc;
+}
+
+static int verify_keys(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg);
+
 int oidc_verify(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg)
+{
+    int rc = verify_keys(o, token, len, out, errmsg);
+    return rc == 0 ? verified(o, token, len, out, errmsg) : rc;
+}
+
+/* jwt_verify, with one refresh of the issuer's key set on an unknown key. */
+static int verify_keys(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg)
 {
     char first[GERR_MSG_SIZE], why[GERR_MSG_SIZE];
 

@@ -37,6 +37,11 @@
  * swap only (network and parsing happen outside every lock), which honours jwt.h's rule that
  * installing keys never runs concurrently with verification.
  *
+ * TokenReview (token_review on an issuer): after the JWKS checks pass, oidc_verify() POSTs the
+ * token to the issuer's API server on the calling thread (same TLS, bearer and timeout rules as a
+ * JWKS fetch, no redirects with the bearer token; no lock is held meanwhile) unless the same token
+ * was accepted less than TOKENREVIEW_CACHE_MS ago.
+ *
  * Errors (messages go into the caller's GERR_MSG_SIZE errmsg buffer; a message never contains the
  * token or any segment of it):
  *   fetching  GERR_UNAVAILABLE  network, TLS, timeout, or an HTTP status other than 200;
@@ -89,6 +94,15 @@ struct oidc_issuer_config {
     uint64_t refresh_ms;              /* periodic refresh; default 1 h; at least min_refresh_interval_ms */
     uint64_t min_refresh_interval_ms; /* rate limit of fetches of this issuer (unknown kid and
                                          retries after failure); default 30 s, at least 1 s */
+    /* TokenReview (a Kubernetes cluster as the issuer): when on, a token that passed every JWKS
+     * check is also POSTed to the API server's /apis/authentication.k8s.io/v1/tokenreviews (with
+     * ca_file and bearer_token_file, which is then required) and accepted only when the answer
+     * is authenticated, names the token's "sub" as user and one of @audiences (tokenreview.h).
+     * Positive answers are reused for TOKENREVIEW_CACHE_MS per token; refusals are not cached. */
+    bool token_review;
+    const char *token_review_url; /* the API server's https:// base URL; NULL: scheme, host and
+                                     port of jwks_url (required with jwks_file); refused without
+                                     token_review */
 };
 
 /* Fill @cfg with the defaults above, @name and @issuer (borrowed until oidc_add_issuer copies
@@ -125,9 +139,15 @@ int oidc_start(struct oidc *o, char *errmsg);
  * flight) and verifies once more. Errors, with *@out zeroed:
  *   GERR_INVAL     not a well-formed compact JWS (jwt.h);
  *   GERR_UNAUTH    refused (jwt.h), or the key is still unknown after the refresh, or the refresh
- *                  was rate limited or failed: the message says which, with the fetch error;
+ *                  was rate limited or failed: the message says which, with the fetch error; or
+ *                  the issuer's API server did not authenticate the token (TokenReview: the
+ *                  message carries its status.error, e.g. a deleted ServiceAccount or pod);
+ *   GERR_UNAVAILABLE  the TokenReview could not be done: the API server is unreachable, answered
+ *                  an HTTP status other than 200/201 (401/403: gantryd's own bearer token is not
+ *                  allowed to create TokenReviews), or something that is not a TokenReview;
  *   GERR_INTERNAL, GERR_NOMEM  from OpenSSL (jwt.h).
- * It never answers GERR_NOTFOUND. The API layer maps INVAL and UNAUTH to UNAUTHENTICATED. */
+ * It never answers GERR_NOTFOUND. The API layer maps INVAL and UNAUTH to UNAUTHENTICATED and
+ * UNAVAILABLE to UNAVAILABLE (the client may retry; the token itself may be fine). */
 int oidc_verify(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg);
 
 /* Refresh, synchronously, every issuer that is due (refresh_ms since its last fetch, or

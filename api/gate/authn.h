@@ -27,7 +27,9 @@
  * here, and never to a credential this replica verified recently.
  *
  * Thread-safe: worker threads call authn_call concurrently. Blocking (store round trips on a
- * cache miss). */
+ * cache miss; for a token of an issuer with token_review, the API server's TokenReview unless its
+ * 1 s cache answers: api/auth/oidc.h, up to the issuer's timeout_ms). An OIDC token that cannot be
+ * checked (GERR_UNAVAILABLE from oidc_verify) is UNAVAILABLE, not a bad credential. */
 #ifndef GANTRY_API_GATE_AUTHN_H
 #define GANTRY_API_GATE_AUTHN_H
 

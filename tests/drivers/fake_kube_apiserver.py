@@ -60,6 +60,13 @@ Semantics
     {"user": "system:serviceaccount:<ns>:<name>", "objects": [Roles, ClusterRoles, RoleBindings,
     ClusterRoleBindings]}, the chart's rendered RBAC (tests/drivers/rbac/). Denied requests are
     403 Forbidden naming the user, verb, resource and namespace, as a real server does.
+  - TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews, answered 201): the caller
+    needs RBAC create on tokenreviews in authentication.k8s.io (the admin token may). The token's
+    payload is read without checking its signature (the test signs it; gantryd checks that): it is
+    authenticated when it is a JWT whose sub is system:serviceaccount:NS:NAME, whose exp has not
+    passed, whose ServiceAccount was not deleted (POST /_fake/serviceaccount) and whose aud meets
+    spec.audiences (when given); status.user.username is the sub, status.audiences the
+    intersection; otherwise authenticated false with status.error saying why;
   - the agent-sandbox controller is played by the server itself: a new Sandbox gets the conditions
     the controller writes once its pod runs (Ready=True, DependenciesReady); with --pending it stays
     Ready=False, DependenciesNotReady ("Pod exists with phase: Pending"); in a namespace labelled
@@ -108,6 +115,9 @@ Test controls (admin token only)
   POST /_fake/podlog {"namespace": ns, "name": pod, "lines": ["..."], "end": bool}
                       append to a pod's log (each line stamped now); end: the container ended
   POST /_fake/namespace {"name": n, "stuck": bool}   hold a Terminating namespace, or let it go
+  POST /_fake/serviceaccount {"namespace": ns, "name": n, "deleted": bool}
+                      delete a ServiceAccount for TokenReview (its tokens stop authenticating), or
+                      bring it back
   POST /_fake/compact   compact every revision so far (continue tokens and watches from before: 410)
   POST /_fake/drop-watches   cut every open watch stream (as an API server restart does)
   GET  /_fake/dump   every stored object, by resource (no driver in between)
@@ -160,6 +170,9 @@ RESOURCES = {
     (SANDBOX_GROUP, "sandboxes"): ("Sandbox", True, ["v1beta1", "v1alpha1"]),
 }
 PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+TOKENREVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 
 
 def api_version(group, version):
@@ -387,6 +400,7 @@ class Store:
         self.watches_open = 0
         self.requests = {}
         self.pod_logs = {}  # (ns, pod) -> {"lines": [(ns_stamp, text)], "ended": bool}
+        self.deleted_sas = set()  # (ns, name) of ServiceAccounts deleted for TokenReview
         with self.cond:
             if self.state_path and os.path.exists(self.state_path):
                 self.load()
@@ -990,7 +1004,10 @@ class Handler(BaseHTTPRequestHandler):
                                    retry_after=inj.get("retry_after"))
                 if inj is not None and "mutate" in inj:
                     store.mutate(url.path, inj["mutate"])
-                code, out = self.dispatch(store, url, query, body, user, rbac)
+                if url.path == TOKENREVIEW_PATH and self.command == "POST":
+                    code, out = self.token_review(store, body, rbac)
+                else:
+                    code, out = self.dispatch(store, url, query, body, user, rbac)
                 if inj is not None and inj.get("crash") == "after":
                     os._exit(3)
             self.send_json(code, out, user=user)
@@ -1034,6 +1051,9 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/_fake/namespace":
             (store.stuck.add if body.get("stuck") else store.stuck.discard)(body["name"])
             store.reap_namespaces()
+        elif url.path == "/_fake/serviceaccount":
+            sa = (body["namespace"], body["name"])
+            (store.deleted_sas.add if body.get("deleted") else store.deleted_sas.discard)(sa)
         elif url.path == "/_fake/compact":
             store.compact()
         elif url.path == "/_fake/drop-watches":
@@ -1042,6 +1062,49 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(404, "NotFound", "no such test control")
         return 200, {"ok": True}
+
+    def token_review(self, store, body, rbac):
+        if rbac is not None and not rbac.allows("authentication.k8s.io", "tokenreviews", "create", None, None):
+            raise ApiError(403, "Forbidden", 'tokenreviews.authentication.k8s.io is forbidden: User "%s" cannot '
+                           'create resource "tokenreviews" in API group "authentication.k8s.io" at the cluster '
+                           'scope' % rbac.user, None, "tokenreviews")
+        body = body if isinstance(body, dict) else {}
+        spec = body.get("spec")
+        if (body.get("kind") != "TokenReview" or body.get("apiVersion") != "authentication.k8s.io/v1"
+                or not isinstance(spec, dict) or not isinstance(spec.get("token"), str) or not spec["token"]):
+            raise ApiError(400, "BadRequest", "a TokenReview with spec.token is required")
+        asked = spec.get("audiences") or []
+
+        def answer(ok, why=None, user=None, auds=None):
+            st = {"authenticated": ok}
+            if ok:
+                st["user"], st["audiences"] = user, auds
+            else:
+                st["error"] = why
+            return 201, {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                         "metadata": {"creationTimestamp": None}, "spec": {"audiences": asked}, "status": st}
+        parts = spec["token"].split(".")
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (IndexError, ValueError):
+            return answer(False, "[invalid bearer token, token lookup failed]")
+        sub = claims.get("sub") if isinstance(claims, dict) else None
+        m = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", sub if isinstance(sub, str) else "")
+        if m is None:
+            return answer(False, "[invalid bearer token, not a service account token]")
+        if not isinstance(claims.get("exp"), int) or claims["exp"] < time.time():
+            return answer(False, "[invalid bearer token, token has expired]")
+        if (m.group(1), m.group(2)) in store.deleted_sas:
+            return answer(False, '[invalid bearer token, serviceaccounts "%s" not found]' % m.group(2))
+        aud = claims.get("aud")
+        aud = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        auds = [a for a in aud if a in asked] if asked else aud
+        if asked and not auds:
+            return answer(False, "[invalid bearer token, token audiences %s is invalid for the target audiences %s]"
+                          % (json.dumps(aud), json.dumps(asked)))
+        return answer(True, user={"username": sub, "uid": "sa-uid-" + m.group(2),
+                                  "groups": ["system:serviceaccounts", "system:serviceaccounts:" + m.group(1),
+                                             "system:authenticated"]}, auds=auds)
 
     def authorize(self, rbac, r, verb):
         if rbac is None:

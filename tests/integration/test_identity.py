@@ -764,7 +764,7 @@ class OidcFixture:
     generated here: "corp" (RS256), "partner" (ES256) and "kube" (RS256, the issuer of a
     Kubernetes cluster's projected ServiceAccount tokens)."""
 
-    def __init__(self, test, extra_flags=()):
+    def __init__(self, test, extra_flags=(), kube=None, more=(), replicas=1):
         import json
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -789,11 +789,15 @@ class OidcFixture:
                             "jwks_file": path})
         issuers.append({"name": "kube", "issuer": KUBE_ISSUER, "audiences": ["gantry"],
                         "jwks_file": os.path.join(root, "corp.jwks.json")})
+        issuers[-1].update(kube or {})
+        issuers += [dict(i, jwks_file=os.path.join(root, "corp.jwks.json")) for i in more]
         cfg = os.path.join(root, "issuers.json")
         with open(cfg, "w") as f:
             json.dump({"oidc_issuers": issuers}, f)
         self.c = g.Cluster("oidc-" + test._testMethodName, run_flags=["--oidc-issuers-file", cfg] + list(extra_flags)).init()
         test.clusters.append(self.c)
+        if replicas > 1:
+            self.c.join(replicas - 1)
         self.c.wait_ready()
         self.ident = Identity.__new__(Identity)
         self.ident.c, self.ident.keys, self.ident.ids = self.c, {"pa": self.c.key}, {}
@@ -910,6 +914,93 @@ class Oidc(g.GantrydTest):
         link = ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
             identity=P.ExternalIdentity(principal_id="sandbox-controller", issuer="mtls", subject="sandbox-controller")))
         self.assertEqual(link.principal_id, ctrl.meta.id)
+
+
+class TokenReview(g.GantrydTest):
+    def test_projected_token_checked_with_tokenreview(self):
+        """An issuer with token_review: a projected-token-shaped JWT that passes the JWKS checks
+        authenticates only while the API server's TokenReview says yes. Once the fake API server is
+        told its ServiceAccount is deleted, the same unexpired token is refused on every replica
+        within the documented bound (TokenReview cache 1 s, under the 2 s revocation bound); a
+        TokenReview that cannot be done (API server down, gantryd's own token refused) is
+        UNAVAILABLE, never UNAUTHENTICATED and never a success."""
+        from test_reconciler import KubeApi
+        api = KubeApi(self)
+        base = "https://127.0.0.1:%d" % api.port
+        wrong = os.path.join(api.root, "wrong-token")
+        with open(wrong, "w") as f:
+            f.write("not-the-token\n")
+        review = {"token_review": True, "token_review_url": base, "ca_file": api.cert, "bearer_token_file": api.token}
+        oidc = OidcFixture(self, kube=review, replicas=2, more=[
+            dict(review, name="kube2", issuer="https://kube2.test", audiences=["gantry"], bearer_token_file=wrong)])
+        ident, P = oidc.ident, principals_pb2
+        subject = "system:serviceaccount:platform:sandbox-controller"
+        ctrl = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube",
+            oidc_subject=subject)))
+        tok = oidc.token(subject, issuer="kube", exp_in=3600, extra=projected_claims("platform", "sandbox-controller"))
+
+        def whoami(replica, key=tok):
+            return ident.call(None, principals_pb2, "Principals", "WhoAmI", P.WhoAmIRequest(), key=key,
+                              replica=replica)
+
+        def refused(replica, key=tok):
+            with self.assertRaises(grpc.RpcError) as cm:
+                whoami(replica, key)
+            return cm.exception.code(), cm.exception.details()
+
+        for r in (0, 1):
+            self.assertEqual(whoami(r).principal.meta.id, ctrl.meta.id)
+        # The API server was asked, with gantryd's token, for the audience configured.
+        code, stats = api.request("GET", "/_fake/stats")
+        self.assertGreaterEqual(stats["requests"].get("admin", 0), 2)
+        # Another audience: the JWKS checks refuse it before any TokenReview.
+        code, why = refused(0, oidc.token(subject, issuer="kube", aud="https://kubernetes.default.svc"))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("audience", why)
+
+        # The ServiceAccount is deleted: the unexpired token stops working on every replica.
+        code, out = api.request("POST", "/_fake/serviceaccount",
+                                {"namespace": "platform", "name": "sandbox-controller", "deleted": True})
+        self.assertEqual(code, 200, out)
+        t0 = time.monotonic()
+        for r in (0, 1):
+            while True:
+                try:
+                    whoami(r)
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
+                    self.assertIn("not found", e.details())
+                    self.assertIn("TokenReview", e.details())
+                    self.assertNotIn(tok.split(".")[1], e.details())
+                    break
+                self.assertLess(time.monotonic() - t0, 2.0, "replica %d still accepted the token after 2 s" % r)
+                time.sleep(0.05)
+        # A token of a ServiceAccount the API server still knows keeps working meanwhile.
+        other = "system:serviceaccount:platform:other-controller"
+        ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="other-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube",
+            oidc_subject=other)))
+        other_tok = oidc.token(other, issuer="kube", extra=projected_claims("platform", "other-controller"))
+        for r in (0, 1):
+            self.assertEqual(whoami(r, other_tok).principal.meta.name, "other-controller")
+
+        # gantryd's own bearer token is refused by the API server: UNAVAILABLE, saying so.
+        ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="ctrl2"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube2",
+            oidc_subject=subject)))
+        code, why = refused(0, oidc.token(subject, issuer="kube", iss="https://kube2.test"))
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
+        self.assertIn("HTTP status 401", why)
+
+        # The API server is down: UNAVAILABLE with a clear message, on both replicas.
+        api.stop()
+        time.sleep(1.1)  # past the cache of the last positive answer
+        for r in (0, 1):
+            code, why = refused(r, other_tok)
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
+            self.assertIn("cannot check the token with the API server of issuer kube", why)
+            self.assertNotIn(other_tok.split(".")[1], why)
 
 
 class Mtls(g.GantrydTest):
@@ -1337,7 +1428,7 @@ class ModelList(g.GantrydTest):
 
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
 GROUPS = {"matrix": [Matrix], "principals": [Principals, Onboarding], "revocation": [Revocation],
-          "oidc": [Oidc, Mtls],
+          "oidc": [Oidc, Mtls], "tokenreview": [TokenReview],
           "delegation": [Delegation], "feedauth": [FeedAuth], "modellist": [ModelList]}
 
 if __name__ == "__main__":

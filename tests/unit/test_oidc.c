@@ -29,6 +29,7 @@
 #include <openssl/pem.h>
 
 #include "api/auth/oidc.h"
+#include "api/auth/tokenreview.h"
 #include "lib/file.h"
 #include "lib/mem.h"
 #include "lib/proc.h"
@@ -998,6 +999,120 @@ static void bearer_with_file(struct oidc_issuer_config *c)
     c->bearer_token_file = "/tmp/token";
 }
 
+static void review_without_bearer(struct oidc_issuer_config *c)
+{
+    c->token_review = true;
+}
+
+static void review_url_without_review(struct oidc_issuer_config *c)
+{
+    c->token_review_url = "https://127.0.0.1:6443";
+    c->bearer_token_file = "/tmp/token";
+}
+
+static void review_with_file_and_no_url(struct oidc_issuer_config *c)
+{
+    c->jwks_url = NULL;
+    c->jwks_file = "/tmp/x.json";
+    c->token_review = true;
+    c->bearer_token_file = "/tmp/token";
+}
+
+static void review_over_http(struct oidc_issuer_config *c)
+{
+    c->token_review = true;
+    c->bearer_token_file = "/tmp/token";
+    c->token_review_url = "http://127.0.0.1:6443";
+}
+
+static void review_with_file_and_url(struct oidc_issuer_config *c)
+{
+    c->jwks_url = NULL;
+    c->jwks_file = "/tmp/x.json";
+    c->token_review = true;
+    c->bearer_token_file = "/tmp/token";
+    c->ca_file = "/tmp/ca.pem";
+    c->token_review_url = "https://127.0.0.1:6443/";
+}
+
+/* The token_review settings: a bearer token is required, a URL needs the option, jwks_file needs a
+ * URL, and the URL must be https. */
+static void token_review_configuration_is_checked(void **state)
+{
+    (void)state;
+    assert_int_equal(add_tweaked(review_without_bearer), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "token_review needs bearer_token_file"));
+    assert_int_equal(add_tweaked(review_url_without_review), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "token_review_url needs token_review"));
+    assert_int_equal(add_tweaked(review_with_file_and_no_url), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "needs token_review_url"));
+    assert_int_equal(add_tweaked(review_over_http), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "token_review_url"));
+    assert_non_null(strstr(errmsg, "plain http"));
+    assert_int_equal(add_tweaked(review_with_file_and_url), 0);
+}
+
+/* What a TokenReview answer must say for a token to pass. */
+static void token_review_answers(void **state)
+{
+    (void)state;
+    static const char *const auds[] = {"gantry"};
+    const char *user = "system:serviceaccount:p:c";
+    struct {
+        const char *body;
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/"
+         "v1\",\"status\":{\"authenticated\":true,"
+         "\"user\":{\"username\":\"system:serviceaccount:p:c\"},\"audiences\":[\"gantry\"]}}",
+         0, NULL},
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/"
+         "v1\",\"status\":{\"authenticated\":false,"
+         "\"error\":\"serviceaccounts \\\"c\\\" not found\\n\"}}",
+         GERR_UNAUTH, "serviceaccounts \"c\" not found?"},
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/v1\",\"status\":{}}", GERR_UNAUTH,
+         "no reason given"},
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/"
+         "v1\",\"status\":{\"authenticated\":true,"
+         "\"user\":{\"username\":\"system:serviceaccount:p:other\"}}}",
+         GERR_UNAUTH, "another user"},
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/"
+         "v1\",\"status\":{\"authenticated\":true,"
+         "\"user\":{\"username\":\"system:serviceaccount:p:c\"},\"audiences\":[\"api\"]}}",
+         GERR_UNAUTH, "none of the audiences"},
+        {"{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/"
+         "v1\",\"status\":{\"authenticated\":\"yes\"}}",
+         GERR_INVAL, "wrong shape"},
+        {"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"code\":401}", GERR_INVAL,
+         "not an authentication.k8s.io/v1"},
+        {"not json", GERR_INVAL, "not an authentication.k8s.io/v1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        errmsg[0] = '\0';
+        assert_int_equal(tokenreview_parse(cases[i].body, strlen(cases[i].body), user, auds, 1, errmsg),
+                         cases[i].rc);
+        if (cases[i].msg != NULL) {
+            assert_non_null(strstr(errmsg, cases[i].msg));
+        }
+    }
+    /* The request carries the token and the audiences. */
+    char *req = tokenreview_request("a.b.c", 5, auds, 1);
+    assert_string_equal(req,
+                        "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{"
+                        "\"token\":\"a.b.c\",\"audiences\":[\"gantry\"]}}");
+    mem_free(req);
+    assert_null(tokenreview_request("\xff", 1, auds, 1));
+    /* Positive answers are reused for TOKENREVIEW_CACHE_MS, per token. */
+    struct tokenreview_cache *c = tokenreview_cache_new();
+    assert_false(tokenreview_cache_hit(c, "t1", 2, 5000));
+    tokenreview_cache_put(c, "t1", 2, 5000);
+    assert_true(tokenreview_cache_hit(c, "t1", 2, 5000 + TOKENREVIEW_CACHE_MS - 1));
+    assert_false(tokenreview_cache_hit(c, "t1", 2, 5000 + TOKENREVIEW_CACHE_MS));
+    assert_false(tokenreview_cache_hit(c, "t2", 2, 5001));
+    tokenreview_cache_free(c);
+}
+
 static void configuration_is_checked(void **state)
 {
     (void)state;
@@ -1024,7 +1139,7 @@ static void configuration_is_checked(void **state)
     assert_int_equal(add_tweaked(empty_bearer), GERR_INVAL);
     assert_non_null(strstr(errmsg, "bearer_token_file"));
     assert_int_equal(add_tweaked(bearer_with_file), GERR_INVAL);
-    assert_non_null(strstr(errmsg, "needs jwks_url"));
+    assert_non_null(strstr(errmsg, "needs jwks_url or token_review"));
     assert_int_equal(oidc_issuer_status(o, "cfg", &(struct oidc_issuer_status){0}), GERR_NOTFOUND);
     /* Accepted, and a second issuer with the same name or URL is not. */
     assert_int_equal(add_with(NULL, "HTTPS://idp.example.com:8443/jwks?x=1", NULL), 0);
@@ -1068,6 +1183,8 @@ int main(void)
         T(bearer_token_for_the_jwks_fetch),
         T(bearer_token_is_never_sent_through_a_redirect),
         T(configuration_is_checked),
+        T(token_review_configuration_is_checked),
+        T(token_review_answers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
