@@ -1700,6 +1700,43 @@ static Gantry__V1__Sandbox *complete_payload(struct watch_hub *h, Gantry__V1__Sa
     return out;
 }
 
+/* Under h->mu: make @c's share set hold sandbox @id exactly when @shared (kept sorted). */
+static void cred_share_set(struct watch_cred *c, const char *id, bool shared)
+{
+    char *const *hit =
+        c->n_shares > 0 ? bsearch(&id, c->shares, c->n_shares, sizeof *c->shares, cmp_str) : NULL;
+    if (shared && hit == NULL) {
+        c->shares = mem_realloc(c->shares, sizeof *c->shares * (c->n_shares + 1));
+        c->shares[c->n_shares++] = mem_strdup(id);
+        qsort(c->shares, c->n_shares, sizeof *c->shares, cmp_str);
+    } else if (!shared && hit != NULL) {
+        size_t i = (size_t)(hit - c->shares);
+        mem_free(c->shares[i]);
+        memmove(c->shares + i, c->shares + i + 1, sizeof *c->shares * (c->n_shares - i - 1));
+        c->n_shares--;
+    }
+}
+
+/* Share and Unshare write a Sandbox MODIFIED event whose state is the unchanged row (the
+ * resource_version the model already holds): the sandbox's grantees changed. The hub reads them
+ * once (@cl, outside its lock) into @out, so that every credential entry's share set is patched
+ * before the event is fanned out: a grantee's watch gets the sandbox at that very event, and one
+ * whose share was removed stops getting it. Returns whether @out was read. */
+static bool share_change_grantees(struct watch_hub *h, struct store_client *cl, const char *id,
+                                  const struct sb_obj *o, struct proto_rows *out)
+{
+    pthread_mutex_lock(&h->mu);
+    struct sb_entry *old = *model_slot(h, id);
+    bool same = h->creds != NULL && old != NULL && old->obj->sb->meta != NULL && o->sb->meta != NULL &&
+                old->obj->sb->meta->resource_version == o->sb->meta->resource_version;
+    pthread_mutex_unlock(&h->mu);
+    if (!same) {
+        return false;
+    }
+    struct proto_value q[] = {proto_text(id)};
+    return store_client_query(cl, "SELECT grantee_id FROM shares WHERE sandbox_id = ?", q, 1, out) == 0;
+}
+
 static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
 {
     struct watch_hub *h = data;
@@ -1753,8 +1790,19 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
         }
         proto_rows_close(&r);
     }
+    struct proto_rows grantees;
+    proto_rows_init(&grantees, 0);
+    bool regrant = type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED && o != NULL &&
+                   share_change_grantees(h, cl, ev->object_id, o, &grantees);
     pthread_mutex_lock(&h->mu);
     if (h->ready && ev->revision > h->rev) {
+        for (struct watch_cred *c = h->creds; regrant && c != NULL; c = c->next) {
+            bool shared = false;
+            for (size_t i = 0; i < grantees.n_rows && !shared; i++) {
+                shared = strcmp(col(&grantees, i, 0), c->who.id) == 0;
+            }
+            cred_share_set(c, ev->object_id, shared);
+        }
         if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
             model_set(h, ev->object_id, NULL);
             ring_push(h, ev->revision, type, ev->object_id, ev->ns, NULL);
@@ -1785,6 +1833,7 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
     }
     obj_unref(o);
     pthread_mutex_unlock(&h->mu);
+    proto_rows_close(&grantees);
 }
 
 static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)

@@ -868,6 +868,43 @@ class WatchFanout(g.GantrydTest):
         print("read-your-writes: %d creates and deletes through one replica, each seen at once by a Get "
               "through another (from its model)" % n)
 
+    def test_a_share_reaches_a_running_watch(self):
+        """A sandbox shared with a principal while that principal's watch runs arrives on the watch
+        at the share's own event (MODIFIED, the row unchanged), on every replica: the hub patches
+        the grantee's share set before it fans the event out, instead of waiting for the sandbox's
+        next change (which, for a settled sandbox, may never come)."""
+        e = FakeEnv(self)
+        made = e.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "later")))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = e.sb("user", "Get", S.GetSandboxRequest(namespace="default", name="later"))
+            if got.meta.resource_version != made.meta.resource_version and got.status.phase == \
+                    S.SandboxStatus.PHASE_READY:
+                break
+            time.sleep(0.1)
+        self.assertEqual(got.status.phase, S.SandboxStatus.PHASE_READY, "the reconciler never ran it")
+        streams = []
+        for rep in range(3):
+            st = e.stub("gantry.v1.Sandboxes", "Watch", S.WatchSandboxesRequest, S.SandboxEvent, streaming=True,
+                        replica=rep)(S.WatchSandboxesRequest(namespace="default"),
+                                     metadata=[("authorization", "Bearer " + e.keys["user2"])], timeout=20)
+            ev = next(st)
+            while ev.type != meta_pb2.EVENT_TYPE_BOOKMARK:
+                self.assertNotEqual(ev.sandbox.meta.name, "later", "not shared yet, but listed")
+                ev = next(st)
+            streams.append(st)
+        e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="later",
+                                                     grantee_principal_id=e.ids["user2"], access=S.SHARE_ACCESS_READ))
+        for rep, st in enumerate(streams):
+            for ev in st:  # a watch that never gets it ends with DEADLINE_EXCEEDED: the test fails
+                if ev.type != meta_pb2.EVENT_TYPE_BOOKMARK and ev.sandbox.meta.name == "later":
+                    break
+            st.cancel()
+            self.assertEqual(ev.type, meta_pb2.EVENT_TYPE_MODIFIED, "replica %d" % rep)
+            # The row did not change: this is the share's event, not a later change of the sandbox.
+            self.assertEqual(ev.sandbox.meta.resource_version, got.meta.resource_version, "replica %d" % rep)
+        print("share: reached the grantee's running watch on all 3 replicas at the share's event")
+
     def test_first_list_after_a_status_change_keeps_labels(self):
         """The reconciler's status events carry no labels or creation metadata; the replica's model
         keeps them from the sandbox's earlier state, so a new watch's first list (from memory) still
