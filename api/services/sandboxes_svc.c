@@ -1147,6 +1147,8 @@ struct watch {
     uint64_t from;                             /* every event up to here was delivered or skipped */
     bool sent;
     uint64_t last_bookmark_ms;
+    size_t allowance; /* bytes its first list (or replay) queued at once, allowed on top of
+                       * WATCH_MAX_UNSENT until the client has once drained below that */
     struct watch *next;
 };
 
@@ -1156,7 +1158,10 @@ struct watch_hub {
     struct feed_sub sub;
     struct sandboxes_svc *svc;
     bool ready, need_reload, stopping;
-    uint64_t rev; /* the model's revision */
+    uint64_t rev;        /* the model's revision */
+    size_t total_unsent; /* bytes queued to watchers and not yet sent, summed at each applied pass
+                          * (and grown by each new watch's first list): new watches are refused
+                          * above WATCH_TOTAL_UNSENT */
     struct sb_index by_id, by_name;
     struct ring_ev ring[WATCH_RING];
     size_t ring_head, ring_n; /* oldest at ring_head */
@@ -1577,7 +1582,11 @@ static bool watch_alive(struct watch_hub *h, struct watch *w)
         watch_end(h, w, GRPC_STATUS_CANCELLED, "cancelled");
         return false;
     }
-    if (grpc_call_unsent(w->call) > WATCH_MAX_UNSENT) {
+    size_t unsent = grpc_call_unsent(w->call);
+    if (unsent <= WATCH_MAX_UNSENT) {
+        w->allowance = 0; /* the first list was read: from now on the plain bound */
+    }
+    if (unsent > WATCH_MAX_UNSENT + w->allowance) {
         char msg[256];
         snprintf(msg, sizeof msg,
                  "the watch fell behind at revision %" PRIu64 " (more than %u bytes unread): watch again "
@@ -1853,6 +1862,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     if (rev > h->rev) {
         h->rev = rev;
     }
+    h->total_unsent = 0; /* summed again over every watcher below */
     for (struct watch_cred *c = h->creds; c != NULL; c = c->next) {
         if (c->denied == 0 && now - c->refreshed_ms >= WATCH_REFRESH_MS) {
             cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
@@ -1863,6 +1873,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
         if (!watch_alive(h, w)) {
             continue;
         }
+        h->total_unsent += grpc_call_unsent(w->call);
         if (w->cred->denied != 0) {
             watch_end(h, w,
                       w->cred->denied == GERR_UNAUTH ? GRPC_STATUS_UNAUTHENTICATED
@@ -2340,6 +2351,8 @@ static void watch_link(struct watch_hub *h, struct watch *w, bool initial)
         }
         w->last_bookmark_ms = now;
     }
+    w->allowance = grpc_call_unsent(w->call);
+    h->total_unsent += w->allowance;
     w->next = h->watches;
     h->watches = w;
 }
@@ -2402,6 +2415,18 @@ static void sb_watch(struct gate_ctx *ctx, void *data)
             gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
                       stopping ? "the replica is stopping: watch again from the last revision"
                                : "this replica's sandbox cache is not loaded yet: try again");
+            return;
+        }
+        if (h->total_unsent > WATCH_TOTAL_UNSENT) {
+            size_t held = h->total_unsent;
+            cred_unref(h, cred);
+            pthread_mutex_unlock(&h->mu);
+            atomic_fetch_sub(&svc->watches, 1);
+            mem_free(w);
+            gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "this replica's watches hold %zu MiB their clients have not read (more than %u): try "
+                      "another replica or later",
+                      held >> 20, WATCH_TOTAL_UNSENT >> 20);
             return;
         }
         if (req->since_revision == 0 || cur >= h->ring_floor) {

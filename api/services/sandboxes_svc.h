@@ -50,11 +50,14 @@
 #define SANDBOX_HOST_NETWORK_OP "/gantry.v1.Sandboxes/Create:network=host"
 
 #define SANDBOXES_MAX_WATCHES 20000u
-#define WATCH_RING            4096u      /* sandbox events kept in memory for resuming watches */
-#define WATCH_MAX_UNSENT      (1u << 20) /* bytes a watcher may leave unread before it is cut */
-#define WATCH_BOOKMARK_MS     5000u      /* a BOOKMARK at least this often on a quiet watch */
-#define WATCH_SYNC_TIMEOUT_MS 10000u     /* a new watch waits this long for the feed to catch up */
-#define GET_SYNC_TIMEOUT_MS   2000u      /* a Get waits this long for the feed, then reads the store */
+#define WATCH_RING            4096u /* sandbox events kept in memory for resuming watches */
+#define WATCH_MAX_UNSENT                                                                                     \
+    (1u << 20)                             /* bytes a watcher may leave unread before it is cut, on          \
+                                            * top of its first list until that was read */
+#define WATCH_TOTAL_UNSENT    (256u << 20) /* unread bytes of all watches above which new ones are refused */
+#define WATCH_BOOKMARK_MS     5000u        /* a BOOKMARK at least this often on a quiet watch */
+#define WATCH_SYNC_TIMEOUT_MS 10000u       /* a new watch waits this long for the feed to catch up */
+#define GET_SYNC_TIMEOUT_MS   2000u        /* a Get waits this long for the feed, then reads the store */
 
 struct gate;
 struct watch_hub;
