@@ -185,6 +185,7 @@ static void reload(struct renewer *r, const char *why)
 {
     char err[GERR_MSG_SIZE] = "";
     struct peertls *relay = replica_relay(r->replica);
+    certrenew_files_lock(); /* the files read whole, not half-way through a renewal or a rotation */
     if (relay != NULL && peertls_reload(relay, err) != 0) {
         LOG_ERROR(
             "certificate renewal: %s, but the peer relay could not reload it (%s): it keeps the old one "
@@ -197,6 +198,7 @@ static void reload(struct renewer *r, const char *why)
             "until a restart",
             why, err);
     }
+    certrenew_files_unlock();
 }
 
 static void *renewer_main(void *arg)
