@@ -316,7 +316,10 @@ struct renew_server {
 };
 
 /* How many certificates of @member_id were recorded after @fingerprint (its renewals): a store_tx_fn.
- * Only the member's newest certificate may be renewed, so a leaked older key cannot mint new ones. */
+ * Only the member's newest certificate may be renewed, so a leaked older key cannot mint new ones.
+ * "After" is insertion order (rowid), not recorded_at_ms: that comes from the clocks of different
+ * replicas. A new row's rowid is above every row in the table, and a restore copies rows in rowid
+ * order (store/backup.c), so the order holds. */
 struct newer_certs {
     uint64_t member_id;
     const char *fingerprint;
@@ -331,7 +334,7 @@ static int newer_certs_tx(struct store_tx *tx, void *arg)
     return store_tx_query_int(tx,
                               "SELECT count(*) FROM member_certs AS c, member_certs AS mine WHERE "
                               "c.member_id = ? AND c.fingerprint <> ? AND mine.member_id = ? AND "
-                              "mine.fingerprint = ? AND c.recorded_at_ms > mine.recorded_at_ms",
+                              "mine.fingerprint = ? AND c.rowid > mine.rowid",
                               p, 4, &n->newer);
 }
 
