@@ -75,6 +75,19 @@ static int install(const char *data_dir, const char *ca, const char *cert, const
     return rv;
 }
 
+/* A new certificate, from a holder or signed here, before it is installed: it must verify against
+ * tls/ca.pem (@ca) and be @key's. A CA key that is not tls/ca.pem's (secrets/ out of step with tls/)
+ * fails here instead of installing a certificate nobody trusts. */
+static int check_new(const char *ca, const char *cert, const char *key, char *errmsg)
+{
+    int rv = pki_verify(ca, cert, errmsg);
+    if (rv != 0) {
+        gerr_wrap(errmsg, "the renewed certificate does not verify against tls/ca.pem");
+        return GERR_INVAL;
+    }
+    return pki_check_pair(cert, key, errmsg);
+}
+
 /* A renewal signed by a holder: a new key and CSR here, the certificate from @sign. */
 static int renew_remote(const char *ca, const char *old, certrenew_sign_fn sign, void *sign_arg, char **key,
                         char **cert, char *errmsg)
@@ -85,12 +98,8 @@ static int renew_remote(const char *ca, const char *old, certrenew_sign_fn sign,
     if (rv == 0) {
         rv = sign(sign_arg, csr, old, cert, errmsg);
     }
-    if (rv == 0 && (rv = pki_verify(ca, *cert, errmsg)) != 0) {
-        gerr_wrap(errmsg, "the renewed certificate");
-        rv = GERR_INVAL;
-    }
     if (rv == 0) {
-        rv = pki_check_pair(*cert, *key, errmsg);
+        rv = check_new(ca, *cert, *key, errmsg);
     }
     mem_free(csr);
     return rv;
@@ -142,6 +151,9 @@ static int run_locked(const char *data_dir, const struct identity_secrets *secre
     int64_t was = *not_after_ms;
     if (secrets->ca_key_pem != NULL) {
         rv = pki_renew(secrets->ca_key_pem, secrets->ca_pem, old, PKI_CERT_DAYS, &key, &cert, errmsg);
+        if (rv == 0) {
+            rv = check_new(ca, cert, key, errmsg);
+        }
     } else if (sign != NULL) {
         rv = renew_remote(ca, old, sign, sign_arg, &key, &cert, errmsg);
     } else {

@@ -17,8 +17,8 @@
  * Installing is crash-safe: the new key and certificate are first written (fsynced) as
  * tls/key.pem.next and tls/cert.pem.next, then installed with identity_tls_save, then the .next
  * files are removed; a start that finds both .next files (a crash part-way) installs them first.
- * A certificate from a holder is checked before anything is written: it must verify against
- * tls/ca.pem and match the new key.
+ * A new certificate, from a holder or signed locally, is checked before anything is written: it
+ * must verify against tls/ca.pem and match the new key (GERR_INVAL otherwise).
  *
  * The new certificate is recorded in member_certs (raft/certrevoke.h: by the holder that signed
  * it, and by the member's revocation sync once its relay presents it), so removing the member
@@ -46,14 +46,16 @@ typedef int (*certrenew_sign_fn)(void *arg, const char *csr_pem, const char *cer
  * with *@renewed false). *@renewed says whether new files are installed (the caller reloads);
  * *@not_after_ms is the expiry of the certificate installed now. Errors (the installed pair is
  * whole on every one): GERR_NOTFOUND/GERR_IO (the files), GERR_INVAL (an unreadable certificate,
- * or a holder's certificate that does not verify or match the key), @sign's, the PKI's. Not
+ * or a new certificate that does not verify against tls/ca.pem or match the key), @sign's, the PKI's. Not
  * thread-safe against itself: one caller at a time per data directory. */
 int certrenew_run(const char *data_dir, const struct identity_secrets *secrets, unsigned renew_days,
                   int64_t now_ms, bool force, certrenew_sign_fn sign, void *sign_arg, bool *renewed,
                   int64_t *not_after_ms, char *errmsg);
 
 /* The lock certrenew_run holds while it reads and replaces the files of tls/: hold it to change
- * them elsewhere in the process (a CA rotation installing a bundle: server/carotate.h). */
+ * them elsewhere in the process (a CA rotation installing a bundle: server/carotate.h), and while
+ * reloading them (peertls_reload, grpc_server_reload_tls) so a reload never reads half a change.
+ * Not recursive. */
 void certrenew_files_lock(void);
 void certrenew_files_unlock(void);
 

@@ -165,6 +165,32 @@ int identity_load(const char *data_dir, struct identity *out, char *errmsg)
     return 0;
 }
 
+/* The CA key must be the key of secrets/ca.pem. A CA rotation that stopped between writing the new
+ * key and the new ca.pem (server/carotate.c writes the key first) leaves the new CA in
+ * secrets/ca-next.pem: taken from there (the rotation's sync writes ca.pem again). Anything else is
+ * GERR_PERM with both paths named. */
+static int secrets_pair(const char *data_dir, struct identity_secrets *out, char *errmsg)
+{
+    char p[4096], err[GERR_MSG_SIZE];
+    if (pki_check_pair(out->ca_pem, out->ca_key_pem, err) == 0) {
+        return 0;
+    }
+    char *next = NULL;
+    identity_path(data_dir, "secrets/ca-next.pem", p, sizeof p);
+    if (file_read_all(p, 65536, &next, NULL, err) == 0 && pki_check_pair(next, out->ca_key_pem, err) == 0) {
+        mem_free(out->ca_pem);
+        out->ca_pem = next;
+        return 0;
+    }
+    mem_free(next);
+    gerr_set(errmsg,
+             "identity: %s/secrets/ca-key.pem is not the private key of the CA in %s/secrets/ca.pem (a CA "
+             "rotation interrupted, or files copied from different replicas); put the matching pair back, "
+             "or remove ca-key.pem to run as a replica without the CA key",
+             data_dir, data_dir);
+    return GERR_PERM;
+}
+
 int identity_secrets_load(const char *data_dir, struct identity_secrets *out, char *errmsg)
 {
     char p[4096];
@@ -181,6 +207,9 @@ int identity_secrets_load(const char *data_dir, struct identity_secrets *out, ch
             errmsg[0] = '\0';
             rv = 0;
         }
+    }
+    if (rv == 0 && out->ca_key_pem != NULL) {
+        rv = secrets_pair(data_dir, out, errmsg);
     }
     if (rv == 0) {
         identity_path(data_dir, "secrets/pepper", p, sizeof p);
@@ -206,9 +235,12 @@ int identity_secrets_load(const char *data_dir, struct identity_secrets *out, ch
 int identity_secrets_save(const char *data_dir, const struct identity_secrets *s, char *errmsg)
 {
     char p[4096];
-    int rv = write_text(data_dir, "secrets/ca.pem", s->ca_pem, 0600, errmsg);
-    if (rv == 0 && s->ca_key_pem != NULL) {
+    int rv = 0;
+    if (s->ca_key_pem != NULL) { /* the key first: see secrets_pair */
         rv = write_text(data_dir, "secrets/ca-key.pem", s->ca_key_pem, 0600, errmsg);
+    }
+    if (rv == 0) {
+        rv = write_text(data_dir, "secrets/ca.pem", s->ca_pem, 0600, errmsg);
     }
     if (rv == 0) {
         identity_path(data_dir, "secrets/pepper", p, sizeof p);

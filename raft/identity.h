@@ -60,9 +60,11 @@ int identity_save(const char *data_dir, const struct identity *id, char *errmsg)
 int identity_make_dirs(const char *data_dir, char *errmsg);
 
 /* Load secrets/: ca.pem and pepper are required; a missing ca-key.pem leaves @out->ca_key_pem NULL
- * (a replica that joined). */
+ * (a replica that joined). A ca-key.pem must be ca.pem's key, or else secrets/ca-next.pem's (a CA
+ * rotation stopped after writing the new key: @out->ca_pem is then ca-next.pem); otherwise
+ * GERR_PERM naming both files. @out is all NULL on any error. */
 int identity_secrets_load(const char *data_dir, struct identity_secrets *out, char *errmsg);
-/* Save secrets/; ca-key.pem only when @s->ca_key_pem is not NULL. */
+/* Save secrets/; ca-key.pem only when @s->ca_key_pem is not NULL, and before ca.pem. */
 int identity_secrets_save(const char *data_dir, const struct identity_secrets *s, char *errmsg);
 void identity_secrets_free(struct identity_secrets *s);
 

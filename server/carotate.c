@@ -8,6 +8,7 @@
  * the next round tries again. */
 #include "server/carotate.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -223,23 +224,19 @@ static char *key_for(const char *data_dir, const char *signing)
     return NULL;
 }
 
-/* At "done": secrets/ holds the new CA, and its key on a holder that has it. */
+/* At "done": secrets/ holds the new CA, and its key on a holder that has it. The key is written (or
+ * retired) before ca.pem, so a crash between the two leaves either the old pair, or the new key
+ * with the new CA still in secrets/ca-next.pem, which identity_secrets_load takes (raft/identity.h);
+ * never the new CA with the old key. The next round finishes the rest. */
 static int retire_old(struct carotate_sync *s, const char *signing, const char *key, char *errmsg)
 {
     char *ca = NULL;
     int rv = 0;
-    if (read_rel(s->data_dir, "secrets/ca.pem", &ca, errmsg) != 0 || strcmp(ca, signing) != 0) {
-        rv = write_rel(s->data_dir, "secrets/ca.pem", signing, 0600, errmsg);
-    }
-    mem_free(ca);
-    if (rv == 0 && key != NULL && exists_rel(s->data_dir, "secrets/ca-next-key.pem")) {
+    bool adopted = false;
+    if (key != NULL && exists_rel(s->data_dir, "secrets/ca-next-key.pem")) {
         rv = write_rel(s->data_dir, "secrets/ca-key.pem", key, 0600, errmsg);
-        if (rv == 0) {
-            unlink_rel(s->data_dir, "secrets/ca-next-key.pem");
-            unlink_rel(s->data_dir, "secrets/ca-next.pem");
-            LOG_INFO("CA rotation: the new CA's key is this replica's CA key now");
-        }
-    } else if (rv == 0 && key == NULL && exists_rel(s->data_dir, "secrets/ca-key.pem")) {
+        adopted = rv == 0;
+    } else if (key == NULL && exists_rel(s->data_dir, "secrets/ca-key.pem")) {
         /* A holder of the old CA only: its key signs for a CA nobody trusts any more. */
         char from[4200], to[4200];
         identity_path(s->data_dir, "secrets/ca-key.pem", from, sizeof from);
@@ -247,7 +244,19 @@ static int retire_old(struct carotate_sync *s, const char *signing, const char *
         if (rename(from, to) == 0) {
             LOG_WARN("CA rotation: this replica held only the old CA's key; it is retired as "
                      "secrets/ca-key.pem.retired, and this replica is no longer a CA holder");
+        } else {
+            rv = gerr_from_errno(errno);
+            gerr_set(errmsg, "CA rotation: retire %s: %s", from, strerror(errno));
         }
+    }
+    if (rv == 0 && (read_rel(s->data_dir, "secrets/ca.pem", &ca, errmsg) != 0 || strcmp(ca, signing) != 0)) {
+        rv = write_rel(s->data_dir, "secrets/ca.pem", signing, 0600, errmsg);
+    }
+    mem_free(ca);
+    if (rv == 0 && adopted) {
+        unlink_rel(s->data_dir, "secrets/ca-next-key.pem");
+        unlink_rel(s->data_dir, "secrets/ca-next.pem");
+        LOG_INFO("CA rotation: the new CA's key is this replica's CA key now");
     }
     return rv;
 }
@@ -284,12 +293,14 @@ static void reload_all(struct carotate_sync *s)
 {
     char err[GERR_MSG_SIZE] = "";
     struct peertls *relay = replica_relay(s->replica);
+    certrenew_files_lock(); /* the files read whole, not half-way through a renewal */
     if (relay != NULL && peertls_reload(relay, err) != 0) {
         LOG_ERROR("CA rotation: the peer relay could not reload the new trust bundle (%s)", err);
     }
     if (s->api != NULL && grpc_server_reload_tls(s->api, err) != 0) {
         LOG_ERROR("CA rotation: the API server could not reload (%s)", err);
     }
+    certrenew_files_unlock();
 }
 
 static int round_once(struct carotate_sync *s, char *errmsg)

@@ -185,6 +185,7 @@ static void reload(struct renewer *r, const char *why)
 {
     char err[GERR_MSG_SIZE] = "";
     struct peertls *relay = replica_relay(r->replica);
+    certrenew_files_lock(); /* the files read whole, not half-way through a renewal or a rotation */
     if (relay != NULL && peertls_reload(relay, err) != 0) {
         LOG_ERROR(
             "certificate renewal: %s, but the peer relay could not reload it (%s): it keeps the old one "
@@ -197,6 +198,7 @@ static void reload(struct renewer *r, const char *why)
             "until a restart",
             why, err);
     }
+    certrenew_files_unlock();
 }
 
 static void *renewer_main(void *arg)
@@ -313,6 +315,29 @@ struct renew_server {
     bool stop; /* under mu */
 };
 
+/* How many certificates of @member_id were recorded after @fingerprint (its renewals): a store_tx_fn.
+ * Only the member's newest certificate may be renewed, so a leaked older key cannot mint new ones.
+ * "After" is insertion order (rowid), not recorded_at_ms: that comes from the clocks of different
+ * replicas. A new row's rowid is above every row in the table, and a restore copies rows in rowid
+ * order (store/backup.c), so the order holds. */
+struct newer_certs {
+    uint64_t member_id;
+    const char *fingerprint;
+    int64_t newer;
+};
+
+static int newer_certs_tx(struct store_tx *tx, void *arg)
+{
+    struct newer_certs *n = arg;
+    struct proto_value p[] = {proto_int((int64_t)n->member_id), proto_text(n->fingerprint),
+                              proto_int((int64_t)n->member_id), proto_text(n->fingerprint)};
+    return store_tx_query_int(tx,
+                              "SELECT count(*) FROM member_certs AS c, member_certs AS mine WHERE "
+                              "c.member_id = ? AND c.fingerprint <> ? AND mine.member_id = ? AND "
+                              "mine.fingerprint = ? AND c.rowid > mine.rowid",
+                              p, 4, &n->newer);
+}
+
 /* Decide and sign: 0 with *@cert, or a GERR_* code with @errmsg for the caller. */
 static int sign_request(struct renew_server *s, const struct certrenew_wire_request *req, uint64_t *member_id,
                         char **cert, char *errmsg)
@@ -355,6 +380,18 @@ static int sign_request(struct renew_server *s, const struct certrenew_wire_requ
         gerr_set(errmsg, "replica %" PRIu64 " is not in the cluster's configuration%s", h.member_id,
                  valid ? "" : " (not known yet)");
         return valid ? GERR_PERM : GERR_UNAVAILABLE;
+    }
+    struct newer_certs nc = {.member_id = h.member_id, .fingerprint = fp};
+    if ((rv = store_writer_run(s->writer, newer_certs_tx, &nc, errmsg)) != 0) {
+        gerr_wrap(errmsg, "read member_certs");
+        return GERR_UNAVAILABLE;
+    }
+    if (nc.newer > 0) {
+        gerr_set(errmsg,
+                 "certificate %s is not replica %" PRIu64 "'s newest: it was renewed since (%" PRId64
+                 " newer on record), and only the newest is renewed",
+                 fp, h.member_id, nc.newer);
+        return GERR_PERM;
     }
     *member_id = h.member_id;
     char *ca_pem = NULL, *ca_key = NULL;

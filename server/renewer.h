@@ -16,7 +16,9 @@
  * its relay reaches (SO_PEERCRED: this process). The relay has verified the caller's certificate
  * against the cluster CA and tells the service its fingerprint. The service signs only when the
  * certificate the caller sends is that one, it is on record in member_certs for exactly one
- * member, and that member is in the cluster's configuration; the new certificate carries that
+ * member, that member is in the cluster's configuration, and no other certificate of that member
+ * was recorded after it (only the newest is renewed: GERR_PERM otherwise, so a superseded key
+ * cannot mint certificates; the superseded one is not revoked); the new certificate carries that
  * certificate's names (pki_renew_csr), never the CSR's, and is recorded in member_certs for the
  * member before it is answered, so removing the member revokes it too. Each refusal is logged
  * with its reason. A member without the CA key answers GERR_UNAVAILABLE. */

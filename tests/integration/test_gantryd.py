@@ -1820,7 +1820,7 @@ class Renewal(GantrydTest):
 
     def test_the_renewal_service_refuses_what_it_must(self):
         """The holder's renewal service signs only for the certificate the connection was made with,
-        and only one on record for a member."""
+        only one on record for a member, and only that member's newest."""
         c = self.cluster("renew-refuse").init()
         c.join(1)
         c.wait_roles(1, 1)
@@ -1890,6 +1890,14 @@ class Renewal(GantrydTest):
         self.assertNotIn("evil", text)
         fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
         self.assertIn(fp, query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid))
+        # The same, older certificate again (a leaked one, now that it was renewed): refused, and
+        # nothing new on record.
+        before = query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid)
+        status, msg = ask(mine)
+        self.assertNotEqual(status, 0, msg)
+        self.assertIn("is not replica %d's newest" % r.rid, msg)
+        self.assertEqual(sorted(query(holder, "SELECT fingerprint FROM member_certs WHERE member_id = %d" % r.rid)),
+                         sorted(before))
 
 
 class CARotation(GantrydTest):

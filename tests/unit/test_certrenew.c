@@ -376,6 +376,72 @@ static void the_ca_keeper_swaps_and_trusts_a_bundle(void **state)
     cakeeper_free(k);
 }
 
+/* secrets/ca-key.pem must be secrets/ca.pem's key; a rotation stopped between the two writes (the
+ * key first) leaves the new CA in secrets/ca-next.pem, which is taken. */
+static void the_ca_key_must_match_the_ca(void **state)
+{
+    struct world *w = *state;
+    assert_int_equal(identity_secrets_save(w->dir, &w->sec, errmsg), 0);
+    struct identity_secrets got;
+    assert_int_equal(identity_secrets_load(w->dir, &got, errmsg), 0);
+    assert_string_equal(got.ca_pem, w->sec.ca_pem);
+    identity_secrets_free(&got);
+    char *other_key = NULL, *other_ca = NULL;
+    assert_int_equal(pki_ca_create("next-ca", &other_key, &other_ca, errmsg), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/secrets/ca-key.pem", w->dir);
+    assert_int_equal(identity_write_file(path, other_key, strlen(other_key), 0600, errmsg), 0);
+    assert_int_equal(identity_secrets_load(w->dir, &got, errmsg), GERR_PERM);
+    assert_non_null(strstr(errmsg, "is not the private key of the CA in"));
+    assert_null(got.ca_pem);
+    /* The new CA waiting in ca-next.pem: the interrupted retirement is taken. */
+    snprintf(path, sizeof path, "%s/secrets/ca-next.pem", w->dir);
+    assert_int_equal(identity_write_file(path, other_ca, strlen(other_ca), 0600, errmsg), 0);
+    assert_int_equal(identity_secrets_load(w->dir, &got, errmsg), 0);
+    assert_string_equal(got.ca_pem, other_ca);
+    assert_string_equal(got.ca_key_pem, other_key);
+    identity_secrets_free(&got);
+    /* Without a key (a replica that joined) there is nothing to pair. */
+    snprintf(path, sizeof path, "%s/secrets/ca-key.pem", w->dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(identity_secrets_load(w->dir, &got, errmsg), 0);
+    assert_null(got.ca_key_pem);
+    identity_secrets_free(&got);
+    mem_free(other_key);
+    mem_free(other_ca);
+}
+
+/* A certificate signed here with a CA key that tls/ca.pem does not trust is not installed. */
+static void a_local_renewal_is_verified_before_it_is_installed(void **state)
+{
+    struct world *w = *state;
+    struct identity_secrets wrong = {.ca_pem = NULL};
+    assert_int_equal(pki_ca_create("stray-ca", &wrong.ca_key_pem, &wrong.ca_pem, errmsg), 0);
+    char *before = read_rel(w->dir, "tls/cert.pem");
+    bool renewed = true;
+    int64_t na = 0;
+    assert_int_equal(certrenew_run(w->dir, &wrong, 30, now_ms(), true, NULL, NULL, &renewed, &na, errmsg),
+                     GERR_INVAL);
+    assert_false(renewed);
+    assert_non_null(strstr(errmsg, "does not verify against tls/ca.pem"));
+    assert_true(na - now_ms() < 11ll * 86400 * 1000);
+    char *after = read_rel(w->dir, "tls/cert.pem");
+    assert_string_equal(before, after);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tls/cert.pem.next", w->dir);
+    assert_int_not_equal(access(path, F_OK), 0);
+    mem_free(after);
+    /* The right key still renews. */
+    assert_int_equal(certrenew_run(w->dir, &w->sec, 30, now_ms(), true, NULL, NULL, &renewed, &na, errmsg),
+                     0);
+    assert_true(renewed);
+    after = read_rel(w->dir, "tls/cert.pem");
+    assert_string_not_equal(before, after);
+    mem_free(before);
+    mem_free(after);
+    identity_secrets_free(&wrong);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +453,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(without_the_key_a_holder_signs, setup, teardown),
         cmocka_unit_test_setup_teardown(a_csr_cannot_choose_its_names, setup, teardown),
         cmocka_unit_test_setup_teardown(the_ca_keeper_swaps_and_trusts_a_bundle, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_ca_key_must_match_the_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_local_renewal_is_verified_before_it_is_installed, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
