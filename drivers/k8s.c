@@ -1059,6 +1059,27 @@ static int k8s_update_credentials(struct driver *d, uint64_t epoch, const char *
     return rv;
 }
 
+/* After a failed create of sandbox @id in @kns that had written its credentials Secret: when no
+ * Sandbox of @id is there (asked of the API server), nothing owns the Secret and nothing would
+ * ever collect it, so it is deleted now (a retry of the create writes it again). When one is there
+ * (a lost reply, an adopt that failed, another replica's), its pod mounts the Secret and it stays.
+ * Best effort: what is left here, the sandbox's delete removes (delete_orphan_credentials). */
+static void drop_unowned_credentials(struct driver_k8s *k, const char *kns, const char *id)
+{
+    char why[GERR_MSG_SIZE];
+    struct found f = {0};
+    int rv = list_from(k, kns, NULL, id, &f, why);
+    if (rv == 0 && f.n == 0) {
+        rv = delete_credentials(k, kns, id, true, why);
+    }
+    found_close(&f);
+    if (rv != 0) {
+        LOG_WARN("kubernetes driver: sandbox %s: its credentials Secret in %s outlives a failed create "
+                 "until the sandbox is deleted: %s",
+                 id, kns, why);
+    }
+}
+
 static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sandbox_spec *s,
                       struct driver_sandbox *out, char *errmsg)
 {
@@ -1107,6 +1128,8 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     }
     if (rv == 0 && s->n_credentials > 0) {
         rv = own_credentials(k, &made, s->id, s->credentials, s->n_credentials, errmsg);
+    } else if (rv != 0 && s->n_credentials > 0) {
+        drop_unowned_credentials(k, kns, s->id);
     }
     k8s_sandbox_close(&made);
 out:
@@ -1164,11 +1187,30 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
     return rv;
 }
 
+/* The credentials Secret of sandbox @id when no Sandbox of it was found: a create that failed after
+ * writing the Secret left it without an owner, so Kubernetes' garbage collector never removes it.
+ * It is in the namespace its creator chose (operator mode: any of the allowlist's Kubernetes
+ * namespaces, and the driver is not told which on delete) or else the one @ns maps to: its
+ * deterministic name is deleted in each of them (a 404 or 403 costs nothing). */
+static int delete_orphan_credentials(struct driver_k8s *k, const char *ns, const char *id, char *errmsg)
+{
+    char kns[64];
+    int rv = k8s_namespace(k, ns, kns, errmsg);
+    if (rv != 0 || k->mode != DRIVER_K8S_OPERATOR) {
+        return rv != 0 ? rv : delete_credentials(k, kns, id, true, errmsg);
+    }
+    for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
+        if (op_first(k, i)) {
+            rv = delete_credentials(k, k->op_to[i], id, true, errmsg);
+        }
+    }
+    return rv;
+}
+
 /* The Sandbox first (the epoch annotation on it may refuse the delete), then its credentials
- * Secret, in the namespace the Sandbox was in: Kubernetes' garbage collector would delete it too,
- * but not at once, and not one a failed create left without an owner (that one is looked for in
- * the namespace the gantry namespace maps to only: a Secret a failed create left in a namespace
- * its creator chose is the garbage collector's, or the operator's, to remove). */
+ * Secret: in the namespace the Sandbox was in (Kubernetes' garbage collector would delete that one
+ * too, it being owned by the Sandbox, but not at once), or, when no Sandbox was found, wherever a
+ * failed create may have left one without an owner (delete_orphan_credentials). */
 static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const char *id, char *errmsg)
 {
     struct driver_k8s *k = k8s_enter(d, epoch);
@@ -1177,8 +1219,10 @@ static int k8s_delete(struct driver *d, uint64_t epoch, const char *ns, const ch
     for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
         kns[0] = '\0';
         rv = delete_once(k, epoch, ns, id, i > 0, &creds, kns, errmsg);
-        if (rv == 0 && creds != 0 && (kns[0] != '\0' || (rv = k8s_namespace(k, ns, kns, errmsg)) == 0)) {
-            rv = delete_credentials(k, kns, id, creds == 2, errmsg);
+        if (rv == 0 && creds == 1 && kns[0] != '\0') {
+            rv = delete_credentials(k, kns, id, false, errmsg);
+        } else if (rv == 0 && creds == 2) {
+            rv = delete_orphan_credentials(k, ns, id, errmsg);
         }
         if (rv != GERR_ABORTED) {
             return rv;
@@ -1314,15 +1358,18 @@ static int copy_pull_secret(struct driver_k8s *k, const char *kns, const char *n
         return GERR_INVAL;
     }
     if (rv != 0 || (rv = k8s_secret_copy(body(k), k->resp.len, kns, k->gw, &doc, errmsg)) != 0) {
+        wipe_resp(k);
         return rv;
     }
+    wipe_resp(k);
     snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets", kns);
     rv = call(k, "POST", path, doc, errmsg);
     if (rv == GERR_EXISTS) {
         snprintf(path, sizeof path, "/api/v1/namespaces/%s/secrets/%s", kns, name);
         rv = call(k, "PUT", path, doc, errmsg);
     }
-    mem_free(doc);
+    wipe_resp(k);
+    k8s_secret_free(doc);
     return rv;
 }
 

@@ -1064,6 +1064,28 @@ static bool secret_key_ok(const char *k)
     return n > 0 && n <= 253;
 }
 
+/* Zero every string under "data" and "stringData" of the decoded Secret @j in place (jansson's
+ * copies of the document's values) before the document is freed: json_decref hands them back to
+ * the allocator as they are. */
+static void wipe_secret_data(json_t *j)
+{
+    static const char *const fields[] = {"data", "stringData"};
+    for (size_t f = 0; f < 2; f++) {
+        const char *key;
+        json_t *v;
+        json_t *data = json_object_get(j, fields[f]);
+        json_object_foreach(data, key, v)
+        {
+            if (json_is_string(v)) {
+                volatile char *w = (char *)json_string_value(v);
+                for (size_t i = 0, n = json_string_length(v); i < n; i++) {
+                    w[i] = 0;
+                }
+            }
+        }
+    }
+}
+
 int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *gateway_id, char **out,
                     char *errmsg)
 {
@@ -1109,6 +1131,7 @@ int k8s_secret_copy(const char *text, size_t len, const char *ns, const char *ga
             rv = GERR_NOMEM;
         }
     }
+    wipe_secret_data(j); /* the copy (*out) is the caller's to wipe */
     json_decref(j);
     return rv;
 }
@@ -1178,13 +1201,9 @@ int k8s_secret_value(const char *text, size_t len, const char *key, char **out, 
         }
         mem_free(plain);
     }
-    /* The decoded document held the value too: wipe the encoded copy jansson made. */
-    if (enc != NULL) {
-        volatile char *w = (char *)enc;
-        for (size_t i = 0; i < n; i++) {
-            w[i] = 0;
-        }
-    }
+    /* The decoded document held the value too (and the Secret's other keys): wipe every value
+     * jansson copied out of it, not only the one asked for. */
+    wipe_secret_data(j);
     json_decref(j);
     return rv;
 }

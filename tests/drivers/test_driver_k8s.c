@@ -2294,6 +2294,86 @@ static void test_credentials_every_mode(void **state)
     driver_free(b);
 }
 
+/* Review F7: a create that fails after writing the credentials Secret (the Sandbox refused by an
+ * admission webhook) in the namespace its creator chose (operator mode, driver_config "namespace")
+ * leaves no Secret there: the create takes it back at once; when that fails too, the sandbox's
+ * delete finds it there, also from an instance that never saw the create. */
+static void test_credentials_failed_create_placed(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], spath[300], home[300], sbx[256];
+    const char *const allow[] = {"team-a=tenant-a", "team-b", NULL};
+    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_kv cfg[] = {{"namespace", "team-b"}};
+    make_namespace("tenant-a");
+    make_namespace("team-b");
+    conf_spec(&env, &cs, "refused");
+    cs.spec.namespace = "team-a";
+    cs.spec.driver_config = cfg;
+    cs.spec.n_driver_config = 1;
+    cs.spec.credentials = creds_two;
+    cs.spec.n_credentials = 2;
+    secret_path(spath, sizeof spath, "gw-op", "team-b", cs.id);
+    secret_path(home, sizeof home, "gw-op", "tenant-a", cs.id);
+    sbx_path(sbx, sizeof sbx, "team-b", "team-a--refused");
+    static const char refuse[] =
+        "{\"method\":\"POST\",\"path\":\"" SBX "/namespaces/team-b/sandboxes\",\"times\":1,\"status\":403,"
+        "\"reason\":\"Forbidden\",\"message\":\"admission webhook \\\"policy.example\\\" denied the "
+        "request\"}";
+
+    /* The Sandbox is refused: the create's error, and no Secret left in team-b. */
+    truncate_log();
+    inject(refuse);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_PERM);
+    assert_null(strstr(errmsg, "VALUE"));
+    assert_null(s.id);
+    assert_false(exists(sbx));
+    assert_int_equal(logged("POST", "/api/v1/namespaces/team-b/secrets", NULL), 1); /* it was written */
+    assert_false(exists(spath));
+
+    /* Refused again, and the Secret's removal fails too: it stays until the delete, which (from an
+     * instance that never saw the sandbox) removes it from team-b, where team-a does not map to. */
+    inject(refuse);
+    char secret[128], gone[400];
+    k8s_credentials_secret_name("gw-op", cs.id, secret);
+    snprintf(gone, sizeof gone,
+             "{\"method\":\"DELETE\",\"path\":\"/api/v1/namespaces/team-b/secrets/%s\",\"times\":1,"
+             "\"status\":409,\"reason\":\"Conflict\"}",
+             secret);
+    inject(gone);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_PERM);
+    assert_true(exists(spath));
+    struct driver *d2 = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e2 = conf_epoch();
+    assert_int_equal(driver_delete(d2, e2, "team-a", cs.id, errmsg), 0);
+    assert_false(exists(spath));
+    assert_false(exists(home));
+    driver_free(d2);
+    e = conf_epoch(); /* d2 raised the fence */
+
+    /* A failure after the Sandbox was made (the write that gives the Secret its owner refused):
+     * the Secret its pod mounts stays, and the create's retry gives it its owner. */
+    snprintf(gone, sizeof gone,
+             "{\"method\":\"PUT\",\"path\":\"/api/v1/namespaces/team-b/secrets/%s\",\"times\":1,"
+             "\"status\":409,\"reason\":\"Conflict\"}",
+             secret);
+    inject(gone);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_ABORTED);
+    assert_true(exists(sbx));
+    assert_true(exists(spath));
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    json_t *sec = get_secret(spath);
+    assert_non_null(json_object_get(json_object_get(sec, "metadata"), "ownerReferences"));
+    json_decref(sec);
+    assert_int_equal(driver_delete(d, e, "team-a", cs.id, errmsg), 0);
+    assert_false(exists(spath));
+    driver_free(d);
+    (void)state;
+}
+
 /* ---- Failures of the server or the connection */
 
 static void test_auth_tls_and_server_errors(void **state)
@@ -2739,6 +2819,7 @@ int main(void)
         cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_credentials_collected_with_sandbox),
         cmocka_unit_test(test_credentials_every_mode),
+        cmocka_unit_test(test_credentials_failed_create_placed),
         cmocka_unit_test(test_phase_from_sandbox_status),
         cmocka_unit_test(test_pending_pod),
         cmocka_unit_test(test_crd_not_installed),
