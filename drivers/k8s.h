@@ -102,8 +102,8 @@
  * this sandbox's alone); delete removes it after the Sandbox (404 fine). The driver writes and deletes
  * Secrets there and never reads one (its ServiceAccount may not); the only Secrets it reads are image
  * pull secrets in its home namespace and, through driver_k8s_read_secret, the Secrets a provider
- * references (Secret-backed credentials, where the operator granted the get); request and answer bodies are wiped
- * from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
+ * references (Secret-backed credentials, where the operator granted the get); request and answer bodies are
+ * wiped from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
  * about the data.
  *
  * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
