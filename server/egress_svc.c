@@ -20,6 +20,7 @@
 #include "lib/err.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "store/events.h"
 
 #define SCAN_MS     500u
 #define MAX_NS_ROWS 1024u /* namespaces with their own metric series; the rest sum under "_other" */
@@ -457,20 +458,6 @@ static int read_one_policy(struct egress_svc *s, struct store_client *cl, const 
     return rv;
 }
 
-/* The newest revision the change feed no longer holds (0: nothing pruned yet). 0 or the store's
- * errors. */
-static int compacted_revision(struct store_client *cl, int64_t *out)
-{
-    int rv = store_client_query_int(
-        cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'", NULL,
-        0, out);
-    if (rv == GERR_NOTFOUND) {
-        *out = 0;
-        rv = 0;
-    }
-    return rv;
-}
-
 /* Bring the cache up to date from the change feed: the cluster revision first, then (the first
  * time, or when the feed was compacted past what was followed) every policy, else only the
  * namespaces with "Policy" or "Namespace" events (a namespace deleted takes its policy with it)
@@ -491,7 +478,7 @@ static int refresh_policies(struct egress_svc *s, bool *full, char *err)
     int64_t now = 0, compacted = 0;
     rv = store_client_query_int(cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0, &now);
     if (rv == 0 && s->feed_loaded) {
-        rv = compacted_revision(cl, &compacted);
+        rv = store_events_compacted(cl, &compacted);
     }
     if (rv != 0) {
         gerr_set(err, "%s", cl->errmsg);
@@ -521,7 +508,7 @@ static int refresh_policies(struct egress_svc *s, bool *full, char *err)
          * this round did not see: then every policy is read. */
         int64_t after = 0;
         if (rv == 0) {
-            if ((rv = compacted_revision(cl, &after)) != 0) {
+            if ((rv = store_events_compacted(cl, &after)) != 0) {
                 gerr_set(err, "%s", cl->errmsg);
             }
         }

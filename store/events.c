@@ -43,3 +43,15 @@ int store_event_payload_tx(struct store_tx *tx, int64_t revision, const void *da
     struct proto_value p[] = {v, proto_int(revision)};
     return store_tx_exec(tx, "UPDATE events SET payload = ? WHERE revision = ?", p, 2, NULL);
 }
+
+int store_events_compacted(struct store_client *cl, int64_t *out)
+{
+    int rv = store_client_query_int(
+        cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'", NULL,
+        0, out);
+    if (rv == GERR_NOTFOUND) {
+        *out = 0;
+        rv = 0;
+    }
+    return rv;
+}

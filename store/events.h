@@ -18,4 +18,9 @@ int store_event_tx(struct store_tx *tx, const char *kind, const char *ns, const 
  * message, copied), which Watch delivers. The store's errors. */
 int store_event_payload_tx(struct store_tx *tx, int64_t revision, const void *data, size_t len);
 
+/* The newest change event retention deleted (cluster_meta events_compacted_revision; 0 when none
+ * was). Retention moves it in the transaction that deletes the events, so a reader that reads it
+ * after the events it read knows whether any it needed were gone. 0 or the store's errors. */
+int store_events_compacted(struct store_client *cl, int64_t *out);
+
 #endif

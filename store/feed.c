@@ -19,6 +19,7 @@
 
 #include "lib/clock.h"
 #include "lib/log.h"
+#include "store/events.h"
 
 static uint64_t now_ms(void)
 {
@@ -88,18 +89,6 @@ static void set_applied(struct feed *f, uint64_t rev)
     pthread_mutex_unlock(&f->mu);
 }
 
-static int compacted_revision(struct store_client *cl, int64_t *out)
-{
-    int rv = store_client_query_int(
-        cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'", NULL,
-        0, out);
-    if (rv == GERR_NOTFOUND) {
-        *out = 0;
-        rv = 0;
-    }
-    return rv;
-}
-
 static const char *text(const struct proto_rows *r, size_t i, unsigned c)
 {
     const struct proto_value *v = proto_rows_at(r, i, c);
@@ -153,7 +142,7 @@ static int feed_poll(struct feed *f)
                                p, 3, &ev);
         int64_t compacted = 0;
         if (rv == 0) {
-            rv = compacted_revision(&f->cl, &compacted);
+            rv = store_events_compacted(&f->cl, &compacted);
         }
         if (rv != 0) {
             proto_rows_close(&ev);

@@ -1083,19 +1083,6 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
-/* The newest change event deleted by retention (0: none). */
-static int compacted_revision(struct store_client *cl, int64_t *out)
-{
-    int rv = store_client_query_int(
-        cl, "SELECT CAST(value AS INTEGER) FROM cluster_meta WHERE key = 'events_compacted_revision'", NULL,
-        0, out);
-    if (rv == GERR_NOTFOUND) {
-        *out = 0;
-        rv = 0;
-    }
-    return rv;
-}
-
 /* --- Watch: served from the replica's change feed (store/feed.h) ---
  *
  * One hub per replica keeps the model (every sandbox's latest state, unpacked once, by id) at the
@@ -2261,7 +2248,7 @@ static int watch_catch_up(struct store_client *cl, struct watch *w, const struct
             p, 3, &ev);
         int64_t compacted = 0;
         if (rv == 0) {
-            rv = compacted_revision(cl, &compacted);
+            rv = store_events_compacted(cl, &compacted);
         }
         if (rv == 0 && (uint64_t)compacted > *cur) {
             *gone = compacted;
