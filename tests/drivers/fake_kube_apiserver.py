@@ -1385,8 +1385,26 @@ class Handler(BaseHTTPRequestHandler):
     def ws_read_frame(self):
         """(fin, op, payload) of the client's next frame; None at EOF; raises ValueError when bad."""
         def need(n):
+            # The TLS connection is one OpenSSL object, which two threads must not use at once: the
+            # pump writes output (ws_send, under ws_lock) while this reads input. So this waits for
+            # input outside the lock (select, or what OpenSSL already holds) and reads it under the
+            # lock without blocking; a blocking read beside a write broke the stream now and then
+            # under load (the exec then ended early, or its start failed).
             while len(self.ws_in) < n:
-                got = self.connection.recv(65536)
+                if self.connection.pending() == 0:
+                    r, _, _ = select.select([self.connection], [], [], 0.5)
+                    if not r:
+                        continue
+                with self.ws_lock:
+                    self.connection.setblocking(False)
+                    try:
+                        got = self.connection.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        got = None
+                    finally:
+                        self.connection.setblocking(True)
+                if got is None:
+                    continue
                 if not got:
                     return False
                 self.ws_in += got
