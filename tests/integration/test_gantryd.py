@@ -202,7 +202,12 @@ class Client:
                 return self.call(r, "CreateJoinToken", cpb.CreateJoinTokenRequest(ttl_seconds=3600), cpb.JoinToken,
                                  timeout=5).id
             except grpc.RpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # A join token's secret is never stored, so a call whose commit a leader change
+                # interrupted cannot be answered again: ABORTED "... make another" (docs/operations.md).
+                # Not acknowledged, so a client makes another, as the message says.
+                retry_aborted = e.code() == grpc.StatusCode.ABORTED and "make another" in (e.details() or "")
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and \
+                        not retry_aborted:
                     raise
                 last = e
                 time.sleep(0.02)
