@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/services/clusterdb.h"
 #include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/log.h"
@@ -97,16 +98,6 @@ static int state_read(struct store_client *cl, struct ca_state *st)
     return rv;
 }
 
-static int meta_put(struct store_tx *tx, const char *key, const char *value, int64_t now)
-{
-    struct proto_value p[] = {proto_text(key), proto_text(value), proto_int(now)};
-    return store_tx_exec(
-        tx,
-        "INSERT INTO cluster_meta (key, value, updated_at_ms) VALUES (?, ?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at_ms = excluded.updated_at_ms",
-        p, 3, NULL);
-}
-
 /* Write the state, unless the phase in the store is no longer @expect_phase (another command
  * raced this one): GERR_CONSTRAINT then. */
 struct state_write {
@@ -136,12 +127,12 @@ static int state_write_tx(struct store_tx *tx, void *arg)
         return GERR_CONSTRAINT;
     }
     int64_t now = wall_now_ms();
-    rv = meta_put(tx, META_SIGNING, w->st->signing, now);
+    rv = clusterdb_meta_put_tx(tx, META_SIGNING, w->st->signing, now);
     if (rv == 0) {
-        rv = meta_put(tx, META_BUNDLE, w->st->bundle, now);
+        rv = clusterdb_meta_put_tx(tx, META_BUNDLE, w->st->bundle, now);
     }
     if (rv == 0) {
-        rv = meta_put(tx, META_PHASE, w->st->phase, now);
+        rv = clusterdb_meta_put_tx(tx, META_PHASE, w->st->phase, now);
     }
     if (rv == 0) {
         rv = store_event_tx(tx, "ClusterCA", "", "", "MODIFIED", NULL);

@@ -81,7 +81,7 @@ static void secret_hash(const char *secret, uint8_t out[SHA256_DIGEST_LENGTH])
     SHA256((const unsigned char *)secret, strlen(secret), out);
 }
 
-static int meta_put(struct store_tx *tx, const char *key, const char *value, int64_t now)
+int clusterdb_meta_put_tx(struct store_tx *tx, const char *key, const char *value, int64_t now)
 {
     struct proto_value p[] = {proto_text(key), proto_text(value), proto_int(now)};
     return store_tx_exec(
@@ -135,15 +135,15 @@ int clusterdb_seed_tx(struct store_tx *tx, void *arg)
     int64_t now = (int64_t)now_wall_ms();
     char nowtext[24];
     snprintf(nowtext, sizeof nowtext, "%" PRId64, now);
-    int rv = meta_put(tx, "cluster_id", s->cluster_id, now);
+    int rv = clusterdb_meta_put_tx(tx, "cluster_id", s->cluster_id, now);
     if (rv == 0) {
-        rv = meta_put(tx, "gateway_id", s->gateway_id, now);
+        rv = clusterdb_meta_put_tx(tx, "gateway_id", s->gateway_id, now);
     }
     if (rv == 0) {
-        rv = meta_put(tx, "ca_pem", s->ca_pem, now);
+        rv = clusterdb_meta_put_tx(tx, "ca_pem", s->ca_pem, now);
     }
     if (rv == 0) {
-        rv = meta_put(tx, "created_at_ms", nowtext, now);
+        rv = clusterdb_meta_put_tx(tx, "created_at_ms", nowtext, now);
     }
     if (rv == 0) {
         /* A restored database lists the old cluster's members: this cluster starts with one. */

@@ -53,6 +53,10 @@ struct clusterdb_seed {
 };
 int clusterdb_seed_tx(struct store_tx *tx, void *seed);
 
+/* Inside a write transaction: set cluster_meta @key to @value (insert or replace, stamped @now).
+ * The store's errors. */
+int clusterdb_meta_put_tx(struct store_tx *tx, const char *key, const char *value, int64_t now);
+
 /* Insert a join token (the SHA-256 of its secret, never the secret) for @uses uses until
  * @expires_ms, dropping tokens that expired over a day before @now_ms on the way. No change event:
  * the caller records it with its audit event (api/gate/resource.h, res_event). */
