@@ -246,17 +246,23 @@ static int membership_client(struct replica *r)
 
 /* A restart (no join in progress) of a replica the cluster removed must not come back: it would
  * serve the API, contend for leases and reach the store with a certificate that is still valid
- * (a Jepsen finding, docs/reliability.md). Ask the leader once, briefly: GERR_PERM if it answers
+ * (a Jepsen finding, docs/reliability.md). Ask the leader, briefly: GERR_PERM if it answers
  * without this node. No answer (a whole-cluster restart needs this node for quorum) is not proof;
- * the roles thread keeps asking (replica_removed). */
-static int check_member(struct replica *r, char *errmsg)
+ * the roles thread keeps asking (replica_removed).
+ *
+ * A failed attempt is tried again within CHECK_BUDGET_MS: in the half second after a removal the
+ * members install the revocation of its certificate (raft/certrevoke.h), and a member that does
+ * so closes the connections it already accepted from the removed replica without a reason; the
+ * next attempt gets the certificate_revoked alert or the leader's configuration. A cluster that
+ * does not answer at all costs a start at most this budget plus one attempt. */
+#define CHECK_BUDGET_MS 2500u
+#define CHECK_PAUSE_MS  300u
+
+/* One attempt: 0 (the leader lists this node), GERR_PERM (@errmsg says why) or another error
+ * (no answer; @why gets the client's message). */
+static int check_member_once(struct replica *r, const char **addrs, unsigned n, char *errmsg, char *why,
+                             size_t why_len)
 {
-    const char *addrs[STORE_MAX_ADDRESSES];
-    char list[2048];
-    unsigned n = split_list(r->seeds, list, sizeof list, addrs, STORE_MAX_ADDRESSES, r->address);
-    if (n == 0) {
-        return 0; /* a cluster of one (or no peer known): nobody else to ask */
-    }
     struct store_client cl;
     struct store_client_config cfg = {.addresses = addrs,
                                       .n_addresses = n,
@@ -265,12 +271,14 @@ static int check_member(struct replica *r, char *errmsg)
                                       .request_timeout_ms = 3000,
                                       .dial = r->dial,
                                       .dial_arg = r->dial_arg};
-    if (store_client_init(&cl, &cfg) != 0) {
-        return 0;
+    int rv = store_client_init(&cl, &cfg);
+    if (rv != 0) {
+        snprintf(why, why_len, "%s", cl.errmsg);
+        return rv;
     }
     int role = -1;
     char stored[256];
-    int rv = lookup_self(&cl, r->id, &role, stored, sizeof stored);
+    rv = lookup_self(&cl, r->id, &role, stored, sizeof stored);
     if (rv != 0 && r->relay != NULL && peertls_self_revoked(r->relay)) {
         gerr_set(errmsg,
                  "replica %" PRIu64
@@ -278,11 +286,9 @@ static int check_member(struct replica *r, char *errmsg)
                  "a removed member must not come back with its old data: empty its data dir and join again "
                  "with a new join token (docs/operations.md, \"Removing and replacing a replica\")",
                  r->id);
-        store_client_close(&cl);
-        return GERR_PERM;
+        rv = GERR_PERM;
     } else if (rv != 0) {
-        LOG_INFO("membership check: no answer from the cluster yet (%s); the roles thread keeps checking",
-                 cl.errmsg);
+        snprintf(why, why_len, "%s", cl.errmsg);
     } else if (role < 0) {
         gerr_set(errmsg,
                  "replica %" PRIu64
@@ -290,10 +296,38 @@ static int check_member(struct replica *r, char *errmsg)
                  "a removed member must not come back with its old data: empty its data dir and join again "
                  "with a new join token (docs/operations.md, \"Removing and replacing a replica\")",
                  r->id);
-        store_client_close(&cl);
-        return GERR_PERM;
+        rv = GERR_PERM;
     }
     store_client_close(&cl);
+    return rv;
+}
+
+static int check_member(struct replica *r, char *errmsg)
+{
+    const char *addrs[STORE_MAX_ADDRESSES];
+    char list[2048];
+    unsigned n = split_list(r->seeds, list, sizeof list, addrs, STORE_MAX_ADDRESSES, r->address);
+    if (n == 0) {
+        return 0; /* a cluster of one (or no peer known): nobody else to ask */
+    }
+    struct clock *clk = clock_system();
+    uint64_t deadline = clock_mono_ms(clk) + CHECK_BUDGET_MS;
+    char why[GERR_MSG_SIZE] = "";
+    unsigned attempts = 0;
+    for (;;) {
+        int rv = check_member_once(r, addrs, n, errmsg, why, sizeof why);
+        attempts++;
+        if (rv == 0 || rv == GERR_PERM) {
+            return rv;
+        }
+        if (clock_mono_ms(clk) + CHECK_PAUSE_MS >= deadline) {
+            break;
+        }
+        clk->sleep_ns(clk, (uint64_t)CHECK_PAUSE_MS * 1000000u);
+    }
+    LOG_INFO("membership check: no answer from the cluster yet (%s; %u attempts); the roles thread keeps "
+             "checking",
+             why, attempts);
     return 0;
 }
 

@@ -1321,7 +1321,7 @@ class Removed(GantrydTest):
         self.remove(c, a)
         a.start(wait=False)
         rc, log = self.finished(c, a)
-        self.assertEqual(a.proc.stdout.read(), b"", "a removed replica printed READY")
+        self.assertEqual(a.proc.stdout.read(), b"", "a removed replica printed READY; its log:\n" + log)
         self.assertEqual(rc, 1, log)
         self.assertIn("was removed from the cluster", log)
 
