@@ -394,6 +394,16 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *ud)
     return *n > ANSWER_MAX ? 0 : size * nmemb;
 }
 
+/* libcurl's progress callback: a POST under way ends when the hook stops. */
+static int abort_on_stop(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return stopping(ud) ? 1 : 0;
+}
+
 /* One POST. 0 on a 2xx; else an error with a message (never the secret, never the URL). */
 static int post(struct lifecycle_hook *h, const char *body, char *errmsg)
 {
@@ -436,6 +446,9 @@ static int post(struct lifecycle_hook *h, const char *body, char *errmsg)
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, abort_on_stop);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -502,6 +515,16 @@ static int deliver(struct lifecycle_hook *h, uint64_t rev, int64_t at_ms, const 
         return cursor_store(h, rev, NULL);
     }
     char *body = cloudevent(h, rev, at_ms, state, sb, ns, object_id);
+    if (body == NULL) { /* jansson could not allocate: like a failure of every attempt */
+        if (sb != NULL) {
+            gantry__v1__sandbox__free_unpacked(sb, NULL);
+        }
+        LOG_ERROR("lifecycle webhook: event %s-%" PRIu64 ": cannot encode it: dropped", h->gateway_id, rev);
+        struct audit_record r;
+        audit_drop(h, &r, ns, object_id, "", STATUS_UNAVAILABLE, "lifecycle event dropped: cannot encode it");
+        atomic_fetch_add(&h->dropped_attempts, 1);
+        return cursor_store(h, rev, &r);
+    }
     char name[128];
     snprintf(name, sizeof name, "%s", sb != NULL && sb->meta != NULL ? sb->meta->name : "");
     if (sb != NULL) {

@@ -67,7 +67,8 @@ struct lifecycle_hook_config {
 struct lifecycle_hook;
 int lifecycle_hook_start(const struct lifecycle_hook_config *cfg, struct lifecycle_hook **out, char *errmsg);
 
-/* Stop (a POST under way ends within timeout_ms), join, wipe the secret, free. NULL is fine. */
+/* Stop (a backoff wait ends at once, a POST under way within about a second), join, wipe the secret,
+ * free. NULL is fine. */
 void lifecycle_hook_stop(struct lifecycle_hook *h);
 
 /* The gantry_lifecycle_webhook_* families (docs/metrics.md), always written: @h NULL (no webhook

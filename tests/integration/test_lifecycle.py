@@ -11,6 +11,8 @@ Groups:
            the receiver goes away for a while: failed attempts, backoff, then delivery; the receiver
            answers 500 while the lease holder is SIGKILLed with events pending: the next holder
            delivers them (the same ids), nothing is lost.
+  drop     (fake driver, one replica) an event that failed lifecycle_webhook_max_attempts times is
+           given up with an audit event, and the next one is delivered.
   config   bad webhook settings are refused at start with a message naming the key.
 """
 
@@ -301,6 +303,55 @@ class Webhook(g.GantrydTest):
                   attempts_1s, time.monotonic() - down, old_id, nxt.rid, time.monotonic() - t0))
 
 
+class Drop(g.GantrydTest):
+    def test_given_up_after_max_attempts_and_audited(self):
+        """lifecycle_webhook_max_attempts failures of one event: it is dropped with an audit event
+        and the next one is sent (fake driver, one replica)."""
+        rec = Receiver()
+        self.addCleanup(rec.stop)
+        rec.mode = "fail"
+        root = os.path.join(g.WORK, "drop-state")
+        os.makedirs(root)
+        c = g.Cluster("life-" + self._testMethodName, run_flags=[
+            "--driver", "fake", "--driver-state-dir", os.path.join(root, "state.json"),
+            "--lifecycle-webhook-url", "http://127.0.0.1:%d/hook" % rec.port, "--lifecycle-webhook-backoff-ms", "50",
+            "--lifecycle-webhook-backoff-max-ms", "100", "--lifecycle-webhook-max-attempts", "2"] + trc.LEASE_FLAGS)
+        self.clusters.append(c)
+        c.init()
+        r = c.replicas[0]
+        end = time.monotonic() + 30
+        while r.metric("gantry_lifecycle_webhook_active") != 1.0:
+            self.assertLess(time.monotonic(), end, r.tail())
+            time.sleep(0.1)
+        e = trc.Env.__new__(trc.Env)
+        e.state = None
+        tr.Env._setup(e, c)
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "d1")))
+        e.wait_phases({"d1": "PHASE_READY"})
+        dropped = 'gantry_lifecycle_webhook_dropped_total{reason="attempts"}'
+        while r.metric(dropped) < 2:  # provisioning and ready, each after 2 attempts
+            self.assertLess(time.monotonic(), end, r.tail())
+            time.sleep(0.1)
+        rec.mode = "ok"
+        e.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="d1"))
+        rec.wait(self, lambda d: "deleted" in states_of([x for x, _ in d], "d1"), "d1 deleted after the drops")
+        with rec.lock:
+            tries = {}
+            for p in rec.posts:
+                tries.setdefault(p["id"], []).append(p["code"])
+        first_two = [i for i, codes in tries.items() if codes == [500, 500]]
+        self.assertGreaterEqual(len(first_two), 2, tries)
+        rows = g.query(r, "SELECT message FROM audit WHERE operation = 'lifecycle_webhook/deliver'")
+        msgs = [m for m in rows if m]
+        self.assertGreaterEqual(len(msgs), 2, rows)
+        for i in first_two:
+            self.assertTrue(any(("lifecycle event %s " % i) in m and "dropped after 2 failed attempts: HTTP 500" in m
+                                for m in msgs), (i, msgs))
+        self.assertEqual(states_of([x for x, _ in rec.delivered()], "d1")[-1], "deleted")
+        print("webhook drop: %d events given up after 2 attempts each, audited; the next ones delivered" %
+              len(first_two))
+
+
 class Config(unittest.TestCase):
     def test_bad_settings_refused_at_start(self):
         root = tempfile.mkdtemp(prefix="life-cfg-", dir=g.WORK)
@@ -339,7 +390,7 @@ class Config(unittest.TestCase):
         print("lifecycle webhook settings: 5 bad values refused by the configuration, 4 bad files at start")
 
 
-GROUPS = {"webhook": Webhook, "config": Config}
+GROUPS = {"webhook": Webhook, "drop": Drop, "config": Config}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
