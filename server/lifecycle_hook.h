@@ -75,9 +75,4 @@ void lifecycle_hook_stop(struct lifecycle_hook *h);
  * configured) writes zeros. Any thread. */
 void lifecycle_hook_metrics_write(struct lifecycle_hook *h, struct buf *out);
 
-/* The lifecycle state of one Sandbox change (docs/platform-controller.md): @type "ADDED",
- * "MODIFIED" or "DELETED", @phase the payload's SandboxStatus.Phase. "provisioning", "ready",
- * "failed", "deleting", "deleted", "stopped", or NULL (no lifecycle state: UNSPECIFIED, UNKNOWN). */
-const char *lifecycle_state(const char *type, int phase);
-
 #endif
