@@ -11,8 +11,9 @@ Groups:
            the receiver goes away for a while: failed attempts, backoff, then delivery; the receiver
            answers 500 while the lease holder is SIGKILLed with events pending: the next holder
            delivers them (the same ids), nothing is lost.
-  drop     (fake driver, one replica) an event that failed lifecycle_webhook_max_attempts times is
-           given up with an audit event, and the next one is delivered.
+  drop     (fake driver, one replica, an https receiver with its own CA) an event that failed
+           lifecycle_webhook_max_attempts times is given up with an audit event, and the next one
+           is delivered.
   config   bad webhook settings are refused at start with a message naming the key.
 """
 
@@ -61,7 +62,8 @@ class Receiver:
     """A CloudEvents receiver: records every POST (time, headers, body, the answer it gave).
     mode: "flaky" (500 to the first two attempts of each event id, then 200), "ok", "fail" (500)."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        self.tls = tls  # an ssl.SSLContext: serve https
         self.lock = threading.Lock()
         self.posts = []
         self.attempts = {}
@@ -95,6 +97,8 @@ class Receiver:
 
         http.server.ThreadingHTTPServer.allow_reuse_address = True
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self):
@@ -306,15 +310,30 @@ class Webhook(g.GantrydTest):
 class Drop(g.GantrydTest):
     def test_given_up_after_max_attempts_and_audited(self):
         """lifecycle_webhook_max_attempts failures of one event: it is dropped with an audit event
-        and the next one is sent (fake driver, one replica)."""
-        rec = Receiver()
-        self.addCleanup(rec.stop)
-        rec.mode = "fail"
+        and the next one is sent (fake driver, one replica, https with lifecycle_webhook_ca_file)."""
+        import ssl
         root = os.path.join(g.WORK, "drop-state")
         os.makedirs(root)
+
+        def openssl(*args):
+            subprocess.run(["openssl"] + list(args), check=True, capture_output=True, cwd=root)
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
+                "-out", "ca.crt", "-days", "2", "-subj", "/CN=hook-ca")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "srv.key", "-out",
+                "srv.csr", "-subj", "/CN=receiver")
+        with open(os.path.join(root, "san.ext"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+                "srv.crt", "-days", "2", "-extfile", "san.ext")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(root, "srv.crt"), os.path.join(root, "srv.key"))
+        rec = Receiver(tls=ctx)
+        self.addCleanup(rec.stop)
+        rec.mode = "fail"
         c = g.Cluster("life-" + self._testMethodName, run_flags=[
             "--driver", "fake", "--driver-state-dir", os.path.join(root, "state.json"),
-            "--lifecycle-webhook-url", "http://127.0.0.1:%d/hook" % rec.port, "--lifecycle-webhook-backoff-ms", "50",
+            "--lifecycle-webhook-url", "https://127.0.0.1:%d/hook" % rec.port,
+            "--lifecycle-webhook-ca-file", os.path.join(root, "ca.crt"), "--lifecycle-webhook-backoff-ms", "50",
             "--lifecycle-webhook-backoff-max-ms", "100", "--lifecycle-webhook-max-attempts", "2"] + trc.LEASE_FLAGS)
         self.clusters.append(c)
         c.init()
@@ -348,7 +367,7 @@ class Drop(g.GantrydTest):
             self.assertTrue(any(("lifecycle event %s " % i) in m and "dropped after 2 failed attempts: HTTP 500" in m
                                 for m in msgs), (i, msgs))
         self.assertEqual(states_of([x for x, _ in rec.delivered()], "d1")[-1], "deleted")
-        print("webhook drop: %d events given up after 2 attempts each, audited; the next ones delivered" %
+        print("webhook drop (https): %d events given up after 2 attempts each, audited; the next ones delivered" %
               len(first_two))
 
 
