@@ -20,18 +20,17 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "api/gate/audit.h"
 #include "api/services/clusterdb.h"
 #include "gantry/v1/sandboxes.pb-c.h"
-#include "server/lifecycle_event.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/file.h"
 #include "lib/log.h"
 #include "lib/mem.h"
+#include "server/lifecycle_event.h"
 #include "store/events.h"
 
 #define SECRET_MAX     4096u

@@ -1,6 +1,7 @@
 /* The lifecycle webhook (docs/platform-controller.md, "Lifecycle events"): sandbox changes from the
  * change feed's events table, mapped to lifecycle states and POSTed as CloudEvents 1.0 (structured
- * mode, application/cloudevents+json, one event per POST) to one configured URL.
+ * mode, application/cloudevents+json, one event per POST) to one configured URL. The mapping and
+ * the encoding are server/lifecycle_event.h; this is the delivery.
  *
  * Who delivers: only the replica that holds the reconciler lease (@held says so, with its epoch).
  * Every move of the durable cursor (cluster_meta "lifecycle_webhook_cursor": the revision of the
