@@ -90,6 +90,7 @@ static int check_domain(struct config *cfg, const struct field *f, char *why);
 static int check_join(struct config *cfg, const struct field *f, char *why);
 static int check_token(struct config *cfg, const struct field *f, char *why);
 static int check_log_level(struct config *cfg, const struct field *f, char *why);
+static int check_webhook_url(struct config *cfg, const struct field *f, char *why);
 
 static int cur_error(const struct config *cfg, const char *key, char *errmsg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -229,6 +230,22 @@ static const struct field fields[] = {
          "the holder stops acting when its last renewal started longer ago than this (below the duration)"),
     UINT(lease_retry_ms, 2000, 50, 3600000,
          "how often the holder renews and contenders try (below the renew deadline)"),
+    STRING(lifecycle_webhook_url, "", check_webhook_url, "http(s) URL",
+           "POST sandbox lifecycle events as CloudEvents to this URL, from the reconciler lease holder "
+           "(docs/platform-controller.md, \"Lifecycle webhook\"); empty: none"),
+    STRING(
+        lifecycle_webhook_ca_file, "", NULL, "path",
+        "lifecycle webhook over https: the receiver's CA bundle (only it is trusted); empty: the system CAs"),
+    STRING(lifecycle_webhook_secret_file, "", NULL, "path",
+           "lifecycle webhook: a file holding the HMAC-SHA256 key that signs each body (X-Gantry-Signature); "
+           "read at start; empty: unsigned"),
+    UINT(lifecycle_webhook_timeout_ms, 5000, 100, 120000,
+         "lifecycle webhook: the limit of one POST, connection included"),
+    UINT(lifecycle_webhook_max_attempts, 10, 1, 1000000,
+         "lifecycle webhook: failed POSTs of one event before it is given up (audited)"),
+    UINT(lifecycle_webhook_backoff_ms, 500, 10, 3600000,
+         "lifecycle webhook: the delay before the first retry, doubled after each failure"),
+    UINT(lifecycle_webhook_backoff_max_ms, 30000, 10, 3600000, "lifecycle webhook: the retry delay's cap"),
     STRING(join_ca_file, "", NULL, "path",
            "CA certificate that verifies the member joined through, for a join token without a CA "
            "fingerprint"),
@@ -1343,6 +1360,28 @@ static int check_driver(struct config *cfg, const struct field *f, char *why)
     return 0;
 }
 
+/* The lifecycle webhook's URL: http or https, a host, no spaces (libcurl checks the rest at start). */
+static int check_webhook_url(struct config *cfg, const struct field *f, char *why)
+{
+    const char *v = *FIELD_PTR(cfg, f, char *);
+    if (!is_set(v)) {
+        return 0;
+    }
+    const char *rest = strncmp(v, "https://", 8) == 0 ? v + 8 : strncmp(v, "http://", 7) == 0 ? v + 7 : NULL;
+    if (rest == NULL) {
+        return why_value(cfg, f, why, "is not an http:// or https:// URL");
+    }
+    if (rest[0] == '\0' || rest[0] == '/' || rest[0] == ':' || rest[0] == '?' || rest[0] == '#') {
+        return why_value(cfg, f, why, "has no host");
+    }
+    for (const char *p = v; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            return why_value(cfg, f, why, "contains a space or a control character");
+        }
+    }
+    return 0;
+}
+
 static int check_k8s_mode(struct config *cfg, const struct field *f, char *why)
 {
     const char *v = *FIELD_PTR(cfg, f, char *);
@@ -1609,6 +1648,26 @@ static int rule_backup(struct config *cfg, char *errmsg)
     return 0;
 }
 
+/* The lifecycle webhook is delivered by the reconciler lease holder; its files need its URL. */
+static int rule_webhook(struct config *cfg, char *errmsg)
+{
+    if (is_set(cfg->lifecycle_webhook_url) && strcmp(cfg->driver, "none") == 0) {
+        return cur_error(cfg, "lifecycle_webhook_url", errmsg,
+                         "lifecycle events are delivered by the replica holding the reconciler lease, and "
+                         "driver \"none\" runs no reconciler: choose a driver or drop lifecycle_webhook_url");
+    }
+    if (!is_set(cfg->lifecycle_webhook_url)) {
+        const char *keys[] = {"lifecycle_webhook_ca_file", "lifecycle_webhook_secret_file"};
+        const char *vals[] = {cfg->lifecycle_webhook_ca_file, cfg->lifecycle_webhook_secret_file};
+        for (size_t i = 0; i < 2; i++) {
+            if (is_set(vals[i])) {
+                return cur_error(cfg, keys[i], errmsg, "is set but lifecycle_webhook_url is not");
+            }
+        }
+    }
+    return 0;
+}
+
 /* The rules between fields, checked in this order once every field has passed its own validator;
  * the first one broken is reported. Most have one of a few shapes, each with its message:
  *   RULE_TOGETHER      keys: all set or none. On the first set key:
@@ -1649,6 +1708,8 @@ static const struct rule rules[] = {
      .keys = {"backup_dir", "backup_seal_key_file"},
      .text = "scheduled backups are always encrypted: give backup_dir and backup_seal_key_file together"},
     {.kind = RULE_FN, .fn = rule_backup},
+    {.kind = RULE_FN, .fn = rule_webhook},
+    {.kind = RULE_AT_LEAST, .keys = {"lifecycle_webhook_backoff_max_ms", "lifecycle_webhook_backoff_ms"}},
     {.kind = RULE_BETWEEN,
      .keys = {"lease_retry_ms", "lease_renew_deadline_ms", "lease_duration_ms"},
      .text = "the holder must stop acting before a contender may take over"},

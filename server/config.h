@@ -176,6 +176,10 @@ struct config {
     char *driver_state_dir;
     char *driver_journal;
     unsigned lease_duration_ms, lease_renew_deadline_ms, lease_retry_ms;
+    /* The lifecycle webhook (server/lifecycle_hook.h, docs/platform-controller.md): "" = off. */
+    char *lifecycle_webhook_url, *lifecycle_webhook_ca_file, *lifecycle_webhook_secret_file;
+    unsigned lifecycle_webhook_timeout_ms, lifecycle_webhook_max_attempts;
+    unsigned lifecycle_webhook_backoff_ms, lifecycle_webhook_backoff_max_ms;
     /* oidc_issuers_file: a JSON file holding {"oidc_issuers": [...]} (docs/oidc.md). Default "". */
     char *oidc_issuers_file;
     /* join_ca_file: a CA certificate that verifies the member joined through, for join tokens that

@@ -78,6 +78,7 @@
 #include "server/config.h"
 #include "server/console.h"
 #include "server/egress_svc.h"
+#include "server/lifecycle_hook.h"
 #include "server/ns_metrics.h"
 #include "server/grpc/health.h"
 #include "server/grpc/reflection.h"
@@ -387,6 +388,8 @@ struct daemon {
     struct oidc *oidc;
     struct driver *driver;
     struct reconciler *reconciler;
+    char lease_holder[128];      /* the reconciler's lease holder identity */
+    struct lifecycle_hook *hook; /* the lifecycle webhook (server/lifecycle_hook.h); NULL: off */
     struct gate *gate;
     struct nsstats *nsstats;         /* per-namespace call counters (api/gate/nsstats.h) */
     struct ns_metrics *nsm;          /* per-namespace gauges (server/ns_metrics.h) */
@@ -844,6 +847,7 @@ static void metrics(void *data, struct buf *out)
                                           .watches = &d->ssvc.watches};
     replica_metrics_write(&rms, out);
     feed_metrics_write(&d->feed, out);
+    lifecycle_hook_metrics_write(d->hook, out);
     if (d->authn != NULL) {
         authn_metrics_write(d->authn, out);
     }
@@ -1699,6 +1703,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     char holder[128], uuid[37];
     rand_uuid(uuid);
     snprintf(holder, sizeof holder, "%s/%.8s", cfg->replica_name, uuid);
+    snprintf(d->lease_holder, sizeof d->lease_holder, "%s", holder);
     struct reconciler_config rc = {.store = *sc,
                                    .writer = &d->writer,
                                    .driver = d->driver,
@@ -1726,6 +1731,42 @@ static bool lease_held(void *arg)
         reconciler_status(d->reconciler, &rs);
     }
     return rs.held;
+}
+
+/* The lifecycle webhook's fence: the reconciler lease (server/lifecycle_hook.h). */
+static bool hook_held(void *arg, uint64_t *epoch)
+{
+    struct daemon *d = arg;
+    struct reconciler_status rs = {.held = false};
+    reconciler_status(d->reconciler, &rs);
+    *epoch = rs.epoch;
+    return rs.held;
+}
+
+static int hook_fence_tx(struct store_tx *tx, uint64_t epoch, void *arg)
+{
+    struct daemon *d = arg;
+    return lease_check_tx(tx, RECONCILER_LEASE, d->lease_holder, epoch);
+}
+
+static int start_hook(struct daemon *d, const struct store_client_config *sc, char *errmsg)
+{
+    const struct config *cfg = d->cfg;
+    struct lifecycle_hook_config hc = {.store = *sc,
+                                       .writer = &d->writer,
+                                       .url = cfg->lifecycle_webhook_url,
+                                       .ca_file = cfg->lifecycle_webhook_ca_file,
+                                       .secret_file = cfg->lifecycle_webhook_secret_file,
+                                       .gateway_id = d->id.gateway_id,
+                                       .replica_id = cfg->replica_id,
+                                       .timeout_ms = cfg->lifecycle_webhook_timeout_ms,
+                                       .max_attempts = cfg->lifecycle_webhook_max_attempts,
+                                       .backoff_ms = cfg->lifecycle_webhook_backoff_ms,
+                                       .backoff_max_ms = cfg->lifecycle_webhook_backoff_max_ms,
+                                       .held = hook_held,
+                                       .fence_tx = hook_fence_tx,
+                                       .fence_arg = d};
+    return lifecycle_hook_start(&hc, &d->hook, errmsg);
 }
 
 static int start_backups(struct daemon *d, const struct store_client_config *sc, char *errmsg)
@@ -1947,6 +1988,9 @@ static int cmd_run(struct config *cfg)
     if (rv == 0 && cfg->backup_dir[0] != '\0') {
         rv = start_backups(d, &sc, errmsg);
     }
+    if (rv == 0 && d->reconciler != NULL && cfg->lifecycle_webhook_url[0] != '\0') {
+        rv = start_hook(d, &sc, errmsg);
+    }
     if (rv == 0) {
         struct ns_metrics_config nmc = {.pool = &d->pool,
                                         .nsstats = d->nsstats,
@@ -2008,7 +2052,9 @@ static int cmd_run(struct config *cfg)
     d->casync = NULL;
     renewer_stop(d->renewer); /* a renewal under way finishes; it reloads the API server */
     d->renewer = NULL;
-    backup_sched_stop(d->bsched);   /* before the reconciler it asks about the lease */
+    backup_sched_stop(d->bsched); /* before the reconciler it asks about the lease */
+    lifecycle_hook_stop(d->hook); /* likewise */
+    d->hook = NULL;
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */

@@ -440,6 +440,49 @@ static void backup_rules(void **state)
     config_free(&cfg);
 }
 
+/* The lifecycle webhook: an http(s) URL with a host, a reconciler to deliver it, files only with it. */
+static void webhook_rules(void **state)
+{
+    (void)state;
+    expect_error(
+        NULL, ENV(ID2), FLAGS("--lifecycle-webhook-url", "ftp://h/"),
+        "config: lifecycle_webhook_url (from --lifecycle-webhook-url): \"ftp://h/\" is not an http:// or "
+        "https:// URL*");
+    expect_error(NULL, ENV(ID2), FLAGS("--lifecycle-webhook-url", "https:///p"),
+                 "config: lifecycle_webhook_url (from --lifecycle-webhook-url): \"https:///p\" has no host");
+    expect_error(NULL, ENV(ID2), FLAGS("--lifecycle-webhook-url", "http://h/a b"),
+                 "config: lifecycle_webhook_url (from --lifecycle-webhook-url): \"http://h/a b\" contains a "
+                 "space or a "
+                 "control character");
+    expect_error(
+        NULL, ENV(ID2), FLAGS("--lifecycle-webhook-url", "http://h/", "--driver", "none"),
+        "config: lifecycle_webhook_url (from --lifecycle-webhook-url): lifecycle events are delivered "
+        "by the replica holding the reconciler lease, and driver \"none\" runs no reconciler*");
+    expect_error(NULL, ENV(ID2), FLAGS("--lifecycle-webhook-secret-file", "/s"),
+                 "config: lifecycle_webhook_secret_file (from --lifecycle-webhook-secret-file): is set but "
+                 "lifecycle_webhook_url is not");
+    expect_error(NULL, ENV(ID2), FLAGS("--lifecycle-webhook-ca-file", "/c"),
+                 "config: lifecycle_webhook_ca_file (from --lifecycle-webhook-ca-file): is set but "
+                 "lifecycle_webhook_url "
+                 "is not");
+    expect_error(NULL, ENV(ID2),
+                 FLAGS("--lifecycle-webhook-url", "http://h/", "--lifecycle-webhook-backoff-ms", "2000",
+                       "--lifecycle-webhook-backoff-max-ms", "1000"),
+                 "config: lifecycle_webhook_backoff_max_ms (from --lifecycle-webhook-backoff-max-ms): 1000 "
+                 "is less than "
+                 "lifecycle_webhook_backoff_ms*");
+    struct config cfg;
+    expect_ok("{\"lifecycle_webhook_url\": \"https://hooks.example.com:8443/g?x=1\"}", ENV(ID2),
+              FLAGS("--lifecycle-webhook-secret-file", "/s", "--lifecycle-webhook-max-attempts", "3"), &cfg);
+    assert_string_equal(cfg.lifecycle_webhook_url, "https://hooks.example.com:8443/g?x=1");
+    assert_string_equal(cfg.lifecycle_webhook_secret_file, "/s");
+    assert_int_equal(cfg.lifecycle_webhook_max_attempts, 3);
+    assert_int_equal(cfg.lifecycle_webhook_backoff_ms, 500);
+    assert_int_equal(cfg.lifecycle_webhook_backoff_max_ms, 30000);
+    assert_int_equal(cfg.lifecycle_webhook_timeout_ms, 5000);
+    config_free(&cfg);
+}
+
 static void h2c_only_on_loopback(void **state)
 {
     (void)state;
@@ -997,6 +1040,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(duplicate_keys_message),
         cmocka_unit_test(load_file_errors),
         cmocka_unit_test(dump_redacts_and_round_trips),
+        cmocka_unit_test(webhook_rules),
         cmocka_unit_test(docs_match_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
