@@ -21,8 +21,8 @@ import test_gantryd as g  # noqa: E402
 import test_resources as tr  # noqa: E402
 
 import grpc  # noqa: E402
-from gantry.v1 import (api_keys_pb2, events_pb2, meta_pb2, namespaces_pb2, principals_pb2,  # noqa: E402
-                       providers_pb2, quotas_pb2)
+from gantry.v1 import (api_keys_pb2, events_pb2, meta_pb2, namespaces_pb2, policies_pb2,  # noqa: E402
+                       principals_pb2, providers_pb2, quotas_pb2)
 
 E = events_pb2
 SC = grpc.StatusCode
@@ -119,6 +119,17 @@ class Watch(g.GantrydTest):
         mid = p.meta.resource_version
         key = e.write("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(principal_id=p.meta.id))
         e.write("pa", api_keys_pb2, "ApiKeys", "Revoke", api_keys_pb2.RevokeApiKeyRequest(id=key.key.meta.id))
+        P = principals_pb2
+        rb = e.write("pa", principals_pb2, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_USER, namespace="team-b")))
+        e.write("pa", principals_pb2, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=rb.meta.id))
+        e.write("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            identity=P.ExternalIdentity(principal_id=p.meta.id, issuer="mtls", subject="ev-subject")))
+        e.write("pa", principals_pb2, "Principals", "UnlinkIdentity", P.UnlinkIdentityRequest(
+            issuer="mtls", subject="ev-subject"))
+        e.write("pa", policies_pb2, "Policies", "Set", policies_pb2.SetPolicyRequest(policy=policies_pb2.Policy(
+            meta=meta_pb2.ObjectMeta(namespace="default"), allowed_images=["busybox*"], allow_shares=True)))
+        e.write("pa", policies_pb2, "Policies", "Delete", policies_pb2.DeletePolicyRequest(namespace="default"))
         e.write("pa", providers_pb2, "Providers", "RevokeGrant", providers_pb2.RevokeProviderGrantRequest(
             namespace="default", name="ev-p", principal_id=e.ids["user"]))
         e.write("pa", providers_pb2, "Providers", "Delete", providers_pb2.DeleteProviderRequest(
@@ -139,6 +150,9 @@ class Watch(g.GantrydTest):
                      ("Quota", "EVENT_TYPE_MODIFIED"), ("Provider", "EVENT_TYPE_ADDED"),
                      ("ProviderGrant", "EVENT_TYPE_ADDED"), ("Principal", "EVENT_TYPE_ADDED"),
                      ("ApiKey", "EVENT_TYPE_ADDED"), ("ApiKey", "EVENT_TYPE_MODIFIED"),
+                     ("RoleBinding", "EVENT_TYPE_ADDED"), ("RoleBinding", "EVENT_TYPE_DELETED"),
+                     ("PrincipalLink", "EVENT_TYPE_ADDED"), ("PrincipalLink", "EVENT_TYPE_DELETED"),
+                     ("Policy", "EVENT_TYPE_ADDED"), ("Policy", "EVENT_TYPE_DELETED"),
                      ("ProviderGrant", "EVENT_TYPE_DELETED"), ("Provider", "EVENT_TYPE_DELETED"),
                      ("Quota", "EVENT_TYPE_DELETED"), ("Namespace", "EVENT_TYPE_DELETED")]:
             self.assertIn(want, kinds)
@@ -164,6 +178,12 @@ class Watch(g.GantrydTest):
         self.assertEqual([ev.quota_ceiling.max_concurrent_sandboxes for ev in got if ev.kind == "QuotaCeiling"],
                          [ceil.max_concurrent_sandboxes])
         self.assertEqual(by[("Provider", meta_pb2.EVENT_TYPE_ADDED, "ev-p")].provider.meta.id, pv.meta.id)
+        self.assertEqual([(ev.role_binding.meta.id, ev.role_binding.namespace) for ev in got if ev.kind == "RoleBinding"],
+                         [(rb.meta.id, "team-b")] * 2)
+        self.assertEqual([(ev.external_identity.principal_id, ev.external_identity.subject) for ev in got
+                          if ev.kind == "PrincipalLink"], [(p.meta.id, "ev-subject")] * 2)
+        self.assertEqual([list(ev.policy.allowed_images) for ev in got if ev.kind == "Policy"], [["busybox*"]] * 2)
+        self.assertEqual([ev.principal.meta.name for ev in got if ev.kind == "Principal"], ["ev-u"])
 
         # The USER of default sees exactly the default namespace's namespaced objects.
         ugot = changes(user)
