@@ -10,7 +10,9 @@ Uses test_resources.py's principals (a platform admin, an auditor, a namespace a
 resume from before the last RING events is refused without writing thousands.
 """
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -206,6 +208,17 @@ class Watch(g.GantrydTest):
                          [("Provider", meta_pb2.EVENT_TYPE_ADDED), ("Provider", meta_pb2.EVENT_TYPE_DELETED)])
         for s in (admin_stream, user_stream, rs, os_):
             s.cancel()
+        # The CLI: `gantry watch provider -o json` from `start` prints the same Provider events, objects included.
+        r = e.c.replicas[f2]
+        out = subprocess.run([g.CLI, "--endpoint", r.api, "--ca", os.path.join(e.c.replicas[0].dir, "tls", "ca.pem"),
+                              "-o", "json", "watch", "providers", "--since", str(start), "--count", "3",
+                              "--timeout", "20"], capture_output=True, timeout=60,
+                             env=dict(os.environ, GANTRY_TOKEN=e.keys["pa"], XDG_CONFIG_HOME=g.WORK))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = [json.loads(x) for x in out.stdout.decode().splitlines()]
+        self.assertEqual([(x["revision"], x["provider"]["meta"]["name"]) for x in lines],
+                         [(ev.revision, ev.provider.meta.name) for ev in got if ev.kind == "Provider"])
+        self.assertTrue(all(set(x) & {"principal", "api_key", "namespace_object"} == set() for x in lines))
 
         # No payload of an ApiKey or Provider event holds a secret (the stored bytes, read through the store).
         rows = g.query(e.c.replicas[e.writer], "SELECT hex(payload) FROM events WHERE kind IN ('ApiKey', 'Provider') "
