@@ -73,6 +73,8 @@ struct ewatch {
     uint64_t from;  /* every event up to here was delivered or skipped */
     bool sent;
     uint64_t last_bookmark_ms;
+    size_t allowance; /* bytes its replay queued at once, allowed on top of WATCH_MAX_UNSENT until the
+                       * client has once drained below that (as on Sandboxes.Watch) */
     struct ewatch *next;
 };
 
@@ -322,14 +324,18 @@ static void watch_end_all(struct events_hub *h, int status, const char *msg)
 }
 
 /* Under h->mu: a cancelled call ends; one whose client left more than WATCH_MAX_UNSENT bytes
- * unread is cut (the hub never waits for one client). */
+ * unread (plus its replay's allowance) is cut (the hub never waits for one client). */
 static bool watch_alive(struct events_hub *h, struct ewatch *w)
 {
     if (grpc_call_cancelled(w->call)) {
         watch_end(h, w, GRPC_STATUS_CANCELLED, "cancelled");
         return false;
     }
-    if (grpc_call_unsent(w->call) > WATCH_MAX_UNSENT) {
+    size_t unsent = grpc_call_unsent(w->call);
+    if (unsent <= WATCH_MAX_UNSENT) {
+        w->allowance = 0;
+    }
+    if (unsent > WATCH_MAX_UNSENT + w->allowance) {
         char msg[256];
         snprintf(msg, sizeof msg,
                  "the watch fell behind at revision %" PRIu64 " (more than %u bytes unread): watch again "
@@ -561,6 +567,7 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
         }
         send_bookmark(w->call, w->from);
     }
+    w->allowance = grpc_call_unsent(w->call);
     w->next = h->watches;
     h->watches = w;
     pthread_mutex_unlock(&h->mu);

@@ -23,7 +23,8 @@
  * principal disabled or deleted (within the revocation bound, AUTHN_CACHE_TTL_MS);
  * PERMISSION_DENIED when it names a namespace the caller no longer holds a role in;
  * RESOURCE_EXHAUSTED "... watch again from revision N" when its client leaves more than
- * WATCH_MAX_UNSENT bytes unread; OUT_OF_RANGE "... list again" when the feed resyncs (compaction,
+ * WATCH_MAX_UNSENT bytes unread (a resume's replay, queued at once, is allowed on top until the
+ * client has once read below that); OUT_OF_RANGE "... list again" when the feed resyncs (compaction,
  * a restore: the hub cannot tell what was missed); UNAVAILABLE when the replica stops. BOOKMARKs
  * follow each applied batch that sent the watcher something, and come at least every
  * WATCH_BOOKMARK_MS, as on Sandboxes.Watch. */

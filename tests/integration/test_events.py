@@ -3,7 +3,8 @@
 Run: /usr/bin/python3 test_events.py <group>
 Groups: watch (delivery on a follower while another replica writes: once, in order, with the object;
 resume; OUT_OF_RANGE past the ring; per-namespace filtering; bad input; no secret in any payload),
-revoke (a revoked key ends the watch within 2 s; a lost binding stops delivery).
+revoke (a revoked key ends the watch within 2 s; a lost binding stops delivery), slow (a watcher that does not
+read is cut with the revision to resume from).
 
 Uses test_resources.py's principals (a platform admin, an auditor, a namespace admin and users of
 "default", a user of "team-b"). The replicas keep a ring of RING events (--events-watch-ring), so a
@@ -306,7 +307,55 @@ class Revoke(g.GantrydTest):
               "%.2f s and stopped delivery" % (revoked_in, box3["error"][2] - t0))
 
 
-GROUPS = {"watch": [Watch], "revoke": [Revoke]}
+class Slow(g.GantrydTest):
+    def test_a_watcher_that_does_not_read_is_cut(self):
+        """A watcher that never reads (a small fixed HTTP/2 window) is cut once more than 1 MiB waits for
+        it, with the revision to resume from; a reading watcher beside it gets everything, and the resume
+        delivers the rest once."""
+        e = Env(self)
+        f = e.followers[0]
+        big = {"pad%d" % k: "x" * 4000 for k in range(8)}  # about 32 KB per Provider event
+        PV = providers_pb2
+        pv = e.write("pa", providers_pb2, "Providers", "Create", PV.CreateProviderRequest(
+            provider=PV.Provider(meta=meta_pb2.ObjectMeta(name="big", namespace="default"), type="openai"),
+            secret={"API_KEY": "v"}))
+        creds = grpc.ssl_channel_credentials(root_certificates=e.c.client.ca)
+        ch = grpc.secure_channel(e.c.replicas[f].api, creds, options=[("grpc.ssl_target_name_override", "localhost"),
+                                                                       ("grpc.http2.bdp_probe", 0)])
+        slow = ch.unary_stream("/gantry.v1.Events/Watch", request_serializer=E.WatchEventsRequest.SerializeToString,
+                               response_deserializer=E.WatchEvent.FromString)(
+            E.WatchEventsRequest(kinds=["Provider"], since_revision=pv.meta.resource_version),
+            metadata=[("authorization", "Bearer " + e.keys["pa"])], timeout=120)
+        fast, fs, _, _ = e.watch("pa", f, kinds=["Provider"], since_revision=pv.meta.resource_version)
+        self.assertTrue(wait_for(lambda: fast))
+        last = 0
+        for i in range(60):
+            last = e.write("pa", providers_pb2, "Providers", "Update", PV.UpdateProviderRequest(provider=PV.Provider(
+                meta=meta_pb2.ObjectMeta(name="big", namespace="default"), type="openai",
+                config=dict(big, n=str(i))))).meta.resource_version
+        self.assertTrue(wait_for(lambda: reached(fast, last), 60))
+        self.assertEqual([ev.provider.config["n"] for ev in changes(fast)], [str(i) for i in range(60)])
+        got = []
+        with self.assertRaises(grpc.RpcError) as cm:
+            for ev in slow:
+                got.append(ev)
+        self.assertEqual(cm.exception.code(), SC.RESOURCE_EXHAUSTED, cm.exception.details())
+        self.assertIn("the watch fell behind at revision", cm.exception.details())
+        resume = int(cm.exception.details().split("watch again from revision ")[1].split()[0])
+        delivered = [ev.provider.config["n"] for ev in changes(got)]
+        self.assertLess(len(delivered), 60, "not cut")
+        self.assertLessEqual(max([ev.revision for ev in got] or [0]), resume)
+        rest, rs, _, _ = e.watch("pa", f, kinds=["Provider"], since_revision=resume)
+        self.assertTrue(wait_for(lambda: reached(rest, last)))
+        self.assertEqual(delivered + [ev.provider.config["n"] for ev in changes(rest)], [str(i) for i in range(60)])
+        fs.cancel()
+        rs.cancel()
+        ch.close()
+        print("events watch: a watcher that did not read was cut after %d of 60 large events and resumed from "
+              "revision %d with the rest" % (len(delivered), resume))
+
+
+GROUPS = {"watch": [Watch], "revoke": [Revoke], "slow": [Slow]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
