@@ -151,15 +151,51 @@ static bool global_reader(const struct authn_principal *who)
     return has_role(who, AZ_ROLE_PLATFORM_ADMIN, "") || has_role(who, AZ_ROLE_AUDITOR, "");
 }
 
-/* Would the kind's Get show @who this object? (api/authz/authz.c's rules for Namespaces.Get,
- * Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ; the principal-side kinds are
- * served to global readers only.) */
-static bool visible(const struct authn_principal *who, unsigned kind, const char *ns)
+/* The principal @r's object belongs to (RoleBinding, ApiKey), or its own id (Principal,
+ * PrincipalLink, whose events name the principal); "" when unknown. */
+static const char *owner_of(const struct ring_ev *r)
+{
+    const char *name = kinds[r->kind].name;
+    if (strcmp(name, "Principal") == 0 || strcmp(name, "PrincipalLink") == 0) {
+        return r->id;
+    }
+    if (r->obj != NULL && strcmp(name, "RoleBinding") == 0) {
+        return ((const Gantry__V1__RoleBinding *)r->obj)->principal_id;
+    }
+    if (r->obj != NULL && strcmp(name, "ApiKey") == 0) {
+        return ((const Gantry__V1__ApiKey *)r->obj)->principal_id;
+    }
+    return "";
+}
+
+/* Would the kind's Get or List show @who this object? (api/authz/authz.c.) Namespaced kinds
+ * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ): a global reader
+ * or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
+ * Principal, RoleBinding, PrincipalLink (AZ_PRINCIPAL_READ): a global reader, any namespace_admin,
+ * or the principal itself. ApiKey (AZ_APIKEY_READ): a global reader or the key's own principal; a
+ * namespace_admin's managed principals (a store read per principal) are not streamed. */
+static bool visible(const struct authn_principal *who, const struct ring_ev *r)
 {
     if (global_reader(who)) {
         return true;
     }
-    return kinds[kind].ns_read && ns[0] != '\0' && has_role(who, 0, ns);
+    const struct kind *k = &kinds[r->kind];
+    if (k->ns_read) {
+        return r->ns[0] != '\0' ? has_role(who, 0, r->ns) : strcmp(k->name, "Policy") == 0;
+    }
+    const char *owner = owner_of(r);
+    if (owner[0] != '\0' && strcmp(owner, who->id) == 0) {
+        return true;
+    }
+    if (strcmp(k->name, "ApiKey") == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        if (who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* --- sending --- */
@@ -194,7 +230,7 @@ static void send_bookmark(struct grpc_call *call, uint64_t rev)
 static void offer(struct events_hub *h, struct ewatch *w, const struct ring_ev *r)
 {
     if ((w->kinds & (1u << r->kind)) != 0 && (w->ns[0] == '\0' || strcmp(w->ns, r->ns) == 0) &&
-        visible(&w->cred->who, r->kind, r->ns)) {
+        visible(&w->cred->who, r)) {
         send_ev(h->svc, w->call, r);
         w->sent = true;
     }

@@ -13,11 +13,13 @@
  * loaded, so a resume from before the replica's start is refused too), or, for 0, at the revision
  * a read index returns (feed_sync), announced by a first BOOKMARK. No current state is sent.
  *
- * Each event goes to a watcher only when the watcher could read the object with the kind's Get
- * (decided with the watcher's principal, its bindings refreshed every EVENTS_REFRESH_MS):
+ * Each event goes to a watcher only when the watcher could read the object with the kind's Get or
+ * List (decided with the watcher's principal, its bindings refreshed every EVENTS_REFRESH_MS):
  * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, a namespace's Policy)
- * to platform_admin, auditor and any role covering the namespace; the rest (Principal,
- * RoleBinding, ApiKey, PrincipalLink, the gateway Policy) to platform_admin and auditor only.
+ * to platform_admin, auditor and any role covering the namespace; the gateway Policy to everyone;
+ * Principal, RoleBinding and PrincipalLink to platform_admin, auditor, any namespace_admin and the
+ * principal itself; ApiKey to platform_admin, auditor and the key's own principal (not to the
+ * namespace_admin that manages it, which ApiKeys.List allows: that needs a store read).
  *
  * A watch ends with: UNAUTHENTICATED when its API key is revoked, deleted or expired, or its
  * principal disabled or deleted (within the revocation bound, AUTHN_CACHE_TTL_MS);

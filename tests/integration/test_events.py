@@ -96,7 +96,8 @@ class Watch(g.GantrydTest):
         # since_revision 0: the first message is a BOOKMARK at the revision the watch starts from.
         admin, admin_stream, _, _ = e.watch("pa", f1)
         user, user_stream, _, _ = e.watch("user", f1)  # USER in default: only default's objects
-        self.assertTrue(wait_for(lambda: admin and user), "no first bookmark")
+        na, na_stream, _, _ = e.watch("na", f1)  # NAMESPACE_ADMIN of default: also principals and bindings
+        self.assertTrue(wait_for(lambda: admin and user and na), "no first bookmark")
         self.assertEqual(admin[0].type, BOOKMARK)
         start = admin[0].revision
         self.assertGreater(start, 0)
@@ -194,6 +195,13 @@ class Watch(g.GantrydTest):
                          [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
                           ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy")])
         self.assertTrue(ugot, "the user saw nothing")
+        # A namespace_admin also sees every principal, binding and link (Principals.List shows it them), but
+        # not another principal's API keys.
+        self.assertTrue(wait_for(lambda: reached(na, last)))
+        self.assertEqual([(ev.revision, ev.kind) for ev in changes(na)],
+                         [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
+                          ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy") or
+                          ev.kind in ("Principal", "RoleBinding", "PrincipalLink")])
         print("events watch on a follower: %d changes of %d kinds once and in order; the user of default saw %d"
               % (len(got), len(set(k for k, _ in kinds)), len(ugot)))
 
@@ -207,7 +215,7 @@ class Watch(g.GantrydTest):
         self.assertTrue(wait_for(lambda: reached(only, last)))
         self.assertEqual([(ev.kind, ev.type) for ev in changes(only)],
                          [("Provider", meta_pb2.EVENT_TYPE_ADDED), ("Provider", meta_pb2.EVENT_TYPE_DELETED)])
-        for s in (admin_stream, user_stream, rs, os_):
+        for s in (admin_stream, user_stream, na_stream, rs, os_):
             s.cancel()
         # The CLI: `gantry watch provider -o json` from `start` prints the same Provider events, objects included.
         r = e.c.replicas[f2]
@@ -302,6 +310,10 @@ class Revoke(g.GantrydTest):
         rev = e.ceiling("default", 4).meta.resource_version
         self.assertTrue(wait_for(lambda: reached(all_ns, rev)), "no bookmark past the change")
         self.assertEqual(len(changes(all_ns)), n, "an event of a namespace the caller lost was delivered")
+        # Its own keys and bindings reach the principal's watch (ApiKeys.Get and ListRoleBindings show it them).
+        own = [(ev.kind, ev.type, ev.object_id) for ev in changes(all_ns) if ev.kind in ("ApiKey", "RoleBinding")]
+        self.assertEqual(own, [("ApiKey", meta_pb2.EVENT_TYPE_MODIFIED, k1.key.meta.id),
+                               ("RoleBinding", meta_pb2.EVENT_TYPE_DELETED, b.meta.id)])
         s2.cancel()
         print("events watch: a revoked key's watch ended in %.2f s; a lost binding ended the namespace's watch in "
               "%.2f s and stopped delivery" % (revoked_in, box3["error"][2] - t0))
