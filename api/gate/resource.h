@@ -92,6 +92,8 @@ void res_reply(struct res_call *c, const ProtobufCMessage *msg);
  * reply is that public message. The store's errors. */
 int res_event_payload(struct store_tx *tx, struct res_call *c, const ProtobufCMessage *obj);
 int res_event_payload_reply(struct store_tx *tx, struct res_call *c);
+/* The same for the event at @revision, for changes made outside a res_mutate call. */
+int res_payload_tx(struct store_tx *tx, int64_t revision, const ProtobufCMessage *obj);
 
 /* In apply, after res_reply: answer THIS call with @msg instead, while the idempotency record
  * keeps res_reply's message. For replies that carry a secret which must never be stored (a new

@@ -484,6 +484,17 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
                 "created_at_ms, resource_version) VALUES (?, ?, 'user', ?, '', ?, ?, ?)",
                 b, 6, NULL);
         }
+        struct proto_rows rows; /* the binding as stored: its event's payload (Events.Watch) */
+        proto_rows_init(&rows, 0);
+        if (rv == 0) {
+            rv = store_tx_query(tx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", b, 1, &rows);
+        }
+        if (rv == 0 && rows.n_rows == 1) {
+            struct binding_msg m;
+            binding_from_row(&m, &rows, 0);
+            rv = res_payload_tx(tx, brev, &m.b.base);
+        }
+        proto_rows_close(&rows);
     }
     return rv;
 }

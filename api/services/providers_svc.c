@@ -1538,6 +1538,15 @@ static int reencrypt_row(struct store_tx *tx, struct reencrypt *st, const struct
             "WHERE id = ?",
             p, 5, NULL);
     }
+    struct proto_rows pub; /* the public provider under its new key: the event's payload */
+    proto_rows_init(&pub, 0);
+    if (rv == 0 && prov_read_tx(tx, ns, name, &pub) == 0) {
+        struct prov_msg m;
+        prov_from_row(&m, &pub, 0);
+        rv = res_payload_tx(tx, rev, &m.p.base);
+        prov_msg_free(&m);
+    }
+    proto_rows_close(&pub);
     char msg[96];
     snprintf(msg, sizeof msg, "secret re-encrypted from key %s to key %s", old, cur->id);
     audit_system(tx, st->now_ms, ns, "Provider", id, name, msg, rev, &rv);

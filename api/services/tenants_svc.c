@@ -379,6 +379,15 @@ static int mark_terminating_tx(struct store_tx *tx, void *arg)
     if (rv == 0 && res.rows_affected > 0) {
         int64_t rev = 0;
         rv = store_event_tx(tx, "Namespace", t->name, t->name, "MODIFIED", &rev);
+        struct proto_rows rows; /* the namespace, now TERMINATING: the event's payload */
+        proto_rows_init(&rows, 0);
+        if (rv == 0 && ns_read_tx(tx, t->name, &rows) == 0) {
+            struct ns_msg m;
+            ns_from_row(&m, &rows, 0);
+            rv = res_payload_tx(tx, rev, &m.n.base);
+            ns_msg_free(&m);
+        }
+        proto_rows_close(&rows);
         struct audit_record r = {.time_ms = t->ctx->now_ms,
                                  .class_uid = AUDIT_CLASS_API_ACTIVITY,
                                  .activity = AUDIT_UPDATE,

@@ -139,6 +139,19 @@ class Watch(g.GantrydTest):
         e.write("pa", providers_pb2, "Providers", "Delete", providers_pb2.DeleteProviderRequest(
             namespace="team-b", name="ev-pb"))
         e.write("pa", quotas_pb2, "Quotas", "Delete", quotas_pb2.DeleteQuotaRequest(namespace="default"))
+        # Onboarding: a principal created bound in a namespace (its binding's event has the binding too).
+        onb = e.write("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
+            namespace="default", principal=P.Principal(meta=meta_pb2.ObjectMeta(name="ev-onb"),
+                                                       kind=P.PRINCIPAL_KIND_USER)))
+        # A refused namespace delete marks the namespace TERMINATING (its own event, with the namespace).
+        e.write("pa", providers_pb2, "Providers", "Create", providers_pb2.CreateProviderRequest(
+            provider=providers_pb2.Provider(meta=meta_pb2.ObjectMeta(name="ev-keep", namespace="ev-a"), type="openai"),
+            secret={"API_KEY": PROVIDER_SECRET}))
+        with self.assertRaises(grpc.RpcError) as cm:
+            e.write("pa", namespaces_pb2, "Namespaces", "Delete", namespaces_pb2.DeleteNamespaceRequest(name="ev-a"))
+        self.assertEqual(cm.exception.code(), SC.FAILED_PRECONDITION, cm.exception.details())
+        e.write("pa", providers_pb2, "Providers", "Delete", providers_pb2.DeleteProviderRequest(
+            namespace="ev-a", name="ev-keep"))
         last = e.write("pa", namespaces_pb2, "Namespaces", "Delete", namespaces_pb2.DeleteNamespaceRequest(
             name="ev-a")).meta.resource_version
         self.assertTrue(wait_for(lambda: reached(admin, last)), "the admin's watch did not reach %d" % last)
@@ -173,6 +186,11 @@ class Watch(g.GantrydTest):
         gone_pv = by[("Provider", meta_pb2.EVENT_TYPE_DELETED, "ev-pb")]
         self.assertEqual((gone_pv.provider.meta.namespace, list(gone_pv.provider.secret_keys)), ("team-b", ["API_KEY"]))
         self.assertEqual(gone_pv.provider.meta.id, pv_b.meta.id)
+        self.assertIn((onb.meta.id, "default", principals_pb2.ROLE_USER),
+                      [(ev.role_binding.principal_id, ev.role_binding.namespace, ev.role_binding.role) for ev in got
+                       if ev.kind == "RoleBinding" and ev.type == meta_pb2.EVENT_TYPE_ADDED])
+        self.assertEqual([ev.namespace_object.phase for ev in got if ev.kind == "Namespace" and
+                          ev.type == meta_pb2.EVENT_TYPE_MODIFIED], [namespaces_pb2.Namespace.PHASE_TERMINATING])
         key_events = [ev for ev in got if ev.kind == "ApiKey"]
         self.assertEqual([ev.api_key.revoked for ev in key_events], [False, True])
         self.assertTrue(all(ev.api_key.meta.id == key.key.meta.id for ev in key_events))
@@ -182,12 +200,12 @@ class Watch(g.GantrydTest):
         self.assertEqual([ev.quota_ceiling.max_concurrent_sandboxes for ev in got if ev.kind == "QuotaCeiling"],
                          [ceil.max_concurrent_sandboxes])
         self.assertEqual(by[("Provider", meta_pb2.EVENT_TYPE_ADDED, "ev-p")].provider.meta.id, pv.meta.id)
-        self.assertEqual([(ev.role_binding.meta.id, ev.role_binding.namespace) for ev in got if ev.kind == "RoleBinding"],
-                         [(rb.meta.id, "team-b")] * 2)
+        self.assertEqual([(ev.role_binding.meta.id, ev.role_binding.namespace) for ev in got if ev.kind == "RoleBinding"
+                          and ev.role_binding.principal_id == p.meta.id], [(rb.meta.id, "team-b")] * 2)
         self.assertEqual([(ev.external_identity.principal_id, ev.external_identity.subject) for ev in got
                           if ev.kind == "PrincipalLink"], [(p.meta.id, "ev-subject")] * 2)
         self.assertEqual([list(ev.policy.allowed_images) for ev in got if ev.kind == "Policy"], [["busybox*"]] * 2)
-        self.assertEqual([ev.principal.meta.name for ev in got if ev.kind == "Principal"], ["ev-u"])
+        self.assertEqual([ev.principal.meta.name for ev in got if ev.kind == "Principal"], ["ev-u", "ev-onb"])
 
         # The USER of default sees exactly the default namespace's namespaced objects.
         ugot = changes(user)
@@ -226,7 +244,7 @@ class Watch(g.GantrydTest):
         self.assertEqual(out.returncode, 0, out.stderr)
         lines = [json.loads(x) for x in out.stdout.decode().splitlines()]
         self.assertEqual([(x["revision"], x["provider"]["meta"]["name"]) for x in lines],
-                         [(ev.revision, ev.provider.meta.name) for ev in got if ev.kind == "Provider"])
+                         [(ev.revision, ev.provider.meta.name) for ev in got if ev.kind == "Provider"][:3])
         self.assertTrue(all(set(x) & {"principal", "api_key", "namespace_object"} == set() for x in lines))
 
         # No payload of an ApiKey or Provider event holds a secret (the stored bytes, read through the store).
