@@ -300,6 +300,8 @@ static const struct field fields[] = {
     BOOL(model_reads, true,
          "answer Sandboxes.Get and List from this replica's change-feed model after a read index; false: "
          "read the store (docs/resources.md)"),
+    UINT(events_watch_ring, 4096, 16, 1000000,
+         "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),
     BOOL(forward_writes, true,
          "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each "
          "replica "

@@ -229,6 +229,7 @@ struct config {
     unsigned write_batch_linger_ms;
     bool forward_writes;
     bool model_reads;
+    unsigned events_watch_ring; /* Events.Watch's ring (api/services/events_svc.h) */
     /* The egress relay (docs/egress.md). */
     unsigned egress_relay_port, egress_max_connections, egress_max_connections_per_sandbox;
     unsigned egress_policy_refresh_ms;

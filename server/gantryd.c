@@ -46,6 +46,7 @@
 #include "api/services/pepper_ring.h"
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
+#include "api/services/events_svc.h"
 #include "api/services/sandboxes_svc.h"
 #include "api/services/session_route.h"
 #include "api/services/sessions_svc.h"
@@ -367,7 +368,8 @@ struct daemon {
     bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
-    struct feed feed; /* the change feed's one follower on this replica (store/feed.h) */
+    struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
+    struct feed feed;       /* the change feed's one follower on this replica (store/feed.h) */
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
@@ -848,6 +850,7 @@ static void metrics(void *data, struct buf *out)
     replica_metrics_write(&rms, out);
     feed_metrics_write(&d->feed, out);
     lifecycle_hook_metrics_write(d->hook, out);
+    events_svc_metrics_write(&d->esvc, out);
     if (d->authn != NULL) {
         authn_metrics_write(d->authn, out);
     }
@@ -1441,6 +1444,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
+        (rv = events_svc_register(d->gate, &d->esvc, errmsg)) != 0 ||
         (rv = sessions_svc_register(d->gate, &d->sesvc, errmsg)) != 0 ||
         (rv = audit_svc_register(d->gate, errmsg)) != 0 || (rv = usage_svc_register(d->gate, errmsg)) != 0 ||
         (rv = gate_register(d->gate, d->server, api_services, errmsg)) != 0 ||
@@ -1940,6 +1944,10 @@ static int cmd_run(struct config *cfg)
         rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
     }
     if (rv == 0) {
+        d->esvc.ring_size = cfg->events_watch_ring;
+        rv = events_svc_attach_feed(&d->esvc, &d->feed);
+    }
+    if (rv == 0) {
         /* the gate's authentication cache is invalidated by the feed's events (api/gate/authn.h) */
         d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
         authn_attach_feed(d->authn, &d->feed);
@@ -2058,6 +2066,7 @@ static int cmd_run(struct config *cfg)
     reconciler_stop(d->reconciler); /* releases the lease: another replica takes over at once */
     d->reconciler = NULL;
     sandboxes_svc_stop(&d->ssvc); /* watches end first: the server waits for every call */
+    events_svc_stop(&d->esvc);
     sessions_svc_stop(&d->sesvc);
     sroute_server_stop(d->sroute); /* its sessions ended with the service */
     d->sroute = NULL;
@@ -2092,6 +2101,7 @@ static int cmd_run(struct config *cfg)
     }
     authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
     sandboxes_svc_detach_feed(&d->ssvc);
+    events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);

@@ -13,7 +13,8 @@
  *   tools/gantry_tenants.c    namespace, quota, policy, usage, audit
  *   tools/gantry_providers.c  provider
  *   tools/gantry_sandbox.c    sandbox
- *   tools/gantry_drill.c      drill */
+ *   tools/gantry_drill.c      drill
+ *   tools/gantry_watch.c      watch */
 #ifndef GANTRY_TOOLS_GANTRY_H
 #define GANTRY_TOOLS_GANTRY_H
 
@@ -88,6 +89,10 @@ extern const struct gantry_cmd gantry_provider_cmds[];
 extern const struct gantry_cmd gantry_sandbox_cmds[];
 extern const struct gantry_cmd gantry_ctx_cmds[];
 extern const struct gantry_cmd gantry_drill_cmds[];
+extern const struct gantry_cmd gantry_watch_cmds[];
+
+/* `gantry sandbox watch` (gantry_sandbox.c), also `gantry watch sandbox`. */
+int gantry_sandbox_watch(struct cli *c, int argc, char **argv);
 
 /* `gantry cluster top` (gantry_top.c). */
 int gantry_cluster_top(struct cli *c, int argc, char **argv);

@@ -94,6 +94,13 @@ json_t *gantry_json(const ProtobufCMessage *m)
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         const char *p = (const char *)m + f->offset;
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0) {
+            /* The members of a oneof share their storage: only the one set is shown, by name. */
+            if (*(const uint32_t *)((const char *)m + f->quantifier_offset) == f->id) {
+                json_object_set_new(o, f->name, scalar(f, p));
+            }
+            continue;
+        }
         if (f->label != PROTOBUF_C_LABEL_REPEATED) {
             json_object_set_new(o, f->name, scalar(f, p));
             continue;

@@ -424,7 +424,7 @@ static int on_event(const ProtobufCMessage *msg, void *arg)
     return 0;
 }
 
-static int sb_watch(struct cli *c, int argc, char **argv)
+int gantry_sandbox_watch(struct cli *c, int argc, char **argv)
 {
     const char *sel[32];
     int n_sel = gantry_opt_all(&argc, argv, "--selector", sel, 32);
@@ -786,7 +786,7 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "print sandbox changes as they happen (-o json: one JSON object per line); first the current state "
      "unless "
      "--since; a broken stream resumes on another replica from the last revision seen",
-     "gantry sandbox watch -A --timeout 60", sb_watch, false},
+     "gantry sandbox watch -A --timeout 60", gantry_sandbox_watch, false},
     {"sandbox", "logs", "NAME [--namespace NS] [-f|--follow] [--since TIME] [--tail N]",
      "print the output of a sandbox's main process: everything kept, the last N lines (--tail), what came "
      "after TIME (--since 10m, -1h, an RFC 3339 time or Unix ms); -f follows new output until the process "

@@ -64,6 +64,8 @@ static const struct authz_rule rules[] = {
     R("Sandboxes/Unshare", AZ_SANDBOX_WRITE, "namespace", false, true),
     R("Sandboxes/ListSharedWithMe", AZ_AUTHENTICATED, NULL, false, false),
     R("Sandboxes/Watch", AZ_NS_READ, "namespace", true, false),
+    /* Events.Watch: every kind but Sandbox; the handler filters each event as the kind's Get. */
+    R("Events/Watch", AZ_NS_READ, "namespace", true, false),
     R("Sandboxes/Logs", AZ_SANDBOX_USE, "namespace", false, false),
     R("Sandboxes/Exec", AZ_SANDBOX_USE, "start.namespace", false, false),
     R("Sandboxes/PortForward", AZ_SANDBOX_USE, "start.namespace", false, false),

@@ -647,6 +647,7 @@ int gate_register(struct gate *g, struct grpc_server *s, const ProtobufCServiceD
                         strcmp(path, "/gantry.v1.Sandboxes/PortForward") == 0;
             bool streaming = strcmp(path, "/gantry.v1.Cluster/Backup") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Watch") == 0 ||
+                             strcmp(path, "/gantry.v1.Events/Watch") == 0 ||
                              strcmp(path, "/gantry.v1.Sandboxes/Logs") == 0 ||
                              strcmp(path, "/gantry.v1.Audit/Export") == 0;
             struct grpc_handler h = {

@@ -55,6 +55,26 @@ int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const c
     return store_event_tx(tx, kind, ns, id, type, &c->revision);
 }
 
+int res_payload_tx(struct store_tx *tx, int64_t revision, const ProtobufCMessage *obj)
+{
+    size_t n = protobuf_c_message_get_packed_size(obj);
+    uint8_t *p = mem_alloc(n + 1);
+    protobuf_c_message_pack(obj, p);
+    int rv = store_event_payload_tx(tx, revision, p, n);
+    mem_free(p);
+    return rv;
+}
+
+int res_event_payload(struct store_tx *tx, struct res_call *c, const ProtobufCMessage *obj)
+{
+    return res_payload_tx(tx, c->revision, obj);
+}
+
+int res_event_payload_reply(struct store_tx *tx, struct res_call *c)
+{
+    return store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
+}
+
 void res_reply(struct res_call *c, const ProtobufCMessage *msg)
 {
     c->reply.len = 0;

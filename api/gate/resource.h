@@ -85,6 +85,16 @@ int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const c
 /* In apply: pack @msg as the reply. */
 void res_reply(struct res_call *c, const ProtobufCMessage *msg);
 
+/* In apply, after res_event: store @obj (packed) as the payload of the event at c->revision, the
+ * object's public state at that change (a DELETED event: its last state), which Events.Watch
+ * delivers (api/services/events_svc.h). @obj must be the kind's public message, never one that
+ * holds secret material. res_event_payload_reply stores c->reply instead, for handlers whose
+ * reply is that public message. The store's errors. */
+int res_event_payload(struct store_tx *tx, struct res_call *c, const ProtobufCMessage *obj);
+int res_event_payload_reply(struct store_tx *tx, struct res_call *c);
+/* The same for the event at @revision, for changes made outside a res_mutate call. */
+int res_payload_tx(struct store_tx *tx, int64_t revision, const ProtobufCMessage *obj);
+
 /* In apply, after res_reply: answer THIS call with @msg instead, while the idempotency record
  * keeps res_reply's message. For replies that carry a secret which must never be stored (a new
  * API key): a retry under the same request_id gets the stored reply, without the secret. The

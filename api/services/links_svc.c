@@ -103,6 +103,7 @@ static int link_tx(struct store_tx *tx, struct res_call *c)
         out.created_by = c->ctx->who.id;
         out.created_at_ms = c->ctx->now_ms;
         res_reply(c, &out.base);
+        rv = res_event_payload(tx, c, &out.base); /* Events.Watch's object */
     }
     return rv;
 }
@@ -142,6 +143,13 @@ static int unlink_tx(struct store_tx *tx, struct res_call *c)
     }
     if (rv == 0) {
         rv = res_event(tx, c, "PrincipalLink", "", id, "", "DELETED");
+    }
+    if (rv == 0) { /* the DELETED event's payload: the link that went */
+        Gantry__V1__ExternalIdentity gone = GANTRY__V1__EXTERNAL_IDENTITY__INIT;
+        gone.principal_id = id;
+        gone.issuer = req->issuer;
+        gone.subject = req->subject;
+        rv = res_event_payload(tx, c, &gone.base);
     }
     if (rv == 0) {
         Gantry__V1__DeleteResponse out = GANTRY__V1__DELETE_RESPONSE__INIT;

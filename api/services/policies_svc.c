@@ -326,6 +326,7 @@ static int pol_set_tx(struct store_tx *tx, struct res_call *c)
     }
     if (rv == 0) {
         reply_policy_tx(tx, c, ns);
+        rv = res_event_payload_reply(tx, c); /* Events.Watch's object */
     }
     return rv;
 }
@@ -367,6 +368,7 @@ static int pol_delete_tx(struct store_tx *tx, struct res_call *c)
         p->meta = &meta;
         res_reply(c, &p->base);
         p->meta = NULL;
+        rv = res_event_payload_reply(tx, c); /* the DELETED event carries the last policy */
     }
     policy_rules_free(p);
     proto_rows_close(&rows);

@@ -274,24 +274,56 @@ typedef int (*reply_fn)(struct store_tx *tx, struct res_call *c, void *arg);
 struct write_op {
     write_fn fn;
     reply_fn reply;
+    reply_fn last; /* deletes: packs the object's state before @fn, the DELETED event's payload */
+    const ProtobufCMessageDescriptor *desc;
     void *arg;
     struct res_call **call;
 };
 
+/* The change event's payload (Events.Watch): the reply when it is the object's public message
+ * (never CreateApiKeyResponse: reply_key_created_tx stores the key's metadata itself), or for a
+ * delete the state @op->last packed before the change. */
 static int write_tx(struct store_tx *tx, struct res_call *c)
 {
     struct write_op *op = c->arg;
     *op->call = c;
-    int rv = op->fn(tx, op->arg);
-    return rv == 0 ? op->reply(tx, c, op->arg) : rv;
+    struct buf last;
+    buf_init(&last);
+    int rv = 0;
+    if (op->last != NULL) {
+        rv = op->last(tx, c, op->arg);
+        buf_append(&last, c->reply.data, c->reply.len);
+        c->reply.len = 0;
+    }
+    if (rv == 0) {
+        rv = op->fn(tx, op->arg);
+    }
+    if (rv == 0) {
+        rv = op->reply(tx, c, op->arg);
+    }
+    if (rv == 0 && c->revision > 0 && op->last != NULL) {
+        rv = store_event_payload_tx(tx, c->revision, last.data, last.len);
+    } else if (rv == 0 && c->revision > 0 && op->desc != &gantry__v1__delete_response__descriptor &&
+               op->desc != &gantry__v1__create_api_key_response__descriptor) {
+        rv = res_event_payload_reply(tx, c);
+    }
+    buf_close(&last);
+    return rv;
+}
+
+static void run_write_last(struct gate_ctx *ctx, const struct principals_svc *svc, const char *request_id,
+                           const ProtobufCMessageDescriptor *desc, write_fn fn, reply_fn reply, reply_fn last,
+                           void *arg, struct res_call **call)
+{
+    struct write_op op = {.fn = fn, .reply = reply, .last = last, .desc = desc, .arg = arg, .call = call};
+    res_mutate(ctx, svc->env, request_id, desc, write_tx, &op);
 }
 
 static void run_write(struct gate_ctx *ctx, const struct principals_svc *svc, const char *request_id,
                       const ProtobufCMessageDescriptor *desc, write_fn fn, reply_fn reply, void *arg,
                       struct res_call **call)
 {
-    struct write_op op = {.fn = fn, .reply = reply, .arg = arg, .call = call};
-    res_mutate(ctx, svc->env, request_id, desc, write_tx, &op);
+    run_write_last(ctx, svc, request_id, desc, fn, reply, NULL, arg, call);
 }
 
 static int write_event(struct res_call *c, struct store_tx *tx, const char *kind, const char *ns,
@@ -452,6 +484,17 @@ static int tx_create_principal(struct store_tx *tx, void *arg)
                 "created_at_ms, resource_version) VALUES (?, ?, 'user', ?, '', ?, ?, ?)",
                 b, 6, NULL);
         }
+        struct proto_rows rows; /* the binding as stored: its event's payload (Events.Watch) */
+        proto_rows_init(&rows, 0);
+        if (rv == 0) {
+            rv = store_tx_query(tx, "SELECT " BINDING_COLS " FROM role_bindings WHERE id = ?", b, 1, &rows);
+        }
+        if (rv == 0 && rows.n_rows == 1) {
+            struct binding_msg m;
+            binding_from_row(&m, &rows, 0);
+            rv = res_payload_tx(tx, brev, &m.b.base);
+        }
+        proto_rows_close(&rows);
     }
     return rv;
 }
@@ -769,8 +812,8 @@ static void p_delete(struct gate_ctx *ctx, void *data)
     if (!resolve_principal(ctx, req->id, w.id)) {
         return;
     }
-    run_write(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_principal,
-              reply_principal_deleted_tx, &w, &w.call);
+    run_write_last(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_principal,
+                   reply_principal_deleted_tx, reply_principal_tx, &w, &w.call);
 }
 
 /* --- Role bindings --- */
@@ -1122,8 +1165,8 @@ static void b_delete(struct gate_ctx *ctx, void *data)
     }
     struct binding_write w = {.ctx = ctx, .role = role, .ns = ns, .expected = req->expected_resource_version};
     snprintf(w.id, sizeof w.id, "%s", req->id);
-    run_write(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_binding,
-              reply_binding_deleted_tx, &w, &w.call);
+    run_write_last(ctx, svc, req->request_id, &gantry__v1__delete_response__descriptor, tx_delete_binding,
+                   reply_binding_deleted_tx, reply_binding_tx, &w, &w.call);
 }
 
 static void b_list(struct gate_ctx *ctx, void *data)
@@ -1245,6 +1288,7 @@ static int reply_key_created_tx(struct store_tx *tx, struct res_call *c, void *a
         Gantry__V1__CreateApiKeyResponse resp = GANTRY__V1__CREATE_API_KEY_RESPONSE__INIT;
         resp.key = &m.k;
         res_reply(c, &resp.base);
+        rv = res_event_payload(tx, c, &m.k.base); /* the key's metadata: never the secret */
         resp.secret = (char *)w->secret;
         res_answer(c, &resp.base);
     } else if (rv == 0) {
@@ -1254,12 +1298,10 @@ static int reply_key_created_tx(struct store_tx *tx, struct res_call *c, void *a
     return rv;
 }
 
-static int reply_key_tx(struct store_tx *tx, struct res_call *c, void *arg)
+/* The key's public message (metadata only, never the secret or its hash) as the reply. */
+static int key_object_tx(struct store_tx *tx, struct res_call *c, void *arg)
 {
     const struct key_write *w = arg;
-    if (w->delete) {
-        return reply_deleted_tx(c, w->keyid);
-    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(w->keyid)};
@@ -1273,6 +1315,12 @@ static int reply_key_tx(struct store_tx *tx, struct res_call *c, void *arg)
     }
     proto_rows_close(&rows);
     return rv;
+}
+
+static int reply_key_tx(struct store_tx *tx, struct res_call *c, void *arg)
+{
+    const struct key_write *w = arg;
+    return w->delete ? reply_deleted_tx(c, w->keyid) : key_object_tx(tx, c, arg);
 }
 
 static void k_create(struct gate_ctx *ctx, void *data)
@@ -1459,9 +1507,9 @@ static void k_revoke_or_delete(struct gate_ctx *ctx, struct principals_svc *svc,
     w.manage = ctx->decision.self_check && strcmp(w.owner, ctx->who.id) != 0;
     proto_rows_close(&rows);
     snprintf(w.keyid, sizeof w.keyid, "%s", req->id);
-    run_write(ctx, svc, req->request_id,
-              delete ? &gantry__v1__delete_response__descriptor : &gantry__v1__api_key__descriptor,
-              tx_revoke_key, reply_key_tx, &w, &w.call);
+    run_write_last(ctx, svc, req->request_id,
+                   delete ? &gantry__v1__delete_response__descriptor : &gantry__v1__api_key__descriptor,
+                   tx_revoke_key, reply_key_tx, delete ? key_object_tx : NULL, &w, &w.call);
 }
 
 static void k_revoke(struct gate_ctx *ctx, void *data)

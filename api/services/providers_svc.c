@@ -668,6 +668,7 @@ static int prov_create_tx(struct store_tx *tx, struct res_call *c)
     buf_close(&sealed);
     if (rv == 0) {
         reply_prov(tx, c, ns, name);
+        rv = res_event_payload_reply(tx, c); /* the public Provider: key names, never values */
     }
     return rv;
 }
@@ -778,6 +779,7 @@ static int prov_update_tx(struct store_tx *tx, struct res_call *c)
     proto_rows_close(&rows);
     if (rv == 0) {
         reply_prov(tx, c, ns, name);
+        rv = res_event_payload_reply(tx, c); /* the public Provider: key names, never values */
     }
     return rv;
 }
@@ -860,7 +862,12 @@ static int prov_delete_tx(struct store_tx *tx, struct res_call *c)
                         req->name, user, more);
     }
     struct proto_value p[] = {proto_text(id)};
+    struct buf last; /* the DELETED event's payload: the provider's last public state */
+    buf_init(&last);
     if (rv == 0) {
+        reply_prov(tx, c, req->namespace_, req->name);
+        buf_append(&last, c->reply.data, c->reply.len);
+        c->reply.len = 0;
         rv = store_tx_exec(tx, "DELETE FROM provider_grants WHERE provider_id = ?", p, 1, NULL);
     }
     if (rv == 0) {
@@ -869,6 +876,10 @@ static int prov_delete_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         rv = res_event(tx, c, "Provider", req->namespace_, id, req->name, "DELETED");
     }
+    if (rv == 0) {
+        rv = store_event_payload_tx(tx, c->revision, last.data, last.len);
+    }
+    buf_close(&last);
     if (rv == 0) {
         Gantry__V1__DeleteResponse r = GANTRY__V1__DELETE_RESPONSE__INIT;
         r.id = id;
@@ -992,6 +1003,7 @@ static int grant_tx(struct store_tx *tx, struct res_call *c)
         Gantry__V1__ProviderGrant msg;
         grant_msg(&msg, &rows, 0);
         res_reply(c, &msg.base);
+        rv = res_event_payload(tx, c, &msg.base);
     }
     proto_rows_close(&rows);
     return rv;
@@ -1004,17 +1016,31 @@ static int revoke_tx(struct store_tx *tx, struct res_call *c)
     int rv = grant_target(tx, req->namespace_, req->name, req->principal_id, pid, principal);
     struct proto_value g[] = {proto_text(pid), proto_text(principal)};
     struct store_result res = {0};
+    struct proto_rows last; /* the DELETED event's payload: the grant as it was */
+    proto_rows_init(&last, 0);
+    if (rv == 0) {
+        rv = store_tx_query(
+            tx, "SELECT " GRANT_COLS " FROM provider_grants WHERE provider_id = ? AND principal_id = ?", g, 2,
+            &last);
+    }
     if (rv == 0) {
         rv = store_tx_exec(tx, "DELETE FROM provider_grants WHERE provider_id = ? AND principal_id = ?", g, 2,
                            &res);
     }
     if (rv == 0 && res.rows_affected == 0) {
+        proto_rows_close(&last);
         return res_fail(tx, GERR_NOTFOUND, "principal \"%.63s\" holds no grant on provider \"%.63s\"",
                         req->principal_id, req->name);
     }
     if (rv == 0) {
         rv = res_event(tx, c, "ProviderGrant", req->namespace_, pid, req->name, "DELETED");
     }
+    if (rv == 0 && last.n_rows == 1) {
+        Gantry__V1__ProviderGrant msg;
+        grant_msg(&msg, &last, 0);
+        rv = res_event_payload(tx, c, &msg.base);
+    }
+    proto_rows_close(&last);
     if (rv == 0) {
         Gantry__V1__DeleteResponse r = GANTRY__V1__DELETE_RESPONSE__INIT;
         r.id = pid;
@@ -1512,6 +1538,15 @@ static int reencrypt_row(struct store_tx *tx, struct reencrypt *st, const struct
             "WHERE id = ?",
             p, 5, NULL);
     }
+    struct proto_rows pub; /* the public provider under its new key: the event's payload */
+    proto_rows_init(&pub, 0);
+    if (rv == 0 && prov_read_tx(tx, ns, name, &pub) == 0) {
+        struct prov_msg m;
+        prov_from_row(&m, &pub, 0);
+        rv = res_payload_tx(tx, rev, &m.p.base);
+        prov_msg_free(&m);
+    }
+    proto_rows_close(&pub);
     char msg[96];
     snprintf(msg, sizeof msg, "secret re-encrypted from key %s to key %s", old, cur->id);
     audit_system(tx, st->now_ms, ns, "Provider", id, name, msg, rev, &rv);

@@ -122,6 +122,20 @@ static void reply_ns(struct store_tx *tx, struct res_call *c, const char *name)
     proto_rows_close(&rows);
 }
 
+/* Move what res_reply packed into @out: a delete's last state, the payload of its DELETED event
+ * (Events.Watch), read before the rows go. */
+static void keep_reply(struct res_call *c, struct buf *out)
+{
+    buf_append(out, c->reply.data, c->reply.len);
+    c->reply.len = 0;
+}
+
+/* The change event's payload: the reply (the object's public message). */
+static int payload_reply(struct store_tx *tx, struct res_call *c, int rv)
+{
+    return rv == 0 && c->reply.len > 0 ? res_event_payload_reply(tx, c) : rv;
+}
+
 /* --- Namespaces.Create / Update / Delete --- */
 
 static int ns_create_tx(struct store_tx *tx, struct res_call *c)
@@ -161,7 +175,7 @@ static int ns_create_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         reply_ns(tx, c, in->meta->name);
     }
-    return rv;
+    return payload_reply(tx, c, rv);
 }
 
 static bool ns_input_ok(struct gate_ctx *ctx, const Gantry__V1__Namespace *in)
@@ -235,7 +249,7 @@ static int ns_update_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         reply_ns(tx, c, in->meta->name);
     }
-    return rv;
+    return payload_reply(tx, c, rv);
 }
 
 static void ns_update(struct gate_ctx *ctx, void *data)
@@ -296,7 +310,11 @@ static int ns_delete_tx(struct store_tx *tx, struct res_call *c)
         return res_fail(tx, GERR_REFUSED, "namespace \"%.63s\" still holds %s: delete them first", req->name,
                         left);
     }
+    struct buf last;
+    buf_init(&last);
     if (rv == 0) {
+        reply_ns(tx, c, req->name);
+        keep_reply(c, &last);
         struct proto_value p[] = {proto_text(id), proto_text(req->name)};
         rv = store_tx_exec(tx, "DELETE FROM namespaces WHERE id = ?", p, 1, NULL);
         if (rv == 0) {
@@ -327,8 +345,10 @@ static int ns_delete_tx(struct store_tx *tx, struct res_call *c)
             gone.meta = &meta;
             gone.phase = GANTRY__V1__NAMESPACE__PHASE__PHASE_TERMINATING;
             res_reply(c, &gone.base);
+            rv = store_event_payload_tx(tx, c->revision, last.data, last.len);
         }
     }
+    buf_close(&last);
     return rv;
 }
 
@@ -359,6 +379,15 @@ static int mark_terminating_tx(struct store_tx *tx, void *arg)
     if (rv == 0 && res.rows_affected > 0) {
         int64_t rev = 0;
         rv = store_event_tx(tx, "Namespace", t->name, t->name, "MODIFIED", &rev);
+        struct proto_rows rows; /* the namespace, now TERMINATING: the event's payload */
+        proto_rows_init(&rows, 0);
+        if (rv == 0 && ns_read_tx(tx, t->name, &rows) == 0) {
+            struct ns_msg m;
+            ns_from_row(&m, &rows, 0);
+            rv = res_payload_tx(tx, rev, &m.n.base);
+            ns_msg_free(&m);
+        }
+        proto_rows_close(&rows);
         struct audit_record r = {.time_ms = t->ctx->now_ms,
                                  .class_uid = AUDIT_CLASS_API_ACTIVITY,
                                  .activity = AUDIT_UPDATE,
@@ -856,7 +885,7 @@ static int q_set_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         reply_quota_tx(tx, c, ns, false);
     }
-    return rv;
+    return payload_reply(tx, c, rv);
 }
 
 static void q_set(struct gate_ctx *ctx, void *data)
@@ -883,7 +912,11 @@ static int q_delete_tx(struct store_tx *tx, struct res_call *c)
         rv = quota_version(tx, req->namespace_, req->expected_resource_version, true);
     }
     struct proto_value p[] = {proto_text(req->namespace_)};
+    struct buf last;
+    buf_init(&last);
     if (rv == 0) {
+        reply_quota_tx(tx, c, req->namespace_, false);
+        keep_reply(c, &last);
         rv = store_tx_exec(tx, "DELETE FROM quotas WHERE namespace = ?", p, 1, NULL);
     }
     if (rv == 0) {
@@ -891,7 +924,9 @@ static int q_delete_tx(struct store_tx *tx, struct res_call *c)
     }
     if (rv == 0) {
         reply_quota_tx(tx, c, req->namespace_, true);
+        rv = store_event_payload_tx(tx, c->revision, last.data, last.len);
     }
+    buf_close(&last);
     return rv;
 }
 
@@ -977,7 +1012,7 @@ static int ceil_set_tx(struct store_tx *tx, struct res_call *c)
     if (rv == 0) {
         reply_ceiling_tx(tx, c, ns);
     }
-    return rv;
+    return payload_reply(tx, c, rv);
 }
 
 static void ceil_set(struct gate_ctx *ctx, void *data)
@@ -996,7 +1031,11 @@ static int ceil_delete_tx(struct store_tx *tx, struct res_call *c)
     const Gantry__V1__DeleteQuotaCeilingRequest *req = c->arg;
     int rv = ceiling_version(tx, req->namespace_, req->expected_resource_version, true);
     struct proto_value p[] = {proto_text(req->namespace_)};
+    struct buf last;
+    buf_init(&last);
     if (rv == 0) {
+        reply_ceiling_tx(tx, c, req->namespace_);
+        keep_reply(c, &last);
         rv = store_tx_exec(tx, "DELETE FROM quota_ceilings WHERE namespace = ?", p, 1, NULL);
     }
     if (rv == 0) {
@@ -1004,7 +1043,9 @@ static int ceil_delete_tx(struct store_tx *tx, struct res_call *c)
     }
     if (rv == 0) {
         reply_ceiling_tx(tx, c, req->namespace_);
+        rv = store_event_payload_tx(tx, c->revision, last.data, last.len);
     }
+    buf_close(&last);
     return rv;
 }
 

@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_gantryd as g  # noqa: E402  (generates the stubs, provides the cluster harness)
 
 import grpc  # noqa: E402
-from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, meta_pb2, namespaces_pb2, policies_pb2,  # noqa: E402
-                       principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2)
+from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, events_pb2, meta_pb2, namespaces_pb2,  # noqa: E402
+                       policies_pb2, principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2)
 
 MODULES = [cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, policies_pb2,
-           quotas_pb2, usage_pb2, audit_pb2]
+           quotas_pb2, usage_pb2, audit_pb2, events_pb2]
 ROLES = ["pa", "auditor", "na", "user", "sa", "other"]
 NS_READERS = {"pa", "auditor", "na", "user", "sa"}       # any role in "default", or global read
 NS_ADMINS = {"pa", "na"}
@@ -74,10 +74,11 @@ EXPECT = {
     "Quotas/SetCeiling": (None, {"pa"}), "Quotas/DeleteCeiling": (None, {"pa"}),
     "Usage/Query": ("namespace", NS_READERS),
     "Audit/Query": ("namespace", {"pa", "auditor", "na"}), "Audit/Export": ("namespace", {"pa", "auditor", "na"}),
+    "Events/Watch": ("namespace", NS_READERS),
 }
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
-STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export", "Sandboxes/Logs"}
+STREAMING = {"Cluster/Backup", "Sandboxes/Watch", "Audit/Export", "Sandboxes/Logs", "Events/Watch"}
 BIDI = {"Sandboxes/Exec", "Sandboxes/PortForward"}
 
 
@@ -182,7 +183,7 @@ class Identity:
                        replica=self.turn % len(self.c.replicas), bidi=name in BIDI)
         try:
             out = fn(iter([req]) if name in BIDI else req, metadata=md, timeout=15)
-            if name == "Sandboxes/Watch":
+            if name in ("Sandboxes/Watch", "Events/Watch"):
                 next(out)  # a watch never ends by itself: its first message shows it got past the gate
                 out.cancel()
             elif name in STREAMING or name in BIDI:

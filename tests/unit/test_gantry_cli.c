@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "gantry/v1/cluster.pb-c.h"
+#include "gantry/v1/events.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "tools/gantry.h"
 
@@ -88,6 +89,25 @@ static void test_json(void **state)
     j = gantry_json(&ch.base);
     assert_string_equal(json_string_value(json_object_get(j, "data")), "aGVsbG8=");
     assert_true(json_is_true(json_object_get(j, "last")));
+    json_decref(j);
+
+    /* A oneof: only the member that is set, under its name (its siblings share its storage). */
+    Gantry__V1__WatchEvent ev = GANTRY__V1__WATCH_EVENT__INIT;
+    Gantry__V1__Namespace ns = GANTRY__V1__NAMESPACE__INIT;
+    Gantry__V1__ObjectMeta nm = GANTRY__V1__OBJECT_META__INIT;
+    nm.name = "team-a";
+    ns.meta = &nm;
+    ev.kind = "Namespace";
+    j = gantry_json(&ev.base);
+    assert_null(json_object_get(j, "namespace_object"));
+    assert_null(json_object_get(j, "principal"));
+    json_decref(j);
+    ev.object_case = GANTRY__V1__WATCH_EVENT__OBJECT_NAMESPACE_OBJECT;
+    ev.namespace_object = &ns;
+    j = gantry_json(&ev.base);
+    assert_string_equal(json_string_value(gantry_json_path(j, "namespace_object.meta.name")), "team-a");
+    assert_null(json_object_get(j, "principal"));
+    assert_null(json_object_get(j, "api_key"));
     json_decref(j);
 }
 

@@ -1,0 +1,683 @@
+/* gantry.v1.Events (api/services/events_svc.h). */
+#include "api/services/events_svc.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/authz/authz.h"
+#include "api/gate/gate.h"
+#include "api/services/sandboxes_svc.h" /* WATCH_MAX_UNSENT, WATCH_BOOKMARK_MS, WATCH_SYNC_TIMEOUT_MS */
+#include "gantry/v1/events.pb-c.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/mem.h"
+#include "lib/names.h"
+#include "store/feed.h"
+
+/* The kinds served, the message each event's payload holds and the WatchEvent field it goes in.
+ * @ns_read: a role covering the event's namespace suffices to see it (else a global reader only). */
+static const struct kind {
+    const char *name;
+    const ProtobufCMessageDescriptor *desc;
+    const char *field;
+    bool ns_read;
+} kinds[] = {
+    {"Namespace", &gantry__v1__namespace__descriptor, "namespace_object", true},
+    {"Principal", &gantry__v1__principal__descriptor, "principal", false},
+    {"RoleBinding", &gantry__v1__role_binding__descriptor, "role_binding", false},
+    {"ApiKey", &gantry__v1__api_key__descriptor, "api_key", false},
+    {"Provider", &gantry__v1__provider__descriptor, "provider", true},
+    {"ProviderGrant", &gantry__v1__provider_grant__descriptor, "provider_grant", true},
+    {"Policy", &gantry__v1__policy__descriptor, "policy", true},
+    {"Quota", &gantry__v1__quota__descriptor, "quota", true},
+    {"QuotaCeiling", &gantry__v1__quota_ceiling__descriptor, "quota_ceiling", true},
+    {"PrincipalLink", &gantry__v1__external_identity__descriptor, "external_identity", false},
+};
+#define N_KINDS (sizeof kinds / sizeof kinds[0])
+
+static int kind_index(const char *name)
+{
+    for (size_t i = 0; i < N_KINDS; i++) {
+        if (strcmp(kinds[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+struct ring_ev {
+    uint64_t rev;
+    Gantry__V1__EventType type;
+    unsigned kind;
+    char *ns, *id;
+    ProtobufCMessage *obj; /* NULL: the change stored no object */
+};
+
+struct ecred { /* one per distinct principal and credential, shared by its watchers */
+    char key[128];
+    struct authn_principal who;
+    uint64_t refreshed_ms;
+    int denied; /* GERR_UNAUTH once the credential or principal is gone */
+    char why[GERR_MSG_SIZE];
+    unsigned refs;
+    struct ecred *next;
+};
+
+struct ewatch {
+    struct grpc_call *call;
+    struct ecred *cred;
+    char ns[64];
+    uint32_t kinds; /* bit per kinds[] index */
+    uint64_t from;  /* every event up to here was delivered or skipped */
+    bool sent;
+    uint64_t last_bookmark_ms;
+    size_t allowance; /* bytes its replay queued at once, allowed on top of WATCH_MAX_UNSENT until the
+                       * client has once drained below that (as on Sandboxes.Watch) */
+    struct ewatch *next;
+};
+
+struct events_hub {
+    pthread_mutex_t mu;
+    struct feed *feed;
+    struct feed_sub sub;
+    struct events_svc *svc;
+    bool ready, stopping;
+    uint64_t rev;         /* every event up to here was applied */
+    struct ring_ev *ring; /* svc->ring_size slots, oldest at ring_head */
+    size_t ring_cap, ring_head, ring_n;
+    uint64_t ring_floor; /* the ring holds every watchable event after this revision */
+    struct ewatch *watches;
+    struct ecred *creds;
+};
+
+/* --- the ring --- */
+
+static void ring_drop_oldest(struct events_hub *h)
+{
+    struct ring_ev *r = &h->ring[h->ring_head];
+    h->ring_floor = r->rev;
+    if (r->obj != NULL) {
+        protobuf_c_message_free_unpacked(r->obj, NULL);
+    }
+    mem_free(r->ns);
+    mem_free(r->id);
+    memset(r, 0, sizeof *r);
+    h->ring_head = (h->ring_head + 1) % h->ring_cap;
+    h->ring_n--;
+}
+
+static void ring_clear(struct events_hub *h, uint64_t floor)
+{
+    while (h->ring_n > 0) {
+        ring_drop_oldest(h);
+    }
+    h->ring_floor = floor;
+}
+
+/* Takes @obj. Returns the slot. */
+static const struct ring_ev *ring_push(struct events_hub *h, const struct feed_event *ev, unsigned kind,
+                                       Gantry__V1__EventType type, ProtobufCMessage *obj)
+{
+    if (h->ring_n == h->ring_cap) {
+        ring_drop_oldest(h);
+    }
+    struct ring_ev *r = &h->ring[(h->ring_head + h->ring_n) % h->ring_cap];
+    r->rev = ev->revision;
+    r->type = type;
+    r->kind = kind;
+    r->ns = mem_strdup(ev->ns);
+    r->id = mem_strdup(ev->object_id);
+    r->obj = obj;
+    h->ring_n++;
+    return r;
+}
+
+/* --- authorization --- */
+
+static bool has_role(const struct authn_principal *who, enum authz_role role, const char *ns)
+{
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        if ((role == 0 || who->bindings[i].role == role) && authz_binding_covers(&who->bindings[i], ns)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool global_reader(const struct authn_principal *who)
+{
+    return has_role(who, AZ_ROLE_PLATFORM_ADMIN, "") || has_role(who, AZ_ROLE_AUDITOR, "");
+}
+
+/* The principal @r's object belongs to (RoleBinding, ApiKey), or its own id (Principal,
+ * PrincipalLink, whose events name the principal); "" when unknown. */
+static const char *owner_of(const struct ring_ev *r)
+{
+    const char *name = kinds[r->kind].name;
+    if (strcmp(name, "Principal") == 0 || strcmp(name, "PrincipalLink") == 0) {
+        return r->id;
+    }
+    if (r->obj != NULL && strcmp(name, "RoleBinding") == 0) {
+        return ((const Gantry__V1__RoleBinding *)r->obj)->principal_id;
+    }
+    if (r->obj != NULL && strcmp(name, "ApiKey") == 0) {
+        return ((const Gantry__V1__ApiKey *)r->obj)->principal_id;
+    }
+    return "";
+}
+
+/* Would the kind's Get or List show @who this object? (api/authz/authz.c.) Namespaced kinds
+ * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ): a global reader
+ * or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
+ * Principal, RoleBinding, PrincipalLink (AZ_PRINCIPAL_READ): a global reader, any namespace_admin,
+ * or the principal itself. ApiKey (AZ_APIKEY_READ): a global reader or the key's own principal; a
+ * namespace_admin's managed principals (a store read per principal) are not streamed. */
+static bool visible(const struct authn_principal *who, const struct ring_ev *r)
+{
+    if (global_reader(who)) {
+        return true;
+    }
+    const struct kind *k = &kinds[r->kind];
+    if (k->ns_read) {
+        return r->ns[0] != '\0' ? has_role(who, 0, r->ns) : strcmp(k->name, "Policy") == 0;
+    }
+    const char *owner = owner_of(r);
+    if (owner[0] != '\0' && strcmp(owner, who->id) == 0) {
+        return true;
+    }
+    if (strcmp(k->name, "ApiKey") == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < who->n_bindings; i++) {
+        if (who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* --- sending --- */
+
+static void send_ev(struct events_svc *svc, struct grpc_call *call, const struct ring_ev *r)
+{
+    Gantry__V1__WatchEvent ev = GANTRY__V1__WATCH_EVENT__INIT;
+    ev.type = r->type;
+    ev.revision = r->rev;
+    ev.kind = (char *)kinds[r->kind].name;
+    ev.namespace_ = r->ns;
+    ev.object_id = r->id;
+    if (r->obj != NULL) {
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(
+            &gantry__v1__watch_event__descriptor, kinds[r->kind].field);
+        *(ProtobufCMessage **)((char *)&ev + f->offset) = r->obj;
+        *(uint32_t *)((char *)&ev + f->quantifier_offset) = f->id;
+    }
+    grpc_call_send_async(call, &ev.base);
+    atomic_fetch_add(&svc->events_sent, 1);
+}
+
+static void send_bookmark(struct grpc_call *call, uint64_t rev)
+{
+    Gantry__V1__WatchEvent ev = GANTRY__V1__WATCH_EVENT__INIT;
+    ev.type = GANTRY__V1__EVENT_TYPE__EVENT_TYPE_BOOKMARK;
+    ev.revision = rev;
+    grpc_call_send_async(call, &ev.base);
+}
+
+/* Under h->mu: @r to @w if it wants it and may see it. */
+static void offer(struct events_hub *h, struct ewatch *w, const struct ring_ev *r)
+{
+    if ((w->kinds & (1u << r->kind)) != 0 && (w->ns[0] == '\0' || strcmp(w->ns, r->ns) == 0) &&
+        visible(&w->cred->who, r)) {
+        send_ev(h->svc, w->call, r);
+        w->sent = true;
+    }
+}
+
+/* --- credentials --- */
+
+static struct ecred *cred_get(struct events_hub *h, const struct authn_principal *who)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s|%s|%" PRId64, who->id, who->key_id, who->not_after_ms);
+    for (struct ecred *c = h->creds; c != NULL; c = c->next) {
+        if (strcmp(c->key, key) == 0 && c->denied == 0) {
+            c->refs++;
+            return c;
+        }
+    }
+    struct ecred *c = mem_zalloc(sizeof *c);
+    snprintf(c->key, sizeof c->key, "%s", key);
+    c->who = *who;
+    c->refreshed_ms = clock_mono_ms(clock_system());
+    c->refs = 1;
+    c->next = h->creds;
+    h->creds = c;
+    return c;
+}
+
+static void cred_unref(struct events_hub *h, struct ecred *c)
+{
+    if (--c->refs > 0) {
+        return;
+    }
+    for (struct ecred **p = &h->creds; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    mem_free(c);
+}
+
+static const char *col(const struct proto_rows *r, size_t i, unsigned c)
+{
+    const struct proto_value *v = proto_rows_at(r, i, c);
+    return v->type == PROTO_TEXT ? v->u.b.s : "";
+}
+
+/* Feed thread, under h->mu: check @c's credential and principal again and reload its bindings, as
+ * Sandboxes.Watch does (a call's authentication would see the same): a revoked, deleted or expired
+ * API key, or a disabled or deleted principal, sets c->denied; a store error keeps what @c has and
+ * tries again at the next interval. */
+static void cred_refresh(struct store_client *cl, struct ecred *c, int64_t wall_ms)
+{
+    struct authn_principal *who = &c->who;
+    if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
+        snprintf(c->why, sizeof c->why, "the watch ended: its credential expired");
+        c->denied = GERR_UNAUTH;
+        return;
+    }
+    int rv = 0;
+    if (who->key_id[0] != '\0') {
+        struct proto_value k[] = {proto_text(who->key_id)};
+        int64_t revoked = 0;
+        rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
+        if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
+            snprintf(c->why, sizeof c->why, "the watch ended: its API key was %s",
+                     rv == 0 ? "revoked" : "deleted");
+            c->denied = GERR_UNAUTH;
+            return;
+        }
+        if (rv != 0) {
+            return;
+        }
+    }
+    struct proto_value p[] = {proto_text(who->id)};
+    int64_t disabled = 0;
+    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
+    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+        snprintf(c->why, sizeof c->why, "the watch ended: principal %s was disabled or deleted", who->id);
+        c->denied = GERR_UNAUTH;
+        return;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    if (rv == 0) {
+        rv = store_client_query(
+            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+            &rows);
+    }
+    if (rv == 0) {
+        who->n_bindings = 0;
+        for (size_t i = 0; i < rows.n_rows && who->n_bindings < AUTHN_MAX_BINDINGS; i++) {
+            struct authz_binding *b = &who->bindings[who->n_bindings];
+            memset(b, 0, sizeof *b);
+            b->role = authz_role_parse(col(&rows, i, 0));
+            snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
+            if (authz_scope_parse(col(&rows, i, 2), &b->scope) == 0 && b->role != 0) {
+                who->n_bindings++; /* an unreadable scope grants nothing, as in authentication */
+            }
+        }
+        c->refreshed_ms = clock_mono_ms(clock_system());
+    }
+    proto_rows_close(&rows);
+}
+
+/* --- watchers --- */
+
+static void watch_end(struct events_hub *h, struct ewatch *w, int status, const char *msg)
+{
+    for (struct ewatch **p = &h->watches; *p != NULL; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    }
+    grpc_call_finish_async(w->call, status, msg, NULL);
+    cred_unref(h, w->cred);
+    atomic_fetch_sub(&h->svc->watches, 1);
+    mem_free(w);
+}
+
+static void watch_end_all(struct events_hub *h, int status, const char *msg)
+{
+    while (h->watches != NULL) {
+        watch_end(h, h->watches, status, msg);
+    }
+}
+
+/* Under h->mu: a cancelled call ends; one whose client left more than WATCH_MAX_UNSENT bytes
+ * unread (plus its replay's allowance) is cut (the hub never waits for one client). */
+static bool watch_alive(struct events_hub *h, struct ewatch *w)
+{
+    if (grpc_call_cancelled(w->call)) {
+        watch_end(h, w, GRPC_STATUS_CANCELLED, "cancelled");
+        return false;
+    }
+    size_t unsent = grpc_call_unsent(w->call);
+    if (unsent <= WATCH_MAX_UNSENT) {
+        w->allowance = 0;
+    }
+    if (unsent > WATCH_MAX_UNSENT + w->allowance) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the watch fell behind at revision %" PRIu64 " (more than %u bytes unread): watch again "
+                 "from revision %" PRIu64,
+                 w->from, WATCH_MAX_UNSENT, w->from);
+        atomic_fetch_add(&h->svc->cut_slow, 1);
+        watch_end(h, w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        return false;
+    }
+    return true;
+}
+
+/* --- the feed's callbacks --- */
+
+static void hub_on_resync(struct store_client *cl, uint64_t rev, void *data)
+{
+    struct events_hub *h = data;
+    (void)cl;
+    pthread_mutex_lock(&h->mu);
+    if (h->ready) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "revision %" PRIu64 " is older than the retained change history: list again and watch from "
+                 "the list's revision",
+                 h->rev);
+        watch_end_all(h, GRPC_STATUS_OUT_OF_RANGE, msg);
+    }
+    /* No model to load: the ring starts empty at @rev, and events after it follow. */
+    ring_clear(h, rev);
+    h->rev = rev;
+    h->ready = true;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
+{
+    struct events_hub *h = data;
+    (void)cl;
+    int k = kind_index(ev->kind);
+    if (k < 0) {
+        return;
+    }
+    Gantry__V1__EventType type = strcmp(ev->type, "DELETED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED
+                                 : strcmp(ev->type, "ADDED") == 0
+                                     ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                     : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED;
+    ProtobufCMessage *obj = NULL;
+    if (ev->payload != NULL && ev->payload_len > 0) {
+        obj = protobuf_c_message_unpack(kinds[k].desc, NULL, ev->payload_len, ev->payload);
+        if (obj == NULL) {
+            LOG_WARN("events watch: the %s event at revision %" PRIu64 " has an unreadable payload", ev->kind,
+                     ev->revision);
+        }
+    }
+    pthread_mutex_lock(&h->mu);
+    if (!h->ready || ev->revision <= h->rev) {
+        pthread_mutex_unlock(&h->mu);
+        if (obj != NULL) {
+            protobuf_c_message_free_unpacked(obj, NULL);
+        }
+        return;
+    }
+    const struct ring_ev *r = ring_push(h, ev, (unsigned)k, type, obj);
+    for (struct ewatch *w = h->watches, *next; w != NULL; w = next) {
+        next = w->next;
+        if (w->from >= ev->revision || !watch_alive(h, w)) {
+            continue;
+        }
+        offer(h, w, r);
+        w->from = ev->revision;
+    }
+    h->rev = ev->revision;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
+{
+    struct events_hub *h = data;
+    struct clock *clk = clock_system();
+    uint64_t now = clock_mono_ms(clk);
+    pthread_mutex_lock(&h->mu);
+    if (h->stopping || !h->ready) {
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    if (rev > h->rev) {
+        h->rev = rev;
+    }
+    for (struct ecred *c = h->creds; c != NULL; c = c->next) {
+        if (c->denied == 0 && now - c->refreshed_ms >= EVENTS_REFRESH_MS) {
+            cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
+        }
+    }
+    for (struct ewatch *w = h->watches, *next; w != NULL; w = next) {
+        next = w->next;
+        if (!watch_alive(h, w)) {
+            continue;
+        }
+        if (w->cred->denied != 0) {
+            atomic_fetch_add(&h->svc->cut_auth, 1);
+            watch_end(h, w, GRPC_STATUS_UNAUTHENTICATED, w->cred->why);
+            continue;
+        }
+        const struct authn_principal *who = &w->cred->who;
+        if (w->ns[0] != '\0' && !global_reader(who) && !has_role(who, 0, w->ns)) {
+            char why[GERR_MSG_SIZE];
+            snprintf(why, sizeof why, "the watch ended: you no longer hold a role in namespace \"%.63s\"",
+                     w->ns);
+            atomic_fetch_add(&h->svc->cut_auth, 1);
+            watch_end(h, w, GRPC_STATUS_PERMISSION_DENIED, why);
+            continue;
+        }
+        if (w->from < h->rev) {
+            w->from = h->rev;
+        }
+        if (w->sent || now - w->last_bookmark_ms >= WATCH_BOOKMARK_MS) {
+            send_bookmark(w->call, w->from);
+            w->sent = false;
+            w->last_bookmark_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* --- the handler --- */
+
+/* The kinds bitmask of @req, or false having answered INVALID_ARGUMENT. */
+static bool parse_kinds(struct gate_ctx *ctx, const Gantry__V1__WatchEventsRequest *req, uint32_t *out)
+{
+    *out = 0;
+    for (size_t i = 0; i < req->n_kinds; i++) {
+        if (strcmp(req->kinds[i], "Sandbox") == 0) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT,
+                      "kinds: sandboxes are watched with Sandboxes.Watch (which also sends their current "
+                      "state), not Events.Watch");
+            return false;
+        }
+        int k = kind_index(req->kinds[i]);
+        if (k < 0) {
+            gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "kinds: unknown kind \"%.63s\" (one of: %s)",
+                      req->kinds[i], EVENTS_KINDS);
+            return false;
+        }
+        *out |= 1u << k;
+    }
+    if (*out == 0) {
+        *out = (1u << N_KINDS) - 1;
+    }
+    return true;
+}
+
+static void ev_watch(struct gate_ctx *ctx, void *data)
+{
+    struct events_svc *svc = data;
+    struct events_hub *h = svc->hub;
+    const Gantry__V1__WatchEventsRequest *req = (const void *)grpc_call_request(ctx->call);
+    uint32_t mask = 0;
+    if (!parse_kinds(ctx, req, &mask)) {
+        return;
+    }
+    char why[128];
+    if (req->namespace_[0] != '\0' && !names_dns_label_ok(req->namespace_, 63, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace: %s", why);
+        return;
+    }
+    if (h == NULL) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "this replica serves no watches: try another replica");
+        return;
+    }
+    /* A read index: the hub has applied every change acknowledged before this call. */
+    uint64_t head = 0;
+    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + WATCH_SYNC_TIMEOUT_MS, &head) != 0) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                  "this replica's change feed did not catch up with the leader within %u ms: try again or "
+                  "another replica",
+                  WATCH_SYNC_TIMEOUT_MS);
+        return;
+    }
+    if (req->since_revision > head) {
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "since_revision %" PRIu64 " is in the future (the cluster is at %" PRIu64 ")",
+                  req->since_revision, head);
+        return;
+    }
+    if (atomic_fetch_add(&svc->watches, 1) >= EVENTS_MAX_WATCHES || atomic_load(&svc->stopping)) {
+        atomic_fetch_sub(&svc->watches, 1);
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "this replica serves %u event watches already: try another replica", EVENTS_MAX_WATCHES);
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    if (!h->ready || h->stopping) {
+        pthread_mutex_unlock(&h->mu);
+        atomic_fetch_sub(&svc->watches, 1);
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                  h->stopping ? "the replica is stopping: watch again from the last revision"
+                              : "this replica's change feed is not loaded yet: try again");
+        return;
+    }
+    if (req->since_revision != 0 && req->since_revision < h->ring_floor) {
+        uint64_t floor = h->ring_floor;
+        pthread_mutex_unlock(&h->mu);
+        atomic_fetch_sub(&svc->watches, 1);
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "revision %" PRIu64 " is older than this replica's retained events (it holds those after "
+                  "%" PRIu64 "): list again and watch from the list's revision",
+                  req->since_revision, floor);
+        return;
+    }
+    struct ewatch *w = mem_zalloc(sizeof *w);
+    w->call = ctx->call;
+    w->cred = cred_get(h, &ctx->who);
+    w->kinds = mask;
+    snprintf(w->ns, sizeof w->ns, "%s", req->namespace_);
+    w->last_bookmark_ms = clock_mono_ms(clock_system());
+    if (req->since_revision == 0) {
+        w->from = h->rev;
+        send_bookmark(w->call, w->from);
+    } else {
+        w->from = req->since_revision;
+        for (size_t i = 0; i < h->ring_n; i++) {
+            const struct ring_ev *r = &h->ring[(h->ring_head + i) % h->ring_cap];
+            if (r->rev > w->from) {
+                offer(h, w, r);
+            }
+        }
+        if (w->from < h->rev) {
+            w->from = h->rev;
+        }
+        send_bookmark(w->call, w->from);
+    }
+    w->allowance = grpc_call_unsent(w->call);
+    w->next = h->watches;
+    h->watches = w;
+    pthread_mutex_unlock(&h->mu);
+}
+
+int events_svc_attach_feed(struct events_svc *svc, struct feed *feed)
+{
+    struct events_hub *h = mem_zalloc(sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    h->feed = feed;
+    h->svc = svc;
+    h->ring_cap = svc->ring_size != 0 ? svc->ring_size : EVENTS_RING;
+    h->ring = mem_zalloc(sizeof *h->ring * h->ring_cap);
+    h->sub.on_resync = hub_on_resync;
+    h->sub.on_event = hub_on_event;
+    h->sub.on_applied = hub_on_applied;
+    h->sub.data = h;
+    feed_subscribe(feed, &h->sub);
+    svc->hub = h;
+    return 0;
+}
+
+void events_svc_stop(struct events_svc *svc)
+{
+    atomic_store(&svc->stopping, true);
+    struct events_hub *h = svc->hub;
+    if (h != NULL) {
+        pthread_mutex_lock(&h->mu);
+        h->stopping = true;
+        watch_end_all(h, GRPC_STATUS_UNAVAILABLE,
+                      "the replica is stopping: watch again from the last revision");
+        pthread_mutex_unlock(&h->mu);
+    }
+}
+
+void events_svc_detach_feed(struct events_svc *svc)
+{
+    struct events_hub *h = svc->hub;
+    if (h == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    watch_end_all(h, GRPC_STATUS_UNAVAILABLE, "the replica is stopping: watch again from the last revision");
+    ring_clear(h, 0);
+    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_destroy(&h->mu);
+    mem_free(h->ring);
+    mem_free(h);
+    svc->hub = NULL;
+}
+
+int events_svc_register(struct gate *g, struct events_svc *svc, char *errmsg)
+{
+    if (gate_route(g, "/gantry.v1.Events/Watch", ev_watch, svc) != 0) {
+        gerr_set(errmsg, "events service: cannot route /gantry.v1.Events/Watch");
+        return GERR_INVAL;
+    }
+    return 0;
+}
+
+void events_svc_metrics_write(struct events_svc *svc, struct buf *out)
+{
+    buf_printf(
+        out,
+        "# HELP gantry_events_watches Events.Watch calls open on this replica.\n"
+        "# TYPE gantry_events_watches gauge\ngantry_events_watches %u\n"
+        "# HELP gantry_events_watch_events_total Events.Watch events sent to watchers.\n"
+        "# TYPE gantry_events_watch_events_total counter\ngantry_events_watch_events_total %" PRIu64 "\n"
+        "# HELP gantry_events_watch_cut_slow_total Events.Watch calls cut for leaving too much "
+        "unread.\n"
+        "# TYPE gantry_events_watch_cut_slow_total counter\ngantry_events_watch_cut_slow_total %" PRIu64 "\n"
+        "# HELP gantry_events_watch_cut_auth_total Events.Watch calls ended because their "
+        "credential or role went away.\n"
+        "# TYPE gantry_events_watch_cut_auth_total counter\ngantry_events_watch_cut_auth_total %" PRIu64 "\n",
+        atomic_load(&svc->watches), (uint64_t)atomic_load(&svc->events_sent),
+        (uint64_t)atomic_load(&svc->cut_slow), (uint64_t)atomic_load(&svc->cut_auth));
+}
