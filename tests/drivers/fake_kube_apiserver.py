@@ -107,6 +107,8 @@ Test controls (admin token only)
                           (the server exits without answering, before or after doing the work;
                            with --state the work survives the restart)}
   POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
+                       "claims_pending": bool (SandboxClaims stay unbound, Ready=False
+                       SandboxNotReady; false binds the waiting ones),
                        "pod_ip": "a.b.c.d" (the address every new Sandbox's pod reports in
                        status.podIPs; by default 10.0.0.N),
                        "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions),
@@ -384,6 +386,7 @@ class Store:
         self.cond = threading.Condition()
         self.max_page = args.max_page
         self.pending = args.pending
+        self.claims_pending = False
         self.pod_ip = None
         self.served = [v for v in args.versions.split(",") if v]
         self.conversion = not args.no_conversion
@@ -708,6 +711,8 @@ class Store:
             tmpl, bound, cond = templates.get((ns, tname)), None, None
             if tmpl is None:
                 cond = ("False", "TemplateNotFound", 'SandboxTemplate "%s" not found' % tname)
+            elif self.claims_pending:
+                cond = ("False", "SandboxNotReady", "waiting for capacity")
             elif wp not in ("none", "default") and (ns, wp) not in pools:
                 cond = ("False", "WarmPoolNotFound", 'SandboxWarmPool "%s" not found' % wp)
             else:
@@ -1181,6 +1186,11 @@ class Handler(BaseHTTPRequestHandler):
                 store.conversion = bool(body["conversion"])
             if "pending" in body:
                 store.pending = bool(body["pending"])
+            if "claims_pending" in body:
+                store.claims_pending = bool(body["claims_pending"])
+                for ns in sorted({k[0] for k in store.objects[(EXT_GROUP, "sandboxclaims")]}):
+                    store.reconcile_extensions(ns)
+                store.save()
             if "pod_ip" in body:
                 store.pod_ip = body["pod_ip"]
             if "watch_end" in body:

@@ -828,6 +828,21 @@ static void test_claims(void **state)
     assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
     assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-tpl"));
 
+    /* A claim the controller leaves unbound: GERR_UNAVAILABLE after the driver's wait, with the
+     * condition (the reconciler retries); once bound, the next create follows the same claim. */
+    control("/_fake/config", "{\"claims_pending\": true}");
+    claim_spec(&cs, "later", from_tpl, 2);
+    uint64_t t0 = now_ms();
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_true(now_ms() - t0 >= 1900);
+    assert_non_null(strstr(errmsg, "not bound to a Sandbox yet: SandboxNotReady: waiting for capacity"));
+    control("/_fake/config", "{\"claims_pending\": false}");
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/claims--later");
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--later"));
+
     /* 5. Conflicts. The claim's name is someone else's (409 AlreadyExists): stepped around. */
     assert_int_equal(raw("POST", EXT "/namespaces/team-b/sandboxclaims",
                          "{\"metadata\":{\"name\":\"claims--taken\"},\"spec\":{\"sandboxTemplateRef\":"
