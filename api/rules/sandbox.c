@@ -39,6 +39,16 @@ static bool refuse(char *why, size_t len, const char *fmt, ...)
 
 static bool placement_shapes_ok(const char *value, char *why, size_t len);
 
+/* Does a "kubernetes" driver_config value ask for allocation "claim" (drivers/k8s_claims.h)? */
+static bool claim_allocation(const char *value)
+{
+    json_t *o = json_loads(value, 0, NULL);
+    const char *a = json_string_value(json_object_get(o, "allocation"));
+    bool claim = a != NULL && strcmp(a, "claim") == 0;
+    json_decref(o);
+    return claim;
+}
+
 bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len)
 {
     char reason[160], err[GERR_MSG_SIZE];
@@ -104,6 +114,13 @@ bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len
         if (strcmp(s->driver_config[i]->key, "kubernetes") == 0 &&
             !placement_shapes_ok(s->driver_config[i]->value, why, len)) {
             return false;
+        }
+        if (strcmp(s->driver_config[i]->key, "kubernetes") == 0 && s->n_providers > 0 &&
+            claim_allocation(s->driver_config[i]->value)) {
+            return refuse(
+                why, len,
+                "sandbox.spec.providers cannot be combined with driver_config[\"kubernetes\"].allocation "
+                "\"claim\": the SandboxTemplate's pod does not mount credentials");
         }
     }
     return true;

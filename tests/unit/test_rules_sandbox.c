@@ -358,6 +358,13 @@ static void test_claim_placement(void **state)
     struct sandbox_creator c = {.id = "p1"};
     d.value = "{\"allocation\":\"claim\",\"warm_pool\":\"pool-a\"}";
     assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    char *providers[] = {"gh"};
+    b.spec.providers = providers; /* credentials cannot reach a claimed pod */
+    b.spec.n_providers = 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_non_null(strstr(why, "sandbox.spec.providers cannot be combined"));
+    b.spec.n_providers = 0;
+    b.spec.providers = NULL;
     assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
     assert_non_null(strstr(why, "driver_config kubernetes.allocation \"claim\": choosing the placement"));
     c.platform_admin = true;
