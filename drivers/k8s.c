@@ -1105,11 +1105,12 @@ static bool claim_ours(struct driver_k8s *k, const struct k8s_claim *c, const ch
     return strcmp(c->gateway_id, k->gw) == 0 && strcmp(c->sandbox_id, id) == 0;
 }
 
-/* A 404 for the extensions resources themselves (no details naming the object's kind) means the
- * CRDs are not installed: that clears when an operator installs them. */
+/* A 404 for the extensions resources themselves (no details naming the object's kind or the
+ * namespace) means the CRDs are not installed: that clears when an operator installs them. */
 static int ext_missing(struct driver_k8s *k, int rv, const char *resource, char *errmsg)
 {
-    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, resource) != 0) {
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, resource) != 0 &&
+        strcmp(k->last.details_kind, "namespaces") != 0) {
         gerr_wrap(errmsg,
                   "the %s." K8S_EXT_GROUP "/" K8S_EXT_VERSION
                   " resource is not served: are agent-sandbox's extensions installed?",

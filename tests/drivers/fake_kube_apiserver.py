@@ -107,6 +107,8 @@ Test controls (admin token only)
                           (the server exits without answering, before or after doing the work;
                            with --state the work survives the restart)}
   POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
+                       "extensions": bool (false: agent-sandbox's extensions CRDs are not
+                       installed, every extensions.agents.x-k8s.io URL is 404),
                        "claims_pending": bool (SandboxClaims stay unbound, Ready=False
                        SandboxNotReady; false binds the waiting ones),
                        "pod_ip": "a.b.c.d" (the address every new Sandbox's pod reports in
@@ -387,6 +389,7 @@ class Store:
         self.max_page = args.max_page
         self.pending = args.pending
         self.claims_pending = False
+        self.extensions = True  # agent-sandbox's extensions CRDs installed
         self.pod_ip = None
         self.served = [v for v in args.versions.split(",") if v]
         self.conversion = not args.no_conversion
@@ -1030,7 +1033,8 @@ def discovery(store, path):
     for (group, plural), (kind, namespaced, versions) in RESOURCES.items():
         if group == "":
             continue
-        served = [v for v in versions if group != SANDBOX_GROUP or v in store.served]
+        served = [v for v in versions if (group != SANDBOX_GROUP or v in store.served) and
+                  (group != EXT_GROUP or store.extensions)]
         if served:
             groups.setdefault(group, (served, []))[1].append((plural, kind, namespaced))
 
@@ -1186,6 +1190,8 @@ class Handler(BaseHTTPRequestHandler):
                 store.conversion = bool(body["conversion"])
             if "pending" in body:
                 store.pending = bool(body["pending"])
+            if "extensions" in body:
+                store.extensions = bool(body["extensions"])
             if "claims_pending" in body:
                 store.claims_pending = bool(body["claims_pending"])
                 for ns in sorted({k[0] for k in store.objects[(EXT_GROUP, "sandboxclaims")]}):
@@ -1282,7 +1288,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def resolve(self, store, url):
         r = parse_path(url.path)
-        if r is None:
+        if r is None or (r["key"][0] == EXT_GROUP and not store.extensions):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if r["key"][0] == SANDBOX_GROUP:
             if r["version"] not in store.served:

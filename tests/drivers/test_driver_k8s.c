@@ -828,6 +828,15 @@ static void test_claims(void **state)
     assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
     assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-tpl"));
 
+    /* The extensions not installed: UNAVAILABLE saying so (it clears once they are), nothing made. */
+    control("/_fake/config", "{\"extensions\": false}");
+    claim_spec(&cs, "no-ext", from_tpl, 2);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "are agent-sandbox's extensions installed?"));
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0); /* nothing to find */
+    control("/_fake/config", "{\"extensions\": true}");
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-ext"));
+
     /* A claim the controller leaves unbound: GERR_UNAVAILABLE after the driver's wait, with the
      * condition (the reconciler retries); once bound, the next create follows the same claim. */
     control("/_fake/config", "{\"claims_pending\": true}");
