@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "drivers/driver_internal.h"
+#include "drivers/k8s_claims.h"
 #include "drivers/k8s_cache.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
@@ -747,8 +748,10 @@ static int validate_spec(struct driver_k8s *k, const struct driver_sandbox_spec 
                          const char *const *allowed, char *errmsg)
 {
     char kns[64], secret[128];
+    struct k8s_allocation alloc;
     int rv = driver__check_config_keys(spec, "kubernetes", k8s_config_keys, allowed, errmsg);
-    if (rv != 0 || (rv = k8s_check_config(spec, errmsg)) != 0 || (rv = k8s_check_labels(spec, errmsg)) != 0) {
+    if (rv != 0 || (rv = k8s_check_config(spec, errmsg)) != 0 || (rv = k8s_check_labels(spec, errmsg)) != 0 ||
+        (rv = k8s_allocation_of(spec, &alloc, errmsg)) != 0) {
         return rv;
     }
     const char *sa = driver_kv_get(spec->driver_config, spec->n_driver_config, "service_account");
@@ -1080,15 +1083,299 @@ static void drop_unowned_credentials(struct driver_k8s *k, const char *kns, cons
     }
 }
 
+/* ---- Claims (allocation "claim", drivers/k8s_claims.h)
+ *
+ * create: the SandboxClaim (named like the Sandbox would be, labelled like one), then, once the
+ * controller has bound it (status.sandbox.name), the bound Sandbox gets this gateway's labels and
+ * annotations (and gantry.dev/claim) by a merge PATCH carrying its resourceVersion: from then on it
+ * is found, cached, watched and described like a Sandbox the driver made. delete: the claim (the
+ * controller's owner reference makes the garbage collector delete the Sandbox). */
+
+#define CLAIM_WAIT_MS 2000u /* how long one create waits for the controller to bind the claim */
+#define CLAIM_POLL_MS 100u
+
+static void claim_path(char *out, size_t len, const char *kns, const char *name)
+{
+    snprintf(out, len, K8S_EXT_API "/namespaces/%s/" K8S_CLAIM_RESOURCE "%s%s", kns, name != NULL ? "/" : "",
+             name != NULL ? name : "");
+}
+
+static bool claim_ours(struct driver_k8s *k, const struct k8s_claim *c, const char *id)
+{
+    return strcmp(c->gateway_id, k->gw) == 0 && strcmp(c->sandbox_id, id) == 0;
+}
+
+/* A 404 for the extensions resources themselves (no details naming the object's kind or the
+ * namespace) means the CRDs are not installed: that clears when an operator installs them. */
+static int ext_missing(struct driver_k8s *k, int rv, const char *resource, char *errmsg)
+{
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, resource) != 0 &&
+        strcmp(k->last.details_kind, "namespaces") != 0) {
+        gerr_wrap(errmsg,
+                  "the %s." K8S_EXT_GROUP "/" K8S_EXT_VERSION
+                  " resource is not served: are agent-sandbox's extensions installed?",
+                  resource);
+        return GERR_UNAVAILABLE;
+    }
+    return rv;
+}
+
+/* Wait @ms with base.mu released (as throttle_wait): other calls run meanwhile. 0, GERR_CANCELED
+ * when the driver is stopping, DRIVER_ERR_STALE when a newer epoch was seen meanwhile. */
+static int claim_wait(struct driver_k8s *k, unsigned ms, char *errmsg)
+{
+    uint64_t epoch = k->op_epoch;
+    struct timespec until;
+    int rc = 0;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    until.tv_sec += (time_t)(ms / 1000u) + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (!k->stopping && rc == 0) {
+        rc = pthread_cond_timedwait(&k->wake, &k->base.mu, &until);
+    }
+    k->op_epoch = epoch;
+    if (k->stopping) {
+        gerr_set(errmsg, "the kubernetes driver is stopping");
+        return GERR_CANCELED;
+    }
+    return driver__epoch_check(epoch, &k->newest, "this kubernetes driver", errmsg);
+}
+
+/* The template a claim of @a refers to: the one given, or the warm pool's. */
+static int claim_template(struct driver_k8s *k, const struct k8s_allocation *a, const char *kns,
+                          char out[254], char *errmsg)
+{
+    char path[512];
+    if (a->warm_pool == NULL) {
+        snprintf(out, 254, "%s", a->template_name);
+        return 0;
+    }
+    snprintf(path, sizeof path, K8S_EXT_API "/namespaces/%s/" K8S_POOL_RESOURCE "/%s", kns, a->warm_pool);
+    int rv = ext_missing(k, call(k, "GET", path, NULL, errmsg), K8S_POOL_RESOURCE, errmsg);
+    if (rv == GERR_NOTFOUND) {
+        gerr_set(errmsg, "driver_config warm_pool %.253s: no SandboxWarmPool of that name in namespace %s",
+                 a->warm_pool, kns);
+        return GERR_INVAL;
+    }
+    return rv != 0 ? rv : k8s_pool_template(body(k), k->resp.len, out, errmsg);
+}
+
+/* POST the claim under @name, or find ours there. 0 with @c; GERR_EXISTS with *@taken when the name
+ * holds someone else's claim. */
+static int claim_post(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
+                      const struct k8s_allocation *a, const char *kns, const char *tmpl, const char *name,
+                      bool *taken, struct k8s_claim *c, char *errmsg)
+{
+    char path[512];
+    *taken = false;
+    char *doc = k8s_claim_manifest(s, k->gw, kns, name, epoch, tmpl, a->warm_pool);
+    claim_path(path, sizeof path, kns, NULL);
+    int rv = ext_missing(k, call(k, "POST", path, doc, errmsg), K8S_CLAIM_RESOURCE, errmsg);
+    mem_free(doc);
+    if (rv == GERR_NOTFOUND && strcmp(k->last.details_kind, "namespaces") == 0) {
+        memo_forget(k, kns);
+        gerr_wrap(errmsg, "namespace %s (%s) does not exist: ensure_namespace first", s->namespace, kns);
+        return rv;
+    }
+    if (rv == GERR_EXISTS) { /* our own earlier attempt, or someone else's claim */
+        claim_path(path, sizeof path, kns, name);
+        if ((rv = call(k, "GET", path, NULL, errmsg)) != 0) {
+            return rv == GERR_NOTFOUND ? GERR_ABORTED : rv; /* deleted meanwhile: try again */
+        }
+        if ((rv = k8s_claim_decode(body(k), k->resp.len, c, errmsg)) == 0 && !claim_ours(k, c, s->id)) {
+            gerr_set(errmsg, "a SandboxClaim named %s/%s exists and is not sandbox %s of gateway %s", kns,
+                     name, s->id, k->gw);
+            *taken = true;
+            rv = GERR_EXISTS;
+        }
+        return rv;
+    }
+    if (rv == 0) {
+        rv = k8s_claim_decode(body(k), k->resp.len, c, errmsg);
+        LOG_INFO("kubernetes driver: SandboxClaim %s/%s (template %s%s%s) created for %s/%s, epoch %llu", kns,
+                 name, tmpl, a->warm_pool != NULL ? ", warm pool " : "",
+                 a->warm_pool != NULL ? a->warm_pool : "", s->namespace, s->name, (unsigned long long)epoch);
+    }
+    return rv;
+}
+
+/* Make the Sandbox @c is bound to this gateway's (labels, annotations), then describe it. A Sandbox
+ * carrying another gateway's or sandbox's labels is never taken over: GERR_EXISTS. */
+static int claim_adopt(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
+                       const char *kns, const struct k8s_claim *c, struct driver_sandbox *out, char *errmsg)
+{
+    char path[512];
+    for (int i = 0; i < CONFLICT_RETRIES; i++) {
+        struct k8s_sandbox p;
+        int rv = read_named(k, kns, c->bound, &p, errmsg);
+        if (rv == GERR_NOTFOUND) {
+            gerr_set(errmsg, "SandboxClaim %s/%s is bound to Sandbox %s, which is not there (yet)", kns,
+                     c->name, c->bound);
+            return GERR_UNAVAILABLE;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        bool ours = sandbox_ours(k, &p.meta, s->id, NULL) && strcmp(p.meta.claim, c->name) == 0;
+        if (!ours && p.meta.gateway_id != NULL && !sandbox_ours(k, &p.meta, s->id, NULL)) {
+            gerr_set(errmsg,
+                     "SandboxClaim %s/%s is bound to Sandbox %s, which carries another sandbox's labels", kns,
+                     c->name, c->bound);
+            k8s_sandbox_close(&p);
+            return GERR_EXISTS;
+        }
+        if (!ours) {
+            char *patch = k8s_claimed_patch(s, k->gw, epoch, c->name, p.meta.resource_version);
+            sandbox_path(k, path, sizeof path, kns, c->bound);
+            rv = not_served(k, call(k, "PATCH", path, patch, errmsg), errmsg);
+            mem_free(patch);
+            k8s_sandbox_close(&p);
+            if (rv == GERR_ABORTED) {
+                continue; /* changed since read (the controller wrote its status): read again */
+            }
+            if (rv != 0 || (rv = k8s_sandbox_decode(body(k), k->resp.len, &p, errmsg)) != 0) {
+                return rv;
+            }
+            LOG_INFO("kubernetes driver: Sandbox %s/%s, bound to claim %s, is sandbox %s/%s now", kns,
+                     c->bound, c->name, s->namespace, s->name);
+        }
+        k8s_cache_put(k->cache, &p);
+        rv = adopt(k, s, &p, out, errmsg);
+        k8s_sandbox_close(&p);
+        return rv;
+    }
+    gerr_set(errmsg, "Sandbox %s/%s: still conflicting after %d attempts", kns, c->bound, CONFLICT_RETRIES);
+    return GERR_ABORTED;
+}
+
+/* A create with allocation "claim": the claim (or ours, found), then its Sandbox once bound. A
+ * claim the controller reports it cannot satisfy (its template or warm pool does not exist) is
+ * GERR_INVAL with the controller's reason; one still unbound after CLAIM_WAIT_MS is
+ * GERR_UNAVAILABLE (the reconciler tries again until its provisioning deadline; the next create
+ * finds this claim). */
+static int claim_create(struct driver_k8s *k, uint64_t epoch, const struct driver_sandbox_spec *s,
+                        const struct k8s_allocation *a, const char *kns, struct driver_sandbox *out,
+                        char *errmsg)
+{
+    char tmpl[254], name[64], fallback[64], path[512];
+    struct k8s_claim c;
+    bool taken;
+    if (s->n_credentials > 0) {
+        gerr_set(errmsg,
+                 "a sandbox with allocation \"claim\" cannot be given credentials: its pod comes from the "
+                 "SandboxTemplate, which does not mount them");
+        return GERR_INVAL;
+    }
+    int rv = claim_template(k, a, kns, tmpl, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    driver_k8s_object_name(k->mode, s->namespace, s->name, name);
+    rv = claim_post(k, epoch, s, a, kns, tmpl, name, &taken, &c, errmsg);
+    if (rv == GERR_EXISTS && taken) {
+        driver_k8s_fallback_name(name, k->gw, s->id, fallback);
+        rv = claim_post(k, epoch, s, a, kns, tmpl, fallback, &taken, &c, errmsg);
+    }
+    for (unsigned waited = 0; rv == 0 && c.bound[0] == '\0'; waited += CLAIM_POLL_MS) {
+        if (c.failed) {
+            gerr_set(errmsg, "SandboxClaim %s/%s cannot be satisfied: %s", kns, c.name, c.message);
+            return GERR_INVAL;
+        }
+        if (c.deleting) {
+            gerr_set(errmsg, "SandboxClaim %s/%s is being deleted", kns, c.name);
+            return GERR_UNAVAILABLE;
+        }
+        if (waited >= CLAIM_WAIT_MS) {
+            gerr_set(errmsg, "SandboxClaim %s/%s is not bound to a Sandbox yet%s%s", kns, c.name,
+                     c.message[0] != '\0' ? ": " : "", c.message);
+            return GERR_UNAVAILABLE;
+        }
+        if ((rv = claim_wait(k, CLAIM_POLL_MS, errmsg)) != 0) {
+            return rv;
+        }
+        claim_path(path, sizeof path, kns, c.name);
+        if ((rv = call(k, "GET", path, NULL, errmsg)) == 0) {
+            rv = k8s_claim_decode(body(k), k->resp.len, &c, errmsg);
+        } else if (rv == GERR_NOTFOUND) {
+            gerr_wrap(errmsg, "SandboxClaim %s/%s was deleted while waiting for it to be bound", kns, c.name);
+            return GERR_ABORTED;
+        }
+    }
+    return rv != 0 ? rv : claim_adopt(k, epoch, s, kns, &c, out, errmsg);
+}
+
+/* Delete claim @name in @kns if it is sandbox @id's of this gateway (uid precondition). 404 is 0. */
+static int claim_delete(struct driver_k8s *k, const char *kns, const char *name, const char *id, char *errmsg)
+{
+    char path[512];
+    struct k8s_claim c;
+    claim_path(path, sizeof path, kns, name);
+    int rv = ext_missing(k, call(k, "GET", path, NULL, errmsg), K8S_CLAIM_RESOURCE, errmsg);
+    if (rv == GERR_NOTFOUND) {
+        return 0;
+    }
+    if (rv != 0 || (rv = k8s_claim_decode(body(k), k->resp.len, &c, errmsg)) != 0) {
+        return rv;
+    }
+    if (!claim_ours(k, &c, id)) {
+        LOG_WARN("kubernetes driver: SandboxClaim %s/%s is not sandbox %s's of gateway %s: not deleted", kns,
+                 name, id, k->gw);
+        return 0;
+    }
+    if (c.deleting) {
+        return 0;
+    }
+    char *doc = k8s_claim_delete_options(c.uid);
+    rv = call(k, "DELETE", path, doc, errmsg);
+    mem_free(doc);
+    if (rv == 0) {
+        LOG_INFO("kubernetes driver: SandboxClaim %s/%s of sandbox %s deleted", kns, name, id);
+    }
+    return rv == GERR_NOTFOUND ? 0 : rv;
+}
+
+/* The claims of sandbox @id in @kns that hold no Sandbox of ours (a create that never saw its claim
+ * bound): found by label, deleted. */
+static int claims_delete_unbound(struct driver_k8s *k, const char *kns, const char *id, char *errmsg)
+{
+    struct buf path;
+    struct k8s_claim found[8];
+    size_t n = 0;
+    buf_init(&path);
+    buf_printf(&path, K8S_EXT_API "/namespaces/%s/" K8S_CLAIM_RESOURCE "?labelSelector=", kns);
+    k8s_http_put_escaped(&path, K8S_LABEL_GATEWAY "=");
+    k8s_http_put_escaped(&path, k->gw);
+    k8s_http_put_escaped(&path, "," K8S_LABEL_SANDBOX "=");
+    k8s_http_put_escaped(&path, id);
+    buf_append_zero(&path, 1); /* buf_append does not terminate */
+    int rv = call(k, "GET", (const char *)path.data, NULL, errmsg);
+    buf_close(&path);
+    if (rv == GERR_NOTFOUND || rv == GERR_PERM) {
+        return 0; /* no extensions installed (or no right to them): there can be no claim of ours */
+    }
+    if (rv != 0 || (rv = k8s_claim_list_decode(body(k), k->resp.len, found, 8, &n, errmsg)) != 0) {
+        return rv;
+    }
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        if (claim_ours(k, &found[i], id)) {
+            rv = claim_delete(k, kns, found[i].name, id, errmsg);
+        }
+    }
+    return rv;
+}
+
 static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sandbox_spec *s,
                       struct driver_sandbox *out, char *errmsg)
 {
     struct driver_k8s *k = k8s_enter(d, epoch);
     char kns[64], name[64], fallback[64];
     struct found f = {0};
+    struct k8s_allocation alloc;
     bool taken;
     int rv = validate_spec(k, s, NULL, errmsg);
-    if (rv != 0 || (rv = spec_namespace(k, s, kns, errmsg)) != 0 || (rv = fence(k, epoch, errmsg)) != 0 ||
+    if (rv != 0 || (rv = k8s_allocation_of(s, &alloc, errmsg)) != 0 ||
+        (rv = spec_namespace(k, s, kns, errmsg)) != 0 || (rv = fence(k, epoch, errmsg)) != 0 ||
         (rv = sandbox_api(k, errmsg)) != 0) {
         return rv;
     }
@@ -1111,6 +1398,10 @@ static int k8s_create(struct driver *d, uint64_t epoch, const struct driver_sand
     found_close(&f);
     if (rv != 0) {
         return rv;
+    }
+    if (alloc.claim) {
+        rv = claim_create(k, epoch, s, &alloc, kns, out, errmsg);
+        goto out;
     }
     if (s->n_credentials > 0 &&
         (rv = put_credentials(k, kns, s->namespace, s->id, s->name, NULL, s->credentials, s->n_credentials,
@@ -1160,6 +1451,19 @@ static int delete_once(struct driver_k8s *k, uint64_t epoch, const char *ns, con
         if (p->meta.epoch > epoch) {
             uint64_t newest = p->meta.epoch;
             rv = driver__epoch_check(epoch, &newest, "the sandbox's epoch annotation", errmsg);
+        } else if (!p->meta.deleting && p->meta.claim[0] != '\0') {
+            /* A claimed Sandbox: release it by deleting its claim (the controller's owner reference
+             * makes the garbage collector delete the Sandbox); the cache follows the watch. */
+            rv = claim_delete(k, p->meta.ns, p->meta.claim, id, errmsg);
+            struct k8s_sandbox now = {0};
+            int r = rv == 0 ? read_named(k, p->meta.ns, p->meta.name, &now, errmsg) : -1;
+            if (r == GERR_NOTFOUND) {
+                k8s_cache_remove(k->cache, p->meta.sandbox_id, p->meta.ns, p->meta.name,
+                                 p->meta.resource_version);
+            } else if (r == 0 && sandbox_ours(k, &now.meta, id, ns)) {
+                k8s_cache_put(k->cache, &now);
+            }
+            k8s_sandbox_close(&now);
         } else if (!p->meta.deleting) {
             char *doc = k8s_delete_options(p->meta.resource_version);
             sandbox_path(k, path, sizeof path, p->meta.ns, p->meta.name);
@@ -1197,10 +1501,13 @@ static int delete_orphan_credentials(struct driver_k8s *k, const char *ns, const
     char kns[64];
     int rv = k8s_namespace(k, ns, kns, errmsg);
     if (rv != 0 || k->mode != DRIVER_K8S_OPERATOR) {
+        if (rv == 0) {
+            rv = claims_delete_unbound(k, kns, id, errmsg);
+        }
         return rv != 0 ? rv : delete_credentials(k, kns, id, true, errmsg);
     }
     for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
-        if (op_first(k, i)) {
+        if (op_first(k, i) && (rv = claims_delete_unbound(k, k->op_to[i], id, errmsg)) == 0) {
             rv = delete_credentials(k, k->op_to[i], id, true, errmsg);
         }
     }

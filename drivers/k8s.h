@@ -106,6 +106,16 @@
  * wiped from memory, and Secret errors are reported by HTTP status and reason only, never the server's text
  * about the data.
  *
+ * Claims (drivers/k8s_claims.h, docs/drivers.md "Claims and warm pools"): with driver_config
+ * allocation "claim" and a template or warm_pool, create makes a labelled SandboxClaim
+ * (extensions.agents.x-k8s.io/v1alpha1) instead of a Sandbox, waits up to 2 s (mutex released) for
+ * the controller to bind it (an unbound claim is GERR_UNAVAILABLE, retried by the reconciler; a
+ * missing template or pool GERR_INVAL), then labels the bound Sandbox as this gateway's (merge PATCH
+ * with its resourceVersion; annotation gantry.dev/claim), after which it is like a Sandbox the
+ * driver made. delete deletes the claim (uid precondition); the controller's owner reference makes
+ * the garbage collector delete the Sandbox. A delete that finds no Sandbox deletes the sandbox's
+ * unbound claims. Such sandboxes take no credentials (GERR_INVAL).
+ *
  * Thread-safe (the instance mutex); one HTTPS connection per instance for calls, plus one per
  * watch, each on its own thread. A call waiting out a 429 releases the mutex until its wait ends
  * (driver_k8s_stop ends it early); it then sends its request again, and is DRIVER_ERR_STALE if a

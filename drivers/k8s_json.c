@@ -16,8 +16,9 @@
 #define MAX_CONTINUE 4096u /* a continue token */
 #define MAX_PAIRS    32u   /* node_selector pairs, tolerations */
 
-const char *const k8s_config_keys[] = {"runtime_class", "node_selector", "tolerations", "service_account",
-                                       "resources",     "namespace",     NULL};
+const char *const k8s_config_keys[] = {
+    "runtime_class", "node_selector", "tolerations", "service_account", "resources",
+    "namespace",     "allocation",    "template",    "warm_pool",       NULL};
 
 /* ---- Decoding helpers */
 
@@ -204,6 +205,10 @@ static int meta_from(json_t *obj, struct k8s_meta *m, char *errmsg)
     m->gantry_name = dup_member(labels, K8S_LABEL_NAME, 63);
     m->epoch = parse_epoch(str_member(ann, K8S_ANN_EPOCH, 32));
     m->credentials = str_member(ann, K8S_ANN_CREDENTIALS, MAX_NAME) != NULL;
+    const char *claim = str_member(ann, K8S_ANN_CLAIM, 63);
+    if (claim != NULL && driver_is_dns_subdomain(claim)) {
+        snprintf(m->claim, sizeof m->claim, "%s", claim);
+    }
     m->created_at_ms = parse_time(str_member(md, "creationTimestamp", 64));
     m->deleting = json_object_get(md, "deletionTimestamp") != NULL &&
                   !json_is_null(json_object_get(md, "deletionTimestamp"));

@@ -40,6 +40,7 @@
 #define K8S_ANN_EPOCH       "gantry.dev/epoch"
 #define K8S_ANN_OWNER       "gantry.dev/owner"
 #define K8S_ANN_CREDENTIALS "gantry.dev/credentials" /* the credentials Secret a Sandbox's pod mounts */
+#define K8S_ANN_CLAIM       "gantry.dev/claim"       /* a claimed Sandbox: the SandboxClaim holding it */
 #define OS_LABEL_MANAGED    "openshell.ai/managed-by"
 #define OS_MANAGED_BY       "openshell"
 #define OS_LABEL_GATEWAY    "openshell.ai/gateway-id"
@@ -85,6 +86,9 @@ struct k8s_meta {
     uint64_t created_at_ms; /* creationTimestamp (RFC 3339, UTC); 0 if absent or malformed */
     bool credentials; /* annotation gantry.dev/credentials is set: its pod mounts a credentials Secret */
     bool deleting;    /* deletionTimestamp is set */
+    /* annotation gantry.dev/claim (drivers/k8s_claims.h): the SandboxClaim that holds this Sandbox,
+     * "" if absent or not a name of at most 63 bytes (a Sandbox the driver made itself) */
+    char claim[64];
     bool terminating; /* a Namespace whose status.phase is "Terminating" */
 };
 

@@ -261,7 +261,8 @@ static int role_grant(struct cli *c, int argc, char **argv)
 {
     /* A delegation scope (a platform controller's service account; docs/security.md). */
     Gantry__V1__DelegationScope ds = GANTRY__V1__DELEGATION_SCOPE__INIT;
-    const char *pats[8], *keys[32], *srcs[32], *sas[32], *kns[32], *rcs[32], *sns[32], *snames[32];
+    const char *pats[8], *keys[32], *srcs[32], *sas[32], *kns[32], *rcs[32], *sns[32], *snames[32], *wps[32],
+        *tpls[32];
     ds.n_namespace_patterns = (size_t)gantry_opt_all(&argc, argv, "--delegate", pats, 8);
     ds.n_allowed_driver_config_keys = (size_t)gantry_opt_all(&argc, argv, "--delegate-config-key", keys, 32);
     ds.n_allowed_credential_sources =
@@ -275,6 +276,10 @@ static int role_grant(struct cli *c, int argc, char **argv)
     ds.n_allowed_secret_namespaces =
         (size_t)gantry_opt_all(&argc, argv, "--delegate-secret-namespace", sns, 32);
     ds.n_allowed_secret_names = (size_t)gantry_opt_all(&argc, argv, "--delegate-secret-name", snames, 32);
+    ds.n_allowed_warm_pools = (size_t)gantry_opt_all(&argc, argv, "--delegate-warm-pool", wps, 32);
+    ds.n_allowed_templates = (size_t)gantry_opt_all(&argc, argv, "--delegate-template", tpls, 32);
+    ds.allowed_warm_pools = (char **)wps;
+    ds.allowed_templates = (char **)tpls;
     ds.allowed_secret_namespaces = (char **)sns;
     ds.allowed_secret_names = (char **)snames;
     ds.allowed_kubernetes_namespaces = (char **)kns;
@@ -296,7 +301,8 @@ static int role_grant(struct cli *c, int argc, char **argv)
     if (!delegated && (ds.n_allowed_driver_config_keys > 0 || ds.n_allowed_credential_sources > 0 ||
                        ds.n_allowed_service_accounts > 0 || ds.n_allowed_kubernetes_namespaces > 0 ||
                        ds.n_allowed_runtime_classes > 0 || ds.n_allowed_secret_namespaces > 0 ||
-                       ds.n_allowed_secret_names > 0 || ds.create_on_behalf_of_owner)) {
+                       ds.n_allowed_secret_names > 0 || ds.n_allowed_warm_pools > 0 ||
+                       ds.n_allowed_templates > 0 || ds.create_on_behalf_of_owner)) {
         fprintf(stderr,
                 "gantry role grant: the --delegate-* options and --on-behalf-of-owner need --delegate "
                 "NAMESPACE-PATTERN\n");
@@ -603,7 +609,8 @@ const struct gantry_cmd gantry_principal_cmds[] = {
      "[--delegate-credential-source GLOB ...] [--delegate-service-account NAME ...] "
      "[--delegate-kubernetes-namespace PATTERN ...] "
      "[--delegate-runtime-class NAME ...] [--delegate-secret-namespace PATTERN ...] "
-     "[--delegate-secret-name PATTERN ...] [--on-behalf-of-owner]]",
+     "[--delegate-secret-name PATTERN ...] [--delegate-warm-pool NAME ...] [--delegate-template NAME ...] "
+     "[--on-behalf-of-owner]]",
      "bind ROLE (platform_admin, auditor: cluster-wide; namespace_admin, user: in NS, default the context's "
      "or "
      "\"default\") to PRINCIPAL (an id or a name); --delegate gives a service account the role in every "

@@ -408,11 +408,12 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
 
 /* ---- The placement and Secret lists: tagged entries in one buffer (struct authz_scope) */
 
-enum { PLACE_KNS = 'n', PLACE_RC = 'r', PLACE_SNS = 's', PLACE_SNAME = 'm' };
+enum { PLACE_KNS = 'n', PLACE_RC = 'r', PLACE_SNS = 's', PLACE_SNAME = 'm', PLACE_WP = 'w', PLACE_TPL = 't' };
 
 static unsigned place_total(const struct authz_scope *s)
 {
-    return s->n_kube_namespaces + s->n_runtime_classes + s->n_secret_namespaces + s->n_secret_names;
+    return s->n_kube_namespaces + s->n_runtime_classes + s->n_secret_namespaces + s->n_secret_names +
+           s->n_warm_pools + s->n_templates;
 }
 
 static int place_add(struct authz_scope *s, char tag, unsigned *n, const char *v)
@@ -515,6 +516,56 @@ static bool secret_name_pattern_ok(const char *p)
         }
     }
     return n > 0 && n <= AUTHZ_SA_NAME_MAX;
+}
+
+static int exact_add(struct authz_scope *s, char tag, unsigned *n, const char *name)
+{
+    if (!authz_sa_name_ok(name)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, tag, n, name);
+}
+
+static bool exact_allows(const struct authz_scope *s, char tag, const char *name)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = place_list(s, tag, p, AUTHZ_SCOPE_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int authz_scope_add_warm_pool(struct authz_scope *s, const char *name)
+{
+    return exact_add(s, PLACE_WP, &s->n_warm_pools, name);
+}
+
+int authz_scope_add_template(struct authz_scope *s, const char *name)
+{
+    return exact_add(s, PLACE_TPL, &s->n_templates, name);
+}
+
+size_t authz_scope_warm_pools(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_WP, out, max);
+}
+
+size_t authz_scope_templates(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_TPL, out, max);
+}
+
+bool authz_scope_allows_warm_pool(const struct authz_scope *s, const char *name)
+{
+    return exact_allows(s, PLACE_WP, name);
+}
+
+bool authz_scope_allows_template(const struct authz_scope *s, const char *name)
+{
+    return exact_allows(s, PLACE_TPL, name);
 }
 
 int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern)
@@ -643,6 +694,12 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
         rv = scope_place(o, "allowed_secret_names", out, authz_scope_add_secret_name);
     }
     if (rv == 0) {
+        rv = scope_place(o, "allowed_warm_pools", out, authz_scope_add_warm_pool);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_templates", out, authz_scope_add_template);
+    }
+    if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
         out->set = true;
     }
@@ -686,6 +743,12 @@ char *authz_scope_json(const struct authz_scope *s)
     }
     if (copy.n_secret_names > 0) {
         json_object_set_new(o, "allowed_secret_names", place_array(&copy, PLACE_SNAME));
+    }
+    if (copy.n_warm_pools > 0) {
+        json_object_set_new(o, "allowed_warm_pools", place_array(&copy, PLACE_WP));
+    }
+    if (copy.n_templates > 0) {
+        json_object_set_new(o, "allowed_templates", place_array(&copy, PLACE_TPL));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

@@ -106,7 +106,7 @@ struct authz_rule {
  * AUTHN_MAX_BINDINGS scopes, so 8 slots of 254 bytes would cost 64 KiB per principal. */
 #define AUTHZ_SCOPE_MAX         8u
 #define AUTHZ_SCOPE_SA_BYTES    512u
-#define AUTHZ_SCOPE_PLACE_BYTES 512u
+#define AUTHZ_SCOPE_PLACE_BYTES 1024u
 struct authz_scope {
     bool set;
     char patterns[AUTHZ_SCOPE_MAX][48];
@@ -126,6 +126,10 @@ struct authz_scope {
      * tag byte, the text and a NUL (in the order added), read through the functions below. */
     char place[AUTHZ_SCOPE_PLACE_BYTES];
     unsigned n_kube_namespaces, n_runtime_classes, n_secret_namespaces, n_secret_names;
+    /* Allocation through agent-sandbox claims (driver_config "kubernetes" "warm_pool", "template"):
+     * the SandboxWarmPool and SandboxTemplate names a sandbox may be claimed from (exact DNS-1123
+     * subdomains), in the same buffer. */
+    unsigned n_warm_pools, n_templates;
     bool on_behalf;
 };
 
@@ -172,6 +176,15 @@ size_t authz_scope_secret_namespaces(const struct authz_scope *s, const char **o
 size_t authz_scope_secret_names(const struct authz_scope *s, const char **out, size_t max);
 bool authz_scope_allows_secret(const struct authz_scope *s, const char *ns, const char *name);
 bool authz_scope_allows_runtime_class(const struct authz_scope *s, const char *name);
+/* Claim allocation lists (issue 21): SandboxWarmPool and SandboxTemplate names, each a DNS-1123
+ * subdomain (authz_sa_name_ok), matched exactly; errors as for the placement lists. Never allowed
+ * when the list is empty. */
+int authz_scope_add_warm_pool(struct authz_scope *s, const char *name);
+int authz_scope_add_template(struct authz_scope *s, const char *name);
+size_t authz_scope_warm_pools(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_templates(const struct authz_scope *s, const char **out, size_t max);
+bool authz_scope_allows_warm_pool(const struct authz_scope *s, const char *name);
+bool authz_scope_allows_template(const struct authz_scope *s, const char *name);
 
 struct authz_binding {
     enum authz_role role;
@@ -187,9 +200,9 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
  * "allowed_service_accounts": [...], "allowed_kubernetes_namespaces": [...],
  * "allowed_runtime_classes": [...], "allowed_secret_namespaces": [...],
- * "allowed_secret_names": [...] (each optional: absent in scopes stored before it existed, and
- * written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns GERR_INVAL for
- * anything else. */
+ * "allowed_secret_names": [...], "allowed_warm_pools": [...], "allowed_templates": [...] (each optional:
+ * absent in scopes stored before it existed, and written only when not empty), "create_on_behalf_of_owner":
+ * bool}. Parse returns GERR_INVAL for anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);
 /* Heap JSON text (mem_free). */
 char *authz_scope_json(const struct authz_scope *s);

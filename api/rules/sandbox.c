@@ -39,6 +39,16 @@ static bool refuse(char *why, size_t len, const char *fmt, ...)
 
 static bool placement_shapes_ok(const char *value, char *why, size_t len);
 
+/* Does a "kubernetes" driver_config value ask for allocation "claim" (drivers/k8s_claims.h)? */
+static bool claim_allocation(const char *value)
+{
+    json_t *o = json_loads(value, 0, NULL);
+    const char *a = json_string_value(json_object_get(o, "allocation"));
+    bool claim = a != NULL && strcmp(a, "claim") == 0;
+    json_decref(o);
+    return claim;
+}
+
 bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len)
 {
     char reason[160], err[GERR_MSG_SIZE];
@@ -105,13 +115,21 @@ bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len
             !placement_shapes_ok(s->driver_config[i]->value, why, len)) {
             return false;
         }
+        if (strcmp(s->driver_config[i]->key, "kubernetes") == 0 && s->n_providers > 0 &&
+            claim_allocation(s->driver_config[i]->value)) {
+            return refuse(
+                why, len,
+                "sandbox.spec.providers cannot be combined with driver_config[\"kubernetes\"].allocation "
+                "\"claim\": the SandboxTemplate's pod does not mount credentials");
+        }
     }
     return true;
 }
 
 /* The placement members of the "kubernetes" driver_config entry that only a trusted caller may set:
  * a platform_admin, or a delegated caller within its scope (issue 21). */
-static const char *const placement_keys[] = {"namespace", "runtime_class", "tolerations", NULL};
+static const char *const placement_keys[] = {"namespace", "runtime_class", "tolerations", "allocation",
+                                             "warm_pool", "template",      NULL};
 
 /* The first placement member of @s's "kubernetes" entry: true with its name in *@key and its value
  * (a string member's text, else compact JSON, cut to fit) in @val. */
@@ -151,6 +169,8 @@ static bool placement_shapes_ok(const char *value, char *why, size_t len)
 {
     json_t *o = json_loads(value, 0, NULL);
     json_t *ns = json_object_get(o, "namespace"), *rc = json_object_get(o, "runtime_class");
+    json_t *alloc = json_object_get(o, "allocation"), *wp = json_object_get(o, "warm_pool"),
+           *tpl = json_object_get(o, "template");
     char reason[160];
     bool ok = true;
     if (ns != NULL &&
@@ -162,6 +182,19 @@ static bool placement_shapes_ok(const char *value, char *why, size_t len)
     } else if (rc != NULL && (!json_is_string(rc) || !authz_sa_name_ok(json_string_value(rc)))) {
         ok = refuse(why, len,
                     "sandbox.spec.driver_config[\"kubernetes\"].runtime_class must be a RuntimeClass name (a "
+                    "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
+    } else if (alloc != NULL &&
+               (!json_is_string(alloc) || (strcmp(json_string_value(alloc), "sandbox") != 0 &&
+                                           strcmp(json_string_value(alloc), "claim") != 0))) {
+        ok = refuse(why, len,
+                    "sandbox.spec.driver_config[\"kubernetes\"].allocation must be \"sandbox\" or \"claim\"");
+    } else if (wp != NULL && (!json_is_string(wp) || !authz_sa_name_ok(json_string_value(wp)))) {
+        ok = refuse(why, len,
+                    "sandbox.spec.driver_config[\"kubernetes\"].warm_pool must be a SandboxWarmPool name (a "
+                    "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
+    } else if (tpl != NULL && (!json_is_string(tpl) || !authz_sa_name_ok(json_string_value(tpl)))) {
+        ok = refuse(why, len,
+                    "sandbox.spec.driver_config[\"kubernetes\"].template must be a SandboxTemplate name (a "
                     "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
     }
     json_decref(o);
@@ -192,6 +225,21 @@ static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__Sandbox
                      "driver_config kubernetes.namespace \"%.63s\" is outside the delegation scope "
                      "(allowed_kubernetes_namespaces%s)",
                      kns, sc->n_kube_namespaces == 0 ? " is empty: none" : "");
+            ok = false;
+        }
+        const char *wp = member_str(o, "warm_pool"), *tpl = member_str(o, "template");
+        if (ok && kube && wp != NULL && !authz_scope_allows_warm_pool(sc, wp)) {
+            snprintf(why, len,
+                     "driver_config kubernetes.warm_pool \"%.100s\" is outside the delegation scope "
+                     "(allowed_warm_pools%s)",
+                     wp, sc->n_warm_pools == 0 ? " is empty: none" : "");
+            ok = false;
+        }
+        if (ok && kube && tpl != NULL && !authz_scope_allows_template(sc, tpl)) {
+            snprintf(why, len,
+                     "driver_config kubernetes.template \"%.100s\" is outside the delegation scope "
+                     "(allowed_templates%s)",
+                     tpl, sc->n_templates == 0 ? " is empty: none" : "");
             ok = false;
         }
         if (ok && kube && rc != NULL && !authz_scope_allows_runtime_class(sc, rc)) {

@@ -115,7 +115,7 @@ struct binding_msg {
     Gantry__V1__ObjectMeta meta;
     Gantry__V1__DelegationScope ds;
     struct authz_scope sc; /* ds points into it */
-    char *ptrs[8][AUTHZ_SCOPE_MAX];
+    char *ptrs[10][AUTHZ_SCOPE_MAX];
 };
 
 static void scope_strings(char (*items)[48], unsigned n, char **ptrs, char ***out, size_t *n_out)
@@ -163,6 +163,11 @@ static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, 
         m->ds.n_allowed_secret_names =
             authz_scope_secret_names(&m->sc, (const char **)m->ptrs[7], AUTHZ_SCOPE_MAX);
         m->ds.allowed_secret_names = m->ptrs[7];
+        m->ds.n_allowed_warm_pools =
+            authz_scope_warm_pools(&m->sc, (const char **)m->ptrs[8], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_warm_pools = m->ptrs[8];
+        m->ds.n_allowed_templates = authz_scope_templates(&m->sc, (const char **)m->ptrs[9], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_templates = m->ptrs[9];
         m->ds.create_on_behalf_of_owner = m->sc.on_behalf;
         m->b.delegation = &m->ds;
     }
@@ -1040,6 +1045,12 @@ static bool scope_from_request(struct gate_ctx *ctx, const Gantry__V1__Delegatio
          d->allowed_secret_namespaces, d->n_allowed_secret_namespaces, authz_scope_add_secret_namespace},
         {"allowed_secret_names", "a pattern of 1..253 characters of a-z, 0-9, '-', '.', '*' and '?'",
          d->allowed_secret_names, d->n_allowed_secret_names, authz_scope_add_secret_name},
+        {"allowed_warm_pools",
+         "a SandboxWarmPool name (a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
+         d->allowed_warm_pools, d->n_allowed_warm_pools, authz_scope_add_warm_pool},
+        {"allowed_templates",
+         "a SandboxTemplate name (a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
+         d->allowed_templates, d->n_allowed_templates, authz_scope_add_template},
     };
     for (size_t l = 0; l < sizeof place / sizeof place[0]; l++) {
         for (size_t i = 0; i < place[l].n; i++) {

@@ -107,6 +107,10 @@ Test controls (admin token only)
                           (the server exits without answering, before or after doing the work;
                            with --state the work survives the restart)}
   POST /_fake/config  {"conversion": bool, "qps": n, "burst": n, "pending": bool,
+                       "extensions": bool (false: agent-sandbox's extensions CRDs are not
+                       installed, every extensions.agents.x-k8s.io URL is 404),
+                       "claims_pending": bool (SandboxClaims stay unbound, Ready=False
+                       SandboxNotReady; false binds the waiting ones),
                        "pod_ip": "a.b.c.d" (the address every new Sandbox's pod reports in
                        status.podIPs; by default 10.0.0.N),
                        "versions": ["v1beta1", "v1alpha1"] (the served agents.x-k8s.io versions),
@@ -160,6 +164,8 @@ LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 SANDBOX_GROUP = "agents.x-k8s.io"
 SANDBOX_STORAGE = "v1beta1"
+EXT_GROUP = "extensions.agents.x-k8s.io"
+EXT_KEYS = {(EXT_GROUP, "sandboxtemplates"), (EXT_GROUP, "sandboxwarmpools"), (EXT_GROUP, "sandboxclaims")}
 
 # (group, plural) -> kind, namespaced, versions (the first is the storage version)
 RESOURCES = {
@@ -168,6 +174,9 @@ RESOURCES = {
     ("", "secrets"): ("Secret", True, ["v1"]),
     ("networking.k8s.io", "networkpolicies"): ("NetworkPolicy", True, ["v1"]),
     (SANDBOX_GROUP, "sandboxes"): ("Sandbox", True, ["v1beta1", "v1alpha1"]),
+    (EXT_GROUP, "sandboxtemplates"): ("SandboxTemplate", True, ["v1alpha1"]),
+    (EXT_GROUP, "sandboxwarmpools"): ("SandboxWarmPool", True, ["v1alpha1"]),
+    (EXT_GROUP, "sandboxclaims"): ("SandboxClaim", True, ["v1alpha1"]),
 }
 PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
 
@@ -379,6 +388,8 @@ class Store:
         self.cond = threading.Condition()
         self.max_page = args.max_page
         self.pending = args.pending
+        self.claims_pending = False
+        self.extensions = True  # agent-sandbox's extensions CRDs installed
         self.pod_ip = None
         self.served = [v for v in args.versions.split(",") if v]
         self.conversion = not args.no_conversion
@@ -601,6 +612,140 @@ class Store:
                                 "message": "Pod is Ready", "lastTransitionTime": t, "observedGeneration": 1}],
                 "replicas": 1, "podIPs": [self.pod_ip or "10.0.0.%d" % (self.rv % 250 + 2)]}
 
+    # -- the agent-sandbox extensions controller (SandboxTemplate, SandboxWarmPool, SandboxClaim)
+
+    def check_extension(self, key, obj):
+        """What the extensions CRDs' schemas require: a template's spec.podTemplate.spec.containers
+        (each with a name and an image), a warm pool's spec.replicas (an integer >= 0) and
+        spec.sandboxTemplateRef.name, a claim's spec.sandboxTemplateRef.name (spec.warmpool optional:
+        "none", "default" or a pool's name). 422 Invalid otherwise."""
+        kind, name = RESOURCES[key][0], obj["metadata"].get("name")
+        spec = obj.get("spec")
+
+        def invalid(what):
+            return ApiError(422, "Invalid", f'{kind}.{EXT_GROUP} "{name}" is invalid: {what}', name, key[1])
+
+        if not isinstance(spec, dict):
+            raise invalid("spec: Required value")
+        if key[1] == "sandboxtemplates":
+            tmpl = spec.get("podTemplate")
+            containers = ((tmpl or {}).get("spec") or {}).get("containers") if isinstance(tmpl, dict) else None
+            if not containers or not all(isinstance(c, dict) and c.get("name") and c.get("image")
+                                         for c in containers):
+                raise invalid("spec.podTemplate.spec.containers: Required value")
+            return
+        ref = spec.get("sandboxTemplateRef")
+        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not dns_subdomain(ref["name"]):
+            raise invalid("spec.sandboxTemplateRef.name: Required value")
+        if key[1] == "sandboxwarmpools":
+            r = spec.get("replicas")
+            if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+                raise invalid("spec.replicas: Invalid value: must be greater than or equal to 0")
+        if key[1] == "sandboxclaims" and "warmpool" in spec and not (
+                isinstance(spec["warmpool"], str) and (spec["warmpool"] in ("none", "default")
+                                                       or dns_subdomain(spec["warmpool"]))):
+            raise invalid("spec.warmpool: Invalid value")
+
+    def ext_put(self, key, ns, obj, etype):
+        self.bump(obj)
+        self.objects[key][(ns, obj["metadata"]["name"])] = obj
+        self.record(key, etype, obj)
+
+    def ext_sandbox(self, ns, name, template, owner_key, owner, labels=None):
+        """A Sandbox the controller makes from @template, owned (controller: true) by @owner."""
+        sb = {"apiVersion": api_version(SANDBOX_GROUP, SANDBOX_STORAGE), "kind": "Sandbox",
+              "metadata": {"name": name, "namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
+                           "generation": 1, "labels": dict(labels or {}),
+                           "ownerReferences": [self.owner_ref(owner_key, owner)]},
+              "spec": {"podTemplate": copy.deepcopy(template["spec"]["podTemplate"])}}
+        sb["status"] = self.sandbox_status(ns, sb)
+        self.ext_put((SANDBOX_GROUP, "sandboxes"), ns, sb, "ADDED")
+        return sb
+
+    @staticmethod
+    def owner_ref(key, owner):
+        return {"apiVersion": api_version(key[0], RESOURCES[key][2][0]), "kind": RESOURCES[key][0],
+                "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True,
+                "blockOwnerDeletion": True}
+
+    def reconcile_extensions(self, ns):
+        """The controller, run after every change of a template, pool, claim or Sandbox in @ns:
+          - a SandboxWarmPool of replicas N whose template exists keeps N member Sandboxes (named
+            "<pool>-<5 hex>", owned by the pool, labelled agents.x-k8s.io/pool=<pool>), status.replicas
+            and readyReplicas counting them;
+          - an unbound SandboxClaim (no status.sandbox.name) whose template is missing gets Ready=False,
+            reason TemplateNotFound; one naming a warm pool (spec.warmpool) that is missing, Ready=False,
+            reason WarmPoolNotFound; otherwise it adopts a member of that pool (or, for "default" or no
+            warmpool, of any pool of the same template): the member's owner becomes the claim (it leaves
+            the pool, which refills), or, with no member free (or "none"), a new Sandbox named after the
+            claim is made from the template; then status.sandbox.name and Ready=True;
+          - deleting a claim deletes its Sandbox (the garbage collector: the claim owns it)."""
+        sbkey, tkey = (SANDBOX_GROUP, "sandboxes"), (EXT_GROUP, "sandboxtemplates")
+        pkey, ckey = (EXT_GROUP, "sandboxwarmpools"), (EXT_GROUP, "sandboxclaims")
+        sandboxes, templates = self.objects[sbkey], self.objects[tkey]
+        pools, claims = self.objects[pkey], self.objects[ckey]
+
+        def members(pool):
+            return [o for (n, _), o in sorted(sandboxes.items()) if n == ns and any(
+                r.get("uid") == pool["metadata"]["uid"] for r in o["metadata"].get("ownerReferences") or [])]
+
+        def pool_pass():
+            for (pns, pname), pool in sorted(pools.items()):
+                if pns != ns:
+                    continue
+                tmpl = templates.get((ns, pool["spec"]["sandboxTemplateRef"]["name"]))
+                have = members(pool)
+                while tmpl is not None and len(have) < pool["spec"]["replicas"]:
+                    name = "%s-%s" % (pname[:57], uuid.uuid4().hex[:5])
+                    have.append(self.ext_sandbox(ns, name, tmpl, pkey, pool, {"agents.x-k8s.io/pool": pname}))
+                ready = sum(1 for o in have if any(c.get("type") == "Ready" and c.get("status") == "True"
+                                                   for c in (o.get("status") or {}).get("conditions") or []))
+                if (pool.get("status") or {}) != {"replicas": len(have), "readyReplicas": ready}:
+                    new = copy.deepcopy(pool)
+                    new["status"] = {"replicas": len(have), "readyReplicas": ready}
+                    self.ext_put(pkey, ns, new, "MODIFIED")
+
+        pool_pass()
+        for (cns, cname), claim in sorted(claims.items()):
+            if cns != ns or ((claim.get("status") or {}).get("sandbox") or {}).get("name"):
+                continue
+            tname = claim["spec"]["sandboxTemplateRef"]["name"]
+            wp = claim["spec"].get("warmpool", "default")
+            tmpl, bound, cond = templates.get((ns, tname)), None, None
+            if tmpl is None:
+                cond = ("False", "TemplateNotFound", 'SandboxTemplate "%s" not found' % tname)
+            elif self.claims_pending:
+                cond = ("False", "SandboxNotReady", "waiting for capacity")
+            elif wp not in ("none", "default") and (ns, wp) not in pools:
+                cond = ("False", "WarmPoolNotFound", 'SandboxWarmPool "%s" not found' % wp)
+            else:
+                cands = [p for (pn, n), p in sorted(pools.items()) if pn == ns and (
+                    n == wp if wp not in ("none", "default") else wp == "default"
+                    and p["spec"]["sandboxTemplateRef"]["name"] == tname)]
+                free = [m for p in cands for m in members(p)]
+                if free:
+                    m = copy.deepcopy(free[0])
+                    m["metadata"]["ownerReferences"] = [self.owner_ref(ckey, claim)]
+                    m["metadata"].get("labels", {}).pop("agents.x-k8s.io/pool", None)
+                    self.ext_put(sbkey, ns, m, "MODIFIED")
+                    bound = m["metadata"]["name"]
+                elif (ns, cname) in sandboxes:
+                    cond = ("False", "SandboxNameTaken", 'a Sandbox "%s" exists and is not this claim\'s' % cname)
+                else:
+                    bound = self.ext_sandbox(ns, cname, tmpl, ckey, claim)["metadata"]["name"]
+            new = copy.deepcopy(claim)
+            if bound is not None:
+                new["status"] = {"sandbox": {"name": bound},
+                                 "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxBound",
+                                                 "message": "bound to Sandbox %s" % bound,
+                                                 "lastTransitionTime": now()}]}
+            else:
+                new["status"] = {"conditions": [{"type": "Ready", "status": cond[0], "reason": cond[1],
+                                                 "message": cond[2], "lastTransitionTime": now()}]}
+            if new.get("status") != claim.get("status"):
+                self.ext_put(ckey, ns, new, "MODIFIED")
+        pool_pass()  # a pool whose member was claimed refills
+
     # -- operations (version: the URL's; objects are stored at the storage version)
 
     def out(self, key, obj, version):
@@ -634,6 +779,9 @@ class Store:
         if key[1] == "sandboxes":
             self.check_sandbox(obj, version)
             obj["status"] = self.sandbox_status(ns, obj)
+        if key in EXT_KEYS:
+            self.check_extension(key, obj)
+            obj.pop("status", None)  # the controller's (status subresource): never the client's
         if key[1] == "namespaces":
             obj["status"] = {"phase": "Active"}
         if key[1] == "networkpolicies" and not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
@@ -648,6 +796,9 @@ class Store:
         self.bump(obj)
         self.objects[key][okey] = obj
         self.record(key, "ADDED", obj)
+        if key in EXT_KEYS:
+            self.reconcile_extensions(ns)
+            obj = self.objects[key].get(okey, obj)
         self.save()
         return self.out(key, obj, version)
 
@@ -697,6 +848,9 @@ class Store:
                                    f'"{obj["type"]}": field is immutable', name, "secrets")
             if key[1] in ("configmaps", "secrets"):
                 new["data"] = copy.deepcopy(obj.get("data") or {})
+            if key in EXT_KEYS:
+                self.check_extension(key, obj)
+                new["spec"] = copy.deepcopy(obj["spec"])
             if key[1] == "networkpolicies":
                 if not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
                     raise ApiError(422, "Invalid", "NetworkPolicy.networking.k8s.io is invalid: spec.podSelector: "
@@ -706,6 +860,9 @@ class Store:
         self.bump(new)
         self.objects[key][(ns, name)] = new
         self.record(key, "MODIFIED", new)
+        if key in EXT_KEYS:
+            self.reconcile_extensions(ns)
+            new = self.objects[key].get((ns, name), new)
         self.save()
         return self.out(key, new, version)
 
@@ -779,6 +936,8 @@ class Store:
         self.record(key, "DELETED", cur)
         if ns is not None:
             self.collect_garbage(ns, cur["metadata"]["uid"])
+        if ns is not None and (key in EXT_KEYS or key[1] == "sandboxes"):
+            self.reconcile_extensions(ns)
         self.save()
         return self.out(key, cur, version)
 
@@ -874,7 +1033,8 @@ def discovery(store, path):
     for (group, plural), (kind, namespaced, versions) in RESOURCES.items():
         if group == "":
             continue
-        served = [v for v in versions if group != SANDBOX_GROUP or v in store.served]
+        served = [v for v in versions if (group != SANDBOX_GROUP or v in store.served) and
+                  (group != EXT_GROUP or store.extensions)]
         if served:
             groups.setdefault(group, (served, []))[1].append((plural, kind, namespaced))
 
@@ -1030,6 +1190,13 @@ class Handler(BaseHTTPRequestHandler):
                 store.conversion = bool(body["conversion"])
             if "pending" in body:
                 store.pending = bool(body["pending"])
+            if "extensions" in body:
+                store.extensions = bool(body["extensions"])
+            if "claims_pending" in body:
+                store.claims_pending = bool(body["claims_pending"])
+                for ns in sorted({k[0] for k in store.objects[(EXT_GROUP, "sandboxclaims")]}):
+                    store.reconcile_extensions(ns)
+                store.save()
             if "pod_ip" in body:
                 store.pod_ip = body["pod_ip"]
             if "watch_end" in body:
@@ -1121,7 +1288,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def resolve(self, store, url):
         r = parse_path(url.path)
-        if r is None:
+        if r is None or (r["key"][0] == EXT_GROUP and not store.extensions):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if r["key"][0] == SANDBOX_GROUP:
             if r["version"] not in store.served:

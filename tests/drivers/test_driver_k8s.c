@@ -48,6 +48,7 @@
 
 #include "conformance.h"
 #include "drivers/k8s.h"
+#include "drivers/k8s_claims.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
 #include "lib/clock.h"
@@ -652,6 +653,237 @@ static void test_operator_placement(void **state)
     assert_int_equal(driver_validate(m, &cs.spec, NULL, errmsg), GERR_PERM);
     assert_non_null(strstr(errmsg, "managed mode"));
     driver_free(m);
+    (void)state;
+}
+
+/* ---- Claims (allocation "claim": drivers/k8s_claims.h) against the fake's extensions controller */
+
+#define EXT "/apis/extensions.agents.x-k8s.io/v1alpha1"
+
+/* How many Sandboxes of @kns are free members of warm pool @pool (the fake labels them). */
+static size_t pool_members(const char *kns, const char *pool)
+{
+    char path[300];
+    json_t *j;
+    snprintf(path, sizeof path, SBX "/namespaces/%s/sandboxes?labelSelector=agents.x-k8s.io%%2Fpool%%3D%s",
+             kns, pool);
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    size_t n = json_array_size(json_object_get(j, "items"));
+    json_decref(j);
+    return n;
+}
+
+/* The text at members @a.@b.@c of the object at @path ("" if absent; @c may be NULL). */
+static void member_of(const char *path, const char *a, const char *b, const char *c, char *out, size_t len)
+{
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    json_t *v = json_object_get(json_object_get(j, a), b);
+    v = c != NULL ? json_object_get(v, c) : v;
+    snprintf(out, len, "%s", json_is_string(v) ? json_string_value(v) : "");
+    json_decref(j);
+}
+
+static void claim_spec(struct conf_spec *cs, const char *name, struct driver_kv *cfg, size_t n)
+{
+    conf_spec(&env, cs, name);
+    cs->spec.namespace = "claims";
+    cs->spec.driver_config = cfg;
+    cs->spec.n_driver_config = n;
+}
+
+/* A claim from a warm pool binds a member (which leaves the pool, and the pool refills), from a
+ * template makes a fresh Sandbox; either is then the driver's like its own (get, list, a second
+ * instance), and delete deletes the claim, whose Sandbox goes with it. Malformed choices are
+ * INVALID_ARGUMENT before anything is sent; a missing pool is refused at once, a missing template
+ * by the controller's condition; a claim name someone else holds is stepped around; a concurrent
+ * write to the bound Sandbox (409 on the labelling PATCH) is read again. */
+static void test_claims(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], path[400], claim[300], bound[80], v[260];
+    const char *const allow[] = {"claims=team-b", NULL};
+    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e = conf_epoch();
+    struct conf_spec cs;
+    struct driver_sandbox s;
+    struct driver_sandbox_list l;
+    make_namespace("team-b");
+    assert_int_equal(raw("POST", EXT "/namespaces/team-b/sandboxtemplates",
+                         "{\"metadata\":{\"name\":\"agent-tpl\"},\"spec\":{\"podTemplate\":{\"spec\":"
+                         "{\"containers\":[{\"name\":\"agent\",\"image\":\"registry.example/agent:1\"}]}}}}",
+                         NULL),
+                     201);
+    assert_int_equal(raw("POST", EXT "/namespaces/team-b/sandboxwarmpools",
+                         "{\"metadata\":{\"name\":\"pool-a\"},\"spec\":{\"replicas\":2,"
+                         "\"sandboxTemplateRef\":{\"name\":\"agent-tpl\"}}}",
+                         NULL),
+                     201);
+    assert_int_equal(pool_members("team-b", "pool-a"), 2);
+
+    /* Malformed or contradictory choices. */
+    struct driver_kv none[] = {{"allocation", "claim"}},
+                     both[] = {{"allocation", "claim"}, {"template", "agent-tpl"}, {"warm_pool", "pool-a"}},
+                     pod[] = {{"allocation", "claim"},
+                              {"template", "agent-tpl"},
+                              {"runtime_class", "gvisor"}},
+                     nomode[] = {{"warm_pool", "pool-a"}}, badmode[] = {{"allocation", "pool"}},
+                     badname[] = {{"allocation", "claim"}, {"warm_pool", "Pool_A"}};
+    struct {
+        struct driver_kv *kv;
+        size_t n;
+        const char *want;
+    } bad[] = {{none, 1, "exactly one"},        {both, 3, "exactly one"},   {pod, 3, "runtime_class"},
+               {nomode, 1, "needs allocation"}, {badmode, 1, "allocation"}, {badname, 2, "warm_pool"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        claim_spec(&cs, "bad", bad[i].kv, bad[i].n);
+        assert_int_equal(driver_validate(d, &cs.spec, NULL, errmsg), GERR_INVAL);
+        assert_non_null(strstr(errmsg, bad[i].want));
+        assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_INVAL);
+    }
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--bad"));
+
+    /* 1. From the warm pool. */
+    struct driver_kv from_pool[] = {{"allocation", "claim"}, {"warm_pool", "pool-a"}};
+    struct conf_spec pool_cs;
+    claim_spec(&pool_cs, "from-pool", from_pool, 2);
+    assert_int_equal(driver_validate(d, &pool_cs.spec, NULL, errmsg), 0);
+    assert_int_equal(driver_create(d, e, &pool_cs.spec, &s, errmsg), 0);
+    assert_non_null(strstr(s.handle, "k8s:team-b/pool-a-"));
+    snprintf(bound, sizeof bound, "%s", s.handle + strlen("k8s:team-b/"));
+    driver_sandbox_close(&s);
+    snprintf(claim, sizeof claim, EXT "/namespaces/team-b/sandboxclaims/claims--from-pool");
+    label_of(claim, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-op");
+    label_of(claim, K8S_LABEL_SANDBOX, v, sizeof v);
+    assert_string_equal(v, pool_cs.id);
+    member_of(claim, "spec", "warmpool", NULL, v, sizeof v);
+    assert_string_equal(v, "pool-a");
+    member_of(claim, "status", "sandbox", "name", v, sizeof v);
+    assert_string_equal(v, bound);
+    sbx_path(path, sizeof path, "team-b", bound);
+    label_of(path, K8S_LABEL_SANDBOX, v, sizeof v); /* the member is this sandbox's now */
+    assert_string_equal(v, pool_cs.id);
+    label_of(path, K8S_LABEL_NAME, v, sizeof v);
+    assert_string_equal(v, "from-pool");
+    member_of(path, "metadata", "annotations", K8S_ANN_CLAIM, v, sizeof v);
+    assert_string_equal(v, "claims--from-pool");
+    assert_int_equal(pool_members("team-b", "pool-a"), 2); /* it left the pool, which refilled */
+    wait_phase(d, e, "claims", pool_cs.id, DRIVER_PHASE_READY, &s);
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_list(d, e, "claims", &l, errmsg), 0);
+    assert_int_equal(conf_count(&l, pool_cs.id), 1);
+    assert_int_equal(l.n, 1); /* the pool's free members are nobody's sandboxes */
+    driver_sandbox_list_close(&l);
+    /* Created again (a retry): the same Sandbox, no second claim. */
+    assert_int_equal(driver_create(d, e, &pool_cs.spec, &s, errmsg), 0);
+    assert_non_null(strstr(s.handle, bound));
+    driver_sandbox_close(&s);
+    assert_int_equal(pool_members("team-b", "pool-a"), 2);
+
+    /* 2. From the template: a fresh Sandbox named after the claim. */
+    struct driver_kv from_tpl[] = {{"allocation", "claim"}, {"template", "agent-tpl"}};
+    struct conf_spec tpl_cs;
+    claim_spec(&tpl_cs, "from-tpl", from_tpl, 2);
+    assert_int_equal(driver_create(d, e, &tpl_cs.spec, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/claims--from-tpl");
+    driver_sandbox_close(&s);
+    member_of(EXT "/namespaces/team-b/sandboxclaims/claims--from-tpl", "spec", "warmpool", NULL, v, sizeof v);
+    assert_string_equal(v, "none");
+    assert_int_equal(pool_members("team-b", "pool-a"), 2);
+
+    /* A second instance (no cache, never saw the creates) finds both. */
+    struct driver *d2 = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e2 = conf_epoch();
+    assert_int_equal(driver_get(d2, e2, "claims", pool_cs.id, &s, errmsg), 0);
+    assert_non_null(strstr(s.handle, bound));
+    driver_sandbox_close(&s);
+
+    /* 3. Release: delete deletes the claim; the controller's owner reference takes the Sandbox. */
+    assert_int_equal(driver_delete(d2, e2, "claims", pool_cs.id, errmsg), 0);
+    assert_false(exists(claim));
+    assert_false(exists(path));
+    assert_int_equal(driver_get(d2, e2, "claims", pool_cs.id, &s, errmsg), GERR_NOTFOUND);
+    assert_int_equal(driver_delete(d2, e2, "claims", pool_cs.id, errmsg), 0); /* again: nothing to do */
+    assert_int_equal(pool_members("team-b", "pool-a"), 2);                    /* the other members stay */
+    assert_int_equal(driver_delete(d2, e2, "claims", tpl_cs.id, errmsg), 0);
+    sbx_path(path, sizeof path, "team-b", "claims--from-tpl");
+    assert_false(exists(path));
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--from-tpl"));
+    driver_free(d2);
+    e = conf_epoch(); /* newer than d2's, which the fence holds now */
+
+    /* 4. A warm pool that does not exist: refused at once, nothing made. */
+    struct driver_kv no_pool[] = {{"allocation", "claim"}, {"warm_pool", "no-such-pool"}};
+    claim_spec(&cs, "no-pool", no_pool, 2);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "no-such-pool"));
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-pool"));
+    /* A template that does not exist: the claim stays unbound with the controller's condition,
+     * which the driver reports at once; delete removes the unbound claim. */
+    struct driver_kv no_tpl[] = {{"allocation", "claim"}, {"template", "no-such-template"}};
+    claim_spec(&cs, "no-tpl", no_tpl, 2);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "TemplateNotFound"));
+    assert_true(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-tpl"));
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-tpl"));
+
+    /* The extensions not installed: UNAVAILABLE saying so (it clears once they are), nothing made. */
+    control("/_fake/config", "{\"extensions\": false}");
+    claim_spec(&cs, "no-ext", from_tpl, 2);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "are agent-sandbox's extensions installed?"));
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0); /* nothing to find */
+    control("/_fake/config", "{\"extensions\": true}");
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--no-ext"));
+
+    /* A claim the controller leaves unbound: GERR_UNAVAILABLE after the driver's wait, with the
+     * condition (the reconciler retries); once bound, the next create follows the same claim. */
+    control("/_fake/config", "{\"claims_pending\": true}");
+    claim_spec(&cs, "later", from_tpl, 2);
+    uint64_t t0 = now_ms();
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), GERR_UNAVAILABLE);
+    assert_true(now_ms() - t0 >= 1900);
+    assert_non_null(strstr(errmsg, "not bound to a Sandbox yet: SandboxNotReady: waiting for capacity"));
+    control("/_fake/config", "{\"claims_pending\": false}");
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    assert_string_equal(s.handle, "k8s:team-b/claims--later");
+    driver_sandbox_close(&s);
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
+    assert_false(exists(EXT "/namespaces/team-b/sandboxclaims/claims--later"));
+
+    /* 5. Conflicts. The claim's name is someone else's (409 AlreadyExists): stepped around. */
+    assert_int_equal(raw("POST", EXT "/namespaces/team-b/sandboxclaims",
+                         "{\"metadata\":{\"name\":\"claims--taken\"},\"spec\":{\"sandboxTemplateRef\":"
+                         "{\"name\":\"agent-tpl\"},\"warmpool\":\"none\"}}",
+                         NULL),
+                     201);
+    claim_spec(&cs, "taken", from_tpl, 2);
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    assert_string_not_equal(s.handle, "k8s:team-b/claims--taken"); /* the fallback name */
+    driver_sandbox_close(&s);
+    sbx_path(path, sizeof path, "team-b", "claims--taken");
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, ""); /* the other claim's Sandbox is left alone */
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
+    assert_true(exists(EXT "/namespaces/team-b/sandboxclaims/claims--taken"));
+    /* Another writer changes the bound Sandbox between the driver's read and its PATCH (409
+     * Conflict on the resourceVersion precondition): read again, labelled, nothing lost. */
+    claim_spec(&cs, "conflict", from_tpl, 2);
+    sbx_path(path, sizeof path, "team-b", "claims--conflict");
+    truncate_log();
+    inject("{\"method\": \"PATCH\", \"path\": \"" SBX "/namespaces/team-b/sandboxes/claims--conflict\", "
+           "\"times\": 1, \"mutate\": {\"annotations\": {\"example.com/other\": \"writer\"}}}");
+    assert_int_equal(driver_create(d, e, &cs.spec, &s, errmsg), 0);
+    driver_sandbox_close(&s);
+    assert_int_equal(logged("PATCH", SBX "/namespaces/team-b/sandboxes/claims--conflict", NULL), 2);
+    label_of(path, K8S_LABEL_SANDBOX, v, sizeof v);
+    assert_string_equal(v, cs.id);
+    member_of(path, "metadata", "annotations", "example.com/other", v, sizeof v);
+    assert_string_equal(v, "writer");
+    assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
+    assert_false(exists(path));
+    driver_free(d);
     (void)state;
 }
 
@@ -2806,6 +3038,7 @@ int main(void)
         cmocka_unit_test(test_egress_relay_policy),
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_operator_placement),
+        cmocka_unit_test(test_claims),
         cmocka_unit_test(test_read_secret),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),

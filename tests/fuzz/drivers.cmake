@@ -12,5 +12,8 @@ gantry_fuzzer(process_net_door gantry_drivers)
 # fuzz_k8s_netpol: the egress relay's NetworkPolicy as the API server sends it back, and the relay
 # settings checked and rendered (drivers/k8s_netpol.h)
 gantry_fuzzer(k8s_netpol gantry_drivers)
+# fuzz_k8s_claims: agent-sandbox's SandboxClaim, SandboxClaimList and SandboxWarmPool as the API server
+# sends them, and the allocation keys of a driver_config (drivers/k8s_claims.h)
+gantry_fuzzer(k8s_claims gantry_drivers)
 # fuzz_ws: WebSocket frames, message reassembly and the handshake response (drivers/ws.h)
 gantry_fuzzer(ws gantry_drivers)

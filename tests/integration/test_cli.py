@@ -212,12 +212,15 @@ def drive(cli, work, dev):
     check(any(b["role"] == "ROLE_USER" and b["namespace"] == "cli-ns"
               for b in cli.json(*admin, "role", "list", "--principal", "carol")["bindings"]), "role list")
     cli.run(*admin, "role", "grant", "cli-bot", "user", "--delegate", "cli-*", "--on-behalf-of-owner",
-            "--delegate-kubernetes-namespace", "gpu-*", "--delegate-runtime-class", "gvisor")
+            "--delegate-kubernetes-namespace", "gpu-*", "--delegate-runtime-class", "gvisor",
+            "--delegate-warm-pool", "agents-warm", "--delegate-template", "agent")
     bound = cli.json(*admin, "role", "list", "--principal", "cli-bot")["bindings"]
     check(len(bound) == 1 and bound[0]["delegation"]["namespace_patterns"] == ["cli-*"] and
           bound[0]["delegation"]["create_on_behalf_of_owner"] and
           bound[0]["delegation"]["allowed_kubernetes_namespaces"] == ["gpu-*"] and
-          bound[0]["delegation"]["allowed_runtime_classes"] == ["gvisor"], "a delegated binding: %r" % bound)
+          bound[0]["delegation"]["allowed_runtime_classes"] == ["gvisor"] and
+          bound[0]["delegation"]["allowed_warm_pools"] == ["agents-warm"] and
+          bound[0]["delegation"]["allowed_templates"] == ["agent"], "a delegated binding: %r" % bound)
     cli.run(*admin, "role", "revoke", "cli-bot", "user", "--delegated")
     check(cli.json(*admin, "role", "list", "--principal", "cli-bot")["bindings"] == [], "role revoke --delegated")
     carol_key = os.path.join(work, "carol.key")

@@ -899,6 +899,107 @@ class Kubernetes(g.GantrydTest):
         print("placement: a controller's sandbox in gpu-pool with runtime class gvisor and tolerations; "
               "%d refusals audited" % len(refused))
 
+    def test_claim_from_a_warm_pool(self):
+        """docs/platform-controller.md, "Allocation through a SandboxClaim" (issue 21): a delegated
+        controller creates a sandbox with allocation "claim" from a SandboxWarmPool its scope allows;
+        gantryd's driver makes a SandboxClaim, the fake's controller binds a ready member of the pool
+        (which refills), and the sandbox is READY on that member. A pool outside the scope, a template
+        key the scope does not allow, a claim by an ordinary user and a malformed allocation are refused
+        with the reason and make no claim. The claimed sandbox counts against the namespace's quota (a
+        second claim-backed create over a quota of 1 is RESOURCE_EXHAUSTED); deleting it deletes the
+        claim and, through the claim's ownership, its Sandbox, and frees the quota."""
+        from gantry.v1 import api_keys_pb2, meta_pb2, principals_pb2 as P, quotas_pb2 as Q
+        api = KubeApi(self)
+        ext = "/apis/extensions.agents.x-k8s.io/v1alpha1/namespaces/tenant-b"
+        self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": "tenant-b"}})[0], 201)
+        code, out = api.request("POST", ext + "/sandboxtemplates", {"metadata": {"name": "agent-tpl"}, "spec": {
+            "podTemplate": {"spec": {"containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}}})
+        self.assertEqual(code, 201, out)
+        for pool, n in (("pool-a", 2), ("pool-b", 1)):
+            code, out = api.request("POST", ext + "/sandboxwarmpools", {"metadata": {"name": pool}, "spec": {
+                "replicas": n, "sandboxTemplateRef": {"name": "agent-tpl"}}})
+            self.assertEqual(code, 201, out)
+
+        def claims():
+            return api.request("GET", ext + "/sandboxclaims")[1]["items"]
+
+        def free(pool):
+            return len(api.request("GET", "/apis/agents.x-k8s.io/v1beta1/namespaces/tenant-b/sandboxes?"
+                                   "labelSelector=agents.x-k8s.io%%2Fpool%%3D%s" % pool)[1]["items"])
+
+        self.assertEqual((free("pool-a"), free("pool-b")), (2, 1))
+        e = k8s_env(self, "claim", api, "gw-test", "operator", "--k8s-namespaces", "team-b=tenant-b")
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="sandbox-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT))).meta.id
+        b = e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_USER, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"],
+                allowed_driver_config_keys=["kubernetes.allocation", "kubernetes.warm_pool"],
+                allowed_warm_pools=["pool-a"]))))
+        self.assertEqual(list(b.delegation.allowed_warm_pools), ["pool-a"])
+        e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
+                                api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
+        e.call("pa", Q, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+            meta=meta_pb2.ObjectMeta(namespace="team-b"), max_concurrent_sandboxes=1, mode=Q.QUOTA_MODE_HARD)))
+
+        def create(who, name, **cfg):
+            return e.sb(who, "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+                "team-b", name, driver_config={"kubernetes": json.dumps(cfg)})))
+
+        for who, cfg, want, texts in (
+                ("ctrl", {"allocation": "claim", "warm_pool": "pool-b"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.warm_pool", "pool-b", "allowed_warm_pools")),
+                ("ctrl", {"allocation": "claim", "template": "agent-tpl"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.template",)),
+                ("other", {"allocation": "claim", "warm_pool": "pool-a"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.allocation", "choosing the placement")),
+                ("ctrl", {"allocation": "pool", "warm_pool": "pool-a"}, grpc.StatusCode.INVALID_ARGUMENT,
+                 ("allocation",)),
+                ("ctrl", {"allocation": "claim", "warm_pool": "Pool_A"}, grpc.StatusCode.INVALID_ARGUMENT,
+                 ("warm_pool",))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                create(who, "refused", **cfg)
+            self.assertEqual(cm.exception.code(), want, (who, cfg, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), (who, cfg))
+        self.assertEqual(claims(), [])
+
+        sb = create("ctrl", "claimed", allocation="claim", warm_pool="pool-a")
+        self.assertEqual(sb.meta.created_by, ctrl)
+        got = wait_for(self, "the claimed sandbox did not become READY", lambda: (
+            lambda st: st if st.phase == S.SandboxStatus.PHASE_READY else None)(
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="claimed")).status))
+        self.assertTrue(got.driver_handle.startswith("k8s:tenant-b/pool-a-"), got.driver_handle)
+        member = got.driver_handle[len("k8s:tenant-b/"):]
+        made = claims()
+        self.assertEqual([c["metadata"]["name"] for c in made], ["team-b--claimed"])
+        self.assertEqual(made[0]["status"]["sandbox"]["name"], member)
+        self.assertEqual(made[0]["metadata"]["labels"][LABEL_GW], "gw-test")
+        self.assertEqual(made[0]["spec"]["warmpool"], "pool-a")
+        self.assertEqual(free("pool-a"), 2)  # the member left the pool, which refilled
+
+        # The quota counts the claimed sandbox: a second claim-backed create is refused, no claim made.
+        with self.assertRaises(grpc.RpcError) as cm:
+            create("ctrl", "claimed-2", allocation="claim", warm_pool="pool-a")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, cm.exception.details())
+        self.assertEqual(len(claims()), 1)
+
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="claimed"))
+        wait_for(self, "the claimed sandbox was not removed",
+                 lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
+        self.assertEqual(claims(), [])
+        self.assertEqual(api.request("GET", "/apis/agents.x-k8s.io/v1beta1/namespaces/tenant-b/sandboxes/" +
+                                     member)[0], 404)
+        # Released: the quota has room again.
+        create("ctrl", "claimed-2", allocation="claim", warm_pool="pool-a")
+        wait_for(self, "the second claimed sandbox did not become READY", lambda: (
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="claimed-2")).status.phase ==
+            S.SandboxStatus.PHASE_READY))
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="claimed-2"))
+        wait_for(self, "the second claimed sandbox was not removed", lambda: not claims())
+        print("claims: a controller's sandbox claimed from warm pool pool-a (member %s), quota held, "
+              "released on delete" % member)
+
     def test_secret_backed_credentials(self):
         """docs/credentials.md, "Secret-backed credentials" (issue 21): a delegated controller makes a
         provider whose credential is a Kubernetes Secret (namespace, name, key) within its scope; a

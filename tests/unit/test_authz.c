@@ -295,20 +295,23 @@ static void test_scope_placement(void **state)
     memset(&sc, 0, sizeof sc);
     assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_INVAL);
     long_pat[63] = '\0';
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), 0); /* 65 bytes each */
     }
-    assert_int_equal(authz_scope_add_kube_namespace(&sc, long_pat), GERR_TOOBIG); /* 520 > 512 */
-    assert_int_equal(sc.n_kube_namespaces, 7);
-    /* The four lists share the buffer: what is left fits a short entry of another list, no more. */
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(authz_scope_add_secret_namespace(&sc, long_pat), 0);
+    }
+    assert_int_equal(authz_scope_add_secret_namespace(&sc, long_pat), GERR_TOOBIG); /* 1040 > 1024 */
+    assert_int_equal(sc.n_secret_namespaces, 7);
+    /* The six lists share the buffer: what is left fits a short entry of another list, no more. */
     assert_int_equal(authz_scope_add_runtime_class(&sc, "gvisor"), 0);
     assert_int_equal(authz_scope_add_secret_name(&sc, long_pat), GERR_TOOBIG);
     assert_int_equal(sc.n_secret_names, 0);
     const char *kns[AUTHZ_SCOPE_MAX], *rcs[AUTHZ_SCOPE_MAX];
-    assert_int_equal(authz_scope_kube_namespaces(&sc, kns, AUTHZ_SCOPE_MAX), 7);
+    assert_int_equal(authz_scope_kube_namespaces(&sc, kns, AUTHZ_SCOPE_MAX), 8);
     assert_int_equal(authz_scope_runtime_classes(&sc, rcs, AUTHZ_SCOPE_MAX), 1);
     assert_string_equal(rcs[0], "gvisor");
-    assert_string_equal(kns[6], long_pat);
+    assert_string_equal(kns[7], long_pat);
     /* AUTHZ_SCOPE_MAX entries per list, however short. */
     memset(&sc, 0, sizeof sc);
     for (int i = 0; i < 8; i++) {
@@ -316,6 +319,50 @@ static void test_scope_placement(void **state)
     }
     assert_int_equal(authz_scope_add_runtime_class(&sc, "r"), GERR_TOOBIG);
     assert_int_equal(authz_scope_add_secret_namespace(&sc, "s"), 0);
+}
+
+/* The claim allocation lists (issue 21): warm pools and templates, exact names, parsed, matched,
+ * written back only when set, malformed ones refused; they share the placement buffer. */
+static void test_scope_claims(void **state)
+{
+    (void)state;
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],"
+                                       "\"allowed_warm_pools\":[\"pool-a\",\"gpu.pool\"],"
+                                       "\"allowed_templates\":[\"agent-tpl\"]}",
+                                       &sc),
+                     0);
+    assert_int_equal(sc.n_warm_pools, 2);
+    assert_int_equal(sc.n_templates, 1);
+    assert_true(authz_scope_allows_warm_pool(&sc, "pool-a"));
+    assert_true(authz_scope_allows_warm_pool(&sc, "gpu.pool"));
+    assert_false(authz_scope_allows_warm_pool(&sc, "pool-b"));
+    assert_false(authz_scope_allows_warm_pool(&sc, "agent-tpl")); /* lists are not mixed */
+    assert_true(authz_scope_allows_template(&sc, "agent-tpl"));
+    assert_false(authz_scope_allows_template(&sc, "pool-a"));
+    assert_false(authz_scope_allows_runtime_class(&sc, "pool-a"));
+    char *json = authz_scope_json(&sc);
+    assert_non_null(strstr(json, "\"allowed_warm_pools\":[\"pool-a\",\"gpu.pool\"]"));
+    assert_non_null(strstr(json, "\"allowed_templates\":[\"agent-tpl\"]"));
+    struct authz_scope back;
+    assert_int_equal(authz_scope_parse(json, &back), 0);
+    assert_true(authz_scope_allows_warm_pool(&back, "gpu.pool"));
+    assert_true(authz_scope_allows_template(&back, "agent-tpl"));
+    mem_free(json);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"]}", &sc), 0);
+    assert_false(authz_scope_allows_warm_pool(&sc, "pool-a"));
+    assert_false(authz_scope_allows_template(&sc, "agent-tpl"));
+    json = authz_scope_json(&sc);
+    assert_null(strstr(json, "allowed_warm_pools"));
+    assert_null(strstr(json, "allowed_templates"));
+    mem_free(json);
+    const char *bad[] = {"{\"namespace_patterns\":[\"a\"],\"allowed_warm_pools\":[\"Pool\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_warm_pools\":[\"pool-*\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_templates\":\"t\"}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_templates\":[\"\"]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(authz_scope_parse(bad[i], &sc), GERR_INVAL);
+    }
 }
 
 static void test_scope_service_accounts(void **state)
@@ -560,6 +607,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_scope_parse),
         cmocka_unit_test(test_scope_service_accounts),
         cmocka_unit_test(test_scope_placement),
+        cmocka_unit_test(test_scope_claims),
         cmocka_unit_test(test_delegated_binding),
         cmocka_unit_test(test_effective_permissions),
         cmocka_unit_test(test_doc_is_current),

@@ -330,6 +330,89 @@ static void test_placement(void **state)
     assert_non_null(strstr(why, "kubernetes.tolerations"));
 }
 
+/* Claim allocation (issue 21): allocation, warm_pool and template of the "kubernetes" entry are
+ * placement choices like namespace: refused for an ordinary caller, value by value within a
+ * delegated caller's allowed_warm_pools and allowed_templates; malformed values INVALID_ARGUMENT. */
+static void test_claim_placement(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    struct sb b;
+    sb_init(&b);
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    b.spec.driver_config = dp;
+    b.spec.n_driver_config = 1;
+    struct {
+        const char *value, *want;
+    } bad[] = {{"{\"allocation\":\"pool\"}", "].allocation must be"},
+               {"{\"allocation\":1}", "].allocation must be"},
+               {"{\"warm_pool\":\"Pool_A\"}", "].warm_pool must be"},
+               {"{\"template\":[]}", "].template must be"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d.value = (char *)bad[i].value;
+        assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+        assert_non_null(strstr(why, bad[i].want));
+    }
+    struct sandbox_creator c = {.id = "p1"};
+    d.value = "{\"allocation\":\"claim\",\"warm_pool\":\"pool-a\"}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    char *providers[] = {"gh"};
+    b.spec.providers = providers; /* credentials cannot reach a claimed pod */
+    b.spec.n_providers = 1;
+    assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_non_null(strstr(why, "sandbox.spec.providers cannot be combined"));
+    b.spec.n_providers = 0;
+    b.spec.providers = NULL;
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "driver_config kubernetes.allocation \"claim\": choosing the placement"));
+    c.platform_admin = true;
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    c.platform_admin = false;
+
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.allocation\",\"kubernetes.warm_pool\","
+                                       "\"kubernetes.template\"],\"allowed_warm_pools\":[\"pool-a\"],"
+                                       "\"allowed_templates\":[\"agent-tpl\"]}",
+                                       &sc),
+                     0);
+    c.scopes = (const struct authz_scope *const[]){&sc};
+    c.n_scopes = 1;
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.value = "{\"allocation\":\"claim\",\"warm_pool\":\"pool-b\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.warm_pool \"pool-b\" is outside the delegation scope "
+                             "(allowed_warm_pools)");
+    d.value = "{\"allocation\":\"claim\",\"template\":\"agent-tpl\"}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.value = "{\"allocation\":\"claim\",\"template\":\"other\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.template \"other\" is outside the delegation scope "
+                             "(allowed_templates)");
+    /* A scope without the lists allows no value, naming the empty list. */
+    struct authz_scope keys_only;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.*\"]}",
+                                       &keys_only),
+                     0);
+    c.scopes = (const struct authz_scope *const[]){&keys_only};
+    d.value = "{\"allocation\":\"claim\",\"warm_pool\":\"pool-a\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.warm_pool \"pool-a\" is outside the delegation scope "
+                             "(allowed_warm_pools is empty: none)");
+    /* The key must be allowed as well as the value. */
+    struct authz_scope no_key;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.allocation\"],\"allowed_warm_pools\":[\"pool-a\"]}",
+                                       &no_key),
+                     0);
+    c.scopes = (const struct authz_scope *const[]){&no_key};
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "kubernetes.warm_pool\" is outside"));
+}
+
 static void test_default_lifetime(void **state)
 {
     (void)state;
@@ -413,10 +496,11 @@ static void test_host_network(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validate),     cmocka_unit_test(test_labels),
-        cmocka_unit_test(test_delegation),   cmocka_unit_test(test_default_lifetime),
-        cmocka_unit_test(test_share_active), cmocka_unit_test(test_service_account),
-        cmocka_unit_test(test_host_network), cmocka_unit_test(test_placement),
+        cmocka_unit_test(test_validate),        cmocka_unit_test(test_labels),
+        cmocka_unit_test(test_delegation),      cmocka_unit_test(test_default_lifetime),
+        cmocka_unit_test(test_share_active),    cmocka_unit_test(test_service_account),
+        cmocka_unit_test(test_host_network),    cmocka_unit_test(test_placement),
+        cmocka_unit_test(test_claim_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
