@@ -659,7 +659,7 @@ static void call_submit_trailers(struct grpc_call *call, bool trailers_only)
     if (call->status_msg != NULL) {
         grpc_status_percent_encode(&enc, call->status_msg);
     }
-    nghttp2_nv nva[4];
+    nghttp2_nv nva[5];
     size_t n = 0;
     if (trailers_only) {
         nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE};
@@ -670,6 +670,10 @@ static void call_submit_trailers(struct grpc_call *call, bool trailers_only)
         (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code), NGHTTP2_NV_FLAG_NONE};
     if (enc.len > 0) {
         nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-message", enc.data, 12, enc.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (call->trailer_key[0] != '\0') {
+        nva[n++] = (nghttp2_nv){(uint8_t *)call->trailer_key, (uint8_t *)call->trailer_val,
+                                strlen(call->trailer_key), strlen(call->trailer_val), NGHTTP2_NV_FLAG_NONE};
     }
     if (trailers_only) {
         nghttp2_submit_response(call->conn->session, call->stream_id, nva, n, NULL);
@@ -1042,6 +1046,12 @@ static void call_vfinish(struct grpc_call *call, int status, const char *message
     grpc__outcome(call, status);
     call->vdone(call->vdata, status, message != NULL ? message : "", status == GRPC_STATUS_OK ? reply : NULL,
                 status == GRPC_STATUS_OK ? len : 0);
+}
+
+void grpc_call_set_trailer(struct grpc_call *call, const char *key, const char *value)
+{
+    snprintf(call->trailer_key, sizeof call->trailer_key, "%s", key);
+    snprintf(call->trailer_val, sizeof call->trailer_val, "%s", value);
 }
 
 int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,

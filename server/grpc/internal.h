@@ -206,7 +206,9 @@ struct grpc_call {
     bool dispatched;   /* counted in conn->n_dispatched */
     int status;
     const char *status_msg; /* arena */
-    struct buf out;         /* prefixed response messages not yet given to nghttp2 */
+    char trailer_key[32];   /* grpc_call_set_trailer; "" none */
+    char trailer_val[64];
+    struct buf out; /* prefixed response messages not yet given to nghttp2 */
     size_t out_off;
     uint64_t start_ns;
     void *user;

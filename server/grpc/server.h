@@ -357,4 +357,12 @@ bool grpc_call_is_virtual(const struct grpc_call *call);
 int grpc_call_finish_async(struct grpc_call *call, int status, const char *message,
                            const ProtobufCMessage *reply);
 
+/* One trailing metadata entry sent with the call's status (after grpc-status and grpc-message),
+ * e.g. "x-gantry-revision": @key lowercase ASCII of at most 31 bytes, @value printable ASCII of at
+ * most 63 (both copied, longer ones truncated); a second call replaces the first. Call it before
+ * finishing the call, on the thread that finishes it (grpc_call_finish_async's queue orders the
+ * write before the loop thread reads it). A virtual call (no connection) keeps it and sends
+ * nothing. */
+void grpc_call_set_trailer(struct grpc_call *call, const char *key, const char *value);
+
 #endif
