@@ -1,3 +1,9 @@
+/* Get from the model once it holds revision @head (sb_get's read_wait decided it: a read index,
+ * a min_revision, or 0 for a stale read the feed's liveness allows; api/services/model_read.h), so
+ * the answer is what the read options promise; authorization as sb_get's (may_read: owner, or a
+ * share read from the store). The model's revision goes out as MODEL_REVISION_TRAILER. Returns
+ * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
+ * below @head): the caller reads the store. */
 /* gantry.v1.Sandboxes (api/services/sandboxes_svc.h). */
 #include "api/services/sandboxes_svc.h"
 
@@ -2035,7 +2041,7 @@ static int shared_ids(struct store_client *cl, const struct authn_principal *who
     return rv;
 }
 
-/* List from the model after a read index, page for page what sb_list's store path returns for the
+/* List from the model at @head or later (as hub_get), page for page what sb_list's store path returns for the
  * same data: list_visible's candidates (namespace, visibility by global role, administration,
  * ownership or a share, owner filter, key after the token) in (namespace, name) order, limit + 1
  * of them, then send_list's scan (labels, listed_visible, the token of the last scanned row).

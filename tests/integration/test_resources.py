@@ -1155,6 +1155,9 @@ class ReadYourWritesUnderKills(g.GantrydTest):
                                                    response_deserializer=resp.FromString)(req, metadata=md,
                                                                                           timeout=timeout)
 
+        call(c.replicas[0], "Create", N.CreateNamespaceRequest(namespace=N.Namespace(
+            meta=meta_pb2.ObjectMeta(name="rywn"))), N.Namespace)
+
         def client():
             i = 0
             while not stop.is_set():
@@ -1163,8 +1166,12 @@ class ReadYourWritesUnderKills(g.GantrydTest):
                 w = alive[i % len(alive)]
                 try:
                     up = call(w, "Update", N.UpdateNamespaceRequest(request_id="rywn-%d" % i, namespace=N.Namespace(
-                        meta=meta_pb2.ObjectMeta(name="team-b", labels={"w": str(i)}))), N.Namespace)
-                except grpc.RpcError:
+                        meta=meta_pb2.ObjectMeta(name="rywn", labels={"w": str(i)}))), N.Namespace)
+                except grpc.RpcError as e:
+                    if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        grpc.StatusCode.ABORTED):
+                        violations.append("Update through replica %d: %s %s" % (w.rid, e.code(), e.details()))
+                        return
                     stats["write_errors"] += 1
                     time.sleep(0.05)
                     continue
@@ -1176,7 +1183,7 @@ class ReadYourWritesUnderKills(g.GantrydTest):
                         others = [r for r in c.alive() if r is not w] or c.alive()
                         r = others[(stats["reads"] + stats["read_errors"]) % len(others)]
                         try:
-                            got = call(r, "Get", N.GetNamespaceRequest(name="team-b", read=read), N.Namespace)
+                            got = call(r, "Get", N.GetNamespaceRequest(name="rywn", read=read), N.Namespace)
                         except grpc.RpcError as e:
                             if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                                 violations.append("Get through replica %d: %s %s" % (r.rid, e.code(), e.details()))
