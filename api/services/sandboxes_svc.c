@@ -1,9 +1,3 @@
-/* Get from the model once it holds revision @head (sb_get's read_wait decided it: a read index,
- * a min_revision, or 0 for a stale read the feed's liveness allows; api/services/model_read.h), so
- * the answer is what the read options promise; authorization as sb_get's (may_read: owner, or a
- * share read from the store). The model's revision goes out as MODEL_REVISION_TRAILER. Returns
- * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
- * below @head): the caller reads the store. */
 /* gantry.v1.Sandboxes (api/services/sandboxes_svc.h). */
 #include "api/services/sandboxes_svc.h"
 
@@ -1947,11 +1941,12 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* Get from the model: a read index first (feed_sync: one leader read shared by the calls waiting
- * together, then until the feed has applied up to it), so the answer is linearizable like a read on
- * the leader; authorization as sb_get's (may_read: owner, or a share read from the store). Returns
+/* Get from the model once it holds revision @head (sb_get's read_wait decided it: a read index,
+ * a min_revision, or 0 for a stale read the feed's liveness allows; api/services/model_read.h), so
+ * the answer is what the read options promise; authorization as sb_get's (may_read: owner, or a
+ * share read from the store). The model's revision goes out as MODEL_REVISION_TRAILER. Returns
  * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
- * the feed did not catch up within GET_SYNC_TIMEOUT_MS): the caller reads the store. */
+ * below @head): the caller reads the store. */
 static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req,
                     uint64_t head)
 {
@@ -2041,8 +2036,8 @@ static int shared_ids(struct store_client *cl, const struct authn_principal *who
     return rv;
 }
 
-/* List from the model at @head or later (as hub_get), page for page what sb_list's store path returns for the
- * same data: list_visible's candidates (namespace, visibility by global role, administration,
+/* List from the model at @head or later (as hub_get), page for page what sb_list's store path
+ * returns for the same data: list_visible's candidates (namespace, visibility by global role, administration,
  * ownership or a share, owner filter, key after the token) in (namespace, name) order, limit + 1
  * of them, then send_list's scan (labels, listed_visible, the token of the last scanned row).
  * Shares come from one store read, as Get's share check. The response's revision is the model's
