@@ -468,21 +468,22 @@ static bool ns_read_wait(const struct tenants_reads *rd, struct gate_ctx *ctx,
 }
 
 struct ns_get_arg {
-    struct gate_ctx *ctx;
     const char *name;
+    uint8_t *packed; /* the namespace found, mem_alloc'd; NULL: none */
+    size_t len;
+    uint64_t rev;
 };
 
+/* Under the model's lock: only copy out (the answer, and any audit a refusal writes, come after). */
 static void ns_get_model(const struct ns_model_view *v, void *arg)
 {
     struct ns_get_arg *a = arg;
-    char rev[24];
-    snprintf(rev, sizeof rev, "%" PRIu64, v->rev);
-    grpc_call_set_trailer(a->ctx->call, MODEL_REVISION_TRAILER, rev);
+    a->rev = v->rev;
     const struct ns_model_entry *e = ns_model_find(v, a->name);
-    if (e == NULL) {
-        gate_fail(a->ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", a->name);
-    } else {
-        grpc_call_finish_async(a->ctx->call, 0, NULL, &e->msg->base);
+    if (e != NULL) {
+        a->len = protobuf_c_message_get_packed_size(&e->msg->base);
+        a->packed = mem_alloc(a->len + 1);
+        protobuf_c_message_pack(&e->msg->base, a->packed);
     }
 }
 
@@ -493,9 +494,18 @@ static void ns_get(struct gate_ctx *ctx, void *data)
     const Gantry__V1__GetNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
     uint64_t need = 0;
     bool answered = false;
-    struct ns_get_arg a = {.ctx = ctx, .name = req->name};
+    struct ns_get_arg a = {.name = req->name};
     if (ns_read_wait(rd, ctx, req->read, &need, &answered) &&
         ns_model_read(rd->model, need, ns_get_model, &a)) {
+        char rev[24];
+        snprintf(rev, sizeof rev, "%" PRIu64, a.rev);
+        grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, rev);
+        if (a.packed == NULL) {
+            gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->name);
+        } else {
+            grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.packed, a.len);
+            mem_free(a.packed);
+        }
         return;
     }
     if (answered) {
