@@ -1050,8 +1050,8 @@ static void call_vfinish(struct grpc_call *call, int status, const char *message
 
 void grpc_call_set_trailer(struct grpc_call *call, const char *key, const char *value)
 {
-    snprintf(call->trailer_key, sizeof call->trailer_key, "%s", key);
-    snprintf(call->trailer_val, sizeof call->trailer_val, "%s", value);
+    snprintf(call->set_trailer_key, sizeof call->set_trailer_key, "%s", key);
+    snprintf(call->set_trailer_val, sizeof call->set_trailer_val, "%s", value);
 }
 
 int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,
@@ -1067,6 +1067,8 @@ int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char 
     comp->call = call;
     comp->status = status;
     comp->message = message != NULL ? mem_strdup(message) : NULL;
+    memcpy(comp->trailer_key, call->set_trailer_key, sizeof comp->trailer_key);
+    memcpy(comp->trailer_val, call->set_trailer_val, sizeof comp->trailer_val);
     if (reply != NULL) {
         comp->reply_len = len;
         comp->reply = mem_alloc(len > 0 ? len : 1);
@@ -1126,6 +1128,8 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
     comp->call = call;
     comp->status = status;
     comp->message = message != NULL ? mem_strdup(message) : NULL;
+    memcpy(comp->trailer_key, call->set_trailer_key, sizeof comp->trailer_key);
+    memcpy(comp->trailer_val, call->set_trailer_val, sizeof comp->trailer_val);
     if (reply != NULL) {
         comp->reply_len = protobuf_c_message_get_packed_size(reply);
         comp->reply = mem_alloc(comp->reply_len > 0 ? comp->reply_len : 1);
@@ -1207,6 +1211,8 @@ void grpc__async_cb(uv_async_t *h)
             (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
             atomic_fetch_sub(&call->unsent_async, comp->reply_len + 5);
         } else if (!call->finished) {
+            memcpy(call->trailer_key, comp->trailer_key, sizeof call->trailer_key);
+            memcpy(call->trailer_val, comp->trailer_val, sizeof call->trailer_val);
             grpc__call_finish_bytes(call, comp->status, comp->message, comp->reply, comp->reply_len,
                                     comp->has_reply);
         }
