@@ -368,8 +368,10 @@ struct daemon {
     bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
-    struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
-    struct feed feed;       /* the change feed's one follower on this replica (store/feed.h) */
+    struct events_svc esvc;        /* Events.Watch, fed by the feed like ssvc's hub */
+    struct feed feed;              /* the change feed's one follower on this replica (store/feed.h) */
+    struct ns_model *ns_model;     /* the namespaces model, kept by the feed (api/services/ns_model.h) */
+    struct tenants_reads ns_reads; /* how Namespaces.Get and List read */
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
@@ -865,6 +867,11 @@ static void metrics(void *data, struct buf *out)
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_lists));
+    buf_printf(out,
+               "# HELP gantry_namespace_model_reads_total Namespaces.Get and List calls answered from this "
+               "replica's namespaces model (the others read the store).\n"
+               "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
+               (unsigned long long)ns_model_reads(d->ns_model));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1440,7 +1447,7 @@ static int serve(struct daemon *d, char *errmsg)
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
-        (rv = tenants_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
@@ -1944,6 +1951,12 @@ static int cmd_run(struct config *cfg)
         rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
     }
     if (rv == 0) {
+        d->ns_model = tenants_ns_model_new();
+        ns_model_attach_feed(d->ns_model, &d->feed);
+        d->ns_reads.store_reads = !cfg->model_reads;
+        d->ns_reads.model = d->ns_model; /* before the loop thread takes calls */
+    }
+    if (rv == 0) {
         d->esvc.ring_size = cfg->events_watch_ring;
         rv = events_svc_attach_feed(&d->esvc, &d->feed);
     }
@@ -2100,6 +2113,9 @@ static int cmd_run(struct config *cfg)
         feed_close(&d->feed); /* the server is gone: no watch is left for the hub to feed */
     }
     authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
+    d->ns_reads.model = NULL;
+    ns_model_free(d->ns_model); /* after the feed, whose thread keeps it, and after the server's calls */
+    d->ns_model = NULL;
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */

@@ -15,6 +15,7 @@
 #include "api/rules/page.h"
 #include "api/rules/policy.h"
 #include "api/rules/sandbox.h"
+#include "api/services/model_read.h"
 #include "api/services/providers_svc.h"
 #include "api/services/policies_svc.h"
 #include "api/services/tenants_svc.h"
@@ -629,9 +630,45 @@ static bool may_read(struct gate_ctx *ctx, const struct proto_rows *r, size_t i)
 }
 
 struct watch_hub;
-static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req);
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req,
+                    uint64_t need);
 static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
-                     const struct page_req *page);
+                     const struct page_req *page, uint64_t need);
+static struct feed *hub_feed(struct watch_hub *h);
+
+/* The read options of a model-served call (api/services/model_read.h): true with *@need set when
+ * the model may answer (at *@need or later); false when the call was answered (a bad option, a
+ * min_revision not reached) or, with *@answered false, when the store must answer. */
+static bool read_wait(struct sandboxes_svc *svc, struct gate_ctx *ctx, const Gantry__V1__ReadOptions *o,
+                      uint64_t *need, bool *answered)
+{
+    struct model_read r;
+    char why[GERR_MSG_SIZE];
+    *answered = false;
+    if (!model_read_parse(o, &r, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        *answered = true;
+        return false;
+    }
+    struct feed *f = hub_feed(svc->hub);
+    if (svc->store_reads && r.mode != MODEL_READ_MIN_REVISION) {
+        return false; /* the store is the leader's: linearizable, so within any staleness */
+    }
+    switch (model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
+    case MODEL_READ_READY:
+        return !svc->store_reads;
+    case MODEL_READ_TIMEOUT:
+        gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
+        *answered = true;
+        return false;
+    case MODEL_READ_CLOSED:
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
+        *answered = true;
+        return false;
+    default:
+        return false;
+    }
+}
 static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
                                const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page);
 
@@ -641,7 +678,12 @@ static void sb_get(struct gate_ctx *ctx, void *data)
 {
     struct sandboxes_svc *svc = data;
     const Gantry__V1__GetSandboxRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (!svc->store_reads && hub_get(svc->hub, ctx, req)) {
+    uint64_t need = 0;
+    bool answered = false;
+    if (read_wait(svc, ctx, req->read, &need, &answered) && hub_get(svc->hub, ctx, req, need)) {
+        return;
+    }
+    if (answered) {
         return;
     }
     struct proto_rows rows;
@@ -728,7 +770,12 @@ static void sb_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    if (!svc->store_reads && hub_list(svc->hub, ctx, req, &page)) {
+    uint64_t need = 0;
+    bool answered = false;
+    if (read_wait(svc, ctx, req->read, &need, &answered) && hub_list(svc->hub, ctx, req, &page, need)) {
+        return;
+    }
+    if (answered) {
         return;
     }
     unsigned limit = page.limit;
@@ -1156,6 +1203,11 @@ struct watch_hub {
     struct watch *watches;
     struct watch_cred *creds;
 };
+
+static struct feed *hub_feed(struct watch_hub *h)
+{
+    return h != NULL ? h->feed : NULL;
+}
 
 static void obj_unref(struct sb_obj *o)
 {
@@ -1889,18 +1941,16 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* Get from the model: a read index first (feed_sync: one leader read shared by the calls waiting
- * together, then until the feed has applied up to it), so the answer is linearizable like a read on
- * the leader; authorization as sb_get's (may_read: owner, or a share read from the store). Returns
+/* Get from the model once it holds revision @head (sb_get's read_wait decided it: a read index,
+ * a min_revision, or 0 for a stale read the feed's liveness allows; api/services/model_read.h), so
+ * the answer is what the read options promise; authorization as sb_get's (may_read: owner, or a
+ * share read from the store). The model's revision goes out as MODEL_REVISION_TRAILER. Returns
  * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
- * the feed did not catch up within GET_SYNC_TIMEOUT_MS): the caller reads the store. */
-static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req)
+ * below @head): the caller reads the store. */
+static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req,
+                    uint64_t head)
 {
     if (h == NULL) {
-        return false;
-    }
-    uint64_t head = 0;
-    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
         return false;
     }
     char key[160];
@@ -1916,7 +1966,10 @@ static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1_
     if (o != NULL) {
         o->refs++;
     }
+    char rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, h->rev);
     pthread_mutex_unlock(&h->mu);
+    grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, rev);
     bool visible = o != NULL && o->sb->meta != NULL;
     if (visible && ctx->decision.owner_check) {
         const char *owner = o->sb->spec != NULL ? o->sb->spec->owner_id : "";
@@ -1983,21 +2036,17 @@ static int shared_ids(struct store_client *cl, const struct authn_principal *who
     return rv;
 }
 
-/* List from the model after a read index, page for page what sb_list's store path returns for the
- * same data: list_visible's candidates (namespace, visibility by global role, administration,
+/* List from the model at @head or later (as hub_get), page for page what sb_list's store path
+ * returns for the same data: list_visible's candidates (namespace, visibility by global role, administration,
  * ownership or a share, owner filter, key after the token) in (namespace, name) order, limit + 1
  * of them, then send_list's scan (labels, listed_visible, the token of the last scanned row).
  * Shares come from one store read, as Get's share check. The response's revision is the model's
  * (at least the leader's at the read index). false, having answered nothing, when the model cannot
  * answer (as hub_get). */
 static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
-                     const struct page_req *page)
+                     const struct page_req *page, uint64_t head)
 {
     if (h == NULL) {
-        return false;
-    }
-    uint64_t head = 0;
-    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
         return false;
     }
     const struct authn_principal *who = &ctx->who;

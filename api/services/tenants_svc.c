@@ -13,6 +13,7 @@
 #include "api/rules/labels.h"
 #include "api/rules/page.h"
 #include "api/rules/quota.h"
+#include "api/services/model_read.h"
 #include "gantry/v1/namespaces.pb-c.h"
 #include "gantry/v1/quotas.pb-c.h"
 #include "lib/mem.h"
@@ -442,10 +443,103 @@ static void ns_delete(struct gate_ctx *ctx, void *data)
 
 /* --- reads --- */
 
+/* A row packed as a Namespace, for the model (the same message the store path sends). */
+static uint8_t *ns_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct ns_msg m;
+    ns_from_row(&m, r, i);
+    *len = protobuf_c_message_get_packed_size(&m.n.base);
+    uint8_t *out = mem_alloc(*len + 1);
+    protobuf_c_message_pack(&m.n.base, out);
+    ns_msg_free(&m);
+    return out;
+}
+
+struct ns_model *tenants_ns_model_new(void)
+{
+    struct ns_model_config cfg = {
+        .cols = NS_COLS, .n_cols = 11, .name_col = 1, .labels_col = 3, .pack = ns_pack_row};
+    return ns_model_new(&cfg);
+}
+
+/* The read options (api/services/model_read.h): true with *@need set when the model may answer;
+ * false when the call was answered (*@answered) or the store must answer. */
+static bool ns_read_wait(const struct tenants_reads *rd, struct gate_ctx *ctx,
+                         const Gantry__V1__ReadOptions *o, uint64_t *need, bool *answered)
+{
+    struct model_read r;
+    char why[GERR_MSG_SIZE];
+    *answered = false;
+    if (!model_read_parse(o, &r, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        *answered = true;
+        return false;
+    }
+    bool model = rd != NULL && rd->model != NULL && !rd->store_reads;
+    if (!model && r.mode != MODEL_READ_MIN_REVISION) {
+        return false; /* the store is the leader's: linearizable, so within any staleness */
+    }
+    switch (model_read_wait(rd != NULL ? ns_model_feed(rd->model) : NULL, &r,
+                            grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
+    case MODEL_READ_READY:
+        return model;
+    case MODEL_READ_TIMEOUT:
+        gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
+        *answered = true;
+        return false;
+    case MODEL_READ_CLOSED:
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
+        *answered = true;
+        return false;
+    default:
+        return false;
+    }
+}
+
+struct ns_get_arg {
+    const char *name;
+    uint8_t *packed; /* the namespace found, mem_alloc'd; NULL: none */
+    size_t len;
+    uint64_t rev;
+};
+
+/* Under the model's lock: only copy out (the answer, and any audit a refusal writes, come after). */
+static void ns_get_model(const struct ns_model_view *v, void *arg)
+{
+    struct ns_get_arg *a = arg;
+    a->rev = v->rev;
+    const struct ns_model_entry *e = ns_model_find(v, a->name);
+    if (e != NULL) {
+        a->len = protobuf_c_message_get_packed_size(&e->msg->base);
+        a->packed = mem_alloc(a->len + 1);
+        protobuf_c_message_pack(&e->msg->base, a->packed);
+    }
+}
+
+/* From the replica's model (api/services/ns_model.h) as the read options ask, else the store. */
 static void ns_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct tenants_reads *rd = data;
     const Gantry__V1__GetNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
+    uint64_t need = 0;
+    bool answered = false;
+    struct ns_get_arg a = {.name = req->name};
+    if (ns_read_wait(rd, ctx, req->read, &need, &answered) &&
+        ns_model_read(rd->model, need, ns_get_model, &a)) {
+        char rev[24];
+        snprintf(rev, sizeof rev, "%" PRIu64, a.rev);
+        grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, rev);
+        if (a.packed == NULL) {
+            gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->name);
+        } else {
+            grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.packed, a.len);
+            mem_free(a.packed);
+        }
+        return;
+    }
+    if (answered) {
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->name)};
@@ -476,14 +570,59 @@ static bool may_see(const struct gate_ctx *ctx, const char *ns)
     return false;
 }
 
+struct ns_list_arg {
+    struct gate_ctx *ctx;
+    const Gantry__V1__ListNamespacesRequest *req;
+    const struct page_req *page;
+};
+
+/* The store path's page from the model: names after the token in order, visible and matching,
+ * at most limit of them, the token the last one's name when more follow. */
+static void ns_list_model(const struct ns_model_view *v, void *arg)
+{
+    struct ns_list_arg *a = arg;
+    const Gantry__V1__Namespace **ps = mem_zalloc(sizeof *ps * (v->n + 1));
+    size_t n = 0;
+    bool more = false;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ns_model_entry *e = &v->entries[i];
+        if (strcmp(e->name, a->page->after) <= 0 || !may_see(a->ctx, e->name) ||
+            !labels_match(e->labels, a->req->selector)) {
+            continue;
+        }
+        if (n == a->page->limit) {
+            more = true;
+            break;
+        }
+        ps[n++] = e->msg;
+    }
+    Gantry__V1__ListNamespacesResponse resp = GANTRY__V1__LIST_NAMESPACES_RESPONSE__INIT;
+    resp.n_namespaces = n;
+    resp.namespaces = (Gantry__V1__Namespace **)ps;
+    resp.next_page_token = more ? ps[n - 1]->meta->name : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
 static void ns_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct tenants_reads *rd = data;
     const Gantry__V1__ListNamespacesRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
     if (!page_rules_read(req->page, PAGE_KEY_NAME, &page, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    uint64_t need = 0;
+    bool answered = false;
+    struct ns_list_arg a = {.ctx = ctx, .req = req, .page = &page};
+    if (ns_read_wait(rd, ctx, req->read, &need, &answered) &&
+        ns_model_read(rd->model, need, ns_list_model, &a)) {
+        return;
+    }
+    if (answered) {
         return;
     }
     unsigned limit = page.limit;
@@ -1060,15 +1199,19 @@ static void ceil_delete(struct gate_ctx *ctx, void *data)
                (void *)req);
 }
 
-int tenants_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
+int tenants_svc_register(struct gate *g, const struct res_env *env, const struct tenants_reads *reads,
+                         char *errmsg)
 {
+    if (gate_route(g, "/gantry.v1.Namespaces/Get", ns_get, (void *)reads) != 0 ||
+        gate_route(g, "/gantry.v1.Namespaces/List", ns_list, (void *)reads) != 0) {
+        gerr_set(errmsg, "tenants service: cannot route Namespaces.Get and List");
+        return GERR_INVAL;
+    }
     const struct {
         const char *path;
         gate_impl_fn fn;
     } routes[] = {
         {"/gantry.v1.Namespaces/Create", ns_create},
-        {"/gantry.v1.Namespaces/Get", ns_get},
-        {"/gantry.v1.Namespaces/List", ns_list},
         {"/gantry.v1.Namespaces/Update", ns_update},
         {"/gantry.v1.Namespaces/Delete", ns_delete},
         {"/gantry.v1.Quotas/Get", q_get},

@@ -659,7 +659,7 @@ static void call_submit_trailers(struct grpc_call *call, bool trailers_only)
     if (call->status_msg != NULL) {
         grpc_status_percent_encode(&enc, call->status_msg);
     }
-    nghttp2_nv nva[4];
+    nghttp2_nv nva[5];
     size_t n = 0;
     if (trailers_only) {
         nva[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE};
@@ -670,6 +670,10 @@ static void call_submit_trailers(struct grpc_call *call, bool trailers_only)
         (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code), NGHTTP2_NV_FLAG_NONE};
     if (enc.len > 0) {
         nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-message", enc.data, 12, enc.len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (call->trailer_key[0] != '\0') {
+        nva[n++] = (nghttp2_nv){(uint8_t *)call->trailer_key, (uint8_t *)call->trailer_val,
+                                strlen(call->trailer_key), strlen(call->trailer_val), NGHTTP2_NV_FLAG_NONE};
     }
     if (trailers_only) {
         nghttp2_submit_response(call->conn->session, call->stream_id, nva, n, NULL);
@@ -1044,6 +1048,12 @@ static void call_vfinish(struct grpc_call *call, int status, const char *message
                 status == GRPC_STATUS_OK ? len : 0);
 }
 
+void grpc_call_set_trailer(struct grpc_call *call, const char *key, const char *value)
+{
+    snprintf(call->set_trailer_key, sizeof call->set_trailer_key, "%s", key);
+    snprintf(call->set_trailer_val, sizeof call->set_trailer_val, "%s", value);
+}
+
 int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char *message,
                                  const uint8_t *reply, size_t len)
 {
@@ -1057,6 +1067,8 @@ int grpc_call_finish_async_bytes(struct grpc_call *call, int status, const char 
     comp->call = call;
     comp->status = status;
     comp->message = message != NULL ? mem_strdup(message) : NULL;
+    memcpy(comp->trailer_key, call->set_trailer_key, sizeof comp->trailer_key);
+    memcpy(comp->trailer_val, call->set_trailer_val, sizeof comp->trailer_val);
     if (reply != NULL) {
         comp->reply_len = len;
         comp->reply = mem_alloc(len > 0 ? len : 1);
@@ -1116,6 +1128,8 @@ int grpc_call_finish_async(struct grpc_call *call, int status, const char *messa
     comp->call = call;
     comp->status = status;
     comp->message = message != NULL ? mem_strdup(message) : NULL;
+    memcpy(comp->trailer_key, call->set_trailer_key, sizeof comp->trailer_key);
+    memcpy(comp->trailer_val, call->set_trailer_val, sizeof comp->trailer_val);
     if (reply != NULL) {
         comp->reply_len = protobuf_c_message_get_packed_size(reply);
         comp->reply = mem_alloc(comp->reply_len > 0 ? comp->reply_len : 1);
@@ -1197,6 +1211,8 @@ void grpc__async_cb(uv_async_t *h)
             (void)call_send_bytes(call, comp->reply, comp->reply_len); /* BUSY: buffered anyway */
             atomic_fetch_sub(&call->unsent_async, comp->reply_len + 5);
         } else if (!call->finished) {
+            memcpy(call->trailer_key, comp->trailer_key, sizeof call->trailer_key);
+            memcpy(call->trailer_val, comp->trailer_val, sizeof call->trailer_val);
             grpc__call_finish_bytes(call, comp->status, comp->message, comp->reply, comp->reply_len,
                                     comp->has_reply);
         }

@@ -206,7 +206,11 @@ struct grpc_call {
     bool dispatched;   /* counted in conn->n_dispatched */
     int status;
     const char *status_msg; /* arena */
-    struct buf out;         /* prefixed response messages not yet given to nghttp2 */
+    char trailer_key[32];   /* the loop thread's copy, sent with the status; "" none */
+    char trailer_val[64];
+    char set_trailer_key[32]; /* grpc_call_set_trailer: the finishing thread's only, until the */
+    char set_trailer_val[64]; /* grpc_call_finish_async that copies it into its completion */
+    struct buf out;           /* prefixed response messages not yet given to nghttp2 */
     size_t out_off;
     uint64_t start_ns;
     void *user;
@@ -230,8 +234,10 @@ struct grpc__completion {
     uint8_t *reply; /* serialized reply, or NULL */
     size_t reply_len;
     bool has_reply;
-    bool is_send;   /* grpc_call_send_async: reply holds one message to send */
-    bool is_resume; /* grpc_call_resume_input */
+    bool is_send;         /* grpc_call_send_async: reply holds one message to send */
+    bool is_resume;       /* grpc_call_resume_input */
+    char trailer_key[32]; /* the call's grpc_call_set_trailer at the finish; "" none */
+    char trailer_val[64];
 };
 
 /* The one translation of nghttp2 errors (libuv: lib/uverr.h, OpenSSL: server/grpc/tls.h). */

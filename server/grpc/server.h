@@ -357,4 +357,13 @@ bool grpc_call_is_virtual(const struct grpc_call *call);
 int grpc_call_finish_async(struct grpc_call *call, int status, const char *message,
                            const ProtobufCMessage *reply);
 
+/* One trailing metadata entry sent with the call's status (after grpc-status and grpc-message),
+ * e.g. "x-gantry-revision": @key lowercase ASCII of at most 31 bytes, @value printable ASCII of at
+ * most 63 (both copied, longer ones truncated); a second call replaces the first. Only for a call
+ * answered with grpc_call_finish_async or grpc_call_finish_async_bytes: call it just before, on the
+ * thread that finishes it; the finish copies it into its completion, and the loop thread alone sets
+ * it on the call (so a deadline the loop enforces meanwhile reads nothing half-written; that status
+ * goes without it). A virtual call (no connection) sends nothing. */
+void grpc_call_set_trailer(struct grpc_call *call, const char *key, const char *value);
+
 #endif

@@ -1134,10 +1134,350 @@ class ReadYourWritesUnderKills(g.GantrydTest):
               "%(write_errors)d writes not acknowledged" % stats
               + "; at least %d of the reads were answered from a replica's model" % from_model)
 
+    def test_namespace_reads_through_another_replica_see_acknowledged_writes_across_leader_kills(self):
+        """Issue 17: a client updates a namespace through one replica and, once acknowledged, Gets it
+        through another (from that replica's namespaces model after a read index) and must see that
+        update or a later one, while the dqlite leader is SIGKILLed and restarted three times; the
+        same with min_revision set to the update's revision (no read index)."""
+        c = g.Cluster("rywn-" + self._testMethodName, run_flags=["--driver", "none"]).init()
+        self.clusters.append(c)
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        md = [("authorization", "Bearer " + c.key)]
+        stop = threading.Event()
+        stats = {"acked": 0, "reads": 0, "min_rev_reads": 0, "read_errors": 0, "write_errors": 0}
+        violations = []
+
+        def call(r, method, req, resp, timeout=10):
+            return c.client.channel(r).unary_unary("/gantry.v1.Namespaces/" + method,
+                                                   request_serializer=type(req).SerializeToString,
+                                                   response_deserializer=resp.FromString)(req, metadata=md,
+                                                                                          timeout=timeout)
+
+        call(c.replicas[0], "Create", N.CreateNamespaceRequest(namespace=N.Namespace(
+            meta=meta_pb2.ObjectMeta(name="rywn"))), N.Namespace)
+
+        def client():
+            i = 0
+            while not stop.is_set():
+                i += 1
+                alive = c.alive()
+                w = alive[i % len(alive)]
+                try:
+                    up = call(w, "Update", N.UpdateNamespaceRequest(request_id="rywn-%d" % i, namespace=N.Namespace(
+                        meta=meta_pb2.ObjectMeta(name="rywn", labels={"w": str(i)}))), N.Namespace)
+                except grpc.RpcError as e:
+                    if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        grpc.StatusCode.ABORTED):
+                        violations.append("Update through replica %d: %s %s" % (w.rid, e.code(), e.details()))
+                        return
+                    stats["write_errors"] += 1
+                    time.sleep(0.05)
+                    continue
+                stats["acked"] += 1
+                rv = up.meta.resource_version
+                for read in (None, meta_pb2.ReadOptions(min_revision=rv)):
+                    end = time.monotonic() + 30
+                    while time.monotonic() < end and not stop.is_set():
+                        others = [r for r in c.alive() if r is not w] or c.alive()
+                        r = others[(stats["reads"] + stats["read_errors"]) % len(others)]
+                        try:
+                            got = call(r, "Get", N.GetNamespaceRequest(name="rywn", read=read), N.Namespace)
+                        except grpc.RpcError as e:
+                            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                                violations.append("Get through replica %d: %s %s" % (r.rid, e.code(), e.details()))
+                                return
+                            stats["read_errors"] += 1
+                            time.sleep(0.05)
+                            continue
+                        stats["reads"] += 1
+                        stats["min_rev_reads"] += read is not None
+                        if got.meta.resource_version < rv or int(got.meta.labels.get("w", "0")) < i:
+                            violations.append("replica %d answered revision %d (w=%s) after update %d at %d" % (
+                                r.rid, got.meta.resource_version, got.meta.labels.get("w"), i, rv))
+                        break
+
+        def model_reads(r):
+            return r.metric("gantry_namespace_model_reads_total") or 0
+        from_model = 0
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            for _ in range(3):
+                time.sleep(1.5)
+                victim = c.leader()
+                from_model += model_reads(victim)
+                victim.kill()
+                time.sleep(3)
+                victim.start()
+                c.wait_ready()
+                c.leader()
+            time.sleep(1)
+        finally:
+            stop.set()
+            t.join(60)
+        from_model += sum(model_reads(r) for r in c.alive())
+        self.assertEqual(violations, [])
+        self.assertGreater(stats["acked"], 20, stats)
+        self.assertGreater(from_model, stats["reads"] // 4, "the reads were not answered from the models")
+        print("namespace read-your-writes across 3 leader kills: %s; at least %d reads from a model" % (
+            stats, from_model))
+
+
+class ReadsEnv(Env):
+    """Env whose replica 3 reads the store (--model-reads=false): replicas 1 and 2 answer Get and List
+    from their models, replica 3 from the leader, so their answers can be compared."""
+
+    def __init__(self, test):
+        c = g.Cluster("reads-" + test._testMethodName, run_flags=["--driver", "none"])
+        c.replica_flags = lambda rid: ["--model-reads=false"] if rid == 3 else []
+        test.clusters.append(c)
+        c.init()
+        c.join(2)
+        c.wait_roles(3, 0)
+        c.wait_ready()
+        self._setup(c)
+
+    def raw(self, role, svc, method, req, replica, timeout=15):
+        """The reply's bytes as the replica sent them, and the trailing metadata."""
+        ch = self.c.client.channel(self.c.replicas[replica])
+        fn = ch.unary_unary("/gantry.v1.%s/%s" % (svc, method), request_serializer=type(req).SerializeToString,
+                            response_deserializer=lambda b: b)
+        body, call = fn.with_call(req, metadata=[("authorization", "Bearer " + self.keys[role])], timeout=timeout)
+        return body, dict(call.trailing_metadata() or ())
+
+
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def strip_revision(raw, cls):
+    """A List reply's bytes without its revision (field 3, last on the wire), and that revision."""
+    rev = cls.FromString(raw).revision
+    if rev == 0:
+        return raw, 0
+    tail = b"\x18" + varint(rev)
+    assert raw.endswith(tail), raw
+    return raw[:-len(tail)], rev
+
+
+def revision_of(trailers):
+    return int(trailers.get("x-gantry-revision", "0"))
+
+
+class NamespaceReads(g.GantrydTest):
+    maxDiff = None
+
+    def test_namespace_model_answers_like_the_store(self):
+        """Issue 17: Namespaces.Get and List from the replicas' models (replicas 1 and 2) are the store
+        path's replies (replica 3, --model-reads=false) byte for byte, for every role, page size and
+        selector, after creates, updates and a delete; a model Get carries x-gantry-revision."""
+        env = ReadsEnv(self)
+        for i, tier in enumerate("abab"):
+            env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
+                namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="nr-%d" % i, labels={"tier": tier, "i": str(i)}),
+                                      description="d%d" % i)), replica=i % 3)
+        env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+            namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="nr-1", labels={"tier": "a"}), description="new")),
+            replica=1)
+        env.call("pa", namespaces_pb2, "Namespaces", "Delete", N.DeleteNamespaceRequest(name="nr-3"), replica=2)
+        before = [env.c.replicas[i].metric("gantry_namespace_model_reads_total") or 0 for i in range(3)]
+        compared = 0
+        for role in ("pa", "auditor", "na", "user", "other"):
+            for sel in (None, {"tier": "a"}):
+                for size in (1, 2, 0):
+                    answers = []
+                    for replica in range(3):
+                        pages, token = [], ""
+                        for _ in range(50):
+                            req = N.ListNamespacesRequest(page=meta_pb2.PageRequest(page_size=size, page_token=token))
+                            if sel:
+                                req.selector.match_labels.update(sel)
+                            raw, _ = env.raw(role, "Namespaces", "List", req, replica)
+                            body, rev = strip_revision(raw, N.ListNamespacesResponse)
+                            self.assertGreater(rev, 0)
+                            pages.append(body)
+                            token = N.ListNamespacesResponse.FromString(raw).next_page_token
+                            if not token:
+                                break
+                        answers.append(pages)
+                    self.assertEqual(answers[0], answers[2], (role, sel, size))
+                    self.assertEqual(answers[1], answers[2], (role, sel, size))
+                    compared += len(answers[2])
+            for name in ("default", "team-b", "nr-0", "nr-1", "nr-3", "nope"):
+                got = []
+                for replica in range(3):
+                    try:
+                        raw, tr = env.raw(role, "Namespaces", "Get", N.GetNamespaceRequest(name=name), replica)
+                        got.append(raw)
+                        if replica < 2:
+                            self.assertGreaterEqual(revision_of(tr), N.Namespace.FromString(raw).meta.resource_version)
+                        else:
+                            self.assertNotIn("x-gantry-revision", tr)
+                    except grpc.RpcError as e:
+                        got.append((e.code(), e.details()))
+                self.assertEqual(got[0], got[2], (role, name))
+                self.assertEqual(got[1], got[2], (role, name))
+        after = [env.c.replicas[i].metric("gantry_namespace_model_reads_total") or 0 for i in range(3)]
+        self.assertGreater(after[0] - before[0], compared // 3)
+        self.assertGreater(after[1] - before[1], compared // 3)
+        self.assertEqual(after[2], 0, "the --model-reads=false replica answered from its model")
+        print("namespace model vs store: %d list pages compared byte for byte" % compared)
+
+    def test_read_options(self):
+        """min_revision waits for the model without the leader and gives up with DEADLINE_EXCEEDED and
+        the reason; max_staleness_ms answers at once from a live feed (no read index) and never misses
+        a change committed more than the bound before the call; bad options are INVALID_ARGUMENT and
+        change nothing; the same for Sandboxes.Get and List."""
+        env = ReadsEnv(self)
+        ns = env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
+            namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "0"}))))
+        env.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "ro-sb")))
+        RO = meta_pb2.ReadOptions
+
+        def reqs(read):
+            return [("Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=read)),
+                    ("Namespaces", "List", N.ListNamespacesRequest(read=read)),
+                    ("Sandboxes", "Get", S.GetSandboxRequest(namespace="default", name="ro-sb", read=read)),
+                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read))]
+
+        # Bad options: INVALID_ARGUMENT with the reason, on every replica; nothing changed.
+        listed = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(), replica=2).namespaces
+        for read, why in ((RO(min_revision=1, max_staleness_ms=10), "exclude each other"),
+                          (RO(max_staleness_ms=60001), "over the maximum")):
+            for replica in range(3):
+                for svc, method, req in reqs(read):
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        env.raw("pa", svc, method, req, replica)
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, (svc, method))
+                    self.assertIn(why, cm.exception.details())
+        self.assertEqual(env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(),
+                                  replica=2).namespaces, listed)
+
+        # min_revision: a write's revision is seen through another replica without a read index.
+        for i in range(5):
+            up = env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+                namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": str(i + 1)}))),
+                replica=i % 3)
+            r = up.meta.resource_version
+            for replica in (0, 1):
+                syncs = env.c.replicas[replica].metric("gantry_feed_syncs_total")
+                raw, tr = env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=RO(min_revision=r)),
+                                  replica)
+                got = N.Namespace.FromString(raw)
+                self.assertGreaterEqual(got.meta.resource_version, r)
+                self.assertEqual(got.meta.labels["v"], str(i + 1))
+                self.assertGreaterEqual(revision_of(tr), r)
+                self.assertEqual(env.c.replicas[replica].metric("gantry_feed_syncs_total"), syncs)
+                lst = N.ListNamespacesResponse.FromString(env.raw("pa", "Namespaces", "List", N.ListNamespacesRequest(
+                    read=RO(min_revision=r)), replica)[0])
+                self.assertGreaterEqual(lst.revision, r)
+                self.assertEqual([x.meta.labels["v"] for x in lst.namespaces if x.meta.name == "ro"], [str(i + 1)])
+        # A revision the cluster has not reached: DEADLINE_EXCEEDED from the server, with the reason,
+        # before the client's deadline (2 s) and after at most 5 s without one; the store replica too.
+        far = r + 10 ** 9
+        for replica in range(3):
+            for svc, method, req in reqs(RO(min_revision=far)):
+                t0 = time.monotonic()
+                with self.assertRaises(grpc.RpcError) as cm:
+                    env.raw("pa", svc, method, req, replica, timeout=2)
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED, (svc, method))
+                self.assertIn("not yet the min_revision %d" % far, cm.exception.details())
+                self.assertLess(time.monotonic() - t0, 2.5)
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=RO(min_revision=far)), 0,
+                    timeout=None)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertIn("at most 5000 ms", cm.exception.details())
+        self.assertLess(time.monotonic() - t0, 7)
+
+        # max_staleness_ms: no read index while the feed is live...
+        for replica in (0, 1):
+            syncs = env.c.replicas[replica].metric("gantry_feed_syncs_total")
+            for _ in range(20):
+                for svc, method, req in reqs(RO(max_staleness_ms=2000)):
+                    env.raw("pa", svc, method, req, replica)
+            self.assertEqual(env.c.replicas[replica].metric("gantry_feed_syncs_total"), syncs)
+        # ... and a change committed longer than the bound before the call is always in the answer.
+        for i in range(6):
+            up = env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+                namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "s%d" % i}))),
+                replica=i % 3)
+            time.sleep(0.35)
+            for replica in (0, 1):
+                raw, tr = env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(
+                    name="ro", read=RO(max_staleness_ms=300)), replica)
+                self.assertGreaterEqual(N.Namespace.FromString(raw).meta.resource_version, up.meta.resource_version)
+                self.assertGreaterEqual(revision_of(tr), up.meta.resource_version)
+        # A linearizable Get (no option) still answers from the model with a read index.
+        syncs = env.c.replicas[0].metric("gantry_feed_syncs_total")
+        env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(name="ro"), 0)
+        self.assertGreater(env.c.replicas[0].metric("gantry_feed_syncs_total"), syncs)
+
+    def test_stale_reads_with_the_leader_paused(self):
+        """Issue 17: a stale-ok read (max_staleness_ms B) never returns a revision older than its bound.
+        After the last write and B ms more, stale reads go to the followers without pause for 1 s, then
+        on while the dqlite leader is paused (SIGSTOP) for 5 s: every answer shows the last write
+        (committed more than B ms before every read) and every model answer's x-gantry-revision is at
+        least its revision. Some are answered from a model after the pause began (no leader needed);
+        later ones fall back to a read index (fail, or wait for a new leader)."""
+        env = ReadsEnv(self)
+        B = 500
+        last = 0
+        for i in range(5):
+            last = env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+                namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="team-b", labels={"v": str(i)}))),
+                replica=i % 3).meta.resource_version
+        time.sleep(B / 1000.0 + 0.2)
+        leader = env.c.leader()
+        readers = [i for i in (0, 1) if env.c.replicas[i] is not leader]
+        stats = {"answered": 0, "model": 0, "model_paused": 0, "failed": 0}
+        paused_at = [None]
+        t0 = time.monotonic()
+        n = 0
+        try:
+            while time.monotonic() < t0 + 6:
+                if paused_at[0] is None and time.monotonic() >= t0 + 1:
+                    leader.signal(signal.SIGSTOP)
+                    paused_at[0] = time.monotonic()
+                replica = readers[n % len(readers)]
+                n += 1
+                sent = time.monotonic()
+                try:
+                    raw, tr = env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(
+                        name="team-b", read=meta_pb2.ReadOptions(max_staleness_ms=B)), replica, timeout=3)
+                except grpc.RpcError as e:
+                    self.assertIn(e.code(), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED),
+                                  e.details())
+                    stats["failed"] += 1
+                    continue
+                stats["answered"] += 1
+                got = N.Namespace.FromString(raw)
+                self.assertGreaterEqual(got.meta.resource_version, last)
+                self.assertEqual(got.meta.labels["v"], "4")
+                if "x-gantry-revision" in tr:  # from the model (absent: the store answered, after the fallback)
+                    self.assertGreaterEqual(revision_of(tr), last)
+                    stats["model"] += 1
+                    stats["model_paused"] += paused_at[0] is not None and sent >= paused_at[0]
+                time.sleep(0.02)
+        finally:
+            if paused_at[0] is not None:
+                leader.signal(signal.SIGCONT)
+        self.assertIsNotNone(paused_at[0])
+        self.assertGreater(stats["model_paused"], 0, "no stale read answered from a model with the leader paused: %s"
+                           % stats)
+        print("stale reads (bound %d ms), the leader paused after 1 s for 5 s: %s" % (B, stats))
 
 GROUPS = {"retention": [Retention], "namespaces": [Namespaces], "sandboxes": [Sandboxes], "quota": [Quota],
           "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch],
-          "fanout": [WatchFanout], "rywkill": [ReadYourWritesUnderKills]}
+          "fanout": [WatchFanout], "rywkill": [ReadYourWritesUnderKills], "reads": [NamespaceReads]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -218,6 +218,14 @@ class Api:
                                          response_deserializer=resp_cls.FromString)
         return fn(req, metadata=[("authorization", "Bearer " + self.h.key)], timeout=timeout)
 
+    def call_trailers(self, r, service, method, req, resp_cls, timeout=3.0):
+        """call, and the reply's trailing metadata as a dict."""
+        fn = self.channel(r).unary_unary("/gantry.v1.%s/%s" % (service, method),
+                                         request_serializer=req.SerializeToString,
+                                         response_deserializer=resp_cls.FromString)
+        resp, c = fn.with_call(req, metadata=[("authorization", "Bearer " + self.h.key)], timeout=timeout)
+        return resp, dict(c.trailing_metadata() or ())
+
     def stream(self, r, service, method, req, resp_cls, timeout=None):
         fn = self.channel(r).unary_stream("/gantry.v1.%s/%s" % (service, method),
                                           request_serializer=req.SerializeToString,
@@ -254,6 +262,7 @@ class Harness:
         self.nemesis_log = []
         self.epochs_seen = set()
         self.batch_seen = {}  # (replica id, pid) -> the last batch-size histogram scraped from it
+        self.leader_now = None  # the dqlite leader's id as leader_observer last saw it
         self.quota_obs = []
         self.set_pending, self.set_verified = [], {}
         self.members_lock = threading.RLock()
@@ -409,11 +418,17 @@ class Harness:
                 time.sleep(0.1)
                 continue
             t = now()
+            lead = self.leader_now
             try:
-                ns = self.op_call(r, "Namespaces", "Get", N.GetNamespaceRequest(name=key), N.Namespace)
+                # Linearizable (no read option): answered from the replica's namespaces model after a
+                # read index, on followers and leader alike; x-gantry-revision says the model answered.
+                ns, tr = self.api.call_trailers(r, "Namespaces", "Get", N.GetNamespaceRequest(name=key), N.Namespace,
+                                                timeout=2.0)
                 cur, rv = ns.meta.labels.get("v", ""), ns.meta.resource_version
                 self.record("register", proc=proc, key=key, f="read", value=cur, type="ok", invoke=t, complete=now(),
-                            replica=r.rid)
+                            replica=r.rid, model="x-gantry-revision" in tr,
+                            read_revision=int(tr.get("x-gantry-revision", "0")),
+                            follower=None if lead is None else lead != r.rid)
             except self.grpc.RpcError as e:
                 self.record("register", proc=proc, key=key, f="read", value=None, type="info", invoke=t,
                             complete=now(), replica=r.rid, error=e.code().name)
@@ -626,6 +641,32 @@ class Harness:
         st = getattr(r, "watch_call", None)
         if st is not None:
             st.cancel()
+
+    def leader_observer(self):
+        """The dqlite leader's id, sampled every 0.5 s, so a register read records whether it went to a
+        follower (as of the last sample: a leader change since can make one read's label wrong)."""
+        while not self.stop.is_set():
+            lead = self.leader()
+            self.leader_now = lead.rid if lead is not None else None
+            time.sleep(0.5)
+
+    def reads_verdict(self, reg):
+        """The register reads must have been answered from the models of followers and of the leader
+        (the linearizability of those reads is the register verdict's)."""
+        ok = [h for h in reg if h["f"] == "read" and h["type"] == "ok"]
+        model = [h for h in ok if h.get("model")]
+        fol = [h for h in model if h.get("follower") is True]
+        lead = [h for h in model if h.get("follower") is False]
+        by = {}
+        for h in model:
+            by[h["replica"]] = by.get(h["replica"], 0) + 1
+        anomalies = []
+        if not fol:
+            anomalies.append({"reads": "no register read was answered from a follower's model"})
+        if not lead:
+            anomalies.append({"reads": "no register read was answered from the leader's model"})
+        return checkers.verdict("reads", anomalies, "%d ok register reads, %d from a model (%d on followers, %d on the leader, by replica %s)"
+                % (len(ok), len(model), len(fol), len(lead), json.dumps(by, sort_keys=True)))
 
     def lease_observer(self):
         while not self.stop.is_set():
@@ -960,6 +1001,7 @@ class Harness:
             for part in range(2):
                 threads.append(threading.Thread(target=self.set_verifier, args=(part, 2), daemon=True))
         threads.append(threading.Thread(target=self.lease_observer, daemon=True))
+        threads.append(threading.Thread(target=self.leader_observer, daemon=True))
         threads.append(threading.Thread(target=self.batch_observer, daemon=True))
         for t in threads:
             t.start()
@@ -1039,6 +1081,7 @@ class Harness:
         t_check = time.monotonic()
         verdicts = [
             checkers.check_register(reg),
+            self.reads_verdict(reg),
             checkers.check_set(sets, final_set, self.set_verified, watched),
             checkers.check_quota(self.args.quota, lifetimes, self.quota_obs),
             checkers.check_lease(calls, store_ids, driver, self.epochs_seen),

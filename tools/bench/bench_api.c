@@ -6,7 +6,8 @@
  * the cluster's CA, ALPN h2, gantry calls with "authorization: Bearer <admin key>"):
  *   1a/1b  sequential create (1 connection, 1 stream) to the leader, then to a follower;
  *   2      concurrent create spread over all three members (default 8 x 8 = 64 calls in flight);
- *   3      Get of objects created in phase 2, from the two followers (64 in flight); etcd twice:
+ *   3      Get of objects created in phase 2, from the two followers (64 in flight), linearizable
+ *          then stale-ok (ReadOptions.max_staleness_ms BENCH_STALE_MS); etcd twice:
  *          linearizable Range (its default) and serializable Range;
  *   fill   optional (--fill N), before phase 1: N concurrent creates, then RSS per member at N
  *          objects (the phases after it run on a store that holds them);
@@ -48,6 +49,7 @@
 #define NS_WATCH          "bench-watch"
 #define GANTRY_PAGE_MAX   500u /* ListSandboxes' largest page (docs/resources.md) */
 #define FAILOVER_LIMIT_US (30u * 1000000u)
+#define BENCH_STALE_MS    1000u /* phase 3's stale-ok Get: ReadOptions.max_staleness_ms */
 #define SETUP_TIMEOUT_MS  10000u
 #define STATUS_SLOTS      (17 - H2MUX_OUTCOME_MIN)
 #define MAX_RESULTS       24
@@ -309,6 +311,7 @@ struct run {
     Gantry__V1__SandboxSpec__EnvEntry env[4], *envs[4];
     char *command[7];
     Gantry__V1__GetSandboxRequest get;
+    Gantry__V1__ReadOptions read; /* OP_G_GET with serializable: max_staleness_ms */
     Gantry__V1__ListSandboxesRequest list;
     Gantry__V1__PageRequest page;
     Etcdserverpb__PutRequest put;
@@ -496,6 +499,10 @@ static int w_next_req(struct run *w, struct h2mux_req *req)
         if (w->op == OP_G_GET) {
             gantry_name(w->name, sizeof w->name, w->from->prefix, seq);
             req->path = "/gantry.v1.Sandboxes/Get";
+            /* the stale-ok read (docs/resources.md "Read consistency"), etcd's serializable analogue */
+            gantry__v1__read_options__init(&w->read);
+            w->read.max_staleness_ms = BENCH_STALE_MS;
+            w->get.read = w->serializable ? &w->read : NULL;
             req->msg = &w->get.base;
         } else {
             etcd_key(w->name, sizeof w->name, w->from->prefix, seq);
@@ -1684,6 +1691,7 @@ static void print_table(const struct bench *b)
             {"create_concurrent", "put_concurrent", "2 concurrent, all members"},
             {"get_followers", "range_followers_linearizable", "3 get vs linearizable Range"},
             {"get_followers", "range_followers_serializable", "3 get vs serializable Range"},
+            {"get_followers_stale", "range_followers_serializable", "3 stale get vs serializable Range"},
             {"list", "range_prefix", "4 list"},
             {"fill", "fill", "fill"},
             {"failover", "failover", "5 under leader SIGKILL"},
@@ -1913,7 +1921,8 @@ static const char usage[] =
     "  fill   with --fill N, first: N creates, then RSS per replica at N objects\n"
     "  1a/1b  sequential CreateSandbox to the leader, then to a follower (1 x 1)\n"
     "  2      concurrent CreateSandbox spread over all three replicas (CONNS x STREAMS)\n"
-    "  3      GetSandbox from the two followers (READ_CONNS x READ_STREAMS)\n"
+    "  3      GetSandbox from the two followers (READ_CONNS x READ_STREAMS), linearizable, then\n"
+    "         with max_staleness_ms 1000 (answered from the model without a read index)\n"
     "  4      ListSandboxes of LIST_OBJECTS objects, pages of 500 (the maximum), from the followers\n"
     "  6      (before 5) WATCHERS Sandboxes.Watch streams on a follower, then a burst of\n"
     "         WATCH_EVENTS creates: every watcher must get every one exactly once, in order;\n"
@@ -2281,6 +2290,8 @@ static void run_phases(struct bench *b)
     fprintf(stderr, "phase 3: reads from the followers\n");
     phase_load(b, g, "get_followers", "3 get, followers", OP_G_GET, gf, 2, b->o.read_conns, b->o.read_streams,
                "cc", 0, NULL, &b->g_conc, false);
+    phase_load(b, g, "get_followers_stale", "3 get max_staleness_ms 1000, followers", OP_G_GET, gf, 2,
+               b->o.read_conns, b->o.read_streams, "cc", 0, NULL, &b->g_conc, true);
     if (e != NULL) {
         phase_load(b, e, "range_followers_linearizable", "3 Range linearizable, followers", OP_E_RANGE, ef, 2,
                    b->o.read_conns, b->o.read_streams, "cc", 0, NULL, &b->e_conc, false);

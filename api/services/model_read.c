@@ -1,0 +1,80 @@
+/* Read consistency of the model-served reads (api/services/model_read.h). */
+#include "api/services/model_read.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "lib/clock.h"
+#include "lib/err.h"
+
+bool model_read_parse(const Gantry__V1__ReadOptions *o, struct model_read *r, char *why, size_t len)
+{
+    *r = (struct model_read){.mode = MODEL_READ_LINEARIZABLE};
+    if (o == NULL) {
+        return true;
+    }
+    if (o->min_revision != 0 && o->max_staleness_ms != 0) {
+        snprintf(why, len, "read: min_revision and max_staleness_ms exclude each other: set at most one");
+        return false;
+    }
+    if (o->max_staleness_ms > MODEL_MAX_STALENESS_MS) {
+        snprintf(why, len, "read: max_staleness_ms %" PRIu32 " is over the maximum %u", o->max_staleness_ms,
+                 MODEL_MAX_STALENESS_MS);
+        return false;
+    }
+    if (o->min_revision != 0) {
+        r->mode = MODEL_READ_MIN_REVISION;
+        r->min_revision = o->min_revision;
+    } else if (o->max_staleness_ms != 0) {
+        r->mode = MODEL_READ_STALE;
+        r->max_staleness_ms = o->max_staleness_ms;
+    }
+    return true;
+}
+
+enum model_read_wait_result model_read_wait(struct feed *f, const struct model_read *r,
+                                            uint64_t call_deadline_ms, uint64_t *need, char *why, size_t len)
+{
+    *need = 0;
+    if (f == NULL) {
+        return MODEL_READ_STORE;
+    }
+    uint64_t now = clock_mono_ms(clock_system());
+    if (r->mode == MODEL_READ_MIN_REVISION) {
+        uint64_t deadline = now + MODEL_WAIT_MAX_MS;
+        if (call_deadline_ms != 0) {
+            /* answer before the client's own deadline fires, so it gets the reason */
+            uint64_t d = call_deadline_ms > now + MODEL_DEADLINE_MARGIN_MS
+                             ? call_deadline_ms - MODEL_DEADLINE_MARGIN_MS
+                             : now;
+            deadline = d < deadline ? d : deadline;
+        }
+        int rv = feed_wait(f, r->min_revision, deadline);
+        if (rv == GERR_CLOSED) {
+            snprintf(why, len, "read: the replica is stopping");
+            return MODEL_READ_CLOSED;
+        }
+        if (rv != 0) {
+            snprintf(why, len,
+                     "read: this replica has applied revision %" PRIu64 ", not yet the min_revision %" PRIu64
+                     " asked for (waited %" PRIu64 " ms: the call's deadline less %u ms, at most %u ms)",
+                     feed_revision(f), r->min_revision, clock_mono_ms(clock_system()) - now,
+                     MODEL_DEADLINE_MARGIN_MS, MODEL_WAIT_MAX_MS);
+            return MODEL_READ_TIMEOUT;
+        }
+        *need = r->min_revision;
+        return MODEL_READ_READY;
+    }
+    if (r->mode == MODEL_READ_STALE) {
+        uint64_t live = feed_live_since_ms(f);
+        if (live != 0 && live + r->max_staleness_ms >= now) {
+            return MODEL_READ_READY;
+        }
+    }
+    uint64_t head = 0;
+    if (feed_sync(f, now + MODEL_SYNC_TIMEOUT_MS, &head) != 0) {
+        return MODEL_READ_STORE;
+    }
+    *need = head;
+    return MODEL_READ_READY;
+}
