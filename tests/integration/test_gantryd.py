@@ -609,6 +609,9 @@ class Failover(GantrydTest):
             victim.start()
             c.client.replicas = c.replicas
             c.wait_roles(3, 0)
+            # Caught up before the next kill: raft 0.15 crashes a follower whose leader dies while
+            # it installs a snapshot (docs/reliability.md, finding 7); this test is about one kill.
+            c.wait_ready()
         present = token_ids(c.alive()[0])
         missing = [t for t in acked if t not in present]
         self.assertEqual(missing, [], "acknowledged writes lost")
