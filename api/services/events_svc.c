@@ -14,6 +14,7 @@
 #include "lib/log.h"
 #include "lib/mem.h"
 #include "lib/names.h"
+#include "store/events.h"
 #include "store/feed.h"
 
 /* The kinds served, the message each event's payload holds and the WatchEvent field it goes in.
@@ -69,8 +70,10 @@ struct ewatch {
     struct grpc_call *call;
     struct ecred *cred;
     char ns[64];
-    uint32_t kinds; /* bit per kinds[] index */
-    uint64_t from;  /* every event up to here was delivered or skipped */
+    uint32_t kinds;                            /* bit per kinds[] index */
+    const Gantry__V1__LabelSelector *selector; /* in the call's arena, kept with the call; NULL or
+                                                * empty: every object */
+    uint64_t from;                             /* every event up to here was delivered or skipped */
     bool sent;
     uint64_t last_bookmark_ms;
     size_t allowance; /* bytes its replay queued at once, allowed on top of WATCH_MAX_UNSENT until the
@@ -88,6 +91,9 @@ struct events_hub {
     struct ring_ev *ring; /* svc->ring_size slots, oldest at ring_head */
     size_t ring_cap, ring_head, ring_n;
     uint64_t ring_floor; /* the ring holds every watchable event after this revision */
+    size_t total_unsent; /* bytes queued to watchers and not yet sent, summed at each applied pass
+                          * (and grown by each new watch's replay): new watches are refused above
+                          * the svc's total_unsent_max, as on Sandboxes.Watch */
     struct ewatch *watches;
     struct ecred *creds;
 };
@@ -226,11 +232,51 @@ static void send_bookmark(struct grpc_call *call, uint64_t rev)
     grpc_call_send_async(call, &ev.base);
 }
 
+/* Does @r's object carry every label of @sel (Sandboxes.Watch's rule: same key, same value)? An
+ * empty selector matches everything; a non-empty one never matches an event without an object nor
+ * a kind whose object has no labels (no ObjectMeta, or none set). */
+static bool labels_ok(const Gantry__V1__LabelSelector *sel, const struct ring_ev *r)
+{
+    if (sel == NULL || sel->n_match_labels == 0) {
+        return true;
+    }
+    if (r->obj == NULL) {
+        return false;
+    }
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(kinds[r->kind].desc, "meta");
+    const Gantry__V1__ObjectMeta *meta =
+        f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                f->descriptor == &gantry__v1__object_meta__descriptor
+            ? *(Gantry__V1__ObjectMeta *const *)((const char *)r->obj + f->offset)
+            : NULL;
+    if (meta == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < sel->n_match_labels; i++) {
+        bool found = false;
+        for (size_t j = 0; j < meta->n_labels && !found; j++) {
+            found = strcmp(meta->labels[j]->key, sel->match_labels[i]->key) == 0 &&
+                    strcmp(meta->labels[j]->value, sel->match_labels[i]->value) == 0;
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Does @w ask for @r (kind, namespace, labels) and may @who see it? */
+static bool wants(const struct ewatch *w, const struct authn_principal *who, const struct ring_ev *r)
+{
+    return (w->kinds & (1u << r->kind)) != 0 && (w->ns[0] == '\0' || strcmp(w->ns, r->ns) == 0) &&
+           labels_ok(w->selector, r) && visible(who, r);
+}
+
 /* Under h->mu: @r to @w if it wants it and may see it. */
 static void offer(struct events_hub *h, struct ewatch *w, const struct ring_ev *r)
 {
-    if ((w->kinds & (1u << r->kind)) != 0 && (w->ns[0] == '\0' || strcmp(w->ns, r->ns) == 0) &&
-        visible(&w->cred->who, r)) {
+    if (wants(w, &w->cred->who, r)) {
         send_ev(h->svc, w->call, r);
         w->sent = true;
     }
@@ -460,6 +506,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     if (rev > h->rev) {
         h->rev = rev;
     }
+    h->total_unsent = 0; /* summed again over every watcher below */
     for (struct ecred *c = h->creds; c != NULL; c = c->next) {
         if (c->denied == 0 && now - c->refreshed_ms >= EVENTS_REFRESH_MS) {
             cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
@@ -470,6 +517,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
         if (!watch_alive(h, w)) {
             continue;
         }
+        h->total_unsent += grpc_call_unsent(w->call);
         if (w->cred->denied != 0) {
             atomic_fetch_add(&h->svc->cut_auth, 1);
             watch_end(h, w, GRPC_STATUS_UNAUTHENTICATED, w->cred->why);
@@ -523,6 +571,102 @@ static bool parse_kinds(struct gate_ctx *ctx, const Gantry__V1__WatchEventsReque
     return true;
 }
 
+/* Under h->mu: send @w the ring's events after @from (none when @from is the hub's revision), then
+ * a BOOKMARK, and link it with @who's credential. */
+static void watch_link(struct events_hub *h, struct ewatch *w, const struct authn_principal *who,
+                       uint64_t from)
+{
+    w->cred = cred_get(h, who);
+    w->from = from;
+    w->last_bookmark_ms = clock_mono_ms(clock_system());
+    for (size_t i = 0; i < h->ring_n; i++) {
+        const struct ring_ev *r = &h->ring[(h->ring_head + i) % h->ring_cap];
+        if (r->rev > w->from) {
+            offer(h, w, r);
+        }
+    }
+    if (w->from < h->rev) {
+        w->from = h->rev;
+    }
+    send_bookmark(w->call, w->from);
+    w->allowance = grpc_call_unsent(w->call);
+    h->total_unsent += w->allowance;
+    w->next = h->watches;
+    h->watches = w;
+}
+
+static Gantry__V1__EventType event_type(const char *type)
+{
+    return strcmp(type, "DELETED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED
+           : strcmp(type, "ADDED") == 0 ? GANTRY__V1__EVENT_TYPE__EVENT_TYPE_ADDED
+                                        : GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED;
+}
+
+/* The watchable events after *@cur up to @upto that the ring no longer holds (older than its
+ * floor: past the ring, or before this replica loaded its feed), read from the events table with
+ * the handler's connection (once per such watch, in pages of EVENTS_CATCH_UP_PAGE) with their
+ * payloads, and sent to @w (not yet linked) after the same checks as the ring's, as @who sees them;
+ * *@cur advances to what was read. The compaction marker is read after each page, as the feed does:
+ * GERR_ABORTED with *@gone when retention deleted events after *@cur. Else 0 or the store's errors. */
+static int catch_up(struct events_svc *svc, struct store_client *cl, struct ewatch *w,
+                    const struct authn_principal *who, uint64_t *cur, uint64_t upto, int64_t *gone)
+{
+    while (*cur < upto) {
+        struct proto_rows ev;
+        proto_rows_init(&ev, 0);
+        struct proto_value p[] = {proto_text(w->ns), proto_int((int64_t)*cur), proto_int((int64_t)upto)};
+        int rv = store_client_query(
+            cl,
+            "SELECT revision, kind, namespace, object_id, type, payload FROM events WHERE kind <> 'Sandbox' "
+            "AND (?1 = '' OR namespace = ?1) AND revision > ?2 AND revision <= ?3 ORDER BY revision "
+            "LIMIT " EVENTS_CATCH_UP_PAGE_S,
+            p, 3, &ev);
+        int64_t compacted = 0;
+        if (rv == 0) {
+            rv = store_events_compacted(cl, &compacted);
+        }
+        if (rv == 0 && (uint64_t)compacted > *cur) {
+            *gone = compacted;
+            rv = GERR_ABORTED;
+        }
+        if (rv != 0) {
+            proto_rows_close(&ev);
+            return rv;
+        }
+        uint64_t reached = upto;
+        if (ev.n_rows == EVENTS_CATCH_UP_PAGE) {
+            reached = (uint64_t)proto_rows_at(&ev, ev.n_rows - 1, 0)->u.i;
+        }
+        for (size_t i = 0; i < ev.n_rows; i++) {
+            int k = kind_index(col(&ev, i, 1));
+            if (k < 0 || (w->kinds & (1u << k)) == 0) {
+                continue;
+            }
+            struct ring_ev r = {
+                .rev = (uint64_t)proto_rows_at(&ev, i, 0)->u.i,
+                .type = event_type(col(&ev, i, 4)),
+                .kind = (unsigned)k,
+                .ns = (char *)col(&ev, i, 2),
+                .id = (char *)col(&ev, i, 3),
+            };
+            const struct proto_value *payload = proto_rows_at(&ev, i, 5);
+            if (payload->type == PROTO_BLOB && payload->u.b.n > 0) {
+                r.obj = protobuf_c_message_unpack(kinds[k].desc, NULL, payload->u.b.n,
+                                                  (const uint8_t *)payload->u.b.s);
+            }
+            if (wants(w, who, &r)) {
+                send_ev(svc, w->call, &r);
+            }
+            if (r.obj != NULL) {
+                protobuf_c_message_free_unpacked(r.obj, NULL);
+            }
+        }
+        proto_rows_close(&ev);
+        *cur = reached;
+    }
+    return 0;
+}
+
 static void ev_watch(struct gate_ctx *ctx, void *data)
 {
     struct events_svc *svc = data;
@@ -535,6 +679,11 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
     char why[128];
     if (req->namespace_[0] != '\0' && !names_dns_label_ok(req->namespace_, 63, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace: %s", why);
+        return;
+    }
+    if (req->selector != NULL && req->selector->n_match_labels > EVENTS_MAX_SELECTOR) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "selector: at most %u labels (objects carry at most 64)",
+                  EVENTS_MAX_SELECTOR);
         return;
     }
     if (h == NULL) {
@@ -562,51 +711,65 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
                   "this replica serves %u event watches already: try another replica", EVENTS_MAX_WATCHES);
         return;
     }
-    pthread_mutex_lock(&h->mu);
-    if (!h->ready || h->stopping) {
-        pthread_mutex_unlock(&h->mu);
-        atomic_fetch_sub(&svc->watches, 1);
-        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
-                  h->stopping ? "the replica is stopping: watch again from the last revision"
-                              : "this replica's change feed is not loaded yet: try again");
-        return;
-    }
-    if (req->since_revision != 0 && req->since_revision < h->ring_floor) {
-        uint64_t floor = h->ring_floor;
-        pthread_mutex_unlock(&h->mu);
-        atomic_fetch_sub(&svc->watches, 1);
-        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
-                  "revision %" PRIu64 " is older than this replica's retained events (it holds those after "
-                  "%" PRIu64 "): list again and watch from the list's revision",
-                  req->since_revision, floor);
-        return;
-    }
     struct ewatch *w = mem_zalloc(sizeof *w);
     w->call = ctx->call;
-    w->cred = cred_get(h, &ctx->who);
     w->kinds = mask;
+    w->selector = req->selector;
     snprintf(w->ns, sizeof w->ns, "%s", req->namespace_);
-    w->last_bookmark_ms = clock_mono_ms(clock_system());
-    if (req->since_revision == 0) {
-        w->from = h->rev;
-        send_bookmark(w->call, w->from);
-    } else {
-        w->from = req->since_revision;
-        for (size_t i = 0; i < h->ring_n; i++) {
-            const struct ring_ev *r = &h->ring[(h->ring_head + i) % h->ring_cap];
-            if (r->rev > w->from) {
-                offer(h, w, r);
-            }
+    /* Catch up from the store while the ring's floor is above the resume point (it only rises), then
+     * link under the lock once the ring holds every event after it: the feed thread appends under
+     * the same lock, so nothing falls between the store's events, the ring's and the live ones. */
+    uint64_t cur = req->since_revision;
+    int64_t gone = 0;
+    int rv = 0;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        if (!h->ready || h->stopping) {
+            bool stopping = h->stopping;
+            pthread_mutex_unlock(&h->mu);
+            atomic_fetch_sub(&svc->watches, 1);
+            mem_free(w);
+            gate_fail(ctx, GRPC_STATUS_UNAVAILABLE,
+                      stopping ? "the replica is stopping: watch again from the last revision"
+                               : "this replica's change feed is not loaded yet: try again");
+            return;
         }
-        if (w->from < h->rev) {
-            w->from = h->rev;
+        size_t max = svc->total_unsent_max != 0 ? svc->total_unsent_max : WATCH_TOTAL_UNSENT;
+        if (h->total_unsent > max) {
+            size_t held = h->total_unsent;
+            pthread_mutex_unlock(&h->mu);
+            atomic_fetch_sub(&svc->watches, 1);
+            atomic_fetch_add(&svc->refused_unsent, 1);
+            mem_free(w);
+            gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "this replica's event watches hold %zu MiB their clients have not read (more than %zu "
+                      "MiB): try another replica or later",
+                      held >> 20, max >> 20);
+            return;
         }
-        send_bookmark(w->call, w->from);
+        if (req->since_revision == 0 || cur >= h->ring_floor) {
+            watch_link(h, w, &ctx->who, req->since_revision == 0 ? h->rev : cur);
+            pthread_mutex_unlock(&h->mu);
+            return;
+        }
+        uint64_t upto = h->ring_floor;
+        pthread_mutex_unlock(&h->mu);
+        rv = catch_up(svc, ctx->cl, w, &ctx->who, &cur, upto, &gone);
+        if (rv != 0) {
+            break;
+        }
     }
-    w->allowance = grpc_call_unsent(w->call);
-    w->next = h->watches;
-    h->watches = w;
-    pthread_mutex_unlock(&h->mu);
+    atomic_fetch_sub(&svc->watches, 1);
+    mem_free(w);
+    if (gone > 0) {
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
+                  "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64
+                  " were deleted): list again and watch from the list's revision",
+                  req->since_revision, gone);
+    } else {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "%s",
+                  ctx->cl->errmsg[0] != '\0' ? ctx->cl->errmsg : gerr_str(rv));
+    }
 }
 
 int events_svc_attach_feed(struct events_svc *svc, struct feed *feed)
@@ -677,7 +840,12 @@ void events_svc_metrics_write(struct events_svc *svc, struct buf *out)
         "# TYPE gantry_events_watch_cut_slow_total counter\ngantry_events_watch_cut_slow_total %" PRIu64 "\n"
         "# HELP gantry_events_watch_cut_auth_total Events.Watch calls ended because their "
         "credential or role went away.\n"
-        "# TYPE gantry_events_watch_cut_auth_total counter\ngantry_events_watch_cut_auth_total %" PRIu64 "\n",
+        "# TYPE gantry_events_watch_cut_auth_total counter\ngantry_events_watch_cut_auth_total %" PRIu64 "\n"
+        "# HELP gantry_events_watch_refused_unsent_total Events.Watch calls refused because the "
+        "replica's watches held more unread bytes than watch_total_unsent_mib.\n"
+        "# TYPE gantry_events_watch_refused_unsent_total counter\n"
+        "gantry_events_watch_refused_unsent_total %" PRIu64 "\n",
         atomic_load(&svc->watches), (uint64_t)atomic_load(&svc->events_sent),
-        (uint64_t)atomic_load(&svc->cut_slow), (uint64_t)atomic_load(&svc->cut_auth));
+        (uint64_t)atomic_load(&svc->cut_slow), (uint64_t)atomic_load(&svc->cut_auth),
+        (uint64_t)atomic_load(&svc->refused_unsent));
 }
