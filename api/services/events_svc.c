@@ -8,6 +8,7 @@
 
 #include "api/authz/authz.h"
 #include "api/gate/gate.h"
+#include "api/rules/principal.h"
 #include "api/services/sandboxes_svc.h" /* WATCH_MAX_UNSENT, WATCH_BOOKMARK_MS, WATCH_SYNC_TIMEOUT_MS */
 #include "gantry/v1/events.pb-c.h"
 #include "lib/clock.h"
@@ -81,6 +82,14 @@ struct ewatch {
     struct ewatch *next;
 };
 
+struct pbind { /* a principal's role bindings, read once for the ApiKey events of the keys it owns */
+    char id[64];
+    struct authz_binding *b; /* n of them */
+    size_t n;
+    bool over; /* more than AUTHN_MAX_BINDINGS: only a platform_admin manages it */
+    struct pbind *next;
+};
+
 struct events_hub {
     pthread_mutex_t mu;
     struct feed *feed;
@@ -96,6 +105,9 @@ struct events_hub {
                           * the svc's total_unsent_max, as on Sandboxes.Watch */
     struct ewatch *watches;
     struct ecred *creds;
+    struct pbind *pbinds; /* key owners' bindings (at most EVENTS_OWNER_CACHE), dropped by the
+                           * RoleBinding, Principal and Namespace DELETED events that change them */
+    unsigned n_pbinds;
 };
 
 /* --- the ring --- */
@@ -174,13 +186,117 @@ static const char *owner_of(const struct ring_ev *r)
     return "";
 }
 
+/* --- key owners' bindings (a namespace_admin sees the keys of the principals it manages) --- */
+
+/* Where owner bindings come from: @h's cache (under h->mu) filled through @cl, or, with @h NULL,
+ * @cl directly (the handler's catch-up, which reads the store anyway). */
+struct owners {
+    struct events_hub *h;
+    struct store_client *cl;
+};
+
+static void pbind_free(struct pbind *p)
+{
+    mem_free(p->b);
+    mem_free(p);
+}
+
+/* Under h->mu: forget @id's bindings (NULL: everyone's). */
+static void pbind_drop(struct events_hub *h, const char *id)
+{
+    for (struct pbind **pp = &h->pbinds; *pp != NULL;) {
+        struct pbind *p = *pp;
+        if (id == NULL || strcmp(p->id, id) == 0) {
+            *pp = p->next;
+            pbind_free(p);
+            h->n_pbinds--;
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+/* @id's bindings, as ApiKeys.List's check reads them (principals_svc.c bindings_of: an unreadable
+ * scope counts as a delegation scope). NULL on a store error (the key is then not shown). */
+static struct pbind *pbind_load(struct store_client *cl, const char *id)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    if (store_client_query(
+            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+            &rows) != 0) {
+        proto_rows_close(&rows);
+        return NULL;
+    }
+    struct pbind *pb = mem_zalloc(sizeof *pb);
+    snprintf(pb->id, sizeof pb->id, "%s", id);
+    pb->over = rows.n_rows > AUTHN_MAX_BINDINGS;
+    pb->b = mem_zalloc(sizeof *pb->b * (rows.n_rows + 1));
+    for (size_t i = 0; i < rows.n_rows && !pb->over; i++) {
+        struct authz_binding *b = &pb->b[pb->n++];
+        const struct proto_value *role = proto_rows_at(&rows, i, 0), *ns = proto_rows_at(&rows, i, 1),
+                                 *scope = proto_rows_at(&rows, i, 2);
+        b->role = authz_role_parse(role->type == PROTO_TEXT ? role->u.b.s : "");
+        snprintf(b->ns, sizeof b->ns, "%s", ns->type == PROTO_TEXT ? ns->u.b.s : "");
+        if (authz_scope_parse(scope->type == PROTO_TEXT ? scope->u.b.s : "", &b->scope) != 0) {
+            b->scope.set = true;
+        }
+    }
+    proto_rows_close(&rows);
+    return pb;
+}
+
+/* Does @who (a namespace_admin) manage @owner, so ApiKeys.List would show it @owner's keys? */
+static bool manages_owner(const struct authn_principal *who, const char *owner, const struct owners *o)
+{
+    struct pbind *pb = NULL;
+    if (o->h != NULL) {
+        for (pb = o->h->pbinds; pb != NULL && strcmp(pb->id, owner) != 0; pb = pb->next) {
+        }
+        if (pb == NULL && (pb = pbind_load(o->cl, owner)) != NULL) {
+            if (o->h->n_pbinds >= EVENTS_OWNER_CACHE) {
+                pbind_drop(o->h, NULL);
+            }
+            pb->next = o->h->pbinds;
+            o->h->pbinds = pb;
+            o->h->n_pbinds++;
+        }
+    } else {
+        pb = pbind_load(o->cl, owner);
+    }
+    char why[GERR_MSG_SIZE];
+    bool yes = pb != NULL && !pb->over &&
+               principal_rules_manages(who->bindings, who->n_bindings, pb->b, pb->n, why, sizeof why);
+    if (o->h == NULL && pb != NULL) {
+        pbind_free(pb);
+    }
+    return yes;
+}
+
+/* Under h->mu, before @r is offered: drop the cached bindings @r may have changed (a binding's
+ * principal; a principal, whose delete removed its bindings; a deleted namespace, whose bindings
+ * went with it and carry no events of their own). */
+static void pbind_note(struct events_hub *h, const struct ring_ev *r)
+{
+    const char *name = kinds[r->kind].name;
+    if (strcmp(name, "RoleBinding") == 0) {
+        pbind_drop(h, r->obj != NULL ? ((const Gantry__V1__RoleBinding *)r->obj)->principal_id : NULL);
+    } else if (strcmp(name, "Principal") == 0) {
+        pbind_drop(h, r->id);
+    } else if (strcmp(name, "Namespace") == 0 && r->type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
+        pbind_drop(h, NULL);
+    }
+}
+
 /* Would the kind's Get or List show @who this object? (api/authz/authz.c.) Namespaced kinds
  * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ): a global reader
  * or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
  * Principal, RoleBinding, PrincipalLink (AZ_PRINCIPAL_READ): a global reader, any namespace_admin,
- * or the principal itself. ApiKey (AZ_APIKEY_READ): a global reader or the key's own principal; a
- * namespace_admin's managed principals (a store read per principal) are not streamed. */
-static bool visible(const struct authn_principal *who, const struct ring_ev *r)
+ * or the principal itself. ApiKey (AZ_APIKEY_READ, ApiKeys.List's manage check): a global reader,
+ * the key's own principal, or a namespace_admin that manages that principal
+ * (principal_rules_manages over the owner's bindings, from @o). */
+static bool visible(const struct authn_principal *who, const struct ring_ev *r, const struct owners *o)
 {
     if (global_reader(who)) {
         return true;
@@ -193,15 +309,14 @@ static bool visible(const struct authn_principal *who, const struct ring_ev *r)
     if (owner[0] != '\0' && strcmp(owner, who->id) == 0) {
         return true;
     }
-    if (strcmp(k->name, "ApiKey") == 0) {
-        return false;
-    }
+    bool ns_admin = false;
     for (size_t i = 0; i < who->n_bindings; i++) {
-        if (who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN) {
-            return true;
-        }
+        ns_admin = ns_admin || who->bindings[i].role == AZ_ROLE_NAMESPACE_ADMIN;
     }
-    return false;
+    if (strcmp(k->name, "ApiKey") == 0) {
+        return ns_admin && owner[0] != '\0' && manages_owner(who, owner, o);
+    }
+    return ns_admin;
 }
 
 /* --- sending --- */
@@ -267,16 +382,18 @@ static bool labels_ok(const Gantry__V1__LabelSelector *sel, const struct ring_ev
 }
 
 /* Does @w ask for @r (kind, namespace, labels) and may @who see it? */
-static bool wants(const struct ewatch *w, const struct authn_principal *who, const struct ring_ev *r)
+static bool wants(const struct ewatch *w, const struct authn_principal *who, const struct ring_ev *r,
+                  const struct owners *o)
 {
     return (w->kinds & (1u << r->kind)) != 0 && (w->ns[0] == '\0' || strcmp(w->ns, r->ns) == 0) &&
-           labels_ok(w->selector, r) && visible(who, r);
+           labels_ok(w->selector, r) && visible(who, r, o);
 }
 
-/* Under h->mu: @r to @w if it wants it and may see it. */
-static void offer(struct events_hub *h, struct ewatch *w, const struct ring_ev *r)
+/* Under h->mu: @r to @w if it wants it and may see it (owner bindings read through @cl). */
+static void offer(struct events_hub *h, struct store_client *cl, struct ewatch *w, const struct ring_ev *r)
 {
-    if (wants(w, &w->cred->who, r)) {
+    struct owners o = {h, cl};
+    if (wants(w, &w->cred->who, r, &o)) {
         send_ev(h->svc, w->call, r);
         w->sent = true;
     }
@@ -447,6 +564,7 @@ static void hub_on_resync(struct store_client *cl, uint64_t rev, void *data)
     }
     /* No model to load: the ring starts empty at @rev, and events after it follow. */
     ring_clear(h, rev);
+    pbind_drop(h, NULL);
     h->rev = rev;
     h->ready = true;
     pthread_mutex_unlock(&h->mu);
@@ -455,7 +573,6 @@ static void hub_on_resync(struct store_client *cl, uint64_t rev, void *data)
 static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
 {
     struct events_hub *h = data;
-    (void)cl;
     int k = kind_index(ev->kind);
     if (k < 0) {
         return;
@@ -481,12 +598,13 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
         return;
     }
     const struct ring_ev *r = ring_push(h, ev, (unsigned)k, type, obj);
+    pbind_note(h, r);
     for (struct ewatch *w = h->watches, *next; w != NULL; w = next) {
         next = w->next;
         if (w->from >= ev->revision || !watch_alive(h, w)) {
             continue;
         }
-        offer(h, w, r);
+        offer(h, cl, w, r);
         w->from = ev->revision;
     }
     h->rev = ev->revision;
@@ -573,8 +691,8 @@ static bool parse_kinds(struct gate_ctx *ctx, const Gantry__V1__WatchEventsReque
 
 /* Under h->mu: send @w the ring's events after @from (none when @from is the hub's revision), then
  * a BOOKMARK, and link it with @who's credential. */
-static void watch_link(struct events_hub *h, struct ewatch *w, const struct authn_principal *who,
-                       uint64_t from)
+static void watch_link(struct events_hub *h, struct store_client *cl, struct ewatch *w,
+                       const struct authn_principal *who, uint64_t from)
 {
     w->cred = cred_get(h, who);
     w->from = from;
@@ -582,7 +700,7 @@ static void watch_link(struct events_hub *h, struct ewatch *w, const struct auth
     for (size_t i = 0; i < h->ring_n; i++) {
         const struct ring_ev *r = &h->ring[(h->ring_head + i) % h->ring_cap];
         if (r->rev > w->from) {
-            offer(h, w, r);
+            offer(h, cl, w, r);
         }
     }
     if (w->from < h->rev) {
@@ -654,7 +772,8 @@ static int catch_up(struct events_svc *svc, struct store_client *cl, struct ewat
                 r.obj = protobuf_c_message_unpack(kinds[k].desc, NULL, payload->u.b.n,
                                                   (const uint8_t *)payload->u.b.s);
             }
-            if (wants(w, who, &r)) {
+            struct owners o = {NULL, cl};
+            if (wants(w, who, &r, &o)) {
                 send_ev(svc, w->call, &r);
             }
             if (r.obj != NULL) {
@@ -748,7 +867,7 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
             return;
         }
         if (req->since_revision == 0 || cur >= h->ring_floor) {
-            watch_link(h, w, &ctx->who, req->since_revision == 0 ? h->rev : cur);
+            watch_link(h, ctx->cl, w, &ctx->who, req->since_revision == 0 ? h->rev : cur);
             pthread_mutex_unlock(&h->mu);
             return;
         }
@@ -811,6 +930,7 @@ void events_svc_detach_feed(struct events_svc *svc)
     pthread_mutex_lock(&h->mu);
     watch_end_all(h, GRPC_STATUS_UNAVAILABLE, "the replica is stopping: watch again from the last revision");
     ring_clear(h, 0);
+    pbind_drop(h, NULL);
     pthread_mutex_unlock(&h->mu);
     pthread_mutex_destroy(&h->mu);
     mem_free(h->ring);

@@ -22,8 +22,11 @@
  * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, a namespace's Policy)
  * to platform_admin, auditor and any role covering the namespace; the gateway Policy to everyone;
  * Principal, RoleBinding and PrincipalLink to platform_admin, auditor, any namespace_admin and the
- * principal itself; ApiKey to platform_admin, auditor and the key's own principal (not to the
- * namespace_admin that manages it, which ApiKeys.List allows: that needs a store read).
+ * principal itself; ApiKey to platform_admin, auditor, the key's own principal and a
+ * namespace_admin that manages that principal (ApiKeys.List's rule, principal_rules_manages over the
+ * owner's bindings: read once per owner and kept in the hub, at most EVENTS_OWNER_CACHE of them,
+ * dropped by the RoleBinding and Principal events that change them and by any Namespace DELETED,
+ * whose cascade removes bindings without events of their own).
  *
  * A watch ends with: UNAUTHENTICATED when its API key is revoked, deleted or expired, or its
  * principal disabled or deleted (within the revocation bound, AUTHN_CACHE_TTL_MS);
@@ -47,6 +50,7 @@
 #define EVENTS_RING            4096u  /* events kept in memory for resuming watches (the default) */
 #define EVENTS_MAX_WATCHES     20000u /* per replica */
 #define EVENTS_MAX_SELECTOR    64u    /* labels in a watch's selector */
+#define EVENTS_OWNER_CACHE     1024u  /* API key owners whose bindings the hub keeps (then it forgets all) */
 #define EVENTS_CATCH_UP_PAGE   1000u  /* events per store read of a resume older than the ring */
 #define EVENTS_CATCH_UP_PAGE_S "1000" /* the same, for SQL */
 #define EVENTS_REFRESH_MS      1000u  /* a watcher's credential and bindings are checked this often */

@@ -147,6 +147,9 @@ class Watch(g.GantrydTest):
         onb = e.write("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
             namespace="default", principal=P.Principal(meta=meta_pb2.ObjectMeta(name="ev-onb"),
                                                        kind=P.PRINCIPAL_KIND_USER)))
+        # A key of a user of default only: its namespace_admin manages it, so sees the key's events.
+        onb_key = e.write("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=onb.meta.id))
         # A refused namespace delete marks the namespace TERMINATING (its own event, with the namespace).
         e.write("pa", providers_pb2, "Providers", "Create", providers_pb2.CreateProviderRequest(
             provider=providers_pb2.Provider(meta=meta_pb2.ObjectMeta(name="ev-keep", namespace="ev-a"), type="openai"),
@@ -195,7 +198,7 @@ class Watch(g.GantrydTest):
                        if ev.kind == "RoleBinding" and ev.type == meta_pb2.EVENT_TYPE_ADDED])
         self.assertEqual([ev.namespace_object.phase for ev in got if ev.kind == "Namespace" and
                           ev.type == meta_pb2.EVENT_TYPE_MODIFIED], [namespaces_pb2.Namespace.PHASE_TERMINATING])
-        key_events = [ev for ev in got if ev.kind == "ApiKey"]
+        key_events = [ev for ev in got if ev.kind == "ApiKey" and ev.api_key.principal_id == p.meta.id]
         self.assertEqual([ev.api_key.revoked for ev in key_events], [False, True])
         self.assertTrue(all(ev.api_key.meta.id == key.key.meta.id for ev in key_events))
         quota_events = [ev for ev in got if ev.kind == "Quota"]
@@ -217,13 +220,19 @@ class Watch(g.GantrydTest):
                          [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
                           ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy")])
         self.assertTrue(ugot, "the user saw nothing")
-        # A namespace_admin also sees every principal, binding and link (Principals.List shows it them), but
-        # not another principal's API keys.
+        # A namespace_admin also sees every principal, binding and link (Principals.List shows it them), and
+        # the API keys of the principals it manages (ApiKeys.List shows it them: users bound only in namespaces
+        # it administers), not those of others (ev-u, bound nowhere or in team-b).
         self.assertTrue(wait_for(lambda: reached(na, last)))
-        self.assertEqual([(ev.revision, ev.kind) for ev in changes(na)],
-                         [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
-                          ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy") or
-                          ev.kind in ("Principal", "RoleBinding", "PrincipalLink")])
+        na_want = [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
+                   ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy") or
+                   ev.kind in ("Principal", "RoleBinding", "PrincipalLink") or
+                   ev.kind == "ApiKey" and ev.api_key.principal_id == onb.meta.id]
+        self.assertEqual([(ev.revision, ev.kind) for ev in changes(na)], na_want)
+        self.assertIn(("ApiKey", onb_key.key.meta.id), [(ev.kind, ev.object_id) for ev in changes(na)])
+        keys_na = e.call("na", api_keys_pb2, "ApiKeys", "List", api_keys_pb2.ListApiKeysRequest(
+            principal_id=onb.meta.id)).keys
+        self.assertEqual([k.meta.id for k in keys_na], [onb_key.key.meta.id])
         print("events watch on a follower: %d changes of %d kinds once and in order; the user of default saw %d"
               % (len(got), len(set(k for k, _ in kinds)), len(ugot)))
 
@@ -341,6 +350,7 @@ class Watch(g.GantrydTest):
         wt.start()
         res1, r1s, _, _ = e.watch("pa", f1, since_revision=start)
         res2, r2s, _, _ = e.watch("pa", f2, since_revision=1)
+        res3, r3s, _, _ = e.watch("na", f1, since_revision=start)  # the namespace_admin's rule, from the store
         wt.join(60)
         stop.set()
         head = int(g.query(e.c.replicas[e.writer], "SELECT max(revision) FROM events")[0])
@@ -355,8 +365,11 @@ class Watch(g.GantrydTest):
         self.assertTrue(all(ev.WhichOneof("object") for ev in changes(res1) if ev.revision > start))
         self.assertEqual([(ev.revision, ev.kind, ev.type) for ev in changes(res1) if ev.revision <= last],
                          [(ev.revision, ev.kind, ev.type) for ev in got])
+        self.assertTrue(wait_for(lambda: reached(res3, head)))
+        self.assertEqual([(ev.revision, ev.kind) for ev in changes(res3) if ev.revision <= last], na_want)
         r1s.cancel()
         r2s.cancel()
+        r3s.cancel()
         print("events watch: resume, filters, a selector, List revisions, no secret in %d payloads, bad input refused; "
               "resumes from before a %d-event ring read %d and %d events from the store and joined the live stream"
               % (len(blobs), RING, len(got1), len(got2)))
