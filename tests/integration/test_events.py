@@ -2,13 +2,14 @@
 
 Run: /usr/bin/python3 test_events.py <group>
 Groups: watch (delivery on a follower while another replica writes: once, in order, with the object;
-resume; OUT_OF_RANGE past the ring; per-namespace filtering; bad input; no secret in any payload),
-revoke (a revoked key ends the watch within 2 s; a lost binding stops delivery), slow (a watcher that does not
-read is cut with the revision to resume from).
+resume, past the ring from the store; OUT_OF_RANGE past retention; per-namespace and label filtering;
+List then watch from the List's revision; bad input; no secret in any payload), revoke (a revoked key ends
+the watch within 2 s; a lost binding stops delivery), slow (a watcher that does not read is cut with the
+revision to resume from; the replica-wide unread bound refuses new watches).
 
 Uses test_resources.py's principals (a platform admin, an auditor, a namespace admin and users of
 "default", a user of "team-b"). The replicas keep a ring of RING events (--events-watch-ring), so a
-resume from before the last RING events is refused without writing thousands.
+resume from before the last RING events reads the store without writing thousands.
 """
 
 import json
