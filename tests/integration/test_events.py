@@ -315,6 +315,8 @@ class Watch(g.GantrydTest):
                            (e.call("pa", principals_pb2, "Principals", "ListRoleBindings",
                                    P.ListRoleBindingsRequest()), "bindings"),
                            (e.call("pa", quotas_pb2, "Quotas", "List", quotas_pb2.ListQuotasRequest()), "quotas"),
+                           (e.call("pa", principals_pb2, "Principals", "ListIdentities",
+                                   P.ListIdentitiesRequest(principal_id=p.meta.id)), "identities"),
                            (e.call("pa", providers_pb2, "Providers", "ListGrants",
                                    PV.ListProviderGrantsRequest(namespace="default", name="ev-p")), "grants")]:
             self.assertGreaterEqual(resp.revision, plist.revision, what)
