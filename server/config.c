@@ -303,6 +303,9 @@ static const struct field fields[] = {
          "(docs/resources.md)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),
+    UINT(watch_total_unsent_mib, 256, 1, 65536,
+         "Sandboxes.Watch and Events.Watch: a replica refuses new watches (RESOURCE_EXHAUSTED) while its "
+         "watches of that kind hold more than this many MiB their clients have not read (docs/resources.md)"),
     BOOL(forward_writes, true,
          "send every write to the replica beside the dqlite leader (one writer for the cluster); false: each "
          "replica "

@@ -230,6 +230,8 @@ struct config {
     bool forward_writes;
     bool model_reads;
     unsigned events_watch_ring; /* Events.Watch's ring (api/services/events_svc.h) */
+    unsigned
+        watch_total_unsent_mib; /* both watch hubs' bound on unread bytes (events_svc.h, sandboxes_svc.h) */
     /* The egress relay (docs/egress.md). */
     unsigned egress_relay_port, egress_max_connections, egress_max_connections_per_sandbox;
     unsigned egress_policy_refresh_ms;

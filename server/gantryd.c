@@ -1948,6 +1948,7 @@ static int cmd_run(struct config *cfg)
         d->feed_ready = rv == 0;
     }
     if (rv == 0) {
+        d->ssvc.total_unsent_max = (size_t)cfg->watch_total_unsent_mib << 20;
         rv = sandboxes_svc_attach_feed(&d->ssvc, &d->feed);
     }
     if (rv == 0) {
@@ -1958,6 +1959,7 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         d->esvc.ring_size = cfg->events_watch_ring;
+        d->esvc.total_unsent_max = (size_t)cfg->watch_total_unsent_mib << 20;
         rv = events_svc_attach_feed(&d->esvc, &d->feed);
     }
     if (rv == 0) {

@@ -55,3 +55,19 @@ int store_events_compacted(struct store_client *cl, int64_t *out)
     }
     return rv;
 }
+
+int store_list_revision(struct proto_rows *rows, uint64_t *rev)
+{
+    if (rows->n_rows == 0 || rows->n_cols < 2) {
+        return GERR_PROTO;
+    }
+    const struct proto_value *r = proto_rows_at(rows, 0, rows->n_cols - 1);
+    if (r->type != PROTO_INTEGER || r->u.i < 0) {
+        return GERR_PROTO;
+    }
+    *rev = (uint64_t)r->u.i;
+    if (rows->n_rows == 1 && proto_rows_at(rows, 0, 0)->type == PROTO_NULL) {
+        rows->n_rows = 0;
+    }
+    return 0;
+}

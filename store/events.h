@@ -23,4 +23,17 @@ int store_event_payload_tx(struct store_tx *tx, int64_t revision, const void *da
  * after the events it read knows whether any it needed were gone. 0 or the store's errors. */
 int store_events_compacted(struct store_client *cl, int64_t *out);
 
+/* A List read at a known revision, in one statement (one snapshot): @INNER is the List's SELECT
+ * (its ORDER BY and LIMIT included) and @ORDER the same order on its result columns. Every row
+ * gets the cluster revision as an extra last column; when @INNER has no row the statement still
+ * returns one row, whose List columns are NULL. Pass the result to store_list_revision. */
+#define STORE_LIST_AT_REVISION(INNER, ORDER)                                                                 \
+    "SELECT x.*, r.revision FROM cluster_revision r LEFT JOIN (" INNER                                       \
+    ") x ON 1 WHERE r.id = 1 ORDER BY " ORDER
+
+/* After a STORE_LIST_AT_REVISION statement: *@rev gets the revision its snapshot was at (a watch
+ * from it misses no change after the List and repeats none before it), and the placeholder row of
+ * an empty List is dropped (@rows->n_rows 0). GERR_PROTO when @rows has no row at all. */
+int store_list_revision(struct proto_rows *rows, uint64_t *rev);
+
 #endif

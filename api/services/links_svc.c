@@ -7,6 +7,7 @@
 #include "api/gate/gate.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
+#include "store/events.h"
 
 #define SUBJECT_MAX 255u
 
@@ -184,12 +185,18 @@ static void list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(who)};
-    int rv =
-        store_client_query(ctx->cl,
-                           "SELECT " LINK_COLS " FROM principal_links WHERE principal_id = (SELECT id FROM "
-                           "principals WHERE id = ?1 OR name = ?1 ORDER BY kind = 'user' DESC LIMIT 1) "
-                           "ORDER BY issuer, subject LIMIT 1000",
-                           p, 1, &rows);
+    int rv = store_client_query(
+        ctx->cl,
+        STORE_LIST_AT_REVISION("SELECT " LINK_COLS
+                               " FROM principal_links WHERE principal_id = (SELECT id FROM "
+                               "principals WHERE id = ?1 OR name = ?1 ORDER BY kind = 'user' DESC LIMIT 1) "
+                               "ORDER BY issuer, subject LIMIT 1000",
+                               "x.issuer, x.subject"),
+        p, 1, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list identities: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -204,6 +211,7 @@ static void list(struct gate_ctx *ctx, void *data)
     Gantry__V1__ListIdentitiesResponse resp = GANTRY__V1__LIST_IDENTITIES_RESPONSE__INIT;
     resp.n_identities = rows.n_rows;
     resp.identities = ps;
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);

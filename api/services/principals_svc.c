@@ -584,16 +584,22 @@ static void p_get(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
+/* One statement, so *@rev (may be NULL) is the revision the bindings were read at. */
 static int list_bindings(struct gate_ctx *ctx, const char *principal_id, const char *ns, const char *after,
-                         unsigned limit, struct proto_rows *rows)
+                         unsigned limit, struct proto_rows *rows, uint64_t *rev)
 {
     proto_rows_init(rows, 0);
     struct proto_value p[] = {proto_text(principal_id), proto_text(ns), proto_text(after), proto_int(limit)};
-    return store_client_query(ctx->cl,
-                              "SELECT " BINDING_COLS
-                              " FROM role_bindings WHERE (?1 = '' OR principal_id = ?1) "
-                              "AND (?2 = '' OR namespace = ?2) AND id > ?3 ORDER BY id LIMIT ?4",
-                              p, 4, rows);
+    int rv =
+        store_client_query(ctx->cl,
+                           STORE_LIST_AT_REVISION("SELECT " BINDING_COLS
+                                                  " FROM role_bindings WHERE (?1 = '' OR principal_id = ?1) "
+                                                  "AND (?2 = '' OR namespace = ?2) AND id > ?3 ORDER BY id "
+                                                  "LIMIT ?4",
+                                                  "x.id"),
+                           p, 4, rows);
+    uint64_t r = 0;
+    return rv != 0 ? rv : store_list_revision(rows, rev != NULL ? rev : &r);
 }
 
 struct perm_list {
@@ -623,7 +629,7 @@ static void p_whoami(struct gate_ctx *ctx, void *data)
     struct proto_rows prow, brows;
     int rv = read_principal(ctx, ctx->who.id, &prow);
     if (rv == 0) {
-        rv = list_bindings(ctx, ctx->who.id, "", "", WHOAMI_BINDINGS_MAX, &brows);
+        rv = list_bindings(ctx, ctx->who.id, "", "", WHOAMI_BINDINGS_MAX, &brows, NULL);
         if (rv == 0) {
             struct principal_msg m;
             principal_from_row(&m, &prow, 0);
@@ -682,10 +688,16 @@ static void p_list(struct gate_ctx *ctx, void *data)
                               proto_int(limit + 1), proto_text(ctx->decision.self_check ? ctx->who.id : "")};
     int rv = store_client_query(
         ctx->cl,
-        "SELECT " PRINCIPAL_COLS " FROM principals p WHERE (?1 = '' OR kind = ?1) AND (?2 = '' "
-        "OR EXISTS (SELECT 1 FROM role_bindings b WHERE b.principal_id = p.id AND b.namespace = ?2)) "
-        "AND id > ?3 AND (?5 = '' OR id = ?5) ORDER BY id LIMIT ?4",
+        STORE_LIST_AT_REVISION(
+            "SELECT " PRINCIPAL_COLS " FROM principals p WHERE (?1 = '' OR kind = ?1) AND (?2 = '' "
+            "OR EXISTS (SELECT 1 FROM role_bindings b WHERE b.principal_id = p.id AND b.namespace = ?2)) "
+            "AND id > ?3 AND (?5 = '' OR id = ?5) ORDER BY id LIMIT ?4",
+            "x.id"),
         p, 5, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         fail_gerr(ctx, rv, "list principals", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -702,6 +714,7 @@ static void p_list(struct gate_ctx *ctx, void *data)
     resp.n_principals = n;
     resp.principals = ps;
     resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);
@@ -1200,7 +1213,8 @@ static void b_list(struct gate_ctx *ctx, void *data)
     }
     unsigned limit = page.limit;
     struct proto_rows rows;
-    int rv = list_bindings(ctx, principal, req->namespace_, page.after, limit + 1, &rows);
+    uint64_t revision = 0;
+    int rv = list_bindings(ctx, principal, req->namespace_, page.after, limit + 1, &rows, &revision);
     if (rv != 0) {
         fail_gerr(ctx, rv, "list role bindings", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -1217,6 +1231,7 @@ static void b_list(struct gate_ctx *ctx, void *data)
     resp.n_bindings = n;
     resp.bindings = ps;
     resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);
@@ -1453,11 +1468,16 @@ static void k_list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(principal), proto_text(page.after), proto_int(limit + 1)};
-    int rv = store_client_query(ctx->cl,
-                                "SELECT " KEY_COLS
-                                " FROM api_keys WHERE (?1 = '' OR principal_id = ?1) AND id > ?2 "
-                                "ORDER BY id LIMIT ?3",
-                                p, 3, &rows);
+    int rv = store_client_query(
+        ctx->cl,
+        STORE_LIST_AT_REVISION("SELECT " KEY_COLS " FROM api_keys WHERE (?1 = '' OR principal_id = ?1) AND "
+                               "id > ?2 ORDER BY id LIMIT ?3",
+                               "x.id"),
+        p, 3, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         fail_gerr(ctx, rv, "list API keys", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -1474,6 +1494,7 @@ static void k_list(struct gate_ctx *ctx, void *data)
     resp.n_keys = n;
     resp.keys = ps;
     resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.id : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);

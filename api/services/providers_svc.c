@@ -1133,9 +1133,16 @@ static void prov_list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(page.after), proto_int(limit + 1)};
-    int rv = store_client_query(
-        ctx->cl, "SELECT " PROV_COLS " FROM providers WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?",
-        p, 3, &rows);
+    int rv =
+        store_client_query(ctx->cl,
+                           STORE_LIST_AT_REVISION("SELECT " PROV_COLS " FROM providers WHERE namespace = ?1 "
+                                                  "AND name > ?2 ORDER BY name LIMIT ?3",
+                                                  "x.name"),
+                           p, 3, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         read_fail(ctx, rv, "list providers");
         proto_rows_close(&rows);
@@ -1152,6 +1159,7 @@ static void prov_list(struct gate_ctx *ctx, void *data)
     resp.n_providers = n;
     resp.providers = ps;
     resp.next_page_token = rows.n_rows > limit ? ms[n - 1].meta.name : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < n; i++) {
         prov_msg_free(&ms[i]);
@@ -1174,7 +1182,8 @@ static void prov_list_grants(struct gate_ctx *ctx, void *data)
     int rv = store_client_query(
         ctx->cl,
         "SELECT g.provider_id, g.namespace, g.principal_id, g.created_by, g.created_at_ms, "
-        "p.id FROM providers p LEFT JOIN provider_grants g ON g.provider_id = p.id "
+        "p.id, (SELECT revision FROM cluster_revision WHERE id = 1) FROM providers p "
+        "LEFT JOIN provider_grants g ON g.provider_id = p.id "
         "WHERE p.namespace = ? AND p.name = ? ORDER BY g.principal_id LIMIT 10001",
         p, 2, &rows);
     if (rv != 0) {
@@ -1196,6 +1205,7 @@ static void prov_list_grants(struct gate_ctx *ctx, void *data)
         Gantry__V1__ListProviderGrantsResponse resp = GANTRY__V1__LIST_PROVIDER_GRANTS_RESPONSE__INIT;
         resp.n_grants = n;
         resp.grants = ps;
+        resp.revision = (uint64_t)proto_rows_at(&rows, 0, 6)->u.i; /* the statement's snapshot */
         grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
         mem_free(gs);
         mem_free(ps);

@@ -2453,16 +2453,17 @@ static void sb_watch(struct gate_ctx *ctx, void *data)
                                : "this replica's sandbox cache is not loaded yet: try again");
             return;
         }
-        if (h->total_unsent > WATCH_TOTAL_UNSENT) {
+        size_t max = svc->total_unsent_max != 0 ? svc->total_unsent_max : WATCH_TOTAL_UNSENT;
+        if (h->total_unsent > max) {
             size_t held = h->total_unsent;
             cred_unref(h, cred);
             pthread_mutex_unlock(&h->mu);
             atomic_fetch_sub(&svc->watches, 1);
             mem_free(w);
             gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                      "this replica's watches hold %zu MiB their clients have not read (more than %u): try "
+                      "this replica's watches hold %zu MiB their clients have not read (more than %zu): try "
                       "another replica or later",
-                      held >> 20, WATCH_TOTAL_UNSENT >> 20);
+                      held >> 20, max >> 20);
             return;
         }
         if (req->since_revision == 0 || cur >= h->ring_floor) {

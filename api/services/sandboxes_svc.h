@@ -76,6 +76,7 @@ struct sandboxes_svc {
     atomic_ullong
         model_lists;  /* Lists and ListSharedWithMe answered from it (gantry_sandbox_model_lists_total) */
     bool store_reads; /* Get and List read the store even with a hub (config model_reads false) */
+    size_t total_unsent_max; /* 0: WATCH_TOTAL_UNSENT (config watch_total_unsent_mib) */
 };
 
 int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg);

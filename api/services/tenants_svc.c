@@ -878,18 +878,27 @@ static void q_list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(page.after), proto_int(page.limit + 1)};
-    /* Every namespace with a quota or a ceiling; the columns as in q_get. */
+    /* Every namespace with a quota or a ceiling; the columns as in q_get but for which of the two
+     * exist (bits of column 7: dqlite 1.11 returns at most 16 columns safely, and the revision
+     * takes the 16th); one statement, so the revision is the one they were read at. */
     int rv = store_client_query(
         ctx->cl,
-        "SELECT n.ns, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), coalesce(q.max_lifetime_s, 0), "
-        "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "
-        "q.namespace IS NOT NULL, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "
-        "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
-        "coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0), c.namespace IS NOT NULL "
-        "FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace FROM quota_ceilings) n "
-        "LEFT JOIN quotas q ON q.namespace = n.ns LEFT JOIN quota_usage u ON u.namespace = n.ns "
-        "LEFT JOIN quota_ceilings c ON c.namespace = n.ns WHERE n.ns > ? ORDER BY n.ns LIMIT ?",
+        STORE_LIST_AT_REVISION(
+            "SELECT n.ns, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
+            "coalesce(q.max_lifetime_s, 0), coalesce(q.mode, ''), coalesce(q.resource_version, 0), "
+            "coalesce(q.updated_at_ms, 0), "
+            "(q.namespace IS NOT NULL) + 2 * (c.namespace IS NOT NULL) AS has, coalesce(u.sandboxes, 0), "
+            "coalesce(u.gpus, 0), coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), "
+            "coalesce(c.max_lifetime_s, 0), coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0) "
+            "FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace FROM quota_ceilings) n "
+            "LEFT JOIN quotas q ON q.namespace = n.ns LEFT JOIN quota_usage u ON u.namespace = n.ns "
+            "LEFT JOIN quota_ceilings c ON c.namespace = n.ns WHERE n.ns > ?1 ORDER BY n.ns LIMIT ?2",
+            "x.ns"),
         p, 2, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list quotas: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -901,12 +910,12 @@ static void q_list(struct gate_ctx *ctx, void *data)
     for (size_t i = 0; i < n; i++) {
         struct quota_msg *m = &ms[i];
         quota_init(m, col(&rows, i, 0));
-        if (coli(&rows, i, 7) != 0) {
+        if ((coli(&rows, i, 7) & 1) != 0) {
             quota_cols(m, &rows, i, 1);
         }
         m->u.sandboxes = (uint32_t)coli(&rows, i, 8);
         m->u.gpus = (uint32_t)coli(&rows, i, 9);
-        if (coli(&rows, i, 15) != 0) {
+        if ((coli(&rows, i, 7) & 2) != 0) {
             ceiling_cols(m, &rows, i, 10);
         }
         ps[i] = &m->r;
@@ -915,6 +924,7 @@ static void q_list(struct gate_ctx *ctx, void *data)
     resp.n_quotas = n;
     resp.quotas = ps;
     resp.next_page_token = rows.n_rows > page.limit ? (char *)col(&rows, n - 1, 0) : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ms);
     mem_free(ps);

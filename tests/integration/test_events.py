@@ -2,13 +2,14 @@
 
 Run: /usr/bin/python3 test_events.py <group>
 Groups: watch (delivery on a follower while another replica writes: once, in order, with the object;
-resume; OUT_OF_RANGE past the ring; per-namespace filtering; bad input; no secret in any payload),
-revoke (a revoked key ends the watch within 2 s; a lost binding stops delivery), slow (a watcher that does not
-read is cut with the revision to resume from).
+resume, past the ring from the store; OUT_OF_RANGE past retention; per-namespace and label filtering;
+List then watch from the List's revision; bad input; no secret in any payload), revoke (a revoked key ends
+the watch within 2 s; a lost binding stops delivery), slow (a watcher that does not read is cut with the
+revision to resume from; the replica-wide unread bound refuses new watches).
 
 Uses test_resources.py's principals (a platform admin, an auditor, a namespace admin and users of
 "default", a user of "team-b"). The replicas keep a ring of RING events (--events-watch-ring), so a
-resume from before the last RING events is refused without writing thousands.
+resume from before the last RING events reads the store without writing thousands.
 """
 
 import json
@@ -34,10 +35,14 @@ BOOKMARK = meta_pb2.EVENT_TYPE_BOOKMARK
 PROVIDER_SECRET = "pv-secret-0f1e2d3c4b5a69788796a5b4"
 
 
+KINDS = ("Namespace", "Principal", "RoleBinding", "ApiKey", "Provider", "ProviderGrant", "Policy", "Quota",
+         "QuotaCeiling", "PrincipalLink")
+
+
 class Env(tr.Env):
-    def __init__(self, test):
+    def __init__(self, test, flags=()):
         c = g.Cluster("ev-" + test._testMethodName, run_flags=["--driver", "none",
-                                                              "--events-watch-ring", str(RING)]).init()
+                                                              "--events-watch-ring", str(RING)] + list(flags)).init()
         test.clusters.append(c)
         c.join(2)
         c.wait_roles(3, 0)
@@ -143,6 +148,9 @@ class Watch(g.GantrydTest):
         onb = e.write("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(
             namespace="default", principal=P.Principal(meta=meta_pb2.ObjectMeta(name="ev-onb"),
                                                        kind=P.PRINCIPAL_KIND_USER)))
+        # A key of a user of default only: its namespace_admin manages it, so sees the key's events.
+        onb_key = e.write("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=onb.meta.id))
         # A refused namespace delete marks the namespace TERMINATING (its own event, with the namespace).
         e.write("pa", providers_pb2, "Providers", "Create", providers_pb2.CreateProviderRequest(
             provider=providers_pb2.Provider(meta=meta_pb2.ObjectMeta(name="ev-keep", namespace="ev-a"), type="openai"),
@@ -191,7 +199,7 @@ class Watch(g.GantrydTest):
                        if ev.kind == "RoleBinding" and ev.type == meta_pb2.EVENT_TYPE_ADDED])
         self.assertEqual([ev.namespace_object.phase for ev in got if ev.kind == "Namespace" and
                           ev.type == meta_pb2.EVENT_TYPE_MODIFIED], [namespaces_pb2.Namespace.PHASE_TERMINATING])
-        key_events = [ev for ev in got if ev.kind == "ApiKey"]
+        key_events = [ev for ev in got if ev.kind == "ApiKey" and ev.api_key.principal_id == p.meta.id]
         self.assertEqual([ev.api_key.revoked for ev in key_events], [False, True])
         self.assertTrue(all(ev.api_key.meta.id == key.key.meta.id for ev in key_events))
         quota_events = [ev for ev in got if ev.kind == "Quota"]
@@ -213,13 +221,19 @@ class Watch(g.GantrydTest):
                          [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
                           ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy")])
         self.assertTrue(ugot, "the user saw nothing")
-        # A namespace_admin also sees every principal, binding and link (Principals.List shows it them), but
-        # not another principal's API keys.
+        # A namespace_admin also sees every principal, binding and link (Principals.List shows it them), and
+        # the API keys of the principals it manages (ApiKeys.List shows it them: users bound only in namespaces
+        # it administers), not those of others (ev-u, bound nowhere or in team-b).
         self.assertTrue(wait_for(lambda: reached(na, last)))
-        self.assertEqual([(ev.revision, ev.kind) for ev in changes(na)],
-                         [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
-                          ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy") or
-                          ev.kind in ("Principal", "RoleBinding", "PrincipalLink")])
+        na_want = [(ev.revision, ev.kind) for ev in got if ev.namespace == "default" and
+                   ev.kind in ("Namespace", "Provider", "ProviderGrant", "Quota", "QuotaCeiling", "Policy") or
+                   ev.kind in ("Principal", "RoleBinding", "PrincipalLink") or
+                   ev.kind == "ApiKey" and ev.api_key.principal_id == onb.meta.id]
+        self.assertEqual([(ev.revision, ev.kind) for ev in changes(na)], na_want)
+        self.assertIn(("ApiKey", onb_key.key.meta.id), [(ev.kind, ev.object_id) for ev in changes(na)])
+        keys_na = e.call("na", api_keys_pb2, "ApiKeys", "List", api_keys_pb2.ListApiKeysRequest(
+            principal_id=onb.meta.id)).keys
+        self.assertEqual([k.meta.id for k in keys_na], [onb_key.key.meta.id])
         print("events watch on a follower: %d changes of %d kinds once and in order; the user of default saw %d"
               % (len(got), len(set(k for k, _ in kinds)), len(ugot)))
 
@@ -272,19 +286,130 @@ class Watch(g.GantrydTest):
         after = e.call("pa", namespaces_pb2, "Namespaces", "List", namespaces_pb2.ListNamespacesRequest()).revision
         self.assertEqual(before, after, "a refused watch changed something")
 
-        # Past the ring: more than RING events later, a resume from `start` is OUT_OF_RANGE, and so is
-        # one from before this replica loaded its feed.
+        # A label selector (Sandboxes.Watch's rule): only objects carrying every label, so only ev-a's events.
+        sel, ss, _, _ = e.watch("pa", f2, since_revision=start, selector=meta_pb2.LabelSelector(match_labels={"t": "1"}))
+        self.assertTrue(wait_for(lambda: reached(sel, last)))
+        self.assertEqual([(ev.kind, ev.revision) for ev in changes(sel)],
+                         [(ev.kind, ev.revision) for ev in got if ev.kind == "Namespace" and
+                          ev.namespace_object.meta.name == "ev-a"])
+        ss.cancel()
+        fn = e.stub("gantry.v1.Events", "Watch", E.WatchEventsRequest, E.WatchEvent, streaming=True, replica=f1)
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(fn(E.WatchEventsRequest(selector=meta_pb2.LabelSelector(
+                match_labels={"k%d" % i: "v" for i in range(65)})),
+                metadata=[("authorization", "Bearer " + e.keys["pa"])], timeout=15))
+        self.assertEqual(cm.exception.code(), SC.INVALID_ARGUMENT, cm.exception.details())
+        self.assertIn("selector", cm.exception.details())
+
+        # List, then watch from the List's revision: exactly the changes after the List (two kinds; one List
+        # empty), the List read at one snapshot.
+        PV = providers_pb2
+        plist = e.call("pa", providers_pb2, "Providers", "List", PV.ListProvidersRequest(namespace="team-b"),
+                       replica=f1)
+        klist = e.call("pa", api_keys_pb2, "ApiKeys", "List", api_keys_pb2.ListApiKeysRequest(), replica=f2)
+        self.assertEqual(list(plist.providers), [])
+        self.assertGreaterEqual(plist.revision, last)
+        self.assertGreater(len(klist.keys), 0)
+        self.assertGreaterEqual(klist.revision, plist.revision)
+        for resp, what in [(e.call("pa", principals_pb2, "Principals", "List", P.ListPrincipalsRequest()), "principals"),
+                           (e.call("pa", principals_pb2, "Principals", "ListRoleBindings",
+                                   P.ListRoleBindingsRequest()), "bindings"),
+                           (e.call("pa", quotas_pb2, "Quotas", "List", quotas_pb2.ListQuotasRequest()), "quotas"),
+                           (e.call("pa", principals_pb2, "Principals", "ListIdentities",
+                                   P.ListIdentitiesRequest(principal_id=p.meta.id)), "identities"),
+                           (e.call("pa", providers_pb2, "Providers", "ListGrants",
+                                   PV.ListProviderGrantsRequest(namespace="default", name="ev-p")), "grants")]:
+            self.assertGreaterEqual(resp.revision, plist.revision, what)
+            self.assertLess(resp.revision, plist.revision + 5, what)
+        pv_new = e.write("pa", providers_pb2, "Providers", "Create", PV.CreateProviderRequest(
+            provider=PV.Provider(meta=meta_pb2.ObjectMeta(name="ev-after", namespace="team-b"), type="openai"),
+            secret={"API_KEY": "v"}))
+        key_new = e.write("pa", api_keys_pb2, "ApiKeys", "Create", api_keys_pb2.CreateApiKeyRequest(
+            principal_id=p.meta.id))
+        pw, pws, _, _ = e.watch("pa", f1, kinds=["Provider"], namespace="team-b", since_revision=plist.revision)
+        kw, kws, _, _ = e.watch("pa", f2, kinds=["ApiKey"], since_revision=klist.revision)
+        end = key_new.key.meta.resource_version
+        self.assertTrue(wait_for(lambda: reached(pw, end) and reached(kw, end)))
+        self.assertEqual([(ev.type, ev.provider.meta.name, ev.revision) for ev in changes(pw)],
+                         [(meta_pb2.EVENT_TYPE_ADDED, "ev-after", pv_new.meta.resource_version)])
+        self.assertEqual([(ev.type, ev.api_key.meta.id, ev.revision) for ev in changes(kw)],
+                         [(meta_pb2.EVENT_TYPE_ADDED, key_new.key.meta.id, end)])
+        pws.cancel()
+        kws.cancel()
+
+        # Past the ring: more than RING events later, a resume from `start` (older than the ring, and than
+        # this replica's start for since 1) reads the older events from the store, with their objects, then
+        # joins the live stream: every event once, in order, while another replica keeps writing.
         for i in range(RING + 8):
             e.ceiling("default", 11 + i)
-        for since in (start, 1):
-            fn = e.stub("gantry.v1.Events", "Watch", E.WatchEventsRequest, E.WatchEvent, streaming=True, replica=f1)
-            with self.assertRaises(grpc.RpcError) as cm:
-                next(fn(E.WatchEventsRequest(since_revision=since),
-                        metadata=[("authorization", "Bearer " + e.keys["pa"])], timeout=15))
-            self.assertEqual(cm.exception.code(), SC.OUT_OF_RANGE, cm.exception.details())
-            self.assertIn("list again", cm.exception.details())
-        print("events watch: resume, filters, no secret in %d payloads, bad input refused, OUT_OF_RANGE past "
-              "a %d-event ring" % (len(blobs), RING))
+        stop = threading.Event()
+
+        def writer():
+            i = 0
+            while not stop.is_set() and i < 40:
+                e.ceiling("default", 200 + i)
+                i += 1
+        wt = threading.Thread(target=writer, daemon=True)
+        wt.start()
+        res1, r1s, _, _ = e.watch("pa", f1, since_revision=start)
+        res2, r2s, _, _ = e.watch("pa", f2, since_revision=1)
+        res3, r3s, _, _ = e.watch("na", f1, since_revision=start)  # the namespace_admin's rule, from the store
+        wt.join(60)
+        stop.set()
+        head = int(g.query(e.c.replicas[e.writer], "SELECT max(revision) FROM events")[0])
+        self.assertTrue(wait_for(lambda: reached(res1, head) and reached(res2, head), 30), "resumes did not reach %d" % head)
+        want = [int(x) for x in g.query(e.c.replicas[e.writer], "SELECT revision FROM events WHERE kind IN (%s) "
+                                        "ORDER BY revision" % ",".join("'%s'" % k for k in KINDS))
+                if x.strip().isdigit()]
+        got1 = [ev.revision for ev in changes(res1)]
+        got2 = [ev.revision for ev in changes(res2)]
+        self.assertEqual(got1, [r for r in want if start < r <= head], "resume from %d past the ring" % start)
+        self.assertEqual(got2, [r for r in want if r <= head], "resume from 1")
+        self.assertTrue(all(ev.WhichOneof("object") for ev in changes(res1) if ev.revision > start))
+        self.assertEqual([(ev.revision, ev.kind, ev.type) for ev in changes(res1) if ev.revision <= last],
+                         [(ev.revision, ev.kind, ev.type) for ev in got])
+        self.assertTrue(wait_for(lambda: reached(res3, head)))
+        self.assertEqual([(ev.revision, ev.kind) for ev in changes(res3) if ev.revision <= last], na_want)
+        r1s.cancel()
+        r2s.cancel()
+        r3s.cancel()
+        print("events watch: resume, filters, a selector, List revisions, no secret in %d payloads, bad input refused; "
+              "resumes from before a %d-event ring read %d and %d events from the store and joined the live stream"
+              % (len(blobs), RING, len(got1), len(got2)))
+
+
+class Compacted(g.GantrydTest):
+    def test_resume_older_than_retention(self):
+        """A resume older than the ring reads the store; once retention deleted what it needs, OUT_OF_RANGE."""
+        c = g.Cluster("evcomp-" + self._testMethodName, run_flags=[
+            "--driver", "none", "--events-watch-ring", "16", "--event-retention-s", "2",
+            "--retention-interval-s", "1"]).init()
+        self.clusters.append(c)
+        c.wait_ready()
+        r1 = c.replicas[0]
+        for _ in range(3):
+            c.token()
+        head = int(r1.store("query", "SELECT revision FROM cluster_revision").split()[-1])
+        deadline = time.monotonic() + 30
+        while True:
+            out = r1.store("query", "SELECT value FROM cluster_meta WHERE key = 'events_compacted_revision'").split()
+            if (len(out) > 1 and int(out[-1]) >= head) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertGreaterEqual(int(out[-1]), head, "change events were not pruned")
+        fn = c.client.channel(r1).unary_stream("/gantry.v1.Events/Watch",
+                                               request_serializer=E.WatchEventsRequest.SerializeToString,
+                                               response_deserializer=E.WatchEvent.FromString)
+        md = [("authorization", "Bearer " + c.key)]
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in fn(E.WatchEventsRequest(since_revision=1), metadata=md, timeout=20):
+                pass
+        self.assertEqual(cm.exception.code(), SC.OUT_OF_RANGE, cm.exception.details())
+        self.assertIn("were deleted): list again and watch from the list's revision", cm.exception.details())
+        stream = fn(E.WatchEventsRequest(since_revision=head), metadata=md, timeout=20)
+        self.assertEqual(next(stream).type, BOOKMARK)
+        stream.cancel()
+        print("events watch: a resume older than the retained history: %s" % cm.exception.details())
 
 
 class Revoke(g.GantrydTest):
@@ -341,8 +466,10 @@ class Slow(g.GantrydTest):
     def test_a_watcher_that_does_not_read_is_cut(self):
         """A watcher that never reads (a small fixed HTTP/2 window) is cut once more than 1 MiB waits for
         it, with the revision to resume from; a reading watcher beside it gets everything, and the resume
-        delivers the rest once."""
-        e = Env(self)
+        delivers the rest once. Then the replica-wide bound (--watch-total-unsent-mib 2): four watchers that
+        do not read hold more than 2 MiB between them, none over its own 1 MiB, so a new watch is refused
+        while the reading one goes on; once they are gone new watches are accepted again."""
+        e = Env(self, flags=["--watch-total-unsent-mib", "2"])
         f = e.followers[0]
         big = {"pad%d" % k: "x" * 4000 for k in range(8)}  # about 32 KB per Provider event
         PV = providers_pb2
@@ -378,14 +505,70 @@ class Slow(g.GantrydTest):
         rest, rs, _, _ = e.watch("pa", f, kinds=["Provider"], since_revision=resume)
         self.assertTrue(wait_for(lambda: reached(rest, last)))
         self.assertEqual(delivered + [ev.provider.config["n"] for ev in changes(rest)], [str(i) for i in range(60)])
-        fs.cancel()
         rs.cancel()
         ch.close()
+
+        # The replica-wide bound: four watchers that do not read, 25 events of about 32 KB each.
+        chans, slows = [], []
+        for _ in range(4):
+            c2 = grpc.secure_channel(e.c.replicas[f].api, creds, options=[
+                ("grpc.ssl_target_name_override", "localhost"), ("grpc.http2.bdp_probe", 0)])
+            chans.append(c2)
+            st = c2.unary_stream("/gantry.v1.Events/Watch", request_serializer=E.WatchEventsRequest.SerializeToString,
+                                 response_deserializer=E.WatchEvent.FromString)(
+                E.WatchEventsRequest(kinds=["Provider"]), metadata=[("authorization", "Bearer " + e.keys["pa"])],
+                timeout=120)
+            slows.append(st)
+        for i in range(25):
+            last = e.write("pa", providers_pb2, "Providers", "Update", PV.UpdateProviderRequest(provider=PV.Provider(
+                meta=meta_pb2.ObjectMeta(name="big", namespace="default"), type="openai",
+                config=dict(big, n="t%d" % i)))).meta.resource_version
+        self.assertTrue(wait_for(lambda: reached(fast, last), 60))
+        time.sleep(0.5)  # the hub sums its watchers' unread bytes at each feed poll
+
+        def try_watch():
+            fn = e.stub("gantry.v1.Events", "Watch", E.WatchEventsRequest, E.WatchEvent, streaming=True, replica=f)
+            st = fn(E.WatchEventsRequest(kinds=["Namespace"]), metadata=[("authorization", "Bearer " + e.keys["pa"])],
+                    timeout=15)
+            try:
+                return next(st), None
+            except grpc.RpcError as err:
+                return None, err
+            finally:
+                st.cancel()
+        ev, err = try_watch()
+        self.assertIsNotNone(err, "a new watch was accepted above the replica's bound")
+        self.assertEqual(err.code(), SC.RESOURCE_EXHAUSTED, err.details())
+        self.assertIn("their clients have not read (more than 2 MiB)", err.details())
+        refused = err.details()
+        # Existing watches go on: the reading one gets the next change, and no slow one was cut.
+        n0 = len(changes(fast))
+        last = e.write("pa", providers_pb2, "Providers", "Update", PV.UpdateProviderRequest(provider=PV.Provider(
+            meta=meta_pb2.ObjectMeta(name="big", namespace="default"), type="openai",
+            config={"n": "after"}))).meta.resource_version
+        self.assertTrue(wait_for(lambda: reached(fast, last)))
+        self.assertEqual([ev.provider.config["n"] for ev in changes(fast)[n0:]], ["after"])
+        self.assertEqual(e.c.replicas[f].metric("gantry_events_watch_refused_unsent_total"), 1)
+        self.assertFalse([st for st in slows if st.done()], "a watcher under its own bound was cut")
+        # The slow ones gone: new watches are accepted again (the sum is taken again at the next poll).
+        for st in slows:
+            st.cancel()
+        for c2 in chans:
+            c2.close()
+        deadline = time.monotonic() + 10
+        while True:
+            ev, err = try_watch()
+            if err is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertIsNone(err, err and err.details())
+        self.assertEqual(ev.type, BOOKMARK)
+        fs.cancel()
         print("events watch: a watcher that did not read was cut after %d of 60 large events and resumed from "
-              "revision %d with the rest" % (len(delivered), resume))
+              "revision %d with the rest; above the replica-wide bound: %s" % (len(delivered), resume, refused))
 
 
-GROUPS = {"watch": [Watch], "revoke": [Revoke], "slow": [Slow]}
+GROUPS = {"watch": [Watch, Compacted], "revoke": [Revoke], "slow": [Slow]}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"
