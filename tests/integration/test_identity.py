@@ -1093,7 +1093,8 @@ class Delegation(g.GantrydTest):
         ctrl = principal("ctrl", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
         narrow = principal("narrow", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
         scope = P.DelegationScope(namespace_patterns=["team-*"], allowed_driver_config_keys=["kubernetes.node_selector"],
-                                  allowed_credential_sources=["gh-*"], create_on_behalf_of_owner=True)
+                                  allowed_node_selectors=["pool=agents"], allowed_credential_sources=["gh-*"],
+                                  create_on_behalf_of_owner=True)
         # Only a platform admin grants a scope; only to a service account, for user or
         # namespace_admin, with patterns and no namespace of its own; bad input changes nothing.
         for who, pid, role, ns, sc, want in (
@@ -1124,7 +1125,7 @@ class Delegation(g.GantrydTest):
                 spec=S.SandboxSpec(image="busybox", driver_config=driver_config or {}, providers=list(providers),
                                    owner_id=owner))), replica=1)
 
-        sb = create("ctrl", "d1", driver_config={"kubernetes": '{"node_selector": {"pool": "agents"}}'})
+        sb = create("ctrl", "d1", driver_config={"kubernetes": '{"node_selector": "pool=agents"}'})
         self.assertEqual(sb.meta.namespace, "team-b")
         self.assertEqual(sb.spec.owner_id, ctrl)
         sb = create("ctrl", "d2", owner=ident.ids["other"])
