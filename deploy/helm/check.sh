@@ -6,7 +6,9 @@
 #   tools    Helm and the validators, installed once into a cache (below) and reused
 #   lint     helm lint --strict, for the default values and every tests/good/*.yaml
 #   render   helm template for the default values and every tests/good/*.yaml (the namespace
-#            modes, the process driver, five replicas with every option), each validated by
+#            modes, the process driver, five replicas with every option, the TokenReview and
+#            referenced-Secret rights of rbac.tokenReview and rbac.referencedSecrets, which the
+#            other renders must not have), each validated by
 #            tests/validate.js: Kubernetes schemas (kubernetes-models), unknown fields
 #            (TypeScript over the models' interfaces) and the chart's own contract
 #   stable   scaling 3 -> 5 and upgrading leave the pod template alone (no rolling restart);
@@ -169,18 +171,20 @@ render() { # label validate-args-string helm-args...
   # validate-args ("--mode M --replicas N --namespaces a,b --existing-secret S ...") as a job
   local -a v
   read -r -a v <<<"$va"
-  local mode=managed replicas=3 namespaces='' secrets='"gantry-ca-ext","gantry-join-ext"' i
+  local mode=managed replicas=3 namespaces='' secrets='"gantry-ca-ext","gantry-join-ext"' tokenreview=false refs='' i
   for ((i = 0; i < ${#v[@]}; i += 2)); do
     case ${v[i]} in
       --mode) mode=${v[i + 1]} ;;
       --replicas) replicas=${v[i + 1]} ;;
       --namespaces) namespaces="\"${v[i + 1]//,/\",\"}\"" ;;
       --existing-secret) secrets+="${secrets:+,}\"${v[i + 1]}\"" ;;
+      --token-review) tokenreview=${v[i + 1]} ;;
+      --secret-refs) refs="\"${v[i + 1]//,/\",\"}\"" ;;
     esac
   done
   [[ $(wc -l <"$jobs") -eq 1 ]] || echo ',' >>"$jobs"
-  printf '{"label": "%s", "manifest": "%s", "replicas": %s, "mode": "%s", "namespaces": [%s], "existingSecrets": [%s]}\n' \
-    "$label" "$manifest" "$replicas" "$mode" "$namespaces" "$secrets" >>"$jobs"
+  printf '{"label": "%s", "manifest": "%s", "replicas": %s, "mode": "%s", "namespaces": [%s], "existingSecrets": [%s], "tokenReview": %s, "secretRefs": [%s]}\n' \
+    "$label" "$manifest" "$replicas" "$mode" "$namespaces" "$secrets" "$tokenreview" "$refs" >>"$jobs"
   labels+=("$label")
 }
 labels=()
