@@ -16,8 +16,8 @@
 #            "helm template" (GitOps) renders without existing Secrets are refused, and two renders
 #            with them are identical (no generated CA or token to replace the cluster's)
 #   rbac     the RBAC fixtures the strict fake API server enforces in the driver's tests
-#            (tests/drivers/rbac/*.json) are what the chart renders (--update-rbac-fixtures
-#            rewrites them)
+#            (tests/drivers/rbac/*.json; tokenreview-gw-tr.json in identity_tokenreview) are what
+#            the chart renders (--update-rbac-fixtures rewrites them)
 #   reject   every tests/bad/*.yaml fails to render with the message its "# expect:" line names
 #   start    the start script's cases (tests/start-test.sh) and shellcheck when installed
 #   docker   the Dockerfile: Debian bookworm stages, tools/install-deps.sh in the builder, runtime
@@ -311,12 +311,13 @@ for spec in \
   "managed-gw-b gantry-b gantry-b --set gatewayId=gw-b" \
   "operator-gw-op gantry-op gantry-op --set gatewayId=gw-op --set driver.kubernetes.namespaceMode=operator --set driver.kubernetes.namespaces={tenant-a,team-b}" \
   "shared-gw-one gantry-one gantry-one --set gatewayId=gw-one --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \
-  "shared-gw-two gantry-two gantry-two --set gatewayId=gw-two --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes"; do
+  "shared-gw-two gantry-two gantry-two --set gatewayId=gw-two --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \
+  "tokenreview-gw-tr gantry-tr gantry-tr --set gatewayId=gw-tr --set rbac.tokenReview=true --set rbac.referencedSecrets={platform/openai-key}"; do
   read -r -a a <<<"$spec"
   out=$(rbac_fixture "${a[@]}" 2>&1) || rbac_problems+="${a[0]}: $out"$'\n'
 done
 if [[ -z $rbac_problems ]]; then
-  ok "rbac: tests/drivers/rbac/*.json ${update_fixtures:+written }as the chart renders them (5 releases)"
+  ok "rbac: tests/drivers/rbac/*.json ${update_fixtures:+written }as the chart renders them (6 releases)"
 else
   fail "rbac: the strict fake's fixtures" "$rbac_problems"
 fi
