@@ -262,7 +262,7 @@ static int role_grant(struct cli *c, int argc, char **argv)
     /* A delegation scope (a platform controller's service account; docs/security.md). */
     Gantry__V1__DelegationScope ds = GANTRY__V1__DELEGATION_SCOPE__INIT;
     const char *pats[8], *keys[32], *srcs[32], *sas[32], *kns[32], *rcs[32], *sns[32], *snames[32], *wps[32],
-        *tpls[32];
+        *tpls[32], *nsels[32], *tols[32];
     ds.n_namespace_patterns = (size_t)gantry_opt_all(&argc, argv, "--delegate", pats, 8);
     ds.n_allowed_driver_config_keys = (size_t)gantry_opt_all(&argc, argv, "--delegate-config-key", keys, 32);
     ds.n_allowed_credential_sources =
@@ -278,6 +278,10 @@ static int role_grant(struct cli *c, int argc, char **argv)
     ds.n_allowed_secret_names = (size_t)gantry_opt_all(&argc, argv, "--delegate-secret-name", snames, 32);
     ds.n_allowed_warm_pools = (size_t)gantry_opt_all(&argc, argv, "--delegate-warm-pool", wps, 32);
     ds.n_allowed_templates = (size_t)gantry_opt_all(&argc, argv, "--delegate-template", tpls, 32);
+    ds.n_allowed_node_selectors = (size_t)gantry_opt_all(&argc, argv, "--delegate-node-selector", nsels, 32);
+    ds.n_allowed_tolerations = (size_t)gantry_opt_all(&argc, argv, "--delegate-toleration", tols, 32);
+    ds.allowed_node_selectors = (char **)nsels;
+    ds.allowed_tolerations = (char **)tols;
     ds.allowed_warm_pools = (char **)wps;
     ds.allowed_templates = (char **)tpls;
     ds.allowed_secret_namespaces = (char **)sns;
@@ -298,11 +302,12 @@ static int role_grant(struct cli *c, int argc, char **argv)
                 argv[1]);
         return GANTRY_EXIT_USAGE;
     }
-    if (!delegated && (ds.n_allowed_driver_config_keys > 0 || ds.n_allowed_credential_sources > 0 ||
-                       ds.n_allowed_service_accounts > 0 || ds.n_allowed_kubernetes_namespaces > 0 ||
-                       ds.n_allowed_runtime_classes > 0 || ds.n_allowed_secret_namespaces > 0 ||
-                       ds.n_allowed_secret_names > 0 || ds.n_allowed_warm_pools > 0 ||
-                       ds.n_allowed_templates > 0 || ds.create_on_behalf_of_owner)) {
+    if (!delegated &&
+        (ds.n_allowed_driver_config_keys > 0 || ds.n_allowed_credential_sources > 0 ||
+         ds.n_allowed_service_accounts > 0 || ds.n_allowed_kubernetes_namespaces > 0 ||
+         ds.n_allowed_runtime_classes > 0 || ds.n_allowed_secret_namespaces > 0 ||
+         ds.n_allowed_secret_names > 0 || ds.n_allowed_warm_pools > 0 || ds.n_allowed_templates > 0 ||
+         ds.n_allowed_node_selectors > 0 || ds.n_allowed_tolerations > 0 || ds.create_on_behalf_of_owner)) {
         fprintf(stderr,
                 "gantry role grant: the --delegate-* options and --on-behalf-of-owner need --delegate "
                 "NAMESPACE-PATTERN\n");
@@ -610,6 +615,7 @@ const struct gantry_cmd gantry_principal_cmds[] = {
      "[--delegate-kubernetes-namespace PATTERN ...] "
      "[--delegate-runtime-class NAME ...] [--delegate-secret-namespace PATTERN ...] "
      "[--delegate-secret-name PATTERN ...] [--delegate-warm-pool NAME ...] [--delegate-template NAME ...] "
+     "[--delegate-node-selector KEY=VALUE ...] [--delegate-toleration KEY[=VALUE][:EFFECT] ...] "
      "[--on-behalf-of-owner]]",
      "bind ROLE (platform_admin, auditor: cluster-wide; namespace_admin, user: in NS, default the context's "
      "or "

@@ -408,12 +408,21 @@ bool authz_scope_allows_service_account(const struct authz_scope *s, const char 
 
 /* ---- The placement and Secret lists: tagged entries in one buffer (struct authz_scope) */
 
-enum { PLACE_KNS = 'n', PLACE_RC = 'r', PLACE_SNS = 's', PLACE_SNAME = 'm', PLACE_WP = 'w', PLACE_TPL = 't' };
+enum {
+    PLACE_KNS = 'n',
+    PLACE_RC = 'r',
+    PLACE_SNS = 's',
+    PLACE_SNAME = 'm',
+    PLACE_WP = 'w',
+    PLACE_TPL = 't',
+    PLACE_NSEL = 'l',
+    PLACE_TOL = 'o'
+};
 
 static unsigned place_total(const struct authz_scope *s)
 {
     return s->n_kube_namespaces + s->n_runtime_classes + s->n_secret_namespaces + s->n_secret_names +
-           s->n_warm_pools + s->n_templates;
+           s->n_warm_pools + s->n_templates + s->n_node_selectors + s->n_tolerations;
 }
 
 static int place_add(struct authz_scope *s, char tag, unsigned *n, const char *v)
@@ -568,6 +577,168 @@ bool authz_scope_allows_template(const struct authz_scope *s, const char *name)
     return exact_allows(s, PLACE_TPL, name);
 }
 
+/* ---- Node selectors and tolerations: Kubernetes label syntax */
+
+static bool label_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+           ch == '_' || ch == '.';
+}
+
+static bool label_alnum(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+/* A label name or value of @n bytes at @s: 0..63 (name: 1..63) of [A-Za-z0-9._-], alphanumeric at
+ * both ends. */
+static bool label_part_ok(const char *s, size_t n, bool empty_ok)
+{
+    if (n == 0) {
+        return empty_ok;
+    }
+    if (n > 63 || !label_alnum(s[0]) || !label_alnum(s[n - 1])) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!label_char(s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool authz_label_key_ok(const char *key, size_t n)
+{
+    const char *slash = memchr(key, '/', n);
+    if (slash == NULL) {
+        return label_part_ok(key, n, false);
+    }
+    size_t plen = (size_t)(slash - key);
+    char prefix[AUTHZ_SA_NAME_MAX + 1];
+    if (plen == 0 || plen > AUTHZ_SA_NAME_MAX) {
+        return false;
+    }
+    memcpy(prefix, key, plen);
+    prefix[plen] = '\0';
+    return authz_sa_name_ok(prefix) && label_part_ok(slash + 1, n - plen - 1, false);
+}
+
+bool authz_label_value_ok(const char *value, size_t n)
+{
+    return label_part_ok(value, n, true);
+}
+
+static const char *const toleration_effects[] = {"NoSchedule", "PreferNoSchedule", "NoExecute", NULL};
+
+bool authz_toleration_effect_ok(const char *effect)
+{
+    for (size_t i = 0; toleration_effects[i] != NULL; i++) {
+        if (strcmp(effect, toleration_effects[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A toleration pattern "key[=value][:effect]" split in place into its parts (NULL when absent);
+ * false when malformed. @buf holds a copy of the pattern. */
+static bool toleration_split(char *buf, const char **key, const char **value, const char **effect)
+{
+    char *colon = strrchr(buf, ':'), *eq;
+    *effect = NULL;
+    *value = NULL;
+    if (colon != NULL) {
+        *colon = '\0';
+        *effect = colon + 1;
+        if (!authz_toleration_effect_ok(*effect)) {
+            return false;
+        }
+    }
+    if ((eq = strchr(buf, '=')) != NULL) {
+        *eq = '\0';
+        *value = eq + 1;
+        if (!authz_label_value_ok(*value, strlen(*value))) {
+            return false;
+        }
+    }
+    *key = buf;
+    return authz_label_key_ok(buf, strlen(buf));
+}
+
+int authz_scope_add_node_selector(struct authz_scope *s, const char *pair)
+{
+    const char *eq = strchr(pair, '=');
+    if (eq == NULL || !authz_label_key_ok(pair, (size_t)(eq - pair)) ||
+        !authz_label_value_ok(eq + 1, strlen(eq + 1))) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_NSEL, &s->n_node_selectors, pair);
+}
+
+int authz_scope_add_toleration(struct authz_scope *s, const char *pattern)
+{
+    char buf[AUTHZ_SCOPE_PLACE_BYTES];
+    const char *k, *v, *e;
+    if (strlen(pattern) >= sizeof buf) {
+        return GERR_INVAL;
+    }
+    snprintf(buf, sizeof buf, "%s", pattern);
+    if (!toleration_split(buf, &k, &v, &e)) {
+        return GERR_INVAL;
+    }
+    return place_add(s, PLACE_TOL, &s->n_tolerations, pattern);
+}
+
+size_t authz_scope_node_selectors(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_NSEL, out, max);
+}
+
+size_t authz_scope_tolerations(const struct authz_scope *s, const char **out, size_t max)
+{
+    return place_list(s, PLACE_TOL, out, max);
+}
+
+bool authz_scope_allows_node_selector(const struct authz_scope *s, const char *key, const char *value)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_node_selectors(s, p, AUTHZ_SCOPE_MAX), klen = strlen(key);
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(p[i], key, klen) == 0 && p[i][klen] == '=' && strcmp(p[i] + klen + 1, value) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool authz_scope_allows_toleration(const struct authz_scope *s, const struct authz_toleration *t)
+{
+    const char *p[AUTHZ_SCOPE_MAX];
+    size_t n = authz_scope_tolerations(s, p, AUTHZ_SCOPE_MAX);
+    const char *op = t->op != NULL && t->op[0] != '\0' ? t->op : "Equal"; /* Kubernetes' default */
+    const char *tval = t->value != NULL ? t->value : "", *teff = t->effect != NULL ? t->effect : "";
+    if (t->key == NULL || t->key[0] == '\0') {
+        return false; /* an empty key with Exists tolerates every taint: never delegated */
+    }
+    for (size_t i = 0; i < n; i++) {
+        char buf[AUTHZ_SCOPE_PLACE_BYTES];
+        const char *k, *v, *e;
+        snprintf(buf, sizeof buf, "%s", p[i]);
+        if (!toleration_split(buf, &k, &v, &e) || strcmp(k, t->key) != 0) {
+            continue;
+        }
+        if (v != NULL && (strcmp(op, "Equal") != 0 || strcmp(v, tval) != 0)) {
+            continue; /* Exists tolerates every value of the key: wider than one listed value */
+        }
+        if (e != NULL && strcmp(e, teff) != 0) {
+            continue; /* no effect tolerates every effect: wider than the listed one */
+        }
+        return true;
+    }
+    return false;
+}
+
 int authz_scope_add_secret_namespace(struct authz_scope *s, const char *pattern)
 {
     if (!kube_pattern_ok(pattern)) {
@@ -700,6 +871,12 @@ int authz_scope_parse(const char *text, struct authz_scope *out)
         rv = scope_place(o, "allowed_templates", out, authz_scope_add_template);
     }
     if (rv == 0) {
+        rv = scope_place(o, "allowed_node_selectors", out, authz_scope_add_node_selector);
+    }
+    if (rv == 0) {
+        rv = scope_place(o, "allowed_tolerations", out, authz_scope_add_toleration);
+    }
+    if (rv == 0) {
         out->on_behalf = json_is_true(json_object_get(o, "create_on_behalf_of_owner"));
         out->set = true;
     }
@@ -749,6 +926,12 @@ char *authz_scope_json(const struct authz_scope *s)
     }
     if (copy.n_templates > 0) {
         json_object_set_new(o, "allowed_templates", place_array(&copy, PLACE_TPL));
+    }
+    if (copy.n_node_selectors > 0) {
+        json_object_set_new(o, "allowed_node_selectors", place_array(&copy, PLACE_NSEL));
+    }
+    if (copy.n_tolerations > 0) {
+        json_object_set_new(o, "allowed_tolerations", place_array(&copy, PLACE_TOL));
     }
     json_object_set_new(o, "create_on_behalf_of_owner", json_boolean(copy.on_behalf));
     char *t = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);

@@ -122,7 +122,7 @@ struct authz_scope {
      * names it may run under (exact DNS-1123 subdomains); and Secret-backed credential sources: the
      * Kubernetes Secrets a provider may reference, as namespace patterns and name patterns (fnmatch;
      * a Secret is allowed when both match). Each list is empty (none allowed) or up to
-     * AUTHZ_SCOPE_MAX entries; the four share one buffer of AUTHZ_SCOPE_PLACE_BYTES, each entry a
+     * AUTHZ_SCOPE_MAX entries; all the lists below share one buffer of AUTHZ_SCOPE_PLACE_BYTES, each entry a
      * tag byte, the text and a NUL (in the order added), read through the functions below. */
     char place[AUTHZ_SCOPE_PLACE_BYTES];
     unsigned n_kube_namespaces, n_runtime_classes, n_secret_namespaces, n_secret_names;
@@ -130,6 +130,10 @@ struct authz_scope {
      * the SandboxWarmPool and SandboxTemplate names a sandbox may be claimed from (exact DNS-1123
      * subdomains), in the same buffer. */
     unsigned n_warm_pools, n_templates;
+    /* Node placement (driver_config "kubernetes" "node_selector", "tolerations"): the node selector
+     * pairs ("key=value", exact) and toleration patterns ("key[=value][:effect]") a sandbox may
+     * carry, in the same buffer. */
+    unsigned n_node_selectors, n_tolerations;
     bool on_behalf;
 };
 
@@ -186,6 +190,37 @@ size_t authz_scope_templates(const struct authz_scope *s, const char **out, size
 bool authz_scope_allows_warm_pool(const struct authz_scope *s, const char *name);
 bool authz_scope_allows_template(const struct authz_scope *s, const char *name);
 
+/* Kubernetes label syntax: is the @n bytes at @key a label key ([prefix/]name: prefix a DNS-1123
+ * subdomain, name 1..63 of [A-Za-z0-9._-] alphanumeric at both ends) / at @value a label value
+ * (0..63 of the same)? Is @effect a taint effect (NoSchedule, PreferNoSchedule, NoExecute)? */
+bool authz_label_key_ok(const char *key, size_t n);
+bool authz_label_value_ok(const char *value, size_t n);
+bool authz_toleration_effect_ok(const char *effect);
+
+/* One toleration of a sandbox's pod (driver_config "kubernetes" "tolerations"); NULL members are
+ * absent (operator defaults to "Equal", as in Kubernetes). */
+struct authz_toleration {
+    const char *key, *op, *value, *effect;
+};
+
+/* Node placement lists (issue 21), stored like the other placement lists; errors as for them.
+ * authz_scope_add_node_selector: @pair is "key=value" (authz_label_key_ok, authz_label_value_ok).
+ * authz_scope_add_toleration: @pattern is "key[=value][:effect]" (a label key, a label value, a
+ * taint effect).
+ * authz_scope_allows_node_selector: is "@key=@value" listed exactly?
+ * authz_scope_allows_toleration: does a pattern allow @t? Its key must be the pattern's (a
+ * toleration without a key, which with Exists tolerates every taint, is never allowed); a pattern
+ * with a value allows only operator Equal with that value (Exists tolerates every value); a pattern
+ * with an effect allows only that effect (a toleration without one tolerates every effect); a
+ * pattern without them allows any operator, value and effect of its key. Never allowed when the list
+ * is empty. */
+int authz_scope_add_node_selector(struct authz_scope *s, const char *pair);
+int authz_scope_add_toleration(struct authz_scope *s, const char *pattern);
+size_t authz_scope_node_selectors(const struct authz_scope *s, const char **out, size_t max);
+size_t authz_scope_tolerations(const struct authz_scope *s, const char **out, size_t max);
+bool authz_scope_allows_node_selector(const struct authz_scope *s, const char *key, const char *value);
+bool authz_scope_allows_toleration(const struct authz_scope *s, const struct authz_toleration *t);
+
 struct authz_binding {
     enum authz_role role;
     char ns[64]; /* "" for the global roles and for delegated bindings */
@@ -200,9 +235,10 @@ bool authz_binding_covers(const struct authz_binding *b, const char *ns);
  * [...], "allowed_driver_config_keys": [...], "allowed_credential_sources": [...],
  * "allowed_service_accounts": [...], "allowed_kubernetes_namespaces": [...],
  * "allowed_runtime_classes": [...], "allowed_secret_namespaces": [...],
- * "allowed_secret_names": [...], "allowed_warm_pools": [...], "allowed_templates": [...] (each optional:
- * absent in scopes stored before it existed, and written only when not empty), "create_on_behalf_of_owner":
- * bool}. Parse returns GERR_INVAL for anything else. */
+ * "allowed_secret_names": [...], "allowed_warm_pools": [...], "allowed_templates": [...],
+ * "allowed_node_selectors": [...], "allowed_tolerations": [...] (each optional: absent in scopes stored
+ * before it existed, and written only when not empty), "create_on_behalf_of_owner": bool}. Parse returns
+ * GERR_INVAL for anything else. */
 int authz_scope_parse(const char *json, struct authz_scope *out);
 /* Heap JSON text (mem_free). */
 char *authz_scope_json(const struct authz_scope *s);

@@ -128,8 +128,8 @@ bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len
 
 /* The placement members of the "kubernetes" driver_config entry that only a trusted caller may set:
  * a platform_admin, or a delegated caller within its scope (issue 21). */
-static const char *const placement_keys[] = {"namespace", "runtime_class", "tolerations", "allocation",
-                                             "warm_pool", "template",      NULL};
+static const char *const placement_keys[] = {"namespace",  "runtime_class", "tolerations", "node_selector",
+                                             "allocation", "warm_pool",     "template",    NULL};
 
 /* The first placement member of @s's "kubernetes" entry: true with its name in *@key and its value
  * (a string member's text, else compact JSON, cut to fit) in @val. */
@@ -162,9 +162,134 @@ static const char *member_str(json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
+/* At most this many node selector pairs and tolerations (the kubernetes driver's limit). */
+#define NODE_PLACEMENT_MAX 32u
+
+/* A "node_selector" value (the kubernetes driver's encoding, drivers/k8s_json.h: a string
+ * "key=value[,key=value...]", at most NODE_PLACEMENT_MAX pairs in Kubernetes label syntax). With @sc
+ * NULL: is it well formed (false with @why when not)? With @sc: is every pair also one of @sc's
+ * allowed_node_selectors (false with @why naming the first that is not)? */
+static bool node_selector_ok(json_t *v, const struct authz_scope *sc, char *why, size_t len)
+{
+    const char *p = json_string_value(v);
+    for (unsigned n = 1; p != NULL; n++) {
+        const char *end = strchr(p, ','), *eq;
+        if (end == NULL) {
+            end = p + strlen(p);
+        }
+        eq = memchr(p, '=', (size_t)(end - p));
+        if (eq == NULL || n > NODE_PLACEMENT_MAX || !authz_label_key_ok(p, (size_t)(eq - p)) ||
+            !authz_label_value_ok(eq + 1, (size_t)(end - eq - 1))) {
+            break;
+        }
+        if (sc != NULL) {
+            char key[AUTHZ_SA_NAME_MAX + 80], val[64];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+            snprintf(val, sizeof val, "%.*s", (int)(end - eq - 1), eq + 1);
+            if (!authz_scope_allows_node_selector(sc, key, val)) {
+                return refuse(
+                    why, len,
+                    "driver_config kubernetes.node_selector \"%.120s=%s\" is outside the delegation "
+                    "scope (allowed_node_selectors%s)",
+                    key, val, sc->n_node_selectors == 0 ? " is empty: none" : "");
+            }
+        }
+        if (*end == '\0') {
+            return true;
+        }
+        p = end + 1;
+    }
+    return refuse(why, len,
+                  "sandbox.spec.driver_config[\"kubernetes\"].node_selector must be a string of key=value "
+                  "pairs separated by commas (at most %u, Kubernetes label syntax: e.g. "
+                  "\"pool=gpu,zone=eu-1\")",
+                  NODE_PLACEMENT_MAX);
+}
+
+/* One toleration object: members key ("" or a label key), operator (Exists, Equal), value (a label
+ * value), effect (a taint effect), tolerationSeconds (an integer), nothing else (the kubernetes
+ * driver's check, drivers/k8s_json.h). Fills @t. */
+static bool toleration_shape_ok(json_t *o, struct authz_toleration *t)
+{
+    const char *key;
+    json_t *m;
+    *t = (struct authz_toleration){0};
+    if (!json_is_object(o)) {
+        return false;
+    }
+    json_object_foreach(o, key, m)
+    {
+        const char *s = json_string_value(m);
+        bool ok = false;
+        if (strcmp(key, "key") == 0 && s != NULL) {
+            ok = s[0] == '\0' || authz_label_key_ok(s, strlen(s));
+            t->key = s;
+        } else if (strcmp(key, "operator") == 0 && s != NULL) {
+            ok = strcmp(s, "Exists") == 0 || strcmp(s, "Equal") == 0;
+            t->op = s;
+        } else if (strcmp(key, "value") == 0 && s != NULL) {
+            ok = authz_label_value_ok(s, strlen(s));
+            t->value = s;
+        } else if (strcmp(key, "effect") == 0 && s != NULL) {
+            ok = authz_toleration_effect_ok(s);
+            t->effect = s;
+        } else if (strcmp(key, "tolerationSeconds") == 0) {
+            ok = json_is_integer(m);
+        }
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A "tolerations" value: a JSON array of at most NODE_PLACEMENT_MAX toleration objects
+ * (toleration_shape_ok), or a string holding one (the driver's encoding). With @sc NULL: is it well
+ * formed (false with @why when not)? With @sc: is every toleration also allowed by one of @sc's
+ * allowed_tolerations (false with @why naming the first that is not, its key and value)? */
+static bool tolerations_ok(json_t *v, const struct authz_scope *sc, char *why, size_t len)
+{
+    json_t *loaded =
+        json_is_string(v) ? json_loads(json_string_value(v), JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *arr = json_is_string(v) ? loaded : v;
+    bool ok = json_is_array(arr) && json_array_size(arr) <= NODE_PLACEMENT_MAX;
+    for (size_t i = 0; ok && i < json_array_size(arr); i++) {
+        struct authz_toleration t;
+        if (!toleration_shape_ok(json_array_get(arr, i), &t)) {
+            ok = refuse(why, len,
+                        "sandbox.spec.driver_config[\"kubernetes\"].tolerations[%zu] must be an object with "
+                        "key, operator (Exists|Equal), value, effect (NoSchedule|PreferNoSchedule|NoExecute) "
+                        "and tolerationSeconds only, in Kubernetes label syntax",
+                        i);
+            json_decref(loaded);
+            return false;
+        }
+        if (sc != NULL && !authz_scope_allows_toleration(sc, &t)) {
+            refuse(why, len,
+                   "driver_config kubernetes.tolerations entry %zu (key \"%.120s\", operator %s, value "
+                   "\"%s\", effect \"%s\") is outside the delegation scope (allowed_tolerations%s)",
+                   i, t.key != NULL ? t.key : "", t.op != NULL ? t.op : "Equal",
+                   t.value != NULL ? t.value : "", t.effect != NULL ? t.effect : "",
+                   sc->n_tolerations == 0 ? " is empty: none" : "");
+            json_decref(loaded);
+            return false;
+        }
+    }
+    json_decref(loaded);
+    if (!ok) {
+        return refuse(
+            why, len,
+            "sandbox.spec.driver_config[\"kubernetes\"].tolerations must be a JSON array of at most %u "
+            "toleration objects",
+            NODE_PLACEMENT_MAX);
+    }
+    return true;
+}
+
 /* The shapes of the "kubernetes" placement values the API checks itself (before any scope, so a
  * malformed one is INVALID_ARGUMENT for everyone): namespace a DNS-1123 label, runtime_class a
- * DNS-1123 subdomain. The driver checks the rest (tolerations) when it validates the spec. */
+ * DNS-1123 subdomain, allocation, warm_pool and template, node_selector and tolerations in the
+ * kubernetes driver's encodings (the driver checks them again when it validates the spec). */
 static bool placement_shapes_ok(const char *value, char *why, size_t len)
 {
     json_t *o = json_loads(value, 0, NULL);
@@ -196,6 +321,11 @@ static bool placement_shapes_ok(const char *value, char *why, size_t len)
         ok = refuse(why, len,
                     "sandbox.spec.driver_config[\"kubernetes\"].template must be a SandboxTemplate name (a "
                     "DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')");
+    } else if (json_object_get(o, "node_selector") != NULL) {
+        ok = node_selector_ok(json_object_get(o, "node_selector"), NULL, why, len);
+    }
+    if (ok && json_object_get(o, "tolerations") != NULL) {
+        ok = tolerations_ok(json_object_get(o, "tolerations"), NULL, why, len);
     }
     json_decref(o);
     return ok;
@@ -248,6 +378,13 @@ static bool scope_allows(const struct authz_scope *sc, const Gantry__V1__Sandbox
                      "(allowed_runtime_classes%s)",
                      rc, sc->n_runtime_classes == 0 ? " is empty: none" : "");
             ok = false;
+        }
+        json_t *nsel = json_object_get(o, "node_selector"), *tols = json_object_get(o, "tolerations");
+        if (ok && kube && nsel != NULL) {
+            ok = node_selector_ok(nsel, sc, why, len);
+        }
+        if (ok && kube && tols != NULL) {
+            ok = tolerations_ok(tols, sc, why, len);
         }
         json_decref(o);
         if (!ok) {

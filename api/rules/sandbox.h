@@ -27,8 +27,9 @@
  * providers (<= 32) and driver_config (driver names with JSON objects of <= 64 KiB, a
  * "service_account" member a ServiceAccount name, authz_sa_name_ok; in the "kubernetes" entry a
  * "namespace" member a DNS-1123 label, a "runtime_class", "warm_pool" or "template" member a DNS-1123
- * subdomain and an "allocation" member "sandbox" or "claim")? @sb->meta
- * must not be NULL. */
+ * subdomain, an "allocation" member "sandbox" or "claim", a "node_selector" member a string of
+ * key=value pairs and a "tolerations" member an array of toleration objects (or a string holding
+ * one), both in the kubernetes driver's encoding, drivers/k8s_json.h)? @sb->meta must not be NULL. */
 bool sandbox_rules_validate(const Gantry__V1__Sandbox *sb, char *why, size_t len);
 
 /* Who creates the sandbox, as far as delegation is concerned (RFC 0005). */
@@ -44,13 +45,14 @@ struct sandbox_creator {
  * inside one of their scopes (driver_config keys, credential sources, the ServiceAccount a
  * driver_config "service_account" names: exactly one of allowed_service_accounts; the placement of
  * the "kubernetes" entry: "namespace" matching one of allowed_kubernetes_namespaces,
- * "runtime_class" one of allowed_runtime_classes, "warm_pool" one of allowed_warm_pools and
- * "template" one of allowed_templates); creating on behalf of another owner
- * (@s->owner_id set and not the caller) needs a scope that allows it, or platform_admin. A caller
- * with neither a delegation scope nor platform_admin may not choose the placement at all
- * ("namespace", "runtime_class", "tolerations", "allocation", "warm_pool" or "template" in the
- * "kubernetes" entry): @why names the key and
- * value. The owner's own eligibility is checked against the store by the caller. */
+ * "runtime_class" one of allowed_runtime_classes, "warm_pool" one of allowed_warm_pools,
+ * "template" one of allowed_templates, every "node_selector" pair one of allowed_node_selectors and
+ * every toleration allowed by one of allowed_tolerations: authz_scope_allows_toleration); creating on
+ * behalf of another owner (@s->owner_id set and not the caller) needs a scope that allows it, or
+ * platform_admin. A caller with neither a delegation scope nor platform_admin may not choose the
+ * placement at all ("namespace", "runtime_class", "tolerations", "node_selector", "allocation",
+ * "warm_pool" or "template" in the "kubernetes" entry): @why names the key and value. The owner's own
+ * eligibility is checked against the store by the caller. */
 bool sandbox_rules_delegation(const struct sandbox_creator *c, const Gantry__V1__SandboxSpec *s, char *why,
                               size_t len);
 

@@ -115,7 +115,7 @@ struct binding_msg {
     Gantry__V1__ObjectMeta meta;
     Gantry__V1__DelegationScope ds;
     struct authz_scope sc; /* ds points into it */
-    char *ptrs[10][AUTHZ_SCOPE_MAX];
+    char *ptrs[12][AUTHZ_SCOPE_MAX];
 };
 
 static void scope_strings(char (*items)[48], unsigned n, char **ptrs, char ***out, size_t *n_out)
@@ -168,6 +168,12 @@ static void binding_from_row(struct binding_msg *m, const struct proto_rows *r, 
         m->ds.allowed_warm_pools = m->ptrs[8];
         m->ds.n_allowed_templates = authz_scope_templates(&m->sc, (const char **)m->ptrs[9], AUTHZ_SCOPE_MAX);
         m->ds.allowed_templates = m->ptrs[9];
+        m->ds.n_allowed_node_selectors =
+            authz_scope_node_selectors(&m->sc, (const char **)m->ptrs[10], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_node_selectors = m->ptrs[10];
+        m->ds.n_allowed_tolerations =
+            authz_scope_tolerations(&m->sc, (const char **)m->ptrs[11], AUTHZ_SCOPE_MAX);
+        m->ds.allowed_tolerations = m->ptrs[11];
         m->ds.create_on_behalf_of_owner = m->sc.on_behalf;
         m->b.delegation = &m->ds;
     }
@@ -1064,6 +1070,14 @@ static bool scope_from_request(struct gate_ctx *ctx, const Gantry__V1__Delegatio
         {"allowed_templates",
          "a SandboxTemplate name (a DNS-1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.')",
          d->allowed_templates, d->n_allowed_templates, authz_scope_add_template},
+        {"allowed_node_selectors",
+         "a node selector pair key=value (Kubernetes label syntax: key [prefix/]name, value at most 63 "
+         "characters of A-Z, a-z, 0-9, '-', '_' and '.')",
+         d->allowed_node_selectors, d->n_allowed_node_selectors, authz_scope_add_node_selector},
+        {"allowed_tolerations",
+         "a toleration pattern key[=value][:effect] (a label key, a label value, and NoSchedule, "
+         "PreferNoSchedule or NoExecute)",
+         d->allowed_tolerations, d->n_allowed_tolerations, authz_scope_add_toleration},
     };
     for (size_t l = 0; l < sizeof place / sizeof place[0]; l++) {
         for (size_t i = 0; i < place[l].n; i++) {

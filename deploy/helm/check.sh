@@ -6,7 +6,9 @@
 #   tools    Helm and the validators, installed once into a cache (below) and reused
 #   lint     helm lint --strict, for the default values and every tests/good/*.yaml
 #   render   helm template for the default values and every tests/good/*.yaml (the namespace
-#            modes, the process driver, five replicas with every option), each validated by
+#            modes, the process driver, five replicas with every option, the TokenReview and
+#            referenced-Secret rights of rbac.tokenReview and rbac.referencedSecrets, which the
+#            other renders must not have), each validated by
 #            tests/validate.js: Kubernetes schemas (kubernetes-models), unknown fields
 #            (TypeScript over the models' interfaces) and the chart's own contract
 #   stable   scaling 3 -> 5 and upgrading leave the pod template alone (no rolling restart);
@@ -14,8 +16,8 @@
 #            "helm template" (GitOps) renders without existing Secrets are refused, and two renders
 #            with them are identical (no generated CA or token to replace the cluster's)
 #   rbac     the RBAC fixtures the strict fake API server enforces in the driver's tests
-#            (tests/drivers/rbac/*.json) are what the chart renders (--update-rbac-fixtures
-#            rewrites them)
+#            (tests/drivers/rbac/*.json; tokenreview-gw-tr.json in identity_tokenreview) are what
+#            the chart renders (--update-rbac-fixtures rewrites them)
 #   reject   every tests/bad/*.yaml fails to render with the message its "# expect:" line names
 #   start    the start script's cases (tests/start-test.sh) and shellcheck when installed
 #   docker   the Dockerfile: Debian bookworm stages, tools/install-deps.sh in the builder, runtime
@@ -169,18 +171,20 @@ render() { # label validate-args-string helm-args...
   # validate-args ("--mode M --replicas N --namespaces a,b --existing-secret S ...") as a job
   local -a v
   read -r -a v <<<"$va"
-  local mode=managed replicas=3 namespaces='' secrets='"gantry-ca-ext","gantry-join-ext"' i
+  local mode=managed replicas=3 namespaces='' secrets='"gantry-ca-ext","gantry-join-ext"' tokenreview=false refs='' i
   for ((i = 0; i < ${#v[@]}; i += 2)); do
     case ${v[i]} in
       --mode) mode=${v[i + 1]} ;;
       --replicas) replicas=${v[i + 1]} ;;
       --namespaces) namespaces="\"${v[i + 1]//,/\",\"}\"" ;;
       --existing-secret) secrets+="${secrets:+,}\"${v[i + 1]}\"" ;;
+      --token-review) tokenreview=${v[i + 1]} ;;
+      --secret-refs) refs="\"${v[i + 1]//,/\",\"}\"" ;;
     esac
   done
   [[ $(wc -l <"$jobs") -eq 1 ]] || echo ',' >>"$jobs"
-  printf '{"label": "%s", "manifest": "%s", "replicas": %s, "mode": "%s", "namespaces": [%s], "existingSecrets": [%s]}\n' \
-    "$label" "$manifest" "$replicas" "$mode" "$namespaces" "$secrets" >>"$jobs"
+  printf '{"label": "%s", "manifest": "%s", "replicas": %s, "mode": "%s", "namespaces": [%s], "existingSecrets": [%s], "tokenReview": %s, "secretRefs": [%s]}\n' \
+    "$label" "$manifest" "$replicas" "$mode" "$namespaces" "$secrets" "$tokenreview" "$refs" >>"$jobs"
   labels+=("$label")
 }
 labels=()
@@ -307,12 +311,13 @@ for spec in \
   "managed-gw-b gantry-b gantry-b --set gatewayId=gw-b" \
   "operator-gw-op gantry-op gantry-op --set gatewayId=gw-op --set driver.kubernetes.namespaceMode=operator --set driver.kubernetes.namespaces={tenant-a,team-b}" \
   "shared-gw-one gantry-one gantry-one --set gatewayId=gw-one --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \
-  "shared-gw-two gantry-two gantry-two --set gatewayId=gw-two --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes"; do
+  "shared-gw-two gantry-two gantry-two --set gatewayId=gw-two --set driver.kubernetes.namespaceMode=shared --set driver.kubernetes.sharedNamespace=sandboxes" \
+  "tokenreview-gw-tr gantry-tr gantry-tr --set gatewayId=gw-tr --set rbac.tokenReview=true --set rbac.referencedSecrets={platform/openai-key}"; do
   read -r -a a <<<"$spec"
   out=$(rbac_fixture "${a[@]}" 2>&1) || rbac_problems+="${a[0]}: $out"$'\n'
 done
 if [[ -z $rbac_problems ]]; then
-  ok "rbac: tests/drivers/rbac/*.json ${update_fixtures:+written }as the chart renders them (5 releases)"
+  ok "rbac: tests/drivers/rbac/*.json ${update_fixtures:+written }as the chart renders them (6 releases)"
 else
   fail "rbac: the strict fake's fixtures" "$rbac_problems"
 fi

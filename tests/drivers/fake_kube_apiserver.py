@@ -64,7 +64,9 @@ Semantics
     needs RBAC create on tokenreviews in authentication.k8s.io (the admin token may). The token's
     payload is read without checking its signature (the test signs it; gantryd checks that): it is
     authenticated when it is a JWT whose sub is system:serviceaccount:NS:NAME, whose exp has not
-    passed, whose ServiceAccount was not deleted (POST /_fake/serviceaccount) and whose aud meets
+    passed, whose ServiceAccount was not deleted (POST /_fake/serviceaccount), whose bound pod (the
+    kubernetes.io.pod.name claim, in the sub's namespace) was not deleted (POST /_fake/boundpod) and
+    whose aud meets
     spec.audiences (when given); status.user.username is the sub, status.audiences the
     intersection; otherwise authenticated false with status.error saying why;
   - the agent-sandbox controller is played by the server itself: a new Sandbox gets the conditions
@@ -122,6 +124,9 @@ Test controls (admin token only)
   POST /_fake/serviceaccount {"namespace": ns, "name": n, "deleted": bool}
                       delete a ServiceAccount for TokenReview (its tokens stop authenticating), or
                       bring it back
+  POST /_fake/boundpod {"namespace": ns, "name": pod, "deleted": bool}
+                      delete the pod tokens are bound to for TokenReview (tokens whose
+                      kubernetes.io.pod.name claim names it stop authenticating), or bring it back
   POST /_fake/compact   compact every revision so far (continue tokens and watches from before: 410)
   POST /_fake/drop-watches   cut every open watch stream (as an API server restart does)
   GET  /_fake/dump   every stored object, by resource (no driver in between)
@@ -412,6 +417,7 @@ class Store:
         self.requests = {}
         self.pod_logs = {}  # (ns, pod) -> {"lines": [(ns_stamp, text)], "ended": bool}
         self.deleted_sas = set()  # (ns, name) of ServiceAccounts deleted for TokenReview
+        self.deleted_pods = set()  # (ns, name) of bound pods deleted for TokenReview
         with self.cond:
             if self.state_path and os.path.exists(self.state_path):
                 self.load()
@@ -1221,6 +1227,9 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/_fake/serviceaccount":
             sa = (body["namespace"], body["name"])
             (store.deleted_sas.add if body.get("deleted") else store.deleted_sas.discard)(sa)
+        elif url.path == "/_fake/boundpod":
+            pod = (body["namespace"], body["name"])
+            (store.deleted_pods.add if body.get("deleted") else store.deleted_pods.discard)(pod)
         elif url.path == "/_fake/compact":
             store.compact()
         elif url.path == "/_fake/drop-watches":
@@ -1263,6 +1272,10 @@ class Handler(BaseHTTPRequestHandler):
             return answer(False, "[invalid bearer token, token has expired]")
         if (m.group(1), m.group(2)) in store.deleted_sas:
             return answer(False, '[invalid bearer token, serviceaccounts "%s" not found]' % m.group(2))
+        # A bound token dies with its pod (the API server's message for it is this generic one).
+        pod = (claims.get("kubernetes.io") or {}).get("pod") if isinstance(claims.get("kubernetes.io"), dict) else None
+        if isinstance(pod, dict) and (m.group(1), pod.get("name")) in store.deleted_pods:
+            return answer(False, "[invalid bearer token, service account token has been invalidated]")
         aud = claims.get("aud")
         aud = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         auds = [a for a in aud if a in asked] if asked else aud

@@ -213,14 +213,19 @@ def drive(cli, work, dev):
               for b in cli.json(*admin, "role", "list", "--principal", "carol")["bindings"]), "role list")
     cli.run(*admin, "role", "grant", "cli-bot", "user", "--delegate", "cli-*", "--on-behalf-of-owner",
             "--delegate-kubernetes-namespace", "gpu-*", "--delegate-runtime-class", "gvisor",
-            "--delegate-warm-pool", "agents-warm", "--delegate-template", "agent")
+            "--delegate-warm-pool", "agents-warm", "--delegate-template", "agent",
+            "--delegate-node-selector", "pool=gpu", "--delegate-toleration", "gpu=a100:NoSchedule",
+            "--delegate-toleration", "agents")
     bound = cli.json(*admin, "role", "list", "--principal", "cli-bot")["bindings"]
     check(len(bound) == 1 and bound[0]["delegation"]["namespace_patterns"] == ["cli-*"] and
           bound[0]["delegation"]["create_on_behalf_of_owner"] and
           bound[0]["delegation"]["allowed_kubernetes_namespaces"] == ["gpu-*"] and
           bound[0]["delegation"]["allowed_runtime_classes"] == ["gvisor"] and
           bound[0]["delegation"]["allowed_warm_pools"] == ["agents-warm"] and
-          bound[0]["delegation"]["allowed_templates"] == ["agent"], "a delegated binding: %r" % bound)
+          bound[0]["delegation"]["allowed_templates"] == ["agent"] and
+          bound[0]["delegation"]["allowed_node_selectors"] == ["pool=gpu"] and
+          bound[0]["delegation"]["allowed_tolerations"] == ["gpu=a100:NoSchedule", "agents"],
+          "a delegated binding: %r" % bound)
     cli.run(*admin, "role", "revoke", "cli-bot", "user", "--delegated")
     check(cli.json(*admin, "role", "list", "--principal", "cli-bot")["bindings"] == [], "role revoke --delegated")
     carol_key = os.path.join(work, "carol.key")

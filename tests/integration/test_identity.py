@@ -924,16 +924,27 @@ class TokenReview(g.GantrydTest):
         told its ServiceAccount is deleted, the same unexpired token is refused on every replica
         within the documented bound (TokenReview cache 1 s, under the 2 s revocation bound); a
         TokenReview that cannot be done (API server down, gantryd's own token refused) is
-        UNAVAILABLE, never UNAUTHENTICATED and never a success."""
+        UNAVAILABLE, never UNAUTHENTICATED and never a success. gantryd reviews with a token that
+        has exactly the RBAC the Helm chart renders for rbac.tokenReview (the fixture
+        tests/drivers/rbac/tokenreview-gw-tr.json, kept equal to the chart by helm_check); a token
+        with the chart's RBAC without it is refused (403). Deleting the pod a token is bound to
+        also cuts that token off."""
         from test_reconciler import KubeApi
-        api = KubeApi(self)
+        rbac_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "drivers", "rbac")
+        root = os.path.join(g.WORK, "kubeapi-tokens-" + self._testMethodName)
+        os.makedirs(root)
+        chart, plain, wrong = (os.path.join(root, n) for n in ("chart-token", "plain-token", "wrong-token"))
+        for path, text in ((chart, "chart-tokenreview-token"), (plain, "chart-without-tokenreview"),
+                           (wrong, "not-the-token")):
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        api = KubeApi(self, "--identity", chart + "=" + os.path.join(rbac_dir, "tokenreview-gw-tr.json"),
+                      "--identity", plain + "=" + os.path.join(rbac_dir, "managed-gw-b.json"))
         base = "https://127.0.0.1:%d" % api.port
-        wrong = os.path.join(api.root, "wrong-token")
-        with open(wrong, "w") as f:
-            f.write("not-the-token\n")
-        review = {"token_review": True, "token_review_url": base, "ca_file": api.cert, "bearer_token_file": api.token}
+        review = {"token_review": True, "token_review_url": base, "ca_file": api.cert, "bearer_token_file": chart}
         oidc = OidcFixture(self, kube=review, replicas=2, more=[
-            dict(review, name="kube2", issuer="https://kube2.test", audiences=["gantry"], bearer_token_file=wrong)])
+            dict(review, name="kube2", issuer="https://kube2.test", audiences=["gantry"], bearer_token_file=wrong),
+            dict(review, name="kube3", issuer="https://kube3.test", audiences=["gantry"], bearer_token_file=plain)])
         ident, P = oidc.ident, principals_pb2
         subject = "system:serviceaccount:platform:sandbox-controller"
         ctrl = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
@@ -952,9 +963,9 @@ class TokenReview(g.GantrydTest):
 
         for r in (0, 1):
             self.assertEqual(whoami(r).principal.meta.id, ctrl.meta.id)
-        # The API server was asked, with gantryd's token, for the audience configured.
+        # The API server was asked, with gantryd's token (the chart's RBAC), for the audience configured.
         code, stats = api.request("GET", "/_fake/stats")
-        self.assertGreaterEqual(stats["requests"].get("admin", 0), 2)
+        self.assertGreaterEqual(stats["requests"].get("system:serviceaccount:gantry-tr:gantry-tr", 0), 2, stats)
         # Another audience: the JWKS checks refuse it before any TokenReview.
         code, why = refused(0, oidc.token(subject, issuer="kube", aud="https://kubernetes.default.svc"))
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
@@ -983,7 +994,26 @@ class TokenReview(g.GantrydTest):
             meta=Identity.meta(name="other-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube",
             oidc_subject=other)))
         other_tok = oidc.token(other, issuer="kube", extra=projected_claims("platform", "other-controller"))
+        bound_tok = oidc.token(other, issuer="kube", extra=projected_claims("platform", "other-controller",
+                                                                            pod="other-1"))
         for r in (0, 1):
+            self.assertEqual(whoami(r, other_tok).principal.meta.name, "other-controller")
+            self.assertEqual(whoami(r, bound_tok).principal.meta.name, "other-controller")
+        # The pod bound_tok is bound to is deleted: that token stops working on every replica, the
+        # same ServiceAccount's token bound to another pod does not.
+        code, out = api.request("POST", "/_fake/boundpod", {"namespace": "platform", "name": "other-1", "deleted": True})
+        self.assertEqual(code, 200, out)
+        t0 = time.monotonic()
+        for r in (0, 1):
+            while True:
+                try:
+                    whoami(r, bound_tok)
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
+                    self.assertIn("has been invalidated", e.details())
+                    break
+                self.assertLess(time.monotonic() - t0, 2.0, "replica %d still accepted the token after 2 s" % r)
+                time.sleep(0.05)
             self.assertEqual(whoami(r, other_tok).principal.meta.name, "other-controller")
 
         # gantryd's own bearer token is refused by the API server: UNAVAILABLE, saying so.
@@ -993,6 +1023,14 @@ class TokenReview(g.GantrydTest):
         code, why = refused(0, oidc.token(subject, issuer="kube", iss="https://kube2.test"))
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
         self.assertIn("HTTP status 401", why)
+        # ... or allowed everything the chart grants the driver but not TokenReviews (no
+        # rbac.tokenReview): 403.
+        ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="ctrl3"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube3",
+            oidc_subject=subject)))
+        code, why = refused(0, oidc.token(subject, issuer="kube", iss="https://kube3.test"))
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
+        self.assertIn("HTTP status 403", why)
 
         # The API server is down: UNAVAILABLE with a clear message, on both replicas.
         api.stop()
@@ -1093,7 +1131,8 @@ class Delegation(g.GantrydTest):
         ctrl = principal("ctrl", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
         narrow = principal("narrow", P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
         scope = P.DelegationScope(namespace_patterns=["team-*"], allowed_driver_config_keys=["kubernetes.node_selector"],
-                                  allowed_credential_sources=["gh-*"], create_on_behalf_of_owner=True)
+                                  allowed_node_selectors=["pool=agents"], allowed_credential_sources=["gh-*"],
+                                  create_on_behalf_of_owner=True)
         # Only a platform admin grants a scope; only to a service account, for user or
         # namespace_admin, with patterns and no namespace of its own; bad input changes nothing.
         for who, pid, role, ns, sc, want in (
@@ -1124,7 +1163,7 @@ class Delegation(g.GantrydTest):
                 spec=S.SandboxSpec(image="busybox", driver_config=driver_config or {}, providers=list(providers),
                                    owner_id=owner))), replica=1)
 
-        sb = create("ctrl", "d1", driver_config={"kubernetes": '{"node_selector": {"pool": "agents"}}'})
+        sb = create("ctrl", "d1", driver_config={"kubernetes": '{"node_selector": "pool=agents"}'})
         self.assertEqual(sb.meta.namespace, "team-b")
         self.assertEqual(sb.spec.owner_id, ctrl)
         sb = create("ctrl", "d2", owner=ident.ids["other"])

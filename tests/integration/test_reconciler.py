@@ -817,8 +817,8 @@ class Kubernetes(g.GantrydTest):
     def test_placement_chosen_by_a_controller(self):
         """docs/platform-controller.md, issue 21: in operator mode a delegated controller places a
         sandbox in a Kubernetes namespace of the allowlist that its scope's patterns allow, with a
-        RuntimeClass it allows and tolerations; the reconciler creates it there (runtimeClassName and
-        tolerations in the pod template) and deletes it there. Outside the scope, or chosen by an
+        RuntimeClass, tolerations and node selector its lists allow; the reconciler creates it there
+        (runtimeClassName, tolerations and nodeSelector in the pod template) and deletes it there. Outside the scope, or chosen by an
         ordinary user, the create is PERMISSION_DENIED naming the key and value, malformed values are
         INVALID_ARGUMENT, nothing is created, and the refusals are audited."""
         from gantry.v1 import api_keys_pb2, audit_pb2, meta_pb2, principals_pb2 as P
@@ -832,10 +832,13 @@ class Kubernetes(g.GantrydTest):
             principal_id=ctrl, role=P.ROLE_USER, delegation=P.DelegationScope(
                 namespace_patterns=["team-*"],
                 allowed_driver_config_keys=["kubernetes.namespace", "kubernetes.runtime_class",
-                                            "kubernetes.tolerations"],
-                allowed_kubernetes_namespaces=["gpu-*"], allowed_runtime_classes=["gvisor"]))))
+                                            "kubernetes.tolerations", "kubernetes.node_selector"],
+                allowed_kubernetes_namespaces=["gpu-*"], allowed_runtime_classes=["gvisor"],
+                allowed_node_selectors=["pool=gpu"], allowed_tolerations=["agents:NoSchedule"]))))
         self.assertEqual(list(b.delegation.allowed_kubernetes_namespaces), ["gpu-*"])
         self.assertEqual(list(b.delegation.allowed_runtime_classes), ["gvisor"])
+        self.assertEqual(list(b.delegation.allowed_node_selectors), ["pool=gpu"])
+        self.assertEqual(list(b.delegation.allowed_tolerations), ["agents:NoSchedule"])
         e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
                                 api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
         tol = [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}]
@@ -851,6 +854,17 @@ class Kubernetes(g.GantrydTest):
                  ("kubernetes.runtime_class", "kata")),
                 ("ctrl", {"namespace": "Bad_NS"}, grpc.StatusCode.INVALID_ARGUMENT, ("namespace",)),
                 ("ctrl", {"runtime_class": "Not A Class"}, grpc.StatusCode.INVALID_ARGUMENT, ("runtime_class",)),
+                # Node placement, value by value: a pair or a toleration outside the lists.
+                ("ctrl", {"namespace": "gpu-pool", "node_selector": "pool=cpu"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.node_selector", "pool=cpu", "allowed_node_selectors")),
+                ("ctrl", {"namespace": "gpu-pool", "tolerations": [{"key": "agents", "operator": "Exists"}]},
+                 grpc.StatusCode.PERMISSION_DENIED, ("kubernetes.tolerations", "key \"agents\"", "effect \"\"",
+                                                     "allowed_tolerations")),
+                ("ctrl", {"node_selector": "pool"}, grpc.StatusCode.INVALID_ARGUMENT, ("node_selector",)),
+                ("ctrl", {"tolerations": [{"key": "agents", "effect": "Never"}]}, grpc.StatusCode.INVALID_ARGUMENT,
+                 ("tolerations",)),
+                ("other", {"node_selector": "pool=gpu"}, grpc.StatusCode.PERMISSION_DENIED,
+                 ("kubernetes.node_selector", "pool=gpu")),
                 ("other", {"runtime_class": "gvisor"}, grpc.StatusCode.PERMISSION_DENIED,
                  ("kubernetes.runtime_class", "gvisor", "delegation scope")),
                 ("other", {"namespace": "gpu-pool"}, grpc.StatusCode.PERMISSION_DENIED,
@@ -870,18 +884,20 @@ class Kubernetes(g.GantrydTest):
                 page=meta_pb2.PageRequest(page_size=500))).events
             refused = [(x.actor_principal_id, x.status_detail) for x in events
                        if x.api_operation == "/gantry.v1.Sandboxes/Create" and x.status == "Failure"]
-            if len(refused) >= 5 or time.monotonic() > deadline:
+            if len(refused) >= 8 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         # The PERMISSION_DENIED ones, with the caller as the actor (malformed requests are
         # INVALID_ARGUMENT, refused before the mutation, and not audited as denials).
         self.assertEqual(sorted((who == ctrl, detail.split(" ")[1]) for who, detail in refused),
-                         [(False, "kubernetes.namespace"), (False, "kubernetes.runtime_class"),
-                          (False, "kubernetes.tolerations"), (True, "kubernetes.namespace"),
-                          (True, "kubernetes.runtime_class")], refused)
+                         [(False, "kubernetes.namespace"), (False, "kubernetes.node_selector"),
+                          (False, "kubernetes.runtime_class"), (False, "kubernetes.tolerations"),
+                          (True, "kubernetes.namespace"), (True, "kubernetes.node_selector"),
+                          (True, "kubernetes.runtime_class"), (True, "kubernetes.tolerations")], refused)
         self.assertEqual({who for who, _ in refused}, {ctrl, e.ids["other"]})
 
-        sb = create("ctrl", "placed", namespace="gpu-pool", runtime_class="gvisor", tolerations=tol)
+        sb = create("ctrl", "placed", namespace="gpu-pool", runtime_class="gvisor", tolerations=tol,
+                    node_selector="pool=gpu")
         self.assertEqual(sb.meta.created_by, ctrl)
         got = wait_for(self, "the sandbox did not become READY", lambda: (
             lambda st: st if st.phase == S.SandboxStatus.PHASE_READY else None)(
@@ -892,12 +908,13 @@ class Kubernetes(g.GantrydTest):
         pod = objs[0]["spec"]["podTemplate"]["spec"]
         self.assertEqual(pod["runtimeClassName"], "gvisor")
         self.assertEqual(pod["tolerations"], tol)
+        self.assertEqual(pod["nodeSelector"], {"pool": "gpu"})
         e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="placed"))
         wait_for(self, "the sandbox was not removed",
                  lambda: not e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes)
         self.assertEqual(api.sandboxes(), [])
-        print("placement: a controller's sandbox in gpu-pool with runtime class gvisor and tolerations; "
-              "%d refusals audited" % len(refused))
+        print("placement: a controller's sandbox in gpu-pool with runtime class gvisor, tolerations and a node "
+              "selector; %d refusals audited" % len(refused))
 
     def test_claim_from_a_warm_pool(self):
         """docs/platform-controller.md, "Allocation through a SandboxClaim" (issue 21): a delegated

@@ -365,6 +365,121 @@ static void test_scope_claims(void **state)
     }
 }
 
+/* Node placement lists (issue 21): node selector pairs matched exactly, toleration patterns
+ * key[=value][:effect] matched as authz.h says; parsed, written back only when set, malformed ones
+ * refused. */
+static void test_scope_node_placement(void **state)
+{
+    (void)state;
+    struct authz_scope sc;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],"
+                                       "\"allowed_node_selectors\":[\"pool=gpu\",\"example.com/zone=eu-1\"],"
+                                       "\"allowed_tolerations\":[\"agents\",\"gpu=a100:NoSchedule\","
+                                       "\"example.com/spot:NoExecute\"]}",
+                                       &sc),
+                     0);
+    assert_int_equal(sc.n_node_selectors, 2);
+    assert_int_equal(sc.n_tolerations, 3);
+    assert_true(authz_scope_allows_node_selector(&sc, "pool", "gpu"));
+    assert_true(authz_scope_allows_node_selector(&sc, "example.com/zone", "eu-1"));
+    assert_false(authz_scope_allows_node_selector(&sc, "pool", "cpu"));
+    assert_false(authz_scope_allows_node_selector(&sc, "poo", "l=gpu"));
+    assert_false(authz_scope_allows_node_selector(&sc, "pool", "gp"));
+    assert_false(authz_scope_allows_node_selector(&sc, "zone", "eu-1"));
+    /* A key alone: any operator, value and effect of that key. */
+    struct authz_toleration t = {"agents", "Exists", NULL, NULL};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"agents", NULL, "x", "NoExecute"};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    /* A value: only Equal (also the default operator) with that value. */
+    t = (struct authz_toleration){"gpu", "Equal", "a100", "NoSchedule"};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"gpu", NULL, "a100", "NoSchedule"};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"gpu", "Exists", NULL, "NoSchedule"}; /* every value of gpu */
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"gpu", "Equal", "h100", "NoSchedule"};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    /* An effect: only that effect; no effect tolerates them all. */
+    t = (struct authz_toleration){"gpu", "Equal", "a100", NULL};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"gpu", "Equal", "a100", "NoExecute"};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"example.com/spot", "Exists", NULL, "NoExecute"};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"example.com/spot", "Exists", NULL, ""};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    /* No key (with Exists: every taint) is never allowed; other keys are not. */
+    t = (struct authz_toleration){"", "Exists", NULL, NULL};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){NULL, "Exists", NULL, NULL};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    t = (struct authz_toleration){"agent", "Exists", NULL, NULL};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    char *json = authz_scope_json(&sc);
+    assert_non_null(strstr(json, "\"allowed_node_selectors\":[\"pool=gpu\",\"example.com/zone=eu-1\"]"));
+    assert_non_null(strstr(
+        json, "\"allowed_tolerations\":[\"agents\",\"gpu=a100:NoSchedule\",\"example.com/spot:NoExecute\"]"));
+    struct authz_scope back;
+    assert_int_equal(authz_scope_parse(json, &back), 0);
+    assert_true(authz_scope_allows_node_selector(&back, "pool", "gpu"));
+    t = (struct authz_toleration){"gpu", "Equal", "a100", "NoSchedule"};
+    assert_true(authz_scope_allows_toleration(&back, &t));
+    mem_free(json);
+    /* Empty lists: none (the key alone in allowed_driver_config_keys is not enough). */
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"]}", &sc), 0);
+    assert_false(authz_scope_allows_node_selector(&sc, "pool", "gpu"));
+    t = (struct authz_toleration){"agents", "Exists", NULL, NULL};
+    assert_false(authz_scope_allows_toleration(&sc, &t));
+    json = authz_scope_json(&sc);
+    assert_null(strstr(json, "allowed_node_selectors"));
+    assert_null(strstr(json, "allowed_tolerations"));
+    mem_free(json);
+    const char *bad_sel[] = {"pool",
+                             "=gpu",
+                             "pool=gpu,zone=a",
+                             "pool=-gpu",
+                             "Pool Key=x",
+                             "pool=a:b",
+                             "-pool=x",
+                             "a/b/c=x",
+                             "/x=y",
+                             "pool="
+                             "0123456789012345678901234567890123456789"
+                             "012345678901234567890123"};
+    for (size_t i = 0; i < sizeof bad_sel / sizeof bad_sel[0]; i++) {
+        memset(&sc, 0, sizeof sc);
+        assert_int_equal(authz_scope_add_node_selector(&sc, bad_sel[i]), GERR_INVAL);
+        assert_int_equal(sc.n_node_selectors, 0);
+    }
+    const char *bad_tol[] = {"",       "=x",     ":NoSchedule", "gpu:Sometimes", "gpu=a:b:NoSchedule",
+                             "gpu=-a", "gpu==a", "*",           "gpu=a:"};
+    for (size_t i = 0; i < sizeof bad_tol / sizeof bad_tol[0]; i++) {
+        memset(&sc, 0, sizeof sc);
+        assert_int_equal(authz_scope_add_toleration(&sc, bad_tol[i]), GERR_INVAL);
+        assert_int_equal(sc.n_tolerations, 0);
+    }
+    /* A label may have an empty value: "key=" selects and tolerates exactly that. */
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(authz_scope_add_node_selector(&sc, "pool="), 0);
+    assert_true(authz_scope_allows_node_selector(&sc, "pool", ""));
+    assert_int_equal(authz_scope_add_toleration(&sc, "gpu="), 0);
+    t = (struct authz_toleration){"gpu", "Equal", "", NULL};
+    assert_true(authz_scope_allows_toleration(&sc, &t));
+    /* AUTHZ_SCOPE_MAX entries per list; the lists share the placement buffer with the others. */
+    for (int i = 1; i < 8; i++) {
+        assert_int_equal(authz_scope_add_toleration(&sc, "agents:NoSchedule"), 0);
+    }
+    assert_int_equal(authz_scope_add_toleration(&sc, "agents"), GERR_TOOBIG);
+    const char *bad[] = {"{\"namespace_patterns\":[\"a\"],\"allowed_node_selectors\":[\"pool\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_node_selectors\":\"pool=a\"}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_tolerations\":[\"gpu:Never\"]}",
+                         "{\"namespace_patterns\":[\"a\"],\"allowed_tolerations\":[7]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(authz_scope_parse(bad[i], &sc), GERR_INVAL);
+    }
+}
+
 static void test_scope_service_accounts(void **state)
 {
     (void)state;
@@ -608,6 +723,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_scope_service_accounts),
         cmocka_unit_test(test_scope_placement),
         cmocka_unit_test(test_scope_claims),
+        cmocka_unit_test(test_scope_node_placement),
         cmocka_unit_test(test_delegated_binding),
         cmocka_unit_test(test_effective_permissions),
         cmocka_unit_test(test_doc_is_current),

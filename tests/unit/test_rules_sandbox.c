@@ -165,12 +165,12 @@ static void test_delegation(void **state)
     Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
     Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
     d.key = "kubernetes";
-    d.value = "{\"node_selector\":{}}";
+    d.value = "{\"resources\":{}}";
     s.driver_config = dp;
     s.n_driver_config = 1;
     assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
     assert_string_equal(why,
-                        "driver_config key \"kubernetes.node_selector\" is outside the delegation scope");
+                        "driver_config key \"kubernetes.resources\" is outside the delegation scope");
     d.value = "{\"runtime_class\":\"gvisor\"}";
     char *prov[] = {"openai"};
     s.providers = prov;
@@ -181,7 +181,7 @@ static void test_delegation(void **state)
     c.scopes = two;
     c.n_scopes = 2;
     s.owner_id = "p2";
-    d.value = "{\"node_selector\":{}}";
+    d.value = "{\"resources\":{}}";
     assert_true(sandbox_rules_delegation(&c, &s, why, sizeof why));
     assert_string_equal(why, "");
 }
@@ -282,7 +282,10 @@ static void test_placement(void **state)
     d.value = "{\"tolerations\":[{\"key\":\"k\",\"operator\":\"Exists\"}]}";
     assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
     assert_non_null(strstr(why, "kubernetes.tolerations \"[{\"key\":\"k\",\"operator\":\"Exists\"}]\""));
-    d.value = "{\"node_selector\":\"pool=a\",\"service_account\":\"runner\"}"; /* not placement keys */
+    d.value = "{\"node_selector\":\"pool=a\",\"service_account\":\"runner\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "driver_config kubernetes.node_selector \"pool=a\": choosing the placement"));
+    d.value = "{\"service_account\":\"runner\",\"resources\":{}}"; /* not placement keys */
     assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
     /* A platform_admin chooses freely (the driver still checks its own limits). */
     c.platform_admin = true;
@@ -328,6 +331,117 @@ static void test_placement(void **state)
     c.n_scopes = 1;
     assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
     assert_non_null(strstr(why, "kubernetes.tolerations"));
+}
+
+/* Node placement (issue 21): node_selector and tolerations of the "kubernetes" entry, in the
+ * kubernetes driver's encodings, value by value within a delegated caller's allowed_node_selectors
+ * and allowed_tolerations; malformed values INVALID_ARGUMENT (sandbox_rules_validate) for everyone. */
+static void test_node_placement(void **state)
+{
+    (void)state;
+    char why[GERR_MSG_SIZE];
+    struct sb b;
+    sb_init(&b);
+    Gantry__V1__SandboxSpec__DriverConfigEntry d = GANTRY__V1__SANDBOX_SPEC__DRIVER_CONFIG_ENTRY__INIT;
+    Gantry__V1__SandboxSpec__DriverConfigEntry *dp[] = {&d};
+    d.key = "kubernetes";
+    b.spec.driver_config = dp;
+    b.spec.n_driver_config = 1;
+    const char *bad[] = {"{\"node_selector\":{\"pool\":\"gpu\"}}",
+                         "{\"node_selector\":\"\"}",
+                         "{\"node_selector\":\"pool\"}",
+                         "{\"node_selector\":\"pool=gpu,\"}",
+                         "{\"node_selector\":\"pool=g pu\"}",
+                         "{\"node_selector\":7}",
+                         "{\"tolerations\":{}}",
+                         "{\"tolerations\":\"[\"}",
+                         "{\"tolerations\":[{\"key\":\"k\",\"operator\":\"Sometimes\"}]}",
+                         "{\"tolerations\":[{\"key\":\"k\",\"effect\":\"Never\"}]}",
+                         "{\"tolerations\":[{\"key\":\"k\",\"color\":\"red\"}]}",
+                         "{\"tolerations\":[7]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        d.value = (char *)bad[i];
+        assert_false(sandbox_rules_validate(&b.s, why, sizeof why));
+        assert_non_null(strstr(why, i < 6 ? "].node_selector must be" : "].tolerations"));
+    }
+    const char *good[] = {"{\"node_selector\":\"pool=gpu,example.com/zone=eu-1\"}", "{\"tolerations\":[]}",
+                          "{\"tolerations\":\"[{\\\"key\\\":\\\"gpu\\\",\\\"operator\\\":\\\"Exists\\\"}]\"}",
+                          "{\"tolerations\":[{\"key\":\"gpu\",\"value\":\"a100\",\"effect\":\"NoSchedule\","
+                          "\"tolerationSeconds\":30}]}"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        d.value = (char *)good[i];
+        assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    }
+
+    struct authz_scope keys_only, placed;
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.*\"]}",
+                                       &keys_only),
+                     0);
+    assert_int_equal(authz_scope_parse("{\"namespace_patterns\":[\"team-*\"],\"allowed_driver_config_keys\":"
+                                       "[\"kubernetes.node_selector\",\"kubernetes.tolerations\"],"
+                                       "\"allowed_node_selectors\":[\"pool=gpu\",\"zone=eu-1\"],"
+                                       "\"allowed_tolerations\":[\"gpu=a100:NoSchedule\",\"agents\"]}",
+                                       &placed),
+                     0);
+    struct sandbox_creator c = {.id = "p1"};
+    const struct authz_scope *one[] = {&keys_only}, *two[] = {&keys_only, &placed};
+    c.scopes = one;
+    c.n_scopes = 1;
+    /* The key alone is not enough: the lists are empty, so no value is allowed. */
+    d.value = "{\"node_selector\":\"pool=gpu\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.node_selector \"pool=gpu\" is outside the delegation "
+                             "scope (allowed_node_selectors is empty: none)");
+    d.value = "{\"tolerations\":[{\"key\":\"agents\",\"operator\":\"Exists\"}]}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.tolerations entry 0 (key \"agents\", operator Exists, "
+                             "value \"\", effect \"\") is outside the delegation scope (allowed_tolerations "
+                             "is empty: none)");
+    /* No value at all needs no list. */
+    d.value = "{\"tolerations\":[]}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    c.scopes = two;
+    c.n_scopes = 2;
+    d.value = "{\"node_selector\":\"pool=gpu,zone=eu-1\",\"tolerations\":[{\"key\":\"gpu\",\"operator\":"
+              "\"Equal\",\"value\":\"a100\",\"effect\":\"NoSchedule\"},{\"key\":\"agents\",\"operator\":"
+              "\"Exists\"}]}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    /* The string encoding of tolerations is authorized the same way. */
+    d.value = "{\"tolerations\":\"[{\\\"key\\\":\\\"gpu\\\",\\\"value\\\":\\\"a100\\\",\\\"effect\\\":"
+              "\\\"NoSchedule\\\"}]\"}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    /* One pair outside the list refuses the whole selector, naming that pair. */
+    d.value = "{\"node_selector\":\"pool=gpu,zone=us-1\"}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.node_selector \"zone=us-1\" is outside the delegation "
+                             "scope (allowed_node_selectors)");
+    /* Exists is wider than the one listed value; so is a toleration without the listed effect. */
+    d.value = "{\"tolerations\":[{\"key\":\"agents\"},{\"key\":\"gpu\",\"operator\":\"Exists\","
+              "\"effect\":\"NoSchedule\"}]}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_string_equal(why, "driver_config kubernetes.tolerations entry 1 (key \"gpu\", operator Exists, "
+                             "value \"\", effect \"NoSchedule\") is outside the delegation scope "
+                             "(allowed_tolerations)");
+    d.value = "{\"tolerations\":[{\"key\":\"gpu\",\"value\":\"a100\"}]}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "key \"gpu\", operator Equal, value \"a100\", effect \"\""));
+    /* A toleration without a key tolerates every taint: never delegated. */
+    d.value = "{\"tolerations\":[{\"operator\":\"Exists\"}]}";
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    assert_non_null(strstr(why, "entry 0 (key \"\""));
+    /* A platform_admin chooses freely; another driver's entry is not placement. */
+    c.scopes = NULL;
+    c.n_scopes = 0;
+    c.platform_admin = true;
+    d.value = "{\"node_selector\":\"pool=cpu\",\"tolerations\":[{\"operator\":\"Exists\"}]}";
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    c.platform_admin = false;
+    assert_false(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
+    d.key = "process";
+    d.value = "{\"node_selector\":7}";
+    assert_true(sandbox_rules_validate(&b.s, why, sizeof why));
+    assert_true(sandbox_rules_delegation(&c, &b.spec, why, sizeof why));
 }
 
 /* Claim allocation (issue 21): allocation, warm_pool and template of the "kubernetes" entry are
@@ -500,7 +614,7 @@ int main(void)
         cmocka_unit_test(test_delegation),      cmocka_unit_test(test_default_lifetime),
         cmocka_unit_test(test_share_active),    cmocka_unit_test(test_service_account),
         cmocka_unit_test(test_host_network),    cmocka_unit_test(test_placement),
-        cmocka_unit_test(test_claim_placement),
+        cmocka_unit_test(test_claim_placement), cmocka_unit_test(test_node_placement),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

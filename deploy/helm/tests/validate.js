@@ -17,9 +17,11 @@
 // Usage, one manifest:
 //   node validate.js --config-doc docs/configuration.md --manifest FILE [--replicas N]
 //     [--mode managed|operator|shared|none] [--namespaces a,b] [--existing-secret NAME]...
+//     [--token-review true] [--secret-refs ns/name,ns/name]
 // or several in one run (TypeScript is loaded and the models compiled once):
 //   node validate.js --config-doc docs/configuration.md --jobs FILE
-// where FILE is a JSON array of {label, manifest, replicas, mode, namespaces, existingSecrets}.
+// where FILE is a JSON array of {label, manifest, replicas, mode, namespaces, existingSecrets,
+// tokenReview, secretRefs}.
 // Per manifest it prints its warnings and errors, "pod-template-sha256 <label>: <hex>" (check.sh
 // compares renders that differ only in replicaCount) and "validate <label>: ..."; it exits 1 if
 // any manifest has an error.
@@ -35,7 +37,8 @@ const ts = require('typescript');
 const cel = require('@bufbuild/cel');
 
 function parseArgs(argv) {
-  const one = { label: 'manifest', replicas: 3, mode: 'managed', namespaces: [], existingSecrets: [] };
+  const one = { label: 'manifest', replicas: 3, mode: 'managed', namespaces: [], existingSecrets: [],
+    tokenReview: false, secretRefs: [] };
   let jobsFile;
   let configDoc;
   for (let i = 0; i < argv.length; i++) {
@@ -49,6 +52,8 @@ function parseArgs(argv) {
       case '--mode': one.mode = v; i++; break;
       case '--namespaces': one.namespaces = v ? v.split(',') : []; i++; break;
       case '--existing-secret': one.existingSecrets.push(v); i++; break;
+      case '--token-review': one.tokenReview = v === 'true'; i++; break;
+      case '--secret-refs': one.secretRefs = v ? v.split(',') : []; i++; break;
       default: throw new Error(`unknown argument ${k}`);
     }
   }
@@ -59,6 +64,8 @@ function parseArgs(argv) {
     j.mode = j.mode || 'managed';
     j.namespaces = j.namespaces || [];
     j.existingSecrets = j.existingSecrets || [];
+    j.tokenReview = !!j.tokenReview;
+    j.secretRefs = j.secretRefs || [];
   }
   return { configDoc, jobs };
 }
@@ -304,8 +311,8 @@ function checkContract(r) {
     if ((args.mode === 'none' ? undefined : args.mode) !== modeEnv) {
       err(sts, `GANTRY_K8S_NAMESPACE_MODE is ${modeEnv}, expected ${args.mode}`);
     }
-    if (pod.automountServiceAccountToken !== (args.mode !== 'none')) {
-      err(sts, 'automountServiceAccountToken must be true exactly when the Kubernetes driver runs');
+    if (pod.automountServiceAccountToken !== (args.mode !== 'none' || args.tokenReview)) {
+      err(sts, 'automountServiceAccountToken must be true exactly when the Kubernetes driver runs or rbac.tokenReview is on');
     }
 
     // The configuration and the start script.
@@ -427,11 +434,20 @@ function checkContract(r) {
   // RBAC: the least each namespace mode needs.
   {
     const sas = byKind('ServiceAccount');
-    const roles = byKind('Role');
-    const croles = byKind('ClusterRole');
-    const rbs = byKind('RoleBinding');
-    const crbs = byKind('ClusterRoleBinding');
-    for (const r of [...roles, ...croles]) {
+    // rbac.tokenReview's ClusterRole and rbac.referencedSecrets' Roles (and their bindings) are
+    // checked on their own below; the namespace modes' checks look at the driver's objects only.
+    const isTokenReview = (o) => o.metadata.name.endsWith('-tokenreview');
+    const isSecretRefs = (o) => o.metadata.name.endsWith('-secret-refs');
+    const extra = (o) => isTokenReview(o) || isSecretRefs(o);
+    const allRoles = byKind('Role');
+    const allCroles = byKind('ClusterRole');
+    const allRbs = byKind('RoleBinding');
+    const allCrbs = byKind('ClusterRoleBinding');
+    const roles = allRoles.filter((o) => !extra(o));
+    const croles = allCroles.filter((o) => !extra(o));
+    const rbs = allRbs.filter((o) => !extra(o));
+    const crbs = allCrbs.filter((o) => !extra(o));
+    for (const r of [...allRoles, ...allCroles]) {
       for (const rule of r.rules || []) {
         for (const f of ['apiGroups', 'resources', 'verbs']) {
           if ((rule[f] || []).includes('*')) err(r, `wildcard in ${f}`);
@@ -439,14 +455,14 @@ function checkContract(r) {
         for (const v of ['escalate', 'bind', 'impersonate']) if ((rule.verbs || []).includes(v)) err(r, `verb ${v}`);
       }
     }
-    for (const b of [...rbs, ...crbs]) {
+    for (const b of [...allRbs, ...allCrbs]) {
       for (const s of b.subjects || []) {
         if (s.kind !== 'ServiceAccount' || !sas.some((a) => a.metadata.name === s.name && a.metadata.namespace === s.namespace)) {
           err(b, `subject ${s.kind} ${s.namespace}/${s.name} is not the chart's ServiceAccount`);
         }
       }
       const target = b.roleRef.kind === 'ClusterRole' ? find('ClusterRole', b.roleRef.name)
-        : roles.find((r) => r.metadata.name === b.roleRef.name && r.metadata.namespace === b.metadata.namespace);
+        : allRoles.find((r) => r.metadata.name === b.roleRef.name && r.metadata.namespace === b.metadata.namespace);
       if (!target) err(b, `roleRef ${b.roleRef.kind} ${b.roleRef.name} is not rendered`);
     }
     const grantsNamespaceCreate = (r) => (r.rules || []).some((x) => (x.resources || []).includes('namespaces') && (x.verbs || []).includes('create'));
@@ -469,7 +485,7 @@ function checkContract(r) {
     const releaseNs = sts0 ? sts0.metadata.namespace : '';
     const full = sts0 ? sts0.metadata.name : '';
     const gw = sts0 ? (sts0.metadata.annotations || {})['gantry/gateway-id'] : '';
-    for (const r of [...roles, ...croles]) {
+    for (const r of [...roles, ...allCroles]) {
       for (const x of r.rules || []) {
         if (!(x.resources || []).includes('secrets')) continue;
         const reads = (x.verbs || []).filter((v) => ['get', 'list', 'watch'].includes(v));
@@ -552,6 +568,44 @@ function checkContract(r) {
         break;
       default:
         err(null, `unknown --mode ${args.mode}`);
+    }
+
+    // rbac.tokenReview: one ClusterRole with create on tokenreviews and nothing else, bound; or none.
+    const trRoles = allCroles.filter(isTokenReview);
+    const trBindings = allCrbs.filter(isTokenReview);
+    if (args.tokenReview) {
+      const want = JSON.stringify([{ apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] }]);
+      if (trRoles.length !== 1 || JSON.stringify(trRoles[0].rules) !== want) {
+        err(trRoles[0] || null, `rbac.tokenReview: expected one ClusterRole with exactly ${want}`);
+      }
+      if (trBindings.length !== 1 || !trRoles[0] || trBindings[0].roleRef.name !== trRoles[0].metadata.name) {
+        err(null, 'rbac.tokenReview: the tokenreviews ClusterRole is not bound');
+      }
+    } else if (trRoles.length || trBindings.length || allRoles.some(isTokenReview) || allRbs.some(isTokenReview)) {
+      err(null, 'tokenreviews RBAC rendered without rbac.tokenReview');
+    }
+    // rbac.referencedSecrets: get on exactly the listed Secrets, by name, one Role per namespace,
+    // each bound there; or none.
+    const refRoles = allRoles.filter(isSecretRefs);
+    const refBindings = allRbs.filter(isSecretRefs);
+    if (allCroles.some(isSecretRefs) || allCrbs.some(isSecretRefs)) err(null, 'referenced Secrets through cluster-wide RBAC');
+    const granted = [];
+    for (const r of refRoles) {
+      for (const x of r.rules || []) {
+        if (JSON.stringify(x.apiGroups) !== '[""]' || JSON.stringify(x.resources) !== '["secrets"]' ||
+          JSON.stringify(x.verbs) !== '["get"]' || !(x.resourceNames || []).length) {
+          err(r, `referenced Secrets: a rule other than get on named secrets: ${JSON.stringify(x)}`);
+        }
+        for (const n of x.resourceNames || []) granted.push(`${r.metadata.namespace}/${n}`);
+      }
+      if (!refBindings.some((b) => b.metadata.namespace === r.metadata.namespace && b.roleRef.kind === 'Role' &&
+        b.roleRef.name === r.metadata.name)) {
+        err(r, 'referenced Secrets: the Role is not bound');
+      }
+    }
+    if (refBindings.length !== refRoles.length) err(null, 'referenced Secrets: a RoleBinding per Role expected');
+    if (JSON.stringify(granted.sort()) !== JSON.stringify([...args.secretRefs].sort())) {
+      err(null, `referenced Secrets: get granted on ${granted.join(',') || 'nothing'}, expected ${args.secretRefs.join(',') || 'nothing'}`);
     }
 
     // The admission policies, evaluated: what they must allow and deny.
