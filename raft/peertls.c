@@ -501,7 +501,15 @@ int peertls_start_dir(const char *dir, const char *listen_address, const char *b
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
-    return peertls_start_files(ca, cert, key, listen_address, backend_address, opts, out, errmsg);
+    struct clock *clk = clock_system();
+    uint64_t end = clock_mono_ms(clk) + PEERTLS_DIR_RETRY_MS;
+    for (;;) {
+        int rv = peertls_start_files(ca, cert, key, listen_address, backend_address, opts, out, errmsg);
+        if (rv != GERR_INVAL || listen_address != NULL || clock_mono_ms(clk) >= end) {
+            return rv;
+        }
+        clk->sleep_ns(clk, 100u * 1000000u); /* a renewal between the two files: read them again */
+    }
 }
 
 const char *peertls_listen_address(const struct peertls *p)

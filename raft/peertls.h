@@ -100,13 +100,18 @@ struct peertls;
  * @errmsg says why: GERR_INVAL (bad PEM, key not matching the certificate, bad address) or GERR_IO. */
 int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *errmsg);
 
-/* peertls_start with the identity read from @dir: ca.pem, cert.pem and key.pem (each at most
- * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only). */
 /* The same with the CA, certificate and key read from three PEM files. */
 int peertls_start_files(const char *ca_file, const char *cert_file, const char *key_file,
                         const char *listen_address, const char *backend_address,
                         const struct peertls_options *opts, struct peertls **out, char *errmsg);
 
+/* peertls_start with the identity read from @dir: ca.pem, cert.pem and key.pem (each at most
+ * 1 MiB). @listen_address and @backend_address as in struct peertls_config (NULL: dial-only).
+ * A dial-only relay is what a one-shot command (gantryd rotate-ca, rotate-key) opens on the data
+ * dir of a running replica, whose renewal replaces cert.pem and key.pem one after the other: a
+ * GERR_INVAL (a key not matching its certificate, read between the two) is tried again for up to
+ * PEERTLS_DIR_RETRY_MS before it is returned. */
+#define PEERTLS_DIR_RETRY_MS 2000u
 int peertls_start_dir(const char *dir, const char *listen_address, const char *backend_address,
                       const struct peertls_options *opts, struct peertls **out, char *errmsg);
 
