@@ -187,8 +187,13 @@ static void sigterm_of_the_leader_hands_over_under_load(void **state)
     int64_t n;
     IT_CHECK(&cl5, store_client_query_int(&c, "SELECT count(*) FROM steady", NULL, 0, &n), c.errmsg);
     assert_int_equal(n, w.next); /* every write present, none twice */
-    /* The stopped node demoted itself; a standby took its vote. */
-    assert_int_equal(role_of(leader), PROTO_ROLE_SPARE);
+    /* The stopped node demoted itself (to spare); a standby took its vote. The leader's roles
+     * manager may make it a standby again until its probes age past the grace (CI once, under a
+     * load average of 13): what matters is that it holds no vote. */
+    int role = role_of(leader);
+    if (role != PROTO_ROLE_SPARE && role != PROTO_ROLE_STANDBY) {
+        fail_msg("the stopped leader still has role %d, not spare or standby", role);
+    }
     IT_CHECK(&cl5, cluster_wait_roles(&cl5, 3, 1, 1, 30000, errmsg), errmsg);
     store_client_close(&c);
 }
