@@ -10,6 +10,7 @@
 #include "api/gate/gate.h"
 #include "api/services/sandboxes_svc.h" /* WATCH_MAX_UNSENT, WATCH_BOOKMARK_MS, WATCH_SYNC_TIMEOUT_MS */
 #include "gantry/v1/events.pb-c.h"
+#include "gantry/v1/warmpools.pb-c.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -34,6 +35,7 @@ static const struct kind {
     {"Quota", &gantry__v1__quota__descriptor, "quota", true},
     {"QuotaCeiling", &gantry__v1__quota_ceiling__descriptor, "quota_ceiling", true},
     {"PrincipalLink", &gantry__v1__external_identity__descriptor, "external_identity", false},
+    {"WarmPool", &gantry__v1__warm_pool__descriptor, "warm_pool", true},
 };
 #define N_KINDS (sizeof kinds / sizeof kinds[0])
 

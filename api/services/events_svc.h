@@ -45,7 +45,7 @@
 /* What Events.Watch serves, comma-separated (the names events carry). */
 #define EVENTS_KINDS                                                                                         \
     "Namespace, Principal, RoleBinding, ApiKey, Provider, ProviderGrant, Policy, Quota, QuotaCeiling, "      \
-    "PrincipalLink"
+    "PrincipalLink, WarmPool"
 
 struct gate;
 struct feed;
