@@ -171,8 +171,8 @@ static const char *owner_of(const struct ring_ev *r)
 }
 
 /* Would the kind's Get or List show @who this object? (api/authz/authz.c.) Namespaced kinds
- * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ): a global reader
- * or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
+ * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get, WarmPools.Get: AZ_NS_READ): a global
+ * reader or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
  * Principal, RoleBinding, PrincipalLink (AZ_PRINCIPAL_READ): a global reader, any namespace_admin,
  * or the principal itself. ApiKey (AZ_APIKEY_READ): a global reader or the key's own principal; a
  * namespace_admin's managed principals (a store read per principal) are not streamed. */

@@ -15,8 +15,9 @@
  *
  * Each event goes to a watcher only when the watcher could read the object with the kind's Get or
  * List (decided with the watcher's principal, its bindings refreshed every EVENTS_REFRESH_MS):
- * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, a namespace's Policy)
- * to platform_admin, auditor and any role covering the namespace; the gateway Policy to everyone;
+ * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, WarmPool, a
+ * namespace's Policy) to platform_admin, auditor and any role covering the namespace; the gateway
+ * Policy to everyone;
  * Principal, RoleBinding and PrincipalLink to platform_admin, auditor, any namespace_admin and the
  * principal itself; ApiKey to platform_admin, auditor and the key's own principal (not to the
  * namespace_admin that manages it, which ApiKeys.List allows: that needs a store read).
