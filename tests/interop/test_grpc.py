@@ -1008,7 +1008,9 @@ class ReflectionTests(ServerCase):
     EXPECTED = {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
                 "grpc.reflection.v1alpha.ServerReflection", "gantry.testing.v1.Echo"} | {
         "gantry.v1." + s for s in ("Namespaces", "Principals", "ApiKeys", "Sandboxes", "Providers", "Policies", "Egress",
-                                   "Quotas", "Usage", "Audit", "Cluster")}
+                                   "Quotas", "Usage", "Audit", "Cluster", "Events")}
+
+    EXPECTED = EXPECTED | {"gantry.v1.WarmPools"}  # docs/platform-controller.md, Gantry-owned warm pools
 
     def test_list_services_v1_and_v1alpha(self):
         for alpha in (False, True):
