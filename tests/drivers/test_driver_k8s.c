@@ -1032,6 +1032,32 @@ static void test_warm_pools(void **state)
     assert_int_equal(driver_pool_delete(d, newer, "tenant-a", "placed", POOL_ID2, errmsg), 0);
     assert_int_equal(raw("DELETE", EXT "/namespaces/team-b/sandboxwarmpools/theirs", NULL, NULL), 200);
     driver_free(d);
+
+    /* Managed mode: the pool goes to the gantry namespace's managed namespace, made first; the list
+     * looks across the cluster (the chart's ClusterRole) and finds this gateway's pools only. */
+    struct driver *m = open_managed(NULL);
+    uint64_t me = conf_epoch();
+    char kns[64], mpath[300];
+    driver_k8s_managed_namespace("gw-a", "pools-m", kns);
+    snprintf(mpath, sizeof mpath, EXT "/namespaces/%s/sandboxwarmpools/warm", kns);
+    assert_int_equal(driver_ensure_namespace(m, me, "pools-m", errmsg), 0);
+    struct driver_pool_spec mps = {
+        .id = POOL_ID, .namespace = "pools-m", .name = "warm", .template_name = "agent-tpl", .replicas = 1};
+    pool_ok(driver_pool_apply(m, me, &mps, &out, errmsg), errmsg);
+    assert_string_equal(out.k8s_namespace, kns);
+    driver_pool_close(&out);
+    assert_true(exists(mpath));
+    mps.k8s_namespace = "team-b"; /* managed mode chooses the namespace itself */
+    assert_int_equal(driver_pool_apply(m, me, &mps, &out, errmsg), GERR_PERM);
+    assert_int_equal(driver_pool_list(m, me, &l, errmsg), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].k8s_namespace, kns);
+    assert_string_equal(l.items[0].namespace, "pools-m");
+    driver_pool_list_close(&l);
+    assert_int_equal(driver_pool_delete(m, me, kns, "warm", POOL_ID, errmsg), 0);
+    assert_false(exists(mpath));
+    assert_int_equal(driver_delete_namespace(m, me, "pools-m", errmsg), 0);
+    driver_free(m);
     (void)state;
 }
 
