@@ -53,6 +53,30 @@ void driver_sandbox_list_close(struct driver_sandbox_list *l)
     memset(l, 0, sizeof *l);
 }
 
+void driver_pool_close(struct driver_pool *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    mem_free(p->id);
+    mem_free(p->namespace);
+    mem_free(p->name);
+    mem_free(p->k8s_namespace);
+    memset(p, 0, sizeof *p);
+}
+
+void driver_pool_list_close(struct driver_pool_list *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        driver_pool_close(&l->items[i]);
+    }
+    mem_free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
 /* ---- Shared argument rules */
 
 static bool is_alnum_lower(char c)
@@ -458,6 +482,7 @@ void driver_capabilities(struct driver *d, struct driver_caps *caps)
     caps->logs = d->ops->logs_open != NULL;
     caps->exec = d->ops->exec_start != NULL;
     caps->port_forward = d->ops->port_connect != NULL;
+    caps->pools = d->ops->pool_apply != NULL;
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -552,6 +577,80 @@ int driver_update_credentials(struct driver *d, uint64_t epoch, const char *ns, 
         return GERR_INVAL;
     }
     DRIVER__CALL(d, d->ops->update_credentials(d, epoch, ns, id, creds, n, errmsg));
+    return rv;
+}
+
+static int no_pools(struct driver *d, char *errmsg)
+{
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    gerr_set(errmsg, "the %s driver does not manage warm pools (only the kubernetes driver does)", caps.name);
+    return GERR_UNAVAILABLE;
+}
+
+int driver_pool_apply(struct driver *d, uint64_t epoch, const struct driver_pool_spec *spec,
+                      struct driver_pool *out, char *errmsg)
+{
+    int rv;
+    memset(out, 0, sizeof *out);
+    if ((rv = check_epoch(epoch, errmsg)) != 0 || (rv = check_ns(spec->namespace, false, errmsg)) != 0 ||
+        (rv = check_id(spec->id, errmsg)) != 0) {
+        return rv;
+    }
+    if (spec->name == NULL || !driver_is_dns_label(spec->name)) {
+        gerr_set(errmsg, "warm pool name must be a DNS-1123 label");
+        return GERR_INVAL;
+    }
+    if (spec->k8s_namespace != NULL && spec->k8s_namespace[0] != '\0' &&
+        !driver_is_dns_label(spec->k8s_namespace)) {
+        gerr_set(errmsg, "warm pool namespace must be a DNS-1123 label");
+        return GERR_INVAL;
+    }
+    if (spec->template_name == NULL || !driver_is_dns_subdomain(spec->template_name)) {
+        gerr_set(errmsg, "warm pool template must be a DNS subdomain");
+        return GERR_INVAL;
+    }
+    if (spec->replicas > DRIVER_POOL_REPLICAS_MAX) {
+        gerr_set(errmsg, "warm pool replicas %u is above %u", spec->replicas, DRIVER_POOL_REPLICAS_MAX);
+        return GERR_INVAL;
+    }
+    if (d->ops->pool_apply == NULL) {
+        return no_pools(d, errmsg);
+    }
+    DRIVER__CALL(d, d->ops->pool_apply(d, epoch, spec, out, errmsg));
+    return rv;
+}
+
+int driver_pool_delete(struct driver *d, uint64_t epoch, const char *k8s_namespace, const char *name,
+                       const char *id, char *errmsg)
+{
+    int rv;
+    if ((rv = check_epoch(epoch, errmsg)) != 0 || (rv = check_id(id, errmsg)) != 0) {
+        return rv;
+    }
+    if (k8s_namespace == NULL || !driver_is_dns_label(k8s_namespace) || name == NULL ||
+        !driver_is_dns_label(name)) {
+        gerr_set(errmsg, "warm pool namespace and name must be DNS-1123 labels");
+        return GERR_INVAL;
+    }
+    if (d->ops->pool_delete == NULL) {
+        return no_pools(d, errmsg);
+    }
+    DRIVER__CALL(d, d->ops->pool_delete(d, epoch, k8s_namespace, name, id, errmsg));
+    return rv;
+}
+
+int driver_pool_list(struct driver *d, uint64_t epoch, struct driver_pool_list *out, char *errmsg)
+{
+    int rv;
+    memset(out, 0, sizeof *out);
+    if ((rv = check_epoch(epoch, errmsg)) != 0) {
+        return rv;
+    }
+    if (d->ops->pool_list == NULL) {
+        return no_pools(d, errmsg);
+    }
+    DRIVER__CALL(d, d->ops->pool_list(d, epoch, out, errmsg));
     return rv;
 }
 

@@ -170,6 +170,7 @@ struct driver_caps {
     bool logs;                      /* driver_logs_open reads the main process's output */
     bool exec;                      /* driver_exec_start runs commands inside a sandbox */
     bool port_forward;              /* driver_port_connect reaches a TCP port inside a sandbox */
+    bool pools;                     /* driver_pool_apply/delete/list manage warm pools (kubernetes) */
     const char *const *config_keys; /* driver_config keys this driver knows, NULL-terminated */
     char detail[GERR_MSG_SIZE];     /* human-readable: the backend, its mode, what is missing */
 };
@@ -308,6 +309,54 @@ void driver_exec_close(struct driver_exec *x);
  * GERR_INVAL (port 0), GERR_IO. */
 int driver_port_connect(struct driver *d, const char *ns, const char *id, uint16_t port,
                         struct driver_exec **out, char *errmsg);
+
+/* ---- Warm pools (caps.pools): pools of ready sandboxes of a template that Gantry's API declares
+ * (the WarmPools service) and the reconciler keeps in the backend; the kubernetes driver makes them
+ * agent-sandbox SandboxWarmPool objects (drivers/k8s_pools.h), which a sandbox's driver_config
+ * "warm_pool" claims from. Fenced like every other call: a stale epoch is DRIVER_ERR_STALE before
+ * anything is touched. A driver without caps.pools answers GERR_UNAVAILABLE ("does not manage warm
+ * pools") to all three. */
+#define DRIVER_POOL_REPLICAS_MAX 100u
+
+struct driver_pool_spec {
+    const char *id;            /* the WarmPool's id (canonical UUID) */
+    const char *namespace;     /* its gantry namespace, DNS-1123 label */
+    const char *name;          /* DNS-1123 label: the backend object's name */
+    const char *k8s_namespace; /* NULL or "": the backend namespace the gantry namespace maps to */
+    const char *template_name; /* DNS subdomain: the SandboxTemplate of its members */
+    uint32_t replicas;         /* 0..DRIVER_POOL_REPLICAS_MAX */
+};
+
+/* A pool in the backend. Strings are heap copies owned by the struct (driver_pool_close). */
+struct driver_pool {
+    char *id, *namespace, *name, *k8s_namespace;
+    uint32_t replicas; /* what it asks for */
+    uint32_t ready;    /* members ready to be claimed now */
+};
+
+struct driver_pool_list {
+    struct driver_pool *items;
+    size_t n;
+};
+
+void driver_pool_close(struct driver_pool *p);           /* frees the strings; zeroes @p */
+void driver_pool_list_close(struct driver_pool_list *l); /* closes every item; zeroes @l */
+
+/* Make the backend's pool of @spec exist with its replicas and template: created when absent,
+ * changed when they differ (a concurrent write is read again and retried), left alone otherwise. On
+ * 0, @out describes it. A backend object of that name that is not this gateway's pool @spec->id is
+ * GERR_EXISTS and is never changed; a k8s_namespace the driver may not use GERR_PERM; the template
+ * or pool resource not served GERR_UNAVAILABLE. */
+int driver_pool_apply(struct driver *d, uint64_t epoch, const struct driver_pool_spec *spec,
+                      struct driver_pool *out, char *errmsg);
+
+/* Delete pool @id named @name in backend namespace @k8s_namespace (its members go with it). 0 also
+ * when it is absent; one of that name that is not this gateway's pool @id is left alone (0). */
+int driver_pool_delete(struct driver *d, uint64_t epoch, const char *k8s_namespace, const char *name,
+                       const char *id, char *errmsg);
+
+/* Every pool this gateway owns, in every namespace the driver may use, in no particular order. */
+int driver_pool_list(struct driver *d, uint64_t epoch, struct driver_pool_list *out, char *errmsg);
 
 /* Make namespace @ns usable for create(). Idempotent. */
 int driver_ensure_namespace(struct driver *d, uint64_t epoch, const char *ns, char *errmsg);

@@ -40,6 +40,12 @@ struct driver_ops {
     /* NULL: caps.port_forward is false. Called without the driver's mutex. */
     int (*port_connect)(struct driver *d, const char *ns, const char *id, uint16_t port,
                         struct driver_exec **out, char *errmsg);
+    /* NULL: caps.pools is false (the wrappers answer GERR_UNAVAILABLE). */
+    int (*pool_apply)(struct driver *d, uint64_t epoch, const struct driver_pool_spec *spec,
+                      struct driver_pool *out, char *errmsg);
+    int (*pool_delete)(struct driver *d, uint64_t epoch, const char *k8s_namespace, const char *name,
+                       const char *id, char *errmsg);
+    int (*pool_list)(struct driver *d, uint64_t epoch, struct driver_pool_list *out, char *errmsg);
     void (*free)(struct driver *d);
 };
 

@@ -18,6 +18,7 @@
 
 #include "drivers/driver_internal.h"
 #include "drivers/k8s_claims.h"
+#include "drivers/k8s_pools.h"
 #include "drivers/k8s_cache.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
@@ -1908,6 +1909,226 @@ int k8s__pod_of(struct driver *d, const char *ns, const char *id, char kns[64], 
     return rv;
 }
 
+/* ---- Warm pools (drivers/k8s_pools.h): SandboxWarmPool objects of Gantry's WarmPools */
+
+#define POOL_LIST_MAX 1024u
+
+static void pool_path(char *out, size_t len, const char *kns, const char *name)
+{
+    snprintf(out, len, K8S_EXT_API "/namespaces/%s/" K8S_POOL_RESOURCE "%s%s", kns, name != NULL ? "/" : "",
+             name != NULL ? name : "");
+}
+
+/* Where @spec's pool goes: the namespace it names (operator mode, one of the allowlist's only, as a
+ * sandbox's driver_config "namespace"), else the one its gantry namespace maps to. */
+static int pool_namespace(struct driver_k8s *k, const struct driver_pool_spec *spec, char out[64],
+                          char *errmsg)
+{
+    const char *chosen =
+        spec->k8s_namespace != NULL && spec->k8s_namespace[0] != '\0' ? spec->k8s_namespace : NULL;
+    int rv = k8s_namespace(k, spec->namespace, out, errmsg);
+    if (rv != 0 || chosen == NULL) {
+        return rv;
+    }
+    if (k->mode != DRIVER_K8S_OPERATOR || !op_holds(k, chosen)) {
+        gerr_set(errmsg, "warm pool namespace %.63s: %s", chosen,
+                 k->mode != DRIVER_K8S_OPERATOR
+                     ? "the kubernetes driver chooses the namespace itself outside operator mode"
+                     : "not a namespace of the kubernetes driver's operator allowlist");
+        return GERR_PERM;
+    }
+    snprintf(out, 64, "%s", chosen);
+    return 0;
+}
+
+static void pool_describe(const struct k8s_pool *p, const char *kns, struct driver_pool *out)
+{
+    out->id = mem_strdup(p->pool_id);
+    out->namespace = mem_strdup(p->gantry_ns);
+    out->name = mem_strdup(p->name);
+    out->k8s_namespace = mem_strdup(p->k8s_namespace[0] != '\0' ? p->k8s_namespace : kns);
+    out->replicas = p->replicas < 0 ? 0 : (uint32_t)p->replicas;
+    out->ready = p->ready;
+}
+
+/* One round of apply: *@again on a conflict (a POST that found the name taken meanwhile, a PATCH
+ * whose resourceVersion is no longer the pool's). */
+static int pool_apply_once(struct driver_k8s *k, uint64_t epoch, const struct driver_pool_spec *spec,
+                           const char *kns, bool *again, struct driver_pool *out, char *errmsg)
+{
+    char path[512];
+    struct k8s_pool p;
+    *again = false;
+    pool_path(path, sizeof path, kns, spec->name);
+    int rv = ext_missing(k, call(k, "GET", path, NULL, errmsg), K8S_POOL_RESOURCE, errmsg);
+    if (rv == GERR_NOTFOUND) {
+        char coll[512];
+        pool_path(coll, sizeof coll, kns, NULL);
+        char *doc = k8s_pool_manifest(spec, k->gw, kns, epoch);
+        rv = ext_missing(k, call(k, "POST", coll, doc, errmsg), K8S_POOL_RESOURCE, errmsg);
+        mem_free(doc);
+        *again = rv == GERR_EXISTS; /* made meanwhile (another replica, another gateway): read it */
+        if (rv == 0 && (rv = k8s_pool_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
+            pool_describe(&p, kns, out);
+        }
+        return rv;
+    }
+    if (rv != 0 || (rv = k8s_pool_decode(body(k), k->resp.len, &p, errmsg)) != 0) {
+        return rv;
+    }
+    if (!k8s_pool_ours(&p, k->gw, spec->id)) {
+        gerr_set(errmsg,
+                 "SandboxWarmPool %s/%s exists and is not this gateway's pool %s (labels %s=%s, %s=%s): not "
+                 "touching it",
+                 kns, spec->name, spec->id, K8S_LABEL_GATEWAY,
+                 p.gateway_id[0] != '\0' ? p.gateway_id : "(none)", K8S_LABEL_POOL,
+                 p.pool_id[0] != '\0' ? p.pool_id : "(none)");
+        return GERR_EXISTS;
+    }
+    if (p.replicas == (int64_t)spec->replicas && strcmp(p.template_name, spec->template_name) == 0) {
+        pool_describe(&p, kns, out);
+        return 0;
+    }
+    char *doc = k8s_pool_replacement(body(k), k->resp.len, spec, epoch);
+    rv = call(k, "PUT", path, doc, errmsg);
+    mem_free(doc);
+    *again = rv == GERR_ABORTED; /* 409 Conflict: changed since we read it */
+    if (rv == 0 && (rv = k8s_pool_decode(body(k), k->resp.len, &p, errmsg)) == 0) {
+        pool_describe(&p, kns, out);
+    }
+    return rv;
+}
+
+static int k8s_pool_apply(struct driver *d, uint64_t epoch, const struct driver_pool_spec *spec,
+                          struct driver_pool *out, char *errmsg)
+{
+    struct driver_k8s *k = k8s_enter(d, epoch);
+    char kns[64];
+    int rv = pool_namespace(k, spec, kns, errmsg);
+    if (rv == 0) {
+        rv = fence(k, epoch, errmsg);
+    }
+    for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
+        bool again;
+        driver_pool_close(out);
+        rv = pool_apply_once(k, epoch, spec, kns, &again, out, errmsg);
+        if (!again) {
+            return rv;
+        }
+        LOG_INFO("kubernetes driver: warm pool %s/%s changed meanwhile (%s); reading it again", kns,
+                 spec->name, errmsg);
+        rv = 0;
+    }
+    if (rv == 0) {
+        gerr_set(errmsg, "SandboxWarmPool %s/%s: still conflicting after %d attempts", kns, spec->name,
+                 CONFLICT_RETRIES);
+        rv = GERR_ABORTED;
+    }
+    return rv;
+}
+
+static int k8s_pool_delete(struct driver *d, uint64_t epoch, const char *kns, const char *name,
+                           const char *id, char *errmsg)
+{
+    struct driver_k8s *k = k8s_enter(d, epoch);
+    char path[512];
+    struct k8s_pool p;
+    pool_path(path, sizeof path, kns, name);
+    int rv = fence(k, epoch, errmsg);
+    for (int i = 0; rv == 0 && i < CONFLICT_RETRIES; i++) {
+        rv = ext_missing(k, call(k, "GET", path, NULL, errmsg), K8S_POOL_RESOURCE, errmsg);
+        if (rv == GERR_NOTFOUND) {
+            return 0;
+        }
+        if (rv != 0 || (rv = k8s_pool_decode(body(k), k->resp.len, &p, errmsg)) != 0) {
+            return rv;
+        }
+        if (!k8s_pool_ours(&p, k->gw, id)) {
+            LOG_INFO("kubernetes driver: SandboxWarmPool %s/%s is not this gateway's pool %s: left alone",
+                     kns, name, id);
+            return 0;
+        }
+        if (p.deleting) {
+            return 0;
+        }
+        char *opts = k8s_pool_delete_options(p.resource_version);
+        rv = call(k, "DELETE", path, opts, errmsg);
+        mem_free(opts);
+        if (rv == GERR_NOTFOUND) {
+            return 0;
+        }
+        if (rv != GERR_ABORTED) {
+            return rv;
+        }
+        rv = 0; /* 409: changed since we read it; read again */
+    }
+    if (rv == 0) {
+        gerr_set(errmsg, "SandboxWarmPool %s/%s: still conflicting after %d attempts", kns, name,
+                 CONFLICT_RETRIES);
+        rv = GERR_ABORTED;
+    }
+    return rv;
+}
+
+static int pool_list_in(struct driver_k8s *k, const char *kns, struct driver_pool_list *out, char *errmsg)
+{
+    char path[600];
+    if (kns != NULL) {
+        snprintf(path, sizeof path, K8S_EXT_API "/namespaces/%s/" K8S_POOL_RESOURCE "?labelSelector=%s%%3D%s",
+                 kns, "gantry.dev%2Fgateway-id", k->gw);
+    } else {
+        snprintf(path, sizeof path, K8S_EXT_API "/" K8S_POOL_RESOURCE "?labelSelector=%s%%3D%s",
+                 "gantry.dev%2Fgateway-id", k->gw);
+    }
+    int rv = ext_missing(k, call(k, "GET", path, NULL, errmsg), K8S_POOL_RESOURCE, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct k8s_pool *items = mem_zalloc(sizeof *items * POOL_LIST_MAX);
+    size_t n = 0;
+    rv = k8s_pool_list_decode(body(k), k->resp.len, items, POOL_LIST_MAX, &n, errmsg);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        if (!k8s_pool_ours(&items[i], k->gw, NULL)) {
+            continue;
+        }
+        struct driver_pool *p = mem_realloc(out->items, sizeof *out->items * (out->n + 1));
+        out->items = p;
+        memset(&out->items[out->n], 0, sizeof out->items[0]);
+        pool_describe(&items[i], kns != NULL ? kns : items[i].k8s_namespace, &out->items[out->n++]);
+    }
+    mem_free(items);
+    return rv;
+}
+
+static int k8s_pool_list(struct driver *d, uint64_t epoch, struct driver_pool_list *out, char *errmsg)
+{
+    struct driver_k8s *k = k8s_enter(d, epoch);
+    int rv = read_check(k, epoch, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    switch (k->mode) {
+    case DRIVER_K8S_MANAGED:
+        rv = pool_list_in(k, NULL, out, errmsg);
+        break;
+    case DRIVER_K8S_SHARED:
+        rv = pool_list_in(k, k->shared_ns, out, errmsg);
+        break;
+    case DRIVER_K8S_OPERATOR:
+    default:
+        for (size_t i = 0; rv == 0 && i < k->n_op; i++) {
+            if (op_first(k, i)) {
+                rv = pool_list_in(k, k->op_to[i], out, errmsg);
+            }
+        }
+        break;
+    }
+    if (rv != 0) {
+        driver_pool_list_close(out);
+    }
+    return rv;
+}
+
 /* ---- Capabilities, statistics, construction */
 
 static void k8s_capabilities(struct driver *d, struct driver_caps *caps)
@@ -2018,6 +2239,9 @@ static const struct driver_ops k8s_ops = {
     .logs_open = k8s_logs_open,
     .exec_start = k8s_exec_start,
     .port_connect = k8s_port_connect,
+    .pool_apply = k8s_pool_apply,
+    .pool_delete = k8s_pool_delete,
+    .pool_list = k8s_pool_list,
     .free = k8s_free,
 };
 

@@ -12,6 +12,7 @@
 
 #include "gantry/v1/sandboxes.pb-c.h"
 #include "leases/dspec.h"
+#include "leases/warmpools.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -55,6 +56,10 @@ struct reconciler {
     unsigned n_attempts;
     char ns_pending[MAX_NS_PENDING][64]; /* deleted namespaces the driver has not removed yet */
     unsigned n_ns_pending;
+    bool pools;             /* the driver manages warm pools (caps.pools) */
+    bool pools_due;         /* a WarmPool changed: run the pool pass at the next poll */
+    bool pools_orphans;     /* the next pool pass also deletes the driver's pools the store lacks */
+    uint64_t last_pools_ms; /* when the pool pass last ran (mono) */
 };
 
 static uint64_t now_mono(void)
@@ -785,6 +790,8 @@ static int resync(struct reconciler *r)
     if (rv == 0 && keep_lease(r)) { /* a pass cut short is not a resync: the next one is due */
         r->last_revision = (uint64_t)rev > r->last_revision ? (uint64_t)rev : r->last_revision;
         r->last_resync_ms = now_mono();
+        r->pools_due = true;
+        r->pools_orphans = true;
         bump(r, &r->st.resyncs);
     }
     return rv;
@@ -832,18 +839,24 @@ static int follow(struct reconciler *r)
     struct proto_rows ev;
     proto_rows_init(&ev, 0);
     struct proto_value p[] = {proto_int((int64_t)r->last_revision)};
-    int rv =
-        store_client_query(&r->cl,
-                           "SELECT revision, object_id, kind, namespace FROM events WHERE revision > ? AND "
-                           "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED') OR "
-                           "(kind = 'Provider' AND type = 'MODIFIED')) "
-                           "ORDER BY revision LIMIT 500",
-                           p, 1, &ev);
+    int rv = store_client_query(
+        &r->cl,
+        "SELECT revision, object_id, kind, namespace, type FROM events WHERE revision > ? AND "
+        "(kind = 'Sandbox' OR (kind = 'Namespace' AND type = 'DELETED') OR "
+        "(kind = 'Provider' AND type = 'MODIFIED') OR kind = 'WarmPool') "
+        "ORDER BY revision LIMIT 500",
+        p, 1, &ev);
     for (size_t i = 0; rv == 0 && i < ev.n_rows && keep_lease(r); i++) {
         char kind[16], ns[64];
         text(proto_rows_at(&ev, i, 2), kind, sizeof kind);
         text(proto_rows_at(&ev, i, 3), ns, sizeof ns);
-        if (strcmp(kind, "Namespace") == 0) {
+        if (strcmp(kind, "WarmPool") == 0) {
+            char type[16];
+            text(proto_rows_at(&ev, i, 4), type, sizeof type);
+            r->pools_due = true;
+            r->pools_orphans = r->pools_orphans || strcmp(type, "DELETED") == 0;
+        } else if (strcmp(kind, "Namespace") == 0) {
+            r->pools_orphans = true; /* its pools went with it */
             remove_namespaces(r, ns);
         } else if (strcmp(kind, "Provider") == 0) {
             rv = provider_changed(r, ns, proto_rows_at(&ev, i, 1));
@@ -860,6 +873,50 @@ static int follow(struct reconciler *r)
         remove_namespaces(r, NULL);
     }
     return rv;
+}
+
+/* The warm pool pass (leases/warmpools.h): when a WarmPool changed, at every resync, and every
+ * POOLS_POLL_MS while pools exist (their ready members change without events). */
+#define POOLS_POLL_MS 2000u
+
+static void pools_pass(struct reconciler *r)
+{
+    if (!r->pools || !lease_valid(&r->lease)) {
+        return;
+    }
+    uint64_t now = now_mono();
+    if (!r->pools_due && now - r->last_pools_ms < POOLS_POLL_MS) {
+        return;
+    }
+    if (!r->pools_due && !r->pools_orphans) {
+        int64_t n = 0;
+        if (store_client_query_int(&r->cl, "SELECT count(*) FROM warm_pools", NULL, 0, &n) != 0 || n == 0) {
+            r->last_pools_ms = now;
+            return;
+        }
+    }
+    struct warmpools_pass p = {.driver = r->cfg.driver,
+                               .cl = &r->cl,
+                               .writer = r->cfg.writer,
+                               .lease = RECONCILER_LEASE,
+                               .holder = r->holder,
+                               .epoch = r->epoch,
+                               .orphans = r->pools_orphans};
+    struct warmpools_result res;
+    int rv = warmpools_sync(&p, &res);
+    r->last_pools_ms = now_mono();
+    if (rv == DRIVER_ERR_STALE) {
+        bump(r, &r->st.stale_refusals);
+        r->lease.held = false;
+        return;
+    }
+    if (rv == 0) {
+        r->pools_due = false;
+        r->pools_orphans = false;
+    }
+    if (res.failed > 0) {
+        bump(r, &r->st.driver_errors);
+    }
 }
 
 static void publish(struct reconciler *r, bool held)
@@ -922,6 +979,7 @@ static void *reconciler_main(void *arg)
             } else {
                 follow(r);
             }
+            pools_pass(r);
             /* Backends move on without telling us (PROVISIONING -> READY): poll those in
              * transition every second. */
             if (lease_valid(&r->lease) && now_mono() - r->last_transitional_ms >= 1000) {
@@ -980,6 +1038,11 @@ int reconciler_start(const struct reconciler_config *cfg, struct reconciler **ou
         return rv;
     }
     r->attempts = mem_zalloc(sizeof *r->attempts * MAX_TRACKED);
+    struct driver_caps caps = {0};
+    if (cfg->driver != NULL) {
+        driver_capabilities(cfg->driver, &caps);
+    }
+    r->pools = caps.pools;
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);

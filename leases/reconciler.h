@@ -16,6 +16,10 @@
  *     delete_namespace (the kubernetes driver's managed namespace goes), retried at every poll
  *     while it fails (at most 64 pending). Deletions while no replica held the lease are not
  *     seen: the feed is followed from the revision of the holder's first resync.
+ * With a driver that has caps.pools, it also runs the warm pool pass (leases/warmpools.h) when a
+ * WarmPool event is in the feed, at every resync and every 2 s while pools exist: the store's
+ * WarmPools applied to the driver, their status written back, this gateway's pools without a row
+ * deleted (at resyncs and after WarmPool or Namespace deletions).
  * Every store write it makes checks its lease epoch in the same transaction (lease_check_tx), and
  * every driver call carries the epoch, which drivers refuse once a newer one was seen.
  *

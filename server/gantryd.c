@@ -43,6 +43,7 @@
 #include "api/services/clusterdb.h"
 #include "api/services/links_svc.h"
 #include "api/services/policies_svc.h"
+#include "api/services/warmpools_svc.h"
 #include "api/services/pepper_ring.h"
 #include "api/services/principals_svc.h"
 #include "api/services/providers_svc.h"
@@ -368,7 +369,8 @@ struct daemon {
     bool peppers_ready;
     struct res_env env;
     struct sandboxes_svc ssvc;
-    struct events_svc esvc;        /* Events.Watch, fed by the feed like ssvc's hub */
+    struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
+    struct warmpools_svc wsvc;
     struct feed feed;              /* the change feed's one follower on this replica (store/feed.h) */
     struct ns_model *ns_model;     /* the namespaces model, kept by the feed (api/services/ns_model.h) */
     struct tenants_reads ns_reads; /* how Namespaces.Get and List read */
@@ -1438,6 +1440,7 @@ static int serve(struct daemon *d, char *errmsg)
                                    .member_lag_arg = d};
     d->env = (struct res_env){
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
+    d->wsvc.env = &d->env;
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     d->psvc = (struct principals_svc){.env = &d->env,
@@ -1450,6 +1453,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = warmpools_svc_register(d->gate, &d->wsvc, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
         (rv = events_svc_register(d->gate, &d->esvc, errmsg)) != 0 ||
         (rv = sessions_svc_register(d->gate, &d->sesvc, errmsg)) != 0 ||
@@ -1709,6 +1713,7 @@ static int start_reconciler(struct daemon *d, const struct store_client_config *
     struct driver_caps caps;
     driver_capabilities(d->driver, &caps);
     d->ssvc.driver = d->driver;  /* admission checks; before the loop thread takes calls */
+    d->wsvc.driver = d->driver;  /* WarmPools.Create needs caps.pools */
     d->sesvc.driver = d->driver; /* sessions read through it */
     LOG_INFO("driver %s: %s%s", caps.name, caps.available ? "" : "UNAVAILABLE: ", caps.detail);
     char holder[128], uuid[37];

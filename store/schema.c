@@ -155,6 +155,19 @@ static const struct store_migration schema[] = {
      /* Version 1 is the root pepper (secrets/pepper); later ones are sealed in cluster_meta
       * (api/services/pepper_ring.h). A key is rehashed under the current version when it is used. */
      "ALTER TABLE api_keys ADD COLUMN pepper_version INTEGER NOT NULL DEFAULT 1;"},
+    {11, "Gantry-owned warm pools",
+     /* WarmPools (api/services/warmpools_svc.h): pool is the packed gantry.v1.WarmPool as created
+      * and updated (meta and spec, no status); status the packed WarmPoolStatus the reconciler
+      * writes. kube_namespace is the chosen Kubernetes namespace ('' : the gateway's placement); a
+      * chosen one holds one pool of a name. A namespace's pools go with the namespace. */
+     "CREATE TABLE warm_pools (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL,"
+     " kube_namespace TEXT NOT NULL, template TEXT NOT NULL, replicas INTEGER NOT NULL, pool BLOB NOT NULL,"
+     " status BLOB NOT NULL DEFAULT x'', created_by TEXT NOT NULL, resource_version INTEGER NOT NULL,"
+     " created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, UNIQUE (namespace, name)) STRICT;"
+     "CREATE UNIQUE INDEX warm_pools_by_kube_name ON warm_pools (kube_namespace, name) WHERE kube_namespace "
+     "!= '';"
+     "CREATE TRIGGER warm_pools_namespace_gone AFTER DELETE ON namespaces BEGIN"
+     " DELETE FROM warm_pools WHERE namespace = old.name; END;"},
 };
 
 const struct store_migration *store_schema(unsigned *n)

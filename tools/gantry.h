@@ -12,6 +12,7 @@
  *   tools/gantry_principals.c whoami, user, sa, role, key
  *   tools/gantry_tenants.c    namespace, quota, policy, usage, audit
  *   tools/gantry_providers.c  provider
+ *   tools/gantry_warmpools.c  warmpool
  *   tools/gantry_sandbox.c    sandbox
  *   tools/gantry_drill.c      drill
  *   tools/gantry_watch.c      watch */
@@ -86,6 +87,7 @@ extern const struct gantry_cmd gantry_cluster_cmds[];
 extern const struct gantry_cmd gantry_principal_cmds[];
 extern const struct gantry_cmd gantry_tenant_cmds[];
 extern const struct gantry_cmd gantry_provider_cmds[];
+extern const struct gantry_cmd gantry_warmpool_cmds[];
 extern const struct gantry_cmd gantry_sandbox_cmds[];
 extern const struct gantry_cmd gantry_ctx_cmds[];
 extern const struct gantry_cmd gantry_drill_cmds[];

@@ -23,8 +23,9 @@ static const struct gantry_cmd builtin_cmds[] = {
 };
 
 static const struct gantry_cmd *const tables[] = {
-    gantry_ctx_cmds,     gantry_cluster_cmds, gantry_principal_cmds, gantry_tenant_cmds, gantry_provider_cmds,
-    gantry_sandbox_cmds, gantry_watch_cmds,   gantry_drill_cmds,     builtin_cmds,
+    gantry_ctx_cmds,      gantry_cluster_cmds,  gantry_principal_cmds, gantry_tenant_cmds,
+    gantry_provider_cmds, gantry_warmpool_cmds, gantry_sandbox_cmds,   gantry_watch_cmds,
+    gantry_drill_cmds,    builtin_cmds,
 };
 #define N_TABLES (sizeof tables / sizeof tables[0])
 

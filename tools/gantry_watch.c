@@ -28,6 +28,7 @@ static const struct {
     {"ceiling", "QuotaCeiling"},
     {"principallink", "PrincipalLink"},
     {"link", "PrincipalLink"},
+    {"warmpool", "WarmPool"},
 };
 
 struct ewatch {
@@ -113,7 +114,7 @@ static int cmd_watch(struct cli *c, int argc, char **argv)
     if (kind == NULL && strcmp(argv[0], "all") != 0) {
         fprintf(stderr,
                 "gantry: unknown kind \"%s\": one of sandbox, namespace, principal, rolebinding, apikey, "
-                "provider, providergrant, policy, quota, quotaceiling, principallink, all\n",
+                "provider, providergrant, policy, quota, quotaceiling, principallink, warmpool, all\n",
                 argv[0]);
         return GANTRY_EXIT_USAGE;
     }
@@ -147,7 +148,7 @@ const struct gantry_cmd gantry_watch_cmds[] = {
     {"watch", NULL, "KIND [--namespace NS] [--since REVISION] [--timeout SECONDS] [--count N]",
      "print changes of one kind as they happen (-o json: one JSON object per line, with the object): "
      "sandbox (as `gantry sandbox watch`), namespace, principal, rolebinding, apikey, provider, "
-     "providergrant, policy, quota, quotaceiling, principallink, or all (every kind but sandbox). "
+     "providergrant, policy, quota, quotaceiling, principallink, warmpool, or all (every kind but sandbox). "
      "Without --since it starts now; a broken stream resumes on another replica from the last revision "
      "seen",
      "gantry watch namespace -o json --timeout 60", cmd_watch, false},

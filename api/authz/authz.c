@@ -84,6 +84,13 @@ static const struct authz_rule rules[] = {
     R("Policies/Set", AZ_POLICY_WRITE, "policy.meta.namespace", true, true),
     R("Policies/Delete", AZ_POLICY_WRITE, "namespace", true, true),
     R("Egress/Decide", AZ_NS_READ, "intent.namespace", false, false),
+    /* WarmPools: Gantry-owned warm pools, managed by namespace admins (placement checked by the
+     * handler against a delegated caller's scope). */
+    R("WarmPools/Create", AZ_NS_ADMIN, "warm_pool.meta.namespace", false, true),
+    R("WarmPools/Get", AZ_NS_READ, "namespace", false, false),
+    R("WarmPools/List", AZ_NS_READ, "namespace", false, false),
+    R("WarmPools/Update", AZ_NS_ADMIN, "namespace", false, true),
+    R("WarmPools/Delete", AZ_NS_ADMIN, "namespace", false, true),
     /* Quotas: a platform admin sets each namespace's ceiling; the namespace's admin sets its quota
      * within it; readable in the namespace. */
     R("Quotas/Get", AZ_NS_READ, "namespace", false, false),

@@ -11,6 +11,7 @@
 #include "api/rules/principal.h"
 #include "api/services/sandboxes_svc.h" /* WATCH_MAX_UNSENT, WATCH_BOOKMARK_MS, WATCH_SYNC_TIMEOUT_MS */
 #include "gantry/v1/events.pb-c.h"
+#include "gantry/v1/warmpools.pb-c.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
@@ -36,6 +37,7 @@ static const struct kind {
     {"Quota", &gantry__v1__quota__descriptor, "quota", true},
     {"QuotaCeiling", &gantry__v1__quota_ceiling__descriptor, "quota_ceiling", true},
     {"PrincipalLink", &gantry__v1__external_identity__descriptor, "external_identity", false},
+    {"WarmPool", &gantry__v1__warm_pool__descriptor, "warm_pool", true},
 };
 #define N_KINDS (sizeof kinds / sizeof kinds[0])
 
@@ -290,8 +292,8 @@ static void pbind_note(struct events_hub *h, const struct ring_ev *r)
 }
 
 /* Would the kind's Get or List show @who this object? (api/authz/authz.c.) Namespaced kinds
- * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get: AZ_NS_READ): a global reader
- * or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
+ * (Namespaces.Get, Providers.Get/ListGrants, Policies.Get, Quotas.Get, WarmPools.Get: AZ_NS_READ): a global
+ * reader or a role covering the namespace; the gateway policy (Policies.Get with no namespace): anyone.
  * Principal, RoleBinding, PrincipalLink (AZ_PRINCIPAL_READ): a global reader, any namespace_admin,
  * or the principal itself. ApiKey (AZ_APIKEY_READ, ApiKeys.List's manage check): a global reader,
  * the key's own principal, or a namespace_admin that manages that principal

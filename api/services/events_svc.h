@@ -19,8 +19,9 @@
  *
  * Each event goes to a watcher only when the watcher could read the object with the kind's Get or
  * List (decided with the watcher's principal, its bindings refreshed every EVENTS_REFRESH_MS):
- * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, a namespace's Policy)
- * to platform_admin, auditor and any role covering the namespace; the gateway Policy to everyone;
+ * namespaced kinds (Namespace, Provider, ProviderGrant, Quota, QuotaCeiling, WarmPool, a
+ * namespace's Policy) to platform_admin, auditor and any role covering the namespace; the gateway
+ * Policy to everyone;
  * Principal, RoleBinding and PrincipalLink to platform_admin, auditor, any namespace_admin and the
  * principal itself; ApiKey to platform_admin, auditor, the key's own principal and a
  * namespace_admin that manages that principal (ApiKeys.List's rule, principal_rules_manages over the
@@ -57,7 +58,7 @@
 /* What Events.Watch serves, comma-separated (the names events carry). */
 #define EVENTS_KINDS                                                                                         \
     "Namespace, Principal, RoleBinding, ApiKey, Provider, ProviderGrant, Policy, Quota, QuotaCeiling, "      \
-    "PrincipalLink"
+    "PrincipalLink, WarmPool"
 
 struct gate;
 struct feed;

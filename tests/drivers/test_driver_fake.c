@@ -261,6 +261,18 @@ static void test_capabilities(void **state)
     assert_int_equal(driver_exec_start(d, "team-a", id, &xs, &x, errmsg), GERR_UNAVAILABLE);
     assert_string_equal(errmsg, "exec is not supported by the fake driver yet");
     assert_null(x);
+    /* No warm pools either (drivers/driver.h, caps.pools): every pool call refused, saying so. */
+    assert_false(caps.pools);
+    struct driver_pool_spec ps = {
+        .id = id, .namespace = "team-a", .name = "warm", .template_name = "agent", .replicas = 1};
+    struct driver_pool p;
+    struct driver_pool_list pl;
+    assert_int_equal(driver_pool_apply(d, 1, &ps, &p, errmsg), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "the fake driver does not manage warm pools"));
+    assert_null(p.name);
+    assert_int_equal(driver_pool_delete(d, 1, "team-a", "warm", id, errmsg), GERR_UNAVAILABLE);
+    assert_int_equal(driver_pool_list(d, 1, &pl, errmsg), GERR_UNAVAILABLE);
+    assert_int_equal(pl.n, 0);
     driver_free(d);
 }
 

@@ -49,6 +49,7 @@
 #include "conformance.h"
 #include "drivers/k8s.h"
 #include "drivers/k8s_claims.h"
+#include "drivers/k8s_pools.h"
 #include "drivers/k8s_http.h"
 #include "drivers/k8s_json.h"
 #include "lib/clock.h"
@@ -884,6 +885,179 @@ static void test_claims(void **state)
     assert_int_equal(driver_delete(d, e, "claims", cs.id, errmsg), 0);
     assert_false(exists(path));
     driver_free(d);
+    (void)state;
+}
+
+/* ---- Gantry-owned warm pools (driver_pool_apply/delete/list: drivers/k8s_pools.h) */
+
+#define POOL_ID  "00000000-0000-4000-8000-00000000a001"
+#define POOL_ID2 "00000000-0000-4000-8000-00000000a002"
+
+/* A pool is created labelled as this gateway's with its size (the fake's controller fills it), an
+ * unchanged pool is not written, a resize survives a concurrent write (409 on the PUT: read
+ * again), a pool of the same name that is not this gateway's is never changed or deleted, the list
+ * holds this gateway's pools only, a chosen namespace must be the allowlist's, a stale epoch
+ * touches nothing, and delete removes the pool (absent: still 0). */
+static void pool_ok(int rv, const char *errmsg)
+{
+    if (rv != 0) {
+        fail_msg("driver_pool_apply: %s (%s)", errmsg, gerr_name(rv));
+    }
+}
+
+static void test_warm_pools(void **state)
+{
+    char errmsg[GERR_MSG_SIZE], v[260];
+    const char *const allow[] = {"pools=team-b", "pools2=tenant-a", NULL};
+    struct driver *d = open_gw("gw-op", DRIVER_K8S_OPERATOR, NULL, allow);
+    uint64_t e = conf_epoch();
+    struct driver_caps caps;
+    driver_capabilities(d, &caps);
+    assert_true(caps.pools);
+    make_namespace("team-b");
+    make_namespace("tenant-a");
+    long made = raw("POST", EXT "/namespaces/team-b/sandboxtemplates",
+                    "{\"metadata\":{\"name\":\"agent-tpl\"},\"spec\":{\"podTemplate\":{\"spec\":"
+                    "{\"containers\":[{\"name\":\"agent\",\"image\":\"registry.example/agent:1\"}]}}}}",
+                    NULL);
+    assert_true(made == 201 || made == 409); /* test_claims may have made it */
+    const char *path = EXT "/namespaces/team-b/sandboxwarmpools/warm";
+    struct driver_pool_spec ps = {
+        .id = POOL_ID, .namespace = "pools", .name = "warm", .template_name = "agent-tpl", .replicas = 2};
+    struct driver_pool out;
+
+    /* Created, labelled, filled. */
+    pool_ok(driver_pool_apply(d, e, &ps, &out, errmsg), errmsg);
+    assert_string_equal(out.k8s_namespace, "team-b");
+    assert_string_equal(out.id, POOL_ID);
+    assert_int_equal(out.replicas, 2);
+    driver_pool_close(&out);
+    label_of(path, K8S_LABEL_GATEWAY, v, sizeof v);
+    assert_string_equal(v, "gw-op");
+    label_of(path, K8S_LABEL_POOL, v, sizeof v);
+    assert_string_equal(v, POOL_ID);
+    label_of(path, K8S_LABEL_NAMESPACE, v, sizeof v);
+    assert_string_equal(v, "pools");
+    assert_int_equal(pool_members("team-b", "warm"), 2);
+
+    /* Unchanged: read, not written; the ready members are reported. */
+    truncate_log();
+    pool_ok(driver_pool_apply(d, e, &ps, &out, errmsg), errmsg);
+    assert_int_equal(logged("PUT", path, NULL), 0);
+    assert_int_equal(logged("POST", EXT "/namespaces/team-b/sandboxwarmpools", NULL), 0);
+    assert_int_equal(out.ready, 2);
+    driver_pool_close(&out);
+
+    /* Resized while another writer changes it (409 on the PUT): read again, applied. */
+    inject("{\"method\": \"PUT\", \"path\": \"" EXT "/namespaces/team-b/sandboxwarmpools/warm\", "
+           "\"times\": 1, \"mutate\": {\"annotations\": {\"example.com/other\": \"writer\"}}}");
+    truncate_log();
+    ps.replicas = 3;
+    pool_ok(driver_pool_apply(d, e, &ps, &out, errmsg), errmsg);
+    assert_int_equal(out.replicas, 3);
+    driver_pool_close(&out);
+    assert_int_equal(logged("PUT", path, NULL), 2);
+    json_t *j;
+    assert_int_equal(raw("GET", path, NULL, &j), 200);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "spec"), "replicas")), 3);
+    /* the fake's controller made the third member */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "status"), "replicas")), 3);
+    json_decref(j);
+    ps.replicas = 0; /* shrunk to nothing (the fake's controller does not remove members) */
+    pool_ok(driver_pool_apply(d, e, &ps, &out, errmsg), errmsg);
+    assert_int_equal(out.replicas, 0);
+    driver_pool_close(&out);
+
+    /* Someone else's pool of a name we want: refused, never changed, never deleted. */
+    assert_int_equal(
+        raw("POST", EXT "/namespaces/team-b/sandboxwarmpools",
+            "{\"metadata\":{\"name\":\"theirs\",\"labels\":{\"gantry.dev/gateway-id\":\"gw-other\","
+            "\"gantry.dev/warm-pool-id\":\"" POOL_ID2 "\"}},\"spec\":{\"replicas\":1,"
+            "\"sandboxTemplateRef\":{\"name\":\"agent-tpl\"}}}",
+            NULL),
+        201);
+    struct driver_pool_spec theirs = {
+        .id = POOL_ID2, .namespace = "pools", .name = "theirs", .template_name = "agent-tpl", .replicas = 5};
+    truncate_log();
+    assert_int_equal(driver_pool_apply(d, e, &theirs, &out, errmsg), GERR_EXISTS);
+    assert_non_null(strstr(errmsg, "not this gateway's"));
+    assert_int_equal(driver_pool_delete(d, e, "team-b", "theirs", POOL_ID2, errmsg), 0);
+    assert_int_equal(logged("PUT", EXT "/namespaces/team-b/sandboxwarmpools/theirs", NULL), 0);
+    assert_int_equal(logged("DELETE", EXT "/namespaces/team-b/sandboxwarmpools/theirs", NULL), 0);
+    assert_true(exists(EXT "/namespaces/team-b/sandboxwarmpools/theirs"));
+    /* ... nor is ours deleted under another pool's id. */
+    assert_int_equal(driver_pool_delete(d, e, "team-b", "warm", POOL_ID2, errmsg), 0);
+    assert_true(exists(path));
+
+    /* A chosen namespace: one of the allowlist's, nothing else. */
+    struct driver_pool_spec placed = {.id = POOL_ID2,
+                                      .namespace = "pools",
+                                      .name = "placed",
+                                      .k8s_namespace = "tenant-a",
+                                      .template_name = "agent-tpl",
+                                      .replicas = 0};
+    assert_int_equal(driver_pool_apply(d, e, &placed, &out, errmsg), 0);
+    assert_string_equal(out.k8s_namespace, "tenant-a");
+    driver_pool_close(&out);
+    placed.k8s_namespace = "kube-system";
+    assert_int_equal(driver_pool_apply(d, e, &placed, &out, errmsg), GERR_PERM);
+    assert_false(exists(EXT "/namespaces/kube-system/sandboxwarmpools/placed"));
+
+    /* The list: this gateway's pools only, wherever they are. */
+    struct driver_pool_list l;
+    assert_int_equal(driver_pool_list(d, e, &l, errmsg), 0);
+    assert_int_equal(l.n, 2);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_true(strcmp(l.items[i].name, "warm") == 0 || strcmp(l.items[i].name, "placed") == 0);
+    }
+    driver_pool_list_close(&l);
+
+    /* Bad arguments and a stale epoch touch nothing. */
+    struct driver_pool_spec big = ps;
+    big.replicas = DRIVER_POOL_REPLICAS_MAX + 1;
+    assert_int_equal(driver_pool_apply(d, e, &big, &out, errmsg), GERR_INVAL);
+    big = ps;
+    big.name = "Bad_Name";
+    assert_int_equal(driver_pool_apply(d, e, &big, &out, errmsg), GERR_INVAL);
+    uint64_t newer = conf_epoch();
+    assert_int_equal(driver_pool_apply(d, newer, &ps, &out, errmsg), 0);
+    driver_pool_close(&out);
+    assert_int_equal(driver_pool_delete(d, e, "team-b", "warm", POOL_ID, errmsg), DRIVER_ERR_STALE);
+    assert_true(exists(path));
+
+    /* Delete: gone; again: still 0. */
+    assert_int_equal(driver_pool_delete(d, newer, "team-b", "warm", POOL_ID, errmsg), 0);
+    assert_false(exists(path));
+    assert_int_equal(driver_pool_delete(d, newer, "team-b", "warm", POOL_ID, errmsg), 0);
+    assert_int_equal(driver_pool_delete(d, newer, "tenant-a", "placed", POOL_ID2, errmsg), 0);
+    assert_int_equal(raw("DELETE", EXT "/namespaces/team-b/sandboxwarmpools/theirs", NULL, NULL), 200);
+    driver_free(d);
+
+    /* Managed mode: the pool goes to the gantry namespace's managed namespace, made first; the list
+     * looks across the cluster (the chart's ClusterRole) and finds this gateway's pools only. */
+    struct driver *m = open_managed(NULL);
+    uint64_t me = conf_epoch();
+    char kns[64], mpath[300];
+    driver_k8s_managed_namespace("gw-a", "pools-m", kns);
+    snprintf(mpath, sizeof mpath, EXT "/namespaces/%s/sandboxwarmpools/warm", kns);
+    assert_int_equal(driver_ensure_namespace(m, me, "pools-m", errmsg), 0);
+    struct driver_pool_spec mps = {
+        .id = POOL_ID, .namespace = "pools-m", .name = "warm", .template_name = "agent-tpl", .replicas = 1};
+    pool_ok(driver_pool_apply(m, me, &mps, &out, errmsg), errmsg);
+    assert_string_equal(out.k8s_namespace, kns);
+    driver_pool_close(&out);
+    assert_true(exists(mpath));
+    mps.k8s_namespace = "team-b"; /* managed mode chooses the namespace itself */
+    assert_int_equal(driver_pool_apply(m, me, &mps, &out, errmsg), GERR_PERM);
+    assert_int_equal(driver_pool_list(m, me, &l, errmsg), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].k8s_namespace, kns);
+    assert_string_equal(l.items[0].namespace, "pools-m");
+    driver_pool_list_close(&l);
+    assert_int_equal(driver_pool_delete(m, me, kns, "warm", POOL_ID, errmsg), 0);
+    assert_false(exists(mpath));
+    assert_int_equal(driver_delete_namespace(m, me, "pools-m", errmsg), 0);
+    driver_free(m);
     (void)state;
 }
 
@@ -3039,6 +3213,7 @@ int main(void)
         cmocka_unit_test(test_operator_allowlist),
         cmocka_unit_test(test_operator_placement),
         cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_warm_pools),
         cmocka_unit_test(test_read_secret),
         cmocka_unit_test(test_shared_and_two_gateways),
         cmocka_unit_test(test_shared_names_that_read_the_same),

@@ -15,5 +15,8 @@ gantry_fuzzer(k8s_netpol gantry_drivers)
 # fuzz_k8s_claims: agent-sandbox's SandboxClaim, SandboxClaimList and SandboxWarmPool as the API server
 # sends them, and the allocation keys of a driver_config (drivers/k8s_claims.h)
 gantry_fuzzer(k8s_claims gantry_drivers)
+# fuzz_k8s_pools: SandboxWarmPool and SandboxWarmPoolList of Gantry-owned warm pools as the API server
+# sends them, and the replacement built from one (drivers/k8s_pools.h)
+gantry_fuzzer(k8s_pools gantry_drivers)
 # fuzz_ws: WebSocket frames, message reassembly and the handshake response (drivers/ws.h)
 gantry_fuzzer(ws gantry_drivers)

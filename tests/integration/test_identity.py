@@ -27,10 +27,11 @@ import test_gantryd as g  # noqa: E402  (generates the stubs, provides the clust
 
 import grpc  # noqa: E402
 from gantry.v1 import (api_keys_pb2, audit_pb2, cluster_pb2, events_pb2, meta_pb2, namespaces_pb2,  # noqa: E402
-                       policies_pb2, principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2)
+                       policies_pb2, principals_pb2, providers_pb2, quotas_pb2, sandboxes_pb2, usage_pb2,
+                       warmpools_pb2)
 
 MODULES = [cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, policies_pb2,
-           quotas_pb2, usage_pb2, audit_pb2, events_pb2]
+           quotas_pb2, usage_pb2, audit_pb2, events_pb2, warmpools_pb2]
 ROLES = ["pa", "auditor", "na", "user", "sa", "other"]
 NS_READERS = {"pa", "auditor", "na", "user", "sa"}       # any role in "default", or global read
 NS_ADMINS = {"pa", "na"}
@@ -75,6 +76,9 @@ EXPECT = {
     "Usage/Query": ("namespace", NS_READERS),
     "Audit/Query": ("namespace", {"pa", "auditor", "na"}), "Audit/Export": ("namespace", {"pa", "auditor", "na"}),
     "Events/Watch": ("namespace", NS_READERS),
+    "WarmPools/Create": ("warm_pool.meta.namespace", NS_ADMINS), "WarmPools/Get": ("namespace", NS_READERS),
+    "WarmPools/List": ("namespace", NS_READERS), "WarmPools/Update": ("namespace", NS_ADMINS),
+    "WarmPools/Delete": ("namespace", NS_ADMINS),
 }
 # Calls that would change the cluster under the test's feet are sent with fields that make the
 # handler refuse them after the gate (INVALID_ARGUMENT / NOT_FOUND).
@@ -225,6 +229,16 @@ class Matrix(g.GantrydTest):
         self.assertEqual(set(EXPECT) - seen, set(), "expectations for RPCs that do not exist")
         failures += self.ownership(ident)
         self.assertEqual(failures, [], "\n".join(failures))
+        # Past the gate, a well-formed WarmPool needs a driver that manages pools (this cluster runs
+        # the process driver): FAILED_PRECONDITION, nothing stored.
+        W = warmpools_pb2
+        with self.assertRaises(grpc.RpcError) as cm:
+            ident.call("pa", W, "WarmPools", "Create", W.CreateWarmPoolRequest(warm_pool=W.WarmPool(
+                meta=meta_pb2.ObjectMeta(namespace="default", name="warm"), template="agent", replicas=1)))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION, cm.exception.details())
+        self.assertIn("does not manage warm pools", cm.exception.details())
+        self.assertEqual(list(ident.call("pa", W, "WarmPools", "List", W.ListWarmPoolsRequest(
+            namespace="default")).warm_pools), [])
         print("matrix: %d RPCs x %d roles: %d allowed, %d denied, all as expected" % (len(seen), len(ROLES),
                                                                                     counts["allowed"], counts["denied"]))
 

@@ -1354,8 +1354,160 @@ class LongPass(g.GantrydTest):
               % (len(names), took, epoch))
 
 
+class WarmPools(g.GantrydTest):
+    def test_gantry_owned_warm_pool(self):
+        """docs/platform-controller.md, "Gantry-owned warm pools" (issue 21): a delegated controller
+        declares a WarmPool (template, size, Kubernetes namespace within its scope); the reconciler
+        makes the SandboxWarmPool, labelled as this gateway's, with that size, and writes the ready
+        members back; a resize reaches it; a claim-backed sandbox from it is READY on a member;
+        the namespace quota bounds the pools' sizes; a SandboxWarmPool of that name that is not this
+        gateway's is never changed (the pool's status says why); Events.Watch carries the pool's
+        changes; deleting the WarmPool deletes the SandboxWarmPool. Bad input (a size out of range,
+        bad names, a placement outside the scope, callers without the role) gets a clear status and
+        changes nothing."""
+        from gantry.v1 import api_keys_pb2, events_pb2, meta_pb2, principals_pb2 as P, quotas_pb2 as Q
+        from gantry.v1 import warmpools_pb2 as W
+        api = KubeApi(self)
+        ext = "/apis/extensions.agents.x-k8s.io/v1alpha1/namespaces/tenant-b"
+        self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": "tenant-b"}})[0], 201)
+        code, out = api.request("POST", ext + "/sandboxtemplates", {"metadata": {"name": "agent-tpl"}, "spec": {
+            "podTemplate": {"spec": {"containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}}})
+        self.assertEqual(code, 201, out)
+        # Another gateway's pool, of a name this gateway's API will be asked for.
+        code, out = api.request("POST", ext + "/sandboxwarmpools", {"metadata": {"name": "theirs", "labels": {
+            LABEL_GW: "gw-other", "gantry.dev/warm-pool-id": "00000000-0000-4000-8000-000000000001"}},
+            "spec": {"replicas": 1, "sandboxTemplateRef": {"name": "agent-tpl"}}})
+        self.assertEqual(code, 201, out)
+        e = k8s_env(self, "pools", api, "gw-test", "operator", "--k8s-namespaces", "team-b=tenant-b")
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="pool-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT))).meta.id
+        e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_NAMESPACE_ADMIN, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"],
+                allowed_driver_config_keys=["kubernetes.allocation", "kubernetes.warm_pool", "kubernetes.namespace"],
+                allowed_kubernetes_namespaces=["tenant-*"], allowed_warm_pools=["warm"],
+                allowed_templates=["agent-tpl"]))))
+        e.keys["ctrl"] = e.call("pa", api_keys_pb2, "ApiKeys", "Create",
+                                api_keys_pb2.CreateApiKeyRequest(principal_id=ctrl)).secret
+
+        def wp(who, method, req):
+            return e.call(who, W, "WarmPools", method, req)
+
+        def pool(ns="team-b", name="warm", kns="tenant-b", tmpl="agent-tpl", n=2):
+            return W.WarmPool(meta=meta_pb2.ObjectMeta(namespace=ns, name=name), kubernetes_namespace=kns,
+                              template=tmpl, replicas=n)
+
+        def k8s_pool(name="warm"):
+            code, out = api.request("GET", ext + "/sandboxwarmpools/" + name)
+            return out if code == 200 else None
+
+        for who, p, want, texts in (
+                ("ctrl", pool(n=101), grpc.StatusCode.INVALID_ARGUMENT, ("replicas 101 is out of range", "0..100")),
+                ("ctrl", pool(name="Bad_Name"), grpc.StatusCode.INVALID_ARGUMENT, ("warm_pool.meta.name",)),
+                ("ctrl", pool(tmpl="Bad_Tpl"), grpc.StatusCode.INVALID_ARGUMENT, ("warm_pool.template",)),
+                ("ctrl", pool(kns="kube-system"), grpc.StatusCode.PERMISSION_DENIED,
+                 ("kube-system", "allowed_kubernetes_namespaces")),
+                ("ctrl", pool(name="other-pool"), grpc.StatusCode.PERMISSION_DENIED, ("allowed_warm_pools",)),
+                ("ctrl", pool(tmpl="other-tpl"), grpc.StatusCode.PERMISSION_DENIED, ("allowed_templates",)),
+                ("other", pool(), grpc.StatusCode.PERMISSION_DENIED, ()),
+                ("na", pool(), grpc.StatusCode.PERMISSION_DENIED, ()),
+                ("na", pool(ns="default"), grpc.StatusCode.PERMISSION_DENIED,
+                 ("choosing the Kubernetes namespace", "platform_admin"))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                wp(who, "Create", W.CreateWarmPoolRequest(warm_pool=p))
+            self.assertEqual(cm.exception.code(), want, (who, p, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), (who, p))
+        for ns in ("team-b", "default"):
+            self.assertEqual(list(wp("pa", "List", W.ListWarmPoolsRequest(namespace=ns)).warm_pools), [])
+        self.assertIsNone(k8s_pool())
+
+        made = wp("ctrl", "Create", W.CreateWarmPoolRequest(warm_pool=pool()))
+        self.assertEqual(made.meta.created_by, ctrl)
+        rev0 = made.meta.resource_version
+        with self.assertRaises(grpc.RpcError) as cm:
+            wp("ctrl", "Create", W.CreateWarmPoolRequest(warm_pool=pool()))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
+        obj = wait_for(self, "the SandboxWarmPool did not appear", k8s_pool)
+        self.assertEqual(obj["spec"], {"replicas": 2, "sandboxTemplateRef": {"name": "agent-tpl"}})
+        self.assertEqual(obj["metadata"]["labels"][LABEL_GW], "gw-test")
+        self.assertEqual(obj["metadata"]["labels"]["gantry.dev/warm-pool-id"], made.meta.id)
+        st = wait_for(self, "the pool's ready members were not written back", lambda: (
+            lambda s: s if s.ready_replicas == 2 else None)(
+            wp("other", "Get", W.GetWarmPoolRequest(namespace="team-b", name="warm")).status))
+        self.assertEqual((st.replicas, st.kubernetes_namespace, st.last_error), (2, "tenant-b", ""))
+
+        # Resized; out of range changes nothing.
+        with self.assertRaises(grpc.RpcError) as cm:
+            wp("ctrl", "Update", W.UpdateWarmPoolRequest(namespace="team-b", name="warm", replicas=1000))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        wp("ctrl", "Update", W.UpdateWarmPoolRequest(namespace="team-b", name="warm", replicas=3))
+        wait_for(self, "the resize did not reach the SandboxWarmPool", lambda: k8s_pool()["spec"]["replicas"] == 3)
+        wait_for(self, "the resized pool's members were not written back", lambda: wp(
+            "ctrl", "Get", W.GetWarmPoolRequest(namespace="team-b", name="warm")).status.ready_replicas == 3)
+
+        # The namespace quota bounds the sum of its pools' sizes.
+        e.call("pa", Q, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+            meta=meta_pb2.ObjectMeta(namespace="team-b"), max_concurrent_sandboxes=4, mode=Q.QUOTA_MODE_HARD)))
+        with self.assertRaises(grpc.RpcError) as cm:
+            wp("ctrl", "Update", W.UpdateWarmPoolRequest(namespace="team-b", name="warm", replicas=5))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, cm.exception.details())
+        self.assertIn("max_concurrent_sandboxes 4", cm.exception.details())
+        self.assertEqual(k8s_pool()["spec"]["replicas"], 3)
+
+        # A claim from it, as the scoped controller.
+        sb = e.sb("ctrl", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "claimed", driver_config={
+            "kubernetes": json.dumps({"namespace": "tenant-b", "allocation": "claim", "warm_pool": "warm"})})))
+        self.assertEqual(sb.meta.created_by, ctrl)
+        got = wait_for(self, "the claimed sandbox did not become READY", lambda: (
+            lambda s: s if s.phase == S.SandboxStatus.PHASE_READY else None)(
+            e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="claimed")).status))
+        self.assertTrue(got.driver_handle.startswith("k8s:tenant-b/warm-"), got.driver_handle)
+
+        # Another gateway's SandboxWarmPool of the same name: never changed; the status says why.
+        theirs = wp("pa", "Create", W.CreateWarmPoolRequest(warm_pool=pool(name="theirs", n=0)))
+        st = wait_for(self, "the foreign pool's refusal was not written back", lambda: (
+            lambda s: s if s.last_error else None)(
+            wp("pa", "Get", W.GetWarmPoolRequest(namespace="team-b", name="theirs")).status))
+        self.assertIn("not this gateway's", st.last_error)
+        self.assertEqual(k8s_pool("theirs")["spec"]["replicas"], 1)
+        self.assertEqual(k8s_pool("theirs")["metadata"]["labels"][LABEL_GW], "gw-other")
+        wp("pa", "Delete", W.DeleteWarmPoolRequest(namespace="team-b", name="theirs"))
+
+        # Deleted: the SandboxWarmPool goes; the claimed sandbox stays until deleted itself.
+        gone = wp("ctrl", "Delete", W.DeleteWarmPoolRequest(namespace="team-b", name="warm"))
+        self.assertGreater(gone.meta.deletion_timestamp_ms, 0)
+        wait_for(self, "the SandboxWarmPool outlived its WarmPool", lambda: k8s_pool() is None)
+        self.assertIsNotNone(k8s_pool("theirs"))
+        self.assertEqual(e.sb("pa", "Get", S.GetSandboxRequest(namespace="team-b", name="claimed")).status.phase,
+                         S.SandboxStatus.PHASE_READY)
+        e.sb("ctrl", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="claimed"))
+
+        # Events.Watch carried every change of the pool, each with the pool.
+        ch = e.c.client.channel(e.c.replicas[0])
+        watch = ch.unary_stream("/gantry.v1.Events/Watch",
+                                request_serializer=events_pb2.WatchEventsRequest.SerializeToString,
+                                response_deserializer=events_pb2.WatchEvent.FromString)
+        seen = []
+        stream = watch(events_pb2.WatchEventsRequest(kinds=["WarmPool"], namespace="team-b",
+                                                     since_revision=rev0 - 1),
+                       metadata=[("authorization", "Bearer " + e.keys["other"])], timeout=15)
+        for ev in stream:
+            if ev.type == meta_pb2.EVENT_TYPE_BOOKMARK:
+                break
+            seen.append((meta_pb2.EventType.Name(ev.type), ev.warm_pool.meta.name, ev.warm_pool.replicas))
+        stream.cancel()
+        self.assertEqual(seen[0], ("EVENT_TYPE_ADDED", "warm", 2))
+        self.assertIn(("EVENT_TYPE_MODIFIED", "warm", 3), seen)
+        self.assertIn(("EVENT_TYPE_DELETED", "warm", 3), seen)
+        self.assertIn(("EVENT_TYPE_ADDED", "theirs", 0), seen)
+        print("warm pools: created, resized, claimed from, bounded by the quota, another gateway's left alone, "
+              "deleted; %d WarmPool events watched (pool id %s, foreign %s)" % (len(seen), made.meta.id,
+                                                                                  theirs.meta.id))
+
+
 GROUPS = {"failover": Failover, "chaos": Chaos, "process": Process, "lifetime": Lifetime, "kubernetes": Kubernetes,
-          "long_pass": LongPass}
+          "long_pass": LongPass, "warm_pools": WarmPools}
 
 if __name__ == "__main__":
     group = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -604,14 +604,14 @@ class Paging(g.GantrydTest):
         # is INVALID_ARGUMENT, and a walk with pages of one item never has its own tokens refused.
         for i in range(3):
             e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "pg%d" % i)))
-        from gantry.v1 import api_keys_pb2, cluster_pb2, providers_pb2, usage_pb2
+        from gantry.v1 import api_keys_pb2, cluster_pb2, providers_pb2, usage_pb2, warmpools_pb2
         checked = []
         for mod in (cluster_pb2, namespaces_pb2, principals_pb2, api_keys_pb2, sandboxes_pb2, providers_pb2, quotas_pb2,
-                    usage_pb2, audit_pb2):
+                    usage_pb2, audit_pb2, warmpools_pb2):
             for svc, method, cls in page_fields(mod):
                 def req(**page):
                     r = cls(page=meta_pb2.PageRequest(**page))
-                    if "namespace" in cls.DESCRIPTOR.fields_by_name and svc in ("Providers",):
+                    if "namespace" in cls.DESCRIPTOR.fields_by_name and svc in ("Providers", "WarmPools"):
                         r.namespace = "default"
                     return r
                 c, m = code_of(lambda: e.call("pa", mod, svc, method, req(page_token="not a token!")))

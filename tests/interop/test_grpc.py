@@ -1010,6 +1010,8 @@ class ReflectionTests(ServerCase):
         "gantry.v1." + s for s in ("Namespaces", "Principals", "ApiKeys", "Sandboxes", "Providers", "Policies", "Egress",
                                    "Quotas", "Usage", "Audit", "Cluster", "Events")}
 
+    EXPECTED = EXPECTED | {"gantry.v1.WarmPools"}  # docs/platform-controller.md, Gantry-owned warm pools
+
     def test_list_services_v1_and_v1alpha(self):
         for alpha in (False, True):
             (r,) = reflect(self.ch, [{"list_services": ""}], alpha=alpha)
