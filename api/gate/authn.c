@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <openssl/x509.h>
@@ -311,8 +312,32 @@ static int get_key(struct authn *a, struct store_client *cl, const char *keyid, 
     return 0;
 }
 
+/* *@dst = *@src, copying only the bindings in use: struct authn_principal holds AUTHN_MAX_BINDINGS
+ * bindings of a few KiB each (about 90 KiB in all), and a whole copy per call (twice, once under
+ * a->mu) was the largest cost of an authenticated read (memmove and page faults; docs/benchmarks.md). */
+static void principal_copy(struct authn_principal *dst, const struct authn_principal *src)
+{
+    size_t head = offsetof(struct authn_principal, bindings);
+    size_t tail = offsetof(struct authn_principal, n_bindings);
+    memcpy(dst, src, head);
+    memcpy(dst->bindings, src->bindings, sizeof *src->bindings * src->n_bindings);
+    memcpy((char *)dst + tail, (const char *)src + tail, sizeof *dst - tail);
+}
+
+static void entry_copy(struct principal_entry *dst, const struct principal_entry *src)
+{
+    principal_copy(&dst->p, &src->p);
+    dst->disabled = src->disabled;
+    dst->missing = src->missing;
+    dst->evented = src->evented;
+    dst->fetched_ms = src->fetched_ms;
+}
+
+/* The principal @id into *@out and whether it is *@gone (deleted or disabled; *@missing: deleted),
+ * from the cache or the store. No entry-sized allocation on a hit: one would be an mmap and an
+ * munmap per call (lib/mem.c sets the mmap threshold to 64 KiB). */
 static int get_principal(struct authn *a, struct store_client *cl, const char *id, int64_t now,
-                         struct principal_entry *out)
+                         struct authn_principal *out, bool *gone, bool *missing)
 {
     pthread_mutex_lock(&a->mu);
     struct principal_entry *slot = NULL, *oldest = &a->principals[0];
@@ -325,7 +350,9 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
         }
     }
     if (slot != NULL && fresh(a, slot->fetched_ms, slot->evented, now)) {
-        *out = *slot;
+        principal_copy(out, &slot->p);
+        *gone = slot->missing || slot->disabled;
+        *missing = slot->missing;
         pthread_mutex_unlock(&a->mu);
         return 0;
     }
@@ -340,8 +367,10 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
         if (slot == NULL || strcmp(slot->p.id, id) != 0) {
             slot = oldest;
         }
-        *slot = *got;
-        *out = *got;
+        entry_copy(slot, got);
+        principal_copy(out, &got->p);
+        *gone = got->missing || got->disabled;
+        *missing = got->missing;
         pthread_mutex_unlock(&a->mu);
     }
     mem_free(got);
@@ -627,22 +656,22 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         gerr_set(msg, "missing credentials: send \"authorization: Bearer <API key>\"");
         rv = GERR_UNAUTH;
     }
-    struct principal_entry *pe = NULL;
     if (rv == 0) {
-        pe = mem_alloc(sizeof *pe);
-        rv = get_principal(a, cl, principal_id, now_ms, pe);
+        bool gone = false, missing = false;
+        rv = get_principal(a, cl, principal_id, now_ms, out, &gone, &missing);
         if (rv != 0) {
             gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
-        } else if (pe->missing || pe->disabled) {
-            gerr_set(msg, "the principal of these credentials is %s", pe->missing ? "gone" : "disabled");
+        } else if (gone) {
+            gerr_set(msg, "the principal of these credentials is %s", missing ? "gone" : "disabled");
             rv = GERR_UNAUTH;
+        }
+        if (rv != 0) {
+            memset(out, 0, sizeof *out); /* as before: nothing of a refused principal (rare path) */
         } else {
-            *out = pe->p;
             snprintf(out->via, sizeof out->via, "%s", via);
             snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
             out->not_after_ms = not_after_ms;
         }
     }
-    mem_free(pe);
     return rv;
 }
