@@ -2031,8 +2031,10 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
     }
     struct proto_rows grantees;
     proto_rows_init(&grantees, 0);
-    bool reshare =
-        type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED && o != NULL && share_change(h, ev->object_id, o);
+    /* A MODIFIED event whose state the hub could not take (no payload and the row moved on, or it
+     * does not unpack) may be a share change too: read the shares then as well (rare). */
+    bool reshare = type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED &&
+                   (o == NULL || share_change(h, ev->object_id, o));
     bool regrant = reshare && share_change_rows(cl, ev->object_id, &grantees) == 0;
     pthread_mutex_lock(&h->mu);
     if (h->ready && ev->revision > h->rev) {
