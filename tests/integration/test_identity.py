@@ -1335,7 +1335,9 @@ class ModelList(g.GantrydTest):
         """Issue 17: Sandboxes.List from the replica's model (replica 1) returns the same pages, tokens,
         order, selector matches and visibility as the store path (replica 3 runs with
         --model-reads=false), for every role; a write through one replica is in the next List through
-        another."""
+        another. Get too, with the shares from the model: no store request per read through a share
+        (gantry_store_requests_total), an acknowledged Unshare refused to the next linearizable Get on
+        every model replica, and the per-namespace index after deletes that empty a namespace."""
         # No driver: nothing changes the sandboxes between the two lists being compared.
         ident = Identity(self, replica_flags=lambda rid: ["--driver", "none"] + (
             ["--model-reads=false"] if rid == 3 else []))
