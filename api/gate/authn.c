@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <openssl/x509.h>
@@ -40,6 +41,13 @@ struct principal_entry {
     int64_t fetched_ms;
 };
 
+/* A principal slot's id and fetched_ms, packed together so that a lookup scans 24 KiB, not one
+ * page of each of the 512 entries of about 90 KiB (45 MiB), under a->mu on every call. */
+struct principal_tag {
+    char id[40];
+    int64_t fetched_ms; /* 0: empty slot */
+};
+
 struct authn {
     struct oidc *oidc;
     pthread_mutex_t mu;
@@ -49,6 +57,7 @@ struct authn {
     struct authn_peppers peppers; /* .get NULL: version 1 only */
     struct key_entry keys[KEY_SLOTS];
     struct principal_entry principals[PRINCIPAL_SLOTS];
+    struct principal_tag ptags[PRINCIPAL_SLOTS]; /* principals[i]'s, kept with it */
     /* Event-driven invalidation (authn_attach_feed). @gen moves on every invalidation: a fetch
      * that saw it move may have read the store before a change whose event has already been
      * applied, so its entry is not @evented. */
@@ -93,6 +102,7 @@ void authn_flush(struct authn *a)
     pthread_mutex_lock(&a->mu);
     memset(a->keys, 0, sizeof a->keys);
     memset(a->principals, 0, sizeof a->principals);
+    memset(a->ptags, 0, sizeof a->ptags);
     a->gen++;
     pthread_mutex_unlock(&a->mu);
 }
@@ -130,9 +140,9 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
         }
     }
     for (unsigned i = 0; (principal || all_principals) && i < PRINCIPAL_SLOTS; i++) {
-        if (a->principals[i].fetched_ms != 0 &&
-            (all_principals || strcmp(a->principals[i].p.id, ev->object_id) == 0)) {
+        if (a->ptags[i].fetched_ms != 0 && (all_principals || strcmp(a->ptags[i].id, ev->object_id) == 0)) {
             memset(&a->principals[i], 0, sizeof a->principals[i]);
+            memset(&a->ptags[i], 0, sizeof a->ptags[i]);
         }
     }
     pthread_mutex_unlock(&a->mu);
@@ -311,21 +321,48 @@ static int get_key(struct authn *a, struct store_client *cl, const char *keyid, 
     return 0;
 }
 
+/* *@dst = *@src, copying only the bindings in use: struct authn_principal holds AUTHN_MAX_BINDINGS
+ * bindings of a few KiB each (about 90 KiB in all), and a whole copy per call (twice, once under
+ * a->mu) was the largest cost of an authenticated read (memmove and page faults; docs/benchmarks.md). */
+static void principal_copy(struct authn_principal *dst, const struct authn_principal *src)
+{
+    size_t head = offsetof(struct authn_principal, bindings);
+    size_t tail = offsetof(struct authn_principal, n_bindings);
+    memcpy(dst, src, head);
+    memcpy(dst->bindings, src->bindings, sizeof *src->bindings * src->n_bindings);
+    memcpy((char *)dst + tail, (const char *)src + tail, sizeof *dst - tail);
+}
+
+static void entry_copy(struct principal_entry *dst, const struct principal_entry *src)
+{
+    principal_copy(&dst->p, &src->p);
+    dst->disabled = src->disabled;
+    dst->missing = src->missing;
+    dst->evented = src->evented;
+    dst->fetched_ms = src->fetched_ms;
+}
+
+/* The principal @id into *@out and whether it is *@gone (deleted or disabled; *@missing: deleted),
+ * from the cache or the store. No entry-sized allocation on a hit: one would be an mmap and an
+ * munmap per call (lib/mem.c sets the mmap threshold to 64 KiB). */
 static int get_principal(struct authn *a, struct store_client *cl, const char *id, int64_t now,
-                         struct principal_entry *out)
+                         struct authn_principal *out, bool *gone, bool *missing)
 {
     pthread_mutex_lock(&a->mu);
-    struct principal_entry *slot = NULL, *oldest = &a->principals[0];
+    unsigned at = PRINCIPAL_SLOTS, oldest = 0;
     for (unsigned i = 0; i < PRINCIPAL_SLOTS; i++) {
-        if (a->principals[i].fetched_ms != 0 && strcmp(a->principals[i].p.id, id) == 0) {
-            slot = &a->principals[i];
+        if (a->ptags[i].fetched_ms != 0 && strcmp(a->ptags[i].id, id) == 0) {
+            at = i;
         }
-        if (a->principals[i].fetched_ms < oldest->fetched_ms) {
-            oldest = &a->principals[i];
+        if (a->ptags[i].fetched_ms < a->ptags[oldest].fetched_ms) {
+            oldest = i;
         }
     }
+    struct principal_entry *slot = at < PRINCIPAL_SLOTS ? &a->principals[at] : NULL;
     if (slot != NULL && fresh(a, slot->fetched_ms, slot->evented, now)) {
-        *out = *slot;
+        principal_copy(out, &slot->p);
+        *gone = slot->missing || slot->disabled;
+        *missing = slot->missing;
         pthread_mutex_unlock(&a->mu);
         return 0;
     }
@@ -337,11 +374,16 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
     if (rv == 0) {
         pthread_mutex_lock(&a->mu);
         got->evented = a->gen == gen;
-        if (slot == NULL || strcmp(slot->p.id, id) != 0) {
-            slot = oldest;
+        if (slot == NULL || strcmp(a->ptags[at].id, id) != 0) {
+            at = oldest;
+            slot = &a->principals[at];
         }
-        *slot = *got;
-        *out = *got;
+        entry_copy(slot, got);
+        snprintf(a->ptags[at].id, sizeof a->ptags[at].id, "%s", got->p.id);
+        a->ptags[at].fetched_ms = got->fetched_ms;
+        principal_copy(out, &got->p);
+        *gone = got->missing || got->disabled;
+        *missing = got->missing;
         pthread_mutex_unlock(&a->mu);
     }
     mem_free(got);
@@ -627,22 +669,22 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         gerr_set(msg, "missing credentials: send \"authorization: Bearer <API key>\"");
         rv = GERR_UNAUTH;
     }
-    struct principal_entry *pe = NULL;
     if (rv == 0) {
-        pe = mem_alloc(sizeof *pe);
-        rv = get_principal(a, cl, principal_id, now_ms, pe);
+        bool gone = false, missing = false;
+        rv = get_principal(a, cl, principal_id, now_ms, out, &gone, &missing);
         if (rv != 0) {
             gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
-        } else if (pe->missing || pe->disabled) {
-            gerr_set(msg, "the principal of these credentials is %s", pe->missing ? "gone" : "disabled");
+        } else if (gone) {
+            gerr_set(msg, "the principal of these credentials is %s", missing ? "gone" : "disabled");
             rv = GERR_UNAUTH;
+        }
+        if (rv != 0) {
+            memset(out, 0, sizeof *out); /* as before: nothing of a refused principal (rare path) */
         } else {
-            *out = pe->p;
             snprintf(out->via, sizeof out->via, "%s", via);
             snprintf(out->key_id, sizeof out->key_id, "%s", key_id);
             out->not_after_ms = not_after_ms;
         }
     }
-    mem_free(pe);
     return rv;
 }

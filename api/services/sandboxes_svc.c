@@ -17,6 +17,7 @@
 #include "api/rules/sandbox.h"
 #include "api/services/model_read.h"
 #include "api/services/providers_svc.h"
+#include "api/services/share_index.h"
 #include "api/services/policies_svc.h"
 #include "api/services/tenants_svc.h"
 #include "gantry/v1/sandboxes.pb-c.h"
@@ -1140,7 +1141,15 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 
 struct sb_obj { /* an unpacked sandbox shared by the model and the ring */
     Gantry__V1__Sandbox *sb;
-    unsigned refs;
+    uint8_t *packed; /* @sb packed once (obj_new): what a Get sends */
+    size_t packed_len;
+    atomic_uint refs; /* taken under hub->mu from a reference the model holds; dropped anywhere */
+};
+
+struct ns_sbs { /* the model's sandboxes of one namespace, sorted by name (strcmp) */
+    char *ns;
+    struct sb_obj **v; /* the references are the model's by-id index's */
+    size_t n, cap;
 };
 
 struct sb_entry {
@@ -1197,6 +1206,11 @@ struct watch_hub {
                           * (and grown by each new watch's first list): new watches are refused
                           * above WATCH_TOTAL_UNSENT */
     struct sb_index by_id, by_name;
+    struct ns_sbs **nss; /* every namespace with a sandbox in the model, sorted by name */
+    size_t n_nss, cap_nss;
+    struct share_index shares; /* every share row (sandbox -> grantee, access, by, at) */
+    bool shares_stale;         /* a share re-read failed: readers use the store until on_applied
+                                * has read every share again */
     struct ring_ev ring[WATCH_RING];
     size_t ring_head, ring_n; /* oldest at ring_head */
     uint64_t ring_floor;      /* the ring holds every sandbox event after this revision */
@@ -1213,8 +1227,20 @@ static void obj_unref(struct sb_obj *o)
 {
     if (o != NULL && --o->refs == 0) {
         protobuf_c_message_free_unpacked(&o->sb->base, NULL);
+        mem_free(o->packed);
         mem_free(o);
     }
+}
+
+/* A model object for @sb (taken), packed once; no reference yet. */
+static struct sb_obj *obj_new(Gantry__V1__Sandbox *sb)
+{
+    struct sb_obj *o = mem_zalloc(sizeof *o);
+    o->sb = sb;
+    o->packed_len = protobuf_c_message_get_packed_size(&sb->base);
+    o->packed = mem_alloc(o->packed_len + 1);
+    protobuf_c_message_pack(&sb->base, o->packed);
+    return o;
 }
 
 static uint64_t str_hash(const char *s)
@@ -1314,7 +1340,110 @@ static struct sb_entry **model_slot(struct watch_hub *h, const char *id)
     return index_slot(&h->by_id, id);
 }
 
-/* The model: by id, and by namespace and name for Get. Takes a reference to @o (NULL: delete). */
+/* The position of namespace @ns in h->nss, or where it would go (*@found false). */
+static size_t ns_pos(const struct watch_hub *h, const char *ns, bool *found)
+{
+    size_t lo = 0, hi = h->n_nss;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(h->nss[mid]->ns, ns);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    *found = false;
+    return lo;
+}
+
+static struct ns_sbs *ns_find(const struct watch_hub *h, const char *ns)
+{
+    bool found = false;
+    size_t i = ns_pos(h, ns, &found);
+    return found ? h->nss[i] : NULL;
+}
+
+/* The first position in @l whose name is not below @name (*@found: equal). */
+static size_t name_pos(const struct ns_sbs *l, const char *name, bool *found)
+{
+    size_t lo = 0, hi = l->n;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(l->v[mid]->sb->meta->name, name);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* Put @o (meta set) in its namespace's list, replacing one of the same name. */
+static void ns_index_put(struct watch_hub *h, struct sb_obj *o)
+{
+    bool found = false;
+    size_t at = ns_pos(h, o->sb->meta->namespace_, &found);
+    if (!found) {
+        if (h->n_nss == h->cap_nss) {
+            h->cap_nss = h->cap_nss != 0 ? h->cap_nss * 2 : 16;
+            h->nss = mem_realloc(h->nss, sizeof *h->nss * h->cap_nss);
+        }
+        memmove(h->nss + at + 1, h->nss + at, sizeof *h->nss * (h->n_nss - at));
+        h->nss[at] = mem_zalloc(sizeof **h->nss);
+        h->nss[at]->ns = mem_strdup(o->sb->meta->namespace_);
+        h->n_nss++;
+    }
+    struct ns_sbs *l = h->nss[at];
+    size_t i = name_pos(l, o->sb->meta->name, &found);
+    if (found) {
+        l->v[i] = o;
+        return;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap != 0 ? l->cap * 2 : 8;
+        l->v = mem_realloc(l->v, sizeof *l->v * l->cap);
+    }
+    memmove(l->v + i + 1, l->v + i, sizeof *l->v * (l->n - i));
+    l->v[i] = o;
+    l->n++;
+}
+
+/* Take @o (meta set) out of its namespace's list, if it is there. */
+static void ns_index_drop(struct watch_hub *h, const struct sb_obj *o)
+{
+    bool found = false;
+    size_t at = ns_pos(h, o->sb->meta->namespace_, &found);
+    if (!found) {
+        return;
+    }
+    struct ns_sbs *l = h->nss[at];
+    size_t i = name_pos(l, o->sb->meta->name, &found);
+    if (!found || l->v[i] != o) {
+        return;
+    }
+    memmove(l->v + i, l->v + i + 1, sizeof *l->v * (l->n - i - 1));
+    if (--l->n == 0) {
+        mem_free(l->v);
+        mem_free(l->ns);
+        mem_free(l);
+        memmove(h->nss + at, h->nss + at + 1, sizeof *h->nss * (h->n_nss - at - 1));
+        h->n_nss--;
+    }
+}
+
+/* The model: by id, by namespace and name for Get, and per namespace in name order for List.
+ * Takes a reference to @o (NULL: delete). */
 static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
 {
     char key[160];
@@ -1322,18 +1451,28 @@ static void model_set(struct watch_hub *h, const char *id, struct sb_obj *o)
     if (old != NULL && old->obj->sb->meta != NULL) {
         name_key(key, sizeof key, old->obj->sb->meta->namespace_, old->obj->sb->meta->name);
         index_set(&h->by_name, key, NULL);
+        ns_index_drop(h, old->obj);
     }
     if (o != NULL && o->sb->meta != NULL) {
         name_key(key, sizeof key, o->sb->meta->namespace_, o->sb->meta->name);
         index_set(&h->by_name, key, o);
+        ns_index_put(h, o);
     }
     index_set(&h->by_id, id, o);
 }
 
 static void model_clear(struct watch_hub *h)
 {
+    for (size_t i = 0; i < h->n_nss; i++) {
+        mem_free(h->nss[i]->v);
+        mem_free(h->nss[i]->ns);
+        mem_free(h->nss[i]);
+    }
+    h->n_nss = 0;
     index_clear(&h->by_id);
     index_clear(&h->by_name);
+    share_index_clear(&h->shares);
+    h->shares_stale = false;
 }
 
 static void ring_drop_oldest(struct watch_hub *h)
@@ -1645,16 +1784,69 @@ static void watch_end_all(struct watch_hub *h, int status, const char *msg)
     }
 }
 
-/* Feed thread: load the model from one consistent statement. */
+/* Row @i of a "SELECT " SB_COLS result as a model object (no reference yet); NULL if it does not
+ * unpack. The bytes are sb_from_row's, so the model answers what the store path does. */
+static struct sb_obj *obj_from_row(const struct proto_rows *rows, size_t i)
+{
+    struct sb_msg m;
+    sb_from_row(&m, rows, i);
+    size_t n = protobuf_c_message_get_packed_size(&m.s.base);
+    uint8_t *buf = mem_alloc(n + 1);
+    protobuf_c_message_pack(&m.s.base, buf);
+    sb_msg_free(&m);
+    Gantry__V1__Sandbox *sb =
+        (Gantry__V1__Sandbox *)protobuf_c_message_unpack(&gantry__v1__sandbox__descriptor, NULL, n, buf);
+    if (sb == NULL) {
+        mem_free(buf);
+        return NULL;
+    }
+    struct sb_obj *o = mem_zalloc(sizeof *o);
+    o->sb = sb;
+    o->packed = buf;
+    o->packed_len = n;
+    return o;
+}
+
+/* Under h->mu: add share row @i (sandbox_id, grantee_id, access, created_by, created_at_ms) to
+ * the model. */
+static void share_add_row(struct watch_hub *h, const struct proto_rows *rows, size_t i)
+{
+    share_index_add(&h->shares, col(rows, i, 0), col(rows, i, 1), strcmp(col(rows, i, 2), "exec") == 0,
+                    col(rows, i, 3), coli(rows, i, 4));
+}
+
+/* Feed thread, under h->mu: read every share again (after a failed re-read of one sandbox's): a
+ * state at least as new as every event applied, so the model only moves forward. */
+static int hub_reload_shares(struct watch_hub *h, struct store_client *cl)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_client_query(
+        cl, "SELECT sandbox_id, grantee_id, access, created_by, created_at_ms FROM shares", NULL, 0, &rows);
+    if (rv == 0) {
+        share_index_clear(&h->shares);
+        for (size_t i = 0; i < rows.n_rows; i++) {
+            share_add_row(h, &rows, i);
+        }
+        h->shares_stale = false;
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+/* Feed thread: load the model, sandboxes and shares, from one consistent statement (16 columns,
+ * dqlite 1.11's safe maximum: a share row has resource_version -1, which no sandbox has). */
 static int hub_reload(struct watch_hub *h, struct store_client *cl)
 {
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    int rv =
-        store_client_query(cl,
-                           "SELECT " SB_COLS ", rev FROM (SELECT revision AS rev FROM cluster_revision WHERE "
-                           "id = 1) LEFT JOIN sandboxes ON 1",
-                           NULL, 0, &rows);
+    int rv = store_client_query(
+        cl,
+        "SELECT " SB_COLS ", rev FROM (SELECT revision AS rev FROM cluster_revision WHERE id = 1) "
+        "LEFT JOIN sandboxes ON 1 UNION ALL SELECT sandbox_id, grantee_id, access, created_by, "
+        "created_at_ms, '', '', '', '', '', 0, -1, 0, 0, 0, rev FROM (SELECT revision AS rev FROM "
+        "cluster_revision WHERE id = 1) JOIN shares ON 1",
+        NULL, 0, &rows);
     if (rv != 0 || rows.n_rows == 0) {
         proto_rows_close(&rows);
         return rv != 0 ? rv : GERR_NOTFOUND;
@@ -1663,24 +1855,17 @@ static int hub_reload(struct watch_hub *h, struct store_client *cl)
     model_clear(h);
     ring_clear(h, rev);
     for (size_t i = 0; i < rows.n_rows; i++) {
+        if (coli(&rows, i, 11) == -1) {
+            share_add_row(h, &rows, i);
+            continue;
+        }
         if (col(&rows, i, 0)[0] == '\0') {
             continue; /* no sandbox at all: the LEFT JOIN's one row */
         }
-        struct sb_msg m;
-        sb_from_row(&m, &rows, i);
-        size_t n = protobuf_c_message_get_packed_size(&m.s.base);
-        uint8_t *buf = mem_alloc(n + 1);
-        protobuf_c_message_pack(&m.s.base, buf);
-        struct sb_obj *o = mem_zalloc(sizeof *o);
-        o->sb =
-            (Gantry__V1__Sandbox *)protobuf_c_message_unpack(&gantry__v1__sandbox__descriptor, NULL, n, buf);
-        mem_free(buf);
-        sb_msg_free(&m);
-        if (o->sb == NULL) {
-            mem_free(o);
-            continue;
+        struct sb_obj *o = obj_from_row(&rows, i);
+        if (o != NULL) {
+            model_set(h, col(&rows, i, 0), o);
         }
-        model_set(h, col(&rows, i, 0), o);
     }
     proto_rows_close(&rows);
     h->rev = rev;
@@ -1766,28 +1951,45 @@ static void cred_share_set(struct watch_cred *c, const char *id, bool shared)
 }
 
 /* Share and Unshare write a Sandbox MODIFIED event whose state is the unchanged row (the
- * resource_version the model already holds): the sandbox's grantees changed. The hub reads them
- * once (@cl, outside its lock) into @out, so that every credential entry's share set is patched
- * before the event is fanned out: a grantee's watch gets the sandbox at that very event, and one
- * whose share was removed stops getting it. Returns whether @out was read. */
-static bool share_change_grantees(struct watch_hub *h, struct store_client *cl, const char *id,
-                                  const struct sb_obj *o, struct proto_rows *out)
+ * resource_version the model already holds): the sandbox's grantees changed, and the event does
+ * not say how. Is this such an event? */
+static bool share_change(struct watch_hub *h, const char *id, const struct sb_obj *o)
 {
     pthread_mutex_lock(&h->mu);
     struct sb_entry *old = *model_slot(h, id);
-    bool same = h->creds != NULL && old != NULL && old->obj->sb->meta != NULL && o->sb->meta != NULL &&
+    bool same = old != NULL && old->obj->sb->meta != NULL && o->sb->meta != NULL &&
                 old->obj->sb->meta->resource_version == o->sb->meta->resource_version;
     pthread_mutex_unlock(&h->mu);
-    if (!same) {
-        return false;
-    }
+    return same;
+}
+
+/* The hub reads that sandbox's shares once (@cl, outside its lock) into @out, in share_add_row's
+ * columns, so that the model's shares and every credential entry's share set are patched before
+ * the event is applied and fanned out: a Get at that revision or later sees the change (an
+ * acknowledged Unshare is refused to a linearizable read), a grantee's watch gets the sandbox at
+ * that very event, and one whose share was removed stops getting it. The rows may show a newer
+ * state than the event's (a later share change, whose event comes next): never an older one. */
+static int share_change_rows(struct store_client *cl, const char *id, struct proto_rows *out)
+{
     struct proto_value q[] = {proto_text(id)};
-    return store_client_query(cl, "SELECT grantee_id FROM shares WHERE sandbox_id = ?", q, 1, out) == 0;
+    return store_client_query(
+        cl,
+        "SELECT sandbox_id, grantee_id, access, created_by, created_at_ms FROM shares WHERE sandbox_id = ?",
+        q, 1, out);
 }
 
 static void hub_on_event(struct store_client *cl, const struct feed_event *ev, void *data)
 {
     struct watch_hub *h = data;
+    if (strcmp(ev->kind, "Principal") == 0 && strcmp(ev->type, "DELETED") == 0) {
+        /* Deleting a principal deletes its shares in the same transaction, with no Sandbox event. */
+        pthread_mutex_lock(&h->mu);
+        if (h->ready && ev->revision > h->rev) {
+            share_index_drop_grantee(&h->shares, ev->object_id);
+        }
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
     if (strcmp(ev->kind, "Sandbox") != 0) {
         return;
     }
@@ -1809,8 +2011,7 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
             sb = complete_payload(h, sb);
         }
         if (sb != NULL) {
-            o = mem_zalloc(sizeof *o);
-            o->sb = sb;
+            o = obj_new(sb);
             o->refs = 1;
         }
     } else if (type != GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
@@ -1821,18 +2022,8 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
         struct proto_value q[] = {proto_text(ev->object_id)};
         if (store_client_query(cl, "SELECT " SB_COLS " FROM sandboxes WHERE id = ?", q, 1, &r) == 0 &&
             r.n_rows == 1 && (uint64_t)coli(&r, 0, 11) == ev->revision) {
-            struct sb_msg m;
-            sb_from_row(&m, &r, 0);
-            size_t n = protobuf_c_message_get_packed_size(&m.s.base);
-            uint8_t *buf = mem_alloc(n + 1);
-            protobuf_c_message_pack(&m.s.base, buf);
-            Gantry__V1__Sandbox *sb = (Gantry__V1__Sandbox *)protobuf_c_message_unpack(
-                &gantry__v1__sandbox__descriptor, NULL, n, buf);
-            mem_free(buf);
-            sb_msg_free(&m);
-            if (sb != NULL) {
-                o = mem_zalloc(sizeof *o);
-                o->sb = sb;
+            o = obj_from_row(&r, 0);
+            if (o != NULL) {
                 o->refs = 1;
             }
         }
@@ -1840,18 +2031,32 @@ static void hub_on_event(struct store_client *cl, const struct feed_event *ev, v
     }
     struct proto_rows grantees;
     proto_rows_init(&grantees, 0);
-    bool regrant = type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED && o != NULL &&
-                   share_change_grantees(h, cl, ev->object_id, o, &grantees);
+    /* A MODIFIED event whose state the hub could not take (no payload and the row moved on, or it
+     * does not unpack) may be a share change too: read the shares then as well (rare). */
+    bool reshare = type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_MODIFIED &&
+                   (o == NULL || share_change(h, ev->object_id, o));
+    bool regrant = reshare && share_change_rows(cl, ev->object_id, &grantees) == 0;
     pthread_mutex_lock(&h->mu);
     if (h->ready && ev->revision > h->rev) {
+        if (reshare && !regrant) {
+            h->shares_stale = true; /* reads go to the store until on_applied reads them all */
+            LOG_WARN("sandbox model: cannot read the shares of %s (%s): reading every share again",
+                     ev->object_id, cl->errmsg);
+        } else if (regrant) {
+            share_index_drop_sandbox(&h->shares, ev->object_id);
+            for (size_t i = 0; i < grantees.n_rows; i++) {
+                share_add_row(h, &grantees, i);
+            }
+        }
         for (struct watch_cred *c = h->creds; regrant && c != NULL; c = c->next) {
             bool shared = false;
             for (size_t i = 0; i < grantees.n_rows && !shared; i++) {
-                shared = strcmp(col(&grantees, i, 0), c->who.id) == 0;
+                shared = strcmp(col(&grantees, i, 1), c->who.id) == 0;
             }
             cred_share_set(c, ev->object_id, shared);
         }
         if (type == GANTRY__V1__EVENT_TYPE__EVENT_TYPE_DELETED) {
+            share_index_drop_sandbox(&h->shares, ev->object_id); /* deleted with the sandbox */
             model_set(h, ev->object_id, NULL);
             ring_push(h, ev->revision, type, ev->object_id, ev->ns, NULL);
         } else if (o != NULL) {
@@ -1898,6 +2103,9 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
         pthread_mutex_unlock(&h->mu);
         return;
     }
+    if (h->shares_stale && hub_reload_shares(h, cl) != 0) {
+        LOG_WARN("sandbox model: cannot read the shares (%s): trying again", cl->errmsg);
+    }
     if (rev > h->rev) {
         h->rev = rev;
     }
@@ -1943,10 +2151,12 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
 
 /* Get from the model once it holds revision @head (sb_get's read_wait decided it: a read index,
  * a min_revision, or 0 for a stale read the feed's liveness allows; api/services/model_read.h), so
- * the answer is what the read options promise; authorization as sb_get's (may_read: owner, or a
- * share read from the store). The model's revision goes out as MODEL_REVISION_TRAILER. Returns
- * false, having answered nothing, when the model cannot answer (no hub, not loaded, stopping, or
- * below @head): the caller reads the store. */
+ * the answer is what the read options promise; authorization as sb_get's (may_read: the owner, or a
+ * share, both only while the caller holds a role in the namespace), the share from the model's
+ * own share rows: no store query. The object's bytes were packed once when the model took it and
+ * go out as they are. The model's revision goes out as MODEL_REVISION_TRAILER. Returns false,
+ * having answered nothing, when the model cannot answer (no hub, not loaded, stopping, below
+ * @head, or its shares being read again): the caller reads the store. */
 static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__GetSandboxRequest *req,
                     uint64_t head)
 {
@@ -1955,39 +2165,41 @@ static bool hub_get(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1_
     }
     char key[160];
     name_key(key, sizeof key, req->namespace_, req->name);
+    const struct authn_principal *who = &ctx->who;
     pthread_mutex_lock(&h->mu);
-    if (!h->ready || h->need_reload || h->stopping || h->rev < head) {
+    if (!h->ready || h->need_reload || h->stopping || h->rev < head ||
+        (h->shares_stale && ctx->decision.owner_check)) {
         pthread_mutex_unlock(&h->mu);
         return false;
     }
-    atomic_fetch_add(&h->svc->model_gets, 1);
     struct sb_entry *e = *index_slot(&h->by_name, key);
-    struct sb_obj *o = e != NULL ? e->obj : NULL;
+    struct sb_obj *o = e != NULL && e->obj->sb->meta != NULL ? e->obj : NULL;
+    if (o != NULL && ctx->decision.owner_check) {
+        const Gantry__V1__Sandbox *sb = o->sb;
+        const char *owner = sb->spec != NULL ? sb->spec->owner_id : "";
+        if (strcmp(owner, who->id) != 0 &&
+            !(sandbox_rules_share_active(who->bindings, who->n_bindings, sb->meta->namespace_) &&
+              share_index_find(&h->shares, sb->meta->id, who->id) != NULL)) {
+            o = NULL;
+        }
+    }
     if (o != NULL) {
         o->refs++;
     }
-    char rev[24];
-    snprintf(rev, sizeof rev, "%" PRIu64, h->rev);
+    uint64_t at = h->rev;
     pthread_mutex_unlock(&h->mu);
+    atomic_fetch_add(&h->svc->model_gets, 1);
+    char rev[24];
+    snprintf(rev, sizeof rev, "%" PRIu64, at);
     grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, rev);
-    bool visible = o != NULL && o->sb->meta != NULL;
-    if (visible && ctx->decision.owner_check) {
-        const char *owner = o->sb->spec != NULL ? o->sb->spec->owner_id : "";
-        visible = strcmp(owner, ctx->who.id) == 0 ||
-                  shared_with(ctx->cl, &ctx->who, o->sb->meta->id, o->sb->meta->namespace_);
-    }
-    if (!visible) {
+    if (o == NULL) {
         /* Not confirming that someone else's sandbox exists. */
         gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
                   "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours)", req->name,
                   req->namespace_);
     } else {
-        grpc_call_finish_async(ctx->call, 0, NULL, &o->sb->base);
-    }
-    if (o != NULL) {
-        pthread_mutex_lock(&h->mu);
-        obj_unref(o);
-        pthread_mutex_unlock(&h->mu);
+        grpc_call_finish_async_bytes(ctx->call, 0, NULL, o->packed, o->packed_len);
+        obj_unref(o); /* atomic: no lock */
     }
     return true;
 }
@@ -2016,33 +2228,60 @@ static int cmp_ns_name(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->name, y->name);
 }
 
-/* The ids of the sandboxes shared with @who, sorted (one store read; *@ids mem_free'd with each). */
-static int shared_ids(struct store_client *cl, const struct authn_principal *who, char ***ids, size_t *n)
+/* The first position in @l whose key ("namespace/name") is after @after. Within one namespace the
+ * key grows with the name, so the keys after @after are a suffix of @l. */
+static size_t key_after_pos(const struct ns_sbs *l, const char *after)
 {
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(who->id)};
-    int rv = store_client_query(cl, "SELECT sandbox_id FROM shares WHERE grantee_id = ?", p, 1, &rows);
-    *ids = NULL;
-    *n = 0;
-    if (rv == 0 && rows.n_rows > 0) {
-        *ids = mem_zalloc(sizeof **ids * rows.n_rows);
-        for (size_t i = 0; i < rows.n_rows; i++) {
-            (*ids)[(*n)++] = mem_strdup(col(&rows, i, 0));
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        char key[160];
+        name_key(key, sizeof key, l->ns, l->v[mid]->sb->meta->name);
+        if (strcmp(key, after) <= 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        qsort(*ids, *n, sizeof **ids, cmp_str);
     }
-    proto_rows_close(&rows);
-    return rv;
+    return lo;
+}
+
+struct list_walk { /* hub_list's candidates, at most @want, in (namespace, name) order */
+    const struct authn_principal *who;
+    const char *req_ns, *owner, *after;
+    bool global;
+    struct sb_obj **found;
+    size_t n, want;
+};
+
+/* Under h->mu: add @l's candidates after w->after (list_visible's conditions) until w->want. */
+static void list_walk_ns(struct watch_hub *h, struct list_walk *w, const struct ns_sbs *l)
+{
+    for (size_t i = key_after_pos(l, w->after); i < l->n && w->n < w->want; i++) {
+        struct sb_obj *o = l->v[i];
+        const Gantry__V1__Sandbox *sb = o->sb;
+        if (sb->spec == NULL || (w->owner[0] != '\0' && strcmp(sb->spec->owner_id, w->owner) != 0)) {
+            continue;
+        }
+        if (!w->global && !admin_listed(w->who, l->ns, w->req_ns) &&
+            strcmp(sb->spec->owner_id, w->who->id) != 0 &&
+            share_index_find(&h->shares, sb->meta->id, w->who->id) == NULL) {
+            continue;
+        }
+        o->refs++;
+        w->found[w->n++] = o;
+    }
 }
 
 /* List from the model at @head or later (as hub_get), page for page what sb_list's store path
- * returns for the same data: list_visible's candidates (namespace, visibility by global role, administration,
- * ownership or a share, owner filter, key after the token) in (namespace, name) order, limit + 1
- * of them, then send_list's scan (labels, listed_visible, the token of the last scanned row).
- * Shares come from one store read, as Get's share check. The response's revision is the model's
- * (at least the leader's at the read index). false, having answered nothing, when the model cannot
- * answer (as hub_get). */
+ * returns for the same data: list_visible's candidates (namespace, visibility by global role,
+ * administration, ownership or a share, owner filter, key after the token) in (namespace, name)
+ * order, limit + 1 of them, then send_list's scan (labels, listed_visible, the token of the last
+ * scanned row). The walk uses the per-namespace index: a List of one namespace starts at the page
+ * token's position in that namespace (a binary search) and stops after limit + 1 candidates; a
+ * List of every namespace walks the namespaces in order the same way. Shares are the model's. The
+ * response's revision is the model's (at least the leader's at the read index). false, having
+ * answered nothing, when the model cannot answer (as hub_get). */
 static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1__ListSandboxesRequest *req,
                      const struct page_req *page, uint64_t head)
 {
@@ -2050,73 +2289,46 @@ static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1
         return false;
     }
     const struct authn_principal *who = &ctx->who;
-    bool global = global_reader(who);
-    char **shared = NULL;
-    size_t n_shared = 0;
-    if (!global && shared_ids(ctx->cl, who, &shared, &n_shared) != 0) {
-        return false;
-    }
-    const char *ns = req->namespace_, *owner = req->owner_id, *after = page->after;
-    struct sb_obj **found = NULL;
-    size_t n = 0, cap = 0;
+    unsigned limit = page->limit;
+    struct list_walk w = {.who = who,
+                          .req_ns = req->namespace_,
+                          .owner = req->owner_id,
+                          .after = page->after,
+                          .global = global_reader(who),
+                          .want = (size_t)limit + 1};
+    w.found = mem_zalloc(sizeof *w.found * (w.want + 1));
     uint64_t rev = 0;
     pthread_mutex_lock(&h->mu);
-    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head;
-    for (size_t b = 0; ok && b < h->by_id.n_buckets; b++) {
-        for (struct sb_entry *e = h->by_id.buckets[b]; e != NULL; e = e->next) {
-            const Gantry__V1__Sandbox *sb = e->obj->sb;
-            if (sb->meta == NULL || sb->spec == NULL ||
-                (ns[0] != '\0' && strcmp(sb->meta->namespace_, ns) != 0) ||
-                (owner[0] != '\0' && strcmp(sb->spec->owner_id, owner) != 0)) {
-                continue;
-            }
-            char key[160];
-            name_key(key, sizeof key, sb->meta->namespace_, sb->meta->name);
-            if (strcmp(key, after) <= 0) {
-                continue;
-            }
-            const char *id = sb->meta->id;
-            if (!global && !admin_listed(who, sb->meta->namespace_, ns) &&
-                strcmp(sb->spec->owner_id, who->id) != 0 &&
-                (n_shared == 0 || bsearch(&id, shared, n_shared, sizeof *shared, cmp_str) == NULL)) {
-                continue;
-            }
-            if (n == cap) {
-                cap = cap != 0 ? cap * 2 : 64;
-                found = mem_realloc(found, sizeof *found * cap);
-            }
-            e->obj->refs++;
-            found[n++] = e->obj;
+    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head && (w.global || !h->shares_stale);
+    if (ok && w.req_ns[0] != '\0') {
+        const struct ns_sbs *l = ns_find(h, w.req_ns);
+        if (l != NULL) {
+            list_walk_ns(h, &w, l);
         }
+    }
+    for (size_t i = 0; ok && w.req_ns[0] == '\0' && i < h->n_nss && w.n < w.want; i++) {
+        list_walk_ns(h, &w, h->nss[i]);
     }
     rev = h->rev;
     pthread_mutex_unlock(&h->mu);
-    for (size_t i = 0; i < n_shared; i++) {
-        mem_free(shared[i]);
-    }
-    mem_free(shared);
     if (!ok) {
-        mem_free(found);
+        mem_free(w.found);
         return false;
     }
     atomic_fetch_add(&h->svc->model_lists, 1);
-    if (n > 1) {
-        qsort(found, n, sizeof *found, cmp_ns_name);
-    }
-    unsigned limit = page->limit;
-    size_t take = n < (size_t)limit + 1 ? n : (size_t)limit + 1;
+    size_t take = w.n;
     Gantry__V1__Sandbox **ps = mem_zalloc(sizeof *ps * (take + 1));
     size_t k = 0, scanned = 0;
     char token[160] = "";
     for (size_t i = 0; i < take && scanned < limit; i++, scanned++) {
-        const Gantry__V1__Sandbox *sb = found[i]->sb;
+        const Gantry__V1__Sandbox *sb = w.found[i]->sb;
         name_key(token, sizeof token, sb->meta->namespace_, sb->meta->name);
         if (!sb_labels_match(sb, req->selector) ||
-            !(global || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_) ||
+            !(w.global || role_in(who, AZ_ROLE_NAMESPACE_ADMIN, sb->meta->namespace_) ||
               sandbox_rules_share_active(who->bindings, who->n_bindings, sb->meta->namespace_))) {
             continue;
         }
-        ps[k++] = found[i]->sb;
+        ps[k++] = w.found[i]->sb;
     }
     Gantry__V1__ListSandboxesResponse resp = GANTRY__V1__LIST_SANDBOXES_RESPONSE__INIT;
     resp.n_sandboxes = k;
@@ -2125,18 +2337,18 @@ static bool hub_list(struct watch_hub *h, struct gate_ctx *ctx, const Gantry__V1
     resp.revision = rev;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ps);
-    pthread_mutex_lock(&h->mu);
-    for (size_t i = 0; i < n; i++) {
-        obj_unref(found[i]);
+    for (size_t i = 0; i < w.n; i++) {
+        obj_unref(w.found[i]);
     }
-    pthread_mutex_unlock(&h->mu);
-    mem_free(found);
+    mem_free(w.found);
     return true;
 }
 
 struct shared_item {
     struct sb_obj *obj;
-    size_t row; /* its share in the shares rows */
+    bool exec;
+    char *created_by;
+    int64_t created_at_ms;
 };
 
 static int cmp_shared_item(const void *a, const void *b)
@@ -2146,10 +2358,11 @@ static int cmp_shared_item(const void *a, const void *b)
 }
 
 /* ListSharedWithMe from the model after a read index, page for page like sb_shared_with_me's store
- * path: the caller's shares are one store read; each names a sandbox looked up in the model (the
- * store path's join), filtered by namespace and the page token, in (namespace, name) order, limit +
- * 1 of them, then the same scan (a role in the sandbox's namespace). false, having answered
- * nothing, when the model cannot answer. */
+ * path: the caller's shares are the model's (its by-grantee index: only the caller's shares are
+ * touched); each names a sandbox looked up in the model (the store path's join), filtered by
+ * namespace and the page token, in (namespace, name) order, limit + 1 of them, then the same scan
+ * (a role in the sandbox's namespace). false, having answered nothing, when the model cannot
+ * answer. */
 static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
                                const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page)
 {
@@ -2160,21 +2373,15 @@ static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
     if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
         return false;
     }
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(ctx->who.id)};
-    if (store_client_query(
-            ctx->cl, "SELECT sandbox_id, access, created_by, created_at_ms FROM shares WHERE grantee_id = ?",
-            p, 1, &rows) != 0) {
-        proto_rows_close(&rows);
-        return false;
-    }
-    struct shared_item *found = mem_zalloc(sizeof *found * (rows.n_rows + 1));
+    struct shared_item *found = NULL;
     size_t n = 0;
     pthread_mutex_lock(&h->mu);
-    bool ok = h->ready && !h->need_reload && !h->stopping && h->rev >= head;
-    for (size_t i = 0; ok && i < rows.n_rows; i++) {
-        struct sb_entry *e = *model_slot(h, col(&rows, i, 0));
+    bool ok = h->ready && !h->need_reload && !h->stopping && !h->shares_stale && h->rev >= head;
+    struct share_row *const *rows = NULL;
+    size_t n_rows = ok ? share_index_of_grantee(&h->shares, ctx->who.id, &rows) : 0;
+    found = mem_zalloc(sizeof *found * (n_rows + 1));
+    for (size_t i = 0; i < n_rows; i++) {
+        struct sb_entry *e = *model_slot(h, rows[i]->sandbox_id);
         const Gantry__V1__Sandbox *sb = e != NULL ? e->obj->sb : NULL;
         if (sb == NULL || sb->meta == NULL || sb->spec == NULL ||
             (req->namespace_[0] != '\0' && strcmp(sb->meta->namespace_, req->namespace_) != 0)) {
@@ -2186,12 +2393,14 @@ static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
             continue;
         }
         e->obj->refs++;
-        found[n++] = (struct shared_item){.obj = e->obj, .row = i};
+        found[n++] = (struct shared_item){.obj = e->obj,
+                                          .exec = rows[i]->exec,
+                                          .created_by = mem_strdup(rows[i]->created_by),
+                                          .created_at_ms = rows[i]->created_at_ms};
     }
     pthread_mutex_unlock(&h->mu);
     if (!ok) {
         mem_free(found);
-        proto_rows_close(&rows);
         return false;
     }
     atomic_fetch_add(&h->svc->model_lists, 1);
@@ -2211,15 +2420,14 @@ static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
         if (!sandbox_rules_share_active(ctx->who.bindings, ctx->who.n_bindings, sb->meta->namespace_)) {
             continue;
         }
-        size_t r = found[i].row;
         gantry__v1__share__init(&ss[k]);
         ss[k].sandbox_id = sb->meta->id;
         ss[k].namespace_ = sb->meta->namespace_;
         ss[k].grantee_principal_id = ctx->who.id;
-        ss[k].access = strcmp(col(&rows, r, 1), "exec") == 0 ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
-                                                             : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
-        ss[k].created_by = (char *)col(&rows, r, 2);
-        ss[k].created_at_ms = coli(&rows, r, 3);
+        ss[k].access = found[i].exec ? GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_EXEC
+                                     : GANTRY__V1__SHARE_ACCESS__SHARE_ACCESS_READ;
+        ss[k].created_by = found[i].created_by;
+        ss[k].created_at_ms = found[i].created_at_ms;
         sp[k] = &ss[k];
         ps[k++] = sb;
     }
@@ -2233,13 +2441,11 @@ static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
     mem_free(ps);
     mem_free(ss);
     mem_free(sp);
-    pthread_mutex_lock(&h->mu);
     for (size_t i = 0; i < n; i++) {
         obj_unref(found[i].obj);
+        mem_free(found[i].created_by);
     }
-    pthread_mutex_unlock(&h->mu);
     mem_free(found);
-    proto_rows_close(&rows);
     return true;
 }
 
@@ -2251,6 +2457,7 @@ int sandboxes_svc_attach_feed(struct sandboxes_svc *svc, struct feed *feed)
     h->svc = svc;
     index_init(&h->by_id);
     index_init(&h->by_name);
+    share_index_init(&h->shares);
     h->sub.on_resync = hub_on_resync;
     h->sub.on_event = hub_on_event;
     h->sub.on_applied = hub_on_applied;
@@ -2275,6 +2482,8 @@ void sandboxes_svc_detach_feed(struct sandboxes_svc *svc)
     pthread_mutex_destroy(&h->mu);
     mem_free(h->by_id.buckets);
     mem_free(h->by_name.buckets);
+    mem_free(h->nss);
+    share_index_close(&h->shares);
     mem_free(h);
     svc->hub = NULL;
 }

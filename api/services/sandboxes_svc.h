@@ -19,13 +19,14 @@
  * Get is answered from the watch hub's model (below) after a read index (store/feed.h feed_sync:
  * one leader read shared by the Gets waiting together, then until the replica's feed has applied
  * up to it), so it sees every write acknowledged before it, through any replica; authorization is
- * unchanged (a share is still read from the store). When the model cannot answer (not loaded, or
- * the feed not caught up within MODEL_SYNC_TIMEOUT_MS) Get reads the store as before. The call's
+ * unchanged (ownership and shares from the model: no store query). When the model cannot answer (not loaded,
+ * or the feed not caught up within MODEL_SYNC_TIMEOUT_MS) Get reads the store as before. The call's
  * ReadOptions may ask for a min_revision or bounded staleness instead of the read index
  * (api/services/model_read.h; the same for List; ListSharedWithMe always reads linearizably). List is
  * answered the same way, with the same pages, order, tokens, selectors and visibility as its store
- * path (the shares of the caller are one store read); so is ListSharedWithMe (its shares are the
- * store read, their sandboxes come from the model).
+ * path (the caller's shares from the model; a List of one namespace walks only that namespace's
+ * index from the page token); so is ListSharedWithMe (the caller's shares, by grantee, and their
+ * sandboxes, all from the model).
  *
  * Watch streams the namespace's sandbox changes in revision order from since_revision (0: the
  * current state first, then changes), filtered by what the caller may see, with a BOOKMARK each

@@ -1388,7 +1388,9 @@ class ModelList(g.GantrydTest):
         """Issue 17: Sandboxes.List from the replica's model (replica 1) returns the same pages, tokens,
         order, selector matches and visibility as the store path (replica 3 runs with
         --model-reads=false), for every role; a write through one replica is in the next List through
-        another."""
+        another. Get too, with the shares from the model: no store request per read through a share
+        (gantry_store_requests_total), an acknowledged Unshare refused to the next linearizable Get on
+        every model replica, and the per-namespace index after deletes that empty a namespace."""
         # No driver: nothing changes the sandboxes between the two lists being compared.
         ident = Identity(self, replica_flags=lambda rid: ["--driver", "none"] + (
             ["--model-reads=false"] if rid == 3 else []))
@@ -1478,6 +1480,90 @@ class ModelList(g.GantrydTest):
                 namespace="default", selector=meta_pb2.LabelSelector(match_labels={"tier": "c"})), replica=0).sandboxes]
             self.assertIn("ryw-%d" % i, names)
         print("List from the model matched the store path on %d pages (%d model lists)" % (compared, lists))
+
+        # Get: the model's answer (shares from the model's own rows) is the store path's, for every
+        # role and sandbox, found or NOT_FOUND.
+        names = [("default", "u-%d" % i) for i in range(4)] + [("default", "s-%d" % i) for i in range(4)] + \
+            [("team", "x-%d" % i) for i in range(3)] + [("team-b", "x-%d" % i) for i in range(3)] + \
+            [("team-b", "p-0"), ("default", "nope")]
+
+        def get(role, replica, ns, name, **read):
+            try:
+                req = S.GetSandboxRequest(namespace=ns, name=name)
+                if read:
+                    req.read.CopyFrom(meta_pb2.ReadOptions(**read))
+                return str(ident.call(role, S, "Sandboxes", "Get", req, replica=replica))
+            except grpc.RpcError as e:
+                return ("error", e.code(), e.details())
+
+        gets_before = ident.c.replicas[0].metric("gantry_sandbox_model_gets_total") or 0
+        found = handled = 0
+        for role in ROLES:
+            for ns, name in names:
+                model = get(role, 0, ns, name)
+                self.assertEqual(model, get(role, 2, ns, name), ("get", role, ns, name))
+                found += not isinstance(model, tuple)
+                # PERMISSION_DENIED is the gate's (no role there): the handler never runs.
+                handled += not isinstance(model, tuple) or model[1] != grpc.StatusCode.PERMISSION_DENIED
+        self.assertGreater(found, 20)
+        self.assertEqual((ident.c.replicas[0].metric("gantry_sandbox_model_gets_total") or 0) - gets_before,
+                         handled, "replica 1 did not answer every Get from its model")
+        self.assertIn("u-0", get("sa", 0, "default", "u-0"), "a share did not give read access")
+        self.assertEqual(get("sa", 0, "default", "u-1")[1], grpc.StatusCode.NOT_FOUND)
+
+        # No store query per read: stale Gets and Lists through a share (neither admin nor owner)
+        # and ListSharedWithMe (one read index per call, nothing else) on replica 1. Before the
+        # shares were in the model each Get and List read them from the store.
+        def store_requests():
+            return ident.c.replicas[0].metric("gantry_store_requests_total") or 0
+
+        n = 100
+        before = store_requests()
+        for _ in range(n):
+            self.assertNotIsInstance(get("sa", 0, "default", "u-0", max_staleness_ms=60000), tuple)
+        for _ in range(n):
+            r = ident.call("sa", S, "Sandboxes", "List", S.ListSandboxesRequest(
+                namespace="default", owner_id=ident.ids["user"], read=meta_pb2.ReadOptions(max_staleness_ms=60000)))
+            self.assertEqual([x.meta.name for x in r.sandboxes], ["u-0", "u-3"])
+        stale = store_requests() - before
+        before = store_requests()
+        for _ in range(n // 2):
+            r = ident.call("sa", S, "Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest())
+            self.assertEqual(sorted(x.meta.name for x in r.sandboxes), ["u-0", "u-3"])
+        shared = store_requests() - before
+        print("store requests of replica 1: %d for %d stale Gets and %d stale Lists through a share, %d for %d "
+              "ListSharedWithMe" % (stale, n, n, shared, n // 2))
+        self.assertLess(stale, n // 2, "stale reads through a share queried the store")
+        self.assertLess(shared, n // 2 * 3 // 2, "ListSharedWithMe queried the store beyond its read index")
+
+        # Revocation: an acknowledged Unshare through one replica is refused to the next
+        # linearizable Get through any model replica, and a Share shows at once; ListSharedWithMe
+        # follows. Alternate replicas for the writes.
+        for i in range(6):
+            ident.call("user", S, "Sandboxes", "Unshare", S.UnshareSandboxRequest(
+                namespace="default", name="u-0", grantee_principal_id=ident.ids["sa"]), replica=i % 2)
+            for rep in (0, 1):
+                self.assertEqual(get("sa", rep, "default", "u-0")[1], grpc.StatusCode.NOT_FOUND, (i, rep))
+                r = ident.call("sa", S, "Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(), replica=rep)
+                self.assertEqual([x.meta.name for x in r.sandboxes], ["u-3"], (i, rep))
+            ident.call("user", S, "Sandboxes", "Share", S.ShareSandboxRequest(
+                namespace="default", name="u-0", grantee_principal_id=ident.ids["sa"],
+                access=S.SHARE_ACCESS_EXEC if i % 2 else S.SHARE_ACCESS_READ), replica=(i + 1) % 2)
+            for rep in (0, 1):
+                self.assertNotIsInstance(get("sa", rep, "default", "u-0"), tuple, (i, rep))
+                r = ident.call("sa", S, "Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(), replica=rep)
+                self.assertEqual([(x.meta.name, y.access) for x, y in zip(r.sandboxes, r.shares)][0],
+                                 ("u-0", S.SHARE_ACCESS_EXEC if i % 2 else S.SHARE_ACCESS_READ), (i, rep))
+
+        # The per-namespace index after deletes: a namespace emptied and one thinned page like the
+        # store (the deletes are applied to the index, and an emptied namespace leaves it).
+        for ns, name in [("team", "x-1")] + [("team-b", "x-%d" % i) for i in range(3)] + [("team-b", "p-0")]:
+            ident.call("pa", S, "Sandboxes", "Delete", S.DeleteSandboxRequest(namespace=ns, name=name))
+        for role in ("pa", "user", "other"):
+            for ns in ("", "team", "team-b"):
+                for size in (1, 0):
+                    self.assertEqual(pages(role, 0, ns, "", None, size), pages(role, 2, ns, "", None, size),
+                                     ("after deletes", role, ns, size))
 
 
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
