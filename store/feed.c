@@ -314,6 +314,18 @@ int feed_sync(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
     return rv;
 }
 
+int feed_next_head(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
+{
+    pthread_mutex_lock(&f->mu);
+    uint64_t batch = f->reads_started + 1; /* the first read that starts after this call */
+    int rv = wait_locked(f, deadline_ms, read_done, batch);
+    if (rv == 0) {
+        *rev = f->read_rev;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return rv;
+}
+
 void feed_metrics_write(struct feed *f, struct buf *out)
 {
     uint64_t rev = f->started ? feed_revision(f) : 0;

@@ -122,6 +122,12 @@ int feed_wait(struct feed *f, uint64_t rev, uint64_t deadline_ms);
  * Any thread but the feed's. */
 int feed_sync(struct feed *f, uint64_t deadline_ms, uint64_t *rev);
 
+/* The leader's revision as read by the first poll that starts after this call, without asking for
+ * one (unlike feed_sync: no extra leader read, the feed polls every FEED_POLL_MS anyway); so it
+ * is at least the revision of any write acknowledged before the call. It does not wait for the
+ * subscribers to apply it. 0, GERR_TIMEOUT or GERR_CLOSED. Any thread but the feed's. */
+int feed_next_head(struct feed *f, uint64_t deadline_ms, uint64_t *rev);
+
 /* gantry_feed_* families (docs/metrics.md); always written, zero before start. Any thread. */
 void feed_metrics_write(struct feed *f, struct buf *out);
 

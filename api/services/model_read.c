@@ -49,7 +49,25 @@ enum model_read_wait_result model_read_wait(struct feed *f, const struct model_r
                              : now;
             deadline = d < deadline ? d : deadline;
         }
-        int rv = feed_wait(f, r->min_revision, deadline);
+        int rv = 0;
+        if (feed_revision(f) < r->min_revision) {
+            /* Not here yet: the feed's next poll (no extra leader read) says whether the revision
+             * exists at all, so a revision in the future is refused within a poll instead of
+             * holding a worker thread until the deadline. */
+            uint64_t head = 0;
+            rv = feed_next_head(f, deadline, &head);
+            if (rv == 0 && head < r->min_revision) {
+                snprintf(why, len,
+                         "read: min_revision %" PRIu64 " is ahead of the cluster's revision %" PRIu64
+                         " (a revision comes from an answer of this cluster: a List's revision, an "
+                         "object's resource_version or a Get's %s)",
+                         r->min_revision, head, MODEL_REVISION_TRAILER);
+                return MODEL_READ_FUTURE;
+            }
+        }
+        if (rv == 0) {
+            rv = feed_wait(f, r->min_revision, deadline);
+        }
         if (rv == GERR_CLOSED) {
             snprintf(why, len, "read: the replica is stopping");
             return MODEL_READ_CLOSED;

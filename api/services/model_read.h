@@ -5,8 +5,10 @@
  *     before the call arrived. If the feed cannot get there within MODEL_SYNC_TIMEOUT_MS the caller
  *     reads the store (the leader) instead, as before the options existed.
  *   min_revision R: feed_wait(R) until MODEL_DEADLINE_MARGIN_MS before the call's deadline (so the
- *     client gets the reason, not its own timeout), at most MODEL_WAIT_MAX_MS; no leader round trip. The
- * answer reflects revision R or later. Not reached: DEADLINE_EXCEEDED. max_staleness_ms B: if the feed was
+ *     client gets the reason, not its own timeout), at most MODEL_WAIT_MAX_MS; no leader round trip.
+ *     When the model does not hold R yet, the feed's next poll tells whether R exists: above the
+ *     leader's revision it is OUT_OF_RANGE at once (feed_next_head). The answer reflects revision R
+ *     or later. Not reached (the leader unreachable): DEADLINE_EXCEEDED. max_staleness_ms B: if the feed was
  * live within B (feed_live_since_ms, store/feed.h: every change committed before that moment was applied),
  * answered at once; the answer then misses no change committed more than B ms before the call arrived. Else
  * as linearizable.
@@ -47,6 +49,7 @@ enum model_read_wait_result {
     MODEL_READ_READY,   /* the model may answer once it holds at least *@need */
     MODEL_READ_STORE,   /* linearizable and the feed did not catch up: read the store instead */
     MODEL_READ_TIMEOUT, /* min_revision not reached in time: DEADLINE_EXCEEDED with @why */
+    MODEL_READ_FUTURE,  /* min_revision above the leader's revision: OUT_OF_RANGE with @why */
     MODEL_READ_CLOSED,  /* the feed is stopping: UNAVAILABLE with @why */
 };
 

@@ -662,6 +662,10 @@ static bool read_wait(struct sandboxes_svc *svc, struct gate_ctx *ctx, const Gan
         gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
         *answered = true;
         return false;
+    case MODEL_READ_FUTURE:
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE, "%s", why);
+        *answered = true;
+        return false;
     case MODEL_READ_CLOSED:
         gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
         *answered = true;

@@ -487,6 +487,10 @@ static bool ns_read_wait(const struct tenants_reads *rd, struct gate_ctx *ctx,
         gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
         *answered = true;
         return false;
+    case MODEL_READ_FUTURE:
+        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE, "%s", why);
+        *answered = true;
+        return false;
     case MODEL_READ_CLOSED:
         gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
         *answered = true;
