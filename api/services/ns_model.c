@@ -219,7 +219,13 @@ struct ns_model *ns_model_new(const struct ns_model_config *cfg)
 {
     struct ns_model *m = mem_zalloc(sizeof *m);
     m->cfg = *cfg;
-    pthread_rwlock_init(&m->lock, NULL);
+    /* Prefer writers: glibc's default lets overlapping List readers keep the feed thread's
+     * update (and so every subscriber after this one) waiting indefinitely. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&m->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     return m;
 }
 
