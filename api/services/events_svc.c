@@ -784,6 +784,12 @@ static int catch_up(struct events_svc *svc, struct store_client *cl, struct ewat
         }
         proto_rows_close(&ev);
         *cur = reached;
+        if (*cur < upto && grpc_call_cancelled(w->call)) {
+            return GERR_CANCELED; /* nobody to send the rest to */
+        }
+        if (*cur < upto && grpc_call_unsent(w->call) > WATCH_CATCH_UP_MAX_UNSENT) {
+            return GERR_TOOBIG; /* the client reads slower than the store replays */
+        }
     }
     return 0;
 }
@@ -826,7 +832,11 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
                   req->since_revision, head);
         return;
     }
-    if (atomic_fetch_add(&svc->watches, 1) >= EVENTS_MAX_WATCHES || atomic_load(&svc->stopping)) {
+    if (atomic_load(&svc->stopping)) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "this replica is stopping: watch through another replica");
+        return;
+    }
+    if (atomic_fetch_add(&svc->watches, 1) >= EVENTS_MAX_WATCHES) {
         atomic_fetch_sub(&svc->watches, 1);
         gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
                   "this replica serves %u event watches already: try another replica", EVENTS_MAX_WATCHES);
@@ -882,7 +892,12 @@ static void ev_watch(struct gate_ctx *ctx, void *data)
     }
     atomic_fetch_sub(&svc->watches, 1);
     mem_free(w);
-    if (gone > 0) {
+    if (rv == GERR_TOOBIG) {
+        gate_fail(ctx, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                  "the replay of retained events holds more than %u MiB this client has not read: read "
+                  "them, then watch again from revision %" PRIu64,
+                  WATCH_CATCH_UP_MAX_UNSENT >> 20, cur);
+    } else if (gone > 0) {
         gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE,
                   "revision %" PRIu64 " is older than the retained change history (events up to %" PRId64
                   " were deleted): list again and watch from the list's revision",

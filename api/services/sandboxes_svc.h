@@ -55,12 +55,15 @@
 #define SANDBOXES_MAX_WATCHES 20000u
 #define WATCH_RING            4096u /* sandbox events kept in memory for resuming watches */
 #define WATCH_MAX_UNSENT                                                                                     \
-    (1u << 20)                             /* bytes a watcher may leave unread before it is cut, on          \
-                                            * top of its first list until that was read */
-#define WATCH_TOTAL_UNSENT    (256u << 20) /* unread bytes of all watches above which new ones are refused */
-#define WATCH_BOOKMARK_MS     5000u        /* a BOOKMARK at least this often on a quiet watch */
-#define WATCH_SYNC_TIMEOUT_MS 10000u       /* a new watch waits this long for the feed to catch up */
-#define GET_SYNC_TIMEOUT_MS   2000u        /* a Get waits this long for the feed, then reads the store */
+    (1u << 20)                          /* bytes a watcher may leave unread before it is cut, on             \
+                                         * top of its first list until that was read */
+#define WATCH_TOTAL_UNSENT (256u << 20) /* unread bytes of all watches above which new ones are refused */
+/* A resume from the store (both watch hubs) stops between pages once its client has more than
+ * this unread: the watch ends with RESOURCE_EXHAUSTED naming the revision to watch again from. */
+#define WATCH_CATCH_UP_MAX_UNSENT (8u << 20)
+#define WATCH_BOOKMARK_MS         5000u  /* a BOOKMARK at least this often on a quiet watch */
+#define WATCH_SYNC_TIMEOUT_MS     10000u /* a new watch waits this long for the feed to catch up */
+#define GET_SYNC_TIMEOUT_MS       2000u  /* a Get waits this long for the feed, then reads the store */
 
 struct gate;
 struct watch_hub;
