@@ -264,14 +264,16 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *ud)
     return *n > ANSWER_MAX ? 0 : size * nmemb;
 }
 
-/* libcurl's progress callback: a POST under way ends when the hook stops. */
+/* libcurl's progress callback (about once a second, and as bytes move): a POST under way ends
+ * when the hook stops or this replica no longer holds the lease it was sent under, so an old
+ * holder's slow POST does not land after the new holder's. */
 static int abort_on_stop(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
     (void)dltotal;
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    return stopping(ud) ? 1 : 0;
+    return stopping(ud) || !still_held(ud) ? 1 : 0;
 }
 
 /* One POST. 0 on a 2xx; else an error with a message (never the secret, never the URL). */

@@ -7,8 +7,10 @@
  * Every move of the durable cursor (cluster_meta "lifecycle_webhook_cursor": the revision of the
  * last change delivered or given up) goes through the writer in a transaction fenced by that epoch
  * (@fence_tx), so a replica that lost the lease can no longer move it; it stops POSTing at its next
- * @held check (before every attempt), so two replicas POST together at most for the time the old
- * holder takes to notice (bounded by the lease's renew deadline).
+ * @held check (before every attempt, and about once a second during a POST, which is then
+ * aborted), so two replicas POST together at most for the time the old holder takes to notice
+ * (bounded by the lease's renew deadline). @held must be cheap: it runs on libcurl's progress
+ * callback.
  *
  * Happy path, one thread: while held, read the cursor (once per epoch; none stored: start at the
  * current cluster revision and store it), read up to 100 Sandbox events after it with their
