@@ -130,8 +130,9 @@ static void wp_list(struct gate_ctx *ctx, void *data)
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(page.after), proto_int(limit + 1)};
     int rv = store_client_query(
-        ctx->cl, "SELECT " WP_COLS " FROM warm_pools WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?",
-        p, 3, &rows);
+        ctx->cl,
+        "SELECT " WP_COLS ", name FROM warm_pools WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?", p,
+        3, &rows);
     if (rv != 0) {
         read_fail(ctx, rv, "list warm pools");
         proto_rows_close(&rows);
@@ -148,7 +149,11 @@ static void wp_list(struct gate_ctx *ctx, void *data)
     Gantry__V1__ListWarmPoolsResponse resp = GANTRY__V1__LIST_WARM_POOLS_RESPONSE__INIT;
     resp.n_warm_pools = got;
     resp.warm_pools = ps;
-    resp.next_page_token = rows.n_rows > limit && got > 0 ? ps[got - 1]->meta->name : "";
+    /* The last row read, decoded or not: a row that does not decode is skipped, never repeated,
+     * and never ends the List early. */
+    const struct proto_value *last = n > 0 ? proto_rows_at(&rows, n - 1, 4) : NULL;
+    resp.next_page_token =
+        rows.n_rows > limit && last != NULL && last->type == PROTO_TEXT ? (char *)last->u.b.s : "";
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < got; i++) {
         wp_free(ps[i]);
