@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "api/gate/gate.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 
@@ -95,4 +96,37 @@ enum model_read_wait_result model_read_wait(struct feed *f, const struct model_r
     }
     *need = head;
     return MODEL_READ_READY;
+}
+
+enum model_gate model_read_gate(struct gate_ctx *ctx, struct feed *f, bool model,
+                                const Gantry__V1__ReadOptions *o, uint64_t *need)
+{
+    struct model_read r;
+    char why[GERR_MSG_SIZE];
+    *need = 0;
+    if (!model_read_parse(o, &r, why, sizeof why)) {
+        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return MODEL_GATE_ANSWERED;
+    }
+    if (!model && r.mode != MODEL_READ_MIN_REVISION) {
+        return MODEL_GATE_STORE; /* the store is the leader's: linearizable, so within any staleness */
+    }
+    int status;
+    switch (model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
+    case MODEL_READ_READY:
+        return model ? MODEL_GATE_MODEL : MODEL_GATE_STORE;
+    case MODEL_READ_TIMEOUT:
+        status = GRPC_STATUS_DEADLINE_EXCEEDED;
+        break;
+    case MODEL_READ_FUTURE:
+        status = GRPC_STATUS_OUT_OF_RANGE;
+        break;
+    case MODEL_READ_CLOSED:
+        status = GRPC_STATUS_UNAVAILABLE;
+        break;
+    default:
+        return MODEL_GATE_STORE;
+    }
+    gate_fail(ctx, status, "%s", why);
+    return MODEL_GATE_ANSWERED;
 }

@@ -60,4 +60,18 @@ enum model_read_wait_result {
 enum model_read_wait_result model_read_wait(struct feed *f, const struct model_read *r,
                                             uint64_t call_deadline_ms, uint64_t *need, char *why, size_t len);
 
+/* The whole decision of a model-served Get or List: parse @o, then wait on @f as it asks.
+ * @model: this replica may answer from its model (false: config model_reads off, or no model; a
+ * min_revision read still waits for the feed, then the store answers).
+ *   MODEL_GATE_MODEL: answer from the model once it holds *@need;
+ *   MODEL_GATE_STORE: read the store (the leader's: linearizable, so within any staleness);
+ *   MODEL_GATE_ANSWERED: the call was failed (gate_fail) with its status and the reason: a bad
+ *     option (INVALID_ARGUMENT), a min_revision in the future (OUT_OF_RANGE) or not reached in time
+ *     (DEADLINE_EXCEEDED), the replica stopping (UNAVAILABLE).
+ * Worker threads only (it may block up to the call's deadline, at most MODEL_WAIT_MAX_MS). */
+enum model_gate { MODEL_GATE_MODEL, MODEL_GATE_STORE, MODEL_GATE_ANSWERED };
+struct gate_ctx;
+enum model_gate model_read_gate(struct gate_ctx *ctx, struct feed *f, bool model,
+                                const Gantry__V1__ReadOptions *o, uint64_t *need);
+
 #endif

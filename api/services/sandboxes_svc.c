@@ -643,36 +643,9 @@ static struct feed *hub_feed(struct watch_hub *h);
 static bool read_wait(struct sandboxes_svc *svc, struct gate_ctx *ctx, const Gantry__V1__ReadOptions *o,
                       uint64_t *need, bool *answered)
 {
-    struct model_read r;
-    char why[GERR_MSG_SIZE];
-    *answered = false;
-    if (!model_read_parse(o, &r, why, sizeof why)) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
-        *answered = true;
-        return false;
-    }
-    struct feed *f = hub_feed(svc->hub);
-    if (svc->store_reads && r.mode != MODEL_READ_MIN_REVISION) {
-        return false; /* the store is the leader's: linearizable, so within any staleness */
-    }
-    switch (model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
-    case MODEL_READ_READY:
-        return !svc->store_reads;
-    case MODEL_READ_TIMEOUT:
-        gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
-        *answered = true;
-        return false;
-    case MODEL_READ_FUTURE:
-        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE, "%s", why);
-        *answered = true;
-        return false;
-    case MODEL_READ_CLOSED:
-        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
-        *answered = true;
-        return false;
-    default:
-        return false;
-    }
+    enum model_gate g = model_read_gate(ctx, hub_feed(svc->hub), !svc->store_reads, o, need);
+    *answered = g == MODEL_GATE_ANSWERED;
+    return g == MODEL_GATE_MODEL;
 }
 static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
                                const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page);

@@ -467,37 +467,10 @@ struct ns_model *tenants_ns_model_new(void)
 static bool ns_read_wait(const struct tenants_reads *rd, struct gate_ctx *ctx,
                          const Gantry__V1__ReadOptions *o, uint64_t *need, bool *answered)
 {
-    struct model_read r;
-    char why[GERR_MSG_SIZE];
-    *answered = false;
-    if (!model_read_parse(o, &r, why, sizeof why)) {
-        gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
-        *answered = true;
-        return false;
-    }
     bool model = rd != NULL && rd->model != NULL && !rd->store_reads;
-    if (!model && r.mode != MODEL_READ_MIN_REVISION) {
-        return false; /* the store is the leader's: linearizable, so within any staleness */
-    }
-    switch (model_read_wait(rd != NULL ? ns_model_feed(rd->model) : NULL, &r,
-                            grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
-    case MODEL_READ_READY:
-        return model;
-    case MODEL_READ_TIMEOUT:
-        gate_fail(ctx, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", why);
-        *answered = true;
-        return false;
-    case MODEL_READ_FUTURE:
-        gate_fail(ctx, GRPC_STATUS_OUT_OF_RANGE, "%s", why);
-        *answered = true;
-        return false;
-    case MODEL_READ_CLOSED:
-        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "%s", why);
-        *answered = true;
-        return false;
-    default:
-        return false;
-    }
+    enum model_gate g = model_read_gate(ctx, rd != NULL ? ns_model_feed(rd->model) : NULL, model, o, need);
+    *answered = g == MODEL_GATE_ANSWERED;
+    return g == MODEL_GATE_MODEL;
 }
 
 struct ns_get_arg {
