@@ -1135,6 +1135,236 @@ class Kubernetes(g.GantrydTest):
         print("secret-backed credentials: the value reached %s and nothing else; %d refusals audited" %
               (cred_name, len(refused)))
 
+    def test_platform_controller_end_to_end(self):
+        """Issue 21's "Done when", in one gantryd cluster (operator mode, the fake API server): the
+        platform controller authenticates only with a projected-token-shaped JWT of a test issuer
+        (audience bound, subject system:serviceaccount:platform:controller linked to its service
+        account principal), makes a Secret-backed provider and a sandbox in a Kubernetes namespace it
+        chose within its pattern, under a ServiceAccount of its list, with a per-sandbox policy that
+        tightens the gateway's: READY there, the policy deciding as layer sandbox. A namespace, a
+        Secret (at provider and at sandbox creation), a ServiceAccount and a warm pool outside its
+        scope are PERMISSION_DENIED and a loosening policy FAILED_PRECONDITION, each with the reason,
+        nothing created, the denials audited with the controller as the actor. The Secret's value is
+        in the per-sandbox credentials Secret the pod references and nowhere else: not in the API's
+        answers, the audit trail, the change feed's payloads, the Sandbox object or the logs."""
+        import base64
+        import secrets
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from gantry.v1 import (audit_pb2, meta_pb2, policies_pb2 as PO, principals_pb2 as P,
+                               providers_pb2 as PV)
+        ti = tr.ti
+        t0 = time.monotonic()
+        # The platform's side: the Kubernetes namespaces, the Secret the controller may hand out and
+        # one it may not.
+        api = KubeApi(self)
+        value, other_value = "ghp-" + secrets.token_hex(16), "db-" + secrets.token_hex(16)
+        for n in ("tenant-b", "agents-a", "platform-creds", "other"):
+            self.assertEqual(api.request("POST", "/api/v1/namespaces", {"metadata": {"name": n}})[0], 201)
+        for ns, name, key, v in (("platform-creds", "gh-token", "token", value),
+                                 ("other", "db-pass", "password", other_value)):
+            code, out = api.request("POST", "/api/v1/namespaces/%s/secrets" % ns, {
+                "metadata": {"name": name}, "type": "Opaque", "data": {key: base64.b64encode(v.encode()).decode()}})
+            self.assertEqual(code, 201, out)
+        # The test issuer: an RSA key whose JWKS gantryd trusts as the cluster's issuer, audience "gantry".
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = key.public_key().public_numbers()
+        root = os.path.join(g.WORK, "issuer-" + self._testMethodName)
+        os.makedirs(root)
+        with open(os.path.join(root, "kube.jwks.json"), "w") as f:
+            json.dump({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+                                 "n": ti.b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
+                                 "e": ti.b64url(pub.e.to_bytes(3, "big"))}]}, f)
+        with open(os.path.join(root, "issuers.json"), "w") as f:
+            json.dump({"oidc_issuers": [{"name": "kube", "issuer": ti.KUBE_ISSUER, "audiences": ["gantry"],
+                                         "jwks_file": os.path.join(root, "kube.jwks.json")}]}, f)
+
+        def projected_token(sub, aud="gantry"):
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+            now = int(time.time())
+            claims = dict(ti.projected_claims("platform", "controller"), iss=ti.KUBE_ISSUER, aud=[aud], sub=sub,
+                          iat=now, exp=now + 3600)
+            signing = (ti.b64url(json.dumps({"alg": "RS256", "kid": "k1", "typ": "JWT"}).encode()) + "." +
+                       ti.b64url(json.dumps(claims).encode()))
+            return signing + "." + ti.b64url(key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256()))
+
+        e = k8s_env(self, "e2e", api, "gw-test", "operator", "--k8s-namespaces", "team-b=tenant-b,agents-a",
+                    "--k8s-service-accounts", "agent-runner,other-runner",
+                    "--oidc-issuers-file", os.path.join(root, "issuers.json"))
+        # The platform admin's side: the service account principal linked to the ServiceAccount's
+        # subject, its delegation scope, the gateway policy the sandbox policy must tighten.
+        subject = "system:serviceaccount:platform:controller"
+        ctrl = e.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=meta_pb2.ObjectMeta(name="controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube",
+            oidc_subject=subject))).meta.id
+        b = e.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(binding=P.RoleBinding(
+            principal_id=ctrl, role=P.ROLE_NAMESPACE_ADMIN, delegation=P.DelegationScope(
+                namespace_patterns=["team-*"],
+                allowed_driver_config_keys=["kubernetes.namespace", "kubernetes.service_account",
+                                            "kubernetes.allocation", "kubernetes.warm_pool"],
+                allowed_kubernetes_namespaces=["agents-*"], allowed_service_accounts=["agent-runner"],
+                allowed_warm_pools=["pool-a"], allowed_credential_sources=["gh-*", "ext-*"],
+                allowed_secret_namespaces=["platform-*"], allowed_secret_names=["gh-*"]))))
+        self.assertEqual((list(b.delegation.allowed_kubernetes_namespaces), list(b.delegation.allowed_service_accounts),
+                          list(b.delegation.allowed_warm_pools), list(b.delegation.allowed_secret_names)),
+                         (["agents-*"], ["agent-runner"], ["pool-a"], ["gh-*"]))
+        e.call("pa", PO, "Policies", "Set", PO.SetPolicyRequest(policy=PO.Policy(
+            egress_allow=["*.github.com:443"], allowed_service_accounts=["agent-runner", "other-runner"])))
+        # A platform_admin's provider whose Secret is outside the controller's scope.
+        e.call("pa", PV, "Providers", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+            meta=meta_pb2.ObjectMeta(namespace="team-b", name="ext-db"), type="github",
+            config={"secret_ref.token": "other/db-pass/password", "env.token": "DB_PASS"})))
+
+        # The controller's side: a projected token and nothing else (no API key exists for it).
+        tok = projected_token(subject)
+
+        def ctl(mod, svc, method, req):
+            return e.call(None, mod, svc, method, req, key=tok)
+
+        who = ctl(P, "Principals", "WhoAmI", P.WhoAmIRequest())
+        self.assertEqual((who.principal.meta.id, who.authenticated_via), (ctrl, "oidc"))
+        for bad, why in ((projected_token(subject, aud="https://kubernetes.default.svc"), "audience"),
+                         (projected_token("system:serviceaccount:platform:other"), "no principal")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                e.call(None, P, "Principals", "WhoAmI", P.WhoAmIRequest(), key=bad)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, why)
+            self.assertIn(why, cm.exception.details())
+        made = ctl(PV, "Providers", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+            meta=meta_pb2.ObjectMeta(namespace="team-b", name="gh-bot"), type="github",
+            config={"secret_ref.token": "platform-creds/gh-token/token", "env.token": "GH_TOKEN"})))
+        self.assertEqual(made.meta.created_by, ctrl)
+
+        def sandbox(name, providers=("gh-bot",), allow=("api.github.com:443",), **cfg):
+            cfg.setdefault("namespace", "agents-a")
+            return ctl(S, "Sandboxes", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
+                "team-b", name, providers=list(providers), driver_config={"kubernetes": json.dumps(cfg)},
+                policy=PO.Policy(egress_allow=list(allow)))))
+
+        def provider(name, ref):
+            return ctl(PV, "Providers", "Create", PV.CreateProviderRequest(provider=PV.Provider(
+                meta=meta_pb2.ObjectMeta(namespace="team-b", name=name), type="github",
+                config={"secret_ref.token": ref, "env.token": "GH_TOKEN"})))
+
+        def feed_rows():
+            return e.c.replicas[0].store("query", "SELECT revision FROM events WHERE kind IN ('Sandbox', 'Provider')")
+
+        rows_before = feed_rows()
+        self.assertIn("\n", rows_before.strip())  # a header and the providers' rows
+        refusals = (
+            ("namespace", lambda: sandbox("r1", namespace="tenant-b"), grpc.StatusCode.PERMISSION_DENIED,
+             ('kubernetes.namespace "tenant-b"', "allowed_kubernetes_namespaces")),
+            ("secret", lambda: provider("gh-other", "other/db-pass/password"), grpc.StatusCode.PERMISSION_DENIED,
+             ("other/db-pass", "outside the delegation scope")),
+            ("secret at use", lambda: sandbox("r2", providers=["ext-db"]), grpc.StatusCode.PERMISSION_DENIED,
+             ("ext-db", "other/db-pass")),
+            ("service account", lambda: sandbox("r3", service_account="other-runner"),
+             grpc.StatusCode.PERMISSION_DENIED, ('kubernetes.service_account "other-runner"', "allowed_service_accounts")),
+            ("warm pool", lambda: sandbox("r4", providers=(), allocation="claim", warm_pool="pool-b"),
+             grpc.StatusCode.PERMISSION_DENIED, ('kubernetes.warm_pool "pool-b"', "allowed_warm_pools")),
+            ("loosening policy", lambda: sandbox("r5", allow=["pypi.org:443"]), grpc.StatusCode.FAILED_PRECONDITION,
+             ('"pypi.org:443" is outside the gateway policy', "may only tighten")))
+        for what, fn, want, texts in refusals:
+            with self.assertRaises(grpc.RpcError) as cm:
+                fn()
+            self.assertEqual(cm.exception.code(), want, (what, cm.exception.details()))
+            for t in texts:
+                self.assertIn(t, cm.exception.details(), what)
+        # Nothing created: no sandbox, no provider, no Kubernetes object, no change in the feed.
+        self.assertEqual(list(ctl(S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes), [])
+        self.assertEqual(sorted(x.meta.name for x in ctl(PV, "Providers", "List", PV.ListProvidersRequest(
+            namespace="team-b")).providers), ["ext-db", "gh-bot"])
+        dump = api.request("GET", "/_fake/dump")[1]
+        self.assertEqual((dump.get("sandboxes", []), dump.get("sandboxclaims", [])), ([], []))
+        self.assertEqual(feed_rows(), rows_before)
+
+        sb = sandbox("agent", service_account="agent-runner")
+        self.assertEqual(sb.meta.created_by, ctrl)
+        got = wait_for(self, "the sandbox did not become READY", lambda: (
+            lambda s: s if s.status.phase == S.SandboxStatus.PHASE_READY else None)(
+            ctl(S, "Sandboxes", "Get", S.GetSandboxRequest(namespace="team-b", name="agent"))))
+        self.assertEqual(got.status.driver_handle, "k8s:agents-a/team-b--agent")
+        # The effective policy is the tightened one: stored with the sandbox, deciding as its layer.
+        self.assertEqual(list(got.spec.policy.egress_allow), ["api.github.com:443"])
+        for host, allowed, layer in (("api.github.com", True, "sandbox"), ("raw.github.com", False, "sandbox"),
+                                     ("pypi.org", False, "gateway")):
+            d = ctl(PO, "Egress", "Decide", PO.DecideEgressRequest(intent=PO.EgressIntent(
+                namespace="team-b", sandbox="agent", host=host, port=443)))
+            self.assertEqual((d.allowed, d.layer), (allowed, layer), host)
+
+        # Where the pod gets the value: the per-sandbox Secret next to the Sandbox, referenced by name.
+        cred_name = "gantry-credentials-gw-test-" + sb.meta.id
+        dump = api.request("GET", "/_fake/dump")[1]
+        objs = [o for o in dump["sandboxes"] if o["metadata"].get("labels", {}).get(LABEL_ID) == sb.meta.id]
+        self.assertEqual([o["metadata"]["namespace"] for o in objs], ["agents-a"])
+        pod = objs[0]["spec"]["podTemplate"]["spec"]
+        self.assertEqual(pod.get("serviceAccountName"), "agent-runner")
+        env = {x["name"]: x for x in pod["containers"][0].get("env", [])}
+        self.assertEqual(env["GH_TOKEN"]["valueFrom"]["secretKeyRef"], {"name": cred_name, "key": "gh-bot.token"})
+        creds = [o for o in dump.get("secrets", []) if o["metadata"]["name"] == cred_name]
+        self.assertEqual([o["metadata"]["namespace"] for o in creds], ["agents-a"])
+        self.assertEqual(base64.b64decode(creds[0]["data"]["gh-bot.token"]).decode(), value)
+        # In the API server, the value is in the platform's Secret and the sandbox's, nowhere else.
+        b64 = base64.b64encode(value.encode()).decode()
+        holders = sorted("%s/%s/%s" % (kind, o["metadata"].get("namespace"), o["metadata"]["name"])
+                         for kind, items in dump.items() for o in items if b64 in json.dumps(o))
+        self.assertEqual(holders, ["secrets/agents-a/" + cred_name, "secrets/platform-creds/gh-token"])
+        self.assertNotIn(value, json.dumps(dump))
+        self.assertNotIn(other_value, json.dumps(dump).replace(
+            base64.b64encode(other_value.encode()).decode(), ""), "the refused Secret was copied")
+
+        # Nowhere in the API's answers, to the controller or to a platform admin.
+        answers = [ctl(S, "Sandboxes", "Get", S.GetSandboxRequest(namespace="team-b", name="agent")),
+                   ctl(S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="team-b")),
+                   ctl(PV, "Providers", "Get", PV.GetProviderRequest(namespace="team-b", name="gh-bot")),
+                   ctl(PV, "Providers", "List", PV.ListProvidersRequest(namespace="team-b")),
+                   e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")),
+                   e.call("pa", PV, "Providers", "List", PV.ListProvidersRequest(namespace="team-b"))]
+        for a in answers:
+            self.assertNotIn(value.encode(), a.SerializeToString(), type(a).__name__)
+            self.assertNotIn(b64.encode(), a.SerializeToString(), type(a).__name__)
+        # Nor in the audit trail, which holds every refusal above with its reason, the controller as
+        # the actor (the loosening policy's FAILED_PRECONDITION too).
+        want_denied = {"/gantry.v1.Sandboxes/Create": 5, "/gantry.v1.Providers/Create": 1}
+        deadline = time.monotonic() + 5
+        while True:  # failures are audited in a transaction of their own, just after the answer
+            events = e.call("pa", audit_pb2, "Audit", "Query", audit_pb2.QueryAuditRequest(
+                page=meta_pb2.PageRequest(page_size=500))).events
+            denied = [(x.api_operation, x.status_detail) for x in events
+                      if x.status == "Failure" and x.actor_principal_id == ctrl]
+            counts = {op: sum(1 for o, _ in denied if o == op) for op in want_denied}
+            if counts == want_denied or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(counts, want_denied, denied)
+        details = " | ".join(d for _, d in denied)
+        for t in ("tenant-b", "other/db-pass", 'provider "ext-db"', "other-runner", "pool-b", "pypi.org:443"):
+            self.assertIn(t, details)
+        audit_text = "".join(str(x) for x in events)
+        self.assertNotIn(value, audit_text)
+        self.assertNotIn(b64, audit_text)
+        # Nor in the change feed: every event's stored payload, read from the store.
+        payloads = e.c.replicas[0].store("query", "SELECT hex(payload) FROM events")
+        # (the reference is in the Provider events: the payloads are read, and read as hex)
+        self.assertIn(b"platform-creds/gh-token/token".hex().upper(), payloads.upper())
+        for v in (value, b64):
+            self.assertNotIn(v.encode().hex().upper(), payloads.upper())
+        # Nor in the gateway's log.
+        for r in e.c.replicas:
+            with open(r.log, errors="replace") as f:
+                text = f.read()
+            self.assertTrue(text, r.log)
+            self.assertNotIn(value, text)
+            self.assertNotIn(b64, text)
+
+        ctl(S, "Sandboxes", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="agent"))
+        wait_for(self, "the sandbox and its credentials Secret were not removed", lambda: not [
+            o for k in ("sandboxes", "secrets") for o in api.request("GET", "/_fake/dump")[1].get(k, [])
+            if o["metadata"]["namespace"] == "agents-a"])
+        print("platform controller end to end (%.1f s): a projected token only, a Secret-backed sandbox READY in "
+              "agents-a under agent-runner with its own policy; %d refusals with reasons (%d audited); the "
+              "value in %s and the platform's Secret only" % (time.monotonic() - t0, len(refusals), len(denied),
+                                                              cred_name))
+
     def test_two_gateways_share_one_api_server(self):
         """Two gateway clusters, one Kubernetes namespace (shared mode), the same gantry
         namespaces and sandbox names: neither creates, sees nor garbage-collects the other's."""
