@@ -12,7 +12,9 @@ The kubernetes group runs gantryd against the fake API server (tests/drivers/fak
 Sandbox objects made and removed; two gateway clusters sharing one API server and one namespace,
 with the same namespace and sandbox names, never creating, seeing or garbage-collecting each
 other's objects (checked against the server's own store); failed driver calls and sandboxes
-ending in ERROR recorded as rate-limited audit events.
+ending in ERROR recorded as rate-limited audit events; a platform controller end to end (issue 21:
+a projected-token-shaped JWT only, a Secret-backed sandbox in a namespace it chose with a tightening
+policy, refusals outside its scope, the credential nowhere but the pod's Secret).
 """
 
 import json
