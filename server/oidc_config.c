@@ -8,9 +8,10 @@
 #include "lib/clock.h"
 #include "lib/log.h"
 
-static const char *const known[] = {"name",         "issuer",          "audiences",       "jwks_file",
-                                    "jwks_url",     "ca_file",         "principal_claim", "bearer_token_file",
-                                    "token_review", "token_review_url"};
+static const char *const known[] = {
+    "name",         "issuer",           "audiences",       "jwks_file",
+    "jwks_url",     "ca_file",          "principal_claim", "bearer_token_file",
+    "token_review", "token_review_url", "verify"};
 
 static int member_string(json_t *o, const char *key, bool required, size_t i, const char **out, char *errmsg)
 {
@@ -76,6 +77,19 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
         gerr_set(errmsg, "oidc_issuers[%zu].token_review: must be true or false", i);
         rv = GERR_INVAL;
     }
+    const char *verify = NULL;
+    if (rv == 0) {
+        rv = member_string(obj, "verify", false, i, &verify, errmsg);
+    }
+    if (rv == 0 && verify != NULL && strcmp(verify, "jwks") != 0 && strcmp(verify, "token_review") != 0) {
+        gerr_set(errmsg, "oidc_issuers[%zu].verify: must be \"jwks\" or \"token_review\"", i);
+        rv = GERR_INVAL;
+    }
+    bool review_only = verify != NULL && strcmp(verify, "token_review") == 0;
+    if (rv == 0 && review_only && json_is_false(review)) {
+        gerr_set(errmsg, "oidc_issuers[%zu].token_review: false contradicts verify \"token_review\"", i);
+        rv = GERR_INVAL;
+    }
     json_t *auds = json_object_get(obj, "audiences");
     const char *aud[16];
     size_t n_aud = 0;
@@ -106,6 +120,7 @@ static int add_one(struct oidc *o, json_t *obj, size_t i, char *errmsg)
     c.bearer_token_file = bearer;
     c.token_review = json_is_true(review);
     c.token_review_url = review_url;
+    c.verify = review_only ? OIDC_VERIFY_TOKEN_REVIEW : OIDC_VERIFY_JWKS;
     char err[GERR_MSG_SIZE];
     rv = oidc_add_issuer(o, &c, err);
     if (rv != 0) {

@@ -1,7 +1,9 @@
 /* Loading the OIDC issuers gantryd trusts from the file named by oidc_issuers_file:
  *
  *   {"oidc_issuers": [{"name": ..., "issuer": ..., "audiences": [...], "jwks_file" | "jwks_url": ...,
- *                      "ca_file": ..., "principal_claim": ..., "bearer_token_file": ...}, ...]}
+ *                      "ca_file": ..., "principal_claim": ..., "bearer_token_file": ...,
+ *                      "token_review": true|false, "token_review_url": ...,
+ *                      "verify": "jwks" (default) | "token_review"}, ...]}
  *
  * (docs/oidc.md). Unknown members, wrong types and missing required members are GERR_INVAL naming
  * the issuer's index and the member. On success *@out is a started verifier (api/auth/oidc.h: the

@@ -5,7 +5,8 @@
  *   2. the header: "alg" is decided (RS256 or ES256, everything else refused by name) before any
  *      key is looked at, so no key can ever be used with an algorithm it was not meant for;
  *   3. the payload is parsed only to find "iss", which selects the issuer and its key set;
- *   4. the key (by kid) and its type against the algorithm; then the signature;
+ *   4. the key (by kid) and its type against the algorithm; then the signature (skipped for an
+ *      issuer with external_signature, whose caller has the token verified elsewhere);
  *   5. only then the claims, so that every claim-related message describes an authentic token.
  * Nothing from the token is copied into a message except short, sanitised issuer, kid and alg
  * values (quote()), and never any part of the encoded segments or the signature. */
@@ -55,6 +56,7 @@ struct jwt_trusted {
     unsigned n_audiences;
     unsigned leeway_s;
     char *principal_claim;
+    bool external_signature; /* never has keys: the caller verifies the signature (jwt.h) */
     struct jwt_keyset *keys; /* NULL until installed */
 };
 
@@ -595,6 +597,7 @@ int jwt_verifier_add_issuer(struct jwt_verifier *v, const struct jwt_issuer *cfg
     t->leeway_s = cfg->leeway_s;
     t->principal_claim =
         mem_strdup(cfg->principal_claim != NULL ? cfg->principal_claim : JWT_DEFAULT_PRINCIPAL_CLAIM);
+    t->external_signature = cfg->external_signature;
     t->keys = NULL;
     return 0;
 }
@@ -615,6 +618,10 @@ int jwt_verifier_set_keys(struct jwt_verifier *v, const char *issuer, struct jwt
     if (t == NULL) {
         gerr_set(errmsg, "issuer %s is not configured", issuer);
         return GERR_NOTFOUND;
+    }
+    if (t->external_signature) {
+        gerr_set(errmsg, "issuer %s has its tokens verified elsewhere and takes no keys", issuer);
+        return GERR_INVAL;
     }
     jwt_keyset_free(t->keys);
     t->keys = keys;
@@ -947,12 +954,40 @@ static int check_subject(const struct jwt_trusted *t, json_t *claims, const char
     return 0;
 }
 
+/* The key named by @kid in the issuer's set, of the token's @alg, and the signature over
+ * "header.payload" (jwt_verify's steps 4). */
+static int check_signature(const struct jwt_trusted *t, const struct segments *seg, const char *token,
+                           enum jwt_alg alg, const char *kid, char *errmsg)
+{
+    char q[QUOTE_MAX + 4];
+    const struct jwt_key *key = NULL;
+    uint8_t *sig = NULL;
+    size_t sig_len = 0;
+    int rv = find_key(t, kid, &key, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    if (key->alg != alg) {
+        gerr_set(errmsg, "algorithm %s does not match the %s key \"%s\" of issuer %s",
+                 alg == JWT_ALG_RS256 ? "RS256" : "ES256", key->alg == JWT_ALG_RS256 ? "RSA" : "EC P-256",
+                 key->kid != NULL ? quote(key->kid, q) : "", t->issuer);
+        return GERR_UNAUTH;
+    }
+    if (!b64url_decode(seg->sig, seg->sig_len, &sig, &sig_len)) {
+        gerr_set(errmsg, "token signature is not canonical base64url");
+        return GERR_INVAL;
+    }
+    rv = verify_signature(key, alg, token, seg->header_len + 1 + seg->payload_len, sig, sig_len, errmsg);
+    mem_free(sig);
+    return rv;
+}
+
 int jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, struct jwt_result *out,
                char *errmsg)
 {
     struct segments seg;
-    uint8_t *raw_hdr = NULL, *raw_payload = NULL, *sig = NULL;
-    size_t raw_hdr_len, raw_payload_len, sig_len;
+    uint8_t *raw_hdr = NULL, *raw_payload = NULL;
+    size_t raw_hdr_len, raw_payload_len;
     json_t *hdr = NULL, *claims = NULL;
     enum jwt_alg alg = JWT_ALG_RS256;
     const char *kid = NULL;
@@ -1002,28 +1037,14 @@ int jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, stru
         rv = GERR_UNAUTH;
         goto err_after_claims;
     }
-    const struct jwt_key *key = NULL;
-    rv = find_key(t, kid, &key, errmsg);
-    if (rv != 0) {
-        goto err_after_claims;
+    if (!t->external_signature) {
+        rv = check_signature(t, &seg, token, alg, kid, errmsg);
+        if (rv != 0) {
+            goto err_after_claims;
+        }
     }
-    if (key->alg != alg) {
-        gerr_set(errmsg, "algorithm %s does not match the %s key \"%s\" of issuer %s",
-                 alg == JWT_ALG_RS256 ? "RS256" : "ES256", key->alg == JWT_ALG_RS256 ? "RSA" : "EC P-256",
-                 key->kid != NULL ? quote(key->kid, q) : "", t->issuer);
-        rv = GERR_UNAUTH;
-        goto err_after_claims;
-    }
-    if (!b64url_decode(seg.sig, seg.sig_len, &sig, &sig_len)) {
-        gerr_set(errmsg, "token signature is not canonical base64url");
-        rv = GERR_INVAL;
-        goto err_after_claims;
-    }
-    rv = verify_signature(key, alg, token, seg.header_len + 1 + seg.payload_len, sig, sig_len, errmsg);
-    if (rv != 0) {
-        goto err_after_sig;
-    }
-    /* From here on the token is authentic; what remains is whether it is meant for us, now. */
+    /* From here on the token is authentic (or, with external_signature, is only as good as the
+     * caller's own check); what remains is whether it is meant for us, now. */
     int64_t exp = 0;
     const char *subject = NULL;
     rv = check_times(t, claims, (int64_t)v->clock->wall_ms(v->clock), &exp, errmsg);
@@ -1035,7 +1056,7 @@ int jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, stru
     }
     if (rv != 0) {
         gerr_wrap(errmsg, "issuer %s", t->issuer);
-        goto err_after_sig;
+        goto err_after_claims;
     }
     size_t name_len = strlen(t->name), sub_len = strlen(subject);
     out->issuer = mem_strdup(t->issuer);
@@ -1051,8 +1072,6 @@ int jwt_verify(const struct jwt_verifier *v, const char *token, size_t len, stru
     claims = NULL;
     rv = 0;
 
-err_after_sig:
-    mem_free(sig);
 err_after_claims:
     json_decref(claims);
 err_after_raw_payload:

@@ -53,6 +53,7 @@
 #ifndef GANTRY_API_AUTH_JWT_H
 #define GANTRY_API_AUTH_JWT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -105,6 +106,11 @@ struct jwt_issuer {
     unsigned n_audiences;
     unsigned leeway_s;           /* clock skew allowed on exp, nbf and iat (at most 3600) */
     const char *principal_claim; /* the claim that names the principal; NULL means "sub" */
+    bool external_signature;     /* no key set: jwt_verify() checks everything but the signature
+                                    (header, alg, a non-empty signature segment, claims) and the
+                                    CALLER must have the token verified by someone else (a
+                                    Kubernetes API server's TokenReview, api/auth/oidc.h) before
+                                    trusting the result; jwt_verifier_set_keys() is refused */
 };
 
 /* Fill @cfg with the defaults: leeway JWT_DEFAULT_LEEWAY_S, principal claim "sub", the given
@@ -127,8 +133,8 @@ void jwt_verifier_free(struct jwt_verifier *v); /* frees the installed key sets;
 int jwt_verifier_add_issuer(struct jwt_verifier *v, const struct jwt_issuer *cfg, char *errmsg);
 
 /* Install @keys for the issuer whose "iss" is @issuer, replacing (and freeing) the previous set.
- * Ownership of @keys passes to the verifier on success; on GERR_NOTFOUND (no such issuer) the
- * caller keeps it. */
+ * Ownership of @keys passes to the verifier on success; on GERR_NOTFOUND (no such issuer) and
+ * GERR_INVAL (an issuer with external_signature) the caller keeps it. */
 int jwt_verifier_set_keys(struct jwt_verifier *v, const char *issuer, struct jwt_keyset *keys, char *errmsg);
 
 /* The outcome of a successful verification. Caller-owned: release with jwt_result_close(). */

@@ -39,6 +39,7 @@
 #define BODY_INITIAL        4096u
 #define HTTP_STATUS_OK      200L
 #define HTTP_STATUS_CREATED 201L
+#define SA_PREFIX           "system:serviceaccount:"
 #define MAX_BEARER          16384u /* bytes of a bearer token file (a projected token is about 1 KiB) */
 
 /* One issuer: its configuration (immutable after oidc_add_issuer) and its fetch state (mu). */
@@ -59,6 +60,7 @@ struct oidc_src {
     char **auds;
     unsigned n_auds;
     struct tokenreview_cache *review_cache;
+    bool review_only; /* OIDC_VERIFY_TOKEN_REVIEW: no key set; the TokenReview is the verification */
 
     pthread_mutex_t mu;
     pthread_cond_t fetched;   /* broadcast when a fetch finishes */
@@ -350,7 +352,7 @@ static int src_load(const struct oidc_src *s, char **doc, size_t *len, char *err
 
 static const char *src_location(const struct oidc_src *s)
 {
-    return s->jwks_file != NULL ? s->jwks_file : s->jwks_url;
+    return s->jwks_file != NULL ? s->jwks_file : s->jwks_url != NULL ? s->jwks_url : s->review_url;
 }
 
 /* Load, parse and install the issuer's key set; *@n_keys is its size. No lock may be held. */
@@ -483,8 +485,46 @@ static int check_url(const char *url, const char *what, const char *name, char *
     return 0;
 }
 
+/* OIDC_VERIFY_TOKEN_REVIEW: no JWKS source; the API server's address and our bearer token. */
+static int check_review_only(const struct oidc_issuer_config *cfg, const char *name, char *errmsg)
+{
+    if (cfg->jwks_file != NULL || cfg->jwks_url != NULL) {
+        gerr_set(errmsg,
+                 "issuer %s: verify \"token_review\" takes no jwks_file or jwks_url (the API server's "
+                 "TokenReview is the verification)",
+                 name);
+        return GERR_INVAL;
+    }
+    if (empty(cfg->token_review_url)) {
+        gerr_set(errmsg,
+                 "issuer %s: verify \"token_review\" needs token_review_url (the API server's https:// "
+                 "address)",
+                 name);
+        return GERR_INVAL;
+    }
+    if (empty(cfg->bearer_token_file)) {
+        gerr_set(errmsg,
+                 "issuer %s: verify \"token_review\" needs bearer_token_file (the API server answers "
+                 "TokenReviews only to an authorised caller)",
+                 name);
+        return GERR_INVAL;
+    }
+    if (cfg->ca_file != NULL && cfg->ca_file[0] == '\0') {
+        gerr_set(errmsg, "issuer %s: ca_file must be a non-empty path", name);
+        return GERR_INVAL;
+    }
+    return check_url(cfg->token_review_url, "token_review_url", name, errmsg);
+}
+
 static int check_source(const struct oidc_issuer_config *cfg, const char *name, char *errmsg)
 {
+    if (cfg->verify == OIDC_VERIFY_TOKEN_REVIEW) {
+        return check_review_only(cfg, name, errmsg);
+    }
+    if (cfg->verify != OIDC_VERIFY_JWKS) {
+        gerr_set(errmsg, "issuer %s: unknown verification mode %d", name, (int)cfg->verify);
+        return GERR_INVAL;
+    }
     if (empty(cfg->jwks_file) == empty(cfg->jwks_url)) {
         gerr_set(errmsg, "issuer %s: give exactly one of jwks_file and jwks_url", name);
         return GERR_INVAL;
@@ -601,6 +641,7 @@ static struct oidc_src *src_new(const struct oidc_issuer_config *cfg)
     s->refresh_ms = cfg->refresh_ms;
     s->min_interval_ms = cfg->min_refresh_interval_ms;
     s->review_url = review_url_of(cfg);
+    s->review_only = cfg->verify == OIDC_VERIFY_TOKEN_REVIEW;
     if (s->review_url != NULL) {
         s->auds = mem_zalloc(sizeof *s->auds * (cfg->n_audiences + 1u));
         for (unsigned i = 0; i < cfg->n_audiences; i++) {
@@ -625,9 +666,14 @@ void oidc_issuer_config_init(struct oidc_issuer_config *cfg, const char *name, c
     cfg->min_refresh_interval_ms = OIDC_DEFAULT_MIN_INTERVAL_MS;
 }
 
-int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *errmsg)
+int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *given, char *errmsg)
 {
     assert(!o->started);
+    struct oidc_issuer_config copy = *given;
+    const struct oidc_issuer_config *cfg = &copy;
+    if (copy.verify == OIDC_VERIFY_TOKEN_REVIEW) {
+        copy.token_review = true; /* implied: the review is the verification */
+    }
     if (empty(cfg->name) || empty(cfg->issuer)) {
         gerr_set(errmsg, "an OIDC issuer needs a name and an issuer URL");
         return GERR_INVAL;
@@ -651,6 +697,7 @@ int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *
     j.n_audiences = cfg->n_audiences;
     j.leeway_s = cfg->leeway_s;
     j.principal_claim = cfg->principal_claim;
+    j.external_signature = cfg->verify == OIDC_VERIFY_TOKEN_REVIEW;
     rc = jwt_verifier_add_issuer(o->verifier, &j, errmsg); /* the last step that can fail */
     if (rc != 0) {
         return rc;
@@ -700,6 +747,11 @@ int oidc_start(struct oidc *o, char *errmsg)
     o->started = true;
     for (unsigned i = 0; i < o->n_srcs; i++) {
         struct oidc_src *s = o->srcs[i];
+        if (s->review_only) {
+            LOG_INFO("oidc: issuer %s: no JWKS; tokens are verified by TokenReview at %s", s->name,
+                     s->review_url);
+            continue;
+        }
         pthread_mutex_lock(&s->mu);
         src_begin(o, s);
         pthread_mutex_unlock(&s->mu);
@@ -717,7 +769,7 @@ int oidc_start(struct oidc *o, char *errmsg)
 /* Called with s->mu held. */
 static bool src_due(const struct oidc_src *s, uint64_t now_ms)
 {
-    if (s->fetching) {
+    if (s->fetching || s->review_only) {
         return false;
     }
     if (!s->attempted) {
@@ -888,6 +940,14 @@ static int review(struct oidc *o, struct oidc_src *s, const char *token, size_t 
     const char *sub = json_string_value(json_object_get(res->claims, "sub"));
     if (sub == NULL) {
         gerr_set(errmsg, "issuer %s reviews tokens with the API server and this token has no sub", s->name);
+        return GERR_UNAUTH;
+    }
+    if (s->review_only && (!json_is_object(json_object_get(res->claims, "kubernetes.io")) ||
+                           strncmp(sub, SA_PREFIX, sizeof SA_PREFIX - 1) != 0)) {
+        gerr_set(errmsg,
+                 "issuer %s accepts only Kubernetes ServiceAccount tokens (a \"kubernetes.io\" claim "
+                 "object and a sub %sNS:NAME), verified by TokenReview",
+                 s->name, SA_PREFIX);
         return GERR_UNAUTH;
     }
     char *body = tokenreview_request(token, len, (const char *const *)s->auds, s->n_auds);

@@ -37,7 +37,9 @@
  * swap only (network and parsing happen outside every lock), which honours jwt.h's rule that
  * installing keys never runs concurrently with verification.
  *
- * TokenReview (token_review on an issuer): after the JWKS checks pass, oidc_verify() POSTs the
+ * TokenReview (token_review on an issuer): after the JWKS checks pass (for an issuer with
+ * verify OIDC_VERIFY_TOKEN_REVIEW: after every check but the signature, which is the API
+ * server's to judge), oidc_verify() POSTs the
  * token to the issuer's API server on the calling thread (same TLS, bearer and timeout rules as a
  * JWKS fetch, no redirects with the bearer token; no lock is held meanwhile) unless the same token
  * was accepted less than TOKENREVIEW_CACHE_MS ago.
@@ -71,6 +73,14 @@
 #define OIDC_MAX_URL                 2048u        /* bytes of a jwks_url */
 #define OIDC_MAX_REDIRECTS           5
 
+/* How an issuer's tokens are verified. */
+enum oidc_verify {
+    OIDC_VERIFY_JWKS = 0,     /* the signature against the issuer's JWKS (jwks_file or jwks_url),
+                                 plus a TokenReview when token_review is on */
+    OIDC_VERIFY_TOKEN_REVIEW, /* a Kubernetes issuer without JWKS: the API server's TokenReview
+                                 is the verification (below) */
+};
+
 /* One issuer. Every string is copied by oidc_add_issuer(). Start from oidc_issuer_config_init(). */
 struct oidc_issuer_config {
     const char *name;             /* local name: a DNS-1123 label (jwt.h), the "<name>#" of principals */
@@ -103,6 +113,16 @@ struct oidc_issuer_config {
     const char *token_review_url; /* the API server's https:// base URL; NULL: scheme, host and
                                      port of jwks_url (required with jwks_file); refused without
                                      token_review */
+    /* OIDC_VERIFY_TOKEN_REVIEW: no key set at all (jwks_file and jwks_url must be NULL; nothing
+     * is fetched, oidc_start() and oidc_refresh_due() skip the issuer). The token is parsed
+     * without trusting its signature (jwt.h external_signature): its "iss" routes it here and
+     * its header, exp/nbf/iat (with leeway), aud and principal claim are checked locally, so an
+     * expired token or one for another audience is refused without asking; it must carry the
+     * "kubernetes.io" claim object and a "sub" of the form system:serviceaccount:NS:NAME. Then
+     * the TokenReview above decides (token_review is implied; token_review_url and
+     * bearer_token_file are required): only the API server's authenticated answer for exactly
+     * that sub and one of @audiences accepts the token. Cache and UNAVAILABLE as above. */
+    enum oidc_verify verify;
 };
 
 /* Fill @cfg with the defaults above, @name and @issuer (borrowed until oidc_add_issuer copies
@@ -120,16 +140,18 @@ struct oidc *oidc_new(struct clock *clock);
 void oidc_free(struct oidc *o);
 
 /* Add an issuer (copied). Only before oidc_start(). Nothing is fetched yet. GERR_INVAL for a
- * missing or doubled source, a jwks_url that does not parse or is not https ("plain http is
+ * missing or doubled source (for OIDC_VERIFY_TOKEN_REVIEW: any JWKS source, or no
+ * token_review_url or bearer_token_file), a jwks_url that does not parse or is not https ("plain http is
  * refused"), a ca_file or bearer_token_file with a jwks_file, an out-of-range timeout, size or interval, and
  * for everything jwt_verifier_add_issuer() refuses; GERR_EXISTS for a duplicate issuer or name. On error
  * nothing was added. */
 int oidc_add_issuer(struct oidc *o, const struct oidc_issuer_config *cfg, char *errmsg);
 
-/* Fetch every issuer's key set once, in the order added, and log each outcome. The authenticator
- * is started whatever happens: an issuer whose fetch failed stays configured and is retried (see
- * the file comment). Returns 0 when every issuer has keys, else the code of the first failure with
- * its message (prefixed by the issuer's name), for the caller to log or to refuse to start. */
+/* Fetch every issuer's key set once (issuers verified by TokenReview only have none), in the order added, and
+ * log each outcome. The authenticator is started whatever happens: an issuer whose fetch failed stays
+ * configured and is retried (see the file comment). Returns 0 when every issuer has keys, else the code of
+ * the first failure with its message (prefixed by the issuer's name), for the caller to log or to refuse to
+ * start. */
 int oidc_start(struct oidc *o, char *errmsg);
 
 /* Verify the compact JWS @token of @len bytes (need not be NUL-terminated). Only after
@@ -138,7 +160,8 @@ int oidc_start(struct oidc *o, char *errmsg);
  * or no key set loaded for the token's issuer), refreshes that issuer (rate limited, single
  * flight) and verifies once more. Errors, with *@out zeroed:
  *   GERR_INVAL     not a well-formed compact JWS (jwt.h);
- *   GERR_UNAUTH    refused (jwt.h), or the key is still unknown after the refresh, or the refresh
+ *   GERR_UNAUTH    refused (jwt.h), or (OIDC_VERIFY_TOKEN_REVIEW) not a Kubernetes
+ *                  ServiceAccount token, or the key is still unknown after the refresh, or the refresh
  *                  was rate limited or failed: the message says which, with the fetch error; or
  *                  the issuer's API server did not authenticate the token (TokenReview: the
  *                  message carries its status.error, e.g. a deleted ServiceAccount or pod);

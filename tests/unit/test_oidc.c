@@ -1052,6 +1052,192 @@ static void token_review_configuration_is_checked(void **state)
     assert_int_equal(add_tweaked(review_with_file_and_url), 0);
 }
 
+static void review_only(struct oidc_issuer_config *c)
+{
+    c->jwks_url = NULL;
+    c->verify = OIDC_VERIFY_TOKEN_REVIEW;
+    c->token_review_url = "https://127.0.0.1:6443";
+    c->bearer_token_file = "/tmp/token";
+}
+
+static void review_only_with_jwks_url(struct oidc_issuer_config *c)
+{
+    review_only(c);
+    c->jwks_url = "https://127.0.0.1:6443/openid/v1/jwks";
+}
+
+static void review_only_with_jwks_file(struct oidc_issuer_config *c)
+{
+    review_only(c);
+    c->jwks_file = "/tmp/x.json";
+}
+
+static void review_only_without_url(struct oidc_issuer_config *c)
+{
+    review_only(c);
+    c->token_review_url = NULL;
+}
+
+static void review_only_without_bearer(struct oidc_issuer_config *c)
+{
+    review_only(c);
+    c->bearer_token_file = NULL;
+}
+
+static void review_only_over_http(struct oidc_issuer_config *c)
+{
+    review_only(c);
+    c->token_review_url = "http://127.0.0.1:6443";
+}
+
+static void review_only_bad_mode(struct oidc_issuer_config *c)
+{
+    c->verify = (enum oidc_verify)7;
+}
+
+/* verify OIDC_VERIFY_TOKEN_REVIEW: no JWKS source, and the API server's address and our bearer
+ * token are required; each refusal names the key. */
+static void token_review_only_configuration_is_checked(void **state)
+{
+    (void)state;
+    assert_int_equal(add_tweaked(review_only_with_jwks_url), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "verify \"token_review\" takes no jwks_file or jwks_url"));
+    assert_int_equal(add_tweaked(review_only_with_jwks_file), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "takes no jwks_file or jwks_url"));
+    assert_int_equal(add_tweaked(review_only_without_url), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "needs token_review_url"));
+    assert_int_equal(add_tweaked(review_only_without_bearer), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "needs bearer_token_file"));
+    assert_int_equal(add_tweaked(review_only_over_http), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "plain http"));
+    assert_int_equal(add_tweaked(review_only_bad_mode), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "unknown verification mode"));
+    assert_int_equal(add_tweaked(review_only), 0);
+    /* Nothing to fetch: started at once, no keys, no fetch. */
+    assert_int_equal(oidc_start(o, errmsg), 0);
+    assert_int_equal(oidc_refresh_due(o, errmsg), 0);
+    struct oidc_issuer_status st = status_of("cfg");
+    assert_false(st.has_keys);
+    assert_int_equal(st.fetches, 0);
+}
+
+#define ISS_K     "https://kubernetes.default.svc.cluster.local"
+#define SA_SUB    "system:serviceaccount:p:c"
+#define K8S_CLAIM ",\"kubernetes.io\":{\"namespace\":\"p\",\"serviceaccount\":{\"name\":\"c\"}}"
+#define REVIEWS   "/review/tr.json/apis/authentication.k8s.io/v1/tokenreviews"
+
+/* A projected-ServiceAccount-shaped token of ISS_K for "gantry", signed by @key (NULL: unsigned)
+ * with alg @alg. */
+static char *sa_token(const char *sub, long long exp, const char *extra, EVP_PKEY *key, const char *alg)
+{
+    char header[100], payload[600];
+    snprintf(header, sizeof header, "{\"alg\":\"%s\",\"kid\":\"sa\"}", alg);
+    snprintf(payload, sizeof payload,
+             "{\"iss\":\"%s\",\"sub\":\"%s\",\"aud\":[\"gantry\"],\"exp\":%lld,\"iat\":%lld%s}", ISS_K, sub,
+             exp, NOW - 10, extra);
+    return assemble(header, payload, key, NULL);
+}
+
+static void put_review(bool ok, const char *user)
+{
+    char body[400];
+    if (ok) {
+        snprintf(body, sizeof body,
+                 "{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/v1\",\"status\":{"
+                 "\"authenticated\":true,\"user\":{\"username\":\"%s\"},\"audiences\":[\"gantry\"]}}",
+                 user);
+    } else {
+        snprintf(body, sizeof body, "%s",
+                 "{\"kind\":\"TokenReview\",\"apiVersion\":\"authentication.k8s.io/v1\",\"status\":{"
+                 "\"authenticated\":false,\"error\":\"[invalid bearer token, square/go-jose: error in "
+                 "cryptographic primitive]\"}}");
+    }
+    put_file("tr.json", body);
+}
+
+/* verify OIDC_VERIFY_TOKEN_REVIEW: with no key set at all, the API server's answer decides; the
+ * local checks (exp, aud, alg, the Kubernetes shape) refuse without asking; an API server that
+ * cannot be asked is UNAVAILABLE. */
+static void token_review_is_the_verification(void **state)
+{
+    (void)state;
+    put_file("sa.token", "gw-token");
+    struct oidc_issuer_config c;
+    oidc_issuer_config_init(&c, "kube", ISS_K);
+    c.audiences = aud_gantry;
+    c.n_audiences = 1;
+    c.verify = OIDC_VERIFY_TOKEN_REVIEW;
+    c.token_review_url = url("/review/tr.json");
+    c.ca_file = in_dir("ca.pem");
+    c.bearer_token_file = in_dir("sa.token");
+    assert_int_equal(oidc_add_issuer(o, &c, errmsg), 0);
+    assert_int_equal(oidc_start(o, errmsg), 0);
+    int asked = requests(REVIEWS " bearer=gw-token aud=gantry");
+
+    /* Signed by a key gantryd never saw: accepted because the API server says so. */
+    put_review(true, SA_SUB);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, key2, "RS256")), 0);
+    assert_string_equal(principal, "kube#" SA_SUB);
+    assert_int_equal(requests(REVIEWS " bearer=gw-token aud=gantry"), asked + 1);
+    /* The same token again within TOKENREVIEW_CACHE_MS: not asked again. */
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, key2, "RS256")), 0);
+    /* (RSA PKCS#1 v1.5 signatures are deterministic, so that was the same token.) */
+    assert_int_equal(requests(REVIEWS " bearer=gw-token aud=gantry"), asked + 1);
+
+    /* The API server says no (a forged signature, a deleted ServiceAccount): refused. */
+    advance_s(2);
+    put_review(false, NULL);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, key1, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "cryptographic primitive"));
+    /* ... or names another user than the token's sub. */
+    put_review(true, "system:serviceaccount:p:other");
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, key1, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "another user"));
+    int before = requests(REVIEWS " bearer=gw-token aud=gantry");
+    assert_int_equal(before, asked + 3);
+
+    /* Refused locally, without asking, even though the API server would say yes. */
+    put_review(true, SA_SUB);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW - 3600, K8S_CLAIM, key1, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "expired"));
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, "", key1, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "kubernetes.io"));
+    assert_int_equal(verify(sa_token("alice", NOW + 600, K8S_CLAIM, key1, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "system:serviceaccount:"));
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, NULL, "none")), GERR_UNAUTH);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, NULL, "RS256")), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "unsigned"));
+    char payload[400];
+    snprintf(payload, sizeof payload, "{\"iss\":\"%s\",\"sub\":\"%s\",\"aud\":\"other\",\"exp\":%lld%s}",
+             ISS_K, SA_SUB, NOW + 600, K8S_CLAIM);
+    assert_int_equal(verify(assemble("{\"alg\":\"RS256\"}", payload, key1, NULL)), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "aud"));
+    assert_int_equal(requests(REVIEWS " bearer=gw-token aud=gantry"), before);
+
+    /* The API server cannot answer: UNAVAILABLE, never accepted. */
+    assert_int_equal(unlink(in_dir("tr.json")), 0);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 601, K8S_CLAIM, key1, "RS256")), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "404"));
+}
+
+static void token_review_only_server_down(void **state)
+{
+    (void)state;
+    put_file("sa.token", "gw-token");
+    struct oidc_issuer_config c;
+    oidc_issuer_config_init(&c, "kube", ISS_K);
+    c.audiences = aud_gantry;
+    c.n_audiences = 1;
+    c.verify = OIDC_VERIFY_TOKEN_REVIEW;
+    c.token_review_url = url_at(free_port(), "/");
+    c.ca_file = in_dir("ca.pem");
+    c.bearer_token_file = in_dir("sa.token");
+    assert_int_equal(oidc_add_issuer(o, &c, errmsg), 0);
+    assert_int_equal(oidc_start(o, errmsg), 0);
+    assert_int_equal(verify(sa_token(SA_SUB, NOW + 600, K8S_CLAIM, key1, "RS256")), GERR_UNAVAILABLE);
+    assert_non_null(strstr(errmsg, "cannot check the token with the API server of issuer kube"));
+}
+
 /* What a TokenReview answer must say for a token to pass. */
 static void token_review_answers(void **state)
 {
@@ -1185,6 +1371,9 @@ int main(void)
         T(configuration_is_checked),
         T(token_review_configuration_is_checked),
         T(token_review_answers),
+        T(token_review_only_configuration_is_checked),
+        T(token_review_is_the_verification),
+        T(token_review_only_server_down),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -15,12 +15,16 @@ client has its answer the line is already there and the test can count fetches.
   GET /auth-redirect/<n>   302 to /auth/<n> (a client sending a token must not follow it)
   GET /status/<code>       an empty answer with that status
   GET /slow                answers after 5 seconds (for client timeouts)
+  POST /review/<name>/apis/authentication.k8s.io/v1/tokenreviews
+                           a TokenReview: 201 with the file <dir>/<name> as the answer (404 if it
+                           is missing); recorded as "<path> bearer=<token or -> aud=<audiences>"
 
 Prints "READY <port>" on stdout once it listens (--port 0 picks a free port). Stops on SIGTERM.
 """
 
 import argparse
 import http.server
+import json
 import os
 import signal
 import ssl
@@ -102,6 +106,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif kind == "slow":
             time.sleep(5)
             self.answer(200, b"{}")
+        else:
+            self.answer(404)
+
+
+    def do_POST(self):
+        parts = self.path.split("/", 3)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0") or "0"))
+        header = self.headers.get("Authorization", "")
+        sent = header[len("Bearer "):] if header.startswith("Bearer ") else "-"
+        try:
+            auds = ",".join(json.loads(body)["spec"].get("audiences", []))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            auds = "?"
+        with self.server.log_lock:
+            with open(os.path.join(self.server.dir, "requests.log"), "a") as f:
+                f.write("%s bearer=%s aud=%s\n" % (self.path, sent, auds))
+        if len(parts) == 4 and parts[1] == "review" and parts[3] == "apis/authentication.k8s.io/v1/tokenreviews":
+            path = os.path.join(self.server.dir, os.path.basename(parts[2]))
+            try:
+                with open(path, "rb") as f:
+                    self.answer(201, f.read())
+            except OSError:
+                self.answer(404)
         else:
             self.answer(404)
 
