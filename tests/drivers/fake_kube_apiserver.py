@@ -62,7 +62,9 @@ Semantics
     403 Forbidden naming the user, verb, resource and namespace, as a real server does.
   - TokenReview (POST /apis/authentication.k8s.io/v1/tokenreviews, answered 201): the caller
     needs RBAC create on tokenreviews in authentication.k8s.io (the admin token may). The token's
-    payload is read without checking its signature (the test signs it; gantryd checks that): it is
+    payload is read without checking its signature unless a signing key was given (POST
+    /_fake/tokenreview-key: then, as a real API server does with its own tokens, an RS256
+    signature by that key is required; gantryd's issuers without JWKS rely on it): it is
     authenticated when it is a JWT whose sub is system:serviceaccount:NS:NAME, whose exp has not
     passed, whose ServiceAccount was not deleted (POST /_fake/serviceaccount), whose bound pod (the
     kubernetes.io.pod.name claim, in the sub's namespace) was not deleted (POST /_fake/boundpod) and
@@ -124,6 +126,9 @@ Test controls (admin token only)
   POST /_fake/serviceaccount {"namespace": ns, "name": n, "deleted": bool}
                       delete a ServiceAccount for TokenReview (its tokens stop authenticating), or
                       bring it back
+  POST /_fake/tokenreview-key {"pem": "-----BEGIN PUBLIC KEY-----..."}
+                      TokenReview requires an RS256 signature by this RSA key ("pem": null: any
+                      signature, the default)
   POST /_fake/boundpod {"namespace": ns, "name": pod, "deleted": bool}
                       delete the pod tokens are bound to for TokenReview (tokens whose
                       kubernetes.io.pod.name claim names it stop authenticating), or bring it back
@@ -418,6 +423,7 @@ class Store:
         self.pod_logs = {}  # (ns, pod) -> {"lines": [(ns_stamp, text)], "ended": bool}
         self.deleted_sas = set()  # (ns, name) of ServiceAccounts deleted for TokenReview
         self.deleted_pods = set()  # (ns, name) of bound pods deleted for TokenReview
+        self.review_key = None  # PEM of the RSA key TokenReview checks signatures with, or None
         with self.cond:
             if self.state_path and os.path.exists(self.state_path):
                 self.load()
@@ -1227,6 +1233,8 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/_fake/serviceaccount":
             sa = (body["namespace"], body["name"])
             (store.deleted_sas.add if body.get("deleted") else store.deleted_sas.discard)(sa)
+        elif url.path == "/_fake/tokenreview-key":
+            store.review_key = body.get("pem")
         elif url.path == "/_fake/boundpod":
             pod = (body["namespace"], body["name"])
             (store.deleted_pods.add if body.get("deleted") else store.deleted_pods.discard)(pod)
@@ -1264,6 +1272,8 @@ class Handler(BaseHTTPRequestHandler):
             claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         except (IndexError, ValueError):
             return answer(False, "[invalid bearer token, token lookup failed]")
+        if store.review_key is not None and not self.signed_by(store.review_key, parts):
+            return answer(False, "[invalid bearer token, square/go-jose: error in cryptographic primitive]")
         sub = claims.get("sub") if isinstance(claims, dict) else None
         m = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", sub if isinstance(sub, str) else "")
         if m is None:
@@ -1285,6 +1295,23 @@ class Handler(BaseHTTPRequestHandler):
         return answer(True, user={"username": sub, "uid": "sa-uid-" + m.group(2),
                                   "groups": ["system:serviceaccounts", "system:serviceaccounts:" + m.group(1),
                                              "system:authenticated"]}, auds=auds)
+
+    @staticmethod
+    def signed_by(pem, parts):
+        """Whether the compact JWS @parts carries an RS256 signature by the RSA public key @pem."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+        try:
+            header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+            sig = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+            if not isinstance(header, dict) or header.get("alg") != "RS256" or not sig:
+                return False
+            key = serialization.load_pem_public_key(pem.encode())
+            key.verify(sig, (parts[0] + "." + parts[1]).encode(), padding.PKCS1v15(), hashes.SHA256())
+            return True
+        except (IndexError, ValueError, InvalidSignature):
+            return False
 
     def authorize(self, rbac, r, verb):
         if rbac is None:

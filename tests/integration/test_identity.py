@@ -764,6 +764,7 @@ def b64url(data):
 
 
 KUBE_ISSUER = "https://kubernetes.default.svc.cluster.local"
+TR_ISSUER = "https://kube-tr.test"  # a cluster issuer gantryd verifies by TokenReview only (no JWKS)
 
 
 def projected_claims(ns, sa, pod="ctrl-0"):
@@ -805,7 +806,9 @@ class OidcFixture:
         issuers.append({"name": "kube", "issuer": KUBE_ISSUER, "audiences": ["gantry"],
                         "jwks_file": os.path.join(root, "corp.jwks.json")})
         issuers[-1].update(kube or {})
-        issuers += [dict(i, jwks_file=os.path.join(root, "corp.jwks.json")) for i in more]
+        # (An issuer verified by TokenReview only has no JWKS.)
+        issuers += [dict(i) if i.get("verify") == "token_review" else dict(i, jwks_file=os.path.join(root, "corp.jwks.json"))
+                    for i in more]
         cfg = os.path.join(root, "issuers.json")
         with open(cfg, "w") as f:
             json.dump({"oidc_issuers": issuers}, f)
@@ -942,7 +945,14 @@ class TokenReview(g.GantrydTest):
         has exactly the RBAC the Helm chart renders for rbac.tokenReview (the fixture
         tests/drivers/rbac/tokenreview-gw-tr.json, kept equal to the chart by helm_check); a token
         with the chart's RBAC without it is refused (403). Deleting the pod a token is bound to
-        also cuts that token off."""
+        also cuts that token off.
+
+        A second Kubernetes issuer, "kube-tr", has verify "token_review" and no JWKS at all: the
+        fake API server is given the cluster's signing key (as a real one checks its own tokens),
+        so a token it signed is accepted while a forged one (another key) is refused by the API
+        server and so by gantryd; an unsigned one, an expired one, or one without the
+        kubernetes.io claims is refused locally; its deleted ServiceAccount and the API server
+        down behave as above."""
         from test_reconciler import KubeApi
         rbac_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "drivers", "rbac")
         root = os.path.join(g.WORK, "kubeapi-tokens-" + self._testMethodName)
@@ -958,7 +968,8 @@ class TokenReview(g.GantrydTest):
         review = {"token_review": True, "token_review_url": base, "ca_file": api.cert, "bearer_token_file": chart}
         oidc = OidcFixture(self, kube=review, replicas=2, more=[
             dict(review, name="kube2", issuer="https://kube2.test", audiences=["gantry"], bearer_token_file=wrong),
-            dict(review, name="kube3", issuer="https://kube3.test", audiences=["gantry"], bearer_token_file=plain)])
+            dict(review, name="kube3", issuer="https://kube3.test", audiences=["gantry"], bearer_token_file=plain),
+            dict(review, name="kube-tr", issuer=TR_ISSUER, audiences=["gantry"], verify="token_review")])
         ident, P = oidc.ident, principals_pb2
         subject = "system:serviceaccount:platform:sandbox-controller"
         ctrl = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
@@ -985,20 +996,55 @@ class TokenReview(g.GantrydTest):
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("audience", why)
 
-        # The ServiceAccount is deleted: the unexpired token stops working on every replica.
-        code, out = api.request("POST", "/_fake/serviceaccount",
-                                {"namespace": "platform", "name": "sandbox-controller", "deleted": True})
-        self.assertEqual(code, 200, out)
-        t0 = time.monotonic()
+        # verify "token_review" (kube-tr, no JWKS): the API server checks the signature with the
+        # cluster's key; gantryd never saw that key.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        pem = oidc.rsa.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        self.assertEqual(api.request("POST", "/_fake/tokenreview-key", {"pem": pem})[0], 200)
+        tr_sub = "system:serviceaccount:platform:tr-controller"
+        tr = ident.call("pa", principals_pb2, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=Identity.meta(name="tr-controller"), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT, oidc_issuer="kube-tr",
+            oidc_subject=tr_sub)))
+
+        def tr_token(sub=tr_sub, sa="tr-controller", key=None, **kw):
+            saved = oidc.rsa
+            oidc.rsa = key or saved
+            try:
+                return oidc.token(sub, issuer="kube", iss=TR_ISSUER, **dict(dict(
+                    exp_in=3600, extra=projected_claims("platform", sa)), **kw))
+            finally:
+                oidc.rsa = saved
+
+        tr_tok = tr_token()
         for r in (0, 1):
+            self.assertEqual(whoami(r, tr_tok).principal.meta.id, tr.meta.id)
+        forged = tr_token(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        for bad, why in ((forged, "cryptographic primitive"),  # the API server's refusal
+                         (tr_token(sign=False), "unsigned"),
+                         (tr_token(alg="none", sign=False), "none"),
+                         (tr_token(exp_in=-600), "expired"),
+                         (tr_token(aud="https://kubernetes.default.svc"), "audience"),
+                         (tr_token(extra={}), "kubernetes.io")):
+            code, details = refused(0, bad)
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, (why, details))
+            self.assertIn(why, details)
+
+        # The ServiceAccount is deleted: the unexpired token stops working on every replica.
+        for sa in ("sandbox-controller", "tr-controller"):
+            code, out = api.request("POST", "/_fake/serviceaccount", {"namespace": "platform", "name": sa, "deleted": True})
+            self.assertEqual(code, 200, out)
+        t0 = time.monotonic()
+        for r, key in ((0, tok), (1, tok), (0, tr_tok), (1, tr_tok)):
             while True:
                 try:
-                    whoami(r)
+                    whoami(r, key)
                 except grpc.RpcError as e:
                     self.assertEqual(e.code(), grpc.StatusCode.UNAUTHENTICATED)
                     self.assertIn("not found", e.details())
                     self.assertIn("TokenReview", e.details())
-                    self.assertNotIn(tok.split(".")[1], e.details())
+                    self.assertNotIn(key.split(".")[1], e.details())
                     break
                 self.assertLess(time.monotonic() - t0, 2.0, "replica %d still accepted the token after 2 s" % r)
                 time.sleep(0.05)
@@ -1054,6 +1100,10 @@ class TokenReview(g.GantrydTest):
             self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
             self.assertIn("cannot check the token with the API server of issuer kube", why)
             self.assertNotIn(other_tok.split(".")[1], why)
+            # ... and for the issuer without JWKS: UNAVAILABLE, never accepted.
+            code, why = refused(r, tr_token(sub="system:serviceaccount:platform:tr-other", sa="tr-other"))
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, why)
+            self.assertIn("cannot check the token with the API server of issuer kube-tr", why)
 
 
 class Mtls(g.GantrydTest):
