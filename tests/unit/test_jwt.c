@@ -1111,6 +1111,42 @@ static void issuer_configuration_is_checked(void **state)
     assert_string_equal(c.principal_claim, "sub");
 }
 
+/* external_signature: no keys, everything but the signature checked; keys are refused. */
+static void external_signature_checks_all_but_the_signature(void **state)
+{
+    (void)state;
+    static const char *const aud[] = {"gantry"};
+    struct jwt_issuer x;
+    jwt_issuer_init(&x, ISS_C, "kube");
+    x.audiences = aud;
+    x.n_audiences = 1;
+    x.external_signature = true;
+    assert_int_equal(jwt_verifier_add_issuer(ver, &x, errmsg), 0);
+    struct jwt_keyset *ks = NULL;
+    assert_int_equal(jwt_keyset_parse(jwks_a, strlen(jwks_a), &ks, errmsg), 0);
+    assert_int_equal(jwt_verifier_set_keys(ver, ISS_C, ks, errmsg), GERR_INVAL);
+    assert_non_null(strstr(errmsg, "verified elsewhere"));
+    jwt_keyset_free(ks);
+    /* Signed by any key, or with a signature that is not one: passes (the caller must verify). */
+    assert_int_equal(verify_free(make_token(HDR_B, claims(ISS_C, "sa", 300, ""), rsa_b)), 0);
+    assert_string_equal(last_principal, "kube#sa");
+    assert_int_equal(verify_free(make_token(HDR_EC, claims(ISS_C, "sa", 300, ""), rsa_a)), 0);
+    /* Everything else is still checked. */
+    assert_int_equal(verify_free(make_token(HDR_RSA, claims(ISS_C, "sa", 300, ""), NULL)), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "unsigned"));
+    assert_int_equal(verify_free(make_token("{\"alg\":\"none\"}", claims(ISS_C, "sa", 300, ""), rsa_a)),
+                     GERR_UNAUTH);
+    assert_int_equal(verify_free(make_token(HDR_RSA, claims(ISS_C, "sa", -600, ""), rsa_a)), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "expired"));
+    char payload[300];
+    snprintf(payload, sizeof payload, "{\"iss\":\"%s\",\"sub\":\"sa\",\"aud\":\"other\",\"exp\":%lld}", ISS_C,
+             NOW + 300);
+    assert_int_equal(verify_free(make_token(HDR_RSA, payload, rsa_a)), GERR_UNAUTH);
+    assert_non_null(strstr(errmsg, "audience"));
+    /* The other issuers keep verifying signatures. */
+    assert_int_equal(verify_free(make_token(HDR_RSA, claims(ISS_A, "alice", 300, ""), rsa_b)), GERR_UNAUTH);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1139,6 +1175,7 @@ int main(void)
         T(jwks_unsupported_keys_are_skipped),
         T(jwks_malformed),
         T(issuer_configuration_is_checked),
+        T(external_signature_checks_all_but_the_signature),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
