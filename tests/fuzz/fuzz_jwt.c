@@ -5,7 +5,9 @@
  *   0: the body is a token, verified by a fixed verifier: one issuer ("https://issuer.fuzz.example",
  *      name "fuzz", audience "gantry") holding the fixed JWKS below (RSA-2048 "fz-rsa", P-256
  *      "fz-ec" and "fz-claims"), on a fake clock at 2026-11-23T10:00:00Z. Seeds include tokens
- *      these keys really signed.
+ *      these keys really signed. The same token is also verified by a verifier whose issuer has
+ *      external_signature (no keys, TokenReview issuers): it never answers GERR_NOTFOUND, and it
+ *      accepts whatever the fixed verifier accepts (it checks a subset).
  *   1: the body is a JWKS document. When it parses, the set is installed for the issuer and
  *      fixed_token (signed by "fz-rsa") is verified against it, which drives whatever keys the
  *      fuzzer made through the verification path.
@@ -72,7 +74,7 @@ static const char claims_key_pem[] = "-----BEGIN PRIVATE KEY-----\n"
                                      "-----END PRIVATE KEY-----\n";
 
 static struct clock_fake fake;
-static struct jwt_verifier *fixed;
+static struct jwt_verifier *fixed, *external;
 static EVP_PKEY *claims_key;
 
 static void check(bool ok)
@@ -82,7 +84,7 @@ static void check(bool ok)
     }
 }
 
-static struct jwt_verifier *make_verifier(const char *jwks)
+static struct jwt_verifier *make_verifier(const char *jwks, bool external_sig)
 {
     static const char *const aud[] = {"gantry"};
     char errmsg[GERR_MSG_SIZE];
@@ -91,6 +93,7 @@ static struct jwt_verifier *make_verifier(const char *jwks)
     jwt_issuer_init(&cfg, ISSUER, "fuzz");
     cfg.audiences = aud;
     cfg.n_audiences = 1;
+    cfg.external_signature = external_sig;
     check(jwt_verifier_add_issuer(v, &cfg, errmsg) == 0);
     if (jwks != NULL) {
         struct jwt_keyset *ks;
@@ -198,7 +201,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char errmsg[GERR_MSG_SIZE];
     if (fixed == NULL) {
         clock_fake_init(&fake, 0, NOW_MS);
-        fixed = make_verifier(fixed_jwks);
+        fixed = make_verifier(fixed_jwks, false);
+        external = make_verifier(NULL, true);
         BIO *bio = BIO_new_mem_buf(claims_key_pem, -1);
         claims_key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
         BIO_free(bio);
@@ -211,15 +215,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *body = mem_alloc(n > 0 ? n : 1);
     memcpy(body, data + 1, n);
     switch (data[0] % 3) {
-    case 0:
-        verify_one(fixed, body, n, errmsg);
+    case 0: {
+        int rc = verify_one(fixed, body, n, errmsg);
+        int xrc = verify_one(external, body, n, errmsg);
+        check(xrc != GERR_NOTFOUND && (rc != 0 || xrc == 0));
         break;
+    }
     case 1: {
         struct jwt_keyset *ks = NULL;
         int rc = jwt_keyset_parse(body, n, &ks, errmsg);
         if (rc == 0) {
             check(ks != NULL && jwt_keyset_count(ks) >= 1 && jwt_keyset_count(ks) <= JWT_MAX_KEYS);
-            struct jwt_verifier *v = make_verifier(NULL);
+            struct jwt_verifier *v = make_verifier(NULL, false);
             check(jwt_verifier_set_keys(v, ISSUER, ks, errmsg) == 0);
             verify_one(v, fixed_token, strlen(fixed_token), errmsg);
             jwt_verifier_free(v);
