@@ -1,6 +1,7 @@
 /* The OIDC authenticator: configured issuers in, verified principals out.
  *
- * It owns a jwt_verifier (api/auth/jwt.h) and keeps each issuer's JWKS installed in it. A JWKS
+ * It owns a jwt_verifier (api/auth/jwt.h) and keeps each issuer's JWKS installed in it (except
+ * for an issuer with verify OIDC_VERIFY_TOKEN_REVIEW, which has none: see its field). A JWKS
  * comes from a local file (read with lib/file.h) or from an https:// URL (fetched with libcurl;
  * plain http and every other scheme are refused when the issuer is added). Key sets are fetched
  *   - for every issuer by oidc_start();
