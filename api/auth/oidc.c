@@ -995,6 +995,12 @@ static struct oidc_src *src_named(struct oidc *o, const char *name)
 static int verified(struct oidc *o, const char *token, size_t len, struct jwt_result *out, char *errmsg)
 {
     struct oidc_src *s = src_named(o, out->issuer_name);
+    if (s != NULL && s->review_only && s->review_url == NULL) {
+        /* Fail closed: for this issuer nothing checked the signature, so no review, no entry. */
+        jwt_result_close(out);
+        gerr_set(errmsg, "issuer %s verifies tokens by TokenReview and has no API server address", s->name);
+        return GERR_UNAVAILABLE;
+    }
     if (s == NULL || s->review_url == NULL) {
         return 0;
     }
