@@ -308,7 +308,8 @@ static int check_member(struct replica *r, char *errmsg)
     char list[2048];
     unsigned n = split_list(r->seeds, list, sizeof list, addrs, STORE_MAX_ADDRESSES, r->address);
     if (n == 0) {
-        return 0; /* a cluster of one (or no peer known): nobody else to ask */
+        LOG_INFO("membership check: no peer known (a cluster of one): nobody else to ask");
+        return 0;
     }
     struct clock *clk = clock_system();
     uint64_t deadline = clock_mono_ms(clk) + CHECK_BUDGET_MS;

@@ -673,7 +673,17 @@ int bootstrap_pending_join(const char *data_dir, char *out, size_t len, char *er
 
 void bootstrap_join_done(const char *data_dir)
 {
-    char p[4096];
+    char p[4096], q[4096], peers[4096], err[GERR_MSG_SIZE];
     identity_path(data_dir, "join-peers", p, sizeof p);
+    identity_path(data_dir, "peers", q, sizeof q);
+    /* Until the maintenance thread first writes <data_dir>/peers from the replica's view (about a
+     * second), the members the join named are the only peers this data dir knows: a restart in
+     * that window must still find them, or its membership check has nobody to ask (a replica
+     * removed right after its join came back, CI under ASan). */
+    struct stat st;
+    if (stat(q, &st) != 0 && bootstrap_pending_join(data_dir, peers, sizeof peers, err) == 0 &&
+        peers[0] != '\0' && identity_write_file(q, peers, strlen(peers), 0600, err) != 0) {
+        LOG_WARN("%s", err);
+    }
     unlink(p);
 }

@@ -57,7 +57,8 @@ int bootstrap_join(const struct config *cfg, unsigned timeout_ms, char *errmsg);
 
 /* The pending Raft join: the comma-separated peers in <data_dir>/join-peers, or "" if none. */
 int bootstrap_pending_join(const char *data_dir, char *out, size_t len, char *errmsg);
-/* The Raft join finished: remove the marker. */
+/* The Raft join finished: remove the marker, keeping its peers as <data_dir>/peers when that
+ * file does not exist yet (a restart's membership check asks them). */
 void bootstrap_join_done(const char *data_dir);
 
 #endif
