@@ -169,8 +169,7 @@ static void test_delegation(void **state)
     s.driver_config = dp;
     s.n_driver_config = 1;
     assert_false(sandbox_rules_delegation(&c, &s, why, sizeof why));
-    assert_string_equal(why,
-                        "driver_config key \"kubernetes.resources\" is outside the delegation scope");
+    assert_string_equal(why, "driver_config key \"kubernetes.resources\" is outside the delegation scope");
     d.value = "{\"runtime_class\":\"gvisor\"}";
     char *prov[] = {"openai"};
     s.providers = prov;
