@@ -239,6 +239,40 @@ static int fetch_key(struct store_client *cl, const char *keyid, struct key_entr
     return rv;
 }
 
+/* @id's bindings, in id order, into @out (at most AUTHN_MAX_BINDINGS); an unreadable scope grants
+ * nothing. 0 or the store's errors (then *@n is 0). */
+static int load_bindings(struct store_client *cl, const char *id, struct authz_binding *out, size_t *n)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(id)};
+    *n = 0;
+    int rv = store_client_query(
+        cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
+        &rows);
+    for (size_t i = 0; rv == 0 && i < rows.n_rows && *n < AUTHN_MAX_BINDINGS; i++) {
+        char role[32];
+        text_of(proto_rows_at(&rows, i, 0), role, sizeof role);
+        struct authz_binding *b = &out[*n];
+        memset(b, 0, sizeof *b);
+        b->role = authz_role_parse(role);
+        text_of(proto_rows_at(&rows, i, 1), b->ns, sizeof b->ns);
+        char scope[4096];
+        text_of(proto_rows_at(&rows, i, 2), scope, sizeof scope);
+        if (authz_scope_parse(scope, &b->scope) != 0) {
+            b->role = 0; /* an unreadable scope grants nothing */
+        }
+        if (b->role != 0) {
+            (*n)++;
+        }
+    }
+    if (rv != 0) {
+        *n = 0;
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
 static int fetch_principal(struct store_client *cl, const char *id, struct principal_entry *e, int64_t now)
 {
     struct proto_rows rows;
@@ -254,28 +288,50 @@ static int fetch_principal(struct store_client *cl, const char *id, struct princ
         text_of(proto_rows_at(&rows, 0, 0), e->p.name, sizeof e->p.name);
         text_of(proto_rows_at(&rows, 0, 1), e->p.kind, sizeof e->p.kind);
         e->disabled = proto_rows_at(&rows, 0, 2)->u.i != 0;
-        proto_rows_close(&rows);
-        proto_rows_init(&rows, 0);
-        rv = store_client_query(
-            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
-            &rows);
-        for (size_t i = 0; rv == 0 && i < rows.n_rows && e->p.n_bindings < AUTHN_MAX_BINDINGS; i++) {
-            char role[32];
-            text_of(proto_rows_at(&rows, i, 0), role, sizeof role);
-            struct authz_binding *b = &e->p.bindings[e->p.n_bindings];
-            b->role = authz_role_parse(role);
-            text_of(proto_rows_at(&rows, i, 1), b->ns, sizeof b->ns);
-            char scope[4096];
-            text_of(proto_rows_at(&rows, i, 2), scope, sizeof scope);
-            if (authz_scope_parse(scope, &b->scope) != 0) {
-                b->role = 0; /* an unreadable scope grants nothing */
-            }
-            if (b->role != 0) {
-                e->p.n_bindings++;
-            }
-        }
+        rv = load_bindings(cl, id, e->p.bindings, &e->p.n_bindings);
     }
     proto_rows_close(&rows);
+    return rv;
+}
+
+int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t wall_ms, char *why,
+                  size_t len)
+{
+    if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
+        snprintf(why, len, "the watch ended: its credential expired");
+        return GERR_UNAUTH;
+    }
+    int rv = 0;
+    if (who->key_id[0] != '\0') {
+        struct proto_value k[] = {proto_text(who->key_id)};
+        int64_t revoked = 0;
+        rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
+        if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
+            snprintf(why, len, "the watch ended: its API key was %s", rv == 0 ? "revoked" : "deleted");
+            return GERR_UNAUTH;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    struct proto_value p[] = {proto_text(who->id)};
+    int64_t disabled = 0;
+    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
+    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+        snprintf(why, len, "the watch ended: principal %s was disabled or deleted", who->id);
+        return GERR_UNAUTH;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    struct authz_binding *bindings = mem_alloc(sizeof *bindings * AUTHN_MAX_BINDINGS);
+    size_t n = 0;
+    rv = load_bindings(cl, who->id, bindings, &n);
+    if (rv == 0) {
+        memcpy(who->bindings, bindings, sizeof *bindings * n);
+        who->n_bindings = n;
+    }
+    mem_free(bindings);
     return rv;
 }
 

@@ -81,6 +81,14 @@ void authn_free(struct authn *a);
 int authn_call(struct authn *a, struct store_client *cl, const char *authorization, X509 *peer_cert,
                int64_t now_ms, struct authn_principal *out, char *msg, bool *bad_credential);
 
+/* Check @who (an earlier authn_call's answer) again against the store through @cl, for a stream
+ * that outlives its call's authentication (the watch hubs, about once a second): GERR_UNAUTH with
+ * the reason in @why when its credential expired at @wall_ms, its API key was revoked or deleted,
+ * or its principal was disabled or deleted; 0 with who->bindings reloaded; another store error:
+ * @who unchanged (try again later). Blocking; any thread. */
+int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t wall_ms, char *why,
+                  size_t len);
+
 /* Versions of the API-key pepper (api/services/pepper_ring.h provides them; the gate does not
  * depend on that module). Each api_keys row records the version that hashed it; without this, only
  * version 1 (the pepper given to authn_new) verifies and nothing is rehashed. Both functions are

@@ -449,56 +449,12 @@ static const char *col(const struct proto_rows *r, size_t i, unsigned c)
  * tries again at the next interval. */
 static void cred_refresh(struct store_client *cl, struct ecred *c, int64_t wall_ms)
 {
-    struct authn_principal *who = &c->who;
-    if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
-        snprintf(c->why, sizeof c->why, "the watch ended: its credential expired");
+    int rv = authn_recheck(cl, &c->who, wall_ms, c->why, sizeof c->why);
+    if (rv == GERR_UNAUTH) {
         c->denied = GERR_UNAUTH;
-        return;
-    }
-    int rv = 0;
-    if (who->key_id[0] != '\0') {
-        struct proto_value k[] = {proto_text(who->key_id)};
-        int64_t revoked = 0;
-        rv = store_client_query_int(cl, "SELECT revoked_at_ms FROM api_keys WHERE id = ?", k, 1, &revoked);
-        if (rv == GERR_NOTFOUND || (rv == 0 && revoked != 0)) {
-            snprintf(c->why, sizeof c->why, "the watch ended: its API key was %s",
-                     rv == 0 ? "revoked" : "deleted");
-            c->denied = GERR_UNAUTH;
-            return;
-        }
-        if (rv != 0) {
-            return;
-        }
-    }
-    struct proto_value p[] = {proto_text(who->id)};
-    int64_t disabled = 0;
-    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", p, 1, &disabled);
-    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
-        snprintf(c->why, sizeof c->why, "the watch ended: principal %s was disabled or deleted", who->id);
-        c->denied = GERR_UNAUTH;
-        return;
-    }
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    if (rv == 0) {
-        rv = store_client_query(
-            cl, "SELECT role, namespace, scope FROM role_bindings WHERE principal_id = ? ORDER BY id", p, 1,
-            &rows);
-    }
-    if (rv == 0) {
-        who->n_bindings = 0;
-        for (size_t i = 0; i < rows.n_rows && who->n_bindings < AUTHN_MAX_BINDINGS; i++) {
-            struct authz_binding *b = &who->bindings[who->n_bindings];
-            memset(b, 0, sizeof *b);
-            b->role = authz_role_parse(col(&rows, i, 0));
-            snprintf(b->ns, sizeof b->ns, "%s", col(&rows, i, 1));
-            if (authz_scope_parse(col(&rows, i, 2), &b->scope) == 0 && b->role != 0) {
-                who->n_bindings++; /* an unreadable scope grants nothing, as in authentication */
-            }
-        }
+    } else if (rv == 0) {
         c->refreshed_ms = clock_mono_ms(clock_system());
     }
-    proto_rows_close(&rows);
 }
 
 /* --- watchers --- */
