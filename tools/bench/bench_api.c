@@ -82,6 +82,7 @@ struct opts {
     char gantryd_buf[PATH_MAX];
     bool gantryd_default; /* the gantryd of this build tree (so built from the source commit) */
     bool keep;
+    unsigned phases; /* bit N: run phase N (1 covers 1a and 1b); --phases */
 };
 
 /* ------------------------------------------------------------------------------------------------
@@ -1629,8 +1630,10 @@ static void print_table(const struct bench *b)
         printf("dqlite/call n/a: %s\n", note->store_note);
     }
     const struct result *gl = find_result(b, "gantry", "list");
-    printf("(List: calls/s and latency are per List of all %u objects; a gantry List took %u calls.)\n",
-           b->o.list_objects, gl != NULL ? gl->list_pages : 0);
+    if (gl != NULL) {
+        printf("(List: calls/s and latency are per List of all %u objects; a gantry List took %u calls.)\n",
+               b->o.list_objects, gl->list_pages);
+    }
 
     for (unsigned i = 0; i < b->n_rs; i++) {
         const struct result *r = &b->rs[i];
@@ -1953,6 +1956,8 @@ static const char usage[] =
     "  --gantryd PATH      gantryd to run (default ../server/gantryd relative to this binary)\n"
     "  --etcd PATH         etcd to run (default /usr/bin/etcd)\n"
     "  --json FILE         also write every figure to FILE as JSON\n"
+    "  --phases LIST       run only these phases, e.g. 2,3 (default 1,2,3,4,5,6; phase 3 reads what\n"
+    "                      phase 2 created, so 3 runs 2 too; --fill runs whatever is listed)\n"
     "  --quick             tiny counts, for a smoke test\n"
     "  --keep              keep the clusters' directories (logs, data)\n";
 
@@ -1997,6 +2002,22 @@ static const char *default_gantryd(struct opts *o)
     return o->gantryd_buf;
 }
 
+/* "1,3,5" -> bits 1, 3 and 5 of *@out; 1 on a bad list (empty, a phase not in 1-6). */
+static int parse_phases(const char *arg, unsigned *out)
+{
+    unsigned bits = 0;
+    const char *p = arg;
+    while (*p != '\0') {
+        if (*p < '1' || *p > '6' || (p[1] != ',' && p[1] != '\0') || (p[1] == ',' && p[2] == '\0')) {
+            return 1;
+        }
+        bits |= 1u << (unsigned)(*p - '0');
+        p += p[1] == ',' ? 2 : 1;
+    }
+    *out = bits;
+    return bits == 0;
+}
+
 static int parse_flags(int argc, char **argv, struct opts *o)
 {
     enum {
@@ -2024,6 +2045,7 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         F_JSON,
         F_QUICK,
         F_KEEP,
+        F_PHASES,
         F_HELP,
     };
     static const struct option lopts[] = {
@@ -2051,6 +2073,7 @@ static int parse_flags(int argc, char **argv, struct opts *o)
         {"json", required_argument, NULL, F_JSON},
         {"quick", no_argument, NULL, F_QUICK},
         {"keep", no_argument, NULL, F_KEEP},
+        {"phases", required_argument, NULL, F_PHASES},
         {"help", no_argument, NULL, F_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -2146,6 +2169,9 @@ static int parse_flags(int argc, char **argv, struct opts *o)
             break;
         case F_KEEP:
             o->keep = true;
+            break;
+        case F_PHASES:
+            bad = parse_phases(optarg, &o->phases);
             break;
         case F_HELP:
             fputs(usage, stdout);
@@ -2261,32 +2287,42 @@ static void run_phases(struct bench *b)
         b->e_objects_fill = b->e_objects;
     }
 
-    fprintf(stderr, "phase 1: sequential writes (gantry leader %s, etcd leader %s)\n", g->nodes[gl].name,
-            e != NULL ? e->nodes[el].name : "-");
-    struct result *r1 = phase_load(b, g, "create_seq_leader", "1a create, sequential, to the leader",
-                                   OP_G_CREATE, &gl, 1, 1, 1, "sl", 0, NULL, NULL, false);
-    make_value(b, r1);
-    if (e != NULL) {
-        phase_load(b, e, "put_seq_leader", "1a Put, sequential, to the leader", OP_E_PUT, &el, 1, 1, 1, "sl",
-                   0, NULL, NULL, false);
-    }
-    phase_load(b, g, "create_seq_follower", "1b create, sequential, to a follower", OP_G_CREATE, &gf[0], 1, 1,
-               1, "sf", 0, NULL, NULL, false);
-    if (e != NULL) {
-        phase_load(b, e, "put_seq_follower", "1b Put, sequential, to a follower", OP_E_PUT, &ef[0], 1, 1, 1,
-                   "sf", 0, NULL, NULL, false);
-    }
-
-    fprintf(stderr, "phase 2: concurrent writes over all members\n");
-    b->g_conc.prefix = "cc";
-    b->e_conc.prefix = "cc";
-    phase_load(b, g, "create_concurrent", "2 create, concurrent, all replicas", OP_G_CREATE, all, BC_NODES,
-               b->o.conns, b->o.streams, "cc", 0, &b->g_conc, NULL, false);
-    if (e != NULL) {
-        phase_load(b, e, "put_concurrent", "2 Put, concurrent, all members", OP_E_PUT, all, BC_NODES,
-                   b->o.conns, b->o.streams, "cc", 0, &b->e_conc, NULL, false);
+    unsigned want = b->o.phases;
+    if (want & (1u << 1)) {
+        fprintf(stderr, "phase 1: sequential writes (gantry leader %s, etcd leader %s)\n", g->nodes[gl].name,
+                e != NULL ? e->nodes[el].name : "-");
+        struct result *r1 = phase_load(b, g, "create_seq_leader", "1a create, sequential, to the leader",
+                                       OP_G_CREATE, &gl, 1, 1, 1, "sl", 0, NULL, NULL, false);
+        make_value(b, r1);
+        if (e != NULL) {
+            phase_load(b, e, "put_seq_leader", "1a Put, sequential, to the leader", OP_E_PUT, &el, 1, 1, 1,
+                       "sl", 0, NULL, NULL, false);
+        }
+        phase_load(b, g, "create_seq_follower", "1b create, sequential, to a follower", OP_G_CREATE, &gf[0],
+                   1, 1, 1, "sf", 0, NULL, NULL, false);
+        if (e != NULL) {
+            phase_load(b, e, "put_seq_follower", "1b Put, sequential, to a follower", OP_E_PUT, &ef[0], 1, 1,
+                       1, "sf", 0, NULL, NULL, false);
+        }
     }
 
+    if (want & (1u << 2 | 1u << 3)) {
+        fprintf(stderr, "phase 2: concurrent writes over all members%s\n",
+                want & (1u << 2) ? "" : " (phase 3 reads what it creates)");
+        b->g_conc.prefix = "cc";
+        b->e_conc.prefix = "cc";
+        struct result *r2 =
+            phase_load(b, g, "create_concurrent", "2 create, concurrent, all replicas", OP_G_CREATE, all,
+                       BC_NODES, b->o.conns, b->o.streams, "cc", 0, &b->g_conc, NULL, false);
+        make_value(b, r2); /* when phase 1 did not run */
+        if (e != NULL) {
+            phase_load(b, e, "put_concurrent", "2 Put, concurrent, all members", OP_E_PUT, all, BC_NODES,
+                       b->o.conns, b->o.streams, "cc", 0, &b->e_conc, NULL, false);
+        }
+    }
+    if (!(want & (1u << 3))) {
+        goto after_reads;
+    }
     fprintf(stderr, "phase 3: reads from the followers\n");
     phase_load(b, g, "get_followers", "3 get, followers", OP_G_GET, gf, 2, b->o.read_conns, b->o.read_streams,
                "cc", 0, NULL, &b->g_conc, false);
@@ -2299,14 +2335,19 @@ static void run_phases(struct bench *b)
                    b->o.read_conns, b->o.read_streams, "cc", 0, NULL, &b->e_conc, true);
     }
 
-    fprintf(stderr, "phase 4: list\n");
-    phase_list(b, g, gf);
-    if (e != NULL) {
-        phase_list(b, e, ef);
+after_reads:
+    if (want & (1u << 4)) {
+        fprintf(stderr, "phase 4: list\n");
+        make_value(b, NULL); /* when no earlier phase ran */
+        phase_list(b, g, gf);
+        if (e != NULL) {
+            phase_list(b, e, ef);
+        }
     }
     rss_snapshot(b, b->rss_phases);
 
-    if (b->o.watchers > 0) {
+    if (b->o.watchers > 0 && (want & (1u << 6))) {
+        make_value(b, NULL);
         fprintf(stderr, "phase 6: %u watchers on a follower, %u creates\n", b->o.watchers, b->o.watch_events);
         phase_watch(b, g, gf[0]);
         if (e != NULL) {
@@ -2314,10 +2355,13 @@ static void run_phases(struct bench *b)
         }
     }
 
-    fprintf(stderr, "phase 5: leader SIGKILL under concurrent writes\n");
-    phase_failover(b, g);
-    if (e != NULL) {
-        phase_failover(b, e);
+    if (want & (1u << 5)) {
+        fprintf(stderr, "phase 5: leader SIGKILL under concurrent writes\n");
+        make_value(b, NULL);
+        phase_failover(b, g);
+        if (e != NULL) {
+            phase_failover(b, e);
+        }
     }
 }
 
@@ -2342,6 +2386,7 @@ int bench_api(int argc, char **argv)
         .warmup_s = 1,
         .after_s = 1,
         .etcd_bin = "/usr/bin/etcd",
+        .phases = 1u << 1 | 1u << 2 | 1u << 3 | 1u << 4 | 1u << 5 | 1u << 6,
     };
     /* A peer that closes a connection must not kill the bench: writes report EPIPE instead. */
     signal(SIGPIPE, SIG_IGN);
@@ -2404,11 +2449,12 @@ int bench_api(int argc, char **argv)
     run_phases(b);
 
     if (o->etcd) {
+        const struct result *vr = find_result(b, "gantry", "create_seq_leader");
+        if (vr == NULL) {
+            vr = find_result(b, "gantry", "create_concurrent");
+        }
         printf("etcd values: %u bytes (a stored sandbox, as CreateSandbox returns it: %.0f bytes)\n",
-               b->value_bytes,
-               find_result(b, "gantry", "create_seq_leader") != NULL
-                   ? find_result(b, "gantry", "create_seq_leader")->resp_bytes_mean
-                   : 0.0);
+               b->value_bytes, vr != NULL ? vr->resp_bytes_mean : 0.0);
     }
     bool failed = false;
     for (unsigned i = 0; i < b->n_rs; i++) {
