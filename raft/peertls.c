@@ -85,6 +85,10 @@ struct relay {
     bool plain_eof, tls_eof;
     /* What the last attempt was blocked on, for poll. */
     short plain_events, tls_events;
+    /* Relay thread: step this pipe on the next pass (new, just past its handshake, or poll saw one
+     * of its fds ready). A pipe not marked is blocked on exactly what its events ask for (step_pipe
+     * stops only when each direction waits on an fd), so stepping it would only find EAGAIN. */
+    bool step;
 };
 
 /* Refusals from one address in the current log window. */
@@ -780,6 +784,7 @@ static void step_handshake(struct peertls *p, struct relay *r)
             return;
         }
         r->state = RELAY_PIPE;
+        r->step = true;
         count(p, &p->stats.accepted, 1);
         count(p, &p->stats.active, 1);
         LOG_DEBUG("peer TLS: accepted %s", r->peer);
@@ -1014,7 +1019,8 @@ static void *relay_main(void *arg)
             if (r->state == RELAY_HANDSHAKE && now >= r->deadline_ms) {
                 relay_kill(p, r, "handshake timed out");
             }
-            if (r->state == RELAY_PIPE) {
+            if (r->state == RELAY_PIPE && r->step) {
+                r->step = false;
                 step_pipe(p, r);
             }
             if (r->state == RELAY_DEAD || n + 2 > 2 + 2 * MAX_RELAYS) {
@@ -1065,8 +1071,9 @@ static void *relay_main(void *arg)
                 accept_all(p);
             } else if (owners[i]->state == RELAY_HANDSHAKE) {
                 step_handshake(p, owners[i]);
+            } else {
+                owners[i]->step = true; /* stepped at the top of the next iteration */
             }
-            /* Piped relays are stepped at the top of the next iteration. */
         }
     }
 
@@ -1224,6 +1231,7 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
     r->note = note;
     SSL_set_app_data(ssl, &r->note);
     r->state = RELAY_PIPE;
+    r->step = true; /* the handshake may have left application bytes in the SSL's buffer */
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
