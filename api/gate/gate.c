@@ -29,6 +29,14 @@ struct route {
 /* The longest a forwarded call waits for its answer when it has no deadline of its own. */
 #define FORWARD_WAIT_MS 30000u
 
+/* Freed pendings a gate keeps for reuse (see struct gate). None under AddressSanitizer, so a use
+ * after pending_free is still reported there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define GATE_PENDING_CACHE 0u
+#else
+#define GATE_PENDING_CACHE 16u
+#endif
+
 struct gate {
     struct gate_config cfg;
     char gateway_id[32];
@@ -36,6 +44,12 @@ struct gate {
     unsigned n_routes;
     atomic_uint_fast64_t refused_admission, shed_overloaded, dropped_expired;
     atomic_uint_fast64_t forwarded_out, forwarded_in, forward_fallbacks;
+    /* Freed pendings kept for the next calls: a pending holds a whole principal (about 90 KiB, over
+     * lib/mem.c's mmap threshold), so a fresh one per call was an mmap, its page faults and an
+     * munmap with TLB shootdowns (docs/benchmarks.md, issue 17). */
+    pthread_mutex_t free_mu;
+    struct pending *free_list[GATE_PENDING_CACHE + 1]; /* + 1: no zero-length array */
+    unsigned n_free;
 };
 
 struct pending {
@@ -47,18 +61,40 @@ struct pending {
     char *authorization; /* gate_call_local: the credential (heap, wiped and freed with the pending) */
 };
 
+/* A zeroed pending, from @g's cache when it has one. */
+static struct pending *pending_new(struct gate *g)
+{
+    pthread_mutex_lock(&g->free_mu);
+    struct pending *p = g->n_free > 0 ? g->free_list[--g->n_free] : NULL;
+    pthread_mutex_unlock(&g->free_mu);
+    if (p == NULL) {
+        return mem_zalloc(sizeof *p);
+    }
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
 static void pending_free(struct pending *p)
 {
+    struct gate *g = p->g;
     if (p->authorization != NULL) {
         explicit_bzero(p->authorization, strlen(p->authorization));
         mem_free(p->authorization);
+        p->authorization = NULL;
     }
+    pthread_mutex_lock(&g->free_mu);
+    if (g->n_free < GATE_PENDING_CACHE) {
+        g->free_list[g->n_free++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&g->free_mu);
     mem_free(p);
 }
 
 struct gate *gate_new(const struct gate_config *cfg)
 {
     struct gate *g = mem_zalloc(sizeof *g);
+    pthread_mutex_init(&g->free_mu, NULL);
     g->cfg = *cfg;
     snprintf(g->gateway_id, sizeof g->gateway_id, "%s", cfg->gateway_id != NULL ? cfg->gateway_id : "");
     g->cfg.gateway_id = g->gateway_id;
@@ -67,6 +103,13 @@ struct gate *gate_new(const struct gate_config *cfg)
 
 void gate_free(struct gate *g)
 {
+    if (g == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < g->n_free; i++) {
+        mem_free(g->free_list[i]);
+    }
+    pthread_mutex_destroy(&g->free_mu);
     mem_free(g);
 }
 
@@ -268,7 +311,7 @@ static void run(void *arg);
 
 void gate_forwarded(struct gate *g, fwd_request *req, struct fwd_reply *reply)
 {
-    struct pending *p = mem_zalloc(sizeof *p);
+    struct pending *p = pending_new(g);
     p->g = g;
     p->ctx.gate = g;
     p->ctx.forwarded = true;
@@ -480,7 +523,7 @@ static void on_start(struct grpc_call *call, void *data)
     const struct authz_rule *rule = authz_rule_find(grpc_call_method(call));
     struct clock *clk = clock_system();
     int64_t now = (int64_t)clk->wall_ms(clk);
-    struct pending *p = mem_zalloc(sizeof *p);
+    struct pending *p = pending_new(g);
     p->g = g;
     p->ctx.call = call;
     p->ctx.gate = g;
@@ -588,7 +631,7 @@ int gate_call_local(struct gate *g, const char *path, const uint8_t *request, si
     }
     struct clock *clk = clock_system();
     int64_t now = (int64_t)clk->wall_ms(clk);
-    struct pending *p = mem_zalloc(sizeof *p);
+    struct pending *p = pending_new(g);
     p->g = g;
     p->ctx.call = call;
     p->ctx.gate = g;
