@@ -227,6 +227,7 @@ struct config {
     /* The write path (docs/architecture.md): batch size, forwarding to the leader's replica. */
     unsigned write_batch_max;
     unsigned write_batch_linger_ms;
+    unsigned read_index_linger_us;
     bool forward_writes;
     bool model_reads;
     unsigned events_watch_ring; /* Events.Watch's ring (api/services/events_svc.h) */

@@ -1951,6 +1951,9 @@ static int cmd_run(struct config *cfg)
     if (rv == 0) {
         rv = feed_init(&d->feed, &sc, 0);
         d->feed_ready = rv == 0;
+        if (rv == 0) {
+            feed_set_linger_us(&d->feed, cfg->read_index_linger_us);
+        }
     }
     if (rv == 0) {
         d->ssvc.total_unsent_max = (size_t)cfg->watch_total_unsent_mib << 20;

@@ -33,6 +33,14 @@ static void abs_deadline(uint64_t deadline_ms, struct timespec *ts)
     ts->tv_nsec = (long)((deadline_ms % 1000u) * 1000000u);
 }
 
+static void abs_after_us(unsigned us, struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_nsec += (long)us * 1000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
 int feed_init(struct feed *f, const struct store_client_config *cfg, unsigned poll_ms)
 {
     memset(f, 0, sizeof *f);
@@ -48,7 +56,14 @@ int feed_init(struct feed *f, const struct store_client_config *cfg, unsigned po
     pthread_cond_init(&f->wake, &ca);
     pthread_condattr_destroy(&ca);
     f->poll_ms = poll_ms != 0 ? poll_ms : FEED_POLL_MS;
+    f->linger_us = FEED_SYNC_LINGER_US;
     return 0;
+}
+
+void feed_set_linger_us(struct feed *f, unsigned us)
+{
+    assert(!f->started);
+    f->linger_us = us;
 }
 
 void feed_subscribe(struct feed *f, struct feed_sub *s)
@@ -102,6 +117,8 @@ static int feed_poll(struct feed *f)
     if (f->sync_need > f->reads_started) {
         atomic_fetch_add(&f->sync_reads, 1); /* this read serves every feed_sync waiting now */
     }
+    f->last_served = f->sync_waiting;
+    f->sync_waiting = 0;
     uint64_t batch = ++f->reads_started;
     bool ready = f->ready;
     uint64_t applied = f->applied;
@@ -212,6 +229,14 @@ static void *feed_main(void *arg)
             struct timespec ts;
             abs_deadline(now_ms() + f->poll_ms, &ts);
             pthread_cond_timedwait(&f->wake, &f->mu, &ts);
+        } else if (!f->stopping && f->linger_us != 0 && f->last_served >= FEED_SYNC_BUSY) {
+            /* Busy: let more readers join the next read (one leader round trip for all of them). */
+            struct timespec ts;
+            abs_after_us(f->linger_us, &ts);
+            atomic_fetch_add(&f->lingers, 1);
+            while (!f->stopping && f->sync_waiting < FEED_SYNC_BATCH_MAX &&
+                   pthread_cond_timedwait(&f->wake, &f->mu, &ts) == 0) {
+            }
         }
         pthread_mutex_unlock(&f->mu);
     }
@@ -298,7 +323,8 @@ int feed_sync(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
     atomic_fetch_add(&f->syncs, 1);
     pthread_mutex_lock(&f->mu);
     uint64_t batch = f->reads_started + 1; /* the first read that starts after this call */
-    if (f->sync_need < batch) {
+    f->sync_waiting++;
+    if (f->sync_need < batch || f->sync_waiting == FEED_SYNC_BATCH_MAX) {
         f->sync_need = batch;
         pthread_cond_signal(&f->wake);
     }
@@ -345,8 +371,12 @@ void feed_metrics_write(struct feed *f, struct buf *out)
                "# TYPE gantry_feed_syncs_total counter\ngantry_feed_syncs_total %" PRIu64 "\n"
                "# HELP gantry_feed_sync_reads_total Leader revision reads that served read-index "
                "requests (one per batch).\n"
-               "# TYPE gantry_feed_sync_reads_total counter\ngantry_feed_sync_reads_total %" PRIu64 "\n",
+               "# TYPE gantry_feed_sync_reads_total counter\ngantry_feed_sync_reads_total %" PRIu64 "\n"
+               "# HELP gantry_feed_sync_lingers_total Read-index reads that waited (read_index_linger_us) "
+               "for more requests to share them.\n"
+               "# TYPE gantry_feed_sync_lingers_total counter\ngantry_feed_sync_lingers_total %" PRIu64 "\n",
                rev, (uint64_t)atomic_load(&f->polls), (uint64_t)atomic_load(&f->events),
                (uint64_t)atomic_load(&f->resyncs), (uint64_t)atomic_load(&f->errors),
-               (uint64_t)atomic_load(&f->syncs), (uint64_t)atomic_load(&f->sync_reads));
+               (uint64_t)atomic_load(&f->syncs), (uint64_t)atomic_load(&f->sync_reads),
+               (uint64_t)atomic_load(&f->lingers));
 }

@@ -39,6 +39,12 @@
 
 #define FEED_POLL_MS 100u
 #define FEED_PAGE    1000u
+/* Read-index batching: when the last revision read served FEED_SYNC_BUSY or more feed_sync callers
+ * (reads are arriving faster than one round trip), the next read waits up to FEED_SYNC_LINGER_US
+ * for more callers to join it, or until FEED_SYNC_BATCH_MAX are waiting. A lone caller never waits. */
+#define FEED_SYNC_BUSY      2u
+#define FEED_SYNC_LINGER_US 1000u
+#define FEED_SYNC_BATCH_MAX 64u
 
 struct feed_event {
     uint64_t revision;
@@ -78,15 +84,22 @@ struct feed {
     uint64_t reads_done;    /* ... and finished successfully */
     uint64_t read_rev;      /* the revision the last finished read returned */
     uint64_t sync_need;     /* the read a feed_sync caller waits for (reads_started + 1) */
+    uint64_t sync_waiting;  /* feed_sync callers waiting for that read */
+    uint64_t last_served;   /* feed_sync callers the last read served */
+    unsigned linger_us;     /* FEED_SYNC_LINGER_US; 0: no lingering */
     struct feed_sub *subs;
     unsigned poll_ms;
-    atomic_uint_fast64_t polls, resyncs, events, syncs, sync_reads, errors;
+    atomic_uint_fast64_t polls, resyncs, events, syncs, sync_reads, errors, lingers;
     atomic_uint_fast64_t live_ms; /* see feed_live_since_ms */
 };
 
 /* Copies @cfg (its addresses must be valid only during the call); nothing runs yet. @poll_ms 0:
  * FEED_POLL_MS. Returns 0 or the store client's GERR_INVAL. */
 int feed_init(struct feed *f, const struct store_client_config *cfg, unsigned poll_ms);
+
+/* Before feed_start: how long a busy read index waits for more callers (FEED_SYNC_LINGER_US by
+ * default; 0: never). */
+void feed_set_linger_us(struct feed *f, unsigned us);
 
 /* Before feed_start only: add @s (not copied). */
 void feed_subscribe(struct feed *f, struct feed_sub *s);

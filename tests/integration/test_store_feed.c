@@ -295,6 +295,83 @@ static void test_sync_batches_concurrent_callers(void **state)
     store_client_close(&cl);
 }
 
+struct looper {
+    struct feed *f;
+    struct store_client *cl;
+    int calls, failed, below;
+};
+
+static void *loop_main(void *arg)
+{
+    struct looper *l = arg;
+    for (int i = 0; i < l->calls; i++) {
+        uint64_t got = 0;
+        int64_t before = 0;
+        /* the revision committed before this call: the read index must reach it */
+        if (store_client_query_int(l->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                   &before) != 0) {
+            l->failed++;
+            continue;
+        }
+        l->failed += feed_sync(l->f, it_now_ms() + 30000, &got) != 0;
+        l->below += got < (uint64_t)before;
+    }
+    return NULL;
+}
+
+#define N_LOOPERS 6
+
+/* The read-index linger (store/feed.h FEED_SYNC_LINGER_US): a caller alone never waits for
+ * company (no linger while each read serves one caller), callers arriving together make the feed
+ * linger so later reads serve several, and every answer still covers what was committed before
+ * its call. */
+static void test_sync_lingers_only_when_busy(void **state)
+{
+    (void)state;
+    struct store_client cl;
+    client_for(&cl);
+    struct feed f;
+    struct recorder r;
+    struct feed_sub s;
+    start_feed(&f, &r, &s, 60000);
+    uint64_t rev = 0;
+    IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    uint64_t lingers0 = atomic_load(&f.lingers);
+    for (int i = 0; i < 20; i++) {
+        write_events(&cl, 1, "Sandbox", false);
+        IT_CHECK(&cluster, feed_sync(&f, it_now_ms() + 30000, &rev), "feed_sync");
+    }
+    assert_int_equal(atomic_load(&f.lingers) - lingers0, 0); /* one caller at a time: no waiting */
+
+    struct store_client cls[N_LOOPERS];
+    struct looper ls[N_LOOPERS];
+    pthread_t t[N_LOOPERS];
+    uint64_t syncs0 = atomic_load(&f.syncs), reads0 = atomic_load(&f.sync_reads);
+    for (int i = 0; i < N_LOOPERS; i++) {
+        client_for(&cls[i]);
+        ls[i] = (struct looper){.f = &f, .cl = &cls[i], .calls = 40};
+        assert_int_equal(pthread_create(&t[i], NULL, loop_main, &ls[i]), 0);
+    }
+    int failed = 0, below = 0;
+    for (int i = 0; i < N_LOOPERS; i++) {
+        pthread_join(t[i], NULL);
+        failed += ls[i].failed;
+        below += ls[i].below;
+        store_client_close(&cls[i]);
+    }
+    uint64_t syncs = atomic_load(&f.syncs) - syncs0, reads = atomic_load(&f.sync_reads) - reads0;
+    uint64_t lingers = atomic_load(&f.lingers) - lingers0;
+    fprintf(stderr,
+            "%d callers x 40: %" PRIu64 " feed_sync calls, %" PRIu64 " leader reads, %" PRIu64 " lingers\n",
+            N_LOOPERS, syncs, reads, lingers);
+    assert_int_equal(failed, 0);
+    assert_int_equal(below, 0);
+    assert_true(lingers > 0);
+    assert_true(reads * 2 <= syncs); /* at least two callers per read on average */
+    feed_close(&f);
+    store_client_close(&cl);
+}
+
 static void test_compaction_past_the_feed_resyncs(void **state)
 {
     (void)state;
@@ -449,6 +526,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_events_in_order_across_pages),
         cmocka_unit_test(test_sync_batches_concurrent_callers),
+        cmocka_unit_test(test_sync_lingers_only_when_busy),
         cmocka_unit_test(test_compaction_past_the_feed_resyncs),
         cmocka_unit_test(test_authn_cache_follows_the_feed),
     };
