@@ -297,7 +297,7 @@ static const struct field fields[] = {
          "writes run in one transaction (each in its own savepoint); 1: no batching"),
     UINT(write_batch_linger_ms, 0, 0, 1000,
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
-    UINT(read_index_linger_us, 1000, 0, 100000,
+    UINT(read_index_linger_us, 300, 0, 100000,
          "when linearizable reads arrive faster than the leader answers one read index, the next waits up to "
          "this many microseconds for more reads to share it; a lone read never waits; 0: never "
          "(docs/resources.md)"),

@@ -43,7 +43,7 @@
  * (reads are arriving faster than one round trip), the next read waits up to FEED_SYNC_LINGER_US
  * for more callers to join it, or until FEED_SYNC_BATCH_MAX are waiting. A lone caller never waits. */
 #define FEED_SYNC_BUSY      2u
-#define FEED_SYNC_LINGER_US 1000u
+#define FEED_SYNC_LINGER_US 300u
 #define FEED_SYNC_BATCH_MAX 64u
 
 struct feed_event {
