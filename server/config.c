@@ -297,10 +297,10 @@ static const struct field fields[] = {
          "writes run in one transaction (each in its own savepoint); 1: no batching"),
     UINT(write_batch_linger_ms, 0, 0, 1000,
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
-    UINT(read_index_linger_us, 300, 0, 100000,
-         "when linearizable reads arrive faster than the leader answers one read index, the next waits up to "
-         "this many microseconds for more reads to share it; a lone read never waits; 0: never "
-         "(docs/resources.md)"),
+    UINT(read_index_linger_us, 2000, 0, 100000,
+         "when linearizable reads arrive faster than the leader answers one read index, the next read index "
+         "waits for more reads to share it while they keep coming (200 us without a new one ends the wait), "
+         "at most this many microseconds; a lone read never waits; 0: never (docs/resources.md)"),
     BOOL(model_reads, true,
          "answer Sandboxes.Get and List and Namespaces.Get and List from this replica's change-feed models "
          "(after a read index unless the call's read options say otherwise); false: read the store "

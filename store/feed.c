@@ -33,6 +33,13 @@ static void abs_deadline(uint64_t deadline_ms, struct timespec *ts)
     ts->tv_nsec = (long)((deadline_ms % 1000u) * 1000000u);
 }
 
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void abs_after_us(unsigned us, struct timespec *ts)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -230,12 +237,26 @@ static void *feed_main(void *arg)
             abs_deadline(now_ms() + f->poll_ms, &ts);
             pthread_cond_timedwait(&f->wake, &f->mu, &ts);
         } else if (!f->stopping && f->linger_us != 0 && f->last_served >= FEED_SYNC_BUSY) {
-            /* Busy: let more readers join the next read (one leader round trip for all of them). */
-            struct timespec ts;
-            abs_after_us(f->linger_us, &ts);
+            /* Busy: let more readers join the next read (one leader round trip for all of them),
+             * while they keep coming: every FEED_SYNC_QUIET_US without a new one ends the wait,
+             * as do linger_us in all and FEED_SYNC_BATCH_MAX waiting. */
             atomic_fetch_add(&f->lingers, 1);
-            while (!f->stopping && f->sync_waiting < FEED_SYNC_BATCH_MAX &&
-                   pthread_cond_timedwait(&f->wake, &f->mu, &ts) == 0) {
+            uint64_t start_us = mono_us(), seen = f->sync_waiting;
+            for (;;) {
+                uint64_t now = mono_us(),
+                         left = start_us + f->linger_us > now ? start_us + f->linger_us - now : 0;
+                if (f->stopping || left == 0 || f->sync_waiting >= FEED_SYNC_BATCH_MAX) {
+                    break;
+                }
+                struct timespec ts;
+                abs_after_us(left < FEED_SYNC_QUIET_US ? (unsigned)left : FEED_SYNC_QUIET_US, &ts);
+                while (!f->stopping && f->sync_waiting < FEED_SYNC_BATCH_MAX &&
+                       pthread_cond_timedwait(&f->wake, &f->mu, &ts) == 0) {
+                }
+                if (f->sync_waiting == seen) {
+                    break; /* nobody came for a while: the burst is in */
+                }
+                seen = f->sync_waiting;
             }
         }
         pthread_mutex_unlock(&f->mu);

@@ -40,10 +40,13 @@
 #define FEED_POLL_MS 100u
 #define FEED_PAGE    1000u
 /* Read-index batching: when the last revision read served FEED_SYNC_BUSY or more feed_sync callers
- * (reads are arriving faster than one round trip), the next read waits up to FEED_SYNC_LINGER_US
- * for more callers to join it, or until FEED_SYNC_BATCH_MAX are waiting. A lone caller never waits. */
+ * (reads are arriving faster than one round trip), the next read waits for more callers to join it
+ * while they keep coming: it starts once FEED_SYNC_QUIET_US pass without a new caller, after
+ * FEED_SYNC_LINGER_US (feed_set_linger_us) in all, or with FEED_SYNC_BATCH_MAX waiting. A lone
+ * caller never waits. */
 #define FEED_SYNC_BUSY      2u
-#define FEED_SYNC_LINGER_US 300u
+#define FEED_SYNC_LINGER_US 2000u
+#define FEED_SYNC_QUIET_US  200u
 #define FEED_SYNC_BATCH_MAX 64u
 
 struct feed_event {
