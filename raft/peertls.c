@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -85,10 +86,13 @@ struct relay {
     bool plain_eof, tls_eof;
     /* What the last attempt was blocked on, for poll. */
     short plain_events, tls_events;
-    /* Relay thread: step this pipe on the next pass (new, just past its handshake, or poll saw one
-     * of its fds ready). A pipe not marked is blocked on exactly what its events ask for (step_pipe
-     * stops only when each direction waits on an fd), so stepping it would only find EAGAIN. */
+    /* Relay thread: step this pipe on the next pass (new, just past its handshake, or epoll saw
+     * one of its fds ready). A pipe not marked is blocked on exactly what its events ask for
+     * (step_pipe stops only when each direction waits on an fd), so stepping it would only find
+     * EAGAIN. */
     bool step;
+    /* Relay thread: the events each fd is registered for in the epoll set (0: not registered). */
+    short reg_tls, reg_plain;
 };
 
 /* Refusals from one address in the current log window. */
@@ -114,6 +118,7 @@ struct peertls {
     unsigned refusal_log_window_ms;
     struct refusal_window refusals[REFUSAL_SOURCES]; /* relay thread only */
     int wake_fd;                                     /* eventfd */
+    int ep_fd;                                       /* the relay thread's epoll set */
     uint64_t accept_paused_until; /* relay thread only: out of descriptors, retry accept later */
     pthread_t thread;
     pthread_mutex_t mu; /* guards incoming, stopping, stats */
@@ -322,6 +327,7 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
 
     p->listen_fd = -1;
     p->wake_fd = -1;
+    p->ep_fd = -1;
     queue_init(&p->incoming);
     queue_init(&p->relays);
     p->handshake_timeout_ms = cfg->handshake_timeout_ms != 0 ? cfg->handshake_timeout_ms : 5000;
@@ -383,6 +389,13 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
         gerr_set(errmsg, "peer TLS: eventfd: %s", strerror(errno));
         goto err;
     }
+    p->ep_fd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &p->wake_fd};
+    if (p->ep_fd < 0 || epoll_ctl(p->ep_fd, EPOLL_CTL_ADD, p->wake_fd, &wev) != 0) {
+        rv = gerr_from_errno(errno);
+        gerr_set(errmsg, "peer TLS: epoll: %s", strerror(errno));
+        goto err;
+    }
     pthread_mutex_init(&p->mu, NULL);
     if (pthread_create(&p->thread, NULL, relay_main, p) != 0) {
         pthread_mutex_destroy(&p->mu);
@@ -393,6 +406,9 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
     *out = p;
     return 0;
 err:
+    if (p->ep_fd >= 0) {
+        close(p->ep_fd);
+    }
     if (p->wake_fd >= 0) {
         close(p->wake_fd);
     }
@@ -559,6 +575,7 @@ void peertls_stop(struct peertls *p)
         close(p->listen_fd);
     }
     close(p->wake_fd);
+    close(p->ep_fd);
     SSL_CTX_free(p->server_ctx);
     SSL_CTX_free(p->client_ctx);
     pthread_mutex_destroy(&p->mu);
@@ -973,11 +990,36 @@ static void close_revoked(struct peertls *p)
     }
 }
 
+/* Make @fd's registration in the epoll set @want (0: none); *@reg holds what it is now. poll's
+ * POLLIN/POLLOUT are epoll's EPOLLIN/EPOLLOUT. */
+static void ep_sync(struct peertls *p, int fd, short *reg, short want, void *ptr)
+{
+    if (fd < 0 || *reg == want) {
+        return;
+    }
+    struct epoll_event ev = {.events =
+                                 (uint32_t)((want & POLLIN ? EPOLLIN : 0) | (want & POLLOUT ? EPOLLOUT : 0)),
+                             .data.ptr = ptr};
+    int op = *reg == 0 ? EPOLL_CTL_ADD : want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (epoll_ctl(p->ep_fd, op, fd, &ev) != 0) {
+        LOG_ERROR("peer TLS: epoll_ctl: %s", strerror(errno));
+    }
+    *reg = want;
+}
+
+static void relay_unregister(struct peertls *p, struct relay *r)
+{
+    ep_sync(p, r->tls_fd, &r->reg_tls, 0, r);
+    ep_sync(p, r->plain_fd, &r->reg_plain, 0, r);
+}
+
+#define EP_EVENTS 64
+
 static void *relay_main(void *arg)
 {
     struct peertls *p = arg;
-    struct pollfd *pfds = mem_alloc(sizeof *pfds * (2 + 2 * MAX_RELAYS));
-    struct relay **owners = mem_alloc(sizeof *owners * (2 + 2 * MAX_RELAYS));
+    struct epoll_event evs[EP_EVENTS];
+    short reg_listen = 0;
 
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -1000,18 +1042,10 @@ static void *relay_main(void *arg)
             close_revoked(p);
         }
 
-        /* Drive every connection, drop the dead, and collect what each waits for. */
-        nfds_t n = 0;
+        /* Drive the connections that may move, drop the dead, and register what each waits for. */
         int timeout = -1;
         uint64_t now = now_ms();
-        pfds[n++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
-        owners[0] = NULL;
-        nfds_t listen_slot = n;
-        if (p->listen_fd >= 0) {
-            owners[n] = NULL;
-            pfds[n++] = (struct pollfd){.fd = p->listen_fd, .events = POLLIN};
-        }
-        unsigned handshaking = 0;
+        unsigned handshaking = 0, live = 0;
         struct queue *q = p->relays.next;
         while (q != &p->relays) {
             struct relay *r = QUEUE_DATA(q, struct relay, link);
@@ -1023,56 +1057,51 @@ static void *relay_main(void *arg)
                 r->step = false;
                 step_pipe(p, r);
             }
-            if (r->state == RELAY_DEAD || n + 2 > 2 + 2 * MAX_RELAYS) {
+            if (r->state == RELAY_DEAD || live >= MAX_RELAYS) {
+                relay_unregister(p, r);
                 queue_remove(&r->link);
                 relay_free(r);
                 continue;
             }
+            live++;
             if (r->state == RELAY_HANDSHAKE) {
                 int left = (int)(r->deadline_ms - now);
                 timeout = timeout < 0 || left < timeout ? left : timeout;
                 handshaking++;
             }
-            if (r->tls_events != 0) {
-                owners[n] = r;
-                pfds[n++] = (struct pollfd){.fd = r->tls_fd, .events = r->tls_events};
-            }
-            if (r->state == RELAY_PIPE && r->plain_events != 0) {
-                owners[n] = r;
-                pfds[n++] = (struct pollfd){.fd = r->plain_fd, .events = r->plain_events};
-            }
+            ep_sync(p, r->tls_fd, &r->reg_tls, r->tls_events, r);
+            ep_sync(p, r->plain_fd, &r->reg_plain, r->state == RELAY_PIPE ? r->plain_events : 0, r);
         }
 
-        if (p->listen_fd >= 0 && (now < p->accept_paused_until || handshaking >= MAX_HANDSHAKES)) {
-            pfds[listen_slot].fd = -1; /* poll ignores negative fds */
+        if (p->listen_fd >= 0) {
+            bool paused = now < p->accept_paused_until || handshaking >= MAX_HANDSHAKES;
             if (now < p->accept_paused_until) {
                 int left = (int)(p->accept_paused_until - now);
                 timeout = timeout < 0 || left < timeout ? left : timeout;
             }
+            ep_sync(p, p->listen_fd, &reg_listen, paused ? 0 : POLLIN, &p->listen_fd);
         }
-        int ready = poll(pfds, n, timeout);
+        int ready = epoll_wait(p->ep_fd, evs, EP_EVENTS, timeout);
         if (ready < 0 && errno != EINTR) {
-            LOG_ERROR("peer TLS: poll: %s", strerror(errno));
+            LOG_ERROR("peer TLS: epoll_wait: %s", strerror(errno));
             break;
         }
-        if (ready <= 0) {
-            continue;
-        }
-        if (pfds[0].revents != 0) {
-            uint64_t v;
-            ssize_t r = read(p->wake_fd, &v, sizeof v);
-            (void)r;
-        }
-        for (nfds_t i = 1; i < n; i++) {
-            if (pfds[i].revents == 0) {
-                continue;
-            }
-            if (owners[i] == NULL) {
+        /* No relay is freed between the wait and here, so every pointer is live. */
+        for (int i = 0; i < ready; i++) {
+            void *who = evs[i].data.ptr;
+            if (who == &p->wake_fd) {
+                uint64_t v;
+                ssize_t rd = read(p->wake_fd, &v, sizeof v);
+                (void)rd;
+            } else if (who == &p->listen_fd) {
                 accept_all(p);
-            } else if (owners[i]->state == RELAY_HANDSHAKE) {
-                step_handshake(p, owners[i]);
             } else {
-                owners[i]->step = true; /* stepped at the top of the next iteration */
+                struct relay *r = who;
+                if (r->state == RELAY_HANDSHAKE) {
+                    step_handshake(p, r);
+                } else {
+                    r->step = true; /* stepped at the top of the next iteration */
+                }
             }
         }
     }
@@ -1085,8 +1114,6 @@ static void *relay_main(void *arg)
     pthread_mutex_lock(&p->mu);
     p->stats.active = 0;
     pthread_mutex_unlock(&p->mu);
-    mem_free(pfds);
-    mem_free(owners);
     return NULL;
 }
 
