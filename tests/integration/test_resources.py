@@ -1334,7 +1334,8 @@ class NamespaceReads(g.GantrydTest):
         """min_revision waits for the model without the leader, and a revision the cluster has not
         reached is OUT_OF_RANGE within a poll, with the reason; max_staleness_ms answers at once from a live feed (no read index) and never misses
         a change committed more than the bound before the call; bad options are INVALID_ARGUMENT and
-        change nothing; the same for Sandboxes.Get and List."""
+        change nothing; the same for Sandboxes.Get, List and ListSharedWithMe, whose linearizable read sees
+        a share just made through another replica."""
         env = ReadsEnv(self)
         ns = env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
             namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "0"}))))
@@ -1345,7 +1346,8 @@ class NamespaceReads(g.GantrydTest):
             return [("Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=read)),
                     ("Namespaces", "List", N.ListNamespacesRequest(read=read)),
                     ("Sandboxes", "Get", S.GetSandboxRequest(namespace="default", name="ro-sb", read=read)),
-                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read))]
+                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read)),
+                    ("Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(namespace="default", read=read))]
 
         # Bad options: INVALID_ARGUMENT with the reason, on every replica; nothing changed.
         listed = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(), replica=2).namespaces
@@ -1416,6 +1418,43 @@ class NamespaceReads(g.GantrydTest):
         syncs = env.c.replicas[0].metric("gantry_feed_syncs_total")
         env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(name="ro"), 0)
         self.assertGreater(env.c.replicas[0].metric("gantry_feed_syncs_total"), syncs)
+
+        # ListSharedWithMe: a share (or unshare) made through one replica is in the next linearizable
+        # ListSharedWithMe through each other replica, with the revision the answer reflects; min_revision
+        # set to that revision shows it without a read index; a stale read (B = 300 ms) 350 ms after the
+        # change shows it, at a revision above the one before the change.
+        env.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "ro-shared")))
+
+        def shared(replica, read=None):
+            r = S.ListSharedWithMeResponse.FromString(env.raw("user2", "Sandboxes", "ListSharedWithMe",
+                                                              S.ListSharedWithMeRequest(read=read), replica)[0])
+            self.assertGreater(r.revision, 0)
+            return [x.meta.name for x in r.sandboxes], r.revision
+        for i in range(4):
+            before = shared(i % 3)[1]
+            if i % 2 == 0:
+                env.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="ro-shared",
+                                                              grantee_principal_id=env.ids["user2"],
+                                                              access=S.SHARE_ACCESS_READ), replica=i % 3)
+            else:
+                env.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="ro-shared",
+                                                                  grantee_principal_id=env.ids["user2"]), replica=i % 3)
+            want = ["ro-shared"] if i % 2 == 0 else []
+            for replica in ((i + 1) % 3, (i + 2) % 3):
+                names, rev = shared(replica)
+                self.assertEqual(names, want, "replica %d, change %d through replica %d" % (replica, i, i % 3))
+                self.assertGreater(rev, before)
+                for other in (0, 1):
+                    syncs = env.c.replicas[other].metric("gantry_feed_syncs_total")
+                    self.assertEqual(shared(other, RO(min_revision=rev))[0], want)
+                    self.assertEqual(env.c.replicas[other].metric("gantry_feed_syncs_total"), syncs)
+            time.sleep(0.35)
+            for replica in (0, 1):
+                names, rev = shared(replica, RO(max_staleness_ms=300))
+                self.assertEqual(names, want)
+                self.assertGreater(rev, before)
+
+        print("read options: ListSharedWithMe saw 4 share changes at once through the other replicas")
 
     def test_stale_reads_with_the_leader_paused(self):
         """Issue 17: a stale-ok read (max_staleness_ms B) never returns a revision older than its bound.
