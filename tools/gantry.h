@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "gantry/v1/meta.pb-c.h"
 #include "server/grpc/client.h"
 
 /* Exit codes (docs/cli.md). */
@@ -68,6 +69,9 @@ struct cli {
      * catching up), where another replica would answer the same after the same wait. */
     bool unavailable_final;
     unsigned call_timeout_ms; /* gantry_call_json's deadline per attempt; 0: 30 s */
+    /* The x-gantry-revision trailer of the last call that completed (the revision a model-served
+     * Get answered at), 0 when it sent none (a Get the leader's store answered). */
+    uint64_t last_revision;
 };
 
 /* One command. @args is the synopsis after "gantry GROUP NAME"; @example is one or more lines of
@@ -124,6 +128,25 @@ int gantry_call_json(struct cli *c, const char *path, ProtobufCMessage *req,
 struct gantry_col;
 int gantry_simple(struct cli *c, const char *path, ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *resp, const char *items, const struct gantry_col *cols);
+
+/* The read options of a get or list (gantry.v1.ReadOptions, docs/resources.md "Read
+ * consistency"; docs/cli.md): --min-revision N, --max-staleness D (500ms, 2s, 1m, or plain
+ * milliseconds) and --show-revision. Any command whose request has a `read` field can take them:
+ * gantry_read_opts before gantry_args, then gantry_read_simple instead of gantry_simple. */
+struct gantry_read {
+    Gantry__V1__ReadOptions opts; /* what the flags asked; all 0: linearizable */
+    bool show;                    /* --show-revision: the revision the answer reflects on stderr */
+};
+/* Take the read flags out of argv into @r. Both --min-revision and --max-staleness, or a value
+ * that does not parse: prints why and returns GANTRY_EXIT_USAGE; 0 otherwise. */
+int gantry_read_opts(int *argc, char **argv, struct gantry_read *r);
+/* gantry_simple with @r set as @req's `read` field (every page of a list), then with
+ * --show-revision "revision: N" on stderr: a list's `revision` field (its first page's), a get's
+ * x-gantry-revision, or a note that the store answered (linearizable, no revision). A request
+ * without a `read` field given read options: GANTRY_EXIT_USAGE, nothing called. */
+int gantry_read_simple(struct cli *c, const char *path, ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp, const char *items,
+                       const struct gantry_col *cols, struct gantry_read *r);
 
 /* A fresh UUIDv4 for request_id. */
 void gantry_request_id(char out[37]);

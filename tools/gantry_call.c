@@ -153,6 +153,7 @@ int gantry_call(struct cli *c, const char *path, const ProtobufCMessage *req,
             }
             grpc_client_close(gc);
             c->last_status = rv == 0 ? res.status : -1;
+            c->last_revision = rv == 0 ? res.revision : 0;
             if ((rv == 0 && res.status == GRPC_STATUS_OK) || (cb != NULL && c->stream_done)) {
                 c->preferred = i;
                 return GANTRY_EXIT_OK;
@@ -263,6 +264,89 @@ int gantry_simple(struct cli *c, const char *path, ProtobufCMessage *req,
         json_decref(doc);
     }
     return rc;
+}
+
+/* --- read options --- */
+
+/* --max-staleness: a whole number of milliseconds, or one followed by ms, s or m; at most
+ * UINT32_MAX ms (the server refuses more than MODEL_MAX_STALENESS_MS itself, saying so). */
+static int staleness(const char *s, uint32_t *ms)
+{
+    size_t digits = strspn(s, "0123456789");
+    const char *unit = s + digits;
+    uint64_t mult = strcmp(unit, "") == 0 || strcmp(unit, "ms") == 0 ? 1
+                    : strcmp(unit, "s") == 0                         ? 1000
+                    : strcmp(unit, "m") == 0                         ? 60000
+                                                                     : 0;
+    uint64_t v = 0;
+    bool ok = digits > 0 && digits <= 10 && mult != 0;
+    for (size_t i = 0; ok && i < digits; i++) {
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (!ok || v * mult > UINT32_MAX) {
+        fprintf(stderr,
+                "gantry: --max-staleness is a duration such as 500ms, 2s or 1m, or a number of milliseconds "
+                "(the server takes at most 60s), not \"%.40s%s\"\n",
+                s, strlen(s) > 40 ? "..." : "");
+        return -1;
+    }
+    *ms = (uint32_t)(v * mult);
+    return 0;
+}
+
+int gantry_read_opts(int *argc, char **argv, struct gantry_read *r)
+{
+    *r = (struct gantry_read){.opts = GANTRY__V1__READ_OPTIONS__INIT};
+    const char *min = gantry_opt(argc, argv, "--min-revision"),
+               *stale = gantry_opt(argc, argv, "--max-staleness");
+    r->show = gantry_flag(argc, argv, "--show-revision");
+    if (min != NULL && stale != NULL) {
+        fprintf(stderr, "gantry: --min-revision and --max-staleness exclude each other: give at most one\n");
+        return GANTRY_EXIT_USAGE;
+    }
+    if (gantry_u64("--min-revision", min, INT64_MAX, &r->opts.min_revision) != 0 ||
+        (stale != NULL && staleness(stale, &r->opts.max_staleness_ms) != 0)) {
+        return GANTRY_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int gantry_read_simple(struct cli *c, const char *path, ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp, const char *items,
+                       const struct gantry_col *cols, struct gantry_read *r)
+{
+    bool set = r->opts.min_revision != 0 || r->opts.max_staleness_ms != 0;
+    const ProtobufCFieldDescriptor *rf = field(req->descriptor, "read");
+    if (rf != NULL && rf->descriptor != &gantry__v1__read_options__descriptor) {
+        rf = NULL;
+    }
+    if (set && rf == NULL) {
+        fprintf(stderr, "gantry: %s takes no read options (--min-revision, --max-staleness)\n", path);
+        return GANTRY_EXIT_USAGE;
+    }
+    if (set) {
+        *(Gantry__V1__ReadOptions **)((char *)req + rf->offset) = &r->opts;
+    }
+    json_t *doc;
+    int rc = gantry_call_json(c, path, req, resp, items, &doc);
+    if (set) {
+        *(Gantry__V1__ReadOptions **)((char *)req + rf->offset) = NULL;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    gantry_print(c, doc, items, cols);
+    if (r->show) {
+        json_t *rev = items != NULL ? json_object_get(doc, "revision") : NULL;
+        uint64_t at = rev != NULL ? (uint64_t)json_integer_value(rev) : c->last_revision;
+        if (at != 0) {
+            fprintf(stderr, "revision: %" PRIu64 "\n", at);
+        } else {
+            fprintf(stderr, "revision: none (the leader's store answered: linearizable)\n");
+        }
+    }
+    json_decref(doc);
+    return 0;
 }
 
 /* --- argument helpers --- */

@@ -229,20 +229,28 @@ done:
 
 static int sb_get(struct cli *c, int argc, char **argv)
 {
-    int rc = gantry_args(gantry_find("sandbox", "get"), argc, argv, 1, 1);
+    struct gantry_read rd;
+    int rc = gantry_read_opts(&argc, argv, &rd);
+    if (rc != 0 || (rc = gantry_args(gantry_find("sandbox", "get"), argc, argv, 1, 1)) != 0) {
+        return rc;
+    }
     Gantry__V1__GetSandboxRequest req = GANTRY__V1__GET_SANDBOX_REQUEST__INIT;
     req.namespace_ = (char *)gantry_ns(c);
     req.name = argv[0];
-    return rc != 0 ? rc
-                   : gantry_simple(c, "/gantry.v1.Sandboxes/Get", &req.base, &gantry__v1__sandbox__descriptor,
-                                   NULL, sb_cols);
+    return gantry_read_simple(c, "/gantry.v1.Sandboxes/Get", &req.base, &gantry__v1__sandbox__descriptor,
+                              NULL, sb_cols, &rd);
 }
 
 static int sb_list(struct cli *c, int argc, char **argv)
 {
     const char *owner = gantry_opt(&argc, argv, "--owner"), *sel[32];
     int n_sel = gantry_opt_all(&argc, argv, "--selector", sel, 32);
-    int rc = gantry_args(gantry_find("sandbox", "list"), argc, argv, 0, 0);
+    struct gantry_read rd;
+    int rc = gantry_read_opts(&argc, argv, &rd);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = gantry_args(gantry_find("sandbox", "list"), argc, argv, 0, 0);
     Gantry__V1__ListSandboxesRequest req = GANTRY__V1__LIST_SANDBOXES_REQUEST__INIT;
     Gantry__V1__LabelSelector s = GANTRY__V1__LABEL_SELECTOR__INIT;
     char oid[64] = "";
@@ -257,8 +265,8 @@ static int sb_list(struct cli *c, int argc, char **argv)
     req.namespace_ = (char *)gantry_list_ns(c);
     req.owner_id = oid;
     req.selector = n_sel > 0 ? &s : NULL;
-    rc = gantry_simple(c, "/gantry.v1.Sandboxes/List", &req.base,
-                       &gantry__v1__list_sandboxes_response__descriptor, "sandboxes", sb_cols);
+    rc = gantry_read_simple(c, "/gantry.v1.Sandboxes/List", &req.base,
+                            &gantry__v1__list_sandboxes_response__descriptor, "sandboxes", sb_cols, &rd);
     gantry_map_free(s.match_labels, s.n_match_labels);
     return rc;
 }
@@ -351,13 +359,16 @@ static int sb_unshare(struct cli *c, int argc, char **argv)
 
 static int sb_shared(struct cli *c, int argc, char **argv)
 {
-    int rc = gantry_args(gantry_find("sandbox", "shared-with-me"), argc, argv, 0, 0);
+    struct gantry_read rd;
+    int rc = gantry_read_opts(&argc, argv, &rd);
+    if (rc != 0 || (rc = gantry_args(gantry_find("sandbox", "shared-with-me"), argc, argv, 0, 0)) != 0) {
+        return rc;
+    }
     Gantry__V1__ListSharedWithMeRequest req = GANTRY__V1__LIST_SHARED_WITH_ME_REQUEST__INIT;
     req.namespace_ = (char *)gantry_list_ns(c);
-    return rc != 0
-               ? rc
-               : gantry_simple(c, "/gantry.v1.Sandboxes/ListSharedWithMe", &req.base,
-                               &gantry__v1__list_shared_with_me_response__descriptor, "sandboxes", sb_cols);
+    return gantry_read_simple(c, "/gantry.v1.Sandboxes/ListSharedWithMe", &req.base,
+                              &gantry__v1__list_shared_with_me_response__descriptor, "sandboxes", sb_cols,
+                              &rd);
 }
 
 /* --- watch --- */
@@ -765,11 +776,18 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
      "create a sandbox; --egress-allow gives it its own egress policy, which may only tighten the "
      "gateway's and namespace's; --wait shows its progress until READY (exit 0) or ERROR (exit 5)",
      "gantry sandbox create agent-1 --namespace demo --image busybox --wait -- sleep 3600", sb_create, false},
-    {"sandbox", "get", "NAME [--namespace NS]", "show a sandbox", "gantry sandbox get agent-1 -o yaml",
-     sb_get, false},
-    {"sandbox", "list", "[--namespace NS | -A] [--owner P] [--selector K=V ...]",
-     "list sandboxes (of the context's namespace; -A: every namespace you may read)",
-     "gantry sandbox list -A", sb_list, false},
+    {"sandbox", "get",
+     "NAME [--namespace NS] [--min-revision N | --max-staleness DURATION] [--show-revision]",
+     "show a sandbox; --min-revision N: as of revision N or later, --max-staleness 2s: possibly that stale, "
+     "without asking the leader (default: linearizable); --show-revision prints the revision the answer "
+     "reflects on stderr",
+     "gantry sandbox get agent-1 -o yaml --show-revision", sb_get, false},
+    {"sandbox", "list",
+     "[--namespace NS | -A] [--owner P] [--selector K=V ...] [--min-revision N | --max-staleness DURATION] "
+     "[--show-revision]",
+     "list sandboxes (of the context's namespace; -A: every namespace you may read); read options as "
+     "`sandbox get`",
+     "gantry sandbox list -A --max-staleness 500ms", sb_list, false},
     {"sandbox", "delete", "NAME [--namespace NS] [--wait]",
      "delete a sandbox: DELETING until the driver has stopped it; --wait until it is gone",
      "gantry sandbox delete agent-1 --wait", sb_delete, false},
@@ -779,7 +797,9 @@ const struct gantry_cmd gantry_sandbox_cmds[] = {
     {"sandbox", "unshare", "NAME PRINCIPAL [--namespace NS]",
      "take a share back; prints the remaining shares", "gantry sandbox unshare agent-1 bob", sb_unshare,
      false},
-    {"sandbox", "shared-with-me", "[--namespace NS | -A]", "the sandboxes others shared with you",
+    {"sandbox", "shared-with-me",
+     "[--namespace NS | -A] [--min-revision N | --max-staleness DURATION] [--show-revision]",
+     "the sandboxes others shared with you; read options as `sandbox get`",
      "gantry sandbox shared-with-me -A", sb_shared, false},
     {"sandbox", "watch",
      "[NAME] [--namespace NS | -A] [--selector K=V ...] [--since REVISION] [--timeout SECONDS] [--count N]",

@@ -58,19 +58,27 @@ static int ns_create(struct cli *c, int argc, char **argv)
 
 static int ns_get(struct cli *c, int argc, char **argv)
 {
-    int rc = gantry_args(gantry_find("namespace", "get"), argc, argv, 1, 1);
+    struct gantry_read rd;
+    int rc = gantry_read_opts(&argc, argv, &rd);
+    if (rc != 0 || (rc = gantry_args(gantry_find("namespace", "get"), argc, argv, 1, 1)) != 0) {
+        return rc;
+    }
     Gantry__V1__GetNamespaceRequest req = GANTRY__V1__GET_NAMESPACE_REQUEST__INIT;
     req.name = argv[0];
-    return rc != 0 ? rc
-                   : gantry_simple(c, "/gantry.v1.Namespaces/Get", &req.base,
-                                   &gantry__v1__namespace__descriptor, NULL, ns_cols);
+    return gantry_read_simple(c, "/gantry.v1.Namespaces/Get", &req.base, &gantry__v1__namespace__descriptor,
+                              NULL, ns_cols, &rd);
 }
 
 static int ns_list(struct cli *c, int argc, char **argv)
 {
     const char *sel[32];
     int n_sel = gantry_opt_all(&argc, argv, "--selector", sel, 32);
-    int rc = gantry_args(gantry_find("namespace", "list"), argc, argv, 0, 0);
+    struct gantry_read rd;
+    int rc = gantry_read_opts(&argc, argv, &rd);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = gantry_args(gantry_find("namespace", "list"), argc, argv, 0, 0);
     Gantry__V1__ListNamespacesRequest req = GANTRY__V1__LIST_NAMESPACES_REQUEST__INIT;
     Gantry__V1__LabelSelector s = GANTRY__V1__LABEL_SELECTOR__INIT;
     if (rc != 0 || gantry_map(&gantry__v1__label_selector__match_labels_entry__descriptor, sel, n_sel,
@@ -78,8 +86,8 @@ static int ns_list(struct cli *c, int argc, char **argv)
         return GANTRY_EXIT_USAGE;
     }
     req.selector = n_sel > 0 ? &s : NULL;
-    rc = gantry_simple(c, "/gantry.v1.Namespaces/List", &req.base,
-                       &gantry__v1__list_namespaces_response__descriptor, "namespaces", ns_cols);
+    rc = gantry_read_simple(c, "/gantry.v1.Namespaces/List", &req.base,
+                            &gantry__v1__list_namespaces_response__descriptor, "namespaces", ns_cols, &rd);
     gantry_map_free(s.match_labels, s.n_match_labels);
     return rc;
 }
@@ -621,9 +629,13 @@ const struct gantry_cmd gantry_tenant_cmds[] = {
     {"namespace", "create", "NAME [--description D] [--label K=V ...]", "create a namespace",
      "gantry namespace create team-a --description \"team A's agents\" --label cost-center=42", ns_create,
      false},
-    {"namespace", "get", "NAME", "show a namespace", "gantry namespace get team-a -o yaml", ns_get, false},
-    {"namespace", "list", "[--selector K=V ...]", "list the namespaces you may see",
-     "gantry namespace list --selector cost-center=42", ns_list, false},
+    {"namespace", "get", "NAME [--min-revision N | --max-staleness DURATION] [--show-revision]",
+     "show a namespace; read options as `sandbox get` (default: linearizable)",
+     "gantry namespace get team-a -o yaml --min-revision 1200", ns_get, false},
+    {"namespace", "list",
+     "[--selector K=V ...] [--min-revision N | --max-staleness DURATION] [--show-revision]",
+     "list the namespaces you may see; read options as `sandbox get`",
+     "gantry namespace list --selector cost-center=42 --show-revision", ns_list, false},
     {"namespace", "update", "NAME [--description D] [--label K=V ...]",
      "change a namespace's description or labels (--label replaces the labels)",
      "gantry namespace update team-a --description \"team A\"", ns_update, false},

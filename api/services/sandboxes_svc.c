@@ -648,7 +648,8 @@ static bool read_wait(struct sandboxes_svc *svc, struct gate_ctx *ctx, const Gan
     return g == MODEL_GATE_MODEL;
 }
 static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
-                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page);
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page,
+                               uint64_t need);
 
 /* Answered from the replica's model after a read index (hub_get), so a Get through any replica sees
  * every write acknowledged before it; from the store when the model cannot answer. */
@@ -1027,7 +1028,9 @@ static void sb_unshare(struct gate_ctx *ctx, void *data)
  * share of sandboxes[i]: its access, read or exec, who made it and when). A share gives nothing
  * in a namespace where the caller no longer holds a role (shared_with): such rows are skipped,
  * so a page may hold fewer items than asked while more remain, as with label selectors. */
-/* From the model when it can answer (hub_shared_with_me), with the same pages; else the store. */
+/* From the model when it can answer (hub_shared_with_me), with the same pages, as the call's read
+ * options ask (read_wait, as sb_list); else the store. The response's revision is the model's, or
+ * the store's cluster revision read before the rows (as sb_list's). */
 static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
 {
     struct sandboxes_svc *svc = data;
@@ -1038,23 +1041,34 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    if (!svc->store_reads && hub_shared_with_me(svc->hub, ctx, req, &page)) {
+    uint64_t need = 0;
+    bool answered = false;
+    if (read_wait(svc, ctx, req->read, &need, &answered) &&
+        hub_shared_with_me(svc->hub, ctx, req, &page, need)) {
+        return;
+    }
+    if (answered) {
         return;
     }
     unsigned limit = page.limit;
+    int64_t revision = 0;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(ctx->who.id), proto_text(req->namespace_), proto_text(page.after),
                               proto_int(limit + 1)};
+    int rv = store_client_query_int(ctx->cl, "SELECT revision FROM cluster_revision WHERE id = 1", NULL, 0,
+                                    &revision);
     /* Column 15 is the share, [access, created_by, created_at_ms], packed into one column (dqlite
      * 1.11 reads at most 16) and renamed in the subquery so that SB_COLS stay the sandbox's. */
-    int rv = store_client_query(
-        ctx->cl,
-        "SELECT " SB_COLS ", sh FROM sandboxes JOIN (SELECT sandbox_id AS sh_id, json_array(access, "
-        "created_by, created_at_ms) AS sh FROM shares WHERE grantee_id = ?1) ON sh_id = sandboxes.id "
-        "WHERE (?2 = '' OR namespace = ?2) AND (namespace || '/' || name) > ?3 ORDER BY namespace, name "
-        "LIMIT ?4",
-        p, 4, &rows);
+    if (rv == 0) {
+        rv = store_client_query(
+            ctx->cl,
+            "SELECT " SB_COLS ", sh FROM sandboxes JOIN (SELECT sandbox_id AS sh_id, json_array(access, "
+            "created_by, created_at_ms) AS sh FROM shares WHERE grantee_id = ?1) ON sh_id = sandboxes.id "
+            "WHERE (?2 = '' OR namespace = ?2) AND (namespace || '/' || name) > ?3 ORDER BY namespace, name "
+            "LIMIT ?4",
+            p, 4, &rows);
+    }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "list shared sandboxes: %s", ctx->cl->errmsg);
         proto_rows_close(&rows);
@@ -1095,6 +1109,7 @@ static void sb_shared_with_me(struct gate_ctx *ctx, void *data)
     resp.n_shares = n;
     resp.shares = sp;
     resp.next_page_token = rows.n_rows > limit ? token : "";
+    resp.revision = (uint64_t)revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < n; i++) {
         sb_msg_free(&ms[i]);
@@ -2294,26 +2309,25 @@ static int cmp_shared_item(const void *a, const void *b)
     return cmp_ns_name(&x->obj, &y->obj);
 }
 
-/* ListSharedWithMe from the model after a read index, page for page like sb_shared_with_me's store
- * path: the caller's shares are the model's (its by-grantee index: only the caller's shares are
- * touched); each names a sandbox looked up in the model (the store path's join), filtered by
- * namespace and the page token, in (namespace, name) order, limit + 1 of them, then the same scan
- * (a role in the sandbox's namespace). false, having answered nothing, when the model cannot
- * answer. */
+/* ListSharedWithMe from the model once it holds revision @head (sb_shared_with_me's read_wait
+ * decided it, as for hub_list), page for page like sb_shared_with_me's store path: the caller's
+ * shares are the model's (its by-grantee index: only the caller's shares are touched); each names
+ * a sandbox looked up in the model (the store path's join), filtered by namespace and the page
+ * token, in (namespace, name) order, limit + 1 of them, then the same scan (a role in the
+ * sandbox's namespace). The response's revision is the model's. false, having answered nothing,
+ * when the model cannot answer (as hub_get). */
 static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
-                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page)
+                               const Gantry__V1__ListSharedWithMeRequest *req, const struct page_req *page,
+                               uint64_t head)
 {
     if (h == NULL) {
-        return false;
-    }
-    uint64_t head = 0;
-    if (feed_sync(h->feed, clock_mono_ms(clock_system()) + GET_SYNC_TIMEOUT_MS, &head) != 0) {
         return false;
     }
     struct shared_item *found = NULL;
     size_t n = 0;
     pthread_mutex_lock(&h->mu);
     bool ok = h->ready && !h->need_reload && !h->stopping && !h->shares_stale && h->rev >= head;
+    uint64_t rev = h->rev;
     struct share_row *const *rows = NULL;
     size_t n_rows = ok ? share_index_of_grantee(&h->shares, ctx->who.id, &rows) : 0;
     found = mem_zalloc(sizeof *found * (n_rows + 1));
@@ -2374,6 +2388,7 @@ static bool hub_shared_with_me(struct watch_hub *h, struct gate_ctx *ctx,
     resp.n_shares = k;
     resp.shares = sp;
     resp.next_page_token = take > limit ? token : "";
+    resp.revision = rev;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     mem_free(ps);
     mem_free(ss);

@@ -22,7 +22,7 @@
  * unchanged (ownership and shares from the model: no store query). When the model cannot answer (not loaded,
  * or the feed not caught up within MODEL_SYNC_TIMEOUT_MS) Get reads the store as before. The call's
  * ReadOptions may ask for a min_revision or bounded staleness instead of the read index
- * (api/services/model_read.h; the same for List; ListSharedWithMe always reads linearizably). List is
+ * (api/services/model_read.h; the same for List and ListSharedWithMe). List is
  * answered the same way, with the same pages, order, tokens, selectors and visibility as its store
  * path (the caller's shares from the model; a List of one namespace walks only that namespace's
  * index from the page token); so is ListSharedWithMe (the caller's shares, by grantee, and their
@@ -63,7 +63,6 @@
 #define WATCH_CATCH_UP_MAX_UNSENT (8u << 20)
 #define WATCH_BOOKMARK_MS         5000u  /* a BOOKMARK at least this often on a quiet watch */
 #define WATCH_SYNC_TIMEOUT_MS     10000u /* a new watch waits this long for the feed to catch up */
-#define GET_SYNC_TIMEOUT_MS       2000u  /* a Get waits this long for the feed, then reads the store */
 
 struct gate;
 struct watch_hub;

@@ -380,6 +380,14 @@ static int header_cb(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
         c->result->status = st;
     } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
         percent_decode(c->result->message, sizeof c->result->message, value, valuelen);
+    } else if (namelen == 17 && memcmp(name, "x-gantry-revision", 17) == 0) {
+        uint64_t rev = 0;
+        bool ok = valuelen > 0 && valuelen <= 19; /* below 10^19: no overflow */
+        for (size_t i = 0; ok && i < valuelen; i++) {
+            ok = value[i] >= '0' && value[i] <= '9';
+            rev = rev * 10 + (uint64_t)(value[i] - '0');
+        }
+        c->result->revision = ok ? rev : 0;
     }
     return 0;
 }

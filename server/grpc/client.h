@@ -66,6 +66,9 @@ struct grpc_client_result {
     int status;                  /* grpc-status, or -1 when the call did not complete */
     char message[GERR_MSG_SIZE]; /* grpc-message, percent-decoded */
     unsigned n_messages;
+    /* x-gantry-revision (the revision a model-served Get answered at, api/services/model_read.h),
+     * 0 when the server sent none. */
+    uint64_t revision;
 };
 
 /* Call @path ("/gantry.v1.Cluster/Join") with @req, within @timeout_ms (sent as grpc-timeout

@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1334,7 +1335,8 @@ class NamespaceReads(g.GantrydTest):
         """min_revision waits for the model without the leader, and a revision the cluster has not
         reached is OUT_OF_RANGE within a poll, with the reason; max_staleness_ms answers at once from a live feed (no read index) and never misses
         a change committed more than the bound before the call; bad options are INVALID_ARGUMENT and
-        change nothing; the same for Sandboxes.Get and List."""
+        change nothing; the same for Sandboxes.Get, List and ListSharedWithMe, whose linearizable read sees
+        a share just made through another replica. The CLI's read flags and `gantry watch --selector`."""
         env = ReadsEnv(self)
         ns = env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
             namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "0"}))))
@@ -1345,7 +1347,8 @@ class NamespaceReads(g.GantrydTest):
             return [("Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=read)),
                     ("Namespaces", "List", N.ListNamespacesRequest(read=read)),
                     ("Sandboxes", "Get", S.GetSandboxRequest(namespace="default", name="ro-sb", read=read)),
-                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read))]
+                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read)),
+                    ("Sandboxes", "ListSharedWithMe", S.ListSharedWithMeRequest(namespace="default", read=read))]
 
         # Bad options: INVALID_ARGUMENT with the reason, on every replica; nothing changed.
         listed = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(), replica=2).namespaces
@@ -1416,6 +1419,103 @@ class NamespaceReads(g.GantrydTest):
         syncs = env.c.replicas[0].metric("gantry_feed_syncs_total")
         env.raw("pa", "Namespaces", "Get", N.GetNamespaceRequest(name="ro"), 0)
         self.assertGreater(env.c.replicas[0].metric("gantry_feed_syncs_total"), syncs)
+
+        # ListSharedWithMe: a share (or unshare) made through one replica is in the next linearizable
+        # ListSharedWithMe through each other replica, with the revision the answer reflects; min_revision
+        # set to that revision shows it without a read index; a stale read (B = 300 ms) 350 ms after the
+        # change shows it, at a revision above the one before the change.
+        env.sb("user", "Create", S.CreateSandboxRequest(sandbox=sandbox("default", "ro-shared")))
+
+        def shared(replica, read=None):
+            r = S.ListSharedWithMeResponse.FromString(env.raw("user2", "Sandboxes", "ListSharedWithMe",
+                                                              S.ListSharedWithMeRequest(read=read), replica)[0])
+            self.assertGreater(r.revision, 0)
+            return [x.meta.name for x in r.sandboxes], r.revision
+        for i in range(4):
+            before = shared(i % 3)[1]
+            if i % 2 == 0:
+                env.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="ro-shared",
+                                                              grantee_principal_id=env.ids["user2"],
+                                                              access=S.SHARE_ACCESS_READ), replica=i % 3)
+            else:
+                env.sb("user", "Unshare", S.UnshareSandboxRequest(namespace="default", name="ro-shared",
+                                                                  grantee_principal_id=env.ids["user2"]), replica=i % 3)
+            want = ["ro-shared"] if i % 2 == 0 else []
+            for replica in ((i + 1) % 3, (i + 2) % 3):
+                names, rev = shared(replica)
+                self.assertEqual(names, want, "replica %d, change %d through replica %d" % (replica, i, i % 3))
+                self.assertGreater(rev, before)
+                for other in (0, 1):
+                    syncs = env.c.replicas[other].metric("gantry_feed_syncs_total")
+                    self.assertEqual(shared(other, RO(min_revision=rev))[0], want)
+                    self.assertEqual(env.c.replicas[other].metric("gantry_feed_syncs_total"), syncs)
+            time.sleep(0.35)
+            for replica in (0, 1):
+                names, rev = shared(replica, RO(max_staleness_ms=300))
+                self.assertEqual(names, want)
+                self.assertGreater(rev, before)
+
+        # The CLI (tools/gantry): the read flags on get and list of sandboxes and namespaces, the revision
+        # on stderr with --show-revision, both flags a usage error (exit 2), a revision ahead OUT_OF_RANGE
+        # (exit 1); `gantry watch namespace --selector` shows only the matching objects' events.
+        ca = os.path.join(env.c.replicas[0].dir, "tls", "ca.pem")
+
+        def cli(replica, *args, role="pa", code=0):
+            p = subprocess.run([g.CLI, "--endpoint", env.c.replicas[replica].api, "--ca", ca] + list(args),
+                               capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, GANTRY_TOKEN=env.keys[role], XDG_CONFIG_HOME=g.WORK))
+            self.assertEqual(p.returncode, code, (args, p.stdout, p.stderr))
+            return p
+
+        def shown(p):
+            return int(p.stderr.split("revision: ", 1)[1].split()[0])
+        start = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest()).revision
+        env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+            namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="team-b", labels={"v": "other"}))), replica=1)
+        r = env.call("pa", namespaces_pb2, "Namespaces", "Update", N.UpdateNamespaceRequest(
+            namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "cli"}))),
+            replica=2).meta.resource_version
+        syncs = env.c.replicas[0].metric("gantry_feed_syncs_total")
+        p = cli(0, "-o", "json", "namespace", "get", "ro", "--min-revision", str(r), "--show-revision")
+        self.assertEqual(json.loads(p.stdout)["meta"]["labels"], {"v": "cli"})
+        self.assertGreaterEqual(shown(p), r)
+        p = cli(0, "-o", "json", "sandbox", "get", "ro-sb", "--min-revision", str(r), "--show-revision")
+        self.assertEqual(json.loads(p.stdout)["meta"]["name"], "ro-sb")
+        self.assertGreaterEqual(shown(p), r)
+        self.assertEqual(env.c.replicas[0].metric("gantry_feed_syncs_total"), syncs, "--min-revision: a read index")
+        time.sleep(0.35)
+        syncs = env.c.replicas[1].metric("gantry_feed_syncs_total")
+        p = cli(1, "-o", "json", "namespace", "list", "--max-staleness", "300ms", "--show-revision")
+        got = json.loads(p.stdout)
+        self.assertEqual([x["meta"]["labels"] for x in got["namespaces"] if x["meta"]["name"] == "ro"], [{"v": "cli"}])
+        self.assertEqual(shown(p), got["revision"])
+        self.assertGreaterEqual(got["revision"], r)
+        p = cli(1, "sandbox", "list", "--max-staleness", "2s", "--show-revision")
+        self.assertIn("ro-sb", p.stdout)
+        self.assertGreaterEqual(shown(p), r)
+        p = cli(1, "-o", "json", "sandbox", "shared-with-me", "--max-staleness", "5000", role="user2")
+        self.assertEqual([x["meta"]["name"] for x in json.loads(p.stdout)["sandboxes"]], [])
+        self.assertEqual(env.c.replicas[1].metric("gantry_feed_syncs_total"), syncs, "--max-staleness: a read index")
+        # Linearizable (no flag): from the model with a revision; from the store replica: none.
+        self.assertGreaterEqual(shown(cli(0, "sandbox", "get", "ro-sb", "--show-revision")), r)
+        self.assertIn("revision: none", cli(2, "namespace", "get", "ro", "--show-revision").stderr)
+        for args in (("sandbox", "list", "--min-revision", "5", "--max-staleness", "1s"),
+                     ("namespace", "get", "ro", "--max-staleness", "1s", "--min-revision", "5")):
+            self.assertIn("exclude each other", cli(0, *args, code=2).stderr)
+        self.assertIn("--max-staleness is a duration", cli(0, "namespace", "list", "--max-staleness", "2h", code=2).stderr)
+        p = cli(0, "sandbox", "get", "ro-sb", "--min-revision", str(r + 10 ** 9), code=1)
+        self.assertIn("OUT_OF_RANGE", p.stderr)
+        self.assertIn("is ahead of the cluster's revision", p.stderr)
+        # From `start`: team-b's change comes first, but only ro's carries v=cli.
+        p = cli(1, "-o", "json", "watch", "namespace", "--selector", "v=cli", "--since", str(start), "--count", "1",
+                "--timeout", "20")
+        ev = [json.loads(x) for x in p.stdout.splitlines()]
+        self.assertEqual([(x["revision"], x["namespace_object"]["meta"]["name"]) for x in ev], [(r, "ro")])
+        p = cli(1, "-o", "json", "watch", "namespace", "--since", str(start), "--count", "1", "--timeout", "20")
+        self.assertEqual([json.loads(x)["namespace_object"]["meta"]["name"] for x in p.stdout.splitlines()],
+                         ["team-b"])
+        print("read options: ListSharedWithMe saw 4 share changes at once through the other replicas; the CLI's "
+              "read flags, --show-revision and watch --selector checked")
 
     def test_stale_reads_with_the_leader_paused(self):
         """Issue 17: a stale-ok read (max_staleness_ms B) never returns a revision older than its bound.

@@ -256,6 +256,11 @@ static const struct numeric {
     {"sandbox", "create", "--gpus", UINT32_MAX, {"sb", "--image", "busybox", NULL}},
     {"sandbox", "create", "--lifetime", UINT64_MAX, {"sb", "--image", "busybox", NULL}},
     {"sandbox", "create", "--timeout", GANTRY_MAX_TIMEOUT_S, {"sb", "--image", "busybox", NULL}},
+    {"sandbox", "get", "--min-revision", INT64_MAX, {"sb", NULL}},
+    {"sandbox", "list", "--min-revision", INT64_MAX, {NULL}},
+    {"sandbox", "shared-with-me", "--min-revision", INT64_MAX, {NULL}},
+    {"namespace", "get", "--min-revision", INT64_MAX, {"ns", NULL}},
+    {"namespace", "list", "--min-revision", INT64_MAX, {NULL}},
     {"sandbox", "watch", "--since", INT64_MAX, {NULL}},
     {"sandbox", "watch", "--timeout", GANTRY_MAX_TIMEOUT_S, {NULL}},
     {"sandbox", "watch", "--count", UINT64_MAX, {NULL}},
@@ -395,6 +400,64 @@ static void test_numeric_flags(void **state)
         }
     }
     assert_int_equal(found, sizeof numerics / sizeof numerics[0] + sizeof times / sizeof times[0]);
+}
+
+/* The read flags (gantry_read_opts): --max-staleness's forms and range, the two options excluding
+ * each other, and every read command refusing both before any call. */
+static void test_read_flags(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *v;
+        uint32_t ms;
+    } good[] = {{"500ms", 500}, {"2s", 2000}, {"1m", 60000},
+                {"250", 250},   {"0", 0},     {"4294967295", UINT32_MAX}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char *argv[] = {"--max-staleness", (char *)good[i].v, "--show-revision", "x"};
+        int argc = 4;
+        struct gantry_read r;
+        assert_int_equal(gantry_read_opts(&argc, argv, &r), 0);
+        assert_int_equal(r.opts.max_staleness_ms, good[i].ms);
+        assert_int_equal(r.opts.min_revision, 0);
+        assert_true(r.show);
+        assert_int_equal(argc, 1); /* the flags taken out, "x" left */
+        assert_string_equal(argv[0], "x");
+    }
+    static const char *const bad[] = {"2h",     "",           "1.5s",          "-1",
+                                      "ms",     "s",          "2 s",           "4294968s",
+                                      "71583m", "4294967296", "99999999999ms", "0x10"};
+    char err[1024];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"ns", "--max-staleness", (char *)bad[i]};
+        int rc = run_cmd("namespace", "get", argv, 3, err, sizeof err);
+        if (rc != GANTRY_EXIT_USAGE || strstr(err, "--max-staleness is a duration") == NULL) {
+            fail_msg("--max-staleness \"%s\": exit %d, %s", bad[i], rc, err);
+        }
+    }
+    static const struct {
+        const char *group, *name, *arg;
+    } reads[] = {{"sandbox", "get", "sb"},
+                 {"sandbox", "list", NULL},
+                 {"sandbox", "shared-with-me", NULL},
+                 {"namespace", "get", "ns"},
+                 {"namespace", "list", NULL}};
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        char *argv[6];
+        int n = 0;
+        if (reads[i].arg != NULL) {
+            argv[n++] = (char *)reads[i].arg;
+        }
+        argv[n++] = "--min-revision";
+        argv[n++] = "5";
+        argv[n++] = "--max-staleness";
+        argv[n++] = "1s";
+        int rc = run_cmd(reads[i].group, reads[i].name, argv, n, err, sizeof err);
+        if (rc != GANTRY_EXIT_USAGE || strstr(err, "exclude each other") == NULL ||
+            strstr(err, "endpoint") != NULL) {
+            fail_msg("gantry %s %s with both read options: exit %d, %s", reads[i].group, reads[i].name, rc,
+                     err);
+        }
+    }
 }
 
 static void test_time(void **state)
@@ -547,10 +610,11 @@ static void test_contexts(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json),     cmocka_unit_test(test_table_and_yaml),
-        cmocka_unit_test(test_args),     cmocka_unit_test(test_time),
-        cmocka_unit_test(test_map),      cmocka_unit_test(test_commands),
-        cmocka_unit_test(test_contexts), cmocka_unit_test(test_numeric_flags),
+        cmocka_unit_test(test_json),       cmocka_unit_test(test_table_and_yaml),
+        cmocka_unit_test(test_args),       cmocka_unit_test(test_time),
+        cmocka_unit_test(test_map),        cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_contexts),   cmocka_unit_test(test_numeric_flags),
+        cmocka_unit_test(test_read_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
