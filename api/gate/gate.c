@@ -87,12 +87,16 @@ static void pending_free(struct pending *p)
         mem_free(p->authorization);
         p->authorization = NULL;
     }
+#if GATE_PENDING_CACHE > 0
     pthread_mutex_lock(&g->free_mu);
     if (g->n_free < GATE_PENDING_CACHE) {
         g->free_list[g->n_free++] = p;
         p = NULL;
     }
     pthread_mutex_unlock(&g->free_mu);
+#else
+    (void)g;
+#endif
     mem_free(p);
 }
 
