@@ -371,9 +371,9 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
     struct warmpools_svc wsvc;
-    struct feed feed;              /* the change feed's one follower on this replica (store/feed.h) */
-    struct ns_model *ns_model;     /* the namespaces model, kept by the feed (api/services/ns_model.h) */
-    struct tenants_reads ns_reads; /* how Namespaces.Get and List read */
+    struct feed feed;            /* the change feed's one follower on this replica (store/feed.h) */
+    struct kind_model *ns_model; /* the namespaces model, kept by the feed (api/services/kind_model.h) */
+    struct kind_reads ns_reads;  /* how Namespaces.Get and List read */
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
@@ -873,7 +873,7 @@ static void metrics(void *data, struct buf *out)
                "# HELP gantry_namespace_model_reads_total Namespaces.Get and List calls answered from this "
                "replica's namespaces model (the others read the store).\n"
                "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
-               (unsigned long long)ns_model_reads(d->ns_model));
+               (unsigned long long)kind_model_reads(d->ns_model));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1958,7 +1958,7 @@ static int cmd_run(struct config *cfg)
     }
     if (rv == 0) {
         d->ns_model = tenants_ns_model_new();
-        ns_model_attach_feed(d->ns_model, &d->feed);
+        kind_model_attach_feed(d->ns_model, &d->feed);
         d->ns_reads.store_reads = !cfg->model_reads;
         d->ns_reads.model = d->ns_model; /* before the loop thread takes calls */
     }
@@ -2121,7 +2121,7 @@ static int cmd_run(struct config *cfg)
     }
     authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
     d->ns_reads.model = NULL;
-    ns_model_free(d->ns_model); /* after the feed, whose thread keeps it, and after the server's calls */
+    kind_model_free(d->ns_model); /* after the feed, whose thread keeps it, and after the server's calls */
     d->ns_model = NULL;
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
