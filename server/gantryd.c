@@ -371,9 +371,11 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
     struct warmpools_svc wsvc;
-    struct feed feed;            /* the change feed's one follower on this replica (store/feed.h) */
-    struct kind_model *ns_model; /* the namespaces model, kept by the feed (api/services/kind_model.h) */
-    struct kind_reads ns_reads;  /* how Namespaces.Get and List read */
+    struct feed feed;             /* the change feed's one follower on this replica (store/feed.h) */
+    struct kind_model *ns_model;  /* the namespaces model, kept by the feed (api/services/kind_model.h) */
+    struct kind_reads ns_reads;   /* how Namespaces.Get and List read */
+    struct kind_model *pol_model; /* the policies model (api/services/policies_svc.h) */
+    struct policies_svc polsvc;
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
     struct providers_svc prov;
@@ -874,6 +876,11 @@ static void metrics(void *data, struct buf *out)
                "replica's namespaces model (the others read the store).\n"
                "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
                (unsigned long long)kind_model_reads(d->ns_model));
+    buf_printf(out,
+               "# HELP gantry_policy_model_reads_total Policies.Get calls answered from this replica's "
+               "policies model (the others read the store).\n"
+               "# TYPE gantry_policy_model_reads_total counter\ngantry_policy_model_reads_total %llu\n",
+               (unsigned long long)kind_model_reads(d->pol_model));
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1441,6 +1448,7 @@ static int serve(struct daemon *d, char *errmsg)
     d->env = (struct res_env){
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->wsvc.env = &d->env;
+    d->polsvc.env = &d->env;
     d->prov = (struct providers_svc){
         .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
     d->psvc = (struct principals_svc){.env = &d->env,
@@ -1452,7 +1460,7 @@ static int serve(struct daemon *d, char *errmsg)
         (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
-        (rv = policies_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = policies_svc_register(d->gate, &d->polsvc, errmsg)) != 0 ||
         (rv = warmpools_svc_register(d->gate, &d->wsvc, errmsg)) != 0 ||
         (rv = sandboxes_svc_register(d->gate, &d->ssvc, errmsg)) != 0 ||
         (rv = events_svc_register(d->gate, &d->esvc, errmsg)) != 0 ||
@@ -1961,6 +1969,10 @@ static int cmd_run(struct config *cfg)
         kind_model_attach_feed(d->ns_model, &d->feed);
         d->ns_reads.store_reads = !cfg->model_reads;
         d->ns_reads.model = d->ns_model; /* before the loop thread takes calls */
+        d->pol_model = policies_model_new();
+        kind_model_attach_feed(d->pol_model, &d->feed);
+        d->polsvc.reads = (struct kind_reads){.model = d->pol_model, .store_reads = !cfg->model_reads};
+        d->polsvc.namespaces = d->ns_model;
     }
     if (rv == 0) {
         d->esvc.ring_size = cfg->events_watch_ring;
@@ -2121,8 +2133,12 @@ static int cmd_run(struct config *cfg)
     }
     authn_free(d->authn); /* after the feed, whose thread invalidates its entries */
     d->ns_reads.model = NULL;
+    d->polsvc.reads.model = NULL;
+    d->polsvc.namespaces = NULL;
     kind_model_free(d->ns_model); /* after the feed, whose thread keeps it, and after the server's calls */
     d->ns_model = NULL;
+    kind_model_free(d->pol_model);
+    d->pol_model = NULL;
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */

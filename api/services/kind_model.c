@@ -38,6 +38,7 @@ static void entry_free(struct kind_model_entry *e)
     mem_free((char *)e->ns);
     mem_free((char *)e->name);
     mem_free((char *)e->key);
+    mem_free((char *)e->parent);
     mem_free((char *)e->labels);
     if (e->msg != NULL) {
         protobuf_c_message_free_unpacked((ProtobufCMessage *)e->msg, NULL);
@@ -61,6 +62,7 @@ static bool entry_from_row(struct kind_model *m, const struct proto_rows *r, siz
     e->ns = mem_strdup(col(r, i, m->cfg.ns_col));
     e->name = mem_strdup(col(r, i, (int)m->cfg.name_col));
     e->key = mem_strdup(col(r, i, (int)m->cfg.key_col));
+    e->parent = mem_strdup(col(r, i, m->cfg.parent_kind != NULL ? m->cfg.parent_col : KIND_MODEL_NO_COL));
     e->labels = mem_strdup(col(r, i, m->cfg.labels_col));
     return true;
 }
@@ -146,9 +148,14 @@ static bool key_is(const struct kind_model_entry *e, const char *key)
     return strcmp(e->key, key) == 0;
 }
 
-static bool ns_is(const struct kind_model_entry *e, const char *ns)
+static bool parent_is(const struct kind_model_entry *e, const char *parent)
 {
-    return strcmp(e->ns, ns) == 0;
+    return strcmp(e->parent, parent) == 0;
+}
+
+static const char *event_key(const struct feed_event *ev, enum kind_model_key k)
+{
+    return k == KIND_MODEL_KEY_NS ? ev->ns : ev->object_id;
 }
 
 /* Feed thread: every row and the revision, in one statement; then swapped in. */
@@ -207,7 +214,7 @@ static void on_resync(struct store_client *cl, uint64_t rev, void *data)
 }
 
 /* Feed thread: the rows WHERE @where (one parameter, @value) read again; they replace the entries
- * @stale picks for @value (every entry of the key, or of the namespace). */
+ * @stale picks for @value (every entry of the key, or of the parent). */
 static void reread(struct kind_model *m, struct store_client *cl, const struct feed_event *ev,
                    const char *where, bool (*stale)(const struct kind_model_entry *e, const char *arg),
                    const char *value)
@@ -247,7 +254,8 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
 {
     struct kind_model *m = data;
     bool own = strcmp(ev->kind, m->cfg.kind) == 0;
-    bool parent = !own && m->cfg.parent_kind != NULL && strcmp(ev->kind, m->cfg.parent_kind) == 0;
+    bool parent = !own && m->cfg.parent_kind != NULL && strcmp(ev->kind, m->cfg.parent_kind) == 0 &&
+                  strcmp(ev->type, "DELETED") == 0;
     if (!own && !parent) {
         return;
     }
@@ -258,9 +266,9 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
         return;
     }
     if (parent) {
-        reread(m, cl, ev, m->cfg.ns_where, ns_is, ev->ns);
+        reread(m, cl, ev, m->cfg.parent_where, parent_is, event_key(ev, m->cfg.parent_key));
     } else {
-        reread(m, cl, ev, m->cfg.key_where, key_is, m->cfg.key == KIND_MODEL_KEY_NS ? ev->ns : ev->object_id);
+        reread(m, cl, ev, m->cfg.key_where, key_is, event_key(ev, m->cfg.key));
     }
 }
 

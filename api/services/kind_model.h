@@ -7,9 +7,9 @@
  * for the model's kind reads the changed object's row again through the feed's client, by the
  * column that equals the event's key (its namespace or its object id, as the config says; no
  * payload is needed): a row found replaces the entry of its namespace and name, none removes the
- * entry holding that key. An event of the config's @parent_kind (e.g. "Namespace", whose deletion
- * removes rows of this kind without an event of their own) reads every row of the event's
- * namespace again and replaces that namespace's entries. A read that fails marks the model
+ * entry holding that key. A DELETED event of the config's @parent_kind (e.g. "Namespace", whose
+ * deletion removes rows of this kind without an event of their own) reads every row of that parent
+ * again and replaces the parent's entries. A read that fails marks the model
  * unloaded (readers fall back to the store) until on_applied reloads it. A row read may show a
  * state newer than the event's revision (a later change whose event comes next): never an older
  * one, so the model only moves forward.
@@ -60,8 +60,12 @@ struct kind_model_config {
     unsigned key_col;      /* the column an event's key equals */
     const char *key_where; /* its condition with one parameter: "id = ?" */
     enum kind_model_key key;
-    const char *parent_kind;                /* NULL, or a kind whose events re-read the event's namespace */
-    const char *ns_where;                   /* with @parent_kind: the namespace condition, "namespace = ?" */
+    /* NULL, or a kind whose deletion deletes rows of this kind (a trigger, a cascade, the
+     * deleting transaction) without an event of their kind: */
+    const char *parent_kind;
+    enum kind_model_key parent_key;         /* which field of its event names the parent */
+    int parent_col;                         /* the column among @cols that holds that value */
+    const char *parent_where;               /* its condition with one parameter: "namespace = ?" */
     const ProtobufCMessageDescriptor *desc; /* the message @pack packs */
     kind_model_pack_fn pack;
 };
@@ -70,6 +74,7 @@ struct kind_model_entry {
     const char *ns; /* "" for a cluster-scoped kind */
     const char *name;
     const char *key;    /* the value of key_col */
+    const char *parent; /* the value of parent_col ("" without a parent kind) */
     const char *labels; /* JSON object text, as stored ("" when the kind has none) */
     const ProtobufCMessage *msg;
 };
