@@ -13,6 +13,7 @@
 #include "gantry/v1/warmpools.pb-c.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "store/events.h"
 
 #define WP_COLS "pool, status, id, resource_version"
 
@@ -89,13 +90,52 @@ static int wp_read(struct store_tx *tx, struct store_client *cl, const char *ns,
     return rv;
 }
 
-/* --- reads --- */
+/* --- reads: from the model (api/services/kind_model.h), else the store --- */
+
+#define WP_MODEL_COLS WP_COLS ", namespace, name"
+
+static uint8_t *wp_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    Gantry__V1__WarmPool *p = wp_from_row(r, i);
+    uint8_t *out = p != NULL ? kind_model_pack(&p->base, len) : NULL;
+    wp_free(p);
+    return out;
+}
+
+struct kind_model *warmpools_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "WarmPool",
+                                    .what = "warm pool",
+                                    .table = "warm_pools",
+                                    .cols = WP_MODEL_COLS,
+                                    .n_cols = 6,
+                                    .ns_col = 4,
+                                    .name_col = 5,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 2,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    /* store/schema.c's trigger deletes a deleted namespace's pools */
+                                    .parent_kind = "Namespace",
+                                    .parent_key = KIND_MODEL_KEY_NS,
+                                    .parent_col = 4,
+                                    .parent_where = "namespace = ?",
+                                    .desc = &gantry__v1__warm_pool__descriptor,
+                                    .pack = wp_pack_row};
+    return kind_model_new(&cfg);
+}
 
 static void wp_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct warmpools_svc *svc = data;
     const Gantry__V1__GetWarmPoolRequest *req = (const void *)grpc_call_request(ctx->call);
     if (!ns_name_ok(ctx, req->namespace_, req->name)) {
+        return;
+    }
+    char not_found[GERR_MSG_SIZE];
+    snprintf(not_found, sizeof not_found, "warm pool \"%.63s\" does not exist in namespace \"%.63s\"",
+             req->name, req->namespace_);
+    if (kind_model_serve_get(&svc->reads, ctx, req->read, req->namespace_, req->name, not_found)) {
         return;
     }
     Gantry__V1__WarmPool *p = NULL;
@@ -103,17 +143,38 @@ static void wp_get(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         read_fail(ctx, rv, "get warm pool");
     } else if (p == NULL) {
-        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "warm pool \"%.63s\" does not exist in namespace \"%.63s\"",
-                  req->name, req->namespace_);
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "%s", not_found);
     } else {
         grpc_call_finish_async(ctx->call, 0, NULL, &p->base);
     }
     wp_free(p);
 }
 
+struct wp_list_arg {
+    struct gate_ctx *ctx;
+    const char *ns;
+    const struct page_req *page;
+};
+
+/* Under the model's lock: the store path's page (a row that does not decode is not in the model). */
+static void wp_list_model(const struct kind_model_view *v, void *arg)
+{
+    const struct wp_list_arg *a = arg;
+    const ProtobufCMessage **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    size_t n = 0;
+    bool more = kind_model_page(v, a->ns, a->page->after, a->page->limit, ps, &n);
+    Gantry__V1__ListWarmPoolsResponse resp = GANTRY__V1__LIST_WARM_POOLS_RESPONSE__INIT;
+    resp.n_warm_pools = n;
+    resp.warm_pools = (Gantry__V1__WarmPool **)ps;
+    resp.next_page_token = more ? ((const Gantry__V1__WarmPool *)ps[n - 1])->meta->name : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
 static void wp_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct warmpools_svc *svc = data;
     const Gantry__V1__ListWarmPoolsRequest *req = (const void *)grpc_call_request(ctx->call);
     if (req->namespace_[0] == '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
@@ -125,14 +186,28 @@ static void wp_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
+    uint64_t need = 0;
+    bool answered = false;
+    struct wp_list_arg a = {.ctx = ctx, .ns = req->namespace_, .page = &page};
+    if ((kind_model_wait(&svc->reads, ctx, req->read, &need, &answered) &&
+         kind_model_read(svc->reads.model, need, wp_list_model, &a)) ||
+        answered) {
+        return;
+    }
     unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(page.after), proto_int(limit + 1)};
-    int rv = store_client_query(
-        ctx->cl,
-        "SELECT " WP_COLS ", name FROM warm_pools WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?", p,
-        3, &rows);
+    int rv = store_client_query(ctx->cl,
+                                STORE_LIST_AT_REVISION("SELECT " WP_COLS
+                                                       ", name FROM warm_pools WHERE namespace = ?1 "
+                                                       "AND name > ?2 ORDER BY name LIMIT ?3",
+                                                       "x.name"),
+                                p, 3, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         read_fail(ctx, rv, "list warm pools");
         proto_rows_close(&rows);
@@ -154,6 +229,7 @@ static void wp_list(struct gate_ctx *ctx, void *data)
     const struct proto_value *last = n > 0 ? proto_rows_at(&rows, n - 1, 4) : NULL;
     resp.next_page_token =
         rows.n_rows > limit && last != NULL && last->type == PROTO_TEXT ? (char *)last->u.b.s : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < got; i++) {
         wp_free(ps[i]);
