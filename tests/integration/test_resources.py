@@ -1504,7 +1504,7 @@ class NamespaceReads(g.GantrydTest):
         """min_revision waits for the model without the leader, and a revision the cluster has not
         reached is OUT_OF_RANGE within a poll, with the reason; max_staleness_ms answers at once from a live feed (no read index) and never misses
         a change committed more than the bound before the call; bad options are INVALID_ARGUMENT and
-        change nothing; the same for Sandboxes.Get and List."""
+        change nothing; the same for Sandboxes.Get and List, Providers.List and WarmPools.List."""
         env = ReadsEnv(self)
         ns = env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
             namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "0"}))))
@@ -1515,7 +1515,9 @@ class NamespaceReads(g.GantrydTest):
             return [("Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=read)),
                     ("Namespaces", "List", N.ListNamespacesRequest(read=read)),
                     ("Sandboxes", "Get", S.GetSandboxRequest(namespace="default", name="ro-sb", read=read)),
-                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read))]
+                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read)),
+                    ("Providers", "List", providers_pb2.ListProvidersRequest(namespace="default", read=read)),
+                    ("WarmPools", "List", warmpools_pb2.ListWarmPoolsRequest(namespace="default", read=read))]
 
         # Bad options: INVALID_ARGUMENT with the reason, on every replica; nothing changed.
         listed = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(), replica=2).namespaces
