@@ -875,12 +875,13 @@ static void metrics(void *data, struct buf *out)
                (unsigned long long)atomic_load(&d->ssvc.model_lists));
     buf_printf(out,
                "# HELP gantry_namespace_model_reads_total Namespaces.Get and List calls answered from this "
-               "replica's namespaces model (the others read the store).\n"
+               "replica's namespaces model (the others read the store), and Policies.Get calls that "
+               "took the namespace's existence from it.\n"
                "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
                (unsigned long long)kind_model_reads(d->ns_model));
     buf_printf(out,
-               "# HELP gantry_policy_model_reads_total Policies.Get calls answered from this replica's "
-               "policies model (the others read the store).\n"
+               "# HELP gantry_policy_model_reads_total Policies.Get calls whose policy was read from this "
+               "replica's policies model (the others read the store).\n"
                "# TYPE gantry_policy_model_reads_total counter\ngantry_policy_model_reads_total %llu\n",
                (unsigned long long)kind_model_reads(d->pol_model));
     buf_printf(out,
