@@ -174,7 +174,8 @@ static int reload(struct kind_model *m, struct store_client *cl)
         return rv != 0 ? rv : GERR_NOTFOUND;
     }
     uint64_t rev = (uint64_t)proto_rows_at(&rows, 0, m->cfg.n_cols)->u.i;
-    struct kind_model_entry *es = mem_zalloc(sizeof *es * (rows.n_rows + 1));
+    size_t cap = rows.n_rows + 1; /* before proto_rows_close, which zeroes n_rows */
+    struct kind_model_entry *es = mem_zalloc(sizeof *es * cap);
     size_t n = 0;
     for (size_t i = 0; i < rows.n_rows; i++) {
         if (proto_rows_at(&rows, i, m->cfg.key_col)->type == PROTO_NULL) {
@@ -191,7 +192,7 @@ static int reload(struct kind_model *m, struct store_client *cl)
     mem_free(m->entries);
     m->entries = es;
     m->n = n;
-    m->cap = rows.n_rows + 1;
+    m->cap = cap;
     m->rev = rev;
     m->ready = true;
     m->need_reload = false;
