@@ -441,6 +441,37 @@ bool kind_model_serve_get(const struct kind_reads *rd, struct gate_ctx *ctx, con
     return true;
 }
 
+struct page_arg {
+    struct gate_ctx *ctx;
+    const char *ns, *after;
+    size_t limit;
+    kind_model_page_fn answer;
+};
+
+static void page_under_lock(const struct kind_model_view *v, void *arg)
+{
+    const struct page_arg *a = arg;
+    const ProtobufCMessage **msgs = mem_zalloc(sizeof *msgs * (a->limit + 1));
+    size_t n = 0;
+    bool more = kind_model_page(v, a->ns, a->after, a->limit, msgs, &n);
+    /* the last entry of the page: the one before the first that did not fit */
+    const char *token = more ? v->entries[kind_model_after(v, a->ns, a->after) + n - 1].name : "";
+    a->answer(a->ctx, msgs, n, token, v->rev);
+    mem_free(msgs);
+}
+
+bool kind_model_serve_page(const struct kind_reads *rd, struct gate_ctx *ctx,
+                           const Gantry__V1__ReadOptions *o, const char *ns, const char *after, size_t limit,
+                           kind_model_page_fn answer)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    struct page_arg a = {.ctx = ctx, .ns = ns, .after = after, .limit = limit, .answer = answer};
+    return (kind_model_wait(rd, ctx, o, &need, &answered) &&
+            kind_model_read(rd->model, need, page_under_lock, &a)) ||
+           answered;
+}
+
 uint64_t kind_model_reads(struct kind_model *m)
 {
     return m != NULL ? atomic_load(&m->reads) : 0;
