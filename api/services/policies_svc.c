@@ -11,17 +11,18 @@
 #include "api/gate/gate.h"
 #include "api/rules/egress.h"
 #include "api/rules/policy.h"
+#include "api/services/model_read.h"
 #include "lib/mem.h"
 
 #define POL_COLS "policy, resource_version, created_by, updated_at_ms"
 
 /* --- storage --- */
 
-/* The stored policy of row 0 of @rows (POL_COLS), with its meta (pointing into @meta). */
-static Gantry__V1__Policy *policy_from_row(const struct proto_rows *rows, const char *ns,
+/* The stored policy of row @i of @rows (POL_COLS), with its meta (pointing into @meta). */
+static Gantry__V1__Policy *policy_from_row(const struct proto_rows *rows, size_t i, const char *ns,
                                            Gantry__V1__ObjectMeta *meta)
 {
-    const struct proto_value *b = proto_rows_at(rows, 0, 0);
+    const struct proto_value *b = proto_rows_at(rows, i, 0);
     Gantry__V1__Policy *p =
         b->type == PROTO_BLOB ? gantry__v1__policy__unpack(NULL, b->u.b.n, (const uint8_t *)b->u.b.s) : NULL;
     if (p == NULL) {
@@ -31,10 +32,10 @@ static Gantry__V1__Policy *policy_from_row(const struct proto_rows *rows, const 
         gantry__v1__object_meta__init(meta);
         meta->namespace_ = (char *)ns;
         meta->name = (char *)ns;
-        meta->resource_version = (uint64_t)proto_rows_at(rows, 0, 1)->u.i;
-        const struct proto_value *by = proto_rows_at(rows, 0, 2);
+        meta->resource_version = (uint64_t)proto_rows_at(rows, i, 1)->u.i;
+        const struct proto_value *by = proto_rows_at(rows, i, 2);
         meta->created_by = by->type == PROTO_TEXT ? (char *)by->u.b.s : "";
-        meta->updated_at_ms = proto_rows_at(rows, 0, 3)->u.i;
+        meta->updated_at_ms = proto_rows_at(rows, i, 3)->u.i;
     }
     return p;
 }
@@ -48,7 +49,7 @@ static int policy_read(struct store_tx *tx, struct store_client *cl, const char 
     int rv = tx != NULL ? store_tx_query(tx, sql, p, 1, rows) : store_client_query(cl, sql, p, 1, rows);
     *out = NULL;
     if (rv == 0 && rows->n_rows > 0) {
-        *out = policy_from_row(rows, ns, meta);
+        *out = policy_from_row(rows, 0, ns, meta);
         if (*out == NULL) {
             if (tx != NULL) {
                 gerr_set(store_tx_errmsg(tx), "the stored policy of \"%.63s\" does not decode", ns);
@@ -125,11 +126,115 @@ static bool ns_exists(struct gate_ctx *ctx, const char *ns)
     return rv == 0 && n > 0;
 }
 
+/* --- the model (api/services/kind_model.h) --- */
+
+#define POL_MODEL_COLS POL_COLS ", namespace"
+#define POL_MODEL_NS   4 /* the namespace among POL_MODEL_COLS: the policy's name and its events' key */
+
+/* Row @i of POL_MODEL_COLS packed as Get returns it. */
+static uint8_t *pol_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    const struct proto_value *ns = proto_rows_at(r, i, POL_MODEL_NS);
+    Gantry__V1__ObjectMeta meta;
+    Gantry__V1__Policy *p = policy_from_row(r, i, ns->type == PROTO_TEXT ? ns->u.b.s : "", &meta);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->meta = &meta;
+    uint8_t *out = kind_model_pack(&p->base, len);
+    p->meta = NULL;
+    policy_rules_free(p);
+    return out;
+}
+
+struct kind_model *policies_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "Policy",
+                                    .what = "policy",
+                                    .table = "policies",
+                                    .cols = POL_MODEL_COLS,
+                                    .n_cols = 5,
+                                    .ns_col = POL_MODEL_NS,
+                                    .name_col = POL_MODEL_NS,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = POL_MODEL_NS,
+                                    .key_where = "namespace = ?",
+                                    .key = KIND_MODEL_KEY_NS,
+                                    /* deleting a namespace deletes its policy without a Policy event */
+                                    .parent_kind = "Namespace",
+                                    .parent_key = KIND_MODEL_KEY_NS,
+                                    .parent_col = POL_MODEL_NS,
+                                    .parent_where = "namespace = ?",
+                                    .desc = &gantry__v1__policy__descriptor,
+                                    .pack = pol_pack_row};
+    return kind_model_new(&cfg);
+}
+
+struct ns_seen {
+    const char *name;
+    bool found;
+    uint64_t rev;
+};
+
+static void ns_seen_under_lock(const struct kind_model_view *v, void *arg)
+{
+    struct ns_seen *a = arg;
+    a->rev = v->rev;
+    a->found = kind_model_find(v, "", a->name) != NULL;
+}
+
+static void not_set(struct gate_ctx *ctx, const char *ns)
+{
+    if (ns[0] == '\0') {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
+                  "no gateway policy is set (the built-in default allows everything; GetEffective shows it)");
+    } else {
+        gate_fail(
+            ctx, GRPC_STATUS_NOT_FOUND,
+            "no policy is set for namespace \"%.63s\" (the gateway policy applies; GetEffective shows it)",
+            ns);
+    }
+}
+
+/* Get from the models as the read options ask: true when the call was answered. The namespace's
+ * existence comes from the namespaces model at the same revision or later. */
+static bool pol_get_model(const struct policies_svc *svc, struct gate_ctx *ctx,
+                          const Gantry__V1__GetPolicyRequest *req)
+{
+    uint64_t need = 0, rev = 0;
+    bool answered = false;
+    if (!kind_model_wait(&svc->reads, ctx, req->read, &need, &answered)) {
+        return answered;
+    }
+    struct ns_seen seen = {.name = req->namespace_, .found = req->namespace_[0] == '\0'};
+    if (!seen.found && !kind_model_read(svc->namespaces, need, ns_seen_under_lock, &seen)) {
+        return false;
+    }
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (seen.found &&
+        !kind_model_get(svc->reads.model, need, req->namespace_, req->namespace_, &bytes, &len, &rev)) {
+        return false;
+    }
+    char trailer[24];
+    snprintf(trailer, sizeof trailer, "%" PRIu64, seen.found ? rev : seen.rev);
+    grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, trailer);
+    if (!seen.found) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->namespace_);
+    } else if (bytes == NULL) {
+        not_set(ctx, req->namespace_);
+    } else {
+        grpc_call_finish_async_bytes(ctx->call, 0, NULL, bytes, len);
+        mem_free(bytes);
+    }
+    return true;
+}
+
 static void pol_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct policies_svc *svc = data;
     const Gantry__V1__GetPolicyRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (!ns_exists(ctx, req->namespace_)) {
+    if (pol_get_model(svc, ctx, req) || !ns_exists(ctx, req->namespace_)) {
         return;
     }
     struct proto_rows rows;
@@ -139,14 +244,8 @@ static void pol_get(struct gate_ctx *ctx, void *data)
     int rv = policy_read(NULL, ctx->cl, req->namespace_, &rows, &p, &meta);
     if (rv != 0) {
         read_fail(ctx, rv, "get policy");
-    } else if (p == NULL && req->namespace_[0] == '\0') {
-        gate_fail(ctx, GRPC_STATUS_NOT_FOUND,
-                  "no gateway policy is set (the built-in default allows everything; GetEffective shows it)");
     } else if (p == NULL) {
-        gate_fail(
-            ctx, GRPC_STATUS_NOT_FOUND,
-            "no policy is set for namespace \"%.63s\" (the gateway policy applies; GetEffective shows it)",
-            req->namespace_);
+        not_set(ctx, req->namespace_);
     } else {
         p->meta = &meta;
         grpc_call_finish_async(ctx->call, 0, NULL, &p->base);
@@ -338,7 +437,8 @@ static void pol_set(struct gate_ctx *ctx, void *data)
     if (!policy_rules_validate(req->policy, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
     } else {
-        res_mutate(ctx, data, req->request_id, &gantry__v1__policy__descriptor, pol_set_tx, (void *)req);
+        res_mutate(ctx, ((const struct policies_svc *)data)->env, req->request_id,
+                   &gantry__v1__policy__descriptor, pol_set_tx, (void *)req);
     }
 }
 
@@ -378,7 +478,8 @@ static int pol_delete_tx(struct store_tx *tx, struct res_call *c)
 static void pol_delete(struct gate_ctx *ctx, void *data)
 {
     const Gantry__V1__DeletePolicyRequest *req = (const void *)grpc_call_request(ctx->call);
-    res_mutate(ctx, data, req->request_id, &gantry__v1__policy__descriptor, pol_delete_tx, (void *)req);
+    res_mutate(ctx, ((const struct policies_svc *)data)->env, req->request_id,
+               &gantry__v1__policy__descriptor, pol_delete_tx, (void *)req);
 }
 
 /* --- Egress.Decide (api/rules/egress.h) --- */
@@ -457,7 +558,7 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
     }
 }
 
-int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
+int policies_svc_register(struct gate *g, const struct policies_svc *svc, char *errmsg)
 {
     const struct {
         const char *path;
@@ -470,7 +571,7 @@ int policies_svc_register(struct gate *g, const struct res_env *env, char *errms
         {"/gantry.v1.Egress/Decide", egress_decide_call},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (gate_route(g, routes[i].path, routes[i].fn, (void *)env) != 0) {
+        if (gate_route(g, routes[i].path, routes[i].fn, (void *)svc) != 0) {
             gerr_set(errmsg, "policies service: cannot route %s", routes[i].path);
             return GERR_INVAL;
         }

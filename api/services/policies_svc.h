@@ -47,12 +47,29 @@
 #include <stddef.h>
 
 #include "api/gate/resource.h"
+#include "api/services/kind_model.h"
 #include "gantry/v1/policies.pb-c.h"
 #include "gantry/v1/sandboxes.pb-c.h"
 
 struct gate;
 
-int policies_svc_register(struct gate *g, const struct res_env *env, char *errmsg);
+/* Policies.Get reads from @reads' model as the call's read options ask (api/services/model_read.h),
+ * the namespace's existence from @namespaces (tenants_ns_model_new), or from the store (the leader)
+ * when a model is missing, reads.store_reads is set (config model_reads false) or a model cannot
+ * answer; the answers are the store path's byte for byte. GetEffective and Egress.Decide read the
+ * store. Authorization is the gate's, decided before the read. */
+struct policies_svc {
+    const struct res_env *env;
+    struct kind_reads reads;       /* the policies model (policies_model_new), borrowed */
+    struct kind_model *namespaces; /* borrowed; NULL: the store answers */
+};
+
+/* @svc borrowed: it must outlive the gate's calls. */
+int policies_svc_register(struct gate *g, const struct policies_svc *svc, char *errmsg);
+
+/* A policies model whose messages are Policies.Get's (kind_model_free frees it): one entry per
+ * stored policy, named and namespaced by its namespace ("" for the gateway policy). */
+struct kind_model *policies_model_new(void);
 
 /* For sandboxes: may a sandbox of @spec run in @ns on @driver (NULL or "": not checked)? 0, or
  * GERR_REFUSED with @why naming every violated field and the policy that forbids it

@@ -448,73 +448,37 @@ static uint8_t *ns_pack_row(const struct proto_rows *r, size_t i, size_t *len)
 {
     struct ns_msg m;
     ns_from_row(&m, r, i);
-    *len = protobuf_c_message_get_packed_size(&m.n.base);
-    uint8_t *out = mem_alloc(*len + 1);
-    protobuf_c_message_pack(&m.n.base, out);
+    uint8_t *out = kind_model_pack(&m.n.base, len);
     ns_msg_free(&m);
     return out;
 }
 
-struct ns_model *tenants_ns_model_new(void)
+struct kind_model *tenants_ns_model_new(void)
 {
-    struct ns_model_config cfg = {
-        .cols = NS_COLS, .n_cols = 11, .name_col = 1, .labels_col = 3, .pack = ns_pack_row};
-    return ns_model_new(&cfg);
+    struct kind_model_config cfg = {.kind = "Namespace",
+                                    .what = "namespace",
+                                    .table = "namespaces",
+                                    .cols = NS_COLS,
+                                    .n_cols = 11,
+                                    .ns_col = KIND_MODEL_NO_COL,
+                                    .name_col = 1,
+                                    .labels_col = 3,
+                                    .key_col = 1,
+                                    .key_where = "name = ?",
+                                    .key = KIND_MODEL_KEY_NS,
+                                    .desc = &gantry__v1__namespace__descriptor,
+                                    .pack = ns_pack_row};
+    return kind_model_new(&cfg);
 }
 
-/* The read options (api/services/model_read.h): true with *@need set when the model may answer;
- * false when the call was answered (*@answered) or the store must answer. */
-static bool ns_read_wait(const struct tenants_reads *rd, struct gate_ctx *ctx,
-                         const Gantry__V1__ReadOptions *o, uint64_t *need, bool *answered)
-{
-    bool model = rd != NULL && rd->model != NULL && !rd->store_reads;
-    enum model_gate g = model_read_gate(ctx, rd != NULL ? ns_model_feed(rd->model) : NULL, model, o, need);
-    *answered = g == MODEL_GATE_ANSWERED;
-    return g == MODEL_GATE_MODEL;
-}
-
-struct ns_get_arg {
-    const char *name;
-    uint8_t *packed; /* the namespace found, mem_alloc'd; NULL: none */
-    size_t len;
-    uint64_t rev;
-};
-
-/* Under the model's lock: only copy out (the answer, and any audit a refusal writes, come after). */
-static void ns_get_model(const struct ns_model_view *v, void *arg)
-{
-    struct ns_get_arg *a = arg;
-    a->rev = v->rev;
-    const struct ns_model_entry *e = ns_model_find(v, a->name);
-    if (e != NULL) {
-        a->len = protobuf_c_message_get_packed_size(&e->msg->base);
-        a->packed = mem_alloc(a->len + 1);
-        protobuf_c_message_pack(&e->msg->base, a->packed);
-    }
-}
-
-/* From the replica's model (api/services/ns_model.h) as the read options ask, else the store. */
+/* From the replica's model (api/services/kind_model.h) as the read options ask, else the store. */
 static void ns_get(struct gate_ctx *ctx, void *data)
 {
-    const struct tenants_reads *rd = data;
+    const struct kind_reads *rd = data;
     const Gantry__V1__GetNamespaceRequest *req = (const void *)grpc_call_request(ctx->call);
-    uint64_t need = 0;
-    bool answered = false;
-    struct ns_get_arg a = {.name = req->name};
-    if (ns_read_wait(rd, ctx, req->read, &need, &answered) &&
-        ns_model_read(rd->model, need, ns_get_model, &a)) {
-        char rev[24];
-        snprintf(rev, sizeof rev, "%" PRIu64, a.rev);
-        grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, rev);
-        if (a.packed == NULL) {
-            gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->name);
-        } else {
-            grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.packed, a.len);
-            mem_free(a.packed);
-        }
-        return;
-    }
-    if (answered) {
+    char not_found[GERR_MSG_SIZE];
+    snprintf(not_found, sizeof not_found, "namespace \"%.63s\" does not exist", req->name);
+    if (kind_model_serve_get(rd, ctx, req->read, "", req->name, not_found)) {
         return;
     }
     struct proto_rows rows;
@@ -524,7 +488,7 @@ static void ns_get(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "get namespace: %s", ctx->cl->errmsg);
     } else if (rows.n_rows == 0) {
-        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->name);
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "%s", not_found);
     } else {
         struct ns_msg m;
         ns_from_row(&m, &rows, 0);
@@ -555,23 +519,22 @@ struct ns_list_arg {
 
 /* The store path's page from the model: names after the token in order, visible and matching,
  * at most limit of them, the token the last one's name when more follow. */
-static void ns_list_model(const struct ns_model_view *v, void *arg)
+static void ns_list_model(const struct kind_model_view *v, void *arg)
 {
     struct ns_list_arg *a = arg;
     const Gantry__V1__Namespace **ps = mem_zalloc(sizeof *ps * (v->n + 1));
     size_t n = 0;
     bool more = false;
-    for (size_t i = 0; i < v->n; i++) {
-        const struct ns_model_entry *e = &v->entries[i];
-        if (strcmp(e->name, a->page->after) <= 0 || !may_see(a->ctx, e->name) ||
-            !labels_match(e->labels, a->req->selector)) {
+    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
+        const struct kind_model_entry *e = &v->entries[i];
+        if (!may_see(a->ctx, e->name) || !labels_match(e->labels, a->req->selector)) {
             continue;
         }
         if (n == a->page->limit) {
             more = true;
             break;
         }
-        ps[n++] = e->msg;
+        ps[n++] = (const Gantry__V1__Namespace *)e->msg;
     }
     Gantry__V1__ListNamespacesResponse resp = GANTRY__V1__LIST_NAMESPACES_RESPONSE__INIT;
     resp.n_namespaces = n;
@@ -584,7 +547,7 @@ static void ns_list_model(const struct ns_model_view *v, void *arg)
 
 static void ns_list(struct gate_ctx *ctx, void *data)
 {
-    const struct tenants_reads *rd = data;
+    const struct kind_reads *rd = data;
     const Gantry__V1__ListNamespacesRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
@@ -595,8 +558,8 @@ static void ns_list(struct gate_ctx *ctx, void *data)
     uint64_t need = 0;
     bool answered = false;
     struct ns_list_arg a = {.ctx = ctx, .req = req, .page = &page};
-    if (ns_read_wait(rd, ctx, req->read, &need, &answered) &&
-        ns_model_read(rd->model, need, ns_list_model, &a)) {
+    if (kind_model_wait(rd, ctx, req->read, &need, &answered) &&
+        kind_model_read(rd->model, need, ns_list_model, &a)) {
         return;
     }
     if (answered) {
@@ -1186,7 +1149,7 @@ static void ceil_delete(struct gate_ctx *ctx, void *data)
                (void *)req);
 }
 
-int tenants_svc_register(struct gate *g, const struct res_env *env, const struct tenants_reads *reads,
+int tenants_svc_register(struct gate *g, const struct res_env *env, const struct kind_reads *reads,
                          char *errmsg)
 {
     if (gate_route(g, "/gantry.v1.Namespaces/Get", ns_get, (void *)reads) != 0 ||

@@ -19,26 +19,21 @@
 
 #include "api/gate/resource.h"
 #include "api/rules/quota.h"
-#include "api/services/ns_model.h"
+#include "api/services/kind_model.h"
 
 struct gate;
 
-/* How Namespaces.Get and List read: from @model (api/services/ns_model.h) as the call's read
- * options ask (api/services/model_read.h), or from the store (the leader) when @model is NULL,
- * @store_reads is set (config model_reads false) or the model cannot answer. The model's answers
+/* Namespaces.Get and List read from @reads' model (api/services/kind_model.h) as the call's read
+ * options ask (api/services/model_read.h), or from the store (the leader) when it has none, its
+ * store_reads is set (config model_reads false) or the model cannot answer. The model's answers
  * are the store path's byte for byte; authorization is the gate's either way (Get: the gate's
  * decision; List: the namespaces the caller holds a role in, unless a global role). */
-struct tenants_reads {
-    struct ns_model *model; /* borrowed; NULL: the store */
-    bool store_reads;
-};
-
 /* @reads borrowed: it must outlive the gate's calls. */
-int tenants_svc_register(struct gate *g, const struct res_env *env, const struct tenants_reads *reads,
+int tenants_svc_register(struct gate *g, const struct res_env *env, const struct kind_reads *reads,
                          char *errmsg);
 
-/* A namespaces model whose messages are this service's (ns_model_free frees it). */
-struct ns_model *tenants_ns_model_new(void);
+/* A namespaces model whose messages are this service's (kind_model_free frees it). */
+struct kind_model *tenants_ns_model_new(void);
 
 /* For sandboxes: check and charge (or release, with negative deltas) the namespace's quota in
  * @tx. Returns 0, GERR_TOOBIG (hard quota; message names the limit), with *@warning set for a soft
