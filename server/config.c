@@ -299,8 +299,8 @@ static const struct field fields[] = {
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
     BOOL(model_reads, true,
          "answer Sandboxes.Get and List and Namespaces.Get and List from this replica's change-feed models "
-         "(after a read index unless the call's read options say otherwise), and Principals.Get, List and "
-         "ListRoleBindings and ApiKeys.Get and List; false: read the store "
+         "(after a read index unless the call's read options say otherwise), and Principals.Get, List, "
+         "ListRoleBindings and ListIdentities and ApiKeys.Get and List; false: read the store "
          "(docs/resources.md)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),

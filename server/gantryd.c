@@ -365,8 +365,10 @@ struct daemon {
     bool jobs_started;
     struct cluster_svc csvc;
     struct principals_svc psvc;
-    /* how psvc reads principals, role bindings and API keys: their models, kept by the feed */
-    struct kind_reads preads[3];
+    /* how psvc reads principals, role bindings and API keys, and ListIdentities linked
+     * identities (preads[3]): their models, kept by the feed */
+    struct kind_reads preads[4];
+    struct links_reads lreads;
     struct pepper_ring peppers; /* API-key pepper versions (api/services/pepper_ring.h) */
     bool peppers_ready;
     struct res_env env;
@@ -863,9 +865,9 @@ static void metrics(void *data, struct buf *out)
         authn_metrics_write(d->authn, out);
     }
     buf_printf(out,
-               "# HELP gantry_principal_model_reads_total Principals.Get, List and ListRoleBindings and "
-               "ApiKeys.Get and List calls answered from this replica's principals, role bindings and API "
-               "keys models (the others read the store).\n"
+               "# HELP gantry_principal_model_reads_total Principals.Get, List, ListRoleBindings and "
+               "ListIdentities and ApiKeys.Get and List calls answered from this replica's principals, role "
+               "bindings, API keys and linked identities models (the others read the store).\n"
                "# TYPE gantry_principal_model_reads_total counter\ngantry_principal_model_reads_total %llu\n",
                (unsigned long long)atomic_load(&d->psvc.model_reads));
     buf_printf(out,
@@ -1466,9 +1468,11 @@ static int serve(struct daemon *d, char *errmsg)
                                       .principals = d->preads[0],
                                       .bindings = d->preads[1],
                                       .keys = d->preads[2]};
+    d->lreads = (struct links_reads){
+        .links = d->preads[3], .principals = d->preads[0], .model_reads = &d->psvc.model_reads};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
-        (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = links_svc_register(d->gate, &d->env, &d->lreads, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->polsvc, errmsg)) != 0 ||
@@ -1996,11 +2000,12 @@ static int cmd_run(struct config *cfg)
         authn_attach_feed(d->authn, &d->feed);
     }
     if (rv == 0) {
-        /* Principals, role bindings and API key metadata, kept by the feed for the principals
-         * service's Gets and Lists (api/services/principals_svc.h); freed after the feed. */
+        /* Principals, role bindings, API key metadata and linked identities, kept by the feed for
+         * the principals service's Gets and Lists (api/services/principals_svc.h) and
+         * ListIdentities (api/services/links_svc.h); freed after the feed. */
         struct kind_model *ms[] = {principals_model_new(), principals_bindings_model_new(),
-                                   principals_keys_model_new()};
-        for (size_t i = 0; i < 3; i++) {
+                                   principals_keys_model_new(), links_svc_links_model_new()};
+        for (size_t i = 0; i < 4; i++) {
             kind_model_attach_feed(ms[i], &d->feed);
             d->preads[i] = (struct kind_reads){.model = ms[i], .store_reads = !cfg->model_reads};
         }
@@ -2163,7 +2168,7 @@ static int cmd_run(struct config *cfg)
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
-    for (size_t i = 0; i < 3; i++) { /* after the feed and the server's calls */
+    for (size_t i = 0; i < 4; i++) { /* after the feed and the server's calls */
         kind_model_free(d->preads[i].model);
         d->preads[i].model = NULL;
     }

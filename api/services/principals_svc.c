@@ -684,16 +684,14 @@ struct pget_arg {
 /* Under the model's lock, read_principal's choice: the principal with that id or name, a user
  * before a service account (ORDER BY kind = 'user' DESC), the id's own first among equals. Names
  * are not indexed: a lookup by name scans the principals. */
-static void pget_model(const struct kind_model_view *v, void *arg)
+static const struct kind_model_entry *pick_principal(const struct kind_model_view *v, const char *id_or_name)
 {
-    struct pget_arg *a = arg;
-    a->rev = v->rev;
-    const struct kind_model_entry *pick = kind_model_find(v, "", a->id);
+    const struct kind_model_entry *pick = kind_model_find(v, "", id_or_name);
     const Gantry__V1__PrincipalKind user = GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
     if (pick == NULL || ((const Gantry__V1__Principal *)pick->msg)->kind != user) {
         for (size_t i = 0; i < v->n; i++) {
             const Gantry__V1__Principal *p = (const void *)v->entries[i].msg;
-            if (strcmp(p->meta->name, a->id) == 0 && (pick == NULL || p->kind == user)) {
+            if (strcmp(p->meta->name, id_or_name) == 0 && (pick == NULL || p->kind == user)) {
                 pick = &v->entries[i];
                 if (p->kind == user) {
                     break;
@@ -701,6 +699,23 @@ static void pget_model(const struct kind_model_view *v, void *arg)
             }
         }
     }
+    return pick;
+}
+
+bool principals_model_resolve(const struct kind_model_view *v, const char *id_or_name, char id[40])
+{
+    const struct kind_model_entry *e = pick_principal(v, id_or_name);
+    if (e != NULL) {
+        snprintf(id, 40, "%s", e->key);
+    }
+    return e != NULL;
+}
+
+static void pget_model(const struct kind_model_view *v, void *arg)
+{
+    struct pget_arg *a = arg;
+    a->rev = v->rev;
+    const struct kind_model_entry *pick = pick_principal(v, a->id);
     if (pick != NULL) {
         a->bytes = kind_model_pack(pick->msg, &a->len);
         snprintf(a->found_id, sizeof a->found_id, "%s", pick->key);

@@ -1479,12 +1479,12 @@ class ModelList(g.GantrydTest):
                 if not n:
                     return out
 
-        def norm(cls, body):  # a List reply without its revision (field 3, last on the wire)
+        def norm(cls, body):  # a List reply without its revision (field 3, or 2, last on the wire)
             if cls is K.ListApiKeysResponse:
                 return no_last_used(cls, body)
             rev = cls.FromString(body).revision
             self.assertGreater(rev, 0)
-            tail = b"\x18" + varint(rev)
+            tail = (b"\x10" if cls is P.ListIdentitiesResponse else b"\x18") + varint(rev)
             self.assertTrue(body.endswith(tail))
             return body[:-len(tail)]
 
@@ -1530,6 +1530,10 @@ class ModelList(g.GantrydTest):
             principal_id=ids[2])).bindings if b.namespace == "team-b"][0]
         ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b2.meta.id), replica=0)
         own_key = ident.call("user", K, "ApiKeys", "List", K.ListApiKeysRequest()).keys[0].meta.id
+        for pid, issuer, sub in ((ids[0], "corp", "a"), (ids[0], "mtls", "cn-0"), (ident.ids["user"], "corp", "u"),
+                                 (ids[0], "corp", "a-b")):
+            ident.call("pa", P, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=P.ExternalIdentity(
+                principal_id=pid, issuer=issuer, subject=sub)), replica=len(sub) % 3)
 
         reads_metric = "gantry_principal_model_reads_total"
         before = [ident.c.replicas[i].metric(reads_metric) or 0 for i in range(3)]
@@ -1559,6 +1563,13 @@ class ModelList(g.GantrydTest):
             self.assertGreater(len(got[2]), 8)
             same(("pa", method, "page size 1"), *got)
             compared += len(got[2])
+        for role in ("pa", "na", "user"):
+            for pid in ("", ids[0], "pm-0", ident.ids["user"], "p-user", "nobody"):
+                got = [raw(role, "Principals", "ListIdentities", P.ListIdentitiesRequest(principal_id=pid), r)[0]
+                       for r in range(3)]
+                same((role, "ListIdentities", pid), *[b if isinstance(b, tuple) else norm(P.ListIdentitiesResponse, b)
+                                                      for b in got])
+                compared += 1
         all_keys = [k.meta.id for k in ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest()).keys]
         gets = found = 0
         for role in ("pa", "na", "user", "other"):
@@ -1627,6 +1638,15 @@ class ModelList(g.GantrydTest):
                                         replica=r).bindings, i)
             ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id),
                        replica=r)
+            link = P.ExternalIdentity(principal_id=uid, issuer="corp", subject="ryw-%d" % i)
+            ident.call("pa", P, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=link), replica=w)
+            self.assertIn(("corp", "ryw-%d" % i), [(x.issuer, x.subject) for x in ident.call(
+                "user", P, "Principals", "ListIdentities", P.ListIdentitiesRequest(), replica=r).identities], i)
+            ident.call("pa", P, "Principals", "UnlinkIdentity", P.UnlinkIdentityRequest(
+                issuer="corp", subject="ryw-%d" % i), replica=r)
+            self.assertNotIn(("corp", "ryw-%d" % i), [(x.issuer, x.subject) for x in ident.call(
+                "user", P, "Principals", "ListIdentities", P.ListIdentitiesRequest(), replica=w).identities],
+                ("unlinked identity still listed", i))
             self.assertNotIn(b.meta.id, [x.meta.id for x in ident.call("user", P, "Principals", "ListRoleBindings",
                                                                       P.ListRoleBindingsRequest(), replica=w).bindings],
                              ("removed binding still listed", i))
@@ -1674,6 +1694,7 @@ class ModelList(g.GantrydTest):
             for svc, method, req in (("Principals", "Get", P.GetPrincipalRequest(id=ids[0])),
                                      ("Principals", "List", P.ListPrincipalsRequest()),
                                      ("Principals", "ListRoleBindings", P.ListRoleBindingsRequest()),
+                                     ("Principals", "ListIdentities", P.ListIdentitiesRequest()),
                                      ("ApiKeys", "Get", K.GetApiKeyRequest(id=own_key)),
                                      ("ApiKeys", "List", K.ListApiKeysRequest())):
                 req.read.CopyFrom(M.ReadOptions(min_revision=5, max_staleness_ms=10))
