@@ -375,10 +375,12 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
     struct warmpools_svc wsvc;
-    struct feed feed;             /* the change feed's one follower on this replica (store/feed.h) */
-    struct kind_model *ns_model;  /* the namespaces model, kept by the feed (api/services/kind_model.h) */
-    struct kind_reads ns_reads;   /* how Namespaces.Get and List read */
-    struct kind_model *pol_model; /* the policies model (api/services/policies_svc.h) */
+    struct feed feed;              /* the change feed's one follower on this replica (store/feed.h) */
+    struct kind_model *ns_model;   /* the namespaces model, kept by the feed (api/services/kind_model.h) */
+    struct kind_reads ns_reads;    /* how Namespaces.Get and List read */
+    struct kind_model *pol_model;  /* the policies model (api/services/policies_svc.h) */
+    struct kind_model *prov_model; /* the providers model (api/services/providers_svc.h) */
+    struct kind_model *wp_model;   /* the warm pools model (api/services/warmpools_svc.h) */
     struct policies_svc polsvc;
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
@@ -881,16 +883,31 @@ static void metrics(void *data, struct buf *out)
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_lists));
-    buf_printf(out,
-               "# HELP gantry_namespace_model_reads_total Namespaces.Get and List calls answered from this "
-               "replica's namespaces model (the others read the store).\n"
-               "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->ns_model));
-    buf_printf(out,
-               "# HELP gantry_policy_model_reads_total Policies.Get calls answered from this replica's "
-               "policies model (the others read the store).\n"
-               "# TYPE gantry_policy_model_reads_total counter\ngantry_policy_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->pol_model));
+    const struct {
+        const char *family, *help;
+        struct kind_model *m;
+    } models[] = {
+        {"gantry_namespace_model_reads_total",
+         "Namespaces.Get and List calls answered from this replica's namespaces model (the others read the "
+         "store), and Policies.Get calls that took the namespace's existence from it.",
+         d->ns_model},
+        {"gantry_policy_model_reads_total",
+         "Policies.Get calls whose policy was read from this replica's policies model (the others read the "
+         "store).",
+         d->pol_model},
+        {"gantry_provider_model_reads_total",
+         "Providers.Get and List calls answered from this replica's providers model (the others read the "
+         "store).",
+         d->prov_model},
+        {"gantry_warm_pool_model_reads_total",
+         "WarmPools.Get and List calls answered from this replica's warm pools model (the others read the "
+         "store).",
+         d->wp_model},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", models[i].family, models[i].help,
+                   models[i].family, models[i].family, (unsigned long long)kind_model_reads(models[i].m));
+    }
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(
@@ -1459,8 +1476,10 @@ static int serve(struct daemon *d, char *errmsg)
         .writer = &d->writer, .sink = d->sink, .replica_id = cfg->replica_id, .gateway_id = d->id.gateway_id};
     d->wsvc.env = &d->env;
     d->polsvc.env = &d->env;
-    d->prov = (struct providers_svc){
-        .env = &d->env, .pepper = d->secrets.pepper, .pepper_len = IDENTITY_PEPPER_SIZE};
+    d->prov = (struct providers_svc){.env = &d->env,
+                                     .pepper = d->secrets.pepper,
+                                     .pepper_len = IDENTITY_PEPPER_SIZE,
+                                     .reads = d->prov.reads /* cmd_run set it */};
     d->psvc = (struct principals_svc){.env = &d->env,
                                       .pepper = d->secrets.pepper,
                                       .pepper_len = IDENTITY_PEPPER_SIZE,
@@ -1988,6 +2007,12 @@ static int cmd_run(struct config *cfg)
         kind_model_attach_feed(d->pol_model, &d->feed);
         d->polsvc.reads = (struct kind_reads){.model = d->pol_model, .store_reads = !cfg->model_reads};
         d->polsvc.namespaces = d->ns_model;
+        d->prov_model = providers_model_new();
+        kind_model_attach_feed(d->prov_model, &d->feed);
+        d->prov.reads = (struct kind_reads){.model = d->prov_model, .store_reads = !cfg->model_reads};
+        d->wp_model = warmpools_model_new();
+        kind_model_attach_feed(d->wp_model, &d->feed);
+        d->wsvc.reads = (struct kind_reads){.model = d->wp_model, .store_reads = !cfg->model_reads};
     }
     if (rv == 0) {
         d->esvc.ring_size = cfg->events_watch_ring;
@@ -2165,6 +2190,12 @@ static int cmd_run(struct config *cfg)
     d->ns_model = NULL;
     kind_model_free(d->pol_model);
     d->pol_model = NULL;
+    d->prov.reads.model = NULL;
+    kind_model_free(d->prov_model);
+    d->prov_model = NULL;
+    d->wsvc.reads.model = NULL;
+    kind_model_free(d->wp_model);
+    d->wp_model = NULL;
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */

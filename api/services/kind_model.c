@@ -177,7 +177,8 @@ static int reload(struct kind_model *m, struct store_client *cl)
         return rv != 0 ? rv : GERR_NOTFOUND;
     }
     uint64_t rev = (uint64_t)proto_rows_at(&rows, 0, m->cfg.n_cols)->u.i;
-    struct kind_model_entry *es = mem_zalloc(sizeof *es * (rows.n_rows + 1));
+    size_t cap = rows.n_rows + 1; /* before proto_rows_close, which zeroes n_rows */
+    struct kind_model_entry *es = mem_zalloc(sizeof *es * cap);
     size_t n = 0;
     for (size_t i = 0; i < rows.n_rows; i++) {
         if (proto_rows_at(&rows, i, m->cfg.key_col)->type == PROTO_NULL) {
@@ -194,7 +195,7 @@ static int reload(struct kind_model *m, struct store_client *cl)
     mem_free(m->entries);
     m->entries = es;
     m->n = n;
-    m->cap = rows.n_rows + 1;
+    m->cap = cap;
     m->rev = rev;
     m->ready = true;
     m->need_reload = false;
@@ -374,6 +375,19 @@ size_t kind_model_after(const struct kind_model_view *v, const char *ns, const c
     return eq ? at + 1 : at;
 }
 
+bool kind_model_page(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
+                     const ProtobufCMessage **out, size_t *n)
+{
+    *n = 0;
+    for (size_t i = kind_model_after(v, ns, after); i < v->n && strcmp(v->entries[i].ns, ns) == 0; i++) {
+        if (*n == limit) {
+            return true;
+        }
+        out[(*n)++] = v->entries[i].msg;
+    }
+    return false;
+}
+
 uint8_t *kind_model_pack(const ProtobufCMessage *msg, size_t *len)
 {
     *len = protobuf_c_message_get_packed_size(msg);
@@ -441,6 +455,37 @@ bool kind_model_serve_get(const struct kind_reads *rd, struct gate_ctx *ctx, con
         mem_free(bytes);
     }
     return true;
+}
+
+struct page_arg {
+    struct gate_ctx *ctx;
+    const char *ns, *after;
+    size_t limit;
+    kind_model_page_fn answer;
+};
+
+static void page_under_lock(const struct kind_model_view *v, void *arg)
+{
+    const struct page_arg *a = arg;
+    const ProtobufCMessage **msgs = mem_zalloc(sizeof *msgs * (a->limit + 1));
+    size_t n = 0;
+    bool more = kind_model_page(v, a->ns, a->after, a->limit, msgs, &n);
+    /* the last entry of the page: the one before the first that did not fit */
+    const char *token = more ? v->entries[kind_model_after(v, a->ns, a->after) + n - 1].name : "";
+    a->answer(a->ctx, msgs, n, token, v->rev);
+    mem_free(msgs);
+}
+
+bool kind_model_serve_page(const struct kind_reads *rd, struct gate_ctx *ctx,
+                           const Gantry__V1__ReadOptions *o, const char *ns, const char *after, size_t limit,
+                           kind_model_page_fn answer)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    struct page_arg a = {.ctx = ctx, .ns = ns, .after = after, .limit = limit, .answer = answer};
+    return (kind_model_wait(rd, ctx, o, &need, &answered) &&
+            kind_model_read(rd->model, need, page_under_lock, &a)) ||
+           answered;
 }
 
 uint64_t kind_model_reads(struct kind_model *m)

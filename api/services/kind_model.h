@@ -123,6 +123,12 @@ const struct kind_model_entry *kind_model_find(const struct kind_model_view *v, 
  * namespace's first); the namespace's entries run from there while entries[i].ns equals @ns. */
 size_t kind_model_after(const struct kind_model_view *v, const char *ns, const char *after);
 
+/* One page of namespace @ns in @v as a store List "WHERE namespace = @ns AND name > @after ORDER BY
+ * name LIMIT @limit" reads it: up to @limit messages into @out (room for @limit; they are @v's, valid
+ * only under the lock), *@n of them; true when more entries of @ns follow. */
+bool kind_model_page(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
+                     const ProtobufCMessage **out, size_t *n);
+
 /* As kind_model_read, for one object: true when the model answered, with *@bytes the packed
  * message (mem_alloc'd, the caller frees it; NULL when there is no @ns/@name), *@len and *@rev. */
 bool kind_model_get(struct kind_model *m, uint64_t need, const char *ns, const char *name, uint8_t **bytes,
@@ -131,9 +137,11 @@ bool kind_model_get(struct kind_model *m, uint64_t need, const char *ns, const c
 /* @msg packed: mem_alloc'd bytes (the caller frees them) and *@len. For @pack functions. */
 uint8_t *kind_model_pack(const ProtobufCMessage *msg, size_t *len);
 
-/* How a service's Get and List read: from @model as the call's read options ask, or from the store
- * (the leader) when @model is NULL, @store_reads is set (config model_reads false) or the model
- * cannot answer. */
+/* How a service's Get and List read: from @model as the call's read options ask
+ * (api/services/model_read.h), or from the store (the leader) when @model is NULL, @store_reads is
+ * set (config model_reads false) or the model cannot answer. The model's answers are the store
+ * path's byte for byte; authorization is the gate's, decided before the read either way. Set
+ * before the service's calls arrive. */
 struct kind_reads {
     struct kind_model *model; /* borrowed; NULL: the store */
     bool store_reads;
@@ -154,6 +162,19 @@ bool kind_model_wait(const struct kind_reads *rd, struct gate_ctx *ctx, const Ga
  * false: nothing was sent, the caller reads the store. Worker threads only. */
 bool kind_model_serve_get(const struct kind_reads *rd, struct gate_ctx *ctx, const Gantry__V1__ReadOptions *o,
                           const char *ns, const char *name, const char *not_found);
+
+/* Sends one List page: the messages (@v's, valid only during the call), the next page's token (""
+ * on the last page) and the revision the page reflects. */
+typedef void (*kind_model_page_fn)(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                                   const char *next_token, uint64_t rev);
+
+/* A whole List page of namespace @ns after the caller's authorization and page parsing (@after, at
+ * most @limit): wait as @o asks, then @answer it under the model's lock, as the store path's
+ * "name > after ORDER BY name" page. true: the call was answered (so too when a read option failed
+ * it); false: nothing was sent, the caller reads the store. Worker threads only. */
+bool kind_model_serve_page(const struct kind_reads *rd, struct gate_ctx *ctx,
+                           const Gantry__V1__ReadOptions *o, const char *ns, const char *after, size_t limit,
+                           kind_model_page_fn answer);
 
 /* Gets and Lists answered from the model (gantry_<kind>_model_reads_total). Any thread; 0 for
  * NULL. */

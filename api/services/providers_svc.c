@@ -1089,11 +1089,46 @@ static void read_fail(struct gate_ctx *ctx, int rv, const char *what)
               ctx->cl->errmsg[0] != '\0' ? ctx->cl->errmsg : gerr_str(rv));
 }
 
+/* --- the model (api/services/kind_model.h): PROV_COLS, never the secret --- */
+
+static uint8_t *prov_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct prov_msg m;
+    prov_from_row(&m, r, i);
+    uint8_t *out = kind_model_pack(&m.p.base, len);
+    prov_msg_free(&m);
+    return out;
+}
+
+struct kind_model *providers_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "Provider",
+                                    .what = "provider",
+                                    .table = "providers",
+                                    .cols = PROV_COLS,
+                                    .n_cols = 12,
+                                    .ns_col = 1,
+                                    .name_col = 2,
+                                    .labels_col = 7,
+                                    .key_col = 0,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .desc = &gantry__v1__provider__descriptor,
+                                    .pack = prov_pack_row};
+    return kind_model_new(&cfg);
+}
+
 static void prov_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct providers_svc *svc = data;
     const Gantry__V1__GetProviderRequest *req = (const void *)grpc_call_request(ctx->call);
     if (!ns_name_ok(ctx, req->namespace_, req->name)) {
+        return;
+    }
+    char not_found[GERR_MSG_SIZE];
+    snprintf(not_found, sizeof not_found, "provider \"%.63s\" does not exist in namespace \"%.63s\"",
+             req->name, req->namespace_);
+    if (kind_model_serve_get(&svc->reads, ctx, req->read, req->namespace_, req->name, not_found)) {
         return;
     }
     struct proto_rows rows;
@@ -1104,8 +1139,7 @@ static void prov_get(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         read_fail(ctx, rv, "get provider");
     } else if (rows.n_rows == 0) {
-        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "provider \"%.63s\" does not exist in namespace \"%.63s\"",
-                  req->name, req->namespace_);
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "%s", not_found);
     } else {
         struct prov_msg m;
         prov_from_row(&m, &rows, 0);
@@ -1115,9 +1149,21 @@ static void prov_get(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
+/* A page from the model (kind_model_serve_page). */
+static void prov_list_answer(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                             const char *next_token, uint64_t rev)
+{
+    Gantry__V1__ListProvidersResponse resp = GANTRY__V1__LIST_PROVIDERS_RESPONSE__INIT;
+    resp.n_providers = n;
+    resp.providers = (Gantry__V1__Provider **)msgs;
+    resp.next_page_token = (char *)next_token;
+    resp.revision = rev;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+}
+
 static void prov_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct providers_svc *svc = data;
     const Gantry__V1__ListProvidersRequest *req = (const void *)grpc_call_request(ctx->call);
     if (req->namespace_[0] == '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
@@ -1127,6 +1173,10 @@ static void prov_list(struct gate_ctx *ctx, void *data)
     char why[GERR_MSG_SIZE];
     if (!page_rules_read(req->page, PAGE_KEY_NAME, &page, why, sizeof why)) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (kind_model_serve_page(&svc->reads, ctx, req->read, req->namespace_, page.after, page.limit,
+                              prov_list_answer)) {
         return;
     }
     unsigned limit = page.limit;

@@ -32,6 +32,7 @@
 
 #include "api/gate/resource.h"
 #include "api/services/keyring.h"
+#include "api/services/kind_model.h"
 
 struct gate;
 
@@ -40,11 +41,17 @@ struct providers_svc {
     const uint8_t *pepper;     /* borrowed: the cluster's API-key pepper (raft/identity.h) */
     size_t pepper_len;
     struct keyring ring; /* derived by providers_svc_register */
+    /* How Get and List read (api/services/kind_model.h), the model from providers_model_new. */
+    struct kind_reads reads;
 };
 
 /* Derive the key ring from svc->pepper and route the Providers methods. 0 or GERR_INVAL. */
 int providers_svc_register(struct gate *g, struct providers_svc *svc, char *errmsg);
 void providers_svc_close(struct providers_svc *svc);
+
+/* A providers model whose messages are Get's and List's: the public Provider (secret key names and
+ * the key id, never the secret). kind_model_free frees it. */
+struct kind_model *providers_model_new(void);
 
 /* For sandboxes: may the caller of @ctx attach provider @provider_name of namespace @ns? 0 for a
  * platform_admin, a namespace_admin of @ns, or a holder of a grant; GERR_NOTFOUND (no such

@@ -13,6 +13,7 @@
 #include "gantry/v1/warmpools.pb-c.h"
 #include "lib/mem.h"
 #include "lib/rand.h"
+#include "store/events.h"
 
 #define WP_COLS "pool, status, id, resource_version"
 
@@ -89,13 +90,52 @@ static int wp_read(struct store_tx *tx, struct store_client *cl, const char *ns,
     return rv;
 }
 
-/* --- reads --- */
+/* --- reads: from the model (api/services/kind_model.h), else the store --- */
+
+#define WP_MODEL_COLS WP_COLS ", namespace, name"
+
+static uint8_t *wp_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    Gantry__V1__WarmPool *p = wp_from_row(r, i);
+    uint8_t *out = p != NULL ? kind_model_pack(&p->base, len) : NULL;
+    wp_free(p);
+    return out;
+}
+
+struct kind_model *warmpools_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "WarmPool",
+                                    .what = "warm pool",
+                                    .table = "warm_pools",
+                                    .cols = WP_MODEL_COLS,
+                                    .n_cols = 6,
+                                    .ns_col = 4,
+                                    .name_col = 5,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 2,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    /* store/schema.c's trigger deletes a deleted namespace's pools */
+                                    .parent_kind = "Namespace",
+                                    .parent_key = KIND_MODEL_KEY_NS,
+                                    .parent_col = 4,
+                                    .parent_where = "namespace = ?",
+                                    .desc = &gantry__v1__warm_pool__descriptor,
+                                    .pack = wp_pack_row};
+    return kind_model_new(&cfg);
+}
 
 static void wp_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct warmpools_svc *svc = data;
     const Gantry__V1__GetWarmPoolRequest *req = (const void *)grpc_call_request(ctx->call);
     if (!ns_name_ok(ctx, req->namespace_, req->name)) {
+        return;
+    }
+    char not_found[GERR_MSG_SIZE];
+    snprintf(not_found, sizeof not_found, "warm pool \"%.63s\" does not exist in namespace \"%.63s\"",
+             req->name, req->namespace_);
+    if (kind_model_serve_get(&svc->reads, ctx, req->read, req->namespace_, req->name, not_found)) {
         return;
     }
     Gantry__V1__WarmPool *p = NULL;
@@ -103,17 +143,28 @@ static void wp_get(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         read_fail(ctx, rv, "get warm pool");
     } else if (p == NULL) {
-        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "warm pool \"%.63s\" does not exist in namespace \"%.63s\"",
-                  req->name, req->namespace_);
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "%s", not_found);
     } else {
         grpc_call_finish_async(ctx->call, 0, NULL, &p->base);
     }
     wp_free(p);
 }
 
+/* A page from the model (kind_model_serve_page). */
+static void wp_list_answer(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                           const char *next_token, uint64_t rev)
+{
+    Gantry__V1__ListWarmPoolsResponse resp = GANTRY__V1__LIST_WARM_POOLS_RESPONSE__INIT;
+    resp.n_warm_pools = n;
+    resp.warm_pools = (Gantry__V1__WarmPool **)msgs;
+    resp.next_page_token = (char *)next_token;
+    resp.revision = rev;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+}
+
 static void wp_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct warmpools_svc *svc = data;
     const Gantry__V1__ListWarmPoolsRequest *req = (const void *)grpc_call_request(ctx->call);
     if (req->namespace_[0] == '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "namespace is required");
@@ -125,14 +176,24 @@ static void wp_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
+    if (kind_model_serve_page(&svc->reads, ctx, req->read, req->namespace_, page.after, page.limit,
+                              wp_list_answer)) {
+        return;
+    }
     unsigned limit = page.limit;
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_), proto_text(page.after), proto_int(limit + 1)};
-    int rv = store_client_query(
-        ctx->cl,
-        "SELECT " WP_COLS ", name FROM warm_pools WHERE namespace = ? AND name > ? ORDER BY name LIMIT ?", p,
-        3, &rows);
+    int rv = store_client_query(ctx->cl,
+                                STORE_LIST_AT_REVISION("SELECT " WP_COLS
+                                                       ", name FROM warm_pools WHERE namespace = ?1 "
+                                                       "AND name > ?2 ORDER BY name LIMIT ?3",
+                                                       "x.name"),
+                                p, 3, &rows);
+    uint64_t revision = 0;
+    if (rv == 0) {
+        rv = store_list_revision(&rows, &revision);
+    }
     if (rv != 0) {
         read_fail(ctx, rv, "list warm pools");
         proto_rows_close(&rows);
@@ -154,6 +215,7 @@ static void wp_list(struct gate_ctx *ctx, void *data)
     const struct proto_value *last = n > 0 ? proto_rows_at(&rows, n - 1, 4) : NULL;
     resp.next_page_token =
         rows.n_rows > limit && last != NULL && last->type == PROTO_TEXT ? (char *)last->u.b.s : "";
+    resp.revision = revision;
     grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
     for (size_t i = 0; i < got; i++) {
         wp_free(ps[i]);

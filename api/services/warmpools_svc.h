@@ -15,6 +15,7 @@
 #define GANTRY_API_SERVICES_WARMPOOLS_SVC_H
 
 #include "api/gate/resource.h"
+#include "api/services/kind_model.h"
 #include "drivers/driver.h"
 
 struct gate;
@@ -23,8 +24,14 @@ struct warmpools_svc {
     const struct res_env *env; /* borrowed */
     struct driver *driver;     /* borrowed; NULL (no driver): Create is FAILED_PRECONDITION. Set before
                                 * calls arrive. */
+    /* How Get and List read (api/services/kind_model.h), the model from warmpools_model_new. */
+    struct kind_reads reads;
 };
 
 int warmpools_svc_register(struct gate *g, struct warmpools_svc *svc, char *errmsg);
+
+/* A warm pools model whose messages are Get's and List's (the pool with its status).
+ * kind_model_free frees it. */
+struct kind_model *warmpools_model_new(void);
 
 #endif

@@ -22,8 +22,8 @@ import test_gantryd as g  # noqa: E402
 import test_identity as ti  # noqa: E402
 
 import grpc  # noqa: E402
-from gantry.v1 import (audit_pb2, meta_pb2, namespaces_pb2, principals_pb2, quotas_pb2,  # noqa: E402
-                       sandboxes_pb2)
+from gantry.v1 import (audit_pb2, meta_pb2, namespaces_pb2, policies_pb2, principals_pb2,  # noqa: E402
+                       providers_pb2, quotas_pb2, sandboxes_pb2, warmpools_pb2)
 
 ROUNDS = int(os.environ.get("GANTRY_QUOTA_ROUNDS", "20"))
 GPU_ROUNDS = int(os.environ.get("GANTRY_GPU_QUOTA_ROUNDS", "5"))
@@ -1329,12 +1329,200 @@ class NamespaceReads(g.GantrydTest):
         self.assertGreater(after[1] - before[1], compared // 3)
         self.assertEqual(after[2], 0, "the --model-reads=false replica answered from its model")
         print("namespace model vs store: %d list pages compared byte for byte" % compared)
+        self.kinds_like_the_store(env)
+
+    def answers(self, env, role, svc, method, req):
+        """The three replicas' answers to one call: the reply's bytes (a List's without its revision,
+        every page of it) or the status and message; the trailers checked: a model replica's carry
+        x-gantry-revision (at least the object's resource_version), the store replica's do not."""
+        obj = {"Policies": policies_pb2.Policy, "Providers": providers_pb2.Provider,
+               "WarmPools": warmpools_pb2.WarmPool}[svc]
+        resp = {"Providers": providers_pb2.ListProvidersResponse,
+                "WarmPools": warmpools_pb2.ListWarmPoolsResponse}.get(svc)
+        got = []
+        for replica in range(3):
+            try:
+                if method == "Get":
+                    raw, tr = env.raw(role, svc, method, req, replica)
+                    got.append(raw)
+                    if replica < 2:
+                        self.assertGreaterEqual(revision_of(tr), obj.FromString(raw).meta.resource_version,
+                                                (role, svc, req, replica))
+                    else:
+                        self.assertNotIn("x-gantry-revision", tr)
+                    continue
+                pages, token = [], ""
+                for _ in range(50):
+                    req.page.page_token = token
+                    raw, _ = env.raw(role, svc, method, req, replica)
+                    body, rev = strip_revision(raw, resp)
+                    self.assertGreater(rev, 0)
+                    pages.append(body)
+                    token = resp.FromString(raw).next_page_token
+                    if not token:
+                        break
+                got.append(pages)
+            except grpc.RpcError as e:
+                got.append((e.code(), e.details()))
+        return got
+
+    def kinds_like_the_store(self, env):
+        """Issue 17: Policies.Get, Providers.Get and List, WarmPools.Get and List from the models
+        (replicas 1 and 2) are the store path's replies (replica 3) byte for byte, for every role,
+        every page of every page size, objects found and not found, after creates, updates, deletes
+        and a namespace deletion that removes rows without their own event; a write through one
+        replica is seen at once by a linearizable Get through another."""
+        W, Pv, Po = warmpools_pb2, providers_pb2, policies_pb2
+        t0 = time.monotonic()
+        metrics = ("gantry_policy_model_reads_total", "gantry_provider_model_reads_total",
+                   "gantry_warm_pool_model_reads_total")
+        before = [[env.c.replicas[i].metric(m) or 0 for m in metrics] for i in range(3)]
+        env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
+            namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="kinds-gone"))))
+
+        def set_policy(ns, lifetime, replica=0):
+            return env.call("pa", Po, "Policies", "Set", Po.SetPolicyRequest(policy=Po.Policy(
+                meta=meta_pb2.ObjectMeta(namespace=ns), max_lifetime_seconds=lifetime, allow_shares=True,
+                allow_exec_shares=True, allowed_images=["busybox:*"] if ns else [])), replica=replica)
+        set_policy("", 7200)
+        set_policy("default", 600, replica=1)
+        set_policy("kinds-gone", 300, replica=2)
+        for i, ns in enumerate(["default"] * 5 + ["team-b"]):
+            env.call("pa", Pv, "Providers", "Create", Pv.CreateProviderRequest(provider=Pv.Provider(
+                meta=meta_pb2.ObjectMeta(namespace=ns, name="prov-%d" % i, labels={"i": str(i)}), type="generic",
+                config={"url": "https://x%d.example" % i}), secret={"token": "sekret-%d" % i, "other": "v"}),
+                replica=i % 3)
+        env.call("pa", Pv, "Providers", "Update", Pv.UpdateProviderRequest(provider=Pv.Provider(
+            meta=meta_pb2.ObjectMeta(namespace="default", name="prov-1"), type="generic", config={"url": "u"})),
+            replica=1)
+        env.call("pa", Pv, "Providers", "Delete", Pv.DeleteProviderRequest(namespace="default", name="prov-3"),
+                 replica=2)
+
+        # Warm pools need the kubernetes driver to be created (this cluster runs none): their rows and
+        # change events are written as WarmPools.Create and the reconciler's status write do.
+        def put_pool(i, ns, name, status=None):
+            rev = int(env.c.replicas[0].store("query", "SELECT revision FROM cluster_revision").split()[-1]) + 1
+            pid = "00000000-0000-4000-8000-%012d" % i
+            pool = W.WarmPool(meta=meta_pb2.ObjectMeta(id=pid, namespace=ns, name=name, resource_version=rev,
+                                                       created_by=env.ids["pa"], created_at_ms=1000 + i),
+                              template="tpl-%d" % i, replicas=i % 4).SerializeToString()
+            # The event before the revision: a feed poll between the statements sees neither or both.
+            env.c.replicas[0].store(
+                "exec", "INSERT INTO warm_pools (id, namespace, name, kube_namespace, template, replicas, pool, status, "
+                "created_by, resource_version, created_at_ms, updated_at_ms) VALUES ('%s', '%s', '%s', '', 'tpl', 0, "
+                "x'%s', x'%s', 'test', %d, 0, 0) ON CONFLICT (id) DO UPDATE SET pool = excluded.pool, status = "
+                "excluded.status, resource_version = excluded.resource_version; INSERT INTO events (revision, kind, "
+                "namespace, object_id, type, at_ms) SELECT revision + 1, 'WarmPool', '%s', '%s', '%s', 0 FROM "
+                "cluster_revision WHERE id = 1; UPDATE cluster_revision SET revision = revision + 1 WHERE id = 1" % (
+                    pid, ns, name, pool.hex(), (status or b"").hex(), rev, ns, pid,
+                    "MODIFIED" if status else "ADDED"))
+        for i in range(5):
+            put_pool(i, "default", "pool-%d" % i)
+        put_pool(5, "team-b", "pool-5")
+        put_pool(6, "kinds-gone", "pool-6")
+        put_pool(2, "default", "pool-2", W.WarmPoolStatus(ready_replicas=2, replicas=2,
+                                                          last_error="x").SerializeToString())
+        env.call("pa", W, "WarmPools", "Update", W.UpdateWarmPoolRequest(namespace="default", name="pool-1",
+                                                                         replicas=3), replica=1)
+        env.call("pa", W, "WarmPools", "Delete", W.DeleteWarmPoolRequest(namespace="default", name="pool-4"),
+                 replica=2)
+        # Its policy and warm pool go with the namespace, without an event of their own.
+        env.call("pa", namespaces_pb2, "Namespaces", "Delete", N.DeleteNamespaceRequest(name="kinds-gone"))
+
+        calls = [("Policies", "Get", Po.GetPolicyRequest(namespace=ns)) for ns in ("", "default", "team-b",
+                                                                                  "kinds-gone", "nope")]
+        for ns in ("default", "team-b", "kinds-gone"):
+            for size in (1, 2, 0):
+                calls.append(("Providers", "List", Pv.ListProvidersRequest(
+                    namespace=ns, page=meta_pb2.PageRequest(page_size=size))))
+                calls.append(("WarmPools", "List", W.ListWarmPoolsRequest(
+                    namespace=ns, page=meta_pb2.PageRequest(page_size=size))))
+        for ns, name in (("default", "prov-0"), ("default", "prov-1"), ("default", "prov-3"), ("team-b", "prov-5"),
+                         ("default", "nope")):
+            calls.append(("Providers", "Get", Pv.GetProviderRequest(namespace=ns, name=name)))
+        for ns, name in (("default", "pool-0"), ("default", "pool-1"), ("default", "pool-2"), ("default", "pool-4"),
+                         ("team-b", "pool-5"), ("kinds-gone", "pool-6")):
+            calls.append(("WarmPools", "Get", W.GetWarmPoolRequest(namespace=ns, name=name)))
+        outcomes = {}
+        for role in ("pa", "auditor", "na", "user", "other"):
+            for svc, method, req in calls:
+                got = self.answers(env, role, svc, method, req)
+                self.assertEqual(got[0], got[2], (role, svc, method, req))
+                self.assertEqual(got[1], got[2], (role, svc, method, req))
+                outcome = got[2][0] if isinstance(got[2], tuple) else "OK"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        self.assertEqual(len(self.answers(env, "pa", "Providers", "List", Pv.ListProvidersRequest(
+            namespace="default", page=meta_pb2.PageRequest(page_size=1)))[2]), 4)
+        self.assertEqual(len(self.answers(env, "pa", "WarmPools", "List", W.ListWarmPoolsRequest(
+            namespace="default", page=meta_pb2.PageRequest(page_size=1)))[2]), 4)
+        for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, "OK"):
+            self.assertGreater(outcomes.get(code, 0), 0, outcomes)
+        # The model never holds the secret: the providers' answers carry its key names only.
+        for raw in self.answers(env, "pa", "Providers", "Get", Pv.GetProviderRequest(namespace="default",
+                                                                                    name="prov-0"))[:2]:
+            self.assertNotIn(b"sekret", raw)
+            self.assertEqual(sorted(Pv.Provider.FromString(raw).secret_keys), ["other", "token"])
+
+        # Read-your-writes: a write through one replica, then a linearizable Get through another.
+        for i in range(6):
+            w = i % 3
+            r = 1 if w == 0 else 0  # a model replica other than the writer
+            pol = set_policy("default", 500 - i, replica=w)
+            got = Po.Policy.FromString(env.raw("pa", "Policies", "Get", Po.GetPolicyRequest(namespace="default"), r)[0])
+            self.assertEqual((got.meta.resource_version, got.max_lifetime_seconds), (pol.meta.resource_version, 500 - i))
+            prov = env.call("pa", Pv, "Providers", "Update", Pv.UpdateProviderRequest(provider=Pv.Provider(
+                meta=meta_pb2.ObjectMeta(namespace="default", name="prov-2"), type="generic",
+                config={"round": str(i)})), replica=w)
+            got = Pv.Provider.FromString(env.raw("pa", "Providers", "Get", Pv.GetProviderRequest(
+                namespace="default", name="prov-2"), r)[0])
+            self.assertEqual((got.meta.resource_version, got.config["round"]), (prov.meta.resource_version, str(i)))
+            pool = env.call("pa", W, "WarmPools", "Update", W.UpdateWarmPoolRequest(
+                namespace="default", name="pool-0", replicas=i), replica=w)
+            got = W.WarmPool.FromString(env.raw("pa", "WarmPools", "Get", W.GetWarmPoolRequest(
+                namespace="default", name="pool-0"), r)[0])
+            self.assertEqual((got.meta.resource_version, got.replicas), (pool.meta.resource_version, i))
+        env.call("pa", Pv, "Providers", "Delete", Pv.DeleteProviderRequest(namespace="default", name="prov-2"),
+                 replica=0)
+        env.call("pa", W, "WarmPools", "Delete", W.DeleteWarmPoolRequest(namespace="default", name="pool-0"),
+                 replica=0)
+        env.call("pa", Po, "Policies", "Delete", Po.DeletePolicyRequest(namespace="default"), replica=0)
+        for svc, req in (("Providers", Pv.GetProviderRequest(namespace="default", name="prov-2")),
+                         ("WarmPools", W.GetWarmPoolRequest(namespace="default", name="pool-0")),
+                         ("Policies", Po.GetPolicyRequest(namespace="default"))):
+            with self.assertRaises(grpc.RpcError) as cm:
+                env.raw("pa", svc, "Get", req, 1)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND, svc)
+        after = [[env.c.replicas[i].metric(m) or 0 for m in metrics] for i in range(3)]
+        for i, m in enumerate(metrics):
+            self.assertGreater(after[0][i] - before[0][i], 10, m)
+            self.assertGreater(after[1][i] - before[1][i], 10, m)
+            self.assertEqual(after[2][i], 0, "the --model-reads=false replica answered from its model: " + m)
+        # A model replica restarted loads every kind with its rows (one statement each), then applies
+        # creates on top of what it loaded; its answers are still the store's.
+        victim = next(env.c.replicas[i] for i in (0, 1) if env.c.replicas[i] is not env.c.leader())
+        victim.signal(signal.SIGTERM)
+        victim.wait()
+        victim.start()
+        for i in range(6, 10):
+            set_policy("team-b", 100 + i, replica=i % 3)
+            env.call("pa", Pv, "Providers", "Create", Pv.CreateProviderRequest(provider=Pv.Provider(
+                meta=meta_pb2.ObjectMeta(namespace="default", name="prov-%d" % i), type="generic"),
+                secret={"token": "t"}), replica=i % 3)
+            put_pool(i + 10, "default", "pool-%d" % (i + 10))
+        for svc, method, req in calls[:5] + calls[5:7] + calls[23:]:
+            got = self.answers(env, "pa", svc, method, req)
+            self.assertEqual(got[0], got[2], ("after a restart", svc, method, req))
+            self.assertEqual(got[1], got[2], ("after a restart", svc, method, req))
+        self.assertEqual(len(self.answers(env, "pa", "Providers", "List", Pv.ListProvidersRequest(
+            namespace="default", page=meta_pb2.PageRequest(page_size=1)))[0]), 7)
+        print("policies, providers, warm pools models vs store: %d calls x 5 roles compared (%s) in %.1f s"
+              % (len(calls), {str(k): v for k, v in outcomes.items()}, time.monotonic() - t0))
 
     def test_read_options(self):
         """min_revision waits for the model without the leader, and a revision the cluster has not
         reached is OUT_OF_RANGE within a poll, with the reason; max_staleness_ms answers at once from a live feed (no read index) and never misses
         a change committed more than the bound before the call; bad options are INVALID_ARGUMENT and
-        change nothing; the same for Sandboxes.Get and List."""
+        change nothing; the same for Sandboxes.Get and List, Providers.List and WarmPools.List."""
         env = ReadsEnv(self)
         ns = env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
             namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name="ro", labels={"v": "0"}))))
@@ -1345,7 +1533,9 @@ class NamespaceReads(g.GantrydTest):
             return [("Namespaces", "Get", N.GetNamespaceRequest(name="ro", read=read)),
                     ("Namespaces", "List", N.ListNamespacesRequest(read=read)),
                     ("Sandboxes", "Get", S.GetSandboxRequest(namespace="default", name="ro-sb", read=read)),
-                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read))]
+                    ("Sandboxes", "List", S.ListSandboxesRequest(namespace="default", read=read)),
+                    ("Providers", "List", providers_pb2.ListProvidersRequest(namespace="default", read=read)),
+                    ("WarmPools", "List", warmpools_pb2.ListWarmPoolsRequest(namespace="default", read=read))]
 
         # Bad options: INVALID_ARGUMENT with the reason, on every replica; nothing changed.
         listed = env.call("pa", namespaces_pb2, "Namespaces", "List", N.ListNamespacesRequest(), replica=2).namespaces
