@@ -47,8 +47,8 @@ struct principals_svc {
      * admin's right to another principal's keys, decision.manage_check, is still read from the
      * store). */
     struct kind_reads principals, bindings, keys;
-    atomic_uint_fast64_t
-        model_reads; /* calls answered from the models (gantry_principal_model_reads_total) */
+    /* calls answered from the models (gantry_principal_model_reads_total; ListIdentities's too) */
+    atomic_uint_fast64_t model_reads;
 };
 
 /* The keys model reloads every key's metadata at most this often, for last_used_at_ms (written by
@@ -63,12 +63,12 @@ int principals_svc_register(struct gate *g, struct principals_svc *svc, char *er
  * never the key's hash or pepper version; a Principal deletion re-reads the principal's keys, and
  * every key is reloaded every PRINCIPALS_KEYS_RELOAD_MS). */
 struct kind_model *principals_model_new(void);
+struct kind_model *principals_bindings_model_new(void);
+struct kind_model *principals_keys_model_new(void);
 
 /* In a view of principals_model_new's model (kind_model_read's callback): the id of the principal
  * named by @id_or_name as the store path resolves it (its id, or its name with a user before a
  * service account), copied to @id (40 bytes). false: none. Names are not indexed: a name scans. */
 bool principals_model_resolve(const struct kind_model_view *v, const char *id_or_name, char id[40]);
-struct kind_model *principals_bindings_model_new(void);
-struct kind_model *principals_keys_model_new(void);
 
 #endif
