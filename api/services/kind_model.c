@@ -250,7 +250,8 @@ static void reread(struct kind_model *m, struct store_client *cl, const struct f
     pthread_rwlock_unlock(&m->lock);
     mem_free(es);
     if (rv != 0) {
-        LOG_WARN("%s model: cannot read %s \"%.63s\" (%s): reloading", m->cfg.what, where, value, cl->errmsg);
+        LOG_WARN("%s model: cannot re-read the rows of \"%.63s\" (%s): reloading", m->cfg.what, value,
+                 cl->errmsg);
     }
 }
 

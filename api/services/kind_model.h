@@ -50,7 +50,7 @@ enum kind_model_key {
 /* Every string static (the model keeps the pointers). */
 struct kind_model_config {
     const char *kind;      /* the events' kind: "Policy" */
-    const char *what;      /* for logs and NOT_FOUND messages: "policy" */
+    const char *what;      /* for log lines: "policy" */
     const char *table;     /* "policies" */
     const char *cols;      /* the select list @pack reads */
     unsigned n_cols;       /* how many columns it has */
