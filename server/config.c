@@ -302,8 +302,9 @@ static const struct field fields[] = {
          "waits for more reads to share it while they keep coming (200 us without a new one ends the wait), "
          "at most this many microseconds; a lone read never waits; 0: never (docs/resources.md)"),
     BOOL(model_reads, true,
-         "answer Get and List of sandboxes, namespaces, policies (Get), providers and warm pools from this "
-         "replica's change-feed models (after a read index unless the call's read options say otherwise); "
+         "answer Get and List of sandboxes, namespaces, policies (Get), providers, warm pools, principals, "
+         "role bindings (List), API keys and linked identities (List) from this replica's change-feed models "
+         "(after a read index unless the call's read options say otherwise); "
          "false: read the store (docs/resources.md, Read consistency)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),

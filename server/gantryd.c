@@ -365,6 +365,10 @@ struct daemon {
     bool jobs_started;
     struct cluster_svc csvc;
     struct principals_svc psvc;
+    /* how psvc reads principals, role bindings and API keys, and ListIdentities linked
+     * identities (preads[3]): their models, kept by the feed */
+    struct kind_reads preads[4];
+    struct links_reads lreads;
     struct pepper_ring peppers; /* API-key pepper versions (api/services/pepper_ring.h) */
     bool peppers_ready;
     struct res_env env;
@@ -862,6 +866,12 @@ static void metrics(void *data, struct buf *out)
     if (d->authn != NULL) {
         authn_metrics_write(d->authn, out);
     }
+    buf_printf(out,
+               "# HELP gantry_principal_model_reads_total Principals.Get, List, ListRoleBindings and "
+               "ListIdentities and ApiKeys.Get and List calls answered from this replica's principals, role "
+               "bindings, API keys and linked identities models (the others read the store).\n"
+               "# TYPE gantry_principal_model_reads_total counter\ngantry_principal_model_reads_total %llu\n",
+               (unsigned long long)atomic_load(&d->psvc.model_reads));
     buf_printf(out,
                "# HELP gantry_sandbox_model_gets_total Sandboxes.Get calls answered from this replica's "
                "model after a read index (the others read the store).\n"
@@ -1473,10 +1483,15 @@ static int serve(struct daemon *d, char *errmsg)
     d->psvc = (struct principals_svc){.env = &d->env,
                                       .pepper = d->secrets.pepper,
                                       .pepper_len = IDENTITY_PEPPER_SIZE,
-                                      .peppers = &d->peppers};
+                                      .peppers = &d->peppers,
+                                      .principals = d->preads[0],
+                                      .bindings = d->preads[1],
+                                      .keys = d->preads[2]};
+    d->lreads = (struct links_reads){
+        .links = d->preads[3], .principals = d->preads[0], .model_reads = &d->psvc.model_reads};
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
-        (rv = links_svc_register(d->gate, &d->env, errmsg)) != 0 ||
+        (rv = links_svc_register(d->gate, &d->env, &d->lreads, errmsg)) != 0 ||
         (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->polsvc, errmsg)) != 0 ||
@@ -2013,6 +2028,17 @@ static int cmd_run(struct config *cfg)
         authn_attach_feed(d->authn, &d->feed);
     }
     if (rv == 0) {
+        /* Principals, role bindings, API key metadata and linked identities, kept by the feed for
+         * the principals service's Gets and Lists (api/services/principals_svc.h) and
+         * ListIdentities (api/services/links_svc.h); freed after the feed. */
+        struct kind_model *ms[] = {principals_model_new(), principals_bindings_model_new(),
+                                   principals_keys_model_new(), links_svc_links_model_new()};
+        for (size_t i = 0; i < 4; i++) {
+            kind_model_attach_feed(ms[i], &d->feed);
+            d->preads[i] = (struct kind_reads){.model = ms[i], .store_reads = !cfg->model_reads};
+        }
+    }
+    if (rv == 0) {
         rv = feed_start(&d->feed);
     }
     if (rv == 0 && replica_relay(d->replica) != NULL) {
@@ -2176,6 +2202,10 @@ static int cmd_run(struct config *cfg)
     sandboxes_svc_detach_feed(&d->ssvc);
     events_svc_detach_feed(&d->esvc);
     renew_server_stop(d->renew_srv); /* before the writer it records certificates with */
+    for (size_t i = 0; i < 4; i++) { /* after the feed and the server's calls */
+        kind_model_free(d->preads[i].model);
+        d->preads[i].model = NULL;
+    }
     store_pool_close(&d->pool);
     store_writer_stop(&d->writer);
     driver_free(d->driver);

@@ -9,6 +9,7 @@
 
 #include "api/gate/gate.h"
 #include "api/services/model_read.h"
+#include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/mem.h"
 
@@ -21,6 +22,7 @@ struct kind_model {
     size_t n, cap;
     uint64_t rev;
     bool ready, need_reload;
+    uint64_t reloaded_ms; /* the feed thread's last reload (clock_mono_ms), for reload_every_ms */
     atomic_uint_fast64_t reads;
 };
 
@@ -168,6 +170,7 @@ static int reload(struct kind_model *m, struct store_client *cl)
         m->cfg.cols, m->cfg.table);
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
+    m->reloaded_ms = clock_mono_ms(clock_system());
     int rv = store_client_query(cl, sql, NULL, 0, &rows);
     if (rv != 0 || rows.n_rows == 0) {
         proto_rows_close(&rows);
@@ -258,7 +261,9 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
     bool own = strcmp(ev->kind, m->cfg.kind) == 0;
     bool parent = !own && m->cfg.parent_kind != NULL && strcmp(ev->kind, m->cfg.parent_kind) == 0 &&
                   strcmp(ev->type, "DELETED") == 0;
-    if (!own && !parent) {
+    bool all = !own && !parent && m->cfg.reload_on_delete != NULL &&
+               strcmp(ev->kind, m->cfg.reload_on_delete) == 0 && strcmp(ev->type, "DELETED") == 0;
+    if (!own && !parent && !all) {
         return;
     }
     pthread_rwlock_rdlock(&m->lock);
@@ -267,7 +272,16 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
     if (skip) {
         return;
     }
-    if (parent) {
+    if (all) {
+        /* a snapshot at a revision at or past this event's: later events up to it are skipped */
+        if (reload(m, cl) != 0) {
+            pthread_rwlock_wrlock(&m->lock);
+            m->need_reload = true; /* readers use the store until on_applied reloads */
+            pthread_rwlock_unlock(&m->lock);
+            LOG_WARN("%s model: cannot reload the %s table (%s): trying again", m->cfg.what, m->cfg.table,
+                     cl->errmsg);
+        }
+    } else if (parent) {
         reread(m, cl, ev, m->cfg.parent_where, parent_is, event_key(ev, m->cfg.parent_key));
     } else {
         reread(m, cl, ev, m->cfg.key_where, key_is, event_key(ev, m->cfg.key));
@@ -280,6 +294,8 @@ static void on_applied(struct store_client *cl, uint64_t rev, void *data)
     pthread_rwlock_rdlock(&m->lock);
     bool again = m->need_reload;
     pthread_rwlock_unlock(&m->lock);
+    again = again || (m->cfg.reload_every_ms != 0 &&
+                      clock_mono_ms(clock_system()) - m->reloaded_ms >= m->cfg.reload_every_ms);
     if (again && reload(m, cl) != 0) {
         return;
     }

@@ -68,6 +68,13 @@ struct kind_model_config {
     const char *parent_where;               /* its condition with one parameter: "namespace = ?" */
     const ProtobufCMessageDescriptor *desc; /* the message @pack packs */
     kind_model_pack_fn pack;
+    /* Optional (NULL: none): a second kind whose DELETED events remove rows of this kind without
+     * events of their own; such an event reloads every row at once, in one statement as at a resync
+     * (the role bindings of a deleted namespace, when @parent_kind is "Principal"). */
+    const char *reload_on_delete;
+    /* Optional (0: never): reload every row at most this often (on_applied), for columns written
+     * without a change event (api_keys.last_used_ms); each reload is a snapshot, as at a resync. */
+    unsigned reload_every_ms;
 };
 
 struct kind_model_entry {

@@ -2,9 +2,11 @@
 #include "api/services/links_svc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/gate/gate.h"
+#include "api/services/principals_svc.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
 #include "store/events.h"
@@ -50,6 +52,39 @@ static void identity_msg(Gantry__V1__ExternalIdentity *m, const struct proto_row
 }
 
 #define LINK_COLS "principal_id, issuer, subject, created_by, created_at_ms"
+
+/* The model's columns: LINK_COLS and its order key, issuer and subject joined by a newline (issuer
+ * names hold none and sort before it, so the model's order is ORDER BY issuer, subject). */
+#define LINK_MODEL_COLS LINK_COLS ", issuer || char(10) || subject"
+
+static uint8_t *pack_link(const struct proto_rows *r, size_t i, size_t *len)
+{
+    Gantry__V1__ExternalIdentity m;
+    identity_msg(&m, r, i);
+    return kind_model_pack(&m.base, len);
+}
+
+struct kind_model *links_svc_links_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "PrincipalLink",
+                                    .what = "linked identity",
+                                    .table = "principal_links",
+                                    .cols = LINK_MODEL_COLS,
+                                    .n_cols = 6,
+                                    .ns_col = KIND_MODEL_NO_COL,
+                                    .name_col = 5,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0, /* a link's events carry its principal's id */
+                                    .key_where = "principal_id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .parent_kind = "Principal",
+                                    .parent_key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .parent_col = 0,
+                                    .parent_where = "principal_id = ?",
+                                    .desc = &gantry__v1__external_identity__descriptor,
+                                    .pack = pack_link};
+    return kind_model_new(&cfg);
+}
 
 static int link_tx(struct store_tx *tx, struct res_call *c)
 {
@@ -171,15 +206,77 @@ static void unlink_(struct gate_ctx *ctx, void *data)
     res_mutate(ctx, env, req->request_id, &gantry__v1__delete_response__descriptor, unlink_tx, (void *)req);
 }
 
+struct resolve_arg {
+    const char *who;
+    char id[40]; /* "" when no principal has that id or name */
+};
+
+static void resolve_model(const struct kind_model_view *v, void *arg)
+{
+    struct resolve_arg *a = arg;
+    if (!principals_model_resolve(v, a->who, a->id)) {
+        a->id[0] = '\0';
+    }
+}
+
+struct links_arg {
+    struct gate_ctx *ctx;
+    const char *id;
+};
+
+/* Under the links model's lock: the store path's list (that principal's links by issuer and
+ * subject, at most 1000). */
+static void links_model(const struct kind_model_view *v, void *arg)
+{
+    struct links_arg *a = arg;
+    Gantry__V1__ExternalIdentity **ps = mem_zalloc(sizeof *ps * 1001);
+    size_t n = 0;
+    for (size_t i = 0; a->id[0] != '\0' && i < v->n && n < 1000; i++) {
+        if (strcmp(v->entries[i].key, a->id) == 0) {
+            ps[n++] = (Gantry__V1__ExternalIdentity *)v->entries[i].msg;
+        }
+    }
+    Gantry__V1__ListIdentitiesResponse resp = GANTRY__V1__LIST_IDENTITIES_RESPONSE__INIT;
+    resp.n_identities = n;
+    resp.identities = ps;
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
+static bool list_model(struct gate_ctx *ctx, const struct links_reads *rd,
+                       const Gantry__V1__ListIdentitiesRequest *req, const char *who, bool *answered)
+{
+    uint64_t need = 0;
+    if (!kind_model_wait(rd != NULL ? &rd->links : NULL, ctx, req->read, &need, answered) || rd == NULL ||
+        rd->principals.store_reads) {
+        return false;
+    }
+    struct resolve_arg r = {.who = who};
+    struct links_arg a = {.ctx = ctx, .id = r.id};
+    if (!kind_model_read(rd->principals.model, need, resolve_model, &r) ||
+        !kind_model_read(rd->links.model, need, links_model, &a)) {
+        return false;
+    }
+    if (rd->model_reads != NULL) {
+        atomic_fetch_add(rd->model_reads, 1);
+    }
+    return true;
+}
+
 static void list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct links_reads *rd = data;
     const Gantry__V1__ListIdentitiesRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *who = req->principal_id[0] != '\0' ? req->principal_id : ctx->who.id;
     if (ctx->decision.self_check && strcmp(who, ctx->who.id) != 0 && strcmp(who, ctx->who.name) != 0) {
         gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
                   "listing another principal's linked identities needs the platform_admin, auditor or "
                   "namespace_admin role");
+        return;
+    }
+    bool answered = false;
+    if (list_model(ctx, rd, req, who, &answered) || answered) {
         return;
     }
     struct proto_rows rows;
@@ -218,11 +315,12 @@ static void list(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
-int links_svc_register(struct gate *g, const struct res_env *env, char *errmsg)
+int links_svc_register(struct gate *g, const struct res_env *env, const struct links_reads *reads,
+                       char *errmsg)
 {
     if (gate_route(g, "/gantry.v1.Principals/LinkIdentity", link_, (void *)env) != 0 ||
         gate_route(g, "/gantry.v1.Principals/UnlinkIdentity", unlink_, (void *)env) != 0 ||
-        gate_route(g, "/gantry.v1.Principals/ListIdentities", list, NULL) != 0) {
+        gate_route(g, "/gantry.v1.Principals/ListIdentities", list, (void *)reads) != 0) {
         gerr_set(errmsg, "links service: cannot route the identity methods");
         return GERR_INVAL;
     }

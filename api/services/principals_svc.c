@@ -14,6 +14,7 @@
 #include "api/gate/resource.h"
 #include "api/rules/page.h"
 #include "api/rules/principal.h"
+#include "api/services/model_read.h"
 #include "gantry/v1/api_keys.pb-c.h"
 #include "gantry/v1/principals.pb-c.h"
 #include "lib/mem.h"
@@ -225,6 +226,114 @@ static int read_principal(struct gate_ctx *ctx, const char *id_or_name, struct p
                     "SELECT " PRINCIPAL_COLS
                     " FROM principals WHERE id = ? OR name = ? ORDER BY kind = 'user' DESC LIMIT 1",
                     id_or_name, rows);
+}
+
+/* --- the models (principals_svc.h): the rows packed as the store path packs them --- */
+
+static uint8_t *pack_principal(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct principal_msg m;
+    principal_from_row(&m, r, i);
+    return kind_model_pack(&m.p.base, len);
+}
+
+static uint8_t *pack_binding(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct binding_msg m;
+    binding_from_row(&m, r, i);
+    return kind_model_pack(&m.b.base, len);
+}
+
+static uint8_t *pack_key(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct key_msg m;
+    key_from_row(&m, r, i);
+    return kind_model_pack(&m.k.base, len);
+}
+
+struct kind_model *principals_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "Principal",
+                                    .what = "principal",
+                                    .table = "principals",
+                                    .cols = PRINCIPAL_COLS,
+                                    .n_cols = 12,
+                                    .ns_col = KIND_MODEL_NO_COL,
+                                    .name_col = 0, /* by id: names are unique per kind only */
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .desc = &gantry__v1__principal__descriptor,
+                                    .pack = pack_principal};
+    return kind_model_new(&cfg);
+}
+
+struct kind_model *principals_bindings_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "RoleBinding",
+                                    .what = "role binding",
+                                    .table = "role_bindings",
+                                    .cols = BINDING_COLS,
+                                    .n_cols = 8,
+                                    .ns_col = 3, /* "" for the global roles and delegated bindings */
+                                    .name_col = 0,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    /* deleting a principal deletes its bindings, deleting a
+                                     * namespace its bindings, without events of their own */
+                                    .parent_kind = "Principal",
+                                    .parent_key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .parent_col = 1,
+                                    .parent_where = "principal_id = ?",
+                                    .reload_on_delete = "Namespace",
+                                    .desc = &gantry__v1__role_binding__descriptor,
+                                    .pack = pack_binding};
+    return kind_model_new(&cfg);
+}
+
+struct kind_model *principals_keys_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "ApiKey",
+                                    .what = "API key",
+                                    .table = "api_keys",
+                                    .cols = KEY_COLS, /* metadata only: never the hash */
+                                    .n_cols = 9,
+                                    .ns_col = KIND_MODEL_NO_COL,
+                                    .name_col = 0,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0,
+                                    .key_where = "id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    /* deleting a principal deletes its keys without events */
+                                    .parent_kind = "Principal",
+                                    .parent_key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .parent_col = 1,
+                                    .parent_where = "principal_id = ?",
+                                    .reload_every_ms = PRINCIPALS_KEYS_RELOAD_MS, /* last_used_ms */
+                                    .desc = &gantry__v1__api_key__descriptor,
+                                    .pack = pack_key};
+    return kind_model_new(&cfg);
+}
+
+static void set_revision_trailer(struct gate_ctx *ctx, uint64_t rev)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%" PRIu64, rev);
+    grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, t);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_entry_name(const void *a, const void *b)
+{
+    return strcmp((*(const struct kind_model_entry *const *)a)->name,
+                  (*(const struct kind_model_entry *const *)b)->name);
 }
 
 /* The writes. Each returns a GERR_* with its message in store_tx_errmsg. */
@@ -564,12 +673,82 @@ static void p_create(struct gate_ctx *ctx, void *data)
               reply_principal_tx, &w, &w.call);
 }
 
+struct pget_arg {
+    const char *id; /* an id or a name */
+    uint8_t *bytes; /* the principal found, mem_alloc'd; NULL: none */
+    size_t len;
+    char found_id[40];
+    uint64_t rev;
+};
+
+/* Under the model's lock, read_principal's choice: the principal with that id or name, a user
+ * before a service account (ORDER BY kind = 'user' DESC), the id's own first among equals. Names
+ * are not indexed: a lookup by name scans the principals. */
+static const struct kind_model_entry *pick_principal(const struct kind_model_view *v, const char *id_or_name)
+{
+    const struct kind_model_entry *pick = kind_model_find(v, "", id_or_name);
+    const Gantry__V1__PrincipalKind user = GANTRY__V1__PRINCIPAL_KIND__PRINCIPAL_KIND_USER;
+    if (pick == NULL || ((const Gantry__V1__Principal *)pick->msg)->kind != user) {
+        for (size_t i = 0; i < v->n; i++) {
+            const Gantry__V1__Principal *p = (const void *)v->entries[i].msg;
+            if (strcmp(p->meta->name, id_or_name) == 0 && (pick == NULL || p->kind == user)) {
+                pick = &v->entries[i];
+                if (p->kind == user) {
+                    break;
+                }
+            }
+        }
+    }
+    return pick;
+}
+
+bool principals_model_resolve(const struct kind_model_view *v, const char *id_or_name, char id[40])
+{
+    const struct kind_model_entry *e = pick_principal(v, id_or_name);
+    if (e != NULL) {
+        snprintf(id, 40, "%s", e->key);
+    }
+    return e != NULL;
+}
+
+static void pget_model(const struct kind_model_view *v, void *arg)
+{
+    struct pget_arg *a = arg;
+    a->rev = v->rev;
+    const struct kind_model_entry *pick = pick_principal(v, a->id);
+    if (pick != NULL) {
+        a->bytes = kind_model_pack(pick->msg, &a->len);
+        snprintf(a->found_id, sizeof a->found_id, "%s", pick->key);
+    }
+}
+
 static void p_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
     const Gantry__V1__GetPrincipalRequest *req = (const void *)grpc_call_request(ctx->call);
     if (req->id[0] == '\0') {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "id (an id or a name) is required");
+        return;
+    }
+    uint64_t need = 0;
+    bool answered = false;
+    struct pget_arg a = {.id = req->id};
+    if (kind_model_wait(&svc->principals, ctx, req->read, &need, &answered) &&
+        kind_model_read(svc->principals.model, need, pget_model, &a)) {
+        atomic_fetch_add(&svc->model_reads, 1);
+        set_revision_trailer(ctx, a.rev);
+        if (a.bytes == NULL) {
+            fail_gerr(ctx, GERR_NOTFOUND, "get principal", "no such principal");
+        } else if (ctx->decision.self_check && strcmp(a.found_id, ctx->who.id) != 0) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "reading other principals needs the platform_admin, auditor or namespace_admin role");
+        } else {
+            grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.bytes, a.len);
+        }
+        mem_free(a.bytes);
+        return;
+    }
+    if (answered) {
         return;
     }
     struct proto_rows rows;
@@ -674,9 +853,96 @@ static void p_whoami(struct gate_ctx *ctx, void *data)
     proto_rows_close(&prow);
 }
 
+struct bound_arg {
+    const char *ns;
+    char **ids; /* the principals bound in @ns, mem_strdup'd, sorted (strcmp), repeats kept */
+    size_t n;
+};
+
+/* Under the bindings model's lock: who holds a binding in @ns (for List's namespace filter). */
+static void bound_model(const struct kind_model_view *v, void *arg)
+{
+    struct bound_arg *a = arg;
+    size_t from = kind_model_after(v, a->ns, ""), to = from;
+    while (to < v->n && strcmp(v->entries[to].ns, a->ns) == 0) {
+        to++;
+    }
+    a->ids = mem_zalloc(sizeof *a->ids * (to - from + 1));
+    for (size_t i = from; i < to; i++) {
+        a->ids[a->n++] = mem_strdup(((const Gantry__V1__RoleBinding *)v->entries[i].msg)->principal_id);
+    }
+    qsort(a->ids, a->n, sizeof *a->ids, cmp_str);
+}
+
+struct plist_arg {
+    struct gate_ctx *ctx;
+    Gantry__V1__PrincipalKind kind; /* 0: every kind */
+    const char *self;               /* only this id (decision.self_check); NULL: any */
+    const struct bound_arg *bound;  /* only principals bound there; NULL: any */
+    const struct page_req *page;
+};
+
+/* Under the principals model's lock: the store path's page (its WHERE, ORDER BY id, LIMIT). */
+static void plist_model(const struct kind_model_view *v, void *arg)
+{
+    struct plist_arg *a = arg;
+    const Gantry__V1__Principal **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    size_t n = 0;
+    bool more = false;
+    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
+        const struct kind_model_entry *e = &v->entries[i];
+        const Gantry__V1__Principal *p = (const void *)e->msg;
+        if ((a->kind != 0 && p->kind != a->kind) || (a->self != NULL && strcmp(e->key, a->self) != 0) ||
+            (a->bound != NULL &&
+             bsearch(&e->key, a->bound->ids, a->bound->n, sizeof *a->bound->ids, cmp_str) == NULL)) {
+            continue;
+        }
+        if (n == a->page->limit) {
+            more = true;
+            break;
+        }
+        ps[n++] = p;
+    }
+    Gantry__V1__ListPrincipalsResponse resp = GANTRY__V1__LIST_PRINCIPALS_RESPONSE__INIT;
+    resp.n_principals = n;
+    resp.principals = (Gantry__V1__Principal **)ps;
+    resp.next_page_token = more ? ps[n - 1]->meta->id : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
+/* The model's page (with the bindings model's for a namespace filter); false: the store's turn. */
+static bool p_list_model(struct gate_ctx *ctx, struct principals_svc *svc,
+                         const Gantry__V1__ListPrincipalsRequest *req, const struct page_req *page,
+                         bool *answered)
+{
+    uint64_t need = 0;
+    if (!kind_model_wait(&svc->principals, ctx, req->read, &need, answered)) {
+        return false;
+    }
+    struct bound_arg bound = {.ns = req->namespace_};
+    struct plist_arg a = {.ctx = ctx,
+                          .kind = req->kind,
+                          .self = ctx->decision.self_check ? ctx->who.id : NULL,
+                          .bound = req->namespace_[0] != '\0' ? &bound : NULL,
+                          .page = page};
+    bool ok = (a.bound == NULL || (!svc->bindings.store_reads &&
+                                   kind_model_read(svc->bindings.model, need, bound_model, &bound))) &&
+              kind_model_read(svc->principals.model, need, plist_model, &a);
+    for (size_t i = 0; i < bound.n; i++) {
+        mem_free(bound.ids[i]);
+    }
+    mem_free(bound.ids);
+    if (ok) {
+        atomic_fetch_add(&svc->model_reads, 1);
+    }
+    return ok;
+}
+
 static void p_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
     const Gantry__V1__ListPrincipalsRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *kind = req->kind != 0 ? kind_text(req->kind) : "";
     if (kind == NULL) {
@@ -685,6 +951,10 @@ static void p_list(struct gate_ctx *ctx, void *data)
     }
     struct page_req page;
     if (!read_page(ctx, req->page, PAGE_KEY_UUID, &page)) {
+        return;
+    }
+    bool answered = false;
+    if (p_list_model(ctx, svc, req, &page, &answered) || answered) {
         return;
     }
     unsigned limit = page.limit;
@@ -1207,9 +1477,57 @@ static void b_delete(struct gate_ctx *ctx, void *data)
                    reply_binding_deleted_tx, reply_binding_tx, &w, &w.call);
 }
 
+struct blist_arg {
+    struct gate_ctx *ctx;
+    const char *principal, *ns; /* "": any */
+    const struct page_req *page;
+};
+
+/* Under the bindings model's lock: list_bindings' page (ORDER BY id LIMIT limit + 1). One
+ * namespace's bindings are in id order already; every namespace's are gathered and sorted. */
+static void blist_model(const struct kind_model_view *v, void *arg)
+{
+    struct blist_arg *a = arg;
+    const struct kind_model_entry **es = mem_zalloc(sizeof *es * (v->n + 1));
+    size_t n = 0;
+    size_t from = a->ns[0] != '\0' ? kind_model_after(v, a->ns, a->page->after) : 0;
+    for (size_t i = from; i < v->n; i++) {
+        const struct kind_model_entry *e = &v->entries[i];
+        if (a->ns[0] != '\0' && strcmp(e->ns, a->ns) != 0) {
+            break;
+        }
+        if (strcmp(e->name, a->page->after) <= 0 ||
+            (a->principal[0] != '\0' &&
+             strcmp(((const Gantry__V1__RoleBinding *)e->msg)->principal_id, a->principal) != 0)) {
+            continue;
+        }
+        es[n++] = e;
+        if (a->ns[0] != '\0' && n > a->page->limit) {
+            break;
+        }
+    }
+    if (a->ns[0] == '\0') {
+        qsort(es, n, sizeof *es, cmp_entry_name);
+    }
+    bool more = n > a->page->limit;
+    n = more ? a->page->limit : n;
+    const Gantry__V1__RoleBinding **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        ps[i] = (const Gantry__V1__RoleBinding *)es[i]->msg;
+    }
+    Gantry__V1__ListRoleBindingsResponse resp = GANTRY__V1__LIST_ROLE_BINDINGS_RESPONSE__INIT;
+    resp.n_bindings = n;
+    resp.bindings = (Gantry__V1__RoleBinding **)ps;
+    resp.next_page_token = more ? ps[n - 1]->meta->id : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+    mem_free(es);
+}
+
 static void b_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
     const Gantry__V1__ListRoleBindingsRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *principal = req->principal_id;
     if (ctx->decision.self_check) {
@@ -1223,6 +1541,17 @@ static void b_list(struct gate_ctx *ctx, void *data)
     }
     struct page_req page;
     if (!read_page(ctx, req->page, PAGE_KEY_UUID, &page)) {
+        return;
+    }
+    uint64_t need = 0;
+    bool answered = false;
+    struct blist_arg a = {.ctx = ctx, .principal = principal, .ns = req->namespace_, .page = &page};
+    if (kind_model_wait(&svc->bindings, ctx, req->read, &need, &answered) &&
+        kind_model_read(svc->bindings.model, need, blist_model, &a)) {
+        atomic_fetch_add(&svc->model_reads, 1);
+        return;
+    }
+    if (answered) {
         return;
     }
     unsigned limit = page.limit;
@@ -1440,10 +1769,61 @@ static bool read_key(struct gate_ctx *ctx, const char *id, struct proto_rows *ro
     return true;
 }
 
+struct kget_arg {
+    const char *id;
+    uint8_t *bytes; /* the key's metadata, mem_alloc'd; NULL: none */
+    size_t len;
+    char owner[40];
+    uint64_t rev;
+};
+
+static void kget_model(const struct kind_model_view *v, void *arg)
+{
+    struct kget_arg *a = arg;
+    a->rev = v->rev;
+    const struct kind_model_entry *e = kind_model_find(v, "", a->id);
+    if (e != NULL) {
+        a->bytes = kind_model_pack(e->msg, &a->len);
+        snprintf(a->owner, sizeof a->owner, "%s", ((const Gantry__V1__ApiKey *)e->msg)->principal_id);
+    }
+}
+
+/* read_key's answer from the model, the self and manage checks as there (a namespace admin's
+ * right to the owner's keys is read from the store); false: the store's turn. */
+static bool k_get_model(struct gate_ctx *ctx, struct principals_svc *svc,
+                        const Gantry__V1__GetApiKeyRequest *req, bool *answered)
+{
+    uint64_t need = 0;
+    struct kget_arg a = {.id = req->id};
+    if (!kind_model_wait(&svc->keys, ctx, req->read, &need, answered) ||
+        !kind_model_read(svc->keys.model, need, kget_model, &a)) {
+        return false;
+    }
+    atomic_fetch_add(&svc->model_reads, 1);
+    set_revision_trailer(ctx, a.rev);
+    int rv = a.bytes != NULL ? 0 : GERR_NOTFOUND;
+    if (rv == 0 && ctx->decision.self_check && strcmp(a.owner, ctx->who.id) != 0) {
+        char why[GERR_MSG_SIZE];
+        int mrv = ctx->decision.manage_check ? manages(ctx, NULL, a.owner, why, sizeof why) : GERR_PERM;
+        rv = mrv == GERR_PERM ? GERR_NOTFOUND : mrv;
+    }
+    if (rv != 0) {
+        fail_gerr(ctx, rv, "API key", rv == GERR_NOTFOUND ? "no such API key" : ctx->cl->errmsg);
+    } else {
+        grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.bytes, a.len);
+    }
+    mem_free(a.bytes);
+    return true;
+}
+
 static void k_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
     const Gantry__V1__GetApiKeyRequest *req = (const void *)grpc_call_request(ctx->call);
+    bool answered = false;
+    if (req->id[0] != '\0' && (k_get_model(ctx, svc, req, &answered) || answered)) {
+        return;
+    }
     struct proto_rows rows;
     if (read_key(ctx, req->id, &rows)) {
         struct key_msg m;
@@ -1453,9 +1833,42 @@ static void k_get(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
+struct klist_arg {
+    struct gate_ctx *ctx;
+    const char *principal; /* "": any */
+    const struct page_req *page;
+};
+
+/* Under the keys model's lock: the store path's page (ORDER BY id LIMIT limit + 1). */
+static void klist_model(const struct kind_model_view *v, void *arg)
+{
+    struct klist_arg *a = arg;
+    const Gantry__V1__ApiKey **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    size_t n = 0;
+    bool more = false;
+    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
+        const Gantry__V1__ApiKey *k = (const void *)v->entries[i].msg;
+        if (a->principal[0] != '\0' && strcmp(k->principal_id, a->principal) != 0) {
+            continue;
+        }
+        if (n == a->page->limit) {
+            more = true;
+            break;
+        }
+        ps[n++] = k;
+    }
+    Gantry__V1__ListApiKeysResponse resp = GANTRY__V1__LIST_API_KEYS_RESPONSE__INIT;
+    resp.n_keys = n;
+    resp.keys = (Gantry__V1__ApiKey **)ps;
+    resp.next_page_token = more ? ps[n - 1]->meta->id : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
 static void k_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
     const Gantry__V1__ListApiKeysRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *principal = req->principal_id;
     if (ctx->decision.self_check) {
@@ -1476,6 +1889,17 @@ static void k_list(struct gate_ctx *ctx, void *data)
     }
     struct page_req page;
     if (!read_page(ctx, req->page, PAGE_KEY_HEX32, &page)) {
+        return;
+    }
+    uint64_t need = 0;
+    bool answered = false;
+    struct klist_arg a = {.ctx = ctx, .principal = principal, .page = &page};
+    if (kind_model_wait(&svc->keys, ctx, req->read, &need, &answered) &&
+        kind_model_read(svc->keys.model, need, klist_model, &a)) {
+        atomic_fetch_add(&svc->model_reads, 1);
+        return;
+    }
+    if (answered) {
         return;
     }
     unsigned limit = page.limit;

@@ -1434,6 +1434,284 @@ class FeedAuth(g.GantrydTest):
 class ModelList(g.GantrydTest):
     maxDiff = None
 
+    def check_principal_models(self, ident):
+        """Issue 17: Principals.Get and List, ListRoleBindings and ApiKeys.Get and List from the models of
+        replicas 1 and 2 are the store path's replies (replica 3, --model-reads=false) byte for byte
+        (but ApiKey.last_used_at_ms, written without a change event: the models refresh it), for
+        several roles, filters and page sizes, found or NOT_FOUND; a model Get carries x-gantry-revision;
+        writes through one replica are read at once through another: a key created, revoked or deleted,
+        a binding created or removed, a principal deleted with its keys and bindings (which have no
+        events of their own), a namespace deleted with its bindings."""
+        P, K, M = principals_pb2, api_keys_pb2, meta_pb2
+        t0 = time.time()
+
+        def code_of(fn):
+            try:
+                fn()
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return grpc.StatusCode.OK, ""
+
+        def raw(role, svc, method, req, replica):
+            ch = ident.c.client.channel(ident.c.replicas[replica])
+            fn = ch.unary_unary("/gantry.v1.%s/%s" % (svc, method), request_serializer=type(req).SerializeToString,
+                                response_deserializer=lambda b: b)
+            try:
+                body, call = fn.with_call(req, metadata=[("authorization", "Bearer " + ident.keys[role])],
+                                          timeout=15)
+                return body, dict(call.trailing_metadata() or ())
+            except grpc.RpcError as e:
+                return (e.code(), e.details()), {}
+
+        def no_last_used(cls, body):  # keys' last_used_at_ms cleared, and a List's revision
+            m = cls.FromString(body)
+            for k in (m.keys if hasattr(m, "keys") else [m]):
+                k.last_used_at_ms = 0
+            if hasattr(m, "revision"):
+                m.revision = 0
+            return m.SerializeToString()
+
+        def varint(n):
+            out = b""
+            while True:
+                b, n = n & 0x7F, n >> 7
+                out += bytes([b | (0x80 if n else 0)])
+                if not n:
+                    return out
+
+        def norm(cls, body):  # a List reply without its revision (field 3, or 2, last on the wire)
+            if cls is K.ListApiKeysResponse:
+                return no_last_used(cls, body)
+            rev = cls.FromString(body).revision
+            self.assertGreater(rev, 0)
+            tail = (b"\x10" if cls is P.ListIdentitiesResponse else b"\x18") + varint(rev)
+            self.assertTrue(body.endswith(tail))
+            return body[:-len(tail)]
+
+        def pages(role, replica, svc, method, cls, size, **filt):
+            out, token = [], ""
+            for _ in range(60):
+                req = getattr(P if svc == "Principals" else K, cls.__name__.replace("Response", "Request"))(
+                    page=M.PageRequest(page_size=size, page_token=token), **filt)
+                body, _ = raw(role, svc, method, req, replica)
+                if isinstance(body, tuple):
+                    return out + [body]
+                out.append(norm(cls, body))
+                token = cls.FromString(body).next_page_token
+                if not token:
+                    return out
+            self.fail("a list that never ends")
+
+        # Data written through every replica: principals of both kinds (an SA named like a user:
+        # Get by name prefers the user, as the store does), bindings, keys; then a principal
+        # updated, a key revoked, a binding removed.
+        ids = {}
+        for i in range(4):
+            kind = P.PRINCIPAL_KIND_SERVICE_ACCOUNT if i % 2 else P.PRINCIPAL_KIND_USER
+            p = ident.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+                meta=ident.meta(name="pm-%d" % i), kind=kind, display_name="d%d" % i, email="pm%d@x" % i),
+                namespace="default" if i < 3 else ""), replica=i % 3)
+            ids[i] = p.meta.id
+            if i % 2 == 0:
+                ident.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+                    binding=P.RoleBinding(principal_id=p.meta.id, role=P.ROLE_USER, namespace="team-b")),
+                    replica=(i + 1) % 3)
+            for j in range(2):
+                ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=p.meta.id, name="k%d" % j),
+                           replica=(i + j) % 3)
+        twins = [ident.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+            meta=ident.meta(name=name), kind=P.PRINCIPAL_KIND_SERVICE_ACCOUNT)), replica=1).meta.id
+            for name in ("p-user", "p-na", "p-other", "p-auditor")]
+        ident.call("pa", P, "Principals", "Update", P.UpdatePrincipalRequest(principal=P.Principal(
+            meta=ident.meta(id=ids[0]), display_name="renamed", disabled=True)), replica=2)
+        k1 = ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest(principal_id=ids[1])).keys
+        ident.call("pa", K, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(id=k1[0].meta.id), replica=1)
+        b2 = [b for b in ident.call("pa", P, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(
+            principal_id=ids[2])).bindings if b.namespace == "team-b"][0]
+        ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b2.meta.id), replica=0)
+        own_key = ident.call("user", K, "ApiKeys", "List", K.ListApiKeysRequest()).keys[0].meta.id
+        for pid, issuer, sub in ((ids[0], "corp", "a"), (ids[0], "mtls", "cn-0"), (ident.ids["user"], "corp", "u"),
+                                 (ids[0], "corp", "a-b")):
+            ident.call("pa", P, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=P.ExternalIdentity(
+                principal_id=pid, issuer=issuer, subject=sub)), replica=len(sub) % 3)
+
+        reads_metric = "gantry_principal_model_reads_total"
+        before = [ident.c.replicas[i].metric(reads_metric) or 0 for i in range(3)]
+        compared = 0
+
+        def same(what, a, b, c):
+            self.assertEqual(a, c, what + ("replica 1",))
+            self.assertEqual(b, c, what + ("replica 2",))
+
+        for role in ("pa", "auditor", "na", "user", "sa"):
+            combos = [("Principals", "List", P.ListPrincipalsResponse, dict(kind=k, namespace=ns))
+                      for k in (0, P.PRINCIPAL_KIND_USER, P.PRINCIPAL_KIND_SERVICE_ACCOUNT)
+                      for ns in ("", "default", "team-b")]
+            combos += [("Principals", "ListRoleBindings", P.ListRoleBindingsResponse, dict(principal_id=pid, namespace=ns))
+                       for pid in ("", ids[0], ident.ids["user"]) for ns in ("", "team-b")]
+            combos += [("ApiKeys", "List", K.ListApiKeysResponse, dict(principal_id=pid))
+                       for pid in ("", ids[1], ident.ids["user"])]
+            for svc, method, cls, filt in combos:
+                for size in (2, 0) if role in ("pa", "na", "user") else (0,):
+                    got = [pages(role, r, svc, method, cls, size, **filt) for r in range(3)]
+                    same((role, method, filt, size), *got)
+                    compared += len(got[2])
+        for svc, method, cls, filt in (("Principals", "List", P.ListPrincipalsResponse, {}),
+                                       ("Principals", "ListRoleBindings", P.ListRoleBindingsResponse, {}),
+                                       ("ApiKeys", "List", K.ListApiKeysResponse, {})):
+            got = [pages("pa", r, svc, method, cls, 1, **filt) for r in range(3)]
+            self.assertGreater(len(got[2]), 8)
+            same(("pa", method, "page size 1"), *got)
+            compared += len(got[2])
+        for role in ("pa", "na", "user"):
+            for pid in ("", ids[0], "pm-0", ident.ids["user"], "p-user", "nobody"):
+                got = [raw(role, "Principals", "ListIdentities", P.ListIdentitiesRequest(principal_id=pid), r)[0]
+                       for r in range(3)]
+                same((role, "ListIdentities", pid), *[b if isinstance(b, tuple) else norm(P.ListIdentitiesResponse, b)
+                                                      for b in got])
+                compared += 1
+        all_keys = [k.meta.id for k in ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest()).keys]
+        gets = found = 0
+        for role in ("pa", "na", "user", "other"):
+            for pid in [ids[0], ids[1], "pm-2", ident.ids["user"], "nobody", "p-user", "p-na", "p-other",
+                        "p-auditor"] + twins[:2]:
+                got = [raw(role, "Principals", "Get", P.GetPrincipalRequest(id=pid), r) for r in range(3)]
+                same((role, "Principals.Get", pid), *[b for b, _ in got])
+                for b, tr in got[:2]:
+                    if not isinstance(b, tuple):
+                        self.assertGreaterEqual(int(tr.get("x-gantry-revision", "0")),
+                                                P.Principal.FromString(b).meta.resource_version)
+                self.assertNotIn("x-gantry-revision", got[2][1])
+                gets += 1
+                found += not isinstance(got[2][0], tuple)
+            for kid in [own_key, k1[0].meta.id, "0" * 32, all_keys[0], all_keys[-1]]:
+                got = [raw(role, "ApiKeys", "Get", K.GetApiKeyRequest(id=kid), r)[0] for r in range(3)]
+                same((role, "ApiKeys.Get", kid), *[b if isinstance(b, tuple) else no_last_used(K.ApiKey, b)
+                                                  for b in got])
+                gets += 1
+                found += not isinstance(got[2], tuple)
+        self.assertGreater(found, gets // 3)
+        self.assertLess(found, gets)
+        after = [ident.c.replicas[i].metric(reads_metric) or 0 for i in range(3)]
+        self.assertGreater(after[0] - before[0], compared // 3)
+        self.assertGreater(after[1] - before[1], compared // 3)
+        self.assertEqual(after[2], 0, "the --model-reads=false replica answered from a model")
+        print("principal models vs store: %d list pages and %d Gets compared (%.1f s)"
+              % (compared, gets, time.time() - t0))
+
+        # Read-your-writes and revocation, alternating the replicas: each write through one
+        # replica is seen by the next linearizable read through the other model replica.
+        t1 = time.time()
+        uid = ident.ids["user"]
+        for i in range(4):
+            w, r = i % 2, (i + 1) % 2
+            key = ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=uid, name="ryw%d" % i),
+                             replica=w).key
+            got = ident.call("pa", K, "ApiKeys", "Get", K.GetApiKeyRequest(id=key.meta.id), replica=r)
+            self.assertEqual(got, key, i)
+            self.assertIn(key.meta.id, [k.meta.id for k in ident.call("user", K, "ApiKeys", "List",
+                                                                      K.ListApiKeysRequest(), replica=r).keys])
+            ident.call("pa", K, "ApiKeys", "Revoke", K.RevokeApiKeyRequest(id=key.meta.id), replica=w)
+            self.assertTrue(ident.call("user", K, "ApiKeys", "Get", K.GetApiKeyRequest(id=key.meta.id),
+                                       replica=r).revoked, ("revoked key not revoked", i))
+            ident.call("pa", K, "ApiKeys", "Delete", K.RevokeApiKeyRequest(id=key.meta.id), replica=r)
+            self.assertEqual(code_of(lambda: ident.call("pa", K, "ApiKeys", "Get", K.GetApiKeyRequest(
+                id=key.meta.id), replica=w))[0], grpc.StatusCode.NOT_FOUND, ("deleted key still there", i))
+            b = ident.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+                binding=P.RoleBinding(principal_id=uid, role=P.ROLE_USER, namespace="team-b")), replica=w)
+            self.assertIn(b, ident.call("user", P, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(),
+                                        replica=r).bindings, i)
+            ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id),
+                       replica=r)
+            link = P.ExternalIdentity(principal_id=uid, issuer="corp", subject="ryw-%d" % i)
+            ident.call("pa", P, "Principals", "LinkIdentity", P.LinkIdentityRequest(identity=link), replica=w)
+            self.assertIn(("corp", "ryw-%d" % i), [(x.issuer, x.subject) for x in ident.call(
+                "user", P, "Principals", "ListIdentities", P.ListIdentitiesRequest(), replica=r).identities], i)
+            ident.call("pa", P, "Principals", "UnlinkIdentity", P.UnlinkIdentityRequest(
+                issuer="corp", subject="ryw-%d" % i), replica=r)
+            self.assertNotIn(("corp", "ryw-%d" % i), [(x.issuer, x.subject) for x in ident.call(
+                "user", P, "Principals", "ListIdentities", P.ListIdentitiesRequest(), replica=w).identities],
+                ("unlinked identity still listed", i))
+            self.assertNotIn(b.meta.id, [x.meta.id for x in ident.call("user", P, "Principals", "ListRoleBindings",
+                                                                      P.ListRoleBindingsRequest(), replica=w).bindings],
+                             ("removed binding still listed", i))
+        # A principal deleted: its keys and bindings go with it (no events of their own).
+        gone_keys = [k.meta.id for k in ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest(
+            principal_id=ids[2])).keys]
+        self.assertEqual(len(gone_keys), 2)
+        ident.call("pa", P, "Principals", "Delete", P.DeletePrincipalRequest(id=ids[2]), replica=1)
+        for r in (0, 1):
+            self.assertEqual(code_of(lambda: ident.call("pa", P, "Principals", "Get", P.GetPrincipalRequest(
+                id=ids[2]), replica=r))[0], grpc.StatusCode.NOT_FOUND, r)
+            self.assertEqual(list(ident.call("pa", P, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(
+                principal_id=ids[2]), replica=r).bindings), [], r)
+            self.assertEqual(list(ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest(
+                principal_id=ids[2]), replica=r).keys), [], r)
+            for kid in gone_keys:
+                self.assertEqual(code_of(lambda: ident.call("pa", K, "ApiKeys", "Get", K.GetApiKeyRequest(
+                    id=kid), replica=r))[0], grpc.StatusCode.NOT_FOUND, (r, kid))
+        # A namespace deleted: its bindings go with it (no events of their own).
+        ident.call("pa", namespaces_pb2, "Namespaces", "Create", namespaces_pb2.CreateNamespaceRequest(
+            namespace=namespaces_pb2.Namespace(meta=ident.meta(name="pm-ns"))), replica=0)
+        nb = ident.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ids[0], role=P.ROLE_USER, namespace="pm-ns")), replica=1)
+        self.assertEqual([x.meta.id for x in ident.call("pa", P, "Principals", "ListRoleBindings",
+                                                        P.ListRoleBindingsRequest(namespace="pm-ns"), replica=0).bindings],
+                         [nb.meta.id])
+        ident.call("pa", namespaces_pb2, "Namespaces", "Delete", namespaces_pb2.DeleteNamespaceRequest(name="pm-ns"),
+                   replica=1)
+        for r in (0, 1):
+            self.assertEqual(list(ident.call("pa", P, "Principals", "ListRoleBindings", P.ListRoleBindingsRequest(
+                namespace="pm-ns"), replica=r).bindings), [], r)
+            self.assertEqual(list(ident.call("pa", P, "Principals", "List", P.ListPrincipalsRequest(
+                namespace="pm-ns"), replica=r).principals), [], r)
+        # Read options: min_revision from a write's revision answers at once; both options at once
+        # are INVALID_ARGUMENT on every replica, as a revision far ahead is OUT_OF_RANGE.
+        upd = ident.call("pa", P, "Principals", "Update", P.UpdatePrincipalRequest(principal=P.Principal(
+            meta=ident.meta(id=ids[0]), display_name="again")), replica=2)
+        for r in range(3):
+            got = ident.call("pa", P, "Principals", "Get", P.GetPrincipalRequest(
+                id=ids[0], read=M.ReadOptions(min_revision=upd.meta.resource_version)), replica=r)
+            self.assertEqual(got.display_name, "again", r)
+            lst = ident.call("pa", P, "Principals", "List", P.ListPrincipalsRequest(
+                read=M.ReadOptions(max_staleness_ms=60000)), replica=r)
+            self.assertGreater(lst.revision, 0)
+            for svc, method, req in (("Principals", "Get", P.GetPrincipalRequest(id=ids[0])),
+                                     ("Principals", "List", P.ListPrincipalsRequest()),
+                                     ("Principals", "ListRoleBindings", P.ListRoleBindingsRequest()),
+                                     ("Principals", "ListIdentities", P.ListIdentitiesRequest()),
+                                     ("ApiKeys", "Get", K.GetApiKeyRequest(id=own_key)),
+                                     ("ApiKeys", "List", K.ListApiKeysRequest())):
+                req.read.CopyFrom(M.ReadOptions(min_revision=5, max_staleness_ms=10))
+                code, why = raw("pa", svc, method, req, r)[0]
+                self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, (svc, method, r))
+                self.assertIn("exclude each other", why)
+                req.read.CopyFrom(M.ReadOptions(min_revision=lst.revision + 10 ** 9))
+                code, why = raw("pa", svc, method, req, r)[0]
+                self.assertEqual(code, grpc.StatusCode.OUT_OF_RANGE, (svc, method, r, why))
+        print("principal models: read-your-writes, revocation and cascades through two replicas (%.1f s; "
+              "%.1f s in all)" % (time.time() - t1, time.time() - t0))
+
+    def check_last_used_refreshed(self, ident):
+        """Issue 17: ApiKey.last_used_at_ms is written by authentication without a change event (at
+        most once a minute per key and replica): the keys models reload it (every 10 s), never ahead
+        of the store's. Run at the end of the test, so a reload has happened since the key was used."""
+        K = api_keys_pb2
+        pa_key = ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest(principal_id=ident.ids["pa"])).keys[0]
+        t0 = time.time()
+        deadline = t0 + 15
+        while True:
+            seen = [ident.call("pa", K, "ApiKeys", "Get", K.GetApiKeyRequest(id=pa_key.meta.id), replica=r)
+                    .last_used_at_ms for r in (0, 1)]
+            stored = ident.call("pa", K, "ApiKeys", "Get", K.GetApiKeyRequest(id=pa_key.meta.id),
+                                replica=2).last_used_at_ms
+            self.assertTrue(all(s <= stored for s in seen), (seen, stored))
+            if all(seen) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertTrue(all(seen), "the models never refreshed last_used_at_ms: %s (store %d)" % (seen, stored))
+        print("last_used_at_ms from both models after %.1f s" % (time.time() - t0))
+
     def test_list_from_the_model_pages_like_the_store(self):
         """Issue 17: Sandboxes.List from the replica's model (replica 1) returns the same pages, tokens,
         order, selector matches and visibility as the store path (replica 3 runs with
@@ -1444,6 +1722,7 @@ class ModelList(g.GantrydTest):
         # No driver: nothing changes the sandboxes between the two lists being compared.
         ident = Identity(self, replica_flags=lambda rid: ["--driver", "none"] + (
             ["--model-reads=false"] if rid == 3 else []))
+        self.check_principal_models(ident)
         S = sandboxes_pb2
         r1 = ident.c.replicas[0]
         # "team" sorts before "team-b" as a namespace but "team/x" after "team-b/x" as a key.
@@ -1614,6 +1893,7 @@ class ModelList(g.GantrydTest):
                 for size in (1, 0):
                     self.assertEqual(pages(role, 0, ns, "", None, size), pages(role, 2, ns, "", None, size),
                                      ("after deletes", role, ns, size))
+        self.check_last_used_refreshed(ident)
 
 
 # ctest group -> test classes ("oidc" covers every external identity: OIDC tokens and certificates).
