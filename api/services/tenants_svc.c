@@ -760,6 +760,33 @@ static void ceiling_cols(struct quota_msg *m, const struct proto_rows *r, size_t
     m->r.ceiling = &m->c;
 }
 
+/* One namespace's quota, usage and ceiling as columns of a row: 0 the namespace, 1..6 the quota
+ * (quota_cols), 7 which exist (bit 1 the quota, bit 2 the ceiling), 8..9 the usage, 10..14 the
+ * ceiling (ceiling_cols); @NS the namespace's expression, joined with QUOTA_JOINS(@NS). 15
+ * columns: dqlite 1.11 returns at most 16 safely, and a List's revision takes the 16th. */
+#define QUOTA_COLS(NS)                                                                                       \
+    NS ", coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), coalesce(q.max_lifetime_s, 0), "            \
+       "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "               \
+       "(q.namespace IS NOT NULL) + 2 * (c.namespace IS NOT NULL), coalesce(u.sandboxes, 0), "               \
+       "coalesce(u.gpus, 0), coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), "                        \
+       "coalesce(c.max_lifetime_s, 0), coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0)"
+#define QUOTA_JOINS(NS)                                                                                      \
+    "LEFT JOIN quotas q ON q.namespace = " NS " LEFT JOIN quota_usage u ON u.namespace = " NS                \
+    " LEFT JOIN quota_ceilings c ON c.namespace = " NS
+
+/* @m (quota_init'd with row @i's namespace) filled from row @i of QUOTA_COLS; usage.revision unset. */
+static void quota_from_row(struct quota_msg *m, const struct proto_rows *r, size_t i)
+{
+    if ((coli(r, i, 7) & 1) != 0) {
+        quota_cols(m, r, i, 1);
+    }
+    m->u.sandboxes = (uint32_t)coli(r, i, 8);
+    m->u.gpus = (uint32_t)coli(r, i, 9);
+    if ((coli(r, i, 7) & 2) != 0) {
+        ceiling_cols(m, r, i, 10);
+    }
+}
+
 static void q_get(struct gate_ctx *ctx, void *data)
 {
     (void)data;
@@ -774,15 +801,8 @@ static void q_get(struct gate_ctx *ctx, void *data)
         /* 0 namespace, 1..6 the quota, 7 has one, 8..9 usage, 10..14 the ceiling, 15 has one */
         rv = store_client_query(
             ctx->cl,
-            "SELECT n.name, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
-            "coalesce(q.max_lifetime_s, 0), "
-            "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "
-            "q.namespace IS NOT NULL, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "
-            "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
-            "coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0), c.namespace IS NOT NULL "
-            "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name LEFT JOIN quota_usage u ON "
-            "u.namespace = n.name LEFT JOIN quota_ceilings c ON c.namespace = n.name WHERE n.name = ?",
-            p, 1, &rows);
+            "SELECT " QUOTA_COLS("n.name") " FROM namespaces n " QUOTA_JOINS("n.name") " WHERE n.name = ?", p,
+            1, &rows);
     }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "get quota: %s", ctx->cl->errmsg);
@@ -791,15 +811,8 @@ static void q_get(struct gate_ctx *ctx, void *data)
     } else {
         struct quota_msg m;
         quota_init(&m, req->namespace_);
-        if (coli(&rows, 0, 7) != 0) {
-            quota_cols(&m, &rows, 0, 1);
-        }
-        m.u.sandboxes = (uint32_t)coli(&rows, 0, 8);
-        m.u.gpus = (uint32_t)coli(&rows, 0, 9);
+        quota_from_row(&m, &rows, 0);
         m.u.revision = (uint64_t)revision;
-        if (coli(&rows, 0, 15) != 0) {
-            ceiling_cols(&m, &rows, 0, 10);
-        }
         grpc_call_finish_async(ctx->call, 0, NULL, &m.r.base);
     }
     proto_rows_close(&rows);
@@ -818,21 +831,15 @@ static void q_list(struct gate_ctx *ctx, void *data)
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(page.after), proto_int(page.limit + 1)};
-    /* Every namespace with a quota or a ceiling; the columns as in q_get but for which of the two
-     * exist (bits of column 7: dqlite 1.11 returns at most 16 columns safely, and the revision
-     * takes the 16th); one statement, so the revision is the one they were read at. */
+    /* Every namespace with a quota or a ceiling; one statement, so the revision is the one they
+     * were read at. */
     int rv = store_client_query(
         ctx->cl,
         STORE_LIST_AT_REVISION(
-            "SELECT n.ns, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
-            "coalesce(q.max_lifetime_s, 0), coalesce(q.mode, ''), coalesce(q.resource_version, 0), "
-            "coalesce(q.updated_at_ms, 0), "
-            "(q.namespace IS NOT NULL) + 2 * (c.namespace IS NOT NULL) AS has, coalesce(u.sandboxes, 0), "
-            "coalesce(u.gpus, 0), coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), "
-            "coalesce(c.max_lifetime_s, 0), coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0) "
-            "FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace FROM quota_ceilings) n "
-            "LEFT JOIN quotas q ON q.namespace = n.ns LEFT JOIN quota_usage u ON u.namespace = n.ns "
-            "LEFT JOIN quota_ceilings c ON c.namespace = n.ns WHERE n.ns > ?1 ORDER BY n.ns LIMIT ?2",
+            "SELECT " QUOTA_COLS("n.ns") " FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace "
+                                         "FROM quota_ceilings) n " QUOTA_JOINS(
+                                             "n.ns") " WHERE n.ns > ?1 "
+                                                     "ORDER BY n.ns LIMIT ?2",
             "x.ns"),
         p, 2, &rows);
     uint64_t revision = 0;
@@ -850,14 +857,7 @@ static void q_list(struct gate_ctx *ctx, void *data)
     for (size_t i = 0; i < n; i++) {
         struct quota_msg *m = &ms[i];
         quota_init(m, col(&rows, i, 0));
-        if ((coli(&rows, i, 7) & 1) != 0) {
-            quota_cols(m, &rows, i, 1);
-        }
-        m->u.sandboxes = (uint32_t)coli(&rows, i, 8);
-        m->u.gpus = (uint32_t)coli(&rows, i, 9);
-        if ((coli(&rows, i, 7) & 2) != 0) {
-            ceiling_cols(m, &rows, i, 10);
-        }
+        quota_from_row(m, &rows, i);
         ps[i] = &m->r;
     }
     Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
