@@ -298,10 +298,9 @@ static const struct field fields[] = {
     UINT(write_batch_linger_ms, 0, 0, 1000,
          "once a write is queued, wait up to this for more to share its transaction; 0: run at once"),
     BOOL(model_reads, true,
-         "answer Get and List of sandboxes, namespaces, providers, warm pools and quotas (usage counters "
-         "included), and Policies.Get, from this replica's change-feed models "
-         "(after a read index unless the call's read options say otherwise); false: read the store "
-         "(docs/resources.md)"),
+         "answer Get and List of sandboxes, namespaces, policies (Get), providers, warm pools and quotas "
+         "(usage counters included) from this replica's change-feed models (after a read index unless the "
+         "call's read options say otherwise); false: read the store (docs/resources.md, Read consistency)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),
     UINT(watch_total_unsent_mib, 256, 1, 65536,

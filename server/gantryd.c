@@ -875,31 +875,34 @@ static void metrics(void *data, struct buf *out)
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_lists));
-    buf_printf(out,
-               "# HELP gantry_namespace_model_reads_total Namespaces.Get and List calls answered from this "
-               "replica's namespaces model (the others read the store).\n"
-               "# TYPE gantry_namespace_model_reads_total counter\ngantry_namespace_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->ns_model));
-    buf_printf(out,
-               "# HELP gantry_quota_model_reads_total Quotas.Get and List calls answered from this "
-               "replica's quotas model (the others read the store).\n"
-               "# TYPE gantry_quota_model_reads_total counter\ngantry_quota_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->q_model));
-    buf_printf(out,
-               "# HELP gantry_policy_model_reads_total Policies.Get calls answered from this replica's "
-               "policies model (the others read the store).\n"
-               "# TYPE gantry_policy_model_reads_total counter\ngantry_policy_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->pol_model));
-    buf_printf(out,
-               "# HELP gantry_provider_model_reads_total Providers.Get and List calls answered from this "
-               "replica's providers model (the others read the store).\n"
-               "# TYPE gantry_provider_model_reads_total counter\ngantry_provider_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->prov_model));
-    buf_printf(out,
-               "# HELP gantry_warm_pool_model_reads_total WarmPools.Get and List calls answered from this "
-               "replica's warm pools model (the others read the store).\n"
-               "# TYPE gantry_warm_pool_model_reads_total counter\ngantry_warm_pool_model_reads_total %llu\n",
-               (unsigned long long)kind_model_reads(d->wp_model));
+    const struct {
+        const char *family, *help;
+        struct kind_model *m;
+    } models[] = {
+        {"gantry_namespace_model_reads_total",
+         "Namespaces.Get and List calls answered from this replica's namespaces model (the others read the "
+         "store), and Policies.Get calls that took the namespace's existence from it.",
+         d->ns_model},
+        {"gantry_policy_model_reads_total",
+         "Policies.Get calls whose policy was read from this replica's policies model (the others read the "
+         "store).",
+         d->pol_model},
+        {"gantry_provider_model_reads_total",
+         "Providers.Get and List calls answered from this replica's providers model (the others read the "
+         "store).",
+         d->prov_model},
+        {"gantry_warm_pool_model_reads_total",
+         "WarmPools.Get and List calls answered from this replica's warm pools model (the others read the "
+         "store).",
+         d->wp_model},
+        {"gantry_quota_model_reads_total",
+         "Quotas.Get and List calls answered from this replica's quotas model (the others read the store).",
+         d->q_model},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", models[i].family, models[i].help,
+                   models[i].family, models[i].family, (unsigned long long)kind_model_reads(models[i].m));
+    }
     pthread_mutex_lock(&d->mu);
     if (d->n_lags > 0) {
         buf_printf(

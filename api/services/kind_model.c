@@ -203,7 +203,8 @@ static int reload(struct kind_model *m, struct store_client *cl)
         return rv != 0 ? rv : GERR_NOTFOUND;
     }
     uint64_t rev = (uint64_t)proto_rows_at(&rows, 0, m->cfg.n_cols)->u.i;
-    struct kind_model_entry *es = mem_zalloc(sizeof *es * (rows.n_rows + 1));
+    size_t cap = rows.n_rows + 1; /* before proto_rows_close, which zeroes n_rows */
+    struct kind_model_entry *es = mem_zalloc(sizeof *es * cap);
     size_t n = 0;
     for (size_t i = 0; i < rows.n_rows; i++) {
         if (proto_rows_at(&rows, i, m->cfg.key_col)->type == PROTO_NULL) {
@@ -220,7 +221,7 @@ static int reload(struct kind_model *m, struct store_client *cl)
     mem_free(m->entries);
     m->entries = es;
     m->n = n;
-    m->cap = rows.n_rows + 1;
+    m->cap = cap;
     m->rev = rev;
     m->ready = true;
     m->need_reload = false;
@@ -276,7 +277,8 @@ static void reread(struct kind_model *m, struct store_client *cl, const struct f
     pthread_rwlock_unlock(&m->lock);
     mem_free(es);
     if (rv != 0) {
-        LOG_WARN("%s model: cannot read %s \"%.63s\" (%s): reloading", m->cfg.what, where, value, cl->errmsg);
+        LOG_WARN("%s model: cannot re-read the rows of \"%.63s\" (%s): reloading", m->cfg.what, value,
+                 cl->errmsg);
     }
 }
 
@@ -560,6 +562,37 @@ bool kind_model_serve_get(const struct kind_reads *rd, struct gate_ctx *ctx, con
         mem_free(bytes);
     }
     return true;
+}
+
+struct page_arg {
+    struct gate_ctx *ctx;
+    const char *ns, *after;
+    size_t limit;
+    kind_model_page_fn answer;
+};
+
+static void page_under_lock(const struct kind_model_view *v, void *arg)
+{
+    const struct page_arg *a = arg;
+    const ProtobufCMessage **msgs = mem_zalloc(sizeof *msgs * (a->limit + 1));
+    size_t n = 0;
+    bool more = kind_model_page(v, a->ns, a->after, a->limit, msgs, &n);
+    /* the last entry of the page: the one before the first that did not fit */
+    const char *token = more ? v->entries[kind_model_after(v, a->ns, a->after) + n - 1].name : "";
+    a->answer(a->ctx, msgs, n, token, v->rev);
+    mem_free(msgs);
+}
+
+bool kind_model_serve_page(const struct kind_reads *rd, struct gate_ctx *ctx,
+                           const Gantry__V1__ReadOptions *o, const char *ns, const char *after, size_t limit,
+                           kind_model_page_fn answer)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    struct page_arg a = {.ctx = ctx, .ns = ns, .after = after, .limit = limit, .answer = answer};
+    return (kind_model_wait(rd, ctx, o, &need, &answered) &&
+            kind_model_read(rd->model, need, page_under_lock, &a)) ||
+           answered;
 }
 
 uint64_t kind_model_reads(struct kind_model *m)

@@ -179,6 +179,19 @@ bool kind_model_wait(const struct kind_reads *rd, struct gate_ctx *ctx, const Ga
 bool kind_model_serve_get(const struct kind_reads *rd, struct gate_ctx *ctx, const Gantry__V1__ReadOptions *o,
                           const char *ns, const char *name, const char *not_found);
 
+/* Sends one List page: the messages (@v's, valid only during the call), the next page's token (""
+ * on the last page) and the revision the page reflects. */
+typedef void (*kind_model_page_fn)(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                                   const char *next_token, uint64_t rev);
+
+/* A whole List page of namespace @ns after the caller's authorization and page parsing (@after, at
+ * most @limit): wait as @o asks, then @answer it under the model's lock, as the store path's
+ * "name > after ORDER BY name" page. true: the call was answered (so too when a read option failed
+ * it); false: nothing was sent, the caller reads the store. Worker threads only. */
+bool kind_model_serve_page(const struct kind_reads *rd, struct gate_ctx *ctx,
+                           const Gantry__V1__ReadOptions *o, const char *ns, const char *after, size_t limit,
+                           kind_model_page_fn answer);
+
 /* Gets and Lists answered from the model (gantry_<kind>_model_reads_total). Any thread; 0 for
  * NULL. */
 uint64_t kind_model_reads(struct kind_model *m);

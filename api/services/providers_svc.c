@@ -1149,26 +1149,16 @@ static void prov_get(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
-struct prov_list_arg {
-    struct gate_ctx *ctx;
-    const char *ns;
-    const struct page_req *page;
-};
-
-/* Under the model's lock: the store path's page. */
-static void prov_list_model(const struct kind_model_view *v, void *arg)
+/* A page from the model (kind_model_serve_page). */
+static void prov_list_answer(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                             const char *next_token, uint64_t rev)
 {
-    const struct prov_list_arg *a = arg;
-    const ProtobufCMessage **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
-    size_t n = 0;
-    bool more = kind_model_page(v, a->ns, a->page->after, a->page->limit, ps, &n);
     Gantry__V1__ListProvidersResponse resp = GANTRY__V1__LIST_PROVIDERS_RESPONSE__INIT;
     resp.n_providers = n;
-    resp.providers = (Gantry__V1__Provider **)ps;
-    resp.next_page_token = more ? ((const Gantry__V1__Provider *)ps[n - 1])->meta->name : "";
-    resp.revision = v->rev;
-    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
-    mem_free(ps);
+    resp.providers = (Gantry__V1__Provider **)msgs;
+    resp.next_page_token = (char *)next_token;
+    resp.revision = rev;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
 }
 
 static void prov_list(struct gate_ctx *ctx, void *data)
@@ -1185,12 +1175,8 @@ static void prov_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    uint64_t need = 0;
-    bool answered = false;
-    struct prov_list_arg a = {.ctx = ctx, .ns = req->namespace_, .page = &page};
-    if ((kind_model_wait(&svc->reads, ctx, req->read, &need, &answered) &&
-         kind_model_read(svc->reads.model, need, prov_list_model, &a)) ||
-        answered) {
+    if (kind_model_serve_page(&svc->reads, ctx, req->read, req->namespace_, page.after, page.limit,
+                              prov_list_answer)) {
         return;
     }
     unsigned limit = page.limit;

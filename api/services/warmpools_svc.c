@@ -150,26 +150,16 @@ static void wp_get(struct gate_ctx *ctx, void *data)
     wp_free(p);
 }
 
-struct wp_list_arg {
-    struct gate_ctx *ctx;
-    const char *ns;
-    const struct page_req *page;
-};
-
-/* Under the model's lock: the store path's page (a row that does not decode is not in the model). */
-static void wp_list_model(const struct kind_model_view *v, void *arg)
+/* A page from the model (kind_model_serve_page). */
+static void wp_list_answer(struct gate_ctx *ctx, const ProtobufCMessage **msgs, size_t n,
+                           const char *next_token, uint64_t rev)
 {
-    const struct wp_list_arg *a = arg;
-    const ProtobufCMessage **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
-    size_t n = 0;
-    bool more = kind_model_page(v, a->ns, a->page->after, a->page->limit, ps, &n);
     Gantry__V1__ListWarmPoolsResponse resp = GANTRY__V1__LIST_WARM_POOLS_RESPONSE__INIT;
     resp.n_warm_pools = n;
-    resp.warm_pools = (Gantry__V1__WarmPool **)ps;
-    resp.next_page_token = more ? ((const Gantry__V1__WarmPool *)ps[n - 1])->meta->name : "";
-    resp.revision = v->rev;
-    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
-    mem_free(ps);
+    resp.warm_pools = (Gantry__V1__WarmPool **)msgs;
+    resp.next_page_token = (char *)next_token;
+    resp.revision = rev;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
 }
 
 static void wp_list(struct gate_ctx *ctx, void *data)
@@ -186,12 +176,8 @@ static void wp_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    uint64_t need = 0;
-    bool answered = false;
-    struct wp_list_arg a = {.ctx = ctx, .ns = req->namespace_, .page = &page};
-    if ((kind_model_wait(&svc->reads, ctx, req->read, &need, &answered) &&
-         kind_model_read(svc->reads.model, need, wp_list_model, &a)) ||
-        answered) {
+    if (kind_model_serve_page(&svc->reads, ctx, req->read, req->namespace_, page.after, page.limit,
+                              wp_list_answer)) {
         return;
     }
     unsigned limit = page.limit;
