@@ -303,8 +303,8 @@ static const struct field fields[] = {
          "at most this many microseconds; a lone read never waits; 0: never (docs/resources.md)"),
     BOOL(model_reads, true,
          "answer Get and List of sandboxes, namespaces, policies (Get), providers, warm pools, principals, "
-         "role bindings (List), API keys and linked identities (List) from this replica's change-feed models "
-         "(after a read index unless the call's read options say otherwise); "
+         "role bindings (List), API keys, linked identities (List) and quotas (usage counters included) from "
+         "this replica's change-feed models (after a read index unless the call's read options say otherwise); "
          "false: read the store (docs/resources.md, Read consistency)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),

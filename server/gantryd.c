@@ -375,10 +375,12 @@ struct daemon {
     struct sandboxes_svc ssvc;
     struct events_svc esvc; /* Events.Watch, fed by the feed like ssvc's hub */
     struct warmpools_svc wsvc;
-    struct feed feed;              /* the change feed's one follower on this replica (store/feed.h) */
-    struct kind_model *ns_model;   /* the namespaces model, kept by the feed (api/services/kind_model.h) */
-    struct kind_reads ns_reads;    /* how Namespaces.Get and List read */
-    struct kind_model *pol_model;  /* the policies model (api/services/policies_svc.h) */
+    struct feed feed;             /* the change feed's one follower on this replica (store/feed.h) */
+    struct kind_model *ns_model;  /* the namespaces model, kept by the feed (api/services/kind_model.h) */
+    struct kind_reads ns_reads;   /* how Namespaces.Get and List read */
+    struct kind_model *q_model;   /* the quotas model, usage counters included (api/services/tenants_svc.h) */
+    struct kind_reads q_reads;    /* how Quotas.Get and List read */
+    struct kind_model *pol_model; /* the policies model (api/services/policies_svc.h) */
     struct kind_model *prov_model; /* the providers model (api/services/providers_svc.h) */
     struct kind_model *wp_model;   /* the warm pools model (api/services/warmpools_svc.h) */
     struct policies_svc polsvc;
@@ -903,6 +905,9 @@ static void metrics(void *data, struct buf *out)
          "WarmPools.Get and List calls answered from this replica's warm pools model (the others read the "
          "store).",
          d->wp_model},
+        {"gantry_quota_model_reads_total",
+         "Quotas.Get and List calls answered from this replica's quotas model (the others read the store).",
+         d->q_model},
     };
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", models[i].family, models[i].help,
@@ -1492,7 +1497,7 @@ static int serve(struct daemon *d, char *errmsg)
     if ((rv = cluster_svc_register(d->gate, &d->csvc, errmsg)) != 0 ||
         (rv = principals_svc_register(d->gate, &d->psvc, errmsg)) != 0 ||
         (rv = links_svc_register(d->gate, &d->env, &d->lreads, errmsg)) != 0 ||
-        (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, errmsg)) != 0 ||
+        (rv = tenants_svc_register(d->gate, &d->env, &d->ns_reads, &d->q_reads, errmsg)) != 0 ||
         (rv = providers_svc_register(d->gate, &d->prov, errmsg)) != 0 ||
         (rv = policies_svc_register(d->gate, &d->polsvc, errmsg)) != 0 ||
         (rv = warmpools_svc_register(d->gate, &d->wsvc, errmsg)) != 0 ||
@@ -2006,6 +2011,9 @@ static int cmd_run(struct config *cfg)
         kind_model_attach_feed(d->ns_model, &d->feed);
         d->ns_reads.store_reads = !cfg->model_reads;
         d->ns_reads.model = d->ns_model; /* before the loop thread takes calls */
+        d->q_model = tenants_quota_model_new();
+        kind_model_attach_feed(d->q_model, &d->feed);
+        d->q_reads = (struct kind_reads){.model = d->q_model, .store_reads = !cfg->model_reads};
         d->pol_model = policies_model_new();
         kind_model_attach_feed(d->pol_model, &d->feed);
         d->polsvc.reads = (struct kind_reads){.model = d->pol_model, .store_reads = !cfg->model_reads};
@@ -2191,6 +2199,9 @@ static int cmd_run(struct config *cfg)
     d->polsvc.namespaces = NULL;
     kind_model_free(d->ns_model); /* after the feed, whose thread keeps it, and after the server's calls */
     d->ns_model = NULL;
+    d->q_reads.model = NULL;
+    kind_model_free(d->q_model);
+    d->q_model = NULL;
     kind_model_free(d->pol_model);
     d->pol_model = NULL;
     d->prov.reads.model = NULL;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "api/gate/gate.h"
 #include "api/services/model_read.h"
 #include "lib/clock.h"
@@ -24,6 +26,10 @@ struct kind_model {
     bool ready, need_reload;
     uint64_t reloaded_ms; /* the feed thread's last reload (clock_mono_ms), for reload_every_ms */
     atomic_uint_fast64_t reads;
+    /* Batched re-reads (cfg.batch_where): the keys marked since the last on_applied (feed thread
+     * only), mem_alloc'd; duplicates allowed. */
+    char **dirty;
+    size_t n_dirty, cap_dirty;
 };
 
 static const char *col(const struct proto_rows *r, size_t i, int c)
@@ -108,6 +114,29 @@ static void clear(struct kind_model *m)
         entry_free(&m->entries[i]);
     }
     m->n = 0;
+}
+
+/* Feed thread: forget the marked keys. */
+static void dirty_clear(struct kind_model *m)
+{
+    for (size_t i = 0; i < m->n_dirty; i++) {
+        mem_free(m->dirty[i]);
+    }
+    m->n_dirty = 0;
+}
+
+static void dirty_add(struct kind_model *m, const char *key)
+{
+    if (m->n_dirty == m->cap_dirty) {
+        m->cap_dirty = m->cap_dirty != 0 ? m->cap_dirty * 2 : 16;
+        m->dirty = mem_realloc(m->dirty, sizeof *m->dirty * m->cap_dirty);
+    }
+    m->dirty[m->n_dirty++] = mem_strdup(key);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Under the write lock: @e (taken) replaces the entry of its namespace and name or is inserted in
@@ -200,6 +229,7 @@ static int reload(struct kind_model *m, struct store_client *cl)
     m->ready = true;
     m->need_reload = false;
     pthread_rwlock_unlock(&m->lock);
+    dirty_clear(m); /* the snapshot holds every row as of @rev or later */
     return 0;
 }
 
@@ -255,10 +285,97 @@ static void reread(struct kind_model *m, struct store_client *cl, const struct f
     }
 }
 
+static bool marked(const struct kind_model *m, const struct feed_event *ev)
+{
+    for (size_t i = 0; i < m->cfg.n_marks; i++) {
+        const struct kind_model_mark *k = &m->cfg.marks[i];
+        if (strcmp(ev->kind, k->kind) == 0 && (k->type == NULL || strcmp(ev->type, k->type) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Feed thread, batched re-reads: the dirty keys' rows read again in one statement (@cfg.batch_where,
+ * the keys as one JSON array); they replace every entry of those keys and the model moves to @rev.
+ * A read that fails marks the model for reloading (readers use the store meanwhile). */
+static void reread_dirty(struct kind_model *m, struct store_client *cl, uint64_t rev)
+{
+    qsort(m->dirty, m->n_dirty, sizeof *m->dirty, cmp_str);
+    size_t u = 0;
+    json_t *a = json_array();
+    for (size_t i = 0; i < m->n_dirty; i++) {
+        if (u > 0 && strcmp(m->dirty[u - 1], m->dirty[i]) == 0) {
+            mem_free(m->dirty[i]);
+            continue;
+        }
+        m->dirty[u++] = m->dirty[i];
+        json_array_append_new(a, json_string(m->dirty[u - 1]));
+    }
+    m->n_dirty = u;
+    char *keys = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    char sql[2048];
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s", m->cfg.cols, m->cfg.table, m->cfg.batch_where);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(keys != NULL ? keys : "[]")};
+    int rv = keys != NULL ? store_client_query(cl, sql, p, 1, &rows) : GERR_NOMEM;
+    free(keys);
+    struct kind_model_entry *es = mem_zalloc(sizeof *es * (rows.n_rows + 1));
+    size_t n = 0;
+    for (size_t i = 0; rv == 0 && i < rows.n_rows; i++) {
+        if (entry_from_row(m, &rows, i, &es[n])) {
+            n++;
+        }
+    }
+    proto_rows_close(&rows);
+    pthread_rwlock_wrlock(&m->lock);
+    if (rv != 0) {
+        m->need_reload = true;
+    } else {
+        size_t out = 0;
+        for (size_t i = 0; i < m->n; i++) {
+            const char *k = m->entries[i].key;
+            if (bsearch(&k, m->dirty, m->n_dirty, sizeof *m->dirty, cmp_str) != NULL) {
+                entry_free(&m->entries[i]);
+            } else {
+                m->entries[out++] = m->entries[i];
+            }
+        }
+        m->n = out;
+        for (size_t i = 0; i < n; i++) {
+            put(m, &es[i]);
+        }
+        if (rev > m->rev) {
+            m->rev = rev;
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    mem_free(es);
+    if (rv != 0) {
+        LOG_WARN("%s model: cannot read %zu changed %s rows (%s): reloading", m->cfg.what, m->n_dirty,
+                 m->cfg.table, cl->errmsg);
+    }
+    dirty_clear(m);
+}
+
 static void on_event(struct store_client *cl, const struct feed_event *ev, void *data)
 {
     struct kind_model *m = data;
     bool own = strcmp(ev->kind, m->cfg.kind) == 0;
+    if (m->cfg.batch_where != NULL) {
+        if (!own && !marked(m, ev)) {
+            return;
+        }
+        pthread_rwlock_rdlock(&m->lock);
+        bool skip = !m->ready || m->need_reload || ev->revision <= m->rev;
+        pthread_rwlock_unlock(&m->lock);
+        if (!skip) {
+            dirty_add(m, event_key(ev, m->cfg.key));
+        }
+        return;
+    }
     bool parent = !own && m->cfg.parent_kind != NULL && strcmp(ev->kind, m->cfg.parent_kind) == 0 &&
                   strcmp(ev->type, "DELETED") == 0;
     bool all = !own && !parent && m->cfg.reload_on_delete != NULL &&
@@ -298,6 +415,9 @@ static void on_applied(struct store_client *cl, uint64_t rev, void *data)
                       clock_mono_ms(clock_system()) - m->reloaded_ms >= m->cfg.reload_every_ms);
     if (again && reload(m, cl) != 0) {
         return;
+    }
+    if (!again && m->n_dirty > 0) {
+        reread_dirty(m, cl, rev);
     }
     pthread_rwlock_wrlock(&m->lock);
     if (m->ready && !m->need_reload && rev > m->rev) {
@@ -340,6 +460,8 @@ void kind_model_free(struct kind_model *m)
     }
     clear(m);
     mem_free(m->entries);
+    dirty_clear(m);
+    mem_free(m->dirty);
     pthread_rwlock_destroy(&m->lock);
     mem_free(m);
 }

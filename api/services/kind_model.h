@@ -18,6 +18,18 @@
  * so the model's answers are the store path's, byte for byte. The model holds only what the kind's
  * Get and List return: @cols must not select secret material (a provider's secret, a key hash).
  *
+ * Batched re-reads (@batch_where set): a kind whose rows change with events of other kinds too (a
+ * namespace's quota usage changes with every sandbox created or deleted in it, and the change feed
+ * has only the Sandbox event) lists those in @marks. Then an event of the kind or of a mark does not
+ * read at once: it marks its key (the event's field @key names, which must equal the key column of
+ * the rows it changes) dirty,
+ * and on_applied, once per feed page and before the feed publishes the page's revision (store/feed.h),
+ * reads every dirty key's rows in ONE statement (@batch_where with one parameter, the keys as a JSON
+ * array) and replaces their entries; only then does the model's revision move. So the leader sees
+ * at most one such read per page whatever the number of events, and a linearizable read (which
+ * waits for the feed's revision) finds the rows read after every event up to it. @parent_kind must
+ * be NULL in this mode (list the parent's events in @marks).
+ *
  * Threads: the feed thread writes (its callbacks); readers (kind_model_read, kind_model_get,
  * kind_model_serve_get) run on worker threads, never on the feed's. */
 #ifndef GANTRY_API_SERVICES_KIND_MODEL_H
@@ -47,6 +59,12 @@ enum kind_model_key {
     KIND_MODEL_KEY_OBJECT_ID, /* feed_event.object_id: kinds whose events carry the row's id */
 };
 
+/* An event that may change rows of the model's kind: its kind, and its type (NULL: any). */
+struct kind_model_mark {
+    const char *kind;
+    const char *type;
+};
+
 /* Every string static (the model keeps the pointers). */
 struct kind_model_config {
     const char *kind;      /* the events' kind: "Policy" */
@@ -63,9 +81,14 @@ struct kind_model_config {
     /* NULL, or a kind whose deletion deletes rows of this kind (a trigger, a cascade, the
      * deleting transaction) without an event of their kind: */
     const char *parent_kind;
-    enum kind_model_key parent_key;         /* which field of its event names the parent */
-    int parent_col;                         /* the column among @cols that holds that value */
-    const char *parent_where;               /* its condition with one parameter: "namespace = ?" */
+    enum kind_model_key parent_key; /* which field of its event names the parent */
+    int parent_col;                 /* the column among @cols that holds that value */
+    const char *parent_where;       /* its condition with one parameter: "namespace = ?" */
+    /* NULL: each event re-reads its rows at once. Else batched re-reads (above): the condition
+     * with one parameter, a JSON array of keys: "ns IN (SELECT value FROM json_each(?))". */
+    const char *batch_where;
+    const struct kind_model_mark *marks; /* with @batch_where: @n_marks events of other kinds */
+    size_t n_marks;
     const ProtobufCMessageDescriptor *desc; /* the message @pack packs */
     kind_model_pack_fn pack;
     /* Optional (NULL: none): a second kind whose DELETED events remove rows of this kind without

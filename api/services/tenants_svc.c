@@ -760,10 +760,134 @@ static void ceiling_cols(struct quota_msg *m, const struct proto_rows *r, size_t
     m->r.ceiling = &m->c;
 }
 
+/* One namespace's quota, usage and ceiling as columns of a row: 0 the namespace, 1..6 the quota
+ * (quota_cols), 7 which exist (bit 1 the quota, bit 2 the ceiling), 8..9 the usage, 10..14 the
+ * ceiling (ceiling_cols); @NS the namespace's expression, joined with QUOTA_JOINS(@NS). 15
+ * columns: dqlite 1.11 returns at most 16 safely, and a List's revision takes the 16th. */
+#define QUOTA_COLS(NS)                                                                                       \
+    NS ", coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), coalesce(q.max_lifetime_s, 0), "            \
+       "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "               \
+       "(q.namespace IS NOT NULL) + 2 * (c.namespace IS NOT NULL), coalesce(u.sandboxes, 0), "               \
+       "coalesce(u.gpus, 0), coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), "                        \
+       "coalesce(c.max_lifetime_s, 0), coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0)"
+#define QUOTA_JOINS(NS)                                                                                      \
+    "LEFT JOIN quotas q ON q.namespace = " NS " LEFT JOIN quota_usage u ON u.namespace = " NS                \
+    " LEFT JOIN quota_ceilings c ON c.namespace = " NS
+
+/* @m (quota_init'd with row @i's namespace) filled from row @i of QUOTA_COLS; usage.revision unset. */
+static void quota_from_row(struct quota_msg *m, const struct proto_rows *r, size_t i)
+{
+    if ((coli(r, i, 7) & 1) != 0) {
+        quota_cols(m, r, i, 1);
+    }
+    m->u.sandboxes = (uint32_t)coli(r, i, 8);
+    m->u.gpus = (uint32_t)coli(r, i, 9);
+    if ((coli(r, i, 7) & 2) != 0) {
+        ceiling_cols(m, r, i, 10);
+    }
+}
+
+/* --- Quotas read from the replica's quota model (api/services/kind_model.h), else the store ---
+ *
+ * One entry per namespace (every namespace: Get answers one without a quota or a ceiling), its
+ * GetQuotaResponse as List sends it (usage.revision unset). The usage counters (quota_usage) change
+ * with no event of their own: in the transaction of a Sandbox ADDED (Sandboxes.Create charges) or
+ * DELETED (Sandboxes.Delete of a sandbox never started, the reconciler's removal) event, and with
+ * the Namespace DELETED event (its rows deleted). So those events, the Quota and QuotaCeiling ones
+ * and every Namespace event (a new namespace answers Get at once) mark their namespace, and the
+ * model reads the marked namespaces' rows again in one statement per feed page (batched re-reads).
+ * A quota or ceiling row exists only for an existing namespace (Set and SetCeiling check it in
+ * their transaction; the namespace's deletion deletes them in its), so the namespaces the model
+ * holds with either are the store List's. */
+
+#define QUOTA_MODEL_TABLE                                                                                    \
+    "(SELECT " QUOTA_COLS("n.name AS ns") " FROM namespaces n " QUOTA_JOINS("n.name") ") qm"
+
+static uint8_t *quota_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    struct quota_msg m;
+    quota_init(&m, col(r, i, 0));
+    quota_from_row(&m, r, i);
+    return kind_model_pack(&m.r.base, len);
+}
+
+static const struct kind_model_mark quota_marks[] = {
+    {"QuotaCeiling", NULL}, {"Namespace", NULL}, {"Sandbox", "ADDED"}, {"Sandbox", "DELETED"}};
+
+struct kind_model *tenants_quota_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "Quota",
+                                    .what = "quota",
+                                    .table = QUOTA_MODEL_TABLE,
+                                    .cols = "qm.*",
+                                    .n_cols = 15,
+                                    .ns_col = KIND_MODEL_NO_COL,
+                                    .name_col = 0,
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0,
+                                    .key_where = "qm.ns = ?",
+                                    .key = KIND_MODEL_KEY_NS,
+                                    .batch_where = "qm.ns IN (SELECT value FROM json_each(?))",
+                                    .marks = quota_marks,
+                                    .n_marks = sizeof quota_marks / sizeof quota_marks[0],
+                                    .desc = &gantry__v1__get_quota_response__descriptor,
+                                    .pack = quota_pack_row};
+    return kind_model_new(&cfg);
+}
+
+struct q_get_arg {
+    const char *ns;
+    uint8_t *bytes;
+    size_t len;
+    uint64_t rev;
+};
+
+/* Under the model's lock: the entry packed with usage.revision the model's (the store path's is the
+ * revision it read at). Only copies out. */
+static void q_get_model(const struct kind_model_view *v, void *arg)
+{
+    struct q_get_arg *a = arg;
+    a->rev = v->rev;
+    const struct kind_model_entry *e = kind_model_find(v, "", a->ns);
+    if (e == NULL) {
+        return;
+    }
+    Gantry__V1__GetQuotaResponse r = *(const Gantry__V1__GetQuotaResponse *)e->msg;
+    Gantry__V1__QuotaUsage u = *r.usage;
+    u.revision = v->rev;
+    r.usage = &u;
+    a->bytes = kind_model_pack(&r.base, &a->len);
+}
+
+/* true: answered from the model (or a read option failed the call). */
+static bool q_get_from_model(const struct kind_reads *rd, struct gate_ctx *ctx,
+                             const Gantry__V1__GetQuotaRequest *req)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    struct q_get_arg a = {.ns = req->namespace_};
+    if (!kind_model_wait(rd, ctx, req->read, &need, &answered) ||
+        !kind_model_read(rd->model, need, q_get_model, &a)) {
+        return answered;
+    }
+    char trailer[24];
+    snprintf(trailer, sizeof trailer, "%" PRIu64, a.rev);
+    grpc_call_set_trailer(ctx->call, MODEL_REVISION_TRAILER, trailer);
+    if (a.bytes == NULL) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", req->namespace_);
+    } else {
+        grpc_call_finish_async_bytes(ctx->call, 0, NULL, a.bytes, a.len);
+        mem_free(a.bytes);
+    }
+    return true;
+}
+
 static void q_get(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
     const Gantry__V1__GetQuotaRequest *req = (const void *)grpc_call_request(ctx->call);
+    if (q_get_from_model(data, ctx, req)) {
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(req->namespace_)};
@@ -774,15 +898,8 @@ static void q_get(struct gate_ctx *ctx, void *data)
         /* 0 namespace, 1..6 the quota, 7 has one, 8..9 usage, 10..14 the ceiling, 15 has one */
         rv = store_client_query(
             ctx->cl,
-            "SELECT n.name, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
-            "coalesce(q.max_lifetime_s, 0), "
-            "coalesce(q.mode, ''), coalesce(q.resource_version, 0), coalesce(q.updated_at_ms, 0), "
-            "q.namespace IS NOT NULL, coalesce(u.sandboxes, 0), coalesce(u.gpus, 0), "
-            "coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), coalesce(c.max_lifetime_s, 0), "
-            "coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0), c.namespace IS NOT NULL "
-            "FROM namespaces n LEFT JOIN quotas q ON q.namespace = n.name LEFT JOIN quota_usage u ON "
-            "u.namespace = n.name LEFT JOIN quota_ceilings c ON c.namespace = n.name WHERE n.name = ?",
-            p, 1, &rows);
+            "SELECT " QUOTA_COLS("n.name") " FROM namespaces n " QUOTA_JOINS("n.name") " WHERE n.name = ?", p,
+            1, &rows);
     }
     if (rv != 0) {
         gate_fail(ctx, grpc_status_from_gerr(rv), "get quota: %s", ctx->cl->errmsg);
@@ -791,23 +908,49 @@ static void q_get(struct gate_ctx *ctx, void *data)
     } else {
         struct quota_msg m;
         quota_init(&m, req->namespace_);
-        if (coli(&rows, 0, 7) != 0) {
-            quota_cols(&m, &rows, 0, 1);
-        }
-        m.u.sandboxes = (uint32_t)coli(&rows, 0, 8);
-        m.u.gpus = (uint32_t)coli(&rows, 0, 9);
+        quota_from_row(&m, &rows, 0);
         m.u.revision = (uint64_t)revision;
-        if (coli(&rows, 0, 15) != 0) {
-            ceiling_cols(&m, &rows, 0, 10);
-        }
         grpc_call_finish_async(ctx->call, 0, NULL, &m.r.base);
     }
     proto_rows_close(&rows);
 }
 
+struct q_list_arg {
+    struct gate_ctx *ctx;
+    const struct page_req *page;
+};
+
+/* Under the model's lock: the store path's page, the namespaces with a quota or a ceiling after the
+ * token in order, at most limit of them, the token the last one's when more follow. */
+static void q_list_model(const struct kind_model_view *v, void *arg)
+{
+    const struct q_list_arg *a = arg;
+    const Gantry__V1__GetQuotaResponse **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    size_t n = 0;
+    bool more = false;
+    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
+        const Gantry__V1__GetQuotaResponse *q = (const void *)v->entries[i].msg;
+        if (q->quota == NULL && q->ceiling == NULL) {
+            continue;
+        }
+        if (n == a->page->limit) {
+            more = true;
+            break;
+        }
+        ps[n++] = q;
+    }
+    Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
+    resp.n_quotas = n;
+    resp.quotas = (Gantry__V1__GetQuotaResponse **)ps;
+    resp.next_page_token = more ? ps[n - 1]->usage->namespace_ : "";
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+}
+
 static void q_list(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct kind_reads *rd = data;
     const Gantry__V1__ListQuotasRequest *req = (const void *)grpc_call_request(ctx->call);
     struct page_req page;
     char why[GERR_MSG_SIZE];
@@ -815,24 +958,26 @@ static void q_list(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
+    uint64_t need = 0;
+    bool answered = false;
+    struct q_list_arg a = {.ctx = ctx, .page = &page};
+    if ((kind_model_wait(rd, ctx, req->read, &need, &answered) &&
+         kind_model_read(rd->model, need, q_list_model, &a)) ||
+        answered) {
+        return;
+    }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value p[] = {proto_text(page.after), proto_int(page.limit + 1)};
-    /* Every namespace with a quota or a ceiling; the columns as in q_get but for which of the two
-     * exist (bits of column 7: dqlite 1.11 returns at most 16 columns safely, and the revision
-     * takes the 16th); one statement, so the revision is the one they were read at. */
+    /* Every namespace with a quota or a ceiling; one statement, so the revision is the one they
+     * were read at. */
     int rv = store_client_query(
         ctx->cl,
         STORE_LIST_AT_REVISION(
-            "SELECT n.ns, coalesce(q.max_sandboxes, 0), coalesce(q.max_gpus, 0), "
-            "coalesce(q.max_lifetime_s, 0), coalesce(q.mode, ''), coalesce(q.resource_version, 0), "
-            "coalesce(q.updated_at_ms, 0), "
-            "(q.namespace IS NOT NULL) + 2 * (c.namespace IS NOT NULL) AS has, coalesce(u.sandboxes, 0), "
-            "coalesce(u.gpus, 0), coalesce(c.max_sandboxes, 0), coalesce(c.max_gpus, 0), "
-            "coalesce(c.max_lifetime_s, 0), coalesce(c.resource_version, 0), coalesce(c.updated_at_ms, 0) "
-            "FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace FROM quota_ceilings) n "
-            "LEFT JOIN quotas q ON q.namespace = n.ns LEFT JOIN quota_usage u ON u.namespace = n.ns "
-            "LEFT JOIN quota_ceilings c ON c.namespace = n.ns WHERE n.ns > ?1 ORDER BY n.ns LIMIT ?2",
+            "SELECT " QUOTA_COLS("n.ns") " FROM (SELECT namespace AS ns FROM quotas UNION SELECT namespace "
+                                         "FROM quota_ceilings) n " QUOTA_JOINS(
+                                             "n.ns") " WHERE n.ns > ?1 "
+                                                     "ORDER BY n.ns LIMIT ?2",
             "x.ns"),
         p, 2, &rows);
     uint64_t revision = 0;
@@ -850,14 +995,7 @@ static void q_list(struct gate_ctx *ctx, void *data)
     for (size_t i = 0; i < n; i++) {
         struct quota_msg *m = &ms[i];
         quota_init(m, col(&rows, i, 0));
-        if ((coli(&rows, i, 7) & 1) != 0) {
-            quota_cols(m, &rows, i, 1);
-        }
-        m->u.sandboxes = (uint32_t)coli(&rows, i, 8);
-        m->u.gpus = (uint32_t)coli(&rows, i, 9);
-        if ((coli(&rows, i, 7) & 2) != 0) {
-            ceiling_cols(m, &rows, i, 10);
-        }
+        quota_from_row(m, &rows, i);
         ps[i] = &m->r;
     }
     Gantry__V1__ListQuotasResponse resp = GANTRY__V1__LIST_QUOTAS_RESPONSE__INIT;
@@ -1150,25 +1288,22 @@ static void ceil_delete(struct gate_ctx *ctx, void *data)
 }
 
 int tenants_svc_register(struct gate *g, const struct res_env *env, const struct kind_reads *reads,
-                         char *errmsg)
+                         const struct kind_reads *quota_reads, char *errmsg)
 {
     if (gate_route(g, "/gantry.v1.Namespaces/Get", ns_get, (void *)reads) != 0 ||
-        gate_route(g, "/gantry.v1.Namespaces/List", ns_list, (void *)reads) != 0) {
-        gerr_set(errmsg, "tenants service: cannot route Namespaces.Get and List");
+        gate_route(g, "/gantry.v1.Namespaces/List", ns_list, (void *)reads) != 0 ||
+        gate_route(g, "/gantry.v1.Quotas/Get", q_get, (void *)quota_reads) != 0 ||
+        gate_route(g, "/gantry.v1.Quotas/List", q_list, (void *)quota_reads) != 0) {
+        gerr_set(errmsg, "tenants service: cannot route Namespaces and Quotas Get and List");
         return GERR_INVAL;
     }
     const struct {
         const char *path;
         gate_impl_fn fn;
     } routes[] = {
-        {"/gantry.v1.Namespaces/Create", ns_create},
-        {"/gantry.v1.Namespaces/Update", ns_update},
-        {"/gantry.v1.Namespaces/Delete", ns_delete},
-        {"/gantry.v1.Quotas/Get", q_get},
-        {"/gantry.v1.Quotas/List", q_list},
-        {"/gantry.v1.Quotas/Set", q_set},
-        {"/gantry.v1.Quotas/Delete", q_delete},
-        {"/gantry.v1.Quotas/SetCeiling", ceil_set},
+        {"/gantry.v1.Namespaces/Create", ns_create},      {"/gantry.v1.Namespaces/Update", ns_update},
+        {"/gantry.v1.Namespaces/Delete", ns_delete},      {"/gantry.v1.Quotas/Set", q_set},
+        {"/gantry.v1.Quotas/Delete", q_delete},           {"/gantry.v1.Quotas/SetCeiling", ceil_set},
         {"/gantry.v1.Quotas/DeleteCeiling", ceil_delete},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

@@ -28,12 +28,19 @@ struct gate;
  * store_reads is set (config model_reads false) or the model cannot answer. The model's answers
  * are the store path's byte for byte; authorization is the gate's either way (Get: the gate's
  * decision; List: the namespaces the caller holds a role in, unless a global role). */
-/* @reads borrowed: it must outlive the gate's calls. */
+/* Quotas.Get and List read from @quota_reads' model the same way (docs/resources.md "Read
+ * consistency"; Get: the gate's decision on the namespace; List: global readers). @reads and
+ * @quota_reads borrowed: they must outlive the gate's calls. */
 int tenants_svc_register(struct gate *g, const struct res_env *env, const struct kind_reads *reads,
-                         char *errmsg);
+                         const struct kind_reads *quota_reads, char *errmsg);
 
 /* A namespaces model whose messages are this service's (kind_model_free frees it). */
 struct kind_model *tenants_ns_model_new(void);
+
+/* A quotas model: every namespace's GetQuotaResponse (quota, usage counters, ceiling), kept exact
+ * at its revision by batched re-reads (api/services/kind_model.h): Sandbox ADDED and DELETED events
+ * change the usage without an event of their own. kind_model_free frees it. */
+struct kind_model *tenants_quota_model_new(void);
 
 /* For sandboxes: check and charge (or release, with negative deltas) the namespace's quota in
  * @tx. Returns 0, GERR_TOOBIG (hard quota; message names the limit), with *@warning set for a soft

@@ -1331,6 +1331,7 @@ class NamespaceReads(g.GantrydTest):
         self.assertEqual(after[2], 0, "the --model-reads=false replica answered from its model")
         print("namespace model vs store: %d list pages compared byte for byte" % compared)
         self.kinds_like_the_store(env)
+        self.quotas_like_the_store(env)
 
     def answers(self, env, role, svc, method, req):
         """The three replicas' answers to one call: the reply's bytes (a List's without its revision,
@@ -1521,6 +1522,107 @@ class NamespaceReads(g.GantrydTest):
               "%.1f s of it the replica's restart and %.1f s the comparison after it"
               % (len(calls), {str(k): v for k, v in outcomes.items()}, time.monotonic() - t0, t2 - t1,
                  time.monotonic() - t2))
+
+    def quota_answers(self, env, role, method, req):
+        """The three replicas' answers to Quotas.Get (the bytes, with usage.revision, the read's
+        revision, cleared after checking it) or every page of Quotas.List (without its revision), or
+        the status and message."""
+        got = []
+        for replica in range(3):
+            try:
+                if method == "Get":
+                    raw, tr = env.raw(role, "Quotas", "Get", req, replica)
+                    q = Q.GetQuotaResponse.FromString(raw)
+                    self.assertEqual(q.SerializeToString(), raw)  # canonical: clearing a field keeps the rest
+                    self.assertGreater(q.usage.revision, 0)
+                    if replica < 2:
+                        self.assertEqual(revision_of(tr), q.usage.revision, (role, req, replica))
+                    else:
+                        self.assertNotIn("x-gantry-revision", tr)
+                    q.usage.revision = 0
+                    got.append(q.SerializeToString())
+                    continue
+                pages, token = [], ""
+                for _ in range(50):
+                    req.page.page_token = token
+                    raw, _ = env.raw(role, "Quotas", "List", req, replica)
+                    body, rev = strip_revision(raw, Q.ListQuotasResponse)
+                    self.assertGreater(rev, 0)
+                    pages.append(body)
+                    token = Q.ListQuotasResponse.FromString(raw).next_page_token
+                    if not token:
+                        break
+                got.append(pages)
+            except grpc.RpcError as e:
+                got.append((e.code(), e.details()))
+        return got
+
+    def quotas_like_the_store(self, env):
+        """Issue 17: Quotas.Get and List from the quotas models (replicas 1 and 2) equal the store
+        path's replies (replica 3) for five roles, every page of three page sizes, namespaces with a
+        quota, a ceiling, both, neither, deleted and never made; the usage counters, which change
+        with sandbox creates and deletes and no Quota event, are read-your-write across replicas:
+        a linearizable Get and List through another replica show each create and delete at once."""
+        t0 = time.monotonic()
+        before = [env.c.replicas[i].metric("gantry_quota_model_reads_total") or 0 for i in range(3)]
+        for name in ("q-gone", "q-none"):
+            env.call("pa", namespaces_pb2, "Namespaces", "Create", N.CreateNamespaceRequest(
+                namespace=N.Namespace(meta=meta_pb2.ObjectMeta(name=name))))
+        for i, ns in enumerate(("default", "team-b", "q-gone")):
+            env.call("pa", Q, "Quotas", "SetCeiling", Q.SetQuotaCeilingRequest(ceiling=Q.QuotaCeiling(
+                meta=meta_pb2.ObjectMeta(namespace=ns), max_concurrent_sandboxes=50 + i, max_gpus=4, max_lifetime_seconds=7200)), replica=i)
+        env.call("pa", Q, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
+            meta=meta_pb2.ObjectMeta(namespace="default"), max_concurrent_sandboxes=40, max_gpus=2, max_lifetime_seconds=3600,
+            mode=Q.QUOTA_MODE_SOFT)), replica=1)
+        for i, ns in enumerate(("default", "default", "default", "team-b", "q-gone")):
+            env.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox(ns, "qm-%d" % i)), replica=i % 3)
+        env.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="default", name="qm-1"), replica=2)
+        env.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="q-gone", name="qm-4"), replica=1)
+        env.call("pa", namespaces_pb2, "Namespaces", "Delete", N.DeleteNamespaceRequest(name="q-gone"), replica=2)
+        calls = [("Get", Q.GetQuotaRequest(namespace=ns)) for ns in ("default", "team-b", "q-gone", "q-none", "nope")]
+        calls += [("List", Q.ListQuotasRequest(page=meta_pb2.PageRequest(page_size=size))) for size in (1, 2, 0)]
+        outcomes = {}
+        for role in ("pa", "auditor", "na", "user", "other"):
+            for method, req in calls:
+                got = self.quota_answers(env, role, method, req)
+                self.assertEqual(got[0], got[2], (role, method, req))
+                self.assertEqual(got[1], got[2], (role, method, req))
+                outcome = got[2][0] if isinstance(got[2], tuple) else "OK"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, "OK"):
+            self.assertGreater(outcomes.get(code, 0), 0, outcomes)
+        usage = Q.GetQuotaResponse.FromString(self.quota_answers(env, "pa", "Get", Q.GetQuotaRequest(
+            namespace="default"))[0]).usage
+        self.assertEqual(usage.sandboxes, 2)
+        self.assertEqual(len(self.quota_answers(env, "pa", "List", Q.ListQuotasRequest(
+            page=meta_pb2.PageRequest(page_size=1)))[0]), 2)  # default, team-b: q-gone went with its namespace
+
+        # Read-your-writes of the usage: a create or delete through one replica, then a linearizable
+        # Get and List through another (a model replica other than the writer).
+        def used(r):
+            g_ = Q.GetQuotaResponse.FromString(env.raw("pa", "Quotas", "Get", Q.GetQuotaRequest(namespace="team-b"),
+                                                       r)[0]).usage.sandboxes
+            lst = Q.ListQuotasResponse.FromString(env.raw("pa", "Quotas", "List", Q.ListQuotasRequest(), r)[0])
+            return g_, [q.usage.sandboxes for q in lst.quotas if q.usage.namespace == "team-b"][0]
+        n = 1
+        for i in range(6):
+            w = i % 3
+            r = 1 if w == 0 else 0
+            env.sb("pa", "Create", S.CreateSandboxRequest(sandbox=sandbox("team-b", "qr-%d" % i)), replica=w)
+            n += 1
+            self.assertEqual(used(r), (n, n), "create %d through replica %d, read through %d" % (i, w + 1, r + 1))
+        for i in range(6):
+            w = (i + 1) % 3
+            r = 1 if w == 0 else 0
+            env.sb("pa", "Delete", S.DeleteSandboxRequest(namespace="team-b", name="qr-%d" % i), replica=w)
+            n -= 1
+            self.assertEqual(used(r), (n, n), "delete %d through replica %d, read through %d" % (i, w + 1, r + 1))
+        after = [env.c.replicas[i].metric("gantry_quota_model_reads_total") or 0 for i in range(3)]
+        self.assertGreater(after[0] - before[0], 30)
+        self.assertGreater(after[1] - before[1], 30)
+        self.assertEqual(after[2], 0, "the --model-reads=false replica answered from its model")
+        print("quotas model vs store: %d calls x 5 roles compared (%s), 12 usage read-your-writes, in %.1f s"
+              % (len(calls), {str(k): v for k, v in outcomes.items()}, time.monotonic() - t0))
 
     def test_read_options(self):
         """min_revision waits for the model without the leader, and a revision the cluster has not
