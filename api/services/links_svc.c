@@ -95,7 +95,7 @@ static int link_tx(struct store_tx *tx, struct res_call *c)
     proto_rows_init(&rows, 0);
     int rv = store_tx_query(tx,
                             "SELECT id, kind, name FROM principals WHERE id = ?1 OR name = ?1 "
-                            "ORDER BY kind = 'user' DESC LIMIT 1",
+                            "ORDER BY kind = 'user' DESC, id = ?1 DESC, id LIMIT 1",
                             pp, 1, &rows);
     if (rv == 0 && rows.n_rows == 0) {
         rv = res_fail(tx, GERR_NOTFOUND, "identity.principal_id: no principal \"%.63s\"", in->principal_id);
@@ -208,12 +208,14 @@ static void unlink_(struct gate_ctx *ctx, void *data)
 
 struct resolve_arg {
     const char *who;
-    char id[40]; /* "" when no principal has that id or name */
+    char id[40];  /* "" when no principal has that id or name */
+    uint64_t rev; /* the principals model's revision when read */
 };
 
 static void resolve_model(const struct kind_model_view *v, void *arg)
 {
     struct resolve_arg *a = arg;
+    a->rev = v->rev;
     if (!principals_model_resolve(v, a->who, a->id)) {
         a->id[0] = '\0';
     }
@@ -222,6 +224,7 @@ static void resolve_model(const struct kind_model_view *v, void *arg)
 struct links_arg {
     struct gate_ctx *ctx;
     const char *id;
+    uint64_t resolved_rev; /* the principals model's revision the id was resolved at */
 };
 
 /* Under the links model's lock: the store path's list (that principal's links by issuer and
@@ -239,7 +242,8 @@ static void links_model(const struct kind_model_view *v, void *arg)
     Gantry__V1__ListIdentitiesResponse resp = GANTRY__V1__LIST_IDENTITIES_RESPONSE__INIT;
     resp.n_identities = n;
     resp.identities = ps;
-    resp.revision = v->rev;
+    /* Two models, each at the revision it had: the answer reflects every change up to the smaller. */
+    resp.revision = a->resolved_rev < v->rev ? a->resolved_rev : v->rev;
     grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
     mem_free(ps);
 }
@@ -254,8 +258,11 @@ static bool list_model(struct gate_ctx *ctx, const struct links_reads *rd,
     }
     struct resolve_arg r = {.who = who};
     struct links_arg a = {.ctx = ctx, .id = r.id};
-    if (!kind_model_read(rd->principals.model, need, resolve_model, &r) ||
-        !kind_model_read(rd->links.model, need, links_model, &a)) {
+    if (!kind_model_read(rd->principals.model, need, resolve_model, &r)) {
+        return false;
+    }
+    a.resolved_rev = r.rev;
+    if (!kind_model_read(rd->links.model, need, links_model, &a)) {
         return false;
     }
     if (rd->model_reads != NULL) {
@@ -269,11 +276,16 @@ static void list(struct gate_ctx *ctx, void *data)
     const struct links_reads *rd = data;
     const Gantry__V1__ListIdentitiesRequest *req = (const void *)grpc_call_request(ctx->call);
     const char *who = req->principal_id[0] != '\0' ? req->principal_id : ctx->who.id;
-    if (ctx->decision.self_check && strcmp(who, ctx->who.id) != 0 && strcmp(who, ctx->who.name) != 0) {
-        gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
-                  "listing another principal's linked identities needs the platform_admin, auditor or "
-                  "namespace_admin role");
-        return;
+    if (ctx->decision.self_check) {
+        if (strcmp(who, ctx->who.id) != 0 && strcmp(who, ctx->who.name) != 0) {
+            gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED,
+                      "listing another principal's linked identities needs the platform_admin, auditor or "
+                      "namespace_admin role");
+            return;
+        }
+        /* One's own name may also be another principal's (a user and a service account, service
+         * accounts of other namespaces): a caller held to itself lists its own links, by its id. */
+        who = ctx->who.id;
     }
     bool answered = false;
     if (list_model(ctx, rd, req, who, &answered) || answered) {
@@ -284,11 +296,12 @@ static void list(struct gate_ctx *ctx, void *data)
     struct proto_value p[] = {proto_text(who)};
     int rv = store_client_query(
         ctx->cl,
-        STORE_LIST_AT_REVISION("SELECT " LINK_COLS
-                               " FROM principal_links WHERE principal_id = (SELECT id FROM "
-                               "principals WHERE id = ?1 OR name = ?1 ORDER BY kind = 'user' DESC LIMIT 1) "
-                               "ORDER BY issuer, subject LIMIT 1000",
-                               "x.issuer, x.subject"),
+        STORE_LIST_AT_REVISION(
+            "SELECT " LINK_COLS " FROM principal_links WHERE principal_id = (SELECT id FROM "
+            "principals WHERE id = ?1 OR name = ?1 ORDER BY kind = 'user' DESC, id = ?1 DESC, id "
+            "LIMIT 1) "
+            "ORDER BY issuer, subject LIMIT 1000",
+            "x.issuer, x.subject"),
         p, 1, &rows);
     uint64_t revision = 0;
     if (rv == 0) {

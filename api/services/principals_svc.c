@@ -1,6 +1,7 @@
 /* gantry.v1.Principals and gantry.v1.ApiKeys (api/services/principals_svc.h). */
 #include "api/services/principals_svc.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -208,11 +209,12 @@ static void key_from_row(struct key_msg *m, const struct proto_rows *r, size_t i
 static int read_one(struct gate_ctx *ctx, const char *sql, const char *param, struct proto_rows *rows)
 {
     proto_rows_init(rows, 0);
-    struct proto_value p[] = {proto_text(param), proto_text(param)};
+    struct proto_value p[] = {proto_text(param), proto_text(param), proto_text(param)};
     unsigned n = 0;
     for (const char *q = sql; *q != '\0'; q++) {
         n += *q == '?';
     }
+    assert(n <= sizeof p / sizeof p[0]);
     int rv = store_client_query(ctx->cl, sql, p, n, rows);
     if (rv == 0 && rows->n_rows == 0) {
         rv = GERR_NOTFOUND;
@@ -224,7 +226,8 @@ static int read_principal(struct gate_ctx *ctx, const char *id_or_name, struct p
 {
     return read_one(ctx,
                     "SELECT " PRINCIPAL_COLS
-                    " FROM principals WHERE id = ? OR name = ? ORDER BY kind = 'user' DESC LIMIT 1",
+                    " FROM principals WHERE id = ? OR name = ? ORDER BY kind = 'user' DESC, id = ? DESC, id "
+                    "LIMIT 1",
                     id_or_name, rows);
 }
 
@@ -682,7 +685,8 @@ struct pget_arg {
 };
 
 /* Under the model's lock, read_principal's choice: the principal with that id or name, a user
- * before a service account (ORDER BY kind = 'user' DESC), the id's own first among equals. Names
+ * before a service account, then the one whose id it is, then the lowest id (the store's ORDER BY
+ * kind = 'user' DESC, id = ? DESC, id: service accounts of several namespaces may share a name). Names
  * are not indexed: a lookup by name scans the principals. */
 static const struct kind_model_entry *pick_principal(const struct kind_model_view *v, const char *id_or_name)
 {
@@ -857,12 +861,14 @@ struct bound_arg {
     const char *ns;
     char **ids; /* the principals bound in @ns, mem_strdup'd, sorted (strcmp), repeats kept */
     size_t n;
+    uint64_t rev; /* the bindings model's revision when read */
 };
 
 /* Under the bindings model's lock: who holds a binding in @ns (for List's namespace filter). */
 static void bound_model(const struct kind_model_view *v, void *arg)
 {
     struct bound_arg *a = arg;
+    a->rev = v->rev;
     size_t from = kind_model_after(v, a->ns, ""), to = from;
     while (to < v->n && strcmp(v->entries[to].ns, a->ns) == 0) {
         to++;
@@ -907,7 +913,9 @@ static void plist_model(const struct kind_model_view *v, void *arg)
     resp.n_principals = n;
     resp.principals = (Gantry__V1__Principal **)ps;
     resp.next_page_token = more ? ps[n - 1]->meta->id : "";
-    resp.revision = v->rev;
+    /* With a namespace filter the page joins two models, each at the revision it had: the page
+     * reflects every change up to the smaller one (both are at least the call's need). */
+    resp.revision = a->bound != NULL && a->bound->rev < v->rev ? a->bound->rev : v->rev;
     grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
     mem_free(ps);
 }

@@ -1635,6 +1635,20 @@ class ModelList(g.GantrydTest):
             self.assertNotIn(b.meta.id, [x.meta.id for x in ident.call("user", P, "Principals", "ListRoleBindings",
                                                                       P.ListRoleBindingsRequest(), replica=w).bindings],
                              ("removed binding still listed", i))
+        # A caller held to itself whose name is also another principal's (the service account
+        # "p-user" beside the user "p-user") lists its own links, never the other's, on the model
+        # replicas and on the store replica alike.
+        twin_key = ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(
+            principal_id=twins[0], name="twin")).secret
+        ident.call("pa", P, "Principals", "LinkIdentity", P.LinkIdentityRequest(
+            identity=P.ExternalIdentity(principal_id=uid, issuer="corp", subject="twin-probe")))
+        for r in range(3):
+            self.assertIn(("corp", "twin-probe"), [(x.issuer, x.subject) for x in ident.call(
+                "pa", P, "Principals", "ListIdentities", P.ListIdentitiesRequest(principal_id="p-user"),
+                replica=r).identities], r)
+            self.assertEqual([], list(ident.call(None, P, "Principals", "ListIdentities", P.ListIdentitiesRequest(
+                principal_id="p-user"), replica=r, key=twin_key).identities), ("another's links listed", r))
+        ident.call("pa", P, "Principals", "UnlinkIdentity", P.UnlinkIdentityRequest(issuer="corp", subject="twin-probe"))
         # A principal deleted: its keys and bindings go with it (no events of their own).
         gone_keys = [k.meta.id for k in ident.call("pa", K, "ApiKeys", "List", K.ListApiKeysRequest(
             principal_id=ids[2])).keys]
