@@ -861,7 +861,9 @@ static void step_pipe(struct peertls *p, struct relay *r)
                 progress = true;
             } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 r->plain_events |= POLLOUT;
-            } else if (w < 0 && errno != EINTR) {
+            } else if (w < 0 && errno == EINTR) {
+                progress = true; /* try again: nothing is registered for this direction yet */
+            } else if (w < 0) {
                 relay_kill(p, r, "local side write failed");
                 return;
             }
@@ -877,7 +879,9 @@ static void step_pipe(struct peertls *p, struct relay *r)
                 r->plain_eof = true;
             } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 r->plain_events |= POLLIN;
-            } else if (errno != EINTR) {
+            } else if (errno == EINTR) {
+                progress = true; /* try again: nothing is registered for this direction yet */
+            } else {
                 r->plain_eof = true;
             }
         }
@@ -991,20 +995,23 @@ static void close_revoked(struct peertls *p)
 }
 
 /* Make @fd's registration in the epoll set @want (0: none); *@reg holds what it is now. poll's
- * POLLIN/POLLOUT are epoll's EPOLLIN/EPOLLOUT. */
-static void ep_sync(struct peertls *p, int fd, short *reg, short want, void *ptr)
+ * POLLIN/POLLOUT are epoll's EPOLLIN/EPOLLOUT. false (logged, *@reg unchanged) when epoll_ctl
+ * failed: the fd would never be watched, so the caller closes its connection. */
+static bool ep_sync(struct peertls *p, int fd, short *reg, short want, void *ptr)
 {
     if (fd < 0 || *reg == want) {
-        return;
+        return true;
     }
     struct epoll_event ev = {.events =
                                  (uint32_t)((want & POLLIN ? EPOLLIN : 0) | (want & POLLOUT ? EPOLLOUT : 0)),
                              .data.ptr = ptr};
     int op = *reg == 0 ? EPOLL_CTL_ADD : want == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
-    if (epoll_ctl(p->ep_fd, op, fd, &ev) != 0) {
+    if (epoll_ctl(p->ep_fd, op, fd, &ev) != 0 && !(op == EPOLL_CTL_DEL && errno == ENOENT)) {
         LOG_ERROR("peer TLS: epoll_ctl: %s", strerror(errno));
+        return false;
     }
     *reg = want;
+    return true;
 }
 
 static void relay_unregister(struct peertls *p, struct relay *r)
@@ -1069,8 +1076,12 @@ static void *relay_main(void *arg)
                 timeout = timeout < 0 || left < timeout ? left : timeout;
                 handshaking++;
             }
-            ep_sync(p, r->tls_fd, &r->reg_tls, r->tls_events, r);
-            ep_sync(p, r->plain_fd, &r->reg_plain, r->state == RELAY_PIPE ? r->plain_events : 0, r);
+            if (!ep_sync(p, r->tls_fd, &r->reg_tls, r->tls_events, r) ||
+                !ep_sync(p, r->plain_fd, &r->reg_plain, r->state == RELAY_PIPE ? r->plain_events : 0, r)) {
+                relay_kill(p, r, "cannot watch its sockets");
+                r->step = false;
+                timeout = 0; /* the next pass, at once, frees it */
+            }
         }
 
         if (p->listen_fd >= 0) {
@@ -1079,7 +1090,10 @@ static void *relay_main(void *arg)
                 int left = (int)(p->accept_paused_until - now);
                 timeout = timeout < 0 || left < timeout ? left : timeout;
             }
-            ep_sync(p, p->listen_fd, &reg_listen, paused ? 0 : POLLIN, &p->listen_fd);
+            if (!ep_sync(p, p->listen_fd, &reg_listen, paused ? 0 : POLLIN, &p->listen_fd)) {
+                p->accept_paused_until = now + ACCEPT_PAUSE_MS; /* try again then */
+                timeout = timeout < 0 || ACCEPT_PAUSE_MS < timeout ? ACCEPT_PAUSE_MS : timeout;
+            }
         }
         int ready = epoll_wait(p->ep_fd, evs, EP_EVENTS, timeout);
         if (ready < 0 && errno != EINTR) {
