@@ -34,7 +34,12 @@ struct route {
  * after pending_free is still reported there. */
 #if defined(__SANITIZE_ADDRESS__)
 #define GATE_PENDING_CACHE 0u
-#else
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GATE_PENDING_CACHE 0u
+#endif
+#endif
+#ifndef GATE_PENDING_CACHE
 #define GATE_PENDING_CACHE 16u
 #endif
 

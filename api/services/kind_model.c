@@ -303,6 +303,7 @@ static void reread_dirty(struct kind_model *m, struct store_client *cl, uint64_t
 {
     qsort(m->dirty, m->n_dirty, sizeof *m->dirty, cmp_str);
     size_t u = 0;
+    bool bad_key = false;
     json_t *a = json_array();
     for (size_t i = 0; i < m->n_dirty; i++) {
         if (u > 0 && strcmp(m->dirty[u - 1], m->dirty[i]) == 0) {
@@ -310,10 +311,12 @@ static void reread_dirty(struct kind_model *m, struct store_client *cl, uint64_t
             continue;
         }
         m->dirty[u++] = m->dirty[i];
-        json_array_append_new(a, json_string(m->dirty[u - 1]));
+        if (json_array_append_new(a, json_string(m->dirty[u - 1])) != 0) {
+            bad_key = true; /* not UTF-8: it cannot be asked for, so reload the whole model */
+        }
     }
     m->n_dirty = u;
-    char *keys = json_dumps(a, JSON_COMPACT);
+    char *keys = bad_key ? NULL : json_dumps(a, JSON_COMPACT);
     json_decref(a);
     char sql[2048];
     snprintf(sql, sizeof sql, "SELECT %s FROM %s WHERE %s", m->cfg.cols, m->cfg.table, m->cfg.batch_where);
