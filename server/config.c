@@ -300,11 +300,12 @@ static const struct field fields[] = {
     UINT(read_index_linger_us, 2000, 0, 100000,
          "when linearizable reads arrive faster than the leader answers one read index, the next read index "
          "waits for more reads to share it while they keep coming (200 us without a new one ends the wait), "
-         "at most this many microseconds; a lone read never waits; 0: never (docs/resources.md)"),
+         "at most this many microseconds; reads one at a time never wait; 0: never (docs/store.md)"),
     BOOL(model_reads, true,
          "answer Get and List of sandboxes, namespaces, policies (Get), providers, warm pools, principals, "
          "role bindings (List), API keys, linked identities (List) and quotas (usage counters included) from "
-         "this replica's change-feed models (after a read index unless the call's read options say otherwise); "
+         "this replica's change-feed models (after a read index unless the call's read options say "
+         "otherwise); "
          "false: read the store (docs/resources.md, Read consistency)"),
     UINT(events_watch_ring, 4096, 16, 1000000,
          "Events.Watch: change events each replica keeps in memory for resuming watches (docs/resources.md)"),

@@ -42,8 +42,9 @@
 /* Read-index batching: when the last revision read served FEED_SYNC_BUSY or more feed_sync callers
  * (reads are arriving faster than one round trip), the next read waits for more callers to join it
  * while they keep coming: it starts once FEED_SYNC_QUIET_US pass without a new caller, after
- * FEED_SYNC_LINGER_US (feed_set_linger_us) in all, or with FEED_SYNC_BATCH_MAX waiting. A lone
- * caller never waits. */
+ * FEED_SYNC_LINGER_US (feed_set_linger_us) in all, or with FEED_SYNC_BATCH_MAX waiting. A read that
+ * served one caller is followed by no wait, so callers one at a time never wait; the first caller
+ * after a burst may wait FEED_SYNC_QUIET_US. Callers that gave up (their deadline) still count. */
 #define FEED_SYNC_BUSY      2u
 #define FEED_SYNC_LINGER_US 2000u
 #define FEED_SYNC_QUIET_US  200u
