@@ -143,6 +143,19 @@ start_replica() { # id
   exit 1
 }
 
+# Wait (up to 10 s) until nothing listens on @port any more; say who still does if something does.
+# A stopped replica's listener is gone when its process is, but a process it forked that has not
+# yet closed the descriptors it inherited (a sandbox's spawning helper, for a moment) keeps it.
+wait_port_free() { # host:port
+  local port=${1##*:}
+  for _ in $(seq 1 100); do
+    ss -Hltn "sport = :$port" 2>/dev/null | grep -q . || return 0
+    sleep 0.1
+  done
+  echo "port $port is still in use after 10 s:" >&2
+  ss -ltnp "sport = :$port" >&2 || true
+}
+
 stop_replica() { # id
   local pidf="$dir/replica$1.pid"
   if running "$1"; then
@@ -244,6 +257,7 @@ restore)
     exit 1
   fi
   for id in $rev_ids; do stop_replica "$id"; done
+  wait_port_free "$(peer 1)" # gantryd restore listens there
   old="$dir/restored-from-$(date -u +%Y%m%dT%H%M%SZ)"
   mkdir -p "$old"
   for id in 1 2 3; do [ -d "$dir/replica$id" ] && mv "$dir/replica$id" "$old/"; done
