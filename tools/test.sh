@@ -5,7 +5,7 @@
 #      runs them without installing anything itself;
 #   1. plain build (gcc, -Werror), every ctest test (helm_check included);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build, every ctest test;
-#   3. libFuzzer build (clang), every tests/fuzz harness for GANTRY_FUZZ_SECONDS (default 10) each.
+#   3. libFuzzer build (clang), every tests/fuzz harness for GANTRY_FUZZ_SECONDS (default 6) each.
 # It ends with one line "N passed, N failed" and exits non-zero if anything failed.
 #
 # Knobs (environment): JOBS (build parallelism, default nproc), GANTRY_FUZZ_SECONDS,
@@ -18,7 +18,7 @@ cd "$top"
 bash tools/install-deps.sh || { echo "test: dependency installation failed" >&2; exit 1; }
 
 JOBS=${JOBS:-$(nproc)}
-FUZZ_SECONDS=${GANTRY_FUZZ_SECONDS:-10}
+FUZZ_SECONDS=${GANTRY_FUZZ_SECONDS:-6}
 ONLY=${GANTRY_TEST_ONLY:-}
 out=build-test
 mkdir -p "$out"
