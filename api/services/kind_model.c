@@ -501,17 +501,27 @@ size_t kind_model_after(const struct kind_model_view *v, const char *ns, const c
     return eq ? at + 1 : at;
 }
 
-bool kind_model_page(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
-                     const ProtobufCMessage **out, size_t *n)
+bool kind_model_page_if(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
+                        bool (*keep)(const struct kind_model_entry *e, void *arg), void *arg,
+                        const ProtobufCMessage **out, size_t *n)
 {
     *n = 0;
     for (size_t i = kind_model_after(v, ns, after); i < v->n && strcmp(v->entries[i].ns, ns) == 0; i++) {
+        if (keep != NULL && !keep(&v->entries[i], arg)) {
+            continue;
+        }
         if (*n == limit) {
             return true;
         }
         out[(*n)++] = v->entries[i].msg;
     }
     return false;
+}
+
+bool kind_model_page(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
+                     const ProtobufCMessage **out, size_t *n)
+{
+    return kind_model_page_if(v, ns, after, limit, NULL, NULL, out, n);
 }
 
 uint8_t *kind_model_pack(const ProtobufCMessage *msg, size_t *len)

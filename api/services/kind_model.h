@@ -152,6 +152,12 @@ size_t kind_model_after(const struct kind_model_view *v, const char *ns, const c
 bool kind_model_page(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
                      const ProtobufCMessage **out, size_t *n);
 
+/* As kind_model_page, counting only the entries @keep(entry, @arg) accepts (the store List's
+ * further WHERE terms); @keep runs under the lock and must not block. */
+bool kind_model_page_if(const struct kind_model_view *v, const char *ns, const char *after, size_t limit,
+                        bool (*keep)(const struct kind_model_entry *e, void *arg), void *arg,
+                        const ProtobufCMessage **out, size_t *n);
+
 /* As kind_model_read, for one object: true when the model answered, with *@bytes the packed
  * message (mem_alloc'd, the caller frees it; NULL when there is no @ns/@name), *@len and *@rev. */
 bool kind_model_get(struct kind_model *m, uint64_t need, const char *ns, const char *name, uint8_t **bytes,

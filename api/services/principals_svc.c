@@ -888,31 +888,27 @@ struct plist_arg {
     const struct page_req *page;
 };
 
+/* The store List's WHERE: the kind, the caller itself, bound in the namespace. */
+static bool plist_keep(const struct kind_model_entry *e, void *arg)
+{
+    const struct plist_arg *a = arg;
+    const Gantry__V1__Principal *p = (const void *)e->msg;
+    return (a->kind == 0 || p->kind == a->kind) && (a->self == NULL || strcmp(e->key, a->self) == 0) &&
+           (a->bound == NULL ||
+            bsearch(&e->key, a->bound->ids, a->bound->n, sizeof *a->bound->ids, cmp_str) != NULL);
+}
+
 /* Under the principals model's lock: the store path's page (its WHERE, ORDER BY id, LIMIT). */
 static void plist_model(const struct kind_model_view *v, void *arg)
 {
     struct plist_arg *a = arg;
-    const Gantry__V1__Principal **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    const ProtobufCMessage **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
     size_t n = 0;
-    bool more = false;
-    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
-        const struct kind_model_entry *e = &v->entries[i];
-        const Gantry__V1__Principal *p = (const void *)e->msg;
-        if ((a->kind != 0 && p->kind != a->kind) || (a->self != NULL && strcmp(e->key, a->self) != 0) ||
-            (a->bound != NULL &&
-             bsearch(&e->key, a->bound->ids, a->bound->n, sizeof *a->bound->ids, cmp_str) == NULL)) {
-            continue;
-        }
-        if (n == a->page->limit) {
-            more = true;
-            break;
-        }
-        ps[n++] = p;
-    }
+    bool more = kind_model_page_if(v, "", a->page->after, a->page->limit, plist_keep, a, ps, &n);
     Gantry__V1__ListPrincipalsResponse resp = GANTRY__V1__LIST_PRINCIPALS_RESPONSE__INIT;
     resp.n_principals = n;
     resp.principals = (Gantry__V1__Principal **)ps;
-    resp.next_page_token = more ? ps[n - 1]->meta->id : "";
+    resp.next_page_token = more ? resp.principals[n - 1]->meta->id : "";
     /* With a namespace filter the page joins two models, each at the revision it had: the page
      * reflects every change up to the smaller one (both are at least the call's need). */
     resp.revision = a->bound != NULL && a->bound->rev < v->rev ? a->bound->rev : v->rev;
@@ -1847,28 +1843,25 @@ struct klist_arg {
     const struct page_req *page;
 };
 
+/* The store List's WHERE: one principal's keys. */
+static bool klist_keep(const struct kind_model_entry *e, void *arg)
+{
+    const struct klist_arg *a = arg;
+    return a->principal[0] == '\0' ||
+           strcmp(((const Gantry__V1__ApiKey *)e->msg)->principal_id, a->principal) == 0;
+}
+
 /* Under the keys model's lock: the store path's page (ORDER BY id LIMIT limit + 1). */
 static void klist_model(const struct kind_model_view *v, void *arg)
 {
     struct klist_arg *a = arg;
-    const Gantry__V1__ApiKey **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
+    const ProtobufCMessage **ps = mem_zalloc(sizeof *ps * (a->page->limit + 1));
     size_t n = 0;
-    bool more = false;
-    for (size_t i = kind_model_after(v, "", a->page->after); i < v->n; i++) {
-        const Gantry__V1__ApiKey *k = (const void *)v->entries[i].msg;
-        if (a->principal[0] != '\0' && strcmp(k->principal_id, a->principal) != 0) {
-            continue;
-        }
-        if (n == a->page->limit) {
-            more = true;
-            break;
-        }
-        ps[n++] = k;
-    }
+    bool more = kind_model_page_if(v, "", a->page->after, a->page->limit, klist_keep, a, ps, &n);
     Gantry__V1__ListApiKeysResponse resp = GANTRY__V1__LIST_API_KEYS_RESPONSE__INIT;
     resp.n_keys = n;
     resp.keys = (Gantry__V1__ApiKey **)ps;
-    resp.next_page_token = more ? ps[n - 1]->meta->id : "";
+    resp.next_page_token = more ? resp.keys[n - 1]->meta->id : "";
     resp.revision = v->rev;
     grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
     mem_free(ps);
