@@ -477,6 +477,18 @@ out:
     pending_free(p);
 }
 
+int gate_acquire_store(struct gate_ctx *ctx)
+{
+    if (ctx->cl != NULL) {
+        return 0;
+    }
+    uint64_t budget = wait_budget(ctx->call, POOL_WAIT_MS);
+    if (budget == 0) {
+        return GERR_TIMEOUT;
+    }
+    return store_pool_acquire(ctx->gate->cfg.pool, (unsigned)budget, &ctx->cl);
+}
+
 void gate_release_store(struct gate_ctx *ctx)
 {
     if (ctx->cl != NULL) {

@@ -148,6 +148,11 @@ void gate_bidi_detach(struct grpc_call *call);
  * call), so readers are not starved while writes wait. ctx->cl is NULL afterwards. */
 void gate_release_store(struct gate_ctx *ctx);
 
+/* Take a pooled store client again after gate_release_store (nothing when ctx->cl is set): waits
+ * for one as the gate does before a call, within the call's deadline. 0, or GERR_TIMEOUT with
+ * ctx->cl still NULL (the caller answers UNAVAILABLE). Worker threads. */
+int gate_acquire_store(struct gate_ctx *ctx);
+
 /* Helpers for implementations: answer with @status and a printf message. */
 void gate_fail(struct gate_ctx *ctx, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -111,8 +111,20 @@ enum model_gate model_read_gate(struct gate_ctx *ctx, struct feed *f, bool model
     if (!model && r.mode != MODEL_READ_MIN_REVISION) {
         return MODEL_GATE_STORE; /* the store is the leader's: linearizable, so within any staleness */
     }
+    /* The call's store client goes back to the pool while it waits for the feed (a read index is
+     * a leader round trip), or the pool's few clients would bound how many reads share one. */
+    bool released = r.mode != MODEL_READ_STALE && ctx->cl != NULL;
+    if (released) {
+        gate_release_store(ctx);
+    }
+    enum model_read_wait_result w =
+        model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why);
+    if (released && gate_acquire_store(ctx) != 0) {
+        gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded: no store connection free");
+        return MODEL_GATE_ANSWERED;
+    }
     int status;
-    switch (model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why)) {
+    switch (w) {
     case MODEL_READ_READY:
         return model ? MODEL_GATE_MODEL : MODEL_GATE_STORE;
     case MODEL_READ_TIMEOUT:

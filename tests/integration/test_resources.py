@@ -1832,6 +1832,32 @@ class NamespaceReads(g.GantrydTest):
         readers = [i for i in (0, 1) if env.c.replicas[i] is not leader]
         stats = {"answered": 0, "model": 0, "model_paused": 0, "failed": 0}
         paused_at = [None]
+        waiting = {}
+        go = threading.Event()
+
+        def burst():
+            # 20 linearizable Gets at once on one follower while no read index can finish: each gives
+            # its store client back while it waits (api/services/model_read.c), so all 20 wait in
+            # the feed's read index together; holding them, only the pool's 8 would get that far.
+            go.wait()
+            if paused_at[0] is None:
+                return
+            time.sleep(0.3)
+            r = env.c.replicas[readers[0]]
+            before = r.metric("gantry_feed_syncs_total")
+            with concurrent.futures.ThreadPoolExecutor(20) as ex:
+                futs = [ex.submit(env.raw, "pa", "Namespaces", "Get", N.GetNamespaceRequest(name="team-b"),
+                                  readers[0], 4) for _ in range(20)]
+                time.sleep(1.5)
+                waiting["n"] = r.metric("gantry_feed_syncs_total") - before
+                for f in futs:
+                    try:
+                        f.result()
+                    except grpc.RpcError:
+                        pass  # answered by the store after the pause, or UNAVAILABLE/DEADLINE_EXCEEDED
+
+        bt = threading.Thread(target=burst)
+        bt.start()
         t0 = time.monotonic()
         n = 0
         try:
@@ -1839,6 +1865,7 @@ class NamespaceReads(g.GantrydTest):
                 if paused_at[0] is None and time.monotonic() >= t0 + 1:
                     leader.signal(signal.SIGSTOP)
                     paused_at[0] = time.monotonic()
+                    go.set()
                 replica = readers[n % len(readers)]
                 n += 1
                 sent = time.monotonic()
@@ -1862,10 +1889,15 @@ class NamespaceReads(g.GantrydTest):
         finally:
             if paused_at[0] is not None:
                 leader.signal(signal.SIGCONT)
+            go.set()  # burst() ends at once if the pause never began
+            bt.join()
         self.assertIsNotNone(paused_at[0])
+        self.assertGreaterEqual(waiting.get("n", 0), 16, "linearizable Gets in the read index at once, "
+                                "with the leader paused (more than the store pool's 8)")
         self.assertGreater(stats["model_paused"], 0, "no stale read answered from a model with the leader paused: %s"
                            % stats)
-        print("stale reads (bound %d ms), the leader paused after 1 s for 5 s: %s" % (B, stats))
+        print("stale reads (bound %d ms), the leader paused after 1 s for 5 s: %s; %d linearizable Gets "
+              "waiting in the read index at once" % (B, stats, waiting["n"]))
 
 GROUPS = {"retention": [Retention], "namespaces": [Namespaces], "sandboxes": [Sandboxes], "quota": [Quota],
           "idempotency": [Idempotency], "audit": [Audit, Paging], "watch": [Watch],
