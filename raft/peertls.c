@@ -135,7 +135,21 @@ struct peertls {
     char own_fp[PKI_FINGERPRINT_SIZE]; /* this relay's certificate */
     int64_t own_not_after_ms;
     atomic_bool self_revoked;
+    struct queue streams; /* peertls_dial_stream's live streams, under streams_mu */
 };
+
+/* A direct stream (peertls_dial_stream). Its link and @p are under streams_mu, which outlives every
+ * relay: a stream may be closed after its relay stopped (p is then NULL). */
+struct tls_stream {
+    struct queue link;
+    struct peertls *p;
+    SSL *ssl;
+    int fd;
+    struct verify_note note;
+    atomic_bool revoked; /* its peer's certificate was revoked: every later call fails */
+};
+
+static pthread_mutex_t streams_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* ------------------------------------------------------------------------------------------------
  * Setup */
@@ -330,6 +344,7 @@ int peertls_start(const struct peertls_config *cfg, struct peertls **out, char *
     p->ep_fd = -1;
     queue_init(&p->incoming);
     queue_init(&p->relays);
+    queue_init(&p->streams);
     p->handshake_timeout_ms = cfg->handshake_timeout_ms != 0 ? cfg->handshake_timeout_ms : 5000;
     p->max_handshakes_per_source = cfg->max_handshakes_per_source != 0 ? cfg->max_handshakes_per_source : 8;
     p->refusal_log_window_ms = cfg->refusal_log_window_ms != 0 ? cfg->refusal_log_window_ms : 10000;
@@ -565,6 +580,15 @@ void peertls_stop(struct peertls *p)
     pthread_mutex_unlock(&p->mu);
     wake(p);
     pthread_join(p->thread, NULL);
+    pthread_mutex_lock(&streams_mu); /* streams outlive the relay: they stop looking at it */
+    while (!queue_empty(&p->streams)) {
+        struct queue *q = queue_head(&p->streams);
+        queue_remove(q);
+        struct tls_stream *st = QUEUE_DATA(q, struct tls_stream, link);
+        st->p = NULL;
+        queue_init(&st->link);
+    }
+    pthread_mutex_unlock(&streams_mu);
     /* Dials that raced with stop and were never picked up. */
     while (!queue_empty(&p->incoming)) {
         struct queue *q = queue_head(&p->incoming);
@@ -581,6 +605,26 @@ void peertls_stop(struct peertls *p)
     pthread_mutex_destroy(&p->mu);
     mem_free(p->revoked);
     mem_free(p);
+}
+
+/* Like the relay thread for relayed connections: a direct stream to a peer whose certificate is
+ * now revoked is shut down (its owner sees an error on its next call) and counted. */
+static void streams_close_revoked(struct peertls *p)
+{
+    pthread_mutex_lock(&streams_mu);
+    pthread_mutex_lock(&p->mu);
+    struct queue *q;
+    QUEUE_FOREACH (q, &p->streams) {
+        struct tls_stream *st = QUEUE_DATA(q, struct tls_stream, link);
+        if (!atomic_load(&st->revoked) && is_revoked_locked(p, st->note.fp)) {
+            atomic_store(&st->revoked, true);
+            shutdown(st->fd, SHUT_RDWR);
+            p->stats.revoked_closed++;
+            LOG_WARN("peer TLS: closed a store connection to %s: its certificate is revoked", st->note.fp);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&streams_mu);
 }
 
 int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZE], unsigned n, char *errmsg)
@@ -625,6 +669,7 @@ int peertls_set_revoked(struct peertls *p, const char (*fps)[PKI_FINGERPRINT_SIZ
     }
     if (added > 0) {
         wake(p);
+        streams_close_revoked(p);
     }
     return 0;
 }
@@ -1157,15 +1202,15 @@ int peertls_dial(struct peertls *p, const char *address, unsigned timeout_ms, in
     return peertls_dial_alpn(p, address, NULL, timeout_ms, fd, errmsg);
 }
 
-int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, unsigned timeout_ms, int *fd,
-                      char *errmsg)
+/* The TCP connection and the handshake of a dial, on the caller's thread: 0 with *@tcp_out and
+ * *@ssl_out (the caller's) and @note filled, or an error (counted as a failed dial). */
+static int dial_handshake(struct peertls *p, const char *address, const char *alpn, unsigned timeout_ms,
+                          int *tcp_out, SSL **ssl_out, struct verify_note *note_out, char *errmsg)
 {
     struct sockaddr_in sa;
     uint64_t deadline = now_ms() + timeout_ms;
-    int sv[2] = {-1, -1};
     int rv;
 
-    *fd = -1;
     if (address == NULL || addr_parse_ipv4(address, &sa, 0) != 0) {
         gerr_set(errmsg, "peer TLS: dial %s: not an a.b.c.d:port address",
                  address != NULL ? address : "(null)");
@@ -1256,6 +1301,28 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
             goto err_count;
         }
     }
+    *tcp_out = tcp;
+    *ssl_out = ssl;
+    *note_out = note;
+    return 0;
+
+err_count:
+    count(p, &p->stats.dial_failed, 1);
+    return rv;
+}
+
+int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, unsigned timeout_ms, int *fd,
+                      char *errmsg)
+{
+    int sv[2] = {-1, -1};
+    int tcp = -1;
+    SSL *ssl = NULL;
+    struct verify_note note;
+    *fd = -1;
+    int rv = dial_handshake(p, address, alpn, timeout_ms, &tcp, &ssl, &note, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rv = gerr_from_errno(errno);
         gerr_set(errmsg, "peer TLS: socketpair: %s", strerror(errno));
@@ -1306,4 +1373,114 @@ err_count:
 int peertls_store_dial(void *relay, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
 {
     return peertls_dial(relay, address, timeout_ms, fd, errmsg);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Direct streams */
+
+static long stream_fail(struct tls_stream *st, int rc, short *want, char *errmsg, const char *what)
+{
+    int e = SSL_get_error(st->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *want = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+        return -1;
+    }
+    *want = 0;
+    if (atomic_load(&st->revoked)) {
+        gerr_set(errmsg, "peer TLS: the peer's certificate %s was revoked", st->note.fp);
+    } else if (e == SSL_ERROR_SYSCALL && errno != 0) {
+        gerr_set(errmsg, "peer TLS: %s: %s", what, strerror(errno));
+    } else {
+        gerr_set(errmsg, "peer TLS: %s: %s", what, ssl_reason(st->ssl));
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+static long stream_send(void *s, const uint8_t *buf, size_t n, short *want, char *errmsg)
+{
+    struct tls_stream *st = s;
+    if (atomic_load(&st->revoked)) {
+        *want = 0;
+        gerr_set(errmsg, "peer TLS: the peer's certificate %s was revoked", st->note.fp);
+        return -1;
+    }
+    errno = 0;
+    int rc = SSL_write(st->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    return rc > 0 ? rc : stream_fail(st, rc, want, errmsg, "write");
+}
+
+static long stream_recv(void *s, uint8_t *buf, size_t n, short *want, char *errmsg)
+{
+    struct tls_stream *st = s;
+    if (atomic_load(&st->revoked)) {
+        *want = 0;
+        gerr_set(errmsg, "peer TLS: the peer's certificate %s was revoked", st->note.fp);
+        return -1;
+    }
+    errno = 0;
+    int rc = SSL_read(st->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (rc > 0) {
+        return rc;
+    }
+    if (SSL_get_error(st->ssl, rc) == SSL_ERROR_ZERO_RETURN) {
+        return 0; /* the peer's close_notify */
+    }
+    return stream_fail(st, rc, want, errmsg, "read");
+}
+
+static void stream_close(void *s)
+{
+    struct tls_stream *st = s;
+    pthread_mutex_lock(&streams_mu);
+    if (st->p != NULL) {
+        queue_remove(&st->link);
+    }
+    pthread_mutex_unlock(&streams_mu);
+    SSL_free(st->ssl); /* no close_notify: the store protocol has no half-close to announce */
+    close(st->fd);
+    mem_free(st);
+}
+
+int peertls_dial_stream(void *relay, const char *address, unsigned timeout_ms, int *fd,
+                        struct store_stream *out, char *errmsg)
+{
+    struct peertls *p = relay;
+    int tcp = -1;
+    SSL *ssl = NULL;
+    struct verify_note note;
+    int rv = dial_handshake(p, address, NULL, timeout_ms, &tcp, &ssl, &note, errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    struct tls_stream *st = mem_zalloc(sizeof *st);
+    st->ssl = ssl;
+    st->fd = tcp;
+    st->note = note;
+    SSL_set_app_data(ssl, &st->note);
+    pthread_mutex_lock(&streams_mu);
+    pthread_mutex_lock(&p->mu);
+    bool stopping = p->stopping, revoked = is_revoked_locked(p, note.fp);
+    if (!stopping && !revoked) {
+        st->p = p;
+        queue_insert_tail(&p->streams, &st->link);
+        p->stats.dialed++;
+    } else if (revoked) { /* revoked while the handshake ran */
+        p->stats.revoked_refused++;
+        p->stats.dial_failed++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&streams_mu);
+    if (stopping || revoked) {
+        if (revoked) {
+            gerr_set(errmsg, "peer TLS: dial %s: the peer's certificate %s is revoked", address, note.fp);
+        } else {
+            gerr_set(errmsg, "peer TLS: stopped");
+        }
+        stream_close(st);
+        return revoked ? GERR_PERM : GERR_CLOSED;
+    }
+    *fd = tcp;
+    *out = (struct store_stream){.s = st, .send = stream_send, .recv = stream_recv, .close = stream_close};
+    return 0;
 }

@@ -27,6 +27,7 @@
 
 #include "lib/err.h"
 #include "raft/pki.h"
+#include "store/conn.h"
 
 /* At most this many CA certificates in a trust bundle. */
 #define PEERTLS_MAX_CAS 8u
@@ -136,6 +137,15 @@ int peertls_dial_alpn(struct peertls *p, const char *address, const char *alpn, 
 /* peertls_dial with the store's dialer signature (store/conn.h store_dial_fn): pass it with the
  * relay as @arg to store_client_config.dial and store_node_config.dial. */
 int peertls_store_dial(void *relay, const char *address, unsigned timeout_ms, int *fd, char *errmsg);
+
+/* A store connection to the peer at @address over mutual TLS that the caller's thread drives
+ * itself (store/conn.h store_stream_dial_fn; pass the relay as @relay): no relay thread between a
+ * local socket and the peer, so a request and its answer cost two fewer thread wakeups and
+ * copies. The handshake and its checks are peertls_dial's; the stream is shut down, like a relayed
+ * connection, when the peer's certificate is revoked later (peertls_set_revoked), and may be
+ * closed after peertls_stop. Thread-safe; the stream is used by one thread at a time. */
+int peertls_dial_stream(void *relay, const char *address, unsigned timeout_ms, int *fd,
+                        struct store_stream *out, char *errmsg);
 
 void peertls_get_stats(struct peertls *p, struct peertls_stats *out);
 

@@ -491,6 +491,16 @@ static int store_dial(void *arg, const char *address, unsigned timeout_ms, int *
     return r->dial(r->dial_arg, address, timeout_ms, fd, errmsg);
 }
 
+static int store_stream_dial(void *arg, const char *address, unsigned timeout_ms, int *fd,
+                             struct store_stream *stream, char *errmsg)
+{
+    struct replica *r = arg;
+    if (r->private_bind[0] != '\0' && strcmp(address, r->address) == 0) {
+        return store_conn_unix_dial(NULL, r->private_bind, timeout_ms, fd, errmsg);
+    }
+    return peertls_dial_stream(r->relay, address, timeout_ms, fd, stream, errmsg);
+}
+
 int replica_alt_dial(void *arg, const char *address, unsigned timeout_ms, int *fd, char *errmsg)
 {
     struct replica *r = arg;
@@ -504,6 +514,11 @@ int replica_alt_dial(void *arg, const char *address, unsigned timeout_ms, int *f
 store_dial_fn replica_dial(const struct replica *r)
 {
     return r->dial != NULL ? store_dial : NULL;
+}
+
+store_stream_dial_fn replica_stream_dial(const struct replica *r)
+{
+    return r->relay != NULL ? store_stream_dial : NULL;
 }
 
 void *replica_dial_arg(const struct replica *r)

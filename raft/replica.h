@@ -98,6 +98,11 @@ void replica_peer_stats(struct replica *r, struct peertls_stats *out);
  * NULL, the store's default). */
 store_dial_fn replica_dial(const struct replica *r);
 
+/* The same dialer in store_stream_dial_fn form (store/conn.h), for store_client_config.stream_dial
+ * with replica_dial_arg: other nodes over mutual TLS driven by the client's own thread
+ * (peertls_dial_stream) instead of through the relay thread. NULL without TLS. */
+store_stream_dial_fn replica_stream_dial(const struct replica *r);
+
 /* Dial a member's peer port asking for the relay's second protocol (config peer.alt_alpn): a
  * blocking local socket whose bytes reach that member's second backend over mutual TLS. A
  * store_dial_fn-shaped function; @arg is the replica. */

@@ -1588,7 +1588,8 @@ static int store_config(struct daemon *d, const char *join_peers, const char **a
                                        .leader_timeout_ms = 5000,
                                        .request_timeout_ms = 10000,
                                        .dial = replica_dial(d->replica),
-                                       .dial_arg = replica_dial_arg(d->replica)};
+                                       .dial_arg = replica_dial_arg(d->replica),
+                                       .stream_dial = replica_stream_dial(d->replica)};
     return 0;
 }
 

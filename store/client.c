@@ -51,6 +51,7 @@ int store_client_init(struct store_client *cl, const struct store_client_config 
     cl->clock = cfg->clock != NULL ? cfg->clock : clock_system();
     cl->dial = cfg->dial;
     cl->dial_arg = cfg->dial_arg;
+    cl->stream_dial = cfg->stream_dial;
     return 0;
 }
 
@@ -104,7 +105,10 @@ static int try_node(struct store_client *cl, const char *address, char *redirect
 {
     struct proto_server leader;
     redirect[0] = '\0';
-    int rv = store_conn_open(&cl->conn, address, cl->connect_timeout_ms, cl->dial, cl->dial_arg);
+    int rv = cl->stream_dial != NULL
+                 ? store_conn_open_stream(&cl->conn, address, cl->connect_timeout_ms, cl->stream_dial,
+                                          cl->dial_arg)
+                 : store_conn_open(&cl->conn, address, cl->connect_timeout_ms, cl->dial, cl->dial_arg);
     if (rv != 0) {
         memcpy(cl->errmsg, cl->conn.errmsg, sizeof cl->errmsg);
         store_conn_close(&cl->conn);

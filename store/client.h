@@ -45,6 +45,9 @@ struct store_client_config {
     struct clock *clock;         /* default clock_system() */
     store_dial_fn dial;          /* default plain TCP (store_conn_tcp_dial) */
     void *dial_arg;
+    /* Instead of @dial when set (with @dial_arg): a dialer that may hand back a stream
+     * (store/conn.h), e.g. mutual TLS on the caller's thread with no relay hop. */
+    store_stream_dial_fn stream_dial;
 };
 
 struct store_client_stats {
@@ -63,6 +66,7 @@ struct store_client {
     struct clock *clock;
     store_dial_fn dial;
     void *dial_arg;
+    store_stream_dial_fn stream_dial;
     struct store_conn conn;
     bool connected;        /* conn is open to the leader, db open, barrier done */
     uint64_t refreshed_ms; /* when the address list was last refreshed from CLUSTER */

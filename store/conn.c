@@ -181,27 +181,37 @@ static int wait_fd(int fd, short events, uint64_t deadline)
 static int write_all(struct store_conn *c, const uint8_t *p, size_t n, uint64_t deadline)
 {
     while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        short want = POLLOUT;
+        ssize_t w;
+        if (c->stream.s != NULL) {
+            char why[GERR_MSG_SIZE] = "";
+            w = c->stream.send(c->stream.s, p, n, &want, why);
+            if (w < 0 && want == 0) {
+                gerr_set(c->errmsg, "write: %s", why);
+                return GERR_IO;
+            }
+        } else {
+            w = send(c->fd, p, n, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                int rv = gerr_from_errno(errno);
+                gerr_set(c->errmsg, "write: %s", strerror(errno));
+                return rv;
+            }
+        }
         if (w > 0) {
             c->sent = true;
             p += w;
             n -= (size_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR) {
-            continue;
+        int rv = wait_fd(c->fd, want, deadline);
+        if (rv != 0) {
+            gerr_set(c->errmsg, "write: %s", gerr_str(rv));
+            return rv;
         }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rv = wait_fd(c->fd, POLLOUT, deadline);
-            if (rv != 0) {
-                gerr_set(c->errmsg, "write: %s", gerr_str(rv));
-                return rv;
-            }
-            continue;
-        }
-        int rv = gerr_from_errno(errno);
-        gerr_set(c->errmsg, "write: %s", strerror(errno));
-        return rv;
     }
     return 0;
 }
@@ -209,7 +219,26 @@ static int write_all(struct store_conn *c, const uint8_t *p, size_t n, uint64_t 
 static int read_all(struct store_conn *c, uint8_t *p, size_t n, uint64_t deadline)
 {
     while (n > 0) {
-        ssize_t r = recv(c->fd, p, n, 0);
+        short want = POLLIN;
+        ssize_t r;
+        if (c->stream.s != NULL) {
+            char why[GERR_MSG_SIZE] = "";
+            r = c->stream.recv(c->stream.s, p, n, &want, why);
+            if (r < 0 && want == 0) {
+                gerr_set(c->errmsg, "read: %s", why);
+                return GERR_IO;
+            }
+        } else {
+            r = recv(c->fd, p, n, 0);
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                int rv = gerr_from_errno(errno);
+                gerr_set(c->errmsg, "read: %s", strerror(errno));
+                return rv;
+            }
+        }
         if (r > 0) {
             p += r;
             n -= (size_t)r;
@@ -219,20 +248,11 @@ static int read_all(struct store_conn *c, uint8_t *p, size_t n, uint64_t deadlin
             gerr_set(c->errmsg, "read: connection closed by peer");
             return GERR_CLOSED;
         }
-        if (errno == EINTR) {
-            continue;
+        int rv = wait_fd(c->fd, want, deadline);
+        if (rv != 0) {
+            gerr_set(c->errmsg, "read: %s", gerr_str(rv));
+            return rv;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rv = wait_fd(c->fd, POLLIN, deadline);
-            if (rv != 0) {
-                gerr_set(c->errmsg, "read: %s", gerr_str(rv));
-                return rv;
-            }
-            continue;
-        }
-        int rv = gerr_from_errno(errno);
-        gerr_set(c->errmsg, "read: %s", strerror(errno));
-        return rv;
     }
     return 0;
 }
@@ -314,8 +334,8 @@ int store_conn_unix_dial(void *arg, const char *path, unsigned timeout_ms, int *
     return 0;
 }
 
-int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
-                    void *dial_arg)
+static int conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
+                     store_stream_dial_fn sdial, void *dial_arg)
 {
     int rv;
 
@@ -330,31 +350,53 @@ int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_
         return GERR_INVAL;
     }
     snprintf(c->address, sizeof c->address, "%s", address);
-    uint64_t deadline = deadline_after(timeout_ms == 0 ? 1000 : timeout_ms);
+    unsigned dial_ms = timeout_ms == 0 ? 1000 : timeout_ms;
+    uint64_t deadline = deadline_after(dial_ms);
     int fd = -1;
-    rv = (dial != NULL ? dial : store_conn_tcp_dial)(dial_arg, address, timeout_ms == 0 ? 1000 : timeout_ms,
-                                                     &fd, c->errmsg);
+    struct store_stream stream = {0};
+    if (sdial != NULL) {
+        rv = sdial(dial_arg, address, dial_ms, &fd, &stream, c->errmsg);
+    } else {
+        rv = (dial != NULL ? dial : store_conn_tcp_dial)(dial_arg, address, dial_ms, &fd, c->errmsg);
+    }
     if (rv != 0) {
         return rv;
     }
     /* Every wait below is a poll with a deadline, whatever the dialer handed us. */
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd;
+    c->stream = stream;
     /* Handshake: the protocol version as a u64; the server answers nothing. */
     uint8_t hello[8] = {PROTO_VERSION, 0, 0, 0, 0, 0, 0, 0};
     rv = write_all(c, hello, sizeof hello, deadline);
     c->sent = false;
     if (rv != 0) {
         gerr_wrap(c->errmsg, "node %s: handshake", address);
-        close(fd);
-        c->fd = -1;
+        store_conn_close(c);
         return rv;
     }
     return 0;
 }
 
+int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
+                    void *dial_arg)
+{
+    return conn_open(c, address, timeout_ms, dial, NULL, dial_arg);
+}
+
+int store_conn_open_stream(struct store_conn *c, const char *address, unsigned timeout_ms,
+                           store_stream_dial_fn dial, void *dial_arg)
+{
+    return conn_open(c, address, timeout_ms, NULL, dial, dial_arg);
+}
+
 void store_conn_close(struct store_conn *c)
 {
+    if (c->stream.s != NULL) {
+        c->stream.close(c->stream.s); /* closes the socket too */
+        c->stream = (struct store_stream){0};
+        c->fd = -1;
+    }
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;

@@ -23,11 +23,30 @@
 #include "lib/err.h"
 #include "store/proto.h"
 
+/* A connection's bytes when they do not go straight through its socket: mutual TLS driven on the
+ * caller's own thread (raft/peertls.h, peertls_dial_stream), instead of a relay thread between a
+ * local socket and the peer. Non-blocking like the socket: send and recv return the bytes moved
+ * (> 0), recv 0 when the peer closed; -1 when they would block, with *want set to POLLIN or
+ * POLLOUT (poll the socket for it, then call again), or on an error, with *want 0 and the reason
+ * in @errmsg. close frees @s and closes the socket. All NULL: a plain socket. */
+struct store_stream {
+    void *s;
+    long (*send)(void *s, const uint8_t *p, size_t n, short *want, char *errmsg);
+    long (*recv)(void *s, uint8_t *p, size_t n, short *want, char *errmsg);
+    void (*close)(void *s);
+};
+
+/* Like store_dial_fn (below), for a dialer that may hand back a stream: *@fd is the socket to poll
+ * and @stream, when its s is set, moves the bytes and owns the socket. */
+typedef int (*store_stream_dial_fn)(void *arg, const char *address, unsigned timeout_ms, int *fd,
+                                    struct store_stream *stream, char *errmsg);
+
 struct store_conn {
-    int fd;              /* -1 when closed */
-    char address[256];   /* the node dialled, exactly as given */
-    unsigned timeout_ms; /* per request */
-    size_t max_message;  /* cap on one response message body */
+    int fd;                     /* -1 when closed */
+    struct store_stream stream; /* s NULL: bytes go through fd itself */
+    char address[256];          /* the node dialled, exactly as given */
+    unsigned timeout_ms;        /* per request */
+    size_t max_message;         /* cap on one response message body */
     bool broken;
     bool sent; /* last request was (at least partly) written */
     bool db_open;
@@ -70,6 +89,9 @@ int store_conn_unix_dial(void *arg, const char *path, unsigned timeout_ms, int *
  * reason in c->errmsg. */
 int store_conn_open(struct store_conn *c, const char *address, unsigned timeout_ms, store_dial_fn dial,
                     void *dial_arg);
+/* The same with a dialer that may return a stream (NULL: store_conn_tcp_dial). */
+int store_conn_open_stream(struct store_conn *c, const char *address, unsigned timeout_ms,
+                           store_stream_dial_fn dial, void *dial_arg);
 void store_conn_close(struct store_conn *c);
 
 /* LEADER: the node this node believes is the leader (id 0 and "" when unknown). */

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -110,30 +111,51 @@ static int teardown(void **state)
     return alive == 0 ? 0 : -1;
 }
 
-static void client(struct store_client *c, unsigned leader_timeout_ms, bool tls)
+/* @tls: through the relay (peertls_store_dial); @stream: TLS on the client's own thread
+ * (peertls_dial_stream, as gantryd's clients of other nodes). */
+static void client_as(struct store_client *c, unsigned leader_timeout_ms, bool tls, bool stream)
 {
     struct store_client_config cfg = {.leader_timeout_ms = leader_timeout_ms};
     cluster_client_config(&cl3, &cfg);
     if (!tls) {
         cfg.dial = NULL;
         cfg.dial_arg = NULL;
+    } else if (stream) {
+        cfg.dial = NULL;
+        cfg.stream_dial = peertls_dial_stream;
     }
     assert_int_equal(store_client_init(c, &cfg), 0);
 }
 
+static void client(struct store_client *c, unsigned leader_timeout_ms, bool tls)
+{
+    client_as(c, leader_timeout_ms, tls, false);
+}
+
+/* Writes alternate between a relayed client and a direct-stream one, before and across a leader
+ * kill; a 1 MiB result crosses many TLS records on the direct stream. */
 static void writes_and_failover_over_tls(void **state)
 {
     (void)state;
-    struct store_client c;
+    struct store_client c, d;
     client(&c, 15000, true);
+    client_as(&d, 15000, true, true);
     IT_CHECK(&cl3, store_client_exec(&c, "CREATE TABLE t (id INTEGER PRIMARY KEY) STRICT", NULL, 0, NULL),
              c.errmsg);
     int64_t acked = 0;
     for (int i = 0; i < 50; i++) {
         struct proto_value v = proto_int(i);
-        IT_CHECK(&cl3, store_client_exec(&c, "INSERT INTO t (id) VALUES (?)", &v, 1, NULL), c.errmsg);
+        struct store_client *w = i % 2 == 0 ? &c : &d;
+        IT_CHECK(&cl3, store_client_exec(w, "INSERT INTO t (id) VALUES (?)", &v, 1, NULL), w->errmsg);
         acked++;
     }
+    struct proto_rows big;
+    proto_rows_init(&big, 0);
+    IT_CHECK(&cl3, store_client_query(&d, "SELECT zeroblob(1048576), 7", NULL, 0, &big), d.errmsg);
+    assert_int_equal(big.n_rows, 1);
+    assert_int_equal(proto_rows_at(&big, 0, 0)->u.b.n, 1048576);
+    assert_int_equal(proto_rows_at(&big, 0, 1)->u.i, 7);
+    proto_rows_close(&big);
     uint64_t leader;
     IT_CHECK(&cl3, cluster_leader(&cl3, 10000, &leader, errmsg), errmsg);
     int li = cluster_index_of(&cl3, leader);
@@ -143,12 +165,13 @@ static void writes_and_failover_over_tls(void **state)
     int unknown = 0;
     for (int i = 50; i < 100; i++) {
         struct proto_value v = proto_int(i);
-        int rv = store_client_exec(&c, "INSERT INTO t (id) VALUES (?)", &v, 1, NULL);
+        struct store_client *w = i % 2 == 0 ? &c : &d;
+        int rv = store_client_exec(w, "INSERT INTO t (id) VALUES (?)", &v, 1, NULL);
         if (rv == GERR_UNKNOWN_OUTCOME) {
             unknown++;
             continue;
         }
-        IT_CHECK(&cl3, rv, c.errmsg);
+        IT_CHECK(&cl3, rv, w->errmsg);
         if (acked == 50) {
             fprintf(stderr, "failover over TLS: %llu ms\n", (unsigned long long)(it_now_ms() - t0));
         }
@@ -163,6 +186,7 @@ static void writes_and_failover_over_tls(void **state)
         cluster_wait_node_value(&cl3, (unsigned)li, "gantry", "SELECT count(*) FROM t", n, 30000, errmsg),
         errmsg);
     store_client_close(&c);
+    store_client_close(&d);
 }
 
 static void client_without_tls_is_refused(void **state)
@@ -219,6 +243,7 @@ static void node_from_another_ca_cannot_join(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as gantryd: a peer's close is an error, not a signal */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(writes_and_failover_over_tls),
         cmocka_unit_test(client_without_tls_is_refused),

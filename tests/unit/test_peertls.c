@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -648,6 +649,79 @@ static void revoked_certificate_is_refused_and_closed(void **state)
     assert_int_equal(st.revoked_certs, 1);
 }
 
+/* store_stream I/O for the tests: all of @n, polling the socket as the stream asks. */
+static int stream_io(struct store_stream *st, int fd, bool send, uint8_t *p, size_t n, char *why)
+{
+    while (n > 0) {
+        short want = 0;
+        long r = send ? st->send(st->s, p, n, &want, why) : st->recv(st->s, p, n, &want, why);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            continue;
+        }
+        if (r == 0 || want == 0) {
+            return -1;
+        }
+        struct pollfd pfd = {.fd = fd, .events = want};
+        assert_int_equal(poll(&pfd, 1, 5000), 1);
+    }
+    return 0;
+}
+
+/* A stream driven by the dialer's thread (peertls_dial_stream, the store clients' path): bytes
+ * both ways, shut down when the peer's certificate is revoked, refused while it is, and usable and
+ * closable after its relay stopped. */
+static void direct_stream_echo_revocation_and_stop(void **state)
+{
+    struct world *w = *state;
+    int fd = -1;
+    struct store_stream st = {0};
+    assert_int_equal(
+        peertls_dial_stream(w->client, peertls_listen_address(w->server), 5000, &fd, &st, errmsg), 0);
+    assert_non_null(st.s);
+    size_t n = 256u << 10; /* several TLS records and socket buffers: the want paths run */
+    uint8_t *out = mem_alloc(n), *back = mem_alloc(n);
+    rand_bytes(out, n);
+    char why[GERR_MSG_SIZE] = "";
+    for (size_t off = 0; off < n; off += 32u << 10) { /* the echo answers while we write */
+        assert_int_equal(stream_io(&st, fd, true, out + off, 32u << 10, why), 0);
+        assert_int_equal(stream_io(&st, fd, false, back + off, 32u << 10, why), 0);
+    }
+    assert_memory_equal(back, out, n);
+
+    /* The client revokes the server's certificate: the open stream fails on its next call. */
+    char fp_a[PKI_FINGERPRINT_SIZE];
+    assert_int_equal(pki_fingerprint(w->a.cert, fp_a, errmsg), 0);
+    assert_int_equal(peertls_set_revoked(w->client, (const char(*)[PKI_FINGERPRINT_SIZE]) & fp_a, 1, errmsg),
+                     0);
+    assert_int_equal(stream_io(&st, fd, false, back, 1, why), -1);
+    assert_non_null(strstr(why, "revoked"));
+    struct peertls_stats stats;
+    peertls_get_stats(w->client, &stats);
+    assert_int_equal(stats.revoked_closed, 1);
+    st.close(st.s);
+    int fd2 = -1;
+    struct store_stream st2 = {0};
+    assert_int_equal(
+        peertls_dial_stream(w->client, peertls_listen_address(w->server), 5000, &fd2, &st2, errmsg),
+        GERR_PERM);
+    assert_null(st2.s);
+
+    /* A stream outlives its relay: still usable, then closed without touching the stopped relay
+     * (ASan would see it). */
+    assert_int_equal(peertls_set_revoked(w->client, NULL, 0, errmsg), 0);
+    struct peertls *c2 = start(&w->b, NULL, NULL, 0);
+    assert_int_equal(peertls_dial_stream(c2, peertls_listen_address(w->server), 5000, &fd2, &st2, errmsg), 0);
+    peertls_stop(c2);
+    assert_int_equal(stream_io(&st2, fd2, true, out, 4096, why), 0);
+    assert_int_equal(stream_io(&st2, fd2, false, back, 4096, why), 0);
+    assert_memory_equal(back, out, 4096);
+    st2.close(st2.s);
+    mem_free(out);
+    mem_free(back);
+}
+
 /* Reload: new handshakes use the new identity and trust; a connection already open keeps working;
  * bad material changes nothing. */
 static void reload_swaps_the_identity_for_new_connections_only(void **state)
@@ -804,6 +878,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_key_material_is_refused, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(alpn_selects_the_second_backend, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(revoked_certificate_is_refused_and_closed, setup_tcp, teardown_world),
+        cmocka_unit_test_setup_teardown(direct_stream_echo_revocation_and_stop, setup_tcp, teardown_world),
         cmocka_unit_test_setup_teardown(reload_swaps_the_identity_for_new_connections_only, setup_tcp,
                                         teardown_world),
         cmocka_unit_test_setup_teardown(reload_rereads_the_files, setup_tcp, teardown_world),
