@@ -60,6 +60,8 @@ int feed_init(struct feed *f, const struct store_client_config *cfg, unsigned po
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cond, &ca);
+    pthread_cond_init(&f->done[0], &ca);
+    pthread_cond_init(&f->done[1], &ca);
     pthread_cond_init(&f->wake, &ca);
     pthread_condattr_destroy(&ca);
     f->poll_ms = poll_ms != 0 ? poll_ms : FEED_POLL_MS;
@@ -139,9 +141,13 @@ static int feed_poll(struct feed *f)
         return rv;
     }
     pthread_mutex_lock(&f->mu);
+    bool skipped = f->reads_done + 1 != batch; /* a read failed in between: its waiters are served too */
     f->reads_done = batch;
     f->read_rev = (uint64_t)upto;
-    pthread_cond_broadcast(&f->cond);
+    pthread_cond_broadcast(&f->done[batch & 1]);
+    if (skipped) {
+        pthread_cond_broadcast(&f->done[(batch + 1) & 1]);
+    }
     pthread_mutex_unlock(&f->mu);
     if (!ready || (uint64_t)upto < applied) {
         if (ready) {
@@ -278,6 +284,8 @@ void feed_close(struct feed *f)
     pthread_mutex_lock(&f->mu);
     f->stopping = true;
     pthread_cond_broadcast(&f->cond);
+    pthread_cond_broadcast(&f->done[0]);
+    pthread_cond_broadcast(&f->done[1]);
     pthread_cond_broadcast(&f->wake);
     pthread_mutex_unlock(&f->mu);
     if (f->started) {
@@ -286,6 +294,8 @@ void feed_close(struct feed *f)
     }
     store_client_close(&f->cl);
     pthread_cond_destroy(&f->cond);
+    pthread_cond_destroy(&f->done[0]);
+    pthread_cond_destroy(&f->done[1]);
     pthread_cond_destroy(&f->wake);
     pthread_mutex_destroy(&f->mu);
 }
@@ -303,9 +313,9 @@ uint64_t feed_revision(struct feed *f)
     return rev;
 }
 
-/* Under f->mu: wait until @cond_fn holds; 0, GERR_TIMEOUT or GERR_CLOSED. */
-static int wait_locked(struct feed *f, uint64_t deadline_ms, bool (*cond_fn)(struct feed *, uint64_t),
-                       uint64_t arg)
+/* Under f->mu: wait on @cv until @cond_fn holds; 0, GERR_TIMEOUT or GERR_CLOSED. */
+static int wait_locked(struct feed *f, pthread_cond_t *cv, uint64_t deadline_ms,
+                       bool (*cond_fn)(struct feed *, uint64_t), uint64_t arg)
 {
     struct timespec ts;
     abs_deadline(deadline_ms, &ts);
@@ -316,7 +326,7 @@ static int wait_locked(struct feed *f, uint64_t deadline_ms, bool (*cond_fn)(str
         if (now_ms() >= deadline_ms) {
             return GERR_TIMEOUT;
         }
-        pthread_cond_timedwait(&f->cond, &f->mu, &ts);
+        pthread_cond_timedwait(cv, &f->mu, &ts);
     }
     return 0;
 }
@@ -334,7 +344,7 @@ static bool read_done(struct feed *f, uint64_t batch)
 int feed_wait(struct feed *f, uint64_t rev, uint64_t deadline_ms)
 {
     pthread_mutex_lock(&f->mu);
-    int rv = wait_locked(f, deadline_ms, applied_reached, rev);
+    int rv = wait_locked(f, &f->cond, deadline_ms, applied_reached, rev);
     pthread_mutex_unlock(&f->mu);
     return rv;
 }
@@ -349,10 +359,10 @@ int feed_sync(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
         f->sync_need = batch;
         pthread_cond_signal(&f->wake);
     }
-    int rv = wait_locked(f, deadline_ms, read_done, batch);
+    int rv = wait_locked(f, &f->done[batch & 1], deadline_ms, read_done, batch);
     uint64_t target = f->read_rev;
     if (rv == 0) {
-        rv = wait_locked(f, deadline_ms, applied_reached, target);
+        rv = wait_locked(f, &f->cond, deadline_ms, applied_reached, target);
     }
     pthread_mutex_unlock(&f->mu);
     if (rv == 0) {
@@ -365,7 +375,7 @@ int feed_next_head(struct feed *f, uint64_t deadline_ms, uint64_t *rev)
 {
     pthread_mutex_lock(&f->mu);
     uint64_t batch = f->reads_started + 1; /* the first read that starts after this call */
-    int rv = wait_locked(f, deadline_ms, read_done, batch);
+    int rv = wait_locked(f, &f->done[batch & 1], deadline_ms, read_done, batch);
     if (rv == 0) {
         *rev = f->read_rev;
     }

@@ -79,7 +79,11 @@ struct feed {
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
-    pthread_cond_t cond; /* applied or a sync read moved; stop */
+    pthread_cond_t cond; /* applied moved; stop */
+    /* A read-index read finished (reads_done moved), by the parity of its batch number: callers
+     * wait for the read after the one in flight, so waking them by parity wakes only those the
+     * finished read serves, not the next batch as well; stop. */
+    pthread_cond_t done[2];
     pthread_cond_t wake; /* the feed thread's sleep: a sync waiter or stop */
     bool stopping;
     bool ready;             /* the first resync happened */
