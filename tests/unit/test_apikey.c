@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
 
 #include "api/auth/apikey.h"
 
@@ -118,6 +121,48 @@ static void wrong_pepper(void **state)
     assert_int_equal(apikey_generate(long_pepper, sizeof long_pepper, k2, id2, h2, errmsg), 0);
     assert_int_equal(apikey_verify(k2, APIKEY_LEN, h2, long_pepper, sizeof long_pepper, errmsg), 0);
     assert_int_equal(apikey_verify(k2, APIKEY_LEN, h2, pepper, sizeof pepper, errmsg), GERR_UNAUTH);
+}
+
+/* The stored hash is HMAC-SHA256(pepper, secret), checked against OpenSSL's one-shot HMAC, with
+ * peppers alternating on one thread and on another thread (each keeps a context keyed by the last
+ * pepper it used: a stale one would hash with the wrong key). */
+struct hmac_case {
+    const uint8_t *pepper;
+    size_t len;
+    bool ok;
+};
+
+static void *hash_on_thread(void *arg)
+{
+    struct hmac_case *c = arg;
+    static const char secret[APIKEY_SECRET_LEN + 1] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    uint8_t h[APIKEY_HASH_SIZE], want[EVP_MAX_MD_SIZE];
+    unsigned wn = 0;
+    char err[GERR_MSG_SIZE];
+    c->ok = apikey_hash(c->pepper, c->len, secret, h, err) == 0 &&
+            HMAC(EVP_sha256(), c->pepper, (int)c->len, (const unsigned char *)secret, APIKEY_SECRET_LEN, want,
+                 &wn) != NULL &&
+            wn == APIKEY_HASH_SIZE && memcmp(h, want, APIKEY_HASH_SIZE) == 0;
+    return NULL;
+}
+
+static void hash_is_hmac_sha256_whatever_the_pepper_order(void **state)
+{
+    (void)state;
+    uint8_t long_pepper[100];
+    memset(long_pepper, 9, sizeof long_pepper);
+    struct hmac_case cases[] = {{pepper, sizeof pepper, false}, {pepper2, sizeof pepper2, false},
+                                {pepper, sizeof pepper, false}, {long_pepper, sizeof long_pepper, false},
+                                {long_pepper, 40, false},       {pepper2, sizeof pepper2, false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        hash_on_thread(&cases[i]);
+        assert_true(cases[i].ok);
+    }
+    struct hmac_case other = {pepper2, sizeof pepper2, false};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hash_on_thread, &other), 0);
+    pthread_join(t, NULL);
+    assert_true(other.ok);
 }
 
 static void every_truncation_and_extension_is_malformed(void **state)
@@ -259,6 +304,7 @@ int main(void)
         cmocka_unit_test(round_trip_and_uniqueness),
         cmocka_unit_test(wrong_secret),
         cmocka_unit_test(wrong_pepper),
+        cmocka_unit_test(hash_is_hmac_sha256_whatever_the_pepper_order),
         cmocka_unit_test(every_truncation_and_extension_is_malformed),
         cmocka_unit_test(malformed_strings),
         cmocka_unit_test(hash_never_holds_the_secret),
