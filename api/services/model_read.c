@@ -119,7 +119,9 @@ enum model_gate model_read_gate(struct gate_ctx *ctx, struct feed *f, bool model
     }
     enum model_read_wait_result w =
         model_read_wait(f, &r, grpc_call_deadline_ms(ctx->call), need, why, sizeof why);
-    if (released && gate_acquire_store(ctx) != 0) {
+    /* Back with a client for what follows (the model's answer may still read the store: a share,
+     * a manager check, the fallback), not for the failures below, which answer with their reason. */
+    if (released && (w == MODEL_READ_READY || w == MODEL_READ_STORE) && gate_acquire_store(ctx) != 0) {
         gate_fail(ctx, GRPC_STATUS_UNAVAILABLE, "the replica is overloaded: no store connection free");
         return MODEL_GATE_ANSWERED;
     }
