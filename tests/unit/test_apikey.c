@@ -124,8 +124,9 @@ static void wrong_pepper(void **state)
 }
 
 /* The stored hash is HMAC-SHA256(pepper, secret), checked against OpenSSL's one-shot HMAC, with
- * peppers alternating on one thread and on another thread (each keeps a context keyed by the last
- * pepper it used: a stale one would hash with the wrong key). */
+ * one pepper twice in a row (the kept context, re-initialized), peppers alternating, and on another
+ * thread (each keeps a context keyed by the last pepper it used: a stale one would hash with the
+ * wrong key). */
 struct hmac_case {
     const uint8_t *pepper;
     size_t len;
@@ -151,9 +152,10 @@ static void hash_is_hmac_sha256_whatever_the_pepper_order(void **state)
     (void)state;
     uint8_t long_pepper[100];
     memset(long_pepper, 9, sizeof long_pepper);
-    struct hmac_case cases[] = {{pepper, sizeof pepper, false}, {pepper2, sizeof pepper2, false},
-                                {pepper, sizeof pepper, false}, {long_pepper, sizeof long_pepper, false},
-                                {long_pepper, 40, false},       {pepper2, sizeof pepper2, false}};
+    struct hmac_case cases[] = {{pepper, sizeof pepper, false},           {pepper, sizeof pepper, false},
+                                {pepper2, sizeof pepper2, false},         {pepper, sizeof pepper, false},
+                                {long_pepper, sizeof long_pepper, false}, {long_pepper, 40, false},
+                                {pepper2, sizeof pepper2, false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         hash_on_thread(&cases[i]);
         assert_true(cases[i].ok);
