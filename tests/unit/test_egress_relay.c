@@ -38,6 +38,13 @@
 static uv_loop_t loop;
 static uv_async_t stop_async;
 static pthread_t loop_thread;
+/* The relay's sniff interval here: a connection silent this long after its accept is raw TCP. A
+ * client's request follows its connect at once, but on a loaded machine (CI runs this under ASan
+ * beside other tests) a client thread descheduled for 100 ms between connect and send saw its
+ * CONNECT taken for raw TCP and its connection closed (reset by peer, 2 runs in 3 with two busy
+ * loops beside it; 0 in 5 at 500 ms). */
+#define SNIFF_MS 500u
+
 static struct egress_relay *relay;
 static struct egress_policy_cache *cache;
 static struct egress_door *door_a, *door_b;
@@ -513,7 +520,7 @@ static void connect_tunnel_sni(void **state)
     fd = dial_door(port_a);
     send_all(fd, req, strlen(req));
     recv_exact(fd, got, 39);
-    usleep(300000);
+    usleep(3 * SNIFF_MS * 1000);
     send_all(fd, hello, n); /* SNI 127.0.0.2 */
     assert_int_equal(recv_to_end(fd, rest, sizeof rest), 0);
     close(fd);
@@ -532,7 +539,7 @@ static void connect_tunnel_sni(void **state)
     fd = dial_door(port_a);
     send_all(fd, req, strlen(req));
     recv_exact(fd, got, 39);
-    usleep(300000);
+    usleep(3 * SNIFF_MS * 1000);
     send_all(fd, hello, n);
     expect_echo(fd, hello, n);
     close(fd);
@@ -1246,7 +1253,7 @@ static int setup(void **state)
     egress_relay_config_defaults(&cfg);
     cfg.max_conns_per_sandbox = n_many();
     cfg.max_conns = 2 * n_many() + 10;
-    cfg.sniff_ms = 100;
+    cfg.sniff_ms = SNIFF_MS;
     assert_int_equal(egress_relay_new(&loop, &cfg, cache, on_event, NULL, &relay), 0);
     egress_relay_set_orig_dst(relay, fake_orig_dst, NULL);
 
