@@ -68,7 +68,11 @@ enum model_read_wait_result model_read_wait(struct feed *f, const struct model_r
  *   MODEL_GATE_ANSWERED: the call was failed (gate_fail) with its status and the reason: a bad
  *     option (INVALID_ARGUMENT), a min_revision in the future (OUT_OF_RANGE) or not reached in time
  *     (DEADLINE_EXCEEDED), the replica stopping (UNAVAILABLE).
- * Worker threads only (it may block up to the call's deadline, at most MODEL_WAIT_MAX_MS). */
+ * Worker threads only (it may block up to the call's deadline, at most MODEL_WAIT_MAX_MS). While it
+ * waits for the feed (any read but a stale one answered at once), the call's pooled store client
+ * goes back to the pool (gate_release_store): on MODEL_GATE_MODEL and MODEL_GATE_STORE ctx->cl is
+ * set again, possibly to another client (nothing may be kept from the one before); on
+ * MODEL_GATE_ANSWERED it may be NULL. */
 enum model_gate { MODEL_GATE_MODEL, MODEL_GATE_STORE, MODEL_GATE_ANSWERED };
 struct gate_ctx;
 enum model_gate model_read_gate(struct gate_ctx *ctx, struct feed *f, bool model,
