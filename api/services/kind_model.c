@@ -48,6 +48,7 @@ static void entry_free(struct kind_model_entry *e)
     mem_free((char *)e->key);
     mem_free((char *)e->parent);
     mem_free((char *)e->labels);
+    mem_free((char *)e->aux);
     if (e->msg != NULL) {
         protobuf_c_message_free_unpacked((ProtobufCMessage *)e->msg, NULL);
     }
@@ -72,6 +73,7 @@ static bool entry_from_row(struct kind_model *m, const struct proto_rows *r, siz
     e->key = mem_strdup(col(r, i, (int)m->cfg.key_col));
     e->parent = mem_strdup(col(r, i, m->cfg.parent_kind != NULL ? m->cfg.parent_col : KIND_MODEL_NO_COL));
     e->labels = mem_strdup(col(r, i, m->cfg.labels_col));
+    e->aux = mem_strdup(col(r, i, m->cfg.has_aux ? (int)m->cfg.aux_col : KIND_MODEL_NO_COL));
     return true;
 }
 
@@ -469,8 +471,8 @@ void kind_model_free(struct kind_model *m)
     mem_free(m);
 }
 
-bool kind_model_read(struct kind_model *m, uint64_t need,
-                     void (*fn)(const struct kind_model_view *v, void *arg), void *arg)
+static bool read_view(struct kind_model *m, uint64_t need, bool count,
+                      void (*fn)(const struct kind_model_view *v, void *arg), void *arg)
 {
     if (m == NULL) {
         return false;
@@ -478,12 +480,25 @@ bool kind_model_read(struct kind_model *m, uint64_t need,
     pthread_rwlock_rdlock(&m->lock);
     bool ok = m->ready && !m->need_reload && m->rev >= need;
     if (ok) {
-        atomic_fetch_add(&m->reads, 1);
+        if (count) {
+            atomic_fetch_add(&m->reads, 1);
+        }
         struct kind_model_view v = {.entries = m->entries, .n = m->n, .rev = m->rev};
         fn(&v, arg);
     }
     pthread_rwlock_unlock(&m->lock);
     return ok;
+}
+
+bool kind_model_read(struct kind_model *m, uint64_t need,
+                     void (*fn)(const struct kind_model_view *v, void *arg), void *arg)
+{
+    return read_view(m, need, true, fn, arg);
+}
+
+bool kind_model_peek(struct kind_model *m, void (*fn)(const struct kind_model_view *v, void *arg), void *arg)
+{
+    return read_view(m, 0, false, fn, arg);
 }
 
 const struct kind_model_entry *kind_model_find(const struct kind_model_view *v, const char *ns,

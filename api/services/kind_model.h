@@ -98,6 +98,11 @@ struct kind_model_config {
     /* Optional (0: never): reload every row at most this often (on_applied), for columns written
      * without a change event (api_keys.last_used_ms); each reload is a snapshot, as at a resync. */
     unsigned reload_every_ms;
+    /* Optional (false: none): one more column kept as text beside the message, for readers in this
+     * process that need it in the store's form (the role bindings' scope JSON, which authentication
+     * parses as its store path does: api/services/authn_models.h). Never secret material. */
+    bool has_aux;
+    unsigned aux_col;
 };
 
 struct kind_model_entry {
@@ -106,6 +111,7 @@ struct kind_model_entry {
     const char *key;    /* the value of key_col */
     const char *parent; /* the value of parent_col ("" without a parent kind) */
     const char *labels; /* JSON object text, as stored ("" when the kind has none) */
+    const char *aux;    /* the config's aux_col as text ("" without one) */
     const ProtobufCMessage *msg;
 };
 
@@ -137,6 +143,11 @@ void kind_model_free(struct kind_model *m);
  * returning). Any thread but the feed's. */
 bool kind_model_read(struct kind_model *m, uint64_t need,
                      void (*fn)(const struct kind_model_view *v, void *arg), void *arg);
+
+/* As kind_model_read at no particular revision (whatever the model holds now, every event applied
+ * so far), not counted as a Get or List: for lookups inside this process (authentication,
+ * api/services/authn_models.h). false when @m is NULL or not loaded. */
+bool kind_model_peek(struct kind_model *m, void (*fn)(const struct kind_model_view *v, void *arg), void *arg);
 
 /* The entry @ns/@name in @v, or NULL. */
 const struct kind_model_entry *kind_model_find(const struct kind_model_view *v, const char *ns,

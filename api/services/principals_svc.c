@@ -292,6 +292,9 @@ struct kind_model *principals_bindings_model_new(void)
                                     .parent_col = 1,
                                     .parent_where = "principal_id = ?",
                                     .reload_on_delete = "Namespace",
+                                    /* the scope as stored, for authentication (authn_models.h) */
+                                    .has_aux = true,
+                                    .aux_col = 7,
                                     .desc = &gantry__v1__role_binding__descriptor,
                                     .pack = pack_binding};
     return kind_model_new(&cfg);
