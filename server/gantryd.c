@@ -39,6 +39,7 @@
 #include "api/gate/gate.h"
 #include "api/proto/services.h"
 #include "api/services/audit_svc.h"
+#include "api/services/authn_models.h"
 #include "api/services/cluster_svc.h"
 #include "api/services/clusterdb.h"
 #include "api/services/links_svc.h"
@@ -368,6 +369,7 @@ struct daemon {
     /* how psvc reads principals, role bindings and API keys, and ListIdentities linked
      * identities (preads[3]): their models, kept by the feed */
     struct kind_reads preads[4];
+    struct authn_models_src amodels; /* authentication's view of those models (authn_models.h) */
     struct links_reads lreads;
     struct pepper_ring peppers; /* API-key pepper versions (api/services/pepper_ring.h) */
     bool peppers_ready;
@@ -2032,11 +2034,6 @@ static int cmd_run(struct config *cfg)
         rv = events_svc_attach_feed(&d->esvc, &d->feed);
     }
     if (rv == 0) {
-        /* the gate's authentication cache is invalidated by the feed's events (api/gate/authn.h) */
-        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
-        authn_attach_feed(d->authn, &d->feed);
-    }
-    if (rv == 0) {
         /* Principals, role bindings, API key metadata and linked identities, kept by the feed for
          * the principals service's Gets and Lists (api/services/principals_svc.h) and
          * ListIdentities (api/services/links_svc.h); freed after the feed. */
@@ -2045,6 +2042,22 @@ static int cmd_run(struct config *cfg)
         for (size_t i = 0; i < 4; i++) {
             kind_model_attach_feed(ms[i], &d->feed);
             d->preads[i] = (struct kind_reads){.model = ms[i], .store_reads = !cfg->model_reads};
+        }
+    }
+    if (rv == 0) {
+        /* The gate's authentication decides from those models and caches what only the store has
+         * (key hashes); the feed's events invalidate the cache. Subscribed after the models, so a
+         * change reaches them before it drops cached entries (api/gate/authn.h). */
+        d->authn = authn_new(d->secrets.pepper, IDENTITY_PEPPER_SIZE, &d->writer);
+        authn_attach_feed(d->authn, &d->feed);
+        if (cfg->model_reads) {
+            d->amodels = (struct authn_models_src){.principals = d->preads[0].model,
+                                                   .bindings = d->preads[1].model,
+                                                   .keys = d->preads[2].model,
+                                                   .links = d->preads[3].model};
+            struct authn_models am;
+            authn_models_init(&am, &d->amodels);
+            authn_set_models(d->authn, &am);
         }
     }
     if (rv == 0) {

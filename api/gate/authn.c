@@ -64,7 +64,8 @@ struct authn {
     struct feed *feed;
     struct feed_sub sub;
     uint64_t gen;
-    atomic_uint_fast64_t fetches, invalidations, long_hits;
+    struct authn_models models; /* .key NULL: none (authn_set_models) */
+    atomic_uint_fast64_t fetches, invalidations, long_hits, model_answers;
 };
 
 struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer)
@@ -95,6 +96,11 @@ void authn_set_peppers(struct authn *a, const struct authn_peppers *p)
 void authn_set_oidc(struct authn *a, struct oidc *o)
 {
     a->oidc = o;
+}
+
+void authn_set_models(struct authn *a, const struct authn_models *m)
+{
+    a->models = *m;
 }
 
 void authn_flush(struct authn *a)
@@ -180,6 +186,24 @@ static bool fresh(struct authn *a, int64_t fetched_ms, bool evented, int64_t now
     return false;
 }
 
+/* With models and a live feed: the time on @now's clock as of which the models hold every
+ * committed change (when the feed's latest complete poll started: feed_live_since_ms), in *@asof,
+ * and true; false when the models cannot be used (none, or the feed is not live within
+ * AUTHN_CACHE_TTL_MS). */
+static bool models_asof(struct authn *a, int64_t now, int64_t *asof)
+{
+    if (a->models.key == NULL || a->feed == NULL) {
+        return false;
+    }
+    uint64_t live = feed_live_since_ms(a->feed);
+    uint64_t mono = clock_mono_ms(clock_system());
+    if (live == 0 || mono < live || mono - live >= AUTHN_CACHE_TTL_MS) {
+        return false;
+    }
+    *asof = now - (int64_t)(mono - live);
+    return true;
+}
+
 void authn_metrics_write(struct authn *a, struct buf *out)
 {
     buf_printf(out,
@@ -192,9 +216,13 @@ void authn_metrics_write(struct authn *a, struct buf *out)
                "\n"
                "# HELP gantry_authn_long_hits_total Authentication cache hits past the "
                "2 s bound, allowed because the change feed was live.\n"
-               "# TYPE gantry_authn_long_hits_total counter\ngantry_authn_long_hits_total %" PRIu64 "\n",
+               "# TYPE gantry_authn_long_hits_total counter\ngantry_authn_long_hits_total %" PRIu64 "\n"
+               "# HELP gantry_authn_model_answers_total API key, principal and identity lookups this "
+               "replica answered from its change-feed models instead of the store.\n"
+               "# TYPE gantry_authn_model_answers_total counter\ngantry_authn_model_answers_total %" PRIu64
+               "\n",
                (uint64_t)atomic_load(&a->fetches), (uint64_t)atomic_load(&a->invalidations),
-               (uint64_t)atomic_load(&a->long_hits));
+               (uint64_t)atomic_load(&a->long_hits), (uint64_t)atomic_load(&a->model_answers));
 }
 
 /* --- the store side of the caches --- */
@@ -335,8 +363,10 @@ int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t 
     return rv;
 }
 
-/* Cached lookups: copy out under the lock; refresh outside it. */
-static int get_key(struct authn *a, struct store_client *cl, const char *keyid, int64_t now,
+/* Cached lookups: copy out under the lock; refresh outside it. With @hash_only (the keys model
+ * gives the key's metadata), a cached entry of the key answers whatever its age if no invalidation
+ * raced its fetch: the hash changes only by a rehash, whose ApiKey event drops the entry. */
+static int get_key(struct authn *a, struct store_client *cl, const char *keyid, int64_t now, bool hash_only,
                    struct key_entry *out)
 {
     pthread_mutex_lock(&a->mu);
@@ -349,7 +379,11 @@ static int get_key(struct authn *a, struct store_client *cl, const char *keyid, 
             oldest = &a->keys[i];
         }
     }
-    if (slot != NULL && fresh(a, slot->fetched_ms, slot->evented, now)) {
+    bool usable = slot != NULL && (hash_only ? !slot->missing && (slot->evented ||
+                                                                   now - slot->fetched_ms <
+                                                                       (int64_t)AUTHN_CACHE_TTL_MS)
+                                             : fresh(a, slot->fetched_ms, slot->evented, now));
+    if (usable) {
         *out = *slot;
         pthread_mutex_unlock(&a->mu);
         return 0;
@@ -424,9 +458,26 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
     }
     uint64_t gen = a->gen;
     pthread_mutex_unlock(&a->mu);
-    atomic_fetch_add(&a->fetches, 1);
     struct principal_entry *got = mem_alloc(sizeof *got);
-    int rv = fetch_principal(cl, id, got, now);
+    int rv = 0;
+    int64_t asof = 0;
+    bool modeled = false;
+    if (models_asof(a, now, &asof)) {
+        /* The models first (authn_set_models): the entry counts as read at @asof, every change
+         * committed before it being in the models. A principal they do not hold, or hold
+         * disabled, is read from the store: it may have been created or enabled a moment ago. */
+        memset(got, 0, sizeof *got);
+        bool disabled = false;
+        modeled = a->models.principal(a->models.arg, id, &got->p, &disabled) == AUTHN_MODEL_FOUND && !disabled;
+        if (modeled) {
+            got->fetched_ms = asof;
+            atomic_fetch_add(&a->model_answers, 1);
+        }
+    }
+    if (!modeled) {
+        atomic_fetch_add(&a->fetches, 1);
+        rv = fetch_principal(cl, id, got, now);
+    }
     if (rv == 0) {
         pthread_mutex_lock(&a->mu);
         got->evented = a->gen == gen;
@@ -577,8 +628,23 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
         gerr_set(msg, "malformed API key: %s", err);
         return GERR_UNAUTH;
     }
+    /* The key's principal, revocation and expiry from the keys model when it holds the key
+     * (authn_set_models); its hash from the cache, or the store at its first use here. */
+    char m_principal[40] = "";
+    int64_t m_expires = 0, asof = 0;
+    bool m_revoked = false;
+    bool modeled = models_asof(a, now, &asof) &&
+                   a->models.key(a->models.arg, parts.keyid, m_principal, &m_expires, &m_revoked) ==
+                       AUTHN_MODEL_FOUND;
     struct key_entry k;
-    int rv = get_key(a, cl, parts.keyid, now, &k);
+    int rv = get_key(a, cl, parts.keyid, now, modeled, &k);
+    if (rv == 0 && modeled && !k.missing) {
+        atomic_fetch_add(&a->model_answers, 1);
+        /* neither can be undone, and a store read may be the newer of the two */
+        k.revoked_ms = k.revoked_ms != 0 || m_revoked ? 1 : 0;
+        k.expires_ms = m_expires;
+        snprintf(k.principal_id, sizeof k.principal_id, "%s", m_principal);
+    }
     if (rv != 0) {
         gerr_set(msg, "cannot check credentials now: %s", cl->errmsg);
         return rv;
@@ -633,8 +699,21 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
     return 0;
 }
 
-static int by_token(struct authn *a, struct store_client *cl, const char *token, char *principal_id,
-                    int64_t *not_after_ms, char *msg, bool *bad_credential)
+/* The principal of @issuer's @subject from the models, when they can tell (authn_set_models). */
+static bool subject_from_models(struct authn *a, int64_t now, const char *issuer, const char *subject,
+                                char *principal_id)
+{
+    int64_t asof = 0;
+    if (models_asof(a, now, &asof) &&
+        a->models.subject(a->models.arg, issuer, subject, principal_id) == AUTHN_MODEL_FOUND) {
+        atomic_fetch_add(&a->model_answers, 1);
+        return true;
+    }
+    return false;
+}
+
+static int by_token(struct authn *a, struct store_client *cl, const char *token, int64_t now,
+                    char *principal_id, int64_t *not_after_ms, char *msg, bool *bad_credential)
 {
     struct jwt_result res;
     char err[GERR_MSG_SIZE];
@@ -643,6 +722,11 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
         gerr_set(msg, "invalid token: %s", err);
         *bad_credential = rv != GERR_UNAVAILABLE;
         return rv == GERR_UNAVAILABLE ? rv : GERR_UNAUTH;
+    }
+    if (subject_from_models(a, now, res.issuer_name, res.subject, principal_id)) {
+        *not_after_ms = res.valid_until_ms;
+        jwt_result_close(&res);
+        return 0;
     }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
@@ -668,13 +752,17 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
     return rv;
 }
 
-static int by_cert(struct store_client *cl, X509 *cert, char *principal_id, char *msg)
+static int by_cert(struct authn *a, struct store_client *cl, X509 *cert, int64_t now, char *principal_id,
+                   char *msg)
 {
     char cn[256] = "";
     X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
     if (cn[0] == '\0') {
         gerr_set(msg, "the client certificate has no common name");
         return GERR_UNAUTH;
+    }
+    if (subject_from_models(a, now, "mtls", cn, principal_id)) {
+        return 0;
     }
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
@@ -711,7 +799,7 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         *bad_credential = rv == GERR_UNAUTH; /* malformed, unknown, wrong secret, revoked or expired */
     } else if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 && a->oidc != NULL) {
         via = "oidc";
-        rv = by_token(a, cl, authorization + 7, principal_id, &not_after_ms, msg, bad_credential);
+        rv = by_token(a, cl, authorization + 7, now_ms, principal_id, &not_after_ms, msg, bad_credential);
     } else if (authorization != NULL) {
         via = "?";
         gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key or OIDC token>\"");
@@ -719,7 +807,7 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         *bad_credential = true;
     } else if (peer_cert != NULL) {
         via = "mtls";
-        rv = by_cert(cl, peer_cert, principal_id, msg);
+        rv = by_cert(a, cl, peer_cert, now_ms, principal_id, msg);
     } else {
         via = "none";
         gerr_set(msg, "missing credentials: send \"authorization: Bearer <API key>\"");

@@ -12,6 +12,8 @@
  *                                     certificate's common name.
  * A credential that names no enabled principal is refused.
  *
+ * With the change-feed models (authn_set_models), lookups are answered from them and the store is
+ * read only for what they cannot confirm (below). Without them:
  * Caching and the revocation bound: key rows and a principal's bindings are cached per replica.
  * Without a change feed (authn_attach_feed) an entry answers for at most AUTHN_CACHE_TTL_MS. With
  * one, the feed's events drop exactly the entries a change affects (ApiKey: that key; Principal:
@@ -114,6 +116,46 @@ void authn_set_oidc(struct authn *a, struct oidc *o);
  * @f is live (see above). Subscribes to @f: before feed_start and before the first authn_call;
  * @f must outlive @a's use (close the feed before authn_free). */
 void authn_attach_feed(struct authn *a, struct feed *f);
+
+/* Where authentication finds its answers without a store query: the replica's change-feed models
+ * of principals, role bindings, API key metadata and linked identities (api/services/authn_models.h
+ * provides them; the gate does not depend on that module). Each function answers from what the
+ * models hold now, under their read locks, without blocking: AUTHN_MODEL_FOUND with its outputs
+ * filled, AUTHN_MODEL_ABSENT (the model holds no such object, or for @subject not exactly one
+ * principal) or AUTHN_MODEL_CANNOT (a model is not loaded). Called on worker threads.
+ *   key:       API key @keyid's principal, expiry (0: none) and whether it was revoked; never its
+ *              hash, which only the store has (cached here, below);
+ *   principal: @id's name, kind, and its bindings as the store path loads them (in id order, at
+ *              most AUTHN_MAX_BINDINGS, an unreadable scope granting nothing) into @out, and
+ *              whether it is disabled;
+ *   subject:   the principal whose issuer and subject (or a linked identity's) are @issuer and
+ *              @subject. */
+enum { AUTHN_MODEL_FOUND, AUTHN_MODEL_ABSENT, AUTHN_MODEL_CANNOT };
+struct authn_models {
+    int (*key)(void *arg, const char *keyid, char principal_id[40], int64_t *expires_ms, bool *revoked);
+    int (*principal)(void *arg, const char *id, struct authn_principal *out, bool *disabled);
+    int (*subject)(void *arg, const char *issuer, const char *subject, char principal_id[40]);
+    void *arg;
+};
+
+/* Decide from @m (copied; its arg borrowed and outliving @a) whenever the feed attached with
+ * authn_attach_feed is live (its latest complete poll started less than AUTHN_CACHE_TTL_MS ago:
+ * every change committed before then is in the models). Then:
+ *   - an API key's principal, revocation and expiry come from the keys model, and its hash from
+ *     this module's cache, read from the store at the key's first use on this replica and again
+ *     only after an ApiKey event (a rehash) dropped it;
+ *   - a principal missing from the cache is filled from the models, not the store; the entry
+ *     counts as read when the feed's latest complete poll started (not now), so the revocation
+ *     bound holds as for a store read;
+ *   - an OIDC token's or a client certificate's principal comes from the models.
+ * Whatever the models cannot confirm goes to the store as without them: a key or principal they
+ * do not hold (yet: one created a moment ago through another replica), a disabled principal (it may
+ * have been enabled a moment ago), an identity with no principal, a feed that is not live. So no
+ * call is refused on the models' word that the store would let through: a refusal reads the store,
+ * except for a revoked or expired key (neither can be undone). @a must be attached to the feed AFTER the models are (feed_subscribe order): then a
+ * change's event has reached the models before it drops this module's cached entries. Before the
+ * first authn_call. */
+void authn_set_models(struct authn *a, const struct authn_models *m);
 
 /* gantry_authn_* families (docs/metrics.md). Any thread. */
 void authn_metrics_write(struct authn *a, struct buf *out);

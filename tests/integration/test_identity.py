@@ -1160,6 +1160,13 @@ class Mtls(g.GantrydTest):
         ident.call("pa", principals_pb2, "Principals", "LinkIdentity", P.LinkIdentityRequest(
             identity=P.ExternalIdentity(principal_id="carol", issuer="mtls", subject="dave")))
         self.assertEqual(whoami("dave").principal.meta.id, carol.meta.id)
+        # Once the feed has them, both names are found in the principals and links models, not by
+        # a store query per call (docs/security.md).
+        time.sleep(0.3)
+        answered = c.replicas[0].metric("gantry_authn_model_answers_total") or 0
+        for name in ("carol-laptop", "dave"):
+            self.assertEqual(whoami(name).principal.meta.id, carol.meta.id)
+        self.assertGreaterEqual((c.replicas[0].metric("gantry_authn_model_answers_total") or 0) - answered, 2)
 
 
 class Delegation(g.GantrydTest):
@@ -1381,6 +1388,29 @@ class FeedAuth(g.GantrydTest):
             # a 2 s TTL refetches the key and the principal at least twice each in 4.5 s (>= 4 reads)
             self.assertLess(fetched, 4, "replica %d read the store %d times for a cached key" % (rep, fetched))
             self.assertGreater(long_hits, 0, "replica %d never kept an entry past 2 s" % rep)
+
+        # Decided from the models: a RoleBinding event drops every cached principal on every
+        # replica, and the calls after it take their principals and bindings from the replica's
+        # principals and bindings models, not the store (the keys' hashes stay cached: only a
+        # rehash's event drops them). The new binding is in force on every replica.
+        for rep in reps:
+            for role in ("user", "sa", "other"):
+                whoami(ident.keys[role], rep)
+        b = ident.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+            binding=P.RoleBinding(principal_id=ident.ids["other"], role=P.ROLE_USER, namespace="default")))
+        time.sleep(0.5)  # the event has reached every replica's models (the feed polls every 100 ms)
+        before = [(series(r, "gantry_authn_fetches_total"), series(r, "gantry_authn_model_answers_total"))
+                  for r in reps]
+        for rep in reps:
+            for role in ("user", "sa", "other"):
+                whoami(ident.keys[role], rep)
+            ident.call("other", S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="default"), replica=rep)
+        for rep in reps:
+            fetched = series(rep, "gantry_authn_fetches_total") - before[rep][0]
+            answered = series(rep, "gantry_authn_model_answers_total") - before[rep][1]
+            self.assertEqual(fetched, 0, "replica %d read the store for principals the models hold" % rep)
+            self.assertGreaterEqual(answered, 6, "replica %d: %d lookups from the models" % (rep, answered))
+        ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
 
         def refused_everywhere(what, attempt, code):
             """Poll every replica until @attempt fails with @code; returns the ms each took."""
