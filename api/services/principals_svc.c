@@ -815,9 +815,101 @@ static void perm_add(void *arg, const struct authz_rule *r, const char *where, c
     p->condition = (char *)condition;
 }
 
+/* Answer WhoAmI with @p and its @n bindings (in id order), and the permissions of the bindings
+ * this call was authorized with (the gate's view), so they match what the gate enforces. */
+static void whoami_answer(struct gate_ctx *ctx, const Gantry__V1__Principal *p, Gantry__V1__RoleBinding **bp,
+                          size_t n)
+{
+    struct perm_list perms = {0};
+    authz_effective(&ctx->caller, perm_add, &perms);
+    perms.ptrs = mem_zalloc(sizeof *perms.ptrs * (perms.n + 1));
+    for (size_t i = 0; i < perms.n; i++) {
+        perms.ptrs[i] = &perms.items[i];
+    }
+    Gantry__V1__WhoAmIResponse resp = GANTRY__V1__WHO_AM_IRESPONSE__INIT;
+    resp.principal = (Gantry__V1__Principal *)p;
+    resp.n_bindings = n;
+    resp.bindings = bp;
+    resp.n_permissions = perms.n;
+    resp.permissions = perms.ptrs;
+    resp.authenticated_via = ctx->who.via;
+    grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
+    mem_free(perms.items);
+    mem_free(perms.ptrs);
+}
+
+/* WhoAmI from the principals and bindings models (both at @need or later), the principal's lock
+ * held while the bindings are read, so the answer is packed from the models' messages. */
+struct whoami_arg {
+    struct gate_ctx *ctx;
+    struct principals_svc *svc;
+    uint64_t need;
+    const Gantry__V1__Principal *principal;
+    bool answered;
+};
+
+static int by_entry_name(const void *a, const void *b)
+{
+    const struct kind_model_entry *x = *(const struct kind_model_entry *const *)a;
+    const struct kind_model_entry *y = *(const struct kind_model_entry *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+static void whoami_bindings(const struct kind_model_view *v, void *arg)
+{
+    struct whoami_arg *a = arg;
+    const struct kind_model_entry **es = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (strcmp(v->entries[i].parent, a->ctx->who.id) == 0) {
+            if (n == cap) {
+                cap = cap == 0 ? 8 : cap * 2;
+                es = mem_realloc(es, sizeof *es * cap);
+            }
+            es[n++] = &v->entries[i];
+        }
+    }
+    if (n > 1) {
+        qsort(es, n, sizeof *es, by_entry_name); /* the store path's ORDER BY id */
+    }
+    n = n < WHOAMI_BINDINGS_MAX ? n : WHOAMI_BINDINGS_MAX;
+    Gantry__V1__RoleBinding **bp = mem_zalloc(sizeof *bp * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        bp[i] = (Gantry__V1__RoleBinding *)es[i]->msg;
+    }
+    whoami_answer(a->ctx, a->principal, bp, n);
+    a->answered = true;
+    mem_free(bp);
+    mem_free(es);
+}
+
+static void whoami_principal(const struct kind_model_view *v, void *arg)
+{
+    struct whoami_arg *a = arg;
+    const struct kind_model_entry *e = pick_principal(v, a->ctx->who.id);
+    if (e != NULL) { /* else (deleted since authentication): the store path answers */
+        a->principal = (const Gantry__V1__Principal *)e->msg;
+        kind_model_read(a->svc->bindings.model, a->need, whoami_bindings, a);
+    }
+}
+
 static void p_whoami(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    struct principals_svc *svc = data;
+    /* No read options: linearizable, as the store path (the leader) is. */
+    struct whoami_arg a = {.ctx = ctx, .svc = svc};
+    bool answered = false;
+    if (!svc->bindings.store_reads && svc->bindings.model != NULL &&
+        kind_model_wait(&svc->principals, ctx, NULL, &a.need, &answered)) {
+        kind_model_read(svc->principals.model, a.need, whoami_principal, &a);
+        if (a.answered) {
+            atomic_fetch_add(&svc->model_reads, 1);
+            return;
+        }
+    }
+    if (answered) {
+        return;
+    }
     struct proto_rows prow, brows;
     int rv = read_principal(ctx, ctx->who.id, &prow);
     if (rv == 0) {
@@ -831,24 +923,7 @@ static void p_whoami(struct gate_ctx *ctx, void *data)
                 binding_from_row(&bm[i], &brows, i);
                 bp[i] = &bm[i].b;
             }
-            /* Permissions from the bindings this call was authorized with (the authentication
-             * cache's view, at most its bound old), so they match what the gate enforces. */
-            struct perm_list perms = {0};
-            authz_effective(&ctx->caller, perm_add, &perms);
-            perms.ptrs = mem_zalloc(sizeof *perms.ptrs * (perms.n + 1));
-            for (size_t i = 0; i < perms.n; i++) {
-                perms.ptrs[i] = &perms.items[i];
-            }
-            Gantry__V1__WhoAmIResponse resp = GANTRY__V1__WHO_AM_IRESPONSE__INIT;
-            resp.principal = &m.p;
-            resp.n_bindings = brows.n_rows;
-            resp.bindings = bp;
-            resp.n_permissions = perms.n;
-            resp.permissions = perms.ptrs;
-            resp.authenticated_via = ctx->who.via;
-            grpc_call_finish_async(ctx->call, 0, NULL, &resp.base);
-            mem_free(perms.items);
-            mem_free(perms.ptrs);
+            whoami_answer(ctx, &m.p, bp, brows.n_rows);
             mem_free(bm);
             mem_free(bp);
         }

@@ -1622,6 +1622,18 @@ class ModelList(g.GantrydTest):
                 found += not isinstance(got[2], tuple)
         self.assertGreater(found, gets // 3)
         self.assertLess(found, gets)
+        # WhoAmI from the principals and bindings models: the store path's reply byte for byte
+        # (principal, bindings in id order, permissions, how the caller authenticated).
+        mid = [ident.c.replicas[i].metric(reads_metric) or 0 for i in range(2)]
+        for role in ("pa", "auditor", "na", "user", "sa", "other"):
+            got = [raw(role, "Principals", "WhoAmI", P.WhoAmIRequest(), r)[0] for r in range(3)]
+            self.assertNotIsInstance(got[2], tuple, (role, "WhoAmI"))
+            self.assertGreater(len(P.WhoAmIResponse.FromString(got[2]).bindings), 0, role)
+            same((role, "WhoAmI"), *got)
+            compared += 1
+        for i in range(2):
+            self.assertEqual((ident.c.replicas[i].metric(reads_metric) or 0) - mid[i], 6,
+                             "WhoAmI from replica %d's models" % i)
         after = [ident.c.replicas[i].metric(reads_metric) or 0 for i in range(3)]
         self.assertGreater(after[0] - before[0], compared // 3)
         self.assertGreater(after[1] - before[1], compared // 3)
