@@ -20,6 +20,8 @@
 #define KEY_SLOTS          512u
 #define PRINCIPAL_SLOTS    512u
 #define LAST_USED_EVERY_MS 60000
+/* How long a principal's fill from the models waits for its read index before the store answers. */
+#define AUTHN_MODEL_SYNC_MS 1000u
 
 struct key_entry {
     char keyid[APIKEY_ID_LEN + 1];
@@ -460,17 +462,23 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
     pthread_mutex_unlock(&a->mu);
     struct principal_entry *got = mem_alloc(sizeof *got);
     int rv = 0;
-    int64_t asof = 0;
     bool modeled = false;
-    if (models_asof(a, now, &asof)) {
-        /* The models first (authn_set_models): the entry counts as read at @asof, every change
-         * committed before it being in the models. A principal they do not hold, or hold
-         * disabled, is read from the store: it may have been created or enabled a moment ago. */
+    uint64_t rev = 0;
+    if (a->models.principal != NULL && a->feed != NULL &&
+        feed_sync(a->feed, clock_mono_ms(clock_system()) + AUTHN_MODEL_SYNC_MS, &rev) == 0) {
+        /* The models first (authn_set_models), after a read index: they hold every change
+         * acknowledged before this call, as a store read would, so a binding granted a moment ago
+         * through any replica is seen. An invalidation that races the read below moves the
+         * generation from here (the models are updated before the drop). A principal they do not
+         * hold, or hold disabled, is read from the store. */
+        pthread_mutex_lock(&a->mu);
+        gen = a->gen;
+        pthread_mutex_unlock(&a->mu);
         memset(got, 0, sizeof *got);
         bool disabled = false;
         modeled = a->models.principal(a->models.arg, id, &got->p, &disabled) == AUTHN_MODEL_FOUND && !disabled;
         if (modeled) {
-            got->fetched_ms = asof;
+            got->fetched_ms = now;
             atomic_fetch_add(&a->model_answers, 1);
         }
     }

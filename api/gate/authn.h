@@ -144,9 +144,11 @@ struct authn_models {
  *   - an API key's principal, revocation and expiry come from the keys model, and its hash from
  *     this module's cache, read from the store at the key's first use on this replica and again
  *     only after an ApiKey event (a rehash) dropped it;
- *   - a principal missing from the cache is filled from the models, not the store; the entry
- *     counts as read when the feed's latest complete poll started (not now), so the revocation
- *     bound holds as for a store read;
+ *   - a principal missing from the cache is filled from the models, not the store, after a read
+ *     index (feed_sync, at most AUTHN_MODEL_SYNC_MS, one leader read shared by every call waiting
+ *     at that moment): the models then hold every change acknowledged before the call, as a store
+ *     read would, so a binding granted a moment ago through any replica is in force, and the
+ *     revocation bound holds as for a store read;
  *   - an OIDC token's or a client certificate's principal comes from the models.
  * Whatever the models cannot confirm goes to the store as without them: a key or principal they
  * do not hold (yet: one created a moment ago through another replica), a disabled principal (it may

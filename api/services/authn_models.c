@@ -95,7 +95,9 @@ static void bindings_fn(const struct kind_model_view *v, void *arg)
         }
         q->found[q->n++] = &v->entries[i];
     }
-    qsort(q->found, q->n, sizeof *q->found, by_binding_id);
+    if (q->n > 1) {
+        qsort(q->found, q->n, sizeof *q->found, by_binding_id);
+    }
     struct authn_principal *out = q->out;
     out->n_bindings = 0;
     for (size_t i = 0; i < q->n && out->n_bindings < AUTHN_MAX_BINDINGS; i++) {

@@ -287,11 +287,107 @@ static void layers_close(struct layers *l)
     proto_rows_close(&l->nr);
 }
 
+/* Answer GetEffective for @ns from the gateway layer @g (@gv: its resource_version, 0 for the
+ * built-in default) and the namespace's @n (NULL: none; @nv). */
+static void effective_answer(struct gate_ctx *ctx, const char *ns, const Gantry__V1__Policy *g, uint64_t gv,
+                             const Gantry__V1__Policy *n, uint64_t nv)
+{
+    Gantry__V1__Policy e;
+    char also[128];
+    policy_rules_effective(g, n, &e, also, sizeof also);
+    Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
+    Gantry__V1__ObjectMeta__AnnotationsEntry ann = GANTRY__V1__OBJECT_META__ANNOTATIONS_ENTRY__INIT;
+    Gantry__V1__ObjectMeta__AnnotationsEntry *anns[] = {&ann};
+    meta.namespace_ = (char *)ns;
+    meta.name = (char *)ns;
+    meta.resource_version = gv > nv ? gv : nv;
+    if (also[0] != '\0') {
+        ann.key = POLICY_ALSO_ENFORCED;
+        ann.value = also;
+        meta.n_annotations = 1;
+        meta.annotations = anns;
+    }
+    e.meta = &meta;
+    grpc_call_finish_async(ctx->call, 0, NULL, &e.base);
+}
+
+/* The egress decision for @in from the layers @g (@gv as above), @n (@nv) and the sandbox's own
+ * policy @sp (NULL: none). */
+static void decide_answer(struct gate_ctx *ctx, const struct egress_intent *in, const Gantry__V1__Policy *g,
+                          uint64_t gv, const Gantry__V1__Policy *n, uint64_t nv, const Gantry__V1__Policy *sp)
+{
+    struct egress_decision d;
+    egress_decide(g, n, sp, in, &d);
+    Gantry__V1__EgressDecision out = GANTRY__V1__EGRESS_DECISION__INIT;
+    out.allowed = d.allowed;
+    out.layer = (char *)d.layer;
+    out.rule = d.rule;
+    out.policy_revision = strcmp(d.layer, "namespace") == 0 && n != NULL ? nv
+                          : strcmp(d.layer, "gateway") == 0 && gv != 0   ? gv
+                                                                         : 0;
+    out.reason = d.reason;
+    out.destination = d.destination;
+    grpc_call_finish_async(ctx->call, 0, NULL, &out.base);
+}
+
+/* GetEffective and Decide (without a sandbox) from the models: the namespace's existence from the
+ * namespaces model, then both layers under the policies model's lock, each at the call's read
+ * index or later (neither call has read options: linearizable, as the store path). */
+struct layers_arg {
+    struct gate_ctx *ctx;
+    const char *ns;
+    const struct egress_intent *in; /* NULL: GetEffective */
+    bool answered;
+};
+
+static void layers_model(const struct kind_model_view *v, void *arg)
+{
+    struct layers_arg *a = arg;
+    const struct kind_model_entry *ge = kind_model_find(v, "", ""), *ne = kind_model_find(v, a->ns, a->ns);
+    const Gantry__V1__Policy *stored_g = ge != NULL ? (const Gantry__V1__Policy *)ge->msg : NULL;
+    const Gantry__V1__Policy *n = ne != NULL ? (const Gantry__V1__Policy *)ne->msg : NULL;
+    Gantry__V1__Policy *def = stored_g == NULL ? policy_rules_default() : NULL;
+    const Gantry__V1__Policy *g = stored_g != NULL ? stored_g : def;
+    if (g == NULL) {
+        return; /* no memory for the default: the store path answers */
+    }
+    uint64_t gv = stored_g != NULL && stored_g->meta != NULL ? stored_g->meta->resource_version : 0;
+    uint64_t nv = n != NULL && n->meta != NULL ? n->meta->resource_version : 0;
+    if (a->in == NULL) {
+        effective_answer(a->ctx, a->ns, g, gv, n, nv);
+    } else {
+        decide_answer(a->ctx, a->in, g, gv, n, nv, NULL);
+    }
+    policy_rules_free(def);
+    a->answered = true;
+}
+
+/* true when the call was answered (from the models, or failed by its read index). */
+static bool layers_from_models(const struct policies_svc *svc, struct gate_ctx *ctx, const char *ns,
+                               const struct egress_intent *in)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    if (svc == NULL || svc->namespaces == NULL || !kind_model_wait(&svc->reads, ctx, NULL, &need, &answered)) {
+        return answered;
+    }
+    struct ns_seen seen = {.name = ns, .found = ns[0] == '\0'};
+    if (!seen.found && !kind_model_read(svc->namespaces, need, ns_seen_under_lock, &seen)) {
+        return false;
+    }
+    if (!seen.found) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "namespace \"%.63s\" does not exist", ns);
+        return true;
+    }
+    struct layers_arg a = {.ctx = ctx, .ns = ns, .in = in};
+    return kind_model_read(svc->reads.model, need, layers_model, &a) && a.answered;
+}
+
 static void pol_get_effective(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct policies_svc *svc = data;
     const Gantry__V1__GetEffectivePolicyRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (!ns_exists(ctx, req->namespace_)) {
+    if (layers_from_models(svc, ctx, req->namespace_, NULL) || !ns_exists(ctx, req->namespace_)) {
         return;
     }
     struct layers l;
@@ -299,25 +395,8 @@ static void pol_get_effective(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         read_fail(ctx, rv, "get effective policy");
     } else {
-        Gantry__V1__Policy e;
-        char also[128];
-        policy_rules_effective(l.g, l.n, &e, also, sizeof also);
-        Gantry__V1__ObjectMeta meta = GANTRY__V1__OBJECT_META__INIT;
-        Gantry__V1__ObjectMeta__AnnotationsEntry ann = GANTRY__V1__OBJECT_META__ANNOTATIONS_ENTRY__INIT;
-        Gantry__V1__ObjectMeta__AnnotationsEntry *anns[] = {&ann};
-        meta.namespace_ = (char *)req->namespace_;
-        meta.name = (char *)req->namespace_;
-        uint64_t gv = l.stored_g != NULL ? l.gm.resource_version : 0,
-                 nv = l.n != NULL ? l.nm.resource_version : 0;
-        meta.resource_version = gv > nv ? gv : nv;
-        if (also[0] != '\0') {
-            ann.key = POLICY_ALSO_ENFORCED;
-            ann.value = also;
-            meta.n_annotations = 1;
-            meta.annotations = anns;
-        }
-        e.meta = &meta;
-        grpc_call_finish_async(ctx->call, 0, NULL, &e.base);
+        effective_answer(ctx, req->namespace_, l.g, l.stored_g != NULL ? l.gm.resource_version : 0, l.n,
+                         l.n != NULL ? l.nm.resource_version : 0);
     }
     layers_close(&l);
 }
@@ -486,7 +565,7 @@ static void pol_delete(struct gate_ctx *ctx, void *data)
 
 static void egress_decide_call(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct policies_svc *svc = data;
     const Gantry__V1__DecideEgressRequest *req = (const void *)grpc_call_request(ctx->call);
     const Gantry__V1__EgressIntent *it = req->intent;
     if (it == NULL) {
@@ -504,7 +583,10 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    if (!ns_exists(ctx, it->namespace_)) {
+    /* Without a sandbox, the two layers from the models; a sandbox's own policy is in its spec,
+     * read from the store with the layers. */
+    if ((it->sandbox[0] == '\0' && layers_from_models(svc, ctx, it->namespace_, &in)) ||
+        !ns_exists(ctx, it->namespace_)) {
         return;
     }
     /* The sandbox's own policy (SandboxSpec.policy), the third layer; fixed at create. */
@@ -539,18 +621,8 @@ static void egress_decide_call(struct gate_ctx *ctx, void *data)
     if (rv != 0) {
         read_fail(ctx, rv, "egress decision");
     } else {
-        struct egress_decision d;
-        egress_decide(l.g, l.n, spec != NULL ? spec->policy : NULL, &in, &d);
-        Gantry__V1__EgressDecision out = GANTRY__V1__EGRESS_DECISION__INIT;
-        out.allowed = d.allowed;
-        out.layer = (char *)d.layer;
-        out.rule = d.rule;
-        out.policy_revision = strcmp(d.layer, "namespace") == 0 && l.n != NULL        ? l.nm.resource_version
-                              : strcmp(d.layer, "gateway") == 0 && l.stored_g != NULL ? l.gm.resource_version
-                                                                                      : 0;
-        out.reason = d.reason;
-        out.destination = d.destination;
-        grpc_call_finish_async(ctx->call, 0, NULL, &out.base);
+        decide_answer(ctx, &in, l.g, l.stored_g != NULL ? l.gm.resource_version : 0, l.n,
+                      l.n != NULL ? l.nm.resource_version : 0, spec != NULL ? spec->policy : NULL);
     }
     layers_close(&l);
     if (spec != NULL) {

@@ -1412,6 +1412,22 @@ class FeedAuth(g.GantrydTest):
             self.assertGreaterEqual(answered, 6, "replica %d: %d lookups from the models" % (rep, answered))
         ident.call("pa", P, "Principals", "DeleteRoleBinding", P.DeleteRoleBindingRequest(id=b.meta.id))
 
+        # Read-your-writes for grants: a principal already in every replica's models gets a binding
+        # and a key through one replica and calls through the others at once. Its first call on a
+        # replica fills it from the models after a read index, so the binding is in force there,
+        # though the feed has had no time to bring it.
+        for i in range(6):
+            pid = ident.call("pa", P, "Principals", "Create", P.CreatePrincipalRequest(principal=P.Principal(
+                meta=ident.meta(name="ryw-%d" % i), kind=P.PRINCIPAL_KIND_USER)), replica=i % 3).meta.id
+            time.sleep(0.3)  # the principal, without bindings, is in every replica's models
+            ident.call("pa", P, "Principals", "CreateRoleBinding", P.CreateRoleBindingRequest(
+                binding=P.RoleBinding(principal_id=pid, role=P.ROLE_USER, namespace="default")), replica=i % 3)
+            key = ident.call("pa", K, "ApiKeys", "Create", K.CreateApiKeyRequest(principal_id=pid),
+                             replica=i % 3).secret
+            for rep in ((i + 1) % 3, (i + 2) % 3):
+                ident.call(None, S, "Sandboxes", "List", S.ListSandboxesRequest(namespace="default"), replica=rep,
+                           key=key)
+
         def refused_everywhere(what, attempt, code):
             """Poll every replica until @attempt fails with @code; returns the ms each took."""
             t0, took = time.monotonic(), {}
