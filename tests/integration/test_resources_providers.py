@@ -306,9 +306,12 @@ class Policies(Base):
         self.err(lambda: env.po("user", "Get", PO.GetPolicyRequest()), SC.NOT_FOUND, "no gateway policy")
         self.err(lambda: env.po("user", "Get", PO.GetPolicyRequest(namespace="default")), SC.NOT_FOUND,
                  "no policy is set")
+        reads = env.c.replicas[0].metric("gantry_policy_model_reads_total") or 0
         e = env.po("user", "GetEffective", PO.GetEffectivePolicyRequest(namespace="default"))
         self.assertEqual((list(e.allowed_images), e.max_lifetime_seconds, e.allow_shares, e.allow_exec_shares,
                           e.deny_gpus), ([], 0, True, True, False))
+        # from the policies model (docs/providers-policies.md)
+        self.assertEqual((env.c.replicas[0].metric("gantry_policy_model_reads_total") or 0) - reads, 1)
         self.err(lambda: env.po("pa", "GetEffective", PO.GetEffectivePolicyRequest(namespace="nope")), SC.NOT_FOUND)
         self.err(lambda: env.po("pa", "Get", PO.GetPolicyRequest(namespace="nope")), SC.NOT_FOUND, "nope")
         # A namespace admin may tighten even the default (anything is within "any").
@@ -620,6 +623,7 @@ class Egress(Base):
             (dict(ip="10.0.2.7", port=5432), False, "namespace", ""),
             (dict(host="api.github.com", port=53, transport=ED.EGRESS_TRANSPORT_DNS), False, "gateway", ""),
         ]
+        reads = [r.metric("gantry_policy_model_reads_total") or 0 for r in env.c.replicas]
         for i, (intent, allowed, layer, rule) in enumerate(table):
             d = decide(replica=i, **intent)
             self.assertEqual((d.allowed, d.layer, d.rule), (allowed, layer, rule), (intent, d))
@@ -628,6 +632,9 @@ class Egress(Base):
             self.assertTrue(d.reason, intent)
             if not allowed:
                 self.assertIn(d.destination, d.reason)
+        # Decided from each replica's policies model (the layers and the namespace), not the store.
+        for rid, r in enumerate(env.c.replicas):
+            self.assertGreaterEqual((r.metric("gantry_policy_model_reads_total") or 0) - reads[rid], 3, rid)
         # Without a namespace policy, the gateway's entry decides.
         d = decide(ns="team-b", role="other", host="pypi.org", port=8443)
         self.assertEqual((d.allowed, d.layer, d.rule), (True, "gateway", "pypi.org:*"))
