@@ -2058,6 +2058,9 @@ static int cmd_run(struct config *cfg)
             struct authn_models am;
             authn_models_init(&am, &d->amodels);
             authn_set_models(d->authn, &am);
+            /* the watches' credential rechecks read the models too (authn_recheck_models) */
+            d->ssvc.authn = d->authn;
+            d->esvc.authn = d->authn;
         }
     }
     if (rv == 0) {

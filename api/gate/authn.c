@@ -67,7 +67,7 @@ struct authn {
     struct feed_sub sub;
     uint64_t gen;
     struct authn_models models; /* .key NULL: none (authn_set_models) */
-    atomic_uint_fast64_t fetches, invalidations, long_hits, model_answers;
+    atomic_uint_fast64_t fetches, invalidations, long_hits, model_answers, rechecks_store;
 };
 
 struct authn *authn_new(const uint8_t *pepper, size_t pepper_len, struct store_writer *writer)
@@ -133,8 +133,10 @@ static void on_event(struct store_client *cl, const struct feed_event *ev, void 
     bool keys = strcmp(ev->kind, "ApiKey") == 0;
     bool principal = strcmp(ev->kind, "Principal") == 0;
     /* A RoleBinding event names the binding, not its principal; a namespace's deletion removes
-     * its bindings under a Namespace event. Both are rare: drop every cached principal. */
-    bool all_principals = strcmp(ev->kind, "RoleBinding") == 0 || strcmp(ev->kind, "Namespace") == 0;
+     * its bindings under its Namespace DELETED event (other Namespace events change no binding).
+     * Both are rare: drop every cached principal. */
+    bool all_principals = strcmp(ev->kind, "RoleBinding") == 0 ||
+                          (strcmp(ev->kind, "Namespace") == 0 && strcmp(ev->type, "DELETED") == 0);
     if (!keys && !principal && !all_principals) {
         return;
     }
@@ -208,23 +210,26 @@ static bool models_asof(struct authn *a, int64_t now, int64_t *asof)
 
 void authn_metrics_write(struct authn *a, struct buf *out)
 {
-    buf_printf(out,
-               "# HELP gantry_authn_fetches_total API key and principal lookups this replica read from "
-               "the store (authentication cache misses).\n"
-               "# TYPE gantry_authn_fetches_total counter\ngantry_authn_fetches_total %" PRIu64 "\n"
-               "# HELP gantry_authn_invalidations_total Change events (and feed resyncs) that dropped "
-               "authentication cache entries.\n"
-               "# TYPE gantry_authn_invalidations_total counter\ngantry_authn_invalidations_total %" PRIu64
-               "\n"
-               "# HELP gantry_authn_long_hits_total Authentication cache hits past the "
-               "2 s bound, allowed because the change feed was live.\n"
-               "# TYPE gantry_authn_long_hits_total counter\ngantry_authn_long_hits_total %" PRIu64 "\n"
-               "# HELP gantry_authn_model_answers_total API key, principal and identity lookups this "
-               "replica answered from its change-feed models instead of the store.\n"
-               "# TYPE gantry_authn_model_answers_total counter\ngantry_authn_model_answers_total %" PRIu64
-               "\n",
-               (uint64_t)atomic_load(&a->fetches), (uint64_t)atomic_load(&a->invalidations),
-               (uint64_t)atomic_load(&a->long_hits), (uint64_t)atomic_load(&a->model_answers));
+    buf_printf(
+        out,
+        "# HELP gantry_authn_fetches_total API key and principal lookups this replica read from "
+        "the store (authentication cache misses).\n"
+        "# TYPE gantry_authn_fetches_total counter\ngantry_authn_fetches_total %" PRIu64 "\n"
+        "# HELP gantry_authn_invalidations_total Change events (and feed resyncs) that dropped "
+        "authentication cache entries.\n"
+        "# TYPE gantry_authn_invalidations_total counter\ngantry_authn_invalidations_total %" PRIu64 "\n"
+        "# HELP gantry_authn_long_hits_total Authentication cache hits past the "
+        "2 s bound, allowed because the change feed was live.\n"
+        "# TYPE gantry_authn_long_hits_total counter\ngantry_authn_long_hits_total %" PRIu64 "\n"
+        "# HELP gantry_authn_model_answers_total API key, principal and identity lookups this "
+        "replica answered from its change-feed models instead of the store.\n"
+        "# TYPE gantry_authn_model_answers_total counter\ngantry_authn_model_answers_total %" PRIu64 "\n"
+        "# HELP gantry_authn_store_rechecks_total Credential rechecks of long-lived watches that read "
+        "the store (the change-feed models could not answer them).\n"
+        "# TYPE gantry_authn_store_rechecks_total counter\ngantry_authn_store_rechecks_total %" PRIu64 "\n",
+        (uint64_t)atomic_load(&a->fetches), (uint64_t)atomic_load(&a->invalidations),
+        (uint64_t)atomic_load(&a->long_hits), (uint64_t)atomic_load(&a->model_answers),
+        (uint64_t)atomic_load(&a->rechecks_store));
 }
 
 /* --- the store side of the caches --- */
@@ -365,6 +370,47 @@ int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t 
     return rv;
 }
 
+int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_principal *who,
+                         int64_t wall_ms, char *why, size_t len)
+{
+    int64_t asof = 0;
+    if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
+        return authn_recheck(cl, who, wall_ms, why, len); /* "expired", with no store query */
+    }
+    if (a == NULL || a->models.key == NULL || !models_asof(a, wall_ms, &asof)) {
+        if (a != NULL) {
+            atomic_fetch_add(&a->rechecks_store, 1);
+        }
+        return authn_recheck(cl, who, wall_ms, why, len);
+    }
+    if (who->key_id[0] != '\0') {
+        char principal_id[40];
+        int64_t expires = 0;
+        bool revoked = false;
+        int k = a->models.key(a->models.arg, who->key_id, principal_id, &expires, &revoked);
+        if (k == AUTHN_MODEL_FOUND && revoked) {
+            atomic_fetch_add(&a->model_answers, 1);
+            snprintf(why, len, "the watch ended: its API key was revoked");
+            return GERR_UNAUTH;
+        }
+        if (k != AUTHN_MODEL_FOUND) { /* deleted a moment ago, or the model cannot tell */
+            atomic_fetch_add(&a->rechecks_store, 1);
+            return authn_recheck(cl, who, wall_ms, why, len);
+        }
+    }
+    /* Straight into @who: the principal's id, name and kind, then its bindings (the id from a copy:
+     * the callback writes who->id). */
+    char id[sizeof who->id];
+    snprintf(id, sizeof id, "%s", who->id);
+    bool disabled = false;
+    if (a->models.principal(a->models.arg, id, who, &disabled) != AUTHN_MODEL_FOUND || disabled) {
+        atomic_fetch_add(&a->rechecks_store, 1);
+        return authn_recheck(cl, who, wall_ms, why, len);
+    }
+    atomic_fetch_add(&a->model_answers, 1);
+    return 0;
+}
+
 /* Cached lookups: copy out under the lock; refresh outside it. With @hash_only (the keys model
  * gives the key's metadata), a cached entry of the key answers whatever its age if no invalidation
  * raced its fetch: the hash changes only by a rehash, whose ApiKey event drops the entry. */
@@ -381,10 +427,10 @@ static int get_key(struct authn *a, struct store_client *cl, const char *keyid, 
             oldest = &a->keys[i];
         }
     }
-    bool usable = slot != NULL && (hash_only ? !slot->missing && (slot->evented ||
-                                                                   now - slot->fetched_ms <
-                                                                       (int64_t)AUTHN_CACHE_TTL_MS)
-                                             : fresh(a, slot->fetched_ms, slot->evented, now));
+    bool usable =
+        slot != NULL &&
+        (hash_only ? !slot->missing && (slot->evented || now - slot->fetched_ms < (int64_t)AUTHN_CACHE_TTL_MS)
+                   : fresh(a, slot->fetched_ms, slot->evented, now));
     if (usable) {
         *out = *slot;
         pthread_mutex_unlock(&a->mu);
@@ -476,7 +522,8 @@ static int get_principal(struct authn *a, struct store_client *cl, const char *i
         pthread_mutex_unlock(&a->mu);
         memset(got, 0, sizeof *got);
         bool disabled = false;
-        modeled = a->models.principal(a->models.arg, id, &got->p, &disabled) == AUTHN_MODEL_FOUND && !disabled;
+        modeled =
+            a->models.principal(a->models.arg, id, &got->p, &disabled) == AUTHN_MODEL_FOUND && !disabled;
         if (modeled) {
             got->fetched_ms = now;
             atomic_fetch_add(&a->model_answers, 1);
@@ -641,9 +688,8 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
     char m_principal[40] = "";
     int64_t m_expires = 0, asof = 0;
     bool m_revoked = false;
-    bool modeled = models_asof(a, now, &asof) &&
-                   a->models.key(a->models.arg, parts.keyid, m_principal, &m_expires, &m_revoked) ==
-                       AUTHN_MODEL_FOUND;
+    bool modeled = models_asof(a, now, &asof) && a->models.key(a->models.arg, parts.keyid, m_principal,
+                                                               &m_expires, &m_revoked) == AUTHN_MODEL_FOUND;
     struct key_entry k;
     int rv = get_key(a, cl, parts.keyid, now, modeled, &k);
     if (rv == 0 && modeled && !k.missing) {

@@ -17,8 +17,8 @@
  * Caching and the revocation bound: key rows and a principal's bindings are cached per replica.
  * Without a change feed (authn_attach_feed) an entry answers for at most AUTHN_CACHE_TTL_MS. With
  * one, the feed's events drop exactly the entries a change affects (ApiKey: that key; Principal:
- * that principal; RoleBinding or Namespace: every principal), and an entry may answer for up to
- * AUTHN_CACHE_EVENT_TTL_MS while the feed is live (feed_live_since_ms less than
+ * that principal; RoleBinding or Namespace DELETED: every principal), and an entry may answer for
+ * up to AUTHN_CACHE_EVENT_TTL_MS while the feed is live (feed_live_since_ms less than
  * AUTHN_CACHE_TTL_MS ago); whenever it is not (leader unreachable, polls failing, not started),
  * entries fall back to AUTHN_CACHE_TTL_MS. Either way a revoked or expired key, a disabled
  * principal or a removed binding takes effect on every replica within AUTHN_CACHE_TTL_MS
@@ -91,6 +91,17 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
 int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t wall_ms, char *why,
                   size_t len);
 
+/* As authn_recheck, from @a's models (authn_set_models) while its feed is live: no store query when
+ * they hold the key (not revoked) and the principal (enabled), whose bindings they reload into
+ * @who. What they cannot confirm (a key or principal they do not hold, a disabled principal, a
+ * feed that is not live, @a NULL or without models) is checked against the store through @cl as
+ * authn_recheck does. A key the keys model holds as revoked ends at once. Counted in
+ * gantry_authn_model_answers_total, and in gantry_authn_store_rechecks_total when the store is
+ * read. Blocking only then; any thread, the feed's included (the models are read under their read
+ * locks, which the feed thread holds only inside their own callbacks). */
+int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_principal *who,
+                         int64_t wall_ms, char *why, size_t len);
+
 /* Versions of the API-key pepper (api/services/pepper_ring.h provides them; the gate does not
  * depend on that module). Each api_keys row records the version that hashed it; without this, only
  * version 1 (the pepper given to authn_new) verifies and nothing is rehashed. Both functions are
@@ -125,9 +136,9 @@ void authn_attach_feed(struct authn *a, struct feed *f);
  * principal) or AUTHN_MODEL_CANNOT (a model is not loaded). Called on worker threads.
  *   key:       API key @keyid's principal, expiry (0: none) and whether it was revoked; never its
  *              hash, which only the store has (cached here, below);
- *   principal: @id's name, kind, and its bindings as the store path loads them (in id order, at
- *              most AUTHN_MAX_BINDINGS, an unreadable scope granting nothing) into @out, and
- *              whether it is disabled;
+ *   principal: @id's id, name, kind, and its bindings as the store path loads them (in id order,
+ *              at most AUTHN_MAX_BINDINGS, an unreadable scope granting nothing) into @out (@id
+ *              must not point into @out), and whether it is disabled;
  *   subject:   the principal whose issuer and subject (or a linked identity's) are @issuer and
  *              @subject. */
 enum { AUTHN_MODEL_FOUND, AUTHN_MODEL_ABSENT, AUTHN_MODEL_CANNOT };
@@ -153,10 +164,10 @@ struct authn_models {
  * Whatever the models cannot confirm goes to the store as without them: a key or principal they
  * do not hold (yet: one created a moment ago through another replica), a disabled principal (it may
  * have been enabled a moment ago), an identity with no principal, a feed that is not live. So no
- * call is refused on the models' word that the store would let through: a refusal reads the store,
- * except for a revoked or expired key (neither can be undone). @a must be attached to the feed AFTER the models are (feed_subscribe order): then a
- * change's event has reached the models before it drops this module's cached entries. Before the
- * first authn_call. */
+ * call is refused on the models' word that the store would let through: a refusal reads the
+ * store, except for a revoked or expired key (neither can be undone). @a must be attached to the
+ * feed AFTER the models are (feed_subscribe order): then a change's event has reached the models
+ * before it drops this module's cached entries. Before the first authn_call. */
 void authn_set_models(struct authn *a, const struct authn_models *m);
 
 /* gantry_authn_* families (docs/metrics.md). Any thread. */

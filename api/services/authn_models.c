@@ -37,7 +37,8 @@ static void key_fn(const struct kind_model_view *v, void *arg)
 static int key(void *arg, const char *keyid, char principal_id[40], int64_t *expires_ms, bool *revoked)
 {
     struct authn_models_src *src = arg;
-    struct key_q q = {.keyid = keyid, .principal_id = principal_id, .expires_ms = expires_ms, .revoked = revoked};
+    struct key_q q = {
+        .keyid = keyid, .principal_id = principal_id, .expires_ms = expires_ms, .revoked = revoked};
     return kind_model_peek(src->keys, key_fn, &q) ? q.found : AUTHN_MODEL_CANNOT;
 }
 

@@ -444,12 +444,13 @@ static const char *col(const struct proto_rows *r, size_t i, unsigned c)
 }
 
 /* Feed thread, under h->mu: check @c's credential and principal again and reload its bindings, as
- * Sandboxes.Watch does (a call's authentication would see the same): a revoked, deleted or expired
- * API key, or a disabled or deleted principal, sets c->denied; a store error keeps what @c has and
- * tries again at the next interval. */
-static void cred_refresh(struct store_client *cl, struct ecred *c, int64_t wall_ms)
+ * Sandboxes.Watch does (a call's authentication would see the same), from the models when @a has
+ * them (authn_recheck_models), else the store: a revoked, deleted or expired API key, or a
+ * disabled or deleted principal, sets c->denied; a store error keeps what @c has and tries again
+ * at the next interval. */
+static void cred_refresh(struct authn *a, struct store_client *cl, struct ecred *c, int64_t wall_ms)
 {
-    int rv = authn_recheck(cl, &c->who, wall_ms, c->why, sizeof c->why);
+    int rv = authn_recheck_models(a, cl, &c->who, wall_ms, c->why, sizeof c->why);
     if (rv == GERR_UNAUTH) {
         c->denied = GERR_UNAUTH;
     } else if (rv == 0) {
@@ -585,7 +586,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     h->total_unsent = 0; /* summed again over every watcher below */
     for (struct ecred *c = h->creds; c != NULL; c = c->next) {
         if (c->denied == 0 && now - c->refreshed_ms >= EVENTS_REFRESH_MS) {
-            cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
+            cred_refresh(h->svc->authn, cl, c, (int64_t)clk->wall_ms(clk));
         }
     }
     for (struct ewatch *w = h->watches, *next; w != NULL; w = next) {

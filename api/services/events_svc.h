@@ -48,6 +48,8 @@
 
 #include "lib/buf.h"
 
+struct authn;
+
 #define EVENTS_RING            4096u  /* events kept in memory for resuming watches (the default) */
 #define EVENTS_MAX_WATCHES     20000u /* per replica */
 #define EVENTS_MAX_SELECTOR    64u    /* labels in a watch's selector */
@@ -69,6 +71,9 @@ struct events_svc {
     size_t total_unsent_max; /* 0: WATCH_TOTAL_UNSENT; new watches are refused while the replica's
                               * watches hold more unread bytes (config watch_total_unsent_mib) */
     struct events_hub *hub;
+    /* borrowed, may be NULL: the watches' credential rechecks read its models
+     * (authn_recheck_models); NULL: the store. Set before feed_start. */
+    struct authn *authn;
     atomic_uint watches;
     atomic_bool stopping;
     atomic_uint_fast64_t events_sent, cut_slow, cut_auth, refused_unsent;

@@ -368,7 +368,8 @@ static bool layers_from_models(const struct policies_svc *svc, struct gate_ctx *
 {
     uint64_t need = 0;
     bool answered = false;
-    if (svc == NULL || svc->namespaces == NULL || !kind_model_wait(&svc->reads, ctx, NULL, &need, &answered)) {
+    if (svc == NULL || svc->namespaces == NULL ||
+        !kind_model_wait(&svc->reads, ctx, NULL, &need, &answered)) {
         return answered;
     }
     struct ns_seen seen = {.name = ns, .found = ns[0] == '\0'};

@@ -1659,18 +1659,35 @@ static void cred_unref(struct watch_hub *h, struct watch_cred *c)
  * revoked, deleted or past its expiry, a token past its exp plus leeway, end it) and reloads the
  * principal, its bindings and the sandboxes shared with it, as a call's authentication would (at
  * most AUTHN_CACHE_TTL_MS old), so a removed binding changes what it delivers and a disabled or
- * deleted principal ends it within the revocation bound. Sets c->denied with the client's message;
- * a store error keeps what the entry has and tries again at the next interval. */
+ * deleted principal ends it within the revocation bound. From the change-feed models and this
+ * model's share rows when the service has an authn with models (authn_recheck_models), else (or
+ * for what they cannot confirm) the store. Sets c->denied with the client's message; a store error
+ * keeps what the entry has and tries again at the next interval. */
 #define WATCH_REFRESH_MS (AUTHN_CACHE_TTL_MS / 2)
 
-static void cred_refresh(struct store_client *cl, struct watch_cred *c, int64_t wall_ms)
+static void cred_refresh(struct watch_hub *h, struct store_client *cl, struct watch_cred *c, int64_t wall_ms)
 {
-    int rv = authn_recheck(cl, &c->who, wall_ms, c->why, sizeof c->why);
+    int rv = authn_recheck_models(h->svc->authn, cl, &c->who, wall_ms, c->why, sizeof c->why);
     if (rv == GERR_UNAUTH) {
         c->denied = GERR_UNAUTH;
         return;
     }
     if (rv != 0) {
+        return;
+    }
+    if (h->svc->authn != NULL && h->ready && !h->need_reload && !h->shares_stale) {
+        /* The shares from this model's own share rows, as current as its sandboxes. */
+        struct share_row *const *rows = NULL;
+        size_t n = share_index_of_grantee(&h->shares, c->who.id, &rows);
+        cred_shares_free(c);
+        c->shares = mem_zalloc(sizeof *c->shares * (n + 1));
+        for (size_t i = 0; i < n; i++) {
+            c->shares[c->n_shares++] = mem_strdup(rows[i]->sandbox_id);
+        }
+        if (c->n_shares > 1) {
+            qsort(c->shares, c->n_shares, sizeof *c->shares, cmp_str);
+        }
+        c->refreshed_ms = clock_mono_ms(clock_system());
         return;
     }
     struct proto_value p[] = {proto_text(c->who.id)};
@@ -2064,7 +2081,7 @@ static void hub_on_applied(struct store_client *cl, uint64_t rev, void *data)
     h->total_unsent = 0; /* summed again over every watcher below */
     for (struct watch_cred *c = h->creds; c != NULL; c = c->next) {
         if (c->denied == 0 && now - c->refreshed_ms >= WATCH_REFRESH_MS) {
-            cred_refresh(cl, c, (int64_t)clk->wall_ms(clk));
+            cred_refresh(h, cl, c, (int64_t)clk->wall_ms(clk));
         }
     }
     for (struct watch *w = h->watches, *next; w != NULL; w = next) {

@@ -49,6 +49,8 @@
 #include "drivers/driver.h"
 #include "store/feed.h"
 
+struct authn;
+
 /* The audit operation of a sandbox created with the host's network (its own event). */
 #define SANDBOX_HOST_NETWORK_OP "/gantry.v1.Sandboxes/Create:network=host"
 
@@ -72,6 +74,10 @@ struct sandboxes_svc {
     const char *driver_name;   /* policies' allowed_drivers apply to it; NULL: not checked */
     struct driver *driver;     /* borrowed; Create admits a spec only if driver_validate
                                 * does (NULL: no such check). Set before calls arrive. */
+    /* borrowed, may be NULL: the watches' credential rechecks read its models
+     * (authn_recheck_models) and the shares from this service's model; NULL: the store. Set
+     * before feed_start. */
+    struct authn *authn;
     atomic_bool stopping;
     atomic_uint watches;
     struct watch_hub *hub;    /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE, Get reads the store */

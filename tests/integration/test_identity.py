@@ -737,6 +737,14 @@ class Revocation(g.GantrydTest):
         w1, ended1, t1 = watch(revoked.secret)
         w2, ended2, t2 = watch(kept.secret)
         time.sleep(0.5)
+        # Each credential is checked again every second, from the serving replica's change-feed
+        # models (the key, the principal, its bindings) and its sandboxes model's shares: no store read.
+        r = ident.c.replicas[1]
+        before = [r.metric(m) or 0 for m in ("gantry_authn_store_rechecks_total", "gantry_authn_model_answers_total")]
+        time.sleep(2.2)
+        self.assertEqual((r.metric("gantry_authn_store_rechecks_total") or 0) - before[0], 0,
+                         "a watch's credential was checked against the store")
+        self.assertGreaterEqual((r.metric("gantry_authn_model_answers_total") or 0) - before[1], 2)
         self.assertEqual((ended1, ended2), ([], []), "a watch ended by itself")
         t0 = time.monotonic()
         ident.call("pa", api_keys_pb2, "ApiKeys", "Revoke", api_keys_pb2.RevokeApiKeyRequest(id=revoked.key.meta.id))
