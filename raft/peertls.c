@@ -57,7 +57,14 @@
 /* Source addresses whose refusals are being counted instead of logged (relay thread only). */
 #define REFUSAL_SOURCES 64
 
-enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DEAD };
+/* A pipe whose local side closed (everything it wrote flushed into TLS, close_notify sent, the TLS
+ * socket shut for writing) reads and drops what the peer still sends until the peer closes too or
+ * RELAY_DRAIN_MS pass: closing a socket with unread bytes resets the connection, and the reset
+ * discards what the kernel had not yet sent, such as the last frames the local side wrote (a routed
+ * exec's exit status while its client is still pushing input, sessions_route). */
+#define RELAY_DRAIN_MS 2000u
+
+enum relay_state { RELAY_HANDSHAKE, RELAY_PIPE, RELAY_DRAIN, RELAY_DEAD };
 
 /* What certificate verification learnt of the peer's certificate (SSL app data, written by
  * verify_cb on the thread running the handshake). */
@@ -74,7 +81,7 @@ struct relay {
     int tls_fd;
     int plain_fd; /* backend socket (inbound) or our end of the socketpair (outbound) */
     SSL *ssl;
-    uint64_t deadline_ms; /* handshake deadline */
+    uint64_t deadline_ms; /* handshake deadline; RELAY_DRAIN: the drain's */
     char peer[64];
     struct verify_note note; /* the peer's certificate (inbound; outbound: copied after the dial) */
     bool revoked;            /* relay thread: marked for closing, its peer's certificate was revoked */
@@ -944,19 +951,56 @@ static void step_pipe(struct peertls *p, struct relay *r)
                 } else if (e == SSL_ERROR_WANT_READ) {
                     r->tls_events |= POLLIN;
                 } else {
+                    /* The peer reset the connection: the TLS session is over both ways, but what
+                     * was read from it before still goes to the local side (its last frames), then
+                     * the relay closes. */
                     ERR_clear_error();
-                    relay_kill(p, r, "peer write failed");
-                    return;
+                    r->tls_eof = true;
+                    r->plain_eof = true;
+                    r->p2t_len = 0;
+                    progress = true;
                 }
             }
         }
     }
-    /* Either side finished: flush what is pending toward the other, then close. */
-    if ((r->tls_eof && r->t2p_len == 0) || (r->plain_eof && r->p2t_len == 0)) {
+    /* Either side finished: flush what is pending toward the other, then close; after the local
+     * side, drain the peer's (RELAY_DRAIN_MS). */
+    if (r->tls_eof && r->t2p_len == 0) {
         if (r->plain_eof) {
             SSL_shutdown(r->ssl);
         }
-        relay_kill(p, r, r->tls_eof ? "peer closed" : "local side closed");
+        relay_kill(p, r, "peer closed");
+    } else if (r->plain_eof && r->p2t_len == 0 && !r->tls_eof) {
+        SSL_shutdown(r->ssl);
+        shutdown(r->tls_fd, SHUT_WR);
+        relay_kill(p, r, "local side closed"); /* counted as closed; the socket lingers */
+        r->state = RELAY_DRAIN;
+        r->deadline_ms = now_ms() + RELAY_DRAIN_MS;
+        r->tls_events = POLLIN;
+        r->plain_events = 0;
+        r->step = true;
+    }
+}
+
+/* RELAY_DRAIN: read and drop the peer's bytes (raw: their TLS records are never decrypted) until
+ * it closes, fails, or the deadline passes. */
+static void step_drain(struct peertls *p, struct relay *r)
+{
+    uint8_t tmp[4096];
+    for (;;) {
+        ssize_t n = recv(r->tls_fd, tmp, sizeof tmp, 0);
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            r->tls_events = POLLIN;
+            return;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        relay_kill(p, r, "drained");
+        return;
     }
 }
 
@@ -1109,6 +1153,13 @@ static void *relay_main(void *arg)
                 r->step = false;
                 step_pipe(p, r);
             }
+            if (r->state == RELAY_DRAIN && r->step) {
+                r->step = false;
+                step_drain(p, r);
+            }
+            if (r->state == RELAY_DRAIN && now >= r->deadline_ms) {
+                relay_kill(p, r, "drain timed out");
+            }
             if (r->state == RELAY_DEAD || live >= MAX_RELAYS) {
                 relay_unregister(p, r);
                 queue_remove(&r->link);
@@ -1116,10 +1167,10 @@ static void *relay_main(void *arg)
                 continue;
             }
             live++;
-            if (r->state == RELAY_HANDSHAKE) {
+            if (r->state == RELAY_HANDSHAKE || r->state == RELAY_DRAIN) {
                 int left = (int)(r->deadline_ms - now);
                 timeout = timeout < 0 || left < timeout ? left : timeout;
-                handshaking++;
+                handshaking += r->state == RELAY_HANDSHAKE;
             }
             if (!ep_sync(p, r->tls_fd, &r->reg_tls, r->tls_events, r) ||
                 !ep_sync(p, r->plain_fd, &r->reg_plain, r->state == RELAY_PIPE ? r->plain_events : 0, r)) {
