@@ -887,6 +887,13 @@ static void metrics(void *data, struct buf *out)
                "model after a read index (the others read the store).\n"
                "# TYPE gantry_sandbox_model_lists_total counter\ngantry_sandbox_model_lists_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_lists));
+    buf_printf(out,
+               "# HELP gantry_sandbox_model_session_checks_total Logs, Exec and PortForward calls whose "
+               "sandbox and share this replica found in its model after a read index (the others read "
+               "the store).\n"
+               "# TYPE gantry_sandbox_model_session_checks_total counter\n"
+               "gantry_sandbox_model_session_checks_total %llu\n",
+               (unsigned long long)atomic_load(&d->ssvc.model_sessions));
     const struct {
         const char *family, *help;
         struct kind_model *m;
@@ -1440,7 +1447,8 @@ static int serve(struct daemon *d, char *errmsg)
     struct audit_sink_config asc = {
         .window_ms = cfg->audit_window_ms, .flush_ms = cfg->audit_flush_ms, .max_keys = cfg->audit_max_keys};
     d->sink = audit_sink_start(&d->writer, &asc);
-    d->sesvc.sink = d->sink; /* sessions are audited through it */
+    d->sesvc.sink = d->sink;       /* sessions are audited through it */
+    d->sesvc.sandboxes = &d->ssvc; /* a session's sandbox and share from its model (or the store) */
     if (d->sink == NULL) {
         gerr_set(errmsg, "cannot start the audit sink thread");
         return GERR_NOMEM;

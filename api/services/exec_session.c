@@ -576,47 +576,36 @@ struct start_args {
 static void session_start(struct gate_ctx *ctx, struct sessions_svc *svc, const struct start_args *a)
 {
     const char *op = a->port ? OP_PORT : OP_EXEC, *kind = a->port ? "port-forward" : "exec";
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(a->ns), proto_text(a->name)};
-    int rv = store_client_query(
-        ctx->cl, "SELECT id, owner_id, phase FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &rows);
-    if (rv != 0) {
-        gate_fail(ctx, grpc_status_from_gerr(rv), "find sandbox: %s", ctx->cl->errmsg);
-        proto_rows_close(&rows);
+    struct sb_session_target target;
+    if (!sessions__target(svc, ctx, a->ns, a->name, &target)) {
         return;
     }
-    enum sessions__use use =
-        rows.n_rows == 0 ? SESSIONS_USE_NONE
-                         : sessions__access(ctx, sessions__text(&rows, 0), sessions__text(&rows, 1), a->ns);
-    if (use == SESSIONS_USE_NONE) {
+    if (!target.found) {
         gate_fail(
             ctx, GRPC_STATUS_NOT_FOUND,
             "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours or shared with you)",
             a->name, a->ns);
-        proto_rows_close(&rows);
         return;
     }
-    if (use == SESSIONS_USE_READ) {
+    if (!target.exec) {
         char why[200];
         snprintf(why, sizeof why,
                  "%s in a sandbox needs its owner, namespace_admin, or an exec share: a read share allows "
                  "reading its logs only",
                  kind);
-        sessions__audit(svc, &ctx->who, a->ns, sessions__text(&rows, 0), a->name, grpc_call_peer(ctx->call),
-                        op, ctx->now_ms, false, GRPC_STATUS_PERMISSION_DENIED, why);
+        sessions__audit(svc, &ctx->who, a->ns, target.id, a->name, grpc_call_peer(ctx->call), op, ctx->now_ms,
+                        false, GRPC_STATUS_PERMISSION_DENIED, why);
         gate_fail(ctx, GRPC_STATUS_PERMISSION_DENIED, "%s", why);
-        proto_rows_close(&rows);
         return;
     }
     struct exec_session *e = mem_zalloc(sizeof *e);
     e->port = a->port;
-    snprintf(e->id, sizeof e->id, "%s", sessions__text(&rows, 0));
+    snprintf(e->id, sizeof e->id, "%s", target.id);
     sessions__grant_init(&e->grant, ctx, a->port ? SESSIONS_OP_PORT : SESSIONS_OP_EXEC, a->ns, e->id,
-                         sessions__text(&rows, 1));
+                         target.owner);
     char phase[24];
-    snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
-    proto_rows_close(&rows);
+    snprintf(phase, sizeof phase, "%s", target.phase);
+    int rv = 0;
     gate_release_store(ctx);
     struct driver_caps caps = {0};
     if (svc->driver != NULL) {

@@ -2242,6 +2242,58 @@ static void list_walk_ns(struct watch_hub *h, struct list_walk *w, const struct 
     }
 }
 
+bool sandboxes_svc_session_target(struct sandboxes_svc *svc, struct gate_ctx *ctx, const char *ns,
+                                  const char *name, struct sb_session_target *t, bool *answered)
+{
+    *answered = false;
+    memset(t, 0, sizeof *t);
+    uint64_t need = 0;
+    struct watch_hub *h = svc->hub;
+    if (h == NULL || svc->store_reads || !read_wait(svc, ctx, NULL, &need, answered)) {
+        return false;
+    }
+    char key[160];
+    name_key(key, sizeof key, ns, name);
+    const struct authn_principal *who = &ctx->who;
+    pthread_mutex_lock(&h->mu);
+    if (!h->ready || h->need_reload || h->stopping || h->rev < need || h->shares_stale) {
+        pthread_mutex_unlock(&h->mu);
+        return false;
+    }
+    struct sb_entry *e = *index_slot(&h->by_name, key);
+    const Gantry__V1__Sandbox *sb = e != NULL ? e->obj->sb : NULL;
+    bool ok = true;
+    if (sb != NULL && sb->meta != NULL) {
+        const ProtobufCEnumValue *ph =
+            sb->status != NULL && sb->status->phase != GANTRY__V1__SANDBOX_STATUS__PHASE__PHASE_UNSPECIFIED
+                ? protobuf_c_enum_descriptor_get_value(&gantry__v1__sandbox_status__phase__descriptor,
+                                                       (int)sb->status->phase)
+                : NULL;
+        /* the table's phase column is the status's phase without "PHASE_" (leases/reconciler.c) */
+        ok = ph != NULL && strncmp(ph->name, "PHASE_", 6) == 0;
+        const char *owner = sb->spec != NULL ? sb->spec->owner_id : "";
+        if (ok) {
+            t->found = true;
+            t->exec = true;
+            snprintf(t->id, sizeof t->id, "%s", sb->meta->id);
+            snprintf(t->owner, sizeof t->owner, "%s", owner);
+            snprintf(t->phase, sizeof t->phase, "%s", ph->name + 6);
+        }
+        if (ok && ctx->decision.owner_check && strcmp(owner, who->id) != 0) {
+            const struct share_row *s = sandbox_rules_share_active(who->bindings, who->n_bindings, ns)
+                                            ? share_index_find(&h->shares, sb->meta->id, who->id)
+                                            : NULL;
+            t->found = s != NULL;
+            t->exec = s != NULL && s->exec;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (ok) {
+        atomic_fetch_add(&svc->model_sessions, 1);
+    }
+    return ok;
+}
+
 /* List from the model at @head or later (as hub_get), page for page what sb_list's store path
  * returns for the same data: list_visible's candidates (namespace, visibility by global role,
  * administration, ownership or a share, owner filter, key after the token) in (namespace, name)

@@ -83,9 +83,11 @@ struct sandboxes_svc {
     struct watch_hub *hub;    /* sandboxes_svc_attach_feed; NULL: Watch is UNAVAILABLE, Get reads the store */
     atomic_ullong model_gets; /* Gets answered from the hub's model (gantry_sandbox_model_gets_total) */
     atomic_ullong
-        model_lists;  /* Lists and ListSharedWithMe answered from it (gantry_sandbox_model_lists_total) */
-    bool store_reads; /* Get and List read the store even with a hub (config model_reads false) */
-    size_t total_unsent_max; /* 0: WATCH_TOTAL_UNSENT (config watch_total_unsent_mib) */
+        model_lists; /* Lists and ListSharedWithMe answered from it (gantry_sandbox_model_lists_total) */
+    atomic_ullong model_sessions; /* Logs/Exec/PortForward targets from the model
+                                   * (gantry_sandbox_model_session_checks_total) */
+    bool store_reads;             /* Get and List read the store even with a hub (config model_reads false) */
+    size_t total_unsent_max;      /* 0: WATCH_TOTAL_UNSENT (config watch_total_unsent_mib) */
 };
 
 int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errmsg);
@@ -93,6 +95,26 @@ int sandboxes_svc_register(struct gate *g, struct sandboxes_svc *svc, char *errm
 /* Before feed_start: make the watch hub and subscribe it to @feed (borrowed: it must outlive the
  * hub until sandboxes_svc_detach_feed). 0. */
 int sandboxes_svc_attach_feed(struct sandboxes_svc *svc, struct feed *feed);
+
+/* The sandbox a Logs, Exec or PortForward call names, as the caller may use it
+ * (sandboxes_svc_session_target). */
+struct sb_session_target {
+    bool found;  /* false: no such sandbox, or neither the caller's nor shared with it while it
+                  * holds a role in the namespace (the store path's NOT_FOUND) */
+    bool exec;   /* the owner (or no owner check applies), or an exec share; false: a read share */
+    char id[40]; /* found: its id, owner and phase as the sandboxes table has them */
+    char owner[40];
+    char phase[16];
+};
+
+/* For sessions (api/services/sessions_svc.h): @ns/@name and the caller's access to it from the
+ * watch hub's model after a read index (linearizable, as the store read it replaces), deciding
+ * ownership and shares as the store path does (sandbox_rules_share_active, then the share rows).
+ * true: answered into @t. false: the model cannot tell (no hub, config model_reads false, not
+ * loaded, its shares being read again, a status without a phase), and the caller reads the store,
+ * unless *@answered (the read index failed the call, which is answered). Worker threads. */
+bool sandboxes_svc_session_target(struct sandboxes_svc *svc, struct gate_ctx *ctx, const char *ns,
+                                  const char *name, struct sb_session_target *t, bool *answered);
 
 /* After feed_close: free the hub (any watch left ends UNAVAILABLE). */
 void sandboxes_svc_detach_feed(struct sandboxes_svc *svc);

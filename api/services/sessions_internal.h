@@ -7,6 +7,7 @@
 
 #include "api/gate/authn.h"
 #include "api/gate/gate.h"
+#include "api/services/sandboxes_svc.h"
 #include "api/services/sessions_svc.h"
 #include "store/proto.h"
 
@@ -15,6 +16,13 @@
  * exec share). Uses ctx->cl. */
 enum sessions__use { SESSIONS_USE_NONE = 0, SESSIONS_USE_READ, SESSIONS_USE_EXEC };
 enum sessions__use sessions__access(struct gate_ctx *ctx, const char *id, const char *owner, const char *ns);
+
+/* The sandbox @ns/@name a session names and the caller's access to it (found false: NOT_FOUND),
+ * from the sandboxes model after a read index when the service has one
+ * (sandboxes_svc_session_target), else from the store through ctx->cl (sessions__access). true:
+ * @t filled; false: the call was answered (a store error, or its read index failed it). */
+bool sessions__target(struct sessions_svc *svc, struct gate_ctx *ctx, const char *ns, const char *name,
+                      struct sb_session_target *t);
 
 /* Column @c of the first row as text ("" when not text). */
 const char *sessions__text(const struct proto_rows *r, unsigned c);

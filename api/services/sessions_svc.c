@@ -508,6 +508,40 @@ enum sessions__use sessions__access(struct gate_ctx *ctx, const char *id, const 
     return rv != 0 ? SESSIONS_USE_NONE : exec == 1 ? SESSIONS_USE_EXEC : SESSIONS_USE_READ;
 }
 
+bool sessions__target(struct sessions_svc *svc, struct gate_ctx *ctx, const char *ns, const char *name,
+                      struct sb_session_target *t)
+{
+    bool answered = false;
+    if (svc->sandboxes != NULL && sandboxes_svc_session_target(svc->sandboxes, ctx, ns, name, t, &answered)) {
+        return true;
+    }
+    if (answered) {
+        return false;
+    }
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    struct proto_value p[] = {proto_text(ns), proto_text(name)};
+    int rv = store_client_query(
+        ctx->cl, "SELECT id, owner_id, phase FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &rows);
+    if (rv != 0) {
+        gate_fail(ctx, grpc_status_from_gerr(rv), "find sandbox: %s", ctx->cl->errmsg);
+        proto_rows_close(&rows);
+        return false;
+    }
+    memset(t, 0, sizeof *t);
+    if (rows.n_rows > 0) {
+        enum sessions__use use =
+            sessions__access(ctx, sessions__text(&rows, 0), sessions__text(&rows, 1), ns);
+        t->found = use != SESSIONS_USE_NONE;
+        t->exec = use == SESSIONS_USE_EXEC;
+        snprintf(t->id, sizeof t->id, "%s", sessions__text(&rows, 0));
+        snprintf(t->owner, sizeof t->owner, "%s", sessions__text(&rows, 1));
+        snprintf(t->phase, sizeof t->phase, "%s", sessions__text(&rows, 2));
+    }
+    proto_rows_close(&rows);
+    return true;
+}
+
 static void sb_logs(struct gate_ctx *ctx, void *data)
 {
     struct sessions_svc *svc = data;
@@ -527,31 +561,23 @@ static void sb_logs(struct gate_ctx *ctx, void *data)
                   req->since_ms);
         return;
     }
-    struct proto_rows rows;
-    proto_rows_init(&rows, 0);
-    struct proto_value p[] = {proto_text(req->namespace_), proto_text(req->name)};
-    int rv = store_client_query(
-        ctx->cl, "SELECT id, owner_id, phase FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, &rows);
-    if (rv != 0) {
-        gate_fail(ctx, grpc_status_from_gerr(rv), "find sandbox: %s", ctx->cl->errmsg);
-        proto_rows_close(&rows);
+    struct sb_session_target target;
+    if (!sessions__target(svc, ctx, req->namespace_, req->name, &target)) {
         return;
     }
-    if (rows.n_rows == 0 || sessions__access(ctx, sessions__text(&rows, 0), sessions__text(&rows, 1),
-                                             req->namespace_) == SESSIONS_USE_NONE) {
+    if (!target.found) {
         gate_fail(
             ctx, GRPC_STATUS_NOT_FOUND,
             "sandbox \"%.63s\" does not exist in namespace \"%.63s\" (or is not yours or shared with you)",
             req->name, req->namespace_);
-        proto_rows_close(&rows);
         return;
     }
     struct session *s = mem_zalloc(sizeof *s);
-    snprintf(s->id, sizeof s->id, "%s", sessions__text(&rows, 0));
-    sessions__grant_init(&s->grant, ctx, SESSIONS_OP_LOGS, req->namespace_, s->id, sessions__text(&rows, 1));
+    snprintf(s->id, sizeof s->id, "%s", target.id);
+    sessions__grant_init(&s->grant, ctx, SESSIONS_OP_LOGS, req->namespace_, s->id, target.owner);
     char phase[24];
-    snprintf(phase, sizeof phase, "%s", sessions__text(&rows, 2));
-    proto_rows_close(&rows);
+    snprintf(phase, sizeof phase, "%s", target.phase);
+    int rv = 0;
     gate_release_store(ctx);
 
     struct driver_caps caps = {0};

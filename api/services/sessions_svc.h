@@ -51,6 +51,7 @@
 #define SESSIONS_POLL_MS     100u
 
 struct gate;
+struct sandboxes_svc;
 
 struct sessions_svc {
     struct driver *driver;    /* borrowed; NULL: the cluster runs no driver */
@@ -65,6 +66,10 @@ struct sessions_svc {
     unsigned (*route_peers)(void *arg, char (*out)[64], unsigned max);
     int (*route_dial)(void *arg, const char *address, int *fd, char *errmsg);
     void *route_arg;
+    /* borrowed, may be NULL: where a session's sandbox and the caller's share are found at its
+     * start (sandboxes_svc_session_target, no store query); NULL: the store. Set before calls
+     * arrive. */
+    struct sandboxes_svc *sandboxes;
     atomic_bool stopping;
     atomic_uint sessions;
     /* The sandbox of each running session (""), for SESSIONS_PER_SANDBOX; under mu, which

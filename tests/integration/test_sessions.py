@@ -474,7 +474,9 @@ class Exec(Logs):
         self.assertIn(b"30 90", seen)
 
         # Who may exec: the owner, a namespace admin, an exec share; not a read share, an auditor,
-        # another namespace's user.
+        # another namespace's user. The sandbox and the share are found in the called replica's
+        # sandboxes model after a read index, so a share given a moment before is in force.
+        checks = e.c.replicas[f].metric("gantry_sandbox_model_session_checks_total") or 0
         e.sb("user", "Share", S.ShareSandboxRequest(namespace="default", name="box", grantee_principal_id=e.ids["user2"],
                                                     access=S.SHARE_ACCESS_READ), replica=f)
         ok_cmd = [start(["true"]), S.ExecRequest(close_stdin=True)]
@@ -492,6 +494,7 @@ class Exec(Logs):
         for role in ("auditor", "other"):
             code, msg, *_ = self.exec_call(role, f, ok_cmd)
             self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, "%s: %s" % (role, msg))
+        self.assertGreaterEqual((e.c.replicas[f].metric("gantry_sandbox_model_session_checks_total") or 0) - checks, 3)
 
         # Bad input.
         for msgs, want, what in (
