@@ -383,8 +383,9 @@ struct daemon {
     struct kind_model *q_model;   /* the quotas model, usage counters included (api/services/tenants_svc.h) */
     struct kind_reads q_reads;    /* how Quotas.Get and List read */
     struct kind_model *pol_model; /* the policies model (api/services/policies_svc.h) */
-    struct kind_model *prov_model; /* the providers model (api/services/providers_svc.h) */
-    struct kind_model *wp_model;   /* the warm pools model (api/services/warmpools_svc.h) */
+    struct kind_model *prov_model;   /* the providers model (api/services/providers_svc.h) */
+    struct kind_model *grants_model; /* provider grants, for ListGrants (providers_svc.h) */
+    struct kind_model *wp_model;     /* the warm pools model (api/services/warmpools_svc.h) */
     struct policies_svc polsvc;
     bool feed_ready;
     struct sessions_svc sesvc; /* Sandboxes.Logs */
@@ -1494,7 +1495,8 @@ static int serve(struct daemon *d, char *errmsg)
     d->prov = (struct providers_svc){.env = &d->env,
                                      .pepper = d->secrets.pepper,
                                      .pepper_len = IDENTITY_PEPPER_SIZE,
-                                     .reads = d->prov.reads /* cmd_run set it */};
+                                     .reads = d->prov.reads, /* cmd_run set them */
+                                     .grants = d->prov.grants};
     d->psvc = (struct principals_svc){.env = &d->env,
                                       .pepper = d->secrets.pepper,
                                       .pepper_len = IDENTITY_PEPPER_SIZE,
@@ -2032,6 +2034,9 @@ static int cmd_run(struct config *cfg)
         d->prov_model = providers_model_new();
         kind_model_attach_feed(d->prov_model, &d->feed);
         d->prov.reads = (struct kind_reads){.model = d->prov_model, .store_reads = !cfg->model_reads};
+        d->grants_model = providers_grants_model_new();
+        kind_model_attach_feed(d->grants_model, &d->feed);
+        d->prov.grants = d->grants_model; /* ListGrants, read as d->prov.reads says */
         d->wp_model = warmpools_model_new();
         kind_model_attach_feed(d->wp_model, &d->feed);
         d->wsvc.reads = (struct kind_reads){.model = d->wp_model, .store_reads = !cfg->model_reads};
@@ -2232,6 +2237,9 @@ static int cmd_run(struct config *cfg)
     d->prov.reads.model = NULL;
     kind_model_free(d->prov_model);
     d->prov_model = NULL;
+    d->prov.grants = NULL;
+    kind_model_free(d->grants_model);
+    d->grants_model = NULL;
     d->wsvc.reads.model = NULL;
     kind_model_free(d->wp_model);
     d->wp_model = NULL;

@@ -1219,11 +1219,114 @@ static void prov_list(struct gate_ctx *ctx, void *data)
     proto_rows_close(&rows);
 }
 
+/* --- ListGrants from the grants model --- */
+
+#define GRANT_MODEL_COLS GRANT_COLS ", provider_id || char(10) || principal_id"
+
+static uint8_t *grant_pack_row(const struct proto_rows *r, size_t i, size_t *len)
+{
+    Gantry__V1__ProviderGrant g;
+    grant_msg(&g, r, i);
+    return kind_model_pack(&g.base, len);
+}
+
+struct kind_model *providers_grants_model_new(void)
+{
+    struct kind_model_config cfg = {.kind = "ProviderGrant",
+                                    .what = "provider grant",
+                                    .table = "provider_grants",
+                                    .cols = GRANT_MODEL_COLS,
+                                    .n_cols = 6,
+                                    .ns_col = 1,
+                                    .name_col = 5, /* "<provider id>\n<principal id>": by grantee */
+                                    .labels_col = KIND_MODEL_NO_COL,
+                                    .key_col = 0, /* a grant's events carry its provider's id */
+                                    .key_where = "provider_id = ?",
+                                    .key = KIND_MODEL_KEY_OBJECT_ID,
+                                    /* deleting a provider deletes its grants without events */
+                                    .parent_kind = "Provider",
+                                    .parent_key = KIND_MODEL_KEY_OBJECT_ID,
+                                    .parent_col = 0,
+                                    .parent_where = "provider_id = ?",
+                                    /* so does deleting a principal, for its grants */
+                                    .reload_on_delete = "Principal",
+                                    .desc = &gantry__v1__provider_grant__descriptor,
+                                    .pack = grant_pack_row};
+    return kind_model_new(&cfg);
+}
+
+struct grants_arg {
+    struct gate_ctx *ctx;
+    const char *ns, *name;
+    char pid[48]; /* "<provider id>\n" once found */
+    bool found, answered;
+};
+
+static void provider_id_model(const struct kind_model_view *v, void *arg)
+{
+    struct grants_arg *a = arg;
+    const struct kind_model_entry *e = kind_model_find(v, a->ns, a->name);
+    a->found = e != NULL;
+    if (e != NULL) {
+        snprintf(a->pid, sizeof a->pid, "%s\n", e->key); /* the providers model's key is the id */
+    }
+}
+
+static void grants_model(const struct kind_model_view *v, void *arg)
+{
+    struct grants_arg *a = arg;
+    size_t plen = strlen(a->pid), from = kind_model_after(v, a->ns, ""), n = 0;
+    size_t at = from;
+    /* the namespace's grants in order of provider id and grantee: skip to this provider's */
+    while (at < v->n && strcmp(v->entries[at].ns, a->ns) == 0 &&
+           strncmp(v->entries[at].name, a->pid, plen) < 0) {
+        at++;
+    }
+    size_t first = at;
+    while (at < v->n && strcmp(v->entries[at].ns, a->ns) == 0 &&
+           strncmp(v->entries[at].name, a->pid, plen) == 0) {
+        at++;
+        n++;
+    }
+    Gantry__V1__ProviderGrant **ps = mem_zalloc(sizeof *ps * (n + 1));
+    for (size_t i = 0; i < n; i++) {
+        ps[i] = (Gantry__V1__ProviderGrant *)v->entries[first + i].msg;
+    }
+    Gantry__V1__ListProviderGrantsResponse resp = GANTRY__V1__LIST_PROVIDER_GRANTS_RESPONSE__INIT;
+    resp.n_grants = n;
+    resp.grants = ps;
+    resp.revision = v->rev;
+    grpc_call_finish_async(a->ctx->call, 0, NULL, &resp.base);
+    mem_free(ps);
+    a->answered = true;
+}
+
+/* true when the call was answered (from the models, or failed by its read index). */
+static bool list_grants_model(const struct providers_svc *svc, struct gate_ctx *ctx,
+                              const Gantry__V1__ListProviderGrantsRequest *req)
+{
+    uint64_t need = 0;
+    bool answered = false;
+    if (svc->grants == NULL || !kind_model_wait(&svc->reads, ctx, NULL, &need, &answered)) {
+        return answered;
+    }
+    struct grants_arg a = {.ctx = ctx, .ns = req->namespace_, .name = req->name};
+    if (!kind_model_read(svc->reads.model, need, provider_id_model, &a)) {
+        return false;
+    }
+    if (!a.found) {
+        gate_fail(ctx, GRPC_STATUS_NOT_FOUND, "provider \"%.63s\" does not exist in namespace \"%.63s\"",
+                  req->name, req->namespace_);
+        return true;
+    }
+    return kind_model_read(svc->grants, need, grants_model, &a) && a.answered;
+}
+
 static void prov_list_grants(struct gate_ctx *ctx, void *data)
 {
-    (void)data;
+    const struct providers_svc *svc = data;
     const Gantry__V1__ListProviderGrantsRequest *req = (const void *)grpc_call_request(ctx->call);
-    if (!ns_name_ok(ctx, req->namespace_, req->name)) {
+    if (!ns_name_ok(ctx, req->namespace_, req->name) || list_grants_model(svc, ctx, req)) {
         return;
     }
     struct proto_rows rows;

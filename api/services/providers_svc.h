@@ -43,7 +43,16 @@ struct providers_svc {
     struct keyring ring; /* derived by providers_svc_register */
     /* How Get and List read (api/services/kind_model.h), the model from providers_model_new. */
     struct kind_reads reads;
+    /* ListGrants: the grants model (providers_grants_model_new; borrowed, NULL: the store), read
+     * with @reads' model and options (linearizable: ListGrants has no read options). */
+    struct kind_model *grants;
 };
+
+/* A model of every provider grant (kind_model_free frees it), whose messages are ListGrants's:
+ * by the provider's namespace, then provider id and grantee; a ProviderGrant event re-reads its
+ * provider's grants, a Provider deletion drops them, a Principal deletion (which deletes its
+ * grants without events) reloads them all. */
+struct kind_model *providers_grants_model_new(void);
 
 /* Derive the key ring from svc->pepper and route the Providers methods. 0 or GERR_INVAL. */
 int providers_svc_register(struct gate *g, struct providers_svc *svc, char *errmsg);

@@ -248,6 +248,23 @@ class Providers(Base):
         self.assertEqual(r.id, p.meta.id)
         self.err(lambda: env.pv("na", "RevokeGrant", PV.RevokeProviderGrantRequest(
             namespace="default", name="openai", principal_id=env.ids["sa"])), SC.NOT_FOUND, "no grant")
+        # ListGrants from each replica's grants model after a read index: the revoke just made
+        # through replica 2 is seen everywhere, every field as written.
+        reads = [r.metric("gantry_provider_model_reads_total") or 0 for r in env.c.replicas]
+        for rep in range(3):
+            gl = env.pv("auditor", "ListGrants", PV.ListProviderGrantsRequest(namespace="default", name="openai"),
+                        replica=rep)
+            self.assertEqual([(x.provider_id, x.namespace, x.principal_id) for x in gl.grants],
+                             [(p.meta.id, "default", env.ids["user"])], rep)
+            self.assertTrue(gl.grants[0].created_by and gl.grants[0].created_at_ms > 0, gl)
+            self.assertGreater(gl.revision, 0)
+            self.assertEqual(len(env.pv("na", "ListGrants", PV.ListProviderGrantsRequest(
+                namespace="default", name="zeta"), replica=rep).grants), 0)
+            self.err(lambda: env.pv("na", "ListGrants", PV.ListProviderGrantsRequest(namespace="default",
+                                                                                     name="nope"), replica=rep),
+                     SC.NOT_FOUND)
+            self.assertGreaterEqual((env.c.replicas[rep].metric("gantry_provider_model_reads_total") or 0)
+                                    - reads[rep], 3, rep)
         self.err(lambda: env.pv("na", "RevokeGrant", PV.RevokeProviderGrantRequest(namespace="default",
                                                                                    name="openai")),
                  SC.INVALID_ARGUMENT)
