@@ -895,6 +895,11 @@ static void metrics(void *data, struct buf *out)
                "# TYPE gantry_sandbox_model_session_checks_total counter\n"
                "gantry_sandbox_model_session_checks_total %llu\n",
                (unsigned long long)atomic_load(&d->ssvc.model_sessions));
+    buf_printf(out,
+               "# HELP gantry_session_model_checks_total Checks of running sessions (every second each) "
+               "decided from this replica's change-feed models (the others read the store).\n"
+               "# TYPE gantry_session_model_checks_total counter\ngantry_session_model_checks_total %llu\n",
+               (unsigned long long)atomic_load(&d->sesvc.model_checks));
     const struct {
         const char *family, *help;
         struct kind_model *m;
@@ -2074,6 +2079,7 @@ static int cmd_run(struct config *cfg)
             /* the watches' credential rechecks read the models too (authn_recheck_models) */
             d->ssvc.authn = d->authn;
             d->esvc.authn = d->authn;
+            d->sesvc.authn = d->authn; /* and the running sessions' checks */
         }
     }
     if (rv == 0) {

@@ -411,6 +411,36 @@ int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_
     return 0;
 }
 
+int authn_models_state(struct authn *a, const struct authn_principal *who, bool *revoked,
+                       struct authz_binding *b, size_t *n)
+{
+    int64_t asof = 0;
+    *revoked = false;
+    *n = 0;
+    if (a == NULL || a->models.key == NULL || !models_asof(a, 0, &asof)) {
+        return GERR_UNAVAILABLE;
+    }
+    if (who->key_id[0] != '\0') {
+        char principal_id[40];
+        int64_t expires = 0;
+        if (a->models.key(a->models.arg, who->key_id, principal_id, &expires, revoked) != AUTHN_MODEL_FOUND) {
+            return GERR_UNAVAILABLE;
+        }
+    }
+    struct authn_principal *p = mem_alloc(sizeof *p);
+    bool disabled = false;
+    int rv = a->models.principal(a->models.arg, who->id, p, &disabled) == AUTHN_MODEL_FOUND && !disabled
+                 ? 0
+                 : GERR_UNAVAILABLE;
+    if (rv == 0) {
+        memcpy(b, p->bindings, sizeof *b * p->n_bindings);
+        *n = p->n_bindings;
+        atomic_fetch_add(&a->model_answers, 1);
+    }
+    mem_free(p);
+    return rv;
+}
+
 /* Cached lookups: copy out under the lock; refresh outside it. With @hash_only (the keys model
  * gives the key's metadata), a cached entry of the key answers whatever its age if no invalidation
  * raced its fetch: the hash changes only by a rehash, whose ApiKey event drops the entry. */

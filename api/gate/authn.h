@@ -102,6 +102,15 @@ int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t 
 int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_principal *who,
                          int64_t wall_ms, char *why, size_t len);
 
+/* What @a's models (authn_set_models) hold now for @who, while its feed is live: 0 with *@revoked
+ * (its API key is held revoked; false without a key) and the principal's bindings in @b (room for
+ * AUTHN_MAX_BINDINGS; *@n of them), the principal being held and enabled. GERR_UNAVAILABLE when the
+ * models cannot tell (none, the feed not live, the key or the principal not held, the principal
+ * disabled): the caller asks the store, which gives the exact reason. Never blocks; any thread.
+ * Counted in gantry_authn_model_answers_total. */
+int authn_models_state(struct authn *a, const struct authn_principal *who, bool *revoked,
+                       struct authz_binding *b, size_t *n);
+
 /* Versions of the API-key pepper (api/services/pepper_ring.h provides them; the gate does not
  * depend on that module). Each api_keys row records the version that hashed it; without this, only
  * version 1 (the pepper given to authn_new) verifies and nothing is rehashed. Both functions are

@@ -240,7 +240,7 @@ static int reauthorize(struct exec_session *e, struct store_client *cl, struct c
         return GRPC_STATUS_OK;
     }
     *last_check = now;
-    int az = sessions__still_allowed(cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, len);
+    int az = sessions__still_allowed(e->svc, cl, &e->who, &e->grant, (int64_t)clk->wall_ms(clk), why, len);
     if (az == 0) {
         return GRPC_STATUS_OK;
     }

@@ -2242,6 +2242,22 @@ static void list_walk_ns(struct watch_hub *h, struct list_walk *w, const struct 
     }
 }
 
+int sandboxes_svc_share_now(struct sandboxes_svc *svc, const char *sandbox_id, const char *grantee_id)
+{
+    struct watch_hub *h = svc->hub;
+    if (h == NULL || svc->store_reads) {
+        return -2;
+    }
+    pthread_mutex_lock(&h->mu);
+    int rv = -2;
+    if (h->ready && !h->need_reload && !h->stopping && !h->shares_stale) {
+        const struct share_row *s = share_index_find(&h->shares, sandbox_id, grantee_id);
+        rv = s == NULL ? -1 : s->exec ? 1 : 0;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rv;
+}
+
 bool sandboxes_svc_session_target(struct sandboxes_svc *svc, struct gate_ctx *ctx, const char *ns,
                                   const char *name, struct sb_session_target *t, bool *answered)
 {

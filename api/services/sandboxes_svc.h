@@ -116,6 +116,12 @@ struct sb_session_target {
 bool sandboxes_svc_session_target(struct sandboxes_svc *svc, struct gate_ctx *ctx, const char *ns,
                                   const char *name, struct sb_session_target *t, bool *answered);
 
+/* For a running session's checks: the share of sandbox @sandbox_id with @grantee_id as the model
+ * holds it now (no read index: the checks run every second within the revocation bound). 1: an exec
+ * share, 0: a read share, -1: none; -2: the model cannot tell (the caller reads the store). Any
+ * thread but the feed's. */
+int sandboxes_svc_share_now(struct sandboxes_svc *svc, const char *sandbox_id, const char *grantee_id);
+
 /* After feed_close: free the hub (any watch left ends UNAVAILABLE). */
 void sandboxes_svc_detach_feed(struct sandboxes_svc *svc);
 

@@ -55,9 +55,12 @@ void sessions__grant_init(struct sessions__grant *g, const struct gate_ctx *ctx,
  * again, still pass the method's rule for the namespace; and when the rule leaves the sandbox to
  * this module (owner_check) and the caller is not the owner, a share still grants the session's
  * use (any share for logs, an EXEC share for exec and port-forward). 0, GERR_UNAUTH or GERR_PERM
- * with @why for the client. Store errors count as allowed (checked again at the next round). */
-int sessions__still_allowed(struct store_client *cl, const struct authn_principal *who,
-                            const struct sessions__grant *g, int64_t now_ms, char *why, size_t len);
+ * with @why for the client. From the change-feed models (svc->authn, authn_models_state, and the
+ * sandboxes model's shares) when they hold the key and the enabled principal, else from the store
+ * through @cl. Store errors count as allowed (checked again at the next round). */
+int sessions__still_allowed(struct sessions_svc *svc, struct store_client *cl,
+                            const struct authn_principal *who, const struct sessions__grant *g,
+                            int64_t now_ms, char *why, size_t len);
 
 /* The session limits: at most SESSIONS_MAX on this replica and SESSIONS_PER_SANDBOX per sandbox
  * on this replica. 0 (the caller holds a place: give it back with sessions__release), GERR_BUSY

@@ -199,27 +199,49 @@ static int read_bindings(struct store_client *cl, const char *id, struct authz_b
     return rv;
 }
 
-int sessions__still_allowed(struct store_client *cl, const struct authn_principal *who,
-                            const struct sessions__grant *g, int64_t now_ms, char *why, size_t len)
+int sessions__still_allowed(struct sessions_svc *svc, struct store_client *cl,
+                            const struct authn_principal *who, const struct sessions__grant *g,
+                            int64_t now_ms, char *why, size_t len)
 {
-    int rv = sessions__credential_ok(cl, who, now_ms, why, len);
-    if (rv != 0) {
-        return rv;
-    }
-    struct proto_value k[] = {proto_text(who->id)};
-    int64_t disabled = 0;
-    rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", k, 1, &disabled);
-    if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
-        snprintf(why, len, "the session ended: its principal \"%.127s\" was %s", who->name,
-                 rv == 0 ? "disabled" : "deleted");
+    if (who->not_after_ms != 0 && now_ms >= who->not_after_ms) {
+        snprintf(why, len, "the session ended: its credential expired");
         return GERR_UNAUTH;
     }
-    if (rv != 0 || g->rule == NULL) {
-        return 0;
-    }
+    /* From the change-feed models when they hold the key and the enabled principal (the store
+     * gives the exact reason otherwise: deleted, disabled). */
     struct authz_binding *b = mem_zalloc(AUTHN_MAX_BINDINGS * sizeof *b);
     size_t n = 0;
-    if (read_bindings(cl, who->id, b, &n) != 0) {
+    bool revoked = false;
+    bool modeled = authn_models_state(svc->authn, who, &revoked, b, &n) == 0;
+    if (modeled) {
+        atomic_fetch_add(&svc->model_checks, 1);
+    }
+    int rv = 0;
+    if (modeled && revoked) {
+        snprintf(why, len, "the session ended: its API key was revoked");
+        mem_free(b);
+        return GERR_UNAUTH;
+    }
+    if (!modeled) {
+        rv = sessions__credential_ok(cl, who, now_ms, why, len);
+        if (rv != 0) {
+            mem_free(b);
+            return rv;
+        }
+        struct proto_value k[] = {proto_text(who->id)};
+        int64_t disabled = 0;
+        rv = store_client_query_int(cl, "SELECT disabled FROM principals WHERE id = ?", k, 1, &disabled);
+        if (rv == GERR_NOTFOUND || (rv == 0 && disabled != 0)) {
+            snprintf(why, len, "the session ended: its principal \"%.127s\" was %s", who->name,
+                     rv == 0 ? "disabled" : "deleted");
+            mem_free(b);
+            return GERR_UNAUTH;
+        }
+        if (rv == 0 && g->rule != NULL) {
+            rv = read_bindings(cl, who->id, b, &n);
+        }
+    }
+    if (rv != 0 || g->rule == NULL) {
         mem_free(b);
         return 0;
     }
@@ -253,13 +275,19 @@ int sessions__still_allowed(struct store_client *cl, const struct authn_principa
     } else if (d.owner_check && strcmp(g->owner, who->id) != 0) {
         int64_t exec = -1;
         struct proto_value p[] = {proto_text(g->id), proto_text(who->id)};
-        int q =
-            sandbox_rules_share_active(b, n, g->ns)
-                ? store_client_query_int(cl,
-                                         "SELECT max(access = 'exec') FROM shares WHERE sandbox_id = ? AND "
-                                         "grantee_id = ? HAVING count(*) > 0",
-                                         p, 2, &exec)
-                : GERR_NOTFOUND;
+        int share = !sandbox_rules_share_active(b, n, g->ns) ? -1
+                    : modeled && svc->sandboxes != NULL
+                        ? sandboxes_svc_share_now(svc->sandboxes, g->id, who->id)
+                        : -2;
+        int q = share == -1 ? GERR_NOTFOUND : 0;
+        if (share == -2) {
+            q = store_client_query_int(cl,
+                                       "SELECT max(access = 'exec') FROM shares WHERE sandbox_id = ? AND "
+                                       "grantee_id = ? HAVING count(*) > 0",
+                                       p, 2, &exec);
+        } else if (share >= 0) {
+            exec = share;
+        }
         if (q == GERR_NOTFOUND) {
             snprintf(why, len, "the session ended: the sandbox is no longer shared with principal \"%.127s\"",
                      who->name);
@@ -422,8 +450,8 @@ static void *session_main(void *arg)
         uint64_t now = clock_mono_ms(clk);
         if ((s->follow || s->sock >= 0) && have_cl && now - last_check >= CREDENTIAL_CHECK_MS) {
             last_check = now;
-            int az =
-                sessions__still_allowed(&cl, &s->who, &s->grant, (int64_t)clk->wall_ms(clk), why, sizeof why);
+            int az = sessions__still_allowed(svc, &cl, &s->who, &s->grant, (int64_t)clk->wall_ms(clk), why,
+                                             sizeof why);
             if (az != 0) {
                 status = az == GERR_PERM ? GRPC_STATUS_PERMISSION_DENIED : GRPC_STATUS_UNAUTHENTICATED;
                 break;

@@ -52,6 +52,7 @@
 
 struct gate;
 struct sandboxes_svc;
+struct authn;
 
 struct sessions_svc {
     struct driver *driver;    /* borrowed; NULL: the cluster runs no driver */
@@ -70,6 +71,11 @@ struct sessions_svc {
      * start (sandboxes_svc_session_target, no store query); NULL: the store. Set before calls
      * arrive. */
     struct sandboxes_svc *sandboxes;
+    /* borrowed, may be NULL: a running session's checks read its models (authn_models_state)
+     * and the shares from @sandboxes' model; NULL: the store. Set before calls arrive. */
+    struct authn *authn;
+    atomic_ullong model_checks; /* running sessions' checks decided from the models
+                                 * (gantry_session_model_checks_total) */
     atomic_bool stopping;
     atomic_uint sessions;
     /* The sandbox of each running session (""), for SESSIONS_PER_SANDBOX; under mu, which

@@ -795,8 +795,10 @@ class Reauth(Exec):
 
         # An exec share removed: the running exec ends PERMISSION_DENIED within about a second.
         share(S.SHARE_ACCESS_EXEC)
+        checks = e.c.replicas[f].metric("gantry_session_model_checks_total") or 0
         x, _ = self.exec_open(e.keys["user2"], f)
-        time.sleep(1.5)  # it runs: authorized again at least once
+        time.sleep(1.5)  # it runs: authorized again at least once, from the replica's models
+        self.assertGreaterEqual((e.c.replicas[f].metric("gantry_session_model_checks_total") or 0) - checks, 1)
         unshare()
         code, msg, took = self.ended(x)
         self.assertEqual(code, grpc.StatusCode.PERMISSION_DENIED, msg)
