@@ -190,22 +190,17 @@ static bool fresh(struct authn *a, int64_t fetched_ms, bool evented, int64_t now
     return false;
 }
 
-/* With models and a live feed: the time on @now's clock as of which the models hold every
- * committed change (when the feed's latest complete poll started: feed_live_since_ms), in *@asof,
- * and true; false when the models cannot be used (none, or the feed is not live within
- * AUTHN_CACHE_TTL_MS). */
-static bool models_asof(struct authn *a, int64_t now, int64_t *asof)
+/* May the models answer (authn_set_models)? Only while the feed is live: its latest complete poll
+ * started less than AUTHN_CACHE_TTL_MS ago (feed_live_since_ms), so they hold every change
+ * committed before then. */
+static bool models_live(struct authn *a)
 {
     if (a->models.key == NULL || a->feed == NULL) {
         return false;
     }
     uint64_t live = feed_live_since_ms(a->feed);
     uint64_t mono = clock_mono_ms(clock_system());
-    if (live == 0 || mono < live || mono - live >= AUTHN_CACHE_TTL_MS) {
-        return false;
-    }
-    *asof = now - (int64_t)(mono - live);
-    return true;
+    return live != 0 && mono >= live && mono - live < AUTHN_CACHE_TTL_MS;
 }
 
 void authn_metrics_write(struct authn *a, struct buf *out)
@@ -373,11 +368,10 @@ int authn_recheck(struct store_client *cl, struct authn_principal *who, int64_t 
 int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_principal *who,
                          int64_t wall_ms, char *why, size_t len)
 {
-    int64_t asof = 0;
     if (who->not_after_ms != 0 && wall_ms >= who->not_after_ms) {
         return authn_recheck(cl, who, wall_ms, why, len); /* "expired", with no store query */
     }
-    if (a == NULL || a->models.key == NULL || !models_asof(a, wall_ms, &asof)) {
+    if (a == NULL || !models_live(a)) {
         if (a != NULL) {
             atomic_fetch_add(&a->rechecks_store, 1);
         }
@@ -414,10 +408,9 @@ int authn_recheck_models(struct authn *a, struct store_client *cl, struct authn_
 int authn_models_state(struct authn *a, const struct authn_principal *who, bool *revoked,
                        struct authz_binding *b, size_t *n)
 {
-    int64_t asof = 0;
     *revoked = false;
     *n = 0;
-    if (a == NULL || a->models.key == NULL || !models_asof(a, 0, &asof)) {
+    if (a == NULL || !models_live(a)) {
         return GERR_UNAVAILABLE;
     }
     if (who->key_id[0] != '\0') {
@@ -716,10 +709,10 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
     /* The key's principal, revocation and expiry from the keys model when it holds the key
      * (authn_set_models); its hash from the cache, or the store at its first use here. */
     char m_principal[40] = "";
-    int64_t m_expires = 0, asof = 0;
+    int64_t m_expires = 0;
     bool m_revoked = false;
-    bool modeled = models_asof(a, now, &asof) && a->models.key(a->models.arg, parts.keyid, m_principal,
-                                                               &m_expires, &m_revoked) == AUTHN_MODEL_FOUND;
+    bool modeled = models_live(a) && a->models.key(a->models.arg, parts.keyid, m_principal, &m_expires,
+                                                   &m_revoked) == AUTHN_MODEL_FOUND;
     struct key_entry k;
     int rv = get_key(a, cl, parts.keyid, now, modeled, &k);
     if (rv == 0 && modeled && !k.missing) {
@@ -784,11 +777,9 @@ static int by_api_key(struct authn *a, struct store_client *cl, const char *key,
 }
 
 /* The principal of @issuer's @subject from the models, when they can tell (authn_set_models). */
-static bool subject_from_models(struct authn *a, int64_t now, const char *issuer, const char *subject,
-                                char *principal_id)
+static bool subject_from_models(struct authn *a, const char *issuer, const char *subject, char *principal_id)
 {
-    int64_t asof = 0;
-    if (models_asof(a, now, &asof) &&
+    if (models_live(a) &&
         a->models.subject(a->models.arg, issuer, subject, principal_id) == AUTHN_MODEL_FOUND) {
         atomic_fetch_add(&a->model_answers, 1);
         return true;
@@ -796,8 +787,8 @@ static bool subject_from_models(struct authn *a, int64_t now, const char *issuer
     return false;
 }
 
-static int by_token(struct authn *a, struct store_client *cl, const char *token, int64_t now,
-                    char *principal_id, int64_t *not_after_ms, char *msg, bool *bad_credential)
+static int by_token(struct authn *a, struct store_client *cl, const char *token, char *principal_id,
+                    int64_t *not_after_ms, char *msg, bool *bad_credential)
 {
     struct jwt_result res;
     char err[GERR_MSG_SIZE];
@@ -807,7 +798,7 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
         *bad_credential = rv != GERR_UNAVAILABLE;
         return rv == GERR_UNAVAILABLE ? rv : GERR_UNAUTH;
     }
-    if (subject_from_models(a, now, res.issuer_name, res.subject, principal_id)) {
+    if (subject_from_models(a, res.issuer_name, res.subject, principal_id)) {
         *not_after_ms = res.valid_until_ms;
         jwt_result_close(&res);
         return 0;
@@ -836,8 +827,7 @@ static int by_token(struct authn *a, struct store_client *cl, const char *token,
     return rv;
 }
 
-static int by_cert(struct authn *a, struct store_client *cl, X509 *cert, int64_t now, char *principal_id,
-                   char *msg)
+static int by_cert(struct authn *a, struct store_client *cl, X509 *cert, char *principal_id, char *msg)
 {
     char cn[256] = "";
     X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
@@ -845,7 +835,7 @@ static int by_cert(struct authn *a, struct store_client *cl, X509 *cert, int64_t
         gerr_set(msg, "the client certificate has no common name");
         return GERR_UNAUTH;
     }
-    if (subject_from_models(a, now, "mtls", cn, principal_id)) {
+    if (subject_from_models(a, "mtls", cn, principal_id)) {
         return 0;
     }
     struct proto_rows rows;
@@ -883,7 +873,7 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         *bad_credential = rv == GERR_UNAUTH; /* malformed, unknown, wrong secret, revoked or expired */
     } else if (authorization != NULL && strncmp(authorization, "Bearer ", 7) == 0 && a->oidc != NULL) {
         via = "oidc";
-        rv = by_token(a, cl, authorization + 7, now_ms, principal_id, &not_after_ms, msg, bad_credential);
+        rv = by_token(a, cl, authorization + 7, principal_id, &not_after_ms, msg, bad_credential);
     } else if (authorization != NULL) {
         via = "?";
         gerr_set(msg, "unsupported credentials: send \"authorization: Bearer <API key or OIDC token>\"");
@@ -891,7 +881,7 @@ int authn_call(struct authn *a, struct store_client *cl, const char *authorizati
         *bad_credential = true;
     } else if (peer_cert != NULL) {
         via = "mtls";
-        rv = by_cert(a, cl, peer_cert, now_ms, principal_id, msg);
+        rv = by_cert(a, cl, peer_cert, principal_id, msg);
     } else {
         via = "none";
         gerr_set(msg, "missing credentials: send \"authorization: Bearer <API key>\"");

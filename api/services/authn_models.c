@@ -2,7 +2,6 @@
 #include "api/services/authn_models.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "gantry/v1/api_keys.pb-c.h"
@@ -68,52 +67,34 @@ static void principal_fn(const struct kind_model_view *v, void *arg)
     q->found = AUTHN_MODEL_FOUND;
 }
 
-/* The bindings model's entries of one principal, by binding id (the store path's ORDER BY id). */
+/* The bindings of one principal, as the store path loads them. */
 struct bindings_q {
     const char *principal_id;
-    const struct kind_model_entry **found;
-    size_t n, cap;
     struct authn_principal *out;
 };
-
-static int by_binding_id(const void *a, const void *b)
-{
-    const struct kind_model_entry *x = *(const struct kind_model_entry *const *)a;
-    const struct kind_model_entry *y = *(const struct kind_model_entry *const *)b;
-    return strcmp(x->name, y->name); /* the bindings model's name is the binding's id */
-}
 
 static void bindings_fn(const struct kind_model_view *v, void *arg)
 {
     struct bindings_q *q = arg;
-    for (size_t i = 0; i < v->n; i++) {
-        if (strcmp(v->entries[i].parent, q->principal_id) != 0) {
-            continue;
-        }
-        if (q->n == q->cap) {
-            q->cap = q->cap == 0 ? 8 : q->cap * 2;
-            q->found = mem_realloc(q->found, sizeof *q->found * q->cap);
-        }
-        q->found[q->n++] = &v->entries[i];
-    }
-    if (q->n > 1) {
-        qsort(q->found, q->n, sizeof *q->found, by_binding_id);
-    }
+    size_t n = 0;
+    /* by binding id (the bindings model's name): the store path's ORDER BY id */
+    const struct kind_model_entry **es = kind_model_children(v, q->principal_id, &n);
     struct authn_principal *out = q->out;
     out->n_bindings = 0;
-    for (size_t i = 0; i < q->n && out->n_bindings < AUTHN_MAX_BINDINGS; i++) {
-        const Gantry__V1__RoleBinding *rb = (const Gantry__V1__RoleBinding *)q->found[i]->msg;
+    for (size_t i = 0; i < n && out->n_bindings < AUTHN_MAX_BINDINGS; i++) {
+        const Gantry__V1__RoleBinding *rb = (const Gantry__V1__RoleBinding *)es[i]->msg;
         struct authz_binding *b = &out->bindings[out->n_bindings];
         memset(b, 0, sizeof *b);
         b->role = (enum authz_role)rb->role; /* the message's role is authz_role_parse's value */
         snprintf(b->ns, sizeof b->ns, "%s", rb->namespace_);
-        if (authz_scope_parse(q->found[i]->aux, &b->scope) != 0) {
+        if (authz_scope_parse(es[i]->aux, &b->scope) != 0) {
             b->role = 0; /* an unreadable scope grants nothing */
         }
         if (b->role != 0) {
             out->n_bindings++;
         }
     }
+    mem_free(es);
 }
 
 static int principal(void *arg, const char *id, struct authn_principal *out, bool *disabled)
@@ -130,7 +111,6 @@ static int principal(void *arg, const char *id, struct authn_principal *out, boo
      * principal was read is at most newer than it, as a store read of the two tables in turn. */
     struct bindings_q b = {.principal_id = id, .out = out};
     bool ok = kind_model_peek(src->bindings, bindings_fn, &b);
-    mem_free(b.found);
     return ok ? AUTHN_MODEL_FOUND : AUTHN_MODEL_CANNOT;
 }
 

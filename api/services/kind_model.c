@@ -501,6 +501,35 @@ bool kind_model_peek(struct kind_model *m, void (*fn)(const struct kind_model_vi
     return read_view(m, 0, false, fn, arg);
 }
 
+static int cmp_entry_name(const void *a, const void *b)
+{
+    const struct kind_model_entry *x = *(const struct kind_model_entry *const *)a;
+    const struct kind_model_entry *y = *(const struct kind_model_entry *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+const struct kind_model_entry **kind_model_children(const struct kind_model_view *v, const char *parent,
+                                                    size_t *n)
+{
+    const struct kind_model_entry **out = NULL;
+    size_t cap = 0;
+    *n = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (strcmp(v->entries[i].parent, parent) != 0) {
+            continue;
+        }
+        if (*n == cap) {
+            cap = cap == 0 ? 8 : cap * 2;
+            out = mem_realloc(out, sizeof *out * cap);
+        }
+        out[(*n)++] = &v->entries[i];
+    }
+    if (*n > 1) {
+        qsort(out, *n, sizeof *out, cmp_entry_name);
+    }
+    return out;
+}
+
 const struct kind_model_entry *kind_model_find(const struct kind_model_view *v, const char *ns,
                                                const char *name)
 {

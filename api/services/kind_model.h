@@ -153,6 +153,12 @@ bool kind_model_peek(struct kind_model *m, void (*fn)(const struct kind_model_vi
 const struct kind_model_entry *kind_model_find(const struct kind_model_view *v, const char *ns,
                                                const char *name);
 
+/* The entries of @v whose parent (the config's parent_col) is @parent, sorted by name (strcmp), as
+ * a mem_alloc'd array the caller frees (NULL when none), *@n of them; valid only under the lock.
+ * A scan of every entry: the model keeps no index by parent. */
+const struct kind_model_entry **kind_model_children(const struct kind_model_view *v, const char *parent,
+                                                    size_t *n);
+
 /* The index in @v of the first entry of namespace @ns whose name sorts after @after ("" : the
  * namespace's first); the namespace's entries run from there while entries[i].ns equals @ns. */
 size_t kind_model_after(const struct kind_model_view *v, const char *ns, const char *after);

@@ -848,30 +848,12 @@ struct whoami_arg {
     bool answered;
 };
 
-static int by_entry_name(const void *a, const void *b)
-{
-    const struct kind_model_entry *x = *(const struct kind_model_entry *const *)a;
-    const struct kind_model_entry *y = *(const struct kind_model_entry *const *)b;
-    return strcmp(x->name, y->name);
-}
-
 static void whoami_bindings(const struct kind_model_view *v, void *arg)
 {
     struct whoami_arg *a = arg;
-    const struct kind_model_entry **es = NULL;
-    size_t n = 0, cap = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (strcmp(v->entries[i].parent, a->ctx->who.id) == 0) {
-            if (n == cap) {
-                cap = cap == 0 ? 8 : cap * 2;
-                es = mem_realloc(es, sizeof *es * cap);
-            }
-            es[n++] = &v->entries[i];
-        }
-    }
-    if (n > 1) {
-        qsort(es, n, sizeof *es, by_entry_name); /* the store path's ORDER BY id */
-    }
+    size_t n = 0;
+    /* by binding id (the model's name): the store path's ORDER BY id */
+    const struct kind_model_entry **es = kind_model_children(v, a->ctx->who.id, &n);
     n = n < WHOAMI_BINDINGS_MAX ? n : WHOAMI_BINDINGS_MAX;
     Gantry__V1__RoleBinding **bp = mem_zalloc(sizeof *bp * (n + 1));
     for (size_t i = 0; i < n; i++) {
