@@ -160,7 +160,10 @@ class Replica:
         return None
 
     def store(self, *args):
-        out = subprocess.run([STORE, "--address", self.peer, "--timeout-ms", "5000", "--tls-dir",
+        # 20 s to find the leader: under ASan beside drill_local, resources_service_accounts once
+        # failed here after 5 s, while the nodes knew no leader (these clusters elect after 150 ms
+        # without a heartbeat) and two relays refused dials over their 8 handshakes per address.
+        out = subprocess.run([STORE, "--address", self.peer, "--timeout-ms", "20000", "--tls-dir",
                               os.path.join(self.dir, "tls")] + list(args),
                              capture_output=True, timeout=60)
         if out.returncode != 0:
