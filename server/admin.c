@@ -44,6 +44,7 @@
 #include "lib/mem.h"
 #include "lib/queue.h"
 #include "lib/uverr.h"
+#include "lib/uvpace.h"
 #include "llhttp.h"
 
 #define ADMIN_MAX_URL     1024
@@ -64,6 +65,7 @@ static const struct {
 struct admin {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    struct uv_pace pace; /* ADMIN_ACCEPTS_PER_TURN: a connection flood must not stall the loop */
     uv_timer_t trim_timer;
     bool trim_pending;
     struct admin_config cfg; /* zero limits replaced by the defaults */
@@ -75,7 +77,7 @@ struct admin {
     size_t n_conns;     /* allocated connections (closing ones included) */
     size_t n_general;   /* open connections within max_connections */
     size_t n_probe;     /* open probe connections */
-    int handles_open;   /* listener, trim timer */
+    int handles_open;   /* listener, pacer, trim timer */
     bool closing;
     admin_closed_cb closed_cb;
     void *closed_data;
@@ -666,11 +668,17 @@ static struct admin_conn *admin_probe_victim(struct admin *a)
     return NULL;
 }
 
+/* The admin port shares the API's loop (lib/uvpace.h). */
+#define ADMIN_ACCEPTS_PER_TURN 16
+
 static void admin_on_connection(uv_stream_t *l, int status)
 {
     struct admin *a = l->data;
     if (status < 0 || a->closing) {
         return;
+    }
+    if (!uv_pace_take(&a->pace)) {
+        return; /* taken after this turn's other I/O */
     }
     struct admin_conn *c = mem_zalloc(sizeof(*c));
     c->admin = a;
@@ -797,9 +805,11 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
     a->cfg.handler_prefix = a->prefix_copy;
     uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
+    uv_pace_init(&a->pace, loop, (uv_stream_t *)&a->listener, ADMIN_ACCEPTS_PER_TURN, admin_on_connection);
+    a->pace.check.data = a;
     uv_timer_init(loop, &a->trim_timer);
     a->trim_timer.data = a;
-    a->handles_open = 2;
+    a->handles_open = 3;
     int uvrv = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
     if (uvrv == 0) {
         uvrv = uv_listen((uv_stream_t *)&a->listener, 128, admin_on_connection);
@@ -810,6 +820,7 @@ int admin_start(uv_loop_t *loop, const struct admin_config *cfg, struct admin **
         /* Close asynchronously; the memory goes in the close callback. */
         a->closing = true;
         uv_close((uv_handle_t *)&a->listener, admin_handle_closed);
+        uv_pace_close(&a->pace, admin_handle_closed);
         uv_close((uv_handle_t *)&a->trim_timer, admin_handle_closed);
         return rv;
     }
@@ -832,6 +843,7 @@ void admin_close(struct admin *a, admin_closed_cb cb, void *data)
     a->closed_cb = cb;
     a->closed_data = data;
     uv_close((uv_handle_t *)&a->listener, admin_handle_closed);
+    uv_pace_close(&a->pace, admin_handle_closed);
     uv_close((uv_handle_t *)&a->trim_timer, admin_handle_closed);
     struct queue *q;
     while ((q = queue_head(&a->conns)) != NULL) {

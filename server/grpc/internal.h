@@ -11,6 +11,7 @@
 
 #include "lib/err.h"
 #include "lib/queue.h"
+#include "lib/uvpace.h"
 #include "server/grpc/server.h"
 #include "server/grpc/tls.h"
 
@@ -47,6 +48,7 @@ struct grpc_server {
     SSL_CTX *tls;           /* NULL for h2c; swapped by grpc_server_reload_tls under tls_mu */
     pthread_mutex_t tls_mu; /* guards tls */
     uv_tcp_t listener;
+    struct uv_pace pace; /* accepts per loop turn (server.c, GRPC__ACCEPTS_PER_TURN) */
     bool started;
     bool closing;
     int port;
@@ -83,7 +85,7 @@ struct grpc_server {
     bool trim_pending;
     grpc_server_closed_cb closed_cb;
     void *closed_data;
-    int handles_open; /* listener, async, grace timer, trim timer */
+    int handles_open; /* listener, accept check, async, grace timer, trim timer */
     bool handles_closing;
     grpc_outcome_cb outcome_cb; /* set before start, read-only after */
     void *outcome_data;

@@ -315,6 +315,10 @@ static void server_index(struct grpc_server *s)
 
 /* --- Listener --- */
 
+/* A flood that refilled the backlog as fast as the loop accepted kept the loop accepting, and a
+ * legitimate client's TLS handshake missed its deadline (lib/uvpace.h). */
+#define GRPC__ACCEPTS_PER_TURN 16
+
 static void server_on_connection(uv_stream_t *listener, int status)
 {
     struct grpc_server *s = listener->data;
@@ -325,7 +329,28 @@ static void server_on_connection(uv_stream_t *listener, int status)
     if (s->closing) {
         return;
     }
+    if (!uv_pace_take(&s->pace)) {
+        return; /* taken after this turn's other I/O */
+    }
     h2__conn_accept(s);
+}
+
+/* Every handle the server owns but the connections' (handles_open counts them). The listener is
+ * only initialized here; grpc_server_start binds it. */
+static void server_init_handles(struct grpc_server *s)
+{
+    s->handles_open = 5;
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    uv_pace_init(&s->pace, s->loop, (uv_stream_t *)&s->listener, GRPC__ACCEPTS_PER_TURN,
+                 server_on_connection);
+    s->pace.check.data = s;
+    uv_async_init(s->loop, &s->async, grpc__async_cb);
+    s->async.data = s;
+    uv_timer_init(s->loop, &s->grace_timer);
+    s->grace_timer.data = s;
+    uv_timer_init(s->loop, &s->trim_timer);
+    s->trim_timer.data = s;
 }
 
 void grpc__server_prepare_detached(struct grpc_server *s)
@@ -333,15 +358,7 @@ void grpc__server_prepare_detached(struct grpc_server *s)
     assert(!s->started);
     server_index(s);
     s->started = true;
-    s->handles_open = 4;
-    uv_tcp_init(s->loop, &s->listener);
-    s->listener.data = s;
-    uv_async_init(s->loop, &s->async, grpc__async_cb);
-    s->async.data = s;
-    uv_timer_init(s->loop, &s->grace_timer);
-    s->grace_timer.data = s;
-    uv_timer_init(s->loop, &s->trim_timer);
-    s->trim_timer.data = s;
+    server_init_handles(s);
 }
 
 struct h2_conn *grpc__server_feed_conn(struct grpc_server *s)
@@ -363,18 +380,8 @@ int grpc_server_start(struct grpc_server *s, char *errmsg)
     if ((rv = addr_parse(s->cfg.listen, &ss, errmsg)) != 0) {
         return rv;
     }
-    if ((rv = uv_tcp_init(s->loop, &s->listener)) != 0) {
-        return uverr_to_gerr(rv, errmsg);
-    }
-    s->listener.data = s;
     s->started = true;
-    s->handles_open = 4;
-    uv_async_init(s->loop, &s->async, grpc__async_cb);
-    s->async.data = s;
-    uv_timer_init(s->loop, &s->grace_timer);
-    s->grace_timer.data = s;
-    uv_timer_init(s->loop, &s->trim_timer);
-    s->trim_timer.data = s;
+    server_init_handles(s);
     if ((rv = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) != 0 ||
         (rv = uv_listen((uv_stream_t *)&s->listener, 511, server_on_connection)) != 0) {
         rv = uverr_to_gerr(rv, errmsg);
@@ -414,6 +421,7 @@ static void server_maybe_closed(struct grpc_server *s)
         return;
     }
     s->handles_closing = true;
+    uv_pace_close(&s->pace, server_handle_closed);
     uv_close((uv_handle_t *)&s->async, server_handle_closed);
     uv_close((uv_handle_t *)&s->grace_timer, server_handle_closed);
     uv_close((uv_handle_t *)&s->trim_timer, server_handle_closed);
@@ -472,15 +480,7 @@ void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms, grpc_server_
     if (!s->started) {
         /* Nothing to close: still answer asynchronously, as promised, through a timer. */
         s->started = true;
-        s->handles_open = 4;
-        uv_tcp_init(s->loop, &s->listener);
-        s->listener.data = s;
-        uv_async_init(s->loop, &s->async, grpc__async_cb);
-        s->async.data = s;
-        uv_timer_init(s->loop, &s->grace_timer);
-        s->grace_timer.data = s;
-        uv_timer_init(s->loop, &s->trim_timer);
-        s->trim_timer.data = s;
+        server_init_handles(s);
     }
     uv_close((uv_handle_t *)&s->listener, server_handle_closed);
     LOG_INFO("grpc: shutting down: GOAWAY to %zu connection(s), grace %llu ms", s->n_conns,
