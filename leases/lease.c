@@ -205,8 +205,9 @@ int lease_check_tx(struct store_tx *tx, const char *name, const char *holder, ui
 {
     struct proto_value p[] = {proto_text(name), proto_text(holder), proto_int((int64_t)epoch)};
     int64_t n = 0;
-    int rv = store_tx_query_int(tx, "SELECT count(*) FROM leases WHERE name = ? AND holder = ? AND epoch = ?",
-                                p, 3, &n);
+    /* Prepared once per connection: every fenced write of the reconciler runs this check. */
+    int rv = store_tx_query_prepared_int(
+        tx, "SELECT count(*) FROM leases WHERE name = ? AND holder = ? AND epoch = ?", p, 3, &n);
     if (rv == 0 && n != 1) {
         snprintf(store_tx_errmsg(tx), GERR_MSG_SIZE, "lease %s lost: epoch %" PRIu64 " is no longer current",
                  name, epoch);

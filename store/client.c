@@ -426,6 +426,29 @@ int store_tx_query(struct store_tx *tx, const char *sql, const struct proto_valu
     return rv;
 }
 
+int store_tx_query_prepared(struct store_tx *tx, const char *sql, const struct proto_value *params,
+                            unsigned n, struct proto_rows *rows)
+{
+    int rv = store_conn_query_prepared(&tx->cl->conn, sql, params, n, rows);
+    if (rv != 0) {
+        memcpy(tx->cl->errmsg, tx->cl->conn.errmsg, sizeof tx->cl->errmsg);
+    }
+    return rv;
+}
+
+int store_tx_query_prepared_int(struct store_tx *tx, const char *sql, const struct proto_value *params,
+                                unsigned n, int64_t *out)
+{
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_tx_query_prepared(tx, sql, params, n, &rows);
+    if (rv == 0) {
+        rv = first_int(&rows, out, tx->cl->errmsg);
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
 int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
                        int64_t *out)
 {

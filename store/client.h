@@ -119,6 +119,13 @@ int store_tx_query(struct store_tx *tx, const char *sql, const struct proto_valu
                    struct proto_rows *rows);
 int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
                        int64_t *out);
+/* store_tx_query of a statement prepared once per leader connection (store_conn_query_prepared):
+ * for the hot reads of the write path, with a fixed text (the text is the cache's key). */
+int store_tx_query_prepared(struct store_tx *tx, const char *sql, const struct proto_value *params,
+                            unsigned n, struct proto_rows *rows);
+/* store_tx_query_int's form of it. */
+int store_tx_query_prepared_int(struct store_tx *tx, const char *sql, const struct proto_value *params,
+                                unsigned n, int64_t *out);
 /* Where @fn writes its own failure message (GERR_MSG_SIZE bytes). */
 char *store_tx_errmsg(struct store_tx *tx);
 

@@ -404,6 +404,10 @@ void store_conn_close(struct store_conn *c)
     buf_close(&c->wbuf);
     buf_close(&c->rbuf);
     c->db_open = false;
+    for (unsigned i = 0; i < c->n_stmts; i++) {
+        mem_free(c->stmts[i].sql);
+    }
+    c->n_stmts = 0; /* the node drops the statements with the connection */
 }
 
 /* Read one message into rbuf. */
@@ -726,6 +730,46 @@ int store_conn_query(struct store_conn *c, uint32_t stmt_id, const struct proto_
         return rv;
     }
     return columns_ok(c, rows, rows_stream(c, PROTO_REQ_QUERY, rows));
+}
+
+/* The cached statement for @sql, or a new one (the least recently used finalized if the cache is
+ * full). */
+static int cached_stmt(struct store_conn *c, const char *sql, uint32_t *id)
+{
+    struct store_conn_stmt *slot = NULL;
+    for (unsigned i = 0; i < c->n_stmts; i++) {
+        struct store_conn_stmt *s = &c->stmts[i];
+        if (strcmp(s->sql, sql) == 0) {
+            s->used = ++c->stmt_tick;
+            *id = s->id;
+            return 0;
+        }
+        if (slot == NULL || s->used < slot->used) {
+            slot = s;
+        }
+    }
+    int rv;
+    if (c->n_stmts == STORE_CONN_STMTS) {
+        if ((rv = store_conn_finalize(c, slot->id)) != 0 && rv != GERR_NOTFOUND) {
+            return rv;
+        }
+        mem_free(slot->sql);
+        *slot = c->stmts[--c->n_stmts];
+    }
+    if ((rv = store_conn_prepare_query(c, sql, id, NULL)) != 0) {
+        return rv;
+    }
+    c->stmts[c->n_stmts++] =
+        (struct store_conn_stmt){.sql = mem_strdup(sql), .id = *id, .used = ++c->stmt_tick};
+    return 0;
+}
+
+int store_conn_query_prepared(struct store_conn *c, const char *sql, const struct proto_value *params,
+                              unsigned n, struct proto_rows *rows)
+{
+    uint32_t id;
+    int rv = cached_stmt(c, sql, &id);
+    return rv != 0 ? rv : store_conn_query(c, id, params, n, rows);
 }
 
 static int simple(struct store_conn *c, int req, int rv_enc)

@@ -152,8 +152,8 @@ static int sb_read_tx(struct store_tx *tx, const char *ns, const char *name, str
 {
     proto_rows_init(rows, 0);
     struct proto_value p[] = {proto_text(ns), proto_text(name)};
-    int rv =
-        store_tx_query(tx, "SELECT " SB_COLS " FROM sandboxes WHERE namespace = ? AND name = ?", p, 2, rows);
+    int rv = store_tx_query_prepared(tx, "SELECT " SB_COLS " FROM sandboxes WHERE namespace = ? AND name = ?",
+                                     p, 2, rows);
     if (rv == 0 && rows->n_rows == 0) {
         rv = res_fail(tx, GERR_NOTFOUND, "sandbox \"%.63s\" does not exist in namespace \"%.63s\"", name, ns);
     }
@@ -338,7 +338,7 @@ static int create_facts_tx(struct store_tx *tx, const char *ns, const char *name
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
     struct proto_value q[] = {proto_text(ns), proto_text(name)};
-    int rv = store_tx_query(tx, CREATE_FACTS_SQL, q, 2, &rows);
+    int rv = store_tx_query_prepared(tx, CREATE_FACTS_SQL, q, 2, &rows);
     if (rv == 0 && rows.n_rows == 0) {
         rv = res_fail(tx, GERR_NOTFOUND, "namespace \"%.63s\" does not exist", ns);
     }

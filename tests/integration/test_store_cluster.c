@@ -335,6 +335,102 @@ static void test_prepared(void **state)
     check_alive();
 }
 
+static int64_t count_prepared(struct store_conn *conn, const char *sql, const char *v)
+{
+    struct proto_value p = proto_text(v);
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    IT_CHECK(&cluster, store_conn_query_prepared(conn, sql, &p, 1, &rows), conn->errmsg);
+    assert_int_equal(rows.n_rows, 1);
+    int64_t n = proto_rows_at(&rows, 0, 0)->u.i;
+    proto_rows_close(&rows);
+    return n;
+}
+
+/* store_conn_query_prepared: PREPARE once, then QUERY only (counted in requests); a full cache
+ * evicts the least recently used statement; the key is the text, not its address; a write is
+ * refused; and through a transaction the statements follow the client across a reconnect. */
+static void test_prepared_cache(void **state)
+{
+    static const char count_sql[] = "SELECT count(*) FROM kv WHERE v = ?";
+    struct store_conn conn;
+    (void)state;
+    IT_CHECK(&cluster, store_client_connect(&client), client.errmsg);
+    IT_CHECK(&cluster, store_conn_open(&conn, client.conn.address, 10000, NULL, NULL), conn.errmsg);
+    IT_CHECK(&cluster, store_conn_open_db(&conn, client.database), conn.errmsg);
+
+    uint64_t before = store_conn_requests_total();
+    assert_int_equal(count_prepared(&conn, count_sql, "prepared"), 10);
+    assert_int_equal(store_conn_requests_total() - before, 2); /* PREPARE, QUERY */
+    before = store_conn_requests_total();
+    assert_int_equal(count_prepared(&conn, count_sql, "nothing"), 0);
+    assert_int_equal(store_conn_requests_total() - before, 1); /* QUERY only */
+    /* A schema change by another connection: the node prepares the statement again by itself. */
+    IT_CHECK(&cluster, store_client_exec(&client, "CREATE INDEX kv_by_v ON kv (v)", NULL, 0, NULL),
+             client.errmsg);
+    before = store_conn_requests_total();
+    assert_int_equal(count_prepared(&conn, count_sql, "prepared"), 10);
+    assert_int_equal(store_conn_requests_total() - before, 1);
+    /* The same text at another address is the same statement. */
+    char copy[sizeof count_sql];
+    memcpy(copy, count_sql, sizeof copy);
+    before = store_conn_requests_total();
+    assert_int_equal(count_prepared(&conn, copy, "prepared"), 10);
+    assert_int_equal(store_conn_requests_total() - before, 1);
+    /* Other text at that address is another statement. */
+    snprintf(copy, sizeof copy, "SELECT count(*) FROM kv WHERE v<>?");
+    assert_true(count_prepared(&conn, copy, "prepared") > 0);
+    assert_int_equal(conn.n_stmts, 2);
+
+    /* More statements than the cache holds: the least recently used (count_sql) is finalized. */
+    static char many[STORE_CONN_STMTS][80];
+    for (unsigned i = 0; i < STORE_CONN_STMTS; i++) {
+        snprintf(many[i], sizeof many[i], "SELECT count(*) + %u FROM kv WHERE v = ?", i);
+        assert_int_equal(count_prepared(&conn, many[i], "prepared"), 10 + (int64_t)i);
+    }
+    assert_int_equal(conn.n_stmts, STORE_CONN_STMTS);
+    before = store_conn_requests_total();
+    assert_int_equal(count_prepared(&conn, count_sql, "prepared"), 10);
+    assert_int_equal(store_conn_requests_total() - before, 3); /* FINALIZE, PREPARE, QUERY */
+    assert_int_equal(conn.n_stmts, STORE_CONN_STMTS);
+
+    /* Only read-only text is prepared for QUERY; the connection stays usable. */
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    assert_int_equal(store_conn_query_prepared(&conn, "DELETE FROM kv", NULL, 0, &rows), GERR_REFUSED);
+    proto_rows_close(&rows);
+    assert_false(conn.broken);
+    assert_int_equal(count_prepared(&conn, count_sql, "prepared"), 10);
+    store_conn_close(&conn);
+    assert_int_equal(conn.n_stmts, 0);
+    check_alive();
+}
+
+struct prepared_tx {
+    int64_t n;
+};
+
+static int prepared_tx_fn(struct store_tx *tx, void *arg)
+{
+    struct prepared_tx *x = arg;
+    struct proto_value p = proto_text("prepared");
+    struct proto_rows rows;
+    proto_rows_init(&rows, 0);
+    int rv = store_tx_query_prepared(tx, "SELECT count(*) FROM kv WHERE v = ?", &p, 1, &rows);
+    if (rv == 0) {
+        x->n = proto_rows_at(&rows, 0, 0)->u.i;
+    }
+    proto_rows_close(&rows);
+    return rv;
+}
+
+static void check_prepared_tx(void)
+{
+    struct prepared_tx x = {.n = -1};
+    IT_CHECK(&cluster, store_client_tx(&client, prepared_tx_fn, &x), client.errmsg);
+    assert_int_equal(x.n, 10);
+}
+
 static void test_membership(void **state)
 {
     struct proto_node_info *nodes = NULL;
@@ -385,6 +481,7 @@ static void test_transfer(void **state)
     (void)state;
     for (int round = 0; round < 2; round++) {
         IT_CHECK(&cluster, store_client_connect(&client), client.errmsg);
+        check_prepared_tx(); /* prepared on this leader's connection */
         uint64_t old = client.leader_id;
         uint64_t target = old % 3 + 1; /* the next node */
         IT_CHECK(&cluster, store_client_transfer(&client, target), client.errmsg);
@@ -394,6 +491,9 @@ static void test_transfer(void **state)
         uint64_t reported;
         IT_CHECK(&cluster, cluster_leader(&cluster, 30000, &reported, errmsg), errmsg);
         assert_int_equal(reported, target);
+        /* The old leader dropped its statements with the connection; the client's new one
+         * prepares them again. */
+        check_prepared_tx();
     }
     check_alive();
 }
@@ -460,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_large_result),
         cmocka_unit_test(test_prepared),
+        cmocka_unit_test(test_prepared_cache),
         cmocka_unit_test(test_membership),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_transfer),
