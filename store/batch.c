@@ -36,8 +36,56 @@ static void table_truncate(struct store_batch_table *t, size_t n)
     }
 }
 
+void store_batch__drop_memos(struct store_batch *b)
+{
+    for (size_t i = 0; i < b->n_memos; i++) {
+        mem_free(b->memos[i].key);
+        if (b->memos[i].free_fn != NULL) {
+            b->memos[i].free_fn(b->memos[i].v);
+        }
+    }
+    b->n_memos = 0;
+    b->memo_class = NULL;
+}
+
+void *store_tx_memo(struct store_tx *tx, const char *key)
+{
+    struct store_batch *b = tx->batch;
+    for (size_t i = 0; b != NULL && i < b->n_memos; i++) {
+        if (strcmp(b->memos[i].key, key) == 0) {
+            return b->memos[i].v;
+        }
+    }
+    return NULL;
+}
+
+bool store_tx_memo_set(struct store_tx *tx, const char *key, void *v, void (*free_fn)(void *))
+{
+    struct store_batch *b = tx->batch;
+    if (b == NULL || strlen(key) > STORE_MEMO_KEY_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < b->n_memos; i++) {
+        if (strcmp(b->memos[i].key, key) == 0) {
+            if (b->memos[i].free_fn != NULL && b->memos[i].v != v) {
+                b->memos[i].free_fn(b->memos[i].v);
+            }
+            b->memos[i].v = v;
+            b->memos[i].free_fn = free_fn;
+            return true;
+        }
+    }
+    if (b->n_memos == b->cap_memos) {
+        b->cap_memos = b->cap_memos == 0 ? 4 : b->cap_memos * 2;
+        b->memos = mem_realloc(b->memos, sizeof *b->memos * b->cap_memos);
+    }
+    b->memos[b->n_memos++] = (struct store_batch_memo){.key = mem_strdup(key), .v = v, .free_fn = free_fn};
+    return true;
+}
+
 void store_batch__reset(struct store_batch *b)
 {
+    store_batch__drop_memos(b);
     for (unsigned i = 0; i < b->n_tables; i++) {
         table_truncate(&b->tables[i], 0);
     }
@@ -61,6 +109,7 @@ void store_batch__close(struct store_batch *b)
         buf_close(&b->results[i].response);
     }
     mem_free(b->results);
+    mem_free(b->memos);
     memset(b, 0, sizeof *b);
 }
 

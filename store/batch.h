@@ -39,6 +39,12 @@ struct store_batch_result {
     int64_t revision;
 };
 
+struct store_batch_memo {
+    char *key;
+    void *v;
+    void (*free_fn)(void *);
+};
+
 struct store_batch {
     unsigned n_calls;
     unsigned call;       /* the call running now */
@@ -49,6 +55,10 @@ struct store_batch {
     struct store_batch_table tables[STORE_BATCH_TABLES];
     unsigned n_tables;
     struct store_batch_result *results; /* n_calls */
+    /* store_tx_memo: the memos, and the memo class of the calls that ran since they were dropped. */
+    struct store_batch_memo *memos;
+    size_t n_memos, cap_memos;
+    const char *memo_class;
 };
 
 struct store_batch_mark {
@@ -59,8 +69,11 @@ struct store_batch_mark {
 void store_batch__init(struct store_batch *b, unsigned n_calls);
 void store_batch__close(struct store_batch *b);
 
-/* Forget everything deferred: the start of a new attempt of the whole transaction. */
+/* Forget everything deferred, memos included: the start of a new attempt of the whole transaction. */
 void store_batch__reset(struct store_batch *b);
+
+/* Free every memo (store_tx_memo) and forget the memo class. */
+void store_batch__drop_memos(struct store_batch *b);
 
 /* Before a call runs, and to drop what it deferred when it fails. */
 void store_batch__mark(const struct store_batch *b, struct store_batch_mark *m);

@@ -158,6 +158,20 @@ void store_tx_seed_revision(struct store_tx *tx, int64_t revision);
  * response (copied) and the revision of its change. Ignored outside a batch. */
 void store_tx_set_result(struct store_tx *tx, const void *response, size_t len, int64_t revision);
 
+/* Memos: what a call of a writer batch read, with its own writes applied, left for the batch's
+ * later calls of its memo class (store_write.memo_class, store/writer.h) so that they need not read
+ * it again: a value under a text key (at most STORE_MEMO_KEY_MAX bytes), owned by the batch and
+ * freed with @free_fn. The writer drops every memo when an attempt of the transaction starts,
+ * before a call of another class (or of none) runs, and after any call fails. So while a memo
+ * lives, only successful calls of its class ran since it was set, and each of them must have kept
+ * it true (updated it before returning success) for everything it describes.
+ * store_tx_memo: the value under @key, or NULL (always NULL outside a writer batch).
+ * store_tx_memo_set: true if the batch took @v (a value already under @key is freed); false
+ * outside a writer batch or for a key too long, and the caller keeps @v. */
+#define STORE_MEMO_KEY_MAX 128
+void *store_tx_memo(struct store_tx *tx, const char *key);
+bool store_tx_memo_set(struct store_tx *tx, const char *key, void *v, void (*free_fn)(void *));
+
 /* ---- Cluster operations, sent to the leader (reconnecting as needed). */
 int store_client_cluster(struct store_client *cl, struct proto_node_info **nodes, unsigned *n);
 int store_client_add(struct store_client *cl, uint64_t id, const char *address);

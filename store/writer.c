@@ -163,6 +163,11 @@ static int batch_tx(struct store_tx *tx, void *arg)
         struct store_batch_mark mark;
         store_batch__mark(&br->b, &mark);
         br->b.call = i;
+        if (req->memo_class == NULL || br->b.memo_class == NULL ||
+            strcmp(req->memo_class, br->b.memo_class) != 0) {
+            store_batch__drop_memos(&br->b); /* what they describe may be what this call changes */
+            br->b.memo_class = req->memo_class;
+        }
         br->b.savepoint_open = false;
         tx->cl->errmsg[0] = '\0';
         rv = req->fn(tx, req->arg);
@@ -175,6 +180,7 @@ static int batch_tx(struct store_tx *tx, void *arg)
         br->status[i] = rv;
         memcpy(req->errmsg, tx->cl->errmsg, sizeof req->errmsg);
         store_batch__rollback(&br->b, &mark);
+        store_batch__drop_memos(&br->b); /* the call may have changed one before it failed */
         if (br->b.savepoint_open) {
             char sql[32], name[16];
             store_batch__savepoint_name(&br->b, name);

@@ -62,6 +62,9 @@ struct store_write {
      * until the callback). NULL idem_key: none. */
     const char *idem_principal, *idem_key, *idem_method;
     bool idem_fresh; /* the key was never submitted before (a new internal key): nothing to look up */
+    /* Calls of one class may share memos (store_tx_memo, store/client.h), a static string; NULL:
+     * the call uses none, and the batch's memos are dropped before it runs. */
+    const char *memo_class;
     store_write_cb cb;
     /* read-only after the callback fired: */
     int status;

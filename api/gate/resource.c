@@ -142,6 +142,13 @@ static int mutation_tx(struct store_tx *tx, void *arg)
 void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
                 const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg)
 {
+    res_mutate_memo(ctx, env, request_id, reply_desc, fn, arg, NULL);
+}
+
+void res_mutate_memo(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
+                     const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg,
+                     const char *memo_class)
+{
     if (strlen(request_id) > RES_REQUEST_ID_MAX) {
         gate_fail(ctx, GRPC_STATUS_INVALID_ARGUMENT, "request_id is at most %u bytes", RES_REQUEST_ID_MAX);
         return;
@@ -182,6 +189,7 @@ void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *req
     req.idem_key = key;
     req.idem_method = m->method;
     req.idem_fresh = fresh;
+    req.memo_class = memo_class;
     uint64_t deadline = grpc_call_deadline_ms(ctx->call);
     req.deadline_ms = deadline != 0 ? deadline : clock_mono_ms(clock_system()) + RES_QUEUE_WAIT_MS;
     int rv;

@@ -77,6 +77,12 @@ typedef int (*res_apply_fn)(struct store_tx *tx, struct res_call *c);
 void res_mutate(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
                 const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg);
 
+/* res_mutate for an apply function that shares memos (store_tx_memo, store/client.h) with the other
+ * calls of its batch of the same @memo_class (a static string). */
+void res_mutate_memo(struct gate_ctx *ctx, const struct res_env *env, const char *request_id,
+                     const ProtobufCMessageDescriptor *reply_desc, res_apply_fn fn, void *arg,
+                     const char *memo_class);
+
 /* In apply: bump the revision with a change event (kind "Sandbox", type "ADDED" ...). Sets
  * c->revision and the audited resource. */
 int res_event(struct store_tx *tx, struct res_call *c, const char *kind, const char *ns, const char *id,

@@ -370,6 +370,60 @@ static int create_facts_tx(struct store_tx *tx, const char *ns, const char *name
     return rv;
 }
 
+/* CreateSandbox's memo in a writer batch (store_tx_memo), one per namespace: the facts a create
+ * of the batch read, as the batch's later successful creates left them. A create changes nothing
+ * of them but the usage, which it adds to the memo; every other call drops the memos (its memo
+ * class differs), as does any failed call. The name is the one fact a memo cannot give: the
+ * INSERT's UNIQUE (namespace, name) checks it, and a refusal is answered ALREADY_EXISTS first when
+ * the name is taken, as it would be without the memo (create_taken_first). */
+#define CREATE_MEMO_CLASS "Sandboxes.Create"
+
+struct create_memo {
+    struct quota_state quota;
+    Gantry__V1__Policy *gw, *nsp;
+};
+
+static void create_memo_free(void *p)
+{
+    struct create_memo *m = p;
+    policy_rules_free(m->gw);
+    policy_rules_free(m->nsp);
+    mem_free(m);
+}
+
+/* ALREADY_EXISTS for a create of a taken name, with or without the memo. */
+static int create_name_taken(struct store_tx *tx, const char *ns, const char *name)
+{
+    return res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
+}
+
+/* The refusals of create_tx's checks (not the store's errors, which end the transaction). */
+static bool create_refusal(int rv)
+{
+    return rv == GERR_PERM || rv == GERR_REFUSED || rv == GERR_INVAL || rv == GERR_TOOBIG ||
+           rv == GERR_NOTFOUND || rv == GERR_CONSTRAINT;
+}
+
+/* A create whose facts came from the memo failed with @rv: ALREADY_EXISTS instead when the name is
+ * taken (the facts query checks the name before anything else), else @rv with its message. */
+static int create_taken_first(struct store_tx *tx, const char *ns, const char *name, int rv)
+{
+    char msg[GERR_MSG_SIZE];
+    memcpy(msg, store_tx_errmsg(tx), sizeof msg);
+    int64_t n = 0;
+    struct proto_value q[] = {proto_text(ns), proto_text(name)};
+    int qrv = store_tx_query_prepared_int(
+        tx, "SELECT count(*) FROM sandboxes WHERE namespace = ?1 AND name = ?2", q, 2, &n);
+    if (qrv != 0) {
+        return qrv;
+    }
+    if (n > 0) {
+        return create_name_taken(tx, ns, name);
+    }
+    memcpy(store_tx_errmsg(tx), msg, sizeof msg);
+    return rv;
+}
+
 /* The stored labels' entries in the order a read returns them (sorted by key; the last of equal
  * keys wins, as in labels_json), pointing into @in. */
 static int label_cmp(const void *a, const void *b)
@@ -418,9 +472,29 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
                         "\"none\")");
     }
     struct create_facts f;
-    int rv = create_facts_tx(tx, ns, name, &f);
+    char memo_key[STORE_MEMO_KEY_MAX + 1];
+    snprintf(memo_key, sizeof memo_key, "create-facts/%s", ns);
+    struct create_memo *memo = store_tx_memo(tx, memo_key);
+    bool name_unchecked = memo != NULL; /* the facts come from an earlier create of the batch */
+    int rv = 0;
+    if (memo != NULL) {
+        memset(&f, 0, sizeof f);
+        f.quota = memo->quota;
+        f.gw = memo->gw;
+        f.nsp = memo->nsp;
+    } else {
+        rv = create_facts_tx(tx, ns, name, &f);
+        if (rv == 0) {
+            memo = mem_zalloc(sizeof *memo);
+            *memo = (struct create_memo){.quota = f.quota, .gw = f.gw, .nsp = f.nsp};
+            if (!store_tx_memo_set(tx, memo_key, memo, create_memo_free)) {
+                mem_free(memo); /* not in a writer batch: the policies stay f's */
+                memo = NULL;
+            }
+        }
+    }
     if (rv == 0 && f.exists) {
-        rv = res_fail(tx, GERR_EXISTS, "sandbox \"%.63s\" already exists in namespace \"%.63s\"", name, ns);
+        rv = create_name_taken(tx, ns, name);
     }
     if (rv == 0 && in->spec->owner_id[0] != '\0' && strcmp(in->spec->owner_id, c->ctx->who.id) != 0) {
         /* On behalf of another owner (delegation or platform_admin): the owner must be an
@@ -461,14 +535,19 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         /* The tighter of the quota's and the ceiling's maximum bounds the default. */
         lifetime = sandbox_rules_default_lifetime(quota_rules_lifetime_max(&f.quota), f.gw, f.nsp);
     }
-    policy_rules_free(f.gw);
-    policy_rules_free(f.nsp);
+    if (memo == NULL) {
+        policy_rules_free(f.gw);
+        policy_rules_free(f.nsp);
+    }
     if (rv == 0) {
         rv = driver_admits_tx(tx, c, a->svc, in);
     }
     if (rv == 0) {
         rv = tenants_charge_decide(tx, ns, &f.quota, 1, (int)in->spec->gpu_count, lifetime, c->warning,
                                    sizeof c->warning);
+    }
+    if (rv != 0 && name_unchecked && create_refusal(rv)) {
+        rv = create_taken_first(tx, ns, name, rv);
     }
     if (rv != 0) {
         return rv;
@@ -520,6 +599,9 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         {TENANTS_USAGE_UPSERT_SQL, u, 3},
     };
     rv = store_tx_exec_many(tx, writes, 2, NULL);
+    if (rv == GERR_CONSTRAINT && name_unchecked) {
+        rv = create_taken_first(tx, ns, name, rv); /* the INSERT's UNIQUE (namespace, name) */
+    }
     if (rv == 0 && host_net) {
         /* An event of its own, beside the call's, in the same transaction. */
         char msg[400];
@@ -567,6 +649,11 @@ static int create_tx(struct store_tx *tx, struct res_call *c)
         mem_free(lp);
         rv = store_event_payload_tx(tx, c->revision, c->reply.data, c->reply.len);
     }
+    if (rv == 0 && memo != NULL) {
+        /* What the usage upsert just did, for the batch's next create in this namespace. */
+        memo->quota.used_sandboxes += 1;
+        memo->quota.used_gpus += (int64_t)spec.gpu_count;
+    }
     mem_free(labels);
     mem_free(spec_buf);
     mem_free(st_buf);
@@ -585,7 +672,8 @@ static void sb_create(struct gate_ctx *ctx, void *data)
         return; /* answered: the request (in the call's arena) is gone */
     }
     struct create_arg a = {.req = req, .driver = svc->driver_name, .svc = svc};
-    res_mutate(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, &a);
+    res_mutate_memo(ctx, svc->env, req->request_id, &gantry__v1__sandbox__descriptor, create_tx, &a,
+                    CREATE_MEMO_CLASS);
 }
 
 /* --- Get / List / ListSharedWithMe --- */

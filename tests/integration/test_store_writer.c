@@ -13,6 +13,7 @@
 
 #include "it_common.h"
 #include "lib/clock.h"
+#include "lib/mem.h"
 #include "store/events.h"
 #include "store/pool.h"
 #include "store/writer.h"
@@ -256,6 +257,16 @@ static void done_cb(struct store_write *req, int status)
     atomic_fetch_add(&d->fired, 1);
 }
 
+/* Wait up to 30 s for @flag to be set (the caller asserts on it, or on what follows from it). */
+static void wait_set(atomic_int *flag)
+{
+    uint64_t deadline = it_now_ms() + 30000;
+    while (atomic_load(flag) == 0 && it_now_ms() < deadline) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void stop_cancels_queued_writes(void **state)
 {
     (void)state;
@@ -272,11 +283,7 @@ static void stop_cancels_queued_writes(void **state)
         d[i].req.data = &d[i];
     }
     assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &items[0], done_cb), 0);
-    uint64_t deadline = it_now_ms() + 30000;
-    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&slow_started);
     assert_int_equal(atomic_load(&slow_started), 1);
     for (int i = 1; i < 6; i++) {
         assert_int_equal(store_writer_submit(&w, &d[i].req, insert_item_tx, &items[i], done_cb), 0);
@@ -311,11 +318,7 @@ static void full_queue_and_expired_writes_are_not_run(void **state)
         d[i].req.data = &d[i];
     }
     assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &items[0], done_cb), 0);
-    uint64_t deadline = it_now_ms() + 30000;
-    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&slow_started);
     /* While the slow one runs: one write that expires in 50 ms (before the slow one ends), two
      * without a deadline, then the queue is full. */
     d[1].req.deadline_ms = clock_mono_ms(clock_system()) + 50;
@@ -324,11 +327,7 @@ static void full_queue_and_expired_writes_are_not_run(void **state)
     assert_int_equal(store_writer_submit(&w, &d[3].req, insert_item_tx, &items[3], done_cb), 0);
     assert_int_equal(store_writer_submit(&w, &d[4].req, insert_item_tx, &items[4], done_cb),
                      GERR_UNAVAILABLE);
-    deadline = it_now_ms() + 30000;
-    while (atomic_load(&d[3].fired) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&d[3].fired);
     unsigned pending;
     uint64_t refused, expired;
     store_writer_stats(&w, &pending, &refused, &expired);
@@ -410,11 +409,7 @@ static void batch_requests_fail_alone(void **state)
     atomic_store(&slow_started, 0);
     d[0].req.data = &d[0];
     assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
-    uint64_t deadline = it_now_ms() + 30000;
-    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&slow_started);
     const char *keys[5] = {"k3", "k1", "k2", "k4", "k4"};
     for (int i = 0; i < 5; i++) {
         d[i + 1].req.data = &d[i + 1];
@@ -424,11 +419,7 @@ static void batch_requests_fail_alone(void **state)
         assert_int_equal(store_writer_submit(&w, &d[i + 1].req, batch_item_tx, &items[i], done_cb), 0);
     }
     (void)reqs;
-    deadline = it_now_ms() + 30000;
-    while (atomic_load(&d[5].fired) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&d[5].fired);
     struct store_writer_stats_full st;
     store_writer_stats_full(&w, &st);
     store_writer_stop(&w);
@@ -456,6 +447,111 @@ static void batch_requests_fail_alone(void **state)
     assert_int_equal(query_int("SELECT max(revision) FROM events"), rev0 + 2);
     assert_int_equal(query_int("SELECT count(*) FROM idempotency WHERE principal_id = 'p'"), 2);
     for (int i = 0; i < 6; i++) {
+        buf_close(&d[i].req.response);
+    }
+}
+
+/* ---- Memos (store_tx_memo): they live only across successful calls of one memo class. */
+
+static atomic_int memos_freed;
+
+static void memo_free(void *v)
+{
+    atomic_fetch_add(&memos_freed, 1);
+    mem_free(v);
+}
+
+struct memo_call {
+    int64_t id;
+    bool set;    /* leave a memo holding @id */
+    int fail;    /* then fail with this (0: succeed) */
+    int64_t saw; /* the memo this call found: its id, 0 for none */
+    bool kept;   /* store_tx_memo_set took it */
+};
+
+static int memo_tx(struct store_tx *tx, void *arg)
+{
+    struct memo_call *m = arg;
+    const int64_t *v = store_tx_memo(tx, "k");
+    m->saw = v != NULL ? *v : 0;
+    struct proto_value p[] = {proto_int(m->id), proto_int(7)};
+    int rv = store_tx_exec(tx, "INSERT INTO items (id, writer) VALUES (?, ?)", p, 2, NULL);
+    if (rv == 0 && m->set) {
+        int64_t *nv = mem_alloc(sizeof *nv);
+        *nv = m->id;
+        m->kept = store_tx_memo_set(tx, "k", nv, memo_free);
+        if (!m->kept) {
+            mem_free(nv);
+        }
+    }
+    if (rv == 0 && m->fail != 0) {
+        gerr_set(store_tx_errmsg(tx), "memo call %lld refuses", (long long)m->id);
+        return m->fail;
+    }
+    return rv;
+}
+
+static void memos_live_between_calls_of_one_class(void **state)
+{
+    (void)state;
+    struct store_client_config cfg;
+    struct store_writer w;
+    writer_config(&cfg);
+    assert_int_equal(store_writer_start(&w, &cfg), 0);
+    atomic_store(&memos_freed, 0);
+    /* Outside a writer batch there are none, and a memo is not taken. */
+    struct store_client c;
+    store_client_init(&c, &cfg);
+    struct memo_call alone = {.id = 7200000, .set = true};
+    assert_int_equal(store_client_tx(&c, memo_tx, &alone), 0);
+    store_client_close(&c);
+    assert_false(alone.kept);
+    assert_int_equal(alone.saw, 0);
+
+    /* One batch, behind a slow request: */
+    struct memo_call calls[] = {
+        {.id = 7200001, .set = true},         /* x: sets its id */
+        {.id = 7200002, .set = true},         /* x: sees the first one's, sets its own */
+        {.id = 7200003, .set = true},         /* y: another class: sees none, sets its own */
+        {.id = 7200004, .fail = GERR_TOOBIG}, /* y: sees the one before's, fails */
+        {.id = 7200005, .set = true},         /* y: none (dropped after the failure), sets its own */
+        {.id = 7200006},                      /* no class: none */
+        {.id = 7200007},                      /* y: none (dropped before the call of no class) */
+        {.id = 7200008, .set = true, .fail = GERR_INVAL}, /* y: sets its own and fails */
+        {.id = 7200009},                                  /* y: none */
+    };
+    const char *classes[] = {"x", "x", "y", "y", "y", NULL, "y", "y", "y"};
+    const int64_t want[] = {0, 7200001, 0, 7200003, 0, 0, 0, 0, 0}; /* the id of the memo each saw */
+    enum { N = sizeof calls / sizeof calls[0] };
+    struct done d[N + 1];
+    memset(d, 0, sizeof d);
+    struct item slow = {.id = 7200100, .writer = 7};
+    atomic_store(&slow_started, 0);
+    d[0].req.data = &d[0];
+    assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
+    wait_set(&slow_started);
+    for (int i = 0; i < N; i++) {
+        d[i + 1].req.data = &d[i + 1];
+        d[i + 1].req.memo_class = classes[i];
+        assert_int_equal(store_writer_submit(&w, &d[i + 1].req, memo_tx, &calls[i], done_cb), 0);
+    }
+    wait_set(&d[N].fired);
+    struct store_writer_stats_full st;
+    store_writer_stats_full(&w, &st);
+    store_writer_stop(&w);
+    assert_int_equal(st.batches, 2); /* the slow one, then all the others in one */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(calls[i].saw, want[i]);
+        assert_int_equal(atomic_load(&d[i + 1].status), calls[i].fail);
+        if (calls[i].set) {
+            assert_true(calls[i].kept);
+        }
+    }
+    /* Every memo taken was freed: the five set in the batch. */
+    assert_int_equal(atomic_load(&memos_freed), 5);
+    assert_int_equal(
+        query_int("SELECT count(*) FROM items WHERE writer = 7 AND id > 7200000 AND id < 7200100"), 7);
+    for (int i = 0; i <= N; i++) {
         buf_close(&d[i].req.response);
     }
 }
@@ -493,11 +589,7 @@ static void fresh_key_stored_elsewhere_is_replayed(void **state)
     atomic_store(&slow_started, 0);
     d[0].req.data = &d[0];
     assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
-    uint64_t deadline = it_now_ms() + 30000;
-    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&slow_started);
     for (int i = 0; i < 3; i++) {
         d[i + 1].req.data = &d[i + 1];
         d[i + 1].req.idem_principal = "q";
@@ -506,12 +598,8 @@ static void fresh_key_stored_elsewhere_is_replayed(void **state)
         d[i + 1].req.idem_fresh = true;
         assert_int_equal(store_writer_submit(&w, &d[i + 1].req, batch_item_tx, &items[i], done_cb), 0);
     }
-    deadline = it_now_ms() + 30000;
-    while (
-        (atomic_load(&d[1].fired) == 0 || atomic_load(&d[2].fired) == 0 || atomic_load(&d[3].fired) == 0) &&
-        it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
+    for (int i = 1; i <= 3; i++) {
+        wait_set(&d[i].fired);
     }
     store_writer_stop(&w);
     for (int i = 0; i < 4; i++) {
@@ -548,11 +636,7 @@ static void pause_holds_new_batches_until_resume(void **state)
     atomic_store(&slow_started, 0);
     d[0].req.data = &d[0];
     assert_int_equal(store_writer_submit(&w, &d[0].req, slow_tx, &slow, done_cb), 0);
-    uint64_t deadline = it_now_ms() + 30000;
-    while (atomic_load(&slow_started) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&slow_started);
     assert_int_equal(store_writer_pause(&w, 30000), 0);
     assert_int_equal(atomic_load(&d[0].fired), 1); /* the batch in progress ended first */
     /* Queued while paused: not run. */
@@ -569,11 +653,7 @@ static void pause_holds_new_batches_until_resume(void **state)
     nanosleep(&wait, NULL);
     assert_int_equal(atomic_load(&d[1].fired), 0);
     store_writer_resume(&w);
-    deadline = it_now_ms() + 30000;
-    while (atomic_load(&d[1].fired) == 0 && it_now_ms() < deadline) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_set(&d[1].fired);
     assert_int_equal(atomic_load(&d[1].status), 0);
     assert_int_equal(query_int("SELECT count(*) FROM items WHERE id = 8000001"), 1);
     /* Stop ends a pause: what is queued is cancelled, not left hanging. */
@@ -657,6 +737,7 @@ int main(void)
         cmocka_unit_test(batch_requests_fail_alone),
         cmocka_unit_test(fresh_key_stored_elsewhere_is_replayed),
         cmocka_unit_test(pause_holds_new_batches_until_resume),
+        cmocka_unit_test(memos_live_between_calls_of_one_class),
         cmocka_unit_test(pool_is_bounded_and_shared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -58,11 +58,15 @@ class Batch(g.GantrydTest):
     def test_conflicting_calls_in_one_batch(self):
         """Quota N with N+k creates, two creates of one name, a delete with a stale resource_version
         and a create that fails a check made in the store, all in one transaction: each caller gets
-        its own answer, and only the calls that succeeded changed anything."""
+        its own answer, and only the calls that succeeded changed anything. A create of a name taken
+        before the batch, in the namespace whose quota the batch fills, is ALREADY_EXISTS whatever
+        its place in the batch (the later creates of a namespace take its facts from the batch's
+        memo and the name from the INSERT: docs/architecture.md, "The write path")."""
         e = LingerEnv(self, 400)
         N, K = 3, 4
         e.call("pa", quotas_pb2, "Quotas", "Set", Q.SetQuotaRequest(quota=Q.Quota(
-            meta=meta_pb2.ObjectMeta(namespace="team-b"), max_concurrent_sandboxes=N, mode=Q.QUOTA_MODE_HARD)))
+            meta=meta_pb2.ObjectMeta(namespace="team-b"), max_concurrent_sandboxes=N + 1, mode=Q.QUOTA_MODE_HARD)))
+        e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pre")))
         victim = e.sb("pa", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "victim")))
         stale_rv = victim.meta.resource_version - 1
         calls = [("quota-%d" % i, "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "q%d" % i)))
@@ -74,6 +78,8 @@ class Batch(g.GantrydTest):
         calls.append(("owner", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox(
             "default", "orphan", owner_id="00000000-0000-4000-8000-000000000000"))))
         calls.append(("plain", "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("default", "plain"))))
+        calls += [("taken-%d" % i, "Create", S.CreateSandboxRequest(sandbox=tr.sandbox("team-b", "pre")))
+                  for i in range(3)]
         for _ in range(5):  # the batch is a matter of timing: retry the whole round if it split
             for ns, names in (("team-b", ["q%d" % i for i in range(N + K)]), ("default", ["dup", "orphan", "plain"])):
                 for n in names:
@@ -109,17 +115,20 @@ class Batch(g.GantrydTest):
         self.assertEqual(got["owner"][0], grpc.StatusCode.FAILED_PRECONDITION, got)
         self.assertIn("is not an enabled principal", got["owner"][1])
         self.assertEqual(got["plain"][0], grpc.StatusCode.OK, got)
-        # Only the successes changed anything: N sandboxes charged to team-b, the victim not deleted,
+        for i in range(3):
+            self.assertEqual(got["taken-%d" % i][0], grpc.StatusCode.ALREADY_EXISTS, got)
+        # Only the successes changed anything: N sandboxes (and "pre") charged to team-b, the victim not deleted,
         # one "dup", no "orphan", and one change event per success.
         usage = e.call("pa", quotas_pb2, "Quotas", "Get", Q.GetQuotaRequest(namespace="team-b")).usage
-        self.assertEqual(usage.sandboxes, N)
-        self.assertEqual(len(e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes), N)
+        self.assertEqual(usage.sandboxes, N + 1)
+        self.assertEqual(len(e.sb("pa", "List", S.ListSandboxesRequest(namespace="team-b")).sandboxes), N + 1)
         names = sorted(x.meta.name for x in e.sb("pa", "List", S.ListSandboxesRequest(namespace="default")).sandboxes)
         self.assertEqual(names, ["dup", "plain", "victim"])
         v = e.sb("pa", "Get", S.GetSandboxRequest(namespace="default", name="victim"))
         self.assertEqual(v.meta.deletion_timestamp_ms, 0, "the stale delete started a deletion")
         print("batch: %d conflicting calls in one transaction: %d of %d creates within quota %d, one of two "
-              "\"dup\", stale delete ABORTED, unknown owner FAILED_PRECONDITION" % (len(calls), N, N + K, N))
+              "\"dup\", stale delete ABORTED, unknown owner FAILED_PRECONDITION, a taken name ALREADY_EXISTS" %
+              (len(calls), N, N + K, N))
 
     def wait_gone(self, e, ns, name):
         deadline = time.monotonic() + 30
