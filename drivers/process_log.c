@@ -125,6 +125,7 @@ void plog_pump(int in_fd, const char *path, uint64_t max_file_bytes)
 
 struct plog_reader {
     char *path;
+    char *old; /* <path>.1 */
     int fd;
     ino_t ino;
     uint64_t off;
@@ -213,6 +214,7 @@ int plog_open(const char *path, const struct plog_query *q, struct plog_reader *
     snprintf(old, sizeof old, "%s.1", path);
     struct plog_reader *r = mem_zalloc(sizeof *r);
     r->path = mem_strdup(path);
+    r->old = mem_strdup(old);
     r->since_ms = q->since_ms;
     r->fd = open_ro(old, &r->ino);
     if (r->fd < 0) {
@@ -245,28 +247,38 @@ int plog_open(const char *path, const struct plog_query *q, struct plog_reader *
     return 0;
 }
 
-/* At the end of the file being read: move to the current file if ours was rotated away. */
+/* At the end of the file being read: move to the next file if ours was rotated away.
+ *
+ * Ours still linked (it is <path>.1 now): the next one is the current file, or none yet between the
+ * pump's rename and its new file. Ours unlinked: either a second rotation replaced it as <path>.1,
+ * and the file that replaced it comes next, or the log was removed. plog_remove unlinks <path>.1
+ * before <path>, so a <path>.1 seen here is never older than ours; with neither name left, the
+ * sandbox was deleted. A reader more than a whole file behind skips what was rotated away. */
 static int at_end(struct plog_reader *r, char *errmsg)
 {
-    struct stat cur, mine;
+    struct stat cur, mine, old;
     if (fstat(r->fd, &mine) != 0) {
         gerr_set(errmsg, "stat the sandbox log: %s", strerror(errno));
         return GERR_IO;
     }
-    if (stat(r->path, &cur) != 0) {
-        if (errno == ENOENT && mine.st_nlink == 0) {
+    bool have_cur = stat(r->path, &cur) == 0;
+    if (have_cur && cur.st_ino == r->ino) {
+        return GERR_BUSY; /* the newest file: wait for more */
+    }
+    const char *next = r->path;
+    if (mine.st_nlink == 0 && stat(r->old, &old) == 0 && old.st_ino != r->ino) {
+        next = r->old;
+    } else if (!have_cur) {
+        if (mine.st_nlink == 0) {
             gerr_set(errmsg, "the sandbox's log was removed (the sandbox was deleted)");
             return GERR_NOTFOUND;
         }
         return GERR_BUSY; /* between the pump's rename and its new file */
     }
-    if (cur.st_ino == r->ino) {
-        return GERR_BUSY; /* the newest file: wait for more */
-    }
     ino_t ino = 0;
-    int fd = open_ro(r->path, &ino);
+    int fd = open_ro(next, &ino);
     if (fd < 0) {
-        return GERR_BUSY;
+        return GERR_BUSY; /* renamed or removed since: look again */
     }
     close(r->fd);
     r->fd = fd;
@@ -332,6 +344,7 @@ void plog_close(struct plog_reader *r)
         close(r->fd);
     }
     mem_free(r->path);
+    mem_free(r->old);
     mem_free(r);
 }
 
@@ -388,6 +401,6 @@ void plog_remove(const char *path)
 {
     char old[PATH_CAP];
     snprintf(old, sizeof old, "%s.1", path);
+    unlink(old); /* the older file first: see at_end */
     unlink(path);
-    unlink(old);
 }

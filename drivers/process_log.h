@@ -13,8 +13,9 @@
  * output ended), then the payload bytes. Each record is written with one write(2) on an O_APPEND
  * descriptor, so a reader sees whole records, or a partial last one that it leaves for later.
  *
- * Readers (plog_open / plog_next) need no lock: they follow renames by inode, and notice that the
- * log was removed (the sandbox was deleted) when the file they hold has no links left. */
+ * Readers (plog_open / plog_next) need no lock: they follow renames by inode, also a second rotation
+ * that replaced the file they hold, and notice that the log was removed (the sandbox was deleted)
+ * when the file they hold has no links left and neither name exists. */
 #ifndef GANTRY_DRIVERS_PROCESS_LOG_H
 #define GANTRY_DRIVERS_PROCESS_LOG_H
 
@@ -69,7 +70,7 @@ void plog_close(struct plog_reader *r);
  * (the output of a process that just failed may still be in the pump). */
 void plog_tail_text(const char *path, unsigned wait_end_ms, char *buf, size_t len);
 
-/* Remove <path> and <path>.1. */
+/* Remove <path>.1, then <path> (in that order, so a follower never goes back to the older file). */
 void plog_remove(const char *path);
 
 #endif

@@ -1,7 +1,7 @@
 /* The process driver's output log (drivers/process_log.h) without bubblewrap: the pump in a child
  * process fed through a pipe, rotation bounding the files, readers with tail and since across the
- * two files, a reader following through rotations, a partial record left for later, a corrupt
- * header refused, removal noticed. */
+ * two files, a reader following through rotations (also at the pump's awkward moments), a partial
+ * record left for later, a corrupt header refused, removal noticed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -213,6 +213,75 @@ static void test_rotation_and_follow(void **state)
     plog_remove(path);
 }
 
+/* Append one record of @text to @path, as the pump writes it. */
+static void put_record(const char *path, const char *text)
+{
+    uint8_t rec[PLOG_HEADER + 64] = {0};
+    size_t n = strlen(text);
+    assert_true(n <= 64);
+    rec[0] = 0x10; /* some time */
+    rec[8] = (uint8_t)n;
+    memcpy(rec + PLOG_HEADER, text, n);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, rec, PLOG_HEADER + n), (ssize_t)(PLOG_HEADER + n));
+    close(fd);
+}
+
+/* The pump's steps done by hand, at the moments that matter. A follower whose file a second
+ * rotation replaced reads on from the file that replaced it, also inside the pump's window between
+ * its rename and its new file (that window once ended a follow with "was deleted"). A removal ends
+ * a follower without sending the older file again. */
+static void test_rotation_windows(void **state)
+{
+    (void)state;
+    char path[300], old[310], errmsg[GERR_MSG_SIZE];
+    snprintf(path, sizeof path, "%s/d.log", dir);
+    snprintf(old, sizeof old, "%s.1", path);
+    struct plog_query all = {.tail_lines = -1};
+    struct plog_reader *r = NULL;
+    struct buf_out o = {0};
+    put_record(path, "a\n");
+    assert_int_equal(plog_open(path, &all, &r, errmsg), 0);
+    assert_int_equal(read_all(r, &o), GERR_BUSY);
+    assert_string_equal(o.s, "a\n");
+    /* Two rotations before the follower looks again; the second stops before its new file. */
+    assert_int_equal(rename(path, old), 0);
+    put_record(path, "b\n");
+    assert_int_equal(rename(path, old), 0);
+    assert_int_equal(read_all(r, &o), GERR_BUSY);
+    assert_string_equal(o.s, "a\nb\n");
+    put_record(path, "c\n");
+    assert_int_equal(read_all(r, &o), GERR_BUSY);
+    assert_string_equal(o.s, "a\nb\nc\n");
+    /* Removed while the follower holds the current file: the end, nothing read twice. */
+    plog_remove(path);
+    assert_int_equal(read_all(r, &o), GERR_NOTFOUND);
+    assert_string_equal(o.s, "a\nb\nc\n");
+    assert_non_null(strstr(errmsg_last, "was deleted"));
+    plog_close(r);
+    mem_free(o.s);
+    /* Half removed (plog_remove's first step) while the follower is still in <path>.1: on to the
+     * newer file, then the end once it is gone too. */
+    put_record(path, "d\n");
+    assert_int_equal(rename(path, old), 0);
+    put_record(path, "e\n");
+    o = (struct buf_out){0};
+    assert_int_equal(plog_open(path, &all, &r, errmsg), 0);
+    uint8_t chunk[PLOG_CHUNK_MAX];
+    size_t n;
+    uint64_t ts;
+    assert_int_equal(plog_next(r, chunk, &n, &ts, errmsg), 0);
+    assert_memory_equal(chunk, "d\n", 2);
+    assert_int_equal(unlink(old), 0);
+    assert_int_equal(read_all(r, &o), GERR_BUSY);
+    assert_string_equal(o.s, "e\n");
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(read_all(r, &o), GERR_NOTFOUND);
+    plog_close(r);
+    mem_free(o.s);
+}
+
 /* A partial record at the end is left for later; a corrupt header is refused. */
 static void test_partial_and_corrupt(void **state)
 {
@@ -266,6 +335,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tail_since_and_end),
         cmocka_unit_test(test_rotation_and_follow),
+        cmocka_unit_test(test_rotation_windows),
         cmocka_unit_test(test_partial_and_corrupt),
     };
     int failed = cmocka_run_group_tests_name("driver_process_log", tests, NULL, NULL);
