@@ -132,9 +132,13 @@ static void cond_init_mono(pthread_cond_t *c)
 
 /* --- client --- */
 
+/* A call waiting for its answer. Its own condition variable: an answer wakes only its caller (one
+ * shared variable woke every caller of the client on each answer, about 20 on a follower under
+ * load, all but one to sleep again). */
 struct waiter {
     struct waiter *next;
     uint64_t call_id;
+    pthread_cond_t cond; /* signalled under client->mu when done is set */
     bool done;
     int status;
     fwd_response *resp;
@@ -159,7 +163,7 @@ struct fwd_client {
     void *dial_arg;
     unsigned per_target;
     pthread_mutex_t mu;
-    pthread_cond_t cond; /* waiters and reader exits */
+    pthread_cond_t cond; /* connection changes: ready, broken, reader exits, the last call of one */
     struct cconn *conns;
     uint64_t next_id;
     bool closing;
@@ -183,6 +187,7 @@ static void fail_waiters(struct fwd_client *c, struct cconn *k, int status)
         if (!w->done) {
             w->done = true;
             w->status = status;
+            pthread_cond_signal(&w->cond);
         }
     }
     k->waiters = NULL;
@@ -228,7 +233,7 @@ static void *client_reader(void *arg)
             w->status = 0;
             w->resp = resp;
             resp = NULL;
-            pthread_cond_broadcast(&c->cond);
+            pthread_cond_signal(&w->cond);
         }
         pthread_mutex_unlock(&c->mu);
         if (resp != NULL) {
@@ -347,6 +352,7 @@ int fwd_client_call(struct fwd_client *c, const char *address, fwd_request *req,
         return rv;
     }
     struct waiter w = {0};
+    cond_init_mono(&w.cond);
     pthread_mutex_lock(&c->mu);
     w.call_id = ++c->next_id;
     req->call_id = w.call_id;
@@ -376,7 +382,7 @@ int fwd_client_call(struct fwd_client *c, const char *address, fwd_request *req,
     pthread_mutex_lock(&c->mu);
     int wrv = 0;
     while (!w.done && wrv != ETIMEDOUT) {
-        wrv = clock_cond_wait_mono(&c->cond, &c->mu, &ts);
+        wrv = clock_cond_wait_mono(&w.cond, &c->mu, &ts);
     }
     if (!w.done) {
         for (struct waiter **pp = &k->waiters; *pp != NULL; pp = &(*pp)->next) {
@@ -397,9 +403,11 @@ int fwd_client_call(struct fwd_client *c, const char *address, fwd_request *req,
     pthread_mutex_unlock(&c->mu);
 out:
     pthread_mutex_lock(&c->mu);
-    k->inflight--;
-    pthread_cond_broadcast(&c->cond);
+    if (--k->inflight == 0 && k->reader_done) {
+        pthread_cond_broadcast(&c->cond); /* reap may free it now: fwd_client_free waits for that */
+    }
     pthread_mutex_unlock(&c->mu);
+    pthread_cond_destroy(&w.cond); /* no one signals it now: done, or out of the list, under c->mu */
     return rv;
 }
 

@@ -10,7 +10,8 @@
  * call_id.
  *
  * Client. fwd_client_call blocks the calling thread until the response, the timeout, or the
- * connection's failure. It keeps up to conns_per_target connections per address and spreads calls
+ * connection's failure; the answer wakes only its own caller, and a failure each caller of that
+ * connection at once. It keeps up to conns_per_target connections per address and spreads calls
  * over them. Errors: GERR_TIMEOUT, GERR_CLOSED (the connection failed), the dial function's errors,
  * GERR_PROTO (a malformed response: the connection is dropped). *@sent says whether the request
  * reached the connection: after a failure with sent, the request may or may not have run, and the

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "api/forward/fwd.h"
+#include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/mem.h"
 
@@ -72,6 +73,16 @@ static void release_held(struct srv *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Start the server at a socket named after @tag and this process. */
+static struct fwd_server *start_server(const char *tag, struct srv *s)
+{
+    snprintf(sock_path, sizeof sock_path, "@gantry-test-%s-%d", tag, (int)getpid());
+    struct fwd_server *server = NULL;
+    char err[GERR_MSG_SIZE];
+    assert_int_equal(fwd_server_start(sock_path, on_request, s, &server, err), 0);
+    return server;
+}
+
 struct caller {
     struct fwd_client *c;
     int id;
@@ -110,11 +121,9 @@ static void *call_many(void *arg)
 static void test_many_calls_in_flight(void **state)
 {
     (void)state;
-    snprintf(sock_path, sizeof sock_path, "@gantry-test-fwd-%d", (int)getpid());
     struct srv s = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    struct fwd_server *server;
+    struct fwd_server *server = start_server("fwd", &s);
     char err[GERR_MSG_SIZE];
-    assert_int_equal(fwd_server_start(sock_path, on_request, &s, &server, err), 0);
     struct fwd_client *c = fwd_client_new(dial, NULL, 2);
     pthread_t t[8];
     struct caller k[8];
@@ -147,11 +156,9 @@ static void test_many_calls_in_flight(void **state)
 static void test_timeout_and_failure(void **state)
 {
     (void)state;
-    snprintf(sock_path, sizeof sock_path, "@gantry-test-fwd2-%d", (int)getpid());
     struct srv s = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    struct fwd_server *server;
+    struct fwd_server *server = start_server("fwd2", &s);
     char err[GERR_MSG_SIZE];
-    assert_int_equal(fwd_server_start(sock_path, on_request, &s, &server, err), 0);
     struct fwd_client *c = fwd_client_new(dial, NULL, 1);
     fwd_request req = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
     req.method = "/silent";
@@ -187,11 +194,80 @@ static void test_timeout_and_failure(void **state)
     fwd_client_free(c);
 }
 
+struct silent_caller {
+    struct fwd_client *c;
+    int rv;
+    uint64_t took_ms;
+};
+
+static void *call_silent(void *arg)
+{
+    struct silent_caller *k = arg;
+    fwd_request req = GANTRY__INTERNAL__V1__FORWARD_REQUEST__INIT;
+    req.method = "/silent";
+    fwd_response *resp = NULL;
+    bool sent;
+    char err[GERR_MSG_SIZE];
+    uint64_t t0 = clock_mono_ms(clock_system());
+    k->rv = fwd_client_call(k->c, sock_path, &req, 20000, &resp, &sent, err);
+    k->took_ms = clock_mono_ms(clock_system()) - t0;
+    return NULL;
+}
+
+static void *stop_server(void *arg)
+{
+    fwd_server_stop(arg);
+    return NULL;
+}
+
+/* A connection that fails wakes each of its waiting callers at once (each waits on a condition of
+ * its own), not at its deadline. */
+static void test_failure_wakes_every_waiter(void **state)
+{
+    (void)state;
+    struct srv s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct fwd_server *server = start_server("fwd3", &s);
+    struct fwd_client *c = fwd_client_new(dial, NULL, 2);
+    enum { N = 6 };
+    pthread_t t[N], stopper;
+    struct silent_caller k[N];
+    for (int i = 0; i < N; i++) {
+        k[i] = (struct silent_caller){.c = c};
+        pthread_create(&t[i], NULL, call_silent, &k[i]);
+    }
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&s.mu);
+        unsigned held = s.n_held;
+        pthread_mutex_unlock(&s.mu);
+        if (held == N) {
+            break;
+        }
+        usleep(10000);
+    }
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n_held, N);
+    pthread_mutex_unlock(&s.mu);
+    /* The stop shuts the connections (and then waits for the held replies). */
+    pthread_create(&stopper, NULL, stop_server, server);
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(k[i].rv, GERR_CLOSED);
+        if (k[i].took_ms >= 10000) {
+            fail_msg("caller %d woke at its deadline (%llu ms), not at the failure", i,
+                     (unsigned long long)k[i].took_ms);
+        }
+    }
+    release_held(&s);
+    pthread_join(stopper, NULL);
+    fwd_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_calls_in_flight),
         cmocka_unit_test(test_timeout_and_failure),
+        cmocka_unit_test(test_failure_wakes_every_waiter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
