@@ -159,9 +159,37 @@ static bool proc_is(long pid, uint64_t start, uint64_t pidns)
     return pidns == 0 || proc_pidns_of(pid) == pidns;
 }
 
-/* How many processes are members of PID namespace @pidns: live ones, and zombies too when
- * @zombies (while bwrap lives it reaps the namespace's init, so waiting for that is bounded). */
-static size_t proc_count_in_ns(uint64_t pidns, bool zombies)
+/* Whether @pid is the init of its PID namespace: the last (innermost) of its NSpid is 1. */
+static bool proc_is_ns_init(long pid)
+{
+    char path[64], buf[4096];
+    size_t len;
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    if (read_small(path, buf, sizeof buf - 1, &len) != 0) {
+        return false;
+    }
+    buf[len] = '\0';
+    const char *line = strstr(buf, "\nNSpid:");
+    if (line == NULL) {
+        return false;
+    }
+    line += strlen("\nNSpid:");
+    const char *eol = strchr(line, '\n');
+    long last = 0;
+    for (const char *q = line; *q != '\0' && (eol == NULL || q < eol);) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (end == q) {
+            q++;
+            continue;
+        }
+        last = v;
+        q = end;
+    }
+    return last == 1;
+}
+
+size_t process_ns_members(uint64_t pidns, bool zombies, long init_pid, uint64_t init_start)
 {
     size_t n = 0;
     DIR *dir = opendir("/proc");
@@ -173,10 +201,14 @@ static size_t proc_count_in_ns(uint64_t pidns, bool zombies)
         char *end;
         long pid = strtol(e->d_name, &end, 10);
         struct process_stat st;
-        if (*end == '\0' && pid > 0 && proc_pidns_of(pid) == pidns && proc_stat_of(pid, &st) == 0 &&
-            (zombies || (st.state != 'Z' && st.state != 'X'))) {
-            n++;
+        if (*end != '\0' || pid <= 0 || proc_pidns_of(pid) != pidns || proc_stat_of(pid, &st) != 0) {
+            continue;
         }
+        if ((pid != init_pid || (init_start != 0 && st.starttime != init_start)) && proc_is_ns_init(pid)) {
+            n = 0; /* the number is another namespace's now: ours, its init gone, is gone too */
+            break;
+        }
+        n += zombies || (st.state != 'Z' && st.state != 'X');
     }
     closedir(dir);
     return n;
@@ -369,7 +401,8 @@ static bool tree_gone(const struct process_state *st, const struct located *loc)
      * nothing we started will reap a zombie, so only live members count then. */
     bool bwrap_lives = st->bwrap_pid > 0 && proc_is(st->bwrap_pid, st->bwrap_start, 0);
     return !proc_is(loc->init_pid, loc->init_start, loc->pidns) &&
-           (loc->pidns == 0 || proc_count_in_ns(loc->pidns, bwrap_lives) == 0);
+           (loc->pidns == 0 ||
+            process_ns_members(loc->pidns, bwrap_lives, loc->init_pid, loc->init_start) == 0);
 }
 
 static int kill_tree(struct driver_process *p, const struct process_state *st, char *errmsg)

@@ -128,6 +128,13 @@ struct process_stat {
 };
 int process_stat_decode(const char *text, size_t len, struct process_stat *out, char *errmsg);
 
+/* How many processes are members of the PID namespace whose inode number is @pidns, for a sandbox
+ * whose namespace init was @init_pid, started at @init_start (0: unknown): live ones, and zombies
+ * too when @zombies. The kernel reuses a namespace's inode number once the namespace is freed, so
+ * when another process is the init of a namespace with that number (the last of its NSpid is 1),
+ * the sandbox's namespace is gone: 0. Reads /proc. */
+size_t process_ns_members(uint64_t pidns, bool zombies, long init_pid, uint64_t init_start);
+
 /* The epoch file: one decimal number (no sign, no leading zeros), an optional newline. */
 int process_epoch_decode(const char *text, size_t len, uint64_t *epoch, char *errmsg);
 

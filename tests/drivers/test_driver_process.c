@@ -18,6 +18,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sched.h>
 #include <poll.h>
 #include <errno.h>
 #include <sys/prctl.h>
@@ -906,6 +907,74 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
+/* A PID namespace's inode number is reused once the namespace is freed. A sandbox whose namespace
+ * is gone must not count the members of a newer namespace that got its number (a deleted sandbox
+ * waited on another sandbox's processes: "processes still alive after SIGKILL" until that one
+ * went too). A child in a new PID namespace (a user namespace first without root): its members are
+ * counted for the record naming its init, and none for a record naming another init. */
+static void test_ns_number_reused(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t mid = fork();
+    assert_true(mid >= 0);
+    if (mid == 0) {
+        close(p[0]);
+        int flags = CLONE_NEWPID | (geteuid() != 0 ? CLONE_NEWUSER : 0);
+        if (unshare(flags) != 0) {
+            _exit(1);
+        }
+        pid_t init = fork(); /* pid 1 of the new namespace */
+        if (init == 0) {
+            for (;;) {
+                pause();
+            }
+        }
+        long host = (long)init;
+        if (init < 0 || write(p[1], &host, sizeof host) != (ssize_t)sizeof host) {
+            _exit(1);
+        }
+        waitpid(init, NULL, 0);
+        _exit(0);
+    }
+    close(p[1]);
+    long init = 0;
+    ssize_t r = read(p[0], &init, sizeof init);
+    close(p[0]);
+    if (r != (ssize_t)sizeof init) {
+        waitpid(mid, NULL, 0);
+        skip(); /* no new PID namespace here */
+    }
+    char path[64], stat[2048], err[GERR_MSG_SIZE];
+    unsigned long long ns = pidns_of(init);
+    size_t len = 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", init);
+    FILE *f = ns != 0 ? fopen(path, "r") : NULL;
+    if (f != NULL) {
+        len = fread(stat, 1, sizeof stat, f);
+        fclose(f);
+    }
+    struct process_stat st;
+    int decoded = ns != 0 && len > 0 ? process_stat_decode(stat, len, &st, err) : -1;
+    size_t ours = 0, ours_no_start = 0, other_start = 0, other_pid = 0;
+    if (decoded == 0) {
+        ours = process_ns_members(ns, false, init, st.starttime);
+        ours_no_start = process_ns_members(ns, false, init, 0);
+        other_start = process_ns_members(ns, false, init, st.starttime + 1);
+        other_pid = process_ns_members(ns, false, (long)getpid(), 0);
+    }
+    kill((pid_t)init, SIGKILL); /* before any assertion: a failed one must not leave it behind */
+    waitpid(mid, NULL, 0);
+    assert_int_equal(decoded, 0);
+    /* The record of this namespace's init: its member counted. */
+    assert_int_equal(ours, 1);
+    assert_int_equal(ours_no_start, 1);
+    /* A record of another init (its namespace gone, the number reused by this one): none. */
+    assert_int_equal(other_start, 0);
+    assert_int_equal(other_pid, 0);
+}
+
 /* A record whose pid now belongs to another process (start time differs) is "gone" and that
  * process is never signalled. */
 static void test_pid_reuse_not_killed(void **state)
@@ -1063,6 +1132,7 @@ int main(void)
         cmocka_unit_test(test_unavailable),          cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_bad_arguments),        cmocka_unit_test(test_no_gpus),
         cmocka_unit_test(test_pid_reuse_not_killed), cmocka_unit_test(test_interrupted_and_corrupt_records),
+        cmocka_unit_test(test_ns_number_reused),
     };
     const struct CMUnitTest with_bwrap[] = {
         cmocka_unit_test(test_lifecycle),
