@@ -424,9 +424,16 @@ static void do_transfer(struct job *j, struct store_client *cl, struct answer *a
                      * or reconnected among them: the probe decides. One that does not answer
                      * within a second is refused then; one that answers gets the whole wait. */
                     rv = catchup_ready(j->svc->catchup, id, 1000, &lag, why);
-                    uint64_t spent = clock_mono_ms(clock_system()) - t0;
-                    if (rv != 0 && lag != RAFTLOG_LAG_UNKNOWN && spent < wait_ms) {
-                        rv = catchup_ready(j->svc->catchup, id, (unsigned)(wait_ms - spent), &lag, why);
+                    /* An unknown lag is also the answer of a target too far behind to measure (a
+                     * snapshot is on its way to it): one probe more tells it from a silent one. */
+                    uint64_t probe_lag;
+                    char probe_why[GERR_MSG_SIZE];
+                    if (rv != 0 && (lag != RAFTLOG_LAG_UNKNOWN ||
+                                    catchup_measure(j->svc->catchup, id, &probe_lag, probe_why) == 0)) {
+                        uint64_t spent = clock_mono_ms(clock_system()) - t0;
+                        if (spent < wait_ms) {
+                            rv = catchup_ready(j->svc->catchup, id, (unsigned)(wait_ms - spent), &lag, why);
+                        }
                     }
                 } else {
                     rv = catchup_ready(j->svc->catchup, id, wait_ms, &lag, why);
