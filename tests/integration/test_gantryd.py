@@ -255,7 +255,10 @@ class Cluster:
         tok = self.token(uses=n)
         new = []
         for _ in range(n):
-            r = self.new_replica(len(self.replicas) + 1)
+            # A number no replica of this cluster had: after one that was never listed (a refused
+            # joiner) or one taken off the list, len + 1 named a directory in use (gantryd_carotate
+            # started a second replica 5 on the first one's data dir, which then never became ready).
+            r = self.new_replica(max([x.rid for x in self.replicas] + [0]) + 1)
             self.replicas.append(r)
             r.start(join=(via or self.replicas[0]).api, token=tok)
             new.append(r)
