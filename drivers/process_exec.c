@@ -281,7 +281,6 @@ run_middle(const struct pexec_target *t, bool tty, const int stdio[3], int repor
     close(0);
     close(1);
     close(2);
-    close(FD_REPORT);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = forward_signal;
@@ -293,6 +292,10 @@ run_middle(const struct pexec_target *t, bool tty, const int stdio[3], int repor
     }
     sa.sa_handler = ignore_signal;
     sigaction(SIGCHLD, &sa, NULL);
+    /* Only now may the caller learn that the exec started (the report pipe's end, once the
+     * command's exec has closed its copy too) and signal this process: a SIGTERM before the
+     * handlers took the default action, and this process died with the command running on. */
+    close(FD_REPORT);
     sigprocmask(SIG_SETMASK, &chld, NULL);
     /* Until the command exits (it stays a zombie: its pid, the group's number, stays ours) or the
      * control socket ends (the caller closed the exec, or died). */
@@ -726,8 +729,8 @@ int pexec_start(const struct pexec_target *t, const struct driver_exec_spec *spe
     rep[1] = -1;
     close(ctl[0]);
     ctl[0] = -1;
-    /* EOF once the command has exec'd (the report pipe is close-on-exec there) or every process
-     * holding it has died. */
+    /* EOF once the command has exec'd (the report pipe is close-on-exec there) and the middle
+     * forwards signals to it, or every process holding it has died. */
     struct report_msg m;
     ssize_t r;
     while ((r = read(rep[0], &m, sizeof m)) < 0 && errno == EINTR) {
