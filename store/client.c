@@ -436,17 +436,22 @@ int store_tx_query_prepared(struct store_tx *tx, const char *sql, const struct p
     return rv;
 }
 
+/* The _int forms: the first column of the first row of a query that returned @rv, @rows closed. */
+static int tx_int_of(struct store_tx *tx, int rv, struct proto_rows *rows, int64_t *out)
+{
+    if (rv == 0) {
+        rv = first_int(rows, out, tx->cl->errmsg);
+    }
+    proto_rows_close(rows);
+    return rv;
+}
+
 int store_tx_query_prepared_int(struct store_tx *tx, const char *sql, const struct proto_value *params,
                                 unsigned n, int64_t *out)
 {
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    int rv = store_tx_query_prepared(tx, sql, params, n, &rows);
-    if (rv == 0) {
-        rv = first_int(&rows, out, tx->cl->errmsg);
-    }
-    proto_rows_close(&rows);
-    return rv;
+    return tx_int_of(tx, store_tx_query_prepared(tx, sql, params, n, &rows), &rows, out);
 }
 
 int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_value *params, unsigned n,
@@ -454,12 +459,7 @@ int store_tx_query_int(struct store_tx *tx, const char *sql, const struct proto_
 {
     struct proto_rows rows;
     proto_rows_init(&rows, 0);
-    int rv = store_tx_query(tx, sql, params, n, &rows);
-    if (rv == 0) {
-        rv = first_int(&rows, out, tx->cl->errmsg);
-    }
-    proto_rows_close(&rows);
-    return rv;
+    return tx_int_of(tx, store_tx_query(tx, sql, params, n, &rows), &rows, out);
 }
 
 char *store_tx_errmsg(struct store_tx *tx)
